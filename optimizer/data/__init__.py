@@ -1,0 +1,1 @@
+"""Data layer: the DuckDB store, ingest of raw files, fetchers, the synthetic market and daily_metrics."""

@@ -1,0 +1,193 @@
+"""The DuckDB store: schema, versioned migrations and read-only helpers.
+
+Raw tables are never mixed: one per source. ``daily_metrics`` / ``options_premium_daily`` are derived
+(point-in-time) tables built by ``optimizer.data.metrics``; the engine writes only ``bt_``-prefixed tables.
+Opening a database created by an older schema version migrates it in one transaction.
+A database built by the existing darkpool pipeline (it has ``daily_metrics`` but no ``schema_version``)
+is opened read-compatible: missing raw tables are created, existing tables are never altered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+
+from ..errors import DataError
+
+__all__ = ["SCHEMA_VERSION", "connect", "open_store", "transaction", "table_exists", "RAW_TABLES", "MIGRATIONS"]
+
+RAW_TABLES = (
+    "finra_short_daily",
+    "prices_daily",
+    "finra_otc_weekly",
+    "lit_flow_daily",
+    "options_daily",
+)
+
+# Each migration takes the schema from version i to i+1. Never edit a released one: append.
+MIGRATIONS: list[str] = [
+    # v1: raw tables, ingest bookkeeping, symbol map
+    """
+    CREATE TABLE IF NOT EXISTS finra_short_daily (
+        date DATE NOT NULL,
+        symbol VARCHAR NOT NULL,
+        facility VARCHAR NOT NULL,            -- CNMS, FNSQ, FNQC, FNYX, FNRA, FORF, or API
+        market VARCHAR,                       -- the file's Market column (e.g. 'B,Q,N')
+        short_volume BIGINT NOT NULL,
+        short_exempt_volume BIGINT,           -- NULL in the older layout without the column
+        total_volume BIGINT NOT NULL,
+        source_file VARCHAR NOT NULL,
+        PRIMARY KEY (date, symbol, facility)
+    );
+    CREATE TABLE IF NOT EXISTS prices_daily (
+        date DATE NOT NULL,
+        symbol VARCHAR NOT NULL,
+        open DOUBLE NOT NULL,
+        high DOUBLE NOT NULL,
+        low DOUBLE NOT NULL,
+        close DOUBLE NOT NULL,
+        volume DOUBLE NOT NULL,
+        source VARCHAR NOT NULL,
+        PRIMARY KEY (date, symbol)
+    );
+    CREATE TABLE IF NOT EXISTS finra_otc_weekly (
+        week_start_date DATE NOT NULL,        -- Monday of the reported week
+        symbol VARCHAR NOT NULL,
+        tier VARCHAR,                         -- T1, T2, OTCE
+        ats_volume BIGINT,
+        ats_trade_count BIGINT,
+        non_ats_volume BIGINT,
+        non_ats_trade_count BIGINT,
+        publication_date DATE NOT NULL,       -- first date the figures were public
+        source_file VARCHAR NOT NULL,
+        PRIMARY KEY (week_start_date, symbol)
+    );
+    CREATE TABLE IF NOT EXISTS lit_flow_daily (
+        date DATE NOT NULL,
+        symbol VARCHAR NOT NULL,
+        lit_buy_volume DOUBLE NOT NULL,
+        lit_sell_volume DOUBLE NOT NULL,
+        lit_unclassified_volume DOUBLE DEFAULT 0,
+        method VARCHAR NOT NULL,              -- quote, tick, quote+tick, provided
+        source_file VARCHAR NOT NULL,
+        PRIMARY KEY (date, symbol)
+    );
+    CREATE TABLE IF NOT EXISTS options_daily (
+        date DATE NOT NULL,
+        symbol VARCHAR NOT NULL,
+        call_volume DOUBLE,
+        put_volume DOUBLE,
+        call_premium DOUBLE,
+        put_premium DOUBLE,
+        itm_call_volume DOUBLE,
+        otm_call_volume DOUBLE,
+        itm_put_volume DOUBLE,
+        otm_put_volume DOUBLE,
+        atm_iv DOUBLE,
+        source_file VARCHAR NOT NULL,
+        PRIMARY KEY (date, symbol)
+    );
+    CREATE SEQUENCE IF NOT EXISTS ingest_log_seq START 1;
+    CREATE TABLE IF NOT EXISTS ingest_log (
+        id BIGINT PRIMARY KEY DEFAULT nextval('ingest_log_seq'),
+        file VARCHAR NOT NULL,
+        sha256 VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL,
+        rows_accepted BIGINT NOT NULL,
+        rows_rejected BIGINT NOT NULL,
+        status VARCHAR NOT NULL,              -- ok, replaced, skipped_identical, rejected_rows, failed
+        message VARCHAR,
+        ingested_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+    );
+    CREATE TABLE IF NOT EXISTS ingest_rejects (
+        ingest_id BIGINT NOT NULL,
+        file VARCHAR NOT NULL,
+        line BIGINT,
+        reason VARCHAR NOT NULL,
+        raw VARCHAR
+    );
+    CREATE TABLE IF NOT EXISTS symbol_map (
+        old_symbol VARCHAR NOT NULL,
+        new_symbol VARCHAR NOT NULL,
+        effective_date DATE NOT NULL,         -- first session traded under new_symbol
+        PRIMARY KEY (old_symbol, effective_date)
+    );
+    INSERT INTO symbol_map VALUES ('FB', 'META', DATE '2022-06-09') ON CONFLICT DO NOTHING;
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ? AND table_schema = 'main'", [name]
+        ).fetchone()[0]
+    )
+
+
+def _current_version(con: duckdb.DuckDBPyConnection) -> int:
+    if not table_exists(con, "schema_version"):
+        return 0
+    row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> int:
+    """Apply every pending migration, each in its own transaction. Returns the resulting version."""
+    con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP DEFAULT current_timestamp)")
+    v = _current_version(con)
+    if v > SCHEMA_VERSION:
+        raise DataError(
+            f"database schema version {v} is newer than this accumopt supports ({SCHEMA_VERSION}); upgrade accumopt"
+        )
+    while v < SCHEMA_VERSION:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(MIGRATIONS[v])
+            con.execute("INSERT INTO schema_version (version) VALUES (?)", [v + 1])
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        v += 1
+    return v
+
+
+def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open (creating and migrating if needed) the store at ``path``; ``:memory:`` works too."""
+    p = str(path)
+    if p != ":memory:":
+        pp = Path(p)
+        if read_only and not pp.exists():
+            raise DataError(f"database {p} does not exist; run `accumopt data synth --db {p}` or `accumopt ingest` first")
+        pp.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(p, read_only=read_only)
+    if not read_only:
+        migrate(con)
+    return con
+
+
+@contextlib.contextmanager
+def open_store(path: str | Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    con = connect(path, read_only=read_only)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+@contextlib.contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """All-or-nothing: commit on success, roll back on any exception (then re-raise)."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    else:
+        con.execute("COMMIT")

@@ -1,0 +1,48 @@
+"""Domain errors. Each message states the rule that was broken and shows the offending value.
+
+The CLI turns every ``AccumoptError`` into a one-line message and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = ["AccumoptError", "InputFileError", "SpecError", "ParameterError", "DataError"]
+
+
+class AccumoptError(Exception):
+    """Base of every error the tool raises on purpose."""
+
+
+class InputFileError(AccumoptError):
+    """A raw input file broke a format rule. ``str()`` is ``file:line: reason``."""
+
+    def __init__(self, file: str, line: int | None, reason: str) -> None:
+        self.file = str(file)
+        self.line = line
+        self.reason = reason
+        where = f"{self.file}:{line}" if line is not None else self.file
+        super().__init__(f"{where}: {reason}")
+
+
+class SpecError(AccumoptError):
+    """A study spec broke a rule. ``str()`` names the key path: ``[space.z_window] ...``."""
+
+    def __init__(self, key: str, reason: str, file: str | None = None) -> None:
+        self.key = key
+        self.reason = reason
+        self.file = file
+        prefix = f"{file}: " if file else ""
+        super().__init__(f"{prefix}[{key}] {reason}")
+
+
+class ParameterError(AccumoptError, ValueError):
+    """A function or CLI parameter is out of its domain, e.g. ``window must be >= 2, got window=1``."""
+
+
+class DataError(AccumoptError):
+    """The store does not hold the data a command needs (unknown ticker, empty date range, missing table)."""
+
+
+def check_param(ok: bool, name: str, rule: str, value: object) -> None:
+    """Raise ``ParameterError('<name> must be <rule>, got <name>=<value>')`` unless ``ok``."""
+    if not ok:
+        raise ParameterError(f"{name} must be {rule}, got {name}={value!r}")

@@ -1,0 +1,102 @@
+"""Symbol universes and the sector map (stock -> parent sector ETF).
+
+Tier 1: the 15 liquid ETFs. Tier 3: the 18 single names of the design. Tier 2: top holdings per sector ETF,
+used for larger universes. ``resolve_universe`` turns a spec/CLI value into a symbol list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from .errors import ParameterError
+
+__all__ = [
+    "TIER1",
+    "TIER3",
+    "TIER2",
+    "SECTOR_ETFS",
+    "SECTOR_MAP",
+    "MARKET_SYMBOL",
+    "VIX_SYMBOL",
+    "UNIVERSE_NAMES",
+    "resolve_universe",
+    "parent_etf",
+]
+
+MARKET_SYMBOL = "SPY"
+VIX_SYMBOL = "^VIX"
+
+TIER1: tuple[str, ...] = (
+    "SPY", "QQQ", "IWM", "DIA", "TLT", "GLD", "USO",
+    "XLF", "XLK", "XLE", "XLV", "XLY", "XLI", "XLP", "XLU",
+)
+TIER3: tuple[str, ...] = (
+    "MSFT", "AAPL", "GOOGL", "AMZN", "NVDA", "AVGO", "META", "TSLA", "AMD",
+    "BE", "CRWV", "HIMS", "HOOD", "IREN", "JPM", "NNE", "PLTR", "SOFI",
+)
+SECTOR_ETFS: tuple[str, ...] = ("XLF", "XLK", "XLE", "XLV", "XLY", "XLI", "XLP", "XLU")
+
+# Parent sector ETF of each tier-3 / tier-2 stock (GICS sector of the company).
+SECTOR_MAP: dict[str, str] = {
+    "MSFT": "XLK", "AAPL": "XLK", "NVDA": "XLK", "AVGO": "XLK", "AMD": "XLK", "CRWV": "XLK",
+    "IREN": "XLK", "PLTR": "XLK",
+    "GOOGL": "XLK", "META": "XLK",  # communication services; XLK is the closest tier-1 parent
+    "AMZN": "XLY", "TSLA": "XLY", "HIMS": "XLV", "NNE": "XLU", "BE": "XLI",
+    "HOOD": "XLF", "JPM": "XLF", "SOFI": "XLF",
+}
+
+# Tier 2: top holdings of each sector ETF (for larger universes and constituent aggregation).
+TIER2_BY_SECTOR: dict[str, tuple[str, ...]] = {
+    "XLF": ("BRK-B", "V", "MA", "BAC", "WFC", "GS", "MS", "SPGI", "AXP", "C"),
+    "XLK": ("ORCL", "CRM", "ADBE", "CSCO", "ACN", "IBM", "INTU", "NOW", "TXN", "QCOM"),
+    "XLE": ("XOM", "CVX", "COP"),
+    "XLV": ("LLY", "UNH", "JNJ", "ABBV", "MRK", "TMO", "ABT", "ISRG", "AMGN", "PFE"),
+    "XLY": ("HD", "MCD", "LOW", "BKNG", "TJX", "SBUX", "NKE"),
+    "XLI": ("GE", "CAT", "RTX", "HON", "UNP", "ETN", "DE", "LMT", "BA"),
+    "XLP": ("COST", "WMT", "PG", "KO", "PEP", "PM", "MO"),
+    "XLU": ("NEE", "SO", "DUK"),
+}
+TIER2: tuple[str, ...] = tuple(s for v in TIER2_BY_SECTOR.values() for s in v)
+for _etf, _names in TIER2_BY_SECTOR.items():
+    for _s in _names:
+        SECTOR_MAP.setdefault(_s, _etf)
+
+UNIVERSE_NAMES = ("tier1", "tier3", "tier1+3", "tier1+2+3", "all")
+
+
+def parent_etf(symbol: str) -> str | None:
+    """The stock's sector ETF, or None for ETFs and unknown names."""
+    return SECTOR_MAP.get(symbol)
+
+
+def resolve_universe(value: str | Sequence[str] | None, available: Iterable[str] | None = None) -> list[str]:
+    """Turn ``tier1`` / ``tier1+3`` / ``all`` / a comma list / a list into symbols.
+
+    ``all`` needs ``available`` (the store's symbols). Named tiers are intersected with ``available``
+    when it is given, so a universe never asks for symbols the store lacks.
+    """
+    avail = None if available is None else list(dict.fromkeys(available))
+    if value is None or (isinstance(value, str) and value.strip().lower() == "all"):
+        if avail is None:
+            raise ParameterError("universe 'all' needs the store's symbol list")
+        return sorted(avail)
+    if isinstance(value, str):
+        key = value.strip().lower()
+        tiers = {
+            "tier1": TIER1, "tier3": TIER3, "tier2": TIER2,
+            "tier1+3": TIER1 + TIER3, "tier1+2+3": TIER1 + TIER2 + TIER3,
+        }
+        if key in tiers:
+            syms = list(tiers[key])
+        elif "," in value or value.strip().isupper() or value.strip().replace("-", "").isalnum():
+            syms = [s.strip().upper() for s in value.split(",") if s.strip()]
+        else:
+            raise ParameterError(f"universe must be one of {', '.join(UNIVERSE_NAMES)} or a symbol list, got universe={value!r}")
+    else:
+        syms = [str(s).strip().upper() for s in value]
+    if not syms:
+        raise ParameterError(f"universe must name at least one symbol, got universe={value!r}")
+    if avail is not None:
+        have = set(avail)
+        syms = [s for s in syms if s in have]
+    return list(dict.fromkeys(syms))
