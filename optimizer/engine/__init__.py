@@ -1,0 +1,1 @@
+"""The signal engine: panel -> features -> score -> signals/trades -> metrics. Pure functions over numpy arrays."""

@@ -1,0 +1,246 @@
+"""The (date x symbol) panel: daily_metrics pivoted into float64 matrices, loaded once per process.
+
+Every engine function takes a ``Panel`` (or its arrays) and never touches the database. ``load_panel`` is the
+only I/O here; ``Panel.from_frame`` builds one from a long DataFrame (tests, notebooks, the reference engine).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError
+from ..universe import MARKET_SYMBOL, SECTOR_MAP, VIX_SYMBOL
+
+__all__ = ["Panel", "PANEL_FIELDS", "OPTION_FIELDS", "load_panel"]
+
+PANEL_FIELDS: tuple[str, ...] = (
+    "open", "high", "low", "close", "volume", "return",
+    "short_buy_volume", "short_sell_volume", "short_buy_sell_ratio",
+    "lit_buy_volume", "lit_sell_volume", "lit_flow_imbalance",
+    "otc_participation_rate", "confidence",
+)
+OPTION_FIELDS: tuple[str, ...] = (
+    "call_volume", "put_volume", "itm_call_volume", "otm_call_volume", "itm_put_volume", "otm_put_volume", "atm_iv",
+)
+
+
+@dataclass(frozen=True, eq=False)
+class Panel:
+    """Aligned matrices. ``fields[name]`` has shape (T, N); ``market[name]`` has shape (T,).
+
+    ``market`` holds ``spy_close``, ``spy_open``, ``spy_volume``, ``spy_high``, ``spy_low`` and ``vix`` (NaN when absent),
+    on the same calendar, whether or not SPY is in the universe.
+    """
+
+    dates: np.ndarray
+    symbols: tuple[str, ...]
+    fields: Mapping[str, np.ndarray]
+    market: Mapping[str, np.ndarray] = field(default_factory=dict)
+    sectors: tuple[str | None, ...] = ()
+
+    def __post_init__(self) -> None:
+        T, N = len(self.dates), len(self.symbols)
+        for k, v in self.fields.items():
+            if v.shape != (T, N):
+                raise DataError(f"panel field {k!r} must have shape {(T, N)}, got {v.shape}")
+        if not self.sectors:
+            object.__setattr__(self, "sectors", tuple(SECTOR_MAP.get(s) for s in self.symbols))
+        for name in ("spy_close", "spy_open", "spy_high", "spy_low", "spy_volume", "vix"):
+            if name not in self.market:
+                m = dict(self.market)
+                src = name.replace("spy_", "")
+                if name != "vix" and MARKET_SYMBOL in self.symbols and src in self.fields:
+                    m[name] = self.fields[src][:, self.symbols.index(MARKET_SYMBOL)].copy()
+                else:
+                    m[name] = np.full(T, np.nan)
+                object.__setattr__(self, "market", m)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.dates), len(self.symbols)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        try:
+            return self.fields[name]
+        except KeyError:
+            raise KeyError(f"panel has no field {name!r}; fields: {', '.join(sorted(self.fields))}") from None
+
+    def has(self, name: str) -> bool:
+        return name in self.fields and bool(np.isfinite(self.fields[name]).any())
+
+    def index_of(self, date) -> int:
+        """Index of the first session >= date (len(dates) when past the end)."""
+        return int(np.searchsorted(self.dates, np.datetime64(pd.Timestamp(date).date(), "D")))
+
+    def symbol_index(self, symbol: str) -> int:
+        try:
+            return self.symbols.index(symbol)
+        except ValueError:
+            raise DataError(f"symbol {symbol!r} is not in the panel ({len(self.symbols)} symbols)") from None
+
+    def slice(self, start: int, stop: int) -> "Panel":
+        """Rows [start, stop) — a truncated panel, e.g. for lookahead tests."""
+        return Panel(
+            dates=self.dates[start:stop],
+            symbols=self.symbols,
+            fields={k: v[start:stop] for k, v in self.fields.items()},
+            market={k: v[start:stop] for k, v in self.market.items()},
+            sectors=self.sectors,
+        )
+
+    def subset(self, symbols: Sequence[str]) -> "Panel":
+        idx = [self.symbol_index(s) for s in symbols]
+        return Panel(
+            dates=self.dates,
+            symbols=tuple(self.symbols[i] for i in idx),
+            fields={k: v[:, idx] for k, v in self.fields.items()},
+            market=dict(self.market),
+            sectors=tuple(self.sectors[i] for i in idx),
+        )
+
+    def fingerprint(self) -> str:
+        """sha256 over the calendar, symbols and every field: identifies the exact data slice a study saw."""
+        h = hashlib.sha256()
+        h.update(np.asarray(self.dates, dtype="datetime64[D]").tobytes())
+        h.update("\x1f".join(self.symbols).encode())
+        for k in sorted(self.fields):
+            h.update(k.encode())
+            h.update(np.ascontiguousarray(self.fields[k]).tobytes())
+        for k in sorted(self.market):
+            h.update(k.encode())
+            h.update(np.ascontiguousarray(self.market[k]).tobytes())
+        return h.hexdigest()[:16]
+
+    def to_frame(self, names: Sequence[str] | None = None) -> pd.DataFrame:
+        """Long DataFrame (date, symbol, fields...) — the inverse of ``from_frame``."""
+        names = list(names or self.fields)
+        T, N = self.shape
+        out = pd.DataFrame({
+            "date": np.repeat(self.dates.astype("datetime64[ns]"), N),
+            "symbol": np.tile(np.array(self.symbols, dtype=object), T),
+        })
+        for k in names:
+            out[k] = self.fields[k].reshape(-1)
+        return out
+
+    @classmethod
+    def from_frame(
+        cls,
+        df: pd.DataFrame,
+        market: pd.DataFrame | None = None,
+        sectors: Mapping[str, str] | None = None,
+        fields: Sequence[str] | None = None,
+    ) -> "Panel":
+        """Pivot a long frame with ``date``, ``symbol`` and field columns into a Panel.
+
+        ``market`` (optional) is a frame indexed or keyed by date with columns among spy_close, spy_open, ..., vix.
+        Missing ``return`` is computed from ``close`` per symbol.
+        """
+        if df.empty:
+            raise DataError("no rows to build a panel from (empty universe or date range)")
+        d = df.copy()
+        d["date"] = pd.to_datetime(d["date"]).dt.normalize()
+        d["symbol"] = d["symbol"].astype(str)
+        dates = np.array(sorted(d["date"].unique()), dtype="datetime64[D]")
+        symbols = tuple(sorted(d["symbol"].unique()))
+        ti = np.searchsorted(dates, d["date"].to_numpy(dtype="datetime64[D]"))
+        si = pd.Index(symbols).get_indexer(d["symbol"])
+        if pd.DataFrame({"t": ti, "s": si}).duplicated().any():
+            raise DataError("duplicate (date, symbol) rows in panel input")
+        T, N = len(dates), len(symbols)
+        wanted = list(fields) if fields is not None else [c for c in (*PANEL_FIELDS, *OPTION_FIELDS) if c in d.columns]
+        out: dict[str, np.ndarray] = {}
+        for c in wanted:
+            if c not in d.columns:
+                continue
+            m = np.full((T, N), np.nan)
+            m[ti, si] = pd.to_numeric(d[c], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            out[c] = m
+        if "return" not in out and "close" in out:
+            c = out["close"]
+            r = np.full_like(c, np.nan)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                r[1:] = c[1:] / c[:-1] - 1.0
+            out["return"] = r
+        mk: dict[str, np.ndarray] = {}
+        if market is not None and len(market):
+            m = market.copy()
+            if "date" in m.columns:
+                m = m.set_index("date")
+            m.index = pd.to_datetime(m.index).normalize()
+            m = m.reindex(pd.DatetimeIndex(dates.astype("datetime64[ns]")))
+            for c in m.columns:
+                mk[str(c)] = m[c].to_numpy(dtype=np.float64, na_value=np.nan)
+        sec = tuple((sectors or SECTOR_MAP).get(s) for s in symbols)
+        return cls(dates=dates, symbols=symbols, fields=out, market=mk, sectors=sec)
+
+
+def _columns(con, table: str) -> set[str]:
+    rows = con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ? AND table_schema = 'main'", [table]
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def load_panel(con, universe: Sequence[str] | None = None, start=None, end=None) -> Panel:
+    """Load daily_metrics (and options_premium_daily when present) for ``universe`` in [start, end].
+
+    Reads only what the universe and span need. Works on a darkpool-pipeline database as-is: price columns it
+    lacks are joined from prices_daily.
+    """
+    cols = _columns(con, "daily_metrics")
+    if not cols:
+        raise DataError("the store has no daily_metrics table; run `accumopt metrics build` (or `accumopt data synth --db`) first")
+    where, params = ["1=1"], []
+    if universe is not None:
+        if not universe:
+            raise DataError("universe is empty")
+        where.append(f"m.symbol IN ({', '.join('?' * len(universe))})")
+        params += list(universe)
+    if start is not None:
+        where.append("m.date >= ?")
+        params.append(pd.Timestamp(start).date())
+    if end is not None:
+        where.append("m.date <= ?")
+        params.append(pd.Timestamp(end).date())
+    sel = ["m.date", "m.symbol"]
+    joins = ""
+    price_cols = _columns(con, "prices_daily")
+    for c in PANEL_FIELDS:
+        if c in cols:
+            sel.append(f'm."{c}"')
+        elif c in ("open", "high", "low", "close", "volume") and c in price_cols:
+            sel.append(f'p."{c}"')
+            joins = " LEFT JOIN prices_daily p ON p.date = m.date AND p.symbol = m.symbol"
+    opt_cols = _columns(con, "options_premium_daily")
+    if opt_cols:
+        for c in OPTION_FIELDS:
+            if c in opt_cols:
+                sel.append(f'o."{c}"')
+        joins += " LEFT JOIN options_premium_daily o ON o.date = m.date AND o.symbol = m.symbol"
+    sql = f"SELECT {', '.join(sel)} FROM daily_metrics m{joins} WHERE {' AND '.join(where)} ORDER BY m.date, m.symbol"
+    df = con.execute(sql, params).df()
+    if df.empty:
+        raise DataError(
+            f"daily_metrics has no rows for universe={list(universe) if universe else 'all'} between {start} and {end}"
+        )
+    market = None
+    if price_cols:
+        mq = "SELECT date, symbol, open, high, low, close, volume FROM prices_daily WHERE symbol IN (?, ?)"
+        mp: list = [MARKET_SYMBOL, VIX_SYMBOL]
+        mdf = con.execute(mq, mp).df()
+        if not mdf.empty:
+            mdf["date"] = pd.to_datetime(mdf["date"])
+            spy = mdf[mdf.symbol == MARKET_SYMBOL].set_index("date")
+            vix = mdf[mdf.symbol == VIX_SYMBOL].set_index("date")
+            market = pd.DataFrame({
+                "spy_open": spy["open"], "spy_high": spy["high"], "spy_low": spy["low"],
+                "spy_close": spy["close"], "spy_volume": spy["volume"],
+            })
+            market = market.join(pd.DataFrame({"vix": vix["close"]}), how="outer")
+    return Panel.from_frame(df, market=market)
