@@ -1,0 +1,256 @@
+"""Robustness checks of a trade list: bootstrap confidence intervals, trade-order shuffles, cost stress and
+per-condition rule validation.
+
+References
+----------
+* Efron, B. (1987), "Better Bootstrap Confidence Intervals", JASA 82(397) -- BCa intervals
+  (via ``scipy.stats.bootstrap``).
+* Mann, H. B. & Whitney, D. R. (1947), "On a Test of Whether one of Two Random Variables is Stochastically
+  Larger than the Other", Annals of Mathematical Statistics 18(1).
+* Benjamini, Y. & Hochberg, Y. (1995), "Controlling the False Discovery Rate", JRSS B 57(1)
+  (via ``scipy.stats.false_discovery_control``).
+
+Conventions: trade returns are fractional (0.01 = +1%) and compound: the equity after k trades is
+``prod(1 + r_i)`` starting from 1. Maximum drawdown is a positive fraction of the running peak (0.2 = −20%).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+from scipy import stats as st
+
+from optimizer.errors import check_param
+
+__all__ = [
+    "CI",
+    "BOOTSTRAP_STATS",
+    "total_return",
+    "max_drawdown",
+    "bootstrap_ci",
+    "ShuffleResult",
+    "trade_order_shuffle",
+    "cost_stress",
+    "flag_fragile",
+    "rule_validation",
+]
+
+BOOTSTRAP_STATS = ("total_return", "max_drawdown", "sharpe")
+_SHUFFLE_CHUNK = 256
+
+
+class CI(NamedTuple):
+    """A point estimate and its two-sided confidence interval."""
+
+    point: float
+    lo: float
+    hi: float
+
+
+def _trade_returns(values, name: str = "trade_returns", min_n: int = 1) -> np.ndarray:
+    r = np.asarray(values, dtype=float)
+    check_param(r.ndim == 1, name, "a 1-D array", f"<array of shape {r.shape}>")
+    check_param(r.size >= min_n, name, f"at least {min_n} values", f"<array of length {r.size}>")
+    bad = np.flatnonzero(~np.isfinite(r) | (r < -1.0))
+    check_param(bad.size == 0, name, "finite and >= -1 (a trade cannot lose more than 100%)",
+                f"<array with {r[bad[0]] if bad.size else None!r} at index {bad[0] if bad.size else -1}>")
+    return r
+
+
+def total_return(r, axis: int = -1):
+    """Compounded return ``prod(1 + r) − 1`` along ``axis`` (order-invariant)."""
+    return np.prod(1.0 + np.asarray(r, dtype=float), axis=axis) - 1.0
+
+
+def max_drawdown(r, axis: int = -1):
+    """Maximum drawdown of the compounded equity path along ``axis``, as a positive fraction of the running
+    peak; the starting equity 1 counts as a peak (so a first losing trade is a drawdown)."""
+    x = np.moveaxis(np.asarray(r, dtype=float), axis, -1)
+    equity = np.cumprod(1.0 + x, axis=-1)
+    peak = np.maximum(np.maximum.accumulate(equity, axis=-1), 1.0)
+    return np.max(1.0 - equity / peak, axis=-1, initial=0.0)
+
+
+def _sharpe(r, axis: int = -1):
+    x = np.asarray(r, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.mean(x, axis=axis) / np.std(x, axis=axis, ddof=1)
+
+
+_STAT_FUNCS = {"total_return": total_return, "max_drawdown": max_drawdown, "sharpe": _sharpe}
+
+
+def _stat_names(stat) -> list[str]:
+    names = list(BOOTSTRAP_STATS) if stat == "all" else ([stat] if isinstance(stat, str) else list(stat))
+    for name in names:
+        check_param(name in _STAT_FUNCS, "stat", f"'all' or one of {BOOTSTRAP_STATS}", name)
+    return names
+
+
+def _scipy_ci(r: np.ndarray, func, method: str, n_boot: int, level: float, seed) -> tuple[float, float]:
+    """``scipy.stats.bootstrap`` interval; a non-finite BCa interval is redone as percentile on the same resamples."""
+    kw = dict(confidence_level=level, vectorized=True, rng=np.random.default_rng(seed))
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", st.DegenerateDataWarning)
+        res = st.bootstrap((r,), func, method=method, n_resamples=n_boot, **kw)
+        lo, hi = res.confidence_interval
+        if method != "percentile" and not (np.isfinite(lo) and np.isfinite(hi)):
+            res = st.bootstrap((r,), func, method="percentile", n_resamples=0, bootstrap_result=res, **kw)
+            lo, hi = res.confidence_interval
+    return float(lo), float(hi)
+
+
+def bootstrap_ci(trade_returns, stat: str | Iterable[str] = "all", n_boot: int = 2000, alpha: float = 0.05,
+                 seed: int | None = None) -> dict[str, CI]:
+    """Bootstrap confidence intervals of trade-list statistics, resampling trades iid with replacement.
+
+    ``stat`` is ``"total_return"``, ``"max_drawdown"``, ``"sharpe"`` (per-trade mean/std, ddof=1), a list of
+    them, or ``"all"``. Returns ``{name: CI(point, lo, hi)}`` at confidence ``1 − alpha``; all use
+    ``scipy.stats.bootstrap`` seeded with ``numpy.random.default_rng(seed)``:
+
+    * total_return and sharpe: BCa (Efron 1987); when BCa is degenerate (non-finite bounds, e.g. few distinct
+      trades) the same resamples are reused with the percentile method.
+    * max_drawdown: percentile method. Drawdown is a path statistic: each resample is a random *sequence* of n
+      trades drawn from the observed ones, so the interval describes the drawdown of a trade stream like this
+      one, not the uncertainty of the realised order (the point estimate, which may lie outside the interval).
+      BCa's jackknife is not meaningful for a path statistic, hence percentile.
+    """
+    r = _trade_returns(trade_returns, min_n=2)
+    names = _stat_names(stat)
+    check_param(isinstance(n_boot, (int, np.integer)) and n_boot >= 100, "n_boot", "an integer >= 100", n_boot)
+    check_param(0.0 < alpha < 1.0, "alpha", "in (0, 1)", alpha)
+    out = {}
+    for name in names:
+        func = _STAT_FUNCS[name]
+        method = "percentile" if name == "max_drawdown" else "BCa"
+        lo, hi = _scipy_ci(r, func, method, int(n_boot), 1.0 - alpha, seed)
+        out[name] = CI(float(func(r)), lo, hi)
+    return out
+
+
+@dataclass(frozen=True)
+class ShuffleResult:
+    """Outcome of :func:`trade_order_shuffle`.
+
+    ``max_drawdowns`` / ``total_returns``: one value per random permutation of the trades.
+    ``percentile``: percentile (0–100, ``scipy.stats.percentileofscore`` kind "mean") of the actual order's
+    drawdown in the shuffled distribution; a high value means the realised order was unusually unlucky,
+    a low one that the backtest's drawdown understates what the same trades could produce.
+    """
+
+    actual_max_drawdown: float
+    max_drawdowns: np.ndarray
+    percentile: float
+    total_return: float
+    total_returns: np.ndarray
+
+
+def trade_order_shuffle(trade_returns, n: int = 2000, seed: int | None = None) -> ShuffleResult:
+    """Distribution of the maximum drawdown over ``n`` random orderings of the same trades (Monte Carlo
+    permutation, seeded with ``numpy.random.default_rng(seed)``). Total return is order-invariant, so every
+    permutation has the actual total return; only the path (drawdown) changes."""
+    r = _trade_returns(trade_returns, min_n=1)
+    check_param(isinstance(n, (int, np.integer)) and n >= 1, "n", "an integer >= 1", n)
+    rng = np.random.default_rng(seed)
+    mdd, tot = np.empty(n), np.empty(n)
+    for start in range(0, n, _SHUFFLE_CHUNK):
+        k = min(_SHUFFLE_CHUNK, n - start)
+        perm = rng.permuted(np.tile(r, (k, 1)), axis=1)
+        mdd[start:start + k] = max_drawdown(perm)
+        tot[start:start + k] = total_return(perm)
+    actual = float(max_drawdown(r))
+    return ShuffleResult(actual_max_drawdown=actual, max_drawdowns=mdd,
+                         percentile=float(st.percentileofscore(mdd, actual, kind="mean")),
+                         total_return=float(total_return(r)), total_returns=tot)
+
+
+def cost_stress(evaluate: Callable[[float], Mapping], multipliers: Iterable[float] = (1, 2, 3),
+                key: str = "avg_excess_return") -> pd.DataFrame:
+    """Re-evaluate a strategy with transaction costs scaled by each multiplier.
+
+    ``evaluate(multiplier)`` returns a dict of metrics; the result has one row per multiplier (in the given
+    order) with a ``multiplier`` column, every metric returned, and ``survives = metric[key] > 0`` (NaN does
+    not survive).
+    """
+    mults = [float(m) for m in multipliers]
+    check_param(len(mults) >= 1, "multipliers", "non-empty", multipliers)
+    for m in mults:
+        check_param(np.isfinite(m) and m > 0, "multipliers", "all finite and > 0", tuple(mults))
+    rows = []
+    for m in mults:
+        res = dict(evaluate(m))
+        check_param(key in res, "key", f"a key of the dict evaluate({m:g}) returned {sorted(res)}", key)
+        value = float(res[key])
+        rows.append({"multiplier": m, **res, "survives": bool(np.isfinite(value) and value > 0.0)})
+    return pd.DataFrame(rows)
+
+
+def flag_fragile(df: pd.DataFrame) -> bool:
+    """True when the strategy survives at 1× costs but at no higher multiplier (a :func:`cost_stress` table).
+    A strategy that does not survive even at 1× is not "fragile" but dead: False."""
+    check_param({"multiplier", "survives"} <= set(df.columns), "df", "a cost_stress table with "
+                "'multiplier' and 'survives' columns", list(df.columns))
+    mult = df["multiplier"].to_numpy(dtype=float)
+    surv = df["survives"].to_numpy(dtype=bool)
+    check_param(bool((mult == 1.0).any()) and bool((mult > 1.0).any()), "df",
+                "a table with a 1x row and at least one row above 1x", mult.tolist())
+    return bool(surv[mult == 1.0].all() and not surv[mult > 1.0].any())
+
+
+def _side_stats(x: np.ndarray) -> tuple[int, float, float]:
+    if x.size == 0:
+        return 0, float("nan"), float("nan")
+    return int(x.size), float(np.median(x)), float(np.mean(x > 0.0))
+
+
+def rule_validation(returns, conditions: Mapping[str, np.ndarray], min_side: int = 5) -> pd.DataFrame:
+    """Does each boolean condition split the trade returns into different distributions?
+
+    For each condition: two-sided Mann–Whitney U test (``scipy.stats.mannwhitneyu``) of the returns with the
+    condition true vs false, and Benjamini–Hochberg q-values (``scipy.stats.false_discovery_control``) across
+    the conditions tested. Columns: ``condition, n_with, n_without, median_with, median_without,
+    win_rate_with, win_rate_without`` (share of returns > 0), ``u_stat`` (U of the "with" sample), ``auc``
+    (U / (n_with·n_without): probability that a "with" return beats a "without" one, ties half),
+    ``direction`` ("+" when auc > 0.5, "-" when < 0.5, "0" at 0.5, "" when untested),
+    ``p_value``, ``q_value``.
+
+    A condition with fewer than ``min_side`` (default 5) returns on either side is not tested: NaN
+    ``u_stat``/``auc``/``p_value``/``q_value``, and it is left out of the BH family so it does not dilute the
+    correction of the others.
+    """
+    r = np.asarray(returns, dtype=float)
+    check_param(r.ndim == 1 and bool(np.isfinite(r).all()), "returns", "a 1-D array of finite values",
+                f"<array of shape {r.shape}>")
+    check_param(isinstance(min_side, (int, np.integer)) and min_side >= 1, "min_side", "an integer >= 1", min_side)
+    rows = []
+    for name, cond in conditions.items():
+        c = np.asarray(cond)
+        check_param(c.dtype == bool and c.shape == r.shape, f"conditions[{name!r}]",
+                    f"a boolean array of the returns' shape {r.shape}", f"<{c.dtype} array of shape {c.shape}>")
+        w, wo = r[c], r[~c]
+        n1, med1, win1 = _side_stats(w)
+        n0, med0, win0 = _side_stats(wo)
+        u = auc = p = float("nan")
+        direction = ""
+        if min(n1, n0) >= min_side:
+            res = st.mannwhitneyu(w, wo, alternative="two-sided")
+            u, p = float(res.statistic), float(res.pvalue)
+            auc = u / (n1 * n0)
+            direction = "+" if auc > 0.5 else "-" if auc < 0.5 else "0"
+        rows.append({"condition": name, "n_with": n1, "n_without": n0, "median_with": med1,
+                     "median_without": med0, "win_rate_with": win1, "win_rate_without": win0,
+                     "u_stat": u, "auc": auc, "direction": direction, "p_value": p})
+    df = pd.DataFrame(rows, columns=["condition", "n_with", "n_without", "median_with", "median_without",
+                                     "win_rate_with", "win_rate_without", "u_stat", "auc", "direction",
+                                     "p_value"])
+    q = np.full(len(df), np.nan)
+    tested = df["p_value"].notna().to_numpy()
+    if tested.any():
+        q[tested] = st.false_discovery_control(df["p_value"].to_numpy()[tested], method="bh")
+    df["q_value"] = q
+    return df

@@ -1,0 +1,338 @@
+"""Full-market FINRA short-sale scanner: every symbol of one day, ranked by an accumulation score.
+
+Uses only FINRA daily short-sale data (``finra_short_daily``, consolidated: CNMS, else the facility sum, else
+the API row — :func:`optimizer.data.ingest.finra_short.consolidated_short_sql`). No trade or price data.
+All heavy lifting is one DuckDB query (window + grouped aggregates), so ~10,000 symbols a day is fast.
+
+Definitions for scan date ``d`` (only rows dated <= d are read: point-in-time):
+
+* lookback window: the last ``lookback`` FINRA dates in the store ending at ``d`` (inclusive); each symbol's
+  statistics use its own rows inside that window (its sessions).
+* ``short_buy_sell_ratio`` = short / (total − short) (NULL when total = short); ``short_share`` = short / total.
+* ``short_buy_sell_ratio_z`` = (ratio_d − mean) / std_pop over the symbol's window rows (today included), the
+  same convention as :func:`optimizer.engine.rolling.rolling_zscore`. NULL with fewer than ``min_periods``
+  ratios or a (numerically) zero std. ``short_share_z`` likewise.
+* ``trend`` = regr_slope of the ratio on the session index over the symbol's last ``trend_days`` rows
+  (ratio change per session); ``trend_z`` = trend / ratio std (per-session change in lookback std units).
+* ``volume_z`` = z of today's total volume against the window (population std).
+* ``short_share_xz`` = cross-sectional z of today's short share among liquid symbols (the share is used
+  rather than the ratio because it is bounded; the ratio is a monotone transform of it).
+* ``score`` = ratio_z + 0.5·sign(ratio_z)·clip(volume_z, 0, 4) + 0.5·clip(trend_z, −2, 2)
+  (NULL volume_z / trend_z count as 0; NULL ratio_z -> NULL score). A volume spike amplifies whichever side the
+  ratio is on, so the score is antisymmetric: high = accumulation, low = distribution.
+* flags: ``outlier`` |ratio_z| >= outlier_z; ``volume_spike`` volume_z >= volume_z threshold;
+  ``ratio_extreme`` |short_share_xz| >= ratio_z threshold; ``liquid`` mean window total volume >=
+  ``min_total_volume`` (default 50,000 shares/day; illiquid names stay in ``metrics`` but never reach ``top``).
+
+See docs/SCANNER.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from ..data.ingest.finra_short import consolidated_short_sql
+from ..data.store import table_exists, transaction
+from ..errors import DataError, ParameterError, check_param
+
+__all__ = ["ScanResult", "scan", "write_scan", "render_scan", "scan_figures", "SCANNER_COLUMNS", "SIDES"]
+
+SIDES = ("accumulation", "distribution", "both")
+STD_EPS = 1e-12
+
+# (column, DuckDB type) of ``ScanResult.metrics`` and of table ``scanner_daily_metrics``.
+SCANNER_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("date", "DATE"),
+    ("symbol", "VARCHAR"),
+    ("short_volume", "BIGINT"),
+    ("short_exempt_volume", "BIGINT"),
+    ("total_volume", "BIGINT"),
+    ("short_buy_sell_ratio", "DOUBLE"),
+    ("short_share", "DOUBLE"),
+    ("n_sessions", "INTEGER"),
+    ("ratio_mean", "DOUBLE"),
+    ("ratio_std", "DOUBLE"),
+    ("short_buy_sell_ratio_z", "DOUBLE"),
+    ("short_share_z", "DOUBLE"),
+    ("short_share_xz", "DOUBLE"),
+    ("trend", "DOUBLE"),
+    ("trend_z", "DOUBLE"),
+    ("volume_mean", "DOUBLE"),
+    ("volume_z", "DOUBLE"),
+    ("score", "DOUBLE"),
+    ("outlier", "BOOLEAN"),
+    ("volume_spike", "BOOLEAN"),
+    ("ratio_extreme", "BOOLEAN"),
+    ("liquid", "BOOLEAN"),
+    ("rank", "INTEGER"),
+    ("provenance", "VARCHAR"),
+    ("lookback", "INTEGER"),
+    ("trend_days", "INTEGER"),
+)
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """One scan: ``metrics`` holds every symbol with a FINRA row on ``date``; ``top`` the ``top`` best by rank."""
+
+    date: dt.date
+    metrics: pd.DataFrame
+    top: pd.DataFrame
+    window_start: dt.date
+    params: dict
+
+
+def _as_date(value, name: str) -> dt.date:
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        raise ParameterError(f"{name} must be a date (YYYY-MM-DD), got {name}={value!r}") from None
+    check_param(not pd.isna(ts), name, "a date (YYYY-MM-DD)", value)
+    return ts.date()
+
+
+def nearest_dates_message(con: duckdb.DuckDBPyConnection, table: str, day: dt.date, what: str) -> str:
+    """``no <what> on <day>; nearest dates: <before>, <after>`` from the distinct dates of ``table``."""
+    before = con.execute(f"SELECT max(date) FROM {table} WHERE date < ?", [day]).fetchone()[0]
+    after = con.execute(f"SELECT min(date) FROM {table} WHERE date > ?", [day]).fetchone()[0]
+    near = [str(d) for d in (before, after) if d is not None]
+    return f"no {what} on {day}; nearest dates: {', '.join(near) if near else 'none (the table is empty)'}"
+
+
+def _resolve_date(con: duckdb.DuckDBPyConnection, date) -> dt.date:
+    if not table_exists(con, "finra_short_daily"):
+        raise DataError("table finra_short_daily is missing; run `accumopt ingest` with FINRA short-sale files first")
+    if date is None:
+        latest = con.execute("SELECT max(date) FROM finra_short_daily").fetchone()[0]
+        if latest is None:
+            raise DataError("no FINRA short-sale data in the store (finra_short_daily is empty); run `accumopt ingest` first")
+        return latest
+    day = _as_date(date, "date")
+    n = con.execute("SELECT count(*) FROM finra_short_daily WHERE date = ?", [day]).fetchone()[0]
+    if not n:
+        raise DataError(nearest_dates_message(con, "finra_short_daily", day, "FINRA data"))
+    return day
+
+
+def _check_params(lookback, top, trend_days, min_periods, outlier_z, volume_z, ratio_z, min_total_volume, side) -> int:
+    check_param(isinstance(lookback, (int, np.integer)) and lookback >= 2, "lookback", "an integer >= 2", lookback)
+    check_param(isinstance(top, (int, np.integer)) and top >= 1, "top", "an integer >= 1", top)
+    check_param(
+        isinstance(trend_days, (int, np.integer)) and 2 <= trend_days <= lookback,
+        "trend_days", f"an integer in [2, lookback={lookback}]", trend_days,
+    )
+    mp = min(20, int(lookback)) if min_periods is None else min_periods
+    check_param(isinstance(mp, (int, np.integer)) and 2 <= mp <= lookback, "min_periods", f"an integer in [2, lookback={lookback}]", mp)
+    for name, v in (("outlier_z", outlier_z), ("volume_z", volume_z), ("ratio_z", ratio_z)):
+        check_param(isinstance(v, (int, float)) and np.isfinite(v) and v > 0, name, "a finite number > 0", v)
+    check_param(isinstance(min_total_volume, (int, float)) and min_total_volume >= 0, "min_total_volume", ">= 0", min_total_volume)
+    check_param(side in SIDES, "side", f"one of {', '.join(SIDES)}", side)
+    return int(mp)
+
+
+def _scan_sql(start: dt.date, day: dt.date) -> str:
+    src = consolidated_short_sql(
+        f"(SELECT * FROM finra_short_daily WHERE date BETWEEN DATE '{start.isoformat()}' AND DATE '{day.isoformat()}') AS fsd"
+    )
+    # $1 trend_days, $2 min_periods, $3 min_total_volume, $4 outlier_z, $5 volume_z, $6 ratio_z, $7 scan date
+    return f"""
+WITH src AS ({src}),
+x AS (
+    SELECT date, symbol, short_volume, short_exempt_volume, total_volume, provenance,
+           CASE WHEN total_volume - short_volume > 0
+                THEN short_volume::DOUBLE / (total_volume - short_volume) END AS r,
+           CASE WHEN total_volume > 0 THEN short_volume::DOUBLE / total_volume END AS s,
+           row_number() OVER (PARTITION BY symbol ORDER BY date DESC) AS rn
+    FROM src
+),
+agg AS (
+    SELECT symbol, count(*) AS n_sessions, count(r) AS n_ratio, count(s) AS n_share,
+           avg(r) AS ratio_mean, stddev_pop(r) AS ratio_std,
+           avg(s) AS share_mean, stddev_pop(s) AS share_std,
+           avg(total_volume::DOUBLE) AS volume_mean, stddev_pop(total_volume::DOUBLE) AS volume_std,
+           regr_slope(r, -rn::DOUBLE) FILTER (WHERE rn <= $1) AS trend
+    FROM x GROUP BY symbol
+),
+t AS (
+    SELECT x.date, x.symbol, x.short_volume, x.short_exempt_volume, x.total_volume,
+           x.r AS short_buy_sell_ratio, x.s AS short_share, a.n_sessions, a.ratio_mean, a.ratio_std,
+           CASE WHEN a.n_ratio >= $2 AND a.ratio_std > {STD_EPS} AND a.ratio_std > 1e-10 * abs(a.ratio_mean)
+                THEN (x.r - a.ratio_mean) / a.ratio_std END AS short_buy_sell_ratio_z,
+           CASE WHEN a.n_share >= $2 AND a.share_std > {STD_EPS} AND a.share_std > 1e-10 * abs(a.share_mean)
+                THEN (x.s - a.share_mean) / a.share_std END AS short_share_z,
+           a.trend,
+           CASE WHEN a.n_ratio >= $2 AND a.ratio_std > {STD_EPS} AND a.ratio_std > 1e-10 * abs(a.ratio_mean)
+                THEN a.trend / a.ratio_std END AS trend_z,
+           a.volume_mean,
+           CASE WHEN a.n_sessions >= $2 AND a.volume_std > {STD_EPS} AND a.volume_std > 1e-10 * abs(a.volume_mean)
+                THEN (x.total_volume - a.volume_mean) / a.volume_std END AS volume_z,
+           a.volume_mean >= $3 AS liquid,
+           x.provenance
+    FROM x JOIN agg a USING (symbol)
+    WHERE x.rn = 1 AND x.date = $7
+),
+xs AS (
+    SELECT avg(short_share) AS m, stddev_pop(short_share) AS sd FROM t WHERE liquid
+),
+s AS (
+    SELECT t.*,
+           CASE WHEN xs.sd > {STD_EPS} THEN (t.short_share - xs.m) / xs.sd END AS short_share_xz,
+           t.short_buy_sell_ratio_z
+             + 0.5 * sign(t.short_buy_sell_ratio_z) * least(greatest(coalesce(t.volume_z, 0), 0), 4)
+             + 0.5 * least(greatest(coalesce(t.trend_z, 0), -2), 2) AS score
+    FROM t CROSS JOIN xs
+)
+SELECT *,
+       coalesce(abs(short_buy_sell_ratio_z) >= $4, false) AS outlier,
+       coalesce(volume_z >= $5, false) AS volume_spike,
+       coalesce(abs(short_share_xz) >= $6, false) AS ratio_extreme
+FROM s
+"""
+
+
+def _rank(metrics: pd.DataFrame, side: str) -> pd.Series:
+    eligible = metrics["liquid"].fillna(False).astype(bool) & metrics["score"].notna()
+    key = {"accumulation": -metrics["score"], "distribution": metrics["score"], "both": -metrics["score"].abs()}[side]
+    order = pd.DataFrame({"k": key, "sym": metrics["symbol"]})[eligible].sort_values(["k", "sym"], kind="mergesort")
+    rank = pd.Series(pd.NA, index=metrics.index, dtype="Int64")
+    rank.loc[order.index] = np.arange(1, len(order) + 1)
+    return rank
+
+
+def scan(
+    con: duckdb.DuckDBPyConnection,
+    date=None,
+    lookback: int = 90,
+    top: int = 50,
+    trend_days: int = 3,
+    outlier_z: float = 2.0,
+    volume_z: float = 2.0,
+    ratio_z: float = 2.0,
+    min_total_volume: float = 50_000,
+    min_periods: int | None = None,
+    side: str = "accumulation",
+) -> ScanResult:
+    """Scan every symbol with FINRA data on ``date`` (default: the latest FINRA date); see the module doc.
+
+    ``min_periods`` (default min(20, lookback)) ratios are needed in the window for a z-score.
+    ``side`` orders ``top``: accumulation (score descending), distribution (ascending) or both (|score|).
+    Raises DataError when the store has no FINRA data on ``date`` (naming the nearest dates).
+    """
+    mp = _check_params(lookback, top, trend_days, min_periods, outlier_z, volume_z, ratio_z, min_total_volume, side)
+    day = _resolve_date(con, date)
+    dates = con.execute(
+        "SELECT DISTINCT date FROM finra_short_daily WHERE date <= ? ORDER BY date DESC LIMIT ?", [day, int(lookback)]
+    ).fetchall()
+    start = dates[-1][0]
+    params = [int(trend_days), mp, float(min_total_volume), float(outlier_z), float(volume_z), float(ratio_z), day]
+    raw = con.execute(_scan_sql(start, day), params).df()
+    raw["lookback"] = int(lookback)
+    raw["trend_days"] = int(trend_days)
+    raw["rank"] = _rank(raw, side)
+    metrics = raw[[c for c, _ in SCANNER_COLUMNS]].copy()
+    metrics["date"] = pd.to_datetime(metrics["date"]).dt.date
+    metrics = metrics.sort_values(["rank", "symbol"], na_position="last", kind="mergesort").reset_index(drop=True)
+    top_df = metrics[metrics["rank"].notna() & (metrics["rank"] <= top)].reset_index(drop=True)
+    p = dict(lookback=lookback, top=top, trend_days=trend_days, outlier_z=outlier_z, volume_z=volume_z, ratio_z=ratio_z,
+             min_total_volume=min_total_volume, min_periods=mp, side=side)
+    return ScanResult(date=day, metrics=metrics, top=top_df, window_start=start, params=p)
+
+
+def _ensure_table(con: duckdb.DuckDBPyConnection) -> None:
+    cols = ",\n    ".join(f"{c} {t}" + (" NOT NULL" if c in ("date", "symbol") else "") for c, t in SCANNER_COLUMNS)
+    con.execute(f"CREATE TABLE IF NOT EXISTS scanner_daily_metrics (\n    {cols},\n    PRIMARY KEY (date, symbol)\n)")
+
+
+def scan_figures(result: ScanResult):
+    """(bar chart of the top-N scores, histogram of every liquid symbol's score) as plotly Figures."""
+    import plotly.graph_objects as go
+
+    top = result.top
+    colors = np.where(top["score"].to_numpy(dtype=float) >= 0, "#4c9a6a", "#b85c5c")
+    bar = go.Figure(
+        go.Bar(
+            x=top["symbol"].astype(str).tolist(), y=top["score"].astype(float).tolist(), name="Scanner score",
+            marker_color=colors.tolist(),
+            customdata=np.column_stack([
+                top["short_buy_sell_ratio"].astype(float), top["short_buy_sell_ratio_z"].astype(float),
+                top["volume_z"].astype(float).fillna(np.nan), top["trend_z"].astype(float).fillna(np.nan),
+            ]).tolist() if len(top) else None,
+            hovertemplate="%{x}<br>score %{y:.2f}<br>ratio %{customdata[0]:.3f} (z %{customdata[1]:.2f})"
+                          "<br>volume z %{customdata[2]:.2f}<br>trend z %{customdata[3]:.2f}<extra></extra>",
+        )
+    )
+    bar.update_layout(title=f"FINRA short-sale scanner — top {len(top)} ({result.params['side']}) on {result.date}",
+                      xaxis_title="symbol", yaxis_title="score", template="plotly_white")
+    m = result.metrics
+    scores = m.loc[m["liquid"].fillna(False).astype(bool) & m["score"].notna(), "score"].astype(float)
+    hist = go.Figure(go.Histogram(x=scores.tolist(), nbinsx=80, name="Scanner score (liquid symbols)", marker_color="#6b7fa3"))
+    hist.update_layout(title=f"Scanner score distribution on {result.date} ({len(scores)} liquid symbols)",
+                       xaxis_title="score", yaxis_title="symbols", template="plotly_white")
+    return bar, hist
+
+
+def write_scan(con: duckdb.DuckDBPyConnection, result: ScanResult, out_root: str | Path = "output/scanner") -> dict[str, Path]:
+    """Replace ``result.date``'s rows of ``scanner_daily_metrics`` (one transaction) and write the files.
+
+    Files in ``out_root/YYYY-MM-DD/``: scanner_metrics.csv (all symbols), scanner_top.csv, scanner_top.html
+    (bar chart of the top scores), scanner_scores.html (score histogram). HTML embeds plotly.js (opens offline).
+    Returns {"table": ..., "metrics_csv", "top_csv", "top_html", "scores_html"} paths (table: a pseudo-path name).
+    """
+    _ensure_table(con)
+    frame = result.metrics[[c for c, _ in SCANNER_COLUMNS]]
+    cols = ", ".join(c for c, _ in SCANNER_COLUMNS)
+    con.register("_scan_frame", frame)
+    try:
+        with transaction(con):
+            con.execute("DELETE FROM scanner_daily_metrics WHERE date = ?", [result.date])
+            con.execute(f"INSERT INTO scanner_daily_metrics ({cols}) SELECT {cols} FROM _scan_frame")
+    finally:
+        con.unregister("_scan_frame")
+    out = Path(out_root) / result.date.isoformat()
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "metrics_csv": out / "scanner_metrics.csv",
+        "top_csv": out / "scanner_top.csv",
+        "top_html": out / "scanner_top.html",
+        "scores_html": out / "scanner_scores.html",
+    }
+    result.metrics.to_csv(paths["metrics_csv"], index=False, float_format="%.6g")
+    result.top.to_csv(paths["top_csv"], index=False, float_format="%.6g")
+    bar, hist = scan_figures(result)
+    bar.write_html(paths["top_html"], include_plotlyjs=True, full_html=True)
+    hist.write_html(paths["scores_html"], include_plotlyjs=True, full_html=True)
+    return {"table": Path("scanner_daily_metrics"), **paths}
+
+
+def _fmt(v, spec: str = ".2f") -> str:
+    return "" if v is None or pd.isna(v) else format(float(v), spec)
+
+
+def render_scan(result: ScanResult, console, limit: int | None = None) -> None:
+    """Print the top table (rank, symbol, ratio, z-scores, score, flags) to a rich Console."""
+    from rich.table import Table
+
+    top = result.top if limit is None else result.top.head(limit)
+    n_liquid = int(result.metrics["liquid"].fillna(False).astype(bool).sum())
+    table = Table(
+        title=f"FINRA short-sale scanner {result.date} — window {result.window_start}..{result.date}, "
+              f"{len(result.metrics)} symbols ({n_liquid} liquid), side={result.params['side']}",
+    )
+    for col, just in (("#", "right"), ("symbol", "left"), ("short/total", "right"), ("buy/sell ratio", "right"),
+                      ("ratio z", "right"), ("volume z", "right"), ("trend z", "right"), ("score", "right"),
+                      ("flags", "left")):
+        table.add_column(col, justify=just)
+    for r in top.itertuples(index=False):
+        flags = ",".join(f for f, on in (("outlier", r.outlier), ("volume", r.volume_spike), ("extreme", r.ratio_extreme)) if on)
+        style = "green" if (r.score or 0) > 0 else "red"
+        table.add_row(
+            str(r.rank), str(r.symbol), _fmt(r.short_share, ".3f"), _fmt(r.short_buy_sell_ratio, ".3f"),
+            _fmt(r.short_buy_sell_ratio_z), _fmt(r.volume_z), _fmt(r.trend_z), f"[{style}]{_fmt(r.score)}[/]", flags,
+        )
+    console.print(table)

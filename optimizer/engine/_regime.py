@@ -1,0 +1,173 @@
+"""Market regime: the SPY/VIX rule (RISK_ON / TRANSITIONAL / RISK_OFF) and the learned Gaussian-mixture regime.
+
+All outputs are (T,) arrays on the panel calendar. The rule regime at t uses SPY closes and VIX up to t. The learned
+regime at t comes from a model fitted only on rows strictly before t (expanding window, refit every ``refit_every``
+sessions), so truncating the data after t never changes a label at or before t. Definitions: docs/CONTEXT.md.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from ..errors import check_param
+
+__all__ = [
+    "REGIME_RISK_ON", "REGIME_TRANSITIONAL", "REGIME_RISK_OFF", "REGIME_LABELS",
+    "LEARNED_UNKNOWN", "LEARNED_BULL_LOW_VOL", "LEARNED_BULL_HIGH_VOL", "LEARNED_BEAR_LOW_VOL",
+    "LEARNED_BEAR_HIGH_VOL", "LEARNED_REGIME_LABELS", "VIX_PROXY_SCALE", "REGIME_FEATURES",
+    "realized_vol", "vix_proxy", "effective_vix", "market_regime", "regime_features", "learned_regime",
+]
+
+REGIME_RISK_ON, REGIME_TRANSITIONAL, REGIME_RISK_OFF = np.int8(1), np.int8(0), np.int8(-1)
+REGIME_LABELS: dict[int, str] = {1: "RISK_ON", 0: "TRANSITIONAL", -1: "RISK_OFF"}
+
+LEARNED_UNKNOWN = np.int8(-1)
+LEARNED_BULL_LOW_VOL, LEARNED_BULL_HIGH_VOL = np.int8(0), np.int8(1)
+LEARNED_BEAR_LOW_VOL, LEARNED_BEAR_HIGH_VOL = np.int8(2), np.int8(3)
+LEARNED_REGIME_LABELS: dict[int, str] = {
+    -1: "UNKNOWN", 0: "BULL_LOW_VOL", 1: "BULL_HIGH_VOL", 2: "BEAR_LOW_VOL", 3: "BEAR_HIGH_VOL",
+}
+
+# Annualized 20-session realized vol of SPY (in %) times this scale stands in for VIX when VIX is missing.
+# Calibrated on real SPY and ^VIX closes 2022-2025 (median VIX / RV20 = 1.23-1.27): calm RV20 ~ 10.8 -> 13.5.
+VIX_PROXY_SCALE = 1.25
+VIX_FFILL_LIMIT = 5
+
+REGIME_FEATURES: tuple[str, ...] = ("rv20", "mom20", "trend", "volume_ratio", "range20", "iv")
+_CORE = ("rv20", "mom20", "trend")
+
+
+def realized_vol(close, window: int = 20) -> np.ndarray:
+    """Annualized realized vol in %: std (ddof=1) of the last ``window`` log returns x sqrt(252) x 100."""
+    c = pd.Series(np.asarray(close, dtype=np.float64))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lr = np.log(c).diff()
+    return (lr.rolling(window, min_periods=window).std() * np.sqrt(252.0) * 100.0).to_numpy()
+
+
+def vix_proxy(spy_close, window: int = 20, scale: float = VIX_PROXY_SCALE) -> np.ndarray:
+    """VIX stand-in: ``realized_vol(spy_close, window) * scale``."""
+    return realized_vol(spy_close, window) * scale
+
+
+def effective_vix(vix, spy_close) -> np.ndarray:
+    """VIX where it is finite at t, else the realized-vol proxy at t (decided per date, so point-in-time)."""
+    v = np.asarray(vix, dtype=np.float64)
+    return np.where(np.isfinite(v), v, vix_proxy(spy_close))
+
+
+def market_regime(
+    spy_close, vix, sma_window: int = 50, on_vix: float = 20.0, off_vix: float = 25.0
+) -> np.ndarray:
+    """int8 (T,): RISK_ON (1) when SPY close > SMA50 and VIX < 20; RISK_OFF (-1) when close < SMA50 and VIX > 25;
+    TRANSITIONAL (0) otherwise, including rows lacking SMA50 or any VIX value. VIX falls back to the proxy per date."""
+    check_param(on_vix <= off_vix, "on_vix", f"<= off_vix={off_vix}", on_vix)
+    c = np.asarray(spy_close, dtype=np.float64)
+    s = pd.Series(c).rolling(sma_window, min_periods=sma_window).mean().to_numpy()
+    v = effective_vix(vix, c)
+    out = np.zeros(c.shape, dtype=np.int8)
+    with np.errstate(invalid="ignore"):
+        out[(c > s) & (v < on_vix)] = REGIME_RISK_ON
+        out[(c < s) & (v > off_vix)] = REGIME_RISK_OFF
+    return out
+
+
+def regime_features(spy_close, spy_high=None, spy_low=None, spy_volume=None, vix=None) -> pd.DataFrame:
+    """Daily market features (T rows, columns ``REGIME_FEATURES``), each at t from rows <= t:
+    rv20 realized vol (%), mom20 = close/close[t-20] - 1, trend = SMA20/SMA50 - 1, volume_ratio = volume / 50-session
+    mean volume, range20 = 20-session mean of (high - low)/close, iv = VIX forward-filled up to 5 sessions.
+    Missing inputs give all-NaN columns."""
+    c = pd.Series(np.asarray(spy_close, dtype=np.float64))
+    T = len(c)
+
+    def col(x) -> pd.Series:
+        return pd.Series(np.full(T, np.nan) if x is None else np.asarray(x, dtype=np.float64))
+
+    h, lo, vol, iv = col(spy_high), col(spy_low), col(spy_volume), col(vix)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f = pd.DataFrame({
+            "rv20": realized_vol(c.to_numpy()),
+            "mom20": (c / c.shift(20) - 1.0).to_numpy(),
+            "trend": (c.rolling(20, min_periods=20).mean() / c.rolling(50, min_periods=50).mean() - 1.0).to_numpy(),
+            "volume_ratio": (vol / vol.rolling(50, min_periods=50).mean()).to_numpy(),
+            "range20": ((h - lo) / c).rolling(20, min_periods=20).mean().to_numpy(),
+            "iv": iv.ffill(limit=VIX_FFILL_LIMIT).to_numpy(),
+        })
+    return f.replace([np.inf, -np.inf], np.nan)
+
+
+def _select_columns(train: pd.DataFrame) -> list[str]:
+    """Core columns plus every optional column finite on all rows where the core is finite."""
+    core_ok = train[list(_CORE)].notna().all(axis=1)
+    cols = list(_CORE)
+    for c in REGIME_FEATURES:
+        if c not in _CORE and core_ok.any() and train.loc[core_ok, c].notna().all():
+            cols.append(c)
+    return cols
+
+
+def _fit_and_label(
+    train: np.ndarray, cols: list[str], n_components: int, random_state: int
+) -> tuple[object, np.ndarray, np.ndarray, np.ndarray]:
+    """Fit on standardized training rows; return (model, mean, std, component -> label)."""
+    from sklearn.mixture import GaussianMixture
+
+    mu = train.mean(axis=0)
+    sd = train.std(axis=0)
+    sd = np.where(sd > 1e-12, sd, 1.0)
+    gm = GaussianMixture(n_components=n_components, covariance_type="full", random_state=random_state,
+                         reg_covar=1e-4, max_iter=200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gm.fit((train - mu) / sd)
+    means = gm.means_ * sd + mu
+    mom = means[:, cols.index("mom20")]
+    vol = means[:, cols.index("rv20")]
+    high = vol > np.median(train[:, cols.index("rv20")])
+    labels = np.where(mom > 0, np.where(high, LEARNED_BULL_HIGH_VOL, LEARNED_BULL_LOW_VOL),
+                      np.where(high, LEARNED_BEAR_HIGH_VOL, LEARNED_BEAR_LOW_VOL)).astype(np.int8)
+    return gm, mu, sd, labels
+
+
+def learned_regime(
+    features: pd.DataFrame,
+    refit_every: int = 21,
+    min_train: int = 120,
+    n_components: int = 4,
+    random_state: int = 0,
+) -> np.ndarray:
+    """int8 (T,) learned regime (``LEARNED_REGIME_LABELS``), point-in-time.
+
+    Refit points: r0 = the first row with >= ``min_train`` usable rows strictly before it (usable = all core
+    features finite), then r0 + k * refit_every. Rows [r_k, r_k+1) are labelled by a GaussianMixture fitted on the
+    usable rows < r_k, standardized with those rows' mean/std. Component -> label by its mean: BULL when mean mom20
+    > 0 else BEAR; HIGH_VOL when mean rv20 > the training median rv20. UNKNOWN before r0 and on rows lacking a
+    feature the model uses.
+    """
+    check_param(isinstance(refit_every, (int, np.integer)) and refit_every >= 1, "refit_every", ">= 1", refit_every)
+    check_param(isinstance(min_train, (int, np.integer)) and min_train >= 2 * n_components, "min_train",
+                f">= 2 * n_components = {2 * n_components}", min_train)
+    T = len(features)
+    out = np.full(T, LEARNED_UNKNOWN, dtype=np.int8)
+    usable = features[list(_CORE)].notna().all(axis=1).to_numpy()
+    before = np.concatenate([[0], np.cumsum(usable)])  # before[r] = usable rows < r
+    starts = np.nonzero(before[:T] >= min_train)[0]
+    if not len(starts):
+        return out
+    for r in range(int(starts[0]), T, refit_every):
+        hist = features.iloc[:r]
+        cols = _select_columns(hist)
+        train = hist[cols].dropna().to_numpy()
+        if len(train) < min_train:
+            continue
+        gm, mu, sd, comp_label = _fit_and_label(train, cols, n_components, random_state)
+        block = features.iloc[r: r + refit_every][cols].to_numpy()
+        ok = np.isfinite(block).all(axis=1)
+        if ok.any():
+            comp = gm.predict((block[ok] - mu) / sd)
+            idx = np.arange(r, min(r + refit_every, T))[ok]
+            out[idx] = comp_label[comp]
+    return out

@@ -1,0 +1,186 @@
+"""Run metrics from trades: pure numpy. Every degenerate case has a documented value, never NaN or inf.
+
+Definitions (docs/ENGINE.md): hit_rate, avg/median net return, win_loss (capped at WIN_LOSS_CAP when there are
+wins and no losses), per-trade Sharpe, annualized Sharpe and max drawdown of the daily equal-weight portfolio,
+signals_per_month, false_positive_rate, rank_score = (hit_rate·avg_return)·win_loss/sqrt(signals_per_month),
+and avg_excess_return over the matched random-entry benchmark (exact expectation, no sampling).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._kernels import portfolio_returns_nb
+from .panel import Panel
+from .simulate import Costs, Span, Trades
+
+__all__ = [
+    "WIN_LOSS_CAP", "SESSIONS_PER_MONTH", "METRIC_KEYS", "BenchmarkCache", "run_metrics",
+    "hit_rate", "win_loss", "trade_sharpe", "max_drawdown", "annualized_sharpe", "rank_score",
+    "portfolio_returns",
+]
+
+WIN_LOSS_CAP = 10.0
+SESSIONS_PER_MONTH = 21.0
+METRIC_KEYS = (
+    "total_signals", "total_trades", "closed_trades", "open_at_end", "hit_rate", "avg_return", "median_return",
+    "win_loss", "sharpe", "portfolio_sharpe", "max_drawdown", "avg_hold_days", "signals_per_month",
+    "false_positive_rate", "rank_score", "avg_excess_return", "avg_benchmark_return",
+)
+
+
+def hit_rate(r: np.ndarray) -> float:
+    return float(np.mean(r > 0)) if r.size else 0.0
+
+
+def win_loss(r: np.ndarray) -> float:
+    """mean win / |mean loss|; 0 with no trades or no wins; WIN_LOSS_CAP with wins and no losses."""
+    wins, losses = r[r > 0], r[r <= 0]
+    if wins.size == 0:
+        return 0.0
+    if losses.size == 0:
+        return WIN_LOSS_CAP
+    ml = abs(float(losses.mean()))
+    if ml == 0.0:
+        return WIN_LOSS_CAP
+    return min(float(wins.mean()) / ml, WIN_LOSS_CAP)
+
+
+def trade_sharpe(r: np.ndarray) -> float:
+    """mean/std(ddof=1) per trade; 0 with fewer than 2 trades or zero dispersion."""
+    if r.size < 2:
+        return 0.0
+    sd = float(r.std(ddof=1))
+    return float(r.mean()) / sd if sd > 0 else 0.0
+
+
+def annualized_sharpe(daily: np.ndarray, periods: float = 252.0) -> float:
+    if daily.size < 2:
+        return 0.0
+    sd = float(daily.std(ddof=1))
+    return float(daily.mean()) / sd * math.sqrt(periods) if sd > 0 else 0.0
+
+
+def max_drawdown(daily: np.ndarray) -> float:
+    """Largest peak-to-trough loss of the compounded curve, as a positive fraction (0 when never below a peak)."""
+    if daily.size == 0:
+        return 0.0
+    eq = np.cumprod(1.0 + daily)
+    peak = np.maximum.accumulate(np.concatenate(([1.0], eq)))[1:]
+    return float(max(0.0, np.max(1.0 - eq / peak)))
+
+
+def rank_score(hit: float, avg: float, wl: float, spm: float) -> float:
+    """(hit_rate × avg_return) × win_loss / sqrt(signals_per_month); 0 when there are no signals."""
+    if spm <= 0:
+        return 0.0
+    return hit * avg * wl / math.sqrt(spm)
+
+
+class BenchmarkCache:
+    """Mean open-to-open growth ratio mean_e[open[e+h]/open[e]] per symbol, cached per (span, h).
+
+    Entry sessions e range over [sig_start+1, sig_end] with e+h < data_end and both opens finite.
+    The cache lives as long as the panel: every trial of a study reuses the vectors of its folds.
+    """
+
+    def __init__(self, panel: Panel) -> None:
+        self.open = panel["open"]
+        self._cache: dict[tuple[int, int, int, int], np.ndarray] = {}
+
+    def ratio(self, span: Span, h: int) -> np.ndarray:
+        key = (span.sig_start, span.sig_end, span.data_end, int(h))
+        v = self._cache.get(key)
+        if v is None:
+            O = self.open
+            lo = span.sig_start + 1
+            hi = min(span.sig_end, span.data_end - 1 - h)  # inclusive last entry
+            if hi < lo:
+                v = np.full(O.shape[1], np.nan)
+            else:
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    r = O[lo + h:hi + h + 1] / O[lo:hi + 1]
+                ok = np.isfinite(r)
+                cnt = ok.sum(axis=0)
+                s = np.where(ok, r, 0.0).sum(axis=0)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    v = np.where(cnt > 0, s / np.maximum(cnt, 1), np.nan)
+            v.setflags(write=False)
+            self._cache[key] = v
+        return v
+
+    def expected_net(self, trades: Trades, span: Span, costs: Costs, mask: np.ndarray) -> np.ndarray:
+        """bench(s,h) per selected trade: ((1−c)/(1+c))·mean ratio − 1 (0 where no entry session exists)."""
+        c = costs.per_side
+        k = (1 - c) / (1 + c)
+        sym = trades.symbol[mask]
+        hold = trades.hold_days[mask]
+        out = np.zeros(sym.shape[0])
+        for h in np.unique(hold):
+            sel = hold == h
+            ratio = self.ratio(span, int(h))[sym[sel]]
+            out[sel] = np.where(np.isfinite(ratio), k * ratio - 1.0, 0.0)
+        return out
+
+
+def portfolio_returns(trades: Trades, panel: Panel, span: Span, weight: np.ndarray | None = None) -> np.ndarray:
+    """Daily portfolio returns over [sig_start, data_end) (equal weight unless ``weight`` per trade is given)."""
+    w = np.ones(len(trades)) if weight is None else np.asarray(weight, dtype=np.float64)
+    return portfolio_returns_nb(
+        panel["close"], trades.symbol, trades.entry_idx, trades.exit_idx, trades.entry_price, trades.exit_price,
+        trades.open_at_end, w, trades.cost, span.sig_start, span.data_end,
+    )
+
+
+def run_metrics(
+    trades: Trades,
+    panel: Panel,
+    span: Span,
+    costs: Costs,
+    total_signals: int,
+    bench: BenchmarkCache | None = None,
+    weight: np.ndarray | None = None,
+) -> dict[str, float]:
+    """Every per-run metric a trial records (keys in METRIC_KEYS), as plain floats."""
+    closed = trades.closed
+    r = trades.net_ret[closed]
+    n_closed = int(r.size)
+    months = span.sessions / SESSIONS_PER_MONTH
+    spm = total_signals / months if months > 0 else 0.0
+    hr = hit_rate(r)
+    avg = float(r.mean()) if n_closed else 0.0
+    wl = win_loss(r)
+    daily = portfolio_returns(trades, panel, span, weight)
+    if n_closed:
+        C = panel["close"]
+        e = trades.entry_idx[closed]
+        chk = np.minimum(e + 2, trades.exit_idx[closed])
+        fp = float(np.mean(C[chk, trades.symbol[closed]] < trades.entry_price[closed]))
+        b = (bench or BenchmarkCache(panel)).expected_net(trades, span, costs, closed)
+        avg_b = float(b.mean())
+        excess = float((r - b).mean())
+        hold = float(trades.hold_days[closed].mean())
+        med = float(np.median(r))
+    else:
+        fp = avg_b = excess = hold = med = 0.0
+    return {
+        "total_signals": float(total_signals),
+        "total_trades": float(len(trades)),
+        "closed_trades": float(n_closed),
+        "open_at_end": float(len(trades) - n_closed),
+        "hit_rate": hr,
+        "avg_return": avg,
+        "median_return": med,
+        "win_loss": wl,
+        "sharpe": trade_sharpe(r),
+        "portfolio_sharpe": annualized_sharpe(daily),
+        "max_drawdown": max_drawdown(daily),
+        "avg_hold_days": hold,
+        "signals_per_month": spm,
+        "false_positive_rate": fp,
+        "rank_score": rank_score(hr, avg, wl, spm),
+        "avg_excess_return": excess,
+        "avg_benchmark_return": avg_b,
+    }

@@ -1,0 +1,59 @@
+"""The composite accumulation score (pure; parameters in a frozen ``ScoreParams``).
+
+raw = w_short·tanh(0.5·short_z) + w_lit·tanh(0.5·lit_z) + w_price·tanh(0.3·price_z)   (weights normalized to sum 1)
+intensity = lo + (hi − lo)·sigmoid(otc_participation_z)                                 (default 0.7 + 0.6·sigmoid)
+score = clip(raw·intensity, −1, 1); display = (score + 1)·50, NaN where short_z is NaN. See docs/ENGINE.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import check_param
+from .features import FeatureCache, check_variant
+
+__all__ = ["ScoreParams", "display_score", "combine"]
+
+
+@dataclass(frozen=True)
+class ScoreParams:
+    variant: str = "B"
+    w_short: float = 0.55
+    w_lit: float = 0.30
+    w_price: float = 0.15
+    z_window: int = 20
+    intensity_lo: float = 0.7
+    intensity_hi: float = 1.3
+
+    def __post_init__(self) -> None:
+        check_variant(self.variant)
+        for n in ("w_short", "w_lit", "w_price"):
+            v = getattr(self, n)
+            check_param(np.isfinite(v) and v >= 0, n, ">= 0", v)
+        total = self.w_short + self.w_lit + self.w_price
+        check_param(total > 0, "w_short + w_lit + w_price", "> 0", total)
+        check_param(int(self.z_window) == self.z_window and self.z_window >= 2, "z_window", "an integer >= 2", self.z_window)
+        check_param(0 <= self.intensity_lo <= self.intensity_hi, "intensity_lo", f"in [0, intensity_hi={self.intensity_hi}]", self.intensity_lo)
+
+    @property
+    def weights(self) -> tuple[float, float, float]:
+        """Normalized (w_short, w_lit, w_price) summing to 1."""
+        t = self.w_short + self.w_lit + self.w_price
+        return self.w_short / t, self.w_lit / t, self.w_price / t
+
+
+def combine(ts: np.ndarray, tl: np.ndarray, tp: np.ndarray, sg: np.ndarray, params: ScoreParams) -> np.ndarray:
+    ws, wl, wp = params.weights
+    raw = ws * ts + wl * tl + wp * tp
+    intensity = params.intensity_lo + (params.intensity_hi - params.intensity_lo) * sg
+    score = np.clip(raw * intensity, -1.0, 1.0)
+    return (score + 1.0) * 50.0
+
+
+def display_score(cache: FeatureCache, params: ScoreParams) -> np.ndarray:
+    """Display score 0..100 per (date, symbol); NaN where the short-volume z is missing."""
+    ts, tl, tp, sg = cache.tanh_terms(params.variant, int(params.z_window))
+    return combine(ts, tl, tp, sg, params)
+

@@ -1,0 +1,234 @@
+"""Trade simulation: signal at the close of t, fill at the open of t+1, path-dependent exits in a numba kernel.
+
+``simulate`` is pure: panel arrays + display score + frozen parameter objects -> ``Trades`` (struct of arrays).
+The exact rules are in docs/ENGINE.md; the reference implementation in tests/reference_engine.py checks them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ParameterError, check_param
+from ._kernels import RULE_CODES, simulate_nb
+from .panel import Panel
+
+__all__ = [
+    "ExitParams", "Costs", "Thresholds", "Span", "Caps", "Trades", "simulate",
+    "EXIT_REASONS", "EXIT_NAMES", "RULES",
+]
+
+RULES = tuple(RULE_CODES)
+EXIT_REASONS = ("fixed", "first_dist", "2x_consec_dist", "score_decay", "max_days", "time_stop", "stop_loss", "take_profit", "open_at_end")
+EXIT_NAMES = ("fixed_10d", "fixed_20d", "first_dist", "2x_consec_dist", "hybrid_30d", "score_decay")
+
+
+@dataclass(frozen=True)
+class ExitParams:
+    """Exit strategy. ``rule`` in fixed | first_dist | 2x_consec_dist | score_decay | hybrid.
+
+    fixed needs ``hold_days`` (N sessions), hybrid needs ``max_days``; ``stop_loss`` / ``take_profit`` are fractions
+    (0.05 = 5%), ``time_stop`` a maximum number of sessions for any rule.
+    """
+
+    rule: str = "first_dist"
+    hold_days: int | None = None
+    max_days: int | None = None
+    stop_loss: float | None = None
+    take_profit: float | None = None
+    time_stop: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.rule not in RULE_CODES:
+            raise ParameterError(f"exit rule must be one of {', '.join(RULES)}, got rule={self.rule!r}")
+        if self.rule == "fixed":
+            check_param(self.hold_days is not None and int(self.hold_days) >= 1, "hold_days", ">= 1 for the fixed exit", self.hold_days)
+        if self.rule == "hybrid":
+            check_param(self.max_days is not None and int(self.max_days) >= 1, "max_days", ">= 1 for the hybrid exit", self.max_days)
+        if self.stop_loss is not None:
+            check_param(0 < self.stop_loss < 1, "stop_loss", "in (0, 1)", self.stop_loss)
+        if self.take_profit is not None:
+            check_param(self.take_profit > 0, "take_profit", "> 0", self.take_profit)
+        if self.time_stop is not None:
+            check_param(int(self.time_stop) >= 1, "time_stop", ">= 1", self.time_stop)
+
+    @classmethod
+    def from_name(cls, name: str, **extra) -> "ExitParams":
+        """fixed_<N>d, first_dist, 2x_consec_dist, score_decay, hybrid_<M>d (extra: stop_loss, take_profit, time_stop)."""
+        m = re.fullmatch(r"fixed_(\d+)d", name)
+        if m:
+            return cls("fixed", hold_days=int(m.group(1)), **extra)
+        m = re.fullmatch(r"hybrid_(\d+)d", name)
+        if m:
+            return cls("hybrid", max_days=int(m.group(1)), **extra)
+        if name in ("first_dist", "2x_consec_dist", "score_decay"):
+            return cls(name, **extra)
+        raise ParameterError(
+            f"exit must be one of {', '.join(EXIT_NAMES)} (or fixed_<N>d / hybrid_<M>d), got exit={name!r}"
+        )
+
+    @property
+    def max_hold(self) -> int | None:
+        """Longest possible holding period in sessions, or None when unbounded (signal-based without a time stop)."""
+        caps = [v for v in (self.hold_days if self.rule == "fixed" else None,
+                            self.max_days if self.rule == "hybrid" else None, self.time_stop) if v is not None]
+        return min(caps) if caps else None
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Per-side costs in basis points. Defaults: 1 bp commission + 5 bp slippage per side (12 bp round trip)."""
+
+    commission_bps: float = 1.0
+    slippage_bps: float = 5.0
+
+    def __post_init__(self) -> None:
+        check_param(self.commission_bps >= 0, "commission_bps", ">= 0", self.commission_bps)
+        check_param(self.slippage_bps >= 0, "slippage_bps", ">= 0", self.slippage_bps)
+
+    @property
+    def per_side(self) -> float:
+        return (self.commission_bps + self.slippage_bps) / 1e4
+
+    def scaled(self, k: float) -> "Costs":
+        return Costs(self.commission_bps * k, self.slippage_bps * k)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    buy: float = 70.0
+    sell: float = 30.0
+
+    def __post_init__(self) -> None:
+        check_param(0 <= self.buy <= 100, "buy_threshold", "in [0, 100]", self.buy)
+        check_param(0 <= self.sell <= 100, "sell_threshold", "in [0, 100]", self.sell)
+        check_param(self.sell < self.buy, "sell_threshold", f"< buy_threshold={self.buy}", self.sell)
+
+
+@dataclass(frozen=True)
+class Span:
+    """Signal window [sig_start, sig_end) and data limit data_end (exclusive) as panel row indices."""
+
+    sig_start: int
+    sig_end: int
+    data_end: int
+
+    def __post_init__(self) -> None:
+        check_param(0 <= self.sig_start < self.sig_end, "sig_start", f"in [0, sig_end={self.sig_end})", self.sig_start)
+        check_param(self.sig_end <= self.data_end, "data_end", f">= sig_end={self.sig_end}", self.data_end)
+
+    @classmethod
+    def full(cls, panel: Panel) -> "Span":
+        T = len(panel.dates)
+        return cls(0, T, T)
+
+    @property
+    def sessions(self) -> int:
+        return self.sig_end - self.sig_start
+
+
+@dataclass(frozen=True)
+class Caps:
+    max_positions: int | None = None
+    max_per_sector: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_positions is not None:
+            check_param(self.max_positions >= 1, "max_positions", ">= 1", self.max_positions)
+        if self.max_per_sector is not None:
+            check_param(self.max_per_sector >= 1, "max_per_sector", ">= 1", self.max_per_sector)
+
+
+@dataclass(frozen=True, eq=False)
+class Trades:
+    """Struct of arrays, one element per trade, ordered by exit processing (use ``to_frame`` for a sorted view)."""
+
+    symbol: np.ndarray
+    signal_idx: np.ndarray
+    entry_idx: np.ndarray
+    exit_idx: np.ndarray
+    entry_price: np.ndarray
+    exit_price: np.ndarray
+    exit_reason: np.ndarray
+    score: np.ndarray
+    cost: float = 0.0
+    gross_ret: np.ndarray = field(init=False)
+    net_ret: np.ndarray = field(init=False)
+    open_at_end: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            object.__setattr__(self, "gross_ret", self.exit_price / self.entry_price - 1.0)
+            object.__setattr__(self, "net_ret", self.exit_price * (1 - self.cost) / (self.entry_price * (1 + self.cost)) - 1.0)
+        object.__setattr__(self, "open_at_end", self.exit_reason == EXIT_REASONS.index("open_at_end"))
+
+    def __len__(self) -> int:
+        return int(self.symbol.shape[0])
+
+    @property
+    def closed(self) -> np.ndarray:
+        return ~self.open_at_end
+
+    @property
+    def hold_days(self) -> np.ndarray:
+        return self.exit_idx - self.entry_idx
+
+    def to_frame(self, panel: Panel | None = None) -> pd.DataFrame:
+        df = pd.DataFrame({
+            "symbol_idx": self.symbol, "signal_idx": self.signal_idx, "entry_idx": self.entry_idx,
+            "exit_idx": self.exit_idx, "entry_price": self.entry_price, "exit_price": self.exit_price,
+            "gross_ret": self.gross_ret, "net_ret": self.net_ret, "hold_days": self.hold_days,
+            "exit_reason": np.array(EXIT_REASONS, dtype=object)[self.exit_reason] if len(self) else np.array([], dtype=object),
+            "open_at_end": self.open_at_end, "score": self.score,
+        })
+        if panel is not None and len(df):
+            sy = np.array(panel.symbols, dtype=object)
+            df.insert(0, "symbol", sy[self.symbol])
+            for c in ("signal", "entry", "exit"):
+                df.insert(1, f"{c}_date", pd.to_datetime(panel.dates[df[f"{c}_idx"].to_numpy()]))
+        return df.sort_values(["entry_idx", "symbol_idx"], kind="mergesort").reset_index(drop=True)
+
+
+def _sector_ids(panel: Panel) -> tuple[np.ndarray, int]:
+    names = sorted({s for s in panel.sectors if s})
+    lut = {n: i for i, n in enumerate(names)}
+    return np.array([lut.get(s, -1) if s else -1 for s in panel.sectors], dtype=np.int64), len(names)
+
+
+def simulate(
+    panel: Panel,
+    display: np.ndarray,
+    thresholds: Thresholds,
+    exit: ExitParams,
+    costs: Costs,
+    span: Span,
+    caps: Caps | None = None,
+) -> Trades:
+    """Simulate one configuration. Pure; reads ``panel`` arrays, never mutates them."""
+    T, N = panel.shape
+    check_param(display.shape == (T, N), "display.shape", f"equal to the panel shape {(T, N)}", display.shape)
+    check_param(span.data_end <= T, "span.data_end", f"<= number of sessions {T}", span.data_end)
+    with np.errstate(invalid="ignore"):
+        capacity = int(np.count_nonzero(display[span.sig_start:span.sig_end] >= thresholds.buy)) + 1
+    if caps is not None and (caps.max_positions is not None or caps.max_per_sector is not None):
+        sid, nsec = _sector_ids(panel)
+        mp = -1 if caps.max_positions is None else int(caps.max_positions)
+        ms = -1 if caps.max_per_sector is None else int(caps.max_per_sector)
+    else:
+        sid, nsec, mp, ms = np.full(N, -1, np.int64), 0, -1, -1
+    nan = float("nan")
+    out = simulate_nb(
+        panel["open"], panel["high"], panel["low"], panel["close"], display,
+        float(thresholds.buy), float(thresholds.sell), RULE_CODES[exit.rule],
+        int(exit.hold_days or -1) if exit.rule == "fixed" else -1,
+        int(exit.max_days or -1) if exit.rule == "hybrid" else -1,
+        nan if exit.stop_loss is None else float(exit.stop_loss),
+        nan if exit.take_profit is None else float(exit.take_profit),
+        -1 if exit.time_stop is None else int(exit.time_stop),
+        costs.per_side, int(span.sig_start), int(span.sig_end), int(span.data_end), mp, ms, sid, nsec, capacity,
+    )
+    sym, sig, ent, ext, ep, xp, rsn, sc = out
+    return Trades(sym, sig, ent, ext, ep, xp, rsn, sc, cost=costs.per_side)
