@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import combinations
-from math import comb
 
 import numpy as np
 from scipy import stats as st
@@ -24,6 +23,7 @@ from optimizer.errors import check_param
 __all__ = ["PBOResult", "probability_of_backtest_overfitting"]
 
 _BUILTIN_METRICS = ("sharpe", "mean")
+_MAX_BLOCKS = 20  # C(20, 10) = 184,756 combinations
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,8 @@ def _validate(perf, n_blocks: int, metric) -> np.ndarray:
     check_param(m.ndim == 2, "perf", "a 2-D array (T_obs × N_configs)", f"<array of shape {m.shape}>")
     check_param(isinstance(n_blocks, (int, np.integer)) and n_blocks >= 2 and n_blocks % 2 == 0,
                 "n_blocks", "an even integer >= 2", n_blocks)
+    check_param(n_blocks <= _MAX_BLOCKS, "n_blocks",
+                f"<= {_MAX_BLOCKS} (C(S, S/2) combinations are held in memory)", n_blocks)
     check_param(m.shape[0] >= n_blocks, "perf", f"at least n_blocks={n_blocks} rows (T_obs)",
                 f"<array of shape {m.shape}>")
     check_param(m.shape[1] >= 2, "perf", "at least 2 columns (N_configs)", f"<array of shape {m.shape}>")
@@ -76,11 +78,18 @@ def _moment_metric(s1: np.ndarray, s2: np.ndarray, n: np.ndarray, metric: str) -
     mean = s1 / n
     if metric == "mean":
         return mean
-    var = np.maximum(s2 - n * mean * mean, 0.0) / np.maximum(n - 1.0, 1.0)
+    var = mean * mean  # in-place steps below: these arrays are n_combinations × N
+    var *= n
+    np.subtract(s2, var, out=var)
+    np.maximum(var, 0.0, out=var)
+    var /= np.maximum(n - 1.0, 1.0)
     flat = var <= 1e-12 * (s2 / n)  # zero up to rounding of the sums (|Sharpe| > 1e6)
     with np.errstate(divide="ignore", invalid="ignore"):
-        out = mean / np.sqrt(var)
-    return np.where(flat, np.where(mean == 0.0, 0.0, np.sign(mean) * np.inf), out)
+        out = np.divide(mean, np.sqrt(var, out=var), out=mean)
+    if flat.any():
+        edge = s1[flat]
+        out[flat] = np.where(edge == 0.0, 0.0, np.copysign(np.inf, edge))
+    return out
 
 
 def _split_metrics(m: np.ndarray, masks: np.ndarray, metric) -> tuple[np.ndarray, np.ndarray]:
@@ -112,7 +121,7 @@ def probability_of_backtest_overfitting(perf, n_blocks: int = 16,
     dates). Rows are cut into ``n_blocks`` contiguous blocks with ``numpy.array_split`` (sizes differ by at most
     one row when T_obs is not a multiple of S; no row is dropped). ``metric`` ranks configurations on a set of
     rows: ``"sharpe"`` (mean/std, ddof=1, per period), ``"mean"``, or a callable mapping a rows × N array to N
-    values (higher is better; evaluated per combination, so slower). Built-in metrics are computed from
+    values (higher is better, finite; evaluated per combination, so slower). Built-in metrics are computed from
     per-block sums, so each combination costs two small matrix products.
     """
     m = _validate(perf, n_blocks, metric)
@@ -120,7 +129,6 @@ def probability_of_backtest_overfitting(perf, n_blocks: int = 16,
     idx = np.array(list(combinations(range(s), s // 2)), dtype=np.intp)
     masks = np.zeros((idx.shape[0], s), dtype=bool)
     np.put_along_axis(masks, idx, True, axis=1)
-    assert masks.shape[0] == comb(s, s // 2)
     is_m, oos_m = _split_metrics(m, masks, metric)
     rows = np.arange(masks.shape[0])
     selected = np.argmax(is_m, axis=1)

@@ -488,12 +488,14 @@ def ref_metrics(trades: pd.DataFrame, panel, span, costs, total_signals: int,
     losses = [r for r in nets if r <= 0]
     hit = len(wins) / n if n else 0.0
     avg = _mean(nets)
+    # win_loss is bounded by WIN_LOSS_CAP: ENGINE.md names the no-loss value a cap; a finite ratio above it
+    # (or a zero mean loss) is clipped to the same bound.
     if not wins:
         wl = 0.0
-    elif not losses:
+    elif not losses or _mean(losses) == 0.0:
         wl = WIN_LOSS_CAP
     else:
-        wl = _mean(wins) / abs(_mean(losses))
+        wl = min(_mean(wins) / abs(_mean(losses)), WIN_LOSS_CAP)
     if n < 2:
         sharpe = 0.0
     else:

@@ -15,7 +15,7 @@ Definitions for scan date ``d`` (only rows dated <= d are read: point-in-time):
 * ``trend`` = regr_slope of the ratio on the session index over the symbol's last ``trend_days`` rows
   (ratio change per session); ``trend_z`` = trend / ratio std (per-session change in lookback std units).
 * ``volume_z`` = z of today's total volume against the window (population std).
-* ``short_share_xz`` = cross-sectional z of today's short share among liquid symbols (the share is used
+* ``short_share_xz`` = cross-sectional z of today's short share against the liquid symbols' mean and std (the share is used
   rather than the ratio because it is bounded; the ratio is a monotone transform of it).
 * ``score`` = ratio_z + 0.5·sign(ratio_z)·clip(volume_z, 0, 4) + 0.5·clip(trend_z, −2, 2)
   (NULL volume_z / trend_z count as 0; NULL ratio_z -> NULL score). A volume spike amplifies whichever side the

@@ -24,12 +24,13 @@ REASON_CODES = {
 @njit(cache=True, nogil=True)
 def simulate_nb(
     O, H, L, C, disp, buy, sell, rule, hold_days, max_days, stop_loss, take_profit, time_stop,
-    cost, sig_start, sig_end, data_end, max_positions, max_per_sector, sector_id, n_sectors, capacity,
+    cost, sig_start, sig_end, data_end, max_positions, max_per_sector, sector_id, n_sectors, capacity, entry_ok,
 ):
     """Date-major simulation over symbols. See docs/ENGINE.md for every rule.
 
     hold_days / max_days / time_stop: -1 when unused; stop_loss / take_profit: NaN when unused;
-    max_positions / max_per_sector: -1 when uncapped. Returns trade arrays truncated to the trade count.
+    max_positions / max_per_sector: -1 when uncapped; entry_ok (T,) bool: sessions whose close may open a position
+    (a regime filter). Returns trade arrays truncated to the trade count.
     """
     T, N = O.shape
     o_sym = np.empty(capacity, np.int64)
@@ -155,7 +156,7 @@ def simulate_nb(
                     pend_exit[s] = t + 1
                     pend_rsn[s] = r
         # (4) new entries from signals at this close (flat symbols, signal window only)
-        if t < sig_end and t + 1 < data_end:
+        if t < sig_end and t + 1 < data_end and entry_ok[t]:
             nc = 0
             for s in range(N):
                 if in_pos[s] or pend_entry[s] >= 0:

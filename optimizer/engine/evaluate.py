@@ -110,11 +110,14 @@ class Evaluator:
     def display(self, config: Config) -> np.ndarray:
         return display_score(self.features, config.score)
 
-    def run(self, config: Config, span: Span | None = None, display: np.ndarray | None = None) -> Result:
+    def run(
+        self, config: Config, span: Span | None = None, display: np.ndarray | None = None,
+        entry_ok: np.ndarray | None = None,
+    ) -> Result:
         span = span or Span.full(self.panel)
         disp = self.display(config) if display is None else display
-        trades = simulate(self.panel, disp, config.thresholds, config.exit, config.costs, span, config.caps)
-        n_sig = count_signals(disp, config.thresholds.buy, span)
+        trades = simulate(self.panel, disp, config.thresholds, config.exit, config.costs, span, config.caps, entry_ok)
+        n_sig = count_signals(disp, config.thresholds.buy, span, entry_ok)
         m = run_metrics(trades, self.panel, span, config.costs, n_sig, bench=self.bench)
         return Result(config, span, trades, m, disp)
 

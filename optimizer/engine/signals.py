@@ -19,7 +19,10 @@ def distribution(display: np.ndarray, sell: float) -> np.ndarray:
         return display <= sell
 
 
-def count_signals(display: np.ndarray, buy: float, span) -> int:
-    """Accumulation days in the signal window [span.sig_start, span.sig_end)."""
+def count_signals(display: np.ndarray, buy: float, span, entry_ok: np.ndarray | None = None) -> int:
+    """Accumulation days in the signal window [span.sig_start, span.sig_end) (on ``entry_ok`` sessions only)."""
     with np.errstate(invalid="ignore"):
-        return int(np.count_nonzero(display[span.sig_start:span.sig_end] >= buy))
+        acc = display[span.sig_start:span.sig_end] >= buy
+    if entry_ok is not None:
+        acc = acc & np.asarray(entry_ok, dtype=bool)[span.sig_start:span.sig_end, None]
+    return int(np.count_nonzero(acc))

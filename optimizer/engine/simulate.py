@@ -206,11 +206,18 @@ def simulate(
     costs: Costs,
     span: Span,
     caps: Caps | None = None,
+    entry_ok: np.ndarray | None = None,
 ) -> Trades:
-    """Simulate one configuration. Pure; reads ``panel`` arrays, never mutates them."""
+    """Simulate one configuration. Pure; reads ``panel`` arrays, never mutates them.
+
+    ``entry_ok`` (T,) bool restricts the sessions whose close may open a position (regime filters); exits are
+    never filtered.
+    """
     T, N = panel.shape
     check_param(display.shape == (T, N), "display.shape", f"equal to the panel shape {(T, N)}", display.shape)
     check_param(span.data_end <= T, "span.data_end", f"<= number of sessions {T}", span.data_end)
+    ok = np.ones(T, dtype=np.bool_) if entry_ok is None else np.asarray(entry_ok, dtype=np.bool_)
+    check_param(ok.shape == (T,), "entry_ok.shape", f"equal to ({T},)", ok.shape)
     with np.errstate(invalid="ignore"):
         capacity = int(np.count_nonzero(display[span.sig_start:span.sig_end] >= thresholds.buy)) + 1
     if caps is not None and (caps.max_positions is not None or caps.max_per_sector is not None):
@@ -228,7 +235,7 @@ def simulate(
         nan if exit.stop_loss is None else float(exit.stop_loss),
         nan if exit.take_profit is None else float(exit.take_profit),
         -1 if exit.time_stop is None else int(exit.time_stop),
-        costs.per_side, int(span.sig_start), int(span.sig_end), int(span.data_end), mp, ms, sid, nsec, capacity,
+        costs.per_side, int(span.sig_start), int(span.sig_end), int(span.data_end), mp, ms, sid, nsec, capacity, ok,
     )
     sym, sig, ent, ext, ep, xp, rsn, sc = out
     return Trades(sym, sig, ent, ext, ep, xp, rsn, sc, cost=costs.per_side)

@@ -15,6 +15,7 @@ import csv
 import hashlib
 import io
 import re
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,19 +156,31 @@ def read_csv_text(
     if dups:
         raise InputFileError(file, 1, f"duplicate column {dups[0]!r} in header")
     ncol = len(names)
+    body = pd.Series(lines[1:], dtype=str)
+    blank = (body.str.strip() == "").to_numpy()
+    if len(body):
+        nsep = body.str.count(",").to_numpy()
+        quoted = body.str.contains('"', regex=False).to_numpy()
+        wrong = ~blank & ~quoted & (nsep != ncol - 1)
+        if wrong.any():
+            i = int(np.argmax(wrong))
+            raise InputFileError(file, i + 2, f"expected {ncol} comma-separated fields, found {nsep[i] + 1}")
     try:
-        df = pd.read_csv(
-            io.StringIO(text.lstrip("\ufeff")),
-            header=None,
-            skiprows=1,
-            names=list(range(ncol)),
-            dtype=str,
-            keep_default_na=False,
-            na_filter=False,
-            skip_blank_lines=False,
-            engine="c",
-        )
-    except pd.errors.ParserError as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            df = pd.read_csv(
+                io.StringIO(text.lstrip("\ufeff")),
+                header=None,
+                skiprows=1,
+                names=list(range(ncol)),
+                index_col=False,
+                dtype=str,
+                keep_default_na=False,
+                na_filter=False,
+                skip_blank_lines=False,
+                engine="c",
+            )
+    except (pd.errors.ParserError, pd.errors.ParserWarning) as exc:
         m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
         if m:
             raise InputFileError(
@@ -178,22 +191,11 @@ def read_csv_text(
         df = pd.DataFrame({i: pd.Series([], dtype=str) for i in range(ncol)})
     df["_line"] = np.arange(2, len(df) + 2, dtype=np.int64)
     if len(df):
-        vals = df[list(range(ncol))]
-        filled = vals.apply(lambda s: s.str.strip() != "").sum(axis=1)
-        blank = filled == 0
-        if ncol > 1:
-            # pandas pads short rows with '' (na_filter=False): detect them on the raw lines
-            raw = pd.Series(lines[1:len(df) + 1] if len(lines) > len(df) else lines[1:], dtype=str)
-            if len(raw) == len(df):
-                nsep = raw.str.count(",").to_numpy()
-                quoted = raw.str.contains('"', regex=False).to_numpy()
-                short = (~blank.to_numpy()) & (~quoted) & (nsep < ncol - 1)
-                if short.any():
-                    i = int(np.argmax(short))
-                    raise InputFileError(
-                        file, int(df["_line"].iat[i]), f"expected {ncol} comma-separated fields, found {nsep[i] + 1}"
-                    )
-        df = df.loc[~blank.to_numpy()]
+        if len(df) == len(body):
+            drop = blank
+        else:  # quoted fields spanning lines: fall back to the parsed values
+            drop = (df[list(range(ncol))].apply(lambda c: c.str.strip() != "").sum(axis=1) == 0).to_numpy()
+        df = df.loc[~drop]
     keep = {i: n for i, n in enumerate(names) if n in required + optional}
     out = df[list(keep)].rename(columns=keep)
     for c in out.columns:
@@ -227,11 +229,13 @@ def parse_dates(file: str, df: pd.DataFrame, col: str, *, label: str | None = No
     """YYYY-MM-DD or YYYYMMDD strings -> datetime64 (midnight); the first unparseable one is an InputFileError."""
     label = label or col
     s = df[col].astype(str).str.strip()
-    d = pd.to_datetime(s, format="%Y-%m-%d", errors="coerce")
-    miss = d.isna()
-    if miss.any():
-        d2 = pd.to_datetime(s.where(miss, None), format="%Y%m%d", errors="coerce")
-        d = d.where(~miss, d2)
+    iso = s.str.fullmatch(r"\d{4}-\d{2}-\d{2}").fillna(False).to_numpy(dtype=bool)
+    compact = s.str.fullmatch(r"\d{8}").fillna(False).to_numpy(dtype=bool)
+    d = pd.Series(pd.NaT, index=s.index, dtype="datetime64[s]")
+    if iso.any():
+        d[iso] = pd.to_datetime(s[iso], format="%Y-%m-%d", errors="coerce").to_numpy(dtype="datetime64[s]")
+    if compact.any():
+        d[compact] = pd.to_datetime(s[compact], format="%Y%m%d", errors="coerce").to_numpy(dtype="datetime64[s]")
     bad = d.isna().to_numpy()
     if bad.any():
         i = int(np.argmax(bad))

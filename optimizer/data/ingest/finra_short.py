@@ -75,7 +75,7 @@ def parse_finra_short(file: str, text: str, symmap: pd.DataFrame) -> Parsed:
     if not lines:
         raise InputFileError(file, 1, "empty file: expected the header Date|Symbol|ShortVolume|...")
     head = lines[0].strip().lower()
-    if head.startswith("date,") or "short_volume" in head:
+    if "short_volume" in head:
         return _parse_tidy(file, text, symmap)
     return _parse_raw(file, lines, symmap)
 
@@ -94,7 +94,7 @@ def _parse_raw(file: str, lines: list[str], symmap: pd.DataFrame) -> Parsed:
     else:
         want = _NEW if "shortexemptvolume" in header else _OLD
         missing = [c for c in want if c not in header]
-        what = f"missing column {missing[0]!r}" if missing else "unexpected columns"
+        what = f"missing column {_pretty((missing[0],))[0]!r}" if missing else "unexpected columns"
         raise InputFileError(file, 1, f"{what}: header is {lines[0]!r}, expected {'|'.join(_pretty(want))!r}")
     facility = facility_of(file)
     if facility is None:
@@ -158,7 +158,7 @@ def _parse_raw(file: str, lines: list[str], symmap: pd.DataFrame) -> Parsed:
 def _pretty(cols: tuple[str, ...]) -> list[str]:
     names = {"date": "Date", "symbol": "Symbol", "shortvolume": "ShortVolume", "shortexemptvolume": "ShortExemptVolume",
              "totalvolume": "TotalVolume", "market": "Market"}
-    return [names[c] for c in cols]
+    return [names.get(c, c) for c in cols]
 
 
 def _parse_tidy(file: str, text: str, symmap: pd.DataFrame) -> Parsed:

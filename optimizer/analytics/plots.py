@@ -1,0 +1,300 @@
+"""Pressure plots (from ``daily_metrics``) and OHLCV price charts (from ``prices_daily``) as plotly Figures.
+
+``pressure_plot(mode="layered")``: 4 panels on a shared date axis —
+ 1. short-sale buy/sell ratio with the BOT (1.25) and SELL (0.75) lines and agreement markers
+    (▲ both bullish, ▼ both bearish, ◆ divergence; see :func:`optimizer.analytics.tables.agreement`);
+ 2. lit flow imbalance with ±0.1 (dotted) / ±0.2 (dashed) lines, gaps where NULL (connectgaps=False);
+ 3. OTC participation bars coloured by its z-score, and week-over-week delta bars (drawn on the first session
+    that sees a new OTC week);
+ 4. the display accumulation score 0–100 (default-parameter view, :func:`tables.display_score`) with
+    confidence bars (×100).
+``mode="short_only"``: short ratio (with lines), short-sale volume (with total volume), close price.
+``mode="both"``: the tuple (layered, short_only).
+
+``save_figure`` writes a self-contained HTML (plotly.js embedded, opens offline) and a PNG only when kaleido is
+importable.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError, check_param
+from .scanner import _as_date
+from .tables import BEARISH, BULLISH, DIVERGENCE, agreement, display_score, require_symbols, table_columns
+
+__all__ = [
+    "MODES",
+    "TIMEFRAMES",
+    "BOT_LINE",
+    "SELL_LINE",
+    "pressure_data",
+    "pressure_plot",
+    "price_data",
+    "resample_ohlcv",
+    "price_chart",
+    "save_figure",
+    "render_pressure",
+    "render_price",
+]
+
+MODES = ("layered", "short_only", "both")
+TIMEFRAMES = ("daily", "weekly", "monthly")
+BOT_LINE, SELL_LINE = 1.25, 0.75
+_PRESSURE_COLS = (
+    "date", "close", "return_z", "short_volume", "total_volume", "short_buy_sell_ratio", "short_buy_sell_ratio_z",
+    "lit_flow_imbalance", "lit_flow_imbalance_z", "otc_week_start", "otc_participation_rate", "otc_participation_z",
+    "otc_status", "confidence",
+)
+_GREEN, _RED, _GREY, _BLUE = "#4c9a6a", "#b85c5c", "#9a9a9a", "#4f6d9a"
+
+
+def _range(start, end) -> tuple:
+    s = None if start is None else _as_date(start, "start")
+    e = None if end is None else _as_date(end, "end")
+    if s is not None and e is not None:
+        check_param(s <= e, "start", f"<= end={e}", str(s))
+    return s, e
+
+
+def _load_range(con: duckdb.DuckDBPyConnection, table: str, ticker: str, cols: list[str], start, end) -> pd.DataFrame:
+    """Rows of ``table`` for ``ticker`` in [start, end]; DataError for an unknown ticker or an empty range."""
+    t = str(ticker).strip().upper()
+    require_symbols(con, table, [t])
+    s, e = _range(start, end)
+    have = table_columns(con, table)
+    sel = ", ".join(c if c in have else f"NULL AS {c}" for c in cols)
+    df = con.execute(
+        f"SELECT {sel} FROM {table} WHERE symbol = ? AND (?::DATE IS NULL OR date >= ?::DATE) "
+        f"AND (?::DATE IS NULL OR date <= ?::DATE) ORDER BY date",
+        [t, s, s, e, e],
+    ).df()
+    if df.empty:
+        lo, hi = con.execute(f"SELECT min(date), max(date) FROM {table} WHERE symbol = ?", [t]).fetchone()
+        raise DataError(f"no {table} rows for {t} between {s or 'the start'} and {e or 'the end'}; {t} has data from {lo} to {hi}")
+    df["date"] = pd.to_datetime(df["date"])
+    return df
+
+
+def _num(df: pd.DataFrame, c: str) -> np.ndarray:
+    return pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float)
+
+
+def pressure_data(con: duckdb.DuckDBPyConnection, ticker: str, start=None, end=None) -> pd.DataFrame:
+    """daily_metrics rows of ``ticker`` in [start, end] plus accumulation_score, agreement and otc_wow_delta."""
+    df = _load_range(con, "daily_metrics", ticker, list(_PRESSURE_COLS), start, end)
+    df["accumulation_score"] = display_score(_num(df, "short_buy_sell_ratio_z"), _num(df, "lit_flow_imbalance_z"), _num(df, "return_z"))
+    df["agreement"] = agreement(_num(df, "short_buy_sell_ratio_z"), _num(df, "lit_flow_imbalance"))
+    wk = pd.to_datetime(df["otc_week_start"])
+    new_week = wk.notna() & (wk != wk.shift())
+    firsts = df.loc[new_week, "otc_participation_rate"].astype(float)
+    delta = pd.Series(np.nan, index=df.index)
+    delta.loc[firsts.index] = firsts.diff().to_numpy()
+    df["otc_wow_delta"] = delta
+    return df
+
+
+def _xs(df: pd.DataFrame) -> list[str]:
+    return [d.strftime("%Y-%m-%d") for d in df["date"]]
+
+
+def _ys(values) -> list:
+    """Floats with None for NaN (plotly draws a gap)."""
+    return [None if not np.isfinite(v) else float(v) for v in np.asarray(values, dtype=float)]
+
+
+def _ratio_panel(fig, df: pd.DataFrame, row: int, markers: bool) -> None:
+    import plotly.graph_objects as go
+
+    x, r = _xs(df), _num(df, "short_buy_sell_ratio")
+    fig.add_trace(go.Scatter(x=x, y=_ys(r), name="Short buy/sell ratio", mode="lines", line=dict(color=_BLUE),
+                             connectgaps=False), row=row, col=1)
+    fig.add_hline(y=BOT_LINE, line=dict(color=_GREEN, dash="dash", width=1), annotation_text="BOT 1.25",
+                  annotation_position="top left", row=row, col=1)
+    fig.add_hline(y=SELL_LINE, line=dict(color=_RED, dash="dash", width=1), annotation_text="SELL 0.75",
+                  annotation_position="bottom left", row=row, col=1)
+    if not markers:
+        return
+    ag = df["agreement"].to_numpy(dtype=object)
+    for label, symbol, colour in ((BULLISH, "triangle-up", _GREEN), (BEARISH, "triangle-down", _RED), (DIVERGENCE, "diamond", "#c9a227")):
+        m = ag == label
+        fig.add_trace(go.Scatter(
+            x=[xi for xi, k in zip(x, m) if k], y=_ys(r[m]), name=label, mode="markers+text",
+            text=[label[0]] * int(m.sum()), textposition="top center", textfont=dict(color=colour, size=10),
+            marker=dict(symbol=symbol, size=9, color=colour),
+        ), row=row, col=1)
+
+
+def _layered(df: pd.DataFrame, ticker: str):
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(
+        rows=4, cols=1, shared_xaxes=True, vertical_spacing=0.04, row_heights=[0.3, 0.22, 0.22, 0.26],
+        subplot_titles=("Short-sale buy/sell ratio", "Lit flow imbalance", "OTC participation (weekly)",
+                        "Accumulation score (display view) & confidence"),
+    )
+    x = _xs(df)
+    _ratio_panel(fig, df, 1, markers=True)
+    fig.add_trace(go.Scatter(x=x, y=_ys(_num(df, "lit_flow_imbalance")), name="Lit flow imbalance", mode="lines+markers",
+                             connectgaps=False, line=dict(color="#6a5a9a"), marker=dict(size=4)), row=2, col=1)
+    for y, dash in ((0.1, "dot"), (-0.1, "dot"), (0.2, "dash"), (-0.2, "dash")):
+        fig.add_hline(y=y, line=dict(color=_GREEN if y > 0 else _RED, dash=dash, width=1), row=2, col=1)
+    z = np.nan_to_num(_num(df, "otc_participation_z"), nan=0.0)
+    fig.add_trace(go.Bar(x=x, y=_ys(_num(df, "otc_participation_rate")), name="OTC participation",
+                         marker=dict(color=z.tolist(), colorscale=[[0, "#c98b8b"], [0.5, "#d9d9d9"], [1, "#7fb08f"]],
+                                     cmin=-3, cmax=3, cmid=0),
+                         customdata=_ys(_num(df, "otc_participation_z")),
+                         hovertemplate="%{x}<br>participation %{y:.1%}<br>z %{customdata:.2f}<extra></extra>"), row=3, col=1)
+    fig.add_trace(go.Bar(x=x, y=_ys(_num(df, "otc_wow_delta")), name="OTC WoW Δ", marker_color=_GREY, opacity=0.8),
+                  row=3, col=1)
+    fig.add_trace(go.Bar(x=x, y=_ys(100 * _num(df, "confidence")), name="Confidence ×100", marker_color="#c8d3e6",
+                         opacity=0.6), row=4, col=1)
+    fig.add_trace(go.Scatter(x=x, y=_ys(_num(df, "accumulation_score")), name="Accumulation score", mode="lines",
+                             line=dict(color="#2f2f2f"), connectgaps=False), row=4, col=1)
+    fig.add_hline(y=50, line=dict(color=_GREY, dash="dot", width=1), row=4, col=1)
+    fig.update_yaxes(range=[0, 100], row=4, col=1)
+    fig.update_layout(title=f"{ticker} accumulation/distribution pressure", template="plotly_white", height=1000,
+                      barmode="overlay", legend=dict(orientation="h", y=-0.05))
+    return fig
+
+
+def _short_only(df: pd.DataFrame, ticker: str):
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.05, row_heights=[0.4, 0.3, 0.3],
+                        subplot_titles=("Short-sale buy/sell ratio", "Short-sale volume", "Close"))
+    x = _xs(df)
+    _ratio_panel(fig, df, 1, markers=False)
+    fig.add_trace(go.Bar(x=x, y=_ys(_num(df, "total_volume")), name="FINRA total volume", marker_color="#d5d9e0"), row=2, col=1)
+    fig.add_trace(go.Bar(x=x, y=_ys(_num(df, "short_volume")), name="Short-sale volume", marker_color=_BLUE), row=2, col=1)
+    fig.add_trace(go.Scatter(x=x, y=_ys(_num(df, "close")), name="Close", mode="lines", line=dict(color="#2f2f2f"),
+                             connectgaps=False), row=3, col=1)
+    fig.update_layout(title=f"{ticker} FINRA short-sale pressure", template="plotly_white", height=800,
+                      barmode="overlay", legend=dict(orientation="h", y=-0.06))
+    return fig
+
+
+def pressure_plot(con: duckdb.DuckDBPyConnection, ticker: str, start=None, end=None, mode: str = "layered"):
+    """Figure for ``mode`` layered / short_only, or the tuple (layered, short_only) for ``both``."""
+    check_param(mode in MODES, "mode", f"one of {', '.join(MODES)}", mode)
+    df = pressure_data(con, ticker, start, end)
+    t = str(ticker).strip().upper()
+    if mode == "layered":
+        return _layered(df, t)
+    if mode == "short_only":
+        return _short_only(df, t)
+    return _layered(df, t), _short_only(df, t)
+
+
+# --- price charts -------------------------------------------------------------------------------------------
+
+
+def price_data(con: duckdb.DuckDBPyConnection, ticker: str, start=None, end=None) -> pd.DataFrame:
+    """prices_daily OHLCV rows of ``ticker`` in [start, end] (date, open, high, low, close, volume)."""
+    return _load_range(con, "prices_daily", ticker, ["date", "open", "high", "low", "close", "volume"], start, end)
+
+
+def resample_ohlcv(df: pd.DataFrame, timeframe: str = "weekly") -> pd.DataFrame:
+    """Daily bars -> weekly (weeks ending Friday) / monthly bars: open first, high max, low min, close last,
+    volume sum. ``date`` is the period's LAST session (the bar is complete then); ``sessions`` counts days."""
+    check_param(timeframe in TIMEFRAMES, "timeframe", f"one of {', '.join(TIMEFRAMES)}", timeframe)
+    d = df.assign(date=pd.to_datetime(df["date"])).sort_values("date")
+    if timeframe == "daily":
+        return d.assign(sessions=1).reset_index(drop=True)
+    rule = "W-FRI" if timeframe == "weekly" else "ME"
+    out = d.set_index("date").resample(rule).agg(
+        {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"}
+    )
+    last = d.set_index("date").assign(_d=d["date"].to_numpy()).resample(rule)["_d"].agg(["max", "count"])
+    out = out.assign(date=last["max"], sessions=last["count"])[last["count"] > 0]
+    return out.reset_index(drop=True)[["date", "open", "high", "low", "close", "volume", "sessions"]]
+
+
+def price_chart(con: duckdb.DuckDBPyConnection, ticker: str, timeframe: str = "daily", start=None, end=None):
+    """Candlestick OHLCV chart with a volume subplot at the daily / weekly / monthly timeframe."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    check_param(timeframe in TIMEFRAMES, "timeframe", f"one of {', '.join(TIMEFRAMES)}", timeframe)
+    t = str(ticker).strip().upper()
+    bars = resample_ohlcv(price_data(con, t, start, end), timeframe)
+    x = _xs(bars)
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.03, row_heights=[0.75, 0.25])
+    fig.add_trace(go.Candlestick(
+        x=x, open=_ys(bars["open"]), high=_ys(bars["high"]), low=_ys(bars["low"]), close=_ys(bars["close"]),
+        name=f"{t} {timeframe}", increasing_line_color=_GREEN, decreasing_line_color=_RED,
+    ), row=1, col=1)
+    up = bars["close"].to_numpy(dtype=float) >= bars["open"].to_numpy(dtype=float)
+    fig.add_trace(go.Bar(x=x, y=_ys(bars["volume"]), name="Volume", marker_color=np.where(up, _GREEN, _RED).tolist(),
+                         opacity=0.6), row=2, col=1)
+    fig.update_layout(title=f"{t} {timeframe} OHLCV", template="plotly_white", height=700, showlegend=False,
+                      xaxis_rangeslider_visible=False)
+    if timeframe == "daily":
+        fig.update_xaxes(rangebreaks=[dict(bounds=["sat", "mon"])])
+    return fig
+
+
+# --- output -------------------------------------------------------------------------------------------------
+
+
+def save_figure(fig, path: str | Path) -> list[Path]:
+    """Write ``path`` as self-contained HTML (plotly.js embedded); also ``.png`` when kaleido is importable.
+
+    Returns the written paths. A PNG export failure (e.g. kaleido without a browser) is skipped, not fatal.
+    """
+    p = Path(path)
+    if p.suffix.lower() != ".html":
+        p = p.with_suffix(".html")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.write_html(p, include_plotlyjs=True, full_html=True)
+    written = [p]
+    if importlib.util.find_spec("kaleido") is not None:
+        png = p.with_suffix(".png")
+        try:
+            fig.write_image(png)
+            written.append(png)
+        except Exception:  # noqa: BLE001 - PNG is optional; the HTML is the product
+            pass
+    return written
+
+
+def _fmt(v, spec: str) -> str:
+    return "" if v is None or (not isinstance(v, str) and pd.isna(v)) else (v if isinstance(v, str) else format(float(v), spec))
+
+
+def render_pressure(df: pd.DataFrame, console, last: int = 10, title: str | None = None) -> None:
+    """Print the last ``last`` rows of :func:`pressure_data` as a rich table."""
+    from rich.table import Table
+
+    table = Table(title=title or "Pressure (last sessions)")
+    spec = (("date", None), ("short_buy_sell_ratio", ".3f"), ("short_buy_sell_ratio_z", "+.2f"), ("lit_flow_imbalance", "+.3f"),
+            ("otc_participation_rate", ".1%"), ("otc_status", ""), ("accumulation_score", ".1f"), ("confidence", ".2f"),
+            ("agreement", ""))
+    for c, _ in spec:
+        table.add_column(c, justify="left" if c in ("date", "otc_status", "agreement") else "right")
+    for _, r in df.tail(last).iterrows():
+        table.add_row(*[r["date"].strftime("%Y-%m-%d") if c == "date" else _fmt(r[c], s) for c, s in spec])
+    console.print(table)
+
+
+def render_price(df: pd.DataFrame, console, last: int = 10, title: str | None = None) -> None:
+    """Print the last ``last`` OHLCV bars (daily or resampled) as a rich table."""
+    from rich.table import Table
+
+    table = Table(title=title or "OHLCV (last bars)")
+    cols = ["date", "open", "high", "low", "close", "volume"] + (["sessions"] if "sessions" in df.columns else [])
+    for c in cols:
+        table.add_column(c, justify="left" if c == "date" else "right")
+    for _, r in df.tail(last).iterrows():
+        table.add_row(*[
+            pd.Timestamp(r["date"]).strftime("%Y-%m-%d") if c == "date" else _fmt(r[c], ",.0f" if c in ("volume", "sessions") else ".2f")
+            for c in cols
+        ])
+    console.print(table)

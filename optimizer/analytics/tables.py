@@ -1,0 +1,274 @@
+"""Per-ticker daily tables from ``daily_metrics``: short buy/sell ratio, lit imbalance, OTC, display score.
+
+The ``accumulation_score`` shown here is the DEFAULT-PARAMETER DISPLAY VIEW computed from the stored z columns
+(z_window / z_min_periods of daily_metrics), not the optimized engine score (that lives in optimizer.engine):
+
+    display = 50 · (1 + clip(0.55·tanh(0.5·short_buy_sell_ratio_z) + 0.30·tanh(0.5·lit_flow_imbalance_z)
+                             + 0.15·tanh(0.3·return_z), −1, 1))
+
+A NULL lit / return z counts as 0; a NULL short-ratio z gives a NULL score. 50 is neutral, > 50 accumulation.
+
+Agreement marker: short ratio z > 0 and lit imbalance > 0 -> "▲ both bullish"; both < 0 -> "▼ both bearish";
+both present otherwise -> "◆ divergence"; either missing -> "".
+"""
+
+from __future__ import annotations
+
+import difflib
+import html
+from collections.abc import Sequence
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from ..config import Settings
+from ..data.store import table_exists
+from ..errors import DataError, check_param
+from .scanner import _as_date, nearest_dates_message
+
+__all__ = [
+    "DISCLAIMER",
+    "STYLES",
+    "BULLISH",
+    "BEARISH",
+    "DIVERGENCE",
+    "display_score",
+    "agreement",
+    "daily_table",
+    "write_daily_table_html",
+    "render_daily_table",
+    "unknown_symbols_message",
+    "require_symbols",
+    "table_columns",
+]
+
+DISCLAIMER = (
+    "FINRA does not publish trade direction for off-exchange volume. Buy/Sell values are inferred estimates "
+    "derived from lit-market equity trades and applied proportionally to FINRA OTC volume."
+)
+STYLES = ("scan", "analysis")
+BULLISH, BEARISH, DIVERGENCE = "▲ both bullish", "▼ both bearish", "◆ divergence"
+
+_SCAN_COLS = (
+    "symbol", "date", "close", "return", "short_buy_sell_ratio", "short_buy_sell_ratio_z", "lit_flow_imbalance",
+    "lit_flow_imbalance_z", "otc_participation_rate", "otc_participation_z", "otc_status", "accumulation_score",
+    "confidence", "agreement", "provenance",
+)
+_ANALYSIS_EXTRA = (
+    "open", "high", "low", "volume", "return_z", "short_volume", "short_exempt_volume", "total_volume",
+    "short_buy_volume", "short_sell_volume", "short_buy_volume_z", "lit_buy_volume", "lit_sell_volume",
+    "otc_week_start", "otc_weekly_volume", "z_window", "z_min_periods",
+)
+_NEEDED = ("short_buy_sell_ratio_z", "lit_flow_imbalance", "lit_flow_imbalance_z", "return_z")
+
+
+def display_score(ratio_z, imbalance_z, return_z) -> np.ndarray:
+    """The default-parameter display score in [0, 100] (module doc); NaN where ``ratio_z`` is NaN."""
+    rz = np.asarray(ratio_z, dtype=np.float64)
+    lz = np.nan_to_num(np.asarray(imbalance_z, dtype=np.float64), nan=0.0)
+    tz = np.nan_to_num(np.asarray(return_z, dtype=np.float64), nan=0.0)
+    raw = 0.55 * np.tanh(0.5 * rz) + 0.30 * np.tanh(0.5 * lz) + 0.15 * np.tanh(0.3 * tz)
+    return 50.0 * (1.0 + np.clip(raw, -1.0, 1.0))
+
+
+def agreement(ratio_z, imbalance) -> np.ndarray:
+    """Agreement marker per row (module doc): bullish / bearish / divergence / "" when either is missing."""
+    rz = np.asarray(ratio_z, dtype=np.float64)
+    im = np.asarray(imbalance, dtype=np.float64)
+    out = np.full(rz.shape, "", dtype=object)
+    present = np.isfinite(rz) & np.isfinite(im)
+    out[present] = DIVERGENCE
+    out[present & (rz > 0) & (im > 0)] = BULLISH
+    out[present & (rz < 0) & (im < 0)] = BEARISH
+    return out
+
+
+def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    rows = con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ? AND table_schema = 'main' "
+        "ORDER BY ordinal_position", [table]
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def unknown_symbols_message(con: duckdb.DuckDBPyConnection, table: str, missing: Sequence[str]) -> str:
+    """``no <table> rows for ZZZZ; known symbols include AAPL, MSFT, …`` (close matches first)."""
+    known = [r[0] for r in con.execute(f"SELECT DISTINCT symbol FROM {table} ORDER BY symbol").fetchall()]
+    if not known:
+        return f"no {table} rows for {', '.join(missing)}; {table} is empty"
+    close: list[str] = []
+    for m in missing:
+        close += difflib.get_close_matches(m, known, n=3, cutoff=0.6)
+    shown = list(dict.fromkeys(close + known))[:8]
+    more = ", …" if len(known) > len(shown) else ""
+    return f"no {table} rows for {', '.join(missing)}; known symbols include {', '.join(shown)}{more}"
+
+
+def require_symbols(con: duckdb.DuckDBPyConnection, table: str, symbols: Sequence[str]) -> None:
+    """Raise DataError naming every symbol of ``symbols`` with no row at all in ``table``."""
+    if not table_exists(con, table):
+        raise DataError(f"table {table} is missing; build it first (e.g. `accumopt metrics build`)")
+    have = {
+        r[0] for r in con.execute(
+            f"SELECT DISTINCT symbol FROM {table} WHERE symbol IN (SELECT unnest(?::VARCHAR[]))", [list(symbols)]
+        ).fetchall()
+    }
+    missing = [s for s in symbols if s not in have]
+    if missing:
+        raise DataError(unknown_symbols_message(con, table, missing))
+
+
+def _tickers(tickers, settings: Settings | None) -> list[str] | None:
+    if tickers is None:
+        st = settings if settings is not None else Settings.from_env()
+        return list(st.tickers) or None
+    if isinstance(tickers, str):
+        tickers = tickers.replace(";", ",").split(",")
+    out = [str(t).strip().upper() for t in tickers if str(t).strip()]
+    check_param(bool(out), "tickers", "a non-empty symbol list", tickers)
+    return list(dict.fromkeys(out))
+
+
+def daily_table(
+    con: duckdb.DuckDBPyConnection,
+    date=None,
+    tickers: Sequence[str] | str | None = None,
+    style: str = "scan",
+    settings: Settings | None = None,
+) -> pd.DataFrame:
+    """One row per ticker on ``date`` (default: latest daily_metrics date) with the display columns.
+
+    ``tickers``: a list / comma string; None -> ``Settings.tickers`` (TICKERS env) or every symbol that day.
+    ``style="scan"``: compact, sorted by accumulation score (best first); ``"analysis"``: every volume/z column
+    too, in ticker order. Unknown tickers or a date without rows raise DataError.
+    """
+    check_param(style in STYLES, "style", f"one of {', '.join(STYLES)}", style)
+    if not table_exists(con, "daily_metrics"):
+        raise DataError("table daily_metrics is missing; run `accumopt metrics build` first")
+    syms = _tickers(tickers, settings)
+    if syms is not None:
+        require_symbols(con, "daily_metrics", syms)
+    if date is None:
+        q = "SELECT max(date) FROM daily_metrics" + ("" if syms is None else " WHERE symbol IN (SELECT unnest(?::VARCHAR[]))")
+        day = con.execute(q, [] if syms is None else [syms]).fetchone()[0]
+        if day is None:
+            raise DataError("daily_metrics is empty; run `accumopt metrics build` first")
+    else:
+        day = _as_date(date, "date")
+    have = table_columns(con, "daily_metrics")
+    wanted = list(_SCAN_COLS) + list(_ANALYSIS_EXTRA) + list(_NEEDED)
+    select = ", ".join(c if c in have else f"NULL AS {c}" for c in dict.fromkeys(wanted) if c not in ("accumulation_score", "agreement"))
+    where = "date = ?" + ("" if syms is None else " AND symbol IN (SELECT unnest(?::VARCHAR[]))")
+    df = con.execute(f"SELECT {select} FROM daily_metrics WHERE {where}", [day] + ([] if syms is None else [syms])).df()
+    if df.empty:
+        what = "daily_metrics rows" + ("" if syms is None else f" for {', '.join(syms)}")
+        raise DataError(nearest_dates_message(con, "daily_metrics", day, what))
+    num = lambda c: pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float)  # noqa: E731
+    df["accumulation_score"] = display_score(num("short_buy_sell_ratio_z"), num("lit_flow_imbalance_z"), num("return_z"))
+    df["agreement"] = agreement(num("short_buy_sell_ratio_z"), num("lit_flow_imbalance"))
+    df["date"] = pd.to_datetime(df["date"]).dt.date
+    if style == "scan":
+        df = df.sort_values(["accumulation_score", "symbol"], ascending=[False, True], na_position="last", kind="mergesort")
+        cols = list(_SCAN_COLS)
+    else:
+        order = {s: i for i, s in enumerate(syms or sorted(df["symbol"]))}
+        df = df.assign(_o=df["symbol"].map(order)).sort_values("_o", kind="mergesort").drop(columns="_o")
+        cols = list(_SCAN_COLS) + list(_ANALYSIS_EXTRA)
+    return df[cols].reset_index(drop=True)
+
+
+# --- presentation -------------------------------------------------------------------------------------------
+
+_GREEN, _RED, _AMBER = "#e3f1e6", "#f6e3e1", "#f7f0da"
+_FMT = {
+    "close": ".2f", "open": ".2f", "high": ".2f", "low": ".2f", "return": "+.2%", "short_buy_sell_ratio": ".3f",
+    "lit_flow_imbalance": "+.3f", "otc_participation_rate": ".1%", "accumulation_score": ".1f", "confidence": ".2f",
+}
+_SIGNAL_COLS = ("short_buy_sell_ratio", "lit_flow_imbalance", "accumulation_score", "short_buy_sell_ratio_z", "lit_flow_imbalance_z")
+
+
+def _signal(col: str, v) -> int:
+    """+1 bullish / −1 bearish / 0 neutral colour of a cell."""
+    if isinstance(v, str):
+        return 1 if v == BULLISH else -1 if v == BEARISH else 2 if v == DIVERGENCE else 0
+    if col not in _SIGNAL_COLS or v is None or pd.isna(v):
+        return 0
+    x = float(v)
+    if col == "short_buy_sell_ratio":
+        return 1 if x >= 1.25 else -1 if x <= 0.75 else 0
+    if col == "lit_flow_imbalance":
+        return 1 if x >= 0.1 else -1 if x <= -0.1 else 0
+    if col == "accumulation_score":
+        return 1 if x >= 60 else -1 if x <= 40 else 0
+    if col in ("short_buy_sell_ratio_z", "lit_flow_imbalance_z"):
+        return 1 if x >= 1 else -1 if x <= -1 else 0
+    return 0
+
+
+def _cell_text(col: str, v) -> str:
+    if v is None or (not isinstance(v, str) and pd.isna(v)):
+        return ""
+    if isinstance(v, (float, np.floating)):
+        spec = _FMT.get(col, ".2f" if col.endswith("_z") else ",.0f" if "volume" in col else ".4g")
+        return format(float(v), spec)
+    if isinstance(v, (int, np.integer)):
+        return f"{int(v):,}" if "volume" in col else str(v)
+    return str(v)
+
+
+def write_daily_table_html(df: pd.DataFrame, path: str | Path, title: str | None = None) -> Path:
+    """Self-contained HTML table with muted green/red signal colouring and the mandatory disclaimer."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    colour = {1: _GREEN, -1: _RED, 2: _AMBER}
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    body = []
+    for row in df.itertuples(index=False):
+        cells = []
+        for c, v in zip(df.columns, row):
+            bg = colour.get(_signal(c, v))
+            style = f' style="background:{bg}"' if bg else ""
+            cells.append(f"<td{style}>{html.escape(_cell_text(c, v))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    t = html.escape(title or "Daily accumulation/distribution table")
+    doc = f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>{t}</title>
+<style>
+body {{ font-family: -apple-system, Segoe UI, Helvetica, Arial, sans-serif; margin: 1.5em; color: #222; }}
+table {{ border-collapse: collapse; font-size: 13px; }}
+th, td {{ border: 1px solid #ddd; padding: 4px 8px; text-align: right; white-space: nowrap; }}
+th {{ background: #f4f4f4; }}
+td:first-child {{ text-align: left; font-weight: 600; }}
+p.disclaimer {{ font-size: 12px; color: #555; max-width: 60em; }}
+</style></head><body>
+<h2>{t}</h2>
+<table><thead><tr>{head}</tr></thead><tbody>
+{chr(10).join(body)}
+</tbody></table>
+<p class="disclaimer">{html.escape(DISCLAIMER)}</p>
+</body></html>
+"""
+    p.write_text(doc, encoding="utf-8")
+    return p
+
+
+def render_daily_table(df: pd.DataFrame, console, title: str | None = None) -> None:
+    """Print the table to a rich Console with green/red signal colouring and the disclaimer as caption."""
+    from rich.table import Table
+
+    cols = [c for c in df.columns if c not in ("date", "provenance")] + (["provenance"] if "provenance" in df.columns else [])
+    day = df["date"].iloc[0] if len(df) and "date" in df.columns else ""
+    table = Table(title=title or f"Daily accumulation/distribution table {day}", caption=DISCLAIMER, caption_justify="left")
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("symbol", "otc_status", "agreement", "provenance") else "right")
+    style = {1: "green", -1: "red", 2: "yellow"}
+    for row in df[cols].itertuples(index=False):
+        out = []
+        for c, v in zip(cols, row):
+            s = style.get(_signal(c, v))
+            txt = _cell_text(c, v)
+            out.append(f"[{s}]{txt}[/]" if s and txt else txt)
+        table.add_row(*out)
+    console.print(table)

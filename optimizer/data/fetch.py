@@ -1,0 +1,363 @@
+"""Network fetchers (stdlib ``urllib`` only). They download raw files into a cache directory; ``accumopt ingest``
+(``optimizer.data.ingest.ingest_paths``) stores them. Nothing here writes to the database.
+
+* ``fetch_finra_short``: FINRA Reg SHO daily files ``{FINRA_CDN_URL}/{FAMILY}shvol{YYYYMMDD}.txt`` for every NYSE
+  session; a cached non-empty file is not downloaded again (published files do not change). HTTP 404 means no
+  file that day: skipped and listed in ``.missing``.
+* ``fetch_finra_api``: the FINRA Query API dataset otcMarket/regShoDaily (OAuth2 client credentials). Rows of
+  one (date, symbol) reported under several ``marketCode`` values are summed into one row with
+  ``facility = 'API'`` and ``market`` = the sorted codes joined by ','; the consolidated view uses API rows only
+  where no CNMS or per-facility row exists. The result is also written as a tidy CSV that the ``finra-short``
+  ingest accepts.
+* ``fetch_polygon_prices``: Polygon daily aggregates (``adjusted=true``), saved as one JSON per ticker that the
+  ``prices`` ingest accepts. Downloaded again by default (adjusted history changes after splits);
+  ``use_cache=True`` reuses a saved file.
+
+Retries: HTTP 5xx / 429, timeouts and connection errors are retried ``max_retries`` times with exponential
+backoff ``base_delay * 2**attempt`` seconds. Secrets (API keys, the client secret, the bearer token) never
+appear in file names, logs or messages: every error text passes through :func:`redact`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import socket
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from ..calendar import nyse_sessions
+from ..config import Settings
+from ..errors import AccumoptError, ParameterError
+from .ingest.finra_short import FAMILIES
+
+__all__ = [
+    "FetchError",
+    "FetchedFiles",
+    "redact",
+    "http_request",
+    "fetch_finra_short",
+    "fetch_finra_api",
+    "fetch_polygon_prices",
+    "REGSHO_API_PATH",
+]
+
+REGSHO_API_PATH = "/data/group/otcMarket/name/regShoDaily"
+_API_COLUMNS = {
+    "tradeReportDate": "date",
+    "securitiesInformationProcessorSymbolIdentifier": "symbol",
+    "shortParQuantity": "short_volume",
+    "shortExemptParQuantity": "short_exempt_volume",
+    "totalParQuantity": "total_volume",
+    "marketCode": "market",
+}
+
+
+class FetchError(AccumoptError):
+    """A download failed for good (after retries, or a non-retryable HTTP status). The text holds no secret."""
+
+
+class FetchedFiles(list):
+    """The fetched file paths (a plain ``list[Path]``), plus ``.missing`` [(name, reason)], ``.downloaded`` and
+    ``.cached`` (paths)."""
+
+    def __init__(self, files: Iterable[Path] = (), missing=(), downloaded=(), cached=()) -> None:
+        super().__init__(files)
+        self.missing: list[tuple[str, str]] = list(missing)
+        self.downloaded: list[Path] = list(downloaded)
+        self.cached: list[Path] = list(cached)
+
+
+def redact(text: str, secrets: Iterable[str | None]) -> str:
+    """``text`` with every secret (and its URL-quoted form) replaced by ``***``."""
+    out = str(text)
+    for s in secrets:
+        if not s:
+            continue
+        for form in {s, urllib.parse.quote(s, safe=""), urllib.parse.quote_plus(s)}:
+            out = out.replace(form, "***")
+    return out
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, urllib.error.HTTPError):
+        return exc.code >= 500 or exc.code == 429
+    return isinstance(exc, (urllib.error.URLError, TimeoutError, socket.timeout, ConnectionError))
+
+
+def http_request(
+    url: str,
+    *,
+    method: str = "GET",
+    data: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30.0,
+    max_retries: int = 4,
+    base_delay: float = 1.0,
+    secrets: Sequence[str | None] = (),
+    sleep: Callable[[float], None] = time.sleep,
+    allow_404: bool = False,
+) -> bytes | None:
+    """One HTTP request with retries (see the module doc). Returns the body, or None on 404 when ``allow_404``."""
+    if max_retries < 0:
+        raise ParameterError(f"max_retries must be >= 0, got max_retries={max_retries!r}")
+    if base_delay < 0:
+        raise ParameterError(f"base_delay must be >= 0, got base_delay={base_delay!r}")
+    safe_url = redact(url.split("?", 1)[0], secrets)
+    last = ""
+    for attempt in range(max_retries + 1):
+        req = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return resp.read()
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404 and allow_404:
+                return None
+            last = f"HTTP {exc.code} {exc.reason}"
+            if not _retryable(exc):
+                raise FetchError(redact(f"{method} {safe_url} failed: {last}", secrets)) from None
+        except (urllib.error.URLError, TimeoutError, socket.timeout, ConnectionError) as exc:
+            last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+        if attempt < max_retries:
+            sleep(base_delay * (2**attempt))
+    raise FetchError(redact(f"{method} {safe_url} failed after {max_retries + 1} attempts: {last}", secrets))
+
+
+def _write_atomic(dest: Path, body: bytes) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + f".part{os.getpid()}")
+    tmp.write_bytes(body)
+    tmp.replace(dest)
+
+
+def fetch_finra_short(
+    start,
+    end,
+    out_dir: str | Path,
+    settings: Settings,
+    families: Sequence[str] = ("CNMS",),
+    *,
+    max_retries: int = 4,
+    base_delay: float = 1.0,
+    timeout: float = 30.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> FetchedFiles:
+    """Download (or reuse from ``out_dir``) the FINRA daily files of every session in [start, end]."""
+    fams = [str(f).upper() for f in families]
+    bad = [f for f in fams if f not in FAMILIES]
+    if bad:
+        raise ParameterError(f"families must be among {', '.join(FAMILIES)}, got families={bad!r}")
+    out = Path(out_dir)
+    base = settings.finra_cdn_url.rstrip("/")
+    result = FetchedFiles()
+    for day in nyse_sessions(start, end):
+        for fam in fams:
+            name = f"{fam}shvol{day:%Y%m%d}.txt"
+            dest = out / name
+            if dest.is_file() and dest.stat().st_size > 0:
+                result.append(dest)
+                result.cached.append(dest)
+                continue
+            body = http_request(
+                f"{base}/{name}", timeout=timeout, max_retries=max_retries, base_delay=base_delay, sleep=sleep, allow_404=True
+            )
+            if body is None:
+                result.missing.append((name, "HTTP 404: no file published for this session"))
+                continue
+            if not body:
+                result.missing.append((name, "empty response"))
+                continue
+            _write_atomic(dest, body)
+            result.append(dest)
+            result.downloaded.append(dest)
+    return result
+
+
+def _finra_token(settings: Settings, *, timeout: float, max_retries: int, base_delay: float, sleep) -> str:
+    key, secret = settings.finra_api_key, settings.finra_api_secret
+    if not key or not secret:
+        raise ParameterError("FINRA_API_KEY and FINRA_API_SECRET must both be set to use the FINRA API")
+    basic = base64.b64encode(f"{key}:{secret}".encode()).decode()
+    secrets = (key, secret, basic)
+    body = http_request(
+        settings.finra_token_url,
+        method="POST",
+        data=b"",
+        headers={"Authorization": f"Basic {basic}", "Accept": "application/json"},
+        timeout=timeout,
+        max_retries=max_retries,
+        base_delay=base_delay,
+        secrets=secrets,
+        sleep=sleep,
+    )
+    try:
+        token = json.loads(body or b"{}").get("access_token")
+    except (ValueError, AttributeError):
+        token = None
+    if not token:
+        raise FetchError("FINRA token response holds no access_token")
+    return str(token)
+
+
+def fetch_finra_api(
+    start,
+    end,
+    settings: Settings,
+    symbols: Sequence[str] | None = None,
+    *,
+    out_dir: str | Path | None = "output/raw/finra_api",
+    page_size: int = 5000,
+    max_pages: int = 10_000,
+    max_retries: int = 4,
+    base_delay: float = 1.0,
+    timeout: float = 60.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> pd.DataFrame:
+    """FINRA regShoDaily rows for [start, end] (optionally only ``symbols``) as a tidy frame
+    (date, symbol, short_volume, short_exempt_volume, total_volume, market, facility='API').
+
+    Also written to ``out_dir/finra_api_regsho_<start>_<end>.csv`` (path in ``df.attrs['path']``) unless
+    ``out_dir`` is None.
+    """
+    if page_size < 1:
+        raise ParameterError(f"page_size must be >= 1, got page_size={page_size!r}")
+    d0, d1 = pd.Timestamp(start).date(), pd.Timestamp(end).date()
+    if d1 < d0:
+        raise ParameterError(f"end must be >= start, got start={d0}, end={d1}")
+    kw = dict(timeout=timeout, max_retries=max_retries, base_delay=base_delay, sleep=sleep)
+    token = _finra_token(settings, **kw)
+    secrets = (settings.finra_api_key, settings.finra_api_secret, token)
+    url = settings.finra_api_url.rstrip("/") + REGSHO_API_PATH
+    body: dict[str, object] = {
+        "limit": page_size,
+        "dateRangeFilters": [{"fieldName": "tradeReportDate", "startDate": str(d0), "endDate": str(d1)}],
+    }
+    if symbols:
+        body["domainFilters"] = [
+            {"fieldName": "securitiesInformationProcessorSymbolIdentifier", "values": [str(s) for s in symbols]}
+        ]
+    records: list[dict] = []
+    for page in range(max_pages):
+        body["offset"] = page * page_size
+        raw = http_request(
+            url,
+            method="POST",
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json", "Content-Type": "application/json"},
+            secrets=secrets,
+            **kw,
+        )
+        try:
+            chunk = json.loads(raw or b"[]")
+        except ValueError:
+            raise FetchError(f"POST {url} returned invalid JSON on page {page + 1}") from None
+        if not isinstance(chunk, list):
+            raise FetchError(f"POST {url} returned {type(chunk).__name__}, expected a JSON list of records")
+        records.extend(chunk)
+        if len(chunk) < page_size:
+            break
+    else:
+        raise FetchError(f"POST {url} still had data after max_pages={max_pages} pages of {page_size}")
+    df = _tidy_api(records)
+    if out_dir is not None:
+        path = Path(out_dir) / f"finra_api_regsho_{d0:%Y%m%d}_{d1:%Y%m%d}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".part{os.getpid()}")
+        df.assign(date=df["date"].dt.strftime("%Y-%m-%d")).to_csv(tmp, index=False)
+        tmp.replace(path)
+        df.attrs["path"] = str(path)
+    return df
+
+
+def _tidy_api(records: list[dict]) -> pd.DataFrame:
+    cols = ["date", "symbol", "short_volume", "short_exempt_volume", "total_volume", "market", "facility"]
+    if not records:
+        return pd.DataFrame({c: pd.Series([], dtype="datetime64[s]" if c == "date" else object) for c in cols})
+    raw = pd.DataFrame(records)
+    missing = [k for k in _API_COLUMNS if k not in raw.columns and k != "shortExemptParQuantity" and k != "marketCode"]
+    if missing:
+        raise FetchError(f"FINRA regShoDaily records lack field {missing[0]!r}")
+    df = raw.reindex(columns=list(_API_COLUMNS)).rename(columns=_API_COLUMNS)
+    df["date"] = pd.to_datetime(df["date"].astype(str).str[:10], format="%Y-%m-%d")
+    for c in ("short_volume", "short_exempt_volume", "total_volume"):
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    df["market"] = df["market"].astype(object).where(df["market"].notna(), "")
+    g = df.groupby(["date", "symbol"], sort=True)
+    out = g.agg(
+        short_volume=("short_volume", "sum"),
+        short_exempt_volume=("short_exempt_volume", lambda s: s.sum(min_count=1)),
+        total_volume=("total_volume", "sum"),
+        market=("market", lambda s: ",".join(sorted({str(m) for m in s if str(m)}))),
+    ).reset_index()
+    out["facility"] = "API"
+    return out[cols]
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9.\-]")
+
+
+def fetch_polygon_prices(
+    symbols: Sequence[str],
+    start,
+    end,
+    out_dir: str | Path,
+    settings: Settings,
+    *,
+    use_cache: bool = False,
+    max_retries: int = 4,
+    base_delay: float = 1.0,
+    timeout: float = 30.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> FetchedFiles:
+    """Daily adjusted bars per ticker, saved as ``out_dir/<TICKER>_<start>_<end>.json`` ({"ticker", "results"})."""
+    key = settings.polygon_api_key
+    if not key:
+        raise ParameterError("POLYGON_API_KEY must be set to fetch Polygon prices")
+    d0, d1 = pd.Timestamp(start).date(), pd.Timestamp(end).date()
+    if d1 < d0:
+        raise ParameterError(f"end must be >= start, got start={d0}, end={d1}")
+    base = settings.polygon_base_url.rstrip("/")
+    out = Path(out_dir)
+    result = FetchedFiles()
+    for sym in symbols:
+        t = str(sym).strip().upper()
+        dest = out / f"{_SAFE.sub('_', t)}_{d0}_{d1}.json"
+        if use_cache and dest.is_file() and dest.stat().st_size > 0:
+            result.append(dest)
+            result.cached.append(dest)
+            continue
+        url = (
+            f"{base}/v2/aggs/ticker/{urllib.parse.quote(t, safe='')}/range/1/day/{d0}/{d1}"
+            f"?adjusted=true&sort=asc&limit=50000&apiKey={urllib.parse.quote(key, safe='')}"
+        )
+        results: list[dict] = []
+        while url:
+            raw = http_request(
+                url, timeout=timeout, max_retries=max_retries, base_delay=base_delay, sleep=sleep, secrets=(key,), allow_404=True
+            )
+            if raw is None:
+                break
+            try:
+                doc = json.loads(raw)
+            except ValueError:
+                raise FetchError(f"Polygon returned invalid JSON for {t}") from None
+            if str(doc.get("status", "OK")).upper() in ("ERROR", "NOT_AUTHORIZED"):
+                raise FetchError(redact(f"Polygon refused {t}: {doc.get('error') or doc.get('message') or doc.get('status')}", (key,)))
+            results.extend(doc.get("results") or [])
+            nxt = doc.get("next_url")
+            url = f"{nxt}{'&' if '?' in nxt else '?'}apiKey={urllib.parse.quote(key, safe='')}" if nxt else ""
+        if not results:
+            result.missing.append((t, "no bars returned"))
+            continue
+        _write_atomic(dest, json.dumps({"ticker": t, "results": results}).encode())
+        result.append(dest)
+        result.downloaded.append(dest)
+    return result

@@ -1,0 +1,591 @@
+"""Build the derived, point-in-time tables ``daily_metrics``, ``options_premium_daily`` and ``options_premium_summary``.
+
+The contract is docs/DATA.md. Everything but the rolling z-scores is one DuckDB query over the raw tables:
+the FINRA consolidated short volume (``consolidated_short_sql``: CNMS, else the facility sum), prices, lit flow,
+and the FINRA OTC weekly figures joined AS OF their publication date (at date t only weeks with
+``publication_date <= t`` are visible; the newest visible week is used). The z-scores come from
+:func:`optimizer.engine.rolling.rolling_zscore`, computed over each symbol's own rows: the rows are laid out in a
+(row-within-symbol x symbol) matrix, so one vectorized call serves every symbol.
+
+The whole rebuild runs in one transaction: a failure leaves the previous tables as they were. A build limited by
+``symbols``/``start``/``end`` replaces only the rows in that scope; its values still use the history before
+``start`` (previous close, z windows, OTC weeks), so they equal those of a full build.
+
+``daily_metrics`` of a darkpool-pipeline database (a table this tool did not create, recognised by the missing
+owner row in ``accumopt_meta``) is never overwritten unless ``force=True``: the optimizer only reads it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import sys
+import time
+from collections.abc import Sequence
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from ..engine.rolling import rolling_zscore
+from ..errors import DataError, check_param
+from ..universe import VIX_SYMBOL
+from .ingest.finra_short import consolidated_short_sql
+from .store import table_exists, transaction
+
+__all__ = [
+    "DAILY_METRICS_COLUMNS",
+    "OPTIONS_PREMIUM_COLUMNS",
+    "Z_COLUMNS",
+    "META_TABLE",
+    "OWNER_KEY",
+    "OWNER_VALUE",
+    "build_daily_metrics",
+    "latest_metrics_date",
+    "metrics_summary",
+    "owns_daily_metrics",
+    "zscores_by_symbol",
+]
+
+META_TABLE = "accumopt_meta"
+OWNER_KEY = "daily_metrics_owner"
+OWNER_VALUE = "accumopt"
+DERIVED_TABLES = ("daily_metrics", "options_premium_daily", "options_premium_summary")
+
+DAILY_METRICS_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("date", "DATE"),
+    ("symbol", "VARCHAR"),
+    ("open", "DOUBLE"),
+    ("high", "DOUBLE"),
+    ("low", "DOUBLE"),
+    ("close", "DOUBLE"),
+    ("volume", "DOUBLE"),
+    ("return", "DOUBLE"),
+    ("short_volume", "BIGINT"),
+    ("short_exempt_volume", "BIGINT"),
+    ("total_volume", "BIGINT"),
+    ("short_buy_volume", "BIGINT"),
+    ("short_sell_volume", "BIGINT"),
+    ("short_buy_sell_ratio", "DOUBLE"),
+    ("short_buy_sell_ratio_z", "DOUBLE"),
+    ("short_buy_volume_z", "DOUBLE"),
+    ("lit_buy_volume", "DOUBLE"),
+    ("lit_sell_volume", "DOUBLE"),
+    ("lit_flow_imbalance", "DOUBLE"),
+    ("lit_flow_imbalance_z", "DOUBLE"),
+    ("return_z", "DOUBLE"),
+    ("otc_week_start", "DATE"),
+    ("otc_weekly_volume", "BIGINT"),
+    ("otc_participation_rate", "DOUBLE"),
+    ("otc_participation_z", "DOUBLE"),
+    ("otc_status", "VARCHAR"),
+    ("confidence", "DOUBLE"),
+    ("provenance", "VARCHAR"),
+    ("z_window", "INTEGER"),
+    ("z_min_periods", "INTEGER"),
+)
+
+# stored z column -> the raw column it standardizes
+Z_COLUMNS: dict[str, str] = {
+    "short_buy_sell_ratio_z": "short_buy_sell_ratio",
+    "short_buy_volume_z": "short_buy_volume",
+    "lit_flow_imbalance_z": "lit_flow_imbalance",
+    "return_z": "return",
+    "otc_participation_z": "otc_participation_rate",
+}
+
+OPTIONS_PREMIUM_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("date", "DATE"),
+    ("symbol", "VARCHAR"),
+    ("call_volume", "DOUBLE"),
+    ("put_volume", "DOUBLE"),
+    ("total_volume", "DOUBLE"),
+    ("call_premium", "DOUBLE"),
+    ("put_premium", "DOUBLE"),
+    ("put_call_ratio", "DOUBLE"),
+    ("itm_call_volume", "DOUBLE"),
+    ("otm_call_volume", "DOUBLE"),
+    ("itm_put_volume", "DOUBLE"),
+    ("otm_put_volume", "DOUBLE"),
+    ("atm_iv", "DOUBLE"),
+)
+
+_SUMMARY_DDL = """
+CREATE TABLE options_premium_summary (
+    symbol VARCHAR PRIMARY KEY,
+    avg_daily_option_volume DOUBLE,
+    first_date DATE,
+    last_date DATE,
+    days BIGINT
+)"""
+
+_SCOPE_TABLE = "_dm_scope_symbols"
+_BASE_TABLE = "_dm_base"
+_Z_VIEW = "_dm_z_frame"
+
+
+# --------------------------------------------------------------------------------------------------- scope
+
+
+class _Scope:
+    """Which rows a build replaces. ``symbols`` None = every symbol; ``start``/``end`` None = unbounded."""
+
+    def __init__(self, symbols: Sequence[str] | None, start, end) -> None:
+        if isinstance(symbols, str):
+            symbols = [symbols]
+        self.symbols = None if symbols is None else sorted({str(s) for s in symbols} - {VIX_SYMBOL})
+        self.start = _to_date(start, "start")
+        self.end = _to_date(end, "end")
+        if self.start is not None and self.end is not None:
+            check_param(self.start <= self.end, "start", f"<= end={self.end}", self.start)
+        if self.symbols is not None and not self.symbols:
+            raise DataError(f"symbols={list(symbols)!r} leaves no symbol to build ({VIX_SYMBOL} is market context only)")
+
+    @property
+    def full(self) -> bool:
+        return self.symbols is None and self.start is None and self.end is None
+
+    def source_filter(self, date_col: str = "date", symbol_col: str = "symbol") -> str:
+        """Rows of a raw table the build reads: the scope's symbols, dated <= end (history before start kept)."""
+        parts = [f"{symbol_col} <> '{VIX_SYMBOL}'"]
+        if self.symbols is not None:
+            parts.append(f"{symbol_col} IN (SELECT symbol FROM {_SCOPE_TABLE})")
+        if self.end is not None and date_col:
+            parts.append(f"{date_col} <= DATE '{self.end.isoformat()}'")
+        return " AND ".join(parts)
+
+    def target_filter(self) -> str:
+        """Rows of a derived table the build replaces."""
+        parts = [f"symbol <> '{VIX_SYMBOL}'"]
+        if self.symbols is not None:
+            parts.append(f"symbol IN (SELECT symbol FROM {_SCOPE_TABLE})")
+        if self.start is not None:
+            parts.append(f"date >= DATE '{self.start.isoformat()}'")
+        if self.end is not None:
+            parts.append(f"date <= DATE '{self.end.isoformat()}'")
+        return " AND ".join(parts)
+
+
+def _to_date(value, name: str) -> _dt.date | None:
+    if value is None:
+        return None
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        ts = pd.NaT
+    check_param(not pd.isna(ts), name, "a date (YYYY-MM-DD)", value)
+    return ts.date()
+
+
+# --------------------------------------------------------------------------------------------------- ownership
+
+
+def owns_daily_metrics(con: duckdb.DuckDBPyConnection) -> bool:
+    """True when ``accumopt_meta`` says this tool created the derived tables."""
+    if not table_exists(con, META_TABLE):
+        return False
+    row = con.execute(f"SELECT value FROM {META_TABLE} WHERE key = ?", [OWNER_KEY]).fetchone()
+    return row is not None and row[0] == OWNER_VALUE
+
+
+def _table_type(con: duckdb.DuckDBPyConnection, name: str) -> str | None:
+    row = con.execute(
+        "SELECT table_type FROM information_schema.tables WHERE table_name = ? AND table_schema = 'main'", [name]
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def _check_owner(con: duckdb.DuckDBPyConnection, force: bool) -> None:
+    """Refuse to overwrite derived tables another tool created; with ``force`` drop them instead."""
+    if owns_daily_metrics(con):
+        return
+    foreign = [t for t in DERIVED_TABLES if _table_type(con, t) is not None]
+    if not foreign:
+        return
+    if not force:
+        raise DataError(
+            f"the database already holds {', '.join(foreign)} not built by accumopt (no '{OWNER_KEY}' row in "
+            f"{META_TABLE}; e.g. a darkpool-pipeline database): the optimizer only reads that table and will not "
+            "overwrite it. Build metrics in a separate database, or pass force=True (--force) to replace it"
+        )
+    for t in foreign:
+        kind = "VIEW" if _table_type(con, t) == "VIEW" else "TABLE"
+        con.execute(f'DROP {kind} "{t}"')
+
+
+def _mark_owner(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
+    con.execute(f"INSERT OR REPLACE INTO {META_TABLE} VALUES (?, ?)", [OWNER_KEY, OWNER_VALUE])
+
+
+# --------------------------------------------------------------------------------------------------- base rows
+
+
+def _base_sql(scope: _Scope, min_lit_volume: int) -> str:
+    """Every column of daily_metrics except the z-scores, for the scope's symbols and all dates <= end.
+
+    ``sym_idx``/``pos`` (symbol rank, row number within the symbol in date order) key each row and place it in
+    the (row-within-symbol x symbol) matrix the z-scores are computed on.
+
+    The OTC as-of join is a window over the union of the rows and the "visibility events" (a publication date
+    and the newest week published by then; events sort before rows of the same date, so a week is visible on
+    its publication date); it shares DuckDB's per-symbol sort instead of a separate ASOF join.
+    """
+    f = scope.source_filter()
+    otc_f = scope.source_filter(date_col="publication_date")
+    return f"""
+WITH px AS (
+    SELECT date, symbol, open, high, low, close, volume FROM prices_daily WHERE {f}
+), sh AS (
+    SELECT date, symbol, short_volume, short_exempt_volume, total_volume, provenance
+    FROM ({consolidated_short_sql()}) WHERE {f}
+), lit AS (
+    SELECT date, symbol, lit_buy_volume, lit_sell_volume FROM lit_flow_daily WHERE {f}
+), otc AS (
+    SELECT symbol, week_start_date, publication_date,
+           CASE WHEN ats_volume IS NULL AND non_ats_volume IS NULL THEN NULL
+                ELSE coalesce(ats_volume, 0) + coalesce(non_ats_volume, 0) END AS otc_weekly_volume
+    FROM finra_otc_weekly WHERE {otc_f}
+), otc_total AS (   -- the week's share volume, Monday..Friday, from bars known at publication
+    SELECT o.symbol, o.week_start_date, sum(p.volume) AS week_total
+    FROM otc o JOIN px p
+      ON p.symbol = o.symbol AND p.date BETWEEN o.week_start_date AND o.week_start_date + 4
+     AND p.date <= o.publication_date
+    GROUP BY o.symbol, o.week_start_date
+), otc_vis AS (     -- from vis_date on, the newest week published so far
+    SELECT symbol, vis_date, max(newest) AS week_start_date FROM (
+        SELECT symbol, publication_date AS vis_date,
+               max(week_start_date) OVER (PARTITION BY symbol ORDER BY publication_date) AS newest
+        FROM otc
+    ) GROUP BY symbol, vis_date
+), b AS (
+    SELECT coalesce(px.date, sh.date) AS date, coalesce(px.symbol, sh.symbol) AS symbol,
+           px.open, px.high, px.low, px.close, px.volume,
+           CAST(sh.short_volume AS BIGINT) AS short_volume,
+           CAST(sh.short_exempt_volume AS BIGINT) AS short_exempt_volume,
+           CAST(sh.total_volume AS BIGINT) AS total_volume,
+           sh.provenance AS short_prov,
+           px.symbol IS NOT NULL AS has_px
+    FROM px FULL OUTER JOIN sh ON px.date = sh.date AND px.symbol = sh.symbol
+), u AS (           -- rows (kind 1) and OTC visibility events (kind 0) of each symbol, in one stream
+    SELECT date, symbol, 1 AS kind, open, high, low, close, volume, short_volume, short_exempt_volume,
+           total_volume, short_prov, has_px, CAST(NULL AS DATE) AS vis_week
+    FROM b
+    UNION ALL BY NAME
+    SELECT vis_date AS date, symbol, 0 AS kind, week_start_date AS vis_week FROM otc_vis
+), ua AS (
+    SELECT * EXCLUDE (vis_week),
+           last_value(vis_week IGNORE NULLS) OVER (
+               PARTITION BY symbol ORDER BY date, kind ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+           ) AS otc_week_start
+    FROM u
+), r AS (
+    SELECT ua.* EXCLUDE (kind),
+           lag(close) OVER w AS prev_close,
+           row_number() OVER w - 1 AS pos
+    FROM ua WHERE kind = 1
+    WINDOW w AS (PARTITION BY symbol ORDER BY date)
+), m AS (
+    SELECT r.*, s.sym_idx,
+           CAST(lit.lit_buy_volume AS DOUBLE) AS lit_buy_volume,
+           CAST(lit.lit_sell_volume AS DOUBLE) AS lit_sell_volume,
+           lit.symbol IS NOT NULL AS has_lit,
+           r.total_volume - r.short_volume AS short_sell_volume,
+           CAST(o.otc_weekly_volume AS BIGINT) AS otc_weekly_volume,
+           CASE WHEN t.week_total > 0 THEN o.otc_weekly_volume / t.week_total END AS otc_participation_rate,
+           date_diff('day', o.publication_date, r.date) AS otc_age
+    FROM r
+    JOIN (SELECT symbol, CAST(row_number() OVER (ORDER BY symbol) - 1 AS BIGINT) AS sym_idx
+          FROM (SELECT DISTINCT symbol FROM b)) s ON s.symbol = r.symbol
+    LEFT JOIN lit ON lit.date = r.date AND lit.symbol = r.symbol
+    LEFT JOIN otc o ON o.symbol = r.symbol AND o.week_start_date = r.otc_week_start
+    LEFT JOIN otc_total t ON t.symbol = r.symbol AND t.week_start_date = r.otc_week_start
+), v AS (
+    SELECT m.*,
+           CASE WHEN prev_close > 0 THEN close / prev_close - 1 END AS "return",
+           CASE WHEN short_sell_volume > 0 THEN CAST(short_volume AS DOUBLE) / short_sell_volume END
+               AS short_buy_sell_ratio,
+           lit_buy_volume + lit_sell_volume AS lit_total,
+           CASE WHEN lit_total >= {int(min_lit_volume)} AND lit_total > 0
+                THEN (lit_buy_volume - lit_sell_volume) / lit_total END AS lit_flow_imbalance,
+           CASE WHEN otc_age IS NULL THEN NULL WHEN otc_age <= 7 THEN 'Anchored'
+                WHEN otc_age <= 35 THEN 'Staled' END AS otc_status
+    FROM m
+)
+SELECT sym_idx, pos,
+       date, symbol, open, high, low, close, volume, "return",
+       short_volume, short_exempt_volume, total_volume,
+       short_volume AS short_buy_volume, short_sell_volume, short_buy_sell_ratio,
+       lit_buy_volume, lit_sell_volume, lit_flow_imbalance,
+       otc_week_start, otc_weekly_volume, otc_participation_rate, otc_status,
+       (CASE otc_status WHEN 'Anchored' THEN 1.0 WHEN 'Staled' THEN 0.7 ELSE 0.5 END)
+         * (CASE (CAST(short_volume IS NULL AS INTEGER) + CAST(lit_flow_imbalance IS NULL AS INTEGER)
+                  + CAST(otc_participation_rate IS NULL AS INTEGER))
+                WHEN 0 THEN 1.0 WHEN 1 THEN 0.8 ELSE 0.5 END)
+         * (CASE WHEN lit_flow_imbalance IS NULL THEN 0.9 ELSE 1.0 END) AS confidence,
+       concat_ws(',', short_prov,
+                 CASE WHEN has_px THEN 'PRICES' END,
+                 CASE WHEN has_lit THEN 'LIT' END,
+                 CASE WHEN otc_week_start IS NOT NULL THEN 'OTC' END,
+                 CASE WHEN otc_participation_rate IS NOT NULL THEN 'POLYGON_TOTAL' END) AS provenance
+FROM v
+"""
+
+
+def _stage_base(con: duckdb.DuckDBPyConnection, scope: _Scope, min_lit_volume: int) -> int:
+    """Materialize the base rows in a temp table; returns its row count."""
+    if scope.symbols is not None:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {_SCOPE_TABLE} (symbol VARCHAR PRIMARY KEY)")
+        con.executemany(f"INSERT INTO {_SCOPE_TABLE} VALUES (?)", [[s] for s in scope.symbols])
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {_BASE_TABLE} AS {_base_sql(scope, min_lit_volume)}")
+    return int(con.execute(f"SELECT count(*) FROM {_BASE_TABLE}").fetchone()[0])
+
+
+# --------------------------------------------------------------------------------------------------- z-scores
+
+
+def zscores_by_symbol(
+    values: dict[str, np.ndarray], sym_idx: np.ndarray, pos: np.ndarray, window: int, min_periods: int | None
+) -> dict[str, np.ndarray]:
+    """Rolling z of each 1-D array over each symbol's own rows (pure; rows are given by symbol index and position).
+
+    Rows of one symbol must carry positions 0..n-1 in date order. Returns arrays aligned with the input.
+    """
+    sym_idx = np.asarray(sym_idx, dtype=np.int64)
+    pos = np.asarray(pos, dtype=np.int64)
+    if len(sym_idx) == 0:
+        return {k: np.empty(0) for k in values}
+    shape = (int(pos.max()) + 1, int(sym_idx.max()) + 1)
+    out: dict[str, np.ndarray] = {}
+    for name, x in values.items():
+        mat = np.full(shape, np.nan)
+        mat[pos, sym_idx] = np.asarray(x, dtype=np.float64)
+        out[name] = rolling_zscore(mat, window, min_periods)[pos, sym_idx]
+    return out
+
+
+def _compute_z(con: duckdb.DuckDBPyConnection, z_window: int, z_min_periods: int) -> pd.DataFrame:
+    raw = sorted(set(Z_COLUMNS.values()))
+    sel = ", ".join(f'coalesce(CAST("{c}" AS DOUBLE), CAST(\'nan\' AS DOUBLE)) AS "{c}"' for c in raw)
+    arr = con.execute(f"SELECT sym_idx, pos, {sel} FROM {_BASE_TABLE}").fetchnumpy()
+    z = zscores_by_symbol({c: np.asarray(arr[c]) for c in raw}, arr["sym_idx"], arr["pos"], z_window, z_min_periods)
+    frame = pd.DataFrame({"sym_idx": np.asarray(arr["sym_idx"], dtype=np.int64), "pos": np.asarray(arr["pos"], dtype=np.int64)})
+    for zc, rc in Z_COLUMNS.items():
+        frame[zc] = z[rc]
+    return frame
+
+
+# --------------------------------------------------------------------------------------------------- writes
+
+
+def _ddl(table: str, columns: tuple[tuple[str, str], ...], pk: str = "date, symbol") -> str:
+    cols = ",\n    ".join(f'"{c}" {t}' for c, t in columns)
+    return f"CREATE TABLE {table} (\n    {cols},\n    PRIMARY KEY ({pk})\n)"
+
+
+def _columns_of(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    rows = con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ? AND table_schema = 'main' "
+        "ORDER BY ordinal_position",
+        [table],
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _prepare_target(con: duckdb.DuckDBPyConnection, table: str, columns, scope: _Scope) -> None:
+    """Full build: a fresh table. Scoped build: keep the table (same layout required), delete the scope's rows."""
+    if scope.full or not table_exists(con, table):
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+        con.execute(_ddl(table, columns))
+        return
+    have = _columns_of(con, table)
+    want = [c for c, _ in columns]
+    if have != want:
+        raise DataError(
+            f"table {table} has columns {have}, this accumopt writes {want}: rebuild it in full "
+            "(no symbols/start/end) to change its layout"
+        )
+    con.execute(f"DELETE FROM {table} WHERE {scope.target_filter()}")
+
+
+def _write_daily_metrics(
+    con: duckdb.DuckDBPyConnection, zframe: pd.DataFrame, scope: _Scope, z_window: int, z_min_periods: int
+) -> int:
+    _prepare_target(con, "daily_metrics", DAILY_METRICS_COLUMNS, scope)
+    con.register(_Z_VIEW, zframe)
+    try:
+        sel = []
+        for c, _ in DAILY_METRICS_COLUMNS:
+            if c in Z_COLUMNS:
+                sel.append(f'CASE WHEN isnan(z."{c}") THEN NULL ELSE z."{c}" END')
+            elif c == "z_window":
+                sel.append(f"CAST({int(z_window)} AS INTEGER)")
+            elif c == "z_min_periods":
+                sel.append(f"CAST({int(z_min_periods)} AS INTEGER)")
+            else:
+                sel.append(f'b."{c}"')
+        where = f"b.date >= DATE '{scope.start.isoformat()}'" if scope.start is not None else "TRUE"
+        n = con.execute(
+            f"INSERT INTO daily_metrics SELECT {', '.join(sel)} FROM {_BASE_TABLE} b "
+            f"JOIN {_Z_VIEW} z ON z.sym_idx = b.sym_idx AND z.pos = b.pos WHERE {where} ORDER BY b.date, b.symbol"
+        ).fetchone()[0]
+    finally:
+        con.unregister(_Z_VIEW)
+    return int(n)
+
+
+def _write_options(con: duckdb.DuckDBPyConnection, scope: _Scope) -> int:
+    """options_premium_daily for the scope, then options_premium_summary over the whole table."""
+    _prepare_target(con, "options_premium_daily", OPTIONS_PREMIUM_COLUMNS, scope)
+    n = con.execute(
+        f"""
+        INSERT INTO options_premium_daily
+        SELECT date, symbol, call_volume, put_volume,
+               CASE WHEN call_volume IS NULL AND put_volume IS NULL THEN NULL
+                    ELSE coalesce(call_volume, 0) + coalesce(put_volume, 0) END,
+               call_premium, put_premium,
+               CASE WHEN call_volume > 0 THEN put_volume / call_volume END,
+               itm_call_volume, otm_call_volume, itm_put_volume, otm_put_volume, atm_iv
+        FROM options_daily WHERE {scope.target_filter()}
+        ORDER BY date, symbol
+        """
+    ).fetchone()[0]
+    con.execute("DROP TABLE IF EXISTS options_premium_summary")
+    con.execute(_SUMMARY_DDL)
+    con.execute(
+        """
+        INSERT INTO options_premium_summary
+        SELECT symbol, avg(total_volume), min(date), max(date), count(*)
+        FROM options_premium_daily GROUP BY symbol ORDER BY symbol
+        """
+    )
+    return int(n)
+
+
+# --------------------------------------------------------------------------------------------------- public API
+
+
+def build_daily_metrics(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    z_window: int = 20,
+    z_min_periods: int | None = None,
+    min_lit_volume: int = 10_000,
+    symbols: Sequence[str] | None = None,
+    start=None,
+    end=None,
+    progress: bool = False,
+    force: bool = False,
+) -> dict:
+    """(Re)build daily_metrics, options_premium_daily and options_premium_summary in one transaction.
+
+    Without ``symbols``/``start``/``end`` the tables are replaced; with them only the rows in that scope are.
+    Returns ``{rows, symbols, sessions, first_date, last_date, options_rows, z_window, z_min_periods, scoped,
+    seconds}`` describing the rows written. Raises DataError on a foreign (darkpool-pipeline) daily_metrics
+    unless ``force``.
+    """
+    t0 = time.perf_counter()
+    check_param(isinstance(z_window, (int, np.integer)) and z_window >= 2, "z_window", ">= 2", z_window)
+    mp = int(z_window) if z_min_periods is None else z_min_periods
+    check_param(
+        isinstance(mp, (int, np.integer)) and 1 <= mp <= z_window, "z_min_periods", f"in [1, z_window={z_window}]",
+        z_min_periods,
+    )
+    check_param(
+        isinstance(min_lit_volume, (int, float, np.integer)) and min_lit_volume >= 0, "min_lit_volume", ">= 0",
+        min_lit_volume,
+    )
+    scope = _Scope(symbols, start, end)
+
+    def say(msg: str) -> None:
+        if progress:
+            print(f"[metrics {time.perf_counter() - t0:6.2f}s] {msg}", file=sys.stderr, flush=True)
+
+    with transaction(con):
+        _check_owner(con, force)
+        n_base = _stage_base(con, scope, int(min_lit_volume))
+        say(f"joined raw tables: {n_base} rows")
+        zframe = _compute_z(con, int(z_window), int(mp))
+        say("z-scores computed")
+        rows = _write_daily_metrics(con, zframe, scope, int(z_window), int(mp))
+        say(f"daily_metrics: {rows} rows written")
+        opt_rows = _write_options(con, scope)
+        say(f"options_premium_daily: {opt_rows} rows written")
+        _mark_owner(con)
+        stats = con.execute(
+            f"SELECT count(DISTINCT symbol), count(DISTINCT date), min(date), max(date) FROM daily_metrics "
+            f"WHERE {scope.target_filter()}"
+        ).fetchone()
+        for t in (_BASE_TABLE, _SCOPE_TABLE):
+            con.execute(f"DROP TABLE IF EXISTS {t}")
+    return {
+        "rows": rows,
+        "symbols": int(stats[0]),
+        "sessions": int(stats[1]),
+        "first_date": stats[2],
+        "last_date": stats[3],
+        "options_rows": opt_rows,
+        "z_window": int(z_window),
+        "z_min_periods": int(mp),
+        "scoped": not scope.full,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def latest_metrics_date(con: duckdb.DuckDBPyConnection) -> _dt.date | None:
+    """The newest date in daily_metrics (any owner); None when the table is absent or empty."""
+    if not table_exists(con, "daily_metrics"):
+        return None
+    value = con.execute("SELECT max(date) FROM daily_metrics").fetchone()[0]
+    if value is None:
+        return None
+    return pd.Timestamp(value).date()
+
+
+def metrics_summary(con: duckdb.DuckDBPyConnection) -> dict:
+    """Rows, symbols, sessions, first/last date, owner, and the share of rows carrying each source.
+
+    ``share`` keys: short (FINRA short data), cnms, facility_sum, prices, lit (lit flow row), lit_imbalance,
+    otc (an OTC week visible), otc_rate, options (a row in options_premium_daily); a key is absent when the
+    table lacks the column it needs (a darkpool-pipeline table).
+    """
+    if not table_exists(con, "daily_metrics"):
+        raise DataError("the store has no daily_metrics table; run `accumopt metrics build` first")
+    cols = set(_columns_of(con, "daily_metrics"))
+    tests: dict[str, str] = {}
+    if "short_volume" in cols:
+        tests["short"] = "short_volume IS NOT NULL"
+    if "provenance" in cols:
+        tests["cnms"] = "provenance LIKE 'CNMS%'"
+        tests["facility_sum"] = "provenance LIKE 'FACILITY_SUM:%'"
+    if "close" in cols:
+        tests["prices"] = "close IS NOT NULL"
+    if "lit_buy_volume" in cols:
+        tests["lit"] = "lit_buy_volume IS NOT NULL"
+    if "lit_flow_imbalance" in cols:
+        tests["lit_imbalance"] = "lit_flow_imbalance IS NOT NULL"
+    if "otc_week_start" in cols:
+        tests["otc"] = "otc_week_start IS NOT NULL"
+    if "otc_participation_rate" in cols:
+        tests["otc_rate"] = "otc_participation_rate IS NOT NULL"
+    share_sql = "".join(f", avg(CASE WHEN {cond} THEN 1.0 ELSE 0.0 END)" for cond in tests.values())
+    row = con.execute(
+        f"SELECT count(*), count(DISTINCT symbol), count(DISTINCT date), min(date), max(date){share_sql} "
+        "FROM daily_metrics"
+    ).fetchone()
+    n = int(row[0])
+    share = {k: (float(v) if v is not None else 0.0) for k, v in zip(tests, row[5:])}
+    if table_exists(con, "options_premium_daily") and n:
+        hit = con.execute(
+            "SELECT count(*) FROM daily_metrics m SEMI JOIN options_premium_daily o "
+            "ON o.date = m.date AND o.symbol = m.symbol"
+        ).fetchone()[0]
+        share["options"] = int(hit) / n
+    return {
+        "rows": n,
+        "symbols": int(row[1]),
+        "sessions": int(row[2]),
+        "first_date": None if row[3] is None else pd.Timestamp(row[3]).date(),
+        "last_date": None if row[4] is None else pd.Timestamp(row[4]).date(),
+        "owner": "accumopt" if owns_daily_metrics(con) else "foreign",
+        "share": share,
+    }

@@ -1,0 +1,556 @@
+"""Study specs: declarative TOML -> frozen, validated dataclasses. A bad spec fails here, before any trial runs.
+
+Every error names the key path and the rule: ``studies/x.toml: [space.z_window.choices] must be a non-empty list``.
+Sections: [study], [data], [data.costs], [space], [cv], [objective], [sampler], [pruner], [run], [walkforward],
+[seed_from]. See studies/README.md for the full reference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import SpecError
+
+__all__ = [
+    "StudySpec", "DataSpec", "ParamSpec", "CVSpec", "ObjectiveSpec", "SamplerSpec", "PrunerSpec", "RunSpec",
+    "WalkForwardSpec", "SeedFromSpec", "load_spec", "parse_spec", "REGIMES", "WEIGHT_PRESETS", "DEFAULT_SPACE",
+]
+
+REGIMES = ("ALL", "RISK_ON", "RISK_OFF", "TRANSITIONAL", "BULL_LOW_VOL", "BULL_HIGH_VOL", "BEAR_LOW_VOL", "BEAR_HIGH_VOL")
+AGGREGATES = ("mean", "median", "mean_minus_std")
+SAMPLER_NAMES = ("grid", "random", "tpe", "cmaes", "qmc", "nsga2", "gp")
+PRUNER_NAMES = ("none", "median", "percentile", "successive_halving", "hyperband", "wilcoxon")
+
+# Weight presets (w_short, w_lit, w_price), before normalization. A space may use ``weights`` (categorical over
+# these names) instead of the three w_* parameters.
+WEIGHT_PRESETS: dict[str, tuple[float, float, float]] = {
+    "short_heavy": (0.70, 0.20, 0.10),
+    "balanced": (0.55, 0.30, 0.15),
+    "lit_heavy": (0.40, 0.40, 0.20),
+}
+
+# The design's parameter space (used when a spec has no [space] table).
+DEFAULT_SPACE: dict[str, Any] = {
+    "variant": {"type": "categorical", "choices": ["A", "B", "C", "D"]},
+    "w_short": {"type": "float", "low": 0.40, "high": 0.70},
+    "w_lit": {"type": "float", "low": 0.20, "high": 0.40},
+    "w_price": {"type": "float", "low": 0.10, "high": 0.20},
+    "z_window": {"type": "categorical", "choices": [10, 15, 20, 30, 40, 60, 90]},
+    "buy_threshold": {"type": "int", "low": 60, "high": 80, "step": 5},
+    "sell_threshold": {"type": "int", "low": 20, "high": 40, "step": 5},
+    "exit": {"type": "categorical", "choices": ["fixed_10d", "fixed_20d", "first_dist", "2x_consec_dist", "hybrid_30d", "score_decay"]},
+    "time_stop": 60,
+}
+
+# Parameters a space may declare (engine parameters plus the ``weights`` preset and ``use_*`` switches).
+SPACE_PARAMS = (
+    "variant", "w_short", "w_lit", "w_price", "weights", "z_window", "buy_threshold", "sell_threshold", "exit",
+    "hold_days", "max_days", "stop_loss", "take_profit", "time_stop", "use_stop_loss", "use_take_profit",
+    "commission_bps", "slippage_bps", "max_positions", "max_per_sector", "intensity_lo", "intensity_hi",
+)
+
+
+def _err(key: str, reason: str) -> SpecError:
+    return SpecError(key, reason)
+
+
+def _check_keys(d: Mapping, allowed: tuple[str, ...] | set[str], path: str) -> None:
+    for k in d:
+        if k not in allowed:
+            raise _err(f"{path}.{k}" if path else k, f"unknown key; valid keys: {', '.join(sorted(allowed))}")
+
+
+def _typed(d: Mapping, key: str, types, path: str, default=None, required: bool = False):
+    if key not in d:
+        if required:
+            raise _err(f"{path}.{key}", "is required")
+        return default
+    v = d[key]
+    if isinstance(v, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        raise _err(f"{path}.{key}", f"must be {_tname(types)}, got {v!r}")
+    if not isinstance(v, types):
+        raise _err(f"{path}.{key}", f"must be {_tname(types)}, got {type(v).__name__} {v!r}")
+    return v
+
+
+def _tname(types) -> str:
+    ts = types if isinstance(types, tuple) else (types,)
+    return " or ".join({int: "an integer", float: "a number", str: "a string", bool: "a boolean", list: "a list", dict: "a table"}.get(t, t.__name__) for t in ts)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One search-space entry: categorical / int / float (step or log) / fixed, optionally conditional."""
+
+    name: str
+    kind: str  # categorical | int | float | fixed
+    choices: tuple = ()
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+    value: Any = None
+    when: tuple[tuple[str, tuple], ...] = ()
+
+    def grid_values(self) -> list:
+        if self.kind == "categorical":
+            return list(self.choices)
+        if self.kind == "fixed":
+            return [self.value]
+        if self.step is None:
+            raise _err(f"space.{self.name}", "grid sampling needs a step (or choices) for every numeric parameter")
+        vals, x, i = [], self.low, 0
+        while x <= self.high + 1e-9:
+            vals.append(int(round(x)) if self.kind == "int" else round(x, 10))
+            i += 1
+            x = self.low + i * self.step
+        return vals
+
+    def values_bound(self) -> tuple[float, float] | None:
+        """(min, max) of the numeric values this parameter can take (None for non-numeric categoricals)."""
+        if self.kind in ("int", "float"):
+            return float(self.low), float(self.high)
+        vals = list(self.choices) if self.kind == "categorical" else [self.value]
+        nums = [v for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        return (min(nums), max(nums)) if nums and len(nums) == len(vals) else None
+
+
+def _parse_param(name: str, raw: Any, path: str, earlier: list[str]) -> ParamSpec:
+    key = f"{path}.{name}"
+    if name not in SPACE_PARAMS:
+        raise _err(key, f"unknown parameter; valid: {', '.join(SPACE_PARAMS)}")
+    if not isinstance(raw, dict):
+        if isinstance(raw, (int, float, str, bool)):
+            return ParamSpec(name, "fixed", value=raw)
+        raise _err(key, f"must be a value or a table with type = categorical|int|float, got {raw!r}")
+    _check_keys(raw, ("type", "choices", "low", "high", "step", "log", "value", "when"), key)
+    kind = _typed(raw, "type", str, key, required=True)
+    when_raw = _typed(raw, "when", dict, key, default={})
+    when = []
+    for wk, wv in when_raw.items():
+        if wk not in earlier:
+            raise _err(f"{key}.when.{wk}", f"must name a parameter declared before {name!r}; declared so far: {', '.join(earlier) or 'none'}")
+        when.append((wk, tuple(wv) if isinstance(wv, list) else (wv,)))
+    when_t = tuple(when)
+    if kind == "categorical":
+        ch = _typed(raw, "choices", list, key, required=True)
+        if not ch:
+            raise _err(f"{key}.choices", "must be a non-empty list")
+        if len(set(map(repr, ch))) != len(ch):
+            raise _err(f"{key}.choices", f"must not repeat values, got {ch!r}")
+        return ParamSpec(name, "categorical", choices=tuple(ch), when=when_t)
+    if kind in ("int", "float"):
+        num = (int,) if kind == "int" else (int, float)
+        lo = _typed(raw, "low", num, key, required=True)
+        hi = _typed(raw, "high", num, key, required=True)
+        step = _typed(raw, "step", num, key)
+        log = _typed(raw, "log", bool, key, default=False)
+        if lo > hi:
+            raise _err(f"{key}.low", f"must be <= high={hi}, got low={lo}")
+        if step is not None and step <= 0:
+            raise _err(f"{key}.step", f"must be > 0, got step={step}")
+        if log and (lo <= 0 or step is not None):
+            raise _err(f"{key}.log", f"log scale needs low > 0 and no step, got low={lo}, step={step}")
+        return ParamSpec(name, kind, low=lo, high=hi, step=step, log=log, when=when_t)
+    if kind == "fixed":
+        if "value" not in raw:
+            raise _err(f"{key}.value", "is required for type = fixed")
+        return ParamSpec(name, "fixed", value=raw["value"], when=when_t)
+    raise _err(f"{key}.type", f"must be one of categorical, int, float, fixed, got {kind!r}")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    database: str | None = None
+    universe: Any = "tier1+3"
+    start: str | None = None
+    end: str | None = None
+    regime: str = "ALL"
+    commission_bps: float = 1.0
+    slippage_bps: float = 5.0
+    reserve_fraction: float = 0.2
+    min_periods: int | None = None
+
+
+@dataclass(frozen=True)
+class CVSpec:
+    mode: str = "expanding"
+    n_splits: int = 4
+    test_size: int | None = None
+    purge: int | None = None  # None = auto: longest holding period the space allows
+    embargo: int | None = None  # None = auto: largest z-window the space allows
+    min_train_size: int = 0
+    max_train_size: int | None = None
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    name: str = "composite_rank"
+    directions: tuple[str, ...] = ("maximize",)
+    aggregate: str = "mean"
+    k: float = 1.0
+    min_trades: int = 5
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    name: str = "tpe"
+    seed: int | None = 42
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PrunerSpec:
+    name: str = "median"
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    n_trials: int = 100
+    timeout: float | None = None
+    storage: str | None = None
+    study_name: str | None = None
+
+
+@dataclass(frozen=True)
+class WalkForwardSpec:
+    train: int = 6
+    test: int = 2
+    step: int | None = None
+    unit: str = "months"
+    purge: int | None = None
+    anchored: bool = False
+    select: str = "best"  # best | robust
+    top_k: int = 5
+    n_trials: int | None = None
+
+
+@dataclass(frozen=True)
+class SeedFromSpec:
+    study: str
+    top: int = 5
+    weight_radius: float = 0.05
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    name: str
+    description: str
+    data: DataSpec
+    space: tuple[ParamSpec, ...]
+    cv: CVSpec
+    objective: ObjectiveSpec
+    sampler: SamplerSpec
+    pruner: PrunerSpec
+    run: RunSpec
+    walkforward: WalkForwardSpec
+    seed_from: SeedFromSpec | None
+    source: str = ""
+    path: str | None = None
+
+    @property
+    def param_names(self) -> list[str]:
+        return [p.name for p in self.space]
+
+    def param(self, name: str) -> ParamSpec | None:
+        return next((p for p in self.space if p.name == name), None)
+
+    @property
+    def spec_hash(self) -> str:
+        """Hash of everything that changes what a trial computes ([run] and [walkforward] counts excluded)."""
+        doc = tomllib.loads(self.source) if self.source else {}
+        doc.pop("run", None)
+        doc.pop("walkforward", None)
+        doc.get("study", {}).pop("description", None)
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def max_hold(self) -> int:
+        """Longest holding period (sessions) the space allows: from fixed/hybrid exits, max_days and time_stop."""
+        import re
+
+        best = 0
+        exit_p = self.param("exit")
+        names = [str(v) for v in (exit_p.grid_values() if exit_p and exit_p.kind in ("categorical", "fixed") else [])]
+        for n in names:
+            m = re.fullmatch(r"(?:fixed|hybrid)_(\d+)d", n)
+            if m:
+                best = max(best, int(m.group(1)))
+        for pname in ("hold_days", "max_days", "time_stop"):
+            p = self.param(pname)
+            if p is not None and p.values_bound():
+                best = max(best, int(p.values_bound()[1]))
+        return best or 20
+
+    def max_z_window(self) -> int:
+        p = self.param("z_window")
+        b = p.values_bound() if p else None
+        return int(b[1]) if b else 20
+
+    def purge(self) -> int:
+        return self.cv.purge if self.cv.purge is not None else self.max_hold()
+
+    def embargo(self) -> int:
+        return self.cv.embargo if self.cv.embargo is not None else self.max_z_window()
+
+
+def _section(doc: Mapping, name: str) -> dict:
+    v = doc.get(name, {})
+    if not isinstance(v, dict):
+        raise _err(name, f"must be a table, got {type(v).__name__}")
+    return v
+
+
+def parse_spec(text: str, path: str | None = None) -> StudySpec:
+    """Parse and validate a spec's TOML text. Raises SpecError naming the key path."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError("toml", f"is not valid TOML: {e}", file=path) from None
+    try:
+        return _parse(doc, text, path)
+    except SpecError as e:
+        if path and not e.file:
+            raise SpecError(e.key, e.reason, file=path) from None
+        raise
+
+
+def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
+    from .registry import SAMPLERS, PRUNERS  # registries validate names and options
+
+    _check_keys(doc, ("study", "data", "space", "cv", "objective", "sampler", "pruner", "run", "walkforward", "seed_from"), "")
+    st = _section(doc, "study")
+    _check_keys(st, ("name", "description"), "study")
+    default_name = Path(path).stem if path else "study"
+    name = _typed(st, "name", str, "study", default=default_name)
+    desc = _typed(st, "description", str, "study", default="")
+
+    d = _section(doc, "data")
+    _check_keys(d, ("database", "universe", "start", "end", "regime", "costs", "reserve_fraction", "min_periods"), "data")
+    costs = d.get("costs", {})
+    if not isinstance(costs, dict):
+        raise _err("data.costs", "must be a table")
+    _check_keys(costs, ("commission_bps", "slippage_bps"), "data.costs")
+    com = _typed(costs, "commission_bps", (int, float), "data.costs", default=1.0)
+    slp = _typed(costs, "slippage_bps", (int, float), "data.costs", default=5.0)
+    for k, v in (("commission_bps", com), ("slippage_bps", slp)):
+        if v < 0:
+            raise _err(f"data.costs.{k}", f"must be >= 0, got {k}={v}")
+    uni = d.get("universe", "tier1+3")
+    if not isinstance(uni, (str, list)) or (isinstance(uni, list) and not all(isinstance(s, str) for s in uni)):
+        raise _err("data.universe", f"must be tier1, tier3, tier1+3, tier1+2+3, all or a list of symbols, got {uni!r}")
+    regime = _typed(d, "regime", str, "data", default="ALL")
+    if regime not in REGIMES:
+        raise _err("data.regime", f"must be one of {', '.join(REGIMES)}, got {regime!r}")
+    start = d.get("start")
+    end = d.get("end")
+    import datetime as _dt
+
+    for k, v in (("start", start), ("end", end)):
+        if v is not None and not isinstance(v, (str, _dt.date)):
+            raise _err(f"data.{k}", f"must be a date (YYYY-MM-DD), got {v!r}")
+        if isinstance(v, str):
+            try:
+                _dt.date.fromisoformat(v)
+            except ValueError:
+                raise _err(f"data.{k}", f"must be a date (YYYY-MM-DD), got {v!r}") from None
+    if start and end and str(start) > str(end):
+        raise _err("data.start", f"must be <= end={end}, got start={start}")
+    rf = _typed(d, "reserve_fraction", (int, float), "data", default=0.2)
+    if not 0 <= rf < 0.9:
+        raise _err("data.reserve_fraction", f"must be in [0, 0.9), got reserve_fraction={rf}")
+    mp = _typed(d, "min_periods", int, "data")
+    if mp is not None and mp < 2:
+        raise _err("data.min_periods", f"must be >= 2, got min_periods={mp}")
+    data = DataSpec(_typed(d, "database", str, "data"), uni, None if start is None else str(start),
+                    None if end is None else str(end), regime, float(com), float(slp), float(rf), mp)
+
+    raw_space = doc.get("space", DEFAULT_SPACE)
+    if not isinstance(raw_space, dict) or not raw_space:
+        raise _err("space", "must be a non-empty table of parameters")
+    space: list[ParamSpec] = []
+    for pname, praw in raw_space.items():
+        space.append(_parse_param(pname, praw, "space", [p.name for p in space]))
+    _validate_space(space)
+
+    c = _section(doc, "cv")
+    _check_keys(c, ("mode", "n_splits", "test_size", "purge", "embargo", "min_train_size", "max_train_size"), "cv")
+    mode = _typed(c, "mode", str, "cv", default="expanding")
+    if mode not in ("expanding", "rolling"):
+        raise _err("cv.mode", f"must be one of expanding, rolling, got {mode!r}")
+    cv_kw = {}
+    for k, lo in (("n_splits", 1), ("test_size", 2), ("purge", 0), ("embargo", 0), ("min_train_size", 0), ("max_train_size", 1)):
+        v = _typed(c, k, int, "cv")
+        if v is not None and v < lo:
+            raise _err(f"cv.{k}", f"must be >= {lo}, got {k}={v}")
+        if v is not None:
+            cv_kw[k] = v
+    if mode == "rolling" and "max_train_size" not in cv_kw:
+        raise _err("cv.max_train_size", "is required for rolling folds")
+    cv = CVSpec(mode=mode, **cv_kw)
+
+    o = _section(doc, "objective")
+    _check_keys(o, ("name", "direction", "directions", "aggregate", "k", "min_trades", "options"), "objective")
+    oname = _typed(o, "name", str, "objective", default="composite_rank")
+    from objectives import resolve_objective  # validates registry names and module paths
+
+    obj_cls = resolve_objective(oname, key="objective.name")
+    if "direction" in o and "directions" in o:
+        raise _err("objective.directions", "give either direction or directions, not both")
+    if "directions" in o:
+        dirs = _typed(o, "directions", list, "objective")
+    else:
+        dirs = [_typed(o, "direction", str, "objective", default=None)] if "direction" in o else list(obj_cls.default_directions)
+    for i, dv in enumerate(dirs):
+        if dv not in ("maximize", "minimize"):
+            raise _err(f"objective.directions[{i}]", f"must be maximize or minimize, got {dv!r}")
+    if len(dirs) != len(obj_cls.metrics):
+        raise _err("objective.directions", f"objective {oname!r} returns {len(obj_cls.metrics)} value(s), got {len(dirs)} direction(s)")
+    agg = _typed(o, "aggregate", str, "objective", default="mean")
+    if agg not in AGGREGATES:
+        raise _err("objective.aggregate", f"must be one of {', '.join(AGGREGATES)}, got {agg!r}")
+    k = _typed(o, "k", (int, float), "objective", default=1.0)
+    mt = _typed(o, "min_trades", int, "objective", default=5)
+    if mt < 0:
+        raise _err("objective.min_trades", f"must be >= 0, got min_trades={mt}")
+    opts = _typed(o, "options", dict, "objective", default={})
+    objective = ObjectiveSpec(oname, tuple(dirs), agg, float(k), mt, opts)
+
+    s = _section(doc, "sampler")
+    sname = _typed(s, "name", str, "sampler", default="tpe")
+    if sname not in SAMPLERS:
+        raise _err("sampler.name", f"must be one of {', '.join(SAMPLERS)}, got {sname!r}")
+    seed = _typed(s, "seed", int, "sampler", default=42)
+    sopts = {kk: vv for kk, vv in s.items() if kk not in ("name", "seed")}
+    SAMPLERS[sname].validate_options(sopts, "sampler")
+    if sname == "grid":
+        for p in space:
+            if p.when:
+                raise _err(f"space.{p.name}.when", "grid sampling cannot use conditional parameters")
+            p.grid_values()
+    if len(dirs) > 1 and sname not in ("nsga2", "random", "tpe", "qmc", "grid", "gp"):
+        raise _err("sampler.name", f"{sname!r} does not support multi-objective studies; use nsga2, tpe, random, qmc or grid")
+    sampler = SamplerSpec(sname, seed, sopts)
+
+    pr = _section(doc, "pruner")
+    pname = _typed(pr, "name", str, "pruner", default="median")
+    if pname not in PRUNERS:
+        raise _err("pruner.name", f"must be one of {', '.join(PRUNERS)}, got {pname!r}")
+    popts = {kk: vv for kk, vv in pr.items() if kk != "name"}
+    PRUNERS[pname].validate_options(popts, "pruner")
+    if len(dirs) > 1 and pname != "none":
+        raise _err("pruner.name", "multi-objective studies cannot prune (Optuna limitation); use name = \"none\"")
+    pruner = PrunerSpec(pname, popts)
+
+    r = _section(doc, "run")
+    _check_keys(r, ("n_trials", "timeout", "storage", "study_name"), "run")
+    nt = _typed(r, "n_trials", int, "run", default=100)
+    if nt < 1:
+        raise _err("run.n_trials", f"must be >= 1, got n_trials={nt}")
+    to = _typed(r, "timeout", (int, float), "run")
+    if to is not None and to <= 0:
+        raise _err("run.timeout", f"must be > 0 seconds, got timeout={to}")
+    run = RunSpec(nt, None if to is None else float(to), _typed(r, "storage", str, "run"), _typed(r, "study_name", str, "run", default=name))
+
+    w = _section(doc, "walkforward")
+    _check_keys(w, ("train", "test", "step", "unit", "purge", "anchored", "select", "top_k", "n_trials"), "walkforward")
+    wf_kw: dict[str, Any] = {}
+    for kk, lo in (("train", 1), ("test", 1), ("step", 1), ("purge", 0), ("top_k", 1), ("n_trials", 1)):
+        v = _typed(w, kk, int, "walkforward")
+        if v is not None and v < lo:
+            raise _err(f"walkforward.{kk}", f"must be >= {lo}, got {kk}={v}")
+        if v is not None:
+            wf_kw[kk] = v
+    unit = _typed(w, "unit", str, "walkforward", default="months")
+    if unit not in ("months", "sessions"):
+        raise _err("walkforward.unit", f"must be months or sessions, got {unit!r}")
+    sel = _typed(w, "select", str, "walkforward", default="best")
+    if sel not in ("best", "robust"):
+        raise _err("walkforward.select", f"must be best or robust, got {sel!r}")
+    wf = WalkForwardSpec(unit=unit, select=sel, anchored=_typed(w, "anchored", bool, "walkforward", default=False), **wf_kw)
+
+    sf = doc.get("seed_from")
+    seed_from = None
+    if sf is not None:
+        if not isinstance(sf, dict):
+            raise _err("seed_from", "must be a table")
+        _check_keys(sf, ("study", "top", "weight_radius"), "seed_from")
+        top = _typed(sf, "top", int, "seed_from", default=5)
+        rad = _typed(sf, "weight_radius", (int, float), "seed_from", default=0.05)
+        if top < 1:
+            raise _err("seed_from.top", f"must be >= 1, got top={top}")
+        if not 0 <= rad <= 0.5:
+            raise _err("seed_from.weight_radius", f"must be in [0, 0.5], got weight_radius={rad}")
+        seed_from = SeedFromSpec(_typed(sf, "study", str, "seed_from", required=True), top, float(rad))
+
+    return StudySpec(name, desc, data, tuple(space), cv, objective, sampler, pruner, run, wf, seed_from, text, path)
+
+
+def _validate_space(space: list[ParamSpec]) -> None:
+    names = [p.name for p in space]
+    if "weights" in names and any(n in names for n in ("w_short", "w_lit", "w_price")):
+        raise _err("space.weights", "use either the weights preset or w_short/w_lit/w_price, not both")
+    wp = next((p for p in space if p.name == "weights"), None)
+    if wp is not None:
+        vals = wp.grid_values() if wp.kind in ("categorical", "fixed") else []
+        bad = [v for v in vals if v not in WEIGHT_PRESETS]
+        if bad or not vals:
+            raise _err("space.weights", f"choices must be among {', '.join(WEIGHT_PRESETS)}, got {bad or vals!r}")
+    from .engine.features import VARIANTS
+    from .engine.simulate import ExitParams
+
+    checks = {
+        "variant": lambda v: v in VARIANTS,
+        "z_window": lambda v: isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= 252,
+        "buy_threshold": lambda v: isinstance(v, (int, float)) and 0 <= v <= 100,
+        "sell_threshold": lambda v: isinstance(v, (int, float)) and 0 <= v <= 100,
+        "w_short": lambda v: isinstance(v, (int, float)) and v >= 0,
+        "w_lit": lambda v: isinstance(v, (int, float)) and v >= 0,
+        "w_price": lambda v: isinstance(v, (int, float)) and v >= 0,
+        "stop_loss": lambda v: isinstance(v, (int, float)) and 0 < v < 1,
+        "take_profit": lambda v: isinstance(v, (int, float)) and v > 0,
+    }
+    rules = {
+        "variant": f"one of {', '.join(VARIANTS)}", "z_window": "an integer in [2, 252]",
+        "buy_threshold": "in [0, 100]", "sell_threshold": "in [0, 100]", "w_short": ">= 0", "w_lit": ">= 0",
+        "w_price": ">= 0", "stop_loss": "in (0, 1)", "take_profit": "> 0",
+    }
+    for p in space:
+        if p.name in checks:
+            vals = list(p.choices) if p.kind == "categorical" else [p.value] if p.kind == "fixed" else [p.low, p.high]
+            for v in vals:
+                if not checks[p.name](v):
+                    raise _err(f"space.{p.name}", f"values must be {rules[p.name]}, got {v!r}")
+        if p.name == "exit":
+            vals = list(p.choices) if p.kind == "categorical" else [p.value]
+            for v in vals:
+                if v in ("fixed", "hybrid"):
+                    continue
+                try:
+                    ExitParams.from_name(str(v))
+                except Exception as e:  # noqa: BLE001 - re-raised as a spec error naming the key
+                    raise _err("space.exit", str(e)) from None
+            if "fixed" in vals and "hold_days" not in names:
+                raise _err("space.hold_days", "is required when exit may be 'fixed'")
+            if "hybrid" in vals and "max_days" not in names:
+                raise _err("space.max_days", "is required when exit may be 'hybrid'")
+    b = next((p for p in space if p.name == "buy_threshold"), None)
+    s = next((p for p in space if p.name == "sell_threshold"), None)
+    if b is not None and s is not None:
+        bb, sb = b.values_bound(), s.values_bound()
+        if bb and sb and sb[1] >= bb[0]:
+            raise _err("space.sell_threshold", f"every sell threshold must be below every buy threshold; max sell {sb[1]} >= min buy {bb[0]}")
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    p = Path(path)
+    if not p.exists():
+        raise SpecError("file", "does not exist", file=str(p))
+    return parse_spec(p.read_text(encoding="utf-8"), str(p))

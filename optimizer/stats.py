@@ -1,0 +1,62 @@
+"""Overfitting and robustness statistics for walk-forward studies: pure numpy/scipy functions, no I/O.
+
+* Sharpe: :func:`probabilistic_sharpe_ratio` (Bailey & López de Prado 2012), :func:`expected_max_sharpe`,
+  :func:`deflated_sharpe_ratio`, :func:`deflated_sharpe_from_study` (Bailey & López de Prado 2014),
+  :func:`sharpe_stats`, :func:`excess_t_stat`.
+* Overfitting: :func:`probability_of_backtest_overfitting` (CSCV; Bailey, Borwein, López de Prado & Zhu 2017).
+* Robustness of a trade list: :func:`bootstrap_ci`, :func:`trade_order_shuffle`, :func:`cost_stress`,
+  :func:`flag_fragile`, :func:`rule_validation` (Mann–Whitney U + Benjamini–Hochberg).
+* Decision: :func:`verdict`.
+
+The implementations live in ``optimizer/_stats_*.py``; import them from here.
+"""
+
+from __future__ import annotations
+
+from optimizer._stats_pbo import PBOResult, probability_of_backtest_overfitting
+from optimizer._stats_robust import (
+    BOOTSTRAP_STATS,
+    CI,
+    ShuffleResult,
+    bootstrap_ci,
+    cost_stress,
+    flag_fragile,
+    max_drawdown,
+    rule_validation,
+    total_return,
+    trade_order_shuffle,
+)
+from optimizer._stats_sharpe import (
+    DSRResult,
+    deflated_sharpe_from_study,
+    deflated_sharpe_ratio,
+    excess_t_stat,
+    expected_max_sharpe,
+    probabilistic_sharpe_ratio,
+    sharpe_stats,
+)
+from optimizer._stats_verdict import Verdict, verdict
+
+__all__ = [
+    "probabilistic_sharpe_ratio",
+    "expected_max_sharpe",
+    "deflated_sharpe_ratio",
+    "sharpe_stats",
+    "DSRResult",
+    "deflated_sharpe_from_study",
+    "excess_t_stat",
+    "PBOResult",
+    "probability_of_backtest_overfitting",
+    "CI",
+    "BOOTSTRAP_STATS",
+    "total_return",
+    "max_drawdown",
+    "bootstrap_ci",
+    "ShuffleResult",
+    "trade_order_shuffle",
+    "cost_stress",
+    "flag_fragile",
+    "rule_validation",
+    "Verdict",
+    "verdict",
+]

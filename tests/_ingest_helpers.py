@@ -1,0 +1,47 @@
+"""Helpers for the ingest tests: real-data location, table dumps, small FINRA files written by hand."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import duckdb
+import pytest
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+FINRA_RAW = REAL / "finra_raw"
+
+HEADER = "Date|Symbol|ShortVolume|ShortExemptVolume|TotalVolume|Market"
+
+
+def need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real data not available: {path}")
+    return path
+
+
+def dump_tables(con: duckdb.DuckDBPyConnection, exclude: tuple[str, ...] = ()) -> dict[str, list[tuple]]:
+    """Every base table's full content (sorted rows), keyed by table name."""
+    names = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' ORDER BY 1").fetchall()]
+    out = {}
+    for n in names:
+        if n in exclude:
+            continue
+        rows = con.execute(f'SELECT * FROM "{n}"').fetchall()
+        out[n] = sorted(rows, key=repr)
+    return out
+
+
+def finra_text(rows: list[str], *, header: str = HEADER, trailer: int | None = None, eol: str = "\r\n") -> str:
+    n = len(rows) if trailer is None else trailer
+    return eol.join([header, *rows, str(n)]) + eol
+
+
+def write(path: Path, text: str | bytes, *, gz: bool = False) -> Path:
+    data = text.encode() if isinstance(text, str) else text
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path
+
+
+def table(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple]:
+    return con.execute(sql).fetchall()
