@@ -142,7 +142,7 @@ def test_scanner_hand_computed_values(store):
         assert got["score"] == pytest.approx(o["score"], rel=1e-9)
     assert m.loc["DDD", "provenance"] == "FACILITY_SUM:FNSQ+FNYX"
     assert m.loc["DDD", "total_volume"] == 220_000
-    # BBB: volume 400k vs window [150k, 130k, 150k, 400k]: mean 207.5k, pstd 111.8k -> z 1.7217 < 2: no spike
+    # BBB: volume 400k vs window [150k, 130k, 150k, 400k]: mean 207.5k, pstd 111.4k -> z 1.727 < 2: no spike
     vol = np.array([150_000, 130_000, 150_000, 400_000.0])
     assert m.loc["BBB", "volume_z"] == pytest.approx((vol[-1] - vol.mean()) / vol.std())
     assert not bool(m.loc["BBB", "volume_spike"]) and not bool(m.loc["AAA", "volume_spike"])

@@ -251,6 +251,28 @@ def test_learned_regime_truncation_and_no_lookahead():
         np.testing.assert_array_equal(wild[: t + 1], full[: t + 1])
 
 
+def test_learned_regime_fits_only_on_rows_strictly_before_the_refit(monkeypatch):
+    """Truncation cannot see a model that also trains on row t itself; spy on the fits instead."""
+    from optimizer.engine import _regime
+
+    c, h, lo, v, vix, _ = _planted_market(T=260)
+    f = regime_features(c, h, lo, v, vix)
+    seen = []
+    real = _regime._fit_and_label
+
+    def spy(train, cols, *a):
+        seen.append((train.copy(), list(cols)))
+        return real(train, cols, *a)
+
+    monkeypatch.setattr(_regime, "_fit_and_label", spy)
+    learned_regime(f, refit_every=21, min_train=120)
+    refits = list(range(169, 260, 21))
+    assert len(seen) == len(refits)
+    for (train, cols), r in zip(seen, refits):
+        assert cols == list(_regime.REGIME_FEATURES)  # volume, range and IV present on every training row
+        np.testing.assert_array_equal(train, f.iloc[49:r][cols].to_numpy())
+
+
 # ---------------------------------------------------------------- options
 
 

@@ -303,17 +303,42 @@ def test_fast_engine_matches_reference_real_prices():
         run_config(oracle, random_config(rng, panel.shape[0]), f"real prices config {i}")
 
 
-def test_fast_engine_matches_reference_embedded_synth_market():
+def embedded_synth_panel() -> Panel:
+    """The project's synthetic market (in memory) turned into panel fields with the docs/DATA.md formulas
+    (short_buy = FINRA short volume, short_sell = total - short, lit imbalance, OTC weekly rate as of its
+    publication date). Built here, not by the metrics builder, so only the engine is under test."""
     synth = pytest.importorskip("optimizer.data.synth")
-    gen = getattr(synth, "generate_market", None)
-    if gen is None:
-        pytest.skip("optimizer.data.synth has no generate_market")
-    market = gen(seed=1) if "seed" in gen.__code__.co_varnames else gen()
-    panel = market if isinstance(market, Panel) else getattr(market, "panel", None)
-    if panel is None:
-        pytest.skip("generate_market does not return a Panel (adapt this test to its API)")
-    panel = panel.slice(0, min(panel.shape[0], 300)).subset(list(panel.symbols[:10]))
+    m = synth.generate_market(synth.SynthConfig(seed=3, start="2024-01-02", end="2024-12-31", n_symbols=10))
+    px = m.prices[m.prices["symbol"] != "^VIX"].copy()
+    px["date"] = pd.to_datetime(px["date"])
+    fs = m.finra_short.assign(date=lambda d: pd.to_datetime(d["date"]))
+    lf = m.lit_flow.assign(date=lambda d: pd.to_datetime(d["date"]))
+    df = px.merge(fs[["date", "symbol", "short_volume", "total_volume"]], on=["date", "symbol"], how="left")
+    df = df.merge(lf[["date", "symbol", "lit_buy_volume", "lit_sell_volume"]], on=["date", "symbol"], how="left")
+    df["short_buy_volume"] = df["short_volume"].astype(float)
+    df["short_sell_volume"] = (df["total_volume"] - df["short_volume"]).astype(float)
+    df["short_buy_sell_ratio"] = df["short_buy_volume"] / df["short_sell_volume"]
+    lb, ls = df["lit_buy_volume"].astype(float), df["lit_sell_volume"].astype(float)
+    df["lit_flow_imbalance"] = ((lb - ls) / (lb + ls)).where(lb + ls >= 10_000)
+    ow = m.otc_weekly.rename(columns={"issueSymbolIdentifier": "symbol"})
+    ow = ow.groupby(["symbol", "summaryStartDate", "lastUpdateDate"], as_index=False)["totalWeeklyShareQuantity"].sum()
+    ow["week"] = pd.to_datetime(ow["summaryStartDate"])
+    px["week"] = px["date"] - pd.to_timedelta(px["date"].dt.weekday, unit="D")
+    wk_vol = px.groupby(["symbol", "week"], as_index=False)["volume"].sum()
+    ow = ow.merge(wk_vol, on=["symbol", "week"], how="inner")
+    ow["otc_participation_rate"] = ow["totalWeeklyShareQuantity"] / ow["volume"]
+    ow["pub"] = pd.to_datetime(ow["lastUpdateDate"])
+    df = pd.merge_asof(df.sort_values("date"), ow[["symbol", "pub", "otc_participation_rate"]].sort_values("pub"),
+                       left_on="date", right_on="pub", by="symbol", direction="backward")
+    cols = ["date", "symbol", "open", "high", "low", "close", "volume", "short_buy_volume", "short_sell_volume",
+            "short_buy_sell_ratio", "lit_buy_volume", "lit_sell_volume", "lit_flow_imbalance", "otc_participation_rate"]
+    return Panel.from_frame(df[cols])
+
+
+def test_fast_engine_matches_reference_embedded_synth_market():
+    panel = embedded_synth_panel()
+    assert panel.shape[1] >= 8 and np.isfinite(panel["otc_participation_rate"]).mean() > 0.5
     oracle = Oracle(panel)
     rng = np.random.default_rng(31)
-    for i in range(20):
+    for i in range(25):
         run_config(oracle, random_config(rng, panel.shape[0]), f"embedded synth config {i}")

@@ -28,6 +28,7 @@ from ...errors import InputFileError
 
 __all__ = [
     "Parsed",
+    "RowText",
     "sha256_bytes",
     "decode_bytes",
     "split_lines",
@@ -44,6 +45,16 @@ __all__ = [
 ]
 
 _DELIMS = {",": "','", "|": "'|'", ";": "';'", "\t": "tab"}
+
+
+class RowText:
+    """Lazy ``raw`` text of frame rows (built only for rejected rows): values joined by ','."""
+
+    def __init__(self, df: pd.DataFrame) -> None:
+        self._df = df
+
+    def __getitem__(self, i: int) -> str:
+        return ",".join("" if pd.isna(v) else str(v) for v in self._df.iloc[int(i)].tolist())
 
 
 @dataclass
@@ -209,8 +220,17 @@ def parse_numeric(
 ) -> np.ndarray:
     """A str column -> float64; the first non-numeric (or, when required, empty) value is an InputFileError."""
     label = label or col
+    if pd.api.types.is_numeric_dtype(df[col]) and not pd.api.types.is_bool_dtype(df[col]):
+        vals = df[col].to_numpy(dtype=np.float64, na_value=np.nan)
+        empty_n = np.isnan(vals)
+        bad = np.isinf(vals) | (empty_n if required else np.zeros(len(vals), dtype=bool))
+        if bad.any():
+            i = int(np.argmax(bad))
+            why = f"missing {label} value" if empty_n[i] else f"non-numeric {label} {vals[i]!r}"
+            raise InputFileError(file, int(df["_line"].iat[i]), why)
+        return vals
     s = df[col].astype(str).str.strip().str.replace(",", "", regex=False) if len(df) else df[col].astype(str)
-    empty = (s == "") | s.isna()
+    empty = ((s == "") | s.isna()).fillna(True)
     vals = pd.to_numeric(s.where(~empty, None), errors="coerce").to_numpy(dtype=np.float64)
     bad = np.isnan(vals) & ~empty.to_numpy()
     if required:

@@ -32,6 +32,7 @@ from ...errors import InputFileError
 from ..symbols import apply_symbol_map
 from ._common import (
     Parsed,
+    RowText,
     collect_rejects,
     decode_bytes,
     duplicate_rejects,
@@ -106,9 +107,8 @@ def _read_trades(file: str, data: bytes) -> tuple[pd.DataFrame, list[str] | None
                 raise InputFileError(file, None, f"missing column {c!r} (columns: {','.join(df.columns)})")
         keep = [c for c in ("timestamp", "symbol", "price", "size", "bid", "ask") if c in df.columns]
         df = df[keep].copy()
-        for c in keep:
-            if c != "timestamp" or not pd.api.types.is_datetime64_any_dtype(df[c]):
-                df[c] = df[c].astype(str).replace({"nan": "", "None": "", "<NA>": ""})
+        if "symbol" in df.columns:
+            df["symbol"] = df["symbol"].astype(str).fillna("")
         df["_line"] = np.arange(1, len(df) + 1)
         return df.reset_index(drop=True), None
     text = decode_bytes(file, data)
@@ -155,7 +155,7 @@ def parse_lit_trades(file: str, data: bytes, symmap: pd.DataFrame, settings) -> 
     t = frame.loc[keep].sort_values(["symbol", "date", "ts"], kind="stable").reset_index(drop=True)
     rows = _aggregate(t)
     cover = rows[["date", "symbol"]].reset_index(drop=True)
-    raw_fb = None if lines is not None else df.drop(columns=["_line"]).astype(str).agg(",".join, axis=1).to_numpy()
+    raw_fb = None if lines is not None else RowText(df.drop(columns=["_line"]))
     return Parsed("lit_flow_daily", rows, cover, rejects_frame(found, line_no, lines, raw_fb))
 
 

@@ -56,7 +56,7 @@ def scheduled_publication(week_start: pd.Series, tier: pd.Series) -> pd.Series:
     ws = pd.to_datetime(week_start)
     lag = np.where(tier.astype(str).str.upper().to_numpy() == "T1", 14, 28)
     friday_plus = ws + pd.to_timedelta(4 + lag, unit="D")
-    to_monday = (7 - friday_plus.dt.weekday) % 7
+    to_monday = (7 - friday_plus.dt.day_of_week) % 7
     return (friday_plus + pd.to_timedelta(to_monday, unit="D")).astype("datetime64[s]")
 
 
@@ -116,7 +116,7 @@ def parse_otc_weekly(file: str, text: str, symmap: pd.DataFrame) -> Parsed:
     checks = [
         ((frame["symbol"].astype(str).str.strip() == "").to_numpy(), "empty issueSymbolIdentifier"),
         (~known, lambda ix: [f"unknown summaryTypeCode {frame['code'].iat[i]!r} (expected {_ATS}, {_OTC} or *_FIRM)" for i in ix]),
-        ((frame["date"].dt.weekday != 0).to_numpy(),
+        ((frame["date"].dt.day_of_week != 0).to_numpy(),
          lambda ix: [f"summaryStartDate {frame['date'].iat[i]:%Y-%m-%d} is not a Monday" for i in ix]),
         (qty < 0, lambda ix: [f"negative totalWeeklyShareQuantity {qty[i]:.0f}" for i in ix]),
         (trades < 0, lambda ix: [f"negative totalWeeklyTradeCount {trades[i]:.0f}" for i in ix]),

@@ -1,0 +1,326 @@
+"""The ``accumopt`` command line: a thin layer that parses arguments, calls the library and formats output.
+
+Every command has --help; every domain error (AccumoptError) becomes one line on stderr and exit code 2.
+Shared options: --db (env ACCUMOPT_DB, default output/darkpool.duckdb), --storage (env ACCUMOPT_STORAGE,
+default sqlite:///output/studies.db), --format table|json.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from . import __version__
+from .config import DEFAULT_DB, DEFAULT_STORAGE, Settings
+from .errors import AccumoptError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+# ------------------------------------------------------------------------------------------------ shared options
+def db_option(f):
+    return click.option("--db", "db", envvar="ACCUMOPT_DB", default=DEFAULT_DB, show_default=True,
+                        type=click.Path(dir_okay=False), help="DuckDB store (env ACCUMOPT_DB).")(f)
+
+
+def storage_option(f):
+    return click.option("--storage", envvar="ACCUMOPT_STORAGE", default=None,
+                        help=f"Optuna storage URL (env ACCUMOPT_STORAGE; default {DEFAULT_STORAGE}; journal:PATH for a journal file).")(f)
+
+
+def format_option(*choices: str):
+    choices = choices or ("table", "json")
+
+    def deco(f):
+        return click.option("--format", "fmt", type=click.Choice(choices), default=choices[0], show_default=True,
+                            help="Output format: a terminal table, or JSON for scripts.")(f)
+    return deco
+
+
+def _progress() -> bool:
+    return sys.stderr.isatty()
+
+
+def _json(obj) -> None:
+    click.echo(json.dumps(obj, default=_jsonable, indent=2, sort_keys=False))
+
+
+def _jsonable(o):
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return None if not np.isfinite(o) else float(o)
+    if isinstance(o, (pd.Timestamp,)):
+        return o.isoformat()
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def _table(rows, title: str | None = None, columns=None) -> None:
+    from rich.table import Table
+
+    import pandas as pd
+
+    df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
+    t = Table(title=title, show_lines=False)
+    cols = list(columns or df.columns)
+    for c in cols:
+        t.add_column(str(c), overflow="fold")
+    for _, r in df.iterrows():
+        t.add_row(*[_fmt(r[c]) for c in cols])
+    console.print(t)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        if v != v:
+            return ""
+        return f"{v:.4g}" if abs(v) < 1e5 else f"{v:,.0f}"
+    return "" if v is None else str(v)
+
+
+class _Group(click.Group):
+    """Turns AccumoptError into a one-line message and exit code 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except AccumoptError as e:
+            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            ctx.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="accumopt")
+def main() -> None:
+    """accumopt: optimize and honestly validate institutional accumulation/distribution signals.
+
+    \b
+    Typical flow:
+      accumopt data synth --out output/synth --db output/darkpool.duckdb   # or: accumopt ingest ...
+      accumopt study run studies/demo.toml
+      accumopt walkforward studies/demo.toml
+      accumopt report demo
+    """
+
+
+# ------------------------------------------------------------------------------------------------ ingest / fetch
+@main.command("ingest")
+@click.argument("kind", type=click.Choice(["finra-short", "prices", "otc-weekly", "lit-trades", "lit-flow", "options"]))
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--strict", is_flag=True, help="Fail a whole file on any invariant-breaking row (default: reject rows).")
+@db_option
+@format_option()
+def ingest_cmd(kind, paths, strict, db, fmt):
+    """Ingest raw files (files, directories or globs) of KIND into the store, one transaction per file.
+
+    Re-ingesting an identical file is a no-op; a changed file replaces its dates' rows. Malformed files are
+    rejected with file:line: reason and leave the database unchanged. Exit code 1 when anything was rejected.
+    """
+    from .data.ingest import ingest_paths
+    from .data.store import connect
+
+    con = connect(db)
+    try:
+        rep = ingest_paths(con, kind, list(paths), strict=strict, progress=_progress() and fmt == "table")
+    finally:
+        con.close()
+    if fmt == "json":
+        _json(rep.to_dict())
+    else:
+        _table([f.to_dict() for f in rep.files], title=f"ingest {kind} -> {db}",
+               columns=["file", "status", "rows_accepted", "rows_rejected", "message"])
+        for f in rep.failed:
+            err_console.print(f"[red]{f.message}[/]", highlight=False)
+    sys.exit(rep.exit_code)
+
+
+@main.group("fetch")
+def fetch_grp():
+    """Download raw data (FINRA daily files, FINRA Query API, Polygon prices) into a cache, then ingest it.
+
+    Keys come from the environment (FINRA_API_KEY, FINRA_API_SECRET, POLYGON_API_KEY) and are never written
+    to the database, logs or study attributes.
+    """
+
+
+@fetch_grp.command("finra-short")
+@click.option("--start", required=True, help="First trade date (YYYY-MM-DD).")
+@click.option("--end", required=True, help="Last trade date (YYYY-MM-DD).")
+@click.option("--family", "families", multiple=True, default=["CNMS"], show_default=True,
+              help="File family: CNMS, FNSQ, FNQC, FNYX, FNRA, FORF (repeatable).")
+@click.option("--cache", default="output/raw/finra", show_default=True, help="Raw-file cache directory.")
+@click.option("--no-ingest", is_flag=True, help="Only download.")
+@db_option
+def fetch_finra_cmd(start, end, families, cache, no_ingest, db):
+    """Download FINRA Reg SHO daily short-sale files (FINRA_CDN_URL) for each NYSE session, then ingest them."""
+    from .data.fetch import fetch_finra_short
+
+    files = fetch_finra_short(start, end, cache, Settings.from_env(), families=tuple(families))
+    console.print(f"{len(files)} file(s) in {cache}")
+    if not no_ingest and files:
+        _ingest_after_fetch("finra-short", files, db)
+
+
+@fetch_grp.command("finra-api")
+@click.option("--start", required=True)
+@click.option("--end", required=True)
+@click.option("--symbols", default=None, help="Comma-separated symbols (default: all).")
+@click.option("--cache", default="output/raw/finra_api", show_default=True)
+@click.option("--no-ingest", is_flag=True)
+@db_option
+def fetch_finra_api_cmd(start, end, symbols, cache, no_ingest, db):
+    """Query the FINRA Query API (OAuth client credentials) for Reg SHO daily data, then ingest it."""
+    from .data.fetch import fetch_finra_api
+
+    syms = [s.strip().upper() for s in symbols.split(",")] if symbols else None
+    res = fetch_finra_api(start, end, Settings.from_env(), syms, out_dir=cache)
+    files = [p for p in Path(cache).glob("*.csv")] if res is not None else []
+    if not no_ingest and files:
+        _ingest_after_fetch("finra-short", files, db)
+
+
+@fetch_grp.command("prices")
+@click.option("--symbols", default=None, help="Comma-separated symbols (default: $TICKERS or tier1+3).")
+@click.option("--start", required=True)
+@click.option("--end", required=True)
+@click.option("--cache", default="output/raw/prices", show_default=True)
+@click.option("--no-ingest", is_flag=True)
+@db_option
+def fetch_prices_cmd(symbols, start, end, cache, no_ingest, db):
+    """Download Polygon daily aggregates (POLYGON_API_KEY, POLYGON_BASE_URL), then ingest them."""
+    from .data.fetch import fetch_polygon_prices
+    from .universe import resolve_universe
+
+    s = Settings.from_env()
+    syms = resolve_universe(symbols) if symbols else (list(s.tickers) or resolve_universe("tier1+3"))
+    files = fetch_polygon_prices(syms, start, end, cache, s)
+    if not no_ingest and files:
+        _ingest_after_fetch("prices", files, db)
+
+
+def _ingest_after_fetch(kind, files, db):
+    from .data.ingest import ingest_paths
+    from .data.store import connect
+
+    con = connect(db)
+    try:
+        rep = ingest_paths(con, kind, [str(f) for f in files], progress=_progress())
+    finally:
+        con.close()
+    t = rep.to_dict()["totals"]
+    console.print(f"ingested {t.get('rows_accepted')} rows from {t.get('files')} file(s) into {db}")
+    if rep.exit_code:
+        sys.exit(rep.exit_code)
+
+
+# ------------------------------------------------------------------------------------------------ data / metrics
+@main.group("data")
+def data_grp():
+    """The embedded synthetic market and store summaries."""
+
+
+@data_grp.command("synth")
+@click.option("--out", "out_dir", default="output/synth", show_default=True, help="Directory for the raw-format files.")
+@click.option("--seed", default=7, show_default=True, type=int)
+@click.option("--effect", default=1.0, show_default=True, type=float, help="Planted effect strength; 0 = a null market with no edge.")
+@click.option("--family", default="ratio", show_default=True, type=click.Choice(["ratio", "volume", "lit"]),
+              help="Which signal family carries the planted effect.")
+@click.option("--start", default="2023-01-03", show_default=True)
+@click.option("--end", default="2024-12-31", show_default=True)
+@click.option("--universe", default="tier1+3", show_default=True, help="tier1, tier3, tier1+3, tier1+2+3 or a comma list.")
+@click.option("--n-symbols", type=int, default=None, help="Add synthetic names up to N symbols (scale tests).")
+@click.option("--prices", "prices_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Keep real prices from this CSV and synthesize only the flow layers.")
+@click.option("--db", default=None, type=click.Path(dir_okay=False), help="Also ingest the files and build daily_metrics here.")
+@format_option()
+def synth_cmd(out_dir, seed, effect, family, start, end, universe, n_symbols, prices_file, db, fmt):
+    """Write the embedded synthetic market as real-format raw files (FINRA CNMS, prices, lit flow, OTC weekly,
+    options) plus a ground-truth folder the optimizer never reads; with --db, ingest and build daily_metrics."""
+    from .data.synth import SynthConfig, generate_market, synth_to_db, write_market
+
+    cfg = SynthConfig(seed=seed, start=start, end=end, universe=universe, n_symbols=n_symbols, effect=effect,
+                      family=family, prices_file=prices_file)
+    if db:
+        summary = synth_to_db(cfg, out_dir, db, progress=_progress() and fmt == "table")
+    else:
+        paths = write_market(generate_market(cfg), out_dir)
+        summary = {"out": out_dir, "files": {k: str(v) for k, v in paths.items()}}
+    if fmt == "json":
+        _json(summary)
+    else:
+        _table([{"key": k, "value": v} for k, v in summary.items()], title="synthetic market")
+
+
+@data_grp.command("info")
+@db_option
+@format_option()
+def info_cmd(db, fmt):
+    """Summarize the store: schema version, rows per table, date ranges, last ingests."""
+    from .data.store import connect
+
+    con = connect(db, read_only=True)
+    try:
+        rows = []
+        for (t,) in con.execute("SELECT table_name FROM information_schema.tables WHERE table_schema='main' ORDER BY 1").fetchall():
+            n = con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]
+            cols = {c for (c,) in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name=?", [t]).fetchall()}
+            rng = ("", "")
+            if "date" in cols and n:
+                a, b = con.execute(f'SELECT min(date), max(date) FROM "{t}"').fetchone()
+                rng = (str(a), str(b))
+            syms = con.execute(f'SELECT count(DISTINCT symbol) FROM "{t}"').fetchone()[0] if "symbol" in cols else ""
+            rows.append({"table": t, "rows": n, "symbols": syms, "first": rng[0], "last": rng[1]})
+        ver = con.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+    finally:
+        con.close()
+    if fmt == "json":
+        _json({"db": db, "schema_version": ver, "tables": rows})
+    else:
+        _table(rows, title=f"{db} (schema v{ver})")
+
+
+@main.group("metrics")
+def metrics_grp():
+    """Derived point-in-time tables (daily_metrics, options_premium_daily)."""
+
+
+@metrics_grp.command("build")
+@click.option("--z-window", default=20, show_default=True, type=int, help="Window of the stored z-score columns.")
+@click.option("--min-lit-volume", default=None, type=int, help="Lit imbalance is NULL below this volume (env MIN_LIT_VOLUME, default 10000).")
+@db_option
+@format_option()
+def metrics_build_cmd(z_window, min_lit_volume, db, fmt):
+    """Rebuild daily_metrics from the raw tables (one transaction; point-in-time; OTC publication lag applied)."""
+    from .data.metrics import build_daily_metrics
+    from .data.store import connect
+
+    mlv = min_lit_volume if min_lit_volume is not None else Settings.from_env().min_lit_volume
+    con = connect(db)
+    try:
+        summary = build_daily_metrics(con, z_window=z_window, min_lit_volume=mlv, progress=_progress())
+    finally:
+        con.close()
+    if fmt == "json":
+        _json(summary)
+    else:
+        _table([{"key": k, "value": v} for k, v in summary.items()], title="daily_metrics")
+
+
+from .cli_engine import register as _register_engine  # noqa: E402  (engine / study / analytics commands)
+
+_register_engine(main)
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
