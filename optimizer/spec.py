@@ -231,6 +231,8 @@ class WalkForwardSpec:
     select: str = "best"  # best | robust
     top_k: int = 5
     n_trials: int | None = None
+    n_splits: int = 2          # inner purged CV of each window's study
+    embargo: int = 0           # inner CV embargo (features are trailing and nothing is fitted)
 
 
 @dataclass(frozen=True)
@@ -460,9 +462,9 @@ def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
     run = RunSpec(nt, None if to is None else float(to), _typed(r, "storage", str, "run"), _typed(r, "study_name", str, "run", default=name))
 
     w = _section(doc, "walkforward")
-    _check_keys(w, ("train", "test", "step", "unit", "purge", "anchored", "select", "top_k", "n_trials"), "walkforward")
+    _check_keys(w, ("train", "test", "step", "unit", "purge", "anchored", "select", "top_k", "n_trials", "n_splits", "embargo"), "walkforward")
     wf_kw: dict[str, Any] = {}
-    for kk, lo in (("train", 1), ("test", 1), ("step", 1), ("purge", 0), ("top_k", 1), ("n_trials", 1)):
+    for kk, lo in (("train", 1), ("test", 1), ("step", 1), ("purge", 0), ("top_k", 1), ("n_trials", 1), ("n_splits", 1), ("embargo", 0)):
         v = _typed(w, kk, int, "walkforward")
         if v is not None and v < lo:
             raise _err(f"walkforward.{kk}", f"must be >= {lo}, got {kk}={v}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 import os
 import signal
 import subprocess
@@ -44,6 +45,7 @@ __all__ = [
 ]
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 @dataclass
@@ -83,14 +85,19 @@ def load_study_data(spec: StudySpec, db: str | Path) -> tuple[Panel, int]:
     return panel, reserve_cutoff(len(panel.dates), spec.data.reserve_fraction)
 
 
-def prepare_data(spec: StudySpec, panel: Panel, lo: int, hi: int) -> StudyData:
-    """Truncate the panel at ``hi`` (nothing later is ever visible) and lay the purged folds over [lo, hi)."""
+def prepare_data(spec: StudySpec, panel: Panel, lo: int, hi: int, n_splits: int | None = None,
+                 embargo: int | None = None) -> StudyData:
+    """Truncate the panel at ``hi`` (nothing later is ever visible) and lay the purged folds over [lo, hi).
+
+    ``n_splits`` / ``embargo`` override the spec's [cv] (walk-forward windows use [walkforward] n_splits/embargo).
+    """
     if hi - lo < 10:
         raise DataError(f"the study span has {hi - lo} sessions; at least 10 are needed")
     visible = panel.slice(0, hi)
     warm = max(0, spec.max_z_window() - lo)
     cv = PurgedTimeSeriesSplit(
-        n_splits=spec.cv.n_splits, test_size=spec.cv.test_size, purge=spec.purge(), embargo=spec.embargo(),
+        n_splits=n_splits or spec.cv.n_splits, test_size=None if n_splits else spec.cv.test_size, purge=spec.purge(),
+        embargo=spec.embargo() if embargo is None else embargo,
         mode=spec.cv.mode, max_train_size=spec.cv.max_train_size,
         min_train_size=max(spec.cv.min_train_size, warm),
     )
@@ -175,8 +182,12 @@ def make_storage(url: str | None, heartbeat: bool = True):
     url = url or os.environ.get("ACCUMOPT_STORAGE") or DEFAULT_STORAGE
     hb: dict[str, Any] = {}
     if heartbeat:
-        hb = dict(heartbeat_interval=5, grace_period=15,
-                  failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
+        cb = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
+        hb = dict(heartbeat_interval=5, grace_period=15)
+        if cb is not None:
+            hb["heartbeat_stale_trial_callback"] = cb(max_retry=1)
+        else:  # optuna < 4.9
+            hb["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(max_retry=1)
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend
 
@@ -387,7 +398,7 @@ def run_study(
     storage_url = storage_url or spec.run.storage
     storage = make_storage(storage_url)
     study = open_study(spec, storage, data, name=name, new_name=new_name, extra_attrs=extra_attrs)
-    optuna.storages.fail_stale_trials(study) if hasattr(optuna.storages, "fail_stale_trials") else None
+    optuna.storages.fail_stale_trials(study)  # trials left RUNNING by a killed process: FAIL (+ retried)
     seed_from_study(study, spec, storage)
     target = n_trials or spec.run.n_trials
     timeout = timeout or spec.run.timeout

@@ -211,7 +211,8 @@ def compare_metrics(ref: dict, fast: dict, where: str) -> None:
             raise AssertionError(f"{where}: metric {k}: reference {v!r} vs fast {fast[k]!r}")
 
 
-def run_config(oracle: Oracle, cfg: dict, where: str, caps: tuple[int | None, int | None] | None = None) -> int:
+def run_config(oracle: Oracle, cfg: dict, where: str, caps: tuple[int | None, int | None] | None = None) -> pd.DataFrame:
+    """Compare display, trades, signal count and metrics of one configuration; returns the reference trades."""
     panel = oracle.panel
     disp_r = oracle.ref_display(cfg["score"])
     disp_f = oracle.fast_display(cfg["score"])
@@ -233,7 +234,7 @@ def run_config(oracle: Oracle, cfg: dict, where: str, caps: tuple[int | None, in
     assert count_signals(disp_r, cfg["buy"], span) == n_sig, f"{where}: count_signals"
     compare_metrics(ref_metrics(ref_tr, panel, cfg["span"], cfg["costs"], n_sig),
                     run_metrics(fast_tr, panel, span, costs, n_sig), where)
-    return len(ref_tr)
+    return ref_tr
 
 
 # -------------------------------------------------------------------------------------------------------- tests
@@ -264,18 +265,18 @@ def test_reference_uncapped_and_date_major_loops_agree(synth_oracle):
 @pytest.mark.parametrize("block", range(6))
 def test_fast_engine_matches_reference_synthetic(synth_oracle, block):
     rng = np.random.default_rng(1000 + block)
-    n_trades = 0
-    for i in range(50):
-        cfg = random_config(rng, 300)
-        n_trades += run_config(synth_oracle, cfg, f"synthetic block {block} config {i}: {cfg}")
-    assert n_trades > 200  # the configs really trade
+    trades = [run_config(synth_oracle, cfg, f"synthetic block {block} config {i}: {cfg}")
+              for i, cfg in enumerate(random_config(rng, 300) for _ in range(50))]
+    all_tr = pd.concat(trades)
+    assert len(all_tr) > 500  # the configs really trade, and every exit path is exercised
+    assert set(all_tr["exit_reason"]) == set(EXIT_REASONS), set(EXIT_REASONS) - set(all_tr["exit_reason"])
 
 
 def test_fast_engine_matches_reference_min_periods():
     oracle = Oracle(synthetic_panel(seed=3, T=200, N=8), min_periods=3)
     rng = np.random.default_rng(77)
-    for i in range(15):
-        run_config(oracle, random_config(rng, 200), f"min_periods=3 config {i}")
+    n = sum(len(run_config(oracle, random_config(rng, 200), f"min_periods=3 config {i}")) for i in range(15))
+    assert n > 50
 
 
 def test_fast_engine_matches_reference_with_caps():
@@ -286,7 +287,7 @@ def test_fast_engine_matches_reference_with_caps():
         cfg = random_config(rng, 250)
         cfg["buy"] = float(rng.uniform(55, 65))  # many simultaneous signals so the caps bind
         caps = [(3, None), (None, 1), (4, 2), (1, 1)][i % 4]
-        n_capped = run_config(oracle, cfg, f"caps {caps} config {i}: {cfg}", caps=caps)
+        n_capped = len(run_config(oracle, cfg, f"caps {caps} config {i}: {cfg}", caps=caps))
         n_free = len(ref_trades(oracle.panel, oracle.ref_display(cfg["score"]), cfg["buy"], cfg["sell"],
                                 RefExit(**cfg["exit"]), cfg["costs"], *cfg["span"]))
         capped += n_capped < n_free
@@ -299,8 +300,8 @@ def test_fast_engine_matches_reference_real_prices():
     assert panel.shape[0] == 1003 and panel.shape[1] >= 28
     oracle = Oracle(panel)
     rng = np.random.default_rng(2024)
-    for i in range(40):
-        run_config(oracle, random_config(rng, panel.shape[0]), f"real prices config {i}")
+    n = sum(len(run_config(oracle, random_config(rng, panel.shape[0]), f"real prices config {i}")) for i in range(40))
+    assert n > 1000
 
 
 def embedded_synth_panel() -> Panel:
@@ -322,12 +323,13 @@ def embedded_synth_panel() -> Panel:
     df["lit_flow_imbalance"] = ((lb - ls) / (lb + ls)).where(lb + ls >= 10_000)
     ow = m.otc_weekly.rename(columns={"issueSymbolIdentifier": "symbol"})
     ow = ow.groupby(["symbol", "summaryStartDate", "lastUpdateDate"], as_index=False)["totalWeeklyShareQuantity"].sum()
-    ow["week"] = pd.to_datetime(ow["summaryStartDate"])
-    px["week"] = px["date"] - pd.to_timedelta(px["date"].dt.weekday, unit="D")
+    ow["week"] = pd.to_datetime(ow["summaryStartDate"]).astype("datetime64[ns]")
+    px["week"] = (px["date"] - pd.to_timedelta(px["date"].dt.day_of_week, unit="D")).astype("datetime64[ns]")
     wk_vol = px.groupby(["symbol", "week"], as_index=False)["volume"].sum()
     ow = ow.merge(wk_vol, on=["symbol", "week"], how="inner")
     ow["otc_participation_rate"] = ow["totalWeeklyShareQuantity"] / ow["volume"]
-    ow["pub"] = pd.to_datetime(ow["lastUpdateDate"])
+    ow["pub"] = pd.to_datetime(ow["lastUpdateDate"]).astype("datetime64[ns]")
+    df["date"] = df["date"].astype("datetime64[ns]")
     df = pd.merge_asof(df.sort_values("date"), ow[["symbol", "pub", "otc_participation_rate"]].sort_values("pub"),
                        left_on="date", right_on="pub", by="symbol", direction="backward")
     cols = ["date", "symbol", "open", "high", "low", "close", "volume", "short_buy_volume", "short_sell_volume",
@@ -340,5 +342,5 @@ def test_fast_engine_matches_reference_embedded_synth_market():
     assert panel.shape[1] >= 8 and np.isfinite(panel["otc_participation_rate"]).mean() > 0.5
     oracle = Oracle(panel)
     rng = np.random.default_rng(31)
-    for i in range(25):
-        run_config(oracle, random_config(rng, panel.shape[0]), f"embedded synth config {i}")
+    n = sum(len(run_config(oracle, random_config(rng, panel.shape[0]), f"embedded synth config {i}")) for i in range(25))
+    assert n > 100

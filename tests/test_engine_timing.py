@@ -14,7 +14,7 @@ import pytest
 
 from optimizer.engine.metrics import run_metrics
 from optimizer.engine.panel import Panel
-from optimizer.engine.simulate import EXIT_REASONS, Costs, ExitParams, Span, Thresholds, Trades, simulate
+from optimizer.engine.simulate import EXIT_REASONS, Caps, Costs, ExitParams, Span, Thresholds, Trades, simulate
 from reference_engine import RefExit, ref_metrics, ref_trades
 
 NAN = float("nan")
@@ -447,3 +447,150 @@ def test_portfolio_returns_and_drawdown_by_hand():
         assert m["max_drawdown"] == pytest.approx(mdd, abs=1e-12)
         mean = np.mean(r)
         assert m["portfolio_sharpe"] == pytest.approx(mean / np.std(r, ddof=1) * math.sqrt(252), rel=1e-9)
+
+
+# ------------------------------------------------------------------------------- several exits due at one open
+
+def test_exits_due_at_the_same_open_reason_priority():
+    # ENGINE.md leaves the label open when several exits fall due at one open (all fill there); both engines
+    # use: close signal of k-1, then fixed / max_days, then time_stop.
+    opens = [10, 11, 12, 13, 14, 15, 16, 17]
+    quiet = [50, 75, 50, 50, 50, 50, 50, 50]
+    dist4 = [50, 75, 50, 50, 25, 50, 50, 50]  # e=2: distribution at close 4 -> open 5 = e + 3
+    check(flat_rows(opens, dist4), {"rule": "hybrid", "max_days": 3}, [(1, 2, 5, 12.0, 15.0, "first_dist", False)])
+    check(flat_rows(opens, dist4), {"rule": "first_dist", "time_stop": 3},
+          [(1, 2, 5, 12.0, 15.0, "first_dist", False)])
+    check(flat_rows(opens, quiet), {"rule": "fixed", "hold_days": 3, "time_stop": 3},
+          [(1, 2, 5, 12.0, 15.0, "fixed", False)])
+    check(flat_rows(opens, quiet), {"rule": "hybrid", "max_days": 3, "time_stop": 3},
+          [(1, 2, 5, 12.0, 15.0, "max_days", False)])
+
+
+# ------------------------------------------------------------------------------------------------------- caps
+
+def panel_multi(opens_by_symbol: dict[str, list], lows: dict[str, dict[int, float]] | None = None,
+                sectors: dict[str, str] | None = None) -> Panel:
+    frames = []
+    for sym, opens in opens_by_symbol.items():
+        o = np.array(opens, dtype=float)
+        lo = o - 0.3
+        for i, v in (lows or {}).get(sym, {}).items():
+            lo[i] = v
+        frames.append(pd.DataFrame({"date": pd.bdate_range("2024-01-02", periods=len(o)), "symbol": sym,
+                                    "open": o, "high": o + 0.5, "low": lo, "close": o}))
+    return Panel.from_frame(pd.concat(frames), sectors=sectors or {s: "XLK" for s in opens_by_symbol})
+
+
+def run_caps(panel, disp, exit_kw, caps):
+    from reference_engine import ref_trades_capped
+    T = disp.shape[0]
+    ref = ref_trades_capped(panel, disp, 70.0, 30.0, RefExit(**exit_kw), ZERO_COSTS, 0, T, T,
+                            max_positions=caps[0], max_per_sector=caps[1])
+    fast = simulate(panel, disp, Thresholds(70.0, 30.0), ExitParams(**exit_kw), Costs(0.0, 0.0), Span(0, T, T),
+                    caps=Caps(max_positions=caps[0], max_per_sector=caps[1]))
+    names = panel.symbols
+    ref_t = sorted((names[int(r.symbol)], int(r.signal_idx), int(r.entry_idx), int(r.exit_idx), r.exit_reason)
+                   for r in ref.itertuples(index=False))
+    fast_t = sorted((names[int(fast.symbol[i])], int(fast.signal_idx[i]), int(fast.entry_idx[i]),
+                     int(fast.exit_idx[i]), EXIT_REASONS[int(fast.exit_reason[i])]) for i in range(len(fast.symbol)))
+    return ref_t, fast_t
+
+
+def test_caps_tie_goes_to_lower_symbol_index_and_higher_score_wins():
+    panel = panel_multi({"AAA": [10.0] * 6, "BBB": [20.0] * 6})
+    disp = np.full((6, 2), 50.0)
+    disp[1] = [75.0, 75.0]  # tie -> AAA (index 0)
+    for got in run_caps(panel, disp, {"rule": "fixed", "hold_days": 2}, (1, None)):
+        assert got == [("AAA", 1, 2, 4, "fixed")]
+    disp[1] = [75.0, 76.0]  # BBB scores higher
+    for got in run_caps(panel, disp, {"rule": "fixed", "hold_days": 2}, (1, None)):
+        assert got == [("BBB", 1, 2, 4, "fixed")]
+
+
+def test_caps_slot_freed_by_an_exit_at_the_next_open_but_not_by_an_intraday_stop():
+    # max 1 position. AAA: signal 1, e=2, fixed_2 -> exits at open 4, so a signal at the close of 3 can take the
+    # slot at open 4; the signal at close 2 cannot (AAA still holds the slot at open 3).
+    panel = panel_multi({"AAA": [10.0] * 9, "BBB": [20.0] * 9})
+    disp = np.full((9, 2), 50.0)
+    disp[1, 0] = 75.0
+    disp[2, 1] = 75.0
+    disp[3, 1] = 75.0
+    for got in run_caps(panel, disp, {"rule": "fixed", "hold_days": 2}, (1, None)):
+        assert got == [("AAA", 1, 2, 4, "fixed"), ("BBB", 3, 4, 6, "fixed")]
+    # AAA is stopped out intraday on bar 3 (low 9 <= 10 * 0.95; other lows are open - 0.3): it still held the slot at open 3, so BBB's signal at
+    # close 2 is refused; BBB's signal at close 3 enters at 4.
+    panel = panel_multi({"AAA": [10.0] * 9, "BBB": [20.0] * 9}, lows={"AAA": {3: 9.0}})
+    for got in run_caps(panel, disp, {"rule": "fixed", "hold_days": 4, "stop_loss": 0.05}, (1, None)):
+        assert got == [("AAA", 1, 2, 3, "stop_loss"), ("BBB", 3, 4, 8, "fixed")]
+
+
+def test_caps_per_sector():
+    panel = panel_multi({"AAA": [10.0] * 6, "BBB": [20.0] * 6, "CCC": [30.0] * 6},
+                        sectors={"AAA": "XLK", "BBB": "XLK", "CCC": "XLF"})
+    disp = np.full((6, 3), 50.0)
+    disp[1] = [80.0, 90.0, 70.0]  # one per sector: BBB (best XLK) and CCC; AAA refused
+    for got in run_caps(panel, disp, {"rule": "fixed", "hold_days": 2}, (None, 1)):
+        assert got == [("BBB", 1, 2, 4, "fixed"), ("CCC", 1, 2, 4, "fixed")]
+    for got in run_caps(panel, disp, {"rule": "fixed", "hold_days": 2}, (1, 1)):
+        assert got == [("BBB", 1, 2, 4, "fixed")]
+
+
+# ---------------------------------------------------------------------------------------------- score by hand
+
+def test_display_by_hand_with_window_two():
+    """With z_window = 2 every z is +1 (rise), -1 (fall) or NaN (first row / NaN input), so the score is by hand."""
+    from optimizer.engine.features import FeatureCache
+    from optimizer.engine.score import ScoreParams, display_score
+    from reference_engine import ref_display
+
+    df = pd.DataFrame({
+        "date": pd.bdate_range("2024-01-02", periods=3), "symbol": "AAA",
+        "open": [10.0, 11.0, 10.5], "high": [10.5, 11.5, 11.0], "low": [9.5, 10.5, 10.0], "close": [10.0, 11.0, 10.5],
+        "short_buy_volume": [100.0, 120.0, 130.0], "short_sell_volume": [100.0, 80.0, 170.0],
+        "short_buy_sell_ratio": [1.0, 1.5, 130 / 170],
+        "lit_buy_volume": [50.0, 60.0, NAN], "lit_sell_volume": [50.0, 40.0, NAN],
+        "lit_flow_imbalance": [0.0, 0.2, NAN], "otc_participation_rate": [0.2, 0.3, NAN],
+    })
+    panel = Panel.from_frame(df)
+    # row 1: every input rises (price z NaN: return[0] is NaN -> only one value in the window) -> short z +1,
+    #   lit z +1, price 0, otc z +1.  row 2: short_buy up (A +1), ratio down (B -1), C = 0, imbalance*log1p down
+    #   (D -1), flow 130 - 170 = -40 < 60 (vw_flow -1), blended -1; lit NaN -> 0; return down (-1); otc NaN -> 0.5
+    ws, wl, wp = 0.5, 0.3, 0.2  # (1.0, 0.6, 0.4) normalized
+    sig1 = 1 / (1 + math.exp(-1))
+    row1 = (ws * math.tanh(0.5) + wl * math.tanh(0.5)) * (0.7 + 0.6 * sig1)
+    short2 = {"A": 1.0, "B": -1.0, "C": 0.0, "D": -1.0, "vw_flow": -1.0, "blended": -1.0}
+    cache = FeatureCache(panel)
+    for variant, sz in short2.items():
+        row2 = ws * math.tanh(0.5 * sz) + wp * math.tanh(-0.3)  # intensity 0.7 + 0.6 * 0.5 = 1
+        expected = [NAN, (row1 + 1) * 50, (row2 + 1) * 50]
+        ref = ref_display(panel, variant, 1.0, 0.6, 0.4, 2)[:, 0]
+        fast = display_score(cache, ScoreParams(variant=variant, w_short=1.0, w_lit=0.6, w_price=0.4, z_window=2))[:, 0]
+        for got in (ref, fast):
+            assert math.isnan(got[0]), variant
+            assert got[1:] == pytest.approx(expected[1:], abs=1e-12), variant
+
+
+def test_display_nan_on_constant_window_and_clip():
+    from optimizer.engine.features import FeatureCache
+    from optimizer.engine.score import ScoreParams, display_score
+    from reference_engine import ref_display
+
+    n = 8
+    ratio = [1.0, 2.0, 1.3, 1.3, 1.3, 1.3, 5.0, 1.3]  # window 3: rows 4, 5 are constant windows -> NaN
+    df = pd.DataFrame({
+        "date": pd.bdate_range("2024-01-02", periods=n), "symbol": "AAA",
+        "open": [10.0] * n, "high": [11.0] * n, "low": [9.0] * n, "close": [10.0] * n,
+        "short_buy_volume": [1.0] * n, "short_sell_volume": [1.0] * n, "short_buy_sell_ratio": ratio,
+    })
+    panel = Panel.from_frame(df)
+    # row 6: z = (5 - 2.5333) / std_pop(1.3, 1.3, 5) = 1.4142 (= sqrt 2, two equal values and one outlier);
+    # with intensity_hi 3 and otc NaN (sigmoid 0.5) the intensity is 0.7 + 2.3 * 0.5 = 1.85;
+    # raw = tanh(0.5 * sqrt 2) = 0.6089 -> 1.1265 -> clipped to 1 -> display 100
+    for got in (ref_display(panel, "B", 1.0, 0.0, 0.0, 3, intensity_hi=3.0)[:, 0],
+                display_score(FeatureCache(panel), ScoreParams(variant="B", w_short=1.0, w_lit=0.0, w_price=0.0,
+                                                               z_window=3, intensity_hi=3.0))[:, 0]):
+        assert np.isnan(got[[0, 1, 4, 5]]).all()
+        assert got[6] == pytest.approx(100.0)
+        m = 4.3 / 3  # row 2: window (1, 2, 1.3)
+        sd = math.sqrt(((1 - m) ** 2 + (2 - m) ** 2 + (1.3 - m) ** 2) / 3)
+        assert got[2] == pytest.approx(50 * (1 + 1.85 * math.tanh(0.5 * (1.3 - m) / sd)), abs=1e-12)

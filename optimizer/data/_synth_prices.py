@@ -232,7 +232,7 @@ def load_prices_file(path: str | Path) -> pd.DataFrame:
     if not f.is_file():
         raise InputFileError(str(f), None, "prices file not found")
     try:
-        df = pd.read_csv(f, float_precision="round_trip")
+        df = pd.read_csv(f)  # pandas >= 3 parses floats exactly (round trip)
     except Exception as exc:  # noqa: BLE001 - any parse failure is a file error
         raise InputFileError(str(f), None, f"unreadable prices CSV ({exc})") from None
     df.columns = [str(c).strip().lower() for c in df.columns]

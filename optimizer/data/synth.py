@@ -79,6 +79,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
 from ..calendar import nyse_sessions
 from ..errors import DataError, ParameterError, check_param
@@ -198,11 +200,15 @@ def _streams(seed: int) -> dict[str, np.random.Generator]:
 
 # ---- frame builders -----------------------------------------------------------------------------------------
 
+def _str_take(values: Sequence[str], idx: np.ndarray) -> pd.api.extensions.ExtensionArray:
+    """``values[idx]`` as a pandas string array (via Arrow take: fast for millions of rows)."""
+    return pd.array(pa.array(list(values), type=pa.large_string()).take(pa.array(idx, type=pa.int64())), dtype="str")
+
+
 def _long(dates: pd.DatetimeIndex, symbols: list[str], mask: np.ndarray, cols: dict[str, np.ndarray]) -> pd.DataFrame:
     """T x N matrices -> long frame (date-major, symbols in list order) of the cells where ``mask``."""
     t_idx, s_idx = np.nonzero(mask)
-    sym = np.asarray(symbols, dtype=object)
-    out = {"date": pd.DatetimeIndex(dates)[t_idx], "symbol": pd.array(sym[s_idx], dtype="str")}
+    out = {"date": pd.DatetimeIndex(dates)[t_idx], "symbol": _str_take(symbols, s_idx)}
     for k, v in cols.items():
         out[k] = v[t_idx, s_idx] if isinstance(v, np.ndarray) and v.ndim == 2 else v
     return pd.DataFrame(out)
@@ -226,25 +232,25 @@ def _episodes_frame(ep: fl.Episodes, dates: pd.DatetimeIndex, symbols: list[str]
 
 
 def _otc_frame(otc: dict, symbols: list[str], end: pd.Timestamp) -> pd.DataFrame:
+    """Two rows per published (week, symbol) with volume: ATS_W_SMBL then OTC_W_SMBL."""
     weeks = otc["weeks"]
-    pub = weeks + pd.Timedelta(days=4 + OTC_LAG_DAYS)
-    keep_w = np.asarray(pub <= end)
-    vol_ok = (otc["week_volume"] > 0) & keep_w[:, None]
-    parts = []
-    for code, q, tc in (("ATS_W_SMBL", otc["ats"], otc["ats_tc"]), ("OTC_W_SMBL", otc["non"], otc["non_tc"])):
-        f = _long(weeks, symbols, vol_ok, {"q": _int(q), "tc": _int(tc)})
-        parts.append(pd.DataFrame({
-            "issueSymbolIdentifier": f["symbol"],
-            "tierIdentifier": "T1",
-            "summaryStartDate": f["date"].dt.strftime("%Y-%m-%d"),
-            "totalWeeklyShareQuantity": f["q"],
-            "totalWeeklyTradeCount": f["tc"],
-            "summaryTypeCode": code,
-            "lastUpdateDate": (f["date"] + pd.Timedelta(days=4 + OTC_LAG_DAYS)).dt.strftime("%Y-%m-%d"),
-        }))
-    out = pd.concat(parts, ignore_index=True)
-    return out.sort_values(["summaryStartDate", "issueSymbolIdentifier", "summaryTypeCode"],
-                           kind="stable").reset_index(drop=True)
+    lag = pd.Timedelta(days=4 + OTC_LAG_DAYS)
+    keep_w = np.asarray(weeks + lag <= end)
+    t_idx, s_idx = np.nonzero((otc["week_volume"] > 0) & keep_w[:, None])
+    t2, s2 = np.repeat(t_idx, 2), np.repeat(s_idx, 2)
+    ats = np.tile(np.array([True, False]), len(t_idx))
+    q = np.where(ats, _int(otc["ats"])[t2, s2], _int(otc["non"])[t2, s2])
+    tc = np.where(ats, _int(otc["ats_tc"])[t2, s2], _int(otc["non_tc"])[t2, s2])
+    wk = pd.Series(weeks[t2])
+    return pd.DataFrame({
+        "issueSymbolIdentifier": _str_take(symbols, s2),
+        "tierIdentifier": "T1",
+        "summaryStartDate": pd.array(_date_str(wk, "%Y-%m-%d"), dtype="str"),
+        "totalWeeklyShareQuantity": q,
+        "totalWeeklyTradeCount": tc,
+        "summaryTypeCode": pd.array(np.where(ats, "ATS_W_SMBL", "OTC_W_SMBL"), dtype="str"),
+        "lastUpdateDate": pd.array(_date_str(wk + lag, "%Y-%m-%d"), dtype="str"),
+    })
 
 
 # ---- generation ---------------------------------------------------------------------------------------------
@@ -263,12 +269,11 @@ def _synthetic_core(cfg: SynthConfig, rs: dict) -> tuple:
     vmult = np.exp(fl.BUMPS[cfg.family]["logvol"] * bump)
     layer = pr.simulate_prices(p, stressed, drift, vmult, rs["prices"])
     mask = np.ones((t_n, n), dtype=bool)
-    prices = _long(dates, symbols, mask, {"open": layer.open, "high": layer.high, "low": layer.low,
-                                          "close": layer.close, "volume": _int(layer.volume)})
-    vix = pd.DataFrame({"date": dates, "symbol": pd.array([VIX_SYMBOL] * t_n, dtype="str"),
-                        "open": layer.vix[:, 0], "high": layer.vix[:, 1], "low": layer.vix[:, 2],
-                        "close": layer.vix[:, 3], "volume": np.zeros(t_n, dtype=np.int64)})
-    prices = pd.concat([prices, vix], ignore_index=True).sort_values(["date", "symbol"], kind="stable")
+    vix = layer.vix  # ^VIX sorts after every upper-case ticker: append it as the last column (date-major order)
+    cat = lambda a, col: np.column_stack([a, col])  # noqa: E731
+    prices = _long(dates, symbols + [VIX_SYMBOL], np.ones((t_n, n + 1), dtype=bool), {
+        "open": cat(layer.open, vix[:, 0]), "high": cat(layer.high, vix[:, 1]), "low": cat(layer.low, vix[:, 2]),
+        "close": cat(layer.close, vix[:, 3]), "volume": cat(_int(layer.volume), np.zeros(t_n, dtype=np.int64))})
     return dates, symbols, p, layer, mask, ep, bump, prices.reset_index(drop=True), "synthetic"
 
 
@@ -384,29 +389,45 @@ def _truth(cfg: SynthConfig, mode: str, dates, symbols, episodes: pd.DataFrame, 
 
 # ---- writing ------------------------------------------------------------------------------------------------
 
+def _date_str(values: pd.Series, fmt: str) -> np.ndarray:
+    """Format dates once per distinct value (strftime over millions of rows is slow)."""
+    codes, uniq = pd.factorize(pd.to_datetime(values))
+    return np.asarray(pd.DatetimeIndex(uniq).strftime(fmt), dtype=object)[codes]
+
+
+def _arrow_text(df: pd.DataFrame, delimiter: str = ",", eol: str = "\n") -> bytes:
+    """Rows of ``df`` as delimited text without header or quotes (Arrow writer: shortest round-trip floats)."""
+    if not len(df):
+        return b""
+    sink = pa.BufferOutputStream()
+    opts = pacsv.WriteOptions(include_header=False, delimiter=delimiter, eol=eol, quoting_style="none")
+    pacsv.write_csv(pa.Table.from_pandas(df, preserve_index=False), sink, write_options=opts)
+    return sink.getvalue().to_pybytes()
+
+
 def _write_finra(finra: pd.DataFrame, dates: pd.DatetimeIndex, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("CNMSshvol*.txt"):
         old.unlink()
-    ymd = finra["date"].dt.strftime("%Y%m%d")
-    body = (ymd + "|" + finra["symbol"] + "|" + finra["short_volume"].astype(str) + "|"
-            + finra["short_exempt_volume"].astype(str) + "|" + finra["total_volume"].astype(str) + "|"
-            + finra["market"]).to_numpy(dtype=object)
+    body = finra[["date", "symbol", "short_volume", "short_exempt_volume", "total_volume", "market"]].copy()
+    body["date"] = _date_str(body["date"], "%Y%m%d")
+    lines = _arrow_text(body, "|", "\r\n").split(b"\r\n")
     counts = finra.groupby("date", sort=True).size().reindex(dates, fill_value=0).to_numpy()
     bounds = np.concatenate([[0], np.cumsum(counts)])
+    head = _CNMS_HEADER.encode("ascii")
     for i, d in enumerate(dates):
-        rows = body[bounds[i]:bounds[i + 1]]
-        text = "\r\n".join([_CNMS_HEADER, *rows, str(len(rows))]) + "\r\n"
-        (folder / f"CNMSshvol{d.strftime('%Y%m%d')}.txt").write_bytes(text.encode("ascii"))
+        rows = lines[bounds[i]:bounds[i + 1]]
+        text = b"\r\n".join([head, *rows, str(len(rows)).encode("ascii")]) + b"\r\n"
+        (folder / f"CNMSshvol{d.strftime('%Y%m%d')}.txt").write_bytes(text)
 
 
 def _csv(df: pd.DataFrame, path: Path, date_cols: Sequence[str] = ("date",)) -> Path:
     out = df.copy()
     for c in date_cols:
         if c in out.columns:
-            out[c] = pd.to_datetime(out[c]).dt.strftime("%Y-%m-%d")
+            out[c] = _date_str(out[c], "%Y-%m-%d")
     path.parent.mkdir(parents=True, exist_ok=True)
-    out.to_csv(path, index=False, lineterminator="\n")
+    path.write_bytes((",".join(out.columns) + "\n").encode("ascii") + _arrow_text(out))
     return path
 
 
@@ -438,7 +459,8 @@ def synth_to_db(cfg: SynthConfig, out_dir: str | Path, db_path: str | Path, prog
     """Generate, write the raw files, ingest them through the normal ingest path and build daily_metrics.
 
     Returns {"rows": {table: count}, "symbols": N (without ^VIX), "sessions": T, "seconds": wall time,
-    "files": {kind: path}}.
+    "ingest": {kind: {files, rows_accepted, rows_rejected, exit_code}}, "metrics": build_daily_metrics' summary,
+    "files": {kind: path}}. A failed ingest file raises DataError (rejected rows are only reported).
     """
     from .ingest import ingest_paths  # lazy: written by another module owner
     from .metrics import build_daily_metrics
@@ -448,10 +470,16 @@ def synth_to_db(cfg: SynthConfig, out_dir: str | Path, db_path: str | Path, prog
     market = generate_market(cfg)
     paths = write_market(market, out_dir)
     con = connect(db_path)
+    ingest: dict[str, dict] = {}
     try:
         for kind in ("finra-short", "prices", "lit-flow", "otc-weekly", "options"):
-            ingest_paths(con, [paths[kind]], kind=kind, progress=progress)
-        build_daily_metrics(con)
+            rep = ingest_paths(con, kind, [paths[kind]], progress=progress)
+            ingest[kind] = {"files": len(rep.files), "rows_accepted": rep.rows_accepted,
+                            "rows_rejected": rep.rows_rejected, "exit_code": rep.exit_code}
+            if rep.exit_code == 2:
+                first = rep.failed[0]
+                raise DataError(f"ingest of the synthetic {kind} files failed: {first.message}")
+        metrics = build_daily_metrics(con, progress=progress)
         tables = [*RAW_TABLES, "daily_metrics", "options_premium_daily"]
         rows = {t: int(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in tables
                 if table_exists(con, t)}
@@ -463,5 +491,7 @@ def synth_to_db(cfg: SynthConfig, out_dir: str | Path, db_path: str | Path, prog
         "symbols": int(syms.loc[syms != VIX_SYMBOL].nunique()),
         "sessions": int(len(market.sessions)),
         "seconds": round(time.perf_counter() - t0, 3),
+        "ingest": ingest,
+        "metrics": metrics,
         "files": {k: str(v) for k, v in paths.items()},
     }

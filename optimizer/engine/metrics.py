@@ -27,7 +27,7 @@ SESSIONS_PER_MONTH = 21.0
 METRIC_KEYS = (
     "total_signals", "total_trades", "closed_trades", "open_at_end", "hit_rate", "avg_return", "median_return",
     "win_loss", "sharpe", "portfolio_sharpe", "max_drawdown", "avg_hold_days", "signals_per_month",
-    "false_positive_rate", "rank_score", "avg_excess_return", "avg_benchmark_return",
+    "false_positive_rate", "rank_score", "avg_excess_return", "avg_benchmark_return", "excess_sharpe",
 )
 
 
@@ -111,6 +111,11 @@ class BenchmarkCache:
             self._cache[key] = v
         return v
 
+    def excess(self, trades: Trades, span: Span, costs: Costs) -> np.ndarray:
+        """Per closed trade: net return minus its matched benchmark (order of ``trades.net_ret[trades.closed]``)."""
+        closed = trades.closed
+        return trades.net_ret[closed] - self.expected_net(trades, span, costs, closed)
+
     def expected_net(self, trades: Trades, span: Span, costs: Costs, mask: np.ndarray) -> np.ndarray:
         """bench(s,h) per selected trade: ((1−c)/(1+c))·mean ratio − 1 (0 where no entry session exists)."""
         c = costs.per_side
@@ -160,11 +165,13 @@ def run_metrics(
         fp = float(np.mean(C[chk, trades.symbol[closed]] < trades.entry_price[closed]))
         b = (bench or BenchmarkCache(panel)).expected_net(trades, span, costs, closed)
         avg_b = float(b.mean())
-        excess = float((r - b).mean())
+        ex = r - b
+        excess = float(ex.mean())
+        ex_sr = trade_sharpe(ex)
         hold = float(trades.hold_days[closed].mean())
         med = float(np.median(r))
     else:
-        fp = avg_b = excess = hold = med = 0.0
+        fp = avg_b = excess = hold = med = ex_sr = 0.0
     return {
         "total_signals": float(total_signals),
         "total_trades": float(len(trades)),
@@ -183,4 +190,5 @@ def run_metrics(
         "rank_score": rank_score(hr, avg, wl, spm),
         "avg_excess_return": excess,
         "avg_benchmark_return": avg_b,
+        "excess_sharpe": ex_sr,
     }

@@ -34,7 +34,7 @@ from .context import (
     forward_returns, market_relative_forward_returns, parent_etf_aligned, parent_etf_available, signal_quality,
 )
 from .evaluate import PARAM_KEYS, Result
-from .metrics import METRIC_KEYS, SESSIONS_PER_MONTH
+from .metrics import SESSIONS_PER_MONTH
 from .panel import Panel
 from .signals import accumulation, distribution
 from .simulate import EXIT_REASONS, Span, Thresholds
@@ -202,6 +202,8 @@ def signal_events(
         "net_return": net, "gross_return": gross, "hold_days": (x - e).astype(np.int64), "open_at_end": oae,
     }
     beta = np.asarray(context["beta"], dtype=np.float64)
+    check_param(beta.shape == (T, N), "context['beta'].shape", f"equal to the panel shape {(T, N)} "
+                "(pass compute_context(panel) of the same panel)", beta.shape)
     fwd = forward_returns(panel["open"][:de], horizons)
     rel = market_relative_forward_returns(panel["open"][:de], panel.market["spy_open"][:de], beta[:de], horizons)
     for h in horizons:
@@ -294,7 +296,7 @@ def _iso(panel: Panel, i: int) -> str:
 def backtest_summary(result: Result, events: pd.DataFrame, panel: Panel) -> dict[str, object]:
     """Flat dict for one run: identifiers (``SUMMARY_ID_KEYS``: signal-window first/last session, last data
     session, sessions, n_symbols, panel fingerprint), the config (``Config.to_params`` keys), every metric
-    (``METRIC_KEYS``) and ``high_quality_hit_rate`` / ``high_quality_trades`` (HIGH-quality closed events)."""
+    of ``result.metrics`` (``METRIC_KEYS``) and ``high_quality_hit_rate`` / ``high_quality_trades`` (HIGH-quality closed events)."""
     sp = result.span
     out: dict[str, object] = {
         "start_date": _iso(panel, sp.sig_start),
@@ -306,7 +308,7 @@ def backtest_summary(result: Result, events: pd.DataFrame, panel: Panel) -> dict
     }
     params = result.config.to_params()
     out.update({k: params[k] for k in PARAM_KEYS if k in params})
-    out.update({k: float(result.metrics[k]) for k in METRIC_KEYS})
+    out.update({k: float(v) for k, v in result.metrics.items()})
     out["high_quality_hit_rate"] = high_quality_hit_rate(events)
     if events.empty:
         out["high_quality_trades"] = 0.0

@@ -248,14 +248,17 @@ def parse_numeric(
 def parse_dates(file: str, df: pd.DataFrame, col: str, *, label: str | None = None) -> pd.Series:
     """YYYY-MM-DD or YYYYMMDD strings -> datetime64 (midnight); the first unparseable one is an InputFileError."""
     label = label or col
-    s = df[col].astype(str).str.strip()
-    iso = s.str.fullmatch(r"\d{4}-\d{2}-\d{2}").fillna(False).to_numpy(dtype=bool)
-    compact = s.str.fullmatch(r"\d{8}").fillna(False).to_numpy(dtype=bool)
-    d = pd.Series(pd.NaT, index=s.index, dtype="datetime64[s]")
+    codes, uniq = pd.factorize(df[col].astype(str).str.strip().to_numpy(), use_na_sentinel=False)
+    u = pd.Series(uniq, dtype=str)
+    iso = u.str.fullmatch(r"\d{4}-\d{2}-\d{2}").fillna(False).to_numpy(dtype=bool)
+    compact = u.str.fullmatch(r"\d{8}").fillna(False).to_numpy(dtype=bool)
+    du = pd.Series(pd.NaT, index=u.index, dtype="datetime64[s]")
     if iso.any():
-        d[iso] = pd.to_datetime(s[iso], format="%Y-%m-%d", errors="coerce").to_numpy(dtype="datetime64[s]")
+        du[iso] = pd.to_datetime(u[iso], format="%Y-%m-%d", errors="coerce").to_numpy(dtype="datetime64[s]")
     if compact.any():
-        d[compact] = pd.to_datetime(s[compact], format="%Y%m%d", errors="coerce").to_numpy(dtype="datetime64[s]")
+        du[compact] = pd.to_datetime(u[compact], format="%Y%m%d", errors="coerce").to_numpy(dtype="datetime64[s]")
+    d = pd.Series(du.to_numpy()[codes] if len(codes) else np.array([], dtype="datetime64[s]"), dtype="datetime64[s]")
+    s = pd.Series(np.asarray(uniq, dtype=object)[codes] if len(codes) else np.array([], dtype=object), dtype=object)
     bad = d.isna().to_numpy()
     if bad.any():
         i = int(np.argmax(bad))
@@ -290,8 +293,12 @@ def duplicate_rejects(keys: pd.DataFrame, lines: np.ndarray, names: tuple[str, .
     dup = keys.duplicated(keep=False).to_numpy()
     reasons = np.empty(len(keys), dtype=object)
     if dup.any():
-        k = keys.loc[dup].astype(str).agg(", ".join, axis=1)
-        first = pd.Series(lines[dup]).groupby(k.to_numpy()).transform(lambda x: ",".join(map(str, x)))
+        sub = keys.loc[dup].copy()
+        for c in sub.columns:
+            if pd.api.types.is_datetime64_any_dtype(sub[c]):
+                sub[c] = sub[c].dt.strftime("%Y-%m-%d")
+        k = sub.astype(str).agg(", ".join, axis=1)
+        first = pd.Series(np.asarray(lines)[dup]).groupby(k.to_numpy()).transform(lambda x: ",".join(map(str, x)))
         reasons[dup] = [
             f"duplicate key ({', '.join(names)}) = ({kk}) on lines {ln}" for kk, ln in zip(k.to_numpy(), first.to_numpy())
         ]

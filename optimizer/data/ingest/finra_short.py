@@ -23,6 +23,8 @@ API row (provenance 'API'). ``create_consolidated_view(con)`` stores it as the v
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 
 import duckdb
@@ -117,11 +119,7 @@ def _parse_raw(file: str, lines: list[str], symmap: pd.DataFrame) -> Parsed:
     if badn.any():
         i = int(np.argmax(badn))
         raise InputFileError(file, int(line_no[i]), f"expected {len(layout)} '|'-separated fields, found {nsep[i] + 1}")
-    parts = body.str.split("|", expand=True, regex=False) if len(body) else pd.DataFrame(columns=range(len(layout)))
-    parts.columns = list(layout)
-    parts = parts.astype(str)
-    for c in parts.columns:
-        parts[c] = parts[c].str.strip()
+    parts = _read_body(body, layout)
     parts["_line"] = line_no
     dates = parse_dates(file, parts, "date", label="Date")
     fdate = name_date(file)
@@ -153,6 +151,29 @@ def _parse_raw(file: str, lines: list[str], symmap: pd.DataFrame) -> Parsed:
     cover_dates = [fdate] if fdate is not None else sorted(set(dates))
     cover = pd.DataFrame({"date": pd.to_datetime(pd.Series(cover_dates, dtype="datetime64[s]")), "facility": facility})
     return _finish(file, frame, line_no, lines, cover, symmap)
+
+
+def _read_body(body: pd.Series, layout: tuple[str, ...]) -> pd.DataFrame:
+    """The data lines (field counts already checked) -> frame; numeric columns parsed by the C reader when clean,
+    left as text when not (parse_numeric then names the bad line)."""
+    num = [c for c in layout if c.endswith("volume")]
+    if not len(body):
+        return pd.DataFrame({c: pd.Series([], dtype=str) for c in layout})
+    df = pd.read_csv(
+        io.StringIO("\n".join(body.tolist())),
+        sep="|",
+        header=None,
+        names=list(layout),
+        index_col=False,
+        dtype={c: str for c in layout if c not in num},
+        keep_default_na=False,
+        na_values={c: [""] for c in num},
+        quoting=csv.QUOTE_NONE,
+        engine="c",
+    )
+    for c in ("date", "symbol", "market"):
+        df[c] = df[c].fillna("").str.strip()
+    return df
 
 
 def _pretty(cols: tuple[str, ...]) -> list[str]:
@@ -206,7 +227,7 @@ def _finish(
 ) -> Parsed:
     frame = apply_symbol_map(frame, symmap)
     s, t, e = frame["short_volume"].to_numpy(), frame["total_volume"].to_numpy(), frame["short_exempt_volume"].to_numpy()
-    dup, dup_reason = duplicate_rejects(frame[["date", "symbol", "facility"]].assign(date=frame["date"].dt.strftime("%Y-%m-%d")),
+    dup, dup_reason = duplicate_rejects(frame[["date", "symbol", "facility"]],
                                         line_no, ("date", "symbol", "facility"))
     sym_empty = (frame["symbol"].astype(str).str.strip() == "").to_numpy()
     checks = [

@@ -211,7 +211,7 @@ def parse_lit_flow(file: str, text: str, symmap: pd.DataFrame) -> Parsed:
     )
     frame = apply_symbol_map(frame, symmap)
     dup, dup_reason = duplicate_rejects(
-        frame[["date", "symbol"]].assign(date=frame["date"].dt.strftime("%Y-%m-%d")), line_no, ("date", "symbol")
+        frame[["date", "symbol"]], line_no, ("date", "symbol")
     )
     checks = [((frame["symbol"].astype(str).str.strip() == "").to_numpy(), "empty symbol")]
     for c in ("lit_buy_volume", "lit_sell_volume", "lit_unclassified_volume"):

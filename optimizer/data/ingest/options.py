@@ -40,7 +40,7 @@ def parse_options(file: str, text: str, symmap: pd.DataFrame) -> Parsed:
         )
     frame = apply_symbol_map(frame, symmap)
     dup, dup_reason = duplicate_rejects(
-        frame[["date", "symbol"]].assign(date=frame["date"].dt.strftime("%Y-%m-%d")), line_no, ("date", "symbol")
+        frame[["date", "symbol"]], line_no, ("date", "symbol")
     )
     checks: list = [((frame["symbol"].astype(str).str.strip() == "").to_numpy(), "empty symbol")]
     for c in _VALUES:

@@ -109,7 +109,7 @@ def parse_otc_weekly(file: str, text: str, symmap: pd.DataFrame) -> Parsed:
     )
     frame = apply_symbol_map(frame, symmap)
     dup, dup_reason = duplicate_rejects(
-        frame[["date", "symbol", "code"]].assign(date=frame["date"].dt.strftime("%Y-%m-%d")), line_no,
+        frame[["date", "symbol", "code"]], line_no,
         ("summaryStartDate", "symbol", "summaryTypeCode"),
     )
     known = frame["code"].isin([_ATS, _OTC]).to_numpy()

@@ -62,7 +62,7 @@ def parse_prices(file: str, text: str, symmap: pd.DataFrame, market_tz: str = "A
     o, h, lo, c, v = (frame[k].to_numpy() for k in ("open", "high", "low", "close", "volume"))
     tol = _TOL * np.abs(h)
     dup, dup_reason = duplicate_rejects(
-        frame[["date", "symbol"]].assign(date=frame["date"].dt.strftime("%Y-%m-%d")), line_no, ("date", "symbol")
+        frame[["date", "symbol"]], line_no, ("date", "symbol")
     )
     checks = [
         ((frame["symbol"].astype(str).str.strip() == "").to_numpy(), "empty symbol"),

@@ -1,0 +1,493 @@
+"""Study inspection: list, show, best, compare, export and delete the studies in an Optuna storage.
+
+The library behind ``accumopt study list|show|best|compare|export|delete``. Every function takes a storage URL
+(``sqlite:///output/studies.db``, ``journal:PATH``, any RDB URL, ``None`` = the default storage) or a ready
+Optuna storage object, reads the trials once and returns plain pandas DataFrames / dicts, so the same calls work
+from a notebook. Trial details come from the two JSON user attributes the study runner writes: ``metrics``
+(overall metrics, ``duration_s``, ``pruned_at_fold``, ``pruned_reason``) and ``folds`` (per-fold metrics).
+An unknown study name is a ``DataError`` that lists the names the storage does hold.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from .errors import DataError, SpecError, check_param
+
+__all__ = [
+    "KEY_METRICS", "CompareResult", "list_studies", "show_study", "best_trial_json", "compare_studies",
+    "compare_figure", "write_compare_html", "trials_table", "export_study", "delete_study", "render_table", "resolve_storage",
+]
+
+# The metrics ``show_study`` lifts out of the trial's ``metrics`` attribute, in display order.
+KEY_METRICS = (
+    "hit_rate", "avg_return", "win_loss", "sharpe", "portfolio_sharpe", "max_drawdown", "closed_trades",
+    "signals_per_month", "false_positive_rate", "avg_excess_return", "rank_score",
+)
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# storage and study lookup
+
+
+def resolve_storage(storage: Any) -> tuple[Any, str]:
+    """(Optuna storage, label for messages). A URL is opened without heartbeat (inspection never runs trials).
+
+    A ``sqlite:///`` URL whose file does not exist is a DataError: inspecting must never create an empty store.
+    """
+    if storage is not None and not isinstance(storage, str):
+        url = getattr(getattr(storage, "engine", None), "url", None)
+        return storage, str(url) if url is not None else type(storage).__name__
+    from .config import DEFAULT_STORAGE
+    from .study import make_storage
+
+    url = storage or os.environ.get("ACCUMOPT_STORAGE") or DEFAULT_STORAGE
+    for prefix in ("sqlite:///", "journal:"):
+        if url.startswith(prefix):
+            path = url[len(prefix):]
+            if path and path != ":memory:" and not Path(path).exists():
+                raise DataError(f"{url}: the study storage file {path} does not exist; run a study first or pass --storage")
+    return make_storage(url, heartbeat=False), url
+
+
+def _names(st: Any) -> list[str]:
+    return sorted(s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False))
+
+
+def _load(storage: Any, name: str) -> tuple[optuna.Study, Any]:
+    """(study, storage object); an unknown name is a DataError listing the storage's studies."""
+    st, label = resolve_storage(storage)
+    names = _names(st)
+    if name not in names:
+        raise DataError(f"no study named {name!r} in {label}; studies: {', '.join(names) or '(none)'}")
+    return optuna.load_study(study_name=name, storage=st), st
+
+
+def _is_multi(study: optuna.Study) -> bool:
+    return len(study.directions) > 1
+
+
+def _value_columns(study: optuna.Study) -> list[str]:
+    """``value`` for one objective; ``values_<metric name or index>`` for several (as trials_dataframe names them)."""
+    if not _is_multi(study):
+        return ["value"]
+    names = study.metric_names or [str(i) for i in range(len(study.directions))]
+    return [f"values_{n}" for n in names]
+
+
+def _trial_metrics(t: FrozenTrial) -> dict[str, Any]:
+    m = t.user_attrs.get("metrics")
+    return m if isinstance(m, dict) else {}
+
+
+def _duration_s(t: FrozenTrial) -> float:
+    """Wall time of a finished trial (start -> complete); the objective's own duration_s when datetimes are missing."""
+    if t.datetime_start is not None and t.datetime_complete is not None:
+        return (t.datetime_complete - t.datetime_start).total_seconds()
+    d = _trial_metrics(t).get("duration_s")
+    return float(d) if isinstance(d, (int, float)) else math.nan
+
+
+def _counts(trials: list[FrozenTrial]) -> dict[str, int]:
+    states = [t.state for t in trials]
+    return {k: sum(s == st for s in states) for k, st in (
+        ("complete", TrialState.COMPLETE), ("pruned", TrialState.PRUNED), ("failed", TrialState.FAIL),
+        ("running", TrialState.RUNNING), ("waiting", TrialState.WAITING))}
+
+
+def _sign(direction: StudyDirection) -> float:
+    return -1.0 if direction == StudyDirection.MAXIMIZE else 1.0
+
+
+def _complete(study: optuna.Study) -> list[FrozenTrial]:
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
+
+
+def _ranked(study: optuna.Study) -> list[FrozenTrial]:
+    """Completed trials best first (single objective), or the Pareto front sorted by the first objective."""
+    pool = study.best_trials if _is_multi(study) else _complete(study)
+    s = _sign(study.directions[0])
+    return sorted(pool, key=lambda t: (s * t.values[0], t.number))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# list / show / best
+
+
+def list_studies(storage: Any = None) -> pd.DataFrame:
+    """One row per study: name, directions, trial counts by state, best value, created, spec name, target.
+
+    ``best_value`` is NaN for multi-objective studies (see ``pareto_size``) and for studies without a completed
+    trial. ``created`` is the start of the first trial, else the study's ``created`` user attribute.
+    """
+    st, _ = resolve_storage(storage)
+    rows = []
+    for s in sorted(optuna.get_all_study_summaries(st, include_best_trial=False), key=lambda s: s.study_name):
+        study = optuna.load_study(study_name=s.study_name, storage=st)
+        trials = study.get_trials(deepcopy=False)
+        ranked = _ranked(study)
+        multi = _is_multi(study)
+        created = s.datetime_start or study.user_attrs.get("created")
+        rows.append({
+            "name": s.study_name,
+            "directions": ",".join(d.name.lower() for d in study.directions),
+            **{k: v for k, v in _counts(trials).items() if k != "waiting"},
+            "best_value": float(ranked[0].value) if ranked and not multi else math.nan,
+            "pareto_size": len(ranked) if multi else pd.NA,
+            "created": pd.Timestamp(created) if created is not None else pd.NaT,
+            "spec_name": study.user_attrs.get("spec_name"),
+            "n_trials_target": study.user_attrs.get("n_trials_target"),
+        })
+    cols = ["name", "directions", "complete", "pruned", "failed", "running", "best_value", "pareto_size", "created",
+            "spec_name", "n_trials_target"]
+    df = pd.DataFrame(rows, columns=cols)
+    df["pareto_size"] = df["pareto_size"].astype("Int64")
+    df["n_trials_target"] = pd.array(df["n_trials_target"].tolist(), dtype="Int64")
+    return df
+
+
+def _trial_row(study: optuna.Study, t: FrozenTrial, value_cols: list[str]) -> dict[str, Any]:
+    row: dict[str, Any] = {"number": t.number}
+    row.update({c: float(v) for c, v in zip(value_cols, t.values)})
+    row.update({f"param_{k}": v for k, v in t.params.items()})
+    m = _trial_metrics(t)
+    row.update({k: m.get(k, math.nan) for k in KEY_METRICS})
+    row["duration_s"] = _duration_s(t)
+    return row
+
+
+def show_study(storage: Any, name: str, top: int = 10) -> pd.DataFrame:
+    """The ``top`` best completed trials (multi-objective: the Pareto front, sorted by the first objective).
+
+    Columns: number, value (or values_<name> per objective), param_<name> per parameter, the KEY_METRICS from the
+    trial's ``metrics`` attribute (NaN when absent) and the trial's wall time ``duration_s``.
+    """
+    check_param(isinstance(top, int) and top >= 1, "top", "an integer >= 1", top)
+    study, _ = _load(storage, name)
+    vcols = _value_columns(study)
+    ranked = _ranked(study)[:top]
+    rows = [_trial_row(study, t, vcols) for t in ranked]
+    pcols = sorted({c for r in rows for c in r if c.startswith("param_")},
+                   key=lambda c: _param_order(study).get(c[6:], 10**6))
+    cols = ["number", *vcols, *pcols, *KEY_METRICS, "duration_s"]
+    return pd.DataFrame(rows, columns=cols).reset_index(drop=True)
+
+
+def _param_order(study: optuna.Study) -> dict[str, int]:
+    """Parameter display order: the spec's declaration order when the spec is stored, else alphabetical."""
+    try:
+        spec = _stored_spec(study)
+    except DataError:
+        return {}
+    return {p.name: i for i, p in enumerate(spec.space)} if spec is not None else {}
+
+
+def _stored_spec(study: optuna.Study):
+    """The StudySpec stored with the study (``spec_text``), None when the study was not made by this tool."""
+    text = study.user_attrs.get("spec_text")
+    if not text:
+        return None
+    from .spec import parse_spec
+
+    try:
+        return parse_spec(text, path=f"study {study.study_name!r} spec_text")
+    except SpecError as e:
+        raise DataError(f"the spec stored with study {study.study_name!r} no longer parses ({e}); "
+                        "its fixed parameters cannot be recovered") from None
+
+
+def _with_fixed(spec: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """Trial params plus every fixed parameter of ``spec`` that is active for them, in declaration order."""
+    if spec is None:
+        return dict(params)
+    from .space import _active
+
+    full = dict(params)
+    for p in spec.space:
+        if p.kind == "fixed" and p.name not in full and (not p.when or _active(p, full)):
+            full[p.name] = p.value
+    order = {p.name: i for i, p in enumerate(spec.space)}
+    return dict(sorted(full.items(), key=lambda kv: order.get(kv[0], len(order))))
+
+
+def best_trial_json(storage: Any, name: str, number: int | None = None) -> dict[str, Any]:
+    """The best completed trial (or trial ``number``) as a params document for ``backtest --params``.
+
+    ``{"study", "number", "value" | "values", "params", "metrics"}`` and, when the study stored its spec,
+    ``"costs"`` (the spec's [data.costs]: commission_bps, slippage_bps, which are not trial params). ``params``
+    are the trial's params plus the active fixed values of the stored spec (Optuna does not store fixed values),
+    so ``params_to_config(doc["params"])`` rebuilds the trial's configuration even without the spec (costs
+    aside). For a multi-objective study the best trial is the Pareto-front trial best on the first objective.
+    """
+    study, _ = _load(storage, name)
+    if number is None:
+        ranked = _ranked(study)
+        if not ranked:
+            c = _counts(study.get_trials(deepcopy=False))
+            raise DataError(f"study {name!r} has no completed trial (pruned {c['pruned']}, failed {c['failed']}, "
+                            f"running {c['running']})")
+        t = ranked[0]
+    else:
+        byn = {tr.number: tr for tr in study.get_trials(deepcopy=False)}
+        t = byn.get(number)
+        if t is None or t.state != TrialState.COMPLETE:
+            state = "does not exist" if t is None else f"is {t.state.name}"
+            raise DataError(f"study {name!r}: trial {number} {state}; only COMPLETE trials have a value")
+    doc: dict[str, Any] = {"study": study.study_name, "number": t.number}
+    if _is_multi(study):
+        doc["values"] = [float(v) for v in t.values]
+    else:
+        doc["value"] = float(t.value)
+    spec = _stored_spec(study)
+    doc["params"] = _with_fixed(spec, t.params)
+    doc["metrics"] = dict(_trial_metrics(t))
+    if spec is not None:
+        doc["costs"] = {"commission_bps": spec.data.commission_bps, "slippage_bps": spec.data.slippage_bps}
+    return doc
+
+
+# ---------------------------------------------------------------------------------------------------------
+# compare
+
+
+@dataclass
+class CompareResult:
+    """Tables comparing studies (how fast each found its best, how much pruning saved). See ``compare_studies``."""
+
+    names: list[str]
+    summary: pd.DataFrame
+    prune_fold_hist: pd.DataFrame
+    best_so_far: pd.DataFrame
+    intermediate: pd.DataFrame
+
+
+def _pruned_fold(t: FrozenTrial) -> int | None:
+    """Fold where a pruned trial stopped: the ``pruned_at_fold`` attribute (also set by min_trades pruning,
+    which reports nothing for that fold), else the trial's last reported step."""
+    f = _trial_metrics(t).get("pruned_at_fold")
+    if isinstance(f, (int, float)) and not isinstance(f, bool) and math.isfinite(f):
+        return int(f)
+    return t.last_step
+
+
+def _nanmean(x: list[float]) -> float:
+    a = np.asarray(x, dtype=np.float64)
+    return float(a[~np.isnan(a)].mean()) if np.any(~np.isnan(a)) else math.nan
+
+
+def _time_saved(mean_complete: float, pruned: list[float]) -> float:
+    """Sum over pruned trials of max(0, mean complete duration - their duration): a pruned trial would have cost
+    about one mean complete trial; one that already ran longer saved nothing. NaN when nothing completed."""
+    if not pruned:
+        return 0.0
+    if math.isnan(mean_complete):
+        return math.nan
+    return float(sum(max(0.0, mean_complete - d) for d in pruned if not math.isnan(d)))
+
+
+def _summary_row(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, Any]:
+    comp = [_duration_s(t) for t in trials if t.state == TrialState.COMPLETE]
+    pruned = [_duration_s(t) for t in trials if t.state == TrialState.PRUNED]
+    finished = [_duration_s(t) for t in trials if t.state in _FINISHED]
+    mc, mp = _nanmean(comp), _nanmean(pruned)
+    total = float(np.nansum(finished))
+    saved = _time_saved(mc, pruned)
+    starts = [t.datetime_start for t in trials if t.datetime_start is not None]
+    ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
+    ranked = _ranked(study)
+    return {
+        "study": study.study_name, "directions": ",".join(d.name.lower() for d in study.directions),
+        **{k: v for k, v in _counts(trials).items() if k != "waiting"},
+        "best_value": float(ranked[0].values[0]) if ranked else math.nan,
+        "best_number": ranked[0].number if ranked else pd.NA,
+        "total_trial_s": total,
+        "elapsed_s": (max(ends) - min(starts)).total_seconds() if starts and ends else math.nan,
+        "mean_complete_s": mc, "mean_pruned_s": mp, "time_saved_s": saved,
+        "saved_pct": 100.0 * saved / (total + saved) if total + saved > 0 else math.nan,
+    }
+
+
+def _prune_hist(name: str, study: optuna.Study, trials: list[FrozenTrial]) -> list[dict[str, Any]]:
+    folds = [_pruned_fold(t) for t in trials if t.state == TrialState.PRUNED]
+    known = [f for f in folds if f is not None]
+    n_folds = len(study.user_attrs.get("folds") or [])
+    top = max([n_folds - 1, *known]) if (known or n_folds) else -1
+    return [{"study": name, "fold": f, "n_pruned": sum(k == f for k in known)} for f in range(0, top + 1)]
+
+
+def _best_so_far(name: str, study: optuna.Study, trials: list[FrozenTrial]) -> list[dict[str, Any]]:
+    """Finished trials in completion order with the running best of the first objective."""
+    done = sorted((t for t in trials if t.state in _FINISHED and t.datetime_complete is not None),
+                  key=lambda t: (t.datetime_complete, t.number))
+    if not done:
+        return []
+    t0 = min(t.datetime_start or t.datetime_complete for t in trials if (t.datetime_start or t.datetime_complete))
+    s = _sign(study.directions[0])
+    best, rows = math.nan, []
+    for i, t in enumerate(done, start=1):
+        v = float(t.values[0]) if t.state == TrialState.COMPLETE and t.values else math.nan
+        if not math.isnan(v) and (math.isnan(best) or s * v < s * best):
+            best = v
+        rows.append({"study": name, "number": t.number, "n_finished": i, "state": t.state.name,
+                     "value": v, "elapsed_s": (t.datetime_complete - t0).total_seconds(), "best_value": best})
+    return rows
+
+
+def _intermediate(name: str, trials: list[FrozenTrial]) -> list[dict[str, Any]]:
+    return [{"study": name, "trial": t.number, "state": t.state.name, "step": int(step), "value": float(v)}
+            for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+            for step, v in sorted(t.intermediate_values.items())]
+
+
+def compare_studies(storage: Any, names: list[str]) -> CompareResult:
+    """Summary, prune-fold histogram, best-so-far curves and intermediate values of several studies.
+
+    Multi-objective studies are compared on their first objective. Durations are trial wall times
+    (``datetime_complete - datetime_start``). ``time_saved_s`` estimates what pruning saved: the sum over pruned
+    trials of ``max(0, mean complete duration - their duration)``.
+    """
+    check_param(len(names) >= 1, "names", "a non-empty list of study names", names)
+    st, _ = resolve_storage(storage)
+    summary, hist, best, inter = [], [], [], []
+    for name in names:
+        study, _ = _load(st, name)
+        trials = study.get_trials(deepcopy=False)
+        summary.append(_summary_row(study, trials))
+        hist += _prune_hist(name, study, trials)
+        best += _best_so_far(name, study, trials)
+        inter += _intermediate(name, trials)
+    sdf = pd.DataFrame(summary)
+    sdf["best_number"] = sdf["best_number"].astype("Int64")
+    return CompareResult(
+        list(names), sdf,
+        pd.DataFrame(hist, columns=["study", "fold", "n_pruned"]).astype({"fold": "int64", "n_pruned": "int64"}),
+        pd.DataFrame(best, columns=["study", "number", "n_finished", "state", "value", "elapsed_s", "best_value"]),
+        pd.DataFrame(inter, columns=["study", "trial", "state", "step", "value"]),
+    )
+
+
+def compare_figure(result: CompareResult):
+    """plotly Figure of a CompareResult (see ``optimizer.report.compare.compare_figure``)."""
+    from .report.compare import compare_figure as _fig
+
+    return _fig(result)
+
+
+def write_compare_html(result: CompareResult, path: str | Path) -> Path:
+    """Self-contained HTML page (plotly.js inlined) with the summary table and the comparison figure."""
+    from .report.compare import write_compare_html as _write
+
+    return _write(result, path)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# export / delete
+
+
+def _jsonable(v: Any) -> Any:
+    return json.dumps(v, default=str, sort_keys=True) if isinstance(v, (dict, list, tuple)) else v
+
+
+def _expand(df: pd.DataFrame, col: str, prefix: str) -> pd.DataFrame:
+    if col not in df.columns:
+        return df
+    recs = [v if isinstance(v, dict) else {} for v in df[col]]
+    wide = pd.DataFrame(recs, index=df.index).add_prefix(prefix)
+    return pd.concat([df.drop(columns=[col]), wide], axis=1)
+
+
+def _expand_folds(df: pd.DataFrame) -> pd.DataFrame:
+    col = "user_attrs_folds"
+    if col not in df.columns:
+        return df
+    recs = [{f"fold{i}_{k}": v for i, m in enumerate(fl) if isinstance(m, dict) for k, v in m.items()}
+            if isinstance(fl, list) else {} for fl in df[col]]
+    return pd.concat([df.drop(columns=[col]), pd.DataFrame(recs, index=df.index)], axis=1)
+
+
+def trials_table(storage: Any, name: str) -> pd.DataFrame:
+    """``study.trials_dataframe()`` with the JSON attributes flattened: ``metric_<key>`` from ``metrics``,
+    ``fold<i>_<key>`` from ``folds``; ``duration`` in seconds; any other nested attribute as a JSON string."""
+    study, _ = _load(storage, name)
+    df = study.trials_dataframe()
+    if df.empty:
+        return df
+    df = _expand(df, "user_attrs_metrics", "metric_")
+    df = _expand_folds(df)
+    if "duration" in df.columns:
+        df["duration"] = df["duration"].dt.total_seconds()
+        df = df.rename(columns={"duration": "duration_s"})
+    for c in df.columns:
+        if df[c].dtype == object:
+            df[c] = df[c].map(_jsonable)
+    return df
+
+
+def export_study(storage: Any, name: str, path: str | Path, fmt: str = "csv") -> Path:
+    """Write ``trials_table`` to ``path`` as csv or parquet. Returns the path."""
+    check_param(fmt in ("csv", "parquet"), "fmt", "csv or parquet", fmt)
+    df = trials_table(storage, name)
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv":
+        df.to_csv(p, index=False)
+    else:
+        for c in df.columns:  # parquet needs one type per column: mixed object columns become text
+            if df[c].dtype == object and df[c].map(type).nunique() > 1:
+                df[c] = df[c].map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+        df.to_parquet(p, index=False)
+    return p
+
+
+def delete_study(storage: Any, name: str) -> None:
+    """Delete study ``name`` and all its trials (the CLI asks for confirmation first)."""
+    _, st = _load(storage, name)
+    optuna.delete_study(study_name=name, storage=st)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# terminal rendering
+
+
+def _cell(v: Any) -> str:
+    if v is None or v is pd.NA or v is pd.NaT:
+        return "-"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "-"
+        return f"{v:.4g}" if abs(v) < 1e6 else f"{v:.3e}"
+    if isinstance(v, (pd.Timestamp, datetime)):
+        return v.strftime("%Y-%m-%d %H:%M")
+    return str(v)
+
+
+def render_table(df: pd.DataFrame, console: Any = None, title: str | None = None, max_rows: int | None = None):
+    """Print ``df`` as a rich table (floats to 4 significant digits, missing as '-'). Returns the rich Table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title=title, show_lines=False, header_style="bold")
+    for c in df.columns:
+        numeric = pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
+        table.add_column(str(c), justify="right" if numeric else "left", overflow="fold")  # never cut digits
+    shown = df if max_rows is None else df.head(max_rows)
+    for row in shown.itertuples(index=False, name=None):
+        table.add_row(*(_cell(v) for v in row))
+    if max_rows is not None and len(df) > max_rows:
+        table.caption = f"{len(df) - max_rows} more row(s) not shown"
+    console.print(table)
+    return table

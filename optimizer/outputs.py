@@ -1,0 +1,260 @@
+"""Backtest outputs (I/O only): the DuckDB ``bt_`` tables and the files under ``output/``.
+
+``write_backtest`` stores one run in bt_backtest_runs (one row), bt_signal_events and bt_frequency_baseline, all in
+one transaction: a failure leaves every bt_ table as it was, and writing a run_id again replaces that run's rows.
+Only the three bt_ tables are ever created, altered or written. Types are explicit; NaN is stored as NULL.
+``write_backtest_files`` writes signal_events.parquet, frequency_baseline.csv (overwritten per run) and appends a
+row to backtest_runs.csv. The frames come from ``optimizer.engine.outcomes``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .data.store import transaction
+from .engine.context import OPTION_KEYS
+from .engine.evaluate import PARAM_KEYS, Config
+from .engine.metrics import METRIC_KEYS
+from .engine.outcomes import BASELINE_COLUMNS, EVENT_COLUMNS, SUMMARY_EXTRA_METRICS, SUMMARY_ID_KEYS
+from .errors import ParameterError
+
+__all__ = [
+    "RUNS_TABLE", "EVENTS_TABLE", "BASELINE_TABLE", "BT_TABLES", "RUN_COLUMNS", "EVENT_TYPES", "BASELINE_TYPES",
+    "make_run_id", "write_backtest", "write_backtest_files",
+]
+
+RUNS_TABLE, EVENTS_TABLE, BASELINE_TABLE = "bt_backtest_runs", "bt_signal_events", "bt_frequency_baseline"
+BT_TABLES = (RUNS_TABLE, EVENTS_TABLE, BASELINE_TABLE)
+
+_ID_TYPES = {"start_date": "DATE", "end_date": "DATE", "data_end_date": "DATE", "sessions": "INTEGER",
+             "n_symbols": "INTEGER", "fingerprint": "VARCHAR"}
+RUN_COLUMNS: dict[str, str] = {
+    "run_id": "VARCHAR NOT NULL", "created_at": "TIMESTAMP NOT NULL", "params": "VARCHAR NOT NULL",
+    **{k: _ID_TYPES[k] for k in SUMMARY_ID_KEYS},
+    **{k: "DOUBLE" for k in (*METRIC_KEYS, *SUMMARY_EXTRA_METRICS)},
+}
+_EVENT_SPECIAL = {
+    "signal_date": "DATE", "entry_date": "DATE", "exit_date": "DATE", "symbol": "VARCHAR", "sector_etf": "VARCHAR",
+    "exit_reason": "VARCHAR", "hold_days": "INTEGER", "open_at_end": "BOOLEAN", "days_to_first_dist": "INTEGER",
+    "days_to_2x_consec_dist": "INTEGER", "trend": "VARCHAR", "regime": "VARCHAR", "learned_regime": "VARCHAR",
+    "parent_etf_available": "BOOLEAN", "parent_etf_aligned": "BOOLEAN", "signal_quality": "VARCHAR",
+    "failure_mode": "VARCHAR", "options_liquid": "BOOLEAN",
+}
+EVENT_TYPES: dict[str, str] = {
+    "run_id": "VARCHAR NOT NULL",
+    **{c: _EVENT_SPECIAL.get(c, "DOUBLE") for c in EVENT_COLUMNS},
+    **{k: _EVENT_SPECIAL.get(k, "DOUBLE") for k in OPTION_KEYS},
+}
+BASELINE_TYPES: dict[str, str] = {
+    "run_id": "VARCHAR NOT NULL", "symbol": "VARCHAR", "sector_etf": "VARCHAR", "n_accumulation": "INTEGER",
+    "n_distribution": "INTEGER", "n_acc_episodes": "INTEGER", "mean_gap_acc_to_dist": "DOUBLE",
+    "median_gap_acc_to_dist": "DOUBLE", "signals_per_month": "DOUBLE",
+}
+assert set(BASELINE_TYPES) == {"run_id", *BASELINE_COLUMNS}
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _jsonable(v: object) -> object:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, (pd.Timestamp, datetime)):
+        return v.isoformat()
+    return str(v)
+
+
+def _iso_date(d: object) -> str:
+    return pd.Timestamp(d).date().isoformat()  # type: ignore[arg-type]
+
+
+def make_run_id(config: Config | Mapping[str, object], span_dates: Sequence[object], fingerprint: str) -> str:
+    """12 hex chars of sha256 over the canonical parameters, the span's dates (any date-likes) and the panel
+    fingerprint: the same configuration on the same data slice always gets the same id."""
+    cfg = config if isinstance(config, Config) else Config.from_params(config)
+    payload = json.dumps(
+        {"params": cfg.to_params(), "span": [_iso_date(d) for d in span_dates], "fingerprint": str(fingerprint)},
+        sort_keys=True, default=_jsonable,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def _sql_type_of(s: pd.Series) -> str:
+    """DuckDB type for a column outside the explicit schemas (new context keys)."""
+    if pd.api.types.is_bool_dtype(s):
+        return "BOOLEAN"
+    if pd.api.types.is_integer_dtype(s):
+        return "BIGINT"
+    if pd.api.types.is_float_dtype(s):
+        return "DOUBLE"
+    if pd.api.types.is_datetime64_any_dtype(s):
+        return "TIMESTAMP"
+    return "VARCHAR"
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _ensure_table(con, table: str, types: Mapping[str, str]) -> None:
+    """CREATE TABLE IF NOT EXISTS with ``types``; add any column an older table lacks (bt_ tables only)."""
+    if not table.startswith("bt_"):
+        raise ParameterError(f"table must start with 'bt_' (outputs never touch other tables), got table={table!r}")
+    con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(f'{_q(c)} {t}' for c, t in types.items())})")
+    have = {r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ? AND table_schema = 'main'", [table]
+    ).fetchall()}
+    for c, t in types.items():
+        if c not in have:
+            con.execute(f"ALTER TABLE {table} ADD COLUMN {_q(c)} {t.replace(' NOT NULL', '')}")
+
+
+def _insert_frame(con, table: str, df: pd.DataFrame, types: Mapping[str, str]) -> None:
+    """INSERT every row of ``df`` (columns among ``types``) with explicit casts; NaN -> NULL."""
+    if df.empty:
+        return
+    view = f"_src_{table}"
+    con.register(view, df)
+    try:
+        sel = []
+        for c in df.columns:
+            t = types[c].replace(" NOT NULL", "")
+            src = f"src.{_q(c)}"
+            if t in ("DOUBLE", "INTEGER", "BIGINT") and pd.api.types.is_float_dtype(df[c]):
+                src = f"NULLIF({src}, 'NaN'::DOUBLE)"
+            sel.append(f"CAST({src} AS {t})")
+        con.execute(
+            f"INSERT INTO {table} ({', '.join(_q(c) for c in df.columns)}) SELECT {', '.join(sel)} FROM {view} src"
+        )
+    finally:
+        con.unregister(view)
+
+
+def _with_types(df: pd.DataFrame, base: Mapping[str, str]) -> dict[str, str]:
+    types = dict(base)
+    for c in df.columns:
+        if c not in types:
+            types[c] = _sql_type_of(df[c])
+    return types
+
+
+def _run_row(run_id: str, summary: Mapping[str, object], created_at: datetime) -> pd.DataFrame:
+    """One-row frame: identifier and metric columns; the configuration and any other key go to ``params`` JSON."""
+    cols = set(RUN_COLUMNS)
+    params = {k: summary[k] for k in PARAM_KEYS if k in summary}
+    params.update({k: v for k, v in summary.items() if k not in cols and k not in params})
+    row: dict[str, object] = {"run_id": run_id, "created_at": created_at,
+                              "params": json.dumps(params, sort_keys=True, default=_jsonable)}
+    for k in RUN_COLUMNS:
+        if k in row:
+            continue
+        v = summary.get(k)
+        if RUN_COLUMNS[k] == "DOUBLE":
+            row[k] = float("nan") if v is None else float(v)  # type: ignore[arg-type]
+        else:
+            row[k] = v
+    df = pd.DataFrame([row])
+    for k in ("start_date", "end_date", "data_end_date"):
+        df[k] = pd.to_datetime(df[k])
+    return df
+
+
+def _check_run_id(run_id: str) -> None:
+    if not isinstance(run_id, str) or not run_id.strip():
+        raise ParameterError(f"run_id must be a non-empty string, got run_id={run_id!r}")
+
+
+# ------------------------------------------------------------------------------------------------ DuckDB
+
+
+def write_backtest(con, run_id: str, summary: Mapping[str, object], events: pd.DataFrame, baseline: pd.DataFrame) -> dict[str, int]:
+    """Store one run in the bt_ tables in ONE transaction; a run_id written again replaces its rows.
+
+    Returns the row counts written per table. ``created_at`` is the UTC time of the write.
+    """
+    _check_run_id(run_id)
+    run = _run_row(run_id, summary, datetime.now(timezone.utc).replace(tzinfo=None))
+    ev = events.assign(run_id=run_id)[["run_id", *events.columns]]
+    bl = baseline.assign(run_id=run_id)[["run_id", *baseline.columns]]
+    ev_types, bl_types = _with_types(ev, EVENT_TYPES), _with_types(bl, BASELINE_TYPES)
+    with transaction(con):
+        for table, types in ((RUNS_TABLE, RUN_COLUMNS), (EVENTS_TABLE, ev_types), (BASELINE_TABLE, bl_types)):
+            _ensure_table(con, table, types)
+            con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+        _insert_frame(con, RUNS_TABLE, run, RUN_COLUMNS)
+        _insert_frame(con, EVENTS_TABLE, ev, ev_types)
+        _insert_frame(con, BASELINE_TABLE, bl, bl_types)
+    return {RUNS_TABLE: len(run), EVENTS_TABLE: len(ev), BASELINE_TABLE: len(bl)}
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+
+def _atomic(path: Path, write) -> None:
+    """Write through a temporary file in the same directory, then rename (no half-written file on failure)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _append_csv_row(path: Path, row: pd.DataFrame) -> None:
+    """Append ``row``; the header is written once. When the existing header differs, rewrite with the union."""
+    if path.exists() and path.stat().st_size > 0:
+        with path.open(newline="") as fh:
+            header = next(csv.reader(fh), [])
+        if header == list(row.columns):
+            row.to_csv(path, mode="a", header=False, index=False)
+            return
+        old = pd.read_csv(path, dtype=str, keep_default_na=False)
+        both = pd.concat([old, row.astype(object)], ignore_index=True)
+        _atomic(path, lambda p: both.to_csv(p, index=False))
+        return
+    _atomic(path, lambda p: row.to_csv(p, index=False))
+
+
+def write_backtest_files(
+    summary: Mapping[str, object],
+    events: pd.DataFrame,
+    baseline: pd.DataFrame,
+    out_dir: str | Path = "output",
+    run_id: str | None = None,
+) -> dict[str, Path]:
+    """Write ``signal_events.parquet`` (pyarrow) and ``frequency_baseline.csv`` (replaced) and append one row to
+    ``backtest_runs.csv`` under ``out_dir`` (created). With ``run_id`` every file carries a run_id column.
+    Returns {"signal_events", "frequency_baseline", "backtest_runs"} -> path."""
+    d = Path(out_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    ev, bl = events, baseline
+    row = {k: (json.dumps(v, default=_jsonable) if isinstance(v, (dict, list, tuple)) else v) for k, v in summary.items()}
+    run = pd.DataFrame([row])
+    if run_id is not None:
+        _check_run_id(run_id)
+        ev = events.assign(run_id=run_id)[["run_id", *events.columns]]
+        bl = baseline.assign(run_id=run_id)[["run_id", *baseline.columns]]
+        run.insert(0, "run_id", run_id)
+    run.insert(1 if run_id is not None else 0, "created_at",
+               datetime.now(timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds"))
+    paths = {
+        "signal_events": d / "signal_events.parquet",
+        "frequency_baseline": d / "frequency_baseline.csv",
+        "backtest_runs": d / "backtest_runs.csv",
+    }
+    _atomic(paths["signal_events"], lambda p: ev.to_parquet(p, engine="pyarrow", index=False))
+    _atomic(paths["frequency_baseline"], lambda p: bl.to_csv(p, index=False))
+    _append_csv_row(paths["backtest_runs"], run)
+    return paths

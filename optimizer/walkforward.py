@@ -1,0 +1,373 @@
+"""Walk-forward out-of-sample evaluation: re-optimize on each train window, evaluate once on the next test window.
+
+Nothing flows back: a window's study is built on the panel truncated at its train end (it cannot load a test or
+reserve session), the winner is chosen from in-sample trials only, and out-of-sample results never feed a study.
+The final reserve (last ``reserve_fraction`` of sessions) is used only with ``final=True``; opening it is recorded
+in the storage and a second opening warns loudly.
+
+Every verdict statistic runs on returns in excess of the matched random-entry benchmark; raw figures are kept
+beside them.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from .engine.evaluate import Evaluator
+from .engine.metrics import BenchmarkCache, portfolio_returns, run_metrics
+from .engine.panel import Panel
+from .engine.regime_filter import regime_entry_mask
+from .engine.simulate import Span, Trades
+from .errors import DataError
+from .space import params_to_config
+from .spec import StudySpec
+from .splits import WalkForward, Window
+from .stats import (
+    bootstrap_ci, cost_stress, deflated_sharpe_from_study, excess_t_stat, flag_fragile,
+    probabilistic_sharpe_ratio, probability_of_backtest_overfitting, sharpe_stats, verdict,
+)
+from .study import load_study_data, make_storage, prepare_data, run_study, trial_counts
+
+__all__ = ["WalkForwardResult", "run_walkforward", "select_params", "concat_trades", "pbo_matrix"]
+
+
+@dataclass
+class WindowResult:
+    window: Window
+    study_name: str
+    train_dates: tuple[str, str]
+    test_dates: tuple[str, str]
+    params: dict[str, Any]
+    is_metrics: dict[str, float]
+    oos_metrics: dict[str, float]
+    trades: Trades
+    excess: np.ndarray
+    n_trials_tried: int
+    trial_sharpes: list[float]
+    in_reserve: bool
+
+
+@dataclass
+class WalkForwardResult:
+    spec_name: str
+    windows: list[WindowResult]
+    oos: dict[str, float]
+    stats: dict[str, Any]
+    verdict: Any
+    summary: pd.DataFrame
+    trades: pd.DataFrame
+    equity: pd.DataFrame
+    stability: pd.DataFrame
+    final: bool
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        def clean(v):
+            if isinstance(v, float) and not math.isfinite(v):
+                return None
+            if isinstance(v, (np.floating, np.integer)):
+                return clean(v.item())
+            if isinstance(v, dict):
+                return {k: clean(x) for k, x in v.items()}
+            if isinstance(v, (list, tuple)):
+                return [clean(x) for x in v]
+            return v
+
+        return clean({
+            "spec": self.spec_name,
+            "final": self.final,
+            "windows": [
+                {"index": w.window.index, "study": w.study_name, "train": list(w.train_dates), "test": list(w.test_dates),
+                 "in_reserve": w.in_reserve, "best_params": w.params, "in_sample": w.is_metrics, "out_of_sample": w.oos_metrics,
+                 "n_trials_tried": w.n_trials_tried}
+                for w in self.windows
+            ],
+            "oos": self.oos,
+            "dsr": self.stats.get("dsr"),
+            "psr": self.stats.get("psr"),
+            "pbo": self.stats.get("pbo"),
+            "degradation": self.stats.get("degradation"),
+            "stats": self.stats,
+            "verdict": "supported" if self.verdict.supported else "not supported",
+            "verdict_line": self.verdict.line,
+            "warnings": self.warnings,
+        })
+
+
+def concat_trades(parts: list[Trades]) -> Trades:
+    if not parts:
+        e = np.empty(0, np.int64)
+        f = np.empty(0, np.float64)
+        return Trades(e, e, e, e, f, f, e, f, cost=0.0)
+    cost = parts[0].cost
+    cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
+    return Trades(cat("symbol"), cat("signal_idx"), cat("entry_idx"), cat("exit_idx"), cat("entry_price"),
+                  cat("exit_price"), cat("exit_reason"), cat("score"), cost=cost)
+
+
+def _completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+
+
+def select_params(study: optuna.Study, how: str = "best", top_k: int = 5) -> optuna.trial.FrozenTrial:
+    """The best trial, or (``robust``) among the top-k the one whose nearest neighbours in parameter space score
+    best by median: a configuration on a plateau beats a lucky spike."""
+    done = _completed(study)
+    if not done:
+        raise DataError(f"study {study.study_name!r} has no completed trial to select from (all pruned or failed)")
+    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    ranked = sorted(done, key=lambda t: sign * t.value)
+    if how == "best" or len(ranked) < 3:
+        return ranked[0]
+    keys = sorted({k for t in ranked for k in t.params})
+
+    def vec(t):
+        out = []
+        for k in keys:
+            v = t.params.get(k)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                out.append(float(v))
+            else:
+                out.append(float(hash(str(v)) % 997))
+        return np.array(out)
+
+    X = np.array([vec(t) for t in ranked])
+    span = X.max(axis=0) - X.min(axis=0)
+    span[span == 0] = 1.0
+    Xn = X / span
+    vals = np.array([t.value for t in ranked])
+    m = max(3, len(ranked) // 10)
+    best, best_score = ranked[0], -np.inf
+    for i in range(min(top_k, len(ranked))):
+        d = np.abs(Xn - Xn[i]).sum(axis=1)
+        nn = np.argsort(d, kind="mergesort")[:m]
+        score = -sign * float(np.median(vals[nn]))
+        if score > best_score:
+            best, best_score = ranked[i], score
+    return best
+
+
+def pbo_matrix(data, study: optuna.Study, max_configs: int = 100) -> np.ndarray:
+    """Trials x sessions matrix of daily portfolio returns in excess of the equal-weight universe (the daily
+    random-entry analogue) over the study's span, for the study's completed trials (top ``max_configs``)."""
+    done = sorted(_completed(study), key=lambda t: t.number)[:max_configs]
+    panel, ev = data.panel, data.evaluator
+    lo = data.folds[0].test_start
+    span = Span(lo, data.hi, data.hi)
+    C = panel["close"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = C[1:] / C[:-1] - 1.0
+    ew = np.concatenate([[np.nan], np.nanmean(np.where(np.isfinite(r), r, np.nan), axis=1)])[lo:data.hi]
+    ew = np.nan_to_num(ew)
+    cols = []
+    for t in done:
+        cfg = params_to_config(t.params, data.spec)
+        res = ev.run(cfg, span, entry_ok=data.entry_ok)
+        daily = portfolio_returns(res.trades, panel, span)
+        invested = np.zeros(span.data_end - span.sig_start, dtype=bool)
+        for e, x in zip(res.trades.entry_idx, res.trades.exit_idx):
+            invested[max(e, lo) - lo: x - lo + 1] = True
+        cols.append(np.where(invested, daily - ew, 0.0))
+    return np.array(cols).T if cols else np.empty((0, 0))
+
+
+def _reserve_record(storage, spec: StudySpec, reserve_start: str, final: bool) -> list[str]:
+    """Record (and warn about repeated) openings of the final reserve in a small marker study."""
+    name = f"{spec.run.study_name}-reserve-log"
+    msgs: list[str] = []
+    try:
+        st = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        st = optuna.create_study(study_name=name, storage=storage)
+    opened = st.user_attrs.get("openings", [])
+    if final:
+        same = [o for o in opened if o.get("reserve_start") == reserve_start]
+        if same:
+            msgs.append(
+                f"WARNING: the final reserve starting {reserve_start} was already opened {len(same)} time(s) "
+                f"(first on {same[0]['at']}); results on it are no longer a clean out-of-sample test"
+            )
+        opened = opened + [{"reserve_start": reserve_start, "at": _dt.datetime.now().isoformat(timespec="seconds")}]
+        st.set_user_attr("openings", opened)
+    return msgs
+
+
+def run_walkforward(
+    spec: StudySpec,
+    db: str | Path,
+    storage_url: str | None = None,
+    final: bool = False,
+    progress: bool = False,
+    n_trials: int | None = None,
+    out_dir: str | Path | None = "output",
+) -> WalkForwardResult:
+    panel_full, reserve = load_study_data(spec, db)
+    T = len(panel_full.dates)
+    limit = T if final else reserve
+    wfs = spec.walkforward
+    purge = wfs.purge if wfs.purge is not None else spec.max_hold()
+    wf = WalkForward(wfs.train, wfs.test, wfs.step, wfs.unit, purge=purge, anchored=wfs.anchored)
+    windows = wf.split(panel_full.dates[:limit])
+    storage = make_storage(storage_url or spec.run.storage)
+    msgs = _reserve_record(storage, spec, str(panel_full.dates[reserve]) if reserve < T else "none", final)
+    for m in msgs:
+        warnings.warn(m, stacklevel=2)
+    trials = n_trials or wfs.n_trials or spec.run.n_trials
+    bench = BenchmarkCache(panel_full.slice(0, limit))
+    results: list[WindowResult] = []
+    it = windows
+    prog = None
+    if progress:
+        from rich.progress import Progress
+
+        prog = Progress()
+        prog.start()
+        task = prog.add_task("walk-forward windows", total=len(windows))
+    try:
+        for w in it:
+            results.append(_run_window(spec, panel_full, w, limit, reserve, storage_url, storage, trials, purge, bench))
+            if prog:
+                prog.advance(task)
+    finally:
+        if prog:
+            prog.stop()
+    return _aggregate(spec, panel_full, results, limit, final, msgs, out_dir, storage_url, storage)
+
+
+def _run_window(spec, panel_full: Panel, w: Window, limit: int, reserve: int, storage_url, storage, trials, purge, bench) -> WindowResult:
+    d = panel_full.dates
+    name = f"{spec.run.study_name}-wf{w.index:02d}-{d[w.train_start]}_{d[w.train_end - 1]}"
+    data = prepare_data(spec, panel_full, w.train_start, w.train_end, spec.walkforward.n_splits, spec.walkforward.embargo)
+    assert len(data.panel.dates) == w.train_end  # the study's panel ends at its train end: no test session visible
+    extra = {"wf_window": w.index, "wf_train": [str(d[w.train_start]), str(d[w.train_end - 1])],
+             "wf_test": [str(d[w.test_start]), str(d[w.test_end - 1])], "last_session_seen": str(data.panel.dates[-1])}
+    run_study(spec, None, storage_url, n_trials=trials, data=data, name=name, extra_attrs=extra)
+    study = optuna.load_study(study_name=name, storage=storage)
+    chosen = select_params(study, spec.walkforward.select, spec.walkforward.top_k)
+    cfg = params_to_config(chosen.params, spec)
+    data_end = min(w.test_end + purge, limit)
+    oos_panel = panel_full.slice(0, data_end)
+    ev = Evaluator(oos_panel, min_periods=spec.data.min_periods)
+    mask = regime_entry_mask(oos_panel, spec.data.regime)
+    span = Span(w.test_start, w.test_end, data_end)
+    res = ev.run(cfg, span, entry_ok=mask)
+    excess = bench.excess(res.trades, span, cfg.costs)
+    tried = len(study.get_trials(deepcopy=False))
+    sharpes = [float(t.user_attrs.get("metrics", {}).get("excess_sharpe", np.nan)) for t in _completed(study)]
+    return WindowResult(
+        w, name, (str(d[w.train_start]), str(d[w.train_end - 1])), (str(d[w.test_start]), str(d[w.test_end - 1])),
+        dict(chosen.params), dict(chosen.user_attrs.get("metrics", {})), res.metrics, res.trades, excess, tried,
+        sharpes, w.test_end > reserve,
+    )
+
+
+def _aggregate(spec, panel_full, results: list[WindowResult], limit, final, msgs, out_dir, storage_url, storage) -> WalkForwardResult:
+    d = panel_full.dates
+    trades = concat_trades([r.trades for r in results])
+    excess = np.concatenate([r.excess for r in results]) if results else np.empty(0)
+    first, last = results[0].window.test_start, results[-1].window.test_end
+    span = Span(first, last, limit)
+    p = panel_full.slice(0, limit)
+    costs = params_to_config(results[0].params, spec).costs
+    total_signals = int(sum(r.oos_metrics["total_signals"] for r in results))
+    oos = run_metrics(trades, p, span, costs, total_signals)
+    oos["avg_excess_return"] = float(excess.mean()) if excess.size else 0.0
+    mean_ex, t_ex, n_ex = excess_t_stat(excess)
+    oos["excess_t"] = t_ex
+    oos["n_windows"] = len(results)
+    # in-sample vs out-of-sample
+    is_vals = np.array([r.is_metrics.get("rank_score", np.nan) for r in results], dtype=float)
+    oos_vals = np.array([r.oos_metrics.get("rank_score", np.nan) for r in results], dtype=float)
+    is_ex = np.array([r.is_metrics.get("avg_excess_return", np.nan) for r in results], dtype=float)
+    oos_ex = np.array([r.oos_metrics.get("avg_excess_return", np.nan) for r in results], dtype=float)
+    degradation = float(np.nanmean(oos_vals) / np.nanmean(is_vals)) if np.nanmean(is_vals) not in (0.0,) and np.isfinite(np.nanmean(is_vals)) else float("nan")
+    # statistics on excess returns
+    tried = int(sum(r.n_trials_tried for r in results))
+    trial_sr = np.array([s for r in results for s in r.trial_sharpes], dtype=float)
+    stats: dict[str, Any] = {"n_trials_tried": tried, "degradation": degradation,
+                             "degradation_excess": float(np.nanmean(oos_ex) / np.nanmean(is_ex)) if np.nanmean(is_ex) else float("nan")}
+    if excess.size >= 3:
+        ss = sharpe_stats(excess)
+        stats["psr"] = float(probabilistic_sharpe_ratio(ss["sr"], 0.0, ss["n"], ss["skew"], ss["kurtosis"]))
+        dsr = deflated_sharpe_from_study(excess, trial_sr[np.isfinite(trial_sr)], max(tried, int(np.isfinite(trial_sr).sum())))
+        stats["dsr"] = float(dsr.dsr)
+        stats["dsr_detail"] = {"sr": dsr.sr, "sr0": dsr.sr0, "var_sr": dsr.var_sr, "n_trials": dsr.n_trials, "n_obs": dsr.n_obs}
+        ci = bootstrap_ci(excess, stat="all", n_boot=1000, seed=0)
+        stats["bootstrap"] = {k: {"point": v.point, "lo": v.lo, "hi": v.hi} for k, v in ci.items()}
+    else:
+        stats["psr"] = stats["dsr"] = float("nan")
+    # PBO on each window's study (its trials x daily excess over the train span), averaged
+    pbos = []
+    for r in results:
+        try:
+            data = prepare_data(spec, panel_full, r.window.train_start, r.window.train_end, spec.walkforward.n_splits,
+                                spec.walkforward.embargo)
+            st = optuna.load_study(study_name=r.study_name, storage=storage)
+            M = pbo_matrix(data, st)
+            if M.shape[1] >= 2 and M.shape[0] >= 16:
+                pbos.append(probability_of_backtest_overfitting(M, n_blocks=min(16, (M.shape[0] // 2) * 2 if M.shape[0] < 32 else 16)).pbo)
+        except Exception as e:  # noqa: BLE001 - a window without enough trials simply has no PBO
+            stats.setdefault("pbo_skipped", []).append(f"window {r.window.index}: {e}")
+    stats["pbo_windows"] = pbos
+    stats["pbo"] = float(np.mean(pbos)) if pbos else float("nan")
+    # cost stress on the stitched OOS winners
+    def at_cost(k: float) -> dict:
+        ex = []
+        for r in results:
+            cfg = params_to_config(r.params, spec)
+            from dataclasses import replace
+
+            cfg = replace(cfg, costs=cfg.costs.scaled(k))
+            data_end = min(r.window.test_end + (spec.walkforward.purge if spec.walkforward.purge is not None else spec.max_hold()), limit)
+            ev = Evaluator(panel_full.slice(0, data_end), min_periods=spec.data.min_periods)
+            sp = Span(r.window.test_start, r.window.test_end, data_end)
+            res = ev.run(cfg, sp, entry_ok=regime_entry_mask(ev.panel, spec.data.regime))
+            ex.append(BenchmarkCache(ev.panel).excess(res.trades, sp, cfg.costs))
+        e = np.concatenate(ex) if ex else np.empty(0)
+        return {"avg_excess_return": float(e.mean()) if e.size else 0.0, "trades": int(e.size)}
+
+    cs = cost_stress(at_cost, (1, 2, 3))
+    stats["cost_stress"] = cs.to_dict(orient="records")
+    stats["cost_fragile"] = bool(flag_fragile(cs))
+    v = verdict(mean_ex if np.isfinite(mean_ex) else 0.0, t_ex, stats["dsr"], stats["pbo"], int(n_ex))
+    # tables
+    rows = []
+    for r in results:
+        row = {"window": r.window.index, "train_start": r.train_dates[0], "train_end": r.train_dates[1],
+               "test_start": r.test_dates[0], "test_end": r.test_dates[1], "in_reserve": r.in_reserve,
+               "study": r.study_name, "n_trials_tried": r.n_trials_tried}
+        row.update({f"param_{k}": v_ for k, v_ in r.params.items()})
+        for k in ("rank_score", "hit_rate", "avg_return", "avg_excess_return", "closed_trades", "win_loss", "portfolio_sharpe"):
+            row[f"is_{k}"] = r.is_metrics.get(k)
+            row[f"oos_{k}"] = r.oos_metrics.get(k)
+        rows.append(row)
+    summary = pd.DataFrame(rows)
+    tdf = trades.to_frame(p)
+    if len(tdf):
+        win_of = np.searchsorted([r.window.test_start for r in results], tdf["signal_idx"].to_numpy(), side="right") - 1
+        tdf["window"] = win_of
+    daily = portfolio_returns(trades, p, span)
+    eq = pd.DataFrame({"date": pd.to_datetime(d[first:limit]), "oos_return": daily, "oos_equity": np.cumprod(1 + daily)})
+    stab = []
+    for key in ("variant", "z_window", "exit", "weights", "buy_threshold", "sell_threshold"):
+        vals = [str(r.params.get(key)) for r in results if key in r.params]
+        if vals:
+            for val, n in pd.Series(vals).value_counts().items():
+                stab.append({"param": key, "value": val, "windows": int(n), "share": n / len(results)})
+    stability = pd.DataFrame(stab)
+    res = WalkForwardResult(spec.name, results, oos, stats, v, summary, tdf, eq, stability, final, msgs)
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        summary.to_csv(out / "walk_forward_summary.csv", index=False)
+    return res
