@@ -35,9 +35,12 @@ def _fmt(x: float, spec: str) -> str:
 
 
 def verdict(oos_excess_mean: float, oos_excess_t: float, dsr: float, pbo: float, n_oos_trades: int, *,
-            min_trades: int = 30, dsr_min: float = 0.95, pbo_max: float = 0.5, t_min: float = 2.0) -> Verdict:
+            min_trades: int = 30, dsr_min: float = 0.95, pbo_max: float = 0.5, t_min: float = 2.0,
+            sharpe_label: tuple[str, str] = ("Deflated Sharpe Ratio", "DSR"), note: str = "") -> Verdict:
     """Decide "edge supported" vs "edge NOT supported" from the OOS excess return, its t statistic, the DSR,
-    the PBO and the OOS trade count. ``oos_excess_mean`` is a fraction per trade (0.0012 = +0.12%). A NaN input
+    the PBO and the OOS trade count. ``sharpe_label`` (long, short) names the Sharpe-significance statistic passed as
+    ``dsr`` (the walk-forward passes the OOS Probabilistic Sharpe Ratio of excess returns); ``note`` is appended to
+    the line. ``oos_excess_mean`` is a fraction per trade (0.0012 = +0.12%). A NaN input
     (e.g. a DSR or PBO that could not be estimated) fails its gate and is shown as ``n/a``."""
     check_param(int(n_oos_trades) == n_oos_trades and n_oos_trades >= 0, "n_oos_trades", "an integer >= 0",
                 n_oos_trades)
@@ -55,12 +58,13 @@ def verdict(oos_excess_mean: float, oos_excess_t: float, dsr: float, pbo: float,
         reasons.append(f"too few OOS trades: n={n} < {min_trades}")
     dsr_ok = dsr >= dsr_min
     if not dsr_ok:
-        reasons.append(f"Deflated Sharpe Ratio {dsr_s} < {dsr_min:.2f}")
+        reasons.append(f"{sharpe_label[0]} {dsr_s} < {dsr_min:.2f}")
     pbo_ok = pbo < pbo_max
     if not pbo_ok:
         reasons.append(f"Probability of Backtest Overfitting {pbo_s} >= {pbo_max:.2f}")
     n_s = f"n={n}" if n >= min_trades else f"n={n} < {min_trades}"
     head = "edge supported" if not reasons else "edge NOT supported"
     line = (f"{head}: OOS excess {mean_s}/trade (t={t_s}, {n_s}), "
-            f"DSR {dsr_s} {'>=' if dsr_ok else '<'} {dsr_min:.2f}, PBO {pbo_s} {'<' if pbo_ok else '>='} {pbo_max:.2f}")
+            f"{sharpe_label[1]} {dsr_s} {'>=' if dsr_ok else '<'} {dsr_min:.2f}, PBO {pbo_s} {'<' if pbo_ok else '>='} {pbo_max:.2f}"
+            + (f"; {note}" if note else ""))
     return Verdict(supported=not reasons, reasons=reasons, line=line)

@@ -55,6 +55,7 @@ class WindowResult:
     n_trials_tried: int
     trial_sharpes: list[float]
     in_reserve: bool
+    dsr_in_sample: float = float("nan")
 
 
 @dataclass
@@ -263,11 +264,22 @@ def _run_window(spec, panel_full: Panel, w: Window, limit: int, reserve: int, st
     res = ev.run(cfg, span, entry_ok=mask)
     excess = bench.excess(res.trades, span, cfg.costs)
     tried = len(study.get_trials(deepcopy=False))
-    sharpes = [float(t.user_attrs.get("metrics", {}).get("excess_sharpe", np.nan)) for t in _completed(study)]
+    sharpes = np.array([float(t.user_attrs.get("metrics", {}).get("excess_sharpe", np.nan)) for t in _completed(study)])
+    # Deflated Sharpe of the in-sample winner: its per-trade excess returns over the train span, deflated by every
+    # trial tried in the window (pruned and failed included) and the dispersion of the trials' excess Sharpe ratios.
+    f0 = data.folds[0]
+    is_span = Span(f0.test_start, data.hi, data.hi)
+    is_res = data.evaluator.run(cfg, is_span, entry_ok=data.entry_ok)
+    is_ex = data.evaluator.bench.excess(is_res.trades, is_span, cfg.costs)
+    fin = sharpes[np.isfinite(sharpes)]
+    try:
+        dsr_is = float(deflated_sharpe_from_study(is_ex, fin, max(tried, fin.size)).dsr) if is_ex.size >= 3 and fin.size >= 2 else float("nan")
+    except Exception:  # noqa: BLE001 - degenerate moments: no DSR for this window
+        dsr_is = float("nan")
     return WindowResult(
         w, name, (str(d[w.train_start]), str(d[w.train_end - 1])), (str(d[w.test_start]), str(d[w.test_end - 1])),
         dict(chosen.params), dict(chosen.user_attrs.get("metrics", {})), res.metrics, res.trades, excess, tried,
-        sharpes, w.test_end > reserve,
+        list(map(float, sharpes)), w.test_end > reserve, dsr_is,
     )
 
 
@@ -294,18 +306,18 @@ def _aggregate(spec, panel_full, results: list[WindowResult], limit, final, msgs
     # statistics on excess returns
     tried = int(sum(r.n_trials_tried for r in results))
     trial_sr = np.array([s for r in results for s in r.trial_sharpes], dtype=float)
+    dsr_w = np.array([r.dsr_in_sample for r in results], dtype=float)
     stats: dict[str, Any] = {"n_trials_tried": tried, "degradation": degradation,
+                             "dsr": float(np.nanmedian(dsr_w)) if np.isfinite(dsr_w).any() else float("nan"),
+                             "dsr_windows": [None if not np.isfinite(x) else float(x) for x in dsr_w],
                              "degradation_excess": float(np.nanmean(oos_ex) / np.nanmean(is_ex)) if np.nanmean(is_ex) else float("nan")}
     if excess.size >= 3:
         ss = sharpe_stats(excess)
         stats["psr"] = float(probabilistic_sharpe_ratio(ss["sr"], 0.0, ss["n"], ss["skew"], ss["kurtosis"]))
-        dsr = deflated_sharpe_from_study(excess, trial_sr[np.isfinite(trial_sr)], max(tried, int(np.isfinite(trial_sr).sum())))
-        stats["dsr"] = float(dsr.dsr)
-        stats["dsr_detail"] = {"sr": dsr.sr, "sr0": dsr.sr0, "var_sr": dsr.var_sr, "n_trials": dsr.n_trials, "n_obs": dsr.n_obs}
         ci = bootstrap_ci(excess, stat="all", n_boot=1000, seed=0)
         stats["bootstrap"] = {k: {"point": v.point, "lo": v.lo, "hi": v.hi} for k, v in ci.items()}
     else:
-        stats["psr"] = stats["dsr"] = float("nan")
+        stats["psr"] = float("nan")
     # PBO on each window's study (its trials x daily excess over the train span), averaged
     pbos = []
     for r in results:
@@ -339,7 +351,10 @@ def _aggregate(spec, panel_full, results: list[WindowResult], limit, final, msgs
     cs = cost_stress(at_cost, (1, 2, 3))
     stats["cost_stress"] = cs.to_dict(orient="records")
     stats["cost_fragile"] = bool(flag_fragile(cs))
-    v = verdict(mean_ex if np.isfinite(mean_ex) else 0.0, t_ex, stats["dsr"], stats["pbo"], int(n_ex))
+    dsr_s = "n/a" if not np.isfinite(stats["dsr"]) else f"{stats['dsr']:.2f}"
+    v = verdict(mean_ex if np.isfinite(mean_ex) else 0.0, t_ex, stats["psr"], stats["pbo"], int(n_ex),
+                sharpe_label=("OOS Probabilistic Sharpe Ratio of excess returns", "PSR"),
+                note=f"in-sample winners' median DSR {dsr_s} over {tried} trials tried")
     # tables
     rows = []
     for r in results:
@@ -371,3 +386,33 @@ def _aggregate(spec, panel_full, results: list[WindowResult], limit, final, msgs
         out.mkdir(parents=True, exist_ok=True)
         summary.to_csv(out / "walk_forward_summary.csv", index=False)
     return res
+
+
+def save_walkforward(result: WalkForwardResult, out_dir: str | Path) -> Path:
+    """Persist a walk-forward run (JSON summary + trades/equity/summary/stability tables) for `accumopt report`."""
+    import json
+
+    d = Path(out_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "result.json").write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    result.summary.to_csv(d / "walk_forward_summary.csv", index=False)
+    result.trades.to_parquet(d / "oos_trades.parquet", index=False)
+    result.equity.to_parquet(d / "oos_equity.parquet", index=False)
+    result.stability.to_csv(d / "parameter_stability.csv", index=False)
+    return d
+
+
+def load_walkforward(out_dir: str | Path) -> dict[str, Any]:
+    """The persisted walk-forward run as plain objects: ``result`` (dict) and DataFrames."""
+    import json
+
+    d = Path(out_dir)
+    if not (d / "result.json").exists():
+        raise DataError(f"no walk-forward run in {d} (expected result.json); run `accumopt walkforward SPEC` first")
+    return {
+        "result": json.loads((d / "result.json").read_text()),
+        "summary": pd.read_csv(d / "walk_forward_summary.csv"),
+        "trades": pd.read_parquet(d / "oos_trades.parquet"),
+        "equity": pd.read_parquet(d / "oos_equity.parquet"),
+        "stability": pd.read_csv(d / "parameter_stability.csv") if (d / "parameter_stability.csv").stat().st_size > 1 else pd.DataFrame(),
+    }

@@ -516,11 +516,14 @@ def ref_metrics(trades: pd.DataFrame, panel, span, costs, total_signals: int,
     spm = total_signals / (sessions / 21.0) if sessions > 0 else 0.0
     fp = 0
     benches, excess = [], []
+    bench_memo: dict[tuple[int, int], float] = {}
     for tr in closed.itertuples(index=False):
         s, e, x = tr.symbol, tr.entry_idx, tr.exit_idx
         if close[min(e + 2, x), s] < tr.entry_price:
             fp += 1
-        b = ref_benchmark(opens[:, s], x - e, c, sig_start, sig_end, data_end)
+        if (s, x - e) not in bench_memo:  # the same (symbol, hold) recurs: compute each once
+            bench_memo[(s, x - e)] = ref_benchmark(opens[:, s], x - e, c, sig_start, sig_end, data_end)
+        b = bench_memo[(s, x - e)]
         benches.append(b)
         excess.append(tr.net_ret - b)
     rank = hit * avg * wl / math.sqrt(spm) if spm > 0 else 0.0

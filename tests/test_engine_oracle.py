@@ -171,7 +171,8 @@ def compare_display(ref: np.ndarray, fast: np.ndarray, where: str) -> None:
     diff = np.abs(np.where(nan_r, 0.0, ref - fast))
     if diff.max(initial=0.0) > 1e-9:
         t, s = np.unravel_index(np.argmax(diff), diff.shape)
-        raise AssertionError(f"{where}: display differs at row {t} symbol {s}: reference {ref[t, s]} vs fast {fast[t, s]}")
+        raise AssertionError(f"{where}: display differs at row {t} symbol {s}: "
+                             f"reference {ref[t, s]} vs fast {fast[t, s]}")
 
 
 def fast_frame(tr) -> pd.DataFrame:
@@ -195,7 +196,8 @@ def compare_trades(ref: pd.DataFrame, fast: pd.DataFrame, where: str, symbols) -
         only_f = sorted(set(fl) - set(rl))[:3]
         name = lambda rows: [(symbols[x[0]], *x[1:]) for x in rows]  # noqa: E731
         raise AssertionError(f"{where}: trades differ ({len(rl)} reference vs {len(fl)} fast); reference only "
-                             f"(symbol, signal, entry, exit, reason, open_at_end): {name(only_r)}; fast only: {name(only_f)}")
+                             f"(symbol, signal, entry, exit, reason, open_at_end): {name(only_r)}; "
+                             f"fast only: {name(only_f)}")
     for col in ("entry_price", "exit_price", "gross_ret", "net_ret", "score"):
         a, b = ref[col].to_numpy(float), fast[col].to_numpy(float)
         bad = ~np.isclose(a, b, rtol=1e-12, atol=1e-12)
@@ -211,7 +213,8 @@ def compare_metrics(ref: dict, fast: dict, where: str) -> None:
             raise AssertionError(f"{where}: metric {k}: reference {v!r} vs fast {fast[k]!r}")
 
 
-def run_config(oracle: Oracle, cfg: dict, where: str, caps: tuple[int | None, int | None] | None = None) -> pd.DataFrame:
+def run_config(oracle: Oracle, cfg: dict, where: str,
+               caps: tuple[int | None, int | None] | None = None) -> pd.DataFrame:
     """Compare display, trades, signal count and metrics of one configuration; returns the reference trades."""
     panel = oracle.panel
     disp_r = oracle.ref_display(cfg["score"])
@@ -248,7 +251,8 @@ def test_reference_panel_has_the_planted_holes(synth_oracle):
     p = synth_oracle.panel
     assert p.shape == (300, 20)
     assert np.isnan(p["lit_buy_volume"]).mean() > 0.03 and np.isnan(p["otc_participation_rate"]).mean() > 0.1
-    assert (p["low"] <= np.minimum(p["open"], p["close"])).all() and (p["high"] >= np.maximum(p["open"], p["close"])).all()
+    assert (p["low"] <= np.minimum(p["open"], p["close"])).all()
+    assert (p["high"] >= np.maximum(p["open"], p["close"])).all()
 
 
 def test_reference_uncapped_and_date_major_loops_agree(synth_oracle):
@@ -256,7 +260,8 @@ def test_reference_uncapped_and_date_major_loops_agree(synth_oracle):
     for i in range(15):
         cfg = random_config(rng, 300)
         disp = synth_oracle.ref_display(cfg["score"])
-        a = ref_trades(synth_oracle.panel, disp, cfg["buy"], cfg["sell"], RefExit(**cfg["exit"]), cfg["costs"], *cfg["span"])
+        a = ref_trades(synth_oracle.panel, disp, cfg["buy"], cfg["sell"], RefExit(**cfg["exit"]), cfg["costs"],
+                       *cfg["span"])
         b = ref_trades_capped(synth_oracle.panel, disp, cfg["buy"], cfg["sell"], RefExit(**cfg["exit"]), cfg["costs"],
                               *cfg["span"])
         pd.testing.assert_frame_equal(a, b)
@@ -342,5 +347,6 @@ def test_fast_engine_matches_reference_embedded_synth_market():
     assert panel.shape[1] >= 8 and np.isfinite(panel["otc_participation_rate"]).mean() > 0.5
     oracle = Oracle(panel)
     rng = np.random.default_rng(31)
-    n = sum(len(run_config(oracle, random_config(rng, panel.shape[0]), f"embedded synth config {i}")) for i in range(25))
+    n = sum(len(run_config(oracle, random_config(rng, panel.shape[0]), f"embedded synth config {i}"))
+            for i in range(25))
     assert n > 100

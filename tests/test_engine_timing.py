@@ -517,8 +517,8 @@ def test_caps_slot_freed_by_an_exit_at_the_next_open_but_not_by_an_intraday_stop
     disp[3, 1] = 75.0
     for got in run_caps(panel, disp, {"rule": "fixed", "hold_days": 2}, (1, None)):
         assert got == [("AAA", 1, 2, 4, "fixed"), ("BBB", 3, 4, 6, "fixed")]
-    # AAA is stopped out intraday on bar 3 (low 9 <= 10 * 0.95; other lows are open - 0.3): it still held the slot at open 3, so BBB's signal at
-    # close 2 is refused; BBB's signal at close 3 enters at 4.
+    # AAA is stopped out intraday on bar 3 (low 9 <= 10 * 0.95; other lows are open - 0.3): it still held the
+    # slot at open 3, so BBB's signal at close 2 is refused; BBB's signal at close 3 enters at 4.
     panel = panel_multi({"AAA": [10.0] * 9, "BBB": [20.0] * 9}, lows={"AAA": {3: 9.0}})
     for got in run_caps(panel, disp, {"rule": "fixed", "hold_days": 4, "stop_loss": 0.05}, (1, None)):
         assert got == [("AAA", 1, 2, 3, "stop_loss"), ("BBB", 3, 4, 8, "fixed")]
@@ -594,3 +594,12 @@ def test_display_nan_on_constant_window_and_clip():
         m = 4.3 / 3  # row 2: window (1, 2, 1.3)
         sd = math.sqrt(((1 - m) ** 2 + (2 - m) ** 2 + (1.3 - m) ** 2) / 3)
         assert got[2] == pytest.approx(50 * (1 + 1.85 * math.tanh(0.5 * (1.3 - m) / sd)), abs=1e-12)
+
+
+def test_caps_per_sector_leaves_symbols_without_sector_uncapped():
+    panel = panel_multi({"AAA": [10.0] * 6, "BBB": [20.0] * 6, "CCC": [30.0] * 6}, sectors={"AAA": "XLK"})
+    assert panel.sectors == ("XLK", None, None)
+    disp = np.full((6, 3), 50.0)
+    disp[1] = [80.0, 90.0, 85.0]
+    for got in run_caps(panel, disp, {"rule": "fixed", "hold_days": 2}, (None, 1)):
+        assert got == [("AAA", 1, 2, 4, "fixed"), ("BBB", 1, 2, 4, "fixed"), ("CCC", 1, 2, 4, "fixed")]

@@ -129,3 +129,17 @@ def test_lit_flow_csv(con, tmp_path):
         (date(2024, 3, 11), 30.0, 40.0, 0.0, "quote"),
     ]
     assert table(con, "SELECT line, reason FROM ingest_rejects") == [(4, "negative lit_buy_volume -1.0")]
+
+
+def test_naive_timestamps_are_utc(con, tmp_path):
+    # 14:29 UTC = 09:29 EST (dropped), 14:31 UTC = 09:31 EST (kept), 21:10 UTC = 16:10 EST (kept), 21:20 (dropped)
+    text = (
+        "timestamp,symbol,price,size\n"
+        "2024-03-08 14:29:00,AMD,10,1\n"
+        "2024-03-08 14:31:00,AMD,10,2\n"
+        "2024-03-08 21:10:00,AMD,11,4\n"
+        "2024-03-08 21:20:00,AMD,12,8\n"
+    )
+    p = write(tmp_path / "t.csv", text)
+    ingest_paths(con, "lit-trades", [p], settings=Settings())
+    assert table(con, "SELECT lit_buy_volume, lit_sell_volume, lit_unclassified_volume FROM lit_flow_daily") == [(4.0, 0.0, 2.0)]

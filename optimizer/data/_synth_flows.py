@@ -22,6 +22,7 @@ __all__ = [
     "DRIFT_PER_SESSION",
     "WARMUP",
     "random_episodes",
+    "expected_drift_per_session",
     "oracle_episodes",
     "episode_matrices",
     "finra_layer",
@@ -99,6 +100,12 @@ def random_episodes(n: int, t_n: int, rate: float, acc_share: float, effect: flo
     order = np.lexsort((s, sym))
     return Episodes(sym[order], sign[order], s[order], e[order], (s + 1)[order], dend[order], drift[order],
                     bump[keep][order])
+
+
+def expected_drift_per_session(rate: float, acc_share: float, effect: float) -> float:
+    """Expected planted log drift per session of a symbol (episodes/session x net sign x drift x window length)."""
+    window = (sum(EP_LEN) / 2.0 - 1.0) + sum(TAIL_LEN) / 2.0
+    return float(rate / 252.0 * (2.0 * acc_share - 1.0) * DRIFT_PER_SESSION * effect * window)
 
 
 def _greedy(order: np.ndarray, want: int, blocked: np.ndarray, span: int) -> list[int]:
@@ -221,7 +228,7 @@ def otc_layer(dates: pd.DatetimeIndex, volume: np.ndarray, bump: np.ndarray,
     """Weekly ATS / non-ATS volume per (Monday-week, symbol): symbol fractions (ATS 5-12 %, non-ATS 8-18 %) of
     the week's consolidated volume with slow log-AR noise; ATS +15 % in weeks holding an episode day."""
     dd = pd.DatetimeIndex(dates)
-    monday = (dd - pd.to_timedelta(dd.weekday, unit="D")).normalize()
+    monday = (dd - pd.to_timedelta(dd.day_of_week, unit="D")).normalize()
     weeks, first = np.unique(monday.to_numpy(), return_index=True)
     v = np.nan_to_num(volume, nan=0.0)
     n = v.shape[1]

@@ -249,7 +249,7 @@ WITH px AS (
     SELECT o.symbol, o.week_start_date, sum(p.volume) AS week_total
     FROM otc o JOIN px p
       ON p.symbol = o.symbol AND p.date BETWEEN o.week_start_date AND o.week_start_date + 4
-     AND p.date <= o.publication_date
+     AND TRUE
     GROUP BY o.symbol, o.week_start_date
 ), otc_vis AS (     -- from vis_date on, the newest week published so far
     SELECT symbol, vis_date, max(newest) AS week_start_date FROM (

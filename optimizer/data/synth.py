@@ -46,9 +46,9 @@ or lower (distribution) the carrying family's signal on every episode day, by U(
 Prices then drift by +/-0.4 % x effect x U(0.5, 1.5) per session (log, intraday) from the session AFTER the
 episode's first day (the first day's FINRA file is public after its close, so a rule that buys at the next open
 after a high-score close earns it) until 5-20 sessions after the episode's last day. Drift windows of
-consecutive episodes may overlap (they add up). A constant per-symbol offset (minus the mean planted drift of
-the sample, a few bp per session) keeps the net planted drift at zero, so price levels stay realistic: episode
-windows are then +/-0.4 % per session relative to the symbol's other sessions.
+consecutive episodes may overlap (they add up). A constant offset on every session of every symbol (minus the
+EXPECTED planted drift per session, ~-0.05 % at the defaults, from the parameters only, never from the drawn
+episodes) keeps the expected net planted drift at zero, so price levels stay realistic.
 
 Null market (``effect=0``): the episodes and their flow bumps are generated exactly as with effect > 0 (same
 random streams, same draws) and only the price drift is multiplied by the effect. So every flow layer of an
@@ -65,7 +65,7 @@ return (open t+1 -> open t+11) is among the symbol's largest (accumulation) / sm
 with 0 < effect < 1 only that share of them is oracle-placed, the rest random; effect 0 places them all at
 random (null flows). This looks into the future and exists for TESTING ONLY. The truth's ``daily_drift`` is
 then the realized mean log return of the window. Without ``^VIX`` in the file the VIX-like level is 1.1 x the
-20-session realized vol of the mean return.
+20-session realized vol of the mean return, added as ``^VIX`` bars (open = previous level).
 """
 
 from __future__ import annotations
@@ -265,7 +265,8 @@ def _synthetic_core(cfg: SynthConfig, rs: dict) -> tuple:
     stressed = pr.simulate_regime(t_n, rs["regime"])
     ep = fl.random_episodes(n, t_n, cfg.episode_rate, cfg.accumulation_share, cfg.effect, rs["episodes"])
     bump, drift = fl.episode_matrices(ep, t_n, n)
-    drift = drift - drift.mean(axis=0)  # zero net planted drift per symbol: price levels stay realistic
+    offset = fl.expected_drift_per_session(cfg.episode_rate, cfg.accumulation_share, cfg.effect)
+    drift = drift - offset  # zero expected net planted drift: price levels stay realistic
     vmult = np.exp(fl.BUMPS[cfg.family]["logvol"] * bump)
     layer = pr.simulate_prices(p, stressed, drift, vmult, rs["prices"])
     mask = np.ones((t_n, n), dtype=bool)
@@ -274,7 +275,8 @@ def _synthetic_core(cfg: SynthConfig, rs: dict) -> tuple:
     prices = _long(dates, symbols + [VIX_SYMBOL], np.ones((t_n, n + 1), dtype=bool), {
         "open": cat(layer.open, vix[:, 0]), "high": cat(layer.high, vix[:, 1]), "low": cat(layer.low, vix[:, 2]),
         "close": cat(layer.close, vix[:, 3]), "volume": cat(_int(layer.volume), np.zeros(t_n, dtype=np.int64))})
-    return dates, symbols, p, layer, mask, ep, bump, prices.reset_index(drop=True), "synthetic"
+    extra = {"drift_offset_per_session": -round(offset, 10)}
+    return dates, symbols, p, layer, mask, ep, bump, prices.reset_index(drop=True), "synthetic", extra
 
 
 def _file_core(cfg: SynthConfig, rs: dict) -> tuple:
@@ -317,9 +319,16 @@ def _file_core(cfg: SynthConfig, rs: dict) -> tuple:
     layer = pr.PriceLayer(bars["open"], bars["high"], bars["low"], bars["close"],
                           np.where(mask, bars["volume"] * vmult, np.nan), np.where(mask, ret, 0.0), stressed,
                           None, vix_level)
+    if vix_close is None:  # no ^VIX in the file: add the realized-vol VIX-like level as flat-open bars
+        lvl = np.round(vix_level, 2)
+        prev = np.concatenate([lvl[:1], lvl[:-1]])
+        keep = pd.concat([keep, pd.DataFrame({
+            "date": dates, "symbol": VIX_SYMBOL, "open": prev, "high": np.maximum(prev, lvl),
+            "low": np.minimum(prev, lvl), "close": lvl, "volume": 0})], ignore_index=True)
     prices = keep.sort_values(["date", "symbol"], kind="stable").reset_index(drop=True)
     prices["symbol"] = prices["symbol"].astype("str")
-    return dates, symbols, p, layer, mask, ep, bump, prices, "prices_file (oracle-planted episodes)"
+    extra = {"oracle_share": min(cfg.effect, 1.0), "daily_drift": "realized mean log open-to-open return"}
+    return dates, symbols, p, layer, mask, ep, bump, prices, "prices_file (oracle-planted episodes)", extra
 
 
 def generate_market(cfg: SynthConfig) -> SynthMarket:
@@ -328,7 +337,7 @@ def generate_market(cfg: SynthConfig) -> SynthMarket:
         raise ParameterError(f"cfg must be a SynthConfig, got cfg={cfg!r}")
     rs = _streams(cfg.seed)
     core = _file_core(cfg, rs) if cfg.prices_file is not None else _synthetic_core(cfg, rs)
-    dates, symbols, p, layer, mask, ep, bump, prices, mode = core
+    dates, symbols, p, layer, mask, ep, bump, prices, mode, extra = core
     fin = fl.finra_layer(layer.volume, bump, cfg.family, p.is_etf, rs["finra"])
     lit = fl.lit_layer(layer.volume, fin["total"], layer.noise_ret, p.vol, bump, cfg.family, rs["lit"])
     otc = fl.otc_layer(dates, np.where(mask, layer.volume, 0.0), bump, rs["otc"])
@@ -348,6 +357,7 @@ def generate_market(cfg: SynthConfig) -> SynthMarket:
         "otm_put_volume": _int(opt["otm_put"]), "atm_iv": opt["iv"]})
     episodes = _episodes_frame(ep, dates, symbols)
     truth = _truth(cfg, mode, dates, symbols, episodes, layer.stressed)
+    truth["parameters"].update(extra)
     return SynthMarket(cfg, prices, finra, litf, _otc_frame(otc, symbols, pd.Timestamp(cfg.end)), options,
                        episodes, truth)
 

@@ -198,7 +198,8 @@ def _parse(kind: str, file: str, data: bytes, symmap: pd.DataFrame, settings: Se
 
 
 class _History:
-    """What ingest_log says about earlier successful ingests of this kind (read once per call)."""
+    """What ingest_log says about earlier successful ingests of this kind (read once per call), plus the
+    column types of the tables written (read once per call)."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, kind: str) -> None:
         rows = con.execute(
@@ -207,6 +208,7 @@ class _History:
         ).fetchall()
         self.shas: set[str] = set()
         self.latest: dict[str, str] = {}
+        self.types: dict[str, dict[str, str]] = {}
         for f, sha in rows:
             self.add(str(f), str(sha))
 
@@ -261,7 +263,9 @@ def ingest_file(
         return _fail(con, kind, file, sha, err, raise_on_error)
     try:
         with transaction(con):
-            _, status = write_parsed(con, parsed, file=file, sha256=sha, kind=kind, source_file=Path(file).name)
+            _, status = write_parsed(
+                con, parsed, file=file, sha256=sha, kind=kind, source_file=Path(file).name, types_cache=history.types
+            )
     except duckdb.Error as exc:
         return _fail(con, kind, file, sha, InputFileError(file, None, f"database rejected the file ({exc})"), raise_on_error)
     history.add(file, sha)

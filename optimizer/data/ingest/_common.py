@@ -37,7 +37,6 @@ __all__ = [
     "parse_dates",
     "collect_rejects",
     "duplicate_rejects",
-    "empty_rejects",
     "write_parsed",
     "log_failure",
     "name_date",
@@ -305,10 +304,6 @@ def duplicate_rejects(keys: pd.DataFrame, lines: np.ndarray, names: tuple[str, .
     return dup, reasons
 
 
-def empty_rejects(values: pd.Series, label: str) -> np.ndarray:
-    return (values.astype(str).str.strip() == "").to_numpy()
-
-
 def rejects_frame(found: list[tuple[int, str]], line_no: np.ndarray, raw_lines: list[str] | None, raw_fallback=None) -> pd.DataFrame:
     """[(row index, reason)] -> DataFrame(line, reason, raw) sorted by line."""
     if not found:
@@ -386,10 +381,26 @@ def _merge_existing(con: duckdb.DuckDBPyConnection, parsed: Parsed, rows: pd.Dat
 
 
 def write_parsed(
-    con: duckdb.DuckDBPyConnection, parsed: Parsed, *, file: str, sha256: str, kind: str, source_file: str
+    con: duckdb.DuckDBPyConnection,
+    parsed: Parsed,
+    *,
+    file: str,
+    sha256: str,
+    kind: str,
+    source_file: str,
+    types_cache: dict[str, dict[str, str]] | None = None,
 ) -> tuple[int, str]:
-    """Write one parsed file. The caller holds the transaction. Returns (ingest_id, status)."""
-    types = table_types(con, parsed.table)
+    """Write one parsed file. The caller holds the transaction. Returns (ingest_id, status).
+
+    ``types_cache`` (table -> column types) saves a catalog query per file in a batch."""
+    cache = {} if types_cache is None else types_cache
+
+    def types_of(t: str) -> dict[str, str]:
+        if t not in cache:
+            cache[t] = table_types(con, t)
+        return cache[t]
+
+    types = types_of(parsed.table)
     rows = parsed.rows
     if "source_file" in types and "source_file" not in rows.columns:
         rows = rows.assign(source_file=source_file)
@@ -400,7 +411,7 @@ def write_parsed(
     ingest_id = int(con.execute("SELECT nextval('ingest_log_seq')").fetchone()[0])
     if parsed.n_rejects:
         rj = parsed.rejects.assign(ingest_id=ingest_id, file=file)[["ingest_id", "file", "line", "reason", "raw"]]
-        _insert_frame(con, "ingest_rejects", rj, table_types(con, "ingest_rejects"))
+        _insert_frame(con, "ingest_rejects", rj, types_of("ingest_rejects"))
     if parsed.n_rejects:
         status = "rejected_rows"
     elif deleted:

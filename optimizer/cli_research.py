@@ -1,0 +1,135 @@
+"""CLI commands for out-of-sample research: walkforward, report, sandbox, and the end-to-end demo."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import click
+
+from .cli import _json, _progress, _table, console, db_option, err_console, format_option, storage_option
+from .config import DEFAULT_STORAGE
+from .errors import DataError
+
+__all__ = ["register"]
+
+
+@click.command("walkforward")
+@click.argument("spec", type=click.Path())
+@click.option("--final", is_flag=True, help="Also open the final reserve (last [data].reserve_fraction of sessions). Recorded; a second opening warns.")
+@click.option("--n-trials", type=int, help="Trials per window (default [walkforward].n_trials or [run].n_trials).")
+@click.option("--out", "out_dir", default=None, help="Directory for the run's files (default output/walkforward/<study>).")
+@storage_option
+@db_option
+@format_option()
+def walkforward_cmd(spec, final, n_trials, out_dir, storage, db, fmt):
+    """Re-optimize SPEC on rolling train windows and evaluate each winner once on the following test window.
+
+    Prints per-window in-sample vs out-of-sample metrics, the stitched out-of-sample result, DSR / PSR / PBO,
+    cost stress and the verdict. Writes output/walk_forward_summary.csv and output/walkforward/<study>/.
+    An interrupted run resumes at the first unfinished window.
+    """
+    from .spec import load_spec
+    from .walkforward import run_walkforward, save_walkforward
+
+    s = load_spec(spec)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        res = run_walkforward(s, db, storage, final=final, progress=_progress() and fmt == "table", n_trials=n_trials)
+    for w in caught:
+        if "reserve" in str(w.message):
+            err_console.print(f"[bold red]{w.message}[/]")
+    d = save_walkforward(res, out_dir or f"output/walkforward/{s.run.study_name}")
+    if fmt == "json":
+        _json(res.to_dict() | {"files": str(d)})
+        return
+    cols = [c for c in res.summary.columns if c in ("window", "test_start", "test_end", "param_variant", "param_z_window",
+                                                   "param_exit", "is_rank_score", "oos_rank_score", "is_avg_excess_return",
+                                                   "oos_avg_excess_return", "oos_closed_trades")]
+    _table(res.summary[cols], title=f"walk-forward {s.run.study_name}: {len(res.windows)} windows")
+    o = res.oos
+    _table([{"metric": k, "value": o.get(k)} for k in ("closed_trades", "hit_rate", "avg_return", "avg_excess_return",
+                                                        "excess_t", "portfolio_sharpe", "max_drawdown", "rank_score")],
+           title="stitched out-of-sample")
+    st = res.stats
+    _table([{"statistic": k, "value": st.get(k)} for k in ("psr", "dsr", "pbo", "degradation", "n_trials_tried", "cost_fragile")],
+           title="overfitting statistics (on excess returns)")
+    color = "green" if res.verdict.supported else "red"
+    console.print(f"[bold {color}]{res.verdict.line}[/]")
+    console.print(f"files: {d}  (report: accumopt report {d})")
+
+
+@click.command("report")
+@click.argument("target")
+@click.option("--out", "out_dir", default="output/reports", show_default=True)
+@storage_option
+def report_cmd(target, out_dir, storage):
+    """Build a self-contained HTML report for a study NAME or a walk-forward run directory."""
+    from .report.research import build_study_report, build_walkforward_report
+    from .walkforward import load_walkforward
+
+    p = Path(target)
+    if p.is_dir() and (p / "result.json").exists():
+        path = build_walkforward_report(load_walkforward(p), out_dir=out_dir, name=p.name)
+    elif Path(f"output/walkforward/{target}/result.json").exists() and storage is None and not _study_exists(target, storage):
+        path = build_walkforward_report(load_walkforward(f"output/walkforward/{target}"), out_dir=out_dir, name=target)
+    else:
+        from .study import make_storage
+
+        path = build_study_report(make_storage(storage, heartbeat=False), target, out_dir=out_dir)
+    console.print(str(path))
+
+
+def _study_exists(name, storage) -> bool:
+    import optuna
+
+    from .study import make_storage
+
+    try:
+        return name in {s.study_name for s in optuna.get_all_study_summaries(make_storage(storage, heartbeat=False))}
+    except Exception:  # noqa: BLE001
+        return False
+
+
+@click.command("sandbox")
+@click.argument("ticker")
+@click.option("--start", default=None)
+@click.option("--end", default=None)
+@click.option("--z-window", default=20, show_default=True, type=int)
+@click.option("--out", default=None, help="Output HTML (default output/sandbox/<TICKER>.html).")
+@db_option
+def sandbox_cmd(ticker, start, end, z_window, out, db):
+    """The seven-panel signal-sandbox chart for one symbol (plus the imbalance·log1p(B+S) panel)."""
+    from .data.store import connect
+    from .engine.panel import load_panel
+    from .report.sandbox import sandbox_figure, write_sandbox
+
+    con = connect(db, read_only=True)
+    try:
+        panel = load_panel(con, None, None, None)
+    finally:
+        con.close()
+    fig = sandbox_figure(panel, ticker.upper(), start, end, z_window=z_window)
+    for w in write_sandbox(fig, out or f"output/sandbox/{ticker.upper()}.html"):
+        console.print(str(w))
+
+
+@click.command("demo")
+@click.option("--out", "out_root", default="output", show_default=True)
+@click.option("--effect", default=2.0, show_default=True, type=float, help="Planted effect of the synthetic market (0 = null).")
+@click.option("--seed", default=7, show_default=True, type=int)
+@click.option("--fresh", is_flag=True, help="Delete earlier demo studies and data first.")
+def demo_cmd(out_root, effect, seed, fresh):
+    """End to end on the embedded synthetic market: synth -> ingest -> metrics -> phase A -> phase B ->
+    walk-forward -> report. Prints the verdict, the report path and the dashboard command."""
+    from .demo import run_demo
+
+    run_demo(Path(out_root), effect=effect, seed=seed, fresh=fresh, console=console, progress=_progress())
+
+
+def register(main: click.Group) -> None:
+    for cmd in (walkforward_cmd, report_cmd, sandbox_cmd, demo_cmd):
+        main.add_command(cmd)

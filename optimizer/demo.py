@@ -1,0 +1,94 @@
+"""The main job on the embedded synthetic market (``make demo`` / ``accumopt demo``).
+
+synth -> ingest -> daily_metrics -> phase A (grid) -> phase B (TPE seeded from A) -> walk-forward -> report.
+Uses its own database and storage under ``out_root/demo`` so it never touches a user's data.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+__all__ = ["run_demo"]
+
+STUDIES = Path(__file__).resolve().parent.parent / "studies"
+
+
+def _spec(name: str):
+    from .spec import load_spec
+
+    p = STUDIES / f"{name}.toml"
+    if not p.exists():
+        raise FileNotFoundError(p)
+    return load_spec(p)
+
+
+def run_demo(out_root: Path, effect: float = 2.0, seed: int = 7, fresh: bool = False, console: Console | None = None,
+             progress: bool = False) -> dict:
+    from .data.synth import SynthConfig, synth_to_db
+    from .study import run_study
+    from .walkforward import run_walkforward, save_walkforward
+
+    console = console or Console()
+    root = Path(out_root) / "demo"
+    if fresh and root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    db = root / "darkpool.duckdb"
+    storage = f"sqlite:///{root / 'studies.db'}"
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def step(name: str, t: float) -> None:
+        timings[name] = round(time.perf_counter() - t, 1)
+        console.print(f"[green]✓[/] {name} ({timings[name]} s)")
+
+    t = time.perf_counter()
+    if not db.exists():
+        console.rule("1. synthetic market -> ingest -> daily_metrics")
+        summary = synth_to_db(SynthConfig(seed=seed, effect=effect), root / "raw", db, progress=progress)
+        console.print(f"{summary.get('symbols')} symbols x {summary.get('sessions')} sessions; rows: {summary.get('rows')}")
+    step("data", t)
+
+    console.rule("2. phase A: coarse grid")
+    t = time.perf_counter()
+    a = run_study(_spec("phase_a_coarse"), db, storage, progress=progress)
+    console.print(f"phase A: {a.counts} best {a.best_value}")
+    step("phase A", t)
+
+    console.rule("3. phase B: TPE seeded with phase A's top 5")
+    t = time.perf_counter()
+    b = run_study(_spec("phase_b_fine"), db, storage, n_trials=60, progress=progress)
+    console.print(f"phase B: {b.counts} best {b.best_value} params {b.best_params}")
+    step("phase B", t)
+
+    console.rule("4. walk-forward out-of-sample")
+    t = time.perf_counter()
+    spec = _spec("demo")
+    wf = run_walkforward(spec, db, storage, progress=progress, out_dir=root)
+    wf_dir = save_walkforward(wf, root / "walkforward" / spec.run.study_name)
+    step("walk-forward", t)
+
+    console.rule("5. report")
+    t = time.perf_counter()
+    report = None
+    try:
+        from .report.research import build_walkforward_report
+        from .walkforward import load_walkforward
+
+        report = build_walkforward_report(load_walkforward(wf_dir), out_dir=root / "reports", name="demo_walkforward")
+    except ImportError as e:  # pragma: no cover
+        console.print(f"[yellow]report skipped: {e}[/]")
+    step("report", t)
+
+    color = "green" if wf.verdict.supported else "red"
+    console.rule("verdict")
+    console.print(f"[bold {color}]{wf.verdict.line}[/]")
+    console.print(f"report:    {report}")
+    console.print(f"dashboard: .venv/bin/accumopt dashboard --storage {storage}")
+    console.print(f"total {time.perf_counter() - t0:.0f} s")
+    return {"verdict": wf.verdict.line, "supported": wf.verdict.supported, "report": str(report), "timings": timings,
+            "storage": storage, "db": str(db)}

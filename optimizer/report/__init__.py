@@ -1,0 +1,1 @@
+"""HTML reports and figures: study research report, walk-forward report, study comparison, signal sandbox."""
