@@ -9,14 +9,14 @@ from optimizer.errors import SpecError
 
 from ._base import Objective, aggregate
 from .builtin import (
-    AvgReturn, CompositeRank, ExcessReturn, HitRate, ReturnHitFrequency, Sharpe, SignalEfficiency, WinLoss,
+    AvgReturn, CompositeRank, CompositeRankExcess, ExcessReturn, HitRate, ReturnHitFrequency, Sharpe, SignalEfficiency, WinLoss,
 )
 
 __all__ = ["OBJECTIVES", "Objective", "aggregate", "resolve_objective", "make_objective"]
 
 OBJECTIVES: dict[str, type[Objective]] = {
     c.name: c
-    for c in (CompositeRank, HitRate, AvgReturn, ExcessReturn, Sharpe, WinLoss, SignalEfficiency, ReturnHitFrequency)
+    for c in (CompositeRank, CompositeRankExcess, HitRate, AvgReturn, ExcessReturn, Sharpe, WinLoss, SignalEfficiency, ReturnHitFrequency)
 }
 
 

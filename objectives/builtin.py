@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from ._base import Objective
 
 __all__ = [
-    "CompositeRank", "HitRate", "AvgReturn", "Sharpe", "WinLoss", "SignalEfficiency", "ExcessReturn",
+    "CompositeRank", "CompositeRankExcess", "HitRate", "AvgReturn", "Sharpe", "WinLoss", "SignalEfficiency", "ExcessReturn",
     "ReturnHitFrequency",
 ]
 
@@ -17,6 +17,22 @@ class CompositeRank(Objective):
 
     name = "composite_rank"
     metrics = ("rank_score",)
+
+
+class CompositeRankExcess(Objective):
+    """The rank score with the average return replaced by the average excess over the matched random-entry
+    benchmark: (hit_rate × avg_excess_return) × win_loss / sqrt(signals_per_month). In a rising market the plain
+    rank score rewards holding the market; this one rewards only timing."""
+
+    name = "composite_rank_excess"
+    metrics = ("rank_score_excess",)
+
+    def fold_values(self, m: Mapping[str, float]) -> tuple[float, ...]:
+        spm = m["signals_per_month"]
+        return (m["hit_rate"] * m["avg_excess_return"] * m["win_loss"] / spm ** 0.5 if spm > 0 else 0.0,)
+
+    def fold_value(self, m: Mapping[str, float]) -> float:
+        return self.fold_values(m)[0]
 
 
 class HitRate(Objective):

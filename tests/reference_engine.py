@@ -25,6 +25,12 @@ Exit reasons: ``"fixed"``, ``"max_days"``, ``"time_stop"``, ``"stop_loss"``, ``"
 and, for a close-based exit signal, the rule's signal name (``"first_dist"`` also for hybrid, ``"2x_consec_dist"``,
 ``"score_decay"``). When several exits fall due at the same open they all fill
 at that open; the reason is the first of: signal, fixed / max_days, time_stop.
+
+Conventions ENGINE.md leaves open, fixed here (the fast engine agrees): an open-at-end trade has
+``exit_idx = data_end - 1`` and ``exit_price = close[data_end - 1]`` with returns computed as if sold there (costs
+on both sides); ``win_loss`` is clipped to ``WIN_LOSS_CAP`` (also when the mean loss is 0); the portfolio Sharpe
+uses the sample std (ddof 1); position caps count the slots held at open t+1 (positions with an exit due at that
+open free theirs) and symbols without a sector are not sector-capped.
 """
 
 from __future__ import annotations

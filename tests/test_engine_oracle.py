@@ -133,7 +133,9 @@ def random_config(rng: np.random.Generator, T: int) -> dict:
             "w_price": float(rng.uniform(0.0, 1.0)), "z_window": int(Z_WINDOWS[rng.integers(len(Z_WINDOWS))]),
             "intensity_lo": lo, "intensity_hi": hi,
         },
-        "buy": float(rng.uniform(55, 80)), "sell": float(rng.uniform(20, 45)),
+        # a buy threshold below 50 now and then: the signal close itself can then count toward score_decay
+        "buy": float(rng.uniform(55, 80) if rng.random() < 0.9 else rng.uniform(40, 50)),
+        "sell": float(rng.uniform(20, 38)),
         "exit": ex,
         "costs": (float(rng.uniform(0, 3)), float(rng.uniform(0, 10))),
         "span": (sig_start, sig_end, data_end),

@@ -46,7 +46,8 @@ def prices(con, rows) -> None:
 
 def short(con, rows) -> None:
     """rows: (date, symbol, facility, short_volume, total_volume, short_exempt_volume)."""
-    f = pd.DataFrame(list(rows), columns=["date", "symbol", "facility", "short_volume", "total_volume", "short_exempt_volume"])
+    cols = ["date", "symbol", "facility", "short_volume", "total_volume", "short_exempt_volume"]
+    f = pd.DataFrame(list(rows), columns=cols)
     f["date"] = pd.to_datetime(f["date"])
     f["source_file"] = "test"
     _ins(con, "finra_short_daily", f)
@@ -63,7 +64,8 @@ def lit(con, rows) -> None:
 
 def otc(con, rows) -> None:
     """rows: (week_start_date, symbol, ats_volume, non_ats_volume, publication_date)."""
-    f = pd.DataFrame(list(rows), columns=["week_start_date", "symbol", "ats_volume", "non_ats_volume", "publication_date"])
+    cols = ["week_start_date", "symbol", "ats_volume", "non_ats_volume", "publication_date"]
+    f = pd.DataFrame(list(rows), columns=cols)
     f["week_start_date"] = pd.to_datetime(f["week_start_date"])
     f["publication_date"] = pd.to_datetime(f["publication_date"])
     f["ats_volume"] = f["ats_volume"].astype("Int64")
@@ -210,7 +212,7 @@ def test_rolling_z_by_hand(tiny):
     assert a.short_buy_volume_z[2] == pytest.approx(math.sqrt(1.5), abs=1e-12)
     assert a.short_buy_volume_z[7] == pytest.approx(math.sqrt(1.5), abs=1e-12)
     # ratio: NULL at row 2 propagates -> rows 2, 3 and 4 have < 3 finite values in their window
-    assert isnull(a.short_buy_sell_ratio_z[2]) and isnull(a.short_buy_sell_ratio_z[3]) and isnull(a.short_buy_sell_ratio_z[4])
+    assert all(isnull(a.short_buy_sell_ratio_z[i]) for i in (2, 3, 4))
     x = [400 / 600, 500 / 500, 600 / 400]  # rows 3..5
     m = sum(x) / 3
     sd = math.sqrt(sum((v - m) ** 2 for v in x) / 3)
@@ -298,8 +300,8 @@ def test_z_window_counts_the_symbols_own_rows():
     """EEE has no row on 01-04 (FFF does): its window of 3 is its own last 3 rows, not the last 3 dates."""
     con = connect(":memory:")
     days = ["2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05"]
-    short(con, [(d, "EEE", s, 1000, 0) for d, s in zip(days, [100, 200, None, 300]) if s is not None])
-    short(con, [(d, "FFF", 100, 1000, 0) for d in days])
+    short(con, [(d, "EEE", "CNMS", s, 1000, 0) for d, s in zip(days, [100, 200, None, 300]) if s is not None])
+    short(con, [(d, "FFF", "CNMS", 100, 1000, 0) for d in days])
     build_daily_metrics(con, z_window=3)
     e = table(con).query("symbol == 'EEE'").set_index("date")
     assert len(e) == 3
@@ -471,6 +473,29 @@ def test_rebuild_is_idempotent(tiny):
     build_daily_metrics(con, z_window=3)
     same(table(con), df)
     assert con.execute("SELECT count(*) FROM options_premium_summary").fetchone()[0] == 1
+
+
+def test_rebuild_is_bit_reproducible_with_fractional_volumes():
+    """Week totals / option averages of fractional doubles must not depend on DuckDB's parallel summation order."""
+    rng = np.random.default_rng(5)
+    con = connect(":memory:")
+    days = pd.bdate_range("2024-01-01", periods=150)
+    syms = [f"S{i:03d}" for i in range(200)]
+    dd, ss = np.meshgrid(days, syms, indexing="ij")
+    n = dd.size
+    prices(con, zip(dd.ravel(), ss.ravel(), rng.uniform(10, 20, n), rng.uniform(1e5, 1e6, n)))
+    options(con, zip(dd.ravel(), ss.ravel(), rng.uniform(0, 1e3, n), rng.uniform(0, 1e3, n)))
+    weeks = pd.date_range(days[0], days[-1], freq="W-MON")
+    ww, s2 = np.meshgrid(weeks, syms, indexing="ij")
+    otc(con, zip(ww.ravel(), s2.ravel(), rng.integers(0, 10**5, ww.size), rng.integers(0, 10**5, ww.size),
+                 ww.ravel() + pd.Timedelta(days=10)))
+    build_daily_metrics(con, z_window=5)
+    first = table(con)
+    first_s = con.execute("SELECT * FROM options_premium_summary ORDER BY symbol").df()
+    for _ in range(2):
+        build_daily_metrics(con, z_window=5)
+        same(table(con), first)
+        same(con.execute("SELECT * FROM options_premium_summary ORDER BY symbol").df(), first_s)
 
 
 @pytest.mark.parametrize("step", ["_compute_z", "_write_options"])

@@ -15,7 +15,7 @@ import pandas as pd
 from scipy.signal import lfilter
 
 from ..errors import InputFileError
-from ..universe import SECTOR_ETFS, SECTOR_MAP, TIER1, TIER3, VIX_SYMBOL
+from ..universe import SECTOR_ETFS, SECTOR_MAP, TIER1, TIER3
 
 __all__ = [
     "SymbolParams",
@@ -24,6 +24,7 @@ __all__ = [
     "simulate_regime",
     "simulate_prices",
     "load_prices_file",
+    "realized_layer",
     "ar1",
     "OPTION_SYMBOLS",
     "STRESS_VOL_MULT",
@@ -248,7 +249,9 @@ def load_prices_file(path: str | Path) -> pd.DataFrame:
     return df
 
 
-def realized_layer(bars: dict[str, np.ndarray], vix_close: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def realized_layer(
+    bars: dict[str, np.ndarray], vix_close: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """From real bars: (close-to-close log returns, stressed flag per session, VIX-like close per session).
 
     Without a ^VIX column the level is 1.1 x the 20-session realized vol of the cross-sectional mean return

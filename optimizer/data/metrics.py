@@ -123,6 +123,11 @@ _BASE_TABLE = "_dm_base"
 _Z_VIEW = "_dm_z_frame"
 
 
+def _q(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> list[tuple]:
+    """Execute and fetch every row (DuckDB 2 refuses register/unregister while a result is left unfinished)."""
+    return con.execute(sql, params or []).fetchall()
+
+
 # --------------------------------------------------------------------------------------------------- scope
 
 
@@ -138,7 +143,9 @@ class _Scope:
         if self.start is not None and self.end is not None:
             check_param(self.start <= self.end, "start", f"<= end={self.end}", self.start)
         if self.symbols is not None and not self.symbols:
-            raise DataError(f"symbols={list(symbols)!r} leaves no symbol to build ({VIX_SYMBOL} is market context only)")
+            raise DataError(
+                f"symbols={list(symbols)!r} leaves no symbol to build ({VIX_SYMBOL} is market context only)"
+            )
 
     @property
     def full(self) -> bool:
@@ -183,15 +190,15 @@ def owns_daily_metrics(con: duckdb.DuckDBPyConnection) -> bool:
     """True when ``accumopt_meta`` says this tool created the derived tables."""
     if not table_exists(con, META_TABLE):
         return False
-    row = con.execute(f"SELECT value FROM {META_TABLE} WHERE key = ?", [OWNER_KEY]).fetchone()
-    return row is not None and row[0] == OWNER_VALUE
+    rows = _q(con, f"SELECT value FROM {META_TABLE} WHERE key = ?", [OWNER_KEY])
+    return bool(rows) and rows[0][0] == OWNER_VALUE
 
 
 def _table_type(con: duckdb.DuckDBPyConnection, name: str) -> str | None:
-    row = con.execute(
-        "SELECT table_type FROM information_schema.tables WHERE table_name = ? AND table_schema = 'main'", [name]
-    ).fetchone()
-    return None if row is None else str(row[0])
+    rows = _q(
+        con, "SELECT table_type FROM information_schema.tables WHERE table_name = ? AND table_schema = 'main'", [name]
+    )
+    return str(rows[0][0]) if rows else None
 
 
 def _check_owner(con: duckdb.DuckDBPyConnection, force: bool) -> None:
@@ -209,12 +216,12 @@ def _check_owner(con: duckdb.DuckDBPyConnection, force: bool) -> None:
         )
     for t in foreign:
         kind = "VIEW" if _table_type(con, t) == "VIEW" else "TABLE"
-        con.execute(f'DROP {kind} "{t}"')
+        _q(con, f'DROP {kind} "{t}"')
 
 
 def _mark_owner(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
-    con.execute(f"INSERT OR REPLACE INTO {META_TABLE} VALUES (?, ?)", [OWNER_KEY, OWNER_VALUE])
+    _q(con, f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
+    _q(con, f"INSERT OR REPLACE INTO {META_TABLE} VALUES (?, ?)", [OWNER_KEY, OWNER_VALUE])
 
 
 # --------------------------------------------------------------------------------------------------- base rows
@@ -246,10 +253,10 @@ WITH px AS (
                 ELSE coalesce(ats_volume, 0) + coalesce(non_ats_volume, 0) END AS otc_weekly_volume
     FROM finra_otc_weekly WHERE {otc_f}
 ), otc_total AS (   -- the week's share volume, Monday..Friday, from bars known at publication
-    SELECT o.symbol, o.week_start_date, sum(p.volume) AS week_total
+    SELECT o.symbol, o.week_start_date, sum(p.volume ORDER BY p.date) AS week_total  -- ordered: bit-reproducible
     FROM otc o JOIN px p
       ON p.symbol = o.symbol AND p.date BETWEEN o.week_start_date AND o.week_start_date + 4
-     AND TRUE
+     AND p.date <= o.publication_date
     GROUP BY o.symbol, o.week_start_date
 ), otc_vis AS (     -- from vis_date on, the newest week published so far
     SELECT symbol, vis_date, max(newest) AS week_start_date FROM (
@@ -334,10 +341,17 @@ FROM v
 def _stage_base(con: duckdb.DuckDBPyConnection, scope: _Scope, min_lit_volume: int) -> int:
     """Materialize the base rows in a temp table; returns its row count."""
     if scope.symbols is not None:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {_SCOPE_TABLE} (symbol VARCHAR PRIMARY KEY)")
-        con.executemany(f"INSERT INTO {_SCOPE_TABLE} VALUES (?)", [[s] for s in scope.symbols])
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {_BASE_TABLE} AS {_base_sql(scope, min_lit_volume)}")
-    return int(con.execute(f"SELECT count(*) FROM {_BASE_TABLE}").fetchone()[0])
+        con.register("_dm_scope_frame", pd.DataFrame({"symbol": pd.Series(scope.symbols, dtype=object)}))
+        try:
+            _q(
+                con,
+                f"CREATE OR REPLACE TEMP TABLE {_SCOPE_TABLE} AS "
+                "SELECT CAST(symbol AS VARCHAR) AS symbol FROM _dm_scope_frame",
+            )
+        finally:
+            con.unregister("_dm_scope_frame")
+    _q(con, f"CREATE OR REPLACE TEMP TABLE {_BASE_TABLE} AS {_base_sql(scope, min_lit_volume)}")
+    return int(_q(con, f"SELECT count(*) FROM {_BASE_TABLE}")[0][0])
 
 
 # --------------------------------------------------------------------------------------------------- z-scores
@@ -368,7 +382,7 @@ def _compute_z(con: duckdb.DuckDBPyConnection, z_window: int, z_min_periods: int
     sel = ", ".join(f'coalesce(CAST("{c}" AS DOUBLE), CAST(\'nan\' AS DOUBLE)) AS "{c}"' for c in raw)
     arr = con.execute(f"SELECT sym_idx, pos, {sel} FROM {_BASE_TABLE}").fetchnumpy()
     z = zscores_by_symbol({c: np.asarray(arr[c]) for c in raw}, arr["sym_idx"], arr["pos"], z_window, z_min_periods)
-    frame = pd.DataFrame({"sym_idx": np.asarray(arr["sym_idx"], dtype=np.int64), "pos": np.asarray(arr["pos"], dtype=np.int64)})
+    frame = pd.DataFrame({k: np.asarray(arr[k], dtype=np.int64) for k in ("sym_idx", "pos")})
     for zc, rc in Z_COLUMNS.items():
         frame[zc] = z[rc]
     return frame
@@ -384,19 +398,20 @@ def _ddl(table: str, columns: tuple[tuple[str, str], ...]) -> str:
 
 
 def _columns_of(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
-    rows = con.execute(
+    rows = _q(
+        con,
         "SELECT column_name FROM information_schema.columns WHERE table_name = ? AND table_schema = 'main' "
         "ORDER BY ordinal_position",
         [table],
-    ).fetchall()
+    )
     return [r[0] for r in rows]
 
 
 def _prepare_target(con: duckdb.DuckDBPyConnection, table: str, columns, scope: _Scope) -> None:
     """Full build: a fresh table. Scoped build: keep the table (same layout required), delete the scope's rows."""
     if scope.full or not table_exists(con, table):
-        con.execute(f"DROP TABLE IF EXISTS {table}")
-        con.execute(_ddl(table, columns))
+        _q(con, f"DROP TABLE IF EXISTS {table}")
+        _q(con, _ddl(table, columns))
         return
     have = _columns_of(con, table)
     want = [c for c, _ in columns]
@@ -405,7 +420,7 @@ def _prepare_target(con: duckdb.DuckDBPyConnection, table: str, columns, scope: 
             f"table {table} has columns {have}, this accumopt writes {want}: rebuild it in full "
             "(no symbols/start/end) to change its layout"
         )
-    con.execute(f"DELETE FROM {table} WHERE {scope.target_filter()}")
+    _q(con, f"DELETE FROM {table} WHERE {scope.target_filter()}")
 
 
 def _write_daily_metrics(
@@ -425,10 +440,11 @@ def _write_daily_metrics(
             else:
                 sel.append(f'b."{c}"')
         where = f"b.date >= DATE '{scope.start.isoformat()}'" if scope.start is not None else "TRUE"
-        n = con.execute(
+        n = _q(
+            con,
             f"INSERT INTO daily_metrics SELECT {', '.join(sel)} FROM {_BASE_TABLE} b "
-            f"JOIN {_Z_VIEW} z ON z.sym_idx = b.sym_idx AND z.pos = b.pos WHERE {where} ORDER BY b.date, b.symbol"
-        ).fetchone()[0]
+            f"JOIN {_Z_VIEW} z ON z.sym_idx = b.sym_idx AND z.pos = b.pos WHERE {where} ORDER BY b.date, b.symbol",
+        )[0][0]
     finally:
         con.unregister(_Z_VIEW)
     return int(n)
@@ -437,7 +453,8 @@ def _write_daily_metrics(
 def _write_options(con: duckdb.DuckDBPyConnection, scope: _Scope) -> int:
     """options_premium_daily for the scope, then options_premium_summary over the whole table."""
     _prepare_target(con, "options_premium_daily", OPTIONS_PREMIUM_COLUMNS, scope)
-    n = con.execute(
+    n = _q(
+        con,
         f"""
         INSERT INTO options_premium_daily
         SELECT date, symbol, call_volume, put_volume,
@@ -448,14 +465,15 @@ def _write_options(con: duckdb.DuckDBPyConnection, scope: _Scope) -> int:
                itm_call_volume, otm_call_volume, itm_put_volume, otm_put_volume, atm_iv
         FROM options_daily WHERE {scope.target_filter()}
         ORDER BY date, symbol
-        """
-    ).fetchone()[0]
-    con.execute("DROP TABLE IF EXISTS options_premium_summary")
-    con.execute(_SUMMARY_DDL)
-    con.execute(
+        """,
+    )[0][0]
+    _q(con, "DROP TABLE IF EXISTS options_premium_summary")
+    _q(con, _SUMMARY_DDL)
+    _q(
+        con,
         """
         INSERT INTO options_premium_summary
-        SELECT symbol, avg(total_volume), min(date), max(date), count(*)
+        SELECT symbol, avg(total_volume ORDER BY date), min(date), max(date), count(*)
         FROM options_premium_daily GROUP BY symbol ORDER BY symbol
         """
     )
@@ -512,12 +530,13 @@ def build_daily_metrics(
         opt_rows = _write_options(con, scope)
         say(f"options_premium_daily: {opt_rows} rows written")
         _mark_owner(con)
-        stats = con.execute(
+        stats = _q(
+            con,
             f"SELECT count(DISTINCT symbol), count(DISTINCT date), min(date), max(date) FROM daily_metrics "
-            f"WHERE {scope.target_filter()}"
-        ).fetchone()
+            f"WHERE {scope.target_filter()}",
+        )[0]
         for t in (_BASE_TABLE, _SCOPE_TABLE):
-            con.execute(f"DROP TABLE IF EXISTS {t}")
+            _q(con, f"DROP TABLE IF EXISTS {t}")
     return {
         "rows": rows,
         "symbols": int(stats[0]),
@@ -536,7 +555,7 @@ def latest_metrics_date(con: duckdb.DuckDBPyConnection) -> _dt.date | None:
     """The newest date in daily_metrics (any owner); None when the table is absent or empty."""
     if not table_exists(con, "daily_metrics"):
         return None
-    value = con.execute("SELECT max(date) FROM daily_metrics").fetchone()[0]
+    value = _q(con, "SELECT max(date) FROM daily_metrics")[0][0]
     if value is None:
         return None
     return pd.Timestamp(value).date()
@@ -569,17 +588,19 @@ def metrics_summary(con: duckdb.DuckDBPyConnection) -> dict:
     if "otc_participation_rate" in cols:
         tests["otc_rate"] = "otc_participation_rate IS NOT NULL"
     share_sql = "".join(f", avg(CASE WHEN {cond} THEN 1.0 ELSE 0.0 END)" for cond in tests.values())
-    row = con.execute(
+    row = _q(
+        con,
         f"SELECT count(*), count(DISTINCT symbol), count(DISTINCT date), min(date), max(date){share_sql} "
-        "FROM daily_metrics"
-    ).fetchone()
+        "FROM daily_metrics",
+    )[0]
     n = int(row[0])
     share = {k: (float(v) if v is not None else 0.0) for k, v in zip(tests, row[5:])}
     if table_exists(con, "options_premium_daily") and n:
-        hit = con.execute(
+        hit = _q(
+            con,
             "SELECT count(*) FROM daily_metrics m SEMI JOIN options_premium_daily o "
-            "ON o.date = m.date AND o.symbol = m.symbol"
-        ).fetchone()[0]
+            "ON o.date = m.date AND o.symbol = m.symbol",
+        )[0][0]
         share["options"] = int(hit) / n
     return {
         "rows": n,

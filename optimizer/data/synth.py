@@ -10,7 +10,7 @@ layer's draws never depend on the family, the effect size or another layer):
 
 * Regime: 2-state Markov chain, calm / stressed (P(calm->stressed) = 0.015, P(stressed->calm) = 0.06 per
   session: ~20 % stressed, spells ~17 sessions). Stressed: market and sector factor vol x2.5, idiosyncratic
-  vol x1.7, market drift -0.10 %/session (calm +0.06 %), volume x e^0.35.
+  vol x1.7, market drift -0.04 %/session (calm +0.05 %), volume x e^0.2.
 * Prices: close-to-close log return = beta x market + loading x sector factor + idiosyncratic noise (+ planted
   drift). Sector factors belong to the 8 sector ETFs (``SECTOR_ETFS``); a sector ETF's own return is its beta x
   market + its sector factor (+ tiny noise), and its stocks (``SECTOR_MAP`` / ``TIER2_BY_SECTOR``; unknown and
@@ -19,7 +19,7 @@ layer's draws never depend on the family, the effect size or another layer):
   Open = previous close x exp(overnight gap), gap = 30 % of the day's noise return + small noise; the rest of
   the return (and ALL planted drift) is intraday, so a drift starting at session s is earned by buying at
   open[s]. High/low extend max/min(open, close) by |N| x 0.35 x daily vol. Start prices log-uniform 20-500.
-  Consolidated volume: log = symbol level + 0.3 x |return| / vol + regime + AR(1) noise (phi 0.6, sd 0.2).
+  Consolidated volume: log = symbol level + 0.25 x |return| / vol + regime + AR(1) noise (phi 0.6, sd 0.16).
   ``^VIX`` (volume 0): log level mean-reverts (speed 0.2) to ~15.5 calm / ~31 stressed (slow noise around
   the target), daily noise 4.5 % and -3 x the market return; OHLC rounded to cents.
 * FINRA (CNMS): total = 30-50 % of consolidated volume (symbol level + slow AR noise); short share = a
@@ -39,7 +39,7 @@ or lower (distribution) the carrying family's signal on every episode day, by U(
 
 * ``ratio``: short share +/-0.08 (3-4 noise sd: short-buy share of total volume, variants B/C/D) and lit
   imbalance +/-0.025;
-* ``volume``: consolidated (hence FINRA short and total) volume x e^(+/-0.8), short share unchanged (variant
+* ``volume``: consolidated (hence FINRA short and total) volume x e^(+/-1.3), short share unchanged (variant
   A: short-buy volume level) and lit imbalance +/-0.025;
 * ``lit``: lit imbalance +/-0.15 only.
 
@@ -51,15 +51,22 @@ EXPECTED planted drift per session, ~-0.05 % at the defaults, from the parameter
 episodes) keeps the expected net planted drift at zero, so price levels stay realistic.
 
 Null market (``effect=0``): the episodes and their flow bumps are generated exactly as with effect > 0 (same
-random streams, same draws) and only the price drift is multiplied by the effect. So every flow layer of an
-effect-0 market is bit-identical to the effect-1 market's, and its prices are the effect-1 prices without the
-drift: flows keep the same (bumpy) distribution but predict nothing. This is preferred over removing the bumps,
+random streams, same draws) and only the price drift is multiplied by the effect. So the FINRA, lit-flow and OTC
+layers (and the volume column) of an effect-0 market are bit-identical to the effect-1 market's (options
+premiums follow the prices), and its prices are the effect-1 prices without the drift: flows keep the same
+(bumpy) distribution but predict nothing. This is preferred over removing the bumps,
 because an optimizer can then not tell the null market from the planted one by looking at the flows alone.
-``effect`` therefore scales the predictive content (the drift), not the bump size.
+``effect`` therefore scales the predictive content (the drift), not the bump size. The one non-planted
+predictability left is realistic: volume (hence the short-VOLUME level, not the short share) reflects the
+volatility regime, whose market drift differs slightly (calm +0.05 %, stressed -0.04 % per session).
+
+Universe: ``tier1`` / ``tier1+3`` / ``tier1+2+3`` / a symbol list (``all`` = tier1+2+3); ``n_symbols`` keeps the
+first N of it, or adds ``SYN0001``.. names up to N. Symbols are sorted; ``^VIX`` is always added to the prices.
 
 ``prices_file`` mode: real bars of the file's symbols (file symbols ∩ universe, or all with
 ``universe="all"``) over the file's NYSE sessions in [start, end] are kept bit-exactly (their volume too) and
-only the flow layers are synthesized around them. The planted effect cannot move real prices, so with
+only the flow layers are synthesized around them (with ``family="volume"`` the FINRA/lit/OTC volumes carry the
+volume bump while the real volume column stays untouched). The planted effect cannot move real prices, so with
 effect > 0 the episodes are ORACLE-PLACED: they start at the sessions whose forward 10-session open-to-open
 return (open t+1 -> open t+11) is among the symbol's largest (accumulation) / smallest (distribution);
 with 0 < effect < 1 only that share of them is oracle-placed, the rest random; effect 0 places them all at

@@ -22,7 +22,7 @@ from ..errors import check_param
 __all__ = [
     "TEMPLATE", "GREEN", "RED", "BLUE", "GREY", "bin_numeric", "sensitivity_table", "sensitivity_heatmap",
     "intermediate_figure", "equity_figure", "is_oos_figure", "stability_figure", "failure_mode_figure",
-    "alignment_box_figure", "regime_comparison_figure", "REGIME_COLUMNS",
+    "alignment_box_figure", "regime_comparison_figure", "REGIME_COLUMNS", "closed_events",
 ]
 
 TEMPLATE = "plotly_white"
@@ -185,7 +185,8 @@ def stability_figure(stability: pd.DataFrame, title: str = "Parameter stability:
     return fig
 
 
-def _closed(events: pd.DataFrame) -> pd.DataFrame:
+def closed_events(events: pd.DataFrame) -> pd.DataFrame:
+    """Rows with a finite net_return that are not open at the end of the data."""
     ok = pd.to_numeric(events["net_return"], errors="coerce").notna()
     if "open_at_end" in events.columns:
         ok &= ~events["open_at_end"].fillna(False).astype(bool)
@@ -198,7 +199,7 @@ def failure_mode_figure(events: pd.DataFrame, modes: Sequence[str] | None = None
     any other label); hover shows the mean net return of the mode."""
     from ..engine._failure import FAILURE_MODES
 
-    ev = _closed(events)
+    ev = closed_events(events)
     ev = ev[ev["failure_mode"].notna()]
     labels = list(modes or FAILURE_MODES)
     labels += [m for m in _order(ev["failure_mode"].astype(str).tolist()) if m not in labels]
@@ -215,7 +216,7 @@ def failure_mode_figure(events: pd.DataFrame, modes: Sequence[str] | None = None
 def alignment_box_figure(events: pd.DataFrame, title: str = "Net return with / without parent-ETF alignment") -> go.Figure:
     """Box traces ``"aligned with parent ETF"`` and ``"not aligned"`` of closed trades' net_return (only trades whose
     parent ETF is available when the frame says so)."""
-    ev = _closed(events)
+    ev = closed_events(events)
     if "parent_etf_available" in ev.columns:
         ev = ev[ev["parent_etf_available"].fillna(False).astype(bool)]
     aligned = ev["parent_etf_aligned"].fillna(False).astype(bool)

@@ -1,0 +1,525 @@
+"""The research reports: one self-contained HTML page per study and per walk-forward run.
+
+``build_study_report(storage, study)`` -> ``output/reports/<study>.html``: header (study, spec hash, data
+fingerprint, objective, trial counts), optimization history (Pareto front for multi-objective studies), parameter
+importances, sensitivity heatmaps (w_short bin × z_window, buy × sell threshold: mean objective per cell, from the
+trials table), slice and contour plots of the 2–3 most important parameters, the top-10 configurations and the
+per-fold intermediate values of complete vs pruned trials.
+
+``build_walkforward_report(wf)`` -> ``output/reports/<name>-walkforward.html`` (and the equity figure alone in
+``output/equity_curves/<name>_oos.html``): the verdict line (green when supported, red when not) with the deciding
+numbers, bootstrap CIs and the cost-stress table, the stitched OOS equity, in-sample vs out-of-sample bars per window,
+the windows and per-window parameters tables, parameter stability, and — when trade events carry the columns —
+failure modes, the parent-ETF alignment box plot and the rule-validation table; regimes when the result has them.
+
+Every page embeds plotly.js exactly once (in ``<head>``) and each figure as a ``Plotly.newPlot`` call with its own
+div id; ``body[data-plots-expected]`` holds the number of figures and a small script sets
+``body[data-plots-rendered]`` to the number of rendered ``.js-plotly-plot`` elements after load (checked by a
+headless-browser test). :func:`embedded_figures` reads the figures back out of a page.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import inspect
+import json
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+import plotly.graph_objects as go
+from optuna.trial import TrialState
+
+from ..errors import DataError, check_param
+from . import figures as F
+
+__all__ = ["build_study_report", "build_walkforward_report", "embedded_figures", "verdict_gates", "Page",
+           "PLOTLY_MARKER"]
+
+# The first bytes of plotly.js as plotly inlines it ("/**\n* plotly.js v3...."): counted by the tests.
+PLOTLY_MARKER = "* plotly.js v"
+_CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:1.5em 2.5em;color:#222;max-width:1500px}
+h1{margin-bottom:.2em} h2{margin-top:1.6em;border-bottom:2px solid #e0e0e0;padding-bottom:.2em}
+table.tbl{border-collapse:collapse;font-size:13px;margin:.5em 0}
+table.tbl td,table.tbl th{padding:3px 9px;border-bottom:1px solid #e3e3e3;text-align:right}
+table.tbl th{background:#f5f5f5} table.tbl tr:hover td{background:#fafafa}
+table.kv td:first-child{text-align:left;font-weight:600;color:#555}
+.note{color:#6d4c00;background:#fff8e1;border-left:4px solid #ffb300;padding:.4em .8em;margin:.5em 0}
+.verdict{font-size:1.7em;font-weight:700;color:#fff;padding:.6em .9em;border-radius:6px;margin:.6em 0}
+.verdict.supported{background:#2e7d32} .verdict.rejected{background:#c62828}
+.pass{color:#2e7d32;font-weight:600} .fail{color:#c62828;font-weight:600}
+.grid{display:flex;flex-wrap:wrap;gap:2em;align-items:flex-start}
+.fig{margin:.4em 0 1.2em 0}
+"""
+_RENDER_PROBE = (
+    "<script>window.addEventListener('load',function(){setTimeout(function(){document.body.dataset.plotsRendered="
+    "String(document.querySelectorAll('.js-plotly-plot').length);},0);});</script>"
+)
+
+
+# ------------------------------------------------------------------------------------------------ page
+
+
+@dataclass
+class Page:
+    """An HTML page under construction: blocks of HTML and figures (each rendered with ``div_id`` = its id)."""
+
+    title: str
+    blocks: list[str] = field(default_factory=list)
+    figure_ids: list[str] = field(default_factory=list)
+
+    def add(self, raw_html: str) -> None:
+        self.blocks.append(raw_html)
+
+    def h2(self, text: str) -> None:
+        self.add(f"<h2>{html.escape(text)}</h2>")
+
+    def note(self, text: str) -> None:
+        self.add(f'<p class="note">{html.escape(text)}</p>')
+
+    def table(self, df: pd.DataFrame, classes: str = "tbl") -> None:
+        self.add(_table_html(df, classes))
+
+    def figure(self, fig: go.Figure, fid: str) -> None:
+        check_param(fid not in self.figure_ids, "fid", "a figure id not used yet on this page", fid)
+        self.figure_ids.append(fid)
+        body = fig.to_html(full_html=False, include_plotlyjs=False, div_id=fid,
+                           config={"responsive": True, "displaylogo": False})
+        self.add(f'<div class="fig">{body}</div>')
+
+    def render(self) -> str:
+        from plotly.offline import get_plotlyjs
+
+        return (
+            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(self.title)}</title><style>{_CSS}</style>\n"
+            "<script type=\"text/javascript\">window.PlotlyConfig = {MathJaxConfig: 'local'};</script>\n"
+            f"<script type=\"text/javascript\">{get_plotlyjs()}</script>\n</head>\n"
+            f"<body data-plots-expected=\"{len(self.figure_ids)}\">\n"
+            + "\n".join(self.blocks)
+            + f"\n{_RENDER_PROBE}\n</body></html>\n"
+        )
+
+    def write(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.render(), encoding="utf-8")
+        return path
+
+
+def _fmt_cell(v: Any) -> str:
+    if v is None or v is pd.NA or v is pd.NaT:
+        return "-"
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (float, np.floating)):
+        return "-" if not math.isfinite(float(v)) else (f"{float(v):.4g}" if abs(float(v)) < 1e6 else f"{float(v):.3e}")
+    if isinstance(v, pd.Timestamp):
+        return v.strftime("%Y-%m-%d") if v == v.normalize() else v.strftime("%Y-%m-%d %H:%M")
+    return str(v)
+
+
+def _table_html(df: pd.DataFrame, classes: str = "tbl") -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt_cell(v))}</td>" for v in r) + "</tr>"
+                   for r in df.itertuples(index=False, name=None))
+    return f'<table class="{classes}"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
+
+
+def _kv_html(pairs: list[tuple[str, Any]]) -> str:
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v if isinstance(v, _Raw) else html.escape(_fmt_cell(v))}</td></tr>"
+                   for k, v in pairs)
+    return f'<table class="tbl kv"><tbody>{rows}</tbody></table>'
+
+
+class _Raw(str):
+    """A table value that is already HTML."""
+
+
+def embedded_figures(page_html: str) -> list[dict[str, Any]]:
+    """The figures of a report page: ``[{"id", "data", "layout"}]`` in page order, decoded from each
+    ``Plotly.newPlot("<id>", data, layout, ...)`` call (typed arrays stay as plotly's ``{"dtype", "bdata"}``)."""
+    dec = json.JSONDecoder()
+    out = []
+    for m in re.finditer(r'Plotly\.newPlot\(\s*"([^"]+)",\s*', page_html):
+        try:
+            data, end = dec.raw_decode(page_html, m.end())
+            rest = re.match(r"\s*,\s*", page_html[end:])
+            layout, _ = dec.raw_decode(page_html, end + (rest.end() if rest else 0))
+        except json.JSONDecodeError:
+            continue
+        out.append({"id": m.group(1), "data": data, "layout": layout})
+    return out
+
+
+def _try_figure(page: Page, fid: str, make: Callable[[], go.Figure], what: str, title: str | None = None) -> bool:
+    """Add ``make()`` to the page; a failure (e.g. too few trials for importances) becomes a note."""
+    try:
+        fig = make()
+    except Exception as e:  # noqa: BLE001 - optuna raises several types when a plot is not computable
+        page.note(f"{what} not shown: {e.__class__.__name__}: {e}")
+        return False
+    if title is not None:
+        fig.update_layout(title=title)
+    fig.update_layout(template=F.TEMPLATE)
+    page.figure(fig, fid)
+    return True
+
+
+# ------------------------------------------------------------------------------------------------ study report
+
+
+def _open_study(storage: Any, name: str) -> tuple[optuna.Study, Any]:
+    from ..inspect_studies import resolve_storage
+
+    st, label = resolve_storage(storage)
+    names = sorted(s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False))
+    if name not in names:
+        raise DataError(f"no study named {name!r} in {label}; studies: {', '.join(names) or '(none)'}")
+    return optuna.load_study(study_name=name, storage=st), st
+
+
+def _value_column(trials: pd.DataFrame) -> str | None:
+    if "value" in trials.columns:
+        return "value"
+    vals = [c for c in trials.columns if c.startswith("values_")]
+    return vals[0] if vals else None
+
+
+def _header(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> list[tuple[str, Any]]:
+    from ..study import trial_counts
+
+    a = study.user_attrs
+    c = trial_counts(study)
+    multi = len(study.directions) > 1
+    best: Any = "-"
+    try:
+        best = f"{len(study.best_trials)} trials on the Pareto front" if multi else f"{study.best_value:.6g} (trial {study.best_trial.number})"
+    except ValueError:
+        best = "no completed trial"
+    return [
+        ("study", study.study_name), ("spec", a.get("spec_name") or "-"), ("spec hash", a.get("spec_hash") or "-"),
+        ("data fingerprint", a.get("data_fingerprint") or "-"),
+        ("objective", f"{a.get('objective', '-')} (aggregate {a.get('aggregate', '-')})"),
+        ("directions", ", ".join(d.name.lower() for d in study.directions)),
+        ("train span", f"{a.get('train_start', '-')} .. {a.get('train_end', '-')}"),
+        ("folds", len(a.get("folds") or [])), ("symbols", a.get("symbols", "-")),
+        ("trials", f"{len(trials)} total: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed, "
+                   f"{c['running']} running (target {a.get('n_trials_target', '-')})"),
+        ("best", best), ("accumopt", f"{a.get('accumopt_version', '-')} (git {a.get('git_commit') or '-'})"),
+        ("generated", _dt.datetime.now().isoformat(timespec="seconds")),
+    ]
+
+
+def _top_params(study: optuna.Study, target, k: int = 3) -> tuple[list[str], dict[str, float] | None]:
+    """The k most important parameters (fANOVA, seeded) or, when importances fail, the most common ones."""
+    try:
+        from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+
+        imp = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0), target=target)
+        names = [p for p, _ in sorted(imp.items(), key=lambda kv: -kv[1])]
+        return names[:k], imp
+    except Exception:  # noqa: BLE001 - too few trials / one distinct value
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        counts = pd.Series([p for t in done for p in t.params]).value_counts()
+        return [p for p in counts.index if _distinct(done, p) > 1][:k], None
+
+
+def _distinct(trials, p: str) -> int:
+    return len({str(t.params.get(p)) for t in trials if p in t.params})
+
+
+def _sensitivity(page: Page, done: pd.DataFrame, vcol: str | None, maximize: bool) -> None:
+    page.h2("Parameter sensitivity")
+    if vcol is None or done.empty:
+        page.note("no completed trial: sensitivity heatmaps need completed trials")
+        return
+    wcol = next((c for c in ("params_w_short", "metric_w_short_norm", "params_weights") if c in done.columns
+                 and done[c].notna().any()), None)
+    specs = [
+        ("fig-sens-weights", wcol, "params_z_window", "w_short bin", "z_window", "weights × window"),
+        ("fig-sens-thresholds", "params_sell_threshold", "params_buy_threshold", "sell_threshold", "buy_threshold",
+         "buy × sell thresholds"),
+    ]
+    for fid, ycol, xcol, ylab, xlab, what in specs:
+        if ycol is None or ycol not in done.columns or xcol not in done.columns:
+            page.note(f"{what}: the study has no {ylab if ycol is None or ycol not in done.columns else xlab} parameter")
+            continue
+        t = done.assign(_y=F.bin_numeric(done[ycol]), _x=F.bin_numeric(done[xcol]))
+        title = f"Sensitivity: {ylab} × {xlab} (mean objective per cell)"
+        _try_figure(page, fid, lambda t=t, ylab=ylab, xlab=xlab, title=title: F.sensitivity_heatmap(
+            t, "_x", "_y", vcol, title=title, maximize=maximize, x_label=xlab, y_label=ylab), what)
+
+
+def _intermediate_rows(trials: list[optuna.trial.FrozenTrial]) -> pd.DataFrame:
+    rows = [{"trial": t.number, "state": t.state.name, "step": int(s), "value": float(v)}
+            for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+            for s, v in sorted(t.intermediate_values.items())]
+    return pd.DataFrame(rows, columns=["trial", "state", "step", "value"])
+
+
+def build_study_report(storage: Any, study_name: str, out_dir: str | Path = "output/reports") -> Path:
+    """Write ``<out_dir>/<study_name>.html`` (one self-contained page, see the module docstring); returns its path.
+
+    An unknown study is a DataError listing the storage's studies. Plots optuna cannot compute (importances with
+    too few trials, contour with one parameter) become notes on the page, never errors.
+    """
+    from ..inspect_studies import show_study, trials_table
+    from optuna import visualization as V
+
+    study, st = _open_study(storage, study_name)
+    trials = study.get_trials(deepcopy=False)
+    multi = len(study.directions) > 1
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    metric_names = study.metric_names or [f"objective {i}" for i in range(len(study.directions))]
+    target = (lambda t: t.values[0]) if multi else None
+    target_name = metric_names[0] if multi else "objective"
+    page = Page(f"study report: {study_name}")
+    page.add(f"<h1>Study report: {html.escape(study_name)}</h1>")
+    page.add(_kv_html(_header(study, trials)))
+
+    n_done = sum(t.state == TrialState.COMPLETE for t in trials)
+    if multi:
+        page.h2("Pareto front")
+        _try_figure(page, "fig-pareto", lambda: V.plot_pareto_front(study, target_names=metric_names), "Pareto front",
+                    title="Pareto front")
+    else:
+        page.h2("Optimization history")
+        _try_figure(page, "fig-history", lambda: V.plot_optimization_history(study), "optimization history",
+                    title="Optimization history")
+
+    page.h2("Parameter importances")
+    top, _ = _top_params(study, target)
+    _try_figure(page, "fig-importances", lambda: V.plot_param_importances(
+        study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), target=target,
+        target_name=target_name), "parameter importances", title="Parameter importances (fANOVA)")
+
+    tt = trials_table(st, study_name)
+    done = tt[tt["state"] == "COMPLETE"] if "state" in tt.columns else tt
+    _sensitivity(page, done, _value_column(done) if not done.empty else None, maximize)
+
+    page.h2("Slice and contour plots of the most important parameters")
+    if not top:
+        page.note(f"no parameter to plot ({n_done} completed trials)")
+    else:
+        page.add(f"<p>parameters: {html.escape(', '.join(top))}</p>")
+        _try_figure(page, "fig-slice", lambda: V.plot_slice(study, params=top, target=target, target_name=target_name),
+                    "slice plot", title=f"Slice plot: {', '.join(top)}")
+        if len(top) >= 2:
+            _try_figure(page, "fig-contour", lambda: V.plot_contour(study, params=top, target=target,
+                                                                      target_name=target_name),
+                        "contour plot", title=f"Contour plot: {', '.join(top)}")
+        else:
+            page.note("contour plot needs two parameters with more than one value")
+
+    page.h2("Top 10 configurations")
+    best = show_study(st, study_name, top=10)
+    if best.empty:
+        page.note("no completed trial")
+    else:
+        page.table(best)
+
+    page.h2("Intermediate values (pruned vs complete)")
+    inter = _intermediate_rows(trials)
+    if inter.empty:
+        page.note("no trial reported intermediate values (multi-objective studies do not report per fold)")
+    else:
+        _try_figure(page, "fig-intermediate", lambda: F.intermediate_figure(inter), "intermediate values")
+    return page.write(Path(out_dir) / f"{study_name}.html")
+
+
+# ------------------------------------------------------------------------------------------------ walk-forward
+
+
+def verdict_gates() -> dict[str, float]:
+    """The thresholds of ``stats.verdict`` (its keyword defaults): min_trades, dsr_min, pbo_max, t_min."""
+    from ..stats import verdict
+
+    ps = inspect.signature(verdict).parameters
+    return {k: ps[k].default for k in ("min_trades", "dsr_min", "pbo_max", "t_min")}
+
+
+def _parts(wf: Any) -> dict[str, Any]:
+    """The walk-forward run as {result (dict), summary, trades, equity, stability} from either input shape."""
+    if hasattr(wf, "to_dict") and hasattr(wf, "summary"):
+        return {"result": wf.to_dict(), "summary": wf.summary, "trades": wf.trades, "equity": wf.equity,
+                "stability": wf.stability}
+    check_param(isinstance(wf, dict) and isinstance(wf.get("result"), dict), "wf",
+                "a WalkForwardResult or the dict load_walkforward returns (with a 'result' dict)", type(wf).__name__)
+    out = dict(wf)
+    for k in ("summary", "trades", "equity", "stability"):
+        v = out.get(k)
+        out[k] = v if isinstance(v, pd.DataFrame) else pd.DataFrame(v if v is not None else [])
+    return out
+
+
+def _f(v: Any) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return math.nan
+    return f
+
+
+def _s(v: Any, spec: str, suffix: str = "") -> str:
+    f = _f(v)
+    return "n/a" if not math.isfinite(f) else format(f, spec) + suffix
+
+
+def _gate(ok: bool) -> _Raw:
+    return _Raw('<span class="pass">pass</span>' if ok else '<span class="fail">fail</span>')
+
+
+def _deciding(res: dict[str, Any]) -> pd.DataFrame:
+    g = verdict_gates()
+    oos, stats = res.get("oos") or {}, res.get("stats") or {}
+    mean, t, n = _f(oos.get("avg_excess_return")), _f(oos.get("excess_t")), _f(oos.get("closed_trades"))
+    dsr, psr, pbo = _f(res.get("dsr", stats.get("dsr"))), _f(res.get("psr", stats.get("psr"))), _f(res.get("pbo", stats.get("pbo")))
+    deg = _f(res.get("degradation", stats.get("degradation")))
+    rows = [
+        ("OOS excess return / trade", _s(mean * 100, "+.3f", "%"), "> 0", math.isfinite(mean) and mean > 0),
+        ("t statistic of the excess", _s(t, ".2f"), f"> {g['t_min']:g}", t > g["t_min"]),
+        ("OOS closed trades (n)", _s(n, ".0f"), f">= {g['min_trades']}", n >= g["min_trades"]),
+        ("Deflated Sharpe Ratio", _s(dsr, ".3f"), f">= {g['dsr_min']:.2f}", dsr >= g["dsr_min"]),
+        ("Probabilistic Sharpe Ratio", _s(psr, ".3f"), "", None),
+        ("Probability of Backtest Overfitting", _s(pbo, ".3f"), f"< {g['pbo_max']:.2f}", pbo < g["pbo_max"]),
+        ("degradation (OOS / IS rank_score)", _s(deg, ".3f"), "", None),
+        ("degradation (OOS / IS excess)", _s(stats.get("degradation_excess"), ".3f"), "", None),
+        ("trials tried (all windows)", _s(stats.get("n_trials_tried"), ".0f"), "", None),
+        ("windows", _s(oos.get("n_windows", len(res.get("windows") or [])), ".0f"), "", None),
+    ]
+    return pd.DataFrame([{"statistic": a, "value": b, "gate": c, "result": "" if ok is None else ("pass" if ok else "fail")}
+                         for a, b, c, ok in rows])
+
+
+def _gate_table_html(df: pd.DataFrame) -> str:
+    body = "".join(
+        "<tr>" + f"<td style='text-align:left'>{html.escape(r.statistic)}</td><td>{html.escape(r.value)}</td>"
+        f"<td>{html.escape(r.gate)}</td><td>{_gate(r.result == 'pass') if r.result else ''}</td></tr>"
+        for r in df.itertuples(index=False))
+    return ("<table class=\"tbl\"><thead><tr><th>statistic</th><th>value</th><th>gate</th><th></th></tr></thead>"
+            f"<tbody>{body}</tbody></table>")
+
+
+def _bootstrap_table(stats: dict[str, Any]) -> pd.DataFrame:
+    b = stats.get("bootstrap") or {}
+    return pd.DataFrame([{"statistic (per-trade excess)": k, "point": _f(v.get("point")), "95% lo": _f(v.get("lo")),
+                          "95% hi": _f(v.get("hi"))} for k, v in b.items() if isinstance(v, dict)])
+
+
+def _verdict_block(res: dict[str, Any]) -> str:
+    ok = res.get("verdict") == "supported"
+    line = res.get("verdict_line") or ("edge supported" if ok else "edge NOT supported")
+    return f'<div class="verdict {"supported" if ok else "rejected"}" id="verdict">{html.escape(line)}</div>'
+
+
+def _events_sections(page: Page, events: pd.DataFrame | None) -> None:
+    from ..stats import rule_validation
+
+    if events is None or events.empty or "net_return" not in events.columns:
+        return
+    page.h2("Trade events: failure modes, ETF alignment, rule validation")
+    if "failure_mode" in events.columns:
+        _try_figure(page, "fig-failure-modes", lambda: F.failure_mode_figure(events), "failure modes")
+    if "parent_etf_aligned" in events.columns:
+        _try_figure(page, "fig-etf-alignment", lambda: F.alignment_box_figure(events), "ETF alignment")
+    closed = F.closed_events(events)
+    conds: dict[str, np.ndarray] = {}
+    if "parent_etf_aligned" in closed.columns:
+        conds["parent ETF aligned"] = closed["parent_etf_aligned"].fillna(False).astype(bool).to_numpy()
+    if "signal_quality" in closed.columns:
+        for q in ("HIGH", "LOW"):
+            conds[f"signal quality {q}"] = (closed["signal_quality"].astype(str) == q).to_numpy()
+    if "trend" in closed.columns:
+        conds["trend UP"] = (closed["trend"].astype(str) == "UP").to_numpy()
+    if "regime" in closed.columns:
+        conds["regime RISK_ON"] = (closed["regime"].astype(str) == "RISK_ON").to_numpy()
+    if conds and len(closed):
+        page.add("<h3>Rule validation (Mann–Whitney U, Benjamini–Hochberg q)</h3>")
+        page.table(rule_validation(pd.to_numeric(closed["net_return"]).to_numpy(dtype=float), conds))
+
+
+def _window_tables(page: Page, summary: pd.DataFrame) -> None:
+    page.h2("Windows")
+    if summary.empty:
+        page.note("no window")
+        return
+    base = [c for c in ("window", "train_start", "train_end", "test_start", "test_end", "in_reserve", "n_trials_tried")
+            if c in summary.columns]
+    metrics = [c for c in summary.columns if c.startswith(("is_", "oos_"))]
+    page.table(summary[base + metrics])
+    params = [c for c in summary.columns if c.startswith("param_")]
+    page.h2("Best parameters per window")
+    page.table(summary[["window", *params]].rename(columns={c: c[6:] for c in params}))
+
+
+def build_walkforward_report(wf: Any, out_dir: str | Path = "output/reports", name: str | None = None,
+                             events: pd.DataFrame | None = None, equity_dir: str | Path | None = None) -> Path:
+    """Write ``<out_dir>/<name>-walkforward.html`` and ``<equity_dir>/<name>_oos.html`` (default equity_dir: the
+    ``equity_curves`` folder beside ``out_dir``); returns the report's path.
+
+    ``wf``: a ``WalkForwardResult`` or the dict of ``load_walkforward``. ``name`` defaults to the result's spec name.
+    ``events``: optional per-trade frame (``engine.outcomes.signal_events`` columns); when absent, the OOS trades
+    frame is used if it carries failure_mode / parent_etf_aligned / signal_quality / net_return.
+    """
+    from ..analytics.plots import save_figure
+
+    p = _parts(wf)
+    res, summary, equity, stability = p["result"], p["summary"], p["equity"], p["stability"]
+    name = name or res.get("spec") or "walkforward"
+    check_param(bool(re.fullmatch(r"[\w.\-]+", str(name))), "name", "letters, digits, '_', '-' or '.'", name)
+    out = Path(out_dir)
+    eq_dir = Path(equity_dir) if equity_dir is not None else out.parent / "equity_curves"
+    stats = res.get("stats") or {}
+    page = Page(f"walk-forward report: {name}")
+    page.add(f"<h1>Walk-forward report: {html.escape(str(name))}</h1>")
+    page.add(_verdict_block(res))
+    page.add(_kv_html([("spec", res.get("spec", "-")), ("final reserve opened", bool(res.get("final"))),
+                       ("generated", _dt.datetime.now().isoformat(timespec="seconds"))]))
+    for w in res.get("warnings") or []:
+        page.note(str(w))
+    page.h2("Deciding numbers")
+    page.add(_gate_table_html(_deciding(res)))
+    bt = _bootstrap_table(stats)
+    page.add('<div class="grid"><div>')
+    page.add("<h3>Bootstrap 95% confidence intervals</h3>")
+    page.add(_table_html(bt) if not bt.empty else '<p class="note">no bootstrap (fewer than 3 OOS trades)</p>')
+    page.add("</div><div>")
+    page.add("<h3>Cost stress</h3>")
+    cs = pd.DataFrame(stats.get("cost_stress") or [])
+    page.add(_table_html(cs) if not cs.empty else '<p class="note">no cost-stress run</p>')
+    fragile = bool(stats.get("cost_fragile"))
+    page.add(f"<p>cost-fragile: <span class=\"{'fail' if fragile else 'pass'}\">{'YES' if fragile else 'no'}</span>"
+             " (survives 1× costs but not 2× or 3×)</p></div></div>")
+    for s in stats.get("pbo_skipped") or []:
+        page.note(f"PBO skipped for {s}")
+
+    page.h2("Walk-forward equity")
+    eq_fig = F.equity_figure(equity, summary if {"window", "test_start", "test_end"} <= set(summary.columns) else None)
+    page.figure(eq_fig, "fig-equity")
+    if not summary.empty:
+        page.figure(F.is_oos_figure(summary), "fig-is-oos")
+    page.h2("Parameter stability")
+    if stability.empty:
+        page.note("no parameter stability table")
+    else:
+        page.figure(F.stability_figure(stability), "fig-stability")
+    _window_tables(page, summary)
+
+    trades = p.get("trades")
+    ev = events if events is not None else (trades if isinstance(trades, pd.DataFrame) and "net_return" in trades.columns
+                                            and ({"failure_mode", "parent_etf_aligned"} & set(trades.columns)) else None)
+    _events_sections(page, ev)
+    regimes = p.get("regimes") if p.get("regimes") is not None else res.get("regimes")
+    if regimes:
+        page.h2("Regime comparison")
+        _try_figure(page, "fig-regimes", lambda: F.regime_comparison_figure(pd.DataFrame(regimes)), "regime comparison")
+    save_figure(eq_fig, eq_dir / f"{name}_oos.html")
+    return page.write(out / f"{name}-walkforward.html")

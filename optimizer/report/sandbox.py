@@ -1,0 +1,159 @@
+"""The signal-sandbox chart: one symbol's flow inputs and three score variants, stacked on a shared date axis.
+
+Eight rows (trace names in quotes):
+
+1. combined buy/sell ratio ``(short_buy + lit_buy) / (short_sell + lit_sell)`` — "Combined buy/sell ratio";
+2. volume-weighted directional flow ``short_buy + lit_buy − short_sell − lit_sell`` — "VW directional flow";
+3. FINRA short-sale buy volume bars — "FINRA buy volume";
+4. short-sale buy/sell ratio with horizontal lines at 1.25 and 0.75 — "Short buy/sell ratio";
+5.–7. the accumulation score of variants B (current), vw_flow and blended — "Score B (current)", "Score vw_flow",
+   "Score blended" — as bars coloured by the score (red → grey → green over 0–100), with accumulation
+   (score >= buy) and distribution (score <= sell) dots and a low-opacity confidence bar (×100);
+8. ``imbalance · log1p(B + S)`` with imb = (B − S)/(B + S) (the variant D input) — "Imbalance·log1p(B+S)".
+
+Lit volumes missing on a day count as 0 inside the combined ratio and the flow (as in the engine's vw_flow). The
+scores are computed on the whole panel (``FeatureCache`` + ``display_score``; trailing windows only) and then cut to
+[start, end], so the first sessions of the range are not z-score warm-up.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ..engine.features import FeatureCache
+from ..engine.panel import Panel
+from ..engine.score import ScoreParams, display_score
+from ..errors import DataError, check_param
+
+__all__ = ["sandbox_figure", "sandbox_data", "write_sandbox", "SCORE_VARIANTS", "RATIO_LINES", "SCORE_COLORSCALE"]
+
+SCORE_VARIANTS: tuple[tuple[str, str], ...] = (("B", "Score B (current)"), ("vw_flow", "Score vw_flow"),
+                                               ("blended", "Score blended"))
+RATIO_LINES = (1.25, 0.75)
+SCORE_COLORSCALE = [[0.0, "#c62828"], [0.5, "#9e9e9e"], [1.0, "#2e7d32"]]
+_ROW_TITLES = (
+    "Combined buy/sell ratio (short + lit)", "Volume-weighted directional flow", "FINRA short-sale buy volume",
+    "Short-sale buy/sell ratio", "Accumulation score — B (current)", "Accumulation score — vw_flow",
+    "Accumulation score — blended", "Imbalance · log1p(B + S) (variant D input)",
+)
+
+
+def _field(panel: Panel, name: str, j: int) -> np.ndarray:
+    f = panel.fields.get(name)
+    return np.full(len(panel.dates), np.nan) if f is None else np.asarray(f[:, j], dtype=np.float64)
+
+
+def _rows(panel: Panel, start, end) -> np.ndarray:
+    d = np.asarray(panel.dates, dtype="datetime64[D]")
+    lo = np.datetime64(pd.Timestamp(start).date(), "D") if start is not None else d[0] if len(d) else None
+    hi = np.datetime64(pd.Timestamp(end).date(), "D") if end is not None else d[-1] if len(d) else None
+    if start is not None and end is not None:
+        check_param(lo <= hi, "start", f"<= end={hi}", str(lo))
+    return np.flatnonzero((d >= lo) & (d <= hi)) if len(d) else np.empty(0, np.int64)
+
+
+def sandbox_data(panel: Panel, symbol: str, start=None, end=None, z_window: int = 20) -> pd.DataFrame:
+    """The chart's series for ``symbol`` in [start, end]: date, combined_ratio, vw_flow, short_buy_volume,
+    short_buy_sell_ratio, score_B, score_vw_flow, score_blended, confidence (0..1), imbalance_log.
+
+    DataError for a symbol not in the panel (naming some that are) and for a range without rows of the symbol.
+    """
+    sym = str(symbol).strip().upper()
+    if sym not in panel.symbols:
+        some = ", ".join(panel.symbols[:12]) + (" ..." if len(panel.symbols) > 12 else "")
+        raise DataError(f"symbol {symbol!r} is not in the panel ({len(panel.symbols)} symbols: {some})")
+    j = panel.symbols.index(sym)
+    one = panel.subset([sym])
+    cache = FeatureCache(one)
+    scores = {v: display_score(cache, ScoreParams(variant=v, z_window=int(z_window)))[:, 0] for v, _ in SCORE_VARIANTS}
+    B, S = _field(panel, "short_buy_volume", j), _field(panel, "short_sell_volume", j)
+    lb = np.nan_to_num(_field(panel, "lit_buy_volume", j), nan=0.0)
+    ls = np.nan_to_num(_field(panel, "lit_sell_volume", j), nan=0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        den = S + ls
+        combined = np.where(den > 0, (B + lb) / den, np.nan)
+        tot = B + S
+        imb_log = np.where(tot > 0, (B - S) / tot * np.log1p(tot), np.nan)
+    df = pd.DataFrame({
+        "date": pd.to_datetime(np.asarray(panel.dates, dtype="datetime64[D]")),
+        "combined_ratio": combined, "vw_flow": B + lb - S - ls, "short_buy_volume": B,
+        "short_buy_sell_ratio": _field(panel, "short_buy_sell_ratio", j),
+        **{f"score_{v}": scores[v] for v, _ in SCORE_VARIANTS},
+        "confidence": _field(panel, "confidence", j), "imbalance_log": imb_log,
+    })
+    rows = _rows(panel, start, end)
+    df = df.iloc[rows].reset_index(drop=True)
+    has = df.drop(columns=["date", "vw_flow"]).notna().any(axis=1) | np.isfinite(B[rows]) | np.isfinite(S[rows])
+    if df.empty or not bool(has.any()):
+        d = panel.dates
+        span = f"{d[0]} to {d[-1]}" if len(d) else "no sessions"
+        raise DataError(f"no rows for {sym} between {start or 'the start'} and {end or 'the end'}; the panel covers {span}")
+    return df
+
+
+def _ys(a) -> list:
+    return [None if not np.isfinite(v) else float(v) for v in np.asarray(a, dtype=float)]
+
+
+def _score_row(fig: go.Figure, x: list[str], df: pd.DataFrame, variant: str, label: str, row: int,
+               buy: float, sell: float) -> None:
+    s = df[f"score_{variant}"].to_numpy(dtype=float)
+    fig.add_trace(go.Bar(x=x, y=_ys(100 * df["confidence"].to_numpy(dtype=float)), name=f"Confidence ×100 ({variant})",
+                         marker_color="#90a4ae", opacity=0.25, legendgroup="confidence", showlegend=row == 5),
+                  row=row, col=1)
+    fig.add_trace(go.Bar(x=x, y=_ys(s), name=label, marker=dict(color=np.nan_to_num(s, nan=50.0).tolist(),
+                                                                  colorscale=SCORE_COLORSCALE, cmin=0, cmax=100),
+                         hovertemplate="%{x}<br>score %{y:.1f}<extra>" + label + "</extra>"), row=row, col=1)
+    with np.errstate(invalid="ignore"):
+        acc, dist = s >= buy, s <= sell
+    for mask, name, color in ((acc, "accumulation", "#1b5e20"), (dist, "distribution", "#b71c1c")):
+        fig.add_trace(go.Scatter(x=[xi for xi, k in zip(x, mask) if k], y=_ys(s[mask]), mode="markers",
+                                 name=f"{name} ({variant})", marker=dict(color=color, size=6), legendgroup=name,
+                                 showlegend=row == 5), row=row, col=1)
+    for y, color in ((buy, "#2e7d32"), (sell, "#c62828")):
+        fig.add_hline(y=y, line=dict(color=color, dash="dot", width=1), row=row, col=1)
+    fig.update_yaxes(range=[0, 100], row=row, col=1)
+
+
+def sandbox_figure(panel: Panel, symbol: str, start=None, end=None, z_window: int = 20, buy: float = 70,
+                   sell: float = 30) -> go.Figure:
+    """The eight-row sandbox Figure for ``symbol`` (see the module docstring)."""
+    check_param(0 <= sell < buy <= 100, "sell", f"in [0, buy={buy}) with buy <= 100", sell)
+    df = sandbox_data(panel, symbol, start, end, z_window)
+    sym = str(symbol).strip().upper()
+    x = [d.strftime("%Y-%m-%d") for d in df["date"]]
+    fig = make_subplots(rows=8, cols=1, shared_xaxes=True, vertical_spacing=0.025, subplot_titles=_ROW_TITLES)
+    fig.add_trace(go.Scatter(x=x, y=_ys(df["combined_ratio"]), name="Combined buy/sell ratio", mode="lines",
+                             line=dict(color="#1f77b4"), connectgaps=False), row=1, col=1)
+    fig.add_hline(y=1.0, line=dict(color="#9e9e9e", dash="dot", width=1), row=1, col=1)
+    flow = df["vw_flow"].to_numpy(dtype=float)
+    fig.add_trace(go.Bar(x=x, y=_ys(flow), name="VW directional flow",
+                         marker_color=["#2e7d32" if v > 0 else "#c62828" for v in np.nan_to_num(flow)]), row=2, col=1)
+    fig.add_trace(go.Bar(x=x, y=_ys(df["short_buy_volume"]), name="FINRA buy volume", marker_color="#4f6d9a"),
+                  row=3, col=1)
+    fig.add_trace(go.Scatter(x=x, y=_ys(df["short_buy_sell_ratio"]), name="Short buy/sell ratio", mode="lines",
+                             line=dict(color="#4f6d9a"), connectgaps=False), row=4, col=1)
+    for y, color, text in ((RATIO_LINES[0], "#2e7d32", "1.25"), (RATIO_LINES[1], "#c62828", "0.75")):
+        fig.add_hline(y=y, line=dict(color=color, dash="dash", width=1), annotation_text=text,
+                      annotation_position="top left", row=4, col=1)
+    for i, (variant, label) in enumerate(SCORE_VARIANTS):
+        _score_row(fig, x, df, variant, label, 5 + i, buy, sell)
+    fig.add_trace(go.Scatter(x=x, y=_ys(df["imbalance_log"]), name="Imbalance·log1p(B+S)", mode="lines",
+                             line=dict(color="#6a5a9a"), connectgaps=False), row=8, col=1)
+    fig.add_hline(y=0.0, line=dict(color="#9e9e9e", dash="dot", width=1), row=8, col=1)
+    fig.update_layout(title=f"{sym} signal sandbox (z_window {z_window}, buy {buy:g}, sell {sell:g})",
+                      template="plotly_white", height=1900, barmode="overlay", bargap=0.1,
+                      legend=dict(orientation="h", y=-0.03))
+    return fig
+
+
+def write_sandbox(fig: go.Figure, path: str | Path) -> list[Path]:
+    """Write ``path`` as self-contained HTML, plus a PNG beside it when kaleido is importable; the paths written."""
+    from ..analytics.plots import save_figure
+
+    return save_figure(fig, path)

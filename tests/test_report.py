@@ -1,0 +1,492 @@
+"""Tests of optimizer.report: the study research report, the walk-forward report and the signal-sandbox chart.
+
+* ``tiny``: a maximize study in a temporary SQLite storage whose objective mirrors the real one (params variant /
+  w_short / z_window / buy_threshold / sell_threshold / exit, two reported folds, ``metrics`` and ``folds`` user
+  attributes) with a planted effect: value = (buy_threshold − 60)/20 + tiny terms, and every trial with
+  buy_threshold 60 pruned after fold 0. The heatmap cells, the importance ranking, the top-10 order and the pruned
+  trace are checked against values recomputed here from the trials.
+* the walk-forward report is built from a hand-made dict shaped like ``load_walkforward``'s and from a
+  ``WalkForwardResult``; the events frame has hand-counted failure modes.
+* the sandbox uses a hand-made panel whose ratios, flows and variant-B score follow by hand (ENGINE.md formula).
+* a headless-Chromium test (slow) opens a report and checks every figure rendered without a JS error.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+from optimizer.engine.panel import Panel
+from optimizer.errors import DataError
+from optimizer.report.figures import regime_comparison_figure
+from optimizer.report.research import (
+    PLOTLY_MARKER, build_study_report, build_walkforward_report, embedded_figures,
+)
+from optimizer.report.sandbox import sandbox_data, sandbox_figure, write_sandbox
+from optimizer.study import make_storage
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+VARIANTS = ["B", "vw_flow", "blended"]
+EXITS = ["fixed_10d", "first_dist"]
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _arr(v) -> list:
+    """A plotly JSON array: plain list, or a typed array {"dtype", "bdata"} decoded with numpy."""
+    if isinstance(v, dict) and "bdata" in v:
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"])).tolist()
+    return list(v)
+
+
+def _fig(figs: list[dict], fid: str) -> dict:
+    match = [f for f in figs if f["id"] == fid]
+    assert match, f"figure {fid} missing; have {[f['id'] for f in figs]}"
+    return match[0]
+
+
+def _title(f: dict) -> str:
+    t = f["layout"].get("title")
+    return (t.get("text") if isinstance(t, dict) else t) or ""
+
+
+def _trace(f: dict, name: str) -> dict:
+    match = [t for t in f["data"] if t.get("name") == name]
+    assert match, f"trace {name!r} missing in {f['id']}; have {[t.get('name') for t in f['data']]}"
+    return match[0]
+
+
+def _section_table(page: str, heading: str) -> list[list[str]]:
+    """Cells of the first table after ``<h2>heading</h2>``."""
+    start = page.index(f"<h2>{html.escape(heading)}</h2>")
+    body = page[start:page.index("</table>", start)]
+    return [re.findall(r"<td[^>]*>(.*?)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", body)[1:]]
+
+
+# ------------------------------------------------------------------------------------------------ study fixtures
+
+
+def _objective(trial: optuna.trial.Trial) -> float:
+    variant = trial.suggest_categorical("variant", VARIANTS)
+    w_short = trial.suggest_float("w_short", 0.2, 0.8)
+    z_window = trial.suggest_categorical("z_window", [10, 20, 40])
+    buy = trial.suggest_int("buy_threshold", 60, 80, step=5)
+    sell = trial.suggest_int("sell_threshold", 20, 40, step=10)
+    trial.suggest_categorical("exit", EXITS)
+    v = (buy - 60) / 20 + 0.001 * w_short + 0.0001 * z_window / 10 + 0.0002 * VARIANTS.index(variant) + 0.00001 * sell
+    folds = []
+    for fold in range(2):
+        fv = v + 0.01 * fold
+        m = {"rank_score": fv, "hit_rate": 0.5, "avg_return": fv / 100, "closed_trades": 12.0, "signals_per_month": 2.0}
+        folds.append(m)
+        trial.report(fv, fold)
+        if buy == 60 and fold == 0:
+            trial.set_user_attr("folds", folds)
+            trial.set_user_attr("metrics", {"pruned_at_fold": 0, "pruned_reason": "planted", "duration_s": 0.001})
+            raise optuna.TrialPruned("planted")
+    trial.set_user_attr("folds", folds)
+    trial.set_user_attr("metrics", {"rank_score": v + 0.005, "hit_rate": 0.5, "closed_trades": 24.0,
+                                    "w_short_norm": w_short, "duration_s": 0.001, "pruned_at_fold": None})
+    return v + 0.005
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('studies') / 'studies.db'}"
+    st = make_storage(url, heartbeat=False)  # WAL journal: one cheap commit per storage call
+    tiny = optuna.create_study(study_name="tiny", storage=st, direction="maximize",
+                               sampler=optuna.samplers.RandomSampler(seed=3), pruner=optuna.pruners.NopPruner())
+    for k, v in {"spec_hash": "abc123def", "data_fingerprint": "fp0011", "objective": "rank_score",
+                 "aggregate": "mean", "spec_name": "tiny-spec", "n_trials_target": 40}.items():
+        tiny.set_user_attr(k, v)
+    tiny.optimize(_objective, n_trials=40)
+    one = optuna.create_study(study_name="one", storage=st, direction="maximize",
+                              sampler=optuna.samplers.RandomSampler(seed=0))
+    one.enqueue_trial({"variant": "B", "w_short": 0.5, "z_window": 20, "buy_threshold": 70, "sell_threshold": 30,
+                       "exit": "fixed_10d"})
+    one.optimize(_objective, n_trials=1)
+    multi = optuna.create_study(study_name="multi", storage=st, directions=["maximize", "minimize"],
+                                sampler=optuna.samplers.RandomSampler(seed=1))
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        multi.set_metric_names(["rank_score", "max_drawdown"])
+    multi.optimize(lambda t: (t.suggest_int("buy_threshold", 60, 80, step=5) / 100,
+                              t.suggest_float("w_short", 0.2, 0.8)), n_trials=12)
+    return url
+
+
+@pytest.fixture(scope="module")
+def tiny_report(storage, tmp_path_factory) -> tuple[Path, str, list[dict]]:
+    out = tmp_path_factory.mktemp("reports")
+    path = build_study_report(storage, "tiny", out_dir=out)
+    page = path.read_text(encoding="utf-8")
+    return path, page, embedded_figures(page)
+
+
+# ------------------------------------------------------------------------------------------------ study report
+
+
+def test_study_report_file_header_and_single_plotlyjs(tiny_report):
+    path, page, figs = tiny_report
+    assert path.name == "tiny.html" and path.exists()
+    assert page.count(PLOTLY_MARKER) == 1  # plotly.js embedded exactly once
+    for text in ("abc123def", "fp0011", "rank_score (aggregate mean)", "tiny-spec"):
+        assert text in page
+    ids = [f["id"] for f in figs]
+    assert ids == ["fig-history", "fig-importances", "fig-sens-weights", "fig-sens-thresholds", "fig-slice",
+                   "fig-contour", "fig-intermediate"]
+    assert f'data-plots-expected="{len(figs)}"' in page
+
+
+def test_study_report_counts_and_history(storage, tiny_report):
+    _, page, figs = tiny_report
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    n_pruned = sum(t.state == TrialState.PRUNED for t in trials)
+    n_done = sum(t.state == TrialState.COMPLETE for t in trials)
+    assert n_pruned > 0 and n_done > 5
+    assert f"40 total: {n_done} complete, {n_pruned} pruned, 0 failed" in page
+    hist = _fig(figs, "fig-history")
+    assert _title(hist) == "Optimization history"
+    best = [t for t in hist["data"] if t.get("name") == "Best Value"][0]
+    assert max(_arr(best["y"])) == pytest.approx(study.best_value)
+
+
+def test_study_report_sensitivity_cells_match_trials(storage, tiny_report):
+    _, _, figs = tiny_report
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    df = pd.DataFrame([{**t.params, "value": t.value} for t in done])
+    want = df.groupby(["sell_threshold", "buy_threshold"])["value"].mean()
+    th = _fig(figs, "fig-sens-thresholds")
+    assert "sell_threshold × buy_threshold" in _title(th)
+    hm = th["data"][0]
+    xs, ys, z = [int(v) for v in hm["x"]], [int(v) for v in hm["y"]], hm["z"]
+    assert xs == sorted(df["buy_threshold"].unique()) and 60 not in xs  # every buy=60 trial was pruned
+    assert ys == sorted(df["sell_threshold"].unique())
+    for i, s in enumerate(ys):
+        for j, b in enumerate(xs):
+            if (s, b) in want.index:
+                assert z[i][j] == pytest.approx(want[(s, b)])
+            else:
+                assert z[i][j] is None
+    w = _fig(figs, "fig-sens-weights")["data"][0]
+    assert w["x"] == ["10", "20", "40"]
+    assert len(w["y"]) == 5 and sum(sum(r) for r in w["customdata"]) == len(done)  # 5 w_short bins, every trial once
+    lows = [float(lbl.split("–")[0]) for lbl in w["y"]]
+    assert lows == sorted(lows)
+
+
+def test_study_report_importances_slice_top10_intermediate(storage, tiny_report):
+    _, page, figs = tiny_report
+    imp = _fig(figs, "fig-importances")
+    bar = imp["data"][0]
+    names, vals = list(bar["y"]), _arr(bar["x"])
+    assert names[int(np.argmax(vals))] == "buy_threshold"  # the planted effect dominates
+    assert "buy_threshold" in _title(_fig(figs, "fig-slice"))
+    assert "buy_threshold" in _title(_fig(figs, "fig-contour"))
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    ranked = sorted((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: (-t.value, t.number))
+    rows = _section_table(page, "Top 10 configurations")
+    assert [int(r[0]) for r in rows] == [t.number for t in ranked[:10]]
+    inter = _fig(figs, "fig-intermediate")
+    pruned = _trace(inter, "pruned")
+    n_pruned = sum(t.state == TrialState.PRUNED for t in study.trials)
+    assert pruned["x"].count(None) == n_pruned and set(x for x in pruned["x"] if x is not None) == {0}
+    assert set(x for x in _trace(inter, "complete")["x"] if x is not None) == {0, 1}
+
+
+def test_study_report_multi_objective_and_too_few_trials(storage, tmp_path):
+    page = build_study_report(storage, "multi", out_dir=tmp_path).read_text(encoding="utf-8")
+    ids = [f["id"] for f in embedded_figures(page)]
+    assert "fig-pareto" in ids and "fig-history" not in ids
+    assert "no trial reported intermediate values" in page
+    page1 = build_study_report(storage, "one", out_dir=tmp_path).read_text(encoding="utf-8")
+    ids1 = [f["id"] for f in embedded_figures(page1)]
+    assert "fig-importances" not in ids1
+    assert "parameter importances not shown" in page1
+    assert page1.count(PLOTLY_MARKER) == 1
+
+
+def test_study_report_unknown_study(storage, tmp_path):
+    with pytest.raises(DataError, match=r"no study named 'nope'.*studies: multi, one, tiny"):
+        build_study_report(storage, "nope", out_dir=tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------ walk-forward
+
+
+VERDICT_LINE = "edge NOT supported: OOS excess +0.12%/trade (t=0.8, n=143), DSR 0.41 < 0.95, PBO 0.62 >= 0.50"
+
+
+def _wf_dict(supported: bool = False) -> dict:
+    windows = [
+        {"index": i, "study": f"s-wf{i:02d}", "train": [tr0, tr1], "test": [te0, te1], "in_reserve": False,
+         "best_params": {"variant": v, "z_window": z}, "in_sample": {"rank_score": isr},
+         "out_of_sample": {"rank_score": oosr}, "n_trials_tried": 50}
+        for i, (tr0, tr1, te0, te1, v, z, isr, oosr) in enumerate([
+            ("2022-01-03", "2022-06-30", "2022-07-01", "2022-07-29", "B", 20, 0.9, 0.3),
+            ("2022-02-01", "2022-07-29", "2022-08-01", "2022-08-31", "vw_flow", 20, 0.8, -0.1),
+            ("2022-03-01", "2022-08-31", "2022-09-01", "2022-09-30", "B", 40, 0.7, 0.2),
+        ])
+    ]
+    result = {
+        "spec": "demo", "final": False, "windows": windows,
+        "oos": {"avg_excess_return": 0.0012, "excess_t": 0.8, "closed_trades": 143, "n_windows": 3},
+        "dsr": 0.41, "psr": 0.77, "pbo": 0.62, "degradation": 0.25,
+        "stats": {"n_trials_tried": 150, "degradation": 0.25, "degradation_excess": 0.5, "dsr": 0.41, "psr": 0.77,
+                  "pbo": 0.62, "bootstrap": {"total_return": {"point": 0.1, "lo": -0.05, "hi": 0.22},
+                                             "sharpe": {"point": 0.07, "lo": -0.1, "hi": 0.2}},
+                  "cost_stress": [{"multiplier": 1.0, "avg_excess_return": 0.0012, "trades": 143, "survives": True},
+                                  {"multiplier": 2.0, "avg_excess_return": -0.0003, "trades": 143, "survives": False},
+                                  {"multiplier": 3.0, "avg_excess_return": -0.0018, "trades": 143, "survives": False}],
+                  "cost_fragile": True},
+        "verdict": "supported" if supported else "not supported",
+        "verdict_line": VERDICT_LINE if not supported else VERDICT_LINE.replace("NOT supported", "supported"),
+        "warnings": ["WARNING: planted warning"],
+    }
+    summary = pd.DataFrame([
+        {"window": w["index"], "train_start": w["train"][0], "train_end": w["train"][1], "test_start": w["test"][0],
+         "test_end": w["test"][1], "in_reserve": False, "study": w["study"], "n_trials_tried": 50,
+         "param_variant": w["best_params"]["variant"], "param_z_window": w["best_params"]["z_window"],
+         "is_rank_score": w["in_sample"]["rank_score"], "oos_rank_score": w["out_of_sample"]["rank_score"],
+         "is_avg_excess_return": 0.004 - 0.001 * w["index"], "oos_avg_excess_return": 0.001 * (1 - w["index"])}
+        for w in windows])
+    dates = pd.bdate_range("2022-07-01", "2022-09-30")
+    rets = np.where(np.arange(len(dates)) % 3 == 0, 0.002, -0.0005)
+    equity = pd.DataFrame({"date": dates, "oos_return": rets, "oos_equity": np.cumprod(1 + rets)})
+    stability = pd.DataFrame([{"param": "variant", "value": "B", "windows": 2, "share": 2 / 3},
+                              {"param": "variant", "value": "vw_flow", "windows": 1, "share": 1 / 3},
+                              {"param": "z_window", "value": "20", "windows": 2, "share": 2 / 3},
+                              {"param": "z_window", "value": "40", "windows": 1, "share": 1 / 3}])
+    trades = pd.DataFrame({"symbol": ["AAA", "BBB"], "net_ret": [0.01, -0.02], "window": [0, 1]})
+    return {"result": result, "summary": summary, "trades": trades, "equity": equity, "stability": stability}
+
+
+def _events() -> pd.DataFrame:
+    # 12 closed trades: 5 NONE (winners), 3 GAP_DOWN, 2 SLOW_BLEED, 2 FALSE_SIGNAL; plus one open-at-end trade
+    modes = ["NONE"] * 5 + ["GAP_DOWN"] * 3 + ["SLOW_BLEED"] * 2 + ["FALSE_SIGNAL"] * 2 + [None]
+    net = [0.03, 0.02, 0.04, 0.01, 0.05, -0.04, -0.05, -0.03, -0.01, -0.02, -0.01, -0.015, 0.2]
+    aligned = [True, True, True, True, False, False, False, True, False, False, True, False, True]
+    return pd.DataFrame({
+        "net_return": net, "failure_mode": modes, "parent_etf_aligned": aligned, "parent_etf_available": [True] * 13,
+        "signal_quality": ["HIGH"] * 4 + ["MEDIUM", "LOW", "LOW", "MEDIUM", "LOW", "LOW", "HIGH", "LOW", "HIGH"],
+        "open_at_end": [False] * 12 + [True],
+    })
+
+
+def test_walkforward_report_verdict_numbers_and_equity(tmp_path):
+    wf = _wf_dict()
+    regimes = [{"regime": "RISK_ON", "hit_rate": 0.6, "avg_return": 0.01, "avg_excess_return": 0.004, "closed_trades": 80},
+               {"regime": "RISK_OFF", "hit_rate": 0.4, "avg_return": -0.01, "avg_excess_return": -0.002, "closed_trades": 63}]
+    wf["result"]["regimes"] = regimes
+    path = build_walkforward_report(wf, out_dir=tmp_path / "reports", events=_events())
+    assert path == tmp_path / "reports" / "demo-walkforward.html"
+    page = path.read_text(encoding="utf-8")
+    assert page.count(PLOTLY_MARKER) == 1
+    assert f'<div class="verdict rejected" id="verdict">{html.escape(VERDICT_LINE)}</div>' in page
+    assert page.index('id="verdict"') < page.index("<h2>")  # the verdict is at the top
+    assert "WARNING: planted warning" in page
+    gates = {r[0]: r for r in _section_table(page, "Deciding numbers")}
+    assert gates["OOS excess return / trade"][1] == "+0.120%" and "pass" in gates["OOS excess return / trade"][3]
+    assert gates["t statistic of the excess"][1] == "0.80" and "fail" in gates["t statistic of the excess"][3]
+    assert gates["Deflated Sharpe Ratio"][1] == "0.410" and "fail" in gates["Deflated Sharpe Ratio"][3]
+    assert gates["Probability of Backtest Overfitting"][1] == "0.620" and "fail" in gates["Probability of Backtest Overfitting"][3]
+    assert gates["OOS closed trades (n)"][1] == "143" and "pass" in gates["OOS closed trades (n)"][3]
+    assert "cost-fragile: <span class=\"fail\">YES</span>" in page
+    figs = embedded_figures(page)
+    assert [f["id"] for f in figs] == ["fig-equity", "fig-is-oos", "fig-stability", "fig-failure-modes",
+                                      "fig-etf-alignment", "fig-regimes"]
+    eq = _trace(_fig(figs, "fig-equity"), "OOS equity")
+    assert _arr(eq["y"]) == pytest.approx(wf["equity"]["oos_equity"].tolist())
+    assert eq["x"][0] == "2022-07-01" and eq["x"][-1] == "2022-09-30"
+    isoos = _fig(figs, "fig-is-oos")
+    assert _arr(_trace(isoos, "IS rank_score")["y"]) == [0.9, 0.8, 0.7]
+    assert _arr(_trace(isoos, "OOS rank_score")["y"]) == [0.3, -0.1, 0.2]
+    fm = _fig(figs, "fig-failure-modes")["data"][0]
+    counts = dict(zip(fm["x"], _arr(fm["y"])))
+    assert counts == {"NONE": 5, "SECTOR_DRAG": 0, "GAP_DOWN": 3, "IMMEDIATE_REVERSAL": 0, "SLOW_BLEED": 2,
+                      "FALSE_SIGNAL": 2, "UNKNOWN": 0}  # the open-at-end trade is not counted
+    box = _fig(figs, "fig-etf-alignment")["data"]
+    assert [b["name"] for b in box] == ["aligned with parent ETF (n=6)", "not aligned (n=6)"]
+    rv = _section_table(page, "Trade events: failure modes, ETF alignment, rule validation")
+    assert [r[0] for r in rv] == ["parent ETF aligned", "signal quality HIGH", "signal quality LOW"]
+    assert rv[0][1:3] == ["6", "6"]
+    reg = _fig(figs, "fig-regimes")
+    assert _arr(_trace(reg, "hit_rate")["y"]) == [0.6, 0.4]
+    eq_page = (tmp_path / "equity_curves" / "demo_oos.html").read_text(encoding="utf-8")
+    assert eq_page.count(PLOTLY_MARKER) == 1
+    eq_figs = embedded_figures(eq_page)
+    assert len(eq_figs) == 1 and [t["name"] for t in eq_figs[0]["data"]] == ["OOS equity"]
+
+
+def test_walkforward_report_supported_without_events(tmp_path):
+    path = build_walkforward_report(_wf_dict(supported=True), out_dir=tmp_path, name="ok-run")
+    page = path.read_text(encoding="utf-8")
+    assert path.name == "ok-run-walkforward.html"
+    assert '<div class="verdict supported" id="verdict">edge supported:' in page
+    assert ".verdict.supported{background:#2e7d32}" in page.replace(" ", "")
+    ids = [f["id"] for f in embedded_figures(page)]
+    assert "fig-failure-modes" not in ids and "fig-regimes" not in ids  # trades lack the event columns
+    params = _section_table(page, "Best parameters per window")
+    assert params == [["0", "B", "20"], ["1", "vw_flow", "20"], ["2", "B", "40"]]
+
+
+def test_walkforward_report_from_result_object(tmp_path):
+    from optimizer.stats import verdict
+    from optimizer.walkforward import WalkForwardResult
+
+    d = _wf_dict()
+    v = verdict(-0.001, -1.0, float("nan"), float("nan"), 12)
+    r = WalkForwardResult("objdemo", [], d["result"]["oos"], d["result"]["stats"], v, d["summary"], d["trades"],
+                          d["equity"], d["stability"], False)
+    page = build_walkforward_report(r, out_dir=tmp_path).read_text(encoding="utf-8")
+    assert html.escape(v.line) in page and "DSR n/a" in v.line
+    assert 'class="verdict rejected"' in page
+    with pytest.raises(Exception, match="wf must be a WalkForwardResult"):
+        build_walkforward_report({"summary": []}, out_dir=tmp_path)
+
+
+def test_regime_comparison_figure_requires_columns():
+    fig = regime_comparison_figure(pd.DataFrame({"regime": ["A"], "hit_rate": [0.5], "avg_return": [0.01],
+                                                 "avg_excess_return": [-0.01], "closed_trades": [3]}))
+    assert [t.name for t in fig.data] == ["hit_rate", "avg_return", "avg_excess_return", "closed_trades"]
+    assert list(fig.data[2].marker.color) == ["#c62828"]  # negative excess drawn red
+    with pytest.raises(Exception, match="missing \\['closed_trades'\\]"):
+        regime_comparison_figure(pd.DataFrame({"regime": ["A"], "hit_rate": [0.5], "avg_return": [0.01],
+                                               "avg_excess_return": [0.0]}))
+
+
+# ------------------------------------------------------------------------------------------------ sandbox
+
+
+T_SB = 45
+
+
+def _sandbox_panel() -> Panel:
+    dates = pd.bdate_range("2023-01-02", periods=T_SB)
+    rows = []
+    for sym, k in (("AAA", 1.0), ("BBB", 2.0)):
+        for t, d in enumerate(dates):
+            B = 1000.0 + 37.0 * ((t * 7) % 11) * k
+            S = 900.0 + 23.0 * ((t * 5) % 13)
+            rows.append({"date": d, "symbol": sym, "open": 10.0, "high": 10.0, "low": 10.0, "close": 10.0,
+                         "volume": 1e5, "short_buy_volume": B, "short_sell_volume": S, "short_buy_sell_ratio": B / S,
+                         "lit_buy_volume": np.nan if t == 30 else 400.0 + t, "lit_sell_volume": 350.0,
+                         "lit_flow_imbalance": np.nan, "otc_participation_rate": np.nan,
+                         "confidence": 0.2 + 0.01 * t})
+    return Panel.from_frame(pd.DataFrame(rows))
+
+
+def test_sandbox_figure_rows_lines_and_scores():
+    panel = _sandbox_panel()
+    fig = sandbox_figure(panel, "AAA", z_window=20, buy=70, sell=30)
+    lay = fig.layout.to_plotly_json()
+    assert "yaxis8" in lay and "yaxis9" not in lay  # eight stacked rows
+    ratio_lines = sorted(s["y0"] for s in lay["shapes"] if s.get("yref") == "y4")
+    assert ratio_lines == [0.75, 1.25]
+    names = [t.name for t in fig.data]
+    for n in ("Score B (current)", "Score vw_flow", "Score blended", "Combined buy/sell ratio", "VW directional flow",
+              "FINRA buy volume", "Short buy/sell ratio", "Imbalance·log1p(B+S)"):
+        assert n in names
+    axes = {t.name: t.yaxis for t in fig.data}
+    assert [axes["Score B (current)"], axes["Score vw_flow"], axes["Score blended"]] == ["y5", "y6", "y7"]
+    assert axes["Imbalance·log1p(B+S)"] == "y8"
+    conf = [t for t in fig.data if t.name == "Confidence ×100 (B)"][0]
+    assert conf.opacity <= 0.3 and conf.y[10] == pytest.approx(100 * (0.2 + 0.1))
+
+
+def test_sandbox_values_match_hand_formulas():
+    panel = _sandbox_panel()
+    df = sandbox_data(panel, "aaa", z_window=20)
+    t = np.arange(T_SB)
+    B = 1000.0 + 37.0 * ((t * 7) % 11)
+    S = 900.0 + 23.0 * ((t * 5) % 13)
+    lb = np.where(t == 30, 0.0, 400.0 + t)  # missing lit volume counts as 0
+    assert df["combined_ratio"].to_numpy() == pytest.approx((B + lb) / (S + 350.0))
+    assert df["vw_flow"].to_numpy() == pytest.approx(B + lb - S - 350.0)
+    assert df["imbalance_log"].to_numpy() == pytest.approx((B - S) / (B + S) * np.log1p(B + S))
+    # variant B with lit/price/otc terms absent: display = (clip(0.55·tanh(0.5 z)) + 1)·50, z over 20 sessions
+    r = pd.Series(B / S)
+    z = (r - r.rolling(20).mean()) / r.rolling(20).std(ddof=0)
+    want = (np.clip(0.55 * np.tanh(0.5 * z.to_numpy()), -1, 1) + 1) * 50
+    got = df["score_B"].to_numpy()
+    assert np.isnan(got[:19]).all() and np.isfinite(got[19:]).all()
+    assert got[19:] == pytest.approx(want[19:])
+    cut = sandbox_data(panel, "AAA", start="2023-02-06", end="2023-02-17", z_window=20)
+    assert cut["date"].dt.strftime("%Y-%m-%d").tolist()[0] == "2023-02-06" and len(cut) == 10
+    i0 = int(np.searchsorted(pd.bdate_range("2023-01-02", periods=T_SB), pd.Timestamp("2023-02-06")))
+    assert cut["score_B"].to_numpy() == pytest.approx(got[i0:i0 + 10])  # scored on the whole panel, then cut
+
+
+def test_sandbox_errors_and_write(tmp_path):
+    panel = _sandbox_panel()
+    with pytest.raises(DataError, match=r"symbol 'ZZZ' is not in the panel \(2 symbols: AAA, BBB\)"):
+        sandbox_figure(panel, "ZZZ")
+    with pytest.raises(DataError, match=r"no rows for AAA between 2030-01-01 and 2030-02-01; the panel covers 2023-01-02"):
+        sandbox_figure(panel, "AAA", start="2030-01-01", end="2030-02-01")
+    written = write_sandbox(sandbox_figure(panel, "BBB"), tmp_path / "sb" / "bbb.html")
+    assert written[0] == tmp_path / "sb" / "bbb.html"
+    page = written[0].read_text(encoding="utf-8")
+    assert page.count(PLOTLY_MARKER) == 1 and "Score blended" in page
+
+
+# ------------------------------------------------------------------------------------------------ headless browser
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or (Path("/usr/bin/chromium").exists() and "/usr/bin/chromium")
+    if found:
+        return str(found)
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip("chromium is not installed and cannot be installed here (not root / no apt-get)")
+    deadline = time.monotonic() + 240
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "install", "-y", "-qq", "chromium"],
+                ["bash", "-c", "apt-get update -qq && apt-get install -y -qq chromium"]):
+        left = deadline - time.monotonic()
+        if left <= 5:
+            break
+        try:
+            subprocess.run(cmd, capture_output=True, timeout=left, env=env, check=False)
+        except (subprocess.TimeoutExpired, OSError):
+            break
+        if Path("/usr/bin/chromium").exists():
+            return "/usr/bin/chromium"
+    pytest.skip("chromium could not be installed (no network or no package)")
+
+
+@pytest.mark.slow
+def test_walkforward_report_renders_in_headless_chromium(tmp_path):
+    chromium = _chromium()
+    wf = _wf_dict()
+    wf["result"]["regimes"] = [{"regime": "RISK_ON", "hit_rate": 0.6, "avg_return": 0.01, "avg_excess_return": 0.004,
+                                "closed_trades": 80}]
+    path = build_walkforward_report(wf, out_dir=tmp_path / "reports", events=_events())
+    n = len(embedded_figures(path.read_text(encoding="utf-8")))
+    assert n == 6
+    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
+           "--virtual-time-budget=5000", "--dump-dom", path.resolve().as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    errors = [ln for ln in proc.stderr.splitlines()
+              if "Uncaught" in ln or ("ERROR:CONSOLE" in ln and path.name in ln)]
+    assert not errors, errors
+    m = re.search(r'data-plots-rendered="(\d+)"', proc.stdout)
+    assert m, "the render probe did not run (no data-plots-rendered on <body>)"
+    assert int(m.group(1)) == n
