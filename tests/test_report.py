@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 import os
 import re
 import shutil
 import subprocess
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ import pytest
 from optuna.trial import TrialState
 
 from optimizer.engine.panel import Panel
-from optimizer.errors import DataError
+from optimizer.errors import DataError, ParameterError
 from optimizer.report.figures import regime_comparison_figure
 from optimizer.report.research import (
     PLOTLY_MARKER, build_study_report, build_walkforward_report, embedded_figures,
@@ -110,6 +110,9 @@ def storage(tmp_path_factory) -> str:
     st = make_storage(url, heartbeat=False)  # WAL journal: one cheap commit per storage call
     tiny = optuna.create_study(study_name="tiny", storage=st, direction="maximize",
                                sampler=optuna.samplers.RandomSampler(seed=3), pruner=optuna.pruners.NopPruner())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        tiny.set_metric_names(["rank_score"])  # trials_table then names the column value_rank_score
     for k, v in {"spec_hash": "abc123def", "data_fingerprint": "fp0011", "objective": "rank_score",
                  "aggregate": "mean", "spec_name": "tiny-spec", "n_trials_target": 40}.items():
         tiny.set_user_attr(k, v)
@@ -121,7 +124,8 @@ def storage(tmp_path_factory) -> str:
     one.optimize(_objective, n_trials=1)
     multi = optuna.create_study(study_name="multi", storage=st, directions=["maximize", "minimize"],
                                 sampler=optuna.samplers.RandomSampler(seed=1))
-    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         multi.set_metric_names(["rank_score", "max_drawdown"])
     multi.optimize(lambda t: (t.suggest_int("buy_threshold", 60, 80, step=5) / 100,
                               t.suggest_float("w_short", 0.2, 0.8)), n_trials=12)
@@ -345,6 +349,20 @@ def test_walkforward_report_supported_without_events(tmp_path):
     assert params == [["0", "B", "20"], ["1", "vw_flow", "20"], ["2", "B", "40"]]
 
 
+def test_walkforward_report_gates_the_sharpe_statistic_the_verdict_used(tmp_path):
+    wf = _wf_dict()
+    wf["result"]["verdict_line"] = ("edge NOT supported: OOS excess +0.12%/trade (t=0.8, n=143), PSR 0.77 < 0.95, "
+                                    "PBO 0.62 >= 0.50; in-sample winners' median DSR 0.41 over 150 trials tried")
+    page = build_walkforward_report(wf, out_dir=tmp_path).read_text(encoding="utf-8")
+    gates = {r[0]: r for r in _section_table(page, "Deciding numbers")}
+    psr = gates["Probabilistic Sharpe Ratio (OOS excess)"]
+    assert psr[1:3] == ["0.770", "&gt;= 0.95"] and "fail" in psr[3]
+    assert gates["Deflated Sharpe Ratio"][2:] == ["", ""]  # reported, not a gate of this verdict
+    dsr_page = build_walkforward_report(_wf_dict(), out_dir=tmp_path).read_text(encoding="utf-8")
+    dsr_gates = {r[0]: r for r in _section_table(dsr_page, "Deciding numbers")}
+    assert dsr_gates["Probabilistic Sharpe Ratio (OOS excess)"][2:] == ["", ""]
+
+
 def test_walkforward_report_from_result_object(tmp_path):
     from optimizer.stats import verdict
     from optimizer.walkforward import WalkForwardResult
@@ -356,7 +374,7 @@ def test_walkforward_report_from_result_object(tmp_path):
     page = build_walkforward_report(r, out_dir=tmp_path).read_text(encoding="utf-8")
     assert html.escape(v.line) in page and "DSR n/a" in v.line
     assert 'class="verdict rejected"' in page
-    with pytest.raises(Exception, match="wf must be a WalkForwardResult"):
+    with pytest.raises(ParameterError, match="wf must be a WalkForwardResult"):
         build_walkforward_report({"summary": []}, out_dir=tmp_path)
 
 
@@ -365,7 +383,7 @@ def test_regime_comparison_figure_requires_columns():
                                                  "avg_excess_return": [-0.01], "closed_trades": [3]}))
     assert [t.name for t in fig.data] == ["hit_rate", "avg_return", "avg_excess_return", "closed_trades"]
     assert list(fig.data[2].marker.color) == ["#c62828"]  # negative excess drawn red
-    with pytest.raises(Exception, match="missing \\['closed_trades'\\]"):
+    with pytest.raises(ParameterError, match="missing \\['closed_trades'\\]"):
         regime_comparison_figure(pd.DataFrame({"regime": ["A"], "hit_rate": [0.5], "avg_return": [0.01],
                                                "avg_excess_return": [0.0]}))
 

@@ -79,6 +79,7 @@ def _tstat(v: np.ndarray) -> float:
         ({"start": "2024-02-01", "end": "2024-01-01"}, "end must be on or after start"),
         ({"universe": ""}, "universe must be"),
         ({"universe": []}, "universe must be"),
+        ({"universe": "tier9 please"}, "universe must be one of"),
         ({"n_symbols": 0}, "n_symbols must be"),
         ({"effect": -0.1}, "effect must be"),
         ({"effect": float("nan")}, "effect must be"),

@@ -147,6 +147,8 @@ class SynthConfig:
         u = self.universe
         if isinstance(u, str):
             check_param(bool(u.strip()), "universe", "a tier name or a non-empty symbol list", u)
+            if u.strip().lower() != "all":
+                resolve_universe(u)  # raises ParameterError naming the universe
         else:
             ok = isinstance(u, Sequence) and len(u) > 0 and all(isinstance(s, str) and s.strip() for s in u)
             check_param(ok, "universe", "a tier name or a non-empty sequence of symbols", u)

@@ -41,10 +41,12 @@ from ..errors import DataError, check_param
 from . import figures as F
 
 __all__ = ["build_study_report", "build_walkforward_report", "embedded_figures", "verdict_gates", "Page",
-           "PLOTLY_MARKER"]
+           "PLOTLY_MARKER", "MIN_IMPORTANCE_TRIALS", "sharpe_gate"]
 
 # The first bytes of plotly.js as plotly inlines it ("/**\n* plotly.js v3...."): counted by the tests.
 PLOTLY_MARKER = "* plotly.js v"
+# fANOVA on fewer completed trials is noise (one trial gives every parameter the same share): shown as a note.
+MIN_IMPORTANCE_TRIALS = 5
 _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:1.5em 2.5em;color:#222;max-width:1500px}
 h1{margin-bottom:.2em} h2{margin-top:1.6em;border-bottom:2px solid #e0e0e0;padding-bottom:.2em}
@@ -57,7 +59,7 @@ table.kv td:first-child{text-align:left;font-weight:600;color:#555}
 .verdict.supported{background:#2e7d32} .verdict.rejected{background:#c62828}
 .pass{color:#2e7d32;font-weight:600} .fail{color:#c62828;font-weight:600}
 .grid{display:flex;flex-wrap:wrap;gap:2em;align-items:flex-start}
-.fig{margin:.4em 0 1.2em 0}
+.fig{margin:.4em 0 1.2em 0} .scroll{overflow-x:auto;max-width:100%}
 """
 _RENDER_PROBE = (
     "<script>window.addEventListener('load',function(){setTimeout(function(){document.body.dataset.plotsRendered="
@@ -130,7 +132,8 @@ def _table_html(df: pd.DataFrame, classes: str = "tbl") -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt_cell(v))}</td>" for v in r) + "</tr>"
                    for r in df.itertuples(index=False, name=None))
-    return f'<table class="{classes}"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
+    return (f'<div class="scroll"><table class="{classes}"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody>'
+            '</table></div>')
 
 
 def _kv_html(pairs: list[tuple[str, Any]]) -> str:
@@ -189,7 +192,7 @@ def _open_study(storage: Any, name: str) -> tuple[optuna.Study, Any]:
 def _value_column(trials: pd.DataFrame) -> str | None:
     if "value" in trials.columns:
         return "value"
-    vals = [c for c in trials.columns if c.startswith("values_")]
+    vals = [c for c in trials.columns if c.startswith(("values_", "value_"))]  # value_<metric name> when named
     return vals[0] if vals else None
 
 
@@ -227,9 +230,14 @@ def _top_params(study: optuna.Study, target, k: int = 3) -> tuple[list[str], dic
         names = [p for p, _ in sorted(imp.items(), key=lambda kv: -kv[1])]
         return names[:k], imp
     except Exception:  # noqa: BLE001 - too few trials / one distinct value
-        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        counts = pd.Series([p for t in done for p in t.params]).value_counts()
-        return [p for p in counts.index if _distinct(done, p) > 1][:k], None
+        return _common_params(study, k), None
+
+
+def _common_params(study: optuna.Study, k: int = 3) -> list[str]:
+    """The k parameters most often present in completed trials, among those with more than one value."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    counts = pd.Series([p for t in done for p in t.params], dtype=object).value_counts()
+    return [p for p in counts.index if _distinct(done, p) > 1][:k]
 
 
 def _distinct(trials, p: str) -> int:
@@ -296,10 +304,15 @@ def build_study_report(storage: Any, study_name: str, out_dir: str | Path = "out
                     title="Optimization history")
 
     page.h2("Parameter importances")
-    top, _ = _top_params(study, target)
-    _try_figure(page, "fig-importances", lambda: V.plot_param_importances(
-        study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), target=target,
-        target_name=target_name), "parameter importances", title="Parameter importances (fANOVA)")
+    if n_done < MIN_IMPORTANCE_TRIALS:
+        top = _common_params(study)
+        page.note(f"parameter importances not shown: {n_done} completed trial(s) < {MIN_IMPORTANCE_TRIALS} needed "
+                  "for a meaningful fANOVA")
+    else:
+        top, _ = _top_params(study, target)
+        _try_figure(page, "fig-importances", lambda: V.plot_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), target=target,
+            target_name=target_name), "parameter importances", title="Parameter importances (fANOVA)")
 
     tt = trials_table(st, study_name)
     done = tt[tt["state"] == "COMPLETE"] if "state" in tt.columns else tt
@@ -332,7 +345,7 @@ def build_study_report(storage: Any, study_name: str, out_dir: str | Path = "out
         page.note("no trial reported intermediate values (multi-objective studies do not report per fold)")
     else:
         _try_figure(page, "fig-intermediate", lambda: F.intermediate_figure(inter), "intermediate values")
-    return page.write(Path(out_dir) / f"{study_name}.html")
+    return page.write(Path(out_dir) / (re.sub(r"[^\w.\-]+", "_", study_name) + ".html"))
 
 
 # ------------------------------------------------------------------------------------------------ walk-forward
@@ -377,18 +390,32 @@ def _gate(ok: bool) -> _Raw:
     return _Raw('<span class="pass">pass</span>' if ok else '<span class="fail">fail</span>')
 
 
+def sharpe_gate(res: dict[str, Any]) -> str:
+    """Which Sharpe statistic the run's verdict gated on: ``"psr"`` when its verdict line states
+    ``PSR <value> >=|< <min>``, else ``"dsr"`` (``stats.verdict``'s default label). An explicit
+    ``res["sharpe_gate"]`` ("psr" / "dsr") wins over the text."""
+    if res.get("sharpe_gate") in ("psr", "dsr"):
+        return str(res["sharpe_gate"])
+    return "psr" if re.search(r"\bPSR \S+ (?:>=|<) ", str(res.get("verdict_line") or "")) else "dsr"
+
+
+def _sharpe_row(gated: bool, value: float, minimum: float) -> tuple[str, bool | None]:
+    return (f">= {minimum:.2f}", value >= minimum) if gated else ("", None)
+
+
 def _deciding(res: dict[str, Any]) -> pd.DataFrame:
     g = verdict_gates()
     oos, stats = res.get("oos") or {}, res.get("stats") or {}
     mean, t, n = _f(oos.get("avg_excess_return")), _f(oos.get("excess_t")), _f(oos.get("closed_trades"))
     dsr, psr, pbo = _f(res.get("dsr", stats.get("dsr"))), _f(res.get("psr", stats.get("psr"))), _f(res.get("pbo", stats.get("pbo")))
     deg = _f(res.get("degradation", stats.get("degradation")))
+    gate = sharpe_gate(res)
     rows = [
         ("OOS excess return / trade", _s(mean * 100, "+.3f", "%"), "> 0", math.isfinite(mean) and mean > 0),
         ("t statistic of the excess", _s(t, ".2f"), f"> {g['t_min']:g}", t > g["t_min"]),
         ("OOS closed trades (n)", _s(n, ".0f"), f">= {g['min_trades']}", n >= g["min_trades"]),
-        ("Deflated Sharpe Ratio", _s(dsr, ".3f"), f">= {g['dsr_min']:.2f}", dsr >= g["dsr_min"]),
-        ("Probabilistic Sharpe Ratio", _s(psr, ".3f"), "", None),
+        ("Deflated Sharpe Ratio", _s(dsr, ".3f"), *_sharpe_row(gate == "dsr", dsr, g["dsr_min"])),
+        ("Probabilistic Sharpe Ratio (OOS excess)", _s(psr, ".3f"), *_sharpe_row(gate == "psr", psr, g["dsr_min"])),
         ("Probability of Backtest Overfitting", _s(pbo, ".3f"), f"< {g['pbo_max']:.2f}", pbo < g["pbo_max"]),
         ("degradation (OOS / IS rank_score)", _s(deg, ".3f"), "", None),
         ("degradation (OOS / IS excess)", _s(stats.get("degradation_excess"), ".3f"), "", None),
@@ -473,7 +500,8 @@ def build_walkforward_report(wf: Any, out_dir: str | Path = "output/reports", na
 
     p = _parts(wf)
     res, summary, equity, stability = p["result"], p["summary"], p["equity"], p["stability"]
-    name = name or res.get("spec") or "walkforward"
+    if name is None:
+        name = re.sub(r"[^\w.\-]+", "_", str(res.get("spec") or "walkforward"))
     check_param(bool(re.fullmatch(r"[\w.\-]+", str(name))), "name", "letters, digits, '_', '-' or '.'", name)
     out = Path(out_dir)
     eq_dir = Path(equity_dir) if equity_dir is not None else out.parent / "equity_curves"

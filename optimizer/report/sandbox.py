@@ -149,6 +149,7 @@ def sandbox_figure(panel: Panel, symbol: str, start=None, end=None, z_window: in
     fig.update_layout(title=f"{sym} signal sandbox (z_window {z_window}, buy {buy:g}, sell {sell:g})",
                       template="plotly_white", height=1900, barmode="overlay", bargap=0.1,
                       legend=dict(orientation="h", y=-0.03))
+    fig.update_xaxes(rangebreaks=[dict(bounds=["sat", "mon"])])  # sessions only: no weekend gaps between bars
     return fig
 
 
