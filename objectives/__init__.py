@@ -28,8 +28,8 @@ def resolve_objective(name: str, key: str = "objective.name") -> type[Objective]
         mod, _, attr = name.partition(":")
         try:
             cls = getattr(importlib.import_module(mod), attr)
-        except (ImportError, AttributeError) as e:
-            raise SpecError(key, f"cannot import {name!r}: {e}") from None
+        except Exception as e:  # noqa: BLE001 - any failure to import (empty/relative name, error in the module) is a spec error
+            raise SpecError(key, f"cannot import {name!r}: {type(e).__name__}: {e}") from None
         if not (isinstance(cls, type) and issubclass(cls, Objective)):
             raise SpecError(key, f"{name!r} must be a subclass of objectives.Objective")
         return cls

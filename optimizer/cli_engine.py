@@ -107,14 +107,14 @@ def _save_backtest(res, panel, db) -> dict:
     ctx = compute_context(panel)
     events = signal_events(res, panel, ctx)
     base = frequency_baseline(res.display, panel, res.config.thresholds, res.span)
-    summary = backtest_summary(res, events)
+    summary = backtest_summary(res, events, panel)
     run_id = make_run_id(res.config, (str(panel.dates[0]), str(panel.dates[-1])), panel.fingerprint())
     con = connect(db)
     try:
         write_backtest(con, run_id, summary, events, base)
     finally:
         con.close()
-    files = write_backtest_files("output", summary, events, base)
+    files = write_backtest_files(summary, events, base, "output", run_id=run_id)
     return {"run_id": run_id, **{k: str(v) for k, v in files.items()}}
 
 

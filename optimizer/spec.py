@@ -7,9 +7,13 @@ Sections: [study], [data], [data.costs], [space], [cv], [objective], [sampler], 
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
 import json
+import math
+import re
 import tomllib
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,6 +155,9 @@ def _parse_param(name: str, raw: Any, path: str, earlier: list[str]) -> ParamSpe
         hi = _typed(raw, "high", num, key, required=True)
         step = _typed(raw, "step", num, key)
         log = _typed(raw, "log", bool, key, default=False)
+        for bk, bv in (("low", lo), ("high", hi), ("step", step)):
+            if bv is not None and not math.isfinite(bv):
+                raise _err(f"{key}.{bk}", f"must be a finite number, got {bk}={bv}")
         if lo > hi:
             raise _err(f"{key}.low", f"must be <= high={hi}, got low={lo}")
         if step is not None and step <= 0:
@@ -303,6 +310,21 @@ class StudySpec:
         return self.cv.embargo if self.cv.embargo is not None else self.max_z_window()
 
 
+def _date(d: Mapping, key: str) -> str | None:
+    """[data].<key> as a normalized ISO date string: a TOML date or a 'YYYY-MM-DD' string (nothing else)."""
+    v = d.get(key)
+    if v is None:
+        return None
+    if isinstance(v, _dt.date) and not isinstance(v, _dt.datetime):
+        return v.isoformat()
+    if isinstance(v, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", v):
+        try:
+            return _dt.date.fromisoformat(v).isoformat()
+        except ValueError:
+            pass
+    raise _err(f"data.{key}", f"must be a date (YYYY-MM-DD), got {v!r}")
+
+
 def _section(doc: Mapping, name: str) -> dict:
     v = doc.get(name, {})
     if not isinstance(v, dict):
@@ -325,7 +347,7 @@ def parse_spec(text: str, path: str | None = None) -> StudySpec:
 
 
 def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
-    from .registry import SAMPLERS, PRUNERS  # registries validate names and options
+    from .registry import PRUNERS, SAMPLERS, build_pruner, build_sampler  # registries validate names and options
 
     _check_keys(doc, ("study", "data", "space", "cv", "objective", "sampler", "pruner", "run", "walkforward", "seed_from"), "")
     st = _section(doc, "study")
@@ -351,19 +373,9 @@ def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
     regime = _typed(d, "regime", str, "data", default="ALL")
     if regime not in REGIMES:
         raise _err("data.regime", f"must be one of {', '.join(REGIMES)}, got {regime!r}")
-    start = d.get("start")
-    end = d.get("end")
-    import datetime as _dt
-
-    for k, v in (("start", start), ("end", end)):
-        if v is not None and not isinstance(v, (str, _dt.date)):
-            raise _err(f"data.{k}", f"must be a date (YYYY-MM-DD), got {v!r}")
-        if isinstance(v, str):
-            try:
-                _dt.date.fromisoformat(v)
-            except ValueError:
-                raise _err(f"data.{k}", f"must be a date (YYYY-MM-DD), got {v!r}") from None
-    if start and end and str(start) > str(end):
+    start = _date(d, "start")
+    end = _date(d, "end")
+    if start and end and start > end:
         raise _err("data.start", f"must be <= end={end}, got start={start}")
     rf = _typed(d, "reserve_fraction", (int, float), "data", default=0.2)
     if not 0 <= rf < 0.9:
@@ -371,8 +383,7 @@ def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
     mp = _typed(d, "min_periods", int, "data")
     if mp is not None and mp < 2:
         raise _err("data.min_periods", f"must be >= 2, got min_periods={mp}")
-    data = DataSpec(_typed(d, "database", str, "data"), uni, None if start is None else str(start),
-                    None if end is None else str(end), regime, float(com), float(slp), float(rf), mp)
+    data = DataSpec(_typed(d, "database", str, "data"), uni, start, end, regime, float(com), float(slp), float(rf), mp)
 
     raw_space = doc.get("space", DEFAULT_SPACE)
     if not isinstance(raw_space, dict) or not raw_space:
@@ -450,6 +461,10 @@ def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
     if len(dirs) > 1 and pname != "none":
         raise _err("pruner.name", "multi-objective studies cannot prune (Optuna limitation); use name = \"none\"")
     pruner = PrunerSpec(pname, popts)
+    with warnings.catch_warnings():  # build once so bad option values fail now, not when the study starts
+        warnings.simplefilter("ignore")
+        build_sampler(sname, seed, sopts, {p.name: p.grid_values() for p in space if p.kind != "fixed"} if sname == "grid" else None)
+        build_pruner(pname, popts)
 
     r = _section(doc, "run")
     _check_keys(r, ("n_trials", "timeout", "storage", "study_name"), "run")
@@ -518,11 +533,13 @@ def _validate_space(space: list[ParamSpec]) -> None:
         "w_price": lambda v: isinstance(v, (int, float)) and v >= 0,
         "stop_loss": lambda v: isinstance(v, (int, float)) and 0 < v < 1,
         "take_profit": lambda v: isinstance(v, (int, float)) and v > 0,
+        **{k: (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1) for k in ("hold_days", "max_days", "time_stop")},
     }
     rules = {
         "variant": f"one of {', '.join(VARIANTS)}", "z_window": "an integer in [2, 252]",
         "buy_threshold": "in [0, 100]", "sell_threshold": "in [0, 100]", "w_short": ">= 0", "w_lit": ">= 0",
         "w_price": ">= 0", "stop_loss": "in (0, 1)", "take_profit": "> 0",
+        "hold_days": "an integer >= 1", "max_days": "an integer >= 1", "time_stop": "an integer >= 1",
     }
     for p in space:
         if p.name in checks:

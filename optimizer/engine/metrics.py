@@ -88,28 +88,53 @@ class BenchmarkCache:
 
     def __init__(self, panel: Panel) -> None:
         self.open = panel["open"]
-        self._cache: dict[tuple[int, int, int, int], np.ndarray] = {}
+        self._cache: dict[tuple[int, int, int], np.ndarray] = {}
+        self._have: dict[tuple[int, int, int], np.ndarray] = {}
+
+    def _row(self, span: Span, h: int) -> np.ndarray:
+        O = self.open
+        lo = span.sig_start + 1
+        hi = min(span.sig_end, span.data_end - 1 - h)  # inclusive last entry
+        if hi < lo:
+            return np.full(O.shape[1], np.nan)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = O[lo + h:hi + h + 1] / O[lo:hi + 1]
+        ok = np.isfinite(r)
+        cnt = ok.sum(axis=0)
+        tot = np.where(ok, r, 0.0).sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(cnt > 0, tot / np.maximum(cnt, 1), np.nan)
+
+    def _matrix(self, span: Span, hmax: int) -> np.ndarray:
+        """(h, symbol) matrix of mean growth ratios for h in [0, hmax], rows computed once per span."""
+        key = (span.sig_start, span.sig_end, span.data_end)
+        mat = self._cache.get(key)
+        have = self._have.get(key)
+        if mat is None or mat.shape[0] <= hmax:
+            n = max(hmax + 1, 32 if mat is None else 2 * mat.shape[0])
+            new = np.full((n, self.open.shape[1]), np.nan)
+            hv = np.zeros(n, dtype=bool)
+            if mat is not None:
+                new[: mat.shape[0]] = mat
+                hv[: have.shape[0]] = have
+            mat, have = new, hv
+            self._cache[key], self._have[key] = mat, have
+        return mat
 
     def ratio(self, span: Span, h: int) -> np.ndarray:
-        key = (span.sig_start, span.sig_end, span.data_end, int(h))
-        v = self._cache.get(key)
-        if v is None:
-            O = self.open
-            lo = span.sig_start + 1
-            hi = min(span.sig_end, span.data_end - 1 - h)  # inclusive last entry
-            if hi < lo:
-                v = np.full(O.shape[1], np.nan)
-            else:
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    r = O[lo + h:hi + h + 1] / O[lo:hi + 1]
-                ok = np.isfinite(r)
-                cnt = ok.sum(axis=0)
-                s = np.where(ok, r, 0.0).sum(axis=0)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    v = np.where(cnt > 0, s / np.maximum(cnt, 1), np.nan)
-            v.setflags(write=False)
-            self._cache[key] = v
-        return v
+        """mean_e[open[e+h]/open[e]] per symbol (NaN where no entry session exists)."""
+        return self.ratios(span, np.array([h]))[0]
+
+    def ratios(self, span: Span, hold: np.ndarray) -> np.ndarray:
+        key = (span.sig_start, span.sig_end, span.data_end)
+        hmax = int(hold.max()) if hold.size else 0
+        mat = self._matrix(span, hmax)
+        have = self._have[key]
+        need = np.unique(hold[~have[hold]]) if hold.size else hold
+        for h in need:
+            mat[h] = self._row(span, int(h))
+            have[h] = True
+        return mat[hold]
 
     def excess(self, trades: Trades, span: Span, costs: Costs) -> np.ndarray:
         """Per closed trade: net return minus its matched benchmark (order of ``trades.net_ret[trades.closed]``)."""
@@ -122,12 +147,12 @@ class BenchmarkCache:
         k = (1 - c) / (1 + c)
         sym = trades.symbol[mask]
         hold = trades.hold_days[mask]
-        out = np.zeros(sym.shape[0])
-        for h in np.unique(hold):
-            sel = hold == h
-            ratio = self.ratio(span, int(h))[sym[sel]]
-            out[sel] = np.where(np.isfinite(ratio), k * ratio - 1.0, 0.0)
-        return out
+        if sym.size == 0:
+            return np.zeros(0)
+        key = (span.sig_start, span.sig_end, span.data_end)
+        self.ratios(span, np.unique(hold))
+        ratio = self._cache[key][hold, sym]
+        return np.where(np.isfinite(ratio), k * ratio - 1.0, 0.0)
 
 
 def portfolio_returns(trades: Trades, panel: Panel, span: Span, weight: np.ndarray | None = None) -> np.ndarray:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import check_param
+from ._kernels import combine_nb
 from .features import FeatureCache, check_variant
 
 __all__ = ["ScoreParams", "display_score", "combine"]
@@ -45,11 +46,9 @@ class ScoreParams:
 
 
 def combine(ts: np.ndarray, tl: np.ndarray, tp: np.ndarray, sg: np.ndarray, params: ScoreParams) -> np.ndarray:
+    """Fused numba pass over the cached tanh/sigmoid terms (NaN short term propagates to NaN display)."""
     ws, wl, wp = params.weights
-    raw = ws * ts + wl * tl + wp * tp
-    intensity = params.intensity_lo + (params.intensity_hi - params.intensity_lo) * sg
-    score = np.clip(raw * intensity, -1.0, 1.0)
-    return (score + 1.0) * 50.0
+    return combine_nb(ts, tl, tp, sg, ws, wl, wp, float(params.intensity_lo), float(params.intensity_hi))
 
 
 def display_score(cache: FeatureCache, params: ScoreParams) -> np.ndarray:
