@@ -119,10 +119,11 @@ def metrics_frame(market) -> tuple[pd.DataFrame, pd.DataFrame]:
     o = market.otc_weekly
     wk = pd.DataFrame({
         "symbol": o["issueSymbolIdentifier"].astype(str),
-        "week": pd.to_datetime(o["summaryStartDate"]),
-        "pub": pd.to_datetime(o["lastUpdateDate"]),
+        "week": pd.to_datetime(o["summaryStartDate"]).astype("datetime64[ns]"),
+        "pub": pd.to_datetime(o["lastUpdateDate"]).astype("datetime64[ns]"),
         "qty": o["totalWeeklyShareQuantity"].astype("float64"),
     }).groupby(["symbol", "week", "pub"], as_index=False)["qty"].sum()
+    df["date"] = df["date"].astype("datetime64[ns]")
     monday = df["date"] - pd.to_timedelta(df["date"].dt.weekday, unit="D")
     tot = df.assign(week=monday).groupby(["symbol", "week"], as_index=False)["volume"].sum()
     wk = wk.merge(tot, on=["symbol", "week"], how="left")

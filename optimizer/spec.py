@@ -430,6 +430,8 @@ def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
     if agg not in AGGREGATES:
         raise _err("objective.aggregate", f"must be one of {', '.join(AGGREGATES)}, got {agg!r}")
     k = _typed(o, "k", (int, float), "objective", default=1.0)
+    if not (math.isfinite(k) and k >= 0):
+        raise _err("objective.k", f"must be a finite number >= 0, got k={k}")
     mt = _typed(o, "min_trades", int, "objective", default=5)
     if mt < 0:
         raise _err("objective.min_trades", f"must be >= 0, got min_trades={mt}")
@@ -521,7 +523,7 @@ def _validate_space(space: list[ParamSpec]) -> None:
         if bad or not vals:
             raise _err("space.weights", f"choices must be among {', '.join(WEIGHT_PRESETS)}, got {bad or vals!r}")
     from .engine.features import VARIANTS
-    from .engine.simulate import ExitParams
+    from .engine.simulate import ExitParams, Thresholds
 
     checks = {
         "variant": lambda v: v in VARIANTS,
@@ -562,10 +564,14 @@ def _validate_space(space: list[ParamSpec]) -> None:
                 raise _err("space.max_days", "is required when exit may be 'hybrid'")
     b = next((p for p in space if p.name == "buy_threshold"), None)
     s = next((p for p in space if p.name == "sell_threshold"), None)
-    if b is not None and s is not None:
-        bb, sb = b.values_bound(), s.values_bound()
+    if b is not None or s is not None:  # an undeclared threshold keeps the engine default (buy 70, sell 30)
+        dflt = Thresholds()
+        bb = b.values_bound() if b is not None else (dflt.buy, dflt.buy)
+        sb = s.values_bound() if s is not None else (dflt.sell, dflt.sell)
         if bb and sb and sb[1] >= bb[0]:
-            raise _err("space.sell_threshold", f"every sell threshold must be below every buy threshold; max sell {sb[1]} >= min buy {bb[0]}")
+            raise _err("space.sell_threshold" if s is not None else "space.buy_threshold",
+                       f"every sell threshold must be below every buy threshold; max sell {sb[1]}{'' if s else ' (default)'} "
+                       f">= min buy {bb[0]}{'' if b else ' (default)'}")
 
 
 def load_spec(path: str | Path) -> StudySpec:
