@@ -190,7 +190,7 @@ def emit(result: dict, as_json: bool, title: str, rows: Iterable[Sequence[object
     for r in rows:
         r = list(r) + [None] * (4 - len(r))
         t.add_row(str(r[0]), fmt(r[1]), "" if r[2] is None else str(r[2]), verdict(r[3]))
-    con = Console()
+    con = Console(width=None if sys.stdout.isatty() else 150)
     con.print(t)
     for n in notes:
         con.print(f"[dim]note:[/] {n}")

@@ -16,7 +16,7 @@ from rich.console import Console
 
 from . import __version__
 from .config import DEFAULT_DB, DEFAULT_STORAGE, Settings
-from .errors import AccumoptError
+from .errors import AccumoptError, DataError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -90,14 +90,35 @@ def _fmt(v) -> str:
     return "" if v is None else str(v)
 
 
+def _error_line(message: str) -> None:
+    """``error: <message>`` on stderr as ONE line. The message is plain text, never rich markup: key paths such as
+    ``[space.z_window]`` must survive."""
+    from rich.text import Text
+
+    err_console.print(Text.assemble(("error:", "bold red"), " ", str(message).replace("\n", " ")),
+                      highlight=False, soft_wrap=True)
+
+
+def _is_store_open_error(e: BaseException) -> bool:
+    """A DuckDB file that cannot be opened (not a DuckDB file, locked by another process): a user error."""
+    import duckdb
+
+    return isinstance(e, duckdb.IOException)
+
+
 class _Group(click.Group):
-    """Turns AccumoptError into a one-line message and exit code 2."""
+    """Turns AccumoptError (and an unopenable DuckDB file) into a one-line message and exit code 2."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except AccumoptError as e:
-            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            _error_line(str(e))
+            ctx.exit(2)
+        except Exception as e:  # noqa: BLE001 - only store-open errors are handled, the rest re-raised
+            if not _is_store_open_error(e):
+                raise
+            _error_line(f"cannot open the DuckDB store: {e}")
             ctx.exit(2)
 
 
@@ -142,7 +163,7 @@ def ingest_cmd(kind, paths, strict, db, fmt):
         _table([f.to_dict() for f in rep.files], title=f"ingest {kind} -> {db}",
                columns=["file", "status", "rows_accepted", "rows_rejected", "message"])
         for f in rep.failed:
-            err_console.print(f"[red]{f.message}[/]", highlight=False)
+            err_console.print(f.message, style="red", markup=False, highlight=False, soft_wrap=True)
     sys.exit(rep.exit_code)
 
 
@@ -174,11 +195,11 @@ def fetch_finra_cmd(start, end, families, cache, no_ingest, db):
 
 
 @fetch_grp.command("finra-api")
-@click.option("--start", required=True)
-@click.option("--end", required=True)
+@click.option("--start", required=True, help="First trade date (YYYY-MM-DD).")
+@click.option("--end", required=True, help="Last trade date (YYYY-MM-DD).")
 @click.option("--symbols", default=None, help="Comma-separated symbols (default: all).")
-@click.option("--cache", default="output/raw/finra_api", show_default=True)
-@click.option("--no-ingest", is_flag=True)
+@click.option("--cache", default="output/raw/finra_api", show_default=True, help="Directory for the downloaded CSV.")
+@click.option("--no-ingest", is_flag=True, help="Only download.")
 @db_option
 def fetch_finra_api_cmd(start, end, symbols, cache, no_ingest, db):
     """Query the FINRA Query API (OAuth client credentials) for Reg SHO daily data, then ingest it."""
@@ -186,17 +207,19 @@ def fetch_finra_api_cmd(start, end, symbols, cache, no_ingest, db):
 
     syms = [s.strip().upper() for s in symbols.split(",")] if symbols else None
     res = fetch_finra_api(start, end, Settings.from_env(), syms, out_dir=cache)
-    files = [p for p in Path(cache).glob("*.csv")] if res is not None else []
+    written = res.attrs.get("path") if res is not None else None
+    files = [Path(written)] if written else []  # only this run's file, not every CSV in the cache
+    console.print(f"{0 if res is None else len(res)} row(s) -> {written or '(nothing written)'}", markup=False)
     if not no_ingest and files:
         _ingest_after_fetch("finra-short", files, db)
 
 
 @fetch_grp.command("prices")
-@click.option("--symbols", default=None, help="Comma-separated symbols (default: $TICKERS or tier1+3).")
-@click.option("--start", required=True)
-@click.option("--end", required=True)
-@click.option("--cache", default="output/raw/prices", show_default=True)
-@click.option("--no-ingest", is_flag=True)
+@click.option("--symbols", default=None, help="Comma-separated symbols or a tier (default: $TICKERS or tier1+3).")
+@click.option("--start", required=True, help="First date (YYYY-MM-DD).")
+@click.option("--end", required=True, help="Last date (YYYY-MM-DD).")
+@click.option("--cache", default="output/raw/prices", show_default=True, help="Directory for the downloaded JSON files.")
+@click.option("--no-ingest", is_flag=True, help="Only download.")
 @db_option
 def fetch_prices_cmd(symbols, start, end, cache, no_ingest, db):
     """Download Polygon daily aggregates (POLYGON_API_KEY, POLYGON_BASE_URL), then ingest them."""
@@ -206,6 +229,9 @@ def fetch_prices_cmd(symbols, start, end, cache, no_ingest, db):
     s = Settings.from_env()
     syms = resolve_universe(symbols) if symbols else (list(s.tickers) or resolve_universe("tier1+3"))
     files = fetch_polygon_prices(syms, start, end, cache, s)
+    console.print(f"{len(files)} file(s) in {cache}", markup=False)
+    for sym, why in getattr(files, "missing", []):
+        err_console.print(f"missing {sym}: {why}", style="yellow", markup=False, highlight=False, soft_wrap=True)
     if not no_ingest and files:
         _ingest_after_fetch("prices", files, db)
 
@@ -233,12 +259,12 @@ def data_grp():
 
 @data_grp.command("synth")
 @click.option("--out", "out_dir", default="output/synth", show_default=True, help="Directory for the raw-format files.")
-@click.option("--seed", default=7, show_default=True, type=int)
+@click.option("--seed", default=7, show_default=True, type=int, help="Random seed (same seed -> identical files).")
 @click.option("--effect", default=1.0, show_default=True, type=float, help="Planted effect strength; 0 = a null market with no edge.")
 @click.option("--family", default="ratio", show_default=True, type=click.Choice(["ratio", "volume", "lit"]),
               help="Which signal family carries the planted effect.")
-@click.option("--start", default="2023-01-03", show_default=True)
-@click.option("--end", default="2024-12-31", show_default=True)
+@click.option("--start", default="2023-01-03", show_default=True, help="First session (YYYY-MM-DD).")
+@click.option("--end", default="2024-12-31", show_default=True, help="Last session (YYYY-MM-DD).")
 @click.option("--universe", default="tier1+3", show_default=True, help="tier1, tier3, tier1+3, tier1+2+3 or a comma list.")
 @click.option("--n-symbols", type=int, default=None, help="Add synthetic names up to N symbols (scale tests).")
 @click.option("--prices", "prices_file", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -277,8 +303,9 @@ def info_cmd(db, fmt):
             n = con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]
             cols = {c for (c,) in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name=?", [t]).fetchall()}
             rng = ("", "")
-            if "date" in cols and n:
-                a, b = con.execute(f'SELECT min(date), max(date) FROM "{t}"').fetchone()
+            dcol = next((c for c in ("date", "week_start_date") if c in cols), None)
+            if dcol and n:
+                a, b = con.execute(f'SELECT min("{dcol}"), max("{dcol}") FROM "{t}"').fetchone()
                 rng = (str(a), str(b))
             syms = con.execute(f'SELECT count(DISTINCT symbol) FROM "{t}"').fetchone()[0] if "symbol" in cols else ""
             rows.append({"table": t, "rows": n, "symbols": syms, "first": rng[0], "last": rng[1]})
@@ -312,15 +339,20 @@ def metrics_build_cmd(z_window, min_lit_volume, db, fmt):
         summary = build_daily_metrics(con, z_window=z_window, min_lit_volume=mlv, progress=_progress())
     finally:
         con.close()
+    if not summary.get("rows"):
+        raise DataError(f"no raw data to build daily_metrics from in {db} (0 rows: prices_daily and the FINRA short "
+                        f"tables give no joined rows); run `accumopt ingest` or `accumopt data synth --db {db}` first")
     if fmt == "json":
         _json(summary)
     else:
         _table([{"key": k, "value": v} for k, v in summary.items()], title="daily_metrics")
 
 
-from .cli_engine import register as _register_engine  # noqa: E402  (engine / study / analytics commands)
+if __name__ == "__main__":  # pragma: no cover - `python -m optimizer.cli`: run the package module, whose
+    from optimizer.cli import main as _package_main  # commands cli_engine registers (no circular import)
 
-_register_engine(main)
+    _package_main()
+else:
+    from .cli_engine import register as _register_engine  # engine / study / analytics commands
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
+    _register_engine(main)

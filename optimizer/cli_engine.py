@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from .cli import _json, _progress, _table, console, db_option, err_console, format_option, storage_option
 from .config import DEFAULT_STORAGE
@@ -36,31 +37,31 @@ def _load_params_file(path: str) -> dict:
 @click.command("backtest")
 @click.option("--params", "params_file", type=click.Path(exists=True, dir_okay=False),
               help="JSON parameters (e.g. from `accumopt study best NAME --format json`); flags override them.")
-@click.option("--variant", type=click.Choice(["A", "B", "C", "D", "vw_flow", "blended"]))
-@click.option("--w-short", type=float)
-@click.option("--w-lit", type=float)
-@click.option("--w-price", type=float)
-@click.option("--z-window", type=int)
+@click.option("--variant", type=click.Choice(["A", "B", "C", "D", "vw_flow", "blended"]), help="Score variant (default B).")
+@click.option("--w-short", type=float, help="Weight of the short-ratio term (default 0.55; weights are normalized).")
+@click.option("--w-lit", type=float, help="Weight of the lit-imbalance term (default 0.30).")
+@click.option("--w-price", type=float, help="Weight of the price term (default 0.15).")
+@click.option("--z-window", type=int, help="Rolling z-score window in sessions (default 20).")
 @click.option("--buy", "buy_threshold", type=float, help="Accumulation when display >= buy (default 70).")
 @click.option("--sell", "sell_threshold", type=float, help="Distribution when display <= sell (default 30).")
 @click.option("--exit", "exit_", help="fixed_<N>d, first_dist, 2x_consec_dist, score_decay, hybrid_<M>d.")
 @click.option("--stop-loss", type=float, help="Fraction, e.g. 0.05.")
-@click.option("--take-profit", type=float)
+@click.option("--take-profit", type=float, help="Fraction, e.g. 0.10.")
 @click.option("--time-stop", type=int, help="Maximum holding sessions for any exit.")
 @click.option("--commission-bps", type=float, help="Per side (default 1.0).")
 @click.option("--slippage-bps", type=float, help="Per side (default 5.0).")
-@click.option("--max-positions", type=int)
-@click.option("--max-per-sector", type=int)
-@click.option("--universe", default="tier1+3", show_default=True)
-@click.option("--start", default=None)
-@click.option("--end", default=None)
+@click.option("--max-positions", type=int, help="Maximum open positions at once (default: no cap).")
+@click.option("--max-per-sector", type=int, help="Maximum open positions per sector ETF (default: no cap).")
+@click.option("--universe", default="tier1+3", show_default=True, help="tier1, tier3, tier1+3, tier1+2+3, all or a comma list.")
+@click.option("--start", default=None, help="First session (default: the first in daily_metrics).")
+@click.option("--end", default=None, help="Last session (default: the last in daily_metrics).")
 @click.option("--save/--no-save", default=True, show_default=True,
               help="Write bt_ tables and output/signal_events.parquet, backtest_runs.csv, frequency_baseline.csv.")
 @db_option
 @format_option()
 def backtest_cmd(params_file, universe, start, end, save, db, fmt, **flags):
     """Backtest one configuration on the store and print its metrics (returns are fractions)."""
-    from .data.store import connect
+    from .data.store import connect, table_exists
     from .engine.evaluate import Config, Evaluator
     from .engine.panel import load_panel
     from .universe import resolve_universe
@@ -74,8 +75,16 @@ def backtest_cmd(params_file, universe, start, end, save, db, fmt, **flags):
     cfg = Config.from_params(engine_params(params))
     con = connect(db, read_only=True)
     try:
-        avail = [r[0] for r in con.execute("SELECT DISTINCT symbol FROM daily_metrics").fetchall()]
-        panel = load_panel(con, resolve_universe(universe, avail), start, end)
+        if not table_exists(con, "daily_metrics"):
+            raise DataError(f"{db} has no daily_metrics table; run `accumopt metrics build --db {db}` first")
+        avail = [r[0] for r in con.execute("SELECT DISTINCT symbol FROM daily_metrics ORDER BY 1").fetchall()]
+        if not avail:
+            raise DataError(f"daily_metrics in {db} is empty; run `accumopt metrics build --db {db}` first")
+        syms = resolve_universe(universe, avail)
+        if not syms:
+            raise DataError(f"universe {universe!r} has no symbol in daily_metrics of {db}; "
+                            f"it holds {len(avail)}: {', '.join(avail[:12])}{' ...' if len(avail) > 12 else ''}")
+        panel = load_panel(con, syms, start, end)
     finally:
         con.close()
     ev = Evaluator(panel)
@@ -91,7 +100,7 @@ def backtest_cmd(params_file, universe, start, end, save, db, fmt, **flags):
         _table([{"metric": k, "value": v} for k, v in out.items()],
                title=f"backtest {panel.dates[0]}..{panel.dates[-1]}, {len(panel.symbols)} symbols")
         for k, v in paths.items():
-            console.print(f"{k}: {v}")
+            click.echo(f"{k}: {v}")
 
 
 def _save_backtest(res, panel, db) -> dict:
@@ -136,8 +145,9 @@ def study_validate(specs):
     """Validate spec files without running anything (exit 2 on the first invalid one)."""
     for p in specs:
         s = _spec(p)
-        console.print(f"[green]ok[/] {p}: study {s.run.study_name!r}, {len(s.space)} parameters, sampler {s.sampler.name}, "
-                      f"pruner {s.pruner.name}, objective {s.objective.name}, purge {s.purge()}, embargo {s.embargo()}, hash {s.spec_hash}")
+        console.print(f"[green]ok[/] {escape(str(p))}: study {s.run.study_name!r}, {len(s.space)} parameters, sampler {s.sampler.name}, "
+                      f"pruner {s.pruner.name}, objective {s.objective.name}, purge {s.purge()}, embargo {s.embargo()}, hash {s.spec_hash}",
+                      soft_wrap=True, highlight=False)
 
 
 def _run_opts(f):
@@ -224,7 +234,7 @@ def _emit_df(df, fmt, title):
 
 @study_grp.command("show")
 @click.argument("name")
-@click.option("--top", default=10, show_default=True, type=int)
+@click.option("--top", default=10, show_default=True, type=int, help="How many trials to show.")
 @storage_option
 @format_option("table", "json", "csv")
 def study_show(name, top, storage, fmt):
@@ -266,12 +276,13 @@ def study_compare(names, out, storage, fmt):
         _json({"summary": json.loads(res.summary.to_json(orient="records")), "html": str(path)})
     else:
         _table(res.summary, title="study comparison")
-        console.print(f"report: {path}")
+        click.echo(f"report: {path}")
 
 
 @study_grp.command("export")
 @click.argument("name")
-@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True,
+              help="File format of the export.")
 @click.option("--out", default=None, help="Output path (default output/<name>_trials.<format>).")
 @storage_option
 def study_export(name, fmt, out, storage):
@@ -279,7 +290,7 @@ def study_export(name, fmt, out, storage):
     from .inspect_studies import export_study
 
     p = export_study(_storage(storage), name, out or f"output/{name}_trials.{fmt}", fmt=fmt)
-    console.print(str(p))
+    click.echo(str(p))
 
 
 @study_grp.command("delete")
@@ -319,7 +330,7 @@ def study_replay(name, trial, storage, db, fmt):
 
 @click.command("dashboard")
 @storage_option
-@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--port", default=8080, show_default=True, type=int, help="TCP port to listen on.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (loopback by default).")
 def dashboard_cmd(storage, port, host):
     """Start optuna-dashboard on the study storage (http://127.0.0.1:PORT)."""
@@ -333,13 +344,13 @@ def dashboard_cmd(storage, port, host):
 # ------------------------------------------------------------------------------------------------ analytics
 @click.command("scan")
 @click.option("--date", default=None, help="Scan date (default: latest FINRA date in the store).")
-@click.option("--lookback", default=90, show_default=True, type=int)
-@click.option("--top", default=50, show_default=True, type=int)
-@click.option("--trend-days", default=3, show_default=True, type=int)
-@click.option("--outlier-z", default=2.0, show_default=True, type=float)
-@click.option("--volume-z", default=2.0, show_default=True, type=float)
-@click.option("--ratio-z", default=2.0, show_default=True, type=float)
-@click.option("--out", "out_root", default="output/scanner", show_default=True)
+@click.option("--lookback", default=90, show_default=True, type=int, help="FINRA sessions in the z-score window.")
+@click.option("--top", default=50, show_default=True, type=int, help="How many ranked symbols to list.")
+@click.option("--trend-days", default=3, show_default=True, type=int, help="Sessions of the short-ratio trend flag.")
+@click.option("--outlier-z", default=2.0, show_default=True, type=float, help="|z| that flags an outlier.")
+@click.option("--volume-z", default=2.0, show_default=True, type=float, help="Volume z-score threshold.")
+@click.option("--ratio-z", default=2.0, show_default=True, type=float, help="Short-ratio z-score threshold.")
+@click.option("--out", "out_root", default="output/scanner", show_default=True, help="Root directory of the dated output folders.")
 @db_option
 @format_option()
 def scan_cmd(date, lookback, top, trend_days, outlier_z, volume_z, ratio_z, out_root, db, fmt):
@@ -360,13 +371,14 @@ def scan_cmd(date, lookback, top, trend_days, outlier_z, volume_z, ratio_z, out_
     else:
         render_scan(res, console)
         for k, v in paths.items():
-            console.print(f"{k}: {v}")
+            click.echo(f"{k}: {v}")
 
 
 @click.command("table")
 @click.option("--date", default=None, help="Date (default: latest in daily_metrics).")
 @click.option("--tickers", default=None, help="Comma-separated (default: $TICKERS or every symbol).")
-@click.option("--style", type=click.Choice(["scan", "analysis"]), default="scan", show_default=True)
+@click.option("--style", type=click.Choice(["scan", "analysis"]), default="scan", show_default=True,
+              help="scan: compact, best score first; analysis: every volume and z column, in ticker order.")
 @click.option("--html", "html_path", default=None, help="Also write an HTML table here (default output/tables/<date>.html).")
 @db_option
 @format_option()
@@ -386,13 +398,14 @@ def table_cmd(date, tickers, style, html_path, db, fmt):
         click.echo(df.to_json(orient="records", date_format="iso", indent=2))
     else:
         render_daily_table(df, console)
-        console.print(f"html: {path}")
+        click.echo(f"html: {path}")
 
 
 @click.command("plot")
 @click.argument("ticker")
 @click.option("--dates", nargs=2, default=(None, None), help="START END (default: all).")
-@click.option("--mode", type=click.Choice(["layered", "short_only", "both"]), default="layered", show_default=True)
+@click.option("--mode", type=click.Choice(["layered", "short_only", "both"]), default="layered", show_default=True,
+              help="layered: short ratio, lit imbalance and price together; short_only; both: one file each.")
 @click.option("--out", default=None, help="Output HTML (default output/plots/<TICKER>_<mode>.html).")
 @db_option
 def plot_cmd(ticker, dates, mode, out, db):
@@ -410,15 +423,16 @@ def plot_cmd(ticker, dates, mode, out, db):
         suffix = mode if len(figs) == 1 else ("layered", "short_only")[i]
         p = out if (out and len(figs) == 1) else f"output/plots/{ticker.upper()}_{suffix}.html"
         for w in save_figure(fig, p):
-            console.print(str(w))
+            click.echo(str(w))
 
 
 @click.command("chart")
 @click.argument("ticker")
-@click.option("--timeframe", type=click.Choice(["daily", "weekly", "monthly"]), default="daily", show_default=True)
-@click.option("--start", default=None)
-@click.option("--end", default=None)
-@click.option("--out", default=None)
+@click.option("--timeframe", type=click.Choice(["daily", "weekly", "monthly"]), default="daily", show_default=True,
+              help="Bar size.")
+@click.option("--start", default=None, help="First date (default: all).")
+@click.option("--end", default=None, help="Last date (default: all).")
+@click.option("--out", default=None, help="Output HTML (default output/charts/<TICKER>_<timeframe>.html).")
 @db_option
 def chart_cmd(ticker, timeframe, start, end, out, db):
     """OHLCV candles with volume for TICKER (plotly HTML)."""
@@ -431,7 +445,7 @@ def chart_cmd(ticker, timeframe, start, end, out, db):
     finally:
         con.close()
     for w in save_figure(fig, out or f"output/charts/{ticker.upper()}_{timeframe}.html"):
-        console.print(str(w))
+        click.echo(str(w))
 
 
 def register(main: click.Group) -> None:

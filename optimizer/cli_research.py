@@ -41,7 +41,7 @@ def walkforward_cmd(spec, final, n_trials, out_dir, storage, db, fmt):
         res = run_walkforward(s, db, storage, final=final, progress=_progress() and fmt == "table", n_trials=n_trials)
     for w in caught:
         if "reserve" in str(w.message):
-            err_console.print(f"[bold red]{w.message}[/]")
+            err_console.print(str(w.message), style="bold red", markup=False, highlight=False, soft_wrap=True)
     d = save_walkforward(res, out_dir or f"output/walkforward/{s.run.study_name}")
     if fmt == "json":
         _json(res.to_dict() | {"files": str(d)})
@@ -58,13 +58,13 @@ def walkforward_cmd(spec, final, n_trials, out_dir, storage, db, fmt):
     _table([{"statistic": k, "value": st.get(k)} for k in ("psr", "dsr", "pbo", "degradation", "n_trials_tried", "cost_fragile")],
            title="overfitting statistics (on excess returns)")
     color = "green" if res.verdict.supported else "red"
-    console.print(f"[bold {color}]{res.verdict.line}[/]")
-    console.print(f"files: {d}  (report: accumopt report {d})")
+    console.print(res.verdict.line, style=f"bold {color}", markup=False, highlight=False, soft_wrap=True)
+    click.echo(f"files: {d}  (report: accumopt report {d})")
 
 
 @click.command("report")
 @click.argument("target")
-@click.option("--out", "out_dir", default="output/reports", show_default=True)
+@click.option("--out", "out_dir", default="output/reports", show_default=True, help="Directory for the HTML report.")
 @storage_option
 def report_cmd(target, out_dir, storage):
     """Build a self-contained HTML report for a study NAME or a walk-forward run directory."""
@@ -72,15 +72,16 @@ def report_cmd(target, out_dir, storage):
     from .walkforward import load_walkforward
 
     p = Path(target)
-    if p.is_dir() and (p / "result.json").exists():
-        path = build_walkforward_report(load_walkforward(p), out_dir=out_dir, name=p.name)
-    elif Path(f"output/walkforward/{target}/result.json").exists() and storage is None and not _study_exists(target, storage):
-        path = build_walkforward_report(load_walkforward(f"output/walkforward/{target}"), out_dir=out_dir, name=target)
+    wf_dir = p if (p.is_dir() and (p / "result.json").exists()) else Path(f"output/walkforward/{target}")
+    if (wf_dir / "result.json").exists() and (wf_dir == p or not _study_exists(target, storage)):
+        wfd = load_walkforward(wf_dir)
+        path = build_walkforward_report(wfd, out_dir=out_dir, name=wf_dir.name,
+                                        events=wfd["events"] if len(wfd["events"]) else None)
     else:
         from .study import make_storage
 
         path = build_study_report(make_storage(storage, heartbeat=False), target, out_dir=out_dir)
-    console.print(str(path))
+    click.echo(str(path))
 
 
 def _study_exists(name, storage) -> bool:
@@ -96,9 +97,9 @@ def _study_exists(name, storage) -> bool:
 
 @click.command("sandbox")
 @click.argument("ticker")
-@click.option("--start", default=None)
-@click.option("--end", default=None)
-@click.option("--z-window", default=20, show_default=True, type=int)
+@click.option("--start", default=None, help="First date shown (default: all; earlier rows still warm the z-scores).")
+@click.option("--end", default=None, help="Last date shown (default: all).")
+@click.option("--z-window", default=20, show_default=True, type=int, help="Rolling z-score window of the panels.")
 @click.option("--out", default=None, help="Output HTML (default output/sandbox/<TICKER>.html).")
 @db_option
 def sandbox_cmd(ticker, start, end, z_window, out, db):
@@ -114,13 +115,13 @@ def sandbox_cmd(ticker, start, end, z_window, out, db):
         con.close()
     fig = sandbox_figure(panel, ticker.upper(), start, end, z_window=z_window)
     for w in write_sandbox(fig, out or f"output/sandbox/{ticker.upper()}.html"):
-        console.print(str(w))
+        click.echo(str(w))
 
 
 @click.command("demo")
-@click.option("--out", "out_root", default="output", show_default=True)
+@click.option("--out", "out_root", default="output", show_default=True, help="Root directory; data, studies and reports go to <OUT>/demo/.")
 @click.option("--effect", default=2.0, show_default=True, type=float, help="Planted effect of the synthetic market (0 = null).")
-@click.option("--seed", default=7, show_default=True, type=int)
+@click.option("--seed", default=7, show_default=True, type=int, help="Seed of the synthetic market.")
 @click.option("--fresh", is_flag=True, help="Delete earlier demo studies and data first.")
 def demo_cmd(out_root, effect, seed, fresh):
     """End to end on the embedded synthetic market: synth -> ingest -> metrics -> phase A -> phase B ->

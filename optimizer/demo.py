@@ -79,7 +79,9 @@ def run_demo(out_root: Path, effect: float = 2.0, seed: int = 7, fresh: bool = F
         from .report.research import build_walkforward_report
         from .walkforward import load_walkforward
 
-        report = build_walkforward_report(load_walkforward(wf_dir), out_dir=root / "reports", name="demo_walkforward")
+        wfd = load_walkforward(wf_dir)
+        report = build_walkforward_report(wfd, out_dir=root / "reports", name="demo",
+                                          events=wfd["events"] if len(wfd["events"]) else None)
     except ImportError as e:  # pragma: no cover
         console.print(f"[yellow]report skipped: {e}[/]")
     step("report", t)

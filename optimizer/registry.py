@@ -72,6 +72,8 @@ def build_sampler(name: str, seed: int | None, options: Mapping[str, Any], searc
     e = _lookup(SAMPLERS, name, "sampler")
     kw = dict(options)
     if name == "grid":
+        if search_space is None:
+            raise SpecError("sampler", "'grid' needs a search space (parameter name -> list of values)")
         kw["search_space"] = search_space
     if e.seeded:
         kw["seed"] = seed

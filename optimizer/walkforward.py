@@ -71,6 +71,11 @@ class WalkForwardResult:
     stability: pd.DataFrame
     final: bool
     warnings: list[str] = field(default_factory=list)
+    events: pd.DataFrame = field(default_factory=pd.DataFrame)
+    by_symbol: pd.DataFrame = field(default_factory=pd.DataFrame)
+    by_sector: pd.DataFrame = field(default_factory=pd.DataFrame)
+    by_regime: pd.DataFrame = field(default_factory=pd.DataFrame)
+    rules: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def to_dict(self) -> dict[str, Any]:
         def clean(v):
@@ -101,6 +106,9 @@ class WalkForwardResult:
             "stats": self.stats,
             "verdict": "supported" if self.verdict.supported else "not supported",
             "verdict_line": self.verdict.line,
+            "sharpe_gate": "psr",
+            "regimes": self.by_regime.to_dict(orient="records"),
+            "by_sector": self.by_sector.to_dict(orient="records"),
             "warnings": self.warnings,
         })
 
@@ -380,12 +388,77 @@ def _aggregate(spec, panel_full, results: list[WindowResult], limit, final, msgs
             for val, n in pd.Series(vals).value_counts().items():
                 stab.append({"param": key, "value": val, "windows": int(n), "share": n / len(results)})
     stability = pd.DataFrame(stab)
-    res = WalkForwardResult(spec.name, results, oos, stats, v, summary, tdf, eq, stability, final, msgs)
+    events, by_symbol, by_sector, by_regime, rules = _segments(spec, p, results, span)
+    res = WalkForwardResult(spec.name, results, oos, stats, v, summary, tdf, eq, stability, final, msgs,
+                            events, by_symbol, by_sector, by_regime, rules)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         summary.to_csv(out / "walk_forward_summary.csv", index=False)
     return res
+
+
+def _group_table(df: pd.DataFrame, key: str) -> pd.DataFrame:
+    closed = df[~df["open_at_end"].astype(bool)]
+    if closed.empty:
+        return pd.DataFrame(columns=[key, "closed_trades", "hit_rate", "avg_return", "avg_excess_return"])
+    g = closed.groupby(key, dropna=False)
+    out = pd.DataFrame({
+        "closed_trades": g.size(),
+        "hit_rate": g["net_return"].apply(lambda r: float((r > 0).mean())),
+        "avg_return": g["net_return"].mean(),
+        "avg_excess_return": g["excess_return"].mean(),
+    }).reset_index()
+    return out.sort_values("closed_trades", ascending=False, kind="mergesort").reset_index(drop=True)
+
+
+def _segments(spec: StudySpec, p: Panel, results: list[WindowResult], span: Span):
+    """Out-of-sample events with context, cross-sectional (per symbol / sector) and per-regime tables, and the
+    rule validation (Mann-Whitney U + BH on excess returns) of each context condition."""
+    from dataclasses import replace as _replace
+
+    from .engine.context import compute_context
+    from .engine.evaluate import Result
+    from .engine.outcomes import signal_events
+    from .stats import rule_validation
+
+    empty = pd.DataFrame()
+    if not results or not sum(len(r.trades) for r in results):
+        return empty, empty, empty, empty, empty
+    ctx = compute_context(p)
+    ev = Evaluator(p, min_periods=spec.data.min_periods)
+    frames = []
+    for r in results:
+        cfg = params_to_config(r.params, spec)
+        disp = ev.display(cfg)
+        sp = Span(r.window.test_start, r.window.test_end, span.data_end)
+        res = Result(cfg, sp, r.trades, r.oos_metrics, disp)
+        e = signal_events(res, p, ctx, cfg.thresholds)
+        # per-trade excess, keyed by (symbol, entry date) since events are re-sorted
+        closed = r.trades.closed
+        key = dict(zip(zip(np.array(p.symbols, dtype=object)[r.trades.symbol[closed]],
+                           pd.to_datetime(p.dates[r.trades.entry_idx[closed]])), r.excess))
+        e["excess_return"] = [key.get((s, pd.Timestamp(d)), np.nan) for s, d in zip(e["symbol"], e["entry_date"])]
+        e.insert(0, "window", r.window.index)
+        frames.append(e)
+    events = pd.concat(frames, ignore_index=True)
+    by_symbol = _group_table(events, "symbol")
+    events["sector"] = events["sector_etf"].fillna("(ETF)")
+    by_sector = _group_table(events, "sector")
+    by_regime = _group_table(events, "regime")
+    closed = events[~events["open_at_end"].astype(bool) & events["excess_return"].notna()]
+    conds = {}
+    if len(closed):
+        conds = {
+            "parent_etf_aligned": closed["parent_etf_aligned"].astype(bool).to_numpy(),
+            "quality_high": (closed["signal_quality"] == "HIGH").to_numpy(),
+            "trend_up": (closed["trend"] == "UP").to_numpy(),
+            "regime_risk_on": (closed["regime"] == "RISK_ON").to_numpy(),
+        }
+        if "options_boost" in closed:
+            conds["options_boost"] = (closed["options_boost"].fillna(1.0) > 1.0).to_numpy()
+    rules = rule_validation(closed["excess_return"].to_numpy(), conds) if conds else empty
+    return events, by_symbol, by_sector, by_regime, rules
 
 
 def save_walkforward(result: WalkForwardResult, out_dir: str | Path) -> Path:
@@ -399,6 +472,10 @@ def save_walkforward(result: WalkForwardResult, out_dir: str | Path) -> Path:
     result.trades.to_parquet(d / "oos_trades.parquet", index=False)
     result.equity.to_parquet(d / "oos_equity.parquet", index=False)
     result.stability.to_csv(d / "parameter_stability.csv", index=False)
+    if len(result.events):
+        result.events.to_parquet(d / "oos_events.parquet", index=False)
+    for name in ("by_symbol", "by_sector", "by_regime", "rules"):
+        getattr(result, name).to_csv(d / f"{name}.csv", index=False)
     return d
 
 
@@ -415,4 +492,13 @@ def load_walkforward(out_dir: str | Path) -> dict[str, Any]:
         "trades": pd.read_parquet(d / "oos_trades.parquet"),
         "equity": pd.read_parquet(d / "oos_equity.parquet"),
         "stability": pd.read_csv(d / "parameter_stability.csv") if (d / "parameter_stability.csv").stat().st_size > 1 else pd.DataFrame(),
+        "events": pd.read_parquet(d / "oos_events.parquet") if (d / "oos_events.parquet").exists() else pd.DataFrame(),
+        **{n: _read_csv(d / f"{n}.csv") for n in ("by_symbol", "by_sector", "by_regime", "rules")},
     }
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path) if path.exists() else pd.DataFrame()
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()

@@ -1,0 +1,369 @@
+"""Tests of optimizer.spec: the shipped studies/*.toml parse to the expected values, every kind of invalid spec
+fails with a SpecError naming the key path and the rule (or the valid choices), spec_hash ignores exactly the keys
+that do not change what a trial computes, and the derived purge / embargo follow from the space by hand."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from optimizer.errors import SpecError
+from optimizer.spec import DEFAULT_SPACE, REGIMES, WEIGHT_PRESETS, ParamSpec, load_spec, parse_spec
+
+STUDIES = Path(__file__).resolve().parents[1] / "studies"
+SHIPPED = sorted(p.stem for p in STUDIES.glob("*.toml"))
+
+
+def _err(text: str, path: str | None = "x.toml") -> SpecError:
+    with pytest.raises(SpecError) as ei:
+        parse_spec(text, path=path)
+    return ei.value
+
+
+# ------------------------------------------------------------------------------------------------ shipped specs
+def test_the_six_shipped_specs_are_there():
+    assert SHIPPED == ["demo", "multiobjective", "phase_a_coarse", "phase_b_fine", "regime_risk_off", "regime_risk_on"]
+
+
+@pytest.mark.parametrize("stem", SHIPPED)
+def test_every_shipped_spec_parses_with_its_file_name_as_study_name(stem):
+    s = load_spec(STUDIES / f"{stem}.toml")
+    assert s.name == stem and s.run.study_name == stem
+    assert s.path == str(STUDIES / f"{stem}.toml")
+    assert re.fullmatch(r"[0-9a-f]{16}", s.spec_hash)
+    assert s.data.reserve_fraction == 0.2 and s.data.universe == "tier1+3"
+    # every shipped space keeps sells below buys and uses a registered objective with one direction per value
+    assert len(s.objective.directions) == {"return_hit_frequency": 3}.get(s.objective.name, 1)
+
+
+def test_shipped_spec_hashes_are_all_different():
+    hashes = {load_spec(STUDIES / f"{stem}.toml").spec_hash for stem in SHIPPED}
+    assert len(hashes) == len(SHIPPED)
+
+
+def test_demo_spec_values_and_auto_purge_embargo():
+    s = load_spec(STUDIES / "demo.toml")
+    assert s.param_names == ["variant", "w_short", "w_lit", "w_price", "z_window", "buy_threshold", "sell_threshold",
+                             "exit", "time_stop"]
+    assert s.param("variant").choices == ("A", "B", "C", "D", "vw_flow", "blended")
+    assert s.param("time_stop").kind == "fixed" and s.param("time_stop").value == 20
+    assert (s.cv.mode, s.cv.n_splits, s.cv.purge, s.cv.embargo) == ("expanding", 3, None, None)
+    # purge = longest hold: max(fixed_10d -> 10, hybrid_20d -> 20, time_stop 20) = 20; embargo = max z_window 30
+    assert (s.max_hold(), s.purge()) == (20, 20)
+    assert (s.max_z_window(), s.embargo()) == (30, 30)
+    assert (s.objective.name, s.objective.directions, s.objective.aggregate, s.objective.min_trades) == (
+        "composite_rank_excess", ("maximize",), "mean", 5)
+    assert (s.sampler.name, s.sampler.seed, dict(s.sampler.options)) == ("tpe", 42, {"n_startup_trials": 15})
+    assert (s.pruner.name, dict(s.pruner.options)) == ("median", {"n_startup_trials": 10, "n_warmup_steps": 0})
+    assert s.run.n_trials == 120 and s.run.timeout is None
+    wf = s.walkforward
+    assert (wf.train, wf.test, wf.step, wf.unit, wf.n_trials, wf.anchored) == (6, 2, None, "months", 40, False)
+    assert (s.data.commission_bps, s.data.slippage_bps, s.data.regime) == (1.0, 5.0, "ALL")
+    assert s.seed_from is None
+
+
+def test_phase_a_grid_has_72_combinations():
+    from optimizer.space import grid_search_space
+
+    s = load_spec(STUDIES / "phase_a_coarse.toml")
+    assert s.sampler.name == "grid" and s.pruner.name == "none"
+    g = grid_search_space(s)
+    assert g == {"variant": ["A", "B", "C", "D"], "weights": ["short_heavy", "balanced", "lit_heavy"],
+                 "z_window": [15, 20, 30], "exit": ["first_dist", "2x_consec_dist"]}
+    assert math.prod(len(v) for v in g.values()) == 72 == s.run.n_trials
+    assert s.param("buy_threshold").value == 70 and s.param("sell_threshold").value == 30
+    assert (s.purge(), s.embargo()) == (40, 30)  # time_stop 40; explicit embargo 30
+
+
+def test_phase_b_seeds_from_phase_a():
+    s = load_spec(STUDIES / "phase_b_fine.toml")
+    assert (s.seed_from.study, s.seed_from.top, s.seed_from.weight_radius) == ("phase_a_coarse", 5, 0.05)
+    assert s.sampler.seed == 43
+    assert s.max_z_window() == 90 and s.embargo() == 30  # explicit embargo wins over the auto value
+    assert s.param("w_short").grid_values() == [0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75]
+
+
+def test_multiobjective_has_three_directions_and_a_conditional_stop():
+    s = load_spec(STUDIES / "multiobjective.toml")
+    assert s.objective.directions == ("maximize", "maximize", "minimize")
+    assert (s.sampler.name, dict(s.sampler.options), s.pruner.name) == ("nsga2", {"population_size": 30}, "none")
+    sl = s.param("stop_loss")
+    assert sl.when == (("use_stop_loss", (True,)),) and (sl.low, sl.high) == (0.03, 0.10)
+    assert s.purge() == 40  # max(fixed_20d, hybrid_30d, time_stop 40)
+
+
+@pytest.mark.parametrize("stem,regime", [("regime_risk_on", "RISK_ON"), ("regime_risk_off", "RISK_OFF")])
+def test_regime_specs(stem, regime):
+    s = load_spec(STUDIES / f"{stem}.toml")
+    assert s.data.regime == regime and s.objective.min_trades == 2
+
+
+# ------------------------------------------------------------------------------------------------ defaults
+def test_empty_spec_uses_defaults_and_default_space():
+    s = parse_spec("", path="some/dir/my_study.toml")
+    assert s.name == "my_study" and s.run.study_name == "my_study" and s.description == ""
+    assert s.param_names == list(DEFAULT_SPACE)
+    assert (s.sampler.name, s.sampler.seed, s.pruner.name, s.run.n_trials) == ("tpe", 42, "median", 100)
+    assert (s.objective.name, s.objective.directions, s.objective.k) == ("composite_rank", ("maximize",), 1.0)
+    # default space: exits up to hybrid_30d, time_stop 60 -> purge 60; z_window up to 90 -> embargo 90
+    assert (s.purge(), s.embargo()) == (60, 90)
+    assert parse_spec("").name == "study"
+
+
+def test_dates_are_normalized_iso_strings():
+    s = parse_spec('[data]\nstart = 2023-01-03\nend = "2024-12-31"\n')
+    assert (s.data.start, s.data.end) == ("2023-01-03", "2024-12-31")
+    assert parse_spec('[data]\nstart = "2024-02-29"\nend = "2024-02-29"\n').data.start == "2024-02-29"
+
+
+def test_max_hold_and_z_window_by_hand():
+    base = '[pruner]\nname = "none"\n'
+    s = parse_spec('[space]\nexit = { type = "categorical", choices = ["fixed_15d", "first_dist"] }\n' + base)
+    assert s.max_hold() == 15 and s.max_z_window() == 20  # no z_window: the engine default 20
+    s = parse_spec('[space]\nexit = { type = "categorical", choices = ["fixed", "first_dist"] }\n'
+                   'hold_days = { type = "int", low = 5, high = 25, step = 5 }\nz_window = 45\n' + base)
+    assert s.max_hold() == 25 and s.max_z_window() == 45
+    s = parse_spec('[space]\nexit = "first_dist"\n')
+    assert s.max_hold() == 20  # unbounded signal exit and no time stop: the fallback
+    s = parse_spec('[space]\nexit = "first_dist"\n[cv]\npurge = 7\nembargo = 0\n')
+    assert (s.purge(), s.embargo()) == (7, 0)
+
+
+def test_param_grid_values_and_bounds():
+    assert ParamSpec("w_short", "float", low=0.4, high=0.7, step=0.05).grid_values() == [0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7]
+    assert ParamSpec("hold_days", "int", low=1, high=10, step=4).grid_values() == [1, 5, 9]
+    assert ParamSpec("time_stop", "fixed", value=40).grid_values() == [40]
+    assert ParamSpec("exit", "categorical", choices=("a", "b")).values_bound() is None
+    assert ParamSpec("z_window", "categorical", choices=(30, 10, 60)).values_bound() == (10, 60)
+    assert ParamSpec("buy_threshold", "int", low=60, high=80, step=5).values_bound() == (60.0, 80.0)
+    with pytest.raises(SpecError, match=r"\[space.w_lit\] grid sampling needs a step"):
+        ParamSpec("w_lit", "float", low=0.1, high=0.2).grid_values()
+
+
+# ------------------------------------------------------------------------------------------------ invalid specs
+SP = "[space]\n"
+MO = '[objective]\nname = "return_hit_frequency"\n'
+INVALID = {
+    # unknown keys, at every level
+    "unknown_section": ("[foo]\nx = 1\n", "foo", ["unknown key", "valid keys: cv, data, objective, pruner, run, sampler, seed_from, space, study, walkforward"]),
+    "unknown_study_key": ("[study]\ntitle = 'x'\n", "study.title", ["valid keys: description, name"]),
+    "unknown_data_key": ("[data]\ncolour = 1\n", "data.colour", ["unknown key", "costs, database, end, min_periods, regime"]),
+    "unknown_costs_key": ("[data.costs]\nfees = 1\n", "data.costs.fees", ["commission_bps, slippage_bps"]),
+    "unknown_cv_key": ("[cv]\nfolds = 3\n", "cv.folds", ["unknown key", "n_splits", "max_train_size"]),
+    "unknown_run_key": ("[run]\ntrials = 3\n", "run.trials", ["valid keys: n_trials, storage, study_name, timeout"]),
+    "unknown_wf_key": ("[walkforward]\nwindow = 3\n", "walkforward.window", ["unknown key", "anchored", "top_k"]),
+    "unknown_seed_from_key": ("[seed_from]\nstudy = 'a'\ncount = 3\n", "seed_from.count", ["valid keys: study, top, weight_radius"]),
+    "unknown_objective_key": ("[objective]\nmetric = 'x'\n", "objective.metric", ["aggregate", "directions"]),
+    "section_not_table": ("cv = 3\n", "cv", ["must be a table"]),
+    # types
+    "n_trials_string": ("[run]\nn_trials = '5'\n", "run.n_trials", ["must be an integer, got str '5'"]),
+    "bool_for_int": ("[cv]\nn_splits = true\n", "cv.n_splits", ["must be an integer, got True"]),
+    "float_for_int": ("[walkforward]\ntrain = 6.5\n", "walkforward.train", ["must be an integer, got float 6.5"]),
+    "string_for_number": ("[data]\nreserve_fraction = 'a'\n", "data.reserve_fraction", ["must be an integer or a number, got str 'a'"]),
+    "bool_for_seed": ("[sampler]\nseed = false\n", "sampler.seed", ["must be an integer, got False"]),
+    "space_type_missing": (SP + "z_window = { choices = [10] }\n", "space.z_window.type", ["is required"]),
+    # ranges of numeric parameters
+    "low_gt_high": (SP + "w_short = { type = 'float', low = 0.7, high = 0.4 }\n", "space.w_short.low", ["must be <= high=0.4, got low=0.7"]),
+    "step_zero": (SP + "buy_threshold = { type = 'int', low = 60, high = 80, step = 0 }\n", "space.buy_threshold.step", ["must be > 0, got step=0"]),
+    "step_negative": (SP + "w_lit = { type = 'float', low = 0.2, high = 0.4, step = -0.05 }\n", "space.w_lit.step", ["must be > 0, got step=-0.05"]),
+    "log_low_zero": (SP + "stop_loss = { type = 'float', low = 0.0, high = 0.1, log = true }\n", "space.stop_loss.log", ["log scale needs low > 0", "low=0.0"]),
+    "log_with_step": (SP + "take_profit = { type = 'float', low = 0.1, high = 0.5, step = 0.1, log = true }\n", "space.take_profit.log", ["no step", "step=0.1"]),
+    "nan_low": (SP + "w_short = { type = 'float', low = nan, high = 0.5 }\n", "space.w_short.low", ["must be a finite number, got low=nan"]),
+    "int_with_float_bound": (SP + "buy_threshold = { type = 'int', low = 60.5, high = 80 }\n", "space.buy_threshold.low", ["must be an integer"]),
+    "bad_param_type": (SP + "z_window = { type = 'normal', low = 1, high = 2 }\n", "space.z_window.type", ["must be one of categorical, int, float, fixed, got 'normal'"]),
+    "unknown_param": (SP + "momentum = 3\n", "space.momentum", ["unknown parameter; valid: variant, w_short"]),
+    "empty_choices": (SP + "variant = { type = 'categorical', choices = [] }\n", "space.variant.choices", ["must be a non-empty list"]),
+    "repeated_choices": (SP + "z_window = { type = 'categorical', choices = [10, 10] }\n", "space.z_window.choices", ["must not repeat values"]),
+    "fixed_without_value": (SP + "time_stop = { type = 'fixed' }\n", "space.time_stop.value", ["is required for type = fixed"]),
+    "empty_space": ("space = {}\n", "space", ["must be a non-empty table"]),
+    # value rules of engine parameters
+    "sell_ge_buy": (SP + "buy_threshold = { type = 'int', low = 60, high = 80, step = 5 }\n"
+                    "sell_threshold = { type = 'int', low = 20, high = 60, step = 5 }\n",
+                    "space.sell_threshold", ["every sell threshold must be below every buy threshold", "max sell 60.0 >= min buy 60.0"]),
+    "sell_ge_default_buy": (SP + "sell_threshold = { type = 'int', low = 20, high = 75 }\n", "space.sell_threshold", ["max sell 75.0 >= min buy 70.0 (default)"]),
+    "buy_le_default_sell": (SP + "buy_threshold = 25\n", "space.buy_threshold", ["max sell 30.0 (default) >= min buy 25"]),
+    "threshold_over_100": (SP + "buy_threshold = 101\n", "space.buy_threshold", ["values must be in [0, 100], got 101"]),
+    "unknown_variant": (SP + "variant = { type = 'categorical', choices = ['A', 'Z'] }\n", "space.variant", ["values must be one of A, B, C, D, vw_flow, blended, got 'Z'"]),
+    "z_window_too_small": (SP + "z_window = { type = 'categorical', choices = [1, 20] }\n", "space.z_window", ["an integer in [2, 252], got 1"]),
+    "z_window_too_large": (SP + "z_window = { type = 'int', low = 20, high = 300 }\n", "space.z_window", ["an integer in [2, 252], got 300"]),
+    "z_window_float": (SP + "z_window = 20.5\n", "space.z_window", ["an integer in [2, 252], got 20.5"]),
+    "negative_weight": (SP + "w_lit = -0.1\n", "space.w_lit", ["values must be >= 0, got -0.1"]),
+    "stop_loss_out_of_range": (SP + "stop_loss = 1.5\n", "space.stop_loss", ["values must be in (0, 1), got 1.5"]),
+    "time_stop_zero": (SP + "time_stop = 0\n", "space.time_stop", ["values must be an integer >= 1, got 0"]),
+    "unknown_exit": (SP + "exit = { type = 'categorical', choices = ['first_dist', 'hold_forever'] }\n", "space.exit",
+                     ["got exit='hold_forever'", "fixed_10d", "fixed_<N>d / hybrid_<M>d"]),
+    "fixed_exit_without_hold_days": (SP + "exit = { type = 'categorical', choices = ['fixed', 'first_dist'] }\n", "space.hold_days", ["is required when exit may be 'fixed'"]),
+    "hybrid_exit_without_max_days": (SP + "exit = 'hybrid'\n", "space.max_days", ["is required when exit may be 'hybrid'"]),
+    "weights_with_w_short": (SP + "weights = 'balanced'\nw_short = 0.5\n", "space.weights", ["use either the weights preset or w_short/w_lit/w_price, not both"]),
+    "unknown_weights_preset": (SP + "weights = { type = 'categorical', choices = ['balanced', 'heavy'] }\n", "space.weights",
+                               ["choices must be among short_heavy, balanced, lit_heavy, got ['heavy']"]),
+    "when_later_param": (SP + "variant = 'A'\nstop_loss = { type = 'float', low = 0.01, high = 0.1, when = { use_stop_loss = true } }\n"
+                         "use_stop_loss = { type = 'categorical', choices = [true, false] }\n",
+                         "space.stop_loss.when.use_stop_loss", ["must name a parameter declared before 'stop_loss'; declared so far: variant"]),
+    # [data]
+    "invalid_date": ("[data]\nstart = '2023-02-30'\n", "data.start", ["must be a date (YYYY-MM-DD), got '2023-02-30'"]),
+    "compact_date": ("[data]\nstart = '20230105'\nend = '2023-06-01'\n", "data.start", ["must be a date (YYYY-MM-DD), got '20230105'"]),
+    "iso_week_date": ("[data]\nend = '2023-W01-1'\n", "data.end", ["must be a date (YYYY-MM-DD)"]),
+    "datetime_not_date": ("[data]\nstart = 2023-01-03T10:00:00\n", "data.start", ["must be a date (YYYY-MM-DD), got datetime"]),
+    "number_date": ("[data]\nend = 20230105\n", "data.end", ["must be a date (YYYY-MM-DD), got 20230105"]),
+    "start_after_end": ("[data]\nstart = '2023-06-01'\nend = '2023-01-01'\n", "data.start", ["must be <= end=2023-01-01, got start=2023-06-01"]),
+    "unknown_regime": ("[data]\nregime = 'SIDEWAYS'\n", "data.regime", ["must be one of " + ", ".join(REGIMES), "got 'SIDEWAYS'"]),
+    "negative_cost": ("[data.costs]\nslippage_bps = -1\n", "data.costs.slippage_bps", ["must be >= 0, got slippage_bps=-1"]),
+    "reserve_too_big": ("[data]\nreserve_fraction = 0.95\n", "data.reserve_fraction", ["must be in [0, 0.9), got reserve_fraction=0.95"]),
+    "bad_universe": ("[data]\nuniverse = [1, 2]\n", "data.universe", ["must be tier1, tier3"]),
+    "min_periods_one": ("[data]\nmin_periods = 1\n", "data.min_periods", ["must be >= 2, got min_periods=1"]),
+    # [cv]
+    "negative_purge": ("[cv]\npurge = -1\n", "cv.purge", ["must be >= 0, got purge=-1"]),
+    "negative_embargo": ("[cv]\nembargo = -2\n", "cv.embargo", ["must be >= 0, got embargo=-2"]),
+    "zero_splits": ("[cv]\nn_splits = 0\n", "cv.n_splits", ["must be >= 1, got n_splits=0"]),
+    "test_size_one": ("[cv]\ntest_size = 1\n", "cv.test_size", ["must be >= 2, got test_size=1"]),
+    "rolling_without_max_train": ("[cv]\nmode = 'rolling'\n", "cv.max_train_size", ["is required for rolling folds"]),
+    "unknown_cv_mode": ("[cv]\nmode = 'shuffled'\n", "cv.mode", ["must be one of expanding, rolling, got 'shuffled'"]),
+    # [sampler] / [pruner]
+    "unknown_sampler": ("[sampler]\nname = 'bayes'\n", "sampler.name", ["must be one of grid, random, tpe, cmaes, qmc, nsga2, gp, got 'bayes'"]),
+    "unknown_pruner": ("[pruner]\nname = 'early'\n", "pruner.name",
+                       ["must be one of none, median, percentile, successive_halving, hyperband, wilcoxon, got 'early'"]),
+    "unknown_sampler_option": ("[sampler]\nname = 'tpe'\nn_startup = 5\n", "sampler.n_startup",
+                               ["is not an option of 'tpe'; valid: ", "n_startup_trials", "n_ei_candidates", "multivariate"]),
+    "unknown_grid_option": ("[sampler]\nname = 'grid'\nsearch_space = 1\n", "sampler.search_space", ["is not an option of 'grid'; valid: none"]),
+    "unknown_pruner_option": ("[pruner]\nname = 'median'\nwarmup = 3\n", "pruner.warmup",
+                              ["is not an option of 'median'; valid: n_startup_trials, n_warmup_steps, interval_steps, n_min_trials"]),
+    "nop_pruner_option": ("[pruner]\nname = 'none'\nn_startup_trials = 3\n", "pruner.n_startup_trials", ["is not an option of 'none'; valid: none"]),
+    "bad_pruner_option_value": ("[pruner]\nname = 'percentile'\npercentile = 200\n", "pruner", ["'percentile' rejected its options", "200"]),
+    "missing_pruner_option": ("[pruner]\nname = 'percentile'\n", "pruner", ["'percentile' rejected its options {}", "percentile"]),
+    "bad_sampler_option_value": ("[sampler]\nname = 'nsga2'\npopulation_size = 1\n", "sampler", ["'nsga2' rejected its options {'population_size': 1}"]),
+    "grid_with_conditional": (SP + "use_stop_loss = { type = 'categorical', choices = [true, false] }\n"
+                              "stop_loss = { type = 'float', low = 0.02, high = 0.1, step = 0.02, when = { use_stop_loss = true } }\n"
+                              "[sampler]\nname = 'grid'\n", "space.stop_loss.when", ["grid sampling cannot use conditional parameters"]),
+    "grid_float_without_step": (SP + "w_short = { type = 'float', low = 0.4, high = 0.7 }\n[sampler]\nname = 'grid'\n",
+                                "space.w_short", ["grid sampling needs a step"]),
+    # [objective]
+    "unknown_objective": ("[objective]\nname = 'composite'\n", "objective.name",
+                          ["must be one of composite_rank, composite_rank_excess, hit_rate, avg_return", "'module.path:ClassName'", "got 'composite'"]),
+    "objective_module_missing": ("[objective]\nname = 'no_such_module_xyz:Obj'\n", "objective.name",
+                                 ["cannot import 'no_such_module_xyz:Obj'", "ModuleNotFoundError"]),
+    "objective_empty_module": ("[objective]\nname = ':Obj'\n", "objective.name", ["cannot import ':Obj'"]),
+    "objective_missing_class": ("[objective]\nname = 'objectives.builtin:Nope'\n", "objective.name", ["cannot import 'objectives.builtin:Nope'", "Nope"]),
+    "objective_not_objective": ("[objective]\nname = 'math:sqrt'\n", "objective.name", ["must be a subclass of objectives.Objective"]),
+    "direction_count": (MO + "directions = ['maximize']\n[pruner]\nname = 'none'\n", "objective.directions",
+                        ["objective 'return_hit_frequency' returns 3 value(s), got 1 direction(s)"]),
+    "direction_count_single": ("[objective]\ndirections = ['maximize', 'minimize']\n", "objective.directions", ["returns 1 value(s), got 2 direction(s)"]),
+    "bad_direction": ("[objective]\ndirection = 'up'\n", "objective.directions[0]", ["must be maximize or minimize, got 'up'"]),
+    "both_directions": ("[objective]\ndirection = 'maximize'\ndirections = ['maximize']\n", "objective.directions", ["either direction or directions"]),
+    "bad_aggregate": ("[objective]\naggregate = 'max'\n", "objective.aggregate", ["must be one of mean, median, mean_minus_std, got 'max'"]),
+    "negative_k": ("[objective]\naggregate = 'mean_minus_std'\nk = -1\n", "objective.k", ["must be a finite number >= 0, got k=-1"]),
+    "negative_min_trades": ("[objective]\nmin_trades = -1\n", "objective.min_trades", ["must be >= 0"]),
+    "multiobjective_with_pruner": (MO + "[pruner]\nname = 'median'\n", "pruner.name", ["multi-objective studies cannot prune", 'use name = "none"']),
+    "multiobjective_cmaes": (MO + "[sampler]\nname = 'cmaes'\n[pruner]\nname = 'none'\n", "sampler.name", ["'cmaes' does not support multi-objective"]),
+    # [run] / [walkforward] / [seed_from]
+    "zero_trials": ("[run]\nn_trials = 0\n", "run.n_trials", ["must be >= 1, got n_trials=0"]),
+    "zero_timeout": ("[run]\ntimeout = 0\n", "run.timeout", ["must be > 0 seconds, got timeout=0"]),
+    "wf_unit": ("[walkforward]\nunit = 'weeks'\n", "walkforward.unit", ["must be months or sessions, got 'weeks'"]),
+    "wf_select": ("[walkforward]\nselect = 'top'\n", "walkforward.select", ["must be best or robust, got 'top'"]),
+    "wf_test_zero": ("[walkforward]\ntest = 0\n", "walkforward.test", ["must be >= 1, got test=0"]),
+    "wf_negative_purge": ("[walkforward]\npurge = -1\n", "walkforward.purge", ["must be >= 0, got purge=-1"]),
+    "seed_from_without_study": ("[seed_from]\ntop = 3\n", "seed_from.study", ["is required"]),
+    "seed_from_radius": ("[seed_from]\nstudy = 'a'\nweight_radius = 0.9\n", "seed_from.weight_radius", ["must be in [0, 0.5], got weight_radius=0.9"]),
+}
+
+
+@pytest.mark.parametrize("case", list(INVALID))
+def test_invalid_spec_names_key_and_rule(case):
+    text, key, parts = INVALID[case]
+    e = _err(text)
+    assert e.key == key, str(e)
+    assert e.file == "x.toml"
+    msg = str(e)
+    assert msg.startswith(f"x.toml: [{key}] "), msg
+    for part in parts:
+        assert part in msg, f"{part!r} not in {msg!r}"
+
+
+def test_invalid_toml_names_the_file():
+    e = _err("[cv\nn_splits = 3\n", path="studies/broken.toml")
+    assert e.file == "studies/broken.toml" and e.key == "toml"
+    assert str(e).startswith("studies/broken.toml: [toml] is not valid TOML")
+    assert "line 1" in str(e)
+
+
+def test_error_without_path_has_no_file_prefix():
+    e = _err("[run]\nn_trials = 0\n", path=None)
+    assert e.file is None and str(e) == "[run.n_trials] must be >= 1, got n_trials=0"
+
+
+def test_load_spec_missing_and_broken_files(tmp_path):
+    with pytest.raises(SpecError) as ei:
+        load_spec(tmp_path / "nope.toml")
+    assert ei.value.key == "file" and str(ei.value) == f"{tmp_path / 'nope.toml'}: [file] does not exist"
+    p = tmp_path / "bad.toml"
+    p.write_text("[cv]\npurge = -3\n", encoding="utf-8")
+    with pytest.raises(SpecError) as ei:
+        load_spec(p)
+    assert str(ei.value) == f"{p}: [cv.purge] must be >= 0, got purge=-3"
+
+
+def test_valid_edge_cases_are_accepted():
+    # multi-objective with an explicit "none" pruner, rolling folds with a train cap, a weights preset as fixed value
+    s = parse_spec(MO + "[pruner]\nname = 'none'\n[cv]\nmode = 'rolling'\nmax_train_size = 250\n"
+                   "[space]\nweights = 'lit_heavy'\nexit = 'first_dist'\n")
+    assert s.cv.mode == "rolling" and s.cv.max_train_size == 250 and len(s.objective.directions) == 3
+    assert s.param("weights").value == "lit_heavy" and "lit_heavy" in WEIGHT_PRESETS
+    s = parse_spec("[pruner]\nname = 'percentile'\npercentile = 25.0\n")
+    assert dict(s.pruner.options) == {"percentile": 25.0}
+    s = parse_spec("[objective]\nname = 'objectives.builtin:HitRate'\ndirection = 'minimize'\n")
+    assert s.objective.directions == ("minimize",)
+
+
+# ------------------------------------------------------------------------------------------------ spec_hash
+BASE = """
+[study]
+name = "h"
+description = "first"
+
+[data]
+universe = "tier1"
+regime = "ALL"
+
+[space]
+variant = { type = "categorical", choices = ["A", "B"] }
+z_window = 20
+exit = "first_dist"
+
+[run]
+n_trials = 10
+
+[walkforward]
+train = 6
+"""
+
+
+def _hash(text: str) -> str:
+    return parse_spec(text, path="h.toml").spec_hash
+
+
+@pytest.mark.parametrize("old,new", [
+    ("n_trials = 10", "n_trials = 500\ntimeout = 60"),
+    ("train = 6", "train = 12\ntest = 3\nn_trials = 9"),
+    ('description = "first"', 'description = "a different story"'),
+    ('description = "first"', ""),
+    ('universe = "tier1"', '# a comment\nuniverse   =   "tier1"   # same value'),
+])
+def test_spec_hash_ignores_run_walkforward_description_and_formatting(old, new):
+    assert old in BASE
+    assert _hash(BASE.replace(old, new)) == _hash(BASE)
+
+
+@pytest.mark.parametrize("old,new", [
+    ('choices = ["A", "B"]', 'choices = ["A", "C"]'),
+    ("z_window = 20", "z_window = 30"),
+    ('universe = "tier1"', 'universe = "tier3"'),
+    ('regime = "ALL"', 'regime = "RISK_ON"'),
+    ("[run]", "[cv]\npurge = 3\n[run]"),
+    ("[run]", "[sampler]\nseed = 7\n[run]"),
+])
+def test_spec_hash_changes_with_space_data_cv_sampler(old, new):
+    assert old in BASE
+    assert _hash(BASE.replace(old, new)) != _hash(BASE)
