@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from functools import lru_cache
 
 import numpy as np
@@ -18,9 +19,11 @@ def _sessions(start: str, end: str) -> tuple:
     hi = pd.Timestamp(end)
     if hi < lo:
         return ()
-    cal = xc.get_calendar(
-        "XNYS", start=(lo - pd.Timedelta(days=7)).strftime("%Y-%m-%d"), end=(hi + pd.Timedelta(days=7)).strftime("%Y-%m-%d")
-    )
+    with warnings.catch_warnings():  # exchange_calendars triggers a pandas deprecation warning internally
+        warnings.simplefilter("ignore")
+        cal = xc.get_calendar(
+            "XNYS", start=(lo - pd.Timedelta(days=7)).strftime("%Y-%m-%d"), end=(hi + pd.Timedelta(days=7)).strftime("%Y-%m-%d")
+        )
     s = pd.DatetimeIndex(cal.sessions)
     if s.tz is not None:
         s = s.tz_localize(None)

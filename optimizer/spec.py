@@ -455,7 +455,7 @@ def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
     sampler = SamplerSpec(sname, seed, sopts)
 
     pr = _section(doc, "pruner")
-    pname = _typed(pr, "name", str, "pruner", default="median")
+    pname = _typed(pr, "name", str, "pruner", default="median" if len(dirs) == 1 else "none")
     if pname not in PRUNERS:
         raise _err("pruner.name", f"must be one of {', '.join(PRUNERS)}, got {pname!r}")
     popts = {kk: vv for kk, vv in pr.items() if kk != "name"}

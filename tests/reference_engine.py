@@ -426,7 +426,8 @@ def ref_count_signals(display, buy: float, sig_start: int, sig_end: int) -> int:
 
 
 def ref_benchmark(open_col: np.ndarray, h: int, c: float, sig_start: int, sig_end: int, data_end: int) -> float:
-    """((1-c)/(1+c)) * mean over entry sessions e in [sig_start+1, sig_end] of open[e+h]/open[e], minus 1."""
+    """mean over entry sessions e in [sig_start+1, sig_end] of open[e+h]/open[e], minus 1 (gross: a passive
+    holder pays no per-trade costs; ``c`` is accepted for signature stability and unused)."""
     ratios = []
     for e in range(sig_start + 1, sig_end + 1):
         if e + h >= data_end:
@@ -436,7 +437,7 @@ def ref_benchmark(open_col: np.ndarray, h: int, c: float, sig_start: int, sig_en
             ratios.append(b / a)
     if not ratios:
         return 0.0
-    return (1.0 - c) / (1.0 + c) * (sum(ratios) / len(ratios)) - 1.0
+    return sum(ratios) / len(ratios) - 1.0
 
 
 def ref_portfolio_returns(trades: pd.DataFrame, panel, c: float, sig_start: int, data_end: int) -> np.ndarray:

@@ -142,9 +142,8 @@ class BenchmarkCache:
         return trades.net_ret[closed] - self.expected_net(trades, span, costs, closed)
 
     def expected_net(self, trades: Trades, span: Span, costs: Costs, mask: np.ndarray) -> np.ndarray:
-        """bench(s,h) per selected trade: ((1−c)/(1+c))·mean ratio − 1 (0 where no entry session exists)."""
-        c = costs.per_side
-        k = (1 - c) / (1 + c)
+        """bench(s,h) per selected trade: mean ratio − 1, gross of costs (a passive holder pays no per-trade
+        costs, so costs count against the strategy's excess); 0 where no entry session exists."""
         sym = trades.symbol[mask]
         hold = trades.hold_days[mask]
         if sym.size == 0:
@@ -152,7 +151,7 @@ class BenchmarkCache:
         key = (span.sig_start, span.sig_end, span.data_end)
         self.ratios(span, np.unique(hold))
         ratio = self._cache[key][hold, sym]
-        return np.where(np.isfinite(ratio), k * ratio - 1.0, 0.0)
+        return np.where(np.isfinite(ratio), ratio - 1.0, 0.0)
 
 
 def portfolio_returns(trades: Trades, panel: Panel, span: Span, weight: np.ndarray | None = None) -> np.ndarray:

@@ -1,0 +1,517 @@
+"""The ``accumopt`` command line, sqlite-utils style: every command is documented and exercised.
+
+One small synthetic store (tier1 = 15 ETFs x 124 sessions, 2024-01-02..2024-06-28) is built ONCE per module
+through ``data synth --db`` itself; tests that write to a store (scan, backtest --save, metrics build) work on a
+copy, and every test that writes files runs in its own tmp cwd so ``output/`` never lands in the checkout.
+Click >= 8.2: ``CliRunner`` always keeps stderr apart (``result.stdout`` / ``result.stderr``; no ``mix_stderr``).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from optimizer.analytics.tables import DISCLAIMER
+from optimizer.calendar import nyse_sessions
+from optimizer.cli import main
+from optimizer.universe import TIER1
+
+REPO = Path(__file__).resolve().parents[1]
+START, END = "2024-01-02", "2024-06-28"
+N_SESSIONS = len(nyse_sessions(START, END))
+N_SYMBOLS = len(TIER1)
+
+EXPECTED_COMMANDS = {
+    "ingest",
+    "fetch", "fetch finra-short", "fetch finra-api", "fetch prices",
+    "data", "data synth", "data info",
+    "metrics", "metrics build",
+    "backtest",
+    "study", "study run", "study worker", "study validate", "study list", "study show", "study best",
+    "study compare", "study export", "study delete", "study replay",
+    "dashboard", "walkforward", "report", "sandbox", "demo", "scan", "table", "plot", "chart",
+}
+BACKTEST_KEYS = (
+    "total_signals", "total_trades", "hit_rate", "avg_return", "median_return", "win_loss", "sharpe",
+    "max_drawdown", "avg_hold_days", "signals_per_month", "false_positive_rate", "rank_score", "avg_excess_return",
+)
+# Environment the CLI reads; cleared so a developer's shell cannot change what the tests see.
+_CLEAN_ENV = {"ACCUMOPT_DB": None, "ACCUMOPT_STORAGE": None, "TICKERS": None, "MIN_LIT_VOLUME": None}
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def run(*args, env: dict | None = None):
+    return CliRunner().invoke(main, [str(a) for a in args], env=_CLEAN_ENV | (env or {}), catch_exceptions=True)
+
+
+def _describe(res) -> str:
+    import traceback
+
+    tb = "".join(traceback.format_exception(*res.exc_info)) if res.exc_info and not isinstance(res.exception, SystemExit) else ""
+    return f"exit={res.exit_code}\nstdout:\n{res.stdout}\nstderr:\n{res.stderr}\n{tb}"
+
+
+def ok(res, code: int = 0):
+    assert res.exit_code == code, _describe(res)
+    assert res.exception is None or isinstance(res.exception, SystemExit), _describe(res)
+    return res
+
+
+def clean_error(res, *fragments: str) -> str:
+    """Exit code 2, no traceback, exactly one ``error: ...`` line on stderr holding every fragment."""
+    assert res.exit_code == 2, _describe(res)
+    assert isinstance(res.exception, SystemExit), _describe(res)
+    assert "Traceback" not in res.output, _describe(res)
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), _describe(res)
+    for f in fragments:
+        assert f in lines[0], f"{f!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+def as_json(res):
+    ok(res)
+    return json.loads(res.stdout)
+
+
+def walk(cmd: click.Command, path: tuple[str, ...] = ()):
+    yield path, cmd
+    if isinstance(cmd, click.Group):
+        for name, sub in sorted(cmd.commands.items()):
+            yield from walk(sub, (*path, name))
+
+
+ALL_COMMANDS = {" ".join(p): c for p, c in walk(main) if p}
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """(db path, synth JSON summary) of the small synthetic store, built through the CLI."""
+    d = tmp_path_factory.mktemp("store")
+    db = d / "db.duckdb"
+    res = run("data", "synth", "--out", d / "raw", "--db", db, "--start", START, "--end", END,
+              "--universe", "tier1", "--format", "json")
+    return db, as_json(res)
+
+
+@pytest.fixture
+def db_copy(store, tmp_path):
+    """A private copy of the store, for commands that write to it."""
+    dst = tmp_path / "copy.duckdb"
+    shutil.copy(store[0], dst)
+    return dst
+
+
+@pytest.fixture
+def cwd(tmp_path, monkeypatch):
+    d = tmp_path / "cwd"
+    d.mkdir()
+    monkeypatch.chdir(d)
+    return d
+
+
+def _tables(db: Path) -> set[str]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    finally:
+        con.close()
+
+
+def _query(db: Path, sql: str):
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+# ------------------------------------------------------------------------------------------------ 1. documentation
+def test_expected_commands_exist():
+    missing = EXPECTED_COMMANDS - set(ALL_COMMANDS)
+    assert not missing, f"commands removed or renamed: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("name", sorted(ALL_COMMANDS))
+def test_every_command_is_documented(name):
+    cmd = ALL_COMMANDS[name]
+    assert cmd.help and cmd.help.strip(), f"`accumopt {name}` has no help text"
+    undocumented = [p.name for p in cmd.params if isinstance(p, click.Option) and not (p.help or "").strip()]
+    assert not undocumented, f"`accumopt {name}` options without help: {undocumented}"
+    res = ok(run(*name.split(), "--help"))
+    assert res.stdout.startswith("Usage: ") and f" {name} " in res.stdout.splitlines()[0] + " "
+    # the first sentence of the docstring is shown (not only the usage line)
+    first = " ".join(cmd.help.split())[:30]
+    assert first in " ".join(res.stdout.split())
+
+
+def test_main_help_lists_every_top_level_command():
+    out = ok(run("--help")).stdout
+    for name in (n for n in EXPECTED_COMMANDS if " " not in n):
+        assert f"  {name} " in out, name
+
+
+def test_python_dash_m_entry_point_works():
+    # `python -m optimizer.cli` used to fail on a circular import (the module ran as __main__ and as optimizer.cli)
+    res = subprocess.run([sys.executable, "-m", "optimizer.cli", "study", "--help"], cwd=REPO, capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "validate" in res.stdout and "replay" in res.stdout
+
+
+def test_unknown_option_is_a_usage_error():
+    res = run("backtest", "--no-such-flag")
+    assert res.exit_code == 2 and "No such option" in res.stderr and "Traceback" not in res.output
+
+
+# ------------------------------------------------------------------------------------------------ 2. clean errors
+BAD_SPEC = (REPO / "studies" / "demo.toml").read_text().replace(
+    'z_window = { type = "categorical", choices = [10, 15, 20, 30] }', 'z_window = { type = "int", low = 30, high = 10 }'
+)
+
+
+def test_spec_errors_are_one_line_with_the_key_path(tmp_path, store):
+    assert "low = 30, high = 10" in BAD_SPEC  # the planted error is really in the spec
+    bad = tmp_path / "bad.toml"
+    bad.write_text(BAD_SPEC)
+    clean_error(run("study", "validate", tmp_path / "missing.toml"), "missing.toml", "[file]", "does not exist")
+    # the key path must survive (rich markup used to swallow "[space.z_window...]")
+    for args in (("study", "validate", bad), ("study", "run", bad, "--db", store[0], "--storage", f"sqlite:///{tmp_path}/s.db"),
+                 ("walkforward", bad, "--db", store[0], "--storage", f"sqlite:///{tmp_path}/s.db")):
+        clean_error(run(*args), "bad.toml", "[space.z_window")
+    assert not (tmp_path / "s.db").exists()  # a bad spec touches no storage
+
+
+def test_study_validate_all_shipped_specs(tmp_path):
+    specs = sorted((REPO / "studies").glob("*.toml"))
+    assert len(specs) >= 5
+    res = ok(run("study", "validate", *specs))
+    lines = res.stdout.splitlines()
+    assert len(lines) == len(specs)  # one line per spec, never wrapped
+    for p, line in zip(specs, lines):
+        assert line.startswith(f"ok {p}: study ")
+    bad = tmp_path / "bad.toml"
+    bad.write_text(BAD_SPEC)
+    res = run("study", "validate", specs[0], bad)
+    clean_error(res, "[space.z_window")
+    assert res.stdout.startswith(f"ok {specs[0]}")  # the good one before it was reported
+
+
+@pytest.mark.parametrize("args", [
+    ("data", "info"), ("table",), ("plot", "SPY"), ("chart", "SPY"), ("sandbox", "SPY"), ("backtest", "--no-save"),
+])
+def test_missing_database_for_read_only_commands(tmp_path, args):
+    db = tmp_path / "nope" / "missing.duckdb"
+    clean_error(run(*args, "--db", db), str(db), "does not exist")
+    assert not db.exists() and not db.parent.exists()  # a read-only command must not create the store
+
+
+def test_database_from_env_var(tmp_path, store):
+    clean_error(run("data", "info", env={"ACCUMOPT_DB": str(tmp_path / "env.duckdb")}), "env.duckdb")
+    d = as_json(run("data", "info", "--format", "json", env={"ACCUMOPT_DB": str(store[0])}))
+    assert d["db"] == str(store[0])
+
+
+def test_unopenable_database_file(tmp_path):
+    junk = tmp_path / "junk.duckdb"
+    junk.write_text("this is not a duckdb file\n")
+    clean_error(run("data", "info", "--db", junk), "cannot open the DuckDB store", "junk.duckdb")
+
+
+@pytest.mark.parametrize("cmd", ["plot", "chart", "sandbox"])
+def test_unknown_ticker(store, cwd, cmd):
+    msg = clean_error(run(cmd, "AAPL", "--db", store[0]), "AAPL")
+    assert "SPY" in msg  # names what the store does hold
+    assert not any(cwd.rglob("*.html"))
+
+
+def test_backtest_parameter_errors(store, tmp_path):
+    db = store[0]
+    clean_error(run("backtest", "--db", db, "--no-save", "--exit", "bogus"), "exit", "'bogus'", "fixed_<N>d")
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps({"params": {"buy_threshold": 75, "foo": 1}}))
+    clean_error(run("backtest", "--db", db, "--no-save", "--params", p), "unknown parameter(s) foo", "valid:", "w_short")
+    p.write_text("[1, 2]")
+    clean_error(run("backtest", "--db", db, "--no-save", "--params", p), "p.json", "JSON object")
+    p.write_text("{not json")
+    clean_error(run("backtest", "--db", db, "--no-save", "--params", p), "p.json", "cannot read")
+    clean_error(run("backtest", "--db", db, "--no-save", "--universe", "tier3"), "'tier3'", "no symbol", "SPY")
+
+
+def test_metrics_build_on_empty_database_is_a_data_error(tmp_path):
+    db = tmp_path / "empty.duckdb"
+    clean_error(run("metrics", "build", "--db", db), "no raw data", "accumopt ingest", str(db))
+    # and the commands that need daily_metrics say what to run
+    clean_error(run("backtest", "--db", db, "--no-save"), "daily_metrics", "metrics build")
+    clean_error(run("table", "--db", db), "daily_metrics", "metrics build")
+
+
+def test_backtest_on_store_without_daily_metrics(tmp_path):
+    from optimizer.data.store import connect
+
+    db = tmp_path / "raw_only.duckdb"
+    connect(db).close()  # migrated schema, raw tables only
+    clean_error(run("backtest", "--db", db, "--no-save"), "no daily_metrics table", "metrics build")
+
+
+def test_study_delete_refuses_without_confirmation(tmp_path):
+    clean_error(run("study", "delete", "x", "--storage", f"sqlite:///{tmp_path}/s.db"), "--yes")
+
+
+# ------------------------------------------------------------------------------------------------ 3. ingest
+HEADER = "Date|Symbol|ShortVolume|ShortExemptVolume|TotalVolume|Market"
+
+
+def _finra(path: Path, rows: list[str], trailer: int | None = None) -> Path:
+    n = len(rows) if trailer is None else trailer
+    path.write_text("\r\n".join([HEADER, *rows, str(n)]) + "\r\n", newline="")
+    return path
+
+
+@pytest.fixture
+def finra_files(tmp_path):
+    d = tmp_path / "finra"
+    d.mkdir()
+    clean = _finra(d / "CNMSshvol20240102.txt", ["20240102|AAA|100|0|300|B,Q,N", "20240102|BBB|50|1|200|B,Q,N"])
+    rejected = _finra(d / "CNMSshvol20240103.txt", ["20240103|AAA|120|0|300|B,Q,N", "20240103|BBB|500|1|200|B,Q,N"])
+    failed = _finra(d / "CNMSshvol20240104.txt", ["20240104|AAA|100|0|300|B,Q,N"], trailer=5)
+    return clean, rejected, failed
+
+
+def test_ingest_clean_file_exit_0_and_idempotent(tmp_path, finra_files):
+    db = tmp_path / "i.duckdb"
+    d = as_json(run("ingest", "finra-short", finra_files[0], "--db", db, "--format", "json"))
+    assert d["exit_code"] == 0
+    assert d["totals"] | {} == {"files": 1, "rows_accepted": 2, "rows_rejected": 0, "ok": 1, "replaced": 0,
+                                "skipped_identical": 0, "rejected_rows": 0, "failed": 0}
+    assert _query(db, "SELECT symbol, short_volume, short_exempt_volume, total_volume, facility FROM finra_short_daily "
+                      "ORDER BY symbol") == [("AAA", 100, 0, 300, "CNMS"), ("BBB", 50, 1, 200, "CNMS")]
+    d = as_json(run("ingest", "finra-short", finra_files[0], "--db", db, "--format", "json"))
+    assert d["totals"]["skipped_identical"] == 1 and d["totals"]["rows_accepted"] == 0
+    assert _query(db, "SELECT count(*) FROM finra_short_daily") == [(2,)]
+
+
+def test_ingest_rejected_rows_exit_1(tmp_path, finra_files):
+    db = tmp_path / "i.duckdb"
+    res = ok(run("ingest", "finra-short", finra_files[1], "--db", db, "--format", "json"), code=1)
+    d = json.loads(res.stdout)
+    assert d["exit_code"] == 1
+    assert (d["totals"]["rows_accepted"], d["totals"]["rows_rejected"], d["totals"]["rejected_rows"]) == (1, 1, 1)
+    assert _query(db, "SELECT symbol, short_volume FROM finra_short_daily") == [("AAA", 120)]
+    reason = _query(db, "SELECT line, reason FROM ingest_rejects")
+    assert reason[0][0] == 3 and "500" in reason[0][1] and "200" in reason[0][1]
+    # --strict turns the invariant break into a failed file: nothing of it is stored
+    db2 = tmp_path / "strict.duckdb"
+    ok(run("ingest", "finra-short", finra_files[1], "--db", db2, "--strict", "--format", "json"), code=2)
+    assert _query(db2, "SELECT count(*) FROM finra_short_daily") == [(0,)]
+
+
+def test_ingest_failed_file_exit_2_and_database_unchanged(tmp_path, finra_files):
+    db = tmp_path / "i.duckdb"
+    ok(run("ingest", "finra-short", finra_files[0], "--db", db))
+    before = _query(db, "SELECT * FROM finra_short_daily ORDER BY symbol")
+    res = ok(run("ingest", "finra-short", finra_files[2], "--db", db), code=2)
+    assert "Traceback" not in res.output
+    assert "CNMSshvol20240104.txt:3: trailer says 5 records, file has 1" in res.stderr  # file:line: reason
+    assert _query(db, "SELECT * FROM finra_short_daily ORDER BY symbol") == before
+
+
+def test_ingest_directory_mixed_outcomes_json(tmp_path, finra_files):
+    db = tmp_path / "i.duckdb"
+    res = ok(run("ingest", "finra-short", finra_files[0].parent, "--db", db, "--format", "json"), code=2)
+    d = json.loads(res.stdout)
+    t = d["totals"]
+    assert (t["files"], t["ok"], t["rejected_rows"], t["failed"]) == (3, 1, 1, 1)
+    assert (t["rows_accepted"], t["rows_rejected"]) == (3, 1)
+    # files are processed in date order (from the names)
+    assert [Path(f["file"]).name for f in d["files"]] == [p.name for p in finra_files]
+    assert _query(db, "SELECT count(DISTINCT date) FROM finra_short_daily") == [(2,)]
+
+
+def test_ingest_missing_path_is_a_clean_error(tmp_path):
+    clean_error(run("ingest", "prices", tmp_path / "nothere.csv", "--db", tmp_path / "i.duckdb"), "nothere.csv", "must exist")
+
+
+# ------------------------------------------------------------------------------------------------ 4. data / metrics / backtest
+def test_synth_summary(store):
+    _, s = store
+    assert s["symbols"] == N_SYMBOLS and s["sessions"] == N_SESSIONS
+    assert s["rows"]["daily_metrics"] == N_SYMBOLS * N_SESSIONS
+    assert s["rows"]["finra_short_daily"] == N_SYMBOLS * N_SESSIONS  # one CNMS row per symbol-session
+    assert all(v["exit_code"] == 0 for v in s["ingest"].values())
+    assert s["ingest"]["finra-short"]["files"] == N_SESSIONS  # one daily FINRA file per session
+    assert Path(s["files"]["prices"]).is_file()
+
+
+def test_data_info_json(store):
+    d = as_json(run("data", "info", "--db", store[0], "--format", "json"))
+    assert d["schema_version"] >= 1
+    t = {r["table"]: r for r in d["tables"]}
+    dm = t["daily_metrics"]
+    assert (dm["rows"], dm["symbols"], dm["first"], dm["last"]) == (N_SYMBOLS * N_SESSIONS, N_SYMBOLS, START, END)
+    assert t["finra_otc_weekly"]["first"] != ""  # week-keyed tables get a range too
+    # the table format shows the same numbers
+    out = ok(run("data", "info", "--db", store[0])).stdout
+    assert str(N_SYMBOLS * N_SESSIONS) in out and "daily_metrics" in out
+
+
+def test_metrics_build_rebuilds_with_new_window(db_copy):
+    d = as_json(run("metrics", "build", "--db", db_copy, "--z-window", "10", "--format", "json"))
+    assert (d["rows"], d["symbols"], d["sessions"], d["z_window"]) == (N_SYMBOLS * N_SESSIONS, N_SYMBOLS, N_SESSIONS, 10)
+    # z-scores need a full window: the first z_window-1 rows of each symbol have none (the ratio is never NULL here)
+    nulls = _query(db_copy, "SELECT count(*) - count(short_buy_sell_ratio_z), count(*) - count(short_buy_sell_ratio), "
+                            "min(z_window), max(z_window) FROM daily_metrics GROUP BY symbol")
+    assert set(nulls) == {(9, 0, 10, 10)}
+    d = as_json(run("metrics", "build", "--db", db_copy, "--format", "json"))
+    assert d["z_window"] == 20
+    assert set(_query(db_copy, "SELECT count(*) - count(short_buy_sell_ratio_z) FROM daily_metrics GROUP BY symbol")) == {(19,)}
+    clean_error(run("metrics", "build", "--db", db_copy, "--z-window", "1"), "z_window must be >= 2")
+
+
+def _library_metrics(db: Path, params: dict) -> dict:
+    from optimizer.data.store import connect
+    from optimizer.engine.evaluate import Config, Evaluator
+    from optimizer.engine.panel import load_panel
+
+    con = connect(db, read_only=True)
+    try:
+        panel = load_panel(con, list(TIER1))
+    finally:
+        con.close()
+    return Evaluator(panel).run(Config.from_params(params)).metrics
+
+
+def test_backtest_json_no_save(store, cwd):
+    db = store[0]
+    d = as_json(run("backtest", "--db", db, "--universe", "tier1", "--no-save", "--format", "json"))
+    for k in BACKTEST_KEYS:
+        assert k in d and isinstance(d[k], (int, float)), k
+    assert abs(d["avg_return"]) < 1 and abs(d["median_return"]) < 1 and abs(d["avg_excess_return"]) < 1  # fractions
+    assert 0 <= d["hit_rate"] <= 1 and 0 <= d["false_positive_rate"] <= 1 and 0 <= d["max_drawdown"] < 1
+    assert d["total_trades"] > 0 and d["total_signals"] >= d["total_trades"]
+    assert (d["start"], d["end"], d["symbols"]) == (START, END, N_SYMBOLS)
+    assert d["outputs"] == {}
+    # the CLI reports exactly what the library computes for the same configuration
+    lib = _library_metrics(db, d["params"])
+    for k in BACKTEST_KEYS:
+        assert d[k] == pytest.approx(lib[k], rel=1e-12, abs=1e-12), k
+    assert not any(t.startswith("bt_") for t in _tables(db))
+    assert not (cwd / "output").exists()
+
+
+def test_backtest_params_file_and_flag_override(store, tmp_path):
+    db = store[0]
+    base = as_json(run("backtest", "--db", db, "--universe", "tier1", "--no-save", "--format", "json"))
+    p = tmp_path / "best.json"
+    p.write_text(json.dumps({"params": {**base["params"], "buy_threshold": 60.0, "exit": "fixed_10d"}, "value": 1.0}))
+    d = as_json(run("backtest", "--db", db, "--universe", "tier1", "--no-save", "--format", "json", "--params", p,
+                    "--buy", "85"))
+    assert d["params"]["buy_threshold"] == 85.0 and d["params"]["exit"] == "fixed" and d["params"]["hold_days"] == 10
+    # fixed_10d closes every trade after 10 sessions (or at the data end)
+    assert d["avg_hold_days"] <= 10
+    # a stricter buy threshold can only fire on fewer (or the same) days
+    assert d["total_signals"] <= base["total_signals"]
+    lib = _library_metrics(db, d["params"])
+    assert d["total_signals"] == lib["total_signals"] and d["rank_score"] == pytest.approx(lib["rank_score"])
+
+
+def test_backtest_default_saves_tables_and_files(db_copy, cwd):
+    args = ("backtest", "--db", db_copy, "--universe", "tier1", "--format", "json")
+    d = as_json(run(*args))
+    run_id = d["outputs"]["run_id"]
+    assert {"bt_backtest_runs", "bt_signal_events", "bt_frequency_baseline"} <= _tables(db_copy)
+    assert _query(db_copy, "SELECT run_id FROM bt_backtest_runs") == [(run_id,)]
+    n_events = _query(db_copy, "SELECT count(*), count(DISTINCT run_id) FROM bt_signal_events")[0]
+    assert n_events == (int(d["total_trades"]), 1)  # one event per trade (closed and open at the end)
+    assert _query(db_copy, "SELECT count(*) FROM bt_frequency_baseline") == [(N_SYMBOLS,)]
+    out = cwd / "output"
+    ev = pd.read_parquet(out / "signal_events.parquet")
+    assert len(ev) == d["total_trades"] and set(ev["run_id"]) == {run_id}
+    assert ev["symbol"].isin(TIER1).all()
+    runs = pd.read_csv(out / "backtest_runs.csv")
+    assert list(runs["run_id"]) == [run_id]
+    assert runs["total_trades"].iloc[0] == d["total_trades"]
+    assert len(pd.read_csv(out / "frequency_baseline.csv")) == N_SYMBOLS
+    # the same run again: its bt_ rows are replaced, the CSV log gets a second line
+    d2 = as_json(run(*args))
+    assert d2["outputs"]["run_id"] == run_id
+    assert _query(db_copy, "SELECT count(*) FROM bt_backtest_runs") == [(1,)]
+    assert len(pd.read_csv(out / "backtest_runs.csv")) == 2
+
+
+def test_backtest_table_format(store, cwd):
+    out = ok(run("backtest", "--db", store[0], "--universe", "tier1", "--no-save")).stdout
+    for k in ("hit_rate", "avg_return", "rank_score"):
+        assert k in out
+    assert f"{START}..{END}" in out
+
+
+# ------------------------------------------------------------------------------------------------ 5. analytics commands
+def test_scan_writes_table_and_files(db_copy, cwd):
+    d = as_json(run("scan", "--db", db_copy, "--top", "5", "--format", "json"))
+    assert d["date"] == END  # default: latest FINRA date
+    assert len(d["top"]) == 5 and [r["rank"] for r in d["top"]] == [1, 2, 3, 4, 5]
+    for k in ("metrics_csv", "top_csv", "top_html", "scores_html"):
+        assert (cwd / d["files"][k]).is_file(), k
+    assert Path(d["files"]["metrics_csv"]).parent == Path("output/scanner") / END
+    assert len(pd.read_csv(cwd / d["files"]["metrics_csv"])) == N_SYMBOLS
+    assert _query(db_copy, f"SELECT count(*) FROM scanner_daily_metrics WHERE date = DATE '{END}'") == [(N_SYMBOLS,)]
+
+
+def test_table_html_has_disclaimer(store, cwd):
+    rows = as_json(run("table", "--db", store[0], "--format", "json"))
+    assert len(rows) == N_SYMBOLS and {r["symbol"] for r in rows} == set(TIER1)
+    page = (cwd / "output" / "tables" / f"{END}.html").read_text(encoding="utf-8")
+    assert html.escape(DISCLAIMER) in page
+    sub = as_json(run("table", "--db", store[0], "--tickers", "spy,QQQ", "--date", "2024-03-01",
+                      "--html", "t.html", "--format", "json"))
+    assert sorted(r["symbol"] for r in sub) == ["QQQ", "SPY"]
+    assert all(str(r["date"]).startswith("2024-03-01") for r in sub)
+    assert html.escape(DISCLAIMER) in (cwd / "t.html").read_text(encoding="utf-8")
+    res = ok(run("table", "--db", store[0], "--tickers", "SPY"))
+    assert "FINRA does not publish trade direction" in " ".join(res.stdout.split())
+
+
+def test_plot_chart_sandbox_write_html(store, cwd):
+    db = store[0]
+    res = ok(run("plot", "spy", "--db", db))
+    assert res.stdout.splitlines()[0] == "output/plots/SPY_layered.html"
+    res = ok(run("plot", "XLK", "--mode", "both", "--dates", "2024-02-01", "2024-05-31", "--db", db))
+    assert res.stdout.splitlines()[:2] == ["output/plots/XLK_layered.html", "output/plots/XLK_short_only.html"]
+    res = ok(run("chart", "SPY", "--timeframe", "weekly", "--db", db))
+    assert res.stdout.splitlines()[0] == "output/charts/SPY_weekly.html"
+    res = ok(run("sandbox", "SPY", "--db", db, "--out", "sb/spy.html"))
+    assert res.stdout.splitlines()[0] == "sb/spy.html"
+    for p in ("output/plots/SPY_layered.html", "output/plots/XLK_layered.html", "output/plots/XLK_short_only.html",
+              "output/charts/SPY_weekly.html", "sb/spy.html"):
+        text = (cwd / p).read_text(encoding="utf-8")
+        assert "<html" in text[:200].lower() and "plotly" in text.lower(), p
+        assert ("SPY" if "SPY" in p or "spy" in p else "XLK") in text, p
+
+
+def test_paths_are_never_wrapped(store, tmp_path, monkeypatch):
+    # a long output path is printed on ONE line (rich used to wrap it at 80 columns)
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)
+    out = deep / "chart.html"
+    res = ok(run("chart", "SPY", "--db", store[0], "--out", out))
+    assert res.stdout.splitlines()[0] == str(out) and out.is_file()
+
+
+# ------------------------------------------------------------------------------------------------ 7. dashboard
+def test_dashboard_help_only():
+    out = ok(run("dashboard", "--help")).stdout
+    assert "--port" in out and "--host" in out and "127.0.0.1" in out
