@@ -189,7 +189,8 @@ def fetch_finra_cmd(start, end, families, cache, no_ingest, db):
     from .data.fetch import fetch_finra_short
 
     files = fetch_finra_short(start, end, cache, Settings.from_env(), families=tuple(families))
-    console.print(f"{len(files)} file(s) in {cache}")
+    console.print(f"{len(files)} file(s) in {cache}", markup=False)
+    _print_missing(files)
     if not no_ingest and files:
         _ingest_after_fetch("finra-short", files, db)
 
@@ -230,10 +231,15 @@ def fetch_prices_cmd(symbols, start, end, cache, no_ingest, db):
     syms = resolve_universe(symbols) if symbols else (list(s.tickers) or resolve_universe("tier1+3"))
     files = fetch_polygon_prices(syms, start, end, cache, s)
     console.print(f"{len(files)} file(s) in {cache}", markup=False)
-    for sym, why in getattr(files, "missing", []):
-        err_console.print(f"missing {sym}: {why}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+    _print_missing(files)
     if not no_ingest and files:
         _ingest_after_fetch("prices", files, db)
+
+
+def _print_missing(files) -> None:
+    """One stderr line per file or symbol the source did not provide (FetchedFiles.missing)."""
+    for name, why in getattr(files, "missing", []):
+        err_console.print(f"missing {name}: {why}", style="yellow", markup=False, highlight=False, soft_wrap=True)
 
 
 def _ingest_after_fetch(kind, files, db):
@@ -246,7 +252,8 @@ def _ingest_after_fetch(kind, files, db):
     finally:
         con.close()
     t = rep.to_dict()["totals"]
-    console.print(f"ingested {t.get('rows_accepted')} rows from {t.get('files')} file(s) into {db}")
+    console.print(f"ingested {t.get('rows_accepted')} rows from {t.get('files')} file(s) into {db}", markup=False,
+                  soft_wrap=True)
     if rep.exit_code:
         sys.exit(rep.exit_code)
 

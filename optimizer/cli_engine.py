@@ -321,7 +321,7 @@ def study_replay(name, trial, storage, db, fmt):
 
     rep = replay_trial(_storage(storage), name, trial, db)
     if fmt == "json":
-        _json(rep)
+        _json(rep | {"comparison": rep["comparison"].to_dict(orient="records")})
     else:
         _table(rep["comparison"], title=f"replay {name} #{trial}: {'REPRODUCED' if rep['reproduced'] else 'DIFFERENT'}")
     if not rep["reproduced"]:

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import sys
-import time
 import warnings
 from pathlib import Path
 
 import click
 
 from .cli import _json, _progress, _table, console, db_option, err_console, format_option, storage_option
-from .config import DEFAULT_STORAGE
-from .errors import DataError
 
 __all__ = ["register"]
 

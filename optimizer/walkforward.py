@@ -139,18 +139,11 @@ def select_params(study: optuna.Study, how: str = "best", top_k: int = 5) -> opt
     if how == "best" or len(ranked) < 3:
         return ranked[0]
     keys = sorted({k for t in ranked for k in t.params})
-
-    def vec(t):
-        out = []
-        for k in keys:
-            v = t.params.get(k)
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                out.append(float(v))
-            else:
-                out.append(float(hash(str(v)) % 997))
-        return np.array(out)
-
-    X = np.array([vec(t) for t in ranked])
+    is_num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    num = [k for k in keys if all(is_num(t.params.get(k)) for t in ranked)]
+    cat = [k for k in keys if k not in num]  # categorical or conditional (absent = its own value)
+    X = np.array([[float(t.params[k]) for k in num] for t in ranked], dtype=float).reshape(len(ranked), len(num))
+    Cv = np.array([[str(t.params.get(k)) for k in cat] for t in ranked], dtype=object).reshape(len(ranked), len(cat))
     span = X.max(axis=0) - X.min(axis=0)
     span[span == 0] = 1.0
     Xn = X / span
@@ -158,7 +151,7 @@ def select_params(study: optuna.Study, how: str = "best", top_k: int = 5) -> opt
     m = max(3, len(ranked) // 10)
     best, best_score = ranked[0], -np.inf
     for i in range(min(top_k, len(ranked))):
-        d = np.abs(Xn - Xn[i]).sum(axis=1)
+        d = np.abs(Xn - Xn[i]).sum(axis=1) + (Cv != Cv[i]).sum(axis=1)  # a different category counts as a full range
         nn = np.argsort(d, kind="mergesort")[:m]
         score = -sign * float(np.median(vals[nn]))
         if score > best_score:
@@ -347,12 +340,13 @@ def _aggregate(spec, panel_full, results: list[WindowResult], limit, final, msgs
             cfg = params_to_config(r.params, spec)
             from dataclasses import replace
 
+            base = cfg.costs  # the benchmark keeps the base costs: charged the same k x costs, it would cancel them
             cfg = replace(cfg, costs=cfg.costs.scaled(k))
             data_end = min(r.window.test_end + (spec.walkforward.purge if spec.walkforward.purge is not None else spec.max_hold()), limit)
             ev = Evaluator(panel_full.slice(0, data_end), min_periods=spec.data.min_periods)
             sp = Span(r.window.test_start, r.window.test_end, data_end)
             res = ev.run(cfg, sp, entry_ok=regime_entry_mask(ev.panel, spec.data.regime))
-            ex.append(BenchmarkCache(ev.panel).excess(res.trades, sp, cfg.costs))
+            ex.append(BenchmarkCache(ev.panel).excess(res.trades, sp, base))
         e = np.concatenate(ex) if ex else np.empty(0)
         return {"avg_excess_return": float(e.mean()) if e.size else 0.0, "trades": int(e.size)}
 

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import click
 import duckdb
-import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -114,8 +113,9 @@ def db_copy(store, tmp_path):
     return dst
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def cwd(tmp_path, monkeypatch):
+    """Every test runs in an empty tmp cwd: default ``output/`` paths never land in the checkout."""
     d = tmp_path / "cwd"
     d.mkdir()
     monkeypatch.chdir(d)
@@ -515,3 +515,109 @@ def test_paths_are_never_wrapped(store, tmp_path, monkeypatch):
 def test_dashboard_help_only():
     out = ok(run("dashboard", "--help")).stdout
     assert "--port" in out and "--host" in out and "127.0.0.1" in out
+
+
+# ------------------------------------------------------------------------------------------------ fetch (local server)
+POLY_KEY, FINRA_KEY, FINRA_SECRET = "pk-SECRET-cli-1", "fk-SECRET-cli-2", "fs-SECRET-cli-3"
+_CNMS_0102 = f"{HEADER}\r\n20240102|SPY|40|0|100|B,Q,N\r\n20240102|QQQ|30|0|90|B,Q,N\r\n2\r\n"
+_API_ROWS = [{"tradeReportDate": "2024-01-02", "securitiesInformationProcessorSymbolIdentifier": "SPY",
+              "shortParQuantity": 5, "shortExemptParQuantity": 0, "totalParQuantity": 10, "marketCode": "Q"}]
+
+
+def _ms_utc(y, m, d, h) -> int:
+    return int(pd.Timestamp(year=y, month=m, day=d, hour=h, tz="UTC").timestamp() * 1000)
+
+
+@pytest.fixture
+def http_base():
+    """A local stand-in for the FINRA CDN, the FINRA API and Polygon (127.0.0.1 only; never a 5xx, so no retries)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import parse_qs, urlparse
+
+    class H(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def _send(self, code, body=b"", ctype="text/plain"):
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            u = urlparse(self.path)
+            if u.path == "/cdn/CNMSshvol20240102.txt":
+                return self._send(200, _CNMS_0102.encode())
+            if u.path.startswith("/poly/v2/aggs/ticker/"):
+                if parse_qs(u.query).get("apiKey") != [POLY_KEY]:
+                    return self._send(401, b'{"status":"ERROR"}')
+                t = u.path.split("/")[5]
+                bars = [{"t": _ms_utc(2024, 1, 2, 5), "o": 10, "h": 11, "l": 9, "c": 10.5, "v": 100},
+                        {"t": _ms_utc(2024, 1, 3, 5), "o": 10.5, "h": 12, "l": 10, "c": 11.5, "v": 200}]
+                doc = {"ticker": t, "status": "OK", "results": bars if t == "SPY" else []}
+                return self._send(200, json.dumps(doc).encode(), "application/json")
+            return self._send(404, b"not found")
+
+        def do_POST(self):
+            u = urlparse(self.path)
+            n = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(n) if n else b""
+            if u.path == "/token":
+                return self._send(200, json.dumps({"access_token": "tok-CLI", "expires_in": 1800}).encode(), "application/json")
+            if u.path == "/api/data/group/otcMarket/name/regShoDaily" and self.headers.get("Authorization") == "Bearer tok-CLI":
+                req = json.loads(body)
+                rows = _API_ROWS[req["offset"]:req["offset"] + req["limit"]]
+                return self._send(200, json.dumps(rows).encode(), "application/json")
+            return self._send(404)
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    base = f"http://127.0.0.1:{srv.server_address[1]}"
+    yield {"FINRA_CDN_URL": f"{base}/cdn", "POLYGON_BASE_URL": f"{base}/poly", "FINRA_API_URL": f"{base}/api",
+           "FINRA_TOKEN_URL": f"{base}/token", "POLYGON_API_KEY": POLY_KEY, "FINRA_API_KEY": FINRA_KEY,
+           "FINRA_API_SECRET": FINRA_SECRET}
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_fetch_finra_short_downloads_reports_missing_and_ingests(http_base, tmp_path):
+    db = tmp_path / "f.duckdb"
+    res = ok(run("fetch", "finra-short", "--start", "2024-01-02", "--end", "2024-01-03", "--cache", tmp_path / "c",
+                 "--db", db, env=http_base))
+    assert "1 file(s)" in res.stdout and "ingested 2 rows from 1 file(s)" in res.stdout
+    assert "missing CNMSshvol20240103.txt" in res.stderr  # 404 for the second session: reported, not fatal
+    assert _query(db, "SELECT symbol, short_volume, total_volume FROM finra_short_daily ORDER BY 1") == [
+        ("QQQ", 30, 90), ("SPY", 40, 100)]
+    ok(run("fetch", "finra-short", "--start", "2024-01-02", "--end", "2024-01-02", "--cache", tmp_path / "c2",
+           "--db", tmp_path / "g.duckdb", "--no-ingest", env=http_base))
+    assert (tmp_path / "c2" / "CNMSshvol20240102.txt").is_file() and not (tmp_path / "g.duckdb").exists()
+
+
+def test_fetch_prices_ingests_and_never_leaks_the_key(http_base, tmp_path):
+    db = tmp_path / "p.duckdb"
+    res = ok(run("fetch", "prices", "--symbols", "SPY,NOPE", "--start", "2024-01-02", "--end", "2024-01-03",
+                 "--cache", tmp_path / "c", "--db", db, env=http_base))
+    assert "missing NOPE" in res.stderr
+    assert _query(db, "SELECT CAST(date AS VARCHAR), close, volume FROM prices_daily WHERE symbol = 'SPY' ORDER BY 1") == [
+        ("2024-01-02", 10.5, 100.0), ("2024-01-03", 11.5, 200.0)]
+    assert POLY_KEY not in res.output
+    assert not any(POLY_KEY in p.name or POLY_KEY.encode() in p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+    env = dict(http_base, POLYGON_API_KEY=None)
+    clean_error(run("fetch", "prices", "--symbols", "SPY", "--start", "2024-01-02", "--end", "2024-01-03",
+                    "--cache", tmp_path / "c3", "--db", db, env=env), "POLYGON_API_KEY")
+
+
+def test_fetch_finra_api_ingests_only_this_runs_file(http_base, tmp_path):
+    cache = tmp_path / "c"
+    cache.mkdir()
+    # a stale CSV from an earlier run in the same cache must not be re-ingested
+    (cache / "stale.csv").write_text("date,symbol,short_volume,total_volume,facility\n2023-12-29,ZZZ,1,2,API\n")
+    db = tmp_path / "a.duckdb"
+    res = ok(run("fetch", "finra-api", "--start", "2024-01-02", "--end", "2024-01-02", "--cache", cache, "--db", db,
+                 env=http_base))
+    assert _query(db, "SELECT symbol, short_volume, total_volume, facility FROM finra_short_daily") == [("SPY", 5, 10, "API")]
+    for secret in (FINRA_KEY, FINRA_SECRET, "tok-CLI"):
+        assert secret not in res.output

@@ -1,0 +1,75 @@
+"""Replay a stored trial: re-evaluate its parameters on the same data and compare with what the study stored.
+
+The study's user attributes hold the spec text, the data fingerprint and the span it optimized over, so a trial can
+be reproduced without the original command line. A different data fingerprint is refused, never silently compared.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+
+from .errors import DataError
+from .spec import parse_spec
+from .study import TrialObjective, load_study_data, prepare_data
+
+__all__ = ["replay_trial"]
+
+
+def _close(a: Any, b: Any, tol: float = 1e-9) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        if math.isnan(a) and math.isnan(b):
+            return True
+        return abs(a - b) <= tol * max(1.0, abs(a), abs(b))
+    return a == b
+
+
+def replay_trial(storage, name: str, number: int, db: str | Path) -> dict[str, Any]:
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(storage)) or "(none)"
+        raise DataError(f"no study named {name!r}; studies: {names}") from None
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    if number not in trials:
+        raise DataError(f"study {name!r} has no trial {number} (trials 0..{max(trials) if trials else -1})")
+    trial = trials[number]
+    if trial.state != optuna.trial.TrialState.COMPLETE:
+        raise DataError(f"trial {number} of {name!r} is {trial.state.name}; only COMPLETE trials can be replayed")
+    attrs = study.user_attrs
+    if "spec_text" not in attrs:
+        raise DataError(f"study {name!r} was not created by accumopt (no spec_text attribute)")
+    spec = parse_spec(attrs["spec_text"], attrs.get("spec_path"))
+    panel, reserve = load_study_data(spec, db)
+    lo = int(attrs.get("span_lo", 0))
+    hi = int(attrs.get("span_hi", reserve))
+    data = prepare_data(spec, panel, lo, hi, n_splits=attrs.get("cv_n_splits"), embargo=attrs.get("embargo"))
+    if data.fingerprint != attrs.get("data_fingerprint"):
+        raise DataError(
+            f"the data differs from the study's (fingerprint {data.fingerprint} != stored {attrs.get('data_fingerprint')}); "
+            "refusing to replay on other data"
+        )
+    out = TrialObjective(data).evaluate(dict(trial.params))
+    stored = trial.user_attrs.get("metrics", {})
+    rows = []
+    values = list(out["values"])
+    for i, v in enumerate(values):
+        sv = trial.values[i] if trial.values else None
+        rows.append({"key": "value" if len(values) == 1 else f"value_{i}", "stored": sv, "replayed": v, "equal": _close(sv, v)})
+    for k, v in out["overall"].items():
+        if k in stored:
+            rows.append({"key": k, "stored": stored[k], "replayed": v, "equal": _close(stored[k], v, 1e-8)})
+    for i, (sf, rf) in enumerate(zip(trial.user_attrs.get("folds", []), out["folds"])):
+        for k in ("closed_trades", "rank_score", "avg_excess_return"):
+            if k in sf:
+                rows.append({"key": f"fold{i}.{k}", "stored": sf[k], "replayed": rf[k], "equal": _close(sf[k], rf[k], 1e-8)})
+    comp = pd.DataFrame(rows)
+    from .study import git_commit
+
+    return {"study": name, "trial": number, "params": dict(trial.params), "reproduced": bool(comp["equal"].all()),
+            "comparison": comp, "fingerprint": data.fingerprint,
+            "stored_commit": attrs.get("git_commit"), "current_commit": git_commit()}
