@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:
 
 __all__ = [
     "ROOT", "peak_rss_mb", "reset_peak_rss", "rss_mb", "timed", "Stopwatch", "session_dates", "metrics_frame",
-    "synth_panel", "emit", "fmt", "verdict",
+    "synth_panel", "emit", "fmt", "verdict", "machine",
 ]
 
 
@@ -56,6 +56,17 @@ def reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
+
+
+def machine() -> dict:
+    """CPU count and 1-minute load average: timings on a machine busy with other work are inflated."""
+    import os
+
+    try:
+        load = round(os.getloadavg()[0], 2)
+    except OSError:
+        load = None
+    return {"cpus": os.cpu_count(), "loadavg_1m": load}
 
 
 # ---- timing ----------------------------------------------------------------------------------------------------

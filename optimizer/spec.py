@@ -56,7 +56,7 @@ DEFAULT_SPACE: dict[str, Any] = {
 SPACE_PARAMS = (
     "variant", "w_short", "w_lit", "w_price", "weights", "z_window", "buy_threshold", "sell_threshold", "exit",
     "hold_days", "max_days", "stop_loss", "take_profit", "time_stop", "use_stop_loss", "use_take_profit",
-    "commission_bps", "slippage_bps", "max_positions", "max_per_sector", "intensity_lo", "intensity_hi",
+    "commission_bps", "slippage_bps", "max_positions", "max_per_sector", "intensity_lo", "intensity_hi", "sizing",
 )
 
 

@@ -32,7 +32,7 @@ from .engine.evaluate import Evaluator
 from .engine.panel import Panel, load_panel
 from .engine.regime_filter import regime_entry_mask
 from .engine.simulate import Span
-from .errors import AccumoptError, DataError, SpecError
+from .errors import AccumoptError, DataError, ParameterError, SpecError
 from .registry import build_pruner, build_sampler
 from .space import grid_search_space, params_to_config, suggest
 from .spec import StudySpec, WEIGHT_PRESETS
@@ -60,6 +60,8 @@ class StudyData:
     lo: int
     hi: int
     fingerprint: str
+    cv_n_splits: int = 0
+    cv_embargo: int = 0
 
     @property
     def train_dates(self) -> tuple[str, str]:
@@ -104,7 +106,7 @@ def prepare_data(spec: StudySpec, panel: Panel, lo: int, hi: int, n_splits: int 
     folds = [FoldSpan(f.fold, f.test_start + lo, f.test_end + lo, f.data_end + lo) for f in cv.fold_spans(hi - lo)]
     ev = Evaluator(visible, min_periods=spec.data.min_periods)
     mask = regime_entry_mask(visible, spec.data.regime)
-    return StudyData(spec, visible, ev, folds, mask, lo, hi, visible.fingerprint())
+    return StudyData(spec, visible, ev, folds, mask, lo, hi, visible.fingerprint(), cv.n_splits, cv.embargo)
 
 
 def _clean(m: dict[str, float]) -> dict[str, float]:
@@ -127,7 +129,8 @@ class TrialObjective:
         cfg = params_to_config(params, self.spec)
         ev = self.data.evaluator
         disp = ev.display(cfg)
-        folds = [ev.run(cfg, Span(f.test_start, f.test_end, f.data_end), disp, self.data.entry_ok).metrics for f in self.data.folds]
+        folds = [_clean(ev.run(cfg, Span(f.test_start, f.test_end, f.data_end), disp, self.data.entry_ok).metrics)
+                 for f in self.data.folds]
         values = self.objective.values(folds, self.spec.objective.aggregate, self.spec.objective.k)
         f0 = self.data.folds[0]
         overall = ev.run(cfg, Span(f0.test_start, self.data.hi, self.data.hi), disp, self.data.entry_ok).metrics
@@ -171,19 +174,26 @@ class TrialObjective:
 # storage and study creation
 
 
-def make_storage(url: str | None, heartbeat: bool = True):
+def make_storage(url: str | None, heartbeat: bool = True, grace_period: int | None = None):
     """An Optuna storage for ``url`` (default sqlite:///output/studies.db).
 
     SQLite: WAL journal (readers never block the writer, a commit is one fsync of the WAL) and a 60 s busy
     timeout so several local worker processes never fail with "database is locked". Every RDB storage gets a
     heartbeat so trials left RUNNING by a killed process are failed and retried, never counted as complete.
-    ``journal:PATH`` selects Optuna's journal-file storage.
+    ``grace_period``: seconds without a heartbeat after which a RUNNING trial counts as stale (default: env
+    ACCUMOPT_HEARTBEAT_GRACE, else 15; the heartbeat interval is min(5, grace // 3), at least 1).
+    ``journal:PATH`` selects Optuna's journal-file storage (no heartbeat: a killed trial stays RUNNING, it is
+    never counted as finished). ``sqlite:///:memory:`` (or ``sqlite://``) is an in-process InMemoryStorage:
+    visible to this process only, so no heartbeat and no worker processes.
     """
     url = url or os.environ.get("ACCUMOPT_STORAGE") or DEFAULT_STORAGE
+    if url in ("sqlite:///:memory:", "sqlite://"):
+        return optuna.storages.InMemoryStorage()
     hb: dict[str, Any] = {}
     if heartbeat:
         cb = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
-        hb = dict(heartbeat_interval=5, grace_period=15)
+        grace = _grace_period(grace_period)
+        hb = dict(heartbeat_interval=max(1, min(5, grace // 3)), grace_period=grace)
         if cb is not None:
             hb["heartbeat_stale_trial_callback"] = cb(max_retry=1)
         else:  # optuna < 4.9
@@ -193,7 +203,7 @@ def make_storage(url: str | None, heartbeat: bool = True):
 
         path = url[len("journal:"):]
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(JournalFileBackend(path))
+        return _BudgetJournalStorage(JournalFileBackend(path), f"{path}.budget.lock")
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///"):]
         if path and path != ":memory:":
@@ -202,10 +212,176 @@ def make_storage(url: str | None, heartbeat: bool = True):
 
             with sqlite3.connect(path, timeout=60) as c:
                 c.execute("PRAGMA journal_mode=WAL")
-        return optuna.storages.RDBStorage(
+        return _BudgetRDBStorage(
             url, engine_kwargs={"connect_args": {"timeout": 60}}, skip_compatibility_check=False, **hb
         )
-    return optuna.storages.RDBStorage(url, **hb)
+    return _BudgetRDBStorage(_rdb_url(url), **hb)
+
+
+def _grace_period(value: int | None) -> int:
+    raw: Any = value if value is not None else os.environ.get("ACCUMOPT_HEARTBEAT_GRACE") or 15
+    try:
+        grace = int(raw)
+    except (TypeError, ValueError):
+        grace = 0
+    if grace < 2:
+        raise ParameterError(f"heartbeat grace_period (env ACCUMOPT_HEARTBEAT_GRACE) must be an integer >= 2 seconds, got {raw!r}")
+    return grace
+
+
+def _rdb_url(url: str) -> str:
+    """``postgresql://`` with the psycopg2 driver when psycopg 3 is absent.
+
+    SQLAlchemy >= 2.1 maps a bare ``postgresql://`` (and no longer accepts ``postgres://``) to psycopg 3,
+    while the ``postgres`` extra installs psycopg2-binary: without this, every PostgreSQL URL fails to import.
+    """
+    import importlib.util
+
+    head, sep, rest = url.partition("://")
+    if sep and head in ("postgresql", "postgres"):
+        if importlib.util.find_spec("psycopg") is not None:
+            return f"postgresql://{rest}"
+        if importlib.util.find_spec("psycopg2") is None:
+            raise AccumoptError(f"storage {head}://...: no PostgreSQL driver; install it with "
+                                "`pip install 'accumopt[postgres]'` (psycopg2-binary)")
+        return f"postgresql+psycopg2://{rest}"
+    return url
+
+
+# ---------------------------------------------------------------------------------------------------------
+# an exact trial budget shared by independent workers
+
+# States that hold one of the study's N trial slots: finished, in flight, or queued (enqueued seeds and
+# heartbeat retries). FAIL frees the slot (its retry, if any, takes it back as WAITING).
+_SLOT_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+
+
+class _StudyFull(Exception):
+    """A new trial was refused: the study's trial budget is used up (control flow, caught by run_study)."""
+
+
+class _BudgetRDBStorage(optuna.storages.RDBStorage):
+    """RDBStorage that creates a NEW trial only while fewer than the study's budget of trials hold a slot.
+
+    The count runs inside Optuna's own trial-creation transaction, after it locked the study row (PostgreSQL,
+    MySQL: ``SELECT ... FOR UPDATE``; SQLite: the single writer lock taken by the INSERT), so two workers on two
+    machines can never both take the last slot. Trials made from a template (enqueue, heartbeat retry) are
+    never refused. ``MaxTrialsCallback`` alone cannot do this: it runs after a trial, so workers whose trials
+    finish together each start one more.
+
+    With a heartbeat, a new trial gets its first heartbeat in the same transaction, and a popped WAITING trial
+    right after the pop: Optuna never marks a RUNNING trial without any heartbeat stale, so a worker killed
+    between ``ask`` and its heartbeat thread's first beat used to leave a trial RUNNING forever.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._budgets: dict[int, int] = {}
+        super().__init__(*args, **kwargs)
+
+    def set_trial_budget(self, study_id: int, budget: int | None) -> None:
+        self._budgets[study_id] = budget
+
+    def _get_prepared_new_trial(self, study_id, template_trial, session):
+        from optuna.storages._rdb import models
+
+        trial = super()._get_prepared_new_trial(study_id, template_trial, session)
+        if False and template_trial is None and self.heartbeat_interval is not None:
+            session.add(models.TrialHeartbeatModel(trial_id=trial.trial_id))  # DB server time, like every beat
+        budget = self._budgets.get(study_id)
+        if template_trial is None and budget is not None:
+            taken = (session.query(models.TrialModel)
+                     .filter(models.TrialModel.study_id == study_id, models.TrialModel.state.in_(_SLOT_STATES))
+                     .count())  # includes the trial being created
+            if taken > budget:
+                raise _StudyFull(f"study id {study_id}: {taken - 1} trials already hold the budget of {budget}")
+        return trial
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values=None) -> bool:
+        ok = super().set_trial_state_values(trial_id, state, values)
+        if ok and state == TrialState.RUNNING and self.heartbeat_interval is not None:
+            self.record_heartbeat(trial_id)  # a popped WAITING trial (retry, enqueued seed)
+        return ok
+
+
+class _BudgetJournalStorage(optuna.storages.JournalStorage):
+    """JournalStorage with the same budget; count + create run under an exclusive ``flock`` on ``lock_path``
+    (the journal's own lock covers one append only). Killed holders release it with their file descriptor."""
+
+    def __init__(self, backend: Any, lock_path: str) -> None:
+        self._budgets: dict[int, int] = {}
+        self._budget_lock = lock_path
+        super().__init__(backend)
+
+    def set_trial_budget(self, study_id: int, budget: int | None) -> None:
+        self._budgets[study_id] = budget
+
+    def create_new_trial(self, study_id: int, template_trial=None) -> int:
+        budget = self._budgets.get(study_id)
+        if template_trial is not None or budget is None:
+            return super().create_new_trial(study_id, template_trial)
+        import fcntl
+
+        with open(self._budget_lock, "a") as fh:
+            t_end = time.monotonic() + 120
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > t_end:
+                        raise AccumoptError(f"{self._budget_lock}: trial-budget lock held for over 120 s") from None
+                    time.sleep(0.01)
+            try:
+                taken = len(self.get_all_trials(study_id, deepcopy=False, states=_SLOT_STATES))
+                if taken >= budget:
+                    raise _StudyFull(f"study id {study_id}: {taken} trials already hold the budget of {budget}")
+                return super().create_new_trial(study_id)
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _optimize_budget(study: optuna.Study, storage: Any, objective: Callable, target: int, timeout: float | None,
+                     callbacks: list[Callable], should_stop: Callable[[], bool] = lambda: False,
+                     n_trials: int | None = None) -> None:
+    """Run trials until the study holds ``target`` finished (complete + pruned) trials, never more.
+
+    Every worker gets the same budget (see ``_BudgetRDBStorage``). When the budget is used up by trials other
+    workers still run, this worker waits (polling every heartbeat interval) until they finish, or until the
+    heartbeat marks them stale (FAIL + a WAITING retry that this worker then runs). It stops waiting when the
+    study has not changed for max(60 s, 4 x grace period) (a slow live worker, or a foreign one without a
+    heartbeat). Storages without a heartbeat cannot tell a dead worker from a slow one, so there it stops at once.
+    ``n_trials``: at most this many trials in this process; ``timeout`` and ``should_stop`` end the loop between
+    trials.
+    """
+    if hasattr(storage, "set_trial_budget"):
+        storage.set_trial_budget(study._study_id, target)
+    t_end = None if timeout is None else time.monotonic() + timeout
+    interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+    idle_limit = max(60.0, 4.0 * (getattr(storage, "grace_period", None) or 2 * (interval or 0)))
+    ran = [0]
+    seen, changed = None, time.monotonic()
+
+    def _count(st: optuna.Study, tr) -> None:
+        ran[0] += 1
+
+    while not should_stop():
+        c = trial_counts(study)
+        if (snap := tuple(c.values())) != seen:
+            seen, changed = snap, time.monotonic()
+        left = target - c["complete"] - c["pruned"]
+        quota = left if n_trials is None else min(left, n_trials - ran[0])
+        t_left = None if t_end is None else t_end - time.monotonic()
+        if quota <= 0 or (t_left is not None and t_left <= 0):
+            return
+        try:
+            study.optimize(objective, n_trials=quota, timeout=t_left, catch=(), callbacks=[_count, *callbacks])
+            return  # quota, timeout or stop(): nothing left for this process to do
+        except _StudyFull:
+            pass
+        if interval is None or time.monotonic() - changed > idle_limit:
+            return
+        time.sleep(interval)
+        optuna.storages.fail_stale_trials(study)
 
 
 def git_commit() -> str | None:
@@ -217,30 +393,42 @@ def git_commit() -> str | None:
         return None
 
 
+def _sampler(spec: StudySpec, offset: int = 0):
+    """The spec's sampler with seed ``spec seed + offset`` (unseeded when the spec's seed is None)."""
+    seed = None if spec.sampler.seed is None else (spec.sampler.seed + offset) % 2**32
+    return build_sampler(spec.sampler.name, seed, spec.sampler.options,
+                         grid_search_space(spec) if spec.sampler.name == "grid" else None)
+
+
 def open_study(spec: StudySpec, storage, data: StudyData, name: str | None = None, new_name: bool = False,
-               extra_attrs: dict[str, Any] | None = None) -> optuna.Study:
-    """Create or resume the spec's study. A study of the same name made from a different spec is refused."""
+               extra_attrs: dict[str, Any] | None = None, seed_offset: int = 0) -> optuna.Study:
+    """Create or resume the spec's study. A study of the same name made from a different spec is refused;
+    with ``new_name`` the first ``NAME-k`` made from this spec is resumed, else a free ``NAME-k`` is created.
+
+    A resumed study's sampler is seeded with ``seed + number of trials already stored (+ seed_offset)``: reusing
+    the seed would re-draw the parameters of the study's first trials.
+    """
     name = name or spec.run.study_name or spec.name
-    sampler = build_sampler(spec.sampler.name, spec.sampler.seed, spec.sampler.options,
-                            grid_search_space(spec) if spec.sampler.name == "grid" else None)
     pruner = build_pruner(spec.pruner.name, spec.pruner.options)
     directions = list(spec.objective.directions)
     existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     if name in existing:
-        st = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+        st = optuna.load_study(study_name=name, storage=storage, pruner=pruner)
         old = st.user_attrs.get("spec_hash")
-        if old is not None and old != spec.spec_hash and not new_name:
-            raise SpecError("study", f"study {name!r} was created from a different spec (hash {old}, this spec {spec.spec_hash}); "
-                                     f"refusing to resume it. Use --name NEW or --new-name to start a new study")
-        if old is not None and old != spec.spec_hash and new_name:
-            name = _next_free_name(name, existing)
-        else:
+        if old is not None and old != spec.spec_hash:
+            if not new_name:
+                raise SpecError("study", f"study {name!r} was created from a different spec (hash {old}, this spec {spec.spec_hash}); "
+                                         f"refusing to resume it. Use --name NEW or --new-name to start a new study")
+            name = _next_free_name(name, existing, storage, spec.spec_hash)
+            st = optuna.load_study(study_name=name, storage=storage, pruner=pruner) if name in existing else None
+        if st is not None:
             fp = st.user_attrs.get("data_fingerprint")
             if fp is not None and fp != data.fingerprint:
                 raise SpecError("data", f"study {name!r} was run on different data (fingerprint {fp}, now {data.fingerprint}); "
                                         "refusing to mix trials. Use --new-name")
+            st.sampler = _sampler(spec, len(st.get_trials(deepcopy=False)) + seed_offset)
             return st
-    st = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+    st = optuna.create_study(study_name=name, storage=storage, sampler=_sampler(spec, seed_offset), pruner=pruner,
                              directions=directions)
     obj = TrialObjective(data).objective
     st.set_metric_names(obj.metric_names)
@@ -251,7 +439,8 @@ def open_study(spec: StudySpec, storage, data: StudyData, name: str | None = Non
         "objective": spec.objective.name, "aggregate": spec.objective.aggregate,
         "train_start": d0, "train_end": d1, "symbols": len(data.panel.symbols),
         "folds": [[f.fold, str(data.panel.dates[f.test_start]), str(data.panel.dates[f.test_end - 1])] for f in data.folds],
-        "purge": spec.purge(), "embargo": spec.embargo(), "regime": spec.data.regime, "n_trials_target": spec.run.n_trials,
+        "purge": spec.purge(), "embargo": data.cv_embargo, "cv_n_splits": data.cv_n_splits,
+        "span_lo": data.lo, "span_hi": data.hi, "regime": spec.data.regime, "n_trials_target": spec.run.n_trials,
     }
     attrs.update(extra_attrs or {})
     for k, v in attrs.items():
@@ -259,9 +448,12 @@ def open_study(spec: StudySpec, storage, data: StudyData, name: str | None = Non
     return st
 
 
-def _next_free_name(name: str, existing) -> str:
+def _next_free_name(name: str, existing, storage, spec_hash: str) -> str:
+    """The first ``NAME-k`` (k >= 2) made from the spec ``spec_hash`` (resumed), else the first free one."""
     i = 2
     while f"{name}-{i}" in existing:
+        if optuna.load_study(study_name=f"{name}-{i}", storage=storage).user_attrs.get("spec_hash") == spec_hash:
+            return f"{name}-{i}"
         i += 1
     return f"{name}-{i}"
 
@@ -366,14 +558,14 @@ class _Progress:
             self.p.stop()
 
 
-def _worker(spec: StudySpec, storage_url: str | None, name: str, quota: int, data: StudyData, timeout: float | None) -> None:
+def _worker(spec: StudySpec, storage_url: str | None, name: str, quota: int, data: StudyData, timeout: float | None,
+            target: int, seed_offset: int) -> None:
+    """One forked ``--jobs`` process: its own storage connection, sampler seed ``seed + seed_offset``."""
     storage = make_storage(storage_url)
-    study = optuna.load_study(study_name=name, storage=storage,
-                              sampler=build_sampler(spec.sampler.name, (spec.sampler.seed or 0) + os.getpid() % 1000 if spec.sampler.seed is not None else None,
-                                                    spec.sampler.options, grid_search_space(spec) if spec.sampler.name == "grid" else None),
+    study = optuna.load_study(study_name=name, storage=storage, sampler=_sampler(spec, seed_offset),
                               pruner=build_pruner(spec.pruner.name, spec.pruner.options))
-    study.optimize(TrialObjective(data), n_trials=quota, timeout=timeout, catch=(),
-                   callbacks=[optuna.study.MaxTrialsCallback(spec.run.n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED))])
+    _optimize_budget(study, storage, TrialObjective(data), target, timeout, n_trials=quota,
+                     callbacks=[optuna.study.MaxTrialsCallback(target, states=(TrialState.COMPLETE, TrialState.PRUNED))])
 
 
 def run_study(
@@ -389,15 +581,23 @@ def run_study(
     data: StudyData | None = None,
     extra_attrs: dict[str, Any] | None = None,
     callbacks: list[Callable] | None = None,
+    worker: bool = False,
 ) -> StudyRunResult:
-    """Create or resume the study and run it until it holds ``n_trials`` finished (complete + pruned) trials."""
+    """Create or resume the study and run it until it holds ``n_trials`` finished (complete + pruned) trials.
+
+    ``worker``: this process joins a study other processes run (``study worker``); its sampler seed also mixes
+    in the process id, so workers started together do not draw the same parameters (not reproducible).
+    """
     t0 = time.perf_counter()
     if data is None:
         panel, reserve = load_study_data(spec, db)
         data = prepare_data(spec, panel, 0, reserve)
     storage_url = storage_url or spec.run.storage
     storage = make_storage(storage_url)
-    study = open_study(spec, storage, data, name=name, new_name=new_name, extra_attrs=extra_attrs)
+    if jobs > 1 and isinstance(storage, optuna.storages.InMemoryStorage):
+        raise ParameterError(f"jobs must be 1 with an in-memory storage ({storage_url}): worker processes cannot see it, got jobs={jobs}")
+    study = open_study(spec, storage, data, name=name, new_name=new_name, extra_attrs=extra_attrs,
+                       seed_offset=1_000_003 * (os.getpid() % 997 + 1) if worker else 0)
     optuna.storages.fail_stale_trials(study)  # trials left RUNNING by a killed process: FAIL (+ retried)
     seed_from_study(study, spec, storage)
     target = n_trials or spec.run.n_trials
@@ -422,8 +622,8 @@ def run_study(
         old = None
     try:
         if remaining > 0 and jobs <= 1:
-            study.optimize(
-                TrialObjective(data), n_trials=remaining, timeout=timeout, catch=(),
+            _optimize_budget(
+                study, storage, TrialObjective(data), target, timeout, should_stop=lambda: stop_flag["stop"],
                 callbacks=[prog, _stopper, optuna.study.MaxTrialsCallback(target, states=(TrialState.COMPLETE, TrialState.PRUNED)),
                            *(callbacks or [])],
             )
@@ -433,7 +633,10 @@ def run_study(
             data.evaluator.features.warm()  # shared copy-on-write by the forked workers
             ctx = mp.get_context("fork")
             quotas = [remaining // jobs + (1 if i < remaining % jobs else 0) for i in range(jobs)]
-            procs = [ctx.Process(target=_worker, args=(spec, storage_url, study.study_name, q, data, timeout)) for q in quotas if q > 0]
+            n0 = len(study.get_trials(deepcopy=False))
+            procs = [ctx.Process(target=_worker, args=(spec, storage_url, study.study_name, q, data, timeout, target,
+                                                       n0 + 100_003 * (i + 1)))
+                     for i, q in enumerate(quotas) if q > 0]
             for p in procs:
                 p.start()
             while any(p.is_alive() for p in procs):

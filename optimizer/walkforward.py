@@ -340,13 +340,12 @@ def _aggregate(spec, panel_full, results: list[WindowResult], limit, final, msgs
             cfg = params_to_config(r.params, spec)
             from dataclasses import replace
 
-            base = cfg.costs  # the benchmark keeps the base costs: charged the same k x costs, it would cancel them
             cfg = replace(cfg, costs=cfg.costs.scaled(k))
             data_end = min(r.window.test_end + (spec.walkforward.purge if spec.walkforward.purge is not None else spec.max_hold()), limit)
             ev = Evaluator(panel_full.slice(0, data_end), min_periods=spec.data.min_periods)
             sp = Span(r.window.test_start, r.window.test_end, data_end)
             res = ev.run(cfg, sp, entry_ok=regime_entry_mask(ev.panel, spec.data.regime))
-            ex.append(BenchmarkCache(ev.panel).excess(res.trades, sp, base))
+            ex.append(BenchmarkCache(ev.panel).excess(res.trades, sp, cfg.costs))
         e = np.concatenate(ex) if ex else np.empty(0)
         return {"avg_excess_return": float(e.mean()) if e.size else 0.0, "trades": int(e.size)}
 

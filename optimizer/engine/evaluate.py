@@ -24,8 +24,9 @@ __all__ = ["Config", "Evaluator", "Result", "PARAM_KEYS"]
 PARAM_KEYS = (
     "variant", "w_short", "w_lit", "w_price", "z_window", "buy_threshold", "sell_threshold", "exit",
     "hold_days", "max_days", "stop_loss", "take_profit", "time_stop", "commission_bps", "slippage_bps",
-    "max_positions", "max_per_sector", "intensity_lo", "intensity_hi",
+    "max_positions", "max_per_sector", "intensity_lo", "intensity_hi", "sizing",
 )
+SIZINGS = ("equal", "atr")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,11 @@ class Config:
     exit: ExitParams = field(default_factory=ExitParams)
     costs: Costs = field(default_factory=Costs)
     caps: Caps = field(default_factory=Caps)
+    sizing: str = "equal"  # portfolio weights: equal per open position, or "atr" = inverse ATR% at the signal
+
+    def __post_init__(self) -> None:
+        if self.sizing not in SIZINGS:
+            raise ParameterError(f"sizing must be one of {', '.join(SIZINGS)}, got sizing={self.sizing!r}")
 
     @classmethod
     def from_params(cls, params: Mapping[str, object], base: "Config | None" = None) -> "Config":
@@ -70,7 +76,7 @@ class Config:
         mp = p.get("max_positions", b.caps.max_positions)
         ms = p.get("max_per_sector", b.caps.max_per_sector)
         caps = Caps(None if mp is None else int(mp), None if ms is None else int(ms))  # type: ignore[arg-type]
-        return cls(score, th, exit_, costs, caps)
+        return cls(score, th, exit_, costs, caps, str(p.get("sizing", b.sizing)))
 
     def to_params(self) -> dict[str, object]:
         """Flat dict accepted by ``from_params`` (round-trips exactly)."""
@@ -84,6 +90,7 @@ class Config:
         d["slippage_bps"] = self.costs.slippage_bps
         d["max_positions"] = self.caps.max_positions
         d["max_per_sector"] = self.caps.max_per_sector
+        d["sizing"] = self.sizing
         return d
 
 
@@ -106,6 +113,29 @@ class Evaluator:
         self.panel = panel
         self.features = FeatureCache(panel, min_periods=min_periods)
         self.bench = BenchmarkCache(panel)
+        self._atr_pct: np.ndarray | None = None
+
+    def atr_pct(self) -> np.ndarray:
+        """ATR-14 / close per (date, symbol), computed once (point-in-time: Wilder smoothing of past bars)."""
+        if self._atr_pct is None:
+            from ._indicators import atr
+
+            p = self.panel
+            with np.errstate(invalid="ignore", divide="ignore"):
+                self._atr_pct = atr(p["high"], p["low"], p["close"], 14) / p["close"]
+        return self._atr_pct
+
+    def weights(self, config: Config, trades: Trades) -> np.ndarray | None:
+        """Per-trade portfolio weights: None (equal) or inverse ATR% at the signal close (volatility targeting;
+        trades without an ATR yet get the median weight)."""
+        if config.sizing == "equal" or len(trades) == 0:
+            return None
+        a = self.atr_pct()[trades.signal_idx, trades.symbol]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            w = 1.0 / a
+        ok = np.isfinite(w) & (w > 0)
+        med = float(np.median(w[ok])) if ok.any() else 1.0
+        return np.where(ok, w, med)
 
     def display(self, config: Config) -> np.ndarray:
         return display_score(self.features, config.score)
@@ -118,7 +148,7 @@ class Evaluator:
         disp = self.display(config) if display is None else display
         trades = simulate(self.panel, disp, config.thresholds, config.exit, config.costs, span, config.caps, entry_ok)
         n_sig = count_signals(disp, config.thresholds.buy, span, entry_ok)
-        m = run_metrics(trades, self.panel, span, config.costs, n_sig, bench=self.bench)
+        m = run_metrics(trades, self.panel, span, config.costs, n_sig, bench=self.bench, weight=self.weights(config, trades))
         return Result(config, span, trades, m, disp)
 
     def metrics(self, config: Config, span: Span | None = None) -> dict[str, float]:

@@ -1,0 +1,211 @@
+"""Benchmark: raw-file ingest (``optimizer.data.ingest.ingest_paths``) into a fresh DuckDB store.
+
+(a) Full-universe FINRA CNMS daily short-sale files in FINRA's real format (``CNMSshvolYYYYMMDD.txt``: header
+``Date|Symbol|ShortVolume|ShortExemptVolume|TotalVolume|Market``, pipe-delimited, CRLF, record-count trailer),
+``--symbols`` symbols (default 10,000) x ``--sessions`` NYSE sessions, generated with numpy into a temp dir,
+then ingested as kind ``finra-short``: rows/s, seconds per file, peak RSS of the ingest, DB file size.
+(b) The embedded synthetic market's files (default 33 symbols x 502 sessions: 502 CNMS files, prices, lit flow,
+OTC weekly, options CSVs): write time, ingest seconds per kind, and the ``build_daily_metrics`` time.
+
+The default run (60 sessions for (a)) finishes in well under 2 minutes; ``--full`` ingests a year (252 sessions).
+
+    .venv/bin/python bench/ingest.py [--sessions 60] [--symbols 10000] [--full] [--skip-synth] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import emit, machine, peak_rss_mb, reset_peak_rss, rss_mb  # noqa: E402
+
+from optimizer.calendar import nyse_sessions  # noqa: E402
+from optimizer.data.ingest import ingest_paths  # noqa: E402
+from optimizer.data.store import connect  # noqa: E402
+
+__all__ = ["write_cnms_files", "bench_finra", "bench_synth", "run"]
+
+HEADER = "Date|Symbol|ShortVolume|ShortExemptVolume|TotalVolume|Market"
+MARKETS = np.array(["B,Q,N", "Q,N", "B,Q", "N", "Q"])
+
+
+def _symbols(n: int) -> list[str]:
+    """n distinct upper-case tickers (1-5 letters; base-26 codes, shortest first)."""
+    out: list[str] = []
+    width = 1
+    while len(out) < n:
+        k = min(26**width, n - len(out))
+        idx = np.arange(k)
+        chars = np.empty((k, width), dtype="<U1")
+        for j in range(width - 1, -1, -1):
+            chars[:, j] = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))[idx % 26]
+            idx //= 26
+        out += ["".join(r) for r in chars]
+        width += 1
+    return out
+
+
+def write_cnms_files(folder: Path, n_symbols: int, n_sessions: int, seed: int = 11) -> tuple[int, int]:
+    """Write ``n_sessions`` CNMS files of ``n_symbols`` rows each; returns (rows, bytes)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    syms = np.array(_symbols(n_symbols), dtype=object)
+    dates = nyse_sessions("2024-01-01", "2026-12-31")[:n_sessions]
+    level = np.exp(rng.normal(11.5, 1.9, n_symbols))           # shares/day per symbol, long tail
+    share = np.clip(rng.normal(0.45, 0.08, n_symbols), 0.05, 0.9)
+    mkt = MARKETS[rng.integers(0, len(MARKETS), n_symbols)]
+    rows = nbytes = 0
+    for d in dates:
+        total = np.maximum(1, np.rint(level * np.exp(rng.normal(0, 0.45, n_symbols)))).astype(np.int64)
+        short = np.minimum(total, np.rint(total * np.clip(share + rng.normal(0, 0.05, n_symbols), 0, 1))).astype(np.int64)
+        exempt = short // 97
+        ds = d.strftime("%Y%m%d")
+        body = "\r\n".join(f"{ds}|{s}|{a}|{e}|{t}|{m}"
+                           for s, a, e, t, m in zip(syms, short.tolist(), exempt.tolist(), total.tolist(), mkt))
+        text = f"{HEADER}\r\n{body}\r\n{n_symbols}\r\n".encode("ascii")
+        (folder / f"CNMSshvol{ds}.txt").write_bytes(text)
+        rows += n_symbols
+        nbytes += len(text)
+    return rows, nbytes
+
+
+def _db_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.is_file())
+
+
+def bench_finra(n_symbols: int, n_sessions: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="accumopt-bench-ingest-") as tmp:
+        folder, db = Path(tmp) / "finra", Path(tmp) / "bench.duckdb"
+        t0 = time.perf_counter()
+        rows, nbytes = write_cnms_files(folder, n_symbols, n_sessions)
+        gen_s = time.perf_counter() - t0
+        con = connect(db)
+        base = rss_mb()
+        reset_peak_rss()
+        t0 = time.perf_counter()
+        rep = ingest_paths(con, "finra-short", [folder])
+        secs = time.perf_counter() - t0
+        peak = peak_rss_mb()
+        stored = int(con.execute("SELECT count(*) FROM finra_short_daily").fetchone()[0])
+        con.close()
+        size = _db_size(db)
+    return {
+        "symbols": n_symbols,
+        "sessions": n_sessions,
+        "files": len(rep.files),
+        "rows": rows,
+        "rows_stored": stored,
+        "exit_code": rep.exit_code,
+        "raw_mb": round(nbytes / 2**20, 1),
+        "generate_s": round(gen_s, 2),
+        "ingest_s": round(secs, 2),
+        "rows_per_s": round(rows / secs),
+        "s_per_file": round(secs / max(1, len(rep.files)), 3),
+        "rss_before_mb": base,
+        "peak_rss_mb": peak,
+        "db_mb": round(size / 2**20, 1),
+        "db_bytes_per_row": round(size / max(1, stored), 1),
+    }
+
+
+def bench_synth() -> dict:
+    from optimizer.data.metrics import build_daily_metrics
+    from optimizer.data.synth import SynthConfig, generate_market, write_market
+
+    with tempfile.TemporaryDirectory(prefix="accumopt-bench-synth-") as tmp:
+        t0 = time.perf_counter()
+        market = generate_market(SynthConfig())
+        gen_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        paths = write_market(market, Path(tmp) / "raw")
+        write_s = time.perf_counter() - t0
+        db = Path(tmp) / "synth.duckdb"
+        con = connect(db)
+        reset_peak_rss()
+        kinds = {}
+        for kind in ("finra-short", "prices", "lit-flow", "otc-weekly", "options"):
+            t0 = time.perf_counter()
+            rep = ingest_paths(con, kind, [paths[kind]])
+            kinds[kind] = {"files": len(rep.files), "rows": rep.rows_accepted, "seconds": round(time.perf_counter() - t0, 2),
+                           "exit_code": rep.exit_code}
+        t0 = time.perf_counter()
+        build_daily_metrics(con)
+        metrics_s = time.perf_counter() - t0
+        peak = peak_rss_mb()
+        con.close()
+        size = _db_size(db)
+    fin = kinds["finra-short"]
+    return {
+        "symbols": int(market.prices["symbol"].nunique() - 1),
+        "sessions": int(len(market.sessions)),
+        "generate_s": round(gen_s, 2),
+        "write_files_s": round(write_s, 2),
+        "ingest": kinds,
+        "ingest_s": round(sum(k["seconds"] for k in kinds.values()), 2),
+        "finra_s_per_file": round(fin["seconds"] / max(1, fin["files"]), 4),
+        "daily_metrics_s": round(metrics_s, 2),
+        "total_s": round(gen_s + write_s + sum(k["seconds"] for k in kinds.values()) + metrics_s, 2),
+        "peak_rss_mb": peak,
+        "db_mb": round(size / 2**20, 1),
+    }
+
+
+def run(n_symbols: int = 10_000, n_sessions: int = 60, synth: bool = True) -> dict:
+    out = {"finra": bench_finra(n_symbols, n_sessions)}
+    if synth:
+        out["synth"] = bench_synth()
+    out["finra_rows_per_s"] = out["finra"]["rows_per_s"]
+    out["finra_s_per_file"] = out["finra"]["s_per_file"]
+    out["peak_rss_mb"] = peak_rss_mb()
+    out["machine"] = machine()
+    return out
+
+
+def _rows(res: dict) -> list[tuple]:
+    f = res["finra"]
+    p = f"CNMS {f['symbols']:,} sym x {f['sessions']} files"
+    rows: list[tuple] = [
+        (f"[bold]{p}[/]: raw size, MiB (generated in {f['generate_s']} s)", f["raw_mb"]),
+        (f"{p}: ingest seconds", f["ingest_s"], f"exit code {f['exit_code']}, {f['rows_stored']:,} rows stored"),
+        (f"{p}: rows / s", f["rows_per_s"]),
+        (f"{p}: seconds per file", f["s_per_file"], f"x 252 = {f['s_per_file'] * 252:.0f} s for a year"),
+        (f"{p}: peak RSS during ingest, MiB", f["peak_rss_mb"], f"RSS before: {f['rss_before_mb']} MiB"),
+        (f"{p}: DB size, MiB / bytes per row", f"{f['db_mb']} / {f['db_bytes_per_row']}"),
+    ]
+    s = res.get("synth")
+    if s:
+        q = f"synth {s['symbols']} sym x {s['sessions']} sessions"
+        rows += [
+            (f"[bold]{q}[/]: generate / write files, s", f"{s['generate_s']} / {s['write_files_s']}"),
+            *[(f"{q}: ingest {k} ({v['files']} files, {v['rows']:,} rows), s", v["seconds"]) for k, v in s["ingest"].items()],
+            (f"{q}: finra-short seconds per file", s["finra_s_per_file"]),
+            (f"{q}: build_daily_metrics, s", s["daily_metrics_s"]),
+            (f"{q}: total (generate + write + ingest + metrics), s", s["total_s"]),
+            (f"{q}: peak RSS, MiB / DB size, MiB", f"{s['peak_rss_mb']} / {s['db_mb']}"),
+        ]
+    rows.append(("machine: CPUs / 1-min load average", f"{res['machine']['cpus']} / {res['machine']['loadavg_1m']}"))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sessions", type=int, default=60, help="CNMS files (sessions) for part (a)")
+    ap.add_argument("--symbols", type=int, default=10_000, help="symbols per CNMS file for part (a)")
+    ap.add_argument("--full", action="store_true", help="a full year: 252 sessions")
+    ap.add_argument("--skip-synth", action="store_true", help="skip part (b)")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args(argv)
+    res = run(a.symbols, 252 if a.full else a.sessions, not a.skip_synth)
+    emit(res, a.json, "Ingest benchmark (fresh DuckDB store)", _rows(res))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

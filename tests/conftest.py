@@ -1,0 +1,63 @@
+"""Session-scoped fixtures shared by the whole test suite: small synthetic DuckDB stores, built ONCE per session.
+
+Building a store runs the real path (``synth_to_db``: generate -> write real-format raw files -> ingest -> build
+``daily_metrics``) and takes ~20-30 s, mostly the FINRA ingest, so each store is built at most once per pytest
+session, lazily (only when a test asks for it), in a session temp directory.
+
+Fixtures
+--------
+``synth_db`` -> ``pathlib.Path`` of the PLANTED store (``PLANTED_SYNTH``: seed 11, NYSE sessions 2023-01-03 ..
+    2024-06-28 = 374 sessions, universe ``tier1+3`` = 33 symbols, ``effect=2.0``, family ``ratio``). The effect is
+    carried by the short-buy share of total volume: score variants B, C, D and blended see it, A (raw short
+    volume) and vw_flow do not. The raw files and the ground truth sit next to it, in ``synth_db.parent / "raw"``
+    (``truth/README.json``, ``truth/episodes.csv``, ``finra/``, ``prices_daily.csv``, ...).
+``null_db`` -> ``pathlib.Path`` of the NULL store (``NULL_SYNTH``: the same config with ``effect=0.0``: the very same
+    flows, bumps included, but no price drift, so nothing is predictable from the flows).
+``synth_truth`` / ``null_truth`` -> the ``truth/README.json`` dict of each store.
+
+Both stores are SHARED by every test of the session: treat them as read-only (``connect(path, read_only=True)``,
+``accumopt backtest --no-save``, study storages elsewhere). A test that must write builds its own store.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from optimizer.data.synth import SynthConfig, synth_to_db
+
+PLANTED_SYNTH = SynthConfig(seed=11, start="2023-01-03", end="2024-06-28", universe="tier1+3", effect=2.0)
+NULL_SYNTH = SynthConfig(seed=11, start="2023-01-03", end="2024-06-28", universe="tier1+3", effect=0.0)
+
+
+def _build(tmp_path_factory: pytest.TempPathFactory, name: str, cfg: SynthConfig) -> Path:
+    root = tmp_path_factory.mktemp(name)
+    db = root / "store.duckdb"
+    synth_to_db(cfg, root / "raw", db)
+    return db
+
+
+@pytest.fixture(scope="session")
+def synth_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Planted synthetic store (effect 2.0, family ratio); see the module docstring."""
+    return _build(tmp_path_factory, "synth_planted", PLANTED_SYNTH)
+
+
+@pytest.fixture(scope="session")
+def null_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Null synthetic store (effect 0.0: same flows, no drift); see the module docstring."""
+    return _build(tmp_path_factory, "synth_null", NULL_SYNTH)
+
+
+@pytest.fixture(scope="session")
+def synth_truth(synth_db: Path) -> dict:
+    """Ground truth (truth/README.json) of ``synth_db``."""
+    return json.loads((synth_db.parent / "raw" / "truth" / "README.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def null_truth(null_db: Path) -> dict:
+    """Ground truth (truth/README.json) of ``null_db``."""
+    return json.loads((null_db.parent / "raw" / "truth" / "README.json").read_text(encoding="utf-8"))

@@ -1,0 +1,189 @@
+"""Process-level tests of ``accumopt study run`` / ``study worker``: SIGKILL + resume, ``--jobs 2``, external workers.
+
+Every study here runs in real ``python -m optimizer.cli`` subprocesses on the planted store (``synth_db``) with a
+temporary SQLite (WAL) or journal-file storage. The heartbeat grace period is lowered to 3 s through
+``ACCUMOPT_HEARTBEAT_GRACE`` (read by ``optimizer.study.make_storage``; default 15 s) so that a trial left RUNNING
+by a killed process is declared stale within the test's time budget.
+
+Exactness: ``study run --jobs N`` and several ``study worker`` processes on one storage must end with exactly the
+requested number of finished (COMPLETE + PRUNED) trials; the tests assert exactness for both, plus no failed
+trial, no duplicate trial number and no "database is locked" on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from optimizer.study import make_storage
+
+pytestmark = pytest.mark.slow
+
+GRACE = 3  # seconds; see the module docstring
+
+SPEC = """
+[study]
+name = "{name}"
+[data]
+universe = "tier1+3"
+[space]
+variant = {{ type = "categorical", choices = ["A", "B", "C", "D", "vw_flow", "blended"] }}
+w_short = {{ type = "float", low = 0.40, high = 0.70, step = 0.05 }}
+w_lit = {{ type = "float", low = 0.20, high = 0.40, step = 0.05 }}
+w_price = {{ type = "float", low = 0.10, high = 0.20, step = 0.05 }}
+z_window = {{ type = "categorical", choices = [10, 15, 20, 30] }}
+buy_threshold = {{ type = "int", low = 60, high = 80, step = 5 }}
+sell_threshold = {{ type = "int", low = 20, high = 40, step = 5 }}
+exit = {{ type = "categorical", choices = ["fixed_10d", "first_dist", "2x_consec_dist", "hybrid_20d", "score_decay"] }}
+time_stop = 20
+[cv]
+n_splits = 3
+[objective]
+name = "composite_rank_excess"
+min_trades = 5
+[sampler]
+name = "tpe"
+seed = 5
+n_startup_trials = 8
+[pruner]
+{pruner}
+[run]
+n_trials = {n_trials}
+"""
+
+
+def _spec(tmp_path: Path, name: str, n_trials: int, pruner: str = 'name = "none"') -> Path:
+    p = tmp_path / f"{name}.toml"
+    p.write_text(SPEC.format(name=name, n_trials=n_trials, pruner=pruner), encoding="utf-8")
+    return p
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("ACCUMOPT_STORAGE", "ACCUMOPT_DB")}
+    env["ACCUMOPT_HEARTBEAT_GRACE"] = str(GRACE)
+    return env
+
+
+def _cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "optimizer.cli", *args]
+
+
+def _start(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
+    """Start a CLI subprocess, its stdout and stderr to files (no pipe can fill up and block it)."""
+    return subprocess.Popen(_cmd(*args), cwd=cwd, env=_env(), stdin=subprocess.DEVNULL,
+                            stdout=open(log.with_suffix(".out"), "w"), stderr=open(log.with_suffix(".err"), "w"))
+
+
+def _finish(p: subprocess.Popen, log: Path, timeout: float = 120) -> tuple[str, str]:
+    try:
+        p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        raise
+    out, err = log.with_suffix(".out").read_text(), log.with_suffix(".err").read_text()
+    assert p.returncode == 0, f"exit {p.returncode}\n{out}\n{err}"
+    return out, err
+
+
+def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    """The trials as a fresh process sees them (new storage object: no cache)."""
+    try:
+        return optuna.load_study(study_name=name, storage=make_storage(url, heartbeat=False)).get_trials(deepcopy=False)
+    except KeyError:  # the study is not created yet
+        return []
+
+
+def _assert_clean(trials, n: int, *stderrs: str, failed: tuple[int, ...] = ()) -> None:
+    """Unique, contiguous trial numbers; exactly ``n`` finished; FAIL only for ``failed``; clean stderr."""
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers)) and sorted(numbers) == list(range(len(numbers)))
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == n, [(t.number, t.state.name) for t in trials]
+    assert sorted(t.number for t in trials if t.state == TrialState.FAIL) == sorted(failed)
+    for err in stderrs:
+        assert "database is locked" not in err and "Traceback" not in err, err
+
+
+# ------------------------------------------------------------------------------------------------ SIGKILL + resume
+def test_sigkill_then_resume_keeps_completed_trials_and_fails_the_killed_one(synth_db, tmp_path):
+    n = 30
+    spec = _spec(tmp_path, "killme", n)
+    url = f"sqlite:///{tmp_path / 'kill.db'}"
+    args = ["study", "run", str(spec), "--db", str(synth_db), "--storage", url, "--format", "json"]
+    p = _start(args, tmp_path, tmp_path / "first")
+    deadline = time.monotonic() + 90
+    before: list = []
+    try:
+        while time.monotonic() < deadline and p.poll() is None:
+            before = _trials(url, "killme")
+            done = sum(t.state == TrialState.COMPLETE for t in before)
+            if done >= 3 and any(t.state == TrialState.RUNNING for t in before):
+                break
+            time.sleep(0.05)
+        assert p.poll() is None, "the study finished before it could be killed; raise n_trials"
+        os.kill(p.pid, signal.SIGKILL)
+    finally:
+        p.wait(timeout=30)
+    assert p.returncode == -signal.SIGKILL
+    after_kill = {t.number: t for t in _trials(url, "killme")}
+    complete_before = {t.number: t.value for t in before if t.state == TrialState.COMPLETE}
+    running = [num for num, t in after_kill.items() if t.state == TrialState.RUNNING]
+    assert len(complete_before) >= 3 and len(running) == 1, [(t.number, t.state.name) for t in after_kill.values()]
+    assert len(after_kill) < n
+
+    time.sleep(GRACE + 1)  # the killed trial's heartbeat is now stale
+    out, err = _finish(_start(args, tmp_path, tmp_path / "resume"), tmp_path / "resume")
+    final = _trials(url, "killme")
+    _assert_clean(final, n, err, failed=tuple(running))
+    byn = {t.number: t for t in final}
+    for num, value in complete_before.items():  # nothing completed before the kill was lost or redone
+        assert byn[num].state == TrialState.COMPLETE and byn[num].value == value
+    killed = byn[running[0]]
+    assert killed.state == TrialState.FAIL  # heartbeat stale -> FAIL, never counted as finished
+    # the heartbeat callback re-queued the killed trial's parameters (those suggested before the kill: it may have
+    # died in the middle of suggesting) and the resumed run evaluated them
+    retries = [t for t in final if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert killed.params.items() <= retries[0].params.items(), (killed.params, retries[0].params)
+    assert json.loads(out)["complete"] == n
+
+
+# ------------------------------------------------------------------------------------------------ workers
+def test_jobs_2_finishes_exactly_n_trials(synth_db, tmp_path):
+    n = 12
+    spec = _spec(tmp_path, "jobs2", n, pruner='name = "median"\nn_startup_trials = 4')
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    out, err = _finish(_start(["study", "run", str(spec), "--db", str(synth_db), "--storage", url, "--jobs", "2",
+                               "--format", "json"], tmp_path, tmp_path / "jobs"), tmp_path / "jobs")
+    trials = _trials(url, "jobs2")
+    _assert_clean(trials, n, err)
+    assert len(trials) == n
+    res = json.loads(out)
+    assert res["complete"] + res["pruned"] == n and res["failed"] == 0
+    # both forked workers ran trials: their sampler seeds differ, so no configuration was drawn twice
+    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == n
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_two_external_workers_share_one_study(synth_db, tmp_path, kind):
+    n = 10
+    spec = _spec(tmp_path, "shared", n)
+    url = f"sqlite:///{tmp_path / 'w.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'w.journal'}"
+    # the study exists first (as when workers join a `study run`); then two workers join it at once
+    _finish(_start(["study", "run", str(spec), "--db", str(synth_db), "--storage", url, "--n-trials", "1"],
+                   tmp_path, tmp_path / "create"), tmp_path / "create")
+    args = ["study", "worker", str(spec), "--db", str(synth_db), "--storage", url, "--format", "json"]
+    procs = [_start(args, tmp_path, tmp_path / f"w{i}") for i in range(2)]
+    errs = [_finish(p, tmp_path / f"w{i}")[1] for i, p in enumerate(procs)]
+    trials = _trials(url, "shared")
+    _assert_clean(trials, n, *errs)

@@ -1,0 +1,373 @@
+"""Integration tests of the walk-forward loop (optimizer/walkforward.py) on synthetic stores built here.
+
+Each store goes through the real path (``synth_to_db``: raw files -> ingest -> daily_metrics). Studies live in
+Optuna journal files under tmp (several times faster than SQLite on a loaded disk; the CLI test uses SQLite).
+
+Settings and why (measured outside pytest, studies/demo.toml, default synth = 33 symbols 2023-01-03..2024-12-31,
+reserve 20 %, 7 windows of train 6 / test 2 months):
+
+* planted market: ``effect=3.0``. At effect 2.0 the OOS excess t was 1.2-2.2 with 10-40 trials per window
+  (seed 7), too close to the t > 2 gate for a robust test. At 3.0 with 20 trials per window, seeds 1-6 gave
+  t = 3.2, 3.5, 5.6, 5.7, 5.6, 5.4, PSR >= 0.998, PBO 0.05-0.29: all supported (seed 5 is used: t 5.6).
+* null market (``effect=0``: the planted market's flows, no drift), 20 trials: seeds 1-6 never supported,
+  t between -2.2 and +0.1, PBO 0.50-0.65 (0.45 for seed 2 with 30 trials); seeds 5, 6: PBO 0.65, 0.57.
+* real prices with the order of days permuted + null flows (seed 5), permutations 11-13: never supported,
+  t -0.9 to -2.4, 159-209 OOS trades.
+* mechanics tests (resume, final reserve, CLI) use 5 trials per window on a null store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+
+import optimizer.walkforward as wfmod
+from optimizer.data.synth import SynthConfig, synth_to_db
+from optimizer.spec import load_spec
+from optimizer.study import load_study_data
+from optimizer.walkforward import WalkForwardResult, run_walkforward, select_params
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "studies" / "demo.toml"
+REAL_PRICES = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "prices_daily.csv.gz"
+
+PLANTED_SEED = 5
+PLANTED_EFFECT = 3.0
+NULL_SEEDS = (5, 6)          # seed 5 = the planted market's flows without the drift
+N_TRIALS = 20                # per window, planted / null / real runs
+CHEAP_TRIALS = 5             # per window, mechanics tests (resume, reserve, CLI)
+BACKTEST_KEYS = (            # `accumopt backtest --format json` metric keys (optimizer/cli_engine.py)
+    "total_signals", "total_trades", "hit_rate", "avg_return", "median_return", "win_loss", "sharpe",
+    "portfolio_sharpe", "max_drawdown", "avg_hold_days", "signals_per_month", "false_positive_rate", "rank_score",
+    "avg_excess_return", "avg_benchmark_return", "closed_trades", "open_at_end",
+)
+
+
+# ---- fixtures ----------------------------------------------------------------------------------------------
+
+def _synth(root: Path, **cfg) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    db = root / "m.duckdb"
+    out = synth_to_db(SynthConfig(**cfg), root / "raw", db)
+    assert all(v["rows_rejected"] == 0 for v in out["ingest"].values())
+    return db
+
+
+def _journal(path: Path) -> str:
+    return f"journal:{path}"
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return load_spec(DEMO)
+
+
+@pytest.fixture(scope="module")
+def null_dbs(tmp_path_factory) -> dict[int, Path]:
+    base = tmp_path_factory.mktemp("wf_null")
+    return {s: _synth(base / f"seed{s}", seed=s, effect=0.0) for s in NULL_SEEDS}
+
+
+@pytest.fixture(scope="module")
+def cheap_db(null_dbs) -> Path:
+    """Any store will do for the mechanics tests: reuse a null one."""
+    return null_dbs[NULL_SEEDS[-1]]
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory, spec):
+    """One walk-forward on the planted market, recording every panel a study (or the PBO re-run) was given."""
+    base = tmp_path_factory.mktemp("wf_planted")
+    db = _synth(base, seed=PLANTED_SEED, effect=PLANTED_EFFECT)
+    seen: list[dict] = []
+    real_prepare, real_run_study = wfmod.prepare_data, wfmod.run_study
+
+    def prepare(spec_, panel, lo, hi, *a, **k):
+        data = real_prepare(spec_, panel, lo, hi, *a, **k)
+        seen.append({"kind": "prepare", "lo": lo, "hi": hi, "rows": len(data.panel.dates),
+                     "last": pd.Timestamp(data.panel.dates[-1]), "folds_end": max(f.data_end for f in data.folds),
+                     "data_hi": data.hi})
+        return data
+
+    def run_study(spec_, db_, storage_url=None, *, data=None, extra_attrs=None, **k):
+        seen.append({"kind": "run_study", "rows": len(data.panel.dates), "last": pd.Timestamp(data.panel.dates[-1]),
+                     "extra": dict(extra_attrs or {})})
+        return real_run_study(spec_, db_, storage_url, data=data, extra_attrs=extra_attrs, **k)
+
+    storage = _journal(base / "studies.log")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(wfmod, "prepare_data", prepare)
+        mp.setattr(wfmod, "run_study", run_study)
+        res = run_walkforward(spec, db, storage, n_trials=N_TRIALS, out_dir=base / "out")
+    panel, reserve = load_study_data(spec, db)
+    return {"result": res, "db": db, "storage": storage, "seen": seen, "dates": pd.DatetimeIndex(panel.dates),
+            "reserve": reserve, "out": base / "out"}
+
+
+# ---- 1. planted edge ---------------------------------------------------------------------------------------
+
+def test_planted_edge_is_supported_out_of_sample(planted):
+    res: WalkForwardResult = planted["result"]
+    assert len(res.windows) >= 6
+    assert res.oos["avg_excess_return"] > 0
+    assert res.oos["excess_t"] > 2.0 and res.oos["closed_trades"] >= 30
+    assert res.stats["psr"] >= 0.95 and res.stats["pbo"] < 0.5
+    assert res.verdict.supported, res.verdict.line
+    assert res.to_dict()["verdict"] == "supported"
+
+
+def test_oos_is_the_stitch_of_the_windows(planted):
+    """The stitched OOS excess is the trade-weighted mean of the windows' OOS excess; trade counts add up; the 1x
+    cost-stress row re-evaluates the same trades, and each extra multiple of costs takes about 2 x the per-side
+    cost off every trade (the benchmark is gross of costs, so costs are not cancelled by it)."""
+    res = planted["result"]
+    n = np.array([w.oos_metrics["closed_trades"] for w in res.windows])
+    ex = np.array([w.oos_metrics["avg_excess_return"] for w in res.windows])
+    assert res.oos["closed_trades"] == n.sum() == sum(w.excess.size for w in res.windows)
+    assert res.oos["avg_excess_return"] == pytest.approx(float((n * ex).sum() / n.sum()), rel=1e-9, abs=1e-12)
+    cs = {row["multiplier"]: row for row in res.stats["cost_stress"]}
+    assert cs[1.0]["avg_excess_return"] == pytest.approx(res.oos["avg_excess_return"], rel=1e-9, abs=1e-12)
+    assert cs[1.0]["trades"] == res.oos["closed_trades"]
+    per_side = (1.0 + 5.0) / 1e4  # demo costs: 1 bp commission + 5 bp slippage per side
+    for k in (2.0, 3.0):
+        assert cs[k]["trades"] == cs[1.0]["trades"]  # costs do not change the signals, only the net returns
+        drop = cs[1.0]["avg_excess_return"] - cs[k]["avg_excess_return"]
+        assert drop == pytest.approx(2 * (k - 1) * per_side, rel=0.25)
+
+
+# ---- 4. no test / reserve session reaches a study ------------------------------------------------------------
+
+def test_no_test_window_data_reaches_any_study(planted):
+    res, seen, dates, reserve = planted["result"], planted["seen"], planted["dates"], planted["reserve"]
+    storage = wfmod.make_storage(planted["storage"])
+    for w in res.windows:
+        st = optuna.load_study(study_name=w.study_name, storage=storage)
+        test_start = pd.Timestamp(w.test_dates[0])
+        assert pd.Timestamp(st.user_attrs["last_session_seen"]) < test_start
+        assert pd.Timestamp(st.user_attrs["last_session_seen"]) == pd.Timestamp(w.train_dates[1])
+        assert w.window.train_end <= w.window.test_start
+    prepares = [s for s in seen if s["kind"] == "prepare"]
+    studies = [s for s in seen if s["kind"] == "run_study"]
+    assert len(studies) == len(res.windows) and len(prepares) >= len(res.windows)
+    by_train_end = {w.window.train_end: w for w in res.windows}
+    for s in prepares:  # window studies and the PBO re-runs
+        w = by_train_end[s["hi"]]
+        assert s["rows"] == s["hi"] == s["data_hi"] and s["folds_end"] <= s["hi"]
+        assert s["last"] == dates[w.window.train_end - 1] < dates[w.window.test_start]
+        assert s["last"] < dates[reserve]
+    for s, w in zip(studies, res.windows):
+        assert s["rows"] == w.window.train_end
+        assert s["last"] < pd.Timestamp(w.test_dates[0]) and s["last"] < dates[reserve]
+        assert s["extra"]["wf_test"] == list(w.test_dates)
+
+
+# ---- 5. final reserve ----------------------------------------------------------------------------------------
+
+def test_without_final_no_test_window_reaches_the_reserve(planted):
+    res, dates, reserve = planted["result"], planted["dates"], planted["reserve"]
+    assert not res.final
+    assert all(not w.in_reserve and w.window.test_end <= reserve for w in res.windows)
+    assert max(pd.Timestamp(w.test_dates[1]) for w in res.windows) < dates[reserve]
+    assert res.equity["date"].max() < dates[reserve]
+    assert len(res.trades) and res.trades["exit_idx"].max() < reserve  # every OOS trade closed before the reserve
+    log = optuna.load_study(study_name="demo-reserve-log", storage=wfmod.make_storage(planted["storage"]))
+    assert log.user_attrs.get("openings", []) == []  # not opened
+
+
+def test_final_opens_the_reserve_once_and_warns_on_reopening(spec, cheap_db, tmp_path):
+    storage = _journal(tmp_path / "final.log")
+    panel, reserve = load_study_data(spec, cheap_db)
+    dates = pd.DatetimeIndex(panel.dates)
+    with warnings.catch_warnings(record=True) as first:
+        warnings.simplefilter("always")
+        res = run_walkforward(spec, cheap_db, storage, final=True, n_trials=CHEAP_TRIALS, out_dir=None)
+    assert not [w for w in first if "already opened" in str(w.message)]
+    assert res.final and res.windows[-1].in_reserve
+    assert res.windows[-1].window.test_end == len(dates)  # the last window runs to the last session
+    assert any(w.window.test_start >= reserve for w in res.windows)
+    log = optuna.load_study(study_name="demo-reserve-log", storage=wfmod.make_storage(storage))
+    openings = log.user_attrs["openings"]
+    assert len(openings) == 1 and pd.Timestamp(openings[0]["reserve_start"]) == dates[reserve]
+    with pytest.warns(UserWarning, match="already opened"):
+        again = run_walkforward(spec, cheap_db, storage, final=True, n_trials=CHEAP_TRIALS, out_dir=None)
+    assert any("already opened" in m for m in again.warnings)
+    log = optuna.load_study(study_name="demo-reserve-log", storage=wfmod.make_storage(storage))
+    assert len(log.user_attrs["openings"]) == 2
+
+
+# ---- 6. resume -------------------------------------------------------------------------------------------------
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_without_reoptimizing_finished_windows(spec, cheap_db, tmp_path, monkeypatch):
+    storage = _journal(tmp_path / "resume.log")
+    real = wfmod._run_window
+    done: list = []
+
+    def once(*a, **k):
+        if done:
+            raise _Interrupted("killed during window 2")
+        done.append(real(*a, **k))
+        return done[-1]
+
+    monkeypatch.setattr(wfmod, "_run_window", once)
+    with pytest.raises(_Interrupted):
+        run_walkforward(spec, cheap_db, storage, n_trials=CHEAP_TRIALS, out_dir=None)
+    first = done[0]
+    st = wfmod.make_storage(storage)
+    trials0 = optuna.load_study(study_name=first.study_name, storage=st).get_trials(deepcopy=False)
+    assert len(trials0) == first.n_trials_tried >= CHEAP_TRIALS
+    names = [s.study_name for s in optuna.get_all_study_summaries(st)]
+    assert not any("-wf01-" in n for n in names)  # the second window never started
+
+    monkeypatch.setattr(wfmod, "_run_window", real)
+    res = run_walkforward(spec, cheap_db, storage, n_trials=CHEAP_TRIALS, out_dir=None)
+    again = optuna.load_study(study_name=first.study_name, storage=wfmod.make_storage(storage)).get_trials(deepcopy=False)
+    assert [(t.number, t.datetime_start) for t in again] == [(t.number, t.datetime_start) for t in trials0]
+    w0 = res.windows[0]
+    assert w0.study_name == first.study_name and w0.params == first.params
+    assert w0.oos_metrics == first.oos_metrics and w0.is_metrics == first.is_metrics
+    np.testing.assert_array_equal(w0.excess, first.excess)
+    assert len(res.windows) > 1
+
+
+# ---- 7. result shape and files ------------------------------------------------------------------------------
+
+def test_result_dict_has_the_documented_keys_and_summary_csv(planted, spec):
+    res, out = planted["result"], planted["out"]
+    d = res.to_dict()
+    json.dumps(d, allow_nan=False)  # NaN/inf cleaned to null
+    for k in ("windows", "oos", "dsr", "psr", "pbo", "degradation", "verdict"):
+        assert k in d
+    assert d["verdict"] in ("supported", "not supported")
+    assert set(BACKTEST_KEYS) <= set(d["oos"]) and "avg_excess_return" in d["oos"]
+    assert 0.0 <= d["psr"] <= 1.0 and 0.0 <= d["pbo"] <= 1.0 and 0.0 <= d["dsr"] <= 1.0
+    space = set(spec.param_names)
+    for w in d["windows"]:
+        assert {"train", "test", "best_params", "in_sample", "out_of_sample"} <= set(w)
+        assert w["train"][0] <= w["train"][1] < w["test"][0] <= w["test"][1]
+        assert set(w["best_params"]) <= space and w["best_params"]
+        assert "avg_excess_return" in w["out_of_sample"] and "avg_excess_return" in w["in_sample"]
+    starts = [w["test"][0] for w in d["windows"]]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts)
+    csv = pd.read_csv(out / "walk_forward_summary.csv")
+    assert list(csv["window"]) == [w["index"] for w in d["windows"]]
+    assert list(csv["test_start"]) == starts
+    assert np.allclose(csv["oos_avg_excess_return"], [w["out_of_sample"]["avg_excess_return"] for w in d["windows"]])
+
+
+def test_cli_walkforward_json(cheap_db, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from optimizer.cli import main
+
+    monkeypatch.chdir(tmp_path)  # the command also writes output/walk_forward_summary.csv under the cwd
+    out = tmp_path / "run"
+    r = CliRunner().invoke(main, ["walkforward", str(DEMO), "--db", str(cheap_db), "--storage",
+                                  f"sqlite:///{tmp_path / 'cli.db'}", "--n-trials", "5", "--format", "json",
+                                  "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    for k in ("windows", "oos", "dsr", "psr", "pbo", "degradation", "verdict"):
+        assert k in d
+    assert d["verdict"] in ("supported", "not supported") and len(d["windows"]) >= 2
+    assert all(w["n_trials_tried"] >= 5 for w in d["windows"])
+    assert json.loads((out / "result.json").read_text())["oos"] == d["oos"]
+    assert (tmp_path / "output" / "walk_forward_summary.csv").exists()
+
+
+# ---- 2. null market ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", NULL_SEEDS)
+def test_null_market_is_not_supported_and_overfits(spec, null_dbs, tmp_path, seed):
+    res = run_walkforward(spec, null_dbs[seed], _journal(tmp_path / "null.log"), n_trials=N_TRIALS, out_dir=None)
+    assert not res.verdict.supported, res.verdict.line
+    assert res.oos["closed_trades"] >= 30  # decided by the edge, not by a lack of trades
+    assert res.oos["excess_t"] < 2.0
+    assert res.stats["pbo"] >= 0.4  # in-sample winners are no better than the rest out of sample
+
+
+# ---- 3. real prices, days permuted, null flows ---------------------------------------------------------------
+
+def _permuted_prices(src: Path, dst: Path, start: str, end: str, seed: int) -> Path:
+    """Real bars of ``src`` in [start, end] (without ^VIX), with the ORDER OF DAYS permuted by one permutation
+    shared by all symbols: each day keeps its cross-section (overnight gap, intraday return, high/low extension,
+    volume) but follows a random day, so past prices predict nothing. Paths are rebuilt from the first close."""
+    df = pd.read_csv(src, usecols=["date", "symbol", "open", "high", "low", "close", "volume"])
+    df = df.loc[(df["symbol"] != "^VIX") & (df["date"] >= start) & (df["date"] <= end)]
+    wide = {c: df.pivot(index="date", columns="symbol", values=c).sort_index() for c in ("open", "high", "low", "close", "volume")}
+    o, h, lo_, c, v = (wide[k].to_numpy(float) for k in ("open", "high", "low", "close", "volume"))
+    assert np.isfinite(c).all()
+    gap = np.log(o[1:] / c[:-1])
+    intra = np.log(c[1:] / o[1:])
+    up = np.log(h / np.maximum(o, c))[1:]
+    dn = np.log(np.minimum(o, c) / lo_)[1:]
+    p = np.random.default_rng(seed).permutation(len(gap))
+    gap, intra, up, dn, vol = gap[p], intra[p], up[p], dn[p], v[1:][p]
+    logc = np.log(c[0]) + np.cumsum(gap + intra, axis=0)
+    new_c = np.vstack([c[:1], np.exp(logc)])
+    new_o = np.vstack([o[:1], np.exp(np.log(new_c[:-1]) + gap)])
+    new_h = np.vstack([h[:1], np.maximum(new_o[1:], new_c[1:]) * np.exp(up)])
+    new_l = np.vstack([lo_[:1], np.minimum(new_o[1:], new_c[1:]) * np.exp(-dn)])
+    new_v = np.vstack([v[:1], vol])
+    r = lambda a: np.round(a, 6)  # noqa: E731
+    oo, cc = r(new_o), r(new_c)
+    hh, ll = np.maximum(r(new_h), np.maximum(oo, cc)), np.minimum(r(new_l), np.minimum(oo, cc))
+    cols = wide["close"].columns
+    out = pd.concat([pd.DataFrame({"date": wide["close"].index, "symbol": s, "open": oo[:, j], "high": hh[:, j],
+                                   "low": ll[:, j], "close": cc[:, j], "volume": new_v[:, j].astype(np.int64)})
+                     for j, s in enumerate(cols)], ignore_index=True)
+    out.sort_values(["date", "symbol"]).to_csv(dst, index=False)
+    return dst
+
+
+def test_real_prices_permuted_with_null_flows_is_not_supported(spec, tmp_path):
+    if not REAL_PRICES.is_file():
+        pytest.skip(f"real prices absent: {REAL_PRICES}")
+    start, end = "2023-01-03", "2024-12-31"
+    csv = _permuted_prices(REAL_PRICES, tmp_path / "permuted.csv", start, end, seed=11)
+    db = _synth(tmp_path / "m", seed=5, effect=0.0, prices_file=str(csv), start=start, end=end)
+    res = run_walkforward(spec, db, _journal(tmp_path / "real.log"), n_trials=N_TRIALS, out_dir=None)
+    assert not res.verdict.supported, res.verdict.line
+    assert res.oos["closed_trades"] >= 30
+    assert res.oos["excess_t"] < 2.0
+
+
+# ---- select_params -------------------------------------------------------------------------------------------
+
+def _study_with(values: list[tuple[dict, float]]) -> optuna.Study:
+    dists = {"a": optuna.distributions.FloatDistribution(0.0, 1.0),
+             "exit": optuna.distributions.CategoricalDistribution(["x", "y"])}
+    st = optuna.create_study(direction="maximize")
+    for params, v in values:
+        st.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=v))
+    return st
+
+
+def test_select_params_best_and_robust_plateau():
+    # a lucky spike at a=0.9 (exit x, lone) vs a plateau around a=0.2 (exit y)
+    vals = [({"a": 0.9, "exit": "x"}, 10.0), ({"a": 0.85, "exit": "x"}, 0.0), ({"a": 0.95, "exit": "x"}, -1.0),
+            ({"a": 0.2, "exit": "y"}, 8.0), ({"a": 0.22, "exit": "y"}, 7.5), ({"a": 0.18, "exit": "y"}, 7.8),
+            ({"a": 0.25, "exit": "y"}, 7.0)]
+    st = _study_with(vals)
+    assert select_params(st, "best").params == {"a": 0.9, "exit": "x"}
+    assert select_params(st, "robust", top_k=5).params == {"a": 0.2, "exit": "y"}
+
+
+def test_select_params_robust_separates_categories():
+    # same numeric value, different category: the neighbours of the spike are its category mates, which score low
+    vals = [({"a": 0.5, "exit": "x"}, 10.0), ({"a": 0.5, "exit": "x"}, -5.0), ({"a": 0.5, "exit": "x"}, -6.0),
+            ({"a": 0.5, "exit": "y"}, 9.0), ({"a": 0.5, "exit": "y"}, 8.5), ({"a": 0.5, "exit": "y"}, 8.0)]
+    st = _study_with(vals)
+    assert select_params(st, "robust", top_k=3).params == {"a": 0.5, "exit": "y"}
+    assert math.isfinite(st.best_value)
