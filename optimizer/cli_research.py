@@ -115,7 +115,7 @@ def sandbox_cmd(ticker, start, end, z_window, out, db):
 
 @click.command("demo")
 @click.option("--out", "out_root", default="output", show_default=True, help="Root directory; data, studies and reports go to <OUT>/demo/.")
-@click.option("--effect", default=2.0, show_default=True, type=float, help="Planted effect of the synthetic market (0 = null).")
+@click.option("--effect", default=3.0, show_default=True, type=float, help="Planted effect of the synthetic market (0 = a null market: the verdict should be not supported).")
 @click.option("--seed", default=7, show_default=True, type=int, help="Seed of the synthetic market.")
 @click.option("--fresh", is_flag=True, help="Delete earlier demo studies and data first.")
 def demo_cmd(out_root, effect, seed, fresh):

@@ -26,7 +26,7 @@ def _spec(name: str):
     return load_spec(p)
 
 
-def run_demo(out_root: Path, effect: float = 2.0, seed: int = 7, fresh: bool = False, console: Console | None = None,
+def run_demo(out_root: Path, effect: float = 3.0, seed: int = 7, fresh: bool = False, console: Console | None = None,
              progress: bool = False) -> dict:
     from .data.synth import SynthConfig, synth_to_db
     from .study import run_study

@@ -285,7 +285,7 @@ class _BudgetRDBStorage(optuna.storages.RDBStorage):
         from optuna.storages._rdb import models
 
         trial = super()._get_prepared_new_trial(study_id, template_trial, session)
-        if False and template_trial is None and self.heartbeat_interval is not None:
+        if template_trial is None and self.heartbeat_interval is not None:
             session.add(models.TrialHeartbeatModel(trial_id=trial.trial_id))  # DB server time, like every beat
         budget = self._budgets.get(study_id)
         if template_trial is None and budget is not None:
@@ -408,6 +408,7 @@ def open_study(spec: StudySpec, storage, data: StudyData, name: str | None = Non
     A resumed study's sampler is seeded with ``seed + number of trials already stored (+ seed_offset)``: reusing
     the seed would re-draw the parameters of the study's first trials.
     """
+    asked = name
     name = name or spec.run.study_name or spec.name
     pruner = build_pruner(spec.pruner.name, spec.pruner.options)
     directions = list(spec.objective.directions)
@@ -428,8 +429,11 @@ def open_study(spec: StudySpec, storage, data: StudyData, name: str | None = Non
                                         "refusing to mix trials. Use --new-name")
             st.sampler = _sampler(spec, len(st.get_trials(deepcopy=False)) + seed_offset)
             return st
-    st = optuna.create_study(study_name=name, storage=storage, sampler=_sampler(spec, seed_offset), pruner=pruner,
-                             directions=directions)
+    try:
+        st = optuna.create_study(study_name=name, storage=storage, sampler=_sampler(spec, seed_offset), pruner=pruner,
+                                 directions=directions)
+    except optuna.exceptions.DuplicatedStudyError:  # another worker created it since the listing above: join it
+        return open_study(spec, storage, data, asked, new_name, extra_attrs, seed_offset)
     obj = TrialObjective(data).objective
     st.set_metric_names(obj.metric_names)
     d0, d1 = data.train_dates

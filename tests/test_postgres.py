@@ -367,3 +367,27 @@ def test_two_workers_on_journal_file_finish_exactly_n_trials(study_data, spec_pa
     # no heartbeat on a journal: the first worker out stops at once, the other's last trial may still run
     assert max(o["complete"] + o["pruned"] for o in outs) == N_TRIALS
     assert all(o["failed"] == 0 and o["complete"] + o["pruned"] + o["running"] <= N_TRIALS for o in outs), outs
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+def test_trial_killed_before_its_first_heartbeat_still_goes_stale(pg_url):
+    """Optuna never marks a RUNNING trial WITHOUT a heartbeat row stale; a worker killed between ``ask`` and its
+    heartbeat thread's first beat (or right after popping a WAITING trial) left a trial RUNNING forever, and the
+    other workers waited for it. The storage now writes the first beat with the trial (and on the pop)."""
+    storage = make_storage(pg_url, grace_period=2)  # heartbeat every 1 s, stale after 2 s
+    study = optuna.create_study(study_name="first_beat", storage=storage)
+    study.enqueue_trial({"x": 0.25})
+    popped = study.ask()  # the enqueued WAITING trial -> RUNNING
+    fresh = study.ask()  # a new trial
+    assert popped.number == 0 and fresh.number == 1
+    # ... and the worker dies here: no heartbeat thread ever ran for either trial
+    optuna.storages.fail_stale_trials(study)
+    assert [t.state for t in study.get_trials()] == [TrialState.RUNNING] * 2  # not stale yet: beats are fresh
+    time.sleep(3.2)
+    optuna.storages.fail_stale_trials(study)
+    trials = study.get_trials()
+    assert [t.state for t in trials[:2]] == [TrialState.FAIL] * 2
+    # each is queued again once (RetryHeartbeatStaleTrialCallback, max_retry=1), the popped one with its params
+    retries = {t.system_attrs["failed_trial"]: t for t in trials[2:]}
+    assert sorted(retries) == [0, 1] and all(t.state == TrialState.WAITING for t in retries.values())
+    assert retries[0].params == {"x": 0.25} or retries[0].system_attrs.get("fixed_params") == {"x": 0.25}

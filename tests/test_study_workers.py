@@ -122,24 +122,29 @@ def test_sigkill_then_resume_keeps_completed_trials_and_fails_the_killed_one(syn
     args = ["study", "run", str(spec), "--db", str(synth_db), "--storage", url, "--format", "json"]
     p = _start(args, tmp_path, tmp_path / "first")
     deadline = time.monotonic() + 90
-    before: list = []
+    killed_at: list = []
     try:
-        while time.monotonic() < deadline and p.poll() is None:
-            before = _trials(url, "killme")
-            done = sum(t.state == TrialState.COMPLETE for t in before)
-            if done >= 3 and any(t.state == TrialState.RUNNING for t in before):
-                break
+        while time.monotonic() < deadline and p.poll() is None and not killed_at:
+            if sum(t.state == TrialState.COMPLETE for t in _trials(url, "killme")) >= 3:
+                os.kill(p.pid, signal.SIGSTOP)  # freeze it: the snapshot below is exactly the state at the kill
+                snap = _trials(url, "killme")
+                if any(t.state == TrialState.RUNNING for t in snap):
+                    os.kill(p.pid, signal.SIGKILL)
+                    killed_at = snap
+                else:  # between two trials: let it start the next one
+                    os.kill(p.pid, signal.SIGCONT)
             time.sleep(0.05)
-        assert p.poll() is None, "the study finished before it could be killed; raise n_trials"
-        os.kill(p.pid, signal.SIGKILL)
+        assert killed_at, "the study finished before it could be killed in a trial; raise n_trials"
     finally:
+        if p.poll() is None and not killed_at:
+            p.kill()
         p.wait(timeout=30)
     assert p.returncode == -signal.SIGKILL
-    after_kill = {t.number: t for t in _trials(url, "killme")}
-    complete_before = {t.number: t.value for t in before if t.state == TrialState.COMPLETE}
-    running = [num for num, t in after_kill.items() if t.state == TrialState.RUNNING]
-    assert len(complete_before) >= 3 and len(running) == 1, [(t.number, t.state.name) for t in after_kill.values()]
-    assert len(after_kill) < n
+    assert {t.number: t.state for t in _trials(url, "killme")} == {t.number: t.state for t in killed_at}
+    complete_before = {t.number: t.value for t in killed_at if t.state == TrialState.COMPLETE}
+    running = [t.number for t in killed_at if t.state == TrialState.RUNNING]
+    assert len(complete_before) >= 3 and len(running) == 1, [(t.number, t.state.name) for t in killed_at]
+    assert len(killed_at) < n
 
     time.sleep(GRACE + 1)  # the killed trial's heartbeat is now stale
     out, err = _finish(_start(args, tmp_path, tmp_path / "resume"), tmp_path / "resume")
