@@ -185,6 +185,9 @@ def make_storage(url: str | None, heartbeat: bool = True, grace_period: int | No
     ``journal:PATH`` selects Optuna's journal-file storage (no heartbeat: a killed trial stays RUNNING, it is
     never counted as finished). ``sqlite:///:memory:`` (or ``sqlite://``) is an in-process InMemoryStorage:
     visible to this process only, so no heartbeat and no worker processes.
+    ``postgresql://`` URLs get an explicit installed driver (``_rdb_url``). RDB and journal storages hold an
+    exact per-study trial budget that ``run_study`` sets (``_BudgetRDBStorage``, ``_BudgetJournalStorage``: the
+    journal one locks ``PATH.budget.lock``), so any number of workers on any machines end with exactly N trials.
     """
     url = url or os.environ.get("ACCUMOPT_STORAGE") or DEFAULT_STORAGE
     if url in ("sqlite:///:memory:", "sqlite://"):
@@ -230,21 +233,21 @@ def _grace_period(value: int | None) -> int:
 
 
 def _rdb_url(url: str) -> str:
-    """``postgresql://`` with the psycopg2 driver when psycopg 3 is absent.
+    """A bare ``postgresql://`` / ``postgres://`` URL with an explicit, installed driver (psycopg2 first).
 
-    SQLAlchemy >= 2.1 maps a bare ``postgresql://`` (and no longer accepts ``postgres://``) to psycopg 3,
-    while the ``postgres`` extra installs psycopg2-binary: without this, every PostgreSQL URL fails to import.
+    SQLAlchemy >= 2.1 maps a bare ``postgresql://`` to psycopg 3 (and rejects ``postgres://``), while the
+    ``postgres`` extra installs psycopg2-binary: without this, every PostgreSQL URL failed to import its driver.
+    A URL naming its driver (``postgresql+psycopg://``) is left alone.
     """
     import importlib.util
 
     head, sep, rest = url.partition("://")
     if sep and head in ("postgresql", "postgres"):
-        if importlib.util.find_spec("psycopg") is not None:
-            return f"postgresql://{rest}"
-        if importlib.util.find_spec("psycopg2") is None:
-            raise AccumoptError(f"storage {head}://...: no PostgreSQL driver; install it with "
-                                "`pip install 'accumopt[postgres]'` (psycopg2-binary)")
-        return f"postgresql+psycopg2://{rest}"
+        for module, driver in (("psycopg2", "psycopg2"), ("psycopg", "psycopg")):
+            if importlib.util.find_spec(module) is not None:
+                return f"postgresql+{driver}://{rest}"
+        raise AccumoptError(f"storage {head}://...: no PostgreSQL driver is installed; "
+                            "install it with `pip install 'accumopt[postgres]'` (psycopg2-binary)")
     return url
 
 

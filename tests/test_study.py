@@ -37,7 +37,7 @@ import optimizer
 from optimizer.cli import main as cli_main
 from optimizer.engine.evaluate import Evaluator
 from optimizer.engine.simulate import Span
-from optimizer.errors import SpecError
+from optimizer.errors import ParameterError, SpecError
 from optimizer.space import params_to_config, suggest
 from optimizer.spec import parse_spec
 from optimizer.study import (
@@ -163,7 +163,7 @@ def test_in_memory_storage_runs_a_study_in_process(synth_db):
     res = run_study(spec, synth_db, "sqlite:///:memory:")
     assert res.counts["complete"] == 6 and res.counts["failed"] == 0
     assert isinstance(make_storage("sqlite:///:memory:"), optuna.storages.InMemoryStorage)
-    with pytest.raises(optimizer.errors.ParameterError, match="jobs must be 1"):
+    with pytest.raises(ParameterError, match="jobs must be 1"):
         run_study(spec, synth_db, "sqlite:///:memory:", jobs=2)
 
 
@@ -382,7 +382,6 @@ def test_stored_trial_value_reproduces_exactly(cli_study, synth_db):
 
 
 def test_cli_replay_reproduces_the_stored_value(cli_study, synth_db):
-    pytest.importorskip("optimizer.replay", reason="optimizer/replay.py (study replay) is not in the tree yet")
     st = optuna.load_study(study_name="cli", storage=cli_study["url"])
     best = st.best_trial
     res = _cli("study", "replay", "cli", str(best.number), "--storage", cli_study["url"], "--db", str(synth_db),
@@ -397,3 +396,39 @@ def test_cli_delete_without_yes_on_non_tty_refuses(cli_study):
     res = _cli("study", "delete", "cli", "--storage", url, cwd=root)  # CliRunner's stdin is not a tty
     assert res.exit_code == 2 and "--yes" in res.output
     assert "cli" in [s.study_name for s in optuna.get_all_study_summaries(url)]
+
+
+# ------------------------------------------------------------------------------------------------ storage details
+def test_heartbeat_grace_period_parameter_and_env(tmp_path, monkeypatch):
+    url = _sqlite(tmp_path)
+    monkeypatch.delenv("ACCUMOPT_HEARTBEAT_GRACE", raising=False)
+    st = make_storage(url)
+    assert (st.grace_period, st.heartbeat_interval) == (15, 5)  # the documented default
+    assert (make_storage(url, grace_period=6).grace_period, make_storage(url, grace_period=6).heartbeat_interval) == (6, 2)
+    monkeypatch.setenv("ACCUMOPT_HEARTBEAT_GRACE", "3")
+    st = make_storage(url)
+    assert (st.grace_period, st.heartbeat_interval) == (3, 1)
+    monkeypatch.setenv("ACCUMOPT_HEARTBEAT_GRACE", "soon")
+    with pytest.raises(ParameterError, match="ACCUMOPT_HEARTBEAT_GRACE.*'soon'"):
+        make_storage(url)
+    with pytest.raises(ParameterError, match="got 1"):
+        make_storage(url, grace_period=1)
+
+
+def test_open_study_joins_a_study_created_by_another_worker_meanwhile(synth_db, tmp_path, monkeypatch):
+    spec = parse_spec(spec_text("race", sampler="random", sampler_opts="", n_trials=2))
+    url = _sqlite(tmp_path)
+    data, _, _ = _data(spec, synth_db)
+    storage = make_storage(url, heartbeat=False)
+    first = open_study(spec, storage, data)
+    real = optuna.get_all_study_summaries
+    calls = []
+
+    def stale_listing(*args, **kwargs):  # the listing taken just before the other worker created the study
+        calls.append(1)
+        return [] if len(calls) == 1 else real(*args, **kwargs)
+
+    monkeypatch.setattr(optuna, "get_all_study_summaries", stale_listing)
+    second = open_study(spec, storage, data)  # create_study -> DuplicatedStudyError -> resume it
+    assert len(calls) == 2 and second._study_id == first._study_id
+    assert [s.study_name for s in real(storage)] == ["race"]
