@@ -202,7 +202,7 @@ def study_worker(spec, storage, n_trials, timeout, name, new_name, db, fmt):
     """Join a running study from another process or machine (same spec, same data, shared storage)."""
     from .study import run_study
 
-    res = run_study(_spec(spec), db, storage, n_trials=n_trials, timeout=timeout, name=name, new_name=new_name,
+    res = run_study(_spec(spec), db, storage, n_trials=n_trials, timeout=timeout, name=name, new_name=new_name, worker=True,
                     progress=_progress() and fmt == "table")
     _print_run(res, fmt)
 

@@ -215,10 +215,31 @@ def make_storage(url: str | None, heartbeat: bool = True, grace_period: int | No
 
             with sqlite3.connect(path, timeout=60) as c:
                 c.execute("PRAGMA journal_mode=WAL")
-        return _BudgetRDBStorage(
+        st = _BudgetRDBStorage(
             url, engine_kwargs={"connect_args": {"timeout": 60}}, skip_compatibility_check=False, **hb
         )
+        _sqlite_pragmas(st.engine)
+        return st
     return _BudgetRDBStorage(_rdb_url(url), **hb)
+
+
+def _sqlite_pragmas(engine) -> None:
+    """WAL + synchronous=NORMAL on every SQLite connection (an SQLAlchemy 'connect' listener).
+
+    In WAL mode, NORMAL syncs the WAL at checkpoints instead of at every commit: a committed trial survives a crash
+    or SIGKILL of the process (the WAL is in the OS page cache and is replayed on open); only a power loss can drop
+    the last commits. The file stays an ordinary SQLite database for optuna-dashboard and ``optuna.load_study``.
+    """
+    from sqlalchemy import event
+
+    def _pragmas(dbapi_con, record) -> None:
+        cur = dbapi_con.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    event.listen(engine, "connect", _pragmas)
+    engine.dispose()  # connections opened while creating the schema are reopened with the pragmas
 
 
 def _grace_period(value: int | None) -> int:
@@ -279,7 +300,41 @@ class _BudgetRDBStorage(optuna.storages.RDBStorage):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._budgets: dict[int, int] = {}
+        self._pending: list[tuple] = []
         super().__init__(*args, **kwargs)
+
+    # -- fewer commits: a trial's suggested params are written with its next write (a fold report, an attribute
+    # or its final state) in ONE transaction instead of one commit per suggest_* call. This process's trial cache
+    # holds them at once; other processes see them from the trial's first report on.
+    def _set_trial_param(self, trial_id, param_name, param_value_internal, distribution, previous_distribution):
+        self._pending.append((trial_id, param_name, param_value_internal, distribution, previous_distribution))
+
+    def _flush_params(self, session) -> None:
+        pending, self._pending = self._pending, []
+        for p in pending:
+            self._set_trial_param_without_commit(session, *p)
+
+    def set_trial_intermediate_value(self, trial_id, step, intermediate_value) -> None:
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        with _create_scoped_session(self.scoped_session, True) as session:
+            self._flush_params(session)
+            self._set_trial_intermediate_value_without_commit(session, trial_id, step, intermediate_value)
+
+    def set_trial_user_attr(self, trial_id, key, value) -> None:
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        with _create_scoped_session(self.scoped_session, True) as session:
+            self._flush_params(session)
+            self._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key, value)
+
+    def _flush_pending(self) -> None:
+        if self._pending:
+            from optuna.storages._rdb.storage import _create_scoped_session
+
+            with _create_scoped_session(self.scoped_session, True) as session:
+                self._flush_params(session)
 
     def set_trial_budget(self, study_id: int, budget: int | None) -> None:
         self._budgets[study_id] = budget
@@ -300,6 +355,7 @@ class _BudgetRDBStorage(optuna.storages.RDBStorage):
         return trial
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values=None) -> bool:
+        self._flush_pending()
         ok = super().set_trial_state_values(trial_id, state, values)
         if ok and state == TrialState.RUNNING and self.heartbeat_interval is not None:
             self.record_heartbeat(trial_id)  # a popped WAITING trial (retry, enqueued seed)

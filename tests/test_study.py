@@ -7,13 +7,13 @@ temporary SQLite files.
 * Planted effect: a seeded TPE study finds a best configuration in the planted family whose value beats the
   median of 30 random configurations.
 * Null market: the issue's literal criterion ("the best trial's fold values are not all > 0") is NOT used: with 40
-  trials over 3 folds, the best of 40 null configurations has all folds positive for ~7 of 16 sampler seeds (the
+  trials over 3 folds, the best of 40 null configurations has all folds positive for 7 of 17 sampler seeds (the
   winner's curse: selecting on the mean of 3 noisy folds favours configurations that were lucky in every fold).
   Instead the null winner is compared with the planted winner found by the same spec and seed: the planted winner
   is positive in every fold, the null winner's worst fold is below the planted winner's worst fold,
   and on the untouched final reserve (the last 20 % of sessions, never seen by the study) the null winner earns
-  less than the planted winner and less than its own in-sample mean (it does not hold up). These held for all 16
-  sampler seeds tried (0..15) on this store.
+  less than the planted winner and less than its own in-sample mean (it does not hold up). These held for all 17
+  sampler seeds tried (0..15 and the 42 used here) on this store.
 * Determinism, pruning (median pruner and min_trades), user attributes, the spec-hash guard and resume, in-memory
   storage, optuna-dashboard's study API, and the CLI (list/show/best -> backtest --params, replay, delete guard).
 """
