@@ -187,6 +187,8 @@ def _proto_storage(path: Path, batched: bool):
 def _storage(kind: str, tmp: Path):
     if kind == "tool_sqlite":
         return make_storage(f"sqlite:///{tmp / 'studies.db'}")
+    if kind == "tool_sqlite_workers":
+        return make_storage(f"sqlite:///{tmp / 'studies_workers.db'}")
     if kind in ("stock_sqlite", "stock_sqlite_real"):
         return optuna.storages.RDBStorage(f"sqlite:///{tmp / (kind + '.db')}")
     if kind == "tool_journal":
@@ -224,7 +226,14 @@ def run_one(kind: str, spec, data, n_trials: int, checkpoint: int, tmp: Path, pr
     t0 = time.perf_counter()
     if prof:
         prof.enable()
-    study.optimize(objective, n_trials=n_trials, catch=(), callbacks=[lambda s, t: stamps.append(time.perf_counter())])
+    stamp = lambda s, t: stamps.append(time.perf_counter())  # noqa: E731
+    if kind == "tool_sqlite":
+        # the tool's end-to-end single-worker path (run_study): in-process copy + one write-back per trial
+        from optimizer.study import _optimize_mirrored
+
+        _optimize_mirrored(study, storage, objective, n_trials, None, callbacks=[stamp])
+    else:  # tool_sqlite_workers: the multi-worker path, every call goes through the storage
+        study.optimize(objective, n_trials=n_trials, catch=(), callbacks=[stamp])
     if prof:
         prof.disable()
     secs = time.perf_counter() - t0
@@ -271,7 +280,7 @@ def run(n_trials: int = 1000, checkpoint: int = 200, context: bool = True, proto
     data = bench_data(spec)
     data.evaluator.features.warm()
     data_s = time.perf_counter() - t0
-    kinds = ["tool_sqlite", "stock_sqlite"]
+    kinds = ["tool_sqlite", "stock_sqlite", "tool_sqlite_workers"]
     if context:
         kinds += ["stock_sqlite_real", "tool_inmemory", "tool_journal"]
     if prototype:

@@ -399,6 +399,52 @@ class _BudgetJournalStorage(optuna.storages.JournalStorage):
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _optimize_mirrored(study: optuna.Study, storage: Any, objective: Callable, target: int, timeout: float | None,
+                       callbacks: list[Callable]) -> None:
+    """Single-worker fast path: run trials on an in-process copy of the stored study and write each finished
+    trial back to the storage in ONE transaction (params, fold reports, attributes, values, state).
+
+    The sampler and pruner read the in-memory copy, so a trial costs no storage reads and one write instead of a
+    round trip per suggest, report and attribute. Every finished trial is committed before the next one starts,
+    so a SIGKILL loses at most the running trial, which never reaches the storage (it is never counted).
+    Stored WAITING trials (enqueued seeds) run first and are completed in place. Used only when this process is
+    the study's only writer (``--jobs 1``, not ``study worker``); several workers go through the storage itself.
+    """
+    sid = storage.get_study_id_from_name(study.study_name)
+    local = optuna.create_study(storage=optuna.storages.InMemoryStorage(), sampler=study.sampler,
+                                pruner=study.pruner, directions=study.directions, study_name=study.study_name)
+    waiting: dict[int, int] = {}  # local trial number -> stored trial id of an enqueued (WAITING) trial
+    for t in study.get_trials(deepcopy=True):
+        if t.state == TrialState.RUNNING:
+            continue  # another writer's (or a stale) trial: not ours to run or count
+        if t.state == TrialState.WAITING:
+            waiting[len(local.get_trials(deepcopy=False))] = t._trial_id
+        local.add_trial(t)
+
+    def write_back(st: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
+        stored_id = waiting.pop(frozen.number, None)
+        if stored_id is None:
+            storage.create_new_trial(sid, template_trial=frozen)
+            return
+        storage.set_trial_state_values(stored_id, TrialState.RUNNING)  # the enqueued trial, completed in place
+        for k, d in frozen.distributions.items():
+            if k not in storage.get_trial(stored_id).params:
+                storage.set_trial_param(stored_id, k, d.to_internal_repr(frozen.params[k]), d)
+        for step, v in frozen.intermediate_values.items():
+            storage.set_trial_intermediate_value(stored_id, step, v)
+        for k, v in frozen.user_attrs.items():
+            storage.set_trial_user_attr(stored_id, k, v)
+        storage.set_trial_state_values(stored_id, frozen.state, frozen.values)
+
+    c = trial_counts(local)
+    remaining = target - c["complete"] - c["pruned"]
+    if remaining <= 0:
+        return
+    local.optimize(objective, n_trials=remaining + len(waiting), timeout=timeout, catch=(),
+                   callbacks=[write_back, optuna.study.MaxTrialsCallback(target, states=(TrialState.COMPLETE, TrialState.PRUNED)),
+                              *callbacks])
+
+
 def _optimize_budget(study: optuna.Study, storage: Any, objective: Callable, target: int, timeout: float | None,
                      callbacks: list[Callable], should_stop: Callable[[], bool] = lambda: False,
                      n_trials: int | None = None) -> None:
@@ -684,7 +730,12 @@ def run_study(
     except ValueError:  # not the main thread
         old = None
     try:
-        if remaining > 0 and jobs <= 1:
+        if remaining > 0 and jobs <= 1 and not worker and not isinstance(storage, optuna.storages.InMemoryStorage):
+            _optimize_mirrored(
+                study, storage, TrialObjective(data), target, timeout,
+                callbacks=[prog, _stopper, *(callbacks or [])],
+            )
+        elif remaining > 0 and jobs <= 1:
             _optimize_budget(
                 study, storage, TrialObjective(data), target, timeout, should_stop=lambda: stop_flag["stop"],
                 callbacks=[prog, _stopper, optuna.study.MaxTrialsCallback(target, states=(TrialState.COMPLETE, TrialState.PRUNED)),

@@ -115,11 +115,49 @@ def _assert_clean(trials, n: int, *stderrs: str, failed: tuple[int, ...] = ()) -
 
 
 # ------------------------------------------------------------------------------------------------ SIGKILL + resume
-def test_sigkill_then_resume_keeps_completed_trials_and_fails_the_killed_one(synth_db, tmp_path):
+def test_sigkill_single_run_then_resume_loses_only_the_running_trial(synth_db, tmp_path):
+    """`study run` (one writer) keeps the running trial in memory and commits each finished trial: a SIGKILL loses
+    only the trial that was running, which never reaches the storage; the resume completes exactly n trials."""
+    n = 30
+    spec = _spec(tmp_path, "killrun", n)
+    url = f"sqlite:///{tmp_path / 'killrun.db'}"
+    args = ["study", "run", str(spec), "--db", str(synth_db), "--storage", url, "--format", "json"]
+    p = _start(args, tmp_path, tmp_path / "first")
+    deadline = time.monotonic() + 90
+    before: list = []
+    try:
+        while time.monotonic() < deadline and p.poll() is None:
+            snap = _trials(url, "killrun")
+            if sum(t.state == TrialState.COMPLETE for t in snap) >= 3:
+                os.kill(p.pid, signal.SIGKILL)
+                before = _trials(url, "killrun")
+                break
+            time.sleep(0.05)
+        assert before, "the study finished before it could be killed; raise n_trials"
+    finally:
+        if p.poll() is None and not before:
+            p.kill()
+        p.wait(timeout=30)
+    assert p.returncode == -signal.SIGKILL
+    assert len(before) < n and not any(t.state == TrialState.RUNNING for t in before)
+    complete_before = {t.number: (t.value, t.params) for t in before if t.state == TrialState.COMPLETE}
+    out, err = _finish(_start(args, tmp_path, tmp_path / "resume"), tmp_path / "resume")
+    final = _trials(url, "killrun")
+    _assert_clean(final, n, err)
+    assert len(final) == n  # nothing RUNNING, FAIL or duplicated was left behind
+    byn = {t.number: t for t in final}
+    for num, (value, params) in complete_before.items():  # nothing completed before the kill was lost or redone
+        assert byn[num].state == TrialState.COMPLETE and byn[num].value == value and byn[num].params == params
+    assert json.loads(out)["complete"] + json.loads(out)["pruned"] == n
+
+
+def test_sigkill_worker_then_resume_keeps_completed_trials_and_fails_the_killed_one(synth_db, tmp_path):
+    """`study worker` (several writers) goes through the storage with a heartbeat: the killed worker's RUNNING
+    trial is failed when its heartbeat goes stale and its parameters are retried."""
     n = 30
     spec = _spec(tmp_path, "killme", n)
     url = f"sqlite:///{tmp_path / 'kill.db'}"
-    args = ["study", "run", str(spec), "--db", str(synth_db), "--storage", url, "--format", "json"]
+    args = ["study", "worker", str(spec), "--db", str(synth_db), "--storage", url, "--format", "json"]
     p = _start(args, tmp_path, tmp_path / "first")
     deadline = time.monotonic() + 90
     killed_at: list = []
