@@ -6,7 +6,7 @@ Every kernel is checked against the plain pandas/python reference in tests/refer
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 __all__ = ["simulate_nb", "portfolio_returns_nb", "combine_nb", "RULE_CODES", "REASON_CODES"]
 
@@ -251,13 +251,13 @@ def portfolio_returns_nb(C, sym, ent, ext, ep, xp, is_open, weight, cost, start,
     return out
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, parallel=True)
 def combine_nb(ts, tl, tp, sg, ws, wl, wp, lo, hi):
     """display = (clip((ws·ts + wl·tl + wp·tp)·(lo + (hi−lo)·sg), −1, 1) + 1)·50 in one pass (NaN ts -> NaN)."""
     T, N = ts.shape
     out = np.empty((T, N), np.float64)
     span = hi - lo
-    for t in range(T):
+    for t in prange(T):
         for s in range(N):
             v = (ws * ts[t, s] + wl * tl[t, s] + wp * tp[t, s]) * (lo + span * sg[t, s])
             if v > 1.0:

@@ -107,20 +107,36 @@ class FeatureCache:
         return self.z("otc_participation_rate", window)
 
     def tanh_terms(self, variant: str, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Cached (tanh(0.5·short_z), tanh(0.5·lit_z)→0 for NaN, tanh(0.3·price_z)→0, sigmoid(otc_z)→0.5)."""
+        """Cached (tanh(0.5·short_z), tanh(0.5·lit_z)→0 for NaN, tanh(0.3·price_z)→0, sigmoid(otc_z)→0.5).
+
+        Only the short term depends on the variant: the lit, price and OTC terms are shared per window. After a
+        term is built, the z-score matrices it came from are dropped from the cache (``z``/``short_z`` recompute
+        them on demand), so a warm cache holds 3 + (number of variants) matrices per window, not ~18.
+        """
         key = ("terms", variant, int(window))
         out = self._cache.get(key)
         if out is None:
+            shared_key = ("shared_terms", int(window))
+            shared = self._cache.get(shared_key)
+            if shared is None:
+                tl = np.nan_to_num(np.tanh(0.5 * self.lit_z(window)), nan=0.0)
+                tp = np.nan_to_num(np.tanh(0.3 * self.price_z(window)), nan=0.0)
+                oz = self.otc_z(window)
+                sg = np.where(np.isfinite(oz), 1.0 / (1.0 + np.exp(-np.nan_to_num(oz))), 0.5)
+                for a in (tl, tp, sg):
+                    a.setflags(write=False)
+                shared = (tl, tp, sg)
+                self._cache[shared_key] = shared  # type: ignore[assignment]
             ts = np.tanh(0.5 * self.short_z(variant, window))
-            tl = np.nan_to_num(np.tanh(0.5 * self.lit_z(window)), nan=0.0)
-            tp = np.nan_to_num(np.tanh(0.3 * self.price_z(window)), nan=0.0)
-            oz = self.otc_z(window)
-            sg = np.where(np.isfinite(oz), 1.0 / (1.0 + np.exp(-np.nan_to_num(oz))), 0.5)
-            for a in (ts, tl, tp, sg):
-                a.setflags(write=False)
-            out = (ts, tl, tp, sg)
+            ts.setflags(write=False)
+            out = (ts, *shared)
             self._cache[key] = out  # type: ignore[assignment]
+            self._drop_z(int(window))
         return out  # type: ignore[return-value]
+
+    def _drop_z(self, window: int) -> None:
+        for k in [k for k in self._cache if k[0] in ("z", "short_z") and k[-1] == window]:
+            del self._cache[k]
 
     def warm(self, variants=VARIANTS, windows=Z_WINDOWS) -> None:
         """Precompute every (variant, window) combination, e.g. before forking workers."""
