@@ -266,3 +266,163 @@ def combine_nb(ts, tl, tp, sg, ws, wl, wp, lo, hi):
                 v = -1.0
             out[t, s] = (v + 1.0) * 50.0
     return out
+
+
+@njit(cache=True, nogil=True)
+def _simulate_symbol_nb(
+    s, O, H, L, C, disp, buy, sell, rule, hold_days, max_days, stop_loss, take_profit, time_stop,
+    sig_start, sig_end, data_end, entry_ok, off, o_sig, o_ent, o_ext, o_ep, o_xp, o_rsn, o_score,
+):
+    """One symbol of ``simulate_nb`` without position caps (symbols are then independent). Same rules, same
+    order inside a bar; writes trades from index ``off`` and returns how many it wrote."""
+    n = off
+    in_pos = False
+    e = -1
+    sig = -1
+    ent_px = 0.0
+    ent_score = 0.0
+    pend_entry = -1
+    pend_exit = -1
+    pend_rsn = -1
+    sched = -1
+    sched_rsn = -1
+    n_dist = 0
+    n_low = 0
+    for t in range(sig_start, data_end):
+        if pend_entry == t:
+            pend_entry = -1
+            in_pos = True
+            e = t
+            ent_px = O[t, s]
+            n_dist = 0
+            n_low = 0
+            sc = -1
+            sr = -1
+            if rule == RULE_FIXED:
+                sc = t + hold_days
+                sr = R_FIXED
+            elif rule == RULE_HYBRID:
+                sc = t + max_days
+                sr = R_MAX_DAYS
+            if time_stop >= 0 and (sc < 0 or t + time_stop < sc):
+                sc = t + time_stop
+                sr = R_TIME_STOP
+            sched = sc
+            sched_rsn = sr
+        exited = False
+        if in_pos:
+            due = -1
+            if pend_exit >= 0 and pend_exit <= t:
+                due = pend_rsn
+            elif sched >= 0 and sched <= t:
+                due = sched_rsn
+            if due >= 0 and t > e and np.isfinite(O[t, s]):
+                o_sig[n] = sig; o_ent[n] = e; o_ext[n] = t
+                o_ep[n] = ent_px; o_xp[n] = O[t, s]; o_rsn[n] = due; o_score[n] = ent_score
+                n += 1
+                in_pos = False
+                pend_exit = -1
+                sched = -1
+                exited = True
+            if not exited:
+                hit = False
+                px = 0.0
+                rsn = -1
+                if stop_loss == stop_loss:
+                    lvl = ent_px * (1.0 - stop_loss)
+                    if L[t, s] <= lvl:
+                        hit = True
+                        rsn = R_STOP
+                        px = lvl if t == e else min(O[t, s], lvl)
+                if not hit and take_profit == take_profit:
+                    lvl = ent_px * (1.0 + take_profit)
+                    if H[t, s] >= lvl:
+                        hit = True
+                        rsn = R_TP
+                        px = lvl if t == e else max(O[t, s], lvl)
+                if hit:
+                    o_sig[n] = sig; o_ent[n] = e; o_ext[n] = t
+                    o_ep[n] = ent_px; o_xp[n] = px; o_rsn[n] = rsn; o_score[n] = ent_score
+                    n += 1
+                    in_pos = False
+                    pend_exit = -1
+                    sched = -1
+                    exited = True
+            if not exited and pend_exit < 0:
+                d = disp[t, s]
+                is_dist = d <= sell
+                if is_dist:
+                    n_dist += 1
+                else:
+                    n_dist = 0
+                if d < 50.0:
+                    n_low += 1
+                else:
+                    n_low = 0
+                r = -1
+                if (rule == RULE_FIRST_DIST or rule == RULE_HYBRID) and is_dist:
+                    r = R_FIRST_DIST
+                elif rule == RULE_2X_DIST and n_dist >= 2:
+                    r = R_2X_DIST
+                elif rule == RULE_SCORE_DECAY and n_low >= 3:
+                    r = R_SCORE_DECAY
+                if r >= 0:
+                    pend_exit = t + 1
+                    pend_rsn = r
+        if t < sig_end and t + 1 < data_end and entry_ok[t] and not in_pos and pend_entry < 0:
+            d = disp[t, s]
+            if d >= buy and np.isfinite(O[t + 1, s]):
+                pend_entry = t + 1
+                sig = t
+                ent_score = d
+    if in_pos:
+        last = data_end - 1
+        o_sig[n] = sig; o_ent[n] = e; o_ext[n] = last
+        o_ep[n] = ent_px; o_xp[n] = C[last, s]; o_rsn[n] = R_OPEN; o_score[n] = ent_score
+        n += 1
+    return n - off
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def simulate_symbols_nb(
+    O, H, L, C, disp, buy, sell, rule, hold_days, max_days, stop_loss, take_profit, time_stop,
+    sig_start, sig_end, data_end, entry_ok, offsets,
+):
+    """Uncapped simulation, symbols in parallel. ``offsets`` (N+1,): symbol s may write trades into
+    [offsets[s], offsets[s+1]) (its accumulation-signal count bounds its trade count). Returns arrays in symbol
+    order, compacted."""
+    N = O.shape[1]
+    cap = offsets[N]
+    o_sig = np.empty(cap, np.int64)
+    o_ent = np.empty(cap, np.int64)
+    o_ext = np.empty(cap, np.int64)
+    o_ep = np.empty(cap, np.float64)
+    o_xp = np.empty(cap, np.float64)
+    o_rsn = np.empty(cap, np.int64)
+    o_score = np.empty(cap, np.float64)
+    counts = np.zeros(N, np.int64)
+    for s in prange(N):
+        counts[s] = _simulate_symbol_nb(
+            s, O, H, L, C, disp, buy, sell, rule, hold_days, max_days, stop_loss, take_profit, time_stop,
+            sig_start, sig_end, data_end, entry_ok, offsets[s], o_sig, o_ent, o_ext, o_ep, o_xp, o_rsn, o_score,
+        )
+    total = 0
+    for s in range(N):
+        total += counts[s]
+    sym = np.empty(total, np.int64)
+    r_sig = np.empty(total, np.int64)
+    r_ent = np.empty(total, np.int64)
+    r_ext = np.empty(total, np.int64)
+    r_ep = np.empty(total, np.float64)
+    r_xp = np.empty(total, np.float64)
+    r_rsn = np.empty(total, np.int64)
+    r_score = np.empty(total, np.float64)
+    k = 0
+    for s in range(N):
+        a = offsets[s]
+        for i in range(counts[s]):
+            sym[k] = s
+            r_sig[k] = o_sig[a + i]; r_ent[k] = o_ent[a + i]; r_ext[k] = o_ext[a + i]
+            r_ep[k] = o_ep[a + i]; r_xp[k] = o_xp[a + i]; r_rsn[k] = o_rsn[a + i]; r_score[k] = o_score[a + i]
+            k += 1
+    return sym, r_sig, r_ent, r_ext, r_ep, r_xp, r_rsn, r_score

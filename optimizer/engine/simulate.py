@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ParameterError, check_param
-from ._kernels import RULE_CODES, simulate_nb
+from ._kernels import RULE_CODES, simulate_nb, simulate_symbols_nb
 from .panel import Panel
 
 __all__ = [
@@ -218,24 +218,32 @@ def simulate(
     check_param(span.data_end <= T, "span.data_end", f"<= number of sessions {T}", span.data_end)
     ok = np.ones(T, dtype=np.bool_) if entry_ok is None else np.asarray(entry_ok, dtype=np.bool_)
     check_param(ok.shape == (T,), "entry_ok.shape", f"equal to ({T},)", ok.shape)
-    with np.errstate(invalid="ignore"):
-        capacity = int(np.count_nonzero(display[span.sig_start:span.sig_end] >= thresholds.buy)) + 1
-    if caps is not None and (caps.max_positions is not None or caps.max_per_sector is not None):
-        sid, nsec = _sector_ids(panel)
-        mp = -1 if caps.max_positions is None else int(caps.max_positions)
-        ms = -1 if caps.max_per_sector is None else int(caps.max_per_sector)
-    else:
-        sid, nsec, mp, ms = np.full(N, -1, np.int64), 0, -1, -1
     nan = float("nan")
-    out = simulate_nb(
-        panel["open"], panel["high"], panel["low"], panel["close"], display,
+    rule_args = (
         float(thresholds.buy), float(thresholds.sell), RULE_CODES[exit.rule],
         int(exit.hold_days or -1) if exit.rule == "fixed" else -1,
         int(exit.max_days or -1) if exit.rule == "hybrid" else -1,
         nan if exit.stop_loss is None else float(exit.stop_loss),
         nan if exit.take_profit is None else float(exit.take_profit),
         -1 if exit.time_stop is None else int(exit.time_stop),
-        costs.per_side, int(span.sig_start), int(span.sig_end), int(span.data_end), mp, ms, sid, nsec, capacity, ok,
     )
+    O, H, L, C = panel["open"], panel["high"], panel["low"], panel["close"]
+    capped = caps is not None and (caps.max_positions is not None or caps.max_per_sector is not None)
+    if not capped:
+        # symbols are independent: one symbol per thread; a symbol's trades are bounded by its signal count
+        with np.errstate(invalid="ignore"):
+            per_sym = np.count_nonzero(display[span.sig_start:span.sig_end] >= thresholds.buy, axis=0) + 1
+        offsets = np.zeros(N + 1, dtype=np.int64)
+        np.cumsum(per_sym, out=offsets[1:])
+        out = simulate_symbols_nb(O, H, L, C, display, *rule_args, int(span.sig_start), int(span.sig_end),
+                                  int(span.data_end), ok, offsets)
+    else:
+        with np.errstate(invalid="ignore"):
+            capacity = int(np.count_nonzero(display[span.sig_start:span.sig_end] >= thresholds.buy)) + 1
+        sid, nsec = _sector_ids(panel)
+        mp = -1 if caps.max_positions is None else int(caps.max_positions)
+        ms = -1 if caps.max_per_sector is None else int(caps.max_per_sector)
+        out = simulate_nb(O, H, L, C, display, *rule_args, costs.per_side, int(span.sig_start), int(span.sig_end),
+                          int(span.data_end), mp, ms, sid, nsec, capacity, ok)
     sym, sig, ent, ext, ep, xp, rsn, sc = out
     return Trades(sym, sig, ent, ext, ep, xp, rsn, sc, cost=costs.per_side)
