@@ -8,7 +8,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["simulate_nb", "portfolio_returns_nb", "combine_nb", "RULE_CODES", "REASON_CODES"]
+__all__ = ["simulate_nb", "portfolio_returns_nb", "combine_nb", "combine_par_nb", "simulate_symbols_nb", "PARALLEL_MIN_CELLS", "RULE_CODES", "REASON_CODES"]
+
+# Panels with at least this many (date x symbol) cells use the parallel kernels; below it thread start-up costs
+# more than it saves.
+PARALLEL_MIN_CELLS = 200_000
 
 # exit rules
 RULE_FIXED, RULE_FIRST_DIST, RULE_2X_DIST, RULE_SCORE_DECAY, RULE_HYBRID = 0, 1, 2, 3, 4
@@ -251,9 +255,26 @@ def portfolio_returns_nb(C, sym, ent, ext, ep, xp, is_open, weight, cost, start,
     return out
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True)
 def combine_nb(ts, tl, tp, sg, ws, wl, wp, lo, hi):
     """display = (clip((ws·ts + wl·tl + wp·tp)·(lo + (hi−lo)·sg), −1, 1) + 1)·50 in one pass (NaN ts -> NaN)."""
+    T, N = ts.shape
+    out = np.empty((T, N), np.float64)
+    span = hi - lo
+    for t in range(T):
+        for s in range(N):
+            v = (ws * ts[t, s] + wl * tl[t, s] + wp * tp[t, s]) * (lo + span * sg[t, s])
+            if v > 1.0:
+                v = 1.0
+            elif v < -1.0:
+                v = -1.0
+            out[t, s] = (v + 1.0) * 50.0
+    return out
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def combine_par_nb(ts, tl, tp, sg, ws, wl, wp, lo, hi):
+    """Parallel over dates (big panels). display = (clip((ws·ts + wl·tl + wp·tp)·(lo + (hi−lo)·sg), −1, 1) + 1)·50 in one pass (NaN ts -> NaN)."""
     T, N = ts.shape
     out = np.empty((T, N), np.float64)
     span = hi - lo

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import check_param
-from ._kernels import combine_nb
+from ._kernels import PARALLEL_MIN_CELLS, combine_nb, combine_par_nb
 from .features import FeatureCache, check_variant
 
 __all__ = ["ScoreParams", "display_score", "combine"]
@@ -48,7 +48,8 @@ class ScoreParams:
 def combine(ts: np.ndarray, tl: np.ndarray, tp: np.ndarray, sg: np.ndarray, params: ScoreParams) -> np.ndarray:
     """Fused numba pass over the cached tanh/sigmoid terms (NaN short term propagates to NaN display)."""
     ws, wl, wp = params.weights
-    return combine_nb(ts, tl, tp, sg, ws, wl, wp, float(params.intensity_lo), float(params.intensity_hi))
+    kernel = combine_par_nb if ts.size >= PARALLEL_MIN_CELLS else combine_nb
+    return kernel(ts, tl, tp, sg, ws, wl, wp, float(params.intensity_lo), float(params.intensity_hi))
 
 
 def display_score(cache: FeatureCache, params: ScoreParams) -> np.ndarray:

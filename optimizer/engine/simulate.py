@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ParameterError, check_param
-from ._kernels import RULE_CODES, simulate_nb, simulate_symbols_nb
+from ._kernels import PARALLEL_MIN_CELLS, RULE_CODES, simulate_nb, simulate_symbols_nb
 from .panel import Panel
 
 __all__ = [
@@ -229,7 +229,7 @@ def simulate(
     )
     O, H, L, C = panel["open"], panel["high"], panel["low"], panel["close"]
     capped = caps is not None and (caps.max_positions is not None or caps.max_per_sector is not None)
-    if not capped:
+    if not capped and T * N >= PARALLEL_MIN_CELLS:
         # symbols are independent: one symbol per thread; a symbol's trades are bounded by its signal count
         with np.errstate(invalid="ignore"):
             per_sym = np.count_nonzero(display[span.sig_start:span.sig_end] >= thresholds.buy, axis=0) + 1
@@ -240,9 +240,12 @@ def simulate(
     else:
         with np.errstate(invalid="ignore"):
             capacity = int(np.count_nonzero(display[span.sig_start:span.sig_end] >= thresholds.buy)) + 1
-        sid, nsec = _sector_ids(panel)
-        mp = -1 if caps.max_positions is None else int(caps.max_positions)
-        ms = -1 if caps.max_per_sector is None else int(caps.max_per_sector)
+        if capped:
+            sid, nsec = _sector_ids(panel)
+            mp = -1 if caps.max_positions is None else int(caps.max_positions)
+            ms = -1 if caps.max_per_sector is None else int(caps.max_per_sector)
+        else:
+            sid, nsec, mp, ms = np.full(N, -1, np.int64), 0, -1, -1
         out = simulate_nb(O, H, L, C, display, *rule_args, costs.per_side, int(span.sig_start), int(span.sig_end),
                           int(span.data_end), mp, ms, sid, nsec, capacity, ok)
     sym, sig, ent, ext, ep, xp, rsn, sc = out
