@@ -447,3 +447,54 @@ def simulate_symbols_nb(
             r_ep[k] = o_ep[a + i]; r_xp[k] = o_xp[a + i]; r_rsn[k] = o_rsn[a + i]; r_score[k] = o_score[a + i]
             k += 1
     return sym, r_sig, r_ent, r_ext, r_ep, r_xp, r_rsn, r_score
+
+
+@njit(cache=True, nogil=True)
+def trade_stats_nb(r):
+    """(mean, std ddof=1, hit count, mean of r > 0, mean of r <= 0, n wins, n losses) in two passes."""
+    n = r.shape[0]
+    s = 0.0
+    sw = 0.0
+    sl = 0.0
+    nw = 0
+    for i in range(n):
+        v = r[i]
+        s += v
+        if v > 0:
+            sw += v
+            nw += 1
+        else:
+            sl += v
+    mean = s / n if n > 0 else 0.0
+    ss = 0.0
+    for i in range(n):
+        d = r[i] - mean
+        ss += d * d
+    sd = np.sqrt(ss / (n - 1)) if n > 1 else 0.0
+    nl = n - nw
+    return mean, sd, nw, (sw / nw if nw > 0 else 0.0), (sl / nl if nl > 0 else 0.0), nw, nl
+
+
+@njit(cache=True, nogil=True)
+def curve_stats_nb(daily):
+    """(mean, std ddof=1, max drawdown of the compounded curve as a positive fraction)."""
+    n = daily.shape[0]
+    s = 0.0
+    for i in range(n):
+        s += daily[i]
+    mean = s / n if n > 0 else 0.0
+    ss = 0.0
+    eq = 1.0
+    peak = 1.0
+    mdd = 0.0
+    for i in range(n):
+        d = daily[i] - mean
+        ss += d * d
+        eq *= 1.0 + daily[i]
+        if eq > peak:
+            peak = eq
+        dd = 1.0 - eq / peak
+        if dd > mdd:
+            mdd = dd
+    sd = np.sqrt(ss / (n - 1)) if n > 1 else 0.0
+    return mean, sd, mdd
