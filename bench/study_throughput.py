@@ -122,45 +122,11 @@ class SqlCounter:
         self._dirty = False
 
 
-class _BatchedParamsRDBStorage(optuna.storages.RDBStorage):
-    """PROTOTYPE (bench only): trial params are written with the trial's next write (report, attribute or state)
-    in ONE transaction instead of one commit per ``suggest_*``. Caveat for a real implementation: until that
-    write, other processes (and this process's trial cache refresh) do not see the params."""
+def _batched_storage_class():
+    """The tool's own storage class (params written with the trial's first write; see optimizer.study)."""
+    from optimizer.study import _BudgetRDBStorage
 
-    def __init__(self, *args, **kwargs) -> None:
-        self._pending: list[tuple] = []
-        super().__init__(*args, **kwargs)
-
-    def _set_trial_param(self, trial_id, param_name, param_value_internal, distribution, previous_distribution):
-        self._pending.append((trial_id, param_name, param_value_internal, distribution, previous_distribution))
-
-    def _flush(self, session) -> None:
-        for p in self._pending:
-            self._set_trial_param_without_commit(session, *p)
-        self._pending.clear()
-
-    def set_trial_intermediate_value(self, trial_id, step, intermediate_value) -> None:
-        from optuna.storages._rdb.storage import _create_scoped_session
-
-        with _create_scoped_session(self.scoped_session, True) as session:
-            self._flush(session)
-            self._set_trial_intermediate_value_without_commit(session, trial_id, step, intermediate_value)
-
-    def set_trial_user_attr(self, trial_id, key, value) -> None:
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-
-        with _create_scoped_session(self.scoped_session, True) as session:
-            self._flush(session)
-            self._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key, value)
-
-    def set_trial_state_values(self, trial_id, state, values=None) -> bool:
-        if self._pending:
-            from optuna.storages._rdb.storage import _create_scoped_session
-
-            with _create_scoped_session(self.scoped_session, True) as session:
-                self._flush(session)
-        return super().set_trial_state_values(trial_id, state, values)
+    return _BudgetRDBStorage
 
 
 def _wal_normal(engine) -> None:
@@ -178,7 +144,7 @@ def _wal_normal(engine) -> None:
 
 def _proto_storage(path: Path, batched: bool):
     """Prototype: WAL + synchronous=NORMAL, 60 s busy timeout, no heartbeat (+ batched param writes)."""
-    cls = _BatchedParamsRDBStorage if batched else optuna.storages.RDBStorage
+    cls = _batched_storage_class() if batched else optuna.storages.RDBStorage
     st = cls(f"sqlite:///{path}", engine_kwargs={"connect_args": {"timeout": 60}})
     _wal_normal(st.engine)
     return st

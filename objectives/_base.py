@@ -41,7 +41,7 @@ class Objective:
 
     def fold_value(self, m: Mapping[str, float]) -> float:
         """Value reported to the pruner after a fold (the first objective value for multi-objective)."""
-        return float(m[self.metrics[0]])
+        return float(self.fold_values(m)[0])
 
     def fold_values(self, m: Mapping[str, float]) -> tuple[float, ...]:
         return tuple(float(m[k]) for k in self.metrics)

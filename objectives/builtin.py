@@ -31,9 +31,6 @@ class CompositeRankExcess(Objective):
         spm = m["signals_per_month"]
         return (m["hit_rate"] * m["avg_excess_return"] * m["win_loss"] / spm ** 0.5 if spm > 0 else 0.0,)
 
-    def fold_value(self, m: Mapping[str, float]) -> float:
-        return self.fold_values(m)[0]
-
 
 class HitRate(Objective):
     name = "hit_rate"
@@ -73,9 +70,6 @@ class SignalEfficiency(Objective):
     def fold_values(self, m: Mapping[str, float]) -> tuple[float, ...]:
         sig = m["total_signals"]
         return (m["hit_rate"] * m["closed_trades"] / sig if sig > 0 else 0.0,)
-
-    def fold_value(self, m: Mapping[str, float]) -> float:
-        return self.fold_values(m)[0]
 
 
 class ReturnHitFrequency(Objective):

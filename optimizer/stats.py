@@ -37,26 +37,6 @@ from optimizer._stats_sharpe import (
 )
 from optimizer._stats_verdict import Verdict, verdict
 
-__all__ = [
-    "probabilistic_sharpe_ratio",
-    "expected_max_sharpe",
-    "deflated_sharpe_ratio",
-    "sharpe_stats",
-    "DSRResult",
-    "deflated_sharpe_from_study",
-    "excess_t_stat",
-    "PBOResult",
-    "probability_of_backtest_overfitting",
-    "CI",
-    "BOOTSTRAP_STATS",
-    "total_return",
-    "max_drawdown",
-    "bootstrap_ci",
-    "ShuffleResult",
-    "trade_order_shuffle",
-    "cost_stress",
-    "flag_fragile",
-    "rule_validation",
-    "Verdict",
-    "verdict",
-]
+from optimizer import _stats_pbo, _stats_robust, _stats_sharpe, _stats_verdict  # noqa: E402
+
+__all__ = [*_stats_sharpe.__all__, *_stats_pbo.__all__, *_stats_robust.__all__, *_stats_verdict.__all__]

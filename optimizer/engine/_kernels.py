@@ -255,26 +255,8 @@ def portfolio_returns_nb(C, sym, ent, ext, ep, xp, is_open, weight, cost, start,
     return out
 
 
-@njit(cache=True, nogil=True)
-def combine_nb(ts, tl, tp, sg, ws, wl, wp, lo, hi):
+def _combine(ts, tl, tp, sg, ws, wl, wp, lo, hi):
     """display = (clip((ws·ts + wl·tl + wp·tp)·(lo + (hi−lo)·sg), −1, 1) + 1)·50 in one pass (NaN ts -> NaN)."""
-    T, N = ts.shape
-    out = np.empty((T, N), np.float64)
-    span = hi - lo
-    for t in range(T):
-        for s in range(N):
-            v = (ws * ts[t, s] + wl * tl[t, s] + wp * tp[t, s]) * (lo + span * sg[t, s])
-            if v > 1.0:
-                v = 1.0
-            elif v < -1.0:
-                v = -1.0
-            out[t, s] = (v + 1.0) * 50.0
-    return out
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def combine_par_nb(ts, tl, tp, sg, ws, wl, wp, lo, hi):
-    """Parallel over dates (big panels). display = (clip((ws·ts + wl·tl + wp·tp)·(lo + (hi−lo)·sg), −1, 1) + 1)·50 in one pass (NaN ts -> NaN)."""
     T, N = ts.shape
     out = np.empty((T, N), np.float64)
     span = hi - lo
@@ -287,6 +269,10 @@ def combine_par_nb(ts, tl, tp, sg, ws, wl, wp, lo, hi):
                 v = -1.0
             out[t, s] = (v + 1.0) * 50.0
     return out
+
+
+combine_nb = njit(cache=True, nogil=True)(_combine)  # serial: prange runs as range
+combine_par_nb = njit(nogil=True, parallel=True)(_combine)  # big panels: dates across threads
 
 
 @njit(cache=True, nogil=True)
