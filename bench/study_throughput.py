@@ -130,16 +130,10 @@ def _batched_storage_class():
 
 
 def _wal_normal(engine) -> None:
-    """journal_mode=WAL + synchronous=NORMAL on every new connection ('connect' listener)."""
+    """journal_mode=WAL + synchronous=NORMAL on every new connection: the tool's own listener."""
+    from optimizer.study import _sqlite_pragmas
 
-    def _pragmas(dbapi_con, record) -> None:
-        cur = dbapi_con.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.close()
-
-    event.listen(engine, "connect", _pragmas)
-    engine.dispose()  # connections opened while creating the schema: reopen them with the pragmas
+    _sqlite_pragmas(engine)
 
 
 def _proto_storage(path: Path, batched: bool):

@@ -25,6 +25,55 @@ REASON_CODES = {
 }
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _scheduled_exit(t, rule, hold_days, max_days, time_stop):
+    """(open index, reason) of the scheduled exit of a position entered at open t: fixed N, hybrid max_days,
+    and the time stop, whichever comes first; (-1, -1) when none."""
+    sc = -1
+    sr = -1
+    if rule == RULE_FIXED:
+        sc = t + hold_days
+        sr = R_FIXED
+    elif rule == RULE_HYBRID:
+        sc = t + max_days
+        sr = R_MAX_DAYS
+    if time_stop >= 0 and (sc < 0 or t + time_stop < sc):
+        sc = t + time_stop
+        sr = R_TIME_STOP
+    return sc, sr
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _intraday_exit(o, h, lo, ent_px, first_bar, stop_loss, take_profit):
+    """(hit, fill price, reason) for bar (o, h, lo) of a position entered at ent_px: the stop first, then the
+    take-profit; a gap through the level fills at the open, except on the entry bar (entered at that open)."""
+    if stop_loss == stop_loss:
+        lvl = ent_px * (1.0 - stop_loss)
+        if lo <= lvl:
+            return True, (lvl if first_bar else min(o, lvl)), R_STOP
+    if take_profit == take_profit:
+        lvl = ent_px * (1.0 + take_profit)
+        if h >= lvl:
+            return True, (lvl if first_bar else max(o, lvl)), R_TP
+    return False, 0.0, -1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _close_signal(d, sell, rule, n_dist, n_low):
+    """Update the distribution / below-50 run counters with close display d; return (reason or -1, n_dist, n_low)."""
+    is_dist = d <= sell  # NaN -> False
+    n_dist = n_dist + 1 if is_dist else 0
+    n_low = n_low + 1 if d < 50.0 else 0
+    r = -1
+    if (rule == RULE_FIRST_DIST or rule == RULE_HYBRID) and is_dist:
+        r = R_FIRST_DIST
+    elif rule == RULE_2X_DIST and n_dist >= 2:
+        r = R_2X_DIST
+    elif rule == RULE_SCORE_DECAY and n_low >= 3:
+        r = R_SCORE_DECAY
+    return r, n_dist, n_low
+
+
 @njit(cache=True, nogil=True)
 def simulate_nb(
     O, H, L, C, disp, buy, sell, rule, hold_days, max_days, stop_loss, take_profit, time_stop,
@@ -74,19 +123,7 @@ def simulate_nb(
                 ent_px[s] = O[t, s]
                 n_dist[s] = 0
                 n_low[s] = 0
-                sc = -1
-                sr = -1
-                if rule == RULE_FIXED:
-                    sc = t + hold_days
-                    sr = R_FIXED
-                elif rule == RULE_HYBRID:
-                    sc = t + max_days
-                    sr = R_MAX_DAYS
-                if time_stop >= 0 and (sc < 0 or t + time_stop < sc):
-                    sc = t + time_stop
-                    sr = R_TIME_STOP
-                sched[s] = sc
-                sched_rsn[s] = sr
+                sched[s], sched_rsn[s] = _scheduled_exit(t, rule, hold_days, max_days, time_stop)
         for s in range(N):
             if not in_pos[s]:
                 continue
@@ -111,21 +148,7 @@ def simulate_nb(
                         sec_count[sector_id[s]] -= 1
                     continue
             # (2) intraday stop-loss, then take-profit
-            hit = False
-            px = 0.0
-            rsn = -1
-            if stop_loss == stop_loss:
-                lvl = ent_px[s] * (1.0 - stop_loss)
-                if L[t, s] <= lvl:
-                    hit = True
-                    rsn = R_STOP
-                    px = lvl if t == e else min(O[t, s], lvl)
-            if not hit and take_profit == take_profit:
-                lvl = ent_px[s] * (1.0 + take_profit)
-                if H[t, s] >= lvl:
-                    hit = True
-                    rsn = R_TP
-                    px = lvl if t == e else max(O[t, s], lvl)
+            hit, px, rsn = _intraday_exit(O[t, s], H[t, s], L[t, s], ent_px[s], t == e, stop_loss, take_profit)
             if hit:
                 o_sym[n] = s; o_sig[n] = sig_idx[s]; o_ent[n] = e; o_ext[n] = t
                 o_ep[n] = ent_px[s]; o_xp[n] = px; o_rsn[n] = rsn; o_score[n] = ent_score[s]
@@ -139,23 +162,7 @@ def simulate_nb(
                 continue
             # (3) close-based exit signals
             if pend_exit[s] < 0:
-                d = disp[t, s]
-                is_dist = d <= sell  # NaN -> False
-                if is_dist:
-                    n_dist[s] += 1
-                else:
-                    n_dist[s] = 0
-                if d < 50.0:
-                    n_low[s] += 1
-                else:
-                    n_low[s] = 0
-                r = -1
-                if (rule == RULE_FIRST_DIST or rule == RULE_HYBRID) and is_dist:
-                    r = R_FIRST_DIST
-                elif rule == RULE_2X_DIST and n_dist[s] >= 2:
-                    r = R_2X_DIST
-                elif rule == RULE_SCORE_DECAY and n_low[s] >= 3:
-                    r = R_SCORE_DECAY
+                r, n_dist[s], n_low[s] = _close_signal(disp[t, s], sell, rule, n_dist[s], n_low[s])
                 if r >= 0:
                     pend_exit[s] = t + 1
                     pend_rsn[s] = r
@@ -303,19 +310,7 @@ def _simulate_symbol_nb(
             ent_px = O[t, s]
             n_dist = 0
             n_low = 0
-            sc = -1
-            sr = -1
-            if rule == RULE_FIXED:
-                sc = t + hold_days
-                sr = R_FIXED
-            elif rule == RULE_HYBRID:
-                sc = t + max_days
-                sr = R_MAX_DAYS
-            if time_stop >= 0 and (sc < 0 or t + time_stop < sc):
-                sc = t + time_stop
-                sr = R_TIME_STOP
-            sched = sc
-            sched_rsn = sr
+            sched, sched_rsn = _scheduled_exit(t, rule, hold_days, max_days, time_stop)
         exited = False
         if in_pos:
             due = -1
@@ -332,21 +327,7 @@ def _simulate_symbol_nb(
                 sched = -1
                 exited = True
             if not exited:
-                hit = False
-                px = 0.0
-                rsn = -1
-                if stop_loss == stop_loss:
-                    lvl = ent_px * (1.0 - stop_loss)
-                    if L[t, s] <= lvl:
-                        hit = True
-                        rsn = R_STOP
-                        px = lvl if t == e else min(O[t, s], lvl)
-                if not hit and take_profit == take_profit:
-                    lvl = ent_px * (1.0 + take_profit)
-                    if H[t, s] >= lvl:
-                        hit = True
-                        rsn = R_TP
-                        px = lvl if t == e else max(O[t, s], lvl)
+                hit, px, rsn = _intraday_exit(O[t, s], H[t, s], L[t, s], ent_px, t == e, stop_loss, take_profit)
                 if hit:
                     o_sig[n] = sig; o_ent[n] = e; o_ext[n] = t
                     o_ep[n] = ent_px; o_xp[n] = px; o_rsn[n] = rsn; o_score[n] = ent_score
@@ -356,23 +337,7 @@ def _simulate_symbol_nb(
                     sched = -1
                     exited = True
             if not exited and pend_exit < 0:
-                d = disp[t, s]
-                is_dist = d <= sell
-                if is_dist:
-                    n_dist += 1
-                else:
-                    n_dist = 0
-                if d < 50.0:
-                    n_low += 1
-                else:
-                    n_low = 0
-                r = -1
-                if (rule == RULE_FIRST_DIST or rule == RULE_HYBRID) and is_dist:
-                    r = R_FIRST_DIST
-                elif rule == RULE_2X_DIST and n_dist >= 2:
-                    r = R_2X_DIST
-                elif rule == RULE_SCORE_DECAY and n_low >= 3:
-                    r = R_SCORE_DECAY
+                r, n_dist, n_low = _close_signal(disp[t, s], sell, rule, n_dist, n_low)
                 if r >= 0:
                     pend_exit = t + 1
                     pend_rsn = r
