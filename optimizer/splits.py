@@ -21,7 +21,7 @@ import pandas as pd
 
 from .errors import ParameterError, check_param
 
-__all__ = ["PurgedTimeSeriesSplit", "FoldSpan", "WalkForward", "Window", "reserve_cutoff", "SPLITTERS"]
+__all__ = ["PurgedTimeSeriesSplit", "FoldSpan", "WalkForward", "Window", "reserve_cutoff"]
 
 
 @dataclass(frozen=True)
@@ -187,6 +187,3 @@ def reserve_cutoff(n: int, fraction: float) -> int:
     """Index of the first session of the final reserve (the last ``fraction`` of sessions)."""
     check_param(0 <= fraction < 1, "reserve_fraction", "in [0, 1)", fraction)
     return n - int(round(n * fraction))
-
-
-SPLITTERS = {"expanding": PurgedTimeSeriesSplit, "rolling": PurgedTimeSeriesSplit}

@@ -13,8 +13,8 @@ The implementations live in ``optimizer/_stats_*.py``; import them from here.
 
 from __future__ import annotations
 
-from optimizer._stats_pbo import PBOResult, probability_of_backtest_overfitting
-from optimizer._stats_robust import (
+from optimizer._stats_pbo import PBOResult, probability_of_backtest_overfitting  # noqa: F401 (re-exports, see __all__)
+from optimizer._stats_robust import (  # noqa: F401
     BOOTSTRAP_STATS,
     CI,
     ShuffleResult,
@@ -26,7 +26,7 @@ from optimizer._stats_robust import (
     total_return,
     trade_order_shuffle,
 )
-from optimizer._stats_sharpe import (
+from optimizer._stats_sharpe import (  # noqa: F401
     DSRResult,
     deflated_sharpe_from_study,
     deflated_sharpe_ratio,
@@ -35,7 +35,7 @@ from optimizer._stats_sharpe import (
     probabilistic_sharpe_ratio,
     sharpe_stats,
 )
-from optimizer._stats_verdict import Verdict, verdict
+from optimizer._stats_verdict import Verdict, verdict  # noqa: F401
 
 from optimizer import _stats_pbo, _stats_robust, _stats_sharpe, _stats_verdict  # noqa: E402
 

@@ -9,7 +9,6 @@ per metric.
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 import os
@@ -774,6 +773,3 @@ def run_study(
     return StudyRunResult(study.study_name, storage_url or DEFAULT_STORAGE, trial_counts(study), best, params,
                           time.perf_counter() - t0, interrupted)
 
-
-def study_json(obj: Any) -> str:
-    return json.dumps(obj, default=str, sort_keys=True)

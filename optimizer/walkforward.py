@@ -36,7 +36,7 @@ from .stats import (
     bootstrap_ci, cost_stress, deflated_sharpe_from_study, excess_t_stat, flag_fragile,
     probabilistic_sharpe_ratio, probability_of_backtest_overfitting, sharpe_stats, verdict,
 )
-from .study import load_study_data, make_storage, prepare_data, run_study, trial_counts
+from .study import load_study_data, make_storage, prepare_data, run_study
 
 __all__ = ["WalkForwardResult", "run_walkforward", "select_params", "concat_trades", "pbo_matrix"]
 
@@ -303,10 +303,10 @@ def _aggregate(spec, panel_full, results: list[WindowResult], limit, final, msgs
     oos_vals = np.array([r.oos_metrics.get("rank_score", np.nan) for r in results], dtype=float)
     is_ex = np.array([r.is_metrics.get("avg_excess_return", np.nan) for r in results], dtype=float)
     oos_ex = np.array([r.oos_metrics.get("avg_excess_return", np.nan) for r in results], dtype=float)
-    degradation = float(np.nanmean(oos_vals) / np.nanmean(is_vals)) if np.nanmean(is_vals) not in (0.0,) and np.isfinite(np.nanmean(is_vals)) else float("nan")
+    is_mean = float(np.nanmean(is_vals))
+    degradation = float(np.nanmean(oos_vals)) / is_mean if np.isfinite(is_mean) and is_mean != 0.0 else float("nan")
     # statistics on excess returns
     tried = int(sum(r.n_trials_tried for r in results))
-    trial_sr = np.array([s for r in results for s in r.trial_sharpes], dtype=float)
     dsr_w = np.array([r.dsr_in_sample for r in results], dtype=float)
     stats: dict[str, Any] = {"n_trials_tried": tried, "degradation": degradation,
                              "dsr": float(np.nanmedian(dsr_w)) if np.isfinite(dsr_w).any() else float("nan"),
@@ -334,18 +334,23 @@ def _aggregate(spec, panel_full, results: list[WindowResult], limit, final, msgs
     stats["pbo_windows"] = pbos
     stats["pbo"] = float(np.mean(pbos)) if pbos else float("nan")
     # cost stress on the stitched OOS winners
+    # One evaluator over every visible session serves all windows: features at t use rows <= t only, and a
+    # window's simulation and benchmark read nothing past its own data_end (Span), so this equals per-window panels.
+    ev_all = Evaluator(p, min_periods=spec.data.min_periods)
+    mask_all = regime_entry_mask(p, spec.data.regime)
+    purge = spec.walkforward.purge if spec.walkforward.purge is not None else spec.max_hold()
+
     def at_cost(k: float) -> dict:
+        from dataclasses import replace
+
         ex = []
         for r in results:
             cfg = params_to_config(r.params, spec)
-            from dataclasses import replace
-
             cfg = replace(cfg, costs=cfg.costs.scaled(k))
-            data_end = min(r.window.test_end + (spec.walkforward.purge if spec.walkforward.purge is not None else spec.max_hold()), limit)
-            ev = Evaluator(panel_full.slice(0, data_end), min_periods=spec.data.min_periods)
+            data_end = min(r.window.test_end + purge, limit)
             sp = Span(r.window.test_start, r.window.test_end, data_end)
-            res = ev.run(cfg, sp, entry_ok=regime_entry_mask(ev.panel, spec.data.regime))
-            ex.append(BenchmarkCache(ev.panel).excess(res.trades, sp, cfg.costs))
+            res = ev_all.run(cfg, sp, entry_ok=mask_all)
+            ex.append(ev_all.bench.excess(res.trades, sp, cfg.costs))
         e = np.concatenate(ex) if ex else np.empty(0)
         return {"avg_excess_return": float(e.mean()) if e.size else 0.0, "trades": int(e.size)}
 
@@ -381,7 +386,7 @@ def _aggregate(spec, panel_full, results: list[WindowResult], limit, final, msgs
             for val, n in pd.Series(vals).value_counts().items():
                 stab.append({"param": key, "value": val, "windows": int(n), "share": n / len(results)})
     stability = pd.DataFrame(stab)
-    events, by_symbol, by_sector, by_regime, rules = _segments(spec, p, results, span)
+    events, by_symbol, by_sector, by_regime, rules = _segments(spec, p, results, span, ev_all)
     res = WalkForwardResult(spec.name, results, oos, stats, v, summary, tdf, eq, stability, final, msgs,
                             events, by_symbol, by_sector, by_regime, rules)
     if out_dir is not None:
@@ -405,11 +410,9 @@ def _group_table(df: pd.DataFrame, key: str) -> pd.DataFrame:
     return out.sort_values("closed_trades", ascending=False, kind="mergesort").reset_index(drop=True)
 
 
-def _segments(spec: StudySpec, p: Panel, results: list[WindowResult], span: Span):
+def _segments(spec: StudySpec, p: Panel, results: list[WindowResult], span: Span, ev: Evaluator):
     """Out-of-sample events with context, cross-sectional (per symbol / sector) and per-regime tables, and the
     rule validation (Mann-Whitney U + BH on excess returns) of each context condition."""
-    from dataclasses import replace as _replace
-
     from .engine.context import compute_context
     from .engine.evaluate import Result
     from .engine.outcomes import signal_events
@@ -419,7 +422,6 @@ def _segments(spec: StudySpec, p: Panel, results: list[WindowResult], span: Span
     if not results or not sum(len(r.trades) for r in results):
         return empty, empty, empty, empty, empty
     ctx = compute_context(p)
-    ev = Evaluator(p, min_periods=spec.data.min_periods)
     frames = []
     for r in results:
         cfg = params_to_config(r.params, spec)
