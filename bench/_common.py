@@ -94,7 +94,7 @@ class Stopwatch:
 
 def session_dates(n_sessions: int, start: str = "2020-01-02") -> tuple[str, str]:
     """(start, end) ISO dates spanning exactly ``n_sessions`` NYSE sessions from ``start``."""
-    from optimizer.calendar import nyse_sessions
+    from optimizer.data.calendar import nyse_sessions
 
     years = n_sessions // 240 + 2
     days = nyse_sessions(start, f"{int(start[:4]) + years}-12-31")
@@ -110,7 +110,7 @@ def metrics_frame(market) -> tuple[pd.DataFrame, pd.DataFrame]:
     lit imbalance, OTC weekly volume / the week's share volume as of its publication date), without the
     MIN_LIT_VOLUME filter and with confidence 1; good enough to exercise the engine, not a replacement for it.
     """
-    from optimizer.universe import MARKET_SYMBOL, VIX_SYMBOL
+    from optimizer.data.universe import MARKET_SYMBOL, VIX_SYMBOL
 
     px = market.prices
     vix = px[px["symbol"] == VIX_SYMBOL]

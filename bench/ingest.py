@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import emit, machine, peak_rss_mb, reset_peak_rss, rss_mb  # noqa: E402
 
-from optimizer.calendar import nyse_sessions  # noqa: E402
+from optimizer.data.calendar import nyse_sessions  # noqa: E402
 from optimizer.data.ingest import ingest_paths  # noqa: E402
 from optimizer.data.store import connect  # noqa: E402
 

@@ -23,7 +23,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from optimizer.analytics.scanner import scan  # noqa: E402
-from optimizer.calendar import nyse_sessions  # noqa: E402
+from optimizer.data.calendar import nyse_sessions  # noqa: E402
 from optimizer.data.store import connect  # noqa: E402
 
 __all__ = ["synthetic_finra", "run"]

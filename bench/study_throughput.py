@@ -46,10 +46,10 @@ from _common import ROOT, emit, machine, peak_rss_mb, reset_peak_rss, synth_pane
 import optuna  # noqa: E402
 from sqlalchemy import event  # noqa: E402
 
-from optimizer.registry import build_pruner, build_sampler  # noqa: E402
-from optimizer.space import suggest  # noqa: E402
-from optimizer.spec import parse_spec  # noqa: E402
-from optimizer.splits import reserve_cutoff  # noqa: E402
+from optimizer.study.registry import build_pruner, build_sampler  # noqa: E402
+from optimizer.study.space import suggest  # noqa: E402
+from optimizer.study.spec import parse_spec  # noqa: E402
+from optimizer.study.splits import reserve_cutoff  # noqa: E402
 from optimizer.study import TrialObjective, make_storage, open_study, prepare_data  # noqa: E402
 
 __all__ = ["bench_spec", "bench_data", "run_one", "run", "TARGET_RATIO"]
@@ -124,14 +124,14 @@ class SqlCounter:
 
 def _batched_storage_class():
     """The tool's own storage class (params written with the trial's first write; see optimizer.study)."""
-    from optimizer.study import _BudgetRDBStorage
+    from optimizer.study.storage import _BudgetRDBStorage
 
     return _BudgetRDBStorage
 
 
 def _wal_normal(engine) -> None:
     """journal_mode=WAL + synchronous=NORMAL on every new connection: the tool's own listener."""
-    from optimizer.study import _sqlite_pragmas
+    from optimizer.study.storage import _sqlite_pragmas
 
     _sqlite_pragmas(engine)
 
@@ -189,7 +189,7 @@ def run_one(kind: str, spec, data, n_trials: int, checkpoint: int, tmp: Path, pr
     stamp = lambda s, t: stamps.append(time.perf_counter())  # noqa: E731
     if kind == "tool_sqlite":
         # the tool's end-to-end single-worker path (run_study): in-process copy + one write-back per trial
-        from optimizer.study import _optimize_mirrored
+        from optimizer.study.run import _optimize_mirrored
 
         _optimize_mirrored(study, storage, objective, n_trials, None, callbacks=[stamp])
     else:  # tool_sqlite_workers: the multi-worker path, every call goes through the storage

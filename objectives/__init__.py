@@ -7,8 +7,8 @@ import importlib
 
 from optimizer.errors import SpecError
 
-from ._base import Objective, aggregate
-from .builtin import (
+from objectives._base import Objective, aggregate
+from objectives.builtin import (
     AvgReturn, CompositeRank, CompositeRankExcess, ExcessReturn, HitRate, ReturnHitFrequency, Sharpe, SignalEfficiency, WinLoss,
 )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ._base import Objective
+from objectives._base import Objective
 
 __all__ = [
     "CompositeRank", "CompositeRankExcess", "HitRate", "AvgReturn", "Sharpe", "WinLoss", "SignalEfficiency", "ExcessReturn",

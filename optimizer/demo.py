@@ -18,7 +18,7 @@ STUDIES = Path(__file__).resolve().parent.parent / "studies"
 
 
 def _spec(name: str):
-    from .spec import load_spec
+    from optimizer.study.spec import load_spec
 
     p = STUDIES / f"{name}.toml"
     if not p.exists():
@@ -28,9 +28,9 @@ def _spec(name: str):
 
 def run_demo(out_root: Path, effect: float = 3.0, seed: int = 7, fresh: bool = False, console: Console | None = None,
              progress: bool = False) -> dict:
-    from .data.synth import SynthConfig, synth_to_db
-    from .study import run_study
-    from .walkforward import run_walkforward, save_walkforward
+    from optimizer.data.synth import SynthConfig, synth_to_db
+    from optimizer.study import run_study
+    from optimizer.validate.walkforward import run_walkforward, save_walkforward
 
     console = console or Console()
     root = Path(out_root) / "demo"
@@ -76,8 +76,8 @@ def run_demo(out_root: Path, effect: float = 3.0, seed: int = 7, fresh: bool = F
     t = time.perf_counter()
     report = None
     try:
-        from .report.research import build_walkforward_report
-        from .walkforward import load_walkforward
+        from optimizer.report.research import build_walkforward_report
+        from optimizer.validate.walkforward import load_walkforward
 
         wfd = load_walkforward(wf_dir)
         report = build_walkforward_report(wfd, out_dir=root / "reports", name="demo",

@@ -334,7 +334,7 @@ def test_daily_table_styles_and_defaults(dm_store):
     assert a["open"].isna().all()  # a column missing from daily_metrics comes back NULL
     latest = daily_table(dm_store, tickers=["AAPL"])
     assert latest["date"].iloc[0] == dt.date(2024, 7, 15)
-    from optimizer.config import Settings
+    from optimizer.settings import Settings
 
     only = daily_table(dm_store, "2024-07-05", settings=Settings(tickers=("MSFT",)))
     assert list(only["symbol"]) == ["MSFT"]

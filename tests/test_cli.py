@@ -22,9 +22,9 @@ import pytest
 from click.testing import CliRunner
 
 from optimizer.analytics.tables import DISCLAIMER
-from optimizer.calendar import nyse_sessions
+from optimizer.data.calendar import nyse_sessions
 from optimizer.cli import main
-from optimizer.universe import TIER1
+from optimizer.data.universe import TIER1
 
 REPO = Path(__file__).resolve().parents[1]
 START, END = "2024-01-02", "2024-06-28"

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from _ingest_helpers import table
 
-from optimizer.config import Settings
+from optimizer.settings import Settings
 from optimizer.data.fetch import FetchError, fetch_finra_api, fetch_finra_short, fetch_polygon_prices
 from optimizer.data.ingest import ingest_paths
 from optimizer.data.store import connect

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from _ingest_helpers import table, write
 
-from optimizer.config import Settings
+from optimizer.settings import Settings
 from optimizer.data.ingest import ingest_paths
 from optimizer.data.ingest.lit import classify_trades
 from optimizer.data.store import connect

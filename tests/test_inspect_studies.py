@@ -1,4 +1,4 @@
-"""Tests of optimizer.inspect_studies on studies built here in a temporary SQLite storage.
+"""Tests of optimizer.study.inspect on studies built here in a temporary SQLite storage.
 
 * ``maxi``: maximize, MedianPruner(n_startup_trials=3, n_warmup_steps=1) over a designed objective whose three fold
   values are v, v+0.01, v+0.02 with v = buy_threshold/100 + z_window/10000, trials enqueued in a known order, so
@@ -22,7 +22,7 @@ from optuna.distributions import IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from optimizer.errors import DataError, ParameterError
-from optimizer.inspect_studies import (
+from optimizer.study.inspect import (
     KEY_METRICS,
     best_trial_json,
     compare_figure,
@@ -35,8 +35,8 @@ from optimizer.inspect_studies import (
     trials_table,
     write_compare_html,
 )
-from optimizer.space import params_to_config, suggest
-from optimizer.spec import parse_spec
+from optimizer.study.space import params_to_config, suggest
+from optimizer.study.spec import parse_spec
 from optimizer.study import make_storage
 
 SPEC_TEXT = """

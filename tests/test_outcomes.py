@@ -1,4 +1,4 @@
-"""Tests of optimizer.engine.outcomes (per-event outcomes, frequency baseline, summary) and optimizer.outputs
+"""Tests of optimizer.engine.outcomes (per-event outcomes, frequency baseline, summary) and optimizer.report.backtest
 (bt_ tables, files). Hand-made 3-symbol x 30-session panel with literal prices and a literal display matrix;
 oracles computed by hand from those literals; engine cross-checks on random and real prices."""
 
@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from optimizer import outputs
+from optimizer.report import backtest as outputs
 from optimizer.data.store import connect
 from optimizer.engine.context import compute_context
 from optimizer.engine.evaluate import Config, Evaluator
@@ -22,7 +22,7 @@ from optimizer.engine.outcomes import (
 from optimizer.engine.panel import Panel
 from optimizer.engine.simulate import Span, Thresholds
 from optimizer.errors import ParameterError
-from optimizer.outputs import BASELINE_TABLE, EVENTS_TABLE, RUNS_TABLE, make_run_id, write_backtest, write_backtest_files
+from optimizer.report.backtest import BASELINE_TABLE, EVENTS_TABLE, RUNS_TABLE, make_run_id, write_backtest, write_backtest_files
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 T = 30

@@ -46,7 +46,7 @@ import pytest
 from optuna.trial import TrialState
 
 from optimizer.data.synth import SynthConfig, synth_to_db
-from optimizer.spec import load_spec
+from optimizer.study.spec import load_spec
 from optimizer.study import load_study_data, make_storage, open_study, prepare_data
 
 pytestmark = pytest.mark.slow

@@ -364,8 +364,8 @@ def test_walkforward_report_gates_the_sharpe_statistic_the_verdict_used(tmp_path
 
 
 def test_walkforward_report_from_result_object(tmp_path):
-    from optimizer.stats import verdict
-    from optimizer.walkforward import WalkForwardResult
+    from optimizer.validate.stats import verdict
+    from optimizer.validate.walkforward import WalkForwardResult
 
     d = _wf_dict()
     v = verdict(-0.001, -1.0, float("nan"), float("nan"), 12)

@@ -1,5 +1,5 @@
-"""Tests of optimizer.space (suggest / params_to_config / grid / distributions), the objectives registry and
-objective arithmetic (hand-computed), and optimizer.registry (samplers and pruners built from spec options)."""
+"""Tests of optimizer.study.space (suggest / params_to_config / grid / distributions), the objectives registry and
+objective arithmetic (hand-computed), and optimizer.study.registry (samplers and pruners built from spec options)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from optimizer.engine.metrics import METRIC_KEYS, rank_score
 from optimizer.engine.simulate import Caps, Costs, ExitParams, Thresholds
 from optimizer.engine.score import ScoreParams
 from optimizer.errors import SpecError
-from optimizer.registry import PRUNERS, SAMPLERS, build_pruner, build_sampler
-from optimizer.space import distributions, engine_params, grid_search_space, params_to_config, suggest
-from optimizer.spec import load_spec, parse_spec
+from optimizer.study.registry import PRUNERS, SAMPLERS, build_pruner, build_sampler
+from optimizer.study.space import distributions, engine_params, grid_search_space, params_to_config, suggest
+from optimizer.study.spec import load_spec, parse_spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 STUDIES = Path(__file__).resolve().parents[1] / "studies"

@@ -1,4 +1,4 @@
-"""Tests of optimizer.spec: the shipped studies/*.toml parse to the expected values, every kind of invalid spec
+"""Tests of optimizer.study.spec: the shipped studies/*.toml parse to the expected values, every kind of invalid spec
 fails with a SpecError naming the key path and the rule (or the valid choices), spec_hash ignores exactly the keys
 that do not change what a trial computes, and the derived purge / embargo follow from the space by hand."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from optimizer.errors import SpecError
-from optimizer.spec import DEFAULT_SPACE, REGIMES, WEIGHT_PRESETS, ParamSpec, load_spec, parse_spec
+from optimizer.study.spec import DEFAULT_SPACE, REGIMES, WEIGHT_PRESETS, ParamSpec, load_spec, parse_spec
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
 SHIPPED = sorted(p.stem for p in STUDIES.glob("*.toml"))
@@ -66,7 +66,7 @@ def test_demo_spec_values_and_auto_purge_embargo():
 
 
 def test_phase_a_grid_has_72_combinations():
-    from optimizer.space import grid_search_space
+    from optimizer.study.space import grid_search_space
 
     s = load_spec(STUDIES / "phase_a_coarse.toml")
     assert s.sampler.name == "grid" and s.pruner.name == "none"

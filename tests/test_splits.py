@@ -1,4 +1,4 @@
-"""Tests of optimizer.splits: purged folds and walk-forward windows against hand-computed spans.
+"""Tests of optimizer.study.splits: purged folds and walk-forward windows against hand-computed spans.
 
 Purged folds over n sessions: ts = (n - min_train - (k-1)·gap) // k with gap = purge + embargo, blocks flush with
 the end of the span; e.g. n=100, k=3, purge=5, embargo=3, min_train=10: ts = (100-10-16)//3 = 24, first block at
@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from optimizer.calendar import nyse_sessions
+from optimizer.data.calendar import nyse_sessions
 from optimizer.errors import ParameterError
-from optimizer.splits import FoldSpan, PurgedTimeSeriesSplit, WalkForward, Window, reserve_cutoff
+from optimizer.study.splits import FoldSpan, PurgedTimeSeriesSplit, WalkForward, Window, reserve_cutoff
 
 
 # ------------------------------------------------------------------------------------------------ purged folds

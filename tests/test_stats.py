@@ -1,4 +1,4 @@
-"""Tests of optimizer.stats: paper oracles (DSR), hand-computed values and planted effects."""
+"""Tests of optimizer.validate.stats: paper oracles (DSR), hand-computed values and planted effects."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from optimizer.errors import ParameterError
-from optimizer.stats import (
+from optimizer.validate.stats import (
     bootstrap_ci,
     cost_stress,
     deflated_sharpe_from_study,

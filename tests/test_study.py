@@ -38,8 +38,8 @@ from optimizer.cli import main as cli_main
 from optimizer.engine.evaluate import Evaluator
 from optimizer.engine.simulate import Span
 from optimizer.errors import ParameterError, SpecError
-from optimizer.space import params_to_config, suggest
-from optimizer.spec import parse_spec
+from optimizer.study.space import params_to_config, suggest
+from optimizer.study.spec import parse_spec
 from optimizer.study import (
     TrialObjective, load_study_data, make_storage, open_study, prepare_data, run_study, trial_counts,
 )

@@ -29,11 +29,11 @@ import optuna
 import pandas as pd
 import pytest
 
-import optimizer.walkforward as wfmod
+import optimizer.validate.walkforward as wfmod
 from optimizer.data.synth import SynthConfig, synth_to_db
-from optimizer.spec import load_spec
+from optimizer.study.spec import load_spec
 from optimizer.study import load_study_data
-from optimizer.walkforward import WalkForwardResult, run_walkforward, select_params
+from optimizer.validate.walkforward import WalkForwardResult, run_walkforward, select_params
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "studies" / "demo.toml"

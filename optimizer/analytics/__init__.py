@@ -11,8 +11,8 @@ a rich table to a given Console (the CLI commands are thin wrappers).
 
 from __future__ import annotations
 
-from .constituents import PROXY_MAP, aggregate_pressure, load_constituents, render_aggregate
-from .plots import (
+from optimizer.analytics.constituents import PROXY_MAP, aggregate_pressure, load_constituents, render_aggregate
+from optimizer.analytics.plots import (
     pressure_data,
     pressure_plot,
     price_chart,
@@ -22,8 +22,8 @@ from .plots import (
     resample_ohlcv,
     save_figure,
 )
-from .scanner import ScanResult, render_scan, scan, write_scan
-from .tables import DISCLAIMER, daily_table, display_score, render_daily_table, write_daily_table_html
+from optimizer.analytics.scanner import ScanResult, render_scan, scan, write_scan
+from optimizer.analytics.tables import DISCLAIMER, daily_table, display_score, render_daily_table, write_daily_table_html
 
 __all__ = [
     "ScanResult",

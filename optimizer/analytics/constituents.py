@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import InputFileError, ParameterError, check_param
-from ..universe import SECTOR_ETFS
+from optimizer.errors import InputFileError, ParameterError, check_param
+from optimizer.data.universe import SECTOR_ETFS
 
 __all__ = ["PROXY_MAP", "HEADER", "proxy_etf", "load_constituents", "aggregate_pressure", "render_aggregate"]
 

@@ -24,9 +24,9 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError, check_param
-from .scanner import _as_date
-from .tables import BEARISH, BULLISH, DIVERGENCE, agreement, display_score, require_symbols, table_columns
+from optimizer.errors import DataError, check_param
+from optimizer.analytics.scanner import _as_date
+from optimizer.analytics.tables import BEARISH, BULLISH, DIVERGENCE, agreement, display_score, require_symbols, table_columns
 
 __all__ = [
     "MODES",

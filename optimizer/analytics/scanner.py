@@ -37,9 +37,9 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from ..data.ingest.finra_short import consolidated_short_sql
-from ..data.store import table_exists, transaction
-from ..errors import DataError, ParameterError, check_param
+from optimizer.data.ingest.finra_short import consolidated_short_sql
+from optimizer.data.store import table_exists, transaction
+from optimizer.errors import DataError, ParameterError, check_param
 
 __all__ = ["ScanResult", "scan", "write_scan", "render_scan", "scan_figures", "SCANNER_COLUMNS", "SIDES"]
 

@@ -23,10 +23,10 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from ..config import Settings
-from ..data.store import table_exists
-from ..errors import DataError, check_param
-from .scanner import _as_date, nearest_dates_message
+from optimizer.settings import Settings
+from optimizer.data.store import table_exists
+from optimizer.errors import DataError, check_param
+from optimizer.analytics.scanner import _as_date, nearest_dates_message
 
 __all__ = [
     "DISCLAIMER",

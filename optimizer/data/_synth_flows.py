@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ._synth_prices import ar1
+from optimizer.data._synth_prices import ar1
 
 __all__ = [
     "Episodes",

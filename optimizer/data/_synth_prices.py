@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 from scipy.signal import lfilter
 
-from ..errors import InputFileError
-from ..universe import SECTOR_ETFS, SECTOR_MAP, TIER1, TIER3
+from optimizer.errors import InputFileError
+from optimizer.data.universe import SECTOR_ETFS, SECTOR_MAP, TIER1, TIER3
 
 __all__ = [
     "SymbolParams",

@@ -34,10 +34,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..calendar import nyse_sessions
-from ..config import Settings
-from ..errors import AccumoptError, ParameterError
-from .ingest.finra_short import FAMILIES
+from optimizer.data.calendar import nyse_sessions
+from optimizer.settings import Settings
+from optimizer.errors import AccumoptError, ParameterError
+from optimizer.data.ingest.finra_short import FAMILIES
 
 __all__ = [
     "FetchError",

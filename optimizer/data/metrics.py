@@ -26,11 +26,11 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from ..engine.rolling import rolling_zscore
-from ..errors import DataError, check_param
-from ..universe import VIX_SYMBOL
-from .ingest.finra_short import consolidated_short_sql
-from .store import table_exists, transaction
+from optimizer.engine.rolling import rolling_zscore
+from optimizer.errors import DataError, check_param
+from optimizer.data.universe import VIX_SYMBOL
+from optimizer.data.ingest.finra_short import consolidated_short_sql
+from optimizer.data.store import table_exists, transaction
 
 __all__ = [
     "DAILY_METRICS_COLUMNS",

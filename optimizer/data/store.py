@@ -15,7 +15,7 @@ from pathlib import Path
 
 import duckdb
 
-from ..errors import DataError
+from optimizer.errors import DataError
 
 __all__ = ["SCHEMA_VERSION", "connect", "open_store", "transaction", "table_exists", "RAW_TABLES", "MIGRATIONS"]
 

@@ -15,8 +15,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError, ParameterError
-from .store import transaction
+from optimizer.errors import DataError, ParameterError
+from optimizer.data.store import transaction
 
 __all__ = ["load_symbol_map", "apply_symbol_map", "add_symbol_mapping", "DATE_COLUMNS"]
 

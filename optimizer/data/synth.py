@@ -4,7 +4,7 @@ It writes REAL-FORMAT raw files (FINRA ``CNMSshvolYYYYMMDD.txt`` daily files, a 
 FINRA OTC weekly-summary CSV, an options CSV) that go through the same ingest path as real data, plus a ground
 truth folder (``truth/episodes.csv``, ``truth/README.json``) that the optimizer never reads.
 
-Model (T NYSE sessions from :func:`optimizer.calendar.nyse_sessions` x N symbols; all noise from
+Model (T NYSE sessions from :func:`optimizer.data.calendar.nyse_sessions` x N symbols; all noise from
 ``numpy.random.Generator(PCG64)`` streams spawned from ``SeedSequence(seed)``, one stream per layer, so a
 layer's draws never depend on the family, the effect size or another layer):
 
@@ -89,11 +89,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from ..calendar import nyse_sessions
-from ..errors import DataError, ParameterError, check_param
-from ..universe import VIX_SYMBOL, resolve_universe
-from . import _synth_flows as fl
-from . import _synth_prices as pr
+from optimizer.data.calendar import nyse_sessions
+from optimizer.errors import DataError, ParameterError, check_param
+from optimizer.data.universe import VIX_SYMBOL, resolve_universe
+from optimizer.data import _synth_flows as fl
+from optimizer.data import _synth_prices as pr
 
 __all__ = ["SynthConfig", "SynthMarket", "generate_market", "write_market", "synth_to_db", "FAMILIES"]
 
@@ -481,9 +481,9 @@ def synth_to_db(cfg: SynthConfig, out_dir: str | Path, db_path: str | Path, prog
     "ingest": {kind: {files, rows_accepted, rows_rejected, exit_code}}, "metrics": build_daily_metrics' summary,
     "files": {kind: path}}. A failed ingest file raises DataError (rejected rows are only reported).
     """
-    from .ingest import ingest_paths  # lazy: written by another module owner
-    from .metrics import build_daily_metrics
-    from .store import RAW_TABLES, connect, table_exists
+    from optimizer.data.ingest import ingest_paths  # lazy: written by another module owner
+    from optimizer.data.metrics import build_daily_metrics
+    from optimizer.data.store import RAW_TABLES, connect, table_exists
 
     t0 = time.perf_counter()
     market = generate_market(cfg)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from ..errors import check_param
+from optimizer.errors import check_param
 
 __all__ = [
     "TREND_UP", "TREND_SIDEWAYS", "TREND_DOWN", "TREND_LABELS", "SLOPE_LOOKBACK", "SLOPE_THRESHOLD",

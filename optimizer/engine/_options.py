@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from ..errors import check_param
+from optimizer.errors import check_param
 
 __all__ = [
     "LIQUID_MIN_AVG_VOLUME", "LIQUID_WINDOW", "LIQUID_MIN_PERIODS", "IV_WINDOW", "IV_MIN_PERIODS",

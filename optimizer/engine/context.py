@@ -15,18 +15,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ._failure import FAILURE_MODES, classify_failure_modes
-from ._indicators import (
+from optimizer.engine._failure import FAILURE_MODES, classify_failure_modes
+from optimizer.engine._indicators import (
     TREND_DOWN, TREND_LABELS, TREND_SIDEWAYS, TREND_UP, atr, atr_pct, bollinger_position, ewma_beta,
     forward_returns, macd, market_relative_forward_returns, price_vs_sma_pct, rsi, simple_returns, sma, sma_slope,
     trend_class,
 )
-from ._options import BOOST_CAP, OPTION_KEYS, options_context
-from ._regime import (
+from optimizer.engine._options import BOOST_CAP, OPTION_KEYS, options_context
+from optimizer.engine._regime import (
     LEARNED_REGIME_LABELS, LEARNED_UNKNOWN, REGIME_LABELS, REGIME_RISK_OFF, REGIME_RISK_ON, REGIME_TRANSITIONAL,
     effective_vix, learned_regime, market_regime, regime_features,
 )
-from ..errors import check_param
+from optimizer.errors import check_param
 
 __all__ = [
     "TREND_UP", "TREND_SIDEWAYS", "TREND_DOWN", "TREND_LABELS",

@@ -11,13 +11,13 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..errors import ParameterError
-from .features import FeatureCache
-from .metrics import BenchmarkCache, run_metrics
-from .panel import Panel
-from .score import ScoreParams, display_score
-from .signals import count_signals
-from .simulate import Caps, Costs, ExitParams, Span, Thresholds, Trades, simulate
+from optimizer.errors import ParameterError
+from optimizer.engine.features import FeatureCache
+from optimizer.engine.metrics import BenchmarkCache, run_metrics
+from optimizer.engine.panel import Panel
+from optimizer.engine.score import ScoreParams, display_score
+from optimizer.engine.signals import count_signals
+from optimizer.engine.simulate import Caps, Costs, ExitParams, Span, Thresholds, Trades, simulate
 
 __all__ = ["Config", "Evaluator", "Result", "PARAM_KEYS"]
 
@@ -118,7 +118,7 @@ class Evaluator:
     def atr_pct(self) -> np.ndarray:
         """ATR-14 / close per (date, symbol), computed once (point-in-time: Wilder smoothing of past bars)."""
         if self._atr_pct is None:
-            from ._indicators import atr
+            from optimizer.engine._indicators import atr
 
             p = self.panel
             with np.errstate(invalid="ignore", divide="ignore"):

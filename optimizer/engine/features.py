@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ParameterError, check_param
-from .panel import Panel
-from .rolling import rolling_zscore
+from optimizer.errors import ParameterError, check_param
+from optimizer.engine.panel import Panel
+from optimizer.engine.rolling import rolling_zscore
 
 __all__ = ["FeatureCache", "VARIANTS", "Z_WINDOWS"]
 

@@ -12,9 +12,9 @@ import math
 
 import numpy as np
 
-from ._kernels import curve_stats_nb, portfolio_returns_nb, trade_stats_nb
-from .panel import Panel
-from .simulate import Costs, Span, Trades
+from optimizer.engine._kernels import curve_stats_nb, portfolio_returns_nb, trade_stats_nb
+from optimizer.engine.panel import Panel
+from optimizer.engine.simulate import Costs, Span, Trades
 
 __all__ = [
     "WIN_LOSS_CAP", "SESSIONS_PER_MONTH", "METRIC_KEYS", "BenchmarkCache", "run_metrics",

@@ -28,16 +28,16 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..errors import check_param
-from .context import (
+from optimizer.errors import check_param
+from optimizer.engine.context import (
     LEARNED_REGIME_LABELS, QUALITY_HIGH, QUALITY_LABELS, REGIME_LABELS, TREND_LABELS, classify_failure_modes, decode,
     forward_returns, market_relative_forward_returns, parent_etf_aligned, parent_etf_available, signal_quality,
 )
-from .evaluate import PARAM_KEYS, Result
-from .metrics import SESSIONS_PER_MONTH
-from .panel import Panel
-from .signals import accumulation, distribution
-from .simulate import EXIT_REASONS, Span, Thresholds
+from optimizer.engine.evaluate import PARAM_KEYS, Result
+from optimizer.engine.metrics import SESSIONS_PER_MONTH
+from optimizer.engine.panel import Panel
+from optimizer.engine.signals import accumulation, distribution
+from optimizer.engine.simulate import EXIT_REASONS, Span, Thresholds
 
 __all__ = [
     "HORIZONS", "EVENT_COLUMNS", "BASELINE_COLUMNS", "SUMMARY_ID_KEYS", "SUMMARY_EXTRA_METRICS",

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError
-from ..universe import MARKET_SYMBOL, SECTOR_MAP, VIX_SYMBOL
+from optimizer.errors import DataError
+from optimizer.data.universe import MARKET_SYMBOL, SECTOR_MAP, VIX_SYMBOL
 
 __all__ = ["Panel", "PANEL_FIELDS", "OPTION_FIELDS", "load_panel"]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ParameterError
-from ._regime import LEARNED_REGIME_LABELS, REGIME_LABELS, learned_regime, market_regime, regime_features
-from .panel import Panel
+from optimizer.errors import ParameterError
+from optimizer.engine._regime import LEARNED_REGIME_LABELS, REGIME_LABELS, learned_regime, market_regime, regime_features
+from optimizer.engine.panel import Panel
 
 __all__ = ["regime_codes", "regime_entry_mask", "REGIME_NAMES"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..errors import check_param
+from optimizer.errors import check_param
 
 __all__ = ["rolling_zscore", "rolling_mean", "STD_EPS"]
 

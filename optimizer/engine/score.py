@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import check_param
-from ._kernels import PARALLEL_MIN_CELLS, combine_nb, combine_par_nb
-from .features import FeatureCache, check_variant
+from optimizer.errors import check_param
+from optimizer.engine._kernels import PARALLEL_MIN_CELLS, combine_nb, combine_par_nb
+from optimizer.engine.features import FeatureCache, check_variant
 
 __all__ = ["ScoreParams", "display_score", "combine"]
 

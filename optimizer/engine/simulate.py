@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..errors import ParameterError, check_param
-from ._kernels import PARALLEL_MIN_CELLS, RULE_CODES, simulate_nb, simulate_symbols_nb
-from .panel import Panel
+from optimizer.errors import ParameterError, check_param
+from optimizer.engine._kernels import PARALLEL_MIN_CELLS, RULE_CODES, simulate_nb, simulate_symbols_nb
+from optimizer.engine.panel import Panel
 
 __all__ = [
     "ExitParams", "Costs", "Thresholds", "Span", "Caps", "Trades", "simulate",

@@ -18,7 +18,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 if TYPE_CHECKING:
-    from ..inspect_studies import CompareResult
+    from optimizer.study.inspect import CompareResult
 
 __all__ = ["compare_figure", "write_compare_html", "STATE_COLORS"]
 

@@ -17,7 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..errors import check_param
+from optimizer.errors import check_param
 
 __all__ = [
     "TEMPLATE", "GREEN", "RED", "BLUE", "GREY", "bin_numeric", "sensitivity_table", "sensitivity_heatmap",
@@ -197,7 +197,7 @@ def failure_mode_figure(events: pd.DataFrame, modes: Sequence[str] | None = None
                         title: str = "Failure modes of closed out-of-sample trades") -> go.Figure:
     """Bar ``"trades"``: closed trades per failure_mode (order ``modes``, default the engine's FAILURE_MODES, then
     any other label); hover shows the mean net return of the mode."""
-    from ..engine._failure import FAILURE_MODES
+    from optimizer.engine._failure import FAILURE_MODES
 
     ev = closed_events(events)
     ev = ev[ev["failure_mode"].notna()]

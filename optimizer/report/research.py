@@ -37,8 +37,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from optuna.trial import TrialState
 
-from ..errors import DataError, check_param
-from . import figures as F
+from optimizer.errors import DataError, check_param
+from optimizer.report import figures as F
 
 __all__ = ["build_study_report", "build_walkforward_report", "embedded_figures", "verdict_gates", "Page",
            "PLOTLY_MARKER", "MIN_IMPORTANCE_TRIALS", "sharpe_gate"]
@@ -180,7 +180,7 @@ def _try_figure(page: Page, fid: str, make: Callable[[], go.Figure], what: str, 
 
 
 def _open_study(storage: Any, name: str) -> tuple[optuna.Study, Any]:
-    from ..inspect_studies import resolve_storage
+    from optimizer.study.inspect import resolve_storage
 
     st, label = resolve_storage(storage)
     names = sorted(s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False))
@@ -197,7 +197,7 @@ def _value_column(trials: pd.DataFrame) -> str | None:
 
 
 def _header(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> list[tuple[str, Any]]:
-    from ..study import trial_counts
+    from optimizer.study import trial_counts
 
     a = study.user_attrs
     c = trial_counts(study)
@@ -279,7 +279,7 @@ def build_study_report(storage: Any, study_name: str, out_dir: str | Path = "out
     An unknown study is a DataError listing the storage's studies. Plots optuna cannot compute (importances with
     too few trials, contour with one parameter) become notes on the page, never errors.
     """
-    from ..inspect_studies import show_study, trials_table
+    from optimizer.study.inspect import show_study, trials_table
     from optuna import visualization as V
 
     study, st = _open_study(storage, study_name)
@@ -353,7 +353,7 @@ def build_study_report(storage: Any, study_name: str, out_dir: str | Path = "out
 
 def verdict_gates() -> dict[str, float]:
     """The thresholds of ``stats.verdict`` (its keyword defaults): min_trades, dsr_min, pbo_max, t_min."""
-    from ..stats import verdict
+    from optimizer.validate.stats import verdict
 
     ps = inspect.signature(verdict).parameters
     return {k: ps[k].default for k in ("min_trades", "dsr_min", "pbo_max", "t_min")}
@@ -448,7 +448,7 @@ def _verdict_block(res: dict[str, Any]) -> str:
 
 
 def _events_sections(page: Page, events: pd.DataFrame | None) -> None:
-    from ..stats import rule_validation
+    from optimizer.validate.stats import rule_validation
 
     if events is None or events.empty or "net_return" not in events.columns:
         return
@@ -496,7 +496,7 @@ def build_walkforward_report(wf: Any, out_dir: str | Path = "output/reports", na
     ``events``: optional per-trade frame (``engine.outcomes.signal_events`` columns); when absent, the OOS trades
     frame is used if it carries failure_mode / parent_etf_aligned / signal_quality / net_return.
     """
-    from ..analytics.plots import save_figure
+    from optimizer.analytics.plots import save_figure
 
     p = _parts(wf)
     res, summary, equity, stability = p["result"], p["summary"], p["equity"], p["stability"]

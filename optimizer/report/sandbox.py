@@ -25,10 +25,10 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..engine.features import FeatureCache
-from ..engine.panel import Panel
-from ..engine.score import ScoreParams, display_score
-from ..errors import DataError, check_param
+from optimizer.engine.features import FeatureCache
+from optimizer.engine.panel import Panel
+from optimizer.engine.score import ScoreParams, display_score
+from optimizer.errors import DataError, check_param
 
 __all__ = ["sandbox_figure", "sandbox_data", "write_sandbox", "SCORE_VARIANTS", "RATIO_LINES", "SCORE_COLORSCALE"]
 
@@ -155,6 +155,6 @@ def sandbox_figure(panel: Panel, symbol: str, start=None, end=None, z_window: in
 
 def write_sandbox(fig: go.Figure, path: str | Path) -> list[Path]:
     """Write ``path`` as self-contained HTML, plus a PNG beside it when kaleido is importable; the paths written."""
-    from ..analytics.plots import save_figure
+    from optimizer.analytics.plots import save_figure
 
     return save_figure(fig, path)

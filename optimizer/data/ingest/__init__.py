@@ -35,16 +35,16 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from ...config import Settings
-from ...errors import InputFileError, ParameterError
-from ..store import transaction
-from ..symbols import load_symbol_map
-from ._common import Parsed, decode_bytes, log_failure, name_date, sha256_bytes, write_parsed
-from .finra_short import consolidated_short_sql, create_consolidated_view, parse_finra_short
-from .lit import parse_lit_flow, parse_lit_trades
-from .options import parse_options
-from .otc_weekly import parse_otc_weekly
-from .prices import parse_prices
+from optimizer.settings import Settings
+from optimizer.errors import InputFileError, ParameterError
+from optimizer.data.store import transaction
+from optimizer.data.symbols import load_symbol_map
+from optimizer.data.ingest._common import Parsed, decode_bytes, log_failure, name_date, sha256_bytes, write_parsed
+from optimizer.data.ingest.finra_short import consolidated_short_sql, create_consolidated_view, parse_finra_short
+from optimizer.data.ingest.lit import parse_lit_flow, parse_lit_trades
+from optimizer.data.ingest.options import parse_options
+from optimizer.data.ingest.otc_weekly import parse_otc_weekly
+from optimizer.data.ingest.prices import parse_prices
 
 __all__ = [
     "KINDS",

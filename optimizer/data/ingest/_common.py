@@ -24,7 +24,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from ...errors import InputFileError
+from optimizer.errors import InputFileError
 
 __all__ = [
     "Parsed",

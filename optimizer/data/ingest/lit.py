@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ...errors import InputFileError
-from ..symbols import apply_symbol_map
-from ._common import (
+from optimizer.errors import InputFileError
+from optimizer.data.symbols import apply_symbol_map
+from optimizer.data.ingest._common import (
     Parsed,
     RowText,
     collect_rejects,

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..symbols import apply_symbol_map
-from ._common import Parsed, collect_rejects, duplicate_rejects, parse_dates, parse_numeric, read_csv_text, rejects_frame
+from optimizer.data.symbols import apply_symbol_map
+from optimizer.data.ingest._common import Parsed, collect_rejects, duplicate_rejects, parse_dates, parse_numeric, read_csv_text, rejects_frame
 
 __all__ = ["parse_options", "OPTIONAL_COLUMNS"]
 

@@ -23,9 +23,9 @@ import json
 import numpy as np
 import pandas as pd
 
-from ...errors import InputFileError
-from ..symbols import apply_symbol_map
-from ._common import Parsed, collect_rejects, duplicate_rejects, parse_dates, parse_numeric, read_csv_text, rejects_frame
+from optimizer.errors import InputFileError
+from optimizer.data.symbols import apply_symbol_map
+from optimizer.data.ingest._common import Parsed, collect_rejects, duplicate_rejects, parse_dates, parse_numeric, read_csv_text, rejects_frame
 
 __all__ = ["parse_otc_weekly", "scheduled_publication"]
 

@@ -24,7 +24,7 @@ import pandas as pd
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from .errors import DataError, SpecError, check_param
+from optimizer.errors import DataError, SpecError, check_param
 
 __all__ = [
     "KEY_METRICS", "CompareResult", "list_studies", "show_study", "best_trial_json", "compare_studies",
@@ -51,8 +51,8 @@ def resolve_storage(storage: Any) -> tuple[Any, str]:
     if storage is not None and not isinstance(storage, str):
         url = getattr(getattr(storage, "engine", None), "url", None)
         return storage, str(url) if url is not None else type(storage).__name__
-    from .config import DEFAULT_STORAGE
-    from .study import make_storage
+    from optimizer.settings import DEFAULT_STORAGE
+    from optimizer.study import make_storage
 
     url = storage or os.environ.get("ACCUMOPT_STORAGE") or DEFAULT_STORAGE
     for prefix in ("sqlite:///", "journal:"):
@@ -200,7 +200,7 @@ def _stored_spec(study: optuna.Study):
     text = study.user_attrs.get("spec_text")
     if not text:
         return None
-    from .spec import parse_spec
+    from optimizer.study.spec import parse_spec
 
     try:
         return parse_spec(text, path=f"study {study.study_name!r} spec_text")
@@ -213,7 +213,7 @@ def _with_fixed(spec: Any, params: dict[str, Any]) -> dict[str, Any]:
     """Trial params plus every fixed parameter of ``spec`` that is active for them, in declaration order."""
     if spec is None:
         return dict(params)
-    from .space import _active
+    from optimizer.study.space import _active
 
     full = dict(params)
     for p in spec.space:
@@ -381,14 +381,14 @@ def compare_studies(storage: Any, names: list[str]) -> CompareResult:
 
 def compare_figure(result: CompareResult):
     """plotly Figure of a CompareResult (see ``optimizer.report.compare.compare_figure``)."""
-    from .report.compare import compare_figure as _fig
+    from optimizer.report.compare import compare_figure as _fig
 
     return _fig(result)
 
 
 def write_compare_html(result: CompareResult, path: str | Path) -> Path:
     """Self-contained HTML page (plotly.js inlined) with the summary table and the comparison figure."""
-    from .report.compare import write_compare_html as _write
+    from optimizer.report.compare import write_compare_html as _write
 
     return _write(result, path)
 

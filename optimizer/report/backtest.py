@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data.store import transaction
-from .engine.context import OPTION_KEYS
-from .engine.evaluate import PARAM_KEYS, Config
-from .engine.metrics import METRIC_KEYS
-from .engine.outcomes import BASELINE_COLUMNS, EVENT_COLUMNS, SUMMARY_EXTRA_METRICS, SUMMARY_ID_KEYS
-from .errors import ParameterError
+from optimizer.data.store import transaction
+from optimizer.engine.context import OPTION_KEYS
+from optimizer.engine.evaluate import PARAM_KEYS, Config
+from optimizer.engine.metrics import METRIC_KEYS
+from optimizer.engine.outcomes import BASELINE_COLUMNS, EVENT_COLUMNS, SUMMARY_EXTRA_METRICS, SUMMARY_ID_KEYS
+from optimizer.errors import ParameterError
 
 __all__ = [
     "RUNS_TABLE", "EVENTS_TABLE", "BASELINE_TABLE", "BT_TABLES", "RUN_COLUMNS", "EVENT_TYPES", "BASELINE_TYPES",

@@ -23,20 +23,20 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from .engine.evaluate import Evaluator
-from .engine.metrics import BenchmarkCache, portfolio_returns, run_metrics
-from .engine.panel import Panel
-from .engine.regime_filter import regime_entry_mask
-from .engine.simulate import Span, Trades
-from .errors import DataError
-from .space import params_to_config
-from .spec import StudySpec
-from .splits import WalkForward, Window
-from .stats import (
+from optimizer.engine.evaluate import Evaluator
+from optimizer.engine.metrics import BenchmarkCache, portfolio_returns, run_metrics
+from optimizer.engine.panel import Panel
+from optimizer.engine.regime_filter import regime_entry_mask
+from optimizer.engine.simulate import Span, Trades
+from optimizer.errors import DataError
+from optimizer.study.space import params_to_config
+from optimizer.study.spec import StudySpec
+from optimizer.study.splits import WalkForward, Window
+from optimizer.validate.stats import (
     bootstrap_ci, cost_stress, deflated_sharpe_from_study, excess_t_stat, flag_fragile,
     probabilistic_sharpe_ratio, probability_of_backtest_overfitting, sharpe_stats, verdict,
 )
-from .study import load_study_data, make_storage, prepare_data, run_study
+from optimizer.study import load_study_data, make_storage, prepare_data, run_study
 
 __all__ = ["WalkForwardResult", "run_walkforward", "select_params", "concat_trades", "pbo_matrix"]
 
@@ -413,10 +413,10 @@ def _group_table(df: pd.DataFrame, key: str) -> pd.DataFrame:
 def _segments(spec: StudySpec, p: Panel, results: list[WindowResult], span: Span, ev: Evaluator):
     """Out-of-sample events with context, cross-sectional (per symbol / sector) and per-regime tables, and the
     rule validation (Mann-Whitney U + BH on excess returns) of each context condition."""
-    from .engine.context import compute_context
-    from .engine.evaluate import Result
-    from .engine.outcomes import signal_events
-    from .stats import rule_validation
+    from optimizer.engine.context import compute_context
+    from optimizer.engine.evaluate import Result
+    from optimizer.engine.outcomes import signal_events
+    from optimizer.validate.stats import rule_validation
 
     empty = pd.DataFrame()
     if not results or not sum(len(r.trades) for r in results):

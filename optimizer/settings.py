@@ -52,7 +52,7 @@ class Settings:
                 try:
                     kw[f.name] = int(raw)
                 except ValueError:
-                    from .errors import ParameterError
+                    from optimizer.errors import ParameterError
 
                     raise ParameterError(f"MIN_LIT_VOLUME must be an integer, got MIN_LIT_VOLUME={raw!r}") from None
             else:

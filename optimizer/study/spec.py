@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import SpecError
+from optimizer.errors import SpecError
 
 __all__ = [
     "StudySpec", "DataSpec", "ParamSpec", "CVSpec", "ObjectiveSpec", "SamplerSpec", "PrunerSpec", "RunSpec",
@@ -347,7 +347,7 @@ def parse_spec(text: str, path: str | None = None) -> StudySpec:
 
 
 def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
-    from .registry import PRUNERS, SAMPLERS, build_pruner, build_sampler  # registries validate names and options
+    from optimizer.study.registry import PRUNERS, SAMPLERS, build_pruner, build_sampler  # registries validate names and options
 
     _check_keys(doc, ("study", "data", "space", "cv", "objective", "sampler", "pruner", "run", "walkforward", "seed_from"), "")
     st = _section(doc, "study")
@@ -522,8 +522,8 @@ def _validate_space(space: list[ParamSpec]) -> None:
         bad = [v for v in vals if v not in WEIGHT_PRESETS]
         if bad or not vals:
             raise _err("space.weights", f"choices must be among {', '.join(WEIGHT_PRESETS)}, got {bad or vals!r}")
-    from .engine.features import VARIANTS
-    from .engine.simulate import ExitParams, Thresholds
+    from optimizer.engine.features import VARIANTS
+    from optimizer.engine.simulate import ExitParams, Thresholds
 
     checks = {
         "variant": lambda v: v in VARIANTS,

@@ -13,8 +13,8 @@ from typing import Any
 
 import optuna
 
-from .engine.evaluate import Config
-from .spec import WEIGHT_PRESETS, ParamSpec, StudySpec
+from optimizer.engine.evaluate import Config
+from optimizer.study.spec import WEIGHT_PRESETS, ParamSpec, StudySpec
 
 __all__ = ["suggest", "params_to_config", "grid_search_space", "distributions"]
 
@@ -57,7 +57,7 @@ def engine_params(values: Mapping[str, Any]) -> dict[str, Any]:
 
 def params_to_config(values: Mapping[str, Any], spec: StudySpec | None = None) -> Config:
     """Trial params (or ``study best`` params) -> engine Config, with the spec's costs as the base."""
-    from .engine.simulate import Costs
+    from optimizer.engine.simulate import Costs
 
     base = Config(costs=Costs(spec.data.commission_bps, spec.data.slippage_bps)) if spec else None
     full = dict(values)

@@ -7,9 +7,18 @@ from pathlib import Path
 
 import click
 
-from .cli import _json, _progress, _table, console, db_option, err_console, format_option, storage_option
+from optimizer.cli._common import (
+    _json,
+    _progress,
+    _table,
+    console,
+    db_option,
+    err_console,
+    format_option,
+    storage_option,
+)
 
-__all__ = ["register"]
+__all__ = ["COMMANDS"]
 
 
 @click.command("walkforward")
@@ -27,8 +36,8 @@ def walkforward_cmd(spec, final, n_trials, out_dir, storage, db, fmt):
     cost stress and the verdict. Writes output/walk_forward_summary.csv and output/walkforward/<study>/.
     An interrupted run resumes at the first unfinished window.
     """
-    from .spec import load_spec
-    from .walkforward import run_walkforward, save_walkforward
+    from optimizer.study.spec import load_spec
+    from optimizer.validate.walkforward import run_walkforward, save_walkforward
 
     s = load_spec(spec)
     with warnings.catch_warnings(record=True) as caught:
@@ -63,8 +72,8 @@ def walkforward_cmd(spec, final, n_trials, out_dir, storage, db, fmt):
 @storage_option
 def report_cmd(target, out_dir, storage):
     """Build a self-contained HTML report for a study NAME or a walk-forward run directory."""
-    from .report.research import build_study_report, build_walkforward_report
-    from .walkforward import load_walkforward
+    from optimizer.report.research import build_study_report, build_walkforward_report
+    from optimizer.validate.walkforward import load_walkforward
 
     p = Path(target)
     wf_dir = p if (p.is_dir() and (p / "result.json").exists()) else Path(f"output/walkforward/{target}")
@@ -73,7 +82,7 @@ def report_cmd(target, out_dir, storage):
         path = build_walkforward_report(wfd, out_dir=out_dir, name=wf_dir.name,
                                         events=wfd["events"] if len(wfd["events"]) else None)
     else:
-        from .study import make_storage
+        from optimizer.study import make_storage
 
         path = build_study_report(make_storage(storage, heartbeat=False), target, out_dir=out_dir)
     click.echo(str(path))
@@ -82,7 +91,7 @@ def report_cmd(target, out_dir, storage):
 def _study_exists(name, storage) -> bool:
     import optuna
 
-    from .study import make_storage
+    from optimizer.study import make_storage
 
     try:
         return name in {s.study_name for s in optuna.get_all_study_summaries(make_storage(storage, heartbeat=False))}
@@ -99,9 +108,9 @@ def _study_exists(name, storage) -> bool:
 @db_option
 def sandbox_cmd(ticker, start, end, z_window, out, db):
     """The seven-panel signal-sandbox chart for one symbol (plus the imbalance·log1p(B+S) panel)."""
-    from .data.store import connect
-    from .engine.panel import load_panel
-    from .report.sandbox import sandbox_figure, write_sandbox
+    from optimizer.data.store import connect
+    from optimizer.engine.panel import load_panel
+    from optimizer.report.sandbox import sandbox_figure, write_sandbox
 
     con = connect(db, read_only=True)
     try:
@@ -121,11 +130,9 @@ def sandbox_cmd(ticker, start, end, z_window, out, db):
 def demo_cmd(out_root, effect, seed, fresh):
     """End to end on the embedded synthetic market: synth -> ingest -> metrics -> phase A -> phase B ->
     walk-forward -> report. Prints the verdict, the report path and the dashboard command."""
-    from .demo import run_demo
+    from optimizer.demo import run_demo
 
     run_demo(Path(out_root), effect=effect, seed=seed, fresh=fresh, console=console, progress=_progress())
 
 
-def register(main: click.Group) -> None:
-    for cmd in (walkforward_cmd, report_cmd, sandbox_cmd, demo_cmd):
-        main.add_command(cmd)
+COMMANDS = (walkforward_cmd, report_cmd, sandbox_cmd, demo_cmd)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .errors import ParameterError, check_param
+from optimizer.errors import ParameterError, check_param
 
 __all__ = ["PurgedTimeSeriesSplit", "FoldSpan", "WalkForward", "Window", "reserve_cutoff"]
 

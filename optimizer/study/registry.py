@@ -13,7 +13,7 @@ from typing import Any
 
 import optuna
 
-from .errors import SpecError
+from optimizer.errors import SpecError
 
 __all__ = ["SAMPLERS", "PRUNERS", "build_sampler", "build_pruner"]
 

@@ -8,13 +8,13 @@
   :func:`flag_fragile`, :func:`rule_validation` (Mann–Whitney U + Benjamini–Hochberg).
 * Decision: :func:`verdict`.
 
-The implementations live in ``optimizer/_stats_*.py``; import them from here.
+The implementations live in ``optimizer/validate/_*.py`` and ``verdict.py``; import them from here.
 """
 
 from __future__ import annotations
 
-from optimizer._stats_pbo import PBOResult, probability_of_backtest_overfitting  # noqa: F401 (re-exports, see __all__)
-from optimizer._stats_robust import (  # noqa: F401
+from optimizer.validate._pbo import PBOResult, probability_of_backtest_overfitting  # noqa: F401 (re-exports, see __all__)
+from optimizer.validate._robust import (  # noqa: F401
     BOOTSTRAP_STATS,
     CI,
     ShuffleResult,
@@ -26,7 +26,7 @@ from optimizer._stats_robust import (  # noqa: F401
     total_return,
     trade_order_shuffle,
 )
-from optimizer._stats_sharpe import (  # noqa: F401
+from optimizer.validate._sharpe import (  # noqa: F401
     DSRResult,
     deflated_sharpe_from_study,
     deflated_sharpe_ratio,
@@ -35,8 +35,8 @@ from optimizer._stats_sharpe import (  # noqa: F401
     probabilistic_sharpe_ratio,
     sharpe_stats,
 )
-from optimizer._stats_verdict import Verdict, verdict  # noqa: F401
+from optimizer.validate.verdict import Verdict, verdict  # noqa: F401
 
-from optimizer import _stats_pbo, _stats_robust, _stats_sharpe, _stats_verdict  # noqa: E402
+from optimizer.validate import _pbo, _robust, _sharpe, verdict as _verdict  # noqa: E402
 
-__all__ = [*_stats_sharpe.__all__, *_stats_pbo.__all__, *_stats_robust.__all__, *_stats_verdict.__all__]
+__all__ = [*_sharpe.__all__, *_pbo.__all__, *_robust.__all__, *_verdict.__all__]

@@ -1,143 +1,27 @@
-"""The ``accumopt`` command line: a thin layer that parses arguments, calls the library and formats output.
-
-Every command has --help; every domain error (AccumoptError) becomes one line on stderr and exit code 2.
-Shared options: --db (env ACCUMOPT_DB, default output/darkpool.duckdb), --storage (env ACCUMOPT_STORAGE,
-default sqlite:///output/studies.db), --format table|json.
-"""
+"""Data commands: ingest, fetch, data synth / info, metrics build."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
 
-from . import __version__
-from .config import DEFAULT_DB, DEFAULT_STORAGE, Settings
-from .errors import AccumoptError, DataError
-
-console = Console()
-err_console = Console(stderr=True)
-
-
-# ------------------------------------------------------------------------------------------------ shared options
-def db_option(f):
-    return click.option("--db", "db", envvar="ACCUMOPT_DB", default=DEFAULT_DB, show_default=True,
-                        type=click.Path(dir_okay=False), help="DuckDB store (env ACCUMOPT_DB).")(f)
-
-
-def storage_option(f):
-    return click.option("--storage", envvar="ACCUMOPT_STORAGE", default=None,
-                        help=f"Optuna storage URL (env ACCUMOPT_STORAGE; default {DEFAULT_STORAGE}; journal:PATH for a journal file).")(f)
-
-
-def format_option(*choices: str):
-    choices = choices or ("table", "json")
-
-    def deco(f):
-        return click.option("--format", "fmt", type=click.Choice(choices), default=choices[0], show_default=True,
-                            help="Output format: a terminal table, or JSON for scripts.")(f)
-    return deco
-
-
-def _progress() -> bool:
-    return sys.stderr.isatty()
-
-
-def _json(obj) -> None:
-    click.echo(json.dumps(obj, default=_jsonable, indent=2, sort_keys=False))
-
-
-def _jsonable(o):
-    import numpy as np
-    import pandas as pd
-
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return None if not np.isfinite(o) else float(o)
-    if isinstance(o, (pd.Timestamp,)):
-        return o.isoformat()
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
-
-
-def _table(rows, title: str | None = None, columns=None) -> None:
-    from rich.table import Table
-
-    import pandas as pd
-
-    df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
-    t = Table(title=title, show_lines=False)
-    cols = list(columns or df.columns)
-    for c in cols:
-        t.add_column(str(c), overflow="fold")
-    for _, r in df.iterrows():
-        t.add_row(*[_fmt(r[c]) for c in cols])
-    console.print(t)
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        if v != v:
-            return ""
-        return f"{v:.4g}" if abs(v) < 1e5 else f"{v:,.0f}"
-    return "" if v is None else str(v)
-
-
-def _error_line(message: str) -> None:
-    """``error: <message>`` on stderr as ONE line. The message is plain text, never rich markup: key paths such as
-    ``[space.z_window]`` must survive."""
-    from rich.text import Text
-
-    err_console.print(Text.assemble(("error:", "bold red"), " ", str(message).replace("\n", " ")),
-                      highlight=False, soft_wrap=True)
-
-
-def _is_store_open_error(e: BaseException) -> bool:
-    """A DuckDB file that cannot be opened (not a DuckDB file, locked by another process): a user error."""
-    import duckdb
-
-    return isinstance(e, duckdb.IOException)
-
-
-class _Group(click.Group):
-    """Turns AccumoptError (and an unopenable DuckDB file) into a one-line message and exit code 2."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except AccumoptError as e:
-            _error_line(str(e))
-            ctx.exit(2)
-        except Exception as e:  # noqa: BLE001 - only store-open errors are handled, the rest re-raised
-            if not _is_store_open_error(e):
-                raise
-            _error_line(f"cannot open the DuckDB store: {e}")
-            ctx.exit(2)
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.version_option(__version__, prog_name="accumopt")
-def main() -> None:
-    """accumopt: optimize and honestly validate institutional accumulation/distribution signals.
-
-    \b
-    Typical flow:
-      accumopt data synth --out output/synth --db output/darkpool.duckdb   # or: accumopt ingest ...
-      accumopt study run studies/demo.toml
-      accumopt walkforward studies/demo.toml
-      accumopt report demo
-    """
+from optimizer.cli._common import (
+    _json,
+    _progress,
+    _table,
+    console,
+    db_option,
+    err_console,
+    format_option,
+)
+from optimizer.errors import DataError
+from optimizer.settings import Settings
 
 
 # ------------------------------------------------------------------------------------------------ ingest / fetch
-@main.command("ingest")
+@click.command("ingest")
 @click.argument("kind", type=click.Choice(["finra-short", "prices", "otc-weekly", "lit-trades", "lit-flow", "options"]))
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--strict", is_flag=True, help="Fail a whole file on any invariant-breaking row (default: reject rows).")
@@ -149,8 +33,8 @@ def ingest_cmd(kind, paths, strict, db, fmt):
     Re-ingesting an identical file is a no-op; a changed file replaces its dates' rows. Malformed files are
     rejected with file:line: reason and leave the database unchanged. Exit code 1 when anything was rejected.
     """
-    from .data.ingest import ingest_paths
-    from .data.store import connect
+    from optimizer.data.ingest import ingest_paths
+    from optimizer.data.store import connect
 
     con = connect(db)
     try:
@@ -167,7 +51,7 @@ def ingest_cmd(kind, paths, strict, db, fmt):
     sys.exit(rep.exit_code)
 
 
-@main.group("fetch")
+@click.group("fetch")
 def fetch_grp():
     """Download raw data (FINRA daily files, FINRA Query API, Polygon prices) into a cache, then ingest it.
 
@@ -186,7 +70,7 @@ def fetch_grp():
 @db_option
 def fetch_finra_cmd(start, end, families, cache, no_ingest, db):
     """Download FINRA Reg SHO daily short-sale files (FINRA_CDN_URL) for each NYSE session, then ingest them."""
-    from .data.fetch import fetch_finra_short
+    from optimizer.data.fetch import fetch_finra_short
 
     files = fetch_finra_short(start, end, cache, Settings.from_env(), families=tuple(families))
     console.print(f"{len(files)} file(s) in {cache}", markup=False)
@@ -204,7 +88,7 @@ def fetch_finra_cmd(start, end, families, cache, no_ingest, db):
 @db_option
 def fetch_finra_api_cmd(start, end, symbols, cache, no_ingest, db):
     """Query the FINRA Query API (OAuth client credentials) for Reg SHO daily data, then ingest it."""
-    from .data.fetch import fetch_finra_api
+    from optimizer.data.fetch import fetch_finra_api
 
     syms = [s.strip().upper() for s in symbols.split(",")] if symbols else None
     res = fetch_finra_api(start, end, Settings.from_env(), syms, out_dir=cache)
@@ -224,8 +108,8 @@ def fetch_finra_api_cmd(start, end, symbols, cache, no_ingest, db):
 @db_option
 def fetch_prices_cmd(symbols, start, end, cache, no_ingest, db):
     """Download Polygon daily aggregates (POLYGON_API_KEY, POLYGON_BASE_URL), then ingest them."""
-    from .data.fetch import fetch_polygon_prices
-    from .universe import resolve_universe
+    from optimizer.data.fetch import fetch_polygon_prices
+    from optimizer.data.universe import resolve_universe
 
     s = Settings.from_env()
     syms = resolve_universe(symbols) if symbols else (list(s.tickers) or resolve_universe("tier1+3"))
@@ -243,8 +127,8 @@ def _print_missing(files) -> None:
 
 
 def _ingest_after_fetch(kind, files, db):
-    from .data.ingest import ingest_paths
-    from .data.store import connect
+    from optimizer.data.ingest import ingest_paths
+    from optimizer.data.store import connect
 
     con = connect(db)
     try:
@@ -259,7 +143,7 @@ def _ingest_after_fetch(kind, files, db):
 
 
 # ------------------------------------------------------------------------------------------------ data / metrics
-@main.group("data")
+@click.group("data")
 def data_grp():
     """The embedded synthetic market and store summaries."""
 
@@ -281,7 +165,12 @@ def data_grp():
 def synth_cmd(out_dir, seed, effect, family, start, end, universe, n_symbols, prices_file, db, fmt):
     """Write the embedded synthetic market as real-format raw files (FINRA CNMS, prices, lit flow, OTC weekly,
     options) plus a ground-truth folder the optimizer never reads; with --db, ingest and build daily_metrics."""
-    from .data.synth import SynthConfig, generate_market, synth_to_db, write_market
+    from optimizer.data.synth import (
+        SynthConfig,
+        generate_market,
+        synth_to_db,
+        write_market,
+    )
 
     cfg = SynthConfig(seed=seed, start=start, end=end, universe=universe, n_symbols=n_symbols, effect=effect,
                       family=family, prices_file=prices_file)
@@ -301,7 +190,7 @@ def synth_cmd(out_dir, seed, effect, family, start, end, universe, n_symbols, pr
 @format_option()
 def info_cmd(db, fmt):
     """Summarize the store: schema version, rows per table, date ranges, last ingests."""
-    from .data.store import connect
+    from optimizer.data.store import connect
 
     con = connect(db, read_only=True)
     try:
@@ -325,7 +214,7 @@ def info_cmd(db, fmt):
         _table(rows, title=f"{db} (schema v{ver})")
 
 
-@main.group("metrics")
+@click.group("metrics")
 def metrics_grp():
     """Derived point-in-time tables (daily_metrics, options_premium_daily)."""
 
@@ -337,8 +226,8 @@ def metrics_grp():
 @format_option()
 def metrics_build_cmd(z_window, min_lit_volume, db, fmt):
     """Rebuild daily_metrics from the raw tables (one transaction; point-in-time; OTC publication lag applied)."""
-    from .data.metrics import build_daily_metrics
-    from .data.store import connect
+    from optimizer.data.metrics import build_daily_metrics
+    from optimizer.data.store import connect
 
     mlv = min_lit_volume if min_lit_volume is not None else Settings.from_env().min_lit_volume
     con = connect(db)
@@ -355,11 +244,7 @@ def metrics_build_cmd(z_window, min_lit_volume, db, fmt):
         _table([{"key": k, "value": v} for k, v in summary.items()], title="daily_metrics")
 
 
-if __name__ == "__main__":  # pragma: no cover - `python -m optimizer.cli`: run the package module, whose
-    from optimizer.cli import main as _package_main  # commands cli_engine registers (no circular import)
 
-    _package_main()
-else:
-    from .cli_engine import register as _register_engine  # engine / study / analytics commands
+__all__ = ["COMMANDS"]
 
-    _register_engine(main)
+COMMANDS = (ingest_cmd, fetch_grp, data_grp, metrics_grp)

@@ -13,9 +13,9 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from .errors import DataError
-from .spec import parse_spec
-from .study import TrialObjective, load_study_data, prepare_data
+from optimizer.errors import DataError
+from optimizer.study.spec import parse_spec
+from optimizer.study import TrialObjective, load_study_data, prepare_data
 
 __all__ = ["replay_trial"]
 
@@ -68,7 +68,7 @@ def replay_trial(storage, name: str, number: int, db: str | Path) -> dict[str, A
             if k in sf:
                 rows.append({"key": f"fold{i}.{k}", "stored": sf[k], "replayed": rf[k], "equal": _close(sf[k], rf[k], 1e-8)})
     comp = pd.DataFrame(rows)
-    from .study import git_commit
+    from optimizer.study import git_commit
 
     return {"study": name, "trial": number, "params": dict(trial.params), "reproduced": bool(comp["equal"].all()),
             "comparison": comp, "fingerprint": data.fingerprint,

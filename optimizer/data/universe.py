@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from .errors import ParameterError
+from optimizer.errors import ParameterError
 
 __all__ = [
     "TIER1",

@@ -1,0 +1,5 @@
+"""``python -m optimizer.cli``: the same entry point as the ``accumopt`` script."""
+
+from optimizer.cli import main
+
+main()

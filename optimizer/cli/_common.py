@@ -1,0 +1,116 @@
+"""Shared pieces of the command line: options, output helpers and the error-handling group."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from optimizer.errors import AccumoptError
+from optimizer.settings import DEFAULT_DB, DEFAULT_STORAGE
+
+console = Console()
+err_console = Console(stderr=True)
+
+# ------------------------------------------------------------------------------------------------ shared options
+def db_option(f):
+    return click.option("--db", "db", envvar="ACCUMOPT_DB", default=DEFAULT_DB, show_default=True,
+                        type=click.Path(dir_okay=False), help="DuckDB store (env ACCUMOPT_DB).")(f)
+
+
+def storage_option(f):
+    return click.option("--storage", envvar="ACCUMOPT_STORAGE", default=None,
+                        help=f"Optuna storage URL (env ACCUMOPT_STORAGE; default {DEFAULT_STORAGE}; journal:PATH for a journal file).")(f)
+
+
+def format_option(*choices: str):
+    choices = choices or ("table", "json")
+
+    def deco(f):
+        return click.option("--format", "fmt", type=click.Choice(choices), default=choices[0], show_default=True,
+                            help="Output format: a terminal table, or JSON for scripts.")(f)
+    return deco
+
+
+def _progress() -> bool:
+    return sys.stderr.isatty()
+
+
+def _json(obj) -> None:
+    click.echo(json.dumps(obj, default=_jsonable, indent=2, sort_keys=False))
+
+
+def _jsonable(o):
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return None if not np.isfinite(o) else float(o)
+    if isinstance(o, (pd.Timestamp,)):
+        return o.isoformat()
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def _table(rows, title: str | None = None, columns=None) -> None:
+    import pandas as pd
+    from rich.table import Table
+
+    df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
+    t = Table(title=title, show_lines=False)
+    cols = list(columns or df.columns)
+    for c in cols:
+        t.add_column(str(c), overflow="fold")
+    for _, r in df.iterrows():
+        t.add_row(*[_fmt(r[c]) for c in cols])
+    console.print(t)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        if v != v:
+            return ""
+        return f"{v:.4g}" if abs(v) < 1e5 else f"{v:,.0f}"
+    return "" if v is None else str(v)
+
+
+def _error_line(message: str) -> None:
+    """``error: <message>`` on stderr as ONE line. The message is plain text, never rich markup: key paths such as
+    ``[space.z_window]`` must survive."""
+    from rich.text import Text
+
+    err_console.print(Text.assemble(("error:", "bold red"), " ", str(message).replace("\n", " ")),
+                      highlight=False, soft_wrap=True)
+
+
+def _is_store_open_error(e: BaseException) -> bool:
+    """A DuckDB file that cannot be opened (not a DuckDB file, locked by another process): a user error."""
+    import duckdb
+
+    return isinstance(e, duckdb.IOException)
+
+
+class _Group(click.Group):
+    """Turns AccumoptError (and an unopenable DuckDB file) into a one-line message and exit code 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except AccumoptError as e:
+            _error_line(str(e))
+            ctx.exit(2)
+        except Exception as e:  # noqa: BLE001 - only store-open errors are handled, the rest re-raised
+            if not _is_store_open_error(e):
+                raise
+            _error_line(f"cannot open the DuckDB store: {e}")
+            ctx.exit(2)
+
+

@@ -1,0 +1,242 @@
+"""Commands: study run / worker / validate / list / show / best / compare / export / delete / replay, dashboard."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.markup import escape
+
+from optimizer.cli._common import (
+    _json,
+    _progress,
+    _table,
+    console,
+    db_option,
+    format_option,
+    storage_option,
+)
+from optimizer.errors import ParameterError
+from optimizer.settings import DEFAULT_STORAGE
+
+
+@click.group("study")
+def study_grp():
+    """Run and inspect Optuna studies defined by TOML specs (studies/*.toml)."""
+
+
+def _spec(path):
+    from optimizer.study.spec import load_spec
+
+    return load_spec(path)
+
+
+@study_grp.command("validate")
+@click.argument("specs", nargs=-1, required=True, type=click.Path())
+def study_validate(specs):
+    """Validate spec files without running anything (exit 2 on the first invalid one)."""
+    for p in specs:
+        s = _spec(p)
+        console.print(f"[green]ok[/] {escape(str(p))}: study {s.run.study_name!r}, {len(s.space)} parameters, sampler {s.sampler.name}, "
+                      f"pruner {s.pruner.name}, objective {s.objective.name}, purge {s.purge()}, embargo {s.embargo()}, hash {s.spec_hash}",
+                      soft_wrap=True, highlight=False)
+
+
+def _run_opts(f):
+    for opt in reversed([
+        click.option("--n-trials", type=int, help="Total finished trials the study should hold (resuming counts earlier ones)."),
+        click.option("--timeout", type=float, help="Stop starting new trials after this many seconds."),
+        click.option("--name", help="Study name (default: [run].study_name or the spec's name)."),
+        click.option("--new-name", is_flag=True, help="If the spec changed, start a new study NAME-2 instead of refusing."),
+    ]):
+        f = opt(f)
+    return f
+
+
+@study_grp.command("run")
+@click.argument("spec", type=click.Path())
+@_run_opts
+@click.option("--jobs", default=1, show_default=True, type=int, help="Worker processes on this machine.")
+@storage_option
+@db_option
+@format_option()
+def study_run(spec, n_trials, timeout, name, new_name, jobs, storage, db, fmt):
+    """Create or resume the study of SPEC and run it. Ctrl-C stops after the running trial; re-run to resume."""
+    from optimizer.study import run_study
+
+    s = _spec(spec)
+    if jobs < 1:
+        raise ParameterError(f"jobs must be >= 1, got jobs={jobs}")
+    res = run_study(s, db, storage, n_trials=n_trials, timeout=timeout, jobs=jobs, name=name, new_name=new_name,
+                    progress=_progress() and fmt == "table")
+    _print_run(res, fmt)
+
+
+def _print_run(res, fmt):
+    d = {"study": res.study_name, "storage": res.storage, **res.counts, "best_value": res.best_value,
+         "best_params": res.best_params, "seconds": round(res.seconds, 2), "interrupted": res.interrupted}
+    if fmt == "json":
+        _json(d)
+    else:
+        _table([{"key": k, "value": json.dumps(v, default=str) if isinstance(v, (dict, list)) else v} for k, v in d.items()],
+               title=f"study {res.study_name}")
+        console.print(f"dashboard: accumopt dashboard --storage {res.storage}")
+
+
+@study_grp.command("worker")
+@click.argument("spec", type=click.Path())
+@click.option("--storage", required=True, envvar="ACCUMOPT_STORAGE", help="Shared storage URL (e.g. postgresql://...).")
+@_run_opts
+@db_option
+@format_option()
+def study_worker(spec, storage, n_trials, timeout, name, new_name, db, fmt):
+    """Join a running study from another process or machine (same spec, same data, shared storage)."""
+    from optimizer.study import run_study
+
+    res = run_study(_spec(spec), db, storage, n_trials=n_trials, timeout=timeout, name=name, new_name=new_name, worker=True,
+                    progress=_progress() and fmt == "table")
+    _print_run(res, fmt)
+
+
+@study_grp.command("list")
+@storage_option
+@format_option("table", "json", "csv")
+def study_list(storage, fmt):
+    """List studies: trials complete/pruned/failed/running, best value, created."""
+    from optimizer.study.inspect import list_studies
+
+    df = list_studies(_storage(storage))
+    _emit_df(df, fmt, "studies")
+
+
+def _storage(url):
+    from optimizer.study import make_storage
+
+    return make_storage(url, heartbeat=False)
+
+
+def _emit_df(df, fmt, title):
+    if fmt == "json":
+        click.echo(df.to_json(orient="records", date_format="iso", indent=2))
+    elif fmt == "csv":
+        click.echo(df.to_csv(index=False), nl=False)
+    else:
+        _table(df, title=title)
+
+
+@study_grp.command("show")
+@click.argument("name")
+@click.option("--top", default=10, show_default=True, type=int, help="How many trials to show.")
+@storage_option
+@format_option("table", "json", "csv")
+def study_show(name, top, storage, fmt):
+    """Top trials of study NAME with parameters and metrics (the Pareto front for multi-objective studies)."""
+    from optimizer.study.inspect import show_study
+
+    _emit_df(show_study(_storage(storage), name, top=top), fmt, f"study {name}: top {top}")
+
+
+@study_grp.command("best")
+@click.argument("name")
+@storage_option
+@format_option("json", "table")
+def study_best(name, storage, fmt):
+    """The best trial: params (accepted as-is by `backtest --params FILE`), value and metrics."""
+    from optimizer.study.inspect import best_trial_json
+
+    d = best_trial_json(_storage(storage), name)
+    if fmt == "json":
+        _json(d)
+    else:
+        _table([{"key": k, "value": json.dumps(v, default=str) if isinstance(v, (dict, list)) else v} for k, v in d.items()],
+               title=f"best of {name}")
+
+
+@study_grp.command("compare")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--out", default=None, help="HTML path (default output/reports/compare_<names>.html).")
+@storage_option
+@format_option()
+def study_compare(names, out, storage, fmt):
+    """Compare studies: completed vs pruned vs failed, prune folds, best-so-far curves, time saved by pruning."""
+    from optimizer.study.inspect import compare_studies, write_compare_html
+
+    res = compare_studies(_storage(storage), list(names))
+    path = Path(out or f"output/reports/compare_{'_'.join(names)}.html")
+    write_compare_html(res, path)
+    if fmt == "json":
+        _json({"summary": json.loads(res.summary.to_json(orient="records")), "html": str(path)})
+    else:
+        _table(res.summary, title="study comparison")
+        click.echo(f"report: {path}")
+
+
+@study_grp.command("export")
+@click.argument("name")
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True,
+              help="File format of the export.")
+@click.option("--out", default=None, help="Output path (default output/<name>_trials.<format>).")
+@storage_option
+def study_export(name, fmt, out, storage):
+    """Export every trial (params, values, states, metrics) to CSV or Parquet."""
+    from optimizer.study.inspect import export_study
+
+    p = export_study(_storage(storage), name, out or f"output/{name}_trials.{fmt}", fmt=fmt)
+    click.echo(str(p))
+
+
+@study_grp.command("delete")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@storage_option
+def study_delete(name, yes, storage):
+    """Delete study NAME and all its trials (asks first unless --yes)."""
+    from optimizer.study.inspect import delete_study
+
+    if not yes:
+        if not sys.stdin.isatty():
+            raise ParameterError("refusing to delete without confirmation on a non-interactive stdin; pass --yes")
+        click.confirm(f"Delete study {name!r} and all its trials?", abort=True)
+    delete_study(_storage(storage), name)
+    console.print(f"deleted {name}")
+
+
+@study_grp.command("replay")
+@click.argument("name")
+@click.argument("trial", type=int)
+@storage_option
+@db_option
+@format_option()
+def study_replay(name, trial, storage, db, fmt):
+    """Re-evaluate stored trial TRIAL of study NAME on the same data and show that it reproduces."""
+    from optimizer.study.replay import replay_trial
+
+    rep = replay_trial(_storage(storage), name, trial, db)
+    if fmt == "json":
+        _json(rep | {"comparison": rep["comparison"].to_dict(orient="records")})
+    else:
+        _table(rep["comparison"], title=f"replay {name} #{trial}: {'REPRODUCED' if rep['reproduced'] else 'DIFFERENT'}")
+    if not rep["reproduced"]:
+        sys.exit(1)
+
+
+@click.command("dashboard")
+@storage_option
+@click.option("--port", default=8080, show_default=True, type=int, help="TCP port to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (loopback by default).")
+def dashboard_cmd(storage, port, host):
+    """Start optuna-dashboard on the study storage (http://127.0.0.1:PORT)."""
+    import optuna_dashboard
+
+    url = storage or DEFAULT_STORAGE
+    console.print(f"optuna-dashboard on http://{host}:{port} for {url} (Ctrl-C to stop)")
+    optuna_dashboard.run_server(_storage(url), host=host, port=port)
+
+
+# ------------------------------------------------------------------------------------------------ analytics
+
+__all__ = ["COMMANDS"]
+
+COMMANDS = (study_grp, dashboard_cmd,)

@@ -1,0 +1,366 @@
+"""Create or resume a study (spec-hash guard) and run it: the single-writer mirrored loop, the budgeted loop of
+several workers, ``--jobs`` worker processes, Ctrl-C, the progress bar."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from optimizer import __version__
+from optimizer.settings import DEFAULT_STORAGE
+from optimizer.errors import AccumoptError, ParameterError, SpecError
+from optimizer.study.registry import build_pruner, build_sampler
+from optimizer.study.space import grid_search_space
+from optimizer.study.spec import StudySpec
+from optimizer.study.data import StudyData, load_study_data, prepare_data
+from optimizer.study.seed import seed_from_study
+from optimizer.study.storage import _StudyFull, make_storage
+from optimizer.study.trial import TrialObjective
+
+
+def _optimize_mirrored(study: optuna.Study, storage: Any, objective: Callable, target: int, timeout: float | None,
+                       callbacks: list[Callable]) -> None:
+    """Single-worker fast path: run trials on an in-process copy of the stored study and write each finished
+    trial back to the storage in ONE transaction (params, fold reports, attributes, values, state).
+
+    The sampler and pruner read the in-memory copy, so a trial costs no storage reads and one write instead of a
+    round trip per suggest, report and attribute. Every finished trial is committed before the next one starts,
+    so a SIGKILL loses at most the running trial, which never reaches the storage (it is never counted).
+    Stored WAITING trials (enqueued seeds) run first and are completed in place. Used only when this process is
+    the study's only writer (``--jobs 1``, not ``study worker``); several workers go through the storage itself.
+    """
+    sid = storage.get_study_id_from_name(study.study_name)
+    local = optuna.create_study(storage=optuna.storages.InMemoryStorage(), sampler=study.sampler,
+                                pruner=study.pruner, directions=study.directions, study_name=study.study_name)
+    waiting: dict[int, int] = {}  # local trial number -> stored trial id of an enqueued (WAITING) trial
+    for t in study.get_trials(deepcopy=True):
+        if t.state == TrialState.RUNNING:
+            continue  # another writer's (or a stale) trial: not ours to run or count
+        if t.state == TrialState.WAITING:
+            waiting[len(local.get_trials(deepcopy=False))] = t._trial_id
+        local.add_trial(t)
+
+    def write_back(st: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
+        stored_id = waiting.pop(frozen.number, None)
+        if stored_id is None:
+            storage.create_new_trial(sid, template_trial=frozen)
+            return
+        storage.set_trial_state_values(stored_id, TrialState.RUNNING)  # the enqueued trial, completed in place
+        for k, d in frozen.distributions.items():
+            if k not in storage.get_trial(stored_id).params:
+                storage.set_trial_param(stored_id, k, d.to_internal_repr(frozen.params[k]), d)
+        for step, v in frozen.intermediate_values.items():
+            storage.set_trial_intermediate_value(stored_id, step, v)
+        for k, v in frozen.user_attrs.items():
+            storage.set_trial_user_attr(stored_id, k, v)
+        storage.set_trial_state_values(stored_id, frozen.state, frozen.values)
+
+    c = trial_counts(local)
+    remaining = target - c["complete"] - c["pruned"]
+    if remaining <= 0:
+        return
+    local.optimize(objective, n_trials=remaining + len(waiting), timeout=timeout, catch=(),
+                   callbacks=[write_back, optuna.study.MaxTrialsCallback(target, states=(TrialState.COMPLETE, TrialState.PRUNED)),
+                              *callbacks])
+
+
+def _optimize_budget(study: optuna.Study, storage: Any, objective: Callable, target: int, timeout: float | None,
+                     callbacks: list[Callable], should_stop: Callable[[], bool] = lambda: False,
+                     n_trials: int | None = None) -> None:
+    """Run trials until the study holds ``target`` finished (complete + pruned) trials, never more.
+
+    Every worker gets the same budget (see ``_BudgetRDBStorage``). When the budget is used up by trials other
+    workers still run, this worker waits (polling every heartbeat interval) until they finish, or until the
+    heartbeat marks them stale (FAIL + a WAITING retry that this worker then runs). It stops waiting when the
+    study has not changed for max(60 s, 4 x grace period) (a slow live worker, or a foreign one without a
+    heartbeat). Storages without a heartbeat cannot tell a dead worker from a slow one, so there it stops at once.
+    ``n_trials``: at most this many trials in this process; ``timeout`` and ``should_stop`` end the loop between
+    trials.
+    """
+    if hasattr(storage, "set_trial_budget"):
+        storage.set_trial_budget(study._study_id, target)
+    t_end = None if timeout is None else time.monotonic() + timeout
+    interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+    idle_limit = max(60.0, 4.0 * (getattr(storage, "grace_period", None) or 2 * (interval or 0)))
+    ran = [0]
+    seen, changed = None, time.monotonic()
+
+    def _count(st: optuna.Study, tr) -> None:
+        ran[0] += 1
+
+    while not should_stop():
+        c = trial_counts(study)
+        if (snap := tuple(c.values())) != seen:
+            seen, changed = snap, time.monotonic()
+        left = target - c["complete"] - c["pruned"]
+        quota = left if n_trials is None else min(left, n_trials - ran[0])
+        t_left = None if t_end is None else t_end - time.monotonic()
+        if quota <= 0 or (t_left is not None and t_left <= 0):
+            return
+        try:
+            study.optimize(objective, n_trials=quota, timeout=t_left, catch=(), callbacks=[_count, *callbacks])
+            return  # quota, timeout or stop(): nothing left for this process to do
+        except _StudyFull:
+            pass
+        if interval is None or time.monotonic() - changed > idle_limit:
+            return
+        time.sleep(interval)
+        optuna.storages.fail_stale_trials(study)
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _sampler(spec: StudySpec, offset: int = 0):
+    """The spec's sampler with seed ``spec seed + offset`` (unseeded when the spec's seed is None)."""
+    seed = None if spec.sampler.seed is None else (spec.sampler.seed + offset) % 2**32
+    return build_sampler(spec.sampler.name, seed, spec.sampler.options,
+                         grid_search_space(spec) if spec.sampler.name == "grid" else None)
+
+
+def open_study(spec: StudySpec, storage, data: StudyData, name: str | None = None, new_name: bool = False,
+               extra_attrs: dict[str, Any] | None = None, seed_offset: int = 0) -> optuna.Study:
+    """Create or resume the spec's study. A study of the same name made from a different spec is refused;
+    with ``new_name`` the first ``NAME-k`` made from this spec is resumed, else a free ``NAME-k`` is created.
+
+    A resumed study's sampler is seeded with ``seed + number of trials already stored (+ seed_offset)``: reusing
+    the seed would re-draw the parameters of the study's first trials.
+    """
+    asked = name
+    name = name or spec.run.study_name or spec.name
+    pruner = build_pruner(spec.pruner.name, spec.pruner.options)
+    directions = list(spec.objective.directions)
+    existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    if name in existing:
+        st = optuna.load_study(study_name=name, storage=storage, pruner=pruner)
+        old = st.user_attrs.get("spec_hash")
+        if old is not None and old != spec.spec_hash:
+            if not new_name:
+                raise SpecError("study", f"study {name!r} was created from a different spec (hash {old}, this spec {spec.spec_hash}); "
+                                         f"refusing to resume it. Use --name NEW or --new-name to start a new study")
+            name = _next_free_name(name, existing, storage, spec.spec_hash)
+            st = optuna.load_study(study_name=name, storage=storage, pruner=pruner) if name in existing else None
+        if st is not None:
+            fp = st.user_attrs.get("data_fingerprint")
+            if fp is not None and fp != data.fingerprint:
+                raise SpecError("data", f"study {name!r} was run on different data (fingerprint {fp}, now {data.fingerprint}); "
+                                        "refusing to mix trials. Use --new-name")
+            st.sampler = _sampler(spec, len(st.get_trials(deepcopy=False)) + seed_offset)
+            return st
+    try:
+        st = optuna.create_study(study_name=name, storage=storage, sampler=_sampler(spec, seed_offset), pruner=pruner,
+                                 directions=directions)
+    except optuna.exceptions.DuplicatedStudyError:  # another worker created it since the listing above: join it
+        return open_study(spec, storage, data, asked, new_name, extra_attrs, seed_offset)
+    obj = TrialObjective(data).objective
+    with warnings.catch_warnings():  # set_metric_names is marked experimental by Optuna
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        st.set_metric_names(obj.metric_names)
+    d0, d1 = data.train_dates
+    attrs = {
+        "spec_hash": spec.spec_hash, "spec_text": spec.source, "spec_path": spec.path, "spec_name": spec.name,
+        "data_fingerprint": data.fingerprint, "accumopt_version": __version__, "git_commit": git_commit(),
+        "objective": spec.objective.name, "aggregate": spec.objective.aggregate,
+        "train_start": d0, "train_end": d1, "symbols": len(data.panel.symbols),
+        "folds": [[f.fold, str(data.panel.dates[f.test_start]), str(data.panel.dates[f.test_end - 1])] for f in data.folds],
+        "purge": spec.purge(), "embargo": data.cv_embargo, "cv_n_splits": data.cv_n_splits,
+        "span_lo": data.lo, "span_hi": data.hi, "regime": spec.data.regime, "n_trials_target": spec.run.n_trials,
+    }
+    attrs.update(extra_attrs or {})
+    for k, v in attrs.items():
+        st.set_user_attr(k, v)
+    return st
+
+
+def _next_free_name(name: str, existing, storage, spec_hash: str) -> str:
+    """The first ``NAME-k`` (k >= 2) made from the spec ``spec_hash`` (resumed), else the first free one."""
+    i = 2
+    while f"{name}-{i}" in existing:
+        if optuna.load_study(study_name=f"{name}-{i}", storage=storage).user_attrs.get("spec_hash") == spec_hash:
+            return f"{name}-{i}"
+        i += 1
+    return f"{name}-{i}"
+
+
+def trial_counts(study: optuna.Study) -> dict[str, int]:
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    return {
+        "complete": sum(s == TrialState.COMPLETE for s in states),
+        "pruned": sum(s == TrialState.PRUNED for s in states),
+        "failed": sum(s == TrialState.FAIL for s in states),
+        "running": sum(s == TrialState.RUNNING for s in states),
+        "waiting": sum(s == TrialState.WAITING for s in states),
+    }
+
+
+@dataclass
+class StudyRunResult:
+    study_name: str
+    storage: str
+    counts: dict[str, int]
+    best_value: Any
+    best_params: dict[str, Any] | None
+    seconds: float
+    interrupted: bool
+
+
+def _best(study: optuna.Study):
+    try:
+        if len(study.directions) > 1:
+            return [t.values for t in study.best_trials], None
+        return study.best_value, study.best_params
+    except ValueError:
+        return None, None
+
+
+class _Progress:
+    """rich progress bar callback: done/total, pruned, failed, best so far, ETA."""
+
+    def __init__(self, total: int, already: int, enabled: bool) -> None:
+        self.enabled = enabled
+        self.total = total
+        if not enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.p = Progress(TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                          TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+        self.task = self.p.add_task("trials", total=total, completed=already, info="")
+        self.p.start()
+
+    def __call__(self, study: optuna.Study, trial) -> None:
+        if not self.enabled:
+            return
+        c = trial_counts(study)
+        best, _ = _best(study)
+        b = f"{best:.6g}" if isinstance(best, float) else "-"
+        self.p.update(self.task, completed=min(self.total, c["complete"] + c["pruned"]),
+                      info=f"pruned {c['pruned']} failed {c['failed']} best {b}")
+
+    def close(self) -> None:
+        if self.enabled:
+            self.p.stop()
+
+
+def _worker(spec: StudySpec, storage_url: str | None, name: str, quota: int, data: StudyData, timeout: float | None,
+            target: int, seed_offset: int) -> None:
+    """One forked ``--jobs`` process: its own storage connection, sampler seed ``seed + seed_offset``."""
+    storage = make_storage(storage_url)
+    study = optuna.load_study(study_name=name, storage=storage, sampler=_sampler(spec, seed_offset),
+                              pruner=build_pruner(spec.pruner.name, spec.pruner.options))
+    _optimize_budget(study, storage, TrialObjective(data), target, timeout, n_trials=quota,
+                     callbacks=[optuna.study.MaxTrialsCallback(target, states=(TrialState.COMPLETE, TrialState.PRUNED))])
+
+
+def run_study(
+    spec: StudySpec,
+    db: str | Path,
+    storage_url: str | None = None,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    jobs: int = 1,
+    name: str | None = None,
+    new_name: bool = False,
+    progress: bool = False,
+    data: StudyData | None = None,
+    extra_attrs: dict[str, Any] | None = None,
+    callbacks: list[Callable] | None = None,
+    worker: bool = False,
+) -> StudyRunResult:
+    """Create or resume the study and run it until it holds ``n_trials`` finished (complete + pruned) trials.
+
+    ``worker``: this process joins a study other processes run (``study worker``); its sampler seed also mixes
+    in the process id, so workers started together do not draw the same parameters (not reproducible).
+    """
+    t0 = time.perf_counter()
+    if data is None:
+        panel, reserve = load_study_data(spec, db)
+        data = prepare_data(spec, panel, 0, reserve)
+    storage_url = storage_url or spec.run.storage
+    storage = make_storage(storage_url)
+    if jobs > 1 and isinstance(storage, optuna.storages.InMemoryStorage):
+        raise ParameterError(f"jobs must be 1 with an in-memory storage ({storage_url}): worker processes cannot see it, got jobs={jobs}")
+    study = open_study(spec, storage, data, name=name, new_name=new_name, extra_attrs=extra_attrs,
+                       seed_offset=1_000_003 * (os.getpid() % 997 + 1) if worker else 0)
+    optuna.storages.fail_stale_trials(study)  # trials left RUNNING by a killed process: FAIL (+ retried)
+    seed_from_study(study, spec, storage)
+    target = n_trials or spec.run.n_trials
+    timeout = timeout or spec.run.timeout
+    c = trial_counts(study)
+    remaining = max(0, target - c["complete"] - c["pruned"])
+    interrupted = False
+    prog = _Progress(target, c["complete"] + c["pruned"], progress)
+    stop_flag = {"stop": False}
+
+    def _sigint(signum, frame):  # Ctrl-C: finish the running trial, then stop; the study stays resumable
+        stop_flag["stop"] = True
+
+    def _stopper(st: optuna.Study, tr) -> None:
+        if stop_flag["stop"]:
+            st.stop()
+
+    old = signal.getsignal(signal.SIGINT)
+    try:
+        signal.signal(signal.SIGINT, _sigint)
+    except ValueError:  # not the main thread
+        old = None
+    try:
+        if remaining > 0 and jobs <= 1 and not worker and not isinstance(storage, optuna.storages.InMemoryStorage):
+            _optimize_mirrored(
+                study, storage, TrialObjective(data), target, timeout,
+                callbacks=[prog, _stopper, *(callbacks or [])],
+            )
+        elif remaining > 0 and jobs <= 1:
+            _optimize_budget(
+                study, storage, TrialObjective(data), target, timeout, should_stop=lambda: stop_flag["stop"],
+                callbacks=[prog, _stopper, optuna.study.MaxTrialsCallback(target, states=(TrialState.COMPLETE, TrialState.PRUNED)),
+                           *(callbacks or [])],
+            )
+        elif remaining > 0:
+            import multiprocessing as mp
+
+            data.evaluator.features.warm()  # shared copy-on-write by the forked workers
+            ctx = mp.get_context("fork")
+            quotas = [remaining // jobs + (1 if i < remaining % jobs else 0) for i in range(jobs)]
+            n0 = len(study.get_trials(deepcopy=False))
+            procs = [ctx.Process(target=_worker, args=(spec, storage_url, study.study_name, q, data, timeout, target,
+                                                       n0 + 100_003 * (i + 1)))
+                     for i, q in enumerate(quotas) if q > 0]
+            for p in procs:
+                p.start()
+            while any(p.is_alive() for p in procs):
+                for p in procs:
+                    p.join(timeout=0.5)
+                prog(study, None)
+                if stop_flag["stop"]:
+                    for p in procs:
+                        if p.is_alive():
+                            os.kill(p.pid, signal.SIGINT)
+            bad = [p.exitcode for p in procs if p.exitcode not in (0, None, -signal.SIGINT)]
+            if bad:
+                raise AccumoptError(f"{len(bad)} worker process(es) failed with exit codes {bad}")
+        interrupted = stop_flag["stop"]
+    finally:
+        prog.close()
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
+    study = optuna.load_study(study_name=study.study_name, storage=storage)
+    best, params = _best(study)
+    return StudyRunResult(study.study_name, storage_url or DEFAULT_STORAGE, trial_counts(study), best, params,
+                          time.perf_counter() - t0, interrupted)
