@@ -22,11 +22,21 @@ Both stores are SHARED by every test of the session: treat them as read-only (``
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from optimizer.data.synth import SynthConfig, synth_to_db
+
+# Hypothesis profiles: few examples in the edit loop (make test-fast), more in CI. No deadline: numba compiles on
+# first use and the machine is shared. Select with HYPOTHESIS_PROFILE; CI=true selects "ci".
+_HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large]
+settings.register_profile("fast", max_examples=8, deadline=None, suppress_health_check=_HEALTH)
+settings.register_profile("default", max_examples=25, deadline=None, suppress_health_check=_HEALTH)
+settings.register_profile("ci", max_examples=40, deadline=None, suppress_health_check=_HEALTH, derandomize=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "default"))
 
 PLANTED_SYNTH = SynthConfig(seed=11, start="2023-01-03", end="2024-06-28", universe="tier1+3", effect=2.0)
 NULL_SYNTH = SynthConfig(seed=11, start="2023-01-03", end="2024-06-28", universe="tier1+3", effect=0.0)
