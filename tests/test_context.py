@@ -19,6 +19,8 @@ from optimizer.engine.context import (
     macd, market_regime, market_relative_forward_returns, options_context, parent_etf_aligned, parent_etf_available,
     price_vs_sma_pct, regime_features, rsi, signal_quality, sma, sma_slope, trend_class,
 )
+from optimizer.engine._indicators import blended_beta, rolling_beta
+from optimizer.engine._regime import learned_regime_detail, position_multiplier
 from optimizer.engine.panel import Panel
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
@@ -37,20 +39,33 @@ def test_trend_rising_falling_flat_and_slope_by_hand():
     t = np.arange(60, dtype=float)
     rising = 100 * 1.01 ** t
     s, k, tr = _trend_of(rising)
-    # geometric series: sma20 grows by 1.01 per row, so the 5-row relative slope is (1.01^5 - 1) / 5 exactly
-    np.testing.assert_allclose(k[24:], (1.01 ** 5 - 1) / 5, rtol=1e-10)
-    assert np.isnan(k[:24]).all() and np.isnan(s[:19]).all()
+    # geometric series: sma20 grows by 1.01 per row, so the day-over-day relative slope is 0.01 exactly
+    np.testing.assert_allclose(k[20:], 0.01, rtol=1e-10)
+    assert np.isnan(k[:20]).all() and np.isnan(s[:19]).all()
     np.testing.assert_allclose(s[19], rising[:20].mean())
-    assert (tr[24:] == TREND_UP).all() and (tr[:24] == TREND_SIDEWAYS).all()
+    assert (tr[20:] == TREND_UP).all() and (tr[:20] == TREND_SIDEWAYS).all()
     _, _, tr_down = _trend_of(100 * 0.99 ** t)
-    assert (tr_down[24:] == TREND_DOWN).all()
+    assert (tr_down[20:] == TREND_DOWN).all()
     _, k_flat, tr_flat = _trend_of(np.full(60, 50.0))
-    assert (k_flat[24:] == 0).all() and (tr_flat == TREND_SIDEWAYS).all()
+    assert (k_flat[20:] == 0).all() and (tr_flat == TREND_SIDEWAYS).all()
     # above its SMA but slope 0.0005/session < 0.001: SIDEWAYS, not UP
     _, k_slow, tr_slow = _trend_of(100 * 1.0005 ** t)
-    assert k_slow[30] == pytest.approx((1.0005 ** 5 - 1) / 5)
+    assert k_slow[30] == pytest.approx(0.0005)
     assert (tr_slow == TREND_SIDEWAYS).all()
     assert list(decode(np.array([1, 0, -1], dtype=np.int8), TREND_LABELS)) == ["UP", "SIDEWAYS", "DOWN"]
+
+
+def test_sma_slope_is_day_over_day_as_the_design_writes_it():
+    # the design: slope = (sma_20 - sma_20_prev) / sma_20_prev. A kink: the SMA rises 1 % at the last row only.
+    sm = np.array([100.0, 100.0, 100.0, 100.0, 100.0, 100.0, 101.0])
+    k = sma_slope(sm)
+    assert np.isnan(k[0]) and (k[1:6] == 0).all() and k[6] == pytest.approx(0.01)
+    # a 5-session average (the old rule) would have said 0.002 here and missed the day-over-day threshold test
+    close = np.array([99.0, 99.0, 99.0, 99.0, 99.0, 99.0, 102.0])
+    tr = trend_class(close, sm, k)
+    assert list(tr) == [0, 0, 0, 0, 0, 0, 1]
+    tr_dn = trend_class(np.full(3, 90.0), np.array([100.0, 100.0, 99.85]), sma_slope(np.array([100.0, 100.0, 99.85])))
+    assert list(tr_dn) == [0, 0, -1]  # slope -0.0015 < -0.001 and close < SMA
 
 
 def test_price_vs_sma_matches_pandas():
@@ -139,6 +154,64 @@ def test_ewma_beta_planted_and_against_pandas():
     y = pd.Series(np.where(np.isfinite(r[:, 1]), m, np.nan))
     ref = x.ewm(halflife=60, min_periods=20).cov(y) / y.ewm(halflife=60, min_periods=20).var()
     np.testing.assert_allclose(b[30:, 1], ref.to_numpy()[30:], rtol=1e-6, equal_nan=True)
+
+
+def test_rolling_beta_against_pandas_and_by_hand():
+    rng = np.random.default_rng(8)
+    m = rng.normal(0, 0.01, 200)
+    r = np.column_stack([2.0 * m, 0.7 * m + rng.normal(0, 0.01, 200)])
+    b20 = rolling_beta(r, m, 20)
+    np.testing.assert_allclose(b20[15:, 0], 2.0, rtol=1e-8)  # exact linear relation: beta 2 from 15 pairs on
+    assert np.isnan(b20[:14, 0]).all()                      # min_periods = 3/4 of the window = 15 pairs
+    ref = pd.Series(r[:, 1]).rolling(20).cov(pd.Series(m)) / pd.Series(m).rolling(20).var()
+    np.testing.assert_allclose(b20[19:, 1], ref.to_numpy()[19:], rtol=1e-7)
+    ref60 = pd.Series(r[:, 1]).rolling(60).cov(pd.Series(m)) / pd.Series(m).rolling(60).var()
+    np.testing.assert_allclose(rolling_beta(r, m, 60)[59:, 1], ref60.to_numpy()[59:], rtol=1e-7)
+    # by hand, window 3: market (1, 2, 3) %, stock (2, 2, 5) %: cov = 1e-4, var = 2/3 e-4 (population) -> 1.5
+    mm = np.array([0.01, 0.02, 0.03])
+    rr = np.array([0.02, 0.02, 0.05])
+    assert rolling_beta(rr, mm, 3, min_periods=3)[2] == pytest.approx(1.5)
+    gap = r.copy()
+    gap[100, 0] = np.nan  # a missing day: the pair is skipped, 19 of 20 pairs remain >= 15
+    np.testing.assert_allclose(rolling_beta(gap, m, 20)[100:120, 0], 2.0, rtol=1e-8)
+
+
+def test_blended_beta_is_doc_004_weights():
+    e, r20, r60 = np.array([1.0, 1.2, np.nan]), np.array([2.0, 0.8, 1.0]), np.array([0.5, 1.0, 1.0])
+    b = blended_beta(e, r20, r60)
+    assert b[0] == pytest.approx(0.5 * 1.0 + 0.3 * 2.0 + 0.2 * 0.5)
+    assert b[1] == pytest.approx(0.6 + 0.24 + 0.2) and np.isnan(b[2])
+
+
+def test_position_multiplier_and_extreme_vix_override():
+    lab = np.array([-1, 0, 1, 2, 3, 0, 3], dtype=np.int8)
+    vix = np.array([15.0, 15.0, 30.0, 25.0, 39.9, 40.1, np.nan])
+    np.testing.assert_array_equal(position_multiplier(lab), [1.0, 1.0, 0.5, 0.5, 0.25, 1.0, 0.25])
+    np.testing.assert_array_equal(position_multiplier(lab, vix), [1.0, 1.0, 0.5, 0.5, 0.25, 0.1, 0.25])
+
+
+def test_regime_features_volume_ratio_is_20_sessions_and_iv_rv_spread():
+    T = 100
+    spy = 100 * np.exp(np.cumsum(np.full(T, 0.001) * np.where(np.arange(T) % 2 == 0, 1, -0.5)))
+    vol = np.full(T, 1e6)
+    vol[70] = 3e6
+    f = regime_features(spy, spy, spy, vol, np.full(T, 20.0))
+    assert np.isnan(f["volume_ratio"][18]) and f["volume_ratio"][19] == pytest.approx(1.0)
+    assert f["volume_ratio"][70] == pytest.approx(3e6 / ((19 * 1e6 + 3e6) / 20))
+    assert f["volume_ratio"][89] == pytest.approx(1e6 / ((19 * 1e6 + 3e6) / 20))  # the spike: 20th row of the window
+    assert f["volume_ratio"][90] == pytest.approx(1.0)                            # out of the 20-session window
+    np.testing.assert_allclose(f["iv_rv_spread"][25:], 20.0 - realized_vol(spy)[25:])
+
+
+def test_learned_regime_probability_is_the_posterior_of_the_label():
+    c, h, lo, v, vix, _ = _planted_market()
+    feats = regime_features(c, h, lo, v, vix)
+    lab, prob = learned_regime_detail(feats)
+    np.testing.assert_array_equal(lab, learned_regime(feats))
+    known = lab != -1
+    assert known.any() and np.isnan(prob[~known]).all()
+    assert ((prob[known] >= 0.25 - 1e-12) & (prob[known] <= 1 + 1e-12)).all()  # argmax of 4: at least 1/4
+    assert np.median(prob[known]) > 0.8  # planted blocks are well separated
 
 
 def test_forward_and_market_relative_returns():
@@ -285,7 +358,7 @@ def test_options_liquid_threshold():
     assert not liq[:14, 1].any() and liq[14:, 1].all()  # >= 15 of 20 rows needed
 
 
-def test_options_zscore_boost_values_and_cap():
+def test_options_activity_zscore_by_hand():
     T = 30
     base = np.where(np.arange(T) % 2 == 0, 100.0, 200.0)  # prior-20 mean 150, pop std 50
     otm_call = np.column_stack([base, base, base, base])
@@ -293,18 +366,48 @@ def test_options_zscore_boost_values_and_cap():
     z = opt.activity_zscore(otm_call)
     np.testing.assert_allclose(z[25], [5.0, 3.0, 3.0, (5000 - 150) / 50])
     assert np.isnan(z[:15]).all() and np.isfinite(z[15]).all()
-    liquid = np.ones((T, 4), dtype=bool)
-    put_z = np.zeros((T, 4))
-    put_z[25, 2] = 2.5  # puts also unusual: not a directional bullish bet
-    dpc = np.full((T, 4), -0.1)
-    boost = opt.options_boost(liquid, z, put_z, dpc)
-    np.testing.assert_allclose(boost[25], [1.5, 1.3, 1.0, 1.5])
-    assert opt.options_boost(liquid, z, put_z, -dpc)[25].max() == 1.0  # put/call rising: no boost
-    assert opt.options_boost(~liquid, z, put_z, dpc).max() == 1.0
+
+
+def test_options_lookback_max_covers_t0_to_t5():
+    z = np.array([0.0, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, np.nan])
+    m = opt.lookback_max(z)
+    # the spike at row 1 is inside [t-5, t] for t = 1..6 and gone at t = 7
+    assert list(m[:8]) == [0.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 0.0]
+    assert m[8] == 0.0  # NaN today: the max of the finite lookback rows
+    assert np.isnan(opt.lookback_max(np.array([np.nan, np.nan]))).all()
+
+
+def test_options_boost_design_rule_term_by_term():
+    # the design's options_activity_boost: +0.15 ITM call z max > 2; +0.10 OTM call z max > 1.5 and call/put
+    # 5d change > 0; +0.10 premium 5d change > 20 %; +0.15 OTM put z max > 2 and score >= 75; cap 1.5.
+    liquid = np.ones(8, dtype=bool)
+    itm = np.array([2.1, 2.0, 0.0, 0.0, 0.0, 0.0, 2.5, 2.5])
+    otm = np.array([0.0, 0.0, 1.6, 1.6, 0.0, 0.0, 1.6, 1.6])
+    dcp = np.array([0.0, 0.0, 0.1, -0.1, 0.0, 0.0, 0.1, 0.1])
+    dprem = np.array([0.0, 0.0, 0.0, 0.0, 0.21, 0.20, 0.5, 0.5])
+    b = opt.options_boost(liquid, itm, otm, dcp, dprem)
+    np.testing.assert_allclose(b, [1.15, 1.0, 1.10, 1.0, 1.10, 1.0, 1.35, 1.35])
+    put_max = np.array([2.1, 2.1, 2.1, 2.0, 2.1, 2.1, 2.1, 0.0])
+    score = np.array([75.0, 74.9, 80.0, 80.0, 80.0, 80.0, 80.0, 80.0])
+    full = opt.squeeze_boost(b, put_max, score)
+    np.testing.assert_allclose(full, [1.30, 1.0, 1.25, 1.0, 1.25, 1.15, 1.5, 1.35])  # 1.35 + 0.15 = 1.5 = the cap
+    assert (opt.options_boost(~liquid, itm, otm, dcp, dprem) == 1.0).all()
+    nan = np.full(8, np.nan)
+    assert (opt.options_boost(liquid, nan, nan, nan, nan) == 1.0).all()  # NaN never satisfies a condition
     rng = np.random.default_rng(5)
     zz = rng.normal(0, 10, (200, 5))
-    b = opt.options_boost(np.ones_like(zz, bool), zz, rng.normal(0, 1, zz.shape), rng.normal(0, 1, zz.shape))
-    assert b.max() <= 1.5 and b.min() >= 1.0 and (b == 1.5).any()
+    bb = opt.squeeze_boost(opt.options_boost(np.ones_like(zz, bool), zz, zz, zz, zz), zz, np.full(zz.shape, 90.0))
+    assert bb.max() == 1.5 and bb.min() >= 1.0
+
+
+def test_options_ratios_and_premium_change_by_hand():
+    itm_c, otm_c = np.array([30.0, 10.0, 5.0]), np.array([10.0, 0.0, 20.0])
+    np.testing.assert_allclose(opt.ratio(itm_c, otm_c), [3.0, np.nan, 0.25])
+    prem = np.array([100.0, 1.0, 1.0, 1.0, 1.0, 125.0, 0.0, 50.0])
+    ch = opt.pct_change(prem, 5)
+    assert np.isnan(ch[:5]).all() and ch[5] == pytest.approx(0.25) and ch[6] == pytest.approx(-1.0)
+    assert ch[7] == pytest.approx(49.0)
+    assert np.isnan(opt.pct_change(np.array([0.0, 1, 1, 1, 1, 2.0]), 5)[5])  # from 0: undefined
 
 
 def test_iv_percentile_by_hand():
@@ -324,14 +427,33 @@ def test_options_context_masks_non_liquid_names():
         "put_volume": np.column_stack([np.full(T, 5000.0), np.full(T, 100.0)]),
     }
     rng = np.random.default_rng(6)
-    for k in ("itm_call_volume", "otm_call_volume", "itm_put_volume", "otm_put_volume", "atm_iv"):
+    for k in ("itm_call_volume", "otm_call_volume", "itm_put_volume", "otm_put_volume", "atm_iv", "total_premium"):
         f[k] = rng.uniform(50, 150, (T, 2))
     out = options_context(f, (T, 2))
-    assert np.isnan(out["options_put_call"][:, 1]).all() and (out["options_boost"][:, 1] == 1.0).all()
+    assert set(out) == set(opt.OPTION_KEYS)
+    assert np.isnan(out["options_put_call"][:, 1]).all() and (out["options_boost_base"][:, 1] == 1.0).all()
     assert out["options_put_call"][20, 0] == pytest.approx(5000 / 6000)
     assert np.isfinite(out["options_otm_call_z"][20:, 0]).all()
+    np.testing.assert_allclose(out["options_itm_otm_call_ratio"][20:, 0],
+                               f["itm_call_volume"][20:, 0] / f["otm_call_volume"][20:, 0])
+    np.testing.assert_allclose(out["options_total_premium_5d_chg"][20:, 0],
+                               f["total_premium"][20:, 0] / f["total_premium"][15:25, 0] - 1)
+    assert np.isnan(out["options_itm_otm_put_ratio"][:, 1]).all()
     empty = options_context({}, (T, 2))
-    assert not empty["options_liquid"].any() and (empty["options_boost"] == 1).all()
+    assert not empty["options_liquid"].any() and (empty["options_boost_base"] == 1).all()
+
+
+def test_options_boost_base_planted_itm_call_spike_in_the_lookback():
+    T = 40
+    alt = np.where(np.arange(T) % 2 == 0, 100.0, 200.0)
+    f = {"call_volume": np.full((T, 1), 8000.0), "put_volume": np.full((T, 1), 4000.0),
+         "itm_call_volume": alt[:, None].copy(), "otm_call_volume": alt[:, None].copy(),
+         "itm_put_volume": alt[:, None].copy(), "otm_put_volume": alt[:, None].copy()}
+    f["itm_call_volume"][30, 0] = 400.0  # z = 5 at T-0 = 30
+    out = options_context(f, (T, 1))
+    b = out["options_boost_base"][:, 0]
+    assert (b[30:36] == 1.15).all()          # visible from T-0 and for the 5 sessions after (T-1..T-5 of them)
+    assert (b[:30] == 1.0).all() and (b[36:] == 1.0).all()
 
 
 # ---------------------------------------------------------------- ETF alignment and quality
@@ -352,20 +474,29 @@ def test_parent_etf_aligned():
     assert list(parent_etf_available(symbols, sectors)) == [True, False, False, False]
 
 
-def test_signal_quality_levels():
+def test_signal_quality_follows_the_design_rule():
+    # The design (section 2.3): HIGH = score >= 80 & trend DOWN & put/call < 0.7 (reversal setup with options
+    # confirmation), or score >= 75 & parent ETF aligned; MEDIUM = score >= 70 & (lit_z > 1 or aligned); else LOW.
     buy = 70.0
-    #          HIGH  margin<10  conf<.8  no support  DOWN  RISK_OFF  conf<.6  no signal  NaN conf  boost support
-    display = np.array([[85.0, 75.0, 85.0, 85.0, 85.0, 85.0, 85.0, 65.0, 85.0, 80.0]])
-    conf = np.array([[0.9, 0.9, 0.7, 0.9, 0.9, 0.9, 0.5, 0.9, np.nan, 0.8]])
-    trend = np.array([[1, 1, 1, 0, -1, 1, 1, 1, 1, 0]], dtype=np.int8)
-    aligned = np.array([[False, True, True, False, True, True, True, True, True, False]])
-    boost = np.array([[1.0, 1.0, 1.0, 1.0, 1.5, 1.0, 1.0, 1.0, 1.0, 1.2]])
-    regime = np.array([0], dtype=np.int8)
-    q = signal_quality(display, buy, conf, trend, regime, aligned, boost)
+    n = np.nan
+    #            rev.  pc>.7  UP    al76  al74  lit   lit=1 nosig  78DN  78DNx1.1 pcNaN  NaN  UPx1.5
+    display = np.array([[85.0, 85.0, 85.0, 76.0, 74.0, 72.0, 72.0, 65.0, 78.0, 78.0, 85.0, n, 95.0]])
+    trend = np.array([[-1, -1, 1, 0, 0, 0, 0, -1, -1, -1, -1, -1, 1]], dtype=np.int8)
+    pc = np.array([[0.5, 0.8, 0.5, n, n, n, n, 0.5, 0.5, 0.5, n, 0.5, 0.5]])
+    aligned = np.array([[False, False, False, True, True, False, False, True, False, False, False, True, False]])
+    lit = np.array([[0.0, 0.0, 0.0, 0.0, 0.0, 1.5, 1.0, 2.0, 0.0, 0.0, 0.0, 2.0, n]])
+    boost = np.array([[1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.1, 1.0, 1.0, 1.5]])
+    q = signal_quality(display, buy, trend, pc, aligned, lit, boost)
     H, M, L = QUALITY_HIGH, QUALITY_MEDIUM, QUALITY_LOW
-    assert list(q[0]) == [H, M, M, M, L, H, L, L, L, H]
-    q_off = signal_quality(display, buy, conf, trend, np.array([REGIME_RISK_OFF]), aligned, boost)
-    assert (q_off == L).all()
+    assert list(q[0]) == [H, L, L, H, M, M, L, L, L, H, L, L, L]
+    # DOWN + accumulation is the HIGH setup, UP with the same numbers is not (the old rule had it inverted)
+    assert q[0, 0] == H and q[0, 2] == L
+    # the score thresholds are the design's absolute 80 / 75 / 70, not offsets from buy_threshold
+    q60 = signal_quality(np.array([65.0, 72.0]), 60.0, np.zeros(2, np.int8), np.full(2, n), np.array([True, True]),
+                         np.zeros(2))
+    assert list(q60) == [L, M]
+    # without options (boost defaults to 1.0) the same grades hold
+    assert list(signal_quality(display, buy, trend, pc, aligned, lit)[0][:9]) == [H, L, L, H, M, M, L, L, L]
 
 
 # ---------------------------------------------------------------- failure modes
@@ -463,6 +594,52 @@ def test_compute_context_truncation_every_feature():
     assert (full["learned_regime"] != -1).any() and np.isfinite(full["options_otm_call_z"]).any()
     assert np.isfinite(full["beta"][60:, 0]).all()
     for t in (20, 60, 119, 121, 150, 200):
+        cut = compute_context(p.slice(0, t + 1), kw)
+        for k in CONTEXT_KEYS:
+            np.testing.assert_array_equal(cut[k], full[k][: t + 1], err_msg=f"{k} changed at t={t}")
+
+
+# ---------------------------------------------------------------- VIX missing in the MIDDLE (issue 18, first bug)
+
+
+def _vix_gap_market(T=260, seed=11):
+    rng = np.random.default_rng(seed)
+    spy = 400 * np.exp(np.cumsum(rng.normal(0.0003, 0.011, T)))
+    vix = 18 + 4 * np.sin(np.arange(T) / 15) + rng.normal(0, 1.5, T)
+    for a, b in ((130, 133), (170, 171), (200, 208), (231, 235)):  # gaps after row 120: 3, 1, 8 and 4 sessions
+        vix[a:b] = np.nan
+    return spy, vix, rng.uniform(5e7, 1e8, T)
+
+
+def test_regime_features_truncation_with_vix_missing_in_the_middle():
+    spy, vix, vol = _vix_gap_market()
+    args = (spy, spy * 1.004, spy * 0.996, vol, vix)
+    full = regime_features(*args)
+    # forward fill only, at most 5 sessions: never a later VIX on an earlier row
+    assert full["iv"][131] == vix[129] and full["iv"][132] == vix[129] and full["iv"][170] == vix[169]
+    assert full["iv"][204] == vix[199] and np.isnan(full["iv"][205:208]).all()
+    np.testing.assert_array_equal(full["iv_rv_spread"], full["iv"] - full["rv20"])
+    for t in (130, 131, 132, 170, 200, 203, 207, 231, 233):
+        cut = regime_features(*(a[: t + 1] for a in args))
+        pd.testing.assert_frame_equal(cut, full.iloc[: t + 1], obj=f"regime_features cut at t={t}")
+
+
+def test_compute_context_truncation_with_vix_missing_in_the_middle():
+    # Every gap here is <= 5 sessions, so the forward-filled iv is finite on every row and the learned regime uses
+    # it: a back-fill (tomorrow's VIX on today's row) changes learned_regime at the gap rows of a truncated run.
+    p = _synthetic_panel(T=260)
+    spy, vix, vol = _vix_gap_market(T=260)
+    vix[200:208] = np.nan
+    vix[200:203] = 19.0
+    market = dict(p.market, spy_close=spy, spy_open=spy, spy_high=spy * 1.004, spy_low=spy * 0.996, spy_volume=vol,
+                  vix=vix)
+    p = Panel(dates=p.dates, symbols=p.symbols, fields=p.fields, market=market, sectors=p.sectors)
+    kw = {"min_train": 60, "refit_every": 21}
+    full = compute_context(p, kw)
+    feats = regime_features(spy, spy * 1.004, spy * 0.996, vol, vix)
+    assert feats["iv"][60:].notna().all()  # so iv and iv_rv_spread are among the model's columns
+    assert (full["learned_regime"][130:133] != -1).all()
+    for t in (130, 131, 132, 170, 203, 205, 231, 234):
         cut = compute_context(p.slice(0, t + 1), kw)
         for k in CONTEXT_KEYS:
             np.testing.assert_array_equal(cut[k], full[k][: t + 1], err_msg=f"{k} changed at t={t}")

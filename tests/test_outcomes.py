@@ -94,7 +94,7 @@ def tiny():
 
 def _row(ev: pd.DataFrame, symbol: str, signal_day: int) -> pd.Series:
     d = pd.bdate_range("2024-01-02", periods=T)[signal_day]
-    sel = ev[(ev.symbol == symbol) & (ev.signal_date == d)]
+    sel = ev[(ev.symbol == symbol) & (ev.date == d)]
     assert len(sel) == 1, f"expected one {symbol} event signalled on row {signal_day}, got {len(sel)}"
     return sel.iloc[0]
 
@@ -113,41 +113,41 @@ def test_event_rows_trade_columns_and_order(tiny):
     assert (a.entry_price, a.exit_price, a.exit_reason, a.hold_days) == (103.0, 109.0, "first_dist", 6)
     assert a.net_return == pytest.approx(109 * (1 - C) / (103 * (1 + C)) - 1, rel=1e-12)
     assert a.gross_return == pytest.approx(109 / 103 - 1, rel=1e-12)
-    assert a.exit_date == pd.Timestamp("2024-01-15") and a.sector_etf == "XLK" and a.display_score == 85.0
+    assert a.exit_date == pd.Timestamp("2024-01-15") and a.sector_etf == "XLK" and a.score_value == 85.0
 
 
 def test_forward_returns_market_relative_and_hits_by_hand(tiny):
     _, _, ev = tiny
     a = _row(ev, "AAA", 2)  # entry open[3] = 103
-    assert (a.fwd_ret_5d, a.fwd_ret_10d, a.fwd_ret_20d) == pytest.approx((108 / 103 - 1, 113 / 103 - 1, 123 / 103 - 1))
+    assert (a.fwd_return_5d, a.fwd_return_10d, a.fwd_return_20d) == pytest.approx((108 / 103 - 1, 113 / 103 - 1, 123 / 103 - 1))
     assert (a.hit_5d, a.hit_10d, a.hit_20d, a.hit) == (1.0, 1.0, 1.0, 1.0)
     b = _row(ev, "BBB", 4)  # entry open[5] = 50; open[10] = 47.5, open[15] = 47, open[25] = 56
-    assert (b.fwd_ret_5d, b.fwd_ret_10d, b.fwd_ret_20d) == pytest.approx((-0.05, -0.06, 0.12))
+    assert (b.fwd_return_5d, b.fwd_return_10d, b.fwd_return_20d) == pytest.approx((-0.05, -0.06, 0.12))
     assert (b.hit_5d, b.hit_10d, b.hit_20d, b.hit) == (0.0, 0.0, 1.0, 0.0)
     late = _row(ev, "AAA", 20)  # entry open[21] = 121; +10 = row 31 is past the data
-    assert late.fwd_ret_5d == pytest.approx(126 / 121 - 1)
-    assert np.isnan(late.fwd_ret_10d) and np.isnan(late.fwd_ret_20d)
-    assert late.hit_5d == 1.0 and np.isnan(late.hit_10d) and np.isnan(late.hit_20d)
+    assert late.fwd_return_5d == pytest.approx(126 / 121 - 1)
+    assert np.isnan(late.fwd_return_10d) and np.isnan(late.fwd_return_20d)
+    assert late.hit_5d == 1.0 and pd.isna(late.hit_10d) and pd.isna(late.hit_20d)
     # planted beta 2 (SPY closes move half of AAA's); SPY opens 400 + 2t: 442 -> 452
     assert late.beta == pytest.approx(2.0, rel=1e-9)
-    assert late.fwd_ret_5d_rel == pytest.approx((126 / 121 - 1) - 2.0 * (452 / 442 - 1), rel=1e-8)
-    assert np.isnan(a.beta) and np.isnan(a.fwd_ret_5d_rel)  # fewer than 20 return pairs at row 2
+    assert late.fwd_return_5d_rel == pytest.approx((126 / 121 - 1) - 2.0 * (452 / 442 - 1), rel=1e-8)
+    assert np.isnan(a.beta) and np.isnan(a.fwd_return_5d_rel)  # fewer than 20 return pairs at row 2
 
 
 def test_distribution_path_by_hand(tiny):
     _, _, ev = tiny
     a = _row(ev, "AAA", 2)  # entry row 3 @103; dist closes 8, 12, 13; low[5] = 95, high[6] = 115
-    assert a.days_to_first_dist == 5 and a.ret_at_first_dist == pytest.approx(109 / 103 - 1)
-    assert a.days_to_2x_consec_dist == 10 and a.ret_at_2x_consec_dist == pytest.approx(114 / 103 - 1)
+    assert a.days_to_first_dist == 5 and a.return_at_first_dist == pytest.approx(109 / 103 - 1)
+    assert a.days_to_2x_consec_dist == 10 and a.return_at_2x_consec_dist == pytest.approx(114 / 103 - 1)
     assert a.max_drawdown_before_dist == pytest.approx(95 / 103 - 1)
     assert a.max_gain_before_dist == pytest.approx(115 / 103 - 1)
     b2 = _row(ev, "BBB", 15)  # entry row 16 @47, dist 25 -> open[26] = 57; single dist day: no 2x
-    assert b2.days_to_first_dist == 9 and b2.ret_at_first_dist == pytest.approx(57 / 47 - 1)
-    assert np.isnan(b2.days_to_2x_consec_dist) and np.isnan(b2.ret_at_2x_consec_dist)
+    assert b2.days_to_first_dist == 9 and b2.return_at_first_dist == pytest.approx(57 / 47 - 1)
+    assert np.isnan(b2.days_to_2x_consec_dist) and np.isnan(b2.return_at_2x_consec_dist)
     assert b2.max_drawdown_before_dist == pytest.approx(46 / 47 - 1)      # low[16] = 46
     assert b2.max_gain_before_dist == pytest.approx(57 / 47 - 1)          # high[25] = 56 + 1
     late = _row(ev, "AAA", 20)  # no distribution after row 21: path runs to the exit row (29, open at end)
-    assert np.isnan(late.days_to_first_dist) and np.isnan(late.ret_at_first_dist)
+    assert np.isnan(late.days_to_first_dist) and np.isnan(late.return_at_first_dist)
     assert late.max_drawdown_before_dist == pytest.approx(120 / 121 - 1)  # low[21]
     assert late.max_gain_before_dist == pytest.approx(130 / 121 - 1)      # high[29]
 
@@ -157,50 +157,73 @@ def test_ret_at_first_dist_fills_at_next_finite_open():
     p, res, ev = run_tiny(tiny_panel({11: np.nan, 12: 46.0}))
     b = _row(ev, "BBB", 4)
     assert b.days_to_first_dist == 5
-    assert b.ret_at_first_dist == pytest.approx(46 / 50 - 1)
-    assert b.exit_price == 46.0 and b.gross_return == pytest.approx(b.ret_at_first_dist)
+    assert b.return_at_first_dist == pytest.approx(46 / 50 - 1)
+    assert b.exit_price == 46.0 and b.gross_return == pytest.approx(b.return_at_first_dist)
 
 
 def test_outcomes_never_read_past_data_end():
     p = tiny_panel()
     _, _, ev = run_tiny(p, Span(0, 20, 25))
     b = _row(ev, "BBB", 4)  # entry row 5: +20 = row 25 >= data_end -> NaN (0.12 with the full data)
-    assert b.fwd_ret_10d == pytest.approx(-0.06) and np.isnan(b.fwd_ret_20d) and np.isnan(b.hit_20d)
+    assert b.fwd_return_10d == pytest.approx(-0.06) and np.isnan(b.fwd_return_20d) and pd.isna(b.hit_20d)
     b2 = _row(ev, "BBB", 15)  # its distribution close (row 25) is past data_end: open at end, no dist found
-    assert b2.open_at_end and np.isnan(b2.days_to_first_dist) and np.isnan(b2.hit)
+    assert b2.open_at_end and np.isnan(b2.days_to_first_dist) and pd.isna(b2.hit)
     assert b2.max_gain_before_dist == pytest.approx(56 / 47 - 1)  # high[24] = 55 + 1, not high[25]
     assert ev.exit_date.max() <= p.dates[24]
     # data_end 26: the distribution close (row 25) is in the data but its fill (open[26]) is not
     _, _, ev26 = run_tiny(p, Span(0, 20, 26))
     b3 = _row(ev26, "BBB", 15)
-    assert b3.open_at_end and b3.days_to_first_dist == 9 and np.isnan(b3.ret_at_first_dist)
+    assert b3.open_at_end and b3.days_to_first_dist == 9 and np.isnan(b3.return_at_first_dist)
 
 
 def test_open_at_end_flagged_with_nan_hit_and_no_failure_mode(tiny):
     _, _, ev = tiny
     oae = ev[ev.open_at_end]
-    assert sorted(zip(oae.symbol, oae.signal_date.dt.day)) == [("AAA", 30), ("XLK", 4)]
+    assert sorted(zip(oae.symbol, oae.date.dt.day)) == [("AAA", 30), ("XLK", 4)]
     assert (oae.exit_reason == "open_at_end").all() and oae.hit.isna().all() and oae.failure_mode.isna().all()
     assert (oae.exit_date == pd.Timestamp("2024-02-12")).all()
     closed = ev[~ev.open_at_end]
-    assert closed.hit.notna().all() and closed.failure_mode.notna().all()
+    assert closed.hit.notna().all()
+    # the design: failure_mode is NULL for a profitable trade, the reason for a loser
+    assert (closed.failure_mode.isna() == (closed.net_return > 0)).all()
 
 
 def test_failure_modes_quality_and_alignment(tiny):
     _, _, ev = tiny
-    assert _row(ev, "AAA", 2).failure_mode == "NONE" and _row(ev, "BBB", 15).failure_mode == "NONE"
+    assert pd.isna(_row(ev, "AAA", 2).failure_mode) and pd.isna(_row(ev, "BBB", 15).failure_mode)  # winners
     # BBB@4: -0.5/day, no gap, closes 50.25/49.75 >= 49 (no reversal), 5 of 6 held closes below 50 -> SLOW_BLEED
     assert _row(ev, "BBB", 4).failure_mode == "SLOW_BLEED"
-    # HIGH: display 85 >= 70 + 10, confidence 1.0, parent XLK accumulating that day (support)
-    q = {(r.symbol, r.signal_date.day): (r.signal_quality, r.parent_etf_aligned, r.parent_etf_available)
+    # the design's rule: HIGH = score >= 75 with the parent ETF (XLK) accumulating the same day
+    q = {(r.symbol, r.date.day): (r.signal_quality, r.parent_etf_aligned, r.parent_etf_available)
          for r in ev.itertuples()}
     assert q[("AAA", 4)] == ("HIGH", True, True)
     assert q[("BBB", 8)] == ("HIGH", True, True)
-    assert q[("BBB", 23)] == ("MEDIUM", False, True)   # 75 < 80
-    assert q[("XLK", 4)] == ("MEDIUM", False, False)   # no parent ETF: no support
-    assert set(ev.trend) <= {"UP", "SIDEWAYS", "DOWN"} and ev.regime.notna().all() and ev.learned_regime.notna().all()
+    assert q[("BBB", 23)] == ("LOW", False, True)    # 75, not aligned, no lit data (lit_z NULL), no options
+    assert q[("XLK", 4)] == ("LOW", False, False)    # no parent ETF; trend not DOWN
+    assert set(ev.trend_state) <= {"UP", "SIDEWAYS", "DOWN"} and ev.regime.notna().all() and ev.learned_regime.notna().all()
     assert high_quality_hit_rate(ev) == 0.5  # one HIGH winner (AAA), one HIGH loser (BBB)
     assert high_quality_hit_rate(ev.iloc[:0]) == 0.0
+
+
+def test_event_design_columns_by_hand(tiny):
+    p, res, ev = tiny
+    assert ev.event_id.tolist() == [1, 2, 3, 4, 5]
+    assert (ev.score_variant == "B").all() and (ev.buy_threshold == 70.0).all() and (ev.sell_threshold == 30.0).all()
+    assert (ev.z_window == 20).all()
+    a = _row(ev, "AAA", 2)
+    assert a.signal_close == 102.5 and a.entry_price == 103.0    # close[2] = open[2] + 0.5; fill at open[3]
+    assert a.hit_at_dist is True or a.hit_at_dist == True        # noqa: E712 - return_at_first_dist 109/103 - 1 > 0
+    b = _row(ev, "BBB", 4)
+    # BBB: entry open[5] = 50, first distribution close at row 10, fill open[11] = 50 - 0.5 * 6 = 47
+    assert b.return_at_first_dist == pytest.approx(47 / 50 - 1) and b.hit_at_dist == False  # noqa: E712
+    late = _row(ev, "AAA", 20)
+    assert pd.isna(late.hit_at_dist)                             # no distribution day before the end of the data
+    assert late.fwd_return_1d == pytest.approx(122 / 121 - 1) and late.fwd_return_3d == pytest.approx(124 / 121 - 1)
+    ctx = compute_context(p)
+    assert late.sma_20_slope == pytest.approx(ctx["sma_20_slope"][20, A])
+    assert late.spy_vs_sma_50 is None or np.isnan(late.spy_vs_sma_50)  # 30 sessions: no SMA50 yet
+    assert np.isnan(late.vix_level)                                    # the tiny panel has no VIX
+    assert late.trend_state == "UP" and late.price_vs_sma_20_pct == pytest.approx(ctx["price_vs_sma_20_pct"][20, A])
 
 
 def test_no_signal_gives_empty_events_with_columns():
@@ -219,11 +242,11 @@ def test_frequency_baseline_on_the_tiny_run(tiny):
     b = frequency_baseline(res.display, p, CFG.thresholds, res.span).set_index("symbol")
     assert list(b.reset_index().columns) == list(BASELINE_COLUMNS)
     # AAA: acc 2,3,20,21 (2 episodes), dist 8,12,13; episode 2 -> dist 8 = 6, episode 20 -> none
-    assert tuple(b.loc["AAA", ["n_accumulation", "n_distribution", "n_acc_episodes"]]) == (4, 3, 2)
-    assert b.loc["AAA", "mean_gap_acc_to_dist"] == 6.0 and b.loc["AAA", "median_gap_acc_to_dist"] == 6.0
+    assert tuple(b.loc["AAA", ["accum_signals_count", "dist_signals_count", "accum_episodes_count"]]) == (4, 3, 2)
+    assert b.loc["AAA", "avg_gap_accum_to_dist"] == 6.0 and b.loc["AAA", "median_gap_accum_to_dist"] == 6.0
     assert b.loc["AAA", "signals_per_month"] == pytest.approx(4 / (30 / 21))
-    assert tuple(b.loc["XLK", ["n_accumulation", "n_distribution", "n_acc_episodes"]]) == (3, 0, 1)
-    assert np.isnan(b.loc["XLK", "mean_gap_acc_to_dist"]) and np.isnan(b.loc["XLK", "median_gap_acc_to_dist"])
+    assert tuple(b.loc["XLK", ["accum_signals_count", "dist_signals_count", "accum_episodes_count"]]) == (3, 0, 1)
+    assert np.isnan(b.loc["XLK", "avg_gap_accum_to_dist"]) and np.isnan(b.loc["XLK", "median_gap_accum_to_dist"])
 
 
 def test_frequency_baseline_episodes_gaps_and_window():
@@ -233,16 +256,36 @@ def test_frequency_baseline_episodes_gaps_and_window():
     d[[5, 8, 20], B] = 10             # next dist: 1->5 (4), 6->8 (2), 10->20 (10)
     th = Thresholds(70, 30)
     full = frequency_baseline(d, p, th, Span.full(p)).set_index("symbol").loc["BBB"]
-    assert (full.n_accumulation, full.n_distribution, full.n_acc_episodes) == (6, 3, 3)
-    assert full.mean_gap_acc_to_dist == pytest.approx(16 / 3) and full.median_gap_acc_to_dist == 4.0
+    assert (full.accum_signals_count, full.dist_signals_count, full.accum_episodes_count) == (6, 3, 3)
+    assert full.avg_gap_accum_to_dist == pytest.approx(16 / 3) and full.median_gap_accum_to_dist == 4.0
     # window rows [2, 12): the run 1..3 counts from row 2; gaps 2->5 = 3, 6->8 = 2, 10->20 = 10 (20 < data_end 25)
     win = frequency_baseline(d, p, th, Span(2, 12, 25)).set_index("symbol").loc["BBB"]
-    assert (win.n_accumulation, win.n_distribution, win.n_acc_episodes) == (5, 2, 3)
-    assert win.mean_gap_acc_to_dist == pytest.approx(5.0) and win.median_gap_acc_to_dist == 3.0
+    assert (win.accum_signals_count, win.dist_signals_count, win.accum_episodes_count) == (5, 2, 3)
+    assert win.avg_gap_accum_to_dist == pytest.approx(5.0) and win.median_gap_accum_to_dist == 3.0
     assert win.signals_per_month == pytest.approx(5 / (10 / 21))
     # data_end 20: the distribution at row 20 is not in the data -> that episode has no gap
     cut = frequency_baseline(d, p, th, Span(2, 12, 20)).set_index("symbol").loc["BBB"]
-    assert cut.mean_gap_acc_to_dist == pytest.approx(2.5) and cut.median_gap_acc_to_dist == 2.5
+    assert cut.avg_gap_accum_to_dist == pytest.approx(2.5) and cut.median_gap_accum_to_dist == 2.5
+
+
+def test_frequency_baseline_gap_from_distribution_to_accumulation_by_hand():
+    p = tiny_panel()
+    d = np.full((T, 3), 50.0)
+    d[[2, 9, 10, 22], B] = 90     # accumulation days
+    d[[5, 6, 14, 26], B] = 10     # distribution episodes start 5, 14, 26
+    th = Thresholds(70, 30)
+    b = frequency_baseline(d, p, th, Span.full(p), "B").set_index("symbol").loc["BBB"]
+    # dist -> next accumulation: 5 -> 9 = 4, 14 -> 22 = 8, 26 -> none
+    assert (b.dist_signals_count, b.dist_episodes_count) == (4, 3)
+    assert b.avg_gap_dist_to_accum == pytest.approx(6.0) and b.median_gap_dist_to_accum == 6.0
+    # accumulation -> next distribution: 2 -> 5 = 3, 9 -> 14 = 5, 22 -> 26 = 4
+    assert b.avg_gap_accum_to_dist == pytest.approx(4.0) and b.median_gap_accum_to_dist == 4.0
+    assert b.score_variant == "B" and b.date_start == pd.Timestamp("2024-01-02") and b.date_end == p.dates[-1]
+    # the accumulation that answers a distribution episode may lie past the signal window, never past data_end
+    w = frequency_baseline(d, p, th, Span(0, 15, 22), "B").set_index("symbol").loc["BBB"]
+    assert w.avg_gap_dist_to_accum == pytest.approx(4.0)   # 14 -> 22 is at data_end: not found
+    w2 = frequency_baseline(d, p, th, Span(0, 15, 23), "B").set_index("symbol").loc["BBB"]
+    assert w2.avg_gap_dist_to_accum == pytest.approx(6.0)
 
 
 # ------------------------------------------------------------------------------------------------ summary
@@ -255,7 +298,7 @@ def test_backtest_summary(tiny):
         assert s[k] == v
     for k, v in CFG.to_params().items():
         assert s[k] == v
-    assert (s["start_date"], s["end_date"], s["data_end_date"]) == ("2024-01-02", "2024-02-12", "2024-02-12")
+    assert (s["date_start"], s["date_end"], s["data_end_date"]) == ("2024-01-02", "2024-02-12", "2024-02-12")
     assert s["n_symbols"] == 3 and s["sessions"] == 30 and s["fingerprint"] == p.fingerprint()
     assert s["high_quality_hit_rate"] == 0.5 and s["high_quality_trades"] == 2.0
 
@@ -313,17 +356,67 @@ def test_write_backtest_rows_replace_and_other_tables_untouched(store, tiny):
     assert after == before and after["daily_metrics"][1] == [(pd.Timestamp("2024-01-02").date(), "AAA", 100.5, 1.0)]
     # types and NULLs: dates are DATE, NaN became NULL, params is JSON of the config
     types = dict(con.execute(f"SELECT column_name, data_type FROM information_schema.columns WHERE table_name = '{EVENTS_TABLE}'").fetchall())
-    assert types["signal_date"] == "DATE" and types["days_to_first_dist"] == "INTEGER" and types["open_at_end"] == "BOOLEAN"
+    assert types["date"] == "DATE" and types["days_to_first_dist"] == "INTEGER" and types["open_at_end"] == "BOOLEAN"
+    assert types["hit"] == types["hit_5d"] == types["hit_at_dist"] == "BOOLEAN" and types["event_id"] == "INTEGER"
     n_null = con.execute(f"SELECT count(*) FROM {EVENTS_TABLE} WHERE run_id = 'run2' AND days_to_first_dist IS NULL").fetchone()[0]
     assert n_null == 0
     write_backtest(con, "run3", s, ev, bl)
     nulls = con.execute(f"SELECT count(*) FILTER (days_to_first_dist IS NULL), count(*) FILTER (hit IS NULL), "
-                        f"count(*) FILTER (isnan(hit)) FROM {EVENTS_TABLE} WHERE run_id = 'run3'").fetchone()
-    assert nulls == (2, 2, 0)
+                        f"count(*) FILTER (hit), count(*) FILTER (failure_mode IS NULL) "
+                        f"FROM {EVENTS_TABLE} WHERE run_id = 'run3'").fetchone()
+    assert nulls == (2, 2, 2, 4)  # 2 open at end; 2 winners (+ the 2 open) without a failure mode
     params = json.loads(con.execute(f"SELECT params FROM {RUNS_TABLE} WHERE run_id = 'run3'").fetchone()[0])
     assert params["exit"] == "first_dist" and params["buy_threshold"] == 70.0 and "hit_rate" not in params
-    row = con.execute(f"SELECT start_date, n_symbols, high_quality_hit_rate FROM {RUNS_TABLE} WHERE run_id = 'run3'").fetchone()
+    row = con.execute(f"SELECT date_start, n_symbols, high_quality_hit_rate FROM {RUNS_TABLE} WHERE run_id = 'run3'").fetchone()
     assert row == (pd.Timestamp("2024-01-02").date(), 3, 0.5)
+    assert "win_loss_ratio" not in params and "sharpe_ratio" not in params and "win_loss" not in params
+
+
+# The design's SQL (Accumulation_Score_backtest_plan.md, section 2.2), column for column.
+DESIGN_EVENT_COLUMNS = """event_id, date, symbol, sector_etf, score_variant, score_value, buy_threshold,
+    sell_threshold, entry_price, signal_close, trend_state, sma_20_slope, price_vs_sma_20_pct, rsi_14,
+    opt_put_call_ratio, opt_iv_percentile, opt_put_call_ratio_5d_chg, regime, spy_vs_sma_50, vix_level,
+    fwd_return_5d, fwd_return_10d, fwd_return_20d, days_to_first_dist, days_to_2x_consec_dist, return_at_first_dist,
+    return_at_2x_consec_dist, max_drawdown_before_dist, max_gain_before_dist, hit_at_dist, hit_5d, hit_10d,
+    parent_etf_aligned, signal_quality, failure_mode, created_at"""
+DESIGN_RUN_COLUMNS = """run_id, run_timestamp, score_variant, z_window, buy_threshold, sell_threshold, exit_strategy,
+    ticker_universe, regime_filter, date_start, date_end, total_signals, total_trades, hit_rate, avg_return,
+    median_return, win_loss_ratio, sharpe_ratio, max_drawdown, avg_hold_days, signals_per_month,
+    false_positive_rate, high_quality_hit_rate"""
+DESIGN_BASELINE_COLUMNS = """symbol, date_start, date_end, accum_signals_count, dist_signals_count,
+    avg_gap_accum_to_dist, median_gap_accum_to_dist, avg_gap_dist_to_accum, signals_per_month"""
+
+
+def test_sql_written_from_the_design_runs(store, tiny):
+    p, res, ev = tiny
+    con = store
+    s = backtest_summary(res, ev, p, universe="tier1+3")
+    write_backtest(con, "run1", s, ev, frequency_baseline(res.display, p, CFG.thresholds, res.span, "B"))
+    rows = con.execute(f"SELECT {DESIGN_EVENT_COLUMNS} FROM bt_signal_events ORDER BY event_id").fetchall()
+    assert len(rows) == 5 and rows[0][:3] == (1, pd.Timestamp("2024-01-04").date(), "AAA")
+    run = con.execute(f"SELECT {DESIGN_RUN_COLUMNS} FROM bt_backtest_runs").fetchall()
+    assert len(run) == 1
+    r = dict(zip([c.strip() for c in DESIGN_RUN_COLUMNS.split(",")], run[0]))
+    assert (r["score_variant"], r["z_window"], r["buy_threshold"], r["exit_strategy"]) == ("B", 20, 70.0, "first_dist")
+    assert (r["ticker_universe"], r["regime_filter"]) == ("tier1+3", "ALL")
+    assert r["win_loss_ratio"] == res.metrics["win_loss"] and r["sharpe_ratio"] == res.metrics["sharpe"]
+    assert r["high_quality_hit_rate"] == 0.5 and r["date_end"] == pd.Timestamp("2024-02-12").date()
+    base = con.execute(f"SELECT {DESIGN_BASELINE_COLUMNS} FROM bt_frequency_baseline ORDER BY symbol").fetchall()
+    assert [b[0] for b in base] == ["AAA", "BBB", "XLK"] and base[0][3:5] == (4, 3)
+    # typical analysis queries from the design: by quality, by trend, hit at the distribution exit
+    q = dict(con.execute("SELECT signal_quality, count(*) FROM bt_signal_events GROUP BY 1").fetchall())
+    assert q == {"HIGH": 2, "LOW": 3}
+    assert con.execute("SELECT count(*) FROM bt_signal_events WHERE hit_at_dist").fetchone()[0] == 2
+    assert con.execute("SELECT count(*) FROM bt_signal_events WHERE failure_mode IS NOT NULL").fetchone()[0] == 1
+    fixed = Config.from_params({"buy_threshold": 70, "sell_threshold": 30, "exit": "hybrid_30d", "stop_loss": 0.05})
+    res2 = Evaluator(p).run(fixed, display=tiny_display())
+    write_backtest(con, "run2", backtest_summary(res2, signal_events(res2, p, compute_context(p)), p), ev.iloc[:0],
+                   frequency_baseline(res2.display, p, fixed.thresholds, res2.span))
+    got = con.execute("SELECT exit_strategy, max_days, stop_loss, ticker_universe FROM bt_backtest_runs "
+                      "WHERE run_id = 'run2'").fetchone()
+    assert got == ("hybrid_30d", 30, 0.05, "AAA,BBB,XLK")
+    params = json.loads(con.execute("SELECT params FROM bt_backtest_runs WHERE run_id = 'run2'").fetchone()[0])
+    assert Config.from_params({k: params[k] for k in params if k in fixed.to_params()}) == fixed  # JSON round-trips
 
 
 def test_failed_write_leaves_bt_tables_as_they_were(store, tiny, monkeypatch):
@@ -371,7 +464,7 @@ def test_write_backtest_files(tmp_path, tiny):
     assert len(pq) == 5 and (pq.run_id == "r1").all()
     pd.testing.assert_frame_equal(pq.drop(columns="run_id"), ev, check_dtype=False)
     fb = pd.read_csv(paths["frequency_baseline"])
-    assert list(fb.columns) == ["run_id", *BASELINE_COLUMNS] and fb.n_acc_episodes.tolist() == [2, 2, 1]
+    assert list(fb.columns) == ["run_id", *BASELINE_COLUMNS] and fb.accum_episodes_count.tolist() == [2, 2, 1]
     write_backtest_files(s, ev.iloc[:1], bl, out_dir=out, run_id="r2")
     text = paths["backtest_runs"].read_text().splitlines()
     assert len(text) == 3 and text[0].startswith("run_id,created_at,") and sum(t.startswith("run_id") for t in text) == 1
@@ -434,17 +527,17 @@ def _check_against_engine(p: Panel, rng: np.random.Generator) -> None:
         if fwd_h is not None:  # fixed_N: the trade IS the N-session forward return when no open was skipped
             regular = closed[x - e == fwd_h]
             assert len(regular) > 10
-            np.testing.assert_allclose(regular.gross_return, regular[f"fwd_ret_{fwd_h}d"], rtol=1e-12)
+            np.testing.assert_allclose(regular.gross_return, regular[f"fwd_return_{fwd_h}d"], rtol=1e-12)
             assert (regular.hit == (regular.net_return > 0)).all()
         else:  # signal exits: filled at the next finite open after the first qualifying distribution close
             days = "days_to_first_dist" if exit_ == "first_dist" else "days_to_2x_consec_dist"
             k = e + closed[days].to_numpy()
             assert (x >= k + 1).all() and (x == k + 1).mean() > 0.9
-            np.testing.assert_allclose(closed.gross_return, closed[days.replace("days_to", "ret_at")], rtol=1e-12)
+            np.testing.assert_allclose(closed.gross_return, closed[days.replace("days_to", "return_at")], rtol=1e-12)
         for r in ev.itertuples():
             s, ei, xi = sym_of[r.symbol], row_of[r.entry_date], row_of[r.exit_date]
             ref = _reference_path(p, disp, 20.0, span.data_end, s, ei, xi, r.entry_price)
-            got = (r.days_to_first_dist, r.ret_at_first_dist, r.max_drawdown_before_dist, r.max_gain_before_dist)
+            got = (r.days_to_first_dist, r.return_at_first_dist, r.max_drawdown_before_dist, r.max_gain_before_dist)
             np.testing.assert_allclose(got, ref, rtol=1e-12, err_msg=f"{r.symbol} entry row {ei}")
             assert r.max_drawdown_before_dist <= 0 <= r.max_gain_before_dist
 
@@ -469,3 +562,45 @@ def test_context_of_another_panel_is_rejected(tiny):
     p, res, _ = tiny
     with pytest.raises(ParameterError, match=r"context\['beta'\].shape must be equal to the panel shape \(30, 3\)"):
         signal_events(res, p, compute_context(p.slice(0, 20)))
+
+
+# ------------------------------------------------------------------------------------------------ market_regimes
+
+
+def test_market_regimes_table_from_the_store_migration_and_written_rows(tmp_path):
+    from optimizer.engine.context import market_regime_frame
+    from optimizer.report.backtest import REGIMES_TABLE, write_market_regimes
+
+    rng = np.random.default_rng(3)
+    T_ = 260
+    dates = pd.bdate_range("2022-01-03", periods=T_)
+    blocks = (np.arange(T_) // 40) % 2
+    lr = np.where(blocks == 0, 0.001 + rng.normal(0, 0.005, T_), -0.002 + rng.normal(0, 0.025, T_))
+    spy = 400 * np.exp(np.cumsum(lr))
+    vix = np.where(blocks == 0, 14.0, 45.0) + rng.normal(0, 1, T_)
+    df = pd.DataFrame({"date": dates, "symbol": "AAA", "open": spy, "high": spy, "low": spy, "close": spy})
+    market = pd.DataFrame({"date": dates, "spy_open": spy, "spy_close": spy, "spy_high": spy * 1.005,
+                           "spy_low": spy * 0.995, "spy_volume": rng.uniform(5e7, 1e8, T_), "vix": vix})
+    p = Panel.from_frame(df, market=market)
+    ctx = compute_context(p, {"min_train": 60})
+    frame = market_regime_frame(p, ctx)
+    assert len(frame) == T_ and (frame.symbol == "SPY").all()
+    known = frame.regime != "UNKNOWN"
+    assert known.sum() > 100 and frame.probability[~known].isna().all() and frame.probability[known].between(0.25, 1).all()
+    # doc 004 multipliers, with the VIX > 40 override on the stressed blocks
+    assert (frame.position_multiplier[frame.vix_level > 40] == 0.1).all()
+    calm = known & (frame.vix_level < 40)
+    mult = frame.regime[calm].map({"BULL_LOW_VOL": 1.0, "BULL_HIGH_VOL": 0.5, "BEAR_LOW_VOL": 0.5, "BEAR_HIGH_VOL": 0.25})
+    np.testing.assert_array_equal(frame.position_multiplier[calm], mult)
+    assert frame.detected_at.iloc[5] == dates[5] + pd.Timedelta(hours=16)
+    assert set(frame.features.iloc[-1]) == {"rv20", "mom20", "trend", "volume_ratio", "range20", "iv", "iv_rv_spread"}
+    con = connect(tmp_path / "s.duckdb")  # the migration created the table
+    assert write_market_regimes(con, frame) == T_
+    assert write_market_regimes(con, frame.iloc[200:]) == T_ - 200  # rewriting a span replaces its rows
+    got = con.execute(f"SELECT count(*), count(DISTINCT date), count(probability) FROM {REGIMES_TABLE}").fetchone()
+    assert got == (T_, T_, int(known.sum()))
+    row = con.execute(f"SELECT regime, position_multiplier, features, detected_at FROM {REGIMES_TABLE} "
+                      "WHERE date = ?", [dates[-1].date()]).fetchone()
+    assert row[0] == frame.regime.iloc[-1] and row[1] == frame.position_multiplier.iloc[-1]
+    assert json.loads(row[2])["iv"] == pytest.approx(vix[-1]) and row[3] == dates[-1] + pd.Timedelta(hours=16)
+    con.close()

@@ -88,7 +88,7 @@ def backtest_cmd(params_file, universe, start, end, save, db, fmt, **flags):
     out = {k: res.metrics[k] for k in BACKTEST_KEYS}
     paths = {}
     if save:
-        paths = _save_backtest(res, panel, db)
+        paths = _save_backtest(res, panel, db, universe)
     if fmt == "json":
         _json(out | {"params": cfg.to_params(), "start": str(panel.dates[0]), "end": str(panel.dates[-1]),
                      "symbols": len(panel.symbols), "outputs": paths})
@@ -99,9 +99,9 @@ def backtest_cmd(params_file, universe, start, end, save, db, fmt, **flags):
             click.echo(f"{k}: {v}")
 
 
-def _save_backtest(res, panel, db) -> dict:
+def _save_backtest(res, panel, db, universe=None) -> dict:
     try:
-        from optimizer.engine.context import compute_context
+        from optimizer.engine.context import compute_context, market_regime_frame
         from optimizer.engine.outcomes import (
             backtest_summary,
             frequency_baseline,
@@ -111,6 +111,7 @@ def _save_backtest(res, panel, db) -> dict:
             make_run_id,
             write_backtest,
             write_backtest_files,
+            write_market_regimes,
         )
     except ImportError as e:  # pragma: no cover - only during partial installs
         err_console.print(f"[yellow]outputs not written: {e}[/]")
@@ -119,12 +120,13 @@ def _save_backtest(res, panel, db) -> dict:
 
     ctx = compute_context(panel)
     events = signal_events(res, panel, ctx)
-    base = frequency_baseline(res.display, panel, res.config.thresholds, res.span)
-    summary = backtest_summary(res, events, panel)
+    base = frequency_baseline(res.display, panel, res.config.thresholds, res.span, res.config.score.variant)
+    summary = backtest_summary(res, events, panel, universe=universe)
     run_id = make_run_id(res.config, (str(panel.dates[0]), str(panel.dates[-1])), panel.fingerprint())
     con = connect(db)
     try:
         write_backtest(con, run_id, summary, events, base)
+        write_market_regimes(con, market_regime_frame(panel, ctx))
     finally:
         con.close()
     files = write_backtest_files(summary, events, base, "output", run_id=run_id)

@@ -101,6 +101,7 @@ OPTIONS_PREMIUM_COLUMNS: tuple[tuple[str, str], ...] = (
     ("total_volume", "DOUBLE"),
     ("call_premium", "DOUBLE"),
     ("put_premium", "DOUBLE"),
+    ("total_premium", "DOUBLE"),
     ("put_call_ratio", "DOUBLE"),
     ("itm_call_volume", "DOUBLE"),
     ("otm_call_volume", "DOUBLE"),
@@ -461,6 +462,8 @@ def _write_options(con: duckdb.DuckDBPyConnection, scope: _Scope) -> int:
                CASE WHEN call_volume IS NULL AND put_volume IS NULL THEN NULL
                     ELSE coalesce(call_volume, 0) + coalesce(put_volume, 0) END,
                call_premium, put_premium,
+               CASE WHEN call_premium IS NULL AND put_premium IS NULL THEN NULL
+                    ELSE coalesce(call_premium, 0) + coalesce(put_premium, 0) END,
                CASE WHEN call_volume > 0 THEN put_volume / call_volume END,
                itm_call_volume, otm_call_volume, itm_put_volume, otm_put_volume, atm_iv
         FROM options_daily WHERE {scope.target_filter()}

@@ -117,6 +117,24 @@ MIGRATIONS: list[str] = [
     );
     INSERT INTO symbol_map VALUES ('FB', 'META', DATE '2022-06-09') ON CONFLICT DO NOTHING;
     """,
+    # v2: market_regimes (doc 004): the learned market regime per session, written by report.backtest
+    """
+    CREATE SEQUENCE IF NOT EXISTS market_regimes_seq START 1;
+    CREATE TABLE IF NOT EXISTS market_regimes (
+        id BIGINT PRIMARY KEY DEFAULT nextval('market_regimes_seq'),
+        symbol VARCHAR NOT NULL,              -- the market the regime describes (SPY)
+        date DATE NOT NULL,                   -- the session labelled; the label uses data up to its close only
+        regime VARCHAR NOT NULL,              -- BULL_LOW_VOL, BULL_HIGH_VOL, BEAR_LOW_VOL, BEAR_HIGH_VOL or UNKNOWN
+        probability DOUBLE,                   -- the model's posterior probability of the label (NULL when UNKNOWN)
+        position_multiplier DOUBLE NOT NULL,  -- 1.0 / 0.5 / 0.5 / 0.25 (UNKNOWN 1.0); 0.1 when VIX > 40
+        features VARCHAR,                     -- JSON object of the regime features at the session (null = missing)
+        detected_at TIMESTAMP NOT NULL,       -- when the label is known: the session's close, 16:00 New York time
+        rule_regime VARCHAR,                  -- RISK_ON / TRANSITIONAL / RISK_OFF (SPY/VIX rule)
+        vix_level DOUBLE,                     -- the VIX the rule used (VIX, or its realized-vol proxy)
+        UNIQUE (symbol, date)
+    );
+    CREATE INDEX IF NOT EXISTS market_regimes_symbol_detected_at ON market_regimes (symbol, detected_at);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

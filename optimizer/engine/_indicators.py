@@ -18,14 +18,16 @@ from optimizer.errors import check_param
 __all__ = [
     "TREND_UP", "TREND_SIDEWAYS", "TREND_DOWN", "TREND_LABELS", "SLOPE_LOOKBACK", "SLOPE_THRESHOLD",
     "sma", "sma_slope", "price_vs_sma_pct", "trend_class", "wilder_smooth", "rsi", "macd", "ema",
-    "bollinger_position", "true_range", "atr", "atr_pct", "simple_returns", "ewma_beta",
-    "forward_returns", "market_relative_forward_returns",
+    "bollinger_position", "true_range", "atr", "atr_pct", "simple_returns", "ewma_beta", "rolling_beta",
+    "blended_beta", "BLEND_WEIGHTS", "forward_returns", "market_relative_forward_returns",
 ]
 
 TREND_UP, TREND_SIDEWAYS, TREND_DOWN = np.int8(1), np.int8(0), np.int8(-1)
 TREND_LABELS: dict[int, str] = {1: "UP", 0: "SIDEWAYS", -1: "DOWN"}
-SLOPE_LOOKBACK = 5
+SLOPE_LOOKBACK = 1  # the design's slope is day over day: (sma_20 - sma_20_prev) / sma_20_prev
 SLOPE_THRESHOLD = 0.001
+# Doc 004's blended beta: EWMA (halflife 20) 50 %, rolling 20-session 30 %, rolling 60-session 20 %.
+BLEND_WEIGHTS: tuple[float, float, float] = (0.5, 0.3, 0.2)
 
 
 def _as2d(x) -> tuple[np.ndarray, bool]:
@@ -51,7 +53,9 @@ def sma(close, window: int = 20) -> np.ndarray:
 
 
 def sma_slope(sma_values, lookback: int = SLOPE_LOOKBACK) -> np.ndarray:
-    """Per-session relative slope: (sma[t] - sma[t-k]) / (k * sma[t-k]); NaN when either end is NaN or sma[t-k] <= 0."""
+    """Per-session relative slope: (sma[t] - sma[t-k]) / (k * sma[t-k]); NaN when either end is NaN or sma[t-k] <= 0.
+
+    The default k = 1 is the design's day-over-day slope ``(sma_20 - sma_20_prev) / sma_20_prev``."""
     _window("lookback", lookback)
     a, one = _as2d(sma_values)
     out = np.full_like(a, np.nan)
@@ -217,6 +221,44 @@ def ewma_beta(returns, market_returns, halflife: float = 60.0, min_periods: int 
     with np.errstate(invalid="ignore", divide="ignore"):
         beta = np.where(var > 1e-14, cov / var, np.nan)
     return _back(beta, one)
+
+
+def _paired(returns, market_returns) -> tuple[np.ndarray, np.ndarray, bool]:
+    r, one = _as2d(returns)
+    m = np.asarray(market_returns, dtype=np.float64)
+    check_param(m.shape == (r.shape[0],), "market_returns", f"of shape ({r.shape[0]},)", m.shape)
+    mm = np.broadcast_to(m[:, None], r.shape)
+    ok = np.isfinite(r) & np.isfinite(mm)
+    return np.where(ok, r, np.nan), np.where(ok, mm, np.nan), one
+
+
+def rolling_beta(returns, market_returns, window: int = 20, min_periods: int | None = None) -> np.ndarray:
+    """Rolling-window beta = cov(r, r_m) / var(r_m) over the last ``window`` rows, on the rows where both returns
+    are finite; NaN with fewer than ``min_periods`` (default 3/4 of the window) such pairs or var == 0.
+    Equals pandas ``r.rolling(w).cov(m) / m.rolling(w).var()`` on complete data (the ddof cancels)."""
+    _window("window", window, 2)
+    mp = max(2, (3 * int(window)) // 4) if min_periods is None else int(min_periods)
+    check_param(2 <= mp <= window, "min_periods", f"in [2, window={window}]", min_periods)
+    x, y, one = _paired(returns, market_returns)
+
+    def rm(v: np.ndarray) -> np.ndarray:
+        return pd.DataFrame(v).rolling(int(window), min_periods=mp).mean().to_numpy()
+
+    ex, ey = rm(x), rm(y)
+    cov = rm(x * y) - ex * ey
+    var = rm(y * y) - ey * ey
+    with np.errstate(invalid="ignore", divide="ignore"):
+        beta = np.where(var > 1e-14, cov / var, np.nan)
+    return _back(beta, one)
+
+
+def blended_beta(ewma, rolling_20, rolling_60, weights: tuple[float, float, float] = BLEND_WEIGHTS) -> np.ndarray:
+    """Doc 004's blend: 0.5 * EWMA + 0.3 * rolling-20 + 0.2 * rolling-60; NaN unless all three are finite."""
+    w = np.asarray(weights, dtype=np.float64)
+    check_param(w.shape == (3,) and np.all(w >= 0) and abs(w.sum() - 1.0) < 1e-12, "weights",
+                "three non-negative weights summing to 1", weights)
+    return (w[0] * np.asarray(ewma, dtype=np.float64) + w[1] * np.asarray(rolling_20, dtype=np.float64)
+            + w[2] * np.asarray(rolling_60, dtype=np.float64))
 
 
 def forward_returns(open_, horizons: Sequence[int] = (5, 10, 20)) -> dict[int, np.ndarray]:

@@ -1,7 +1,9 @@
-"""Options context for liquid names: put/call ratio, IV percentile, abnormal-activity z-scores and a capped boost.
+"""Options context for liquid names: put/call and call/put ratios and their 5-day changes, ITM/OTM ratios, the
+5-day premium change, the IV percentile over 30 sessions, abnormal-activity z-scores (T-0 and their maximum over the
+T-0..T-5 lookback) and the design's capped quality boost.
 
-Inputs are (T, N) option-volume matrices from options_premium_daily (NaN = no row). Every value at t uses rows
-<= t. Names that are not liquid at t get NaN features and boost 1.0. Definitions: docs/CONTEXT.md.
+Inputs are (T, N) option matrices from options_premium_daily (NaN = no row). Every value at t uses rows <= t. Names
+that are not liquid at t get NaN features and boost 1.0. Definitions: docs/CONTEXT.md section 4.
 """
 
 from __future__ import annotations
@@ -15,19 +17,32 @@ from optimizer.errors import check_param
 
 __all__ = [
     "LIQUID_MIN_AVG_VOLUME", "LIQUID_WINDOW", "LIQUID_MIN_PERIODS", "IV_WINDOW", "IV_MIN_PERIODS",
-    "ACTIVITY_WINDOW", "ACTIVITY_MIN_PERIODS", "BOOST_Z", "BOOST_SLOPE", "BOOST_CAP", "OPTION_KEYS",
-    "options_liquid", "put_call_ratio", "change", "iv_percentile", "activity_zscore", "options_boost",
-    "options_context",
+    "ACTIVITY_WINDOW", "ACTIVITY_MIN_PERIODS", "LOOKBACK", "CHANGE_LAG", "BOOST_CAP", "BOOST_RULES", "SQUEEZE_SCORE",
+    "OPTION_KEYS", "SIDES",
+    "options_liquid", "put_call_ratio", "ratio", "change", "pct_change", "iv_percentile", "activity_zscore",
+    "lookback_max", "options_boost", "squeeze_boost", "options_context",
 ]
 
 LIQUID_MIN_AVG_VOLUME = 10_000.0
 LIQUID_WINDOW, LIQUID_MIN_PERIODS = 20, 15
-IV_WINDOW, IV_MIN_PERIODS = 252, 60
+IV_WINDOW, IV_MIN_PERIODS = 30, 20       # the design's iv_percentile_30d: 30 sessions
 ACTIVITY_WINDOW, ACTIVITY_MIN_PERIODS = 20, 15
-BOOST_Z, BOOST_SLOPE, BOOST_CAP = 2.0, 0.1, 1.5
+LOOKBACK = 5                             # T-0 plus the 5 sessions before the signal (T-1..T-5)
+CHANGE_LAG = 5                           # the design's 5-day changes
+BOOST_CAP = 1.5
+# The design's options_activity_boost, term by term: (name, added boost). Each is documented in docs/CONTEXT.md.
+BOOST_RULES: tuple[tuple[str, float], ...] = (
+    ("itm_call_spike", 0.15),    # max ITM call z over T-0..T-5 > 2.0
+    ("otm_call_sentiment", 0.10),  # max OTM call z over T-0..T-5 > 1.5 and call/put ratio 5d change (T-0) > 0
+    ("premium_growth", 0.10),    # total premium 5-day change (T-0) > +20%
+    ("squeeze", 0.15),           # max OTM put z over T-0..T-5 > 2.0 and score >= 75 (score-dependent)
+)
+SQUEEZE_SCORE = 75.0
+SIDES: tuple[str, ...] = ("itm_call", "otm_call", "itm_put", "otm_put")
 OPTION_KEYS: tuple[str, ...] = (
-    "options_liquid", "options_put_call", "options_put_call_change_5", "options_iv_percentile",
-    "options_itm_call_z", "options_otm_call_z", "options_itm_put_z", "options_otm_put_z", "options_boost",
+    "options_liquid", "options_put_call", "options_put_call_change_5", "options_call_put_change_5",
+    "options_iv_percentile", "options_itm_otm_call_ratio", "options_itm_otm_put_ratio", "options_total_premium_5d_chg",
+    *(f"options_{s}_z" for s in SIDES), *(f"options_{s}_z_max5" for s in SIDES), "options_boost_base",
 )
 
 
@@ -48,6 +63,22 @@ def put_call_ratio(call_volume, put_volume) -> np.ndarray:
     c, p = _f(call_volume), _f(put_volume)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(c > 0, p / c, np.nan)
+
+
+def ratio(num, den) -> np.ndarray:
+    """num / den (NaN when den is 0 or missing): call/put, ITM/OTM call and ITM/OTM put ratios."""
+    n, d = _f(num), _f(den)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(d > 0, n / d, np.nan)
+
+
+def pct_change(x, lag: int = CHANGE_LAG) -> np.ndarray:
+    """x[t] / x[t - lag] - 1 (relative change; NaN on the first ``lag`` rows or when x[t - lag] <= 0)."""
+    a = _f(x)
+    out = np.full_like(a, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out[lag:] = np.where(a[:-lag] > 0, a[lag:] / a[:-lag] - 1.0, np.nan)
+    return out
 
 
 def change(x, lag: int = 5) -> np.ndarray:
@@ -91,16 +122,36 @@ def activity_zscore(volume, window: int = ACTIVITY_WINDOW, min_periods: int = AC
     return z[:, 0] if one else z
 
 
-def options_boost(liquid, otm_call_z, otm_put_z, put_call_change) -> np.ndarray:
-    """Quality boost in [1, 1.5]: bullish unusual call activity = liquid and OTM call z >= 2 and OTM put z < 2
-    (NaN counts as < 2) and the put/call ratio fell over 5 sessions (change < 0); then
-    boost = min(1.5, 1 + 0.1 * otm_call_z), else 1.0."""
-    cz, pz, dpc = _f(otm_call_z), _f(otm_put_z), _f(put_call_change)
+def lookback_max(x, lookback: int = LOOKBACK) -> np.ndarray:
+    """max of x over rows [t - lookback, t] per column, NaN ignored (NaN when all are NaN): the design's
+    "T-0 plus T-1..T-5" window with lookback = 5."""
+    a = _f(x)
+    one = a.ndim == 1
+    out = pd.DataFrame(a[:, None] if one else a).rolling(int(lookback) + 1, min_periods=1).max().to_numpy()
+    return out[:, 0] if one else out
+
+
+def options_boost(liquid, itm_call_z_max, otm_call_z_max, call_put_change, premium_change) -> np.ndarray:
+    """The score-independent part of the design's ``options_activity_boost`` (liquid names; else 1.0):
+    1 + 0.15 [max ITM call z over T-0..T-5 > 2] + 0.10 [max OTM call z > 1.5 and call/put 5d change > 0]
+    + 0.10 [total premium 5d change > 0.20]; capped at 1.5. NaN never satisfies a condition.
+    ``squeeze_boost`` adds the score-dependent term at a signal."""
+    ic, oc, dcp, dp = _f(itm_call_z_max), _f(otm_call_z_max), _f(call_put_change), _f(premium_change)
+    w = dict(BOOST_RULES)
     with np.errstate(invalid="ignore"):
-        bullish = np.asarray(liquid, dtype=bool) & (cz >= BOOST_Z) & ~(pz >= BOOST_Z) & (dpc < 0)
-    boost = np.ones(cz.shape)
-    boost[bullish] = np.minimum(BOOST_CAP, 1.0 + BOOST_SLOPE * cz[bullish])
-    return boost
+        b = (1.0 + w["itm_call_spike"] * (ic > 2.0) + w["otm_call_sentiment"] * ((oc > 1.5) & (dcp > 0))
+             + w["premium_growth"] * (dp > 0.20))
+    b = np.where(np.asarray(liquid, dtype=bool), b, 1.0)
+    return np.minimum(b, BOOST_CAP)
+
+
+def squeeze_boost(boost_base, otm_put_z_max, score) -> np.ndarray:
+    """Full boost at a signal: ``boost_base`` + 0.15 when max OTM put z over T-0..T-5 > 2 and score >= 75 (the
+    design's contrarian squeeze setup), capped at 1.5. ``otm_put_z_max`` is NaN on non-liquid names."""
+    b, pz, sc = _f(boost_base), _f(otm_put_z_max), _f(score)
+    with np.errstate(invalid="ignore"):
+        add = dict(BOOST_RULES)["squeeze"] * ((pz > 2.0) & (sc >= SQUEEZE_SCORE))
+    return np.minimum(b + add, BOOST_CAP)
 
 
 def options_context(fields: Mapping[str, np.ndarray], shape: tuple[int, ...]) -> dict[str, np.ndarray]:
@@ -108,23 +159,36 @@ def options_context(fields: Mapping[str, np.ndarray], shape: tuple[int, ...]) ->
     if "call_volume" not in fields or "put_volume" not in fields:
         out = {k: np.full(shape, np.nan) for k in OPTION_KEYS}
         out["options_liquid"] = np.zeros(shape, dtype=bool)
-        out["options_boost"] = np.ones(shape)
+        out["options_boost_base"] = np.ones(shape)
         return out
     nan = np.full(shape, np.nan)
-    liquid = options_liquid(fields["call_volume"], fields["put_volume"])
-    pcr = put_call_ratio(fields["call_volume"], fields["put_volume"])
+
+    def fld(name: str) -> np.ndarray:
+        v = fields.get(name)
+        return nan.copy() if v is None else _f(v)
+
+    call, put = fld("call_volume"), fld("put_volume")
+    liquid = options_liquid(call, put)
+    pcr = put_call_ratio(call, put)
+    cpr = ratio(call, put)
     out = {
         "options_liquid": liquid,
         "options_put_call": pcr,
-        "options_put_call_change_5": change(pcr, 5),
-        "options_iv_percentile": iv_percentile(fields["atm_iv"]) if "atm_iv" in fields else nan.copy(),
+        "options_put_call_change_5": change(pcr, CHANGE_LAG),
+        "options_call_put_change_5": change(cpr, CHANGE_LAG),
+        "options_iv_percentile": iv_percentile(fld("atm_iv")),
+        "options_itm_otm_call_ratio": ratio(fld("itm_call_volume"), fld("otm_call_volume")),
+        "options_itm_otm_put_ratio": ratio(fld("itm_put_volume"), fld("otm_put_volume")),
+        "options_total_premium_5d_chg": pct_change(fld("total_premium"), CHANGE_LAG),
     }
-    for side in ("itm_call", "otm_call", "itm_put", "otm_put"):
+    for side in SIDES:
         v = fields.get(f"{side}_volume")
-        out[f"options_{side}_z"] = activity_zscore(v) if v is not None else nan.copy()
-    out["options_boost"] = options_boost(liquid, out["options_otm_call_z"], out["options_otm_put_z"],
-                                         out["options_put_call_change_5"])
+        z = activity_zscore(v) if v is not None else nan.copy()
+        out[f"options_{side}_z"] = z
+        out[f"options_{side}_z_max5"] = lookback_max(z)
+    out["options_boost_base"] = options_boost(liquid, out["options_itm_call_z_max5"], out["options_otm_call_z_max5"],
+                                              out["options_call_put_change_5"], out["options_total_premium_5d_chg"])
     for k in OPTION_KEYS:
-        if k not in ("options_liquid", "options_boost"):
+        if k not in ("options_liquid", "options_boost_base"):
             out[k] = np.where(liquid, out[k], np.nan)
-    return out
+    return {k: out[k] for k in OPTION_KEYS}

@@ -18,8 +18,10 @@ from optimizer.errors import check_param
 __all__ = [
     "REGIME_RISK_ON", "REGIME_TRANSITIONAL", "REGIME_RISK_OFF", "REGIME_LABELS",
     "LEARNED_UNKNOWN", "LEARNED_BULL_LOW_VOL", "LEARNED_BULL_HIGH_VOL", "LEARNED_BEAR_LOW_VOL",
-    "LEARNED_BEAR_HIGH_VOL", "LEARNED_REGIME_LABELS", "VIX_PROXY_SCALE", "REGIME_FEATURES",
+    "LEARNED_BEAR_HIGH_VOL", "LEARNED_REGIME_LABELS", "VIX_PROXY_SCALE", "REGIME_FEATURES", "VOLUME_RATIO_WINDOW",
+    "POSITION_MULTIPLIERS", "EXTREME_VIX", "EXTREME_VIX_MULTIPLIER",
     "realized_vol", "vix_proxy", "effective_vix", "market_regime", "regime_features", "learned_regime",
+    "learned_regime_detail", "position_multiplier",
 ]
 
 REGIME_RISK_ON, REGIME_TRANSITIONAL, REGIME_RISK_OFF = np.int8(1), np.int8(0), np.int8(-1)
@@ -37,7 +39,13 @@ LEARNED_REGIME_LABELS: dict[int, str] = {
 VIX_PROXY_SCALE = 1.25
 VIX_FFILL_LIMIT = 5
 
-REGIME_FEATURES: tuple[str, ...] = ("rv20", "mom20", "trend", "volume_ratio", "range20", "iv")
+VOLUME_RATIO_WINDOW = 20  # doc 004: current volume / 20-day average volume
+
+REGIME_FEATURES: tuple[str, ...] = ("rv20", "mom20", "trend", "volume_ratio", "range20", "iv", "iv_rv_spread")
+
+# Doc 004's position sizing multiplier per learned regime; UNKNOWN (no model yet) scales nothing.
+POSITION_MULTIPLIERS: dict[int, float] = {-1: 1.0, 0: 1.0, 1: 0.5, 2: 0.5, 3: 0.25}
+EXTREME_VIX, EXTREME_VIX_MULTIPLIER = 40.0, 0.1  # doc 004: "override with 0.1 multiplier if VIX > 40"
 _CORE = ("rv20", "mom20", "trend")
 
 
@@ -78,9 +86,10 @@ def market_regime(
 
 def regime_features(spy_close, spy_high=None, spy_low=None, spy_volume=None, vix=None) -> pd.DataFrame:
     """Daily market features (T rows, columns ``REGIME_FEATURES``), each at t from rows <= t:
-    rv20 realized vol (%), mom20 = close/close[t-20] - 1, trend = SMA20/SMA50 - 1, volume_ratio = volume / 50-session
-    mean volume, range20 = 20-session mean of (high - low)/close, iv = VIX forward-filled up to 5 sessions.
-    Missing inputs give all-NaN columns."""
+    rv20 realized vol (%), mom20 = close/close[t-20] - 1, trend = SMA20/SMA50 - 1, volume_ratio = volume / 20-session
+    mean volume (today included), range20 = 20-session mean of (high - low)/close, iv = VIX forward-filled up to 5
+    sessions (never back-filled: a later VIX must not reach an earlier row), iv_rv_spread = iv - rv20 (both in
+    annualized vol points). Missing inputs give all-NaN columns."""
     c = pd.Series(np.asarray(spy_close, dtype=np.float64))
     T = len(c)
 
@@ -89,13 +98,16 @@ def regime_features(spy_close, spy_high=None, spy_low=None, spy_volume=None, vix
 
     h, lo, vol, iv = col(spy_high), col(spy_low), col(spy_volume), col(vix)
     with np.errstate(invalid="ignore", divide="ignore"):
+        rv = realized_vol(c.to_numpy())
+        ivf = iv.ffill(limit=VIX_FFILL_LIMIT).to_numpy()
         f = pd.DataFrame({
-            "rv20": realized_vol(c.to_numpy()),
+            "rv20": rv,
             "mom20": (c / c.shift(20) - 1.0).to_numpy(),
             "trend": (c.rolling(20, min_periods=20).mean() / c.rolling(50, min_periods=50).mean() - 1.0).to_numpy(),
-            "volume_ratio": (vol / vol.rolling(50, min_periods=50).mean()).to_numpy(),
+            "volume_ratio": (vol / vol.rolling(VOLUME_RATIO_WINDOW, min_periods=VOLUME_RATIO_WINDOW).mean()).to_numpy(),
             "range20": ((h - lo) / c).rolling(20, min_periods=20).mean().to_numpy(),
-            "iv": iv.ffill(limit=VIX_FFILL_LIMIT).to_numpy(),
+            "iv": ivf,
+            "iv_rv_spread": ivf - rv,
         })
     return f.replace([np.inf, -np.inf], np.nan)
 
@@ -134,6 +146,46 @@ def _fit_and_label(
     return gm, mu, sd, labels
 
 
+def learned_regime_detail(
+    features: pd.DataFrame,
+    refit_every: int = 21,
+    min_train: int = 120,
+    n_components: int = 4,
+    random_state: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(labels int8 (T,), probability (T,)): ``learned_regime``'s labels and, per labelled row, the model's
+    posterior probability of that label (the sum of ``predict_proba`` over the components mapped to it); NaN on
+    UNKNOWN rows. Same point-in-time schedule as ``learned_regime``."""
+    check_param(isinstance(refit_every, (int, np.integer)) and refit_every >= 1, "refit_every", ">= 1", refit_every)
+    check_param(isinstance(min_train, (int, np.integer)) and min_train >= 2 * n_components, "min_train",
+                f">= 2 * n_components = {2 * n_components}", min_train)
+    T = len(features)
+    out = np.full(T, LEARNED_UNKNOWN, dtype=np.int8)
+    prob = np.full(T, np.nan)
+    usable = features[list(_CORE)].notna().all(axis=1).to_numpy()
+    before = np.concatenate([[0], np.cumsum(usable)])  # before[r] = usable rows < r
+    starts = np.nonzero(before[:T] >= min_train)[0]
+    if not len(starts):
+        return out, prob
+    for r in range(int(starts[0]), T, refit_every):
+        hist = features.iloc[:r]
+        cols = _select_columns(hist)
+        train = hist[cols].dropna().to_numpy()
+        if len(train) < min_train:
+            continue
+        gm, mu, sd, comp_label = _fit_and_label(train, cols, n_components, random_state)
+        block = features.iloc[r: r + refit_every][cols].to_numpy()
+        ok = np.isfinite(block).all(axis=1)
+        if ok.any():
+            with threadpool_limits(limits=1):
+                post = gm.predict_proba((block[ok] - mu) / sd)
+            lab = comp_label[np.argmax(post, axis=1)]
+            idx = np.arange(r, min(r + refit_every, T))[ok]
+            out[idx] = lab
+            prob[idx] = np.where(comp_label[None, :] == lab[:, None], post, 0.0).sum(axis=1)
+    return out, prob
+
+
 def learned_regime(
     features: pd.DataFrame,
     refit_every: int = 21,
@@ -149,28 +201,18 @@ def learned_regime(
     > 0 else BEAR; HIGH_VOL when mean rv20 > the training median rv20. UNKNOWN before r0 and on rows lacking a
     feature the model uses.
     """
-    check_param(isinstance(refit_every, (int, np.integer)) and refit_every >= 1, "refit_every", ">= 1", refit_every)
-    check_param(isinstance(min_train, (int, np.integer)) and min_train >= 2 * n_components, "min_train",
-                f">= 2 * n_components = {2 * n_components}", min_train)
-    T = len(features)
-    out = np.full(T, LEARNED_UNKNOWN, dtype=np.int8)
-    usable = features[list(_CORE)].notna().all(axis=1).to_numpy()
-    before = np.concatenate([[0], np.cumsum(usable)])  # before[r] = usable rows < r
-    starts = np.nonzero(before[:T] >= min_train)[0]
-    if not len(starts):
-        return out
-    for r in range(int(starts[0]), T, refit_every):
-        hist = features.iloc[:r]
-        cols = _select_columns(hist)
-        train = hist[cols].dropna().to_numpy()
-        if len(train) < min_train:
-            continue
-        gm, mu, sd, comp_label = _fit_and_label(train, cols, n_components, random_state)
-        block = features.iloc[r: r + refit_every][cols].to_numpy()
-        ok = np.isfinite(block).all(axis=1)
-        if ok.any():
-            with threadpool_limits(limits=1):
-                comp = gm.predict((block[ok] - mu) / sd)
-            idx = np.arange(r, min(r + refit_every, T))[ok]
-            out[idx] = comp_label[comp]
+    return learned_regime_detail(features, refit_every, min_train, n_components, random_state)[0]
+
+
+def position_multiplier(learned, vix_level=None) -> np.ndarray:
+    """float (T,): doc 004's position-size multiplier of each row's learned regime (``POSITION_MULTIPLIERS``:
+    BULL_LOW_VOL 1.0, BULL_HIGH_VOL 0.5, BEAR_LOW_VOL 0.5, BEAR_HIGH_VOL 0.25, UNKNOWN 1.0), overridden by 0.1 when
+    ``vix_level`` > 40 (the VIX the rule regime used: VIX, or its proxy on dates without VIX)."""
+    lab = np.asarray(learned)
+    lut = np.vectorize(lambda v: POSITION_MULTIPLIERS.get(int(v), 1.0), otypes=[np.float64])
+    out = lut(lab) if lab.size else np.zeros(lab.shape)
+    if vix_level is not None:
+        v = np.asarray(vix_level, dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            out = np.where(v > EXTREME_VIX, EXTREME_VIX_MULTIPLIER, out)
     return out

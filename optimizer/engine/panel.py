@@ -26,6 +26,7 @@ PANEL_FIELDS: tuple[str, ...] = (
 )
 OPTION_FIELDS: tuple[str, ...] = (
     "call_volume", "put_volume", "itm_call_volume", "otm_call_volume", "itm_put_volume", "otm_put_volume", "atm_iv",
+    "total_premium",
 )
 
 

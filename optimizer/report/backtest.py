@@ -3,6 +3,13 @@
 ``write_backtest`` stores one run in bt_backtest_runs (one row), bt_signal_events and bt_frequency_baseline, all in
 one transaction: a failure leaves every bt_ table as it was, and writing a run_id again replaces that run's rows.
 Only the three bt_ tables are ever created, altered or written. Types are explicit; NaN is stored as NULL.
+The columns carry the design's names (docs/ENGINE.md "bt_ tables"), so SQL written from the design runs: the
+run's configuration is both in columns (score_variant, z_window, thresholds, exit_strategy and its parameters,
+ticker_universe, regime_filter, ...) and, complete and canonical, in the JSON ``params`` column that
+``Config.from_params`` reads back. Keys: run_id (bt_backtest_runs), (run_id, event_id) (bt_signal_events),
+(run_id, symbol) (bt_frequency_baseline). A table created by an older accumopt gets the missing columns added
+(its old columns are left in place, NULL for new runs).
+``write_market_regimes`` stores the learned market regime per session in ``market_regimes`` (doc 004).
 ``write_backtest_files`` writes signal_events.parquet, frequency_baseline.csv (overwritten per run) and appends a
 row to backtest_runs.csv. The frames come from ``optimizer.engine.outcomes``.
 """
@@ -25,42 +32,60 @@ from optimizer.data.store import transaction
 from optimizer.engine.context import OPTION_KEYS
 from optimizer.engine.evaluate import PARAM_KEYS, Config
 from optimizer.engine.metrics import METRIC_KEYS
-from optimizer.engine.outcomes import BASELINE_COLUMNS, EVENT_COLUMNS, SUMMARY_EXTRA_METRICS, SUMMARY_ID_KEYS
+from optimizer.engine.outcomes import (
+    BASELINE_COLUMNS, EVENT_COLUMNS, RUN_METRIC_NAMES, SUMMARY_EXTRA_METRICS, SUMMARY_ID_KEYS,
+)
 from optimizer.errors import ParameterError
 
 __all__ = [
     "RUNS_TABLE", "EVENTS_TABLE", "BASELINE_TABLE", "BT_TABLES", "RUN_COLUMNS", "EVENT_TYPES", "BASELINE_TYPES",
-    "make_run_id", "write_backtest", "write_backtest_files",
+    "RUN_PARAM_COLUMNS", "REGIMES_TABLE", "make_run_id", "write_backtest", "write_backtest_files",
+    "write_market_regimes",
 ]
 
 RUNS_TABLE, EVENTS_TABLE, BASELINE_TABLE = "bt_backtest_runs", "bt_signal_events", "bt_frequency_baseline"
+REGIMES_TABLE = "market_regimes"
 BT_TABLES = (RUNS_TABLE, EVENTS_TABLE, BASELINE_TABLE)
 
-_ID_TYPES = {"start_date": "DATE", "end_date": "DATE", "data_end_date": "DATE", "sessions": "INTEGER",
-             "n_symbols": "INTEGER", "fingerprint": "VARCHAR"}
+_ID_TYPES = {"score_variant": "VARCHAR", "exit_strategy": "VARCHAR", "ticker_universe": "VARCHAR",
+             "regime_filter": "VARCHAR", "date_start": "DATE", "date_end": "DATE", "data_end_date": "DATE",
+             "sessions": "INTEGER", "n_symbols": "INTEGER", "fingerprint": "VARCHAR"}
+# Configuration columns beside the JSON (parameter name -> type); the JSON stays the canonical, complete record.
+RUN_PARAM_COLUMNS: dict[str, str] = {
+    "z_window": "INTEGER", "buy_threshold": "DOUBLE", "sell_threshold": "DOUBLE", "w_short": "DOUBLE",
+    "w_lit": "DOUBLE", "w_price": "DOUBLE", "hold_days": "INTEGER", "max_days": "INTEGER", "stop_loss": "DOUBLE",
+    "take_profit": "DOUBLE", "time_stop": "INTEGER", "commission_bps": "DOUBLE", "slippage_bps": "DOUBLE",
+    "max_positions": "INTEGER", "max_per_sector": "INTEGER", "sizing": "VARCHAR",
+}
 RUN_COLUMNS: dict[str, str] = {
-    "run_id": "VARCHAR NOT NULL", "created_at": "TIMESTAMP NOT NULL", "params": "VARCHAR NOT NULL",
+    "run_id": "VARCHAR NOT NULL", "run_timestamp": "TIMESTAMP NOT NULL", "params": "VARCHAR NOT NULL",
     **{k: _ID_TYPES[k] for k in SUMMARY_ID_KEYS},
-    **{k: "DOUBLE" for k in (*METRIC_KEYS, *SUMMARY_EXTRA_METRICS)},
+    **RUN_PARAM_COLUMNS,
+    **{RUN_METRIC_NAMES.get(k, k): "DOUBLE" for k in (*METRIC_KEYS, *SUMMARY_EXTRA_METRICS)},
 }
 _EVENT_SPECIAL = {
-    "signal_date": "DATE", "entry_date": "DATE", "exit_date": "DATE", "symbol": "VARCHAR", "sector_etf": "VARCHAR",
-    "exit_reason": "VARCHAR", "hold_days": "INTEGER", "open_at_end": "BOOLEAN", "days_to_first_dist": "INTEGER",
-    "days_to_2x_consec_dist": "INTEGER", "trend": "VARCHAR", "regime": "VARCHAR", "learned_regime": "VARCHAR",
+    "event_id": "INTEGER", "date": "DATE", "entry_date": "DATE", "exit_date": "DATE", "symbol": "VARCHAR",
+    "sector_etf": "VARCHAR", "score_variant": "VARCHAR", "z_window": "INTEGER", "exit_reason": "VARCHAR",
+    "hold_days": "INTEGER", "open_at_end": "BOOLEAN", "days_to_first_dist": "INTEGER",
+    "days_to_2x_consec_dist": "INTEGER", "trend_state": "VARCHAR", "regime": "VARCHAR", "learned_regime": "VARCHAR",
     "parent_etf_available": "BOOLEAN", "parent_etf_aligned": "BOOLEAN", "signal_quality": "VARCHAR",
-    "failure_mode": "VARCHAR", "options_liquid": "BOOLEAN",
+    "failure_mode": "VARCHAR", "options_liquid": "BOOLEAN", "hit": "BOOLEAN", "hit_at_dist": "BOOLEAN",
+    **{c: "BOOLEAN" for c in EVENT_COLUMNS if c.startswith("hit_")},
 }
 EVENT_TYPES: dict[str, str] = {
     "run_id": "VARCHAR NOT NULL",
     **{c: _EVENT_SPECIAL.get(c, "DOUBLE") for c in EVENT_COLUMNS},
     **{k: _EVENT_SPECIAL.get(k, "DOUBLE") for k in OPTION_KEYS},
+    "created_at": "TIMESTAMP",
 }
 BASELINE_TYPES: dict[str, str] = {
-    "run_id": "VARCHAR NOT NULL", "symbol": "VARCHAR", "sector_etf": "VARCHAR", "n_accumulation": "INTEGER",
-    "n_distribution": "INTEGER", "n_acc_episodes": "INTEGER", "mean_gap_acc_to_dist": "DOUBLE",
-    "median_gap_acc_to_dist": "DOUBLE", "signals_per_month": "DOUBLE",
+    "run_id": "VARCHAR NOT NULL", "symbol": "VARCHAR", "sector_etf": "VARCHAR", "score_variant": "VARCHAR",
+    "date_start": "DATE", "date_end": "DATE", "accum_signals_count": "INTEGER", "dist_signals_count": "INTEGER",
+    "accum_episodes_count": "INTEGER", "dist_episodes_count": "INTEGER", "avg_gap_accum_to_dist": "DOUBLE",
+    "median_gap_accum_to_dist": "DOUBLE", "avg_gap_dist_to_accum": "DOUBLE", "median_gap_dist_to_accum": "DOUBLE",
+    "signals_per_month": "DOUBLE", "created_at": "TIMESTAMP",
 }
-assert set(BASELINE_TYPES) == {"run_id", *BASELINE_COLUMNS}
+assert set(BASELINE_TYPES) == {"run_id", "created_at", *BASELINE_COLUMNS}
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -149,23 +174,31 @@ def _with_types(df: pd.DataFrame, base: Mapping[str, str]) -> dict[str, str]:
 
 
 def _run_row(run_id: str, summary: Mapping[str, object], created_at: datetime) -> pd.DataFrame:
-    """One-row frame: identifier and metric columns; the configuration and any other key go to ``params`` JSON."""
-    cols = set(RUN_COLUMNS)
+    """One-row frame: identifier, configuration and metric columns (design names); the configuration and any
+    other key also go to the ``params`` JSON (parameters only, never metrics)."""
+    summ = {RUN_METRIC_NAMES.get(k, k): v for k, v in summary.items()}
+    cols = set(RUN_COLUMNS) - set(RUN_PARAM_COLUMNS)
+    metric_names = {*RUN_METRIC_NAMES, *RUN_METRIC_NAMES.values()}
     params = {k: summary[k] for k in PARAM_KEYS if k in summary}
-    params.update({k: v for k, v in summary.items() if k not in cols and k not in params})
-    row: dict[str, object] = {"run_id": run_id, "created_at": created_at,
+    params.update({k: v for k, v in summary.items() if k not in cols and k not in params and k not in metric_names})
+    row: dict[str, object] = {"run_id": run_id, "run_timestamp": created_at,
                               "params": json.dumps(params, sort_keys=True, default=_jsonable)}
     for k in RUN_COLUMNS:
         if k in row:
             continue
-        v = summary.get(k)
+        v = summ.get(k)
         if RUN_COLUMNS[k] == "DOUBLE":
             row[k] = float("nan") if v is None else float(v)  # type: ignore[arg-type]
+        elif RUN_COLUMNS[k] == "INTEGER":
+            row[k] = pd.NA if v is None else int(v)  # type: ignore[call-overload]
         else:
             row[k] = v
     df = pd.DataFrame([row])
-    for k in ("start_date", "end_date", "data_end_date"):
+    for k in ("date_start", "date_end", "data_end_date"):
         df[k] = pd.to_datetime(df[k])
+    for k, t in RUN_COLUMNS.items():
+        if t == "INTEGER":
+            df[k] = df[k].astype("Int64")
     return df
 
 
@@ -180,12 +213,13 @@ def _check_run_id(run_id: str) -> None:
 def write_backtest(con, run_id: str, summary: Mapping[str, object], events: pd.DataFrame, baseline: pd.DataFrame) -> dict[str, int]:
     """Store one run in the bt_ tables in ONE transaction; a run_id written again replaces its rows.
 
-    Returns the row counts written per table. ``created_at`` is the UTC time of the write.
+    Returns the row counts written per table. ``run_timestamp`` / ``created_at`` are the UTC time of the write.
     """
     _check_run_id(run_id)
-    run = _run_row(run_id, summary, datetime.now(timezone.utc).replace(tzinfo=None))
-    ev = events.assign(run_id=run_id)[["run_id", *events.columns]]
-    bl = baseline.assign(run_id=run_id)[["run_id", *baseline.columns]]
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    run = _run_row(run_id, summary, now)
+    ev = events.assign(run_id=run_id, created_at=now)[["run_id", *events.columns, "created_at"]]
+    bl = baseline.assign(run_id=run_id, created_at=now)[["run_id", *baseline.columns, "created_at"]]
     ev_types, bl_types = _with_types(ev, EVENT_TYPES), _with_types(bl, BASELINE_TYPES)
     with transaction(con):
         for table, types in ((RUNS_TABLE, RUN_COLUMNS), (EVENTS_TABLE, ev_types), (BASELINE_TABLE, bl_types)):
@@ -195,6 +229,30 @@ def write_backtest(con, run_id: str, summary: Mapping[str, object], events: pd.D
         _insert_frame(con, EVENTS_TABLE, ev, ev_types)
         _insert_frame(con, BASELINE_TABLE, bl, bl_types)
     return {RUNS_TABLE: len(run), EVENTS_TABLE: len(ev), BASELINE_TABLE: len(bl)}
+
+
+def write_market_regimes(con, frame: pd.DataFrame) -> int:
+    """Replace the frame's (symbol, date) rows of ``market_regimes`` (created by the store's migration) in one
+    transaction; ``frame`` is ``engine.context.market_regime_frame``. Returns the rows written."""
+    if frame.empty:
+        return 0
+    df = frame.copy()
+    df["features"] = [json.dumps(f, sort_keys=True) for f in df["features"]]
+    df["date"] = pd.to_datetime(df["date"]).dt.date
+    cols = ["symbol", "date", "regime", "probability", "position_multiplier", "features", "detected_at",
+            "rule_regime", "vix_level"]
+    view = "_src_market_regimes"
+    con.register(view, df[cols])
+    try:
+        with transaction(con):
+            for sym, lo, hi in df.groupby("symbol")["date"].agg(["min", "max"]).itertuples():
+                con.execute(f"DELETE FROM {REGIMES_TABLE} WHERE symbol = ? AND date BETWEEN ? AND ?", [sym, lo, hi])
+            sel = ", ".join(f"NULLIF({_q(c)}, 'NaN'::DOUBLE)" if c in ("probability", "vix_level") else _q(c)
+                            for c in cols)
+            con.execute(f"INSERT INTO {REGIMES_TABLE} ({', '.join(cols)}) SELECT {sel} FROM {view}")
+    finally:
+        con.unregister(view)
+    return len(df)
 
 
 # ------------------------------------------------------------------------------------------------ files

@@ -200,10 +200,11 @@ def failure_mode_figure(events: pd.DataFrame, modes: Sequence[str] | None = None
     from optimizer.engine._failure import FAILURE_MODES
 
     ev = closed_events(events)
-    ev = ev[ev["failure_mode"].notna()]
+    # the design stores NULL for a profitable trade: a closed trade without a failure mode is a winner (NONE)
+    mode = ev["failure_mode"].where(ev["failure_mode"].notna(), "NONE").astype(str)
     labels = list(modes or FAILURE_MODES)
-    labels += [m for m in _order(ev["failure_mode"].astype(str).tolist()) if m not in labels]
-    g = ev.groupby(ev["failure_mode"].astype(str))["net_return"]
+    labels += [m for m in _order(mode.tolist()) if m not in labels]
+    g = ev.groupby(mode)["net_return"]
     counts = g.size().reindex(labels, fill_value=0)
     means = g.mean().reindex(labels)
     colors = [GREEN if m == "NONE" else RED for m in labels]

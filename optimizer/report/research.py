@@ -464,8 +464,8 @@ def _events_sections(page: Page, events: pd.DataFrame | None) -> None:
     if "signal_quality" in closed.columns:
         for q in ("HIGH", "LOW"):
             conds[f"signal quality {q}"] = (closed["signal_quality"].astype(str) == q).to_numpy()
-    if "trend" in closed.columns:
-        conds["trend UP"] = (closed["trend"].astype(str) == "UP").to_numpy()
+    if "trend_state" in closed.columns:
+        conds["trend UP"] = (closed["trend_state"].astype(str) == "UP").to_numpy()
     if "regime" in closed.columns:
         conds["regime RISK_ON"] = (closed["regime"].astype(str) == "RISK_ON").to_numpy()
     if conds and len(closed):

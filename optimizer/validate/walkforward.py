@@ -447,7 +447,7 @@ def _segments(spec: StudySpec, p: Panel, results: list[WindowResult], span: Span
         conds = {
             "parent_etf_aligned": closed["parent_etf_aligned"].astype(bool).to_numpy(),
             "quality_high": (closed["signal_quality"] == "HIGH").to_numpy(),
-            "trend_up": (closed["trend"] == "UP").to_numpy(),
+            "trend_up": (closed["trend_state"] == "UP").to_numpy(),
             "regime_risk_on": (closed["regime"] == "RISK_ON").to_numpy(),
         }
         if "options_boost" in closed:
