@@ -526,7 +526,9 @@ def ref_metrics(trades: pd.DataFrame, panel, span, costs, total_signals: int,
     bench_memo: dict[tuple[int, int], float] = {}
     for tr in closed.itertuples(index=False):
         s, e, x = tr.symbol, tr.entry_idx, tr.exit_idx
-        if close[min(e + 2, x), s] < tr.entry_price:
+        # false positive (ENGINE.md): the price reverses within 3 days = a close of e, e+1 or e+2 (never past
+        # the exit bar x) below the entry price
+        if any(close[min(e + j, x), s] < tr.entry_price for j in range(3)):
             fp += 1
         if (s, x - e) not in bench_memo:  # the same (symbol, hold) recurs: compute each once
             bench_memo[(s, x - e)] = ref_benchmark(opens[:, s], x - e, c, sig_start, sig_end, data_end)

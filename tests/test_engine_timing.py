@@ -393,17 +393,21 @@ def test_sharpe_needs_two_trades():
 
 
 def test_false_positive_by_hand():
+    # the design: a false positive is a signal whose price reverses within 3 days = a close of the first three
+    # sessions from the entry bar e (e, e+1, e+2; never past the exit bar x) below the entry price
     #         0    1    2    3    4    5    6    7    8    9
     closes = [100, 100, 100, 99, 100, 102, 100, 100, 98, 100]
     panel = _price_panel([100.0] * 10, closes)
     rows = [
-        (0, 1, 5, 100.0, 110.0, False),  # close[min(1+2, 5)] = close[3] = 99 < 100 -> false positive
-        (0, 3, 6, 100.0, 110.0, False),  # close[5] = 102 -> not
-        (0, 7, 8, 100.0, 110.0, False),  # close[min(9, 8)] = close[8] = 98 < 100 -> false positive
+        (0, 1, 5, 100.0, 110.0, False),  # closes 1..3 = 100, 100, 99: 99 < 100 -> false positive
+        (0, 3, 6, 100.0, 110.0, False),  # closes 3..5 = 99, 100, 102: day-1 reversal -> false positive
+        (0, 5, 6, 100.0, 110.0, False),  # closes 5, 6 (capped at x = 6) = 102, 100 -> not
+        (0, 7, 8, 100.0, 110.0, False),  # closes 7, 8 (capped at x = 8) = 100, 98 -> false positive
         (0, 9, 9, 100.0, 95.0, False),   # close[9] = 100, not below -> not
     ]
-    for m in _both_metrics(panel, rows, (0, 10, 10), 4):
-        assert m["false_positive_rate"] == pytest.approx(0.5)
+    for m in _both_metrics(panel, rows, (0, 10, 10), 5):
+        assert m["false_positive_rate"] == pytest.approx(0.6)
+    # only the close at e+2 (the rule before) would have missed the day-1 reversal of the second trade: 0.4
 
 
 def test_matched_benchmark_by_hand_on_six_opens():

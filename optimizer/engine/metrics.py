@@ -17,13 +17,15 @@ from optimizer.engine.panel import Panel
 from optimizer.engine.simulate import Costs, Span, Trades
 
 __all__ = [
-    "WIN_LOSS_CAP", "SESSIONS_PER_MONTH", "METRIC_KEYS", "BenchmarkCache", "run_metrics",
+    "WIN_LOSS_CAP", "SESSIONS_PER_MONTH", "FP_SESSIONS", "METRIC_KEYS", "BenchmarkCache", "run_metrics",
+    "false_positive_share",
     "hit_rate", "win_loss", "trade_sharpe", "max_drawdown", "annualized_sharpe", "rank_score",
     "portfolio_returns",
 ]
 
 WIN_LOSS_CAP = 10.0
 SESSIONS_PER_MONTH = 21.0
+FP_SESSIONS = 3  # the design's false positive: "signals that reverse within 3 days"
 METRIC_KEYS = (
     "total_signals", "total_trades", "closed_trades", "open_at_end", "hit_rate", "avg_return", "median_return",
     "win_loss", "sharpe", "portfolio_sharpe", "max_drawdown", "avg_hold_days", "signals_per_month",
@@ -77,6 +79,19 @@ def rank_score(hit: float, avg: float, wl: float, spm: float) -> float:
     if spm <= 0:
         return 0.0
     return hit * avg * wl / math.sqrt(spm)
+
+
+def false_positive_share(close: np.ndarray, trades: Trades, closed: np.ndarray) -> float:
+    """Share of closed trades that reverse within FP_SESSIONS days: some close of the first three sessions from the
+    entry bar (close[e], close[e+1], close[e+2], never past the exit bar x) is below the entry price."""
+    e = trades.entry_idx[closed]
+    x = trades.exit_idx[closed]
+    sym = trades.symbol[closed]
+    ep = trades.entry_price[closed]
+    rev = np.zeros(e.shape, dtype=bool)
+    for j in range(FP_SESSIONS):
+        rev |= close[np.minimum(e + j, x), sym] < ep
+    return float(np.count_nonzero(rev)) / e.size if e.size else 0.0
 
 
 class BenchmarkCache:
@@ -194,10 +209,7 @@ def run_metrics(
         else:
             wl = min(mw / abs(ml), WIN_LOSS_CAP)
         sharpe = avg / sd if (n_closed >= 2 and sd > 0) else 0.0
-        C = panel["close"]
-        e = trades.entry_idx[closed]
-        chk = np.minimum(e + 2, trades.exit_idx[closed])
-        fp = float(np.count_nonzero(C[chk, trades.symbol[closed]] < trades.entry_price[closed])) / n_closed
+        fp = false_positive_share(panel["close"], trades, closed)
         b = (bench or BenchmarkCache(panel)).expected_net(trades, span, costs, closed)
         avg_b = float(b.mean())
         ex_mean, ex_sd, *_ = trade_stats_nb(r - b)
