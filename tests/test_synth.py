@@ -315,6 +315,18 @@ def test_universe_and_n_symbols():
     assert set(m2.prices["symbol"]) - {"^VIX"} == {"SPY", "QQQ", "IWM"}
 
 
+def test_tier2_is_the_designs_hundred_sector_constituents():
+    from optimizer.data.universe import SECTOR_ETFS, SECTOR_MAP, TIER1, TIER2, TIER2_BY_SECTOR, TIER3, resolve_universe
+
+    # the design: "top 10 holdings per sector ETF, ~100 unique stocks"; "Full expansion: ~130 tickers (all tiers)"
+    assert len(TIER2) == len(set(TIER2)) == 100 and not set(TIER2) & set(TIER1 + TIER3)
+    assert set(TIER2_BY_SECTOR) == set(SECTOR_ETFS) and all(len(v) >= 8 for v in TIER2_BY_SECTOR.values())
+    assert all(SECTOR_MAP[s] == etf for etf, names in TIER2_BY_SECTOR.items() for s in names)
+    assert len(resolve_universe("tier1+2+3")) == 133
+    m = generate_market(SynthConfig(start="2024-01-02", end="2024-01-31", universe="tier1+2+3"))
+    assert set(m.prices["symbol"]) - {"^VIX"} == set(TIER1 + TIER2 + TIER3)
+
+
 @pytest.mark.realdata
 def test_prices_file_mode_keeps_real_prices_bit_exactly():
     if not REAL_PRICES.exists():

@@ -45,16 +45,21 @@ SECTOR_MAP: dict[str, str] = {
     "HOOD": "XLF", "JPM": "XLF", "SOFI": "XLF",
 }
 
-# Tier 2: top holdings of each sector ETF (for larger universes and constituent aggregation).
+# Tier 2: top holdings of each tier-1 sector ETF, 100 names. The design: "Tier 2: Sector Constituents - Expand when
+# ETF signals. From ticker_dictionary.py - top 10 holdings per sector ETF, ~100 unique stocks across all sectors."
+# Its dictionary's top 10 of the eight tier-1 sector ETFs give 72 names besides tier 3; the next largest holdings
+# of the same ETFs complete the 100, so every tier-2 name has its parent sector ETF in tier 1.
 TIER2_BY_SECTOR: dict[str, tuple[str, ...]] = {
-    "XLF": ("BRK-B", "V", "MA", "BAC", "WFC", "GS", "MS", "SPGI", "AXP", "C"),
-    "XLK": ("ORCL", "CRM", "ADBE", "CSCO", "ACN", "IBM", "INTU", "NOW", "TXN", "QCOM"),
-    "XLE": ("XOM", "CVX", "COP"),
-    "XLV": ("LLY", "UNH", "JNJ", "ABBV", "MRK", "TMO", "ABT", "ISRG", "AMGN", "PFE"),
-    "XLY": ("HD", "MCD", "LOW", "BKNG", "TJX", "SBUX", "NKE"),
-    "XLI": ("GE", "CAT", "RTX", "HON", "UNP", "ETN", "DE", "LMT", "BA"),
-    "XLP": ("COST", "WMT", "PG", "KO", "PEP", "PM", "MO"),
-    "XLU": ("NEE", "SO", "DUK"),
+    "XLF": ("BRK-B", "V", "MA", "BAC", "WFC", "GS", "MS", "SPGI", "AXP", "C", "SCHW", "BLK", "CB", "BX"),
+    "XLK": ("ORCL", "CRM", "ADBE", "CSCO", "ACN", "IBM", "INTU", "NOW", "TXN", "QCOM", "AMAT", "MU", "LRCX", "KLAC",
+            "ADI", "APH", "PANW"),
+    "XLE": ("XOM", "CVX", "COP", "SLB", "EOG", "OXY", "MPC", "VLO", "PSX", "HAL"),
+    "XLV": ("LLY", "UNH", "JNJ", "ABBV", "MRK", "TMO", "ABT", "ISRG", "AMGN", "PFE", "BMY", "MDT", "GILD", "VRTX",
+            "SYK", "ELV", "CI", "REGN", "ZTS"),
+    "XLY": ("HD", "MCD", "LOW", "BKNG", "TJX", "SBUX", "NKE", "RCL"),
+    "XLI": ("GE", "CAT", "RTX", "HON", "UNP", "ETN", "DE", "LMT", "BA", "NOC", "GD", "UBER"),
+    "XLP": ("COST", "WMT", "PG", "KO", "PEP", "PM", "MO", "MDLZ", "CL", "KMB"),
+    "XLU": ("NEE", "SO", "DUK", "AEP", "EXC", "SRE", "XEL", "ED", "EIX", "PEG"),
 }
 TIER2: tuple[str, ...] = tuple(s for v in TIER2_BY_SECTOR.values() for s in v)
 for _etf, _names in TIER2_BY_SECTOR.items():
