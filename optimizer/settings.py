@@ -2,6 +2,10 @@
 
 Nothing here is global mutable state: ``Settings.from_env()`` returns a frozen snapshot that callers pass on.
 API keys are held only in memory; ``Settings.public()`` is the redacted view for logs and study attributes.
+The scanner's defaults come from the pipeline's SCANNER_* variables (SCANNER_DB_PATH, SCANNER_LOOKBACK_DAYS,
+SCANNER_TREND_DAYS, SCANNER_TOP_N, SCANNER_OUTLIER_Z, SCANNER_VOLUME_Z, SCANNER_RATIO_Z, SCANNER_EXPORT_FULL,
+SCANNER_INFERENCE_VERSION); a flag on ``accumopt scan`` wins over the variable, the variable over the default.
+A value that breaks its rule is refused with the variable's name: ``SCANNER_TOP_N must be an integer >= 1``.
 """
 
 from __future__ import annotations
@@ -37,6 +41,15 @@ class Settings:
     market_tz: str = "America/New_York"
     rth_start: str = "09:30"
     rth_end: str = "16:15"
+    scanner_db_path: str | None = None
+    scanner_lookback_days: int = 90
+    scanner_trend_days: int = 3
+    scanner_top_n: int = 50
+    scanner_outlier_z: float = 2.0
+    scanner_volume_z: float = 2.0
+    scanner_ratio_z: float = 2.0
+    scanner_export_full: bool = True
+    scanner_inference_version: str = "Scanner_v1"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -48,13 +61,8 @@ class Settings:
                 continue
             if f.name == "tickers":
                 kw[f.name] = tuple(t.strip().upper() for t in raw.replace(";", ",").split(",") if t.strip())
-            elif f.name == "min_lit_volume":
-                try:
-                    kw[f.name] = int(raw)
-                except ValueError:
-                    from optimizer.errors import ParameterError
-
-                    raise ParameterError(f"MIN_LIT_VOLUME must be an integer, got MIN_LIT_VOLUME={raw!r}") from None
+            elif f.name in _CONVERT:
+                kw[f.name] = _CONVERT[f.name](f.name.upper(), raw)
             else:
                 kw[f.name] = raw
         return cls(**kw)  # type: ignore[arg-type]
@@ -66,3 +74,53 @@ class Settings:
             v = getattr(self, f.name)
             out[f.name] = ("***" if v else None) if f.name in _SECRET else v
         return out
+
+
+def _refuse(var: str, rule: str, raw: str) -> None:
+    from optimizer.errors import ParameterError
+
+    raise ParameterError(f"{var} must be {rule}, got {var}={raw!r}")
+
+
+def _int(lo: int):
+    def conv(var: str, raw: str) -> int:
+        try:
+            v = int(raw.strip())
+        except ValueError:
+            v = None
+        if v is None or v < lo:
+            _refuse(var, f"an integer >= {lo}", raw)
+        return v  # type: ignore[return-value]
+    return conv
+
+
+def _positive_float(var: str, raw: str) -> float:
+    try:
+        v = float(raw.strip())
+    except ValueError:
+        v = float("nan")
+    if not (v > 0 and v != float("inf")):
+        _refuse(var, "a finite number > 0", raw)
+    return v
+
+
+def _bool(var: str, raw: str) -> bool:
+    key = raw.strip().lower()
+    if key in ("1", "true", "yes", "on"):
+        return True
+    if key in ("0", "false", "no", "off"):
+        return False
+    _refuse(var, "true or false (1/0, yes/no, on/off)", raw)
+    return False
+
+
+_CONVERT = {
+    "min_lit_volume": _int(0),
+    "scanner_lookback_days": _int(2),
+    "scanner_trend_days": _int(2),
+    "scanner_top_n": _int(1),
+    "scanner_outlier_z": _positive_float,
+    "scanner_volume_z": _positive_float,
+    "scanner_ratio_z": _positive_float,
+    "scanner_export_full": _bool,
+}

@@ -232,6 +232,45 @@ def test_write_scan_replaces_rows_and_files(store, tmp_path):
     assert "AAA" in text and "CCC" not in text
 
 
+def test_write_scan_export_full_inference_version_and_older_table(store, tmp_path):
+    # a scanner table written before the inference_version column existed gets it added
+    store.execute("DROP TABLE IF EXISTS scanner_daily_metrics")
+    store.execute("CREATE TABLE scanner_daily_metrics (date DATE NOT NULL, symbol VARCHAR NOT NULL, score DOUBLE, "
+                  "PRIMARY KEY (date, symbol))")
+    r = scan(store, lookback=4, min_periods=4, top=2, inference_version="Scanner_v2")
+    paths = write_scan(store, r, tmp_path / "scanner", export_full=False, png=False)
+    assert "metrics_csv" not in paths and not (tmp_path / "scanner" / "2024-07-10" / "scanner_metrics.csv").exists()
+    assert not list((tmp_path / "scanner").rglob("*.png"))
+    got = store.execute("SELECT DISTINCT inference_version FROM scanner_daily_metrics").fetchall()
+    assert got == [("Scanner_v2",)] and (r.metrics["inference_version"] == "Scanner_v2").all()
+
+
+def test_write_scan_png_required_without_kaleido_fails_before_nothing_is_lost(store, tmp_path, monkeypatch):
+    from optimizer.analytics import _export
+
+    monkeypatch.setattr(_export, "png_available", lambda: False)
+    r = scan(store, lookback=4, min_periods=4, top=2)
+    with pytest.raises(DataError, match=r"PNG output needs kaleido: install the png extra"):
+        write_scan(store, r, tmp_path / "scanner", png=True)
+    day = tmp_path / "scanner" / "2024-07-10"
+    assert (day / "scanner_top.html").is_file() and (day / "scanner_top.csv").is_file()  # the HTML/CSV are written
+    paths = write_scan(store, r, tmp_path / "auto")  # auto: no kaleido -> HTML only, no error
+    assert "top_png" not in paths
+
+
+def test_write_scan_writes_the_designs_pngs_with_kaleido(store, tmp_path):
+    pytest.importorskip("kaleido", reason="PNG output needs the png extra (kaleido)")
+    r = scan(store, lookback=4, min_periods=4, top=2)
+    try:
+        paths = write_scan(store, r, tmp_path / "scanner", png=True)
+    except DataError as e:  # kaleido present but no Chrome/Chromium it can drive on this machine
+        pytest.skip(str(e))
+    for k, name in (("top_png", "scanner_top.png"), ("scores_png", "scanner_scores.png")):
+        assert paths[k] == tmp_path / "scanner" / "2024-07-10" / name
+        head = paths[k].read_bytes()[:8]
+        assert head == b"\x89PNG\r\n\x1a\n" and paths[k].stat().st_size > 5_000
+
+
 @pytest.mark.realdata
 def test_scanner_on_real_finra_universe(tmp_path):
     f = REAL / "finra_short_daily_2025.csv.gz"

@@ -46,7 +46,9 @@ BACKTEST_KEYS = (
     "max_drawdown", "avg_hold_days", "signals_per_month", "false_positive_rate", "rank_score", "avg_excess_return",
 )
 # Environment the CLI reads; cleared so a developer's shell cannot change what the tests see.
-_CLEAN_ENV = {"ACCUMOPT_DB": None, "ACCUMOPT_STORAGE": None, "TICKERS": None, "MIN_LIT_VOLUME": None}
+_CLEAN_ENV = {"ACCUMOPT_DB": None, "ACCUMOPT_STORAGE": None, "TICKERS": None, "MIN_LIT_VOLUME": None,
+              **{f"SCANNER_{k}": None for k in ("DB_PATH", "LOOKBACK_DAYS", "TREND_DAYS", "TOP_N", "OUTLIER_Z",
+                                               "VOLUME_Z", "RATIO_Z", "EXPORT_FULL", "INFERENCE_VERSION")}}
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -468,6 +470,36 @@ def test_scan_writes_table_and_files(db_copy, cwd):
     assert Path(d["files"]["metrics_csv"]).parent == Path("output/scanner") / END
     assert len(pd.read_csv(cwd / d["files"]["metrics_csv"])) == N_SYMBOLS
     assert _query(db_copy, f"SELECT count(*) FROM scanner_daily_metrics WHERE date = DATE '{END}'") == [(N_SYMBOLS,)]
+
+
+def test_scan_reads_the_pipelines_scanner_environment(db_copy, cwd):
+    env = {"SCANNER_TOP_N": "3", "SCANNER_LOOKBACK_DAYS": "40", "SCANNER_TREND_DAYS": "5", "SCANNER_OUTLIER_Z": "1.5",
+           "SCANNER_EXPORT_FULL": "false", "SCANNER_INFERENCE_VERSION": "Scanner_v9"}
+    d = as_json(run("scan", "--db", db_copy, "--no-png", "--format", "json", env=env))
+    assert len(d["top"]) == 3 and "metrics_csv" not in d["files"]  # SCANNER_TOP_N, SCANNER_EXPORT_FULL=false
+    assert (d["params"]["lookback"], d["params"]["trend_days"], d["params"]["outlier_z"]) == (40, 5, 1.5)
+    assert not (cwd / "output" / "scanner" / END / "scanner_metrics.csv").exists()
+    assert _query(db_copy, "SELECT DISTINCT inference_version FROM scanner_daily_metrics") == [("Scanner_v9",)]
+    # a flag wins over the variable
+    d2 = as_json(run("scan", "--db", db_copy, "--top", "4", "--export-full", "--no-png", "--format", "json", env=env))
+    assert len(d2["top"]) == 4 and (cwd / d2["files"]["metrics_csv"]).is_file()
+    # SCANNER_DB_PATH is the store when --db is not given (and wins over ACCUMOPT_DB, the generic default)
+    d3 = as_json(run("scan", "--no-png", "--format", "json",
+                     env={"SCANNER_DB_PATH": str(db_copy), "ACCUMOPT_DB": str(cwd / "nowhere.duckdb")}))
+    assert d3["date"] == END and len(d3["top"]) == min(50, N_SYMBOLS)
+    clean_error(run("scan", "--db", db_copy, env={"SCANNER_TOP_N": "many"}),
+                "SCANNER_TOP_N must be an integer >= 1, got SCANNER_TOP_N='many'")
+    clean_error(run("scan", "--db", db_copy, env={"SCANNER_EXPORT_FULL": "perhaps"}), "SCANNER_EXPORT_FULL must be true or false")
+    clean_error(run("scan", "--db", db_copy, env={"SCANNER_RATIO_Z": "-1"}), "SCANNER_RATIO_Z must be a finite number > 0")
+
+
+def test_png_flag_refuses_clearly_without_kaleido(db_copy, cwd, monkeypatch):
+    from optimizer.analytics import _export
+
+    monkeypatch.setattr(_export, "png_available", lambda: False)
+    clean_error(run("scan", "--db", db_copy, "--png"), "PNG output needs kaleido", "accumopt[png]")
+    d = as_json(run("scan", "--db", db_copy, "--format", "json"))  # auto: HTML only, no error
+    assert "top_png" not in d["files"] and (cwd / d["files"]["top_html"]).is_file()
 
 
 def test_table_html_has_disclaimer(store, cwd):

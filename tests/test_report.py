@@ -450,6 +450,37 @@ def test_sandbox_values_match_hand_formulas():
     assert cut["score_B"].to_numpy() == pytest.approx(got[i0:i0 + 10])  # scored on the whole panel, then cut
 
 
+def _dots(fig, name):
+    return [t for t in fig.data if t.name == name]
+
+
+def test_sandbox_dot_mode_overlays_the_chosen_source_on_every_score_row():
+    panel = _sandbox_panel()
+    df = sandbox_data(panel, "AAA", z_window=20)
+    x = [d.strftime("%Y-%m-%d") for d in df["date"]]
+    buy, sell = 55.0, 45.0  # so that every variant has both kinds of days in this panel
+    want = {v: ([xi for xi, s in zip(x, df[f"score_{v}"]) if s >= buy], [xi for xi, s in zip(x, df[f"score_{v}"]) if s <= sell])
+            for v in ("B", "vw_flow", "blended")}
+    assert all(a and d for a, d in want.values())
+    for mode, src in (("current", "B"), ("option_a", "vw_flow"), ("option_b", "blended")):
+        fig = sandbox_figure(panel, "AAA", z_window=20, buy=buy, sell=sell, dot_mode=mode)
+        acc, dist = _dots(fig, f"{mode} accumulation ({src})"), _dots(fig, f"{mode} distribution ({src})")
+        assert [t.yaxis for t in acc] == ["y5", "y6", "y7"] == [t.yaxis for t in dist]  # on every score row
+        for t in acc:
+            assert list(t.x) == want[src][0] and set(t.y) == {104.0}
+        for t in dist:
+            assert list(t.x) == want[src][1] and set(t.y) == {-6.0}
+        others = [t.name for t in fig.data if t.name and (" accumulation (" in t.name or " distribution (" in t.name)]
+        assert all(n.startswith(mode) for n in others)
+    fig = sandbox_figure(panel, "AAA", z_window=20, buy=buy, sell=sell, dot_mode="all")
+    for mode, src, hours in (("current", "B", -0.18 * 24), ("option_a", "vw_flow", 0.0), ("option_b", "blended", 0.18 * 24)):
+        t = _dots(fig, f"{mode} accumulation ({src})")[0]
+        shifted = [(pd.Timestamp(v) + pd.Timedelta(hours=hours)) for v in want[src][0]]
+        assert [pd.Timestamp(v) for v in t.x] == shifted  # the three sources side by side
+    with pytest.raises(ParameterError, match="dot_mode must be one of current, option_a, option_b, all"):
+        sandbox_figure(panel, "AAA", dot_mode="mean")
+
+
 def test_sandbox_errors_and_write(tmp_path):
     panel = _sandbox_panel()
     with pytest.raises(DataError, match=r"symbol 'ZZZ' is not in the panel \(2 symbols: AAA, BBB\)"):

@@ -11,13 +11,12 @@
 ``mode="short_only"``: short ratio (with lines), short-sale volume (with total volume), close price.
 ``mode="both"``: the tuple (layered, short_only).
 
-``save_figure`` writes a self-contained HTML (plotly.js embedded, opens offline) and a PNG only when kaleido is
-importable.
+``save_figure`` writes a self-contained HTML (plotly.js embedded, opens offline) and a PNG: when kaleido is importable
+by default, always with ``png=True`` (an error without kaleido), never with ``png=False``.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import duckdb
@@ -25,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from optimizer.errors import DataError, check_param
+from optimizer.analytics._export import write_figures
 from optimizer.analytics.scanner import _as_date
 from optimizer.analytics.tables import BEARISH, BULLISH, DIVERGENCE, agreement, display_score, require_symbols, table_columns
 
@@ -244,25 +244,11 @@ def price_chart(con: duckdb.DuckDBPyConnection, ticker: str, timeframe: str = "d
 # --- output -------------------------------------------------------------------------------------------------
 
 
-def save_figure(fig, path: str | Path) -> list[Path]:
-    """Write ``path`` as self-contained HTML (plotly.js embedded); also ``.png`` when kaleido is importable.
-
-    Returns the written paths. A PNG export failure (e.g. kaleido without a browser) is skipped, not fatal.
-    """
-    p = Path(path)
-    if p.suffix.lower() != ".html":
-        p = p.with_suffix(".html")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.write_html(p, include_plotlyjs=True, full_html=True)
-    written = [p]
-    if importlib.util.find_spec("kaleido") is not None:
-        png = p.with_suffix(".png")
-        try:
-            fig.write_image(png)
-            written.append(png)
-        except Exception:  # noqa: BLE001 - PNG is optional; the HTML is the product
-            pass
-    return written
+def save_figure(fig, path: str | Path, png: bool | None = None) -> list[Path]:
+    """Write ``path`` as self-contained HTML (plotly.js embedded) and, per ``png``, a ``.png`` beside it: None (auto)
+    = when kaleido is importable (a failed export is a warning), True = required (DataError without kaleido or on
+    failure), False = never. Returns the written paths (see ``optimizer.analytics._export``)."""
+    return write_figures([(fig, path)], png)
 
 
 def _fmt(v, spec: str) -> str:

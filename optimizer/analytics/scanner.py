@@ -74,6 +74,7 @@ SCANNER_COLUMNS: tuple[tuple[str, str], ...] = (
     ("provenance", "VARCHAR"),
     ("lookback", "INTEGER"),
     ("trend_days", "INTEGER"),
+    ("inference_version", "VARCHAR"),
 )
 
 
@@ -217,11 +218,13 @@ def scan(
     min_total_volume: float = 50_000,
     min_periods: int | None = None,
     side: str = "accumulation",
+    inference_version: str = "Scanner_v1",
 ) -> ScanResult:
     """Scan every symbol with FINRA data on ``date`` (default: the latest FINRA date); see the module doc.
 
     ``min_periods`` (default min(20, lookback)) ratios are needed in the window for a z-score.
     ``side`` orders ``top``: accumulation (score descending), distribution (ascending) or both (|score|).
+    ``inference_version`` labels every row (column inference_version; the pipeline's SCANNER_INFERENCE_VERSION).
     Raises DataError when the store has no FINRA data on ``date`` (naming the nearest dates).
     """
     mp = _check_params(lookback, top, trend_days, min_periods, outlier_z, volume_z, ratio_z, min_total_volume, side)
@@ -234,19 +237,22 @@ def scan(
     raw = con.execute(_scan_sql(start, day), params).df()
     raw["lookback"] = int(lookback)
     raw["trend_days"] = int(trend_days)
+    raw["inference_version"] = str(inference_version)
     raw["rank"] = _rank(raw, side)
     metrics = raw[[c for c, _ in SCANNER_COLUMNS]].copy()
     metrics["date"] = pd.to_datetime(metrics["date"]).dt.date
     metrics = metrics.sort_values(["rank", "symbol"], na_position="last", kind="mergesort").reset_index(drop=True)
     top_df = metrics[metrics["rank"].notna() & (metrics["rank"] <= top)].reset_index(drop=True)
     p = dict(lookback=lookback, top=top, trend_days=trend_days, outlier_z=outlier_z, volume_z=volume_z, ratio_z=ratio_z,
-             min_total_volume=min_total_volume, min_periods=mp, side=side)
+             min_total_volume=min_total_volume, min_periods=mp, side=side, inference_version=str(inference_version))
     return ScanResult(date=day, metrics=metrics, top=top_df, window_start=start, params=p)
 
 
 def _ensure_table(con: duckdb.DuckDBPyConnection) -> None:
     cols = ",\n    ".join(f"{c} {t}" + (" NOT NULL" if c in ("date", "symbol") else "") for c, t in SCANNER_COLUMNS)
     con.execute(f"CREATE TABLE IF NOT EXISTS scanner_daily_metrics (\n    {cols},\n    PRIMARY KEY (date, symbol)\n)")
+    for c, t in SCANNER_COLUMNS:  # a table written by an older accumopt gets the newer columns
+        con.execute(f"ALTER TABLE scanner_daily_metrics ADD COLUMN IF NOT EXISTS {c} {t}")
 
 
 def scan_figures(result: ScanResult):
@@ -277,13 +283,19 @@ def scan_figures(result: ScanResult):
     return bar, hist
 
 
-def write_scan(con: duckdb.DuckDBPyConnection, result: ScanResult, out_root: str | Path = "output/scanner") -> dict[str, Path]:
+def write_scan(con: duckdb.DuckDBPyConnection, result: ScanResult, out_root: str | Path = "output/scanner",
+               export_full: bool = True, png: bool | None = None) -> dict[str, Path]:
     """Replace ``result.date``'s rows of ``scanner_daily_metrics`` (one transaction) and write the files.
 
-    Files in ``out_root/YYYY-MM-DD/``: scanner_metrics.csv (all symbols), scanner_top.csv, scanner_top.html
-    (bar chart of the top scores), scanner_scores.html (score histogram). HTML embeds plotly.js (opens offline).
-    Returns {"table": ..., "metrics_csv", "top_csv", "top_html", "scores_html"} paths (table: a pseudo-path name).
+    Files in ``out_root/YYYY-MM-DD/``: scanner_metrics.csv (all symbols; only with ``export_full``, the pipeline's
+    SCANNER_EXPORT_FULL), scanner_top.csv, scanner_top.html (bar chart of the top scores), scanner_scores.html
+    (score histogram), and scanner_top.png / scanner_scores.png as the design's scanner writes them (``png``: None
+    = when kaleido is installed, True = required, False = never; see ``optimizer.analytics._export``). HTML embeds
+    plotly.js (opens offline). Returns {"table", "metrics_csv", "top_csv", "top_html", "scores_html"[, "top_png",
+    "scores_png"]} paths (table: a pseudo-path name; metrics_csv absent without ``export_full``).
     """
+    from optimizer.analytics._export import write_figures
+
     _ensure_table(con)
     frame = result.metrics[[c for c, _ in SCANNER_COLUMNS]]
     cols = ", ".join(c for c, _ in SCANNER_COLUMNS)
@@ -296,17 +308,18 @@ def write_scan(con: duckdb.DuckDBPyConnection, result: ScanResult, out_root: str
         con.unregister("_scan_frame")
     out = Path(out_root) / result.date.isoformat()
     out.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "metrics_csv": out / "scanner_metrics.csv",
-        "top_csv": out / "scanner_top.csv",
-        "top_html": out / "scanner_top.html",
-        "scores_html": out / "scanner_scores.html",
-    }
-    result.metrics.to_csv(paths["metrics_csv"], index=False, float_format="%.6g")
+    paths: dict[str, Path] = {}
+    if export_full:
+        paths["metrics_csv"] = out / "scanner_metrics.csv"
+        result.metrics.to_csv(paths["metrics_csv"], index=False, float_format="%.6g")
+    paths["top_csv"] = out / "scanner_top.csv"
     result.top.to_csv(paths["top_csv"], index=False, float_format="%.6g")
     bar, hist = scan_figures(result)
-    bar.write_html(paths["top_html"], include_plotlyjs=True, full_html=True)
-    hist.write_html(paths["scores_html"], include_plotlyjs=True, full_html=True)
+    written = write_figures([(bar, out / "scanner_top.html"), (hist, out / "scanner_scores.html")], png)
+    paths["top_html"], paths["scores_html"] = out / "scanner_top.html", out / "scanner_scores.html"
+    for key, name in (("top_png", "scanner_top.png"), ("scores_png", "scanner_scores.png")):
+        if out / name in written:
+            paths[key] = out / name
     return {"table": Path("scanner_daily_metrics"), **paths}
 
 

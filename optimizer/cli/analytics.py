@@ -9,32 +9,54 @@ import click
 from optimizer.cli._common import _json, console, db_option, format_option
 
 
+def _png_option(f):
+    return click.option("--png/--no-png", "png", default=None,
+                        help="Also write PNG images (kaleido, the png extra). Default: when kaleido is installed; "
+                             "--png makes a missing kaleido an error, --no-png skips them.")(f)
+
+
 @click.command("scan")
 @click.option("--date", default=None, help="Scan date (default: latest FINRA date in the store).")
-@click.option("--lookback", default=90, show_default=True, type=int, help="FINRA sessions in the z-score window.")
-@click.option("--top", default=50, show_default=True, type=int, help="How many ranked symbols to list.")
-@click.option("--trend-days", default=3, show_default=True, type=int, help="Sessions of the short-ratio trend flag.")
-@click.option("--outlier-z", default=2.0, show_default=True, type=float, help="|z| that flags an outlier.")
-@click.option("--volume-z", default=2.0, show_default=True, type=float, help="Volume z-score threshold.")
-@click.option("--ratio-z", default=2.0, show_default=True, type=float, help="Short-ratio z-score threshold.")
+@click.option("--lookback", type=int, default=None, help="FINRA sessions in the z-score window [env SCANNER_LOOKBACK_DAYS; 90].")
+@click.option("--top", type=int, default=None, help="How many ranked symbols to list [env SCANNER_TOP_N; 50].")
+@click.option("--trend-days", type=int, default=None, help="Sessions of the short-ratio trend [env SCANNER_TREND_DAYS; 3].")
+@click.option("--outlier-z", type=float, default=None, help="|z| that flags an outlier [env SCANNER_OUTLIER_Z; 2.0].")
+@click.option("--volume-z", type=float, default=None, help="Volume z-score threshold [env SCANNER_VOLUME_Z; 2.0].")
+@click.option("--ratio-z", type=float, default=None, help="Short-ratio z-score threshold [env SCANNER_RATIO_Z; 2.0].")
+@click.option("--export-full/--no-export-full", default=None,
+              help="Write scanner_metrics.csv with every symbol [env SCANNER_EXPORT_FULL; on].")
 @click.option("--out", "out_root", default="output/scanner", show_default=True, help="Root directory of the dated output folders.")
+@_png_option
 @db_option
 @format_option()
-def scan_cmd(date, lookback, top, trend_days, outlier_z, volume_z, ratio_z, out_root, db, fmt):
+@click.pass_context
+def scan_cmd(ctx, date, lookback, top, trend_days, outlier_z, volume_z, ratio_z, export_full, out_root, png, db, fmt):
     """Scan every symbol's FINRA short-sale data for accumulation outliers; writes scanner_daily_metrics and
-    output/scanner/YYYY-MM-DD/ (CSV + HTML)."""
+    output/scanner/YYYY-MM-DD/ (CSV + HTML, PNG with kaleido). Unset flags take the pipeline's SCANNER_*
+    environment variables (SCANNER_DB_PATH is the store when --db is not given)."""
     from optimizer.analytics.scanner import render_scan, scan, write_scan
     from optimizer.data.store import connect
+    from optimizer.settings import Settings
+
+    st = Settings.from_env()
+    if st.scanner_db_path and ctx.get_parameter_source("db") is not click.core.ParameterSource.COMMANDLINE:
+        db = st.scanner_db_path
+
+    def pick(flag, env_value):
+        return env_value if flag is None else flag
 
     con = connect(db)
     try:
-        res = scan(con, date=date, lookback=lookback, top=top, trend_days=trend_days, outlier_z=outlier_z,
-                   volume_z=volume_z, ratio_z=ratio_z)
-        paths = write_scan(con, res, out_root)
+        res = scan(con, date=date, lookback=pick(lookback, st.scanner_lookback_days), top=pick(top, st.scanner_top_n),
+                   trend_days=pick(trend_days, st.scanner_trend_days), outlier_z=pick(outlier_z, st.scanner_outlier_z),
+                   volume_z=pick(volume_z, st.scanner_volume_z), ratio_z=pick(ratio_z, st.scanner_ratio_z),
+                   inference_version=st.scanner_inference_version)
+        paths = write_scan(con, res, out_root, export_full=pick(export_full, st.scanner_export_full), png=png)
     finally:
         con.close()
     if fmt == "json":
-        _json({"date": str(res.date), "top": json.loads(res.top.to_json(orient="records")), "files": paths})
+        _json({"date": str(res.date), "params": res.params, "top": json.loads(res.top.to_json(orient="records")),
+               "files": paths})
     else:
         render_scan(res, console)
         for k, v in paths.items():
@@ -78,8 +100,9 @@ def table_cmd(date, tickers, style, html_path, db, fmt):
 @click.option("--mode", type=click.Choice(["layered", "short_only", "both"]), default="layered", show_default=True,
               help="layered: short ratio, lit imbalance and price together; short_only; both: one file each.")
 @click.option("--out", default=None, help="Output HTML (default output/plots/<TICKER>_<mode>.html).")
+@_png_option
 @db_option
-def plot_cmd(ticker, dates, mode, out, db):
+def plot_cmd(ticker, dates, mode, out, png, db):
     """Pressure plots for TICKER (plotly HTML; PNG too when kaleido is installed)."""
     from optimizer.analytics.plots import pressure_plot, save_figure
     from optimizer.data.store import connect
@@ -93,7 +116,7 @@ def plot_cmd(ticker, dates, mode, out, db):
     for i, fig in enumerate(figs):
         suffix = mode if len(figs) == 1 else ("layered", "short_only")[i]
         p = out if (out and len(figs) == 1) else f"output/plots/{ticker.upper()}_{suffix}.html"
-        for w in save_figure(fig, p):
+        for w in save_figure(fig, p, png=png):
             click.echo(str(w))
 
 
@@ -104,8 +127,9 @@ def plot_cmd(ticker, dates, mode, out, db):
 @click.option("--start", default=None, help="First date (default: all).")
 @click.option("--end", default=None, help="Last date (default: all).")
 @click.option("--out", default=None, help="Output HTML (default output/charts/<TICKER>_<timeframe>.html).")
+@_png_option
 @db_option
-def chart_cmd(ticker, timeframe, start, end, out, db):
+def chart_cmd(ticker, timeframe, start, end, out, png, db):
     """OHLCV candles with volume for TICKER (plotly HTML)."""
     from optimizer.analytics.plots import price_chart, save_figure
     from optimizer.data.store import connect
@@ -115,7 +139,7 @@ def chart_cmd(ticker, timeframe, start, end, out, db):
         fig = price_chart(con, ticker.upper(), timeframe=timeframe, start=start, end=end)
     finally:
         con.close()
-    for w in save_figure(fig, out or f"output/charts/{ticker.upper()}_{timeframe}.html"):
+    for w in save_figure(fig, out or f"output/charts/{ticker.upper()}_{timeframe}.html", png=png):
         click.echo(str(w))
 
 

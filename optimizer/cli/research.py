@@ -104,9 +104,17 @@ def _study_exists(name, storage) -> bool:
 @click.option("--start", default=None, help="First date shown (default: all; earlier rows still warm the z-scores).")
 @click.option("--end", default=None, help="Last date shown (default: all).")
 @click.option("--z-window", default=20, show_default=True, type=int, help="Rolling z-score window of the panels.")
+@click.option("--dot-mode", type=click.Choice(["current", "option_a", "option_b", "all"]), default="current",
+              show_default=True, help="Signal dots on every score panel: of score B (current), vw_flow (option_a), "
+                                      "blended (option_b) or all three side by side (the design's DOT_MODE).")
+@click.option("--buy", type=float, default=70.0, show_default=True, help="Accumulation dots at score >= buy.")
+@click.option("--sell", type=float, default=30.0, show_default=True, help="Distribution dots at score <= sell.")
 @click.option("--out", default=None, help="Output HTML (default output/sandbox/<TICKER>.html).")
+@click.option("--png/--no-png", "png", default=None,
+              help="Also write a PNG (kaleido, the png extra). Default: when kaleido is installed; --png makes a "
+                   "missing kaleido an error.")
 @db_option
-def sandbox_cmd(ticker, start, end, z_window, out, db):
+def sandbox_cmd(ticker, start, end, z_window, dot_mode, buy, sell, out, png, db):
     """The seven-panel signal-sandbox chart for one symbol (plus the imbalance·log1p(B+S) panel)."""
     from optimizer.data.store import connect
     from optimizer.engine.panel import load_panel
@@ -117,8 +125,8 @@ def sandbox_cmd(ticker, start, end, z_window, out, db):
         panel = load_panel(con, None, None, None)
     finally:
         con.close()
-    fig = sandbox_figure(panel, ticker.upper(), start, end, z_window=z_window)
-    for w in write_sandbox(fig, out or f"output/sandbox/{ticker.upper()}.html"):
+    fig = sandbox_figure(panel, ticker.upper(), start, end, z_window=z_window, buy=buy, sell=sell, dot_mode=dot_mode)
+    for w in write_sandbox(fig, out or f"output/sandbox/{ticker.upper()}.html", png=png):
         click.echo(str(w))
 
 

@@ -7,13 +7,22 @@ Eight rows (trace names in quotes):
 3. FINRA short-sale buy volume bars — "FINRA buy volume";
 4. short-sale buy/sell ratio with horizontal lines at 1.25 and 0.75 — "Short buy/sell ratio";
 5.–7. the accumulation score of variants B (current), vw_flow and blended — "Score B (current)", "Score vw_flow",
-   "Score blended" — as bars coloured by the score (red → grey → green over 0–100), with accumulation
-   (score >= buy) and distribution (score <= sell) dots and a low-opacity confidence bar (×100);
+   "Score blended" — as bars coloured by the score (red → grey → green over 0–100) with a low-opacity confidence
+   bar (×100), and the DOT_MODE overlay: accumulation (score >= buy) dots above the bars at 104 and distribution
+   (score <= sell) dots below them at −6, taken from the dot source(s) of ``dot_mode`` on every score row;
 8. ``imbalance · log1p(B + S)`` with imb = (B − S)/(B + S) (the variant D input) — "Imbalance·log1p(B+S)".
 
 Lit volumes missing on a day count as 0 inside the combined ratio and the flow (as in the engine's vw_flow). The
 scores are computed on the whole panel (``FeatureCache`` + ``display_score``; trailing windows only) and then cut to
 [start, end], so the first sessions of the range are not z-score warm-up.
+
+DOT_MODE, as the design's sandbox notebook has it (``DOT_MODE = 'current'  # 'current', 'option_a', 'option_b',
+'all'`` with ``dot_sources = {'current': acc_score_current, 'option_a': acc_score_a (vw_flow), 'option_b':
+acc_score_b (blended)}``): ``current`` overlays the dots of score B, ``option_a`` those of vw_flow, ``option_b``
+those of blended, on all three score rows, so one variant's signals can be read against the others' bars; ``all``
+overlays the three sources side by side (x offsets −0.18 / 0 / +0.18 of a session, colours green/red, blue/purple,
+yellow/orange as the design's DOT_SPECS). Dot traces are named "<mode> accumulation (<variant>)" /
+"<mode> distribution (<variant>)".
 """
 
 from __future__ import annotations
@@ -30,11 +39,22 @@ from optimizer.engine.panel import Panel
 from optimizer.engine.score import ScoreParams, display_score
 from optimizer.errors import DataError, check_param
 
-__all__ = ["sandbox_figure", "sandbox_data", "write_sandbox", "SCORE_VARIANTS", "RATIO_LINES", "SCORE_COLORSCALE"]
+__all__ = [
+    "sandbox_figure", "sandbox_data", "write_sandbox", "SCORE_VARIANTS", "RATIO_LINES", "SCORE_COLORSCALE",
+    "DOT_MODES", "DOT_SOURCES", "DOT_SPECS",
+]
 
 SCORE_VARIANTS: tuple[tuple[str, str], ...] = (("B", "Score B (current)"), ("vw_flow", "Score vw_flow"),
                                                ("blended", "Score blended"))
 RATIO_LINES = (1.25, 0.75)
+DOT_MODES: tuple[str, ...] = ("current", "option_a", "option_b", "all")
+DOT_SOURCES: dict[str, str] = {"current": "B", "option_a": "vw_flow", "option_b": "blended"}
+# (accumulation colour, distribution colour, x offset in sessions when every source is shown): the design's DOT_SPECS
+DOT_SPECS: dict[str, tuple[str, str, float]] = {
+    "current": ("#2e7d32", "#c62828", -0.18), "option_a": ("#1e88e5", "#8e24aa", 0.0),
+    "option_b": ("#f9a825", "#ef6c00", 0.18),
+}
+DOT_ACC_Y, DOT_DIST_Y = 104.0, -6.0
 SCORE_COLORSCALE = [[0.0, "#c62828"], [0.5, "#9e9e9e"], [1.0, "#2e7d32"]]
 _ROW_TITLES = (
     "Combined buy/sell ratio (short + lit)", "Volume-weighted directional flow", "FINRA short-sale buy volume",
@@ -100,8 +120,14 @@ def _ys(a) -> list:
     return [None if not np.isfinite(v) else float(v) for v in np.asarray(a, dtype=float)]
 
 
+def _shift(x: list[str], sessions: float) -> list[str]:
+    if sessions == 0:
+        return x
+    return [(pd.Timestamp(v) + pd.Timedelta(hours=24 * sessions)).strftime("%Y-%m-%d %H:%M:%S") for v in x]
+
+
 def _score_row(fig: go.Figure, x: list[str], df: pd.DataFrame, variant: str, label: str, row: int,
-               buy: float, sell: float) -> None:
+               buy: float, sell: float, dot_mode: str) -> None:
     s = df[f"score_{variant}"].to_numpy(dtype=float)
     fig.add_trace(go.Bar(x=x, y=_ys(100 * df["confidence"].to_numpy(dtype=float)), name=f"Confidence ×100 ({variant})",
                          marker_color="#90a4ae", opacity=0.25, legendgroup="confidence", showlegend=row == 5),
@@ -109,21 +135,29 @@ def _score_row(fig: go.Figure, x: list[str], df: pd.DataFrame, variant: str, lab
     fig.add_trace(go.Bar(x=x, y=_ys(s), name=label, marker=dict(color=np.nan_to_num(s, nan=50.0).tolist(),
                                                                   colorscale=SCORE_COLORSCALE, cmin=0, cmax=100),
                          hovertemplate="%{x}<br>score %{y:.1f}<extra>" + label + "</extra>"), row=row, col=1)
-    with np.errstate(invalid="ignore"):
-        acc, dist = s >= buy, s <= sell
-    for mask, name, color in ((acc, "accumulation", "#1b5e20"), (dist, "distribution", "#b71c1c")):
-        fig.add_trace(go.Scatter(x=[xi for xi, k in zip(x, mask) if k], y=_ys(s[mask]), mode="markers",
-                                 name=f"{name} ({variant})", marker=dict(color=color, size=6), legendgroup=name,
-                                 showlegend=row == 5), row=row, col=1)
+    for key in (("current", "option_a", "option_b") if dot_mode == "all" else (dot_mode,)):
+        src = DOT_SOURCES[key]
+        v = df[f"score_{src}"].to_numpy(dtype=float)
+        acc_c, dist_c, off = DOT_SPECS[key]
+        xs = _shift(x, off if dot_mode == "all" else 0.0)
+        with np.errstate(invalid="ignore"):
+            acc, dist = v >= buy, v <= sell
+        for mask, kind, y, color in ((acc, "accumulation", DOT_ACC_Y, acc_c), (dist, "distribution", DOT_DIST_Y, dist_c)):
+            fig.add_trace(go.Scatter(x=[xi for xi, k in zip(xs, mask) if k], y=[y] * int(mask.sum()), mode="markers",
+                                     name=f"{key} {kind} ({src})", marker=dict(color=color, size=7),
+                                     customdata=_ys(v[mask]), legendgroup=f"{key}-{kind}", showlegend=row == 5,
+                                     hovertemplate="%{x}<br>" + src + " %{customdata:.1f}<extra>" + kind + "</extra>"),
+                          row=row, col=1)
     for y, color in ((buy, "#2e7d32"), (sell, "#c62828")):
         fig.add_hline(y=y, line=dict(color=color, dash="dot", width=1), row=row, col=1)
-    fig.update_yaxes(range=[0, 100], row=row, col=1)
+    fig.update_yaxes(range=[-10, 108], row=row, col=1)
 
 
 def sandbox_figure(panel: Panel, symbol: str, start=None, end=None, z_window: int = 20, buy: float = 70,
-                   sell: float = 30) -> go.Figure:
-    """The eight-row sandbox Figure for ``symbol`` (see the module docstring)."""
+                   sell: float = 30, dot_mode: str = "current") -> go.Figure:
+    """The eight-row sandbox Figure for ``symbol`` (see the module docstring; ``dot_mode`` in ``DOT_MODES``)."""
     check_param(0 <= sell < buy <= 100, "sell", f"in [0, buy={buy}) with buy <= 100", sell)
+    check_param(dot_mode in DOT_MODES, "dot_mode", f"one of {', '.join(DOT_MODES)}", dot_mode)
     df = sandbox_data(panel, symbol, start, end, z_window)
     sym = str(symbol).strip().upper()
     x = [d.strftime("%Y-%m-%d") for d in df["date"]]
@@ -142,19 +176,20 @@ def sandbox_figure(panel: Panel, symbol: str, start=None, end=None, z_window: in
         fig.add_hline(y=y, line=dict(color=color, dash="dash", width=1), annotation_text=text,
                       annotation_position="top left", row=4, col=1)
     for i, (variant, label) in enumerate(SCORE_VARIANTS):
-        _score_row(fig, x, df, variant, label, 5 + i, buy, sell)
+        _score_row(fig, x, df, variant, label, 5 + i, buy, sell, dot_mode)
     fig.add_trace(go.Scatter(x=x, y=_ys(df["imbalance_log"]), name="Imbalance·log1p(B+S)", mode="lines",
                              line=dict(color="#6a5a9a"), connectgaps=False), row=8, col=1)
     fig.add_hline(y=0.0, line=dict(color="#9e9e9e", dash="dot", width=1), row=8, col=1)
-    fig.update_layout(title=f"{sym} signal sandbox (z_window {z_window}, buy {buy:g}, sell {sell:g})",
+    fig.update_layout(title=f"{sym} signal sandbox (z_window {z_window}, buy {buy:g}, sell {sell:g}, dots {dot_mode})",
                       template="plotly_white", height=1900, barmode="overlay", bargap=0.1,
                       legend=dict(orientation="h", y=-0.03))
     fig.update_xaxes(rangebreaks=[dict(bounds=["sat", "mon"])])  # sessions only: no weekend gaps between bars
     return fig
 
 
-def write_sandbox(fig: go.Figure, path: str | Path) -> list[Path]:
-    """Write ``path`` as self-contained HTML, plus a PNG beside it when kaleido is importable; the paths written."""
+def write_sandbox(fig: go.Figure, path: str | Path, png: bool | None = None) -> list[Path]:
+    """Write ``path`` as self-contained HTML, plus a PNG beside it (``png``: None = when kaleido is installed,
+    True = required, False = never); the paths written."""
     from optimizer.analytics.plots import save_figure
 
-    return save_figure(fig, path)
+    return save_figure(fig, path, png=png)

@@ -1,0 +1,64 @@
+"""Figure files: self-contained HTML always, PNG through kaleido (the ``png`` extra) when asked or available.
+
+``png`` everywhere means: ``None`` (auto) = also write a PNG beside each HTML when kaleido is importable; an export
+failure (e.g. kaleido without a Chrome/Chromium to drive) is reported as a warning naming the file, and the HTML
+stays the product. ``True`` = PNG required: a missing kaleido or a failed export raises ``DataError``. ``False`` =
+HTML only. Several figures are exported in one kaleido session (``plotly.io.write_images``): starting the browser
+costs seconds, each further image milliseconds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from optimizer.errors import DataError, ParameterError
+
+__all__ = ["png_available", "write_figures", "PNG_HINT"]
+
+PNG_HINT = "install the png extra (pip install 'accumopt[png]': kaleido >= 1, which drives a local Chrome/Chromium)"
+
+
+def png_available() -> bool:
+    """True when kaleido is importable."""
+    return importlib.util.find_spec("kaleido") is not None
+
+
+def _html_path(path: str | Path) -> Path:
+    p = Path(path)
+    return p if p.suffix.lower() == ".html" else p.with_suffix(".html")
+
+
+def write_figures(items: Sequence[tuple[object, str | Path]], png: bool | None = None) -> list[Path]:
+    """Write each (figure, path) as self-contained HTML (plotly.js embedded, ``.html`` suffix enforced) and, per
+    ``png`` (module docstring), a ``.png`` beside it. Returns every path written, HTML first."""
+    if png not in (None, True, False):
+        raise ParameterError(f"png must be None (auto), True or False, got png={png!r}")
+    written: list[Path] = []
+    htmls: list[Path] = []
+    for fig, path in items:
+        p = _html_path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fig.write_html(p, include_plotlyjs=True, full_html=True)  # type: ignore[attr-defined]
+        written.append(p)
+        htmls.append(p)
+    if png is False or not items:
+        return written
+    if not png_available():
+        if png:
+            raise DataError(f"PNG output needs kaleido: {PNG_HINT}")
+        return written
+    import plotly.io as pio
+
+    pngs = [h.with_suffix(".png") for h in htmls]
+    try:
+        pio.write_images([f for f, _ in items], pngs)
+    except Exception as e:  # noqa: BLE001 - kaleido/browser failures have many types; reported, never swallowed
+        msg = f"PNG export failed for {', '.join(str(x) for x in pngs)}: {type(e).__name__}: {e}"
+        if png:
+            raise DataError(f"{msg}; {PNG_HINT}") from None
+        warnings.warn(msg + " (the HTML files were written)", RuntimeWarning, stacklevel=2)
+        return written
+    return written + pngs
