@@ -197,13 +197,9 @@ def simple_returns(close) -> np.ndarray:
     return _back(r, one)
 
 
-def ewma_beta(returns, market_returns, halflife: float = 60.0, min_periods: int = 20) -> np.ndarray:
-    """EWMA beta = ewm_cov(r, r_m) / ewm_var(r_m) per column, over the rows where both returns are finite.
-
-    Moments use pandas ``ewm(halflife, adjust=True)`` means of r, r_m, r*r_m, r_m^2 on the pairwise-complete rows
-    (so the bias factor is shared by cov and var and cancels). NaN before ``min_periods`` pairs or when var == 0.
-    """
-    check_param(halflife > 0, "halflife", "> 0", halflife)
+def _moment_beta(returns, market_returns, mean) -> np.ndarray:
+    """cov / var from ``mean``-smoothed moments of r, r_m, r*r_m, r_m^2 on the rows where both returns are finite
+    (the moment estimator's bias factor is shared by cov and var and cancels)."""
     r, one = _as2d(returns)
     m = np.asarray(market_returns, dtype=np.float64)
     check_param(m.shape == (r.shape[0],), "market_returns", f"of shape ({r.shape[0]},)", m.shape)
@@ -211,25 +207,23 @@ def ewma_beta(returns, market_returns, halflife: float = 60.0, min_periods: int 
     ok = np.isfinite(r) & np.isfinite(mm)
     x = np.where(ok, r, np.nan)
     y = np.where(ok, mm, np.nan)
-
-    def ew(v: np.ndarray) -> np.ndarray:
-        return pd.DataFrame(v).ewm(halflife=halflife, min_periods=min_periods).mean().to_numpy()
-
-    ex, ey = ew(x), ew(y)
-    cov = ew(x * y) - ex * ey
-    var = ew(y * y) - ey * ey
+    ex, ey = mean(x), mean(y)
+    cov = mean(x * y) - ex * ey
+    var = mean(y * y) - ey * ey
     with np.errstate(invalid="ignore", divide="ignore"):
         beta = np.where(var > 1e-14, cov / var, np.nan)
     return _back(beta, one)
 
 
-def _paired(returns, market_returns) -> tuple[np.ndarray, np.ndarray, bool]:
-    r, one = _as2d(returns)
-    m = np.asarray(market_returns, dtype=np.float64)
-    check_param(m.shape == (r.shape[0],), "market_returns", f"of shape ({r.shape[0]},)", m.shape)
-    mm = np.broadcast_to(m[:, None], r.shape)
-    ok = np.isfinite(r) & np.isfinite(mm)
-    return np.where(ok, r, np.nan), np.where(ok, mm, np.nan), one
+def ewma_beta(returns, market_returns, halflife: float = 60.0, min_periods: int = 20) -> np.ndarray:
+    """EWMA beta = ewm_cov(r, r_m) / ewm_var(r_m) per column, over the rows where both returns are finite.
+
+    Moments use pandas ``ewm(halflife, adjust=True)`` means of r, r_m, r*r_m, r_m^2 on the pairwise-complete rows
+    (so the bias factor is shared by cov and var and cancels). NaN before ``min_periods`` pairs or when var == 0.
+    """
+    check_param(halflife > 0, "halflife", "> 0", halflife)
+    return _moment_beta(returns, market_returns,
+                        lambda v: pd.DataFrame(v).ewm(halflife=halflife, min_periods=min_periods).mean().to_numpy())
 
 
 def rolling_beta(returns, market_returns, window: int = 20, min_periods: int | None = None) -> np.ndarray:
@@ -239,17 +233,8 @@ def rolling_beta(returns, market_returns, window: int = 20, min_periods: int | N
     _window("window", window, 2)
     mp = max(2, (3 * int(window)) // 4) if min_periods is None else int(min_periods)
     check_param(2 <= mp <= window, "min_periods", f"in [2, window={window}]", min_periods)
-    x, y, one = _paired(returns, market_returns)
-
-    def rm(v: np.ndarray) -> np.ndarray:
-        return pd.DataFrame(v).rolling(int(window), min_periods=mp).mean().to_numpy()
-
-    ex, ey = rm(x), rm(y)
-    cov = rm(x * y) - ex * ey
-    var = rm(y * y) - ey * ey
-    with np.errstate(invalid="ignore", divide="ignore"):
-        beta = np.where(var > 1e-14, cov / var, np.nan)
-    return _back(beta, one)
+    return _moment_beta(returns, market_returns,
+                        lambda v: pd.DataFrame(v).rolling(int(window), min_periods=mp).mean().to_numpy())
 
 
 def blended_beta(ewma, rolling_20, rolling_60, weights: tuple[float, float, float] = BLEND_WEIGHTS) -> np.ndarray:
