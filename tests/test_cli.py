@@ -520,7 +520,8 @@ def test_plot_chart_sandbox_write_html(store, cwd):
     db = store[0]
     res = ok(run("plot", "spy", "--db", db))
     assert res.stdout.splitlines()[0] == "output/plots/SPY_layered.html"
-    res = ok(run("plot", "XLK", "--mode", "both", "--dates", "2024-02-01", "2024-05-31", "--db", db))
+    # --no-png: HTML only, whether or not kaleido is installed
+    res = ok(run("plot", "XLK", "--mode", "both", "--dates", "2024-02-01", "2024-05-31", "--no-png", "--db", db))
     assert res.stdout.splitlines()[:2] == ["output/plots/XLK_layered.html", "output/plots/XLK_short_only.html"]
     res = ok(run("chart", "SPY", "--timeframe", "weekly", "--db", db))
     assert res.stdout.splitlines()[0] == "output/charts/SPY_weekly.html"

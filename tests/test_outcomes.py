@@ -295,7 +295,8 @@ def test_backtest_summary(tiny):
     p, res, ev = tiny
     s = backtest_summary(res, ev, p)
     for k, v in res.metrics.items():
-        assert s[k] == v
+        assert s[{"win_loss": "win_loss_ratio", "sharpe": "sharpe_ratio"}.get(k, k)] == v
+    assert "win_loss" not in s and "sharpe" not in s  # one name per metric in the run record: the design's
     for k, v in CFG.to_params().items():
         assert s[k] == v
     assert (s["date_start"], s["date_end"], s["data_end_date"]) == ("2024-01-02", "2024-02-12", "2024-02-12")

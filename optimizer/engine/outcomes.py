@@ -400,8 +400,8 @@ def backtest_summary(result: Result, events: pd.DataFrame, panel: Panel, univers
     """Flat dict for one run (a row of bt_backtest_runs): identifiers (``SUMMARY_ID_KEYS``: score_variant,
     exit_strategy, ticker_universe, regime_filter, date_start / date_end = the signal window's first / last
     session, last data session, sessions, n_symbols, panel fingerprint), the config (``Config.to_params`` keys), every
-    metric of ``result.metrics`` (``METRIC_KEYS``; win_loss and sharpe also under the design's names
-    win_loss_ratio and sharpe_ratio) and ``high_quality_hit_rate`` / ``high_quality_trades`` (HIGH-quality closed
+    metric of ``result.metrics`` (``METRIC_KEYS``, with win_loss and sharpe under the design's names
+    win_loss_ratio and sharpe_ratio, ``RUN_METRIC_NAMES``) and ``high_quality_hit_rate`` / ``high_quality_trades`` (HIGH-quality closed
     events). ``universe`` is the name or list the panel was built from (default: the panel's symbols, comma
     separated); ``regime_filter`` the regime the entries were restricted to (ALL = none)."""
     sp = result.span
@@ -420,8 +420,7 @@ def backtest_summary(result: Result, events: pd.DataFrame, panel: Panel, univers
     }
     params = cfg.to_params()
     out.update({k: params[k] for k in PARAM_KEYS if k in params})
-    out.update({k: float(v) for k, v in result.metrics.items()})
-    out.update({design: float(result.metrics[k]) for k, design in RUN_METRIC_NAMES.items() if k in result.metrics})
+    out.update({RUN_METRIC_NAMES.get(k, k): float(v) for k, v in result.metrics.items()})
     out["high_quality_hit_rate"] = high_quality_hit_rate(events)
     if events.empty:
         out["high_quality_trades"] = 0.0
