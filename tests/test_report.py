@@ -292,6 +292,17 @@ def _events() -> pd.DataFrame:
     })
 
 
+def test_failure_mode_figure_counts_null_winners_as_none():
+    # bt_signal_events stores NULL for a profitable trade (the design); the figure still shows the winners as NONE
+    from optimizer.report.figures import failure_mode_figure
+
+    ev = _events()
+    ev["failure_mode"] = ev["failure_mode"].where(ev["failure_mode"] != "NONE", None)
+    fm = failure_mode_figure(ev).data[0]
+    counts = dict(zip(fm.x, fm.y))
+    assert counts["NONE"] == 5 and counts["GAP_DOWN"] == 3 and sum(counts.values()) == 12  # open-at-end excluded
+
+
 def test_walkforward_report_verdict_numbers_and_equity(tmp_path):
     wf = _wf_dict()
     regimes = [{"regime": "RISK_ON", "hit_rate": 0.6, "avg_return": 0.01, "avg_excess_return": 0.004, "closed_trades": 80},
