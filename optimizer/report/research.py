@@ -466,6 +466,8 @@ def _events_sections(page: Page, events: pd.DataFrame | None) -> None:
             conds[f"signal quality {q}"] = (closed["signal_quality"].astype(str) == q).to_numpy()
     if "trend_state" in closed.columns:
         conds["trend UP"] = (closed["trend_state"].astype(str) == "UP").to_numpy()
+        # the design: "DOWN | Accumulation = potential reversal" (its HIGH-quality setup)
+        conds["trend DOWN"] = (closed["trend_state"].astype(str) == "DOWN").to_numpy()
     if "regime" in closed.columns:
         conds["regime RISK_ON"] = (closed["regime"].astype(str) == "RISK_ON").to_numpy()
     if conds and len(closed):
