@@ -75,8 +75,10 @@ def otc(con, rows) -> None:
 
 
 def options(con, rows) -> None:
-    """rows: (date, symbol, call_volume, put_volume)."""
-    f = pd.DataFrame(list(rows), columns=["date", "symbol", "call_volume", "put_volume"])
+    """rows: (date, symbol, call_volume, put_volume[, call_premium, put_premium])."""
+    rows = list(rows)
+    cols = ["date", "symbol", "call_volume", "put_volume", "call_premium", "put_premium"]
+    f = pd.DataFrame(rows, columns=cols[: len(rows[0])] if rows else cols[:4])
     f["date"] = pd.to_datetime(f["date"])
     f["source_file"] = "test"
     _ins(con, "options_daily", f)
@@ -140,8 +142,8 @@ def tiny_store():
         ("2024-02-12", "AAA", 999, 999, "2024-02-20"),
         ("2024-01-22", "BBB", 1500, 500, "2024-01-31"),
     ])
-    options(con, [(FEB[0], "AAA", 100.0, 50.0), (FEB[1], "AAA", 0.0, 10.0), (FEB[2], "AAA", 200.0, None),
-                  (FEB[0], "^VIX", 5.0, 5.0)])
+    options(con, [(FEB[0], "AAA", 100.0, 50.0, 1000.0, 500.0), (FEB[1], "AAA", 0.0, 10.0, None, 20.0),
+                  (FEB[2], "AAA", 200.0, None, None, None), (FEB[0], "^VIX", 5.0, 5.0, None, None)])
     return con
 
 
@@ -335,6 +337,13 @@ def test_options_tables(tiny):
     assert list(o.symbol) == ["AAA", "AAA", "AAA"] and summary["options_rows"] == 3
     assert list(o.total_volume) == [150.0, 10.0, 200.0]
     assert o.put_call_ratio[0] == 0.5 and isnull(o.put_call_ratio[1]) and isnull(o.put_call_ratio[2])
+    # total_premium = calls + puts, a missing side counting 0, NULL when both are missing (the options context's input)
+    assert o.total_premium[0] == 1500.0 and o.total_premium[1] == 20.0 and isnull(o.total_premium[2])
+    from optimizer.engine.panel import load_panel
+
+    p = load_panel(con, ["AAA"])
+    i = list(np.asarray(p.dates, dtype="datetime64[D]")).index(np.datetime64(FEB[0]))
+    assert p["total_premium"][i, 0] == 1500.0 and p["total_premium"][i + 1, 0] == 20.0
     s = con.execute("SELECT * FROM options_premium_summary").df()
     assert list(s.symbol) == ["AAA"]
     assert s.avg_daily_option_volume[0] == pytest.approx(120.0, abs=1e-12)
