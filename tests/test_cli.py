@@ -438,6 +438,11 @@ def test_backtest_default_saves_tables_and_files(db_copy, cwd):
     n_events = _query(db_copy, "SELECT count(*), count(DISTINCT run_id) FROM bt_signal_events")[0]
     assert n_events == (int(d["total_trades"]), 1)  # one event per trade (closed and open at the end)
     assert _query(db_copy, "SELECT count(*) FROM bt_frequency_baseline") == [(N_SYMBOLS,)]
+    # the design's run columns carry what the command was given; market_regimes holds the panel's sessions
+    got = _query(db_copy, "SELECT ticker_universe, regime_filter, exit_strategy, score_variant FROM bt_backtest_runs")
+    assert d["params"]["exit"] == "first_dist" and got == [("tier1", "ALL", "first_dist", "B")]
+    assert _query(db_copy, "SELECT count(*), count(DISTINCT date), min(symbol) FROM market_regimes") == [
+        (N_SESSIONS, N_SESSIONS, "SPY")]
     out = cwd / "output"
     ev = pd.read_parquet(out / "signal_events.parquet")
     assert len(ev) == d["total_trades"] and set(ev["run_id"]) == {run_id}
