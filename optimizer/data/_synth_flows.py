@@ -29,6 +29,8 @@ __all__ = [
     "lit_layer",
     "otc_layer",
     "options_layer",
+    "FEEDBACK",
+    "price_feedback",
 ]
 
 FAMILIES = ("ratio", "volume", "lit")
@@ -37,6 +39,10 @@ WARMUP = 21                 # no episode starts before this session (a 20-sessio
 EP_LEN = (3, 6)             # episode length in sessions (inclusive range)
 TAIL_LEN = (5, 20)          # drift continues this many sessions after the episode's last day
 FORWARD = 10                # prices-file mode: the oracle's forward window (open t+1 -> open t+11)
+# Correlated null (``price_feedback``): per unit of feedback, the short share moves by FEEDBACK["share"] and the lit
+# imbalance by FEEDBACK["lit"] per standard deviation of the trailing FEEDBACK["window"]-session close-to-close log
+# return (z clipped at +/-3): flows chase PAST prices, correlated with them across symbols, never with the future.
+FEEDBACK = {"window": 5, "share": 0.03, "lit": 0.02, "clip": 3.0}
 # Episode bumps per family (x U(0.8, 1.2) per episode; sign + for accumulation, - for distribution):
 #   share: absolute short-share shift; logvol: log multiplier of consolidated (and so FINRA) volume;
 #   lit: absolute lit-imbalance shift.
@@ -189,11 +195,25 @@ def _zret(noise_ret: np.ndarray, vol: np.ndarray) -> np.ndarray:
     return np.clip(np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0), -4.0, 4.0)
 
 
+def price_feedback(close: np.ndarray, vol: np.ndarray) -> np.ndarray:
+    """Standardized trailing return z (T x N) that price-chasing flows react to: the log close-to-close return over
+    the last ``FEEDBACK["window"]`` sessions up to and including t (known at the close of t, when the day's FINRA
+    file and lit flow are published) divided by ``vol x sqrt(window)``, clipped at +/-``FEEDBACK["clip"]``; 0 where
+    it is undefined (the first sessions, gaps). A function of past and same-day prices only."""
+    w = FEEDBACK["window"]
+    z = np.zeros(close.shape)
+    if close.shape[0] > w:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z[w:] = np.log(close[w:] / close[:-w]) / (np.asarray(vol, dtype=float) * np.sqrt(w))
+    return np.clip(np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0), -FEEDBACK["clip"], FEEDBACK["clip"])
+
+
 def finra_layer(volume: np.ndarray, bump: np.ndarray, family: str, is_etf: np.ndarray,
-                rng: np.random.Generator) -> dict[str, np.ndarray]:
+                rng: np.random.Generator, react: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """FINRA consolidated daily short-sale volume: total = 30-50 % of consolidated volume (slow AR noise);
     short share = persistent symbol level (0.38-0.55; ETFs 0.45-0.58) + AR(1) noise (phi 0.5, sd 0.022-0.035)
-    + the family's episode bump; exempt = 0-2 % of short."""
+    + the family's episode bump (+ ``FEEDBACK["share"] x react`` when ``react`` is given: the correlated null);
+    exempt = 0-2 % of short."""
     t_n, n = volume.shape
     u = rng.random((n, 3))
     z = rng.standard_normal((t_n, n, 3))
@@ -201,6 +221,8 @@ def finra_layer(volume: np.ndarray, bump: np.ndarray, family: str, is_etf: np.nd
     level = np.where(is_etf, 0.45 + 0.13 * u[:, 1], 0.38 + 0.17 * u[:, 1])
     sd = 0.022 + 0.013 * u[:, 2]
     share = level + ar1(z[:, :, 1] * (sd * np.sqrt(1 - 0.25)), 0.5) + BUMPS[family]["share"] * bump
+    if react is not None:
+        share = share + FEEDBACK["share"] * react
     share = np.clip(share, 0.05, 0.95)
     v = np.nan_to_num(volume, nan=0.0)
     total = np.round(v * frac)
@@ -210,15 +232,20 @@ def finra_layer(volume: np.ndarray, bump: np.ndarray, family: str, is_etf: np.nd
 
 
 def lit_layer(volume: np.ndarray, finra_total: np.ndarray, noise_ret: np.ndarray, vol: np.ndarray,
-              bump: np.ndarray, family: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
+              bump: np.ndarray, family: str, rng: np.random.Generator,
+              react: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Lit buy/sell: 88-98 % of the non-FINRA volume is classified; imbalance = 0.02 x clipped same-day return z
-    + N(0, 0.05) + the family's lit bump (never a function of future returns)."""
+    + N(0, 0.05) + the family's lit bump (+ ``FEEDBACK["lit"] x react`` when ``react`` is given) (never a function
+    of future returns)."""
     t_n, n = volume.shape
     z = rng.standard_normal((t_n, n))
     u = rng.random((t_n, n))
     v = np.nan_to_num(volume, nan=0.0)
     lit = np.round(np.maximum(v - finra_total, 0.0) * (0.88 + 0.10 * u))
-    imb = np.clip(0.02 * _zret(noise_ret, vol) + 0.05 * z + BUMPS[family]["lit"] * bump, -0.95, 0.95)
+    imb = 0.02 * _zret(noise_ret, vol) + 0.05 * z + BUMPS[family]["lit"] * bump
+    if react is not None:
+        imb = imb + FEEDBACK["lit"] * react
+    imb = np.clip(imb, -0.95, 0.95)
     buy = np.round(lit * (1.0 + imb) / 2.0)
     return {"buy": buy, "sell": lit - buy}
 

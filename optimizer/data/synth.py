@@ -60,6 +60,13 @@ because an optimizer can then not tell the null market from the planted one by l
 predictability left is realistic: volume (hence the short-VOLUME level, not the short share) reflects the
 volatility regime, whose market drift differs slightly (calm +0.05 %, stressed -0.04 % per session).
 
+Correlated null (``price_feedback`` = k, default 0 = off): the short share gains 0.03 x k and the lit imbalance
+0.02 x k per unit of z, the trailing 5-session close-to-close log return up to and including the day, divided by
+the symbol's vol x sqrt(5) and clipped at +/-3. Such flows chase past prices: they are correlated with prices and,
+through the market factor, with each other across symbols (signals cluster in time), but carry no information about
+the future. With ``effect=0`` this is the null a dependence-blind test mistakes for an edge; no other layer and no
+random draw changes, and k = 0 writes byte-identical files.
+
 Universe: ``tier1`` / ``tier1+3`` / ``tier1+2+3`` / a symbol list (``all`` = tier1+2+3); ``n_symbols`` keeps the
 first N of it, or adds ``SYN0001``.. names up to N. Symbols are sorted; ``^VIX`` is always added to the prices.
 
@@ -139,6 +146,7 @@ class SynthConfig:
     prices_file: str | None = None
     episode_rate: float = 10.0
     accumulation_share: float = 0.6
+    price_feedback: float = 0.0
 
     def __post_init__(self) -> None:
         check_param(_is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0", self.seed)
@@ -165,6 +173,8 @@ class SynthConfig:
                     "a number in [0, 40] (episodes per symbol per year)", self.episode_rate)
         check_param(_is_num(self.accumulation_share) and 0 <= self.accumulation_share <= 1, "accumulation_share",
                     "a number in [0, 1]", self.accumulation_share)
+        check_param(_is_num(self.price_feedback) and -5 <= self.price_feedback <= 5, "price_feedback",
+                    "a number in [-5, 5] (0 = flows do not react to past prices)", self.price_feedback)
 
 
 @dataclass(frozen=True, eq=False)
@@ -347,8 +357,10 @@ def generate_market(cfg: SynthConfig) -> SynthMarket:
     rs = _streams(cfg.seed)
     core = _file_core(cfg, rs) if cfg.prices_file is not None else _synthetic_core(cfg, rs)
     dates, symbols, p, layer, mask, ep, bump, prices, mode, extra = core
-    fin = fl.finra_layer(layer.volume, bump, cfg.family, p.is_etf, rs["finra"])
-    lit = fl.lit_layer(layer.volume, fin["total"], layer.noise_ret, p.vol, bump, cfg.family, rs["lit"])
+    # correlated null: flows that chase past prices (None = off, so the default market is unchanged bit for bit)
+    react = cfg.price_feedback * fl.price_feedback(layer.close, p.vol) if cfg.price_feedback else None
+    fin = fl.finra_layer(layer.volume, bump, cfg.family, p.is_etf, rs["finra"], react)
+    lit = fl.lit_layer(layer.volume, fin["total"], layer.noise_ret, p.vol, bump, cfg.family, rs["lit"], react)
     otc = fl.otc_layer(dates, np.where(mask, layer.volume, 0.0), bump, rs["otc"])
     opt = fl.options_layer(layer.volume, layer.close, layer.noise_ret, p.vol, layer.vix_close, layer.stressed,
                            p.is_etf, rs["options"])
@@ -375,6 +387,8 @@ def _truth(cfg: SynthConfig, mode: str, dates, symbols, episodes: pd.DataFrame, 
     conf = asdict(cfg)
     conf["universe"] = cfg.universe if isinstance(cfg.universe, str) else list(cfg.universe)
     conf["prices_file"] = None if cfg.prices_file is None else str(cfg.prices_file)
+    if not cfg.price_feedback:
+        del conf["price_feedback"]  # the default market's truth file stays as it was
     carriers = {"ratio": "short-buy share of total volume (variants B, C, D) + a small lit-imbalance bump",
                 "volume": "short-buy volume level (variant A) + a small lit-imbalance bump",
                 "lit": "lit-flow imbalance only"}
@@ -402,6 +416,7 @@ def _truth(cfg: SynthConfig, mode: str, dates, symbols, episodes: pd.DataFrame, 
             "drift_starts": "the session after the episode's first day (intraday, from the open)",
             "otc_publication_lag_days_after_friday": OTC_LAG_DAYS,
             "null_market": "effect 0 keeps every flow bump but no price drift (flows predict nothing)",
+            **({"price_feedback": {**fl.FEEDBACK, "strength": cfg.price_feedback}} if cfg.price_feedback else {}),
         },
     }
 
