@@ -142,15 +142,16 @@ def _basket_path(opn: np.ndarray, close: np.ndarray, ent: np.ndarray, row: np.nd
 
 
 def _basket_expectation(opn: np.ndarray, lo: int, hi: int, holds: np.ndarray) -> dict[int, float]:
-    """E over entry rows e in [lo, hi - h) of the equal-weight basket's open-to-open return over h rows."""
+    """E over entry rows e in [lo + 1, hi - h) of the equal-weight basket's open-to-open return over h rows (the
+    entry rows ``BenchmarkCache`` averages over for a span starting at ``lo`` and ending at ``hi``)."""
     out = {}
     for h in np.unique(holds):
         h = int(h)
-        if hi - h <= lo or h == 0:
+        if hi - h <= lo + 1 or h == 0:
             out[h] = 0.0
             continue
         with np.errstate(invalid="ignore", divide="ignore"):
-            r = opn[lo + h:hi] / opn[lo:hi - h]
+            r = opn[lo + 1 + h:hi] / opn[lo + 1:hi - h]
         ok = np.isfinite(r)
         cnt = ok.sum(axis=1)
         per_day = np.where(cnt > 0, np.where(ok, r, 0.0).sum(axis=1) / np.maximum(cnt, 1), np.nan)
@@ -170,7 +171,7 @@ def daily_excess(trades: Trades, excess, close: np.ndarray, start: int | None = 
     the realized market path without moving the null: from each trade's contributions it subtracts those of an
     equal-weight basket of the universe bought at the same open and sold at the same open (marked at each close),
     and adds back that basket's expected return over the same holding period for a uniformly random entry row in
-    [start, stop) (so the adjustment averages zero over random entries, like ``BenchmarkCache``'s expectation).
+    (start, stop) (so the adjustment averages zero over random entries, like ``BenchmarkCache``'s expectation).
     The per-trade sums become ``excess_i - (basket_i - E[basket | hold_i])`` (``trade_excess`` holds them).
     """
     closed = np.asarray(trades.closed, dtype=bool)
