@@ -9,6 +9,11 @@ inside the block, trades allowed to run ``purge`` sessions past its end (never p
 block overlaps the next block and, with ``embargo >= z_window``, no feature window of a block reaches back into the
 previous block's trades. Train indices (everything before the block minus the purge) are yielded too, for
 estimators that learn (learned regimes); the rule itself has nothing to fit.
+
+Combinatorial purged CV (:class:`CombinatorialPurgedCV`, López de Prado 2018, ch. 12, as skfolio defines it): the
+span is cut into N contiguous groups; each of the C(N, k) splits tests k groups and trains on the others, minus
+``purge`` sessions before each test block and ``purge + embargo`` after it; the test groups recombine into
+C(N, k)·k/N full backtest paths.
 """
 
 from __future__ import annotations
@@ -16,12 +21,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import math
+from itertools import combinations
+
 import numpy as np
 import pandas as pd
 
 from optimizer.errors import ParameterError, check_param
 
-__all__ = ["PurgedTimeSeriesSplit", "FoldSpan", "WalkForward", "Window", "reserve_cutoff"]
+__all__ = ["PurgedTimeSeriesSplit", "FoldSpan", "WalkForward", "Window", "reserve_cutoff", "CombinatorialPurgedCV"]
 
 
 @dataclass(frozen=True)
@@ -187,3 +195,128 @@ def reserve_cutoff(n: int, fraction: float) -> int:
     """Index of the first session of the final reserve (the last ``fraction`` of sessions)."""
     check_param(0 <= fraction < 1, "reserve_fraction", "in [0, 1)", fraction)
     return n - int(round(n * fraction))
+
+
+_MAX_CPCV_SPLITS = 100_000
+
+
+class CombinatorialPurgedCV:
+    """Combinatorial purged cross-validation (López de Prado 2018, *Advances in Financial Machine Learning*, ch. 12),
+    with skfolio's definitions (``skfolio.model_selection.CombinatorialPurgedCV``).
+
+    The sessions [``warmup``, n) are cut into ``n_groups`` contiguous groups of n' // n_groups sessions (the last
+    group takes the remainder). Split j (of C(n_groups, n_test_groups), in ``itertools.combinations`` order) tests
+    the groups ``test_groups[j]`` and trains on the others, minus, around every contiguous block of test groups,
+    ``purge`` sessions before it (trades opened there would run into the test block) and ``purge + embargo``
+    sessions after it (the test block's trades run ``purge`` sessions past its end; features look back
+    ``embargo``). The first ``warmup`` sessions (feature history) belong to no group and are never trained on.
+
+    Paths: every group is tested in C(n_groups - 1, n_test_groups - 1) splits; path p takes, for each group, its
+    p-th such split (in split order), so there are ``n_paths = C(n_groups, n_test_groups) · n_test_groups /
+    n_groups`` full-length out-of-sample paths. ``path_ids()[j, i]`` is the path of split j's i-th test group;
+    ``paths()[p, g]`` is the split that supplies group g on path p.
+
+    ``split(X)`` yields ``(train_idx, [test_idx of each test group])`` like skfolio; ``fold_spans(n)`` gives one
+    :class:`FoldSpan` per group (data limit ``min(end + purge, n)``), what an objective evaluates: a rule with
+    nothing to fit scores a group the same in every split, so each group is evaluated once and the splits differ
+    only in which groups select a configuration (PBO / path statistics, ``validate._pbo.cpcv_pbo``).
+    """
+
+    def __init__(self, n_groups: int = 6, n_test_groups: int = 2, purge: int = 0, embargo: int = 0,
+                 warmup: int = 0) -> None:
+        isint = lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool)  # noqa: E731
+        check_param(isint(n_groups) and n_groups >= 3, "n_groups", "an integer >= 3", n_groups)
+        check_param(isint(n_test_groups) and 1 <= n_test_groups < n_groups, "n_test_groups",
+                    f"an integer in [1, n_groups={n_groups})", n_test_groups)
+        check_param(isint(purge) and purge >= 0, "purge", "an integer >= 0", purge)
+        check_param(isint(embargo) and embargo >= 0, "embargo", "an integer >= 0", embargo)
+        check_param(isint(warmup) and warmup >= 0, "warmup", "an integer >= 0", warmup)
+        n_splits = math.comb(int(n_groups), int(n_test_groups))
+        check_param(n_splits <= _MAX_CPCV_SPLITS, "n_test_groups",
+                    f"such that C(n_groups, n_test_groups) <= {_MAX_CPCV_SPLITS:,} splits (got {n_splits:,} with "
+                    f"n_groups={n_groups})", n_test_groups)
+        self.n_groups, self.n_test_groups = int(n_groups), int(n_test_groups)
+        self.purge, self.embargo, self.warmup = int(purge), int(embargo), int(warmup)
+
+    # -- combinatorics (independent of the data) --
+    @property
+    def n_splits(self) -> int:
+        return math.comb(self.n_groups, self.n_test_groups)
+
+    @property
+    def n_paths(self) -> int:
+        return self.n_splits * self.n_test_groups // self.n_groups
+
+    def get_n_splits(self, X=None, y=None, groups=None) -> int:
+        return self.n_splits
+
+    @property
+    def test_groups(self) -> np.ndarray:
+        """(n_splits, n_test_groups): the groups each split tests."""
+        return np.array(list(combinations(range(self.n_groups), self.n_test_groups)), dtype=np.int64)
+
+    def paths(self) -> np.ndarray:
+        """(n_paths, n_groups): the split that supplies each group on each path."""
+        tg = self.test_groups
+        out = np.empty((self.n_paths, self.n_groups), dtype=np.int64)
+        for g in range(self.n_groups):
+            out[:, g] = np.flatnonzero((tg == g).any(axis=1))
+        return out
+
+    def path_ids(self) -> np.ndarray:
+        """(n_splits, n_test_groups): the path each test group of each split belongs to."""
+        out = np.empty((self.n_splits, self.n_test_groups), dtype=np.int64)
+        for p, row in enumerate(self.paths()):
+            for g, j in enumerate(row):
+                out[j, list(self.test_groups[j]).index(g)] = p
+        return out
+
+    # -- sessions --
+    def group_bounds(self, n: int) -> list[tuple[int, int]]:
+        """[start, end) of each group over n sessions."""
+        span = int(n) - self.warmup
+        size = span // self.n_groups
+        gap = self.purge + self.embargo
+        if size < 2 or gap >= size - 1:
+            raise ParameterError(
+                f"{self.n_groups} groups over {span} sessions (n={n}, warmup={self.warmup}) are {size} sessions "
+                f"each; purge + embargo = {gap} must be < group size - 1: lower n_groups, purge or embargo, or "
+                f"widen the date range")
+        starts = [self.warmup + g * size for g in range(self.n_groups)]
+        ends = starts[1:] + [int(n)]
+        return list(zip(starts, ends))
+
+    def fold_spans(self, n: int) -> list[FoldSpan]:
+        """One FoldSpan per group: signals in the group, trades allowed ``purge`` sessions past its end."""
+        return [FoldSpan(g, a, b, min(b + self.purge, int(n))) for g, (a, b) in enumerate(self.group_bounds(n))]
+
+    def train_test_masks(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(train, test) boolean masks of shape (n_splits, n) (test = the union of the split's test groups)."""
+        bounds = self.group_bounds(n)
+        group_of = np.full(int(n), -1, dtype=np.int64)
+        for g, (a, b) in enumerate(bounds):
+            group_of[a:b] = g
+        tg = self.test_groups
+        test = np.zeros((self.n_splits, int(n)), dtype=bool)
+        for j in range(self.n_splits):
+            test[j] = np.isin(group_of, tg[j])
+        train = (group_of >= 0)[None, :] & ~test
+        for j in range(self.n_splits):
+            d = np.diff(test[j].astype(np.int8))
+            for s in np.flatnonzero(d == 1) + 1:  # a test block starts at s: purge [s - purge, s)
+                train[j, max(0, s - self.purge):s] = False
+            for e in np.flatnonzero(d == -1) + 1:  # a test block ends before e: drop [e, e + purge + embargo)
+                train[j, e:e + self.purge + self.embargo] = False
+        return train, test
+
+    def split(self, X, y=None, groups=None) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+        """Yield ``(train_idx, [test_idx of each test group])``. ``X`` is anything with a length, or an int."""
+        n = int(X) if isinstance(X, (int, np.integer)) else len(X)
+        bounds = self.group_bounds(n)
+        train, _ = self.train_test_masks(n)
+        for j, tg in enumerate(self.test_groups):
+            yield np.flatnonzero(train[j]), [np.arange(*bounds[g]) for g in tg]
+
+    def __repr__(self) -> str:
+        return (f"CombinatorialPurgedCV(n_groups={self.n_groups}, n_test_groups={self.n_test_groups}, "
+                f"purge={self.purge}, embargo={self.embargo}, warmup={self.warmup})")

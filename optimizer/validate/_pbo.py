@@ -7,6 +7,13 @@ The T×N performance matrix (rows = periods, columns = configurations) is split 
 blocks. For every choice of S/2 blocks as in-sample (IS) -- C(S, S/2) combinations, 12,870 for S=16 --
 the configuration with the best IS metric is selected and its relative rank ω among the N out-of-sample
 (OOS) metrics is recorded; the logit is λ = ln(ω/(1−ω)) and PBO is the share of combinations with λ <= 0.
+
+:func:`cpcv_pbo` computes the same statistic over the splits of a combinatorial purged CV
+(``study.splits.CombinatorialPurgedCV``): each split selects on its (purged, embargoed) train sessions and ranks on
+its test groups; with k = N/2 test groups and no purge or embargo it is CSCV with S = N blocks. It also stitches the
+CPCV paths: for every path, the out-of-sample returns of the configuration each split selected, on the groups the
+split supplies to that path -- the distribution of what "optimize, then trade" earns out of sample (López de Prado
+2018, ch. 12).
 """
 
 from __future__ import annotations
@@ -19,8 +26,9 @@ import numpy as np
 from scipy import stats as st
 
 from optimizer.errors import check_param
+from optimizer.study.splits import CombinatorialPurgedCV
 
-__all__ = ["PBOResult", "probability_of_backtest_overfitting"]
+__all__ = ["PBOResult", "probability_of_backtest_overfitting", "CPCVResult", "cpcv_pbo"]
 
 _BUILTIN_METRICS = ("sharpe", "mean")
 _MAX_BLOCKS = 20  # C(20, 10) = 184,756 combinations
@@ -113,6 +121,40 @@ def _split_metrics(m: np.ndarray, masks: np.ndarray, metric) -> tuple[np.ndarray
     return (_moment_metric(is_s1, is_s2, is_n, metric), _moment_metric(oos_s1, oos_s2, oos_n, metric))
 
 
+def _mask_metrics(m: np.ndarray, is_rows: np.ndarray, oos_rows: np.ndarray, metric) -> tuple[np.ndarray, np.ndarray]:
+    """IS and OOS metric matrices (n_combinations × N) for row masks (n_combinations × T_obs, boolean)."""
+    if callable(metric):
+        def apply(rows):
+            return np.asarray(metric(m[rows]), dtype=float).reshape(m.shape[1])
+        return (np.stack([apply(r) for r in is_rows]), np.stack([apply(r) for r in oos_rows]))
+    out = []
+    for rows in (is_rows, oos_rows):
+        w = rows.astype(float)
+        out.append(_moment_metric(w @ m, w @ (m * m), w.sum(axis=1)[:, None], metric))
+    return out[0], out[1]
+
+
+def _selection(is_m: np.ndarray, oos_m: np.ndarray, n_blocks: int) -> PBOResult:
+    """Select the IS-best configuration of every combination and rank it out of sample (the PBO statistics)."""
+    n_comb, n_cfg = is_m.shape
+    rows = np.arange(n_comb)
+    selected = np.argmax(is_m, axis=1)
+    ranks = st.rankdata(oos_m, method="average", axis=1)[rows, selected]
+    omega = ranks / (n_cfg + 1.0)
+    logits = np.log(omega / (1.0 - omega))
+    sel_is, sel_oos = is_m[rows, selected], oos_m[rows, selected]
+    ok = np.isfinite(sel_is) & np.isfinite(sel_oos)
+    if ok.sum() >= 2 and np.ptp(sel_is[ok]) > 0:
+        fit = st.linregress(sel_is[ok], sel_oos[ok])
+        slope, intercept = float(fit.slope), float(fit.intercept)
+    else:
+        slope = intercept = float("nan")
+    return PBOResult(pbo=float(np.mean(logits <= 0.0)), logits=logits, omega=omega, selected=selected,
+                     is_metric=sel_is, oos_metric=sel_oos, degradation_slope=slope,
+                     degradation_intercept=intercept, prob_oos_loss=float(np.mean(sel_oos < 0.0)),
+                     n_combinations=int(n_comb), n_blocks=int(n_blocks), n_configs=int(n_cfg))
+
+
 def probability_of_backtest_overfitting(perf, n_blocks: int = 16,
                                         metric: Callable[[np.ndarray], np.ndarray] | str = "sharpe") -> PBOResult:
     """PBO of selecting the best of N configurations (Bailey, Borwein, López de Prado & Zhu 2017, CSCV).
@@ -130,19 +172,63 @@ def probability_of_backtest_overfitting(perf, n_blocks: int = 16,
     masks = np.zeros((idx.shape[0], s), dtype=bool)
     np.put_along_axis(masks, idx, True, axis=1)
     is_m, oos_m = _split_metrics(m, masks, metric)
-    rows = np.arange(masks.shape[0])
-    selected = np.argmax(is_m, axis=1)
-    ranks = st.rankdata(oos_m, method="average", axis=1)[rows, selected]
-    omega = ranks / (n_cfg + 1.0)
-    logits = np.log(omega / (1.0 - omega))
-    sel_is, sel_oos = is_m[rows, selected], oos_m[rows, selected]
-    ok = np.isfinite(sel_is) & np.isfinite(sel_oos)
-    if ok.sum() >= 2 and np.ptp(sel_is[ok]) > 0:
-        fit = st.linregress(sel_is[ok], sel_oos[ok])
-        slope, intercept = float(fit.slope), float(fit.intercept)
+    return _selection(is_m, oos_m, s)
+
+
+@dataclass(frozen=True)
+class CPCVResult:
+    """Outcome of :func:`cpcv_pbo`.
+
+    * ``pbo``: the :class:`PBOResult` over the CPCV splits (``n_combinations`` = splits, ``n_blocks`` = groups).
+    * ``path_returns``: (T_test × n_paths) per-period out-of-sample returns of the select-then-trade procedure on
+      each path, rows = the grouped sessions in order (warm-up rows excluded); ``path_configs``: (n_paths ×
+      n_groups) the configuration each path trades in each group.
+    * ``path_metric``: the metric of each path (the one that ranked configurations); ``path_metric_median``, and
+      ``prob_path_loss``: the share of paths whose metric is < 0.
+    """
+
+    pbo: PBOResult
+    path_returns: np.ndarray
+    path_configs: np.ndarray
+    path_metric: np.ndarray
+    path_metric_median: float
+    prob_path_loss: float
+    n_paths: int
+    n_splits: int
+
+
+def cpcv_pbo(perf, cv: CombinatorialPurgedCV, metric: Callable[[np.ndarray], np.ndarray] | str = "sharpe") -> CPCVResult:
+    """PBO and out-of-sample paths of selecting the best of N configurations under combinatorial purged CV.
+
+    ``perf`` is T_obs × N_configs per-period performance over the sessions ``cv`` splits (row i = session i).
+    Each split selects the configuration with the best ``metric`` on its train rows (purged and embargoed) and
+    ranks it among all configurations on its test rows; PBO is the share of splits where it ranks at or below
+    the median (λ <= 0). ``metric`` is ``"sharpe"``, ``"mean"`` or a callable as in
+    :func:`probability_of_backtest_overfitting`.
+    """
+    m = np.asarray(perf, dtype=float)
+    check_param(isinstance(cv, CombinatorialPurgedCV), "cv", "a CombinatorialPurgedCV", cv)
+    check_param(m.ndim == 2 and m.shape[1] >= 2, "perf", "a 2-D array (T_obs × N_configs) with >= 2 columns",
+                f"<array of shape {m.shape}>")
+    check_param(bool(np.isfinite(m).all()), "perf", "all finite (no NaN/inf)", "<array with non-finite values>")
+    check_param(callable(metric) or metric in _BUILTIN_METRICS, "metric",
+                f"a callable or one of {_BUILTIN_METRICS}", metric)
+    train, test = cv.train_test_masks(m.shape[0])  # raises when the groups are too short for purge + embargo
+    check_param(bool(train.any(axis=1).all()), "cv", "splits that each keep >= 1 train session after purge and "
+                "embargo", cv)
+    is_m, oos_m = _mask_metrics(m, train, test, metric)
+    res = _selection(is_m, oos_m, cv.n_groups)
+    bounds = cv.group_bounds(m.shape[0])
+    paths = cv.paths()
+    configs = res.selected[paths]                                       # n_paths × n_groups
+    rows = [np.arange(a, b) for a, b in bounds]
+    pr = np.column_stack([np.concatenate([m[rows[g], configs[p, g]] for g in range(cv.n_groups)])
+                          for p in range(paths.shape[0])])
+    if callable(metric):
+        pm = np.asarray(metric(pr), dtype=float).reshape(pr.shape[1])
     else:
-        slope = intercept = float("nan")
-    return PBOResult(pbo=float(np.mean(logits <= 0.0)), logits=logits, omega=omega, selected=selected,
-                     is_metric=sel_is, oos_metric=sel_oos, degradation_slope=slope,
-                     degradation_intercept=intercept, prob_oos_loss=float(np.mean(sel_oos < 0.0)),
-                     n_combinations=int(masks.shape[0]), n_blocks=s, n_configs=n_cfg)
+        n = np.full((1, pr.shape[1]), float(pr.shape[0]))
+        pm = _moment_metric(pr.sum(axis=0, keepdims=True), (pr * pr).sum(axis=0, keepdims=True), n, metric)[0]
+    return CPCVResult(pbo=res, path_returns=pr, path_configs=configs, path_metric=pm,
+                      path_metric_median=float(np.median(pm)), prob_path_loss=float(np.mean(pm < 0.0)),
+                      n_paths=int(paths.shape[0]), n_splits=cv.n_splits)
