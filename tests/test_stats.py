@@ -408,3 +408,52 @@ def test_pbo_tie_at_median_counts_as_overfit():
 def test_pbo_rejects_too_many_blocks():
     with pytest.raises(ParameterError, match="n_blocks must be <= 20"):
         probability_of_backtest_overfitting(np.zeros((40, 3)), n_blocks=22)
+
+
+# --------------------------------------------------------------------------- equity block bootstrap
+
+
+def test_equity_bootstrap_points_are_the_equity_curve_and_it_resamples_days():
+    from optimizer.validate._robust import equity_bootstrap
+
+    r = np.random.default_rng(0).normal(0.0008, 0.01, 400)
+    e = equity_bootstrap(r, reps=500, seed=2)
+    curve = np.cumprod(1.0 + r)
+    assert e.total_return.point == pytest.approx(curve[-1] - 1.0, rel=1e-12)   # agrees with the chart
+    assert e.cagr.point == pytest.approx(curve[-1] ** (252 / 400) - 1.0, rel=1e-12)
+    peak = np.maximum.accumulate(np.concatenate([[1.0], curve]))[1:]
+    assert e.max_drawdown.point == pytest.approx(np.max(1 - curve / peak), rel=1e-12)
+    assert e.sharpe.point == pytest.approx(r.mean() / r.std(ddof=1) * math.sqrt(252), rel=1e-12)
+    for ci in (e.total_return, e.cagr, e.sharpe):
+        assert ci.lo < ci.point < ci.hi
+    assert "days" in e.resamples and e.n_days == 400 and e.max_drawdowns.shape == (500,)
+    assert 0 <= e.drawdown_percentile <= 100
+    again = equity_bootstrap(r, reps=500, seed=2)
+    np.testing.assert_array_equal(again.max_drawdowns, e.max_drawdowns)
+
+
+def test_equity_bootstrap_blocks_widen_the_interval_of_a_trending_series():
+    from optimizer.validate._robust import equity_bootstrap
+
+    rng = np.random.default_rng(1)
+    x = np.zeros(600)
+    eps = rng.normal(0, 0.006, 600)
+    for i in range(1, 600):  # AR(1), phi 0.6: momentum in daily portfolio returns (overlapping positions)
+        x[i] = 0.6 * x[i - 1] + eps[i]
+    blocks = equity_bootstrap(x, reps=800, seed=3)
+    iid = equity_bootstrap(x, reps=800, seed=3, block_size=1)
+    assert blocks.block_size > 3
+    width = lambda ci: ci.hi - ci.lo  # noqa: E731
+    assert width(blocks.total_return) > 1.4 * width(iid.total_return)
+    assert np.median(blocks.max_drawdowns) > np.median(iid.max_drawdowns)
+
+
+def test_equity_bootstrap_validation():
+    from optimizer.validate._robust import equity_bootstrap
+
+    with pytest.raises(ParameterError, match="daily_returns must be finite and >= -1"):
+        equity_bootstrap(np.r_[np.zeros(20), -2.0])
+    with pytest.raises(ParameterError, match="daily_returns must be at least 10 values"):
+        equity_bootstrap(np.zeros(5))
+    with pytest.raises(ParameterError, match="block_size must be"):
+        equity_bootstrap(np.zeros(50), block_size=0.5)

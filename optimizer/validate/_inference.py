@@ -58,6 +58,7 @@ __all__ = [
     "newey_west_lags",
     "BootstrapMean",
     "block_bootstrap_mean",
+    "politis_white_block",
     "daily_psr",
     "MDE",
     "minimum_detectable_effect",
@@ -315,9 +316,14 @@ class BootstrapMean:
     means: np.ndarray
 
 
-def _block_size(y: np.ndarray) -> float:
+def politis_white_block(x) -> float:
+    """Mean block length of the stationary bootstrap for ``x`` (Politis & White 2004 with the Patton, Politis &
+    White 2009 correction, arch ``optimal_block_length``), clipped to [1, n/4]; 1 when it cannot be estimated."""
     from arch.bootstrap import optimal_block_length
 
+    y = np.asarray(x, dtype=float).ravel()
+    if y.size < 8 or float(np.ptp(y)) == 0.0:
+        return 1.0
     b = float(optimal_block_length(y)["stationary"].iloc[0])
     return float(min(max(b, 1.0), max(1.0, y.size / 4.0))) if np.isfinite(b) else 1.0
 
@@ -333,7 +339,7 @@ def block_bootstrap_mean(x, reps: int = 2000, level: float = 0.95, block_size: f
     check_param(bool(np.isfinite(y).all()), "x", "all finite (no NaN/inf)", "<array with non-finite values>")
     check_param(isinstance(reps, (int, np.integer)) and reps >= 100, "reps", "an integer >= 100", reps)
     check_param(0.0 < level < 1.0, "level", "in (0, 1)", level)
-    b = _block_size(y) if block_size is None else float(block_size)
+    b = politis_white_block(y) if block_size is None else float(block_size)
     check_param(b >= 1.0, "block_size", ">= 1", block_size)
     bs = StationaryBootstrap(b, y, seed=np.random.default_rng(seed))
     means = bs.apply(lambda a: np.array([a.mean()]), reps=int(reps))[:, 0]

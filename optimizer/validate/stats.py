@@ -3,9 +3,15 @@
 * Sharpe: :func:`probabilistic_sharpe_ratio` (Bailey & López de Prado 2012), :func:`expected_max_sharpe`,
   :func:`deflated_sharpe_ratio`, :func:`deflated_sharpe_from_study` (Bailey & López de Prado 2014),
   :func:`sharpe_stats`, :func:`excess_t_stat`.
-* Overfitting: :func:`probability_of_backtest_overfitting` (CSCV; Bailey, Borwein, López de Prado & Zhu 2017).
+* Overfitting: :func:`probability_of_backtest_overfitting` (CSCV; Bailey, Borwein, López de Prado & Zhu 2017),
+  :func:`cpcv_pbo` (the same over combinatorial purged CV splits, with the stitched out-of-sample paths).
+* Dependence-aware inference on overlapping trades (``_inference``): :func:`daily_excess` (the daily excess series
+  of stitched trades), :func:`hac_mean` (Newey-West), :func:`block_bootstrap_mean` (stationary bootstrap),
+  :func:`daily_psr`, :func:`minimum_detectable_effect`, and :func:`dependent_inference` (all of them at once).
+* Reality check across a search: :func:`spa_test` (Hansen's SPA over every distinct configuration tried).
 * Robustness of a trade list: :func:`bootstrap_ci`, :func:`trade_order_shuffle`, :func:`cost_stress`,
-  :func:`flag_fragile`, :func:`rule_validation` (Mann–Whitney U + Benjamini–Hochberg).
+  :func:`flag_fragile`, :func:`rule_validation` (Mann–Whitney U + Benjamini–Hochberg); of a portfolio:
+  :func:`equity_bootstrap` (block bootstrap of its daily returns, with the drawdown distribution).
 * Decision: :func:`verdict`.
 
 The implementations live in ``optimizer/validate/_*.py`` and ``verdict.py``; import them from here.
@@ -13,13 +19,37 @@ The implementations live in ``optimizer/validate/_*.py`` and ``verdict.py``; imp
 
 from __future__ import annotations
 
-from optimizer.validate._pbo import PBOResult, probability_of_backtest_overfitting  # noqa: F401 (re-exports, see __all__)
+from optimizer.validate._inference import (  # noqa: F401 (re-exports, see __all__)
+    MDE,
+    TRADING_DAYS,
+    BootstrapMean,
+    DailyExcess,
+    DependentInference,
+    HACResult,
+    block_bootstrap_mean,
+    daily_excess,
+    daily_psr,
+    dependent_inference,
+    hac_mean,
+    minimum_detectable_effect,
+    newey_west_lags,
+    politis_white_block,
+)
+from optimizer.validate._pbo import (  # noqa: F401
+    CPCVResult,
+    PBOResult,
+    cpcv_pbo,
+    probability_of_backtest_overfitting,
+)
+from optimizer.validate._reality import RealityCheck, distinct_columns, spa_test  # noqa: F401
 from optimizer.validate._robust import (  # noqa: F401
     BOOTSTRAP_STATS,
     CI,
+    EquityBootstrap,
     ShuffleResult,
     bootstrap_ci,
     cost_stress,
+    equity_bootstrap,
     flag_fragile,
     max_drawdown,
     rule_validation,
@@ -37,6 +67,7 @@ from optimizer.validate._sharpe import (  # noqa: F401
 )
 from optimizer.validate.verdict import Verdict, verdict  # noqa: F401
 
-from optimizer.validate import _pbo, _robust, _sharpe, verdict as _verdict  # noqa: E402
+from optimizer.validate import _inference, _pbo, _reality, _robust, _sharpe, verdict as _verdict  # noqa: E402
 
-__all__ = [*_sharpe.__all__, *_pbo.__all__, *_robust.__all__, *_verdict.__all__]
+__all__ = [*_sharpe.__all__, *_pbo.__all__, *_robust.__all__, *_inference.__all__, *_reality.__all__,
+           *_verdict.__all__]
