@@ -457,3 +457,21 @@ def test_equity_bootstrap_validation():
         equity_bootstrap(np.zeros(5))
     with pytest.raises(ParameterError, match="block_size must be"):
         equity_bootstrap(np.zeros(50), block_size=0.5)
+
+
+def test_cost_stress_wording_follows_the_table():
+    from optimizer.validate._robust import cost_stress_wording
+
+    def table(*surv):
+        return pd.DataFrame({"multiplier": [1.0, 2.0, 3.0][:len(surv)], "survives": list(surv)})
+
+    assert cost_stress_wording(table(True, True, True)) == "survives 1×, 2× and 3× costs"
+    assert cost_stress_wording(table(True, False, False)) == "survives 1× costs but not 2× or 3×"
+    assert flag_fragile(table(True, False, False)) and not flag_fragile(table(True, True, True))
+    assert cost_stress_wording(table(True, True, False)) == "survives 1× and 2× costs but not 3×"
+    assert cost_stress_wording(table(False, False, False)) == "does not survive 1×, 2× or 3× costs"
+    assert cost_stress_wording(table(True)) == "survives 1× costs"
+    shuffled = pd.DataFrame({"multiplier": [3.0, 1.0, 2.0], "survives": [False, True, True]})
+    assert cost_stress_wording(shuffled) == "survives 1× and 2× costs but not 3×"
+    with pytest.raises(ParameterError, match="df must be a cost_stress table"):
+        cost_stress_wording(pd.DataFrame({"x": [1]}))

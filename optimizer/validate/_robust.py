@@ -44,6 +44,7 @@ __all__ = [
     "trade_order_shuffle",
     "cost_stress",
     "flag_fragile",
+    "cost_stress_wording",
     "rule_validation",
     "EquityBootstrap",
     "equity_bootstrap",
@@ -209,6 +210,30 @@ def flag_fragile(df: pd.DataFrame) -> bool:
     check_param(bool((mult == 1.0).any()) and bool((mult > 1.0).any()), "df",
                 "a table with a 1x row and at least one row above 1x", mult.tolist())
     return bool(surv[mult == 1.0].all() and not surv[mult > 1.0].any())
+
+
+def cost_stress_wording(df: pd.DataFrame) -> str:
+    """One sentence stating what a :func:`cost_stress` table shows, from its own ``survives`` booleans (so the
+    words can never contradict the table): e.g. ``"survives 1×, 2× and 3× costs"``, ``"survives 1× costs but
+    not 2× or 3×"`` (the fragile case, :func:`flag_fragile`), ``"survives 1× and 2× costs but not 3×"``,
+    ``"does not survive 1× costs"``. Multipliers are listed in increasing order."""
+    check_param({"multiplier", "survives"} <= set(df.columns), "df", "a cost_stress table with "
+                "'multiplier' and 'survives' columns", list(df.columns))
+    check_param(len(df) >= 1, "df", "a cost_stress table with at least one row", len(df))
+    t = df.sort_values("multiplier", kind="mergesort")
+    mult = [f"{m:g}×" for m in t["multiplier"].to_numpy(dtype=float)]
+    surv = t["survives"].to_numpy(dtype=bool)
+
+    def join(items: list[str], word: str) -> str:
+        return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} {word} {items[-1]}"
+
+    yes = [m for m, ok in zip(mult, surv) if ok]
+    no = [m for m, ok in zip(mult, surv) if not ok]
+    if not yes:
+        return f"does not survive {join(no, 'or')} costs"
+    if not no:
+        return f"survives {join(yes, 'and')} costs"
+    return f"survives {join(yes, 'and')} costs but not {join(no, 'or')}"
 
 
 def _side_stats(x: np.ndarray) -> tuple[int, float, float]:

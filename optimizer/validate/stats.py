@@ -49,6 +49,7 @@ from optimizer.validate._robust import (  # noqa: F401
     ShuffleResult,
     bootstrap_ci,
     cost_stress,
+    cost_stress_wording,
     equity_bootstrap,
     flag_fragile,
     max_drawdown,
