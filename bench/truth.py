@@ -4,16 +4,19 @@ Every run is the full product path on a fresh synthetic market: ``synth_to_db`` 
 daily_metrics) then ``optimizer.validate.walkforward.run_walkforward`` through its public API with the spec
 ``bench/truth.toml`` (the demo's space, 20 trials per window, no final reserve). Markets:
 
-* prices: the real prices of ``<repo>/../shared/data/real/prices_daily.csv.gz`` with the synthetic flow layer when
-  that file exists (``SynthConfig(prices_file=...)``: episodes oracle-placed before real moves, effect = the
-  oracle share, capped at 1), the embedded synthetic market otherwise (effect scales the planted drift);
+* ``real`` market: the real prices of ``<repo>/../shared/data/real/prices_daily.csv.gz`` with the synthetic flow
+  layer (``SynthConfig(prices_file=...)``: episodes oracle-placed before real moves; effect = the oracle share,
+  capped at 1, so effects >= 1 are one market); used for the null and planted runs when that file exists;
+* ``synth`` market: the embedded synthetic market (effect scales the planted drift); used otherwise;
 * ``planted`` at each effect > 0 (default 0.25, 0.5, 1, 2) over seeds 1..N (default 10);
 * ``null``: effect 0 over seeds 1..N0 (default 20): the very same flows as the planted market of the same seed,
   without the drift;
 * ``corr_null``: effect 0 with ``price_feedback`` (default 1.0) over seeds 1..N0: flows that chase the trailing
-  5-session return, correlated with past prices and across symbols, carrying no information about the future.
+  5-session return, correlated with past prices and across symbols. On the embedded market (always run) past prices
+  carry no information about the future, so it is a clean null; on real prices (also run when the file exists)
+  they may, through short-term reversal or momentum.
 
-Per (kind, effect) it prints the rate of "supported" of
+Per (market, kind, effect) it prints the rate of "supported" of
 
 * ``now``: the walk-forward's own verdict (``result.verdict.supported``: today's gates);
 * ``hac``: a PREVIEW of the dependence-aware verdict computed from the same run by
@@ -30,7 +33,8 @@ interrupted benchmark resumes where it stopped (runs already in ``runs.jsonl`` a
 Goals (for the verdict after wiring): supported <= 5 % at effect 0 and on the correlated null, >= 90 % at effect 1.
 
     .venv/bin/python bench/truth.py [--seeds 20,10] [--effects 0,0.25,0.5,1,2] [--feedback 1.0] [--jobs 1]
-        [--trials 20] [--start 2023-01-03] [--end 2024-12-31] [--out output/truth] [--rescore] [--fresh] [--json]
+        [--market auto|real|synth] [--corr-market both|synth|real] [--trials 20] [--start 2023-01-03]
+        [--end 2024-12-31] [--out output/truth] [--rescore] [--fresh] [--json]
 """
 
 from __future__ import annotations
@@ -64,22 +68,25 @@ T_MIN, PSR_MIN, PBO_MAX, MIN_TRADES = 2.0, 0.95, 0.5, 30
 
 # ---- plan --------------------------------------------------------------------------------------------------------
 
-def plan(seeds0: int, seeds: int, effects: list[float], feedback: float) -> list[dict]:
-    """The runs: (kind, effect, seed, price_feedback) dicts, nulls first, then effects in increasing order."""
+def plan(seeds0: int, seeds: int, effects: list[float], feedback: float, market: str = "real",
+         corr_markets: tuple[str, ...] = ("synth",)) -> list[dict]:
+    """The runs: (market, kind, effect, seed, price_feedback) dicts, nulls first, then effects in increasing
+    order. Null and planted markets use ``market``; the correlated null runs on each of ``corr_markets``."""
     jobs = []
-    for e in sorted(effects):
-        if e == 0:
-            jobs += [{"kind": "null", "effect": 0.0, "seed": s, "feedback": 0.0} for s in range(1, seeds0 + 1)]
+    job = lambda mk, kind, e, s, fb: {"market": mk, "kind": kind, "effect": float(e), "seed": s, "feedback": fb}  # noqa: E731
+    if any(e == 0 for e in effects):
+        jobs += [job(market, "null", 0.0, s, 0.0) for s in range(1, seeds0 + 1)]
     if feedback:
-        jobs += [{"kind": "corr_null", "effect": 0.0, "seed": s, "feedback": feedback} for s in range(1, seeds0 + 1)]
+        for mk in corr_markets:
+            jobs += [job(mk, "corr_null", 0.0, s, feedback) for s in range(1, seeds0 + 1)]
     for e in sorted(effects):
         if e > 0:
-            jobs += [{"kind": "planted", "effect": float(e), "seed": s, "feedback": 0.0} for s in range(1, seeds + 1)]
+            jobs += [job(market, "planted", e, s, 0.0) for s in range(1, seeds + 1)]
     return jobs
 
 
 def _key(job: dict) -> str:
-    return f"{job['kind']}_e{job['effect']:g}_fb{job['feedback']:g}_s{job['seed']}"
+    return f"{job['market']}_{job['kind']}_e{job['effect']:g}_fb{job['feedback']:g}_s{job['seed']}"
 
 
 # ---- one run -------------------------------------------------------------------------------------------------------
@@ -96,7 +103,7 @@ def run_one(job: dict, out: str, trials: int, start: str, end: str) -> dict:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore")
     t0 = time.perf_counter()
-    real = REAL_PRICES.is_file()
+    real = job["market"] == "real"
     work = Path(tempfile.mkdtemp(prefix="truth-", dir=out))
     try:
         cfg = SynthConfig(seed=int(job["seed"]), start=start, end=end, universe="tier1+3", effect=float(job["effect"]),
@@ -117,7 +124,7 @@ def run_one(job: dict, out: str, trials: int, start: str, end: str) -> dict:
             exit_price=trades.exit_price, exit_reason=trades.exit_reason, score=trades.score,
             cost=np.float64(trades.cost), excess=excess, close=panel["close"], open=panel["open"],
             start=np.int64(lo), stop=np.int64(hi))
-        rec = {**job, "key": _key(job), "market": "real prices + synthetic flows" if real else "embedded synthetic",
+        rec = {**job, "key": _key(job),
                "supported_now": bool(res.verdict.supported), "verdict_line": res.verdict.line,
                "n_trades": int(excess.size), "mean_excess": float(excess.mean()) if excess.size else float("nan"),
                "t_iid": float(res.oos.get("excess_t", float("nan"))), "psr": float(res.stats.get("psr", float("nan"))),
@@ -168,11 +175,11 @@ def summarize(records: list[dict]) -> list[dict]:
     """One row per (kind, effect): runs, rate of supported per gate with its Wilson 95 % interval, medians."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
-        groups.setdefault((r["kind"], r["effect"], r["feedback"]), []).append(r)
+        groups.setdefault((r["market"], r["kind"], r["effect"], r["feedback"]), []).append(r)
     order = {"null": 0, "corr_null": 1, "planted": 2}
     rows = []
-    for (kind, eff, fb), rs in sorted(groups.items(), key=lambda kv: (order[kv[0][0]], kv[0][1])):
-        row = {"kind": kind, "effect": eff, "feedback": fb, "runs": len(rs)}
+    for (mk, kind, eff, fb), rs in sorted(groups.items(), key=lambda kv: (order[kv[0][1]], kv[0][2], kv[0][0])):
+        row = {"market": mk, "kind": kind, "effect": eff, "feedback": fb, "runs": len(rs)}
         for g in GATES:
             k = sum(bool(r.get(f"supported_{g}")) for r in rs)
             lo, hi = _wilson(k, len(rs))
@@ -191,10 +198,12 @@ def summarize(records: list[dict]) -> list[dict]:
     return rows
 
 
-def crossing(rows: list[dict], gate: str, level: float = 0.5) -> float | None:
+def crossing(rows: list[dict], gate: str, level: float = 0.5, market: str | None = None) -> float | None:
     """Effect where the planted rate of ``gate`` first reaches ``level`` (linear between effects, effect 0 = the
-    null's rate); None when it never does."""
-    pts = [(r["effect"], r[gate]["rate"]) for r in rows if r["kind"] in ("null", "planted")]
+    null's rate) on ``market`` (default: the first null/planted row's); None when it never does."""
+    base = [r for r in rows if r["kind"] in ("null", "planted")]
+    market = market or (base[0]["market"] if base else None)
+    pts = [(r["effect"], r[gate]["rate"]) for r in base if r["market"] == market]
     pts.sort()
     prev = None
     for e, rate in pts:
@@ -209,31 +218,48 @@ def crossing(rows: list[dict], gate: str, level: float = 0.5) -> float | None:
 
 # ---- output -----------------------------------------------------------------------------------------------------------
 
-def _pct(c: dict) -> str:
-    return f"{100 * c['rate']:.0f}% ({100 * c['lo']:.0f}-{100 * c['hi']:.0f})"
+MARKETS = {"real": "real prices + synthetic flows", "synth": "embedded synthetic market"}
+
+
+def _label(r: dict) -> str:
+    if r["kind"] == "null":
+        return f"null ({r['market']})"
+    if r["kind"] == "corr_null":
+        return f"corr null ({r['market']})"
+    return f"effect {r['effect']:g} ({r['market']})"
 
 
 def _print(rows: list[dict], info: dict) -> None:
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    con = Console(width=None if sys.stdout.isatty() else 130)
-    t = Table(title=f"truth benchmark: rate of 'supported' ({info['market']})")
-    for c in ("market", "runs", "now", "hac", "hac+mkt", "excess/trade", "t iid", "t hac", "n_eff", "MDE hac",
-              "MDE mkt"):
-        t.add_column(c, justify="left" if c == "market" else "right")
+    con = Console(width=None if sys.stdout.isatty() else 100)
+    t = Table(title="truth benchmark: runs 'supported' by each verdict", box=box.SIMPLE_HEAD, pad_edge=False)
+    for c in ("case", "now", "hac", "hac+mkt", "ex/trade", "t iid", "t hac", "t mkt", "MDE mkt"):
+        t.add_column(c, justify="left" if c == "case" else "right")
     for r in rows:
-        name = {"null": "null e=0", "corr_null": f"corr null fb={r['feedback']:g}"}.get(r["kind"], f"effect {r['effect']:g}")
         m = r["median"]
-        t.add_row(name, str(r["runs"]), *(_pct(r[g]) for g in GATES), f"{100 * m['mean_excess']:+.2f}%",
-                  f"{m['t_iid']:.2f}", f"{m['t_hac']:.2f}", f"{m['n_eff']:.0f}", f"{100 * m['mde_per_trade']:.2f}%",
-                  f"{100 * m['mde_per_trade_mkt']:.2f}%")
+        t.add_row(_label(r), *(f"{r[g]['supported']}/{r['runs']}" for g in GATES),
+                  f"{100 * m['mean_excess']:+.2f}%", f"{m['t_iid']:.1f}", f"{m['t_hac']:.1f}",
+                  f"{m['t_hac_mkt']:.1f}", f"{100 * m['mde_per_trade_mkt']:.2f}%")
     con.print(t)
+    con.print("now = today's verdict; hac / hac+mkt = preview with the daily HAC t and PSR (plain / market-adjusted); "
+              "medians per run; MDE per trade at alpha 0.025, power 0.8")
+    for r in rows:
+        if r["kind"] != "planted" or r["effect"] == 1.0:
+            ci = "; ".join(f"{g} {100 * r[g]['rate']:.0f}% [{100 * r[g]['lo']:.0f}-{100 * r[g]['hi']:.0f}]"
+                           for g in GATES)
+            con.print(f"{_label(r)}: {ci} (Wilson 95%)")
     for g in GATES:
         x = info["crossing_50"][g]
         con.print(f"power crosses 50% ({g}): " + ("never in the effects run" if x is None else f"at effect {x:.2f}"))
+    for mk in info["markets"]:
+        con.print(f"{mk} = {MARKETS[mk]}")
+    if "real" in info["markets"]:
+        con.print("real prices: effect = share of oracle-placed episodes, capped at 1 (effects >= 1 are one market)")
     con.print(f"load average (1 min) {info['machine']['loadavg_1m']} on {info['machine']['cpus']} cpus; "
-              f"wall {info['wall_seconds']:.0f} s; medians are per run; rates with Wilson 95% intervals")
+              f"wall {info['wall_seconds']:.0f} s")
 
 
 # ---- main ---------------------------------------------------------------------------------------------------------------
@@ -257,6 +283,12 @@ def main(argv: list[str] | None = None) -> dict:
                                                        "each other effect (default 20,10)")
     ap.add_argument("--effects", default="0,0.25,0.5,1,2")
     ap.add_argument("--feedback", type=float, default=1.0, help="correlated null's price_feedback (0: no such null)")
+    ap.add_argument("--market", choices=("auto", "real", "synth"), default="auto",
+                    help="market of the null and planted runs (auto: real prices when the file exists)")
+    ap.add_argument("--corr-market", choices=("synth", "real", "both"), default="both",
+                    help="market(s) of the correlated null (both: synth, and real when the file exists); on the "
+                         "embedded market past prices carry no information about the future, on real prices they "
+                         "may (short-term reversal)")
     ap.add_argument("--jobs", type=int, default=1, help="walk-forwards run in parallel processes")
     ap.add_argument("--trials", type=int, default=20, help="trials per walk-forward window")
     ap.add_argument("--start", default="2023-01-03")
@@ -272,7 +304,14 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    jobs = plan(seeds0, seeds, effects, a.feedback)
+    real_ok = REAL_PRICES.is_file()
+    market = ("real" if real_ok else "synth") if a.market == "auto" else a.market
+    if market == "real" and not real_ok:
+        ap.error(f"--market real: {REAL_PRICES} does not exist")
+    corr = {"synth": ("synth",), "real": ("real",), "both": ("synth", "real") if real_ok else ("synth",)}[a.corr_market]
+    if "real" in corr and not real_ok:
+        ap.error(f"--corr-market real: {REAL_PRICES} does not exist")
+    jobs = plan(seeds0, seeds, effects, a.feedback, market, corr)
     have = {} if a.fresh else _load(out)
     if a.fresh and (out / "runs.jsonl").exists():
         (out / "runs.jsonl").unlink()
@@ -297,7 +336,7 @@ def main(argv: list[str] | None = None) -> dict:
     wanted = {_key(j) for j in jobs}
     records = [score(r, out) for k, r in have.items() if k in wanted]
     rows = summarize(records)
-    info = {"market": records[0]["market"] if records else "none", "machine": machine(),
+    info = {"markets": sorted({r["market"] for r in records}), "machine": machine(),
             "wall_seconds": time.perf_counter() - t0, "spec": str(SPEC.relative_to(ROOT)), "trials": a.trials,
             "start": a.start, "end": a.end, "goals": GOALS,
             "crossing_50": {g: crossing(rows, g) for g in GATES}}

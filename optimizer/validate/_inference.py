@@ -22,9 +22,11 @@ What is tested: the mean excess per trade, ``mean(total) x n_days / n_trades``. 
 ``total`` series (:func:`hac_mean`, Newey-West via statsmodels) is a date-clustered standard error (all trades open
 on one day form one cluster) that is also robust to serial correlation between days. The stationary bootstrap
 (:func:`block_bootstrap_mean`, arch ``StationaryBootstrap`` with the Politis-White block length) resamples days
-in blocks. The PSR (:func:`daily_psr`) uses ``mean``, the daily excess return of the equal-weight account, with
-its skew and kurtosis, over the effective number of days. :func:`minimum_detectable_effect` gives the smallest
-true excess per trade (and per year) the same test would detect with the requested power.
+in blocks. The PSR (:func:`daily_psr`) uses the same ``total`` series -- the daily excess P&L of an account that
+puts one unit of capital in every open trade -- with its skew and kurtosis, over the HAC effective number of days,
+so the PSR and the t test the same hypothesis. :func:`minimum_detectable_effect` gives the smallest true excess
+per trade the same test would detect with the requested power, and per year for the equal-weight account
+(``mean``).
 
 References
 ----------
@@ -412,8 +414,8 @@ class DependentInference:
     serial-correlation robust), ``t_iid`` (the naive per-trade t, for comparison), ``n_trades``, ``n_days``,
     ``n_invested_days``, ``n_eff`` (effective number of independent trades: n_trades x (se_iid / se)^2, capped at
     n_trades), ``hac_lags``; ``boot_lo`` / ``boot_hi`` / ``boot_p`` / ``block_size`` (stationary bootstrap of the
-    mean per trade over days); ``psr`` of the daily account excess series with ``daily_sharpe`` / ``skew`` /
-    ``kurtosis`` over ``psr_n`` effective days; ``mde_per_trade`` / ``mde_per_year`` at ``alpha`` and ``power``.
+    mean per trade over days); ``psr`` of the daily excess P&L of one unit of capital per open trade (``total``)
+    with ``daily_sharpe`` / ``skew`` / ``kurtosis`` over ``psr_n`` effective days; ``mde_per_trade`` / ``mde_per_year`` at ``alpha`` and ``power``.
     """
 
     n_trades: int
@@ -450,7 +452,8 @@ def dependent_inference(daily: DailyExcess, alpha: float = 0.025, power: float =
     """All dependence-aware figures of a :class:`DailyExcess` (see :class:`DependentInference`).
 
     The per-trade scale: mean per trade = mean(total) x n_days / n_trades, and so are its standard error and
-    bootstrap interval. The i.i.d. comparison ``t_iid`` is the one-sample t of the per-trade excess list.
+    bootstrap interval. The i.i.d. comparison ``t_iid`` is the one-sample t of the per-trade excess list. The PSR
+    is that of ``total`` (one unit of capital per open trade) over the HAC effective number of days.
     """
     nan = float("nan")
     nt, T = daily.n_trades, daily.n_days
@@ -466,8 +469,7 @@ def dependent_inference(daily: DailyExcess, alpha: float = 0.025, power: float =
         blo, bhi, bp, bsz = b.lo * scale, b.hi * scale, b.p, b.block_size
     else:
         blo = bhi = bp = bsz = nan
-    hm = hac_mean(daily.mean, lags)
-    ps = daily_psr(daily.mean, 0.0, hm.n_eff)
+    ps = daily_psr(daily.total, 0.0, h.n_eff)
     year = TRADING_DAYS * float(daily.inv_hold.mean()) if T else nan
     mde = minimum_detectable_effect(se, alpha, power, year)
     return DependentInference(
