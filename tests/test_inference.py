@@ -178,7 +178,7 @@ def test_iid_inference_calls_correlated_trades_significant_the_daily_hac_does_no
         tr = _trades(sym, ent, ext, opn[ent, sym], opn[ext, sym])
         ex = _bench_excess(tr, opn, 0, 299)
         d = daily_excess(tr, ex, close, 0, 300)
-        inf = dependent_inference(d, reps=200, seed=1)
+        inf = dependent_inference(d, reps=100, seed=1)
         iid_rej += inf.t_iid > 2.0
         hac_rej += inf.t > 2.0
         n_eff.append(inf.n_eff)
@@ -285,3 +285,29 @@ def test_mde_matches_the_power_of_the_test_in_a_simulation_on_the_synthetic_mark
     inf = dependent_inference(daily_excess(tr, ex, close, 24, opn.shape[0]), alpha=alpha, reps=200)
     assert inf.mde_per_trade == pytest.approx(inf.se * (st.norm.isf(alpha) + st.norm.ppf(0.8)))
     assert inf.mde_per_year > inf.mde_per_trade  # ~20 trades a year at 1/11 of the account each
+
+
+def test_dependent_inference_ties_every_figure_to_the_daily_series():
+    rng = np.random.default_rng(12)
+    opn, close = _random_market(rng, t_n=300, n=15)
+    ent = np.sort(rng.integers(5, 270, 120))
+    sym = rng.integers(0, 15, 120)
+    ext = ent + rng.integers(3, 25, 120)
+    tr = _trades(sym, ent, ext, opn[ent, sym], opn[ext, sym], cost=0.0006)
+    ex = _bench_excess(tr, opn, 0, 299)
+    d = daily_excess(tr, ex, close, 0, 300)
+    inf = dependent_inference(d, reps=300, seed=5)
+    h = hac_mean(d.total)
+    scale = d.n_days / d.n_trades
+    assert inf.mean_per_trade == pytest.approx(ex.mean(), abs=1e-14)
+    assert inf.se == pytest.approx(h.se * scale) and inf.t == pytest.approx(h.t) and inf.p == pytest.approx(h.p)
+    assert inf.t_iid == pytest.approx(st.ttest_1samp(ex, 0.0).statistic)
+    assert inf.n_eff == pytest.approx(min(120, 120 * (ex.std(ddof=1) / math.sqrt(120) / inf.se) ** 2))
+    ps = daily_psr(d.total, 0.0, h.n_eff)
+    assert (inf.psr, inf.psr_n, inf.skew) == (ps["psr"], ps["n_used"], ps["skew"])
+    b = block_bootstrap_mean(d.total, reps=300, seed=5)
+    assert (inf.boot_lo, inf.boot_hi, inf.boot_p) == pytest.approx((b.lo * scale, b.hi * scale, b.p))
+    assert inf.mde_per_year == pytest.approx(inf.mde_per_trade * 252 * d.inv_hold.mean())
+    assert inf.n_days == 300 and inf.n_invested_days == d.n_invested_days
+    js = inf.to_dict()
+    assert js["n_trades"] == 120 and all(v is None or isinstance(v, (int, float)) for v in js.values())
