@@ -63,8 +63,12 @@ def test_price_feedback_z_uses_past_and_same_day_closes_only():
     cut = fl.price_feedback(close[:40], np.full(3, 0.02))
     np.testing.assert_array_equal(z[:40], cut)  # recomputing on data truncated at t gives the same values up to t
     assert (z[:5] == 0).all() and np.abs(z).max() <= fl.FEEDBACK["clip"]
-    expect = np.clip(np.log(close[10] / close[5]) / (0.02 * np.sqrt(5)), -3, 3)
-    np.testing.assert_allclose(z[10], expect)
+    lr = np.diff(np.log(close), axis=0)
+    sig10 = lr[:10].std(axis=0, ddof=1)  # the 10 returns up to row 10 (the trailing window needs >= 10)
+    np.testing.assert_allclose(z[10], np.clip(np.log(close[10] / close[5]) / (sig10 * np.sqrt(5)), -3, 3))
+    sig30 = lr[10:30].std(axis=0, ddof=1)  # 20 returns up to row 30
+    np.testing.assert_allclose(z[30], np.clip(np.log(close[30] / close[25]) / (sig30 * np.sqrt(5)), -3, 3))
+    np.testing.assert_allclose(z[6], np.clip(np.log(close[6] / close[1]) / (0.02 * np.sqrt(5)), -3, 3))
 
 
 def test_price_feedback_validation():

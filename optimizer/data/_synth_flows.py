@@ -41,8 +41,9 @@ TAIL_LEN = (5, 20)          # drift continues this many sessions after the episo
 FORWARD = 10                # prices-file mode: the oracle's forward window (open t+1 -> open t+11)
 # Correlated null (``price_feedback``): per unit of feedback, the short share moves by FEEDBACK["share"] and the lit
 # imbalance by FEEDBACK["lit"] per standard deviation of the trailing FEEDBACK["window"]-session close-to-close log
-# return (z clipped at +/-3): flows chase PAST prices, correlated with them across symbols, never with the future.
-FEEDBACK = {"window": 5, "share": 0.03, "lit": 0.02, "clip": 3.0}
+# return (z, by the trailing FEEDBACK["vol_window"]-session volatility, clipped at +/-3): flows chase PAST prices,
+# correlated with them across symbols, never with the future.
+FEEDBACK = {"window": 5, "vol_window": 20, "share": 0.03, "lit": 0.02, "clip": 3.0}
 # Episode bumps per family (x U(0.8, 1.2) per episode; sign + for accumulation, - for distribution):
 #   share: absolute short-share shift; logvol: log multiplier of consolidated (and so FINRA) volume;
 #   lit: absolute lit-imbalance shift.
@@ -198,13 +199,22 @@ def _zret(noise_ret: np.ndarray, vol: np.ndarray) -> np.ndarray:
 def price_feedback(close: np.ndarray, vol: np.ndarray) -> np.ndarray:
     """Standardized trailing return z (T x N) that price-chasing flows react to: the log close-to-close return over
     the last ``FEEDBACK["window"]`` sessions up to and including t (known at the close of t, when the day's FINRA
-    file and lit flow are published) divided by ``vol x sqrt(window)``, clipped at +/-``FEEDBACK["clip"]``; 0 where
-    it is undefined (the first sessions, gaps). A function of past and same-day prices only."""
+    file and lit flow are published) divided by ``sigma x sqrt(window)``, clipped at +/-``FEEDBACK["clip"]``, where
+    sigma is the daily log-return volatility of the last ``FEEDBACK["vol_window"]`` sessions up to t (``vol``, the
+    symbol's overall volatility, until 10 returns exist). Standardizing by the trailing volatility keeps the
+    reaction the same in calm and stressed regimes, so the flows do not reveal the regime (whose drift differs).
+    0 where undefined (the first sessions, gaps). A function of past and same-day prices only."""
     w = FEEDBACK["window"]
+    t_n = close.shape[0]
     z = np.zeros(close.shape)
-    if close.shape[0] > w:
+    if t_n > w:
         with np.errstate(invalid="ignore", divide="ignore"):
-            z[w:] = np.log(close[w:] / close[:-w]) / (np.asarray(vol, dtype=float) * np.sqrt(w))
+            lr = np.log(close[1:] / close[:-1])
+        sig = (pd.DataFrame(lr).rolling(FEEDBACK["vol_window"], min_periods=10).std().to_numpy())
+        base = np.broadcast_to(np.asarray(vol, dtype=float), sig.shape)
+        sig = np.where(np.isfinite(sig) & (sig > 0), sig, base)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z[w:] = np.log(close[w:] / close[:-w]) / (sig[w - 1:] * np.sqrt(w))
     return np.clip(np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0), -FEEDBACK["clip"], FEEDBACK["clip"])
 
 

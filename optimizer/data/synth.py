@@ -62,7 +62,8 @@ volatility regime, whose market drift differs slightly (calm +0.05 %, stressed -
 
 Correlated null (``price_feedback`` = k, default 0 = off): the short share gains 0.03 x k and the lit imbalance
 0.02 x k per unit of z, the trailing 5-session close-to-close log return up to and including the day, divided by
-the symbol's vol x sqrt(5) and clipped at +/-3. Such flows chase past prices: they are correlated with prices and,
+the trailing 20-session daily volatility x sqrt(5) and clipped at +/-3 (standardized by the trailing volatility, the
+reaction does not reveal the volatility regime, whose drift differs). Such flows chase past prices: they are correlated with prices and,
 through the market factor, with each other across symbols (signals cluster in time), but carry no information about
 the future. With ``effect=0`` this is the null a dependence-blind test mistakes for an edge; no other layer and no
 random draw changes, and k = 0 writes byte-identical files.
