@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats as st
 
@@ -58,6 +59,9 @@ def test_daily_excess_marks_a_hand_table():
     np.testing.assert_allclose(d.inv_hold, [0.0, 0.25, (0.25 + 1.0) / 2, 0.25, 0.25])
     assert d.n_trades == 2 and d.n_days == 5 and d.n_invested_days == 4
     assert d.mean_per_trade == pytest.approx(excess.mean(), abs=1e-15)
+    f = d.to_frame(pd.bdate_range("2024-01-01", periods=5))
+    assert list(f.columns) == ["total", "mean", "n_open"] and f.index[2] == pd.Timestamp("2024-01-03")
+    np.testing.assert_allclose(f["total"].to_numpy(), d.total)
 
 
 def test_daily_excess_costs_and_open_trades():
