@@ -57,6 +57,9 @@ def test_daily_excess_marks_a_hand_table():
     np.testing.assert_array_equal(d.n_open, [0, 1, 2, 1, 1])
     np.testing.assert_allclose(d.mean, [0.0, a[1], (a[2] + b[2]) / 2, a[3], a[4]], atol=1e-15)
     np.testing.assert_allclose(d.inv_hold, [0.0, 0.25, (0.25 + 1.0) / 2, 0.25, 0.25])
+    raw = np.array([0.0, 0.1, -0.05, 0.05, 0.05])
+    np.testing.assert_allclose(d.raw_total, raw, atol=1e-15)
+    np.testing.assert_allclose(d.bench_mean, [0.0, 0.02, (0.02 + 0.01) / 2, 0.02, 0.02], atol=1e-15)
     assert d.n_trades == 2 and d.n_days == 5 and d.n_invested_days == 4
     assert d.mean_per_trade == pytest.approx(excess.mean(), abs=1e-15)
     f = d.to_frame(pd.bdate_range("2024-01-01", periods=5))

@@ -84,6 +84,10 @@ class DailyExcess:
     * ``n_open``: trades open per day. ``inv_hold``: per day, the mean of 1/L_i over the open trades (0 on cash
       days), what a uniform shift of the excess per trade moves ``mean`` by (used by the MDE per year).
     * ``trade_excess``: the per-trade excess returns, in the order given. ``n_trades`` = its length.
+    * ``raw_total``: per day, the summed net P&L (not excess) of the open trades; ``raw_mean`` / ``bench_mean``:
+      the equal-weight account's daily return and that of its matched benchmark (``raw_mean - mean``), for an
+      equity chart whose strategy, benchmark and excess curves agree with each other (with the market
+      adjustment, the benchmark includes the basket's deviation from its expectation).
     """
 
     start: int
@@ -93,6 +97,7 @@ class DailyExcess:
     n_open: np.ndarray
     inv_hold: np.ndarray
     trade_excess: np.ndarray
+    raw_total: np.ndarray
 
     @property
     def n_days(self) -> int:
@@ -110,6 +115,14 @@ class DailyExcess:
     def mean_per_trade(self) -> float:
         """Mean excess per trade: ``total.sum() / n_trades`` (NaN without trades)."""
         return float(self.total.sum() / self.n_trades) if self.n_trades else float("nan")
+
+    @property
+    def raw_mean(self) -> np.ndarray:
+        return np.where(self.n_open > 0, self.raw_total / np.maximum(self.n_open, 1), 0.0)
+
+    @property
+    def bench_mean(self) -> np.ndarray:
+        return self.raw_mean - self.mean
 
     def to_frame(self, dates=None) -> pd.DataFrame:
         """``total``, ``mean``, ``n_open`` per day, indexed by panel row or by ``dates[start:stop]``."""
@@ -203,7 +216,7 @@ def daily_excess(trades: Trades, excess, close: np.ndarray, start: int | None = 
     T = hi - lo
     if n == 0:
         z = np.zeros(T)
-        return DailyExcess(lo, hi, z, z.copy(), np.zeros(T, dtype=np.int64), z.copy(), ex)
+        return DailyExcess(lo, hi, z, z.copy(), np.zeros(T, dtype=np.int64), z.copy(), ex, z.copy())
     L = ext - ent + 1
     bench = net - ex
     cost = float(trades.cost)
@@ -221,7 +234,8 @@ def daily_excess(trades: Trades, excess, close: np.ndarray, start: int | None = 
     prev = np.empty_like(val)
     prev[1:] = val[:-1]
     prev[first] = v0[tid[first]]
-    contrib = (val - prev) / v0[tid] - bench[tid] / L[tid]
+    raw = (val - prev) / v0[tid]
+    contrib = raw - bench[tid] / L[tid]
     if market_open is not None:
         w = _basket_path(O, C, ent, row, last, tid)
         w = _ffill_within(w, first)
@@ -240,7 +254,7 @@ def daily_excess(trades: Trades, excess, close: np.ndarray, start: int | None = 
     inv = np.bincount(pos, weights=1.0 / L[tid], minlength=T)
     mean = np.where(n_open > 0, total / np.maximum(n_open, 1), 0.0)
     inv_hold = np.where(n_open > 0, inv / np.maximum(n_open, 1), 0.0)
-    return DailyExcess(lo, hi, total, mean, n_open, inv_hold, ex)
+    return DailyExcess(lo, hi, total, mean, n_open, inv_hold, ex, np.bincount(pos, weights=raw, minlength=T))
 
 
 # ---- HAC mean test -------------------------------------------------------------------------------------------
