@@ -234,9 +234,10 @@ def _print(rows: list[dict], info: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    con = Console(width=None if sys.stdout.isatty() else 100)
-    t = Table(title="truth benchmark: runs 'supported' by each verdict", box=box.SIMPLE_HEAD, pad_edge=False)
-    for c in ("case", "now", "hac", "hac+mkt", "ex/trade", "t iid", "t hac", "t mkt", "MDE mkt"):
+    con = Console(width=None if sys.stdout.isatty() else 80)
+    t = Table(title="truth benchmark: runs 'supported' by each verdict", box=box.SIMPLE_HEAD, pad_edge=False,
+              collapse_padding=True)
+    for c in ("case", "now", "hac", "mkt", "ex/trade", "t iid", "t hac", "t mkt", "MDE mkt"):
         t.add_column(c, justify="left" if c == "case" else "right")
     for r in rows:
         m = r["median"]
@@ -244,8 +245,8 @@ def _print(rows: list[dict], info: dict) -> None:
                   f"{100 * m['mean_excess']:+.2f}%", f"{m['t_iid']:.1f}", f"{m['t_hac']:.1f}",
                   f"{m['t_hac_mkt']:.1f}", f"{100 * m['mde_per_trade_mkt']:.2f}%")
     con.print(t)
-    con.print("now = today's verdict; hac / hac+mkt = preview with the daily HAC t and PSR (plain / market-adjusted); "
-              "medians per run; MDE per trade at alpha 0.025, power 0.8")
+    con.print("now = today's verdict; hac / mkt = preview with the daily HAC t and PSR (plain / market-adjusted "
+              "series); medians per run; MDE per trade at alpha 0.025, power 0.8")
     for r in rows:
         if r["kind"] != "planted" or r["effect"] == 1.0:
             ci = "; ".join(f"{g} {100 * r[g]['rate']:.0f}% [{100 * r[g]['lo']:.0f}-{100 * r[g]['hi']:.0f}]"
