@@ -453,7 +453,7 @@ def test_equity_bootstrap_validation():
 
     with pytest.raises(ParameterError, match="daily_returns must be finite and >= -1"):
         equity_bootstrap(np.r_[np.zeros(20), -2.0])
-    with pytest.raises(ParameterError, match="daily_returns must be at least 10 values"):
+    with pytest.raises(ParameterError, match="daily_returns must be a 1-D array of at least 10 values"):
         equity_bootstrap(np.zeros(5))
     with pytest.raises(ParameterError, match="block_size must be"):
         equity_bootstrap(np.zeros(50), block_size=0.5)

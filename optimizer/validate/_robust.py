@@ -335,7 +335,12 @@ def equity_bootstrap(daily_returns, reps: int = 2000, alpha: float = 0.05, block
 
     from optimizer.validate._inference import politis_white_block
 
-    r = _trade_returns(daily_returns, "daily_returns", min_n=10)
+    r = np.asarray(daily_returns, dtype=float)
+    check_param(r.ndim == 1 and r.size >= 10, "daily_returns", "a 1-D array of at least 10 values",
+                f"<array of shape {r.shape}>")
+    bad = np.flatnonzero(~np.isfinite(r) | (r < -1.0))
+    check_param(bad.size == 0, "daily_returns", "finite and >= -1 (a portfolio cannot lose more than 100% a day)",
+                f"<array with {r[bad[0]] if bad.size else None!r} at index {bad[0] if bad.size else -1}>")
     check_param(isinstance(reps, (int, np.integer)) and reps >= 100, "reps", "an integer >= 100", reps)
     check_param(0.0 < alpha < 1.0, "alpha", "in (0, 1)", alpha)
     check_param(block_size is None or block_size >= 1, "block_size", "None or >= 1", block_size)
