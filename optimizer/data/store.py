@@ -135,6 +135,59 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX IF NOT EXISTS market_regimes_symbol_detected_at ON market_regimes (symbol, detected_at);
     """,
+    # v3: signal_sheet: the evening signal sheet (optimizer/signals.py, docs/SIGNALS.md): every symbol's score on a
+    # session and the configuration's decision for the next open; one night x configuration replaced as a whole
+    """
+    CREATE TABLE IF NOT EXISTS signal_sheet (
+        date DATE NOT NULL,                   -- the session D whose close the sheet reads (nothing later)
+        params_hash VARCHAR NOT NULL,         -- the configuration + universe + span start + regime filter
+        symbol VARCHAR NOT NULL,
+        next_session DATE NOT NULL,           -- the open the decision is for (next NYSE session after D)
+        sector_etf VARCHAR,
+        decision VARCHAR NOT NULL,            -- ENTER / EXIT / HOLD / NONE
+        score DOUBLE,                         -- the configuration's display score at D (0..100)
+        close DOUBLE,
+        signal_date DATE,                     -- the accumulation close that opened (ENTER: D) the position
+        entry_date DATE,
+        entry_price DOUBLE,
+        days_held INTEGER,                    -- sessions since the entry open (0 on the entry session)
+        unrealised_return DOUBLE,             -- close at D / entry - 1, gross
+        exit_reason VARCHAR,                  -- EXIT: the rule due at the next open
+        stop_level DOUBLE,
+        take_profit_level DOUBLE,
+        scheduled_exit_in INTEGER,            -- HOLD: sessions until the fixed / max_days / time-stop exit
+        trend VARCHAR,
+        sma_20_slope DOUBLE,
+        rsi_14 DOUBLE,
+        atr_pct DOUBLE,
+        regime VARCHAR,
+        learned_regime VARCHAR,
+        regime_multiplier DOUBLE,
+        parent_etf_available BOOLEAN,
+        parent_etf_aligned BOOLEAN,
+        put_call DOUBLE,
+        lit_z DOUBLE,
+        options_boost DOUBLE,
+        signal_quality VARCHAR,               -- HIGH / MEDIUM / LOW (accumulation rows only)
+        flags VARCHAR,                        -- failure-mode risk flags, comma separated
+        confidence DOUBLE,
+        data_coverage DOUBLE,
+        last_data_date DATE,
+        oos_trades INTEGER,                   -- with a walk-forward run: its OOS closed trades of this quality
+        oos_hit_rate DOUBLE,
+        oos_avg_excess_return DOUBLE,
+        buy_threshold DOUBLE,
+        sell_threshold DOUBLE,
+        score_variant VARCHAR,
+        exit_strategy VARCHAR,
+        ticker_universe VARCHAR,
+        span_start DATE,                      -- positions are replayed from this session
+        regime_filter VARCHAR,
+        params VARCHAR NOT NULL,              -- the complete configuration (JSON, Config.to_params)
+        created_at TIMESTAMP NOT NULL,
+        PRIMARY KEY (date, params_hash, symbol)
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

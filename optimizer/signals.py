@@ -1,0 +1,311 @@
+"""The evening signal sheet: a configuration applied to the latest session (the library behind ``accumopt signals``).
+
+``load_params_record(path)`` reads a parameters file: a flat object of parameters, ``{"params": {...}}``, or the
+``study best --format json`` document (its ``costs`` become the configuration's costs), and, when present, the
+richer record's ``universe``, span start (``start``, ``span_start`` or ``span: [start, end]`` / ``{"start": ...}``)
+and regime filter (``regime`` or ``regime_filter``). It is the ONE reader of that format here.
+
+``signal_sheet(record, db, date=None, ...)`` loads the universe's panel up to session D (default: the latest session
+with FINRA data in the store; nothing after D is read), computes the configuration's display with the ``Evaluator``
+and the decision of every symbol for the next open with ``engine.sheet.next_open`` (the engine's own simulation,
+replayed from the span start), adds the point-in-time context of the actionable rows and, with a walk-forward run,
+the out-of-sample hit rate and excess return of the ENTER row's quality bucket. ``write_signal_sheet`` stores it
+in the DuckDB table ``signal_sheet`` (key: date, params_hash, symbol) and writes sheet.csv / sheet.json /
+sheet.html under ``<out>/signals/<D>_<params_hash>/``. docs/SIGNALS.md describes every column.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from optimizer.analytics.scanner import nearest_dates_message
+from optimizer.data.calendar import nyse_sessions
+from optimizer.data.store import connect, table_exists
+from optimizer.data.universe import resolve_universe
+from optimizer.engine.context import compute_context
+from optimizer.engine.evaluate import Config, Evaluator
+from optimizer.engine.outcomes import exit_strategy_name
+from optimizer.engine.panel import Panel, load_panel
+from optimizer.engine.regime_filter import REGIME_NAMES, regime_entry_mask
+from optimizer.engine.sheet import (
+    CONTEXT_COLUMNS, ENTER, EXIT, HOLD, NONE, OOS_COLUMNS, SHEET_COLUMNS, next_open, quality_buckets, sheet_context,
+)
+from optimizer.errors import DataError, ParameterError, check_param
+from optimizer.report.sheet import sheet_charts, write_sheet_files, write_sheet_table
+from optimizer.study.space import engine_params
+from optimizer.validate.walkforward import load_walkforward
+
+__all__ = [
+    "ParamsRecord", "SignalSheet", "load_params_record", "params_hash", "latest_finra_date", "signal_sheet",
+    "write_signal_sheet", "DEFAULT_UNIVERSE",
+]
+
+DEFAULT_UNIVERSE = "tier1+3"
+_RECORD_KEYS = {"params", "costs", "universe", "start", "span_start", "span", "regime", "regime_filter", "study",
+                "number", "value", "metrics", "config", "end"}
+
+
+@dataclass(frozen=True)
+class ParamsRecord:
+    """A configuration as a parameters file holds it: engine ``params`` (costs included) and, when the file says
+    so, the ``universe``, span ``start`` and ``regime`` filter it was chosen on (None = not stated)."""
+
+    params: dict[str, Any]
+    universe: str | tuple[str, ...] | None = None
+    start: str | None = None
+    regime: str | None = None
+    source: str | None = None
+
+    def config(self) -> Config:
+        """The engine configuration (presets expanded, switches applied; ``Config.from_params`` checks every key)."""
+        return Config.from_params(engine_params(self.params))
+
+
+def _span_start(doc: Mapping[str, Any], path: str) -> str | None:
+    for key in ("start", "span_start"):
+        if doc.get(key) is not None:
+            return str(doc[key])
+    span = doc.get("span")
+    if span is None:
+        return None
+    if isinstance(span, Mapping) and span.get("start") is not None:
+        return str(span["start"])
+    if isinstance(span, (list, tuple)) and span:
+        return str(span[0])
+    raise ParameterError(f"{path}: span must be [start, end] or {{\"start\": ...}}, got span={span!r}")
+
+
+def load_params_record(path: str | Path) -> ParamsRecord:
+    """Read a JSON parameters file (see the module docstring). Errors name the file and the rule."""
+    p = str(path)
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ParameterError(f"{p}: cannot read a JSON params file: {e}") from None
+    if not isinstance(doc, dict):
+        raise ParameterError(f"{p}: must hold a JSON object of parameters or {{\"params\": {{...}}}}")
+    if isinstance(doc.get("config"), dict):  # a stored effective configuration: its record sits under "config"
+        doc = {**{k: v for k, v in doc.items() if k != "config"}, **doc["config"]}
+    if isinstance(doc.get("params"), dict):
+        params = dict(doc["params"])
+        meta = doc
+    else:
+        params = {k: v for k, v in doc.items() if k not in _RECORD_KEYS}
+        meta = doc
+    costs = meta.get("costs")
+    if costs is not None:
+        if not isinstance(costs, dict):
+            raise ParameterError(f"{p}: costs must be an object {{commission_bps, slippage_bps}}, got costs={costs!r}")
+        for k, v in costs.items():
+            params.setdefault(k, v)
+    uni = meta.get("universe")
+    if isinstance(uni, list):
+        uni = tuple(str(s) for s in uni)
+    regime = meta.get("regime", meta.get("regime_filter"))
+    if regime is not None:
+        check_param(regime in REGIME_NAMES, "regime", f"one of {', '.join(REGIME_NAMES)} (in {p})", regime)
+    return ParamsRecord(params, uni, _span_start(meta, p), None if regime is None else str(regime), p)
+
+
+def params_hash(config: Config, universe: object, start: object, regime: str) -> str:
+    """12 hex chars of sha256 over everything that decides the sheet's rows: the canonical parameters, the universe
+    as named, the span start and the regime filter (not the data: the same configuration keeps its hash night after
+    night, so (date, params_hash, symbol) keys one night's row)."""
+    payload = json.dumps({"params": config.to_params(), "universe": universe if isinstance(universe, str)
+                          else list(universe), "start": str(start), "regime": regime}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def latest_finra_date(con) -> dt.date:
+    """The latest session with FINRA short-sale data in the store (finra_short_daily; a darkpool-pipeline store
+    without it: the latest daily_metrics row with a short ratio)."""
+    if table_exists(con, "finra_short_daily"):
+        d = con.execute("SELECT max(date) FROM finra_short_daily").fetchone()[0]
+    elif table_exists(con, "daily_metrics"):
+        d = con.execute("SELECT max(date) FROM daily_metrics WHERE short_buy_sell_ratio IS NOT NULL").fetchone()[0]
+    else:
+        d = None
+    if d is None:
+        raise DataError("the store holds no FINRA short-sale data; run `accumopt ingest finra-short ...` "
+                        "(or `accumopt data synth --db ...`) first")
+    return pd.Timestamp(d).date()
+
+
+def _resolve_date(con, date: object | None) -> dt.date:
+    latest = latest_finra_date(con)
+    if date is None:
+        return latest
+    try:
+        day = pd.Timestamp(str(date)).date()
+    except (ValueError, TypeError):
+        raise ParameterError(f"date must be a date (YYYY-MM-DD), got date={date!r}") from None
+    table = "finra_short_daily" if table_exists(con, "finra_short_daily") else "daily_metrics"
+    n = con.execute(f"SELECT count(*) FROM {table} WHERE date = ?", [day]).fetchone()[0]
+    if not n:
+        raise DataError(nearest_dates_message(con, table, day, "FINRA data"))
+    return day
+
+
+def _load(db: str | Path, universe: object, day: dt.date) -> Panel:
+    """The universe's daily_metrics panel from the store's first session through ``day`` (nothing later)."""
+    con = connect(db, read_only=True)
+    try:
+        if not table_exists(con, "daily_metrics"):
+            raise DataError(f"{db} has no daily_metrics table; run `accumopt metrics build --db {db}` first")
+        avail = [r[0] for r in con.execute("SELECT DISTINCT symbol FROM daily_metrics ORDER BY 1").fetchall()]
+        syms = resolve_universe(universe, avail)
+        if not syms:
+            raise DataError(f"universe {universe!r} has no symbol in daily_metrics of {db}; it holds {len(avail)}: "
+                            f"{', '.join(avail[:12])}{' ...' if len(avail) > 12 else ''}")
+        panel = load_panel(con, syms, None, day)
+    finally:
+        con.close()
+    last = pd.Timestamp(panel.dates[-1]).date()
+    if last != day:
+        raise DataError(f"daily_metrics has no row on {day} (its last session for this universe is {last}); FINRA "
+                        f"data for {day} is in the store: ingest that session's prices and run `accumopt metrics "
+                        f"build --db {db}`")
+    return panel
+
+
+def _next_session(day: dt.date) -> dt.date:
+    nxt = nyse_sessions(pd.Timestamp(day) + pd.Timedelta(days=1), pd.Timestamp(day) + pd.Timedelta(days=14))
+    return nxt[0].date() if len(nxt) else (pd.Timestamp(day) + pd.offsets.BDay(1)).date()
+
+
+@dataclass(frozen=True, eq=False)
+class SignalSheet:
+    """One night's sheet: ``rows`` holds every symbol of the universe (``SHEET_COLUMNS`` order, decision NONE for
+    no action), the configuration and what it was applied to. ``panel`` / ``display`` (rows <= D) feed the charts."""
+
+    date: dt.date
+    next_session: dt.date
+    params_hash: str
+    config: Config
+    universe: str
+    span_start: dt.date
+    regime: str
+    rows: pd.DataFrame
+    panel: Panel
+    display: np.ndarray
+    walkforward: str | None = None
+    buckets: pd.DataFrame = field(default_factory=pd.DataFrame)
+    source: str | None = None
+
+    def of(self, decision: str) -> pd.DataFrame:
+        """The rows with ``decision`` (ENTER / EXIT / HOLD / NONE), ENTER by score, others by symbol."""
+        df = self.rows[self.rows["decision"] == decision]
+        if decision == ENTER:
+            return df.sort_values(["score", "symbol"], ascending=[False, True], kind="mergesort")
+        return df
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {d: int((self.rows["decision"] == d).sum()) for d in (ENTER, EXIT, HOLD, NONE)}
+
+    def meta(self) -> dict[str, Any]:
+        """The sheet's identity and settings (JSON-ready)."""
+        return {
+            "date": self.date.isoformat(), "next_session": self.next_session.isoformat(),
+            "params_hash": self.params_hash, "universe": self.universe, "span_start": self.span_start.isoformat(),
+            "regime_filter": self.regime, "symbols": int(len(self.rows)), "counts": self.counts,
+            "params": self.config.to_params(), "exit_strategy": exit_strategy_name(self.config.exit),
+            "walkforward": self.walkforward, "params_file": self.source,
+        }
+
+
+def _universe_name(universe: object) -> str:
+    return universe if isinstance(universe, str) else ",".join(str(s) for s in universe)
+
+
+def signal_sheet(record: ParamsRecord | Mapping[str, Any], db: str | Path, date: object | None = None,
+                 universe: object | None = None, start: object | None = None, regime: str | None = None,
+                 walkforward: str | Path | None = None) -> SignalSheet:
+    """The sheet of ``record`` (a ``ParamsRecord`` or a flat parameter dict) on session ``date`` of the store at
+    ``db`` (default: the latest FINRA session). ``universe`` / ``start`` / ``regime`` override the record's (defaults:
+    tier1+3, the store's first session, ALL). ``walkforward``: a saved walk-forward run directory whose out-of-sample
+    events give each ENTER row its quality bucket's hit rate and average excess return."""
+    rec = record if isinstance(record, ParamsRecord) else ParamsRecord(dict(record))
+    cfg = rec.config()
+    uni = universe if universe is not None else (rec.universe or DEFAULT_UNIVERSE)
+    reg = regime if regime is not None else (rec.regime or "ALL")
+    check_param(reg in REGIME_NAMES, "regime", f"one of {', '.join(REGIME_NAMES)}", reg)
+    buckets = quality_buckets(load_walkforward(walkforward)["events"]) if walkforward is not None else pd.DataFrame()
+    con = connect(db, read_only=True)
+    try:
+        day = _resolve_date(con, date)
+    finally:
+        con.close()
+    panel = _load(db, uni, day)
+    span_from = start if start is not None else rec.start
+    lo = 0 if span_from is None else panel.index_of(span_from)
+    check_param(lo < len(panel.dates), "start", f"on or before the sheet's session {day}", span_from)
+    ev = Evaluator(panel)
+    disp = ev.display(cfg)
+    mask = regime_entry_mask(panel, reg)
+    nxt = _next_session(day)
+    rows = next_open(panel, disp, cfg, lo, mask, nxt)
+    act = rows.loc[rows["decision"] != NONE, "symbol"].tolist()
+    ctx_cols = pd.DataFrame(index=pd.Index(rows["symbol"], name="symbol"), columns=list(CONTEXT_COLUMNS))
+    if act:
+        # context of the actionable symbols (+ their parent ETFs and the market, which the context reads)
+        need = sorted({*act, *(panel.sectors[panel.symbol_index(s)] for s in act if
+                               panel.sectors[panel.symbol_index(s)] in panel.symbols)})
+        ctx = compute_context(panel.subset(need))
+        ctx_cols.loc[act] = sheet_context(ev, cfg, disp, ctx, act, need).loc[act].to_numpy()
+    full = pd.concat([rows.set_index("symbol"), ctx_cols], axis=1).reset_index()
+    full = _with_oos(full, buckets)
+    h = params_hash(cfg, uni, panel.dates[lo], reg)
+    full.insert(0, "date", pd.Timestamp(day))
+    full.insert(1, "params_hash", h)
+    full.insert(3, "next_session", pd.Timestamp(nxt))
+    full = full[[c for c in SHEET_COLUMNS if c in full.columns]]
+    return SignalSheet(day, nxt, h, cfg, _universe_name(uni), pd.Timestamp(panel.dates[lo]).date(), reg, full,
+                       panel, disp, None if walkforward is None else str(walkforward), buckets, rec.source)
+
+
+def _with_oos(rows: pd.DataFrame, buckets: pd.DataFrame) -> pd.DataFrame:
+    out = rows.copy()
+    for c in OOS_COLUMNS:
+        out[c] = np.nan
+    if buckets is None or buckets.empty:
+        return out
+    b = buckets.set_index("signal_quality")
+    enter = out["decision"] == ENTER
+    q = out.loc[enter, "signal_quality"]
+    for c in OOS_COLUMNS:
+        out.loc[enter, c] = q.map(b[c]).to_numpy(dtype=np.float64, na_value=np.nan)
+    return out
+
+
+def write_signal_sheet(sheet: SignalSheet, db: str | Path, out_root: str | Path = "output",
+                       chart_sessions: int = 120) -> dict[str, Path]:
+    """Store the sheet in ``signal_sheet`` (its (date, params_hash) rows replaced in one transaction) and write
+    sheet.csv, sheet.json and sheet.html (a price + score chart per ENTER / EXIT symbol) under
+    ``<out_root>/signals/<D>_<params_hash>/``. Returns {"table", "csv", "json", "html"} paths."""
+    meta = sheet.meta()
+    table_frame = sheet.rows.assign(
+        buy_threshold=sheet.config.thresholds.buy, sell_threshold=sheet.config.thresholds.sell,
+        score_variant=sheet.config.score.variant, exit_strategy=meta["exit_strategy"],
+        ticker_universe=sheet.universe, span_start=pd.Timestamp(sheet.span_start), regime_filter=sheet.regime,
+        params=json.dumps(meta["params"], sort_keys=True),
+    )
+    con = connect(db)
+    try:
+        write_sheet_table(con, table_frame)
+    finally:
+        con.close()
+    charts = sheet_charts(sheet.rows, sheet.panel, sheet.display, sheet.config.thresholds.buy,
+                          sheet.config.thresholds.sell, chart_sessions)
+    out = Path(out_root) / "signals" / f"{sheet.date.isoformat()}_{sheet.params_hash}"
+    files = write_sheet_files(sheet.rows, meta, charts, out, buckets=sheet.buckets)
+    return {"table": Path("signal_sheet"), **files}
