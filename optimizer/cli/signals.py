@@ -1,0 +1,189 @@
+"""Commands of the trader's evening: signals (the signal sheet of a configuration) and evening (the whole night)."""
+
+from __future__ import annotations
+
+import io
+
+import click
+from rich import box
+from rich.table import Table
+
+from optimizer.cli._common import _json, _progress, console, db_option, err_console
+
+__all__ = ["COMMANDS"]
+
+_FLAG_CODES = {"SECTOR_WEAK": "SEC", "GAP_RISK": "GAP", "EXTENDED": "EXT", "FALLING": "FALL", "THIN_DATA": "THIN"}
+
+
+def _out_option(f):
+    return click.option("--out", "out_root", envvar="ACCUMOPT_OUTPUT", default="output", show_default=True,
+                        help="Output root (env ACCUMOPT_OUTPUT); the sheet goes to <OUT>/signals/<date>_<hash>/.")(f)
+
+
+def _sheet_options(f):
+    for opt in reversed((
+        click.option("--params", "params_file", required=True, type=click.Path(exists=True, dir_okay=False),
+                     help="JSON parameters (`accumopt study best NAME --format json`, or a flat object); its "
+                          "universe, span start, regime filter and costs are used when it holds them."),
+        click.option("--universe", default=None,
+                     help="tier1, tier3, tier1+3, tier1+2+3, all or a comma list (default: the file's, else tier1+3)."),
+        click.option("--start", default=None,
+                     help="Replay positions from this session (default: the file's span start, else the first in "
+                          "the store)."),
+        click.option("--regime", default=None,
+                     help="Regime filter on entries, e.g. RISK_ON (default: the file's, else ALL)."),
+        click.option("--walkforward", "walkforward", type=click.Path(exists=True, file_okay=False), default=None,
+                     help="A saved walk-forward run (its folder): each ENTER row gets its quality bucket's "
+                          "out-of-sample hit rate and average excess return."),
+    )):
+        f = opt(f)
+    return f
+
+
+def _pct(v) -> str:
+    return "" if v is None or v != v else f"{100 * float(v):+.1f}%"
+
+
+def _num(v, spec: str = ".2f") -> str:
+    return "" if v is None or v != v else format(float(v), spec)
+
+
+def _day(v) -> str:
+    return "" if v is None or v != v else str(v)[:10]
+
+
+def _flags(v) -> str:
+    return ",".join(_FLAG_CODES.get(x, x) for x in str(v or "").split(",") if x)
+
+
+_LEFT = {"sym", "quality", "trend", "reason", "entry", "flags", "decision", "etf"}
+
+
+def _print_table(title: str, cols: list[str], rows: list[list[str]]) -> None:
+    """A borderless table, one space between columns; columns empty on every row are left out (e.g. stop and
+    target when the configuration has none), so the widest table (HOLD with stop and target) fits 80 columns."""
+    keep = [i for i, c in enumerate(cols) if any(r[i] for r in rows)]
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+              padding=(0, 1, 0, 0), title_style="bold")
+    for i in keep:
+        t.add_column(cols[i], no_wrap=True, justify="left" if cols[i] in _LEFT else "right")
+    for r in rows:
+        t.add_row(*[r[i] for i in keep])
+    console.print(t)
+
+
+def _render(sheet, show_all: bool) -> None:
+    """The sheet as terminal tables that fit 80 columns."""
+    m = sheet.meta()
+    cfg = sheet.config
+    regime = sheet.rows["regime"].dropna()
+    click.echo(f"signal sheet {m['date']} close -> orders for the {m['next_session']} open")
+    click.echo(f"config {m['params_hash']}: variant {cfg.score.variant}, buy {cfg.thresholds.buy:g} / sell "
+               f"{cfg.thresholds.sell:g}, exit {m['exit_strategy']}")
+    click.echo(f"universe {m['universe']} ({m['symbols']} symbols), positions replayed from {m['span_start']}")
+    click.echo(f"regime filter {m['regime_filter']}" + (f", market regime at D {regime.iloc[0]}" if len(regime) else ""))
+    c = m["counts"]
+    click.echo(f"ENTER {c['ENTER']}   EXIT {c['EXIT']}   HOLD {c['HOLD']}   no action {c['NONE']}")
+    oos = sheet.walkforward is not None
+    enter = sheet.of("ENTER")
+    if len(enter):
+        cols = ["sym", "score", "quality", "trend", "etf", "boost", "conf", "cov"]
+        cols += ["oos hit", "oos exc"] if oos else []
+        rows = []
+        for r in enter.itertuples(index=False):
+            etf = "" if not r.parent_etf_available else (r.sector_etf + ("+" if r.parent_etf_aligned else "-"))
+            row = [r.symbol, _num(r.score), r.signal_quality or "", r.trend or "", etf, _num(r.options_boost, ".2f"),
+                   _num(r.confidence, ".2f"), _num(r.data_coverage, ".2f")]
+            row += [_num(r.oos_hit_rate, ".2f"), _pct(r.oos_avg_excess_return)] if oos else []
+            rows.append(row + [_flags(r.flags)])
+        _print_table("ENTER at the next open", cols + ["flags"], rows)
+    exits = sheet.of("EXIT")
+    if len(exits):
+        rows = [[r.symbol, _num(r.score), r.exit_reason or "", _day(r.entry_date), _num(r.entry_price, ".2f"),
+                 str(r.days_held), _num(r.close, ".2f"), _pct(r.unrealised_return)] for r in exits.itertuples(index=False)]
+        _print_table("EXIT at the next open", ["sym", "score", "reason", "entry", "entry px", "held", "close",
+                                               "unreal"], rows)
+    hold = sheet.of("HOLD")
+    if len(hold):
+        rows = [[r.symbol, _num(r.score), _day(r.entry_date), _num(r.entry_price, ".2f"), str(r.days_held),
+                 _num(r.close, ".2f"), _pct(r.unrealised_return), _num(r.stop_level, ".2f"),
+                 _num(r.take_profit_level, ".2f"), _num(r.scheduled_exit_in, ".0f")] for r in hold.itertuples(index=False)]
+        _print_table("HOLD", ["sym", "score", "entry", "entry px", "held", "close", "unreal", "stop", "target",
+                              "exit in"], rows)
+    if show_all:
+        recs = sheet.rows[["symbol", "score", "decision"]].to_numpy().tolist()
+        half = (len(recs) + 1) // 2
+        rows = [[str(a[0]), _num(a[1]), str(a[2]), str(b[0]), _num(b[1]), str(b[2])]
+                for a, b in zip(recs[:half], recs[half:] + [["", float("nan"), ""]])]
+        _print_table("every symbol", ["sym", "score", "decision", "sym", "score", "decision"], rows)
+    if len(enter):
+        click.echo("flags: " + ", ".join(f"{v}={k}" for k, v in _FLAG_CODES.items()))
+
+
+@click.command("signals")
+@_sheet_options
+@click.option("--date", default=None, help="Session D (default: the latest session with FINRA data in the store).")
+@click.option("--all", "show_all", is_flag=True, help="Also list every symbol's score and decision.")
+@click.option("--save/--no-save", default=True, show_default=True,
+              help="Write the signal_sheet table and sheet.csv / sheet.json / sheet.html.")
+@_out_option
+@db_option
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True,
+              help="table: terminal tables (80 columns); json / csv: every symbol's row on stdout.")
+def signals_cmd(params_file, universe, start, regime, walkforward, date, show_all, save, out_root, db, fmt):
+    """Tonight's signal sheet: for a configuration, every symbol's score on session D and its decision for the next
+    open (ENTER / EXIT / HOLD), from positions replayed by the backtest engine; no order is placed."""
+    from optimizer.report.sheet import sheet_records
+    from optimizer.signals import load_params_record, signal_sheet, write_signal_sheet
+
+    rec = load_params_record(params_file)
+    sheet = signal_sheet(rec, db, date=date, universe=universe, start=start, regime=regime, walkforward=walkforward)
+    paths = write_signal_sheet(sheet, db, out_root) if save else {}
+    if fmt == "json":
+        _json({"sheet": sheet.meta(), "oos_quality_buckets": sheet_records(sheet.buckets),
+               "rows": sheet_records(sheet.rows), "outputs": {k: str(v) for k, v in paths.items()}})
+    elif fmt == "csv":
+        buf = io.StringIO()
+        sheet.rows.to_csv(buf, index=False, float_format="%.10g", date_format="%Y-%m-%d")
+        click.echo(buf.getvalue(), nl=False)
+    else:
+        _render(sheet, show_all)
+        for k, v in paths.items():
+            click.echo(f"{k}: {v}")
+
+
+@click.command("evening")
+@_sheet_options
+@click.option("--ingest", "ingest_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Ingest the new raw files under this folder (kind from the folder or file name) instead of "
+                   "fetching.")
+@click.option("--fetch/--no-fetch", default=True, show_default=True,
+              help="Fetch FINRA files (and Polygon prices with POLYGON_API_KEY) after the store's latest FINRA date.")
+@click.option("--through", default=None, help="Last day to fetch (default: today).")
+@click.option("--png/--no-png", "png", default=False, show_default=True, help="Also write the scanner's PNG images.")
+@_out_option
+@db_option
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="table: steps, the sheet and where the outputs are; json: the same for scripts.")
+def evening_cmd(params_file, universe, start, regime, walkforward, ingest_dir, fetch, through, png, out_root, db,
+                fmt):
+    """The whole evening on new files: fetch (or --ingest DIR), metrics build, scan, signal sheet; prints where the
+    outputs are. Running it twice on the same files changes nothing."""
+    from optimizer.evening import run_evening
+
+    echo = (lambda line: err_console.print(line, markup=False, highlight=False)) if fmt == "table" else None
+    res = run_evening(params_file, db, out_root, ingest_dir=ingest_dir, fetch=fetch, through=through,
+                      universe=universe, start=start, regime=regime, walkforward=walkforward, png=png, progress=_progress() and fmt == "table", echo=echo)
+    if fmt == "json":
+        _json({"steps": res.steps, "ingest": res.ingest, "warnings": res.warnings, "sheet": res.sheet.meta(),
+               "outputs": res.outputs()})
+        return
+    for w in res.warnings:
+        err_console.print(f"warning: {w}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+    _render(res.sheet, False)
+    click.echo("outputs:")
+    for k, v in res.outputs().items():
+        click.echo(f"  {k}: {v}")
+
+
+COMMANDS = (signals_cmd, evening_cmd)

@@ -1,0 +1,222 @@
+"""The whole evening on new files (the library behind ``accumopt evening``).
+
+1. New raw files: ``ingest_dir`` (every file under it, its kind told by its folder or name, see ``classify_files``)
+   or, by default, a fetch of the FINRA daily files (CNMS) for the sessions after the store's latest FINRA date
+   through ``through`` (default: today) and, when POLYGON_API_KEY is set, Polygon prices of the universe, SPY and
+   ^VIX for the same days. Each file is ingested atomically and idempotently (an identical file is skipped).
+2. ``daily_metrics`` rebuilt from the raw tables (point-in-time).
+3. The FINRA scanner on the latest FINRA session (``scanner_daily_metrics`` and ``<out>/scanner/<D>/``).
+4. The signal sheet of the parameters file on that session (``signal_sheet`` and ``<out>/signals/<D>_<hash>/``).
+
+Running it twice on the same files gives the same tables and the same files (tested): ingest skips identical files,
+the metrics rebuild, the scan and the sheet replace their own rows with the same values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from optimizer.analytics.scanner import ScanResult, scan, write_scan
+from optimizer.data.calendar import nyse_sessions
+from optimizer.data.fetch import fetch_finra_short, fetch_polygon_prices
+from optimizer.data.ingest import KINDS, expand_paths, ingest_paths
+from optimizer.data.metrics import build_daily_metrics
+from optimizer.data.store import connect, table_exists
+from optimizer.data.universe import MARKET_SYMBOL, VIX_SYMBOL, resolve_universe
+from optimizer.errors import DataError, ParameterError, check_param
+from optimizer.settings import Settings
+from optimizer.signals import (
+    DEFAULT_UNIVERSE, ParamsRecord, SignalSheet, latest_finra_date, load_params_record, signal_sheet,
+    write_signal_sheet,
+)
+
+__all__ = ["EveningResult", "run_evening", "classify_files", "INGEST_ORDER"]
+
+# Ingest order: FINRA first (it defines the sessions), prices, then the other layers.
+INGEST_ORDER: tuple[str, ...] = ("finra-short", "prices", "lit-trades", "lit-flow", "otc-weekly", "options")
+_NAME_RULES: tuple[tuple[str, re.Pattern], ...] = (
+    ("finra-short", re.compile(r"(CNMS|FNSQ|FNQC|FNYX|FNRA|FORF)shvol\d{8}", re.I)),
+    ("finra-short", re.compile(r"finra.*short|short.*(sale|volume)|regsho", re.I)),
+    ("otc-weekly", re.compile(r"otc|weekly", re.I)),
+    ("lit-trades", re.compile(r"lit.?trade|trades", re.I)),
+    ("lit-flow", re.compile(r"lit", re.I)),
+    ("options", re.compile(r"option", re.I)),
+    ("prices", re.compile(r"price|ohlc|bars|aggs", re.I)),
+)
+
+
+def classify_files(folder: str | Path) -> dict[str, list[Path]]:
+    """The files under ``folder`` grouped by ingest kind. A file's kind is the name of the folder it sits in when
+    that is a kind (``finra-short/``, ``prices/``, ``lit-flow/``, ``lit-trades/``, ``otc-weekly/``, ``options/``),
+    else told by its name: ``CNMSshvolYYYYMMDD.txt`` (and the other FINRA families), *finra*short* ->
+    finra-short; *otc* / *weekly* -> otc-weekly; *lit*trade* -> lit-trades; *lit* -> lit-flow; *option* ->
+    options; *price* / *ohlc* / *bars* / *aggs* -> prices (first match wins). A file matching none is an error
+    naming it (nothing is ingested)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise ParameterError(f"ingest folder must be an existing directory, got ingest={str(folder)!r}")
+    out: dict[str, list[Path]] = {}
+    unknown = []
+    for f in expand_paths([root]):
+        kind = next((p.name for p in f.relative_to(root).parents if p.name in KINDS), None)
+        if kind is None:
+            kind = next((k for k, rx in _NAME_RULES if rx.search(f.name)), None)
+        if kind is None:
+            unknown.append(str(f))
+            continue
+        out.setdefault(kind, []).append(f)
+    if unknown:
+        raise ParameterError(f"cannot tell the kind of {len(unknown)} file(s) in {root} from their folder or name "
+                             f"(e.g. {unknown[0]}); put them in a folder named after the kind "
+                             f"({', '.join(KINDS)}) or name them like CNMSshvolYYYYMMDD.txt, prices*.csv, ...")
+    if not out:
+        raise ParameterError(f"ingest folder {root} holds no file")
+    return {k: out[k] for k in INGEST_ORDER if k in out}
+
+
+@dataclass
+class EveningResult:
+    """What the evening did: per step a line and its wall time, the ingest totals per kind, the metrics build
+    summary, the scan and the sheet with the paths they wrote."""
+
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    ingest: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    scan: ScanResult | None = None
+    scan_files: dict[str, Path] = field(default_factory=dict)
+    sheet: SignalSheet | None = None
+    sheet_files: dict[str, Path] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def outputs(self) -> dict[str, str]:
+        """Where the outputs are (files and tables), for printing."""
+        out = {f"scan_{k}": str(v) for k, v in self.scan_files.items()}
+        out.update({f"sheet_{k}": str(v) for k, v in self.sheet_files.items()})
+        return out
+
+
+def _ingest(db: str | Path, files: dict[str, list[Path]], res: EveningResult, settings: Settings,
+            progress: bool) -> None:
+    con = connect(db)
+    try:
+        for kind, paths in files.items():
+            rep = ingest_paths(con, kind, paths, settings=settings, progress=progress)
+            res.ingest[kind] = rep.to_dict()["totals"] | {"exit_code": rep.exit_code}
+            if rep.failed:
+                f = rep.failed[0]
+                raise DataError(f"evening stopped: {len(rep.failed)} {kind} file(s) failed to ingest, the store keeps "
+                                f"its data without them (first: {f.message})")
+            if rep.rows_rejected:
+                res.warnings.append(f"{kind}: {rep.rows_rejected} row(s) rejected (see ingest_rejects)")
+    finally:
+        con.close()
+
+
+def _fetch(db: str | Path, cache: Path, through: dt.date, universe: object, settings: Settings,
+           res: EveningResult) -> dict[str, list[Path]]:
+    con = connect(db, read_only=True)
+    try:
+        last = latest_finra_date(con)
+        avail = [r[0] for r in con.execute("SELECT DISTINCT symbol FROM prices_daily").fetchall()] \
+            if table_exists(con, "prices_daily") else []
+    finally:
+        con.close()
+    start = last + dt.timedelta(days=1)
+    if start > through or not len(nyse_sessions(start, through)):
+        res.warnings.append(f"fetch: the store already holds FINRA data through {last}; no session after it "
+                            f"through {through}")
+        return {}
+    files: dict[str, list[Path]] = {}
+    got = fetch_finra_short(start, through, cache / "finra", settings)
+    files["finra-short"] = list(got)
+    res.warnings += [f"missing {n}: {why}" for n, why in got.missing]
+    if settings.polygon_api_key:
+        syms = sorted({*resolve_universe(universe, avail or None), MARKET_SYMBOL, VIX_SYMBOL})
+        px = fetch_polygon_prices(syms, start, through, cache / "prices", settings)
+        files["prices"] = list(px)
+        res.warnings += [f"missing {n}: {why}" for n, why in px.missing]
+    else:
+        res.warnings.append("prices: not fetched (POLYGON_API_KEY is not set); ingest the session's prices with "
+                            "--ingest DIR or `accumopt ingest prices ...`")
+    return {k: v for k, v in files.items() if v}
+
+
+def run_evening(
+    params: str | Path | ParamsRecord,
+    db: str | Path,
+    out_root: str | Path = "output",
+    ingest_dir: str | Path | None = None,
+    fetch: bool = True,
+    through: object | None = None,
+    universe: object | None = None,
+    start: object | None = None,
+    regime: str | None = None,
+    walkforward: str | Path | None = None,
+    settings: Settings | None = None,
+    png: bool | None = False,
+    progress: bool = False,
+    echo: Callable[[str], None] | None = None,
+) -> EveningResult:
+    """Run the evening (module docstring) for the parameters file (or record) ``params`` on the store at ``db``.
+
+    ``ingest_dir``: ingest the files under it instead of fetching; ``fetch=False``: neither (rebuild, scan and sheet
+    only); ``through``: last day to fetch (default today); ``universe`` / ``start`` / ``regime`` / ``walkforward``: as
+    in ``signals.signal_sheet``. Outputs go under ``out_root`` (fetched raw files in
+    ``<out_root>/raw``). ``echo`` receives one line per finished step."""
+    st = settings or Settings.from_env()
+    rec = params if isinstance(params, ParamsRecord) else load_params_record(params)
+    rec.config()  # a bad parameters file is refused before anything is written
+    uni = universe if universe is not None else (rec.universe or DEFAULT_UNIVERSE)
+    out = Path(out_root)
+    res = EveningResult()
+    say = echo or (lambda _line: None)
+
+    def step(name: str, t0: float, detail: str) -> None:
+        res.steps.append({"step": name, "detail": detail, "seconds": round(time.perf_counter() - t0, 2)})
+        say(f"{name}: {detail} ({res.steps[-1]['seconds']} s)")
+
+    t = time.perf_counter()
+    if ingest_dir is not None:
+        files = classify_files(ingest_dir)
+        _ingest(db, files, res, st, progress)
+        step("ingest", t, ", ".join(f"{k} {v['files']} file(s) {v['rows_accepted']} rows "
+                                    f"({v.get('skipped_identical', 0)} unchanged)" for k, v in res.ingest.items()))
+    elif fetch:
+        day = pd.Timestamp(through).date() if through is not None else dt.date.today()
+        check_param(day <= dt.date.today(), "through", f"on or before today ({dt.date.today()})", str(through))
+        files = _fetch(db, out / "raw", day, uni, st, res)
+        if files:
+            _ingest(db, files, res, st, progress)
+        step("fetch", t, ", ".join(f"{k} {v['files']} file(s) {v['rows_accepted']} rows" for k, v in
+                                   res.ingest.items()) or "nothing new")
+    t = time.perf_counter()
+    con = connect(db)
+    try:
+        res.metrics = build_daily_metrics(con, min_lit_volume=st.min_lit_volume, progress=progress)
+        if not res.metrics.get("rows"):
+            raise DataError(f"no raw data to build daily_metrics from in {db}; ingest FINRA and price files first")
+        step("metrics", t, f"daily_metrics {res.metrics['rows']} rows through {res.metrics['last_date']}")
+        t = time.perf_counter()
+        res.scan = scan(con, lookback=st.scanner_lookback_days, top=st.scanner_top_n,
+                        trend_days=st.scanner_trend_days, outlier_z=st.scanner_outlier_z,
+                        volume_z=st.scanner_volume_z, ratio_z=st.scanner_ratio_z,
+                        inference_version=st.scanner_inference_version)
+        res.scan_files = write_scan(con, res.scan, out / "scanner", export_full=st.scanner_export_full, png=png)
+        step("scan", t, f"{len(res.scan.metrics)} symbols on {res.scan.date}, top {len(res.scan.top)}")
+    finally:
+        con.close()
+    t = time.perf_counter()
+    res.sheet = signal_sheet(rec, db, universe=uni, start=start, regime=regime, walkforward=walkforward)
+    res.sheet_files = write_signal_sheet(res.sheet, db, out)
+    c = res.sheet.counts
+    step("signals", t, f"{res.sheet.date}: ENTER {c['ENTER']}, EXIT {c['EXIT']}, HOLD {c['HOLD']} for the "
+                       f"{res.sheet.next_session} open")
+    return res
