@@ -39,7 +39,7 @@ EXPECTED_COMMANDS = {
     "backtest",
     "study", "study run", "study worker", "study validate", "study list", "study show", "study best",
     "study compare", "study export", "study delete", "study replay",
-    "dashboard", "walkforward", "report", "sandbox", "demo", "scan", "table", "plot", "chart",
+    "dashboard", "walkforward", "report", "sandbox", "demo", "scan", "table", "plot", "chart", "signals", "evening",
 }
 BACKTEST_KEYS = (
     "total_signals", "total_trades", "hit_rate", "avg_return", "median_return", "win_loss", "sharpe",

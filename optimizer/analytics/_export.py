@@ -41,7 +41,8 @@ def write_figures(items: Sequence[tuple[object, str | Path]], png: bool | None =
     for fig, path in items:
         p = _html_path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        fig.write_html(p, include_plotlyjs=True, full_html=True)  # type: ignore[attr-defined]
+        # a fixed div id (plotly draws a random one): the same figure writes the same bytes (evening idempotence)
+        fig.write_html(p, include_plotlyjs=True, full_html=True, div_id=p.stem)  # type: ignore[attr-defined]
         written.append(p)
         htmls.append(p)
     if png is False or not items:

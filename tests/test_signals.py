@@ -1,0 +1,603 @@
+"""The evening signal sheet (issue 17): decisions for the next open, their context, storage, files, the commands.
+
+Oracles: hand-written candle tables (what the sheet must say on D), the backtest's own trades (for every session D
+of a backtest span the sheet's ENTER / EXIT / HOLD rows equal the backtest's entries and exits at D+1's open and its
+open positions), a store truncated at D and rebuilt (the same sheet: nothing after D is read), and the backtest's
+signal events (the same context for the same signal). Markets: the shared planted synthetic store (``synth_db``)
+and real prices (../shared/data/real/prices_daily.csv.gz) with a synthetic flow layer.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from optimizer.cli import main
+from optimizer.data.calendar import nyse_sessions
+from optimizer.data.metrics import build_daily_metrics
+from optimizer.data.store import connect
+from optimizer.data.synth import SynthConfig, synth_to_db
+from optimizer.data.universe import resolve_universe
+from optimizer.engine.context import compute_context
+from optimizer.engine.evaluate import Config, Evaluator
+from optimizer.engine.outcomes import signal_events
+from optimizer.engine.panel import Panel, load_panel
+from optimizer.engine.regime_filter import regime_entry_mask
+from optimizer.engine.sheet import EXIT, ENTER, HOLD, NONE, SHEET_COLUMNS, next_open, quality_buckets
+from optimizer.engine.simulate import EXIT_REASONS, Span
+from optimizer.errors import DataError, ParameterError
+from optimizer.evening import classify_files, run_evening
+from optimizer.signals import ParamsRecord, load_params_record, params_hash, signal_sheet, write_signal_sheet
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+NAN = float("nan")
+_AT_OPEN = [r for r in EXIT_REASONS if r not in ("stop_loss", "take_profit", "open_at_end")]
+
+# Configurations covering every exit family, caps, stops and a regime filter.
+CONFIGS = {
+    "first_dist": ({"variant": "B", "buy_threshold": 65, "sell_threshold": 35, "exit": "first_dist"}, "ALL"),
+    "fixed_stops": ({"variant": "D", "buy_threshold": 65, "sell_threshold": 30, "exit": "fixed_10d",
+                     "stop_loss": 0.03, "take_profit": 0.06}, "ALL"),
+    "hybrid_capped": ({"variant": "C", "z_window": 30, "buy_threshold": 62, "sell_threshold": 35,
+                       "exit": "hybrid_15d", "max_positions": 4, "max_per_sector": 1}, "ALL"),
+    "decay_regime": ({"variant": "blended", "buy_threshold": 63, "sell_threshold": 35, "exit": "score_decay",
+                      "time_stop": 12}, "TRANSITIONAL"),
+}
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _panel(db: Path, universe: str = "tier1+3") -> Panel:
+    con = connect(db, read_only=True)
+    try:
+        avail = [r[0] for r in con.execute("SELECT DISTINCT symbol FROM daily_metrics").fetchall()]
+        return load_panel(con, resolve_universe(universe, avail))
+    finally:
+        con.close()
+
+
+def _backtest_view(panel: Panel, trades, d: int) -> dict[str, set]:
+    """What the BACKTEST says about the open of d + 1: entries there, exits there by a rule due at the open, and the
+    positions held at the close of d that do not leave at that open."""
+    sy = np.array(panel.symbols, dtype=object)
+    reason = np.array(EXIT_REASONS, dtype=object)[trades.exit_reason]
+    enter = trades.entry_idx == d + 1
+    leave = (trades.exit_idx == d + 1) & np.isin(reason, _AT_OPEN)
+    held = (trades.entry_idx <= d) & (trades.exit_idx > d) & ~leave  # d <= T - 2: open-at-end trades end at T - 1
+    return {
+        ENTER: {(sy[s], int(t), round(float(sc), 9)) for s, t, sc in
+                zip(trades.symbol[enter], trades.signal_idx[enter], trades.score[enter])},
+        EXIT: {(sy[s], int(e), r) for s, e, r in zip(trades.symbol[leave], trades.entry_idx[leave], reason[leave])},
+        HOLD: {(sy[s], int(e), round(float(p), 9)) for s, e, p in
+               zip(trades.symbol[held], trades.entry_idx[held], trades.entry_price[held])},
+    }
+
+
+def _sheet_view(panel: Panel, rows: pd.DataFrame, d: int) -> dict[str, set]:
+    idx = {pd.Timestamp(x): i for i, x in enumerate(panel.dates)}
+    out: dict[str, set] = {ENTER: set(), EXIT: set(), HOLD: set()}
+    for r in rows.itertuples(index=False):
+        if r.decision == ENTER:
+            out[ENTER].add((r.symbol, idx[pd.Timestamp(r.signal_date)], round(float(r.score), 9)))
+        elif r.decision == EXIT:
+            out[EXIT].add((r.symbol, idx[pd.Timestamp(r.entry_date)], r.exit_reason))
+        elif r.decision == HOLD:
+            out[HOLD].add((r.symbol, idx[pd.Timestamp(r.entry_date)], round(float(r.entry_price), 9)))
+    return out
+
+
+def _check_every_session(panel: Panel, params: dict, regime: str, start: int) -> dict[str, int]:
+    """The sheet of every session D in [start, T-2] against one backtest over [start, T); returns the row counts."""
+    cfg = Config.from_params(params)
+    ev = Evaluator(panel)
+    disp = ev.display(cfg)
+    mask = regime_entry_mask(panel, regime)
+    T = panel.shape[0]
+    assert np.isfinite(panel["open"][start:]).all(), "this oracle needs an open on every session"
+    trades = ev.run(cfg, Span(start, T, T), entry_ok=mask).trades
+    counts = {ENTER: 0, EXIT: 0, HOLD: 0}
+    for d in range(start, T - 1):
+        rows = next_open(panel.slice(0, d + 1), disp[:d + 1], cfg, start, None if mask is None else mask[:d + 1])
+        got, want = _sheet_view(panel, rows, d), _backtest_view(panel, trades, d)
+        for k in counts:
+            assert got[k] == want[k], f"{k} on {panel.dates[d]}: sheet only {got[k] - want[k]}, backtest only {want[k] - got[k]}"
+            counts[k] += len(got[k])
+        assert (rows["decision"] == NONE).sum() == panel.shape[1] - sum(len(v) for v in got.values())
+    return counts
+
+
+def _entry_sessions(db: Path, params: dict) -> list[str]:
+    """Sessions whose close opened at least two trades in the full backtest of ``params`` on ``db``."""
+    panel = _panel(db)
+    tr = Evaluator(panel).run(Config.from_params(params)).trades
+    idx, n = np.unique(tr.signal_idx, return_counts=True)
+    return [str(panel.dates[i]) for i in idx[n >= 2]]
+
+
+def _truncated_store(src: Path, dst: Path, day: str) -> Path:
+    """A copy of the store holding only what was known at the close of ``day``: raw rows after it deleted (OTC weeks
+    published after it too), daily_metrics rebuilt from the rest."""
+    shutil.copy(src, dst)
+    con = duckdb.connect(str(dst))
+    try:
+        for t in ("finra_short_daily", "prices_daily", "lit_flow_daily", "options_daily"):
+            con.execute(f"DELETE FROM {t} WHERE date > ?", [pd.Timestamp(day).date()])
+        con.execute("DELETE FROM finra_otc_weekly WHERE publication_date > ?", [pd.Timestamp(day).date()])
+        build_daily_metrics(con)
+    finally:
+        con.close()
+    return dst
+
+
+# ------------------------------------------------------------------------------------------------ hand tables
+
+
+def _hand_panel(opens: dict[str, list[float]], closes: dict[str, list[float]] | None = None,
+                sectors: dict[str, str] | None = None, **fields: dict[str, list[float]]) -> Panel:
+    """One row per (session, symbol): high / low = max / min(open, close) -/+ 0.5; ``fields`` = other panel fields
+    per symbol (e.g. short_buy_sell_ratio, confidence)."""
+    n = len(next(iter(opens.values())))
+    rows = []
+    for s, o in opens.items():
+        c = (closes or {}).get(s, o)
+        for i in range(n):
+            hi = max(o[i], c[i]) + 0.5 if np.isfinite(o[i]) else NAN
+            lo = min(o[i], c[i]) - 0.5 if np.isfinite(o[i]) else NAN
+            row = {"date": pd.bdate_range("2024-01-02", periods=n)[i], "symbol": s, "open": o[i], "high": hi,
+                   "low": lo, "close": c[i]}
+            row.update({k: v[s][i] for k, v in fields.items() if s in v})
+            rows.append(row)
+    return Panel.from_frame(pd.DataFrame(rows), sectors={s: (sectors or {}).get(s) for s in opens})
+
+
+def _cfg(**kw) -> Config:
+    return Config.from_params({"buy_threshold": 70, "sell_threshold": 30, "commission_bps": 0, "slippage_bps": 0,
+                               **kw})
+
+
+def test_hand_table_enter_exit_hold_for_the_next_open():
+    #          0    1    2    3    4   (D = row 4)
+    opens = {"AAA": [10., 11., 12., 13., 14.],   # signal 1 -> entry open 2; distribution close 4 -> EXIT
+             "BBB": [20., 20., 20., 20., 20.],   # flat; signal at D's close -> ENTER
+             "CCC": [30., 31., 32., 33., 34.],   # signal 2 -> entry open 3 -> HOLD
+             "DDD": [40., 40., 40., 40., 40.]}   # never signals -> NONE
+    closes = {"CCC": [30., 31., 32., 33.5, 35.]}
+    disp = np.array([[50, 50, 50, 50],
+                     [75, 50, 50, 50],
+                     [60, 50, 80, 50],
+                     [60, 50, 60, 50],
+                     [25, 72, 60, 69.9]], dtype=float)
+    panel = _hand_panel(opens, closes)
+    rows = next_open(panel, disp, _cfg(exit="first_dist", stop_loss=0.1, take_profit=0.25), next_date="2024-01-09")
+    r = rows.set_index("symbol")
+    assert r["decision"].to_dict() == {"AAA": EXIT, "BBB": ENTER, "CCC": HOLD, "DDD": NONE}
+    a, b, c = r.loc["AAA"], r.loc["BBB"], r.loc["CCC"]
+    assert a["exit_reason"] == "first_dist" and a["entry_date"] == pd.Timestamp("2024-01-04")
+    assert a["entry_price"] == 12.0 and a["days_held"] == 2 and a["unrealised_return"] == pytest.approx(14 / 12 - 1)
+    assert b["signal_date"] == pd.Timestamp("2024-01-08") and b["score"] == 72 and pd.isna(b["entry_price"])
+    assert c["entry_date"] == pd.Timestamp("2024-01-05") and c["entry_price"] == 33.0 and c["days_held"] == 1
+    assert c["unrealised_return"] == pytest.approx(35 / 33 - 1)
+    assert c["stop_level"] == pytest.approx(33 * 0.9) and c["take_profit_level"] == pytest.approx(33 * 1.25)
+    assert pd.isna(c["scheduled_exit_in"])  # first_dist without a time stop: no schedule
+
+
+def test_hand_table_schedules_caps_and_a_missing_open():
+    opens = {"AAA": [10., 10., 10., 10., 10., 10.], "BBB": [20.] * 6, "CCC": [30.] * 6}
+    disp = np.array([[50, 50, 50],
+                     [80, 50, 50],    # AAA signals -> entry open 2
+                     [50, 50, 50],
+                     [50, 50, 50],
+                     [50, 50, 50],
+                     [50, 75, 71]], dtype=float)  # D = 5: BBB and CCC signal, one slot after AAA leaves
+    panel = _hand_panel(opens)
+    # fixed 3 sessions: AAA entered at open 2 leaves at open 5 (before D's close): both signals enter
+    r = next_open(panel, disp, _cfg(exit="fixed_3d")).set_index("symbol")["decision"].to_dict()
+    assert r == {"AAA": NONE, "BBB": ENTER, "CCC": ENTER}
+    # fixed 4 sessions: AAA leaves at the next open (EXIT, schedule) and frees its slot: with max_positions=1 the
+    # higher score (BBB 75) takes it, CCC does not enter
+    rows = next_open(panel, disp, _cfg(exit="fixed_4d", max_positions=1)).set_index("symbol")
+    assert rows["decision"].to_dict() == {"AAA": EXIT, "BBB": ENTER, "CCC": NONE}
+    assert rows.loc["AAA", "exit_reason"] == "fixed" and rows.loc["AAA", "days_held"] == 3
+    # time stop 10: AAA is held with 10 - 3 = 7 sessions left; max_positions=1 keeps both signals out
+    rows = next_open(panel, disp, _cfg(exit="first_dist", time_stop=10, max_positions=1)).set_index("symbol")
+    assert rows["decision"].to_dict() == {"AAA": HOLD, "BBB": NONE, "CCC": NONE}
+    assert rows.loc["AAA", "scheduled_exit_in"] == 7
+    # a distribution at D while the next real open is missing: the sheet says EXIT on D, and again on D+1 (the fill
+    # waits for the next open that exists), and the backtest fills at the open after the hole
+    opens = {"AAA": [10., 10., 10., 10., 11., NAN, 12.]}
+    disp = np.array([[50], [80], [50], [50], [20], [NAN], [50]], dtype=float)
+    panel = _hand_panel(opens)
+    cfg = _cfg(exit="first_dist")
+    for d in (4, 5):
+        row = next_open(panel.slice(0, d + 1), disp[:d + 1], cfg).iloc[0]
+        assert row["decision"] == EXIT and row["entry_price"] == 10.0
+    tr = Evaluator(panel).run(cfg, display=disp).trades
+    assert (int(tr.entry_idx[0]), int(tr.exit_idx[0]), float(tr.exit_price[0])) == (2, 6, 12.0)
+
+
+def test_start_and_regime_mask_gate_entries_only():
+    opens = {"AAA": [10.] * 5, "BBB": [20.] * 5}
+    disp = np.array([[50, 50], [80, 50], [50, 50], [50, 50], [50, 90]], dtype=float)
+    panel = _hand_panel(opens)
+    cfg = _cfg(exit="first_dist")
+    assert next_open(panel, disp, cfg).set_index("symbol")["decision"].to_dict() == {"AAA": HOLD, "BBB": ENTER}
+    # span from row 2: AAA's signal at row 1 is before the span
+    assert next_open(panel, disp, cfg, start=2).set_index("symbol")["decision"].to_dict() == {"AAA": NONE,
+                                                                                              "BBB": ENTER}
+    # a regime filter closed on D blocks the new entry, never the held position
+    mask = np.array([True, True, True, True, False])
+    assert next_open(panel, disp, cfg, entry_ok=mask).set_index("symbol")["decision"].to_dict() == {"AAA": HOLD,
+                                                                                                    "BBB": NONE}
+    with pytest.raises(ParameterError, match="start must be"):
+        next_open(panel, disp, cfg, start=5)
+
+
+# ------------------------------------------------------------------------------------------------ sheet == backtest
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_sheet_equals_backtest_on_every_session_synthetic(synth_db, name):
+    params, regime = CONFIGS[name]
+    counts = _check_every_session(_panel(synth_db), params, regime, start=25)
+    assert counts[ENTER] >= 20 and counts[EXIT] >= 10 and counts[HOLD] >= 50, counts  # the oracle saw real work
+
+
+@pytest.fixture(scope="module")
+def real_db(tmp_path_factory) -> Path:
+    """Real adjusted prices (2023) of the tier1+3 symbols in the file, with a synthetic flow layer (oracle-placed
+    episodes so that signals and trades happen)."""
+    f = REAL / "prices_daily.csv.gz"
+    if not f.exists():
+        pytest.skip(f"real prices not available at {f}")
+    root = tmp_path_factory.mktemp("real_sheet")
+    synth_to_db(SynthConfig(seed=5, start="2023-01-03", end="2023-12-29", universe="tier1+3", effect=1.0,
+                            prices_file=str(f)), root / "raw", root / "store.duckdb")
+    return root / "store.duckdb"
+
+
+@pytest.mark.parametrize("name", ["first_dist", "hybrid_capped"])
+def test_sheet_equals_backtest_on_every_session_real_prices(real_db, name):
+    params, regime = CONFIGS[name]
+    counts = _check_every_session(_panel(real_db), params, regime, start=30)
+    assert counts[ENTER] >= 10 and counts[EXIT] >= 5, counts
+
+
+# ------------------------------------------------------------------------------------------------ no lookahead
+
+
+@pytest.mark.parametrize("day", ["2023-11-16", "2024-03-07"])
+def test_store_truncated_at_d_gives_the_same_sheet(synth_db, tmp_path, day):
+    rec = ParamsRecord(dict(CONFIGS["fixed_stops"][0]))
+    full = signal_sheet(rec, synth_db, date=day)
+    cut = signal_sheet(rec, _truncated_store(synth_db, tmp_path / "cut.duckdb", day))
+    assert cut.date == full.date == pd.Timestamp(day).date()
+    assert full.counts[HOLD] + full.counts[ENTER] + full.counts[EXIT] > 0
+    pd.testing.assert_frame_equal(cut.rows, full.rows)
+
+
+def test_real_store_truncated_at_d_gives_the_same_sheet(real_db, tmp_path):
+    rec = ParamsRecord(dict(CONFIGS["first_dist"][0]))
+    day = "2023-10-18"
+    full = signal_sheet(rec, real_db, date=day)
+    cut = signal_sheet(rec, _truncated_store(real_db, tmp_path / "cut.duckdb", day))
+    assert full.counts[HOLD] + full.counts[ENTER] > 0
+    pd.testing.assert_frame_equal(cut.rows, full.rows)
+
+
+# ------------------------------------------------------------------------------------------------ context
+
+
+def test_enter_rows_carry_the_backtest_events_context(synth_db):
+    params = CONFIGS["first_dist"][0]
+    panel = _panel(synth_db)
+    cfg = Config.from_params(params)
+    res = Evaluator(panel).run(cfg)
+    events = signal_events(res, panel, compute_context(panel)).set_index(["date", "symbol"])
+    rec = ParamsRecord(dict(params))
+    checked = 0
+    sig = sorted(set(res.trades.signal_idx.tolist()))
+    for k in (len(sig) // 4, len(sig) // 2, 3 * len(sig) // 4):  # three sessions whose close opened trades
+        day = str(panel.dates[sig[k]])
+        sheet = signal_sheet(rec, synth_db, date=day)
+        for r in sheet.of(ENTER).itertuples(index=False):
+            e = events.loc[(pd.Timestamp(day), r.symbol)]
+            assert r.signal_quality == e["signal_quality"] and r.trend == e["trend_state"]
+            assert bool(r.parent_etf_aligned) == bool(e["parent_etf_aligned"])
+            for mine, theirs in (("options_boost", "options_boost"), ("lit_z", "lit_z"), ("confidence", "confidence"),
+                                 ("put_call", "opt_put_call_ratio"), ("rsi_14", "rsi_14"), ("score", "score_value")):
+                assert getattr(r, mine) == pytest.approx(e[theirs], nan_ok=True), mine
+            assert r.regime == e["regime"] and r.learned_regime == e["learned_regime"]
+            assert 0 < r.data_coverage <= 1
+            checked += 1
+        none = sheet.rows[sheet.rows["decision"] == NONE]
+        assert none["signal_quality"].isna().all() and none["trend"].isna().all()  # context on actionable rows only
+    assert checked >= 3
+
+
+def test_risk_flags_by_hand():
+    # EEE: a 5% gap down at row 22, then extended (RSI-14 = 100 after a steady climb); its parent ETF XLK shows
+    # distribution at D. FFF trends down without options (FALLING) and misses its FINRA ratio on the last 5 of 20
+    # sessions (coverage 0.75: THIN_DATA). XLK itself: no parent, no flag.
+    n = 40
+    up = [50.0 + i for i in range(n)]
+    up_open = list(up)
+    up_open[22] = up[21] * 0.95
+    down = [100.0 - i for i in range(n)]
+    flat = [20.0] * n
+    ratio = {"EEE": [1.0] * n, "FFF": [1.0] * (n - 5) + [NAN] * 5, "XLK": [1.0] * n}
+    conf = {"EEE": [1.0] * n, "FFF": [1.0] * n, "XLK": [0.9] * n}
+    panel = _hand_panel({"EEE": up_open, "FFF": down, "XLK": flat}, {"EEE": up, "FFF": down, "XLK": flat},
+                        sectors={"EEE": "XLK"}, short_buy_sell_ratio=ratio, confidence=conf)
+    disp = np.full((n, 3), 50.0)
+    disp[-1] = [80, 80, 25]
+    from optimizer.engine.sheet import sheet_context
+
+    ctx = sheet_context(Evaluator(panel), _cfg(exit="first_dist"), disp, compute_context(panel), ["EEE", "FFF", "XLK"])
+    assert ctx["flags"].to_dict() == {"EEE": "SECTOR_WEAK,GAP_RISK,EXTENDED", "FFF": "FALLING,THIN_DATA", "XLK": ""}
+    assert ctx.loc["FFF", "data_coverage"] == 0.75 and ctx.loc["EEE", "data_coverage"] == 1.0
+    assert ctx.loc["FFF", "last_data_date"] == pd.Timestamp(panel.dates[n - 6])
+    assert ctx.loc["FFF", "trend"] == "DOWN" and ctx.loc["EEE", "trend"] == "UP"
+    assert ctx.loc["EEE", "parent_etf_available"] and not ctx.loc["EEE", "parent_etf_aligned"]
+    assert pd.isna(ctx.loc["XLK", "signal_quality"])  # 25 < buy: not a signal, not graded
+
+
+def test_quality_buckets_by_hand():
+    ev = pd.DataFrame({
+        "signal_quality": ["HIGH", "HIGH", "LOW", "LOW", "LOW", "MEDIUM"],
+        "net_return": [0.05, -0.02, 0.01, 0.02, -0.01, 0.3],
+        "excess_return": [0.04, -0.03, NAN, 0.01, -0.02, 0.2],
+        "open_at_end": [False, False, False, False, False, True],
+    })
+    b = quality_buckets(ev).set_index("signal_quality")
+    assert b.loc["HIGH", "oos_trades"] == 2 and b.loc["HIGH", "oos_hit_rate"] == 0.5
+    assert b.loc["HIGH", "oos_avg_excess_return"] == pytest.approx(0.005)
+    assert b.loc["LOW", "oos_trades"] == 3 and b.loc["LOW", "oos_hit_rate"] == pytest.approx(2 / 3)
+    assert b.loc["LOW", "oos_avg_excess_return"] == pytest.approx(-0.005)  # NaN excess left out
+    assert "MEDIUM" not in b.index  # its only event is open at the end
+    assert b.loc["ALL", "oos_trades"] == 5
+    assert quality_buckets(pd.DataFrame()).empty
+
+
+def test_walkforward_buckets_reach_enter_rows(synth_db, tmp_path):
+    wf = tmp_path / "wf"
+    wf.mkdir()
+    events = pd.DataFrame({"signal_quality": ["LOW", "LOW", "MEDIUM", "HIGH"], "net_return": [0.1, -0.1, 0.2, 0.3],
+                           "excess_return": [0.05, -0.15, 0.1, 0.2], "open_at_end": [False] * 4})
+    (wf / "result.json").write_text("{}")
+    for n in ("walk_forward_summary", "parameter_stability"):
+        (wf / f"{n}.csv").write_text("a\n1\n")
+    pd.DataFrame({"x": [1]}).to_parquet(wf / "oos_trades.parquet")
+    pd.DataFrame({"x": [1]}).to_parquet(wf / "oos_equity.parquet")
+    events.to_parquet(wf / "oos_events.parquet")
+    params = CONFIGS["first_dist"][0]
+    day = _entry_sessions(synth_db, params)[-1]
+    sheet = signal_sheet(ParamsRecord(dict(params)), synth_db, date=day, walkforward=wf)
+    enter = sheet.of(ENTER)
+    assert len(enter) >= 2
+    want = {"LOW": (2, 0.5, -0.05), "MEDIUM": (1, 1.0, 0.1), "HIGH": (1, 1.0, 0.2)}
+    for r in enter.itertuples(index=False):
+        assert (r.oos_trades, r.oos_hit_rate, pytest.approx(r.oos_avg_excess_return)) == want[r.signal_quality]
+    assert sheet.rows.loc[sheet.rows["decision"] != ENTER, "oos_trades"].isna().all()
+
+
+# ------------------------------------------------------------------------------------------------ params file
+
+
+def test_params_record_formats(tmp_path):
+    def rec(doc) -> ParamsRecord:
+        p = tmp_path / "p.json"
+        p.write_text(json.dumps(doc))
+        return load_params_record(p)
+
+    flat = rec({"variant": "C", "buy_threshold": 66})
+    assert flat.params == {"variant": "C", "buy_threshold": 66} and flat.universe is None and flat.regime is None
+    best = rec({"study": "s", "number": 3, "value": 0.1, "params": {"exit": "fixed_10d"}, "metrics": {"x": 1},
+                "costs": {"commission_bps": 2.0, "slippage_bps": 7.0}})
+    cfg = best.config()
+    assert cfg.costs.commission_bps == 2.0 and cfg.costs.slippage_bps == 7.0 and cfg.exit.hold_days == 10
+    rich = rec({"params": {"weights": "balanced", "use_stop_loss": False, "stop_loss": 0.05}, "universe": ["SPY", "QQQ"],
+                "span": ["2023-06-01", "2024-01-31"], "regime_filter": "RISK_ON"})
+    assert rich.universe == ("SPY", "QQQ") and rich.start == "2023-06-01" and rich.regime == "RISK_ON"
+    assert rich.config().exit.stop_loss is None and rich.config().score.w_short > 0  # switches and presets applied
+    nested = rec({"config": {"params": {"variant": "D"}, "span_start": "2023-02-01", "universe": "tier1"}})
+    assert nested.params == {"variant": "D"} and nested.start == "2023-02-01" and nested.universe == "tier1"
+    for bad, msg in (([1, 2], "must hold a JSON object"), ({"regime": "SUNNY"}, "regime must be one of"),
+                     ({"params": {"x": 1}, "costs": 5}, "costs must be an object"),
+                     ({"span": 7}, "span must be")):
+        with pytest.raises(ParameterError, match=msg):
+            rec(bad)
+    with pytest.raises(ParameterError, match="unknown parameter"):
+        rec({"bogus": 1}).config()
+    (tmp_path / "broken.json").write_text("{nope")
+    with pytest.raises(ParameterError, match="broken.json: cannot read"):
+        load_params_record(tmp_path / "broken.json")
+
+
+def test_params_hash_identifies_what_decides_the_rows():
+    cfg = Config.from_params({"variant": "B"})
+    h = params_hash(cfg, "tier1+3", "2023-01-03", "ALL")
+    assert h == params_hash(Config.from_params({"variant": "B"}), "tier1+3", "2023-01-03", "ALL")
+    assert len({h, params_hash(cfg, "tier1", "2023-01-03", "ALL"), params_hash(cfg, "tier1+3", "2023-02-01", "ALL"),
+                params_hash(cfg, "tier1+3", "2023-01-03", "RISK_ON"),
+                params_hash(Config.from_params({"variant": "C"}), "tier1+3", "2023-01-03", "ALL")}) == 5
+
+
+# ------------------------------------------------------------------------------------------------ sheet on the store
+
+
+def test_sheet_defaults_to_latest_finra_session_and_refuses_bad_dates(synth_db, tmp_path):
+    rec = ParamsRecord({"variant": "B"})
+    sheet = signal_sheet(rec, synth_db)
+    assert str(sheet.date) == "2024-06-28" and str(sheet.next_session) == "2024-07-01"
+    assert list(sheet.rows.columns) == list(SHEET_COLUMNS) and len(sheet.rows) == 33
+    assert sheet.span_start == pd.Timestamp("2023-01-03").date()
+    with pytest.raises(DataError, match="no FINRA data on 2024-06-29; nearest dates: 2024-06-28"):
+        signal_sheet(rec, synth_db, date="2024-06-29")
+    # FINRA data for a session whose prices are not in yet: the sheet refuses rather than use an older session
+    db = tmp_path / "s.duckdb"
+    shutil.copy(synth_db, db)
+    con = duckdb.connect(str(db))
+    con.execute("INSERT INTO finra_short_daily SELECT DATE '2024-07-01', symbol, facility, market, short_volume, "
+                "short_exempt_volume, total_volume, source_file FROM finra_short_daily WHERE date = DATE '2024-06-28'")
+    con.close()
+    with pytest.raises(DataError, match="daily_metrics has no row on 2024-07-01"):
+        signal_sheet(rec, db)
+
+
+def test_write_signal_sheet_table_and_files(synth_db, tmp_path):
+    db = tmp_path / "w.duckdb"
+    shutil.copy(synth_db, db)
+    rec = ParamsRecord(dict(CONFIGS["fixed_stops"][0]))
+    sheet = signal_sheet(rec, db, date="2024-02-13")
+    paths = write_signal_sheet(sheet, db, tmp_path / "out")
+    first = {k: Path(v).read_bytes() for k, v in paths.items() if k != "table"}
+    write_signal_sheet(signal_sheet(rec, db, date="2024-02-13"), db, tmp_path / "out")  # again: replaced, same bytes
+    assert {k: Path(v).read_bytes() for k, v in paths.items() if k != "table"} == first
+    other = signal_sheet(rec, db, date="2024-02-13", universe="tier1")
+    write_signal_sheet(other, db, tmp_path / "out")
+    con = duckdb.connect(str(db), read_only=True)
+    got = con.execute("SELECT params_hash, count(*), count(DISTINCT symbol) FROM signal_sheet GROUP BY 1 ORDER BY 2"
+                      ).fetchall()
+    stored = con.execute("SELECT * FROM signal_sheet WHERE params_hash = ? ORDER BY symbol", [sheet.params_hash]).df()
+    con.close()
+    assert sorted(got) == sorted([(sheet.params_hash, 33, 33), (other.params_hash, 15, 15)])
+    mine = sheet.rows.sort_values("symbol").reset_index(drop=True)
+    assert stored["decision"].tolist() == mine["decision"].tolist()
+    assert np.allclose(stored["score"], mine["score"], equal_nan=True)
+    assert stored["entry_date"].isna().tolist() == mine["entry_date"].isna().tolist()
+    assert json.loads(stored["params"][0]) == sheet.config.to_params() and (stored["exit_strategy"] == "fixed_10d").all()
+    doc = json.loads(first["json"])
+    assert doc["sheet"]["params_hash"] == sheet.params_hash and len(doc["rows"]) == 33
+    page = first["html"].decode()
+    n_charts = sheet.counts[ENTER] + sheet.counts[EXIT]
+    assert n_charts > 0 and page.count("Plotly.newPlot") == n_charts and f'data-plots-expected="{n_charts}"' in page
+    assert paths["html"].parent.name == f"2024-02-13_{sheet.params_hash}"
+
+
+# ------------------------------------------------------------------------------------------------ commands
+
+
+def _run(*args, env=None):
+    base = {"ACCUMOPT_DB": None, "ACCUMOPT_OUTPUT": None, "POLYGON_API_KEY": None}
+    return CliRunner().invoke(main, [str(a) for a in args], env=base | (env or {}), catch_exceptions=True)
+
+
+def test_signals_command_table_json_csv(synth_db, tmp_path):
+    p = tmp_path / "best.json"
+    p.write_text(json.dumps({"params": CONFIGS["first_dist"][0], "costs": {"commission_bps": 1, "slippage_bps": 5}}))
+    day = _entry_sessions(synth_db, CONFIGS["first_dist"][0])[-1]
+    nxt = str(nyse_sessions(pd.Timestamp(day) + pd.Timedelta(days=1), pd.Timestamp(day) + pd.Timedelta(days=9))[0].date())
+    res = _run("signals", "--params", p, "--db", synth_db, "--date", day, "--no-save", "--all")
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert lines[0] == f"signal sheet {day} close -> orders for the {nxt} open"
+    assert max(len(x) for x in lines) <= 80 and "ENTER at the next open" in res.stdout and "every symbol" in res.stdout
+    assert not (tmp_path / "output").exists()
+    js = _run("signals", "--params", p, "--db", synth_db, "--date", day, "--no-save", "--format", "json")
+    doc = json.loads(js.stdout)
+    assert doc["sheet"]["date"] == day and len(doc["rows"]) == 33 and doc["outputs"] == {}
+    csv = _run("signals", "--params", p, "--db", synth_db, "--date", day, "--no-save", "--format", "csv")
+    df = pd.read_csv(io.StringIO(csv.stdout))
+    assert list(df.columns) == list(SHEET_COLUMNS) and len(df) == 33
+    assert sorted(df.loc[df.decision == ENTER, "symbol"]) == sorted(r["symbol"] for r in doc["rows"]
+                                                                    if r["decision"] == ENTER)
+    bad = _run("signals", "--params", p, "--db", synth_db, "--date", "2024-02-17", "--no-save")
+    assert bad.exit_code == 2 and bad.stderr.startswith("error: no FINRA data on 2024-02-17") and "Traceback" not in bad.output
+
+
+def _tonight(raw: Path, day: str, db_src: Path, db: Path, folder: Path) -> None:
+    """``db``: the store as it was before the night of ``day`` (a copy of ``db_src`` without that session's raw rows
+    and ingest records); ``folder``: that night's new files (its CNMS file and that day's rows of the prices,
+    lit-flow and options CSVs, as a data vendor would deliver them)."""
+    (folder / "finra").mkdir(parents=True)
+    stamp = pd.Timestamp(day).strftime("%Y%m%d")
+    shutil.copy(raw / "finra" / f"CNMSshvol{stamp}.txt", folder / "finra")
+    for name in ("prices_daily.csv", "lit_flow_daily.csv", "options_daily.csv"):
+        df = pd.read_csv(raw / name, dtype=str, keep_default_na=False)
+        df[df["date"] == day].to_csv(folder / name, index=False)
+    shutil.copy(db_src, db)
+    con = duckdb.connect(str(db))
+    try:
+        for t in ("finra_short_daily", "prices_daily", "lit_flow_daily", "options_daily"):
+            con.execute(f"DELETE FROM {t} WHERE date = ?", [pd.Timestamp(day).date()])
+        con.execute("DELETE FROM ingest_log WHERE file LIKE ?", [f"%CNMSshvol{stamp}%"])
+    finally:
+        con.close()
+
+
+def test_evening_ingests_new_files_and_is_idempotent(synth_db, tmp_path):
+    day = "2024-06-28"
+    evening, db = tmp_path / "tonight", tmp_path / "e.duckdb"
+    _tonight(synth_db.parent / "raw", day, synth_db, db, evening)
+    con = duckdb.connect(str(db), read_only=True)
+    assert str(con.execute("SELECT max(date) FROM finra_short_daily").fetchone()[0]) == "2024-06-27"
+    con.close()
+    p = tmp_path / "best.json"
+    p.write_text(json.dumps({"params": CONFIGS["first_dist"][0]}))
+    out = tmp_path / "out"
+    res = _run("evening", "--params", p, "--db", db, "--ingest", evening, "--out", out)
+    assert res.exit_code == 0, res.output
+    assert "signal sheet 2024-06-28 close -> orders for the 2024-07-01 open" in res.stdout
+    assert f"sheet_html: {out}/signals/2024-06-28_" in res.stdout and f"scan_top_csv: {out}/scanner/2024-06-28" in res.stdout
+
+    def state():
+        con = duckdb.connect(str(db), read_only=True)
+        try:
+            tables = {t: con.execute(f"SELECT * EXCLUDE (created_at) FROM {t} ORDER BY ALL").df() if t == "signal_sheet"
+                      else con.execute(f"SELECT * FROM {t} ORDER BY ALL").df()
+                      for t in ("finra_short_daily", "prices_daily", "daily_metrics", "scanner_daily_metrics",
+                                "signal_sheet")}
+        finally:
+            con.close()
+        files = {str(f.relative_to(out)): f.read_bytes() for f in sorted(out.rglob("*")) if f.is_file()}
+        return tables, files
+
+    t1, f1 = state()
+    assert pd.Timestamp(t1["daily_metrics"]["date"].max()).date() == pd.Timestamp(day).date()
+    assert len(t1["signal_sheet"]) == 33 and (t1["signal_sheet"]["date"] == pd.Timestamp(day)).all()
+    # the sheet equals the one computed on the store that always had the night's files
+    direct = signal_sheet(ParamsRecord(dict(CONFIGS["first_dist"][0])), synth_db)
+    stored = t1["signal_sheet"].sort_values("symbol").reset_index(drop=True)
+    assert stored["decision"].tolist() == direct.rows.sort_values("symbol")["decision"].tolist()
+    again = _run("evening", "--params", p, "--db", db, "--ingest", evening, "--out", out, "--format", "json")
+    assert again.exit_code == 0, again.output
+    doc = json.loads(again.stdout)
+    assert doc["ingest"]["finra-short"]["skipped_identical"] == 1 and doc["ingest"]["prices"]["skipped_identical"] == 1
+    t2, f2 = state()
+    assert f2 == f1
+    for k in t1:
+        pd.testing.assert_frame_equal(t2[k], t1[k], obj=k)
+
+
+def test_evening_refuses_unknown_files_and_a_store_without_finra(tmp_path, synth_db):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("hello")
+    with pytest.raises(ParameterError, match="cannot tell the kind of 1 file"):
+        classify_files(folder)
+    (folder / "notes.txt").unlink()
+    (folder / "prices").mkdir()
+    (folder / "prices" / "a.csv").write_text("x")
+    (folder / "CNMSshvol20240102.txt").write_text("x")
+    assert {k: [f.name for f in v] for k, v in classify_files(folder).items()} == {
+        "finra-short": ["CNMSshvol20240102.txt"], "prices": ["a.csv"]}
+    p = tmp_path / "best.json"
+    p.write_text(json.dumps({"variant": "B"}))
+    res = _run("evening", "--params", p, "--db", tmp_path / "none.duckdb", "--through", "2024-01-05", "--out",
+               tmp_path / "o")
+    assert res.exit_code == 2 and "none.duckdb does not exist" in res.stderr and not (tmp_path / "none.duckdb").exists()
+    connect(tmp_path / "empty.duckdb").close()  # a store with the schema and no data: nothing to fetch after
+    res = _run("evening", "--params", p, "--db", tmp_path / "empty.duckdb", "--through", "2024-01-05", "--out",
+               tmp_path / "o")
+    assert res.exit_code == 2 and res.stderr.startswith("error: the store holds no FINRA short-sale data")
+    with pytest.raises(ParameterError, match="unknown parameter"):
+        run_evening(ParamsRecord({"bogus": 1}), synth_db, tmp_path / "o", fetch=False)
