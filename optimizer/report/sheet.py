@@ -147,12 +147,15 @@ def _fmt(v: Any, kind: str = "") -> str:
         return ""
     if kind == "pct" and isinstance(v, (int, float)):
         return f"{100 * v:+.1f}%"
+    if kind == "share" and isinstance(v, (int, float)):
+        return f"{100 * v:.0f}%"
     if isinstance(v, float):
         return f"{v:.4g}" if abs(v) < 1e5 else f"{v:,.0f}"
     return str(v)
 
 
-_PCT = {"unrealised_return", "oos_hit_rate", "oos_avg_excess_return", "data_coverage", "atr_pct"}
+_KIND = {"unrealised_return": "pct", "oos_avg_excess_return": "pct", "oos_avg_return": "pct",
+         "oos_hit_rate": "share", "data_coverage": "share", "atr_pct": "share"}
 _HTML_COLUMNS = {
     ENTER: ["symbol", "score", "signal_quality", "trend", "regime", "sector_etf", "parent_etf_aligned",
             "options_boost", "confidence", "data_coverage", "flags", "oos_trades", "oos_hit_rate",
@@ -166,7 +169,7 @@ _HTML_COLUMNS = {
 
 def _rows_table(df: pd.DataFrame, cols: list[str]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r[c], 'pct' if c in _PCT else ''))}</td>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r[c], _KIND.get(c, '')))}</td>" for c in cols)
                    + "</tr>" for _, r in df.iterrows())
     return f'<div class="scroll"><table class="tbl"><tr>{head}</tr>{body}</table></div>'
 
