@@ -601,3 +601,76 @@ def test_evening_refuses_unknown_files_and_a_store_without_finra(tmp_path, synth
     assert res.exit_code == 2 and res.stderr.startswith("error: the store holds no FINRA short-sale data")
     with pytest.raises(ParameterError, match="unknown parameter"):
         run_evening(ParamsRecord({"bogus": 1}), synth_db, tmp_path / "o", fetch=False)
+
+
+@pytest.fixture
+def vendor(synth_db):
+    """A local stand-in (127.0.0.1) for the FINRA CDN and Polygon serving the synthetic market's files: the CNMS
+    file of each session and each ticker's daily aggregates (from the market's prices CSV)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import unquote, urlparse
+
+    raw = synth_db.parent / "raw"
+    prices = pd.read_csv(raw / "prices_daily.csv")
+    hits: list[str] = []
+
+    class H(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def _send(self, code, body=b""):
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            u = urlparse(self.path)
+            hits.append(u.path)
+            if u.path.startswith("/cdn/"):
+                f = raw / "finra" / u.path.rsplit("/", 1)[1]
+                return self._send(200, f.read_bytes()) if f.exists() else self._send(404)
+            if u.path.startswith("/poly/v2/aggs/ticker/"):
+                parts = u.path.split("/")
+                t, d0, d1 = unquote(parts[5]), parts[9], parts[10]
+                sel = prices[(prices.symbol == t) & (prices.date >= d0) & (prices.date <= d1)]
+                bars = [{"t": int(pd.Timestamp(r.date, tz="America/New_York").timestamp() * 1000), "o": r.open,
+                         "h": r.high, "l": r.low, "c": r.close, "v": r.volume} for r in sel.itertuples()]
+                return self._send(200, json.dumps({"ticker": t, "status": "OK", "results": bars}).encode())
+            return self._send(404)
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{srv.server_address[1]}"
+    yield {"FINRA_CDN_URL": f"{base}/cdn", "POLYGON_BASE_URL": f"{base}/poly", "POLYGON_API_KEY": "k-test"}, hits
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_evening_fetches_the_sessions_after_the_store_and_then_has_nothing_new(synth_db, tmp_path, vendor):
+    env, hits = vendor
+    db = tmp_path / "f.duckdb"
+    _tonight(synth_db.parent / "raw", "2024-06-28", synth_db, db, tmp_path / "unused")
+    p = tmp_path / "best.json"
+    p.write_text(json.dumps({"params": CONFIGS["first_dist"][0], "universe": "tier1"}))
+    out = tmp_path / "out"
+    res = _run("evening", "--params", p, "--db", db, "--through", "2024-06-30", "--out", out, "--format", "json",
+               env=env)
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["ingest"]["finra-short"]["files"] == 1 and doc["ingest"]["finra-short"]["rows_accepted"] == 33
+    assert doc["ingest"]["prices"]["rows_accepted"] == 16  # the 15 tier1 symbols (SPY among them) and ^VIX
+    assert doc["sheet"]["date"] == "2024-06-28" and doc["sheet"]["universe"] == "tier1"
+    assert "/cdn/CNMSshvol20240628.txt" in hits and not any("20240627" in h for h in hits)  # only the new session
+    con = duckdb.connect(str(db), read_only=True)
+    n = con.execute("SELECT count(*) FROM prices_daily WHERE date = DATE '2024-06-28'").fetchone()[0]
+    con.close()
+    assert n == 16
+    hits.clear()
+    again = _run("evening", "--params", p, "--db", db, "--through", "2024-06-30", "--out", out, "--format", "json",
+                 env=env)
+    doc2 = json.loads(again.stdout)
+    assert not hits and doc2["ingest"] == {} and any("already holds FINRA data through 2024-06-28" in w
+                                                     for w in doc2["warnings"])
+    assert doc2["sheet"] == doc["sheet"]
