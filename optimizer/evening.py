@@ -149,6 +149,15 @@ def _fetch(db: str | Path, cache: Path, through: dt.date, universe: object, sett
     return {k: v for k, v in files.items() if v}
 
 
+def _ingest_line(totals: dict[str, dict[str, Any]]) -> str:
+    """``finra-short 33 rows, prices unchanged, ...``: what each kind's files added."""
+    parts = []
+    for kind, v in totals.items():
+        new = v["files"] - v.get("skipped_identical", 0)
+        parts.append(f"{kind} {v['rows_accepted']} rows" if new else f"{kind} unchanged")
+    return ", ".join(parts)
+
+
 def run_evening(
     params: str | Path | ParamsRecord,
     db: str | Path,
@@ -187,16 +196,14 @@ def run_evening(
     if ingest_dir is not None:
         files = classify_files(ingest_dir)
         _ingest(db, files, res, st, progress)
-        step("ingest", t, ", ".join(f"{k} {v['files']} file(s) {v['rows_accepted']} rows "
-                                    f"({v.get('skipped_identical', 0)} unchanged)" for k, v in res.ingest.items()))
+        step("ingest", t, _ingest_line(res.ingest))
     elif fetch:
         day = pd.Timestamp(through).date() if through is not None else dt.date.today()
         check_param(day <= dt.date.today(), "through", f"on or before today ({dt.date.today()})", str(through))
         files = _fetch(db, out / "raw", day, uni, st, res)
         if files:
             _ingest(db, files, res, st, progress)
-        step("fetch", t, ", ".join(f"{k} {v['files']} file(s) {v['rows_accepted']} rows" for k, v in
-                                   res.ingest.items()) or "nothing new")
+        step("fetch", t, _ingest_line(res.ingest) or "nothing new")
     t = time.perf_counter()
     con = connect(db)
     try:
