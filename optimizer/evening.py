@@ -33,10 +33,8 @@ from optimizer.data.store import connect, table_exists
 from optimizer.data.universe import MARKET_SYMBOL, VIX_SYMBOL, resolve_universe
 from optimizer.errors import DataError, ParameterError, check_param
 from optimizer.settings import Settings
-from optimizer.signals import (
-    DEFAULT_UNIVERSE, ParamsRecord, SignalSheet, latest_finra_date, load_params_record, signal_sheet,
-    write_signal_sheet,
-)
+from optimizer.signals import DEFAULT_UNIVERSE, SignalSheet, latest_finra_date, signal_sheet, write_signal_sheet
+from optimizer.study.paramsfile import ParamsRecord, load_params_record
 
 __all__ = ["EveningResult", "run_evening", "classify_files", "INGEST_ORDER"]
 

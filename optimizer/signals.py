@@ -1,9 +1,7 @@
 """The evening signal sheet: a configuration applied to the latest session (the library behind ``accumopt signals``).
 
-``load_params_record(path)`` reads a parameters file: a flat object of parameters, ``{"params": {...}}``, or the
-``study best --format json`` document (its ``costs`` become the configuration's costs), and, when present, the
-richer record's ``universe``, span start (``start``, ``span_start`` or ``span: [start, end]`` / ``{"start": ...}``)
-and regime filter (``regime`` or ``regime_filter``). It is the ONE reader of that format here.
+The parameters file is read by ``optimizer.study.paramsfile.load_params_record`` (a ``ParamsRecord``: engine
+parameters with costs, and the universe, span start and regime filter when the file states them).
 
 ``signal_sheet(record, db, date=None, ...)`` loads the universe's panel up to session D (default: the latest session
 with FINRA data in the store; nothing after D is read), computes the configuration's display with the ``Evaluator``
@@ -19,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,79 +39,15 @@ from optimizer.engine.sheet import (
 )
 from optimizer.errors import DataError, ParameterError, check_param
 from optimizer.report.sheet import sheet_charts, write_sheet_files, write_sheet_table
-from optimizer.study.space import engine_params
+from optimizer.study.paramsfile import ParamsRecord
 from optimizer.validate.walkforward import load_walkforward
 
 __all__ = [
-    "ParamsRecord", "SignalSheet", "load_params_record", "params_hash", "latest_finra_date", "signal_sheet",
+    "SignalSheet", "params_hash", "latest_finra_date", "signal_sheet",
     "write_signal_sheet", "DEFAULT_UNIVERSE",
 ]
 
 DEFAULT_UNIVERSE = "tier1+3"
-_RECORD_KEYS = {"params", "costs", "universe", "start", "span_start", "span", "regime", "regime_filter", "study",
-                "number", "value", "metrics", "config", "end"}
-
-
-@dataclass(frozen=True)
-class ParamsRecord:
-    """A configuration as a parameters file holds it: engine ``params`` (costs included) and, when the file says
-    so, the ``universe``, span ``start`` and ``regime`` filter it was chosen on (None = not stated)."""
-
-    params: dict[str, Any]
-    universe: str | tuple[str, ...] | None = None
-    start: str | None = None
-    regime: str | None = None
-    source: str | None = None
-
-    def config(self) -> Config:
-        """The engine configuration (presets expanded, switches applied; ``Config.from_params`` checks every key)."""
-        return Config.from_params(engine_params(self.params))
-
-
-def _span_start(doc: Mapping[str, Any], path: str) -> str | None:
-    for key in ("start", "span_start"):
-        if doc.get(key) is not None:
-            return str(doc[key])
-    span = doc.get("span")
-    if span is None:
-        return None
-    if isinstance(span, Mapping) and span.get("start") is not None:
-        return str(span["start"])
-    if isinstance(span, (list, tuple)) and span:
-        return str(span[0])
-    raise ParameterError(f"{path}: span must be [start, end] or {{\"start\": ...}}, got span={span!r}")
-
-
-def load_params_record(path: str | Path) -> ParamsRecord:
-    """Read a JSON parameters file (see the module docstring). Errors name the file and the rule."""
-    p = str(path)
-    try:
-        doc = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ParameterError(f"{p}: cannot read a JSON params file: {e}") from None
-    if not isinstance(doc, dict):
-        raise ParameterError(f"{p}: must hold a JSON object of parameters or {{\"params\": {{...}}}}")
-    if isinstance(doc.get("config"), dict):  # a stored effective configuration: its record sits under "config"
-        doc = {**{k: v for k, v in doc.items() if k != "config"}, **doc["config"]}
-    if isinstance(doc.get("params"), dict):
-        params = dict(doc["params"])
-        meta = doc
-    else:
-        params = {k: v for k, v in doc.items() if k not in _RECORD_KEYS}
-        meta = doc
-    costs = meta.get("costs")
-    if costs is not None:
-        if not isinstance(costs, dict):
-            raise ParameterError(f"{p}: costs must be an object {{commission_bps, slippage_bps}}, got costs={costs!r}")
-        for k, v in costs.items():
-            params.setdefault(k, v)
-    uni = meta.get("universe")
-    if isinstance(uni, list):
-        uni = tuple(str(s) for s in uni)
-    regime = meta.get("regime", meta.get("regime_filter"))
-    if regime is not None:
-        check_param(regime in REGIME_NAMES, "regime", f"one of {', '.join(REGIME_NAMES)} (in {p})", regime)
-    return ParamsRecord(params, uni, _span_start(meta, p), None if regime is None else str(regime), p)
 
 
 def params_hash(config: Config, universe: object, start: object, regime: str) -> str:

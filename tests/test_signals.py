@@ -35,7 +35,8 @@ from optimizer.engine.sheet import EXIT, ENTER, HOLD, NONE, SHEET_COLUMNS, next_
 from optimizer.engine.simulate import EXIT_REASONS, Span
 from optimizer.errors import DataError, ParameterError
 from optimizer.evening import classify_files, run_evening
-from optimizer.signals import ParamsRecord, load_params_record, params_hash, signal_sheet, write_signal_sheet
+from optimizer.signals import params_hash, signal_sheet, write_signal_sheet
+from optimizer.study.paramsfile import ParamsRecord, load_params_record
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 NAN = float("nan")

@@ -134,7 +134,8 @@ def signals_cmd(params_file, universe, start, regime, walkforward, date, show_al
     """Tonight's signal sheet: for a configuration, every symbol's score on session D and its decision for the next
     open (ENTER / EXIT / HOLD), from positions replayed by the backtest engine; no order is placed."""
     from optimizer.report.sheet import sheet_records
-    from optimizer.signals import load_params_record, signal_sheet, write_signal_sheet
+    from optimizer.signals import signal_sheet, write_signal_sheet
+    from optimizer.study.paramsfile import load_params_record
 
     rec = load_params_record(params_file)
     sheet = signal_sheet(rec, db, date=date, universe=universe, start=start, regime=regime, walkforward=walkforward)

@@ -1,0 +1,89 @@
+"""The ONE reader of a parameters file (``--params FILE`` of ``signals`` and ``evening``).
+
+Accepted: a flat object of parameters; ``{"params": {...}}``; the ``study best --format json`` document (its
+``costs`` become commission_bps / slippage_bps unless the params hold them); a record under ``config``. When present
+it also reads the richer record's ``universe`` (a name or a list), span start (``start``, ``span_start``,
+``span: [start, end]`` or ``span: {"start": ...}``) and regime filter (``regime`` or ``regime_filter``). A change to
+the format is an edit of ``load_params_record`` only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from optimizer.engine.evaluate import Config
+from optimizer.engine.regime_filter import REGIME_NAMES
+from optimizer.errors import ParameterError, check_param
+from optimizer.study.space import engine_params
+
+__all__ = ["ParamsRecord", "load_params_record", "RECORD_KEYS"]
+
+# Keys of a parameters document that are not engine parameters.
+RECORD_KEYS = frozenset({"params", "costs", "universe", "start", "span_start", "span", "regime", "regime_filter",
+                         "study", "number", "value", "metrics", "config", "end"})
+
+
+@dataclass(frozen=True)
+class ParamsRecord:
+    """A configuration as a parameters file holds it: engine ``params`` (costs included) and, when the file says
+    so, the ``universe``, span ``start`` and ``regime`` filter it was chosen on (None = not stated)."""
+
+    params: dict[str, Any]
+    universe: str | tuple[str, ...] | None = None
+    start: str | None = None
+    regime: str | None = None
+    source: str | None = None
+
+    def config(self) -> Config:
+        """The engine configuration (presets expanded, switches applied; ``Config.from_params`` checks every key)."""
+        return Config.from_params(engine_params(self.params))
+
+
+def _span_start(doc: Mapping[str, Any], path: str) -> str | None:
+    for key in ("start", "span_start"):
+        if doc.get(key) is not None:
+            return str(doc[key])
+    span = doc.get("span")
+    if span is None:
+        return None
+    if isinstance(span, Mapping) and span.get("start") is not None:
+        return str(span["start"])
+    if isinstance(span, (list, tuple)) and span:
+        return str(span[0])
+    raise ParameterError(f"{path}: span must be [start, end] or {{\"start\": ...}}, got span={span!r}")
+
+
+def load_params_record(path: str | Path) -> ParamsRecord:
+    """Read a JSON parameters file (see the module docstring). Errors name the file and the rule."""
+    p = str(path)
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ParameterError(f"{p}: cannot read a JSON params file: {e}") from None
+    if not isinstance(doc, dict):
+        raise ParameterError(f"{p}: must hold a JSON object of parameters or {{\"params\": {{...}}}}")
+    if isinstance(doc.get("config"), dict):  # a stored effective configuration: its record sits under "config"
+        doc = {**{k: v for k, v in doc.items() if k != "config"}, **doc["config"]}
+    if isinstance(doc.get("params"), dict):
+        params = dict(doc["params"])
+        meta = doc
+    else:
+        params = {k: v for k, v in doc.items() if k not in RECORD_KEYS}
+        meta = doc
+    costs = meta.get("costs")
+    if costs is not None:
+        if not isinstance(costs, dict):
+            raise ParameterError(f"{p}: costs must be an object {{commission_bps, slippage_bps}}, got costs={costs!r}")
+        for k, v in costs.items():
+            params.setdefault(k, v)
+    uni = meta.get("universe")
+    if isinstance(uni, list):
+        uni = tuple(str(s) for s in uni)
+    regime = meta.get("regime", meta.get("regime_filter"))
+    if regime is not None:
+        check_param(regime in REGIME_NAMES, "regime", f"one of {', '.join(REGIME_NAMES)} (in {p})", regime)
+    return ParamsRecord(params, uni, _span_start(meta, p), None if regime is None else str(regime), p)
