@@ -679,3 +679,19 @@ def test_evening_fetches_the_sessions_after_the_store_and_then_has_nothing_new(s
     assert not hits and doc2["ingest"] == {} and any("already holds FINRA data through 2024-06-28" in w
                                                      for w in doc2["warnings"])
     assert doc2["sheet"] == doc["sheet"]
+
+
+def test_charts_enter_by_score_then_exit_and_capped():
+    from optimizer.report.sheet import sheet_charts
+
+    n = 30
+    panel = _hand_panel({s: [10.0] * n for s in ("A", "B", "C", "D")})
+    rows = pd.DataFrame({"symbol": ["A", "B", "C", "D"], "decision": [ENTER, EXIT, ENTER, HOLD],
+                         "score": [80.0, 20.0, 90.0, 50.0], "entry_date": [pd.NaT, pd.Timestamp("2024-01-05"), pd.NaT,
+                                                                         pd.Timestamp("2024-01-04")],
+                         "entry_price": [NAN, 10.0, NAN, 10.0]})
+    disp = np.full((n, 4), 50.0)
+    assert [s for s, _ in sheet_charts(rows, panel, disp, 70, 30)] == ["C", "A", "B"]  # no chart for HOLD
+    assert [s for s, _ in sheet_charts(rows, panel, disp, 70, 30, limit=2)] == ["C", "A"]
+    fig = dict(sheet_charts(rows, panel, disp, 70, 30, sessions=10))["B"]
+    assert len(fig.data[0].x) == 10 and any(t.name == "entry" for t in fig.data)  # the held position's entry marked

@@ -3,7 +3,8 @@
 ``write_sheet_table(con, frame)`` replaces the frame's (date, params_hash) rows of ``signal_sheet`` (created by store
 migration v3) in one transaction, casting each column to the table's own type (NaN -> NULL) and stamping
 ``created_at``. ``sheet_charts`` builds a small price + score figure per ENTER / EXIT symbol (the last
-``sessions`` rows up to D: close, the position's entry, the score with the buy / sell thresholds) and
+``sessions`` rows up to D: close, the position's entry, the score with the buy / sell thresholds; at most
+``MAX_CHARTS``) and
 ``write_sheet_files`` writes ``sheet.csv`` (every symbol), ``sheet.json`` (the sheet's settings, the out-of-sample
 quality buckets and every row) and ``sheet.html`` (tables per decision, the charts, the flag legend; plotly.js
 embedded once, opens offline). The files hold no timestamp: the same sheet writes the same bytes.
@@ -31,9 +32,10 @@ from optimizer.errors import DataError
 from optimizer.report.backtest import _atomic
 from optimizer.report.research import Page
 
-__all__ = ["SHEET_TABLE", "write_sheet_table", "sheet_charts", "sheet_figure", "write_sheet_files", "sheet_records"]
+__all__ = ["SHEET_TABLE", "MAX_CHARTS", "write_sheet_table", "sheet_charts", "sheet_figure", "write_sheet_files", "sheet_records"]
 
 SHEET_TABLE = "signal_sheet"
+MAX_CHARTS = 60  # charts per sheet.html (ENTER by score, then EXIT)
 _KEY = ("date", "params_hash")
 
 
@@ -108,16 +110,19 @@ def _ys(values) -> list:
 
 
 def sheet_charts(rows: pd.DataFrame, panel: Panel, display: np.ndarray, buy: float, sell: float,
-                 sessions: int = 120) -> list[tuple[str, go.Figure]]:
-    """(symbol, figure) per ENTER then EXIT row (ENTER by score), over the last ``sessions`` rows of ``panel``."""
+                 sessions: int = 120, limit: int = MAX_CHARTS) -> list[tuple[str, go.Figure]]:
+    """(symbol, figure) per ENTER then EXIT row (ENTER by score), over the last ``sessions`` rows of ``panel``; at
+    most ``limit`` figures (a night with hundreds of signals on a full-market universe stays a readable page)."""
     T = panel.shape[0]
     lo = max(0, T - int(sessions))
-    out = []
+    out: list[tuple[str, go.Figure]] = []
     for decision in (ENTER, EXIT):
         sel = rows[rows["decision"] == decision]
         if decision == ENTER:
             sel = sel.sort_values(["score", "symbol"], ascending=[False, True], kind="mergesort")
         for r in sel.itertuples(index=False):
+            if len(out) >= limit:
+                return out
             j = panel.symbol_index(r.symbol)
             out.append((r.symbol, sheet_figure(panel.dates[lo:], panel["close"][lo:, j], display[lo:, j], buy, sell,
                                                r.symbol, decision, r.entry_date, r.entry_price)))
@@ -213,7 +218,10 @@ def _page(rows: pd.DataFrame, meta: Mapping[str, Any], charts, buckets: pd.DataF
         else:
             page.add("<p>none</p>")
     if charts:
+        n_act = int(rows["decision"].isin([ENTER, EXIT]).sum())
         page.h2("Charts: close and score, last sessions")
+        if len(charts) < n_act:
+            page.note(f"Charts for the first {len(charts)} of {n_act} ENTER / EXIT symbols (ENTER by score, then EXIT).")
         page.add('<div class="grid">')
         for i, (_, fig) in enumerate(charts):
             page.figure(fig, f"chart-{i}")
