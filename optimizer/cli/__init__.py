@@ -10,7 +10,7 @@ from __future__ import annotations
 import click
 
 from optimizer import __version__
-from optimizer.cli import analytics, backtest, data, research, study
+from optimizer.cli import analytics, backtest, data, research, study, symbols
 from optimizer.cli._common import _Group
 
 __all__ = ["main"]
@@ -36,6 +36,6 @@ def main() -> None:
 
 
 
-for _module in (data, backtest, study, research, analytics):
+for _module in (data, backtest, study, research, analytics, symbols):
     for _cmd in _module.COMMANDS:
         main.add_command(_cmd)
