@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 __all__ = [
-    "ROOT", "peak_rss_mb", "reset_peak_rss", "rss_mb", "timed", "Stopwatch", "session_dates", "metrics_frame",
+    "ROOT", "peak_rss_mb", "reset_peak_rss", "rss_mb", "cpu_s", "timed", "Stopwatch", "session_dates", "metrics_frame",
     "synth_panel", "emit", "fmt", "verdict", "machine",
 ]
 
@@ -38,6 +38,12 @@ def peak_rss_mb() -> float:
     """Peak resident set of this process so far (since the last ``reset_peak_rss``), MiB."""
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     return round(kb / 1024.0, 1)
+
+
+def cpu_s() -> float:
+    """CPU seconds of this process so far (every thread): a figure the load of other processes barely moves."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def rss_mb() -> float:

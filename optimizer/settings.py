@@ -50,6 +50,8 @@ class Settings:
     scanner_ratio_z: float = 2.0
     scanner_export_full: bool = True
     scanner_inference_version: str = "Scanner_v1"
+    max_decompressed_mb: int = 2048      # ingest: a file may expand to at most this many MiB
+    max_expansion_ratio: float = 100.0   # ingest: a gzip may expand at most this many times (decompression bombs)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -104,6 +106,18 @@ def _positive_float(var: str, raw: str) -> float:
     return v
 
 
+def _float_at_least(lo: float):
+    def conv(var: str, raw: str) -> float:
+        try:
+            v = float(raw.strip())
+        except ValueError:
+            v = float("nan")
+        if not (v >= lo and v != float("inf")):
+            _refuse(var, f"a finite number >= {lo:g}", raw)
+        return v
+    return conv
+
+
 def _bool(var: str, raw: str) -> bool:
     key = raw.strip().lower()
     if key in ("1", "true", "yes", "on"):
@@ -116,6 +130,8 @@ def _bool(var: str, raw: str) -> bool:
 
 _CONVERT = {
     "min_lit_volume": _int(0),
+    "max_decompressed_mb": _int(1),
+    "max_expansion_ratio": _float_at_least(1.0),
     "scanner_lookback_days": _int(2),
     "scanner_trend_days": _int(2),
     "scanner_top_n": _int(1),

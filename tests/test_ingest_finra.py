@@ -11,6 +11,7 @@ from _ingest_helpers import FINRA_RAW, REAL, finra_text, need, table, write
 
 from optimizer.data.ingest import KINDS, ingest_paths
 from optimizer.data.store import connect
+from optimizer.data.symbols import canonical_symbol
 from optimizer.errors import ParameterError
 
 D = date(2020, 1, 2)
@@ -40,9 +41,10 @@ def test_real_raw_files_reproduce_the_tidy_table(con):
     )
     for fac in ("CNMS", "FNSQ", "FNQC", "FNYX", "FNRA", "FORF"):
         t = tidy[tidy["facility_file"] == fac]
-        # the schema's symbol map (FB -> META before 2022-06-09) applies at ingest
+        # symbols are canonical (BRK/B -> BRK.B, ABRpA -> ABR.PRA) and the schema's symbol map
+        # (FB -> META before 2022-06-09) applies at ingest
         want = {
-            ("META" if r.symbol == "FB" else r.symbol, fac, int(r.short_volume), int(r.short_exempt_volume), int(r.total_volume), r.market)
+            ("META" if r.symbol == "FB" else canonical_symbol(r.symbol), fac, int(r.short_volume), int(r.short_exempt_volume), int(r.total_volume), r.market)
             for r in t.itertuples()
         }
         have = {row for row in got if row[1] == fac}
@@ -108,7 +110,8 @@ def test_lf_and_crlf_give_identical_rows(tmp_path):
         out.append(table(c, "SELECT * FROM finra_short_daily ORDER BY symbol"))
         c.close()
     assert out[0] == out[1]
-    assert [r[1] for r in out[0]] == ["AAPL", "ABRpA", "NA"]  # case and 'NA' kept verbatim
+    # canonical symbols: the CQS preferred marker 'p' becomes '.PR' (ABRpA is not ABRPA); 'NA' is a symbol, not NaN
+    assert [r[1] for r in out[0]] == ["AAPL", "ABR.PRA", "NA"]
     assert out[0][0][2:7] == ("FNSQ", "B,Q,N", 100, 2, 300)
 
 

@@ -107,7 +107,7 @@ def test_add_symbol_mapping_rewrites_stored_rows(con, tmp_path):
     assert table(con, "SELECT symbol, volume FROM prices_daily ORDER BY date") == [("NEW", 1.0), ("NEW", 2.0)]
     assert ("OLD", "NEW", date(2021, 1, 5)) in table(con, "SELECT * FROM symbol_map")
     # new data under the old name is mapped at ingest too
-    q = write(tmp_path / "q.csv", "date,symbol,open,high,low,close,volume\n2021-01-01,OLD,1,1,1,1,9\n")
+    q = write(tmp_path / "q.csv", "date,symbol,open,high,low,close,volume\n2020-12-31,OLD,1,1,1,1,9\n")
     ingest_paths(con, "prices", [q])
     assert table(con, "SELECT symbol FROM prices_daily WHERE volume = 9") == [("NEW",)]
 

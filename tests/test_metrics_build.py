@@ -196,8 +196,9 @@ def test_return_and_lit_imbalance(tiny):
     assert isnull(a["return"][0])
     assert a["return"][1] == pytest.approx(0.1, abs=1e-15)
     assert a["return"][3] == pytest.approx(11 / 12 - 1, abs=1e-15)
-    # BBB's first Feb return is against its last January close (its own previous row)
-    assert row(df, FEB[0], "BBB")["return"] == 0.0
+    # BBB has no bar on 2024-01-29..02-02: its first Feb return would span 6 sessions, so it is NULL (a gap is
+    # never bridged as one session; docs/DATA.md "Coverage and gaps")
+    assert isnull(row(df, FEB[0], "BBB")["return"])
     assert row(df, FEB[1], "BBB")["return"] == pytest.approx(51 / 50 - 1, abs=1e-15)
     assert a.lit_flow_imbalance[0] == pytest.approx(0.2, abs=1e-15)
     assert isnull(a.lit_flow_imbalance[1]) and a.lit_buy_volume[1] == 3000  # 5,000 < MIN_LIT_VOLUME
@@ -298,16 +299,25 @@ def test_otc_status_transitions_and_newest_week():
     assert d_.loc[D("2024-01-19"), "otc_week_start"] == D("2024-01-15")  # not the older week published later
 
 
-def test_z_window_counts_the_symbols_own_rows():
-    """EEE has no row on 01-04 (FFF does): its window of 3 is its own last 3 rows, not the last 3 dates."""
-    con = connect(":memory:")
-    days = ["2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05"]
-    short(con, [(d, "EEE", "CNMS", s, 1000, 0) for d, s in zip(days, [100, 200, None, 300]) if s is not None])
-    short(con, [(d, "FFF", "CNMS", 100, 1000, 0) for d in days])
-    build_daily_metrics(con, z_window=3)
-    e = table(con).query("symbol == 'EEE'").set_index("date")
-    assert len(e) == 3
-    assert e.loc[D("2024-01-05"), "short_buy_volume_z"] == pytest.approx(math.sqrt(1.5), abs=1e-12)
+def test_z_window_counts_sessions_and_a_hole_is_never_bridged():
+    """EEE has no row on 01-04 (FFF does): its window of 3 at 01-05 is the SESSIONS 01-03..01-05, one of them a
+    hole, so with min_periods 3 the z is NULL until the window refills; with min_periods 2 it uses the 2 values
+    inside the window (never 01-02, which is outside it)."""
+    days = ["2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05", "2024-01-08", "2024-01-09"]
+    vols = [100, 200, None, 300, 400, 500]
+    for mp, want_0105 in ((3, None), (2, 1.0)):
+        con = connect(":memory:")
+        short(con, [(d, "EEE", "CNMS", s, 1000, 0) for d, s in zip(days, vols) if s is not None])
+        short(con, [(d, "FFF", "CNMS", 100, 1000, 0) for d in days])
+        build_daily_metrics(con, z_window=3, z_min_periods=mp)
+        e = table(con).query("symbol == 'EEE'").set_index("date")
+        assert len(e) == 5
+        z = e.loc[D("2024-01-05"), "short_buy_volume_z"]
+        # population z of 300 in {200, 300}: (300 - 250) / 50 = 1
+        assert isnull(z) if want_0105 is None else z == pytest.approx(want_0105, abs=1e-12)
+        # 01-09: window 01-05, 01-08, 01-09 = 300, 400, 500 -> sqrt(1.5), whatever min_periods
+        assert e.loc[D("2024-01-09"), "short_buy_volume_z"] == pytest.approx(math.sqrt(1.5), abs=1e-12)
+        con.close()
 
 
 def test_confidence_and_provenance(tiny):

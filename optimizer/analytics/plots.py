@@ -25,6 +25,7 @@ import pandas as pd
 
 from optimizer.errors import DataError, check_param
 from optimizer.analytics._export import write_figures
+from optimizer.data.symbols import canonical_symbol
 from optimizer.analytics.scanner import _as_date
 from optimizer.analytics.tables import BEARISH, BULLISH, DIVERGENCE, agreement, display_score, require_symbols, table_columns
 
@@ -64,7 +65,7 @@ def _range(start, end) -> tuple:
 
 def _load_range(con: duckdb.DuckDBPyConnection, table: str, ticker: str, cols: list[str], start, end) -> pd.DataFrame:
     """Rows of ``table`` for ``ticker`` in [start, end]; DataError for an unknown ticker or an empty range."""
-    t = str(ticker).strip().upper()
+    t = canonical_symbol(ticker, "ticker")
     require_symbols(con, table, [t])
     s, e = _range(start, end)
     have = table_columns(con, table)
@@ -185,7 +186,7 @@ def pressure_plot(con: duckdb.DuckDBPyConnection, ticker: str, start=None, end=N
     """Figure for ``mode`` layered / short_only, or the tuple (layered, short_only) for ``both``."""
     check_param(mode in MODES, "mode", f"one of {', '.join(MODES)}", mode)
     df = pressure_data(con, ticker, start, end)
-    t = str(ticker).strip().upper()
+    t = canonical_symbol(ticker, "ticker")
     if mode == "layered":
         return _layered(df, t)
     if mode == "short_only":
@@ -223,7 +224,7 @@ def price_chart(con: duckdb.DuckDBPyConnection, ticker: str, timeframe: str = "d
     from plotly.subplots import make_subplots
 
     check_param(timeframe in TIMEFRAMES, "timeframe", f"one of {', '.join(TIMEFRAMES)}", timeframe)
-    t = str(ticker).strip().upper()
+    t = canonical_symbol(ticker, "ticker")
     bars = resample_ohlcv(price_data(con, t, start, end), timeframe)
     x = _xs(bars)
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.03, row_heights=[0.75, 0.25])

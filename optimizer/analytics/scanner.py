@@ -6,8 +6,13 @@ All heavy lifting is one DuckDB query (window + grouped aggregates), so ~10,000 
 
 Definitions for scan date ``d`` (only rows dated <= d are read: point-in-time):
 
-* lookback window: the last ``lookback`` FINRA dates in the store ending at ``d`` (inclusive); each symbol's
-  statistics use its own rows inside that window (its sessions).
+* lookback window: the last ``lookback`` NYSE sessions ending at ``d`` (inclusive; calendar sessions, so a
+  hole in the data is a hole in the window, never filled with older rows); each symbol's statistics use its
+  own rows inside that window. The window's FINRA coverage is stated (``ScanResult.coverage``); below the
+  documented minimum (``optimizer.data.coverage.MIN_COVERAGE``) nothing is ranked and ``ScanResult.reason``
+  says why (the metrics are still returned).
+* volumes are split-adjusted (``optimizer.data.adjust``): a split inside the window does not make a volume
+  spike; ratios and shares are computed from the raw figures (a split does not change them).
 * ``short_buy_sell_ratio`` = short / (total − short) (NULL when total = short); ``short_share`` = short / total.
 * ``short_buy_sell_ratio_z`` = (ratio_d − mean) / std_pop over the symbol's window rows (today included), the
   same convention as :func:`optimizer.engine.rolling.rolling_zscore`. NULL with fewer than ``min_periods``
@@ -37,11 +42,14 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from optimizer.data.adjust import adjusted_join_sql
+from optimizer.data.calendar import session_days
+from optimizer.data.coverage import MIN_COVERAGE, SourceCoverage, source_coverage
 from optimizer.data.ingest.finra_short import consolidated_short_sql
 from optimizer.data.store import table_exists, transaction
 from optimizer.errors import DataError, ParameterError, check_param
 
-__all__ = ["ScanResult", "scan", "write_scan", "render_scan", "scan_figures", "SCANNER_COLUMNS", "SIDES"]
+__all__ = ["ScanResult", "scan", "write_scan", "render_scan", "scan_figures", "window_sessions", "SCANNER_COLUMNS", "SIDES"]
 
 SIDES = ("accumulation", "distribution", "both")
 STD_EPS = 1e-12
@@ -80,13 +88,18 @@ SCANNER_COLUMNS: tuple[tuple[str, str], ...] = (
 
 @dataclass(frozen=True)
 class ScanResult:
-    """One scan: ``metrics`` holds every symbol with a FINRA row on ``date``; ``top`` the ``top`` best by rank."""
+    """One scan: ``metrics`` holds every symbol with a FINRA row on ``date``; ``top`` the ``top`` best by rank.
+
+    ``coverage``: the FINRA short data's coverage of the lookback window; ``reason``: why ``top`` is empty
+    (None when it is not)."""
 
     date: dt.date
     metrics: pd.DataFrame
     top: pd.DataFrame
     window_start: dt.date
     params: dict
+    coverage: SourceCoverage | None = None
+    reason: str | None = None
 
 
 def _as_date(value, name: str) -> dt.date:
@@ -145,12 +158,15 @@ def _scan_sql(start: dt.date, day: dt.date) -> str:
     return f"""
 WITH src AS ({src}),
 x AS (
-    SELECT date, symbol, short_volume, short_exempt_volume, total_volume, provenance,
-           CASE WHEN total_volume - short_volume > 0
-                THEN short_volume::DOUBLE / (total_volume - short_volume) END AS r,
-           CASE WHEN total_volume > 0 THEN short_volume::DOUBLE / total_volume END AS s,
-           row_number() OVER (PARTITION BY symbol ORDER BY date DESC) AS rn
-    FROM src
+    SELECT x.date, x.symbol,
+           CAST(round(x.short_volume * coalesce(sf.factor, 1.0)) AS BIGINT) AS short_volume,
+           CAST(round(x.short_exempt_volume * coalesce(sf.factor, 1.0)) AS BIGINT) AS short_exempt_volume,
+           CAST(round(x.total_volume * coalesce(sf.factor, 1.0)) AS BIGINT) AS total_volume, x.provenance,
+           CASE WHEN x.total_volume - x.short_volume > 0
+                THEN x.short_volume::DOUBLE / (x.total_volume - x.short_volume) END AS r,
+           CASE WHEN x.total_volume > 0 THEN x.short_volume::DOUBLE / x.total_volume END AS s,
+           row_number() OVER (PARTITION BY x.symbol ORDER BY x.date DESC) AS rn
+    FROM src x {adjusted_join_sql()}
 ),
 agg AS (
     SELECT symbol, count(*) AS n_sessions, count(r) AS n_ratio, count(s) AS n_share,
@@ -229,10 +245,12 @@ def scan(
     """
     mp = _check_params(lookback, top, trend_days, min_periods, outlier_z, volume_z, ratio_z, min_total_volume, side)
     day = _resolve_date(con, date)
-    dates = con.execute(
-        "SELECT DISTINCT date FROM finra_short_daily WHERE date <= ? ORDER BY date DESC LIMIT ?", [day, int(lookback)]
-    ).fetchall()
-    start = dates[-1][0]
+    window = window_sessions(day, int(lookback))
+    start = window[0]
+    have = [r[0] for r in con.execute(
+        "SELECT DISTINCT date FROM finra_short_daily WHERE date BETWEEN ? AND ? ORDER BY 1", [start, day]
+    ).fetchall()]
+    cov = source_coverage("finra_short", have, start, day)
     params = [int(trend_days), mp, float(min_total_volume), float(outlier_z), float(volume_z), float(ratio_z), day]
     raw = con.execute(_scan_sql(start, day), params).df()
     raw["lookback"] = int(lookback)
@@ -242,10 +260,31 @@ def scan(
     metrics = raw[[c for c, _ in SCANNER_COLUMNS]].copy()
     metrics["date"] = pd.to_datetime(metrics["date"]).dt.date
     metrics = metrics.sort_values(["rank", "symbol"], na_position="last", kind="mergesort").reset_index(drop=True)
+    reason = None
+    if cov.ratio < MIN_COVERAGE:
+        gap = cov.largest_gap
+        reason = (f"nothing ranked: FINRA short data covers {cov.sessions} of the {cov.expected} sessions of the "
+                  f"lookback window {start}..{day} ({100 * cov.ratio:.1f}%), below the minimum {100 * MIN_COVERAGE:.0f}%"
+                  + (f"; missing {gap}" if gap else "")
+                  + f". Ingest the missing days, or scan a window the data covers (e.g. --lookback {max(2, cov.sessions)} "
+                  f"--trend-days 2 --min-periods {max(2, cov.sessions)})")
+        metrics["rank"] = pd.array([pd.NA] * len(metrics), dtype="Int64")
+    elif not metrics["rank"].notna().any():
+        reason = (f"nothing ranked: no liquid symbol (mean total volume >= {min_total_volume:,.0f}) has a z-score "
+                  f"(min_periods {mp} FINRA sessions in the window)")
     top_df = metrics[metrics["rank"].notna() & (metrics["rank"] <= top)].reset_index(drop=True)
     p = dict(lookback=lookback, top=top, trend_days=trend_days, outlier_z=outlier_z, volume_z=volume_z, ratio_z=ratio_z,
              min_total_volume=min_total_volume, min_periods=mp, side=side, inference_version=str(inference_version))
-    return ScanResult(date=day, metrics=metrics, top=top_df, window_start=start, params=p)
+    return ScanResult(date=day, metrics=metrics, top=top_df, window_start=start, params=p, coverage=cov, reason=reason)
+
+
+def window_sessions(day: dt.date, lookback: int) -> list[dt.date]:
+    """The last ``lookback`` NYSE sessions ending at ``day`` (``day`` itself included even when it is not one)."""
+    days = session_days(day - dt.timedelta(days=int(lookback) * 2 + 14), day)
+    out = [pd.Timestamp(d).date() for d in days[-int(lookback):]]
+    if not out or out[-1] != day:
+        out = (out + [day])[-int(lookback):]
+    return out
 
 
 def _ensure_table(con: duckdb.DuckDBPyConnection) -> None:
@@ -349,3 +388,7 @@ def render_scan(result: ScanResult, console, limit: int | None = None) -> None:
             _fmt(r.short_buy_sell_ratio_z), _fmt(r.volume_z), _fmt(r.trend_z), f"[{style}]{_fmt(r.score)}[/]", flags,
         )
     console.print(table)
+    if result.coverage is not None:
+        console.print(f"coverage: {result.coverage.describe()}", markup=False, highlight=False)
+    if result.reason:
+        console.print(result.reason, style="yellow", markup=False, highlight=False)

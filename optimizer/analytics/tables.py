@@ -14,7 +14,6 @@ both present otherwise -> "◆ divergence"; either missing -> "".
 
 from __future__ import annotations
 
-import difflib
 import html
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ from optimizer.settings import Settings
 from optimizer.data.store import table_exists
 from optimizer.errors import DataError, check_param
 from optimizer.analytics.scanner import _as_date, nearest_dates_message
+from optimizer.data.symbols import canonical_symbol, unknown_symbols_message
 
 __all__ = [
     "DISCLAIMER",
@@ -93,19 +93,6 @@ def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
     return [r[0] for r in rows]
 
 
-def unknown_symbols_message(con: duckdb.DuckDBPyConnection, table: str, missing: Sequence[str]) -> str:
-    """``no <table> rows for ZZZZ; known symbols include AAPL, MSFT, …`` (close matches first)."""
-    known = [r[0] for r in con.execute(f"SELECT DISTINCT symbol FROM {table} ORDER BY symbol").fetchall()]
-    if not known:
-        return f"no {table} rows for {', '.join(missing)}; {table} is empty"
-    close: list[str] = []
-    for m in missing:
-        close += difflib.get_close_matches(m, known, n=3, cutoff=0.6)
-    shown = list(dict.fromkeys(close + known))[:8]
-    more = ", …" if len(known) > len(shown) else ""
-    return f"no {table} rows for {', '.join(missing)}; known symbols include {', '.join(shown)}{more}"
-
-
 def require_symbols(con: duckdb.DuckDBPyConnection, table: str, symbols: Sequence[str]) -> None:
     """Raise DataError naming every symbol of ``symbols`` with no row at all in ``table``."""
     if not table_exists(con, table):
@@ -126,7 +113,7 @@ def _tickers(tickers, settings: Settings | None) -> list[str] | None:
         return list(st.tickers) or None
     if isinstance(tickers, str):
         tickers = tickers.replace(";", ",").split(",")
-    out = [str(t).strip().upper() for t in tickers if str(t).strip()]
+    out = [canonical_symbol(t, "ticker") for t in tickers if str(t).strip()]
     check_param(bool(out), "tickers", "a non-empty symbol list", tickers)
     return list(dict.fromkeys(out))
 
@@ -138,7 +125,10 @@ def daily_table(
     style: str = "scan",
     settings: Settings | None = None,
 ) -> pd.DataFrame:
-    """One row per ticker on ``date`` (default: latest daily_metrics date) with the display columns.
+    """One row per ticker on ``date`` (default: the latest date with FINRA short data) with the display columns.
+
+    The table states its coverage in ``df.attrs["coverage"]`` (date, symbols, how many have FINRA short data
+    and which do not); a date without any FINRA short data is refused (DataError naming the nearest dates).
 
     ``tickers``: a list / comma string; None -> ``Settings.tickers`` (TICKERS env) or every symbol that day.
     ``style="scan"``: compact, sorted by accumulation score (best first); ``"analysis"``: every volume/z column
@@ -150,14 +140,25 @@ def daily_table(
     syms = _tickers(tickers, settings)
     if syms is not None:
         require_symbols(con, "daily_metrics", syms)
-    if date is None:
-        q = "SELECT max(date) FROM daily_metrics" + ("" if syms is None else " WHERE symbol IN (SELECT unnest(?::VARCHAR[]))")
-        day = con.execute(q, [] if syms is None else [syms]).fetchone()[0]
+    have = table_columns(con, "daily_metrics")
+    finra = "short_volume IS NOT NULL" if "short_volume" in have else "TRUE"
+    in_syms = "" if syms is None else " AND symbol IN (SELECT unnest(?::VARCHAR[]))"
+    if date is None:  # the latest date WITH FINRA data (a later prices-only date would show empty ratios)
+        day = con.execute(f"SELECT max(date) FROM daily_metrics WHERE {finra}{in_syms}", [] if syms is None else [syms]).fetchone()[0]
         if day is None:
-            raise DataError("daily_metrics is empty; run `accumopt metrics build` first")
+            raise DataError("daily_metrics holds no FINRA short-sale data" + ("" if syms is None else f" for {', '.join(syms)}")
+                            + "; ingest FINRA files and run `accumopt metrics build` first")
     else:
         day = _as_date(date, "date")
-    have = table_columns(con, "daily_metrics")
+        n_all, n = con.execute(f"SELECT count(*), count(*) FILTER (WHERE {finra}) FROM daily_metrics WHERE date = ?{in_syms}",
+                               [day] + ([] if syms is None else [syms])).fetchone()
+        if n_all and not n:  # rows (prices) but no FINRA data that day (no rows at all: the message below)
+            what = "FINRA short-sale data in daily_metrics" + ("" if syms is None else f" for {', '.join(syms)}")
+            near = con.execute(
+                f"SELECT max(date) FILTER (WHERE date < ?), min(date) FILTER (WHERE date > ?) FROM daily_metrics WHERE {finra}{in_syms}",
+                [day, day] + ([] if syms is None else [syms])).fetchone()
+            shown = [str(d) for d in near if d is not None]
+            raise DataError(f"no {what} on {day}; nearest dates with it: {', '.join(shown) if shown else 'none'}")
     wanted = list(_SCAN_COLS) + list(_ANALYSIS_EXTRA) + list(_NEEDED)
     select = ", ".join(c if c in have else f"NULL AS {c}" for c in dict.fromkeys(wanted) if c not in ("accumulation_score", "agreement"))
     where = "date = ?" + ("" if syms is None else " AND symbol IN (SELECT unnest(?::VARCHAR[]))")
@@ -169,6 +170,10 @@ def daily_table(
     df["accumulation_score"] = display_score(num("short_buy_sell_ratio_z"), num("lit_flow_imbalance_z"), num("return_z"))
     df["agreement"] = agreement(num("short_buy_sell_ratio_z"), num("lit_flow_imbalance"))
     df["date"] = pd.to_datetime(df["date"]).dt.date
+    with_finra = int(pd.to_numeric(df["total_volume"], errors="coerce").notna().sum()) if "total_volume" in df else len(df)
+    coverage = {"date": str(day), "symbols": int(len(df)), "with_finra_short": with_finra,
+                "without_finra_short": sorted(df.loc[pd.to_numeric(df["total_volume"], errors="coerce").isna(), "symbol"].astype(str))
+                if "total_volume" in df else []}
     if style == "scan":
         df = df.sort_values(["accumulation_score", "symbol"], ascending=[False, True], na_position="last", kind="mergesort")
         cols = list(_SCAN_COLS)
@@ -176,7 +181,9 @@ def daily_table(
         order = {s: i for i, s in enumerate(syms or sorted(df["symbol"]))}
         df = df.assign(_o=df["symbol"].map(order)).sort_values("_o", kind="mergesort").drop(columns="_o")
         cols = list(_SCAN_COLS) + list(_ANALYSIS_EXTRA)
-    return df[cols].reset_index(drop=True)
+    out = df[cols].reset_index(drop=True)
+    out.attrs["coverage"] = coverage
+    return out
 
 
 # --- presentation -------------------------------------------------------------------------------------------
@@ -260,7 +267,13 @@ def render_daily_table(df: pd.DataFrame, console, title: str | None = None) -> N
 
     cols = [c for c in df.columns if c not in ("date", "provenance")] + (["provenance"] if "provenance" in df.columns else [])
     day = df["date"].iloc[0] if len(df) and "date" in df.columns else ""
-    table = Table(title=title or f"Daily accumulation/distribution table {day}", caption=DISCLAIMER, caption_justify="left")
+    cov = df.attrs.get("coverage")
+    caption = DISCLAIMER
+    if cov:
+        caption = (f"FINRA short data for {cov['with_finra_short']} of {cov['symbols']} symbols on {cov['date']}"
+                   + (f" (none for {', '.join(cov['without_finra_short'][:8])}{' ...' if len(cov['without_finra_short']) > 8 else ''})"
+                      if cov["without_finra_short"] else "") + ". " + DISCLAIMER)
+    table = Table(title=title or f"Daily accumulation/distribution table {day}", caption=caption, caption_justify="left")
     for c in cols:
         table.add_column(c, justify="left" if c in ("symbol", "otc_status", "agreement", "provenance") else "right")
     style = {1: "green", -1: "red", 2: "yellow"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import click
 
 from optimizer import __version__
-from optimizer.cli import analytics, backtest, data, research, signals, study
+from optimizer.cli import analytics, backtest, data, research, signals, study, symbols
 from optimizer.cli._common import _Group
 
 __all__ = ["main"]
@@ -34,8 +34,6 @@ def main() -> None:
 
 
 
-
-
-for _module in (data, backtest, study, research, analytics, signals):
+for _module in (data, backtest, study, research, analytics, signals, symbols):
     for _cmd in _module.COMMANDS:
         main.add_command(_cmd)

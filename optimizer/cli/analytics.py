@@ -7,6 +7,7 @@ import json
 import click
 
 from optimizer.cli._common import _json, console, db_option, format_option
+from optimizer.data.symbols import canonical_symbol
 
 
 def _png_option(f):
@@ -55,8 +56,9 @@ def scan_cmd(ctx, date, lookback, top, trend_days, outlier_z, volume_z, ratio_z,
     finally:
         con.close()
     if fmt == "json":
-        _json({"date": str(res.date), "params": res.params, "top": json.loads(res.top.to_json(orient="records")),
-               "files": paths})
+        _json({"date": str(res.date), "window_start": str(res.window_start), "params": res.params,
+               "top": json.loads(res.top.to_json(orient="records")),
+               "coverage": res.coverage.to_dict() if res.coverage is not None else None, "reason": res.reason, "files": paths})
     else:
         render_scan(res, console)
         for k, v in paths.items():
@@ -64,7 +66,7 @@ def scan_cmd(ctx, date, lookback, top, trend_days, outlier_z, volume_z, ratio_z,
 
 
 @click.command("table")
-@click.option("--date", default=None, help="Date (default: latest in daily_metrics).")
+@click.option("--date", default=None, help="Date (default: the latest date with FINRA short data).")
 @click.option("--tickers", default=None, help="Comma-separated (default: $TICKERS or every symbol).")
 @click.option("--style", type=click.Choice(["scan", "analysis"]), default="scan", show_default=True,
               help="scan: compact, best score first; analysis: every volume and z column, in ticker order.")
@@ -109,13 +111,13 @@ def plot_cmd(ticker, dates, mode, out, png, db):
 
     con = connect(db, read_only=True)
     try:
-        figs = pressure_plot(con, ticker.upper(), dates[0], dates[1], mode=mode)
+        figs = pressure_plot(con, ticker, dates[0], dates[1], mode=mode)
     finally:
         con.close()
     figs = figs if isinstance(figs, (list, tuple)) else [figs]
     for i, fig in enumerate(figs):
         suffix = mode if len(figs) == 1 else ("layered", "short_only")[i]
-        p = out if (out and len(figs) == 1) else f"output/plots/{ticker.upper()}_{suffix}.html"
+        p = out if (out and len(figs) == 1) else f"output/plots/{canonical_symbol(ticker, 'ticker')}_{suffix}.html"
         for w in save_figure(fig, p, png=png):
             click.echo(str(w))
 
@@ -136,10 +138,10 @@ def chart_cmd(ticker, timeframe, start, end, out, png, db):
 
     con = connect(db, read_only=True)
     try:
-        fig = price_chart(con, ticker.upper(), timeframe=timeframe, start=start, end=end)
+        fig = price_chart(con, ticker, timeframe=timeframe, start=start, end=end)
     finally:
         con.close()
-    for w in save_figure(fig, out or f"output/charts/{ticker.upper()}_{timeframe}.html", png=png):
+    for w in save_figure(fig, out or f"output/charts/{canonical_symbol(ticker, 'ticker')}_{timeframe}.html", png=png):
         click.echo(str(w))
 
 

@@ -22,23 +22,35 @@ from optimizer.settings import Settings
 
 # ------------------------------------------------------------------------------------------------ ingest / fetch
 @click.command("ingest")
-@click.argument("kind", type=click.Choice(["finra-short", "prices", "otc-weekly", "lit-trades", "lit-flow", "options"]))
+@click.argument("kind", type=click.Choice(["finra-short", "prices", "otc-weekly", "lit-trades", "lit-flow", "options", "splits"]))
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--strict", is_flag=True, help="Fail a whole file on any invariant-breaking row (default: reject rows).")
+@click.option("--max-decompressed-mb", type=click.IntRange(min=1), default=None,
+              help="Refuse a file whose content exceeds this many MiB (env MAX_DECOMPRESSED_MB, default 2048).")
+@click.option("--max-expansion", type=click.FloatRange(min=1), default=None,
+              help="Refuse a gzip that expands more than this many times (env MAX_EXPANSION_RATIO, default 100).")
 @db_option
 @format_option()
-def ingest_cmd(kind, paths, strict, db, fmt):
+def ingest_cmd(kind, paths, strict, max_decompressed_mb, max_expansion, db, fmt):
     """Ingest raw files (files, directories or globs) of KIND into the store, one transaction per file.
 
     Re-ingesting an identical file is a no-op; a changed file replaces its dates' rows. Malformed files are
     rejected with file:line: reason and leave the database unchanged. Exit code 1 when anything was rejected.
+    KIND splits: stock splits (CSV or Polygon JSON); run `accumopt metrics build` afterwards (docs/DATA.md).
     """
+    import dataclasses
+
     from optimizer.data.ingest import ingest_paths
     from optimizer.data.store import connect
 
+    settings = Settings.from_env()
+    if max_decompressed_mb is not None:
+        settings = dataclasses.replace(settings, max_decompressed_mb=max_decompressed_mb)
+    if max_expansion is not None:
+        settings = dataclasses.replace(settings, max_expansion_ratio=max_expansion)
     con = connect(db)
     try:
-        rep = ingest_paths(con, kind, list(paths), strict=strict, progress=_progress() and fmt == "table")
+        rep = ingest_paths(con, kind, list(paths), strict=strict, progress=_progress() and fmt == "table", settings=settings)
     finally:
         con.close()
     if fmt == "json":
@@ -189,29 +201,36 @@ def synth_cmd(out_dir, seed, effect, family, start, end, universe, n_symbols, pr
 @db_option
 @format_option()
 def info_cmd(db, fmt):
-    """Summarize the store: schema version, rows per table, date ranges, last ingests."""
+    """Summarize the store: schema version, rows per table, date ranges, and each source's coverage of the NYSE
+    sessions between its first and last date (sessions present, gaps, the largest gap)."""
+    from optimizer.data.coverage import store_info
     from optimizer.data.store import connect
 
     con = connect(db, read_only=True)
     try:
-        rows = []
-        for (t,) in con.execute("SELECT table_name FROM information_schema.tables WHERE table_schema='main' ORDER BY 1").fetchall():
-            n = con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]
-            cols = {c for (c,) in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name=?", [t]).fetchall()}
-            rng = ("", "")
-            dcol = next((c for c in ("date", "week_start_date") if c in cols), None)
-            if dcol and n:
-                a, b = con.execute(f'SELECT min("{dcol}"), max("{dcol}") FROM "{t}"').fetchone()
-                rng = (str(a), str(b))
-            syms = con.execute(f'SELECT count(DISTINCT symbol) FROM "{t}"').fetchone()[0] if "symbol" in cols else ""
-            rows.append({"table": t, "rows": n, "symbols": syms, "first": rng[0], "last": rng[1]})
-        ver = con.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+        info = store_info(con)
     finally:
         con.close()
     if fmt == "json":
-        _json({"db": db, "schema_version": ver, "tables": rows})
-    else:
-        _table(rows, title=f"{db} (schema v{ver})")
+        _json({"db": db, **info})
+        return
+    tables = [{**t, "symbols": "" if t["symbols"] is None else str(t["symbols"]), "rows": str(t["rows"]),
+               "first": t["first"] or "", "last": t["last"] or ""} for t in info["tables"]]
+    _table(tables, title=f"{db} (schema v{info['schema_version']})")
+    console.print(f"coverage of the NYSE sessions from each source's first to last date (a span needs >= "
+                  f"{100 * info['minimum']:.0f}% for {' and '.join(info['required'])}):", markup=False)
+    for c in info["coverage"]:
+        if not c["expected"]:
+            console.print(f"  {c['source']:<12} no data", markup=False)
+            continue
+        gaps = c["gaps"]
+        line = (f"  {c['source']:<12} {c['start']}..{c['end']}  {c['sessions']:,}/{c['expected']:,} sessions "
+                f"({100 * c['ratio']:.1f}%)")
+        if gaps:
+            big = max(gaps, key=lambda g: g["sessions"])
+            line += (f", {len(gaps)} gap{'s' if len(gaps) != 1 else ''}, largest {big['first']}..{big['last']} "
+                     f"({big['sessions']:,})")
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @click.group("metrics")

@@ -117,16 +117,15 @@ def _study_exists(name, storage) -> bool:
 def sandbox_cmd(ticker, start, end, z_window, dot_mode, buy, sell, out, png, db):
     """The seven-panel signal-sandbox chart for one symbol (plus the imbalance·log1p(B+S) panel)."""
     from optimizer.data.store import connect
-    from optimizer.engine.panel import load_panel
-    from optimizer.report.sandbox import sandbox_figure, write_sandbox
+    from optimizer.report.sandbox import load_sandbox_panel, sandbox_figure, write_sandbox
 
     con = connect(db, read_only=True)
     try:
-        panel = load_panel(con, None, None, None)
+        panel = load_sandbox_panel(con, ticker, start, end, z_window=z_window)
     finally:
         con.close()
-    fig = sandbox_figure(panel, ticker.upper(), start, end, z_window=z_window, buy=buy, sell=sell, dot_mode=dot_mode)
-    for w in write_sandbox(fig, out or f"output/sandbox/{ticker.upper()}.html", png=png):
+    fig = sandbox_figure(panel, ticker, start, end, z_window=z_window, buy=buy, sell=sell, dot_mode=dot_mode)
+    for w in write_sandbox(fig, out or f"output/sandbox/{panel.symbols[0]}.html", png=png):
         click.echo(str(w))
 
 

@@ -7,7 +7,8 @@ and the FINRA OTC weekly figures joined AS OF their publication date (at date t 
 :func:`optimizer.engine.rolling.rolling_zscore`, computed over each symbol's own rows: the rows are laid out in a
 (row-within-symbol x symbol) matrix, so one vectorized call serves every symbol.
 
-The whole rebuild runs in one transaction: a failure leaves the previous tables as they were. A build limited by
+The whole rebuild runs in one transaction: a failure leaves the previous tables as they were. It works through
+the symbols in batches (``BATCH_ROWS`` symbol x session rows each), so memory stays bounded for any universe. A build limited by
 ``symbols``/``start``/``end`` replaces only the rows in that scope; its values still use the history before
 ``start`` (previous close, z windows, OTC weeks), so they equal those of a full build.
 
@@ -29,8 +30,10 @@ import pandas as pd
 from optimizer.engine.rolling import rolling_zscore
 from optimizer.errors import DataError, check_param
 from optimizer.data.universe import VIX_SYMBOL
+from optimizer.data.adjust import split_factors_sql
+from optimizer.data.calendar import as_date, session_days
 from optimizer.data.ingest.finra_short import consolidated_short_sql
-from optimizer.data.store import table_exists, transaction
+from optimizer.data.store import memory_budget, table_exists, transaction
 
 __all__ = [
     "DAILY_METRICS_COLUMNS",
@@ -66,6 +69,7 @@ DAILY_METRICS_COLUMNS: tuple[tuple[str, str], ...] = (
     ("short_buy_volume", "BIGINT"),
     ("short_sell_volume", "BIGINT"),
     ("short_buy_sell_ratio", "DOUBLE"),
+    ("short_share", "DOUBLE"),
     ("short_buy_sell_ratio_z", "DOUBLE"),
     ("short_buy_volume_z", "DOUBLE"),
     ("lit_buy_volume", "DOUBLE"),
@@ -120,7 +124,11 @@ CREATE TABLE options_premium_summary (
 )"""
 
 _SCOPE_TABLE = "_dm_scope_symbols"
+_BATCH_TABLE = "_dm_batch_symbols"
 _BASE_TABLE = "_dm_base"
+_SESSIONS_TABLE = "_dm_sessions"
+Z_BLOCK_CELLS = 4_000_000  # z-scores are computed on (sessions x symbols) grids of at most this many cells
+BATCH_ROWS = 400_000  # a full build joins and writes about this many (symbol x session) rows at a time
 _Z_VIEW = "_dm_z_frame"
 
 
@@ -135,7 +143,10 @@ def _q(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> 
 class _Scope:
     """Which rows a build replaces. ``symbols`` None = every symbol; ``start``/``end`` None = unbounded."""
 
-    def __init__(self, symbols: Sequence[str] | None, start, end) -> None:
+    def __init__(self, symbols: Sequence[str] | None, start, end, table: str = "_dm_scope_symbols") -> None:
+        self.table = table
+        self.has_otc = True  # whether OTC rows / splits exist in scope (set by _stage_base; True is always correct)
+        self.has_splits = True
         if isinstance(symbols, str):
             symbols = [symbols]
         self.symbols = None if symbols is None else sorted({str(s) for s in symbols} - {VIX_SYMBOL})
@@ -156,7 +167,7 @@ class _Scope:
         """Rows of a raw table the build reads: the scope's symbols, dated <= end (history before start kept)."""
         parts = [f"{symbol_col} <> '{VIX_SYMBOL}'"]
         if self.symbols is not None:
-            parts.append(f"{symbol_col} IN (SELECT symbol FROM {_SCOPE_TABLE})")
+            parts.append(f"{symbol_col} IN (SELECT symbol FROM {self.table})")
         if self.end is not None and date_col:
             parts.append(f"{date_col} <= DATE '{self.end.isoformat()}'")
         return " AND ".join(parts)
@@ -165,7 +176,7 @@ class _Scope:
         """Rows of a derived table the build replaces."""
         parts = [f"symbol <> '{VIX_SYMBOL}'"]
         if self.symbols is not None:
-            parts.append(f"symbol IN (SELECT symbol FROM {_SCOPE_TABLE})")
+            parts.append(f"symbol IN (SELECT symbol FROM {self.table})")
         if self.start is not None:
             parts.append(f"date >= DATE '{self.start.isoformat()}'")
         if self.end is not None:
@@ -174,14 +185,7 @@ class _Scope:
 
 
 def _to_date(value, name: str) -> _dt.date | None:
-    if value is None:
-        return None
-    try:
-        ts = pd.Timestamp(value)
-    except (ValueError, TypeError):
-        ts = pd.NaT
-    check_param(not pd.isna(ts), name, "a date (YYYY-MM-DD)", value)
-    return ts.date()
+    return as_date(value, name)
 
 
 # --------------------------------------------------------------------------------------------------- ownership
@@ -231,28 +235,54 @@ def _mark_owner(con: duckdb.DuckDBPyConnection) -> None:
 def _base_sql(scope: _Scope, min_lit_volume: int) -> str:
     """Every column of daily_metrics except the z-scores, for the scope's symbols and all dates <= end.
 
-    ``sym_idx``/``pos`` (symbol rank, row number within the symbol in date order) key each row and place it in
-    the (row-within-symbol x symbol) matrix the z-scores are computed on.
+    ``sym_idx``/``pos`` (symbol rank, session index on the calendar) key each row and place it in the
+    (session x symbol) grid the z-scores are computed on.
 
-    The OTC as-of join is a window over the union of the rows and the "visibility events" (a publication date
-    and the newest week published by then; events sort before rows of the same date, so a week is visible on
-    its publication date); it shares DuckDB's per-symbol sort instead of a separate ASOF join.
+    The OTC as-of join is a window over the union of the (date, symbol) keys and the "visibility events" (a
+    publication date and the newest week published by then; events sort before rows of the same date, so a week
+    is visible on its publication date); without OTC rows in scope it is skipped, and so is the split join
+    without splits (``scope.has_otc`` / ``scope.has_splits``, set by ``_stage_base``).
     """
     f = scope.source_filter()
     otc_f = scope.source_filter(date_col="publication_date")
+    adj = (lambda x, d: f"ASOF LEFT JOIN sf ON sf.symbol = {x}.symbol AND sf.ex_date > {x}.{d}") if scope.has_splits else (
+        lambda x, d: "LEFT JOIN sf ON false")
+    if scope.has_otc:
+        ows_sql = """SELECT date, symbol, otc_week_start FROM (
+        SELECT date, symbol, kind, last_value(vis_week IGNORE NULLS) OVER (
+                   PARTITION BY symbol ORDER BY date, kind ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+               ) AS otc_week_start
+        FROM (SELECT date, symbol, 1 AS kind, CAST(NULL AS DATE) AS vis_week FROM b
+              UNION ALL SELECT vis_date, symbol, 0, week_start_date FROM otc_vis)
+    ) WHERE kind = 1"""
+    else:
+        ows_sql = "SELECT CAST(NULL AS DATE) AS date, CAST(NULL AS VARCHAR) AS symbol, CAST(NULL AS DATE) AS otc_week_start WHERE false"
     return f"""
 WITH px AS (
     SELECT date, symbol, open, high, low, close, volume FROM prices_daily WHERE {f}
+), sf AS (          -- split factor: raw shares before ex_date x factor = today's (adjusted) shares
+    {split_factors_sql(scope.source_filter(date_col=''))}
 ), sh AS (
-    SELECT date, symbol, short_volume, short_exempt_volume, total_volume, provenance
-    FROM ({consolidated_short_sql()}) WHERE {f}
+    SELECT x.date, x.symbol, x.short_volume AS short_raw, x.total_volume AS total_raw,
+           CAST(round(x.short_volume * coalesce(sf.factor, 1.0)) AS BIGINT) AS short_volume,
+           CAST(round(x.short_exempt_volume * coalesce(sf.factor, 1.0)) AS BIGINT) AS short_exempt_volume,
+           CAST(round(x.total_volume * coalesce(sf.factor, 1.0)) AS BIGINT) AS total_volume, x.provenance
+    FROM ({consolidated_short_sql(f"(SELECT * FROM finra_short_daily WHERE {f}) AS fsd")}) x
+    {adj("x", "date")}
 ), lit AS (
-    SELECT date, symbol, lit_buy_volume, lit_sell_volume FROM lit_flow_daily WHERE {f}
+    SELECT x.date, x.symbol, x.lit_buy_volume + x.lit_sell_volume AS lit_raw_total,
+           x.lit_buy_volume * coalesce(sf.factor, 1.0) AS lit_buy_volume,
+           x.lit_sell_volume * coalesce(sf.factor, 1.0) AS lit_sell_volume
+    FROM (SELECT date, symbol, lit_buy_volume, lit_sell_volume FROM lit_flow_daily WHERE {f}) x
+    {adj("x", "date")}
 ), otc AS (
-    SELECT symbol, week_start_date, publication_date,
-           CASE WHEN ats_volume IS NULL AND non_ats_volume IS NULL THEN NULL
-                ELSE coalesce(ats_volume, 0) + coalesce(non_ats_volume, 0) END AS otc_weekly_volume
-    FROM finra_otc_weekly WHERE {otc_f}
+    SELECT x.symbol, x.week_start_date, x.publication_date,
+           round(x.otc_raw * coalesce(sf.factor, 1.0)) AS otc_weekly_volume
+    FROM (SELECT symbol, week_start_date, publication_date,
+                 CASE WHEN ats_volume IS NULL AND non_ats_volume IS NULL THEN NULL
+                      ELSE coalesce(ats_volume, 0) + coalesce(non_ats_volume, 0) END AS otc_raw
+          FROM finra_otc_weekly WHERE {otc_f}) x
+    {adj("x", "week_start_date")}
 ), otc_total AS (   -- the week's share volume, Monday..Friday, from bars known at publication
     SELECT o.symbol, o.week_start_date, sum(p.volume ORDER BY p.date) AS week_total  -- ordered: bit-reproducible
     FROM otc o JOIN px p
@@ -271,31 +301,24 @@ WITH px AS (
            CAST(sh.short_volume AS BIGINT) AS short_volume,
            CAST(sh.short_exempt_volume AS BIGINT) AS short_exempt_volume,
            CAST(sh.total_volume AS BIGINT) AS total_volume,
+           sh.short_raw, sh.total_raw,
            sh.provenance AS short_prov,
            px.symbol IS NOT NULL AS has_px
     FROM px FULL OUTER JOIN sh ON px.date = sh.date AND px.symbol = sh.symbol
-), u AS (           -- rows (kind 1) and OTC visibility events (kind 0) of each symbol, in one stream
-    SELECT date, symbol, 1 AS kind, open, high, low, close, volume, short_volume, short_exempt_volume,
-           total_volume, short_prov, has_px, CAST(NULL AS DATE) AS vis_week
-    FROM b
-    UNION ALL BY NAME
-    SELECT vis_date AS date, symbol, 0 AS kind, week_start_date AS vis_week FROM otc_vis
-), ua AS (
-    SELECT * EXCLUDE (vis_week),
-           last_value(vis_week IGNORE NULLS) OVER (
-               PARTITION BY symbol ORDER BY date, kind ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-           ) AS otc_week_start
-    FROM u
-), r AS (
-    SELECT ua.* EXCLUDE (kind),
-           lag(close) OVER w AS prev_close,
-           row_number() OVER w - 1 AS pos
-    FROM ua WHERE kind = 1
-    WINDOW w AS (PARTITION BY symbol ORDER BY date)
+), bi AS (           -- pos: the session's index on the calendar (gaps keep their place, never bridged)
+    SELECT b.*, s.idx AS pos FROM b JOIN {_SESSIONS_TABLE} s ON s.date = b.date
+), ows AS (          -- rows (kind 1) and OTC visibility events (kind 0) of each symbol: the newest visible week
+    {ows_sql}
+), r AS (            -- the previous SESSION's row (a self-join on pos - 1: a missing session gives no previous close)
+    SELECT bi.*, prev.close AS prev_close, o.otc_week_start
+    FROM bi
+    LEFT JOIN bi prev ON prev.symbol = bi.symbol AND prev.pos = bi.pos - 1
+    LEFT JOIN ows o ON o.symbol = bi.symbol AND o.date = bi.date
 ), m AS (
     SELECT r.*, s.sym_idx,
            CAST(lit.lit_buy_volume AS DOUBLE) AS lit_buy_volume,
            CAST(lit.lit_sell_volume AS DOUBLE) AS lit_sell_volume,
+           CAST(lit.lit_raw_total AS DOUBLE) AS lit_raw_total,
            lit.symbol IS NOT NULL AS has_lit,
            r.total_volume - r.short_volume AS short_sell_volume,
            CAST(o.otc_weekly_volume AS BIGINT) AS otc_weekly_volume,
@@ -310,10 +333,11 @@ WITH px AS (
 ), v AS (
     SELECT m.*,
            CASE WHEN prev_close > 0 THEN close / prev_close - 1 END AS "return",
-           CASE WHEN short_sell_volume > 0 THEN CAST(short_volume AS DOUBLE) / short_sell_volume END
+           CASE WHEN total_raw - short_raw > 0 THEN CAST(short_raw AS DOUBLE) / (total_raw - short_raw) END
                AS short_buy_sell_ratio,
+           CASE WHEN total_raw > 0 THEN CAST(short_raw AS DOUBLE) / total_raw END AS short_share,
            lit_buy_volume + lit_sell_volume AS lit_total,
-           CASE WHEN lit_total >= {int(min_lit_volume)} AND lit_total > 0
+           CASE WHEN lit_raw_total >= {int(min_lit_volume)} AND lit_total > 0
                 THEN (lit_buy_volume - lit_sell_volume) / lit_total END AS lit_flow_imbalance,
            CASE WHEN otc_age IS NULL THEN NULL WHEN otc_age <= 7 THEN 'Anchored'
                 WHEN otc_age <= 35 THEN 'Staled' END AS otc_status
@@ -322,7 +346,7 @@ WITH px AS (
 SELECT sym_idx, pos,
        date, symbol, open, high, low, close, volume, "return",
        short_volume, short_exempt_volume, total_volume,
-       short_volume AS short_buy_volume, short_sell_volume, short_buy_sell_ratio,
+       short_volume AS short_buy_volume, short_sell_volume, short_buy_sell_ratio, short_share,
        lit_buy_volume, lit_sell_volume, lit_flow_imbalance,
        otc_week_start, otc_weekly_volume, otc_participation_rate, otc_status,
        (CASE otc_status WHEN 'Anchored' THEN 1.0 WHEN 'Staled' THEN 0.7 ELSE 0.5 END)
@@ -339,18 +363,58 @@ FROM v
 """
 
 
+def _symbol_batches(con: duckdb.DuckDBPyConnection, scope: _Scope, n_sessions: int) -> list[list[str]]:
+    """The scope's symbols in batches of about BATCH_ROWS (symbol x session) rows; one batch when it is small."""
+    if scope.symbols is not None:
+        syms = list(scope.symbols)
+    else:
+        syms = [r[0] for r in _q(
+            con,
+            f"SELECT DISTINCT symbol FROM prices_daily WHERE symbol <> '{VIX_SYMBOL}' "
+            f"UNION SELECT DISTINCT symbol FROM finra_short_daily WHERE symbol <> '{VIX_SYMBOL}' ORDER BY 1",
+        )]
+    per = max(1, BATCH_ROWS // max(1, n_sessions))
+    if len(syms) <= per:
+        return [syms]
+    return [syms[i:i + per] for i in range(0, len(syms), per)]
+
+
+def _stage_sessions(con: duckdb.DuckDBPyConnection, scope: _Scope) -> int:
+    """``_dm_sessions(date, idx)``: every NYSE session from the first to the last date of the rows read (plus any
+    off-calendar date they hold), numbered: a row's z-score window and previous close are counted in sessions."""
+    f = scope.source_filter()
+    dates = [r[0] for r in _q(
+        con,
+        f"SELECT DISTINCT date FROM prices_daily WHERE {f} UNION SELECT DISTINCT date FROM finra_short_daily WHERE {f}",
+    )]
+    days = np.asarray(pd.to_datetime(pd.Series(dates, dtype=object)), dtype="datetime64[D]") if dates else np.array([], "datetime64[D]")
+    if len(days):
+        days = np.union1d(session_days(days.min(), days.max()), days)
+    frame = pd.DataFrame({"date": days.astype("datetime64[s]"), "idx": np.arange(len(days), dtype=np.int64)})
+    con.register("_dm_sessions_frame", frame)
+    try:
+        _q(con, f"CREATE OR REPLACE TEMP TABLE {_SESSIONS_TABLE} AS SELECT CAST(date AS DATE) AS date, idx FROM _dm_sessions_frame")
+    finally:
+        con.unregister("_dm_sessions_frame")
+    return int(len(days))
+
+
+def _stage_scope(con: duckdb.DuckDBPyConnection, scope: _Scope) -> None:
+    """The temp table of the scope's symbols (its ``table``), when it has a symbol list."""
+    if scope.symbols is None:
+        return
+    con.register("_dm_scope_frame", pd.DataFrame({"symbol": pd.Series(scope.symbols, dtype=object)}))
+    try:
+        _q(con, f"CREATE OR REPLACE TEMP TABLE {scope.table} AS SELECT CAST(symbol AS VARCHAR) AS symbol FROM _dm_scope_frame")
+    finally:
+        con.unregister("_dm_scope_frame")
+
+
 def _stage_base(con: duckdb.DuckDBPyConnection, scope: _Scope, min_lit_volume: int) -> int:
     """Materialize the base rows in a temp table; returns its row count."""
-    if scope.symbols is not None:
-        con.register("_dm_scope_frame", pd.DataFrame({"symbol": pd.Series(scope.symbols, dtype=object)}))
-        try:
-            _q(
-                con,
-                f"CREATE OR REPLACE TEMP TABLE {_SCOPE_TABLE} AS "
-                "SELECT CAST(symbol AS VARCHAR) AS symbol FROM _dm_scope_frame",
-            )
-        finally:
-            con.unregister("_dm_scope_frame")
+    _stage_scope(con, scope)
+    scope.has_otc = bool(_q(con, f"SELECT count(*) FROM (SELECT 1 FROM finra_otc_weekly WHERE {scope.source_filter(date_col='publication_date')} LIMIT 1)")[0][0])
+    scope.has_splits = bool(_q(con, f"SELECT count(*) FROM (SELECT 1 FROM splits WHERE {scope.source_filter(date_col='')} LIMIT 1)")[0][0])
     _q(con, f"CREATE OR REPLACE TEMP TABLE {_BASE_TABLE} AS {_base_sql(scope, min_lit_volume)}")
     return int(_q(con, f"SELECT count(*) FROM {_BASE_TABLE}")[0][0])
 
@@ -363,18 +427,34 @@ def zscores_by_symbol(
 ) -> dict[str, np.ndarray]:
     """Rolling z of each 1-D array over each symbol's own rows (pure; rows are given by symbol index and position).
 
-    Rows of one symbol must carry positions 0..n-1 in date order. Returns arrays aligned with the input.
+    ``pos`` is the row's session index (rows of one symbol in date order; a missing session is a hole the window
+    counts, never bridged). The (session x symbol) grid is built in blocks of symbols of at most Z_BLOCK_CELLS
+    cells, so memory stays bounded for any number of symbols. Returns arrays aligned with the input.
     """
     sym_idx = np.asarray(sym_idx, dtype=np.int64)
     pos = np.asarray(pos, dtype=np.int64)
     if len(sym_idx) == 0:
         return {k: np.empty(0) for k in values}
-    shape = (int(pos.max()) + 1, int(sym_idx.max()) + 1)
-    out: dict[str, np.ndarray] = {}
-    for name, x in values.items():
-        mat = np.full(shape, np.nan)
-        mat[pos, sym_idx] = np.asarray(x, dtype=np.float64)
-        out[name] = rolling_zscore(mat, window, min_periods)[pos, sym_idx]
+    T, N = int(pos.max()) + 1, int(sym_idx.max()) + 1
+    width = max(1, Z_BLOCK_CELLS // T)
+    order = np.argsort(sym_idx, kind="stable")
+    bounds = np.searchsorted(sym_idx[order], np.arange(0, N + width, width))
+    out = {name: np.full(len(sym_idx), np.nan) for name in values}
+    arrays = {name: np.asarray(x, dtype=np.float64) for name, x in values.items()}
+    empty = {name for name, x in arrays.items() if not np.isfinite(x).any()}  # e.g. no lit / OTC data: all NaN
+    for b in range(len(bounds) - 1):
+        rows = order[bounds[b]:bounds[b + 1]]
+        if not len(rows):
+            continue
+        lo = b * width
+        p, s = pos[rows], sym_idx[rows] - lo
+        grid = np.empty((T, int(s.max()) + 1))
+        for name, x in arrays.items():
+            if name in empty:
+                continue
+            grid.fill(np.nan)
+            grid[p, s] = x[rows]
+            out[name][rows] = rolling_zscore(grid, window, min_periods)[p, s]
     return out
 
 
@@ -427,7 +507,7 @@ def _prepare_target(con: duckdb.DuckDBPyConnection, table: str, columns, scope: 
 def _write_daily_metrics(
     con: duckdb.DuckDBPyConnection, zframe: pd.DataFrame, scope: _Scope, z_window: int, z_min_periods: int
 ) -> int:
-    _prepare_target(con, "daily_metrics", DAILY_METRICS_COLUMNS, scope)
+    """Insert the staged batch (the target was prepared once by the caller)."""
     con.register(_Z_VIEW, zframe)
     try:
         sel = []
@@ -444,7 +524,7 @@ def _write_daily_metrics(
         n = _q(
             con,
             f"INSERT INTO daily_metrics SELECT {', '.join(sel)} FROM {_BASE_TABLE} b "
-            f"JOIN {_Z_VIEW} z ON z.sym_idx = b.sym_idx AND z.pos = b.pos WHERE {where} ORDER BY b.date, b.symbol",
+            f"JOIN {_Z_VIEW} z ON z.sym_idx = b.sym_idx AND z.pos = b.pos WHERE {where}",
         )[0][0]
     finally:
         con.unregister(_Z_VIEW)
@@ -522,14 +602,20 @@ def build_daily_metrics(
         if progress:
             print(f"[metrics {time.perf_counter() - t0:6.2f}s] {msg}", file=sys.stderr, flush=True)
 
-    with transaction(con):
+    with memory_budget(con), transaction(con):
         _check_owner(con, force)
-        n_base = _stage_base(con, scope, int(min_lit_volume))
-        say(f"joined raw tables: {n_base} rows")
-        zframe = _compute_z(con, int(z_window), int(mp))
-        say("z-scores computed")
-        rows = _write_daily_metrics(con, zframe, scope, int(z_window), int(mp))
-        say(f"daily_metrics: {rows} rows written")
+        _stage_scope(con, scope)
+        n_sessions = _stage_sessions(con, scope)
+        _prepare_target(con, "daily_metrics", DAILY_METRICS_COLUMNS, scope)
+        rows = 0
+        batches = _symbol_batches(con, scope, n_sessions)
+        for i, batch in enumerate(batches):  # bounded memory: a batch of symbols at a time, one transaction
+            sub = scope if len(batches) == 1 else _Scope(batch, scope.start, scope.end, table=_BATCH_TABLE)
+            n_base = _stage_base(con, sub, int(min_lit_volume))
+            zframe = _compute_z(con, int(z_window), int(mp))
+            rows += _write_daily_metrics(con, zframe, sub, int(z_window), int(mp))
+            del zframe
+            say(f"batch {i + 1}/{len(batches)}: {n_base} rows joined, z-scores computed, {rows} daily_metrics rows so far")
         opt_rows = _write_options(con, scope)
         say(f"options_premium_daily: {opt_rows} rows written")
         _mark_owner(con)
@@ -538,7 +624,7 @@ def build_daily_metrics(
             f"SELECT count(DISTINCT symbol), count(DISTINCT date), min(date), max(date) FROM daily_metrics "
             f"WHERE {scope.target_filter()}",
         )[0]
-        for t in (_BASE_TABLE, _SCOPE_TABLE):
+        for t in (_BASE_TABLE, _SCOPE_TABLE, _BATCH_TABLE, _SESSIONS_TABLE):
             _q(con, f"DROP TABLE IF EXISTS {t}")
     return {
         "rows": rows,

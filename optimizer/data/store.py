@@ -17,7 +17,14 @@ import duckdb
 
 from optimizer.errors import DataError
 
-__all__ = ["SCHEMA_VERSION", "connect", "open_store", "transaction", "table_exists", "RAW_TABLES", "MIGRATIONS"]
+__all__ = [
+    "SCHEMA_VERSION", "connect", "open_store", "transaction", "table_exists", "RAW_TABLES", "SPLITS_TABLE", "MIGRATIONS",
+    "memory_budget", "WORK_MEMORY",
+]
+
+# DuckDB's own memory during the big jobs (ingest, metrics build) on a file-backed store: beyond it DuckDB
+# evicts cached pages and spills temp data to <db>.tmp, so a job's peak RSS stays bounded whatever the data size.
+WORK_MEMORY = "512MB"
 
 RAW_TABLES = (
     "finra_short_daily",
@@ -27,7 +34,10 @@ RAW_TABLES = (
     "options_daily",
 )
 
-# Each migration takes the schema from version i to i+1. Never edit a released one: append.
+SPLITS_TABLE = "splits"
+
+# Each migration takes the schema from version i to i+1. Never edit a released one: append. A migration is SQL,
+# or the name of a function of this module taking the connection (inside the same transaction).
 MIGRATIONS: list[str] = [
     # v1: raw tables, ingest bookkeeping, symbol map
     """
@@ -135,7 +145,21 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX IF NOT EXISTS market_regimes_symbol_detected_at ON market_regimes (symbol, detected_at);
     """,
-    # v3: signal_sheet: the evening signal sheet (optimizer/signals.py, docs/SIGNALS.md): every symbol's score on a
+    # v3: stock splits (FINRA / lit / OTC volumes are raw share counts; prices arrive split-adjusted)
+    """
+    CREATE TABLE IF NOT EXISTS splits (
+        symbol VARCHAR NOT NULL,
+        ex_date DATE NOT NULL,                -- first session traded on the new share basis
+        split_from DOUBLE NOT NULL,           -- old shares ...
+        split_to DOUBLE NOT NULL,             -- ... become this many new shares
+        ratio DOUBLE NOT NULL,                -- split_to / split_from: 10 for a 10-for-1 split
+        source_file VARCHAR NOT NULL,
+        PRIMARY KEY (symbol, ex_date)
+    );
+    """,
+    # v4: finra_short_daily without its PRIMARY KEY index (see _drop_finra_short_key)
+    "_drop_finra_short_key",
+    # v5: signal_sheet: the evening signal sheet (optimizer/signals.py, docs/SIGNALS.md): every symbol's score on a
     # session and the configuration's decision for the next open; one night x configuration replaced as a whole
     """
     CREATE TABLE IF NOT EXISTS signal_sheet (
@@ -192,6 +216,29 @@ MIGRATIONS: list[str] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+def _drop_finra_short_key(con: duckdb.DuckDBPyConnection) -> None:
+    """Rebuild finra_short_daily without the (date, symbol, facility) PRIMARY KEY index this tool created.
+
+    The index doubled the cost of every FINRA insert (~11,000 rows a day per facility), and uniqueness holds by
+    construction: a file's duplicate keys are rejected and a file first deletes every stored row of the
+    (date, facility) pairs it covers (tested). A table without that key (another tool's) is left as it is."""
+    keys = con.execute(
+        "SELECT constraint_column_names FROM duckdb_constraints() WHERE table_name = 'finra_short_daily' "
+        "AND constraint_type = 'PRIMARY KEY'"
+    ).fetchall()
+    if not keys or sorted(keys[0][0]) != ["date", "facility", "symbol"]:
+        return
+    cols = con.execute(
+        "SELECT column_name, data_type, is_nullable FROM information_schema.columns WHERE table_name = 'finra_short_daily' "
+        "AND table_schema = 'main' ORDER BY ordinal_position"
+    ).fetchall()
+    ddl = ", ".join(f'"{c}" {t}{" NOT NULL" if n == "NO" else ""}' for c, t, n in cols)
+    con.execute(f"CREATE TABLE finra_short_daily_v3 ({ddl})")
+    con.execute("INSERT INTO finra_short_daily_v3 SELECT * FROM finra_short_daily ORDER BY date, facility, symbol")
+    con.execute("DROP TABLE finra_short_daily")
+    con.execute("ALTER TABLE finra_short_daily_v3 RENAME TO finra_short_daily")
+
+
 def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     return bool(
         con.execute(
@@ -218,7 +265,11 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
     while v < SCHEMA_VERSION:
         con.execute("BEGIN TRANSACTION")
         try:
-            con.execute(MIGRATIONS[v])
+            step = MIGRATIONS[v]
+            if step.startswith("_"):  # a migration that needs Python (named function of this module)
+                globals()[step](con)
+            else:
+                con.execute(step)
             con.execute("INSERT INTO schema_version (version) VALUES (?)", [v + 1])
             con.execute("COMMIT")
         except Exception:
@@ -262,3 +313,27 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
         raise
     else:
         con.execute("COMMIT")
+
+
+def _parse_bytes(text: str) -> float:
+    units = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+    num, unit = "".join(c for c in text if c.isdigit() or c == "."), "".join(c for c in text if c.isalpha()).upper()
+    return float(num or 0) * units.get(unit or "B", 1)
+
+
+@contextlib.contextmanager
+def memory_budget(con: duckdb.DuckDBPyConnection, limit: str = WORK_MEMORY) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Lower DuckDB's ``memory_limit`` to ``limit`` for the block (a file-backed store only: an in-memory store
+    cannot spill, and a lower limit already set is kept); the previous limit is restored afterwards."""
+    row = con.execute(
+        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchall()
+    before = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    if not row or row[0][0] is None or _parse_bytes(str(before)) <= _parse_bytes(limit):
+        yield con
+        return
+    con.execute(f"SET memory_limit = '{limit}'")
+    try:
+        yield con
+    finally:
+        con.execute(f"SET memory_limit = '{before}'")

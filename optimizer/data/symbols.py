@@ -1,15 +1,36 @@
-"""Ticker changes: one company's history is one series.
+"""Symbols: one canonical spelling per security, and ticker changes (one company's history is one series).
+
+Canonical form (``canonical_symbol``; docs/DATA.md "Symbols"):
+
+* Surrounding whitespace is dropped and letters are upper case: ``aapl`` -> ``AAPL``.
+* Share classes and other suffixes are joined to the root with ``.``: ``BRK/B`` (FINRA), ``BRK-B`` (Yahoo),
+  ``BRK.B`` (CQS, Polygon) and ``BRK B`` (CMS) are all ``BRK.B``; ``AACT/WS`` -> ``AACT.WS``.
+* FINRA/CQS lower-case suffix markers after an upper-case root become CMS suffix codes, so they never collide
+  with another security once upper-cased: ``p`` (preferred) -> ``.PR``, ``r`` (rights) -> ``.RT``, ``w``
+  (when issued) -> ``.WI``: ``ABRpD`` -> ``ABR.PRD``, ``BCpC`` -> ``BC.PRC`` (not Balchem's ``BCPC``),
+  ``ALLpA/CL`` -> ``ALL.PRA.CL``, ``RIVrw`` -> ``RIV.RTWI``.
+* A leading ``^`` marks an index or indicator (``^VIX``, ``^GSPC``): market context only, never tradable.
+* Refused (``symbol_problem`` gives the rule): an empty symbol, control characters, any character other than
+  letters, digits, the separators ``. / - space`` (only BETWEEN two non-empty parts, so ``..``, ``/x`` and
+  ``x/`` are refused) and a leading ``^``, and symbols longer than 24 characters. A canonical symbol therefore
+  never contains ``/``, ``\\`` or ``..`` and is safe inside a file name.
 
 The ``symbol_map`` table holds (old_symbol, new_symbol, effective_date): rows of ``old_symbol`` dated BEFORE
 ``effective_date`` (the first session traded under the new symbol) are stored under ``new_symbol``. The schema
-seeds FB -> META effective 2022-06-09. The ingest applies the map to every kind of file; mappings are applied in
-effective-date order, so chains (A -> B, later B -> C) end at the latest symbol.
+seeds FB -> META effective 2022-06-09. The ingest applies the map to every kind of file (after
+canonicalization); mappings are applied in effective-date order, so chains (A -> B, later B -> C) end at the
+latest symbol.
 
 ``add_symbol_mapping`` also rewrites rows already in the raw tables (``rewrite_existing=True``), because
-re-ingesting an identical file is a no-op and would not pick the new mapping up.
+re-ingesting an identical file is a no-op and would not pick the new mapping up. ``remove_symbol_mapping``
+only affects later ingests: rows already renamed keep the new symbol (re-ingest the raw files to undo).
 """
 
 from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
 
 import duckdb
 import numpy as np
@@ -18,7 +39,31 @@ import pandas as pd
 from optimizer.errors import DataError, ParameterError
 from optimizer.data.store import transaction
 
-__all__ = ["load_symbol_map", "apply_symbol_map", "add_symbol_mapping", "DATE_COLUMNS"]
+__all__ = [
+    "MAX_SYMBOL_LENGTH",
+    "PLAIN_SYMBOL_SQL_RE",
+    "canonical_symbol",
+    "symbol_problem",
+    "canonical_or_none",
+    "is_context_symbol",
+    "load_symbol_map",
+    "apply_symbol_map",
+    "symbol_map_case_sql",
+    "add_symbol_mapping",
+    "remove_symbol_mapping",
+    "list_symbol_mappings",
+    "unknown_symbols_message",
+    "DATE_COLUMNS",
+]
+
+MAX_SYMBOL_LENGTH = 24
+# A symbol that is already canonical and needs no work (the vast majority): SQL fast path of the ingest.
+PLAIN_SYMBOL_SQL_RE = "[A-Z0-9]{1,%d}" % MAX_SYMBOL_LENGTH
+
+_CQS_MARKERS = {"p": "PR", "r": "RT", "w": "WI"}
+_CQS_RE = re.compile(r"^([A-Z0-9]+)([prw]+)([A-Z0-9]*)((?:[./\- ][A-Za-z0-9]+)*)$")
+_ALLOWED = re.compile(r"[A-Za-z0-9./\- ]+")
+_SEP = re.compile(r"[./\- ]")
 
 # The date column each raw table is keyed by.
 DATE_COLUMNS: dict[str, str] = {
@@ -27,7 +72,61 @@ DATE_COLUMNS: dict[str, str] = {
     "finra_otc_weekly": "week_start_date",
     "lit_flow_daily": "date",
     "options_daily": "date",
+    "splits": "ex_date",
 }
+
+
+def _canon(raw: object) -> tuple[str | None, str | None]:
+    """(canonical symbol, None) or (None, the rule the symbol breaks)."""
+    s = "" if raw is None else str(raw)
+    s = s.strip()
+    if not s:
+        return None, "empty symbol"
+    bad = next((ch for ch in s if unicodedata.category(ch) == "Cc"), None)
+    if bad is not None:
+        return None, f"invalid symbol {s!r}: control character U+{ord(bad):04X}"
+    if len(s) > MAX_SYMBOL_LENGTH:
+        return None, f"invalid symbol {s[:40]!r}: longer than {MAX_SYMBOL_LENGTH} characters"
+    index = s.startswith("^")
+    body = s[1:] if index else s
+    if not body:
+        return None, f"invalid symbol {s!r}: nothing after '^'"
+    if not _ALLOWED.fullmatch(body):
+        ch = next(c for c in body if not _ALLOWED.fullmatch(c))
+        return None, (f"invalid symbol {s!r}: character {ch!r} (allowed: letters, digits, a leading '^' and "
+                      "'.', '/', '-' or a space between two parts)")
+    m = _CQS_RE.match(body)
+    if m:
+        root, marks, series, rest = m.groups()
+        body = f"{root}.{''.join(_CQS_MARKERS[c] for c in marks)}{series}{rest}"
+    parts = _SEP.split(body.upper())
+    if any(not p for p in parts):
+        return None, (f"invalid symbol {s!r}: empty part (a separator '.', '/', '-' or space must stand between "
+                      "two letters or digits)")
+    return ("^" if index else "") + ".".join(parts), None
+
+
+def canonical_symbol(raw: object, name: str = "symbol") -> str:
+    """The canonical spelling of ``raw`` (module doc); ParameterError naming the rule when it is not a symbol."""
+    sym, why = _canon(raw)
+    if sym is None:
+        raise ParameterError(f"{name} must be a valid symbol, got {name}={raw!r} ({why})")
+    return sym
+
+
+def symbol_problem(raw: object) -> str | None:
+    """The rule ``raw`` breaks as a symbol (the ingest's reject reason), or None when it is valid."""
+    return _canon(raw)[1]
+
+
+def canonical_or_none(raw: object) -> str | None:
+    """The canonical symbol, or None when ``raw`` is not a valid symbol."""
+    return _canon(raw)[0]
+
+
+def is_context_symbol(symbol: str) -> bool:
+    """Index and indicator symbols (``^VIX``, ``^GSPC``): market context, never part of a tradable universe."""
+    return str(symbol).startswith("^")
 
 
 def load_symbol_map(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
@@ -37,6 +136,14 @@ def load_symbol_map(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     ).df()
     df["effective_date"] = pd.to_datetime(df["effective_date"])
     return df
+
+
+def list_symbol_mappings(con: duckdb.DuckDBPyConnection) -> list[dict[str, object]]:
+    """Every mapping as dicts (old_symbol, new_symbol, effective_date as a date), in effective-date order."""
+    rows = con.execute(
+        "SELECT old_symbol, new_symbol, effective_date FROM symbol_map ORDER BY effective_date, old_symbol"
+    ).fetchall()
+    return [{"old_symbol": o, "new_symbol": n, "effective_date": d} for o, n, d in rows]
 
 
 def apply_symbol_map(
@@ -61,23 +168,64 @@ def apply_symbol_map(
     return out
 
 
+def _sql_str(s: str) -> str:
+    return "'" + str(s).replace("'", "''") + "'"
+
+
+def symbol_map_case_sql(smap: pd.DataFrame, symbol_sql: str, date_sql: str) -> str:
+    """A SQL expression giving the mapped symbol of (``symbol_sql``, ``date_sql``): the same result as
+    :func:`apply_symbol_map` (chains resolved in effective-date order), as one CASE over the map's intervals."""
+    if not len(smap):
+        return symbol_sql
+    effs = sorted({pd.Timestamp(e) for e in smap["effective_date"]})
+    olds = sorted(set(smap["old_symbol"]) | set(smap["new_symbol"]))
+    # the map is piecewise constant in the date between effective dates: resolve one date per interval
+    probes = [effs[0] - pd.Timedelta(days=1)] + effs
+    frame = pd.DataFrame([(o, d) for o in olds for d in probes], columns=["symbol", "date"])
+    resolved = apply_symbol_map(frame, smap)["symbol"].to_numpy()
+    branches = []
+    for (o, d), r in zip(frame.itertuples(index=False), resolved):
+        if r == o:
+            continue
+        i = probes.index(d)
+        lo = None if i == 0 else probes[i]
+        hi = effs[i] if i < len(effs) else None
+        cond = [f"{symbol_sql} = {_sql_str(o)}"]
+        if lo is not None:
+            cond.append(f"{date_sql} >= DATE '{lo.date()}'")
+        if hi is not None:
+            cond.append(f"{date_sql} < DATE '{hi.date()}'")
+        branches.append(f"WHEN {' AND '.join(cond)} THEN {_sql_str(r)}")
+    if not branches:
+        return symbol_sql
+    return f"(CASE {' '.join(branches)} ELSE {symbol_sql} END)"
+
+
+def _eff_date(effective_date) -> object:
+    try:
+        ts = pd.Timestamp(effective_date)
+    except (ValueError, TypeError):
+        ts = pd.NaT
+    if pd.isna(ts):
+        raise ParameterError(f"effective_date must be a date (YYYY-MM-DD), got effective_date={effective_date!r}")
+    return ts.date()
+
+
 def add_symbol_mapping(
     con: duckdb.DuckDBPyConnection, old: str, new: str, effective_date, *, rewrite_existing: bool = True
 ) -> int:
     """Add (or update) a mapping ``old -> new`` from ``effective_date``; returns the number of rows rewritten.
 
-    With ``rewrite_existing`` the raw tables' ``old`` rows dated before the date are renamed in the same
-    transaction; if ``new`` already has a row at one of those keys the whole change is refused (DataError).
+    Both symbols are canonicalized first (``brk/b`` -> ``BRK.B``). With ``rewrite_existing`` the raw tables'
+    ``old`` rows dated before the date are renamed in the same transaction; if ``new`` already has a row at one
+    of those keys the whole change is refused (DataError).
     """
-    old, new = str(old).strip(), str(new).strip()
-    if not old or not new:
+    if not str(old or "").strip() or not str(new or "").strip():
         raise ParameterError(f"old and new symbols must be non-empty, got old={old!r}, new={new!r}")
+    old, new = canonical_symbol(old, "old"), canonical_symbol(new, "new")
     if old == new:
         raise ParameterError(f"old and new symbols must differ, got old={old!r}, new={new!r}")
-    try:
-        eff = pd.Timestamp(effective_date).date()
-    except (ValueError, TypeError):
-        raise ParameterError(f"effective_date must be a date, got effective_date={effective_date!r}") from None
+    eff = _eff_date(effective_date)
     rewritten = 0
     with transaction(con):
         con.execute(
@@ -106,9 +254,44 @@ def add_symbol_mapping(
     return rewritten
 
 
+def remove_symbol_mapping(con: duckdb.DuckDBPyConnection, old: str, effective_date=None) -> int:
+    """Delete the mapping(s) of ``old`` (only the one at ``effective_date`` when given); returns how many.
+
+    DataError when there is none. Rows already renamed in the raw tables keep their symbol."""
+    sym = canonical_symbol(old, "old")
+    params: list = [sym]
+    where = "old_symbol = ?"
+    if effective_date is not None:
+        where += " AND effective_date = ?"
+        params.append(_eff_date(effective_date))
+    with transaction(con):
+        n = int(con.execute(f"SELECT count(*) FROM symbol_map WHERE {where}", params).fetchone()[0])
+        if not n:
+            at = f" effective {params[1]}" if effective_date is not None else ""
+            raise DataError(f"no symbol mapping for {sym}{at}; `accumopt symbols map list` shows the mappings")
+        con.execute(f"DELETE FROM symbol_map WHERE {where}", params)
+    return n
+
+
+def unknown_symbols_message(con: duckdb.DuckDBPyConnection, table: str, missing: Sequence[str]) -> str:
+    """``no <table> rows for ZZZZ; known symbols include AAPL, MSFT, …`` (close matches first)."""
+    import difflib
+
+    known = [r[0] for r in con.execute(f"SELECT DISTINCT symbol FROM {table} ORDER BY symbol").fetchall()]
+    if not known:
+        return f"no {table} rows for {', '.join(missing)}; {table} is empty"
+    close: list[str] = []
+    for m in missing:
+        close += difflib.get_close_matches(m, known, n=3, cutoff=0.6)
+    shown = list(dict.fromkeys(close + known))[:8]
+    more = ", …" if len(known) > len(shown) else ""
+    return f"no {table} rows for {', '.join(missing)}; known symbols include {', '.join(shown)}{more}"
+
+
 def _key_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
     rows = con.execute(
         "SELECT constraint_column_names FROM duckdb_constraints() WHERE table_name = ? AND constraint_type = 'PRIMARY KEY'",
         [table],
     ).fetchall()
-    return list(rows[0][0]) if rows else ["symbol", DATE_COLUMNS[table]]
+    defaults = {"finra_short_daily": ["date", "symbol", "facility"], "finra_otc_weekly": ["week_start_date", "symbol"]}
+    return list(rows[0][0]) if rows else defaults.get(table, ["date", "symbol"])

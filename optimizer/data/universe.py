@@ -1,7 +1,9 @@
 """Symbol universes and the sector map (stock -> parent sector ETF).
 
 Tier 1: the 15 liquid ETFs. Tier 3: the 18 single names of the design. Tier 2: top holdings per sector ETF,
-used for larger universes. ``resolve_universe`` turns a spec/CLI value into a symbol list.
+used for larger universes. ``resolve_universe`` turns a spec/CLI value into a symbol list: symbols are
+canonicalized (``brk/b`` -> ``BRK.B``, ``optimizer.data.symbols``), and index / indicator symbols (``^VIX``,
+``^GSPC``) are market context only: ``all`` leaves them out and naming one is refused.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from optimizer.errors import ParameterError
+from optimizer.data.symbols import canonical_symbol, is_context_symbol
 
 __all__ = [
     "TIER1",
@@ -50,7 +53,7 @@ SECTOR_MAP: dict[str, str] = {
 # Its dictionary's top 10 of the eight tier-1 sector ETFs give 72 names besides tier 3; the next largest holdings
 # of the same ETFs complete the 100, so every tier-2 name has its parent sector ETF in tier 1.
 TIER2_BY_SECTOR: dict[str, tuple[str, ...]] = {
-    "XLF": ("BRK-B", "V", "MA", "BAC", "WFC", "GS", "MS", "SPGI", "AXP", "C", "SCHW", "BLK", "CB", "BX"),
+    "XLF": ("BRK.B", "V", "MA", "BAC", "WFC", "GS", "MS", "SPGI", "AXP", "C", "SCHW", "BLK", "CB", "BX"),
     "XLK": ("ORCL", "CRM", "ADBE", "CSCO", "ACN", "IBM", "INTU", "NOW", "TXN", "QCOM", "AMAT", "MU", "LRCX", "KLAC",
             "ADI", "APH", "PANW"),
     "XLE": ("XOM", "CVX", "COP", "SLB", "EOG", "OXY", "MPC", "VLO", "PSX", "HAL"),
@@ -75,16 +78,17 @@ def parent_etf(symbol: str) -> str | None:
 
 
 def resolve_universe(value: str | Sequence[str] | None, available: Iterable[str] | None = None) -> list[str]:
-    """Turn ``tier1`` / ``tier1+3`` / ``all`` / a comma list / a list into symbols.
+    """Turn ``tier1`` / ``tier1+3`` / ``all`` / a comma list / a list into canonical, tradable symbols.
 
-    ``all`` needs ``available`` (the store's symbols). Named tiers are intersected with ``available``
-    when it is given, so a universe never asks for symbols the store lacks.
+    ``all`` needs ``available`` (the store's symbols) and leaves out index / indicator symbols (``^...``).
+    Named tiers and lists are intersected with ``available`` when it is given, so a universe never asks for
+    symbols the store lacks. A listed symbol that is not valid, or is an index, is refused (ParameterError).
     """
     avail = None if available is None else list(dict.fromkeys(available))
     if value is None or (isinstance(value, str) and value.strip().lower() == "all"):
         if avail is None:
             raise ParameterError("universe 'all' needs the store's symbol list")
-        return sorted(avail)
+        return sorted(s for s in avail if not is_context_symbol(s))
     if isinstance(value, str):
         key = value.strip().lower()
         tiers = {
@@ -93,12 +97,19 @@ def resolve_universe(value: str | Sequence[str] | None, available: Iterable[str]
         }
         if key in tiers:
             syms = list(tiers[key])
-        elif "," in value or value.strip().isupper() or value.strip().replace("-", "").isalnum():
-            syms = [s.strip().upper() for s in value.split(",") if s.strip()]
+        elif "," in value or value.strip().isupper() or value.strip().replace("-", "").replace(".", "").replace("/", "").replace("^", "").isalnum():
+            syms = [s.strip() for s in value.split(",") if s.strip()]
         else:
             raise ParameterError(f"universe must be one of {', '.join(UNIVERSE_NAMES)} or a symbol list, got universe={value!r}")
     else:
-        syms = [str(s).strip().upper() for s in value]
+        syms = [str(s).strip() for s in value]
+    syms = [canonical_symbol(s, "universe symbol") for s in syms]
+    ctx = [s for s in syms if is_context_symbol(s)]
+    if ctx:
+        raise ParameterError(
+            f"universe must list tradable symbols, got universe={value!r}: {', '.join(ctx)} "
+            f"{'is an index or indicator' if len(ctx) == 1 else 'are indices or indicators'} (market context only)"
+        )
     if not syms:
         raise ParameterError(f"universe must name at least one symbol, got universe={value!r}")
     if avail is not None:

@@ -2,6 +2,12 @@
 
 Every engine function takes a ``Panel`` (or its arrays) and never touches the database. ``load_panel`` is the
 only I/O here; ``Panel.from_frame`` builds one from a long DataFrame (tests, notebooks, the reference engine).
+
+Gaps are visible, never bridged: ``load_panel``'s date axis is every NYSE session from the first to the last
+date of the span, so a session the store lacks is a row of NaN (docs/DATA.md "Coverage and gaps"); rolling
+windows, returns and z-scores are NaN until the window refills. ``load_panel`` states the coverage the span
+stands on (``Panel.coverage``, :class:`optimizer.data.coverage.Coverage`) and refuses a span whose FINRA short
+data or prices cover less than the documented minimum of its sessions.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ import numpy as np
 import pandas as pd
 
 from optimizer.errors import DataError
+from optimizer.data.calendar import session_days
+from optimizer.data.coverage import MIN_COVERAGE, REQUIRED_SOURCES, Coverage, span_coverage
 from optimizer.data.universe import MARKET_SYMBOL, SECTOR_MAP, VIX_SYMBOL
 
 __all__ = ["Panel", "PANEL_FIELDS", "OPTION_FIELDS", "load_panel"]
@@ -35,7 +43,9 @@ class Panel:
     """Aligned matrices. ``fields[name]`` has shape (T, N); ``market[name]`` has shape (T,).
 
     ``market`` holds ``spy_close``, ``spy_open``, ``spy_volume``, ``spy_high``, ``spy_low`` and ``vix`` (NaN when absent),
-    on the same calendar, whether or not SPY is in the universe.
+    on the same calendar, whether or not SPY is in the universe. ``coverage``: what ``load_panel`` loaded the
+    panel from (per source sessions and gaps; ``coverage.to_dict()`` for storage); None for panels built in
+    memory. ``slice`` and ``subset`` keep it: it describes the load.
     """
 
     dates: np.ndarray
@@ -43,6 +53,7 @@ class Panel:
     fields: Mapping[str, np.ndarray]
     market: Mapping[str, np.ndarray] = field(default_factory=dict)
     sectors: tuple[str | None, ...] = ()
+    coverage: Coverage | None = None
 
     def __post_init__(self) -> None:
         T, N = len(self.dates), len(self.symbols)
@@ -92,6 +103,7 @@ class Panel:
             fields={k: v[start:stop] for k, v in self.fields.items()},
             market={k: v[start:stop] for k, v in self.market.items()},
             sectors=self.sectors,
+            coverage=self.coverage,
         )
 
     def subset(self, symbols: Sequence[str]) -> "Panel":
@@ -102,6 +114,7 @@ class Panel:
             fields={k: v[:, idx] for k, v in self.fields.items()},
             market=dict(self.market),
             sectors=tuple(self.sectors[i] for i in idx),
+            coverage=self.coverage,
         )
 
     def fingerprint(self) -> str:
@@ -136,18 +149,28 @@ class Panel:
         market: pd.DataFrame | None = None,
         sectors: Mapping[str, str] | None = None,
         fields: Sequence[str] | None = None,
+        dates: Sequence | None = None,
+        coverage: Coverage | None = None,
     ) -> "Panel":
         """Pivot a long frame with ``date``, ``symbol`` and field columns into a Panel.
 
         ``market`` (optional) is a frame indexed or keyed by date with columns among spy_close, spy_open, ..., vix.
-        Missing ``return`` is computed from ``close`` per symbol.
+        Missing ``return`` is computed from ``close`` per symbol (consecutive rows of the axis). ``dates``: the
+        date axis (default: the frame's distinct dates); it must hold every date of the frame, and dates
+        without rows become rows of NaN.
         """
         if df.empty:
             raise DataError("no rows to build a panel from (empty universe or date range)")
         d = df.copy()
         d["date"] = pd.to_datetime(d["date"]).dt.normalize()
         d["symbol"] = d["symbol"].astype(str)
-        dates = np.array(sorted(d["date"].unique()), dtype="datetime64[D]")
+        have = np.array(sorted(d["date"].unique()), dtype="datetime64[D]")
+        if dates is None:
+            dates = have
+        else:
+            dates = np.unique(np.asarray(dates, dtype="datetime64[D]"))
+            if not np.isin(have, dates).all():
+                raise DataError("the date axis given to Panel.from_frame must hold every date of the frame")
         symbols = tuple(sorted(d["symbol"].unique()))
         ti = np.searchsorted(dates, d["date"].to_numpy(dtype="datetime64[D]"))
         si = pd.Index(symbols).get_indexer(d["symbol"])
@@ -178,7 +201,7 @@ class Panel:
             for c in m.columns:
                 mk[str(c)] = m[c].to_numpy(dtype=np.float64, na_value=np.nan)
         sec = tuple((sectors or SECTOR_MAP).get(s) for s in symbols)
-        return cls(dates=dates, symbols=symbols, fields=out, market=mk, sectors=sec)
+        return cls(dates=dates, symbols=symbols, fields=out, market=mk, sectors=sec, coverage=coverage)
 
 
 def _columns(con, table: str) -> set[str]:
@@ -188,21 +211,37 @@ def _columns(con, table: str) -> set[str]:
     return {r[0] for r in rows}
 
 
-def load_panel(con, universe: Sequence[str] | None = None, start=None, end=None) -> Panel:
+def load_panel(
+    con,
+    universe: Sequence[str] | None = None,
+    start=None,
+    end=None,
+    *,
+    min_coverage: float | None = MIN_COVERAGE,
+    required: Sequence[str] = REQUIRED_SOURCES,
+) -> Panel:
     """Load daily_metrics (and options_premium_daily when present) for ``universe`` in [start, end].
 
     Reads only what the universe and span need. Works on a darkpool-pipeline database as-is: price columns it
-    lacks are joined from prices_daily.
+    lacks are joined from prices_daily. The date axis is every NYSE session of the span (a missing session is
+    a row of NaN, never bridged). The coverage of the span is on ``Panel.coverage``; when ``min_coverage`` is
+    not None a span whose ``required`` sources cover less than that share of its sessions is refused with a
+    DataError naming the source and its largest missing range.
     """
     cols = _columns(con, "daily_metrics")
     if not cols:
         raise DataError("the store has no daily_metrics table; run `accumopt metrics build` (or `accumopt data synth --db`) first")
+    if universe is not None and not universe:
+        raise DataError("universe is empty")
+    cov = span_coverage(con, universe, start, end, minimum=MIN_COVERAGE if min_coverage is None else min_coverage,
+                        required=required)
+    if min_coverage is not None and cov.sessions:
+        n = len(universe) if universe is not None else cov.symbols
+        cov.require(f"the span {cov.start}..{cov.end} of {n} symbol{'s' if n != 1 else ''}")
     where, params = ["1=1"], []
     if universe is not None:
-        if not universe:
-            raise DataError("universe is empty")
-        where.append(f"m.symbol IN ({', '.join('?' * len(universe))})")
-        params += list(universe)
+        where.append("m.symbol IN (SELECT unnest(?::VARCHAR[]))")
+        params.append(list(universe))
     if start is not None:
         where.append("m.date >= ?")
         params.append(pd.Timestamp(start).date())
@@ -232,8 +271,9 @@ def load_panel(con, universe: Sequence[str] | None = None, start=None, end=None)
         )
     market = None
     if price_cols:
-        mq = "SELECT date, symbol, open, high, low, close, volume FROM prices_daily WHERE symbol IN (?, ?)"
-        mp: list = [MARKET_SYMBOL, VIX_SYMBOL]
+        lo, hi = df["date"].min(), df["date"].max()
+        mq = "SELECT date, symbol, open, high, low, close, volume FROM prices_daily WHERE symbol IN (?, ?) AND date BETWEEN ? AND ?"
+        mp: list = [MARKET_SYMBOL, VIX_SYMBOL, pd.Timestamp(lo).date(), pd.Timestamp(hi).date()]
         mdf = con.execute(mq, mp).df()
         if not mdf.empty:
             mdf["date"] = pd.to_datetime(mdf["date"])
@@ -244,4 +284,6 @@ def load_panel(con, universe: Sequence[str] | None = None, start=None, end=None)
                 "spy_close": spy["close"], "spy_volume": spy["volume"],
             })
             market = market.join(pd.DataFrame({"vix": vix["close"]}), how="outer")
-    return Panel.from_frame(df, market=market)
+    have = pd.to_datetime(df["date"]).to_numpy(dtype="datetime64[D]")
+    axis = np.union1d(session_days(have.min(), have.max()), have)
+    return Panel.from_frame(df, market=market, dates=axis, coverage=cov)

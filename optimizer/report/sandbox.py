@@ -35,13 +35,14 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from optimizer.engine.features import FeatureCache
-from optimizer.engine.panel import Panel
+from optimizer.engine.panel import Panel, load_panel
 from optimizer.engine.score import ScoreParams, display_score
 from optimizer.errors import DataError, check_param
+from optimizer.data.symbols import canonical_symbol
 
 __all__ = [
-    "sandbox_figure", "sandbox_data", "write_sandbox", "SCORE_VARIANTS", "RATIO_LINES", "SCORE_COLORSCALE",
-    "DOT_MODES", "DOT_SOURCES", "DOT_SPECS",
+    "load_sandbox_panel", "sandbox_figure", "sandbox_data", "write_sandbox", "SCORE_VARIANTS", "RATIO_LINES",
+    "SCORE_COLORSCALE", "DOT_MODES", "DOT_SOURCES", "DOT_SPECS",
 ]
 
 SCORE_VARIANTS: tuple[tuple[str, str], ...] = (("B", "Score B (current)"), ("vw_flow", "Score vw_flow"),
@@ -77,13 +78,36 @@ def _rows(panel: Panel, start, end) -> np.ndarray:
     return np.flatnonzero((d >= lo) & (d <= hi)) if len(d) else np.empty(0, np.int64)
 
 
+def load_sandbox_panel(con, symbol: str, start=None, end=None, z_window: int = 20) -> Panel:
+    """The one symbol the sandbox draws, from ``2 * z_window`` sessions before ``start`` (the z-scores' warm-up:
+    every score is a trailing window, so the values equal those of a full-history load) to ``end``.
+
+    Bounded memory and time whatever the store holds. The coverage is stated (``Panel.coverage``), not
+    enforced: the chart shows holes as gaps."""
+    import datetime as dt
+
+    from optimizer.data.calendar import session_days
+    from optimizer.data.symbols import unknown_symbols_message
+
+    sym = canonical_symbol(symbol, "ticker")
+    lo = None
+    if start is not None:
+        s0 = pd.Timestamp(start).date()
+        warm = session_days(s0 - dt.timedelta(days=4 * int(z_window) + 30), s0)
+        lo = pd.Timestamp(warm[-min(len(warm), 2 * int(z_window) + 1)]).date() if len(warm) else s0
+    found = con.execute("SELECT count(*) FROM daily_metrics WHERE symbol = ?", [sym]).fetchone()[0]
+    if not found:
+        raise DataError(unknown_symbols_message(con, "daily_metrics", [sym]))
+    return load_panel(con, [sym], lo, end, min_coverage=None)
+
+
 def sandbox_data(panel: Panel, symbol: str, start=None, end=None, z_window: int = 20) -> pd.DataFrame:
     """The chart's series for ``symbol`` in [start, end]: date, combined_ratio, vw_flow, short_buy_volume,
     short_buy_sell_ratio, score_B, score_vw_flow, score_blended, confidence (0..1), imbalance_log.
 
     DataError for a symbol not in the panel (naming some that are) and for a range without rows of the symbol.
     """
-    sym = str(symbol).strip().upper()
+    sym = canonical_symbol(symbol, "symbol")
     if sym not in panel.symbols:
         some = ", ".join(panel.symbols[:12]) + (" ..." if len(panel.symbols) > 12 else "")
         raise DataError(f"symbol {symbol!r} is not in the panel ({len(panel.symbols)} symbols: {some})")
@@ -159,7 +183,7 @@ def sandbox_figure(panel: Panel, symbol: str, start=None, end=None, z_window: in
     check_param(0 <= sell < buy <= 100, "sell", f"in [0, buy={buy}) with buy <= 100", sell)
     check_param(dot_mode in DOT_MODES, "dot_mode", f"one of {', '.join(DOT_MODES)}", dot_mode)
     df = sandbox_data(panel, symbol, start, end, z_window)
-    sym = str(symbol).strip().upper()
+    sym = canonical_symbol(symbol, "symbol")
     x = [d.strftime("%Y-%m-%d") for d in df["date"]]
     fig = make_subplots(rows=8, cols=1, shared_xaxes=True, vertical_spacing=0.025, subplot_titles=_ROW_TITLES)
     fig.add_trace(go.Scatter(x=x, y=_ys(df["combined_ratio"]), name="Combined buy/sell ratio", mode="lines",

@@ -2,7 +2,10 @@
 
 ``ingest_paths(con, kind, paths)`` expands files, directories (recursed) and globs, orders the files by date
 (from the file name, e.g. ``CNMSshvol20200102.txt.gz``, else from the first data line) and ingests each file in
-ONE transaction (``optimizer.data.store.transaction``):
+ONE transaction (``optimizer.data.store.transaction``). A file is read in bounded memory (``_source``: gzip
+decompressed incrementally under a size and an expansion-ratio cap, UTF-8 text required), staged in DuckDB and
+validated there by SQL over the whole file (``_common``: the one place the rules live; one parser module per
+kind names its columns and rules):
 
 * A file that breaks a format rule (wrong delimiter, missing column, non-numeric value, truncated gzip, trailer
   count mismatch, unparseable date, ...) changes NO data table. Its status is ``failed`` and its message is
@@ -17,7 +20,10 @@ ONE transaction (``optimizer.data.store.transaction``):
   unless a different version of a file with the same name was ingested since) is a no-op reported as
   ``skipped_identical`` (not logged). A file covering keys already stored (see each parser: FINRA = (date,
   facility), prices/lit/options = (date, symbol), OTC = (week, symbol)) deletes those rows first: ``replaced``.
-* Symbol changes (``symbol_map``) are applied to every kind before the invariants are checked.
+* Symbols are canonicalized (``optimizer.data.symbols``) and symbol changes (``symbol_map``) applied to every
+  kind before the invariants are checked.
+* Decompression caps come from ``Settings.max_decompressed_mb`` / ``max_expansion_ratio`` (env
+  MAX_DECOMPRESSED_MB, MAX_EXPANSION_RATIO; CLI ``--max-decompressed-mb``, ``--max-expansion``).
 
 ``IngestReport.exit_code`` is 0 when every file is ok / replaced / skipped, 1 when some rows were rejected,
 2 when some file failed. The caller must not hold an open transaction on ``con``.
@@ -25,10 +31,11 @@ ONE transaction (``optimizer.data.store.transaction``):
 
 from __future__ import annotations
 
+import datetime as dt
 import glob
 import re
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -37,14 +44,24 @@ import pandas as pd
 
 from optimizer.settings import Settings
 from optimizer.errors import InputFileError, ParameterError
-from optimizer.data.store import transaction
+from optimizer.data.store import memory_budget, transaction
 from optimizer.data.symbols import load_symbol_map
-from optimizer.data.ingest._common import Parsed, decode_bytes, log_failure, name_date, sha256_bytes, write_parsed
-from optimizer.data.ingest.finra_short import consolidated_short_sql, create_consolidated_view, parse_finra_short
-from optimizer.data.ingest.lit import parse_lit_flow, parse_lit_trades
-from optimizer.data.ingest.options import parse_options
-from optimizer.data.ingest.otc_weekly import parse_otc_weekly
-from optimizer.data.ingest.prices import parse_prices
+from optimizer.data.ingest import finra_short, lit, options, otc_weekly, prices, splits
+from optimizer.data.ingest._common import (
+    FILES,
+    PARAMS,
+    Ctx,
+    Prep,
+    Spec,
+    Summary,
+    log_failure,
+    name_date,
+    stage_rows,
+    summarize,
+    write_rows,
+)
+from optimizer.data.ingest._source import IsJson, Limits, LineSink, RawFile, read_raw, read_text, reset_lines, stage_lines
+from optimizer.data.ingest.finra_short import consolidated_short_sql, create_consolidated_view
 
 __all__ = [
     "KINDS",
@@ -56,11 +73,39 @@ __all__ = [
     "expand_paths",
     "consolidated_short_sql",
     "create_consolidated_view",
+    "Limits",
 ]
 
-KINDS: tuple[str, ...] = ("finra-short", "prices", "otc-weekly", "lit-trades", "lit-flow", "options")
+KINDS: tuple[str, ...] = ("finra-short", "prices", "otc-weekly", "lit-trades", "lit-flow", "options", "splits")
 STATUSES: tuple[str, ...] = ("ok", "replaced", "skipped_identical", "rejected_rows", "failed")
 _DONE = ("ok", "replaced", "rejected_rows")
+
+
+@dataclass(frozen=True)
+class _Kind:
+    json_ok: bool
+    prepare: Callable
+    spec: Callable
+    plan: Callable
+    need_lines: Callable[[RawFile], bool] = lambda raw: True
+    reads_lines: bool = False  # its prepare() queries _ing_lines (the staged lines must be flushed first)
+
+
+_KINDS: dict[str, _Kind] = {
+    "finra-short": _Kind(finra_short.JSON_OK, finra_short.prepare, finra_short.spec, finra_short.plan),
+    "prices": _Kind(prices.JSON_OK, prices.prepare, prices.spec, prices.plan),
+    "otc-weekly": _Kind(otc_weekly.JSON_OK, otc_weekly.prepare, otc_weekly.spec, otc_weekly.plan),
+    "lit-trades": _Kind(False, lit.trades_prepare, lit.trades_spec, lit.trades_plan, lit.trades_need_lines, True),
+    "lit-flow": _Kind(False, lit.flow_prepare, lit.flow_spec, lit.flow_plan),
+    "options": _Kind(options.JSON_OK, options.prepare, options.spec, options.plan),
+    "splits": _Kind(splits.JSON_OK, splits.prepare, splits.spec, splits.plan),
+}
+# a batch of files is staged and validated together (then written one transaction per file)
+BATCH_FILES = 256
+BATCH_BYTES = 32 << 20
+_TEMP = ("_ing_lines", "_ing_files", "_ing_otc", "_ing_lit", "_ing_sessions")
+# anything a file the rules did not foresee can raise inside the SQL or pandas steps
+_UNFORESEEN = (duckdb.Error, ValueError, TypeError, KeyError, OverflowError, IndexError)
 
 
 @dataclass(frozen=True)
@@ -182,24 +227,8 @@ def _order(files: list[Path]) -> list[Path]:
     return sorted(files, key=key)
 
 
-def _parse(kind: str, file: str, data: bytes, symmap: pd.DataFrame, settings: Settings) -> Parsed:
-    if kind == "lit-trades":
-        return parse_lit_trades(file, data, symmap, settings)
-    text = decode_bytes(file, data)
-    if kind == "finra-short":
-        return parse_finra_short(file, text, symmap)
-    if kind == "prices":
-        return parse_prices(file, text, symmap, settings.market_tz)
-    if kind == "otc-weekly":
-        return parse_otc_weekly(file, text, symmap)
-    if kind == "lit-flow":
-        return parse_lit_flow(file, text, symmap)
-    return parse_options(file, text, symmap)
-
-
 class _History:
-    """What ingest_log says about earlier successful ingests of this kind (read once per call), plus the
-    column types of the tables written (read once per call)."""
+    """What ingest_log says about earlier successful ingests of this kind (read once per call)."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, kind: str) -> None:
         rows = con.execute(
@@ -208,7 +237,6 @@ class _History:
         ).fetchall()
         self.shas: set[str] = set()
         self.latest: dict[str, str] = {}
-        self.types: dict[str, dict[str, str]] = {}
         for f, sha in rows:
             self.add(str(f), str(sha))
 
@@ -223,59 +251,158 @@ class _History:
         return last is None or last == sha
 
 
-def ingest_file(
-    con: duckdb.DuckDBPyConnection,
-    kind: str,
-    path: str | Path,
-    *,
-    strict: bool = False,
-    settings: Settings | None = None,
-    raise_on_error: bool = False,
-    _symmap: pd.DataFrame | None = None,
-    _history: _History | None = None,
-) -> FileResult:
-    """Ingest one file (see the module doc); returns its FileResult."""
-    _check_kind(kind)
-    settings = settings or Settings.from_env()
-    file = str(path)
-    symmap = load_symbol_map(con) if _symmap is None else _symmap
-    history = _History(con, kind) if _history is None else _history
+def _context(con: duckdb.DuckDBPyConnection, settings: Settings) -> Ctx:
+    return Ctx(con=con, settings=settings, limits=Limits.from_settings(settings), symmap=load_symbol_map(con),
+               today=dt.date.today())
+
+
+@dataclass
+class _Entry:
+    """One file of a batch on its way through stage -> validate -> write."""
+
+    path: Path
+    file: str
+    fid: int
+    raw: RawFile | None = None
+    prep: Prep | None = None
+    error: InputFileError | None = None
+    result: FileResult | None = None
+    group: int = -1
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message as one short line (DuckDB's messages span lines and add advice)."""
+    text = " ".join(str(exc).split("\n\n")[0].split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _unforeseen(file: str, kind: str, exc: BaseException) -> InputFileError:
+    return InputFileError(file, None, f"unreadable {kind} file ({type(exc).__name__}: {_one_line(exc)})")
+
+
+def _stage(ctx: Ctx, kind: str, e: _Entry, history: _History, sink: LineSink) -> None:
+    """Read, check and stage one file (sets e.raw / e.prep, or e.result / e.error)."""
+    k = _KINDS[kind]
     try:
-        data = Path(path).read_bytes()
+        e.raw = read_raw(e.path, e.file)
     except OSError as exc:
-        return _fail(con, kind, file, "", InputFileError(file, None, f"unreadable file ({exc.strerror})"), raise_on_error)
-    sha = sha256_bytes(data)
-    if history.identical(file, sha):
-        return FileResult(file, sha, "skipped_identical", 0, 0, "identical file already ingested")
+        e.error = InputFileError(e.file, None, f"unreadable file ({exc.strerror})")
+        return
+    if history.identical(e.file, e.raw.sha256):
+        e.result = FileResult(e.file, e.raw.sha256, "skipped_identical", 0, 0, "identical file already ingested")
+        return
     try:
-        parsed = _parse(kind, file, data, symmap, settings)
+        lines = text = None
+        if k.need_lines(e.raw):
+            try:
+                lines = stage_lines(ctx.con, e.raw, ctx.limits, e.fid, json_ok=k.json_ok, sink=sink)
+            except IsJson:
+                text = read_text(e.raw, ctx.limits)
+        if k.reads_lines:
+            sink.flush()
+        e.prep = k.prepare(ctx, e.raw, e.fid, lines, text)
     except InputFileError as exc:
-        return _fail(con, kind, file, sha, exc, raise_on_error)
-    except Exception as exc:  # a file the parsers did not foresee: report it, keep the batch going
-        return _fail(con, kind, file, sha, InputFileError(file, None, f"unreadable {kind} file ({type(exc).__name__}: {exc})"), raise_on_error)
-    if strict and parsed.n_rejects:
-        first = parsed.rejects.iloc[0]
-        err = InputFileError(
-            file,
-            int(first["line"]),
-            f"{first['reason']} (strict: {parsed.n_rejects} rows break invariants, nothing written)",
-        )
-        return _fail(con, kind, file, sha, err, raise_on_error)
+        e.error = exc
+    except _UNFORESEEN as exc:
+        e.error = _unforeseen(e.file, kind, exc)
+
+
+def _files_table(ctx: Ctx, entries: list[_Entry]) -> None:
+    rows = [{"_fid": e.fid, **{p: e.prep.params.get(p) for p in PARAMS}} for e in entries if e.prep is not None]
+    frame = pd.DataFrame(rows, columns=["_fid", *PARAMS]).astype(object)
+    ctx.register("_ing_files_frame", frame)
+    casts = ", ".join(f"CAST({p} AS {t}) AS {p}" for p, t in PARAMS.items())
+    ctx.con.execute(f"CREATE OR REPLACE TEMP TABLE {FILES} AS SELECT CAST(_fid AS BIGINT) AS _fid, {casts} FROM _ing_files_frame")
+    ctx.unregister("_ing_files_frame")
+
+
+def _run_batch(
+    ctx: Ctx, kind: str, batch: list[_Entry], history: _History, strict: bool, raise_on_error: bool
+) -> tuple[list[FileResult], list[_Entry]]:
+    """Stage every file of the batch, validate each layout group in one statement, write file by file.
+
+    Returns the results and the files left for another batch (a file identical to an earlier file of this
+    batch is decided only once that one is written)."""
+    con = ctx.con
+    k = _KINDS[kind]
+    reset_lines(con)
+    sink = LineSink(con)
+    seen: set[str] = set()
+    for i, e in enumerate(batch):
+        _stage(ctx, kind, e, history, sink)
+        sha = e.raw.sha256 if e.raw is not None else None
+        if sha is not None and sha in seen:
+            left = [_Entry(x.path, x.file, j) for j, x in enumerate(batch[i:])]
+            batch = batch[:i]
+            break
+        if sha is not None:
+            seen.add(sha)
+    else:
+        left = []
+    sink.flush()
+    _files_table(ctx, batch)
+    groups: dict[tuple, list[_Entry]] = {}
+    for e in batch:
+        if e.prep is not None:
+            groups.setdefault(e.prep.sig, []).append(e)
+    specs: dict[int, tuple[tuple, Spec, str]] = {}
+    summaries: dict[int, Summary] = {}
+    for gi, (sig, members) in enumerate(groups.items()):
+        table = f"_ing_rows_{gi}"
+        try:
+            sp = k.spec(ctx, sig, [e.fid for e in members], {e.fid: e.prep for e in members})
+            stage_rows(ctx, sp, table)
+            summaries.update(summarize(ctx, sp, table, {e.fid: e.file for e in members}))
+        except _UNFORESEEN as exc:
+            for e in members:
+                e.error = _unforeseen(e.file, kind, exc)
+            continue
+        for e in members:
+            specs[e.fid] = (sig, sp, table)
+    out: list[FileResult] = []
     try:
-        with transaction(con):
-            _, status = write_parsed(
-                con, parsed, file=file, sha256=sha, kind=kind, source_file=Path(file).name, types_cache=history.types
-            )
+        for e in batch:
+            if e.result is None and e.error is None and e.fid in specs:
+                e.error = summaries[e.fid].error
+            if e.result is None and e.error is None and e.fid in specs:
+                e.result = _write(ctx, kind, e, specs[e.fid], summaries[e.fid], history, strict)
+            if e.result is None:
+                err = e.error or _unforeseen(e.file, kind, RuntimeError("not staged"))
+                e.result = _fail(con, kind, e.file, e.raw.sha256 if e.raw else "", err, raise_on_error)
+            out.append(e.result)
+    finally:
+        for gi in range(len(groups)):
+            con.execute(f"DROP TABLE IF EXISTS temp._ing_rows_{gi}")
+        ctx.unregister_all()
+    return out, left
+
+
+def _write(ctx: Ctx, kind: str, e: _Entry, group: tuple, s: Summary, history: _History, strict: bool) -> FileResult | None:
+    """One file's transaction; None (with e.error set) when it fails."""
+    sig, sp, table = group
+    if strict and s.n_rejects:
+        ln, reason = s.first_reject
+        e.error = InputFileError(e.file, ln, f"{reason} (strict: {s.n_rejects} rows break invariants, nothing written)")
+        return None
+    try:
+        plan = _KINDS[kind].plan(ctx, sig, sp, table, e.fid, e.prep, s, e.file)
+    except _UNFORESEEN as exc:
+        e.error = _unforeseen(e.file, kind, exc)
+        return None
+    try:
+        with transaction(ctx.con):
+            status = write_rows(ctx, plan, file=e.file, sha256=e.raw.sha256, kind=kind)
     except duckdb.Error as exc:
-        return _fail(con, kind, file, sha, InputFileError(file, None, f"database rejected the file ({exc})"), raise_on_error)
-    history.add(file, sha)
+        e.error = InputFileError(e.file, None, f"database rejected the file ({_one_line(exc)})")
+        return None
+    history.add(e.file, e.raw.sha256)
     msg = None
-    if parsed.n_rejects:
-        first = parsed.rejects.iloc[0]
-        msg = f"{file}:{int(first['line'])}: {first['reason']} (+{parsed.n_rejects - 1} more rejected rows)"
+    if plan.n_rejects:
+        ln, reason = plan.first_reject
+        msg = f"{e.file}:{ln}: {reason} (+{plan.n_rejects - 1} more rejected rows)"
     elif status == "replaced":
         msg = "replaced the stored rows of the keys this file covers"
-    return FileResult(file, sha, status, int(len(parsed.rows)), parsed.n_rejects, msg)
+    return FileResult(e.file, e.raw.sha256, status, int(plan.n_rows), plan.n_rejects, msg)
 
 
 def _fail(con, kind: str, file: str, sha: str, err: InputFileError, raise_on_error: bool) -> FileResult:
@@ -285,9 +412,27 @@ def _fail(con, kind: str, file: str, sha: str, err: InputFileError, raise_on_err
     return FileResult(file, sha, "failed", 0, 0, str(err))
 
 
-def _with_progress(files: list[Path], enabled: bool, kind: str) -> Iterator[Path]:
+def _batches(files: list[Path]) -> Iterator[list[_Entry]]:
+    """Consecutive files, at most BATCH_FILES and about BATCH_BYTES of raw data per batch."""
+    batch: list[_Entry] = []
+    size = 0
+    for f in files:
+        try:
+            n = f.stat().st_size
+        except OSError:
+            n = 0
+        if batch and (len(batch) >= BATCH_FILES or size + n > BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(_Entry(f, str(f), len(batch)))
+        size += n
+    if batch:
+        yield batch
+
+
+def _with_progress(batches: Iterator[list[_Entry]], n_files: int, enabled: bool, kind: str) -> Iterator[list[_Entry]]:
     if not enabled:
-        yield from files
+        yield from batches
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -298,11 +443,35 @@ def _with_progress(files: list[Path], enabled: bool, kind: str) -> Iterator[Path
         TimeRemainingColumn(),
         TextColumn("{task.description}"),
     ) as prog:
-        task = prog.add_task("", total=len(files))
-        for f in files:
-            prog.update(task, description=f.name)
-            yield f
-            prog.advance(task)
+        task = prog.add_task("", total=n_files)
+        for b in batches:
+            prog.update(task, description=b[-1].path.name)
+            yield b
+            prog.advance(task, len(b))
+
+
+def _drop_temp(con: duckdb.DuckDBPyConnection) -> None:
+    for t in _TEMP:
+        con.execute(f"DROP TABLE IF EXISTS temp.{t}")
+
+
+def ingest_file(
+    con: duckdb.DuckDBPyConnection,
+    kind: str,
+    path: str | Path,
+    *,
+    strict: bool = False,
+    settings: Settings | None = None,
+    raise_on_error: bool = False,
+) -> FileResult:
+    """Ingest one file (see the module doc); returns its FileResult."""
+    _check_kind(kind)
+    settings = settings or Settings.from_env()
+    ctx = _context(con, settings)
+    try:
+        return _run_batch(ctx, kind, [_Entry(Path(path), str(path), 0)], _History(con, kind), strict, raise_on_error)[0][0]
+    finally:
+        _drop_temp(con)
 
 
 def ingest_paths(
@@ -320,15 +489,16 @@ def ingest_paths(
     settings = settings or Settings.from_env()
     files = _order(expand_paths(paths))
     report = IngestReport(kind)
-    symmap = load_symbol_map(con)
+    ctx = _context(con, settings)
     history = _History(con, kind)
-    for f in _with_progress(files, progress, kind):
-        report.files.append(
-            ingest_file(
-                con, kind, f, strict=strict, settings=settings, raise_on_error=raise_on_error,
-                _symmap=symmap, _history=history,
-            )
-        )
+    try:
+        with memory_budget(con):
+            for batch in _with_progress(_batches(files), len(files), progress, kind):
+                while batch:
+                    done, batch = _run_batch(ctx, kind, batch, history, strict, raise_on_error)
+                    report.files.extend(done)
+    finally:
+        _drop_temp(con)
     if kind == "finra-short":
         create_consolidated_view(con)
     return report

@@ -1,9 +1,21 @@
-"""Shared machinery of the raw-file ingest: decoding, strict CSV reading, row rejects and the atomic write.
+"""The one place the ingest rules live: DuckDB SQL over a staged file, and the atomic write.
 
-Every parser turns one file's bytes into a :class:`Parsed` (accepted rows, rejected rows, and the keys the file
-covers); :func:`write_parsed` applies it in ONE transaction: delete the covered keys, insert the rows, insert
-the rejects, append the ``ingest_log`` row. Format errors are :class:`~optimizer.errors.InputFileError`
-(``file:line: reason``) raised before anything is written.
+Files are read in batches: each file is staged (``_source``) as its physical lines with its number ``_fid``
+in the batch, and its header / trailer are checked in Python by its parser (one module per kind), which gives
+a layout signature and per-file values (``_ing_files``: p_date, p_facility, p_last, ...). Files with the same
+layout are validated TOGETHER by one SQL statement (planning a statement costs more than running it on a small
+file), and still written one transaction per file:
+
+1. :func:`stage_rows` builds the group's rows table: per data row its file, line number, the typed values,
+   ``_ferr`` (the FORMAT error of the row: wrong field count, a value that is not a date / number, a
+   file-level consistency rule such as the file-name date) and ``_reason`` (the first INVARIANT the row
+   breaks: negative volume, low > high, a date that is not an NYSE session, ...). Symbols are canonicalized
+   (``optimizer.data.symbols``: a SQL fast path for the plain ``[A-Z0-9]`` symbols, the Python definition for
+   the few others) and the symbol map is applied, both before the invariants.
+2. :func:`summarize` reads one aggregate per file: the first format error (by line) fails that whole file with
+   ``file:line: reason`` (nothing of it is written); duplicate keys are marked; the counts decide the status.
+3. :func:`write_rows` applies one file in the caller's ONE transaction: delete the covered keys, insert the
+   accepted rows, the rejects (``ingest_rejects``: line, reason, raw text) and the ``ingest_log`` row.
 
 Line numbers are 1-based physical lines of the (decompressed) file, the header being line 1. For JSON inputs
 the "line" is the 1-based record index; for Parquet the 1-based row index.
@@ -11,12 +23,10 @@ the "line" is the 1-based record index; for Parquet the 1-based row index.
 
 from __future__ import annotations
 
-import csv
+import datetime as dt
 import hashlib
-import io
 import re
-import warnings
-import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,133 +35,261 @@ import numpy as np
 import pandas as pd
 
 from optimizer.errors import InputFileError
+from optimizer.data.symbols import PLAIN_SYMBOL_SQL_RE, _canon, symbol_map_case_sql
 
 __all__ = [
-    "Parsed",
-    "RowText",
+    "Col",
+    "Ctx",
+    "Prep",
+    "Spec",
+    "Plan",
+    "Summary",
+    "FILES",
+    "PARAMS",
+    "EARLIEST_DATE",
+    "MAX_VOLUME",
     "sha256_bytes",
-    "decode_bytes",
-    "split_lines",
-    "read_csv_text",
-    "parse_numeric",
-    "parse_dates",
-    "collect_rejects",
-    "duplicate_rejects",
-    "write_parsed",
+    "sql_str",
+    "repr_sql",
+    "split_sql",
+    "lines_relation",
+    "frame_relation",
+    "csv_header",
+    "stage_rows",
+    "date_rules",
+    "summarize",
+    "rejects_sql",
+    "accepted",
+    "write_rows",
     "log_failure",
     "name_date",
+    "name_dates",
     "table_types",
 ]
 
+FILES = "_ing_files"
+# per-file values a layout's SQL may use (joined from _ing_files by _fid)
+PARAMS: dict[str, str] = {
+    "p_date": "DATE", "p_date_text": "VARCHAR", "p_lo": "DATE", "p_hi": "DATE", "p_facility": "VARCHAR", "p_last": "BIGINT",
+}
+EARLIEST_DATE = dt.date(1990, 1, 2)  # the NYSE calendar's first session in optimizer.data.calendar
+MAX_VOLUME = 1e13  # shares (or contracts) in one day for one symbol: far above any real figure
+DUP_LINES = 10  # a duplicate-key reason lists at most this many lines
 _DELIMS = {",": "','", "|": "'|'", ";": "';'", "\t": "tab"}
-
-
-class RowText:
-    """Lazy ``raw`` text of frame rows (built only for rejected rows): values joined by ','."""
-
-    def __init__(self, df: pd.DataFrame) -> None:
-        self._df = df
-
-    def __getitem__(self, i: int) -> str:
-        return ",".join("" if pd.isna(v) else str(v) for v in self._df.iloc[int(i)].tolist())
-
-
-@dataclass
-class Parsed:
-    """One file's content, ready to write.
-
-    ``rows``: accepted rows with exactly the target table's columns (minus ``source_file``, which the writer adds
-    when the table has it and the frame lacks it). ``rejects``: columns line, reason, raw. ``cover``: the key
-    columns whose existing rows the file replaces (deleted before the insert).
-    """
-
-    table: str
-    rows: pd.DataFrame
-    cover: pd.DataFrame
-    rejects: pd.DataFrame = field(default_factory=lambda: pd.DataFrame({"line": [], "reason": [], "raw": []}))
-    # columns filled from the stored row when the file's value is NULL (a file holding one side of a record)
-    coalesce_existing: tuple[str, ...] = ()
-    # columns that keep the later of the stored and the new value (e.g. a combined row's publication date)
-    greatest_existing: tuple[str, ...] = ()
-
-    @property
-    def n_rejects(self) -> int:
-        return int(len(self.rejects))
 
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _gunzip(file: str, data: bytes) -> bytes:
-    """Decompress every gzip member; a truncated or corrupt stream is an InputFileError at the line it breaks."""
-    out: list[bytes] = []
-    rest = data
-    while rest:
-        d = zlib.decompressobj(wbits=31)
-        try:
-            out.append(d.decompress(rest))
-            out.append(d.flush())
-        except zlib.error as exc:
-            done = b"".join(out)
-            raise InputFileError(file, done.count(b"\n") + 1, f"corrupt gzip stream ({exc})") from None
-        if not d.eof:
-            done = b"".join(out)
-            raise InputFileError(
-                file, done.count(b"\n") + 1, f"truncated gzip stream: it ends after {len(done)} decompressed bytes"
-            )
-        rest = d.unused_data.lstrip(b"\x00")
-    return b"".join(out)
+def sql_str(s: object) -> str:
+    """A SQL string literal."""
+    return "'" + str(s).replace("'", "''") + "'"
 
 
-def decode_bytes(file: str, data: bytes) -> str:
-    """Raw bytes -> text: gunzip when the gzip magic is present (whatever the extension), UTF-8 (BOM ok) else latin-1."""
-    if data[:2] == b"\x1f\x8b":
-        data = _gunzip(file, data)
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")
+def repr_sql(e: str) -> str:
+    """SQL giving Python's ``repr()`` of the string ``e`` (quotes, backslash and the usual control escapes)."""
+    esc = f"replace({e}, '\\', '\\\\')"
+    for code, rep in ((9, "\\t"), (10, "\\n"), (13, "\\r")):
+        esc = f"replace({esc}, chr({code}), '{rep}')"
+    return (f"(CASE WHEN contains({e}, '''') AND NOT contains({e}, '\"') THEN '\"' || {esc} || '\"' "
+            f"ELSE '''' || replace({esc}, '''', '\\''') || '''' END)")
 
 
-def split_lines(text: str) -> list[str]:
-    """Physical lines (LF or CRLF), without the line ends; a final newline adds no empty line."""
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+@dataclass(frozen=True)
+class Col:
+    """One input column: its name in the rows table (``t_<name>`` holds the trimmed text), what it holds
+    (``text``, ``upper`` (text in upper case), ``date``, ``number`` or ``symbol``), its label in messages, and
+    whether an empty value is a format error (``required``) or NULL."""
+
+    name: str
+    kind: str
+    label: str | None = None
+    required: bool = True
+
+    @property
+    def lab(self) -> str:
+        return self.label or self.name
 
 
-def name_date(path: str | Path) -> pd.Timestamp | None:
-    """The date in a file name: ``CNMSshvol20200102.txt`` or ``..._2020-01-02...``; None when absent or invalid."""
-    name = Path(path).name
-    for pat, fmt in ((r"(?<!\d)(\d{4}-\d{2}-\d{2})(?!\d)", "%Y-%m-%d"), (r"(?<!\d)(\d{8})(?!\d)", "%Y%m%d")):
-        m = re.search(pat, name)
-        if m:
-            ts = pd.to_datetime(m.group(1), format=fmt, errors="coerce")
-            if not pd.isna(ts):
-                return pd.Timestamp(ts)
-    return None
+@dataclass
+class Prep:
+    """One staged file as its parser saw it: the layout signature (files with the same one are validated by
+    one statement), the per-file values (keys of PARAMS), and for JSON / Parquet inputs the staged frame
+    (columns line, raw, t_<name>...; such a file is its own group)."""
+
+    sig: tuple
+    params: dict[str, object] = field(default_factory=dict)
+    frame: pd.DataFrame | None = None
+    data: object = None
 
 
-def read_csv_text(
+@dataclass
+class Spec:
+    """How to validate a layout: the relation (columns _fid, line, _n, _q, t_<name>... plus the PARAMS), the
+    columns, the expected field count and its message, the date the symbol map applies at, the file-level
+    format checks, computed columns, the row invariants in order, the duplicate key and its labels."""
+
+    relation: str
+    cols: list[Col]
+    ncols: int
+    count_error: str
+    date_col: str | None
+    key: tuple[str, ...]
+    key_labels: tuple[str, ...]
+    file_checks: list[tuple[str, str]] = field(default_factory=list)
+    extra: list[tuple[str, str]] = field(default_factory=list)
+    rejects: list[tuple[str, str]] = field(default_factory=list)
+    where: str | None = None
+    reject_dups: bool = True
+    keep: tuple[str, ...] = ()
+    raw_in_rows: bool = False
+    typed: dict[str, str] = field(default_factory=dict)  # column -> SQL replacing the generic typed expression
+
+
+@dataclass
+class Summary:
+    n_rows: int = 0
+    n_rejects: int = 0
+    first_reject: tuple[int, str] | None = None
+    error: InputFileError | None = None
+
+
+@dataclass
+class Plan:
+    """How to write one validated file: the target table and columns, the SELECT of its accepted rows, the
+    DELETE of the stored rows it replaces, statements to run first (inside the transaction), and the SELECT
+    (line, reason, raw) of its rejects."""
+
+    table: str
+    columns: list[str]
+    select: str
+    delete: str | None
+    n_rows: int
+    n_rejects: int
+    first_reject: tuple[int, str] | None
+    rejects: str | None
+    before_write: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Ctx:
+    """What one ``ingest_paths`` call shares across its files (read once)."""
+
+    con: duckdb.DuckDBPyConnection
+    settings: object
+    limits: object
+    symmap: pd.DataFrame
+    today: dt.date
+    types: dict[str, dict[str, str]] = field(default_factory=dict)
+    symcache: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    mapcache: dict[tuple[str, str], str] = field(default_factory=dict)
+    registered: list[str] = field(default_factory=list)
+    _bits: str | None = None
+
+    def types_of(self, table: str) -> dict[str, str]:
+        if table not in self.types:
+            self.types[table] = table_types(self.con, table)
+        return self.types[table]
+
+    def session_bits(self) -> str:
+        """A BIT literal: bit i is 1 when EARLIEST_DATE + i days is an NYSE session (up to today)."""
+        if self._bits is None:
+            from optimizer.data.calendar import nyse_sessions
+
+            days = np.asarray(nyse_sessions(EARLIEST_DATE, self.today), dtype="datetime64[D]")
+            n = (np.datetime64(self.today, "D") - np.datetime64(EARLIEST_DATE, "D")).astype(int) + 1
+            bits = np.zeros(int(n), dtype=np.uint8)
+            bits[(days - np.datetime64(EARLIEST_DATE, "D")).astype(int)] = 1
+            self._bits = "'" + "".join("1" if b else "0" for b in bits.tolist()) + "'::BIT"
+        return self._bits
+
+    def ensure_sessions(self) -> None:
+        """Kept for the parsers' call sites: the session calendar is :meth:`session_bits`."""
+        self.session_bits()
+
+    def map_sql(self, symbol_sql: str, date_sql: str) -> str:
+        k = (symbol_sql, date_sql)
+        if k not in self.mapcache:
+            self.mapcache[k] = symbol_map_case_sql(self.symmap, symbol_sql, date_sql)
+        return self.mapcache[k]
+
+    def register(self, name: str, obj) -> None:
+        self.con.register(name, obj)
+        self.registered.append(name)
+
+    def unregister(self, name: str) -> None:
+        if name in self.registered:
+            self.registered.remove(name)
+            self.con.unregister(name)
+
+    def unregister_all(self) -> None:
+        while self.registered:
+            self.unregister(self.registered[-1])
+
+
+# --------------------------------------------------------------------------------------------------- relations
+
+
+def split_sql(expr: str, delim: str) -> str:
+    """The fields of a line: ``string_split`` for '|' (no quoting in FINRA files); for ',' a CSV split that
+    honours double-quoted fields (``"B,Q,N"``, ``""`` inside quotes) on lines that contain a quote."""
+    if delim != ",":
+        return f"string_split({expr}, {sql_str(delim)})"
+    rx = r'("(?:[^"]|"")*"|[^,"]*)(?:,|$)'
+    quoted = (f"list_transform(CASE WHEN ends_with({expr}, ',') THEN regexp_extract_all({expr}, {sql_str(rx)}, 1) "
+              f"ELSE regexp_extract_all({expr}, {sql_str(rx)}, 1)[:-2] END, "
+              "lambda x: CASE WHEN length(x) >= 2 AND starts_with(x, '\"') AND ends_with(x, '\"') "
+              "THEN replace(x[2:-2], '\"\"', '\"') ELSE x END)")
+    return f"(CASE WHEN contains({expr}, '\"') THEN {quoted} ELSE string_split({expr}, ',') END)"
+
+
+def _fid_list(fids: Sequence[int]) -> str:
+    return ", ".join(str(int(f)) for f in fids)
+
+
+def lines_relation(index: dict[str, int], delim: str, fids: Sequence[int], *, trailer: bool = False) -> str:
+    """SQL relation over the staged lines of files ``fids`` after their header (line 1) and, with ``trailer``,
+    before their last line (``p_last``): _fid, line, _n (field count), _q (an unterminated quote), the trimmed
+    text ``t_<name>`` of each column of ``index`` (name -> 0-based field position), and the PARAMS."""
+    cols = ", ".join(f'f[{i + 1}] AS "t_{n}"' for n, i in index.items())
+    q = "(length(l) - length(replace(l, '\"', ''))) % 2 = 1" if delim == "," else "false"
+    last = " AND s.line < p.p_last" if trailer else ""
+    # fields are trimmed of spaces; only lines holding a space or tab pay for it
+    split = (f"CASE WHEN contains(l, ' ') OR contains(l, chr(9)) THEN list_transform({split_sql('l', delim)}, "
+             f"lambda x: trim(x, ' ' || chr(9))) ELSE {split_sql('l', delim)} END")
+    return (f"(SELECT s._fid, s.line, len(f) AS _n, {q} AS _q, {cols}, p.* EXCLUDE (_fid) "
+            f"FROM (SELECT _fid, line, l, {split} AS f FROM _ing_lines "
+            f"WHERE _fid IN ({_fid_list(fids)}) AND line > 1) s "
+            f"JOIN {FILES} p ON p._fid = s._fid{last})")
+
+
+def frame_relation(ctx: Ctx, fid: int, frame: pd.DataFrame, ncols: int) -> str:
+    """Register ``frame`` (columns line, raw, t_<name> as str) of file ``fid`` as a relation like
+    :func:`lines_relation` (plus ``raw``)."""
+    name = f"_ing_frame_{int(fid)}"
+    ctx.register(name, frame)
+    cols = ", ".join(f'CAST(f."{c}" AS VARCHAR) AS "{c}"' if c.startswith("t_") else f'f."{c}"'
+                     for c in frame.columns if c not in ("line", "raw"))
+    return (f"(SELECT CAST({int(fid)} AS BIGINT) AS _fid, CAST(f.line AS BIGINT) AS line, {int(ncols)} AS _n, false AS _q, "
+            f"CAST(f.raw AS VARCHAR) AS raw, {cols}, p.* EXCLUDE (_fid) FROM {name} f JOIN {FILES} p ON p._fid = {int(fid)})")
+
+
+def csv_header(
     file: str,
-    text: str,
+    header_line: str,
     required: tuple[str, ...],
     optional: tuple[str, ...] = (),
     aliases: dict[str, str] | None = None,
-) -> tuple[pd.DataFrame, list[str]]:
-    """Parse a comma-separated text with a header strictly.
+) -> tuple[dict[str, int], int]:
+    """The header of a comma-separated file: ({column name: field position} of the wanted columns, field count).
 
-    Returns (frame of str columns named in lower case, with ``_line`` = physical line number, physical lines).
-    Header names are matched case-insensitively; ``aliases`` maps an alternative name to the canonical one.
-    Raises InputFileError for a wrong delimiter, a missing column or a row with the wrong number of fields.
-    Blank lines are skipped. Extra columns are dropped.
-    """
-    lines = split_lines(text)
-    if not lines or not lines[0].strip():
+    Names are matched case-insensitively (quotes and spaces stripped); ``aliases`` maps an alternative name to
+    the canonical one. InputFileError for a wrong delimiter, a missing or duplicate column."""
+    import csv
+
+    if not header_line.strip():
         raise InputFileError(file, 1, f"empty file: expected a header with columns {','.join(required)}")
-    header_line = lines[0]
     names = [h.strip().strip('"').strip().lower() for h in next(csv.reader([header_line]))]
     aliases = aliases or {}
     names = [aliases.get(n, n) for n in names]
@@ -165,159 +303,207 @@ def read_csv_text(
     dups = sorted({n for n in names if names.count(n) > 1 and n in required + optional})
     if dups:
         raise InputFileError(file, 1, f"duplicate column {dups[0]!r} in header")
-    ncol = len(names)
-    body = pd.Series(lines[1:], dtype=str)
-    blank = (body.str.strip() == "").to_numpy()
-    if len(body):
-        nsep = body.str.count(",").to_numpy()
-        quoted = body.str.contains('"', regex=False).to_numpy()
-        wrong = ~blank & ~quoted & (nsep != ncol - 1)
-        if wrong.any():
-            i = int(np.argmax(wrong))
-            raise InputFileError(file, i + 2, f"expected {ncol} comma-separated fields, found {nsep[i] + 1}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", pd.errors.ParserWarning)
-            df = pd.read_csv(
-                io.StringIO(text.lstrip("\ufeff")),
-                header=None,
-                skiprows=1,
-                names=list(range(ncol)),
-                index_col=False,
-                dtype=str,
-                keep_default_na=False,
-                na_filter=False,
-                skip_blank_lines=False,
-                engine="c",
-            )
-    except (pd.errors.ParserError, pd.errors.ParserWarning) as exc:
-        m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
-        if m:
-            raise InputFileError(
-                file, int(m.group(2)), f"expected {m.group(1)} comma-separated fields, found {m.group(3)}"
-            ) from None
-        raise InputFileError(file, None, f"unreadable CSV ({exc})") from None
-    except pd.errors.EmptyDataError:
-        df = pd.DataFrame({i: pd.Series([], dtype=str) for i in range(ncol)})
-    df["_line"] = np.arange(2, len(df) + 2, dtype=np.int64)
-    if len(df):
-        if len(df) == len(body):
-            drop = blank
-        else:  # quoted fields spanning lines: fall back to the parsed values
-            drop = (df[list(range(ncol))].apply(lambda c: c.str.strip() != "").sum(axis=1) == 0).to_numpy()
-        df = df.loc[~drop]
-    keep = {i: n for i, n in enumerate(names) if n in required + optional}
-    out = df[list(keep)].rename(columns=keep)
-    for c in out.columns:
-        out[c] = out[c].str.strip()
-    out["_line"] = df["_line"].to_numpy()
-    return out.reset_index(drop=True), lines
+    return {n: i for i, n in enumerate(names) if n in required + optional}, len(names)
 
 
-def parse_numeric(
-    file: str, df: pd.DataFrame, col: str, *, required: bool = True, label: str | None = None
-) -> np.ndarray:
-    """A str column -> float64; the first non-numeric (or, when required, empty) value is an InputFileError."""
-    label = label or col
-    if pd.api.types.is_numeric_dtype(df[col]) and not pd.api.types.is_bool_dtype(df[col]):
-        vals = df[col].to_numpy(dtype=np.float64, na_value=np.nan)
-        empty_n = np.isnan(vals)
-        bad = np.isinf(vals) | (empty_n if required else np.zeros(len(vals), dtype=bool))
-        if bad.any():
-            i = int(np.argmax(bad))
-            why = f"missing {label} value" if empty_n[i] else f"non-numeric {label} {vals[i]!r}"
-            raise InputFileError(file, int(df["_line"].iat[i]), why)
-        return vals
-    s = df[col].astype(str).str.strip().str.replace(",", "", regex=False) if len(df) else df[col].astype(str)
-    empty = ((s == "") | s.isna()).fillna(True)
-    vals = pd.to_numeric(s.where(~empty, None), errors="coerce").to_numpy(dtype=np.float64)
-    bad = np.isnan(vals) & ~empty.to_numpy()
-    if required:
-        bad |= empty.to_numpy()
-    inf = np.isinf(vals)
-    bad |= inf
-    if bad.any():
-        i = int(np.argmax(bad))
-        v = df[col].iat[i]
-        why = f"missing {label} value" if (required and empty.iat[i]) else f"non-numeric {label} {v!r}"
-        raise InputFileError(file, int(df["_line"].iat[i]), why)
-    return vals
+# --------------------------------------------------------------------------------------------------- rules
 
 
-def parse_dates(file: str, df: pd.DataFrame, col: str, *, label: str | None = None) -> pd.Series:
-    """YYYY-MM-DD or YYYYMMDD strings -> datetime64 (midnight); the first unparseable one is an InputFileError."""
-    label = label or col
-    codes, uniq = pd.factorize(df[col].astype(str).str.strip().to_numpy(), use_na_sentinel=False)
-    u = pd.Series(uniq, dtype=str)
-    iso = u.str.fullmatch(r"\d{4}-\d{2}-\d{2}").fillna(False).to_numpy(dtype=bool)
-    compact = u.str.fullmatch(r"\d{8}").fillna(False).to_numpy(dtype=bool)
-    du = pd.Series(pd.NaT, index=u.index, dtype="datetime64[s]")
-    if iso.any():
-        du[iso] = pd.to_datetime(u[iso], format="%Y-%m-%d", errors="coerce").to_numpy(dtype="datetime64[s]")
-    if compact.any():
-        du[compact] = pd.to_datetime(u[compact], format="%Y%m%d", errors="coerce").to_numpy(dtype="datetime64[s]")
-    d = pd.Series(du.to_numpy()[codes] if len(codes) else np.array([], dtype="datetime64[s]"), dtype="datetime64[s]")
-    s = pd.Series(np.asarray(uniq, dtype=object)[codes] if len(codes) else np.array([], dtype=object), dtype=object)
-    bad = d.isna().to_numpy()
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise InputFileError(file, int(df["_line"].iat[i]), f"unparseable {label} {s.iat[i]!r} (expected YYYY-MM-DD or YYYYMMDD)")
-    return d.astype("datetime64[s]").reset_index(drop=True)
+def _typed(c: Col) -> str:
+    t = f'"t_{c.name}"'
+    if c.kind == "date":
+        return (f"CAST(CASE length({t}) WHEN 10 THEN CASE WHEN regexp_full_match({t}, '[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}') "
+                f"THEN TRY_STRPTIME({t}, '%Y-%m-%d') END "
+                f"WHEN 8 THEN CASE WHEN regexp_full_match({t}, '[0-9]{{8}}') THEN TRY_STRPTIME({t}, '%Y%m%d') END END AS DATE)")
+    if c.kind == "number":  # thousands separators allowed; no '_' (DuckDB would accept 1_000); finite only
+        v = f"coalesce(TRY_CAST({t} AS DOUBLE), CASE WHEN contains({t}, ',') THEN TRY_CAST(replace({t}, ',', '') AS DOUBLE) END)"
+        return f"(CASE WHEN NOT contains({t}, '_') AND isfinite({v}) THEN {v} END)"
+    if c.kind == "symbol":
+        return f"(CASE WHEN regexp_full_match({t}, '{PLAIN_SYMBOL_SQL_RE}') THEN {t} END)"
+    if c.kind == "upper":
+        return f"NULLIF(upper({t}), '')"
+    return f"NULLIF({t}, '')"
 
 
-def collect_rejects(checks: list[tuple[np.ndarray, object]], n: int) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """Combine invariant checks. Each check is (bad-mask, reason): a string, an array of per-row reasons, or a
-    callable taking the bad row indices and returning their reasons (so reasons are only built for bad rows).
-    The first failing check of a row gives its reason. Returns (reject mask, [(row index, reason)])."""
-    mask = np.zeros(n, dtype=bool)
-    out: list[tuple[int, str]] = []
-    for bad, reason in checks:
-        bad = np.asarray(bad, dtype=bool) & ~mask
-        if not bad.any():
-            continue
-        idx = np.flatnonzero(bad)
-        if isinstance(reason, str):
-            out.extend((int(i), reason) for i in idx)
-        elif callable(reason):
-            out.extend((int(i), str(r)) for i, r in zip(idx, reason(idx)))
-        else:
-            r = np.asarray(reason, dtype=object)
-            out.extend((int(i), str(r[i])) for i in idx)
-        mask |= bad
-    return mask, out
+def _pat(s: str) -> str:
+    """``s`` escaped for use inside a printf pattern literal."""
+    return s.replace("'", "''").replace("%", "%%")
 
 
-def duplicate_rejects(keys: pd.DataFrame, lines: np.ndarray, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Rows whose key occurs more than once in the file (every copy is rejected: we cannot tell which is right)."""
-    dup = keys.duplicated(keep=False).to_numpy()
-    reasons = np.empty(len(keys), dtype=object)
-    if dup.any():
-        sub = keys.loc[dup].copy()
-        for c in sub.columns:
-            if pd.api.types.is_datetime64_any_dtype(sub[c]):
-                sub[c] = sub[c].dt.strftime("%Y-%m-%d")
-        k = sub.astype(str).agg(", ".join, axis=1)
-        first = pd.Series(np.asarray(lines)[dup]).groupby(k.to_numpy()).transform(lambda x: ",".join(map(str, x)))
-        reasons[dup] = [
-            f"duplicate key ({', '.join(names)}) = ({kk}) on lines {ln}" for kk, ln in zip(k.to_numpy(), first.to_numpy())
-        ]
-    return dup, reasons
+def _format_checks(c: Col) -> list[tuple[str, str]]:
+    t, v = f'"t_{c.name}"', f'"{c.name}"'
+    lab = _pat(c.lab)
+    if c.kind == "date":
+        if not c.required:
+            return [(f"{t} <> '' AND {v} IS NULL", f"printf('unparseable {lab} %s (expected YYYY-MM-DD or YYYYMMDD)', {repr_sql(t)})")]
+        return [(f"{v} IS NULL", f"printf('unparseable {lab} %s (expected YYYY-MM-DD or YYYYMMDD)', {repr_sql(t)})")]
+    if c.kind == "number":
+        out = []
+        if c.required:
+            out.append((f"{t} = ''", sql_str(f"missing {c.lab} value")))
+        out.append((f"{t} <> '' AND {v} IS NULL", f"printf('non-numeric {lab} %s', {repr_sql(t)})"))
+        return out
+    if c.kind in ("text", "upper") and c.required:
+        return [(f"{t} = ''", sql_str(f"missing {c.lab} value"))]
+    return []
 
 
-def rejects_frame(found: list[tuple[int, str]], line_no: np.ndarray, raw_lines: list[str] | None, raw_fallback=None) -> pd.DataFrame:
-    """[(row index, reason)] -> DataFrame(line, reason, raw) sorted by line."""
-    if not found:
-        return pd.DataFrame({"line": pd.Series([], dtype="int64"), "reason": pd.Series([], dtype=str), "raw": pd.Series([], dtype=str)})
-    idx = np.array([i for i, _ in found], dtype=np.int64)
-    ln = np.asarray(line_no)[idx].astype(np.int64)
-    if raw_lines is not None:
-        raw = [raw_lines[int(x) - 1] if 0 < int(x) <= len(raw_lines) else "" for x in ln]
-    elif raw_fallback is not None:
-        raw = [str(raw_fallback[int(i)]) for i in idx]
+def _case(branches: Sequence[tuple[str, str]]) -> str:
+    if not branches:
+        return "CAST(NULL AS VARCHAR)"
+    return "(CASE " + " ".join(f"WHEN {c} THEN {r}" for c, r in branches) + " END)"
+
+
+def date_rules(ctx: Ctx, d: str, label: str, earliest: dt.date, *, session: bool = True,
+               earliest_why: str = "the first date the NYSE calendar covers") -> list[tuple[str, str]]:
+    """(condition, reason) SQL pairs refusing a date before ``earliest``, after today, or (``session``) not an
+    NYSE session (a lookup in :meth:`Ctx.session_bits`)."""
+    ds = f"strftime({d}, '%Y-%m-%d')"
+    today = ctx.today
+    rules = [
+        (f"{d} < DATE '{max(earliest, EARLIEST_DATE)}'", f"printf('{label} %s is before {earliest}, {earliest_why}', {ds})"),
+        (f"{d} > DATE '{today}'", f"printf('{label} %s is in the future (today is {today})', {ds})"),
+    ]
+    if session:
+        idx = f"CAST(date_diff('day', DATE '{EARLIEST_DATE}', {d}) AS INTEGER)"
+        rules.append((
+            f"get_bit({ctx.session_bits()}, {idx}) = 0",
+            f"printf('{label} %s is not an NYSE session (%s)', {ds}, "
+            f"CASE WHEN isodow({d}) >= 6 THEN dayname({d}) ELSE 'holiday' END)",
+        ))
+    return rules
+
+
+def stage_rows(ctx: Ctx, spec: Spec, table: str) -> None:
+    """Build the rows table ``table`` of a group of files from ``spec`` (module doc)."""
+    con = ctx.con
+    cols = spec.cols
+    typed = [f'{spec.typed.get(c.name) or _typed(c)} AS "{c.name}"' for c in cols]
+    checks: list[tuple[str, str]] = [
+        ("_q", sql_str("unterminated quoted field (a quoted value spanning lines is not supported)")),
+        (f"_n <> {int(spec.ncols)}", f"printf({sql_str(spec.count_error)}, {int(spec.ncols)}, _n)"),
+    ]
+    for c in cols:
+        checks += _format_checks(c)
+    checks += list(spec.file_checks)
+    sym = next((c.name for c in cols if c.kind == "symbol"), None)
+    extras = "".join(f', {e} AS "{n}"' for n, e in spec.extra)
+    where = f" WHERE {spec.where}" if spec.where else ""
+    drop = [f"t_{c.name}" for c in cols if c.kind != "symbol" and c.name not in spec.keep] + list(PARAMS)
+    drop_sql = ", ".join(f'"{d}"' for d in drop)
+    inner = f"SELECT *, {', '.join(typed)}{extras} FROM {spec.relation}{where}"
+    if sym is not None:
+        sym_ref = '"' + sym + '"'
+        date_ref = '"' + spec.date_col + '"' if spec.date_col else "NULL"
+        middle = f'SELECT * EXCLUDE ("{sym}"), {ctx.map_sql(sym_ref, date_ref)} AS "{sym}", {_case(checks)} AS _ferr0 FROM ({inner})'
     else:
-        raw = [""] * len(idx)
-    out = pd.DataFrame({"line": ln, "reason": [r for _, r in found], "raw": raw})
-    return out.sort_values("line", kind="stable").reset_index(drop=True)
+        middle = f"SELECT *, {_case(checks)} AS _ferr0 FROM ({inner})"
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {table} AS "
+        f"SELECT * EXCLUDE (_ferr0, {drop_sql}), _ferr0 AS _ferr, {_case(spec.rejects)} AS _reason FROM ({middle})"
+    )
+    if sym is not None:
+        _fix_symbols(ctx, table, sym, next(c.lab for c in cols if c.name == sym), spec.date_col)
+
+
+def _fix_symbols(ctx: Ctx, table: str, sym: str, label: str, date_col: str | None) -> None:
+    """Canonicalize the symbols the SQL fast path left NULL (the Python definition, cached per call); a
+    symbol that is not valid makes its row's reject reason (the first rule)."""
+    con = ctx.con
+    raws = [r[0] for r in con.execute(f'SELECT DISTINCT "t_{sym}" FROM {table} WHERE "{sym}" IS NULL').fetchall()]
+    if not raws:
+        return
+    out = []
+    for r in raws:
+        if r not in ctx.symcache:
+            ctx.symcache[r] = _canon(r)
+        out.append((r, *ctx.symcache[r]))
+    frame = pd.DataFrame(out, columns=["raw", "canon", "problem"]).astype(object)
+    if label != "symbol":
+        frame["problem"] = frame["problem"].replace("empty symbol", f"empty {label}")
+    ctx.register("_ing_symfix", frame)
+    try:
+        mapped = ctx.map_sql("CAST(x.canon AS VARCHAR)", f'r."{date_col}"' if date_col else "NULL")
+        con.execute(
+            f'UPDATE {table} AS r SET "{sym}" = {mapped}, '
+            f"_reason = CASE WHEN x.problem IS NOT NULL THEN CAST(x.problem AS VARCHAR) ELSE r._reason END "
+            f'FROM _ing_symfix x WHERE r."{sym}" IS NULL AND r."t_{sym}" = CAST(x.raw AS VARCHAR)'
+        )
+    finally:
+        ctx.unregister("_ing_symfix")
+
+
+def summarize(ctx: Ctx, spec: Spec, table: str, files: dict[int, str]) -> dict[int, Summary]:
+    """Per file of the group: its first format error (the file fails), else duplicate keys marked and the
+    counts of accepted and rejected rows with the first reject."""
+    con = ctx.con
+    kexpr = ", ".join(f'"{k}"' for k in spec.key)
+    out = {fid: Summary() for fid in files}
+    dup_fids = []
+    # duplicates: distinct key HASHES first (cheap); equal counts prove there is no duplicate key, fewer trigger
+    # the exact check below (a hash collision only costs that check)
+    for fid, ferr_line, ferr, n, n_rej, n_dup in con.execute(
+        f"SELECT _fid, min(line) FILTER (WHERE _ferr IS NOT NULL), arg_min(_ferr, line) FILTER (WHERE _ferr IS NOT NULL), "
+        f"count(*), count(_reason), count(*) - count(DISTINCT hash({kexpr})) FROM {table} GROUP BY _fid"
+    ).fetchall():
+        s = out[int(fid)]
+        s.n_rows = int(n)
+        if ferr_line is not None:
+            s.error = InputFileError(files[int(fid)], int(ferr_line), str(ferr))
+            continue
+        s.n_rejects = int(n_rej)
+        if spec.reject_dups and n_dup:
+            exact = con.execute(f"SELECT count(*) - count(DISTINCT ({kexpr})) FROM {table} WHERE _fid = {int(fid)}").fetchall()[0][0]
+            if exact:
+                dup_fids.append(int(fid))
+    if dup_fids:
+        parts = [f"strftime(r.\"{k}\", '%Y-%m-%d')" if _is_date(con, table, k) else f'CAST(r."{k}" AS VARCHAR)' for k in spec.key]
+        kv = " || ', ' || ".join(parts)
+        on = " AND ".join(["d._fid = r._fid"] + [f'd."{k}" IS NOT DISTINCT FROM r."{k}"' for k in spec.key])
+        # the lines of a duplicated key, at most DUP_LINES of them (a file of 40,000 copies of one row must not
+        # produce 40,000 reasons listing 40,000 lines each)
+        lines = (f"CASE WHEN count(*) > {DUP_LINES} THEN array_to_string(list(line ORDER BY line)[1:{DUP_LINES}], ',') "
+                 f"|| printf(',... (%d lines)', count(*)) ELSE array_to_string(list(line ORDER BY line), ',') END")
+        con.execute(
+            f"UPDATE {table} AS r SET _reason = printf('duplicate key ({', '.join(spec.key_labels)}) = (%s) on lines %s', {kv}, d.lines) "
+            f"FROM (SELECT _fid, {kexpr}, {lines} AS lines FROM {table} "
+            f"WHERE _fid IN ({_fid_list(dup_fids)}) GROUP BY _fid, {kexpr} HAVING count(*) > 1) d WHERE {on} AND r._reason IS NULL"
+        )
+    rej_fids = [f for f, s in out.items() if s.error is None and (s.n_rejects or f in dup_fids)]
+    if rej_fids:
+        for fid, ln, reason, n_rej in con.execute(
+            f"SELECT _fid, min(line), arg_min(_reason, line), count(*) FROM {table} "
+            f"WHERE _reason IS NOT NULL AND _fid IN ({_fid_list(rej_fids)}) GROUP BY _fid"
+        ).fetchall():
+            s = out[int(fid)]
+            s.n_rejects = int(n_rej)
+            s.first_reject = (int(ln), str(reason))
+    for s in out.values():
+        s.n_rows -= s.n_rejects
+    return out
+
+
+def _is_date(con: duckdb.DuckDBPyConnection, table: str, col: str) -> bool:
+    rows = con.execute(
+        "SELECT data_type FROM information_schema.columns WHERE table_name = ? AND column_name = ?", [table, col]
+    ).fetchall()
+    return bool(rows) and rows[0][0] == "DATE"
+
+
+def rejects_sql(spec: Spec, table: str, fid: int) -> str:
+    """SELECT line, reason, raw of file ``fid``'s rejected rows (raw: the physical line, or the staged record)."""
+    if spec.raw_in_rows:
+        return f"SELECT line, _reason, raw FROM {table} WHERE _fid = {int(fid)} AND _reason IS NOT NULL ORDER BY line"
+    return (f"SELECT r.line, r._reason, l.l FROM {table} r JOIN _ing_lines l ON l._fid = r._fid AND l.line = r.line "
+            f"WHERE r._fid = {int(fid)} AND r._reason IS NOT NULL ORDER BY r.line")
+
+
+def accepted(table: str, fid: int) -> str:
+    """The WHERE of file ``fid``'s accepted rows."""
+    return f"FROM {table} WHERE _fid = {int(fid)} AND _reason IS NULL"
+
+
+# --------------------------------------------------------------------------------------------------- write
 
 
 def table_types(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
@@ -329,107 +515,41 @@ def table_types(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
     return {str(n): str(t) for n, t in rows}
 
 
-def _insert_frame(con: duckdb.DuckDBPyConnection, table: str, df: pd.DataFrame, types: dict[str, str]) -> None:
-    if not len(df):
-        return
-    cols = [c for c in df.columns if c in types]
-    name = "_ingest_rows"
-    con.register(name, df[cols])
-    try:
-        sel = ", ".join(f'CAST("{c}" AS {types[c]})' for c in cols)
-        con.execute(f"INSERT INTO {table} ({', '.join(cols)}) SELECT {sel} FROM {name}")
-    finally:
-        con.unregister(name)
-
-
-def _delete_cover(con: duckdb.DuckDBPyConnection, table: str, cover: pd.DataFrame, types: dict[str, str]) -> int:
-    if not len(cover):
-        return 0
-    name = "_ingest_cover"
-    con.register(name, cover.drop_duplicates())
-    try:
-        cond = " AND ".join(f't."{c}" = CAST(k."{c}" AS {types[c]})' for c in cover.columns)
-        got = con.execute(f"DELETE FROM {table} AS t USING {name} AS k WHERE {cond}").fetchone()
-    finally:
-        con.unregister(name)
-    return int(got[0]) if got else 0
-
-
-def _merge_existing(con: duckdb.DuckDBPyConnection, parsed: Parsed, rows: pd.DataFrame, types: dict[str, str]) -> pd.DataFrame:
-    """Fill NULL columns of the new rows from the stored rows with the same key (before they are deleted)."""
-    if not len(rows):
-        return rows
-    keys = list(parsed.cover.columns)
-    cols = [c for c in rows.columns if c in types]
-    name = "_ingest_merge"
-    con.register(name, rows[cols])
-    try:
-        sel = []
-        for c in cols:
-            n = f'CAST(n."{c}" AS {types[c]})'
-            if c in parsed.coalesce_existing:
-                sel.append(f'coalesce({n}, o."{c}") AS "{c}"')
-            elif c in parsed.greatest_existing:
-                sel.append(f'CASE WHEN o."{c}" IS NULL THEN {n} ELSE greatest({n}, o."{c}") END AS "{c}"')
-            else:
-                sel.append(f'{n} AS "{c}"')
-        on = " AND ".join(f'o."{k}" = CAST(n."{k}" AS {types[k]})' for k in keys)
-        merged = con.execute(f"SELECT {', '.join(sel)} FROM {name} n LEFT JOIN {parsed.table} o ON {on}").df()
-    finally:
-        con.unregister(name)
-    return merged
-
-
-def write_parsed(
-    con: duckdb.DuckDBPyConnection,
-    parsed: Parsed,
-    *,
-    file: str,
-    sha256: str,
-    kind: str,
-    source_file: str,
-    types_cache: dict[str, dict[str, str]] | None = None,
-) -> tuple[int, str]:
-    """Write one parsed file. The caller holds the transaction. Returns (ingest_id, status).
-
-    ``types_cache`` (table -> column types) saves a catalog query per file in a batch."""
-    cache = {} if types_cache is None else types_cache
-
-    def types_of(t: str) -> dict[str, str]:
-        if t not in cache:
-            cache[t] = table_types(con, t)
-        return cache[t]
-
-    types = types_of(parsed.table)
-    rows = parsed.rows
-    if "source_file" in types and "source_file" not in rows.columns:
-        rows = rows.assign(source_file=source_file)
-    if parsed.coalesce_existing or parsed.greatest_existing:
-        rows = _merge_existing(con, parsed, rows, types)
-    deleted = _delete_cover(con, parsed.table, parsed.cover, types)
-    _insert_frame(con, parsed.table, rows, types)
-    ingest_id = int(con.execute("SELECT nextval('ingest_log_seq')").fetchone()[0])
-    if parsed.n_rejects:
-        rj = parsed.rejects.assign(ingest_id=ingest_id, file=file)[["ingest_id", "file", "line", "reason", "raw"]]
-        _insert_frame(con, "ingest_rejects", rj, types_of("ingest_rejects"))
-    if parsed.n_rejects:
-        status = "rejected_rows"
-    elif deleted:
-        status = "replaced"
-    else:
-        status = "ok"
+def write_rows(ctx: Ctx, plan: Plan, *, file: str, sha256: str, kind: str) -> str:
+    """Apply ``plan`` (the caller holds the transaction); returns the status (ok / replaced / rejected_rows)."""
+    con = ctx.con
+    for sql in plan.before_write:
+        con.execute(sql)
+    deleted = 0
+    if plan.delete:
+        got = con.execute(plan.delete).fetchone()
+        deleted = int(got[0]) if got else 0
+    types = ctx.types_of(plan.table)
+    cols = [c for c in plan.columns if c in types]
+    con.execute(f"INSERT INTO {plan.table} ({', '.join(cols)}) {plan.select}")
+    status = "rejected_rows" if plan.n_rejects else ("replaced" if deleted else "ok")
     msg_parts = []
     if deleted:
         msg_parts.append(f"replaced {deleted} existing rows")
-    if parsed.n_rejects:
-        first = parsed.rejects.iloc[0]
-        msg_parts.append(f"{parsed.n_rejects} rows rejected, first {file}:{int(first['line'])}: {first['reason']}")
-    con.execute(
-        "INSERT INTO ingest_log (id, file, sha256, kind, rows_accepted, rows_rejected, status, message) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [ingest_id, file, sha256, kind, int(len(rows)), parsed.n_rejects, status, "; ".join(msg_parts) or None],
-    )
-    return ingest_id, status
+    if plan.n_rejects and plan.first_reject:
+        ln, reason = plan.first_reject
+        msg_parts.append(f"{plan.n_rejects} rows rejected, first {file}:{ln}: {reason}")
+    msg = "; ".join(msg_parts) or None
+    if plan.n_rejects:
+        ingest_id = int(con.execute("SELECT nextval('ingest_log_seq')").fetchone()[0])
+        con.execute(f"INSERT INTO ingest_rejects SELECT ?, ?, * FROM ({plan.rejects})", [ingest_id, file])
+        con.execute(
+            "INSERT INTO ingest_log (id, file, sha256, kind, rows_accepted, rows_rejected, status, message) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [ingest_id, file, sha256, kind, plan.n_rows, plan.n_rejects, status, msg],
+        )
+    else:
+        con.execute(
+            "INSERT INTO ingest_log (file, sha256, kind, rows_accepted, rows_rejected, status, message) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [file, sha256, kind, plan.n_rows, 0, status, msg],
+        )
+    return status
 
 
 def log_failure(con: duckdb.DuckDBPyConnection, *, file: str, sha256: str, kind: str, message: str) -> None:
@@ -442,6 +562,35 @@ def log_failure(con: duckdb.DuckDBPyConnection, *, file: str, sha256: str, kind:
             [file, sha256, kind, message],
         )
         con.execute("COMMIT")
-    except Exception:
+    except duckdb.Error:
         con.execute("ROLLBACK")
         raise
+
+
+# --------------------------------------------------------------------------------------------------- names
+
+_NAME_DATE = ((r"(?<!\d)(\d{4}-\d{2}-\d{2})(?!\d)", "%Y-%m-%d"), (r"(?<!\d)(\d{8})(?!\d)", "%Y%m%d"))
+
+
+def name_dates(path: str | Path) -> list[pd.Timestamp]:
+    """Every valid date in a file name, in order (``finra_api_regsho_20240102_20240131.csv`` -> two)."""
+    name = Path(path).name
+    found: list[tuple[int, pd.Timestamp]] = []
+    for pat, fmt in _NAME_DATE:
+        for m in re.finditer(pat, name):
+            ts = pd.to_datetime(m.group(1), format=fmt, errors="coerce")
+            if not pd.isna(ts):
+                found.append((m.start(), pd.Timestamp(ts)))
+    return [ts for _, ts in sorted(found, key=lambda x: x[0])]
+
+
+def name_date(path: str | Path) -> pd.Timestamp | None:
+    """The date in a file name: ``CNMSshvol20200102.txt`` or ``..._2020-01-02...``; None when absent or invalid."""
+    name = Path(path).name
+    for pat, fmt in _NAME_DATE:
+        m = re.search(pat, name)
+        if m:
+            ts = pd.to_datetime(m.group(1), format=fmt, errors="coerce")
+            if not pd.isna(ts):
+                return pd.Timestamp(ts)
+    return None

@@ -13,8 +13,15 @@ Accepted forms:
   dates/facilities in one file.
 
 A file replaces every stored row of the (date, facility) pairs it covers.
-Row invariants (rejected, or fatal under strict): volumes >= 0, short_volume <= total_volume, non-empty symbol,
-(date, symbol, facility) unique within the file.
+
+File-level rules (the file fails, nothing is written): the header, the trailer count, field counts, numbers and
+dates that do not parse; a raw file's rows must carry the file name's date, which must be an NYSE session on or
+after 2009-08-03 (the first FINRA Reg SHO daily file) and not in the future; a tidy file's facility must be one
+of the families or API, and its dates must match the file name's date (one date in the name) or lie within its
+two dates (``finra_api_regsho_20240102_20240131.csv``).
+Row invariants (rejected, or fatal under strict): a valid symbol (``optimizer.data.symbols``), volumes <= 1e13
+and >= 0, short_volume <= total_volume, short_exempt_volume <= short_volume, (date, symbol, facility) unique
+within the file; a tidy file's dates follow the same date rules per row.
 
 ``consolidated_short_sql()`` gives one row per (date, symbol): the CNMS row when present (provenance 'CNMS'),
 else the SUM of the per-facility rows (provenance 'FACILITY_SUM:FNQC+FNSQ+...', facilities sorted), else the
@@ -23,42 +30,56 @@ API row (provenance 'API'). ``create_consolidated_view(con)`` stores it as the v
 
 from __future__ import annotations
 
-import csv
-import io
+import datetime as dt
 from pathlib import Path
 
 import duckdb
-import numpy as np
-import pandas as pd
 
 from optimizer.errors import InputFileError
-from optimizer.data.symbols import apply_symbol_map
 from optimizer.data.ingest._common import (
-    Parsed,
-    collect_rejects,
-    duplicate_rejects,
+    MAX_VOLUME,
+    Col,
+    Ctx,
+    Plan,
+    Prep,
+    Spec,
+    Summary,
+    accepted,
+    csv_header,
+    date_rules,
+    lines_relation,
     name_date,
-    parse_dates,
-    parse_numeric,
-    read_csv_text,
-    rejects_frame,
-    split_lines,
+    name_dates,
+    rejects_sql,
+    repr_sql,
+    sql_str,
 )
+from optimizer.data.ingest._source import Lines, RawFile
 
 __all__ = [
     "FAMILIES",
     "FACILITY_FILES",
-    "parse_finra_short",
+    "FIRST_FINRA_DATE",
+    "JSON_OK",
+    "prepare",
+    "spec",
+    "plan",
     "consolidated_short_sql",
     "create_consolidated_view",
     "facility_of",
 ]
 
+JSON_OK = False
 FAMILIES = ("CNMS", "FNSQ", "FNQC", "FNYX", "FNRA", "FORF")
 FACILITY_FILES = tuple(f for f in FAMILIES if f != "CNMS")
+FIRST_FINRA_DATE = dt.date(2009, 8, 3)
+_FIRST_WHY = "the first FINRA Reg SHO daily file"
 _NEW = ("date", "symbol", "shortvolume", "shortexemptvolume", "totalvolume", "market")
 _OLD = ("date", "symbol", "shortvolume", "totalvolume", "market")
-_COLS = ["date", "symbol", "facility", "market", "short_volume", "short_exempt_volume", "total_volume"]
+_OUT = ["date", "symbol", "facility", "market", "short_volume", "short_exempt_volume", "total_volume", "source_file"]
+_KEY_LABELS = ("date", "symbol", "facility")
+_TIDY_REQ = ("date", "symbol", "short_volume", "total_volume")
+_TIDY_OPT = ("short_exempt_volume", "market", "facility", "facility_file")
 
 
 def facility_of(path: str | Path) -> str | None:
@@ -70,25 +91,44 @@ def facility_of(path: str | Path) -> str | None:
     return None
 
 
-def parse_finra_short(file: str, text: str, symmap: pd.DataFrame) -> Parsed:
-    lines = split_lines(text)
-    while lines and not lines[-1].strip():
-        lines.pop()
-    if not lines:
+def _pretty(cols: tuple[str, ...]) -> list[str]:
+    names = {"date": "Date", "symbol": "Symbol", "shortvolume": "ShortVolume", "shortexemptvolume": "ShortExemptVolume",
+             "totalvolume": "TotalVolume", "market": "Market"}
+    return [names.get(c, c) for c in cols]
+
+
+def _volume_rules(short: str, exempt: str | None, total: str) -> list[tuple[str, str]]:
+    """The volume invariants, in order: plausible size, non-negative, short <= total, exempt <= short."""
+    vols = [("short_volume", short), ("total_volume", total)] + ([("short_exempt_volume", exempt)] if exempt else [])
+    rules = [(f"{v} > {MAX_VOLUME:g}", f"printf('{n} %g is above the maximum {MAX_VOLUME:g}', {v})") for n, v in vols]
+    rules += [(f"{v} < 0", f"printf('negative {n} %.0f', {v})") for n, v in vols]
+    rules.append((f"{short} > {total}", f"printf('short_volume %.0f > total_volume %.0f', {short}, {total})"))
+    if exempt:
+        rules.append((f"{exempt} > {short}", f"printf('short_exempt_volume %.0f > short_volume %.0f', {exempt}, {short})"))
+    return rules
+
+
+# --------------------------------------------------------------------------------------------------- prepare
+
+
+def prepare(ctx: Ctx, raw: RawFile, fid: int, lines: Lines, text: str | None) -> Prep:
+    """Header (and for raw files trailer) checks of one staged FINRA file; its layout and per-file values."""
+    file = raw.file
+    if not lines.staged:
         raise InputFileError(file, 1, "empty file: expected the header Date|Symbol|ShortVolume|...")
-    head = lines[0].strip().lower()
-    if "short_volume" in head:
-        return _parse_tidy(file, text, symmap)
-    return _parse_raw(file, lines, symmap)
+    header = lines.first if lines.first_no == 1 else ""
+    if "short_volume" in header.strip().lower():
+        return _prepare_tidy(file, header)
+    return _prepare_raw(file, header, lines)
 
 
-def _parse_raw(file: str, lines: list[str], symmap: pd.DataFrame) -> Parsed:
-    header = [h.strip().lower() for h in lines[0].split("|")]
+def _prepare_raw(file: str, header_line: str, lines: Lines) -> Prep:
+    header = [h.strip().lower() for h in header_line.split("|")]
     if len(header) == 1:
         for d, label in ((",", "','"), (";", "';'"), ("\t", "tab")):
-            if d in lines[0]:
+            if d in header_line:
                 raise InputFileError(file, 1, f"wrong delimiter: expected '|' between columns, found {label}")
-        raise InputFileError(file, 1, f"header {lines[0]!r} is not Date|Symbol|ShortVolume|...")
+        raise InputFileError(file, 1, f"header {header_line!r} is not Date|Symbol|ShortVolume|...")
     if tuple(header) == _NEW:
         layout = _NEW
     elif tuple(header) == _OLD:
@@ -97,152 +137,141 @@ def _parse_raw(file: str, lines: list[str], symmap: pd.DataFrame) -> Parsed:
         want = _NEW if "shortexemptvolume" in header else _OLD
         missing = [c for c in want if c not in header]
         what = f"missing column {_pretty((missing[0],))[0]!r}" if missing else "unexpected columns"
-        raise InputFileError(file, 1, f"{what}: header is {lines[0]!r}, expected {'|'.join(_pretty(want))!r}")
+        raise InputFileError(file, 1, f"{what}: header is {header_line!r}, expected {'|'.join(_pretty(want))!r}")
     facility = facility_of(file)
     if facility is None:
         raise InputFileError(file, None, f"cannot tell the facility: the file name must start with one of {', '.join(FAMILIES)}")
-    if len(lines) < 2:
+    if lines.last_no < 2:
         raise InputFileError(file, 2, "missing record-count trailer line")
-    trailer = lines[-1].strip()
+    trailer = lines.last.strip()
     if not trailer.isdigit():
         raise InputFileError(
-            file, len(lines), f"missing record-count trailer: last line {lines[-1][:60]!r} is not an integer (truncated file?)"
+            file, lines.last_no, f"missing record-count trailer: last line {lines.last[:60]!r} is not an integer (truncated file?)"
         )
-    body = pd.Series(lines[1:-1], dtype=str)
-    line_no = np.arange(2, len(lines), dtype=np.int64)
-    nonblank = (body.str.strip() != "").to_numpy()
-    body, line_no = body[nonblank].reset_index(drop=True), line_no[nonblank]
-    if int(trailer) != len(body):
-        raise InputFileError(file, len(lines), f"trailer says {int(trailer)} records, file has {len(body)}")
-    nsep = body.str.count(r"\|").to_numpy()
-    badn = nsep != len(layout) - 1
-    if badn.any():
-        i = int(np.argmax(badn))
-        raise InputFileError(file, int(line_no[i]), f"expected {len(layout)} '|'-separated fields, found {nsep[i] + 1}")
-    parts = _read_body(body, layout)
-    parts["_line"] = line_no
-    dates = parse_dates(file, parts, "date", label="Date")
+    records = lines.staged - 2
+    if int(trailer) != records:
+        raise InputFileError(file, lines.last_no, f"trailer says {int(trailer)} records, file has {records}")
     fdate = name_date(file)
-    if fdate is not None and len(dates):
-        off = (dates != fdate).to_numpy()
-        if off.any():
-            i = int(np.argmax(off))
-            raise InputFileError(
-                file, int(line_no[i]), f"date {parts['date'].iat[i]} does not match the file name date {fdate:%Y%m%d}"
-            )
-    short = parse_numeric(file, parts, "shortvolume", label="ShortVolume")
-    total = parse_numeric(file, parts, "totalvolume", label="TotalVolume")
-    exempt = (
-        parse_numeric(file, parts, "shortexemptvolume", required=False, label="ShortExemptVolume")
-        if layout is _NEW
-        else np.full(len(parts), np.nan)
+    return Prep(("raw", layout), {"p_date": None if fdate is None else fdate.date(), "p_facility": facility,
+                                  "p_last": lines.last_no, "p_date_text": None if fdate is None else f"{fdate:%Y%m%d}"})
+
+
+def _prepare_tidy(file: str, header_line: str) -> Prep:
+    index, ncols = csv_header(file, header_line, required=_TIDY_REQ, optional=_TIDY_OPT)
+    if "facility" not in index and "facility_file" in index:
+        index["facility"] = index.pop("facility_file")
+    else:
+        index.pop("facility_file", None)
+    params: dict[str, object] = {}
+    if "facility" not in index:
+        fam = facility_of(file)
+        if fam is None:
+            raise InputFileError(file, 1, "missing column 'facility_file' (or 'facility'), and the file name has no family prefix")
+        params["p_facility"] = fam
+    dates = name_dates(file)
+    if dates:
+        params["p_lo"], params["p_hi"] = min(dates).date(), max(dates).date()
+    span = 0 if not dates else (1 if len(dates) == 1 else 2)
+    return Prep(("tidy", tuple(sorted(index.items())), ncols, span), params)
+
+
+# --------------------------------------------------------------------------------------------------- validate
+
+
+def spec(ctx: Ctx, sig: tuple, fids: list[int], preps: dict) -> Spec:
+    ctx.ensure_sessions()
+    if sig[0] == "raw":
+        return _spec_raw(ctx, sig[1], fids)
+    return _spec_tidy(ctx, dict(sig[1]), sig[2], sig[3], fids)
+
+
+def _spec_raw(ctx: Ctx, layout: tuple[str, ...], fids: list[int]) -> Spec:
+    cols = [Col("date", "date", "Date"), Col("symbol", "symbol"), Col("shortvolume", "number", "ShortVolume")]
+    if layout is _NEW or layout == _NEW:
+        cols.append(Col("shortexemptvolume", "number", "ShortExemptVolume", required=False))
+    cols += [Col("totalvolume", "number", "TotalVolume"), Col("market", "text", "Market", required=False)]
+    checks = [('"date" <> p_date', "printf('date %s does not match the file name date %s', \"t_date\", strftime(p_date, '%Y%m%d'))")]
+    checks += date_rules(ctx, '"date"', "date", FIRST_FINRA_DATE, earliest_why=_FIRST_WHY)
+    exempt = '"shortexemptvolume"' if layout == _NEW else None
+    # every row of a raw file carries the file name's date: when the text is exactly that date no parse is needed
+    generic = [c for c in cols if c.name == "date"][0]
+    from optimizer.data.ingest._common import _typed  # noqa: PLC0415 - the generic date expression
+
+    fast_date = f'(CASE WHEN "t_date" = p_date_text THEN p_date ELSE {_typed(generic)} END)'
+    return Spec(
+        typed={"date": fast_date},
+        relation=lines_relation({c: i for i, c in enumerate(layout)}, "|", fids, trailer=True),
+        cols=cols,
+        ncols=len(layout),
+        count_error="expected %d '|'-separated fields, found %d",
+        date_col="date",
+        key=("date", "symbol", "facility"),
+        key_labels=_KEY_LABELS,
+        file_checks=checks,
+        extra=[("facility", "p_facility")],
+        rejects=_volume_rules('"shortvolume"', exempt, '"totalvolume"'),
     )
-    frame = pd.DataFrame(
-        {
-            "date": dates,
-            "symbol": parts["symbol"].to_numpy(),
-            "facility": facility,
-            "market": parts["market"].replace("", None).to_numpy(),
-            "short_volume": short,
-            "short_exempt_volume": exempt,
-            "total_volume": total,
-        }
+
+
+def _spec_tidy(ctx: Ctx, index: dict[str, int], ncols: int, span: int, fids: list[int]) -> Spec:
+    cols = [Col("date", "date"), Col("symbol", "symbol"), Col("short_volume", "number")]
+    if "short_exempt_volume" in index:
+        cols.append(Col("short_exempt_volume", "number", required=False))
+    cols.append(Col("total_volume", "number"))
+    if "market" in index:
+        cols.append(Col("market", "text", required=False))
+    checks: list[tuple[str, str]] = []
+    extra: list[tuple[str, str]] = []
+    if "facility" in index:
+        cols.append(Col("facility", "upper"))
+        known = FAMILIES + ("API",)
+        checks.append((
+            f"\"facility\" NOT IN ({', '.join(sql_str(f) for f in known)})",
+            f"printf('unknown facility %s (expected one of {', '.join(FAMILIES)} or API)', {repr_sql(chr(34) + 't_facility' + chr(34))})",
+        ))
+    else:
+        extra.append(("facility", "p_facility"))
+    if span == 1:
+        checks.append(('"date" <> p_lo', "printf('date %s does not match the file name date %s', \"t_date\", strftime(p_lo, '%Y%m%d'))"))
+    elif span == 2:
+        checks.append(('"date" NOT BETWEEN p_lo AND p_hi',
+                       "printf('date %s is outside the file name dates %s..%s', \"t_date\", strftime(p_lo, '%Y%m%d'), strftime(p_hi, '%Y%m%d'))"))
+    exempt = '"short_exempt_volume"' if "short_exempt_volume" in index else None
+    return Spec(
+        relation=lines_relation(index, ",", fids),
+        cols=cols,
+        ncols=ncols,
+        count_error="expected %d comma-separated fields, found %d",
+        date_col="date",
+        key=("date", "symbol", "facility"),
+        key_labels=_KEY_LABELS,
+        file_checks=checks,
+        extra=extra,
+        rejects=date_rules(ctx, '"date"', "date", FIRST_FINRA_DATE, earliest_why=_FIRST_WHY)
+        + _volume_rules('"short_volume"', exempt, '"total_volume"'),
     )
-    cover_dates = [fdate] if fdate is not None else sorted(set(dates))
-    cover = pd.DataFrame({"date": pd.to_datetime(pd.Series(cover_dates, dtype="datetime64[s]")), "facility": facility})
-    return _finish(file, frame, line_no, lines, cover, symmap)
 
 
-def _read_body(body: pd.Series, layout: tuple[str, ...]) -> pd.DataFrame:
-    """The data lines (field counts already checked) -> frame; numeric columns parsed by the C reader when clean,
-    left as text when not (parse_numeric then names the bad line)."""
-    num = [c for c in layout if c.endswith("volume")]
-    if not len(body):
-        return pd.DataFrame({c: pd.Series([], dtype=str) for c in layout})
-    df = pd.read_csv(
-        io.StringIO("\n".join(body.tolist())),
-        sep="|",
-        header=None,
-        names=list(layout),
-        index_col=False,
-        dtype={c: str for c in layout if c not in num},
-        keep_default_na=False,
-        na_values={c: [""] for c in num},
-        quoting=csv.QUOTE_NONE,
-        engine="c",
-    )
-    for c in ("date", "symbol", "market"):
-        df[c] = df[c].fillna("").str.strip()
-    return df
+# --------------------------------------------------------------------------------------------------- write
 
 
-def _pretty(cols: tuple[str, ...]) -> list[str]:
-    names = {"date": "Date", "symbol": "Symbol", "shortvolume": "ShortVolume", "shortexemptvolume": "ShortExemptVolume",
-             "totalvolume": "TotalVolume", "market": "Market"}
-    return [names.get(c, c) for c in cols]
-
-
-def _parse_tidy(file: str, text: str, symmap: pd.DataFrame) -> Parsed:
-    df, lines = read_csv_text(
-        file,
-        text,
-        required=("date", "symbol", "short_volume", "total_volume"),
-        optional=("short_exempt_volume", "market", "facility", "facility_file"),
-    )
-    if "facility" not in df.columns:
-        if "facility_file" in df.columns:
-            df = df.rename(columns={"facility_file": "facility"})
-        else:
-            fam = facility_of(file)
-            if fam is None:
-                raise InputFileError(file, 1, "missing column 'facility_file' (or 'facility'), and the file name has no family prefix")
-            df["facility"] = fam
-    line_no = df["_line"].to_numpy()
-    dates = parse_dates(file, df, "date")
-    frame = pd.DataFrame(
-        {
-            "date": dates,
-            "symbol": df["symbol"].to_numpy(),
-            "facility": df["facility"].str.upper().to_numpy(),
-            "market": (df["market"].replace("", None) if "market" in df.columns else pd.Series([None] * len(df))).to_numpy(),
-            "short_volume": parse_numeric(file, df, "short_volume"),
-            "short_exempt_volume": (
-                parse_numeric(file, df, "short_exempt_volume", required=False)
-                if "short_exempt_volume" in df.columns
-                else np.full(len(df), np.nan)
-            ),
-            "total_volume": parse_numeric(file, df, "total_volume"),
-        }
-    )
-    nofac = (frame["facility"].astype(str).str.strip() == "").to_numpy()
-    if nofac.any():
-        i = int(np.argmax(nofac))
-        raise InputFileError(file, int(line_no[i]), "missing facility value")
-    cover = frame[["date", "facility"]].drop_duplicates().reset_index(drop=True)
-    return _finish(file, frame, line_no, lines, cover, symmap)
-
-
-def _finish(
-    file: str, frame: pd.DataFrame, line_no: np.ndarray, lines: list[str], cover: pd.DataFrame, symmap: pd.DataFrame
-) -> Parsed:
-    frame = apply_symbol_map(frame, symmap)
-    s, t, e = frame["short_volume"].to_numpy(), frame["total_volume"].to_numpy(), frame["short_exempt_volume"].to_numpy()
-    dup, dup_reason = duplicate_rejects(frame[["date", "symbol", "facility"]],
-                                        line_no, ("date", "symbol", "facility"))
-    sym_empty = (frame["symbol"].astype(str).str.strip() == "").to_numpy()
-    checks = [
-        (sym_empty, "empty symbol"),
-        (s < 0, lambda ix: [f"negative short_volume {s[i]:.0f}" for i in ix]),
-        (t < 0, lambda ix: [f"negative total_volume {t[i]:.0f}" for i in ix]),
-        (np.nan_to_num(e, nan=0.0) < 0, lambda ix: [f"negative short_exempt_volume {e[i]:.0f}" for i in ix]),
-        (s > t, lambda ix: [f"short_volume {s[i]:.0f} > total_volume {t[i]:.0f}" for i in ix]),
-        (dup, dup_reason),
-    ]
-    bad, found = collect_rejects(checks, len(frame))
-    rows = frame.loc[~bad, _COLS].reset_index(drop=True)
-    for c in ("short_volume", "total_volume", "short_exempt_volume"):
-        rows[c] = np.floor(rows[c].to_numpy() + 0.5)
-    return Parsed("finra_short_daily", rows, cover, rejects_frame(found, line_no, lines))
+def plan(ctx: Ctx, sig: tuple, sp: Spec, table: str, fid: int, prep: Prep, s: Summary, file: str) -> Plan:
+    names = {c.name for c in sp.cols}
+    raw_layout = sig[0] == "raw"
+    short, total = ('"shortvolume"', '"totalvolume"') if raw_layout else ('"short_volume"', '"total_volume"')
+    exempt = '"shortexemptvolume"' if "shortexemptvolume" in names else ('"short_exempt_volume"' if "short_exempt_volume" in names else None)
+    exempt_out = f"CAST(floor({exempt} + 0.5) AS BIGINT)" if exempt else "CAST(NULL AS BIGINT)"
+    market = '"market"' if "market" in names else "CAST(NULL AS VARCHAR)"
+    select = (f"SELECT \"date\", \"symbol\", facility, {market}, CAST(floor({short} + 0.5) AS BIGINT), {exempt_out}, "
+              f"CAST(floor({total} + 0.5) AS BIGINT), {sql_str(Path(file).name)} {accepted(table, fid)}")
+    fdate = prep.params.get("p_date")
+    if raw_layout and fdate is not None:
+        delete = (f"DELETE FROM finra_short_daily WHERE facility = {sql_str(prep.params['p_facility'])} "
+                  f"AND date = DATE '{fdate}'")
+    else:  # every (date, facility) the file holds, rejected rows included
+        delete = (f"DELETE FROM finra_short_daily AS t USING (SELECT DISTINCT \"date\", facility FROM {table} "
+                  f"WHERE _fid = {int(fid)}) AS k WHERE t.date = k.date AND t.facility = k.facility")
+    return Plan("finra_short_daily", _OUT, select, delete, s.n_rows, s.n_rejects, s.first_reject, rejects_sql(sp, table, fid))
 
 
 def consolidated_short_sql(table: str = "finra_short_daily") -> str:

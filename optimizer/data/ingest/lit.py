@@ -13,38 +13,50 @@ lit-trades: CSV or Parquet with columns ``timestamp``, ``price``, ``size``, opti
   zero-downtick -> sell). A trade with neither (first trade of the day with no usable quote, or only zero ticks
   since the open) is unclassified volume. ``method`` is quote, tick or quote+tick by which rules classified
   trades that day ("tick" when no trade could be classified).
-* Row invariants (rejected, or fatal under strict): price > 0, size > 0, non-empty symbol.
+* Row invariants (rejected, or fatal under strict): a valid symbol, price > 0, size > 0, the trade's session date
+  an NYSE session between 1990-01-02 and today.
 * One file must hold all trades of each (symbol, day) it covers: its daily rows replace the stored ones.
 
 lit-flow: CSV ``date,symbol,lit_buy_volume,lit_sell_volume[,lit_unclassified_volume][,method]`` (method default
-"provided"); volumes must be >= 0 and (date, symbol) unique.
+"provided"); a valid symbol, the date an NYSE session between 1990-01-02 and today, 0 <= volumes <= 1e13 and
+(date, symbol) unique.
 """
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from optimizer.errors import InputFileError
-from optimizer.data.symbols import apply_symbol_map
 from optimizer.data.ingest._common import (
-    Parsed,
-    RowText,
-    collect_rejects,
-    decode_bytes,
-    duplicate_rejects,
-    parse_dates,
-    parse_numeric,
-    read_csv_text,
-    rejects_frame,
+    EARLIEST_DATE,
+    Col,
+    Ctx,
+    Plan,
+    Prep,
+    Spec,
+    Summary,
+    accepted,
+    date_rules,
+    frame_relation,
+    lines_relation,
+    rejects_sql,
+    split_sql,
+    sql_str,
 )
+from optimizer.data.ingest._source import Lines, RawFile
+from optimizer.data.ingest.options import csv_prep, daily_value_rules
 
-__all__ = ["parse_lit_trades", "parse_lit_flow", "classify_trades", "parse_timestamps"]
+__all__ = [
+    "trades_prepare", "trades_spec", "trades_plan", "trades_need_lines",
+    "flow_prepare", "flow_spec", "flow_plan",
+    "classify_trades", "parse_timestamps",
+]
 
 _FLOW_COLS = ["date", "symbol", "lit_buy_volume", "lit_sell_volume", "lit_unclassified_volume", "method"]
+_TRADE_ALIASES = {"ts": "timestamp", "time": "timestamp", "datetime": "timestamp", "ticker": "symbol"}
 
 
 def parse_timestamps(file: str, values: pd.Series, line_no: np.ndarray) -> pd.Series:
@@ -95,68 +107,118 @@ def classify_trades(
     return direction, rule
 
 
-def _read_trades(file: str, data: bytes) -> tuple[pd.DataFrame, list[str] | None]:
-    if data[:4] == b"PAR1":
-        try:
-            df = pd.read_parquet(io.BytesIO(data))
-        except Exception as exc:  # pyarrow raises several types
-            raise InputFileError(file, None, f"unreadable Parquet ({exc})") from None
-        df.columns = [str(c).strip().lower() for c in df.columns]
-        for c in ("timestamp", "price", "size"):
-            if c not in df.columns:
-                raise InputFileError(file, None, f"missing column {c!r} (columns: {','.join(df.columns)})")
-        keep = [c for c in ("timestamp", "symbol", "price", "size", "bid", "ask") if c in df.columns]
-        df = df[keep].copy()
-        if "symbol" in df.columns:
-            df["symbol"] = df["symbol"].astype(str).fillna("")
-        df["_line"] = np.arange(1, len(df) + 1)
-        return df.reset_index(drop=True), None
-    text = decode_bytes(file, data)
-    df, lines = read_csv_text(
-        file,
-        text,
-        required=("timestamp", "price", "size"),
-        optional=("symbol", "bid", "ask"),
-        aliases={"ts": "timestamp", "time": "timestamp", "datetime": "timestamp", "ticker": "symbol"},
-    )
-    return df, lines
+def trades_need_lines(raw: RawFile) -> bool:
+    """Parquet trades are read by pandas, not staged as lines."""
+    head = raw.data[:4] if raw.data is not None else raw.path.open("rb").read(4)
+    return head != b"PAR1"
 
 
-def parse_lit_trades(file: str, data: bytes, symmap: pd.DataFrame, settings) -> Parsed:
-    df, lines = _read_trades(file, data)
-    line_no = df["_line"].to_numpy()
-    if "symbol" in df.columns:
-        sym = df["symbol"].astype(str).to_numpy()
+def _parquet_frame(file: str, path: Path) -> tuple[pd.DataFrame, pd.Series]:
+    """A Parquet trades file -> (staged text frame, the timestamp column as read)."""
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types; the file is named in the message
+        raise InputFileError(file, None, f"unreadable Parquet ({exc})") from None
+    df.columns = [_TRADE_ALIASES.get(str(c).strip().lower(), str(c).strip().lower()) for c in df.columns]
+    for c in ("timestamp", "price", "size"):
+        if c not in df.columns:
+            raise InputFileError(file, None, f"missing column {c!r} (columns: {','.join(df.columns)})")
+    keep = [c for c in ("timestamp", "symbol", "price", "size", "bid", "ask") if c in df.columns]
+    df = df[keep].reset_index(drop=True)
+    text = pd.DataFrame({"line": np.arange(1, len(df) + 1, dtype=np.int64)})
+    text["raw"] = [",".join("" if pd.isna(v) else str(v) for v in row) for row in df.itertuples(index=False)]
+    for c in keep:
+        if c != "timestamp":
+            text[f"t_{c}"] = ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip() for v in df[c].astype(object)]
+    return text.astype({c: str for c in text.columns if c != "line"}), df["timestamp"]
+
+
+def trades_prepare(ctx: Ctx, raw: RawFile, fid: int, lines: Lines | None, text: str | None) -> Prep:
+    """Timestamps are parsed here (pandas: ISO-8601 with offsets or epoch numbers) into the session date and
+    the RTH flag; the row rules run in SQL with them."""
+    file = raw.file
+    if lines is None:
+        frame, ts_raw = _parquet_frame(file, raw.path)
+        line_no = frame["line"].to_numpy()
+        index, ncols = None, len([c for c in frame.columns if c.startswith("t_")]) + 1
+        names = [c[2:] for c in frame.columns if c.startswith("t_")]
     else:
+        prep = csv_prep(raw, lines, ("timestamp", "price", "size"), ("symbol", "bid", "ask"), _TRADE_ALIASES)
+        index, ncols = dict(prep.sig[1]), prep.sig[2]
+        names = list(index)
+        got = ctx.con.execute(
+            f"SELECT line, trim(f[{index['timestamp'] + 1}]) AS ts FROM (SELECT line, {split_sql('l', ',')} AS f "
+            f"FROM _ing_lines WHERE _fid = {int(fid)} AND line > 1 AND trim(l) <> '') ORDER BY line"
+        ).fetchnumpy()
+        line_no = np.asarray(got["line"], dtype=np.int64)
+        ts_raw = pd.Series(np.asarray(got["ts"], dtype=object)).fillna("")
+        frame = None
+    ts = parse_timestamps(file, ts_raw.reset_index(drop=True), line_no)
+    local = ts.dt.tz_convert(ctx.settings.market_tz)
+    tod = (local - local.dt.normalize()).to_numpy()
+    lo = pd.Timedelta(ctx.settings.rth_start + ":00").to_timedelta64()
+    hi = pd.Timedelta(ctx.settings.rth_end + ":00").to_timedelta64()
+    times = pd.DataFrame({
+        "line": line_no, "t_date": local.dt.tz_localize(None).dt.normalize().dt.strftime("%Y-%m-%d").to_numpy(dtype=object),
+        "rth": (tod >= lo) & (tod < hi), "ts_ns": ts.astype("int64").to_numpy(),
+    }).astype({"t_date": str})
+    guess = None
+    if "symbol" not in names:
         stem = Path(file).name.split(".")[0]
         guess = stem.split("_")[0].strip()
         if "_" not in stem or not guess:
             raise InputFileError(file, 1, "missing column 'symbol' and the file name is not TICKER_*.csv")
-        sym = np.full(len(df), guess, dtype=object)
-    ts = parse_timestamps(file, df["timestamp"], line_no)
-    price = parse_numeric(file, df, "price")
-    size = parse_numeric(file, df, "size")
-    bid = parse_numeric(file, df, "bid", required=False) if "bid" in df.columns else np.full(len(df), np.nan)
-    ask = parse_numeric(file, df, "ask", required=False) if "ask" in df.columns else np.full(len(df), np.nan)
-    local = ts.dt.tz_convert(settings.market_tz)
-    day = local.dt.tz_localize(None).dt.normalize().astype("datetime64[s]")
-    frame = pd.DataFrame({"date": day, "symbol": sym, "ts": ts, "price": price, "size": size, "bid": bid, "ask": ask})
-    frame = apply_symbol_map(frame, symmap)
-    checks = [
-        ((frame["symbol"].astype(str).str.strip() == "").to_numpy(), "empty symbol"),
-        (~(price > 0), lambda ix: [f"non-positive price {price[i]}" for i in ix]),
-        (~(size > 0), lambda ix: [f"non-positive size {size[i]}" for i in ix]),
+    if frame is not None:
+        frame = frame.merge(times, on="line")
+    return Prep(("trades", fid), frame=frame, data={"index": index, "ncols": ncols, "names": names, "times": times, "guess": guess})
+
+
+def trades_spec(ctx: Ctx, sig: tuple, fids: list[int], preps: dict) -> Spec:
+    ctx.ensure_sessions()
+    fid = sig[1]
+    d = preps[fid].data
+    if preps[fid].frame is not None:
+        rel = frame_relation(ctx, fid, preps[fid].frame, d["ncols"])
+        raw_in_rows = True
+    else:
+        ctx.register(f"_ing_times_{fid}", d["times"])
+        rel = (f"(SELECT s.*, CAST(t.t_date AS VARCHAR) AS t_date, t.rth, t.ts_ns FROM {lines_relation(d['index'], ',', [fid])} s "
+               f"JOIN _ing_times_{fid} t ON t.line = s.line)")
+        raw_in_rows = False
+    if d["guess"] is not None:
+        rel = f"(SELECT *, {sql_str(d['guess'])} AS t_symbol FROM {rel})"
+    cols = [Col("symbol", "symbol"), Col("price", "number"), Col("size", "number"), Col("date", "date", "trade date")]
+    cols += [Col(c, "number", required=False) for c in ("bid", "ask") if c in d["names"]]
+    rejects = [
+        ('NOT ("price" > 0)', "printf('non-positive price %s', CAST(\"price\" AS VARCHAR))"),
+        ('NOT ("size" > 0)', "printf('non-positive size %s', CAST(\"size\" AS VARCHAR))"),
+        *date_rules(ctx, '"date"', "trade date", EARLIEST_DATE),
     ]
-    bad, found = collect_rejects(checks, len(frame))
-    tod = (local - local.dt.normalize()).to_numpy()
-    lo = pd.Timedelta(settings.rth_start + ":00").to_timedelta64()
-    hi = pd.Timedelta(settings.rth_end + ":00").to_timedelta64()
-    keep = (~bad) & (tod >= lo) & (tod < hi)
-    t = frame.loc[keep].sort_values(["symbol", "date", "ts"], kind="stable").reset_index(drop=True)
-    rows = _aggregate(t)
-    cover = rows[["date", "symbol"]].reset_index(drop=True)
-    raw_fb = None if lines is not None else RowText(df.drop(columns=["_line"]))
-    return Parsed("lit_flow_daily", rows, cover, rejects_frame(found, line_no, lines, raw_fb))
+    return Spec(rel, cols, d["ncols"], "expected %d comma-separated fields, found %d", "date", ("line",), ("line",),
+                rejects=rejects, reject_dups=False, raw_in_rows=raw_in_rows)
+
+
+def trades_plan(ctx: Ctx, sig: tuple, sp: Spec, table: str, fid: int, prep: Prep, s: Summary, file: str) -> Plan:
+    """Classify the accepted RTH trades (quote rule, tick fallback) and aggregate them per (date, symbol)."""
+    con = ctx.con
+    names = {c.name for c in sp.cols}
+    bid = '"bid"' if "bid" in names else "CAST(NULL AS DOUBLE)"
+    ask = '"ask"' if "ask" in names else "CAST(NULL AS DOUBLE)"
+    t = con.execute(
+        f'SELECT "date" AS date, "symbol" AS symbol, "price" AS price, "size" AS size, {bid} AS bid, {ask} AS ask '
+        f"{accepted(table, fid)} AND rth ORDER BY symbol, date, ts_ns, line"
+    ).df()
+    daily = _aggregate(t.assign(date=pd.to_datetime(t["date"]).astype("datetime64[s]")))
+    ctx.register("_ing_lit_daily", daily)
+    try:
+        con.execute("CREATE OR REPLACE TEMP TABLE _ing_lit AS SELECT CAST(date AS DATE) AS date, CAST(symbol AS VARCHAR) AS symbol, "
+                    "lit_buy_volume, lit_sell_volume, lit_unclassified_volume, CAST(method AS VARCHAR) AS method FROM _ing_lit_daily")
+    finally:
+        ctx.unregister("_ing_lit_daily")
+    delete = "DELETE FROM lit_flow_daily AS t USING _ing_lit AS k WHERE t.date = k.date AND t.symbol = k.symbol"
+    select = f"SELECT *, {sql_str(Path(file).name)} FROM _ing_lit"
+    return Plan("lit_flow_daily", [*_FLOW_COLS, "source_file"], select, delete, len(daily), s.n_rejects, s.first_reject,
+                rejects_sql(sp, table, fid))
 
 
 def _aggregate(t: pd.DataFrame) -> pd.DataFrame:
@@ -187,37 +249,32 @@ def _aggregate(t: pd.DataFrame) -> pd.DataFrame:
     return agg[_FLOW_COLS]
 
 
-def parse_lit_flow(file: str, text: str, symmap: pd.DataFrame) -> Parsed:
-    df, lines = read_csv_text(
-        file,
-        text,
-        required=("date", "symbol", "lit_buy_volume", "lit_sell_volume"),
-        optional=("lit_unclassified_volume", "method"),
-    )
-    line_no = df["_line"].to_numpy()
-    frame = pd.DataFrame(
-        {
-            "date": parse_dates(file, df, "date"),
-            "symbol": df["symbol"].to_numpy(),
-            "lit_buy_volume": parse_numeric(file, df, "lit_buy_volume"),
-            "lit_sell_volume": parse_numeric(file, df, "lit_sell_volume"),
-            "lit_unclassified_volume": (
-                np.nan_to_num(parse_numeric(file, df, "lit_unclassified_volume", required=False), nan=0.0)
-                if "lit_unclassified_volume" in df.columns
-                else np.zeros(len(df))
-            ),
-            "method": df["method"].where(df["method"] != "", "provided").to_numpy() if "method" in df.columns else "provided",
-        }
-    )
-    frame = apply_symbol_map(frame, symmap)
-    dup, dup_reason = duplicate_rejects(
-        frame[["date", "symbol"]], line_no, ("date", "symbol")
-    )
-    checks = [((frame["symbol"].astype(str).str.strip() == "").to_numpy(), "empty symbol")]
-    for c in ("lit_buy_volume", "lit_sell_volume", "lit_unclassified_volume"):
-        v = frame[c].to_numpy()
-        checks.append((v < 0, lambda ix, v=v, c=c: [f"negative {c} {v[i]}" for i in ix]))
-    checks.append((dup, dup_reason))
-    bad, found = collect_rejects(checks, len(frame))
-    rows = frame.loc[~bad, _FLOW_COLS].reset_index(drop=True)
-    return Parsed("lit_flow_daily", rows, rows[["date", "symbol"]].copy(), rejects_frame(found, line_no, lines))
+_FLOW_REQ = ("date", "symbol", "lit_buy_volume", "lit_sell_volume")
+_FLOW_OPT = ("lit_unclassified_volume", "method")
+
+
+def flow_prepare(ctx: Ctx, raw: RawFile, fid: int, lines: Lines | None, text: str | None) -> Prep:
+    return csv_prep(raw, lines, _FLOW_REQ, _FLOW_OPT)
+
+
+def flow_spec(ctx: Ctx, sig: tuple, fids: list[int], preps: dict) -> Spec:
+    ctx.ensure_sessions()
+    index, ncols = dict(sig[1]), sig[2]
+    vols = ("lit_buy_volume", "lit_sell_volume") + (("lit_unclassified_volume",) if "lit_unclassified_volume" in index else ())
+    cols = [Col("date", "date"), Col("symbol", "symbol")] + [Col(c, "number", required=c != "lit_unclassified_volume") for c in vols]
+    if "method" in index:
+        cols.append(Col("method", "text", required=False))
+    return Spec(lines_relation(index, ",", fids), cols, ncols, "expected %d comma-separated fields, found %d", "date",
+                ("date", "symbol"), ("date", "symbol"), rejects=daily_value_rules(ctx, vols, vols))
+
+
+def flow_plan(ctx: Ctx, sig: tuple, sp: Spec, table: str, fid: int, prep: Prep, s: Summary, file: str) -> Plan:
+    names = {c.name for c in sp.cols}
+    unc = 'coalesce("lit_unclassified_volume", 0.0)' if "lit_unclassified_volume" in names else "0.0"
+    method = "coalesce(\"method\", 'provided')" if "method" in names else "'provided'"
+    select = (f'SELECT "date", "symbol", "lit_buy_volume", "lit_sell_volume", {unc}, {method}, '
+              f"{sql_str(Path(file).name)} {accepted(table, fid)}")
+    delete = (f'DELETE FROM lit_flow_daily AS t USING (SELECT DISTINCT "date", "symbol" {accepted(table, fid)}) AS k '
+              "WHERE t.date = k.date AND t.symbol = k.symbol")
+    return Plan("lit_flow_daily", [*_FLOW_COLS, "source_file"], select, delete, s.n_rows, s.n_rejects, s.first_reject,
+                rejects_sql(sp, table, fid))

@@ -13,31 +13,57 @@ list of records (or ``{"data": [...]}``), with fields ``issueSymbolIdentifier``,
   start + 4 days) + 14 / + 28 days, rolled forward to the next Monday (so start + 21 / + 35 days).
 * A file holding only one side (ATS or non-ATS) of a stored (week, symbol) row keeps the stored other side;
   publication_date is then the later of the two (the combined row is complete only once both are public).
-* Row invariants: quantities >= 0, summaryStartDate is a Monday, one record per (week, symbol, type).
+* Row invariants (rejected, or fatal under strict): a valid symbol, a known type code, summaryStartDate a
+  Monday between 1990-01-02 and today, 0 <= quantities <= 1e13, a lastUpdateDate (when given) not before the
+  week ends (its Friday: figures cannot be public before the week they describe -- such a row would leak the
+  future into daily_metrics) and not in the future, one record per (week, symbol, type).
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from optimizer.errors import InputFileError
-from optimizer.data.symbols import apply_symbol_map
-from optimizer.data.ingest._common import Parsed, collect_rejects, duplicate_rejects, parse_dates, parse_numeric, read_csv_text, rejects_frame
+from optimizer.data.ingest._common import (
+    EARLIEST_DATE,
+    MAX_VOLUME,
+    Col,
+    Ctx,
+    Plan,
+    Prep,
+    Spec,
+    Summary,
+    csv_header,
+    date_rules,
+    frame_relation,
+    lines_relation,
+    rejects_sql,
+    repr_sql,
+    sql_str,
+)
+from optimizer.data.ingest._source import Lines, RawFile
 
-__all__ = ["parse_otc_weekly", "scheduled_publication"]
+__all__ = ["JSON_OK", "prepare", "spec", "plan", "scheduled_publication", "PUBLICATION_LAG_DAYS"]
 
+JSON_OK = True
 _REQ = (
     "issuesymbolidentifier",
-    "tierIdentifier".lower(),
+    "tieridentifier",
     "summarystartdate",
     "totalweeklysharequantity",
     "totalweeklytradecount",
     "summarytypecode",
 )
 _OPT = ("lastupdatedate",)
+_NAMES = {
+    "issuesymbolidentifier": "symbol", "tieridentifier": "tier", "summarystartdate": "week",
+    "totalweeklysharequantity": "qty", "totalweeklytradecount": "trades", "summarytypecode": "code",
+    "lastupdatedate": "updated",
+}
 _ATS, _OTC = "ATS_W_SMBL", "OTC_W_SMBL"
 _COLS = [
     "week_start_date",
@@ -48,7 +74,10 @@ _COLS = [
     "non_ats_volume",
     "non_ats_trade_count",
     "publication_date",
+    "source_file",
 ]
+# Days from the week's Monday to FINRA's scheduled publication: Friday + 14 (T1) / + 28 days, next Monday.
+PUBLICATION_LAG_DAYS = {"T1": 21, "other": 35}
 
 
 def scheduled_publication(week_start: pd.Series, tier: pd.Series) -> pd.Series:
@@ -60,98 +89,107 @@ def scheduled_publication(week_start: pd.Series, tier: pd.Series) -> pd.Series:
     return (friday_plus + pd.to_timedelta(to_monday, unit="D")).astype("datetime64[s]")
 
 
-def _records(file: str, text: str) -> tuple[pd.DataFrame, list[str] | None, list[str] | None]:
-    if text.lstrip()[:1] in ("[", "{"):
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputFileError(file, exc.lineno, f"invalid JSON ({exc.msg})") from None
-        if isinstance(doc, dict):
-            doc = doc.get("data", doc.get("results"))
-        if not isinstance(doc, list) or not all(isinstance(r, dict) for r in doc):
-            raise InputFileError(file, None, "JSON must be a list of weeklySummary records")
-        lowered = [{str(k).lower(): ("" if v is None else str(v)) for k, v in r.items()} for r in doc]
-        df = pd.DataFrame(lowered)
-        for i, r in enumerate(lowered):
-            miss = [c for c in _REQ if c not in r]
-            if miss:
-                raise InputFileError(file, i + 1, f"record lacks field {miss[0]!r}")
-        if not len(df):
-            df = pd.DataFrame({c: pd.Series([], dtype=str) for c in _REQ})
-        df = df.reindex(columns=list(_REQ) + [c for c in _OPT if c in df.columns]).fillna("")
-        df = df.astype(str)
-        df["_line"] = np.arange(1, len(df) + 1)
-        return df, None, [json.dumps(r) for r in doc]
-    df, lines = read_csv_text(file, text, required=_REQ, optional=_OPT)
-    return df, lines, None
+def _json_frame(file: str, text: str) -> pd.DataFrame:
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputFileError(file, exc.lineno, f"invalid JSON ({exc.msg})") from None
+    if isinstance(doc, dict):
+        doc = doc.get("data", doc.get("results"))
+    if not isinstance(doc, list) or not all(isinstance(r, dict) for r in doc):
+        raise InputFileError(file, None, "JSON must be a list of weeklySummary records")
+    rows = []
+    for i, r in enumerate(doc):
+        low = {str(k).lower(): ("" if v is None else str(v)) for k, v in r.items()}
+        miss = [c for c in _REQ if c not in low]
+        if miss:
+            raise InputFileError(file, i + 1, f"record lacks field {miss[0]!r}")
+        rows.append({"line": i + 1, "raw": json.dumps(r), **{f"t_{_NAMES[c]}": low.get(c, "").strip() for c in _REQ + _OPT}})
+    cols = ["line", "raw", *[f"t_{_NAMES[c]}" for c in _REQ + _OPT]]
+    return pd.DataFrame(rows, columns=cols).astype({c: str for c in cols if c != "line"})
 
 
-def parse_otc_weekly(file: str, text: str, symmap: pd.DataFrame) -> Parsed:
-    df, lines, raw_fb = _records(file, text)
-    code = df["summarytypecode"].str.upper()
-    firm = code.str.endswith("_FIRM").to_numpy()
-    df, code = df.loc[~firm].reset_index(drop=True), code[~firm].reset_index(drop=True)
-    raw_fb = [r for r, f in zip(raw_fb, firm) if not f] if raw_fb is not None else None
-    line_no = df["_line"].to_numpy()
-    week = parse_dates(file, df, "summarystartdate", label="summaryStartDate")
-    qty = parse_numeric(file, df, "totalweeklysharequantity", label="totalWeeklyShareQuantity")
-    trades = parse_numeric(file, df, "totalweeklytradecount", label="totalWeeklyTradeCount")
-    upd = None
-    if "lastupdatedate" in df.columns:
-        has = (df["lastupdatedate"] != "").to_numpy()
-        upd = pd.Series(pd.NaT, index=df.index, dtype="datetime64[s]")
-        if has.any():
-            upd[has] = parse_dates(file, df.loc[has].reset_index(drop=True), "lastupdatedate", label="lastUpdateDate").to_numpy()
-    frame = pd.DataFrame(
-        {"date": week, "symbol": df["issuesymbolidentifier"].to_numpy(), "tier": df["tieridentifier"].replace("", None).to_numpy(),
-         "code": code.to_numpy(), "qty": qty, "trades": trades,
-         "updated": upd.to_numpy() if upd is not None else pd.Series(pd.NaT, index=df.index, dtype="datetime64[s]")}
-    )
-    frame = apply_symbol_map(frame, symmap)
-    dup, dup_reason = duplicate_rejects(
-        frame[["date", "symbol", "code"]], line_no,
-        ("summaryStartDate", "symbol", "summaryTypeCode"),
-    )
-    known = frame["code"].isin([_ATS, _OTC]).to_numpy()
-    checks = [
-        ((frame["symbol"].astype(str).str.strip() == "").to_numpy(), "empty issueSymbolIdentifier"),
-        (~known, lambda ix: [f"unknown summaryTypeCode {frame['code'].iat[i]!r} (expected {_ATS}, {_OTC} or *_FIRM)" for i in ix]),
-        ((frame["date"].dt.day_of_week != 0).to_numpy(),
-         lambda ix: [f"summaryStartDate {frame['date'].iat[i]:%Y-%m-%d} is not a Monday" for i in ix]),
-        (qty < 0, lambda ix: [f"negative totalWeeklyShareQuantity {qty[i]:.0f}" for i in ix]),
-        (trades < 0, lambda ix: [f"negative totalWeeklyTradeCount {trades[i]:.0f}" for i in ix]),
-        (dup, dup_reason),
+def prepare(ctx: Ctx, raw: RawFile, fid: int, lines: Lines | None, text: str | None) -> Prep:
+    if text is not None:
+        return Prep(("json", fid), frame=_json_frame(raw.file, text))
+    header = lines.first if lines.first_no == 1 else ""
+    index, ncols = csv_header(raw.file, header, required=_REQ, optional=_OPT)
+    return Prep(("csv", tuple(sorted((_NAMES[k], v) for k, v in index.items())), ncols))
+
+
+def spec(ctx: Ctx, sig: tuple, fids: list[int], preps: dict) -> Spec:
+    if sig[0] == "json":
+        rel, ncols, count_error = frame_relation(ctx, sig[1], preps[sig[1]].frame, 7), 7, "expected %d fields, found %d"
+    else:
+        index, ncols = dict(sig[1]), sig[2]
+        rel = lines_relation(index, ",", fids)
+        count_error = "expected %d comma-separated fields, found %d"
+        if "updated" not in index:
+            rel = f"(SELECT *, '' AS t_updated FROM {rel})"
+    cols = [
+        Col("week", "date", "summaryStartDate"), Col("symbol", "symbol", "issueSymbolIdentifier"),
+        Col("tier", "text", required=False), Col("qty", "number", "totalWeeklyShareQuantity"),
+        Col("trades", "number", "totalWeeklyTradeCount"), Col("code", "upper", required=False),
+        Col("updated", "date", "lastUpdateDate", required=False),
     ]
-    bad, found = collect_rejects(checks, len(frame))
-    rows = _combine(frame.loc[~bad])
-    cover = rows[["week_start_date", "symbol"]].reset_index(drop=True)
-    return Parsed(
-        "finra_otc_weekly",
-        rows,
-        cover,
-        rejects_frame(found, line_no, lines, raw_fb),
-        coalesce_existing=("tier", "ats_volume", "ats_trade_count", "non_ats_volume", "non_ats_trade_count"),
-        greatest_existing=("publication_date",),
+    code = "coalesce(\"code\", '')"
+    week_end = '("week" + 4)'
+    rejects = [
+        (f"{code} NOT IN ('{_ATS}', '{_OTC}')",
+         f"printf('unknown summaryTypeCode %s (expected {_ATS}, {_OTC} or *_FIRM)', {repr_sql(code)})"),
+        ('isodow("week") <> 1', "printf('summaryStartDate %s is not a Monday', strftime(\"week\", '%Y-%m-%d'))"),
+        *date_rules(ctx, '"week"', "summaryStartDate", EARLIEST_DATE, session=False),
+        ('"qty" < 0', "printf('negative totalWeeklyShareQuantity %.0f', \"qty\")"),
+        ('"trades" < 0', "printf('negative totalWeeklyTradeCount %.0f', \"trades\")"),
+        (f'"qty" > {MAX_VOLUME:g}', f"printf('totalWeeklyShareQuantity %g is above the maximum {MAX_VOLUME:g}', \"qty\")"),
+        (f'"updated" < {week_end}',
+         "printf('lastUpdateDate %s is before the week ends (%s): figures cannot be published before the week they "
+         f"describe', strftime(\"updated\", '%Y-%m-%d'), strftime({week_end}, '%Y-%m-%d'))"),
+        (f"\"updated\" > DATE '{ctx.today}'",
+         f"printf('lastUpdateDate %s is in the future (today is {ctx.today})', strftime(\"updated\", '%Y-%m-%d'))"),
+    ]
+    # firm-level records (ATS_W_FIRM, OTC_W_FIRM, ...) are not symbol data: skipped before any check
+    return Spec(rel, cols, ncols, count_error, "week", ("week", "symbol", "code"),
+                ("summaryStartDate", "symbol", "summaryTypeCode"), rejects=rejects,
+                where="NOT ends_with(upper(\"t_code\"), '_FIRM')", raw_in_rows=sig[0] == "json")
+
+
+def plan(ctx: Ctx, sig: tuple, sp: Spec, table: str, fid: int, prep: Prep, s: Summary, file: str) -> Plan:
+    """ATS and non-ATS records of a (week, symbol) become one row; one side in the file keeps the stored other
+    side; the publication date is the later of the stored and the new one."""
+    lag_t1, lag_other = PUBLICATION_LAG_DAYS["T1"], PUBLICATION_LAG_DAYS["other"]
+    combine = f"""
+CREATE OR REPLACE TEMP TABLE _ing_otc AS
+WITH c AS (
+    SELECT "week" AS week_start_date, "symbol" AS symbol,
+           coalesce(max("tier") FILTER (WHERE "code" = '{_ATS}'), max("tier") FILTER (WHERE "code" = '{_OTC}')) AS tier,
+           CAST(max("qty") FILTER (WHERE "code" = '{_ATS}') AS BIGINT) AS ats_volume,
+           CAST(max("trades") FILTER (WHERE "code" = '{_ATS}') AS BIGINT) AS ats_trade_count,
+           CAST(max("qty") FILTER (WHERE "code" = '{_OTC}') AS BIGINT) AS non_ats_volume,
+           CAST(max("trades") FILTER (WHERE "code" = '{_OTC}') AS BIGINT) AS non_ats_trade_count,
+           max("updated") AS updated
+    FROM {table} WHERE _fid = {int(fid)} AND _reason IS NULL GROUP BY 1, 2
+), n AS (
+    SELECT *, coalesce(updated, CAST(week_start_date + CASE WHEN upper(coalesce(tier, '')) = 'T1' THEN {lag_t1} ELSE {lag_other} END AS DATE))
+              AS publication_date
+    FROM c
+)
+SELECT n.week_start_date, n.symbol, coalesce(n.tier, o.tier) AS tier,
+       coalesce(n.ats_volume, o.ats_volume) AS ats_volume, coalesce(n.ats_trade_count, o.ats_trade_count) AS ats_trade_count,
+       coalesce(n.non_ats_volume, o.non_ats_volume) AS non_ats_volume,
+       coalesce(n.non_ats_trade_count, o.non_ats_trade_count) AS non_ats_trade_count,
+       CASE WHEN o.publication_date IS NULL THEN n.publication_date ELSE greatest(n.publication_date, o.publication_date) END
+           AS publication_date
+FROM n LEFT JOIN finra_otc_weekly o ON o.week_start_date = n.week_start_date AND o.symbol = n.symbol
+"""
+    n_rows = int(ctx.con.execute(
+        f'SELECT count(*) FROM (SELECT DISTINCT "week", "symbol" FROM {table} WHERE _fid = {int(fid)} AND _reason IS NULL)'
+    ).fetchone()[0])
+    p = Plan(
+        "finra_otc_weekly", _COLS,
+        f"SELECT *, {sql_str(Path(file).name)} FROM _ing_otc ORDER BY week_start_date, symbol",
+        "DELETE FROM finra_otc_weekly AS t USING _ing_otc AS k WHERE t.week_start_date = k.week_start_date AND t.symbol = k.symbol",
+        n_rows, s.n_rejects, s.first_reject, rejects_sql(sp, table, fid),
     )
-
-
-def _combine(frame: pd.DataFrame) -> pd.DataFrame:
-    if not len(frame):
-        return pd.DataFrame({c: pd.Series([], dtype="float64") for c in _COLS}).astype(
-            {"week_start_date": "datetime64[s]", "publication_date": "datetime64[s]", "symbol": str, "tier": object}
-        )
-    ats = frame[frame["code"] == _ATS].set_index(["date", "symbol"])
-    otc = frame[frame["code"] == _OTC].set_index(["date", "symbol"])
-    keys = ats.index.union(otc.index)
-    out = pd.DataFrame(index=keys)
-    out["tier"] = ats["tier"].reindex(keys).combine_first(otc["tier"].reindex(keys))
-    out["ats_volume"] = ats["qty"].reindex(keys)
-    out["ats_trade_count"] = ats["trades"].reindex(keys)
-    out["non_ats_volume"] = otc["qty"].reindex(keys)
-    out["non_ats_trade_count"] = otc["trades"].reindex(keys)
-    upd = pd.concat([ats["updated"].reindex(keys), otc["updated"].reindex(keys)], axis=1).max(axis=1)
-    out = out.reset_index().rename(columns={"date": "week_start_date"})
-    sched = scheduled_publication(out["week_start_date"], out["tier"].fillna(""))
-    upd = pd.Series(pd.to_datetime(upd.to_numpy()), index=out.index)
-    out["publication_date"] = upd.where(upd.notna(), sched).astype("datetime64[s]")
-    return out[_COLS]
+    p.before_write.append(combine)
+    return p

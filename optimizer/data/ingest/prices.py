@@ -9,7 +9,11 @@ Accepted forms:
   it is converted to the America/New_York calendar date. Source = ``polygon``.
 
 A file replaces the stored rows of the (date, symbol) keys it holds. Row invariants (rejected, or fatal under
-strict): prices > 0, low <= open, close <= high (1e-9 relative tolerance), volume >= 0, (date, symbol) unique.
+strict): a valid symbol, the date an NYSE session between 1990-01-02 and today, prices > 0, low <= open,
+close <= high (1e-9 relative tolerance), 0 <= volume <= 1e13, (date, symbol) unique. Prices are expected
+split-adjusted (Yahoo ``auto_adjust``, Polygon ``adjusted=true``); FINRA volumes are adjusted to them with the
+split table (``accumopt ingest splits``).
+A Polygon document whose ``ticker`` is not one string (e.g. a list) fails the file.
 """
 
 from __future__ import annotations
@@ -21,13 +25,31 @@ import numpy as np
 import pandas as pd
 
 from optimizer.errors import InputFileError
-from optimizer.data.symbols import apply_symbol_map
-from optimizer.data.ingest._common import Parsed, collect_rejects, duplicate_rejects, parse_dates, parse_numeric, read_csv_text, rejects_frame
+from optimizer.data.ingest._common import (
+    EARLIEST_DATE,
+    MAX_VOLUME,
+    Col,
+    Ctx,
+    Plan,
+    Prep,
+    Spec,
+    Summary,
+    accepted,
+    csv_header,
+    date_rules,
+    frame_relation,
+    lines_relation,
+    rejects_sql,
+    sql_str,
+)
+from optimizer.data.ingest._source import Lines, RawFile
 
-__all__ = ["parse_prices", "polygon_dates"]
+__all__ = ["JSON_OK", "prepare", "spec", "plan", "polygon_dates", "price_rules"]
 
+JSON_OK = True
 _TOL = 1e-9
 _COLS = ["date", "symbol", "open", "high", "low", "close", "volume", "source"]
+_PX = ("open", "high", "low", "close")
 
 
 def polygon_dates(ms: np.ndarray | pd.Series, tz: str = "America/New_York") -> pd.Series:
@@ -36,90 +58,110 @@ def polygon_dates(ms: np.ndarray | pd.Series, tz: str = "America/New_York") -> p
     return ts.dt.tz_localize(None).dt.normalize().astype("datetime64[s]")
 
 
-def parse_prices(file: str, text: str, symmap: pd.DataFrame, market_tz: str = "America/New_York") -> Parsed:
-    if text.lstrip()[:1] in ("{", "["):
-        frame, line_no, raw_lines, raw_fb = _from_polygon(file, text, market_tz)
-    else:
-        df, raw_lines = read_csv_text(
-            file,
-            text,
-            required=("date", "symbol", "open", "high", "low", "close", "volume"),
-            optional=("source",),
-            aliases={"source_repo": "source", "ticker": "symbol"},
-        )
-        line_no = df["_line"].to_numpy()
-        raw_fb = None
-        src = df["source"].where(df["source"] != "", Path(file).name) if "source" in df.columns else Path(file).name
-        frame = pd.DataFrame(
-            {
-                "date": parse_dates(file, df, "date"),
-                "symbol": df["symbol"].to_numpy(),
-                **{c: parse_numeric(file, df, c) for c in ("open", "high", "low", "close", "volume")},
-                "source": src if isinstance(src, str) else src.to_numpy(),
-            }
-        )
-    frame = apply_symbol_map(frame, symmap)
-    o, h, lo, c, v = (frame[k].to_numpy() for k in ("open", "high", "low", "close", "volume"))
-    tol = _TOL * np.abs(h)
-    dup, dup_reason = duplicate_rejects(
-        frame[["date", "symbol"]], line_no, ("date", "symbol")
-    )
-    checks = [
-        ((frame["symbol"].astype(str).str.strip() == "").to_numpy(), "empty symbol"),
-        ((o <= 0) | (h <= 0) | (lo <= 0) | (c <= 0),
-         lambda ix: [f"non-positive price (open {o[i]}, high {h[i]}, low {lo[i]}, close {c[i]})" for i in ix]),
-        (lo > h + tol, lambda ix: [f"low {lo[i]} > high {h[i]}" for i in ix]),
-        ((o > h + tol) | (o < lo - tol), lambda ix: [f"open {o[i]} outside [low {lo[i]}, high {h[i]}]" for i in ix]),
-        ((c > h + tol) | (c < lo - tol), lambda ix: [f"close {c[i]} outside [low {lo[i]}, high {h[i]}]" for i in ix]),
-        (v < 0, lambda ix: [f"negative volume {v[i]}" for i in ix]),
-        (dup, dup_reason),
+def price_rules(ctx: Ctx) -> list[tuple[str, str]]:
+    """The row invariants of a daily bar, in order (after the symbol check)."""
+    o, h, lo, c, v = ('"open"', '"high"', '"low"', '"close"', '"volume"')
+    s = lambda e: f"CAST({e} AS VARCHAR)"  # noqa: E731 - Python's float repr
+    tol = f"{_TOL!r} * abs({h})"
+    return date_rules(ctx, '"date"', "date", EARLIEST_DATE) + [
+        (f"{o} <= 0 OR {h} <= 0 OR {lo} <= 0 OR {c} <= 0",
+         f"printf('non-positive price (open %s, high %s, low %s, close %s)', {s(o)}, {s(h)}, {s(lo)}, {s(c)})"),
+        (f"{lo} > {h} + {tol}", f"printf('low %s > high %s', {s(lo)}, {s(h)})"),
+        (f"{o} > {h} + {tol} OR {o} < {lo} - {tol}", f"printf('open %s outside [low %s, high %s]', {s(o)}, {s(lo)}, {s(h)})"),
+        (f"{c} > {h} + {tol} OR {c} < {lo} - {tol}", f"printf('close %s outside [low %s, high %s]', {s(c)}, {s(lo)}, {s(h)})"),
+        (f"{v} < 0", f"printf('negative volume %s', {s(v)})"),
+        (f"{v} > {MAX_VOLUME:g}", f"printf('volume %g is above the maximum {MAX_VOLUME:g}', {v})"),
     ]
-    bad, found = collect_rejects(checks, len(frame))
-    rows = frame.loc[~bad, _COLS].reset_index(drop=True)
-    cover = rows[["date", "symbol"]].drop_duplicates().reset_index(drop=True)
-    return Parsed("prices_daily", rows, cover, rejects_frame(found, line_no, raw_lines, raw_fb))
 
 
-def _from_polygon(file: str, text: str, tz: str):
+def prepare(ctx: Ctx, raw: RawFile, fid: int, lines: Lines | None, text: str | None) -> Prep:
+    if text is not None:
+        return Prep(("polygon", fid), frame=_polygon(ctx, raw.file, text))
+    header = lines.first if lines.first_no == 1 else ""
+    index, ncols = csv_header(
+        raw.file,
+        header,
+        required=("date", "symbol", "open", "high", "low", "close", "volume"),
+        optional=("source",),
+        aliases={"source_repo": "source", "ticker": "symbol"},
+    )
+    return Prep(("csv", tuple(sorted(index.items())), ncols))
+
+
+def spec(ctx: Ctx, sig: tuple, fids: list[int], preps: dict) -> Spec:
+    ctx.ensure_sessions()
+    if sig[0] == "polygon":
+        fid = sig[1]
+        cols = [Col("t", "number", "record field 't'"), Col("date", "date"), Col("symbol", "symbol")] + [
+            Col(k, "number", f"record field {k[0]!r}") for k in (*_PX, "volume")
+        ]
+        rel = frame_relation(ctx, fid, preps[fid].frame, len(cols))
+        return Spec(rel, cols, len(cols), "expected %d fields, found %d", "date", ("date", "symbol"), ("date", "symbol"),
+                    rejects=price_rules(ctx), raw_in_rows=True)
+    index, ncols = dict(sig[1]), sig[2]
+    cols = [Col("date", "date"), Col("symbol", "symbol")] + [Col(k, "number") for k in (*_PX, "volume")]
+    if "source" in index:
+        cols.append(Col("source", "text", required=False))
+    return Spec(lines_relation(index, ",", fids), cols, ncols, "expected %d comma-separated fields, found %d", "date",
+                ("date", "symbol"), ("date", "symbol"), rejects=price_rules(ctx))
+
+
+def plan(ctx: Ctx, sig: tuple, sp: Spec, table: str, fid: int, prep: Prep, s: Summary, file: str) -> Plan:
+    name = sql_str(Path(file).name)
+    if sig[0] == "polygon":
+        source = "'polygon'"
+    elif any(c.name == "source" for c in sp.cols):
+        source = f'coalesce("source", {name})'
+    else:
+        source = name
+    select = f'SELECT "date", "symbol", "open", "high", "low", "close", "volume", {source} {accepted(table, fid)}'
+    delete = (f"DELETE FROM prices_daily AS t USING (SELECT DISTINCT \"date\", \"symbol\" {accepted(table, fid)}) AS k "
+              "WHERE t.date = k.date AND t.symbol = k.symbol")
+    return Plan("prices_daily", _COLS, select, delete, s.n_rows, s.n_rejects, s.first_reject, rejects_sql(sp, table, fid))
+
+
+def _text(x) -> str:
+    if x is None or (isinstance(x, float) and np.isnan(x)):
+        return ""
+    return str(x)
+
+
+def _polygon(ctx: Ctx, file: str, text: str) -> pd.DataFrame:
+    """A Polygon aggregates document -> the staged frame (one row per result record)."""
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputFileError(file, exc.lineno, f"invalid JSON ({exc.msg})") from None
     docs = doc if isinstance(doc, list) else [doc]
-    frames = []
+    rows: list[dict[str, str]] = []
     for d in docs:
         if not isinstance(d, dict) or "results" not in d:
             raise InputFileError(file, None, "JSON is not a Polygon aggregates response: missing key 'results'")
-        ticker = str(d.get("ticker") or "").strip()
+        ticker = d.get("ticker")
+        if ticker is not None and not isinstance(ticker, str):
+            raise InputFileError(
+                file, None, f"Polygon JSON 'ticker' must be one string, got a {type(ticker).__name__}: {json.dumps(ticker)[:60]}"
+            )
+        ticker = (ticker or "").strip()
         if not ticker:
             raise InputFileError(file, None, "Polygon JSON has no 'ticker'")
         res = d.get("results") or []
         if not isinstance(res, list):
             raise InputFileError(file, None, "Polygon JSON 'results' is not a list")
-        recs = pd.DataFrame(res)
-        for k in ("t", "o", "h", "l", "c", "v"):
-            if len(recs) and k not in recs.columns:
-                raise InputFileError(file, None, f"Polygon result records lack key {k!r}")
-        recs = recs.reindex(columns=["t", "o", "h", "l", "c", "v"])
-        recs["ticker"] = ticker
-        frames.append(recs)
-    recs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["t", "o", "h", "l", "c", "v", "ticker"])
-    recs["_line"] = np.arange(1, len(recs) + 1)
-    num = {}
-    for k in ("t", "o", "h", "l", "c", "v"):
-        col = recs[k].astype(object).map(lambda x: "" if x is None or (isinstance(x, float) and np.isnan(x)) else str(x))
-        num[k] = parse_numeric(file, pd.DataFrame({k: col, "_line": recs["_line"]}), k, label=f"record field {k!r}")
-    frame = pd.DataFrame(
-        {
-            "date": polygon_dates(num["t"].astype("int64"), tz),
-            "symbol": recs["ticker"].to_numpy(),
-            "open": num["o"],
-            "high": num["h"],
-            "low": num["l"],
-            "close": num["c"],
-            "volume": num["v"],
-            "source": "polygon",
-        }
-    )
-    raw = recs.drop(columns=["_line"]).to_dict("records")
-    return frame, recs["_line"].to_numpy(), None, [json.dumps(r, default=str) for r in raw]
+        for r in res:
+            if not isinstance(r, dict):
+                raise InputFileError(file, len(rows) + 1, "Polygon result record is not an object")
+            for k in ("t", "o", "h", "l", "c", "v"):
+                if k not in r:
+                    raise InputFileError(file, None, f"Polygon result records lack key {k!r}")
+            rows.append({"raw": json.dumps(r, default=str), "t_symbol": ticker, **{f"t_{k}": _text(r[k]) for k in "tohlcv"}})
+    frame = pd.DataFrame(rows, columns=["raw", "t_symbol", *[f"t_{k}" for k in "tohlcv"]]).astype(object)
+    frame.insert(0, "line", np.arange(1, len(frame) + 1, dtype=np.int64))
+    ms = pd.to_numeric(frame["t_t"].replace("", None), errors="coerce")
+    ok = (ms.notna() & (ms.abs() < 1e15)).to_numpy(dtype=bool)
+    dates = np.full(len(frame), "", dtype=object)
+    if ok.any():
+        dates[ok] = polygon_dates(ms[ok].astype("int64").to_numpy(), ctx.settings.market_tz).dt.strftime("%Y-%m-%d").to_numpy()
+    frame["t_date"] = dates
+    frame = frame.rename(columns={"t_o": "t_open", "t_h": "t_high", "t_l": "t_low", "t_c": "t_close", "t_v": "t_volume"})
+    return frame.astype({c: str for c in frame.columns if c != "line"})

@@ -1,0 +1,99 @@
+"""Symbol commands: canonical spellings and effective-dated ticker mappings (``accumopt symbols ...``)."""
+
+from __future__ import annotations
+
+import click
+
+from optimizer.cli._common import _json, _table, console, db_option, format_option
+
+__all__ = ["COMMANDS"]
+
+
+@click.group("symbols")
+def symbols_grp():
+    """Canonical symbols and ticker changes (docs/DATA.md "Symbols")."""
+
+
+@symbols_grp.command("show")
+@click.argument("symbols", nargs=-1, required=True)
+@format_option()
+def show_cmd(symbols, fmt):
+    """Print the canonical form of each SYMBOL (BRK/B, BRK-B, brk.b -> BRK.B; ABRpD -> ABR.PRD), or the rule it breaks."""
+    from optimizer.data.symbols import canonical_or_none, is_context_symbol, symbol_problem
+
+    rows = [{"input": s, "canonical": canonical_or_none(s) or "", "context_only": bool(canonical_or_none(s)) and
+             is_context_symbol(canonical_or_none(s)), "problem": symbol_problem(s) or ""} for s in symbols]
+    if fmt == "json":
+        _json(rows)
+    else:
+        _table(rows, title="canonical symbols")
+
+
+@symbols_grp.group("map")
+def map_grp():
+    """Effective-dated ticker mappings: rows of OLD dated before the date are stored under NEW."""
+
+
+@map_grp.command("add")
+@click.argument("old")
+@click.argument("new")
+@click.option("--from", "effective", required=True, help="First session traded under NEW (YYYY-MM-DD).")
+@click.option("--no-rewrite", is_flag=True, help="Only map later ingests; leave the stored rows of OLD as they are.")
+@db_option
+@format_option()
+def map_add_cmd(old, new, effective, no_rewrite, db, fmt):
+    """Map OLD -> NEW from --from on; the stored rows of OLD before that date are renamed in the same transaction."""
+    from optimizer.data.store import connect
+    from optimizer.data.symbols import add_symbol_mapping, canonical_symbol
+
+    con = connect(db)
+    try:
+        n = add_symbol_mapping(con, old, new, effective, rewrite_existing=not no_rewrite)
+    finally:
+        con.close()
+    out = {"old_symbol": canonical_symbol(old, "old"), "new_symbol": canonical_symbol(new, "new"), "effective_date": effective,
+           "rows_rewritten": n}
+    if fmt == "json":
+        _json(out)
+    else:
+        console.print(f"{out['old_symbol']} -> {out['new_symbol']} from {effective}: {n} stored rows renamed", markup=False)
+
+
+@map_grp.command("list")
+@db_option
+@format_option()
+def map_list_cmd(db, fmt):
+    """List the mappings in effective-date order."""
+    from optimizer.data.store import connect
+    from optimizer.data.symbols import list_symbol_mappings
+
+    con = connect(db, read_only=True)
+    try:
+        rows = list_symbol_mappings(con)
+    finally:
+        con.close()
+    if fmt == "json":
+        _json([{**r, "effective_date": str(r["effective_date"])} for r in rows])
+    else:
+        _table(rows, title=f"symbol mappings in {db}", columns=["old_symbol", "new_symbol", "effective_date"])
+
+
+@map_grp.command("remove")
+@click.argument("old")
+@click.option("--from", "effective", default=None, help="Only the mapping effective on this date (default: every mapping of OLD).")
+@db_option
+def map_remove_cmd(old, effective, db):
+    """Remove the mapping(s) of OLD. Later ingests keep OLD's rows under OLD; rows already renamed keep NEW
+    (re-ingest the raw files to undo that)."""
+    from optimizer.data.store import connect
+    from optimizer.data.symbols import remove_symbol_mapping
+
+    con = connect(db)
+    try:
+        n = remove_symbol_mapping(con, old, effective)
+    finally:
+        con.close()
+    console.print(f"removed {n} mapping(s) of {old.strip().upper()}", markup=False)
+
+
+COMMANDS = (symbols_grp,)

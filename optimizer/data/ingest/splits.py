@@ -1,0 +1,126 @@
+"""Stock splits -> ``splits`` (symbol, ex_date, split_from, split_to, ratio, source_file).
+
+FINRA short-sale, lit and OTC volumes are RAW share counts, while prices arrive split-adjusted; the split table
+lets ``optimizer.data.metrics`` (and the scanner) put every volume on the adjusted basis (docs/DATA.md "Splits").
+
+Accepted forms:
+
+* CSV with ``symbol`` (or ``ticker``), the ex-date as ``date`` / ``ex_date`` / ``execution_date``, and either
+  ``ratio`` (new shares per old share: 10 for a 10-for-1 split, 0.1 for a 1-for-10 reverse split) or
+  ``split_from`` and ``split_to`` (Polygon's fields: 1 and 10 for a 10-for-1 split).
+* Polygon's splits JSON (``/v3/reference/splits``): ``{"results": [{"ticker", "execution_date", "split_from",
+  "split_to"}, ...]}`` or a list of such records or documents.
+
+A file replaces the stored rows of the (symbol, ex_date) keys it holds. Row invariants (rejected, or fatal under
+strict): a valid symbol, the ex-date an NYSE session between 1990-01-02 and today (an announced future split
+must be ingested once it has taken effect: the adjusted prices only change then), split_from and split_to > 0,
+a ratio that is finite, > 0 and not 1, (symbol, ex_date) unique.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from optimizer.errors import InputFileError
+from optimizer.data.ingest._common import (
+    EARLIEST_DATE,
+    Col,
+    Ctx,
+    Plan,
+    Prep,
+    Spec,
+    Summary,
+    accepted,
+    csv_header,
+    date_rules,
+    frame_relation,
+    lines_relation,
+    rejects_sql,
+    sql_str,
+)
+from optimizer.data.ingest._source import Lines, RawFile
+
+__all__ = ["JSON_OK", "prepare", "spec", "plan"]
+
+JSON_OK = True
+_ALIASES = {"ticker": "symbol", "ex_date": "date", "execution_date": "date", "exdate": "date", "split_ratio": "ratio"}
+
+
+def _json_frame(file: str, text: str) -> pd.DataFrame:
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputFileError(file, exc.lineno, f"invalid JSON ({exc.msg})") from None
+    docs = doc if isinstance(doc, list) else [doc]
+    recs: list = []
+    for d in docs:
+        if isinstance(d, dict) and "results" in d:
+            res = d["results"] or []
+            if not isinstance(res, list):
+                raise InputFileError(file, None, "Polygon splits JSON 'results' is not a list")
+            recs += res
+        elif isinstance(d, dict):
+            recs.append(d)
+        else:
+            raise InputFileError(file, None, "JSON is not a Polygon splits response (expected objects with 'results')")
+    rows = []
+    for i, r in enumerate(recs):
+        if not isinstance(r, dict):
+            raise InputFileError(file, i + 1, "split record is not an object")
+        low = {_ALIASES.get(str(k).lower(), str(k).lower()): v for k, v in r.items()}
+        for k in ("symbol", "date", "split_from", "split_to"):
+            if k not in low:
+                raise InputFileError(file, i + 1, f"split record lacks field {k!r}")
+        if not isinstance(low["symbol"], str):
+            raise InputFileError(file, i + 1, f"split record 'ticker' must be one string, got a {type(low['symbol']).__name__}")
+        rows.append({"line": i + 1, "raw": json.dumps(r, default=str),
+                     **{f"t_{k}": "" if low[k] is None else str(low[k]).strip() for k in ("symbol", "date", "split_from", "split_to")}})
+    cols = ["line", "raw", "t_symbol", "t_date", "t_split_from", "t_split_to"]
+    return pd.DataFrame(rows, columns=cols).astype({c: str for c in cols if c != "line"})
+
+
+def prepare(ctx: Ctx, raw: RawFile, fid: int, lines: Lines | None, text: str | None) -> Prep:
+    if text is not None:
+        return Prep(("json", fid), frame=_json_frame(raw.file, text))
+    header = lines.first if lines.first_no == 1 else ""
+    index, ncols = csv_header(raw.file, header, required=("symbol", "date"), optional=("ratio", "split_from", "split_to"),
+                              aliases=_ALIASES)
+    if "ratio" not in index and not ("split_from" in index and "split_to" in index):
+        raise InputFileError(raw.file, 1, f"missing column 'ratio' (or 'split_from' and 'split_to') (header has: {header.strip()})")
+    return Prep(("csv", tuple(sorted(index.items())), ncols))
+
+
+def _ratio_terms(sp: Spec) -> tuple[str, str]:
+    names = {c.name for c in sp.cols}
+    return ("1.0", '"ratio"') if "ratio" in names else ('"split_from"', '"split_to"')
+
+
+def spec(ctx: Ctx, sig: tuple, fids: list[int], preps: dict) -> Spec:
+    ctx.ensure_sessions()
+    if sig[0] == "json":
+        rel, ncols, count_error, has_ratio = frame_relation(ctx, sig[1], preps[sig[1]].frame, 4), 4, "expected %d fields, found %d", False
+    else:
+        index, ncols = dict(sig[1]), sig[2]
+        rel, count_error, has_ratio = lines_relation(index, ",", fids), "expected %d comma-separated fields, found %d", "ratio" in index
+    cols = [Col("symbol", "symbol"), Col("date", "date")]
+    cols += [Col("ratio", "number")] if has_ratio else [Col("split_from", "number"), Col("split_to", "number")]
+    frm, to = ("1.0", '"ratio"') if has_ratio else ('"split_from"', '"split_to"')
+    rejects = date_rules(ctx, '"date"', "ex-date", EARLIEST_DATE) + [
+        (f"NOT ({frm} > 0 AND {to} > 0)",
+         f"printf('split_from %s and split_to %s must be > 0', CAST({frm} AS VARCHAR), CAST({to} AS VARCHAR))"),
+        (f"{to} = {frm}", "'a split ratio of 1 changes nothing'"),
+    ]
+    return Spec(rel, cols, ncols, count_error, "date", ("symbol", "date"), ("symbol", "ex_date"), rejects=rejects,
+                raw_in_rows=sig[0] == "json")
+
+
+def plan(ctx: Ctx, sig: tuple, sp: Spec, table: str, fid: int, prep: Prep, s: Summary, file: str) -> Plan:
+    frm, to = _ratio_terms(sp)
+    select = f'SELECT "symbol", "date", {frm}, {to}, {to} / {frm}, {sql_str(Path(file).name)} {accepted(table, fid)}'
+    delete = (f'DELETE FROM splits AS t USING (SELECT DISTINCT "symbol", "date" {accepted(table, fid)}) AS k '
+              "WHERE t.symbol = k.symbol AND t.ex_date = k.date")
+    return Plan("splits", ["symbol", "ex_date", "split_from", "split_to", "ratio", "source_file"], select, delete,
+                s.n_rows, s.n_rejects, s.first_reject, rejects_sql(sp, table, fid))
