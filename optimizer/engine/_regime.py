@@ -177,8 +177,10 @@ def learned_regime_detail(
         block = features.iloc[r: r + refit_every][cols].to_numpy()
         ok = np.isfinite(block).all(axis=1)
         if ok.any():
+            # row by row: a batched predict_proba rounds differently with the batch size, and the block's size
+            # depends on where the data ends (the truncation identity must hold to the last bit)
             with threadpool_limits(limits=1):
-                post = gm.predict_proba((block[ok] - mu) / sd)
+                post = np.vstack([gm.predict_proba(row[None, :]) for row in (block[ok] - mu) / sd])
             lab = comp_label[np.argmax(post, axis=1)]
             idx = np.arange(r, min(r + refit_every, T))[ok]
             out[idx] = lab
