@@ -12,26 +12,24 @@ from pathlib import Path
 
 from rich.console import Console
 
-__all__ = ["run_demo"]
+from optimizer.data.synth import SynthConfig, synth_to_db
+from optimizer.report.research import build_walkforward_report
+from optimizer.study.run import run_study
+from optimizer.study.spec import StudySpec, load_spec
+from optimizer.validate.walkforward import load_walkforward, run_walkforward, save_walkforward
+
+__all__ = ["run_demo", "STUDIES"]
 
 STUDIES = Path(__file__).resolve().parent.parent / "studies"
 
 
-def _spec(name: str):
-    from optimizer.study.spec import load_spec
-
-    p = STUDIES / f"{name}.toml"
-    if not p.exists():
-        raise FileNotFoundError(p)
-    return load_spec(p)
+def _spec(name: str) -> StudySpec:
+    return load_spec(STUDIES / f"{name}.toml")
 
 
 def run_demo(out_root: Path, effect: float = 3.0, seed: int = 7, fresh: bool = False, console: Console | None = None,
              progress: bool = False) -> dict:
-    from optimizer.data.synth import SynthConfig, synth_to_db
-    from optimizer.study import run_study
-    from optimizer.validate.walkforward import run_walkforward, save_walkforward
-
+    """Run the main job under ``out_root/demo`` and return its verdict, report path, timings, storage and db."""
     console = console or Console()
     root = Path(out_root) / "demo"
     if fresh and root.exists():
@@ -68,22 +66,15 @@ def run_demo(out_root: Path, effect: float = 3.0, seed: int = 7, fresh: bool = F
     console.rule("4. walk-forward out-of-sample")
     t = time.perf_counter()
     spec = _spec("demo")
-    wf = run_walkforward(spec, db, storage, progress=progress, out_dir=root)
+    wf = run_walkforward(spec, db, storage, progress=progress, out_dir=None)
     wf_dir = save_walkforward(wf, root / "walkforward" / spec.run.study_name)
     step("walk-forward", t)
 
     console.rule("5. report")
     t = time.perf_counter()
-    report = None
-    try:
-        from optimizer.report.research import build_walkforward_report
-        from optimizer.validate.walkforward import load_walkforward
-
-        wfd = load_walkforward(wf_dir)
-        report = build_walkforward_report(wfd, out_dir=root / "reports", name="demo",
-                                          events=wfd["events"] if len(wfd["events"]) else None)
-    except ImportError as e:  # pragma: no cover
-        console.print(f"[yellow]report skipped: {e}[/]")
+    wfd = load_walkforward(wf_dir)
+    report = build_walkforward_report(wfd, out_dir=root / "reports", name="demo",
+                                      events=wfd["events"] if len(wfd["events"]) else None)
     step("report", t)
 
     color = "green" if wf.verdict.supported else "red"

@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from optimizer.errors import ParameterError
+
 __all__ = ["Settings", "default_db_path", "DEFAULT_STORAGE"]
 
 DEFAULT_DB = "output/darkpool.duckdb"
@@ -79,8 +81,6 @@ class Settings:
 
 
 def _refuse(var: str, rule: str, raw: str) -> None:
-    from optimizer.errors import ParameterError
-
     raise ParameterError(f"{var} must be {rule}, got {var}={raw!r}")
 
 

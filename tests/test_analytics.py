@@ -246,7 +246,7 @@ def test_write_scan_export_full_inference_version_and_older_table(store, tmp_pat
 
 
 def test_write_scan_png_required_without_kaleido_fails_before_nothing_is_lost(store, tmp_path, monkeypatch):
-    from optimizer.analytics import _export
+    from optimizer.report import files as _export
 
     monkeypatch.setattr(_export, "png_available", lambda: False)
     r = scan(store, lookback=4, min_periods=4, top=2)

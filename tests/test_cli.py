@@ -499,7 +499,7 @@ def test_scan_reads_the_pipelines_scanner_environment(db_copy, cwd):
 
 
 def test_png_flag_refuses_clearly_without_kaleido(db_copy, cwd, monkeypatch):
-    from optimizer.analytics import _export
+    from optimizer.report import files as _export
 
     monkeypatch.setattr(_export, "png_available", lambda: False)
     clean_error(run("scan", "--db", db_copy, "--png"), "PNG output needs kaleido", "accumopt[png]")

@@ -22,10 +22,10 @@ from optuna.distributions import IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from optimizer.errors import DataError, ParameterError
+from optimizer.report.compare import compare_figure, write_compare_html
 from optimizer.study.inspect import (
     KEY_METRICS,
     best_trial_json,
-    compare_figure,
     compare_studies,
     delete_study,
     export_study,
@@ -33,7 +33,6 @@ from optimizer.study.inspect import (
     render_table,
     show_study,
     trials_table,
-    write_compare_html,
 )
 from optimizer.study.space import params_to_config, suggest
 from optimizer.study.spec import parse_spec

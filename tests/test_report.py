@@ -37,6 +37,8 @@ from optimizer.report.research import (
 )
 from optimizer.report.sandbox import sandbox_data, sandbox_figure, write_sandbox
 from optimizer.study import make_storage
+from optimizer.validate.stats import verdict
+from optimizer.validate.walkforward import WalkForwardResult
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 VARIANTS = ["B", "vw_flow", "blended"]
@@ -258,8 +260,7 @@ def _wf_dict(supported: bool = False) -> dict:
                                   {"multiplier": 2.0, "avg_excess_return": -0.0003, "trades": 143, "survives": False},
                                   {"multiplier": 3.0, "avg_excess_return": -0.0018, "trades": 143, "survives": False}],
                   "cost_fragile": True},
-        "verdict": "supported" if supported else "not supported",
-        "verdict_line": VERDICT_LINE if not supported else VERDICT_LINE.replace("NOT supported", "supported"),
+        **(verdict(0.0035, 3.1, 0.97, 0.21, 143) if supported else verdict(0.0012, 0.8, 0.41, 0.62, 143)).to_dict(),
         "warnings": ["WARNING: planted warning"],
     }
     summary = pd.DataFrame([
@@ -362,8 +363,8 @@ def test_walkforward_report_supported_without_events(tmp_path):
 
 def test_walkforward_report_gates_the_sharpe_statistic_the_verdict_used(tmp_path):
     wf = _wf_dict()
-    wf["result"]["verdict_line"] = ("edge NOT supported: OOS excess +0.12%/trade (t=0.8, n=143), PSR 0.77 < 0.95, "
-                                    "PBO 0.62 >= 0.50; in-sample winners' median DSR 0.41 over 150 trials tried")
+    wf["result"].update(verdict(0.0012, 0.8, 0.77, 0.62, 143, sharpe="psr",
+                                note="in-sample winners' median DSR 0.41 over 150 trials tried").to_dict())
     page = build_walkforward_report(wf, out_dir=tmp_path).read_text(encoding="utf-8")
     gates = {r[0]: r for r in _section_table(page, "Deciding numbers")}
     psr = gates["Probabilistic Sharpe Ratio (OOS excess)"]
@@ -375,8 +376,6 @@ def test_walkforward_report_gates_the_sharpe_statistic_the_verdict_used(tmp_path
 
 
 def test_walkforward_report_from_result_object(tmp_path):
-    from optimizer.validate.stats import verdict
-    from optimizer.validate.walkforward import WalkForwardResult
 
     d = _wf_dict()
     v = verdict(-0.001, -1.0, float("nan"), float("nan"), 12)

@@ -20,7 +20,8 @@ from optimizer.engine.simulate import Caps, Costs, ExitParams, Thresholds
 from optimizer.engine.score import ScoreParams
 from optimizer.errors import SpecError
 from optimizer.study.registry import PRUNERS, SAMPLERS, build_pruner, build_sampler
-from optimizer.study.space import distributions, engine_params, grid_search_space, params_to_config, suggest
+from optimizer.params import engine_params
+from optimizer.study.space import distributions, grid_search_space, params_to_config, suggest
 from optimizer.study.spec import load_spec, parse_spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

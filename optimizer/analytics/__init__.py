@@ -2,7 +2,8 @@
 
 * :mod:`.scanner` — full-market FINRA short-sale scanner (every symbol, DuckDB SQL), ``scanner_daily_metrics``.
 * :mod:`.tables` — per-ticker daily tables from ``daily_metrics`` (rich console + HTML with the disclaimer).
-* :mod:`.plots` — pressure plots (layered 4-panel / short-only) and OHLCV price charts (plotly).
+* :mod:`.plots` — pressure plots (layered 4-panel / short-only) and OHLCV price charts (plotly); written with
+  ``save_figure`` (``optimizer.report.files``, re-exported here).
 * :mod:`.constituents` — index/ETF constituent files and weighted pressure aggregation.
 
 Each producer returns DataFrames / plotly Figures / written paths; each has a ``render_*`` companion that prints
@@ -20,10 +21,10 @@ from optimizer.analytics.plots import (
     render_pressure,
     render_price,
     resample_ohlcv,
-    save_figure,
 )
 from optimizer.analytics.scanner import ScanResult, render_scan, scan, write_scan
 from optimizer.analytics.tables import DISCLAIMER, daily_table, display_score, render_daily_table, write_daily_table_html
+from optimizer.report.files import save_figure
 
 __all__ = [
     "ScanResult",

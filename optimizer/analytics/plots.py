@@ -11,20 +11,17 @@
 ``mode="short_only"``: short ratio (with lines), short-sale volume (with total volume), close price.
 ``mode="both"``: the tuple (layered, short_only).
 
-``save_figure`` writes a self-contained HTML (plotly.js embedded, opens offline) and a PNG: when kaleido is importable
-by default, always with ``png=True`` (an error without kaleido), never with ``png=False``.
+Write them with ``optimizer.report.files.save_figure`` (self-contained HTML; a PNG when kaleido is importable by
+default, always with ``png=True``, never with ``png=False``).
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
 
 from optimizer.errors import DataError, check_param
-from optimizer.analytics._export import write_figures
 from optimizer.data.symbols import canonical_symbol
 from optimizer.analytics.scanner import _as_date
 from optimizer.analytics.tables import BEARISH, BULLISH, DIVERGENCE, agreement, display_score, require_symbols, table_columns
@@ -39,7 +36,6 @@ __all__ = [
     "price_data",
     "resample_ohlcv",
     "price_chart",
-    "save_figure",
     "render_pressure",
     "render_price",
 ]
@@ -240,16 +236,6 @@ def price_chart(con: duckdb.DuckDBPyConnection, ticker: str, timeframe: str = "d
     if timeframe == "daily":
         fig.update_xaxes(rangebreaks=[dict(bounds=["sat", "mon"])])
     return fig
-
-
-# --- output -------------------------------------------------------------------------------------------------
-
-
-def save_figure(fig, path: str | Path, png: bool | None = None) -> list[Path]:
-    """Write ``path`` as self-contained HTML (plotly.js embedded) and, per ``png``, a ``.png`` beside it: None (auto)
-    = when kaleido is importable (a failed export is a warning), True = required (DataError without kaleido or on
-    failure), False = never. Returns the written paths (see ``optimizer.analytics._export``)."""
-    return write_figures([(fig, path)], png)
 
 
 def _fmt(v, spec: str) -> str:

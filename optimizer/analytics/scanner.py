@@ -1,7 +1,7 @@
 """Full-market FINRA short-sale scanner: every symbol of one day, ranked by an accumulation score.
 
 Uses only FINRA daily short-sale data (``finra_short_daily``, consolidated: CNMS, else the facility sum, else
-the API row — :func:`optimizer.data.ingest.finra_short.consolidated_short_sql`). No trade or price data.
+the API row — :func:`optimizer.data.store.consolidated_short_sql`). No trade or price data.
 All heavy lifting is one DuckDB query (window + grouped aggregates), so ~10,000 symbols a day is fast.
 
 Definitions for scan date ``d`` (only rows dated <= d are read: point-in-time):
@@ -15,7 +15,7 @@ Definitions for scan date ``d`` (only rows dated <= d are read: point-in-time):
   spike; ratios and shares are computed from the raw figures (a split does not change them).
 * ``short_buy_sell_ratio`` = short / (total − short) (NULL when total = short); ``short_share`` = short / total.
 * ``short_buy_sell_ratio_z`` = (ratio_d − mean) / std_pop over the symbol's window rows (today included), the
-  same convention as :func:`optimizer.engine.rolling.rolling_zscore`. NULL with fewer than ``min_periods``
+  same convention as :func:`optimizer.data.rolling.rolling_zscore`. NULL with fewer than ``min_periods``
   ratios or a (numerically) zero std. ``short_share_z`` likewise.
 * ``trend`` = regr_slope of the ratio on the session index over the symbol's last ``trend_days`` rows
   (ratio change per session); ``trend_z`` = trend / ratio std (per-session change in lookback std units).
@@ -45,9 +45,9 @@ import pandas as pd
 from optimizer.data.adjust import adjusted_join_sql
 from optimizer.data.calendar import session_days
 from optimizer.data.coverage import MIN_COVERAGE, SourceCoverage, source_coverage
-from optimizer.data.ingest.finra_short import consolidated_short_sql
-from optimizer.data.store import table_exists, transaction
+from optimizer.data.store import consolidated_short_sql, table_exists, transaction
 from optimizer.errors import DataError, ParameterError, check_param
+from optimizer.report.files import write_figures
 
 __all__ = ["ScanResult", "scan", "write_scan", "render_scan", "scan_figures", "window_sessions", "SCANNER_COLUMNS", "SIDES"]
 
@@ -329,12 +329,10 @@ def write_scan(con: duckdb.DuckDBPyConnection, result: ScanResult, out_root: str
     Files in ``out_root/YYYY-MM-DD/``: scanner_metrics.csv (all symbols; only with ``export_full``, the pipeline's
     SCANNER_EXPORT_FULL), scanner_top.csv, scanner_top.html (bar chart of the top scores), scanner_scores.html
     (score histogram), and scanner_top.png / scanner_scores.png as the design's scanner writes them (``png``: None
-    = when kaleido is installed, True = required, False = never; see ``optimizer.analytics._export``). HTML embeds
+    = when kaleido is installed, True = required, False = never; see ``optimizer.report.files``). HTML embeds
     plotly.js (opens offline). Returns {"table", "metrics_csv", "top_csv", "top_html", "scores_html"[, "top_png",
     "scores_png"]} paths (table: a pseudo-path name; metrics_csv absent without ``export_full``).
     """
-    from optimizer.analytics._export import write_figures
-
     _ensure_table(con)
     frame = result.metrics[[c for c, _ in SCANNER_COLUMNS]]
     cols = ", ".join(c for c, _ in SCANNER_COLUMNS)

@@ -6,8 +6,16 @@ import json
 
 import click
 
+from optimizer.analytics.plots import pressure_plot, price_chart
+from optimizer.analytics.scanner import render_scan, scan, write_scan
+from optimizer.analytics.tables import daily_table, render_daily_table, write_daily_table_html
 from optimizer.cli._common import _json, console, db_option, format_option
+from optimizer.data.store import connect
 from optimizer.data.symbols import canonical_symbol
+from optimizer.report.files import save_figure
+from optimizer.settings import Settings
+
+__all__ = ["COMMANDS"]
 
 
 def _png_option(f):
@@ -35,10 +43,6 @@ def scan_cmd(ctx, date, lookback, top, trend_days, outlier_z, volume_z, ratio_z,
     """Scan every symbol's FINRA short-sale data for accumulation outliers; writes scanner_daily_metrics and
     output/scanner/YYYY-MM-DD/ (CSV + HTML, PNG with kaleido). Unset flags take the pipeline's SCANNER_*
     environment variables (SCANNER_DB_PATH is the store when --db is not given)."""
-    from optimizer.analytics.scanner import render_scan, scan, write_scan
-    from optimizer.data.store import connect
-    from optimizer.settings import Settings
-
     st = Settings.from_env()
     if st.scanner_db_path and ctx.get_parameter_source("db") is not click.core.ParameterSource.COMMANDLINE:
         db = st.scanner_db_path
@@ -75,13 +79,6 @@ def scan_cmd(ctx, date, lookback, top, trend_days, outlier_z, volume_z, ratio_z,
 @format_option()
 def table_cmd(date, tickers, style, html_path, db, fmt):
     """Daily table: short ratio, lit imbalance, OTC participation, score, confidence, agreement, provenance."""
-    from optimizer.analytics.tables import (
-        daily_table,
-        render_daily_table,
-        write_daily_table_html,
-    )
-    from optimizer.data.store import connect
-
     con = connect(db, read_only=True)
     try:
         df = daily_table(con, date=date, tickers=tickers, style=style)
@@ -106,9 +103,6 @@ def table_cmd(date, tickers, style, html_path, db, fmt):
 @db_option
 def plot_cmd(ticker, dates, mode, out, png, db):
     """Pressure plots for TICKER (plotly HTML; PNG too when kaleido is installed)."""
-    from optimizer.analytics.plots import pressure_plot, save_figure
-    from optimizer.data.store import connect
-
     con = connect(db, read_only=True)
     try:
         figs = pressure_plot(con, ticker, dates[0], dates[1], mode=mode)
@@ -133,9 +127,6 @@ def plot_cmd(ticker, dates, mode, out, png, db):
 @db_option
 def chart_cmd(ticker, timeframe, start, end, out, png, db):
     """OHLCV candles with volume for TICKER (plotly HTML)."""
-    from optimizer.analytics.plots import price_chart, save_figure
-    from optimizer.data.store import connect
-
     con = connect(db, read_only=True)
     try:
         fig = price_chart(con, ticker, timeframe=timeframe, start=start, end=end)
@@ -144,8 +135,5 @@ def chart_cmd(ticker, timeframe, start, end, out, png, db):
     for w in save_figure(fig, out or f"output/charts/{canonical_symbol(ticker, 'ticker')}_{timeframe}.html", png=png):
         click.echo(str(w))
 
-
-
-__all__ = ["COMMANDS"]
 
 COMMANDS = (scan_cmd, table_cmd, plot_cmd, chart_cmd,)

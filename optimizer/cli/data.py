@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -16,8 +17,17 @@ from optimizer.cli._common import (
     err_console,
     format_option,
 )
+from optimizer.data.coverage import store_info
+from optimizer.data.fetch import fetch_finra_api, fetch_finra_short, fetch_polygon_prices
+from optimizer.data.ingest import ingest_paths
+from optimizer.data.metrics import build_daily_metrics
+from optimizer.data.store import connect
+from optimizer.data.synth import SynthConfig, generate_market, synth_to_db, write_market
+from optimizer.data.universe import resolve_universe
 from optimizer.errors import DataError
 from optimizer.settings import Settings
+
+__all__ = ["COMMANDS"]
 
 
 # ------------------------------------------------------------------------------------------------ ingest / fetch
@@ -38,11 +48,6 @@ def ingest_cmd(kind, paths, strict, max_decompressed_mb, max_expansion, db, fmt)
     rejected with file:line: reason and leave the database unchanged. Exit code 1 when anything was rejected.
     KIND splits: stock splits (CSV or Polygon JSON); run `accumopt metrics build` afterwards (docs/DATA.md).
     """
-    import dataclasses
-
-    from optimizer.data.ingest import ingest_paths
-    from optimizer.data.store import connect
-
     settings = Settings.from_env()
     if max_decompressed_mb is not None:
         settings = dataclasses.replace(settings, max_decompressed_mb=max_decompressed_mb)
@@ -82,8 +87,6 @@ def fetch_grp():
 @db_option
 def fetch_finra_cmd(start, end, families, cache, no_ingest, db):
     """Download FINRA Reg SHO daily short-sale files (FINRA_CDN_URL) for each NYSE session, then ingest them."""
-    from optimizer.data.fetch import fetch_finra_short
-
     files = fetch_finra_short(start, end, cache, Settings.from_env(), families=tuple(families))
     console.print(f"{len(files)} file(s) in {cache}", markup=False)
     _print_missing(files)
@@ -100,8 +103,6 @@ def fetch_finra_cmd(start, end, families, cache, no_ingest, db):
 @db_option
 def fetch_finra_api_cmd(start, end, symbols, cache, no_ingest, db):
     """Query the FINRA Query API (OAuth client credentials) for Reg SHO daily data, then ingest it."""
-    from optimizer.data.fetch import fetch_finra_api
-
     syms = [s.strip().upper() for s in symbols.split(",")] if symbols else None
     res = fetch_finra_api(start, end, Settings.from_env(), syms, out_dir=cache)
     written = res.attrs.get("path") if res is not None else None
@@ -120,9 +121,6 @@ def fetch_finra_api_cmd(start, end, symbols, cache, no_ingest, db):
 @db_option
 def fetch_prices_cmd(symbols, start, end, cache, no_ingest, db):
     """Download Polygon daily aggregates (POLYGON_API_KEY, POLYGON_BASE_URL), then ingest them."""
-    from optimizer.data.fetch import fetch_polygon_prices
-    from optimizer.data.universe import resolve_universe
-
     s = Settings.from_env()
     syms = resolve_universe(symbols) if symbols else (list(s.tickers) or resolve_universe("tier1+3"))
     files = fetch_polygon_prices(syms, start, end, cache, s)
@@ -139,8 +137,6 @@ def _print_missing(files) -> None:
 
 
 def _ingest_after_fetch(kind, files, db):
-    from optimizer.data.ingest import ingest_paths
-    from optimizer.data.store import connect
 
     con = connect(db)
     try:
@@ -177,12 +173,6 @@ def data_grp():
 def synth_cmd(out_dir, seed, effect, family, start, end, universe, n_symbols, prices_file, db, fmt):
     """Write the embedded synthetic market as real-format raw files (FINRA CNMS, prices, lit flow, OTC weekly,
     options) plus a ground-truth folder the optimizer never reads; with --db, ingest and build daily_metrics."""
-    from optimizer.data.synth import (
-        SynthConfig,
-        generate_market,
-        synth_to_db,
-        write_market,
-    )
 
     cfg = SynthConfig(seed=seed, start=start, end=end, universe=universe, n_symbols=n_symbols, effect=effect,
                       family=family, prices_file=prices_file)
@@ -203,9 +193,6 @@ def synth_cmd(out_dir, seed, effect, family, start, end, universe, n_symbols, pr
 def info_cmd(db, fmt):
     """Summarize the store: schema version, rows per table, date ranges, and each source's coverage of the NYSE
     sessions between its first and last date (sessions present, gaps, the largest gap)."""
-    from optimizer.data.coverage import store_info
-    from optimizer.data.store import connect
-
     con = connect(db, read_only=True)
     try:
         info = store_info(con)
@@ -245,9 +232,6 @@ def metrics_grp():
 @format_option()
 def metrics_build_cmd(z_window, min_lit_volume, db, fmt):
     """Rebuild daily_metrics from the raw tables (one transaction; point-in-time; OTC publication lag applied)."""
-    from optimizer.data.metrics import build_daily_metrics
-    from optimizer.data.store import connect
-
     mlv = min_lit_volume if min_lit_volume is not None else Settings.from_env().min_lit_volume
     con = connect(db)
     try:
@@ -262,8 +246,5 @@ def metrics_build_cmd(z_window, min_lit_volume, db, fmt):
     else:
         _table([{"key": k, "value": v} for k, v in summary.items()], title="daily_metrics")
 
-
-
-__all__ = ["COMMANDS"]
 
 COMMANDS = (ingest_cmd, fetch_grp, data_grp, metrics_grp)

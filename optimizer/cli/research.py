@@ -17,6 +17,12 @@ from optimizer.cli._common import (
     format_option,
     storage_option,
 )
+from optimizer.demo import run_demo
+from optimizer.report.research import build_report
+from optimizer.data.store import connect
+from optimizer.report.sandbox import load_sandbox_panel, sandbox_figure, write_sandbox
+from optimizer.study.spec import load_spec
+from optimizer.validate.walkforward import run_walkforward, save_walkforward
 
 __all__ = ["COMMANDS"]
 
@@ -36,9 +42,6 @@ def walkforward_cmd(spec, final, n_trials, out_dir, storage, db, fmt):
     cost stress and the verdict. Writes output/walk_forward_summary.csv and output/walkforward/<study>/.
     An interrupted run resumes at the first unfinished window.
     """
-    from optimizer.study.spec import load_spec
-    from optimizer.validate.walkforward import run_walkforward, save_walkforward
-
     s = load_spec(spec)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
@@ -72,31 +75,7 @@ def walkforward_cmd(spec, final, n_trials, out_dir, storage, db, fmt):
 @storage_option
 def report_cmd(target, out_dir, storage):
     """Build a self-contained HTML report for a study NAME or a walk-forward run directory."""
-    from optimizer.report.research import build_study_report, build_walkforward_report
-    from optimizer.validate.walkforward import load_walkforward
-
-    p = Path(target)
-    wf_dir = p if (p.is_dir() and (p / "result.json").exists()) else Path(f"output/walkforward/{target}")
-    if (wf_dir / "result.json").exists() and (wf_dir == p or not _study_exists(target, storage)):
-        wfd = load_walkforward(wf_dir)
-        path = build_walkforward_report(wfd, out_dir=out_dir, name=wf_dir.name,
-                                        events=wfd["events"] if len(wfd["events"]) else None)
-    else:
-        from optimizer.study import make_storage
-
-        path = build_study_report(make_storage(storage, heartbeat=False), target, out_dir=out_dir)
-    click.echo(str(path))
-
-
-def _study_exists(name, storage) -> bool:
-    import optuna
-
-    from optimizer.study import make_storage
-
-    try:
-        return name in {s.study_name for s in optuna.get_all_study_summaries(make_storage(storage, heartbeat=False))}
-    except Exception:  # noqa: BLE001
-        return False
+    click.echo(str(build_report(target, storage, out_dir=out_dir)))
 
 
 @click.command("sandbox")
@@ -116,9 +95,6 @@ def _study_exists(name, storage) -> bool:
 @db_option
 def sandbox_cmd(ticker, start, end, z_window, dot_mode, buy, sell, out, png, db):
     """The seven-panel signal-sandbox chart for one symbol (plus the imbalance·log1p(B+S) panel)."""
-    from optimizer.data.store import connect
-    from optimizer.report.sandbox import load_sandbox_panel, sandbox_figure, write_sandbox
-
     con = connect(db, read_only=True)
     try:
         panel = load_sandbox_panel(con, ticker, start, end, z_window=z_window)
@@ -137,8 +113,6 @@ def sandbox_cmd(ticker, start, end, z_window, dot_mode, buy, sell, out, png, db)
 def demo_cmd(out_root, effect, seed, fresh):
     """End to end on the embedded synthetic market: synth -> ingest -> metrics -> phase A -> phase B ->
     walk-forward -> report. Prints the verdict, the report path and the dashboard command."""
-    from optimizer.demo import run_demo
-
     run_demo(Path(out_root), effect=effect, seed=seed, fresh=fresh, console=console, progress=_progress())
 
 

@@ -19,7 +19,15 @@ from optimizer.cli._common import (
     storage_option,
 )
 from optimizer.errors import ParameterError
+from optimizer.report.compare import write_compare_html
 from optimizer.settings import DEFAULT_STORAGE
+from optimizer.study.inspect import best_trial_json, compare_studies, delete_study, export_study, list_studies, show_study
+from optimizer.study.replay import replay_trial
+from optimizer.study.run import run_study
+from optimizer.study.spec import load_spec
+from optimizer.study.storage import make_storage
+
+__all__ = ["COMMANDS"]
 
 
 @click.group("study")
@@ -27,18 +35,12 @@ def study_grp():
     """Run and inspect Optuna studies defined by TOML specs (studies/*.toml)."""
 
 
-def _spec(path):
-    from optimizer.study.spec import load_spec
-
-    return load_spec(path)
-
-
 @study_grp.command("validate")
 @click.argument("specs", nargs=-1, required=True, type=click.Path())
 def study_validate(specs):
     """Validate spec files without running anything (exit 2 on the first invalid one)."""
     for p in specs:
-        s = _spec(p)
+        s = load_spec(p)
         console.print(f"[green]ok[/] {escape(str(p))}: study {s.run.study_name!r}, {len(s.space)} parameters, sampler {s.sampler.name}, "
                       f"pruner {s.pruner.name}, objective {s.objective.name}, purge {s.purge()}, embargo {s.embargo()}, hash {s.spec_hash}",
                       soft_wrap=True, highlight=False)
@@ -64,9 +66,7 @@ def _run_opts(f):
 @format_option()
 def study_run(spec, n_trials, timeout, name, new_name, jobs, storage, db, fmt):
     """Create or resume the study of SPEC and run it. Ctrl-C stops after the running trial; re-run to resume."""
-    from optimizer.study import run_study
-
-    s = _spec(spec)
+    s = load_spec(spec)
     if jobs < 1:
         raise ParameterError(f"jobs must be >= 1, got jobs={jobs}")
     res = run_study(s, db, storage, n_trials=n_trials, timeout=timeout, jobs=jobs, name=name, new_name=new_name,
@@ -93,9 +93,7 @@ def _print_run(res, fmt):
 @format_option()
 def study_worker(spec, storage, n_trials, timeout, name, new_name, db, fmt):
     """Join a running study from another process or machine (same spec, same data, shared storage)."""
-    from optimizer.study import run_study
-
-    res = run_study(_spec(spec), db, storage, n_trials=n_trials, timeout=timeout, name=name, new_name=new_name, worker=True,
+    res = run_study(load_spec(spec), db, storage, n_trials=n_trials, timeout=timeout, name=name, new_name=new_name, worker=True,
                     progress=_progress() and fmt == "table")
     _print_run(res, fmt)
 
@@ -105,14 +103,11 @@ def study_worker(spec, storage, n_trials, timeout, name, new_name, db, fmt):
 @format_option("table", "json", "csv")
 def study_list(storage, fmt):
     """List studies: trials complete/pruned/failed/running, best value, created."""
-    from optimizer.study.inspect import list_studies
-
     df = list_studies(_storage(storage))
     _emit_df(df, fmt, "studies")
 
 
 def _storage(url):
-    from optimizer.study import make_storage
 
     return make_storage(url, heartbeat=False)
 
@@ -133,8 +128,6 @@ def _emit_df(df, fmt, title):
 @format_option("table", "json", "csv")
 def study_show(name, top, storage, fmt):
     """Top trials of study NAME with parameters and metrics (the Pareto front for multi-objective studies)."""
-    from optimizer.study.inspect import show_study
-
     _emit_df(show_study(_storage(storage), name, top=top), fmt, f"study {name}: top {top}")
 
 
@@ -144,8 +137,6 @@ def study_show(name, top, storage, fmt):
 @format_option("json", "table")
 def study_best(name, storage, fmt):
     """The best trial: params (accepted as-is by `backtest --params FILE`), value and metrics."""
-    from optimizer.study.inspect import best_trial_json
-
     d = best_trial_json(_storage(storage), name)
     if fmt == "json":
         _json(d)
@@ -161,8 +152,6 @@ def study_best(name, storage, fmt):
 @format_option()
 def study_compare(names, out, storage, fmt):
     """Compare studies: completed vs pruned vs failed, prune folds, best-so-far curves, time saved by pruning."""
-    from optimizer.study.inspect import compare_studies, write_compare_html
-
     res = compare_studies(_storage(storage), list(names))
     path = Path(out or f"output/reports/compare_{'_'.join(names)}.html")
     write_compare_html(res, path)
@@ -181,8 +170,6 @@ def study_compare(names, out, storage, fmt):
 @storage_option
 def study_export(name, fmt, out, storage):
     """Export every trial (params, values, states, metrics) to CSV or Parquet."""
-    from optimizer.study.inspect import export_study
-
     p = export_study(_storage(storage), name, out or f"output/{name}_trials.{fmt}", fmt=fmt)
     click.echo(str(p))
 
@@ -193,8 +180,6 @@ def study_export(name, fmt, out, storage):
 @storage_option
 def study_delete(name, yes, storage):
     """Delete study NAME and all its trials (asks first unless --yes)."""
-    from optimizer.study.inspect import delete_study
-
     if not yes:
         if not sys.stdin.isatty():
             raise ParameterError("refusing to delete without confirmation on a non-interactive stdin; pass --yes")
@@ -211,8 +196,6 @@ def study_delete(name, yes, storage):
 @format_option()
 def study_replay(name, trial, storage, db, fmt):
     """Re-evaluate stored trial TRIAL of study NAME on the same data and show that it reproduces."""
-    from optimizer.study.replay import replay_trial
-
     rep = replay_trial(_storage(storage), name, trial, db)
     if fmt == "json":
         _json(rep | {"comparison": rep["comparison"].to_dict(orient="records")})
@@ -228,15 +211,11 @@ def study_replay(name, trial, storage, db, fmt):
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (loopback by default).")
 def dashboard_cmd(storage, port, host):
     """Start optuna-dashboard on the study storage (http://127.0.0.1:PORT)."""
-    import optuna_dashboard
+    import optuna_dashboard  # lazy: the dashboard server (and its web stack) is only needed by this command
 
     url = storage or DEFAULT_STORAGE
     console.print(f"optuna-dashboard on http://{host}:{port} for {url} (Ctrl-C to stop)")
     optuna_dashboard.run_server(_storage(url), host=host, port=port)
 
-
-# ------------------------------------------------------------------------------------------------ analytics
-
-__all__ = ["COMMANDS"]
 
 COMMANDS = (study_grp, dashboard_cmd,)

@@ -4,7 +4,7 @@ The contract is docs/DATA.md. Everything but the rolling z-scores is one DuckDB 
 the FINRA consolidated short volume (``consolidated_short_sql``: CNMS, else the facility sum), prices, lit flow,
 and the FINRA OTC weekly figures joined AS OF their publication date (at date t only weeks with
 ``publication_date <= t`` are visible; the newest visible week is used). The z-scores come from
-:func:`optimizer.engine.rolling.rolling_zscore`, computed over each symbol's own rows: the rows are laid out in a
+:func:`optimizer.data.rolling.rolling_zscore`, computed over each symbol's own rows: the rows are laid out in a
 (row-within-symbol x symbol) matrix, so one vectorized call serves every symbol.
 
 The whole rebuild runs in one transaction: a failure leaves the previous tables as they were. It works through
@@ -27,13 +27,12 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from optimizer.engine.rolling import rolling_zscore
+from optimizer.data.rolling import rolling_zscore
 from optimizer.errors import DataError, check_param
 from optimizer.data.universe import VIX_SYMBOL
 from optimizer.data.adjust import split_factors_sql
 from optimizer.data.calendar import as_date, session_days
-from optimizer.data.ingest.finra_short import consolidated_short_sql
-from optimizer.data.store import memory_budget, table_exists, transaction
+from optimizer.data.store import consolidated_short_sql, memory_budget, table_exists, transaction
 
 __all__ = [
     "DAILY_METRICS_COLUMNS",

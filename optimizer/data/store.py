@@ -18,8 +18,9 @@ import duckdb
 from optimizer.errors import DataError
 
 __all__ = [
-    "SCHEMA_VERSION", "connect", "open_store", "transaction", "table_exists", "RAW_TABLES", "SPLITS_TABLE", "MIGRATIONS",
-    "memory_budget", "WORK_MEMORY",
+    "SCHEMA_VERSION", "connect", "open_store", "transaction", "table_exists", "RAW_TABLES",
+    "SPLITS_TABLE", "MIGRATIONS", "memory_budget", "WORK_MEMORY", "FINRA_FAMILIES", "consolidated_short_sql",
+    "create_consolidated_view",
 ]
 
 # DuckDB's own memory during the big jobs (ingest, metrics build) on a file-backed store: beyond it DuckDB
@@ -35,6 +36,10 @@ RAW_TABLES = (
 )
 
 SPLITS_TABLE = "splits"
+
+# FINRA Reg SHO daily file families (the ``facility`` of finra_short_daily rows, besides 'API'): CNMS is the
+# consolidated file, the others are per-facility files.
+FINRA_FAMILIES = ("CNMS", "FNSQ", "FNQC", "FNYX", "FNRA", "FORF")
 
 # Each migration takes the schema from version i to i+1. Never edit a released one: append. A migration is SQL,
 # or the name of a function of this module taking the connection (inside the same transaction).
@@ -337,3 +342,38 @@ def memory_budget(con: duckdb.DuckDBPyConnection, limit: str = WORK_MEMORY) -> I
         yield con
     finally:
         con.execute(f"SET memory_limit = '{before}'")
+
+
+def consolidated_short_sql(table: str = "finra_short_daily") -> str:
+    """SQL for one row per (date, symbol) of FINRA short volume: the CNMS row when present (provenance 'CNMS'),
+    else the SUM of the per-facility rows (provenance 'FACILITY_SUM:FNQC+FNSQ+...', facilities sorted), else the
+    API row (provenance 'API'). Read by daily_metrics, the scanner and the view below."""
+    fac = ", ".join(f"'{f}'" for f in FINRA_FAMILIES if f != "CNMS")
+    return f"""
+WITH cnms AS (
+    SELECT date, symbol, short_volume, short_exempt_volume, total_volume, 'CNMS' AS provenance
+    FROM {table} WHERE facility = 'CNMS'
+), fsum AS (
+    SELECT date, symbol,
+           CAST(sum(short_volume) AS BIGINT) AS short_volume,
+           CAST(sum(short_exempt_volume) AS BIGINT) AS short_exempt_volume,
+           CAST(sum(total_volume) AS BIGINT) AS total_volume,
+           'FACILITY_SUM:' || string_agg(facility, '+' ORDER BY facility) AS provenance
+    FROM {table} WHERE facility IN ({fac})
+    GROUP BY date, symbol
+), api AS (
+    SELECT date, symbol, short_volume, short_exempt_volume, total_volume, 'API' AS provenance
+    FROM {table} WHERE facility = 'API'
+)
+SELECT * FROM cnms
+UNION ALL
+SELECT * FROM fsum f WHERE NOT EXISTS (SELECT 1 FROM cnms c WHERE c.date = f.date AND c.symbol = f.symbol)
+UNION ALL
+SELECT * FROM api a WHERE NOT EXISTS (SELECT 1 FROM cnms c WHERE c.date = a.date AND c.symbol = a.symbol)
+                      AND NOT EXISTS (SELECT 1 FROM fsum f WHERE f.date = a.date AND f.symbol = a.symbol)
+""".strip()
+
+
+def create_consolidated_view(con: duckdb.DuckDBPyConnection) -> None:
+    """(Re)create the view ``finra_short_consolidated`` from :func:`consolidated_short_sql`."""
+    con.execute(f"CREATE OR REPLACE VIEW finra_short_consolidated AS {consolidated_short_sql()}")

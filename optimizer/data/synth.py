@@ -98,6 +98,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from optimizer.data.calendar import nyse_sessions
+from optimizer.data.ingest import ingest_paths
+from optimizer.data.metrics import build_daily_metrics
+from optimizer.data.store import RAW_TABLES, connect, table_exists
 from optimizer.errors import DataError, ParameterError, check_param
 from optimizer.data.universe import VIX_SYMBOL, resolve_universe
 from optimizer.data import _synth_flows as fl
@@ -497,10 +500,6 @@ def synth_to_db(cfg: SynthConfig, out_dir: str | Path, db_path: str | Path, prog
     "ingest": {kind: {files, rows_accepted, rows_rejected, exit_code}}, "metrics": build_daily_metrics' summary,
     "files": {kind: path}}. A failed ingest file raises DataError (rejected rows are only reported).
     """
-    from optimizer.data.ingest import ingest_paths  # lazy: written by another module owner
-    from optimizer.data.metrics import build_daily_metrics
-    from optimizer.data.store import RAW_TABLES, connect, table_exists
-
     t0 = time.perf_counter()
     market = generate_market(cfg)
     paths = write_market(market, out_dir)

@@ -8,19 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from optimizer.errors import ParameterError, check_param
+from optimizer.errors import check_param
 from optimizer.engine.panel import Panel
-from optimizer.engine.rolling import rolling_zscore
+from optimizer.data.rolling import rolling_zscore
+from optimizer.params import PARAMS, VARIANTS, Z_WINDOWS
 
 __all__ = ["FeatureCache", "VARIANTS", "Z_WINDOWS"]
-
-VARIANTS: tuple[str, ...] = ("A", "B", "C", "D", "vw_flow", "blended")
-Z_WINDOWS: tuple[int, ...] = (10, 15, 20, 30, 40, 60, 90)
-
-
-def check_variant(variant: str) -> None:
-    if variant not in VARIANTS:
-        raise ParameterError(f"variant must be one of {', '.join(VARIANTS)}, got variant={variant!r}")
 
 
 class FeatureCache:
@@ -73,7 +66,7 @@ class FeatureCache:
 
     # -- the score's components ----------------------------------------------------------------------
     def short_z(self, variant: str, window: int) -> np.ndarray:
-        check_variant(variant)
+        PARAMS["variant"].check(variant)
         key = ("short_z", variant, int(window))
         out = self._cache.get(key)
         if out is not None:

@@ -48,7 +48,7 @@ from optimizer.engine.context import (
 from optimizer.engine.evaluate import PARAM_KEYS, Result
 from optimizer.engine.metrics import SESSIONS_PER_MONTH
 from optimizer.engine.panel import Panel
-from optimizer.engine.rolling import rolling_zscore
+from optimizer.data.rolling import rolling_zscore
 from optimizer.engine.signals import accumulation, distribution
 from optimizer.engine.simulate import EXIT_REASONS, Span, Thresholds
 

@@ -13,7 +13,8 @@ import numpy as np
 
 from optimizer.errors import check_param
 from optimizer.engine._kernels import PARALLEL_MIN_CELLS, combine_nb, combine_par_nb
-from optimizer.engine.features import FeatureCache, check_variant
+from optimizer.engine.features import FeatureCache
+from optimizer.params import check_fields
 
 __all__ = ["ScoreParams", "display_score", "combine"]
 
@@ -29,14 +30,10 @@ class ScoreParams:
     intensity_hi: float = 1.3
 
     def __post_init__(self) -> None:
-        check_variant(self.variant)
-        for n in ("w_short", "w_lit", "w_price"):
-            v = getattr(self, n)
-            check_param(np.isfinite(v) and v >= 0, n, ">= 0", v)
+        check_fields(self, "score")  # variant, weights, z_window, intensity_lo/hi (optimizer.params)
         total = self.w_short + self.w_lit + self.w_price
         check_param(total > 0, "w_short + w_lit + w_price", "> 0", total)
-        check_param(int(self.z_window) == self.z_window and self.z_window >= 2, "z_window", "an integer >= 2", self.z_window)
-        check_param(0 <= self.intensity_lo <= self.intensity_hi, "intensity_lo", f"in [0, intensity_hi={self.intensity_hi}]", self.intensity_lo)
+        check_param(self.intensity_lo <= self.intensity_hi, "intensity_lo", f"in [0, intensity_hi={self.intensity_hi}]", self.intensity_lo)
 
     @property
     def weights(self) -> tuple[float, float, float]:

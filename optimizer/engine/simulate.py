@@ -6,24 +6,23 @@ The exact rules are in docs/ENGINE.md; the reference implementation in tests/ref
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from optimizer.errors import ParameterError, check_param
+from optimizer.errors import check_param
 from optimizer.engine._kernels import PARALLEL_MIN_CELLS, RULE_CODES, simulate_nb, simulate_symbols_nb
 from optimizer.engine.panel import Panel
+from optimizer.params import EXIT_NAMES, EXIT_RULES, check_fields, parse_exit
 
 __all__ = [
     "ExitParams", "Costs", "Thresholds", "Span", "Caps", "Trades", "simulate",
     "EXIT_REASONS", "EXIT_NAMES", "RULES",
 ]
 
-RULES = tuple(RULE_CODES)
+RULES = EXIT_RULES  # the kernel's exit rules (RULE_CODES) are the registry's
 EXIT_REASONS = ("fixed", "first_dist", "2x_consec_dist", "score_decay", "max_days", "time_stop", "stop_loss", "take_profit", "open_at_end")
-EXIT_NAMES = ("fixed_10d", "fixed_20d", "first_dist", "2x_consec_dist", "hybrid_30d", "score_decay")
 
 
 @dataclass(frozen=True)
@@ -42,33 +41,18 @@ class ExitParams:
     time_stop: int | None = None
 
     def __post_init__(self) -> None:
-        if self.rule not in RULE_CODES:
-            raise ParameterError(f"exit rule must be one of {', '.join(RULES)}, got rule={self.rule!r}")
+        check_param(self.rule in RULE_CODES, "exit rule", f"one of {', '.join(RULES)}", self.rule)
+        check_fields(self, "exit")  # hold_days, max_days, stop_loss, take_profit, time_stop (optimizer.params)
         if self.rule == "fixed":
-            check_param(self.hold_days is not None and int(self.hold_days) >= 1, "hold_days", ">= 1 for the fixed exit", self.hold_days)
+            check_param(self.hold_days is not None, "hold_days", ">= 1 for the fixed exit", self.hold_days)
         if self.rule == "hybrid":
-            check_param(self.max_days is not None and int(self.max_days) >= 1, "max_days", ">= 1 for the hybrid exit", self.max_days)
-        if self.stop_loss is not None:
-            check_param(0 < self.stop_loss < 1, "stop_loss", "in (0, 1)", self.stop_loss)
-        if self.take_profit is not None:
-            check_param(self.take_profit > 0, "take_profit", "> 0", self.take_profit)
-        if self.time_stop is not None:
-            check_param(int(self.time_stop) >= 1, "time_stop", ">= 1", self.time_stop)
+            check_param(self.max_days is not None, "max_days", ">= 1 for the hybrid exit", self.max_days)
 
     @classmethod
     def from_name(cls, name: str, **extra) -> "ExitParams":
         """fixed_<N>d, first_dist, 2x_consec_dist, score_decay, hybrid_<M>d (extra: stop_loss, take_profit, time_stop)."""
-        m = re.fullmatch(r"fixed_(\d+)d", name)
-        if m:
-            return cls("fixed", hold_days=int(m.group(1)), **extra)
-        m = re.fullmatch(r"hybrid_(\d+)d", name)
-        if m:
-            return cls("hybrid", max_days=int(m.group(1)), **extra)
-        if name in ("first_dist", "2x_consec_dist", "score_decay"):
-            return cls(name, **extra)
-        raise ParameterError(
-            f"exit must be one of {', '.join(EXIT_NAMES)} (or fixed_<N>d / hybrid_<M>d), got exit={name!r}"
-        )
+        rule, hold_days, max_days = parse_exit(name)
+        return cls(rule, hold_days, max_days, **extra)
 
     @property
     def max_hold(self) -> int | None:
@@ -86,8 +70,7 @@ class Costs:
     slippage_bps: float = 5.0
 
     def __post_init__(self) -> None:
-        check_param(self.commission_bps >= 0, "commission_bps", ">= 0", self.commission_bps)
-        check_param(self.slippage_bps >= 0, "slippage_bps", ">= 0", self.slippage_bps)
+        check_fields(self, "costs")
 
     @property
     def per_side(self) -> float:
@@ -103,8 +86,7 @@ class Thresholds:
     sell: float = 30.0
 
     def __post_init__(self) -> None:
-        check_param(0 <= self.buy <= 100, "buy_threshold", "in [0, 100]", self.buy)
-        check_param(0 <= self.sell <= 100, "sell_threshold", "in [0, 100]", self.sell)
+        check_fields(self, "thresholds")
         check_param(self.sell < self.buy, "sell_threshold", f"< buy_threshold={self.buy}", self.sell)
 
 
@@ -136,10 +118,7 @@ class Caps:
     max_per_sector: int | None = None
 
     def __post_init__(self) -> None:
-        if self.max_positions is not None:
-            check_param(self.max_positions >= 1, "max_positions", ">= 1", self.max_positions)
-        if self.max_per_sector is not None:
-            check_param(self.max_per_sector >= 1, "max_per_sector", ">= 1", self.max_per_sector)
+        check_fields(self, "caps")
 
 
 @dataclass(frozen=True, eq=False)

@@ -17,6 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from optimizer.engine.context import FAILURE_MODES
 from optimizer.errors import check_param
 
 __all__ = [
@@ -197,8 +198,6 @@ def failure_mode_figure(events: pd.DataFrame, modes: Sequence[str] | None = None
                         title: str = "Failure modes of closed out-of-sample trades") -> go.Figure:
     """Bar ``"trades"``: closed trades per failure_mode (order ``modes``, default the engine's FAILURE_MODES, then
     any other label); hover shows the mean net return of the mode."""
-    from optimizer.engine._failure import FAILURE_MODES
-
     ev = closed_events(events)
     # the design stores NULL for a profitable trade: a closed trade without a failure mode is a winner (NONE)
     mode = ev["failure_mode"].where(ev["failure_mode"].notna(), "NONE").astype(str)

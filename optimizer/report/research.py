@@ -7,22 +7,22 @@ trials table), slice and contour plots of the 2–3 most important parameters, t
 per-fold intermediate values of complete vs pruned trials.
 
 ``build_walkforward_report(wf)`` -> ``output/reports/<name>-walkforward.html`` (and the equity figure alone in
-``output/equity_curves/<name>_oos.html``): the verdict line (green when supported, red when not) with the deciding
-numbers, bootstrap CIs and the cost-stress table, the stitched OOS equity, in-sample vs out-of-sample bars per window,
+``output/equity_curves/<name>_oos.html``): the verdict line (green when supported, red when not) and its gates
+(the run's ``Verdict``, rendered, never re-decided) beside the other deciding numbers, bootstrap CIs and the cost-stress table, the stitched OOS equity, in-sample vs out-of-sample bars per window,
 the windows and per-window parameters tables, parameter stability, and — when trade events carry the columns —
 failure modes, the parent-ETF alignment box plot and the rule-validation table; regimes when the result has them.
 
 Every page embeds plotly.js exactly once (in ``<head>``) and each figure as a ``Plotly.newPlot`` call with its own
 div id; ``body[data-plots-expected]`` holds the number of figures and a small script sets
 ``body[data-plots-rendered]`` to the number of rendered ``.js-plotly-plot`` elements after load (checked by a
-headless-browser test). :func:`embedded_figures` reads the figures back out of a page.
+headless-browser test). :func:`embedded_figures` reads the figures back out of a page. :func:`build_report` picks
+the right one for a study name or a walk-forward run directory.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import html
-import inspect
 import json
 import math
 import re
@@ -35,13 +35,22 @@ import numpy as np
 import optuna
 import pandas as pd
 import plotly.graph_objects as go
+from optuna import visualization as V
+from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 from optuna.trial import TrialState
+from plotly.offline import get_plotlyjs
 
 from optimizer.errors import DataError, check_param
 from optimizer.report import figures as F
+from optimizer.report.files import save_figure
+from optimizer.study.inspect import resolve_storage, show_study, trials_table
+from optimizer.study.records import read_study, trial_counts
+from optimizer.validate.stats import rule_validation
+from optimizer.validate.verdict import Verdict
+from optimizer.validate.walkforward import load_walkforward
 
-__all__ = ["build_study_report", "build_walkforward_report", "embedded_figures", "verdict_gates", "Page",
-           "PLOTLY_MARKER", "MIN_IMPORTANCE_TRIALS", "sharpe_gate"]
+__all__ = ["build_study_report", "build_walkforward_report", "build_report", "embedded_figures", "Page",
+           "PLOTLY_MARKER", "MIN_IMPORTANCE_TRIALS"]
 
 # The first bytes of plotly.js as plotly inlines it ("/**\n* plotly.js v3...."): counted by the tests.
 PLOTLY_MARKER = "* plotly.js v"
@@ -98,8 +107,6 @@ class Page:
         self.add(f'<div class="fig">{body}</div>')
 
     def render(self) -> str:
-        from plotly.offline import get_plotlyjs
-
         return (
             "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(self.title)}</title><style>{_CSS}</style>\n"
@@ -180,8 +187,6 @@ def _try_figure(page: Page, fid: str, make: Callable[[], go.Figure], what: str, 
 
 
 def _open_study(storage: Any, name: str) -> tuple[optuna.Study, Any]:
-    from optimizer.study.inspect import resolve_storage
-
     st, label = resolve_storage(storage)
     names = sorted(s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False))
     if name not in names:
@@ -197,26 +202,27 @@ def _value_column(trials: pd.DataFrame) -> str | None:
 
 
 def _header(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> list[tuple[str, Any]]:
-    from optimizer.study import trial_counts
-
-    a = study.user_attrs
-    c = trial_counts(study)
+    a = read_study(study)
+    c = trial_counts(trials)
     multi = len(study.directions) > 1
     best: Any = "-"
     try:
         best = f"{len(study.best_trials)} trials on the Pareto front" if multi else f"{study.best_value:.6g} (trial {study.best_trial.number})"
     except ValueError:
         best = "no completed trial"
+    def dash(v: Any) -> Any:
+        return "-" if v is None else v
+
     return [
-        ("study", study.study_name), ("spec", a.get("spec_name") or "-"), ("spec hash", a.get("spec_hash") or "-"),
-        ("data fingerprint", a.get("data_fingerprint") or "-"),
-        ("objective", f"{a.get('objective', '-')} (aggregate {a.get('aggregate', '-')})"),
+        ("study", study.study_name), ("spec", a.spec_name or "-"), ("spec hash", a.spec_hash or "-"),
+        ("data fingerprint", a.data_fingerprint or "-"),
+        ("objective", f"{dash(a.objective)} (aggregate {dash(a.aggregate)})"),
         ("directions", ", ".join(d.name.lower() for d in study.directions)),
-        ("train span", f"{a.get('train_start', '-')} .. {a.get('train_end', '-')}"),
-        ("folds", len(a.get("folds") or [])), ("symbols", a.get("symbols", "-")),
+        ("train span", f"{dash(a.train_start)} .. {dash(a.train_end)}"),
+        ("folds", len(a.folds)), ("symbols", dash(a.symbols)),
         ("trials", f"{len(trials)} total: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed, "
-                   f"{c['running']} running (target {a.get('n_trials_target', '-')})"),
-        ("best", best), ("accumopt", f"{a.get('accumopt_version', '-')} (git {a.get('git_commit') or '-'})"),
+                   f"{c['running']} running (target {dash(a.n_trials_target)})"),
+        ("best", best), ("accumopt", f"{dash(a.accumopt_version)} (git {a.git_commit or '-'})"),
         ("generated", _dt.datetime.now().isoformat(timespec="seconds")),
     ]
 
@@ -224,13 +230,11 @@ def _header(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> list
 def _top_params(study: optuna.Study, target, k: int = 3) -> tuple[list[str], dict[str, float] | None]:
     """The k most important parameters (fANOVA, seeded) or, when importances fail, the most common ones."""
     try:
-        from optuna.importance import FanovaImportanceEvaluator, get_param_importances
-
         imp = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0), target=target)
-        names = [p for p, _ in sorted(imp.items(), key=lambda kv: -kv[1])]
-        return names[:k], imp
-    except Exception:  # noqa: BLE001 - too few trials / one distinct value
+    except (ValueError, RuntimeError):  # optuna's refusals: too few completed trials / a single distinct value
         return _common_params(study, k), None
+    names = [p for p, _ in sorted(imp.items(), key=lambda kv: -kv[1])]
+    return names[:k], imp
 
 
 def _common_params(study: optuna.Study, k: int = 3) -> list[str]:
@@ -279,9 +283,6 @@ def build_study_report(storage: Any, study_name: str, out_dir: str | Path = "out
     An unknown study is a DataError listing the storage's studies. Plots optuna cannot compute (importances with
     too few trials, contour with one parameter) become notes on the page, never errors.
     """
-    from optimizer.study.inspect import show_study, trials_table
-    from optuna import visualization as V
-
     study, st = _open_study(storage, study_name)
     trials = study.get_trials(deepcopy=False)
     multi = len(study.directions) > 1
@@ -311,7 +312,7 @@ def build_study_report(storage: Any, study_name: str, out_dir: str | Path = "out
     else:
         top, _ = _top_params(study, target)
         _try_figure(page, "fig-importances", lambda: V.plot_param_importances(
-            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), target=target,
+            study, evaluator=FanovaImportanceEvaluator(seed=0), target=target,
             target_name=target_name), "parameter importances", title="Parameter importances (fANOVA)")
 
     tt = trials_table(st, study_name)
@@ -351,22 +352,16 @@ def build_study_report(storage: Any, study_name: str, out_dir: str | Path = "out
 # ------------------------------------------------------------------------------------------------ walk-forward
 
 
-def verdict_gates() -> dict[str, float]:
-    """The thresholds of ``stats.verdict`` (its keyword defaults): min_trades, dsr_min, pbo_max, t_min."""
-    from optimizer.validate.stats import verdict
-
-    ps = inspect.signature(verdict).parameters
-    return {k: ps[k].default for k in ("min_trades", "dsr_min", "pbo_max", "t_min")}
-
-
 def _parts(wf: Any) -> dict[str, Any]:
-    """The walk-forward run as {result (dict), summary, trades, equity, stability} from either input shape."""
+    """The walk-forward run as {result (dict), verdict, summary, trades, equity, stability} from either input shape."""
     if hasattr(wf, "to_dict") and hasattr(wf, "summary"):
-        return {"result": wf.to_dict(), "summary": wf.summary, "trades": wf.trades, "equity": wf.equity,
-                "stability": wf.stability}
+        return {"result": wf.to_dict(), "verdict": wf.verdict, "summary": wf.summary, "trades": wf.trades,
+                "equity": wf.equity, "stability": wf.stability}
     check_param(isinstance(wf, dict) and isinstance(wf.get("result"), dict), "wf",
                 "a WalkForwardResult or the dict load_walkforward returns (with a 'result' dict)", type(wf).__name__)
     out = dict(wf)
+    if not isinstance(out.get("verdict"), Verdict):
+        out["verdict"] = Verdict.from_dict(out["result"])
     for k in ("summary", "trades", "equity", "stability"):
         v = out.get(k)
         out[k] = v if isinstance(v, pd.DataFrame) else pd.DataFrame(v if v is not None else [])
@@ -390,38 +385,20 @@ def _gate(ok: bool) -> _Raw:
     return _Raw('<span class="pass">pass</span>' if ok else '<span class="fail">fail</span>')
 
 
-def sharpe_gate(res: dict[str, Any]) -> str:
-    """Which Sharpe statistic the run's verdict gated on: ``"psr"`` when its verdict line states
-    ``PSR <value> >=|< <min>``, else ``"dsr"`` (``stats.verdict``'s default label). An explicit
-    ``res["sharpe_gate"]`` ("psr" / "dsr") wins over the text."""
-    if res.get("sharpe_gate") in ("psr", "dsr"):
-        return str(res["sharpe_gate"])
-    return "psr" if re.search(r"\bPSR \S+ (?:>=|<) ", str(res.get("verdict_line") or "")) else "dsr"
-
-
-def _sharpe_row(gated: bool, value: float, minimum: float) -> tuple[str, bool | None]:
-    return (f">= {minimum:.2f}", value >= minimum) if gated else ("", None)
-
-
-def _deciding(res: dict[str, Any]) -> pd.DataFrame:
-    g = verdict_gates()
+def _deciding(res: dict[str, Any], v: Verdict) -> pd.DataFrame:
+    """The verdict's gates (value, rule, pass/fail, as decided) and the statistics that are context only."""
     oos, stats = res.get("oos") or {}, res.get("stats") or {}
-    mean, t, n = _f(oos.get("avg_excess_return")), _f(oos.get("excess_t")), _f(oos.get("closed_trades"))
-    dsr, psr, pbo = _f(res.get("dsr", stats.get("dsr"))), _f(res.get("psr", stats.get("psr"))), _f(res.get("pbo", stats.get("pbo")))
-    deg = _f(res.get("degradation", stats.get("degradation")))
-    gate = sharpe_gate(res)
-    rows = [
-        ("OOS excess return / trade", _s(mean * 100, "+.3f", "%"), "> 0", math.isfinite(mean) and mean > 0),
-        ("t statistic of the excess", _s(t, ".2f"), f"> {g['t_min']:g}", t > g["t_min"]),
-        ("OOS closed trades (n)", _s(n, ".0f"), f">= {g['min_trades']}", n >= g["min_trades"]),
-        ("Deflated Sharpe Ratio", _s(dsr, ".3f"), *_sharpe_row(gate == "dsr", dsr, g["dsr_min"])),
-        ("Probabilistic Sharpe Ratio (OOS excess)", _s(psr, ".3f"), *_sharpe_row(gate == "psr", psr, g["dsr_min"])),
-        ("Probability of Backtest Overfitting", _s(pbo, ".3f"), f"< {g['pbo_max']:.2f}", pbo < g["pbo_max"]),
-        ("degradation (OOS / IS rank_score)", _s(deg, ".3f"), "", None),
-        ("degradation (OOS / IS excess)", _s(stats.get("degradation_excess"), ".3f"), "", None),
-        ("trials tried (all windows)", _s(stats.get("n_trials_tried"), ".0f"), "", None),
-        ("windows", _s(oos.get("n_windows", len(res.get("windows") or [])), ".0f"), "", None),
+    rows = [(g.statistic, g.detail_text, g.rule, g.passed) for g in v.gates]
+    context = [
+        ("dsr", "Deflated Sharpe Ratio", res.get("dsr", stats.get("dsr")), ".3f"),
+        ("psr", "Probabilistic Sharpe Ratio (OOS excess)", res.get("psr", stats.get("psr")), ".3f"),
+        ("pbo", "Probability of Backtest Overfitting", res.get("pbo", stats.get("pbo")), ".3f"),
+        ("degradation", "degradation (OOS / IS rank_score)", res.get("degradation", stats.get("degradation")), ".3f"),
+        ("degradation_excess", "degradation (OOS / IS excess)", stats.get("degradation_excess"), ".3f"),
+        ("n_trials_tried", "trials tried (all windows)", stats.get("n_trials_tried"), ".0f"),
+        ("n_windows", "windows", oos.get("n_windows", len(res.get("windows") or [])), ".0f"),
     ]
+    rows += [(label, _s(value, fmt), "", None) for name, label, value, fmt in context if v.gate(name) is None]
     return pd.DataFrame([{"statistic": a, "value": b, "gate": c, "result": "" if ok is None else ("pass" if ok else "fail")}
                          for a, b, c, ok in rows])
 
@@ -441,15 +418,11 @@ def _bootstrap_table(stats: dict[str, Any]) -> pd.DataFrame:
                           "95% hi": _f(v.get("hi"))} for k, v in b.items() if isinstance(v, dict)])
 
 
-def _verdict_block(res: dict[str, Any]) -> str:
-    ok = res.get("verdict") == "supported"
-    line = res.get("verdict_line") or ("edge supported" if ok else "edge NOT supported")
-    return f'<div class="verdict {"supported" if ok else "rejected"}" id="verdict">{html.escape(line)}</div>'
+def _verdict_block(v: Verdict) -> str:
+    return f'<div class="verdict {"supported" if v.supported else "rejected"}" id="verdict">{html.escape(v.line)}</div>'
 
 
 def _events_sections(page: Page, events: pd.DataFrame | None) -> None:
-    from optimizer.validate.stats import rule_validation
-
     if events is None or events.empty or "net_return" not in events.columns:
         return
     page.h2("Trade events: failure modes, ETF alignment, rule validation")
@@ -498,8 +471,6 @@ def build_walkforward_report(wf: Any, out_dir: str | Path = "output/reports", na
     ``events``: optional per-trade frame (``engine.outcomes.signal_events`` columns); when absent, the OOS trades
     frame is used if it carries failure_mode / parent_etf_aligned / signal_quality / net_return.
     """
-    from optimizer.analytics.plots import save_figure
-
     p = _parts(wf)
     res, summary, equity, stability = p["result"], p["summary"], p["equity"], p["stability"]
     if name is None:
@@ -510,13 +481,13 @@ def build_walkforward_report(wf: Any, out_dir: str | Path = "output/reports", na
     stats = res.get("stats") or {}
     page = Page(f"walk-forward report: {name}")
     page.add(f"<h1>Walk-forward report: {html.escape(str(name))}</h1>")
-    page.add(_verdict_block(res))
+    page.add(_verdict_block(p["verdict"]))
     page.add(_kv_html([("spec", res.get("spec", "-")), ("final reserve opened", bool(res.get("final"))),
                        ("generated", _dt.datetime.now().isoformat(timespec="seconds"))]))
     for w in res.get("warnings") or []:
         page.note(str(w))
     page.h2("Deciding numbers")
-    page.add(_gate_table_html(_deciding(res)))
+    page.add(_gate_table_html(_deciding(res, p["verdict"])))
     bt = _bootstrap_table(stats)
     page.add('<div class="grid"><div>')
     page.add("<h3>Bootstrap 95% confidence intervals</h3>")
@@ -530,6 +501,8 @@ def build_walkforward_report(wf: Any, out_dir: str | Path = "output/reports", na
              " (survives 1× costs but not 2× or 3×)</p></div></div>")
     for s in stats.get("pbo_skipped") or []:
         page.note(f"PBO skipped for {s}")
+    for s in stats.get("dsr_skipped") or []:
+        page.note(f"DSR skipped for {s}")
 
     page.h2("Walk-forward equity")
     eq_fig = F.equity_figure(equity, summary if {"window", "test_start", "test_end"} <= set(summary.columns) else None)
@@ -553,3 +526,25 @@ def build_walkforward_report(wf: Any, out_dir: str | Path = "output/reports", na
         _try_figure(page, "fig-regimes", lambda: F.regime_comparison_figure(pd.DataFrame(regimes)), "regime comparison")
     save_figure(eq_fig, eq_dir / f"{name}_oos.html")
     return page.write(out / f"{name}-walkforward.html")
+
+
+def build_report(target: str, storage: Any = None, out_dir: str | Path = "output/reports",
+                 walkforward_root: str | Path = "output/walkforward") -> Path:
+    """The HTML report of ``target``: a walk-forward run directory (it holds ``result.json``), the name of a run
+    under ``walkforward_root``, or a study in ``storage``. A name that is both a study and a run is the study."""
+    p = Path(target)
+    wf_dir = p if (p / "result.json").exists() else Path(walkforward_root) / target
+    if (wf_dir / "result.json").exists() and (wf_dir == p or not _study_exists(target, storage)):
+        wfd = load_walkforward(wf_dir)
+        return build_walkforward_report(wfd, out_dir=out_dir, name=wf_dir.name,
+                                        events=wfd["events"] if len(wfd["events"]) else None)
+    return build_study_report(storage, target, out_dir=out_dir)
+
+
+def _study_exists(name: str, storage: Any) -> bool:
+    """Whether ``storage`` holds study ``name`` (a storage file that does not exist holds none)."""
+    try:
+        st, _ = resolve_storage(storage)
+    except DataError:
+        return False
+    return name in {s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False)}

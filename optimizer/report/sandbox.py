@@ -39,6 +39,7 @@ from optimizer.engine.panel import Panel, load_panel
 from optimizer.engine.score import ScoreParams, display_score
 from optimizer.errors import DataError, check_param
 from optimizer.data.symbols import canonical_symbol
+from optimizer.report.files import save_figure
 
 __all__ = [
     "load_sandbox_panel", "sandbox_figure", "sandbox_data", "write_sandbox", "SCORE_VARIANTS", "RATIO_LINES",
@@ -214,6 +215,4 @@ def sandbox_figure(panel: Panel, symbol: str, start=None, end=None, z_window: in
 def write_sandbox(fig: go.Figure, path: str | Path, png: bool | None = None) -> list[Path]:
     """Write ``path`` as self-contained HTML, plus a PNG beside it (``png``: None = when kaleido is installed,
     True = required, False = never); the paths written."""
-    from optimizer.analytics.plots import save_figure
-
     return save_figure(fig, path, png=png)

@@ -1,21 +1,24 @@
 """What a study reads, built once per process: the panel (only sessions the study may see), its feature
-cache, the purged folds and the regime entry mask."""
+cache, the purged folds and the regime entry mask; and the one loader of a universe's panel from the store."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from optimizer.data.store import connect
+from optimizer.data.store import connect, table_exists
+from optimizer.data.universe import resolve_universe
 from optimizer.engine.evaluate import Evaluator
 from optimizer.engine.panel import Panel, load_panel
 from optimizer.engine.regime_filter import regime_entry_mask
 from optimizer.errors import DataError
 from optimizer.study.spec import StudySpec
 from optimizer.study.splits import FoldSpan, PurgedTimeSeriesSplit, reserve_cutoff
-from optimizer.data.universe import resolve_universe
+
+__all__ = ["StudyData", "load_universe_panel", "load_study_data", "prepare_data"]
 
 
 @dataclass
@@ -39,21 +42,32 @@ class StudyData:
         return str(d[self.lo]), str(d[self.hi - 1])
 
 
-def load_study_data(spec: StudySpec, db: str | Path) -> tuple[Panel, int]:
-    """The spec's universe and date range from the store, and the index where the final reserve starts."""
-    db = spec.data.database if (db is None and spec.data.database) else db
+def load_universe_panel(db: str | Path, universe: Any, start: str | None = None, end: str | None = None) -> Panel:
+    """The ``daily_metrics`` panel of ``universe`` (a tier name, ``all``, a comma list or a list of symbols) in
+    [start, end] from the store at ``db`` (opened read-only). A store without daily_metrics, an empty one and a
+    universe with no symbol in it are DataErrors saying what to run."""
     con = connect(db, read_only=True)
     try:
-        try:
-            avail = [r[0] for r in con.execute("SELECT DISTINCT symbol FROM daily_metrics").fetchall()]
-        except Exception as e:  # duckdb CatalogException
-            raise DataError(f"{db}: no daily_metrics table ({e.__class__.__name__}); run `accumopt data synth --db {db}` or `accumopt metrics build`") from None
-        uni = resolve_universe(spec.data.universe, avail)
-        if not uni:
-            raise DataError(f"universe {spec.data.universe!r} has no symbols in {db} (it has {len(avail)} symbols)")
-        panel = load_panel(con, uni, spec.data.start, spec.data.end)
+        if not table_exists(con, "daily_metrics"):
+            raise DataError(f"{db} has no daily_metrics table; run `accumopt metrics build --db {db}` "
+                            f"(or `accumopt data synth --db {db}`) first")
+        avail = [r[0] for r in con.execute("SELECT DISTINCT symbol FROM daily_metrics ORDER BY 1").fetchall()]
+        if not avail:
+            raise DataError(f"daily_metrics in {db} is empty; run `accumopt metrics build --db {db}` first")
+        syms = resolve_universe(universe, avail)
+        if not syms:
+            raise DataError(f"universe {universe!r} has no symbol in daily_metrics of {db}; "
+                            f"it holds {len(avail)}: {', '.join(avail[:12])}{' ...' if len(avail) > 12 else ''}")
+        return load_panel(con, syms, start, end)
     finally:
         con.close()
+
+
+def load_study_data(spec: StudySpec, db: str | Path | None) -> tuple[Panel, int]:
+    """The spec's universe and date range from the store, and the index where the final reserve starts.
+    ``db`` None: the spec's [data].database."""
+    db = spec.data.database if (db is None and spec.data.database) else db
+    panel = load_universe_panel(db, spec.data.universe, spec.data.start, spec.data.end)
     return panel, reserve_cutoff(len(panel.dates), spec.data.reserve_fraction)
 
 

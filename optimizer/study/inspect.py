@@ -3,8 +3,9 @@
 The library behind ``accumopt study list|show|best|compare|export|delete``. Every function takes a storage URL
 (``sqlite:///output/studies.db``, ``journal:PATH``, any RDB URL, ``None`` = the default storage) or a ready
 Optuna storage object, reads the trials once and returns plain pandas DataFrames / dicts, so the same calls work
-from a notebook. Trial details come from the two JSON user attributes the study runner writes: ``metrics``
-(overall metrics, ``duration_s``, ``pruned_at_fold``, ``pruned_reason``) and ``folds`` (per-fold metrics).
+from a notebook. Trial details come from each trial's ``records.TrialRecord`` (``metrics``: overall metrics,
+``duration_s``, ``pruned_at_fold``, ``pruned_reason``; ``folds``: per-fold metrics); study details from its
+``records.StudyRecord``. The comparison figure and page are ``optimizer.report.compare``.
 An unknown study name is a ``DataError`` that lists the names the storage does hold.
 """
 
@@ -21,14 +22,21 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
-from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
+from rich.table import Table
 
-from optimizer.errors import DataError, SpecError, check_param
+from optimizer.errors import DataError, check_param
+from optimizer.settings import DEFAULT_STORAGE
+from optimizer.study.records import (
+    FOLDS, METRICS, direction_sign, ranked_trials, read_study, read_trial, trial_counts,
+)
+from optimizer.study.space import effective_params
+from optimizer.study.storage import make_storage
 
 __all__ = [
     "KEY_METRICS", "CompareResult", "list_studies", "show_study", "best_trial_json", "compare_studies",
-    "compare_figure", "write_compare_html", "trials_table", "export_study", "delete_study", "render_table", "resolve_storage",
+    "trials_table", "export_study", "delete_study", "render_table", "resolve_storage",
 ]
 
 # The metrics ``show_study`` lifts out of the trial's ``metrics`` attribute, in display order.
@@ -51,9 +59,6 @@ def resolve_storage(storage: Any) -> tuple[Any, str]:
     if storage is not None and not isinstance(storage, str):
         url = getattr(getattr(storage, "engine", None), "url", None)
         return storage, str(url) if url is not None else type(storage).__name__
-    from optimizer.settings import DEFAULT_STORAGE
-    from optimizer.study import make_storage
-
     url = storage or os.environ.get("ACCUMOPT_STORAGE") or DEFAULT_STORAGE
     for prefix in ("sqlite:///", "journal:"):
         if url.startswith(prefix):
@@ -88,39 +93,12 @@ def _value_columns(study: optuna.Study) -> list[str]:
     return [f"values_{n}" for n in names]
 
 
-def _trial_metrics(t: FrozenTrial) -> dict[str, Any]:
-    m = t.user_attrs.get("metrics")
-    return m if isinstance(m, dict) else {}
-
-
 def _duration_s(t: FrozenTrial) -> float:
     """Wall time of a finished trial (start -> complete); the objective's own duration_s when datetimes are missing."""
     if t.datetime_start is not None and t.datetime_complete is not None:
         return (t.datetime_complete - t.datetime_start).total_seconds()
-    d = _trial_metrics(t).get("duration_s")
-    return float(d) if isinstance(d, (int, float)) else math.nan
-
-
-def _counts(trials: list[FrozenTrial]) -> dict[str, int]:
-    states = [t.state for t in trials]
-    return {k: sum(s == st for s in states) for k, st in (
-        ("complete", TrialState.COMPLETE), ("pruned", TrialState.PRUNED), ("failed", TrialState.FAIL),
-        ("running", TrialState.RUNNING), ("waiting", TrialState.WAITING))}
-
-
-def _sign(direction: StudyDirection) -> float:
-    return -1.0 if direction == StudyDirection.MAXIMIZE else 1.0
-
-
-def _complete(study: optuna.Study) -> list[FrozenTrial]:
-    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
-
-
-def _ranked(study: optuna.Study) -> list[FrozenTrial]:
-    """Completed trials best first (single objective), or the Pareto front sorted by the first objective."""
-    pool = study.best_trials if _is_multi(study) else _complete(study)
-    s = _sign(study.directions[0])
-    return sorted(pool, key=lambda t: (s * t.values[0], t.number))
+    d = read_trial(t).duration_s
+    return math.nan if d is None else d
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -138,18 +116,19 @@ def list_studies(storage: Any = None) -> pd.DataFrame:
     for s in sorted(optuna.get_all_study_summaries(st, include_best_trial=False), key=lambda s: s.study_name):
         study = optuna.load_study(study_name=s.study_name, storage=st)
         trials = study.get_trials(deepcopy=False)
-        ranked = _ranked(study)
+        ranked = ranked_trials(study)
         multi = _is_multi(study)
-        created = s.datetime_start or study.user_attrs.get("created")
+        rec = read_study(study)
+        created = s.datetime_start or rec.created
         rows.append({
             "name": s.study_name,
             "directions": ",".join(d.name.lower() for d in study.directions),
-            **{k: v for k, v in _counts(trials).items() if k != "waiting"},
+            **{k: v for k, v in trial_counts(trials).items() if k != "waiting"},
             "best_value": float(ranked[0].value) if ranked and not multi else math.nan,
             "pareto_size": len(ranked) if multi else pd.NA,
             "created": pd.Timestamp(created) if created is not None else pd.NaT,
-            "spec_name": study.user_attrs.get("spec_name"),
-            "n_trials_target": study.user_attrs.get("n_trials_target"),
+            "spec_name": rec.spec_name,
+            "n_trials_target": rec.n_trials_target,
         })
     cols = ["name", "directions", "complete", "pruned", "failed", "running", "best_value", "pareto_size", "created",
             "spec_name", "n_trials_target"]
@@ -163,7 +142,7 @@ def _trial_row(study: optuna.Study, t: FrozenTrial, value_cols: list[str]) -> di
     row: dict[str, Any] = {"number": t.number}
     row.update({c: float(v) for c, v in zip(value_cols, t.values)})
     row.update({f"param_{k}": v for k, v in t.params.items()})
-    m = _trial_metrics(t)
+    m = read_trial(t).metrics
     row.update({k: m.get(k, math.nan) for k in KEY_METRICS})
     row["duration_s"] = _duration_s(t)
     return row
@@ -178,7 +157,7 @@ def show_study(storage: Any, name: str, top: int = 10) -> pd.DataFrame:
     check_param(isinstance(top, int) and top >= 1, "top", "an integer >= 1", top)
     study, _ = _load(storage, name)
     vcols = _value_columns(study)
-    ranked = _ranked(study)[:top]
+    ranked = ranked_trials(study)[:top]
     rows = [_trial_row(study, t, vcols) for t in ranked]
     pcols = sorted({c for r in rows for c in r if c.startswith("param_")},
                    key=lambda c: _param_order(study).get(c[6:], 10**6))
@@ -189,38 +168,10 @@ def show_study(storage: Any, name: str, top: int = 10) -> pd.DataFrame:
 def _param_order(study: optuna.Study) -> dict[str, int]:
     """Parameter display order: the spec's declaration order when the spec is stored, else alphabetical."""
     try:
-        spec = _stored_spec(study)
+        spec = read_study(study).spec()
     except DataError:
         return {}
     return {p.name: i for i, p in enumerate(spec.space)} if spec is not None else {}
-
-
-def _stored_spec(study: optuna.Study):
-    """The StudySpec stored with the study (``spec_text``), None when the study was not made by this tool."""
-    text = study.user_attrs.get("spec_text")
-    if not text:
-        return None
-    from optimizer.study.spec import parse_spec
-
-    try:
-        return parse_spec(text, path=f"study {study.study_name!r} spec_text")
-    except SpecError as e:
-        raise DataError(f"the spec stored with study {study.study_name!r} no longer parses ({e}); "
-                        "its fixed parameters cannot be recovered") from None
-
-
-def _with_fixed(spec: Any, params: dict[str, Any]) -> dict[str, Any]:
-    """Trial params plus every fixed parameter of ``spec`` that is active for them, in declaration order."""
-    if spec is None:
-        return dict(params)
-    from optimizer.study.space import _active
-
-    full = dict(params)
-    for p in spec.space:
-        if p.kind == "fixed" and p.name not in full and (not p.when or _active(p, full)):
-            full[p.name] = p.value
-    order = {p.name: i for i, p in enumerate(spec.space)}
-    return dict(sorted(full.items(), key=lambda kv: order.get(kv[0], len(order))))
 
 
 def best_trial_json(storage: Any, name: str, number: int | None = None) -> dict[str, Any]:
@@ -234,9 +185,9 @@ def best_trial_json(storage: Any, name: str, number: int | None = None) -> dict[
     """
     study, _ = _load(storage, name)
     if number is None:
-        ranked = _ranked(study)
+        ranked = ranked_trials(study)
         if not ranked:
-            c = _counts(study.get_trials(deepcopy=False))
+            c = trial_counts(study)
             raise DataError(f"study {name!r} has no completed trial (pruned {c['pruned']}, failed {c['failed']}, "
                             f"running {c['running']})")
         t = ranked[0]
@@ -251,9 +202,9 @@ def best_trial_json(storage: Any, name: str, number: int | None = None) -> dict[
         doc["values"] = [float(v) for v in t.values]
     else:
         doc["value"] = float(t.value)
-    spec = _stored_spec(study)
-    doc["params"] = _with_fixed(spec, t.params)
-    doc["metrics"] = dict(_trial_metrics(t))
+    spec = read_study(study).spec()
+    doc["params"] = effective_params(t.params, spec)
+    doc["metrics"] = dict(read_trial(t).metrics)
     if spec is not None:
         doc["costs"] = {"commission_bps": spec.data.commission_bps, "slippage_bps": spec.data.slippage_bps}
     return doc
@@ -277,10 +228,8 @@ class CompareResult:
 def _pruned_fold(t: FrozenTrial) -> int | None:
     """Fold where a pruned trial stopped: the ``pruned_at_fold`` attribute (also set by min_trades pruning,
     which reports nothing for that fold), else the trial's last reported step."""
-    f = _trial_metrics(t).get("pruned_at_fold")
-    if isinstance(f, (int, float)) and not isinstance(f, bool) and math.isfinite(f):
-        return int(f)
-    return t.last_step
+    f = read_trial(t).pruned_at_fold
+    return t.last_step if f is None else f
 
 
 def _nanmean(x: list[float]) -> float:
@@ -307,10 +256,10 @@ def _summary_row(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, An
     saved = _time_saved(mc, pruned)
     starts = [t.datetime_start for t in trials if t.datetime_start is not None]
     ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
-    ranked = _ranked(study)
+    ranked = ranked_trials(study)
     return {
         "study": study.study_name, "directions": ",".join(d.name.lower() for d in study.directions),
-        **{k: v for k, v in _counts(trials).items() if k != "waiting"},
+        **{k: v for k, v in trial_counts(trials).items() if k != "waiting"},
         "best_value": float(ranked[0].values[0]) if ranked else math.nan,
         "best_number": ranked[0].number if ranked else pd.NA,
         "total_trial_s": total,
@@ -323,7 +272,7 @@ def _summary_row(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, An
 def _prune_hist(name: str, study: optuna.Study, trials: list[FrozenTrial]) -> list[dict[str, Any]]:
     folds = [_pruned_fold(t) for t in trials if t.state == TrialState.PRUNED]
     known = [f for f in folds if f is not None]
-    n_folds = len(study.user_attrs.get("folds") or [])
+    n_folds = len(read_study(study).folds)
     top = max([n_folds - 1, *known]) if (known or n_folds) else -1
     return [{"study": name, "fold": f, "n_pruned": sum(k == f for k in known)} for f in range(0, top + 1)]
 
@@ -335,7 +284,7 @@ def _best_so_far(name: str, study: optuna.Study, trials: list[FrozenTrial]) -> l
     if not done:
         return []
     t0 = min(t.datetime_start or t.datetime_complete for t in trials if (t.datetime_start or t.datetime_complete))
-    s = _sign(study.directions[0])
+    s = direction_sign(study.directions[0])
     best, rows = math.nan, []
     for i, t in enumerate(done, start=1):
         v = float(t.values[0]) if t.state == TrialState.COMPLETE and t.values else math.nan
@@ -379,20 +328,6 @@ def compare_studies(storage: Any, names: list[str]) -> CompareResult:
     )
 
 
-def compare_figure(result: CompareResult):
-    """plotly Figure of a CompareResult (see ``optimizer.report.compare.compare_figure``)."""
-    from optimizer.report.compare import compare_figure as _fig
-
-    return _fig(result)
-
-
-def write_compare_html(result: CompareResult, path: str | Path) -> Path:
-    """Self-contained HTML page (plotly.js inlined) with the summary table and the comparison figure."""
-    from optimizer.report.compare import write_compare_html as _write
-
-    return _write(result, path)
-
-
 # ---------------------------------------------------------------------------------------------------------
 # export / delete
 
@@ -410,7 +345,7 @@ def _expand(df: pd.DataFrame, col: str, prefix: str) -> pd.DataFrame:
 
 
 def _expand_folds(df: pd.DataFrame) -> pd.DataFrame:
-    col = "user_attrs_folds"
+    col = f"user_attrs_{FOLDS}"
     if col not in df.columns:
         return df
     recs = [{f"fold{i}_{k}": v for i, m in enumerate(fl) if isinstance(m, dict) for k, v in m.items()}
@@ -425,7 +360,7 @@ def trials_table(storage: Any, name: str) -> pd.DataFrame:
     df = study.trials_dataframe()
     if df.empty:
         return df
-    df = _expand(df, "user_attrs_metrics", "metric_")
+    df = _expand(df, f"user_attrs_{METRICS}", "metric_")
     df = _expand_folds(df)
     if "duration" in df.columns:
         df["duration"] = df["duration"].dt.total_seconds()
@@ -476,9 +411,6 @@ def _cell(v: Any) -> str:
 
 def render_table(df: pd.DataFrame, console: Any = None, title: str | None = None, max_rows: int | None = None):
     """Print ``df`` as a rich table (floats to 4 significant digits, missing as '-'). Returns the rich Table."""
-    from rich.console import Console
-    from rich.table import Table
-
     console = console or Console()
     table = Table(title=title, show_lines=False, header_style="bold")
     for c in df.columns:

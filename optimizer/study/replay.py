@@ -14,8 +14,10 @@ import optuna
 import pandas as pd
 
 from optimizer.errors import DataError
-from optimizer.study.spec import parse_spec
-from optimizer.study import TrialObjective, load_study_data, prepare_data
+from optimizer.study.data import load_study_data, prepare_data
+from optimizer.study.records import read_study, read_trial
+from optimizer.study.run import git_commit
+from optimizer.study.trial import TrialObjective
 
 __all__ = ["replay_trial"]
 
@@ -28,7 +30,10 @@ def _close(a: Any, b: Any, tol: float = 1e-9) -> bool:
     return a == b
 
 
-def replay_trial(storage, name: str, number: int, db: str | Path) -> dict[str, Any]:
+def replay_trial(storage: Any, name: str, number: int, db: str | Path) -> dict[str, Any]:
+    """Re-evaluate COMPLETE trial ``number`` of study ``name`` on the store ``db`` (same spec, span and folds as
+    stored with the study) and compare value, overall metrics and per-fold metrics with the stored ones.
+    ``{"reproduced", "comparison" (key, stored, replayed, equal), "params", "fingerprint", commits}``."""
     try:
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
@@ -40,21 +45,22 @@ def replay_trial(storage, name: str, number: int, db: str | Path) -> dict[str, A
     trial = trials[number]
     if trial.state != optuna.trial.TrialState.COMPLETE:
         raise DataError(f"trial {number} of {name!r} is {trial.state.name}; only COMPLETE trials can be replayed")
-    attrs = study.user_attrs
-    if "spec_text" not in attrs:
+    rec = read_study(study)
+    spec = rec.spec()
+    if spec is None:
         raise DataError(f"study {name!r} was not created by accumopt (no spec_text attribute)")
-    spec = parse_spec(attrs["spec_text"], attrs.get("spec_path"))
     panel, reserve = load_study_data(spec, db)
-    lo = int(attrs.get("span_lo", 0))
-    hi = int(attrs.get("span_hi", reserve))
-    data = prepare_data(spec, panel, lo, hi, n_splits=attrs.get("cv_n_splits"), embargo=attrs.get("embargo"))
-    if data.fingerprint != attrs.get("data_fingerprint"):
+    lo = 0 if rec.span_lo is None else int(rec.span_lo)
+    hi = reserve if rec.span_hi is None else int(rec.span_hi)
+    data = prepare_data(spec, panel, lo, hi, n_splits=rec.cv_n_splits, embargo=rec.embargo)
+    if data.fingerprint != rec.data_fingerprint:
         raise DataError(
-            f"the data differs from the study's (fingerprint {data.fingerprint} != stored {attrs.get('data_fingerprint')}); "
+            f"the data differs from the study's (fingerprint {data.fingerprint} != stored {rec.data_fingerprint}); "
             "refusing to replay on other data"
         )
     out = TrialObjective(data).evaluate(dict(trial.params))
-    stored = trial.user_attrs.get("metrics", {})
+    stored_trial = read_trial(trial)
+    stored = stored_trial.metrics
     rows = []
     values = list(out["values"])
     for i, v in enumerate(values):
@@ -63,13 +69,11 @@ def replay_trial(storage, name: str, number: int, db: str | Path) -> dict[str, A
     for k, v in out["overall"].items():
         if k in stored:
             rows.append({"key": k, "stored": stored[k], "replayed": v, "equal": _close(stored[k], v, 1e-8)})
-    for i, (sf, rf) in enumerate(zip(trial.user_attrs.get("folds", []), out["folds"])):
+    for i, (sf, rf) in enumerate(zip(stored_trial.folds, out["folds"])):
         for k in ("closed_trades", "rank_score", "avg_excess_return"):
             if k in sf:
                 rows.append({"key": f"fold{i}.{k}", "stored": sf[k], "replayed": rf[k], "equal": _close(sf[k], rf[k], 1e-8)})
     comp = pd.DataFrame(rows)
-    from optimizer.study import git_commit
-
     return {"study": name, "trial": number, "params": dict(trial.params), "reproduced": bool(comp["equal"].all()),
             "comparison": comp, "fingerprint": data.fingerprint,
-            "stored_commit": attrs.get("git_commit"), "current_commit": git_commit()}
+            "stored_commit": rec.git_commit, "current_commit": git_commit()}

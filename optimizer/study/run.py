@@ -3,22 +3,27 @@ several workers, ``--jobs`` worker processes, Ctrl-C, the progress bar."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from objectives import make_objective
 from optimizer import __version__
 from optimizer.settings import DEFAULT_STORAGE
 from optimizer.errors import AccumoptError, ParameterError, SpecError
+from optimizer.study.records import STUDY_KEYS, StudyRecord, read_study, trial_counts, write_study
 from optimizer.study.registry import build_pruner, build_sampler
 from optimizer.study.space import grid_search_space
 from optimizer.study.spec import StudySpec
@@ -26,6 +31,8 @@ from optimizer.study.data import StudyData, load_study_data, prepare_data
 from optimizer.study.seed import seed_from_study
 from optimizer.study.storage import _StudyFull, make_storage
 from optimizer.study.trial import TrialObjective
+
+__all__ = ["StudyRunResult", "open_study", "run_study", "git_commit", "study_record"]
 
 
 def _optimize_mirrored(study: optuna.Study, storage: Any, objective: Callable, target: int, timeout: float | None,
@@ -134,8 +141,27 @@ def _sampler(spec: StudySpec, offset: int = 0):
                          grid_search_space(spec) if spec.sampler.name == "grid" else None)
 
 
+def study_record(spec: StudySpec, data: StudyData, extra_attrs: Mapping[str, Any] | None = None) -> StudyRecord:
+    """What a new study of ``spec`` over ``data`` stores about itself (``extra_attrs``: further StudyRecord
+    fields, e.g. a walk-forward window's ``records.window_attrs``; an unknown key is an error)."""
+    unknown = sorted(set(extra_attrs or {}) - set(STUDY_KEYS))
+    if unknown:
+        raise ParameterError(f"extra_attrs must be StudyRecord fields, got unknown key(s) {', '.join(unknown)}")
+    d0, d1 = data.train_dates
+    return StudyRecord.from_attrs({
+        "spec_hash": spec.spec_hash, "spec_text": spec.source, "spec_path": spec.path, "spec_name": spec.name,
+        "data_fingerprint": data.fingerprint, "accumopt_version": __version__, "git_commit": git_commit(),
+        "objective": spec.objective.name, "aggregate": spec.objective.aggregate,
+        "train_start": d0, "train_end": d1, "symbols": len(data.panel.symbols),
+        "folds": [[f.fold, str(data.panel.dates[f.test_start]), str(data.panel.dates[f.test_end - 1])] for f in data.folds],
+        "purge": spec.purge(), "embargo": data.cv_embargo, "cv_n_splits": data.cv_n_splits,
+        "span_lo": data.lo, "span_hi": data.hi, "regime": spec.data.regime, "n_trials_target": spec.run.n_trials,
+        "created": datetime.now().isoformat(timespec="seconds"), **(extra_attrs or {}),
+    })
+
+
 def open_study(spec: StudySpec, storage, data: StudyData, name: str | None = None, new_name: bool = False,
-               extra_attrs: dict[str, Any] | None = None, seed_offset: int = 0) -> optuna.Study:
+               extra_attrs: Mapping[str, Any] | None = None, seed_offset: int = 0) -> optuna.Study:
     """Create or resume the spec's study. A study of the same name made from a different spec is refused;
     with ``new_name`` the first ``NAME-k`` made from this spec is resumed, else a free ``NAME-k`` is created.
 
@@ -149,7 +175,7 @@ def open_study(spec: StudySpec, storage, data: StudyData, name: str | None = Non
     existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     if name in existing:
         st = optuna.load_study(study_name=name, storage=storage, pruner=pruner)
-        old = st.user_attrs.get("spec_hash")
+        old = read_study(st).spec_hash
         if old is not None and old != spec.spec_hash:
             if not new_name:
                 raise SpecError("study", f"study {name!r} was created from a different spec (hash {old}, this spec {spec.spec_hash}); "
@@ -157,7 +183,7 @@ def open_study(spec: StudySpec, storage, data: StudyData, name: str | None = Non
             name = _next_free_name(name, existing, storage, spec.spec_hash)
             st = optuna.load_study(study_name=name, storage=storage, pruner=pruner) if name in existing else None
         if st is not None:
-            fp = st.user_attrs.get("data_fingerprint")
+            fp = read_study(st).data_fingerprint
             if fp is not None and fp != data.fingerprint:
                 raise SpecError("data", f"study {name!r} was run on different data (fingerprint {fp}, now {data.fingerprint}); "
                                         "refusing to mix trials. Use --new-name")
@@ -168,23 +194,10 @@ def open_study(spec: StudySpec, storage, data: StudyData, name: str | None = Non
                                  directions=directions)
     except optuna.exceptions.DuplicatedStudyError:  # another worker created it since the listing above: join it
         return open_study(spec, storage, data, asked, new_name, extra_attrs, seed_offset)
-    obj = TrialObjective(data).objective
     with warnings.catch_warnings():  # set_metric_names is marked experimental by Optuna
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        st.set_metric_names(obj.metric_names)
-    d0, d1 = data.train_dates
-    attrs = {
-        "spec_hash": spec.spec_hash, "spec_text": spec.source, "spec_path": spec.path, "spec_name": spec.name,
-        "data_fingerprint": data.fingerprint, "accumopt_version": __version__, "git_commit": git_commit(),
-        "objective": spec.objective.name, "aggregate": spec.objective.aggregate,
-        "train_start": d0, "train_end": d1, "symbols": len(data.panel.symbols),
-        "folds": [[f.fold, str(data.panel.dates[f.test_start]), str(data.panel.dates[f.test_end - 1])] for f in data.folds],
-        "purge": spec.purge(), "embargo": data.cv_embargo, "cv_n_splits": data.cv_n_splits,
-        "span_lo": data.lo, "span_hi": data.hi, "regime": spec.data.regime, "n_trials_target": spec.run.n_trials,
-    }
-    attrs.update(extra_attrs or {})
-    for k, v in attrs.items():
-        st.set_user_attr(k, v)
+        st.set_metric_names(make_objective(spec.objective.name).metric_names)
+    write_study(st, study_record(spec, data, extra_attrs))
     return st
 
 
@@ -192,25 +205,16 @@ def _next_free_name(name: str, existing, storage, spec_hash: str) -> str:
     """The first ``NAME-k`` (k >= 2) made from the spec ``spec_hash`` (resumed), else the first free one."""
     i = 2
     while f"{name}-{i}" in existing:
-        if optuna.load_study(study_name=f"{name}-{i}", storage=storage).user_attrs.get("spec_hash") == spec_hash:
+        if read_study(optuna.load_study(study_name=f"{name}-{i}", storage=storage)).spec_hash == spec_hash:
             return f"{name}-{i}"
         i += 1
     return f"{name}-{i}"
 
 
-def trial_counts(study: optuna.Study) -> dict[str, int]:
-    states = [t.state for t in study.get_trials(deepcopy=False)]
-    return {
-        "complete": sum(s == TrialState.COMPLETE for s in states),
-        "pruned": sum(s == TrialState.PRUNED for s in states),
-        "failed": sum(s == TrialState.FAIL for s in states),
-        "running": sum(s == TrialState.RUNNING for s in states),
-        "waiting": sum(s == TrialState.WAITING for s in states),
-    }
-
-
 @dataclass
 class StudyRunResult:
+    """The outcome of ``run_study``: the study as stored at the end (``study``), its trial counts and best."""
+
     study_name: str
     storage: str
     counts: dict[str, int]
@@ -218,6 +222,7 @@ class StudyRunResult:
     best_params: dict[str, Any] | None
     seconds: float
     interrupted: bool
+    study: optuna.Study | None = None
 
 
 def _best(study: optuna.Study):
@@ -237,8 +242,6 @@ class _Progress:
         self.total = total
         if not enabled:
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
         self.p = Progress(TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                           TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
         self.task = self.p.add_task("trials", total=total, completed=already, info="")
@@ -333,10 +336,8 @@ def run_study(
                            *(callbacks or [])],
             )
         elif remaining > 0:
-            import multiprocessing as mp
-
             data.evaluator.features.warm()  # shared copy-on-write by the forked workers
-            ctx = mp.get_context("fork")
+            ctx = multiprocessing.get_context("fork")
             quotas = [remaining // jobs + (1 if i < remaining % jobs else 0) for i in range(jobs)]
             n0 = len(study.get_trials(deepcopy=False))
             procs = [ctx.Process(target=_worker, args=(spec, storage_url, study.study_name, q, data, timeout, target,
@@ -363,4 +364,4 @@ def run_study(
     study = optuna.load_study(study_name=study.study_name, storage=storage)
     best, params = _best(study)
     return StudyRunResult(study.study_name, storage_url or DEFAULT_STORAGE, trial_counts(study), best, params,
-                          time.perf_counter() - t0, interrupted)
+                          time.perf_counter() - t0, interrupted, study)

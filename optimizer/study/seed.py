@@ -5,33 +5,31 @@ from __future__ import annotations
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
 from optimizer.errors import SpecError
-from optimizer.study.spec import StudySpec, WEIGHT_PRESETS
+from optimizer.params import expand_weights
+from optimizer.study.records import complete_trials, mark_seeded, ranked_trials, seeded
+from optimizer.study.spec import StudySpec
+
+__all__ = ["seed_from_study"]
 
 
-def seed_from_study(study: optuna.Study, spec: StudySpec, storage) -> list[dict[str, Any]]:
+def seed_from_study(study: optuna.Study, spec: StudySpec, storage: Any) -> list[dict[str, Any]]:
     """Enqueue the top-k trials of ``spec.seed_from.study`` (phase A -> phase B). Returns the enqueued params."""
-    if spec.seed_from is None or study.user_attrs.get("seeded"):
+    if spec.seed_from is None or seeded(study):
         return []
     src = spec.seed_from
     try:
         a = optuna.load_study(study_name=src.study, storage=storage)
     except KeyError:
         raise SpecError("seed_from.study", f"no study named {src.study!r} in the storage; run it first") from None
-    done = [t for t in a.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
-    if not done:
+    if not complete_trials(a):
         raise SpecError("seed_from.study", f"study {src.study!r} has no completed trials to seed from")
-    sign = -1 if a.direction == optuna.study.StudyDirection.MAXIMIZE else 1
-    top = sorted(done, key=lambda t: sign * t.value)[: src.top]
+    top = ranked_trials(a)[: src.top]
     names = {p.name: p for p in spec.space}
     out = []
     for t in top:
-        p = dict(t.params)
-        if "weights" in p:
-            ws, wl, wp = WEIGHT_PRESETS[p.pop("weights")]
-            p.update(w_short=ws, w_lit=wl, w_price=wp)
+        p = expand_weights(t.params)
         seed = {}
         for k, v in p.items():
             ps = names.get(k)
@@ -47,5 +45,5 @@ def seed_from_study(study: optuna.Study, spec: StudySpec, storage) -> list[dict[
             seed[k] = v
         study.enqueue_trial(seed, skip_if_exists=True)
         out.append(seed)
-    study.set_user_attr("seeded", {"from": src.study, "n": len(out)})
+    mark_seeded(study, src.study, len(out))
     return out

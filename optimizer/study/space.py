@@ -3,7 +3,8 @@
 Weights: w_short, w_lit and w_price are suggested independently in their ranges and normalized to sum to 1 by the
 score (ScoreParams.weights); the stored trial params are the raw suggestions, the normalized weights are recorded
 in the trial's metrics attribute. ``weights`` = a preset name (short_heavy / balanced / lit_heavy) expands to the
-three raw weights. ``use_stop_loss`` / ``use_take_profit`` switches gate conditional parameters through ``when``.
+three raw weights. ``use_stop_loss`` / ``use_take_profit`` switches gate conditional parameters through ``when``
+(``optimizer.params.engine_params`` turns space values into engine parameters).
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from typing import Any
 import optuna
 
 from optimizer.engine.evaluate import Config
-from optimizer.study.spec import WEIGHT_PRESETS, ParamSpec, StudySpec
+from optimizer.engine.simulate import Costs
+from optimizer.params import engine_params
+from optimizer.study.spec import ParamSpec, StudySpec
 
-__all__ = ["suggest", "params_to_config", "grid_search_space", "distributions"]
-
-_SWITCHES = ("use_stop_loss", "use_take_profit")
+__all__ = ["suggest", "effective_params", "params_to_config", "grid_search_space", "distributions"]
 
 
 def _active(p: ParamSpec, values: Mapping[str, Any]) -> bool:
@@ -42,30 +43,23 @@ def suggest(trial: optuna.trial.BaseTrial, spec: StudySpec) -> dict[str, Any]:
     return values
 
 
-def engine_params(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Drop switches, expand weight presets: the result is accepted by ``Config.from_params``."""
-    out = {k: v for k, v in values.items() if k not in _SWITCHES and k != "weights"}
-    if "weights" in values:
-        ws, wl, wp = WEIGHT_PRESETS[str(values["weights"])]
-        out.update(w_short=ws, w_lit=wl, w_price=wp)
-    if values.get("use_stop_loss") is False:
-        out.pop("stop_loss", None)
-    if values.get("use_take_profit") is False:
-        out.pop("take_profit", None)
-    return out
+def effective_params(values: Mapping[str, Any], spec: StudySpec | None) -> dict[str, Any]:
+    """Trial params plus every fixed value of ``spec`` that is active for them (Optuna does not store fixed
+    values), in the space's declaration order. Without a spec: the params as they are."""
+    if spec is None:
+        return dict(values)
+    full = dict(values)
+    for p in spec.space:
+        if p.kind == "fixed" and p.name not in full and (not p.when or _active(p, full)):
+            full[p.name] = p.value
+    order = {p.name: i for i, p in enumerate(spec.space)}
+    return dict(sorted(full.items(), key=lambda kv: order.get(kv[0], len(order))))
 
 
 def params_to_config(values: Mapping[str, Any], spec: StudySpec | None = None) -> Config:
     """Trial params (or ``study best`` params) -> engine Config, with the spec's costs as the base."""
-    from optimizer.engine.simulate import Costs
-
     base = Config(costs=Costs(spec.data.commission_bps, spec.data.slippage_bps)) if spec else None
-    full = dict(values)
-    if spec is not None:
-        for p in spec.space:  # fixed values are not stored by Optuna: put them back
-            if p.kind == "fixed" and p.name not in full and (not p.when or _active(p, full)):
-                full[p.name] = p.value
-    return Config.from_params(engine_params(full), base=base)
+    return Config.from_params(engine_params(effective_params(values, spec)), base=base)
 
 
 def grid_search_space(spec: StudySpec) -> dict[str, list]:

@@ -2,7 +2,8 @@
 
 Every error names the key path and the rule: ``studies/x.toml: [space.z_window.choices] must be a non-empty list``.
 Sections: [study], [data], [data.costs], [space], [cv], [objective], [sampler], [pruner], [run], [walkforward],
-[seed_from]. See studies/README.md for the full reference.
+[seed_from]. The full reference is the README's "Study specs" section; the parameters a [space] may declare and
+the rule each value must meet come from the registry, ``optimizer.params``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from optimizer.errors import SpecError
+from objectives import resolve_objective
+from optimizer.errors import ParameterError, SpecError
+from optimizer.params import PARAMS, SPACE_ONLY, SPACE_PARAMS, WEIGHT_PRESETS, default_space, parse_exit
+from optimizer.study.registry import PRUNERS, SAMPLERS, build_pruner, build_sampler
 
 __all__ = [
     "StudySpec", "DataSpec", "ParamSpec", "CVSpec", "ObjectiveSpec", "SamplerSpec", "PrunerSpec", "RunSpec",
@@ -28,36 +32,9 @@ __all__ = [
 
 REGIMES = ("ALL", "RISK_ON", "RISK_OFF", "TRANSITIONAL", "BULL_LOW_VOL", "BULL_HIGH_VOL", "BEAR_LOW_VOL", "BEAR_HIGH_VOL")
 AGGREGATES = ("mean", "median", "mean_minus_std")
-SAMPLER_NAMES = ("grid", "random", "tpe", "cmaes", "qmc", "nsga2", "gp")
-PRUNER_NAMES = ("none", "median", "percentile", "successive_halving", "hyperband", "wilcoxon")
 
-# Weight presets (w_short, w_lit, w_price), before normalization. A space may use ``weights`` (categorical over
-# these names) instead of the three w_* parameters.
-WEIGHT_PRESETS: dict[str, tuple[float, float, float]] = {
-    "short_heavy": (0.70, 0.20, 0.10),
-    "balanced": (0.55, 0.30, 0.15),
-    "lit_heavy": (0.40, 0.40, 0.20),
-}
-
-# The design's parameter space (used when a spec has no [space] table).
-DEFAULT_SPACE: dict[str, Any] = {
-    "variant": {"type": "categorical", "choices": ["A", "B", "C", "D"]},
-    "w_short": {"type": "float", "low": 0.40, "high": 0.70},
-    "w_lit": {"type": "float", "low": 0.20, "high": 0.40},
-    "w_price": {"type": "float", "low": 0.10, "high": 0.20},
-    "z_window": {"type": "categorical", "choices": [10, 15, 20, 30, 40, 60, 90]},
-    "buy_threshold": {"type": "int", "low": 60, "high": 80, "step": 5},
-    "sell_threshold": {"type": "int", "low": 20, "high": 40, "step": 5},
-    "exit": {"type": "categorical", "choices": ["fixed_10d", "fixed_20d", "first_dist", "2x_consec_dist", "hybrid_30d", "score_decay"]},
-    "time_stop": 60,
-}
-
-# Parameters a space may declare (engine parameters plus the ``weights`` preset and ``use_*`` switches).
-SPACE_PARAMS = (
-    "variant", "w_short", "w_lit", "w_price", "weights", "z_window", "buy_threshold", "sell_threshold", "exit",
-    "hold_days", "max_days", "stop_loss", "take_profit", "time_stop", "use_stop_loss", "use_take_profit",
-    "commission_bps", "slippage_bps", "max_positions", "max_per_sector", "intensity_lo", "intensity_hi", "sizing",
-)
+# The design's parameter space (used when a spec has no [space] table): the registry's ``search`` entries.
+DEFAULT_SPACE: dict[str, Any] = default_space()
 
 
 def _err(key: str, reason: str) -> SpecError:
@@ -283,15 +260,12 @@ class StudySpec:
 
     def max_hold(self) -> int:
         """Longest holding period (sessions) the space allows: from fixed/hybrid exits, max_days and time_stop."""
-        import re
-
         best = 0
         exit_p = self.param("exit")
         names = [str(v) for v in (exit_p.grid_values() if exit_p and exit_p.kind in ("categorical", "fixed") else [])]
         for n in names:
-            m = re.fullmatch(r"(?:fixed|hybrid)_(\d+)d", n)
-            if m:
-                best = max(best, int(m.group(1)))
+            _, hold_days, max_days = parse_exit(n)
+            best = max(best, hold_days or 0, max_days or 0)
         for pname in ("hold_days", "max_days", "time_stop"):
             p = self.param(pname)
             if p is not None and p.values_bound():
@@ -347,8 +321,6 @@ def parse_spec(text: str, path: str | None = None) -> StudySpec:
 
 
 def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
-    from optimizer.study.registry import PRUNERS, SAMPLERS, build_pruner, build_sampler  # registries validate names and options
-
     _check_keys(doc, ("study", "data", "space", "cv", "objective", "sampler", "pruner", "run", "walkforward", "seed_from"), "")
     st = _section(doc, "study")
     _check_keys(st, ("name", "description"), "study")
@@ -412,8 +384,6 @@ def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
     o = _section(doc, "objective")
     _check_keys(o, ("name", "direction", "directions", "aggregate", "k", "min_trades", "options"), "objective")
     oname = _typed(o, "name", str, "objective", default="composite_rank")
-    from objectives import resolve_objective  # validates registry names and module paths
-
     obj_cls = resolve_objective(oname, key="objective.name")
     if "direction" in o and "directions" in o:
         raise _err("objective.directions", "give either direction or directions, not both")
@@ -513,6 +483,9 @@ def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
 
 
 def _validate_space(space: list[ParamSpec]) -> None:
+    """Every value each entry can take must be a valid value of its registry parameter (the rule the engine's
+    objects enforce), plus the rules between entries: weights preset vs w_*, an exit that needs hold_days /
+    max_days, and every sell threshold below every buy threshold."""
     names = [p.name for p in space]
     if "weights" in names and any(n in names for n in ("w_short", "w_lit", "w_price")):
         raise _err("space.weights", "use either the weights preset or w_short/w_lit/w_price, not both")
@@ -522,42 +495,17 @@ def _validate_space(space: list[ParamSpec]) -> None:
         bad = [v for v in vals if v not in WEIGHT_PRESETS]
         if bad or not vals:
             raise _err("space.weights", f"choices must be among {', '.join(WEIGHT_PRESETS)}, got {bad or vals!r}")
-    from optimizer.engine.features import VARIANTS
-    from optimizer.engine.simulate import ExitParams, Thresholds
-
-    checks = {
-        "variant": lambda v: v in VARIANTS,
-        "z_window": lambda v: isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= 252,
-        "buy_threshold": lambda v: isinstance(v, (int, float)) and 0 <= v <= 100,
-        "sell_threshold": lambda v: isinstance(v, (int, float)) and 0 <= v <= 100,
-        "w_short": lambda v: isinstance(v, (int, float)) and v >= 0,
-        "w_lit": lambda v: isinstance(v, (int, float)) and v >= 0,
-        "w_price": lambda v: isinstance(v, (int, float)) and v >= 0,
-        "stop_loss": lambda v: isinstance(v, (int, float)) and 0 < v < 1,
-        "take_profit": lambda v: isinstance(v, (int, float)) and v > 0,
-        **{k: (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1) for k in ("hold_days", "max_days", "time_stop")},
-    }
-    rules = {
-        "variant": f"one of {', '.join(VARIANTS)}", "z_window": "an integer in [2, 252]",
-        "buy_threshold": "in [0, 100]", "sell_threshold": "in [0, 100]", "w_short": ">= 0", "w_lit": ">= 0",
-        "w_price": ">= 0", "stop_loss": "in (0, 1)", "take_profit": "> 0",
-        "hold_days": "an integer >= 1", "max_days": "an integer >= 1", "time_stop": "an integer >= 1",
-    }
     for p in space:
-        if p.name in checks:
-            vals = list(p.choices) if p.kind == "categorical" else [p.value] if p.kind == "fixed" else [p.low, p.high]
-            for v in vals:
-                if not checks[p.name](v):
-                    raise _err(f"space.{p.name}", f"values must be {rules[p.name]}, got {v!r}")
+        entry = PARAMS.get(p.name) or SPACE_ONLY[p.name]
+        if entry.type is int and p.kind == "float":
+            raise _err(f"space.{p.name}.type", f"must be int or categorical: {p.name} is an integer parameter, got 'float'")
+        vals = list(p.choices) if p.kind == "categorical" else [p.value] if p.kind == "fixed" else [p.low, p.high]
+        for v in vals:
+            try:
+                entry.check(v)
+            except ParameterError as e:
+                raise _err(f"space.{p.name}", entry.domain.spec_error(v, e)) from None
         if p.name == "exit":
-            vals = list(p.choices) if p.kind == "categorical" else [p.value]
-            for v in vals:
-                if v in ("fixed", "hybrid"):
-                    continue
-                try:
-                    ExitParams.from_name(str(v))
-                except Exception as e:  # noqa: BLE001 - re-raised as a spec error naming the key
-                    raise _err("space.exit", str(e)) from None
             if "fixed" in vals and "hold_days" not in names:
                 raise _err("space.hold_days", "is required when exit may be 'fixed'")
             if "hybrid" in vals and "max_days" not in names:
@@ -565,9 +513,9 @@ def _validate_space(space: list[ParamSpec]) -> None:
     b = next((p for p in space if p.name == "buy_threshold"), None)
     s = next((p for p in space if p.name == "sell_threshold"), None)
     if b is not None or s is not None:  # an undeclared threshold keeps the engine default (buy 70, sell 30)
-        dflt = Thresholds()
-        bb = b.values_bound() if b is not None else (dflt.buy, dflt.buy)
-        sb = s.values_bound() if s is not None else (dflt.sell, dflt.sell)
+        dbuy, dsell = PARAMS["buy_threshold"].default, PARAMS["sell_threshold"].default
+        bb = b.values_bound() if b is not None else (dbuy, dbuy)
+        sb = s.values_bound() if s is not None else (dsell, dsell)
         if bb and sb and sb[1] >= bb[0]:
             raise _err("space.sell_threshold" if s is not None else "space.buy_threshold",
                        f"every sell threshold must be below every buy threshold; max sell {sb[1]}{'' if s else ' (default)'} "

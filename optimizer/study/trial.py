@@ -1,5 +1,5 @@
 """The trial objective: suggest, combine, simulate and measure one configuration on every fold, reporting after
-each so the pruner can stop it. Each trial writes two JSON user attributes (``metrics``, ``folds``)."""
+each so the pruner can stop it. Each trial stores a ``records.TrialRecord`` (its ``metrics`` and ``folds``)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,13 @@ from typing import Any
 
 import optuna
 
+from objectives import make_objective
 from optimizer.engine.simulate import Span
-from optimizer.study.space import params_to_config, suggest
 from optimizer.study.data import StudyData
+from optimizer.study.records import TrialRecord
+from optimizer.study.space import params_to_config, suggest
+
+__all__ = ["TrialObjective"]
 
 
 def _clean(m: dict[str, float]) -> dict[str, float]:
@@ -22,8 +26,6 @@ class TrialObjective:
     """Callable for ``study.optimize``: evaluates one configuration on every fold, reporting after each."""
 
     def __init__(self, data: StudyData) -> None:
-        from objectives import make_objective
-
         self.data = data
         self.spec = data.spec
         self.objective = make_objective(self.spec.objective.name)
@@ -41,7 +43,7 @@ class TrialObjective:
         overall = ev.run(cfg, Span(f0.test_start, self.data.hi, self.data.hi), disp, self.data.entry_ok).metrics
         return {"folds": folds, "values": values, "overall": overall}
 
-    def __call__(self, trial: optuna.trial.Trial):
+    def __call__(self, trial: optuna.trial.Trial) -> float | tuple[float, ...]:
         t0 = time.perf_counter()
         values = suggest(trial, self.spec)
         cfg = params_to_config(values, self.spec)
@@ -60,16 +62,12 @@ class TrialObjective:
                 if trial.should_prune():
                     reason = f"fold {f.fold}: pruner {self.spec.pruner.name} stopped the trial (fold value {self.objective.fold_value(m):.6g})"
             if reason is not None:
-                trial.set_user_attr("folds", fold_metrics)
-                trial.set_user_attr("metrics", {"pruned_at_fold": f.fold, "pruned_reason": reason,
-                                                "duration_s": round(time.perf_counter() - t0, 6)})
+                TrialRecord.pruned(f.fold, reason, fold_metrics, time.perf_counter() - t0).write(trial)
                 raise optuna.TrialPruned(reason)
         result = self.objective.values(fold_metrics, self.spec.objective.aggregate, self.spec.objective.k)
         f0 = self.data.folds[0]
         overall = ev.run(cfg, Span(f0.test_start, self.data.hi, self.data.hi), disp, self.data.entry_ok).metrics
         ws, wl, wp = cfg.score.weights
-        overall = _clean(overall) | {"w_short_norm": round(ws, 6), "w_lit_norm": round(wl, 6), "w_price_norm": round(wp, 6),
-                                     "duration_s": round(time.perf_counter() - t0, 6), "pruned_at_fold": None}
-        trial.set_user_attr("folds", fold_metrics)
-        trial.set_user_attr("metrics", overall)
+        overall = _clean(overall) | {"w_short_norm": round(ws, 6), "w_lit_norm": round(wl, 6), "w_price_norm": round(wp, 6)}
+        TrialRecord.complete(overall, fold_metrics, time.perf_counter() - t0).write(trial)
         return result if self.multi else result[0]

@@ -6,43 +6,65 @@ The final reserve (last ``reserve_fraction`` of sessions) is used only with ``fi
 in the storage and a second opening warns loudly.
 
 Every verdict statistic runs on returns in excess of the matched random-entry benchmark; raw figures are kept
-beside them.
+beside them. The run: ``_run_window`` per window (study, winner, OOS evaluation, the window's in-sample DSR and
+PBO), then ``_stitch`` (the OOS trades as one record), ``_statistics``, ``_decide`` (the ``Verdict``) and
+``_tables``; ``save_walkforward`` writes the files.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
+import json
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 import pandas as pd
-from optuna.trial import TrialState
+from rich.progress import Progress
 
-from optimizer.engine.evaluate import Evaluator
+from optimizer.engine.context import compute_context
+from optimizer.engine.evaluate import Evaluator, Result
 from optimizer.engine.metrics import BenchmarkCache, portfolio_returns, run_metrics
+from optimizer.engine.outcomes import signal_events
 from optimizer.engine.panel import Panel
 from optimizer.engine.regime_filter import regime_entry_mask
 from optimizer.engine.simulate import Span, Trades
-from optimizer.errors import DataError
+from optimizer.errors import DataError, ParameterError
+from optimizer.study.data import StudyData, load_study_data, prepare_data
+from optimizer.study.records import (
+    add_reserve_opening, complete_trials, direction_sign, ranked_trials, read_trial, reserve_log_name, window_attrs,
+)
+from optimizer.study.run import run_study
 from optimizer.study.space import params_to_config
 from optimizer.study.spec import StudySpec
 from optimizer.study.splits import WalkForward, Window
+from optimizer.study.storage import make_storage
 from optimizer.validate.stats import (
     bootstrap_ci, cost_stress, deflated_sharpe_from_study, excess_t_stat, flag_fragile,
-    probabilistic_sharpe_ratio, probability_of_backtest_overfitting, sharpe_stats, verdict,
+    probabilistic_sharpe_ratio, probability_of_backtest_overfitting, rule_validation, sharpe_stats,
 )
-from optimizer.study import load_study_data, make_storage, prepare_data, run_study
+from optimizer.validate.verdict import Verdict, verdict
 
-__all__ = ["WalkForwardResult", "run_walkforward", "select_params", "concat_trades", "pbo_matrix"]
+__all__ = [
+    "WindowResult", "WalkForwardResult", "run_walkforward", "select_params", "concat_trades", "pbo_matrix",
+    "save_walkforward", "load_walkforward",
+]
+
+_NAN = float("nan")
+_SUMMARY_METRICS = ("rank_score", "hit_rate", "avg_return", "avg_excess_return", "closed_trades", "win_loss",
+                    "portfolio_sharpe")
+_STABILITY_PARAMS = ("variant", "z_window", "exit", "weights", "buy_threshold", "sell_threshold")
 
 
 @dataclass
 class WindowResult:
+    """One window: its study, the winner's parameters, in-sample (study) and out-of-sample metrics, the OOS
+    trades and their per-trade excess returns, and the window's in-sample DSR and PBO (NaN with the reason in
+    ``dsr_skipped`` / ``pbo_skipped`` when they could not be estimated)."""
+
     window: Window
     study_name: str
     train_dates: tuple[str, str]
@@ -55,7 +77,10 @@ class WindowResult:
     n_trials_tried: int
     trial_sharpes: list[float]
     in_reserve: bool
-    dsr_in_sample: float = float("nan")
+    dsr_in_sample: float = _NAN
+    pbo: float = _NAN
+    dsr_skipped: str | None = None
+    pbo_skipped: str | None = None
 
 
 @dataclass
@@ -64,7 +89,7 @@ class WalkForwardResult:
     windows: list[WindowResult]
     oos: dict[str, float]
     stats: dict[str, Any]
-    verdict: Any
+    verdict: Verdict
     summary: pd.DataFrame
     trades: pd.DataFrame
     equity: pd.DataFrame
@@ -78,7 +103,8 @@ class WalkForwardResult:
     rules: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def to_dict(self) -> dict[str, Any]:
-        def clean(v):
+        """The run as JSON-ready plain objects (NaN / inf -> None); the verdict as ``Verdict.to_dict``."""
+        def clean(v: Any) -> Any:
             if isinstance(v, float) and not math.isfinite(v):
                 return None
             if isinstance(v, (np.floating, np.integer)):
@@ -104,9 +130,7 @@ class WalkForwardResult:
             "pbo": self.stats.get("pbo"),
             "degradation": self.stats.get("degradation"),
             "stats": self.stats,
-            "verdict": "supported" if self.verdict.supported else "not supported",
-            "verdict_line": self.verdict.line,
-            "sharpe_gate": "psr",
+            **self.verdict.to_dict(),
             "regimes": self.by_regime.to_dict(orient="records"),
             "by_sector": self.by_sector.to_dict(orient="records"),
             "warnings": self.warnings,
@@ -114,6 +138,7 @@ class WalkForwardResult:
 
 
 def concat_trades(parts: list[Trades]) -> Trades:
+    """The trades of several runs as one ``Trades`` (the cost of the first part)."""
     if not parts:
         e = np.empty(0, np.int64)
         f = np.empty(0, np.float64)
@@ -124,18 +149,13 @@ def concat_trades(parts: list[Trades]) -> Trades:
                   cat("exit_price"), cat("exit_reason"), cat("score"), cost=cost)
 
 
-def _completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
-
-
 def select_params(study: optuna.Study, how: str = "best", top_k: int = 5) -> optuna.trial.FrozenTrial:
     """The best trial, or (``robust``) among the top-k the one whose nearest neighbours in parameter space score
     best by median: a configuration on a plateau beats a lucky spike."""
-    done = _completed(study)
-    if not done:
+    ranked = ranked_trials(study)
+    if not ranked:
         raise DataError(f"study {study.study_name!r} has no completed trial to select from (all pruned or failed)")
-    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
-    ranked = sorted(done, key=lambda t: sign * t.value)
+    sign = direction_sign(study.direction)
     if how == "best" or len(ranked) < 3:
         return ranked[0]
     keys = sorted({k for t in ranked for k in t.params})
@@ -159,10 +179,10 @@ def select_params(study: optuna.Study, how: str = "best", top_k: int = 5) -> opt
     return best
 
 
-def pbo_matrix(data, study: optuna.Study, max_configs: int = 100) -> np.ndarray:
-    """Trials x sessions matrix of daily portfolio returns in excess of the equal-weight universe (the daily
+def pbo_matrix(data: StudyData, study: optuna.Study, max_configs: int = 100) -> np.ndarray:
+    """Sessions x trials matrix of daily portfolio returns in excess of the equal-weight universe (the daily
     random-entry analogue) over the study's span, for the study's completed trials (top ``max_configs``)."""
-    done = sorted(_completed(study), key=lambda t: t.number)[:max_configs]
+    done = complete_trials(study)[:max_configs]
     panel, ev = data.panel, data.evaluator
     lo = data.folds[0].test_start
     span = Span(lo, data.hi, data.hi)
@@ -183,25 +203,99 @@ def pbo_matrix(data, study: optuna.Study, max_configs: int = 100) -> np.ndarray:
     return np.array(cols).T if cols else np.empty((0, 0))
 
 
-def _reserve_record(storage, spec: StudySpec, reserve_start: str, final: bool) -> list[str]:
+def _reserve_record(storage: Any, spec: StudySpec, reserve_start: str, final: bool) -> list[str]:
     """Record (and warn about repeated) openings of the final reserve in a small marker study."""
-    name = f"{spec.run.study_name}-reserve-log"
-    msgs: list[str] = []
+    name = reserve_log_name(spec.run.study_name)
     try:
-        st = optuna.load_study(study_name=name, storage=storage)
+        log = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
-        st = optuna.create_study(study_name=name, storage=storage)
-    opened = st.user_attrs.get("openings", [])
-    if final:
-        same = [o for o in opened if o.get("reserve_start") == reserve_start]
-        if same:
-            msgs.append(
-                f"WARNING: the final reserve starting {reserve_start} was already opened {len(same)} time(s) "
-                f"(first on {same[0]['at']}); results on it are no longer a clean out-of-sample test"
-            )
-        opened = opened + [{"reserve_start": reserve_start, "at": _dt.datetime.now().isoformat(timespec="seconds")}]
-        st.set_user_attr("openings", opened)
-    return msgs
+        log = optuna.create_study(study_name=name, storage=storage)
+    if not final:
+        return []
+    same = [o for o in add_reserve_opening(log, reserve_start) if o.get("reserve_start") == reserve_start]
+    if not same:
+        return []
+    return [f"WARNING: the final reserve starting {reserve_start} was already opened {len(same)} time(s) "
+            f"(first on {same[0]['at']}); results on it are no longer a clean out-of-sample test"]
+
+
+# ------------------------------------------------------------------------------------------------ one window
+
+
+@dataclass(frozen=True)
+class _RunContext:
+    """What every window of one walk-forward run shares."""
+
+    spec: StudySpec
+    panel: Panel              # every session of the spec's data (the reserve is cut by ``limit``)
+    limit: int                # sessions the run may see: the reserve start, or all with ``final``
+    reserve: int              # index of the first reserve session
+    purge: int                # sessions after a test window that its trades may still use to close
+    n_trials: int             # per window
+    storage_url: str | None
+    bench: BenchmarkCache     # matched random-entry benchmark over the visible sessions
+
+
+def _window_dsr(data: StudyData, cfg: Any, sharpes: np.ndarray, tried: int) -> tuple[float, str | None]:
+    """Deflated Sharpe of the in-sample winner: its per-trade excess returns over the train span, deflated by every
+    trial tried in the window (pruned and failed included) and the dispersion of the trials' excess Sharpe ratios.
+    (NaN, why) when it cannot be estimated."""
+    f0 = data.folds[0]
+    is_span = Span(f0.test_start, data.hi, data.hi)
+    is_res = data.evaluator.run(cfg, is_span, entry_ok=data.entry_ok)
+    is_ex = data.evaluator.bench.excess(is_res.trades, is_span, cfg.costs)
+    fin = sharpes[np.isfinite(sharpes)]
+    if is_ex.size < 3 or fin.size < 2:
+        return _NAN, f"{is_ex.size} in-sample trade(s) and {fin.size} finite trial Sharpe ratio(s); DSR needs >= 3 and >= 2"
+    try:
+        return float(deflated_sharpe_from_study(is_ex, fin, max(tried, fin.size)).dsr), None
+    except ParameterError as e:  # degenerate moments
+        return _NAN, str(e)
+
+
+def _window_pbo(data: StudyData, study: optuna.Study) -> tuple[float, str | None]:
+    """PBO of the window's study: its completed trials x daily excess over the train span (CSCV, <= 16 blocks).
+    (NaN, why) when it cannot be estimated."""
+    M = pbo_matrix(data, study)
+    if M.shape[1] < 2 or M.shape[0] < 16:
+        return _NAN, f"{M.shape[1]} completed configuration(s) over {M.shape[0]} session(s); PBO needs >= 2 and >= 16"
+    try:
+        return float(probability_of_backtest_overfitting(
+            M, n_blocks=min(16, (M.shape[0] // 2) * 2 if M.shape[0] < 32 else 16)).pbo), None
+    except ParameterError as e:
+        return _NAN, str(e)
+
+
+def _run_window(ctx: _RunContext, w: Window) -> WindowResult:
+    """Optimize on the window's train span (a study on the panel cut at the train end), evaluate the winner once
+    on the test span, and measure the window's in-sample DSR and PBO while its data is at hand."""
+    spec, d = ctx.spec, ctx.panel.dates
+    train, test = (str(d[w.train_start]), str(d[w.train_end - 1])), (str(d[w.test_start]), str(d[w.test_end - 1]))
+    name = f"{spec.run.study_name}-wf{w.index:02d}-{train[0]}_{train[1]}"
+    data = prepare_data(spec, ctx.panel, w.train_start, w.train_end, spec.walkforward.n_splits, spec.walkforward.embargo)
+    assert len(data.panel.dates) == w.train_end  # the study's panel ends at its train end: no test session visible
+    run = run_study(spec, None, ctx.storage_url, n_trials=ctx.n_trials, data=data, name=name,
+                    extra_attrs=window_attrs(w.index, train, test, str(data.panel.dates[-1])))
+    study = run.study
+    chosen = select_params(study, spec.walkforward.select, spec.walkforward.top_k)
+    cfg = params_to_config(chosen.params, spec)
+    data_end = min(w.test_end + ctx.purge, ctx.limit)
+    oos_panel = ctx.panel.slice(0, data_end)
+    span = Span(w.test_start, w.test_end, data_end)
+    res = Evaluator(oos_panel, min_periods=spec.data.min_periods).run(
+        cfg, span, entry_ok=regime_entry_mask(oos_panel, spec.data.regime))
+    tried = len(study.get_trials(deepcopy=False))
+    sharpes = np.array([float(read_trial(t).metrics.get("excess_sharpe", np.nan)) for t in complete_trials(study)])
+    dsr, dsr_skipped = _window_dsr(data, cfg, sharpes, tried)
+    pbo, pbo_skipped = _window_pbo(data, study)
+    return WindowResult(
+        w, name, train, test, dict(chosen.params), dict(read_trial(chosen).metrics), res.metrics, res.trades,
+        ctx.bench.excess(res.trades, span, cfg.costs), tried, list(map(float, sharpes)), w.test_end > ctx.reserve,
+        dsr, pbo, dsr_skipped, pbo_skipped,
+    )
+
+
+# ------------------------------------------------------------------------------------------------ the run
 
 
 def run_walkforward(
@@ -213,142 +307,115 @@ def run_walkforward(
     n_trials: int | None = None,
     out_dir: str | Path | None = "output",
 ) -> WalkForwardResult:
+    """Walk ``spec`` forward over the store ``db``: one study per train window (stored in ``storage_url``, resumed
+    when it exists), the winner evaluated once on the following test window, the OOS trades stitched and judged.
+    ``final``: also open the final reserve (recorded; a second opening warns). ``out_dir``: also write
+    ``walk_forward_summary.csv`` there (``save_walkforward`` writes the full set of files)."""
     panel_full, reserve = load_study_data(spec, db)
     T = len(panel_full.dates)
     limit = T if final else reserve
     wfs = spec.walkforward
     purge = wfs.purge if wfs.purge is not None else spec.max_hold()
-    wf = WalkForward(wfs.train, wfs.test, wfs.step, wfs.unit, purge=purge, anchored=wfs.anchored)
-    windows = wf.split(panel_full.dates[:limit])
-    storage = make_storage(storage_url or spec.run.storage)
-    msgs = _reserve_record(storage, spec, str(panel_full.dates[reserve]) if reserve < T else "none", final)
+    windows = WalkForward(wfs.train, wfs.test, wfs.step, wfs.unit, purge=purge, anchored=wfs.anchored).split(
+        panel_full.dates[:limit])
+    msgs = _reserve_record(make_storage(storage_url or spec.run.storage), spec,
+                           str(panel_full.dates[reserve]) if reserve < T else "none", final)
     for m in msgs:
         warnings.warn(m, stacklevel=2)
-    trials = n_trials or wfs.n_trials or spec.run.n_trials
-    bench = BenchmarkCache(panel_full.slice(0, limit))
+    ctx = _RunContext(spec, panel_full, limit, reserve, purge, n_trials or wfs.n_trials or spec.run.n_trials,
+                      storage_url, BenchmarkCache(panel_full.slice(0, limit)))
     results: list[WindowResult] = []
-    it = windows
-    prog = None
-    if progress:
-        from rich.progress import Progress
-
-        prog = Progress()
+    prog = Progress() if progress else None
+    if prog:
         prog.start()
         task = prog.add_task("walk-forward windows", total=len(windows))
     try:
-        for w in it:
-            results.append(_run_window(spec, panel_full, w, limit, reserve, storage_url, storage, trials, purge, bench))
+        for w in windows:
+            results.append(_run_window(ctx, w))
             if prog:
                 prog.advance(task)
     finally:
         if prog:
             prog.stop()
-    return _aggregate(spec, panel_full, results, limit, final, msgs, out_dir, storage_url, storage)
+    res = _assemble(ctx, results, final, msgs)
+    if out_dir is not None:
+        _write_summary(res, Path(out_dir))
+    return res
 
 
-def _run_window(spec, panel_full: Panel, w: Window, limit: int, reserve: int, storage_url, storage, trials, purge, bench) -> WindowResult:
-    d = panel_full.dates
-    name = f"{spec.run.study_name}-wf{w.index:02d}-{d[w.train_start]}_{d[w.train_end - 1]}"
-    data = prepare_data(spec, panel_full, w.train_start, w.train_end, spec.walkforward.n_splits, spec.walkforward.embargo)
-    assert len(data.panel.dates) == w.train_end  # the study's panel ends at its train end: no test session visible
-    extra = {"wf_window": w.index, "wf_train": [str(d[w.train_start]), str(d[w.train_end - 1])],
-             "wf_test": [str(d[w.test_start]), str(d[w.test_end - 1])], "last_session_seen": str(data.panel.dates[-1])}
-    run_study(spec, None, storage_url, n_trials=trials, data=data, name=name, extra_attrs=extra)
-    study = optuna.load_study(study_name=name, storage=storage)
-    chosen = select_params(study, spec.walkforward.select, spec.walkforward.top_k)
-    cfg = params_to_config(chosen.params, spec)
-    data_end = min(w.test_end + purge, limit)
-    oos_panel = panel_full.slice(0, data_end)
-    ev = Evaluator(oos_panel, min_periods=spec.data.min_periods)
-    mask = regime_entry_mask(oos_panel, spec.data.regime)
-    span = Span(w.test_start, w.test_end, data_end)
-    res = ev.run(cfg, span, entry_ok=mask)
-    excess = bench.excess(res.trades, span, cfg.costs)
-    tried = len(study.get_trials(deepcopy=False))
-    sharpes = np.array([float(t.user_attrs.get("metrics", {}).get("excess_sharpe", np.nan)) for t in _completed(study)])
-    # Deflated Sharpe of the in-sample winner: its per-trade excess returns over the train span, deflated by every
-    # trial tried in the window (pruned and failed included) and the dispersion of the trials' excess Sharpe ratios.
-    f0 = data.folds[0]
-    is_span = Span(f0.test_start, data.hi, data.hi)
-    is_res = data.evaluator.run(cfg, is_span, entry_ok=data.entry_ok)
-    is_ex = data.evaluator.bench.excess(is_res.trades, is_span, cfg.costs)
-    fin = sharpes[np.isfinite(sharpes)]
-    try:
-        dsr_is = float(deflated_sharpe_from_study(is_ex, fin, max(tried, fin.size)).dsr) if is_ex.size >= 3 and fin.size >= 2 else float("nan")
-    except Exception:  # noqa: BLE001 - degenerate moments: no DSR for this window
-        dsr_is = float("nan")
-    return WindowResult(
-        w, name, (str(d[w.train_start]), str(d[w.train_end - 1])), (str(d[w.test_start]), str(d[w.test_end - 1])),
-        dict(chosen.params), dict(chosen.user_attrs.get("metrics", {})), res.metrics, res.trades, excess, tried,
-        list(map(float, sharpes)), w.test_end > reserve, dsr_is,
-    )
+def _assemble(ctx: _RunContext, results: list[WindowResult], final: bool, msgs: list[str]) -> WalkForwardResult:
+    p = ctx.panel.slice(0, ctx.limit)
+    trades, excess, span = _stitch(results, ctx.limit)
+    oos, (mean_ex, t_ex, n_ex) = _oos_metrics(ctx, results, p, trades, excess, span)
+    # One evaluator over every visible session serves all windows: features at t use rows <= t only, and a
+    # window's simulation and benchmark read nothing past its own data_end (Span), so this equals per-window panels.
+    ev_all = Evaluator(p, min_periods=ctx.spec.data.min_periods)
+    stats = _statistics(ctx, results, excess, ev_all, regime_entry_mask(p, ctx.spec.data.regime))
+    v = _decide(mean_ex, t_ex, n_ex, stats)
+    summary, tdf, eq, stability = _tables(results, p, trades, span)
+    events, by_symbol, by_sector, by_regime, rules = _segments(ctx.spec, p, results, span, ev_all)
+    return WalkForwardResult(ctx.spec.name, results, oos, stats, v, summary, tdf, eq, stability, final, msgs,
+                             events, by_symbol, by_sector, by_regime, rules)
 
 
-def _aggregate(spec, panel_full, results: list[WindowResult], limit, final, msgs, out_dir, storage_url, storage) -> WalkForwardResult:
-    d = panel_full.dates
+def _stitch(results: list[WindowResult], limit: int) -> tuple[Trades, np.ndarray, Span]:
+    """Every window's OOS trades and per-trade excess as one record, and the span from the first test session."""
     trades = concat_trades([r.trades for r in results])
     excess = np.concatenate([r.excess for r in results]) if results else np.empty(0)
-    first, last = results[0].window.test_start, results[-1].window.test_end
-    span = Span(first, last, limit)
-    p = panel_full.slice(0, limit)
-    costs = params_to_config(results[0].params, spec).costs
+    return trades, excess, Span(results[0].window.test_start, results[-1].window.test_end, limit)
+
+
+def _oos_metrics(ctx: _RunContext, results: list[WindowResult], p: Panel, trades: Trades, excess: np.ndarray,
+                 span: Span) -> tuple[dict[str, float], tuple[float, float, int]]:
+    """Run metrics of the stitched OOS trades, their mean excess, its t statistic and the number of windows."""
+    costs = params_to_config(results[0].params, ctx.spec).costs
     total_signals = int(sum(r.oos_metrics["total_signals"] for r in results))
     oos = run_metrics(trades, p, span, costs, total_signals)
     oos["avg_excess_return"] = float(excess.mean()) if excess.size else 0.0
     mean_ex, t_ex, n_ex = excess_t_stat(excess)
     oos["excess_t"] = t_ex
     oos["n_windows"] = len(results)
-    # in-sample vs out-of-sample
+    return oos, (mean_ex, t_ex, n_ex)
+
+
+def _statistics(ctx: _RunContext, results: list[WindowResult], excess: np.ndarray, ev_all: Evaluator,
+                mask_all: np.ndarray | None) -> dict[str, Any]:
+    """In-sample vs OOS degradation, the windows' DSR (median) and PBO (mean), the OOS PSR and bootstrap CIs of
+    the excess returns, and the cost stress of the stitched OOS winners."""
     is_vals = np.array([r.is_metrics.get("rank_score", np.nan) for r in results], dtype=float)
     oos_vals = np.array([r.oos_metrics.get("rank_score", np.nan) for r in results], dtype=float)
     is_ex = np.array([r.is_metrics.get("avg_excess_return", np.nan) for r in results], dtype=float)
     oos_ex = np.array([r.oos_metrics.get("avg_excess_return", np.nan) for r in results], dtype=float)
     is_mean = float(np.nanmean(is_vals))
-    degradation = float(np.nanmean(oos_vals)) / is_mean if np.isfinite(is_mean) and is_mean != 0.0 else float("nan")
-    # statistics on excess returns
-    tried = int(sum(r.n_trials_tried for r in results))
     dsr_w = np.array([r.dsr_in_sample for r in results], dtype=float)
-    stats: dict[str, Any] = {"n_trials_tried": tried, "degradation": degradation,
-                             "dsr": float(np.nanmedian(dsr_w)) if np.isfinite(dsr_w).any() else float("nan"),
-                             "dsr_windows": [None if not np.isfinite(x) else float(x) for x in dsr_w],
-                             "degradation_excess": float(np.nanmean(oos_ex) / np.nanmean(is_ex)) if np.nanmean(is_ex) else float("nan")}
+    stats: dict[str, Any] = {
+        "n_trials_tried": int(sum(r.n_trials_tried for r in results)),
+        "degradation": float(np.nanmean(oos_vals)) / is_mean if np.isfinite(is_mean) and is_mean != 0.0 else _NAN,
+        "dsr": float(np.nanmedian(dsr_w)) if np.isfinite(dsr_w).any() else _NAN,
+        "dsr_windows": [None if not np.isfinite(x) else float(x) for x in dsr_w],
+        "degradation_excess": float(np.nanmean(oos_ex) / np.nanmean(is_ex)) if np.nanmean(is_ex) else _NAN,
+    }
     if excess.size >= 3:
         ss = sharpe_stats(excess)
         stats["psr"] = float(probabilistic_sharpe_ratio(ss["sr"], 0.0, ss["n"], ss["skew"], ss["kurtosis"]))
         ci = bootstrap_ci(excess, stat="all", n_boot=1000, seed=0)
         stats["bootstrap"] = {k: {"point": v.point, "lo": v.lo, "hi": v.hi} for k, v in ci.items()}
     else:
-        stats["psr"] = float("nan")
-    # PBO on each window's study (its trials x daily excess over the train span), averaged
-    pbos = []
-    for r in results:
-        try:
-            data = prepare_data(spec, panel_full, r.window.train_start, r.window.train_end, spec.walkforward.n_splits,
-                                spec.walkforward.embargo)
-            st = optuna.load_study(study_name=r.study_name, storage=storage)
-            M = pbo_matrix(data, st)
-            if M.shape[1] >= 2 and M.shape[0] >= 16:
-                pbos.append(probability_of_backtest_overfitting(M, n_blocks=min(16, (M.shape[0] // 2) * 2 if M.shape[0] < 32 else 16)).pbo)
-        except Exception as e:  # noqa: BLE001 - a window without enough trials simply has no PBO
-            stats.setdefault("pbo_skipped", []).append(f"window {r.window.index}: {e}")
+        stats["psr"] = _NAN
+    for key, attr in (("dsr_skipped", "dsr_skipped"), ("pbo_skipped", "pbo_skipped")):
+        skipped = [f"window {r.window.index}: {getattr(r, attr)}" for r in results if getattr(r, attr)]
+        if skipped:
+            stats[key] = skipped
+    pbos = [r.pbo for r in results if np.isfinite(r.pbo)]
     stats["pbo_windows"] = pbos
-    stats["pbo"] = float(np.mean(pbos)) if pbos else float("nan")
-    # cost stress on the stitched OOS winners
-    # One evaluator over every visible session serves all windows: features at t use rows <= t only, and a
-    # window's simulation and benchmark read nothing past its own data_end (Span), so this equals per-window panels.
-    ev_all = Evaluator(p, min_periods=spec.data.min_periods)
-    mask_all = regime_entry_mask(p, spec.data.regime)
-    purge = spec.walkforward.purge if spec.walkforward.purge is not None else spec.max_hold()
+    stats["pbo"] = float(np.mean(pbos)) if pbos else _NAN
 
-    def at_cost(k: float) -> dict:
-        from dataclasses import replace
-
+    def at_cost(k: float) -> dict[str, float]:
         ex = []
         for r in results:
-            cfg = params_to_config(r.params, spec)
+            cfg = params_to_config(r.params, ctx.spec)
             cfg = replace(cfg, costs=cfg.costs.scaled(k))
-            data_end = min(r.window.test_end + purge, limit)
-            sp = Span(r.window.test_start, r.window.test_end, data_end)
+            sp = Span(r.window.test_start, r.window.test_end, min(r.window.test_end + ctx.purge, ctx.limit))
             res = ev_all.run(cfg, sp, entry_ok=mask_all)
             ex.append(ev_all.bench.excess(res.trades, sp, cfg.costs))
         e = np.concatenate(ex) if ex else np.empty(0)
@@ -357,43 +424,43 @@ def _aggregate(spec, panel_full, results: list[WindowResult], limit, final, msgs
     cs = cost_stress(at_cost, (1, 2, 3))
     stats["cost_stress"] = cs.to_dict(orient="records")
     stats["cost_fragile"] = bool(flag_fragile(cs))
+    return stats
+
+
+def _decide(mean_ex: float, t_ex: float, n_ex: int, stats: dict[str, Any]) -> Verdict:
+    """The verdict, gated on the OOS PSR of excess returns (the in-sample winners' DSR is context)."""
     dsr_s = "n/a" if not np.isfinite(stats["dsr"]) else f"{stats['dsr']:.2f}"
-    v = verdict(mean_ex if np.isfinite(mean_ex) else 0.0, t_ex, stats["psr"], stats["pbo"], int(n_ex),
-                sharpe_label=("OOS Probabilistic Sharpe Ratio of excess returns", "PSR"),
-                note=f"in-sample winners' median DSR {dsr_s} over {tried} trials tried")
-    # tables
+    return verdict(mean_ex if np.isfinite(mean_ex) else 0.0, t_ex, stats["psr"], stats["pbo"], int(n_ex),
+                   sharpe="psr", note=f"in-sample winners' median DSR {dsr_s} over {stats['n_trials_tried']} trials tried")
+
+
+def _tables(results: list[WindowResult], p: Panel, trades: Trades,
+            span: Span) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The windows summary, the OOS trades (with their window), the OOS equity curve and parameter stability."""
     rows = []
     for r in results:
         row = {"window": r.window.index, "train_start": r.train_dates[0], "train_end": r.train_dates[1],
                "test_start": r.test_dates[0], "test_end": r.test_dates[1], "in_reserve": r.in_reserve,
                "study": r.study_name, "n_trials_tried": r.n_trials_tried}
-        row.update({f"param_{k}": v_ for k, v_ in r.params.items()})
-        for k in ("rank_score", "hit_rate", "avg_return", "avg_excess_return", "closed_trades", "win_loss", "portfolio_sharpe"):
+        row.update({f"param_{k}": v for k, v in r.params.items()})
+        for k in _SUMMARY_METRICS:
             row[f"is_{k}"] = r.is_metrics.get(k)
             row[f"oos_{k}"] = r.oos_metrics.get(k)
         rows.append(row)
     summary = pd.DataFrame(rows)
     tdf = trades.to_frame(p)
     if len(tdf):
-        win_of = np.searchsorted([r.window.test_start for r in results], tdf["signal_idx"].to_numpy(), side="right") - 1
-        tdf["window"] = win_of
+        tdf["window"] = np.searchsorted([r.window.test_start for r in results], tdf["signal_idx"].to_numpy(), side="right") - 1
     daily = portfolio_returns(trades, p, span)
-    eq = pd.DataFrame({"date": pd.to_datetime(d[first:limit]), "oos_return": daily, "oos_equity": np.cumprod(1 + daily)})
+    eq = pd.DataFrame({"date": pd.to_datetime(p.dates[span.sig_start:span.data_end]), "oos_return": daily,
+                       "oos_equity": np.cumprod(1 + daily)})
     stab = []
-    for key in ("variant", "z_window", "exit", "weights", "buy_threshold", "sell_threshold"):
+    for key in _STABILITY_PARAMS:
         vals = [str(r.params.get(key)) for r in results if key in r.params]
         if vals:
             for val, n in pd.Series(vals).value_counts().items():
                 stab.append({"param": key, "value": val, "windows": int(n), "share": n / len(results)})
-    stability = pd.DataFrame(stab)
-    events, by_symbol, by_sector, by_regime, rules = _segments(spec, p, results, span, ev_all)
-    res = WalkForwardResult(spec.name, results, oos, stats, v, summary, tdf, eq, stability, final, msgs,
-                            events, by_symbol, by_sector, by_regime, rules)
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        summary.to_csv(out / "walk_forward_summary.csv", index=False)
-    return res
+    return summary, tdf, eq, pd.DataFrame(stab)
 
 
 def _group_table(df: pd.DataFrame, key: str) -> pd.DataFrame:
@@ -410,14 +477,10 @@ def _group_table(df: pd.DataFrame, key: str) -> pd.DataFrame:
     return out.sort_values("closed_trades", ascending=False, kind="mergesort").reset_index(drop=True)
 
 
-def _segments(spec: StudySpec, p: Panel, results: list[WindowResult], span: Span, ev: Evaluator):
+def _segments(spec: StudySpec, p: Panel, results: list[WindowResult], span: Span,
+              ev: Evaluator) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Out-of-sample events with context, cross-sectional (per symbol / sector) and per-regime tables, and the
     rule validation (Mann-Whitney U + BH on excess returns) of each context condition."""
-    from optimizer.engine.context import compute_context
-    from optimizer.engine.evaluate import Result
-    from optimizer.engine.outcomes import signal_events
-    from optimizer.validate.stats import rule_validation
-
     empty = pd.DataFrame()
     if not results or not sum(len(r.trades) for r in results):
         return empty, empty, empty, empty, empty
@@ -456,14 +519,20 @@ def _segments(spec: StudySpec, p: Panel, results: list[WindowResult], span: Span
     return events, by_symbol, by_sector, by_regime, rules
 
 
+# ------------------------------------------------------------------------------------------------ files
+
+
+def _write_summary(result: WalkForwardResult, d: Path) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    result.summary.to_csv(d / "walk_forward_summary.csv", index=False)
+
+
 def save_walkforward(result: WalkForwardResult, out_dir: str | Path) -> Path:
     """Persist a walk-forward run (JSON summary + trades/equity/summary/stability tables) for `accumopt report`."""
-    import json
-
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
     (d / "result.json").write_text(json.dumps(result.to_dict(), indent=2, default=str))
-    result.summary.to_csv(d / "walk_forward_summary.csv", index=False)
+    _write_summary(result, d)
     result.trades.to_parquet(d / "oos_trades.parquet", index=False)
     result.equity.to_parquet(d / "oos_equity.parquet", index=False)
     result.stability.to_csv(d / "parameter_stability.csv", index=False)
@@ -475,14 +544,18 @@ def save_walkforward(result: WalkForwardResult, out_dir: str | Path) -> Path:
 
 
 def load_walkforward(out_dir: str | Path) -> dict[str, Any]:
-    """The persisted walk-forward run as plain objects: ``result`` (dict) and DataFrames."""
-    import json
-
+    """The persisted walk-forward run as plain objects: ``result`` (dict), ``verdict`` (the ``Verdict``) and
+    DataFrames."""
     d = Path(out_dir)
     if not (d / "result.json").exists():
         raise DataError(f"no walk-forward run in {d} (expected result.json); run `accumopt walkforward SPEC` first")
+    result = json.loads((d / "result.json").read_text())
+    if not isinstance(result.get("verdict_gates"), list):
+        raise DataError(f"{d / 'result.json'} was written by an older accumopt (no verdict gates); "
+                        "re-run `accumopt walkforward SPEC`")
     return {
-        "result": json.loads((d / "result.json").read_text()),
+        "result": result,
+        "verdict": Verdict.from_dict(result),
         "summary": pd.read_csv(d / "walk_forward_summary.csv"),
         "trades": pd.read_parquet(d / "oos_trades.parquet"),
         "equity": pd.read_parquet(d / "oos_equity.parquet"),

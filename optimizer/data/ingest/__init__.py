@@ -44,7 +44,7 @@ import pandas as pd
 
 from optimizer.settings import Settings
 from optimizer.errors import InputFileError, ParameterError
-from optimizer.data.store import memory_budget, transaction
+from optimizer.data.store import create_consolidated_view, memory_budget, transaction
 from optimizer.data.symbols import load_symbol_map
 from optimizer.data.ingest import finra_short, lit, options, otc_weekly, prices, splits
 from optimizer.data.ingest._common import (
@@ -61,7 +61,6 @@ from optimizer.data.ingest._common import (
     write_rows,
 )
 from optimizer.data.ingest._source import IsJson, Limits, LineSink, RawFile, read_raw, read_text, reset_lines, stage_lines
-from optimizer.data.ingest.finra_short import consolidated_short_sql, create_consolidated_view
 
 __all__ = [
     "KINDS",
@@ -71,8 +70,6 @@ __all__ = [
     "ingest_paths",
     "ingest_file",
     "expand_paths",
-    "consolidated_short_sql",
-    "create_consolidated_view",
     "Limits",
 ]
 

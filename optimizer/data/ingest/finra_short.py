@@ -23,7 +23,8 @@ Row invariants (rejected, or fatal under strict): a valid symbol (``optimizer.da
 and >= 0, short_volume <= total_volume, short_exempt_volume <= short_volume, (date, symbol, facility) unique
 within the file; a tidy file's dates follow the same date rules per row.
 
-``consolidated_short_sql()`` gives one row per (date, symbol): the CNMS row when present (provenance 'CNMS'),
+The consolidated view over the stored rows lives with the schema: ``optimizer.data.store.consolidated_short_sql``
+gives one row per (date, symbol): the CNMS row when present (provenance 'CNMS'),
 else the SUM of the per-facility rows (provenance 'FACILITY_SUM:FNQC+FNSQ+...', facilities sorted), else the
 API row (provenance 'API'). ``create_consolidated_view(con)`` stores it as the view ``finra_short_consolidated``.
 """
@@ -33,9 +34,9 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-import duckdb
 
 from optimizer.errors import InputFileError
+from optimizer.data.store import FINRA_FAMILIES
 from optimizer.data.ingest._common import (
     MAX_VOLUME,
     Col,
@@ -58,20 +59,16 @@ from optimizer.data.ingest._source import Lines, RawFile
 
 __all__ = [
     "FAMILIES",
-    "FACILITY_FILES",
     "FIRST_FINRA_DATE",
     "JSON_OK",
     "prepare",
     "spec",
     "plan",
-    "consolidated_short_sql",
-    "create_consolidated_view",
     "facility_of",
 ]
 
 JSON_OK = False
-FAMILIES = ("CNMS", "FNSQ", "FNQC", "FNYX", "FNRA", "FORF")
-FACILITY_FILES = tuple(f for f in FAMILIES if f != "CNMS")
+FAMILIES = FINRA_FAMILIES
 FIRST_FINRA_DATE = dt.date(2009, 8, 3)
 _FIRST_WHY = "the first FINRA Reg SHO daily file"
 _NEW = ("date", "symbol", "shortvolume", "shortexemptvolume", "totalvolume", "market")
@@ -273,35 +270,3 @@ def plan(ctx: Ctx, sig: tuple, sp: Spec, table: str, fid: int, prep: Prep, s: Su
                   f"WHERE _fid = {int(fid)}) AS k WHERE t.date = k.date AND t.facility = k.facility")
     return Plan("finra_short_daily", _OUT, select, delete, s.n_rows, s.n_rejects, s.first_reject, rejects_sql(sp, table, fid))
 
-
-def consolidated_short_sql(table: str = "finra_short_daily") -> str:
-    """SQL for one row per (date, symbol): CNMS, else the facility sum, else the API row (see module doc)."""
-    fac = ", ".join(f"'{f}'" for f in FACILITY_FILES)
-    return f"""
-WITH cnms AS (
-    SELECT date, symbol, short_volume, short_exempt_volume, total_volume, 'CNMS' AS provenance
-    FROM {table} WHERE facility = 'CNMS'
-), fsum AS (
-    SELECT date, symbol,
-           CAST(sum(short_volume) AS BIGINT) AS short_volume,
-           CAST(sum(short_exempt_volume) AS BIGINT) AS short_exempt_volume,
-           CAST(sum(total_volume) AS BIGINT) AS total_volume,
-           'FACILITY_SUM:' || string_agg(facility, '+' ORDER BY facility) AS provenance
-    FROM {table} WHERE facility IN ({fac})
-    GROUP BY date, symbol
-), api AS (
-    SELECT date, symbol, short_volume, short_exempt_volume, total_volume, 'API' AS provenance
-    FROM {table} WHERE facility = 'API'
-)
-SELECT * FROM cnms
-UNION ALL
-SELECT * FROM fsum f WHERE NOT EXISTS (SELECT 1 FROM cnms c WHERE c.date = f.date AND c.symbol = f.symbol)
-UNION ALL
-SELECT * FROM api a WHERE NOT EXISTS (SELECT 1 FROM cnms c WHERE c.date = a.date AND c.symbol = a.symbol)
-                      AND NOT EXISTS (SELECT 1 FROM fsum f WHERE f.date = a.date AND f.symbol = a.symbol)
-""".strip()
-
-
-def create_consolidated_view(con: duckdb.DuckDBPyConnection) -> None:
-    """(Re)create the view ``finra_short_consolidated`` from :func:`consolidated_short_sql`."""
-    con.execute(f"CREATE OR REPLACE VIEW finra_short_consolidated AS {consolidated_short_sql()}")

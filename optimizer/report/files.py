@@ -1,4 +1,5 @@
-"""Figure files: self-contained HTML always, PNG through kaleido (the ``png`` extra) when asked or available.
+"""Figure files, the one home of writing figures (the reports and the analytics plots use it): self-contained HTML
+always, PNG through kaleido (the ``png`` extra) when asked or available.
 
 ``png`` everywhere means: ``None`` (auto) = also write a PNG beside each HTML when kaleido is importable; an export
 failure (e.g. kaleido without a Chrome/Chromium to drive) is reported as a warning naming the file, and the HTML
@@ -14,9 +15,12 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import plotly.graph_objects as go
+import plotly.io as pio
+
 from optimizer.errors import DataError, ParameterError
 
-__all__ = ["png_available", "write_figures", "PNG_HINT"]
+__all__ = ["png_available", "write_figures", "save_figure", "PNG_HINT"]
 
 PNG_HINT = "install the png extra (pip install 'accumopt[png]': kaleido >= 1, which drives a local Chrome/Chromium)"
 
@@ -31,7 +35,7 @@ def _html_path(path: str | Path) -> Path:
     return p if p.suffix.lower() == ".html" else p.with_suffix(".html")
 
 
-def write_figures(items: Sequence[tuple[object, str | Path]], png: bool | None = None) -> list[Path]:
+def write_figures(items: Sequence[tuple[go.Figure, str | Path]], png: bool | None = None) -> list[Path]:
     """Write each (figure, path) as self-contained HTML (plotly.js embedded, ``.html`` suffix enforced) and, per
     ``png`` (module docstring), a ``.png`` beside it. Returns every path written, HTML first."""
     if png not in (None, True, False):
@@ -42,7 +46,7 @@ def write_figures(items: Sequence[tuple[object, str | Path]], png: bool | None =
         p = _html_path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
         # a fixed div id (plotly draws a random one): the same figure writes the same bytes (evening idempotence)
-        fig.write_html(p, include_plotlyjs=True, full_html=True, div_id=p.stem)  # type: ignore[attr-defined]
+        fig.write_html(p, include_plotlyjs=True, full_html=True, div_id=p.stem)
         written.append(p)
         htmls.append(p)
     if png is False or not items:
@@ -51,8 +55,6 @@ def write_figures(items: Sequence[tuple[object, str | Path]], png: bool | None =
         if png:
             raise DataError(f"PNG output needs kaleido: {PNG_HINT}")
         return written
-    import plotly.io as pio
-
     pngs = [h.with_suffix(".png") for h in htmls]
     try:
         pio.write_images([f for f, _ in items], pngs)
@@ -63,3 +65,10 @@ def write_figures(items: Sequence[tuple[object, str | Path]], png: bool | None =
         warnings.warn(msg + " (the HTML files were written)", RuntimeWarning, stacklevel=2)
         return written
     return written + pngs
+
+
+def save_figure(fig: go.Figure, path: str | Path, png: bool | None = None) -> list[Path]:
+    """Write ``path`` as self-contained HTML (plotly.js embedded) and, per ``png``, a ``.png`` beside it: None (auto)
+    = when kaleido is importable (a failed export is a warning), True = required (DataError without kaleido or on
+    failure), False = never. Returns the written paths."""
+    return write_figures([(fig, path)], png)
