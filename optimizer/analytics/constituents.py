@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from rich.console import Console
+from rich.table import Table
 
 from optimizer.errors import InputFileError, ParameterError, check_param
 from optimizer.data.universe import SECTOR_ETFS
@@ -129,10 +131,8 @@ def aggregate_pressure(
     return out.sort_values(keys + ["etf", "index"], kind="mergesort")[cols].reset_index(drop=True)
 
 
-def render_aggregate(df: pd.DataFrame, value_col: str, console, title: str | None = None) -> None:
+def render_aggregate(df: pd.DataFrame, value_col: str, console: Console, title: str | None = None) -> None:
     """Print an :func:`aggregate_pressure` result as a rich table."""
-    from rich.table import Table
-
     table = Table(title=title or f"Constituent-weighted {value_col}")
     cols = (["date"] if "date" in df.columns else []) + ["index", "etf", value_col, "members_present", "weight_coverage"]
     for c in cols:

@@ -21,8 +21,12 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
+from rich.console import Console
+from rich.table import Table
 
 from optimizer.settings import Settings
+from optimizer.data.calendar import DateLike
 from optimizer.data.store import table_exists
 from optimizer.errors import DataError, check_param
 from optimizer.analytics.scanner import _as_date, nearest_dates_message
@@ -64,7 +68,7 @@ _ANALYSIS_EXTRA = (
 _NEEDED = ("short_buy_sell_ratio_z", "lit_flow_imbalance", "lit_flow_imbalance_z", "return_z")
 
 
-def display_score(ratio_z, imbalance_z, return_z) -> np.ndarray:
+def display_score(ratio_z: ArrayLike, imbalance_z: ArrayLike, return_z: ArrayLike) -> np.ndarray:
     """The default-parameter display score in [0, 100] (module doc); NaN where ``ratio_z`` is NaN."""
     rz = np.asarray(ratio_z, dtype=np.float64)
     lz = np.nan_to_num(np.asarray(imbalance_z, dtype=np.float64), nan=0.0)
@@ -73,7 +77,7 @@ def display_score(ratio_z, imbalance_z, return_z) -> np.ndarray:
     return 50.0 * (1.0 + np.clip(raw, -1.0, 1.0))
 
 
-def agreement(ratio_z, imbalance) -> np.ndarray:
+def agreement(ratio_z: ArrayLike, imbalance: ArrayLike) -> np.ndarray:
     """Agreement marker per row (module doc): bullish / bearish / divergence / "" when either is missing."""
     rz = np.asarray(ratio_z, dtype=np.float64)
     im = np.asarray(imbalance, dtype=np.float64)
@@ -120,7 +124,7 @@ def _tickers(tickers, settings: Settings | None) -> list[str] | None:
 
 def daily_table(
     con: duckdb.DuckDBPyConnection,
-    date=None,
+    date: DateLike | None = None,
     tickers: Sequence[str] | str | None = None,
     style: str = "scan",
     settings: Settings | None = None,
@@ -261,10 +265,8 @@ p.disclaimer {{ font-size: 12px; color: #555; max-width: 60em; }}
     return p
 
 
-def render_daily_table(df: pd.DataFrame, console, title: str | None = None) -> None:
+def render_daily_table(df: pd.DataFrame, console: Console, title: str | None = None) -> None:
     """Print the table to a rich Console with green/red signal colouring and the disclaimer as caption."""
-    from rich.table import Table
-
     cols = [c for c in df.columns if c not in ("date", "provenance")] + (["provenance"] if "provenance" in df.columns else [])
     day = df["date"].iloc[0] if len(df) and "date" in df.columns else ""
     cov = df.attrs.get("coverage")

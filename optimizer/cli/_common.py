@@ -4,49 +4,59 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import click
+import duckdb
+import numpy as np
+import pandas as pd
 from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from optimizer.errors import AccumoptError
 from optimizer.settings import DEFAULT_DB, DEFAULT_STORAGE
 
+__all__ = [
+    "console", "err_console", "db_option", "storage_option", "format_option", "progress_enabled", "echo_json", "print_table",
+    "ErrorGroup",
+]
+
 console = Console()
 err_console = Console(stderr=True)
 
+
 # ------------------------------------------------------------------------------------------------ shared options
-def db_option(f):
+def db_option(f: Callable) -> Callable:
     return click.option("--db", "db", envvar="ACCUMOPT_DB", default=DEFAULT_DB, show_default=True,
                         type=click.Path(dir_okay=False), help="DuckDB store (env ACCUMOPT_DB).")(f)
 
 
-def storage_option(f):
+def storage_option(f: Callable) -> Callable:
     return click.option("--storage", envvar="ACCUMOPT_STORAGE", default=None,
                         help=f"Optuna storage URL (env ACCUMOPT_STORAGE; default {DEFAULT_STORAGE}; journal:PATH for a journal file).")(f)
 
 
-def format_option(*choices: str):
+def format_option(*choices: str) -> Callable[[Callable], Callable]:
     choices = choices or ("table", "json")
 
-    def deco(f):
+    def deco(f: Callable) -> Callable:
         return click.option("--format", "fmt", type=click.Choice(choices), default=choices[0], show_default=True,
                             help="Output format: a terminal table, or JSON for scripts.")(f)
     return deco
 
 
-def _progress() -> bool:
+def progress_enabled() -> bool:
     return sys.stderr.isatty()
 
 
-def _json(obj) -> None:
+def echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, default=_jsonable, indent=2, sort_keys=False))
 
 
-def _jsonable(o):
-    import numpy as np
-    import pandas as pd
-
+def _jsonable(o: Any) -> Any:
     if isinstance(o, (np.integer,)):
         return int(o)
     if isinstance(o, (np.floating,)):
@@ -60,10 +70,7 @@ def _jsonable(o):
     return str(o)
 
 
-def _table(rows, title: str | None = None, columns=None) -> None:
-    import pandas as pd
-    from rich.table import Table
-
+def print_table(rows: pd.DataFrame | Iterable[dict], title: str | None = None, columns: Iterable[str] | None = None) -> None:
     df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
     t = Table(title=title, show_lines=False)
     cols = list(columns or df.columns)
@@ -74,7 +81,7 @@ def _table(rows, title: str | None = None, columns=None) -> None:
     console.print(t)
 
 
-def _fmt(v) -> str:
+def _fmt(v: Any) -> str:
     if isinstance(v, float):
         if v != v:
             return ""
@@ -85,23 +92,19 @@ def _fmt(v) -> str:
 def _error_line(message: str) -> None:
     """``error: <message>`` on stderr as ONE line. The message is plain text, never rich markup: key paths such as
     ``[space.z_window]`` must survive."""
-    from rich.text import Text
-
     err_console.print(Text.assemble(("error:", "bold red"), " ", str(message).replace("\n", " ")),
                       highlight=False, soft_wrap=True)
 
 
 def _is_store_open_error(e: BaseException) -> bool:
     """A DuckDB file that cannot be opened (not a DuckDB file, locked by another process): a user error."""
-    import duckdb
-
     return isinstance(e, duckdb.IOException)
 
 
-class _Group(click.Group):
+class ErrorGroup(click.Group):
     """Turns AccumoptError (and an unopenable DuckDB file) into a one-line message and exit code 2."""
 
-    def invoke(self, ctx):
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except AccumoptError as e:
@@ -112,5 +115,3 @@ class _Group(click.Group):
                 raise
             _error_line(f"cannot open the DuckDB store: {e}")
             ctx.exit(2)
-
-

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import click
 
 from optimizer.backtest import backtest, load_params_file
-from optimizer.cli._common import _json, _table, db_option, format_option
+from optimizer.cli._common import echo_json, print_table, db_option, format_option
 from optimizer.params import PARAMS, Choice, Param
 
 __all__ = ["COMMANDS"]
@@ -49,10 +49,10 @@ def backtest_cmd(params_file, universe, start, end, save, db, fmt, **flags):
     run = backtest(params, db, universe, start, end, save=save)
     panel = run.panel
     if fmt == "json":
-        _json(run.metrics | {"params": run.result.config.to_params(), "start": str(panel.dates[0]),
+        echo_json(run.metrics | {"params": run.result.config.to_params(), "start": str(panel.dates[0]),
                              "end": str(panel.dates[-1]), "symbols": len(panel.symbols), "outputs": run.outputs})
     else:
-        _table([{"metric": k, "value": v} for k, v in run.metrics.items()],
+        print_table([{"metric": k, "value": v} for k, v in run.metrics.items()],
                title=f"backtest {panel.dates[0]}..{panel.dates[-1]}, {len(panel.symbols)} symbols")
         for k, v in run.outputs.items():
             click.echo(f"{k}: {v}")

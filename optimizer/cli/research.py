@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 
 from optimizer.cli._common import (
-    _json,
-    _progress,
-    _table,
+    echo_json,
+    progress_enabled,
+    print_table,
     console,
     db_option,
     err_console,
@@ -45,24 +45,24 @@ def walkforward_cmd(spec, final, n_trials, out_dir, storage, db, fmt):
     s = load_spec(spec)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        res = run_walkforward(s, db, storage, final=final, progress=_progress() and fmt == "table", n_trials=n_trials)
+        res = run_walkforward(s, db, storage, final=final, progress=progress_enabled() and fmt == "table", n_trials=n_trials)
     for w in caught:
         if "reserve" in str(w.message):
             err_console.print(str(w.message), style="bold red", markup=False, highlight=False, soft_wrap=True)
     d = save_walkforward(res, out_dir or f"output/walkforward/{s.run.study_name}")
     if fmt == "json":
-        _json(res.to_dict() | {"files": str(d)})
+        echo_json(res.to_dict() | {"files": str(d)})
         return
     cols = [c for c in res.summary.columns if c in ("window", "test_start", "test_end", "param_variant", "param_z_window",
                                                    "param_exit", "is_rank_score", "oos_rank_score", "is_avg_excess_return",
                                                    "oos_avg_excess_return", "oos_closed_trades")]
-    _table(res.summary[cols], title=f"walk-forward {s.run.study_name}: {len(res.windows)} windows")
+    print_table(res.summary[cols], title=f"walk-forward {s.run.study_name}: {len(res.windows)} windows")
     o = res.oos
-    _table([{"metric": k, "value": o.get(k)} for k in ("closed_trades", "hit_rate", "avg_return", "avg_excess_return",
+    print_table([{"metric": k, "value": o.get(k)} for k in ("closed_trades", "hit_rate", "avg_return", "avg_excess_return",
                                                         "excess_t", "portfolio_sharpe", "max_drawdown", "rank_score")],
            title="stitched out-of-sample")
     st = res.stats
-    _table([{"statistic": k, "value": st.get(k)} for k in ("psr", "dsr", "pbo", "degradation", "n_trials_tried", "cost_fragile")],
+    print_table([{"statistic": k, "value": st.get(k)} for k in ("psr", "dsr", "pbo", "degradation", "n_trials_tried", "cost_fragile")],
            title="overfitting statistics (on excess returns)")
     color = "green" if res.verdict.supported else "red"
     console.print(res.verdict.line, style=f"bold {color}", markup=False, highlight=False, soft_wrap=True)
@@ -113,7 +113,7 @@ def sandbox_cmd(ticker, start, end, z_window, dot_mode, buy, sell, out, png, db)
 def demo_cmd(out_root, effect, seed, fresh):
     """End to end on the embedded synthetic market: synth -> ingest -> metrics -> phase A -> phase B ->
     walk-forward -> report. Prints the verdict, the report path and the dashboard command."""
-    run_demo(Path(out_root), effect=effect, seed=seed, fresh=fresh, console=console, progress=_progress())
+    run_demo(Path(out_root), effect=effect, seed=seed, fresh=fresh, console=console, progress=progress_enabled())
 
 
 COMMANDS = (walkforward_cmd, report_cmd, sandbox_cmd, demo_cmd)

@@ -10,9 +10,9 @@ import click
 from rich.markup import escape
 
 from optimizer.cli._common import (
-    _json,
-    _progress,
-    _table,
+    echo_json,
+    progress_enabled,
+    print_table,
     console,
     db_option,
     format_option,
@@ -70,7 +70,7 @@ def study_run(spec, n_trials, timeout, name, new_name, jobs, storage, db, fmt):
     if jobs < 1:
         raise ParameterError(f"jobs must be >= 1, got jobs={jobs}")
     res = run_study(s, db, storage, n_trials=n_trials, timeout=timeout, jobs=jobs, name=name, new_name=new_name,
-                    progress=_progress() and fmt == "table")
+                    progress=progress_enabled() and fmt == "table")
     _print_run(res, fmt)
 
 
@@ -78,9 +78,9 @@ def _print_run(res, fmt):
     d = {"study": res.study_name, "storage": res.storage, **res.counts, "best_value": res.best_value,
          "best_params": res.best_params, "seconds": round(res.seconds, 2), "interrupted": res.interrupted}
     if fmt == "json":
-        _json(d)
+        echo_json(d)
     else:
-        _table([{"key": k, "value": json.dumps(v, default=str) if isinstance(v, (dict, list)) else v} for k, v in d.items()],
+        print_table([{"key": k, "value": json.dumps(v, default=str) if isinstance(v, (dict, list)) else v} for k, v in d.items()],
                title=f"study {res.study_name}")
         console.print(f"dashboard: accumopt dashboard --storage {res.storage}")
 
@@ -94,7 +94,7 @@ def _print_run(res, fmt):
 def study_worker(spec, storage, n_trials, timeout, name, new_name, db, fmt):
     """Join a running study from another process or machine (same spec, same data, shared storage)."""
     res = run_study(load_spec(spec), db, storage, n_trials=n_trials, timeout=timeout, name=name, new_name=new_name, worker=True,
-                    progress=_progress() and fmt == "table")
+                    progress=progress_enabled() and fmt == "table")
     _print_run(res, fmt)
 
 
@@ -118,7 +118,7 @@ def _emit_df(df, fmt, title):
     elif fmt == "csv":
         click.echo(df.to_csv(index=False), nl=False)
     else:
-        _table(df, title=title)
+        print_table(df, title=title)
 
 
 @study_grp.command("show")
@@ -139,9 +139,9 @@ def study_best(name, storage, fmt):
     """The best trial: params (accepted as-is by `backtest --params FILE`), value and metrics."""
     d = best_trial_json(_storage(storage), name)
     if fmt == "json":
-        _json(d)
+        echo_json(d)
     else:
-        _table([{"key": k, "value": json.dumps(v, default=str) if isinstance(v, (dict, list)) else v} for k, v in d.items()],
+        print_table([{"key": k, "value": json.dumps(v, default=str) if isinstance(v, (dict, list)) else v} for k, v in d.items()],
                title=f"best of {name}")
 
 
@@ -156,9 +156,9 @@ def study_compare(names, out, storage, fmt):
     path = Path(out or f"output/reports/compare_{'_'.join(names)}.html")
     write_compare_html(res, path)
     if fmt == "json":
-        _json({"summary": json.loads(res.summary.to_json(orient="records")), "html": str(path)})
+        echo_json({"summary": json.loads(res.summary.to_json(orient="records")), "html": str(path)})
     else:
-        _table(res.summary, title="study comparison")
+        print_table(res.summary, title="study comparison")
         click.echo(f"report: {path}")
 
 
@@ -198,9 +198,9 @@ def study_replay(name, trial, storage, db, fmt):
     """Re-evaluate stored trial TRIAL of study NAME on the same data and show that it reproduces."""
     rep = replay_trial(_storage(storage), name, trial, db)
     if fmt == "json":
-        _json(rep | {"comparison": rep["comparison"].to_dict(orient="records")})
+        echo_json(rep | {"comparison": rep["comparison"].to_dict(orient="records")})
     else:
-        _table(rep["comparison"], title=f"replay {name} #{trial}: {'REPRODUCED' if rep['reproduced'] else 'DIFFERENT'}")
+        print_table(rep["comparison"], title=f"replay {name} #{trial}: {'REPRODUCED' if rep['reproduced'] else 'DIFFERENT'}")
     if not rep["reproduced"]:
         sys.exit(1)
 

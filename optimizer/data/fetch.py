@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from optimizer.data.calendar import nyse_sessions
+from optimizer.data.calendar import DateLike, nyse_sessions
 from optimizer.settings import Settings
 from optimizer.errors import AccumoptError, ParameterError
 from optimizer.data.ingest.finra_short import FAMILIES
@@ -69,7 +69,8 @@ class FetchedFiles(list):
     """The fetched file paths (a plain ``list[Path]``), plus ``.missing`` [(name, reason)], ``.downloaded`` and
     ``.cached`` (paths)."""
 
-    def __init__(self, files: Iterable[Path] = (), missing=(), downloaded=(), cached=()) -> None:
+    def __init__(self, files: Iterable[Path] = (), missing: Iterable[tuple[str, str]] = (),
+                 downloaded: Iterable[Path] = (), cached: Iterable[Path] = ()) -> None:
         super().__init__(files)
         self.missing: list[tuple[str, str]] = list(missing)
         self.downloaded: list[Path] = list(downloaded)
@@ -139,8 +140,8 @@ def _write_atomic(dest: Path, body: bytes) -> None:
 
 
 def fetch_finra_short(
-    start,
-    end,
+    start: DateLike,
+    end: DateLike,
     out_dir: str | Path,
     settings: Settings,
     families: Sequence[str] = ("CNMS",),
@@ -208,8 +209,8 @@ def _finra_token(settings: Settings, *, timeout: float, max_retries: int, base_d
 
 
 def fetch_finra_api(
-    start,
-    end,
+    start: DateLike,
+    end: DateLike,
     settings: Settings,
     symbols: Sequence[str] | None = None,
     *,
@@ -306,8 +307,8 @@ _SAFE = re.compile(r"[^A-Za-z0-9.\-]")
 
 def fetch_polygon_prices(
     symbols: Sequence[str],
-    start,
-    end,
+    start: DateLike,
+    end: DateLike,
     out_dir: str | Path,
     settings: Settings,
     *,

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from optimizer.data.rolling import rolling_zscore
+from optimizer.data.calendar import DateLike
 from optimizer.errors import DataError, check_param
 from optimizer.data.universe import VIX_SYMBOL
 from optimizer.data.adjust import split_factors_sql
@@ -572,8 +573,8 @@ def build_daily_metrics(
     z_min_periods: int | None = None,
     min_lit_volume: int = 10_000,
     symbols: Sequence[str] | None = None,
-    start=None,
-    end=None,
+    start: DateLike | None = None,
+    end: DateLike | None = None,
     progress: bool = False,
     force: bool = False,
 ) -> dict:

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from optimizer.errors import DataError, ParameterError
+from optimizer.data.calendar import DateLike
 from optimizer.data.store import transaction
 
 __all__ = [
@@ -212,7 +213,7 @@ def _eff_date(effective_date) -> object:
 
 
 def add_symbol_mapping(
-    con: duckdb.DuckDBPyConnection, old: str, new: str, effective_date, *, rewrite_existing: bool = True
+    con: duckdb.DuckDBPyConnection, old: str, new: str, effective_date: DateLike, *, rewrite_existing: bool = True
 ) -> int:
     """Add (or update) a mapping ``old -> new`` from ``effective_date``; returns the number of rows rewritten.
 

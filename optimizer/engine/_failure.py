@@ -8,6 +8,9 @@ These read bars after the signal and are never features. Definitions: docs/CONTE
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
+
+from optimizer.engine.panel import Panel
 
 __all__ = [
     "FAILURE_MODES", "GAP_DOWN_PCT", "REVERSAL_PCT", "BLEED_MAX_DAY_DROP", "BLEED_BELOW_SHARE", "BLEED_MIN_CLOSES",
@@ -63,7 +66,7 @@ def classify_trade(
     return "FALSE_SIGNAL"
 
 
-def classify_failure_modes(sym_idx, entry_idx, exit_idx, entry_price, net_ret, panel, exit_price=None) -> np.ndarray:
+def classify_failure_modes(sym_idx: ArrayLike, entry_idx: ArrayLike, exit_idx: ArrayLike, entry_price: ArrayLike, net_ret: ArrayLike, panel: Panel, exit_price: ArrayLike | None=None) -> np.ndarray:
     """Object array of labels (``FAILURE_MODES``), one per trade.
 
     ``sym_idx``/``entry_idx``/``exit_idx`` index the panel's symbols/rows (e = entry bar, x = exit bar); the

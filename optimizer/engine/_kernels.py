@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["simulate_nb", "portfolio_returns_nb", "combine_nb", "combine_par_nb", "simulate_symbols_nb", "PARALLEL_MIN_CELLS", "RULE_CODES", "REASON_CODES"]
+__all__ = ["simulate_nb", "portfolio_returns_nb", "combine_nb", "combine_par_nb", "simulate_symbols_nb", "trade_stats_nb", "curve_stats_nb",
+           "PARALLEL_MIN_CELLS", "RULE_CODES"]
 
 # Panels with at least this many (date x symbol) cells use the parallel kernels; below it thread start-up costs
 # more than it saves.
@@ -19,10 +20,6 @@ RULE_FIXED, RULE_FIRST_DIST, RULE_2X_DIST, RULE_SCORE_DECAY, RULE_HYBRID = 0, 1,
 RULE_CODES = {"fixed": 0, "first_dist": 1, "2x_consec_dist": 2, "score_decay": 3, "hybrid": 4}
 # exit reasons (index into simulate.EXIT_REASONS)
 R_FIXED, R_FIRST_DIST, R_2X_DIST, R_SCORE_DECAY, R_MAX_DAYS, R_TIME_STOP, R_STOP, R_TP, R_OPEN = 0, 1, 2, 3, 4, 5, 6, 7, 8
-REASON_CODES = {
-    "fixed": 0, "first_dist": 1, "2x_consec_dist": 2, "score_decay": 3, "max_days": 4,
-    "time_stop": 5, "stop_loss": 6, "take_profit": 7, "open_at_end": 8,
-}
 
 
 @njit(cache=True, nogil=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from numpy.typing import ArrayLike
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
@@ -49,7 +50,7 @@ EXTREME_VIX, EXTREME_VIX_MULTIPLIER = 40.0, 0.1  # doc 004: "override with 0.1 m
 _CORE = ("rv20", "mom20", "trend")
 
 
-def realized_vol(close, window: int = 20) -> np.ndarray:
+def realized_vol(close: ArrayLike, window: int = 20) -> np.ndarray:
     """Annualized realized vol in %: std (ddof=1) of the last ``window`` log returns x sqrt(252) x 100."""
     c = pd.Series(np.asarray(close, dtype=np.float64))
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -57,19 +58,19 @@ def realized_vol(close, window: int = 20) -> np.ndarray:
     return (lr.rolling(window, min_periods=window).std() * np.sqrt(252.0) * 100.0).to_numpy()
 
 
-def vix_proxy(spy_close, window: int = 20, scale: float = VIX_PROXY_SCALE) -> np.ndarray:
+def vix_proxy(spy_close: ArrayLike, window: int = 20, scale: float = VIX_PROXY_SCALE) -> np.ndarray:
     """VIX stand-in: ``realized_vol(spy_close, window) * scale``."""
     return realized_vol(spy_close, window) * scale
 
 
-def effective_vix(vix, spy_close) -> np.ndarray:
+def effective_vix(vix: ArrayLike, spy_close: ArrayLike) -> np.ndarray:
     """VIX where it is finite at t, else the realized-vol proxy at t (decided per date, so point-in-time)."""
     v = np.asarray(vix, dtype=np.float64)
     return np.where(np.isfinite(v), v, vix_proxy(spy_close))
 
 
 def market_regime(
-    spy_close, vix, sma_window: int = 50, on_vix: float = 20.0, off_vix: float = 25.0
+    spy_close: ArrayLike, vix: ArrayLike, sma_window: int = 50, on_vix: float = 20.0, off_vix: float = 25.0
 ) -> np.ndarray:
     """int8 (T,): RISK_ON (1) when SPY close > SMA50 and VIX < 20; RISK_OFF (-1) when close < SMA50 and VIX > 25;
     TRANSITIONAL (0) otherwise, including rows lacking SMA50 or any VIX value. VIX falls back to the proxy per date."""
@@ -84,7 +85,7 @@ def market_regime(
     return out
 
 
-def regime_features(spy_close, spy_high=None, spy_low=None, spy_volume=None, vix=None) -> pd.DataFrame:
+def regime_features(spy_close: ArrayLike, spy_high: ArrayLike=None, spy_low: ArrayLike=None, spy_volume: ArrayLike=None, vix: ArrayLike=None) -> pd.DataFrame:
     """Daily market features (T rows, columns ``REGIME_FEATURES``), each at t from rows <= t:
     rv20 realized vol (%), mom20 = close/close[t-20] - 1, trend = SMA20/SMA50 - 1, volume_ratio = volume / 20-session
     mean volume (today included), range20 = 20-session mean of (high - low)/close, iv = VIX forward-filled up to 5

@@ -6,6 +6,8 @@ All features are point-in-time (trailing windows including the current session).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from optimizer.errors import check_param
@@ -131,7 +133,7 @@ class FeatureCache:
         for k in [k for k in self._cache if k[0] in ("z", "short_z") and k[-1] == window]:
             del self._cache[k]
 
-    def warm(self, variants=VARIANTS, windows=Z_WINDOWS) -> None:
+    def warm(self, variants: Sequence[str] = VARIANTS, windows: Sequence[int] = Z_WINDOWS) -> None:
         """Precompute every (variant, window) combination, e.g. before forking workers."""
         for v in variants:
             for w in windows:

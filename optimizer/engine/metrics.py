@@ -18,9 +18,7 @@ from optimizer.engine.simulate import Costs, Span, Trades
 
 __all__ = [
     "WIN_LOSS_CAP", "SESSIONS_PER_MONTH", "FP_SESSIONS", "METRIC_KEYS", "BenchmarkCache", "run_metrics",
-    "false_positive_share",
-    "hit_rate", "win_loss", "trade_sharpe", "max_drawdown", "annualized_sharpe", "rank_score",
-    "portfolio_returns",
+    "false_positive_share", "rank_score", "portfolio_returns",
 ]
 
 WIN_LOSS_CAP = 10.0
@@ -31,47 +29,6 @@ METRIC_KEYS = (
     "win_loss", "sharpe", "portfolio_sharpe", "max_drawdown", "avg_hold_days", "signals_per_month",
     "false_positive_rate", "rank_score", "avg_excess_return", "avg_benchmark_return", "excess_sharpe",
 )
-
-
-def hit_rate(r: np.ndarray) -> float:
-    return float(np.mean(r > 0)) if r.size else 0.0
-
-
-def win_loss(r: np.ndarray) -> float:
-    """mean win / |mean loss|; 0 with no trades or no wins; WIN_LOSS_CAP with wins and no losses."""
-    wins, losses = r[r > 0], r[r <= 0]
-    if wins.size == 0:
-        return 0.0
-    if losses.size == 0:
-        return WIN_LOSS_CAP
-    ml = abs(float(losses.mean()))
-    if ml == 0.0:
-        return WIN_LOSS_CAP
-    return min(float(wins.mean()) / ml, WIN_LOSS_CAP)
-
-
-def trade_sharpe(r: np.ndarray) -> float:
-    """mean/std(ddof=1) per trade; 0 with fewer than 2 trades or zero dispersion."""
-    if r.size < 2:
-        return 0.0
-    sd = float(r.std(ddof=1))
-    return float(r.mean()) / sd if sd > 0 else 0.0
-
-
-def annualized_sharpe(daily: np.ndarray, periods: float = 252.0) -> float:
-    if daily.size < 2:
-        return 0.0
-    sd = float(daily.std(ddof=1))
-    return float(daily.mean()) / sd * math.sqrt(periods) if sd > 0 else 0.0
-
-
-def max_drawdown(daily: np.ndarray) -> float:
-    """Largest peak-to-trough loss of the compounded curve, as a positive fraction (0 when never below a peak)."""
-    if daily.size == 0:
-        return 0.0
-    eq = np.cumprod(1.0 + daily)
-    peak = np.maximum.accumulate(np.concatenate(([1.0], eq)))[1:]
-    return float(max(0.0, np.max(1.0 - eq / peak)))
 
 
 def rank_score(hit: float, avg: float, wl: float, spm: float) -> float:

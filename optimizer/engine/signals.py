@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from optimizer.engine.simulate import Span
+
 __all__ = ["accumulation", "distribution", "count_signals"]
 
 
@@ -19,7 +21,7 @@ def distribution(display: np.ndarray, sell: float) -> np.ndarray:
         return display <= sell
 
 
-def count_signals(display: np.ndarray, buy: float, span, entry_ok: np.ndarray | None = None) -> int:
+def count_signals(display: np.ndarray, buy: float, span: Span, entry_ok: np.ndarray | None = None) -> int:
     """Accumulation days in the signal window [span.sig_start, span.sig_end) (on ``entry_ok`` sessions only)."""
     with np.errstate(invalid="ignore"):
         acc = display[span.sig_start:span.sig_end] >= buy

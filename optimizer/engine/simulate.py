@@ -14,20 +14,20 @@ import pandas as pd
 from optimizer.errors import check_param
 from optimizer.engine._kernels import PARALLEL_MIN_CELLS, RULE_CODES, simulate_nb, simulate_symbols_nb
 from optimizer.engine.panel import Panel
-from optimizer.params import EXIT_NAMES, EXIT_RULES, check_fields, parse_exit
+from optimizer.params import EXIT_RULES, check_fields
 
 __all__ = [
     "ExitParams", "Costs", "Thresholds", "Span", "Caps", "Trades", "simulate",
-    "EXIT_REASONS", "EXIT_NAMES", "RULES",
+    "EXIT_REASONS",
 ]
 
-RULES = EXIT_RULES  # the kernel's exit rules (RULE_CODES) are the registry's
 EXIT_REASONS = ("fixed", "first_dist", "2x_consec_dist", "score_decay", "max_days", "time_stop", "stop_loss", "take_profit", "open_at_end")
 
 
 @dataclass(frozen=True)
 class ExitParams:
-    """Exit strategy. ``rule`` in fixed | first_dist | 2x_consec_dist | score_decay | hybrid.
+    """Exit strategy. ``rule`` in fixed | first_dist | 2x_consec_dist | score_decay | hybrid (an exit *name* such as
+    ``fixed_10d`` is parsed by ``optimizer.params.parse_exit``; ``Config.from_params`` accepts names).
 
     fixed needs ``hold_days`` (N sessions), hybrid needs ``max_days``; ``stop_loss`` / ``take_profit`` are fractions
     (0.05 = 5%), ``time_stop`` a maximum number of sessions for any rule.
@@ -41,18 +41,12 @@ class ExitParams:
     time_stop: int | None = None
 
     def __post_init__(self) -> None:
-        check_param(self.rule in RULE_CODES, "exit rule", f"one of {', '.join(RULES)}", self.rule)
+        check_param(self.rule in RULE_CODES, "exit rule", f"one of {', '.join(EXIT_RULES)}", self.rule)
         check_fields(self, "exit")  # hold_days, max_days, stop_loss, take_profit, time_stop (optimizer.params)
         if self.rule == "fixed":
             check_param(self.hold_days is not None, "hold_days", ">= 1 for the fixed exit", self.hold_days)
         if self.rule == "hybrid":
             check_param(self.max_days is not None, "max_days", ">= 1 for the hybrid exit", self.max_days)
-
-    @classmethod
-    def from_name(cls, name: str, **extra) -> "ExitParams":
-        """fixed_<N>d, first_dist, 2x_consec_dist, score_decay, hybrid_<M>d (extra: stop_loss, take_profit, time_stop)."""
-        rule, hold_days, max_days = parse_exit(name)
-        return cls(rule, hold_days, max_days, **extra)
 
     @property
     def max_hold(self) -> int | None:

@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 
@@ -210,7 +211,7 @@ def _check_run_id(run_id: str) -> None:
 # ------------------------------------------------------------------------------------------------ DuckDB
 
 
-def write_backtest(con, run_id: str, summary: Mapping[str, object], events: pd.DataFrame, baseline: pd.DataFrame) -> dict[str, int]:
+def write_backtest(con: duckdb.DuckDBPyConnection, run_id: str, summary: Mapping[str, object], events: pd.DataFrame, baseline: pd.DataFrame) -> dict[str, int]:
     """Store one run in the bt_ tables in ONE transaction; a run_id written again replaces its rows.
 
     Returns the row counts written per table. ``run_timestamp`` / ``created_at`` are the UTC time of the write.

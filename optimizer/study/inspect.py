@@ -409,7 +409,8 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-def render_table(df: pd.DataFrame, console: Any = None, title: str | None = None, max_rows: int | None = None):
+def render_table(df: pd.DataFrame, console: Console | None = None, title: str | None = None,
+                 max_rows: int | None = None) -> Table:
     """Print ``df`` as a rich table (floats to 4 significant digits, missing as '-'). Returns the rich Table."""
     console = console or Console()
     table = Table(title=title, show_lines=False, header_style="bold")

@@ -68,7 +68,10 @@ def _lookup(reg: dict[str, _Entry], name: str, what: str) -> _Entry:
         raise SpecError(f"{what}.name", f"must be one of {', '.join(reg)}, got {name!r}") from None
 
 
-def build_sampler(name: str, seed: int | None, options: Mapping[str, Any], search_space: dict | None = None):
+def build_sampler(name: str, seed: int | None, options: Mapping[str, Any],
+                  search_space: dict | None = None) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler ``name`` with the spec's ``options`` (and ``seed`` when it takes one); ``grid`` needs
+    ``search_space``. Options the class rejects are a SpecError naming the sampler."""
     e = _lookup(SAMPLERS, name, "sampler")
     kw = dict(options)
     if name == "grid":
@@ -83,7 +86,8 @@ def build_sampler(name: str, seed: int | None, options: Mapping[str, Any], searc
         raise SpecError("sampler", f"{name!r} rejected its options {dict(options)}: {ex}") from None
 
 
-def build_pruner(name: str, options: Mapping[str, Any]):
+def build_pruner(name: str, options: Mapping[str, Any]) -> optuna.pruners.BasePruner:
+    """The Optuna pruner ``name`` with the spec's ``options``; options it rejects are a SpecError."""
     e = _lookup(PRUNERS, name, "pruner")
     try:
         return e.factory(**dict(options))

@@ -29,7 +29,7 @@ from optimizer.study.space import grid_search_space
 from optimizer.study.spec import StudySpec
 from optimizer.study.data import StudyData, load_study_data, prepare_data
 from optimizer.study.seed import seed_from_study
-from optimizer.study.storage import _StudyFull, make_storage
+from optimizer.study.storage import StudyFull, make_storage
 from optimizer.study.trial import TrialObjective
 
 __all__ = ["StudyRunResult", "open_study", "run_study", "git_commit", "study_record"]
@@ -117,7 +117,7 @@ def _optimize_budget(study: optuna.Study, storage: Any, objective: Callable, tar
         try:
             study.optimize(objective, n_trials=quota, timeout=t_left, catch=(), callbacks=[_count, *callbacks])
             return  # quota, timeout or stop(): nothing left for this process to do
-        except _StudyFull:
+        except StudyFull:
             pass
         if interval is None or time.monotonic() - changed > idle_limit:
             return
@@ -160,7 +160,7 @@ def study_record(spec: StudySpec, data: StudyData, extra_attrs: Mapping[str, Any
     })
 
 
-def open_study(spec: StudySpec, storage, data: StudyData, name: str | None = None, new_name: bool = False,
+def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, data: StudyData, name: str | None = None, new_name: bool = False,
                extra_attrs: Mapping[str, Any] | None = None, seed_offset: int = 0) -> optuna.Study:
     """Create or resume the spec's study. A study of the same name made from a different spec is refused;
     with ``new_name`` the first ``NAME-k`` made from this spec is resumed, else a free ``NAME-k`` is created.

@@ -72,7 +72,7 @@ class PurgedTimeSeriesSplit:
         self.max_train_size = max_train_size
         self.min_train_size = int(min_train_size)
 
-    def get_n_splits(self, X=None, y=None, groups=None) -> int:
+    def get_n_splits(self, X: object = None, y: object = None, groups: object = None) -> int:
         return self.n_splits
 
     def _test_size(self, n: int) -> int:
@@ -98,7 +98,7 @@ class PurgedTimeSeriesSplit:
             out.append(FoldSpan(k, a, b, min(b + self.purge, n)))
         return out
 
-    def split(self, X, y=None, groups=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def split(self, X: object, y: object = None, groups: object = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield (train_idx, test_idx). ``X`` is anything with a length, or an int."""
         n = int(X) if isinstance(X, (int, np.integer)) else len(X)
         for f in self.fold_spans(n):

@@ -3,19 +3,28 @@ workers, fewer commits per trial. Every override of Optuna's private storage cod
 
 from __future__ import annotations
 
+import fcntl
+import importlib.util
 import os
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.storages._rdb import models
+from optuna.storages._rdb.storage import _create_scoped_session
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
+from sqlalchemy import event
 
-from optimizer.settings import DEFAULT_STORAGE
 from optimizer.errors import AccumoptError, ParameterError
+from optimizer.settings import DEFAULT_STORAGE
+
+__all__ = ["make_storage", "StudyFull"]
 
 
-def make_storage(url: str | None, heartbeat: bool = True, grace_period: int | None = None):
+def make_storage(url: str | None, heartbeat: bool = True, grace_period: int | None = None) -> optuna.storages.BaseStorage:
     """An Optuna storage for ``url`` (default sqlite:///output/studies.db).
 
     SQLite: WAL journal (readers never block the writer, a commit is one fsync of the WAL) and a 60 s busy
@@ -43,8 +52,6 @@ def make_storage(url: str | None, heartbeat: bool = True, grace_period: int | No
         else:  # optuna < 4.9
             hb["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(max_retry=1)
     if url.startswith("journal:"):
-        from optuna.storages.journal import JournalFileBackend
-
         path = url[len("journal:"):]
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         return _BudgetJournalStorage(JournalFileBackend(path), f"{path}.budget.lock")
@@ -52,8 +59,6 @@ def make_storage(url: str | None, heartbeat: bool = True, grace_period: int | No
         path = url[len("sqlite:///"):]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            import sqlite3
-
             with sqlite3.connect(path, timeout=60) as c:
                 c.execute("PRAGMA journal_mode=WAL")
         st = _BudgetRDBStorage(
@@ -64,14 +69,13 @@ def make_storage(url: str | None, heartbeat: bool = True, grace_period: int | No
     return _BudgetRDBStorage(_rdb_url(url), **hb)
 
 
-def _sqlite_pragmas(engine) -> None:
+def _sqlite_pragmas(engine: Any) -> None:
     """WAL + synchronous=NORMAL on every SQLite connection (an SQLAlchemy 'connect' listener).
 
     In WAL mode, NORMAL syncs the WAL at checkpoints instead of at every commit: a committed trial survives a crash
     or SIGKILL of the process (the WAL is in the OS page cache and is replayed on open); only a power loss can drop
     the last commits. The file stays an ordinary SQLite database for optuna-dashboard and ``optuna.load_study``.
     """
-    from sqlalchemy import event
 
     def _pragmas(dbapi_con, record) -> None:
         cur = dbapi_con.cursor()
@@ -101,8 +105,6 @@ def _rdb_url(url: str) -> str:
     ``postgres`` extra installs psycopg2-binary: without this, every PostgreSQL URL failed to import its driver.
     A URL naming its driver (``postgresql+psycopg://``) is left alone.
     """
-    import importlib.util
-
     head, sep, rest = url.partition("://")
     if sep and head in ("postgresql", "postgres"):
         for module, driver in (("psycopg2", "psycopg2"), ("psycopg", "psycopg")):
@@ -121,7 +123,7 @@ def _rdb_url(url: str) -> str:
 _SLOT_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 
 
-class _StudyFull(Exception):
+class StudyFull(Exception):
     """A new trial was refused: the study's trial budget is used up (control flow, caught by run_study)."""
 
 
@@ -138,7 +140,6 @@ class _BudgetRDBStorage(optuna.storages.RDBStorage):
     right after the pop: Optuna never marks a RUNNING trial without any heartbeat stale, so a worker killed
     between ``ask`` and its heartbeat thread's first beat used to leave a trial RUNNING forever.
     """
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._budgets: dict[int, int] = {}
         self._pending: list[tuple] = []
@@ -156,24 +157,17 @@ class _BudgetRDBStorage(optuna.storages.RDBStorage):
             self._set_trial_param_without_commit(session, *p)
 
     def set_trial_intermediate_value(self, trial_id, step, intermediate_value) -> None:
-        from optuna.storages._rdb.storage import _create_scoped_session
-
         with _create_scoped_session(self.scoped_session, True) as session:
             self._flush_params(session)
             self._set_trial_intermediate_value_without_commit(session, trial_id, step, intermediate_value)
 
     def set_trial_user_attr(self, trial_id, key, value) -> None:
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-
         with _create_scoped_session(self.scoped_session, True) as session:
             self._flush_params(session)
             self._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key, value)
 
     def _flush_pending(self) -> None:
         if self._pending:
-            from optuna.storages._rdb.storage import _create_scoped_session
-
             with _create_scoped_session(self.scoped_session, True) as session:
                 self._flush_params(session)
 
@@ -181,8 +175,6 @@ class _BudgetRDBStorage(optuna.storages.RDBStorage):
         self._budgets[study_id] = budget
 
     def _get_prepared_new_trial(self, study_id, template_trial, session):
-        from optuna.storages._rdb import models
-
         trial = super()._get_prepared_new_trial(study_id, template_trial, session)
         if template_trial is None and self.heartbeat_interval is not None:
             session.add(models.TrialHeartbeatModel(trial_id=trial.trial_id))  # DB server time, like every beat
@@ -192,7 +184,7 @@ class _BudgetRDBStorage(optuna.storages.RDBStorage):
                      .filter(models.TrialModel.study_id == study_id, models.TrialModel.state.in_(_SLOT_STATES))
                      .count())  # includes the trial being created
             if taken > budget:
-                raise _StudyFull(f"study id {study_id}: {taken - 1} trials already hold the budget of {budget}")
+                raise StudyFull(f"study id {study_id}: {taken - 1} trials already hold the budget of {budget}")
         return trial
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values=None) -> bool:
@@ -219,8 +211,6 @@ class _BudgetJournalStorage(optuna.storages.JournalStorage):
         budget = self._budgets.get(study_id)
         if template_trial is not None or budget is None:
             return super().create_new_trial(study_id, template_trial)
-        import fcntl
-
         with open(self._budget_lock, "a") as fh:
             t_end = time.monotonic() + 120
             while True:
@@ -234,7 +224,7 @@ class _BudgetJournalStorage(optuna.storages.JournalStorage):
             try:
                 taken = len(self.get_all_trials(study_id, deepcopy=False, states=_SLOT_STATES))
                 if taken >= budget:
-                    raise _StudyFull(f"study id {study_id}: {taken} trials already hold the budget of {budget}")
+                    raise StudyFull(f"study id {study_id}: {taken} trials already hold the budget of {budget}")
                 return super().create_new_trial(study_id)
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)

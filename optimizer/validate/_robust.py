@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 import pandas as pd
 from scipy import stats as st
 
@@ -72,12 +73,12 @@ def _trade_returns(values, name: str = "trade_returns", min_n: int = 1) -> np.nd
     return r
 
 
-def total_return(r, axis: int = -1):
+def total_return(r: ArrayLike, axis: int = -1) -> np.ndarray | float:
     """Compounded return ``prod(1 + r) − 1`` along ``axis`` (order-invariant)."""
     return np.prod(1.0 + np.asarray(r, dtype=float), axis=axis) - 1.0
 
 
-def max_drawdown(r, axis: int = -1):
+def max_drawdown(r: ArrayLike, axis: int = -1) -> np.ndarray | float:
     """Maximum drawdown of the compounded equity path along ``axis``, as a positive fraction of the running
     peak; the starting equity 1 counts as a peak (so a first losing trade is a drawdown)."""
     x = np.moveaxis(np.asarray(r, dtype=float), axis, -1)
@@ -115,7 +116,7 @@ def _scipy_ci(r: np.ndarray, func, method: str, n_boot: int, level: float, seed)
     return float(lo), float(hi)
 
 
-def bootstrap_ci(trade_returns, stat: str | Iterable[str] = "all", n_boot: int = 2000, alpha: float = 0.05,
+def bootstrap_ci(trade_returns: ArrayLike, stat: str | Iterable[str] = "all", n_boot: int = 2000, alpha: float = 0.05,
                  seed: int | None = None) -> dict[str, CI]:
     """Bootstrap confidence intervals of trade-list statistics, resampling trades iid with replacement.
 
@@ -160,7 +161,7 @@ class ShuffleResult:
     total_returns: np.ndarray
 
 
-def trade_order_shuffle(trade_returns, n: int = 2000, seed: int | None = None) -> ShuffleResult:
+def trade_order_shuffle(trade_returns: ArrayLike, n: int = 2000, seed: int | None = None) -> ShuffleResult:
     """Distribution of the maximum drawdown over ``n`` random orderings of the same trades (Monte Carlo
     permutation, seeded with ``numpy.random.default_rng(seed)``). Total return is order-invariant, so every
     permutation has the actual total return; only the path (drawdown) changes."""
@@ -242,7 +243,7 @@ def _side_stats(x: np.ndarray) -> tuple[int, float, float]:
     return int(x.size), float(np.median(x)), float(np.mean(x > 0.0))
 
 
-def rule_validation(returns, conditions: Mapping[str, np.ndarray], min_side: int = 5) -> pd.DataFrame:
+def rule_validation(returns: ArrayLike, conditions: Mapping[str, np.ndarray], min_side: int = 5) -> pd.DataFrame:
     """Does each boolean condition split the trade returns into different distributions?
 
     For each condition: two-sided Mann–Whitney U test (``scipy.stats.mannwhitneyu``) of the returns with the

@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import stats as st
 
 from optimizer.errors import check_param
@@ -100,7 +101,7 @@ def deflated_sharpe_ratio(sr: float, n_trials: int, var_sr: float, n_obs: int, s
     return probabilistic_sharpe_ratio(sr, sr0, n_obs, skew, kurtosis)
 
 
-def sharpe_stats(returns) -> dict:
+def sharpe_stats(returns: ArrayLike) -> dict:
     """Per-observation Sharpe ratio and the moments the PSR/DSR need.
 
     Returns ``dict(sr, n, skew, kurtosis)``: ``sr = mean / std`` (std with ddof=1, no risk-free rate:
@@ -137,7 +138,7 @@ class DSRResult:
     kurtosis: float
 
 
-def deflated_sharpe_from_study(best_returns, trial_sharpes, n_trials_tried: int,
+def deflated_sharpe_from_study(best_returns: ArrayLike, trial_sharpes: ArrayLike, n_trials_tried: int,
                                periods_per_year: float | None = None) -> DSRResult:
     """DSR of the selected configuration of a study (Bailey & López de Prado 2014).
 
@@ -170,7 +171,7 @@ def deflated_sharpe_from_study(best_returns, trial_sharpes, n_trials_tried: int,
                      skew=m["skew"], kurtosis=m["kurtosis"])
 
 
-def excess_t_stat(excess_returns) -> tuple[float, float, int]:
+def excess_t_stat(excess_returns: ArrayLike) -> tuple[float, float, int]:
     """One-sample t statistic of the mean excess return against 0: ``(mean, t, n)``.
 
     ``t = mean / (std_ddof1 / sqrt(n))`` (``scipy.stats.ttest_1samp``). Degenerate cases:
