@@ -292,8 +292,10 @@ def engine_fields(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         raise ParameterError(f"unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(PARAMS)}")
     out: dict[str, dict[str, Any]] = {g: {} for g in GROUPS}
     for name, value in params.items():
-        if name not in ("exit", "hold_days", "max_days"):
-            p = PARAMS[name]
+        p = PARAMS[name]
+        if name in ("exit", "hold_days", "max_days"):
+            p.check(value)  # set below, with the exit rule they belong to
+        else:
             out[p.group][p.field] = p.coerce(value)
     if "exit" in params:
         rule, hold, mx = parse_exit(params["exit"], params.get("hold_days"), params.get("max_days"))

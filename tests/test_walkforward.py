@@ -31,6 +31,7 @@ import pytest
 
 import optimizer.validate.walkforward as wfmod
 from optimizer.data.synth import SynthConfig, synth_to_db
+from optimizer.report.research import build_walkforward_report
 from optimizer.study.spec import load_spec
 from optimizer.study import load_study_data
 from optimizer.validate.walkforward import WalkForwardResult, run_walkforward, select_params
@@ -371,3 +372,28 @@ def test_select_params_robust_separates_categories():
     st = _study_with(vals)
     assert select_params(st, "robust", top_k=3).params == {"a": 0.5, "exit": "y"}
     assert math.isfinite(st.best_value)
+
+
+# ---- 8. one pass per window; statistics that cannot be estimated say why ---------------------------------------
+
+def test_each_window_prepares_its_data_once(planted):
+    """The window's study, its winner's in-sample DSR and its PBO share one StudyData (no second prepare_data)."""
+    res, seen = planted["result"], planted["seen"]
+    prepares = [s["hi"] for s in seen if s["kind"] == "prepare"]
+    assert sorted(prepares) == sorted(w.window.train_end for w in res.windows)
+
+
+def test_statistics_that_cannot_be_estimated_are_explicit(spec, cheap_db, tmp_path):
+    """One trial per window: no PBO (needs >= 2 configurations) and no DSR (needs >= 2 trial Sharpe ratios). Each
+    is NaN with its reason in stats, the verdict fails the PBO gate as n/a, and the report says so."""
+    res = run_walkforward(spec, cheap_db, _journal(tmp_path / "one.log"), n_trials=1, out_dir=None)
+    n = len(res.windows)
+    assert n >= 2 and all(math.isnan(w.pbo) and math.isnan(w.dsr_in_sample) for w in res.windows)
+    assert len(res.stats["pbo_skipped"]) == n and "1 completed configuration(s)" in res.stats["pbo_skipped"][0]
+    assert len(res.stats["dsr_skipped"]) == n and "1 finite trial Sharpe ratio(s)" in res.stats["dsr_skipped"][0]
+    assert math.isnan(res.stats["pbo"]) and res.stats["pbo_windows"] == []
+    g = res.verdict.gate("pbo")
+    assert not g.passed and g.text == "n/a" and "PBO n/a >= 0.50" in res.verdict.line
+    page = build_walkforward_report(res, out_dir=tmp_path).read_text(encoding="utf-8")
+    assert "PBO skipped for window 0: 1 completed configuration(s)" in page
+    assert "DSR skipped for window 0:" in page

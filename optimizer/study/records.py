@@ -85,15 +85,16 @@ class StudyRecord:
     wf_test: tuple[str, str] | None = None
     last_session_seen: str | None = None
 
+    def __post_init__(self) -> None:  # JSON gives lists: hold tuples so records compare and hash by value
+        object.__setattr__(self, "folds", tuple(tuple(f) for f in self.folds or ()))
+        for k in ("wf_train", "wf_test"):
+            if getattr(self, k) is not None:
+                object.__setattr__(self, k, tuple(getattr(self, k)))
+
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any]) -> "StudyRecord":
         """The record from a study's user attributes (unknown keys are ignored, missing ones are None)."""
-        kw = {f.name: attrs[f.name] for f in fields(cls) if f.name in attrs}
-        kw["folds"] = tuple(tuple(f) for f in kw.get("folds") or ())
-        for k in ("wf_train", "wf_test"):
-            if kw.get(k) is not None:
-                kw[k] = tuple(kw[k])
-        return cls(**kw)
+        return cls(**{f.name: attrs[f.name] for f in fields(cls) if f.name in attrs})
 
     def to_attrs(self) -> dict[str, Any]:
         """The user attributes to store: every field (None included, so a missing commit reads as None), the

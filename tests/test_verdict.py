@@ -1,0 +1,84 @@
+"""The verdict is a frozen object of gates (optimizer/validate/verdict.py): decided once, rendered (line, report
+table, JSON) from its data, carried through result.json unchanged, and open to new gates without new code paths."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pandas as pd
+import pytest
+
+from optimizer.errors import ParameterError
+from optimizer.report.research import build_walkforward_report
+from optimizer.validate.verdict import Gate, Verdict, verdict
+
+
+def _gate_rows(page: str) -> dict[str, list[str]]:
+    """{statistic: [value, rule, outcome]} of the report's "Deciding numbers" table."""
+    start = page.index("<h2>Deciding numbers</h2>")
+    body = page[start:page.index("</table>", start)]
+    rows = [re.findall(r"<td[^>]*>(.*?)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", body)[1:]]
+    return {r[0]: [r[1], r[2], "pass" if 'class="pass"' in r[3] else "fail" if 'class="fail"' in r[3] else ""]
+            for r in rows}
+
+
+def test_gates_hold_value_threshold_comparison_and_outcome():
+    v = verdict(0.0012, 0.8, 0.41, 0.62, 143)
+    assert [g.name for g in v.gates] == ["excess_mean", "excess_t", "n_trades", "dsr", "pbo"]
+    assert [g.passed for g in v.gates] == [True, False, True, False, False]
+    g = v.gate("pbo")
+    assert (g.statistic, g.value, g.comparison, g.threshold, g.rule, g.relation) == (
+        "Probability of Backtest Overfitting", 0.62, "<", 0.5, "< 0.50", ">=")
+    assert v.reasons == [x.reason for x in v.gates if not x.passed] and len(v.reasons) == 3
+    assert v.decision == "not supported" and not v.supported
+
+
+def test_the_psr_gate_names_itself():
+    v = verdict(0.004, 3.0, 0.97, 0.2, 100, sharpe="psr", note="context")
+    assert v.gate("dsr") is None and v.gate("psr").statistic == "Probabilistic Sharpe Ratio (OOS excess)"
+    assert v.line == "edge supported: OOS excess +0.40%/trade (t=3.0, n=100), PSR 0.97 >= 0.95, PBO 0.20 < 0.50; context"
+    with pytest.raises(ParameterError, match="sharpe must be one of dsr, psr"):
+        verdict(0.004, 3.0, 0.97, 0.2, 100, sharpe="sr")
+
+
+def test_json_round_trip_keeps_the_decision_exactly():
+    v = verdict(0.0012, float("nan"), 0.97, float("nan"), 20, note="n")
+    d = json.loads(json.dumps(v.to_dict(), allow_nan=False))  # NaN stored as null
+    back = Verdict.from_dict(d)
+    assert (back.line, back.reasons, back.supported) == (v.line, v.reasons, v.supported)
+    assert [g.passed for g in back.gates] == [g.passed for g in v.gates]
+    assert back.gate("excess_t").value is None and back.gate("excess_t").text == "n/a"
+    assert d["verdict"] == "not supported" and d["verdict_line"] == v.line
+    with pytest.raises(ParameterError, match="verdict_gates"):
+        Verdict.from_dict({"verdict": "supported", "verdict_line": "edge supported: ..."})
+
+
+def test_a_new_gate_is_data():
+    """Another statistic joins the verdict as one more Gate: decision, reasons and line follow without new code."""
+    base = verdict(0.004, 3.0, 0.97, 0.2, 100, sharpe="psr")
+    spa = Gate.check("spa", "SPA p-value (best vs benchmark)", 0.2, "<", 0.05, short="SPA p", detail_fmt=".3f")
+    v = Verdict.decide([*base.gates, spa], note="with SPA")
+    assert base.supported and not v.supported
+    assert v.reasons == ["SPA p-value (best vs benchmark) 0.20 >= 0.05"]
+    assert v.line.endswith("PBO 0.20 < 0.50, SPA p 0.20 >= 0.05; with SPA")
+    with pytest.raises(ParameterError, match="distinct names"):
+        Verdict.decide([spa, spa])
+    with pytest.raises(ParameterError, match="comparison must be one of"):
+        Gate.check("x", "x", 1.0, "=>", 0.0)
+
+
+def test_report_renders_any_gate_and_never_recomputes(tmp_path):
+    """The report shows each gate's stored value, rule and outcome; a stored outcome is shown as stored."""
+    spa = Gate.check("spa", "SPA p-value (best vs benchmark)", 0.012, "<", 0.05, short="SPA p", detail_fmt=".3f")
+    v = Verdict.decide([*verdict(0.004, 3.0, 0.97, 0.2, 100, sharpe="psr").gates, spa])
+    result = {"spec": "t", "final": False, "windows": [], "oos": {"n_windows": 0}, "stats": {"dsr": 0.5},
+              "dsr": 0.5, "psr": 0.97, "pbo": 0.2, **v.to_dict()}
+    result["verdict_gates"][-1]["passed"] = False  # as if decided otherwise: the report must not re-decide
+    eq = pd.DataFrame({"date": pd.bdate_range("2024-01-01", periods=3), "oos_return": [0.0] * 3, "oos_equity": [1.0] * 3})
+    page = build_walkforward_report({"result": result, "equity": eq}, out_dir=tmp_path).read_text(encoding="utf-8")
+    rows = _gate_rows(page)
+    assert rows["SPA p-value (best vs benchmark)"] == ["0.012", "&lt; 0.05", "fail"]
+    assert rows["Probabilistic Sharpe Ratio (OOS excess)"] == ["0.970", "&gt;= 0.95", "pass"]
+    assert rows["Deflated Sharpe Ratio"] == ["0.500", "", ""]  # context, not a gate of this verdict
+    assert 'class="verdict rejected"' in page and "SPA p 0.01 &gt;= 0.05" in page
