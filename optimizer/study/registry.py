@@ -1,4 +1,5 @@
-"""Explicit registries of pluggable parts: samplers and pruners (objectives live in ``objectives``, exits in the engine).
+"""Explicit registries of pluggable parts: samplers and pruners (objectives live in ``objectives``, engine parameters
+and exit names in ``optimizer.params``).
 
 Each entry is a tiny adapter over the Optuna class: it validates spec options against the class signature
 (unknown options list the valid ones) and builds the instance. Unknown names list the valid names.
