@@ -8,7 +8,8 @@ per-fold intermediate values of complete vs pruned trials.
 
 ``build_walkforward_report(wf)`` -> ``output/reports/<name>-walkforward.html`` (and the equity figure alone in
 ``output/equity_curves/<name>_oos.html``): the verdict line (green when supported, red when not) and its gates
-(the run's ``Verdict``, rendered, never re-decided) beside the other deciding numbers, bootstrap CIs and the cost-stress table, the stitched OOS equity, in-sample vs out-of-sample bars per window,
+(the run's ``Verdict``, rendered, never re-decided) beside the other deciding numbers, bootstrap CIs and the
+cost-stress table, the stitched OOS equity, in-sample vs out-of-sample bars per window,
 the windows and per-window parameters tables, parameter stability, and — when trade events carry the columns —
 failure modes, the parent-ETF alignment box plot and the rule-validation table; regimes when the result has them.
 
@@ -210,6 +211,7 @@ def _header(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> list
         best = f"{len(study.best_trials)} trials on the Pareto front" if multi else f"{study.best_value:.6g} (trial {study.best_trial.number})"
     except ValueError:
         best = "no completed trial"
+
     def dash(v: Any) -> Any:
         return "-" if v is None else v
 
