@@ -70,7 +70,8 @@ def _jsonable(o: Any) -> Any:
     return str(o)
 
 
-def print_table(rows: pd.DataFrame | Iterable[dict], title: str | None = None, columns: Iterable[str] | None = None) -> None:
+def print_table(rows: pd.DataFrame | Iterable[dict], title: str | None = None,
+                columns: Iterable[str] | None = None) -> None:
     df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
     t = Table(title=title, show_lines=False)
     cols = list(columns or df.columns)

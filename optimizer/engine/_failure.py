@@ -66,7 +66,8 @@ def classify_trade(
     return "FALSE_SIGNAL"
 
 
-def classify_failure_modes(sym_idx: ArrayLike, entry_idx: ArrayLike, exit_idx: ArrayLike, entry_price: ArrayLike, net_ret: ArrayLike, panel: Panel, exit_price: ArrayLike | None=None) -> np.ndarray:
+def classify_failure_modes(sym_idx: ArrayLike, entry_idx: ArrayLike, exit_idx: ArrayLike, entry_price: ArrayLike,
+                           net_ret: ArrayLike, panel: Panel, exit_price: ArrayLike | None = None) -> np.ndarray:
     """Object array of labels (``FAILURE_MODES``), one per trade.
 
     ``sym_idx``/``entry_idx``/``exit_idx`` index the panel's symbols/rows (e = entry bar, x = exit bar); the

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 import pandas as pd
 
 from optimizer.errors import check_param
@@ -45,14 +46,14 @@ def _window(name: str, n: int, lo: int = 1) -> None:
     check_param(isinstance(n, (int, np.integer)) and n >= lo, name, f"an integer >= {lo}", n)
 
 
-def sma(close, window: int = 20) -> np.ndarray:
+def sma(close: ArrayLike, window: int = 20) -> np.ndarray:
     """Trailing simple mean of the last ``window`` rows; NaN unless all ``window`` values are finite."""
     _window("window", window)
     a, one = _as2d(close)
     return _back(pd.DataFrame(a).rolling(int(window), min_periods=int(window)).mean().to_numpy(), one)
 
 
-def sma_slope(sma_values, lookback: int = SLOPE_LOOKBACK) -> np.ndarray:
+def sma_slope(sma_values: ArrayLike, lookback: int = SLOPE_LOOKBACK) -> np.ndarray:
     """Per-session relative slope: (sma[t] - sma[t-k]) / (k * sma[t-k]); NaN when either end is NaN or sma[t-k] <= 0.
 
     The default k = 1 is the design's day-over-day slope ``(sma_20 - sma_20_prev) / sma_20_prev``."""
@@ -65,7 +66,7 @@ def sma_slope(sma_values, lookback: int = SLOPE_LOOKBACK) -> np.ndarray:
     return _back(out, one)
 
 
-def price_vs_sma_pct(close, sma_values) -> np.ndarray:
+def price_vs_sma_pct(close: ArrayLike, sma_values: ArrayLike) -> np.ndarray:
     """close / sma - 1 (NaN when sma is NaN or <= 0)."""
     c = np.asarray(close, dtype=np.float64)
     s = np.asarray(sma_values, dtype=np.float64)
@@ -73,7 +74,8 @@ def price_vs_sma_pct(close, sma_values) -> np.ndarray:
         return np.where(s > 0, c / s - 1.0, np.nan)
 
 
-def trend_class(close, sma_values, slope, threshold: float = SLOPE_THRESHOLD) -> np.ndarray:
+def trend_class(close: ArrayLike, sma_values: ArrayLike, slope: ArrayLike,
+                threshold: float = SLOPE_THRESHOLD) -> np.ndarray:
     """int8: UP (1) when close > sma and slope > +threshold; DOWN (-1) when close < sma and slope < -threshold;
     SIDEWAYS (0) otherwise, including rows where any input is NaN (not enough history counts as neutral)."""
     c = np.asarray(close, dtype=np.float64)
@@ -88,7 +90,7 @@ def trend_class(close, sma_values, slope, threshold: float = SLOPE_THRESHOLD) ->
     return out
 
 
-def wilder_smooth(x, n: int) -> np.ndarray:
+def wilder_smooth(x: ArrayLike, n: int) -> np.ndarray:
     """Wilder's running average per column: seed = mean of the first ``n`` finite values (at the n-th one),
     then avg[t] = (avg[prev] * (n - 1) + x[t]) / n. Rows where x is NaN output NaN and leave the state as is."""
     _window("n", n)
@@ -120,7 +122,7 @@ def _prev_finite(a: np.ndarray) -> np.ndarray:
     return prev
 
 
-def rsi(close, n: int = 14) -> np.ndarray:
+def rsi(close: ArrayLike, n: int = 14) -> np.ndarray:
     """Wilder RSI: change = close[t] - last finite close before t; avg gain/loss by ``wilder_smooth``;
     RSI = 100 - 100 / (1 + gain/loss); 100 when loss == 0 < gain, 50 when both are 0."""
     a, one = _as2d(close)
@@ -134,7 +136,7 @@ def rsi(close, n: int = 14) -> np.ndarray:
     return _back(out, one)
 
 
-def ema(x, span: int) -> np.ndarray:
+def ema(x: ArrayLike, span: int) -> np.ndarray:
     """Recursive EMA, alpha = 2/(span+1), seeded with the first finite value (pandas ``ewm(adjust=False)``);
     NaN until ``span`` finite values have been seen."""
     _window("span", span)
@@ -142,7 +144,8 @@ def ema(x, span: int) -> np.ndarray:
     return _back(pd.DataFrame(a).ewm(span=span, adjust=False, min_periods=span).mean().to_numpy(), one)
 
 
-def macd(close, fast: int = 12, slow: int = 26, signal: int = 9) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def macd(close: ArrayLike, fast: int = 12, slow: int = 26, signal: int = 9) -> tuple[np.ndarray, np.ndarray,
+         np.ndarray]:
     """(line, signal, hist): line = EMA_fast - EMA_slow; signal = EMA_signal(line); hist = line - signal."""
     check_param(fast < slow, "fast", f"< slow={slow}", fast)
     line = ema(close, fast) - ema(close, slow)
@@ -150,7 +153,7 @@ def macd(close, fast: int = 12, slow: int = 26, signal: int = 9) -> tuple[np.nda
     return line, sig, line - sig
 
 
-def bollinger_position(close, window: int = 20, k: float = 2.0) -> np.ndarray:
+def bollinger_position(close: ArrayLike, window: int = 20, k: float = 2.0) -> np.ndarray:
     """(close - mid) / (k * std): mid = trailing mean, std = population std of the last ``window`` closes.
     -1 at the lower band, 0 at the mid, +1 at the upper band (%B = (pos + 1) / 2). NaN when std == 0."""
     _window("window", window, 2)
@@ -162,7 +165,7 @@ def bollinger_position(close, window: int = 20, k: float = 2.0) -> np.ndarray:
     return _back(out, one)
 
 
-def true_range(high, low, close) -> np.ndarray:
+def true_range(high: ArrayLike, low: ArrayLike, close: ArrayLike) -> np.ndarray:
     """max(high - low, |high - prev close|, |low - prev close|); high - low when there is no previous close."""
     h, one = _as2d(high)
     lo, _ = _as2d(low)
@@ -176,19 +179,19 @@ def true_range(high, low, close) -> np.ndarray:
     return _back(tr, one)
 
 
-def atr(high, low, close, n: int = 14) -> np.ndarray:
+def atr(high: ArrayLike, low: ArrayLike, close: ArrayLike, n: int = 14) -> np.ndarray:
     """Wilder ATR: ``wilder_smooth(true_range, n)`` (seed = mean of the first n true ranges)."""
     return wilder_smooth(true_range(high, low, close), n)
 
 
-def atr_pct(atr_values, close) -> np.ndarray:
+def atr_pct(atr_values: ArrayLike, close: ArrayLike) -> np.ndarray:
     """ATR / close (NaN when close <= 0)."""
     c = np.asarray(close, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(c > 0, np.asarray(atr_values, dtype=np.float64) / c, np.nan)
 
 
-def simple_returns(close) -> np.ndarray:
+def simple_returns(close: ArrayLike) -> np.ndarray:
     """close[t] / close[t-1] - 1 (NaN on the first row and next to a missing close)."""
     a, one = _as2d(close)
     r = np.full_like(a, np.nan)
@@ -215,7 +218,8 @@ def _moment_beta(returns, market_returns, mean) -> np.ndarray:
     return _back(beta, one)
 
 
-def ewma_beta(returns, market_returns, halflife: float = 60.0, min_periods: int = 20) -> np.ndarray:
+def ewma_beta(returns: ArrayLike, market_returns: ArrayLike, halflife: float = 60.0,
+              min_periods: int = 20) -> np.ndarray:
     """EWMA beta = ewm_cov(r, r_m) / ewm_var(r_m) per column, over the rows where both returns are finite.
 
     Moments use pandas ``ewm(halflife, adjust=True)`` means of r, r_m, r*r_m, r_m^2 on the pairwise-complete rows
@@ -226,7 +230,8 @@ def ewma_beta(returns, market_returns, halflife: float = 60.0, min_periods: int 
                         lambda v: pd.DataFrame(v).ewm(halflife=halflife, min_periods=min_periods).mean().to_numpy())
 
 
-def rolling_beta(returns, market_returns, window: int = 20, min_periods: int | None = None) -> np.ndarray:
+def rolling_beta(returns: ArrayLike, market_returns: ArrayLike, window: int = 20,
+                 min_periods: int | None = None) -> np.ndarray:
     """Rolling-window beta = cov(r, r_m) / var(r_m) over the last ``window`` rows, on the rows where both returns
     are finite; NaN with fewer than ``min_periods`` (default 3/4 of the window) such pairs or var == 0.
     Equals pandas ``r.rolling(w).cov(m) / m.rolling(w).var()`` on complete data (the ddof cancels)."""
@@ -237,7 +242,8 @@ def rolling_beta(returns, market_returns, window: int = 20, min_periods: int | N
                         lambda v: pd.DataFrame(v).rolling(int(window), min_periods=mp).mean().to_numpy())
 
 
-def blended_beta(ewma, rolling_20, rolling_60, weights: tuple[float, float, float] = BLEND_WEIGHTS) -> np.ndarray:
+def blended_beta(ewma: ArrayLike, rolling_20: ArrayLike, rolling_60: ArrayLike,
+                 weights: tuple[float, float, float] = BLEND_WEIGHTS) -> np.ndarray:
     """Doc 004's blend: 0.5 * EWMA + 0.3 * rolling-20 + 0.2 * rolling-60; NaN unless all three are finite."""
     w = np.asarray(weights, dtype=np.float64)
     check_param(w.shape == (3,) and np.all(w >= 0) and abs(w.sum() - 1.0) < 1e-12, "weights",
@@ -246,7 +252,7 @@ def blended_beta(ewma, rolling_20, rolling_60, weights: tuple[float, float, floa
             + w[2] * np.asarray(rolling_60, dtype=np.float64))
 
 
-def forward_returns(open_, horizons: Sequence[int] = (5, 10, 20)) -> dict[int, np.ndarray]:
+def forward_returns(open_: ArrayLike, horizons: Sequence[int] = (5, 10, 20)) -> dict[int, np.ndarray]:
     """OUTCOME (reads the future): return of a signal at the close of t entered at open[t+1] and held h sessions,
     open[t+1+h] / open[t+1] - 1. NaN when t+1+h is past the end or an open is missing."""
     a, one = _as2d(open_)
@@ -263,7 +269,7 @@ def forward_returns(open_, horizons: Sequence[int] = (5, 10, 20)) -> dict[int, n
 
 
 def market_relative_forward_returns(
-    open_, spy_open, beta, horizons: Sequence[int] = (5, 10, 20)
+    open_: ArrayLike, spy_open: ArrayLike, beta: ArrayLike, horizons: Sequence[int] = (5, 10, 20)
 ) -> dict[int, np.ndarray]:
     """OUTCOME: beta-adjusted forward return r[t] - beta[t] * r_spy[t], both from ``forward_returns`` (same
     entry/exit opens), beta as known at the close of t. NaN where any part is NaN."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from numpy.typing import ArrayLike
 import pandas as pd
 
 from optimizer.errors import check_param
@@ -50,7 +51,8 @@ def _f(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-def options_liquid(call_volume, put_volume, threshold: float = LIQUID_MIN_AVG_VOLUME) -> np.ndarray:
+def options_liquid(call_volume: ArrayLike, put_volume: ArrayLike,
+                   threshold: float = LIQUID_MIN_AVG_VOLUME) -> np.ndarray:
     """bool: trailing mean of call + put volume over the last 20 rows (>= 15 finite) > ``threshold``."""
     total = _f(call_volume) + _f(put_volume)
     two_d = total.reshape(len(total), -1)
@@ -58,21 +60,21 @@ def options_liquid(call_volume, put_volume, threshold: float = LIQUID_MIN_AVG_VO
     return (avg > threshold).reshape(total.shape)
 
 
-def put_call_ratio(call_volume, put_volume) -> np.ndarray:
+def put_call_ratio(call_volume: ArrayLike, put_volume: ArrayLike) -> np.ndarray:
     """put_volume / call_volume (NaN when call volume is 0 or missing)."""
     c, p = _f(call_volume), _f(put_volume)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(c > 0, p / c, np.nan)
 
 
-def ratio(num, den) -> np.ndarray:
+def ratio(num: ArrayLike, den: ArrayLike) -> np.ndarray:
     """num / den (NaN when den is 0 or missing): call/put, ITM/OTM call and ITM/OTM put ratios."""
     n, d = _f(num), _f(den)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(d > 0, n / d, np.nan)
 
 
-def pct_change(x, lag: int = CHANGE_LAG) -> np.ndarray:
+def pct_change(x: ArrayLike, lag: int = CHANGE_LAG) -> np.ndarray:
     """x[t] / x[t - lag] - 1 (relative change; NaN on the first ``lag`` rows or when x[t - lag] <= 0)."""
     a = _f(x)
     out = np.full_like(a, np.nan)
@@ -81,7 +83,7 @@ def pct_change(x, lag: int = CHANGE_LAG) -> np.ndarray:
     return out
 
 
-def change(x, lag: int = 5) -> np.ndarray:
+def change(x: ArrayLike, lag: int = 5) -> np.ndarray:
     """x[t] - x[t - lag] (absolute change; NaN on the first ``lag`` rows)."""
     a = _f(x)
     out = np.full_like(a, np.nan)
@@ -89,7 +91,7 @@ def change(x, lag: int = 5) -> np.ndarray:
     return out
 
 
-def iv_percentile(atm_iv, window: int = IV_WINDOW, min_periods: int = IV_MIN_PERIODS) -> np.ndarray:
+def iv_percentile(atm_iv: ArrayLike, window: int = IV_WINDOW, min_periods: int = IV_MIN_PERIODS) -> np.ndarray:
     """100 * #(finite IVs in rows [t-window+1, t] strictly below iv[t]) / (n - 1), n = finite IVs in the window
     (including t); NaN when iv[t] is NaN or n < ``min_periods``. 0 = lowest of the window, 100 = highest."""
     check_param(2 <= min_periods <= window, "min_periods", f"in [2, window={window}]", min_periods)
@@ -108,7 +110,8 @@ def iv_percentile(atm_iv, window: int = IV_WINDOW, min_periods: int = IV_MIN_PER
     return out[:, 0] if one else out
 
 
-def activity_zscore(volume, window: int = ACTIVITY_WINDOW, min_periods: int = ACTIVITY_MIN_PERIODS) -> np.ndarray:
+def activity_zscore(volume: ArrayLike, window: int = ACTIVITY_WINDOW,
+                    min_periods: int = ACTIVITY_MIN_PERIODS) -> np.ndarray:
     """(v[t] - mean) / std (population) of the PRIOR ``window`` rows t-window..t-1 (today excluded, so a spike
     does not inflate its own baseline); NaN when v[t] is NaN, fewer than ``min_periods`` finite priors or std == 0."""
     a = _f(volume)
@@ -122,7 +125,7 @@ def activity_zscore(volume, window: int = ACTIVITY_WINDOW, min_periods: int = AC
     return z[:, 0] if one else z
 
 
-def lookback_max(x, lookback: int = LOOKBACK) -> np.ndarray:
+def lookback_max(x: ArrayLike, lookback: int = LOOKBACK) -> np.ndarray:
     """max of x over rows [t - lookback, t] per column, NaN ignored (NaN when all are NaN): the design's
     "T-0 plus T-1..T-5" window with lookback = 5."""
     a = _f(x)
@@ -131,7 +134,8 @@ def lookback_max(x, lookback: int = LOOKBACK) -> np.ndarray:
     return out[:, 0] if one else out
 
 
-def options_boost(liquid, itm_call_z_max, otm_call_z_max, call_put_change, premium_change) -> np.ndarray:
+def options_boost(liquid: ArrayLike, itm_call_z_max: ArrayLike, otm_call_z_max: ArrayLike,
+                  call_put_change: ArrayLike, premium_change: ArrayLike) -> np.ndarray:
     """The score-independent part of the design's ``options_activity_boost`` (liquid names; else 1.0):
     1 + 0.15 [max ITM call z over T-0..T-5 > 2] + 0.10 [max OTM call z > 1.5 and call/put 5d change > 0]
     + 0.10 [total premium 5d change > 0.20]; capped at 1.5. NaN never satisfies a condition.
@@ -145,7 +149,7 @@ def options_boost(liquid, itm_call_z_max, otm_call_z_max, call_put_change, premi
     return np.minimum(b, BOOST_CAP)
 
 
-def squeeze_boost(boost_base, otm_put_z_max, score) -> np.ndarray:
+def squeeze_boost(boost_base: ArrayLike, otm_put_z_max: ArrayLike, score: ArrayLike) -> np.ndarray:
     """Full boost at a signal: ``boost_base`` + 0.15 when max OTM put z over T-0..T-5 > 2 and score >= 75 (the
     design's contrarian squeeze setup), capped at 1.5. ``otm_put_z_max`` is NaN on non-liquid names."""
     b, pz, sc = _f(boost_base), _f(otm_put_z_max), _f(score)

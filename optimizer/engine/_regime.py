@@ -85,7 +85,8 @@ def market_regime(
     return out
 
 
-def regime_features(spy_close: ArrayLike, spy_high: ArrayLike=None, spy_low: ArrayLike=None, spy_volume: ArrayLike=None, vix: ArrayLike=None) -> pd.DataFrame:
+def regime_features(spy_close: ArrayLike, spy_high: ArrayLike | None = None, spy_low: ArrayLike | None = None,
+                    spy_volume: ArrayLike | None = None, vix: ArrayLike | None = None) -> pd.DataFrame:
     """Daily market features (T rows, columns ``REGIME_FEATURES``), each at t from rows <= t:
     rv20 realized vol (%), mom20 = close/close[t-20] - 1, trend = SMA20/SMA50 - 1, volume_ratio = volume / 20-session
     mean volume (today included), range20 = 20-session mean of (high - low)/close, iv = VIX forward-filled up to 5
@@ -207,7 +208,7 @@ def learned_regime(
     return learned_regime_detail(features, refit_every, min_train, n_components, random_state)[0]
 
 
-def position_multiplier(learned, vix_level=None) -> np.ndarray:
+def position_multiplier(learned: ArrayLike, vix_level: ArrayLike | None = None) -> np.ndarray:
     """float (T,): doc 004's position-size multiplier of each row's learned regime (``POSITION_MULTIPLIERS``:
     BULL_LOW_VOL 1.0, BULL_HIGH_VOL 0.5, BEAR_LOW_VOL 0.5, BEAR_HIGH_VOL 0.25, UNKNOWN 1.0), overridden by 0.1 when
     ``vix_level`` > 40 (the VIX the rule regime used: VIX, or its proxy on dates without VIX)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 import pandas as pd
 
 from optimizer.engine._failure import FAILURE_MODES, classify_failure_modes
@@ -29,6 +30,7 @@ from optimizer.engine._regime import (
     regime_features,
 )
 from optimizer.errors import check_param
+from optimizer.engine.panel import Panel
 
 __all__ = [
     "TREND_UP", "TREND_SIDEWAYS", "TREND_DOWN", "TREND_LABELS",
@@ -56,7 +58,7 @@ CONTEXT_KEYS: tuple[str, ...] = (
 )
 
 
-def decode(codes, labels: dict[int, str]) -> np.ndarray:
+def decode(codes: ArrayLike, labels: dict[int, str]) -> np.ndarray:
     """int8 codes -> object array of label strings (e.g. ``decode(ctx['trend'], TREND_LABELS)``)."""
     a = np.asarray(codes)
     lut = np.array([labels.get(int(v), "UNKNOWN") for v in np.unique(a)], dtype=object)
@@ -69,7 +71,8 @@ def parent_etf_available(symbols: Sequence[str], sectors: Sequence[str | None]) 
     return np.array([s is not None and s in have for s in sectors], dtype=bool)
 
 
-def parent_etf_aligned(display, symbols: Sequence[str], sectors: Sequence[str | None], buy_threshold: float) -> np.ndarray:
+def parent_etf_aligned(display: ArrayLike, symbols: Sequence[str], sectors: Sequence[str | None],
+                       buy_threshold: float) -> np.ndarray:
     """bool (T, N): the symbol's sector ETF is also accumulating at t (its display >= buy_threshold).
 
     False where the ETF's display is NaN, for symbols without a parent ETF (ETFs themselves, unknown names) and
@@ -89,7 +92,7 @@ def parent_etf_aligned(display, symbols: Sequence[str], sectors: Sequence[str | 
 
 
 def signal_quality(
-    display, buy_threshold: float, trend, put_call, aligned, lit_z, boost=1.0,
+    display: ArrayLike, buy_threshold: float, trend: ArrayLike, put_call: ArrayLike, aligned: ArrayLike, lit_z: ArrayLike, boost: ArrayLike = 1.0,
     reversal_score: float = 80.0, reversal_put_call: float = 0.7, aligned_score: float = 75.0,
     medium_score: float = 70.0, medium_lit_z: float = 1.0,
 ) -> np.ndarray:
@@ -121,7 +124,7 @@ def signal_quality(
     return out
 
 
-def compute_context(panel, learned_kwargs: dict | None = None) -> dict[str, np.ndarray]:
+def compute_context(panel: Panel, learned_kwargs: dict | None = None) -> dict[str, np.ndarray]:
     """Every score-independent context feature of the panel (keys ``CONTEXT_KEYS``), point-in-time.
 
     Per symbol (T, N): sma_20, sma_20_slope (day over day), price_vs_sma_20_pct, trend (int8), rsi_14,
@@ -174,7 +177,8 @@ def compute_context(panel, learned_kwargs: dict | None = None) -> dict[str, np.n
     return {k: out[k] for k in CONTEXT_KEYS}
 
 
-def market_regime_frame(panel, context: dict[str, np.ndarray] | None = None, symbol: str = "SPY") -> pd.DataFrame:
+def market_regime_frame(panel: Panel, context: dict[str, np.ndarray] | None = None,
+                        symbol: str = "SPY") -> pd.DataFrame:
     """One row per session: the rows of the ``market_regimes`` table (doc 004) for the panel's market.
 
     Columns: symbol, date, regime (learned label), probability (its posterior; NaN when UNKNOWN),

@@ -50,7 +50,7 @@ from optimizer.engine.metrics import SESSIONS_PER_MONTH
 from optimizer.engine.panel import Panel
 from optimizer.data.rolling import rolling_zscore
 from optimizer.engine.signals import accumulation, distribution
-from optimizer.engine.simulate import EXIT_REASONS, Span, Thresholds
+from optimizer.engine.simulate import EXIT_REASONS, ExitParams, Span, Thresholds
 
 __all__ = [
     "HORIZONS", "EVENT_COLUMNS", "BASELINE_COLUMNS", "SUMMARY_ID_KEYS", "SUMMARY_EXTRA_METRICS", "DESIGN_OPTION_COLUMNS",
@@ -386,7 +386,7 @@ def _iso(panel: Panel, i: int) -> str:
     return str(np.datetime64(panel.dates[i], "D"))
 
 
-def exit_strategy_name(exit_params) -> str:
+def exit_strategy_name(exit_params: ExitParams) -> str:
     """The design's exit_strategy label: fixed_<N>d, first_dist, 2x_consec_dist, score_decay, hybrid_<M>d."""
     if exit_params.rule == "fixed":
         return f"fixed_{int(exit_params.hold_days)}d"

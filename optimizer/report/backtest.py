@@ -211,7 +211,8 @@ def _check_run_id(run_id: str) -> None:
 # ------------------------------------------------------------------------------------------------ DuckDB
 
 
-def write_backtest(con: duckdb.DuckDBPyConnection, run_id: str, summary: Mapping[str, object], events: pd.DataFrame, baseline: pd.DataFrame) -> dict[str, int]:
+def write_backtest(con: duckdb.DuckDBPyConnection, run_id: str, summary: Mapping[str, object], events: pd.DataFrame,
+                   baseline: pd.DataFrame) -> dict[str, int]:
     """Store one run in the bt_ tables in ONE transaction; a run_id written again replaces its rows.
 
     Returns the row counts written per table. ``run_timestamp`` / ``created_at`` are the UTC time of the write.
@@ -232,7 +233,7 @@ def write_backtest(con: duckdb.DuckDBPyConnection, run_id: str, summary: Mapping
     return {RUNS_TABLE: len(run), EVENTS_TABLE: len(ev), BASELINE_TABLE: len(bl)}
 
 
-def write_market_regimes(con, frame: pd.DataFrame) -> int:
+def write_market_regimes(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame) -> int:
     """Replace the frame's (symbol, date) rows of ``market_regimes`` (created by the store's migration) in one
     transaction; ``frame`` is ``engine.context.market_regime_frame``. Returns the rows written."""
     if frame.empty:

@@ -160,8 +160,9 @@ def study_record(spec: StudySpec, data: StudyData, extra_attrs: Mapping[str, Any
     })
 
 
-def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, data: StudyData, name: str | None = None, new_name: bool = False,
-               extra_attrs: Mapping[str, Any] | None = None, seed_offset: int = 0) -> optuna.Study:
+def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, data: StudyData, name: str | None = None,
+               new_name: bool = False, extra_attrs: Mapping[str, Any] | None = None,
+               seed_offset: int = 0) -> optuna.Study:
     """Create or resume the spec's study. A study of the same name made from a different spec is refused;
     with ``new_name`` the first ``NAME-k`` made from this spec is resumed, else a free ``NAME-k`` is created.
 

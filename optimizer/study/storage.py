@@ -24,7 +24,8 @@ from optimizer.settings import DEFAULT_STORAGE
 __all__ = ["make_storage", "StudyFull"]
 
 
-def make_storage(url: str | None, heartbeat: bool = True, grace_period: int | None = None) -> optuna.storages.BaseStorage:
+def make_storage(url: str | None, heartbeat: bool = True,
+                 grace_period: int | None = None) -> optuna.storages.BaseStorage:
     """An Optuna storage for ``url`` (default sqlite:///output/studies.db).
 
     SQLite: WAL journal (readers never block the writer, a commit is one fsync of the WAL) and a 60 s busy
