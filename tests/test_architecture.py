@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import importlib
 import json
 import subprocess
 import sys
@@ -24,6 +25,8 @@ from importlinter import configuration
 from importlinter.application.use_cases import read_user_options
 from importlinter.contracts.acyclic_siblings import AcyclicSiblingsContract
 from importlinter.contracts.layers import LayersContract
+
+from optimizer.cli import COMMAND_MODULES, main
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("optimizer", "objectives")
@@ -256,3 +259,16 @@ def test_importing_every_module_changes_no_global_state():
     assert res.returncode == 0, res.stderr[-2000:]
     before, after = json.loads(res.stdout.strip().splitlines()[-1])
     assert after == before
+
+
+def test_every_cli_command_is_registered_with_its_module():
+    """The CLI loads a command group's module when one of its commands is used: the name -> module map must list
+    exactly the commands each module defines (else a command would be unreachable)."""
+    import importlib
+
+    from optimizer.cli import COMMAND_MODULES, main
+
+    defined = {c.name: m for m in set(COMMAND_MODULES.values())
+               for c in importlib.import_module(f"optimizer.cli.{m}").COMMANDS}
+    assert defined == COMMAND_MODULES
+    assert sorted(main.commands) == sorted(COMMAND_MODULES) and main.commands["study"].name == "study"

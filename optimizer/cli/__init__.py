@@ -3,20 +3,68 @@
 Every command has --help; every domain error (AccumoptError) becomes one line on stderr and exit code 2.
 Shared options: --db (env ACCUMOPT_DB, default output/darkpool.duckdb), --storage (env ACCUMOPT_STORAGE,
 default sqlite:///output/studies.db), --format table|json.
+
+One module per command group (``data``, ``backtest``, ``study``, ``research``, ``analytics``, ``signals``,
+``symbols``), each importing the
+library it calls at its top. A module is loaded when one of its commands is looked up (``_LazyCommands``), so
+``accumopt ingest`` does not import Optuna, numba or plotly; ``accumopt --help`` lists every command and so loads
+them all.
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
+from collections.abc import Iterator, MutableMapping
+
 import click
 
 from optimizer import __version__
-from optimizer.cli import analytics, backtest, data, research, signals, study, symbols
-from optimizer.cli._common import _Group
+from optimizer.cli._common import ErrorGroup
 
-__all__ = ["main"]
+__all__ = ["main", "COMMAND_MODULES"]
+
+# command name -> the module of optimizer.cli that defines it (in its COMMANDS)
+COMMAND_MODULES: dict[str, str] = {
+    **dict.fromkeys(("ingest", "fetch", "data", "metrics"), "data"),
+    "backtest": "backtest",
+    **dict.fromkeys(("study", "dashboard"), "study"),
+    **dict.fromkeys(("walkforward", "report", "sandbox", "demo"), "research"),
+    **dict.fromkeys(("scan", "table", "plot", "chart"), "analytics"),
+    **dict.fromkeys(("signals", "evening"), "signals"),
+    "symbols": "symbols",
+}
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+class _LazyCommands(MutableMapping):
+    """The group's commands by name; a command's module is imported the first time one of its names is read."""
+
+    def __init__(self, modules: dict[str, str]) -> None:
+        self._modules = dict(modules)
+        self._loaded: dict[str, click.Command] = {}
+
+    def __getitem__(self, name: str) -> click.Command:
+        if name not in self._loaded:
+            module = importlib.import_module(f"optimizer.cli.{self._modules[name]}")  # KeyError: no such command
+            self._loaded.update({c.name: c for c in module.COMMANDS})
+        return self._loaded[name]
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        self._loaded[name] = command
+        self._modules.setdefault(name, "")
+
+    def __delitem__(self, name: str) -> None:
+        del self._modules[name]
+        self._loaded.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._modules)
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+
+@click.group(cls=ErrorGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="accumopt")
 def main() -> None:
     """accumopt: optimize and honestly validate institutional accumulation/distribution signals.
@@ -28,12 +76,11 @@ def main() -> None:
       accumopt walkforward studies/demo.toml
       accumopt report demo
     """
-    import optuna
+    # The command (resolved before this runs) loaded Optuna if it uses it: quiet its per-trial INFO logging, the CLI
+    # prints its own progress and results. Commands that never touch Optuna do not import it for this.
+    optuna = sys.modules.get("optuna")
+    if optuna is not None:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the CLI prints its own progress and results
 
-
-
-for _module in (data, backtest, study, research, analytics, signals, symbols):
-    for _cmd in _module.COMMANDS:
-        main.add_command(_cmd)
+main.commands = _LazyCommands(COMMAND_MODULES)

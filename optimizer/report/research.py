@@ -36,8 +36,6 @@ import numpy as np
 import optuna
 import pandas as pd
 import plotly.graph_objects as go
-from optuna import visualization as V
-from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 from optuna.trial import TrialState
 from plotly.offline import get_plotlyjs
 
@@ -231,6 +229,9 @@ def _header(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> list
 
 def _top_params(study: optuna.Study, target, k: int = 3) -> tuple[list[str], dict[str, float] | None]:
     """The k most important parameters (fANOVA, seeded) or, when importances fail, the most common ones."""
+    # lazy: optuna's importance module imports scikit-learn (about a second); only study reports need it
+    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+
     try:
         imp = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0), target=target)
     except (ValueError, RuntimeError):  # optuna's refusals: too few completed trials / a single distinct value
@@ -285,6 +286,10 @@ def build_study_report(storage: Any, study_name: str, out_dir: str | Path = "out
     An unknown study is a DataError listing the storage's studies. Plots optuna cannot compute (importances with
     too few trials, contour with one parameter) become notes on the page, never errors.
     """
+    # lazy: optuna's plots and importances import scikit-learn (about a second); only study reports need them
+    from optuna import visualization as V
+    from optuna.importance import FanovaImportanceEvaluator
+
     study, st = _open_study(storage, study_name)
     trials = study.get_trials(deepcopy=False)
     multi = len(study.directions) > 1
