@@ -247,7 +247,7 @@ class CombinatorialPurgedCV:
     def n_paths(self) -> int:
         return self.n_splits * self.n_test_groups // self.n_groups
 
-    def get_n_splits(self, X=None, y=None, groups=None) -> int:
+    def get_n_splits(self, X: object = None, y: object = None, groups: object = None) -> int:
         return self.n_splits
 
     @property
@@ -309,7 +309,8 @@ class CombinatorialPurgedCV:
                 train[j, e:e + self.purge + self.embargo] = False
         return train, test
 
-    def split(self, X, y=None, groups=None) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+    def split(self, X: object, y: object = None,
+              groups: object = None) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
         """Yield ``(train_idx, [test_idx of each test group])``. ``X`` is anything with a length, or an int."""
         n = int(X) if isinstance(X, (int, np.integer)) else len(X)
         bounds = self.group_bounds(n)

@@ -45,6 +45,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 import pandas as pd
 from scipy import stats as st
 
@@ -124,7 +125,7 @@ class DailyExcess:
     def bench_mean(self) -> np.ndarray:
         return self.raw_mean - self.mean
 
-    def to_frame(self, dates=None) -> pd.DataFrame:
+    def to_frame(self, dates: ArrayLike | None = None) -> pd.DataFrame:
         """``total``, ``mean``, ``n_open`` per day, indexed by panel row or by ``dates[start:stop]``."""
         idx = (pd.RangeIndex(self.start, self.stop, name="row") if dates is None
                else pd.DatetimeIndex(dates)[self.start:self.stop].rename("date"))
@@ -175,8 +176,8 @@ def _basket_expectation(opn: np.ndarray, lo: int, hi: int, holds: np.ndarray) ->
     return out
 
 
-def daily_excess(trades: Trades, excess, close: np.ndarray, start: int | None = None, stop: int | None = None,
-                 market_open: np.ndarray | None = None) -> DailyExcess:
+def daily_excess(trades: Trades, excess: ArrayLike, close: np.ndarray, start: int | None = None,
+                 stop: int | None = None, market_open: np.ndarray | None = None) -> DailyExcess:
     """The daily excess series of the CLOSED trades of ``trades`` (see the module docstring for the construction).
 
     ``excess`` holds one value per closed trade, in the order of ``trades.net_ret[trades.closed]`` (what
@@ -285,7 +286,7 @@ class HACResult:
     n_eff: float
 
 
-def hac_mean(x, lags: int | None = None) -> HACResult:
+def hac_mean(x: ArrayLike, lags: int | None = None) -> HACResult:
     """Newey-West test of the mean of ``x`` (statsmodels OLS on a constant, ``cov_type="HAC"``, Bartlett kernel,
     small-sample correction). ``lags`` defaults to :func:`newey_west_lags`. Degenerate input (n < 3 or zero
     dispersion) gives NaN statistics, not an error."""
@@ -332,7 +333,7 @@ class BootstrapMean:
     means: np.ndarray
 
 
-def politis_white_block(x) -> float:
+def politis_white_block(x: ArrayLike) -> float:
     """Mean block length of the stationary bootstrap for ``x`` (Politis & White 2004 with the Patton, Politis &
     White 2009 correction, arch ``optimal_block_length``), clipped to [1, n/4]; 1 when it cannot be estimated."""
     from arch.bootstrap import optimal_block_length
@@ -344,7 +345,7 @@ def politis_white_block(x) -> float:
     return float(min(max(b, 1.0), max(1.0, y.size / 4.0))) if np.isfinite(b) else 1.0
 
 
-def block_bootstrap_mean(x, reps: int = 2000, level: float = 0.95, block_size: float | None = None,
+def block_bootstrap_mean(x: ArrayLike, reps: int = 2000, level: float = 0.95, block_size: float | None = None,
                          seed: int | None = 0) -> BootstrapMean:
     """Stationary bootstrap of the mean of ``x`` over days (Politis & Romano 1994) with mean block length
     ``block_size`` (default: Politis-White 2004, clipped to [1, n/4]); seeded, so reproducible."""
@@ -369,7 +370,7 @@ def block_bootstrap_mean(x, reps: int = 2000, level: float = 0.95, block_size: f
 # ---- PSR on the daily series ---------------------------------------------------------------------------------
 
 
-def daily_psr(x, sr_benchmark: float = 0.0, n_eff: float | None = None) -> dict:
+def daily_psr(x: ArrayLike, sr_benchmark: float = 0.0, n_eff: float | None = None) -> dict:
     """Probabilistic Sharpe Ratio of a daily series with its own skew and (non-excess) kurtosis.
 
     ``n_eff`` (e.g. a HAC effective number of days) replaces the number of observations when smaller: the PSR

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from itertools import combinations
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import stats as st
 
 from optimizer.errors import check_param
@@ -155,7 +156,7 @@ def _selection(is_m: np.ndarray, oos_m: np.ndarray, n_blocks: int) -> PBOResult:
                      n_combinations=int(n_comb), n_blocks=int(n_blocks), n_configs=int(n_cfg))
 
 
-def probability_of_backtest_overfitting(perf, n_blocks: int = 16,
+def probability_of_backtest_overfitting(perf: ArrayLike, n_blocks: int = 16,
                                         metric: Callable[[np.ndarray], np.ndarray] | str = "sharpe") -> PBOResult:
     """PBO of selecting the best of N configurations (Bailey, Borwein, López de Prado & Zhu 2017, CSCV).
 
@@ -197,7 +198,8 @@ class CPCVResult:
     n_splits: int
 
 
-def cpcv_pbo(perf, cv: CombinatorialPurgedCV, metric: Callable[[np.ndarray], np.ndarray] | str = "sharpe") -> CPCVResult:
+def cpcv_pbo(perf: ArrayLike, cv: CombinatorialPurgedCV,
+             metric: Callable[[np.ndarray], np.ndarray] | str = "sharpe") -> CPCVResult:
     """PBO and out-of-sample paths of selecting the best of N configurations under combinatorial purged CV.
 
     ``perf`` is T_obs × N_configs per-period performance over the sessions ``cv`` splits (row i = session i).

@@ -24,6 +24,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from optimizer.errors import check_param
 
@@ -57,14 +58,14 @@ class RealityCheck:
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
 
 
-def distinct_columns(perf) -> np.ndarray:
+def distinct_columns(perf: ArrayLike) -> np.ndarray:
     """Indices of the first occurrence of each distinct column of ``perf`` (in column order)."""
     m = np.asarray(perf, dtype=float)
     _, first = np.unique(m.T, axis=0, return_index=True)
     return np.sort(first)
 
 
-def spa_test(perf, reps: int = 1000, block_size: float | None = None, seed: int | None = 0,
+def spa_test(perf: ArrayLike, reps: int = 1000, block_size: float | None = None, seed: int | None = 0,
              studentize: bool = True) -> RealityCheck:
     """Hansen's SPA test that the best column of ``perf`` (days x configurations, excess over the benchmark) has a
     positive expected value, over every configuration tried (``arch.bootstrap.SPA``, stationary bootstrap).

@@ -34,6 +34,7 @@ import pandas as pd
 from scipy import stats as st
 
 from optimizer.errors import check_param
+from optimizer.validate._inference import politis_white_block
 
 __all__ = [
     "CI",
@@ -324,7 +325,7 @@ def _equity_stats(r: np.ndarray, periods_per_year: float) -> np.ndarray:
     return np.stack([tot, cagr, max_drawdown(r), sr], axis=-1)
 
 
-def equity_bootstrap(daily_returns, reps: int = 2000, alpha: float = 0.05, block_size: float | None = None,
+def equity_bootstrap(daily_returns: ArrayLike, reps: int = 2000, alpha: float = 0.05, block_size: float | None = None,
                      seed: int | None = 0, periods_per_year: float = 252.0) -> EquityBootstrap:
     """Stationary block bootstrap of a portfolio's DAILY returns (days resampled in blocks of mean length
     ``block_size``, Politis-White by default, so volatility clusters and overlapping positions stay together).
@@ -332,9 +333,7 @@ def equity_bootstrap(daily_returns, reps: int = 2000, alpha: float = 0.05, block
     Percentile intervals at ``1 − alpha`` of total return, CAGR, maximum drawdown and annualized Sharpe; the
     resampled drawdowns are returned whole (the drawdown distribution). Seeded, so reproducible.
     """
-    from arch.bootstrap import StationaryBootstrap
-
-    from optimizer.validate._inference import politis_white_block
+    from arch.bootstrap import StationaryBootstrap  # lazy: arch is heavy and only the bootstraps need it
 
     r = np.asarray(daily_returns, dtype=float)
     check_param(r.ndim == 1 and r.size >= 10, "daily_returns", "a 1-D array of at least 10 values",
