@@ -2,14 +2,13 @@
 
 ``backtest(params, db, ...)`` loads the universe's panel, evaluates the configuration over every session and, with
 ``save``, writes the run to the ``bt_`` tables of the store and to files (``optimizer.report.backtest``):
-signal events with their context, the frequency baseline and one summary row. ``load_params_file`` reads a JSON
-parameters document (a flat object, or ``accumopt study best --format json`` output with its ``params``).
+signal events with their context, the frequency baseline and one summary row. A parameters file is read by the one
+reader, ``optimizer.study.paramsfile.load_params_record``.
 Parameters follow the registry (``optimizer.params``); a ``weights`` preset and ``use_*`` switches are accepted too.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +19,11 @@ from optimizer.engine.context import compute_context, market_regime_frame
 from optimizer.engine.evaluate import Config, Evaluator, Result
 from optimizer.engine.outcomes import backtest_summary, frequency_baseline, signal_events
 from optimizer.engine.panel import Panel
-from optimizer.errors import ParameterError
 from optimizer.params import engine_params
 from optimizer.report.backtest import make_run_id, write_backtest, write_backtest_files, write_market_regimes
 from optimizer.study.data import load_universe_panel
 
-__all__ = ["BACKTEST_METRICS", "BacktestRun", "backtest", "load_params_file", "save_backtest"]
+__all__ = ["BACKTEST_METRICS", "BacktestRun", "backtest", "save_backtest"]
 
 # The metrics a backtest reports (``accumopt backtest`` prints them; JSON carries them), in display order.
 BACKTEST_METRICS = (
@@ -48,19 +46,6 @@ class BacktestRun:
     def metrics(self) -> dict[str, float]:
         """The reported metrics (``BACKTEST_METRICS``)."""
         return {k: self.result.metrics[k] for k in BACKTEST_METRICS}
-
-
-def load_params_file(path: str | Path) -> dict[str, Any]:
-    """The parameters in a JSON file: a flat object, or a document with a ``params`` object (``study best``)."""
-    try:
-        doc = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ParameterError(f"{path}: cannot read a JSON params file: {e}") from None
-    if isinstance(doc, dict) and isinstance(doc.get("params"), dict):
-        return dict(doc["params"])
-    if not isinstance(doc, dict):
-        raise ParameterError(f"{path}: must hold a JSON object of parameters or {{\"params\": {{...}}}}")
-    return doc
 
 
 def save_backtest(res: Result, panel: Panel, db: str | Path, out_dir: str | Path = "output",

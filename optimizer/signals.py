@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pandas as pd
 
@@ -59,7 +60,7 @@ def params_hash(config: Config, universe: object, start: object, regime: str) ->
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
-def latest_finra_date(con) -> dt.date:
+def latest_finra_date(con: duckdb.DuckDBPyConnection) -> dt.date:
     """The latest session with FINRA short-sale data in the store (finra_short_daily; a darkpool-pipeline store
     without it: the latest daily_metrics row with a short ratio)."""
     if table_exists(con, "finra_short_daily"):

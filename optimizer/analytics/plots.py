@@ -20,8 +20,13 @@ from __future__ import annotations
 import duckdb
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+from rich.console import Console
+from rich.table import Table
 
 from optimizer.errors import DataError, check_param
+from optimizer.data.calendar import DateLike
 from optimizer.data.symbols import canonical_symbol
 from optimizer.analytics.scanner import _as_date
 from optimizer.analytics.tables import BEARISH, BULLISH, DIVERGENCE, agreement, display_score, require_symbols, table_columns
@@ -82,7 +87,8 @@ def _num(df: pd.DataFrame, c: str) -> np.ndarray:
     return pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float)
 
 
-def pressure_data(con: duckdb.DuckDBPyConnection, ticker: str, start=None, end=None) -> pd.DataFrame:
+def pressure_data(con: duckdb.DuckDBPyConnection, ticker: str, start: DateLike | None = None,
+                  end: DateLike | None = None) -> pd.DataFrame:
     """daily_metrics rows of ``ticker`` in [start, end] plus accumulation_score, agreement and otc_wow_delta."""
     df = _load_range(con, "daily_metrics", ticker, list(_PRESSURE_COLS), start, end)
     df["accumulation_score"] = display_score(_num(df, "short_buy_sell_ratio_z"), _num(df, "lit_flow_imbalance_z"), _num(df, "return_z"))
@@ -106,8 +112,6 @@ def _ys(values) -> list:
 
 
 def _ratio_panel(fig, df: pd.DataFrame, row: int, markers: bool) -> None:
-    import plotly.graph_objects as go
-
     x, r = _xs(df), _num(df, "short_buy_sell_ratio")
     fig.add_trace(go.Scatter(x=x, y=_ys(r), name="Short buy/sell ratio", mode="lines", line=dict(color=_BLUE),
                              connectgaps=False), row=row, col=1)
@@ -128,9 +132,6 @@ def _ratio_panel(fig, df: pd.DataFrame, row: int, markers: bool) -> None:
 
 
 def _layered(df: pd.DataFrame, ticker: str):
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
     fig = make_subplots(
         rows=4, cols=1, shared_xaxes=True, vertical_spacing=0.04, row_heights=[0.3, 0.22, 0.22, 0.26],
         subplot_titles=("Short-sale buy/sell ratio", "Lit flow imbalance", "OTC participation (weekly)",
@@ -162,9 +163,6 @@ def _layered(df: pd.DataFrame, ticker: str):
 
 
 def _short_only(df: pd.DataFrame, ticker: str):
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.05, row_heights=[0.4, 0.3, 0.3],
                         subplot_titles=("Short-sale buy/sell ratio", "Short-sale volume", "Close"))
     x = _xs(df)
@@ -178,7 +176,8 @@ def _short_only(df: pd.DataFrame, ticker: str):
     return fig
 
 
-def pressure_plot(con: duckdb.DuckDBPyConnection, ticker: str, start=None, end=None, mode: str = "layered"):
+def pressure_plot(con: duckdb.DuckDBPyConnection, ticker: str, start: DateLike | None = None,
+                  end: DateLike | None = None, mode: str = "layered") -> go.Figure | tuple[go.Figure, go.Figure]:
     """Figure for ``mode`` layered / short_only, or the tuple (layered, short_only) for ``both``."""
     check_param(mode in MODES, "mode", f"one of {', '.join(MODES)}", mode)
     df = pressure_data(con, ticker, start, end)
@@ -193,7 +192,8 @@ def pressure_plot(con: duckdb.DuckDBPyConnection, ticker: str, start=None, end=N
 # --- price charts -------------------------------------------------------------------------------------------
 
 
-def price_data(con: duckdb.DuckDBPyConnection, ticker: str, start=None, end=None) -> pd.DataFrame:
+def price_data(con: duckdb.DuckDBPyConnection, ticker: str, start: DateLike | None = None,
+               end: DateLike | None = None) -> pd.DataFrame:
     """prices_daily OHLCV rows of ``ticker`` in [start, end] (date, open, high, low, close, volume)."""
     return _load_range(con, "prices_daily", ticker, ["date", "open", "high", "low", "close", "volume"], start, end)
 
@@ -214,11 +214,9 @@ def resample_ohlcv(df: pd.DataFrame, timeframe: str = "weekly") -> pd.DataFrame:
     return out.reset_index(drop=True)[["date", "open", "high", "low", "close", "volume", "sessions"]]
 
 
-def price_chart(con: duckdb.DuckDBPyConnection, ticker: str, timeframe: str = "daily", start=None, end=None):
+def price_chart(con: duckdb.DuckDBPyConnection, ticker: str, timeframe: str = "daily",
+                start: DateLike | None = None, end: DateLike | None = None) -> go.Figure:
     """Candlestick OHLCV chart with a volume subplot at the daily / weekly / monthly timeframe."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
     check_param(timeframe in TIMEFRAMES, "timeframe", f"one of {', '.join(TIMEFRAMES)}", timeframe)
     t = canonical_symbol(ticker, "ticker")
     bars = resample_ohlcv(price_data(con, t, start, end), timeframe)
@@ -242,10 +240,8 @@ def _fmt(v, spec: str) -> str:
     return "" if v is None or (not isinstance(v, str) and pd.isna(v)) else (v if isinstance(v, str) else format(float(v), spec))
 
 
-def render_pressure(df: pd.DataFrame, console, last: int = 10, title: str | None = None) -> None:
+def render_pressure(df: pd.DataFrame, console: Console, last: int = 10, title: str | None = None) -> None:
     """Print the last ``last`` rows of :func:`pressure_data` as a rich table."""
-    from rich.table import Table
-
     table = Table(title=title or "Pressure (last sessions)")
     spec = (("date", None), ("short_buy_sell_ratio", ".3f"), ("short_buy_sell_ratio_z", "+.2f"), ("lit_flow_imbalance", "+.3f"),
             ("otc_participation_rate", ".1%"), ("otc_status", ""), ("accumulation_score", ".1f"), ("confidence", ".2f"),
@@ -257,10 +253,8 @@ def render_pressure(df: pd.DataFrame, console, last: int = 10, title: str | None
     console.print(table)
 
 
-def render_price(df: pd.DataFrame, console, last: int = 10, title: str | None = None) -> None:
+def render_price(df: pd.DataFrame, console: Console, last: int = 10, title: str | None = None) -> None:
     """Print the last ``last`` OHLCV bars (daily or resampled) as a rich table."""
-    from rich.table import Table
-
     table = Table(title=title or "OHLCV (last bars)")
     cols = ["date", "open", "high", "low", "close", "volume"] + (["sessions"] if "sessions" in df.columns else [])
     for c in cols:

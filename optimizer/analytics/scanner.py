@@ -41,9 +41,12 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
+from rich.console import Console
+from rich.table import Table
 
 from optimizer.data.adjust import adjusted_join_sql
-from optimizer.data.calendar import session_days
+from optimizer.data.calendar import DateLike, session_days
 from optimizer.data.coverage import MIN_COVERAGE, SourceCoverage, source_coverage
 from optimizer.data.store import consolidated_short_sql, table_exists, transaction
 from optimizer.errors import DataError, ParameterError, check_param
@@ -224,7 +227,7 @@ def _rank(metrics: pd.DataFrame, side: str) -> pd.Series:
 
 def scan(
     con: duckdb.DuckDBPyConnection,
-    date=None,
+    date: DateLike | None = None,
     lookback: int = 90,
     top: int = 50,
     trend_days: int = 3,
@@ -294,10 +297,8 @@ def _ensure_table(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"ALTER TABLE scanner_daily_metrics ADD COLUMN IF NOT EXISTS {c} {t}")
 
 
-def scan_figures(result: ScanResult):
+def scan_figures(result: ScanResult) -> tuple[go.Figure, go.Figure]:
     """(bar chart of the top-N scores, histogram of every liquid symbol's score) as plotly Figures."""
-    import plotly.graph_objects as go
-
     top = result.top
     colors = np.where(top["score"].to_numpy(dtype=float) >= 0, "#4c9a6a", "#b85c5c")
     bar = go.Figure(
@@ -364,10 +365,8 @@ def _fmt(v, spec: str = ".2f") -> str:
     return "" if v is None or pd.isna(v) else format(float(v), spec)
 
 
-def render_scan(result: ScanResult, console, limit: int | None = None) -> None:
+def render_scan(result: ScanResult, console: Console, limit: int | None = None) -> None:
     """Print the top table (rank, symbol, ratio, z-scores, score, flags) to a rich Console."""
-    from rich.table import Table
-
     top = result.top if limit is None else result.top.head(limit)
     n_liquid = int(result.metrics["liquid"].fillna(False).astype(bool).sum())
     table = Table(

@@ -9,7 +9,7 @@ import click
 from optimizer.analytics.plots import pressure_plot, price_chart
 from optimizer.analytics.scanner import render_scan, scan, write_scan
 from optimizer.analytics.tables import daily_table, render_daily_table, write_daily_table_html
-from optimizer.cli._common import _json, console, db_option, format_option
+from optimizer.cli._common import echo_json, console, db_option, format_option
 from optimizer.data.store import connect
 from optimizer.data.symbols import canonical_symbol
 from optimizer.report.files import save_figure
@@ -60,7 +60,7 @@ def scan_cmd(ctx, date, lookback, top, trend_days, outlier_z, volume_z, ratio_z,
     finally:
         con.close()
     if fmt == "json":
-        _json({"date": str(res.date), "window_start": str(res.window_start), "params": res.params,
+        echo_json({"date": str(res.date), "window_start": str(res.window_start), "params": res.params,
                "top": json.loads(res.top.to_json(orient="records")),
                "coverage": res.coverage.to_dict() if res.coverage is not None else None, "reason": res.reason, "files": paths})
     else:

@@ -9,9 +9,10 @@ from collections.abc import Callable
 
 import click
 
-from optimizer.backtest import backtest, load_params_file
+from optimizer.backtest import backtest
 from optimizer.cli._common import echo_json, print_table, db_option, format_option
 from optimizer.params import PARAMS, Choice, Param
+from optimizer.study.paramsfile import load_params_record
 
 __all__ = ["COMMANDS"]
 
@@ -44,7 +45,7 @@ def _param_flags(f: Callable) -> Callable:
 @format_option()
 def backtest_cmd(params_file, universe, start, end, save, db, fmt, **flags):
     """Backtest one configuration on the store and print its metrics (returns are fractions)."""
-    params = load_params_file(params_file) if params_file else {}
+    params = load_params_record(params_file).params if params_file else {}
     params.update({k: v for k, v in flags.items() if v is not None})
     run = backtest(params, db, universe, start, end, save=save)
     panel = run.panel

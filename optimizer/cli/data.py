@@ -9,9 +9,9 @@ from pathlib import Path
 import click
 
 from optimizer.cli._common import (
-    _json,
-    _progress,
-    _table,
+    echo_json,
+    progress_enabled,
+    print_table,
     console,
     db_option,
     err_console,
@@ -55,13 +55,13 @@ def ingest_cmd(kind, paths, strict, max_decompressed_mb, max_expansion, db, fmt)
         settings = dataclasses.replace(settings, max_expansion_ratio=max_expansion)
     con = connect(db)
     try:
-        rep = ingest_paths(con, kind, list(paths), strict=strict, progress=_progress() and fmt == "table", settings=settings)
+        rep = ingest_paths(con, kind, list(paths), strict=strict, progress=progress_enabled() and fmt == "table", settings=settings)
     finally:
         con.close()
     if fmt == "json":
-        _json(rep.to_dict())
+        echo_json(rep.to_dict())
     else:
-        _table([f.to_dict() for f in rep.files], title=f"ingest {kind} -> {db}",
+        print_table([f.to_dict() for f in rep.files], title=f"ingest {kind} -> {db}",
                columns=["file", "status", "rows_accepted", "rows_rejected", "message"])
         for f in rep.failed:
             err_console.print(f.message, style="red", markup=False, highlight=False, soft_wrap=True)
@@ -140,7 +140,7 @@ def _ingest_after_fetch(kind, files, db):
 
     con = connect(db)
     try:
-        rep = ingest_paths(con, kind, [str(f) for f in files], progress=_progress())
+        rep = ingest_paths(con, kind, [str(f) for f in files], progress=progress_enabled())
     finally:
         con.close()
     t = rep.to_dict()["totals"]
@@ -177,14 +177,14 @@ def synth_cmd(out_dir, seed, effect, family, start, end, universe, n_symbols, pr
     cfg = SynthConfig(seed=seed, start=start, end=end, universe=universe, n_symbols=n_symbols, effect=effect,
                       family=family, prices_file=prices_file)
     if db:
-        summary = synth_to_db(cfg, out_dir, db, progress=_progress() and fmt == "table")
+        summary = synth_to_db(cfg, out_dir, db, progress=progress_enabled() and fmt == "table")
     else:
         paths = write_market(generate_market(cfg), out_dir)
         summary = {"out": out_dir, "files": {k: str(v) for k, v in paths.items()}}
     if fmt == "json":
-        _json(summary)
+        echo_json(summary)
     else:
-        _table([{"key": k, "value": v} for k, v in summary.items()], title="synthetic market")
+        print_table([{"key": k, "value": v} for k, v in summary.items()], title="synthetic market")
 
 
 @data_grp.command("info")
@@ -199,11 +199,11 @@ def info_cmd(db, fmt):
     finally:
         con.close()
     if fmt == "json":
-        _json({"db": db, **info})
+        echo_json({"db": db, **info})
         return
     tables = [{**t, "symbols": "" if t["symbols"] is None else str(t["symbols"]), "rows": str(t["rows"]),
                "first": t["first"] or "", "last": t["last"] or ""} for t in info["tables"]]
-    _table(tables, title=f"{db} (schema v{info['schema_version']})")
+    print_table(tables, title=f"{db} (schema v{info['schema_version']})")
     console.print(f"coverage of the NYSE sessions from each source's first to last date (a span needs >= "
                   f"{100 * info['minimum']:.0f}% for {' and '.join(info['required'])}):", markup=False)
     for c in info["coverage"]:
@@ -235,16 +235,16 @@ def metrics_build_cmd(z_window, min_lit_volume, db, fmt):
     mlv = min_lit_volume if min_lit_volume is not None else Settings.from_env().min_lit_volume
     con = connect(db)
     try:
-        summary = build_daily_metrics(con, z_window=z_window, min_lit_volume=mlv, progress=_progress())
+        summary = build_daily_metrics(con, z_window=z_window, min_lit_volume=mlv, progress=progress_enabled())
     finally:
         con.close()
     if not summary.get("rows"):
         raise DataError(f"no raw data to build daily_metrics from in {db} (0 rows: prices_daily and the FINRA short "
                         f"tables give no joined rows); run `accumopt ingest` or `accumopt data synth --db {db}` first")
     if fmt == "json":
-        _json(summary)
+        echo_json(summary)
     else:
-        _table([{"key": k, "value": v} for k, v in summary.items()], title="daily_metrics")
+        print_table([{"key": k, "value": v} for k, v in summary.items()], title="daily_metrics")
 
 
 COMMANDS = (ingest_cmd, fetch_grp, data_grp, metrics_grp)

@@ -8,7 +8,11 @@ import click
 from rich import box
 from rich.table import Table
 
-from optimizer.cli._common import _json, _progress, console, db_option, err_console
+from optimizer.cli._common import console, db_option, echo_json, err_console, progress_enabled
+from optimizer.evening import run_evening
+from optimizer.report.sheet import sheet_records
+from optimizer.signals import signal_sheet, write_signal_sheet
+from optimizer.study.paramsfile import load_params_record
 
 __all__ = ["COMMANDS"]
 
@@ -133,15 +137,12 @@ def _render(sheet, show_all: bool) -> None:
 def signals_cmd(params_file, universe, start, regime, walkforward, date, show_all, save, out_root, db, fmt):
     """Tonight's signal sheet: for a configuration, every symbol's score on session D and its decision for the next
     open (ENTER / EXIT / HOLD), from positions replayed by the backtest engine; no order is placed."""
-    from optimizer.report.sheet import sheet_records
-    from optimizer.signals import signal_sheet, write_signal_sheet
-    from optimizer.study.paramsfile import load_params_record
 
     rec = load_params_record(params_file)
     sheet = signal_sheet(rec, db, date=date, universe=universe, start=start, regime=regime, walkforward=walkforward)
     paths = write_signal_sheet(sheet, db, out_root) if save else {}
     if fmt == "json":
-        _json({"sheet": sheet.meta(), "oos_quality_buckets": sheet_records(sheet.buckets),
+        echo_json({"sheet": sheet.meta(), "oos_quality_buckets": sheet_records(sheet.buckets),
                "rows": sheet_records(sheet.rows), "outputs": {k: str(v) for k, v in paths.items()}})
     elif fmt == "csv":
         buf = io.StringIO()
@@ -170,13 +171,12 @@ def evening_cmd(params_file, universe, start, regime, walkforward, ingest_dir, f
                 fmt):
     """The whole evening on new files: fetch (or --ingest DIR), metrics build, scan, signal sheet; prints where the
     outputs are. Running it twice on the same files changes nothing."""
-    from optimizer.evening import run_evening
 
     echo = (lambda line: err_console.print(line, markup=False, highlight=False)) if fmt == "table" else None
     res = run_evening(params_file, db, out_root, ingest_dir=ingest_dir, fetch=fetch, through=through,
-                      universe=universe, start=start, regime=regime, walkforward=walkforward, png=png, progress=_progress() and fmt == "table", echo=echo)
+                      universe=universe, start=start, regime=regime, walkforward=walkforward, png=png, progress=progress_enabled() and fmt == "table", echo=echo)
     if fmt == "json":
-        _json({"steps": res.steps, "ingest": res.ingest, "warnings": res.warnings, "sheet": res.sheet.meta(),
+        echo_json({"steps": res.steps, "ingest": res.ingest, "warnings": res.warnings, "sheet": res.sheet.meta(),
                "outputs": res.outputs()})
         return
     for w in res.warnings:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import click
 
-from optimizer.cli._common import _json, _table, console, db_option, format_option
+from optimizer.cli._common import console, db_option, echo_json, format_option, print_table
+from optimizer.data.store import connect
+from optimizer.data.symbols import (
+    add_symbol_mapping, canonical_or_none, canonical_symbol, is_context_symbol, list_symbol_mappings,
+    remove_symbol_mapping, symbol_problem,
+)
 
 __all__ = ["COMMANDS"]
 
@@ -19,14 +24,12 @@ def symbols_grp():
 @format_option()
 def show_cmd(symbols, fmt):
     """Print the canonical form of each SYMBOL (BRK/B, BRK-B, brk.b -> BRK.B; ABRpD -> ABR.PRD), or the rule it breaks."""
-    from optimizer.data.symbols import canonical_or_none, is_context_symbol, symbol_problem
-
     rows = [{"input": s, "canonical": canonical_or_none(s) or "", "context_only": bool(canonical_or_none(s)) and
              is_context_symbol(canonical_or_none(s)), "problem": symbol_problem(s) or ""} for s in symbols]
     if fmt == "json":
-        _json(rows)
+        echo_json(rows)
     else:
-        _table(rows, title="canonical symbols")
+        print_table(rows, title="canonical symbols")
 
 
 @symbols_grp.group("map")
@@ -43,9 +46,6 @@ def map_grp():
 @format_option()
 def map_add_cmd(old, new, effective, no_rewrite, db, fmt):
     """Map OLD -> NEW from --from on; the stored rows of OLD before that date are renamed in the same transaction."""
-    from optimizer.data.store import connect
-    from optimizer.data.symbols import add_symbol_mapping, canonical_symbol
-
     con = connect(db)
     try:
         n = add_symbol_mapping(con, old, new, effective, rewrite_existing=not no_rewrite)
@@ -54,7 +54,7 @@ def map_add_cmd(old, new, effective, no_rewrite, db, fmt):
     out = {"old_symbol": canonical_symbol(old, "old"), "new_symbol": canonical_symbol(new, "new"), "effective_date": effective,
            "rows_rewritten": n}
     if fmt == "json":
-        _json(out)
+        echo_json(out)
     else:
         console.print(f"{out['old_symbol']} -> {out['new_symbol']} from {effective}: {n} stored rows renamed", markup=False)
 
@@ -64,18 +64,15 @@ def map_add_cmd(old, new, effective, no_rewrite, db, fmt):
 @format_option()
 def map_list_cmd(db, fmt):
     """List the mappings in effective-date order."""
-    from optimizer.data.store import connect
-    from optimizer.data.symbols import list_symbol_mappings
-
     con = connect(db, read_only=True)
     try:
         rows = list_symbol_mappings(con)
     finally:
         con.close()
     if fmt == "json":
-        _json([{**r, "effective_date": str(r["effective_date"])} for r in rows])
+        echo_json([{**r, "effective_date": str(r["effective_date"])} for r in rows])
     else:
-        _table(rows, title=f"symbol mappings in {db}", columns=["old_symbol", "new_symbol", "effective_date"])
+        print_table(rows, title=f"symbol mappings in {db}", columns=["old_symbol", "new_symbol", "effective_date"])
 
 
 @map_grp.command("remove")
@@ -85,8 +82,6 @@ def map_list_cmd(db, fmt):
 def map_remove_cmd(old, effective, db):
     """Remove the mapping(s) of OLD. Later ingests keep OLD's rows under OLD; rows already renamed keep NEW
     (re-ingest the raw files to undo that)."""
-    from optimizer.data.store import connect
-    from optimizer.data.symbols import remove_symbol_mapping
 
     con = connect(db)
     try:

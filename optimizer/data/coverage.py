@@ -27,7 +27,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from optimizer.data.calendar import as_date as _as_date, session_days
+from optimizer.data.calendar import DateLike, as_date as _as_date, session_days
 from optimizer.data.store import table_exists
 from optimizer.errors import DataError, check_param
 
@@ -199,7 +199,7 @@ def _weekly_to_sessions(weeks: np.ndarray, expected: np.ndarray) -> np.ndarray:
 
 
 def source_coverage(
-    name: str, dates: Iterable, start=None, end=None, *, weekly: bool = False, rows: int = 0, symbols: int = 0
+    name: str, dates: Iterable, start: DateLike | None = None, end: DateLike | None = None, *, weekly: bool = False, rows: int = 0, symbols: int = 0
 ) -> SourceCoverage:
     """Coverage of one source from the dates it holds, over [start, end] (default: its own first..last date)."""
     d = np.unique(np.asarray(pd.to_datetime(pd.Series(list(dates), dtype=object)), dtype="datetime64[D]"))
@@ -237,8 +237,8 @@ def store_coverage(con: duckdb.DuckDBPyConnection) -> list[SourceCoverage]:
 def span_coverage(
     con: duckdb.DuckDBPyConnection,
     universe: Sequence[str] | None = None,
-    start=None,
-    end=None,
+    start: DateLike | None = None,
+    end: DateLike | None = None,
     *,
     minimum: float = MIN_COVERAGE,
     required: Sequence[str] = REQUIRED_SOURCES,

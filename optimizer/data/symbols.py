@@ -255,7 +255,7 @@ def add_symbol_mapping(
     return rewritten
 
 
-def remove_symbol_mapping(con: duckdb.DuckDBPyConnection, old: str, effective_date=None) -> int:
+def remove_symbol_mapping(con: duckdb.DuckDBPyConnection, old: str, effective_date: DateLike | None = None) -> int:
     """Delete the mapping(s) of ``old`` (only the one at ``effective_date`` when given); returns how many.
 
     DataError when there is none. Rows already renamed in the raw tables keep their symbol."""

@@ -16,11 +16,12 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import duckdb
 import numpy as np
 import pandas as pd
 
 from optimizer.errors import DataError
-from optimizer.data.calendar import session_days
+from optimizer.data.calendar import DateLike, session_days
 from optimizer.data.coverage import MIN_COVERAGE, REQUIRED_SOURCES, Coverage, span_coverage
 from optimizer.data.universe import MARKET_SYMBOL, SECTOR_MAP, VIX_SYMBOL
 
@@ -85,7 +86,7 @@ class Panel:
     def has(self, name: str) -> bool:
         return name in self.fields and bool(np.isfinite(self.fields[name]).any())
 
-    def index_of(self, date) -> int:
+    def index_of(self, date: DateLike) -> int:
         """Index of the first session >= date (len(dates) when past the end)."""
         return int(np.searchsorted(self.dates, np.datetime64(pd.Timestamp(date).date(), "D")))
 
@@ -212,10 +213,10 @@ def _columns(con, table: str) -> set[str]:
 
 
 def load_panel(
-    con,
+    con: duckdb.DuckDBPyConnection,
     universe: Sequence[str] | None = None,
-    start=None,
-    end=None,
+    start: DateLike | None = None,
+    end: DateLike | None = None,
     *,
     min_coverage: float | None = MIN_COVERAGE,
     required: Sequence[str] = REQUIRED_SOURCES,

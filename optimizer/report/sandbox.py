@@ -27,18 +27,21 @@ yellow/orange as the design's DOT_SPECS). Dot traces are named "<mode> accumulat
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from optimizer.data.calendar import DateLike, session_days
+from optimizer.data.symbols import canonical_symbol, unknown_symbols_message
 from optimizer.engine.features import FeatureCache
 from optimizer.engine.panel import Panel, load_panel
 from optimizer.engine.score import ScoreParams, display_score
 from optimizer.errors import DataError, check_param
-from optimizer.data.symbols import canonical_symbol
 from optimizer.report.files import save_figure
 
 __all__ = [
@@ -79,17 +82,13 @@ def _rows(panel: Panel, start, end) -> np.ndarray:
     return np.flatnonzero((d >= lo) & (d <= hi)) if len(d) else np.empty(0, np.int64)
 
 
-def load_sandbox_panel(con, symbol: str, start=None, end=None, z_window: int = 20) -> Panel:
+def load_sandbox_panel(con: duckdb.DuckDBPyConnection, symbol: str, start: DateLike | None = None,
+                       end: DateLike | None = None, z_window: int = 20) -> Panel:
     """The one symbol the sandbox draws, from ``2 * z_window`` sessions before ``start`` (the z-scores' warm-up:
     every score is a trailing window, so the values equal those of a full-history load) to ``end``.
 
     Bounded memory and time whatever the store holds. The coverage is stated (``Panel.coverage``), not
     enforced: the chart shows holes as gaps."""
-    import datetime as dt
-
-    from optimizer.data.calendar import session_days
-    from optimizer.data.symbols import unknown_symbols_message
-
     sym = canonical_symbol(symbol, "ticker")
     lo = None
     if start is not None:
@@ -102,7 +101,8 @@ def load_sandbox_panel(con, symbol: str, start=None, end=None, z_window: int = 2
     return load_panel(con, [sym], lo, end, min_coverage=None)
 
 
-def sandbox_data(panel: Panel, symbol: str, start=None, end=None, z_window: int = 20) -> pd.DataFrame:
+def sandbox_data(panel: Panel, symbol: str, start: DateLike | None = None, end: DateLike | None = None,
+                 z_window: int = 20) -> pd.DataFrame:
     """The chart's series for ``symbol`` in [start, end]: date, combined_ratio, vw_flow, short_buy_volume,
     short_buy_sell_ratio, score_B, score_vw_flow, score_blended, confidence (0..1), imbalance_log.
 
@@ -178,8 +178,8 @@ def _score_row(fig: go.Figure, x: list[str], df: pd.DataFrame, variant: str, lab
     fig.update_yaxes(range=[-10, 108], row=row, col=1)
 
 
-def sandbox_figure(panel: Panel, symbol: str, start=None, end=None, z_window: int = 20, buy: float = 70,
-                   sell: float = 30, dot_mode: str = "current") -> go.Figure:
+def sandbox_figure(panel: Panel, symbol: str, start: DateLike | None = None, end: DateLike | None = None,
+                   z_window: int = 20, buy: float = 70, sell: float = 30, dot_mode: str = "current") -> go.Figure:
     """The eight-row sandbox Figure for ``symbol`` (see the module docstring; ``dot_mode`` in ``DOT_MODES``)."""
     check_param(0 <= sell < buy <= 100, "sell", f"in [0, buy={buy}) with buy <= 100", sell)
     check_param(dot_mode in DOT_MODES, "dot_mode", f"one of {', '.join(DOT_MODES)}", dot_mode)

@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -49,7 +50,7 @@ def _table_types(con) -> dict[str, str]:
     return {c: t for c, t in rows}
 
 
-def write_sheet_table(con, frame: pd.DataFrame) -> int:
+def write_sheet_table(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame) -> int:
     """Replace the (date, params_hash) rows of ``signal_sheet`` present in ``frame`` by ``frame``'s rows (one
     transaction). Columns the table lacks are an error naming them. Returns the rows written."""
     types = _table_types(con)

@@ -18,7 +18,7 @@ from typing import Any
 from optimizer.engine.evaluate import Config
 from optimizer.engine.regime_filter import REGIME_NAMES
 from optimizer.errors import ParameterError, check_param
-from optimizer.study.space import engine_params
+from optimizer.params import engine_params
 
 __all__ = ["ParamsRecord", "load_params_record", "RECORD_KEYS"]
 

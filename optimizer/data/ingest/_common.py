@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from optimizer.errors import InputFileError
+from optimizer.data.calendar import nyse_sessions
 from optimizer.data.symbols import PLAIN_SYMBOL_SQL_RE, _canon, symbol_map_case_sql
 
 __all__ = [
@@ -175,7 +176,6 @@ class Plan:
 @dataclass
 class Ctx:
     """What one ``ingest_paths`` call shares across its files (read once)."""
-
     con: duckdb.DuckDBPyConnection
     settings: object
     limits: object
@@ -195,7 +195,6 @@ class Ctx:
     def session_bits(self) -> str:
         """A BIT literal: bit i is 1 when EARLIEST_DATE + i days is an NYSE session (up to today)."""
         if self._bits is None:
-            from optimizer.data.calendar import nyse_sessions
 
             days = np.asarray(nyse_sessions(EARLIEST_DATE, self.today), dtype="datetime64[D]")
             n = (np.datetime64(self.today, "D") - np.datetime64(EARLIEST_DATE, "D")).astype(int) + 1
@@ -214,7 +213,7 @@ class Ctx:
             self.mapcache[k] = symbol_map_case_sql(self.symmap, symbol_sql, date_sql)
         return self.mapcache[k]
 
-    def register(self, name: str, obj) -> None:
+    def register(self, name: str, obj: object) -> None:
         self.con.register(name, obj)
         self.registered.append(name)
 

@@ -34,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 
 from optimizer.errors import InputFileError, ParameterError
+from optimizer.settings import Settings
 
 __all__ = [
     "GZIP_MAGIC",
@@ -77,7 +78,7 @@ class Limits:
             raise ParameterError(f"max_expansion_ratio must be a finite number >= 1, got max_expansion_ratio={self.max_ratio!r}")
 
     @classmethod
-    def from_settings(cls, settings) -> "Limits":
+    def from_settings(cls, settings: Settings) -> "Limits":
         return cls(max_bytes=int(settings.max_decompressed_mb) << 20, max_ratio=float(settings.max_expansion_ratio))
 
 

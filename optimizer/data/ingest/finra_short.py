@@ -34,11 +34,11 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-
 from optimizer.errors import InputFileError
 from optimizer.data.store import FINRA_FAMILIES
 from optimizer.data.ingest._common import (
     MAX_VOLUME,
+    _typed,
     Col,
     Ctx,
     Plan,
@@ -192,7 +192,6 @@ def _spec_raw(ctx: Ctx, layout: tuple[str, ...], fids: list[int]) -> Spec:
     exempt = '"shortexemptvolume"' if layout == _NEW else None
     # every row of a raw file carries the file name's date: when the text is exactly that date no parse is needed
     generic = [c for c in cols if c.name == "date"][0]
-    from optimizer.data.ingest._common import _typed  # noqa: PLC0415 - the generic date expression
 
     fast_date = f'(CASE WHEN "t_date" = p_date_text THEN p_date ELSE {_typed(generic)} END)'
     return Spec(
