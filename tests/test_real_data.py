@@ -21,7 +21,7 @@ from optimizer.data.metrics import build_daily_metrics
 from optimizer.data.store import connect
 from optimizer.data.universe import resolve_universe
 from optimizer.engine.panel import load_panel
-from optimizer.engine.rolling import rolling_zscore
+from optimizer.data.rolling import rolling_zscore
 from optimizer.errors import DataError
 
 pytestmark = pytest.mark.realdata
