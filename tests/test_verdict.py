@@ -9,7 +9,7 @@ import re
 import pandas as pd
 import pytest
 
-from optimizer.errors import ParameterError
+from optimizer.errors import DataError, ParameterError
 from optimizer.report.research import build_walkforward_report
 from optimizer.validate.verdict import Gate, Verdict, verdict
 
@@ -82,3 +82,9 @@ def test_report_renders_any_gate_and_never_recomputes(tmp_path):
     assert rows["Probabilistic Sharpe Ratio (OOS excess)"] == ["0.970", "&gt;= 0.95", "pass"]
     assert rows["Deflated Sharpe Ratio"] == ["0.500", "", ""]  # context, not a gate of this verdict
     assert 'class="verdict rejected"' in page and "SPA p 0.01 &gt;= 0.05" in page
+
+
+def test_a_result_without_gates_is_refused_by_the_report_with_a_reason(tmp_path):
+    old = {"spec": "t", "windows": [], "oos": {}, "stats": {}, "verdict": "supported", "verdict_line": "edge supported: x"}
+    with pytest.raises(DataError, match="no verdict gates .* re-run `accumopt walkforward SPEC`"):
+        build_walkforward_report({"result": old}, out_dir=tmp_path)

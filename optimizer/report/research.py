@@ -368,6 +368,9 @@ def _parts(wf: Any) -> dict[str, Any]:
                 "a WalkForwardResult or the dict load_walkforward returns (with a 'result' dict)", type(wf).__name__)
     out = dict(wf)
     if not isinstance(out.get("verdict"), Verdict):
+        if not isinstance(out["result"].get("verdict_gates"), list):
+            raise DataError("the walk-forward result has no verdict gates (written by an older accumopt); "
+                            "re-run `accumopt walkforward SPEC`")
         out["verdict"] = Verdict.from_dict(out["result"])
     for k in ("summary", "trades", "equity", "stability"):
         v = out.get(k)

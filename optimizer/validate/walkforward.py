@@ -544,18 +544,15 @@ def save_walkforward(result: WalkForwardResult, out_dir: str | Path) -> Path:
 
 
 def load_walkforward(out_dir: str | Path) -> dict[str, Any]:
-    """The persisted walk-forward run as plain objects: ``result`` (dict), ``verdict`` (the ``Verdict``) and
-    DataFrames."""
+    """The persisted walk-forward run as plain objects: ``result`` (dict), ``verdict`` (the ``Verdict``; None for a
+    result.json written before verdicts were stored as gates) and DataFrames."""
     d = Path(out_dir)
     if not (d / "result.json").exists():
         raise DataError(f"no walk-forward run in {d} (expected result.json); run `accumopt walkforward SPEC` first")
     result = json.loads((d / "result.json").read_text())
-    if not isinstance(result.get("verdict_gates"), list):
-        raise DataError(f"{d / 'result.json'} was written by an older accumopt (no verdict gates); "
-                        "re-run `accumopt walkforward SPEC`")
     return {
         "result": result,
-        "verdict": Verdict.from_dict(result),
+        "verdict": Verdict.from_dict(result) if isinstance(result.get("verdict_gates"), list) else None,
         "summary": pd.read_csv(d / "walk_forward_summary.csv"),
         "trades": pd.read_parquet(d / "oos_trades.parquet"),
         "equity": pd.read_parquet(d / "oos_equity.parquet"),
