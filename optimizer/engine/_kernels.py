@@ -8,8 +8,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["simulate_nb", "portfolio_returns_nb", "combine_nb", "combine_par_nb", "simulate_symbols_nb", "trade_stats_nb", "curve_stats_nb",
-           "PARALLEL_MIN_CELLS", "RULE_CODES"]
+__all__ = [
+    "simulate_nb", "simulate_symbols_nb", "simulate_symbols_par_nb", "portfolio_returns_nb", "combine_nb", "combine_par_nb", "trade_stats_nb",
+    "curve_stats_nb", "PARALLEL_MIN_CELLS", "RULE_CODES",
+]
 
 # Panels with at least this many (date x symbol) cells use the parallel kernels; below it thread start-up costs
 # more than it saves.
@@ -72,155 +74,379 @@ def _close_signal(d, sell, rule, n_dist, n_low):
 
 
 @njit(cache=True, nogil=True)
-def simulate_nb(
-    O, H, L, C, disp, buy, sell, rule, hold_days, max_days, stop_loss, take_profit, time_stop,
-    cost, sig_start, sig_end, data_end, max_positions, max_per_sector, sector_id, n_sectors, capacity, entry_ok,
+def _display_at(t, s, disp, ts, tl, tp, sg, ws, wl, wp, lo, rng, fused):
+    """Display score of (t, s): read from a materialised matrix, or (``fused``) combined from the cached terms with
+    exactly the arithmetic of ``_combine`` (bit-identical values), so a run never materialises the (T x N) score."""
+    if not fused:
+        return disp[t, s]
+    x = ts[t, s]
+    if x != x:  # NaN short term -> NaN display (the other terms need not be read)
+        return x
+    v = (ws * x + wl * tl[t, s] + wp * tp[t, s]) * (lo + rng * sg[t, s])
+    if v > 1.0:
+        v = 1.0
+    elif v < -1.0:
+        v = -1.0
+    return (v + 1.0) * 50.0
+
+
+@njit(cache=True, nogil=True)
+def _simulate_block(
+    a, b, O, H, L, C, disp, ts, tl, tp, sg, ws, wl, wp, lo, rng, fused,
+    buy, sell, rule, hold_days, max_days, stop_loss, take_profit, time_stop,
+    sig_start, sig_end, data_end, entry_ok, max_positions, max_per_sector, sector_id, n_sectors,
+    o_sym, o_sig, o_ent, o_ext, o_ep, o_xp, o_rsn, o_score, off, cap,
 ):
-    """Date-major simulation over symbols. See docs/ENGINE.md for every rule.
+    """Date-major simulation of symbols [a, b) (all of them when capped: caps couple symbols). See docs/ENGINE.md.
 
+    One pass per session over the block's symbols: (0) pending entries fill at the open, (1) exits due at the open,
+    (2) intraday stop-loss then take-profit, (3) close-based exit signals, then the accumulation signal of the close
+    is counted and (4) a flat symbol signalling at the close gets a pending entry at the next open (capped: becomes a
+    candidate, ranked after the pass). The display score is read (or combined) only where a rule needs it: for every
+    cell of the signal window (the signal count) and for open positions after it.
+
+    Trades are written to the output arrays at [off, off + cap); the return value (trades, accumulation signals)
+    counts every trade even past ``cap``, so a caller can retry with a larger buffer (results are identical).
     hold_days / max_days / time_stop: -1 when unused; stop_loss / take_profit: NaN when unused;
-    max_positions / max_per_sector: -1 when uncapped; entry_ok (T,) bool: sessions whose close may open a position
-    (a regime filter). Returns trade arrays truncated to the trade count.
+    max_positions / max_per_sector: -1 when uncapped; entry_ok (T,) bool: sessions whose close may open a position.
     """
-    T, N = O.shape
-    o_sym = np.empty(capacity, np.int64)
-    o_sig = np.empty(capacity, np.int64)
-    o_ent = np.empty(capacity, np.int64)
-    o_ext = np.empty(capacity, np.int64)
-    o_ep = np.empty(capacity, np.float64)
-    o_xp = np.empty(capacity, np.float64)
-    o_rsn = np.empty(capacity, np.int64)
-    o_score = np.empty(capacity, np.float64)
-    n = 0
-
-    in_pos = np.zeros(N, np.bool_)
-    ent_idx = np.full(N, -1, np.int64)
-    sig_idx = np.full(N, -1, np.int64)
-    ent_px = np.zeros(N, np.float64)
-    ent_score = np.zeros(N, np.float64)
-    pend_entry = np.full(N, -1, np.int64)   # open index at which an entry fills
-    pend_exit = np.full(N, -1, np.int64)    # open index at which a close-signal exit fills
-    pend_rsn = np.full(N, -1, np.int64)
-    sched = np.full(N, -1, np.int64)        # scheduled open exit (fixed / max_days / time stop)
-    sched_rsn = np.full(N, -1, np.int64)
-    n_dist = np.zeros(N, np.int64)          # consecutive distribution closes inside the position
-    n_low = np.zeros(N, np.int64)           # consecutive closes < 50 inside the position
+    M = b - a
+    in_pos = np.zeros(M, np.bool_)
+    ent_idx = np.full(M, -1, np.int64)
+    sig_idx = np.full(M, -1, np.int64)
+    ent_px = np.zeros(M, np.float64)
+    ent_score = np.zeros(M, np.float64)
+    pend_entry = np.full(M, -1, np.int64)   # open index at which an entry fills
+    pend_exit = np.full(M, -1, np.int64)    # open index at which a close-signal exit fills
+    pend_rsn = np.full(M, -1, np.int64)
+    sched = np.full(M, -1, np.int64)        # scheduled open exit (fixed / max_days / time stop)
+    sched_rsn = np.full(M, -1, np.int64)
+    n_dist = np.zeros(M, np.int64)          # consecutive distribution closes inside the position
+    n_low = np.zeros(M, np.int64)           # consecutive closes < 50 inside the position
+    capped = max_positions >= 0 or max_per_sector >= 0
     sec_count = np.zeros(max(n_sectors, 1), np.int64)
+    cand = np.empty(M if capped else 0, np.int64)
+    cand_score = np.empty(M if capped else 0, np.float64)
+    close_rule = rule != RULE_FIXED  # the fixed exit never reads the score while in a position
+    n = 0
+    n_sig = 0
     n_open = 0
-    cand = np.empty(N, np.int64)
-    cand_score = np.empty(N, np.float64)
 
     for t in range(sig_start, data_end):
-        # (0) pending entries fill at this open
-        for s in range(N):
-            if pend_entry[s] == t:
-                pend_entry[s] = -1
-                in_pos[s] = True
-                ent_idx[s] = t
-                ent_px[s] = O[t, s]
-                n_dist[s] = 0
-                n_low[s] = 0
-                sched[s], sched_rsn[s] = _scheduled_exit(t, rule, hold_days, max_days, time_stop)
-        for s in range(N):
-            if not in_pos[s]:
-                continue
-            e = ent_idx[s]
-            # (1) exits due at the open
-            due = -1
-            if pend_exit[s] >= 0 and pend_exit[s] <= t:
-                due = pend_rsn[s]
-            elif sched[s] >= 0 and sched[s] <= t:
-                due = sched_rsn[s]
-            if due >= 0 and t > e:
-                px = O[t, s]
-                if np.isfinite(px):
-                    o_sym[n] = s; o_sig[n] = sig_idx[s]; o_ent[n] = e; o_ext[n] = t
-                    o_ep[n] = ent_px[s]; o_xp[n] = px; o_rsn[n] = due; o_score[n] = ent_score[s]
+        count = t < sig_end and entry_ok[t]
+        enter = count and t + 1 < data_end
+        nc = 0
+        for i in range(M):
+            s = a + i
+            # (0) a pending entry fills at this open
+            if pend_entry[i] == t:
+                pend_entry[i] = -1
+                in_pos[i] = True
+                ent_idx[i] = t
+                ent_px[i] = O[t, s]
+                n_dist[i] = 0
+                n_low[i] = 0
+                sched[i], sched_rsn[i] = _scheduled_exit(t, rule, hold_days, max_days, time_stop)
+            have = False
+            d = 0.0
+            if in_pos[i]:
+                e = ent_idx[i]
+                # (1) exits due at the open
+                due = -1
+                if pend_exit[i] >= 0 and pend_exit[i] <= t:
+                    due = pend_rsn[i]
+                elif sched[i] >= 0 and sched[i] <= t:
+                    due = sched_rsn[i]
+                px = 0.0
+                rsn = -1
+                if due >= 0 and t > e and np.isfinite(O[t, s]):
+                    px = O[t, s]
+                    rsn = due
+                else:
+                    # (2) intraday stop-loss, then take-profit
+                    hit, px, rsn = _intraday_exit(O[t, s], H[t, s], L[t, s], ent_px[i], t == e, stop_loss, take_profit)
+                if rsn >= 0:
+                    if n < cap:
+                        k = off + n
+                        o_sym[k] = s; o_sig[k] = sig_idx[i]; o_ent[k] = e; o_ext[k] = t
+                        o_ep[k] = ent_px[i]; o_xp[k] = px; o_rsn[k] = rsn; o_score[k] = ent_score[i]
                     n += 1
-                    in_pos[s] = False
-                    pend_exit[s] = -1
-                    sched[s] = -1
+                    in_pos[i] = False
+                    pend_exit[i] = -1
+                    sched[i] = -1
                     n_open -= 1
                     if sector_id[s] >= 0:
                         sec_count[sector_id[s]] -= 1
+                elif close_rule and pend_exit[i] < 0:
+                    # (3) close-based exit signals
+                    d = _display_at(t, s, disp, ts, tl, tp, sg, ws, wl, wp, lo, rng, fused)
+                    have = True
+                    r, n_dist[i], n_low[i] = _close_signal(d, sell, rule, n_dist[i], n_low[i])
+                    if r >= 0:
+                        pend_exit[i] = t + 1
+                        pend_rsn[i] = r
+            if count:
+                if not have:
+                    d = _display_at(t, s, disp, ts, tl, tp, sg, ws, wl, wp, lo, rng, fused)
+                    have = True
+                if d >= buy:  # NaN -> False
+                    n_sig += 1
+                    # (4) a flat symbol's signal enters at the next open (when that open exists)
+                    if enter and not in_pos[i] and pend_entry[i] < 0 and np.isfinite(O[t + 1, s]):
+                        if capped:
+                            cand[nc] = i
+                            cand_score[nc] = d
+                            nc += 1
+                        else:
+                            pend_entry[i] = t + 1
+                            sig_idx[i] = t
+                            ent_score[i] = d
+                            n_open += 1
+        if nc > 0:
+            # caps: positions whose exit is due at the next open free their slot
+            freeing = 0
+            for i in range(M):
+                s = a + i
+                if in_pos[i] and ((pend_exit[i] >= 0 and pend_exit[i] <= t + 1) or (sched[i] >= 0 and sched[i] <= t + 1)) and np.isfinite(O[t + 1, s]):
+                    freeing += 1
+                    if sector_id[s] >= 0:
+                        sec_count[sector_id[s]] -= 1
+            order = np.argsort(-cand_score[:nc], kind="mergesort")
+            slots = (max_positions - (n_open - freeing)) if max_positions >= 0 else nc
+            taken = 0
+            for j in range(nc):
+                if taken >= slots:
+                    break
+                i = cand[order[j]]
+                sid = sector_id[a + i]
+                if max_per_sector >= 0 and sid >= 0 and sec_count[sid] >= max_per_sector:
                     continue
-            # (2) intraday stop-loss, then take-profit
-            hit, px, rsn = _intraday_exit(O[t, s], H[t, s], L[t, s], ent_px[s], t == e, stop_loss, take_profit)
-            if hit:
-                o_sym[n] = s; o_sig[n] = sig_idx[s]; o_ent[n] = e; o_ext[n] = t
-                o_ep[n] = ent_px[s]; o_xp[n] = px; o_rsn[n] = rsn; o_score[n] = ent_score[s]
-                n += 1
-                in_pos[s] = False
-                pend_exit[s] = -1
-                sched[s] = -1
-                n_open -= 1
-                if sector_id[s] >= 0:
-                    sec_count[sector_id[s]] -= 1
-                continue
-            # (3) close-based exit signals
-            if pend_exit[s] < 0:
-                r, n_dist[s], n_low[s] = _close_signal(disp[t, s], sell, rule, n_dist[s], n_low[s])
-                if r >= 0:
-                    pend_exit[s] = t + 1
-                    pend_rsn[s] = r
-        # (4) new entries from signals at this close (flat symbols, signal window only)
-        if t < sig_end and t + 1 < data_end and entry_ok[t]:
-            nc = 0
-            for s in range(N):
-                if in_pos[s] or pend_entry[s] >= 0:
-                    continue
-                d = disp[t, s]
-                if d >= buy and np.isfinite(O[t + 1, s]):
-                    cand[nc] = s
-                    cand_score[nc] = d
-                    nc += 1
-            if nc > 0:
-                capped = max_positions >= 0 or max_per_sector >= 0
-                if capped:
-                    # positions whose exit is due at the next open free their slot
-                    freeing = 0
-                    for s in range(N):
-                        if in_pos[s] and ((pend_exit[s] >= 0 and pend_exit[s] <= t + 1) or (sched[s] >= 0 and sched[s] <= t + 1)) and np.isfinite(O[t + 1, s]):
-                            freeing += 1
-                            if sector_id[s] >= 0:
-                                sec_count[sector_id[s]] -= 1
-                    order = np.argsort(-cand_score[:nc], kind="mergesort")
-                    slots = (max_positions - (n_open - freeing)) if max_positions >= 0 else nc
-                    taken = 0
-                    for j in range(nc):
-                        if taken >= slots:
-                            break
-                        s = cand[order[j]]
-                        sid = sector_id[s]
-                        if max_per_sector >= 0 and sid >= 0 and sec_count[sid] >= max_per_sector:
-                            continue
-                        pend_entry[s] = t + 1
-                        sig_idx[s] = t
-                        ent_score[s] = cand_score[order[j]]
-                        if sid >= 0:
-                            sec_count[sid] += 1
-                        taken += 1
-                        n_open += 1
-                    # restore the freeing positions' sector counts (they are still open until the next open)
-                    for s in range(N):
-                        if in_pos[s] and ((pend_exit[s] >= 0 and pend_exit[s] <= t + 1) or (sched[s] >= 0 and sched[s] <= t + 1)) and np.isfinite(O[t + 1, s]):
-                            if sector_id[s] >= 0:
-                                sec_count[sector_id[s]] += 1
-                else:
-                    for j in range(nc):
-                        s = cand[j]
-                        pend_entry[s] = t + 1
-                        sig_idx[s] = t
-                        ent_score[s] = cand_score[j]
-                        n_open += 1
+                pend_entry[i] = t + 1
+                sig_idx[i] = t
+                ent_score[i] = cand_score[order[j]]
+                if sid >= 0:
+                    sec_count[sid] += 1
+                taken += 1
+                n_open += 1
+            # restore the freeing positions' sector counts (they are still open until the next open)
+            for i in range(M):
+                s = a + i
+                if in_pos[i] and ((pend_exit[i] >= 0 and pend_exit[i] <= t + 1) or (sched[i] >= 0 and sched[i] <= t + 1)) and np.isfinite(O[t + 1, s]):
+                    if sector_id[s] >= 0:
+                        sec_count[sector_id[s]] += 1
     # positions still open at the end of the data
     last = data_end - 1
-    for s in range(N):
-        if in_pos[s]:
-            o_sym[n] = s; o_sig[n] = sig_idx[s]; o_ent[n] = ent_idx[s]; o_ext[n] = last
-            o_ep[n] = ent_px[s]; o_xp[n] = C[last, s]; o_rsn[n] = R_OPEN; o_score[n] = ent_score[s]
+    for i in range(M):
+        if in_pos[i]:
+            s = a + i
+            if n < cap:
+                k = off + n
+                o_sym[k] = s; o_sig[k] = sig_idx[i]; o_ent[k] = ent_idx[i]; o_ext[k] = last
+                o_ep[k] = ent_px[i]; o_xp[k] = C[last, s]; o_rsn[k] = R_OPEN; o_score[k] = ent_score[i]
             n += 1
-    return o_sym[:n], o_sig[:n], o_ent[:n], o_ext[:n], o_ep[:n], o_xp[:n], o_rsn[:n], o_score[:n]
+    return n, n_sig
+
+
+@njit(cache=True, nogil=True)
+def simulate_nb(
+    O, H, L, C, disp, ts, tl, tp, sg, ws, wl, wp, lo, rng, fused,
+    buy, sell, rule, hold_days, max_days, stop_loss, take_profit, time_stop,
+    sig_start, sig_end, data_end, entry_ok, max_positions, max_per_sector, sector_id, n_sectors, cap,
+):
+    """Every symbol in one date-major pass (position caps allowed). Returns (ok, trades, accumulation signals,
+    trade arrays...); ok is False when ``cap`` was too small (the arrays are then empty: retry with cap=trades)."""
+    N = O.shape[1]
+    o_sym = np.empty(cap, np.int64)
+    o_sig = np.empty(cap, np.int64)
+    o_ent = np.empty(cap, np.int64)
+    o_ext = np.empty(cap, np.int64)
+    o_ep = np.empty(cap, np.float64)
+    o_xp = np.empty(cap, np.float64)
+    o_rsn = np.empty(cap, np.int64)
+    o_score = np.empty(cap, np.float64)
+    n, n_sig = _simulate_block(
+        0, N, O, H, L, C, disp, ts, tl, tp, sg, ws, wl, wp, lo, rng, fused,
+        buy, sell, rule, hold_days, max_days, stop_loss, take_profit, time_stop,
+        sig_start, sig_end, data_end, entry_ok, max_positions, max_per_sector, sector_id, n_sectors,
+        o_sym, o_sig, o_ent, o_ext, o_ep, o_xp, o_rsn, o_score, 0, cap,
+    )
+    m = n if n <= cap else 0
+    return n <= cap, n, n_sig, o_sym[:m], o_sig[:m], o_ent[:m], o_ext[:m], o_ep[:m], o_xp[:m], o_rsn[:m], o_score[:m]
+
+
+@njit(cache=True, nogil=True)
+def _combine_row(s, start, stop, ts, tl, tp, sg, ws, wl, wp, lo, rng, out):
+    """out[t] = display of (t, s) for t in [start, stop) from symbol-major (N x T) terms; the arithmetic of
+    ``_combine`` (bit-identical), in a loop the compiler vectorizes (indices from 0 over slices: a loop from a
+    run-time start keeps numba's negative-index wraparound and is ~4x slower)."""
+    a = ts[s, start:stop]
+    b = tl[s, start:stop]
+    c = tp[s, start:stop]
+    g = sg[s, start:stop]
+    o = out[start:stop]
+    for i in range(o.shape[0]):
+        v = (ws * a[i] + wl * b[i] + wp * c[i]) * (lo + rng * g[i])
+        if v > 1.0:
+            v = 1.0
+        elif v < -1.0:
+            v = -1.0
+        o[i] = (v + 1.0) * 50.0
+
+
+@njit(cache=True, nogil=True)
+def _count_signals_row(d, buy, sig_start, sig_end, entry_ok):
+    """Accumulation closes d[t] >= buy on entry_ok sessions t in [sig_start, sig_end) (NaN never counts)."""
+    x = d[sig_start:sig_end]
+    ok = entry_ok[sig_start:sig_end]
+    c = 0
+    for i in range(x.shape[0]):
+        c += (x[i] >= buy) & ok[i]
+    return c
+
+
+@njit(cache=True, nogil=True)
+def _walk_symbol(
+    s, d, Os, Hs, Ls, Cs, buy, sell, rule, hold_days, max_days, stop_loss, take_profit, time_stop,
+    sig_start, sig_end, data_end, entry_ok, o_sym, o_sig, o_ent, o_ext, o_ep, o_xp, o_rsn, o_score, n, cap,
+):
+    """Every trade of symbol ``s`` (uncapped: symbols are independent), event by event: while flat, scan the closes
+    for the next accumulation signal; in a position, apply the per-bar rules of ``_simulate_block`` in the same
+    order until the exit. ``d``, Os, Hs, Ls, Cs: the symbol's display and prices indexed by session. Writes trades
+    from output index ``n`` (only below ``cap``) and returns the new count."""
+    last_sig = min(sig_end, data_end - 1)  # a signal at the close of t enters at the open of t + 1 < data_end
+    close_rule = rule != RULE_FIXED
+    t = sig_start
+    while True:
+        # flat at the close of t: the next signal whose next open exists
+        while t < last_sig:
+            if d[t] >= buy and entry_ok[t] and np.isfinite(Os[t + 1]):
+                break
+            t += 1
+        if t >= last_sig:
+            return n
+        sig = t
+        e = t + 1
+        ent_px = Os[e]
+        score = d[t]
+        sched, sched_rsn = _scheduled_exit(e, rule, hold_days, max_days, time_stop)
+        pend_exit = -1
+        pend_rsn = -1
+        n_dist = 0
+        n_low = 0
+        x = -1
+        px = 0.0
+        rsn = -1
+        for k in range(e, data_end):
+            # (1) exits due at the open
+            due = -1
+            if pend_exit >= 0 and pend_exit <= k:
+                due = pend_rsn
+            elif sched >= 0 and sched <= k:
+                due = sched_rsn
+            if due >= 0 and k > e and np.isfinite(Os[k]):
+                x = k
+                px = Os[k]
+                rsn = due
+                break
+            # (2) intraday stop-loss, then take-profit
+            hit, px, rsn = _intraday_exit(Os[k], Hs[k], Ls[k], ent_px, k == e, stop_loss, take_profit)
+            if hit:
+                x = k
+                break
+            # (3) close-based exit signals
+            if close_rule and pend_exit < 0:
+                r, n_dist, n_low = _close_signal(d[k], sell, rule, n_dist, n_low)
+                if r >= 0:
+                    pend_exit = k + 1
+                    pend_rsn = r
+        if x < 0:  # still open at the end of the data: marked at the last close
+            x = data_end - 1
+            px = Cs[x]
+            rsn = R_OPEN
+        if n < cap:
+            o_sym[n] = s; o_sig[n] = sig; o_ent[n] = e; o_ext[n] = x
+            o_ep[n] = ent_px; o_xp[n] = px; o_rsn[n] = rsn; o_score[n] = score
+        n += 1
+        if rsn == R_OPEN:
+            return n
+        t = x  # flat at the close of the exit bar: its signal can enter at the next open
+
+
+def _simulate_symbols(
+    O, H, L, C, disp, ts, tl, tp, sg, ws, wl, wp, lo, rng, fused,
+    buy, sell, rule, hold_days, max_days, stop_loss, take_profit, time_stop,
+    sig_start, sig_end, data_end, entry_ok, bounds, cap,
+):
+    """Uncapped simulation, symbol-major: every array is (N x T) C-contiguous (a symbol's sessions contiguous).
+    Blocks of symbols [bounds[k], bounds[k+1]) run on separate threads (``simulate_symbols_par_nb``); each writes
+    up to ``cap`` trades into its own slice. Fused: each symbol's display row is combined into a per-block buffer
+    (never a (T x N) matrix). Returns (ok, trades — or when not ok the largest block's count to retry with as
+    cap —, accumulation signals, trade arrays in symbol order...)."""
+    nb = bounds.shape[0] - 1
+    T = O.shape[1]
+    o_sym = np.empty(nb * cap, np.int64)
+    o_sig = np.empty(nb * cap, np.int64)
+    o_ent = np.empty(nb * cap, np.int64)
+    o_ext = np.empty(nb * cap, np.int64)
+    o_ep = np.empty(nb * cap, np.float64)
+    o_xp = np.empty(nb * cap, np.float64)
+    o_rsn = np.empty(nb * cap, np.int64)
+    o_score = np.empty(nb * cap, np.float64)
+    counts = np.zeros(nb, np.int64)
+    sigs = np.zeros(nb, np.int64)
+    for k in prange(nb):
+        buf = np.empty(T if fused else 0, np.float64)
+        off = k * cap
+        n = off
+        g = 0
+        for s in range(bounds[k], bounds[k + 1]):
+            if fused:
+                _combine_row(s, sig_start, data_end, ts, tl, tp, sg, ws, wl, wp, lo, rng, buf)
+                g += _count_signals_row(buf, buy, sig_start, sig_end, entry_ok)
+                n = _walk_symbol(s, buf, O[s], H[s], L[s], C[s], buy, sell, rule, hold_days, max_days, stop_loss,
+                                 take_profit, time_stop, sig_start, sig_end, data_end, entry_ok,
+                                 o_sym, o_sig, o_ent, o_ext, o_ep, o_xp, o_rsn, o_score, n, off + cap)
+            else:
+                g += _count_signals_row(disp[s], buy, sig_start, sig_end, entry_ok)
+                n = _walk_symbol(s, disp[s], O[s], H[s], L[s], C[s], buy, sell, rule, hold_days, max_days, stop_loss,
+                                 take_profit, time_stop, sig_start, sig_end, data_end, entry_ok,
+                                 o_sym, o_sig, o_ent, o_ext, o_ep, o_xp, o_rsn, o_score, n, off + cap)
+        counts[k] = n - off
+        sigs[k] = g
+    n_sig = 0
+    need = 0
+    total = 0
+    for k in range(nb):
+        n_sig += sigs[k]
+        need = max(need, counts[k])
+        total += counts[k]
+    if need > cap:
+        z = np.empty(0, np.int64)
+        zf = np.empty(0, np.float64)
+        return False, need, n_sig, z, z, z, z, zf, zf, z, zf
+    if nb == 1:
+        return (True, total, n_sig, o_sym[:total], o_sig[:total], o_ent[:total], o_ext[:total], o_ep[:total],
+                o_xp[:total], o_rsn[:total], o_score[:total])
+    r_sym = np.empty(total, np.int64)
+    r_sig = np.empty(total, np.int64)
+    r_ent = np.empty(total, np.int64)
+    r_ext = np.empty(total, np.int64)
+    r_ep = np.empty(total, np.float64)
+    r_xp = np.empty(total, np.float64)
+    r_rsn = np.empty(total, np.int64)
+    r_score = np.empty(total, np.float64)
+    j = 0
+    for k in range(nb):
+        a = k * cap
+        for i in range(counts[k]):
+            r_sym[j] = o_sym[a + i]; r_sig[j] = o_sig[a + i]; r_ent[j] = o_ent[a + i]; r_ext[j] = o_ext[a + i]
+            r_ep[j] = o_ep[a + i]; r_xp[j] = o_xp[a + i]; r_rsn[j] = o_rsn[a + i]; r_score[j] = o_score[a + i]
+            j += 1
+    return True, total, n_sig, r_sym, r_sig, r_ent, r_ext, r_ep, r_xp, r_rsn, r_score
+
+
+simulate_symbols_nb = njit(cache=True, nogil=True)(_simulate_symbols)  # serial: prange runs as range
+simulate_symbols_par_nb = njit(cache=True, nogil=True, parallel=True)(_simulate_symbols)  # blocks across threads
 
 
 @njit(cache=True, nogil=True)
@@ -277,169 +503,6 @@ def _combine(ts, tl, tp, sg, ws, wl, wp, lo, hi):
 
 combine_nb = njit(cache=True, nogil=True)(_combine)  # serial: prange runs as range
 combine_par_nb = njit(nogil=True, parallel=True)(_combine)  # big panels: dates across threads
-
-
-@njit(cache=True, nogil=True)
-def _simulate_symbol_nb(
-    s, O, H, L, C, disp, buy, sell, rule, hold_days, max_days, stop_loss, take_profit, time_stop,
-    sig_start, sig_end, data_end, entry_ok, off, o_sig, o_ent, o_ext, o_ep, o_xp, o_rsn, o_score,
-):
-    """One symbol of ``simulate_nb`` without position caps (symbols are then independent). Same rules, same
-    order inside a bar; writes trades from index ``off`` and returns how many it wrote. The per-bar rules are
-    written out here rather than calling ``_scheduled_exit`` / ``_intraday_exit`` / ``_close_signal``: inside the
-    parallel region those calls cost ~70% more time (measured, 500 x 1,260); tests/test_engine_kernels.py checks
-    the two kernels trade for trade."""
-    n = off
-    in_pos = False
-    e = -1
-    sig = -1
-    ent_px = 0.0
-    ent_score = 0.0
-    pend_entry = -1
-    pend_exit = -1
-    pend_rsn = -1
-    sched = -1
-    sched_rsn = -1
-    n_dist = 0
-    n_low = 0
-    for t in range(sig_start, data_end):
-        if pend_entry == t:
-            pend_entry = -1
-            in_pos = True
-            e = t
-            ent_px = O[t, s]
-            n_dist = 0
-            n_low = 0
-            sc = -1
-            sr = -1
-            if rule == RULE_FIXED:
-                sc = t + hold_days
-                sr = R_FIXED
-            elif rule == RULE_HYBRID:
-                sc = t + max_days
-                sr = R_MAX_DAYS
-            if time_stop >= 0 and (sc < 0 or t + time_stop < sc):
-                sc = t + time_stop
-                sr = R_TIME_STOP
-            sched = sc
-            sched_rsn = sr
-        exited = False
-        if in_pos:
-            due = -1
-            if pend_exit >= 0 and pend_exit <= t:
-                due = pend_rsn
-            elif sched >= 0 and sched <= t:
-                due = sched_rsn
-            if due >= 0 and t > e and np.isfinite(O[t, s]):
-                o_sig[n] = sig; o_ent[n] = e; o_ext[n] = t
-                o_ep[n] = ent_px; o_xp[n] = O[t, s]; o_rsn[n] = due; o_score[n] = ent_score
-                n += 1
-                in_pos = False
-                pend_exit = -1
-                sched = -1
-                exited = True
-            if not exited:
-                hit = False
-                px = 0.0
-                rsn = -1
-                if stop_loss == stop_loss:
-                    lvl = ent_px * (1.0 - stop_loss)
-                    if L[t, s] <= lvl:
-                        hit = True
-                        rsn = R_STOP
-                        px = lvl if t == e else min(O[t, s], lvl)
-                if not hit and take_profit == take_profit:
-                    lvl = ent_px * (1.0 + take_profit)
-                    if H[t, s] >= lvl:
-                        hit = True
-                        rsn = R_TP
-                        px = lvl if t == e else max(O[t, s], lvl)
-                if hit:
-                    o_sig[n] = sig; o_ent[n] = e; o_ext[n] = t
-                    o_ep[n] = ent_px; o_xp[n] = px; o_rsn[n] = rsn; o_score[n] = ent_score
-                    n += 1
-                    in_pos = False
-                    pend_exit = -1
-                    sched = -1
-                    exited = True
-            if not exited and pend_exit < 0:
-                d = disp[t, s]
-                is_dist = d <= sell
-                if is_dist:
-                    n_dist += 1
-                else:
-                    n_dist = 0
-                if d < 50.0:
-                    n_low += 1
-                else:
-                    n_low = 0
-                r = -1
-                if (rule == RULE_FIRST_DIST or rule == RULE_HYBRID) and is_dist:
-                    r = R_FIRST_DIST
-                elif rule == RULE_2X_DIST and n_dist >= 2:
-                    r = R_2X_DIST
-                elif rule == RULE_SCORE_DECAY and n_low >= 3:
-                    r = R_SCORE_DECAY
-                if r >= 0:
-                    pend_exit = t + 1
-                    pend_rsn = r
-        if t < sig_end and t + 1 < data_end and entry_ok[t] and not in_pos and pend_entry < 0:
-            d = disp[t, s]
-            if d >= buy and np.isfinite(O[t + 1, s]):
-                pend_entry = t + 1
-                sig = t
-                ent_score = d
-    if in_pos:
-        last = data_end - 1
-        o_sig[n] = sig; o_ent[n] = e; o_ext[n] = last
-        o_ep[n] = ent_px; o_xp[n] = C[last, s]; o_rsn[n] = R_OPEN; o_score[n] = ent_score
-        n += 1
-    return n - off
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def simulate_symbols_nb(
-    O, H, L, C, disp, buy, sell, rule, hold_days, max_days, stop_loss, take_profit, time_stop,
-    sig_start, sig_end, data_end, entry_ok, offsets,
-):
-    """Uncapped simulation, symbols in parallel. ``offsets`` (N+1,): symbol s may write trades into
-    [offsets[s], offsets[s+1]) (its accumulation-signal count bounds its trade count). Returns arrays in symbol
-    order, compacted."""
-    N = O.shape[1]
-    cap = offsets[N]
-    o_sig = np.empty(cap, np.int64)
-    o_ent = np.empty(cap, np.int64)
-    o_ext = np.empty(cap, np.int64)
-    o_ep = np.empty(cap, np.float64)
-    o_xp = np.empty(cap, np.float64)
-    o_rsn = np.empty(cap, np.int64)
-    o_score = np.empty(cap, np.float64)
-    counts = np.zeros(N, np.int64)
-    for s in prange(N):
-        counts[s] = _simulate_symbol_nb(
-            s, O, H, L, C, disp, buy, sell, rule, hold_days, max_days, stop_loss, take_profit, time_stop,
-            sig_start, sig_end, data_end, entry_ok, offsets[s], o_sig, o_ent, o_ext, o_ep, o_xp, o_rsn, o_score,
-        )
-    total = 0
-    for s in range(N):
-        total += counts[s]
-    sym = np.empty(total, np.int64)
-    r_sig = np.empty(total, np.int64)
-    r_ent = np.empty(total, np.int64)
-    r_ext = np.empty(total, np.int64)
-    r_ep = np.empty(total, np.float64)
-    r_xp = np.empty(total, np.float64)
-    r_rsn = np.empty(total, np.int64)
-    r_score = np.empty(total, np.float64)
-    k = 0
-    for s in range(N):
-        a = offsets[s]
-        for i in range(counts[s]):
-            sym[k] = s
-            r_sig[k] = o_sig[a + i]; r_ent[k] = o_ent[a + i]; r_ext[k] = o_ext[a + i]
-            r_ep[k] = o_ep[a + i]; r_xp[k] = o_xp[a + i]; r_rsn[k] = o_rsn[a + i]; r_score[k] = o_score[a + i]
-            k += 1
-    return sym, r_sig, r_ent, r_ext, r_ep, r_xp, r_rsn, r_score
 
 
 @njit(cache=True, nogil=True)

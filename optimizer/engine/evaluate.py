@@ -16,9 +16,8 @@ from optimizer.engine._indicators import atr
 from optimizer.engine.features import FeatureCache
 from optimizer.engine.metrics import BenchmarkCache, run_metrics
 from optimizer.engine.panel import Panel
-from optimizer.engine.score import ScoreParams, display_score
-from optimizer.engine.signals import count_signals
-from optimizer.engine.simulate import Caps, Costs, ExitParams, Span, Thresholds, Trades, simulate
+from optimizer.engine.score import ScoreParams, ScoreTerms, display_score, score_terms
+from optimizer.engine.simulate import Caps, Costs, ExitParams, Span, SymbolMajorPrices, Thresholds, Trades, simulate_counted
 from optimizer.params import PARAMS, check_fields, engine_fields
 
 __all__ = ["Config", "Evaluator", "Result", "PARAM_KEYS"]
@@ -60,13 +59,31 @@ class Config:
         return {p.name: getattr(parts[p.group], p.field) for p in PARAMS.values()}
 
 
-@dataclass(frozen=True, eq=False)
 class Result:
-    config: Config
-    span: Span
-    trades: Trades
-    metrics: dict[str, float]
-    display: np.ndarray
+    """One run: its configuration, span, trades and metrics, and the display score it traded on.
+
+    ``display`` is the (T x N) display matrix. A run that combined the score inside the simulation (``Evaluator.run``
+    without a ``display``) keeps the uncombined ``ScoreTerms`` and materialises the matrix on first access, so
+    callers that never look at it (studies, walk-forward folds) never pay for it. Attributes are read-only.
+    """
+
+    __slots__ = ("config", "span", "trades", "metrics", "_display")
+
+    def __init__(self, config: Config, span: Span, trades: Trades, metrics: dict[str, float],
+                 display: np.ndarray | ScoreTerms) -> None:
+        for k, v in (("config", config), ("span", span), ("trades", trades), ("metrics", metrics), ("_display", display)):
+            object.__setattr__(self, k, v)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Result is read-only: cannot set {name!r}")
+
+    @property
+    def display(self) -> np.ndarray:
+        d = self._display
+        if isinstance(d, ScoreTerms):
+            d = d.display()
+            object.__setattr__(self, "_display", d)
+        return d
 
 
 class Evaluator:
@@ -78,6 +95,7 @@ class Evaluator:
     def __init__(self, panel: Panel, min_periods: int | None = None) -> None:
         self.panel = panel
         self.features = FeatureCache(panel, min_periods=min_periods)
+        self.prices = SymbolMajorPrices(panel)
         self.bench = BenchmarkCache(panel)
         self._atr_pct: np.ndarray | None = None
 
@@ -108,12 +126,14 @@ class Evaluator:
         self, config: Config, span: Span | None = None, display: np.ndarray | None = None,
         entry_ok: np.ndarray | None = None,
     ) -> Result:
+        """Simulate ``config`` on ``span`` and measure it. Without ``display`` the score is combined inside the
+        simulation from the cached terms (never materialised); a given ``display`` (T x N) is used as is."""
         span = span or Span.full(self.panel)
-        disp = self.display(config) if display is None else display
-        trades = simulate(self.panel, disp, config.thresholds, config.exit, config.costs, span, config.caps, entry_ok)
-        n_sig = count_signals(disp, config.thresholds.buy, span, entry_ok)
+        score = score_terms(self.features, config.score) if display is None else display
+        trades, n_sig = simulate_counted(self.panel, score, config.thresholds, config.exit, config.costs, span,
+                                         config.caps, entry_ok, prices=self.prices)
         m = run_metrics(trades, self.panel, span, config.costs, n_sig, bench=self.bench, weight=self.weights(config, trades))
-        return Result(config, span, trades, m, disp)
+        return Result(config, span, trades, m, score)
 
     def metrics(self, config: Config, span: Span | None = None) -> dict[str, float]:
         return self.run(config, span).metrics

@@ -15,7 +15,24 @@ from optimizer.engine.panel import Panel
 from optimizer.data.rolling import rolling_zscore
 from optimizer.params import PARAMS, VARIANTS, Z_WINDOWS
 
-__all__ = ["FeatureCache", "VARIANTS", "Z_WINDOWS"]
+__all__ = ["FeatureCache", "VARIANTS", "Z_WINDOWS", "as_symbol_major"]
+
+
+def as_symbol_major(a: np.ndarray) -> np.ndarray:
+    """The (N x T) read-only, C-contiguous float64 transpose of a (T x N) matrix: a view when ``a`` is already
+    stored that way (Fortran order, e.g. every cached term and ``ScoreTerms.display()``), else a copy."""
+    out = np.asarray(a, dtype=np.float64).T
+    if not out.flags.c_contiguous:
+        out = np.ascontiguousarray(out)
+    if out.flags.writeable:
+        out = out.view()
+        out.setflags(write=False)
+    return out
+
+
+def _symbol_major(a: np.ndarray) -> np.ndarray:
+    """(T x N) values stored as a contiguous read-only (N x T) array, returned as its (T x N) transpose view."""
+    return as_symbol_major(a).T
 
 
 class FeatureCache:
@@ -107,6 +124,10 @@ class FeatureCache:
         Only the short term depends on the variant: the lit, price and OTC terms are shared per window. After a
         term is built, the z-score matrices it came from are dropped from the cache (``z``/``short_z`` recompute
         them on demand), so a warm cache holds 3 + (number of variants) matrices per window, not ~18.
+
+        Each term is stored symbol-major (one contiguous row of sessions per symbol, the order in which the
+        simulation reads them) and returned as its (T x N) transpose view: same values and shape as always, in
+        Fortran order (``.T`` of a returned matrix is the contiguous (N x T) storage, no copy).
         """
         key = ("terms", variant, int(window))
         out = self._cache.get(key)
@@ -118,12 +139,9 @@ class FeatureCache:
                 tp = np.nan_to_num(np.tanh(0.3 * self.price_z(window)), nan=0.0)
                 oz = self.otc_z(window)
                 sg = np.where(np.isfinite(oz), 1.0 / (1.0 + np.exp(-np.nan_to_num(oz))), 0.5)
-                for a in (tl, tp, sg):
-                    a.setflags(write=False)
-                shared = (tl, tp, sg)
+                shared = (_symbol_major(tl), _symbol_major(tp), _symbol_major(sg))
                 self._cache[shared_key] = shared  # type: ignore[assignment]
-            ts = np.tanh(0.5 * self.short_z(variant, window))
-            ts.setflags(write=False)
+            ts = _symbol_major(np.tanh(0.5 * self.short_z(variant, window)))
             out = (ts, *shared)
             self._cache[key] = out  # type: ignore[assignment]
             self._drop_z(int(window))

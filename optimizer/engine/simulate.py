@@ -8,16 +8,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 import pandas as pd
 
 from optimizer.errors import check_param
-from optimizer.engine._kernels import PARALLEL_MIN_CELLS, RULE_CODES, simulate_nb, simulate_symbols_nb
+from optimizer.engine._kernels import (
+    PARALLEL_MIN_CELLS, RULE_CODES, simulate_nb, simulate_symbols_nb, simulate_symbols_par_nb,
+)
+from optimizer.engine.features import as_symbol_major
 from optimizer.engine.panel import Panel
+from optimizer.engine.score import ScoreTerms
 from optimizer.params import EXIT_RULES, check_fields
 
 __all__ = [
-    "ExitParams", "Costs", "Thresholds", "Span", "Caps", "Trades", "simulate",
+    "ExitParams", "Costs", "Thresholds", "Span", "Caps", "Trades", "simulate", "simulate_counted", "SymbolMajorPrices",
     "EXIT_REASONS",
 ]
 
@@ -171,9 +176,39 @@ def _sector_ids(panel: Panel) -> tuple[np.ndarray, int]:
     return np.array([lut.get(s, -1) if s else -1 for s in panel.sectors], dtype=np.int64), len(names)
 
 
+_NO_MATRIX = np.zeros((1, 1))  # stands for the unused score source (display or terms) in the kernels' arguments
+_NO_MATRIX.setflags(write=False)
+
+
+class SymbolMajorPrices:
+    """The panel's open / high / low / close as read-only (N x T) C-contiguous copies (a symbol's sessions
+    contiguous), the layout of the symbol-major kernel and of the portfolio returns. Each field is copied on first
+    use; an ``Evaluator`` keeps one for its panel, so a trial never transposes."""
+
+    def __init__(self, panel: Panel) -> None:
+        self.panel = panel
+        self._fields: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        out = self._fields.get(name)
+        if out is None:
+            out = self._fields[name] = as_symbol_major(self.panel[name])
+        return out
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self._fields.values())
+
+
+def _blocks(N: int) -> np.ndarray:
+    """Symbol block bounds of the parallel kernel: one contiguous block per numba thread."""
+    nb = max(1, min(numba.get_num_threads(), N))
+    return np.array([N * k // nb for k in range(nb + 1)], dtype=np.int64)
+
+
 def simulate(
     panel: Panel,
-    display: np.ndarray,
+    display: np.ndarray | ScoreTerms,
     thresholds: Thresholds,
     exit: ExitParams,
     costs: Costs,
@@ -183,14 +218,42 @@ def simulate(
 ) -> Trades:
     """Simulate one configuration. Pure; reads ``panel`` arrays, never mutates them.
 
-    ``entry_ok`` (T,) bool restricts the sessions whose close may open a position (regime filters); exits are
-    never filtered.
+    ``display`` is the (T x N) display score or its uncombined ``ScoreTerms``. ``entry_ok`` (T,) bool restricts the
+    sessions whose close may open a position (regime filters); exits are never filtered.
+    """
+    return simulate_counted(panel, display, thresholds, exit, costs, span, caps, entry_ok)[0]
+
+
+def simulate_counted(
+    panel: Panel,
+    score: np.ndarray | ScoreTerms,
+    thresholds: Thresholds,
+    exit: ExitParams,
+    costs: Costs,
+    span: Span,
+    caps: Caps | None = None,
+    entry_ok: np.ndarray | None = None,
+    prices: SymbolMajorPrices | None = None,
+    kernel: str | None = None,
+) -> tuple[Trades, int]:
+    """``simulate`` plus the accumulation-signal count of the same pass (``signals.count_signals`` of the display).
+
+    Without caps the symbol-major kernel runs (symbols are independent: each symbol's sessions are scanned from
+    contiguous memory, blocks of symbols on all numba threads for big panels); with ``ScoreTerms`` it combines each
+    symbol's display row into a small buffer, so no (T x N) score matrix is written. Position caps couple symbols
+    session by session: the date-major kernel. ``prices``: the panel's cached ``SymbolMajorPrices`` (else copied
+    per call). ``kernel`` ("date" or "symbol") forces a kernel (tests: both give the same trades).
     """
     T, N = panel.shape
-    check_param(display.shape == (T, N), "display.shape", f"equal to the panel shape {(T, N)}", display.shape)
+    check_param(tuple(score.shape) == (T, N), "display.shape", f"equal to the panel shape {(T, N)}", tuple(score.shape))
     check_param(span.data_end <= T, "span.data_end", f"<= number of sessions {T}", span.data_end)
     ok = np.ones(T, dtype=np.bool_) if entry_ok is None else np.asarray(entry_ok, dtype=np.bool_)
     check_param(ok.shape == (T,), "entry_ok.shape", f"equal to ({T},)", ok.shape)
+    capped = caps is not None and (caps.max_positions is not None or caps.max_per_sector is not None)
+    check_param(kernel in (None, "date", "symbol") and not (capped and kernel == "symbol"), "kernel",
+                "None, 'date' or 'symbol' ('date' when capped)", kernel)
+    date_major = capped or kernel == "date"
+    fused = isinstance(score, ScoreTerms)
     nan = float("nan")
     rule_args = (
         float(thresholds.buy), float(thresholds.sell), RULE_CODES[exit.rule],
@@ -199,27 +262,41 @@ def simulate(
         nan if exit.stop_loss is None else float(exit.stop_loss),
         nan if exit.take_profit is None else float(exit.take_profit),
         -1 if exit.time_stop is None else int(exit.time_stop),
+        int(span.sig_start), int(span.sig_end), int(span.data_end), ok,
     )
-    O, H, L, C = panel["open"], panel["high"], panel["low"], panel["close"]
-    capped = caps is not None and (caps.max_positions is not None or caps.max_per_sector is not None)
-    if not capped and T * N >= PARALLEL_MIN_CELLS:
-        # symbols are independent: one symbol per thread; a symbol's trades are bounded by its signal count
-        with np.errstate(invalid="ignore"):
-            per_sym = np.count_nonzero(display[span.sig_start:span.sig_end] >= thresholds.buy, axis=0) + 1
-        offsets = np.zeros(N + 1, dtype=np.int64)
-        np.cumsum(per_sym, out=offsets[1:])
-        out = simulate_symbols_nb(O, H, L, C, display, *rule_args, int(span.sig_start), int(span.sig_end),
-                                  int(span.data_end), ok, offsets)
+    # the layout each kernel reads: (T x N) as given for the date-major one, (N x T) contiguous for the symbol-major
+    lay = (lambda a: a) if date_major else as_symbol_major
+    if fused:
+        src = (_NO_MATRIX, lay(score.ts), lay(score.tl), lay(score.tp), lay(score.sg),
+               float(score.ws), float(score.wl), float(score.wp), float(score.lo), float(score.hi - score.lo), True)
     else:
-        with np.errstate(invalid="ignore"):
-            capacity = int(np.count_nonzero(display[span.sig_start:span.sig_end] >= thresholds.buy)) + 1
+        src = (lay(np.asarray(score, dtype=np.float64)), _NO_MATRIX, _NO_MATRIX, _NO_MATRIX, _NO_MATRIX,
+               0.0, 0.0, 0.0, 0.0, 0.0, False)
+    rows = span.data_end - span.sig_start
+    if date_major:
+        O, H, L, C = panel["open"], panel["high"], panel["low"], panel["close"]
         if capped:
             sid, nsec = _sector_ids(panel)
             mp = -1 if caps.max_positions is None else int(caps.max_positions)
             ms = -1 if caps.max_per_sector is None else int(caps.max_per_sector)
         else:
             sid, nsec, mp, ms = np.full(N, -1, np.int64), 0, -1, -1
-        out = simulate_nb(O, H, L, C, display, *rule_args, costs.per_side, int(span.sig_start), int(span.sig_end),
-                          int(span.data_end), mp, ms, sid, nsec, capacity, ok)
-    sym, sig, ent, ext, ep, xp, rsn, sc = out
-    return Trades(sym, sig, ent, ext, ep, xp, rsn, sc, cost=costs.per_side)
+        cap = rows * N // 8 + 16
+        out = simulate_nb(O, H, L, C, *src, *rule_args, mp, ms, sid, nsec, cap)
+        if not out[0]:
+            out = simulate_nb(O, H, L, C, *src, *rule_args, mp, ms, sid, nsec, int(out[1]))
+    else:
+        px = prices if prices is not None else SymbolMajorPrices(panel)
+        O, C = px["open"], px["close"]
+        # high / low are read only by the intraday stop and target
+        H = px["high"] if exit.take_profit is not None else O
+        L = px["low"] if exit.stop_loss is not None else O
+        par = T * N >= PARALLEL_MIN_CELLS
+        bounds = _blocks(N) if par else np.array([0, N], dtype=np.int64)
+        nk = simulate_symbols_par_nb if par else simulate_symbols_nb
+        cap = rows * int(np.max(np.diff(bounds))) // 8 + 16  # a trade spans >= 1 session: rows * width always fits
+        out = nk(O, H, L, C, *src, *rule_args, bounds, cap)
+        if not out[0]:
+            out = nk(O, H, L, C, *src, *rule_args, bounds, int(out[1]))
+    _, _, n_sig, sym, sig, ent, ext, ep, xp, rsn, sc = out
+    return Trades(sym, sig, ent, ext, ep, xp, rsn, sc, cost=costs.per_side), int(n_sig)
