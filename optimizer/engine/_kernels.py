@@ -9,7 +9,8 @@ import numpy as np
 from numba import njit, prange
 
 __all__ = [
-    "simulate_nb", "simulate_symbols_nb", "simulate_symbols_par_nb", "portfolio_returns_nb", "combine_nb", "combine_par_nb", "trade_stats_nb",
+    "simulate_nb", "simulate_symbols_nb", "simulate_symbols_par_nb", "portfolio_returns_nb", "missing_holds_nb",
+    "run_stats_nb", "combine_nb", "combine_par_nb", "trade_stats_nb",
     "curve_stats_nb", "PARALLEL_MIN_CELLS", "RULE_CODES",
 ]
 
@@ -450,31 +451,35 @@ simulate_symbols_par_nb = njit(cache=True, nogil=True, parallel=True)(_simulate_
 
 
 @njit(cache=True, nogil=True)
-def portfolio_returns_nb(C, sym, ent, ext, ep, xp, is_open, weight, cost, start, stop):
+def portfolio_returns_nb(Cs, sym, ent, ext, ep, xp, is_open, weight, cost, start, stop):
     """Daily weighted-average return of the positions active each day in [start, stop). Cash days return 0.
 
     Segment returns (docs/ENGINE.md): entry day close/(entry·(1+c)) − 1; held days close/prev close − 1;
     exit day fill·(1−c)/prev close − 1 (fill·(1−c)/(entry·(1+c)) − 1 when exit and entry share the day).
     Open-at-end positions are marked to the close through stop − 1 without an exit cost.
+    ``Cs``: closes indexed [symbol, session] (symbol-major storage keeps a trade's closes contiguous; a
+    precomputed returns matrix was measured slower: one more matrix to pull through the cache). ``weight``: one
+    per trade, or empty for equal weights.
     """
     L = stop - start
     num = np.zeros(L, np.float64)
     den = np.zeros(L, np.float64)
+    equal = weight.shape[0] == 0
     for i in range(sym.shape[0]):
-        s = sym[i]
         e = ent[i]
         x = ext[i]
-        w = weight[i]
+        w = 1.0 if equal else weight[i]
+        c = Cs[sym[i]]
         last = stop - 1 if is_open[i] else x
         for d in range(max(e, start), min(last, stop - 1) + 1):
             if d == e and d == x and not is_open[i]:
                 r = xp[i] * (1.0 - cost) / (ep[i] * (1.0 + cost)) - 1.0
             elif d == e:
-                r = C[d, s] / (ep[i] * (1.0 + cost)) - 1.0
+                r = c[d] / (ep[i] * (1.0 + cost)) - 1.0
             elif d == x and not is_open[i]:
-                r = xp[i] * (1.0 - cost) / C[d - 1, s] - 1.0
+                r = xp[i] * (1.0 - cost) / c[d - 1] - 1.0
             else:
-                r = C[d, s] / C[d - 1, s] - 1.0
+                r = c[d] / c[d - 1] - 1.0
             if r == r:
                 num[d - start] += w * r
                 den[d - start] += w
@@ -483,6 +488,128 @@ def portfolio_returns_nb(C, sym, ent, ext, ep, xp, is_open, weight, cost, start,
         if den[j] > 0:
             out[j] = num[j] / den[j]
     return out
+
+
+@njit(cache=True, nogil=True)
+def _median(r):
+    """Median of a non-empty array (the mean of the two middle values for an even size), by quickselect on a copy."""
+    n = r.shape[0]
+    for q in range(n):
+        if r[q] != r[q]:
+            return r[q]  # NaN, as numpy's median
+    a = r.copy()
+    k = n // 2
+    lo = 0
+    hi = n - 1
+    while lo < hi:
+        # median-of-three pivot, Hoare partition
+        m = (lo + hi) // 2
+        x, y, z = a[lo], a[m], a[hi]
+        if x > y:
+            x, y = y, x
+        if y > z:
+            y = z
+            if x > y:
+                y = x
+        p = y
+        i = lo
+        j = hi
+        while i <= j:
+            while a[i] < p:
+                i += 1
+            while a[j] > p:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    upper = a[k]
+    if n % 2 == 1:
+        return upper
+    lower = a[0]
+    for q in range(1, k):
+        if a[q] > lower:
+            lower = a[q]
+    return (lower + upper) / 2
+
+
+@njit(cache=True, nogil=True)
+def missing_holds_nb(ent, ext, is_open, have):
+    """Sorted distinct holding periods of the closed trades whose benchmark row is not computed yet (have[h] False
+    or h beyond ``have``), and the longest holding period (-1 without closed trades)."""
+    hmax = -1
+    for i in range(ent.shape[0]):
+        if not is_open[i]:
+            hmax = max(hmax, ext[i] - ent[i])
+    seen = np.zeros(hmax + 1, np.bool_)
+    k = 0
+    for i in range(ent.shape[0]):
+        if not is_open[i]:
+            h = ext[i] - ent[i]
+            if not seen[h] and (h >= have.shape[0] or not have[h]):
+                seen[h] = True
+                k += 1
+    out = np.empty(k, np.int64)
+    j = 0
+    for h in range(hmax + 1):
+        if seen[h]:
+            out[j] = h
+            j += 1
+    return out, hmax
+
+
+@njit(cache=True, nogil=True)
+def run_stats_nb(sym, ent, ext, ep, xp, is_open, net, weight, cost, Cs, bench, fp_sessions, start, stop):
+    """Every per-run statistic in one call: the closed trades' net returns (trade order), their matched benchmark
+    (bench[h, s] − 1 for hold h, 0 where not finite) and excess, the false-positive count (a close of the first
+    ``fp_sessions`` sessions from the entry bar, never past the exit bar, below the entry price), and the daily
+    portfolio's mean, std and max drawdown over [start, stop).
+
+    Returns (n_closed, mean, std, wins, mean win, mean loss, losses, median, false positives, mean benchmark,
+    excess mean, excess std, mean hold, daily mean, daily std, max drawdown, days)."""
+    n = sym.shape[0]
+    nc = 0
+    for i in range(n):
+        if not is_open[i]:
+            nc += 1
+    r = np.empty(nc, np.float64)
+    ex = np.empty(nc, np.float64)
+    j = 0
+    fp = 0
+    hold = 0
+    sb = 0.0
+    for i in range(n):
+        if is_open[i]:
+            continue
+        s = sym[i]
+        e = ent[i]
+        x = ext[i]
+        r[j] = net[i]
+        for k in range(fp_sessions):
+            if Cs[s, min(e + k, x)] < ep[i]:
+                fp += 1
+                break
+        ratio = bench[x - e, s]
+        b = ratio - 1.0 if np.isfinite(ratio) else 0.0
+        ex[j] = net[i] - b
+        sb += b
+        hold += x - e
+        j += 1
+    mean, sd, nw, mw, ml, _, nl = trade_stats_nb(r)
+    ex_mean, ex_sd, _, _, _, _, _ = trade_stats_nb(ex)
+    med = _median(r) if nc > 0 else 0.0
+    daily = portfolio_returns_nb(Cs, sym, ent, ext, ep, xp, is_open, weight, cost, start, stop)
+    d_mean, d_sd, mdd = curve_stats_nb(daily)
+    avg_b = sb / nc if nc > 0 else 0.0
+    avg_h = hold / nc if nc > 0 else 0.0
+    return (nc, mean, sd, nw, mw, ml, nl, med, fp, avg_b, ex_mean, ex_sd, avg_h, d_mean, d_sd, mdd,
+            daily.shape[0])
 
 
 def _combine(ts, tl, tp, sg, ws, wl, wp, lo, hi):

@@ -96,7 +96,7 @@ class Evaluator:
         self.panel = panel
         self.features = FeatureCache(panel, min_periods=min_periods)
         self.prices = SymbolMajorPrices(panel)
-        self.bench = BenchmarkCache(panel)
+        self.bench = BenchmarkCache(panel, self.prices)
         self._atr_pct: np.ndarray | None = None
 
     def atr_pct(self) -> np.ndarray:

@@ -12,9 +12,9 @@ import math
 
 import numpy as np
 
-from optimizer.engine._kernels import curve_stats_nb, portfolio_returns_nb, trade_stats_nb
+from optimizer.engine._kernels import missing_holds_nb, portfolio_returns_nb, run_stats_nb
 from optimizer.engine.panel import Panel
-from optimizer.engine.simulate import Costs, Span, Trades
+from optimizer.engine.simulate import Costs, Span, SymbolMajorPrices, Trades
 
 __all__ = [
     "WIN_LOSS_CAP", "SESSIONS_PER_MONTH", "FP_SESSIONS", "METRIC_KEYS", "BenchmarkCache", "run_metrics",
@@ -40,7 +40,8 @@ def rank_score(hit: float, avg: float, wl: float, spm: float) -> float:
 
 def false_positive_share(close: np.ndarray, trades: Trades, closed: np.ndarray) -> float:
     """Share of closed trades that reverse within FP_SESSIONS days: some close of the first three sessions from the
-    entry bar (close[e], close[e+1], close[e+2], never past the exit bar x) is below the entry price."""
+    entry bar (close[e], close[e+1], close[e+2], never past the exit bar x) is below the entry price. (Plain numpy;
+    ``run_metrics`` counts the same inside ``run_stats_nb``.)"""
     e = trades.entry_idx[closed]
     x = trades.exit_idx[closed]
     sym = trades.symbol[closed]
@@ -55,11 +56,14 @@ class BenchmarkCache:
     """Mean open-to-open growth ratio mean_e[open[e+h]/open[e]] per symbol, cached per (span, h).
 
     Entry sessions e range over [sig_start+1, sig_end] with e+h < data_end and both opens finite.
-    The cache lives as long as the panel: every trial of a study reuses the vectors of its folds.
+    The cache lives as long as the panel: every trial of a study reuses the vectors of its folds. It also holds the
+    panel's closes indexed [symbol, session] for the run statistics (``prices``: an ``Evaluator``'s
+    ``SymbolMajorPrices``, whose contiguous copy makes them faster; without it a transpose view, no copy).
     """
 
-    def __init__(self, panel: Panel) -> None:
+    def __init__(self, panel: Panel, prices: SymbolMajorPrices | None = None) -> None:
         self.open = panel["open"]
+        self.close_by_symbol = prices["close"] if prices is not None else panel["close"].T
         self._cache: dict[tuple[int, int, int], np.ndarray] = {}
         self._have: dict[tuple[int, int, int], np.ndarray] = {}
 
@@ -93,19 +97,29 @@ class BenchmarkCache:
             self._cache[key], self._have[key] = mat, have
         return mat
 
+    def _fill(self, span: Span, holds: np.ndarray, hmax: int) -> np.ndarray:
+        """The span's matrix with the rows of ``holds`` computed (and at least hmax + 1 rows)."""
+        mat = self._matrix(span, hmax)
+        have = self._have[(span.sig_start, span.sig_end, span.data_end)]
+        for h in holds:
+            if not have[h]:
+                mat[h] = self._row(span, int(h))
+                have[h] = True
+        return mat
+
+    def table(self, trades: Trades, span: Span) -> np.ndarray:
+        """The span's (h, symbol) ratio matrix with a row for every closed trade's holding period."""
+        have = self._have.get((span.sig_start, span.sig_end, span.data_end), _NO_ROWS)
+        missing, hmax = missing_holds_nb(_ints(trades.entry_idx), _ints(trades.exit_idx), trades.open_at_end, have)
+        return self._fill(span, missing, int(hmax))
+
     def ratio(self, span: Span, h: int) -> np.ndarray:
         """mean_e[open[e+h]/open[e]] per symbol (NaN where no entry session exists)."""
         return self.ratios(span, np.array([h]))[0]
 
     def ratios(self, span: Span, hold: np.ndarray) -> np.ndarray:
-        key = (span.sig_start, span.sig_end, span.data_end)
-        hmax = int(hold.max()) if hold.size else 0
-        mat = self._matrix(span, hmax)
-        have = self._have[key]
-        need = np.unique(hold[~have[hold]]) if hold.size else hold
-        for h in need:
-            mat[h] = self._row(span, int(h))
-            have[h] = True
+        hold = np.asarray(hold, dtype=np.int64)
+        mat = self._fill(span, np.unique(hold), int(hold.max()) if hold.size else 0)
         return mat[hold]
 
     def excess(self, trades: Trades, span: Span, costs: Costs) -> np.ndarray:
@@ -120,18 +134,25 @@ class BenchmarkCache:
         hold = trades.hold_days[mask]
         if sym.size == 0:
             return np.zeros(0)
-        key = (span.sig_start, span.sig_end, span.data_end)
-        self.ratios(span, np.unique(hold))
-        ratio = self._cache[key][hold, sym]
+        mat = self._fill(span, np.unique(hold), int(hold.max()))
+        ratio = mat[hold, sym]
         return np.where(np.isfinite(ratio), ratio - 1.0, 0.0)
+
+
+_NO_ROWS = np.zeros(0, dtype=np.bool_)
+_EQUAL = np.zeros(0, dtype=np.float64)  # empty weights = equal weights in the kernels
+
+
+def _ints(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a, dtype=np.int64)
 
 
 def portfolio_returns(trades: Trades, panel: Panel, span: Span, weight: np.ndarray | None = None) -> np.ndarray:
     """Daily portfolio returns over [sig_start, data_end) (equal weight unless ``weight`` per trade is given)."""
-    w = np.ones(len(trades)) if weight is None else np.asarray(weight, dtype=np.float64)
+    w = _EQUAL if weight is None else np.asarray(weight, dtype=np.float64)
     return portfolio_returns_nb(
-        panel["close"], trades.symbol, trades.entry_idx, trades.exit_idx, trades.entry_price, trades.exit_price,
-        trades.open_at_end, w, trades.cost, span.sig_start, span.data_end,
+        panel["close"].T, _ints(trades.symbol), _ints(trades.entry_idx), _ints(trades.exit_idx), trades.entry_price,
+        trades.exit_price, trades.open_at_end, w, trades.cost, span.sig_start, span.data_end,
     )
 
 
@@ -146,18 +167,20 @@ def run_metrics(
 ) -> dict[str, float]:
     """Every per-run metric a trial records (keys in METRIC_KEYS), as plain floats.
 
-    The hot path uses fused numba reductions; ``hit_rate``, ``win_loss``, ``trade_sharpe``, ``annualized_sharpe``
-    and ``max_drawdown`` above are the same definitions in plain numpy (the reference engine checks both).
+    One fused numba pass (``run_stats_nb``) over the trades and the daily portfolio (definitions: docs/ENGINE.md;
+    tests/reference_engine.py checks them).
     """
-    closed = trades.closed
-    r = np.ascontiguousarray(trades.net_ret[closed])
-    n_closed = int(r.size)
+    bench = bench or BenchmarkCache(panel)
+    mat = bench.table(trades, span)
+    w = _EQUAL if weight is None else np.asarray(weight, dtype=np.float64)
+    (n_closed, avg, sd, nw, mw, ml, nl, med, n_fp, avg_b, ex_mean, ex_sd, hold, d_mean, d_sd, mdd, n_days) = run_stats_nb(
+        _ints(trades.symbol), _ints(trades.entry_idx), _ints(trades.exit_idx), trades.entry_price, trades.exit_price,
+        trades.open_at_end, trades.net_ret, w, trades.cost, bench.close_by_symbol, mat, FP_SESSIONS, span.sig_start,
+        span.data_end,
+    )
     months = span.sessions / SESSIONS_PER_MONTH
     spm = total_signals / months if months > 0 else 0.0
-    daily = portfolio_returns(trades, panel, span, weight)
-    d_mean, d_sd, mdd = curve_stats_nb(daily)
     if n_closed:
-        avg, sd, nw, mw, ml, _, nl = trade_stats_nb(r)
         hr = nw / n_closed
         if nw == 0:
             wl = 0.0
@@ -166,17 +189,11 @@ def run_metrics(
         else:
             wl = min(mw / abs(ml), WIN_LOSS_CAP)
         sharpe = avg / sd if (n_closed >= 2 and sd > 0) else 0.0
-        fp = false_positive_share(panel["close"], trades, closed)
-        b = (bench or BenchmarkCache(panel)).expected_net(trades, span, costs, closed)
-        avg_b = float(b.mean())
-        ex_mean, ex_sd, *_ = trade_stats_nb(r - b)
-        excess = float(ex_mean)
+        fp = n_fp / n_closed
         ex_sr = ex_mean / ex_sd if (n_closed >= 2 and ex_sd > 0) else 0.0
-        hold = float(trades.hold_days[closed].mean())
-        med = float(np.median(r))
     else:
         hr = avg = wl = sharpe = 0.0
-        fp = avg_b = excess = hold = med = ex_sr = 0.0
+        fp = avg_b = ex_mean = hold = med = ex_sr = 0.0
     return {
         "total_signals": float(total_signals),
         "total_trades": float(len(trades)),
@@ -184,16 +201,16 @@ def run_metrics(
         "open_at_end": float(len(trades) - n_closed),
         "hit_rate": float(hr),
         "avg_return": float(avg),
-        "median_return": med,
+        "median_return": float(med),
         "win_loss": float(wl),
         "sharpe": float(sharpe),
-        "portfolio_sharpe": float(d_mean / d_sd * math.sqrt(252.0)) if (daily.size >= 2 and d_sd > 0) else 0.0,
+        "portfolio_sharpe": float(d_mean / d_sd * math.sqrt(252.0)) if (n_days >= 2 and d_sd > 0) else 0.0,
         "max_drawdown": float(max(0.0, mdd)),
-        "avg_hold_days": hold,
+        "avg_hold_days": float(hold),
         "signals_per_month": spm,
-        "false_positive_rate": fp,
+        "false_positive_rate": float(fp),
         "rank_score": float(rank_score(hr, avg, wl, spm)),
-        "avg_excess_return": excess,
-        "avg_benchmark_return": avg_b,
-        "excess_sharpe": ex_sr,
+        "avg_excess_return": float(ex_mean),
+        "avg_benchmark_return": float(avg_b),
+        "excess_sharpe": float(ex_sr),
     }
