@@ -5,18 +5,36 @@ Every kernel is checked against the plain pandas/python reference in tests/refer
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from numba import njit, prange
 
 __all__ = [
     "simulate_nb", "simulate_symbols_nb", "simulate_symbols_par_nb", "portfolio_returns_nb", "missing_holds_nb",
     "run_stats_nb", "combine_nb", "combine_par_nb", "trade_stats_nb",
-    "curve_stats_nb", "PARALLEL_MIN_CELLS", "RULE_CODES",
+    "curve_stats_nb", "PARALLEL_MIN_CELLS", "RULE_CODES", "use_parallel",
 ]
 
 # Panels with at least this many (date x symbol) cells use the parallel kernels; below it thread start-up costs
 # more than it saves.
 PARALLEL_MIN_CELLS = 200_000
+
+_THREADS_OWNER: list[int] = []  # pid of the process that first launched the parallel kernels' threads
+
+
+def use_parallel(cells: int, min_cells: int) -> bool:
+    """Whether a kernel over ``cells`` (date x symbol) cells runs its parallel version: the panel is big enough
+    (``min_cells``, the caller's PARALLEL_MIN_CELLS) and this process is not a fork of one that already launched
+    numba's threads. With GNU OpenMP (numba's default threading layer on Linux) such a child is terminated at its
+    first parallel launch ("fork() called from a process already using GNU OpenMP"), so a forked worker (``study
+    --jobs``, a walk-forward's window workers) runs the serial kernels: same results, one core per worker."""
+    if cells < min_cells:
+        return False
+    pid = os.getpid()
+    if not _THREADS_OWNER:
+        _THREADS_OWNER.append(pid)
+    return _THREADS_OWNER[0] == pid
 
 # exit rules
 RULE_FIXED, RULE_FIRST_DIST, RULE_2X_DIST, RULE_SCORE_DECAY, RULE_HYBRID = 0, 1, 2, 3, 4

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from optimizer.errors import check_param
-from optimizer.engine._kernels import PARALLEL_MIN_CELLS, combine_nb, combine_par_nb
+from optimizer.engine._kernels import PARALLEL_MIN_CELLS, combine_nb, combine_par_nb, use_parallel
 from optimizer.engine.features import FeatureCache, as_symbol_major
 from optimizer.params import check_fields
 
@@ -71,7 +71,7 @@ class ScoreTerms:
 
     def display(self) -> np.ndarray:
         """The (T x N) display score 0..100: a new array, stored symbol-major (Fortran order) like the terms."""
-        kernel = combine_par_nb if self.ts.size >= PARALLEL_MIN_CELLS else combine_nb
+        kernel = combine_par_nb if use_parallel(self.ts.size, PARALLEL_MIN_CELLS) else combine_nb
         s = as_symbol_major
         return kernel(s(self.ts), s(self.tl), s(self.tp), s(self.sg), self.ws, self.wl, self.wp, self.lo, self.hi).T
 

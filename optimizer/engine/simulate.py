@@ -14,7 +14,7 @@ import pandas as pd
 
 from optimizer.errors import check_param
 from optimizer.engine._kernels import (
-    PARALLEL_MIN_CELLS, RULE_CODES, simulate_nb, simulate_symbols_nb, simulate_symbols_par_nb,
+    PARALLEL_MIN_CELLS, RULE_CODES, simulate_nb, simulate_symbols_nb, simulate_symbols_par_nb, use_parallel,
 )
 from optimizer.engine.features import as_symbol_major
 from optimizer.engine.panel import Panel
@@ -291,7 +291,7 @@ def simulate_counted(
         # high / low are read only by the intraday stop and target
         H = px["high"] if exit.take_profit is not None else O
         L = px["low"] if exit.stop_loss is not None else O
-        par = T * N >= PARALLEL_MIN_CELLS
+        par = use_parallel(T * N, PARALLEL_MIN_CELLS)
         bounds = _blocks(N) if par else np.array([0, N], dtype=np.int64)
         nk = simulate_symbols_par_nb if par else simulate_symbols_nb
         cap = rows * int(np.max(np.diff(bounds))) // 8 + 16  # a trade spans >= 1 session: rows * width always fits
