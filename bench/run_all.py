@@ -64,7 +64,9 @@ def headline(name: str, r: dict) -> list[tuple]:
              f">= {t['speedup_vs_reference']:.0f}", r["speedup_ok"]),
             ("engine 60x252: metrics agree with reference", s["reference_agrees"]),
             ("engine 500x1260: feature warm s / cache MiB / bytes per cell",
-             f"{b['feature_warm_s']} / {b['feature_cache_mb']} / {b['feature_bytes_per_cell']}"),
+             f"{b['feature_warm_s']} / {b['feature_cache_mb']} / {b['feature_bytes_per_cell']}",
+             f"<= {t['feature_bytes_per_cell']:.0f} B/cell", r["feature_bytes_ok"]),
+            ("engine 500x1260: study-shaped trial (4 folds + overall), ms", b["trial_5_spans_p50_ms"]),
             ("engine 500x1260: uncached ms/config", b["uncached_ms_per_config"]),
             ("engine: peak RSS, MiB", r["peak_rss_mb"]),
         ]

@@ -1,7 +1,10 @@
 """Trade simulation: signal at the close of t, fill at the open of t+1, path-dependent exits in a numba kernel.
 
-``simulate`` is pure: panel arrays + display score + frozen parameter objects -> ``Trades`` (struct of arrays).
-The exact rules are in docs/ENGINE.md; the reference implementation in tests/reference_engine.py checks them.
+``simulate`` is pure: panel arrays + display score (or its uncombined ``ScoreTerms``) + frozen parameter objects
+-> ``Trades`` (struct of arrays). The exact rules are in docs/ENGINE.md; the reference implementation in
+tests/reference_engine.py checks them. Two kernels implement them: symbol-major (no caps: each symbol's sessions
+walked from contiguous memory, symbol blocks on threads) and date-major (position caps couple the symbols at each
+session); tests/test_engine_fused.py checks they give the same trades.
 """
 
 from __future__ import annotations
@@ -122,7 +125,8 @@ class Caps:
 
 @dataclass(frozen=True, eq=False)
 class Trades:
-    """Struct of arrays, one element per trade, ordered by exit processing (use ``to_frame`` for a sorted view)."""
+    """Struct of arrays, one element per trade, in kernel order: by symbol then entry (symbol-major kernel) or by
+    exit processing (date-major kernel, position caps); use ``to_frame`` for a sorted view."""
 
     symbol: np.ndarray
     signal_idx: np.ndarray
@@ -201,8 +205,9 @@ class SymbolMajorPrices:
 
 
 def _blocks(N: int) -> np.ndarray:
-    """Symbol block bounds of the parallel kernel: one contiguous block per numba thread."""
-    nb = max(1, min(numba.get_num_threads(), N))
+    """Symbol block bounds of the parallel kernel: one contiguous block per numba thread (the configured maximum:
+    ``numba.get_num_threads()`` costs ~0.1 ms per call)."""
+    nb = max(1, min(numba.config.NUMBA_NUM_THREADS, N))
     return np.array([N * k // nb for k in range(nb + 1)], dtype=np.int64)
 
 
