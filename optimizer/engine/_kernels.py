@@ -110,6 +110,13 @@ def _display_at(t, s, disp, ts, tl, tp, sg, ws, wl, wp, lo, rng, fused):
 
 
 @njit(cache=True, nogil=True)
+def _trade_buffers(n):
+    """Empty trade arrays (symbol, signal, entry, exit, entry price, exit price, reason, score) of length n."""
+    return (np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64),
+            np.empty(n, np.float64), np.empty(n, np.float64), np.empty(n, np.int64), np.empty(n, np.float64))
+
+
+@njit(cache=True, nogil=True)
 def _simulate_block(
     a, b, O, H, L, C, disp, ts, tl, tp, sg, ws, wl, wp, lo, rng, fused,
     buy, sell, rule, hold_days, max_days, stop_loss, take_profit, time_stop,
@@ -275,14 +282,7 @@ def simulate_nb(
     """Every symbol in one date-major pass (position caps allowed). Returns (ok, trades, accumulation signals,
     trade arrays...); ok is False when ``cap`` was too small (the arrays are then empty: retry with cap=trades)."""
     N = O.shape[1]
-    o_sym = np.empty(cap, np.int64)
-    o_sig = np.empty(cap, np.int64)
-    o_ent = np.empty(cap, np.int64)
-    o_ext = np.empty(cap, np.int64)
-    o_ep = np.empty(cap, np.float64)
-    o_xp = np.empty(cap, np.float64)
-    o_rsn = np.empty(cap, np.int64)
-    o_score = np.empty(cap, np.float64)
+    o_sym, o_sig, o_ent, o_ext, o_ep, o_xp, o_rsn, o_score = _trade_buffers(cap)
     n, n_sig = _simulate_block(
         0, N, O, H, L, C, disp, ts, tl, tp, sg, ws, wl, wp, lo, rng, fused,
         buy, sell, rule, hold_days, max_days, stop_loss, take_profit, time_stop,
@@ -403,14 +403,7 @@ def _simulate_symbols(
     cap —, accumulation signals, trade arrays in symbol order...)."""
     nb = bounds.shape[0] - 1
     T = O.shape[1]
-    o_sym = np.empty(nb * cap, np.int64)
-    o_sig = np.empty(nb * cap, np.int64)
-    o_ent = np.empty(nb * cap, np.int64)
-    o_ext = np.empty(nb * cap, np.int64)
-    o_ep = np.empty(nb * cap, np.float64)
-    o_xp = np.empty(nb * cap, np.float64)
-    o_rsn = np.empty(nb * cap, np.int64)
-    o_score = np.empty(nb * cap, np.float64)
+    o_sym, o_sig, o_ent, o_ext, o_ep, o_xp, o_rsn, o_score = _trade_buffers(nb * cap)
     counts = np.zeros(nb, np.int64)
     sigs = np.zeros(nb, np.int64)
     for k in prange(nb):
@@ -440,20 +433,11 @@ def _simulate_symbols(
         need = max(need, counts[k])
         total += counts[k]
     if need > cap:
-        z = np.empty(0, np.int64)
-        zf = np.empty(0, np.float64)
-        return False, need, n_sig, z, z, z, z, zf, zf, z, zf
+        return (False, need, n_sig, *_trade_buffers(0))
     if nb == 1:
         return (True, total, n_sig, o_sym[:total], o_sig[:total], o_ent[:total], o_ext[:total], o_ep[:total],
                 o_xp[:total], o_rsn[:total], o_score[:total])
-    r_sym = np.empty(total, np.int64)
-    r_sig = np.empty(total, np.int64)
-    r_ent = np.empty(total, np.int64)
-    r_ext = np.empty(total, np.int64)
-    r_ep = np.empty(total, np.float64)
-    r_xp = np.empty(total, np.float64)
-    r_rsn = np.empty(total, np.int64)
-    r_score = np.empty(total, np.float64)
+    r_sym, r_sig, r_ent, r_ext, r_ep, r_xp, r_rsn, r_score = _trade_buffers(total)
     j = 0
     for k in range(nb):
         a = k * cap
