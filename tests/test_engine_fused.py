@@ -9,6 +9,7 @@ against tests/reference_engine.py, so "fused == materialised, exactly" carries t
 from __future__ import annotations
 
 import multiprocessing as mp
+import pickle
 
 import numpy as np
 import pandas as pd
@@ -185,6 +186,9 @@ def test_result_display_is_materialised_on_demand_and_read_only(panel):
         res.metrics = {}  # type: ignore[misc]
     given = Result(res.config, res.span, res.trades, res.metrics, d)
     assert given.display is d
+    back = pickle.loads(pickle.dumps(ev.run(cfg)))  # a lazy Result pickles its materialised display
+    np.testing.assert_array_equal(back.display, d)
+    assert back.metrics == res.metrics and len(back.trades) == len(res.trades)
 
 
 def test_feature_cache_stores_terms_symbol_major_at_504_bytes_per_cell(panel):

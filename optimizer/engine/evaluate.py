@@ -77,6 +77,12 @@ class Result:
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Result is read-only: cannot set {name!r}")
 
+    def __reduce__(self):  # pickling / copying carries the display matrix, not the four cached terms
+        return (Result, (self.config, self.span, self.trades, self.metrics, self.display))
+
+    def __repr__(self) -> str:
+        return f"Result(config={self.config!r}, span={self.span!r}, trades={len(self.trades)}, metrics={self.metrics!r})"
+
     @property
     def display(self) -> np.ndarray:
         d = self._display
