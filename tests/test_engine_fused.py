@@ -221,3 +221,34 @@ def test_forked_worker_after_a_parallel_launch_runs_and_agrees(panel, monkeypatc
         p.kill()
     assert p.exitcode == 0, f"forked child exit code {p.exitcode}"
     assert q.get(timeout=5) == parent
+
+
+_SERIAL_PROBE = """
+import sys
+sys.path.insert(0, {tests!r})
+import numba
+from test_engine_lookahead import _panel
+from optimizer.engine.evaluate import Config, Evaluator
+ev = Evaluator(_panel(seed=1, T=120, N=5))
+for ex in ("fixed_10d", "first_dist"):
+    ev.run(Config.from_params({{"exit": ex, "z_window": 10}}))
+ev.display(Config.from_params({{"z_window": 10}}))
+try:
+    print("launched", numba.threading_layer())
+except ValueError:
+    print("serial")
+"""
+
+
+def test_small_panels_never_launch_threads_even_from_the_on_disk_cache():
+    """Below PARALLEL_MIN_CELLS only serial machine code runs, also when loaded from numba's on-disk cache (twin
+    serial/parallel jits of one Python function would share a cache entry and load each other's code)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = _SERIAL_PROBE.format(tests=str(Path(__file__).resolve().parent))
+    for _ in range(2):  # the second process loads every kernel from the cache the first one wrote
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert out.stdout.strip().splitlines()[-1] == "serial"

@@ -391,40 +391,39 @@ def _walk_symbol(
         t = x  # flat at the close of the exit bar: its signal can enter at the next open
 
 
-def _simulate_symbols(
-    O, H, L, C, disp, ts, tl, tp, sg, ws, wl, wp, lo, rng, fused,
-    buy, sell, rule, hold_days, max_days, stop_loss, take_profit, time_stop,
-    sig_start, sig_end, data_end, entry_ok, bounds, cap,
+@njit(cache=True, nogil=True)
+def _symbols_block(
+    k, bounds, cap, O, H, L, C, disp, ts, tl, tp, sg, ws, wl, wp, lo, rng, fused,
+    buy, sell, rule, hold_days, max_days, stop_loss, take_profit, time_stop, sig_start, sig_end, data_end, entry_ok,
+    o_sym, o_sig, o_ent, o_ext, o_ep, o_xp, o_rsn, o_score,
 ):
-    """Uncapped simulation, symbol-major: every array is (N x T) C-contiguous (a symbol's sessions contiguous).
-    Blocks of symbols [bounds[k], bounds[k+1]) run on separate threads (``simulate_symbols_par_nb``); each writes
-    up to ``cap`` trades into its own slice. Fused: each symbol's display row is combined into a per-block buffer
-    (never a (T x N) matrix). Returns (ok, trades — or when not ok the largest block's count to retry with as
-    cap —, accumulation signals, trade arrays in symbol order...)."""
-    nb = bounds.shape[0] - 1
+    """Symbols [bounds[k], bounds[k+1]) one after the other, trades written from k·cap (at most cap). Fused: each
+    symbol's display row is combined into a buffer of the block (never a (T x N) matrix). Returns (trades, signals)."""
     T = O.shape[1]
-    o_sym, o_sig, o_ent, o_ext, o_ep, o_xp, o_rsn, o_score = _trade_buffers(nb * cap)
-    counts = np.zeros(nb, np.int64)
-    sigs = np.zeros(nb, np.int64)
-    for k in prange(nb):
-        buf = np.empty(T if fused else 0, np.float64)
-        off = k * cap
-        n = off
-        g = 0
-        for s in range(bounds[k], bounds[k + 1]):
-            if fused:
-                _combine_row(s, sig_start, data_end, ts, tl, tp, sg, ws, wl, wp, lo, rng, buf)
-                g += _count_signals_row(buf, buy, sig_start, sig_end, entry_ok)
-                n = _walk_symbol(s, buf, O[s], H[s], L[s], C[s], buy, sell, rule, hold_days, max_days, stop_loss,
-                                 take_profit, time_stop, sig_start, sig_end, data_end, entry_ok,
-                                 o_sym, o_sig, o_ent, o_ext, o_ep, o_xp, o_rsn, o_score, n, off + cap)
-            else:
-                g += _count_signals_row(disp[s], buy, sig_start, sig_end, entry_ok)
-                n = _walk_symbol(s, disp[s], O[s], H[s], L[s], C[s], buy, sell, rule, hold_days, max_days, stop_loss,
-                                 take_profit, time_stop, sig_start, sig_end, data_end, entry_ok,
-                                 o_sym, o_sig, o_ent, o_ext, o_ep, o_xp, o_rsn, o_score, n, off + cap)
-        counts[k] = n - off
-        sigs[k] = g
+    buf = np.empty(T if fused else 0, np.float64)
+    off = k * cap
+    n = off
+    g = 0
+    for s in range(bounds[k], bounds[k + 1]):
+        if fused:
+            _combine_row(s, sig_start, data_end, ts, tl, tp, sg, ws, wl, wp, lo, rng, buf)
+            g += _count_signals_row(buf, buy, sig_start, sig_end, entry_ok)
+            n = _walk_symbol(s, buf, O[s], H[s], L[s], C[s], buy, sell, rule, hold_days, max_days, stop_loss,
+                             take_profit, time_stop, sig_start, sig_end, data_end, entry_ok,
+                             o_sym, o_sig, o_ent, o_ext, o_ep, o_xp, o_rsn, o_score, n, off + cap)
+        else:
+            g += _count_signals_row(disp[s], buy, sig_start, sig_end, entry_ok)
+            n = _walk_symbol(s, disp[s], O[s], H[s], L[s], C[s], buy, sell, rule, hold_days, max_days, stop_loss,
+                             take_profit, time_stop, sig_start, sig_end, data_end, entry_ok,
+                             o_sym, o_sig, o_ent, o_ext, o_ep, o_xp, o_rsn, o_score, n, off + cap)
+    return n - off, g
+
+
+@njit(cache=True, nogil=True)
+def _collect_blocks(cap, counts, sigs, o_sym, o_sig, o_ent, o_ext, o_ep, o_xp, o_rsn, o_score):
+    """(ok, trades — or when not ok the largest block's count, to retry with as cap —, accumulation signals, trade
+    arrays in block order) from the per-block slices of the buffers."""
+    nb = counts.shape[0]
     n_sig = 0
     need = 0
     total = 0
@@ -448,8 +447,46 @@ def _simulate_symbols(
     return True, total, n_sig, r_sym, r_sig, r_ent, r_ext, r_ep, r_xp, r_rsn, r_score
 
 
-simulate_symbols_nb = njit(cache=True, nogil=True)(_simulate_symbols)  # serial: prange runs as range
-simulate_symbols_par_nb = njit(cache=True, nogil=True, parallel=True)(_simulate_symbols)  # blocks across threads
+# The serial and the parallel driver are two functions (not one Python function jitted twice): numba's on-disk
+# cache keys an entry by function and signature only, so twins would load each other's machine code.
+@njit(cache=True, nogil=True)
+def simulate_symbols_nb(
+    O, H, L, C, disp, ts, tl, tp, sg, ws, wl, wp, lo, rng, fused,
+    buy, sell, rule, hold_days, max_days, stop_loss, take_profit, time_stop,
+    sig_start, sig_end, data_end, entry_ok, bounds, cap,
+):
+    """Uncapped simulation, symbol-major: every array is (N x T) C-contiguous (a symbol's sessions contiguous);
+    blocks of symbols [bounds[k], bounds[k+1]) one after the other, each writing up to ``cap`` trades into its own
+    slice. Returns ``_collect_blocks``'s (ok, trades, accumulation signals, trade arrays in symbol order...)."""
+    nb = bounds.shape[0] - 1
+    out = _trade_buffers(nb * cap)
+    counts = np.zeros(nb, np.int64)
+    sigs = np.zeros(nb, np.int64)
+    for k in range(nb):
+        counts[k], sigs[k] = _symbols_block(
+            k, bounds, cap, O, H, L, C, disp, ts, tl, tp, sg, ws, wl, wp, lo, rng, fused, buy, sell, rule, hold_days,
+            max_days, stop_loss, take_profit, time_stop, sig_start, sig_end, data_end, entry_ok, *out)
+    return _collect_blocks(cap, counts, sigs, *out)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def simulate_symbols_par_nb(
+    O, H, L, C, disp, ts, tl, tp, sg, ws, wl, wp, lo, rng, fused,
+    buy, sell, rule, hold_days, max_days, stop_loss, take_profit, time_stop,
+    sig_start, sig_end, data_end, entry_ok, bounds, cap,
+):
+    """``simulate_symbols_nb`` with the blocks on numba's threads (same trades, same order)."""
+    nb = bounds.shape[0] - 1
+    out = _trade_buffers(nb * cap)
+    counts = np.zeros(nb, np.int64)
+    sigs = np.zeros(nb, np.int64)
+    for k in prange(nb):
+        c, g = _symbols_block(
+            k, bounds, cap, O, H, L, C, disp, ts, tl, tp, sg, ws, wl, wp, lo, rng, fused, buy, sell, rule, hold_days,
+            max_days, stop_loss, take_profit, time_stop, sig_start, sig_end, data_end, entry_ok, *out)
+        counts[k] = c
+        sigs[k] = g
+    return _collect_blocks(cap, counts, sigs, *out)
 
 
 @njit(cache=True, nogil=True)
