@@ -94,14 +94,15 @@ def _close_signal(d, sell, rule, n_dist, n_low):
 
 @njit(cache=True, nogil=True)
 def _display_at(t, s, disp, ts, tl, tp, sg, ws, wl, wp, lo, rng, fused):
-    """Display score of (t, s): read from a materialised matrix, or (``fused``) combined from the cached terms with
-    exactly the arithmetic of ``_combine`` (bit-identical values), so a run never materialises the (T x N) score."""
+    """Display score of session t, symbol s (arrays indexed [symbol, session]): read from a materialised matrix, or
+    (``fused``) combined from the cached terms with exactly the arithmetic of ``_combine`` (bit-identical values),
+    so a run never materialises the score matrix."""
     if not fused:
-        return disp[t, s]
-    x = ts[t, s]
+        return disp[s, t]
+    x = ts[s, t]
     if x != x:  # NaN short term -> NaN display (the other terms need not be read)
         return x
-    v = (ws * x + wl * tl[t, s] + wp * tp[t, s]) * (lo + rng * sg[t, s])
+    v = (ws * x + wl * tl[s, t] + wp * tp[s, t]) * (lo + rng * sg[s, t])
     if v > 1.0:
         v = 1.0
     elif v < -1.0:
@@ -124,6 +125,7 @@ def _simulate_block(
     o_sym, o_sig, o_ent, o_ext, o_ep, o_xp, o_rsn, o_score, off, cap,
 ):
     """Date-major simulation of symbols [a, b) (all of them when capped: caps couple symbols). See docs/ENGINE.md.
+    Every matrix is indexed [symbol, session], the symbol-major layout both kernels share.
 
     One pass per session over the block's symbols: (0) pending entries fill at the open, (1) exits due at the open,
     (2) intraday stop-loss then take-profit, (3) close-based exit signals, then the accumulation signal of the close
@@ -169,7 +171,7 @@ def _simulate_block(
                 pend_entry[i] = -1
                 in_pos[i] = True
                 ent_idx[i] = t
-                ent_px[i] = O[t, s]
+                ent_px[i] = O[s, t]
                 n_dist[i] = 0
                 n_low[i] = 0
                 sched[i], sched_rsn[i] = _scheduled_exit(t, rule, hold_days, max_days, time_stop)
@@ -185,12 +187,12 @@ def _simulate_block(
                     due = sched_rsn[i]
                 px = 0.0
                 rsn = -1
-                if due >= 0 and t > e and np.isfinite(O[t, s]):
-                    px = O[t, s]
+                if due >= 0 and t > e and np.isfinite(O[s, t]):
+                    px = O[s, t]
                     rsn = due
                 else:
                     # (2) intraday stop-loss, then take-profit
-                    hit, px, rsn = _intraday_exit(O[t, s], H[t, s], L[t, s], ent_px[i], t == e, stop_loss, take_profit)
+                    hit, px, rsn = _intraday_exit(O[s, t], H[s, t], L[s, t], ent_px[i], t == e, stop_loss, take_profit)
                 if rsn >= 0:
                     if n < cap:
                         k = off + n
@@ -218,7 +220,7 @@ def _simulate_block(
                 if d >= buy:  # NaN -> False
                     n_sig += 1
                     # (4) a flat symbol's signal enters at the next open (when that open exists)
-                    if enter and not in_pos[i] and pend_entry[i] < 0 and np.isfinite(O[t + 1, s]):
+                    if enter and not in_pos[i] and pend_entry[i] < 0 and np.isfinite(O[s, t + 1]):
                         if capped:
                             cand[nc] = i
                             cand_score[nc] = d
@@ -233,7 +235,7 @@ def _simulate_block(
             freeing = 0
             for i in range(M):
                 s = a + i
-                if in_pos[i] and ((pend_exit[i] >= 0 and pend_exit[i] <= t + 1) or (sched[i] >= 0 and sched[i] <= t + 1)) and np.isfinite(O[t + 1, s]):
+                if in_pos[i] and ((pend_exit[i] >= 0 and pend_exit[i] <= t + 1) or (sched[i] >= 0 and sched[i] <= t + 1)) and np.isfinite(O[s, t + 1]):
                     freeing += 1
                     if sector_id[s] >= 0:
                         sec_count[sector_id[s]] -= 1
@@ -257,7 +259,7 @@ def _simulate_block(
             # restore the freeing positions' sector counts (they are still open until the next open)
             for i in range(M):
                 s = a + i
-                if in_pos[i] and ((pend_exit[i] >= 0 and pend_exit[i] <= t + 1) or (sched[i] >= 0 and sched[i] <= t + 1)) and np.isfinite(O[t + 1, s]):
+                if in_pos[i] and ((pend_exit[i] >= 0 and pend_exit[i] <= t + 1) or (sched[i] >= 0 and sched[i] <= t + 1)) and np.isfinite(O[s, t + 1]):
                     if sector_id[s] >= 0:
                         sec_count[sector_id[s]] += 1
     # positions still open at the end of the data
@@ -268,7 +270,7 @@ def _simulate_block(
             if n < cap:
                 k = off + n
                 o_sym[k] = s; o_sig[k] = sig_idx[i]; o_ent[k] = ent_idx[i]; o_ext[k] = last
-                o_ep[k] = ent_px[i]; o_xp[k] = C[last, s]; o_rsn[k] = R_OPEN; o_score[k] = ent_score[i]
+                o_ep[k] = ent_px[i]; o_xp[k] = C[s, last]; o_rsn[k] = R_OPEN; o_score[k] = ent_score[i]
             n += 1
     return n, n_sig
 
@@ -280,8 +282,9 @@ def simulate_nb(
     sig_start, sig_end, data_end, entry_ok, max_positions, max_per_sector, sector_id, n_sectors, cap,
 ):
     """Every symbol in one date-major pass (position caps allowed). Returns (ok, trades, accumulation signals,
-    trade arrays...); ok is False when ``cap`` was too small (the arrays are then empty: retry with cap=trades)."""
-    N = O.shape[1]
+    trade arrays...); ok is False when ``cap`` was too small (the arrays are then empty: retry with cap=trades).
+    Matrices indexed [symbol, session]."""
+    N = O.shape[0]
     o_sym, o_sig, o_ent, o_ext, o_ep, o_xp, o_rsn, o_score = _trade_buffers(cap)
     n, n_sig = _simulate_block(
         0, N, O, H, L, C, disp, ts, tl, tp, sg, ws, wl, wp, lo, rng, fused,

@@ -180,8 +180,21 @@ def _sector_ids(panel: Panel) -> tuple[np.ndarray, int]:
     return np.array([lut.get(s, -1) if s else -1 for s in panel.sectors], dtype=np.int64), len(names)
 
 
-_NO_MATRIX = np.zeros((1, 1))  # stands for the unused score source (display or terms) in the kernels' arguments
-_NO_MATRIX.setflags(write=False)
+# Stand-ins for the unused score source in the kernels' arguments. Terms are read-only (the cache's), a display is
+# passed as a writable-typed array (never written): a fused call and a display call then have the same argument
+# types and share one compiled specialization (the kernels are big: each one costs seconds of JIT on a cold cache).
+_NO_TERMS = np.zeros((1, 1))
+_NO_TERMS.setflags(write=False)
+_NO_DISPLAY = np.zeros((1, 1))
+
+
+def _display_source(display: np.ndarray) -> np.ndarray:
+    """The display as the kernels read it: symbol-major (N x T), C-contiguous, writable-typed (a view when
+    possible; the kernels never write it)."""
+    out = np.asarray(display, dtype=np.float64).T
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        out = np.array(out, order="C")
+    return out
 
 
 class SymbolMajorPrices:
@@ -243,11 +256,13 @@ def simulate_counted(
 ) -> tuple[Trades, int]:
     """``simulate`` plus the accumulation-signal count of the same pass (``signals.count_signals`` of the display).
 
-    Without caps the symbol-major kernel runs (symbols are independent: each symbol's sessions are scanned from
-    contiguous memory, blocks of symbols on all numba threads for big panels); with ``ScoreTerms`` it combines each
-    symbol's display row into a small buffer, so no (T x N) score matrix is written. Position caps couple symbols
-    session by session: the date-major kernel. ``prices``: the panel's cached ``SymbolMajorPrices`` (else copied
-    per call). ``kernel`` ("date" or "symbol") forces a kernel (tests: both give the same trades).
+    Both kernels read symbol-major (N x T) matrices: the cached terms and ``ScoreTerms.display()`` are stored that
+    way (no copy), another display is transposed once. Without caps the symbol-major kernel runs (symbols are
+    independent: each symbol's sessions are scanned from contiguous memory, blocks of symbols on all numba threads
+    for big panels); with ``ScoreTerms`` it combines each symbol's display row into a small buffer, so no score
+    matrix is written. Position caps couple symbols session by session: the date-major kernel. ``prices``: the
+    panel's cached ``SymbolMajorPrices`` (else copied per call). ``kernel`` ("date" or "symbol") forces a kernel
+    (tests: both give the same trades). One numba specialization per kernel serves every call.
     """
     T, N = panel.shape
     check_param(tuple(score.shape) == (T, N), "display.shape", f"equal to the panel shape {(T, N)}", tuple(score.shape))
@@ -269,17 +284,20 @@ def simulate_counted(
         -1 if exit.time_stop is None else int(exit.time_stop),
         int(span.sig_start), int(span.sig_end), int(span.data_end), ok,
     )
-    # the layout each kernel reads: (T x N) as given for the date-major one, (N x T) contiguous for the symbol-major
-    lay = (lambda a: a) if date_major else as_symbol_major
+    # both kernels read every matrix symbol-major, indexed [symbol, session]
+    sm = as_symbol_major
     if fused:
-        src = (_NO_MATRIX, lay(score.ts), lay(score.tl), lay(score.tp), lay(score.sg),
+        src = (_NO_DISPLAY, sm(score.ts), sm(score.tl), sm(score.tp), sm(score.sg),
                float(score.ws), float(score.wl), float(score.wp), float(score.lo), float(score.hi - score.lo), True)
     else:
-        src = (lay(np.asarray(score, dtype=np.float64)), _NO_MATRIX, _NO_MATRIX, _NO_MATRIX, _NO_MATRIX,
-               0.0, 0.0, 0.0, 0.0, 0.0, False)
+        src = (_display_source(score), _NO_TERMS, _NO_TERMS, _NO_TERMS, _NO_TERMS, 0.0, 0.0, 0.0, 0.0, 0.0, False)
+    px = prices if prices is not None else SymbolMajorPrices(panel)
+    O, C = px["open"], px["close"]
+    # high / low are read only by the intraday stop and target
+    H = px["high"] if exit.take_profit is not None else O
+    L = px["low"] if exit.stop_loss is not None else O
     rows = span.data_end - span.sig_start
     if date_major:
-        O, H, L, C = panel["open"], panel["high"], panel["low"], panel["close"]
         if capped:
             sid, nsec = _sector_ids(panel)
             mp = -1 if caps.max_positions is None else int(caps.max_positions)
@@ -291,11 +309,6 @@ def simulate_counted(
         if not out[0]:
             out = simulate_nb(O, H, L, C, *src, *rule_args, mp, ms, sid, nsec, int(out[1]))
     else:
-        px = prices if prices is not None else SymbolMajorPrices(panel)
-        O, C = px["open"], px["close"]
-        # high / low are read only by the intraday stop and target
-        H = px["high"] if exit.take_profit is not None else O
-        L = px["low"] if exit.stop_loss is not None else O
         par = use_parallel(T * N, PARALLEL_MIN_CELLS)
         bounds = _blocks(N) if par else np.array([0, N], dtype=np.int64)
         nk = simulate_symbols_par_nb if par else simulate_symbols_nb
