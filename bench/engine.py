@@ -6,7 +6,8 @@ small 60 symbols x 252 sessions and big 500 x 1,260. Per panel it measures
 * feature build: ``FeatureCache.warm()`` over every variant x z-window, its ``nbytes`` and bytes per (symbol x day);
 * cached evaluation: ``Evaluator.run`` (full span) over ``--configs`` random configurations drawn like a study's
   space (variant, raw weights, z_window, thresholds, exit, time stop), features already warm: ms/config, configs/s;
-  the score is combined inside the simulation (never materialised), as in a study trial;
+  the score is combined inside the simulation (never materialised), as in a study trial; also the best of 3 runs
+  per configuration (median over configurations), the figure other processes on a shared machine disturb least;
 * a study-shaped trial as ``study.trial.TrialObjective`` runs it: the display materialised once
   (``Evaluator.display``), then ``Evaluator.run`` on 4 fold spans + the overall span with it, ms/trial;
 * the Evaluator's symbol-major price copies (``SymbolMajorPrices.nbytes``) per (symbol x day), beside the cache;
@@ -138,6 +139,14 @@ def bench_panel(label: str, n_symbols: int, n_sessions: int, n_configs: int, n_u
         times[i] = time.perf_counter() - t0
         fast_metrics.append(r.metrics)
     cached_ms = float(times.mean() * 1e3)
+    # best of 3 per configuration (two more passes), median over configurations: the least disturbed figure on a
+    # machine other processes share (the verdict stays on the plain median of one pass)
+    best = times.copy()
+    for _ in range(2):
+        for i, c in enumerate(configs):
+            t0 = time.perf_counter()
+            ev.run(c, span)
+            best[i] = min(best[i], time.perf_counter() - t0)
     cached_peak = peak_rss_mb()
     trades_mean = float(np.mean([m["total_trades"] for m in fast_metrics]))
     price_bytes = ev.prices.nbytes
@@ -203,6 +212,7 @@ def bench_panel(label: str, n_symbols: int, n_sessions: int, n_configs: int, n_u
         "cached_ms_per_config": round(cached_ms, 4),
         "cached_p50_ms": round(float(np.median(times) * 1e3), 4),
         "cached_p95_ms": round(float(np.quantile(times, 0.95) * 1e3), 4),
+        "cached_best_of_3_p50_ms": round(float(np.median(best) * 1e3), 4),
         "cached_configs_per_s": round(1e3 / cached_ms, 1),
         "cached_peak_rss_mb": cached_peak,
         "trial_5_spans_p50_ms": round(float(np.median(tt) * 1e3), 3),
@@ -262,6 +272,7 @@ def _rows(res: dict) -> list[tuple]:
             (f"{p} cached eval, ms/config (mean of {r['configs']})", ms),
             (f"{p} cached eval, ms/config (median)", r["cached_p50_ms"], f"<= {tgt}", r["cached_p50_ms"] <= tgt),
             (f"{p} cached eval p95, ms", r["cached_p95_ms"]),
+            (f"{p} cached eval, best of 3 per config, ms (median)", r["cached_best_of_3_p50_ms"]),
             (f"{p} cached eval, configs/s", r["cached_configs_per_s"]),
             (f"{p} study-shaped trial (4 folds + overall), ms (median)", r["trial_5_spans_p50_ms"]),
             (f"{p} mean trades per config", r["mean_trades"]),
