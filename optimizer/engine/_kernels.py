@@ -337,6 +337,8 @@ def _walk_symbol(
     from output index ``n`` (only below ``cap``) and returns the new count."""
     last_sig = min(sig_end, data_end - 1)  # a signal at the close of t enters at the open of t + 1 < data_end
     close_rule = rule != RULE_FIXED
+    # without close signals and intraday levels only the scheduled exit can fire: its bar is the first to visit
+    schedule_only = not close_rule and stop_loss != stop_loss and take_profit != take_profit
     t = sig_start
     while True:
         # flat at the close of t: the next signal whose next open exists
@@ -358,7 +360,10 @@ def _walk_symbol(
         x = -1
         px = 0.0
         rsn = -1
-        for k in range(e, data_end):
+        first = e
+        if schedule_only:
+            first = sched if sched >= 0 else data_end
+        for k in range(first, data_end):
             # (1) exits due at the open
             due = -1
             if pend_exit >= 0 and pend_exit <= k:
