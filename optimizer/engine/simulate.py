@@ -312,7 +312,8 @@ def simulate_counted(
         par = use_parallel(T * N, PARALLEL_MIN_CELLS)
         bounds = _blocks(N) if par else np.array([0, N], dtype=np.int64)
         nk = simulate_symbols_par_nb if par else simulate_symbols_nb
-        cap = rows * int(np.max(np.diff(bounds))) // 8 + 16  # a trade spans >= 1 session: rows * width always fits
+        width = int((bounds[1:] - bounds[:-1]).max())
+        cap = rows * width // 8 + 16  # a trade spans >= 1 session: rows * width always fits (the retry)
         out = nk(O, H, L, C, *src, *rule_args, bounds, cap)
         if not out[0]:
             out = nk(O, H, L, C, *src, *rule_args, bounds, int(out[1]))
