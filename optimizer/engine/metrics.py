@@ -63,9 +63,15 @@ class BenchmarkCache:
 
     def __init__(self, panel: Panel, prices: SymbolMajorPrices | None = None) -> None:
         self.open = panel["open"]
-        self.close_by_symbol = prices["close"] if prices is not None else panel["close"].T
+        self._panel = panel
+        self._prices = prices
         self._cache: dict[tuple[int, int, int], np.ndarray] = {}
         self._have: dict[tuple[int, int, int], np.ndarray] = {}
+
+    @property
+    def close_by_symbol(self) -> np.ndarray:
+        """The panel's closes indexed [symbol, session] (read on first use: the benchmark itself needs only opens)."""
+        return self._prices["close"] if self._prices is not None else self._panel["close"].T
 
     def _row(self, span: Span, h: int) -> np.ndarray:
         O = self.open
