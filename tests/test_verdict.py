@@ -11,7 +11,7 @@ import pytest
 
 from optimizer.errors import DataError, ParameterError
 from optimizer.report.research import build_walkforward_report
-from optimizer.validate.verdict import Gate, Verdict, verdict
+from optimizer.validate.verdict import POWER, Gate, Power, Verdict, verdict, verdict_alpha
 
 
 def _gate_rows(page: str) -> dict[str, list[str]]:
@@ -36,7 +36,7 @@ def test_gates_hold_value_threshold_comparison_and_outcome():
 
 def test_the_psr_gate_names_itself():
     v = verdict(0.004, 3.0, 0.97, 0.2, 100, sharpe="psr", note="context")
-    assert v.gate("dsr") is None and v.gate("psr").statistic == "Probabilistic Sharpe Ratio (OOS excess)"
+    assert v.gate("dsr") is None and v.gate("psr").statistic == "Probabilistic Sharpe Ratio (daily OOS excess)"
     assert v.line == "edge supported: OOS excess +0.40%/trade (t=3.0, n=100), PSR 0.97 >= 0.95, PBO 0.20 < 0.50; context"
     with pytest.raises(ParameterError, match="sharpe must be one of dsr, psr"):
         verdict(0.004, 3.0, 0.97, 0.2, 100, sharpe="sr")
@@ -79,9 +79,41 @@ def test_report_renders_any_gate_and_never_recomputes(tmp_path):
     page = build_walkforward_report({"result": result, "equity": eq}, out_dir=tmp_path).read_text(encoding="utf-8")
     rows = _gate_rows(page)
     assert rows["SPA p-value (best vs benchmark)"] == ["0.012", "&lt; 0.05", "fail"]
-    assert rows["Probabilistic Sharpe Ratio (OOS excess)"] == ["0.970", "&gt;= 0.95", "pass"]
+    assert rows["Probabilistic Sharpe Ratio (daily OOS excess)"] == ["0.970", "&gt;= 0.95", "pass"]
     assert rows["Deflated Sharpe Ratio"] == ["0.500", "", ""]  # context, not a gate of this verdict
     assert 'class="verdict rejected"' in page and "SPA p 0.01 &gt;= 0.05" in page
+
+
+def test_the_hac_gate_and_the_power_of_the_data_are_on_the_line_and_in_json():
+    """The walk-forward's verdict: HAC t, the sample it rests on (trades, days, effective n) and what the data could
+    have detected; "not supported" reads "no edge >= MDE detected"."""
+    pw = Power(0.046, 0.38, verdict_alpha(2.0), POWER, 143, 290, 83.4)
+    v = verdict(0.0555, 3.35, 0.99, 0.22, 143, sharpe="psr", t_kind="hac", power=pw, note="context")
+    assert v.gate("excess_t").statistic == "HAC t of the daily OOS excess (Newey-West)"
+    assert v.line == ("edge supported: OOS excess +5.55%/trade (HAC t=3.4, n=143, 290 days, eff. n 83), PSR 0.99 >= "
+                      "0.95, PBO 0.22 < 0.50; MDE 4.60%/trade (+38%/yr) at 80% power; context")
+    no = verdict(0.0183, 1.4, 0.9, 0.55, 143, sharpe="psr", t_kind="hac", power=pw)
+    assert no.line.endswith("; no edge >= 4.60%/trade (+38%/yr) detected (MDE at 80% power)")
+    assert "HAC t=1.4 <= 2" in no.reasons[0]
+    d = json.loads(json.dumps(no.to_dict(), allow_nan=False))
+    assert d["verdict_power"] == {"mde_per_trade": 0.046, "mde_per_year": 0.38, "alpha": pytest.approx(0.02275, abs=1e-5),
+                                  "power": 0.8, "n_trades": 143, "n_days": 290, "n_eff": 83.4}
+    back = Verdict.from_dict(d)
+    assert back == no and back.line == no.line
+    nan = Verdict.from_dict(verdict(0.01, 1.0, 0.5, 0.2, 40, power=Power(float("nan"), float("nan"), 0.02, 0.8, 40, 60,
+                                                                        float("nan"))).to_dict())
+    assert nan.power.text == "n/a" and nan.line.endswith("; MDE n/a at 80% power") and "eff. n n/a" in nan.line
+    assert verdict_alpha(2.0) == pytest.approx(0.0227501, abs=1e-6)
+    with pytest.raises(ParameterError, match="t_kind must be one of iid, hac"):
+        verdict(0.01, 3.0, 0.99, 0.2, 40, t_kind="clustered")
+
+
+def test_the_spa_gate_is_optional():
+    assert verdict(0.004, 3.0, 0.97, 0.2, 100).gate("spa") is None
+    v = verdict(0.004, 3.0, 0.97, 0.2, 100, spa_p=0.2, spa_max=0.05)
+    assert not v.supported and v.reasons == ["SPA p-value (Hansen, every configuration tried) 0.20 >= 0.05"]
+    assert verdict(0.004, 3.0, 0.97, 0.2, 100, spa_p=0.01, spa_max=0.05).supported
+    assert not verdict(0.004, 3.0, 0.97, 0.2, 100, spa_p=float("nan"), spa_max=0.05).supported
 
 
 def test_a_result_without_gates_is_refused_by_the_report_with_a_reason(tmp_path):

@@ -8,15 +8,22 @@ carry it through ``result.json`` unchanged.
 
 ``verdict(...)`` builds the standard gates, each guarding a different way a backtest lies:
 
-* the out-of-sample excess return per trade is positive, and significant (t > ``t_min`` = 2);
+* the out-of-sample excess return per trade is positive, and significant (t > ``t_min`` = 2): the i.i.d. t of
+  the trade list, or (``t_kind="hac"``, what the walk-forward gates on) the Newey-West t of the daily excess
+  series of the stitched trades (``stats.dependent_inference``), which counts what overlaps in time once;
 * there are at least ``min_trades`` OOS trades;
 * a Sharpe-significance statistic is >= ``dsr_min`` = 0.95: the Deflated Sharpe Ratio (Bailey & López de Prado
-  2014) by default, or the OOS Probabilistic Sharpe Ratio of excess returns (``sharpe="psr"``, what the
+  2014) by default, or the OOS Probabilistic Sharpe Ratio of the daily excess series (``sharpe="psr"``, what the
   walk-forward gates on);
-* the Probability of Backtest Overfitting is < ``pbo_max`` = 0.5 (Bailey, Borwein, López de Prado & Zhu 2017).
+* the Probability of Backtest Overfitting is < ``pbo_max`` = 0.5 (Bailey, Borwein, López de Prado & Zhu 2017);
+* optionally (``spa_max``), Hansen's SPA p-value over every configuration the search tried is < ``spa_max``.
 
-More gates (e.g. HAC or block-bootstrap significance, SPA) are added by building ``Gate.check(...)`` objects and
-``Verdict.decide(gates)``; a gate the line does not know is shown as ``<short> <value> <op> <threshold>``.
+``power`` (a :class:`Power`) says what the data could have detected: the minimum detectable effect (MDE) per trade
+and per year at the verdict's alpha (:func:`verdict_alpha`: the one-sided level of ``t > t_min``) and 80 % power.
+The line ends with it: ``MDE 4.6%/trade`` when supported, ``no edge >= 4.6%/trade detected`` when not.
+
+More gates are added by building ``Gate.check(...)`` objects and ``Verdict.decide(gates)``; a gate the line does not
+know is shown as ``<short> <value> <op> <threshold>``.
 """
 
 from __future__ import annotations
@@ -24,20 +31,29 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+from scipy import stats as st
 
 from optimizer.errors import check_param
 
-__all__ = ["Gate", "Verdict", "verdict", "SHARPE_GATES"]
+__all__ = ["Gate", "Verdict", "Power", "verdict", "verdict_alpha", "SHARPE_GATES", "T_GATES", "POWER"]
 
 _OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 _NEGATION = {">": "<=", ">=": "<", "<": ">=", "<=": ">"}
 # the Sharpe-significance gate by statistic: (name in tables, name in reasons, short name in the line)
 SHARPE_GATES: dict[str, tuple[str, str, str]] = {
     "dsr": ("Deflated Sharpe Ratio", "Deflated Sharpe Ratio", "DSR"),
-    "psr": ("Probabilistic Sharpe Ratio (OOS excess)", "OOS Probabilistic Sharpe Ratio of excess returns", "PSR"),
+    "psr": ("Probabilistic Sharpe Ratio (daily OOS excess)", "OOS Probabilistic Sharpe Ratio of the daily excess",
+            "PSR"),
 }
+# the significance gate by kind: (name in tables, short name in the line)
+T_GATES: dict[str, tuple[str, str]] = {
+    "iid": ("t statistic of the excess", "t"),
+    "hac": ("HAC t of the daily OOS excess (Newey-West)", "HAC t"),
+}
+POWER = 0.8  # the power at which the verdict states its minimum detectable effect
 _EFFECT = ("excess_mean", "excess_t", "n_trades")  # the gates the line groups as "OOS excess m/trade (t=..., n=...)"
 
 
@@ -107,17 +123,64 @@ class Gate:
         return self.comparison if self.passed else _NEGATION[self.comparison]
 
 
-def _line(gates: Sequence[Gate], supported: bool, note: str) -> str:
+def verdict_alpha(t_min: float = 2.0) -> float:
+    """The one-sided significance level of the gate ``t > t_min`` (normal reference): 0.0228 at t_min = 2."""
+    return float(st.norm.sf(t_min))
+
+
+@dataclass(frozen=True)
+class Power:
+    """What the data could have detected, stated with every verdict.
+
+    ``mde_per_trade``: the true excess per trade the verdict's significance test detects with probability
+    ``power`` at level ``alpha`` given the data actually used (its days, trades, their dependence and volatility);
+    ``mde_per_year``: the same effect as the equal-weight account's annual excess return. ``n_trades``, ``n_days``
+    and ``n_eff`` (effective number of independent trades) describe that data."""
+
+    mde_per_trade: float
+    mde_per_year: float
+    alpha: float
+    power: float
+    n_trades: int
+    n_days: int
+    n_eff: float
+
+    @property
+    def text(self) -> str:
+        """``4.60%/trade (+38%/yr)``; ``n/a`` when it could not be estimated."""
+        if not math.isfinite(self.mde_per_trade):
+            return "n/a"
+        yr = f" ({self.mde_per_year:+.0%}/yr)" if math.isfinite(self.mde_per_year) else ""
+        return f"{self.mde_per_trade:.2%}/trade{yr}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Power":
+        return cls(**{f.name: (math.nan if d.get(f.name) is None and f.type == "float" else d.get(f.name))
+                      for f in fields(cls)})
+
+
+def _line(gates: Sequence[Gate], supported: bool, note: str, power: Power | None = None) -> str:
     g = {x.name: x for x in gates}
     parts = []
     if all(k in g for k in _EFFECT):
         mean, t, n = (g[k] for k in _EFFECT)
         n_s = f"n={n.text}" if n.passed else f"n={n.text} {n.relation} {n.threshold_text}"
-        parts.append(f"OOS excess {mean.text}/trade (t={t.text}, {n_s})")
+        if power is not None:
+            n_s += f", {power.n_days} days, eff. n {_text(power.n_eff, '.0f')}"
+        parts.append(f"OOS excess {mean.text}/trade ({t.short}={t.text}, {n_s})")
     parts += [f"{x.short} {x.text} {x.relation} {x.threshold_text}" for x in gates
               if not (x.name in _EFFECT and all(k in g for k in _EFFECT))]
     head = "edge supported" if supported else "edge NOT supported"
-    return f"{head}: {', '.join(parts)}" + (f"; {note}" if note else "")
+    tail = ""
+    if power is not None:
+        at = f"at {power.power:.0%} power"
+        tail = (f"; MDE {power.text} {at}" if supported else
+                f"; no edge >= {power.text} detected (MDE {at})" if math.isfinite(power.mde_per_trade) else
+                f"; MDE n/a {at}")
+    return f"{head}: {', '.join(parts)}{tail}" + (f"; {note}" if note else "")
 
 
 @dataclass(frozen=True)
@@ -125,17 +188,19 @@ class Verdict:
     """``supported``: every gate passed. ``gates``: each condition with its value, threshold and outcome.
     ``reasons``: one sentence per failed gate (empty when supported). ``line``: one line stating the deciding
     numbers, e.g. ``edge NOT supported: OOS excess +0.12%/trade (t=0.8, n=143), DSR 0.41 < 0.95, PBO 0.62 >= 0.50``.
-    ``note``: appended to the line (context, not a gate)."""
+    ``note``: appended to the line (context, not a gate). ``power``: the minimum detectable effect of the data
+    (:class:`Power`), stated on the line (``no edge >= X detected`` when not supported)."""
 
     gates: tuple[Gate, ...]
     note: str = ""
+    power: Power | None = None
 
     @classmethod
-    def decide(cls, gates: Sequence[Gate], note: str = "") -> "Verdict":
+    def decide(cls, gates: Sequence[Gate], note: str = "", power: Power | None = None) -> "Verdict":
         check_param(len(gates) > 0, "gates", "at least one gate", list(gates))
         names = [g.name for g in gates]
         check_param(len(set(names)) == len(names), "gates", "gates with distinct names", names)
-        return cls(tuple(gates), note)
+        return cls(tuple(gates), note, power)
 
     @property
     def supported(self) -> bool:
@@ -151,39 +216,47 @@ class Verdict:
 
     @property
     def line(self) -> str:
-        return _line(self.gates, self.supported, self.note)
+        return _line(self.gates, self.supported, self.note, self.power)
 
     def gate(self, name: str) -> Gate | None:
         return next((g for g in self.gates if g.name == name), None)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: ``verdict`` (decision), ``verdict_line``, ``verdict_reasons``, ``verdict_gates``,
-        ``verdict_note`` (NaN values become None)."""
+        ``verdict_note``, ``verdict_power`` (:class:`Power` as a dict, or None; NaN values become None)."""
         gates = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(g).items()}
                  for g in self.gates]
         return {"verdict": self.decision, "verdict_line": self.line, "verdict_reasons": self.reasons,
-                "verdict_gates": gates, "verdict_note": self.note}
+                "verdict_gates": gates, "verdict_note": self.note,
+                "verdict_power": None if self.power is None else self.power.to_dict()}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Verdict":
         """The verdict stored by ``to_dict`` (e.g. in a walk-forward ``result.json``), exactly as decided."""
         check_param(isinstance(d.get("verdict_gates"), list), "verdict_gates",
                     "a list of gates (a result written by this version of accumopt)", d.get("verdict_gates"))
-        return cls(tuple(Gate(**g) for g in d["verdict_gates"]), str(d.get("verdict_note") or ""))
+        pw = d.get("verdict_power")
+        return cls(tuple(Gate(**g) for g in d["verdict_gates"]), str(d.get("verdict_note") or ""),
+                   Power.from_dict(pw) if isinstance(pw, Mapping) else None)
 
 
 def verdict(oos_excess_mean: float, oos_excess_t: float, dsr: float, pbo: float, n_oos_trades: int, *,
             min_trades: int = 30, dsr_min: float = 0.95, pbo_max: float = 0.5, t_min: float = 2.0,
-            sharpe: str = "dsr", note: str = "") -> Verdict:
+            sharpe: str = "dsr", note: str = "", t_kind: str = "iid", power: Power | None = None,
+            spa_p: float | None = None, spa_max: float | None = None) -> Verdict:
     """Decide "edge supported" vs "edge NOT supported" from the OOS excess return per trade (a fraction: 0.0012 =
-    +0.12%), its t statistic, a Sharpe-significance statistic ``dsr`` (the Deflated Sharpe Ratio, or with
-    ``sharpe="psr"`` the OOS Probabilistic Sharpe Ratio; it must be >= ``dsr_min``), the PBO and the OOS trade
-    count. A NaN input (a statistic that could not be estimated) fails its gate and is shown as ``n/a``."""
+    +0.12%), its t statistic (``t_kind``: ``"iid"`` per trade or ``"hac"`` on the daily series), a
+    Sharpe-significance statistic ``dsr`` (the Deflated Sharpe Ratio, or with ``sharpe="psr"`` the OOS Probabilistic
+    Sharpe Ratio; it must be >= ``dsr_min``), the PBO and the OOS trade count; with ``spa_max`` also Hansen's SPA
+    p-value ``spa_p`` (< ``spa_max``). ``power`` is stated on the line. A NaN input (a statistic that could not be
+    estimated) fails its gate and is shown as ``n/a``."""
     check_param(int(n_oos_trades) == n_oos_trades and n_oos_trades >= 0, "n_oos_trades", "an integer >= 0",
                 n_oos_trades)
     check_param(0.0 < dsr_min <= 1.0, "dsr_min", "in (0, 1]", dsr_min)
     check_param(0.0 < pbo_max <= 1.0, "pbo_max", "in (0, 1]", pbo_max)
     check_param(sharpe in SHARPE_GATES, "sharpe", f"one of {', '.join(SHARPE_GATES)}", sharpe)
+    check_param(t_kind in T_GATES, "t_kind", f"one of {', '.join(T_GATES)}", t_kind)
+    check_param(spa_max is None or 0.0 < spa_max < 1.0, "spa_max", "None or in (0, 1)", spa_max)
     n = int(n_oos_trades)
     mean_s, t_s = _text(oos_excess_mean, "+.2%"), _text(oos_excess_t, ".1f")
     label, long_name, short = SHARPE_GATES[sharpe]
@@ -191,13 +264,16 @@ def verdict(oos_excess_mean: float, oos_excess_t: float, dsr: float, pbo: float,
         Gate.check("excess_mean", "OOS excess return / trade", oos_excess_mean, ">", 0.0, short="OOS excess",
                    reason=f"OOS excess return {mean_s}/trade is not positive", fmt="+.2%", detail_fmt="+.3%",
                    threshold_fmt="g"),
-        Gate.check("excess_t", "t statistic of the excess", oos_excess_t, ">", t_min, short="t",
-                   reason=f"OOS excess return is not significant: t={t_s} <= {t_min:g}", fmt=".1f", detail_fmt=".2f",
-                   threshold_fmt="g"),
+        Gate.check("excess_t", T_GATES[t_kind][0], oos_excess_t, ">", t_min, short=T_GATES[t_kind][1],
+                   reason=f"OOS excess return is not significant: {T_GATES[t_kind][1]}={t_s} <= {t_min:g}", fmt=".1f",
+                   detail_fmt=".2f", threshold_fmt="g"),
         Gate.check("n_trades", "OOS closed trades (n)", float(n), ">=", min_trades, short="n",
                    reason=f"too few OOS trades: n={n} < {min_trades}", fmt=".0f", detail_fmt=".0f", threshold_fmt="g"),
         Gate.check(sharpe, label, dsr, ">=", dsr_min, short=short,
                    reason=f"{long_name} {_text(dsr, '.2f')} < {dsr_min:.2f}"),
         Gate.check("pbo", "Probability of Backtest Overfitting", pbo, "<", pbo_max, short="PBO"),
     ]
-    return Verdict.decide(gates, note)
+    if spa_max is not None:
+        gates.append(Gate.check("spa", "SPA p-value (Hansen, every configuration tried)", spa_p, "<", spa_max,
+                                short="SPA p", detail_fmt=".3f"))
+    return Verdict.decide(gates, note, power)
