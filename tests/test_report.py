@@ -37,7 +37,7 @@ from optimizer.report.research import (
 )
 from optimizer.report.sandbox import sandbox_data, sandbox_figure, write_sandbox
 from optimizer.study import make_storage
-from optimizer.validate.stats import verdict
+from optimizer.validate.stats import equity_bootstrap, verdict
 from optimizer.validate.walkforward import WalkForwardResult
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -367,12 +367,12 @@ def test_walkforward_report_gates_the_sharpe_statistic_the_verdict_used(tmp_path
                                 note="in-sample winners' median DSR 0.41 over 150 trials tried").to_dict())
     page = build_walkforward_report(wf, out_dir=tmp_path).read_text(encoding="utf-8")
     gates = {r[0]: r for r in _section_table(page, "Deciding numbers")}
-    psr = gates["Probabilistic Sharpe Ratio (OOS excess)"]
+    psr = gates["Probabilistic Sharpe Ratio (daily OOS excess)"]
     assert psr[1:3] == ["0.770", "&gt;= 0.95"] and "fail" in psr[3]
     assert gates["Deflated Sharpe Ratio"][2:] == ["", ""]  # reported, not a gate of this verdict
     dsr_page = build_walkforward_report(_wf_dict(), out_dir=tmp_path).read_text(encoding="utf-8")
     dsr_gates = {r[0]: r for r in _section_table(dsr_page, "Deciding numbers")}
-    assert dsr_gates["Probabilistic Sharpe Ratio (OOS excess)"][2:] == ["", ""]
+    assert dsr_gates["Probabilistic Sharpe Ratio (daily OOS excess)"][2:] == ["", ""]
 
 
 def test_walkforward_report_from_result_object(tmp_path):
@@ -386,6 +386,82 @@ def test_walkforward_report_from_result_object(tmp_path):
     assert 'class="verdict rejected"' in page
     with pytest.raises(ParameterError, match="wf must be a WalkForwardResult"):
         build_walkforward_report({"summary": []}, out_dir=tmp_path)
+
+
+def _wf_dict_now() -> dict:
+    """``_wf_dict`` with the statistics this version stores: the daily inference, the equity bootstrap of the
+    equity table's own returns (with benchmark and excess columns), SPA, and a cost-stress table where every
+    multiple survives (the old report said "survives 1x costs but not 2x or 3x" beside such a table)."""
+    wf = _wf_dict()
+    eq = wf["equity"]
+    bench = np.full(len(eq), 0.0002)
+    eq["bench_return"], eq["bench_equity"] = bench, np.cumprod(1 + bench)
+    eq["excess_return"] = eq["oos_return"] - bench
+    eq["excess_equity"] = np.cumprod(1 + eq["excess_return"])
+    b = equity_bootstrap(eq["oos_return"].to_numpy(), reps=200, seed=0)
+    st = wf["result"]["stats"]
+    del st["bootstrap"]
+    st["equity_bootstrap"] = {
+        "resamples": b.resamples, "n_days": b.n_days, "block_size": b.block_size, "reps": b.reps, "level": b.level,
+        "drawdown_percentile": b.drawdown_percentile, "drawdown_quantiles": {"50%": 0.02, "90%": 0.05, "95%": 0.06},
+        **{k: getattr(b, k)._asdict() for k in ("total_return", "cagr", "max_drawdown", "sharpe")}}
+    st["cost_stress"] = [{"multiplier": m, "avg_excess_return": 0.003 - 0.0005 * m, "trades": 143, "survives": True}
+                         for m in (1.0, 2.0, 3.0)]
+    st["cost_fragile"] = False
+    st["inference"] = {"n_trades": 143, "n_days": 290, "n_eff": 83.4, "boot_lo": 0.001, "boot_hi": 0.02,
+                       "block_size": 2.1, "mde_per_trade": 0.046, "mde_per_year": 0.38, "alpha": 0.0228, "power": 0.8,
+                       "t_iid": 4.4, "hac_lags": 5, "skew": 0.2, "kurtosis": 4.4, "t": 3.35}
+    st["inference_mkt"] = {"mean_per_trade": 0.05, "t": 4.1, "mde_per_trade": 0.034}
+    st["spa"] = {"p": 0.026, "p_median": 0.015}
+    st["n_configs"] = 140
+    st["pbo_method"] = "cpcv"
+    return wf
+
+
+def test_walkforward_report_numbers_agree_with_each_other(tmp_path):
+    """The bootstrap table's points are the equity curve's own (total return = last equity - 1) and say what was
+    resampled; the cost-stress sentence follows the table's booleans; the equity chart carries the benchmark and
+    the excess; the deciding numbers show the sample (trades, days, effective n), the MDE, the market-adjusted
+    figures and the SPA p."""
+    wf = _wf_dict_now()
+    page = build_walkforward_report(wf, out_dir=tmp_path).read_text(encoding="utf-8")
+    eq = wf["equity"]
+    start = page.index("<h3>Out-of-sample account: block bootstrap</h3>")
+    assert "resamples: days of the portfolio&#x27;s daily returns, in blocks" in page[start:start + 400]
+    rows = {r[0]: r for r in (re.findall(r"<td[^>]*>(.*?)</td>", x) for x in
+                              re.findall(r"<tr>(.*?)</tr>", page[start:page.index("</table>", start)])[1:])}
+    assert rows["total return"][1] == f"{eq['oos_equity'].iloc[-1] - 1:.1%}"
+    assert "cost stress: survives 1×, 2× and 3× costs; cost-fragile: <span class=\"pass\">no</span>" in page
+    assert "but not 2×" not in page
+    figs = embedded_figures(page)
+    f = _fig(figs, "fig-equity")
+    assert _arr(_trace(f, "matched random-entry benchmark")["y"]) == pytest.approx(eq["bench_equity"].tolist())
+    assert _arr(_trace(f, "excess over the benchmark")["y"]) == pytest.approx(eq["excess_equity"].tolist())
+    gates = {r[0]: r for r in _section_table(page, "Deciding numbers")}
+    assert gates["OOS sample: trades / days / effective n"][1] == "143 / 290 / 83.4"
+    assert gates["minimum detectable effect (alpha 0.023, power 80%)"][1] == "4.60%/trade, 38.0%/yr"
+    assert gates["market-adjusted: excess / trade, HAC t, MDE / trade (not gated)"][1] == "+5.000%, 4.10, 3.40%"
+    assert gates["SPA p-value (Hansen, every configuration tried; windows combined)"][1].startswith("0.026")
+    assert gates["Probability of Backtest Overfitting"][1] == "0.620"  # the gate; its method in the context row
+    assert gates["trials tried (all windows)"][1] == "150 (140 distinct)"
+
+
+def test_one_trade_count_in_the_rule_table_and_the_box_plot(tmp_path):
+    """Trades whose parent ETF is not available are neither aligned nor not aligned: the box plot and the rule
+    table count the same trades (the old table counted them as "not aligned": 6 vs 137 beside a 6 vs 69 box)."""
+    ev = _events()
+    ev["parent_etf_available"] = [True] * 8 + [False] * 5  # 4 closed trades without a parent ETF
+    ev["excess_return"] = ev["net_return"] - 0.001
+    page = build_walkforward_report(_wf_dict_now(), out_dir=tmp_path, events=ev).read_text(encoding="utf-8")
+    box = _fig(embedded_figures(page), "fig-etf-alignment")
+    aligned = ev.iloc[:12][ev["parent_etf_available"].iloc[:12] & ev["parent_etf_aligned"].iloc[:12]]
+    n_al, n_not = len(aligned), 8 - len(aligned)
+    assert [b["name"] for b in box["data"]] == [f"aligned with parent ETF (n={n_al})", f"not aligned (n={n_not})"]
+    assert _arr(box["data"][0]["y"]) == pytest.approx(aligned["excess_return"].tolist())  # the verdict's measure
+    rv = _section_table(page, "Trade events: failure modes, ETF alignment, rule validation")
+    assert rv[0][:4] == ["parent ETF aligned", str(n_al), str(n_not), "4"]  # n_with, n_without, n_na
+    assert all(int(r[1]) + int(r[2]) + int(r[3]) == 12 for r in rv)  # every row counts the 12 closed trades
+    assert "12 closed out-of-sample trades (returns: excess return); parent ETF known for 8" in page
 
 
 def test_regime_comparison_figure_requires_columns():

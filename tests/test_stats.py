@@ -24,7 +24,6 @@ from optimizer.validate.stats import (
     rule_validation,
     sharpe_stats,
     total_return,
-    trade_order_shuffle,
     verdict,
 )
 
@@ -222,7 +221,7 @@ def test_pbo_validation_messages():
         probability_of_backtest_overfitting(perf, n_blocks=4, metric="sortino")
 
 
-# --------------------------------------------------------------------------- bootstrap / shuffle
+# --------------------------------------------------------------------------- bootstrap
 
 
 def test_path_statistics_hand_values():
@@ -257,23 +256,6 @@ def test_bootstrap_ci_validation():
         bootstrap_ci([0.1, -1.5, 0.3])
     with pytest.raises(ParameterError, match="alpha must be in"):
         bootstrap_ci([0.1, 0.2, 0.3], alpha=1.5)
-
-
-def test_trade_order_shuffle_total_return_invariant_and_percentiles():
-    rng = np.random.default_rng(2)
-    losses, gains = -rng.uniform(0.01, 0.05, 30), rng.uniform(0.01, 0.05, 30)
-    worst = trade_order_shuffle(np.concatenate([losses, gains]), n=500, seed=1)
-    np.testing.assert_allclose(worst.total_returns, worst.total_return, rtol=1e-12)
-    assert worst.total_return == pytest.approx(np.prod(1 + losses) * np.prod(1 + gains) - 1)
-    # all losses first is the deepest possible drawdown: 1 - prod(1 + losses)
-    assert worst.actual_max_drawdown == pytest.approx(1 - np.prod(1 + losses))
-    assert worst.max_drawdowns.max() <= worst.actual_max_drawdown + 1e-12
-    assert worst.percentile > 95
-    alternating = np.ravel(np.column_stack([gains, losses]))
-    best = trade_order_shuffle(alternating, n=500, seed=1)
-    assert best.percentile < 10
-    again = trade_order_shuffle(alternating, n=500, seed=1)
-    np.testing.assert_array_equal(again.max_drawdowns, best.max_drawdowns)
 
 
 # --------------------------------------------------------------------------- cost stress

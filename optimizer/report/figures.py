@@ -2,7 +2,8 @@
 
 Study figures: :func:`sensitivity_heatmap` (mean objective per cell of two parameters, from the trials table) and
 :func:`intermediate_figure` (per-fold intermediate values, complete in blue, pruned in red).
-Walk-forward figures: :func:`equity_figure` (stitched OOS equity, test windows shaded), :func:`is_oos_figure`
+Walk-forward figures: :func:`equity_figure` (stitched OOS equity with its matched random-entry benchmark and the
+excess, test windows shaded), :func:`is_oos_figure`
 (in-sample vs out-of-sample rank_score and avg_excess_return per window), :func:`stability_figure` (how often each
 parameter value won a window), :func:`failure_mode_figure`, :func:`alignment_box_figure` and
 :func:`regime_comparison_figure`. Every figure carries a title; trace names are stated in each docstring.
@@ -19,6 +20,7 @@ from plotly.subplots import make_subplots
 
 from optimizer.engine.context import FAILURE_MODES
 from optimizer.errors import check_param
+from optimizer.validate.stats import closed_trade_events, rule_conditions
 
 __all__ = [
     "TEMPLATE", "GREEN", "RED", "BLUE", "GREY", "bin_numeric", "sensitivity_table", "sensitivity_heatmap",
@@ -129,11 +131,18 @@ def intermediate_figure(rows: pd.DataFrame, title: str = "Intermediate values pe
 
 def equity_figure(equity: pd.DataFrame, windows: pd.DataFrame | None = None,
                   title: str = "Stitched out-of-sample equity") -> go.Figure:
-    """Line ``"OOS equity"`` of ``equity.oos_equity`` against ``equity.date``; each test window of ``windows``
-    (columns window, test_start, test_end[, in_reserve]) shaded and labelled ``W<i>`` (reserve windows amber)."""
+    """Line ``"OOS equity"`` of ``equity.oos_equity`` against ``equity.date``; when the frame has them, lines
+    ``"matched random-entry benchmark"`` (``bench_equity``: the same positions at their benchmark's expected return)
+    and ``"excess over the benchmark"`` (``excess_equity``: the daily difference, compounded); each test window of
+    ``windows`` (columns window, test_start, test_end[, in_reserve]) shaded and labelled ``W<i>`` (reserve windows
+    amber)."""
     x = pd.to_datetime(equity["date"]).dt.strftime("%Y-%m-%d").tolist() if len(equity) else []
     fig = go.Figure(go.Scatter(x=x, y=_ys(equity["oos_equity"]) if len(equity) else [], mode="lines",
                                name="OOS equity", line={"color": BLUE, "width": 2}))
+    for col, name, style in (("bench_equity", "matched random-entry benchmark", {"color": GREY, "width": 1.5}),
+                             ("excess_equity", "excess over the benchmark", {"color": GREEN, "width": 1.5, "dash": "dash"})):
+        if col in equity.columns:
+            fig.add_trace(go.Scatter(x=x, y=_ys(equity[col]), mode="lines", name=name, line=style))
     fig.add_hline(y=1.0, line={"color": GREY, "dash": "dot", "width": 1})
     if windows is not None and len(windows):
         for i, w in enumerate(windows.itertuples(index=False)):
@@ -213,19 +222,23 @@ def failure_mode_figure(events: pd.DataFrame, modes: Sequence[str] | None = None
     return fig
 
 
-def alignment_box_figure(events: pd.DataFrame, title: str = "Net return with / without parent-ETF alignment") -> go.Figure:
-    """Box traces ``"aligned with parent ETF"`` and ``"not aligned"`` of closed trades' net_return (only trades whose
-    parent ETF is available when the frame says so)."""
-    ev = closed_events(events)
-    if "parent_etf_available" in ev.columns:
-        ev = ev[ev["parent_etf_available"].fillna(False).astype(bool)]
-    aligned = ev["parent_etf_aligned"].fillna(False).astype(bool)
-    r = pd.to_numeric(ev["net_return"], errors="coerce")
+def alignment_box_figure(events: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Box traces ``"aligned with parent ETF (n=..)"`` and ``"not aligned (n=..)"`` of the closed trades' return
+    (the excess return when the frame has it, else net), split by the ``"parent ETF aligned"`` condition of
+    ``stats.rule_conditions`` (trades whose parent ETF is not available are on neither side): the counts of the
+    rule-validation table's row."""
+    ev, col = closed_trade_events(events)
+    cond = rule_conditions(ev).get("parent ETF aligned")
+    check_param(cond is not None, "events", "a frame with a parent_etf_aligned column", list(events.columns))
+    known = ~pd.isna(cond)
+    aligned = pd.Series(cond).fillna(False).to_numpy(dtype=bool)
+    r = pd.to_numeric(ev[col], errors="coerce").to_numpy()
     fig = go.Figure()
-    for name, mask, color in (("aligned with parent ETF", aligned, GREEN), ("not aligned", ~aligned, RED)):
+    for name, mask, color in (("aligned with parent ETF", known & aligned, GREEN), ("not aligned", known & ~aligned, RED)):
         fig.add_trace(go.Box(y=_ys(r[mask]), name=f"{name} (n={int(mask.sum())})", marker_color=color, boxmean=True))
-    fig.update_layout(title=title, template=TEMPLATE, height=400, showlegend=False,
-                      yaxis={"title": {"text": "net return"}, "tickformat": ".1%"})
+    what = col.replace("_", " ")
+    fig.update_layout(title=title or f"{what.capitalize()} with / without parent-ETF alignment", template=TEMPLATE,
+                      height=400, showlegend=False, yaxis={"title": {"text": what}, "tickformat": ".1%"})
     return fig
 
 

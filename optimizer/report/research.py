@@ -8,10 +8,14 @@ per-fold intermediate values of complete vs pruned trials.
 
 ``build_walkforward_report(wf)`` -> ``output/reports/<name>-walkforward.html`` (and the equity figure alone in
 ``output/equity_curves/<name>_oos.html``): the verdict line (green when supported, red when not) and its gates
-(the run's ``Verdict``, rendered, never re-decided) beside the other deciding numbers, bootstrap CIs and the
-cost-stress table, the stitched OOS equity, in-sample vs out-of-sample bars per window,
-the windows and per-window parameters tables, parameter stability, and — when trade events carry the columns —
-failure modes, the parent-ETF alignment box plot and the rule-validation table; regimes when the result has them.
+(the run's ``Verdict``, rendered, never re-decided) beside the other deciding numbers (the daily series' sample:
+trades, days, effective n; its bootstrap interval and minimum detectable effect; the market-adjusted figures; DSR,
+PBO, SPA), the block bootstrap of the OOS account's equity (labelled by what it resamples) with its drawdown
+distribution, the cost-stress table and the sentence its own booleans give, the stitched OOS equity with its
+matched random-entry benchmark and the excess, in-sample vs out-of-sample bars per window, the windows and
+per-window parameters tables, parameter stability, and — when trade events carry the columns — failure modes, the
+parent-ETF alignment box plot and the rule-validation table (one definition of the closed trades, their return and
+the conditions: ``stats.closed_trade_events`` / ``rule_conditions``); regimes when the result has them.
 
 Every page embeds plotly.js exactly once (in ``<head>``) and each figure as a ``Plotly.newPlot`` call with its own
 div id; ``body[data-plots-expected]`` holds the number of figures and a small script sets
@@ -44,7 +48,7 @@ from optimizer.report import figures as F
 from optimizer.report.files import save_figure
 from optimizer.study.inspect import resolve_storage, show_study, trials_table
 from optimizer.study.records import read_study, trial_counts
-from optimizer.validate.stats import rule_validation
+from optimizer.validate.stats import closed_trade_events, cost_stress_wording, flag_fragile, validate_rules
 from optimizer.validate.verdict import Verdict
 from optimizer.validate.walkforward import load_walkforward
 
@@ -396,19 +400,52 @@ def _gate(ok: bool) -> _Raw:
 
 
 def _deciding(res: dict[str, Any], v: Verdict) -> pd.DataFrame:
-    """The verdict's gates (value, rule, pass/fail, as decided) and the statistics that are context only."""
+    """The verdict's gates (value, rule, pass/fail, as decided) and the statistics that are context only: the
+    sample of the daily OOS excess series, its bootstrap interval and power, the market-adjusted figures, the
+    in-sample search statistics."""
     oos, stats = res.get("oos") or {}, res.get("stats") or {}
     rows = [(g.statistic, g.detail_text, g.rule, g.passed) for g in v.gates]
-    context = [
-        ("dsr", "Deflated Sharpe Ratio", res.get("dsr", stats.get("dsr")), ".3f"),
-        ("psr", "Probabilistic Sharpe Ratio (OOS excess)", res.get("psr", stats.get("psr")), ".3f"),
-        ("pbo", "Probability of Backtest Overfitting", res.get("pbo", stats.get("pbo")), ".3f"),
-        ("degradation", "degradation (OOS / IS rank_score)", res.get("degradation", stats.get("degradation")), ".3f"),
-        ("degradation_excess", "degradation (OOS / IS excess)", stats.get("degradation_excess"), ".3f"),
-        ("n_trials_tried", "trials tried (all windows)", stats.get("n_trials_tried"), ".0f"),
-        ("n_windows", "windows", oos.get("n_windows", len(res.get("windows") or [])), ".0f"),
+    inf, mkt, spa = stats.get("inference") or {}, stats.get("inference_mkt") or {}, stats.get("spa") or {}
+    pct = lambda x: _s(x, "+.3%")  # noqa: E731
+    context: list[tuple[str, str, str]] = []  # (gate name it would duplicate, label, text)
+    if inf:
+        context += [
+            ("", "OOS sample: trades / days / effective n",
+             f"{_s(inf.get('n_trades'), '.0f')} / {_s(inf.get('n_days'), '.0f')} / {_s(inf.get('n_eff'), '.1f')}"),
+            ("", "excess / trade: 95% interval (stationary bootstrap over days)",
+             f"{pct(inf.get('boot_lo'))} .. {pct(inf.get('boot_hi'))} (block {_s(inf.get('block_size'), '.1f')} days)"),
+            ("", f"minimum detectable effect (alpha {_s(inf.get('alpha'), '.3f')}, power {_s(inf.get('power'), '.0%')})",
+             f"{_s(inf.get('mde_per_trade'), '.2%')}/trade, {_s(inf.get('mde_per_year'), '.1%')}/yr"),
+            ("", "i.i.d. t of the per-trade excess (for comparison)", _s(inf.get("t_iid"), ".2f")),
+            ("", "daily excess series: HAC lags / skew / kurtosis",
+             f"{_s(inf.get('hac_lags'), '.0f')} / {_s(inf.get('skew'), '.2f')} / {_s(inf.get('kurtosis'), '.2f')}"),
+        ]
+    if mkt:
+        context.append(("", "market-adjusted: excess / trade, HAC t, MDE / trade (not gated)",
+                        f"{pct(mkt.get('mean_per_trade'))}, {_s(mkt.get('t'), '.2f')}, {_s(mkt.get('mde_per_trade'), '.2%')}"))
+    method = {"cpcv": " (CPCV paths)", "cscv": " (CSCV)"}.get(str(stats.get("pbo_method")), "")
+    context += [
+        ("dsr", "Deflated Sharpe Ratio", _s(res.get("dsr", stats.get("dsr")), ".3f")),
+        ("psr", "Probabilistic Sharpe Ratio (daily OOS excess)", _s(res.get("psr", stats.get("psr")), ".3f")),
+        ("pbo", f"Probability of Backtest Overfitting{method}", _s(res.get("pbo", stats.get("pbo")), ".3f")),
     ]
-    rows += [(label, _s(value, fmt), "", None) for name, label, value, fmt in context if v.gate(name) is None]
+    if spa:
+        context.append(("spa", "SPA p-value (Hansen, every configuration tried; windows combined)",
+                        f"{_s(spa.get('p'), '.3f')} (median of windows {_s(spa.get('p_median'), '.3f')})"))
+    cp = stats.get("cpcv") or {}
+    if cp:
+        context.append(("", "CPCV paths: median Sharpe / share of losing paths",
+                        f"{_s(cp.get('path_sharpe_median'), '.3f')} / {_s(cp.get('prob_path_loss'), '.2f')}"))
+    tried = _s(stats.get("n_trials_tried"), ".0f")
+    if stats.get("n_configs") is not None:
+        tried += f" ({_s(stats.get('n_configs'), '.0f')} distinct)"
+    context += [
+        ("", "degradation (OOS / IS rank_score)", _s(res.get("degradation", stats.get("degradation")), ".3f")),
+        ("", "degradation (OOS / IS excess)", _s(stats.get("degradation_excess"), ".3f")),
+        ("", "trials tried (all windows)", tried),
+        ("", "windows", _s(oos.get("n_windows", len(res.get("windows") or [])), ".0f")),
+    ]
+    rows += [(label, text, "", None) for name, label, text in context if not name or v.gate(name) is None]
     return pd.DataFrame([{"statistic": a, "value": b, "gate": c, "result": "" if ok is None else ("pass" if ok else "fail")}
                          for a, b, c, ok in rows])
 
@@ -422,10 +459,36 @@ def _gate_table_html(df: pd.DataFrame) -> str:
             f"<tbody>{body}</tbody></table>")
 
 
-def _bootstrap_table(stats: dict[str, Any]) -> pd.DataFrame:
-    b = stats.get("bootstrap") or {}
-    return pd.DataFrame([{"statistic (per-trade excess)": k, "point": _f(v.get("point")), "95% lo": _f(v.get("lo")),
-                          "95% hi": _f(v.get("hi"))} for k, v in b.items() if isinstance(v, dict)])
+_EQUITY_STATS = (("total_return", "total return", ".1%"), ("cagr", "CAGR", ".1%"),
+                 ("max_drawdown", "max drawdown", ".1%"), ("sharpe", "Sharpe (annualized)", ".2f"))
+
+
+def _equity_bootstrap_html(stats: dict[str, Any]) -> str:
+    """The block bootstrap of the OOS account: what it resamples, point (= the equity curve's) and interval of
+    each figure, and the drawdown distribution."""
+    b = stats.get("equity_bootstrap")
+    if not isinstance(b, dict):
+        return '<p class="note">no equity bootstrap (fewer than 10 OOS days, or a result written by an older accumopt)</p>'
+    level = _s(b.get("level"), ".0%")
+    rows = [{"statistic": label, "point (equity curve)": _s((b.get(k) or {}).get("point"), fmt),
+             f"{level} lo": _s((b.get(k) or {}).get("lo"), fmt), f"{level} hi": _s((b.get(k) or {}).get("hi"), fmt)}
+            for k, label, fmt in _EQUITY_STATS]
+    dq = b.get("drawdown_quantiles") or {}
+    dd = ", ".join(f"{k} {_s(v, '.1%')}" for k, v in dq.items())
+    return (f"<p>resamples: {html.escape(str(b.get('resamples', '-')))}; {_s(b.get('reps'), '.0f')} resamples of "
+            f"{_s(b.get('n_days'), '.0f')} days</p>" + _table_html(pd.DataFrame(rows))
+            + f"<p>max drawdown over the resampled paths: {html.escape(dd)}; the actual one is at percentile "
+            f"{_s(b.get('drawdown_percentile'), '.0f')}</p>")
+
+
+def _cost_stress_html(stats: dict[str, Any]) -> str:
+    """The cost-stress table and the sentence (and fragility flag) its own ``survives`` booleans give."""
+    cs = pd.DataFrame(stats.get("cost_stress") or [])
+    if cs.empty or not {"multiplier", "survives"} <= set(cs.columns):
+        return '<p class="note">no cost-stress run</p>'
+    fragile = flag_fragile(cs) if ((cs["multiplier"] == 1.0).any() and (cs["multiplier"] > 1.0).any()) else False
+    return (_table_html(cs) + f"<p>cost stress: {html.escape(cost_stress_wording(cs))}; cost-fragile: "
+            f"<span class=\"{'fail' if fragile else 'pass'}\">{'YES' if fragile else 'no'}</span></p>")
 
 
 def _verdict_block(v: Verdict) -> str:
@@ -436,26 +499,19 @@ def _events_sections(page: Page, events: pd.DataFrame | None) -> None:
     if events is None or events.empty or "net_return" not in events.columns:
         return
     page.h2("Trade events: failure modes, ETF alignment, rule validation")
+    closed, col = closed_trade_events(events)
+    line = f"{len(closed)} closed out-of-sample trades (returns: {col.replace('_', ' ')})"
+    if "parent_etf_available" in closed.columns:
+        line += f"; parent ETF known for {int(closed['parent_etf_available'].fillna(False).astype(bool).sum())}"
+    page.add(f"<p>{html.escape(line)}</p>")
     if "failure_mode" in events.columns:
         _try_figure(page, "fig-failure-modes", lambda: F.failure_mode_figure(events), "failure modes")
     if "parent_etf_aligned" in events.columns:
         _try_figure(page, "fig-etf-alignment", lambda: F.alignment_box_figure(events), "ETF alignment")
-    closed = F.closed_events(events)
-    conds: dict[str, np.ndarray] = {}
-    if "parent_etf_aligned" in closed.columns:
-        conds["parent ETF aligned"] = closed["parent_etf_aligned"].fillna(False).astype(bool).to_numpy()
-    if "signal_quality" in closed.columns:
-        for q in ("HIGH", "LOW"):
-            conds[f"signal quality {q}"] = (closed["signal_quality"].astype(str) == q).to_numpy()
-    if "trend_state" in closed.columns:
-        conds["trend UP"] = (closed["trend_state"].astype(str) == "UP").to_numpy()
-        # the design: "DOWN | Accumulation = potential reversal" (its HIGH-quality setup)
-        conds["trend DOWN"] = (closed["trend_state"].astype(str) == "DOWN").to_numpy()
-    if "regime" in closed.columns:
-        conds["regime RISK_ON"] = (closed["regime"].astype(str) == "RISK_ON").to_numpy()
-    if conds and len(closed):
+    rules = validate_rules(events)
+    if len(rules):
         page.add("<h3>Rule validation (Mann–Whitney U, Benjamini–Hochberg q)</h3>")
-        page.table(rule_validation(pd.to_numeric(closed["net_return"]).to_numpy(dtype=float), conds))
+        page.table(rules)
 
 
 def _window_tables(page: Page, summary: pd.DataFrame) -> None:
@@ -498,21 +554,19 @@ def build_walkforward_report(wf: Any, out_dir: str | Path = "output/reports", na
         page.note(str(w))
     page.h2("Deciding numbers")
     page.add(_gate_table_html(_deciding(res, p["verdict"])))
-    bt = _bootstrap_table(stats)
     page.add('<div class="grid"><div>')
-    page.add("<h3>Bootstrap 95% confidence intervals</h3>")
-    page.add(_table_html(bt) if not bt.empty else '<p class="note">no bootstrap (fewer than 3 OOS trades)</p>')
+    page.add("<h3>Out-of-sample account: block bootstrap</h3>")
+    page.add(_equity_bootstrap_html(stats))
     page.add("</div><div>")
     page.add("<h3>Cost stress</h3>")
-    cs = pd.DataFrame(stats.get("cost_stress") or [])
-    page.add(_table_html(cs) if not cs.empty else '<p class="note">no cost-stress run</p>')
-    fragile = bool(stats.get("cost_fragile"))
-    page.add(f"<p>cost-fragile: <span class=\"{'fail' if fragile else 'pass'}\">{'YES' if fragile else 'no'}</span>"
-             " (survives 1× costs but not 2× or 3×)</p></div></div>")
+    page.add(_cost_stress_html(stats))
+    page.add("</div></div>")
     for s in stats.get("pbo_skipped") or []:
         page.note(f"PBO skipped for {s}")
     for s in stats.get("dsr_skipped") or []:
         page.note(f"DSR skipped for {s}")
+    for s in stats.get("spa_skipped") or []:
+        page.note(f"SPA skipped for {s}")
 
     page.h2("Walk-forward equity")
     eq_fig = F.equity_figure(equity, summary if {"window", "test_start", "test_end"} <= set(summary.columns) else None)

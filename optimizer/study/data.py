@@ -1,5 +1,6 @@
 """What a study reads, built once per process: the panel (only sessions the study may see), its feature
-cache, the purged folds and the regime entry mask; and the one loader of a universe's panel from the store."""
+cache, the purged folds (forward folds, or the groups of a combinatorial purged CV) and the regime entry mask; and
+the one loader of a universe's panel from the store."""
 
 from __future__ import annotations
 
@@ -14,16 +15,18 @@ from optimizer.data.universe import resolve_universe
 from optimizer.engine.evaluate import Evaluator
 from optimizer.engine.panel import Panel, load_panel
 from optimizer.engine.regime_filter import regime_entry_mask
-from optimizer.errors import DataError
+from optimizer.errors import DataError, check_param
 from optimizer.study.spec import StudySpec
-from optimizer.study.splits import FoldSpan, PurgedTimeSeriesSplit, reserve_cutoff
+from optimizer.study.splits import CombinatorialPurgedCV, FoldSpan, PurgedTimeSeriesSplit, reserve_cutoff
 
 __all__ = ["StudyData", "load_universe_panel", "load_study_data", "prepare_data"]
 
 
 @dataclass
 class StudyData:
-    """Everything a trial reads, built once per process. ``lo`` .. ``hi``: the span the study optimizes over."""
+    """Everything a trial reads, built once per process. ``lo`` .. ``hi``: the span the study optimizes over.
+    ``cv``: the splitter that laid the folds, over rows [lo, hi) (a ``CombinatorialPurgedCV`` in ``cpcv`` mode: its
+    groups are the folds, and its splits and paths serve PBO)."""
 
     spec: StudySpec
     panel: Panel
@@ -35,6 +38,7 @@ class StudyData:
     fingerprint: str
     cv_n_splits: int = 0
     cv_embargo: int = 0
+    cv: PurgedTimeSeriesSplit | CombinatorialPurgedCV | None = None
 
     @property
     def train_dates(self) -> tuple[str, str]:
@@ -76,18 +80,29 @@ def prepare_data(spec: StudySpec, panel: Panel, lo: int, hi: int, n_splits: int 
     """Truncate the panel at ``hi`` (nothing later is ever visible) and lay the purged folds over [lo, hi).
 
     ``n_splits`` / ``embargo`` override the spec's [cv] (walk-forward windows use [walkforward] n_splits/embargo).
+    With ``[cv] mode = "cpcv"`` the folds are the ``n_groups`` groups of a ``CombinatorialPurgedCV`` (after the
+    feature warm-up); ``n_splits``, when given, must then equal n_groups.
     """
     if hi - lo < 10:
         raise DataError(f"the study span has {hi - lo} sessions; at least 10 are needed")
     visible = panel.slice(0, hi)
     warm = max(0, spec.max_z_window() - lo)
-    cv = PurgedTimeSeriesSplit(
-        n_splits=n_splits or spec.cv.n_splits, test_size=None if n_splits else spec.cv.test_size, purge=spec.purge(),
-        embargo=spec.embargo() if embargo is None else embargo,
-        mode=spec.cv.mode, max_train_size=spec.cv.max_train_size,
-        min_train_size=max(spec.cv.min_train_size, warm),
-    )
+    emb = spec.embargo() if embargo is None else embargo
+    cv: PurgedTimeSeriesSplit | CombinatorialPurgedCV
+    if spec.cv.mode == "cpcv":
+        check_param(n_splits in (None, spec.cv.n_groups), "n_splits",
+                    f"None or [cv] n_groups={spec.cv.n_groups} with [cv] mode = cpcv", n_splits)
+        cv = CombinatorialPurgedCV(spec.cv.n_groups, spec.cv.n_test_groups, purge=spec.purge(), embargo=emb,
+                                   warmup=warm)
+        n_folds = cv.n_groups
+    else:
+        cv = PurgedTimeSeriesSplit(
+            n_splits=n_splits or spec.cv.n_splits, test_size=None if n_splits else spec.cv.test_size,
+            purge=spec.purge(), embargo=emb, mode=spec.cv.mode, max_train_size=spec.cv.max_train_size,
+            min_train_size=max(spec.cv.min_train_size, warm),
+        )
+        n_folds = cv.n_splits
     folds = [FoldSpan(f.fold, f.test_start + lo, f.test_end + lo, f.data_end + lo) for f in cv.fold_spans(hi - lo)]
     ev = Evaluator(visible, min_periods=spec.data.min_periods)
     mask = regime_entry_mask(visible, spec.data.regime)
-    return StudyData(spec, visible, ev, folds, mask, lo, hi, visible.fingerprint(), cv.n_splits, cv.embargo)
+    return StudyData(spec, visible, ev, folds, mask, lo, hi, visible.fingerprint(), n_folds, cv.embargo, cv)

@@ -24,12 +24,14 @@ from objectives import resolve_objective
 from optimizer.errors import ParameterError, SpecError
 from optimizer.params import PARAMS, SPACE_ONLY, SPACE_PARAMS, WEIGHT_PRESETS, default_space, parse_exit
 from optimizer.study.registry import PRUNERS, SAMPLERS, build_pruner, build_sampler
+from optimizer.study.splits import CombinatorialPurgedCV
 
 __all__ = [
     "StudySpec", "DataSpec", "ParamSpec", "CVSpec", "ObjectiveSpec", "SamplerSpec", "PrunerSpec", "RunSpec",
-    "WalkForwardSpec", "SeedFromSpec", "load_spec", "parse_spec", "REGIMES", "WEIGHT_PRESETS", "DEFAULT_SPACE",
+    "WalkForwardSpec", "SeedFromSpec", "load_spec", "parse_spec", "CV_MODES", "REGIMES", "WEIGHT_PRESETS", "DEFAULT_SPACE",
 ]
 
+CV_MODES = ("expanding", "rolling", "cpcv")
 REGIMES = ("ALL", "RISK_ON", "RISK_OFF", "TRANSITIONAL", "BULL_LOW_VOL", "BULL_HIGH_VOL", "BEAR_LOW_VOL", "BEAR_HIGH_VOL")
 AGGREGATES = ("mean", "median", "mean_minus_std")
 
@@ -164,6 +166,10 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class CVSpec:
+    """[cv]: the folds a study's objective scores. ``expanding`` / ``rolling``: ``n_splits`` purged forward folds;
+    ``cpcv``: combinatorial purged CV (``study.splits.CombinatorialPurgedCV``): the span cut into ``n_groups``
+    groups, each scored as one fold, C(n_groups, n_test_groups) train/test splits of them for PBO and its paths."""
+
     mode: str = "expanding"
     n_splits: int = 4
     test_size: int | None = None
@@ -171,6 +177,8 @@ class CVSpec:
     embargo: int | None = None  # None = auto: largest z-window the space allows
     min_train_size: int = 0
     max_train_size: int | None = None
+    n_groups: int = 6          # cpcv only
+    n_test_groups: int = 2     # cpcv only
 
 
 @dataclass(frozen=True)
@@ -366,12 +374,19 @@ def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
     _validate_space(space)
 
     c = _section(doc, "cv")
-    _check_keys(c, ("mode", "n_splits", "test_size", "purge", "embargo", "min_train_size", "max_train_size"), "cv")
+    _check_keys(c, ("mode", "n_splits", "test_size", "purge", "embargo", "min_train_size", "max_train_size",
+                    "n_groups", "n_test_groups"), "cv")
     mode = _typed(c, "mode", str, "cv", default="expanding")
-    if mode not in ("expanding", "rolling"):
-        raise _err("cv.mode", f"must be one of expanding, rolling, got {mode!r}")
+    if mode not in CV_MODES:
+        raise _err("cv.mode", f"must be one of {', '.join(CV_MODES)}, got {mode!r}")
+    only = {"cpcv": ("n_groups", "n_test_groups"), "forward": ("n_splits", "test_size", "min_train_size", "max_train_size")}
+    for k in only["forward" if mode == "cpcv" else "cpcv"]:
+        if k in c:
+            other = "expanding or rolling" if mode == "cpcv" else "cpcv"
+            raise _err(f"cv.{k}", f"applies to mode = {other} only, not mode = {mode!r}")
     cv_kw = {}
-    for k, lo in (("n_splits", 1), ("test_size", 2), ("purge", 0), ("embargo", 0), ("min_train_size", 0), ("max_train_size", 1)):
+    for k, lo in (("n_splits", 1), ("test_size", 2), ("purge", 0), ("embargo", 0), ("min_train_size", 0), ("max_train_size", 1),
+                  ("n_groups", 3), ("n_test_groups", 1)):
         v = _typed(c, k, int, "cv")
         if v is not None and v < lo:
             raise _err(f"cv.{k}", f"must be >= {lo}, got {k}={v}")
@@ -379,6 +394,14 @@ def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
             cv_kw[k] = v
     if mode == "rolling" and "max_train_size" not in cv_kw:
         raise _err("cv.max_train_size", "is required for rolling folds")
+    if mode == "cpcv":
+        ng, nt = cv_kw.get("n_groups", CVSpec.n_groups), cv_kw.get("n_test_groups", CVSpec.n_test_groups)
+        if nt >= ng:
+            raise _err("cv.n_test_groups", f"must be < n_groups={ng}, got n_test_groups={nt}")
+        try:  # the splitter's own rules (e.g. the number of splits it will enumerate)
+            CombinatorialPurgedCV(ng, nt)
+        except ParameterError as e:
+            raise _err("cv.n_test_groups", str(e)) from None
     cv = CVSpec(mode=mode, **cv_kw)
 
     o = _section(doc, "objective")
@@ -463,6 +486,9 @@ def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
     sel = _typed(w, "select", str, "walkforward", default="best")
     if sel not in ("best", "robust"):
         raise _err("walkforward.select", f"must be best or robust, got {sel!r}")
+    if cv.mode == "cpcv" and "n_splits" in w:
+        raise _err("walkforward.n_splits", "does not apply with cv.mode = 'cpcv' (each window's study scores the [cv] "
+                                           "n_groups groups of its train span)")
     wf = WalkForwardSpec(unit=unit, select=sel, anchored=_typed(w, "anchored", bool, "walkforward", default=False), **wf_kw)
 
     sf = doc.get("seed_from")

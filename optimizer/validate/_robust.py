@@ -1,11 +1,12 @@
-"""Robustness checks of a trade list: bootstrap confidence intervals, trade-order shuffles, cost stress and
-per-condition rule validation; and the block bootstrap of a portfolio's daily equity (:func:`equity_bootstrap`).
+"""Robustness checks: the block bootstrap of a portfolio's daily equity (:func:`equity_bootstrap`), cost stress
+and its wording, per-condition rule validation of trade returns, and bootstrap intervals of a trade list.
 
 Overlapping trades do not compound one after another: the product of 143 per-trade returns is not the return of a
 portfolio that held them side by side. Figures about the PORTFOLIO (total return, CAGR, drawdown, Sharpe) come
 from :func:`equity_bootstrap`, which resamples blocks of days of the portfolio's daily returns (its point
-estimates are those of the equity curve itself), and its drawdown distribution is the one to show;
-:func:`trade_order_shuffle` and :func:`bootstrap_ci` describe a stream of trades taken one at a time.
+estimates are those of the equity curve itself), and its drawdown distribution is the one to show (it replaces a
+shuffle of the trade order, which assumed the same one-at-a-time compounding); :func:`bootstrap_ci` describes a
+stream of trades taken one at a time (e.g. one position at a time).
 
 References
 ----------
@@ -42,18 +43,18 @@ __all__ = [
     "total_return",
     "max_drawdown",
     "bootstrap_ci",
-    "ShuffleResult",
-    "trade_order_shuffle",
     "cost_stress",
     "flag_fragile",
     "cost_stress_wording",
     "rule_validation",
+    "closed_trade_events",
+    "rule_conditions",
+    "validate_rules",
     "EquityBootstrap",
     "equity_bootstrap",
 ]
 
 BOOTSTRAP_STATS = ("total_return", "max_drawdown", "sharpe")
-_SHUFFLE_CHUNK = 256
 
 
 class CI(NamedTuple):
@@ -145,42 +146,6 @@ def bootstrap_ci(trade_returns: ArrayLike, stat: str | Iterable[str] = "all", n_
     return out
 
 
-@dataclass(frozen=True)
-class ShuffleResult:
-    """Outcome of :func:`trade_order_shuffle`.
-
-    ``max_drawdowns`` / ``total_returns``: one value per random permutation of the trades.
-    ``percentile``: percentile (0–100, ``scipy.stats.percentileofscore`` kind "mean") of the actual order's
-    drawdown in the shuffled distribution; a high value means the realised order was unusually unlucky,
-    a low one that the backtest's drawdown understates what the same trades could produce.
-    """
-
-    actual_max_drawdown: float
-    max_drawdowns: np.ndarray
-    percentile: float
-    total_return: float
-    total_returns: np.ndarray
-
-
-def trade_order_shuffle(trade_returns: ArrayLike, n: int = 2000, seed: int | None = None) -> ShuffleResult:
-    """Distribution of the maximum drawdown over ``n`` random orderings of the same trades (Monte Carlo
-    permutation, seeded with ``numpy.random.default_rng(seed)``). Total return is order-invariant, so every
-    permutation has the actual total return; only the path (drawdown) changes."""
-    r = _trade_returns(trade_returns, min_n=1)
-    check_param(isinstance(n, (int, np.integer)) and n >= 1, "n", "an integer >= 1", n)
-    rng = np.random.default_rng(seed)
-    mdd, tot = np.empty(n), np.empty(n)
-    for start in range(0, n, _SHUFFLE_CHUNK):
-        k = min(_SHUFFLE_CHUNK, n - start)
-        perm = rng.permuted(np.tile(r, (k, 1)), axis=1)
-        mdd[start:start + k] = max_drawdown(perm)
-        tot[start:start + k] = total_return(perm)
-    actual = float(max_drawdown(r))
-    return ShuffleResult(actual_max_drawdown=actual, max_drawdowns=mdd,
-                         percentile=float(st.percentileofscore(mdd, actual, kind="mean")),
-                         total_return=float(total_return(r)), total_returns=tot)
-
-
 def cost_stress(evaluate: Callable[[float], Mapping], multipliers: Iterable[float] = (1, 2, 3),
                 key: str = "avg_excess_return") -> pd.DataFrame:
     """Re-evaluate a strategy with transaction costs scaled by each multiplier.
@@ -244,18 +209,20 @@ def _side_stats(x: np.ndarray) -> tuple[int, float, float]:
     return int(x.size), float(np.median(x)), float(np.mean(x > 0.0))
 
 
-def rule_validation(returns: ArrayLike, conditions: Mapping[str, np.ndarray], min_side: int = 5) -> pd.DataFrame:
+def rule_validation(returns: ArrayLike, conditions: Mapping[str, ArrayLike], min_side: int = 5) -> pd.DataFrame:
     """Does each boolean condition split the trade returns into different distributions?
 
     For each condition: two-sided Mann–Whitney U test (``scipy.stats.mannwhitneyu``) of the returns with the
     condition true vs false, and Benjamini–Hochberg q-values (``scipy.stats.false_discovery_control``) across
-    the conditions tested. Columns: ``condition, n_with, n_without, median_with, median_without,
-    win_rate_with, win_rate_without`` (share of returns > 0), ``u_stat`` (U of the "with" sample), ``auc``
-    (U / (n_with·n_without): probability that a "with" return beats a "without" one, ties half),
-    ``direction`` ("+" when auc > 0.5, "-" when < 0.5, "0" at 0.5, "" when untested),
-    ``p_value``, ``q_value``.
+    the conditions tested. Columns: ``condition, n_with, n_without, n_na`` (returns the condition does not apply
+    to), ``median_with, median_without, win_rate_with, win_rate_without`` (share of returns > 0), ``u_stat`` (U of
+    the "with" sample), ``auc`` (U / (n_with·n_without): probability that a "with" return beats a "without" one,
+    ties half), ``direction`` ("+" when auc > 0.5, "-" when < 0.5, "0" at 0.5, "" when untested), ``p_value``,
+    ``q_value``.
 
-    A condition with fewer than ``min_side`` (default 5) returns on either side is not tested: NaN
+    A condition is a boolean array of the returns' shape, or a pandas nullable boolean array whose missing values
+    mark returns it does not apply to (e.g. "aligned with the parent ETF" for a symbol without one): those are on
+    neither side. A condition with fewer than ``min_side`` (default 5) returns on either side is not tested: NaN
     ``u_stat``/``auc``/``p_value``/``q_value``, and it is left out of the BH family so it does not dilute the
     correction of the others.
     """
@@ -265,10 +232,15 @@ def rule_validation(returns: ArrayLike, conditions: Mapping[str, np.ndarray], mi
     check_param(isinstance(min_side, (int, np.integer)) and min_side >= 1, "min_side", "an integer >= 1", min_side)
     rows = []
     for name, cond in conditions.items():
-        c = np.asarray(cond)
+        if isinstance(getattr(cond, "dtype", None), pd.BooleanDtype):
+            na = np.asarray(pd.isna(cond), dtype=bool)
+            c = np.asarray(pd.array(cond, dtype="boolean").fillna(False), dtype=bool)
+        else:
+            c = np.asarray(cond)
+            na = np.zeros(c.shape, dtype=bool)
         check_param(c.dtype == bool and c.shape == r.shape, f"conditions[{name!r}]",
                     f"a boolean array of the returns' shape {r.shape}", f"<{c.dtype} array of shape {c.shape}>")
-        w, wo = r[c], r[~c]
+        w, wo = r[c & ~na], r[~c & ~na]
         n1, med1, win1 = _side_stats(w)
         n0, med0, win0 = _side_stats(wo)
         u = auc = p = float("nan")
@@ -278,10 +250,10 @@ def rule_validation(returns: ArrayLike, conditions: Mapping[str, np.ndarray], mi
             u, p = float(res.statistic), float(res.pvalue)
             auc = u / (n1 * n0)
             direction = "+" if auc > 0.5 else "-" if auc < 0.5 else "0"
-        rows.append({"condition": name, "n_with": n1, "n_without": n0, "median_with": med1,
+        rows.append({"condition": name, "n_with": n1, "n_without": n0, "n_na": int(na.sum()), "median_with": med1,
                      "median_without": med0, "win_rate_with": win1, "win_rate_without": win0,
                      "u_stat": u, "auc": auc, "direction": direction, "p_value": p})
-    df = pd.DataFrame(rows, columns=["condition", "n_with", "n_without", "median_with", "median_without",
+    df = pd.DataFrame(rows, columns=["condition", "n_with", "n_without", "n_na", "median_with", "median_without",
                                      "win_rate_with", "win_rate_without", "u_stat", "auc", "direction",
                                      "p_value"])
     q = np.full(len(df), np.nan)
@@ -290,6 +262,59 @@ def rule_validation(returns: ArrayLike, conditions: Mapping[str, np.ndarray], mi
         q[tested] = st.false_discovery_control(df["p_value"].to_numpy()[tested], method="bh")
     df["q_value"] = q
     return df
+
+
+def closed_trade_events(events: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The closed trades of a ``signal_events`` frame and the return every rule and figure uses for them: the
+    excess return over the matched random-entry benchmark when the frame has it (the walk-forward's events: the
+    verdict's measure), else the net return. Closed = not open at the end of the data, with a finite return: the
+    trades the verdict counts."""
+    col = "excess_return" if "excess_return" in events.columns else "net_return"
+    ok = pd.to_numeric(events[col], errors="coerce").notna()
+    if "open_at_end" in events.columns:
+        ok &= ~events["open_at_end"].fillna(False).astype(bool)
+    return events[ok], col
+
+
+def rule_conditions(closed: pd.DataFrame) -> dict[str, pd.arrays.BooleanArray]:
+    """The context conditions whose effect on returns is validated (one definition for the walk-forward's
+    ``rules`` table, the report's rule validation and its parent-ETF box plot), for the columns ``closed`` has:
+    parent ETF aligned (missing where the symbol's parent ETF is not available: it applies to neither side),
+    signal quality HIGH / LOW, trend UP / DOWN (the design's "DOWN | Accumulation = potential reversal"),
+    regime RISK_ON, options boost."""
+    out: dict[str, pd.arrays.BooleanArray] = {}
+
+    def arr(values: pd.Series, applies: pd.Series | None = None) -> pd.arrays.BooleanArray:
+        a = pd.array(values.to_numpy(dtype=bool), dtype="boolean")
+        if applies is not None:
+            a[~applies.to_numpy(dtype=bool)] = pd.NA
+        return a
+
+    if "parent_etf_aligned" in closed.columns:
+        avail = (closed["parent_etf_available"].fillna(False).astype(bool) if "parent_etf_available" in closed.columns
+                 else closed["parent_etf_aligned"].notna())
+        out["parent ETF aligned"] = arr(closed["parent_etf_aligned"].fillna(False).astype(bool), avail)
+    if "signal_quality" in closed.columns:
+        for q in ("HIGH", "LOW"):
+            out[f"signal quality {q}"] = arr(closed["signal_quality"].astype(str) == q)
+    if "trend_state" in closed.columns:
+        for t in ("UP", "DOWN"):
+            out[f"trend {t}"] = arr(closed["trend_state"].astype(str) == t)
+    if "regime" in closed.columns:
+        out["regime RISK_ON"] = arr(closed["regime"].astype(str) == "RISK_ON")
+    if "options_boost" in closed.columns:
+        out["options boost"] = arr(pd.to_numeric(closed["options_boost"], errors="coerce").fillna(1.0) > 1.0)
+    return out
+
+
+def validate_rules(events: pd.DataFrame) -> pd.DataFrame:
+    """:func:`rule_validation` of :func:`rule_conditions` on the closed trades of ``events`` (their excess return
+    when the frame has it); an empty frame when there is no closed trade or no condition column."""
+    closed, col = closed_trade_events(events)
+    conds = rule_conditions(closed)
+    if closed.empty or not conds:
+        return pd.DataFrame()
+    return rule_validation(pd.to_numeric(closed[col]).to_numpy(dtype=float), conds)
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,10 @@
   of stitched trades), :func:`hac_mean` (Newey-West), :func:`block_bootstrap_mean` (stationary bootstrap),
   :func:`daily_psr`, :func:`minimum_detectable_effect`, and :func:`dependent_inference` (all of them at once).
 * Reality check across a search: :func:`spa_test` (Hansen's SPA over every distinct configuration tried).
-* Robustness of a trade list: :func:`bootstrap_ci`, :func:`trade_order_shuffle`, :func:`cost_stress`,
-  :func:`flag_fragile`, :func:`rule_validation` (Mann–Whitney U + Benjamini–Hochberg); of a portfolio:
-  :func:`equity_bootstrap` (block bootstrap of its daily returns, with the drawdown distribution).
+* Robustness: of a portfolio, :func:`equity_bootstrap` (block bootstrap of its daily returns, with the drawdown
+  distribution); :func:`cost_stress`, :func:`flag_fragile`, :func:`cost_stress_wording`; :func:`rule_validation`
+  (Mann–Whitney U + Benjamini–Hochberg) of :func:`rule_conditions` on the :func:`closed_trade_events`
+  (:func:`validate_rules`); of a trade list taken one at a time, :func:`bootstrap_ci`.
 * Decision: :func:`verdict`.
 
 The implementations live in ``optimizer/validate/_*.py`` and ``verdict.py``; import them from here.
@@ -46,16 +47,17 @@ from optimizer.validate._robust import (  # noqa: F401
     BOOTSTRAP_STATS,
     CI,
     EquityBootstrap,
-    ShuffleResult,
     bootstrap_ci,
     cost_stress,
+    closed_trade_events,
     cost_stress_wording,
     equity_bootstrap,
     flag_fragile,
     max_drawdown,
+    rule_conditions,
     rule_validation,
     total_return,
-    trade_order_shuffle,
+    validate_rules,
 )
 from optimizer.validate._sharpe import (  # noqa: F401
     DSRResult,

@@ -38,7 +38,7 @@ from scipy import stats as st
 
 from optimizer.errors import check_param
 
-__all__ = ["Gate", "Verdict", "Power", "verdict", "verdict_alpha", "SHARPE_GATES", "T_GATES", "POWER"]
+__all__ = ["Gate", "Verdict", "Power", "verdict", "verdict_alpha", "SHARPE_GATES", "T_GATES", "POWER", "T_MIN"]
 
 _OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 _NEGATION = {">": "<=", ">=": "<", "<": ">=", "<=": ">"}
@@ -54,6 +54,7 @@ T_GATES: dict[str, tuple[str, str]] = {
     "hac": ("HAC t of the daily OOS excess (Newey-West)", "HAC t"),
 }
 POWER = 0.8  # the power at which the verdict states its minimum detectable effect
+T_MIN = 2.0  # the significance gate: t > T_MIN
 _EFFECT = ("excess_mean", "excess_t", "n_trades")  # the gates the line groups as "OOS excess m/trade (t=..., n=...)"
 
 
@@ -123,7 +124,7 @@ class Gate:
         return self.comparison if self.passed else _NEGATION[self.comparison]
 
 
-def verdict_alpha(t_min: float = 2.0) -> float:
+def verdict_alpha(t_min: float = T_MIN) -> float:
     """The one-sided significance level of the gate ``t > t_min`` (normal reference): 0.0228 at t_min = 2."""
     return float(st.norm.sf(t_min))
 
@@ -241,7 +242,7 @@ class Verdict:
 
 
 def verdict(oos_excess_mean: float, oos_excess_t: float, dsr: float, pbo: float, n_oos_trades: int, *,
-            min_trades: int = 30, dsr_min: float = 0.95, pbo_max: float = 0.5, t_min: float = 2.0,
+            min_trades: int = 30, dsr_min: float = 0.95, pbo_max: float = 0.5, t_min: float = T_MIN,
             sharpe: str = "dsr", note: str = "", t_kind: str = "iid", power: Power | None = None,
             spa_p: float | None = None, spa_max: float | None = None) -> Verdict:
     """Decide "edge supported" vs "edge NOT supported" from the OOS excess return per trade (a fraction: 0.0012 =

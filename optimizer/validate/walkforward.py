@@ -6,9 +6,19 @@ The final reserve (last ``reserve_fraction`` of sessions) is used only with ``fi
 in the storage and a second opening warns loudly.
 
 Every verdict statistic runs on returns in excess of the matched random-entry benchmark; raw figures are kept
-beside them. The run: ``_run_window`` per window (study, winner, OOS evaluation, the window's in-sample DSR and
-PBO), then ``_stitch`` (the OOS trades as one record), ``_statistics``, ``_decide`` (the ``Verdict``) and
-``_tables``; ``save_walkforward`` writes the files.
+beside them. The run: ``_run_window`` per window (study, winner, OOS evaluation, the window's in-sample DSR, PBO
+and SPA over every distinct configuration its study tried), then ``_stitch`` (the OOS trades as one record),
+``_statistics``, ``_decide`` (the ``Verdict``) and ``_tables``; ``save_walkforward`` writes the files.
+
+Out-of-sample trades overlap in time and move together, so the verdict's significance is computed on the DAILY
+excess series of the stitched trades (``stats.daily_excess``, docs/STATS.md): the Newey-West t of its mean per
+trade is the significance gate, the PSR is that of the daily series (its own skew and kurtosis, over the effective
+number of days), the stationary bootstrap gives the interval, and the minimum detectable effect (per trade and per
+year, at the verdict's alpha and 80 % power) says what the data could have shown. The same figures on the
+market-adjusted series (the realized path of an equal-weight basket bought and sold at the same opens removed) are
+reported beside them, not gated on: that adjustment also removes market timing from the estimate. The OOS equity
+table holds the account (the engine's equal-weight portfolio of the open positions), its matched random-entry
+benchmark and the excess day by day; its block bootstrap resamples the same days.
 """
 
 from __future__ import annotations
@@ -37,33 +47,39 @@ from optimizer.study.data import StudyData, load_study_data, prepare_data
 from optimizer.study.records import (
     add_reserve_opening, complete_trials, direction_sign, ranked_trials, read_trial, reserve_log_name, window_attrs,
 )
+from optimizer.study.splits import CombinatorialPurgedCV
 from optimizer.study.run import run_study
 from optimizer.study.space import params_to_config
 from optimizer.study.spec import StudySpec
 from optimizer.study.splits import WalkForward, Window
 from optimizer.study.storage import make_storage
 from optimizer.validate.stats import (
-    bootstrap_ci, cost_stress, deflated_sharpe_from_study, excess_t_stat, flag_fragile,
-    probabilistic_sharpe_ratio, probability_of_backtest_overfitting, rule_validation, sharpe_stats,
+    DailyExcess, cost_stress, cost_stress_wording, cpcv_pbo, daily_excess, deflated_sharpe_from_study,
+    dependent_inference, equity_bootstrap, flag_fragile, probability_of_backtest_overfitting, spa_test,
+    validate_rules,
 )
-from optimizer.validate.verdict import Verdict, verdict
+from optimizer.validate.verdict import POWER, T_MIN, Power, Verdict, verdict, verdict_alpha
 
 __all__ = [
     "WindowResult", "WalkForwardResult", "run_walkforward", "select_params", "concat_trades", "pbo_matrix",
-    "save_walkforward", "load_walkforward",
+    "tried_configs", "combine_pvalues", "save_walkforward", "load_walkforward", "SPA_GATE",
 ]
 
 _NAN = float("nan")
 _SUMMARY_METRICS = ("rank_score", "hit_rate", "avg_return", "avg_excess_return", "closed_trades", "win_loss",
                     "portfolio_sharpe")
 _STABILITY_PARAMS = ("variant", "z_window", "exit", "weights", "buy_threshold", "sell_threshold")
+# The SPA p-value is reported beside DSR and PBO; it gates the verdict only when this is a level (see docs/STATS.md).
+SPA_GATE: float | None = None
 
 
 @dataclass
 class WindowResult:
     """One window: its study, the winner's parameters, in-sample (study) and out-of-sample metrics, the OOS
-    trades and their per-trade excess returns, and the window's in-sample DSR and PBO (NaN with the reason in
-    ``dsr_skipped`` / ``pbo_skipped`` when they could not be estimated)."""
+    trades and their per-trade excess returns, and the window's in-sample DSR, PBO and SPA (NaN with the reason in
+    ``dsr_skipped`` / ``pbo_skipped`` / ``spa_skipped`` when they could not be estimated). ``n_configs``: distinct
+    configurations the window's study tried (COMPLETE or PRUNED); ``spa``: its ``RealityCheck.to_dict()``;
+    ``cpcv``: with ``[cv] mode = "cpcv"``, the PBO's split and path figures."""
 
     window: Window
     study_name: str
@@ -81,6 +97,14 @@ class WindowResult:
     pbo: float = _NAN
     dsr_skipped: str | None = None
     pbo_skipped: str | None = None
+    n_configs: int = 0
+    spa: dict[str, Any] | None = None
+    spa_skipped: str | None = None
+    cpcv: dict[str, Any] | None = None
+
+    @property
+    def spa_p(self) -> float:
+        return float(self.spa["p_value"]) if self.spa and self.spa.get("p_value") is not None else _NAN
 
 
 @dataclass
@@ -121,13 +145,15 @@ class WalkForwardResult:
             "windows": [
                 {"index": w.window.index, "study": w.study_name, "train": list(w.train_dates), "test": list(w.test_dates),
                  "in_reserve": w.in_reserve, "best_params": w.params, "in_sample": w.is_metrics, "out_of_sample": w.oos_metrics,
-                 "n_trials_tried": w.n_trials_tried}
+                 "n_trials_tried": w.n_trials_tried, "n_configs": w.n_configs}
                 for w in self.windows
             ],
             "oos": self.oos,
             "dsr": self.stats.get("dsr"),
             "psr": self.stats.get("psr"),
             "pbo": self.stats.get("pbo"),
+            "spa": self.stats.get("spa"),
+            "inference": self.stats.get("inference"),
             "degradation": self.stats.get("degradation"),
             "stats": self.stats,
             **self.verdict.to_dict(),
@@ -179,10 +205,31 @@ def select_params(study: optuna.Study, how: str = "best", top_k: int = 5) -> opt
     return best
 
 
-def pbo_matrix(data: StudyData, study: optuna.Study, max_configs: int = 100) -> np.ndarray:
-    """Sessions x trials matrix of daily portfolio returns in excess of the equal-weight universe (the daily
-    random-entry analogue) over the study's span, for the study's completed trials (top ``max_configs``)."""
-    done = complete_trials(study)[:max_configs]
+def tried_configs(study: optuna.Study) -> tuple[list[dict[str, Any]], list[bool]]:
+    """The distinct configurations ``study`` tried, in trial-number order: the parameters of its COMPLETE and
+    PRUNED trials, a repeat of the same parameters counted once; and whether each was completed (any of its trials
+    COMPLETE). FAILED / RUNNING trials have no evaluation to repeat and are left out."""
+    seen: dict[str, int] = {}
+    configs: list[dict[str, Any]] = []
+    done: list[bool] = []
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    for t in sorted(study.get_trials(deepcopy=False, states=states), key=lambda t: t.number):
+        key = json.dumps(t.params, sort_keys=True, default=str)
+        complete = t.state == optuna.trial.TrialState.COMPLETE and bool(t.values)
+        if key in seen:
+            done[seen[key]] |= complete
+            continue
+        seen[key] = len(configs)
+        configs.append(dict(t.params))
+        done.append(complete)
+    return configs, done
+
+
+def _config_matrices(data: StudyData, configs: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """Each configuration run once over the study's span [first fold start, hi), as two sessions x configurations
+    matrices: (PBO) daily portfolio return minus the equal-weight universe on invested days, 0 otherwise; (SPA) the
+    daily excess P&L over the matched random-entry benchmark of its closed trades (``daily_excess(...).total``, the
+    series the verdict tests)."""
     panel, ev = data.panel, data.evaluator
     lo = data.folds[0].test_start
     span = Span(lo, data.hi, data.hi)
@@ -191,16 +238,40 @@ def pbo_matrix(data: StudyData, study: optuna.Study, max_configs: int = 100) -> 
         r = C[1:] / C[:-1] - 1.0
     ew = np.concatenate([[np.nan], np.nanmean(np.where(np.isfinite(r), r, np.nan), axis=1)])[lo:data.hi]
     ew = np.nan_to_num(ew)
-    cols = []
-    for t in done:
-        cfg = params_to_config(t.params, data.spec)
+    ew_cols, ex_cols = [], []
+    for params in configs:
+        cfg = params_to_config(params, data.spec)
         res = ev.run(cfg, span, entry_ok=data.entry_ok)
         daily = portfolio_returns(res.trades, panel, span)
         invested = np.zeros(span.data_end - span.sig_start, dtype=bool)
         for e, x in zip(res.trades.entry_idx, res.trades.exit_idx):
             invested[max(e, lo) - lo: x - lo + 1] = True
-        cols.append(np.where(invested, daily - ew, 0.0))
-    return np.array(cols).T if cols else np.empty((0, 0))
+        ew_cols.append(np.where(invested, daily - ew, 0.0))
+        ex = ev.bench.excess(res.trades, span, cfg.costs)
+        ex_cols.append(daily_excess(res.trades, ex, C, lo, data.hi).total)
+    shape = (data.hi - lo, 0)
+    return (np.array(ew_cols).T if ew_cols else np.empty(shape), np.array(ex_cols).T if ex_cols else np.empty(shape))
+
+
+def pbo_matrix(data: StudyData, study: optuna.Study, max_configs: int | None = None) -> np.ndarray:
+    """Sessions x configurations matrix of daily portfolio returns in excess of the equal-weight universe (the
+    daily random-entry analogue) over the study's span, one column per distinct COMPLETED configuration of the
+    study (the first ``max_configs`` when given)."""
+    configs, done = tried_configs(study)
+    chosen = [c for c, d in zip(configs, done) if d][:max_configs]
+    return _config_matrices(data, chosen)[0]
+
+
+def combine_pvalues(p: Any) -> float:
+    """One p-value from several computed on dependent data (overlapping train windows): Rüger's order-statistic
+    bound K/k x p_(k) with k = ceil(K/2) (about twice the median), valid under ANY dependence (Rüger 1978; Vovk &
+    Wang 2020, "Combining p-values via averaging", Biometrika 107(4)). NaN values are left out; NaN when none is
+    left."""
+    v = np.sort(np.asarray([x for x in np.ravel(p) if x is not None and np.isfinite(x)], dtype=float))
+    if v.size == 0:
+        return _NAN
+    k = math.ceil(v.size / 2)
+    return float(min(1.0, v.size / k * v[k - 1]))
 
 
 def _reserve_record(storage: Any, spec: StudySpec, reserve_start: str, final: bool) -> list[str]:
@@ -253,17 +324,34 @@ def _window_dsr(data: StudyData, cfg: Any, sharpes: np.ndarray, tried: int) -> t
         return _NAN, str(e)
 
 
-def _window_pbo(data: StudyData, study: optuna.Study) -> tuple[float, str | None]:
-    """PBO of the window's study: its completed trials x daily excess over the train span (CSCV, <= 16 blocks).
-    (NaN, why) when it cannot be estimated."""
-    M = pbo_matrix(data, study)
+def _window_pbo(data: StudyData, M: np.ndarray) -> tuple[float, str | None, dict[str, Any] | None]:
+    """PBO of the window's study from its completed configurations' daily excess over the train span: CSCV over
+    <= 16 blocks, or with ``[cv] mode = "cpcv"`` over the study's own combinatorial purged splits (then also the
+    paths' figures). (NaN, why, None) when it cannot be estimated."""
     if M.shape[1] < 2 or M.shape[0] < 16:
-        return _NAN, f"{M.shape[1]} completed configuration(s) over {M.shape[0]} session(s); PBO needs >= 2 and >= 16"
+        return _NAN, f"{M.shape[1]} completed configuration(s) over {M.shape[0]} session(s); PBO needs >= 2 and >= 16", None
     try:
+        if isinstance(data.cv, CombinatorialPurgedCV):
+            cv = CombinatorialPurgedCV(data.cv.n_groups, data.cv.n_test_groups, data.cv.purge, data.cv.embargo)
+            r = cpcv_pbo(M, cv)
+            return float(r.pbo.pbo), None, {
+                "n_splits": r.n_splits, "n_paths": r.n_paths, "path_sharpe_median": r.path_metric_median,
+                "prob_path_loss": r.prob_path_loss, "path_sharpe": [float(x) for x in r.path_metric]}
         return float(probability_of_backtest_overfitting(
-            M, n_blocks=min(16, (M.shape[0] // 2) * 2 if M.shape[0] < 32 else 16)).pbo), None
+            M, n_blocks=min(16, (M.shape[0] // 2) * 2 if M.shape[0] < 32 else 16)).pbo), None, None
     except ParameterError as e:
-        return _NAN, str(e)
+        return _NAN, str(e), None
+
+
+def _window_spa(M: np.ndarray) -> tuple[dict[str, Any] | None, str | None]:
+    """Hansen's SPA over every distinct configuration tried in the window (columns of ``M``, daily excess over the
+    train span). (None, why) when it cannot be estimated."""
+    if M.shape[1] < 1 or M.shape[0] < 10:
+        return None, f"{M.shape[1]} configuration(s) over {M.shape[0]} session(s); SPA needs >= 1 and >= 10"
+    r = spa_test(M, reps=1000, seed=0)
+    if not np.isfinite(r.p_value):
+        return r.to_dict(), f"none of the {r.n_configs} configuration(s) traded in the train span"
+    return r.to_dict(), None
 
 
 def _run_window(ctx: _RunContext, w: Window) -> WindowResult:
@@ -272,7 +360,8 @@ def _run_window(ctx: _RunContext, w: Window) -> WindowResult:
     spec, d = ctx.spec, ctx.panel.dates
     train, test = (str(d[w.train_start]), str(d[w.train_end - 1])), (str(d[w.test_start]), str(d[w.test_end - 1]))
     name = f"{spec.run.study_name}-wf{w.index:02d}-{train[0]}_{train[1]}"
-    data = prepare_data(spec, ctx.panel, w.train_start, w.train_end, spec.walkforward.n_splits, spec.walkforward.embargo)
+    n_splits = None if spec.cv.mode == "cpcv" else spec.walkforward.n_splits  # cpcv: the [cv] groups
+    data = prepare_data(spec, ctx.panel, w.train_start, w.train_end, n_splits, spec.walkforward.embargo)
     assert len(data.panel.dates) == w.train_end  # the study's panel ends at its train end: no test session visible
     run = run_study(spec, None, ctx.storage_url, n_trials=ctx.n_trials, data=data, name=name,
                     extra_attrs=window_attrs(w.index, train, test, str(data.panel.dates[-1])))
@@ -287,11 +376,14 @@ def _run_window(ctx: _RunContext, w: Window) -> WindowResult:
     tried = len(study.get_trials(deepcopy=False))
     sharpes = np.array([float(read_trial(t).metrics.get("excess_sharpe", np.nan)) for t in complete_trials(study)])
     dsr, dsr_skipped = _window_dsr(data, cfg, sharpes, tried)
-    pbo, pbo_skipped = _window_pbo(data, study)
+    configs, done = tried_configs(study)
+    M_pbo, M_spa = _config_matrices(data, configs)
+    pbo, pbo_skipped, cpcv = _window_pbo(data, M_pbo[:, np.flatnonzero(done)])
+    spa, spa_skipped = _window_spa(M_spa)
     return WindowResult(
         w, name, train, test, dict(chosen.params), dict(read_trial(chosen).metrics), res.metrics, res.trades,
         ctx.bench.excess(res.trades, span, cfg.costs), tried, list(map(float, sharpes)), w.test_end > ctx.reserve,
-        dsr, pbo, dsr_skipped, pbo_skipped,
+        dsr, pbo, dsr_skipped, pbo_skipped, len(configs), spa, spa_skipped, cpcv,
     )
 
 
@@ -346,16 +438,27 @@ def run_walkforward(
 def _assemble(ctx: _RunContext, results: list[WindowResult], final: bool, msgs: list[str]) -> WalkForwardResult:
     p = ctx.panel.slice(0, ctx.limit)
     trades, excess, span = _stitch(results, ctx.limit)
-    oos, (mean_ex, t_ex, n_ex) = _oos_metrics(ctx, results, p, trades, excess, span)
+    daily = _daily(p, results, trades, excess)
+    eq = _equity(p, trades, daily)
+    oos = _oos_metrics(ctx, results, p, trades, excess, span)
     # One evaluator over every visible session serves all windows: features at t use rows <= t only, and a
     # window's simulation and benchmark read nothing past its own data_end (Span), so this equals per-window panels.
     ev_all = Evaluator(p, min_periods=ctx.spec.data.min_periods)
-    stats = _statistics(ctx, results, excess, ev_all, regime_entry_mask(p, ctx.spec.data.regime))
-    v = _decide(mean_ex, t_ex, n_ex, stats)
-    summary, tdf, eq, stability = _tables(results, p, trades, span)
+    stats = _statistics(ctx, results, trades, daily, eq, p, ev_all, regime_entry_mask(p, ctx.spec.data.regime))
+    inf = stats["inference"]
+    oos["excess_t"], oos["excess_t_iid"] = _f(inf["t"]), _f(inf["t_iid"])
+    eqb = stats.get("equity_bootstrap")
+    if eqb:  # the stitched account's figures are those of its equity curve (what the report draws), over its days
+        oos["portfolio_sharpe"], oos["max_drawdown"] = eqb["sharpe"]["point"], eqb["max_drawdown"]["point"]
+    v = _decide(stats)
+    summary, tdf, stability = _tables(results, p, trades)
     events, by_symbol, by_sector, by_regime, rules = _segments(ctx.spec, p, results, span, ev_all)
     return WalkForwardResult(ctx.spec.name, results, oos, stats, v, summary, tdf, eq, stability, final, msgs,
                              events, by_symbol, by_sector, by_regime, rules)
+
+
+def _f(v: Any) -> float:
+    return _NAN if v is None else float(v)
 
 
 def _stitch(results: list[WindowResult], limit: int) -> tuple[Trades, np.ndarray, Span]:
@@ -365,23 +468,61 @@ def _stitch(results: list[WindowResult], limit: int) -> tuple[Trades, np.ndarray
     return trades, excess, Span(results[0].window.test_start, results[-1].window.test_end, limit)
 
 
+def _daily(p: Panel, results: list[WindowResult], trades: Trades, excess: np.ndarray) -> DailyExcess:
+    """The daily excess series of the stitched closed OOS trades, from the first test session to the last test
+    session or the last exit, whichever is later (cash days count as 0)."""
+    closed = trades.closed
+    last = int(trades.exit_idx[closed].max()) + 1 if closed.any() else 0
+    stop = min(len(p.dates), max(results[-1].window.test_end, last))
+    return daily_excess(trades, excess, p["close"], results[0].window.test_start, stop)
+
+
+def _equity(p: Panel, trades: Trades, daily: DailyExcess) -> pd.DataFrame:
+    """The OOS account day by day over the days of ``daily``: ``oos_return`` = the engine's equal-weight account of
+    the open positions (``portfolio_returns``: rebalanced daily, 0 on cash days); ``bench_return`` = their matched
+    random-entry benchmark (each trade's benchmark expectation spread evenly over its holding days, averaged over
+    the open trades: ``DailyExcess.bench_mean``); ``excess_return`` = the difference; each with its equity curve
+    (start = 1); ``n_open`` = trades open."""
+    r = portfolio_returns(trades, p, Span(daily.start, daily.stop, daily.stop))
+    b = daily.bench_mean
+    x = r - b
+    return pd.DataFrame({"date": pd.to_datetime(p.dates[daily.start:daily.stop]),
+                         "oos_return": r, "oos_equity": np.cumprod(1 + r),
+                         "bench_return": b, "bench_equity": np.cumprod(1 + b),
+                         "excess_return": x, "excess_equity": np.cumprod(1 + x), "n_open": daily.n_open})
+
+
 def _oos_metrics(ctx: _RunContext, results: list[WindowResult], p: Panel, trades: Trades, excess: np.ndarray,
-                 span: Span) -> tuple[dict[str, float], tuple[float, float, int]]:
-    """Run metrics of the stitched OOS trades, their mean excess, its t statistic and the number of windows."""
+                 span: Span) -> dict[str, float]:
+    """Run metrics of the stitched OOS trades, their mean excess and the number of windows."""
     costs = params_to_config(results[0].params, ctx.spec).costs
     total_signals = int(sum(r.oos_metrics["total_signals"] for r in results))
     oos = run_metrics(trades, p, span, costs, total_signals)
     oos["avg_excess_return"] = float(excess.mean()) if excess.size else 0.0
-    mean_ex, t_ex, n_ex = excess_t_stat(excess)
-    oos["excess_t"] = t_ex
     oos["n_windows"] = len(results)
-    return oos, (mean_ex, t_ex, n_ex)
+    return oos
 
 
-def _statistics(ctx: _RunContext, results: list[WindowResult], excess: np.ndarray, ev_all: Evaluator,
-                mask_all: np.ndarray | None) -> dict[str, Any]:
-    """In-sample vs OOS degradation, the windows' DSR (median) and PBO (mean), the OOS PSR and bootstrap CIs of
-    the excess returns, and the cost stress of the stitched OOS winners."""
+def _equity_bootstrap(eq: pd.DataFrame) -> dict[str, Any] | None:
+    """Block bootstrap of the OOS account's daily returns (``eq.oos_return``: the equity curve the report draws)."""
+    if len(eq) < 10 or not eq["n_open"].any():
+        return None
+    b = equity_bootstrap(eq["oos_return"].to_numpy(dtype=float), reps=2000, seed=0)
+    out: dict[str, Any] = {"resamples": b.resamples, "n_days": b.n_days, "block_size": b.block_size, "reps": b.reps,
+                           "level": b.level, "drawdown_percentile": b.drawdown_percentile}
+    for k in ("total_return", "cagr", "max_drawdown", "sharpe"):
+        ci = getattr(b, k)
+        out[k] = {"point": ci.point, "lo": ci.lo, "hi": ci.hi}
+    q = np.quantile(b.max_drawdowns, [0.5, 0.9, 0.95])
+    out["drawdown_quantiles"] = {"50%": float(q[0]), "90%": float(q[1]), "95%": float(q[2])}
+    return out
+
+
+def _statistics(ctx: _RunContext, results: list[WindowResult], trades: Trades, daily: DailyExcess, eq: pd.DataFrame,
+                p: Panel, ev_all: Evaluator, mask_all: np.ndarray | None) -> dict[str, Any]:
+    """In-sample vs OOS degradation; the windows' DSR (median), PBO (mean) and SPA (combined); the dependence-aware
+    inference on the daily OOS excess series (plain: the verdict's; market-adjusted: beside it); the block
+    bootstrap of the OOS account; and the cost stress of the stitched OOS winners."""
     is_vals = np.array([r.is_metrics.get("rank_score", np.nan) for r in results], dtype=float)
     oos_vals = np.array([r.oos_metrics.get("rank_score", np.nan) for r in results], dtype=float)
     is_ex = np.array([r.is_metrics.get("avg_excess_return", np.nan) for r in results], dtype=float)
@@ -390,25 +531,40 @@ def _statistics(ctx: _RunContext, results: list[WindowResult], excess: np.ndarra
     dsr_w = np.array([r.dsr_in_sample for r in results], dtype=float)
     stats: dict[str, Any] = {
         "n_trials_tried": int(sum(r.n_trials_tried for r in results)),
+        "n_configs": int(sum(r.n_configs for r in results)),
         "degradation": float(np.nanmean(oos_vals)) / is_mean if np.isfinite(is_mean) and is_mean != 0.0 else _NAN,
         "dsr": float(np.nanmedian(dsr_w)) if np.isfinite(dsr_w).any() else _NAN,
         "dsr_windows": [None if not np.isfinite(x) else float(x) for x in dsr_w],
         "degradation_excess": float(np.nanmean(oos_ex) / np.nanmean(is_ex)) if np.nanmean(is_ex) else _NAN,
     }
-    if excess.size >= 3:
-        ss = sharpe_stats(excess)
-        stats["psr"] = float(probabilistic_sharpe_ratio(ss["sr"], 0.0, ss["n"], ss["skew"], ss["kurtosis"]))
-        ci = bootstrap_ci(excess, stat="all", n_boot=1000, seed=0)
-        stats["bootstrap"] = {k: {"point": v.point, "lo": v.lo, "hi": v.hi} for k, v in ci.items()}
-    else:
-        stats["psr"] = _NAN
-    for key, attr in (("dsr_skipped", "dsr_skipped"), ("pbo_skipped", "pbo_skipped")):
+    alpha = verdict_alpha(T_MIN)
+    inf = dependent_inference(daily, alpha=alpha, power=POWER, seed=0)
+    stats["inference"] = inf.to_dict()
+    mkt = daily_excess(trades, daily.trade_excess, p["close"], daily.start,
+                       daily.stop, market_open=p["open"]) if daily.n_trades else daily
+    stats["inference_mkt"] = dependent_inference(mkt, alpha=alpha, power=POWER, seed=0).to_dict()
+    stats["psr"] = inf.psr
+    stats["equity_bootstrap"] = _equity_bootstrap(eq)
+    for key, attr in (("dsr_skipped", "dsr_skipped"), ("pbo_skipped", "pbo_skipped"), ("spa_skipped", "spa_skipped")):
         skipped = [f"window {r.window.index}: {getattr(r, attr)}" for r in results if getattr(r, attr)]
         if skipped:
             stats[key] = skipped
     pbos = [r.pbo for r in results if np.isfinite(r.pbo)]
     stats["pbo_windows"] = pbos
     stats["pbo"] = float(np.mean(pbos)) if pbos else _NAN
+    stats["pbo_method"] = "cpcv" if ctx.spec.cv.mode == "cpcv" else "cscv"
+    if ctx.spec.cv.mode == "cpcv":
+        paths = [r.cpcv for r in results if r.cpcv]
+        stats["cpcv"] = {
+            "windows": paths,
+            "path_sharpe_median": float(np.median([x for c in paths for x in c["path_sharpe"]])) if paths else _NAN,
+            "prob_path_loss": float(np.mean([x < 0 for c in paths for x in c["path_sharpe"]])) if paths else _NAN,
+        }
+    spa_w = [r.spa_p for r in results]
+    stats["spa"] = {"p": combine_pvalues(spa_w), "p_median": float(np.nanmedian(spa_w)) if np.isfinite(spa_w).any()
+                    else _NAN, "p_windows": [None if not np.isfinite(x) else x for x in spa_w],
+                    "n_configs": stats["n_configs"], "n_trials_tried": stats["n_trials_tried"],
+                    "gate": SPA_GATE}
 
     def at_cost(k: float) -> dict[str, float]:
         ex = []
@@ -424,19 +580,29 @@ def _statistics(ctx: _RunContext, results: list[WindowResult], excess: np.ndarra
     cs = cost_stress(at_cost, (1, 2, 3))
     stats["cost_stress"] = cs.to_dict(orient="records")
     stats["cost_fragile"] = bool(flag_fragile(cs))
+    stats["cost_stress_wording"] = cost_stress_wording(cs)
     return stats
 
 
-def _decide(mean_ex: float, t_ex: float, n_ex: int, stats: dict[str, Any]) -> Verdict:
-    """The verdict, gated on the OOS PSR of excess returns (the in-sample winners' DSR is context)."""
+def _decide(stats: dict[str, Any]) -> Verdict:
+    """The verdict: the daily series' HAC t and PSR, the OOS trade count, the windows' PBO (and SPA when
+    ``SPA_GATE`` is set), with the power of the data; the in-sample winners' DSR and the SPA p are context."""
+    inf = stats["inference"]
+    mean = _f(inf["mean_per_trade"])
+    power = Power(_f(inf["mde_per_trade"]), _f(inf["mde_per_year"]), float(inf["alpha"]), float(inf["power"]),
+                  int(inf["n_trades"]), int(inf["n_days"]), _f(inf["n_eff"]))
     dsr_s = "n/a" if not np.isfinite(stats["dsr"]) else f"{stats['dsr']:.2f}"
-    return verdict(mean_ex if np.isfinite(mean_ex) else 0.0, t_ex, stats["psr"], stats["pbo"], int(n_ex),
-                   sharpe="psr", note=f"in-sample winners' median DSR {dsr_s} over {stats['n_trials_tried']} trials tried")
+    spa_p = _f(stats["spa"]["p"])
+    spa_s = "n/a" if not np.isfinite(spa_p) else f"{spa_p:.2f}"
+    note = (f"in-sample winners' median DSR {dsr_s}" + ("" if SPA_GATE is not None else f", SPA p {spa_s}")
+            + f" over {stats['n_trials_tried']} trials tried ({stats['n_configs']} distinct configurations)")
+    return verdict(mean if np.isfinite(mean) else 0.0, _f(inf["t"]), _f(stats["psr"]), stats["pbo"],
+                   int(inf["n_trades"]), sharpe="psr", t_kind="hac", power=power, note=note, spa_p=spa_p,
+                   spa_max=SPA_GATE)
 
 
-def _tables(results: list[WindowResult], p: Panel, trades: Trades,
-            span: Span) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The windows summary, the OOS trades (with their window), the OOS equity curve and parameter stability."""
+def _tables(results: list[WindowResult], p: Panel, trades: Trades) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The windows summary, the OOS trades (with their window) and parameter stability."""
     rows = []
     for r in results:
         row = {"window": r.window.index, "train_start": r.train_dates[0], "train_end": r.train_dates[1],
@@ -451,16 +617,13 @@ def _tables(results: list[WindowResult], p: Panel, trades: Trades,
     tdf = trades.to_frame(p)
     if len(tdf):
         tdf["window"] = np.searchsorted([r.window.test_start for r in results], tdf["signal_idx"].to_numpy(), side="right") - 1
-    daily = portfolio_returns(trades, p, span)
-    eq = pd.DataFrame({"date": pd.to_datetime(p.dates[span.sig_start:span.data_end]), "oos_return": daily,
-                       "oos_equity": np.cumprod(1 + daily)})
     stab = []
     for key in _STABILITY_PARAMS:
         vals = [str(r.params.get(key)) for r in results if key in r.params]
         if vals:
             for val, n in pd.Series(vals).value_counts().items():
                 stab.append({"param": key, "value": val, "windows": int(n), "share": n / len(results)})
-    return summary, tdf, eq, pd.DataFrame(stab)
+    return summary, tdf, pd.DataFrame(stab)
 
 
 def _group_table(df: pd.DataFrame, key: str) -> pd.DataFrame:
@@ -480,7 +643,8 @@ def _group_table(df: pd.DataFrame, key: str) -> pd.DataFrame:
 def _segments(spec: StudySpec, p: Panel, results: list[WindowResult], span: Span,
               ev: Evaluator) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Out-of-sample events with context, cross-sectional (per symbol / sector) and per-regime tables, and the
-    rule validation (Mann-Whitney U + BH on excess returns) of each context condition."""
+    rule validation (Mann-Whitney U + BH on excess returns) of each context condition (``stats.validate_rules``,
+    what the report shows)."""
     empty = pd.DataFrame()
     if not results or not sum(len(r.trades) for r in results):
         return empty, empty, empty, empty, empty
@@ -504,18 +668,7 @@ def _segments(spec: StudySpec, p: Panel, results: list[WindowResult], span: Span
     events["sector"] = events["sector_etf"].fillna("(ETF)")
     by_sector = _group_table(events, "sector")
     by_regime = _group_table(events, "regime")
-    closed = events[~events["open_at_end"].astype(bool) & events["excess_return"].notna()]
-    conds = {}
-    if len(closed):
-        conds = {
-            "parent_etf_aligned": closed["parent_etf_aligned"].astype(bool).to_numpy(),
-            "quality_high": (closed["signal_quality"] == "HIGH").to_numpy(),
-            "trend_up": (closed["trend_state"] == "UP").to_numpy(),
-            "regime_risk_on": (closed["regime"] == "RISK_ON").to_numpy(),
-        }
-        if "options_boost" in closed:
-            conds["options_boost"] = (closed["options_boost"].fillna(1.0) > 1.0).to_numpy()
-    rules = rule_validation(closed["excess_return"].to_numpy(), conds) if conds else empty
+    rules = validate_rules(events)
     return events, by_symbol, by_sector, by_regime, rules
 
 
