@@ -18,17 +18,20 @@ daily_metrics) then ``optimizer.validate.walkforward.run_walkforward`` through i
 
 Per (market, kind, effect) it prints the rate of "supported" of
 
-* ``now``: the walk-forward's own verdict (``result.verdict.supported``: today's gates);
-* ``hac``: a PREVIEW of the dependence-aware verdict computed from the same run by
-  ``optimizer.validate._inference``: today's gates with the i.i.d. t and PSR replaced by the HAC t (> 2) of the
-  daily excess series and the PSR (>= 0.95) of the daily account excess series;
-* ``hac+mkt``: the same on the market-adjusted daily series (``daily_excess(..., market_open=...)``),
+* ``old``: the verdict before the dependence-aware wiring, recomputed from the same run: i.i.d. t of the per-trade
+  excess (> 2) and PSR of the per-trade excess list (>= 0.95), with the run's PBO (< 0.5) and n >= 30;
+* ``now``: the walk-forward's own verdict (``result.verdict.supported``): HAC t of the daily excess series (> 2),
+  PSR of the daily series (>= 0.95), PBO and n;
+* ``+spa``: ``now`` with Hansen's SPA over every configuration tried as one more gate (combined p < 0.05), to
+  decide whether SPA should gate (docs/STATS.md);
+* ``mkt``: ``now`` with the market-adjusted daily series (``daily_excess(..., market_open=...)``) in place of the
+  plain one,
 
-with a Wilson 95 % interval, medians of the excess per trade, the i.i.d. and HAC t, the effective number of trades
-and the minimum detectable effect (MDE per trade at alpha 0.025, power 0.8), the effect where each rate crosses
-50 %, and the load average. Each run's trades, excess and prices are saved under ``--out`` (``runs.jsonl`` plus one
-``.npz`` per run) so that ``--rescore`` recomputes every preview without re-running a walk-forward, and an
-interrupted benchmark resumes where it stopped (runs already in ``runs.jsonl`` are reused unless ``--fresh``).
+with a Wilson 95 % interval, medians of the excess per trade, the i.i.d. and HAC t, the minimum detectable effect
+(MDE per trade at the verdict's alpha, power 0.8) and the SPA p, the effect where each rate crosses 50 %, and the
+load average. Each run's trades, excess and prices are saved under ``--out`` (``runs.jsonl`` plus one ``.npz`` per
+run) so that ``--rescore`` recomputes every column without re-running a walk-forward, and an interrupted benchmark
+resumes where it stopped (runs already in ``runs.jsonl`` are reused unless ``--fresh``).
 
 Goals (for the verdict after wiring): supported <= 5 % at effect 0 and on the correlated null, >= 90 % at effect 1.
 
@@ -62,8 +65,8 @@ __all__ = ["REAL_PRICES", "SPEC", "GOALS", "plan", "run_one", "score", "summariz
 REAL_PRICES = ROOT.parent / "shared" / "data" / "real" / "prices_daily.csv.gz"
 SPEC = ROOT / "bench" / "truth.toml"
 GOALS = {"null_max": 0.05, "corr_null_max": 0.05, "power_at_1_min": 0.90}
-GATES = ("now", "hac", "hac_mkt")
-T_MIN, PSR_MIN, PBO_MAX, MIN_TRADES = 2.0, 0.95, 0.5, 30
+GATES = ("old", "now", "spa", "mkt")
+T_MIN, PSR_MIN, PBO_MAX, MIN_TRADES, SPA_MAX = 2.0, 0.95, 0.5, 30, 0.05
 
 
 # ---- plan --------------------------------------------------------------------------------------------------------
@@ -124,11 +127,15 @@ def run_one(job: dict, out: str, trials: int, start: str, end: str) -> dict:
             exit_price=trades.exit_price, exit_reason=trades.exit_reason, score=trades.score,
             cost=np.float64(trades.cost), excess=excess, close=panel["close"], open=panel["open"],
             start=np.int64(lo), stop=np.int64(hi))
+        nan = float("nan")
+        spa = res.stats.get("spa") or {}
         rec = {**job, "key": _key(job),
                "supported_now": bool(res.verdict.supported), "verdict_line": res.verdict.line,
-               "n_trades": int(excess.size), "mean_excess": float(excess.mean()) if excess.size else float("nan"),
-               "t_iid": float(res.oos.get("excess_t", float("nan"))), "psr": float(res.stats.get("psr", float("nan"))),
-               "pbo": float(res.stats.get("pbo", float("nan"))), "dsr": float(res.stats.get("dsr", float("nan"))),
+               "n_trades": int(excess.size), "mean_excess": float(excess.mean()) if excess.size else nan,
+               "t_iid": float(res.oos.get("excess_t_iid", nan)), "t_hac": float(res.oos.get("excess_t", nan)),
+               "psr": float(res.stats.get("psr", nan)), "pbo": float(res.stats.get("pbo", nan)),
+               "dsr": float(res.stats.get("dsr", nan)), "spa_p": nan if spa.get("p") is None else float(spa["p"]),
+               "spa_windows": spa.get("p_windows"), "n_configs": res.stats.get("n_configs"),
                "n_windows": len(res.windows), "seconds": round(time.perf_counter() - t0, 1)}
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -143,19 +150,35 @@ def _gate(inf, pbo: float) -> bool:
 
 
 def score(rec: dict, out: Path) -> dict:
-    """Add the dependence-aware preview (plain and market-adjusted daily series) to a run's record."""
+    """Add the old (i.i.d.) verdict, the SPA-gated one and the market-adjusted one to a run's record."""
     from optimizer.engine.simulate import Trades
     from optimizer.validate._inference import daily_excess, dependent_inference
+    from optimizer.validate._sharpe import probabilistic_sharpe_ratio, sharpe_stats
+    from optimizer.validate.verdict import POWER, verdict_alpha
 
     z = np.load(out / f"{rec['key']}.npz")
     tr = Trades(z["symbol"], z["signal_idx"], z["entry_idx"], z["exit_idx"], z["entry_price"], z["exit_price"],
                 z["exit_reason"], z["score"], cost=float(z["cost"]))
     rec = dict(rec)
-    for name, mopen in (("hac", None), ("hac_mkt", z["open"])):
-        d = daily_excess(tr, z["excess"], z["close"], int(z["start"]), int(z["stop"]), market_open=mopen)
-        inf = dependent_inference(d, reps=500, seed=0)
+    ex = z["excess"]
+    nan = float("nan")
+    rec.setdefault("spa_p", nan)
+    if ex.size >= 3:
+        ss = sharpe_stats(ex)
+        psr_iid = float(probabilistic_sharpe_ratio(ss["sr"], 0.0, ss["n"], ss["skew"], ss["kurtosis"]))
+    else:
+        psr_iid = nan
+    rec["psr_iid"] = psr_iid
+    rec["supported_old"] = bool(ex.size >= MIN_TRADES and ex.mean() > 0 and rec["t_iid"] > T_MIN
+                                and psr_iid >= PSR_MIN and rec["pbo"] < PBO_MAX)
+    spa_p = rec["spa_p"] if rec["spa_p"] is not None else nan
+    rec["supported_spa"] = bool(rec["supported_now"] and spa_p < SPA_MAX)
+    for name, mopen in (("hac", None), ("mkt", z["open"])):
+        d = daily_excess(tr, ex, z["close"], int(z["start"]), int(z["stop"]), market_open=mopen)
+        inf = dependent_inference(d, alpha=verdict_alpha(T_MIN), power=POWER, reps=500, seed=0)
         rec[name] = inf.to_dict()
-        rec[f"supported_{name}"] = _gate(inf, rec["pbo"]) if d.n_trades >= 3 else False
+        if name == "mkt":
+            rec["supported_mkt"] = _gate(inf, rec["pbo"]) if d.n_trades >= 3 else False
     return rec
 
 
@@ -190,9 +213,10 @@ def summarize(records: list[dict]) -> list[dict]:
             "t_hac": _med(r["hac"]["t"] for r in rs if "hac" in r),
             "n_eff": _med(r["hac"]["n_eff"] for r in rs if "hac" in r),
             "mde_per_trade": _med(r["hac"]["mde_per_trade"] for r in rs if "hac" in r),
-            "mean_excess_mkt": _med(r["hac_mkt"]["mean_per_trade"] for r in rs if "hac_mkt" in r),
-            "t_hac_mkt": _med(r["hac_mkt"]["t"] for r in rs if "hac_mkt" in r),
-            "mde_per_trade_mkt": _med(r["hac_mkt"]["mde_per_trade"] for r in rs if "hac_mkt" in r),
+            "mean_excess_mkt": _med(r["mkt"]["mean_per_trade"] for r in rs if "mkt" in r),
+            "t_hac_mkt": _med(r["mkt"]["t"] for r in rs if "mkt" in r),
+            "mde_per_trade_mkt": _med(r["mkt"]["mde_per_trade"] for r in rs if "mkt" in r),
+            "spa_p": _med(r.get("spa_p") for r in rs),
             "seconds": _med(r["seconds"] for r in rs)}
         rows.append(row)
     return rows
@@ -223,10 +247,10 @@ MARKETS = {"real": "real prices + synthetic flows", "synth": "embedded synthetic
 
 def _label(r: dict) -> str:
     if r["kind"] == "null":
-        return f"null ({r['market']})"
+        return f"null {r['market']}"
     if r["kind"] == "corr_null":
-        return f"corr null ({r['market']})"
-    return f"effect {r['effect']:g} ({r['market']})"
+        return f"corr null {r['market']}"
+    return f"effect {r['effect']:g} {r['market']}"
 
 
 def _print(rows: list[dict], info: dict) -> None:
@@ -237,16 +261,17 @@ def _print(rows: list[dict], info: dict) -> None:
     con = Console(width=None if sys.stdout.isatty() else 80)
     t = Table(title="truth benchmark: runs 'supported' by each verdict", box=box.SIMPLE_HEAD, pad_edge=False,
               collapse_padding=True)
-    for c in ("case", "now", "hac", "mkt", "ex/trade", "t iid", "t hac", "t mkt", "MDE mkt"):
+    for c in ("case", "old", "now", "+spa", "mkt", "ex/trade", "t iid", "t hac", "MDE", "SPA p"):
         t.add_column(c, justify="left" if c == "case" else "right")
     for r in rows:
         m = r["median"]
         t.add_row(_label(r), *(f"{r[g]['supported']}/{r['runs']}" for g in GATES),
                   f"{100 * m['mean_excess']:+.2f}%", f"{m['t_iid']:.1f}", f"{m['t_hac']:.1f}",
-                  f"{m['t_hac_mkt']:.1f}", f"{100 * m['mde_per_trade_mkt']:.2f}%")
+                  f"{100 * m['mde_per_trade']:.1f}%", f"{m['spa_p']:.2f}")
     con.print(t)
-    con.print("now = today's verdict; hac / mkt = preview with the daily HAC t and PSR (plain / market-adjusted "
-              "series); medians per run; MDE per trade at alpha 0.025, power 0.8")
+    con.print("old = i.i.d. t and per-trade PSR; now = the verdict (daily HAC t and PSR); +spa = now and SPA p < "
+              "0.05; mkt = now on the market-adjusted series; medians per run; MDE per trade at the verdict's "
+              "alpha (t > 2), power 0.8")
     for r in rows:
         if r["kind"] != "planted" or r["effect"] == 1.0:
             ci = "; ".join(f"{g} {100 * r[g]['rate']:.0f}% [{100 * r[g]['lo']:.0f}-{100 * r[g]['hi']:.0f}]"
