@@ -6,13 +6,20 @@ k = N/2 test groups and no purge."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 
 from optimizer.errors import ParameterError
+from optimizer.study import load_study_data, make_storage
+from optimizer.study.data import prepare_data
+from optimizer.study.run import run_study
+from optimizer.study.spec import StudySpec, parse_spec
 from optimizer.study.splits import CombinatorialPurgedCV, FoldSpan
 from optimizer.validate._pbo import cpcv_pbo, probability_of_backtest_overfitting
+from optimizer.validate.walkforward import pbo_matrix, run_walkforward
 
 
 def _as_lists(cv, n):
@@ -141,3 +148,58 @@ def test_cpcv_pbo_validation():
         cpcv_pbo(np.zeros((50, 3)), object())
     with pytest.raises(ParameterError, match="perf must be all finite"):
         cpcv_pbo(np.full((50, 3), np.nan), CombinatorialPurgedCV(5, 2))
+
+
+# ---- [cv] mode = "cpcv" in a study and a walk-forward ---------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+CPCV_CV = '[cv]\nmode = "cpcv"\nn_groups = 5\nn_test_groups = 2\npurge = 5\nembargo = 3\n'
+
+
+def _cpcv_spec(extra: str = "") -> StudySpec:
+    text = (ROOT / "studies" / "demo.toml").read_text()
+    start, end = text.index("[cv]"), text.index("[objective]")
+    return parse_spec(text[:start] + CPCV_CV + extra + "\n" + text[end:], path="cpcv.toml")
+
+
+def test_cpcv_spec_lays_its_groups_as_the_studys_folds(null_db, tmp_path):
+    spec = _cpcv_spec()
+    assert (spec.cv.mode, spec.cv.n_groups, spec.cv.n_test_groups, spec.purge(), spec.embargo()) == ("cpcv", 5, 2, 5, 3)
+    panel, reserve = load_study_data(spec, null_db)
+    lo, hi = 40, reserve
+    data = prepare_data(spec, panel, lo, hi)
+    cv = data.cv
+    assert isinstance(cv, CombinatorialPurgedCV)
+    assert (cv.n_groups, cv.n_test_groups, cv.purge, cv.embargo, cv.warmup) == (5, 2, 5, 3, 0)  # z-window 30 < lo
+    assert data.cv_n_splits == 5 and data.cv_embargo == 3
+    assert [(f.test_start, f.test_end, f.data_end) for f in data.folds] == [
+        (a + lo, b + lo, min(b + 5, hi - lo) + lo) for a, b in cv.group_bounds(hi - lo)]
+    assert data.folds[0].test_start == lo and data.folds[-1].test_end == hi  # the groups tile the span
+    first = prepare_data(spec, panel, 0, hi)  # feature warm-up: the first 30 sessions belong to no group
+    assert first.cv.warmup == 30 and first.folds[0].test_start == 30
+    with pytest.raises(ParameterError, match="n_splits must be None or \\[cv\\] n_groups=5"):
+        prepare_data(spec, panel, lo, hi, n_splits=3)
+    assert prepare_data(spec, panel, lo, hi, n_splits=5).folds == data.folds  # what a replay passes back
+    run = run_study(spec, None, f"journal:{tmp_path / 's.log'}", n_trials=4, data=data, name="cpcv-study")
+    done = [t for t in run.study.trials if t.state.name == "COMPLETE"]
+    assert done and all(sorted(t.intermediate_values) == [0, 1, 2, 3, 4] for t in done)  # one report per group
+
+
+def test_walkforward_with_cpcv_computes_pbo_from_its_paths(null_db, tmp_path):
+    """Each window's study scores the CPCV groups of its train span, and its PBO is that of the CPCV splits (paths
+    = C(5, 2) x 2 / 5 = 4), the same number cpcv_pbo gives on the window's configuration matrix."""
+    spec = _cpcv_spec()
+    storage = f"journal:{tmp_path / 'wf.log'}"
+    res = run_walkforward(spec, null_db, storage, n_trials=6, out_dir=None)
+    assert res.stats["pbo_method"] == "cpcv"
+    assert all((w.cpcv is not None) == math.isfinite(w.pbo) for w in res.windows)  # else skipped, with a reason
+    with_pbo = [w for w in res.windows if w.cpcv]
+    assert len(with_pbo) >= 2 and len(res.stats["cpcv"]["windows"]) == len(with_pbo)
+    w = with_pbo[0]
+    assert w.cpcv["n_splits"] == 10 and w.cpcv["n_paths"] == 4 and len(w.cpcv["path_sharpe"]) == 4
+    panel, _ = load_study_data(spec, null_db)
+    data = prepare_data(spec, panel, w.window.train_start, w.window.train_end, None, spec.walkforward.embargo)
+    study = optuna.load_study(study_name=w.study_name, storage=make_storage(storage))
+    cv = CombinatorialPurgedCV(5, 2, purge=5, embargo=spec.walkforward.embargo)
+    assert w.pbo == cpcv_pbo(pbo_matrix(data, study), cv).pbo.pbo
+    assert res.to_dict()["stats"]["pbo_method"] == "cpcv"
