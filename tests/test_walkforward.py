@@ -34,6 +34,7 @@ from optimizer.data.synth import SynthConfig, synth_to_db
 from optimizer.report.research import build_walkforward_report
 from optimizer.study.spec import load_spec
 from optimizer.study import load_study_data
+from optimizer.validate.stats import probabilistic_sharpe_ratio, sharpe_stats
 from optimizer.validate.walkforward import WalkForwardResult, run_walkforward, select_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -248,10 +249,18 @@ def test_result_dict_has_the_documented_keys_and_summary_csv(planted, spec):
     res, out = planted["result"], planted["out"]
     d = res.to_dict()
     json.dumps(d, allow_nan=False)  # NaN/inf cleaned to null
-    for k in ("windows", "oos", "dsr", "psr", "pbo", "degradation", "verdict"):
+    for k in ("windows", "oos", "dsr", "psr", "pbo", "spa", "inference", "degradation", "verdict", "verdict_power"):
         assert k in d
     assert d["verdict"] in ("supported", "not supported")
     assert set(BACKTEST_KEYS) <= set(d["oos"]) and "avg_excess_return" in d["oos"]
+    inf, pw = d["inference"], d["verdict_power"]
+    assert (pw["n_trades"], pw["n_days"], pw["mde_per_trade"]) == (inf["n_trades"], inf["n_days"], inf["mde_per_trade"])
+    assert inf["n_trades"] == d["oos"]["closed_trades"] and d["oos"]["excess_t"] == inf["t"]
+    assert 0.0 <= d["spa"]["p"] <= 1.0 and len(d["spa"]["p_windows"]) == len(d["windows"])
+    assert d["stats"]["n_configs"] == sum(w["n_configs"] for w in d["windows"]) <= d["stats"]["n_trials_tried"]
+    eq = res.equity  # the account, its matched benchmark and the excess, day by day
+    np.testing.assert_allclose(eq["oos_return"] - eq["bench_return"], eq["excess_return"], atol=1e-15)
+    np.testing.assert_allclose(eq["oos_equity"].iloc[-1] - 1, d["stats"]["equity_bootstrap"]["total_return"]["point"])
     assert 0.0 <= d["psr"] <= 1.0 and 0.0 <= d["pbo"] <= 1.0 and 0.0 <= d["dsr"] <= 1.0
     space = set(spec.param_names)
     for w in d["windows"]:
@@ -296,6 +305,11 @@ def test_null_market_is_not_supported_and_overfits(spec, null_dbs, tmp_path, see
     assert res.oos["closed_trades"] >= 30  # decided by the edge, not by a lack of trades
     assert res.oos["excess_t"] < 2.0
     assert res.stats["pbo"] >= 0.4  # in-sample winners are no better than the rest out of sample
+    # overlapping trades: the daily series holds far fewer independent observations than trades
+    inf = res.stats["inference"]
+    assert inf["n_eff"] < 0.5 * inf["n_trades"] and abs(inf["t"]) < abs(inf["t_iid"])
+    assert res.verdict.power.n_trades == inf["n_trades"] and res.verdict.power.mde_per_trade > 0
+    assert "no edge >= " in res.verdict.line and "detected (MDE at 80% power)" in res.verdict.line
 
 
 # ---- 3. real prices, days permuted, null flows ---------------------------------------------------------------
@@ -342,6 +356,33 @@ def test_real_prices_permuted_with_null_flows_is_not_supported(spec, tmp_path):
     assert not res.verdict.supported, res.verdict.line
     assert res.oos["closed_trades"] >= 30
     assert res.oos["excess_t"] < 2.0
+
+
+# ---- 3b. correlated trades: i.i.d. significant, the daily HAC not -------------------------------------------
+
+def test_correlated_trades_iid_inference_says_significant_the_verdicts_daily_hac_does_not(tmp_path):
+    """Real prices 2023-2024 with synthetic flows that carry no information (effect 0, seed 17) and the truth
+    benchmark's spec (bench/truth.toml): the out-of-sample trades overlap (10-20 sessions) and share the market's
+    moves. Counted as 229 independent draws their excess looks significant -- i.i.d. t 2.16 > 2 and per-trade PSR
+    0.985 >= 0.95, the two gates of the verdict before issue 13 -- but the daily excess series holds about 53
+    effective trades: the verdict's HAC t is 1.04 and its daily PSR 0.85 (measured; the same run as the truth
+    benchmark's real-prices null seed 17)."""
+    if not REAL_PRICES.is_file():
+        pytest.skip(f"real prices absent: {REAL_PRICES}")
+    db = _synth(tmp_path / "m", seed=17, effect=0.0, prices_file=str(REAL_PRICES), start="2023-01-03",
+                end="2024-12-31", universe="tier1+3")
+    spec = load_spec(ROOT / "bench" / "truth.toml")
+    res = run_walkforward(spec, db, _journal(tmp_path / "c.log"), n_trials=20, out_dir=None)
+    inf, excess = res.stats["inference"], np.concatenate([w.excess for w in res.windows])
+    assert inf["n_trades"] == excess.size >= 30 and inf["mean_per_trade"] == pytest.approx(excess.mean())
+    ss = sharpe_stats(excess)
+    psr_iid = probabilistic_sharpe_ratio(ss["sr"], 0.0, ss["n"], ss["skew"], ss["kurtosis"])
+    assert res.oos["excess_t_iid"] > 2.0 and psr_iid >= 0.95  # the i.i.d. gates would pass
+    t = res.verdict.gate("excess_t")
+    assert t.short == "HAC t" and t.value == res.oos["excess_t"] < 2.0 and not t.passed
+    assert not res.verdict.gate("psr").passed and res.stats["psr"] < 0.95
+    assert inf["n_eff"] < inf["n_trades"] / 3
+    assert not res.verdict.supported and "HAC t=1.0" in res.verdict.line
 
 
 # ---- select_params -------------------------------------------------------------------------------------------
