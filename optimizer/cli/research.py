@@ -59,11 +59,16 @@ def walkforward_cmd(spec, final, n_trials, out_dir, storage, db, fmt):
     print_table(res.summary[cols], title=f"walk-forward {s.run.study_name}: {len(res.windows)} windows")
     o = res.oos
     print_table([{"metric": k, "value": o.get(k)} for k in ("closed_trades", "hit_rate", "avg_return", "avg_excess_return",
-                                                        "excess_t", "portfolio_sharpe", "max_drawdown", "rank_score")],
-           title="stitched out-of-sample")
-    st = res.stats
-    print_table([{"statistic": k, "value": st.get(k)} for k in ("psr", "dsr", "pbo", "degradation", "n_trials_tried", "cost_fragile")],
-           title="overfitting statistics (on excess returns)")
+                                                        "excess_t", "excess_t_iid", "portfolio_sharpe", "max_drawdown",
+                                                        "rank_score")],
+           title="stitched out-of-sample (excess_t: HAC)")
+    st, inf = res.stats, res.stats.get("inference") or {}
+    rows = [("n_days", inf.get("n_days")), ("n_eff", inf.get("n_eff")), ("mde_per_trade", inf.get("mde_per_trade")),
+            ("mde_per_year", inf.get("mde_per_year")), ("psr", st.get("psr")), ("dsr", st.get("dsr")),
+            ("pbo", st.get("pbo")), ("spa_p", (st.get("spa") or {}).get("p")), ("degradation", st.get("degradation")),
+            ("n_trials_tried", st.get("n_trials_tried")), ("n_configs", st.get("n_configs")),
+            ("cost_stress", st.get("cost_stress_wording"))]
+    print_table([{"statistic": k, "value": v} for k, v in rows], title="statistics (on excess returns)")
     color = "green" if res.verdict.supported else "red"
     console.print(res.verdict.line, style=f"bold {color}", markup=False, highlight=False, soft_wrap=True)
     click.echo(f"files: {d}  (report: accumopt report {d})")
