@@ -415,6 +415,31 @@ def test_select_params_robust_separates_categories():
     assert math.isfinite(st.best_value)
 
 
+def test_tried_configs_counts_each_distinct_configuration_once():
+    """What SPA tests and DSR deflates by: every distinct configuration evaluated (complete or pruned), a repeat of
+    the same parameters once, failed trials not at all."""
+    dists = {"a": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    st = optuna.create_study(direction="maximize")
+    T = optuna.trial.TrialState
+    for a, state in ((0.1, T.COMPLETE), (0.2, T.PRUNED), (0.1, T.COMPLETE), (0.3, T.FAIL), (0.2, T.COMPLETE),
+                     (0.4, T.PRUNED)):
+        st.add_trial(optuna.trial.create_trial(params={"a": a}, distributions=dists, state=state,
+                                               value=1.0 if state == T.COMPLETE else None))
+    configs, done = wfmod.tried_configs(st)
+    assert configs == [{"a": 0.1}, {"a": 0.2}, {"a": 0.4}] and done == [True, True, False]
+
+
+def test_combine_pvalues_is_rugers_bound():
+    """K/k x the k-th smallest p, k = ceil(K/2): valid whatever the dependence between the windows' p-values."""
+    assert wfmod.combine_pvalues([0.01, 0.02, 0.5]) == pytest.approx(1.5 * 0.02)
+    assert wfmod.combine_pvalues([0.04, 0.01, 0.03, 0.02]) == pytest.approx(2 * 0.02)
+    assert wfmod.combine_pvalues([0.3, float("nan"), None, 0.9]) == pytest.approx(min(1.0, 2 * 0.3))
+    assert wfmod.combine_pvalues([0.6, 0.7, 0.9]) == 1.0
+    assert math.isnan(wfmod.combine_pvalues([float("nan")]))
+    # identical p-values (perfectly dependent windows): the bound gives at most twice the common value
+    assert wfmod.combine_pvalues([0.02] * 7) == pytest.approx(7 / 4 * 0.02)
+
+
 # ---- 8. one pass per window; statistics that cannot be estimated say why ---------------------------------------
 
 def test_each_window_prepares_its_data_once(planted):

@@ -205,6 +205,10 @@ def select_params(study: optuna.Study, how: str = "best", top_k: int = 5) -> opt
     return best
 
 
+def _params_key(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
+
+
 def tried_configs(study: optuna.Study) -> tuple[list[dict[str, Any]], list[bool]]:
     """The distinct configurations ``study`` tried, in trial-number order: the parameters of its COMPLETE and
     PRUNED trials, a repeat of the same parameters counted once; and whether each was completed (any of its trials
@@ -214,7 +218,7 @@ def tried_configs(study: optuna.Study) -> tuple[list[dict[str, Any]], list[bool]
     done: list[bool] = []
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     for t in sorted(study.get_trials(deepcopy=False, states=states), key=lambda t: t.number):
-        key = json.dumps(t.params, sort_keys=True, default=str)
+        key = _params_key(t.params)
         complete = t.state == optuna.trial.TrialState.COMPLETE and bool(t.values)
         if key in seen:
             done[seen[key]] |= complete
@@ -308,9 +312,10 @@ class _RunContext:
 
 
 def _window_dsr(data: StudyData, cfg: Any, sharpes: np.ndarray, tried: int) -> tuple[float, str | None]:
-    """Deflated Sharpe of the in-sample winner: its per-trade excess returns over the train span, deflated by every
-    trial tried in the window (pruned and failed included) and the dispersion of the trials' excess Sharpe ratios.
-    (NaN, why) when it cannot be estimated."""
+    """Deflated Sharpe of the in-sample winner: its per-trade excess returns over the train span, deflated by the
+    ``tried`` distinct configurations of the window (pruned included; a repeat of the same parameters counts once)
+    and the dispersion of the distinct completed configurations' excess Sharpe ratios. (NaN, why) when it cannot be
+    estimated."""
     f0 = data.folds[0]
     is_span = Span(f0.test_start, data.hi, data.hi)
     is_res = data.evaluator.run(cfg, is_span, entry_ok=data.entry_ok)
@@ -374,9 +379,11 @@ def _run_window(ctx: _RunContext, w: Window) -> WindowResult:
     res = Evaluator(oos_panel, min_periods=spec.data.min_periods).run(
         cfg, span, entry_ok=regime_entry_mask(oos_panel, spec.data.regime))
     tried = len(study.get_trials(deepcopy=False))
-    sharpes = np.array([float(read_trial(t).metrics.get("excess_sharpe", np.nan)) for t in complete_trials(study)])
-    dsr, dsr_skipped = _window_dsr(data, cfg, sharpes, tried)
     configs, done = tried_configs(study)
+    distinct = {_params_key(t.params): t for t in reversed(complete_trials(study))}  # first of each configuration
+    sharpes = np.array([float(read_trial(t).metrics.get("excess_sharpe", np.nan))
+                        for t in sorted(distinct.values(), key=lambda t: t.number)])
+    dsr, dsr_skipped = _window_dsr(data, cfg, sharpes, len(configs))
     M_pbo, M_spa = _config_matrices(data, configs)
     pbo, pbo_skipped, cpcv = _window_pbo(data, M_pbo[:, np.flatnonzero(done)])
     spa, spa_skipped = _window_spa(M_spa)
