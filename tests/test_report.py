@@ -442,7 +442,8 @@ def test_walkforward_report_numbers_agree_with_each_other(tmp_path):
     assert gates["minimum detectable effect (alpha 0.023, power 80%)"][1] == "4.60%/trade, 38.0%/yr"
     assert gates["market-adjusted: excess / trade, HAC t, MDE / trade (not gated)"][1] == "+5.000%, 4.10, 3.40%"
     assert gates["SPA p-value (Hansen, every configuration tried; windows combined)"][1].startswith("0.026")
-    assert gates["Probability of Backtest Overfitting"][1] == "0.620"  # the gate; its method in the context row
+    assert gates["Probability of Backtest Overfitting"][1] == "0.620"  # the gate
+    assert gates["PBO computed from"][1].startswith("the combinatorial purged CV splits")
     assert gates["trials tried (all windows)"][1] == "150 (140 distinct)"
 
 

@@ -423,12 +423,15 @@ def _deciding(res: dict[str, Any], v: Verdict) -> pd.DataFrame:
     if mkt:
         context.append(("", "market-adjusted: excess / trade, HAC t, MDE / trade (not gated)",
                         f"{pct(mkt.get('mean_per_trade'))}, {_s(mkt.get('t'), '.2f')}, {_s(mkt.get('mde_per_trade'), '.2%')}"))
-    method = {"cpcv": " (CPCV paths)", "cscv": " (CSCV)"}.get(str(stats.get("pbo_method")), "")
     context += [
         ("dsr", "Deflated Sharpe Ratio", _s(res.get("dsr", stats.get("dsr")), ".3f")),
         ("psr", "Probabilistic Sharpe Ratio (daily OOS excess)", _s(res.get("psr", stats.get("psr")), ".3f")),
-        ("pbo", f"Probability of Backtest Overfitting{method}", _s(res.get("pbo", stats.get("pbo")), ".3f")),
+        ("pbo", "Probability of Backtest Overfitting", _s(res.get("pbo", stats.get("pbo")), ".3f")),
     ]
+    method = {"cpcv": "the combinatorial purged CV splits of each window's study ([cv] mode = cpcv)",
+              "cscv": "CSCV over <= 16 blocks of each window's train span"}.get(str(stats.get("pbo_method")))
+    if method:
+        context.append(("", "PBO computed from", method))
     if spa:
         context.append(("spa", "SPA p-value (Hansen, every configuration tried; windows combined)",
                         f"{_s(spa.get('p'), '.3f')} (median of windows {_s(spa.get('p_median'), '.3f')})"))
