@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import importlib
+import inspect
+from collections.abc import Mapping
+from typing import Any
 
 from optimizer.errors import SpecError
 
@@ -12,7 +15,7 @@ from objectives.builtin import (
     AvgReturn, CompositeRank, CompositeRankExcess, ExcessReturn, HitRate, ReturnHitFrequency, Sharpe, SignalEfficiency, WinLoss,
 )
 
-__all__ = ["OBJECTIVES", "Objective", "aggregate", "resolve_objective", "make_objective"]
+__all__ = ["OBJECTIVES", "Objective", "aggregate", "resolve_objective", "make_objective", "objective_options"]
 
 OBJECTIVES: dict[str, type[Objective]] = {
     c.name: c
@@ -36,5 +39,24 @@ def resolve_objective(name: str, key: str = "objective.name") -> type[Objective]
     raise SpecError(key, f"must be one of {', '.join(OBJECTIVES)} or 'module.path:ClassName', got {name!r}")
 
 
-def make_objective(name: str) -> Objective:
-    return resolve_objective(name)()
+def objective_options(cls: type[Objective]) -> list[str]:
+    """The options an objective class takes: the keyword parameters of its constructor."""
+    sig = inspect.signature(cls)
+    return [p for p, v in sig.parameters.items()
+            if v.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+
+
+def make_objective(name: str, options: Mapping[str, Any] | None = None, key: str = "objective") -> Objective:
+    """The objective ``name`` built with ``options`` ([objective].options of a spec): every option must be a
+    parameter of the class's constructor (unknown ones list the valid ones), and a value the constructor refuses
+    is a SpecError naming the option."""
+    cls = resolve_objective(name, key=f"{key}.name")
+    opts = dict(options or {})
+    valid = objective_options(cls)
+    for k in opts:
+        if k not in valid:
+            raise SpecError(f"{key}.options.{k}", f"is not an option of objective {name!r}; valid: {', '.join(valid) or 'none'}")
+    try:
+        return cls(**opts)
+    except (TypeError, ValueError) as e:
+        raise SpecError(f"{key}.options", f"objective {name!r} rejected its options {opts}: {e}") from None

@@ -16,7 +16,7 @@ from optimizer.data.synth import SynthConfig, synth_to_db
 from optimizer.report.research import build_walkforward_report
 from optimizer.study.run import run_study
 from optimizer.study.spec import StudySpec, load_spec
-from optimizer.validate.walkforward import load_walkforward, run_walkforward, save_walkforward
+from optimizer.validate.walkforward import load_walkforward, run_walkforward, save_walkforward, walkforward_dir
 
 __all__ = ["run_demo", "STUDIES"]
 
@@ -67,7 +67,7 @@ def run_demo(out_root: Path, effect: float = 3.0, seed: int = 7, fresh: bool = F
     t = time.perf_counter()
     spec = _spec("demo")
     wf = run_walkforward(spec, db, storage, progress=progress, out_dir=None)
-    wf_dir = save_walkforward(wf, root / "walkforward" / spec.run.study_name)
+    wf_dir = save_walkforward(wf, walkforward_dir(root, spec.run.study_name))
     step("walk-forward", t)
 
     console.rule("5. report")

@@ -12,21 +12,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 
 from optimizer.errors import ParameterError
 
-__all__ = ["Settings", "default_db_path", "DEFAULT_STORAGE"]
-
-DEFAULT_DB = "output/darkpool.duckdb"
-DEFAULT_STORAGE = "sqlite:///output/studies.db"
+__all__ = ["Settings"]
 
 _SECRET = {"polygon_api_key", "finra_api_key", "finra_api_secret"}
-
-
-def default_db_path() -> Path:
-    """``$ACCUMOPT_DB`` or ``output/darkpool.duckdb``."""
-    return Path(os.environ.get("ACCUMOPT_DB", DEFAULT_DB))
 
 
 @dataclass(frozen=True)

@@ -90,8 +90,9 @@ def _resolve_date(con, date: object | None) -> dt.date:
     return day
 
 
-def _load(db: str | Path, universe: object, day: dt.date) -> Panel:
-    """The universe's daily_metrics panel from the store's first session through ``day`` (nothing later)."""
+def _load(db: str | Path, universe: object, day: dt.date, panel_start: object | None = None) -> Panel:
+    """The universe's daily_metrics panel from ``panel_start`` (default: the store's first session) through ``day``
+    (nothing later)."""
     con = connect(db, read_only=True)
     try:
         if not table_exists(con, "daily_metrics"):
@@ -101,7 +102,7 @@ def _load(db: str | Path, universe: object, day: dt.date) -> Panel:
         if not syms:
             raise DataError(f"universe {universe!r} has no symbol in daily_metrics of {db}; it holds {len(avail)}: "
                             f"{', '.join(avail[:12])}{' ...' if len(avail) > 12 else ''}")
-        panel = load_panel(con, syms, None, day)
+        panel = load_panel(con, syms, panel_start, day)
     finally:
         con.close()
     last = pd.Timestamp(panel.dates[-1]).date()
@@ -167,7 +168,8 @@ def signal_sheet(record: ParamsRecord | Mapping[str, Any], db: str | Path, date:
                  walkforward: str | Path | None = None) -> SignalSheet:
     """The sheet of ``record`` (a ``ParamsRecord`` or a flat parameter dict) on session ``date`` of the store at
     ``db`` (default: the latest FINRA session). ``universe`` / ``start`` / ``regime`` override the record's (defaults:
-    tier1+3, the store's first session, ALL). ``walkforward``: a saved walk-forward run directory whose out-of-sample
+    tier1+3, the store's first session, ALL). A trial's record (``study best --format json``) also brings its panel
+    start and min_periods: the scores are computed as the study computed them. ``walkforward``: a saved walk-forward run directory whose out-of-sample
     events give each ENTER row its quality bucket's hit rate and average excess return."""
     rec = record if isinstance(record, ParamsRecord) else ParamsRecord(dict(record))
     cfg = rec.config()
@@ -180,11 +182,13 @@ def signal_sheet(record: ParamsRecord | Mapping[str, Any], db: str | Path, date:
         day = _resolve_date(con, date)
     finally:
         con.close()
-    panel = _load(db, uni, day)
+    # a trial's record (``study best``): its panel start and min_periods, so the scores are the study's
+    trial = rec.record
+    panel = _load(db, uni, day, trial.panel_start if trial is not None and start is None else None)
     span_from = start if start is not None else rec.start
     lo = 0 if span_from is None else panel.index_of(span_from)
     check_param(lo < len(panel.dates), "start", f"on or before the sheet's session {day}", span_from)
-    ev = Evaluator(panel)
+    ev = Evaluator(panel, min_periods=trial.min_periods if trial is not None else None)
     disp = ev.display(cfg)
     mask = regime_entry_mask(panel, reg)
     nxt = _next_session(day)

@@ -30,6 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 START, END = "2024-01-02", "2024-06-28"
 N_SESSIONS = len(nyse_sessions(START, END))
 N_SYMBOLS = len(TIER1)
+# the final reserve: the last 20% of the store's sessions; a backtest stops before it unless --final
+N_BEFORE_RESERVE = N_SESSIONS - round(0.2 * N_SESSIONS)
+LAST_BEFORE_RESERVE = str(nyse_sessions(START, END)[N_BEFORE_RESERVE - 1].date())
 
 EXPECTED_COMMANDS = {
     "ingest",
@@ -254,6 +257,9 @@ def test_backtest_parameter_errors(store, tmp_path):
 
 def test_metrics_build_on_empty_database_is_a_data_error(tmp_path):
     db = tmp_path / "empty.duckdb"
+    clean_error(run("metrics", "build", "--db", db), "does not exist", "accumopt ingest", str(db))
+    assert not db.exists()  # a command that only derives tables never creates an empty store
+    duckdb.connect(str(db)).close()  # an empty store
     clean_error(run("metrics", "build", "--db", db), "no raw data", "accumopt ingest", str(db))
     # and the commands that need daily_metrics say what to run
     clean_error(run("backtest", "--db", db, "--no-save"), "daily_metrics", "metrics build")
@@ -382,14 +388,14 @@ def test_metrics_build_rebuilds_with_new_window(db_copy):
     clean_error(run("metrics", "build", "--db", db_copy, "--z-window", "1"), "z_window must be >= 2")
 
 
-def _library_metrics(db: Path, params: dict) -> dict:
+def _library_metrics(db: Path, params: dict, end: str | None = None) -> dict:
     from optimizer.data.store import connect
     from optimizer.engine.evaluate import Config, Evaluator
     from optimizer.engine.panel import load_panel
 
     con = connect(db, read_only=True)
     try:
-        panel = load_panel(con, list(TIER1))
+        panel = load_panel(con, list(TIER1), None, end)
     finally:
         con.close()
     return Evaluator(panel).run(Config.from_params(params)).metrics
@@ -403,10 +409,10 @@ def test_backtest_json_no_save(store, cwd):
     assert abs(d["avg_return"]) < 1 and abs(d["median_return"]) < 1 and abs(d["avg_excess_return"]) < 1  # fractions
     assert 0 <= d["hit_rate"] <= 1 and 0 <= d["false_positive_rate"] <= 1 and 0 <= d["max_drawdown"] < 1
     assert d["total_trades"] > 0 and d["total_signals"] >= d["total_trades"]
-    assert (d["start"], d["end"], d["symbols"]) == (START, END, N_SYMBOLS)
-    assert d["outputs"] == {}
+    assert (d["start"], d["end"], d["symbols"]) == (START, LAST_BEFORE_RESERVE, N_SYMBOLS)  # the reserve is kept
+    assert d["outputs"] == {} and d["reserve_opened"] is False
     # the CLI reports exactly what the library computes for the same configuration
-    lib = _library_metrics(db, d["params"])
+    lib = _library_metrics(db, d["params"], LAST_BEFORE_RESERVE)
     for k in BACKTEST_KEYS:
         assert d[k] == pytest.approx(lib[k], rel=1e-12, abs=1e-12), k
     assert not any(t.startswith("bt_") for t in _tables(db))
@@ -425,7 +431,7 @@ def test_backtest_params_file_and_flag_override(store, tmp_path):
     assert d["avg_hold_days"] <= 10
     # a stricter buy threshold can only fire on fewer (or the same) days
     assert d["total_signals"] <= base["total_signals"]
-    lib = _library_metrics(db, d["params"])
+    lib = _library_metrics(db, d["params"], LAST_BEFORE_RESERVE)
     assert d["total_signals"] == lib["total_signals"] and d["rank_score"] == pytest.approx(lib["rank_score"])
 
 
@@ -442,27 +448,33 @@ def test_backtest_default_saves_tables_and_files(db_copy, cwd):
     got = _query(db_copy, "SELECT ticker_universe, regime_filter, exit_strategy, score_variant FROM bt_backtest_runs")
     assert d["params"]["exit"] == "first_dist" and got == [("tier1", "ALL", "first_dist", "B")]
     assert _query(db_copy, "SELECT count(*), count(DISTINCT date), min(symbol) FROM market_regimes") == [
-        (N_SESSIONS, N_SESSIONS, "SPY")]
-    out = cwd / "output"
-    ev = pd.read_parquet(out / "signal_events.parquet")
+        (N_BEFORE_RESERVE, N_BEFORE_RESERVE, "SPY")]
+    out = cwd / "output" / "backtest"
+    ev = pd.read_parquet(out / run_id / "signal_events.parquet")  # one folder per run
     assert len(ev) == d["total_trades"] and set(ev["run_id"]) == {run_id}
     assert ev["symbol"].isin(TIER1).all()
-    runs = pd.read_csv(out / "backtest_runs.csv")
+    runs = pd.read_csv(out / "backtest_runs.csv")  # the index of every run
     assert list(runs["run_id"]) == [run_id]
     assert runs["total_trades"].iloc[0] == d["total_trades"]
-    assert len(pd.read_csv(out / "frequency_baseline.csv")) == N_SYMBOLS
+    assert len(pd.read_csv(out / run_id / "frequency_baseline.csv")) == N_SYMBOLS
     # the same run again: its bt_ rows are replaced, the CSV log gets a second line
     d2 = as_json(run(*args))
     assert d2["outputs"]["run_id"] == run_id
     assert _query(db_copy, "SELECT count(*) FROM bt_backtest_runs") == [(1,)]
     assert len(pd.read_csv(out / "backtest_runs.csv")) == 2
+    # another run (through the final reserve) gets its own folder: the first run's files stay as they were
+    d3 = as_json(run(*args, "--final"))
+    assert d3["outputs"]["run_id"] != run_id and d3["end"] == END and d3["reserve_opened"] is True
+    assert len(pd.read_parquet(out / run_id / "signal_events.parquet")) == d["total_trades"]
+    assert (out / d3["outputs"]["run_id"] / "signal_events.parquet").is_file()
+    assert len(pd.read_csv(out / "backtest_runs.csv")) == 3
 
 
 def test_backtest_table_format(store, cwd):
     out = ok(run("backtest", "--db", store[0], "--universe", "tier1", "--no-save")).stdout
     for k in ("hit_rate", "avg_return", "rank_score"):
         assert k in out
-    assert f"{START}..{END}" in out
+    assert f"{START}..{LAST_BEFORE_RESERVE}" in out
 
 
 # ------------------------------------------------------------------------------------------------ 5. analytics commands
@@ -510,13 +522,14 @@ def test_png_flag_refuses_clearly_without_kaleido(db_copy, cwd, monkeypatch):
 def test_table_html_has_disclaimer(store, cwd):
     rows = as_json(run("table", "--db", store[0], "--format", "json"))
     assert len(rows) == N_SYMBOLS and {r["symbol"] for r in rows} == set(TIER1)
-    page = (cwd / "output" / "tables" / f"{END}.html").read_text(encoding="utf-8")
+    page = (cwd / "output" / "tables" / f"{END}_scan.html").read_text(encoding="utf-8")
     assert html.escape(DISCLAIMER) in page
     sub = as_json(run("table", "--db", store[0], "--tickers", "spy,QQQ", "--date", "2024-03-01",
-                      "--html", "t.html", "--format", "json"))
+                      "--out", "t", "--format", "json"))
     assert sorted(r["symbol"] for r in sub) == ["QQQ", "SPY"]
     assert all(str(r["date"]).startswith("2024-03-01") for r in sub)
-    assert html.escape(DISCLAIMER) in (cwd / "t.html").read_text(encoding="utf-8")
+    (written,) = (cwd / "t" / "tables").glob("2024-03-01_scan_*.html")  # the tickers tell this run's file apart
+    assert html.escape(DISCLAIMER) in written.read_text(encoding="utf-8")
     res = ok(run("table", "--db", store[0], "--tickers", "SPY"))
     assert "FINRA does not publish trade direction" in " ".join(res.stdout.split())
 
@@ -525,15 +538,17 @@ def test_plot_chart_sandbox_write_html(store, cwd):
     db = store[0]
     res = ok(run("plot", "spy", "--db", db))
     assert res.stdout.splitlines()[0] == "output/plots/SPY_layered.html"
-    # --no-png: HTML only, whether or not kaleido is installed
+    # --no-png: HTML only, whether or not kaleido is installed; the dates name the run's files
     res = ok(run("plot", "XLK", "--mode", "both", "--dates", "2024-02-01", "2024-05-31", "--no-png", "--db", db))
-    assert res.stdout.splitlines()[:2] == ["output/plots/XLK_layered.html", "output/plots/XLK_short_only.html"]
+    assert res.stdout.splitlines()[:2] == ["output/plots/XLK_layered_2024-02-01_2024-05-31.html",
+                                           "output/plots/XLK_short_only_2024-02-01_2024-05-31.html"]
     res = ok(run("chart", "SPY", "--timeframe", "weekly", "--db", db))
     assert res.stdout.splitlines()[0] == "output/charts/SPY_weekly.html"
-    res = ok(run("sandbox", "SPY", "--db", db, "--out", "sb/spy.html"))
-    assert res.stdout.splitlines()[0] == "sb/spy.html"
-    for p in ("output/plots/SPY_layered.html", "output/plots/XLK_layered.html", "output/plots/XLK_short_only.html",
-              "output/charts/SPY_weekly.html", "sb/spy.html"):
+    res = ok(run("sandbox", "SPY", "--db", db, "--out", "sb"))
+    assert res.stdout.splitlines()[0] == "sb/sandbox/SPY.html"
+    for p in ("output/plots/SPY_layered.html", "output/plots/XLK_layered_2024-02-01_2024-05-31.html",
+              "output/plots/XLK_short_only_2024-02-01_2024-05-31.html", "output/charts/SPY_weekly.html",
+              "sb/sandbox/SPY.html"):
         text = (cwd / p).read_text(encoding="utf-8")
         assert "<html" in text[:200].lower() and "plotly" in text.lower(), p
         assert ("SPY" if "SPY" in p or "spy" in p else "XLK") in text, p
@@ -544,8 +559,8 @@ def test_paths_are_never_wrapped(store, tmp_path, monkeypatch):
     deep = tmp_path / ("d" * 60) / ("e" * 60)
     deep.mkdir(parents=True)
     monkeypatch.chdir(deep)
-    out = deep / "chart.html"
-    res = ok(run("chart", "SPY", "--db", store[0], "--out", out))
+    out = deep / "charts" / "SPY_daily.html"
+    res = ok(run("chart", "SPY", "--db", store[0], "--out", deep))
     assert res.stdout.splitlines()[0] == str(out) and out.is_file()
 
 

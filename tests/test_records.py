@@ -116,7 +116,7 @@ def test_seeding_marker_and_reserve_openings():
     st = _study()
     assert seeded(st) is None
     mark_seeded(st, "phase_a", 5)
-    assert seeded(st) == {"from": "phase_a", "n": 5}
+    assert seeded(st) == {"from": "phase_a", "n": 5, "trials": [], "space": {}}
     assert reserve_log_name("demo") == "demo-reserve-log"
     assert reserve_openings(st) == []
     assert add_reserve_opening(st, "2024-06-03") == []

@@ -281,7 +281,7 @@ PRUNER_CASES = {
 def test_build_sampler_for_every_name(name):
     assert list(SAMPLERS) == list(SAMPLER_CLASSES)
     sampler = build_sampler(name, 7, {}, {"variant": ["A", "B"]} if name == "grid" else None)
-    assert type(sampler) is SAMPLER_CLASSES[name]
+    assert type(sampler.base) is SAMPLER_CLASSES[name]  # wrapped: stepped floats keep the step's decimals
 
 
 @pytest.mark.parametrize("name", ["random", "tpe"])

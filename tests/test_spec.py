@@ -220,8 +220,11 @@ INVALID = {
     "negative_embargo": ("[cv]\nembargo = -2\n", "cv.embargo", ["must be >= 0, got embargo=-2"]),
     "zero_splits": ("[cv]\nn_splits = 0\n", "cv.n_splits", ["must be >= 1, got n_splits=0"]),
     "test_size_one": ("[cv]\ntest_size = 1\n", "cv.test_size", ["must be >= 2, got test_size=1"]),
-    "rolling_without_max_train": ("[cv]\nmode = 'rolling'\n", "cv.max_train_size", ["is required for rolling folds"]),
-    "unknown_cv_mode": ("[cv]\nmode = 'shuffled'\n", "cv.mode", ["must be one of expanding, rolling, cpcv, got 'shuffled'"]),
+    "rolling_has_no_effect": ("[cv]\nmode = 'rolling'\n", "cv.mode", ["rolling has no effect on a study", "use expanding"]),
+    "max_train_has_no_effect": ("[cv]\nmax_train_size = 100\n", "cv.max_train_size", ["has no effect on a study"]),
+    "rolling_max_below_min": ("[cv]\nmin_train_size = 50\nmax_train_size = 40\n", "cv.max_train_size",
+                              ["must be >= min_train_size=50, got max_train_size=40"]),
+    "unknown_cv_mode": ("[cv]\nmode = 'shuffled'\n", "cv.mode", ["must be one of expanding, cpcv, got 'shuffled'"]),
     "cpcv_with_n_splits": ("[cv]\nmode = 'cpcv'\nn_splits = 4\n", "cv.n_splits",
                            ["applies to mode = expanding or rolling only, not mode = 'cpcv'"]),
     "cpcv_with_max_train": ("[cv]\nmode = 'cpcv'\nmax_train_size = 100\n", "cv.max_train_size", ["applies to mode = expanding"]),
@@ -318,10 +321,11 @@ def test_load_spec_missing_and_broken_files(tmp_path):
 
 
 def test_valid_edge_cases_are_accepted():
-    # multi-objective with an explicit "none" pruner, rolling folds with a train cap, a weights preset as fixed value
-    s = parse_spec(MO + "[pruner]\nname = 'none'\n[cv]\nmode = 'rolling'\nmax_train_size = 250\n"
+    # multi-objective with an explicit "none" pruner, expanding folds after a minimum train span, a weights preset
+    # as fixed value
+    s = parse_spec(MO + "[pruner]\nname = 'none'\n[cv]\nmode = 'expanding'\nmin_train_size = 250\n"
                    "[space]\nweights = 'lit_heavy'\nexit = 'first_dist'\n")
-    assert s.cv.mode == "rolling" and s.cv.max_train_size == 250 and len(s.objective.directions) == 3
+    assert s.cv.mode == "expanding" and s.cv.min_train_size == 250 and len(s.objective.directions) == 3
     assert s.param("weights").value == "lit_heavy" and "lit_heavy" in WEIGHT_PRESETS
     s = parse_spec("[pruner]\nname = 'percentile'\npercentile = 25.0\n")
     assert dict(s.pruner.options) == {"percentile": 25.0}

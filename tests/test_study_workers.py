@@ -24,6 +24,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from optimizer.errors import DataError
 from optimizer.study import make_storage
 
 pytestmark = pytest.mark.slow
@@ -96,10 +97,11 @@ def _finish(p: subprocess.Popen, log: Path, timeout: float = 120) -> tuple[str, 
 
 
 def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
-    """The trials as a fresh process sees them (new storage object: no cache)."""
+    """The trials as a fresh reading process sees them (new read-only storage object: no cache, no write lock)."""
     try:
-        return optuna.load_study(study_name=name, storage=make_storage(url, heartbeat=False)).get_trials(deepcopy=False)
-    except KeyError:  # the study is not created yet
+        storage = make_storage(url, heartbeat=False, read_only=True)
+        return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    except (KeyError, DataError):  # the storage or the study is not created yet (or being created by the writer)
         return []
 
 

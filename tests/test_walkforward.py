@@ -34,6 +34,8 @@ from optimizer.data.synth import SynthConfig, synth_to_db
 from optimizer.report.research import build_walkforward_report
 from optimizer.study.spec import load_spec
 from optimizer.study import load_study_data
+from optimizer.study.reserve import openings
+from optimizer.study.storage import make_storage
 from optimizer.validate.stats import probabilistic_sharpe_ratio, sharpe_stats
 from optimizer.validate.walkforward import WalkForwardResult, run_walkforward, select_params
 
@@ -149,7 +151,7 @@ def test_oos_is_the_stitch_of_the_windows(planted):
 
 def test_no_test_window_data_reaches_any_study(planted):
     res, seen, dates, reserve = planted["result"], planted["seen"], planted["dates"], planted["reserve"]
-    storage = wfmod.make_storage(planted["storage"])
+    storage = make_storage(planted["storage"])
     for w in res.windows:
         st = optuna.load_study(study_name=w.study_name, storage=storage)
         test_start = pd.Timestamp(w.test_dates[0])
@@ -180,14 +182,16 @@ def test_without_final_no_test_window_reaches_the_reserve(planted):
     assert max(pd.Timestamp(w.test_dates[1]) for w in res.windows) < dates[reserve]
     assert res.equity["date"].max() < dates[reserve]
     assert len(res.trades) and res.trades["exit_idx"].max() < reserve  # every OOS trade closed before the reserve
-    log = optuna.load_study(study_name="demo-reserve-log", storage=wfmod.make_storage(planted["storage"]))
-    assert log.user_attrs.get("openings", []) == []  # not opened
+    assert openings(planted["db"]) == []  # not opened: nothing in the store's reserve ledger
+    names = [s.study_name for s in optuna.get_all_study_summaries(make_storage(planted["storage"]))]
+    assert not any("reserve" in n for n in names)  # and no marker study in the Optuna storage
 
 
 def test_final_opens_the_reserve_once_and_warns_on_reopening(spec, cheap_db, tmp_path):
     storage = _journal(tmp_path / "final.log")
     panel, reserve = load_study_data(spec, cheap_db)
     dates = pd.DatetimeIndex(panel.dates)
+    before = len(openings(cheap_db))
     with warnings.catch_warnings(record=True) as first:
         warnings.simplefilter("always")
         res = run_walkforward(spec, cheap_db, storage, final=True, n_trials=CHEAP_TRIALS, out_dir=None)
@@ -195,14 +199,13 @@ def test_final_opens_the_reserve_once_and_warns_on_reopening(spec, cheap_db, tmp
     assert res.final and res.windows[-1].in_reserve
     assert res.windows[-1].window.test_end == len(dates)  # the last window runs to the last session
     assert any(w.window.test_start >= reserve for w in res.windows)
-    log = optuna.load_study(study_name="demo-reserve-log", storage=wfmod.make_storage(storage))
-    openings = log.user_attrs["openings"]
-    assert len(openings) == 1 and pd.Timestamp(openings[0]["reserve_start"]) == dates[reserve]
+    opened = openings(cheap_db)  # the store's ledger, shared with backtest --final
+    assert len(opened) == before + 1 and pd.Timestamp(opened[-1].reserve_start) == dates[reserve]
+    assert (opened[-1].command, opened[-1].subject) == ("walkforward --final", spec.run.study_name)
     with pytest.warns(UserWarning, match="already opened"):
         again = run_walkforward(spec, cheap_db, storage, final=True, n_trials=CHEAP_TRIALS, out_dir=None)
     assert any("already opened" in m for m in again.warnings)
-    log = optuna.load_study(study_name="demo-reserve-log", storage=wfmod.make_storage(storage))
-    assert len(log.user_attrs["openings"]) == 2
+    assert len(openings(cheap_db)) == before + 2
 
 
 # ---- 6. resume -------------------------------------------------------------------------------------------------
@@ -226,7 +229,7 @@ def test_interrupted_run_resumes_without_reoptimizing_finished_windows(spec, che
     with pytest.raises(_Interrupted):
         run_walkforward(spec, cheap_db, storage, n_trials=CHEAP_TRIALS, out_dir=None)
     first = done[0]
-    st = wfmod.make_storage(storage)
+    st = make_storage(storage)
     trials0 = optuna.load_study(study_name=first.study_name, storage=st).get_trials(deepcopy=False)
     assert len(trials0) == first.n_trials_tried >= CHEAP_TRIALS
     names = [s.study_name for s in optuna.get_all_study_summaries(st)]
@@ -234,7 +237,7 @@ def test_interrupted_run_resumes_without_reoptimizing_finished_windows(spec, che
 
     monkeypatch.setattr(wfmod, "_run_window", real)
     res = run_walkforward(spec, cheap_db, storage, n_trials=CHEAP_TRIALS, out_dir=None)
-    again = optuna.load_study(study_name=first.study_name, storage=wfmod.make_storage(storage)).get_trials(deepcopy=False)
+    again = optuna.load_study(study_name=first.study_name, storage=make_storage(storage)).get_trials(deepcopy=False)
     assert [(t.number, t.datetime_start) for t in again] == [(t.number, t.datetime_start) for t in trials0]
     w0 = res.windows[0]
     assert w0.study_name == first.study_name and w0.params == first.params
@@ -281,7 +284,7 @@ def test_cli_walkforward_json(cheap_db, tmp_path, monkeypatch):
 
     from optimizer.cli import main
 
-    monkeypatch.chdir(tmp_path)  # the command also writes output/walk_forward_summary.csv under the cwd
+    monkeypatch.chdir(tmp_path)  # nothing may land in the cwd: every file goes under --out
     out = tmp_path / "run"
     r = CliRunner().invoke(main, ["walkforward", str(DEMO), "--db", str(cheap_db), "--storage",
                                   f"sqlite:///{tmp_path / 'cli.db'}", "--n-trials", "5", "--format", "json",
@@ -292,8 +295,10 @@ def test_cli_walkforward_json(cheap_db, tmp_path, monkeypatch):
         assert k in d
     assert d["verdict"] in ("supported", "not supported") and len(d["windows"]) >= 2
     assert all(w["n_trials_tried"] >= 5 for w in d["windows"])
-    assert json.loads((out / "result.json").read_text())["oos"] == d["oos"]
-    assert (tmp_path / "output" / "walk_forward_summary.csv").exists()
+    run_dir = out / "walkforward" / "demo"  # the run's own folder under the output root
+    assert json.loads((run_dir / "result.json").read_text())["oos"] == d["oos"]
+    assert (run_dir / "walk_forward_summary.csv").exists()
+    assert not (tmp_path / "output").exists()
 
 
 # ---- 2. null market ------------------------------------------------------------------------------------------
@@ -417,7 +422,7 @@ def test_select_params_robust_separates_categories():
 
 def test_tried_configs_counts_each_distinct_configuration_once():
     """What SPA tests and DSR deflates by: every distinct configuration evaluated (complete or pruned), a repeat of
-    the same parameters once, failed trials not at all."""
+    the same configuration once; failed trials have no evaluation to run (DSR still counts them)."""
     dists = {"a": optuna.distributions.FloatDistribution(0.0, 1.0)}
     st = optuna.create_study(direction="maximize")
     T = optuna.trial.TrialState
@@ -426,7 +431,9 @@ def test_tried_configs_counts_each_distinct_configuration_once():
         st.add_trial(optuna.trial.create_trial(params={"a": a}, distributions=dists, state=state,
                                                value=1.0 if state == T.COMPLETE else None))
     configs, done = wfmod.tried_configs(st)
-    assert configs == [{"a": 0.1}, {"a": 0.2}, {"a": 0.4}] and done == [True, True, False]
+    assert [t.params for t in configs] == [{"a": 0.1}, {"a": 0.2}, {"a": 0.4}] and done == [True, True, False]
+    # the DSR's count: every distinct configuration tried, the failed one included (records.distinct_configurations)
+    assert [t.params for t in wfmod.distinct_configurations(st)] == [{"a": 0.1}, {"a": 0.2}, {"a": 0.3}, {"a": 0.4}]
 
 
 def test_combine_pvalues_is_rugers_bound():

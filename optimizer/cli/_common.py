@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import sqlite3
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -16,11 +18,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from optimizer.errors import AccumoptError
-from optimizer.settings import DEFAULT_DB, DEFAULT_STORAGE
+from optimizer.errors import AccumoptError, ParameterError
+from optimizer.paths import DB_ENV, OUTPUT_ENV, STORAGE_ENV
 
 __all__ = [
-    "console", "err_console", "db_option", "storage_option", "format_option", "progress_enabled", "echo_json", "print_table",
+    "console", "err_console", "shared_options", "format_option", "progress_enabled", "echo_json", "print_table",
     "ErrorGroup",
 ]
 
@@ -29,14 +31,43 @@ err_console = Console(stderr=True)
 
 
 # ------------------------------------------------------------------------------------------------ shared options
-def db_option(f: Callable) -> Callable:
-    return click.option("--db", "db", envvar="ACCUMOPT_DB", default=DEFAULT_DB, show_default=True,
-                        type=click.Path(dir_okay=False), help="DuckDB store (env ACCUMOPT_DB).")(f)
+_SHARED = {
+    "db": (click.Path(dir_okay=False), f"DuckDB store. Precedence: this flag > env {DB_ENV} > the spec's "
+                                       "[data].database > <out>/darkpool.duckdb."),
+    "storage": (None, f"Optuna storage URL. Precedence: this flag > env {STORAGE_ENV} > the spec's [run].storage > "
+                      "sqlite:///<out>/studies.db (journal:PATH for a journal file, postgresql://... for many machines)."),
+    "out": (click.Path(file_okay=False), f"Output root (env {OUTPUT_ENV}, default output): every file the command "
+                                         "writes goes in a per-run folder under it, and the default store and "
+                                         "storage live in it."),
+}
+_UNUSED = {"db": "it reads no DuckDB store", "storage": "it reads no study storage",
+           "out": "it writes no file and opens no default store"}
 
 
-def storage_option(f: Callable) -> Callable:
-    return click.option("--storage", envvar="ACCUMOPT_STORAGE", default=None,
-                        help=f"Optuna storage URL (env ACCUMOPT_STORAGE; default {DEFAULT_STORAGE}; journal:PATH for a journal file).")(f)
+def shared_options(*uses: str) -> Callable[[Callable], Callable]:
+    """``--db``, ``--storage`` and ``--out`` on a command (every command takes all three; defaults and precedence:
+    ``optimizer.paths``). The callback receives those in ``uses`` (None when not given: the library resolves the
+    environment, the spec and the default); one it does not use is refused when given, never silently ignored."""
+    bad = set(uses) - set(_SHARED)
+    if bad:
+        raise ParameterError(f"shared options must be among {', '.join(_SHARED)}, got {', '.join(sorted(bad))}")
+
+    def deco(f: Callable) -> Callable:
+        @functools.wraps(f)
+        def wrapper(*args: Any, **kw: Any) -> Any:
+            for name in _SHARED:
+                value = kw.pop(name, None) if name not in uses else kw.get(name)
+                if name not in uses and value is not None:
+                    path = click.get_current_context().command_path
+                    raise ParameterError(f"{path} does not use --{name} ({_UNUSED[name]}); leave it out, got --{name}={value}")
+            return f(*args, **kw)
+
+        for name in reversed(list(_SHARED)):
+            typ, help_ = _SHARED[name]
+            wrapper = click.option(f"--{name}", name, default=None, type=typ,
+                                   help=help_ if name in uses else f"Not used by this command ({_UNUSED[name]}).")(wrapper)
+        return wrapper
+    return deco
 
 
 def format_option(*choices: str) -> Callable[[Callable], Callable]:
@@ -102,8 +133,22 @@ def _is_store_open_error(e: BaseException) -> bool:
     return isinstance(e, duckdb.IOException)
 
 
+def _is_storage_error(e: BaseException) -> bool:
+    """An error of the study storage met while reading or writing it (a corrupt or truncated SQLite file): SQLite,
+    SQLAlchemy or Optuna's storage error. (Opening one is checked by ``study.storage.make_storage``.)"""
+    return isinstance(e, sqlite3.Error) or type(e).__module__.startswith("sqlalchemy") or \
+        type(e).__name__ == "StorageInternalError"
+
+
+def _root_cause(e: BaseException) -> BaseException:
+    while e.__cause__ is not None or e.__context__ is not None:
+        e = e.__cause__ or e.__context__
+    return e
+
+
 class ErrorGroup(click.Group):
-    """Turns AccumoptError (and an unopenable DuckDB file) into a one-line message and exit code 2."""
+    """Turns AccumoptError (and an unopenable DuckDB store, a failing study storage) into a one-line message and
+    exit code 2."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -111,8 +156,12 @@ class ErrorGroup(click.Group):
         except AccumoptError as e:
             _error_line(str(e))
             ctx.exit(2)
-        except Exception as e:  # noqa: BLE001 - only store-open errors are handled, the rest re-raised
-            if not _is_store_open_error(e):
+        except Exception as e:  # noqa: BLE001 - only store / storage errors are handled, the rest re-raised
+            if _is_store_open_error(e):
+                _error_line(f"cannot open the DuckDB store: {e}")
+                ctx.exit(2)
+            if not _is_storage_error(e):
                 raise
-            _error_line(f"cannot open the DuckDB store: {e}")
+            cause = _root_cause(e)
+            _error_line(f"the study storage failed: {type(cause).__name__}: {str(getattr(cause, 'orig', None) or cause).splitlines()[0]}")
             ctx.exit(2)

@@ -9,9 +9,10 @@ import click
 from optimizer.analytics.plots import pressure_plot, price_chart
 from optimizer.analytics.scanner import render_scan, scan, write_scan
 from optimizer.analytics.tables import daily_table, render_daily_table, write_daily_table_html
-from optimizer.cli._common import echo_json, console, db_option, format_option
+from optimizer.cli._common import echo_json, console, format_option, shared_options
 from optimizer.data.store import connect
 from optimizer.data.symbols import canonical_symbol
+from optimizer.paths import existing_store, output_root, resolve_db, run_label, under
 from optimizer.report.files import save_figure
 from optimizer.settings import Settings
 
@@ -34,18 +35,18 @@ def _png_option(f):
 @click.option("--ratio-z", type=float, default=None, help="Short-ratio z-score threshold [env SCANNER_RATIO_Z; 2.0].")
 @click.option("--export-full/--no-export-full", default=None,
               help="Write scanner_metrics.csv with every symbol [env SCANNER_EXPORT_FULL; on].")
-@click.option("--out", "out_root", default="output/scanner", show_default=True, help="Root directory of the dated output folders.")
 @_png_option
-@db_option
+@shared_options("db", "out")
 @format_option()
-@click.pass_context
-def scan_cmd(ctx, date, lookback, top, trend_days, outlier_z, volume_z, ratio_z, export_full, out_root, png, db, fmt):
+def scan_cmd(date, lookback, top, trend_days, outlier_z, volume_z, ratio_z, export_full, png, db, out, fmt):
     """Scan every symbol's FINRA short-sale data for accumulation outliers; writes scanner_daily_metrics and
-    output/scanner/YYYY-MM-DD/ (CSV + HTML, PNG with kaleido). Unset flags take the pipeline's SCANNER_*
-    environment variables (SCANNER_DB_PATH is the store when --db is not given)."""
+    <out>/scanner/YYYY-MM-DD/ (CSV + HTML, PNG with kaleido). Unset flags take the pipeline's SCANNER_*
+    environment variables (SCANNER_DB_PATH, the pipeline's own variable, is the store when --db is not given; it
+    wins over ACCUMOPT_DB)."""
     st = Settings.from_env()
-    if st.scanner_db_path and ctx.get_parameter_source("db") is not click.core.ParameterSource.COMMANDLINE:
-        db = st.scanner_db_path
+    root = output_root(out)
+    db = existing_store(resolve_db(db or st.scanner_db_path, None, root))
+    out_root = root / "scanner"
 
     def pick(flag, env_value):
         return env_value if flag is None else flag
@@ -74,18 +75,18 @@ def scan_cmd(ctx, date, lookback, top, trend_days, outlier_z, volume_z, ratio_z,
 @click.option("--tickers", default=None, help="Comma-separated (default: $TICKERS or every symbol).")
 @click.option("--style", type=click.Choice(["scan", "analysis"]), default="scan", show_default=True,
               help="scan: compact, best score first; analysis: every volume and z column, in ticker order.")
-@click.option("--html", "html_path", default=None, help="Also write an HTML table here (default output/tables/<date>.html).")
-@db_option
+@shared_options("db", "out")
 @format_option()
-def table_cmd(date, tickers, style, html_path, db, fmt):
-    """Daily table: short ratio, lit imbalance, OTC participation, score, confidence, agreement, provenance."""
-    con = connect(db, read_only=True)
+def table_cmd(date, tickers, style, db, out, fmt):
+    """Daily table: short ratio, lit imbalance, OTC participation, score, confidence, agreement, provenance; also
+    written as HTML to <out>/tables/<date>_<style>[_<tickers>].html."""
+    con = connect(existing_store(resolve_db(db, None, output_root(out))), read_only=True)
     try:
         df = daily_table(con, date=date, tickers=tickers, style=style)
     finally:
         con.close()
     d = str(df["date"].iloc[0])[:10] if len(df) and "date" in df else (date or "latest")
-    path = write_daily_table_html(df, html_path or f"output/tables/{d}.html")
+    path = write_daily_table_html(df, under(output_root(out), "tables", run_label(d, style, tickers), suffix=".html"))
     if fmt == "json":
         click.echo(df.to_json(orient="records", date_format="iso", indent=2))
     else:
@@ -98,12 +99,12 @@ def table_cmd(date, tickers, style, html_path, db, fmt):
 @click.option("--dates", nargs=2, default=(None, None), help="START END (default: all).")
 @click.option("--mode", type=click.Choice(["layered", "short_only", "both"]), default="layered", show_default=True,
               help="layered: short ratio, lit imbalance and price together; short_only; both: one file each.")
-@click.option("--out", default=None, help="Output HTML (default output/plots/<TICKER>_<mode>.html).")
 @_png_option
-@db_option
-def plot_cmd(ticker, dates, mode, out, png, db):
-    """Pressure plots for TICKER (plotly HTML; PNG too when kaleido is installed)."""
-    con = connect(db, read_only=True)
+@shared_options("db", "out")
+def plot_cmd(ticker, dates, mode, png, db, out):
+    """Pressure plots for TICKER (plotly HTML; PNG too when kaleido is installed), written to
+    <out>/plots/<TICKER>_<mode>[_<start>_<end>].html."""
+    con = connect(existing_store(resolve_db(db, None, output_root(out))), read_only=True)
     try:
         figs = pressure_plot(con, ticker, dates[0], dates[1], mode=mode)
     finally:
@@ -111,7 +112,7 @@ def plot_cmd(ticker, dates, mode, out, png, db):
     figs = figs if isinstance(figs, (list, tuple)) else [figs]
     for i, fig in enumerate(figs):
         suffix = mode if len(figs) == 1 else ("layered", "short_only")[i]
-        p = out if (out and len(figs) == 1) else f"output/plots/{canonical_symbol(ticker, 'ticker')}_{suffix}.html"
+        p = under(output_root(out), "plots", run_label(canonical_symbol(ticker, "ticker"), suffix, *dates), suffix=".html")
         for w in save_figure(fig, p, png=png):
             click.echo(str(w))
 
@@ -122,17 +123,19 @@ def plot_cmd(ticker, dates, mode, out, png, db):
               help="Bar size.")
 @click.option("--start", default=None, help="First date (default: all).")
 @click.option("--end", default=None, help="Last date (default: all).")
-@click.option("--out", default=None, help="Output HTML (default output/charts/<TICKER>_<timeframe>.html).")
 @_png_option
-@db_option
-def chart_cmd(ticker, timeframe, start, end, out, png, db):
-    """OHLCV candles with volume for TICKER (plotly HTML)."""
-    con = connect(db, read_only=True)
+@shared_options("db", "out")
+def chart_cmd(ticker, timeframe, start, end, png, db, out):
+    """OHLCV candles with volume for TICKER (plotly HTML), written to
+    <out>/charts/<TICKER>_<timeframe>[_<start>_<end>].html."""
+    con = connect(existing_store(resolve_db(db, None, output_root(out))), read_only=True)
     try:
         fig = price_chart(con, ticker, timeframe=timeframe, start=start, end=end)
     finally:
         con.close()
-    for w in save_figure(fig, out or f"output/charts/{canonical_symbol(ticker, 'ticker')}_{timeframe}.html", png=png):
+    path = under(output_root(out), "charts", run_label(canonical_symbol(ticker, "ticker"), timeframe, start, end),
+                 suffix=".html")
+    for w in save_figure(fig, path, png=png):
         click.echo(str(w))
 
 

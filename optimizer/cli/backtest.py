@@ -9,9 +9,10 @@ from collections.abc import Callable
 
 import click
 
-from optimizer.backtest import backtest
-from optimizer.cli._common import echo_json, print_table, db_option, format_option
+from optimizer.backtest import backtest, compare_metrics
+from optimizer.cli._common import echo_json, err_console, print_table, format_option, shared_options
 from optimizer.params import PARAMS, Choice, Param
+from optimizer.paths import output_root, resolve_db
 from optimizer.study.paramsfile import load_params_record
 
 __all__ = ["COMMANDS"]
@@ -34,29 +35,69 @@ def _param_flags(f: Callable) -> Callable:
 
 @click.command("backtest")
 @click.option("--params", "params_file", type=click.Path(exists=True, dir_okay=False),
-              help="JSON parameters (e.g. from `accumopt study best NAME --format json`); flags override them.")
+              help="JSON parameters (e.g. from `accumopt study best NAME --format json`: the trial's universe, span, "
+                   "regime filter and costs come with it, and the run reproduces the trial); flags override them.")
 @_param_flags
-@click.option("--universe", default="tier1+3", show_default=True, help="tier1, tier3, tier1+3, tier1+2+3, all or a comma list.")
-@click.option("--start", default=None, help="First session (default: the first in daily_metrics).")
-@click.option("--end", default=None, help="Last session (default: the last in daily_metrics).")
+@click.option("--universe", default=None, help="tier1, tier3, tier1+3, tier1+2+3, all or a comma list (default: the "
+                                               "parameters file's, else tier1+3).")
+@click.option("--start", default=None, help="First signal session (default: the file's span start, else the first "
+                                            "in daily_metrics).")
+@click.option("--end", default=None, help="Last session (default: the file's data end, else the last session before "
+                                          "the final reserve).")
+@click.option("--regime", default=None, help="Regime filter on entries, e.g. RISK_ON (default: the file's, else ALL).")
+@click.option("--final", is_flag=True, help="Allow the span to include the final reserve (recorded in the store's "
+                                            "reserve ledger; a second opening warns).")
+@click.option("--allow-data-change", is_flag=True,
+              help="Run a parameters file's trial even when the store's data differs from the trial's (it will not "
+                   "reproduce the trial's metrics).")
 @click.option("--save/--no-save", default=True, show_default=True,
-              help="Write bt_ tables and output/signal_events.parquet, backtest_runs.csv, frequency_baseline.csv.")
-@db_option
+              help="Write bt_ tables and <out>/backtest/<run_id>/ (signal_events.parquet, frequency_baseline.csv; "
+                   "one row in <out>/backtest/backtest_runs.csv).")
+@shared_options("db", "out")
 @format_option()
-def backtest_cmd(params_file, universe, start, end, save, db, fmt, **flags):
-    """Backtest one configuration on the store and print its metrics (returns are fractions)."""
-    params = load_params_record(params_file).params if params_file else {}
-    params.update({k: v for k, v in flags.items() if v is not None})
-    run = backtest(params, db, universe, start, end, save=save)
+def backtest_cmd(params_file, universe, start, end, regime, final, allow_data_change, save, db, out, fmt, **flags):
+    """Backtest one configuration on the store and print its metrics (returns are fractions). With the parameters
+    file of a trial, the run reproduces the trial and shows its stored metrics beside the backtest's."""
+    rec = load_params_record(params_file) if params_file else None
+    params = dict(rec.params) if rec is not None else {}
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    params.update(overrides)
+    loose = rec is not None and rec.record is None  # a parameters file without a trial's record
+    universe = universe if universe is not None else (rec.universe if loose else None)
+    start = start if start is not None else (rec.start if loose else None)
+    run = backtest(params, resolve_db(db, None, output_root(out)), universe, start, end, save=save,
+                   out_root=output_root(out), record=rec.record if rec is not None else None,
+                   regime=regime if regime is not None else (rec.regime if rec is not None and rec.record is None else None),
+                   final=final, allow_data_change=allow_data_change)
     panel = run.panel
-    if fmt == "json":
-        echo_json(run.metrics | {"params": run.result.config.to_params(), "start": str(panel.dates[0]),
-                             "end": str(panel.dates[-1]), "symbols": len(panel.symbols), "outputs": run.outputs})
+    stored = rec.trial.get("metrics") if rec is not None and rec.trial and rec.record is not None else None
+    reproduces = None
+    if stored and not overrides and not loose and universe is None and start is None and end is None \
+            and regime is None and not final:
+        comp = compare_metrics(stored, run.result.metrics)
+        reproduces = bool(comp["equal"].all()) if len(comp) else None
     else:
-        print_table([{"metric": k, "value": v} for k, v in run.metrics.items()],
-               title=f"backtest {panel.dates[0]}..{panel.dates[-1]}, {len(panel.symbols)} symbols")
-        for k, v in run.outputs.items():
-            click.echo(f"{k}: {v}")
+        comp = None
+    for w in run.warnings:
+        err_console.print(w, style="bold red", markup=False, highlight=False, soft_wrap=True)
+    if fmt == "json":
+        echo_json(run.metrics | {"params": run.result.config.to_params(), "start": str(panel.dates[run.result.span.sig_start])[:10],
+                                 "end": str(panel.dates[-1])[:10], "symbols": len(panel.symbols),
+                                 "config": run.record.to_dict() if run.record else None, "reserve_opened": run.opened_reserve,
+                                 "coverage": panel.coverage.to_dict() if panel.coverage is not None else None,
+                                 "reproduces_trial": reproduces,
+                                 "comparison": None if comp is None else comp.to_dict(orient="records"),
+                                 "warnings": run.warnings, "outputs": run.outputs})
+        return
+    d = panel.dates
+    print_table([{"metric": k, "value": v} for k, v in run.metrics.items()],
+                title=f"backtest {str(d[run.result.span.sig_start])[:10]}..{str(d[-1])[:10]}, {len(panel.symbols)} symbols")
+    if comp is not None and len(comp):
+        t = rec.trial
+        print_table(comp, title=f"trial {t.get('number')} of {t.get('study')}: "
+                                f"{'REPRODUCED' if reproduces else 'DIFFERENT'}")
+    for k, v in run.outputs.items():
+        click.echo(f"{k}: {v}")
 
 
 COMMANDS = (backtest_cmd,)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -13,9 +14,9 @@ from optimizer.cli._common import (
     progress_enabled,
     print_table,
     console,
-    db_option,
     err_console,
     format_option,
+    shared_options,
 )
 from optimizer.data.coverage import store_info
 from optimizer.data.fetch import fetch_finra_api, fetch_finra_short, fetch_polygon_prices
@@ -25,6 +26,7 @@ from optimizer.data.store import connect
 from optimizer.data.synth import SynthConfig, generate_market, synth_to_db, write_market
 from optimizer.data.universe import resolve_universe
 from optimizer.errors import DataError
+from optimizer.paths import DB_ENV, existing_store, output_root, resolve_db, run_label, under
 from optimizer.settings import Settings
 
 __all__ = ["COMMANDS"]
@@ -39,9 +41,9 @@ __all__ = ["COMMANDS"]
               help="Refuse a file whose content exceeds this many MiB (env MAX_DECOMPRESSED_MB, default 2048).")
 @click.option("--max-expansion", type=click.FloatRange(min=1), default=None,
               help="Refuse a gzip that expands more than this many times (env MAX_EXPANSION_RATIO, default 100).")
-@db_option
+@shared_options("db", "out")
 @format_option()
-def ingest_cmd(kind, paths, strict, max_decompressed_mb, max_expansion, db, fmt):
+def ingest_cmd(kind, paths, strict, max_decompressed_mb, max_expansion, db, out, fmt):
     """Ingest raw files (files, directories or globs) of KIND into the store, one transaction per file.
 
     Re-ingesting an identical file is a no-op; a changed file replaces its dates' rows. Malformed files are
@@ -53,6 +55,7 @@ def ingest_cmd(kind, paths, strict, max_decompressed_mb, max_expansion, db, fmt)
         settings = dataclasses.replace(settings, max_decompressed_mb=max_decompressed_mb)
     if max_expansion is not None:
         settings = dataclasses.replace(settings, max_expansion_ratio=max_expansion)
+    db = resolve_db(db, None, output_root(out))
     con = connect(db)
     try:
         rep = ingest_paths(con, kind, list(paths), strict=strict, progress=progress_enabled() and fmt == "table", settings=settings)
@@ -82,11 +85,13 @@ def fetch_grp():
 @click.option("--end", required=True, help="Last trade date (YYYY-MM-DD).")
 @click.option("--family", "families", multiple=True, default=["CNMS"], show_default=True,
               help="File family: CNMS, FNSQ, FNQC, FNYX, FNRA, FORF (repeatable).")
-@click.option("--cache", default="output/raw/finra", show_default=True, help="Raw-file cache directory.")
+@click.option("--cache", default=None, help="Raw-file cache directory (default <out>/raw/finra).")
 @click.option("--no-ingest", is_flag=True, help="Only download.")
-@db_option
-def fetch_finra_cmd(start, end, families, cache, no_ingest, db):
+@shared_options("db", "out")
+def fetch_finra_cmd(start, end, families, cache, no_ingest, db, out):
     """Download FINRA Reg SHO daily short-sale files (FINRA_CDN_URL) for each NYSE session, then ingest them."""
+    cache = cache or output_root(out) / "raw" / "finra"
+    db = resolve_db(db, None, output_root(out))
     files = fetch_finra_short(start, end, cache, Settings.from_env(), families=tuple(families))
     console.print(f"{len(files)} file(s) in {cache}", markup=False)
     _print_missing(files)
@@ -98,11 +103,13 @@ def fetch_finra_cmd(start, end, families, cache, no_ingest, db):
 @click.option("--start", required=True, help="First trade date (YYYY-MM-DD).")
 @click.option("--end", required=True, help="Last trade date (YYYY-MM-DD).")
 @click.option("--symbols", default=None, help="Comma-separated symbols (default: all).")
-@click.option("--cache", default="output/raw/finra_api", show_default=True, help="Directory for the downloaded CSV.")
+@click.option("--cache", default=None, help="Directory for the downloaded CSV (default <out>/raw/finra_api).")
 @click.option("--no-ingest", is_flag=True, help="Only download.")
-@db_option
-def fetch_finra_api_cmd(start, end, symbols, cache, no_ingest, db):
+@shared_options("db", "out")
+def fetch_finra_api_cmd(start, end, symbols, cache, no_ingest, db, out):
     """Query the FINRA Query API (OAuth client credentials) for Reg SHO daily data, then ingest it."""
+    cache = cache or output_root(out) / "raw" / "finra_api"
+    db = resolve_db(db, None, output_root(out))
     syms = [s.strip().upper() for s in symbols.split(",")] if symbols else None
     res = fetch_finra_api(start, end, Settings.from_env(), syms, out_dir=cache)
     written = res.attrs.get("path") if res is not None else None
@@ -116,11 +123,13 @@ def fetch_finra_api_cmd(start, end, symbols, cache, no_ingest, db):
 @click.option("--symbols", default=None, help="Comma-separated symbols or a tier (default: $TICKERS or tier1+3).")
 @click.option("--start", required=True, help="First date (YYYY-MM-DD).")
 @click.option("--end", required=True, help="Last date (YYYY-MM-DD).")
-@click.option("--cache", default="output/raw/prices", show_default=True, help="Directory for the downloaded JSON files.")
+@click.option("--cache", default=None, help="Directory for the downloaded JSON files (default <out>/raw/prices).")
 @click.option("--no-ingest", is_flag=True, help="Only download.")
-@db_option
-def fetch_prices_cmd(symbols, start, end, cache, no_ingest, db):
+@shared_options("db", "out")
+def fetch_prices_cmd(symbols, start, end, cache, no_ingest, db, out):
     """Download Polygon daily aggregates (POLYGON_API_KEY, POLYGON_BASE_URL), then ingest them."""
+    cache = cache or output_root(out) / "raw" / "prices"
+    db = resolve_db(db, None, output_root(out))
     s = Settings.from_env()
     syms = resolve_universe(symbols) if symbols else (list(s.tickers) or resolve_universe("tier1+3"))
     files = fetch_polygon_prices(syms, start, end, cache, s)
@@ -157,7 +166,6 @@ def data_grp():
 
 
 @data_grp.command("synth")
-@click.option("--out", "out_dir", default="output/synth", show_default=True, help="Directory for the raw-format files.")
 @click.option("--seed", default=7, show_default=True, type=int, help="Random seed (same seed -> identical files).")
 @click.option("--effect", default=1.0, show_default=True, type=float, help="Planted effect strength; 0 = a null market with no edge.")
 @click.option("--family", default="ratio", show_default=True, type=click.Choice(["ratio", "volume", "lit"]),
@@ -168,19 +176,24 @@ def data_grp():
 @click.option("--n-symbols", type=int, default=None, help="Add synthetic names up to N symbols (scale tests).")
 @click.option("--prices", "prices_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Keep real prices from this CSV and synthesize only the flow layers.")
-@click.option("--db", default=None, type=click.Path(dir_okay=False), help="Also ingest the files and build daily_metrics here.")
+@shared_options("db", "out")
 @format_option()
-def synth_cmd(out_dir, seed, effect, family, start, end, universe, n_symbols, prices_file, db, fmt):
+def synth_cmd(seed, effect, family, start, end, universe, n_symbols, prices_file, db, out, fmt):
     """Write the embedded synthetic market as real-format raw files (FINRA CNMS, prices, lit flow, OTC weekly,
-    options) plus a ground-truth folder the optimizer never reads; with --db, ingest and build daily_metrics."""
+    options) plus a ground-truth folder the optimizer never reads, under <out>/synth/<seed, effect, family, span,
+    universe>/; with a store (--db, or env ACCUMOPT_DB), also ingest them and build daily_metrics there."""
 
     cfg = SynthConfig(seed=seed, start=start, end=end, universe=universe, n_symbols=n_symbols, effect=effect,
                       family=family, prices_file=prices_file)
+    out_dir = under(output_root(out), "synth", run_label(
+        f"seed{seed}", f"effect{effect:g}", family, start, end, universe, None if n_symbols is None else f"n{n_symbols}",
+        None if prices_file is None else f"prices-{Path(prices_file).stem}"))
+    db = db or os.environ.get(DB_ENV) or None
     if db:
         summary = synth_to_db(cfg, out_dir, db, progress=progress_enabled() and fmt == "table")
     else:
         paths = write_market(generate_market(cfg), out_dir)
-        summary = {"out": out_dir, "files": {k: str(v) for k, v in paths.items()}}
+        summary = {"out": str(out_dir), "files": {k: str(v) for k, v in paths.items()}}
     if fmt == "json":
         echo_json(summary)
     else:
@@ -188,11 +201,12 @@ def synth_cmd(out_dir, seed, effect, family, start, end, universe, n_symbols, pr
 
 
 @data_grp.command("info")
-@db_option
+@shared_options("db", "out")
 @format_option()
-def info_cmd(db, fmt):
+def info_cmd(db, out, fmt):
     """Summarize the store: schema version, rows per table, date ranges, and each source's coverage of the NYSE
     sessions between its first and last date (sessions present, gaps, the largest gap)."""
+    db = existing_store(resolve_db(db, None, output_root(out)))
     con = connect(db, read_only=True)
     try:
         info = store_info(con)
@@ -228,11 +242,12 @@ def metrics_grp():
 @metrics_grp.command("build")
 @click.option("--z-window", default=20, show_default=True, type=int, help="Window of the stored z-score columns.")
 @click.option("--min-lit-volume", default=None, type=int, help="Lit imbalance is NULL below this volume (env MIN_LIT_VOLUME, default 10000).")
-@db_option
+@shared_options("db", "out")
 @format_option()
-def metrics_build_cmd(z_window, min_lit_volume, db, fmt):
+def metrics_build_cmd(z_window, min_lit_volume, db, out, fmt):
     """Rebuild daily_metrics from the raw tables (one transaction; point-in-time; OTC publication lag applied)."""
     mlv = min_lit_volume if min_lit_volume is not None else Settings.from_env().min_lit_volume
+    db = existing_store(resolve_db(db, None, output_root(out)))
     con = connect(db)
     try:
         summary = build_daily_metrics(con, z_window=z_window, min_lit_volume=mlv, progress=progress_enabled())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import click
 
@@ -12,17 +11,17 @@ from optimizer.cli._common import (
     progress_enabled,
     print_table,
     console,
-    db_option,
     err_console,
     format_option,
-    storage_option,
+    shared_options,
 )
 from optimizer.demo import run_demo
+from optimizer.paths import existing_store, output_root, resolve_db, resolve_storage, run_label, under
 from optimizer.report.research import build_report
 from optimizer.data.store import connect
 from optimizer.report.sandbox import load_sandbox_panel, sandbox_figure, write_sandbox
 from optimizer.study.spec import load_spec
-from optimizer.validate.walkforward import run_walkforward, save_walkforward
+from optimizer.validate.walkforward import run_walkforward, save_walkforward, walkforward_dir
 
 __all__ = ["COMMANDS"]
 
@@ -31,25 +30,26 @@ __all__ = ["COMMANDS"]
 @click.argument("spec", type=click.Path())
 @click.option("--final", is_flag=True, help="Also open the final reserve (last [data].reserve_fraction of sessions). Recorded; a second opening warns.")
 @click.option("--n-trials", type=int, help="Trials per window (default [walkforward].n_trials or [run].n_trials).")
-@click.option("--out", "out_dir", default=None, help="Directory for the run's files (default output/walkforward/<study>).")
-@storage_option
-@db_option
+@shared_options("db", "storage", "out")
 @format_option()
-def walkforward_cmd(spec, final, n_trials, out_dir, storage, db, fmt):
+def walkforward_cmd(spec, final, n_trials, storage, db, out, fmt):
     """Re-optimize SPEC on rolling train windows and evaluate each winner once on the following test window.
 
     Prints per-window in-sample vs out-of-sample metrics, the stitched out-of-sample result, DSR / PSR / PBO,
-    cost stress and the verdict. Writes output/walk_forward_summary.csv and output/walkforward/<study>/.
-    An interrupted run resumes at the first unfinished window.
+    cost stress and the verdict. Writes the run's files to <out>/walkforward/<study>/ (<study>-final/ with
+    --final). An interrupted run resumes at the first unfinished window.
     """
     s = load_spec(spec)
+    root = output_root(out)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        res = run_walkforward(s, db, storage, final=final, progress=progress_enabled() and fmt == "table", n_trials=n_trials)
+        res = run_walkforward(s, resolve_db(db, s.data.database, root), resolve_storage(storage, s.run.storage, root),
+                              final=final, progress=progress_enabled() and fmt == "table", n_trials=n_trials,
+                              out_dir=None)
     for w in caught:
-        if "reserve" in str(w.message):
+        if "reserve" in str(w.message) or "seed_from" in str(w.message):
             err_console.print(str(w.message), style="bold red", markup=False, highlight=False, soft_wrap=True)
-    d = save_walkforward(res, out_dir or f"output/walkforward/{s.run.study_name}")
+    d = save_walkforward(res, walkforward_dir(root, s.run.study_name, final))
     if fmt == "json":
         echo_json(res.to_dict() | {"files": str(d)})
         return
@@ -76,11 +76,13 @@ def walkforward_cmd(spec, final, n_trials, out_dir, storage, db, fmt):
 
 @click.command("report")
 @click.argument("target")
-@click.option("--out", "out_dir", default="output/reports", show_default=True, help="Directory for the HTML report.")
-@storage_option
-def report_cmd(target, out_dir, storage):
-    """Build a self-contained HTML report for a study NAME or a walk-forward run directory."""
-    click.echo(str(build_report(target, storage, out_dir=out_dir)))
+@shared_options("storage", "out")
+def report_cmd(target, storage, out):
+    """Build a self-contained HTML report (under <out>/reports/) for a study NAME, a walk-forward run NAME under
+    <out>/walkforward/ or a walk-forward run directory."""
+    root = output_root(out)
+    click.echo(str(build_report(target, resolve_storage(storage, None, root), out_dir=root / "reports",
+                                walkforward_root=root / "walkforward")))
 
 
 @click.command("sandbox")
@@ -93,32 +95,36 @@ def report_cmd(target, out_dir, storage):
                                       "blended (option_b) or all three side by side (the design's DOT_MODE).")
 @click.option("--buy", type=float, default=70.0, show_default=True, help="Accumulation dots at score >= buy.")
 @click.option("--sell", type=float, default=30.0, show_default=True, help="Distribution dots at score <= sell.")
-@click.option("--out", default=None, help="Output HTML (default output/sandbox/<TICKER>.html).")
 @click.option("--png/--no-png", "png", default=None,
               help="Also write a PNG (kaleido, the png extra). Default: when kaleido is installed; --png makes a "
                    "missing kaleido an error.")
-@db_option
-def sandbox_cmd(ticker, start, end, z_window, dot_mode, buy, sell, out, png, db):
-    """The seven-panel signal-sandbox chart for one symbol (plus the imbalance·log1p(B+S) panel)."""
-    con = connect(db, read_only=True)
+@shared_options("db", "out")
+def sandbox_cmd(ticker, start, end, z_window, dot_mode, buy, sell, png, db, out):
+    """The seven-panel signal-sandbox chart for one symbol (plus the imbalance·log1p(B+S) panel), written to
+    <out>/sandbox/<TICKER>[_<start>_<end>_<options>].html."""
+    con = connect(existing_store(resolve_db(db, None, output_root(out))), read_only=True)
     try:
         panel = load_sandbox_panel(con, ticker, start, end, z_window=z_window)
     finally:
         con.close()
     fig = sandbox_figure(panel, ticker, start, end, z_window=z_window, buy=buy, sell=sell, dot_mode=dot_mode)
-    for w in write_sandbox(fig, out or f"output/sandbox/{panel.symbols[0]}.html", png=png):
+    opts = None if (z_window, dot_mode, buy, sell) == (20, "current", 70.0, 30.0) else \
+        f"z{z_window}-{dot_mode}-b{buy:g}-s{sell:g}"
+    path = under(output_root(out), "sandbox", run_label(panel.symbols[0], start, end, opts), suffix=".html")
+    for w in write_sandbox(fig, path, png=png):
         click.echo(str(w))
 
 
 @click.command("demo")
-@click.option("--out", "out_root", default="output", show_default=True, help="Root directory; data, studies and reports go to <OUT>/demo/.")
 @click.option("--effect", default=3.0, show_default=True, type=float, help="Planted effect of the synthetic market (0 = a null market: the verdict should be not supported).")
 @click.option("--seed", default=7, show_default=True, type=int, help="Seed of the synthetic market.")
 @click.option("--fresh", is_flag=True, help="Delete earlier demo studies and data first.")
-def demo_cmd(out_root, effect, seed, fresh):
+@shared_options("out")
+def demo_cmd(effect, seed, fresh, out):
     """End to end on the embedded synthetic market: synth -> ingest -> metrics -> phase A -> phase B ->
-    walk-forward -> report. Prints the verdict, the report path and the dashboard command."""
-    run_demo(Path(out_root), effect=effect, seed=seed, fresh=fresh, console=console, progress=progress_enabled())
+    walk-forward -> report, with its own store and storage under <out>/demo/. Prints the verdict, the report
+    path and the dashboard command."""
+    run_demo(output_root(out), effect=effect, seed=seed, fresh=fresh, console=console, progress=progress_enabled())
 
 
 COMMANDS = (walkforward_cmd, report_cmd, sandbox_cmd, demo_cmd)

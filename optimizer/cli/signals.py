@@ -8,8 +8,9 @@ import click
 from rich import box
 from rich.table import Table
 
-from optimizer.cli._common import console, db_option, echo_json, err_console, progress_enabled
+from optimizer.cli._common import console, echo_json, err_console, progress_enabled, shared_options
 from optimizer.evening import run_evening
+from optimizer.paths import output_root, resolve_db
 from optimizer.report.sheet import sheet_records
 from optimizer.signals import signal_sheet, write_signal_sheet
 from optimizer.study.paramsfile import load_params_record
@@ -17,11 +18,6 @@ from optimizer.study.paramsfile import load_params_record
 __all__ = ["COMMANDS"]
 
 _FLAG_CODES = {"SECTOR_WEAK": "SEC", "GAP_RISK": "GAP", "EXTENDED": "EXT", "FALLING": "FALL", "THIN_DATA": "THIN"}
-
-
-def _out_option(f):
-    return click.option("--out", "out_root", envvar="ACCUMOPT_OUTPUT", default="output", show_default=True,
-                        help="Output root (env ACCUMOPT_OUTPUT); the sheet goes to <OUT>/signals/<date>_<hash>/.")(f)
 
 
 def _sheet_options(f):
@@ -130,14 +126,16 @@ def _render(sheet, show_all: bool) -> None:
 @click.option("--all", "show_all", is_flag=True, help="Also list every symbol's score and decision.")
 @click.option("--save/--no-save", default=True, show_default=True,
               help="Write the signal_sheet table and sheet.csv / sheet.json / sheet.html.")
-@_out_option
-@db_option
+@shared_options("db", "out")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True,
               help="table: terminal tables (80 columns); json / csv: every symbol's row on stdout.")
-def signals_cmd(params_file, universe, start, regime, walkforward, date, show_all, save, out_root, db, fmt):
+def signals_cmd(params_file, universe, start, regime, walkforward, date, show_all, save, db, out, fmt):
     """Tonight's signal sheet: for a configuration, every symbol's score on session D and its decision for the next
-    open (ENTER / EXIT / HOLD), from positions replayed by the backtest engine; no order is placed."""
+    open (ENTER / EXIT / HOLD), from positions replayed by the backtest engine; no order is placed. The sheet goes
+    to <out>/signals/<date>_<hash>/."""
 
+    out_root = output_root(out)
+    db = resolve_db(db, None, out_root)
     rec = load_params_record(params_file)
     sheet = signal_sheet(rec, db, date=date, universe=universe, start=start, regime=regime, walkforward=walkforward)
     paths = write_signal_sheet(sheet, db, out_root) if save else {}
@@ -163,14 +161,14 @@ def signals_cmd(params_file, universe, start, regime, walkforward, date, show_al
               help="Fetch FINRA files (and Polygon prices with POLYGON_API_KEY) after the store's latest FINRA date.")
 @click.option("--through", default=None, help="Last day to fetch (default: today).")
 @click.option("--png/--no-png", "png", default=False, show_default=True, help="Also write the scanner's PNG images.")
-@_out_option
-@db_option
+@shared_options("db", "out")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
               help="table: steps, the sheet and where the outputs are; json: the same for scripts.")
-def evening_cmd(params_file, universe, start, regime, walkforward, ingest_dir, fetch, through, png, out_root, db,
-                fmt):
+def evening_cmd(params_file, universe, start, regime, walkforward, ingest_dir, fetch, through, png, db, out, fmt):
     """The whole evening on new files: fetch (or --ingest DIR), metrics build, scan, signal sheet; prints where the
-    outputs are. Running it twice on the same files changes nothing."""
+    outputs are (under <out>). Running it twice on the same files changes nothing."""
+    out_root = output_root(out)
+    db = resolve_db(db, None, out_root)
 
     echo = (lambda line: err_console.print(line, markup=False, highlight=False)) if fmt == "table" else None
     res = run_evening(params_file, db, out_root, ingest_dir=ingest_dir, fetch=fetch, through=through,

@@ -4,27 +4,26 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import click
 from rich.markup import escape
 
 from optimizer.cli._common import (
     echo_json,
+    err_console,
     progress_enabled,
     print_table,
     console,
-    db_option,
     format_option,
-    storage_option,
+    shared_options,
 )
 from optimizer.errors import ParameterError
+from optimizer.paths import output_root, resolve_db, resolve_storage, run_label, under
 from optimizer.report.compare import write_compare_html
-from optimizer.settings import DEFAULT_STORAGE
 from optimizer.study.inspect import best_trial_json, compare_studies, delete_study, export_study, list_studies, show_study
 from optimizer.study.replay import replay_trial
 from optimizer.study.run import run_study
-from optimizer.study.spec import load_spec
+from optimizer.study.spec import check_study_name, load_spec
 from optimizer.study.storage import make_storage
 
 __all__ = ["COMMANDS"]
@@ -37,6 +36,7 @@ def study_grp():
 
 @study_grp.command("validate")
 @click.argument("specs", nargs=-1, required=True, type=click.Path())
+@shared_options()
 def study_validate(specs):
     """Validate spec files without running anything (exit 2 on the first invalid one)."""
     for p in specs:
@@ -57,18 +57,26 @@ def _run_opts(f):
     return f
 
 
+def _paths(spec, db, storage, out):
+    """(store, storage URL) of a command running ``spec``: flag > env > spec > default under the output root."""
+    return (resolve_db(db, spec.data.database, output_root(out)),
+            resolve_storage(storage, spec.run.storage, output_root(out)))
+
+
 @study_grp.command("run")
 @click.argument("spec", type=click.Path())
 @_run_opts
 @click.option("--jobs", default=1, show_default=True, type=int, help="Worker processes on this machine.")
-@storage_option
-@db_option
+@shared_options("db", "storage", "out")
 @format_option()
-def study_run(spec, n_trials, timeout, name, new_name, jobs, storage, db, fmt):
+def study_run(spec, n_trials, timeout, name, new_name, jobs, storage, db, out, fmt):
     """Create or resume the study of SPEC and run it. Ctrl-C stops after the running trial; re-run to resume."""
     s = load_spec(spec)
     if jobs < 1:
         raise ParameterError(f"jobs must be >= 1, got jobs={jobs}")
+    if name is not None:
+        check_study_name(name, "--name")
+    db, storage = _paths(s, db, storage, out)
     res = run_study(s, db, storage, n_trials=n_trials, timeout=timeout, jobs=jobs, name=name, new_name=new_name,
                     progress=progress_enabled() and fmt == "table")
     _print_run(res, fmt)
@@ -76,40 +84,51 @@ def study_run(spec, n_trials, timeout, name, new_name, jobs, storage, db, fmt):
 
 def _print_run(res, fmt):
     d = {"study": res.study_name, "storage": res.storage, **res.counts, "best_value": res.best_value,
-         "best_params": res.best_params, "seconds": round(res.seconds, 2), "interrupted": res.interrupted}
+         "best_params": res.best_params, "seconds": round(res.seconds, 2), "interrupted": res.interrupted,
+         "first_failure": res.first_failure}
     if fmt == "json":
         echo_json(d)
     else:
         print_table([{"key": k, "value": json.dumps(v, default=str) if isinstance(v, (dict, list)) else v} for k, v in d.items()],
                title=f"study {res.study_name}")
-        console.print(f"dashboard: accumopt dashboard --storage {res.storage}")
+        if res.first_failure:
+            err_console.print(f"warning: {res.counts['failed']} trial(s) failed; first failure, {res.first_failure}",
+                              style="yellow", markup=False, highlight=False, soft_wrap=True)
+        console.print(f"dashboard: accumopt dashboard --storage {res.storage}", markup=False, soft_wrap=True)
 
 
 @study_grp.command("worker")
 @click.argument("spec", type=click.Path())
-@click.option("--storage", required=True, envvar="ACCUMOPT_STORAGE", help="Shared storage URL (e.g. postgresql://...).")
 @_run_opts
-@db_option
+@shared_options("db", "storage", "out")
 @format_option()
-def study_worker(spec, storage, n_trials, timeout, name, new_name, db, fmt):
-    """Join a running study from another process or machine (same spec, same data, shared storage)."""
-    res = run_study(load_spec(spec), db, storage, n_trials=n_trials, timeout=timeout, name=name, new_name=new_name, worker=True,
+def study_worker(spec, n_trials, timeout, name, new_name, storage, db, out, fmt):
+    """Join a running study from another process or machine (same spec, same data, shared storage: --storage,
+    env ACCUMOPT_STORAGE or the spec's [run].storage)."""
+    s = load_spec(spec)
+    if name is not None:
+        check_study_name(name, "--name")
+    db, storage = _paths(s, db, storage, out)
+    res = run_study(s, db, storage, n_trials=n_trials, timeout=timeout, name=name, new_name=new_name, worker=True,
                     progress=progress_enabled() and fmt == "table")
     _print_run(res, fmt)
 
 
 @study_grp.command("list")
-@storage_option
+@click.option("--all", "show_all", is_flag=True, help="Also list the tool's internal marker studies.")
+@shared_options("storage", "out")
 @format_option("table", "json", "csv")
-def study_list(storage, fmt):
-    """List studies: trials complete/pruned/failed/running, best value, created."""
-    df = list_studies(_storage(storage))
+def study_list(show_all, storage, out, fmt):
+    """List studies: trials complete/pruned/failed/running, best value, created, trials asked for."""
+    df = list_studies(_storage(storage, out), internal=show_all)
     _emit_df(df, fmt, "studies")
 
 
-def _storage(url):
-
-    return make_storage(url, heartbeat=False)
+def _storage(url, out, read_only=True):
+    """The study storage (flag > env > default under the output root), read-only unless asked; a command that
+    does not run studies never creates a storage file."""
+    return make_storage(resolve_storage(url, None, output_root(out)), heartbeat=False, read_only=read_only,
+                        create=False)
 
 
 def _emit_df(df, fmt, title):
@@ -124,20 +143,22 @@ def _emit_df(df, fmt, title):
 @study_grp.command("show")
 @click.argument("name")
 @click.option("--top", default=10, show_default=True, type=int, help="How many trials to show.")
-@storage_option
+@shared_options("storage", "out")
 @format_option("table", "json", "csv")
-def study_show(name, top, storage, fmt):
+def study_show(name, top, storage, out, fmt):
     """Top trials of study NAME with parameters and metrics (the Pareto front for multi-objective studies)."""
-    _emit_df(show_study(_storage(storage), name, top=top), fmt, f"study {name}: top {top}")
+    _emit_df(show_study(_storage(storage, out), name, top=top), fmt, f"study {name}: top {top}")
 
 
 @study_grp.command("best")
 @click.argument("name")
-@storage_option
+@click.option("--trial", "number", type=int, default=None, help="This trial instead of the best one.")
+@shared_options("storage", "out")
 @format_option("json", "table")
-def study_best(name, storage, fmt):
-    """The best trial: params (accepted as-is by `backtest --params FILE`), value and metrics."""
-    d = best_trial_json(_storage(storage), name)
+def study_best(name, number, storage, out, fmt):
+    """The best trial: its complete effective configuration (parameters, costs, universe, span, regime filter,
+    data fingerprint), value and metrics; `backtest --params FILE` reproduces it exactly."""
+    d = best_trial_json(_storage(storage, out), name, number)
     if fmt == "json":
         echo_json(d)
     else:
@@ -147,13 +168,13 @@ def study_best(name, storage, fmt):
 
 @study_grp.command("compare")
 @click.argument("names", nargs=-1, required=True)
-@click.option("--out", default=None, help="HTML path (default output/reports/compare_<names>.html).")
-@storage_option
+@shared_options("storage", "out")
 @format_option()
-def study_compare(names, out, storage, fmt):
-    """Compare studies: completed vs pruned vs failed, prune folds, best-so-far curves, time saved by pruning."""
-    res = compare_studies(_storage(storage), list(names))
-    path = Path(out or f"output/reports/compare_{'_'.join(names)}.html")
+def study_compare(names, storage, out, fmt):
+    """Compare studies: completed vs pruned vs failed, prune folds, best-so-far curves, time saved by pruning.
+    Writes <out>/reports/compare_<names>.html."""
+    res = compare_studies(_storage(storage, out), list(names))
+    path = under(output_root(out), "reports", run_label("compare", *names), suffix=".html")
     write_compare_html(res, path)
     if fmt == "json":
         echo_json({"summary": json.loads(res.summary.to_json(orient="records")), "html": str(path)})
@@ -164,39 +185,42 @@ def study_compare(names, out, storage, fmt):
 
 @study_grp.command("export")
 @click.argument("name")
-@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True,
+@click.option("--file-format", "file_fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True,
               help="File format of the export.")
-@click.option("--out", default=None, help="Output path (default output/<name>_trials.<format>).")
-@storage_option
-def study_export(name, fmt, out, storage):
-    """Export every trial (params, values, states, metrics) to CSV or Parquet."""
-    p = export_study(_storage(storage), name, out or f"output/{name}_trials.{fmt}", fmt=fmt)
-    click.echo(str(p))
+@shared_options("storage", "out")
+@format_option()
+def study_export(name, file_fmt, storage, out, fmt):
+    """Export every trial (params, values, states, metrics, configuration) to <out>/exports/<name>_trials.<csv|parquet>."""
+    p = export_study(_storage(storage, out), name, under(output_root(out), "exports", f"{name}_trials",
+                                                         suffix=f".{file_fmt}"), fmt=file_fmt)
+    if fmt == "json":
+        echo_json({"study": name, "file": str(p)})
+    else:
+        click.echo(str(p))
 
 
 @study_grp.command("delete")
 @click.argument("name")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@storage_option
-def study_delete(name, yes, storage):
+@shared_options("storage", "out")
+def study_delete(name, yes, storage, out):
     """Delete study NAME and all its trials (asks first unless --yes)."""
     if not yes:
         if not sys.stdin.isatty():
             raise ParameterError("refusing to delete without confirmation on a non-interactive stdin; pass --yes")
         click.confirm(f"Delete study {name!r} and all its trials?", abort=True)
-    delete_study(_storage(storage), name)
-    console.print(f"deleted {name}")
+    delete_study(_storage(storage, out, read_only=False), name)
+    console.print(f"deleted {name}", markup=False)
 
 
 @study_grp.command("replay")
 @click.argument("name")
 @click.argument("trial", type=int)
-@storage_option
-@db_option
+@shared_options("db", "storage", "out")
 @format_option()
-def study_replay(name, trial, storage, db, fmt):
+def study_replay(name, trial, storage, db, out, fmt):
     """Re-evaluate stored trial TRIAL of study NAME on the same data and show that it reproduces."""
-    rep = replay_trial(_storage(storage), name, trial, db)
+    rep = replay_trial(_storage(storage, out), name, trial, resolve_db(db, None, output_root(out)))
     if fmt == "json":
         echo_json(rep | {"comparison": rep["comparison"].to_dict(orient="records")})
     else:
@@ -206,16 +230,17 @@ def study_replay(name, trial, storage, db, fmt):
 
 
 @click.command("dashboard")
-@storage_option
 @click.option("--port", default=8080, show_default=True, type=int, help="TCP port to listen on.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (loopback by default).")
-def dashboard_cmd(storage, port, host):
+@shared_options("storage", "out")
+def dashboard_cmd(port, host, storage, out):
     """Start optuna-dashboard on the study storage (http://127.0.0.1:PORT)."""
     import optuna_dashboard  # lazy: the dashboard server (and its web stack) is only needed by this command
 
-    url = storage or DEFAULT_STORAGE
-    console.print(f"optuna-dashboard on http://{host}:{port} for {url} (Ctrl-C to stop)")
-    optuna_dashboard.run_server(_storage(url), host=host, port=port)
+    url = resolve_storage(storage, None, output_root(out))
+    st = _storage(url, out, read_only=False)  # the dashboard writes notes; a missing file is refused, never created
+    console.print(f"optuna-dashboard on http://{host}:{port} for {url} (Ctrl-C to stop)", markup=False, soft_wrap=True)
+    optuna_dashboard.run_server(st, host=host, port=port)
 
 
 COMMANDS = (study_grp, dashboard_cmd,)

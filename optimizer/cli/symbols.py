@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from optimizer.cli._common import console, db_option, echo_json, format_option, print_table
+from optimizer.cli._common import console, echo_json, format_option, print_table, shared_options
 from optimizer.data.store import connect
+from optimizer.paths import existing_store, output_root, resolve_db
 from optimizer.data.symbols import (
     add_symbol_mapping, canonical_or_none, canonical_symbol, is_context_symbol, list_symbol_mappings,
     remove_symbol_mapping, symbol_problem,
@@ -21,6 +22,7 @@ def symbols_grp():
 
 @symbols_grp.command("show")
 @click.argument("symbols", nargs=-1, required=True)
+@shared_options()
 @format_option()
 def show_cmd(symbols, fmt):
     """Print the canonical form of each SYMBOL (BRK/B, BRK-B, brk.b -> BRK.B; ABRpD -> ABR.PRD), or the rule it breaks."""
@@ -42,11 +44,11 @@ def map_grp():
 @click.argument("new")
 @click.option("--from", "effective", required=True, help="First session traded under NEW (YYYY-MM-DD).")
 @click.option("--no-rewrite", is_flag=True, help="Only map later ingests; leave the stored rows of OLD as they are.")
-@db_option
+@shared_options("db", "out")
 @format_option()
-def map_add_cmd(old, new, effective, no_rewrite, db, fmt):
+def map_add_cmd(old, new, effective, no_rewrite, db, out, fmt):
     """Map OLD -> NEW from --from on; the stored rows of OLD before that date are renamed in the same transaction."""
-    con = connect(db)
+    con = connect(resolve_db(db, None, output_root(out)))
     try:
         n = add_symbol_mapping(con, old, new, effective, rewrite_existing=not no_rewrite)
     finally:
@@ -60,10 +62,11 @@ def map_add_cmd(old, new, effective, no_rewrite, db, fmt):
 
 
 @map_grp.command("list")
-@db_option
+@shared_options("db", "out")
 @format_option()
-def map_list_cmd(db, fmt):
+def map_list_cmd(db, out, fmt):
     """List the mappings in effective-date order."""
+    db = existing_store(resolve_db(db, None, output_root(out)))
     con = connect(db, read_only=True)
     try:
         rows = list_symbol_mappings(con)
@@ -78,12 +81,12 @@ def map_list_cmd(db, fmt):
 @map_grp.command("remove")
 @click.argument("old")
 @click.option("--from", "effective", default=None, help="Only the mapping effective on this date (default: every mapping of OLD).")
-@db_option
-def map_remove_cmd(old, effective, db):
+@shared_options("db", "out")
+def map_remove_cmd(old, effective, db, out):
     """Remove the mapping(s) of OLD. Later ingests keep OLD's rows under OLD; rows already renamed keep NEW
     (re-ingest the raw files to undo that)."""
 
-    con = connect(db)
+    con = connect(existing_store(resolve_db(db, None, output_root(out))))
     try:
         n = remove_symbol_mapping(con, old, effective)
     finally:

@@ -217,6 +217,16 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (date, params_hash, symbol)
     );
     """,
+    # v6: the ledger of openings of the final reserve (optimizer/study/reserve.py owns it)
+    """
+    CREATE TABLE IF NOT EXISTS reserve_ledger (
+        reserve_start DATE NOT NULL,          -- first session of the final reserve that was opened
+        opened_at TIMESTAMP NOT NULL,
+        command VARCHAR NOT NULL,             -- walkforward --final, backtest --final, ...
+        subject VARCHAR,                      -- the study, or the configuration (params hash), evaluated on it
+        span_end DATE                         -- the last session evaluated
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

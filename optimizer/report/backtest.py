@@ -293,9 +293,11 @@ def write_backtest_files(
     baseline: pd.DataFrame,
     out_dir: str | Path = "output",
     run_id: str | None = None,
+    runs_index: str | Path | None = None,
 ) -> dict[str, Path]:
-    """Write ``signal_events.parquet`` (pyarrow) and ``frequency_baseline.csv`` (replaced) and append one row to
-    ``backtest_runs.csv`` under ``out_dir`` (created). With ``run_id`` every file carries a run_id column.
+    """Write ``signal_events.parquet`` (pyarrow) and ``frequency_baseline.csv`` (replaced) under ``out_dir`` (the
+    run's folder, created) and append one row to ``runs_index`` (default ``out_dir/backtest_runs.csv``: one index of
+    every run). With ``run_id`` every file carries a run_id column.
     Returns {"signal_events", "frequency_baseline", "backtest_runs"} -> path."""
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
@@ -312,8 +314,9 @@ def write_backtest_files(
     paths = {
         "signal_events": d / "signal_events.parquet",
         "frequency_baseline": d / "frequency_baseline.csv",
-        "backtest_runs": d / "backtest_runs.csv",
+        "backtest_runs": Path(runs_index) if runs_index is not None else d / "backtest_runs.csv",
     }
+    paths["backtest_runs"].parent.mkdir(parents=True, exist_ok=True)
     _atomic(paths["signal_events"], lambda p: ev.to_parquet(p, engine="pyarrow", index=False))
     _atomic(paths["frequency_baseline"], lambda p: bl.to_csv(p, index=False))
     _append_csv_row(paths["backtest_runs"], run)

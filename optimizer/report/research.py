@@ -44,9 +44,10 @@ from optuna.trial import TrialState
 from plotly.offline import get_plotlyjs
 
 from optimizer.errors import DataError, check_param
+from optimizer.paths import safe_name, under
 from optimizer.report import figures as F
 from optimizer.report.files import save_figure
-from optimizer.study.inspect import resolve_storage, show_study, trials_table
+from optimizer.study.inspect import open_storage, show_study, trials_table
 from optimizer.study.records import read_study, trial_counts
 from optimizer.validate.stats import closed_trade_events, cost_stress_wording, flag_fragile, validate_rules
 from optimizer.validate.verdict import Verdict
@@ -190,7 +191,7 @@ def _try_figure(page: Page, fid: str, make: Callable[[], go.Figure], what: str, 
 
 
 def _open_study(storage: Any, name: str) -> tuple[optuna.Study, Any]:
-    st, label = resolve_storage(storage)
+    st, label = open_storage(storage)
     names = sorted(s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False))
     if name not in names:
         raise DataError(f"no study named {name!r} in {label}; studies: {', '.join(names) or '(none)'}")
@@ -357,7 +358,7 @@ def build_study_report(storage: Any, study_name: str, out_dir: str | Path = "out
         page.note("no trial reported intermediate values (multi-objective studies do not report per fold)")
     else:
         _try_figure(page, "fig-intermediate", lambda: F.intermediate_figure(inter), "intermediate values")
-    return page.write(Path(out_dir) / (re.sub(r"[^\w.\-]+", "_", study_name) + ".html"))
+    return page.write(under(out_dir, study_name, suffix=".html"))
 
 
 # ------------------------------------------------------------------------------------------------ walk-forward
@@ -543,8 +544,8 @@ def build_walkforward_report(wf: Any, out_dir: str | Path = "output/reports", na
     p = _parts(wf)
     res, summary, equity, stability = p["result"], p["summary"], p["equity"], p["stability"]
     if name is None:
-        name = re.sub(r"[^\w.\-]+", "_", str(res.get("spec") or "walkforward"))
-    check_param(bool(re.fullmatch(r"[\w.\-]+", str(name))), "name", "letters, digits, '_', '-' or '.'", name)
+        name = str(res.get("spec") or "walkforward")
+    name = safe_name(name)
     out = Path(out_dir)
     eq_dir = Path(equity_dir) if equity_dir is not None else out.parent / "equity_curves"
     stats = res.get("stats") or {}
@@ -598,9 +599,10 @@ def build_walkforward_report(wf: Any, out_dir: str | Path = "output/reports", na
 def build_report(target: str, storage: Any = None, out_dir: str | Path = "output/reports",
                  walkforward_root: str | Path = "output/walkforward") -> Path:
     """The HTML report of ``target``: a walk-forward run directory (it holds ``result.json``), the name of a run
-    under ``walkforward_root``, or a study in ``storage``. A name that is both a study and a run is the study."""
+    under ``walkforward_root``, or a study in ``storage``. A name that is both a study and a run is the study.
+    The page is written under ``out_dir`` with a safe file name (``optimizer.paths.safe_name``)."""
     p = Path(target)
-    wf_dir = p if (p / "result.json").exists() else Path(walkforward_root) / target
+    wf_dir = p if (p / "result.json").exists() else Path(walkforward_root) / safe_name(target)
     if (wf_dir / "result.json").exists() and (wf_dir == p or not _study_exists(target, storage)):
         wfd = load_walkforward(wf_dir)
         return build_walkforward_report(wfd, out_dir=out_dir, name=wf_dir.name,
@@ -611,7 +613,7 @@ def build_report(target: str, storage: Any = None, out_dir: str | Path = "output
 def _study_exists(name: str, storage: Any) -> bool:
     """Whether ``storage`` holds study ``name`` (a storage file that does not exist holds none)."""
     try:
-        st, _ = resolve_storage(storage)
+        st, _ = open_storage(storage)
     except DataError:
         return False
     return name in {s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False)}

@@ -16,10 +16,11 @@ from optimizer.engine.evaluate import Evaluator
 from optimizer.engine.panel import Panel, load_panel
 from optimizer.engine.regime_filter import regime_entry_mask
 from optimizer.errors import DataError, check_param
+from optimizer.paths import resolve_db
 from optimizer.study.spec import StudySpec
 from optimizer.study.splits import CombinatorialPurgedCV, FoldSpan, PurgedTimeSeriesSplit, reserve_cutoff
 
-__all__ = ["StudyData", "load_universe_panel", "load_study_data", "prepare_data"]
+__all__ = ["StudyData", "load_universe_panel", "universe_symbols", "load_study_data", "prepare_data"]
 
 
 @dataclass
@@ -39,11 +40,36 @@ class StudyData:
     cv_n_splits: int = 0
     cv_embargo: int = 0
     cv: PurgedTimeSeriesSplit | CombinatorialPurgedCV | None = None
+    reserve_start: str | None = None  # first session of the spec's final reserve (None: no reserve)
 
     @property
     def train_dates(self) -> tuple[str, str]:
         d = self.panel.dates
         return str(d[self.lo]), str(d[self.hi - 1])
+
+
+def _universe_symbols(con: Any, db: str | Path, universe: Any) -> list[str]:
+    if not table_exists(con, "daily_metrics"):
+        raise DataError(f"{db} has no daily_metrics table; run `accumopt metrics build --db {db}` "
+                        f"(or `accumopt data synth --db {db}`) first")
+    avail = [r[0] for r in con.execute("SELECT DISTINCT symbol FROM daily_metrics ORDER BY 1").fetchall()]
+    if not avail:
+        raise DataError(f"daily_metrics in {db} is empty; run `accumopt metrics build --db {db}` first")
+    syms = resolve_universe(list(universe) if isinstance(universe, tuple) else universe, avail)
+    if not syms:
+        raise DataError(f"universe {universe!r} has no symbol in daily_metrics of {db}; "
+                        f"it holds {len(avail)}: {', '.join(avail[:12])}{' ...' if len(avail) > 12 else ''}")
+    return syms
+
+
+def universe_symbols(db: str | Path, universe: Any) -> list[str]:
+    """The symbols ``universe`` (a tier name, ``all``, a comma list or a list of symbols) resolves to in the
+    daily_metrics of the store at ``db`` (opened read-only); DataErrors as ``load_universe_panel``."""
+    con = connect(db, read_only=True)
+    try:
+        return _universe_symbols(con, db, universe)
+    finally:
+        con.close()
 
 
 def load_universe_panel(db: str | Path, universe: Any, start: str | None = None, end: str | None = None) -> Panel:
@@ -52,25 +78,15 @@ def load_universe_panel(db: str | Path, universe: Any, start: str | None = None,
     universe with no symbol in it are DataErrors saying what to run."""
     con = connect(db, read_only=True)
     try:
-        if not table_exists(con, "daily_metrics"):
-            raise DataError(f"{db} has no daily_metrics table; run `accumopt metrics build --db {db}` "
-                            f"(or `accumopt data synth --db {db}`) first")
-        avail = [r[0] for r in con.execute("SELECT DISTINCT symbol FROM daily_metrics ORDER BY 1").fetchall()]
-        if not avail:
-            raise DataError(f"daily_metrics in {db} is empty; run `accumopt metrics build --db {db}` first")
-        syms = resolve_universe(universe, avail)
-        if not syms:
-            raise DataError(f"universe {universe!r} has no symbol in daily_metrics of {db}; "
-                            f"it holds {len(avail)}: {', '.join(avail[:12])}{' ...' if len(avail) > 12 else ''}")
-        return load_panel(con, syms, start, end)
+        return load_panel(con, _universe_symbols(con, db, universe), start, end)
     finally:
         con.close()
 
 
 def load_study_data(spec: StudySpec, db: str | Path | None) -> tuple[Panel, int]:
     """The spec's universe and date range from the store, and the index where the final reserve starts.
-    ``db`` None: the spec's [data].database."""
-    db = spec.data.database if (db is None and spec.data.database) else db
+    ``db`` None: env ACCUMOPT_DB, else the spec's [data].database, else the default (``optimizer.paths``)."""
+    db = resolve_db(db, spec.data.database)
     panel = load_universe_panel(db, spec.data.universe, spec.data.start, spec.data.end)
     return panel, reserve_cutoff(len(panel.dates), spec.data.reserve_fraction)
 
@@ -78,6 +94,8 @@ def load_study_data(spec: StudySpec, db: str | Path | None) -> tuple[Panel, int]
 def prepare_data(spec: StudySpec, panel: Panel, lo: int, hi: int, n_splits: int | None = None,
                  embargo: int | None = None) -> StudyData:
     """Truncate the panel at ``hi`` (nothing later is ever visible) and lay the purged folds over [lo, hi).
+    ``panel``: every session of the spec's data (its last ``reserve_fraction`` is the final reserve, whose first
+    session the data records).
 
     ``n_splits`` / ``embargo`` override the spec's [cv] (walk-forward windows use [walkforward] n_splits/embargo).
     With ``[cv] mode = "cpcv"`` the folds are the ``n_groups`` groups of a ``CombinatorialPurgedCV`` (after the
@@ -105,4 +123,7 @@ def prepare_data(spec: StudySpec, panel: Panel, lo: int, hi: int, n_splits: int 
     folds = [FoldSpan(f.fold, f.test_start + lo, f.test_end + lo, f.data_end + lo) for f in cv.fold_spans(hi - lo)]
     ev = Evaluator(visible, min_periods=spec.data.min_periods)
     mask = regime_entry_mask(visible, spec.data.regime)
-    return StudyData(spec, visible, ev, folds, mask, lo, hi, visible.fingerprint(), n_folds, cv.embargo, cv)
+    cut = reserve_cutoff(len(panel.dates), spec.data.reserve_fraction)
+    reserve_start = str(panel.dates[cut])[:10] if cut < len(panel.dates) else None
+    return StudyData(spec, visible, ev, folds, mask, lo, hi, visible.fingerprint(), n_folds, cv.embargo, cv,
+                     reserve_start)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,16 +26,16 @@ from rich.console import Console
 from rich.table import Table
 
 from optimizer.errors import DataError, check_param
-from optimizer.settings import DEFAULT_STORAGE
+from optimizer.paths import resolve_storage
 from optimizer.study.records import (
-    FOLDS, METRICS, direction_sign, ranked_trials, read_study, read_trial, trial_counts,
+    FOLDS, METRICS, direction_sign, is_internal, ranked_trials, read_study, read_trial, trial_counts,
 )
 from optimizer.study.space import effective_params
 from optimizer.study.storage import make_storage
 
 __all__ = [
     "KEY_METRICS", "CompareResult", "list_studies", "show_study", "best_trial_json", "compare_studies",
-    "trials_table", "export_study", "delete_study", "render_table", "resolve_storage",
+    "trials_table", "export_study", "delete_study", "render_table", "open_storage",
 ]
 
 # The metrics ``show_study`` lifts out of the trial's ``metrics`` attribute, in display order.
@@ -51,30 +50,26 @@ _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 # storage and study lookup
 
 
-def resolve_storage(storage: Any) -> tuple[Any, str]:
-    """(Optuna storage, label for messages). A URL is opened without heartbeat (inspection never runs trials).
-
-    A ``sqlite:///`` URL whose file does not exist is a DataError: inspecting must never create an empty store.
-    """
+def open_storage(storage: Any, write: bool = False) -> tuple[Any, str]:
+    """(Optuna storage, label for messages). A URL (None: env ACCUMOPT_STORAGE, else the default) is opened
+    read-only (``make_storage(read_only=True)``; ``write``: writable, for ``delete``): inspecting never creates a
+    storage file, never runs trials."""
     if storage is not None and not isinstance(storage, str):
         url = getattr(getattr(storage, "engine", None), "url", None)
         return storage, str(url) if url is not None else type(storage).__name__
-    url = storage or os.environ.get("ACCUMOPT_STORAGE") or DEFAULT_STORAGE
-    for prefix in ("sqlite:///", "journal:"):
-        if url.startswith(prefix):
-            path = url[len(prefix):]
-            if path and path != ":memory:" and not Path(path).exists():
-                raise DataError(f"{url}: the study storage file {path} does not exist; run a study first or pass --storage")
-    return make_storage(url, heartbeat=False), url
+    url = resolve_storage(storage)
+    return make_storage(url, heartbeat=False, read_only=not write, create=False), url
 
 
 def _names(st: Any) -> list[str]:
     return sorted(s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False))
 
 
-def _load(storage: Any, name: str) -> tuple[optuna.Study, Any]:
-    """(study, storage object); an unknown name is a DataError listing the storage's studies."""
-    st, label = resolve_storage(storage)
+def _load(storage: Any, name: str, write: bool = False, label: str | None = None) -> tuple[optuna.Study, Any]:
+    """(study, storage object); an unknown name is a DataError listing the storage's studies (``label``: how
+    messages name an opened storage)."""
+    st, opened_as = open_storage(storage, write)
+    label = label or opened_as
     names = _names(st)
     if name not in names:
         raise DataError(f"no study named {name!r} in {label}; studies: {', '.join(names) or '(none)'}")
@@ -105,15 +100,21 @@ def _duration_s(t: FrozenTrial) -> float:
 # list / show / best
 
 
-def list_studies(storage: Any = None) -> pd.DataFrame:
-    """One row per study: name, directions, trial counts by state, best value, created, spec name, target.
+def list_studies(storage: Any = None, internal: bool = False) -> pd.DataFrame:
+    """One row per study: name, directions, trial counts by state, best value, created, spec name, the trials it
+    was asked for (``n_trials_target``), and ``repeats`` (trials that reused the result of an earlier trial of the
+    same configuration).
 
     ``best_value`` is NaN for multi-objective studies (see ``pareto_size``) and for studies without a completed
-    trial. ``created`` is the start of the first trial, else the study's ``created`` user attribute.
+    trial. ``created`` is the start of the first trial, else the study's ``created`` user attribute. The tool's
+    internal marker studies (``records.is_internal``: the legacy ``<study>-reserve-log``) are left out unless
+    ``internal``.
     """
-    st, _ = resolve_storage(storage)
+    st, _ = open_storage(storage)
     rows = []
     for s in sorted(optuna.get_all_study_summaries(st, include_best_trial=False), key=lambda s: s.study_name):
+        if not internal and is_internal(s):
+            continue
         study = optuna.load_study(study_name=s.study_name, storage=st)
         trials = study.get_trials(deepcopy=False)
         ranked = ranked_trials(study)
@@ -129,9 +130,10 @@ def list_studies(storage: Any = None) -> pd.DataFrame:
             "created": pd.Timestamp(created) if created is not None else pd.NaT,
             "spec_name": rec.spec_name,
             "n_trials_target": rec.n_trials_target,
+            "repeats": sum(read_trial(t).repeat_of is not None for t in trials),
         })
     cols = ["name", "directions", "complete", "pruned", "failed", "running", "best_value", "pareto_size", "created",
-            "spec_name", "n_trials_target"]
+            "spec_name", "n_trials_target", "repeats"]
     df = pd.DataFrame(rows, columns=cols)
     df["pareto_size"] = df["pareto_size"].astype("Int64")
     df["n_trials_target"] = pd.array(df["n_trials_target"].tolist(), dtype="Int64")
@@ -175,13 +177,15 @@ def _param_order(study: optuna.Study) -> dict[str, int]:
 
 
 def best_trial_json(storage: Any, name: str, number: int | None = None) -> dict[str, Any]:
-    """The best completed trial (or trial ``number``) as a params document for ``backtest --params``.
+    """The best completed trial (or trial ``number``) as a parameters document for ``backtest --params``.
 
-    ``{"study", "number", "value" | "values", "params", "metrics"}`` and, when the study stored its spec,
-    ``"costs"`` (the spec's [data.costs]: commission_bps, slippage_bps, which are not trial params). ``params``
-    are the trial's params plus the active fixed values of the stored spec (Optuna does not store fixed values),
-    so ``params_to_config(doc["params"])`` rebuilds the trial's configuration even without the spec (costs
-    aside). For a multi-objective study the best trial is the Pareto-front trial best on the first objective.
+    ``{"study", "number", "value" | "values", "params", "metrics", "config"}``: ``config`` is the trial's complete
+    effective configuration (``records.ConfigRecord``: every engine parameter with costs, caps and sizing, the
+    universe and the hash of its symbols, the span as dates, the reserve start, the regime filter, min_periods,
+    the data fingerprint), ``params`` its engine parameters, ``metrics`` the trial's stored overall metrics, which
+    ``backtest --params`` reproduces exactly. A trial stored before configuration records has no ``config``: its
+    ``params`` are the trial's params plus the active fixed values of the stored spec, with ``costs`` from its
+    [data.costs]. For a multi-objective study the best trial is the Pareto-front trial best on the first objective.
     """
     study, _ = _load(storage, name)
     if number is None:
@@ -202,9 +206,16 @@ def best_trial_json(storage: Any, name: str, number: int | None = None) -> dict[
         doc["values"] = [float(v) for v in t.values]
     else:
         doc["value"] = float(t.value)
+    stored = read_trial(t)
+    record = stored.config_record
+    if record is not None:
+        doc["params"] = dict(record.params)
+        doc["metrics"] = dict(stored.metrics)
+        doc["config"] = record.to_dict()
+        return doc
     spec = read_study(study).spec()
     doc["params"] = effective_params(t.params, spec)
-    doc["metrics"] = dict(read_trial(t).metrics)
+    doc["metrics"] = dict(stored.metrics)
     if spec is not None:
         doc["costs"] = {"commission_bps": spec.data.commission_bps, "slippage_bps": spec.data.slippage_bps}
     return doc
@@ -309,10 +320,10 @@ def compare_studies(storage: Any, names: list[str]) -> CompareResult:
     trials of ``max(0, mean complete duration - their duration)``.
     """
     check_param(len(names) >= 1, "names", "a non-empty list of study names", names)
-    st, _ = resolve_storage(storage)
+    st, label = open_storage(storage)
     summary, hist, best, inter = [], [], [], []
     for name in names:
-        study, _ = _load(st, name)
+        study, _ = _load(st, name, label=label)
         trials = study.get_trials(deepcopy=False)
         summary.append(_summary_row(study, trials))
         hist += _prune_hist(name, study, trials)
@@ -389,7 +400,7 @@ def export_study(storage: Any, name: str, path: str | Path, fmt: str = "csv") ->
 
 def delete_study(storage: Any, name: str) -> None:
     """Delete study ``name`` and all its trials (the CLI asks for confirmation first)."""
-    _, st = _load(storage, name)
+    _, st = _load(storage, name, write=True)
     optuna.delete_study(study_name=name, storage=st)
 
 

@@ -1,10 +1,13 @@
-"""The ONE reader of a parameters file (``--params FILE`` of ``signals`` and ``evening``).
+"""The ONE reader of a parameters file (``--params FILE`` of ``backtest``, ``signals`` and ``evening``).
 
 Accepted: a flat object of parameters; ``{"params": {...}}``; the ``study best --format json`` document (its
-``costs`` become commission_bps / slippage_bps unless the params hold them); a record under ``config``. When present
-it also reads the richer record's ``universe`` (a name or a list), span start (``start``, ``span_start``,
-``span: [start, end]`` or ``span: {"start": ...}``) and regime filter (``regime`` or ``regime_filter``). A change to
-the format is an edit of ``load_params_record`` only.
+``config`` is the trial's complete effective configuration, ``records.ConfigRecord``: every engine parameter with
+costs, the universe and the hash of its symbols, the span as dates, the reserve start, the regime filter,
+min_periods and the data fingerprint; ``backtest --params`` reproduces the trial from it); ``costs`` become
+commission_bps / slippage_bps unless the params hold them; a record under ``config``. When present it also reads
+the richer record's ``universe`` (a name or a list), span start (``start``, ``span_start``, ``span: [start, end]``
+or ``span: {"start": ...}``) and regime filter (``regime`` or ``regime_filter``). A change to the format is an
+edit of ``load_params_record`` only.
 """
 
 from __future__ import annotations
@@ -17,14 +20,16 @@ from typing import Any
 
 from optimizer.engine.evaluate import Config
 from optimizer.engine.regime_filter import REGIME_NAMES
-from optimizer.errors import ParameterError, check_param
+from optimizer.errors import AccumoptError, ParameterError, check_param
 from optimizer.params import engine_params
+from optimizer.study.records import ConfigRecord
 
 __all__ = ["ParamsRecord", "load_params_record", "RECORD_KEYS"]
 
 # Keys of a parameters document that are not engine parameters.
 RECORD_KEYS = frozenset({"params", "costs", "universe", "start", "span_start", "span", "regime", "regime_filter",
-                         "study", "number", "value", "metrics", "config", "end"})
+                         "study", "number", "value", "values", "metrics", "config", "end", "key", "symbols",
+                         "symbols_sha", "reserve_start", "min_periods", "data_fingerprint"})
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,8 @@ class ParamsRecord:
     start: str | None = None
     regime: str | None = None
     source: str | None = None
-
+    record: ConfigRecord | None = None  # the complete effective configuration (a ``study best`` document)
+    trial: dict[str, Any] | None = None  # {"study", "number", "value", "metrics"} of the trial it came from
     def config(self) -> Config:
         """The engine configuration (presets expanded, switches applied; ``Config.from_params`` checks every key)."""
         return Config.from_params(engine_params(self.params))
@@ -66,8 +72,17 @@ def load_params_record(path: str | Path) -> ParamsRecord:
         raise ParameterError(f"{p}: cannot read a JSON params file: {e}") from None
     if not isinstance(doc, dict):
         raise ParameterError(f"{p}: must hold a JSON object of parameters or {{\"params\": {{...}}}}")
+    record, trial = None, None
     if isinstance(doc.get("config"), dict):  # a stored effective configuration: its record sits under "config"
-        doc = {**{k: v for k, v in doc.items() if k != "config"}, **doc["config"]}
+        c = doc["config"]
+        if isinstance(c.get("params"), dict) and isinstance(c.get("span"), dict) and c["span"].get("panel_start"):
+            try:
+                record = ConfigRecord.from_dict(c)
+            except AccumoptError as e:
+                raise ParameterError(f"{p}: {e}") from None
+        if "study" in doc:
+            trial = {k: doc.get(k) for k in ("study", "number", "value", "values", "metrics") if k in doc}
+        doc = {**{k: v for k, v in doc.items() if k != "config"}, **c}
     if isinstance(doc.get("params"), dict):
         params = dict(doc["params"])
         meta = doc
@@ -86,4 +101,4 @@ def load_params_record(path: str | Path) -> ParamsRecord:
     regime = meta.get("regime", meta.get("regime_filter"))
     if regime is not None:
         check_param(regime in REGIME_NAMES, "regime", f"one of {', '.join(REGIME_NAMES)} (in {p})", regime)
-    return ParamsRecord(params, uni, _span_start(meta, p), None if regime is None else str(regime), p)
+    return ParamsRecord(params, uni, _span_start(meta, p), None if regime is None else str(regime), p, record, trial)

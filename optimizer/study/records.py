@@ -8,18 +8,30 @@ Nothing else in the package reads or writes a user attribute by its string key: 
   embargo / inner splits, regime, universe size, trial target, creation time; a walk-forward window's study also
   holds its window: ``wf_window``, ``wf_train``, ``wf_test``, ``last_session_seen``). ``read_study`` /
   ``write_study``; ``StudyRecord.spec()`` parses the stored spec.
-* ``TrialRecord``: the two JSON attributes of a trial: ``metrics`` (overall metrics of a complete trial, or the
-  pruning information of a pruned one, with ``duration_s`` and ``pruned_at_fold``) and ``folds`` (per-fold
-  metrics); ``config`` is reserved for the trial's complete effective configuration. ``read_trial``,
-  ``TrialRecord.complete`` / ``pruned`` and ``write``.
-* Markers: ``seeded`` (phase-B seeding done) and the reserve-opening log (``openings`` on the
-  ``<study>-reserve-log`` study).
-* Reading a study's trials: ``trial_counts``, ``complete_trials``, ``direction_sign``, ``ranked_trials``.
+* ``TrialRecord``: the JSON attributes of a trial: ``metrics`` (overall metrics of a complete trial, the pruning
+  information of a pruned one or the reason of a failed one, with ``duration_s`` and ``pruned_at_fold``),
+  ``folds`` (per-fold metrics), ``config`` (the trial's complete effective configuration, a ``ConfigRecord``,
+  written as soon as the trial's parameters are drawn) and ``repeat_of`` (the trial whose stored result a repeated
+  configuration reused). ``read_trial``, ``write_config``, ``TrialRecord.complete`` / ``pruned`` / ``failed`` /
+  ``repeat`` and ``write``.
+* ``ConfigRecord``: everything that decides a trial's numbers: every engine parameter after fixed values, presets
+  and conditions (costs, caps and sizing included), the universe (spec value, size and hash of the resolved
+  symbols), the span (panel start, signal start / end, data end, reserve start), regime filter, min_periods and
+  the data fingerprint. ``study best`` writes it and ``backtest --params`` reads it back
+  (``optimizer.study.paramsfile``).
+* Markers: ``seeded`` (phase-B seeding done: source, trials and the narrowed weight space); the legacy
+  reserve-opening log (``openings`` on a ``<study>-reserve-log`` study; the ledger now lives in the DuckDB store,
+  ``optimizer.study.reserve``).
+* Reading a study's trials: ``trial_counts``, ``complete_trials``, ``direction_sign``, ``ranked_trials``,
+  ``distinct_configurations`` (what DSR, PBO and SPA count), ``find_repeat``; ``is_internal`` tells the marker
+  studies that listings hide.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -29,19 +41,23 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from optimizer.engine.evaluate import Config
 from optimizer.errors import DataError, ParameterError, SpecError
 from optimizer.study.spec import StudySpec, parse_spec
 
 __all__ = [
-    "StudyRecord", "TrialRecord", "read_study", "write_study", "read_trial", "STUDY_KEYS", "METRICS", "FOLDS",
-    "CONFIG", "SEEDED", "OPENINGS", "seeded", "mark_seeded", "reserve_openings", "add_reserve_opening",
-    "reserve_log_name", "window_attrs", "trial_counts", "complete_trials", "direction_sign", "ranked_trials",
+    "StudyRecord", "TrialRecord", "ConfigRecord", "read_study", "write_study", "read_trial", "write_config",
+    "config_key", "STUDY_KEYS", "METRICS", "FOLDS", "CONFIG", "REPEAT_OF", "SEEDED", "OPENINGS", "seeded",
+    "mark_seeded", "reserve_openings", "add_reserve_opening", "reserve_log_name", "is_internal", "window_attrs",
+    "set_trials_target", "trial_counts", "complete_trials", "direction_sign", "ranked_trials",
+    "distinct_configurations", "group_configurations", "find_repeat",
 ]
 
 # trial attribute keys
 METRICS = "metrics"
 FOLDS = "folds"
 CONFIG = "config"
+REPEAT_OF = "repeat_of"
 # study marker keys
 SEEDED = "seeded"
 OPENINGS = "openings"
@@ -79,6 +95,9 @@ class StudyRecord:
     regime: str | None = None
     n_trials_target: int | None = None
     created: str | None = None
+    universe: Any = None
+    reserve_start: str | None = None
+    coverage: Mapping[str, Any] | None = None
     # a walk-forward window's study
     wf_window: int | None = None
     wf_train: tuple[str, str] | None = None
@@ -138,19 +157,141 @@ def _now_iso() -> str:
     return _dt.datetime.now().isoformat(timespec="seconds")
 
 
+def set_trials_target(study: optuna.Study, n: int) -> None:
+    """Record what the study was asked to run (``n_trials_target``): a run that asks for more updates it."""
+    study.set_user_attr("n_trials_target", int(n))
+
+
+# ------------------------------------------------------------------------------------------------ configuration
+
+
+def _canonical(v: Any) -> Any:
+    """JSON-ready value with floats rounded to 12 significant digits (keys of equal configurations are equal)."""
+    if isinstance(v, bool) or v is None or isinstance(v, (int, str)):
+        return v
+    if isinstance(v, float):
+        return float(f"{v:.12g}") if math.isfinite(v) else v
+    if isinstance(v, Mapping):
+        return {str(k): _canonical(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_canonical(x) for x in v]
+    return v.item() if hasattr(v, "item") else str(v)
+
+
+def config_key(params: Mapping[str, Any]) -> str:
+    """16 hex chars of sha256 over the canonical engine parameters: equal configurations have equal keys."""
+    doc = json.dumps(_canonical(dict(params)), sort_keys=True)
+    return hashlib.sha256(doc.encode()).hexdigest()[:16]
+
+
+def _symbols_sha(symbols: Sequence[str]) -> str:
+    return hashlib.sha256("\x1f".join(symbols).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ConfigRecord:
+    """A trial's complete effective configuration: what ``backtest --params`` needs to reproduce it exactly.
+
+    ``params``: every engine parameter of the registry (``Config.to_params``: fixed values, presets and
+    conditions applied; costs, caps and sizing included). ``universe``: the spec's value (a tier name or a list),
+    ``symbols`` / ``symbols_sha``: how many symbols it resolved to and a hash of their sorted list. The span as
+    dates: ``panel_start`` (first session loaded: z-scores depend on it), ``signal_start`` .. ``signal_end``
+    (signals counted), ``data_end`` (last session visible), ``reserve_start`` (first session of the final reserve;
+    None without one). ``regime``: the entry filter; ``min_periods``: of the z-scores; ``data_fingerprint``: of the
+    panel the trial saw."""
+
+    params: Mapping[str, Any]
+    universe: Any = None
+    symbols: int | None = None
+    symbols_sha: str | None = None
+    panel_start: str | None = None
+    signal_start: str | None = None
+    signal_end: str | None = None
+    data_end: str | None = None
+    reserve_start: str | None = None
+    regime: str = "ALL"
+    min_periods: int | None = None
+    data_fingerprint: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", dict(_canonical(dict(self.params))))
+        if isinstance(self.universe, (list, tuple)):
+            object.__setattr__(self, "universe", tuple(self.universe))
+
+    @property
+    def key(self) -> str:
+        """The configuration's identity (engine parameters only): equal keys = the same trades on the same data."""
+        return config_key(self.params)
+
+    def config(self) -> Config:
+        """The engine configuration (every key checked by ``Config.from_params``)."""
+        return Config.from_params(self.params)
+
+    @classmethod
+    def of(cls, config: Config, *, universe: Any, symbols: Sequence[str], dates: Sequence[Any], signal_start: int,
+           signal_end: int, data_end: int, reserve_start: Any, regime: str, min_periods: int | None,
+           fingerprint: str) -> "ConfigRecord":
+        """The record of ``config`` run on a panel whose sessions are ``dates`` (row indices: the signal span
+        ``[signal_start, signal_end)``, data visible up to ``data_end`` exclusive)."""
+        d = [str(x)[:10] for x in (dates[0], dates[signal_start], dates[signal_end - 1], dates[data_end - 1])]
+        return cls(config.to_params(), list(universe) if isinstance(universe, (list, tuple)) else universe,
+                   len(symbols), _symbols_sha(symbols), d[0], d[1], d[2], d[3],
+                   None if reserve_start is None else str(reserve_start)[:10], regime, min_periods, fingerprint)
+
+    def context(self) -> dict[str, Any]:
+        """Everything but the parameters (the data the configuration ran on)."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("params", "key")}
+
+    def symbols_match(self, symbols: Sequence[str]) -> bool:
+        return self.symbols_sha is None or _symbols_sha(symbols) == self.symbols_sha
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored JSON: ``params``, ``key``, ``universe``, ``symbols``, ``symbols_sha``, ``span`` {``start``,
+        ``end``, ``panel_start``, ``data_end``}, ``reserve_start``, ``regime``, ``min_periods``,
+        ``data_fingerprint``."""
+        return {
+            "params": dict(self.params), "key": self.key,
+            "universe": list(self.universe) if isinstance(self.universe, tuple) else self.universe,
+            "symbols": self.symbols, "symbols_sha": self.symbols_sha,
+            "span": {"start": self.signal_start, "end": self.signal_end, "panel_start": self.panel_start,
+                     "data_end": self.data_end},
+            "reserve_start": self.reserve_start, "regime": self.regime, "min_periods": self.min_periods,
+            "data_fingerprint": self.data_fingerprint,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ConfigRecord":
+        """The record from its stored JSON (``to_dict``); a malformed one is a DataError."""
+        if not isinstance(d, Mapping) or not isinstance(d.get("params"), Mapping):
+            raise DataError(f"a configuration record must be an object with a params object, got {d!r:.200}")
+        span = d.get("span") or {}
+        if not isinstance(span, Mapping):
+            raise DataError(f"a configuration record's span must be an object, got span={span!r}")
+        return cls(d["params"], d.get("universe"), d.get("symbols"), d.get("symbols_sha"), span.get("panel_start"),
+                   span.get("start"), span.get("end"), span.get("data_end"), d.get("reserve_start"),
+                   d.get("regime") or "ALL", d.get("min_periods"), d.get("data_fingerprint"))
+
+
+def write_config(trial: optuna.trial.BaseTrial, record: ConfigRecord) -> None:
+    """Store the trial's effective configuration (as soon as its parameters are drawn: a failed trial keeps it)."""
+    trial.set_user_attr(CONFIG, record.to_dict())
+
+
 # ------------------------------------------------------------------------------------------------ trial
 
 
 @dataclass(frozen=True)
 class TrialRecord:
-    """A trial's two JSON attributes. ``metrics``: a complete trial's overall metrics plus ``duration_s`` and
-    ``pruned_at_fold`` (None); a pruned trial's ``pruned_at_fold``, ``pruned_reason`` and ``duration_s``.
-    ``folds``: one metrics dict per evaluated fold. ``config``: the complete effective configuration (None when
-    not stored)."""
+    """A trial's JSON attributes. ``metrics``: a complete trial's overall metrics plus ``duration_s`` and
+    ``pruned_at_fold`` (None); a pruned trial's ``pruned_at_fold``, ``pruned_reason`` and ``duration_s``; a failed
+    one's ``fail_reason``. ``folds``: one metrics dict per evaluated fold. ``config``: the complete effective
+    configuration (the ``ConfigRecord`` JSON; None when not stored). ``repeat_of``: the number of the earlier
+    trial of the same configuration whose result this one reused (None: evaluated)."""
 
     metrics: Mapping[str, Any] = field(default_factory=dict)
     folds: Sequence[Mapping[str, Any]] = ()
     config: Mapping[str, Any] | None = None
+    repeat_of: int | None = None
 
     @classmethod
     def complete(cls, overall: Mapping[str, Any], folds: Sequence[Mapping[str, Any]], duration_s: float,
@@ -162,6 +303,25 @@ class TrialRecord:
                config: Mapping[str, Any] | None = None) -> "TrialRecord":
         return cls({"pruned_at_fold": fold, "pruned_reason": reason, "duration_s": round(duration_s, 6)},
                    list(folds), config)
+
+    @classmethod
+    def failed(cls, reason: str, folds: Sequence[Mapping[str, Any]], duration_s: float,
+               config: Mapping[str, Any] | None = None) -> "TrialRecord":
+        return cls({"fail_reason": str(reason), "duration_s": round(duration_s, 6)}, list(folds), config)
+
+    def repeat(self, of: int, duration_s: float) -> "TrialRecord":
+        """This (stored) result reused by a later trial of the same configuration: same metrics, folds and
+        pruning reason, its own duration, marked ``repeat_of``."""
+        return TrialRecord({**self.metrics, "duration_s": round(duration_s, 6)}, list(self.folds), self.config, int(of))
+
+    @property
+    def config_record(self) -> ConfigRecord | None:
+        """The stored effective configuration as a ``ConfigRecord`` (None when the trial has none)."""
+        return None if self.config is None else ConfigRecord.from_dict(self.config)
+
+    @property
+    def fail_reason(self) -> str | None:
+        return self.metrics.get("fail_reason")
 
     @property
     def duration_s(self) -> float | None:
@@ -182,25 +342,38 @@ class TrialRecord:
         trial.set_user_attr(METRICS, dict(self.metrics))
         if self.config is not None:
             trial.set_user_attr(CONFIG, dict(self.config))
+        if self.repeat_of is not None:
+            trial.set_user_attr(REPEAT_OF, int(self.repeat_of))
 
 
 def read_trial(t: FrozenTrial) -> TrialRecord:
     """A trial's record; attributes of the wrong shape (not written by accumopt) read as empty."""
     m, f, c = t.user_attrs.get(METRICS), t.user_attrs.get(FOLDS), t.user_attrs.get(CONFIG)
+    r = t.user_attrs.get(REPEAT_OF)
     return TrialRecord(m if isinstance(m, dict) else {}, f if isinstance(f, list) else [],
-                       c if isinstance(c, dict) else None)
+                       c if isinstance(c, dict) else None,
+                       r if isinstance(r, int) and not isinstance(r, bool) else None)
 
 
 # ------------------------------------------------------------------------------------------------ markers
 
 
 def seeded(study: optuna.Study) -> dict[str, Any] | None:
-    """``{"from": study, "n": k}`` once the study was seeded from an earlier one, else None."""
+    """``{"from": study, "n": k, "trials": [numbers], "space": {name: [low, high] or [choices]}}`` once the study
+    was seeded from an earlier one (``space``: the weight ranges ``weight_radius`` narrowed), else None."""
     return study.user_attrs.get(SEEDED) or None
 
 
-def mark_seeded(study: optuna.Study, source: str, n: int) -> None:
-    study.set_user_attr(SEEDED, {"from": source, "n": int(n)})
+def mark_seeded(study: optuna.Study, source: str, n: int, trials: Sequence[int] = (),
+                space: Mapping[str, Any] | None = None) -> None:
+    study.set_user_attr(SEEDED, {"from": source, "n": int(n), "trials": [int(t) for t in trials],
+                                 "space": {k: list(v) for k, v in (space or {}).items()}})
+
+
+def is_internal(study: optuna.Study | optuna.study.StudySummary) -> bool:
+    """A marker study of the tool, not a study of the user's (the legacy ``<study>-reserve-log``): listings hide it."""
+    attrs = study.user_attrs
+    return OPENINGS in attrs and "spec_hash" not in attrs
 
 
 def reserve_log_name(study_name: str) -> str:
@@ -242,6 +415,46 @@ def direction_sign(direction: StudyDirection) -> float:
     if direction not in (StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE):
         raise ParameterError(f"direction must be maximize or minimize, got direction={direction!r}")
     return -1.0 if direction == StudyDirection.MAXIMIZE else 1.0
+
+
+def _identity(t: FrozenTrial) -> str:
+    """A trial's configuration identity: its stored configuration key, else (no record: an older or foreign
+    trial, or one that failed before its parameters were drawn) its Optuna params."""
+    c = t.user_attrs.get(CONFIG)
+    if isinstance(c, dict) and isinstance(c.get("params"), dict):
+        return "c:" + (c.get("key") or config_key(c["params"]))
+    return "p:" + json.dumps(_canonical(t.params), sort_keys=True)
+
+
+def group_configurations(trials: optuna.Study | Iterable[FrozenTrial]) -> list[list[FrozenTrial]]:
+    """The finished trials (complete, pruned, failed) grouped by configuration (the stored effective configuration;
+    the params for a trial without one), each group in trial-number order, groups by their first trial."""
+    ts = trials.get_trials(deepcopy=False) if isinstance(trials, optuna.Study) else list(trials)
+    groups: dict[str, list[FrozenTrial]] = {}
+    for t in sorted(ts, key=lambda t: t.number):
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
+            groups.setdefault(_identity(t), []).append(t)
+    return list(groups.values())
+
+
+def distinct_configurations(trials: optuna.Study | Iterable[FrozenTrial]) -> list[FrozenTrial]:
+    """The distinct configurations a study tried, complete, pruned and failed ones included (running and waiting
+    ones are not tried yet): the first trial of each, in trial-number order. What the Deflated Sharpe ratio counts:
+    a repeated configuration is one configuration tried."""
+    return [g[0] for g in group_configurations(trials)]
+
+
+def find_repeat(trials: Iterable[FrozenTrial], key: str, before: int | None = None) -> FrozenTrial | None:
+    """The earliest COMPLETE or PRUNED trial (numbered below ``before``) whose stored configuration has ``key``."""
+    best = None
+    for t in trials:
+        if t.state not in (TrialState.COMPLETE, TrialState.PRUNED) or (before is not None and t.number >= before):
+            continue
+        c = t.user_attrs.get(CONFIG)
+        if isinstance(c, dict) and isinstance(c.get("params"), dict) and (c.get("key") or config_key(c["params"])) == key:
+            if best is None or t.number < best.number:
+                best = t
+    return best
 
 
 def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:

@@ -8,15 +8,20 @@ Each entry is a tiny adapter over the Optuna class: it validates spec options ag
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from optimizer.errors import SpecError
 
-__all__ = ["SAMPLERS", "PRUNERS", "build_sampler", "build_pruner"]
+__all__ = [
+    "SAMPLERS", "PRUNERS", "build_sampler", "build_pruner", "dry_run", "step_decimals", "round_to_step", "StepRounding",
+]
 
 
 @dataclass(frozen=True)
@@ -32,10 +37,68 @@ class _Entry:
                 and sig.parameters[p].kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
 
     def validate_options(self, options: Mapping[str, Any], section: str) -> None:
+        """Every option a keyword of the Optuna class, and its value of the type the class declares (checked
+        from the annotation: ``n_startup_trials = "ten"`` is refused here, not by a failing trial)."""
         valid = self.valid_options()
-        for k in options:
+        sig = inspect.signature(self.factory)
+        for k, v in options.items():
             if k not in valid:
                 raise SpecError(f"{section}.{k}", f"is not an option of {self.name!r}; valid: {', '.join(valid) or 'none'}")
+            ann = sig.parameters[k].annotation
+            ann = ann if isinstance(ann, str) else getattr(ann, "__name__", str(ann))
+            rule = _type_rule(ann, v)
+            if rule is not None:
+                raise SpecError(f"{section}.{k}", f"must be {rule} (an option of {self.name!r}), got {v!r}")
+
+
+_SIMPLE = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "None": (type(None),)}
+_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string", "None": "none"}
+
+
+def _split_union(ann: str) -> list[str]:
+    """Top-level members of a ``a | b[c | d] | None`` annotation string."""
+    out, depth, cur = [], 0, ""
+    for ch in ann:
+        depth += ch in "[(" and 1 or ch in "])" and -1 or 0
+        if ch == "|" and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    return [*out, cur.strip()] if cur.strip() else out
+
+
+def _type_rule(ann: str, value: Any) -> str | None:
+    """None when ``value`` (from TOML) fits the annotation ``ann``, else the rule it breaks. Annotations naming
+    Python objects (callables, samplers, trials) cannot be written in a spec."""
+    ann = ann.replace("typing.", "").replace("<class '", "").replace("'>", "").strip()
+    if ann in ("", "inspect._empty", "_empty", "Any"):
+        return None
+    members = _split_union(ann[9:-1] if ann.startswith("Optional[") and ann.endswith("]") else ann)
+    words = []
+    for m in members:
+        head = m.split("[", 1)[0].strip()
+        if head in _SIMPLE:
+            words.append(_WORDS[head])
+            if isinstance(value, bool) and head != "bool":
+                continue
+            if isinstance(value, _SIMPLE[head]):
+                return None
+        elif head in ("list", "Sequence", "tuple"):
+            words.append("a list")
+            if isinstance(value, list):
+                return None
+        elif head in ("dict", "Mapping"):
+            words.append("a table")
+            if isinstance(value, dict):
+                return None
+        elif head == "Literal":
+            words.append("one of " + m[8:-1])
+            if repr(value) in [x.strip() for x in m[8:-1].split(",")]:
+                return None
+    if not [w for w in words if w != "none"]:
+        return f"a Python object ({ann}), which a spec cannot hold"
+    return " or ".join(dict.fromkeys(words))
 
 
 def _grid(search_space=None, seed=None):
@@ -62,6 +125,67 @@ PRUNERS: dict[str, _Entry] = {
 }
 
 
+def step_decimals(*numbers: float) -> int:
+    """Decimal places of the numbers as written (0.05 -> 2, 1e-05 -> 5, 60 -> 0), at most 15."""
+    out = 0
+    for x in numbers:
+        if x is None or not math.isfinite(float(x)):
+            continue
+        exp = Decimal(repr(float(x))).normalize().as_tuple().exponent
+        out = max(out, -int(exp) if isinstance(exp, int) else 0)
+    return min(out, 15)
+
+
+def round_to_step(value: float, low: float, step: float, high: float | None = None) -> float:
+    """``value`` on the grid ``low + k * step``, written with the grid's decimals: 0.35 + 2 * 0.05 is 0.45, not
+    0.44999999999999996 (the value Optuna's step arithmetic gives)."""
+    k = round((float(value) - low) / step)
+    v = round(low + k * step, step_decimals(low, step, *(() if high is None else (high,))))
+    return v
+
+
+class StepRounding(optuna.samplers.BaseSampler):
+    """A sampler whose float values of a stepped distribution are written with the step's decimals (0.45, never
+    0.44999999999999996), so the trial, Optuna's stored params and the effective configuration hold the same
+    clean number. Everything else is the wrapped sampler's (``base``)."""
+
+    def __init__(self, base: optuna.samplers.BaseSampler) -> None:
+        self.base = base
+
+    def __getattr__(self, name: str) -> Any:  # the wrapped sampler's own attributes (e.g. GridSampler.is_exhausted)
+        if name == "base":
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+    @staticmethod
+    def _clean(dist: BaseDistribution, value: Any) -> Any:
+        if isinstance(dist, FloatDistribution) and dist.step is not None and isinstance(value, float):
+            v = round_to_step(value, dist.low, dist.step, dist.high)
+            return v if dist.low <= v <= dist.high else value
+        return value
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: Any) -> dict[str, BaseDistribution]:
+        return self.base.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: Any, search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        out = self.base.sample_relative(study, trial, search_space)
+        return {k: self._clean(search_space[k], v) if k in search_space else v for k, v in out.items()}
+
+    def sample_independent(self, study: optuna.Study, trial: Any, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        return self._clean(param_distribution,
+                           self.base.sample_independent(study, trial, param_name, param_distribution))
+
+    def before_trial(self, study: optuna.Study, trial: Any) -> None:
+        self.base.before_trial(study, trial)
+
+    def after_trial(self, study: optuna.Study, trial: Any, state: Any, values: Any) -> None:
+        self.base.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.base.reseed_rng()
+
+
 def _lookup(reg: dict[str, _Entry], name: str, what: str) -> _Entry:
     try:
         return reg[name]
@@ -82,9 +206,48 @@ def build_sampler(name: str, seed: int | None, options: Mapping[str, Any],
     if e.seeded:
         kw["seed"] = seed
     try:
-        return e.factory(**kw)
+        return StepRounding(e.factory(**kw))
     except (TypeError, ValueError) as ex:
         raise SpecError("sampler", f"{name!r} rejected its options {dict(options)}: {ex}") from None
+
+
+def _suggest(trial: optuna.trial.Trial, name: str, d: BaseDistribution) -> Any:
+    if isinstance(d, CategoricalDistribution):
+        return trial.suggest_categorical(name, list(d.choices))
+    if isinstance(d, IntDistribution):
+        return trial.suggest_int(name, d.low, d.high, step=d.step, log=d.log)
+    if isinstance(d, FloatDistribution):
+        return trial.suggest_float(name, d.low, d.high, step=d.step, log=d.log)
+    raise SpecError("space", f"unsupported distribution {d!r}")
+
+
+def dry_run(part: str, sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner,
+            distributions: Mapping[str, BaseDistribution], directions: list[str], steps: int,
+            n_trials: int = 4) -> None:
+    """Run ``n_trials`` trials of a stand-in objective (a value per step, pruned when the pruner says) through
+    ``sampler`` and ``pruner`` on an in-memory study. An option value the ``part`` under test ("sampler" or
+    "pruner") accepts when built but fails on when used (``HyperbandPruner(min_resource=0)``: a division by
+    zero at the first report) is a SpecError now, not a failing run."""
+    def objective(trial: optuna.trial.Trial) -> float | tuple[float, ...]:
+        x = float(len([_suggest(trial, name, d) for name, d in distributions.items()]))
+        for step in range(steps if len(directions) == 1 else 0):
+            trial.report(x * step + trial.number, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return float(trial.number) if len(directions) == 1 else tuple(float(trial.number) for _ in directions)
+
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the stand-in trials are not the user's: no INFO lines
+    try:
+        study = optuna.create_study(storage=optuna.storages.InMemoryStorage(), sampler=sampler, pruner=pruner,
+                                    directions=directions)
+        study.optimize(objective, n_trials=n_trials, catch=())
+    except SpecError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure of the sampler or pruner on this stand-in is the spec's
+        raise SpecError(part, f"its options fail when used: {type(e).__name__}: {e}") from None
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 
 
 def build_pruner(name: str, options: Mapping[str, Any]) -> optuna.pruners.BasePruner:

@@ -17,6 +17,7 @@ from optimizer.errors import DataError
 from optimizer.study.data import load_study_data, prepare_data
 from optimizer.study.records import read_study, read_trial
 from optimizer.study.run import git_commit
+from optimizer.study.space import trial_config
 from optimizer.study.trial import TrialObjective
 
 __all__ = ["replay_trial"]
@@ -32,7 +33,8 @@ def _close(a: Any, b: Any, tol: float = 1e-9) -> bool:
 
 def replay_trial(storage: Any, name: str, number: int, db: str | Path) -> dict[str, Any]:
     """Re-evaluate COMPLETE trial ``number`` of study ``name`` on the store ``db`` (same spec, span and folds as
-    stored with the study) and compare value, overall metrics and per-fold metrics with the stored ones.
+    stored with the study; the trial's stored effective configuration) and compare value, overall metrics and
+    per-fold metrics with the stored ones. The span ends before the final reserve by construction.
     ``{"reproduced", "comparison" (key, stored, replayed, equal), "params", "fingerprint", commits}``."""
     try:
         study = optuna.load_study(study_name=name, storage=storage)
@@ -58,7 +60,7 @@ def replay_trial(storage: Any, name: str, number: int, db: str | Path) -> dict[s
             f"the data differs from the study's (fingerprint {data.fingerprint} != stored {rec.data_fingerprint}); "
             "refusing to replay on other data"
         )
-    out = TrialObjective(data).evaluate(dict(trial.params))
+    out = TrialObjective(data).evaluate(dict(trial.params), trial_config(trial, spec))  # the stored configuration
     stored_trial = read_trial(trial)
     stored = stored_trial.metrics
     rows = []

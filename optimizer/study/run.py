@@ -3,6 +3,7 @@ several workers, ``--jobs`` worker processes, Ctrl-C, the progress bar."""
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import signal
@@ -21,16 +22,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from objectives import make_objective
 from optimizer import __version__
-from optimizer.settings import DEFAULT_STORAGE
+from optimizer.paths import resolve_storage
 from optimizer.errors import AccumoptError, ParameterError, SpecError
-from optimizer.study.records import STUDY_KEYS, StudyRecord, read_study, trial_counts, write_study
+from optimizer.study.records import (
+    STUDY_KEYS, StudyRecord, read_study, read_trial, set_trials_target, trial_counts, write_study,
+)
 from optimizer.study.registry import build_pruner, build_sampler
 from optimizer.study.space import grid_search_space
 from optimizer.study.spec import StudySpec
 from optimizer.study.data import StudyData, load_study_data, prepare_data
 from optimizer.study.seed import seed_from_study
 from optimizer.study.storage import StudyFull, make_storage
-from optimizer.study.trial import TrialObjective
+from optimizer.study.trial import TrialFailed, TrialObjective
 
 __all__ = ["StudyRunResult", "open_study", "run_study", "git_commit", "study_record"]
 
@@ -76,7 +79,7 @@ def _optimize_mirrored(study: optuna.Study, storage: Any, objective: Callable, t
     remaining = target - c["complete"] - c["pruned"]
     if remaining <= 0:
         return
-    local.optimize(objective, n_trials=remaining + len(waiting), timeout=timeout, catch=(),
+    local.optimize(objective, n_trials=remaining + len(waiting), timeout=timeout, catch=(TrialFailed,),
                    callbacks=[write_back, optuna.study.MaxTrialsCallback(target, states=(TrialState.COMPLETE, TrialState.PRUNED)),
                               *callbacks])
 
@@ -115,7 +118,8 @@ def _optimize_budget(study: optuna.Study, storage: Any, objective: Callable, tar
         if quota <= 0 or (t_left is not None and t_left <= 0):
             return
         try:
-            study.optimize(objective, n_trials=quota, timeout=t_left, catch=(), callbacks=[_count, *callbacks])
+            study.optimize(objective, n_trials=quota, timeout=t_left, catch=(TrialFailed,),
+                           callbacks=[_count, *callbacks])
             return  # quota, timeout or stop(): nothing left for this process to do
         except StudyFull:
             pass
@@ -141,9 +145,11 @@ def _sampler(spec: StudySpec, offset: int = 0):
                          grid_search_space(spec) if spec.sampler.name == "grid" else None)
 
 
-def study_record(spec: StudySpec, data: StudyData, extra_attrs: Mapping[str, Any] | None = None) -> StudyRecord:
+def study_record(spec: StudySpec, data: StudyData, extra_attrs: Mapping[str, Any] | None = None,
+                 n_trials: int | None = None) -> StudyRecord:
     """What a new study of ``spec`` over ``data`` stores about itself (``extra_attrs``: further StudyRecord
-    fields, e.g. a walk-forward window's ``records.window_attrs``; an unknown key is an error)."""
+    fields, e.g. a walk-forward window's ``records.window_attrs``; an unknown key is an error). ``n_trials``: the
+    trials it is asked to run (default the spec's [run].n_trials)."""
     unknown = sorted(set(extra_attrs or {}) - set(STUDY_KEYS))
     if unknown:
         raise ParameterError(f"extra_attrs must be StudyRecord fields, got unknown key(s) {', '.join(unknown)}")
@@ -155,16 +161,21 @@ def study_record(spec: StudySpec, data: StudyData, extra_attrs: Mapping[str, Any
         "train_start": d0, "train_end": d1, "symbols": len(data.panel.symbols),
         "folds": [[f.fold, str(data.panel.dates[f.test_start]), str(data.panel.dates[f.test_end - 1])] for f in data.folds],
         "purge": spec.purge(), "embargo": data.cv_embargo, "cv_n_splits": data.cv_n_splits,
-        "span_lo": data.lo, "span_hi": data.hi, "regime": spec.data.regime, "n_trials_target": spec.run.n_trials,
-        "created": datetime.now().isoformat(timespec="seconds"), **(extra_attrs or {}),
+        "span_lo": data.lo, "span_hi": data.hi, "regime": spec.data.regime,
+        "n_trials_target": n_trials or spec.run.n_trials, "created": datetime.now().isoformat(timespec="seconds"),
+        "universe": list(spec.data.universe) if isinstance(spec.data.universe, (list, tuple)) else spec.data.universe,
+        "reserve_start": data.reserve_start,
+        "coverage": data.panel.coverage.to_dict() if data.panel.coverage is not None else None,
+        **(extra_attrs or {}),
     })
 
 
 def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, data: StudyData, name: str | None = None,
                new_name: bool = False, extra_attrs: Mapping[str, Any] | None = None,
-               seed_offset: int = 0) -> optuna.Study:
+               seed_offset: int = 0, n_trials: int | None = None) -> optuna.Study:
     """Create or resume the spec's study. A study of the same name made from a different spec is refused;
     with ``new_name`` the first ``NAME-k`` made from this spec is resumed, else a free ``NAME-k`` is created.
+    ``n_trials``: the trials this run asks for (recorded as the study's ``n_trials_target``).
 
     A resumed study's sampler is seeded with ``seed + number of trials already stored (+ seed_offset)``: reusing
     the seed would re-draw the parameters of the study's first trials.
@@ -189,16 +200,18 @@ def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, data: Stud
                 raise SpecError("data", f"study {name!r} was run on different data (fingerprint {fp}, now {data.fingerprint}); "
                                         "refusing to mix trials. Use --new-name")
             st.sampler = _sampler(spec, len(st.get_trials(deepcopy=False)) + seed_offset)
+            if n_trials is not None and read_study(st).n_trials_target != n_trials:
+                set_trials_target(st, n_trials)
             return st
     try:
         st = optuna.create_study(study_name=name, storage=storage, sampler=_sampler(spec, seed_offset), pruner=pruner,
                                  directions=directions)
     except optuna.exceptions.DuplicatedStudyError:  # another worker created it since the listing above: join it
-        return open_study(spec, storage, data, asked, new_name, extra_attrs, seed_offset)
+        return open_study(spec, storage, data, asked, new_name, extra_attrs, seed_offset, n_trials)
     with warnings.catch_warnings():  # set_metric_names is marked experimental by Optuna
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        st.set_metric_names(make_objective(spec.objective.name).metric_names)
-    write_study(st, study_record(spec, data, extra_attrs))
+        st.set_metric_names(make_objective(spec.objective.name, spec.objective.options).metric_names)
+    write_study(st, study_record(spec, data, extra_attrs, n_trials))
     return st
 
 
@@ -224,6 +237,7 @@ class StudyRunResult:
     seconds: float
     interrupted: bool
     study: optuna.Study | None = None
+    first_failure: str | None = None  # "trial N: reason" of the first failed trial, when any failed
 
 
 def _best(study: optuna.Study):
@@ -233,6 +247,31 @@ def _best(study: optuna.Study):
         return study.best_value, study.best_params
     except ValueError:
         return None, None
+
+
+_FAIL_STOP = 5  # a run whose first this-many finished trials all failed stops (the error is not going away)
+
+
+class _FailureGuard:
+    """Callback: stops the run when its first ``_FAIL_STOP`` finished trials all failed."""
+
+    def __init__(self) -> None:
+        self.finished = 0
+        self.failed = 0
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.finished += 1
+        self.failed += trial.state == TrialState.FAIL
+        if self.finished == self.failed == _FAIL_STOP:
+            study.stop()
+
+
+def _first_failure(study: optuna.Study) -> str | None:
+    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    if not failed:
+        return None
+    t = min(failed, key=lambda t: t.number)
+    return f"trial {t.number}: {read_trial(t).fail_reason or 'no reason stored (failed outside the objective)'}"
 
 
 class _Progress:
@@ -266,10 +305,11 @@ def _worker(spec: StudySpec, storage_url: str | None, name: str, quota: int, dat
             target: int, seed_offset: int) -> None:
     """One forked ``--jobs`` process: its own storage connection, sampler seed ``seed + seed_offset``."""
     storage = make_storage(storage_url)
-    study = optuna.load_study(study_name=name, storage=storage, sampler=_sampler(spec, seed_offset),
+    study = optuna.load_study(study_name=name, storage=storage, sampler=_sampler(data.spec, seed_offset),
                               pruner=build_pruner(spec.pruner.name, spec.pruner.options))
     _optimize_budget(study, storage, TrialObjective(data), target, timeout, n_trials=quota,
-                     callbacks=[optuna.study.MaxTrialsCallback(target, states=(TrialState.COMPLETE, TrialState.PRUNED))])
+                     callbacks=[_FailureGuard(),
+                                optuna.study.MaxTrialsCallback(target, states=(TrialState.COMPLETE, TrialState.PRUNED))])
 
 
 def run_study(
@@ -286,25 +326,35 @@ def run_study(
     extra_attrs: dict[str, Any] | None = None,
     callbacks: list[Callable] | None = None,
     worker: bool = False,
+    seed: bool = True,
 ) -> StudyRunResult:
     """Create or resume the study and run it until it holds ``n_trials`` finished (complete + pruned) trials.
 
     ``worker``: this process joins a study other processes run (``study worker``); its sampler seed also mixes
     in the process id, so workers started together do not draw the same parameters (not reproducible).
+    ``seed``: seed from ``[seed_from]`` (walk-forward windows do not: the seed study saw later sessions).
+    A trial that fails (``TrialFailed``) is stored with its reason and the run goes on; a run whose first 5
+    trials all fail stops, and a study in which every trial failed is an ``AccumoptError`` giving the first
+    failure's reason.
     """
     t0 = time.perf_counter()
     if data is None:
         panel, reserve = load_study_data(spec, db)
         data = prepare_data(spec, panel, 0, reserve)
-    storage_url = storage_url or spec.run.storage
+    storage_url = resolve_storage(storage_url, spec.run.storage)
     storage = make_storage(storage_url)
     if jobs > 1 and isinstance(storage, optuna.storages.InMemoryStorage):
         raise ParameterError(f"jobs must be 1 with an in-memory storage ({storage_url}): worker processes cannot see it, got jobs={jobs}")
-    study = open_study(spec, storage, data, name=name, new_name=new_name, extra_attrs=extra_attrs,
-                       seed_offset=1_000_003 * (os.getpid() % 997 + 1) if worker else 0)
-    optuna.storages.fail_stale_trials(study)  # trials left RUNNING by a killed process: FAIL (+ retried)
-    seed_from_study(study, spec, storage)
     target = n_trials or spec.run.n_trials
+    seed_offset = 1_000_003 * (os.getpid() % 997 + 1) if worker else 0
+    study = open_study(spec, storage, data, name=name, new_name=new_name, extra_attrs=extra_attrs,
+                       seed_offset=seed_offset, n_trials=target)
+    optuna.storages.fail_stale_trials(study)  # trials left RUNNING by a killed process: FAIL (+ retried)
+    searched = seed_from_study(study, spec, storage) if seed else spec
+    if searched is not spec:  # the weight ranges narrowed around the seeds: the trials search those
+        data = dataclasses.replace(data, spec=searched)
+        if spec.sampler.name == "grid":
+            study.sampler = _sampler(searched, len(study.get_trials(deepcopy=False)) + seed_offset)
     timeout = timeout or spec.run.timeout
     c = trial_counts(study)
     remaining = max(0, target - c["complete"] - c["pruned"])
@@ -328,12 +378,13 @@ def run_study(
         if remaining > 0 and jobs <= 1 and not worker and not isinstance(storage, optuna.storages.InMemoryStorage):
             _optimize_mirrored(
                 study, storage, TrialObjective(data), target, timeout,
-                callbacks=[prog, _stopper, *(callbacks or [])],
+                callbacks=[prog, _stopper, _FailureGuard(), *(callbacks or [])],
             )
         elif remaining > 0 and jobs <= 1:
             _optimize_budget(
                 study, storage, TrialObjective(data), target, timeout, should_stop=lambda: stop_flag["stop"],
-                callbacks=[prog, _stopper, optuna.study.MaxTrialsCallback(target, states=(TrialState.COMPLETE, TrialState.PRUNED)),
+                callbacks=[prog, _stopper, _FailureGuard(),
+                           optuna.study.MaxTrialsCallback(target, states=(TrialState.COMPLETE, TrialState.PRUNED)),
                            *(callbacks or [])],
             )
         elif remaining > 0:
@@ -363,6 +414,10 @@ def run_study(
         if old is not None:
             signal.signal(signal.SIGINT, old)
     study = optuna.load_study(study_name=study.study_name, storage=storage)
+    counts = trial_counts(study)
+    failure = _first_failure(study)
+    if failure is not None and counts["complete"] + counts["pruned"] == 0 and not interrupted:
+        raise AccumoptError(f"study {study.study_name!r}: every trial failed ({counts['failed']}); first failure, {failure}")
     best, params = _best(study)
-    return StudyRunResult(study.study_name, storage_url or DEFAULT_STORAGE, trial_counts(study), best, params,
-                          time.perf_counter() - t0, interrupted, study)
+    return StudyRunResult(study.study_name, storage_url, counts, best, params,
+                          time.perf_counter() - t0, interrupted, study, failure)

@@ -13,13 +13,15 @@ from collections.abc import Mapping
 from typing import Any
 
 import optuna
+from optuna.trial import FrozenTrial
 
 from optimizer.engine.evaluate import Config
 from optimizer.engine.simulate import Costs
 from optimizer.params import engine_params
+from optimizer.study.records import read_trial
 from optimizer.study.spec import ParamSpec, StudySpec
 
-__all__ = ["suggest", "effective_params", "params_to_config", "grid_search_space", "distributions"]
+__all__ = ["suggest", "effective_params", "params_to_config", "trial_config", "grid_search_space", "distributions"]
 
 
 def _active(p: ParamSpec, values: Mapping[str, Any]) -> bool:
@@ -62,17 +64,17 @@ def params_to_config(values: Mapping[str, Any], spec: StudySpec | None = None) -
     return Config.from_params(engine_params(effective_params(values, spec)), base=base)
 
 
+def trial_config(trial: FrozenTrial, spec: StudySpec | None) -> Config:
+    """The configuration a stored trial ran: its stored effective configuration (``records.ConfigRecord``), else
+    (a trial stored before records) its params with ``spec``'s fixed values and costs."""
+    rec = read_trial(trial).config_record
+    return rec.config() if rec is not None else params_to_config(trial.params, spec)
+
+
 def grid_search_space(spec: StudySpec) -> dict[str, list]:
     return {p.name: p.grid_values() for p in spec.space if p.kind != "fixed"}
 
 
 def distributions(spec: StudySpec) -> dict[str, optuna.distributions.BaseDistribution]:
-    out: dict[str, optuna.distributions.BaseDistribution] = {}
-    for p in spec.space:
-        if p.kind == "categorical":
-            out[p.name] = optuna.distributions.CategoricalDistribution(list(p.choices))
-        elif p.kind == "int":
-            out[p.name] = optuna.distributions.IntDistribution(int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
-        elif p.kind == "float":
-            out[p.name] = optuna.distributions.FloatDistribution(float(p.low), float(p.high), step=p.step, log=p.log)
-    return out
+    """The Optuna distribution of every searched entry (``ParamSpec.distribution``)."""
+    return {p.name: p.distribution() for p in spec.space if p.kind != "fixed"}

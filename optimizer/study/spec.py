@@ -20,18 +20,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from objectives import resolve_objective
+import optuna
+
+from objectives import make_objective, resolve_objective
 from optimizer.errors import ParameterError, SpecError
 from optimizer.params import PARAMS, SPACE_ONLY, SPACE_PARAMS, WEIGHT_PRESETS, default_space, parse_exit
-from optimizer.study.registry import PRUNERS, SAMPLERS, build_pruner, build_sampler
+from optimizer.study.registry import PRUNERS, SAMPLERS, build_pruner, build_sampler, dry_run
 from optimizer.study.splits import CombinatorialPurgedCV
 
 __all__ = [
     "StudySpec", "DataSpec", "ParamSpec", "CVSpec", "ObjectiveSpec", "SamplerSpec", "PrunerSpec", "RunSpec",
-    "WalkForwardSpec", "SeedFromSpec", "load_spec", "parse_spec", "CV_MODES", "REGIMES", "WEIGHT_PRESETS", "DEFAULT_SPACE",
+    "WalkForwardSpec", "SeedFromSpec", "load_spec", "parse_spec", "check_study_name", "CV_MODES", "REGIMES",
+    "WEIGHT_PRESETS", "DEFAULT_SPACE", "STUDY_NAME_RULE",
 ]
 
-CV_MODES = ("expanding", "rolling", "cpcv")
+# rolling is not a mode: the rule fits nothing on the sessions before a fold, so it would score the same folds
+CV_MODES = ("expanding", "cpcv")
+# A study name is also a folder name (walk-forward runs, reports, exports): nothing that could leave a folder.
+_STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,99}")
+STUDY_NAME_RULE = "1-100 letters, digits, '.', '_', '+', '=' or '-', starting with a letter or digit"
+
 REGIMES = ("ALL", "RISK_ON", "RISK_OFF", "TRANSITIONAL", "BULL_LOW_VOL", "BULL_HIGH_VOL", "BEAR_LOW_VOL", "BEAR_HIGH_VOL")
 AGGREGATES = ("mean", "median", "mean_minus_std")
 
@@ -41,6 +49,13 @@ DEFAULT_SPACE: dict[str, Any] = default_space()
 
 def _err(key: str, reason: str) -> SpecError:
     return SpecError(key, reason)
+
+
+def check_study_name(name: Any, key: str = "study.name") -> str:
+    """``name`` when it is a valid study name (``STUDY_NAME_RULE``), else a SpecError naming ``key``."""
+    if not isinstance(name, str) or not _STUDY_NAME.fullmatch(name):
+        raise _err(key, f"must be {STUDY_NAME_RULE}, got {str(name)[:120]!r}")
+    return name
 
 
 def _check_keys(d: Mapping, allowed: tuple[str, ...] | set[str], path: str) -> None:
@@ -95,6 +110,18 @@ class ParamSpec:
             x = self.low + i * self.step
         return vals
 
+    def distribution(self) -> optuna.distributions.BaseDistribution | None:
+        """The Optuna distribution this entry is searched with (None for a fixed value)."""
+        if self.kind == "categorical":
+            return optuna.distributions.CategoricalDistribution(list(self.choices))
+        if self.kind == "int":
+            return optuna.distributions.IntDistribution(int(self.low), int(self.high), step=int(self.step or 1),
+                                                       log=self.log)
+        if self.kind == "float":
+            return optuna.distributions.FloatDistribution(float(self.low), float(self.high), step=self.step,
+                                                         log=self.log)
+        return None
+
     def values_bound(self) -> tuple[float, float] | None:
         """(min, max) of the numeric values this parameter can take (None for non-numeric categoricals)."""
         if self.kind in ("int", "float"):
@@ -104,8 +131,22 @@ class ParamSpec:
         return (min(nums), max(nums)) if nums and len(nums) == len(vals) else None
 
 
-def _parse_param(name: str, raw: Any, path: str, earlier: list[str]) -> ParamSpec:
+def _show(v: Any) -> str:
+    return str(v).lower() if isinstance(v, bool) else repr(v) if isinstance(v, str) else str(v)
+
+
+def _can_take(p: ParamSpec) -> list[Any] | None:
+    """The values entry ``p`` can take (None for a numeric range)."""
+    if p.kind == "categorical":
+        return list(p.choices)
+    if p.kind == "fixed":
+        return [p.value]
+    return None
+
+
+def _parse_param(name: str, raw: Any, path: str, earlier_specs: list[ParamSpec]) -> ParamSpec:
     key = f"{path}.{name}"
+    earlier = [p.name for p in earlier_specs]
     if name not in SPACE_PARAMS:
         raise _err(key, f"unknown parameter; valid: {', '.join(SPACE_PARAMS)}")
     if not isinstance(raw, dict):
@@ -121,6 +162,16 @@ def _parse_param(name: str, raw: Any, path: str, earlier: list[str]) -> ParamSpe
             raise _err(f"{key}.when.{wk}", f"must name a parameter declared before {name!r}; declared so far: {', '.join(earlier) or 'none'}")
         when.append((wk, tuple(wv) if isinstance(wv, list) else (wv,)))
     when_t = tuple(when)
+    for wk, allowed in when_t:
+        ref = next(p for p in earlier_specs if p.name == wk)
+        can = _can_take(ref)
+        for a in allowed:
+            if can is not None and not any(a == c and isinstance(a, bool) == isinstance(c, bool) for c in can):
+                raise _err(f"{key}.when.{wk}", f"must be among the values {wk} can take "
+                                               f"({', '.join(_show(c) for c in can)}), got {a!r}")
+            if can is None and not (isinstance(a, (int, float)) and not isinstance(a, bool)
+                                    and ref.low <= a <= ref.high):
+                raise _err(f"{key}.when.{wk}", f"must be a number in [{ref.low}, {ref.high}] ({wk}'s range), got {a!r}")
     if kind == "categorical":
         ch = _typed(raw, "choices", list, key, required=True)
         if not ch:
@@ -320,6 +371,8 @@ def parse_spec(text: str, path: str | None = None) -> StudySpec:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise SpecError("toml", f"is not valid TOML: {e}", file=path) from None
+    except RecursionError:
+        raise SpecError("toml", "nests arrays or tables too deeply to be a study spec", file=path) from None
     try:
         return _parse(doc, text, path)
     except SpecError as e:
@@ -333,7 +386,8 @@ def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
     st = _section(doc, "study")
     _check_keys(st, ("name", "description"), "study")
     default_name = Path(path).stem if path else "study"
-    name = _typed(st, "name", str, "study", default=default_name)
+    name = check_study_name(_typed(st, "name", str, "study", default=default_name),
+                            "study.name" if "name" in st else "study.name (the file's name, the default)")
     desc = _typed(st, "description", str, "study", default="")
 
     d = _section(doc, "data")
@@ -345,8 +399,11 @@ def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
     com = _typed(costs, "commission_bps", (int, float), "data.costs", default=1.0)
     slp = _typed(costs, "slippage_bps", (int, float), "data.costs", default=5.0)
     for k, v in (("commission_bps", com), ("slippage_bps", slp)):
-        if v < 0:
-            raise _err(f"data.costs.{k}", f"must be >= 0, got {k}={v}")
+        try:
+            PARAMS[k].check(v)
+        except ParameterError:
+            rule = PARAMS[k].rule if math.isfinite(v) else f"a finite number {PARAMS[k].rule}"
+            raise _err(f"data.costs.{k}", f"must be {rule}, got {k}={v}") from None
     uni = d.get("universe", "tier1+3")
     if not isinstance(uni, (str, list)) or (isinstance(uni, list) and not all(isinstance(s, str) for s in uni)):
         raise _err("data.universe", f"must be tier1, tier3, tier1+3, tier1+2+3, all or a list of symbols, got {uni!r}")
@@ -370,19 +427,23 @@ def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
         raise _err("space", "must be a non-empty table of parameters")
     space: list[ParamSpec] = []
     for pname, praw in raw_space.items():
-        space.append(_parse_param(pname, praw, "space", [p.name for p in space]))
+        space.append(_parse_param(pname, praw, "space", space))
     _validate_space(space)
 
     c = _section(doc, "cv")
     _check_keys(c, ("mode", "n_splits", "test_size", "purge", "embargo", "min_train_size", "max_train_size",
                     "n_groups", "n_test_groups"), "cv")
     mode = _typed(c, "mode", str, "cv", default="expanding")
+    if mode == "rolling":
+        raise _err("cv.mode", "rolling has no effect on a study: the rule fits nothing on the sessions before a fold, "
+                              "so rolling and expanding folds score the same test blocks (min_train_size sets where "
+                              "the first one starts); use expanding, got 'rolling'")
     if mode not in CV_MODES:
         raise _err("cv.mode", f"must be one of {', '.join(CV_MODES)}, got {mode!r}")
     only = {"cpcv": ("n_groups", "n_test_groups"), "forward": ("n_splits", "test_size", "min_train_size", "max_train_size")}
     for k in only["forward" if mode == "cpcv" else "cpcv"]:
         if k in c:
-            other = "expanding or rolling" if mode == "cpcv" else "cpcv"
+            other = "expanding" if mode == "cpcv" else "cpcv"
             raise _err(f"cv.{k}", f"applies to mode = {other} only, not mode = {mode!r}")
     cv_kw = {}
     for k, lo in (("n_splits", 1), ("test_size", 2), ("purge", 0), ("embargo", 0), ("min_train_size", 0), ("max_train_size", 1),
@@ -392,8 +453,13 @@ def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
             raise _err(f"cv.{k}", f"must be >= {lo}, got {k}={v}")
         if v is not None:
             cv_kw[k] = v
-    if mode == "rolling" and "max_train_size" not in cv_kw:
-        raise _err("cv.max_train_size", "is required for rolling folds")
+    if cv_kw.get("max_train_size") is not None and cv_kw["max_train_size"] < cv_kw.get("min_train_size", 0):
+        raise _err("cv.max_train_size", f"must be >= min_train_size={cv_kw['min_train_size']}, "
+                                        f"got max_train_size={cv_kw['max_train_size']}")
+    if "max_train_size" in cv_kw:
+        raise _err("cv.max_train_size", "has no effect on a study: only a rolling train window would use it, and the "
+                                        "rule fits nothing on the sessions before a fold; leave it out, got "
+                                        f"max_train_size={cv_kw['max_train_size']}")
     if mode == "cpcv":
         ng, nt = cv_kw.get("n_groups", CVSpec.n_groups), cv_kw.get("n_test_groups", CVSpec.n_test_groups)
         if nt >= ng:
@@ -429,6 +495,7 @@ def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
     if mt < 0:
         raise _err("objective.min_trades", f"must be >= 0, got min_trades={mt}")
     opts = _typed(o, "options", dict, "objective", default={})
+    make_objective(oname, opts)  # every option a parameter of the objective's constructor, its value accepted
     objective = ObjectiveSpec(oname, tuple(dirs), agg, float(k), mt, opts)
 
     s = _section(doc, "sampler")
@@ -456,10 +523,13 @@ def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
     if len(dirs) > 1 and pname != "none":
         raise _err("pruner.name", "multi-objective studies cannot prune (Optuna limitation); use name = \"none\"")
     pruner = PrunerSpec(pname, popts)
-    with warnings.catch_warnings():  # build once so bad option values fail now, not when the study starts
+    with warnings.catch_warnings():  # build and use once so bad option values fail now, not when the study runs
         warnings.simplefilter("ignore")
-        build_sampler(sname, seed, sopts, {p.name: p.grid_values() for p in space if p.kind != "fixed"} if sname == "grid" else None)
-        build_pruner(pname, popts)
+        grid = {p.name: p.grid_values() for p in space if p.kind != "fixed"} if sname == "grid" else None
+        dists = {p.name: p.distribution() for p in space if p.kind != "fixed"}
+        steps = max(1, cv_kw.get("n_splits", CVSpec.n_splits))
+        dry_run("sampler", build_sampler(sname, seed, sopts, grid), build_pruner("none", {}), dists, dirs, steps)
+        dry_run("pruner", build_sampler("random", 0, {}), build_pruner(pname, popts), dists, dirs, steps)
 
     r = _section(doc, "run")
     _check_keys(r, ("n_trials", "timeout", "storage", "study_name"), "run")
@@ -467,9 +537,10 @@ def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
     if nt < 1:
         raise _err("run.n_trials", f"must be >= 1, got n_trials={nt}")
     to = _typed(r, "timeout", (int, float), "run")
-    if to is not None and to <= 0:
-        raise _err("run.timeout", f"must be > 0 seconds, got timeout={to}")
-    run = RunSpec(nt, None if to is None else float(to), _typed(r, "storage", str, "run"), _typed(r, "study_name", str, "run", default=name))
+    if to is not None and not (math.isfinite(to) and to > 0):
+        raise _err("run.timeout", f"must be > 0 seconds{'' if math.isfinite(to) else ' (a finite number)'}, got timeout={to}")
+    run_name = check_study_name(_typed(r, "study_name", str, "run", default=name), "run.study_name")
+    run = RunSpec(nt, None if to is None else float(to), _typed(r, "storage", str, "run"), run_name)
 
     w = _section(doc, "walkforward")
     _check_keys(w, ("train", "test", "step", "unit", "purge", "anchored", "select", "top_k", "n_trials", "n_splits", "embargo"), "walkforward")
@@ -503,9 +574,21 @@ def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
             raise _err("seed_from.top", f"must be >= 1, got top={top}")
         if not 0 <= rad <= 0.5:
             raise _err("seed_from.weight_radius", f"must be in [0, 0.5], got weight_radius={rad}")
-        seed_from = SeedFromSpec(_typed(sf, "study", str, "seed_from", required=True), top, float(rad))
+        seed_from = SeedFromSpec(check_study_name(_typed(sf, "study", str, "seed_from", required=True), "seed_from.study"),
+                                 top, float(rad))
 
     return StudySpec(name, desc, data, tuple(space), cv, objective, sampler, pruner, run, wf, seed_from, text, path)
+
+
+def _lowest(space: list[ParamSpec], name: str) -> float | None:
+    """The lowest value entry ``name`` can take (the registry default when undeclared; None when conditional)."""
+    p = next((q for q in space if q.name == name), None)
+    if p is None:
+        return float(PARAMS[name].default)
+    if p.when:
+        return None
+    b = p.values_bound()
+    return None if b is None else b[0]
 
 
 def _validate_space(space: list[ParamSpec]) -> None:
@@ -536,6 +619,20 @@ def _validate_space(space: list[ParamSpec]) -> None:
                 raise _err("space.hold_days", "is required when exit may be 'fixed'")
             if "hybrid" in vals and "max_days" not in names:
                 raise _err("space.max_days", "is required when exit may be 'hybrid'")
+    if "weights" not in names:
+        low = [_lowest(space, w) for w in ("w_short", "w_lit", "w_price")]
+        if all(v is not None and v <= 0 for v in low):
+            raise _err("space.w_short", "the three weights can all be 0 at once (lowest w_short, w_lit, w_price: "
+                                        f"{', '.join(f'{v:g}' for v in low)}); the score divides by their sum, which "
+                                        "must be > 0: give at least one weight a low above 0")
+    lo_ = next((p for p in space if p.name == "intensity_lo"), None)
+    hi_ = next((p for p in space if p.name == "intensity_hi"), None)
+    if lo_ is not None or hi_ is not None:
+        blo = lo_.values_bound() if lo_ is not None else (PARAMS["intensity_lo"].default,) * 2
+        bhi = hi_.values_bound() if hi_ is not None else (PARAMS["intensity_hi"].default,) * 2
+        if blo and bhi and blo[1] > bhi[0]:
+            raise _err("space.intensity_lo", f"every intensity_lo must be <= every intensity_hi; max intensity_lo "
+                                             f"{blo[1]:g} > min intensity_hi {bhi[0]:g}")
     b = next((p for p in space if p.name == "buy_threshold"), None)
     s = next((p for p in space if p.name == "sell_threshold"), None)
     if b is not None or s is not None:  # an undeclared threshold keeps the engine default (buy 70, sell 30)
@@ -549,7 +646,23 @@ def _validate_space(space: list[ParamSpec]) -> None:
 
 
 def load_spec(path: str | Path) -> StudySpec:
+    """Read and validate the spec file at ``path`` (UTF-8 TOML; a missing, unreadable or non-UTF-8 file is a
+    SpecError naming the file)."""
     p = Path(path)
     if not p.exists():
         raise SpecError("file", "does not exist", file=str(p))
-    return parse_spec(p.read_text(encoding="utf-8"), str(p))
+    if p.is_dir():
+        raise SpecError("file", "is a directory, not a TOML spec", file=str(p))
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise SpecError("file", f"cannot be read: {e.strerror or e}", file=str(p)) from None
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise SpecError("file", "is UTF-16 text; a spec must be UTF-8 (TOML's encoding): re-save it as UTF-8",
+                        file=str(p))
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError("file", f"is not UTF-8 text (byte {e.start}: {raw[e.start:e.start + 1]!r}); a spec must "
+                                "be UTF-8 TOML", file=str(p)) from None
+    return parse_spec(text.removeprefix("\ufeff"), str(p))

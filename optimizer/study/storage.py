@@ -1,13 +1,20 @@
 """Optuna storages for the tool: SQLite in WAL mode, heartbeats, an exact trial budget shared by independent
-workers, fewer commits per trial. Every override of Optuna's private storage code lives in this module."""
+workers, fewer commits per trial, read-only opening for commands that only read. Every override of Optuna's private
+storage code lives in this module.
+
+A storage file that is not what it should be (missing for a reader, not an SQLite file, truncated or corrupt, an
+SQLite database of another schema, read-only for a writer) is a ``DataError`` with one line naming the file and
+what is wrong, never a traceback (``storage_error`` turns errors raised later, while reading, the same way)."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import importlib.util
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +24,105 @@ from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from sqlalchemy import event
+from sqlalchemy.pool import NullPool
 
-from optimizer.errors import AccumoptError, ParameterError
-from optimizer.settings import DEFAULT_STORAGE
+from optimizer.errors import AccumoptError, DataError, ParameterError
+from optimizer.paths import resolve_storage, storage_path
 
-__all__ = ["make_storage", "StudyFull"]
+__all__ = ["make_storage", "StudyFull", "storage_error", "storage_failure"]
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
-def make_storage(url: str | None, heartbeat: bool = True,
-                 grace_period: int | None = None) -> optuna.storages.BaseStorage:
-    """An Optuna storage for ``url`` (default sqlite:///output/studies.db).
+def _root_cause(e: BaseException) -> BaseException:
+    seen = e
+    while seen.__cause__ is not None or seen.__context__ is not None:
+        seen = seen.__cause__ or seen.__context__
+    return seen
+
+
+def storage_failure(url: str, e: BaseException) -> DataError:
+    """The one-line ``DataError`` for an error raised by a storage (its root cause, in words)."""
+    cause = _root_cause(e)
+    msg = str(getattr(cause, "orig", None) or cause).splitlines()[0] if str(cause) else type(cause).__name__
+    low = msg.lower()
+    if "readonly" in low or "read-only" in low:
+        why = "is read-only (file or folder permissions); running a study writes to it, listing and showing do not"
+    elif "not a database" in low or "malformed" in low or "disk i/o" in low:
+        why = f"is corrupt or truncated ({msg})"
+    elif "no such table" in low:
+        why = f"is not an Optuna study storage ({msg})"
+    else:
+        why = f"failed: {type(cause).__name__}: {msg}"
+    return DataError(f"study storage {url} {why}")
+
+
+@contextlib.contextmanager
+def storage_error(url: str) -> Iterator[None]:
+    """Turn an SQLite / SQLAlchemy / Optuna storage error raised inside into ``storage_failure``'s DataError."""
+    try:
+        yield
+    except AccumoptError:
+        raise
+    except (sqlite3.Error, optuna.exceptions.StorageInternalError, RuntimeError, OSError) as e:
+        raise storage_failure(url, e) from None
+    except Exception as e:  # noqa: BLE001 - SQLAlchemy's errors (imported by Optuna) have many classes; re-raised when foreign
+        if not type(e).__module__.startswith("sqlalchemy"):
+            raise
+        raise storage_failure(url, e) from None
+
+
+def _check_sqlite_file(url: str, path: Path, read_only: bool, create: bool = True) -> None:
+    """A reader needs an existing SQLite file holding Optuna's tables; a writer needs nothing (``create``), or an
+    SQLite file that is empty or holds Optuna's tables (another schema is never written into)."""
+    if not path.exists():
+        if read_only or not create:
+            raise DataError(f"{url}: the study storage file {path} does not exist; run a study first or pass --storage")
+        return
+    if path.is_dir():
+        raise DataError(f"{url}: {path} is a directory, not a study storage file")
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    if not head and not read_only:
+        return  # an empty file: a new database
+    if head != _SQLITE_MAGIC:
+        raise DataError(f"study storage {url} is not an SQLite database (the file starts with {head[:16]!r})")
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            con.close()
+        if not read_only:  # a writer needs a writable file: one write in a transaction rolled back changes nothing
+            con = sqlite3.connect(str(path), timeout=60, isolation_level=None)
+            try:
+                version = con.execute("PRAGMA user_version").fetchone()[0]
+                con.execute("BEGIN IMMEDIATE")
+                try:
+                    con.execute(f"PRAGMA user_version = {int(version)}")
+                finally:
+                    con.execute("ROLLBACK")
+            finally:
+                con.close()
+    except sqlite3.Error as e:
+        raise storage_failure(url, e) from None
+    if not tables and read_only:
+        raise DataError(f"study storage {url} holds no study yet (an empty SQLite database); run a study first")
+    if "studies" not in tables and (tables or read_only):
+        shown = ", ".join(sorted(tables)[:8]) or "none"
+        raise DataError(f"study storage {url} is not an Optuna study storage: an SQLite database with other tables "
+                        f"({shown}); pass another --storage")
+
+
+def make_storage(url: str | None, heartbeat: bool = True, grace_period: int | None = None,
+                 read_only: bool = False, create: bool = True) -> optuna.storages.BaseStorage:
+    """An Optuna storage for ``url`` (None: env ACCUMOPT_STORAGE, else ``sqlite:///output/studies.db``;
+    ``optimizer.paths.resolve_storage``).
+
+    ``read_only``: for commands that only read (list, show, best, compare, export, replay, report): the file must
+    exist (nothing is created), SQLite is opened with ``mode=ro`` (no WAL pragma, no table creation), no
+    heartbeat. ``create=False``: a missing storage file is refused instead of created (``study delete``,
+    ``dashboard``).
 
     SQLite: WAL journal (readers never block the writer, a commit is one fsync of the WAL) and a 60 s busy
     timeout so several local worker processes never fail with "database is locked". Every RDB storage gets a
@@ -40,9 +136,50 @@ def make_storage(url: str | None, heartbeat: bool = True,
     exact per-study trial budget that ``run_study`` sets (``_BudgetRDBStorage``, ``_BudgetJournalStorage``: the
     journal one locks ``PATH.budget.lock``), so any number of workers on any machines end with exactly N trials.
     """
-    url = url or os.environ.get("ACCUMOPT_STORAGE") or DEFAULT_STORAGE
+    url = resolve_storage(url)
     if url in ("sqlite:///:memory:", "sqlite://"):
         return optuna.storages.InMemoryStorage()
+    if url.startswith("sqlite:///") and storage_path(url) is not None:
+        _check_sqlite_file(url, storage_path(url), read_only, create)
+    if read_only:
+        return _read_only(url)
+    jp = storage_path(url) if url.startswith("journal:") else None
+    if not create and jp is not None and not jp.exists():
+        raise DataError(f"{url}: the journal file {jp} does not exist; run a study first or pass --storage")
+    with storage_error(url):
+        return _writer(url, heartbeat, grace_period)
+
+
+def _read_only(url: str) -> optuna.storages.BaseStorage:
+    path = storage_path(url)
+    with storage_error(url):
+        if url.startswith("sqlite:///") and path is not None:
+            return _sqlite_reader(url, path)
+        if url.startswith("journal:"):
+            if path is None or not path.exists():
+                raise DataError(f"{url}: the journal file {path} does not exist; run a study first or pass --storage")
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        return optuna.storages.RDBStorage(_rdb_url(url), skip_table_creation=True)
+
+
+def _sqlite_reader(url: str, path: Path) -> optuna.storages.BaseStorage:
+    """An SQLite storage for reading: ``mode=ro``, no pragma, no table creation, no connection pool (a reader holds
+    no connection between calls: a lingering one would keep a stale view of a WAL file its writer has since
+    checkpointed and removed). A WAL left by a killed writer needs recovering, which a ``mode=ro`` connection
+    cannot do (SQLite says "attempt to write a readonly database"): then the file is opened as SQLite opens it by
+    default, still with no pragma and no table creation, so SQLite itself replays the WAL."""
+    kw = {"engine_kwargs": {"connect_args": {"timeout": 60}, "poolclass": NullPool}, "skip_table_creation": True}
+    try:
+        st = optuna.storages.RDBStorage(f"sqlite:///file:{path.resolve()}?mode=ro&uri=true", **kw)
+        st.get_all_studies()
+        return st
+    except Exception as e:  # noqa: BLE001 - only the recovery case is retried; anything else goes to storage_error
+        if "readonly" not in str(_root_cause(e)).lower():
+            raise
+    return optuna.storages.RDBStorage(f"sqlite:///{path}", **kw)
+
+
+def _writer(url: str, heartbeat: bool, grace_period: int | None) -> optuna.storages.BaseStorage:
     hb: dict[str, Any] = {}
     if heartbeat:
         cb = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)

@@ -3,7 +3,9 @@
 Nothing flows back: a window's study is built on the panel truncated at its train end (it cannot load a test or
 reserve session), the winner is chosen from in-sample trials only, and out-of-sample results never feed a study.
 The final reserve (last ``reserve_fraction`` of sessions) is used only with ``final=True``; opening it is recorded
-in the storage and a second opening warns loudly.
+in the store's reserve ledger (``optimizer.study.reserve``, shared with ``backtest --final``) and a second opening
+warns loudly. Windows are never seeded from ``[seed_from]`` (the seed study saw sessions after each window's train
+end). DSR and PBO count the distinct configurations each window's study tried (``records.distinct_configurations``).
 
 Every verdict statistic runs on returns in excess of the matched random-entry benchmark; raw figures are kept
 beside them. The run: ``_run_window`` per window (study, winner, OOS evaluation, the window's in-sample DSR, PBO
@@ -44,15 +46,15 @@ from optimizer.engine.regime_filter import regime_entry_mask
 from optimizer.engine.simulate import Span, Trades
 from optimizer.errors import DataError, ParameterError
 from optimizer.study.data import StudyData, load_study_data, prepare_data
-from optimizer.study.records import (
-    add_reserve_opening, complete_trials, direction_sign, ranked_trials, read_trial, reserve_log_name, window_attrs,
-)
+from optimizer.engine.evaluate import Config
+from optimizer.paths import resolve_db, under
+from optimizer.study.records import direction_sign, distinct_configurations, group_configurations, ranked_trials, read_trial, window_attrs
+from optimizer.study.reserve import opening_warning, record_opening
 from optimizer.study.splits import CombinatorialPurgedCV
 from optimizer.study.run import run_study
-from optimizer.study.space import params_to_config
+from optimizer.study.space import params_to_config, trial_config
 from optimizer.study.spec import StudySpec
 from optimizer.study.splits import WalkForward, Window
-from optimizer.study.storage import make_storage
 from optimizer.validate.stats import (
     DailyExcess, cost_stress, cost_stress_wording, cpcv_pbo, daily_excess, deflated_sharpe_from_study,
     dependent_inference, equity_bootstrap, flag_fragile, probability_of_backtest_overfitting, spa_test,
@@ -62,7 +64,7 @@ from optimizer.validate.verdict import POWER, T_MIN, Power, Verdict, verdict, ve
 
 __all__ = [
     "WindowResult", "WalkForwardResult", "run_walkforward", "select_params", "concat_trades", "pbo_matrix",
-    "tried_configs", "combine_pvalues", "save_walkforward", "load_walkforward", "SPA_GATE",
+    "tried_configs", "combine_pvalues", "save_walkforward", "load_walkforward", "walkforward_dir", "SPA_GATE",
 ]
 
 _NAN = float("nan")
@@ -85,7 +87,7 @@ class WindowResult:
     study_name: str
     train_dates: tuple[str, str]
     test_dates: tuple[str, str]
-    params: dict[str, Any]
+    params: dict[str, Any]       # the winner's Optuna params (as the study shows them)
     is_metrics: dict[str, float]
     oos_metrics: dict[str, float]
     trades: Trades
@@ -101,10 +103,15 @@ class WindowResult:
     spa: dict[str, Any] | None = None
     spa_skipped: str | None = None
     cpcv: dict[str, Any] | None = None
+    config: Config | None = None  # the winner's effective configuration (what the OOS evaluation ran)
 
     @property
     def spa_p(self) -> float:
         return float(self.spa["p_value"]) if self.spa and self.spa.get("p_value") is not None else _NAN
+
+    def cfg(self, spec: StudySpec) -> Config:
+        """The winner's effective configuration (``config``; rebuilt from ``params`` for a result without it)."""
+        return self.config if self.config is not None else params_to_config(self.params, spec)
 
 
 @dataclass
@@ -144,7 +151,9 @@ class WalkForwardResult:
             "final": self.final,
             "windows": [
                 {"index": w.window.index, "study": w.study_name, "train": list(w.train_dates), "test": list(w.test_dates),
-                 "in_reserve": w.in_reserve, "best_params": w.params, "in_sample": w.is_metrics, "out_of_sample": w.oos_metrics,
+                 "in_reserve": w.in_reserve, "best_params": w.params,
+                 "config": w.config.to_params() if w.config is not None else None,
+                 "in_sample": w.is_metrics, "out_of_sample": w.oos_metrics,
                  "n_trials_tried": w.n_trials_tried, "n_configs": w.n_configs}
                 for w in self.windows
             ],
@@ -205,35 +214,27 @@ def select_params(study: optuna.Study, how: str = "best", top_k: int = 5) -> opt
     return best
 
 
-def _params_key(params: dict[str, Any]) -> str:
-    return json.dumps(params, sort_keys=True, default=str)
-
-
-def tried_configs(study: optuna.Study) -> tuple[list[dict[str, Any]], list[bool]]:
-    """The distinct configurations ``study`` tried, in trial-number order: the parameters of its COMPLETE and
-    PRUNED trials, a repeat of the same parameters counted once; and whether each was completed (any of its trials
-    COMPLETE). FAILED / RUNNING trials have no evaluation to repeat and are left out."""
-    seen: dict[str, int] = {}
-    configs: list[dict[str, Any]] = []
+def tried_configs(study: optuna.Study) -> tuple[list[optuna.trial.FrozenTrial], list[bool]]:
+    """The distinct configurations ``study`` evaluated, in trial-number order (``records.group_configurations``: the
+    trials' stored effective configurations, a repeat of the same configuration counted once): the first COMPLETE
+    or PRUNED trial of each, and whether the configuration completed. What PBO and SPA run; failed trials have no
+    evaluation to run (DSR still counts them: ``records.distinct_configurations``)."""
+    evaluated = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    reps: list[optuna.trial.FrozenTrial] = []
     done: list[bool] = []
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    for t in sorted(study.get_trials(deepcopy=False, states=states), key=lambda t: t.number):
-        key = _params_key(t.params)
-        complete = t.state == optuna.trial.TrialState.COMPLETE and bool(t.values)
-        if key in seen:
-            done[seen[key]] |= complete
-            continue
-        seen[key] = len(configs)
-        configs.append(dict(t.params))
-        done.append(complete)
-    return configs, done
+    for group in group_configurations(study):
+        ran = [t for t in group if t.state in evaluated]
+        if ran:
+            reps.append(ran[0])
+            done.append(any(t.state == optuna.trial.TrialState.COMPLETE and bool(t.values) for t in ran))
+    return reps, done
 
 
-def _config_matrices(data: StudyData, configs: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    """Each configuration run once over the study's span [first fold start, hi), as two sessions x configurations
-    matrices: (PBO) daily portfolio return minus the equal-weight universe on invested days, 0 otherwise; (SPA) the
-    daily excess P&L over the matched random-entry benchmark of its closed trades (``daily_excess(...).total``, the
-    series the verdict tests)."""
+def _config_matrices(data: StudyData, configs: list[optuna.trial.FrozenTrial]) -> tuple[np.ndarray, np.ndarray]:
+    """Each configuration (a trial's stored effective configuration, ``space.trial_config``) run once over the
+    study's span [first fold start, hi), as two sessions x configurations matrices: (PBO) daily portfolio return
+    minus the equal-weight universe on invested days, 0 otherwise; (SPA) the daily excess P&L over the matched
+    random-entry benchmark of its closed trades (``daily_excess(...).total``, the series the verdict tests)."""
     panel, ev = data.panel, data.evaluator
     lo = data.folds[0].test_start
     span = Span(lo, data.hi, data.hi)
@@ -243,8 +244,8 @@ def _config_matrices(data: StudyData, configs: list[dict[str, Any]]) -> tuple[np
     ew = np.concatenate([[np.nan], np.nanmean(np.where(np.isfinite(r), r, np.nan), axis=1)])[lo:data.hi]
     ew = np.nan_to_num(ew)
     ew_cols, ex_cols = [], []
-    for params in configs:
-        cfg = params_to_config(params, data.spec)
+    for t in configs:
+        cfg = trial_config(t, data.spec)
         res = ev.run(cfg, span, entry_ok=data.entry_ok)
         daily = portfolio_returns(res.trades, panel, span)
         invested = np.zeros(span.data_end - span.sig_start, dtype=bool)
@@ -278,20 +279,15 @@ def combine_pvalues(p: Any) -> float:
     return float(min(1.0, v.size / k * v[k - 1]))
 
 
-def _reserve_record(storage: Any, spec: StudySpec, reserve_start: str, final: bool) -> list[str]:
-    """Record (and warn about repeated) openings of the final reserve in a small marker study."""
-    name = reserve_log_name(spec.run.study_name)
-    try:
-        log = optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        log = optuna.create_study(study_name=name, storage=storage)
-    if not final:
+def _reserve_record(db: str | Path, spec: StudySpec, reserve_start: str | None, final: bool,
+                    last: str) -> list[str]:
+    """Record an opening of the final reserve in the store's ledger (``final`` only); the loud warning of a
+    repeated opening."""
+    if not final or reserve_start is None:
         return []
-    same = [o for o in add_reserve_opening(log, reserve_start) if o.get("reserve_start") == reserve_start]
-    if not same:
-        return []
-    return [f"WARNING: the final reserve starting {reserve_start} was already opened {len(same)} time(s) "
-            f"(first on {same[0]['at']}); results on it are no longer a clean out-of-sample test"]
+    earlier = record_opening(db, reserve_start, "walkforward --final", spec.run.study_name, last)
+    w = opening_warning(reserve_start, earlier)
+    return [w] if w else []
 
 
 # ------------------------------------------------------------------------------------------------ one window
@@ -368,29 +364,28 @@ def _run_window(ctx: _RunContext, w: Window) -> WindowResult:
     n_splits = None if spec.cv.mode == "cpcv" else spec.walkforward.n_splits  # cpcv: the [cv] groups
     data = prepare_data(spec, ctx.panel, w.train_start, w.train_end, n_splits, spec.walkforward.embargo)
     assert len(data.panel.dates) == w.train_end  # the study's panel ends at its train end: no test session visible
-    run = run_study(spec, None, ctx.storage_url, n_trials=ctx.n_trials, data=data, name=name,
+    run = run_study(spec, None, ctx.storage_url, n_trials=ctx.n_trials, data=data, name=name, seed=False,
                     extra_attrs=window_attrs(w.index, train, test, str(data.panel.dates[-1])))
     study = run.study
     chosen = select_params(study, spec.walkforward.select, spec.walkforward.top_k)
-    cfg = params_to_config(chosen.params, spec)
+    cfg = trial_config(chosen, spec)
     data_end = min(w.test_end + ctx.purge, ctx.limit)
     oos_panel = ctx.panel.slice(0, data_end)
     span = Span(w.test_start, w.test_end, data_end)
     res = Evaluator(oos_panel, min_periods=spec.data.min_periods).run(
         cfg, span, entry_ok=regime_entry_mask(oos_panel, spec.data.regime))
     tried = len(study.get_trials(deepcopy=False))
+    n_configs = len(distinct_configurations(study))  # pruned and failed included, a repeated configuration once
     configs, done = tried_configs(study)
-    distinct = {_params_key(t.params): t for t in reversed(complete_trials(study))}  # first of each configuration
-    sharpes = np.array([float(read_trial(t).metrics.get("excess_sharpe", np.nan))
-                        for t in sorted(distinct.values(), key=lambda t: t.number)])
-    dsr, dsr_skipped = _window_dsr(data, cfg, sharpes, len(configs))
+    sharpes = np.array([float(read_trial(t).metrics.get("excess_sharpe", np.nan)) for t, d in zip(configs, done) if d])
+    dsr, dsr_skipped = _window_dsr(data, cfg, sharpes, n_configs)
     M_pbo, M_spa = _config_matrices(data, configs)
     pbo, pbo_skipped, cpcv = _window_pbo(data, M_pbo[:, np.flatnonzero(done)])
     spa, spa_skipped = _window_spa(M_spa)
     return WindowResult(
         w, name, train, test, dict(chosen.params), dict(read_trial(chosen).metrics), res.metrics, res.trades,
         ctx.bench.excess(res.trades, span, cfg.costs), tried, list(map(float, sharpes)), w.test_end > ctx.reserve,
-        dsr, pbo, dsr_skipped, pbo_skipped, len(configs), spa, spa_skipped, cpcv,
+        dsr, pbo, dsr_skipped, pbo_skipped, n_configs, spa, spa_skipped, cpcv, cfg,
     )
 
 
@@ -404,12 +399,14 @@ def run_walkforward(
     final: bool = False,
     progress: bool = False,
     n_trials: int | None = None,
-    out_dir: str | Path | None = "output",
+    out_dir: str | Path | None = None,
 ) -> WalkForwardResult:
     """Walk ``spec`` forward over the store ``db``: one study per train window (stored in ``storage_url``, resumed
     when it exists), the winner evaluated once on the following test window, the OOS trades stitched and judged.
-    ``final``: also open the final reserve (recorded; a second opening warns). ``out_dir``: also write
-    ``walk_forward_summary.csv`` there (``save_walkforward`` writes the full set of files)."""
+    ``final``: also open the final reserve (recorded in the store's reserve ledger; a second opening warns).
+    ``out_dir``: also write ``walk_forward_summary.csv`` there (``save_walkforward`` writes the full set of files,
+    in ``walkforward_dir``)."""
+    db = resolve_db(db, spec.data.database)
     panel_full, reserve = load_study_data(spec, db)
     T = len(panel_full.dates)
     limit = T if final else reserve
@@ -417,8 +414,11 @@ def run_walkforward(
     purge = wfs.purge if wfs.purge is not None else spec.max_hold()
     windows = WalkForward(wfs.train, wfs.test, wfs.step, wfs.unit, purge=purge, anchored=wfs.anchored).split(
         panel_full.dates[:limit])
-    msgs = _reserve_record(make_storage(storage_url or spec.run.storage), spec,
-                           str(panel_full.dates[reserve]) if reserve < T else "none", final)
+    msgs = _reserve_record(db, spec, str(panel_full.dates[reserve])[:10] if reserve < T else None, final,
+                           str(panel_full.dates[limit - 1])[:10])
+    if spec.seed_from is not None:
+        msgs.append(f"[seed_from] {spec.seed_from.study!r} is not used by walk-forward windows: that study saw "
+                    "sessions after each window's train end, so its trials would leak the future into the window")
     for m in msgs:
         warnings.warn(m, stacklevel=2)
     ctx = _RunContext(spec, panel_full, limit, reserve, purge, n_trials or wfs.n_trials or spec.run.n_trials,
@@ -502,7 +502,7 @@ def _equity(p: Panel, trades: Trades, daily: DailyExcess) -> pd.DataFrame:
 def _oos_metrics(ctx: _RunContext, results: list[WindowResult], p: Panel, trades: Trades, excess: np.ndarray,
                  span: Span) -> dict[str, float]:
     """Run metrics of the stitched OOS trades, their mean excess and the number of windows."""
-    costs = params_to_config(results[0].params, ctx.spec).costs
+    costs = results[0].cfg(ctx.spec).costs
     total_signals = int(sum(r.oos_metrics["total_signals"] for r in results))
     oos = run_metrics(trades, p, span, costs, total_signals)
     oos["avg_excess_return"] = float(excess.mean()) if excess.size else 0.0
@@ -576,7 +576,7 @@ def _statistics(ctx: _RunContext, results: list[WindowResult], trades: Trades, d
     def at_cost(k: float) -> dict[str, float]:
         ex = []
         for r in results:
-            cfg = params_to_config(r.params, ctx.spec)
+            cfg = r.cfg(ctx.spec)
             cfg = replace(cfg, costs=cfg.costs.scaled(k))
             sp = Span(r.window.test_start, r.window.test_end, min(r.window.test_end + ctx.purge, ctx.limit))
             res = ev_all.run(cfg, sp, entry_ok=mask_all)
@@ -658,7 +658,7 @@ def _segments(spec: StudySpec, p: Panel, results: list[WindowResult], span: Span
     ctx = compute_context(p)
     frames = []
     for r in results:
-        cfg = params_to_config(r.params, spec)
+        cfg = r.cfg(spec)
         disp = ev.display(cfg)
         sp = Span(r.window.test_start, r.window.test_end, span.data_end)
         res = Result(cfg, sp, r.trades, r.oos_metrics, disp)
@@ -685,6 +685,12 @@ def _segments(spec: StudySpec, p: Panel, results: list[WindowResult], span: Span
 def _write_summary(result: WalkForwardResult, d: Path) -> None:
     d.mkdir(parents=True, exist_ok=True)
     result.summary.to_csv(d / "walk_forward_summary.csv", index=False)
+
+
+def walkforward_dir(out_root: str | Path, study_name: str, final: bool = False) -> Path:
+    """The folder of a walk-forward run under the output root: ``<out>/walkforward/<study>`` (``<study>-final``
+    when it opened the final reserve), so a final run never overwrites the run that stayed out of the reserve."""
+    return under(out_root, "walkforward", f"{study_name}-final" if final else study_name)
 
 
 def save_walkforward(result: WalkForwardResult, out_dir: str | Path) -> Path:

@@ -1,0 +1,137 @@
+"""Where the tool reads and writes: the output root, the default store and study storage, and safe file names.
+
+The ONE home of output paths. Every file the tool writes lands under an output root (``--out``, env
+``ACCUMOPT_OUTPUT``, default ``output``) in a per-study or per-run folder named through ONE helper, :func:`safe_name`,
+so no symbol, study or file name (``../../../PWN``, a NUL, an empty string) can make a path escape the root;
+:func:`under` also checks the joined path resolves inside the root.
+
+One precedence for the store and the study storage, the same for every command and for the library:
+
+    command-line flag  >  environment variable  >  the spec's value  >  the default under the output root
+
+* the DuckDB store: ``--db``, env ``ACCUMOPT_DB``, ``[data].database``, ``<out>/darkpool.duckdb``;
+* the Optuna storage: ``--storage``, env ``ACCUMOPT_STORAGE``, ``[run].storage``, ``sqlite:///<out>/studies.db``.
+
+A relative path in a spec is relative to the current directory, like a flag's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import unicodedata
+from collections.abc import Mapping
+from pathlib import Path
+
+from optimizer.errors import DataError, ParameterError
+
+__all__ = [
+    "OUTPUT_ENV", "DB_ENV", "STORAGE_ENV", "DEFAULT_OUTPUT", "output_root", "default_db", "default_storage",
+    "resolve_db", "resolve_storage", "safe_name", "under", "storage_path", "run_label", "existing_store",
+]
+
+OUTPUT_ENV = "ACCUMOPT_OUTPUT"
+DB_ENV = "ACCUMOPT_DB"
+STORAGE_ENV = "ACCUMOPT_STORAGE"
+DEFAULT_OUTPUT = "output"
+_MAX_NAME = 96
+_SAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
+
+
+def _env(name: str, env: Mapping[str, str] | None) -> str | None:
+    v = (os.environ if env is None else env).get(name)
+    return v if v else None
+
+
+def output_root(out: str | Path | None = None, env: Mapping[str, str] | None = None) -> Path:
+    """The output root: ``out``, else env ``ACCUMOPT_OUTPUT``, else ``output`` (relative to the current directory)."""
+    return Path(out if out not in (None, "") else (_env(OUTPUT_ENV, env) or DEFAULT_OUTPUT))
+
+
+def default_db(out: str | Path | None = None, env: Mapping[str, str] | None = None) -> Path:
+    """``<output root>/darkpool.duckdb``."""
+    return output_root(out, env) / "darkpool.duckdb"
+
+
+def default_storage(out: str | Path | None = None, env: Mapping[str, str] | None = None) -> str:
+    """``sqlite:///<output root>/studies.db``."""
+    return f"sqlite:///{output_root(out, env) / 'studies.db'}"
+
+
+def resolve_db(db: str | Path | None = None, spec_db: str | None = None, out: str | Path | None = None,
+               env: Mapping[str, str] | None = None) -> Path:
+    """The DuckDB store: ``db`` (the flag) > env ``ACCUMOPT_DB`` > ``spec_db`` ([data].database) > the default."""
+    for v in (db, _env(DB_ENV, env), spec_db):
+        if v not in (None, ""):
+            return Path(v)
+    return default_db(out, env)
+
+
+def resolve_storage(storage: str | None = None, spec_storage: str | None = None, out: str | Path | None = None,
+                    env: Mapping[str, str] | None = None) -> str:
+    """The Optuna storage URL: ``storage`` (the flag) > env ``ACCUMOPT_STORAGE`` > ``spec_storage``
+    ([run].storage) > the default."""
+    for v in (storage, _env(STORAGE_ENV, env), spec_storage):
+        if v not in (None, ""):
+            return str(v)
+    return default_storage(out, env)
+
+
+def existing_store(db: str | Path) -> Path:
+    """``db`` when the DuckDB store exists; a DataError saying how to create it otherwise (commands that read,
+    or that only add derived tables, never create an empty store)."""
+    p = Path(db)
+    if str(db) != ":memory:" and not p.exists():
+        raise DataError(f"database {p} does not exist; run `accumopt data synth --db {p}` or `accumopt ingest ... "
+                        f"--db {p}` first (or pass --db / set {DB_ENV})")
+    return p
+
+
+def storage_path(url: str) -> Path | None:
+    """The file behind a file-backed storage URL (``sqlite:///PATH``, ``journal:PATH``); None for others."""
+    for prefix in ("sqlite:///", "journal:"):
+        if url.startswith(prefix):
+            path = url[len(prefix):].split("?", 1)[0]
+            return Path(path) if path and path != ":memory:" else None
+    return None
+
+
+def safe_name(name: object) -> str:
+    """``name`` as one safe path component: letters, digits and ``. _ + = -`` kept, every other run of characters
+    (``/``, ``\\``, NUL, spaces, control characters) one ``_``, no leading dot or dash, at most 96 characters. A name
+    that had to change gets ``-<8 hex of sha256 of the original>`` so two different names never share a file:
+    ``AAPL`` -> ``AAPL``, ``../../../PWN`` -> ``PWN-<hash>``, ``""`` -> ``_-<hash>``."""
+    raw = str(name)
+    s = _SAFE.sub("_", unicodedata.normalize("NFKC", raw)).lstrip(".-_")
+    s = s[:_MAX_NAME]
+    if s != raw or not s:
+        s = f"{s or '_'}-{hashlib.sha256(raw.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+    return s
+
+
+def run_label(*parts: object) -> str:
+    """One safe file stem from the parts that tell one run from another (None and "" parts left out):
+    ``run_label("SPY", "weekly", "2024-01-02", None)`` -> ``SPY_weekly_2024-01-02``."""
+    kept = [str(p) for p in parts if p not in (None, "")]
+    if not kept:
+        raise ParameterError("run_label needs at least one part, got none")
+    raw = "_".join(kept)
+    label = "_".join(safe_name(p) for p in kept)
+    if len(label) > _MAX_NAME:
+        label = f"{label[:_MAX_NAME - 9]}-{hashlib.sha256(raw.encode()).hexdigest()[:8]}"
+    return label
+
+
+def under(root: str | Path, *parts: object, suffix: str = "") -> Path:
+    """``root / part / ... / last + suffix``, each part through :func:`safe_name`; the result must resolve inside
+    ``root`` (a ParameterError otherwise: nothing is ever written outside the output root)."""
+    if not parts:
+        raise ParameterError("under needs at least one path part, got none")
+    names = [safe_name(p) for p in parts]
+    names[-1] += suffix
+    p = Path(root).joinpath(*names)
+    base = Path(root).resolve()
+    if not p.resolve().is_relative_to(base):
+        raise ParameterError(f"path {p} must stay inside the output root {root}, got parts={list(map(str, parts))!r}")
+    return p

@@ -1,0 +1,132 @@
+"""The final reserve and the ONE ledger of its openings.
+
+The final reserve is the last ``[data].reserve_fraction`` (default 0.2) of the sessions of a span: no study ever
+sees it (``study.data.prepare_data`` truncates the panel at its start). Every command that evaluates a
+configuration on the store refuses to include it unless asked (``--final``): ``backtest`` (and ``walkforward``,
+whose windows stop before it). ``study replay`` re-evaluates a trial on its own span, which ends before the
+reserve by construction.
+
+Each opening is one row of the DuckDB table ``reserve_ledger`` of the store the reserve belongs to (the store's
+data is what the reserve holds back), keyed by the reserve's first session: ``walkforward --final`` and
+``backtest --final`` write to the same ledger, and a second opening of the same reserve warns loudly (its results
+are no longer a clean out-of-sample test). Nothing about the reserve is stored in the Optuna storage.
+
+The reserve of a span with no study behind it (a ``backtest`` without a parameters record) is the default share
+of the sessions of the store's universe from its first to its last session (``store_reserve_start``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from optimizer.data.calendar import session_days
+from optimizer.data.store import connect, table_exists, transaction
+from optimizer.errors import ParameterError
+from optimizer.study.spec import DataSpec
+from optimizer.study.splits import reserve_cutoff
+
+__all__ = [
+    "LEDGER", "DEFAULT_FRACTION", "Opening", "reserve_start_of", "store_reserve_start", "openings",
+    "record_opening", "opening_warning", "refuse_reserve",
+]
+
+LEDGER = "reserve_ledger"
+DEFAULT_FRACTION = DataSpec.reserve_fraction
+
+
+@dataclass(frozen=True)
+class Opening:
+    """One recorded opening of the reserve starting ``reserve_start`` (ISO dates / time)."""
+
+    reserve_start: str
+    opened_at: str
+    command: str
+    subject: str | None = None
+    span_end: str | None = None
+
+
+def _iso(d: Any) -> str | None:
+    return None if d is None else pd.Timestamp(d).date().isoformat()
+
+
+def reserve_start_of(dates: Any, fraction: float = DEFAULT_FRACTION) -> str | None:
+    """The first session of the reserve of the sessions ``dates`` (sorted), None when the reserve is empty."""
+    n = len(dates)
+    cut = reserve_cutoff(n, fraction)
+    return None if cut >= n else _iso(dates[cut])
+
+
+def store_reserve_start(con: Any, symbols: list[str], fraction: float = DEFAULT_FRACTION) -> str | None:
+    """The reserve start of the store's ``symbols``: the default share of the NYSE sessions (and stored dates)
+    from their first to their last date in daily_metrics (the date axis ``load_panel`` builds)."""
+    rows = con.execute("SELECT DISTINCT date FROM daily_metrics WHERE symbol IN (SELECT unnest(?::VARCHAR[])) "
+                       "ORDER BY 1", [list(symbols)]).fetchall()
+    if not rows:
+        return None
+    have = np.array([np.datetime64(pd.Timestamp(r[0]).date(), "D") for r in rows])
+    axis = np.union1d(session_days(have.min(), have.max()), have)
+    return reserve_start_of(axis, fraction)
+
+
+def openings(db: str | Path, reserve_start: Any = None) -> list[Opening]:
+    """Every recorded opening (of the reserve starting ``reserve_start``; None: all), oldest first. A store
+    without the ledger (never opened, or an older schema) has none."""
+    p = Path(db)
+    if str(db) != ":memory:" and not p.exists():
+        return []
+    con = connect(db, read_only=True)
+    try:
+        if not table_exists(con, LEDGER):
+            return []
+        sql = f"SELECT reserve_start, opened_at, command, subject, span_end FROM {LEDGER}"
+        args: list[Any] = []
+        if reserve_start is not None:
+            sql += " WHERE reserve_start = ?"
+            args.append(pd.Timestamp(reserve_start).date())
+        rows = con.execute(sql + " ORDER BY opened_at, reserve_start", args).fetchall()
+    finally:
+        con.close()
+    return [Opening(_iso(r[0]), pd.Timestamp(r[1]).isoformat(timespec="seconds"), r[2], r[3], _iso(r[4]))
+            for r in rows]
+
+
+def record_opening(db: str | Path, reserve_start: Any, command: str, subject: str | None = None,
+                   span_end: Any = None) -> list[Opening]:
+    """Record one opening of the reserve starting ``reserve_start`` by ``command`` (``subject``: the study or
+    configuration evaluated; ``span_end``: its last session). Returns the earlier openings of that reserve."""
+    before = openings(db, reserve_start)
+    con = connect(db)
+    try:
+        with transaction(con):
+            con.execute(f"INSERT INTO {LEDGER} VALUES (?, ?, ?, ?, ?)",
+                        [pd.Timestamp(reserve_start).date(), dt.datetime.now().replace(microsecond=0), command,
+                         subject, None if span_end is None else pd.Timestamp(span_end).date()])
+    finally:
+        con.close()
+    return before
+
+
+def opening_warning(reserve_start: Any, earlier: list[Opening]) -> str | None:
+    """The loud warning for a repeated opening (None for the first one)."""
+    if not earlier:
+        return None
+    first = earlier[0]
+    return (f"WARNING: the final reserve starting {_iso(reserve_start)} was already opened {len(earlier)} time(s) "
+            f"(first on {first.opened_at} by {first.command}{f' for {first.subject}' if first.subject else ''}); "
+            "results on it are no longer a clean out-of-sample test")
+
+
+def refuse_reserve(last: Any, reserve_start: Any, what: str) -> None:
+    """A ParameterError when the span ending ``last`` reaches the reserve starting ``reserve_start`` (``what``
+    names the command and the option that set the span)."""
+    if reserve_start is not None and last is not None and pd.Timestamp(last) >= pd.Timestamp(reserve_start):
+        raise ParameterError(
+            f"{what} must end before the final reserve, which starts {_iso(reserve_start)}, got a span ending "
+            f"{_iso(last)}; pass --final to open the reserve (recorded in the store's reserve ledger; a second "
+            "opening warns)")

@@ -1,0 +1,30 @@
+"""Helpers for tests that run the command line in-process: a clean environment and the one-line error check."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner, Result
+
+from optimizer.cli import main
+
+# Environment the path options read; cleared so a developer's shell cannot change what the tests see.
+CLEAN_ENV = {"ACCUMOPT_DB": None, "ACCUMOPT_STORAGE": None, "ACCUMOPT_OUTPUT": None, "SCANNER_DB_PATH": None}
+
+
+def cli(*args: object, env: dict | None = None) -> Result:
+    return CliRunner().invoke(main, [str(a) for a in args], env=CLEAN_ENV | (env or {}), catch_exceptions=True)
+
+
+def ok(res: Result, code: int = 0) -> Result:
+    assert res.exit_code == code, f"exit {res.exit_code}\n{res.stdout}\n{res.stderr}\n{res.exception!r}"
+    return res
+
+
+def one_line_error(res: Result, *fragments: str) -> str:
+    """Exit code 2, no traceback, exactly one ``error: ...`` line on stderr holding every fragment."""
+    assert res.exit_code == 2, f"exit {res.exit_code}\n{res.stdout}\n{res.stderr}\n{res.exception!r}"
+    assert "Traceback" not in res.output, res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    for f in fragments:
+        assert f in lines[0], f"{f!r} not in {lines[0]!r}"
+    return lines[0]
