@@ -429,9 +429,9 @@ def test_walkforward_counts_distinct_configurations(synth_db, tmp_path):
     st = make_storage(f"sqlite:///{tmp_path / 's.db'}", read_only=True)
     for w in res.windows:
         study = optuna.load_study(study_name=w.study_name, storage=st)
-        assert len(study.trials) == 9
-        assert w.n_trials_tried == len(distinct_configurations(study)) <= 4 < 9  # a repeat is not a new trial
-    assert res.stats["n_trials_tried"] == sum(w.n_trials_tried for w in res.windows)
+        assert len(study.trials) == w.n_trials_tried == 9
+        assert w.n_configs == len(distinct_configurations(study)) <= 4 < 9  # a repeat is not a new configuration
+    assert res.stats["n_configs"] == sum(w.n_configs for w in res.windows)
 
 
 def test_n_trials_target_is_what_the_run_asked_for(synth_db, tmp_path):

@@ -226,7 +226,7 @@ INVALID = {
                               ["must be >= min_train_size=50, got max_train_size=40"]),
     "unknown_cv_mode": ("[cv]\nmode = 'shuffled'\n", "cv.mode", ["must be one of expanding, cpcv, got 'shuffled'"]),
     "cpcv_with_n_splits": ("[cv]\nmode = 'cpcv'\nn_splits = 4\n", "cv.n_splits",
-                           ["applies to mode = expanding or rolling only, not mode = 'cpcv'"]),
+                           ["applies to mode = expanding only, not mode = 'cpcv'"]),
     "cpcv_with_max_train": ("[cv]\nmode = 'cpcv'\nmax_train_size = 100\n", "cv.max_train_size", ["applies to mode = expanding"]),
     "groups_without_cpcv": ("[cv]\nn_groups = 6\n", "cv.n_groups", ["applies to mode = cpcv only, not mode = 'expanding'"]),
     "cpcv_two_groups": ("[cv]\nmode = 'cpcv'\nn_groups = 2\n", "cv.n_groups", ["must be >= 3, got n_groups=2"]),

@@ -156,7 +156,7 @@ def test_the_readme_documents_exactly_the_keys_the_spec_accepts():
     accepted.discard(("sampler", "n_startup_trials"))  # an option of the sampler ("any option"), walked below
     accepted.discard(("pruner", "n_startup_trials"))
     accepted |= {("objective", "directions"), ("data", "database"), ("run", "storage"),  # walked apart from BASE
-                 ("cv", "max_train_size")}
+                 ("cv", "max_train_size"), ("cv", "n_groups"), ("cv", "n_test_groups")}
     assert documented == accepted, (sorted(documented - accepted), sorted(accepted - documented))
     assert set(MUTATIONS) == documented, sorted(documented ^ set(MUTATIONS))
 
@@ -195,8 +195,10 @@ def probe_data(spec, db):
 
 
 def probe_folds(spec, db):
+    """The folds a trial is scored on and the splits the window PBO runs (cpcv: its combinatorial splits)."""
     data = _data(spec, db)
-    return [(f.test_start, f.test_end, f.data_end) for f in data.folds], data.cv_embargo
+    splits = data.cv.get_n_splits() if data.cv is not None else None
+    return [(f.test_start, f.test_end, f.data_end) for f in data.folds], data.cv_embargo, splits
 
 
 def probe_space(spec, db=None):
@@ -352,6 +354,8 @@ MUTATIONS: dict[tuple[str, str], tuple] = {
     ("cv", "embargo"): (probe_folds, 12),
     ("cv", "min_train_size"): ("min_train", 100),
     ("cv", "max_train_size"): (REFUSED, 60),  # likewise
+    ("cv", "n_groups"): ("cpcv", 5),
+    ("cv", "n_test_groups"): ("cpcv", 1),
     ("objective", "name"): (probe_objective, "hit_rate"),
     ("objective", "direction"): (probe_objective, "minimize"),
     ("objective", "directions"): (REFUSED, ["maximize"]),  # both direction and directions: refused
@@ -415,6 +419,15 @@ def test_every_spec_key_takes_effect_or_is_refused(key, synth_db, tmp_path, monk
         # percentile needs its percentile)
         with pytest.raises(SpecError, match=rf"\[{sec}[.\]]"):
             spec_of(changed(section, name, value))
+        return
+    if how == "cpcv":  # the combinatorial purged CV's groups are the folds
+        base["cv"] = {"mode": "cpcv", "purge": 10, "embargo": 5}
+        base["walkforward"].pop("n_splits")  # the windows score the cpcv groups
+        alt = copy.deepcopy(base)
+        alt["cv"][name] = value
+        assert probe_folds(spec_of(base), synth_db) != probe_folds(spec_of(alt), synth_db)
+        with pytest.raises(SpecError, match=rf"\[cv.{name}\] applies to mode = cpcv only"):
+            spec_of(changed("cv", name, value))  # and refused with the expanding folds of the base
         return
     if how == "min_train":  # with test_size given the blocks sit at the span's end: min_train_size sizes them
         base["cv"].pop("test_size")
