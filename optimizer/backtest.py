@@ -170,7 +170,7 @@ def backtest(params: Mapping[str, Any], db: str | Path, universe: Any = None, st
     if record is not None and record.data_end is not None and _day(record.data_end) > _day(last or record.data_end):
         load_end = record.data_end  # load what the trial saw to check the data, evaluate up to ``last`` only
     panel = load_universe_panel(db, uni, panel_start, load_end)
-    if record is not None:
+    if record is not None and universe is None:  # another universe is a deliberate departure from the trial
         _check_data(record, panel, allow_data_change)
     if last is not None:  # the sessions up to ``last`` (a trial: exactly the panel it saw)
         panel = panel.slice(0, int(np.searchsorted(panel.dates, np.datetime64(_day(last).date(), "D"), side="right")))
