@@ -366,7 +366,7 @@ def test_data_info_json(store):
     assert t["finra_otc_weekly"]["first"] != ""  # week-keyed tables get a range too
     # the table format shows the same numbers
     out = ok(run("data", "info", "--db", store[0])).stdout
-    assert str(N_SYMBOLS * N_SESSIONS) in out and "daily_metrics" in out
+    assert f"{N_SYMBOLS * N_SESSIONS:,}" in out and "daily_metrics" in out
 
 
 def test_metrics_build_rebuilds_with_new_window(db_copy):

@@ -23,13 +23,13 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from rich.console import Console
-from rich.table import Table
 
 from optimizer.errors import DataError, check_param
 from optimizer.data.calendar import DateLike
 from optimizer.data.symbols import canonical_symbol
 from optimizer.analytics.scanner import _as_date
 from optimizer.analytics.tables import BEARISH, BULLISH, DIVERGENCE, agreement, display_score, require_symbols, table_columns
+from optimizer.report.terminal import Column, print_frame
 
 __all__ = [
     "MODES",
@@ -236,32 +236,22 @@ def price_chart(con: duckdb.DuckDBPyConnection, ticker: str, timeframe: str = "d
     return fig
 
 
-def _fmt(v, spec: str) -> str:
-    return "" if v is None or (not isinstance(v, str) and pd.isna(v)) else (v if isinstance(v, str) else format(float(v), spec))
-
-
 def render_pressure(df: pd.DataFrame, console: Console, last: int = 10, title: str | None = None) -> None:
-    """Print the last ``last`` rows of :func:`pressure_data` as a rich table."""
-    table = Table(title=title or "Pressure (last sessions)")
-    spec = (("date", None), ("short_buy_sell_ratio", ".3f"), ("short_buy_sell_ratio_z", "+.2f"), ("lit_flow_imbalance", "+.3f"),
-            ("otc_participation_rate", ".1%"), ("otc_status", ""), ("accumulation_score", ".1f"), ("confidence", ".2f"),
-            ("agreement", ""))
-    for c, _ in spec:
-        table.add_column(c, justify="left" if c in ("date", "otc_status", "agreement") else "right")
-    for _, r in df.tail(last).iterrows():
-        table.add_row(*[r["date"].strftime("%Y-%m-%d") if c == "date" else _fmt(r[c], s) for c, s in spec])
-    console.print(table)
+    """Print the last ``last`` rows of :func:`pressure_data` as a table fitting the console."""
+    spec = (("date", "%Y-%m-%d"), ("short_buy_sell_ratio", ".3f"), ("short_buy_sell_ratio_z", "+.2f"),
+            ("lit_flow_imbalance", "+.3f"), ("otc_participation_rate", ".1%"), ("otc_status", None),
+            ("accumulation_score", ".1f"), ("confidence", ".2f"), ("agreement", None))
+    labels = {"short_buy_sell_ratio": "ratio", "short_buy_sell_ratio_z": "ratio_z", "lit_flow_imbalance": "lit_imb",
+              "otc_participation_rate": "otc", "accumulation_score": "score", "confidence": "conf"}
+    cols = [Column(c, label=labels.get(c), fmt=(lambda v, f=f: pd.Timestamp(v).strftime(f)) if c == "date" else f)
+            for c, f in spec]
+    print_frame(df.tail(last)[[c for c, _ in spec]], console, title=title or "Pressure (last sessions)", columns=cols,
+                hint=None)
 
 
 def render_price(df: pd.DataFrame, console: Console, last: int = 10, title: str | None = None) -> None:
-    """Print the last ``last`` OHLCV bars (daily or resampled) as a rich table."""
-    table = Table(title=title or "OHLCV (last bars)")
-    cols = ["date", "open", "high", "low", "close", "volume"] + (["sessions"] if "sessions" in df.columns else [])
-    for c in cols:
-        table.add_column(c, justify="left" if c == "date" else "right")
-    for _, r in df.tail(last).iterrows():
-        table.add_row(*[
-            pd.Timestamp(r["date"]).strftime("%Y-%m-%d") if c == "date" else _fmt(r[c], ",.0f" if c in ("volume", "sessions") else ".2f")
-            for c in cols
-        ])
-    console.print(table)
+    """Print the last ``last`` OHLCV bars (daily or resampled) as a table fitting the console."""
+    names = ["date", "open", "high", "low", "close", "volume"] + (["sessions"] if "sessions" in df.columns else [])
+    cols = [Column("date", fmt=lambda v: pd.Timestamp(v).strftime("%Y-%m-%d"))]
+    cols += [Column(c, fmt=",.0f" if c in ("volume", "sessions") else ".2f") for c in names[1:]]
+    print_frame(df.tail(last)[names], console, title=title or "OHLCV (last bars)", columns=cols, hint=None)

@@ -23,13 +23,13 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 from rich.console import Console
-from rich.table import Table
 
 from optimizer.settings import Settings
 from optimizer.data.calendar import DateLike
 from optimizer.data.store import table_exists
 from optimizer.errors import DataError, check_param
 from optimizer.analytics.scanner import _as_date, nearest_dates_message
+from optimizer.report.terminal import Column, FrameView, cell_text, print_frame
 from optimizer.data.symbols import canonical_symbol, unknown_symbols_message
 
 __all__ = [
@@ -226,7 +226,9 @@ def _cell_text(col: str, v) -> str:
         return format(float(v), spec)
     if isinstance(v, (int, np.integer)):
         return f"{int(v):,}" if "volume" in col else str(v)
-    return str(v)
+    if isinstance(v, str):
+        return v
+    return cell_text(col, v)  # dates and timestamps as the terminal tables show them
 
 
 def write_daily_table_html(df: pd.DataFrame, path: str | Path, title: str | None = None) -> Path:
@@ -265,9 +267,43 @@ p.disclaimer {{ font-size: 12px; color: #555; max-width: 60em; }}
     return p
 
 
-def render_daily_table(df: pd.DataFrame, console: Console, title: str | None = None) -> None:
-    """Print the table to a rich Console with green/red signal colouring and the disclaimer as caption."""
-    cols = [c for c in df.columns if c not in ("date", "provenance")] + (["provenance"] if "provenance" in df.columns else [])
+# The terminal view: short headers, the key columns of each style in priority order (the rest with --columns /
+# --wide: ``render_daily_table``'s ``select`` / ``wide``).
+_LABELS = {
+    "short_buy_sell_ratio": "ratio", "short_buy_sell_ratio_z": "ratio_z", "lit_flow_imbalance": "lit_imb",
+    "lit_flow_imbalance_z": "lit_z", "otc_participation_rate": "otc", "otc_participation_z": "otc_z",
+    "otc_status": "otc_status", "accumulation_score": "score", "confidence": "conf", "return": "ret",
+    "short_buy_volume": "short_buy", "short_sell_volume": "short_sell", "total_volume": "total",
+    "lit_buy_volume": "lit_buy", "lit_sell_volume": "lit_sell", "short_buy_volume_z": "buy_z", "short_volume": "short",
+    "short_exempt_volume": "exempt", "otc_weekly_volume": "otc_week_vol", "otc_week_start": "otc_week",
+}
+_KEY = {
+    "scan": ("symbol", "accumulation_score", "short_buy_sell_ratio", "short_buy_sell_ratio_z", "lit_flow_imbalance",
+             "otc_participation_rate", "confidence", "agreement", "close", "return", "lit_flow_imbalance_z",
+             "otc_participation_z", "otc_status", "provenance"),
+    "analysis": ("symbol", "short_buy_volume", "short_sell_volume", "total_volume", "short_buy_sell_ratio",
+                 "short_buy_sell_ratio_z", "short_buy_volume_z", "lit_buy_volume", "lit_sell_volume",
+                 "lit_flow_imbalance_z", "return_z", "otc_weekly_volume", "accumulation_score", "close", "volume",
+                 "return", "open", "high", "low", "short_volume", "short_exempt_volume", "lit_flow_imbalance",
+                 "otc_participation_rate", "otc_participation_z", "otc_week_start", "otc_status", "confidence",
+                 "agreement", "provenance", "z_window", "z_min_periods"),
+}
+_RICH_STYLE = {1: "green", -1: "red", 2: "yellow"}
+
+
+def _column(c: str) -> Column:
+    return Column(c, label=_LABELS.get(c), fmt=lambda v, c=c: _cell_text(c, v),
+                  style=lambda v, c=c: _RICH_STYLE.get(_signal(c, v)),
+                  justify="left" if c in ("symbol", "otc_status", "agreement", "provenance") else None)
+
+
+def render_daily_table(df: pd.DataFrame, console: Console, title: str | None = None, style: str | None = None,
+                       select: Sequence[str] | str | None = None, wide: bool = False) -> FrameView:
+    """Print the table to a rich Console: green/red signal colouring, the key columns of ``style`` (``scan`` /
+    ``analysis``; default: analysis when the frame has its extra columns) that fit the console, ``select`` exactly
+    or every column with ``wide``; the coverage and the disclaimer below it."""
+    style = style or ("analysis" if "short_volume" in df.columns else "scan")
+    check_param(style in STYLES, "style", f"one of {', '.join(STYLES)}", style)
     day = df["date"].iloc[0] if len(df) and "date" in df.columns else ""
     cov = df.attrs.get("coverage")
     caption = DISCLAIMER
@@ -275,15 +311,7 @@ def render_daily_table(df: pd.DataFrame, console: Console, title: str | None = N
         caption = (f"FINRA short data for {cov['with_finra_short']} of {cov['symbols']} symbols on {cov['date']}"
                    + (f" (none for {', '.join(cov['without_finra_short'][:8])}{' ...' if len(cov['without_finra_short']) > 8 else ''})"
                       if cov["without_finra_short"] else "") + ". " + DISCLAIMER)
-    table = Table(title=title or f"Daily accumulation/distribution table {day}", caption=caption, caption_justify="left")
-    for c in cols:
-        table.add_column(c, justify="left" if c in ("symbol", "otc_status", "agreement", "provenance") else "right")
-    style = {1: "green", -1: "red", 2: "yellow"}
-    for row in df[cols].itertuples(index=False):
-        out = []
-        for c, v in zip(cols, row):
-            s = style.get(_signal(c, v))
-            txt = _cell_text(c, v)
-            out.append(f"[{s}]{txt}[/]" if s and txt else txt)
-        table.add_row(*out)
-    console.print(table)
+    view = df.drop(columns=[c for c in ("date",) if c in df.columns])
+    return print_frame(view, console, title=title or f"Daily accumulation/distribution table {day}",
+                       columns=[_column(c) for c in view.columns], key=_KEY[style], select=select, wide=wide,
+                       caption=caption)

@@ -9,7 +9,7 @@ import click
 from optimizer.analytics.plots import pressure_plot, price_chart
 from optimizer.analytics.scanner import render_scan, scan, write_scan
 from optimizer.analytics.tables import daily_table, render_daily_table, write_daily_table_html
-from optimizer.cli._common import echo_json, console, db_option, format_option
+from optimizer.cli._common import echo_json, console, db_option, format_option, table_options
 from optimizer.data.store import connect
 from optimizer.data.symbols import canonical_symbol
 from optimizer.report.files import save_figure
@@ -37,9 +37,11 @@ def _png_option(f):
 @click.option("--out", "out_root", default="output/scanner", show_default=True, help="Root directory of the dated output folders.")
 @_png_option
 @db_option
+@table_options
 @format_option()
 @click.pass_context
-def scan_cmd(ctx, date, lookback, top, trend_days, outlier_z, volume_z, ratio_z, export_full, out_root, png, db, fmt):
+def scan_cmd(ctx, date, lookback, top, trend_days, outlier_z, volume_z, ratio_z, export_full, out_root, png, db, columns,
+             wide, fmt):
     """Scan every symbol's FINRA short-sale data for accumulation outliers; writes scanner_daily_metrics and
     output/scanner/YYYY-MM-DD/ (CSV + HTML, PNG with kaleido). Unset flags take the pipeline's SCANNER_*
     environment variables (SCANNER_DB_PATH is the store when --db is not given)."""
@@ -64,7 +66,7 @@ def scan_cmd(ctx, date, lookback, top, trend_days, outlier_z, volume_z, ratio_z,
                "top": json.loads(res.top.to_json(orient="records")),
                "coverage": res.coverage.to_dict() if res.coverage is not None else None, "reason": res.reason, "files": paths})
     else:
-        render_scan(res, console)
+        render_scan(res, console, select=columns, wide=wide)
         for k, v in paths.items():
             click.echo(f"{k}: {v}")
 
@@ -76,8 +78,9 @@ def scan_cmd(ctx, date, lookback, top, trend_days, outlier_z, volume_z, ratio_z,
               help="scan: compact, best score first; analysis: every volume and z column, in ticker order.")
 @click.option("--html", "html_path", default=None, help="Also write an HTML table here (default output/tables/<date>.html).")
 @db_option
+@table_options
 @format_option()
-def table_cmd(date, tickers, style, html_path, db, fmt):
+def table_cmd(date, tickers, style, html_path, db, columns, wide, fmt):
     """Daily table: short ratio, lit imbalance, OTC participation, score, confidence, agreement, provenance."""
     con = connect(db, read_only=True)
     try:
@@ -89,7 +92,7 @@ def table_cmd(date, tickers, style, html_path, db, fmt):
     if fmt == "json":
         click.echo(df.to_json(orient="records", date_format="iso", indent=2))
     else:
-        render_daily_table(df, console)
+        render_daily_table(df, console, style=style, select=columns, wide=wide)
         click.echo(f"html: {path}")
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import click
 
 from optimizer.backtest import backtest
-from optimizer.cli._common import echo_json, print_table, db_option, format_option
+from optimizer.cli._common import echo_json, print_kv, db_option, format_option
 from optimizer.params import PARAMS, Choice, Param
 from optimizer.study.paramsfile import load_params_record
 
@@ -53,8 +53,7 @@ def backtest_cmd(params_file, universe, start, end, save, db, fmt, **flags):
         echo_json(run.metrics | {"params": run.result.config.to_params(), "start": str(panel.dates[0]),
                              "end": str(panel.dates[-1]), "symbols": len(panel.symbols), "outputs": run.outputs})
     else:
-        print_table([{"metric": k, "value": v} for k, v in run.metrics.items()],
-               title=f"backtest {panel.dates[0]}..{panel.dates[-1]}, {len(panel.symbols)} symbols")
+        print_kv(run.metrics, title=f"backtest {panel.dates[0]}..{panel.dates[-1]}, {len(panel.symbols)} symbols")
         for k, v in run.outputs.items():
             click.echo(f"{k}: {v}")
 

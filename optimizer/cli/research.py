@@ -8,14 +8,18 @@ from pathlib import Path
 import click
 
 from optimizer.cli._common import (
+    Column,
     echo_json,
     progress_enabled,
+    print_cmd,
+    print_kv,
     print_table,
     console,
     db_option,
     err_console,
     format_option,
     storage_option,
+    table_options,
 )
 from optimizer.demo import run_demo
 from optimizer.report.research import build_report
@@ -34,8 +38,9 @@ __all__ = ["COMMANDS"]
 @click.option("--out", "out_dir", default=None, help="Directory for the run's files (default output/walkforward/<study>).")
 @storage_option
 @db_option
+@table_options
 @format_option()
-def walkforward_cmd(spec, final, n_trials, out_dir, storage, db, fmt):
+def walkforward_cmd(spec, final, n_trials, out_dir, storage, db, columns, wide, fmt):
     """Re-optimize SPEC on rolling train windows and evaluate each winner once on the following test window.
 
     Prints per-window in-sample vs out-of-sample metrics, the stitched out-of-sample result, DSR / PSR / PBO,
@@ -53,25 +58,32 @@ def walkforward_cmd(spec, final, n_trials, out_dir, storage, db, fmt):
     if fmt == "json":
         echo_json(res.to_dict() | {"files": str(d)})
         return
-    cols = [c for c in res.summary.columns if c in ("window", "test_start", "test_end", "param_variant", "param_z_window",
-                                                   "param_exit", "is_rank_score", "oos_rank_score", "is_avg_excess_return",
-                                                   "oos_avg_excess_return", "oos_closed_trades")]
-    print_table(res.summary[cols], title=f"walk-forward {s.run.study_name}: {len(res.windows)} windows")
+    print_table(res.summary, title=f"walk-forward {s.run.study_name}: {len(res.windows)} windows",
+                columns=[Column(c, label=_WF_LABELS.get(c, c[6:] if c.startswith("param_") else c))
+                         for c in res.summary.columns],
+                key=_WF_KEY, select=columns, wide=wide)
     o = res.oos
-    print_table([{"metric": k, "value": o.get(k)} for k in ("closed_trades", "hit_rate", "avg_return", "avg_excess_return",
-                                                        "excess_t", "excess_t_iid", "portfolio_sharpe", "max_drawdown",
-                                                        "rank_score")],
-           title="stitched out-of-sample (excess_t: HAC)")
+    print_kv({k: o.get(k) for k in ("closed_trades", "hit_rate", "avg_return", "avg_excess_return", "excess_t",
+                                    "excess_t_iid", "portfolio_sharpe", "max_drawdown", "rank_score")},
+             title="stitched out-of-sample (excess_t: HAC)")
     st, inf = res.stats, res.stats.get("inference") or {}
-    rows = [("n_days", inf.get("n_days")), ("n_eff", inf.get("n_eff")), ("mde_per_trade", inf.get("mde_per_trade")),
-            ("mde_per_year", inf.get("mde_per_year")), ("psr", st.get("psr")), ("dsr", st.get("dsr")),
-            ("pbo", st.get("pbo")), ("spa_p", (st.get("spa") or {}).get("p")), ("degradation", st.get("degradation")),
-            ("n_trials_tried", st.get("n_trials_tried")), ("n_configs", st.get("n_configs")),
-            ("cost_stress", st.get("cost_stress_wording"))]
-    print_table([{"statistic": k, "value": v} for k, v in rows], title="statistics (on excess returns)")
+    print_kv({"n_days": inf.get("n_days"), "n_eff": inf.get("n_eff"), "mde_per_trade": inf.get("mde_per_trade"),
+              "mde_per_year": inf.get("mde_per_year"), "psr": st.get("psr"), "dsr": st.get("dsr"), "pbo": st.get("pbo"),
+              "spa_p": (st.get("spa") or {}).get("p"), "degradation": st.get("degradation"),
+              "n_trials_tried": st.get("n_trials_tried"), "n_configs": st.get("n_configs"),
+              "cost_stress": st.get("cost_stress_wording")}, title="statistics (on excess returns)")
     color = "green" if res.verdict.supported else "red"
-    console.print(res.verdict.line, style=f"bold {color}", markup=False, highlight=False, soft_wrap=True)
-    click.echo(f"files: {d}  (report: accumopt report {d})")
+    console.print(res.verdict.line, style=f"bold {color}", markup=False, highlight=False)
+    click.echo(f"files: {d}")
+    print_cmd("report:", f"accumopt report {d}")
+
+
+# The windows table: out-of-sample columns first (what the user decides on), then in-sample, then parameters.
+_WF_KEY = ("window", "test_start", "oos_closed_trades", "oos_hit_rate", "oos_avg_excess_return", "oos_rank_score",
+           "is_avg_excess_return", "is_rank_score", "test_end", "param_variant", "param_z_window", "param_exit")
+_WF_LABELS = {"window": "win", "test_start": "test from", "test_end": "test to", "oos_closed_trades": "oos trades",
+              "oos_hit_rate": "oos hit", "oos_avg_excess_return": "oos excess", "oos_rank_score": "oos rank",
+              "is_avg_excess_return": "is excess", "is_rank_score": "is rank"}
 
 
 @click.command("report")

@@ -79,6 +79,7 @@ class StudyRecord:
     regime: str | None = None
     n_trials_target: int | None = None
     created: str | None = None
+    kernel_warmup_s: float | None = None  # numba kernels compiled / loaded before the first trial (0.0: already warm)
     # a walk-forward window's study
     wf_window: int | None = None
     wf_train: tuple[str, str] | None = None
