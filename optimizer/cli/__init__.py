@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 from collections.abc import Iterator, MutableMapping
 
 import click
@@ -81,6 +82,9 @@ def main() -> None:
     optuna = sys.modules.get("optuna")
     if optuna is not None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # the storage features accumopt relies on (heartbeat, stale-trial retry) are marked experimental by Optuna:
+        # its warning on every run says nothing the user can act on
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 main.commands = _LazyCommands(COMMAND_MODULES)

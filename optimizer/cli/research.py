@@ -23,8 +23,8 @@ from optimizer.cli._common import (
 )
 from optimizer.demo import run_demo
 from optimizer.report.research import build_report
-from optimizer.data.store import connect
-from optimizer.report.sandbox import load_sandbox_panel, sandbox_figure, write_sandbox
+from optimizer.report.sandbox import sandbox_figure, sandbox_run, write_sandbox
+from optimizer.study.paramsfile import load_params_record
 from optimizer.study.spec import load_spec
 from optimizer.validate.walkforward import run_walkforward, save_walkforward
 
@@ -97,28 +97,36 @@ def report_cmd(target, out_dir, storage):
 
 @click.command("sandbox")
 @click.argument("ticker")
-@click.option("--start", default=None, help="First date shown (default: all; earlier rows still warm the z-scores).")
+@click.option("--params", "params_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The configuration whose score, thresholds and trades are drawn (a `study best --format json` "
+                   "document or a flat JSON object; default: the engine defaults).")
+@click.option("--start", default=None, help="First date shown (default: all; earlier rows still warm the z-scores "
+                                            "and carry positions).")
 @click.option("--end", default=None, help="Last date shown (default: all).")
-@click.option("--z-window", default=20, show_default=True, type=int, help="Rolling z-score window of the panels.")
+@click.option("--z-window", default=None, type=int, help="Rolling z-score window of every score (default: the "
+                                                         "configuration's, 20).")
 @click.option("--dot-mode", type=click.Choice(["current", "option_a", "option_b", "all"]), default="current",
               show_default=True, help="Signal dots on every score panel: of score B (current), vw_flow (option_a), "
                                       "blended (option_b) or all three side by side (the design's DOT_MODE).")
-@click.option("--buy", type=float, default=70.0, show_default=True, help="Accumulation dots at score >= buy.")
-@click.option("--sell", type=float, default=30.0, show_default=True, help="Distribution dots at score <= sell.")
+@click.option("--buy", type=float, default=None, help="Buy threshold: entries and accumulation dots at score >= buy "
+                                                      "(default: the configuration's, 70).")
+@click.option("--sell", type=float, default=None, help="Sell threshold: distribution at score <= sell (default: the "
+                                                       "configuration's, 30).")
+@click.option("--universe", default=None,
+              help="Universe a configuration with position caps runs on (default: the params file's, else tier1+3).")
 @click.option("--out", default=None, help="Output HTML (default output/sandbox/<TICKER>.html).")
 @click.option("--png/--no-png", "png", default=None,
               help="Also write a PNG (kaleido, the png extra). Default: when kaleido is installed; --png makes a "
                    "missing kaleido an error.")
 @db_option
-def sandbox_cmd(ticker, start, end, z_window, dot_mode, buy, sell, out, png, db):
-    """The seven-panel signal-sandbox chart for one symbol (plus the imbalance·log1p(B+S) panel)."""
-    con = connect(db, read_only=True)
-    try:
-        panel = load_sandbox_panel(con, ticker, start, end, z_window=z_window)
-    finally:
-        con.close()
-    fig = sandbox_figure(panel, ticker, start, end, z_window=z_window, buy=buy, sell=sell, dot_mode=dot_mode)
-    for w in write_sandbox(fig, out or f"output/sandbox/{panel.symbols[0]}.html", png=png):
+def sandbox_cmd(ticker, params_file, start, end, z_window, dot_mode, buy, sell, universe, out, png, db):
+    """The signal-sandbox chart for one symbol: price with the configuration's entries and exits (the trades
+    `backtest` reports for it), the configuration's score, the flow inputs and three score variants."""
+    rec = load_params_record(params_file) if params_file else None
+    run = sandbox_run(db, ticker, start, end, params=rec.params if rec else None,
+                      universe=universe or (rec.universe if rec else None), z_window=z_window, buy=buy, sell=sell)
+    fig = sandbox_figure(run.panel, ticker, start, end, dot_mode=dot_mode, config=run.config, trades=run.trades)
+    for w in write_sandbox(fig, out or f"output/sandbox/{run.panel.symbols[0]}.html", png=png):
         click.echo(str(w))
 
 

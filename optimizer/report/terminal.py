@@ -55,6 +55,7 @@ PERCENT = frozenset({"hit_rate", "false_positive_rate", "max_drawdown", "win_rat
                      "otc_participation_rate", "short_share"})
 _PREFIXES = ("is_", "oos_", "metric_", "best_")
 _MISSING = "-"
+_HIDDEN_NAMED = 8  # hidden columns named after a table (all of them: --format json / csv)
 
 
 @dataclass(frozen=True)
@@ -238,8 +239,10 @@ def print_frame(df: pd.DataFrame, console: Console, title: str | None = None,
     if caption:
         console.print(Text(caption), highlight=False)
     if hidden and hint:
-        console.print(Text(f"{len(hidden)} more column{'s' if len(hidden) != 1 else ''} ({hint}): "
-                           + ", ".join(hidden), style="dim"), highlight=False)
+        names = ", ".join(hidden[:_HIDDEN_NAMED]) + (f" and {len(hidden) - _HIDDEN_NAMED} more"
+                                                     if len(hidden) > _HIDDEN_NAMED else "")
+        console.print(Text(f"{len(hidden)} more column{'s' if len(hidden) != 1 else ''} ({hint}): {names}",
+                           style="dim"), highlight=False)
     return FrameView(tuple(c.header for c in shown), tuple(hidden), width)
 
 
