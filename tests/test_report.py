@@ -359,6 +359,14 @@ def test_walkforward_report_supported_without_events(tmp_path):
     assert "fig-failure-modes" not in ids and "fig-regimes" not in ids  # trades lack the event columns
     params = _section_table(page, "Best parameters per window")
     assert params == [["0", "B", "20"], ["1", "vw_flow", "20"], ["2", "B", "40"]]
+    # the windows table: out-of-sample columns first, then the in-sample ones; returns as percentages
+    start = page.index("<h2>Windows</h2>")
+    heads = re.findall(r"<th>(.*?)</th>", page[start:page.index("</thead>", start)])
+    first_is = next(i for i, h in enumerate(heads) if h.startswith("IS "))
+    assert heads[:2] == ["window", "test window"] and heads[2].startswith("OOS ")
+    assert all(h.startswith("OOS ") for h in heads[2:first_is]) and all(h.startswith("IS ") for h in heads[first_is:])
+    row0 = _section_table(page, "Windows")[0]
+    assert any(re.fullmatch(r"[+-]\d+\.\d\d%", c) for c in row0)
 
 
 def test_walkforward_report_gates_the_sharpe_statistic_the_verdict_used(tmp_path):

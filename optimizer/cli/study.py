@@ -48,9 +48,10 @@ def study_validate(specs):
     """Validate spec files without running anything (exit 2 on the first invalid one)."""
     for p in specs:
         s = load_spec(p)
-        console.print(f"[green]ok[/] {escape(str(p))}: study {s.run.study_name!r}, {len(s.space)} parameters, sampler {s.sampler.name}, "
-                      f"pruner {s.pruner.name}, objective {s.objective.name}, purge {s.purge()}, embargo {s.embargo()}, hash {s.spec_hash}",
-                      soft_wrap=True, highlight=False)
+        console.print(f"[green]ok[/] {escape(str(p))}", soft_wrap=True, highlight=False)
+        console.print(f"  study {s.run.study_name!r}, {len(s.space)} parameters, sampler {s.sampler.name}, pruner "
+                      f"{s.pruner.name}, objective {s.objective.name}, purge {s.purge()}, embargo {s.embargo()}, hash "
+                      f"{s.spec_hash}", markup=False, highlight=False)
 
 
 def _run_opts(f):

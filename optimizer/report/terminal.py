@@ -230,9 +230,13 @@ def print_frame(df: pd.DataFrame, console: Console, title: str | None = None,
         table.add_row(*row)
     if wide or select:  # as wide as the table needs: the terminal (or `less -S`) shows the long lines
         width = sum(nat) + GAP * max(0, len(shown) - 1)
-        out = Console(width=max(width, console.width), file=console.file, force_terminal=console.is_terminal,
-                      color_system=console.color_system, no_color=console.no_color, highlight=False)
-        out.print(table)
+        opts = console.options.update(width=max(width, 1), no_wrap=True)
+        if title:
+            console.print(Text(title, style="bold"), soft_wrap=True, highlight=False)
+            table.title = None
+        for segs in console.render_lines(table, opts, pad=False):
+            console.print(Text.assemble(*((sg.text, sg.style) for sg in segs if not sg.control)), soft_wrap=True,
+                          crop=False, highlight=False)
     else:
         width = min(room, sum(n for n, k in zip(nat, keep) if k) + GAP * max(0, len(shown) - 1))
         console.print(table)
