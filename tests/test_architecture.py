@@ -238,6 +238,7 @@ def _third_party_imports() -> list[str]:
     return sorted(m for m in names if m.split(".")[0] not in (*PACKAGES, "__future__"))
 
 
+@pytest.mark.slow  # a subprocess importing every module and library: seconds
 def test_importing_every_module_changes_no_global_state():
     """Optuna's verbosity and the warning filters are the same before and after importing every project module
     (the CLI sets Optuna's verbosity when it runs, not when it is imported). The libraries are imported first:
