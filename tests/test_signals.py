@@ -245,7 +245,8 @@ def test_start_and_regime_mask_gate_entries_only():
 # ------------------------------------------------------------------------------------------------ sheet == backtest
 
 
-@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("name", [n if n in ("first_dist", "fixed_stops") else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in sorted(CONFIGS)])
 def test_sheet_equals_backtest_on_every_session_synthetic(synth_db, name):
     params, regime = CONFIGS[name]
     counts = _check_every_session(_panel(synth_db), params, regime, start=25)

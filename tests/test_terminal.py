@@ -253,6 +253,10 @@ def test_study_run_walkforward_ingest_synth_and_metrics_fit_80_columns(studies, 
     out = _run(work, monkeypatch, "metrics", "build")
     _check(out, headers, "metrics build", 0)
     headers.clear()
+    _run(work, monkeypatch, "symbols", "map", "add", "FB", "META", "--from", "2022-06-09")
+    out = _run(work, monkeypatch, "symbols", "map", "list")
+    _check(out, headers, "symbols map list", 1)
+    headers.clear()
     # ingest: a few files (listed) plus a broken one whose message wraps inside its cell
     finra = sorted((studies / "raw" / "finra").glob("*.txt"))[:3]
     bad = work / "CNMSshvol20240105.txt"

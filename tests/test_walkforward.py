@@ -279,6 +279,7 @@ def test_result_dict_has_the_documented_keys_and_summary_csv(planted, spec):
     assert np.allclose(csv["oos_avg_excess_return"], [w["out_of_sample"]["avg_excess_return"] for w in d["windows"]])
 
 
+@pytest.mark.slow
 def test_cli_walkforward_json(cheap_db, tmp_path, monkeypatch):
     from click.testing import CliRunner
 

@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from optimizer.report.compare import warmup_note, write_compare_html
 from optimizer.study.inspect import compare_studies
 from optimizer.study.records import read_study
@@ -44,6 +46,7 @@ print(json.dumps({"before": before, "warm": warm, "after": sigs(), "first": firs
 """
 
 
+@pytest.mark.slow
 def test_warm_kernels_leaves_nothing_to_compile_for_a_trial(synth_db):
     out = subprocess.run([sys.executable, "-c", PROBE, str(synth_db)], cwd=ROOT, capture_output=True, text=True,
                          timeout=300)
