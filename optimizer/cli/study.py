@@ -119,7 +119,7 @@ _LIST_KEY = ("name", "complete", "pruned", "failed", "running", "best_value", "c
 _COMPARE_KEY = ("study", "complete", "pruned", "best_value", "mean_complete_s", "mean_pruned_s", "time_saved_s",
                 "saved_pct", "kernel_warmup_s", "elapsed_s", "failed", "running", "best_number", "total_trial_s",
                 "directions")
-_SHOW_METRICS = ("closed_trades", "hit_rate", "avg_return", "avg_excess_return", "win_loss")
+_SHOW_METRICS = ("closed_trades", "hit_rate", "avg_excess_return", "avg_return", "win_loss")
 
 
 def _specs(df, fmts=None):
@@ -182,7 +182,9 @@ def study_show(name, top, number, storage, columns, wide, fmt):
     df = show_study(_storage(storage), name, top=top)
     vcols = [c for c in df.columns if c == "value" or c.startswith("values_")]
     params = [c for c in df.columns if c.startswith("param_")]
-    key = ["number", *vcols, *_SHOW_METRICS, *params, *[m for m in KEY_METRICS if m not in _SHOW_METRICS], "duration_s"]
+    # the value, trades, hit rate and excess first, then the parameters that fit, then the other metrics
+    key = ["number", *vcols, *_SHOW_METRICS[:3], *params, *[m for m in KEY_METRICS if m not in _SHOW_METRICS[:3]],
+           "duration_s"]
     _emit_df(df, fmt, f"study {name}: top {top}", key=key, select=columns, wide=wide)
 
 

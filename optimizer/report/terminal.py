@@ -157,7 +157,8 @@ def _columns(df: pd.DataFrame, specs: Iterable[Column | str] | None) -> list[Col
 def choose_columns(available: Sequence[Column], key: Sequence[str] | None = None,
                    select: Sequence[str] | str | None = None, wide: bool = False) -> list[Column]:
     """The candidate columns in priority order: ``select`` (names or labels; unknown ones are a ParameterError
-    listing the available names), every column with ``wide``, else the ``key`` columns present (all when None)."""
+    listing the available names), else the ``key`` columns present (all when None), followed with ``wide`` by every
+    other column."""
     by_name = {c.name: c for c in available}
     by_label = {c.header: c for c in available}
     if isinstance(select, str):
@@ -170,9 +171,10 @@ def choose_columns(available: Sequence[Column], key: Sequence[str] | None = None
                 raise ParameterError(f"columns: unknown column {s!r}; available: {', '.join(by_name)}")
             out.append(c)
         return list(dict.fromkeys(out))
-    if wide or key is None:
+    if key is None:
         return list(available)
-    return [by_name[k] for k in key if k in by_name]
+    first = [by_name[k] for k in key if k in by_name]
+    return first + [c for c in available if c not in first] if wide else first
 
 
 def _fit(widths: list[int], mins: list[int], room: int) -> list[bool]:
