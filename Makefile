@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test test-fast bench clean
 
 venv: $(STAMP)
 
@@ -17,8 +17,18 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/accumopt demo
 
+# Two workers (pytest-xdist), one test file per worker at a time (module fixtures built once); the session stores
+# are built once for both workers (tests/conftest.py). TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest $(XDIST)
+
+# The edit loop: everything but the end-to-end tests marked slow (worker processes, PostgreSQL, the demo and the
+# README, the notebook, the headless browser), with few Hypothesis examples.
+test-fast: $(STAMP)
+	HYPOTHESIS_PROFILE=fast $(PY) -m pytest $(XDIST) -m "not slow" -q
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py

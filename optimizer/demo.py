@@ -6,7 +6,10 @@ Uses its own database and storage under ``out_root/demo`` so it never touches a 
 
 from __future__ import annotations
 
+import os
+import shlex
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -18,7 +21,7 @@ from optimizer.study.run import run_study
 from optimizer.study.spec import StudySpec, load_spec
 from optimizer.validate.walkforward import load_walkforward, run_walkforward, save_walkforward, walkforward_dir
 
-__all__ = ["run_demo", "STUDIES"]
+__all__ = ["run_demo", "demo_env", "export_line", "STUDIES"]
 
 STUDIES = Path(__file__).resolve().parent.parent / "studies"
 
@@ -79,9 +82,45 @@ def run_demo(out_root: Path, effect: float = 3.0, seed: int = 7, fresh: bool = F
 
     color = "green" if wf.verdict.supported else "red"
     console.rule("verdict")
-    console.print(f"[bold {color}]{wf.verdict.line}[/]")
-    console.print(f"report:    {report}")
-    console.print(f"dashboard: .venv/bin/accumopt dashboard --storage {storage}")
-    console.print(f"total {time.perf_counter() - t0:.0f} s")
+    console.print(wf.verdict.line, style=f"bold {color}", markup=False, highlight=False)
+    env = demo_env(root)
+    console.print(f"total {time.perf_counter() - t0:.0f} s. The report:", highlight=False)
+    _line(console, str(report))
+    console.print("The README's everyday commands work on the demo's data once the store and the study storage are "
+                  "set:", highlight=False)
+    activate = _activate_line()
+    if activate:
+        _line(console, activate)
+    _line(console, export_line(env))
+    console.print("then, e.g., the best trials and optuna-dashboard on the demo's studies:", highlight=False)
+    _line(console, "accumopt study show phase_b_fine --top 10")
+    _line(console, "accumopt dashboard")
     return {"verdict": wf.verdict.line, "supported": wf.verdict.supported, "report": str(report), "timings": timings,
-            "storage": storage, "db": str(db)}
+            "storage": storage, "db": str(db), "env": env}
+
+
+def demo_env(root: Path) -> dict[str, str]:
+    """The environment that points the everyday commands at the demo's data under ``root`` (absolute paths, so
+    they work from any directory): ``ACCUMOPT_DB`` and ``ACCUMOPT_STORAGE``."""
+    root = Path(root).resolve()
+    return {"ACCUMOPT_DB": str(root / "darkpool.duckdb"), "ACCUMOPT_STORAGE": f"sqlite:///{root / 'studies.db'}"}
+
+
+def export_line(env: dict[str, str]) -> str:
+    """``export K=V ...`` for a POSIX shell (values quoted when they need it)."""
+    return "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+
+
+def _activate_line() -> str | None:
+    """``. <venv>/bin/activate`` when this process runs from a virtualenv whose commands are not on PATH (``make
+    demo`` runs ``.venv/bin/accumopt``), so the printed ``accumopt ...`` commands work in the user's shell."""
+    bindir = Path(sys.prefix) / "bin"
+    if sys.prefix == sys.base_prefix or not (bindir / "activate").is_file():
+        return None
+    on_path = [Path(p).resolve() for p in os.environ.get("PATH", "").split(os.pathsep) if p]
+    return None if bindir.resolve() in on_path else f". {shlex.quote(str(bindir / 'activate'))}"
+
+
+def _line(console: Console, text: str) -> None:
+    """One line, never wrapped (a command or a path must survive copy and paste)."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)

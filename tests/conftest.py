@@ -17,13 +17,23 @@ Fixtures
 
 Both stores are SHARED by every test of the session: treat them as read-only (``connect(path, read_only=True)``,
 ``accumopt backtest --no-save``, study storages elsewhere). A test that must write builds its own store.
+
+Under pytest-xdist (``make test``: ``-n 2``) each store is built ONCE for all workers: the first worker that needs
+it builds it in the session's shared temp folder under a file lock, the others wait, and every worker then reads
+its own copy of the DuckDB file (a DuckDB file is locked per process), with the raw files linked, not copied.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: each worker builds its own stores
+    fcntl = None  # type: ignore[assignment]
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -43,10 +53,23 @@ NULL_SYNTH = SynthConfig(seed=11, start="2023-01-03", end="2024-06-28", universe
 
 
 def _build(tmp_path_factory: pytest.TempPathFactory, name: str, cfg: SynthConfig) -> Path:
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is None or fcntl is None:
+        root = tmp_path_factory.mktemp(name)
+        db = root / "store.duckdb"
+        synth_to_db(cfg, root / "raw", db)
+        return db
+    shared = tmp_path_factory.getbasetemp().parent / f"shared_{name}"  # the session folder all workers see
+    with open(f"{shared}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (shared / "done").exists():
+            shutil.rmtree(shared, ignore_errors=True)
+            synth_to_db(cfg, shared / "raw", shared / "store.duckdb")
+            (shared / "done").write_text(worker, encoding="utf-8")
     root = tmp_path_factory.mktemp(name)
-    db = root / "store.duckdb"
-    synth_to_db(cfg, root / "raw", db)
-    return db
+    shutil.copy(shared / "store.duckdb", root / "store.duckdb")
+    (root / "raw").symlink_to(shared / "raw", target_is_directory=True)
+    return root / "store.duckdb"
 
 
 @pytest.fixture(scope="session")

@@ -37,7 +37,11 @@ from optimizer.analytics import (
     write_scan,
 )
 from optimizer.analytics.constituents import PROXY_MAP
+from optimizer.analytics.plots import crossings
 from optimizer.data.store import connect
+from optimizer.engine.features import FeatureCache
+from optimizer.engine.panel import load_panel
+from optimizer.engine.score import ScoreParams, display_score
 from optimizer.errors import DataError, InputFileError, ParameterError
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
@@ -342,29 +346,50 @@ def dm_store(tmp_path):
 # --- daily tables ------------------------------------------------------------------------------------------------
 
 
-def test_daily_table_scores_and_markers(dm_store):
-    df = daily_table(dm_store, "2024-07-05", tickers=["AAPL", "MSFT"], style="scan").set_index("symbol")
-    # AAPL 07-05: rz 2.0, lit z 2.2, return z 0.5
-    want = 50 * (1 + 0.55 * math.tanh(1.0) + 0.30 * math.tanh(1.1) + 0.15 * math.tanh(0.15))
-    assert df.loc["AAPL", "accumulation_score"] == pytest.approx(want)
+def _hand_score(dm: pd.DataFrame, sym: str, day: str, window: int) -> float:
+    """The engine's score formula (docs/ENGINE.md) by hand from the fixture's columns: population z over the last
+    ``window`` sessions of the short ratio, lit imbalance, return and OTC participation; tanh terms (a missing lit /
+    price z counts 0), intensity 0.7 + 0.6 sigmoid(otc z) (0.5 when missing); clip to [-1, 1]; (s + 1) 50."""
+    d = dm[dm["symbol"] == sym].set_index("date").sort_index()
+
+    def z(col: str) -> float:
+        x = d[col].astype(float)
+        r = x.rolling(window)
+        v = ((x - r.mean()) / r.std(ddof=0)).loc[pd.Timestamp(day)]
+        return float(v) if np.isfinite(v) else math.nan
+
+    zs, zl, zp, zo = z("short_buy_sell_ratio"), z("lit_flow_imbalance"), z("return"), z("otc_participation_rate")
+    raw = 0.55 * math.tanh(0.5 * zs) + 0.30 * (0.0 if math.isnan(zl) else math.tanh(0.5 * zl)) \
+        + 0.15 * (0.0 if math.isnan(zp) else math.tanh(0.3 * zp))
+    sg = 0.5 if math.isnan(zo) else 1 / (1 + math.exp(-zo))
+    return (max(-1.0, min(1.0, raw * (0.7 + 0.6 * sg))) + 1) * 50
+
+
+def test_daily_table_scores_are_the_engines_and_markers(dm_store):
+    sp = ScoreParams(z_window=3)
+    dm = dm_store.execute("SELECT * FROM daily_metrics").df().assign(date=lambda f: pd.to_datetime(f["date"]))
+    df = daily_table(dm_store, "2024-07-05", tickers=["AAPL", "MSFT"], style="scan", score=sp).set_index("symbol")
+    # the engine's score, OTC intensity included: the same function the backtest trades on
+    panel = load_panel(dm_store, ["AAPL", "MSFT"], min_coverage=None)
+    engine = display_score(FeatureCache(panel), sp)[panel.index_of("2024-07-05")]
+    a = df.loc["AAPL", "accumulation_score"]
+    assert a == pytest.approx(engine[panel.symbols.index("AAPL")], rel=1e-12) and 0 < a < 100
+    assert a == pytest.approx(_hand_score(dm, "AAPL", "2024-07-05", 3), rel=1e-9)
+    # MSFT's short ratio is constant: its z (and so its score) is undefined, in the engine as in the table
+    assert pd.isna(df.loc["MSFT", "accumulation_score"]) and np.isnan(engine[panel.symbols.index("MSFT")])
     assert df.loc["AAPL", "agreement"] == "▲ both bullish"
-    # MSFT: rz -1, imbalance -0.3 -> both bearish; score with lit z -1.2, return z -0.4
-    want_m = 50 * (1 + 0.55 * math.tanh(-0.5) + 0.30 * math.tanh(-0.6) + 0.15 * math.tanh(-0.12))
-    assert df.loc["MSFT", "accumulation_score"] == pytest.approx(want_m)
-    assert df.loc["MSFT", "agreement"] == "▼ both bearish"
-    assert list(df.index) == ["AAPL", "MSFT"]  # scan style: best score first
-    d2 = daily_table(dm_store, "2024-07-02", tickers="AAPL").iloc[0]
-    # lit imbalance NULL -> no marker, lit term 0: 50 * (1 + 0.55 tanh(0.5) + 0.15 tanh(0.15))
-    assert d2["agreement"] == ""
-    assert d2["accumulation_score"] == pytest.approx(50 * (1 + 0.55 * math.tanh(0.5) + 0.15 * math.tanh(0.15)))
+    assert df.loc["MSFT", "agreement"] == "▼ both bearish"  # rz -1, imbalance -0.3
+    assert list(df.index) == ["AAPL", "MSFT"]  # scan style: best score first, undefined last
+    d2 = daily_table(dm_store, "2024-07-02", tickers="AAPL", score=sp).iloc[0]
+    assert d2["agreement"] == "" and pd.isna(d2["accumulation_score"])  # lit imbalance NULL; 2 sessions < window 3
     d3 = daily_table(dm_store, "2024-07-03", tickers="AAPL").iloc[0]
     assert d3["agreement"] == "▼ both bearish"  # rz -0.5, imbalance -0.05
-    d8 = daily_table(dm_store, "2024-07-08", tickers=["AAPL"]).iloc[0]
-    assert pd.isna(d8["accumulation_score"]) and d8["agreement"] == ""  # NULL short z -> NULL score
+    assert pd.isna(d3["accumulation_score"])  # the default z-window (20) is not warm on a 3-session history
     d9 = daily_table(dm_store, "2024-07-09", tickers=["AAPL"]).iloc[0]
     assert d9["agreement"] == "▼ both bearish"
-    d15 = daily_table(dm_store, "2024-07-15", tickers=["AAPL"]).iloc[0]
+    d15 = daily_table(dm_store, "2024-07-15", tickers=["AAPL"], score=sp).iloc[0]
     assert d15["agreement"] == "◆ divergence"  # rz 0.8 > 0, imbalance -0.3 < 0
+    assert d15["accumulation_score"] == pytest.approx(_hand_score(dm, "AAPL", "2024-07-15", 3), rel=1e-9)
 
 
 def test_daily_table_styles_and_defaults(dm_store):
@@ -430,18 +455,27 @@ def test_pressure_layered_traces_lines_and_gaps(dm_store, tmp_path):
     d = fig.to_dict()
     names = {t.get("name") for t in d["data"]}
     assert {"Short buy/sell ratio", "Lit flow imbalance", "OTC participation", "OTC WoW Δ", "Accumulation score",
-            "Confidence ×100", "▲ both bullish", "▼ both bearish", "◆ divergence"} <= names
+            "Confidence ×100", "BOT crossing", "SELL crossing", "Buy crossing", "Sell crossing"} <= names
     hlines = sorted({round(s["y0"], 6) for s in d["layout"]["shapes"] if s["y0"] == s["y1"]})
-    for y in (1.25, 0.75, 0.1, -0.1, 0.2, -0.2):
+    for y in (1.25, 0.75, 0.1, -0.1, 0.2, -0.2, 70, 30):
         assert y in hlines
     lit = _trace(fig, "Lit flow imbalance")
     assert lit["connectgaps"] is False
     assert [v is None for v in lit["y"]] == [x is None for x in [0.12, None, -0.05, 0.25, 0.1, -0.2, None, 0.05, 0.02, -0.3]]
-    bull = _trace(fig, "▲ both bullish")
-    # rz > 0 & imbalance > 0: 07-01 (0.5, 0.12), 07-05 (2.0, 0.25), 07-11 (1.2, 0.05); 07-08 has NULL z
-    assert list(bull["x"]) == ["2024-07-01", "2024-07-05", "2024-07-11"]
-    assert list(_trace(fig, "▼ both bearish")["x"]) == ["2024-07-03", "2024-07-09"]
-    assert list(_trace(fig, "◆ divergence")["x"]) == ["2024-07-12", "2024-07-15"]
+    # AAPL's ratio (1000 + 10i) / (1000 - 10i) rises from 1.0 to 1.198: it never crosses 1.25 nor 0.75, so no marker
+    assert list(_trace(fig, "BOT crossing")["x"]) == [] and list(_trace(fig, "SELL crossing")["x"]) == []
+    # the score panel marks only the sessions where the engine score crosses a threshold (hand loop below)
+    sp = ScoreParams(z_window=3)
+    fig = pressure_plot(dm_store, "aapl", mode="layered", score=sp, buy=60, sell=57)
+    sc = pressure_data(dm_store, "AAPL", score=sp)
+    days, v = [d.strftime("%Y-%m-%d") for d in sc["date"]], sc["accumulation_score"].to_numpy()
+    up = [days[i] for i in range(1, len(v)) if v[i - 1] < 60 <= v[i]]
+    down = [days[i] for i in range(1, len(v)) if v[i - 1] > 57 >= v[i]]
+    assert up and down and len(up) + len(down) < np.isfinite(v).sum()
+    assert list(_trace(fig, "Buy crossing")["x"]) == up and list(_trace(fig, "Sell crossing")["x"]) == down
+    assert sorted(s["y0"] for s in fig.to_dict()["layout"]["shapes"] if s.get("yref") == "y4" and s["y0"] in (60, 57)) == [57, 60]
+    with pytest.raises(ParameterError, match="sell_threshold"):
+        pressure_plot(dm_store, "aapl", buy=40, sell=60)
     # WoW delta on the first session of each new OTC week: 0.46 - 0.40 on 07-05, 0.43 - 0.46 on 07-11
     wow = _trace(fig, "OTC WoW Δ")["y"]
     assert wow[3] == pytest.approx(0.06) and wow[7] == pytest.approx(-0.03)
@@ -452,6 +486,12 @@ def test_pressure_layered_traces_lines_and_gaps(dm_store, tmp_path):
     assert paths[0].suffix == ".html" and data[0]["name"] == "Short buy/sell ratio"
     # plotly.js embedded (no external <script src=...>): the file opens offline
     assert re.search(r"<script[^>]*\bsrc=", html_text) is None and len(html_text) > 1_000_000
+
+
+def test_crossings_by_hand():
+    v = np.array([1.0, 1.3, 1.4, 1.2, np.nan, 1.3, 1.25, 0.7, 0.8, 0.75])
+    assert np.flatnonzero(crossings(v, 1.25, up=True)).tolist() == [1]  # 5 follows a gap: not a crossing
+    assert np.flatnonzero(crossings(v, 0.75, up=False)).tolist() == [7, 9]  # 0.75 itself counts, from above
 
 
 def test_pressure_short_only_both_and_errors(dm_store):

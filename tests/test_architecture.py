@@ -132,7 +132,7 @@ def test_every_module_is_in_a_layer(options, graph):
     layers = next(c for c in options.contracts_options if c["type"] == "layers")["layers"]
     named = {m.strip() for layer in layers for m in layer.split("|")}
     tops = {".".join(m.split(".")[:2]) if m.startswith("optimizer.") else m.split(".")[0] for m in graph.modules}
-    assert tops - named == {"optimizer"}  # the root package itself (it holds only __version__)
+    assert tops - named == {"optimizer"}  # the root package itself (__version__ and the lazy API names)
 
 
 # ------------------------------------------------------------------------------------------------ source rules
@@ -238,6 +238,7 @@ def _third_party_imports() -> list[str]:
     return sorted(m for m in names if m.split(".")[0] not in (*PACKAGES, "__future__"))
 
 
+@pytest.mark.slow  # a subprocess importing every module and library: seconds
 def test_importing_every_module_changes_no_global_state():
     """Optuna's verbosity and the warning filters are the same before and after importing every project module
     (the CLI sets Optuna's verbosity when it runs, not when it is imported). The libraries are imported first:

@@ -310,6 +310,7 @@ def test_learned_regime_unknown_before_min_train_and_planted_blocks():
     assert np.mean(np.char.endswith(names[wild_rows].astype(str), "HIGH_VOL")) > 0.8
 
 
+@pytest.mark.slow
 def test_learned_regime_truncation_and_no_lookahead():
     c, h, lo, v, vix, _ = _planted_market(T=320)
     full = learned_regime(regime_features(c, h, lo, v, vix), min_train=120)

@@ -240,6 +240,7 @@ except ValueError:
 """
 
 
+@pytest.mark.slow
 def test_small_panels_never_launch_threads_even_from_the_on_disk_cache():
     """Below PARALLEL_MIN_CELLS only serial machine code runs, also when loaded from numba's on-disk cache (twin
     serial/parallel jits of one Python function would share a cache entry and load each other's code)."""

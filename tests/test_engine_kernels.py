@@ -32,6 +32,7 @@ def _configs(n: int, seed: int = 0):
         yield Config.from_params(p)
 
 
+@pytest.mark.slow
 def test_parallel_kernels_match_serial_kernels(monkeypatch):
     panel = _panel(seed=11, T=220, N=12)
     serial = Evaluator(panel)

@@ -269,7 +269,7 @@ def test_reference_uncapped_and_date_major_loops_agree(synth_oracle):
         pd.testing.assert_frame_equal(a, b)
 
 
-@pytest.mark.parametrize("block", range(6))
+@pytest.mark.parametrize("block", [0, *(pytest.param(b, marks=pytest.mark.slow) for b in range(1, 6))])
 def test_fast_engine_matches_reference_synthetic(synth_oracle, block):
     rng = np.random.default_rng(1000 + block)
     trades = [run_config(synth_oracle, cfg, f"synthetic block {block} config {i}: {cfg}")
@@ -301,6 +301,7 @@ def test_fast_engine_matches_reference_with_caps():
     assert capped >= 12  # the caps really bind in most configs
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_fast_engine_matches_reference_real_prices():
     panel = real_price_panel(seed=8)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given, note
 from hypothesis import strategies as st
 
@@ -124,6 +125,7 @@ def _context_panel(seed: int, T: int, vix_holes: list[tuple[int, int]]) -> Panel
     return Panel(dates=dates, symbols=syms, fields=fields, market=market, sectors=("XLK", "XLK", None))
 
 
+@pytest.mark.slow
 @given(seed=st.integers(0, 2**32 - 1),
        holes=st.lists(st.tuples(st.integers(70, 150), st.integers(1, 8)), min_size=1, max_size=3),
        cuts=st.lists(st.integers(60, 159), min_size=1, max_size=3))

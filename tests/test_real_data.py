@@ -81,6 +81,7 @@ def test_a_span_below_the_minimum_is_refused_naming_source_and_range(real_store)
     assert MIN_COVERAGE == 0.9
 
 
+@pytest.mark.slow
 def test_walkforward_on_the_real_store_fails_early_with_the_coverage_message(real_store, tmp_path):
     _, db = real_store
     spec = tmp_path / "wf.toml"

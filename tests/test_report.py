@@ -359,6 +359,14 @@ def test_walkforward_report_supported_without_events(tmp_path):
     assert "fig-failure-modes" not in ids and "fig-regimes" not in ids  # trades lack the event columns
     params = _section_table(page, "Best parameters per window")
     assert params == [["0", "B", "20"], ["1", "vw_flow", "20"], ["2", "B", "40"]]
+    # the windows table: out-of-sample columns first, then the in-sample ones; returns as percentages
+    start = page.index("<h2>Windows</h2>")
+    heads = re.findall(r"<th>(.*?)</th>", page[start:page.index("</thead>", start)])
+    first_is = next(i for i, h in enumerate(heads) if h.startswith("IS "))
+    assert heads[:2] == ["window", "test window"] and heads[2].startswith("OOS ")
+    assert all(h.startswith("OOS ") for h in heads[2:first_is]) and all(h.startswith("IS ") for h in heads[first_is:])
+    row0 = _section_table(page, "Windows")[0]
+    assert any(re.fullmatch(r"[+-]\d+\.\d\d%", c) for c in row0)
 
 
 def test_walkforward_report_gates_the_sharpe_statistic_the_verdict_used(tmp_path):
@@ -500,16 +508,20 @@ def test_sandbox_figure_rows_lines_and_scores():
     panel = _sandbox_panel()
     fig = sandbox_figure(panel, "AAA", z_window=20, buy=70, sell=30)
     lay = fig.layout.to_plotly_json()
-    assert "yaxis8" in lay and "yaxis9" not in lay  # eight stacked rows
-    ratio_lines = sorted(s["y0"] for s in lay["shapes"] if s.get("yref") == "y4")
+    assert "yaxis10" in lay and "yaxis11" not in lay  # ten stacked rows: price, configuration score, eight inputs
+    ratio_lines = sorted(s["y0"] for s in lay["shapes"] if s.get("yref") == "y6")
     assert ratio_lines == [0.75, 1.25]
+    # every row's y axis names its unit; the bottom x axis says what a step is
+    units = [lay[f"yaxis{i if i > 1 else ''}"]["title"]["text"] for i in range(1, 11)]
+    assert units[0] == "price (USD)" and units[1] == units[6] == "score (0–100)" and units[4] == "shares"
+    assert all(units) and lay["xaxis10"]["title"]["text"] == "date (NYSE sessions)"
     names = [t.name for t in fig.data]
     for n in ("Score B (current)", "Score vw_flow", "Score blended", "Combined buy/sell ratio", "VW directional flow",
               "FINRA buy volume", "Short buy/sell ratio", "Imbalance·log1p(B+S)"):
         assert n in names
     axes = {t.name: t.yaxis for t in fig.data}
-    assert [axes["Score B (current)"], axes["Score vw_flow"], axes["Score blended"]] == ["y5", "y6", "y7"]
-    assert axes["Imbalance·log1p(B+S)"] == "y8"
+    assert [axes["Score B (current)"], axes["Score vw_flow"], axes["Score blended"]] == ["y7", "y8", "y9"]
+    assert axes["Imbalance·log1p(B+S)"] == "y10" and axes["Price"] == "y" and axes["Configuration score"] == "y2"
     conf = [t for t in fig.data if t.name == "Confidence ×100 (B)"][0]
     assert conf.opacity <= 0.3 and conf.y[10] == pytest.approx(100 * (0.2 + 0.1))
 
@@ -552,7 +564,7 @@ def test_sandbox_dot_mode_overlays_the_chosen_source_on_every_score_row():
     for mode, src in (("current", "B"), ("option_a", "vw_flow"), ("option_b", "blended")):
         fig = sandbox_figure(panel, "AAA", z_window=20, buy=buy, sell=sell, dot_mode=mode)
         acc, dist = _dots(fig, f"{mode} accumulation ({src})"), _dots(fig, f"{mode} distribution ({src})")
-        assert [t.yaxis for t in acc] == ["y5", "y6", "y7"] == [t.yaxis for t in dist]  # on every score row
+        assert [t.yaxis for t in acc] == ["y7", "y8", "y9"] == [t.yaxis for t in dist]  # on every score row
         for t in acc:
             assert list(t.x) == want[src][0] and set(t.y) == {104.0}
         for t in dist:

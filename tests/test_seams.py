@@ -61,6 +61,7 @@ def test_vix_gap_in_the_middle_is_filled_from_the_past_only():
         np.testing.assert_array_equal(cut["iv"].to_numpy(), iv[: t + 1], err_msg=f"iv changed at t={t}")
 
 
+@pytest.mark.slow
 def test_learned_regime_does_not_see_tomorrows_vix():
     p = _market_panel()
     kw = {"min_train": 60, "refit_every": 10}
@@ -74,6 +75,7 @@ def test_learned_regime_does_not_see_tomorrows_vix():
 
 # ---- 2. the Deflated Sharpe counts every configuration tried --------------------------------------------------
 
+@pytest.mark.slow
 def test_walkforward_deflates_by_every_trial_tried_not_only_completed(tmp_path, monkeypatch, null_db):
     spec = load_spec(ROOT / "studies" / "demo.toml")
     calls: list[dict] = []

@@ -245,7 +245,8 @@ def test_start_and_regime_mask_gate_entries_only():
 # ------------------------------------------------------------------------------------------------ sheet == backtest
 
 
-@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("name", [n if n in ("first_dist", "fixed_stops") else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in sorted(CONFIGS)])
 def test_sheet_equals_backtest_on_every_session_synthetic(synth_db, name):
     params, regime = CONFIGS[name]
     counts = _check_every_session(_panel(synth_db), params, regime, start=25)
@@ -265,6 +266,7 @@ def real_db(tmp_path_factory) -> Path:
     return root / "store.duckdb"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["first_dist", "hybrid_capped"])
 def test_sheet_equals_backtest_on_every_session_real_prices(real_db, name):
     params, regime = CONFIGS[name]
@@ -539,6 +541,7 @@ def _tonight(raw: Path, day: str, db_src: Path, db: Path, folder: Path) -> None:
         con.close()
 
 
+@pytest.mark.slow
 def test_evening_ingests_new_files_and_is_idempotent(synth_db, tmp_path):
     day = "2024-06-28"
     evening, db = tmp_path / "tonight", tmp_path / "e.duckdb"
@@ -653,6 +656,7 @@ def vendor(synth_db):
     srv.server_close()
 
 
+@pytest.mark.slow
 def test_evening_fetches_the_sessions_after_the_store_and_then_has_nothing_new(synth_db, tmp_path, vendor):
     env, hits = vendor
     db = tmp_path / "f.duckdb"

@@ -147,6 +147,7 @@ def test_planted_study_finds_the_planted_family_and_beats_random_configs(planted
     assert planted.reserve_value > 0
 
 
+@pytest.mark.slow
 def test_null_study_winner_is_not_a_stable_winner(planted, null, null_truth):
     assert null_truth["effect"] == 0.0
     # same spec, same seed, flows identical: only the drift differs

@@ -25,6 +25,7 @@ import pytest
 from optuna.trial import TrialState
 
 from optimizer.errors import DataError
+from _slow_objective import SLEEP_ENV
 from optimizer.study import make_storage
 
 pytestmark = pytest.mark.slow
@@ -49,7 +50,7 @@ time_stop = 20
 [cv]
 n_splits = 3
 [objective]
-name = "composite_rank_excess"
+name = "{objective}"
 min_trades = 5
 [sampler]
 name = "tpe"
@@ -62,15 +63,26 @@ n_trials = {n_trials}
 """
 
 
-def _spec(tmp_path: Path, name: str, n_trials: int, pruner: str = 'name = "none"') -> Path:
+def _spec(tmp_path: Path, name: str, n_trials: int, pruner: str = 'name = "none"',
+          objective: str = "composite_rank_excess") -> Path:
     p = tmp_path / f"{name}.toml"
-    p.write_text(SPEC.format(name=name, n_trials=n_trials, pruner=pruner), encoding="utf-8")
+    p.write_text(SPEC.format(name=name, n_trials=n_trials, pruner=pruner, objective=objective), encoding="utf-8")
     return p
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("ACCUMOPT_STORAGE", "ACCUMOPT_DB")}
+# The SIGKILL tests run the study they kill with a deterministically slow objective (tests/_slow_objective.py):
+# every trial lasts >= 3 x SLOW seconds, so the test always catches one running, however loaded the machine is;
+# the resumed run does not sleep.
+SLOW_OBJECTIVE = "_slow_objective:SlowRankExcess"
+SLOW = 0.2
+
+
+def _env(slow: bool = False) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("ACCUMOPT_STORAGE", "ACCUMOPT_DB", SLEEP_ENV)}
     env["ACCUMOPT_HEARTBEAT_GRACE"] = str(GRACE)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent), env.get("PYTHONPATH", "")])
+    if slow:
+        env[SLEEP_ENV] = str(SLOW)
     return env
 
 
@@ -78,9 +90,10 @@ def _cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "optimizer.cli", *args]
 
 
-def _start(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
-    """Start a CLI subprocess, its stdout and stderr to files (no pipe can fill up and block it)."""
-    return subprocess.Popen(_cmd(*args), cwd=cwd, env=_env(), stdin=subprocess.DEVNULL,
+def _start(args: list[str], cwd: Path, log: Path, slow: bool = False) -> subprocess.Popen:
+    """Start a CLI subprocess, its stdout and stderr to files (no pipe can fill up and block it); ``slow``: with the
+    slow objective's sleep (see SLOW_OBJECTIVE)."""
+    return subprocess.Popen(_cmd(*args), cwd=cwd, env=_env(slow), stdin=subprocess.DEVNULL,
                             stdout=open(log.with_suffix(".out"), "w"), stderr=open(log.with_suffix(".err"), "w"))
 
 
@@ -121,10 +134,10 @@ def test_sigkill_single_run_then_resume_loses_only_the_running_trial(synth_db, t
     """`study run` (one writer) keeps the running trial in memory and commits each finished trial: a SIGKILL loses
     only the trial that was running, which never reaches the storage; the resume completes exactly n trials."""
     n = 30
-    spec = _spec(tmp_path, "killrun", n)
+    spec = _spec(tmp_path, "killrun", n, objective=SLOW_OBJECTIVE)
     url = f"sqlite:///{tmp_path / 'killrun.db'}"
     args = ["study", "run", str(spec), "--db", str(synth_db), "--storage", url, "--format", "json"]
-    p = _start(args, tmp_path, tmp_path / "first")
+    p = _start(args, tmp_path, tmp_path / "first", slow=True)
     deadline = time.monotonic() + 90
     before: list = []
     try:
@@ -135,7 +148,7 @@ def test_sigkill_single_run_then_resume_loses_only_the_running_trial(synth_db, t
                 before = _trials(url, "killrun")
                 break
             time.sleep(0.05)
-        assert before, "the study finished before it could be killed; raise n_trials"
+        assert before, "the study finished before it could be killed (the slow objective should prevent that)"
     finally:
         if p.poll() is None and not before:
             p.kill()
@@ -157,10 +170,10 @@ def test_sigkill_worker_then_resume_keeps_completed_trials_and_fails_the_killed_
     """`study worker` (several writers) goes through the storage with a heartbeat: the killed worker's RUNNING
     trial is failed when its heartbeat goes stale and its parameters are retried."""
     n = 30
-    spec = _spec(tmp_path, "killme", n)
+    spec = _spec(tmp_path, "killme", n, objective=SLOW_OBJECTIVE)
     url = f"sqlite:///{tmp_path / 'kill.db'}"
     args = ["study", "worker", str(spec), "--db", str(synth_db), "--storage", url, "--format", "json"]
-    p = _start(args, tmp_path, tmp_path / "first")
+    p = _start(args, tmp_path, tmp_path / "first", slow=True)
     deadline = time.monotonic() + 90
     killed_at: list = []
     try:
@@ -174,7 +187,7 @@ def test_sigkill_worker_then_resume_keeps_completed_trials_and_fails_the_killed_
                 else:  # between two trials: let it start the next one
                     os.kill(p.pid, signal.SIGCONT)
             time.sleep(0.05)
-        assert killed_at, "the study finished before it could be killed in a trial; raise n_trials"
+        assert killed_at, "the study finished before it could be killed in a trial (the slow objective should prevent that)"
     finally:
         if p.poll() is None and not killed_at:
             p.kill()

@@ -275,6 +275,7 @@ def test_short_share_z_rule_beats_random_entry_only_with_an_effect(market):
         assert abs(ex0.mean()) < 0.006, seed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["ratio", "volume", "lit"])
 def test_family_decides_which_signal_carries_the_bump(family):
     m = generate_market(SynthConfig(seed=3, family=family, start="2024-01-02", end="2024-12-31"))

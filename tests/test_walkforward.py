@@ -75,15 +75,16 @@ def spec():
 
 
 @pytest.fixture(scope="module")
-def null_dbs(tmp_path_factory) -> dict[int, Path]:
-    base = tmp_path_factory.mktemp("wf_null")
-    return {s: _synth(base / f"seed{s}", seed=s, effect=0.0) for s in NULL_SEEDS}
+def cheap_db(tmp_path_factory) -> Path:
+    """Any store will do for the mechanics tests: one null store (also the last of ``null_dbs``), built alone so
+    the fast tests do not wait for every null market."""
+    return _synth(tmp_path_factory.mktemp("wf_null") / f"seed{NULL_SEEDS[-1]}", seed=NULL_SEEDS[-1], effect=0.0)
 
 
 @pytest.fixture(scope="module")
-def cheap_db(null_dbs) -> Path:
-    """Any store will do for the mechanics tests: reuse a null one."""
-    return null_dbs[NULL_SEEDS[-1]]
+def null_dbs(tmp_path_factory, cheap_db) -> dict[int, Path]:
+    base = tmp_path_factory.mktemp("wf_null")
+    return {s: cheap_db if s == NULL_SEEDS[-1] else _synth(base / f"seed{s}", seed=s, effect=0.0) for s in NULL_SEEDS}
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +188,7 @@ def test_without_final_no_test_window_reaches_the_reserve(planted):
     assert not any("reserve" in n for n in names)  # and no marker study in the Optuna storage
 
 
+@pytest.mark.slow
 def test_final_opens_the_reserve_once_and_warns_on_reopening(spec, cheap_db, tmp_path):
     storage = _journal(tmp_path / "final.log")
     panel, reserve = load_study_data(spec, cheap_db)
@@ -214,6 +216,7 @@ class _Interrupted(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_without_reoptimizing_finished_windows(spec, cheap_db, tmp_path, monkeypatch):
     storage = _journal(tmp_path / "resume.log")
     real = wfmod._run_window
@@ -279,6 +282,7 @@ def test_result_dict_has_the_documented_keys_and_summary_csv(planted, spec):
     assert np.allclose(csv["oos_avg_excess_return"], [w["out_of_sample"]["avg_excess_return"] for w in d["windows"]])
 
 
+@pytest.mark.slow
 def test_cli_walkforward_json(cheap_db, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
@@ -303,6 +307,7 @@ def test_cli_walkforward_json(cheap_db, tmp_path, monkeypatch):
 
 # ---- 2. null market ------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", NULL_SEEDS)
 def test_null_market_is_not_supported_and_overfits(spec, null_dbs, tmp_path, seed):
     res = run_walkforward(spec, null_dbs[seed], _journal(tmp_path / "null.log"), n_trials=N_TRIALS, out_dir=None)
@@ -351,6 +356,7 @@ def _permuted_prices(src: Path, dst: Path, start: str, end: str, seed: int) -> P
     return dst
 
 
+@pytest.mark.slow
 def test_real_prices_permuted_with_null_flows_is_not_supported(spec, tmp_path):
     if not REAL_PRICES.is_file():
         pytest.skip(f"real prices absent: {REAL_PRICES}")

@@ -23,7 +23,7 @@ from optimizer.analytics.plots import (
     resample_ohlcv,
 )
 from optimizer.analytics.scanner import ScanResult, render_scan, scan, write_scan
-from optimizer.analytics.tables import DISCLAIMER, daily_table, display_score, render_daily_table, write_daily_table_html
+from optimizer.analytics.tables import DISCLAIMER, daily_table, engine_scores, render_daily_table, write_daily_table_html
 from optimizer.report.files import save_figure
 
 __all__ = [
@@ -33,7 +33,7 @@ __all__ = [
     "render_scan",
     "DISCLAIMER",
     "daily_table",
-    "display_score",
+    "engine_scores",
     "write_daily_table_html",
     "render_daily_table",
     "pressure_data",

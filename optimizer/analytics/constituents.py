@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from rich.console import Console
-from rich.table import Table
 
 from optimizer.errors import InputFileError, ParameterError, check_param
 from optimizer.data.universe import SECTOR_ETFS
+from optimizer.report.terminal import Column, print_frame
 
 __all__ = ["PROXY_MAP", "HEADER", "proxy_etf", "load_constituents", "aggregate_pressure", "render_aggregate"]
 
@@ -132,22 +132,9 @@ def aggregate_pressure(
 
 
 def render_aggregate(df: pd.DataFrame, value_col: str, console: Console, title: str | None = None) -> None:
-    """Print an :func:`aggregate_pressure` result as a rich table."""
-    table = Table(title=title or f"Constituent-weighted {value_col}")
-    cols = (["date"] if "date" in df.columns else []) + ["index", "etf", value_col, "members_present", "weight_coverage"]
-    for c in cols:
-        table.add_column(c, justify="left" if c in ("date", "index", "etf") else "right")
-    for _, r in df.iterrows():
-        cells = []
-        for c in cols:
-            v = r[c]
-            if c == "date":
-                cells.append(str(pd.Timestamp(v).date()))
-            elif c == "members_present":
-                cells.append(f"{int(v)}/{int(r['members'])}")
-            elif isinstance(v, str):
-                cells.append(v)
-            else:
-                cells.append("" if pd.isna(v) else (f"{float(v):.0%}" if c == "weight_coverage" else f"{float(v):.3f}"))
-        table.add_row(*cells)
-    console.print(table)
+    """Print an :func:`aggregate_pressure` result as a table fitting the console."""
+    view = df.assign(members_present=[f"{int(p)}/{int(m)}" for p, m in zip(df["members_present"], df["members"])])
+    cols = [Column("date", fmt=lambda v: str(pd.Timestamp(v).date())), Column("members_present", justify="right"),
+            Column("weight_coverage", fmt=".0%"), Column(value_col, fmt=".3f")]
+    names = (["date"] if "date" in df.columns else []) + ["index", "etf", value_col, "members_present", "weight_coverage"]
+    print_frame(view[names], console, title=title or f"Constituent-weighted {value_col}", columns=cols, hint=None)

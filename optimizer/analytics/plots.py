@@ -1,13 +1,18 @@
 """Pressure plots (from ``daily_metrics``) and OHLCV price charts (from ``prices_daily``) as plotly Figures.
 
 ``pressure_plot(mode="layered")``: 4 panels on a shared date axis —
- 1. short-sale buy/sell ratio with the BOT (1.25) and SELL (0.75) lines and agreement markers
-    (▲ both bullish, ▼ both bearish, ◆ divergence; see :func:`optimizer.analytics.tables.agreement`);
+ 1. short-sale buy/sell ratio with the BOT (1.25) and SELL (0.75) lines and a marker only where the ratio CROSSES
+    a line: ▲ "BOT crossing" (from below 1.25 to at or above it), ▼ "SELL crossing" (from above 0.75 to at or below
+    it); the hover names the day's agreement (▲ both bullish, ▼ both bearish, ◆ divergence;
+    :func:`optimizer.analytics.tables.agreement`);
  2. lit flow imbalance with ±0.1 (dotted) / ±0.2 (dashed) lines, gaps where NULL (connectgaps=False);
  3. OTC participation bars coloured by its z-score, and week-over-week delta bars (drawn on the first session
     that sees a new OTC week);
- 4. the display accumulation score 0–100 (default-parameter view, :func:`tables.display_score`) with
-    confidence bars (×100).
+ 4. the engine's display score 0–100 (the score the backtest trades on, default parameters or ``score``;
+    :func:`tables.engine_scores`) with confidence bars (×100), the buy / sell thresholds as lines and a marker only
+    where the score crosses one: "Buy crossing" (to >= buy from below), "Sell crossing" (to <= sell from above).
+
+A crossing needs the previous session's value: a session after a gap (NaN) is not a crossing.
 ``mode="short_only"``: short ratio (with lines), short-sale volume (with total volume), close price.
 ``mode="both"``: the tuple (layered, short_only).
 
@@ -23,16 +28,19 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from rich.console import Console
-from rich.table import Table
 
 from optimizer.errors import DataError, check_param
 from optimizer.data.calendar import DateLike
 from optimizer.data.symbols import canonical_symbol
 from optimizer.analytics.scanner import _as_date
-from optimizer.analytics.tables import BEARISH, BULLISH, DIVERGENCE, agreement, display_score, require_symbols, table_columns
+from optimizer.analytics.tables import agreement, engine_scores, require_symbols, table_columns
+from optimizer.engine.score import ScoreParams
+from optimizer.engine.simulate import Thresholds
+from optimizer.report.terminal import Column, print_frame
 
 __all__ = [
     "MODES",
+    "crossings",
     "TIMEFRAMES",
     "BOT_LINE",
     "SELL_LINE",
@@ -88,10 +96,12 @@ def _num(df: pd.DataFrame, c: str) -> np.ndarray:
 
 
 def pressure_data(con: duckdb.DuckDBPyConnection, ticker: str, start: DateLike | None = None,
-                  end: DateLike | None = None) -> pd.DataFrame:
-    """daily_metrics rows of ``ticker`` in [start, end] plus accumulation_score, agreement and otc_wow_delta."""
+                  end: DateLike | None = None, score: ScoreParams | None = None) -> pd.DataFrame:
+    """daily_metrics rows of ``ticker`` in [start, end] plus accumulation_score (the engine's display score),
+    agreement and otc_wow_delta."""
     df = _load_range(con, "daily_metrics", ticker, list(_PRESSURE_COLS), start, end)
-    df["accumulation_score"] = display_score(_num(df, "short_buy_sell_ratio_z"), _num(df, "lit_flow_imbalance_z"), _num(df, "return_z"))
+    sc = engine_scores(con, [canonical_symbol(ticker, "ticker")], df["date"].iloc[0], df["date"].iloc[-1], score)
+    df["accumulation_score"] = sc.iloc[:, 0].reindex(pd.DatetimeIndex(df["date"])).to_numpy()
     df["agreement"] = agreement(_num(df, "short_buy_sell_ratio_z"), _num(df, "lit_flow_imbalance"))
     wk = pd.to_datetime(df["otc_week_start"])
     new_week = wk.notna() & (wk != wk.shift())
@@ -122,20 +132,29 @@ def _ratio_panel(fig, df: pd.DataFrame, row: int, markers: bool) -> None:
     if not markers:
         return
     ag = df["agreement"].to_numpy(dtype=object)
-    for label, symbol, colour in ((BULLISH, "triangle-up", _GREEN), (BEARISH, "triangle-down", _RED), (DIVERGENCE, "diamond", "#c9a227")):
-        m = ag == label
+    for name, mask, symbol, colour in (("BOT crossing", crossings(r, BOT_LINE, up=True), "triangle-up", _GREEN),
+                                       ("SELL crossing", crossings(r, SELL_LINE, up=False), "triangle-down", _RED)):
         fig.add_trace(go.Scatter(
-            x=[xi for xi, k in zip(x, m) if k], y=_ys(r[m]), name=label, mode="markers+text",
-            text=[label[0]] * int(m.sum()), textposition="top center", textfont=dict(color=colour, size=10),
-            marker=dict(symbol=symbol, size=9, color=colour),
-        ), row=row, col=1)
+            x=[xi for xi, k in zip(x, mask) if k], y=_ys(r[mask]), name=name, mode="markers",
+            marker=dict(symbol=symbol, size=10, color=colour), customdata=[a or "no agreement data" for a in ag[mask]],
+            hovertemplate="%{x}<br>ratio %{y:.3f}<br>%{customdata}<extra>" + name + "</extra>"), row=row, col=1)
 
 
-def _layered(df: pd.DataFrame, ticker: str):
+def crossings(values: np.ndarray, level: float, up: bool = True) -> np.ndarray:
+    """True on the sessions where ``values`` crosses ``level``: up, from < level on the previous session to
+    >= level; down, from > level to <= level. The first session and a session after a NaN are never crossings."""
+    v = np.asarray(values, dtype=np.float64)
+    prev = np.concatenate([[np.nan], v[:-1]])
+    with np.errstate(invalid="ignore"):
+        hit = (v >= level) & (prev < level) if up else (v <= level) & (prev > level)
+    return hit & np.isfinite(prev) & np.isfinite(v)
+
+
+def _layered(df: pd.DataFrame, ticker: str, buy: float = 70.0, sell: float = 30.0):
     fig = make_subplots(
         rows=4, cols=1, shared_xaxes=True, vertical_spacing=0.04, row_heights=[0.3, 0.22, 0.22, 0.26],
         subplot_titles=("Short-sale buy/sell ratio", "Lit flow imbalance", "OTC participation (weekly)",
-                        "Accumulation score (display view) & confidence"),
+                        "Accumulation score (engine, 0–100) & confidence ×100"),
     )
     x = _xs(df)
     _ratio_panel(fig, df, 1, markers=True)
@@ -153,10 +172,22 @@ def _layered(df: pd.DataFrame, ticker: str):
                   row=3, col=1)
     fig.add_trace(go.Bar(x=x, y=_ys(100 * _num(df, "confidence")), name="Confidence ×100", marker_color="#c8d3e6",
                          opacity=0.6), row=4, col=1)
-    fig.add_trace(go.Scatter(x=x, y=_ys(_num(df, "accumulation_score")), name="Accumulation score", mode="lines",
+    score = _num(df, "accumulation_score")
+    fig.add_trace(go.Scatter(x=x, y=_ys(score), name="Accumulation score", mode="lines",
                              line=dict(color="#2f2f2f"), connectgaps=False), row=4, col=1)
     fig.add_hline(y=50, line=dict(color=_GREY, dash="dot", width=1), row=4, col=1)
+    for name, level, up, symbol, colour in (("Buy crossing", buy, True, "triangle-up", _GREEN),
+                                            ("Sell crossing", sell, False, "triangle-down", _RED)):
+        fig.add_hline(y=level, line=dict(color=colour, dash="dash", width=1), annotation_text=f"{name.split()[0].lower()} {level:g}",
+                      annotation_position="top left", row=4, col=1)
+        m = crossings(score, level, up)
+        fig.add_trace(go.Scatter(x=[xi for xi, k in zip(x, m) if k], y=_ys(score[m]), name=name, mode="markers",
+                                 marker=dict(symbol=symbol, size=10, color=colour),
+                                 hovertemplate="%{x}<br>score %{y:.1f}<extra>" + name + "</extra>"), row=4, col=1)
     fig.update_yaxes(range=[0, 100], row=4, col=1)
+    for row, unit in enumerate(("ratio (buy / sell)", "imbalance (−1..1)", "share of volume", "score (0–100)"), start=1):
+        fig.update_yaxes(title_text=unit, title_font_size=10, row=row, col=1)
+    fig.update_xaxes(title_text="date", row=4, col=1)
     fig.update_layout(title=f"{ticker} accumulation/distribution pressure", template="plotly_white", height=1000,
                       barmode="overlay", legend=dict(orientation="h", y=-0.05))
     return fig
@@ -171,22 +202,28 @@ def _short_only(df: pd.DataFrame, ticker: str):
     fig.add_trace(go.Bar(x=x, y=_ys(_num(df, "short_volume")), name="Short-sale volume", marker_color=_BLUE), row=2, col=1)
     fig.add_trace(go.Scatter(x=x, y=_ys(_num(df, "close")), name="Close", mode="lines", line=dict(color="#2f2f2f"),
                              connectgaps=False), row=3, col=1)
+    for row, unit in enumerate(("ratio (buy / sell)", "shares", "price (USD)"), start=1):
+        fig.update_yaxes(title_text=unit, title_font_size=10, row=row, col=1)
+    fig.update_xaxes(title_text="date", row=3, col=1)
     fig.update_layout(title=f"{ticker} FINRA short-sale pressure", template="plotly_white", height=800,
                       barmode="overlay", legend=dict(orientation="h", y=-0.06))
     return fig
 
 
 def pressure_plot(con: duckdb.DuckDBPyConnection, ticker: str, start: DateLike | None = None,
-                  end: DateLike | None = None, mode: str = "layered") -> go.Figure | tuple[go.Figure, go.Figure]:
-    """Figure for ``mode`` layered / short_only, or the tuple (layered, short_only) for ``both``."""
+                  end: DateLike | None = None, mode: str = "layered", score: ScoreParams | None = None,
+                  buy: float = 70.0, sell: float = 30.0) -> go.Figure | tuple[go.Figure, go.Figure]:
+    """Figure for ``mode`` layered / short_only, or the tuple (layered, short_only) for ``both``; ``score``: the
+    score parameters (default: the engine's), ``buy`` / ``sell``: the thresholds whose crossings are marked."""
     check_param(mode in MODES, "mode", f"one of {', '.join(MODES)}", mode)
-    df = pressure_data(con, ticker, start, end)
+    Thresholds(buy, sell)  # the engine's rule for a pair of thresholds
+    df = pressure_data(con, ticker, start, end, score)
     t = canonical_symbol(ticker, "ticker")
     if mode == "layered":
-        return _layered(df, t)
+        return _layered(df, t, buy, sell)
     if mode == "short_only":
         return _short_only(df, t)
-    return _layered(df, t), _short_only(df, t)
+    return _layered(df, t, buy, sell), _short_only(df, t)
 
 
 # --- price charts -------------------------------------------------------------------------------------------
@@ -236,32 +273,22 @@ def price_chart(con: duckdb.DuckDBPyConnection, ticker: str, timeframe: str = "d
     return fig
 
 
-def _fmt(v, spec: str) -> str:
-    return "" if v is None or (not isinstance(v, str) and pd.isna(v)) else (v if isinstance(v, str) else format(float(v), spec))
-
-
 def render_pressure(df: pd.DataFrame, console: Console, last: int = 10, title: str | None = None) -> None:
-    """Print the last ``last`` rows of :func:`pressure_data` as a rich table."""
-    table = Table(title=title or "Pressure (last sessions)")
-    spec = (("date", None), ("short_buy_sell_ratio", ".3f"), ("short_buy_sell_ratio_z", "+.2f"), ("lit_flow_imbalance", "+.3f"),
-            ("otc_participation_rate", ".1%"), ("otc_status", ""), ("accumulation_score", ".1f"), ("confidence", ".2f"),
-            ("agreement", ""))
-    for c, _ in spec:
-        table.add_column(c, justify="left" if c in ("date", "otc_status", "agreement") else "right")
-    for _, r in df.tail(last).iterrows():
-        table.add_row(*[r["date"].strftime("%Y-%m-%d") if c == "date" else _fmt(r[c], s) for c, s in spec])
-    console.print(table)
+    """Print the last ``last`` rows of :func:`pressure_data` as a table fitting the console."""
+    spec = (("date", "%Y-%m-%d"), ("short_buy_sell_ratio", ".3f"), ("short_buy_sell_ratio_z", "+.2f"),
+            ("lit_flow_imbalance", "+.3f"), ("otc_participation_rate", ".1%"), ("otc_status", None),
+            ("accumulation_score", ".1f"), ("confidence", ".2f"), ("agreement", None))
+    labels = {"short_buy_sell_ratio": "ratio", "short_buy_sell_ratio_z": "ratio_z", "lit_flow_imbalance": "lit_imb",
+              "otc_participation_rate": "otc", "accumulation_score": "score", "confidence": "conf"}
+    cols = [Column(c, label=labels.get(c), fmt=(lambda v, f=f: pd.Timestamp(v).strftime(f)) if c == "date" else f)
+            for c, f in spec]
+    print_frame(df.tail(last)[[c for c, _ in spec]], console, title=title or "Pressure (last sessions)", columns=cols,
+                hint=None)
 
 
 def render_price(df: pd.DataFrame, console: Console, last: int = 10, title: str | None = None) -> None:
-    """Print the last ``last`` OHLCV bars (daily or resampled) as a rich table."""
-    table = Table(title=title or "OHLCV (last bars)")
-    cols = ["date", "open", "high", "low", "close", "volume"] + (["sessions"] if "sessions" in df.columns else [])
-    for c in cols:
-        table.add_column(c, justify="left" if c == "date" else "right")
-    for _, r in df.tail(last).iterrows():
-        table.add_row(*[
-            pd.Timestamp(r["date"]).strftime("%Y-%m-%d") if c == "date" else _fmt(r[c], ",.0f" if c in ("volume", "sessions") else ".2f")
-            for c in cols
-        ])
-    console.print(table)
+    """Print the last ``last`` OHLCV bars (daily or resampled) as a table fitting the console."""
+    names = ["date", "open", "high", "low", "close", "volume"] + (["sessions"] if "sessions" in df.columns else [])
+    cols = [Column("date", fmt=lambda v: pd.Timestamp(v).strftime("%Y-%m-%d"))]
+    cols += [Column(c, fmt=",.0f" if c in ("volume", "sessions") else ".2f") for c in names[1:]]
+    print_frame(df.tail(last)[names], console, title=title or "OHLCV (last bars)", columns=cols, hint=None)

@@ -35,6 +35,7 @@ See docs/SCANNER.md.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +44,6 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from rich.console import Console
-from rich.table import Table
 
 from optimizer.data.adjust import adjusted_join_sql
 from optimizer.data.calendar import DateLike, session_days
@@ -51,6 +51,7 @@ from optimizer.data.coverage import MIN_COVERAGE, SourceCoverage, source_coverag
 from optimizer.data.store import consolidated_short_sql, table_exists, transaction
 from optimizer.errors import DataError, ParameterError, check_param
 from optimizer.report.files import write_figures
+from optimizer.report.terminal import Column, print_frame
 
 __all__ = ["ScanResult", "scan", "write_scan", "render_scan", "scan_figures", "window_sessions", "SCANNER_COLUMNS", "SIDES"]
 
@@ -361,30 +362,26 @@ def write_scan(con: duckdb.DuckDBPyConnection, result: ScanResult, out_root: str
     return {"table": Path("scanner_daily_metrics"), **paths}
 
 
-def _fmt(v, spec: str = ".2f") -> str:
-    return "" if v is None or pd.isna(v) else format(float(v), spec)
+_SCAN_VIEW = (
+    Column("rank", label="#"), Column("symbol"), Column("short_share", label="short/total", fmt=".3f"),
+    Column("short_buy_sell_ratio", label="buy/sell", fmt=".3f"), Column("short_buy_sell_ratio_z", label="ratio_z", fmt=".2f"),
+    Column("volume_z", fmt=".2f"), Column("trend_z", fmt=".2f"),
+    Column("score", fmt=".2f", style=lambda v: "green" if v > 0 else "red"), Column("flags"),
+)
 
 
-def render_scan(result: ScanResult, console: Console, limit: int | None = None) -> None:
-    """Print the top table (rank, symbol, ratio, z-scores, score, flags) to a rich Console."""
+def render_scan(result: ScanResult, console: Console, limit: int | None = None, select: Sequence[str] | str | None = None,
+                wide: bool = False) -> None:
+    """Print the top table (rank, symbol, ratio, z-scores, score, flags) to a rich Console, fitting its width."""
     top = result.top if limit is None else result.top.head(limit)
     n_liquid = int(result.metrics["liquid"].fillna(False).astype(bool).sum())
-    table = Table(
-        title=f"FINRA short-sale scanner {result.date} — window {result.window_start}..{result.date}, "
-              f"{len(result.metrics)} symbols ({n_liquid} liquid), side={result.params['side']}",
-    )
-    for col, just in (("#", "right"), ("symbol", "left"), ("short/total", "right"), ("buy/sell ratio", "right"),
-                      ("ratio z", "right"), ("volume z", "right"), ("trend z", "right"), ("score", "right"),
-                      ("flags", "left")):
-        table.add_column(col, justify=just)
-    for r in top.itertuples(index=False):
-        flags = ",".join(f for f, on in (("outlier", r.outlier), ("volume", r.volume_spike), ("extreme", r.ratio_extreme)) if on)
-        style = "green" if (r.score or 0) > 0 else "red"
-        table.add_row(
-            str(r.rank), str(r.symbol), _fmt(r.short_share, ".3f"), _fmt(r.short_buy_sell_ratio, ".3f"),
-            _fmt(r.short_buy_sell_ratio_z), _fmt(r.volume_z), _fmt(r.trend_z), f"[{style}]{_fmt(r.score)}[/]", flags,
-        )
-    console.print(table)
+    view = top.assign(flags=[",".join(f for f, on in (("outlier", r.outlier), ("volume", r.volume_spike),
+                                                      ("extreme", r.ratio_extreme)) if on)
+                             for r in top.itertuples(index=False)])
+    console.print(f"FINRA short-sale scanner {result.date}: window {result.window_start}..{result.date}, "
+                  f"{len(result.metrics)} symbols ({n_liquid} liquid), side={result.params['side']}",
+                  markup=False, highlight=False, style="bold")
+    print_frame(view, console, columns=_SCAN_VIEW, key=[c.name for c in _SCAN_VIEW], select=select, wide=wide)
     if result.coverage is not None:
         console.print(f"coverage: {result.coverage.describe()}", markup=False, highlight=False)
     if result.reason:

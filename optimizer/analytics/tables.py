@@ -1,12 +1,10 @@
 """Per-ticker daily tables from ``daily_metrics``: short buy/sell ratio, lit imbalance, OTC, display score.
 
-The ``accumulation_score`` shown here is the DEFAULT-PARAMETER DISPLAY VIEW computed from the stored z columns
-(z_window / z_min_periods of daily_metrics), not the optimized engine score (that lives in optimizer.engine):
-
-    display = 50 · (1 + clip(0.55·tanh(0.5·short_buy_sell_ratio_z) + 0.30·tanh(0.5·lit_flow_imbalance_z)
-                             + 0.15·tanh(0.3·return_z), −1, 1))
-
-A NULL lit / return z counts as 0; a NULL short-ratio z gives a NULL score. 50 is neutral, > 50 accumulation.
+The ``accumulation_score`` shown here is the engine's display score (``optimizer.engine.score.display_score``, the
+score the backtest trades on: short, lit and price terms times the OTC-participation intensity) with the default
+score parameters (or ``score``), computed on a panel that starts ``2 * z_window`` sessions before the date, so the
+trailing z-scores are warm (``engine_scores``). 50 is neutral, > 50 accumulation; NaN where the short-flow z is
+undefined (too little history).
 
 Agreement marker: short ratio z > 0 and lit imbalance > 0 -> "▲ both bullish"; both < 0 -> "▼ both bearish";
 both present otherwise -> "◆ divergence"; either missing -> "".
@@ -23,13 +21,16 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 from rich.console import Console
-from rich.table import Table
 
 from optimizer.settings import Settings
 from optimizer.data.calendar import DateLike
 from optimizer.data.store import table_exists
+from optimizer.engine.features import FeatureCache
+from optimizer.engine.panel import load_panel, warmup_start
+from optimizer.engine.score import ScoreParams, display_score
 from optimizer.errors import DataError, check_param
 from optimizer.analytics.scanner import _as_date, nearest_dates_message
+from optimizer.report.terminal import Column, FrameView, cell_text, print_frame
 from optimizer.data.symbols import canonical_symbol, unknown_symbols_message
 
 __all__ = [
@@ -38,7 +39,7 @@ __all__ = [
     "BULLISH",
     "BEARISH",
     "DIVERGENCE",
-    "display_score",
+    "engine_scores",
     "agreement",
     "daily_table",
     "write_daily_table_html",
@@ -68,13 +69,16 @@ _ANALYSIS_EXTRA = (
 _NEEDED = ("short_buy_sell_ratio_z", "lit_flow_imbalance", "lit_flow_imbalance_z", "return_z")
 
 
-def display_score(ratio_z: ArrayLike, imbalance_z: ArrayLike, return_z: ArrayLike) -> np.ndarray:
-    """The default-parameter display score in [0, 100] (module doc); NaN where ``ratio_z`` is NaN."""
-    rz = np.asarray(ratio_z, dtype=np.float64)
-    lz = np.nan_to_num(np.asarray(imbalance_z, dtype=np.float64), nan=0.0)
-    tz = np.nan_to_num(np.asarray(return_z, dtype=np.float64), nan=0.0)
-    raw = 0.55 * np.tanh(0.5 * rz) + 0.30 * np.tanh(0.5 * lz) + 0.15 * np.tanh(0.3 * tz)
-    return 50.0 * (1.0 + np.clip(raw, -1.0, 1.0))
+def engine_scores(con: duckdb.DuckDBPyConnection, symbols: Sequence[str], start: DateLike, end: DateLike,
+                  score: ScoreParams | None = None) -> pd.DataFrame:
+    """The engine's display score of ``symbols`` for every NYSE session in [start, end] (a DataFrame indexed by
+    date, one column per symbol), computed on a panel loaded from ``2 * z_window`` sessions before ``start`` (the
+    trailing windows' warm-up: the values equal those of a full-history panel)."""
+    sp = score or ScoreParams()
+    panel = load_panel(con, list(symbols), warmup_start(start, 2 * int(sp.z_window)), end, min_coverage=None)
+    disp = display_score(FeatureCache(panel), sp)
+    df = pd.DataFrame(disp, index=pd.to_datetime(np.asarray(panel.dates, dtype="datetime64[D]")), columns=panel.symbols)
+    return df.loc[pd.Timestamp(start):pd.Timestamp(end)]
 
 
 def agreement(ratio_z: ArrayLike, imbalance: ArrayLike) -> np.ndarray:
@@ -128,6 +132,7 @@ def daily_table(
     tickers: Sequence[str] | str | None = None,
     style: str = "scan",
     settings: Settings | None = None,
+    score: ScoreParams | None = None,
 ) -> pd.DataFrame:
     """One row per ticker on ``date`` (default: the latest date with FINRA short data) with the display columns.
 
@@ -171,7 +176,8 @@ def daily_table(
         what = "daily_metrics rows" + ("" if syms is None else f" for {', '.join(syms)}")
         raise DataError(nearest_dates_message(con, "daily_metrics", day, what))
     num = lambda c: pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float)  # noqa: E731
-    df["accumulation_score"] = display_score(num("short_buy_sell_ratio_z"), num("lit_flow_imbalance_z"), num("return_z"))
+    sc = engine_scores(con, df["symbol"].astype(str).tolist(), day, day, score)
+    df["accumulation_score"] = sc.iloc[-1].reindex(df["symbol"].astype(str)).to_numpy() if len(sc) else np.nan
     df["agreement"] = agreement(num("short_buy_sell_ratio_z"), num("lit_flow_imbalance"))
     df["date"] = pd.to_datetime(df["date"]).dt.date
     with_finra = int(pd.to_numeric(df["total_volume"], errors="coerce").notna().sum()) if "total_volume" in df else len(df)
@@ -226,7 +232,9 @@ def _cell_text(col: str, v) -> str:
         return format(float(v), spec)
     if isinstance(v, (int, np.integer)):
         return f"{int(v):,}" if "volume" in col else str(v)
-    return str(v)
+    if isinstance(v, str):
+        return v
+    return cell_text(col, v)  # dates and timestamps as the terminal tables show them
 
 
 def write_daily_table_html(df: pd.DataFrame, path: str | Path, title: str | None = None) -> Path:
@@ -265,9 +273,43 @@ p.disclaimer {{ font-size: 12px; color: #555; max-width: 60em; }}
     return p
 
 
-def render_daily_table(df: pd.DataFrame, console: Console, title: str | None = None) -> None:
-    """Print the table to a rich Console with green/red signal colouring and the disclaimer as caption."""
-    cols = [c for c in df.columns if c not in ("date", "provenance")] + (["provenance"] if "provenance" in df.columns else [])
+# The terminal view: short headers, the key columns of each style in priority order (the rest with --columns /
+# --wide: ``render_daily_table``'s ``select`` / ``wide``).
+_LABELS = {
+    "short_buy_sell_ratio": "ratio", "short_buy_sell_ratio_z": "ratio_z", "lit_flow_imbalance": "lit_imb",
+    "lit_flow_imbalance_z": "lit_z", "otc_participation_rate": "otc", "otc_participation_z": "otc_z",
+    "otc_status": "otc_status", "accumulation_score": "score", "confidence": "conf", "return": "ret",
+    "short_buy_volume": "short_buy", "short_sell_volume": "short_sell", "total_volume": "total",
+    "lit_buy_volume": "lit_buy", "lit_sell_volume": "lit_sell", "short_buy_volume_z": "buy_z", "short_volume": "short",
+    "short_exempt_volume": "exempt", "otc_weekly_volume": "otc_week_vol", "otc_week_start": "otc_week",
+}
+_KEY = {
+    "scan": ("symbol", "accumulation_score", "short_buy_sell_ratio", "short_buy_sell_ratio_z", "lit_flow_imbalance",
+             "otc_participation_rate", "confidence", "agreement", "close", "return", "lit_flow_imbalance_z",
+             "otc_participation_z", "otc_status", "provenance"),
+    "analysis": ("symbol", "short_buy_volume", "short_sell_volume", "total_volume", "short_buy_sell_ratio",
+                 "short_buy_sell_ratio_z", "short_buy_volume_z", "lit_buy_volume", "lit_sell_volume",
+                 "lit_flow_imbalance_z", "return_z", "otc_weekly_volume", "accumulation_score", "close", "volume",
+                 "return", "open", "high", "low", "short_volume", "short_exempt_volume", "lit_flow_imbalance",
+                 "otc_participation_rate", "otc_participation_z", "otc_week_start", "otc_status", "confidence",
+                 "agreement", "provenance", "z_window", "z_min_periods"),
+}
+_RICH_STYLE = {1: "green", -1: "red", 2: "yellow"}
+
+
+def _column(c: str) -> Column:
+    return Column(c, label=_LABELS.get(c), fmt=lambda v, c=c: _cell_text(c, v),
+                  style=lambda v, c=c: _RICH_STYLE.get(_signal(c, v)),
+                  justify="left" if c in ("symbol", "otc_status", "agreement", "provenance") else None)
+
+
+def render_daily_table(df: pd.DataFrame, console: Console, title: str | None = None, style: str | None = None,
+                       select: Sequence[str] | str | None = None, wide: bool = False) -> FrameView:
+    """Print the table to a rich Console: green/red signal colouring, the key columns of ``style`` (``scan`` /
+    ``analysis``; default: analysis when the frame has its extra columns) that fit the console, ``select`` exactly
+    or every column with ``wide``; the coverage and the disclaimer below it."""
+    style = style or ("analysis" if "short_volume" in df.columns else "scan")
+    check_param(style in STYLES, "style", f"one of {', '.join(STYLES)}", style)
     day = df["date"].iloc[0] if len(df) and "date" in df.columns else ""
     cov = df.attrs.get("coverage")
     caption = DISCLAIMER
@@ -275,15 +317,7 @@ def render_daily_table(df: pd.DataFrame, console: Console, title: str | None = N
         caption = (f"FINRA short data for {cov['with_finra_short']} of {cov['symbols']} symbols on {cov['date']}"
                    + (f" (none for {', '.join(cov['without_finra_short'][:8])}{' ...' if len(cov['without_finra_short']) > 8 else ''})"
                       if cov["without_finra_short"] else "") + ". " + DISCLAIMER)
-    table = Table(title=title or f"Daily accumulation/distribution table {day}", caption=caption, caption_justify="left")
-    for c in cols:
-        table.add_column(c, justify="left" if c in ("symbol", "otc_status", "agreement", "provenance") else "right")
-    style = {1: "green", -1: "red", 2: "yellow"}
-    for row in df[cols].itertuples(index=False):
-        out = []
-        for c, v in zip(cols, row):
-            s = style.get(_signal(c, v))
-            txt = _cell_text(c, v)
-            out.append(f"[{s}]{txt}[/]" if s and txt else txt)
-        table.add_row(*out)
-    console.print(table)
+    view = df.drop(columns=[c for c in ("date",) if c in df.columns])
+    return print_frame(view, console, title=title or f"Daily accumulation/distribution table {day}",
+                       columns=[_column(c) for c in view.columns], key=_KEY[style], select=select, wide=wide,
+                       caption=caption)

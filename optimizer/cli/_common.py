@@ -6,7 +6,7 @@ import functools
 import json
 import sqlite3
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +15,15 @@ import duckdb
 import numpy as np
 import pandas as pd
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from optimizer.errors import AccumoptError, ParameterError
 from optimizer.paths import DB_ENV, OUTPUT_ENV, STORAGE_ENV
+from optimizer.report.terminal import Column, FrameView, print_command, print_frame, print_record
 
 __all__ = [
     "console", "err_console", "shared_options", "format_option", "progress_enabled", "echo_json", "print_table",
-    "ErrorGroup",
+    "print_kv", "print_cmd", "table_options", "Column", "ErrorGroup",
 ]
 
 console = Console()
@@ -101,24 +101,33 @@ def _jsonable(o: Any) -> Any:
     return str(o)
 
 
+def table_options(f: Callable) -> Callable:
+    """``--columns`` and ``--wide`` of a command that prints a table (``print_table``'s ``select`` and ``wide``)."""
+    f = click.option("--wide", is_flag=True, help="Show every column at full width (lines may exceed the terminal).")(f)
+    return click.option("--columns", "columns", default=None, metavar="A,B,...",
+                        help="Show exactly these columns (names as in --format json/csv).")(f)
+
+
 def print_table(rows: pd.DataFrame | Iterable[dict], title: str | None = None,
-                columns: Iterable[str] | None = None) -> None:
-    df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
-    t = Table(title=title, show_lines=False)
-    cols = list(columns or df.columns)
-    for c in cols:
-        t.add_column(str(c), overflow="fold")
-    for _, r in df.iterrows():
-        t.add_row(*[_fmt(r[c]) for c in cols])
-    console.print(t)
+                columns: Iterable[Column | str] | None = None, key: Sequence[str] | None = None,
+                select: Sequence[str] | str | None = None, wide: bool = False, caption: str | None = None,
+                hint: str | None = "--columns A,B,... or --wide") -> FrameView:
+    """Print a table that fits the terminal (80 columns in a pipe): the ``key`` columns by default (all when
+    None) as far as they fit, ``select`` exactly, every column with ``wide``; numbers rounded; never a cut or
+    wrapped cell (``optimizer.report.terminal.print_frame``). ``columns``: display specs (label, format, style)."""
+    df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    return print_frame(df, console, title=title, columns=columns, key=key, select=select, wide=wide,
+                       caption=caption, hint=hint)
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        if v != v:
-            return ""
-        return f"{v:.4g}" if abs(v) < 1e5 else f"{v:,.0f}"
-    return "" if v is None else str(v)
+def print_kv(record: Mapping[str, Any] | Iterable[tuple[str, Any]], title: str | None = None) -> None:
+    """Print one record vertically: ``key  value`` lines (``optimizer.report.terminal.print_record``)."""
+    print_record(record, console, title=title)
+
+
+def print_cmd(label: str, command: str) -> None:
+    """A command the user should copy: ``label`` then the command alone on its own line, never wrapped."""
+    print_command(label, command, console)
 
 
 def _error_line(message: str) -> None:

@@ -9,7 +9,7 @@ import click
 from optimizer.analytics.plots import pressure_plot, price_chart
 from optimizer.analytics.scanner import render_scan, scan, write_scan
 from optimizer.analytics.tables import daily_table, render_daily_table, write_daily_table_html
-from optimizer.cli._common import echo_json, console, format_option, shared_options
+from optimizer.cli._common import echo_json, console, format_option, shared_options, table_options
 from optimizer.data.store import connect
 from optimizer.data.symbols import canonical_symbol
 from optimizer.paths import existing_store, output_root, resolve_db, run_label, under
@@ -37,8 +37,10 @@ def _png_option(f):
               help="Write scanner_metrics.csv with every symbol [env SCANNER_EXPORT_FULL; on].")
 @_png_option
 @shared_options("db", "out")
+@table_options
 @format_option()
-def scan_cmd(date, lookback, top, trend_days, outlier_z, volume_z, ratio_z, export_full, png, db, out, fmt):
+def scan_cmd(date, lookback, top, trend_days, outlier_z, volume_z, ratio_z, export_full, png, db, out, columns, wide,
+             fmt):
     """Scan every symbol's FINRA short-sale data for accumulation outliers; writes scanner_daily_metrics and
     <out>/scanner/YYYY-MM-DD/ (CSV + HTML, PNG with kaleido). Unset flags take the pipeline's SCANNER_*
     environment variables (SCANNER_DB_PATH, the pipeline's own variable, is the store when --db is not given; it
@@ -65,7 +67,7 @@ def scan_cmd(date, lookback, top, trend_days, outlier_z, volume_z, ratio_z, expo
                "top": json.loads(res.top.to_json(orient="records")),
                "coverage": res.coverage.to_dict() if res.coverage is not None else None, "reason": res.reason, "files": paths})
     else:
-        render_scan(res, console)
+        render_scan(res, console, select=columns, wide=wide)
         for k, v in paths.items():
             click.echo(f"{k}: {v}")
 
@@ -76,8 +78,9 @@ def scan_cmd(date, lookback, top, trend_days, outlier_z, volume_z, ratio_z, expo
 @click.option("--style", type=click.Choice(["scan", "analysis"]), default="scan", show_default=True,
               help="scan: compact, best score first; analysis: every volume and z column, in ticker order.")
 @shared_options("db", "out")
+@table_options
 @format_option()
-def table_cmd(date, tickers, style, db, out, fmt):
+def table_cmd(date, tickers, style, db, out, columns, wide, fmt):
     """Daily table: short ratio, lit imbalance, OTC participation, score, confidence, agreement, provenance; also
     written as HTML to <out>/tables/<date>_<style>[_<tickers>].html."""
     con = connect(existing_store(resolve_db(db, None, output_root(out))), read_only=True)
@@ -90,7 +93,7 @@ def table_cmd(date, tickers, style, db, out, fmt):
     if fmt == "json":
         click.echo(df.to_json(orient="records", date_format="iso", indent=2))
     else:
-        render_daily_table(df, console)
+        render_daily_table(df, console, style=style, select=columns, wide=wide)
         click.echo(f"html: {path}")
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import click
 
 from optimizer.backtest import backtest, compare_metrics
-from optimizer.cli._common import echo_json, err_console, print_table, format_option, shared_options
+from optimizer.cli._common import echo_json, err_console, print_kv, print_table, format_option, shared_options
 from optimizer.params import PARAMS, Choice, Param
 from optimizer.paths import output_root, resolve_db
 from optimizer.study.paramsfile import load_params_record
@@ -90,12 +90,12 @@ def backtest_cmd(params_file, universe, start, end, regime, final, allow_data_ch
                                  "warnings": run.warnings, "outputs": run.outputs})
         return
     d = panel.dates
-    print_table([{"metric": k, "value": v} for k, v in run.metrics.items()],
-                title=f"backtest {str(d[run.result.span.sig_start])[:10]}..{str(d[-1])[:10]}, {len(panel.symbols)} symbols")
+    print_kv(run.metrics, title=f"backtest {str(d[run.result.span.sig_start])[:10]}..{str(d[-1])[:10]}, "
+                                f"{len(panel.symbols)} symbols")
     if comp is not None and len(comp):
         t = rec.trial
         print_table(comp, title=f"trial {t.get('number')} of {t.get('study')}: "
-                                f"{'REPRODUCED' if reproduces else 'DIFFERENT'}")
+                                f"{'REPRODUCED' if reproduces else 'DIFFERENT'}", hint=None)
     for k, v in run.outputs.items():
         click.echo(f"{k}: {v}")
 

@@ -8,10 +8,13 @@ import sys
 from pathlib import Path
 
 import click
+import pandas as pd
 
 from optimizer.cli._common import (
+    Column,
     echo_json,
     progress_enabled,
+    print_kv,
     print_table,
     console,
     err_console,
@@ -64,11 +67,31 @@ def ingest_cmd(kind, paths, strict, max_decompressed_mb, max_expansion, db, out,
     if fmt == "json":
         echo_json(rep.to_dict())
     else:
-        print_table([f.to_dict() for f in rep.files], title=f"ingest {kind} -> {db}",
-               columns=["file", "status", "rows_accepted", "rows_rejected", "message"])
+        _print_ingest(rep, kind, db)
         for f in rep.failed:
             err_console.print(f.message, style="red", markup=False, highlight=False, soft_wrap=True)
     sys.exit(rep.exit_code)
+
+
+_INGEST_SHOWN = 20  # above this many files, the table lists only the files that did not ingest cleanly
+
+
+def _print_ingest(rep, kind, db) -> None:
+    """The per-file table (file names; every file when few, else only those with rejected rows or failures) and one
+    totals line."""
+    files = pd.DataFrame([f.to_dict() for f in rep.files], columns=["file", "status", "rows_accepted", "rows_rejected",
+                                                                    "message"])
+    shown = files if len(files) <= _INGEST_SHOWN else files[~files["status"].isin(("ok", "replaced", "skipped_identical"))]
+    if len(shown):
+        print_table(shown, title=f"ingest {kind} -> {db}", hint=None,
+                    columns=[Column("file", fmt=lambda v: Path(str(v)).name), Column("rows_accepted", label="accepted"),
+                             Column("rows_rejected", label="rejected"), Column("message", wrap=True)])
+    t = rep.to_dict()["totals"]
+    by = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in rep.counts.items() if n)
+    console.print(f"{t['files']:,} file(s) ({by or 'none'}): {t['rows_accepted']:,} rows accepted, "
+                  f"{t['rows_rejected']:,} rejected" + (f"; {len(files) - len(shown):,} clean file(s) not listed "
+                                                        "(--format json lists every file)" if len(shown) < len(files) else ""),
+                  markup=False, highlight=False)
 
 
 @click.group("fetch")
@@ -197,7 +220,7 @@ def synth_cmd(seed, effect, family, start, end, universe, n_symbols, prices_file
     if fmt == "json":
         echo_json(summary)
     else:
-        print_table([{"key": k, "value": v} for k, v in summary.items()], title="synthetic market")
+        print_kv(summary, title="synthetic market")
 
 
 @data_grp.command("info")
@@ -215,9 +238,10 @@ def info_cmd(db, out, fmt):
     if fmt == "json":
         echo_json({"db": db, **info})
         return
-    tables = [{**t, "symbols": "" if t["symbols"] is None else str(t["symbols"]), "rows": str(t["rows"]),
-               "first": t["first"] or "", "last": t["last"] or ""} for t in info["tables"]]
-    print_table(tables, title=f"{db} (schema v{info['schema_version']})")
+    tables = pd.DataFrame(info["tables"])
+    tables["symbols"] = tables["symbols"].astype("Int64")
+    console.print(f"store: {db}", markup=False, highlight=False, soft_wrap=True)
+    print_table(tables, title=f"tables (schema v{info['schema_version']})", hint=None)
     console.print(f"coverage of the NYSE sessions from each source's first to last date (a span needs >= "
                   f"{100 * info['minimum']:.0f}% for {' and '.join(info['required'])}):", markup=False)
     for c in info["coverage"]:
@@ -259,7 +283,7 @@ def metrics_build_cmd(z_window, min_lit_volume, db, out, fmt):
     if fmt == "json":
         echo_json(summary)
     else:
-        print_table([{"key": k, "value": v} for k, v in summary.items()], title="daily_metrics")
+        print_kv(summary, title="daily_metrics")
 
 
 COMMANDS = (ingest_cmd, fetch_grp, data_grp, metrics_grp)

@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import click
 
 from optimizer.cli._common import (
+    Column,
     echo_json,
     progress_enabled,
+    print_cmd,
+    print_kv,
     print_table,
     console,
     err_console,
     format_option,
     shared_options,
+    table_options,
 )
 from optimizer.demo import run_demo
 from optimizer.paths import existing_store, output_root, resolve_db, resolve_storage, run_label, under
 from optimizer.report.research import build_report
-from optimizer.data.store import connect
-from optimizer.report.sandbox import load_sandbox_panel, sandbox_figure, write_sandbox
+from optimizer.report.sandbox import sandbox_figure, sandbox_run, write_sandbox
+from optimizer.study.paramsfile import load_params_record
 from optimizer.study.spec import load_spec
 from optimizer.validate.walkforward import run_walkforward, save_walkforward, walkforward_dir
 
@@ -31,8 +36,9 @@ __all__ = ["COMMANDS"]
 @click.option("--final", is_flag=True, help="Also open the final reserve (last [data].reserve_fraction of sessions). Recorded; a second opening warns.")
 @click.option("--n-trials", type=int, help="Trials per window (default [walkforward].n_trials or [run].n_trials).")
 @shared_options("db", "storage", "out")
+@table_options
 @format_option()
-def walkforward_cmd(spec, final, n_trials, storage, db, out, fmt):
+def walkforward_cmd(spec, final, n_trials, storage, db, out, columns, wide, fmt):
     """Re-optimize SPEC on rolling train windows and evaluate each winner once on the following test window.
 
     Prints per-window in-sample vs out-of-sample metrics, the stitched out-of-sample result, DSR / PSR / PBO,
@@ -53,25 +59,32 @@ def walkforward_cmd(spec, final, n_trials, storage, db, out, fmt):
     if fmt == "json":
         echo_json(res.to_dict() | {"files": str(d)})
         return
-    cols = [c for c in res.summary.columns if c in ("window", "test_start", "test_end", "param_variant", "param_z_window",
-                                                   "param_exit", "is_rank_score", "oos_rank_score", "is_avg_excess_return",
-                                                   "oos_avg_excess_return", "oos_closed_trades")]
-    print_table(res.summary[cols], title=f"walk-forward {s.run.study_name}: {len(res.windows)} windows")
+    print_table(res.summary, title=f"walk-forward {s.run.study_name}: {len(res.windows)} windows",
+                columns=[Column(c, label=_WF_LABELS.get(c, c[6:] if c.startswith("param_") else c))
+                         for c in res.summary.columns],
+                key=_WF_KEY, select=columns, wide=wide)
     o = res.oos
-    print_table([{"metric": k, "value": o.get(k)} for k in ("closed_trades", "hit_rate", "avg_return", "avg_excess_return",
-                                                        "excess_t", "excess_t_iid", "portfolio_sharpe", "max_drawdown",
-                                                        "rank_score")],
-           title="stitched out-of-sample (excess_t: HAC)")
+    print_kv({k: o.get(k) for k in ("closed_trades", "hit_rate", "avg_return", "avg_excess_return", "excess_t",
+                                    "excess_t_iid", "portfolio_sharpe", "max_drawdown", "rank_score")},
+             title="stitched out-of-sample (excess_t: HAC)")
     st, inf = res.stats, res.stats.get("inference") or {}
-    rows = [("n_days", inf.get("n_days")), ("n_eff", inf.get("n_eff")), ("mde_per_trade", inf.get("mde_per_trade")),
-            ("mde_per_year", inf.get("mde_per_year")), ("psr", st.get("psr")), ("dsr", st.get("dsr")),
-            ("pbo", st.get("pbo")), ("spa_p", (st.get("spa") or {}).get("p")), ("degradation", st.get("degradation")),
-            ("n_trials_tried", st.get("n_trials_tried")), ("n_configs", st.get("n_configs")),
-            ("cost_stress", st.get("cost_stress_wording"))]
-    print_table([{"statistic": k, "value": v} for k, v in rows], title="statistics (on excess returns)")
+    print_kv({"n_days": inf.get("n_days"), "n_eff": inf.get("n_eff"), "mde_per_trade": inf.get("mde_per_trade"),
+              "mde_per_year": inf.get("mde_per_year"), "psr": st.get("psr"), "dsr": st.get("dsr"), "pbo": st.get("pbo"),
+              "spa_p": (st.get("spa") or {}).get("p"), "degradation": st.get("degradation"),
+              "n_trials_tried": st.get("n_trials_tried"), "n_configs": st.get("n_configs"),
+              "cost_stress": st.get("cost_stress_wording")}, title="statistics (on excess returns)")
     color = "green" if res.verdict.supported else "red"
-    console.print(res.verdict.line, style=f"bold {color}", markup=False, highlight=False, soft_wrap=True)
-    click.echo(f"files: {d}  (report: accumopt report {d})")
+    console.print(res.verdict.line, style=f"bold {color}", markup=False, highlight=False)
+    click.echo(f"files: {d}")
+    print_cmd("report:", f"accumopt report {d}")
+
+
+# The windows table: out-of-sample columns first (what the user decides on), then in-sample, then parameters.
+_WF_KEY = ("window", "test_start", "oos_closed_trades", "oos_hit_rate", "oos_avg_excess_return", "oos_rank_score",
+           "is_avg_excess_return", "is_rank_score", "test_end", "param_variant", "param_z_window", "param_exit")
+_WF_LABELS = {"window": "win", "test_start": "test from", "test_end": "test to", "oos_closed_trades": "oos trades",
+              "oos_hit_rate": "oos hit", "oos_avg_excess_return": "oos excess", "oos_rank_score": "oos rank",
+              "is_avg_excess_return": "is excess", "is_rank_score": "is rank"}
 
 
 @click.command("report")
@@ -87,30 +100,44 @@ def report_cmd(target, storage, out):
 
 @click.command("sandbox")
 @click.argument("ticker")
-@click.option("--start", default=None, help="First date shown (default: all; earlier rows still warm the z-scores).")
+@click.option("--params", "params_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The configuration whose score, thresholds and trades are drawn (a `study best --format json` "
+                   "document or a flat JSON object; default: the engine defaults).")
+@click.option("--start", default=None, help="First date shown (default: all; earlier rows still warm the z-scores "
+                                            "and carry positions).")
 @click.option("--end", default=None, help="Last date shown (default: all).")
-@click.option("--z-window", default=20, show_default=True, type=int, help="Rolling z-score window of the panels.")
+@click.option("--z-window", default=None, type=int, help="Rolling z-score window of every score (default: the "
+                                                         "configuration's, 20).")
 @click.option("--dot-mode", type=click.Choice(["current", "option_a", "option_b", "all"]), default="current",
               show_default=True, help="Signal dots on every score panel: of score B (current), vw_flow (option_a), "
                                       "blended (option_b) or all three side by side (the design's DOT_MODE).")
-@click.option("--buy", type=float, default=70.0, show_default=True, help="Accumulation dots at score >= buy.")
-@click.option("--sell", type=float, default=30.0, show_default=True, help="Distribution dots at score <= sell.")
+@click.option("--buy", type=float, default=None, help="Buy threshold: entries and accumulation dots at score >= buy "
+                                                      "(default: the configuration's, 70).")
+@click.option("--sell", type=float, default=None, help="Sell threshold: distribution at score <= sell (default: the "
+                                                       "configuration's, 30).")
+@click.option("--universe", default=None,
+              help="Universe a configuration with position caps runs on (default: the params file's, else tier1+3).")
 @click.option("--png/--no-png", "png", default=None,
               help="Also write a PNG (kaleido, the png extra). Default: when kaleido is installed; --png makes a "
                    "missing kaleido an error.")
+@click.option("--final", is_flag=True, help="Also simulate and draw the final reserve (recorded in the store's reserve "
+                                            "ledger; a second opening warns). Default: end before it, as backtest.")
 @shared_options("db", "out")
-def sandbox_cmd(ticker, start, end, z_window, dot_mode, buy, sell, png, db, out):
-    """The seven-panel signal-sandbox chart for one symbol (plus the imbalance·log1p(B+S) panel), written to
+def sandbox_cmd(ticker, params_file, start, end, z_window, dot_mode, buy, sell, universe, final, png, db, out):
+    """The signal-sandbox chart for one symbol: price with the configuration's entries and exits (the trades
+    `backtest` reports for it), the configuration's score, the flow inputs and three score variants; written to
     <out>/sandbox/<TICKER>[_<start>_<end>_<options>].html."""
-    con = connect(existing_store(resolve_db(db, None, output_root(out))), read_only=True)
-    try:
-        panel = load_sandbox_panel(con, ticker, start, end, z_window=z_window)
-    finally:
-        con.close()
-    fig = sandbox_figure(panel, ticker, start, end, z_window=z_window, buy=buy, sell=sell, dot_mode=dot_mode)
-    opts = None if (z_window, dot_mode, buy, sell) == (20, "current", 70.0, 30.0) else \
-        f"z{z_window}-{dot_mode}-b{buy:g}-s{sell:g}"
-    path = under(output_root(out), "sandbox", run_label(panel.symbols[0], start, end, opts), suffix=".html")
+    rec = load_params_record(params_file) if params_file else None
+    root = output_root(out)
+    run = sandbox_run(existing_store(resolve_db(db, None, root)), ticker, start, end,
+                      params=rec.params if rec else None, universe=universe or (rec.universe if rec else None),
+                      z_window=z_window, buy=buy, sell=sell, final=final)
+    fig = sandbox_figure(run.panel, ticker, start, end, dot_mode=dot_mode, config=run.config, trades=run.trades)
+    opts = [f"z{z_window}" if z_window is not None else None, dot_mode if dot_mode != "current" else None,
+            f"b{buy:g}" if buy is not None else None, f"s{sell:g}" if sell is not None else None,
+            f"p-{Path(params_file).stem}" if params_file else None, f"u-{universe}" if universe else None, "final" if final else None]
+    opts = [o for o in opts if o]
+    path = under(root, "sandbox", run_label(run.panel.symbols[0], start, end, "-".join(opts) or None), suffix=".html")
     for w in write_sandbox(fig, path, png=png):
         click.echo(str(w))
 

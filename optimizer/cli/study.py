@@ -6,21 +6,28 @@ import json
 import sys
 
 import click
+import pandas as pd
 from rich.markup import escape
 
 from optimizer.cli._common import (
+    Column,
     echo_json,
     err_console,
     progress_enabled,
+    print_cmd,
+    print_kv,
     print_table,
     console,
     format_option,
     shared_options,
+    table_options,
 )
 from optimizer.errors import ParameterError
 from optimizer.paths import output_root, resolve_db, resolve_storage, run_label, under
-from optimizer.report.compare import write_compare_html
-from optimizer.study.inspect import best_trial_json, compare_studies, delete_study, export_study, list_studies, show_study
+from optimizer.report.compare import warmup_note, write_compare_html
+from optimizer.study.inspect import (
+    KEY_METRICS, best_trial_json, compare_studies, delete_study, export_study, list_studies, show_study, trial_detail,
+)
 from optimizer.study.replay import replay_trial
 from optimizer.study.run import run_study
 from optimizer.study.spec import check_study_name, load_spec
@@ -41,9 +48,10 @@ def study_validate(specs):
     """Validate spec files without running anything (exit 2 on the first invalid one)."""
     for p in specs:
         s = load_spec(p)
-        console.print(f"[green]ok[/] {escape(str(p))}: study {s.run.study_name!r}, {len(s.space)} parameters, sampler {s.sampler.name}, "
-                      f"pruner {s.pruner.name}, objective {s.objective.name}, purge {s.purge()}, embargo {s.embargo()}, hash {s.spec_hash}",
-                      soft_wrap=True, highlight=False)
+        console.print(f"[green]ok[/] {escape(str(p))}", soft_wrap=True, highlight=False)
+        console.print(f"  study {s.run.study_name!r}, {len(s.space)} parameters, sampler {s.sampler.name}, pruner "
+                      f"{s.pruner.name}, objective {s.objective.name}, purge {s.purge()}, embargo {s.embargo()}, hash "
+                      f"{s.spec_hash}", markup=False, highlight=False)
 
 
 def _run_opts(f):
@@ -89,12 +97,12 @@ def _print_run(res, fmt):
     if fmt == "json":
         echo_json(d)
     else:
-        print_table([{"key": k, "value": json.dumps(v, default=str) if isinstance(v, (dict, list)) else v} for k, v in d.items()],
-               title=f"study {res.study_name}")
+        print_kv({k: json.dumps(v, default=str) if isinstance(v, (dict, list)) else v for k, v in d.items()},
+                 title=f"study {res.study_name}")
         if res.first_failure:
             err_console.print(f"warning: {res.counts['failed']} trial(s) failed; first failure, {res.first_failure}",
                               style="yellow", markup=False, highlight=False, soft_wrap=True)
-        console.print(f"dashboard: accumopt dashboard --storage {res.storage}", markup=False, soft_wrap=True)
+        print_cmd("dashboard:", f"accumopt dashboard --storage {res.storage}")
 
 
 @study_grp.command("worker")
@@ -114,14 +122,37 @@ def study_worker(spec, n_trials, timeout, name, new_name, storage, db, out, fmt)
     _print_run(res, fmt)
 
 
+# Display of the study tables: short headers for long names (--columns takes either), key columns first.
+_LABELS = {"best_value": "best", "n_trials_target": "target", "pareto_size": "pareto", "spec_name": "spec",
+           "closed_trades": "trades", "hit_rate": "hit", "avg_return": "avg_ret", "avg_excess_return": "excess",
+           "win_loss": "w/l", "signals_per_month": "sig/mo", "portfolio_sharpe": "port_sh", "max_drawdown": "max_dd",
+           "false_positive_rate": "fp_rate", "rank_score": "rank", "duration_s": "secs", "directions": "direction",
+           "best_number": "best#", "total_trial_s": "trial_s", "mean_complete_s": "complete_s",
+           "mean_pruned_s": "pruned_s", "time_saved_s": "saved_s", "saved_pct": "saved%",
+           "kernel_warmup_s": "warmup_s", "buy_threshold": "buy", "sell_threshold": "sell",
+           "param_buy_threshold": "buy", "param_sell_threshold": "sell"}
+_LIST_KEY = ("name", "complete", "pruned", "failed", "running", "best_value", "created", "n_trials_target",
+             "pareto_size", "directions", "spec_name")
+_COMPARE_KEY = ("study", "complete", "pruned", "best_value", "mean_complete_s", "mean_pruned_s", "time_saved_s",
+                "saved_pct", "kernel_warmup_s", "elapsed_s", "failed", "running", "best_number", "total_trial_s",
+                "directions")
+_SHOW_METRICS = ("closed_trades", "hit_rate", "avg_excess_return", "avg_return", "win_loss")
+
+
+def _specs(df, fmts=None):
+    fmts = fmts or {}
+    return [Column(c, label=_LABELS.get(c, c[6:] if c.startswith("param_") else c), fmt=fmts.get(c)) for c in df.columns]
+
+
 @study_grp.command("list")
 @click.option("--all", "show_all", is_flag=True, help="Also list the tool's internal marker studies.")
 @shared_options("storage", "out")
+@table_options
 @format_option("table", "json", "csv")
-def study_list(show_all, storage, out, fmt):
+def study_list(show_all, storage, out, columns, wide, fmt):
     """List studies: trials complete/pruned/failed/running, best value, created, trials asked for."""
     df = list_studies(_storage(storage, out), internal=show_all)
-    _emit_df(df, fmt, "studies")
+    _emit_df(df, fmt, "studies", key=_LIST_KEY, select=columns, wide=wide)
 
 
 def _storage(url, out, read_only=True):
@@ -131,23 +162,50 @@ def _storage(url, out, read_only=True):
                         create=False)
 
 
-def _emit_df(df, fmt, title):
+def _emit_df(df, fmt, title, key=None, select=None, wide=False, fmts=None):
     if fmt == "json":
         click.echo(df.to_json(orient="records", date_format="iso", indent=2))
     elif fmt == "csv":
         click.echo(df.to_csv(index=False), nl=False)
     else:
-        print_table(df, title=title)
+        print_table(df, title=title, columns=_specs(df, fmts), key=key, select=select, wide=wide)
 
 
 @study_grp.command("show")
 @click.argument("name")
 @click.option("--top", default=10, show_default=True, type=int, help="How many trials to show.")
+@click.option("--trial", "number", default=None, type=int,
+              help="Show trial N alone, vertically: state, value, every parameter and metric, per-fold results.")
 @shared_options("storage", "out")
+@table_options
 @format_option("table", "json", "csv")
-def study_show(name, top, storage, out, fmt):
-    """Top trials of study NAME with parameters and metrics (the Pareto front for multi-objective studies)."""
-    _emit_df(show_study(_storage(storage, out), name, top=top), fmt, f"study {name}: top {top}")
+def study_show(name, top, number, storage, out, columns, wide, fmt):
+    """Top trials of study NAME with parameters and metrics (the Pareto front for multi-objective studies).
+
+    The table shows the value, the key metrics and the parameters that fit the terminal; --columns picks others
+    (e.g. --columns number,value,param_exit,sharpe), --wide shows all, --trial N shows one trial in full."""
+    if number is not None:
+        d = trial_detail(_storage(storage, out), name, number)
+        if fmt == "json":
+            echo_json(d)
+        elif fmt == "csv":
+            folds = pd.DataFrame(d["folds"])
+            click.echo(folds.to_csv(index=False), nl=False)
+        else:
+            folds = d.pop("folds")
+            print_kv(d, title=f"study {name}: trial {number}")
+            if folds:
+                fdf = pd.DataFrame(folds)
+                print_table(fdf, title="folds", columns=_specs(fdf), key=["fold", "intermediate", *_SHOW_METRICS,
+                                                                           "signals_per_month", "sharpe"])
+        return
+    df = show_study(_storage(storage, out), name, top=top)
+    vcols = [c for c in df.columns if c == "value" or c.startswith("values_")]
+    params = [c for c in df.columns if c.startswith("param_")]
+    # the value, trades, hit rate and excess first, then the parameters that fit, then the other metrics
+    key = ["number", *vcols, *_SHOW_METRICS[:3], *params, *[m for m in KEY_METRICS if m not in _SHOW_METRICS[:3]],
+           "duration_s"]
+    _emit_df(df, fmt, f"study {name}: top {top}", key=key, select=columns, wide=wide)
 
 
 @study_grp.command("best")
@@ -162,15 +220,15 @@ def study_best(name, number, storage, out, fmt):
     if fmt == "json":
         echo_json(d)
     else:
-        print_table([{"key": k, "value": json.dumps(v, default=str) if isinstance(v, (dict, list)) else v} for k, v in d.items()],
-               title=f"best of {name}")
+        print_kv(d, title=f"best of {name}")
 
 
 @study_grp.command("compare")
 @click.argument("names", nargs=-1, required=True)
 @shared_options("storage", "out")
+@table_options
 @format_option()
-def study_compare(names, storage, out, fmt):
+def study_compare(names, storage, out, columns, wide, fmt):
     """Compare studies: completed vs pruned vs failed, prune folds, best-so-far curves, time saved by pruning.
     Writes <out>/reports/compare_<names>.html."""
     res = compare_studies(_storage(storage, out), list(names))
@@ -179,7 +237,8 @@ def study_compare(names, storage, out, fmt):
     if fmt == "json":
         echo_json({"summary": json.loads(res.summary.to_json(orient="records")), "html": str(path)})
     else:
-        print_table(res.summary, title="study comparison")
+        _emit_df(res.summary, "table", "study comparison", key=_COMPARE_KEY, select=columns, wide=wide)
+        console.print(warmup_note(res.summary), markup=False, highlight=False)
         click.echo(f"report: {path}")
 
 
@@ -224,7 +283,8 @@ def study_replay(name, trial, storage, db, out, fmt):
     if fmt == "json":
         echo_json(rep | {"comparison": rep["comparison"].to_dict(orient="records")})
     else:
-        print_table(rep["comparison"], title=f"replay {name} #{trial}: {'REPRODUCED' if rep['reproduced'] else 'DIFFERENT'}")
+        print_table(rep["comparison"], title=f"replay {name} #{trial}: {'REPRODUCED' if rep['reproduced'] else 'DIFFERENT'}",
+                    hint=None)
     if not rep["reproduced"]:
         sys.exit(1)
 

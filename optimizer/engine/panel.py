@@ -12,6 +12,7 @@ data or prices cover less than the documented minimum of its sessions.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from optimizer.data.calendar import DateLike, session_days
 from optimizer.data.coverage import MIN_COVERAGE, REQUIRED_SOURCES, Coverage, span_coverage
 from optimizer.data.universe import MARKET_SYMBOL, SECTOR_MAP, VIX_SYMBOL
 
-__all__ = ["Panel", "PANEL_FIELDS", "OPTION_FIELDS", "load_panel"]
+__all__ = ["Panel", "PANEL_FIELDS", "OPTION_FIELDS", "load_panel", "warmup_start"]
 
 PANEL_FIELDS: tuple[str, ...] = (
     "open", "high", "low", "close", "volume", "return",
@@ -288,3 +289,12 @@ def load_panel(
     have = pd.to_datetime(df["date"]).to_numpy(dtype="datetime64[D]")
     axis = np.union1d(session_days(have.min(), have.max()), have)
     return Panel.from_frame(df, market=market, dates=axis, coverage=cov)
+
+
+def warmup_start(start: DateLike, sessions: int) -> dt.date:
+    """The NYSE session ``sessions`` sessions before ``start`` (``start`` itself when it has no earlier session in
+    reach): a panel loaded from there has every trailing window of up to ``sessions`` rows full at ``start``, so its
+    values from ``start`` on equal those of a full-history load."""
+    s0 = pd.Timestamp(start).date()
+    warm = session_days(s0 - dt.timedelta(days=2 * int(sessions) + 30), s0)
+    return pd.Timestamp(warm[-min(len(warm), int(sessions) + 1)]).date() if len(warm) else s0

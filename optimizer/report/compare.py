@@ -20,7 +20,7 @@ from plotly.subplots import make_subplots
 if TYPE_CHECKING:
     from optimizer.study.inspect import CompareResult
 
-__all__ = ["compare_figure", "write_compare_html", "STATE_COLORS"]
+__all__ = ["compare_figure", "write_compare_html", "warmup_note", "STATE_COLORS"]
 
 STATE_COLORS = {"COMPLETE": "rgba(31,119,180,0.55)", "PRUNED": "rgba(214,39,40,0.45)"}
 _DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
@@ -82,6 +82,23 @@ def _summary_html(summary: pd.DataFrame) -> str:
     return summary.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-", classes="summary", border=0)
 
 
+def warmup_note(summary: pd.DataFrame) -> str:
+    """What the trial times include: numba's compilation is outside them for studies that warmed the kernels first
+    (``kernel_warmup_s`` known), inside the first trial for the others."""
+    w = summary.get("kernel_warmup_s", pd.Series(dtype=float))
+    known = summary.loc[w.notna(), "study"].tolist() if len(w) else []
+    unknown = summary.loc[w.isna(), "study"].tolist() if len(w) else list(summary.get("study", []))
+    parts = []
+    if known:
+        secs = ", ".join(f"{s} {v:.1f} s" for s, v in zip(known, w[w.notna()]))
+        parts.append("Trial times exclude numba compilation: the engine kernels were compiled (or loaded from "
+                     f"numba's cache) before each study's first trial ({secs}; 0 s: already loaded in the process).")
+    if unknown:
+        parts.append(f"{', '.join(unknown)}: made before kernels were warmed first; the first trial's time may "
+                     "include compilation.")
+    return " ".join(parts)
+
+
 def write_compare_html(result: "CompareResult", path: str | Path) -> Path:
     """Write one self-contained HTML file (plotly.js inlined, works offline): summary table + figure."""
     p = Path(path)
@@ -95,6 +112,7 @@ def write_compare_html(result: "CompareResult", path: str | Path) -> Path:
         "table.summary td,table.summary th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}</style>"
         f"</head><body><h1>{html.escape(title)}</h1>\n<h2>summary</h2>\n{_summary_html(result.summary)}\n"
         "<p>time_saved_s: sum over pruned trials of max(0, mean complete duration &minus; their duration).</p>\n"
+        f"<p class=\"warmup\">{html.escape(warmup_note(result.summary))}</p>\n"
         f"{fig_html}\n</body></html>\n"
     )
     p.write_text(page, encoding="utf-8")

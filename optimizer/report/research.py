@@ -47,6 +47,7 @@ from optimizer.errors import DataError, check_param
 from optimizer.paths import safe_name, under
 from optimizer.report import figures as F
 from optimizer.report.files import save_figure
+from optimizer.report.terminal import cell_text
 from optimizer.study.inspect import open_storage, show_study, trials_table
 from optimizer.study.records import read_study, trial_counts
 from optimizer.validate.stats import closed_trade_events, cost_stress_wording, flag_fragile, validate_rules
@@ -518,15 +519,38 @@ def _events_sections(page: Page, events: pd.DataFrame | None) -> None:
         page.table(rules)
 
 
+# The windows table: out-of-sample columns first (what the verdict stands on), then their in-sample counterparts;
+# the training spans and the parameters in their own tables, so nothing hides behind a horizontal scroll.
+_WINDOW_METRICS = ("closed_trades", "hit_rate", "avg_excess_return", "avg_return", "rank_score", "win_loss",
+                   "portfolio_sharpe")
+_WINDOW_LABELS = {"closed_trades": "trades", "hit_rate": "hit rate", "avg_excess_return": "excess/trade",
+                  "avg_return": "return/trade", "rank_score": "rank score", "win_loss": "W/L",
+                  "portfolio_sharpe": "portfolio Sharpe"}
+
+
 def _window_tables(page: Page, summary: pd.DataFrame) -> None:
     page.h2("Windows")
     if summary.empty:
         page.note("no window")
         return
-    base = [c for c in ("window", "train_start", "train_end", "test_start", "test_end", "in_reserve", "n_trials_tried")
-            if c in summary.columns]
-    metrics = [c for c in summary.columns if c.startswith(("is_", "oos_"))]
-    page.table(summary[base + metrics])
+    cols = {"window": "window"}
+    if {"test_start", "test_end"} <= set(summary.columns):
+        summary = summary.assign(test=summary["test_start"].astype(str) + " .. " + summary["test_end"].astype(str))
+        cols["test"] = "test window"
+    for side, label in (("oos", "OOS"), ("is", "IS")):
+        metrics = [m for m in _WINDOW_METRICS if f"{side}_{m}" in summary.columns]
+        metrics += sorted(c[len(side) + 1:] for c in summary.columns
+                          if c.startswith(f"{side}_") and c[len(side) + 1:] not in metrics)
+        cols.update({f"{side}_{m}": f"{label} {_WINDOW_LABELS.get(m, m)}" for m in metrics})
+    page.note("Out-of-sample (OOS) columns first: each window's winner on the unseen test window; in-sample (IS): the "
+              "same winner on its training window. Returns are per trade, net of costs; excess is over the matched "
+              "random-entry benchmark.")
+    shown = summary[list(cols)]
+    page.table(pd.DataFrame({cols[c]: [cell_text(c, v) for v in shown[c]] for c in cols}))
+    span = [c for c in ("window", "train_start", "train_end", "test_start", "test_end", "in_reserve", "n_trials_tried",
+                        "study") if c in summary.columns]
+    page.h2("Training and test spans")
+    page.table(summary[span])
     params = [c for c in summary.columns if c.startswith("param_")]
     page.h2("Best parameters per window")
     page.table(summary[["window", *params]].rename(columns={c: c[6:] for c in params}))

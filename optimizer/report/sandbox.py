@@ -1,16 +1,31 @@
-"""The signal-sandbox chart: one symbol's flow inputs and three score variants, stacked on a shared date axis.
+"""The signal-sandbox chart: one symbol's price with the trades of a configuration, its score, its flow inputs
+and three score variants, stacked on a shared date axis (every axis labelled with its unit).
 
-Eight rows (trace names in quotes):
+Ten rows (trace names in quotes):
 
-1. combined buy/sell ratio ``(short_buy + lit_buy) / (short_sell + lit_sell)`` — "Combined buy/sell ratio";
-2. volume-weighted directional flow ``short_buy + lit_buy − short_sell − lit_sell`` — "VW directional flow";
-3. FINRA short-sale buy volume bars — "FINRA buy volume";
-4. short-sale buy/sell ratio with horizontal lines at 1.25 and 0.75 — "Short buy/sell ratio";
-5.–7. the accumulation score of variants B (current), vw_flow and blended — "Score B (current)", "Score vw_flow",
-   "Score blended" — as bars coloured by the score (red → grey → green over 0–100) with a low-opacity confidence
-   bar (×100), and the DOT_MODE overlay: accumulation (score >= buy) dots above the bars at 104 and distribution
-   (score <= sell) dots below them at −6, taken from the dot source(s) of ``dot_mode`` on every score row;
-8. ``imbalance · log1p(B + S)`` with imb = (B − S)/(B + S) (the variant D input) — "Imbalance·log1p(B+S)".
+1. price (USD): OHLC candles ("Price") with the configuration's trades: entry markers (triangle up at the entry
+   fill, the next open after the signal) and exit markers (triangle down at the exit fill), coloured by outcome
+   (win green, loss red, still open at the end grey), a dotted segment from entry to exit, hover with the dates,
+   prices, net return, sessions held and exit reason; traces "Entries (win|loss|open)", "Exits (win|loss|open)",
+   "Trades (win|loss|open)";
+2. the configuration's own score (its variant, weights, z-window and OTC intensity: ``Config.score``) with its
+   buy and sell thresholds as lines — "Configuration score";
+3. combined buy/sell ratio ``(short_buy + lit_buy) / (short_sell + lit_sell)`` — "Combined buy/sell ratio";
+4. volume-weighted directional flow ``short_buy + lit_buy − short_sell − lit_sell`` — "VW directional flow";
+5. FINRA short-sale buy volume bars — "FINRA buy volume";
+6. short-sale buy/sell ratio with horizontal lines at 1.25 and 0.75 — "Short buy/sell ratio";
+7.–9. the accumulation score of variants B (current), vw_flow and blended (the configuration's weights, z-window
+   and intensity, the variant swapped) — "Score B (current)", "Score vw_flow", "Score blended" — as bars coloured
+   by the score (red → grey → green over 0–100) with a low-opacity confidence bar (×100), and the DOT_MODE overlay:
+   accumulation (score >= buy) dots above the bars at 104 and distribution (score <= sell) dots below them at −6,
+   taken from the dot source(s) of ``dot_mode`` on every score row;
+10. ``imbalance · log1p(B + S)`` with imb = (B − S)/(B + S) (the variant D input) — "Imbalance·log1p(B+S)".
+
+The configuration (``Config``; default: the engine defaults) sets the thresholds of every score row and the trades
+of row 1. Its trades come from the engine (``Evaluator.run`` over the whole panel, the same path as ``backtest``),
+so they are the ones ``accumopt backtest`` reports for the symbol with the same parameters over the same sessions;
+a configuration with position caps depends on the other symbols and is simulated on its universe's panel
+(``sandbox_trades``'s ``universe_panel``).
 
 Lit volumes missing on a day count as 0 inside the combined ratio and the flow (as in the engine's vw_flow). The
 scores are computed on the whole panel (``FeatureCache`` + ``display_score``; trailing windows only) and then cut to
@@ -27,8 +42,10 @@ yellow/orange as the design's DOT_SPECS). Dot traces are named "<mode> accumulat
 
 from __future__ import annotations
 
-import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -36,17 +53,23 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from optimizer.data.calendar import DateLike, session_days
+from optimizer.data.calendar import DateLike
+from optimizer.data.store import connect
 from optimizer.data.symbols import canonical_symbol, unknown_symbols_message
+from optimizer.engine.evaluate import Config, Evaluator
 from optimizer.engine.features import FeatureCache
-from optimizer.engine.panel import Panel, load_panel
-from optimizer.engine.score import ScoreParams, display_score
-from optimizer.errors import DataError, check_param
+from optimizer.engine.panel import Panel, load_panel, warmup_start
+from optimizer.engine.score import display_score
+from optimizer.errors import DataError, ParameterError, check_param
+from optimizer.params import engine_params
 from optimizer.report.files import save_figure
+from optimizer.study.data import load_universe_panel, universe_symbols
+from optimizer.study.reserve import record_opening, refuse_reserve, store_reserve_start
 
 __all__ = [
-    "load_sandbox_panel", "sandbox_figure", "sandbox_data", "write_sandbox", "SCORE_VARIANTS", "RATIO_LINES",
-    "SCORE_COLORSCALE", "DOT_MODES", "DOT_SOURCES", "DOT_SPECS",
+    "load_sandbox_panel", "sandbox_figure", "sandbox_data", "sandbox_trades", "sandbox_run", "SandboxRun",
+    "write_sandbox", "SCORE_VARIANTS",
+    "RATIO_LINES", "SCORE_COLORSCALE", "DOT_MODES", "DOT_SOURCES", "DOT_SPECS", "ROW", "OUTCOME_COLORS",
 ]
 
 SCORE_VARIANTS: tuple[tuple[str, str], ...] = (("B", "Score B (current)"), ("vw_flow", "Score vw_flow"),
@@ -61,11 +84,22 @@ DOT_SPECS: dict[str, tuple[str, str, float]] = {
 }
 DOT_ACC_Y, DOT_DIST_Y = 104.0, -6.0
 SCORE_COLORSCALE = [[0.0, "#c62828"], [0.5, "#9e9e9e"], [1.0, "#2e7d32"]]
-_ROW_TITLES = (
-    "Combined buy/sell ratio (short + lit)", "Volume-weighted directional flow", "FINRA short-sale buy volume",
-    "Short-sale buy/sell ratio", "Accumulation score — B (current)", "Accumulation score — vw_flow",
-    "Accumulation score — blended", "Imbalance · log1p(B + S) (variant D input)",
+# (row title, y-axis title with the unit) per row, top to bottom
+_ROWS = (
+    ("Price and the configuration's trades", "price (USD)"),
+    ("Configuration score", "score (0–100)"),
+    ("Combined buy/sell ratio (short + lit)", "ratio (buy / sell)"),
+    ("Volume-weighted directional flow", "shares (buy − sell)"),
+    ("FINRA short-sale buy volume", "shares"),
+    ("Short-sale buy/sell ratio", "ratio (buy / sell)"),
+    ("Accumulation score — B (current)", "score (0–100)"),
+    ("Accumulation score — vw_flow", "score (0–100)"),
+    ("Accumulation score — blended", "score (0–100)"),
+    ("Imbalance · log1p(B + S) (variant D input)", "imbalance × ln(1 + shares)"),
 )
+ROW = {"price": 1, "config": 2, "combined": 3, "flow": 4, "volume": 5, "ratio": 6, "B": 7, "vw_flow": 8, "blended": 9,
+       "imbalance": 10}
+OUTCOME_COLORS = {"win": "#2e7d32", "loss": "#c62828", "open": "#757575"}
 
 
 def _field(panel: Panel, name: str, j: int) -> np.ndarray:
@@ -90,32 +124,42 @@ def load_sandbox_panel(con: duckdb.DuckDBPyConnection, symbol: str, start: DateL
     Bounded memory and time whatever the store holds. The coverage is stated (``Panel.coverage``), not
     enforced: the chart shows holes as gaps."""
     sym = canonical_symbol(symbol, "ticker")
-    lo = None
-    if start is not None:
-        s0 = pd.Timestamp(start).date()
-        warm = session_days(s0 - dt.timedelta(days=4 * int(z_window) + 30), s0)
-        lo = pd.Timestamp(warm[-min(len(warm), 2 * int(z_window) + 1)]).date() if len(warm) else s0
+    lo = None if start is None else warmup_start(start, 2 * int(z_window))
     found = con.execute("SELECT count(*) FROM daily_metrics WHERE symbol = ?", [sym]).fetchone()[0]
     if not found:
         raise DataError(unknown_symbols_message(con, "daily_metrics", [sym]))
     return load_panel(con, [sym], lo, end, min_coverage=None)
 
 
-def sandbox_data(panel: Panel, symbol: str, start: DateLike | None = None, end: DateLike | None = None,
-                 z_window: int = 20) -> pd.DataFrame:
-    """The chart's series for ``symbol`` in [start, end]: date, combined_ratio, vw_flow, short_buy_volume,
-    short_buy_sell_ratio, score_B, score_vw_flow, score_blended, confidence (0..1), imbalance_log.
+def _config(config: Config | None, z_window: int | None = None, buy: float | None = None,
+            sell: float | None = None) -> Config:
+    """``config`` (default: the engine defaults) with the given z-window / thresholds set (checked by the engine)."""
+    cfg = config or Config()
+    over = {k: v for k, v in (("z_window", z_window), ("buy_threshold", buy), ("sell_threshold", sell)) if v is not None}
+    return Config.from_params(over, base=cfg) if over else cfg
 
-    DataError for a symbol not in the panel (naming some that are) and for a range without rows of the symbol.
+
+def sandbox_data(panel: Panel, symbol: str, start: DateLike | None = None, end: DateLike | None = None,
+                 z_window: int | None = None, config: Config | None = None) -> pd.DataFrame:
+    """The chart's series for ``symbol`` in [start, end]: date, open, high, low, close, score_config,
+    combined_ratio, vw_flow, short_buy_volume, short_buy_sell_ratio, score_B, score_vw_flow, score_blended,
+    confidence (0..1), imbalance_log.
+
+    ``score_config`` is the configuration's display score (``config.score``; default: the engine defaults); the
+    variant scores use the configuration's weights, z-window and intensity with the variant swapped. ``z_window``
+    sets the z-window of every score. DataError for a symbol not in the panel (naming some that are) and for a
+    range without rows of the symbol.
     """
     sym = canonical_symbol(symbol, "symbol")
     if sym not in panel.symbols:
         some = ", ".join(panel.symbols[:12]) + (" ..." if len(panel.symbols) > 12 else "")
         raise DataError(f"symbol {symbol!r} is not in the panel ({len(panel.symbols)} symbols: {some})")
+    sp = _config(config, z_window).score
     j = panel.symbols.index(sym)
     one = panel.subset([sym])
     cache = FeatureCache(one)
-    scores = {v: display_score(cache, ScoreParams(variant=v, z_window=int(z_window)))[:, 0] for v, _ in SCORE_VARIANTS}
+    scores = {v: display_score(cache, replace(sp, variant=v))[:, 0] for v, _ in SCORE_VARIANTS}
+    own = display_score(cache, sp)[:, 0]
     B, S = _field(panel, "short_buy_volume", j), _field(panel, "short_sell_volume", j)
     lb = np.nan_to_num(_field(panel, "lit_buy_volume", j), nan=0.0)
     ls = np.nan_to_num(_field(panel, "lit_sell_volume", j), nan=0.0)
@@ -126,6 +170,7 @@ def sandbox_data(panel: Panel, symbol: str, start: DateLike | None = None, end: 
         imb_log = np.where(tot > 0, (B - S) / tot * np.log1p(tot), np.nan)
     df = pd.DataFrame({
         "date": pd.to_datetime(np.asarray(panel.dates, dtype="datetime64[D]")),
+        **{k: _field(panel, k, j) for k in ("open", "high", "low", "close")}, "score_config": own,
         "combined_ratio": combined, "vw_flow": B + lb - S - ls, "short_buy_volume": B,
         "short_buy_sell_ratio": _field(panel, "short_buy_sell_ratio", j),
         **{f"score_{v}": scores[v] for v, _ in SCORE_VARIANTS},
@@ -133,12 +178,49 @@ def sandbox_data(panel: Panel, symbol: str, start: DateLike | None = None, end: 
     })
     rows = _rows(panel, start, end)
     df = df.iloc[rows].reset_index(drop=True)
-    has = df.drop(columns=["date", "vw_flow"]).notna().any(axis=1) | np.isfinite(B[rows]) | np.isfinite(S[rows])
+    flows = df.drop(columns=["date", "vw_flow", "open", "high", "low", "close"])
+    has = flows.notna().any(axis=1) | np.isfinite(B[rows]) | np.isfinite(S[rows])
     if df.empty or not bool(has.any()):
         d = panel.dates
         span = f"{d[0]} to {d[-1]}" if len(d) else "no sessions"
         raise DataError(f"no rows for {sym} between {start or 'the start'} and {end or 'the end'}; the panel covers {span}")
     return df
+
+
+def sandbox_trades(panel: Panel, symbol: str, config: Config | None = None,
+                   universe_panel: Panel | None = None) -> pd.DataFrame:
+    """The trades of ``config`` on ``symbol``: the engine's ``Evaluator.run`` over every session of the panel (the
+    path ``backtest`` takes), one row per trade with symbol, signal/entry/exit dates and prices, gross and net
+    return, sessions held, exit reason, open_at_end and ``outcome`` (win: net return > 0, loss, open).
+
+    Without position caps the symbols are independent, so the symbol alone gives the trades a universe run gives
+    it. With caps (max_positions / max_per_sector) its trades depend on the others: ``universe_panel`` (the
+    universe the configuration runs on) is required and simulated whole.
+    """
+    sym = canonical_symbol(symbol, "symbol")
+    cfg = config or Config()
+    capped = cfg.caps.max_positions is not None or cfg.caps.max_per_sector is not None
+    if capped:
+        if universe_panel is None or sym not in universe_panel.symbols:
+            raise ParameterError(f"universe_panel: a configuration with position caps (max_positions="
+                                 f"{cfg.caps.max_positions}, max_per_sector={cfg.caps.max_per_sector}) trades {sym} "
+                                 "depending on the other symbols; pass the panel of its universe (holding the symbol)")
+        p = universe_panel
+    else:
+        if sym not in panel.symbols:
+            raise DataError(f"symbol {symbol!r} is not in the panel ({len(panel.symbols)} symbols)")
+        p = panel.subset([sym])
+    res = Evaluator(p).run(cfg)
+    df = res.trades.to_frame(p)
+    if df.empty:
+        return pd.DataFrame(columns=_TRADE_COLUMNS)
+    df = df[df["symbol"] == sym].reset_index(drop=True)
+    df["outcome"] = np.where(df["open_at_end"], "open", np.where(df["net_ret"] > 0, "win", "loss"))
+    return df[list(_TRADE_COLUMNS)]
+
+
+_TRADE_COLUMNS = ("symbol", "signal_date", "entry_date", "exit_date", "entry_price", "exit_price", "gross_ret",
+                  "net_ret", "hold_days", "exit_reason", "open_at_end", "score", "outcome")
 
 
 def _ys(a) -> list:
@@ -154,8 +236,9 @@ def _shift(x: list[str], sessions: float) -> list[str]:
 def _score_row(fig: go.Figure, x: list[str], df: pd.DataFrame, variant: str, label: str, row: int,
                buy: float, sell: float, dot_mode: str) -> None:
     s = df[f"score_{variant}"].to_numpy(dtype=float)
+    first = row == ROW["B"]
     fig.add_trace(go.Bar(x=x, y=_ys(100 * df["confidence"].to_numpy(dtype=float)), name=f"Confidence ×100 ({variant})",
-                         marker_color="#90a4ae", opacity=0.25, legendgroup="confidence", showlegend=row == 5),
+                         marker_color="#90a4ae", opacity=0.25, legendgroup="confidence", showlegend=first),
                   row=row, col=1)
     fig.add_trace(go.Bar(x=x, y=_ys(s), name=label, marker=dict(color=np.nan_to_num(s, nan=50.0).tolist(),
                                                                   colorscale=SCORE_COLORSCALE, cmin=0, cmax=100),
@@ -170,46 +253,182 @@ def _score_row(fig: go.Figure, x: list[str], df: pd.DataFrame, variant: str, lab
         for mask, kind, y, color in ((acc, "accumulation", DOT_ACC_Y, acc_c), (dist, "distribution", DOT_DIST_Y, dist_c)):
             fig.add_trace(go.Scatter(x=[xi for xi, k in zip(xs, mask) if k], y=[y] * int(mask.sum()), mode="markers",
                                      name=f"{key} {kind} ({src})", marker=dict(color=color, size=7),
-                                     customdata=_ys(v[mask]), legendgroup=f"{key}-{kind}", showlegend=row == 5,
+                                     customdata=_ys(v[mask]), legendgroup=f"{key}-{kind}", showlegend=first,
                                      hovertemplate="%{x}<br>" + src + " %{customdata:.1f}<extra>" + kind + "</extra>"),
                           row=row, col=1)
-    for y, color in ((buy, "#2e7d32"), (sell, "#c62828")):
-        fig.add_hline(y=y, line=dict(color=color, dash="dot", width=1), row=row, col=1)
+    _threshold_lines(fig, row, buy, sell)
+
+
+def _threshold_lines(fig: go.Figure, row: int, buy: float, sell: float) -> None:
+    for y, color, text in ((buy, "#2e7d32", f"buy {buy:g}"), (sell, "#c62828", f"sell {sell:g}")):
+        fig.add_hline(y=y, line=dict(color=color, dash="dot", width=1), annotation_text=text,
+                      annotation_position="top right", annotation_font_size=9, row=row, col=1)
     fig.update_yaxes(range=[-10, 108], row=row, col=1)
 
 
+def _day(v) -> str:
+    return pd.Timestamp(v).strftime("%Y-%m-%d")
+
+
+def _price_row(fig: go.Figure, x: list[str], df: pd.DataFrame, trades: pd.DataFrame) -> None:
+    """Row 1: OHLC candles and the trades whose entry or exit falls in the shown range (module docstring)."""
+    fig.add_trace(go.Candlestick(x=x, open=_ys(df["open"]), high=_ys(df["high"]), low=_ys(df["low"]),
+                                 close=_ys(df["close"]), name="Price", increasing_line_color="#4c9a6a",
+                                 decreasing_line_color="#b85c5c", showlegend=False), row=1, col=1)
+    shown = set(x)
+    for outcome, color in OUTCOME_COLORS.items():
+        t = trades[trades["outcome"] == outcome] if len(trades) else trades
+        info = [f"entry {_day(r.entry_date)} @ {r.entry_price:.2f}<br>"
+                + (f"open at {_day(r.exit_date)}, marked @ {r.exit_price:.2f}" if r.open_at_end
+                   else f"exit {_day(r.exit_date)} @ {r.exit_price:.2f} ({r.exit_reason})")
+                + f"<br>net {100 * r.net_ret:+.2f}% in {int(r.hold_days)} sessions" for r in t.itertuples(index=False)]
+        ent = [i for i, r in enumerate(t.itertuples(index=False)) if _day(r.entry_date) in shown]
+        ext = [i for i, r in enumerate(t.itertuples(index=False)) if _day(r.exit_date) in shown]
+        label = {"win": "win", "loss": "loss", "open": "open at the end"}[outcome]
+        seg_x: list = []
+        seg_y: list = []
+        for r in t.itertuples(index=False):
+            if _day(r.entry_date) in shown or _day(r.exit_date) in shown:
+                seg_x += [_day(r.entry_date), _day(r.exit_date), None]
+                seg_y += [float(r.entry_price), float(r.exit_price), None]
+        fig.add_trace(go.Scatter(x=seg_x, y=seg_y, mode="lines", name=f"Trades ({outcome})", hoverinfo="skip",
+                                 line=dict(color=color, width=1, dash="dot"), legendgroup=f"trades-{outcome}",
+                                 showlegend=False), row=1, col=1)
+        fig.add_trace(go.Scatter(
+            x=[_day(t["entry_date"].iloc[i]) for i in ent], y=[float(t["entry_price"].iloc[i]) for i in ent],
+            mode="markers", name=f"Entries ({outcome})", legendgroup=f"trades-{outcome}",
+            marker=dict(symbol="triangle-up", size=11, color=color, line=dict(color="#212121", width=1)),
+            customdata=[info[i] for i in ent], hovertemplate="%{customdata}<extra>entry, " + label + "</extra>"),
+            row=1, col=1)
+        fig.add_trace(go.Scatter(
+            x=[_day(t["exit_date"].iloc[i]) for i in ext], y=[float(t["exit_price"].iloc[i]) for i in ext],
+            mode="markers", name=f"Exits ({outcome})", legendgroup=f"trades-{outcome}",
+            marker=dict(symbol="circle-open" if outcome == "open" else "triangle-down", size=11, color=color,
+                        line=dict(color=color if outcome == "open" else "#212121", width=1 if outcome != "open" else 2)),
+            customdata=[info[i] for i in ext], hovertemplate="%{customdata}<extra>exit, " + label + "</extra>"),
+            row=1, col=1)
+    fig.update_xaxes(rangeslider_visible=False, row=1, col=1)
+
+
 def sandbox_figure(panel: Panel, symbol: str, start: DateLike | None = None, end: DateLike | None = None,
-                   z_window: int = 20, buy: float = 70, sell: float = 30, dot_mode: str = "current") -> go.Figure:
-    """The eight-row sandbox Figure for ``symbol`` (see the module docstring; ``dot_mode`` in ``DOT_MODES``)."""
-    check_param(0 <= sell < buy <= 100, "sell", f"in [0, buy={buy}) with buy <= 100", sell)
+                   z_window: int | None = None, buy: float | None = None, sell: float | None = None,
+                   dot_mode: str = "current", config: Config | None = None, trades: pd.DataFrame | None = None,
+                   universe_panel: Panel | None = None) -> go.Figure:
+    """The ten-row sandbox Figure for ``symbol`` (see the module docstring; ``dot_mode`` in ``DOT_MODES``).
+
+    ``config``: the configuration whose score, thresholds and trades are drawn (default: the engine defaults);
+    ``z_window`` / ``buy`` / ``sell`` override its z-window and thresholds. ``trades``: the configuration's trades
+    (default: ``sandbox_trades`` on ``panel``, or on ``universe_panel`` for a configuration with position caps).
+    """
     check_param(dot_mode in DOT_MODES, "dot_mode", f"one of {', '.join(DOT_MODES)}", dot_mode)
-    df = sandbox_data(panel, symbol, start, end, z_window)
+    cfg = _config(config, z_window, buy, sell)
+    buy, sell, zw = cfg.thresholds.buy, cfg.thresholds.sell, cfg.score.z_window
+    df = sandbox_data(panel, symbol, start, end, config=cfg)
+    if trades is None:
+        trades = sandbox_trades(panel, symbol, cfg, universe_panel)
     sym = canonical_symbol(symbol, "symbol")
     x = [d.strftime("%Y-%m-%d") for d in df["date"]]
-    fig = make_subplots(rows=8, cols=1, shared_xaxes=True, vertical_spacing=0.025, subplot_titles=_ROW_TITLES)
+    heights = [0.2, 0.09] + [0.0885] * 8
+    fig = make_subplots(rows=len(_ROWS), cols=1, shared_xaxes=True, vertical_spacing=0.022, row_heights=heights,
+                        subplot_titles=[t for t, _ in _ROWS])
+    _price_row(fig, x, df, trades)
+    sc = df["score_config"].to_numpy(dtype=float)
+    fig.add_trace(go.Scatter(x=x, y=_ys(sc), name="Configuration score", mode="lines", line=dict(color="#37474f"),
+                             connectgaps=False, hovertemplate="%{x}<br>score %{y:.1f}<extra>configuration</extra>"),
+                  row=ROW["config"], col=1)
+    _threshold_lines(fig, ROW["config"], buy, sell)
+    r = ROW["combined"]
     fig.add_trace(go.Scatter(x=x, y=_ys(df["combined_ratio"]), name="Combined buy/sell ratio", mode="lines",
-                             line=dict(color="#1f77b4"), connectgaps=False), row=1, col=1)
-    fig.add_hline(y=1.0, line=dict(color="#9e9e9e", dash="dot", width=1), row=1, col=1)
+                             line=dict(color="#1f77b4"), connectgaps=False), row=r, col=1)
+    fig.add_hline(y=1.0, line=dict(color="#9e9e9e", dash="dot", width=1), row=r, col=1)
     flow = df["vw_flow"].to_numpy(dtype=float)
     fig.add_trace(go.Bar(x=x, y=_ys(flow), name="VW directional flow",
-                         marker_color=["#2e7d32" if v > 0 else "#c62828" for v in np.nan_to_num(flow)]), row=2, col=1)
+                         marker_color=["#2e7d32" if v > 0 else "#c62828" for v in np.nan_to_num(flow)]),
+                  row=ROW["flow"], col=1)
     fig.add_trace(go.Bar(x=x, y=_ys(df["short_buy_volume"]), name="FINRA buy volume", marker_color="#4f6d9a"),
-                  row=3, col=1)
+                  row=ROW["volume"], col=1)
+    r = ROW["ratio"]
     fig.add_trace(go.Scatter(x=x, y=_ys(df["short_buy_sell_ratio"]), name="Short buy/sell ratio", mode="lines",
-                             line=dict(color="#4f6d9a"), connectgaps=False), row=4, col=1)
+                             line=dict(color="#4f6d9a"), connectgaps=False), row=r, col=1)
     for y, color, text in ((RATIO_LINES[0], "#2e7d32", "1.25"), (RATIO_LINES[1], "#c62828", "0.75")):
         fig.add_hline(y=y, line=dict(color=color, dash="dash", width=1), annotation_text=text,
-                      annotation_position="top left", row=4, col=1)
-    for i, (variant, label) in enumerate(SCORE_VARIANTS):
-        _score_row(fig, x, df, variant, label, 5 + i, buy, sell, dot_mode)
+                      annotation_position="top left", row=r, col=1)
+    for variant, label in SCORE_VARIANTS:
+        _score_row(fig, x, df, variant, label, ROW[variant], buy, sell, dot_mode)
+    r = ROW["imbalance"]
     fig.add_trace(go.Scatter(x=x, y=_ys(df["imbalance_log"]), name="Imbalance·log1p(B+S)", mode="lines",
-                             line=dict(color="#6a5a9a"), connectgaps=False), row=8, col=1)
-    fig.add_hline(y=0.0, line=dict(color="#9e9e9e", dash="dot", width=1), row=8, col=1)
-    fig.update_layout(title=f"{sym} signal sandbox (z_window {z_window}, buy {buy:g}, sell {sell:g}, dots {dot_mode})",
-                      template="plotly_white", height=1900, barmode="overlay", bargap=0.1,
-                      legend=dict(orientation="h", y=-0.03))
+                             line=dict(color="#6a5a9a"), connectgaps=False), row=r, col=1)
+    fig.add_hline(y=0.0, line=dict(color="#9e9e9e", dash="dot", width=1), row=r, col=1)
+    for i, (_, unit) in enumerate(_ROWS, start=1):
+        fig.update_yaxes(title_text=unit, title_font_size=10, row=i, col=1)
+    fig.update_xaxes(title_text="date (NYSE sessions)", row=len(_ROWS), col=1)
+    n = len(trades)
+    closed = trades[~trades["open_at_end"].astype(bool)] if n else trades
+    wins = int((closed["net_ret"] > 0).sum()) if n else 0
+    sp = cfg.score
+    fig.update_layout(
+        title=dict(text=f"{sym} signal sandbox: variant {sp.variant}, z_window {zw}, buy {buy:g} / sell {sell:g}, exit "
+                        f"{_exit_name(cfg)}; {n} trade{'s' if n != 1 else ''} ({wins} of {len(closed)} closed won) "
+                        f"over {_day(panel.dates[0])}..{_day(panel.dates[-1])}; dots {dot_mode}",
+                   font_size=14),
+        template="plotly_white", height=2300, barmode="overlay", bargap=0.1, legend=dict(orientation="h", y=-0.03))
     fig.update_xaxes(rangebreaks=[dict(bounds=["sat", "mon"])])  # sessions only: no weekend gaps between bars
     return fig
+
+
+def _exit_name(cfg: Config) -> str:
+    e = cfg.exit
+    if e.rule == "fixed":
+        return f"fixed_{e.hold_days}d"
+    if e.rule == "hybrid":
+        return f"hybrid_{e.max_days}d"
+    return e.rule
+
+
+@dataclass(frozen=True, eq=False)
+class SandboxRun:
+    """What the sandbox draws for one symbol: its ``panel`` (every session up to the end, so the scores are warm
+    and positions carry in), the ``config`` and its ``trades`` (``sandbox_trades``)."""
+
+    panel: Panel
+    config: Config
+    trades: pd.DataFrame
+
+
+def sandbox_run(db: str | Path, symbol: str, start: DateLike | None = None, end: DateLike | None = None,
+                params: Mapping[str, Any] | None = None, universe: Any = None, z_window: int | None = None,
+                buy: float | None = None, sell: float | None = None, final: bool = False) -> SandboxRun:
+    """Load ``symbol`` from the store at ``db`` and simulate the configuration ``params`` (a flat parameter dict,
+    presets and switches accepted; default: the engine defaults; ``z_window`` / ``buy`` / ``sell`` override it)
+    over every session up to ``end``, exactly as ``backtest`` does; ``start`` only limits what is drawn. A
+    configuration with position caps runs on ``universe`` (default tier1+3), like ``backtest --universe``.
+
+    The final reserve is guarded as ``backtest`` guards it: without ``final`` the default end is the last session
+    before the reserve of ``universe`` (default tier1+3) and an ``end`` inside it is refused; with ``final`` the
+    run may include it and the opening is recorded in the store's reserve ledger."""
+    cfg = _config(Config.from_params(engine_params(params)) if params else None, z_window, buy, sell)
+    uni_name = universe or "tier1+3"
+    con = connect(db, read_only=True)
+    try:
+        reserve_start = store_reserve_start(con, universe_symbols(db, uni_name))
+    finally:
+        con.close()
+    if end is None and not final and reserve_start is not None:
+        end = (pd.Timestamp(reserve_start) - pd.Timedelta(days=1)).date().isoformat()
+    if not final:
+        refuse_reserve(end, reserve_start, "sandbox (--end)")
+    con = connect(db, read_only=True)
+    try:
+        panel = load_sandbox_panel(con, symbol, None, end)
+    finally:
+        con.close()
+    if start is not None:
+        _rows(panel, start, end)  # a start after the end is refused here, before any simulation
+    if final and reserve_start is not None and str(panel.dates[-1])[:10] >= str(reserve_start)[:10]:
+        record_opening(db, reserve_start, "sandbox --final", f"{panel.symbols[0]}", str(panel.dates[-1])[:10])
+    capped = cfg.caps.max_positions is not None or cfg.caps.max_per_sector is not None
+    uni = load_universe_panel(db, uni_name, None, end) if capped else None
+    return SandboxRun(panel, cfg, sandbox_trades(panel, symbol, cfg, uni))
 
 
 def write_sandbox(fig: go.Figure, path: str | Path, png: bool | None = None) -> list[Path]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,6 @@ import numpy as np
 import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
-from rich.console import Console
-from rich.table import Table
 
 from optimizer.errors import DataError, check_param
 from optimizer.paths import resolve_storage
@@ -34,8 +31,8 @@ from optimizer.study.space import effective_params
 from optimizer.study.storage import make_storage
 
 __all__ = [
-    "KEY_METRICS", "CompareResult", "list_studies", "show_study", "best_trial_json", "compare_studies",
-    "trials_table", "export_study", "delete_study", "render_table", "open_storage",
+    "KEY_METRICS", "CompareResult", "list_studies", "show_study", "best_trial_json", "trial_detail", "compare_studies",
+    "trials_table", "export_study", "delete_study", "open_storage",
 ]
 
 # The metrics ``show_study`` lifts out of the trial's ``metrics`` attribute, in display order.
@@ -221,6 +218,39 @@ def best_trial_json(storage: Any, name: str, number: int | None = None) -> dict[
     return doc
 
 
+def trial_detail(storage: Any, name: str, number: int) -> dict[str, Any]:
+    """Trial ``number`` of study ``name`` in any state, for a one-trial view (``study show NAME --trial N``).
+
+    ``{"study", "number", "state", "value" | "values" (None unless COMPLETE), "params" (the trial's params plus
+    the stored spec's active fixed values, as ``best_trial_json``), "metrics" (its ``metrics`` attribute without
+    the pruning fields), "pruned_at_fold", "pruned_reason", "duration_s", "folds" (one dict per evaluated fold,
+    with ``fold`` and ``intermediate`` value)}``. An unknown number is a DataError naming the range.
+    """
+    study, _ = _load(storage, name)
+    trials = study.get_trials(deepcopy=False)
+    byn = {t.number: t for t in trials}
+    if number not in byn:
+        span = f"0..{max(byn)}" if byn else "none"
+        raise DataError(f"study {name!r} has no trial {number}; its trials are numbered {span}")
+    t = byn[number]
+    rec = read_trial(t)
+    spec = read_study(study).spec()
+    done = t.state == TrialState.COMPLETE
+    doc: dict[str, Any] = {"study": study.study_name, "number": t.number, "state": t.state.name}
+    if _is_multi(study):
+        doc["values"] = [float(v) for v in t.values] if done and t.values else None
+    else:
+        doc["value"] = float(t.value) if done and t.value is not None else None
+    doc["params"] = effective_params(t.params, spec)
+    doc["metrics"] = {k: v for k, v in rec.metrics.items() if k not in ("pruned_at_fold", "pruned_reason", "duration_s")}
+    doc["pruned_at_fold"] = rec.pruned_at_fold
+    doc["pruned_reason"] = rec.pruned_reason
+    doc["duration_s"] = _duration_s(t)
+    doc["folds"] = [{"fold": i, "intermediate": t.intermediate_values.get(i, math.nan), **dict(f)}
+                    for i, f in enumerate(rec.folds)]
+    return doc
+
+
 # ---------------------------------------------------------------------------------------------------------
 # compare
 
@@ -277,6 +307,7 @@ def _summary_row(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, An
         "elapsed_s": (max(ends) - min(starts)).total_seconds() if starts and ends else math.nan,
         "mean_complete_s": mc, "mean_pruned_s": mp, "time_saved_s": saved,
         "saved_pct": 100.0 * saved / (total + saved) if total + saved > 0 else math.nan,
+        "kernel_warmup_s": math.nan if (w := read_study(study).kernel_warmup_s) is None else float(w),
     }
 
 
@@ -317,7 +348,9 @@ def compare_studies(storage: Any, names: list[str]) -> CompareResult:
 
     Multi-objective studies are compared on their first objective. Durations are trial wall times
     (``datetime_complete - datetime_start``). ``time_saved_s`` estimates what pruning saved: the sum over pruned
-    trials of ``max(0, mean complete duration - their duration)``.
+    trials of ``max(0, mean complete duration - their duration)``. ``kernel_warmup_s``: the seconds ``study run``
+    spent compiling (or loading from numba's cache) the engine kernels before the study's first trial (0: they
+    were already loaded; NaN: a study made before the warm-up existed, whose first trial includes compilation).
     """
     check_param(len(names) >= 1, "names", "a non-empty list of study names", names)
     st, label = open_storage(storage)
@@ -402,36 +435,3 @@ def delete_study(storage: Any, name: str) -> None:
     """Delete study ``name`` and all its trials (the CLI asks for confirmation first)."""
     _, st = _load(storage, name, write=True)
     optuna.delete_study(study_name=name, storage=st)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# terminal rendering
-
-
-def _cell(v: Any) -> str:
-    if v is None or v is pd.NA or v is pd.NaT:
-        return "-"
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "-"
-        return f"{v:.4g}" if abs(v) < 1e6 else f"{v:.3e}"
-    if isinstance(v, (pd.Timestamp, datetime)):
-        return v.strftime("%Y-%m-%d %H:%M")
-    return str(v)
-
-
-def render_table(df: pd.DataFrame, console: Console | None = None, title: str | None = None,
-                 max_rows: int | None = None) -> Table:
-    """Print ``df`` as a rich table (floats to 4 significant digits, missing as '-'). Returns the rich Table."""
-    console = console or Console()
-    table = Table(title=title, show_lines=False, header_style="bold")
-    for c in df.columns:
-        numeric = pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
-        table.add_column(str(c), justify="right" if numeric else "left", overflow="fold")  # never cut digits
-    shown = df if max_rows is None else df.head(max_rows)
-    for row in shown.itertuples(index=False, name=None):
-        table.add_row(*(_cell(v) for v in row))
-    if max_rows is not None and len(df) > max_rows:
-        table.caption = f"{len(df) - max_rows} more row(s) not shown"
-    console.print(table)
-    return table

@@ -98,6 +98,7 @@ class StudyRecord:
     universe: Any = None
     reserve_start: str | None = None
     coverage: Mapping[str, Any] | None = None
+    kernel_warmup_s: float | None = None  # numba kernels compiled / loaded before the first trial (0.0: already warm)
     # a walk-forward window's study
     wf_window: int | None = None
     wf_train: tuple[str, str] | None = None

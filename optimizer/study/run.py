@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from objectives import make_objective
 from optimizer import __version__
+from optimizer.engine.warmup import needs_parallel, warm_kernels
 from optimizer.paths import resolve_storage
 from optimizer.errors import AccumoptError, ParameterError, SpecError
 from optimizer.study.records import (
@@ -304,6 +305,7 @@ class _Progress:
 def _worker(spec: StudySpec, storage_url: str | None, name: str, quota: int, data: StudyData, timeout: float | None,
             target: int, seed_offset: int) -> None:
     """One forked ``--jobs`` process: its own storage connection, sampler seed ``seed + seed_offset``."""
+    warm_kernels(parallel=needs_parallel(data.panel))
     storage = make_storage(storage_url)
     study = optuna.load_study(study_name=name, storage=storage, sampler=_sampler(data.spec, seed_offset),
                               pruner=build_pruner(spec.pruner.name, spec.pruner.options))
@@ -341,6 +343,10 @@ def run_study(
     if data is None:
         panel, reserve = load_study_data(spec, db)
         data = prepare_data(spec, panel, 0, reserve)
+    # numba compiles (or loads its cache) here, not inside the first timed trial; a run that forks workers leaves the
+    # parallel kernels to each worker (a process that ran them must not fork)
+    warm_s = warm_kernels(parallel=needs_parallel(data.panel) and jobs <= 1)
+    extra_attrs = {"kernel_warmup_s": round(warm_s, 3), **(extra_attrs or {})}
     storage_url = resolve_storage(storage_url, spec.run.storage)
     storage = make_storage(storage_url)
     if jobs > 1 and isinstance(storage, optuna.storages.InMemoryStorage):

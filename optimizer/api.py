@@ -1,0 +1,308 @@
+"""The Python API for notebooks and scripts: the whole research path in a few documented calls.
+
+Everything here is also reachable as ``optimizer.<name>`` (``import optimizer`` stays cheap: this module, and the
+libraries it needs, load on first use). Each function calls the same library code as the command line, so a
+notebook and ``accumopt`` give the same numbers::
+
+    import optimizer as ao
+
+    db = ao.synth_store("output/nb/store.duckdb")               # the embedded synthetic market (or your store)
+    panel = ao.load_panel(db, "tier1+3")                         # (date x symbol) matrices from daily_metrics
+    ev = ao.evaluate({"variant": "B", "buy_threshold": 65}, panel)
+    ev.metrics                                                   # one row: hit_rate, avg_return, avg_excess_return, ...
+    ev.trades.head()                                             # one row per trade: symbol, dates, prices, returns, exit
+    run = ao.run_study("studies/demo.toml", db, "sqlite:///output/nb/studies.db", n_trials=40)
+    ao.best_params("sqlite:///output/nb/studies.db", run.study_name)
+    wf = ao.walk_forward("studies/demo.toml", db, "sqlite:///output/nb/studies.db")
+    wf.verdict.line                                              # 'edge supported: ...' or 'not supported: ...'
+    ao.build_report(wf, out_dir="output/nb/reports")             # self-contained HTML
+    ao.sandbox_figure(db, "NVDA", params=ev.params)              # plotly Figure: price, trades, score, flows
+
+A study spec is a TOML file path, TOML text, a ``dict`` of the same sections (``{"study": {...}, "space": {...}}``)
+or a ``StudySpec``. Parameters are a flat dict of registry parameters (``optimizer.params``; presets such as
+``weights = "balanced"`` and ``use_*`` switches accepted) or a ``study best --format json`` document.
+Errors are the package's ``AccumoptError`` subclasses with one line naming the parameter and the rule.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import optuna
+import pandas as pd
+import plotly.graph_objects as go
+import tomli_w
+
+from optimizer.backtest import BACKTEST_METRICS
+from optimizer.data.store import connect
+from optimizer.data.synth import SynthConfig, synth_to_db
+from optimizer.engine.evaluate import Config, Evaluator, Result
+from optimizer.engine.panel import Panel
+from optimizer.errors import ParameterError
+from optimizer.params import engine_params
+from optimizer.report.research import build_report as _build_report
+from optimizer.report.research import build_walkforward_report
+from optimizer.report.sandbox import sandbox_figure as _sandbox_figure
+from optimizer.report.sandbox import sandbox_run
+from optimizer.paths import existing_store, resolve_db, resolve_storage
+from optimizer.study.data import load_universe_panel, universe_symbols
+from optimizer.study.inspect import CompareResult, best_trial_json
+from optimizer.study.inspect import compare_studies as _compare_studies
+from optimizer.study.inspect import list_studies as _list_studies
+from optimizer.study.inspect import show_study as _show_study
+from optimizer.study.run import StudyRunResult
+from optimizer.study.run import run_study as _run_study
+from optimizer.study.reserve import record_opening, refuse_reserve, store_reserve_start
+from optimizer.study.spec import StudySpec, load_spec, parse_spec
+from optimizer.validate.walkforward import WalkForwardResult, run_walkforward, save_walkforward
+
+__all__ = [
+    "Evaluation", "open_store", "synth_store", "load_panel", "evaluate", "study_spec", "run_study", "best_params",
+    "list_studies", "show_study", "compare_studies", "walk_forward", "build_report", "sandbox_figure",
+]
+
+
+@contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    """Optuna's per-trial INFO lines and its experimental-feature warnings off for the duration of one call (a
+    notebook cell shows the result, not 300 log lines); the caller's settings are restored afterwards."""
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(level)
+
+
+def open_store(db: str | Path | None = None, read_only: bool = True) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection to the store (default: ``$ACCUMOPT_DB`` or ``output/darkpool.duckdb``), read-only unless
+    asked; the schema is created or migrated on a writable open. Close it (or use ``with``) when done::
+
+        with ao.open_store(db) as con:
+            con.sql("SELECT symbol, count(*) FROM daily_metrics GROUP BY 1").df()
+    """
+    return connect(resolve_db(db), read_only=read_only)
+
+
+def synth_store(db: str | Path, raw_dir: str | Path | None = None, *, seed: int = 7, effect: float = 3.0,
+                start: str = "2023-01-03", end: str = "2024-12-31", universe: str | Sequence[str] = "tier1+3",
+                family: str = "ratio") -> Path:
+    """Build the embedded synthetic market into the store ``db`` (raw files under ``raw_dir``, default beside it)
+    through the real ingest and ``daily_metrics`` path; ``effect=0`` is a null market with no edge. An existing
+    store is reused as is. Returns ``db`` as a Path::
+
+        db = ao.synth_store("output/nb/store.duckdb", effect=3.0)
+    """
+    p = Path(db)
+    if not p.exists():
+        p.parent.mkdir(parents=True, exist_ok=True)
+        cfg = SynthConfig(seed=seed, start=start, end=end, universe=universe, effect=effect, family=family)
+        synth_to_db(cfg, Path(raw_dir) if raw_dir is not None else p.parent / f"{p.stem}_raw", p)
+    return p
+
+
+def load_panel(db: str | Path | None = None, universe: Any = "tier1+3", start: str | None = None,
+               end: str | None = None, *, final: bool = False) -> Panel:
+    """The (date x symbol) panel of ``universe`` (a tier name, ``all``, a comma list or a list of symbols) in
+    [start, end] from the store, the one the engine, studies and ``backtest`` read. ``panel.dates``,
+    ``panel.symbols``, ``panel["close"]`` (a T x N array)::
+
+        panel = ao.load_panel(db, "tier1", start="2024-01-01")
+
+    The final reserve is guarded as ``backtest`` guards it: the default ``end`` is the last session before the
+    universe's reserve (the last 20% of its sessions) and an ``end`` inside it is a ParameterError, unless
+    ``final=True`` (recorded in the store's reserve ledger, like ``backtest --final``).
+    """
+    path = existing_store(resolve_db(db))
+    con = connect(path, read_only=True)
+    try:
+        reserve_start = store_reserve_start(con, universe_symbols(path, universe))
+    finally:
+        con.close()
+    if end is None and not final and reserve_start is not None:
+        end = (pd.Timestamp(reserve_start) - pd.Timedelta(days=1)).date().isoformat()
+    if not final:
+        refuse_reserve(end, reserve_start, "load_panel (end)")
+    panel = load_universe_panel(path, universe, start, end)
+    if final and reserve_start is not None and len(panel.dates) and \
+            str(panel.dates[-1])[:10] >= str(reserve_start)[:10]:
+        record_opening(path, reserve_start, "api.load_panel(final=True)", None, str(panel.dates[-1])[:10])
+    return panel
+
+
+@dataclass(frozen=True, eq=False)
+class Evaluation:
+    """One configuration on one panel: ``metrics`` (a one-row DataFrame, the ``backtest`` metrics first),
+    ``trades`` (one row per trade), the flat ``params`` (every registry parameter), the engine ``config`` and
+    ``result`` (display scores, the raw ``Trades``)."""
+
+    params: dict[str, Any]
+    config: Config
+    metrics: pd.DataFrame
+    trades: pd.DataFrame
+    result: Result
+
+
+def _params(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A flat parameter dict from a flat dict or a ``study best`` document (its ``costs`` included)."""
+    if params is None:
+        return {}
+    if not isinstance(params, Mapping):
+        raise ParameterError(f"params must be a mapping of parameter names to values, got {type(params).__name__}")
+    if isinstance(params.get("params"), Mapping):
+        flat = dict(params["params"])
+        for k, v in (params.get("costs") or {}).items():
+            flat.setdefault(k, v)
+        return flat
+    return dict(params)
+
+
+def evaluate(params: Mapping[str, Any] | None = None, panel: Panel | None = None, *, db: str | Path | None = None,
+             universe: Any = "tier1+3", start: str | None = None, end: str | None = None) -> Evaluation:
+    """Evaluate one configuration over every session of ``panel`` (or of ``universe`` in [start, end] loaded from
+    ``db``), exactly as ``accumopt backtest --no-save`` does::
+
+        ev = ao.evaluate({"variant": "D", "z_window": 30, "buy_threshold": 80, "exit": "first_dist"}, panel)
+        ev.metrics[["closed_trades", "hit_rate", "avg_excess_return"]]
+        ev.trades.groupby("exit_reason")["net_ret"].mean()
+    """
+    flat = _params(params)
+    cfg = Config.from_params(engine_params(flat))
+    if panel is None:
+        panel = load_panel(db, universe, start, end)
+    res = Evaluator(panel).run(cfg)
+    m = dict(res.metrics)
+    order = [k for k in BACKTEST_METRICS if k in m] + [k for k in m if k not in BACKTEST_METRICS]
+    metrics = pd.DataFrame([{k: m[k] for k in order}])
+    trades = res.trades.to_frame(panel)
+    return Evaluation(cfg.to_params(), cfg, metrics, trades, res)
+
+
+def study_spec(spec: str | Path | Mapping[str, Any] | StudySpec) -> StudySpec:
+    """A validated ``StudySpec`` from a TOML file path, TOML text, a dict of sections or a StudySpec. A dict is
+    written as TOML first, so the study stores a spec text that ``accumopt`` reads back the same::
+
+        spec = ao.study_spec({"study": {"name": "nb"}, "data": {"universe": "tier1"},
+                              "space": {"variant": {"type": "categorical", "choices": ["B", "D"]}},
+                              "sampler": {"name": "tpe", "seed": 1}, "run": {"n_trials": 20}})
+    """
+    if isinstance(spec, StudySpec):
+        return spec
+    if isinstance(spec, Mapping):
+        return parse_spec(tomli_w.dumps(dict(spec)))
+    if isinstance(spec, Path) or (isinstance(spec, str) and "\n" not in spec and spec.strip().endswith(".toml")):
+        return load_spec(spec)
+    if isinstance(spec, str):
+        return parse_spec(spec)
+    raise ParameterError(f"spec must be a path, TOML text, a dict or a StudySpec, got {type(spec).__name__}")
+
+
+def run_study(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Path | None = None,
+              storage: str | None = None, n_trials: int | None = None, *, name: str | None = None,
+              timeout: float | None = None, progress: bool = False) -> StudyRunResult:
+    """Create or resume the spec's study and run it to ``n_trials`` finished trials (``accumopt study run``);
+    ``storage``: an Optuna storage URL (default: the spec's [run].storage, else ``sqlite:///output/studies.db``).
+    ``.study_name``, ``.counts``, ``.best_value``, ``.best_params`` and ``.study`` (the ``optuna.Study``)::
+
+        run = ao.run_study("studies/phase_a_coarse.toml", db, "sqlite:///output/nb/studies.db")
+        run.study.trials_dataframe().sort_values("value").tail()
+    """
+    with _quiet_optuna():
+        s = study_spec(spec)
+        return _run_study(s, resolve_db(db, s.data.database), resolve_storage(storage, s.run.storage), n_trials=n_trials,
+                          timeout=timeout, name=name, progress=progress)
+
+
+def best_params(storage: str | None, study: str, number: int | None = None) -> dict[str, Any]:
+    """The best trial of ``study`` (or trial ``number``) as the ``study best --format json`` document:
+    ``{"study", "number", "value", "params", "metrics", "costs"}``; pass it to ``evaluate`` or ``sandbox_figure``::
+
+        best = ao.best_params("sqlite:///output/nb/studies.db", "phase_b_fine")
+        ao.evaluate(best, panel).metrics
+    """
+    return best_trial_json(storage, study, number)
+
+
+def list_studies(storage: str | None = None) -> pd.DataFrame:
+    """One row per study of the storage (``accumopt study list``): trial counts by state, best value, created::
+
+        ao.list_studies("sqlite:///output/nb/studies.db")[["name", "complete", "pruned", "best_value"]]
+    """
+    return _list_studies(storage)
+
+
+def show_study(storage: str | None, study: str, top: int = 10) -> pd.DataFrame:
+    """The ``top`` best trials of ``study`` (``accumopt study show``): value, ``param_<name>`` per parameter, the key
+    metrics and the wall time; the Pareto front for a multi-objective study::
+
+        ao.show_study("sqlite:///output/nb/studies.db", "phase_b_fine", top=5)
+    """
+    return _show_study(storage, study, top=top)
+
+
+def compare_studies(storage: str | None, studies: Sequence[str]) -> CompareResult:
+    """Compare studies (``accumopt study compare``): ``.summary`` (trial counts, best, mean seconds per complete /
+    pruned trial, time saved by pruning, the kernel warm-up kept out of the trial times), ``.best_so_far``,
+    ``.prune_fold_hist``, ``.intermediate``::
+
+        ao.compare_studies("sqlite:///output/nb/studies.db", ["phase_a_coarse", "phase_b_fine"]).summary
+    """
+    return _compare_studies(storage, list(studies))
+
+
+def walk_forward(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Path | None = None,
+                 storage: str | None = None, *, final: bool = False, n_trials: int | None = None,
+                 out_dir: str | Path | None = None, progress: bool = False) -> WalkForwardResult:
+    """Re-optimize on rolling train windows and judge each winner on the following unseen window
+    (``accumopt walkforward``); ``out_dir``: also save the run there (``accumopt report DIR`` reads it).
+    ``.verdict`` (``.line``, ``.supported``, ``.gates``), ``.summary`` (one row per window), ``.trades`` (the
+    stitched out-of-sample trades), ``.oos`` and ``.stats``::
+
+        wf = ao.walk_forward("studies/demo.toml", db, "sqlite:///output/nb/studies.db")
+        print(wf.verdict.line)
+        wf.summary[["window", "oos_closed_trades", "oos_avg_excess_return"]]
+    """
+    s = study_spec(spec)
+    with _quiet_optuna():
+        res = run_walkforward(s, resolve_db(db, s.data.database), resolve_storage(storage, s.run.storage), final=final,
+                              progress=progress,
+                              n_trials=n_trials, out_dir=None)
+    if out_dir is not None:
+        save_walkforward(res, out_dir)
+    return res
+
+
+def build_report(target: WalkForwardResult | str | Path, storage: str | None = None,
+                 out_dir: str | Path = "output/reports", name: str | None = None) -> Path:
+    """Write the self-contained HTML report of a ``WalkForwardResult`` (as returned by ``walk_forward``), of a saved
+    walk-forward folder, or of a study name in ``storage``; returns its path::
+
+        path = ao.build_report(wf, out_dir="output/nb/reports")   # open it in a browser, or IFrame(path) in Jupyter
+    """
+    if isinstance(target, WalkForwardResult):
+        return build_walkforward_report(target, out_dir=out_dir, name=name)
+    return _build_report(str(target), storage, out_dir=out_dir)
+
+
+def sandbox_figure(db: str | Path | None, ticker: str, params: Mapping[str, Any] | None = None, *,
+                   start: str | None = None, end: str | None = None, universe: Any = None,
+                   dot_mode: str = "current", final: bool = False) -> go.Figure:
+    """The signal-sandbox Figure of ``ticker`` for a configuration (``params``: a flat dict or a ``study best``
+    document; default: the engine defaults): price with its entries and exits (the trades ``backtest`` reports),
+    its score and thresholds, the flow inputs and three score variants; ``start`` / ``end`` limit what is drawn;
+    the final reserve only with ``final=True`` (as ``backtest``)::
+
+        fig = ao.sandbox_figure(db, "NVDA", best, start="2024-01-01")
+        fig.show()                                 # or fig.write_html("nvda.html")
+    """
+    run = sandbox_run(resolve_db(db), ticker, start, end, params=_params(params) or None,
+                      universe=universe, final=final)
+    return _sandbox_figure(run.panel, ticker, start, end, dot_mode=dot_mode, config=run.config, trades=run.trades)

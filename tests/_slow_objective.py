@@ -1,0 +1,28 @@
+"""A deterministically slow objective for the process-level tests (``tests/test_study_workers.py``).
+
+``SlowRankExcess`` is ``composite_rank_excess`` (same values) that sleeps ``ACCUMOPT_TEST_FOLD_SLEEP`` seconds
+(default 0) before reporting each fold. A test that must SIGKILL a study in the middle of a trial sets it for the
+process it kills, so every trial lasts long enough to be caught running, whatever the machine's load; the resumed
+process runs without it, at full speed. A spec names it as ``objective.name = "_slow_objective:SlowRankExcess"``
+with the tests folder on PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+
+from objectives.builtin import CompositeRankExcess
+
+__all__ = ["SlowRankExcess", "SLEEP_ENV"]
+
+SLEEP_ENV = "ACCUMOPT_TEST_FOLD_SLEEP"
+
+
+class SlowRankExcess(CompositeRankExcess):
+    name = "slow_rank_excess"
+
+    def fold_value(self, m: Mapping[str, float]) -> float:
+        time.sleep(float(os.environ.get(SLEEP_ENV, "0")))
+        return super().fold_value(m)

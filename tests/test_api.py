@@ -1,0 +1,101 @@
+"""The Python API (``optimizer.api``, re-exported lazily by ``optimizer``): cheap to import, and every call gives the
+numbers of the command it mirrors (``evaluate`` = ``backtest --no-save``, ``run_study`` from a dict = from the same
+TOML file, ``sandbox_figure`` = the sandbox's trades)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tomli_w
+
+import optimizer
+from optimizer import api
+from optimizer.backtest import BACKTEST_METRICS, backtest
+from optimizer.errors import ParameterError, SpecError
+from optimizer.study.spec import load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = {"variant": "B", "z_window": 15, "buy_threshold": 65, "sell_threshold": 35, "exit": "first_dist",
+          "time_stop": 20}
+SPEC = {
+    "study": {"name": "api"},
+    "data": {"universe": "tier1+3"},
+    "space": {"variant": {"type": "categorical", "choices": ["B", "D"]},
+              "buy_threshold": {"type": "int", "low": 60, "high": 75, "step": 5},
+              "exit": {"type": "categorical", "choices": ["first_dist", "fixed_10d"]}, "time_stop": 20},
+    "cv": {"n_splits": 2},
+    "objective": {"name": "composite_rank_excess", "min_trades": 2},
+    "sampler": {"name": "tpe", "seed": 3, "n_startup_trials": 3},
+    "run": {"n_trials": 6},
+}
+
+
+def test_import_is_cheap_and_the_names_are_the_api():
+    code = ("import sys, optimizer; print([m for m in ('optuna', 'numba', 'plotly', 'duckdb', 'pandas', "
+            "'optimizer.api') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"  # nothing heavy until an API name is used
+    assert set(optimizer.__all__) == {"__version__", *api.__all__}
+    assert optimizer.evaluate is api.evaluate and "walk_forward" in dir(optimizer)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        optimizer.nope  # noqa: B018
+    for name in api.__all__:  # every public name is documented with an example
+        doc = getattr(api, name).__doc__ or ""
+        assert doc.strip(), name
+        if callable(getattr(api, name)) and name[0].islower():
+            assert "ao." in doc or ">>>" in doc, f"{name}: no example in its docstring"
+
+
+def test_evaluate_is_backtest_no_save(synth_db):
+    panel = api.load_panel(synth_db, "tier1+3")
+    ev = api.evaluate(PARAMS, panel)
+    bt = backtest(PARAMS, synth_db, "tier1+3", save=False)
+    assert isinstance(ev.metrics, pd.DataFrame) and len(ev.metrics) == 1
+    assert list(ev.metrics.columns[:len(BACKTEST_METRICS)]) == list(BACKTEST_METRICS)
+    for k in BACKTEST_METRICS:
+        assert ev.metrics.loc[0, k] == bt.metrics[k], k
+    pd.testing.assert_frame_equal(ev.trades, bt.result.trades.to_frame(bt.panel))
+    assert {"symbol", "entry_date", "exit_date", "net_ret", "exit_reason"} <= set(ev.trades.columns)
+    assert ev.params["buy_threshold"] == 65 and ev.config.score.z_window == 15
+    # the store path works the same; a study-best document is accepted as is (its costs included)
+    doc = {"study": "s", "number": 1, "value": 0.1, "params": PARAMS, "costs": {"commission_bps": 0.0, "slippage_bps": 0.0}}
+    free = api.evaluate(doc, db=synth_db)
+    assert free.config.costs.commission_bps == 0.0
+    assert free.metrics.loc[0, "avg_return"] > ev.metrics.loc[0, "avg_return"]  # same trades without costs
+    with pytest.raises(ParameterError, match="buy_threshold"):
+        api.evaluate({"buy_threshold": 150}, panel)
+    with api.open_store(synth_db) as con:
+        assert con.execute("SELECT count(DISTINCT symbol) FROM daily_metrics").fetchone()[0] == len(panel.symbols)
+
+
+def test_a_study_from_a_dict_is_the_study_from_its_toml(synth_db, tmp_path):
+    f = tmp_path / "api.toml"
+    f.write_text(tomli_w.dumps(SPEC), encoding="utf-8")
+    from_dict, from_file = api.study_spec(SPEC), load_spec(f)
+    assert from_dict.spec_hash == from_file.spec_hash and from_dict.space == from_file.space
+    assert api.study_spec(f.read_text()).spec_hash == from_file.spec_hash and api.study_spec(str(f)) == from_file
+    with pytest.raises(SpecError, match="space"):
+        api.study_spec({**SPEC, "space": {"variant": {"type": "categorical", "choices": []}}})
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    run = api.run_study(SPEC, synth_db, url)
+    assert run.counts["complete"] + run.counts["pruned"] == 6
+    # resuming from the TOML file is the same study (same spec hash): nothing new to run
+    again = api.run_study(f, synth_db, url)
+    assert again.study_name == run.study_name and again.counts == run.counts
+    best = api.best_params(url, run.study_name)
+    assert best["value"] == pytest.approx(run.best_value) and best["params"]["time_stop"] == 20
+    table = api.show_study(url, run.study_name, top=3)
+    assert table["number"].iloc[0] == best["number"]
+    fig = api.sandbox_figure(synth_db, "AAPL", best)
+    names = {t.name for t in fig.data}
+    assert "Price" in names and {"Entries (win)", "Entries (loss)"} <= names
+    assert f"buy {best['params']['buy_threshold']:g}" in fig.layout.title.text
+    assert json.loads(json.dumps(best))["params"] == best["params"]
+    assert np.isfinite(best["value"])

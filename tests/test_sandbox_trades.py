@@ -1,0 +1,161 @@
+"""The sandbox draws the trades ``backtest`` reports: price panel, entry / exit markers, outcome colours, hover.
+
+The oracle is ``optimizer.backtest.backtest`` (the universe run the ``backtest`` command makes) on the planted store:
+for the same parameters, the symbol's entries and exits in the sandbox figure (library and ``accumopt sandbox``
+HTML) are exactly its trades there, each marker in the trace of its outcome, and a configuration with position caps
+is simulated on its universe (alone, the symbol would trade differently).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from optimizer.backtest import backtest
+from optimizer.cli import main
+from optimizer.errors import ParameterError
+from optimizer.report.sandbox import OUTCOME_COLORS, sandbox_figure, sandbox_run, sandbox_trades
+
+PARAMS = {"variant": "B", "z_window": 15, "buy_threshold": 65, "sell_threshold": 35, "exit": "first_dist",
+          "time_stop": 20, "stop_loss": 0.08}
+SYMBOL = "AAPL"
+
+
+def _backtest_trades(db: Path, params: dict, symbol: str = SYMBOL, universe: str = "tier1+3") -> pd.DataFrame:
+    run = backtest(params, db, universe, save=False)
+    df = run.result.trades.to_frame(run.panel)
+    return df[df["symbol"] == symbol].reset_index(drop=True)
+
+
+def _day(v) -> str:
+    return pd.Timestamp(v).strftime("%Y-%m-%d")
+
+
+def _markers(data: list[dict], kind: str) -> dict[str, list[tuple[str, float]]]:
+    """{outcome: [(date, price), ...]} of the ``Entries (...)`` / ``Exits (...)`` traces."""
+    out = {}
+    for t in data:
+        m = re.fullmatch(rf"{kind} \((win|loss|open)\)", t.get("name") or "")
+        if m:
+            out[m.group(1)] = [(x[:10], float(y)) for x, y in zip(t["x"], t["y"])]
+    return out
+
+
+def _trace_dicts(fig) -> list[dict]:
+    return [t.to_plotly_json() for t in fig.data]
+
+
+def _expected(bt: pd.DataFrame, kind: str) -> dict[str, list[tuple[str, float]]]:
+    col, px = ("entry_date", "entry_price") if kind == "Entries" else ("exit_date", "exit_price")
+    outcome = np.where(bt["open_at_end"], "open", np.where(bt["net_ret"] > 0, "win", "loss"))
+    return {o: sorted((_day(d), float(p)) for d, p, oo in zip(bt[col], bt[px], outcome) if oo == o)
+            for o in ("win", "loss", "open")}
+
+
+def test_sandbox_markers_are_the_backtest_trades(synth_db):
+    bt = _backtest_trades(synth_db, PARAMS)
+    assert len(bt) >= 4 and (bt["net_ret"] > 0).any() and (bt["net_ret"] <= 0).any()  # wins and losses to colour
+    run = sandbox_run(synth_db, SYMBOL, params=PARAMS)
+    assert run.config.thresholds.buy == 65 and run.config.score.z_window == 15  # the configuration's, not 70/30
+    got = run.trades
+    assert [_day(d) for d in got["entry_date"]] == [_day(d) for d in bt["entry_date"]]
+    assert [_day(d) for d in got["exit_date"]] == [_day(d) for d in bt["exit_date"]]
+    np.testing.assert_array_equal(got["entry_price"].to_numpy(), bt["entry_price"].to_numpy())
+    np.testing.assert_array_equal(got["net_ret"].to_numpy(), bt["net_ret"].to_numpy())
+    assert list(got["exit_reason"]) == list(bt["exit_reason"])
+    fig = sandbox_figure(run.panel, SYMBOL, config=run.config, trades=run.trades)
+    data = _trace_dicts(fig)
+    price = [t for t in data if t.get("name") == "Price"]
+    assert len(price) == 1 and price[0]["type"] == "candlestick" and price[0]["yaxis"] == "y"
+    for kind in ("Entries", "Exits"):
+        want = _expected(bt, kind)
+        have = _markers(data, kind)
+        assert {o: sorted(v) for o, v in have.items()} == want, kind
+    for t in data:  # every marker of an outcome trace has the outcome's colour, on the price axis
+        m = re.fullmatch(r"(Entries|Exits) \((win|loss|open)\)", t.get("name") or "")
+        if m:
+            assert t["marker"]["color"] == OUTCOME_COLORS[m.group(2)] and t["yaxis"] == "y"
+    # the hover says the return and the exit reason of the trade
+    win = next(t for t in data if t.get("name") == "Exits (win)")
+    r = bt[(bt["net_ret"] > 0) & ~bt["open_at_end"]].iloc[0]
+    text = win["customdata"][[x[:10] for x in win["x"]].index(_day(r["exit_date"]))]
+    assert f"net {100 * r['net_ret']:+.2f}%" in text and f"({r['exit_reason']})" in text
+    # the configuration score row carries the configuration's thresholds
+    shapes = [s for s in fig.layout.to_plotly_json()["shapes"] if s.get("yref") == "y2"]
+    assert sorted(s["y0"] for s in shapes) == [35.0, 65.0]
+
+
+def test_a_shown_range_keeps_the_simulation_and_shows_its_trades(synth_db):
+    bt = _backtest_trades(synth_db, PARAMS)
+    run = sandbox_run(synth_db, SYMBOL, start="2024-01-01", params=PARAMS)
+    fig = sandbox_figure(run.panel, SYMBOL, start="2024-01-01", config=run.config, trades=run.trades)
+    entries = sorted(d for v in _markers(_trace_dicts(fig), "Entries").values() for d, _ in v)
+    assert entries == sorted(_day(d) for d in bt["entry_date"] if _day(d) >= "2024-01-01")
+    assert len(entries) < len(bt)  # earlier trades are simulated (positions carry in) but not drawn
+
+
+def test_position_caps_run_on_the_universe(synth_db):
+    capped = {**PARAMS, "max_positions": 2}
+    bt = _backtest_trades(synth_db, capped)
+    alone = sandbox_trades(sandbox_run(synth_db, SYMBOL, params=PARAMS).panel, SYMBOL,
+                           sandbox_run(synth_db, SYMBOL, params=PARAMS).config)
+    run = sandbox_run(synth_db, SYMBOL, params=capped, universe="tier1+3")
+    assert [_day(d) for d in run.trades["entry_date"]] == [_day(d) for d in bt["entry_date"]]
+    assert len(run.trades) < len(alone)  # the cap binds: the symbol alone would trade more
+    with pytest.raises(ParameterError, match="position caps"):
+        sandbox_trades(run.panel, SYMBOL, run.config)
+
+
+def _html_figure(path: Path) -> list[dict]:
+    text = path.read_text(encoding="utf-8")
+    m = re.search(r'Plotly\.newPlot\(\s*"[^"]+",\s*(\[.*?\]),\s*(\{.*?\}),\s*\{"responsive"', text, re.S)
+    assert m, f"figure JSON not found in {path}"
+    return json.loads(m.group(1))
+
+
+def test_sandbox_command_with_a_params_file(synth_db, tmp_path):
+    doc = {"study": "x", "number": 3, "value": 0.1, "params": PARAMS, "costs": {"commission_bps": 2.0, "slippage_bps": 4.0}}
+    pf = tmp_path / "best.json"
+    pf.write_text(json.dumps(doc), encoding="utf-8")
+    root = tmp_path / "sb"
+    res = CliRunner().invoke(main, ["sandbox", SYMBOL.lower(), "--params", str(pf), "--db", str(synth_db), "--out",
+                                    str(root), "--no-png"], env={"ACCUMOPT_DB": None})
+    assert res.exit_code == 0, res.output
+    (out,) = (root / "sandbox").glob("*.html")  # under the output root, named from the symbol and the file
+    assert out.name == f"{SYMBOL}_p-best.html" and str(out) in res.output
+    data = _html_figure(out)
+    bt = _backtest_trades(synth_db, {**PARAMS, "commission_bps": 2.0, "slippage_bps": 4.0})
+    for kind in ("Entries", "Exits"):
+        assert {o: sorted(v) for o, v in _markers(data, kind).items()} == _expected(bt, kind)
+    # flags override the file, as for backtest; a bad value is refused by the engine's rule
+    res = CliRunner().invoke(main, ["sandbox", SYMBOL, "--params", str(pf), "--buy", "30", "--db", str(synth_db),
+                                    "--out", str(root), "--no-png"])
+    assert res.exit_code == 2 and "sell_threshold" in res.stderr
+
+
+def test_the_sandbox_guards_the_final_reserve_as_backtest_does(synth_db, tmp_path):
+    """Without --final the sandbox ends before the reserve (its trades are backtest's); an end inside the reserve is
+    refused naming the option; with final it simulates through the reserve, as ``backtest(final=True)``."""
+    import shutil
+
+    from optimizer.study.reserve import openings
+
+    db = tmp_path / "store.duckdb"  # openings are written to the store's ledger: a copy, not the shared store
+    shutil.copy(synth_db, db)
+    full = backtest(PARAMS, db, "tier1+3", save=False, final=True)
+    df = full.result.trades.to_frame(full.panel)
+    want = sorted(_day(d) for d in df[df["symbol"] == SYMBOL]["entry_date"])
+    with pytest.raises(ParameterError, match=r"sandbox \(--end\) must end before the final reserve"):
+        sandbox_run(db, SYMBOL, end=str(full.panel.dates[-1])[:10], params=PARAMS)
+    before = len(openings(db))
+    run = sandbox_run(db, SYMBOL, params=PARAMS, final=True)
+    assert sorted(_day(d) for d in run.trades["entry_date"]) == want
+    assert len(openings(db)) == before + 1
+    guarded = sandbox_run(db, SYMBOL, params=PARAMS)
+    assert len(guarded.trades) < len(run.trades)
