@@ -58,7 +58,7 @@ from optimizer.study.inspect import list_studies as _list_studies
 from optimizer.study.inspect import show_study as _show_study
 from optimizer.study.run import StudyRunResult
 from optimizer.study.run import run_study as _run_study
-from optimizer.study.reserve import record_opening, refuse_reserve, store_reserve_start
+from optimizer.study.reserve import guard_end, record_if_opened
 from optimizer.study.spec import StudySpec, load_spec, parse_spec
 from optimizer.validate.walkforward import WalkForwardResult, run_walkforward, save_walkforward
 
@@ -122,19 +122,10 @@ def load_panel(db: str | Path | None = None, universe: Any = "tier1+3", start: s
     ``final=True`` (recorded in the store's reserve ledger, like ``backtest --final``).
     """
     path = existing_store(resolve_db(db))
-    con = connect(path, read_only=True)
-    try:
-        reserve_start = store_reserve_start(con, universe_symbols(path, universe))
-    finally:
-        con.close()
-    if end is None and not final and reserve_start is not None:
-        end = (pd.Timestamp(reserve_start) - pd.Timedelta(days=1)).date().isoformat()
-    if not final:
-        refuse_reserve(end, reserve_start, "load_panel (end)")
+    end, reserve_start = guard_end(path, universe_symbols(path, universe), end, final, "load_panel (end)")
     panel = load_universe_panel(path, universe, start, end)
-    if final and reserve_start is not None and len(panel.dates) and \
-            str(panel.dates[-1])[:10] >= str(reserve_start)[:10]:
-        record_opening(path, reserve_start, "api.load_panel(final=True)", None, str(panel.dates[-1])[:10])
+    if final and len(panel.dates):
+        record_if_opened(path, reserve_start, panel.dates[-1], "api.load_panel(final=True)")
     return panel
 
 

@@ -64,7 +64,7 @@ from optimizer.errors import DataError, ParameterError, check_param
 from optimizer.params import engine_params
 from optimizer.report.files import save_figure
 from optimizer.study.data import load_universe_panel, universe_symbols
-from optimizer.study.reserve import record_opening, refuse_reserve, store_reserve_start
+from optimizer.study.reserve import guard_end, record_if_opened
 
 __all__ = [
     "load_sandbox_panel", "sandbox_figure", "sandbox_data", "sandbox_trades", "sandbox_run", "SandboxRun",
@@ -408,15 +408,7 @@ def sandbox_run(db: str | Path, symbol: str, start: DateLike | None = None, end:
     run may include it and the opening is recorded in the store's reserve ledger."""
     cfg = _config(Config.from_params(engine_params(params)) if params else None, z_window, buy, sell)
     uni_name = universe or "tier1+3"
-    con = connect(db, read_only=True)
-    try:
-        reserve_start = store_reserve_start(con, universe_symbols(db, uni_name))
-    finally:
-        con.close()
-    if end is None and not final and reserve_start is not None:
-        end = (pd.Timestamp(reserve_start) - pd.Timedelta(days=1)).date().isoformat()
-    if not final:
-        refuse_reserve(end, reserve_start, "sandbox (--end)")
+    end, reserve_start = guard_end(db, universe_symbols(db, uni_name), end, final, "sandbox (--end)")
     con = connect(db, read_only=True)
     try:
         panel = load_sandbox_panel(con, symbol, None, end)
@@ -424,8 +416,8 @@ def sandbox_run(db: str | Path, symbol: str, start: DateLike | None = None, end:
         con.close()
     if start is not None:
         _rows(panel, start, end)  # a start after the end is refused here, before any simulation
-    if final and reserve_start is not None and str(panel.dates[-1])[:10] >= str(reserve_start)[:10]:
-        record_opening(db, reserve_start, "sandbox --final", f"{panel.symbols[0]}", str(panel.dates[-1])[:10])
+    if final:
+        record_if_opened(db, reserve_start, panel.dates[-1], "sandbox --final", str(panel.symbols[0]))
     capped = cfg.caps.max_positions is not None or cfg.caps.max_per_sector is not None
     uni = load_universe_panel(db, uni_name, None, end) if capped else None
     return SandboxRun(panel, cfg, sandbox_trades(panel, symbol, cfg, uni))

@@ -2,8 +2,8 @@
 
 The final reserve is the last ``[data].reserve_fraction`` (default 0.2) of the sessions of a span: no study ever
 sees it (``study.data.prepare_data`` truncates the panel at its start). Every command that evaluates a
-configuration on the store refuses to include it unless asked (``--final``): ``backtest`` (and ``walkforward``,
-whose windows stop before it). ``study replay`` re-evaluates a trial on its own span, which ends before the
+configuration on the store refuses to include it unless asked (``--final``): ``backtest``, ``sandbox`` and
+``api.load_panel`` (through ``guard_end`` / ``record_if_opened``) and ``walkforward``, whose windows stop before it. ``study replay`` re-evaluates a trial on its own span, which ends before the
 reserve by construction.
 
 Each opening is one row of the DuckDB table ``reserve_ledger`` of the store the reserve belongs to (the store's
@@ -33,7 +33,7 @@ from optimizer.study.splits import reserve_cutoff
 
 __all__ = [
     "LEDGER", "DEFAULT_FRACTION", "Opening", "reserve_start_of", "store_reserve_start", "openings",
-    "record_opening", "opening_warning", "refuse_reserve",
+    "record_opening", "opening_warning", "refuse_reserve", "guard_end", "record_if_opened",
 ]
 
 LEDGER = "reserve_ledger"
@@ -130,3 +130,28 @@ def refuse_reserve(last: Any, reserve_start: Any, what: str) -> None:
             f"{what} must end before the final reserve, which starts {_iso(reserve_start)}, got a span ending "
             f"{_iso(last)}; pass --final to open the reserve (recorded in the store's reserve ledger; a second "
             "opening warns)")
+
+
+def guard_end(db: str | Path, symbols: list[str], end: Any, final: bool, what: str) -> tuple[str | None, str | None]:
+    """(the span's last day, the reserve start) of an evaluation of ``symbols`` on the store at ``db`` without a
+    study behind it: without ``final`` the default end is the day before the reserve and an ``end`` inside it is
+    refused (``what`` names the command and option); with ``final`` ``end`` stands (None: the store's last day)."""
+    con = connect(db, read_only=True)
+    try:
+        reserve_start = store_reserve_start(con, symbols)
+    finally:
+        con.close()
+    if end is None and not final and reserve_start is not None:
+        end = (pd.Timestamp(reserve_start) - pd.Timedelta(days=1)).date().isoformat()
+    if not final:
+        refuse_reserve(end, reserve_start, what)
+    return (None if end is None else _iso(end)), reserve_start
+
+
+def record_if_opened(db: str | Path, reserve_start: Any, last_day: Any, command: str,
+                     subject: str | None = None) -> list[Opening] | None:
+    """Record the opening when a span ending ``last_day`` reaches the reserve; the earlier openings (None: the span
+    did not reach it)."""
+    if reserve_start is None or last_day is None or pd.Timestamp(last_day) < pd.Timestamp(reserve_start):
+        return None
+    return record_opening(db, reserve_start, command, subject, _iso(last_day))
