@@ -40,7 +40,7 @@ VARIANTS: tuple[str, ...] = ("A", "B", "C", "D", "vw_flow", "blended")
 Z_WINDOWS: tuple[int, ...] = (10, 15, 20, 30, 40, 60, 90)
 EXIT_RULES: tuple[str, ...] = ("fixed", "first_dist", "2x_consec_dist", "score_decay", "hybrid")
 EXIT_NAMES: tuple[str, ...] = ("fixed_10d", "fixed_20d", "first_dist", "2x_consec_dist", "hybrid_30d", "score_decay")
-SIZINGS: tuple[str, ...] = ("equal", "atr")
+SIZINGS: tuple[str, ...] = ("equal", "atr", "fixed_fractional", "kelly")
 # (w_short, w_lit, w_price) before normalization; a space may declare ``weights`` instead of the three w_*.
 WEIGHT_PRESETS: dict[str, tuple[float, float, float]] = {
     "short_heavy": (0.70, 0.20, 0.10),
@@ -50,7 +50,7 @@ WEIGHT_PRESETS: dict[str, tuple[float, float, float]] = {
 # space switch -> the engine parameter it gates (a false switch drops that parameter)
 SWITCHES: dict[str, str] = {"use_stop_loss": "stop_loss", "use_take_profit": "take_profit"}
 # engine object each group of parameters lives on (Config's attribute; "config" = Config itself)
-GROUPS: tuple[str, ...] = ("score", "thresholds", "exit", "costs", "caps", "config")
+GROUPS: tuple[str, ...] = ("score", "thresholds", "exit", "costs", "caps", "risk", "config")
 
 
 def _num(x: float) -> str:
@@ -231,13 +231,39 @@ PARAMS: dict[str, Param] = {p.name: p for p in (
        "filled intraday at the target.", "exit", optional=True),
     _p("time_stop", int, None, _DAYS, "Longest hold in sessions for any exit rule.", "exit", optional=True,
        search=60),
+    _p("atr_stop", float, None, Number(lo=0.0, lo_open=True), "ATR-multiple stop: exit intraday at entry - k x "
+       "ATR14 at the signal close (a gap through it fills at the open).", "exit", optional=True),
+    _p("trail_stop", float, None, Number(0, 1, lo_open=True, hi_open=True), "Trailing stop as a fraction below the "
+       "highest of the entry price and the highs since entry (the bars before the current one), filled intraday "
+       "(a gap through it fills at the open).", "exit", optional=True),
     _p("commission_bps", float, 1.0, Number(lo=0.0), "Commission per side in basis points.", "costs"),
     _p("slippage_bps", float, 5.0, Number(lo=0.0), "Slippage per side in basis points.", "costs"),
     _p("max_positions", int, None, _DAYS, "Most open positions at once (none: no cap).", "caps", optional=True),
     _p("max_per_sector", int, None, _DAYS, "Most open positions per sector ETF (none: no cap).", "caps",
        optional=True),
-    _p("sizing", str, "equal", Choice(SIZINGS), "Portfolio weights: equal per open position, or atr = inverse "
-       "ATR% at the signal (volatility targeting).", "config"),
+    _p("sizing", str, "equal", Choice(SIZINGS), "Portfolio weights: equal per open position; atr = inverse "
+       "ATR% at the signal (volatility targeting); fixed_fractional = risk_fraction of equity down to the initial "
+       "stop; kelly = kelly_fraction x the Kelly fraction of the trades closed by the signal. Changes portfolio "
+       "returns and metrics, not a trade's return.", "risk"),
+    _p("risk_fraction", float, 0.02, Number(0, 1, lo_open=True), "fixed_fractional: equity risked per trade "
+       "(weight = risk_fraction / initial stop distance; the whole position without a stop); kelly's size until "
+       "10 trades have closed.", "risk"),
+    _p("max_weight", float, 0.25, Number(0, 1, lo_open=True), "Largest position as a fraction of equity "
+       "(fixed_fractional, kelly); total exposure is capped at 1.", "risk"),
+    _p("kelly_fraction", float, 0.5, Number(0, 1, lo_open=True), "kelly: the fraction of the Kelly bet "
+       "p - (1 - p) / b taken (0.5 = half Kelly).", "risk"),
+    _p("kelly_window", int, 50, Number(10, 1000, integer=True), "kelly: the last N trades closed by the signal "
+       "close estimate p and b.", "risk"),
+    _p("regime_sizing", bool, False, Choice((True, False)), "Scale each position's exposure by doc 004's regime "
+       "multiplier at its signal (1 / 0.5 / 0.5 / 0.25 by learned regime, 0.1 when VIX > 40).", "risk"),
+    _p("dd_breaker", float, None, Number(0, 1, lo_open=True, hi_open=True), "Drawdown circuit breaker: no new "
+       "entry while portfolio equity is more than this fraction below its peak; trading resumes dd_cooloff "
+       "sessions later from a fresh peak.", "risk", optional=True),
+    _p("dd_cooloff", int, 10, _DAYS, "Sessions without new entries after the drawdown breaker trips.", "risk"),
+    _p("corr_cap", float, None, Number(0, 1, lo_open=True, hi_open=True), "Correlation cap: refuse an entry whose "
+       "return correlation over corr_window sessions with an open position exceeds this.", "risk", optional=True),
+    _p("corr_window", int, 60, Number(5, 252, integer=True), "Sessions of close-to-close returns the correlation "
+       "cap measures (at least half of them present in both symbols).", "risk"),
 )}
 
 SPACE_ONLY: dict[str, Param] = {p.name: p for p in (

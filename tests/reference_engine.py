@@ -9,16 +9,23 @@ Public API
 - ``ref_zscore(series, window, min_periods=None) -> pd.Series``
 - ``ref_display(data, variant, w_short, w_lit, w_price, z_window, intensity_lo=0.7, intensity_hi=1.3,
   min_periods=None) -> np.ndarray (T, N)`` where ``data`` is a ``Panel`` or a long DataFrame.
-- ``RefExit(rule, hold_days=None, max_days=None, stop_loss=None, take_profit=None, time_stop=None)``,
+- ``RefExit(rule, hold_days=None, max_days=None, stop_loss=None, take_profit=None, time_stop=None,
+  atr_stop=None, trail_stop=None)``,
   ``RefExit.from_name("fixed_10d" | "first_dist" | "2x_consec_dist" | "hybrid_30d" | "score_decay")``
+- ``RefRisk(sizing="equal", risk_fraction=0.02, max_weight=0.25, kelly_fraction=0.5, kelly_window=50,
+  regime_mult=None, dd_breaker=None, dd_cooloff=10, corr_cap=None, corr_window=60)`` (sizing and portfolio rules)
+- ``ref_atr14(panel) -> np.ndarray (T, N)`` (Wilder ATR-14, a plain loop)
 - ``ref_trades(panel, display, buy, sell, exit, costs, sig_start, sig_end, data_end) -> pd.DataFrame``
-  (one position per symbol, symbol-major loop)
+  (one position per symbol, symbol-major loop; ``buy`` / ``sell`` a number or a (T,) array of per-session values)
 - ``ref_trades_capped(panel, display, buy, sell, exit, costs, sig_start, sig_end, data_end,
-  max_positions=None, max_per_sector=None) -> pd.DataFrame`` (date-major loop across symbols)
+  max_positions=None, max_per_sector=None, risk=None) -> pd.DataFrame`` (date-major loop across symbols, with the
+  portfolio rules of ``risk``; the frame carries ``weight`` and ``mult`` columns)
+- ``ref_weights(trades, panel, exit, costs, risk) -> (weight, mult)`` (sizing of trades after the fact)
 - ``ref_count_signals(display, buy, sig_start, sig_end) -> int``
 - ``ref_benchmark(open_col, h, cost, sig_start, sig_end, data_end) -> float``
-- ``ref_portfolio_returns(trades, panel, cost, sig_start, data_end) -> np.ndarray``
-- ``ref_metrics(trades, panel, span, costs, total_signals) -> dict``
+- ``ref_portfolio_returns(trades, panel, cost, sig_start, data_end, absolute=False) -> np.ndarray`` (weights from
+  the frame's ``weight`` / ``mult`` columns when present)
+- ``ref_metrics(trades, panel, span, costs, total_signals, absolute=False) -> dict``
 
 ``costs`` is ``(commission_bps, slippage_bps)``; ``span`` is ``(sig_start, sig_end, data_end)``.
 Exit reasons: ``"fixed"``, ``"max_days"``, ``"time_stop"``, ``"stop_loss"``, ``"take_profit"``, ``"open_at_end"``
@@ -36,7 +43,7 @@ open free theirs) and symbols without a sector are not sector-capped.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -46,6 +53,9 @@ __all__ = [
     "STD_ZERO",
     "WIN_LOSS_CAP",
     "RefExit",
+    "RefRisk",
+    "ref_atr14",
+    "ref_weights",
     "ref_zscore",
     "ref_components",
     "ref_display",
@@ -61,7 +71,8 @@ __all__ = [
 STD_ZERO = 1e-12
 WIN_LOSS_CAP = 10.0
 REF_EXIT_REASONS = ("fixed", "first_dist", "2x_consec_dist", "score_decay", "max_days", "time_stop", "stop_loss",
-                    "take_profit", "open_at_end")
+                    "take_profit", "open_at_end", "atr_stop", "trail_stop")
+KELLY_MIN_TRADES = 10
 TRADE_COLUMNS = [
     "symbol", "signal_idx", "entry_idx", "exit_idx", "entry_price", "exit_price",
     "gross_ret", "net_ret", "exit_reason", "open_at_end", "score",
@@ -190,7 +201,9 @@ def ref_display(
 @dataclass(frozen=True)
 class RefExit:
     """Exit rule: ``fixed`` (hold_days N), ``first_dist``, ``2x_consec_dist``, ``score_decay``, ``hybrid``
-    (max_days M), plus optional stop_loss / take_profit fractions and time_stop sessions."""
+    (max_days M), plus optional stop_loss / take_profit fractions, time_stop sessions, an ATR stop (k: entry − k ×
+    ATR14 at the signal close) and a trailing stop (fraction below the highest of the entry price and the highs of
+    the bars held before the current one)."""
 
     rule: str
     hold_days: int | None = None
@@ -198,6 +211,8 @@ class RefExit:
     stop_loss: float | None = None
     take_profit: float | None = None
     time_stop: int | None = None
+    atr_stop: float | None = None
+    trail_stop: float | None = None
 
     @classmethod
     def from_name(cls, name: str, **extra) -> "RefExit":
@@ -208,21 +223,73 @@ class RefExit:
         return cls(name, **extra)
 
 
+@dataclass(frozen=True)
+class RefRisk:
+    """Sizing and portfolio rules (docs/ENGINE.md "Position sizing", "Portfolio rules"). ``regime_mult``: the (T,)
+    regime multipliers to apply (None = no regime sizing)."""
+
+    sizing: str = "equal"
+    risk_fraction: float = 0.02
+    max_weight: float = 0.25
+    kelly_fraction: float = 0.5
+    kelly_window: int = 50
+    regime_mult: object = None
+    dd_breaker: float | None = None
+    dd_cooloff: int = 10
+    corr_cap: float | None = None
+    corr_window: int = 60
+
+
 def cost_per_side(costs) -> float:
     commission_bps, slippage_bps = costs
     return (commission_bps + slippage_bps) / 1e4
 
 
+def ref_atr14(panel) -> np.ndarray:
+    """Wilder ATR-14 per symbol: true range = max(high − low, |high − previous close|, |low − previous close|)
+    (high − low without a previous close; missing when high or low is); the first value is the mean of the first
+    14 true ranges, then atr = (previous atr × 13 + tr) / 14; a row without a true range is missing and leaves
+    the average as it was."""
+    high, low, close = (np.asarray(panel[f], dtype=np.float64) for f in ("high", "low", "close"))
+    T, N = close.shape
+    out = np.full((T, N), np.nan)
+    for s in range(N):
+        seen = []
+        avg = None
+        for t in range(T):
+            h, lo = high[t, s], low[t, s]
+            if not (math.isfinite(h) and math.isfinite(lo)):
+                continue
+            tr = h - lo
+            pc = close[t - 1, s] if t > 0 else float("nan")
+            if math.isfinite(pc):
+                tr = max(tr, abs(h - pc), abs(lo - pc))
+            if avg is None:
+                seen.append(tr)
+                if len(seen) == 14:
+                    avg = sum(seen) / 14
+                    out[t, s] = avg
+            else:
+                avg = (avg * 13 + tr) / 14
+                out[t, s] = avg
+    return out
+
+
 class _Pos:
     """One open position of one symbol."""
 
-    def __init__(self, symbol: int, signal_idx: int, entry_idx: int, entry_price: float, score: float):
+    def __init__(self, symbol: int, signal_idx: int, entry_idx: int, entry_price: float, score: float,
+                 atr_at_signal: float = float("nan"), weight: float = 1.0, mult: float = 1.0):
         self.symbol = symbol
         self.signal_idx = signal_idx
         self.e = entry_idx
         self.entry = entry_price
         self.score = score
         self.signal_exit_at: int | None = None  # open index of a pending close-signal exit
+        self.peak = entry_price                 # highest of the entry price and the highs of the bars held so far
+        self.atr = atr_at_signal
+        self.weight = weight
+        self.mult = mult
 
 
 def _open_exit_reason(pos: _Pos, k: int, rule: RefExit) -> str | None:
@@ -276,11 +343,25 @@ def _trade_row(pos: _Pos, exit_idx: int, exit_price: float, reason: str, c: floa
         "exit_reason": reason,
         "open_at_end": open_at_end,
         "score": pos.score,
+        "weight": pos.weight,
+        "mult": pos.mult,
     }
 
 
+def _stops(pos: _Pos, rule: RefExit) -> list[tuple[float, str]]:
+    """The position's active protective stops as (level, reason), in tie order."""
+    out = []
+    if rule.stop_loss is not None:
+        out.append((pos.entry * (1.0 - rule.stop_loss), "stop_loss"))
+    if rule.atr_stop is not None and math.isfinite(pos.atr):
+        out.append((pos.entry - rule.atr_stop * pos.atr, "atr_stop"))
+    if rule.trail_stop is not None:
+        out.append((pos.peak * (1.0 - rule.trail_stop), "trail_stop"))
+    return out
+
+
 def _step_bar(pos: _Pos, k: int, s: int, P: dict[str, np.ndarray], disp, dist, rule: RefExit, c: float,
-              data_end: int) -> dict | None:
+              data_end: int, sell=None) -> dict | None:
     """Run bar k of an open position (k >= e). Returns the trade row when it ends on this bar, else None."""
     o, h, lo, cl = P["open"][k, s], P["high"][k, s], P["low"][k, s], P["close"][k, s]
     # (1) exits due at the open of k
@@ -288,17 +369,22 @@ def _step_bar(pos: _Pos, k: int, s: int, P: dict[str, np.ndarray], disp, dist, r
         reason = _open_exit_reason(pos, k, rule)
         if reason is not None:
             return _trade_row(pos, k, o, reason, c, False)
-    # (2) stop-loss, then take-profit, intraday
-    if rule.stop_loss is not None:
-        stop = pos.entry * (1.0 - rule.stop_loss)
-        if lo <= stop:
-            fill = stop if k == pos.e else min(o, stop)
-            return _trade_row(pos, k, fill, "stop_loss", c, False)
+    # (2) protective stops intraday: a falling price meets the highest level first (ties: the listed order)
+    stops = _stops(pos, rule)
+    if stops:
+        level = max(lvl for lvl, _ in stops)
+        reason = next(r for lvl, r in stops if lvl == level)
+        if lo <= level:
+            fill = level if k == pos.e else min(o, level)
+            return _trade_row(pos, k, fill, reason, c, False)
     if rule.take_profit is not None:
         tp = pos.entry * (1.0 + rule.take_profit)
         if h >= tp:
             fill = tp if k == pos.e else max(o, tp)
             return _trade_row(pos, k, fill, "take_profit", c, False)
+    # the trailing stop's peak takes this bar's high for the next bar
+    if math.isfinite(h) and h > pos.peak:
+        pos.peak = h
     # (3) close-based exit signal of k, filled at open[k+1]
     if pos.signal_exit_at is None and _close_signal(rule, k, pos.e, disp[:, s], dist[:, s]):
         pos.signal_exit_at = k + 1
@@ -313,7 +399,7 @@ def _prices(panel) -> dict[str, np.ndarray]:
 
 
 def _frame(rows: list[dict]) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=TRADE_COLUMNS)
+    df = pd.DataFrame(rows, columns=TRADE_COLUMNS + ["weight", "mult"])
     if rows:
         df = df.sort_values(["symbol", "entry_idx"], kind="stable").reset_index(drop=True)
     return df.astype({"symbol": np.int64, "signal_idx": np.int64, "entry_idx": np.int64, "exit_idx": np.int64,
@@ -326,15 +412,30 @@ def _check_span(sig_start: int, sig_end: int, data_end: int, T: int) -> None:
                          f"got ({sig_start}, {sig_end}, {data_end})")
 
 
-def ref_trades(panel, display, buy: float, sell: float, exit: RefExit, costs, sig_start: int, sig_end: int,
+def _per_session(x, T: int) -> np.ndarray:
+    """A threshold as a (T,) array: a number repeated, or the given per-session values."""
+    a = np.asarray(x, dtype=np.float64)
+    return np.full(T, float(a)) if a.ndim == 0 else a
+
+
+def _signals(disp: np.ndarray, buy, sell) -> tuple[np.ndarray, np.ndarray]:
+    T = disp.shape[0]
+    b = _per_session(buy, T)[:, None]
+    s = _per_session(sell, T)[:, None]
+    acc = np.where(np.isnan(disp), False, disp >= b)
+    dist = np.where(np.isnan(disp), False, disp <= s)
+    return acc, dist
+
+
+def ref_trades(panel, display, buy, sell, exit: RefExit, costs, sig_start: int, sig_end: int,
                data_end: int) -> pd.DataFrame:
     """Trades of every symbol, one position per symbol, a plain loop over days per symbol (no caps)."""
     P = _prices(panel)
     disp = np.asarray(display, dtype=np.float64)
     T, N = disp.shape
     _check_span(sig_start, sig_end, data_end, T)
-    acc = np.where(np.isnan(disp), False, disp >= buy)
-    dist = np.where(np.isnan(disp), False, disp <= sell)
+    acc, dist = _signals(disp, buy, sell)
+    atr14 = ref_atr14(panel) if exit.atr_stop is not None else None
     c = cost_per_side(costs)
     rows: list[dict] = []
     for s in range(N):
@@ -342,7 +443,9 @@ def ref_trades(panel, display, buy: float, sell: float, exit: RefExit, costs, si
         pending: tuple[int, int] | None = None  # (signal_idx, entry_idx)
         for k in range(sig_start, data_end):
             if pending is not None and pending[1] == k:
-                pos = _Pos(s, pending[0], k, P["open"][k, s], disp[pending[0], s])
+                sig = pending[0]
+                pos = _Pos(s, sig, k, P["open"][k, s], disp[sig, s],
+                           atr14[sig, s] if atr14 is not None else float("nan"))
                 pending = None
             if pos is not None:
                 row = _step_bar(pos, k, s, P, disp, dist, exit, c, data_end)
@@ -358,42 +461,168 @@ def ref_trades(panel, display, buy: float, sell: float, exit: RefExit, costs, si
     return _frame(rows)
 
 
-def ref_trades_capped(panel, display, buy: float, sell: float, exit: RefExit, costs, sig_start: int, sig_end: int,
+# ------------------------------------------------------------------------------------------------------- sizing
+
+def _static_weight(risk: RefRisk, exit: RefExit, s: int, t: int, close: np.ndarray, atr14) -> float:
+    """Weight that needs no trade history: equal 1; atr 1 / ATR% (the day's cross-sectional median ATR% when the
+    symbol has none; 1 when nobody has one); fixed_fractional risk_fraction / tightest stop distance, capped."""
+    if risk.sizing == "equal":
+        return 1.0
+    if risk.sizing == "atr":
+        a = atr14[t, s] / close[t, s]
+        if math.isfinite(a) and a > 0:
+            return 1.0 / a
+        day = [atr14[t, j] / close[t, j] for j in range(close.shape[1])]
+        day = [v for v in day if math.isfinite(v) and v > 0]
+        if day:
+            return 1.0 / float(np.median(day))
+        return 1.0
+    dists = [1.0]
+    if exit.stop_loss is not None:
+        dists.append(exit.stop_loss)
+    if exit.trail_stop is not None:
+        dists.append(exit.trail_stop)
+    if exit.atr_stop is not None:
+        x = exit.atr_stop * atr14[t, s] / close[t, s]
+        if math.isfinite(x) and x > 0:
+            dists.append(x)
+    return min(risk.max_weight, risk.risk_fraction / min(dists))
+
+
+def _kelly_weight(risk: RefRisk, history: list[float], fallback: float) -> float:
+    """Fractional Kelly from the last kelly_window closed trades' net returns (oldest first in ``history``)."""
+    last = history[-risk.kelly_window:]
+    if len(last) < KELLY_MIN_TRADES:
+        return fallback
+    wins = [r for r in last if r > 0]
+    losses = [r for r in last if r <= 0]
+    p = len(wins) / len(last)
+    if not wins:
+        f = 0.0
+    elif not losses or sum(losses) == 0:
+        f = p
+    else:
+        b = (sum(wins) / len(wins)) / abs(sum(losses) / len(losses))
+        f = p - (1 - p) / b
+    return min(risk.max_weight, max(0.0, risk.kelly_fraction * f))
+
+
+def _weight(risk: RefRisk, exit: RefExit, s: int, t: int, close, atr14, history: list[float]) -> tuple[float, float]:
+    if risk.sizing == "kelly":
+        w = _kelly_weight(risk, history, _static_weight(replace(risk, sizing="fixed_fractional"), exit, s, t, close, atr14))
+    else:
+        w = _static_weight(risk, exit, s, t, close, atr14)
+    m = 1.0 if risk.regime_mult is None else float(np.asarray(risk.regime_mult)[t])
+    return w, m
+
+
+def ref_weights(trades: pd.DataFrame, panel, exit: RefExit, costs, risk: RefRisk) -> tuple[np.ndarray, np.ndarray]:
+    """(weight, mult) per trade row, from each trade's signal close: Kelly reads the trades closed at or before the
+    signal session (exit_idx <= signal_idx), oldest first by (exit session, symbol)."""
+    close = np.asarray(panel["close"], dtype=np.float64)
+    atr14 = ref_atr14(panel)
+    closed = trades[~trades["open_at_end"].astype(bool)].sort_values(["exit_idx", "symbol"], kind="stable")
+    w, m = [], []
+    for tr in trades.itertuples(index=False):
+        hist = [float(r) for r, x in zip(closed["net_ret"], closed["exit_idx"]) if x <= tr.signal_idx]
+        a, b = _weight(risk, exit, int(tr.symbol), int(tr.signal_idx), close, atr14, hist)
+        w.append(a)
+        m.append(b)
+    return np.array(w, dtype=np.float64), np.array(m, dtype=np.float64)
+
+
+def _corr(close: np.ndarray, a: int, b: int, t: int, window: int) -> float:
+    """Correlation of the two symbols' close-to-close returns over the ``window`` returns ending at t (pairs where
+    both exist); NaN with fewer than max(3, window // 2) pairs or a constant series."""
+    xs, ys = [], []
+    for k in range(max(1, t - window + 1), t + 1):
+        x = close[k, a] / close[k - 1, a] - 1.0
+        y = close[k, b] / close[k - 1, b] - 1.0
+        if math.isfinite(x) and math.isfinite(y):
+            xs.append(x)
+            ys.append(y)
+    if len(xs) < max(3, window // 2):
+        return float("nan")
+    x, y = np.array(xs), np.array(ys)
+    if x.std() <= 1e-12 or y.std() <= 1e-12:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def ref_trades_capped(panel, display, buy, sell, exit: RefExit, costs, sig_start: int, sig_end: int,
                       data_end: int, max_positions: int | None = None,
-                      max_per_sector: int | None = None) -> pd.DataFrame:
-    """Trades with position caps: a date-major loop across symbols.
+                      max_per_sector: int | None = None, risk: RefRisk | None = None) -> pd.DataFrame:
+    """Trades with position caps and portfolio rules: a date-major loop across symbols.
 
     At the close of t the flat symbols with an accumulation signal compete for the slots free at open t+1
     (positions held at the close of t minus those with an exit due at open t+1); the highest display at t
-    wins, ties to the lower symbol index. Symbols whose sector is None are not sector-capped.
+    wins, ties to the lower symbol index. Symbols whose sector is None are not sector-capped. With ``risk``: a
+    candidate too correlated with a position held through open t+1 (or accepted before it at this close) is
+    refused (corr_cap); no candidate enters while the drawdown breaker is tripped (equity more than dd_breaker
+    below its peak at the close of t; dd_cooloff sessions later the peak restarts at the equity of that close);
+    every position gets its sizing weight at its signal close.
     """
+    risk = risk or RefRisk()
     P = _prices(panel)
+    close = P["close"]
     disp = np.asarray(display, dtype=np.float64)
     T, N = disp.shape
     _check_span(sig_start, sig_end, data_end, T)
-    acc = np.where(np.isnan(disp), False, disp >= buy)
-    dist = np.where(np.isnan(disp), False, disp <= sell)
+    acc, dist = _signals(disp, buy, sell)
+    atr14 = ref_atr14(panel)
     c = cost_per_side(costs)
+    absolute = risk.sizing in ("fixed_fractional", "kelly")
     sectors = list(panel.sectors) if len(panel.sectors) == N else [None] * N
     rows: list[dict] = []
+    history: list[float] = []  # net returns of the closed trades, in closing order
     pos: list[_Pos | None] = [None] * N
-    pending: list[tuple[int, int] | None] = [None] * N
+    pending: list[tuple[int, int, float, float] | None] = [None] * N
+    equity, peak, blocked_until = 1.0, 1.0, None
     for k in range(sig_start, data_end):
+        day: list[tuple[float, float, float]] = []  # (exposure w*m, denominator weight, return) of the day
         for s in range(N):
             if pending[s] is not None and pending[s][1] == k:
-                sig = pending[s][0]
-                pos[s] = _Pos(s, sig, k, P["open"][k, s], disp[sig, s])
+                sig, _, w, m = pending[s]
+                pos[s] = _Pos(s, sig, k, P["open"][k, s], disp[sig, s], atr14[sig, s], w, m)
                 pending[s] = None
             if pos[s] is not None:
-                row = _step_bar(pos[s], k, s, P, disp, dist, exit, c, data_end)
+                p = pos[s]
+                row = _step_bar(p, k, s, P, disp, dist, exit, c, data_end)
+                if row is not None and row["open_at_end"]:
+                    row = None  # still held through the last close: reported below like any open position
                 if row is not None:
                     rows.append(row)
+                    history.append(row["net_ret"])
                     pos[s] = None
+                    prev = close[k - 1, s]
+                    r = (row["exit_price"] * (1 - c) / (p.entry * (1 + c)) - 1.0) if k == p.e else \
+                        (row["exit_price"] * (1 - c) / prev - 1.0)
+                else:
+                    r = (close[k, s] / (p.entry * (1 + c)) - 1.0) if k == p.e else (close[k, s] / close[k - 1, s] - 1.0)
+                if math.isfinite(r):
+                    day.append((p.weight * p.mult, p.weight * p.mult if absolute else p.weight, r))
+        if risk.dd_breaker is not None:
+            den = sum(d for _, d, _ in day)
+            if den > 0:
+                num = sum(a * r for a, _, r in day)
+                equity *= 1.0 + (num / max(1.0, den) if absolute else num / den)
+            if blocked_until is not None and k >= blocked_until:
+                peak, blocked_until = equity, None
+            peak = max(peak, equity)
+            if blocked_until is None and equity < peak * (1.0 - risk.dd_breaker):
+                blocked_until = k + risk.dd_cooloff
         if not (sig_start <= k < sig_end) or k + 1 >= data_end:
+            continue
+        if blocked_until is not None:
             continue
         cands = [s for s in range(N)
                  if pos[s] is None and acc[k, s] and np.isfinite(P["open"][k + 1, s])]
-        held = [s for s in range(N) if pos[s] is not None and _open_exit_index(pos[s], exit) != k + 1]
+
+        def frees(s: int) -> bool:  # an exit due at the next open (that open exists) frees the slot
+            due = _open_exit_index(pos[s], exit)
+            return due is not None and due <= k + 1 and bool(np.isfinite(P["open"][k + 1, s]))
+
+        held = [s for s in range(N) if pos[s] is not None and not frees(s)]
         n_held = len(held)
         per_sector: dict[str, int] = {}
         for s in held:
@@ -405,10 +634,17 @@ def ref_trades_capped(panel, display, buy: float, sell: float, exit: RefExit, co
             sec = sectors[s]
             if max_per_sector is not None and sec is not None and per_sector.get(sec, 0) >= max_per_sector:
                 continue
-            pending[s] = (k, k + 1)
+            if risk.corr_cap is not None and any(_corr(close, s, q, k, risk.corr_window) > risk.corr_cap for q in held):
+                continue
+            w, m = _weight(risk, exit, s, k, close, atr14, history)
+            pending[s] = (k, k + 1, w, m)
+            held.append(s)
             n_held += 1
             if sec is not None:
                 per_sector[sec] = per_sector.get(sec, 0) + 1
+    for s in range(N):
+        if pos[s] is not None:
+            rows.append(_trade_row(pos[s], data_end - 1, close[data_end - 1, s], "open_at_end", c, True))
     return _frame(rows)
 
 
@@ -440,13 +676,21 @@ def ref_benchmark(open_col: np.ndarray, h: int, c: float, sig_start: int, sig_en
     return sum(ratios) / len(ratios) - 1.0
 
 
-def ref_portfolio_returns(trades: pd.DataFrame, panel, c: float, sig_start: int, data_end: int) -> np.ndarray:
-    """Equal-weight daily returns over days [sig_start, data_end); cash days return 0."""
+def ref_portfolio_returns(trades: pd.DataFrame, panel, c: float, sig_start: int, data_end: int,
+                          absolute: bool = False) -> np.ndarray:
+    """Daily portfolio returns over days [sig_start, data_end); cash days return 0. Without ``weight`` / ``mult``
+    columns every position weighs 1 (equal weights). Relative sizing: day = sum(w·m·r) / sum(w); ``absolute``
+    sizing (fixed_fractional, kelly): day = sum(w·m·r) / max(1, sum(w·m)). A position without a return that day
+    (a missing close) is left out of that day."""
     close = np.asarray(panel["close"], dtype=np.float64)
-    per_day: dict[int, list[float]] = {d: [] for d in range(sig_start, data_end)}
+    per_day: dict[int, list[tuple[float, float, float]]] = {d: [] for d in range(sig_start, data_end)}
+    has_w = "weight" in trades.columns
+    has_m = "mult" in trades.columns
     for tr in trades.itertuples(index=False):
         s, e, x = tr.symbol, tr.entry_idx, tr.exit_idx
         entry = tr.entry_price
+        w = float(tr.weight) if has_w else 1.0
+        m = float(tr.mult) if has_m else 1.0
         last = data_end - 1 if tr.open_at_end else x
         for d in range(e, last + 1):
             closing = (not tr.open_at_end) and d == x
@@ -458,8 +702,14 @@ def ref_portfolio_returns(trades: pd.DataFrame, panel, c: float, sig_start: int,
                 r = close[e, s] / (entry * (1.0 + c)) - 1.0
             else:
                 r = close[d, s] / close[d - 1, s] - 1.0
-            per_day[d].append(r)
-    return np.array([sum(v) / len(v) if v else 0.0 for _, v in sorted(per_day.items())], dtype=np.float64)
+            if math.isfinite(r):
+                per_day[d].append((w * m, w * m if absolute else w, r))
+    out = []
+    for _, v in sorted(per_day.items()):
+        den = sum(b for _, b, _ in v)
+        num = sum(a * r for a, _, r in v)
+        out.append(0.0 if den <= 0 else (num / max(1.0, den) if absolute else num / den))
+    return np.array(out, dtype=np.float64)
 
 
 def _mean(xs) -> float:
@@ -482,7 +732,7 @@ def _std(xs, ddof: int) -> float:
 
 
 def ref_metrics(trades: pd.DataFrame, panel, span, costs, total_signals: int,
-                portfolio_ddof: int = 1) -> dict:
+                portfolio_ddof: int = 1, absolute: bool = False) -> dict:
     """Every run metric of ENGINE.md, by explicit loops. ``span`` = (sig_start, sig_end, data_end)."""
     sig_start, sig_end, data_end = span
     c = cost_per_side(costs)
@@ -508,7 +758,7 @@ def ref_metrics(trades: pd.DataFrame, panel, span, costs, total_signals: int,
     else:
         sd = _std(nets, 1)
         sharpe = avg / sd if sd > 0 else 0.0
-    port = ref_portfolio_returns(trades, panel, c, sig_start, data_end)
+    port = ref_portfolio_returns(trades, panel, c, sig_start, data_end, absolute)
     if len(port) > portfolio_ddof:
         psd = _std(port, portfolio_ddof)
         psharpe = _mean(port) / psd * math.sqrt(252.0) if psd > 0 else 0.0

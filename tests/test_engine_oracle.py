@@ -122,6 +122,10 @@ def random_config(rng: np.random.Generator, T: int) -> dict:
         ex["take_profit"] = float(rng.uniform(0.02, 0.15))
     if rng.random() < 0.25:
         ex["time_stop"] = int(rng.integers(1, 21))
+    if rng.random() < 0.3:
+        ex["atr_stop"] = float(rng.uniform(0.5, 3.0))
+    if rng.random() < 0.3:
+        ex["trail_stop"] = float(rng.uniform(0.02, 0.10))
     sig_start = int(rng.integers(0, T // 2))
     sig_end = int(rng.integers(sig_start + 1, T + 1))
     data_end = sig_end if rng.random() < 0.3 else int(rng.integers(sig_end, T + 1))

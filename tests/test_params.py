@@ -23,7 +23,7 @@ from optimizer.cli import main
 from optimizer.engine._kernels import RULE_CODES
 from optimizer.engine.evaluate import PARAM_KEYS, Config
 from optimizer.engine.score import ScoreParams
-from optimizer.engine.simulate import Caps, Costs, ExitParams, Thresholds
+from optimizer.engine.simulate import Caps, Costs, ExitParams, RiskParams, Thresholds
 from optimizer.errors import ParameterError, SpecError
 from optimizer.params import (
     EXIT_RULES, PARAMS, SPACE_ONLY, SPACE_PARAMS, Choice, ExitName, Number, default_space, engine_params,
@@ -32,7 +32,8 @@ from optimizer.params import (
 from optimizer.study.spec import DEFAULT_SPACE, parse_spec
 
 ROOT = Path(__file__).resolve().parents[1]
-_OBJECTS = {"score": ScoreParams, "thresholds": Thresholds, "exit": ExitParams, "costs": Costs, "caps": Caps, "config": Config}
+_OBJECTS = {"score": ScoreParams, "thresholds": Thresholds, "exit": ExitParams, "costs": Costs, "caps": Caps,
+            "risk": RiskParams, "config": Config}
 
 
 def _bad_value(p):
@@ -59,7 +60,7 @@ def test_registry_defaults_are_the_engine_defaults():
 def test_every_engine_field_is_a_registry_entry():
     """A field added to an engine object without a registry entry (or the reverse) fails here."""
     fields = {(g, f.name) for g, cls in _OBJECTS.items() for f in dataclasses.fields(cls)
-              if not (g == "config" and f.name in ("score", "thresholds", "exit", "costs", "caps"))}
+              if not (g == "config" and f.name in ("score", "thresholds", "exit", "costs", "caps", "risk"))}
     registered = {(p.group, p.field) for p in PARAMS.values()}
     assert fields == registered
 
@@ -68,7 +69,9 @@ def test_from_params_round_trips_every_parameter():
     full = {"variant": "D", "w_short": 0.5, "w_lit": 0.2, "w_price": 0.3, "z_window": 40, "intensity_lo": 0.5,
             "intensity_hi": 1.5, "buy_threshold": 75.0, "sell_threshold": 20.0, "exit": "fixed", "hold_days": 7,
             "max_days": None, "stop_loss": 0.04, "take_profit": 0.2, "time_stop": 30, "commission_bps": 2.0,
-            "slippage_bps": 3.0, "max_positions": 4, "max_per_sector": 2, "sizing": "atr"}
+            "slippage_bps": 3.0, "max_positions": 4, "max_per_sector": 2, "sizing": "kelly", "atr_stop": 2.5,
+            "trail_stop": 0.08, "risk_fraction": 0.01, "max_weight": 0.2, "kelly_fraction": 0.25, "kelly_window": 40,
+            "regime_sizing": True, "dd_breaker": 0.15, "dd_cooloff": 5, "corr_cap": 0.7, "corr_window": 30}
     assert set(full) == set(PARAMS)
     cfg = Config.from_params(full)
     assert cfg.to_params() == full

@@ -42,8 +42,9 @@ def test_atr_sizing_weights_inverse_to_atr_pct():
     assert got["L"] == exp["L"] and got["H"] == exp["H"]
     assert got["L"] > 2.5 * got["H"]  # the calm name gets the larger weight
     # the weighted portfolio differs from the equal-weight one exactly by those weights
-    eq = portfolio_returns(res.trades, p, res.span)
-    vt = portfolio_returns(res.trades, p, res.span, w)
+    eq = portfolio_returns(res.trades, p, res.span, np.ones(len(w)))  # equal weights given explicitly
+    vt = portfolio_returns(res.trades, p, res.span)  # the trades' own sizing
+    np.testing.assert_array_equal(vt, portfolio_returns(res.trades, p, res.span, w))
     assert not np.allclose(eq, vt)
     # on a day both are held, the weighted return is the weight-average of the two symbols' close-to-close returns
     d = 23 - res.span.sig_start
@@ -61,8 +62,9 @@ def test_unknown_sizing_is_rejected_with_the_valid_choices():
 
     from optimizer.errors import ParameterError
 
-    with pytest.raises(ParameterError, match="sizing must be one of equal, atr, got sizing='kelly'"):
-        Config.from_params({"sizing": "kelly"})
+    with pytest.raises(ParameterError, match="sizing must be one of equal, atr, fixed_fractional, kelly, "
+                                             "got sizing='martingale'"):
+        Config.from_params({"sizing": "martingale"})
 
 
 def test_opening_a_darkpool_pipeline_database_migrates_it_without_touching_its_tables(tmp_path):

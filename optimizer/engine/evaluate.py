@@ -12,12 +12,13 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from optimizer.engine._indicators import atr
 from optimizer.engine.features import FeatureCache
 from optimizer.engine.metrics import BenchmarkCache, run_metrics
 from optimizer.engine.panel import Panel
 from optimizer.engine.score import ScoreParams, ScoreTerms, display_score, score_terms
-from optimizer.engine.simulate import Caps, Costs, ExitParams, Span, SymbolMajorPrices, Thresholds, Trades, simulate_counted
+from optimizer.engine.simulate import (
+    Caps, Costs, ExitParams, RiskParams, Span, SymbolMajorPrices, Thresholds, Trades, simulate_counted,
+)
 from optimizer.params import PARAMS, check_fields, engine_fields
 
 __all__ = ["Config", "Evaluator", "Result", "PARAM_KEYS"]
@@ -32,15 +33,20 @@ class Config:
     exit: ExitParams = field(default_factory=ExitParams)
     costs: Costs = field(default_factory=Costs)
     caps: Caps = field(default_factory=Caps)
-    sizing: str = "equal"  # portfolio weights: equal per open position, or "atr" = inverse ATR% at the signal
+    risk: RiskParams = field(default_factory=RiskParams)
 
     def __post_init__(self) -> None:
         check_fields(self, "config")
 
+    @property
+    def sizing(self) -> str:
+        """The sizing rule (``risk.sizing``)."""
+        return self.risk.sizing
+
     def _parts(self) -> dict[str, object]:
         """The engine object of each registry group."""
         return {"score": self.score, "thresholds": self.thresholds, "exit": self.exit, "costs": self.costs,
-                "caps": self.caps, "config": self}
+                "caps": self.caps, "risk": self.risk, "config": self}
 
     @classmethod
     def from_params(cls, params: Mapping[str, object], base: "Config | None" = None) -> "Config":
@@ -51,7 +57,7 @@ class Config:
         g = engine_fields(params)
         return cls(replace(b.score, **g["score"]), replace(b.thresholds, **g["thresholds"]),
                    replace(b.exit, **g["exit"]), replace(b.costs, **g["costs"]), replace(b.caps, **g["caps"]),
-                   **g["config"])
+                   replace(b.risk, **g["risk"]), **g["config"])
 
     def to_params(self) -> dict[str, object]:
         """Flat dict accepted by ``from_params`` (round-trips exactly): every registry parameter."""
@@ -108,22 +114,16 @@ class Evaluator:
     def atr_pct(self) -> np.ndarray:
         """ATR-14 / close per (date, symbol), computed once (point-in-time: Wilder smoothing of past bars)."""
         if self._atr_pct is None:
-            p = self.panel
             with np.errstate(invalid="ignore", divide="ignore"):
-                self._atr_pct = atr(p["high"], p["low"], p["close"], 14) / p["close"]
+                self._atr_pct = (self.prices["atr14"] / self.prices["close"]).T
         return self._atr_pct
 
     def weights(self, config: Config, trades: Trades) -> np.ndarray | None:
-        """Per-trade portfolio weights: None (equal) or inverse ATR% at the signal close (volatility targeting;
-        trades without an ATR yet get the median weight)."""
-        if config.sizing == "equal" or len(trades) == 0:
+        """Per-trade sizing weights of a run of ``config`` (None = equal weights): the ones the simulation
+        attached to ``trades`` (docs/ENGINE.md "Position sizing")."""
+        if not config.risk.weighted or len(trades) == 0:
             return None
-        a = self.atr_pct()[trades.signal_idx, trades.symbol]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            w = 1.0 / a
-        ok = np.isfinite(w) & (w > 0)
-        med = float(np.median(w[ok])) if ok.any() else 1.0
-        return np.where(ok, w, med)
+        return trades.weight
 
     def display(self, config: Config) -> np.ndarray:
         return display_score(self.features, config.score)
@@ -137,8 +137,8 @@ class Evaluator:
         span = span or Span.full(self.panel)
         score = score_terms(self.features, config.score) if display is None else display
         trades, n_sig = simulate_counted(self.panel, score, config.thresholds, config.exit, config.costs, span,
-                                         config.caps, entry_ok, prices=self.prices)
-        m = run_metrics(trades, self.panel, span, config.costs, n_sig, bench=self.bench, weight=self.weights(config, trades))
+                                         config.caps, entry_ok, prices=self.prices, risk=config.risk)
+        m = run_metrics(trades, self.panel, span, config.costs, n_sig, bench=self.bench)
         return Result(config, span, trades, m, score)
 
     def metrics(self, config: Config, span: Span | None = None) -> dict[str, float]:

@@ -153,12 +153,23 @@ def _ints(a: np.ndarray) -> np.ndarray:
     return np.asarray(a, dtype=np.int64)
 
 
+def _sizing(trades: Trades, weight: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(weight, multiplier, absolute) for the kernels: ``weight`` when given (relative weights, no multiplier),
+    else the sizing the simulation attached to ``trades`` (empty arrays = 1)."""
+    if weight is not None:
+        return np.asarray(weight, dtype=np.float64), _EQUAL, False
+    w = _EQUAL if trades.weight is None else np.asarray(trades.weight, dtype=np.float64)
+    m = _EQUAL if trades.mult is None else np.asarray(trades.mult, dtype=np.float64)
+    return w, m, bool(trades.absolute)
+
+
 def portfolio_returns(trades: Trades, panel: Panel, span: Span, weight: np.ndarray | None = None) -> np.ndarray:
-    """Daily portfolio returns over [sig_start, data_end) (equal weight unless ``weight`` per trade is given)."""
-    w = _EQUAL if weight is None else np.asarray(weight, dtype=np.float64)
+    """Daily portfolio returns over [sig_start, data_end) with the trades' own sizing (docs/ENGINE.md "Position
+    sizing"; equal weights when they carry none), or relative ``weight`` per trade when given."""
+    w, m, absolute = _sizing(trades, weight)
     return portfolio_returns_nb(
         panel["close"].T, _ints(trades.symbol), _ints(trades.entry_idx), _ints(trades.exit_idx), trades.entry_price,
-        trades.exit_price, trades.open_at_end, w, trades.cost, span.sig_start, span.data_end,
+        trades.exit_price, trades.open_at_end, w, m, absolute, trades.cost, span.sig_start, span.data_end,
     )
 
 
@@ -178,11 +189,11 @@ def run_metrics(
     """
     bench = bench or BenchmarkCache(panel)
     mat = bench.table(trades, span)
-    w = _EQUAL if weight is None else np.asarray(weight, dtype=np.float64)
+    w, m, absolute = _sizing(trades, weight)
     (n_closed, avg, sd, nw, mw, ml, nl, med, n_fp, avg_b, ex_mean, ex_sd, hold, d_mean, d_sd, mdd, n_days) = run_stats_nb(
         _ints(trades.symbol), _ints(trades.entry_idx), _ints(trades.exit_idx), trades.entry_price, trades.exit_price,
-        trades.open_at_end, trades.net_ret, w, trades.cost, bench.close_by_symbol, mat, FP_SESSIONS, span.sig_start,
-        span.data_end,
+        trades.open_at_end, trades.net_ret, w, m, absolute, trades.cost, bench.close_by_symbol, mat, FP_SESSIONS,
+        span.sig_start, span.data_end,
     )
     months = span.sessions / SESSIONS_PER_MONTH
     spm = total_signals / months if months > 0 else 0.0

@@ -16,20 +16,26 @@ import numpy as np
 import pandas as pd
 
 from optimizer.errors import check_param
+from optimizer.engine._indicators import atr
 from optimizer.engine._kernels import (
-    PARALLEL_MIN_CELLS, RULE_CODES, simulate_nb, simulate_symbols_nb, simulate_symbols_par_nb, use_parallel,
+    PARALLEL_MIN_CELLS, RULE_CODES, SIZING_CODES, simulate_nb, simulate_symbols_nb,
+    simulate_symbols_par_nb, trade_weights_nb, use_parallel,
 )
+from optimizer.engine._regime import effective_vix, learned_regime, position_multiplier, regime_features
 from optimizer.engine.features import as_symbol_major
 from optimizer.engine.panel import Panel
 from optimizer.engine.score import ScoreTerms
 from optimizer.params import EXIT_RULES, check_fields
 
 __all__ = [
-    "ExitParams", "Costs", "Thresholds", "Span", "Caps", "Trades", "simulate", "simulate_counted", "SymbolMajorPrices",
-    "EXIT_REASONS",
+    "ExitParams", "Costs", "Thresholds", "Span", "Caps", "RiskParams", "Trades", "simulate", "simulate_counted",
+    "SymbolMajorPrices", "EXIT_REASONS", "INTRADAY_REASONS",
 ]
 
-EXIT_REASONS = ("fixed", "first_dist", "2x_consec_dist", "score_decay", "max_days", "time_stop", "stop_loss", "take_profit", "open_at_end")
+EXIT_REASONS = ("fixed", "first_dist", "2x_consec_dist", "score_decay", "max_days", "time_stop", "stop_loss",
+                "take_profit", "open_at_end", "atr_stop", "trail_stop")
+# reasons filled during a bar (not at its open)
+INTRADAY_REASONS = ("stop_loss", "take_profit", "atr_stop", "trail_stop")
 
 
 @dataclass(frozen=True)
@@ -38,7 +44,9 @@ class ExitParams:
     ``fixed_10d`` is parsed by ``optimizer.params.parse_exit``; ``Config.from_params`` accepts names).
 
     fixed needs ``hold_days`` (N sessions), hybrid needs ``max_days``; ``stop_loss`` / ``take_profit`` are fractions
-    (0.05 = 5%), ``time_stop`` a maximum number of sessions for any rule.
+    (0.05 = 5%), ``time_stop`` a maximum number of sessions for any rule. ``atr_stop`` k: a stop at entry − k·ATR14
+    at the signal close; ``trail_stop`` x: a stop at (1 − x) times the highest of the entry price and the highs of
+    the bars since entry (before the current bar). docs/ENGINE.md "Risk rules".
     """
 
     rule: str = "first_dist"
@@ -47,6 +55,8 @@ class ExitParams:
     stop_loss: float | None = None
     take_profit: float | None = None
     time_stop: int | None = None
+    atr_stop: float | None = None
+    trail_stop: float | None = None
 
     def __post_init__(self) -> None:
         check_param(self.rule in RULE_CODES, "exit rule", f"one of {', '.join(EXIT_RULES)}", self.rule)
@@ -123,10 +133,55 @@ class Caps:
         check_fields(self, "caps")
 
 
+@dataclass(frozen=True)
+class RiskParams:
+    """Portfolio-level risk rules (docs/ENGINE.md "Position sizing" and "Portfolio rules").
+
+    ``sizing``: equal | atr (relative weights: the open positions share the portfolio) or fixed_fractional |
+    kelly (absolute fractions of equity, the rest in cash, total exposure capped at 1). fixed_fractional risks
+    ``risk_fraction`` of equity down to the tightest initial stop (weight risk_fraction / stop distance, the whole
+    position without a stop), capped at ``max_weight``; kelly: ``kelly_fraction`` x the Kelly fraction of the last
+    ``kelly_window`` trades closed by the signal close, capped at ``max_weight`` (fixed-fractional until 10 are
+    known). ``regime_sizing``: each position's exposure times doc 004's regime multiplier at its signal close.
+    ``dd_breaker`` x: no new entry while the portfolio equity is more than x below its peak; trading resumes
+    ``dd_cooloff`` sessions later from a fresh peak. ``corr_cap`` rho: refuse an entry whose return correlation
+    over the last ``corr_window`` sessions with an open position exceeds rho. Sizing changes portfolio returns
+    and metrics, never a trade's own return; the breaker and the correlation cap change which trades happen.
+    """
+
+    sizing: str = "equal"
+    risk_fraction: float = 0.02
+    max_weight: float = 0.25
+    kelly_fraction: float = 0.5
+    kelly_window: int = 50
+    regime_sizing: bool = False
+    dd_breaker: float | None = None
+    dd_cooloff: int = 10
+    corr_cap: float | None = None
+    corr_window: int = 60
+
+    def __post_init__(self) -> None:
+        check_fields(self, "risk")
+
+    @property
+    def portfolio_state(self) -> bool:
+        """Whether a rule needs the portfolio's state session by session (the date-major kernel)."""
+        return self.dd_breaker is not None or self.corr_cap is not None
+
+    @property
+    def weighted(self) -> bool:
+        """Whether positions are not simply equal-weighted (per-trade weights are computed)."""
+        return self.sizing != "equal" or self.regime_sizing
+
+
 @dataclass(frozen=True, eq=False)
 class Trades:
     """Struct of arrays, one element per trade, in kernel order: by symbol then entry (symbol-major kernel) or by
-    exit processing (date-major kernel, position caps); use ``to_frame`` for a sorted view."""
+    exit processing (date-major kernel, position caps); use ``to_frame`` for a sorted view.
+
+    ``weight`` / ``mult``: each trade's sizing weight and regime multiplier (None: 1, equal weights), ``absolute``:
+    whether the weights are fractions of equity (fixed_fractional, kelly) rather than relative (equal, atr); the
+    portfolio returns and metrics read them (docs/ENGINE.md "Position sizing")."""
 
     symbol: np.ndarray
     signal_idx: np.ndarray
@@ -137,6 +192,9 @@ class Trades:
     exit_reason: np.ndarray
     score: np.ndarray
     cost: float = 0.0
+    weight: np.ndarray | None = None
+    mult: np.ndarray | None = None
+    absolute: bool = False
     gross_ret: np.ndarray = field(init=False)
     net_ret: np.ndarray = field(init=False)
     open_at_end: np.ndarray = field(init=False)
@@ -166,6 +224,10 @@ class Trades:
             "exit_reason": np.array(EXIT_REASONS, dtype=object)[self.exit_reason] if len(self) else np.array([], dtype=object),
             "open_at_end": self.open_at_end, "score": self.score,
         })
+        if self.weight is not None:
+            df["weight"] = self.weight
+        if self.mult is not None:
+            df["regime_mult"] = self.mult
         if panel is not None and len(df):
             sy = np.array(panel.symbols, dtype=object)
             df.insert(0, "symbol", sy[self.symbol])
@@ -200,16 +262,51 @@ def _display_source(display: np.ndarray) -> np.ndarray:
 class SymbolMajorPrices:
     """The panel's open / high / low / close as read-only (N x T) C-contiguous copies (a symbol's sessions
     contiguous), the layout of the symbol-major kernel and of the portfolio returns. Each field is copied on first
-    use; an ``Evaluator`` keeps one for its panel, so a trial never transposes."""
+    use; an ``Evaluator`` keeps one for its panel, so a trial never transposes.
+
+    Also, computed on first use (point-in-time: row t from rows <= t): ``"atr14"`` (Wilder ATR-14 of the high /
+    low / close, symbol-major), ``atr_median()`` (per session, the cross-sectional median of ATR14 / close) and
+    ``regime_multiplier()`` (doc 004's position multiplier of the learned regime, docs/CONTEXT.md section 3)."""
 
     def __init__(self, panel: Panel) -> None:
         self.panel = panel
         self._fields: dict[str, np.ndarray] = {}
+        self._market: dict[str, np.ndarray] = {}
 
     def __getitem__(self, name: str) -> np.ndarray:
         out = self._fields.get(name)
         if out is None:
-            out = self._fields[name] = as_symbol_major(self.panel[name])
+            if name == "atr14":
+                p = self.panel
+                src = atr(p["high"], p["low"], p["close"], 14)
+            else:
+                src = self.panel[name]
+            out = self._fields[name] = as_symbol_major(src)
+        return out
+
+    def atr_median(self) -> np.ndarray:
+        """(T,) median over the symbols of ATR14 / close (NaN where no symbol has one)."""
+        out = self._market.get("atr_median")
+        if out is None:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                a = self["atr14"] / self["close"]
+            a = np.where(np.isfinite(a) & (a > 0), a, np.nan)
+            ok = np.isfinite(a).any(axis=0)
+            out = np.full(a.shape[1], np.nan)
+            if ok.any():
+                out[ok] = np.nanmedian(a[:, ok], axis=0)
+            out = self._market["atr_median"] = out
+        return out
+
+    def regime_multiplier(self) -> np.ndarray:
+        """(T,) doc 004's position multiplier of each session's learned regime (1.0 before the model exists,
+        0.1 when the VIX, or its proxy, is above 40): the context's ``regime_multiplier``."""
+        out = self._market.get("regime_multiplier")
+        if out is None:
+            m = self.panel.market
+            feats = regime_features(m["spy_close"], m["spy_high"], m["spy_low"], m["spy_volume"], m["vix"])
+            out = position_multiplier(learned_regime(feats), effective_vix(m["vix"], m["spy_close"]))
+            out = self._market["regime_multiplier"] = np.ascontiguousarray(out, dtype=np.float64)
         return out
 
     @property
@@ -224,6 +321,12 @@ def _blocks(N: int) -> np.ndarray:
     return np.array([N * k // nb for k in range(nb + 1)], dtype=np.int64)
 
 
+_NO_ATR = np.full((1, 1), np.nan)
+_NO_ATR.setflags(write=False)
+_ONES = np.ones(1)
+_DEFAULT_RISK = RiskParams()
+
+
 def simulate(
     panel: Panel,
     display: np.ndarray | ScoreTerms,
@@ -233,13 +336,26 @@ def simulate(
     span: Span,
     caps: Caps | None = None,
     entry_ok: np.ndarray | None = None,
+    risk: RiskParams | None = None,
+    rows: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Trades:
     """Simulate one configuration. Pure; reads ``panel`` arrays, never mutates them.
 
     ``display`` is the (T x N) display score or its uncombined ``ScoreTerms``. ``entry_ok`` (T,) bool restricts the
-    sessions whose close may open a position (regime filters); exits are never filtered.
+    sessions whose close may open a position (regime filters); exits are never filtered. ``risk``: sizing and
+    portfolio rules (default: equal weights, no portfolio rule). ``rows``: per-session (buy, sell) thresholds
+    (T,) arrays replacing ``thresholds`` (regime-conditional thresholds).
     """
-    return simulate_counted(panel, display, thresholds, exit, costs, span, caps, entry_ok)[0]
+    return simulate_counted(panel, display, thresholds, exit, costs, span, caps, entry_ok, risk=risk, rows=rows)[0]
+
+
+def _threshold_rows(thresholds: Thresholds, rows: tuple[np.ndarray, np.ndarray] | None, T: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    if rows is None:
+        return np.full(T, float(thresholds.buy)), np.full(T, float(thresholds.sell))
+    buy, sell = (np.ascontiguousarray(r, dtype=np.float64) for r in rows)
+    check_param(buy.shape == (T,) and sell.shape == (T,), "rows", f"two ({T},) threshold arrays", (buy.shape, sell.shape))
+    return buy, sell
 
 
 def simulate_counted(
@@ -253,35 +369,48 @@ def simulate_counted(
     entry_ok: np.ndarray | None = None,
     prices: SymbolMajorPrices | None = None,
     kernel: str | None = None,
+    risk: RiskParams | None = None,
+    rows: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[Trades, int]:
     """``simulate`` plus the accumulation-signal count of the same pass (``signals.count_signals`` of the display).
 
     Both kernels read symbol-major (N x T) matrices: the cached terms and ``ScoreTerms.display()`` are stored that
-    way (no copy), another display is transposed once. Without caps the symbol-major kernel runs (symbols are
-    independent: each symbol's sessions are scanned from contiguous memory, blocks of symbols on all numba threads
-    for big panels); with ``ScoreTerms`` it combines each symbol's display row into a small buffer, so no score
-    matrix is written. Position caps couple symbols session by session: the date-major kernel. ``prices``: the
-    panel's cached ``SymbolMajorPrices`` (else copied per call). ``kernel`` ("date" or "symbol") forces a kernel
-    (tests: both give the same trades). One numba specialization per kernel serves every call.
+    way (no copy), another display is transposed once. Without caps and portfolio rules the symbol-major kernel
+    runs (symbols are independent: each symbol's sessions are scanned from contiguous memory, blocks of symbols on
+    all numba threads for big panels); with ``ScoreTerms`` it combines each symbol's display row into a small
+    buffer, so no score matrix is written. Position caps, the drawdown breaker and the correlation cap couple
+    symbols session by session: the date-major kernel (which also sizes each position at its signal close).
+    Otherwise sizing weights are computed from the trades afterwards (``trade_weights_nb``, the same rule).
+    ``prices``: the panel's cached ``SymbolMajorPrices`` (else copied per call). ``kernel`` ("date" or "symbol")
+    forces a kernel (tests: both give the same trades). One numba specialization per kernel serves every call.
     """
     T, N = panel.shape
+    risk = risk or _DEFAULT_RISK
     check_param(tuple(score.shape) == (T, N), "display.shape", f"equal to the panel shape {(T, N)}", tuple(score.shape))
     check_param(span.data_end <= T, "span.data_end", f"<= number of sessions {T}", span.data_end)
     ok = np.ones(T, dtype=np.bool_) if entry_ok is None else np.asarray(entry_ok, dtype=np.bool_)
     check_param(ok.shape == (T,), "entry_ok.shape", f"equal to ({T},)", ok.shape)
     capped = caps is not None and (caps.max_positions is not None or caps.max_per_sector is not None)
-    check_param(kernel in (None, "date", "symbol") and not (capped and kernel == "symbol"), "kernel",
-                "None, 'date' or 'symbol' ('date' when capped)", kernel)
-    date_major = capped or kernel == "date"
+    coupled = capped or risk.portfolio_state
+    check_param(kernel in (None, "date", "symbol") and not (coupled and kernel == "symbol"), "kernel",
+                "None, 'date' or 'symbol' ('date' with caps, dd_breaker or corr_cap)", kernel)
+    date_major = coupled or kernel == "date"
     fused = isinstance(score, ScoreTerms)
     nan = float("nan")
+    buy, sell = _threshold_rows(thresholds, rows, T)
+    px = prices if prices is not None else SymbolMajorPrices(panel)
+    sizing = SIZING_CODES[risk.sizing]
+    need_atr = exit.atr_stop is not None or sizing == SIZING_CODES["atr"]
+    A = px["atr14"] if need_atr else _NO_ATR
     rule_args = (
-        float(thresholds.buy), float(thresholds.sell), RULE_CODES[exit.rule],
+        buy, sell, RULE_CODES[exit.rule],
         int(exit.hold_days or -1) if exit.rule == "fixed" else -1,
         int(exit.max_days or -1) if exit.rule == "hybrid" else -1,
         nan if exit.stop_loss is None else float(exit.stop_loss),
         nan if exit.take_profit is None else float(exit.take_profit),
         -1 if exit.time_stop is None else int(exit.time_stop),
+        nan if exit.atr_stop is None else float(exit.atr_stop),
+        nan if exit.trail_stop is None else float(exit.trail_stop),
         int(span.sig_start), int(span.sig_end), int(span.data_end), ok,
     )
     # both kernels read every matrix symbol-major, indexed [symbol, session]
@@ -291,12 +420,16 @@ def simulate_counted(
                float(score.ws), float(score.wl), float(score.wp), float(score.lo), float(score.hi - score.lo), True)
     else:
         src = (_display_source(score), _NO_TERMS, _NO_TERMS, _NO_TERMS, _NO_TERMS, 0.0, 0.0, 0.0, 0.0, 0.0, False)
-    px = prices if prices is not None else SymbolMajorPrices(panel)
     O, C = px["open"], px["close"]
-    # high / low are read only by the intraday stop and target
-    H = px["high"] if exit.take_profit is not None else O
-    L = px["low"] if exit.stop_loss is not None else O
-    rows = span.data_end - span.sig_start
+    # high / low are read only by the intraday stops and the target
+    H = px["high"] if (exit.take_profit is not None or exit.trail_stop is not None) else O
+    L = px["low"] if (exit.stop_loss is not None or exit.atr_stop is not None or exit.trail_stop is not None) else O
+    mult = px.regime_multiplier() if risk.regime_sizing else _ONES
+    atr_med = px.atr_median() if sizing == SIZING_CODES["atr"] else _ONES
+    sizing_args = (float(risk.risk_fraction), float(risk.max_weight), float(risk.kelly_fraction),
+                   int(risk.kelly_window), mult, bool(risk.regime_sizing), atr_med)
+    rows_n = span.data_end - span.sig_start
+    w = m = None
     if date_major:
         if capped:
             sid, nsec = _sector_ids(panel)
@@ -304,18 +437,34 @@ def simulate_counted(
             ms = -1 if caps.max_per_sector is None else int(caps.max_per_sector)
         else:
             sid, nsec, mp, ms = np.full(N, -1, np.int64), 0, -1, -1
-        cap = rows * N // 8 + 16
-        out = simulate_nb(O, H, L, C, *src, *rule_args, mp, ms, sid, nsec, cap)
-        if not out[0]:
-            out = simulate_nb(O, H, L, C, *src, *rule_args, mp, ms, sid, nsec, int(out[1]))
+        port = (float(costs.per_side), sizing, *sizing_args,
+                nan if risk.dd_breaker is None else float(risk.dd_breaker), int(risk.dd_cooloff),
+                nan if risk.corr_cap is None else float(risk.corr_cap), int(risk.corr_window))
+        cap = rows_n * N // 8 + 16
+        while True:  # a retry with the exact count (a trade spans >= 1 session: rows x N always fits)
+            out = simulate_nb(O, H, L, C, A, *src, *rule_args, mp, ms, sid, nsec, *port, cap)
+            if out[0]:
+                break
+            cap = max(int(out[1]), 2 * cap)
+        _, _, n_sig, sym, sig, ent, ext, ep, xp, rsn, sc, w, m = out
     else:
         par = use_parallel(T * N, PARALLEL_MIN_CELLS)
         bounds = _blocks(N) if par else np.array([0, N], dtype=np.int64)
         nk = simulate_symbols_par_nb if par else simulate_symbols_nb
         width = int((bounds[1:] - bounds[:-1]).max())
-        cap = rows * width // 8 + 16  # a trade spans >= 1 session: rows * width always fits (the retry)
-        out = nk(O, H, L, C, *src, *rule_args, bounds, cap)
+        cap = rows_n * width // 8 + 16  # a trade spans >= 1 session: rows * width always fits (the retry)
+        out = nk(O, H, L, C, A, *src, *rule_args, bounds, cap)
         if not out[0]:
-            out = nk(O, H, L, C, *src, *rule_args, bounds, int(out[1]))
-    _, _, n_sig, sym, sig, ent, ext, ep, xp, rsn, sc = out
-    return Trades(sym, sig, ent, ext, ep, xp, rsn, sc, cost=costs.per_side), int(n_sig)
+            out = nk(O, H, L, C, A, *src, *rule_args, bounds, int(out[1]))
+        _, _, n_sig, sym, sig, ent, ext, ep, xp, rsn, sc = out
+        if risk.weighted:
+            sl, atr_k, trail = rule_args[5], rule_args[8], rule_args[9]
+            w, m = trade_weights_nb(sym, sig, ext, ep, xp, rsn == EXIT_REASONS.index("open_at_end"),
+                                    float(costs.per_side), sizing, C, A, atr_med, sl, atr_k, trail,
+                                    *sizing_args[:4], mult, bool(risk.regime_sizing))
+    if not risk.weighted:
+        w = m = None
+    elif not risk.regime_sizing:
+        m = None
+    return Trades(sym, sig, ent, ext, ep, xp, rsn, sc, cost=costs.per_side, weight=w, mult=m,
+                  absolute=sizing >= SIZING_CODES["fixed_fractional"]), int(n_sig)
