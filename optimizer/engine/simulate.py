@@ -266,12 +266,17 @@ class SymbolMajorPrices:
 
     Also, computed on first use (point-in-time: row t from rows <= t): ``"atr14"`` (Wilder ATR-14 of the high /
     low / close, symbol-major), ``atr_median()`` (per session, the cross-sectional median of ATR14 / close) and
-    ``regime_multiplier()`` (doc 004's position multiplier of the learned regime, docs/CONTEXT.md section 3)."""
+    ``regime_multiplier()`` (doc 004's position multiplier of the learned regime, docs/CONTEXT.md section 3; or
+    the (T,) ``regime_multiplier`` given, e.g. the context's own ``regime_multiplier``)."""
 
-    def __init__(self, panel: Panel) -> None:
+    def __init__(self, panel: Panel, regime_multiplier: np.ndarray | None = None) -> None:
         self.panel = panel
         self._fields: dict[str, np.ndarray] = {}
         self._market: dict[str, np.ndarray] = {}
+        if regime_multiplier is not None:
+            m = np.ascontiguousarray(regime_multiplier, dtype=np.float64)
+            check_param(m.shape == (len(panel.dates),), "regime_multiplier", f"a ({len(panel.dates)},) array", m.shape)
+            self._market["regime_multiplier"] = m
 
     def __getitem__(self, name: str) -> np.ndarray:
         out = self._fields.get(name)
