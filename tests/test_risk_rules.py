@@ -155,7 +155,8 @@ def test_atr_stop_gap_through_fills_at_the_open():
 
 
 def test_fixed_fractional_weight_is_risk_over_the_initial_stop_distance_capped():
-    rows = atr_rows(17, 15, [(100, 101, 99, 102, 50), (102, 103, 101, 102, 50)])
+    # signal at 15 (ATR14 = 2), entry at the open of 16 (100), close 102; the fixed_1d exit at the open of 17 (100)
+    rows = atr_rows(16, 15, [(100, 101, 99, 102, 50), (100, 103, 99, 102, 50)])
     cases = [  # (exit, risk, expected weight)
         ({"stop_loss": 0.05}, {"risk_fraction": 0.01}, 0.2),               # 1% / 5%
         ({"stop_loss": 0.05, "trail_stop": 0.02}, {"risk_fraction": 0.01}, 0.25),  # 1% / 2% = 0.5 -> max_weight
@@ -177,18 +178,14 @@ def test_fixed_fractional_weight_is_risk_over_the_initial_stop_distance_capped()
 KELLY_WINS = [True, True, False, True, True, False, True, True, False, True, True]
 
 
-def kelly_rows() -> list[tuple]:
-    """One symbol, fixed_1d trades back to back: signal at 2j+1, entry at the open of 2j+2 (100), exit at the open of
-    2j+3 (102 = +2% or 99 = -1%); 7 wins and 3 losses among the first ten (KELLY_WINS)."""
-    opens, disp = [100.0], [50.0]
-    for win in KELLY_WINS:
+def kelly_rows(wins: list[bool] = KELLY_WINS) -> list[tuple]:
+    """One symbol, fixed_1d trades back to back: trade j signals at the close of 2j+1, enters at the open of 2j+2
+    (100) and exits at the open of 2j+3 (102 = +2% when wins[j], else 99 = -1%); the exit bar's close signals the
+    next trade. With KELLY_WINS: 7 wins and 3 losses among the first ten, then an eleventh trade."""
+    opens = [100.0, 100.0]
+    for win in wins:
         opens += [100.0, 102.0 if win else 99.0]
-        disp += [75.0, 50.0]
-    disp[-1] = 50.0
-    opens += [100.0]
-    disp += [50.0]
-    disp[1::2] = [75.0] * len(disp[1::2])  # signals at 1, 3, 5, ...: each exit bar's close signals the next trade
-    disp[-1] = 50.0
+    disp = [75.0 if t % 2 == 1 else 50.0 for t in range(len(opens))]  # the last bar's signal has no next open
     return flat(opens, disp)
 
 
@@ -217,13 +214,19 @@ def test_kelly_caps_no_edge_and_window():
     rows = kelly_rows()
     # max_weight caps the bet; kelly_fraction 1 -> f* = 0.55 -> capped at 0.25
     _, ref, _ = run_portfolio({"AAA": rows}, {"rule": "fixed", "hold_days": 1}, {"sizing": "kelly", "kelly_fraction": 1.0})
-    assert ref["weight"].iloc[10] == pytest.approx(0.25)
+    assert ref["weight"].iloc[10] == pytest.approx(0.25, rel=1e-12)
     # all ten closed trades lost: no edge, no bet
-    losing = [(o if i % 2 == 0 or o != 102.0 else 99.0, h, lo, c, d) for i, (o, h, lo, c, d) in enumerate(rows)]
-    losing = [(99.0 if (i % 2 == 1 and i > 1) else o, *r[1:]) for i, (o, *r) in enumerate(losing)]
-    _, ref, _ = run_portfolio({"AAA": flat([r[0] for r in losing], [r[4] for r in losing])},
-                              {"rule": "fixed", "hold_days": 1}, {"sizing": "kelly"})
+    _, ref, _ = run_portfolio({"AAA": kelly_rows([False] * 11)}, {"rule": "fixed", "hold_days": 1}, {"sizing": "kelly"})
     assert ref["weight"].iloc[10] == 0.0
+    # three early losses, then the 7-3 pattern: trade 13 sees 13 closed trades. A window of 10 reads the last ten
+    # (p = 0.7, b = 2: half Kelly 0.275); a window of 13 reads all (p = 7/13, b = 2: f* = 7/13 - 3/13 = 4/13)
+    rows = kelly_rows([False] * 3 + KELLY_WINS)
+    _, ref10, _ = run_portfolio({"AAA": rows}, {"rule": "fixed", "hold_days": 1},
+                                {"sizing": "kelly", "kelly_window": 10, "max_weight": 0.5})
+    _, ref13, _ = run_portfolio({"AAA": rows}, {"rule": "fixed", "hold_days": 1},
+                                {"sizing": "kelly", "kelly_window": 13, "max_weight": 0.5})
+    assert ref10["weight"].iloc[13] == pytest.approx(0.275, rel=1e-9)
+    assert ref13["weight"].iloc[13] == pytest.approx(0.5 * 4 / 13, rel=1e-9)
 
 
 def test_sizing_changes_portfolio_metrics_not_trade_returns():
@@ -258,9 +261,9 @@ def test_regime_sizing_scales_each_position_by_its_signal_multiplier():
 
 def test_regime_multiplier_is_the_contexts():
     from optimizer.engine.context import compute_context
-    from test_engine_oracle import market_panel
+    from test_context import _synthetic_panel
 
-    p = market_panel(seed=4, T=260, N=3)
+    p = _synthetic_panel(T=400, seed=4)
     m = SymbolMajorPrices(p).regime_multiplier()
     np.testing.assert_array_equal(m, compute_context(p)["regime_multiplier"])
     assert {1.0} < set(np.unique(m))  # the learned regime reduces some sessions
@@ -311,11 +314,13 @@ def test_correlation_cap_refuses_a_correlated_entry_and_admits_an_uncorrelated_o
     assert sorted((t[0], t[1]) for t in as_tuples(free)) == [(0, 12), (1, 14), (2, 14)]
     _, ref, _ = run_portfolio(corr_rows(), ex, {"corr_cap": 0.8, "corr_window": 10})
     assert sorted((t[0], t[1]) for t in as_tuples(ref)) == [(0, 12), (2, 14)]  # BBB refused (rho = 1 > 0.8)
-    # a window too short for the minimum number of pairs (max(3, window // 2)) knows no correlation: no refusal
-    panel, disp = panel_multi(corr_rows())
-    tr = simulate(panel, disp, Thresholds(), ExitParams("fixed", hold_days=10), ZERO, Span(0, 3, 30),
-                  risk=RiskParams(corr_cap=0.5, corr_window=5))
-    assert len(tr) == 0 or True
+    # too little history for the minimum number of return pairs (max(3, window // 2) = 5 of a 10-session window):
+    # BBB's signal at 14 is admitted when the returns start at 11 (closes before 10 missing in every symbol)
+    rows = corr_rows()
+    for s in rows:
+        rows[s] = [(np.nan, np.nan, np.nan, np.nan, 50) if t < 10 else r for t, r in enumerate(rows[s])]
+    _, ref, _ = run_portfolio(rows, ex, {"corr_cap": 0.8, "corr_window": 10})
+    assert sorted((t[0], t[1]) for t in as_tuples(ref)) == [(0, 12), (1, 14), (2, 14)]
 
 
 def test_an_entry_accepted_at_the_same_close_counts_for_the_correlation_cap():
