@@ -13,7 +13,7 @@ from optimizer.engine.evaluate import Config, Evaluator
 from optimizer.engine.metrics import portfolio_returns, run_metrics
 from optimizer.engine.panel import Panel
 from optimizer.engine.simulate import (
-    EXIT_REASONS, Costs, ExitParams, RiskParams, Span, SymbolMajorPrices, Thresholds, simulate, simulate_counted,
+    EXIT_REASONS, Caps, Costs, ExitParams, RiskParams, Span, SymbolMajorPrices, Thresholds, simulate, simulate_counted,
 )
 from optimizer.errors import ParameterError
 from reference_engine import RefExit, RefRisk, ref_portfolio_returns, ref_trades, ref_trades_capped, ref_weights
@@ -354,3 +354,96 @@ def test_portfolio_rules_force_the_date_major_kernel_and_refuse_the_symbol_kerne
 def test_risk_parameters_are_refused_with_their_rule(params, message):
     with pytest.raises(ParameterError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")):
         Config.from_params(params)
+
+
+# ------------------------------------------------------------------------------------------------ random oracle
+
+
+def test_portfolio_rules_match_the_reference_on_random_configurations():
+    """Random exits, sizings, breakers, correlation caps, regime multipliers and caps on the oracle's synthetic
+    panel: the date-major kernel's trades, weights, multipliers, daily portfolio returns and metrics equal the
+    plain reference's; the rules really bind (fewer trades than without them) in many configurations."""
+    from test_engine_oracle import Oracle, compare_metrics, compare_trades, fast_frame, random_config, synthetic_panel
+
+    from optimizer.engine.signals import count_signals
+    from reference_engine import ref_count_signals, ref_metrics
+
+    oracle = Oracle(synthetic_panel(seed=31, T=220, N=12))
+    panel = oracle.panel
+    T = panel.shape[0]
+    rng = np.random.default_rng(2026)
+    bound = tripped = 0
+    sizings = ("equal", "atr", "fixed_fractional", "kelly")
+    for i in range(24):
+        cfg = random_config(rng, T)
+        cfg["buy"] = float(rng.uniform(55, 65))
+        rk = {"sizing": sizings[i % 4], "risk_fraction": float(rng.uniform(0.005, 0.05)),
+              "max_weight": float(rng.uniform(0.1, 0.6)), "kelly_fraction": float(rng.uniform(0.2, 1.0)),
+              "kelly_window": int(rng.integers(10, 40))}
+        if i % 3 != 2:
+            rk["dd_breaker"] = float(rng.uniform(0.01, 0.08))
+            rk["dd_cooloff"] = int(rng.integers(1, 15))
+        if i % 3 != 1:
+            rk["corr_cap"] = float(rng.uniform(0.05, 0.4))
+            rk["corr_window"] = int(rng.integers(5, 40))
+        mult = rng.choice([1.0, 0.5, 0.25, 0.1], T) if i % 2 else None
+        caps = [None, (4, None), (None, 2)][i % 3]
+        where = f"config {i}: {cfg} {rk} caps {caps}"
+        disp = oracle.ref_display(cfg["score"])
+        sig_start, sig_end, data_end = cfg["span"]
+        args = (panel, disp, cfg["buy"], cfg["sell"], RefExit(**cfg["exit"]), cfg["costs"], sig_start, sig_end,
+                data_end)
+        kw = {} if caps is None else {"max_positions": caps[0], "max_per_sector": caps[1]}
+        ref = ref_trades_capped(*args, **kw, risk=RefRisk(**rk, regime_mult=mult))
+        free = ref_trades_capped(*args, **kw)
+        span = Span(sig_start, sig_end, data_end)
+        costs = Costs(*cfg["costs"])
+        risk = RiskParams(**rk, regime_sizing=mult is not None)
+        fast, _ = simulate_counted(panel, disp, Thresholds(cfg["buy"], cfg["sell"]), ExitParams(**cfg["exit"]),
+                                   costs, span, None if caps is None else Caps(*caps), risk=risk,
+                                   prices=SymbolMajorPrices(panel, regime_multiplier=mult))
+        ff = fast.to_frame().rename(columns={"symbol_idx": "symbol", "regime_mult": "mult"})
+        ff = ff.sort_values(["symbol", "entry_idx"], kind="stable").reset_index(drop=True)
+        compare_trades(ref, fast_frame(fast), where, panel.symbols)
+        if risk.weighted:
+            np.testing.assert_allclose(ff["weight"], ref["weight"], rtol=1e-12, err_msg=where)
+        if mult is not None:
+            np.testing.assert_allclose(ff["mult"], ref["mult"], rtol=0, err_msg=where)
+        absolute = rk["sizing"] in ("fixed_fractional", "kelly")
+        np.testing.assert_allclose(portfolio_returns(fast, panel, span),
+                                   ref_portfolio_returns(ref, panel, costs.per_side, sig_start, data_end, absolute),
+                                   rtol=1e-10, atol=1e-14, err_msg=where)
+        n_sig = ref_count_signals(disp, cfg["buy"], sig_start, sig_end)
+        assert count_signals(disp, cfg["buy"], span) == n_sig
+        compare_metrics(ref_metrics(ref, panel, cfg["span"], cfg["costs"], n_sig, absolute=absolute),
+                        run_metrics(fast, panel, span, costs, n_sig), where)
+        bound += len(ref) < len(free)
+        tripped += "dd_breaker" in rk and len(ref) < len(free)
+    assert bound >= 8 and tripped >= 3, (bound, tripped)
+
+
+def test_sizing_without_portfolio_rules_keeps_the_symbol_major_kernel_and_the_same_weights():
+    """Uncapped sizing (atr, fixed_fractional, kelly, regime) runs the symbol-major kernel and sizes the trades
+    afterwards (``trade_weights_nb``): the weights equal the date-major kernel's and the reference's."""
+    from test_engine_oracle import synthetic_panel
+
+    panel = synthetic_panel(seed=5, T=200, N=10)
+    ev = Evaluator(panel)
+    T = panel.shape[0]
+    mult = np.where(np.arange(T) % 7 == 0, 0.25, 1.0)
+    px = SymbolMajorPrices(panel, regime_multiplier=mult)
+    disp = ev.display(Config.from_params({"variant": "B", "z_window": 10}))
+    for sizing in ("atr", "fixed_fractional", "kelly"):
+        ex = ExitParams("fixed", hold_days=5, stop_loss=0.04, atr_stop=2.0)
+        risk = RiskParams(sizing=sizing, kelly_window=10, regime_sizing=True)
+        out = [simulate_counted(panel, disp, Thresholds(60.0, 30.0), ex, ZERO, Span(20, T, T), prices=px, risk=risk,
+                                kernel=k)[0].to_frame() for k in ("symbol", "date")]
+        assert len(out[0]) > 30
+        pd.testing.assert_frame_equal(out[0], out[1])
+        ref = ref_trades(panel, disp, 60.0, 30.0, RefExit("fixed", hold_days=5, stop_loss=0.04, atr_stop=2.0),
+                         (0.0, 0.0), 20, T, T)
+        w, m = ref_weights(ref, panel, RefExit("fixed", hold_days=5, stop_loss=0.04, atr_stop=2.0), (0.0, 0.0),
+                           RefRisk(sizing=sizing, kelly_window=10, regime_mult=mult))
+        f = out[0].sort_values(["symbol_idx", "entry_idx"], kind="stable")
+        np.testing.assert_allclose(f["weight"], w, rtol=1e-12)
+        np.testing.assert_array_equal(f["regime_mult"], m)
