@@ -139,7 +139,7 @@ def test_exit_rules_are_the_kernels_rules():
 
 def test_max_hold_uses_the_one_exit_parser():
     s = parse_spec("[space]\nexit = { type = 'categorical', choices = ['fixed_15d', 'hybrid_25d', 'first_dist'] }\n"
-                   "[pruner]\nname = 'none'\n")
+                   "[pruner]\nname = 'none'\n[cv]\npurge = 7\n")
     assert s.max_hold() == 25
 
 

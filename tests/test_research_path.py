@@ -152,6 +152,7 @@ w_lit = { type = "float", low = 0.15, high = 0.45, step = 0.05 }
 w_price = 0.15
 [cv]
 n_splits = 2
+purge = 20
 [objective]
 min_trades = 0
 [sampler]
@@ -372,6 +373,7 @@ z_window = { type = "categorical", choices = [20, 30] }
 exit = "first_dist"
 [cv]
 n_splits = 2
+purge = 20
 [objective]
 min_trades = {min_trades}
 [sampler]

@@ -24,8 +24,23 @@ def _err(text: str, path: str | None = "x.toml") -> SpecError:
 
 
 # ------------------------------------------------------------------------------------------------ shipped specs
-def test_the_six_shipped_specs_are_there():
-    assert SHIPPED == ["demo", "multiobjective", "phase_a_coarse", "phase_b_fine", "regime_risk_off", "regime_risk_on"]
+def test_the_shipped_specs_are_there():
+    assert SHIPPED == ["demo", "exits_004", "exits_uncapped", "multiobjective", "phase_a_coarse", "phase_b_fine",
+                       "regime_risk_off", "regime_risk_on"]
+
+
+def test_the_exit_specs_search_what_their_names_say():
+    """exits_uncapped: distribution exits only, no time stop, the purge stated; exits_004: every exit parameter
+    within the bounds its header states, every hold capped."""
+    u = load_spec(STUDIES / "exits_uncapped.toml")
+    assert u.param("time_stop") is None and u.cv.purge == 60 and u.walkforward.purge == 60
+    assert u.unbounded_exits() == ["first_dist", "2x_consec_dist", "score_decay"]
+    e = load_spec(STUDIES / "exits_004.toml")
+    assert e.unbounded_exits() == [] and e.purge() == 40
+    bounds = {n: e.param(n).values_bound() for n in ("hold_days", "max_days", "time_stop", "stop_loss",
+                                                      "take_profit", "atr_stop", "trail_stop")}
+    assert bounds == {"hold_days": (5, 20), "max_days": (10, 40), "time_stop": (10, 40), "stop_loss": (0.03, 0.10),
+                      "take_profit": (0.05, 0.25), "atr_stop": (1.5, 4.0), "trail_stop": (0.04, 0.15)}
 
 
 @pytest.mark.parametrize("stem", SHIPPED)
@@ -121,15 +136,27 @@ def test_dates_are_normalized_iso_strings():
 
 def test_max_hold_and_z_window_by_hand():
     base = '[pruner]\nname = "none"\n'
-    s = parse_spec('[space]\nexit = { type = "categorical", choices = ["fixed_15d", "first_dist"] }\n' + base)
+    s = parse_spec('[space]\nexit = { type = "categorical", choices = ["fixed_15d", "first_dist"] }\n'
+                   'time_stop = { type = "int", low = 5, high = 12 }\n' + base)
     assert s.max_hold() == 15 and s.max_z_window() == 20  # no z_window: the engine default 20
     s = parse_spec('[space]\nexit = { type = "categorical", choices = ["fixed", "first_dist"] }\n'
-                   'hold_days = { type = "int", low = 5, high = 25, step = 5 }\nz_window = 45\n' + base)
+                   'hold_days = { type = "int", low = 5, high = 25, step = 5 }\nz_window = 45\ntime_stop = 9\n' + base)
     assert s.max_hold() == 25 and s.max_z_window() == 45
-    s = parse_spec('[space]\nexit = "first_dist"\n')
-    assert s.max_hold() == 20  # unbounded signal exit and no time stop: the fallback
+    # an exit without a time limit: nothing bounds its trades, so the purge must be stated (docs: "Exits without a
+    # time stop"); the registry default exit (first_dist) counts when the space declares none
+    for text in ('[space]\nexit = "first_dist"\n', '[space]\nexit = { type = "categorical", choices = '
+                 '["fixed_15d", "score_decay"] }\n', '[space]\nvariant = "B"\n',
+                 '[space]\nexit = "2x_consec_dist"\nuse_stop_loss = true\ntime_stop = { type = "int", low = 5, '
+                 'high = 9, when = { use_stop_loss = true } }\n'):
+        with pytest.raises(SpecError, match=r"\[cv.purge\] is required when an exit has no time limit"):
+            parse_spec(text)
     s = parse_spec('[space]\nexit = "first_dist"\n[cv]\npurge = 7\nembargo = 0\n')
-    assert (s.purge(), s.embargo()) == (7, 0)
+    assert (s.purge(), s.embargo(), s.max_hold()) == (7, 0, 7)
+    s = parse_spec('[space]\nexit = { type = "categorical", choices = ["fixed_15d", "first_dist"] }\n[cv]\npurge = 7\n')
+    assert (s.purge(), s.max_hold()) == (7, 15)  # the walk-forward's purge: the longer of the two
+    assert parse_spec('[space]\nexit = "first_dist"\ntime_stop = 12\n').purge() == 12
+    # a spec stored with a study made before the rule reads back with the purge it ran with
+    assert parse_spec('[space]\nexit = "first_dist"\n', stored=True).purge() == 20
 
 
 def test_param_grid_values_and_bounds():
@@ -324,7 +351,7 @@ def test_valid_edge_cases_are_accepted():
     # multi-objective with an explicit "none" pruner, expanding folds after a minimum train span, a weights preset
     # as fixed value
     s = parse_spec(MO + "[pruner]\nname = 'none'\n[cv]\nmode = 'expanding'\nmin_train_size = 250\n"
-                   "[space]\nweights = 'lit_heavy'\nexit = 'first_dist'\n")
+                   "purge = 20\n[space]\nweights = 'lit_heavy'\nexit = 'first_dist'\n")
     assert s.cv.mode == "expanding" and s.cv.min_train_size == 250 and len(s.objective.directions) == 3
     assert s.param("weights").value == "lit_heavy" and "lit_heavy" in WEIGHT_PRESETS
     s = parse_spec("[pruner]\nname = 'percentile'\npercentile = 25.0\n")
@@ -347,6 +374,7 @@ regime = "ALL"
 variant = { type = "categorical", choices = ["A", "B"] }
 z_window = 20
 exit = "first_dist"
+time_stop = 20
 
 [run]
 n_trials = 10

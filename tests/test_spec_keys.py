@@ -495,7 +495,9 @@ def _space_change(name: str):
            "intensity_hi": 1.6, "buy_threshold": 66, "sell_threshold": 22, "exit": "fixed_20d", "hold_days": 7,
            "max_days": 9, "stop_loss": 0.04, "take_profit": 0.2, "time_stop": 11, "commission_bps": 3.0,
            "slippage_bps": 9.0, "max_positions": 4, "max_per_sector": 2, "sizing": "atr", "weights": "lit_heavy",
-           "use_stop_loss": False, "use_take_profit": False}[name]
+           "use_stop_loss": False, "use_take_profit": False, "atr_stop": 2.0, "trail_stop": 0.05,
+           "risk_fraction": 0.01, "max_weight": 0.5, "kelly_fraction": 0.25, "kelly_window": 20,
+           "regime_sizing": True, "dd_breaker": 0.1, "dd_cooloff": 5, "corr_cap": 0.7, "corr_window": 30}[name]
     assert alt != p.default
     return alt
 

@@ -132,7 +132,7 @@ class StudyRecord:
         if not self.spec_text:
             return None
         try:
-            return parse_spec(self.spec_text, path=self.spec_path)
+            return parse_spec(self.spec_text, path=self.spec_path, stored=True)
         except SpecError as e:
             raise DataError(f"the spec stored with study {self.spec_name!r} no longer parses ({e})") from None
 

@@ -317,9 +317,27 @@ class StudySpec:
         doc.get("study", {}).pop("description", None)
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
+    def unbounded_exits(self) -> list[str]:
+        """Exit names of the space whose hold nothing bounds: the distribution and score-decay exits (first_dist,
+        2x_consec_dist, score_decay; the registry default first_dist when the space declares no exit) while
+        time_stop is not always set. Their trades can outlive any derived purge, so such a spec must state
+        ``[cv] purge`` (docs/STUDIES.md "Exits without a time stop")."""
+        ts = self.param("time_stop")
+        if ts is not None and not ts.when and ts.values_bound() is not None:
+            return []
+        exit_p = self.param("exit")
+        if exit_p is None:
+            names = [str(PARAMS["exit"].default)]
+        elif exit_p.kind in ("categorical", "fixed"):
+            names = [str(v) for v in exit_p.grid_values()]
+        else:
+            names = []
+        return [n for n in names if parse_exit(n)[0] in ("first_dist", "2x_consec_dist", "score_decay")]
+
     def max_hold(self) -> int:
-        """Longest holding period (sessions) the space allows: from fixed/hybrid exits, max_days and time_stop."""
-        best = 0
+        """Longest holding period (sessions) the space allows: from fixed/hybrid exits, max_days and time_stop;
+        with unbounded exits (``unbounded_exits``) the explicit ``[cv] purge`` is the longest hold a fold counts."""
+        best = self.cv.purge if self.cv.purge is not None and self.unbounded_exits() else 0
         exit_p = self.param("exit")
         names = [str(v) for v in (exit_p.grid_values() if exit_p and exit_p.kind in ("categorical", "fixed") else [])]
         for n in names:
@@ -365,8 +383,10 @@ def _section(doc: Mapping, name: str) -> dict:
     return v
 
 
-def parse_spec(text: str, path: str | None = None) -> StudySpec:
-    """Parse and validate a spec's TOML text. Raises SpecError naming the key path."""
+def parse_spec(text: str, path: str | None = None, stored: bool = False) -> StudySpec:
+    """Parse and validate a spec's TOML text. Raises SpecError naming the key path. ``stored``: the text stored
+    with an existing study (a study made before ``[cv] purge`` was required for exits without a time limit keeps
+    reading back with the purge it ran with: the longest bounded hold, or 20)."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -374,7 +394,14 @@ def parse_spec(text: str, path: str | None = None) -> StudySpec:
     except RecursionError:
         raise SpecError("toml", "nests arrays or tables too deeply to be a study spec", file=path) from None
     try:
-        return _parse(doc, text, path)
+        spec = _parse(doc, text, path)
+        unbounded = spec.unbounded_exits()
+        if unbounded and spec.cv.purge is None and not stored:
+            raise _err("cv.purge", f"is required when an exit has no time limit (exit {', '.join(unbounded)} "
+                                   "without time_stop): the derived purge cannot bound its trades; set it to the "
+                                   "longest hold a fold should count (trades still open that many sessions after a "
+                                   "fold are open at end), or declare time_stop")
+        return spec
     except SpecError as e:
         if path and not e.file:
             raise SpecError(e.key, e.reason, file=path) from None
