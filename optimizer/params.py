@@ -254,6 +254,9 @@ PARAMS: dict[str, Param] = {p.name: p for p in (
        "p - (1 - p) / b taken (0.5 = half Kelly).", "risk"),
     _p("kelly_window", int, 50, Number(10, 1000, integer=True), "kelly: the last N trades closed by the signal "
        "close estimate p and b.", "risk"),
+    _p("options_boost", float, 0.0, Number(0, 1), "Options boost as a score multiplier: display x (1 + x (boost "
+       "- 1)), boost = the design's additive options activity boost (1 to 1.5, liquid names only), capped at 100; "
+       "0 = off, 1 = the design's boost. A store without options is unchanged.", "config"),
     _p("regime_sizing", bool, False, Choice((True, False)), "Scale each position's exposure by doc 004's regime "
        "multiplier at its signal (1 / 0.5 / 0.5 / 0.25 by learned regime, 0.1 when VIX > 40).", "risk"),
     _p("dd_breaker", float, None, Number(0, 1, lo_open=True, hi_open=True), "Drawdown circuit breaker: no new "

@@ -71,7 +71,8 @@ def test_from_params_round_trips_every_parameter():
             "max_days": None, "stop_loss": 0.04, "take_profit": 0.2, "time_stop": 30, "commission_bps": 2.0,
             "slippage_bps": 3.0, "max_positions": 4, "max_per_sector": 2, "sizing": "kelly", "atr_stop": 2.5,
             "trail_stop": 0.08, "risk_fraction": 0.01, "max_weight": 0.2, "kelly_fraction": 0.25, "kelly_window": 40,
-            "regime_sizing": True, "dd_breaker": 0.15, "dd_cooloff": 5, "corr_cap": 0.7, "corr_window": 30}
+            "regime_sizing": True, "dd_breaker": 0.15, "dd_cooloff": 5, "corr_cap": 0.7, "corr_window": 30,
+            "options_boost": 0.5}
     assert set(full) == set(PARAMS)
     cfg = Config.from_params(full)
     assert cfg.to_params() == full

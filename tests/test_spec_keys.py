@@ -497,7 +497,8 @@ def _space_change(name: str):
            "slippage_bps": 9.0, "max_positions": 4, "max_per_sector": 2, "sizing": "atr", "weights": "lit_heavy",
            "use_stop_loss": False, "use_take_profit": False, "atr_stop": 2.0, "trail_stop": 0.05,
            "risk_fraction": 0.01, "max_weight": 0.5, "kelly_fraction": 0.25, "kelly_window": 20,
-           "regime_sizing": True, "dd_breaker": 0.1, "dd_cooloff": 5, "corr_cap": 0.7, "corr_window": 30}[name]
+           "regime_sizing": True, "dd_breaker": 0.1, "dd_cooloff": 5, "corr_cap": 0.7, "corr_window": 30,
+           "options_boost": 0.5}[name]
     assert alt != p.default
     return alt
 

@@ -21,7 +21,7 @@ __all__ = [
     "ACTIVITY_WINDOW", "ACTIVITY_MIN_PERIODS", "LOOKBACK", "CHANGE_LAG", "BOOST_CAP", "BOOST_RULES", "SQUEEZE_SCORE",
     "OPTION_KEYS", "SIDES",
     "options_liquid", "put_call_ratio", "ratio", "change", "pct_change", "iv_percentile", "activity_zscore",
-    "lookback_max", "options_boost", "squeeze_boost", "options_context",
+    "lookback_max", "options_boost", "squeeze_boost", "options_context", "boosted_display",
 ]
 
 LIQUID_MIN_AVG_VOLUME = 10_000.0
@@ -156,6 +156,19 @@ def squeeze_boost(boost_base: ArrayLike, otm_put_z_max: ArrayLike, score: ArrayL
     with np.errstate(invalid="ignore"):
         add = dict(BOOST_RULES)["squeeze"] * ((pz > 2.0) & (sc >= SQUEEZE_SCORE))
     return np.minimum(b + add, BOOST_CAP)
+
+
+def boosted_display(display: ArrayLike, boost_base: ArrayLike, otm_put_z_max: ArrayLike, weight: float) -> np.ndarray:
+    """The display score with the options boost as a score multiplier (the ``options_boost`` parameter, docs/
+    CONTEXT.md section 4): min(100, display x (1 + weight x (boost - 1))), boost = ``squeeze_boost`` of the cell
+    (the design's additive rule, its squeeze term read on this display), ``weight`` in [0, 1] (1 = the design's
+    boost, 0 = none). Point-in-time: every input at t uses rows <= t. Non-liquid cells (boost 1.0) and NaN displays
+    are unchanged, so a store without options gives the display exactly."""
+    check_param(0.0 <= weight <= 1.0, "options_boost", "in [0, 1]", weight)
+    d = _f(display)
+    mult = 1.0 + float(weight) * (squeeze_boost(boost_base, otm_put_z_max, d) - 1.0)
+    with np.errstate(invalid="ignore"):
+        return np.minimum(d * mult, 100.0)
 
 
 def options_context(fields: Mapping[str, np.ndarray], shape: tuple[int, ...]) -> dict[str, np.ndarray]:

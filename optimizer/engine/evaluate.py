@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from optimizer.engine._options import boosted_display, options_context
 from optimizer.engine.features import FeatureCache
 from optimizer.engine.metrics import BenchmarkCache, run_metrics
 from optimizer.engine.panel import Panel
@@ -34,6 +35,7 @@ class Config:
     costs: Costs = field(default_factory=Costs)
     caps: Caps = field(default_factory=Caps)
     risk: RiskParams = field(default_factory=RiskParams)
+    options_boost: float = 0.0  # weight of the options boost as a score multiplier (0 = off; _options.boosted_display)
 
     def __post_init__(self) -> None:
         check_fields(self, "config")
@@ -110,6 +112,15 @@ class Evaluator:
         self.prices = SymbolMajorPrices(panel)
         self.bench = BenchmarkCache(panel, self.prices)
         self._atr_pct: np.ndarray | None = None
+        self._boost: tuple[np.ndarray, np.ndarray] | None = None
+
+    def options_boost_inputs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(options_boost_base, options_otm_put_z_max5) of the panel, computed once (docs/CONTEXT.md section 4;
+        1.0 and NaN where a name is not liquid or the store has no options)."""
+        if self._boost is None:
+            ctx = options_context(self.panel.fields, self.panel.shape)
+            self._boost = (ctx["options_boost_base"], ctx["options_otm_put_z_max5"])
+        return self._boost
 
     def atr_pct(self) -> np.ndarray:
         """ATR-14 / close per (date, symbol), computed once (point-in-time: Wilder smoothing of past bars)."""
@@ -126,7 +137,11 @@ class Evaluator:
         return trades.weight
 
     def display(self, config: Config) -> np.ndarray:
-        return display_score(self.features, config.score)
+        """The (T x N) display score of ``config``, the options boost applied when ``options_boost`` > 0."""
+        d = display_score(self.features, config.score)
+        if config.options_boost > 0:
+            d = boosted_display(d, *self.options_boost_inputs(), config.options_boost)
+        return d
 
     def run(
         self, config: Config, span: Span | None = None, display: np.ndarray | None = None,
@@ -135,7 +150,12 @@ class Evaluator:
         """Simulate ``config`` on ``span`` and measure it. Without ``display`` the score is combined inside the
         simulation from the cached terms (never materialised); a given ``display`` (T x N) is used as is."""
         span = span or Span.full(self.panel)
-        score = score_terms(self.features, config.score) if display is None else display
+        if display is not None:
+            score = display
+        elif config.options_boost > 0:  # the boost needs the display itself: materialised (not fused)
+            score = self.display(config)
+        else:
+            score = score_terms(self.features, config.score)
         trades, n_sig = simulate_counted(self.panel, score, config.thresholds, config.exit, config.costs, span,
                                          config.caps, entry_ok, prices=self.prices, risk=config.risk)
         m = run_metrics(trades, self.panel, span, config.costs, n_sig, bench=self.bench)
