@@ -123,7 +123,7 @@ def test_a_run_in_which_every_trial_fails_exits_non_zero_with_the_first_reason(s
     monkeypatch.syspath_prepend(str(tmp_path))
     spec = tmp_path / "boom.toml"
     spec.write_text('[study]\nname = "boom"\n[space]\nvariant = { type = "categorical", choices = ["B", "C"] }\n'
-                    '[objective]\nname = "boom_objective:Boom"\nmin_trades = 0\n[cv]\nn_splits = 2\npurge = 20\n'
+                    '[objective]\nname = "boom_objective:Boom"\nmin_trades = 0\n[cv]\nn_splits = 2\n'
                     '[pruner]\nname = "none"\n[run]\nn_trials = 20\n')
     url = f"sqlite:///{tmp_path / 's.db'}"
     one_line_error(cli("study", "run", spec, "--db", synth_db, "--storage", url),

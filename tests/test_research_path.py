@@ -152,7 +152,6 @@ w_lit = { type = "float", low = 0.15, high = 0.45, step = 0.05 }
 w_price = 0.15
 [cv]
 n_splits = 2
-purge = 20
 [objective]
 min_trades = 0
 [sampler]

@@ -142,10 +142,9 @@ def test_max_hold_and_z_window_by_hand():
     s = parse_spec('[space]\nexit = { type = "categorical", choices = ["fixed", "first_dist"] }\n'
                    'hold_days = { type = "int", low = 5, high = 25, step = 5 }\nz_window = 45\ntime_stop = 9\n' + base)
     assert s.max_hold() == 25 and s.max_z_window() == 45
-    # an exit without a time limit: nothing bounds its trades, so the purge must be stated (docs: "Exits without a
-    # time stop"); the registry default exit (first_dist) counts when the space declares none
+    # an exit declared without a time limit: nothing bounds its trades, so the purge must be stated (README [cv])
     for text in ('[space]\nexit = "first_dist"\n', '[space]\nexit = { type = "categorical", choices = '
-                 '["fixed_15d", "score_decay"] }\n', '[space]\nvariant = "B"\n',
+                 '["fixed_15d", "score_decay"] }\n',
                  '[space]\nexit = "2x_consec_dist"\nuse_stop_loss = true\ntime_stop = { type = "int", low = 5, '
                  'high = 9, when = { use_stop_loss = true } }\n'):
         with pytest.raises(SpecError, match=r"\[cv.purge\] is required when an exit has no time limit"):
@@ -155,6 +154,8 @@ def test_max_hold_and_z_window_by_hand():
     s = parse_spec('[space]\nexit = { type = "categorical", choices = ["fixed_15d", "first_dist"] }\n[cv]\npurge = 7\n')
     assert (s.purge(), s.max_hold()) == (7, 15)  # the walk-forward's purge: the longer of the two
     assert parse_spec('[space]\nexit = "first_dist"\ntime_stop = 12\n').purge() == 12
+    # a space that declares no exit (the default first_dist) keeps the derived fallback
+    assert parse_spec('[space]\nvariant = "B"\n').purge() == 20
     # a spec stored with a study made before the rule reads back with the purge it ran with
     assert parse_spec('[space]\nexit = "first_dist"\n', stored=True).purge() == 20
 

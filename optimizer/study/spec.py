@@ -318,16 +318,17 @@ class StudySpec:
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def unbounded_exits(self) -> list[str]:
-        """Exit names of the space whose hold nothing bounds: the distribution and score-decay exits (first_dist,
-        2x_consec_dist, score_decay; the registry default first_dist when the space declares no exit) while
-        time_stop is not always set. Their trades can outlive any derived purge, so such a spec must state
-        ``[cv] purge`` (docs/STUDIES.md "Exits without a time stop")."""
+        """Exit names the space declares whose hold nothing bounds: the distribution and score-decay exits
+        (first_dist, 2x_consec_dist, score_decay) while time_stop is not always set. Their trades can outlive any
+        derived purge, so such a spec must state ``[cv] purge`` (README "Study specs", ``[cv]``). A space that
+        declares no exit (the registry default first_dist) keeps the derived purge: the longest bounded hold, or
+        20 sessions."""
         ts = self.param("time_stop")
         if ts is not None and not ts.when and ts.values_bound() is not None:
             return []
         exit_p = self.param("exit")
         if exit_p is None:
-            names = [str(PARAMS["exit"].default)]
+            names = []
         elif exit_p.kind in ("categorical", "fixed"):
             names = [str(v) for v in exit_p.grid_values()]
         else:
