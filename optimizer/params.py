@@ -31,7 +31,7 @@ from optimizer.errors import ParameterError
 
 __all__ = [
     "Param", "Choice", "Number", "ExitName", "PARAMS", "SPACE_ONLY", "SPACE_PARAMS", "GROUPS",
-    "VARIANTS", "Z_WINDOWS", "EXIT_RULES", "EXIT_NAMES", "SIZINGS", "WEIGHT_PRESETS", "SWITCHES",
+    "VARIANTS", "Z_WINDOWS", "EXIT_RULES", "EXIT_NAMES", "SIZINGS", "WEIGHT_PRESETS", "SWITCHES", "REGIME_SUFFIXES",
     "parse_exit", "check_fields", "engine_fields", "engine_params", "expand_weights", "default_space",
     "markdown_table",
 ]
@@ -50,7 +50,9 @@ WEIGHT_PRESETS: dict[str, tuple[float, float, float]] = {
 # space switch -> the engine parameter it gates (a false switch drops that parameter)
 SWITCHES: dict[str, str] = {"use_stop_loss": "stop_loss", "use_take_profit": "take_profit"}
 # engine object each group of parameters lives on (Config's attribute; "config" = Config itself)
-GROUPS: tuple[str, ...] = ("score", "thresholds", "exit", "costs", "caps", "risk", "config")
+GROUPS: tuple[str, ...] = ("score", "thresholds", "exit", "costs", "caps", "risk", "regime", "config")
+# regime-conditional parameters: suffix -> the rule-based market regime (engine/_regime.market_regime) it applies to
+REGIME_SUFFIXES: dict[str, str] = {"risk_on": "RISK_ON", "risk_off": "RISK_OFF", "transitional": "TRANSITIONAL"}
 
 
 def _num(x: float) -> str:
@@ -254,6 +256,13 @@ PARAMS: dict[str, Param] = {p.name: p for p in (
        "p - (1 - p) / b taken (0.5 = half Kelly).", "risk"),
     _p("kelly_window", int, 50, Number(10, 1000, integer=True), "kelly: the last N trades closed by the signal "
        "close estimate p and b.", "risk"),
+    *(_p(f"{w}_{sfx}", float, None, _WEIGHT, f"Regime-conditional {w}: the score's {w} on sessions the market "
+         f"regime rule labels {lab} (point-in-time; none = the pooled {w}). One pass: each row's display uses its "
+         "session's weights.", "regime", optional=True)
+      for sfx, lab in REGIME_SUFFIXES.items() for w in ("w_short", "w_lit", "w_price")),
+    *(_p(f"buy_threshold_{sfx}", float, None, Number(0, 100), f"Regime-conditional buy threshold on {lab} "
+         "sessions (none = the pooled buy_threshold); must be above sell_threshold.", "regime", optional=True)
+      for sfx, lab in REGIME_SUFFIXES.items()),
     _p("options_boost", float, 0.0, Number(0, 1), "Options boost as a score multiplier: display x (1 + x (boost "
        "- 1)), boost = the design's additive options activity boost (1 to 1.5, liquid names only), capped at 100; "
        "0 = off, 1 = the design's boost. A store without options is unchanged.", "config"),

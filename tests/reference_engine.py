@@ -650,13 +650,15 @@ def ref_trades_capped(panel, display, buy, sell, exit: RefExit, costs, sig_start
 
 # --------------------------------------------------------------------------------------------------------- metrics
 
-def ref_count_signals(display, buy: float, sig_start: int, sig_end: int) -> int:
-    """Accumulation days (display >= buy, NaN excluded) over every symbol in [sig_start, sig_end)."""
+def ref_count_signals(display, buy, sig_start: int, sig_end: int) -> int:
+    """Accumulation days (display >= buy, NaN excluded) over every symbol in [sig_start, sig_end); ``buy`` a number
+    or per-session thresholds."""
     disp = np.asarray(display, dtype=np.float64)
+    b = _per_session(buy, disp.shape[0])
     n = 0
     for t in range(sig_start, sig_end):
         for v in disp[t]:
-            if not math.isnan(v) and v >= buy:
+            if not math.isnan(v) and v >= b[t]:
                 n += 1
     return n
 

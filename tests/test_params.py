@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from optimizer.cli import main
 from optimizer.engine._kernels import RULE_CODES
-from optimizer.engine.evaluate import PARAM_KEYS, Config
+from optimizer.engine.evaluate import PARAM_KEYS, Config, RegimeParams
 from optimizer.engine.score import ScoreParams
 from optimizer.engine.simulate import Caps, Costs, ExitParams, RiskParams, Thresholds
 from optimizer.errors import ParameterError, SpecError
@@ -33,7 +33,7 @@ from optimizer.study.spec import DEFAULT_SPACE, parse_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 _OBJECTS = {"score": ScoreParams, "thresholds": Thresholds, "exit": ExitParams, "costs": Costs, "caps": Caps,
-            "risk": RiskParams, "config": Config}
+            "risk": RiskParams, "regime": RegimeParams, "config": Config}
 
 
 def _bad_value(p):
@@ -60,7 +60,7 @@ def test_registry_defaults_are_the_engine_defaults():
 def test_every_engine_field_is_a_registry_entry():
     """A field added to an engine object without a registry entry (or the reverse) fails here."""
     fields = {(g, f.name) for g, cls in _OBJECTS.items() for f in dataclasses.fields(cls)
-              if not (g == "config" and f.name in ("score", "thresholds", "exit", "costs", "caps", "risk"))}
+              if not (g == "config" and f.name in ("score", "thresholds", "exit", "costs", "caps", "risk", "regime"))}
     registered = {(p.group, p.field) for p in PARAMS.values()}
     assert fields == registered
 
@@ -72,7 +72,10 @@ def test_from_params_round_trips_every_parameter():
             "slippage_bps": 3.0, "max_positions": 4, "max_per_sector": 2, "sizing": "kelly", "atr_stop": 2.5,
             "trail_stop": 0.08, "risk_fraction": 0.01, "max_weight": 0.2, "kelly_fraction": 0.25, "kelly_window": 40,
             "regime_sizing": True, "dd_breaker": 0.15, "dd_cooloff": 5, "corr_cap": 0.7, "corr_window": 30,
-            "options_boost": 0.5}
+            "options_boost": 0.5, "w_short_risk_on": 0.6, "w_lit_risk_on": 0.2, "w_price_risk_on": 0.2,
+            "w_short_risk_off": 0.3, "w_lit_risk_off": 0.5, "w_price_risk_off": 0.2, "w_short_transitional": 0.5,
+            "w_lit_transitional": None, "w_price_transitional": 0.1, "buy_threshold_risk_on": 65.0,
+            "buy_threshold_risk_off": 80.0, "buy_threshold_transitional": 72.5}
     assert set(full) == set(PARAMS)
     cfg = Config.from_params(full)
     assert cfg.to_params() == full

@@ -498,7 +498,9 @@ def _space_change(name: str):
            "use_stop_loss": False, "use_take_profit": False, "atr_stop": 2.0, "trail_stop": 0.05,
            "risk_fraction": 0.01, "max_weight": 0.5, "kelly_fraction": 0.25, "kelly_window": 20,
            "regime_sizing": True, "dd_breaker": 0.1, "dd_cooloff": 5, "corr_cap": 0.7, "corr_window": 30,
-           "options_boost": 0.5}[name]
+           "options_boost": 0.5, **{f"{w}_{r}": 0.3 for w in ("w_short", "w_lit", "w_price")
+                                    for r in ("risk_on", "risk_off", "transitional")},
+           **{f"buy_threshold_{r}": 75.0 for r in ("risk_on", "risk_off", "transitional")}}[name]
     assert alt != p.default
     return alt
 

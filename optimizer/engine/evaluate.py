@@ -16,15 +16,82 @@ from optimizer.engine._options import boosted_display, options_context
 from optimizer.engine.features import FeatureCache
 from optimizer.engine.metrics import BenchmarkCache, run_metrics
 from optimizer.engine.panel import Panel
+from optimizer.engine.regime_filter import regime_codes
 from optimizer.engine.score import ScoreParams, ScoreTerms, display_score, score_terms
 from optimizer.engine.simulate import (
     Caps, Costs, ExitParams, RiskParams, Span, SymbolMajorPrices, Thresholds, Trades, simulate_counted,
 )
+from optimizer.errors import check_param
 from optimizer.params import PARAMS, check_fields, engine_fields
 
-__all__ = ["Config", "Evaluator", "Result", "PARAM_KEYS"]
+__all__ = ["Config", "RegimeParams", "Evaluator", "Result", "PARAM_KEYS"]
 
 PARAM_KEYS: tuple[str, ...] = tuple(PARAMS)  # every engine parameter name, in registry order
+
+
+_REGIME_CODES: dict[str, int] = {"risk_on": 1, "risk_off": -1, "transitional": 0}  # engine/_regime codes
+
+
+@dataclass(frozen=True)
+class RegimeParams:
+    """Regime-conditional score weights and buy thresholds (registry group "regime"; docs/ENGINE.md
+    "Regime-conditional weights"): on a session the rule-based market regime (``regime_filter.regime_codes``,
+    point-in-time) labels RISK_ON / RISK_OFF / TRANSITIONAL, the display of every symbol uses that regime's
+    weights and the entry signal its buy threshold; None = the pooled value."""
+
+    w_short_risk_on: float | None = None
+    w_lit_risk_on: float | None = None
+    w_price_risk_on: float | None = None
+    w_short_risk_off: float | None = None
+    w_lit_risk_off: float | None = None
+    w_price_risk_off: float | None = None
+    w_short_transitional: float | None = None
+    w_lit_transitional: float | None = None
+    w_price_transitional: float | None = None
+    buy_threshold_risk_on: float | None = None
+    buy_threshold_risk_off: float | None = None
+    buy_threshold_transitional: float | None = None
+
+    def __post_init__(self) -> None:
+        check_fields(self, "regime")
+
+    @property
+    def weighted(self) -> bool:
+        """Whether some regime has weights of its own."""
+        return any(getattr(self, f"{w}_{r}") is not None for r in _REGIME_CODES for w in ("w_short", "w_lit", "w_price"))
+
+    @property
+    def thresholded(self) -> bool:
+        """Whether some regime has a buy threshold of its own."""
+        return any(getattr(self, f"buy_threshold_{r}") is not None for r in _REGIME_CODES)
+
+    def score_params(self, regime: str, pooled: ScoreParams) -> ScoreParams:
+        """The score parameters of sessions labelled ``regime`` (risk_on / risk_off / transitional)."""
+        kw = {w: getattr(self, f"{w}_{regime}") for w in ("w_short", "w_lit", "w_price")}
+        kw = {k: v for k, v in kw.items() if v is not None}
+        return replace(pooled, **kw) if kw else pooled
+
+    def threshold_rows(self, thresholds: Thresholds, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per-session (buy, sell) thresholds for the kernels' ``rows`` (None when no regime has its own buy)."""
+        if not self.thresholded:
+            return None
+        buy = np.full(codes.shape[0], float(thresholds.buy))
+        for r, code in _REGIME_CODES.items():
+            b = getattr(self, f"buy_threshold_{r}")
+            if b is not None:
+                check_param(b > thresholds.sell, f"buy_threshold_{r}", f"> sell_threshold={thresholds.sell}", b)
+                buy[codes == code] = float(b)
+        return buy, np.full(codes.shape[0], float(thresholds.sell))
+
+    def display(self, features: FeatureCache, pooled: ScoreParams, codes: np.ndarray) -> np.ndarray:
+        """The (T x N) display with each session's regime weights (one matrix: row t from its regime's weights)."""
+        out = np.array(display_score(features, pooled), order="F")
+        for r, code in _REGIME_CODES.items():
+            sp = self.score_params(r, pooled)
+            rows = codes == code
+            if sp is not pooled and rows.any():
+                out[rows] = display_score(features, sp)[rows]
+        return out
 
 
 @dataclass(frozen=True)
@@ -35,6 +102,7 @@ class Config:
     costs: Costs = field(default_factory=Costs)
     caps: Caps = field(default_factory=Caps)
     risk: RiskParams = field(default_factory=RiskParams)
+    regime: RegimeParams = field(default_factory=RegimeParams)
     options_boost: float = 0.0  # weight of the options boost as a score multiplier (0 = off; _options.boosted_display)
 
     def __post_init__(self) -> None:
@@ -48,7 +116,7 @@ class Config:
     def _parts(self) -> dict[str, object]:
         """The engine object of each registry group."""
         return {"score": self.score, "thresholds": self.thresholds, "exit": self.exit, "costs": self.costs,
-                "caps": self.caps, "risk": self.risk, "config": self}
+                "caps": self.caps, "risk": self.risk, "regime": self.regime, "config": self}
 
     @classmethod
     def from_params(cls, params: Mapping[str, object], base: "Config | None" = None) -> "Config":
@@ -59,7 +127,7 @@ class Config:
         g = engine_fields(params)
         return cls(replace(b.score, **g["score"]), replace(b.thresholds, **g["thresholds"]),
                    replace(b.exit, **g["exit"]), replace(b.costs, **g["costs"]), replace(b.caps, **g["caps"]),
-                   replace(b.risk, **g["risk"]), **g["config"])
+                   replace(b.risk, **g["risk"]), replace(b.regime, **g["regime"]), **g["config"])
 
     def to_params(self) -> dict[str, object]:
         """Flat dict accepted by ``from_params`` (round-trips exactly): every registry parameter."""
@@ -113,6 +181,13 @@ class Evaluator:
         self.bench = BenchmarkCache(panel, self.prices)
         self._atr_pct: np.ndarray | None = None
         self._boost: tuple[np.ndarray, np.ndarray] | None = None
+        self._codes: np.ndarray | None = None
+
+    def regime_codes(self) -> np.ndarray:
+        """(T,) int8 rule-based market regime per session (1 RISK_ON, 0 TRANSITIONAL, -1 RISK_OFF), point-in-time."""
+        if self._codes is None:
+            self._codes = regime_codes(self.panel)
+        return self._codes
 
     def options_boost_inputs(self) -> tuple[np.ndarray, np.ndarray]:
         """(options_boost_base, options_otm_put_z_max5) of the panel, computed once (docs/CONTEXT.md section 4;
@@ -138,7 +213,10 @@ class Evaluator:
 
     def display(self, config: Config) -> np.ndarray:
         """The (T x N) display score of ``config``, the options boost applied when ``options_boost`` > 0."""
-        d = display_score(self.features, config.score)
+        if config.regime.weighted:
+            d = config.regime.display(self.features, config.score, self.regime_codes())
+        else:
+            d = display_score(self.features, config.score)
         if config.options_boost > 0:
             d = boosted_display(d, *self.options_boost_inputs(), config.options_boost)
         return d
@@ -152,12 +230,14 @@ class Evaluator:
         span = span or Span.full(self.panel)
         if display is not None:
             score = display
-        elif config.options_boost > 0:  # the boost needs the display itself: materialised (not fused)
+        elif config.options_boost > 0 or config.regime.weighted:  # materialised (not fused)
             score = self.display(config)
         else:
             score = score_terms(self.features, config.score)
         trades, n_sig = simulate_counted(self.panel, score, config.thresholds, config.exit, config.costs, span,
-                                         config.caps, entry_ok, prices=self.prices, risk=config.risk)
+                                         config.caps, entry_ok, prices=self.prices, risk=config.risk,
+                                         rows=config.regime.threshold_rows(config.thresholds, self.regime_codes())
+                                         if config.regime.thresholded else None)
         m = run_metrics(trades, self.panel, span, config.costs, n_sig, bench=self.bench)
         return Result(config, span, trades, m, score)
 

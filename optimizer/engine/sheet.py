@@ -42,6 +42,7 @@ from optimizer.engine.context import (
 from optimizer.engine._failure import GAP_DOWN_PCT
 from optimizer.engine.evaluate import Config, Evaluator
 from optimizer.engine.panel import Panel
+from optimizer.engine.regime_filter import regime_codes
 from optimizer.engine.simulate import EXIT_REASONS, Span, Trades, simulate
 from optimizer.errors import check_param
 
@@ -119,7 +120,12 @@ def _pending_trades(panel: Panel, display: np.ndarray, config: Config, start: in
     ext = next_open_panel(panel, next_date)
     disp = np.vstack([np.asarray(display, dtype=np.float64), np.full((1, N), np.nan)])
     ok = None if entry_ok is None else np.append(np.asarray(entry_ok, dtype=bool), False)
-    return simulate(ext, disp, config.thresholds, config.exit, config.costs, Span(start, T, T + 1), config.caps, ok)
+    rows = None
+    if config.regime.thresholded:  # the regime of each session, the placeholder's unknown (its buy: never a signal)
+        codes = np.append(regime_codes(panel), np.int8(0))
+        rows = config.regime.threshold_rows(config.thresholds, codes)
+    return simulate(ext, disp, config.thresholds, config.exit, config.costs, Span(start, T, T + 1), config.caps, ok,
+                    risk=config.risk, rows=rows)
 
 
 def next_open(panel: Panel, display: np.ndarray, config: Config, start: int = 0, entry_ok: np.ndarray | None = None,

@@ -273,6 +273,7 @@ class SymbolMajorPrices:
         self.panel = panel
         self._fields: dict[str, np.ndarray] = {}
         self._market: dict[str, np.ndarray] = {}
+        self._consts: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # constant threshold rows, by value
         if regime_multiplier is not None:
             m = np.ascontiguousarray(regime_multiplier, dtype=np.float64)
             check_param(m.shape == (len(panel.dates),), "regime_multiplier", f"a ({len(panel.dates)},) array", m.shape)
@@ -354,10 +355,17 @@ def simulate(
     return simulate_counted(panel, display, thresholds, exit, costs, span, caps, entry_ok, risk=risk, rows=rows)[0]
 
 
-def _threshold_rows(thresholds: Thresholds, rows: tuple[np.ndarray, np.ndarray] | None, T: int
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def _threshold_rows(thresholds: Thresholds, rows: tuple[np.ndarray, np.ndarray] | None, T: int,
+                    px: "SymbolMajorPrices") -> tuple[np.ndarray, np.ndarray]:
+    """The kernels' per-session (buy, sell) arrays: ``rows`` as given, or the constant thresholds (kept on the
+    panel's ``SymbolMajorPrices``: a study's trials reuse a few threshold pairs)."""
     if rows is None:
-        return np.full(T, float(thresholds.buy)), np.full(T, float(thresholds.sell))
+        key = ("thresholds", float(thresholds.buy), float(thresholds.sell))
+        out = px._consts.get(key)
+        if out is None:
+            # writable-typed like ``rows`` (one numba specialization); the kernels never write them
+            out = px._consts[key] = (np.full(T, key[1]), np.full(T, key[2]))
+        return out
     buy, sell = (np.ascontiguousarray(r, dtype=np.float64) for r in rows)
     check_param(buy.shape == (T,) and sell.shape == (T,), "rows", f"two ({T},) threshold arrays", (buy.shape, sell.shape))
     return buy, sell
@@ -402,8 +410,8 @@ def simulate_counted(
     date_major = coupled or kernel == "date"
     fused = isinstance(score, ScoreTerms)
     nan = float("nan")
-    buy, sell = _threshold_rows(thresholds, rows, T)
     px = prices if prices is not None else SymbolMajorPrices(panel)
+    buy, sell = _threshold_rows(thresholds, rows, T, px)
     sizing = SIZING_CODES[risk.sizing]
     need_atr = exit.atr_stop is not None or sizing == SIZING_CODES["atr"]
     A = px["atr14"] if need_atr else _NO_ATR
