@@ -557,13 +557,16 @@ def _window_tables(page: Page, summary: pd.DataFrame) -> None:
 
 
 def build_walkforward_report(wf: Any, out_dir: str | Path = "output/reports", name: str | None = None,
-                             events: pd.DataFrame | None = None, equity_dir: str | Path | None = None) -> Path:
+                             events: pd.DataFrame | None = None, equity_dir: str | Path | None = None,
+                             regime_comparison: pd.DataFrame | None = None) -> Path:
     """Write ``<out_dir>/<name>-walkforward.html`` and ``<equity_dir>/<name>_oos.html`` (default equity_dir: the
     ``equity_curves`` folder beside ``out_dir``); returns the report's path.
 
     ``wf``: a ``WalkForwardResult`` or the dict of ``load_walkforward``. ``name`` defaults to the result's spec name.
     ``events``: optional per-trade frame (``engine.outcomes.signal_events`` columns); when absent, the OOS trades
     frame is used if it carries failure_mode / parent_etf_aligned / signal_quality / net_return.
+    ``regime_comparison``: the table of ``validate.regime_compare.compare_regimes`` (default: the run folder's
+    ``regime_comparison.csv`` that ``load_walkforward`` read, if any) shown as its own section.
     """
     p = _parts(wf)
     res, summary, equity, stability = p["result"], p["summary"], p["equity"], p["stability"]
@@ -616,6 +619,13 @@ def build_walkforward_report(wf: Any, out_dir: str | Path = "output/reports", na
     if regimes:
         page.h2("Regime comparison")
         _try_figure(page, "fig-regimes", lambda: F.regime_comparison_figure(pd.DataFrame(regimes)), "regime comparison")
+    cmp = regime_comparison if regime_comparison is not None else p.get("regime_comparison")
+    if isinstance(cmp, pd.DataFrame) and not cmp.empty:
+        page.h2("Pooled vs regime-filtered vs regime-conditional (out of sample)")
+        page.note("Each row is a walk-forward on the same windows, data and trial budget: the pooled study, the "
+                  "study restricted to one market regime (entries on its closes only), and the study whose score "
+                  "weights / buy threshold are searched per regime (bench/regime_compare.py).")
+        page.add(_table_html(cmp))
     save_figure(eq_fig, eq_dir / f"{name}_oos.html")
     return page.write(out / f"{name}-walkforward.html")
 

@@ -173,15 +173,23 @@ class WalkForwardResult:
 
 
 def concat_trades(parts: list[Trades]) -> Trades:
-    """The trades of several runs as one ``Trades`` (the cost of the first part)."""
+    """The trades of several runs as one ``Trades`` (the cost of the first part). Their sizing (weight, regime
+    multiplier) is kept when every part carries it and all size the same way (relative or absolute); otherwise
+    (windows whose winners size differently) the stitched account weighs the trades equally."""
     if not parts:
         e = np.empty(0, np.int64)
         f = np.empty(0, np.float64)
         return Trades(e, e, e, e, f, f, e, f, cost=0.0)
     cost = parts[0].cost
     cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
+    absolute = {bool(p.absolute) for p in parts}
+    w = m = None
+    if all(p.weight is not None for p in parts) and len(absolute) == 1:
+        w = cat("weight")
+        m = cat("mult") if all(p.mult is not None for p in parts) else None
     return Trades(cat("symbol"), cat("signal_idx"), cat("entry_idx"), cat("exit_idx"), cat("entry_price"),
-                  cat("exit_price"), cat("exit_reason"), cat("score"), cost=cost)
+                  cat("exit_price"), cat("exit_reason"), cat("score"), cost=cost, weight=w, mult=m,
+                  absolute=w is not None and absolute == {True})
 
 
 def select_params(study: optuna.Study, how: str = "best", top_k: int = 5) -> optuna.trial.FrozenTrial:
@@ -724,7 +732,7 @@ def load_walkforward(out_dir: str | Path) -> dict[str, Any]:
         "equity": pd.read_parquet(d / "oos_equity.parquet"),
         "stability": pd.read_csv(d / "parameter_stability.csv") if (d / "parameter_stability.csv").stat().st_size > 1 else pd.DataFrame(),
         "events": pd.read_parquet(d / "oos_events.parquet") if (d / "oos_events.parquet").exists() else pd.DataFrame(),
-        **{n: _read_csv(d / f"{n}.csv") for n in ("by_symbol", "by_sector", "by_regime", "rules")},
+        **{n: _read_csv(d / f"{n}.csv") for n in ("by_symbol", "by_sector", "by_regime", "rules", "regime_comparison")},
     }
 
 
