@@ -26,7 +26,7 @@ def _err(text: str, path: str | None = "x.toml") -> SpecError:
 # ------------------------------------------------------------------------------------------------ shipped specs
 def test_the_shipped_specs_are_there():
     assert SHIPPED == ["demo", "exits_004", "exits_uncapped", "multiobjective", "phase_a_coarse", "phase_b_fine",
-                       "regime_risk_off", "regime_risk_on"]
+                       "regime_conditional", "regime_risk_off", "regime_risk_on"]
 
 
 def test_the_exit_specs_search_what_their_names_say():
