@@ -54,16 +54,13 @@ class RegimeParams:
 
     def __post_init__(self) -> None:
         check_fields(self, "regime")
+        # read on every run, so computed once: ``weighted`` (some regime has weights of its own), ``thresholded``
+        # (some regime has its own buy threshold); plain attributes, not fields (the registry sees the 12 values)
+        object.__setattr__(self, "weighted", any(getattr(self, f"{w}_{r}") is not None for r in _REGIME_CODES
+                                                 for w in ("w_short", "w_lit", "w_price")))
+        object.__setattr__(self, "thresholded", any(getattr(self, f"buy_threshold_{r}") is not None
+                                                    for r in _REGIME_CODES))
 
-    @property
-    def weighted(self) -> bool:
-        """Whether some regime has weights of its own."""
-        return any(getattr(self, f"{w}_{r}") is not None for r in _REGIME_CODES for w in ("w_short", "w_lit", "w_price"))
-
-    @property
-    def thresholded(self) -> bool:
-        """Whether some regime has a buy threshold of its own."""
-        return any(getattr(self, f"buy_threshold_{r}") is not None for r in _REGIME_CODES)
 
     def score_params(self, regime: str, pooled: ScoreParams) -> ScoreParams:
         """The score parameters of sessions labelled ``regime`` (risk_on / risk_off / transitional)."""
