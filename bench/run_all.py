@@ -78,6 +78,8 @@ def headline(name: str, r: dict) -> list[tuple]:
         rows = [(f"study {k}: trials/s ({v['objective']} objective, {v['trials']} trials)", v["trials_per_s"],
                  f"{v.get('write_commits_per_trial', '-')} writing commits/trial" if "write_commits_per_trial" in v else None)
                 for k, v in runs.items()]
+        rows.append(("study: ratio_vs_inmemory (SQLite / in-memory trials/s)", r["ratio_vs_inmemory"],
+                     f">= {r['target_ratio_vs_inmemory']:.3f}", r["ok_vs_inmemory"]))
         rows.append(("study: ratio_vs_stock_sqlite", r["ratio_vs_stock_sqlite"], f">= {r['target_ratio']}", r["ok"]))
         rows.append(("study: peak RSS, MiB", r["peak_rss_mb"]))
         return rows

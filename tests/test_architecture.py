@@ -204,6 +204,7 @@ def test_the_type_check_can_fail():
 _USER_ATTR_EXCEPTIONS = {
     ("optimizer/study/run.py", "user_attrs"),  # _optimize_mirrored copies a finished trial verbatim to the storage
     ("optimizer/study/storage.py", "set_trial_user_attr"),  # the storage override that batches the write
+    ("optimizer/study/storage.py", "user_attrs"),  # write_finished_trial stores a finished trial verbatim
     ("optimizer/study/run.py", "set_trial_user_attr"),  # (same copy as above)
 }
 

@@ -64,7 +64,10 @@ def _optimize_mirrored(study: optuna.Study, storage: Any, objective: Callable, t
     def write_back(st: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
         stored_id = waiting.pop(frozen.number, None)
         if stored_id is None:
-            storage.create_new_trial(sid, template_trial=frozen)
+            if hasattr(storage, "write_finished_trial"):  # one transaction of a few bulk statements
+                storage.write_finished_trial(sid, frozen)
+            else:
+                storage.create_new_trial(sid, template_trial=frozen)
             return
         storage.set_trial_state_values(stored_id, TrialState.RUNNING)  # the enqueued trial, completed in place
         for k, d in frozen.distributions.items():

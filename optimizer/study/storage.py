@@ -11,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib.util
+import json
 import os
 import sqlite3
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
-from sqlalchemy import event
+from sqlalchemy import event, func, select, update
 from sqlalchemy.pool import NullPool
 
 from optimizer.errors import AccumoptError, DataError, ParameterError
@@ -311,6 +313,52 @@ class _BudgetRDBStorage(optuna.storages.RDBStorage):
 
     def set_trial_budget(self, study_id: int, budget: int | None) -> None:
         self._budgets[study_id] = budget
+
+    def write_finished_trial(self, study_id: int, frozen: optuna.trial.FrozenTrial) -> int:
+        """Store a FINISHED trial (run elsewhere, e.g. on an in-process copy of the study) in ONE transaction of
+        a few bulk statements (SQLAlchemy Core: the trial row, then its values, params, fold reports and
+        attributes, each one ``executemany``), in Optuna's own tables and encodings, so the file stays a plain
+        Optuna storage. ``create_new_trial(template_trial=...)`` writes the same rows through the ORM at about 50
+        statements and 45 ms per trial; this is what makes the single-worker SQLite path as fast as in-memory.
+
+        The trial number is the count of the study's trials stored before this one, computed after the insert
+        (the row holds SQLite's write lock; PostgreSQL / MySQL lock the study row first), as Optuna does. The trial
+        budget does not apply (the trial is already finished; the caller owns the study's trial count)."""
+        if not frozen.state.is_finished():
+            raise ValueError(f"write_finished_trial needs a finished trial, got state {frozen.state.name}")
+        utc = lambda d: None if d is None else d.astimezone(timezone.utc).replace(tzinfo=None)  # noqa: E731
+        T = models.TrialModel.__table__
+        with _create_scoped_session(self.scoped_session) as session:
+            if self.engine.name != "sqlite":
+                models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+            now = datetime.now()
+            tid = session.execute(T.insert().values(
+                study_id=study_id, number=None, state=frozen.state,
+                datetime_start=utc(frozen.datetime_start or now),
+                datetime_complete=utc(frozen.datetime_complete or now))).inserted_primary_key[0]
+            number = session.execute(select(func.count()).select_from(T).where(
+                T.c.study_id == study_id, T.c.trial_id < tid)).scalar_one()
+            session.execute(update(T).where(T.c.trial_id == tid).values(number=number))
+            values = frozen.values or []
+            rows = [(models.TrialValueModel, [
+                dict(zip(("value", "value_type"), models.TrialValueModel.value_to_stored_repr(v)),
+                     trial_id=tid, objective=i) for i, v in enumerate(values)])]
+            rows.append((models.TrialParamModel, [
+                dict(trial_id=tid, param_name=k, param_value=d.to_internal_repr(frozen.params[k]),
+                     distribution_json=optuna.distributions.distribution_to_json(d))
+                for k, d in frozen.distributions.items()]))
+            rows.append((models.TrialIntermediateValueModel, [
+                dict(zip(("intermediate_value", "intermediate_value_type"),
+                         models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(v)),
+                     trial_id=tid, step=step) for step, v in frozen.intermediate_values.items()]))
+            rows.append((models.TrialUserAttributeModel, [
+                dict(trial_id=tid, key=k, value_json=json.dumps(v)) for k, v in frozen.user_attrs.items()]))
+            rows.append((models.TrialSystemAttributeModel, [
+                dict(trial_id=tid, key=k, value_json=json.dumps(v)) for k, v in frozen.system_attrs.items()]))
+            for model, batch in rows:
+                if batch:
+                    session.execute(model.__table__.insert(), batch)
+        return int(tid)
 
     def _get_prepared_new_trial(self, study_id, template_trial, session):
         trial = super()._get_prepared_new_trial(study_id, template_trial, session)
