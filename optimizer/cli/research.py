@@ -26,24 +26,47 @@ from optimizer.report.research import build_report
 from optimizer.report.sandbox import sandbox_figure, sandbox_run, write_sandbox
 from optimizer.study.paramsfile import load_params_record
 from optimizer.study.spec import load_spec
-from optimizer.validate.walkforward import run_walkforward, save_walkforward, walkforward_dir
+from optimizer.validate.walkforward import run_walkforward, run_walkforward_worker, save_walkforward, walkforward_dir
 
 __all__ = ["COMMANDS"]
 
 
-@click.command("walkforward")
+class _WithWorker(click.Command):
+    """``walkforward SPEC ...`` runs (and coordinates) a walk-forward; ``walkforward worker SPEC ...`` joins one."""
+
+    worker: click.Command | None = None
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        if self.worker is not None and args[:1] == ["worker"]:
+            return self.worker.make_context(f"{info_name} worker", args[1:], parent=parent, **extra)
+        return super().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx):
+        return ctx.command.invoke(ctx) if ctx.command is not self else super().invoke(ctx)
+
+
+_JOBS_HELP = "Local processes running windows at once (each window is one sequential study; the result is the same)."
+
+
+@click.command("walkforward", cls=_WithWorker)
 @click.argument("spec", type=click.Path())
 @click.option("--final", is_flag=True, help="Also open the final reserve (last [data].reserve_fraction of sessions). Recorded; a second opening warns.")
 @click.option("--n-trials", type=int, help="Trials per window (default [walkforward].n_trials or [run].n_trials).")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help=_JOBS_HELP)
 @shared_options("db", "storage", "out")
 @table_options
 @format_option()
-def walkforward_cmd(spec, final, n_trials, storage, db, out, columns, wide, fmt):
+def walkforward_cmd(spec, final, n_trials, jobs, storage, db, out, columns, wide, fmt):
     """Re-optimize SPEC on rolling train windows and evaluate each winner once on the following test window.
 
     Prints per-window in-sample vs out-of-sample metrics, the stitched out-of-sample result, DSR / PSR / PBO,
     cost stress and the verdict. Writes the run's files to <out>/walkforward/<study>/ (<study>-final/ with
     --final). An interrupted run resumes at the first unfinished window.
+
+    \b
+    Many machines: with an SQLite or PostgreSQL --storage, windows are claimed through the storage;
+      accumopt walkforward worker SPEC --storage URL    (on other machines, same spec and data)
+    runs whole windows for this run, which then stitches them in order (same result as one process).
     """
     s = load_spec(spec)
     root = output_root(out)
@@ -51,7 +74,7 @@ def walkforward_cmd(spec, final, n_trials, storage, db, out, columns, wide, fmt)
         warnings.simplefilter("always", UserWarning)
         res = run_walkforward(s, resolve_db(db, s.data.database, root), resolve_storage(storage, s.run.storage, root),
                               final=final, progress=progress_enabled() and fmt == "table", n_trials=n_trials,
-                              out_dir=None)
+                              out_dir=None, jobs=jobs)
     for w in caught:
         if "reserve" in str(w.message) or "seed_from" in str(w.message):
             err_console.print(str(w.message), style="bold red", markup=False, highlight=False, soft_wrap=True)
@@ -85,6 +108,29 @@ _WF_KEY = ("window", "test_start", "oos_closed_trades", "oos_hit_rate", "oos_avg
 _WF_LABELS = {"window": "win", "test_start": "test from", "test_end": "test to", "oos_closed_trades": "oos trades",
               "oos_hit_rate": "oos hit", "oos_avg_excess_return": "oos excess", "oos_rank_score": "oos rank",
               "is_avg_excess_return": "is excess", "is_rank_score": "is rank"}
+
+
+@click.command("worker")
+@click.argument("spec", type=click.Path())
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help=_JOBS_HELP)
+@click.option("--wait", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              help="Seconds to wait for `accumopt walkforward SPEC` to register its run in the storage.")
+@shared_options("db", "storage", "out")
+@format_option()
+def walkforward_worker_cmd(spec, jobs, wait, storage, db, out, fmt):
+    """Join the walk-forward of SPEC running on --storage (SQLite or PostgreSQL): claim and run whole windows
+    until every window is done. The coordinator (`accumopt walkforward SPEC`) stitches and judges them."""
+    s = load_spec(spec)
+    root = output_root(out)
+    ran = run_walkforward_worker(s, resolve_db(db, s.data.database, root), resolve_storage(storage, s.run.storage, root),
+                                 jobs=jobs, wait=wait)
+    if fmt == "json":
+        echo_json({"windows_run": ran})
+        return
+    click.echo(f"ran {len(ran)} window(s): {', '.join(ran) or '-'}")
+
+
+walkforward_cmd.worker = walkforward_worker_cmd
 
 
 @click.command("report")

@@ -50,7 +50,8 @@ __all__ = [
     "config_key", "STUDY_KEYS", "METRICS", "FOLDS", "CONFIG", "REPEAT_OF", "SEEDED", "OPENINGS", "seeded",
     "mark_seeded", "reserve_openings", "add_reserve_opening", "reserve_log_name", "is_internal", "window_attrs",
     "set_trials_target", "trial_counts", "complete_trials", "direction_sign", "ranked_trials",
-    "distinct_configurations", "group_configurations", "find_repeat",
+    "distinct_configurations", "group_configurations", "find_repeat", "WF_RUN", "WF_CLAIM", "claims_name",
+    "write_wf_run", "read_wf_run", "claim_template", "read_claim",
 ]
 
 # trial attribute keys
@@ -61,6 +62,9 @@ REPEAT_OF = "repeat_of"
 # study marker keys
 SEEDED = "seeded"
 OPENINGS = "openings"
+# a distributed walk-forward's claims study: the run's settings on the study, one claim per trial
+WF_RUN = "wf_run"
+WF_CLAIM = "wf_claim"
 _WINDOW_KEYS = ("wf_window", "wf_train", "wf_test", "last_session_seen")
 
 
@@ -372,9 +376,10 @@ def mark_seeded(study: optuna.Study, source: str, n: int, trials: Sequence[int] 
 
 
 def is_internal(study: optuna.Study | optuna.study.StudySummary) -> bool:
-    """A marker study of the tool, not a study of the user's (the legacy ``<study>-reserve-log``): listings hide it."""
+    """A marker study of the tool, not a study of the user's (the legacy ``<study>-reserve-log``, a walk-forward's
+    ``<study>-wf-claims``): listings hide it."""
     attrs = study.user_attrs
-    return OPENINGS in attrs and "spec_hash" not in attrs
+    return (OPENINGS in attrs or WF_RUN in attrs) and "spec_hash" not in attrs
 
 
 def reserve_log_name(study_name: str) -> str:
@@ -392,6 +397,36 @@ def add_reserve_opening(log: optuna.Study, reserve_start: str) -> list[dict[str,
     before = reserve_openings(log)
     log.set_user_attr(OPENINGS, before + [{"reserve_start": reserve_start, "at": _now_iso()}])
     return before
+
+
+def claims_name(study_name: str) -> str:
+    """The marker study through which workers claim the windows of ``study_name``'s walk-forward."""
+    return f"{study_name}-wf-claims"
+
+
+def write_wf_run(study: optuna.Study, run: Mapping[str, Any]) -> None:
+    """The walk-forward run the coordinator started (``spec_hash``, ``n_trials`` per window, ``final``,
+    ``windows``: the window studies' names in order), so workers run exactly the same windows."""
+    study.set_user_attr(WF_RUN, dict(run))
+
+
+def read_wf_run(study: optuna.Study) -> dict[str, Any] | None:
+    return study.user_attrs.get(WF_RUN) or None
+
+
+def claim_template(window: str, worker: str) -> FrozenTrial:
+    """A RUNNING trial of the claims study saying ``worker`` claims window study ``window`` (created from this
+    template, its attributes are stored in the same transaction as the trial itself)."""
+    return FrozenTrial(number=-1, state=TrialState.RUNNING, value=None, datetime_start=_dt.datetime.now(),
+                       datetime_complete=None, params={}, distributions={},
+                       user_attrs={WF_CLAIM: {"window": window, "worker": worker}}, system_attrs={},
+                       intermediate_values={}, trial_id=-1)
+
+
+def read_claim(t: FrozenTrial) -> dict[str, str] | None:
+    """``{"window": study name, "worker": id}`` of a claims-study trial (None for any other trial)."""
+    c = t.user_attrs.get(WF_CLAIM)
+    return c if isinstance(c, dict) and "window" in c else None
 
 
 # ------------------------------------------------------------------------------------------------ trials

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.storages.journal import JournalFileBackend
@@ -31,7 +32,7 @@ from sqlalchemy.pool import NullPool
 from optimizer.errors import AccumoptError, DataError, ParameterError
 from optimizer.paths import resolve_storage, storage_path
 
-__all__ = ["make_storage", "StudyFull", "storage_error", "storage_failure"]
+__all__ = ["make_storage", "StudyFull", "storage_error", "storage_failure", "has_heartbeat", "fail_stale_no_retry"]
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -201,12 +202,25 @@ def _writer(url: str, heartbeat: bool, grace_period: int | None) -> optuna.stora
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             with sqlite3.connect(path, timeout=60) as c:
                 c.execute("PRAGMA journal_mode=WAL")
-        st = _BudgetRDBStorage(
+        st = _racing_create(lambda: _BudgetRDBStorage(
             url, engine_kwargs={"connect_args": {"timeout": 60}}, skip_compatibility_check=False, **hb
-        )
+        ))
         _sqlite_pragmas(st.engine)
         return st
-    return _BudgetRDBStorage(_rdb_url(url), **hb)
+    return _racing_create(lambda: _BudgetRDBStorage(_rdb_url(url), **hb))
+
+
+def _racing_create(make: Any) -> Any:
+    """``make()``, retried when another process created Optuna's tables at the same moment (two processes opening
+    a new storage together: the loser's CREATE TABLE fails with "already exists"; the tables are there now)."""
+    for attempt in range(5):
+        try:
+            return make()
+        except Exception as e:  # noqa: BLE001 - only the create-race is retried; anything else is re-raised
+            if "already exists" not in str(_root_cause(e)).lower() or attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _sqlite_pragmas(engine: Any) -> None:
@@ -253,6 +267,28 @@ def _rdb_url(url: str) -> str:
         raise AccumoptError(f"storage {head}://...: no PostgreSQL driver is installed; "
                             "install it with `pip install 'accumopt[postgres]'` (psycopg2-binary)")
     return url
+
+
+def has_heartbeat(storage: optuna.storages.BaseStorage) -> bool:
+    """Whether ``storage`` keeps heartbeats (an RDB storage from ``make_storage``): only then can a dead worker's
+    RUNNING trial, or claim, be told from a live one."""
+    return is_heartbeat_enabled(storage)
+
+
+def fail_stale_no_retry(storage: optuna.storages.BaseStorage, study_id: int) -> list[int]:
+    """Mark FAIL the RUNNING trials of ``study_id`` whose heartbeat is older than the grace period, WITHOUT the
+    storage's retry callback (``optuna.storages.fail_stale_trials`` would queue a WAITING copy: right for an
+    objective's trial, wrong for a walk-forward window claim). The trial ids failed by this call."""
+    if not has_heartbeat(storage):
+        return []
+    failed = []
+    for tid in storage._get_stale_trial_ids(study_id):
+        try:
+            if storage.set_trial_state_values(tid, state=TrialState.FAIL):
+                failed.append(tid)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # another process failed it first
+    return failed
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -362,7 +398,8 @@ class _BudgetRDBStorage(optuna.storages.RDBStorage):
 
     def _get_prepared_new_trial(self, study_id, template_trial, session):
         trial = super()._get_prepared_new_trial(study_id, template_trial, session)
-        if template_trial is None and self.heartbeat_interval is not None:
+        running = template_trial is None or template_trial.state == TrialState.RUNNING  # (a claim's template)
+        if running and self.heartbeat_interval is not None:
             session.add(models.TrialHeartbeatModel(trial_id=trial.trial_id))  # DB server time, like every beat
         budget = self._budgets.get(study_id)
         if template_trial is None and budget is not None:

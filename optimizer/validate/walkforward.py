@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -44,10 +45,10 @@ from optimizer.engine.outcomes import signal_events
 from optimizer.engine.panel import Panel
 from optimizer.engine.regime_filter import regime_entry_mask
 from optimizer.engine.simulate import Span, Trades
-from optimizer.errors import DataError, ParameterError
+from optimizer.errors import DataError, ParameterError, SpecError
 from optimizer.study.data import StudyData, load_study_data, prepare_data
 from optimizer.engine.evaluate import Config
-from optimizer.paths import resolve_db, under
+from optimizer.paths import resolve_db, resolve_storage, under
 from optimizer.study.records import direction_sign, distinct_configurations, group_configurations, ranked_trials, read_trial, window_attrs
 from optimizer.study.reserve import opening_warning, record_opening
 from optimizer.study.splits import CombinatorialPurgedCV
@@ -55,6 +56,8 @@ from optimizer.study.run import run_study
 from optimizer.study.space import params_to_config, trial_config
 from optimizer.study.spec import StudySpec
 from optimizer.study.splits import WalkForward, Window
+from optimizer.study.storage import make_storage
+from optimizer.validate.distributed import DONE, WindowClaims, wait_for_run, work_windows
 from optimizer.validate.stats import (
     DailyExcess, cost_stress, cost_stress_wording, cpcv_pbo, daily_excess, deflated_sharpe_from_study,
     dependent_inference, equity_bootstrap, flag_fragile, probability_of_backtest_overfitting, spa_test,
@@ -63,7 +66,7 @@ from optimizer.validate.stats import (
 from optimizer.validate.verdict import POWER, T_MIN, Power, Verdict, verdict, verdict_alpha
 
 __all__ = [
-    "WindowResult", "WalkForwardResult", "run_walkforward", "select_params", "concat_trades", "pbo_matrix",
+    "WindowResult", "WalkForwardResult", "run_walkforward", "run_walkforward_worker", "select_params", "concat_trades", "pbo_matrix",
     "tried_configs", "combine_pvalues", "save_walkforward", "load_walkforward", "walkforward_dir", "SPA_GATE",
 ]
 
@@ -363,18 +366,48 @@ def _window_spa(M: np.ndarray) -> tuple[dict[str, Any] | None, str | None]:
     return r.to_dict(), None
 
 
-def _run_window(ctx: _RunContext, w: Window) -> WindowResult:
-    """Optimize on the window's train span (a study on the panel cut at the train end), evaluate the winner once
-    on the test span, and measure the window's in-sample DSR and PBO while its data is at hand."""
-    spec, d = ctx.spec, ctx.panel.dates
-    train, test = (str(d[w.train_start]), str(d[w.train_end - 1])), (str(d[w.test_start]), str(d[w.test_end - 1]))
-    name = f"{spec.run.study_name}-wf{w.index:02d}-{train[0]}_{train[1]}"
+def _window_dates(ctx: _RunContext, w: Window) -> tuple[tuple[str, str], tuple[str, str]]:
+    d = ctx.panel.dates
+    return (str(d[w.train_start]), str(d[w.train_end - 1])), (str(d[w.test_start]), str(d[w.test_end - 1]))
+
+
+def _window_name(ctx: _RunContext, w: Window) -> str:
+    """The window's study name: ``<study>-wfNN-<train start>_<train end>``."""
+    train, _ = _window_dates(ctx, w)
+    return f"{ctx.spec.run.study_name}-wf{w.index:02d}-{train[0]}_{train[1]}"
+
+
+def _window_data(ctx: _RunContext, w: Window) -> StudyData:
+    """The window's study data: the panel cut at its train end (no test session visible)."""
+    spec = ctx.spec
     n_splits = None if spec.cv.mode == "cpcv" else spec.walkforward.n_splits  # cpcv: the [cv] groups
     data = prepare_data(spec, ctx.panel, w.train_start, w.train_end, n_splits, spec.walkforward.embargo)
     assert len(data.panel.dates) == w.train_end  # the study's panel ends at its train end: no test session visible
-    run = run_study(spec, None, ctx.storage_url, n_trials=ctx.n_trials, data=data, name=name, seed=False,
-                    extra_attrs=window_attrs(w.index, train, test, str(data.panel.dates[-1])))
-    study = run.study
+    return data
+
+
+def _window_study(ctx: _RunContext, w: Window, data: StudyData, callbacks: list | None = None):
+    """Run (or resume) the window's study to ``ctx.n_trials`` trials: one sequential study (``run_study``, one
+    process), whichever worker runs it."""
+    train, test = _window_dates(ctx, w)
+    return run_study(ctx.spec, None, ctx.storage_url, n_trials=ctx.n_trials, data=data, name=_window_name(ctx, w),
+                     seed=False, extra_attrs=window_attrs(w.index, train, test, str(data.panel.dates[-1])),
+                     callbacks=callbacks)
+
+
+def _run_window(ctx: _RunContext, w: Window) -> WindowResult:
+    """Optimize on the window's train span (a study on the panel cut at the train end), evaluate the winner once
+    on the test span, and measure the window's in-sample DSR and PBO while its data is at hand."""
+    data = _window_data(ctx, w)
+    return _window_result(ctx, w, _window_study(ctx, w, data).study, data)
+
+
+def _window_result(ctx: _RunContext, w: Window, study: optuna.Study, data: StudyData) -> WindowResult:
+    """The window's result from its stored study: the winner, its one OOS evaluation, the in-sample DSR, PBO and
+    SPA (deterministic given the study: the same whichever worker ran the study)."""
+    spec = ctx.spec
+    train, test = _window_dates(ctx, w)
+    name = _window_name(ctx, w)
     chosen = select_params(study, spec.walkforward.select, spec.walkforward.top_k)
     cfg = trial_config(chosen, spec)
     data_end = min(w.test_end + ctx.purge, ctx.limit)
@@ -400,6 +433,21 @@ def _run_window(ctx: _RunContext, w: Window) -> WindowResult:
 # ------------------------------------------------------------------------------------------------ the run
 
 
+def _setup(spec: StudySpec, db: str | Path, storage_url: str | None, final: bool,
+           n_trials: int | None) -> tuple[_RunContext, list[Window], int]:
+    """The run's shared context, its windows and the reserve start index (index of the first reserve session)."""
+    panel_full, reserve = load_study_data(spec, db)
+    T = len(panel_full.dates)
+    limit = T if final else reserve
+    wfs = spec.walkforward
+    purge = wfs.purge if wfs.purge is not None else spec.max_hold()
+    windows = WalkForward(wfs.train, wfs.test, wfs.step, wfs.unit, purge=purge, anchored=wfs.anchored).split(
+        panel_full.dates[:limit])
+    ctx = _RunContext(spec, panel_full, limit, reserve, purge, n_trials or wfs.n_trials or spec.run.n_trials,
+                      resolve_storage(storage_url, spec.run.storage), BenchmarkCache(panel_full.slice(0, limit)))
+    return ctx, windows, reserve
+
+
 def run_walkforward(
     spec: StudySpec,
     db: str | Path,
@@ -408,39 +456,50 @@ def run_walkforward(
     progress: bool = False,
     n_trials: int | None = None,
     out_dir: str | Path | None = None,
+    jobs: int = 1,
 ) -> WalkForwardResult:
     """Walk ``spec`` forward over the store ``db``: one study per train window (stored in ``storage_url``, resumed
     when it exists), the winner evaluated once on the following test window, the OOS trades stitched and judged.
     ``final``: also open the final reserve (recorded in the store's reserve ledger; a second opening warns).
     ``out_dir``: also write ``walk_forward_summary.csv`` there (``save_walkforward`` writes the full set of files,
-    in ``walkforward_dir``)."""
+    in ``walkforward_dir``).
+
+    On a storage with heartbeats (SQLite, PostgreSQL: any RDB URL) the windows are claimed through the storage
+    (``optimizer.validate.distributed``): ``jobs`` local processes (this one and ``jobs - 1`` forked ones) and
+    any number of ``walkforward worker`` processes on other machines each run whole windows; this process then
+    stitches the windows in order. The result is the single-process one (each window's study is the same
+    sequential study whoever runs it). Journal and in-memory storages run the windows here, one after another."""
+    if jobs < 1:
+        raise ParameterError(f"jobs must be >= 1, got jobs={jobs}")
     db = resolve_db(db, spec.data.database)
-    panel_full, reserve = load_study_data(spec, db)
-    T = len(panel_full.dates)
-    limit = T if final else reserve
-    wfs = spec.walkforward
-    purge = wfs.purge if wfs.purge is not None else spec.max_hold()
-    windows = WalkForward(wfs.train, wfs.test, wfs.step, wfs.unit, purge=purge, anchored=wfs.anchored).split(
-        panel_full.dates[:limit])
-    msgs = _reserve_record(db, spec, str(panel_full.dates[reserve])[:10] if reserve < T else None, final,
-                           str(panel_full.dates[limit - 1])[:10])
+    ctx, windows, reserve = _setup(spec, db, storage_url, final, n_trials)
+    T, limit = len(ctx.panel.dates), ctx.limit
+    msgs = _reserve_record(db, spec, str(ctx.panel.dates[reserve])[:10] if reserve < T else None, final,
+                           str(ctx.panel.dates[limit - 1])[:10])
     if spec.seed_from is not None:
         msgs.append(f"[seed_from] {spec.seed_from.study!r} is not used by walk-forward windows: that study saw "
                     "sessions after each window's train end, so its trials would leak the future into the window")
     for m in msgs:
         warnings.warn(m, stacklevel=2)
-    ctx = _RunContext(spec, panel_full, limit, reserve, purge, n_trials or wfs.n_trials or spec.run.n_trials,
-                      storage_url, BenchmarkCache(panel_full.slice(0, limit)))
-    results: list[WindowResult] = []
     prog = Progress() if progress else None
     if prog:
         prog.start()
         task = prog.add_task("walk-forward windows", total=len(windows))
     try:
-        for w in windows:
-            results.append(_run_window(ctx, w))
-            if prog:
-                prog.advance(task)
+        if _claimable(ctx.storage_url):
+            run = {"spec_hash": spec.spec_hash, "n_trials": ctx.n_trials, "final": final,
+                   "windows": [_window_name(ctx, w) for w in windows]}
+            on_pass = (lambda st: prog.update(task, completed=sum(v == DONE for v in st.values()))) if prog else None
+            results = _distributed(ctx, windows, run, jobs, collect=True, on_pass=on_pass)
+        else:
+            if jobs > 1:
+                raise ParameterError(f"jobs must be 1 with storage {ctx.storage_url}: only a storage with heartbeats "
+                                     f"(SQLite or another RDB URL) can share windows between processes, got jobs={jobs}")
+            results = []
+            for w in windows:
+                results.append(_run_window(ctx, w))
+                if prog:
+                    prog.advance(task)
     finally:
         if prog:
             prog.stop()
@@ -448,6 +507,109 @@ def run_walkforward(
     if out_dir is not None:
         _write_summary(res, Path(out_dir))
     return res
+
+
+def run_walkforward_worker(spec: StudySpec, db: str | Path, storage_url: str | None = None, jobs: int = 1,
+                           wait: float = 60.0) -> list[str]:
+    """Join the walk-forward of ``spec`` that a coordinator (``run_walkforward``) started on ``storage_url``: claim
+    and run whole windows (``jobs`` local processes) until every window is done; the window studies this
+    process ran (its forked processes' not included). Waits up to ``wait`` seconds for the coordinator to have
+    registered the run. This machine's store must give the same windows (same spec, same data): else a
+    ``DataError``. The coordinator computes the results."""
+    if jobs < 1:
+        raise ParameterError(f"jobs must be >= 1, got jobs={jobs}")
+    db = resolve_db(db, spec.data.database)
+    url = resolve_storage(storage_url, spec.run.storage)
+    if not _claimable(url):
+        raise ParameterError(f"walkforward worker needs a storage with heartbeats (SQLite or another RDB URL such as "
+                             f"postgresql://...), got {url}")
+    run = wait_for_run(make_storage(url), spec.run.study_name, wait)
+    if run.get("spec_hash") != spec.spec_hash:
+        raise SpecError("walkforward", f"the walk-forward running in {url} was started from a different spec (hash "
+                                       f"{run.get('spec_hash')}, this spec {spec.spec_hash}); pass the same spec file")
+    ctx, windows, _ = _setup(spec, db, url, bool(run.get("final")), int(run["n_trials"]))
+    names = [_window_name(ctx, w) for w in windows]
+    if names != list(run.get("windows") or []):
+        raise DataError(f"the store {db} gives other walk-forward windows than the coordinator's ({len(names)} vs "
+                        f"{len(run.get('windows') or [])}; first {names[:1]} vs {(run.get('windows') or [])[:1]}): "
+                        "every worker needs the same data")
+    return _distributed(ctx, windows, run, jobs, collect=False)
+
+
+def _claimable(url: str) -> bool:
+    """Whether windows can be claimed through this storage (an RDB storage with heartbeats)."""
+    return not (url.startswith("journal:") or url in ("sqlite:///:memory:", "sqlite://"))
+
+
+def _distributed(ctx: _RunContext, windows: list[Window], run: dict[str, Any], jobs: int, collect: bool,
+                 on_pass: Any = None) -> Any:
+    """Run the windows through claims in this process and ``jobs - 1`` forked ones (forked first, before this
+    process opens any storage or starts a thread). ``collect``: also compute every window's result (for the
+    windows other workers ran, from their stored studies) and return them in window order; else the names of
+    the windows this process ran."""
+    by_name = {_window_name(ctx, w): w for w in windows}
+    storage = make_storage(ctx.storage_url)  # creates the schema once, before any other process opens the storage
+    if hasattr(storage, "engine"):
+        storage.engine.dispose()  # no pooled connection crosses the fork
+    procs = []
+    if jobs > 1:
+        mp = multiprocessing.get_context("fork")
+        procs = [mp.Process(target=_child, args=(ctx, by_name, run), daemon=False) for _ in range(jobs - 1)]
+        for p in procs:
+            p.start()
+    results: dict[str, WindowResult] = {}
+
+    def run_one(name: str, lost: Any) -> bool:
+        w = by_name[name]
+        data = _window_data(ctx, w)
+        r = _window_study(ctx, w, data, callbacks=[_stop_when(lost)])
+        if r.interrupted or lost():
+            return False
+        if collect:
+            results[name] = _window_result(ctx, w, r.study, data)
+        return True
+
+    try:
+        claims = WindowClaims(storage, ctx.spec.run.study_name, run=run)
+        try:
+            ran = work_windows(claims, list(by_name), run_one, on_pass)
+        finally:
+            claims.close()
+    finally:
+        for p in procs:
+            p.join()
+    bad = [p.exitcode for p in procs if p.exitcode != 0]
+    if bad:
+        warnings.warn(f"{len(bad)} walk-forward worker process(es) ended with exit codes {bad}; their windows were "
+                      "taken over", stacklevel=2)
+    if not collect:
+        return ran
+    for name, w in by_name.items():
+        if name not in results:  # run by another worker: its stored study
+            results[name] = _window_result(ctx, w, optuna.load_study(study_name=name, storage=storage),
+                                           _window_data(ctx, w))
+    return [results[n] for n in by_name]
+
+
+def _stop_when(lost: Any) -> Any:
+    def cb(study: optuna.Study, trial: Any) -> None:
+        if lost():
+            study.stop()
+    return cb
+
+
+def _child(ctx: _RunContext, by_name: dict[str, Window], run: dict[str, Any]) -> None:
+    """A forked ``--jobs`` process: claim and run window studies until every window is done."""
+    def run_one(name: str, lost: Any) -> bool:
+        w = by_name[name]
+        r = _window_study(ctx, w, _window_data(ctx, w), callbacks=[_stop_when(lost)])
+        return not (r.interrupted or lost())
+
+    claims = WindowClaims(make_storage(ctx.storage_url), ctx.spec.run.study_name, run=run)
+    try:
+        work_windows(claims, list(by_name), run_one)
+    finally:
+        claims.close()
 
 
 def _assemble(ctx: _RunContext, results: list[WindowResult], final: bool, msgs: list[str]) -> WalkForwardResult:

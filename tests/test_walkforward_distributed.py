@@ -1,0 +1,242 @@
+"""Walk-forward windows claimed through the study storage (``optimizer.validate.distributed``; issue 15 point 1).
+
+A tiny spec on the planted store (``synth_db``: 33 symbols, 2023-01 .. 2024-06, 20 % reserve): train 4 / test 2
+months (5 windows), 2 inner folds, 4 seeded TPE trials per window. What is checked (each could fail):
+
+* ``--jobs 2`` on SQLite gives the single-process result: the same result dict (every window's winner, in- and
+  out-of-sample metrics, the stitched OOS figures, the statistics and the verdict), the same trials in every
+  window's study (parameters and values, trial by trial), and both processes ran windows (two workers in the
+  claims).
+* Two ``walkforward worker`` processes on a real PostgreSQL server (tests/test_postgres.py's loopback fixture)
+  beside the coordinator: the same result as the single-process SQLite run.
+* A worker SIGKILLed while it runs a window: the coordinator takes the window over once the claim is stale
+  (``ACCUMOPT_HEARTBEAT_GRACE=2``), keeps the trials the killed worker stored, and every window ends with exactly
+  the configured trials.
+* The claim itself: of two claims on one window only the first wins; a finished window is never claimed again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from test_postgres import pg_url  # noqa: F401 - the loopback PostgreSQL server fixture
+
+from optimizer.study.records import claims_name, read_claim
+from optimizer.study.spec import load_spec
+from optimizer.study.storage import make_storage
+from optimizer.validate.distributed import DONE, FREE, HELD, WindowClaims
+from optimizer.validate.walkforward import run_walkforward
+
+N = 4  # trials per window
+SPEC = f"""
+[study]
+name = "wfd"
+[data]
+universe = "tier1+3"
+reserve_fraction = 0.2
+[space]
+variant = {{ type = "categorical", choices = ["A", "B", "C"] }}
+z_window = {{ type = "categorical", choices = [10, 20] }}
+buy_threshold = {{ type = "int", low = 60, high = 80, step = 5 }}
+sell_threshold = {{ type = "int", low = 20, high = 40, step = 5 }}
+exit = {{ type = "categorical", choices = ["fixed_10d", "first_dist"] }}
+time_stop = 10
+[cv]
+n_splits = 2
+[objective]
+name = "composite_rank_excess"
+min_trades = 0
+[sampler]
+name = "tpe"
+seed = 3
+n_startup_trials = 2
+[pruner]
+name = "none"
+[run]
+n_trials = {N}
+[walkforward]
+train = 4
+test = 2
+unit = "months"
+n_trials = {N}
+"""
+
+
+@pytest.fixture(scope="module")
+def spec_path(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("wfd") / "wfd.toml"
+    p.write_text(SPEC, encoding="utf-8")
+    return p
+
+
+@pytest.fixture(scope="module")
+def single(synth_db, spec_path, tmp_path_factory):
+    """The single-process run (SQLite) every other run must equal."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('wfd1') / 'one.db'}"
+    return url, run_walkforward(load_spec(spec_path), synth_db, url, out_dir=None)
+
+
+def _trials_by_window(url: str) -> dict[str, list[tuple]]:
+    st = make_storage(url, read_only=True) if url.startswith("sqlite") else make_storage(url, heartbeat=False)
+    out = {}
+    for s in optuna.get_all_study_summaries(st, include_best_trial=False):
+        if "-wf0" in s.study_name and not s.study_name.endswith("-wf-claims"):
+            ts = optuna.load_study(study_name=s.study_name, storage=st).get_trials(deepcopy=False)
+            out[s.study_name] = [(t.number, t.state.name, t.params, t.values) for t in ts]
+    return out
+
+
+def _claim_workers(url: str) -> set[str]:
+    st = make_storage(url, heartbeat=False)
+    study = optuna.load_study(study_name=claims_name("wfd"), storage=st)
+    return {read_claim(t)["worker"] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+
+
+def _timeless(d):
+    """A result dict without the trials' wall times (``duration_s`` in the winners' in-sample metrics)."""
+    if isinstance(d, dict):
+        return {k: _timeless(v) for k, v in d.items() if k != "duration_s"}
+    if isinstance(d, list):
+        return [_timeless(v) for v in d]
+    return d
+
+
+def _dump(d) -> str:
+    return json.dumps(_timeless(json.loads(json.dumps(d, default=str))), sort_keys=True)
+
+
+def _same(a, b) -> None:
+    assert _dump(a.to_dict()) == _dump(b.to_dict())
+    assert a.verdict.line == b.verdict.line
+
+
+def test_single_process_runs_every_window_with_exactly_n_trials(single):
+    url, res = single
+    by_window = _trials_by_window(url)
+    assert len(res.windows) >= 4 and len(by_window) == len(res.windows)
+    assert all(len(ts) == N and all(s == "COMPLETE" for _, s, _, _ in ts) for ts in by_window.values())
+    assert len(_claim_workers(url)) == 1
+
+
+def test_jobs_2_on_sqlite_equals_the_single_process_run(synth_db, spec_path, single, tmp_path):
+    url1, res1 = single
+    url2 = f"sqlite:///{tmp_path / 'two.db'}"
+    res2 = run_walkforward(load_spec(spec_path), synth_db, url2, out_dir=None, jobs=2)
+    _same(res1, res2)
+    assert _trials_by_window(url2) == _trials_by_window(url1)
+    assert len(_claim_workers(url2)) == 2  # both processes ran windows
+
+
+def test_claims_first_live_claim_wins_and_done_is_final(tmp_path):
+    url = f"sqlite:///{tmp_path / 'claims.db'}"
+    a = WindowClaims(make_storage(url), "wfd", run={"n_trials": 1, "windows": ["w0", "w1"]}, worker="a")
+    b = WindowClaims(make_storage(url), "wfd", wait=1, worker="b")
+    try:
+        assert a.states(["w0", "w1"]) == {"w0": FREE, "w1": FREE}
+        ta = a.claim("w0")
+        assert ta is not None and b.claim("w0") is None  # a holds it
+        assert b.states(["w0"]) == {"w0": HELD}
+        a.finish(ta)
+        assert b.states(["w0", "w1"]) == {"w0": DONE, "w1": FREE}
+        assert b.claim("w0") is None and a.claim("w0") is None
+        tb = b.claim("w1")
+        b.release(tb)  # given back unfinished: free again
+        assert a.states(["w1"]) == {"w1": FREE}
+    finally:
+        a.close()
+        b.close()
+
+
+# ------------------------------------------------------------------------------------------------ processes
+
+def _env(grace: int = 2) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACCUMOPT_")}
+    env["ACCUMOPT_HEARTBEAT_GRACE"] = str(grace)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                         *filter(None, [os.environ.get("PYTHONPATH")])])
+    return env
+
+
+def _start(args: list[str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "optimizer.cli", *args], env=_env(), stdin=subprocess.DEVNULL,
+                            stdout=open(log.with_suffix(".out"), "w"), stderr=open(log.with_suffix(".err"), "w"))
+
+
+def _wait(p: subprocess.Popen, log: Path, timeout: float = 300) -> str:
+    try:
+        p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        raise
+    out, err = log.with_suffix(".out").read_text(), log.with_suffix(".err").read_text()
+    assert p.returncode == 0, f"exit {p.returncode}\n{out}\n{err}"
+    assert "Traceback" not in err and "database is locked" not in err, err
+    return out
+
+
+@pytest.mark.slow
+def test_postgres_two_workers_equal_the_single_process_run(synth_db, spec_path, single, pg_url, tmp_path):
+    _, res1 = single
+    common = ["--db", str(synth_db), "--storage", pg_url, "--out", str(tmp_path / "out"), "--format", "json"]
+    coord = _start(["walkforward", str(spec_path), *common], tmp_path / "coord")
+    workers = [_start(["walkforward", "worker", str(spec_path), *common], tmp_path / f"w{i}") for i in range(2)]
+    ran = [json.loads(_wait(w, tmp_path / f"w{i}"))["windows_run"] for i, w in enumerate(workers)]
+    d2 = json.loads(_wait(coord, tmp_path / "coord"))
+    d2.pop("files")
+    assert _dump(d2) == _dump(res1.to_dict())
+    assert sum(map(len, ran)) >= 1  # the workers took part
+    assert len(_claim_workers(pg_url)) >= 2
+
+
+@pytest.mark.slow
+def test_killed_worker_window_is_resumed_with_exactly_n_trials(synth_db, spec_path, tmp_path):
+    n = 12
+    url = f"sqlite:///{tmp_path / 'kill.db'}"
+    common = ["--db", str(synth_db), "--storage", url, "--out", str(tmp_path / "out"), "--n-trials", str(n),
+              "--format", "json"]
+    coord = _start(["walkforward", str(spec_path), *common], tmp_path / "coord")
+    worker = _start(["walkforward", "worker", str(spec_path), "--db", str(synth_db), "--storage", url, "--format",
+                     "json"], tmp_path / "worker")
+    st = make_storage(url, heartbeat=False)
+    victim, before, t_end = None, None, time.monotonic() + 240
+    while victim is None and time.monotonic() < t_end and worker.poll() is None:
+        time.sleep(0.2)
+        try:
+            claims = optuna.load_study(study_name=claims_name("wfd"), storage=st).get_trials(deepcopy=False)
+        except KeyError:
+            continue
+        held = [read_claim(t)["window"] for t in claims if t.state == TrialState.RUNNING
+                and read_claim(t)["worker"].endswith(f":{worker.pid}")]
+        for w in held:
+            try:
+                ts = optuna.load_study(study_name=w, storage=st).get_trials(deepcopy=False)
+            except KeyError:
+                continue
+            if 1 <= len(ts) < n - 2:
+                os.kill(worker.pid, signal.SIGKILL)
+                victim, before = w, [(t.number, t.params, t.values) for t in ts]
+                break
+    worker.wait(timeout=30)
+    assert victim is not None, "the worker never held a window with trials stored before finishing"
+    d = json.loads(_wait(coord, tmp_path / "coord"))
+    by_window = _trials_by_window(url)
+    assert len(by_window) == len(d["windows"])
+    for name, ts in by_window.items():
+        assert [t[0] for t in ts] == list(range(n)), (name, ts)
+        assert all(s == "COMPLETE" for _, s, _, _ in ts)
+    kept = [(num, p, v) for num, _, p, v in by_window[victim]][:len(before)]
+    assert kept == before  # the killed worker's trials were kept, the window resumed from them
+    claims = optuna.load_study(study_name=claims_name("wfd"), storage=st).get_trials(deepcopy=False)
+    won = {read_claim(t)["window"]: read_claim(t)["worker"] for t in claims if t.state == TrialState.COMPLETE}
+    assert not won[victim].endswith(f":{worker.pid}")  # another worker finished it
