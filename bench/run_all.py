@@ -1,4 +1,5 @@
-"""Run every benchmark (engine, study_throughput, ingest, scan, memory) and print one combined table (``make bench``).
+"""Run every benchmark (engine, study_throughput, ingest, scan, memory, walkforward, demo) and print one combined
+table with each script's load average (``make bench``).
 
 Each script runs in its own process (so each peak RSS is its own) with ``--json`` and small sizes that keep the
 whole suite at a few minutes on 2 cores; ``--full`` uses each script's own defaults instead (much longer:
@@ -32,6 +33,8 @@ SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
     "ingest": (["--sessions", "20"], ["--full"]),
     "scan": (["--symbols", "10000", "--sessions", "100"], []),
     "memory": (["--csv-mb", "50", "--symbols", "3000"], []),
+    "walkforward": (["--trials", "10"], ["--trials", "40"]),
+    "demo": ([], []),
 }
 
 
@@ -106,6 +109,13 @@ def headline(name: str, r: dict) -> list[tuple]:
             else:
                 out.append((f"memory {k}: seconds / peak RSS MiB", f"{v.get('seconds')} / {v.get('peak_rss_mb')}", None, v.get("ok")))
         return out
+    if name == "walkforward":
+        return [(f"walk-forward {v['windows']} windows x {r['trials_per_window']} trials, --jobs {v['jobs']}: wall s "
+                 "(speed-up)", f"{v['seconds']} ({v['speedup']}x)", "same result" if v["identical_to_jobs_1"]
+                 else "DIFFERS", v["identical_to_jobs_1"]) for v in r["runs"].values()]
+    if name == "demo":
+        return [("demo wall time, s (data / phase A / phase B / walk-forward ...)", r["seconds"],
+                 " / ".join(f"{k} {v}" for k, v in r["timings"].items()))]
     if name == "scan":
         return [(f"scan {r['symbols']:,} x {r['sessions']}: seconds / rows/s", f"{r['scan_seconds']} / {r['rows_per_second']:,}")]
     return [(name, json.dumps(r)[:80])]
@@ -132,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  done in {secs:.0f} s (load average {res['machine']['loadavg_1m']})", file=sys.stderr, flush=True)
         results[n] = res
         rows += headline(n, res)
-        rows.append((f"{n}: wall seconds", round(secs, 1)))
+        load = (res.get("machine") or {}).get("loadavg_1m")
+        rows.append((f"{n}: wall seconds / 1-min load average at its end", f"{round(secs, 1)} / {load}"))
     emit(results, a.json, "accumopt benchmarks (" + ("full" if a.full else "quick") + " sizes)", rows)
     return 1 if any("error" in r for r in results.values()) else 0
 

@@ -303,6 +303,36 @@ class StudyFull(Exception):
     """A new trial was refused: the study's trial budget is used up (control flow, caught by run_study)."""
 
 
+_CHILD_MODELS = (models.TrialValueModel, models.TrialParamModel, models.TrialIntermediateValueModel,
+                 models.TrialUserAttributeModel, models.TrialSystemAttributeModel)
+
+
+def _child_rows(tid: int, frozen: optuna.trial.FrozenTrial) -> list[tuple[str, tuple[str, ...], list[tuple]]]:
+    """(table, columns, rows) of a finished trial's values, params, fold reports and attributes, encoded as
+    Optuna's models store them (enums by name, JSON text)."""
+    def value(v: float) -> tuple:
+        stored, kind = models.TrialValueModel.value_to_stored_repr(v)
+        return stored, kind.name
+
+    def inter(v: float) -> tuple:
+        stored, kind = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(v)
+        return stored, kind.name
+
+    to_json = optuna.distributions.distribution_to_json
+    return [
+        ("trial_values", ("trial_id", "objective", "value", "value_type"),
+         [(tid, i, *value(v)) for i, v in enumerate(frozen.values or [])]),
+        ("trial_params", ("trial_id", "param_name", "param_value", "distribution_json"),
+         [(tid, k, d.to_internal_repr(frozen.params[k]), to_json(d)) for k, d in frozen.distributions.items()]),
+        ("trial_intermediate_values", ("trial_id", "step", "intermediate_value", "intermediate_value_type"),
+         [(tid, step, *inter(v)) for step, v in frozen.intermediate_values.items()]),
+        ("trial_user_attributes", ("trial_id", "key", "value_json"),
+         [(tid, k, json.dumps(v)) for k, v in frozen.user_attrs.items()]),
+        ("trial_system_attributes", ("trial_id", "key", "value_json"),
+         [(tid, k, json.dumps(v)) for k, v in frozen.system_attrs.items()]),
+    ]
+
+
 class _BudgetRDBStorage(optuna.storages.RDBStorage):
     """RDBStorage that creates a NEW trial only while fewer than the study's budget of trials hold a slot.
 
@@ -363,37 +393,30 @@ class _BudgetRDBStorage(optuna.storages.RDBStorage):
         if not frozen.state.is_finished():
             raise ValueError(f"write_finished_trial needs a finished trial, got state {frozen.state.name}")
         utc = lambda d: None if d is None else d.astimezone(timezone.utc).replace(tzinfo=None)  # noqa: E731
+        now = datetime.now()
+        start, end = utc(frozen.datetime_start or now), utc(frozen.datetime_complete or now)
         T = models.TrialModel.__table__
         with _create_scoped_session(self.scoped_session) as session:
             if self.engine.name != "sqlite":
                 models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
-            now = datetime.now()
             tid = session.execute(T.insert().values(
-                study_id=study_id, number=None, state=frozen.state,
-                datetime_start=utc(frozen.datetime_start or now),
-                datetime_complete=utc(frozen.datetime_complete or now))).inserted_primary_key[0]
+                study_id=study_id, number=None, state=frozen.state, datetime_start=start,
+                datetime_complete=end)).inserted_primary_key[0]
             number = session.execute(select(func.count()).select_from(T).where(
                 T.c.study_id == study_id, T.c.trial_id < tid)).scalar_one()
             session.execute(update(T).where(T.c.trial_id == tid).values(number=number))
-            values = frozen.values or []
-            rows = [(models.TrialValueModel, [
-                dict(zip(("value", "value_type"), models.TrialValueModel.value_to_stored_repr(v)),
-                     trial_id=tid, objective=i) for i, v in enumerate(values)])]
-            rows.append((models.TrialParamModel, [
-                dict(trial_id=tid, param_name=k, param_value=d.to_internal_repr(frozen.params[k]),
-                     distribution_json=optuna.distributions.distribution_to_json(d))
-                for k, d in frozen.distributions.items()]))
-            rows.append((models.TrialIntermediateValueModel, [
-                dict(zip(("intermediate_value", "intermediate_value_type"),
-                         models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(v)),
-                     trial_id=tid, step=step) for step, v in frozen.intermediate_values.items()]))
-            rows.append((models.TrialUserAttributeModel, [
-                dict(trial_id=tid, key=k, value_json=json.dumps(v)) for k, v in frozen.user_attrs.items()]))
-            rows.append((models.TrialSystemAttributeModel, [
-                dict(trial_id=tid, key=k, value_json=json.dumps(v)) for k, v in frozen.system_attrs.items()]))
-            for model, batch in rows:
-                if batch:
-                    session.execute(model.__table__.insert(), batch)
+            rows = _child_rows(tid, frozen)
+            if self.engine.name == "sqlite":  # the driver's own executemany: no SQL compilation per statement
+                con = session.connection()
+                for table, cols, batch in rows:
+                    if batch:
+                        con.exec_driver_sql(f"INSERT INTO {table} ({', '.join(cols)}) VALUES "
+                                            f"({', '.join('?' * len(cols))})", batch)
+            else:
+                tables = {m.__tablename__: m.__table__ for m in _CHILD_MODELS}
+                for table, cols, batch in rows:
+                    if batch:
+                        session.execute(tables[table].insert(), [dict(zip(cols, r)) for r in batch])
         return int(tid)
 
     def _get_prepared_new_trial(self, study_id, template_trial, session):
