@@ -28,6 +28,8 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import multiprocessing.connection
+import threading
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -544,20 +546,30 @@ def _claimable(url: str) -> bool:
 def _distributed(ctx: _RunContext, windows: list[Window], run: dict[str, Any], jobs: int, collect: bool,
                  on_pass: Any = None) -> Any:
     """Run the windows through claims in this process and ``jobs - 1`` forked ones (forked first, before this
-    process opens any storage or starts a thread). ``collect``: also compute every window's result (for the
-    windows other workers ran, from their stored studies) and return them in window order; else the names of
-    the windows this process ran."""
+    process opens any storage or starts a thread). ``collect``: also compute every window's result and return
+    them in window order (a forked process computes the results of the windows it ran and sends them back; for
+    the windows other machines ran, this process computes them from their stored studies: the same numbers,
+    they are deterministic given the study); else the names of the windows this process ran."""
     by_name = {_window_name(ctx, w): w for w in windows}
     storage = make_storage(ctx.storage_url)  # creates the schema once, before any other process opens the storage
     if hasattr(storage, "engine"):
         storage.engine.dispose()  # no pooled connection crosses the fork
-    procs = []
+    results: dict[str, WindowResult] = {}
+    procs, pipes = [], []
     if jobs > 1:
         mp = multiprocessing.get_context("fork")
-        procs = [mp.Process(target=_child, args=(ctx, by_name, run), daemon=False) for _ in range(jobs - 1)]
+        sends = []
+        for _ in range(jobs - 1):
+            recv, send = mp.Pipe(duplex=False)
+            procs.append(mp.Process(target=_child, args=(ctx, by_name, run, send if collect else None)))
+            pipes.append(recv)
+            sends.append(send)
         for p in procs:
             p.start()
-    results: dict[str, WindowResult] = {}
+        for send in sends:
+            send.close()  # the children hold the sending ends: EOF once they exit
+    receiver = threading.Thread(target=_receive, args=(pipes, results), name="wf-results", daemon=True)
+    receiver.start()  # after the fork: the results the forked processes send, as they come
 
     def run_one(name: str, lost: Any) -> bool:
         w = by_name[name]
@@ -578,6 +590,7 @@ def _distributed(ctx: _RunContext, windows: list[Window], run: dict[str, Any], j
     finally:
         for p in procs:
             p.join()
+        receiver.join()
     bad = [p.exitcode for p in procs if p.exitcode != 0]
     if bad:
         warnings.warn(f"{len(bad)} walk-forward worker process(es) ended with exit codes {bad}; their windows were "
@@ -585,10 +598,22 @@ def _distributed(ctx: _RunContext, windows: list[Window], run: dict[str, Any], j
     if not collect:
         return ran
     for name, w in by_name.items():
-        if name not in results:  # run by another worker: its stored study
+        if name not in results:  # run by another machine's worker: its stored study
             results[name] = _window_result(ctx, w, optuna.load_study(study_name=name, storage=storage),
                                            _window_data(ctx, w))
     return [results[n] for n in by_name]
+
+
+def _receive(pipes: list[Any], results: dict[str, "WindowResult"]) -> None:
+    """Collect ``(window name, WindowResult)`` from the forked processes' pipes until each is closed."""
+    pipes = list(pipes)
+    while pipes:
+        for r in multiprocessing.connection.wait(pipes):
+            try:
+                name, res = r.recv()
+                results[name] = res
+            except EOFError:
+                pipes.remove(r)
 
 
 def _stop_when(lost: Any) -> Any:
@@ -598,18 +623,26 @@ def _stop_when(lost: Any) -> Any:
     return cb
 
 
-def _child(ctx: _RunContext, by_name: dict[str, Window], run: dict[str, Any]) -> None:
-    """A forked ``--jobs`` process: claim and run window studies until every window is done."""
+def _child(ctx: _RunContext, by_name: dict[str, Window], run: dict[str, Any], send: Any) -> None:
+    """A forked ``--jobs`` process: claim and run window studies until every window is done; with ``send`` (a
+    pipe to the coordinator), also compute and send each window's result."""
     def run_one(name: str, lost: Any) -> bool:
         w = by_name[name]
-        r = _window_study(ctx, w, _window_data(ctx, w), callbacks=[_stop_when(lost)])
-        return not (r.interrupted or lost())
+        data = _window_data(ctx, w)
+        r = _window_study(ctx, w, data, callbacks=[_stop_when(lost)])
+        if r.interrupted or lost():
+            return False
+        if send is not None:
+            send.send((name, _window_result(ctx, w, r.study, data)))
+        return True
 
     claims = WindowClaims(make_storage(ctx.storage_url), ctx.spec.run.study_name, run=run)
     try:
         work_windows(claims, list(by_name), run_one)
     finally:
         claims.close()
+        if send is not None:
+            send.close()
 
 
 def _assemble(ctx: _RunContext, results: list[WindowResult], final: bool, msgs: list[str]) -> WalkForwardResult:
