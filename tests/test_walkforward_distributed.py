@@ -189,8 +189,10 @@ def _wait(p: subprocess.Popen, log: Path, timeout: float = 300) -> str:
 def test_postgres_two_workers_equal_the_single_process_run(synth_db, spec_path, single, pg_url, tmp_path):
     _, res1 = single
     common = ["--db", str(synth_db), "--storage", pg_url, "--out", str(tmp_path / "out"), "--format", "json"]
-    coord = _start(["walkforward", str(spec_path), *common], tmp_path / "coord")
+    # the workers first (they wait for the coordinator to register the run), so they are up when windows are handed out
     workers = [_start(["walkforward", "worker", str(spec_path), *common], tmp_path / f"w{i}") for i in range(2)]
+    time.sleep(3)
+    coord = _start(["walkforward", str(spec_path), *common], tmp_path / "coord")
     ran = [json.loads(_wait(w, tmp_path / f"w{i}"))["windows_run"] for i, w in enumerate(workers)]
     d2 = json.loads(_wait(coord, tmp_path / "coord"))
     d2.pop("files")
@@ -205,9 +207,10 @@ def test_killed_worker_window_is_resumed_with_exactly_n_trials(synth_db, spec_pa
     url = f"sqlite:///{tmp_path / 'kill.db'}"
     common = ["--db", str(synth_db), "--storage", url, "--out", str(tmp_path / "out"), "--n-trials", str(n),
               "--format", "json"]
-    coord = _start(["walkforward", str(spec_path), *common], tmp_path / "coord")
     worker = _start(["walkforward", "worker", str(spec_path), "--db", str(synth_db), "--storage", url, "--format",
                      "json"], tmp_path / "worker")
+    time.sleep(3)  # the worker is up (waiting for the run) when the coordinator registers it
+    coord = _start(["walkforward", str(spec_path), *common], tmp_path / "coord")
     st = make_storage(url, heartbeat=False)
     victim, before, t_end = None, None, time.monotonic() + 240
     while victim is None and time.monotonic() < t_end and worker.poll() is None:
