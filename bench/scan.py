@@ -21,6 +21,9 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import machine  # noqa: E402
 
 from optimizer.analytics.scanner import scan  # noqa: E402
 from optimizer.data.calendar import nyse_sessions  # noqa: E402
@@ -73,6 +76,7 @@ def run(n_symbols: int, n_sessions: int, lookback: int) -> dict:
         "scan_seconds": round(secs, 4),
         "rows_per_second": round(rows / secs, 1),
         "build_seconds": round(build, 3),
+        "machine": machine(),
     }
 
 

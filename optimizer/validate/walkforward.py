@@ -29,6 +29,8 @@ import json
 import math
 import multiprocessing
 import multiprocessing.connection
+import os
+import signal
 import threading
 import warnings
 from dataclasses import dataclass, field, replace
@@ -587,6 +589,11 @@ def _distributed(ctx: _RunContext, windows: list[Window], run: dict[str, Any], j
             ran = work_windows(claims, list(by_name), run_one, on_pass)
         finally:
             claims.close()
+    except BaseException:
+        for p in procs:  # this run failed or was interrupted: the forked processes stop after their running trial
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGINT)
+        raise
     finally:
         for p in procs:
             p.join()
