@@ -395,29 +395,49 @@ class _BudgetRDBStorage(optuna.storages.RDBStorage):
         utc = lambda d: None if d is None else d.astimezone(timezone.utc).replace(tzinfo=None)  # noqa: E731
         now = datetime.now()
         start, end = utc(frozen.datetime_start or now), utc(frozen.datetime_complete or now)
+        if self.engine.name == "sqlite":
+            return self._write_finished_sqlite(study_id, frozen, start, end)
         T = models.TrialModel.__table__
         with _create_scoped_session(self.scoped_session) as session:
-            if self.engine.name != "sqlite":
-                models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+            models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
             tid = session.execute(T.insert().values(
                 study_id=study_id, number=None, state=frozen.state, datetime_start=start,
                 datetime_complete=end)).inserted_primary_key[0]
             number = session.execute(select(func.count()).select_from(T).where(
                 T.c.study_id == study_id, T.c.trial_id < tid)).scalar_one()
             session.execute(update(T).where(T.c.trial_id == tid).values(number=number))
-            rows = _child_rows(tid, frozen)
-            if self.engine.name == "sqlite":  # the driver's own executemany: no SQL compilation per statement
-                con = session.connection()
-                for table, cols, batch in rows:
-                    if batch:
-                        con.exec_driver_sql(f"INSERT INTO {table} ({', '.join(cols)}) VALUES "
-                                            f"({', '.join('?' * len(cols))})", batch)
-            else:
-                tables = {m.__tablename__: m.__table__ for m in _CHILD_MODELS}
-                for table, cols, batch in rows:
-                    if batch:
-                        session.execute(tables[table].insert(), [dict(zip(cols, r)) for r in batch])
+            tables = {m.__tablename__: m.__table__ for m in _CHILD_MODELS}
+            for table, cols, batch in _child_rows(tid, frozen):
+                if batch:
+                    session.execute(tables[table].insert(), [dict(zip(cols, r)) for r in batch])
         return int(tid)
+
+    def _write_finished_sqlite(self, study_id: int, frozen: optuna.trial.FrozenTrial, start: datetime,
+                               end: datetime) -> int:
+        """SQLite: the same rows through the driver itself (one pooled connection of the engine, so the WAL /
+        synchronous pragmas hold), in its one implicit transaction; values encoded as SQLAlchemy stores them
+        (enums by name, DATETIME as 'YYYY-MM-DD HH:MM:SS.ffffff')."""
+        stamp = lambda d: d.strftime("%Y-%m-%d %H:%M:%S.%f")  # noqa: E731 - SQLAlchemy's SQLite DATETIME text
+        raw = self.engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            cur.execute("INSERT INTO trials (number, study_id, state, datetime_start, datetime_complete) "
+                        "VALUES (NULL, ?, ?, ?, ?)", (study_id, frozen.state.name, stamp(start), stamp(end)))
+            tid = int(cur.lastrowid)
+            cur.execute("UPDATE trials SET number = (SELECT count(*) FROM trials WHERE study_id = ? AND trial_id < ?) "
+                        "WHERE trial_id = ?", (study_id, tid, tid))
+            for table, cols, batch in _child_rows(tid, frozen):
+                if batch:
+                    cur.executemany(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                                    batch)
+            cur.close()
+            raw.commit()
+        except BaseException:
+            raw.rollback()
+            raise
+        finally:
+            raw.close()
+        return tid
 
     def _get_prepared_new_trial(self, study_id, template_trial, session):
         trial = super()._get_prepared_new_trial(study_id, template_trial, session)
