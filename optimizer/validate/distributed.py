@@ -40,9 +40,10 @@ from optimizer.errors import AccumoptError, ParameterError
 from optimizer.study.records import claim_template, claims_name, read_claim, read_wf_run, write_wf_run
 from optimizer.study.storage import fail_stale_no_retry, has_heartbeat
 
-__all__ = ["WindowClaims", "work_windows", "wait_for_run", "worker_id", "Interrupted", "DONE", "HELD", "FREE"]
+__all__ = ["WindowClaims", "work_windows", "wait_for_run", "worker_id", "Interrupted", "DONE", "HELD", "FREE", "POLL"]
 
 DONE, HELD, FREE = "done", "held", "free"
+POLL = 0.5  # seconds between two looks at the claims while every window left is held by another worker
 
 
 class Interrupted(AccumoptError):
@@ -198,7 +199,7 @@ def work_windows(claims: WindowClaims, windows: Sequence[str],
 
     ``run_one(window, lost)`` runs the window's study and returns True when it finished its trials, False when it
     was interrupted (``lost()`` tells it the claim was taken over: it should stop after its running trial).
-    Windows other workers hold are waited for (polling every heartbeat interval); a dead worker's window is
+    Windows other workers hold are waited for (polling every ``POLL`` seconds); a dead worker's window is
     taken over once its claim is stale. ``on_pass``: called with the windows' states after each pass."""
     ran: list[str] = []
     while True:
@@ -220,4 +221,4 @@ def work_windows(claims: WindowClaims, windows: Sequence[str],
             progressed = True
             break  # re-read the states: the next free window in order
         if not progressed:
-            time.sleep(claims.interval)
+            time.sleep(min(claims.interval, POLL))
