@@ -33,7 +33,7 @@ SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
     "ingest": (["--sessions", "20"], ["--full"]),
     "scan": (["--symbols", "10000", "--sessions", "100"], []),
     "memory": (["--csv-mb", "50", "--symbols", "3000"], []),
-    "walkforward": (["--trials", "10"], ["--trials", "40"]),
+    "walkforward": (["--trials", "20"], ["--trials", "40"]),
     "demo": ([], []),
 }
 
