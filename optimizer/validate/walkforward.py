@@ -573,16 +573,7 @@ def _distributed(ctx: _RunContext, windows: list[Window], run: dict[str, Any], j
     receiver = threading.Thread(target=_receive, args=(pipes, results), name="wf-results", daemon=True)
     receiver.start()  # after the fork: the results the forked processes send, as they come
 
-    def run_one(name: str, lost: Any) -> bool:
-        w = by_name[name]
-        data = _window_data(ctx, w)
-        r = _window_study(ctx, w, data, callbacks=[_stop_when(lost)])
-        if r.interrupted or lost():
-            return False
-        if collect:
-            results[name] = _window_result(ctx, w, r.study, data)
-        return True
-
+    run_one = _window_runner(ctx, by_name, results.__setitem__ if collect else None)
     try:
         claims = WindowClaims(storage, ctx.spec.run.study_name, run=run)
         try:
@@ -623,6 +614,22 @@ def _receive(pipes: list[Any], results: dict[str, "WindowResult"]) -> None:
                 pipes.remove(r)
 
 
+def _window_runner(ctx: _RunContext, by_name: dict[str, Window], deliver: Any = None) -> Any:
+    """``run_one(name, lost)`` for ``work_windows``: the window's study (stopped after the running trial once
+    ``lost()``), then, with ``deliver``, the window's result handed to ``deliver(name, result)``. True when the
+    study ran its trials."""
+    def run_one(name: str, lost: Any) -> bool:
+        w = by_name[name]
+        data = _window_data(ctx, w)
+        r = _window_study(ctx, w, data, callbacks=[_stop_when(lost)])
+        if r.interrupted or lost():
+            return False
+        if deliver is not None:
+            deliver(name, _window_result(ctx, w, r.study, data))
+        return True
+    return run_one
+
+
 def _stop_when(lost: Any) -> Any:
     def cb(study: optuna.Study, trial: Any) -> None:
         if lost():
@@ -633,16 +640,7 @@ def _stop_when(lost: Any) -> Any:
 def _child(ctx: _RunContext, by_name: dict[str, Window], run: dict[str, Any], send: Any) -> None:
     """A forked ``--jobs`` process: claim and run window studies until every window is done; with ``send`` (a
     pipe to the coordinator), also compute and send each window's result."""
-    def run_one(name: str, lost: Any) -> bool:
-        w = by_name[name]
-        data = _window_data(ctx, w)
-        r = _window_study(ctx, w, data, callbacks=[_stop_when(lost)])
-        if r.interrupted or lost():
-            return False
-        if send is not None:
-            send.send((name, _window_result(ctx, w, r.study, data)))
-        return True
-
+    run_one = _window_runner(ctx, by_name, (lambda name, res: send.send((name, res))) if send is not None else None)
     claims = WindowClaims(make_storage(ctx.storage_url), ctx.spec.run.study_name, run=run)
     try:
         work_windows(claims, list(by_name), run_one)
