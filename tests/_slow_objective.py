@@ -13,15 +13,27 @@ import os
 import time
 from collections.abc import Mapping
 
-from objectives.builtin import CompositeRankExcess
+from objectives.builtin import CompositeRank, CompositeRankExcess
 
-__all__ = ["SlowRankExcess", "SLEEP_ENV"]
+__all__ = ["SlowRankExcess", "SlowRank", "SLEEP_ENV"]
 
 SLEEP_ENV = "ACCUMOPT_TEST_FOLD_SLEEP"
 
 
 class SlowRankExcess(CompositeRankExcess):
     name = "slow_rank_excess"
+
+    def fold_value(self, m: Mapping[str, float]) -> float:
+        time.sleep(float(os.environ.get(SLEEP_ENV, "0")))
+        return super().fold_value(m)
+
+
+class SlowRank(CompositeRank):
+    """``composite_rank`` (same values), sleeping ``ACCUMOPT_TEST_FOLD_SLEEP`` seconds before each fold: the
+    multi-worker tests (tests/test_postgres.py) give each trial a floor so that two workers started a few seconds
+    apart on a loaded machine still run trials at the same time."""
+
+    name = "slow_rank"
 
     def fold_value(self, m: Mapping[str, float]) -> float:
         time.sleep(float(os.environ.get(SLEEP_ENV, "0")))

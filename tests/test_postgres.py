@@ -45,6 +45,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from _slow_objective import SLEEP_ENV
+
 from optimizer.data.synth import SynthConfig, synth_to_db
 from optimizer.study.spec import load_spec
 from optimizer.study import load_study_data, make_storage, open_study, prepare_data
@@ -77,7 +79,7 @@ n_splits = {N_FOLDS}
 embargo = 20
 
 [objective]
-name = "composite_rank"
+name = "_slow_objective:SlowRank"
 min_trades = 0
 
 [sampler]
@@ -233,7 +235,8 @@ def _trials(storage, name: str) -> list[optuna.trial.FrozenTrial]:
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACCUMOPT_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(Path(__file__).resolve().parent),
+                                         *filter(None, [os.environ.get("PYTHONPATH")])])
     return env | (extra or {})
 
 
@@ -289,7 +292,9 @@ def _two_workers_exact(study_data, spec_path, store, url, name, cwd) -> list[dic
     _create(study_data, url, name)
     storage = make_storage(url, heartbeat=False)
     assert _trials(storage, name) == []
-    procs = [_start_worker(spec_path, store, url, name, cwd) for _ in range(2)]
+    # each fold sleeps 0.1 s (composite_rank's values, tests/_slow_objective.py): 16 trials take >= ~5 s, so the
+    # second worker's start-up on a loaded machine cannot miss the first one's trials
+    procs = [_start_worker(spec_path, store, url, name, cwd, {SLEEP_ENV: "0.1"}) for _ in range(2)]
     outs = [_finish(p) for p in procs]
     trials = _trials(storage, name)
     _assert_exact_study(trials)
