@@ -1,0 +1,282 @@
+"""Mutation testing with mutmut over the engine, the splitters, the statistics, the walk-forward and data/metrics.
+
+Not collected by pytest, not run in CI: ``make mutation`` (every group) or, from the repository root,
+
+    .venv/bin/python bench/mutation/run.py [GROUP ...] [--max-children 2] [--nice 15] [--list] [--report]
+
+Each group (``GROUPS`` below) mutates one or a few modules and runs its mutants against the test files that test
+them (mutmut then narrows each mutant to the tests that called the mutated function). A group runs in its own
+scratch copy of the repository, ``output/mutation/<group>/`` (git-ignored), so the worktree is never mutated and
+groups do not share mutmut's caches. At the end the script prints the mutation score per module and writes
+``output/mutation/summary.json`` and ``output/mutation/<group>/survivors.txt`` (each surviving mutant's diff).
+
+Numba: mutmut 3 does not mutate decorated functions, and a mutated ``@njit`` body would be compiled anyway. The
+groups whose modules hold kernels (``jit=False``) therefore strip the ``@njit(...)`` decorators in the scratch
+copy and run with ``NUMBA_DISABLE_JIT=1``: the kernels run as plain Python (slower, mutation-testable; the same
+code numba compiles). Every other group keeps the JIT on and ``NUMBA_CACHE_DIR`` inside the scratch copy: the
+kernels compile once in mutmut's stats process and every forked mutant inherits them.
+
+Score = (killed + timeout) / (all mutants - skipped); a mutant no selected test reaches ("no tests") counts as a
+survivor. See bench/mutation/README.md for the results and the survivors judged equivalent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = ROOT / "output" / "mutation"
+MUTMUT_VERSION = "3.8.1"
+
+__all__ = ["GROUPS", "Group", "main"]
+
+
+@dataclass(frozen=True)
+class Group:
+    """Modules mutated together and the test files their mutants run against."""
+
+    modules: tuple[str, ...]
+    tests: tuple[str, ...]
+    jit: bool = True  # False: strip @njit in the scratch copy and run with NUMBA_DISABLE_JIT=1
+    deselect: tuple[str, ...] = ()  # slow tests that add no kill (node ids), or tests that need the JIT
+
+
+_ENGINE_TESTS = (
+    "tests/test_engine_timing.py", "tests/test_engine_lookahead.py", "tests/test_engine_kernels.py",
+    "tests/test_engine_oracle.py", "tests/test_mutation_kills_engine.py",
+)
+# thread launches and timing-free but slow (17 s) parallel == serial: not the engine's arithmetic
+_ENGINE_DESELECT = ("tests/test_engine_kernels.py::test_parallel_kernels_match_serial_kernels",)
+
+# Order of the brief: modules nobody edits right now first, the kernels, the verdict and the walk-forward last.
+GROUPS: dict[str, Group] = {
+    "splits": Group(("optimizer/study/splits.py",),
+                    ("tests/test_splits.py", "tests/test_cpcv.py", "tests/test_mutation_kills_splits.py")),
+    "pbo": Group(("optimizer/validate/_pbo.py",),
+                 ("tests/test_cpcv.py", "tests/test_stats.py", "tests/test_mutation_kills_stats.py")),
+    "sharpe": Group(("optimizer/validate/_sharpe.py",),
+                    ("tests/test_stats.py", "tests/test_inference.py", "tests/test_mutation_kills_stats.py")),
+    "robust": Group(("optimizer/validate/_robust.py",),
+                    ("tests/test_stats.py", "tests/test_mutation_kills_stats.py")),
+    "inference": Group(("optimizer/validate/_inference.py",),
+                       ("tests/test_inference.py", "tests/test_mutation_kills_stats.py")),
+    "reality": Group(("optimizer/validate/_reality.py",),
+                     ("tests/test_reality.py", "tests/test_mutation_kills_stats.py")),
+    "data_metrics": Group(("optimizer/data/metrics.py", "optimizer/data/rolling.py"),
+                          ("tests/test_metrics_build.py", "tests/test_mutation_kills_data.py")),
+    "engine": Group(("optimizer/engine/features.py", "optimizer/engine/score.py", "optimizer/engine/metrics.py"),
+                    _ENGINE_TESTS, deselect=_ENGINE_DESELECT),
+    "kernels": Group(("optimizer/engine/_kernels.py", "optimizer/engine/simulate.py"), _ENGINE_TESTS, jit=False,
+                     deselect=_ENGINE_DESELECT),
+    "verdict": Group(("optimizer/validate/verdict.py",),
+                     ("tests/test_verdict.py", "tests/test_mutation_kills_stats.py")),
+    "walkforward": Group(("optimizer/validate/walkforward.py",),
+                         ("tests/test_walkforward.py", "tests/test_seams.py", "tests/test_mutation_kills_wf.py")),
+}
+
+# exit code -> status, as mutmut's own table (mutmut.stats.status_by_exit_code)
+_STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 36: "timeout",
+           -24: "timeout", 24: "timeout", 152: "timeout", 255: "timeout", 37: "caught by type check", None: "not checked",
+           -11: "segfault", -9: "segfault", 2: "interrupted"}
+_COPY = ("optimizer", "objectives", "tests", "studies", "docs", "README.md", "pyproject.toml")
+_FRAMES = "\u280b\u2819\u2839\u2838\u283c\u2834\u2826\u2827\u2807\u280f"  # mutmut's spinner
+_SPINNER_RUN = re.compile(f"[{_FRAMES}][^{_FRAMES}\\n]*(?=[{_FRAMES}])")  # every frame but the last of a line
+_NJIT_LINE = re.compile(r"^[ \t]*@njit\b.*\n", re.M)
+_NJIT_CALL = re.compile(r"\bnjit\([^()]*\)\((\w+)\)")
+
+
+def strip_njit(source: str) -> str:
+    """The source with its ``@njit(...)`` decorators and ``njit(...)(f)`` wrappers removed (plain-Python kernels)."""
+    return _NJIT_CALL.sub(r"\1", _NJIT_LINE.sub("", source))
+
+
+def _selection(group: Group) -> list[str]:
+    args = [t for t in group.tests if (ROOT / t).exists()]
+    for node in group.deselect:
+        args += ["--deselect", node]
+    return args
+
+
+def _mutmut_config(group: Group) -> str:
+    q = lambda xs: "[" + ", ".join(json.dumps(x) for x in xs) + "]"  # noqa: E731
+    return "\n".join([
+        "", "[tool.mutmut]",
+        'source_paths = ["optimizer", "objectives"]',
+        f"only_mutate = {q(group.modules)}",
+        'also_copy = ["studies", "docs", "README.md"]',
+        # no xdist (mutmut runs pytest in its own process), no cache plugin writing into the copy
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "no:xdist", "-q"]',
+        f"pytest_add_cli_args_test_selection = {q(_selection(group))}",
+        "use_git_change_detection = false",
+        "timeout_multiplier = 10.0",
+        "timeout_constant = 5.0",
+        "",
+    ])
+
+
+def prepare(name: str, group: Group) -> Path:
+    """A fresh scratch copy of the repository for one group, its mutmut config appended to its pyproject."""
+    work = OUT / name
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".hypothesis", "output")
+    for item in _COPY:
+        src = ROOT / item
+        if src.is_dir():
+            shutil.copytree(src, work / item, ignore=ignore)
+        elif src.exists():
+            shutil.copy2(src, work / item)
+    with open(work / "pyproject.toml", "a", encoding="utf-8") as f:
+        f.write(_mutmut_config(group))
+    if not group.jit:
+        for module in group.modules:
+            path = work / module
+            path.write_text(strip_njit(path.read_text(encoding="utf-8")), encoding="utf-8")
+    return work
+
+
+def _env(work: Path, group: Group) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("CI", None)
+    env["NUMBA_CACHE_DIR"] = str(work / ".numba_cache")
+    env["HYPOTHESIS_PROFILE"] = "ci"  # derandomized: the same examples for every mutant
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    if not group.jit:
+        env["NUMBA_DISABLE_JIT"] = "1"
+    return env
+
+
+def run_group(name: str, group: Group, max_children: int) -> float:
+    """Run mutmut in the group's scratch copy; its output goes to output/mutation/<name>/mutmut.log."""
+    work = prepare(name, group)
+    mutmut = Path(sys.executable).with_name("mutmut")
+    started = time.monotonic()
+    with open(work / "mutmut.log", "w", encoding="utf-8") as log:
+        subprocess.run([str(mutmut), "run", "--max-children", str(max_children)], cwd=work, env=_env(work, group),
+                       stdout=log, stderr=subprocess.STDOUT, check=False)
+    seconds = time.monotonic() - started
+    log_path = work / "mutmut.log"
+    lines = _SPINNER_RUN.sub("", log_path.read_text(encoding="utf-8").replace("\r", "\n")).splitlines()
+    progress = [i for i, line in enumerate(lines) if line[:1] in _FRAMES and line[:1]]
+    drop = set(progress[:-1])  # keep the last progress line only
+    log_path.write_text("\n".join(x for i, x in enumerate(lines) if i not in drop) + "\n", encoding="utf-8")
+    return seconds
+
+
+def collect(name: str, group: Group) -> dict[str, dict]:
+    """Per module: status counts, score and surviving mutant names (from mutmut's .meta files)."""
+    work = OUT / name
+    result: dict[str, dict] = {}
+    for module in group.modules:
+        meta = work / "mutants" / (module + ".meta")
+        if not meta.exists():
+            result[module] = {"error": f"no results ({meta} missing): see {work / 'mutmut.log'}"}
+            continue
+        codes = json.loads(meta.read_text(encoding="utf-8"))["exit_code_by_key"]
+        status = {key: _STATUS.get(code, "suspicious") for key, code in codes.items()}
+        counts = Counter(status.values())
+        tested = len(status) - counts["skipped"]
+        killed = counts["killed"] + counts["timeout"]
+        result[module] = {
+            "mutants": len(status), "killed": counts["killed"], "timeout": counts["timeout"],
+            "survived": counts["survived"], "no_tests": counts["no tests"],
+            "other": tested - killed - counts["survived"] - counts["no tests"],
+            "score": round(100.0 * killed / tested, 1) if tested else None,
+            "survivors": sorted(k for k, s in status.items() if s not in ("killed", "timeout", "skipped")),
+        }
+    return result
+
+
+def write_survivors(name: str, summary: dict[str, dict]) -> None:
+    """output/mutation/<name>/survivors.txt: every surviving mutant's diff (``mutmut show``)."""
+    work = OUT / name
+    mutmut = Path(sys.executable).with_name("mutmut")
+    chunks = []
+    for module, r in summary.items():
+        for key in r.get("survivors", []):
+            shown = subprocess.run([str(mutmut), "show", key], cwd=work, capture_output=True, text=True, check=False)
+            chunks.append(f"# {key}\n{shown.stdout.strip()}\n")
+    (work / "survivors.txt").write_text("\n".join(chunks), encoding="utf-8")
+
+
+def print_table(summary: dict[str, dict[str, dict]]) -> None:
+    print(f"\n{'module':<34} {'mutants':>7} {'killed':>6} {'t/o':>4} {'surv':>5} {'none':>5} {'score':>6}")
+    for group in summary.values():
+        for module, r in group.items():
+            short = module.removeprefix("optimizer/")
+            if "error" in r:
+                print(f"{short:<34} {r['error']}")
+                continue
+            print(f"{short:<34} {r['mutants']:>7} {r['killed']:>6} {r['timeout']:>4} {r['survived']:>5} "
+                  f"{r['no_tests']:>5} {r['score']:>5}%")
+    rows = [r for g in summary.values() for r in g.values() if "error" not in r]
+    if rows:
+        total = sum(r["mutants"] for r in rows)
+        killed = sum(r["killed"] + r["timeout"] for r in rows)
+        print(f"{'all':<34} {total:>7} {killed:>6} {'':>4} {'':>5} {'':>5} {100.0 * killed / max(total, 1):>5.1f}%")
+    print(f"(load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("groups", nargs="*", help=f"groups to run (default: all): {', '.join(GROUPS)}")
+    ap.add_argument("--max-children", type=int, default=2, help="mutants tested at once (default 2)")
+    ap.add_argument("--nice", type=int, default=15, help="niceness of the run (default 15: the machine is shared)")
+    ap.add_argument("--list", action="store_true", help="list the groups, their modules and tests, and exit")
+    ap.add_argument("--report", action="store_true", help="only print the scores of the last runs (no mutmut run)")
+    args = ap.parse_args(argv)
+    unknown = [g for g in args.groups if g not in GROUPS]
+    if unknown:
+        print(f"unknown group(s) {', '.join(unknown)}; groups are: {', '.join(GROUPS)}", file=sys.stderr)
+        return 2
+    names = args.groups or list(GROUPS)
+    if args.list:
+        for n in names:
+            g = GROUPS[n]
+            print(f"{n}: {' '.join(g.modules)}{'' if g.jit else '  [NUMBA_DISABLE_JIT=1]'}\n    {' '.join(g.tests)}")
+        return 0
+    if not args.report:
+        try:
+            from importlib.metadata import version
+            have = version("mutmut")
+        except Exception:  # noqa: BLE001 - PackageNotFoundError: say how to install it
+            have = None
+        if have != MUTMUT_VERSION:
+            print(f"mutmut=={MUTMUT_VERSION} is needed (found {have}): "
+                  f"{sys.executable} -m pip install mutmut=={MUTMUT_VERSION}", file=sys.stderr)
+            return 2
+        os.nice(args.nice)
+    summary_path = OUT / "summary.json"
+    saved = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    summary: dict[str, dict[str, dict]] = {}
+    for n in names:
+        if not args.report:
+            t0 = time.strftime("%H:%M:%S")
+            print(f"[{t0}] {n}: mutating {', '.join(GROUPS[n].modules)} (load {os.getloadavg()[0]:.2f})", flush=True)
+            seconds = run_group(n, GROUPS[n], args.max_children)
+            summary[n] = collect(n, GROUPS[n])
+            write_survivors(n, summary[n])
+            for r in summary[n].values():
+                r["seconds"] = round(seconds)
+            saved[n] = summary[n]
+            OUT.mkdir(parents=True, exist_ok=True)
+            summary_path.write_text(json.dumps(saved, indent=1), encoding="utf-8")
+        elif n in saved:
+            summary[n] = saved[n]
+    print_table(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
