@@ -198,16 +198,22 @@ def collect(name: str, group: Group) -> dict[str, dict]:
     return result
 
 
+_SHOW = """
+import sys
+from pathlib import Path
+from mutmut.__main__ import find_mutant, get_diff_for_mutant
+out = []
+for key in sys.argv[2:]:
+    out.append(f"# {key}\\n{get_diff_for_mutant(key, path=find_mutant(key).path)}\\n")
+Path(sys.argv[1]).write_text("\\n".join(out), encoding="utf-8")
+"""
+
+
 def write_survivors(name: str, summary: dict[str, dict]) -> None:
-    """output/mutation/<name>/survivors.txt: every surviving mutant's diff (``mutmut show``)."""
+    """output/mutation/<name>/survivors.txt: every surviving mutant's diff (as ``mutmut show``, in one process)."""
     work = OUT / name
-    mutmut = Path(sys.executable).with_name("mutmut")
-    chunks = []
-    for module, r in summary.items():
-        for key in r.get("survivors", []):
-            shown = subprocess.run([str(mutmut), "show", key], cwd=work, capture_output=True, text=True, check=False)
-            chunks.append(f"# {key}\n{shown.stdout.strip()}\n")
-    (work / "survivors.txt").write_text("\n".join(chunks), encoding="utf-8")
+    keys = [key for r in summary.values() for key in r.get("survivors", [])]
+    subprocess.run([sys.executable, "-c", _SHOW, str(work / "survivors.txt"), *keys], cwd=work, check=False)
 
 
 def print_table(summary: dict[str, dict[str, dict]]) -> None:
