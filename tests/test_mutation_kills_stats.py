@@ -168,3 +168,92 @@ def test_cpcv_two_configurations_suffice():
 def test_cpcv_pbo_refuses_with_one_exact_line(perf, cv, kwargs, message):
     with _raises_exactly(message):
         cpcv_pbo(perf, cv, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------ Sharpe, PSR, DSR
+from optimizer.validate._sharpe import (  # noqa: E402
+    deflated_sharpe_from_study, deflated_sharpe_ratio, excess_t_stat, expected_max_sharpe,
+    probabilistic_sharpe_ratio, sharpe_stats,
+)
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        (isinstance(a[k], float) and math.isnan(a[k]) and math.isnan(b[k])) or a[k] == b[k] for k in a)
+
+
+def test_sharpe_stats_degenerate_cases_keep_every_key():
+    nan, inf = float("nan"), float("inf")
+    assert _same(sharpe_stats([0.01]), {"sr": nan, "n": 1, "skew": nan, "kurtosis": nan})
+    assert _same(sharpe_stats([0.0, 0.0, 0.0]), {"sr": nan, "n": 3, "skew": nan, "kurtosis": nan})
+    assert _same(sharpe_stats([1.0, 1.0, 1.0]), {"sr": inf, "n": 3, "skew": nan, "kurtosis": nan})
+    # 0.1 three times: the float mean is not exactly 0.1, so std(ddof=1) is ~1e-17, yet the series is flat
+    assert _same(sharpe_stats([0.1, 0.1, 0.1]), {"sr": inf, "n": 3, "skew": nan, "kurtosis": nan})
+    assert sharpe_stats([-0.02, -0.02])["sr"] == -inf
+
+
+def test_sharpe_stats_hand_cases():
+    # two points: sr = 0.02 / (0.02 / sqrt 2) = sqrt 2, skew 0, kurtosis m4 / m2^2 = 1
+    two = sharpe_stats([0.01, 0.03])
+    assert two["n"] == 2 and two["sr"] == pytest.approx(math.sqrt(2)) and two["skew"] == pytest.approx(0.0)
+    assert two["kurtosis"] == pytest.approx(1.0)
+    # std exactly 1 and range exactly 1: ordinary series (sr = 1), not flat ones
+    one = sharpe_stats([0.0, 1.0, 2.0])
+    assert one["sr"] == pytest.approx(1.0) and one["kurtosis"] == pytest.approx(1.5)
+    assert sharpe_stats([0.0, 0.5, 1.0])["sr"] == pytest.approx(1.0)
+
+
+def test_excess_t_stat_unit_range_is_not_flat():
+    mean, t, n = excess_t_stat([0.0, 1.0])
+    assert (mean, n) == (0.5, 2) and t == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: excess_t_stat(np.zeros((2, 2))),
+     "excess_returns must be a 1-D array, got excess_returns='<array of shape (2, 2)>'"),
+    (lambda: sharpe_stats([0.1, 0.2, np.nan]),
+     "returns must be all finite (no NaN/inf), got returns='<array with non-finite value at index 2>'"),
+    (lambda: expected_max_sharpe(3, -1.0), "var_sr must be finite and >= 0, got var_sr=-1.0"),
+    (lambda: deflated_sharpe_ratio(1.0, 3, 0.5, 100, 0.0, 3.0, periods_per_year=float("inf")),
+     "periods_per_year must be finite and > 0, got periods_per_year=inf"),
+    (lambda: deflated_sharpe_ratio(1.0, 3, 0.5, 100, 0.0, 3.0, periods_per_year=0.0),
+     "periods_per_year must be finite and > 0, got periods_per_year=0.0"),
+    (lambda: probabilistic_sharpe_ratio(2.0, 0.0, 10, 1.0, 2.0),
+     "kurtosis must be such that 1 - skew*sr + (kurtosis-1)/4*sr^2 > 0 (got 0.0 with sr=2.0, skew=1.0), "
+     "got kurtosis=2.0"),
+    (lambda: deflated_sharpe_from_study([0.01, 0.02], [1.0, 2.0, 3.0], 2),
+     "n_trials_tried must be an integer >= max(1, number of finite trial Sharpe ratios = 3), got n_trials_tried=2"),
+])
+def test_sharpe_statistics_refuse_with_one_exact_line(call, message):
+    with _raises_exactly(message):
+        call()
+
+
+def test_psr_and_dsr_smallest_valid_inputs():
+    # n_obs = 2: z = (sr - sr*) * sqrt(1) / sqrt(den); den = 1 with skew 0, kurtosis 1
+    assert probabilistic_sharpe_ratio(0.5, 0.0, 2, 0.0, 1.0) == pytest.approx(st_norm_cdf(0.5))
+    # periods_per_year below 1 (one observation every two years) is still a valid annualization
+    dsr = deflated_sharpe_ratio(1.0, 1, 0.0, 10, 0.0, 3.0, periods_per_year=0.5)
+    den = 1.0 + 2.0 / 4.0 * (1.0 / math.sqrt(0.5)) ** 2
+    assert dsr == pytest.approx(st_norm_cdf((1.0 / math.sqrt(0.5)) * 3.0 / math.sqrt(den)))
+
+
+def st_norm_cdf(z: float) -> float:
+    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+
+def test_dsr_from_study_hand_case_with_two_returns_and_two_trials():
+    # best returns [0.01, 0.03]: sr = sqrt 2, skew 0, kurtosis 1; trials [1, 2]: V = 0.5; N = 2
+    res = deflated_sharpe_from_study([0.01, 0.03], [1.0, 2.0, None, float("nan")], 2)
+    g = 0.5772156649015329
+    q = (1 - g) * 0.0 + g * 0.9004  # Phi^-1(1 - 1/2) = 0, Phi^-1(1 - 1/(2e)) = 0.9004
+    assert res.var_sr == pytest.approx(0.5) and res.sr0 == pytest.approx(math.sqrt(0.5) * q, rel=1e-3)
+    assert res.n_obs == 2 and res.sr == pytest.approx(math.sqrt(2))
+    assert res.dsr == pytest.approx(st_norm_cdf(math.sqrt(2) - res.sr0), rel=1e-9)
+
+
+def test_dsr_from_study_single_trial_has_no_selection():
+    res = deflated_sharpe_from_study([0.01, 0.03, 0.02], [1.0], 1)
+    assert res.var_sr == 0.0 and res.sr0 == 0.0 and res.n_trials == 1
+    one = sharpe_stats([0.01, 0.03, 0.02])
+    assert res.dsr == pytest.approx(probabilistic_sharpe_ratio(one["sr"], 0.0, 3, one["skew"], one["kurtosis"]))
