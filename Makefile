@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast bench clean
+.PHONY: venv demo test test-fast bench mutation clean
 
 venv: $(STAMP)
 
@@ -32,6 +32,11 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py
+
+# Mutation testing (bench/mutation/README.md): not part of `make test` or CI; long (niced, 2 workers).
+mutation: $(STAMP)
+	$(PY) -m pip install --quiet mutmut==3.8.1
+	$(PY) bench/mutation/run.py $(GROUPS)
 
 clean:
 	rm -rf $(VENV) output/*

@@ -88,6 +88,7 @@ GROUPS: dict[str, Group] = {
 _STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 36: "timeout",
            -24: "timeout", 24: "timeout", 152: "timeout", 255: "timeout", 37: "caught by type check", None: "not checked",
            -11: "segfault", -9: "segfault", 2: "interrupted"}
+_KILLS = "tests/test_mutation_kills_"  # the tests written to kill survivors (left out by --baseline)
 _COPY = ("optimizer", "objectives", "tests", "studies", "docs", "README.md", "pyproject.toml")
 _FRAMES = "\u280b\u2819\u2839\u2838\u283c\u2834\u2826\u2827\u2807\u280f"  # mutmut's spinner
 _SPINNER_RUN = re.compile(f"[{_FRAMES}][^{_FRAMES}\\n]*(?=[{_FRAMES}])")  # every frame but the last of a line
@@ -100,14 +101,14 @@ def strip_njit(source: str) -> str:
     return _NJIT_CALL.sub(r"\1", _NJIT_LINE.sub("", source))
 
 
-def _selection(group: Group) -> list[str]:
-    args = [t for t in group.tests if (ROOT / t).exists()]
+def _selection(group: Group, baseline: bool = False) -> list[str]:
+    args = [t for t in group.tests if (ROOT / t).exists() and not (baseline and _KILLS in t)]
     for node in group.deselect:
         args += ["--deselect", node]
     return args
 
 
-def _mutmut_config(group: Group) -> str:
+def _mutmut_config(group: Group, baseline: bool = False) -> str:
     q = lambda xs: "[" + ", ".join(json.dumps(x) for x in xs) + "]"  # noqa: E731
     return "\n".join([
         "", "[tool.mutmut]",
@@ -116,7 +117,7 @@ def _mutmut_config(group: Group) -> str:
         'also_copy = ["studies", "docs", "README.md"]',
         # no xdist (mutmut runs pytest in its own process), no cache plugin writing into the copy
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "no:xdist", "-q"]',
-        f"pytest_add_cli_args_test_selection = {q(_selection(group))}",
+        f"pytest_add_cli_args_test_selection = {q(_selection(group, baseline))}",
         "use_git_change_detection = false",
         "timeout_multiplier = 10.0",
         "timeout_constant = 5.0",
@@ -124,7 +125,7 @@ def _mutmut_config(group: Group) -> str:
     ])
 
 
-def prepare(name: str, group: Group) -> Path:
+def prepare(name: str, group: Group, baseline: bool = False) -> Path:
     """A fresh scratch copy of the repository for one group, its mutmut config appended to its pyproject."""
     work = OUT / name
     if work.exists():
@@ -138,7 +139,7 @@ def prepare(name: str, group: Group) -> Path:
         elif src.exists():
             shutil.copy2(src, work / item)
     with open(work / "pyproject.toml", "a", encoding="utf-8") as f:
-        f.write(_mutmut_config(group))
+        f.write(_mutmut_config(group, baseline))
     if not group.jit:
         for module in group.modules:
             path = work / module
@@ -157,9 +158,9 @@ def _env(work: Path, group: Group) -> dict[str, str]:
     return env
 
 
-def run_group(name: str, group: Group, max_children: int) -> float:
+def run_group(name: str, group: Group, max_children: int, baseline: bool = False) -> float:
     """Run mutmut in the group's scratch copy; its output goes to output/mutation/<name>/mutmut.log."""
-    work = prepare(name, group)
+    work = prepare(name, group, baseline)
     mutmut = Path(sys.executable).with_name("mutmut")
     started = time.monotonic()
     with open(work / "mutmut.log", "w", encoding="utf-8") as log:
@@ -217,20 +218,23 @@ def write_survivors(name: str, summary: dict[str, dict]) -> None:
 
 
 def print_table(summary: dict[str, dict[str, dict]]) -> None:
-    print(f"\n{'module':<34} {'mutants':>7} {'killed':>6} {'t/o':>4} {'surv':>5} {'none':>5} {'score':>6}")
-    for group in summary.values():
+    """One row per module and run (``before``: --baseline, without the kill tests; ``after``: with them)."""
+    print(f"\n{'module':<30} {'run':<6} {'mutants':>7} {'killed':>6} {'t/o':>4} {'surv':>5} {'none':>5} {'score':>6}")
+    totals: dict[str, list[int]] = {}
+    for key, group in summary.items():
+        run = "before" if key.endswith(":baseline") else "after"
         for module, r in group.items():
             short = module.removeprefix("optimizer/")
             if "error" in r:
-                print(f"{short:<34} {r['error']}")
+                print(f"{short:<30} {run:<6} {r['error']}")
                 continue
-            print(f"{short:<34} {r['mutants']:>7} {r['killed']:>6} {r['timeout']:>4} {r['survived']:>5} "
+            print(f"{short:<30} {run:<6} {r['mutants']:>7} {r['killed']:>6} {r['timeout']:>4} {r['survived']:>5} "
                   f"{r['no_tests']:>5} {r['score']:>5}%")
-    rows = [r for g in summary.values() for r in g.values() if "error" not in r]
-    if rows:
-        total = sum(r["mutants"] for r in rows)
-        killed = sum(r["killed"] + r["timeout"] for r in rows)
-        print(f"{'all':<34} {total:>7} {killed:>6} {'':>4} {'':>5} {'':>5} {100.0 * killed / max(total, 1):>5.1f}%")
+            t = totals.setdefault(run, [0, 0])
+            t[0] += r["mutants"]
+            t[1] += r["killed"] + r["timeout"]
+    for run, (total, killed) in totals.items():
+        print(f"{'all':<30} {run:<6} {total:>7} {killed:>6} {'':>4} {'':>5} {'':>5} {100.0 * killed / max(total, 1):>5.1f}%")
     print(f"(load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores)")
 
 
@@ -241,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nice", type=int, default=15, help="niceness of the run (default 15: the machine is shared)")
     ap.add_argument("--list", action="store_true", help="list the groups, their modules and tests, and exit")
     ap.add_argument("--report", action="store_true", help="only print the scores of the last runs (no mutmut run)")
+    ap.add_argument("--baseline", action="store_true",
+                    help=f"without the {_KILLS}*.py files: the score before the tests written for mutation testing "
+                         "(saved as '<group>:baseline' in summary.json)")
     args = ap.parse_args(argv)
     unknown = [g for g in args.groups if g not in GROUPS]
     if unknown:
@@ -270,16 +277,20 @@ def main(argv: list[str] | None = None) -> int:
         if not args.report:
             t0 = time.strftime("%H:%M:%S")
             print(f"[{t0}] {n}: mutating {', '.join(GROUPS[n].modules)} (load {os.getloadavg()[0]:.2f})", flush=True)
-            seconds = run_group(n, GROUPS[n], args.max_children)
-            summary[n] = collect(n, GROUPS[n])
-            write_survivors(n, summary[n])
-            for r in summary[n].values():
+            seconds = run_group(n, GROUPS[n], args.max_children, args.baseline)
+            key = f"{n}:baseline" if args.baseline else n
+            summary[key] = collect(n, GROUPS[n])
+            write_survivors(n, summary[key])
+            for r in summary[key].values():
                 r["seconds"] = round(seconds)
-            saved[n] = summary[n]
+                r["load"] = round(os.getloadavg()[0], 2)
+            saved[key] = summary[key]
             OUT.mkdir(parents=True, exist_ok=True)
             summary_path.write_text(json.dumps(saved, indent=1), encoding="utf-8")
-        elif n in saved:
-            summary[n] = saved[n]
+        else:
+            for key in (f"{n}:baseline", n):
+                if key in saved:
+                    summary[key] = saved[key]
     print_table(summary)
     return 0
 
