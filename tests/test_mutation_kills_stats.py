@@ -257,3 +257,151 @@ def test_dsr_from_study_single_trial_has_no_selection():
     assert res.var_sr == 0.0 and res.sr0 == 0.0 and res.n_trials == 1
     one = sharpe_stats([0.01, 0.03, 0.02])
     assert res.dsr == pytest.approx(probabilistic_sharpe_ratio(one["sr"], 0.0, 3, one["skew"], one["kurtosis"]))
+
+
+# ------------------------------------------------------------------------------------------------ robustness
+import pandas as pd  # noqa: E402
+from scipy import stats as st  # noqa: E402
+
+from optimizer.validate._robust import (  # noqa: E402
+    bootstrap_ci, cost_stress, cost_stress_wording, equity_bootstrap, flag_fragile, max_drawdown, rule_validation,
+    total_return,
+)
+
+_TRADES = np.array([0.02, -0.01, 0.03, 0.01, -0.02, 0.04, 0.0, -0.03, 0.05, 0.01])
+
+
+def _plain_mdd(x: np.ndarray) -> float:
+    equity, peak, worst = 1.0, 1.0, 0.0
+    for v in x:
+        equity *= 1.0 + v
+        peak = max(peak, equity)
+        worst = max(worst, 1.0 - equity / peak)
+    return worst
+
+
+def test_bootstrap_ci_equals_scipy_bootstrap_of_the_plain_statistics():
+    # oracle: scipy's bootstrap, one resample at a time (vectorized=False) of plain per-sample formulas
+    ci = bootstrap_ci(_TRADES, n_boot=200, alpha=0.1, seed=3)
+    plain = {"sharpe": (lambda x: x.mean() / x.std(ddof=1), "BCa"),
+             "total_return": (lambda x: np.prod(1.0 + x) - 1.0, "BCa"),
+             "max_drawdown": (_plain_mdd, "percentile")}
+    for name, (fn, method) in plain.items():
+        ref = st.bootstrap((_TRADES,), fn, method=method, n_resamples=200, confidence_level=0.9, vectorized=False,
+                           rng=np.random.default_rng(3)).confidence_interval
+        assert ci[name].point == pytest.approx(fn(_TRADES))
+        assert (ci[name].lo, ci[name].hi) == pytest.approx((ref.low, ref.high), rel=1e-9), name
+
+
+def test_bootstrap_ci_settings_take_effect():
+    a = bootstrap_ci(_TRADES, stat="total_return", n_boot=100, seed=1)["total_return"]
+    b = bootstrap_ci(_TRADES, stat="total_return", n_boot=400, seed=1)["total_return"]
+    c = bootstrap_ci(_TRADES, stat="total_return", n_boot=100, alpha=0.5, seed=1)["total_return"]
+    assert (a.lo, a.hi) != (b.lo, b.hi)
+    assert c.lo > a.lo and c.hi < a.hi  # a 50% interval is inside the 95% one
+    assert list(bootstrap_ci(_TRADES, stat=("sharpe", "max_drawdown"), n_boot=100, seed=1)) == ["sharpe",
+                                                                                                 "max_drawdown"]
+    assert list(bootstrap_ci(_TRADES[:2], stat="sharpe", n_boot=100, seed=1)) == ["sharpe"]  # 2 trades suffice
+
+
+def test_bootstrap_ci_degenerate_bca_falls_back_to_finite_percentile_bounds():
+    nearly_flat = np.array([0.01] * 9 + [0.02])
+    ci = bootstrap_ci(nearly_flat, stat="sharpe", n_boot=200, seed=1)["sharpe"]
+    assert np.isfinite(ci.lo) and np.isfinite(ci.hi) and ci.lo <= ci.point <= ci.hi
+
+
+def test_path_statistics_along_an_axis_and_on_no_trade():
+    paths = np.array([[0.1, -0.5, 0.2], [-0.1, 0.0, 0.3]])
+    np.testing.assert_allclose(max_drawdown(paths), [_plain_mdd(p) for p in paths])
+    np.testing.assert_allclose(max_drawdown(paths.T, axis=0), [_plain_mdd(p) for p in paths])
+    np.testing.assert_allclose(total_return(paths), [1.1 * 0.5 * 1.2 - 1.0, 0.9 * 1.0 * 1.3 - 1.0])
+    assert max_drawdown([]) == 0.0 and max_drawdown([0.1, 0.2]) == 0.0
+
+
+def test_equity_bootstrap_losing_curve_has_a_negative_cagr():
+    r = np.full(126, -0.001) + np.tile([0.0005, -0.0005], 63)  # half a year of small losses
+    res = equity_bootstrap(r, reps=100, seed=0)
+    tot = np.prod(1.0 + r) - 1.0
+    assert res.total_return.point == pytest.approx(tot)
+    assert res.cagr.point == pytest.approx((1.0 + tot) ** 2 - 1.0)  # 126 days = half of 252
+    assert res.cagr.point < res.total_return.point < 0.0
+
+
+def test_rule_validation_sides_ties_and_direction():
+    # with: 0, 0, 1 (one win: a zero return is not a win); without: -1, 0.5, 0.2
+    r = np.array([0.0, 0.0, 1.0, -1.0, 0.5, 0.2])
+    cond = np.array([True, True, True, False, False, False])
+    row = rule_validation(r, {"a": cond}, min_side=1).iloc[0]
+    assert (row.n_with, row.n_without, row.n_na) == (3, 3, 0)
+    assert row.win_rate_with == pytest.approx(1 / 3) and row.win_rate_without == pytest.approx(2 / 3)
+    assert row.median_with == 0.0 and row.median_without == 0.2
+    assert row.auc == pytest.approx(5 / 9) and row.direction == "+"
+    # a side of one return: its median is that return
+    one = rule_validation(r, {"b": np.array([True, False, False, False, False, False])}, min_side=1).iloc[0]
+    assert (one.n_with, one.median_with, one.win_rate_with) == (1, 0.0, 0.0)
+    # auc exactly 0.5 -> "0"; below -> "-"
+    sym = np.array([1.0, -1.0, 1.0, -1.0])
+    half = rule_validation(sym, {"c": np.array([True, True, False, False])}, min_side=1).iloc[0]
+    assert half.auc == 0.5 and half.direction == "0"
+    low = rule_validation(r, {"d": ~cond}, min_side=1).iloc[0]
+    assert low.auc == pytest.approx(4 / 9) and low.direction == "-"
+    # not applicable returns are on neither side and counted
+    na = pd.array([True, None, True, False, None, False], dtype="boolean")
+    row = rule_validation(r, {"e": na}, min_side=1).iloc[0]
+    assert (row.n_with, row.n_without, row.n_na) == (2, 2, 2)
+    assert list(rule_validation(r, {"a": cond}).columns) == [
+        "condition", "n_with", "n_without", "n_na", "median_with", "median_without", "win_rate_with",
+        "win_rate_without", "u_stat", "auc", "direction", "p_value", "q_value"]
+
+
+def test_flag_fragile_boundaries():
+    def table(mults, surv):
+        return pd.DataFrame({"multiplier": mults, "survives": surv})
+    assert flag_fragile(table([1.0, 1.5], [True, False])) is True
+    assert flag_fragile(table([1.0, 1.5], [True, True])) is False
+    with _raises_exactly("df must be a table with a 1x row and at least one row above 1x, got df=[1.0, 1.0]"):
+        flag_fragile(table([1.0, 1.0], [True, False]))
+    with _raises_exactly("df must be a cost_stress table with 'multiplier' and 'survives' columns, got "
+                         "df=['multiplier']"):
+        flag_fragile(pd.DataFrame({"multiplier": [1.0]}))
+    assert cost_stress_wording(table([2.0, 1.0, 3.0], [True, True, False])) == "survives 1× and 2× costs but not 3×"
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: bootstrap_ci(np.zeros((2, 2))), "trade_returns must be a 1-D array, got trade_returns='<array of "
+                                             "shape (2, 2)>'"),
+    (lambda: bootstrap_ci([0.01]), "trade_returns must be at least 2 values, got trade_returns='<array of "
+                                   "length 1>'"),
+    (lambda: bootstrap_ci([0.01, -1.5, np.nan]), "trade_returns must be finite and >= -1 (a trade cannot lose more "
+                                                 "than 100%), got trade_returns='<array with -1.5 at index 1>'"),
+    (lambda: bootstrap_ci(_TRADES, stat="median"), "stat must be 'all' or one of ('total_return', 'max_drawdown', "
+                                                   "'sharpe'), got stat='median'"),
+    (lambda: bootstrap_ci(_TRADES, n_boot=99), "n_boot must be an integer >= 100, got n_boot=99"),
+    (lambda: bootstrap_ci(_TRADES, alpha=1.0), "alpha must be in (0, 1), got alpha=1.0"),
+    (lambda: equity_bootstrap(np.zeros(9)), "daily_returns must be a 1-D array of at least 10 values, got "
+                                            "daily_returns='<array of shape (9,)>'"),
+    (lambda: equity_bootstrap(np.r_[np.zeros(10), -2.0]), "daily_returns must be finite and >= -1 (a portfolio "
+                                                          "cannot lose more than 100% a day), got daily_returns="
+                                                          "'<array with -2.0 at index 10>'"),
+    (lambda: equity_bootstrap(np.zeros(10), reps=99), "reps must be an integer >= 100, got reps=99"),
+    (lambda: equity_bootstrap(np.zeros(10), alpha=0.0), "alpha must be in (0, 1), got alpha=0.0"),
+    (lambda: equity_bootstrap(np.zeros(10), block_size=0.5), "block_size must be None or >= 1, got block_size=0.5"),
+    (lambda: rule_validation(np.array([0.1, np.nan]), {}), "returns must be a 1-D array of finite values, got "
+                                                          "returns='<array of shape (2,)>'"),
+    (lambda: rule_validation(np.zeros(3), {}, min_side=0), "min_side must be an integer >= 1, got min_side=0"),
+    (lambda: rule_validation(np.zeros(3), {"x": np.zeros(3)}), "conditions['x'] must be a boolean array of the "
+                                                              "returns' shape (3,), got conditions['x']='<float64 "
+                                                              "array of shape (3,)>'"),
+    (lambda: cost_stress(lambda m: {"x": 1.0}, [1, 0]), "multipliers must be all finite and > 0, got "
+                                                       "multipliers=(1.0, 0.0)"),
+    (lambda: cost_stress(lambda m: {"x": 1.0}, [1]), "key must be a key of the dict evaluate(1) returned ['x'], got "
+                                                    "key='avg_excess_return'"),
+])
+def test_robustness_refuses_with_one_exact_line(call, message):
+    with _raises_exactly(message):
+        call()
+
+
+def test_rule_validation_min_side_one_is_allowed_and_tests_single_returns():
+    row = rule_validation(np.array([0.1, -0.1]), {"x": np.array([True, False])}, min_side=1).iloc[0]
+    assert row.direction == "+" and row.auc == 1.0

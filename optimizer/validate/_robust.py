@@ -71,7 +71,7 @@ def _trade_returns(values, name: str = "trade_returns", min_n: int = 1) -> np.nd
     check_param(r.size >= min_n, name, f"at least {min_n} values", f"<array of length {r.size}>")
     bad = np.flatnonzero(~np.isfinite(r) | (r < -1.0))
     check_param(bad.size == 0, name, "finite and >= -1 (a trade cannot lose more than 100%)",
-                f"<array with {r[bad[0]] if bad.size else None!r} at index {bad[0] if bad.size else -1}>")
+                f"<array with {float(r[bad[0]]) if bad.size else None!r} at index {bad[0] if bad.size else -1}>")
     return r
 
 
@@ -365,7 +365,7 @@ def equity_bootstrap(daily_returns: ArrayLike, reps: int = 2000, alpha: float = 
                 f"<array of shape {r.shape}>")
     bad = np.flatnonzero(~np.isfinite(r) | (r < -1.0))
     check_param(bad.size == 0, "daily_returns", "finite and >= -1 (a portfolio cannot lose more than 100% a day)",
-                f"<array with {r[bad[0]] if bad.size else None!r} at index {bad[0] if bad.size else -1}>")
+                f"<array with {float(r[bad[0]]) if bad.size else None!r} at index {bad[0] if bad.size else -1}>")
     check_param(isinstance(reps, (int, np.integer)) and reps >= 100, "reps", "an integer >= 100", reps)
     check_param(0.0 < alpha < 1.0, "alpha", "in (0, 1)", alpha)
     check_param(block_size is None or block_size >= 1, "block_size", "None or >= 1", block_size)
