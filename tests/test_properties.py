@@ -6,6 +6,9 @@
   (tests/reference_engine.py) trade for trade and metric for metric.
 * Splitters: no train index lies within the purge of a test block, consecutive test blocks are separated by the
   embargo, fold data never runs past the span, and walk-forward windows never reach the final reserve.
+* Round trip: a stored trial (every engine parameter, costs, universe, span, regime filter and min_periods drawn)
+  exported as ``study best --format json`` and run by ``backtest --params`` gives its stored metrics bit for bit
+  (at the 10 decimals a trial stores).
 
 Example counts come from the hypothesis profile: ``HYPOTHESIS_PROFILE=fast`` (make test-fast), ``ci`` (CI=true)
 or ``default``; see tests/conftest.py.
@@ -13,10 +16,16 @@ or ``default``; see tests/conftest.py.
 
 from __future__ import annotations
 
+import json
+import math
+import tempfile
+from pathlib import Path
+
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
-from hypothesis import given, note
+from hypothesis import Phase, given, note, settings
 from hypothesis import strategies as st
 
 from optimizer.engine.context import compute_context
@@ -24,6 +33,13 @@ from optimizer.engine.features import VARIANTS, FeatureCache
 from optimizer.engine.panel import Panel
 from optimizer.engine.score import ScoreParams, display_score
 from optimizer.study.splits import PurgedTimeSeriesSplit, WalkForward, reserve_cutoff
+from optimizer.backtest import BACKTEST_METRICS, backtest
+from optimizer.engine.evaluate import Config
+from optimizer.study.inspect import best_trial_json
+from optimizer.study.paramsfile import load_params_record
+from optimizer.study.records import read_trial
+from optimizer.study.run import run_study
+from optimizer.study.spec import parse_spec
 from test_engine_oracle import Oracle, _flows, _ohlc, _to_panel, run_config
 
 RULES = ("fixed", "first_dist", "2x_consec_dist", "score_decay", "hybrid")
@@ -205,3 +221,67 @@ def test_walk_forward_windows_never_reach_the_reserve(n, train, test, step, purg
         if prev_test_end is not None and (step is None or step >= test):
             assert w.test_start >= prev_test_end  # test windows never overlap when step >= test
         prev_test_end = w.test_end
+
+
+# ------------------------------------------------------------------------------- store -> export -> backtest
+
+_NO_SHRINK = tuple(p for p in Phase if p is not Phase.shrink)  # a study per example: report the first failure
+
+
+def _fixed_spec(draw) -> str:
+    """A study spec whose [space] fixes every engine parameter to a drawn value (floats drawn freely: their repr
+    must survive TOML, Optuna's storage and JSON bit for bit), with drawn costs, universe, span, regime filter,
+    min_periods and folds: the one trial it runs is the drawn configuration."""
+    f = lambda lo, hi: repr(draw(st.floats(lo, hi, allow_nan=False, allow_infinity=False)))  # noqa: E731
+    exit_name = draw(st.sampled_from(("first_dist", "2x_consec_dist", "score_decay", "fixed_10d", "fixed_3d",
+                                      "hybrid_30d", "hybrid_7d")))
+    space = [f'variant = "{draw(st.sampled_from(VARIANTS))}"', f"w_short = {f(0.05, 1.0)}", f"w_lit = {f(0.0, 1.0)}",
+             f"w_price = {f(0.0, 1.0)}", f"z_window = {draw(st.sampled_from((5, 10, 20, 30)))}",
+             f"buy_threshold = {f(55.0, 72.0)}", f"sell_threshold = {f(25.0, 45.0)}", f'exit = "{exit_name}"']
+    for key, value in (("stop_loss", lambda: f(0.01, 0.09)), ("take_profit", lambda: f(0.02, 0.2)),
+                       ("time_stop", lambda: str(draw(st.integers(1, 30)))),
+                       ("max_positions", lambda: str(draw(st.integers(1, 6)))),
+                       ("max_per_sector", lambda: str(draw(st.integers(1, 3))))):
+        if draw(st.booleans(), label=f"use {key}"):
+            space.append(f"{key} = {value()}")
+    data = [f'universe = "{draw(st.sampled_from(("tier1+3", "tier1", "tier3")))}"',
+            f'regime = "{draw(st.sampled_from(("ALL", "RISK_ON", "TRANSITIONAL")))}"',
+            f'start = "{draw(st.sampled_from(("2023-01-03", "2023-02-15", "2023-04-03")))}"',
+            f"reserve_fraction = {draw(st.sampled_from((0.1, 0.2, 0.3)))}"]
+    if draw(st.booleans(), label="min_periods"):
+        data.append(f"min_periods = {draw(st.integers(2, 10))}")
+    return "\n".join([
+        '[study]\nname = "rt"', "[data]", *data, f"[data.costs]\ncommission_bps = {f(0.0, 5.0)}",
+        f"slippage_bps = {f(0.0, 12.0)}", "[space]", *space,
+        f"[cv]\nn_splits = {draw(st.integers(1, 3))}\nembargo = {draw(st.integers(0, 30))}",
+        "[objective]\nmin_trades = 0", '[sampler]\nname = "random"\nseed = 1', '[pruner]\nname = "none"', "",
+    ])
+
+
+@settings(max_examples=max(2, settings.default.max_examples // 5), phases=_NO_SHRINK)  # a study per example: fast 2, default 5, ci 8
+@given(data=st.data())
+def test_stored_trial_round_trips_through_export_to_the_same_backtest_metrics(data, synth_db):
+    text = _fixed_spec(data.draw)
+    note(text)
+    spec = parse_spec(text)
+    with tempfile.TemporaryDirectory() as d:
+        storage = f"sqlite:///{Path(d) / 'studies.db'}"
+        res = run_study(spec, synth_db, storage, n_trials=1)  # store
+        t = res.study.trials[0]
+        assert t.state == optuna.trial.TrialState.COMPLETE, t.user_attrs
+        f = Path(d) / "best.json"
+        f.write_text(json.dumps(best_trial_json(storage, "rt")))  # export, as `study best --format json`
+        rec = load_params_record(f)
+        run = backtest(rec.params, synth_db, save=False, record=rec.record)  # backtest --params
+    stored = read_trial(t).metrics
+    assert set(BACKTEST_METRICS) <= set(stored)  # every metric a backtest reports was stored with the trial
+    now = run.result.metrics
+    # bit for bit at the stored precision: a trial stores its finite float metrics rounded to 10 decimals
+    # (study/trial.py), a backtest keeps full precision
+    same = {k: stored[k] for k in stored if k in now}
+    assert len(same) >= len(BACKTEST_METRICS)
+    redo = {k: (round(float(now[k]), 10) if isinstance(stored[k], float) and math.isfinite(now[k]) else now[k])
+            for k in same}
+    assert json.dumps(redo, sort_keys=True) == json.dumps(same, sort_keys=True)  # NaN == NaN, 0.1 == 0.1
+    assert run.result.config == Config.from_params(read_trial(t).config_record.params)
+    assert run.record.data_fingerprint == read_trial(t).config_record.data_fingerprint
