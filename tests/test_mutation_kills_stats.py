@@ -9,6 +9,7 @@ import re
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from optimizer.errors import ParameterError
@@ -145,6 +146,18 @@ def test_cpcv_flat_zero_paths_are_not_losses():
     assert (res.path_configs == 0).all()
     np.testing.assert_array_equal(res.path_metric, 0.0)
     assert res.prob_path_loss == 0.0 and res.path_metric_median == 0.0
+
+
+def test_pbo_accepts_a_pandas_frame_with_nullable_float_columns():
+    # DuckDB / pandas hand back nullable "Float64" frames, which numpy sees as an object array: read as floats
+    perf = _noise(24, 4, seed=5)
+    frame = pd.DataFrame(perf).astype("Float64")
+    a, b = probability_of_backtest_overfitting(frame, n_blocks=4), probability_of_backtest_overfitting(perf, n_blocks=4)
+    assert a.pbo == b.pbo and np.array_equal(a.logits, b.logits) and np.array_equal(a.selected, b.selected)
+    cv = CombinatorialPurgedCV(n_groups=4, n_test_groups=2)
+    c, d = cpcv_pbo(frame, cv), cpcv_pbo(perf, cv)
+    assert c.pbo.pbo == d.pbo.pbo and np.array_equal(c.pbo.logits, d.pbo.logits)
+    assert np.array_equal(c.path_returns, d.path_returns)
 
 
 def test_cpcv_two_configurations_suffice():
