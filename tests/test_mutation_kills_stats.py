@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+from decimal import Decimal
 import warnings
 
 import numpy as np
@@ -214,6 +215,14 @@ def test_sharpe_stats_hand_cases():
     one = sharpe_stats([0.0, 1.0, 2.0])
     assert one["sr"] == pytest.approx(1.0) and one["kurtosis"] == pytest.approx(1.5)
     assert sharpe_stats([0.0, 0.5, 1.0])["sr"] == pytest.approx(1.0)
+
+
+def test_sharpe_statistics_read_decimal_returns_as_floats():
+    # DuckDB hands a DECIMAL column back as Python Decimals (numpy: an object array): read as floats
+    r = ["0.01", "-0.02", "0.03", "0.005", "-0.01"]
+    dec, flt = [Decimal(x) for x in r], np.array([float(x) for x in r])
+    assert _same(sharpe_stats(dec), sharpe_stats(flt))
+    assert excess_t_stat(dec) == excess_t_stat(flt)
 
 
 def test_excess_t_stat_unit_range_is_not_flat():
