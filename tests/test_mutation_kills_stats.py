@@ -286,8 +286,8 @@ import pandas as pd  # noqa: E402
 from scipy import stats as st  # noqa: E402
 
 from optimizer.validate._robust import (  # noqa: E402
-    bootstrap_ci, cost_stress, cost_stress_wording, equity_bootstrap, flag_fragile, max_drawdown, rule_validation,
-    total_return,
+    bootstrap_ci, closed_trade_events, cost_stress, cost_stress_wording, equity_bootstrap, flag_fragile,
+    max_drawdown, rule_conditions, rule_validation, total_return, validate_rules,
 )
 
 _TRADES = np.array([0.02, -0.01, 0.03, 0.01, -0.02, 0.04, 0.0, -0.03, 0.05, 0.01])
@@ -427,3 +427,54 @@ def test_robustness_refuses_with_one_exact_line(call, message):
 def test_rule_validation_min_side_one_is_allowed_and_tests_single_returns():
     row = rule_validation(np.array([0.1, -0.1]), {"x": np.array([True, False])}, min_side=1).iloc[0]
     assert row.direction == "+" and row.auc == 1.0
+
+
+def test_closed_trade_events_keep_finite_closed_trades_and_prefer_the_excess_return():
+    ev = pd.DataFrame({"net_return": [0.1, 0.2, np.nan, 0.4, 0.5], "excess_return": [0.01, None, 0.03, 0.04, "x"],
+                       "open_at_end": [False, False, False, True, None]})
+    closed, col = closed_trade_events(ev)
+    assert col == "excess_return" and list(closed.index) == [0, 2]  # NaN / None / text excess and open trades out
+    closed, col = closed_trade_events(ev.drop(columns="excess_return"))
+    assert col == "net_return" and list(closed.index) == [0, 1, 4]  # open_at_end None: not open
+    closed, col = closed_trade_events(ev.drop(columns=["excess_return", "open_at_end"]))
+    assert col == "net_return" and list(closed.index) == [0, 1, 3, 4]
+
+
+def _as_lists(conds: dict) -> dict:
+    return {k: [None if v is pd.NA else bool(v) for v in a] for k, a in conds.items()}
+
+
+def test_rule_conditions_one_definition_per_context_column():
+    closed = pd.DataFrame({
+        "parent_etf_aligned": [True, False, None, True], "parent_etf_available": [True, True, False, None],
+        "signal_quality": ["HIGH", "LOW", "MEDIUM", None], "trend_state": ["UP", "DOWN", "FLAT", "UP"],
+        "regime": ["RISK_ON", "RISK_OFF", "TRANSITIONAL", None], "options_boost": [1.2, 1.0, None, "n/a"],
+    })
+    conds = rule_conditions(closed)
+    for a in conds.values():
+        assert isinstance(a.dtype, pd.BooleanDtype)
+    assert _as_lists(conds) == {
+        "parent ETF aligned": [True, False, None, None],  # no parent ETF (available False / missing): neither side
+        "signal quality HIGH": [True, False, False, False], "signal quality LOW": [False, True, False, False],
+        "trend UP": [True, False, False, True], "trend DOWN": [False, True, False, False],
+        "regime RISK_ON": [True, False, False, False],
+        "options boost": [True, False, False, False],  # a boost is > 1; missing or text is no boost
+    }
+    # without the availability column, a missing alignment marks a symbol without a parent ETF
+    only = rule_conditions(closed[["parent_etf_aligned"]])
+    assert _as_lists(only) == {"parent ETF aligned": [True, False, None, True]}
+    assert rule_conditions(closed[[]]) == {}  # no context column, no condition
+
+
+def test_validate_rules_runs_the_conditions_on_the_closed_trades_excess():
+    r = np.array([0.05, 0.04, 0.03, 0.06, 0.02, -0.01, -0.02, -0.03, 0.0, -0.04, 0.5])
+    ev = pd.DataFrame({"excess_return": r, "net_return": -r,
+                       "trend_state": ["UP"] * 5 + ["DOWN"] * 5 + ["UP"],
+                       "open_at_end": [False] * 10 + [True]})
+    table = validate_rules(ev)
+    expect = rule_validation(r[:10], rule_conditions(ev.iloc[:10]))
+    pd.testing.assert_frame_equal(table, expect)
+    up = table.set_index("condition").loc["trend UP"]
+    assert (up.n_with, up.n_without, up.direction) == (5, 5, "+") and up.auc == 1.0
+    assert validate_rules(ev.iloc[10:]).empty  # no closed trade
+    assert validate_rules(ev.drop(columns="trend_state")).empty  # no condition column
