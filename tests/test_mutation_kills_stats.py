@@ -478,3 +478,86 @@ def test_validate_rules_runs_the_conditions_on_the_closed_trades_excess():
     assert (up.n_with, up.n_without, up.direction) == (5, 5, "+") and up.auc == 1.0
     assert validate_rules(ev.iloc[10:]).empty  # no closed trade
     assert validate_rules(ev.drop(columns="trend_state")).empty  # no condition column
+
+
+def _plain_sharpe(x, axis=-1):
+    return np.mean(x, axis=axis) / np.std(x, axis=axis, ddof=1)
+
+
+def test_degenerate_bca_falls_back_to_the_percentile_interval_of_the_same_resamples():
+    from scipy import stats as sst
+    nearly_flat = np.array([0.01] * 9 + [0.02])
+    ci = bootstrap_ci(nearly_flat, stat="sharpe", n_boot=200, alpha=0.1, seed=1)["sharpe"]
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bca = sst.bootstrap((nearly_flat,), _plain_sharpe, method="BCa", n_resamples=200, confidence_level=0.9,
+                            rng=np.random.default_rng(1))
+        pct = sst.bootstrap((nearly_flat,), _plain_sharpe, method="percentile", n_resamples=200,
+                            confidence_level=0.9, rng=np.random.default_rng(1))
+    assert not np.isfinite(bca.confidence_interval).all()  # the case is degenerate for BCa
+    assert (ci.lo, ci.hi) == tuple(float(v) for v in pct.confidence_interval)
+
+
+def test_robustness_defaults_and_inputs():
+    x = _TRADES
+    a, b = bootstrap_ci(x, stat="total_return", seed=3), bootstrap_ci(x, stat="total_return", n_boot=2000, seed=3)
+    assert a == b  # n_boot defaults to 2000
+    with _raises_exactly("alpha must be in (0, 1), got alpha=0.0"):
+        bootstrap_ci(x, alpha=0.0)
+    # a trade (or a day) that loses exactly 100% is possible, not an error
+    assert bootstrap_ci(np.r_[x, -1.0], stat="total_return", n_boot=100, seed=0)["total_return"].point == -1.0
+    assert equity_bootstrap(np.r_[np.full(10, 0.01), -1.0], reps=100).total_return.point == -1.0
+    # returns read from a DuckDB DECIMAL column (Python Decimals) are read as floats
+    dec = [Decimal(str(v)) for v in x]
+    assert bootstrap_ci(dec, n_boot=100, seed=0) == bootstrap_ci(x, n_boot=100, seed=0)
+    assert total_return(dec) == total_return(x) and max_drawdown(dec) == max_drawdown(x)
+    e1, e2 = equity_bootstrap(dec, reps=100), equity_bootstrap(x, reps=100)
+    assert (e1.total_return, e1.sharpe) == (e2.total_return, e2.sharpe)
+    cond = {"up": x > 0}
+    pd.testing.assert_frame_equal(rule_validation(dec, cond, min_side=1), rule_validation(x, cond, min_side=1))
+
+
+def test_equity_bootstrap_reports_its_settings_and_the_drawdown_distribution():
+    r = np.r_[np.zeros(30), -0.5, np.zeros(29)]  # one loss day: every path that draws it once has drawdown 0.5
+    res = equity_bootstrap(r, reps=300)
+    assert (res.reps, res.level) == (300, 0.95)
+    again = equity_bootstrap(r, reps=300, seed=0)  # seed defaults to 0
+    np.testing.assert_array_equal(res.max_drawdowns, again.max_drawdowns)
+    assert not np.array_equal(res.max_drawdowns, equity_bootstrap(r, reps=300, seed=1).max_drawdowns)
+    lo, hi = np.nanquantile(res.max_drawdowns, [0.025, 0.975])
+    assert (res.max_drawdown.lo, res.max_drawdown.hi) == (lo, hi)
+    mdd, a = res.max_drawdown.point, res.max_drawdowns
+    assert mdd == 0.5 and (a == mdd).any()  # ties with the actual drawdown count half ("mean" percentile)
+    assert res.drawdown_percentile == pytest.approx(50.0 * (np.sum(a < mdd) + np.sum(a <= mdd)) / a.size)
+    noise = np.random.default_rng(4).normal(0.0005, 0.01, 80)  # a continuous drawdown distribution
+    for alpha in (0.05, 0.1):
+        e = equity_bootstrap(noise, reps=300, alpha=alpha)
+        assert e.level == pytest.approx(1.0 - alpha)
+        lo, hi = np.nanquantile(e.max_drawdowns, [alpha / 2, 1.0 - alpha / 2])
+        assert (e.max_drawdown.lo, e.max_drawdown.hi) == (lo, hi) and lo < hi
+    assert equity_bootstrap(r).reps == 2000  # reps defaults to 2000
+    with _raises_exactly("alpha must be in (0, 1), got alpha=1.0"):
+        equity_bootstrap(r, alpha=1.0)
+
+
+def test_cost_stress_a_zero_metric_does_not_survive_and_tables_are_checked():
+    df = cost_stress(lambda m: {"avg_excess_return": 0.002 - 0.001 * m}, [1, 2, 3])
+    assert df["survives"].tolist() == [True, False, False]  # exactly 0 at 2x: no edge left
+    with _raises_exactly("multipliers must be non-empty, got multipliers=[]"):
+        cost_stress(lambda m: {"avg_excess_return": 1.0}, [])
+    with _raises_exactly("df must be a cost_stress table with 'multiplier' and 'survives' columns, got "
+                         "df=['multiplier']"):
+        cost_stress_wording(pd.DataFrame({"multiplier": [1.0]}))
+    with _raises_exactly("df must be a cost_stress table with at least one row, got df=0"):
+        cost_stress_wording(pd.DataFrame({"multiplier": [], "survives": []}))
+
+
+def test_rule_validation_empty_and_one_sided_conditions():
+    cols = ["condition", "n_with", "n_without", "n_na", "median_with", "median_without", "win_rate_with",
+            "win_rate_without", "u_stat", "auc", "direction", "p_value", "q_value"]
+    assert list(rule_validation(_TRADES, {}).columns) == cols and rule_validation(_TRADES, {}).empty
+    row = rule_validation(_TRADES, {"always": np.ones(_TRADES.size, dtype=bool)}, min_side=1).iloc[0]
+    assert (row.n_with, row.n_without) == (10, 0)
+    for k in ("median_without", "win_rate_without", "u_stat", "auc", "p_value", "q_value"):
+        assert isinstance(row[k], float) and math.isnan(row[k]), k  # untested: NaN, not None
+    assert row.direction == ""
