@@ -284,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
             for r in summary[key].values():
                 r["seconds"] = round(seconds)
                 r["load"] = round(os.getloadavg()[0], 2)
+            # re-read: another run (another group) may have written since this one started
+            saved = json.loads(summary_path.read_text()) if summary_path.exists() else {}
             saved[key] = summary[key]
             OUT.mkdir(parents=True, exist_ok=True)
             summary_path.write_text(json.dumps(saved, indent=1), encoding="utf-8")
