@@ -561,3 +561,23 @@ def test_rule_validation_empty_and_one_sided_conditions():
     for k in ("median_without", "win_rate_without", "u_stat", "auc", "p_value", "q_value"):
         assert isinstance(row[k], float) and math.isnan(row[k]), k  # untested: NaN, not None
     assert row.direction == ""
+
+
+@pytest.mark.parametrize("values", [np.full(12, 0.5), np.zeros(12), np.r_[np.zeros(11), 0.5]],
+                         ids=["constant gain", "no trade", "one trade"])
+def test_degenerate_trade_lists_give_no_numpy_warnings(values):
+    # 0 / 0 and x / 0 Sharpe ratios of flat (resampled) trade lists are NaN / +-inf by design, not RuntimeWarnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ci = bootstrap_ci(values, n_boot=100, seed=0)
+    assert set(ci) == {"total_return", "max_drawdown", "sharpe"}
+
+
+def test_equity_bootstrap_flat_resampled_paths_give_no_numpy_warnings():
+    # some resampled paths are all zeros (0 / 0 Sharpe) and some all 0.5 (x / 0): NaN / inf, no RuntimeWarning.
+    # (A series that is flat itself still warns in np.nanquantile: all-NaN or inf - inf; see bench/mutation/README.)
+    values = np.r_[np.zeros(6), np.full(6, 0.5)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        eq = equity_bootstrap(values, reps=400, block_size=6)
+    assert eq.n_days == 12 and np.isfinite(eq.sharpe.point)
