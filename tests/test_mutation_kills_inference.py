@@ -1,0 +1,263 @@
+"""Dependence-aware inference (optimizer/validate/_inference.py): what mutation testing (bench/mutation) found
+unasserted -- exact one-line errors, boundaries (smallest valid inputs, degenerate series), defaults, the
+lag rule, the block-length clip, the bootstrap's p / interval by definition, the MDE and PSR bookkeeping."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as st
+
+from optimizer.engine.simulate import Trades
+from optimizer.errors import ParameterError
+from optimizer.validate._inference import (
+    TRADING_DAYS, DailyExcess, block_bootstrap_mean, daily_excess, daily_psr, dependent_inference, hac_mean,
+    minimum_detectable_effect, newey_west_lags, politis_white_block,
+)
+from optimizer.validate._sharpe import probabilistic_sharpe_ratio, sharpe_stats
+
+
+def _raises_exactly(message: str):
+    return pytest.raises(ParameterError, match="^" + re.escape(message) + "$")
+
+
+def _trades(sym, ent, ext, ep, xp, cost=0.0, open_at_end=None) -> Trades:
+    n = len(sym)
+    reason = np.zeros(n, dtype=np.int64)
+    if open_at_end is not None:
+        reason[np.asarray(open_at_end, dtype=bool)] = 8  # EXIT_REASONS.index("open_at_end")
+    a = lambda v, t=np.int64: np.asarray(v, dtype=t)  # noqa: E731
+    return Trades(a(sym), a(ent) - 1, a(ent), a(ext), a(ep, float), a(xp, float), reason, np.zeros(n), cost=cost)
+
+
+_CLOSE = np.array([[10.0, 20.0], [11.0, 20.5], [10.5, 21.0], [11.5, 21.5], [12.5, 22.0]])
+
+
+# ---- daily_excess -------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: daily_excess(_trades([0], [1], [3], [10.0], [11.0]), [0.0, 0.1], _CLOSE),
+     "excess must be one value per closed trade (1), got excess='<array of length 2>'"),
+    (lambda: daily_excess(_trades([0], [1], [3], [10.0], [11.0]), [np.nan], _CLOSE),
+     "excess must be all finite (no NaN/inf), got excess='<array with non-finite values>'"),
+    (lambda: daily_excess(_trades([0], [1], [3], [10.0], [11.0]), [0.0], _CLOSE[:, 0]),
+     "close must be a 2-D (sessions x symbols) array, got close='<array of shape (5,)>'"),
+    (lambda: daily_excess(_trades([0], [1], [3], [10.0], [11.0]), [0.0], _CLOSE, market_open=np.ones((5, 3))),
+     "market_open must be an array of the close matrix's shape (5, 2), got market_open='<array of shape (5, 3)>'"),
+    (lambda: daily_excess(_trades([0], [3], [2], [10.0], [11.0]), [0.0], _CLOSE),
+     "trades must be exit_idx >= entry_idx for every trade, got trades='<exit before entry>'"),
+    (lambda: daily_excess(_trades([0], [1], [3], [10.0], [11.0]), [0.0], _CLOSE, 0, 6),
+     "stop must be in (start=0, number of sessions 5], got stop=6"),
+    (lambda: daily_excess(_trades([0], [1], [3], [10.0], [11.0]), [0.0], _CLOSE, 2, 2),
+     "stop must be in (start=2, number of sessions 5], got stop=2"),
+    (lambda: daily_excess(_trades([0], [1], [3], [10.0], [11.0]), [0.0], _CLOSE, -1, 5),
+     "stop must be in (start=-1, number of sessions 5], got stop=5"),
+    (lambda: daily_excess(_trades([0], [1], [3], [10.0], [11.0]), [0.0], _CLOSE, 0, 3),
+     "trades must be held inside rows [start=0, stop=3), got trades='<rows 1..3>'"),
+])
+def test_daily_excess_refuses_with_one_exact_line(call, message):
+    with _raises_exactly(message):
+        call()
+
+
+def test_daily_excess_default_rows_edges_and_no_trades():
+    tr = _trades([0], [1], [3], [10.0], [11.5])
+    d = daily_excess(tr, [0.05], _CLOSE)  # rows default to [first entry, last exit]
+    assert (d.start, d.stop, d.n_days) == (1, 4, 3)
+    assert d.total.sum() == pytest.approx(0.05) and d.raw_total.sum() == pytest.approx(0.15)
+    full = daily_excess(tr, [0.05], _CLOSE, 0, 5)  # a trade on the last row and the first row of the span: allowed
+    edge = daily_excess(_trades([0, 1], [0, 4], [2, 4], [10.0, 22.0], [10.5, 22.0]), [0.0, 0.0], _CLOSE, 0, 5)
+    assert full.n_days == 5 and edge.n_open.tolist() == [1, 1, 1, 0, 1]
+    none = daily_excess(_trades([], [], [], [], []), [], _CLOSE, 1, 4)
+    assert (none.start, none.stop, none.n_days, none.n_trades, none.n_invested_days) == (1, 4, 3, 0, 0)
+    for a in (none.total, none.mean, none.inv_hold, none.raw_total):
+        np.testing.assert_array_equal(a, np.zeros(3))
+    assert none.n_open.dtype == np.int64 and math.isnan(none.mean_per_trade)
+    assert daily_excess(_trades([], [], [], [], []), [], _CLOSE).n_days == 1  # no trade, no rows given: one row
+    # open trades are left out (only closed trades count)
+    opened = _trades([0, 1], [1, 1], [3, 4], [10.0, 20.0], [11.0, 22.0], open_at_end=[False, True])
+    assert daily_excess(opened, [0.01], _CLOSE, 0, 5).n_trades == 1
+
+
+def test_daily_excess_frame_and_means():
+    tr = _trades([0, 1], [1, 1], [2, 3], [10.0, 20.0], [10.5, 21.5])
+    d = daily_excess(tr, [0.02, 0.04], _CLOSE, 0, 5)
+    f = d.to_frame()
+    assert f.index.name == "row" and list(f.index) == [0, 1, 2, 3, 4]
+    g = d.to_frame(pd.bdate_range("2024-01-01", periods=5))
+    assert g.index.name == "date" and g.index[0] == pd.Timestamp("2024-01-01")
+    np.testing.assert_array_equal(f["n_open"].to_numpy(), [0, 2, 2, 1, 0])
+    # the account's daily return: raw total over the open trades, 0 in cash
+    np.testing.assert_allclose(d.raw_mean, np.where(d.n_open > 0, d.raw_total / np.maximum(d.n_open, 1), 0.0))
+    assert d.raw_mean[0] == 0.0 and d.raw_mean[4] == 0.0
+    np.testing.assert_allclose(d.bench_mean, d.raw_mean - d.mean)
+
+
+def test_market_adjustment_expectation_edges():
+    # a one-row trade (hold 0 extra rows): its basket expectation is 0; the adjusted excess still sums per trade
+    opn = _CLOSE * 0.99
+    tr = _trades([0, 1], [2, 1], [2, 3], [opn[2, 0], opn[1, 1]], [opn[2, 0], opn[3, 1]])
+    d = daily_excess(tr, [0.0, 0.0], _CLOSE, 0, 5, market_open=opn)
+    assert d.trade_excess.size == 2 and np.isfinite(d.trade_excess).all()
+    # the one-row trade: its basket is bought and sold at the same open -> no adjustment at all
+    assert d.trade_excess[0] == pytest.approx(0.0, abs=1e-15)
+
+
+# ---- HAC ----------------------------------------------------------------------------------------------------------
+
+def test_newey_west_lag_rule_values():
+    # floor(4 (n / 100)^(2/9))
+    assert [newey_west_lags(n) for n in (0, 1, 99, 100, 101, 1000)] == [1, 1, 3, 4, 4, 6]
+
+
+def test_hac_mean_degenerate_and_small_samples():
+    nan_fields = ("se", "t", "p", "se_iid", "t_iid", "n_eff")
+    for x, mean in (([], None), ([0.1, 0.2], 0.15), ([0.3] * 5, 0.3)):
+        h = hac_mean(x)
+        assert h.n == len(x)
+        assert (math.isnan(h.mean) if mean is None else h.mean == pytest.approx(mean))
+        assert all(math.isnan(getattr(h, k)) for k in nan_fields), h
+    # three values: the smallest tested sample; lags are capped at n - 2
+    h = hac_mean([0.01, 0.03, 0.02], lags=5)
+    assert h.lags == 1 and h.n == 3 and np.isfinite(h.se) and h.mean == pytest.approx(0.02)
+    assert h.se_iid == pytest.approx(0.01 / math.sqrt(3)) and h.t_iid == pytest.approx(0.02 / (0.01 / math.sqrt(3)))
+    assert h.n_eff <= 3
+    # lags = 0: the HAC error is the i.i.d. one with statsmodels' small-sample correction (n / (n - 1))
+    x = np.random.default_rng(0).normal(0.001, 0.01, 50)
+    z = hac_mean(x, 0)
+    assert z.se == pytest.approx(z.se_iid, rel=1e-12) and z.n_eff == pytest.approx(50.0)
+    assert z.p == pytest.approx(st.norm.sf(z.t))
+    with _raises_exactly("x must be all finite (no NaN/inf), got x='<array with non-finite values>'"):
+        hac_mean([0.1, np.inf, 0.2])
+    with _raises_exactly("lags must be >= 0, got lags=-1"):
+        hac_mean(x, -1)
+
+
+# ---- bootstrap --------------------------------------------------------------------------------------------------
+
+def test_politis_white_block_edges():
+    assert politis_white_block(np.arange(7.0)) == 1.0  # fewer than 8 values
+    assert politis_white_block(np.full(50, 0.2)) == 1.0  # no dispersion
+    from arch.bootstrap import optimal_block_length
+    walk = np.cumsum(np.random.default_rng(0).normal(size=12))  # a random walk: a long optimal block ...
+    assert optimal_block_length(walk)["stationary"].iloc[0] > 3.0
+    assert politis_white_block(walk) == 3.0  # ... clipped to n / 4
+    b = politis_white_block(np.random.default_rng(1).normal(size=400))
+    assert 1.0 <= b <= 100.0
+
+
+def test_block_bootstrap_mean_by_definition():
+    x = np.random.default_rng(2).normal(0.001, 0.01, 60)
+    b = block_bootstrap_mean(x, reps=300, level=0.9, block_size=3.0, seed=4)
+    assert (b.reps, b.level, b.block_size, b.means.size) == (300, 0.9, 3.0, 300)
+    assert b.mean == pytest.approx(x.mean())
+    a = (1.0 - 0.9) / 2.0
+    lo, hi = np.quantile(b.means, [a, 1.0 - a])
+    assert (b.lo, b.hi) == (lo, hi)
+    assert b.p == (np.count_nonzero(b.means - b.mean >= b.mean) + 1) / 301
+    d = block_bootstrap_mean(x)  # defaults: 2000 resamples, 95 %, Politis-White block, seed 0
+    assert (d.reps, d.level, d.block_size) == (2000, 0.95, politis_white_block(x))
+    np.testing.assert_array_equal(d.means, block_bootstrap_mean(x, 2000, 0.95, None, 0).means)
+    assert block_bootstrap_mean([0.1, 0.2, 0.3], reps=100, block_size=1.0).means.size == 100  # 3 values, block 1
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"x": [0.1, 0.2]}, "x must be at least 3 values, got x='<array of length 2>'"),
+    ({"x": [0.1, np.nan, 0.2]}, "x must be all finite (no NaN/inf), got x='<array with non-finite values>'"),
+    ({"reps": 99}, "reps must be an integer >= 100, got reps=99"),
+    ({"reps": 100.0}, "reps must be an integer >= 100, got reps=100.0"),
+    ({"level": 1.0}, "level must be in (0, 1), got level=1.0"),
+    ({"level": 0.0}, "level must be in (0, 1), got level=0.0"),
+    ({"block_size": 0.5}, "block_size must be >= 1, got block_size=0.5"),
+])
+def test_block_bootstrap_refuses_with_one_exact_line(kwargs, message):
+    kw = {"x": np.arange(10.0), "reps": 100, **kwargs}
+    with _raises_exactly(message):
+        block_bootstrap_mean(**kw)
+
+
+# ---- PSR, MDE ------------------------------------------------------------------------------------------------------
+
+def test_daily_psr_effective_n_bookkeeping():
+    x = np.random.default_rng(3).normal(0.002, 0.01, 30)
+    m = sharpe_stats(x)
+    assert daily_psr(x, n_eff=float("nan"))["n_used"] == 30
+    assert daily_psr(x, n_eff=1.5)["n_used"] == 2  # never below 2
+    low = daily_psr(x, n_eff=10.9)
+    assert low["n_used"] == 10
+    assert low["psr"] == pytest.approx(probabilistic_sharpe_ratio(m["sr"], 0.0, 10, m["skew"], m["kurtosis"]))
+    bench = daily_psr(x, sr_benchmark=0.1)
+    assert bench["psr"] == pytest.approx(probabilistic_sharpe_ratio(m["sr"], 0.1, 30, m["skew"], m["kurtosis"]))
+    three = daily_psr([0.01, 0.03, 0.02])  # the smallest series with a PSR
+    assert np.isfinite(three["psr"]) and three["n"] == 3
+    assert math.isnan(daily_psr([0.01, 0.03])["psr"]) and math.isnan(daily_psr([0.02] * 5)["psr"])
+    assert set(low) == {"psr", "sr", "skew", "kurtosis", "n", "n_used"}
+
+
+def test_mde_boundaries_and_defaults():
+    m = minimum_detectable_effect(0.01)
+    assert (m.alpha, m.power, m.se) == (0.025, 0.8, 0.01) and math.isnan(m.per_year)
+    assert m.t_multiple == pytest.approx(st.norm.isf(0.025) + st.norm.ppf(0.8))
+    assert math.isnan(minimum_detectable_effect(float("nan")).per_trade)
+    ok = minimum_detectable_effect(0.01, alpha=0.49, power=0.01)
+    assert ok.t_multiple == pytest.approx(st.norm.isf(0.49) + st.norm.ppf(0.01))
+    for kw, message in (({"alpha": 0.5}, "alpha must be in (0, 0.5), got alpha=0.5"),
+                        ({"alpha": 0.0}, "alpha must be in (0, 0.5), got alpha=0.0"),
+                        ({"power": 1.0}, "power must be in (0, 1), got power=1.0"),
+                        ({"power": 0.0}, "power must be in (0, 1), got power=0.0")):
+        with _raises_exactly(message):
+            minimum_detectable_effect(0.01, **kw)
+
+
+# ---- everything at once ---------------------------------------------------------------------------------------
+
+def _series(total, trade_excess, n_open=None, inv_hold=None) -> DailyExcess:
+    total = np.asarray(total, dtype=float)
+    n_open = np.ones(total.size, dtype=np.int64) if n_open is None else np.asarray(n_open, dtype=np.int64)
+    inv = np.full(total.size, 0.1) if inv_hold is None else np.asarray(inv_hold, dtype=float)
+    return DailyExcess(0, total.size, total, total.copy(), n_open, inv, np.asarray(trade_excess, dtype=float),
+                       total.copy())
+
+
+def test_dependent_inference_scales_to_the_trade_and_reports_its_settings():
+    rng = np.random.default_rng(6)
+    total = rng.normal(0.001, 0.01, 40)
+    tx = rng.normal(0.002, 0.02, 20)
+    d = _series(total, tx, inv_hold=np.r_[np.full(20, 0.1), np.zeros(20)])
+    inf = dependent_inference(d, alpha=0.05, power=0.9, lags=2, reps=200, seed=3)
+    h = hac_mean(total, 2)
+    scale = 40 / 20
+    assert inf.se == pytest.approx(h.se * scale) and inf.t == h.t and inf.p == h.p and inf.hac_lags == 2
+    se_iid = tx.std(ddof=1) / math.sqrt(20)
+    assert inf.se_iid == pytest.approx(se_iid) and inf.t_iid == pytest.approx(tx.mean() / se_iid)
+    assert inf.n_eff == pytest.approx(min(20, 20 * (se_iid / inf.se) ** 2))
+    b = block_bootstrap_mean(total, reps=200, seed=3)
+    assert (inf.boot_lo, inf.boot_hi, inf.boot_p, inf.block_size) == (b.lo * scale, b.hi * scale, b.p, b.block_size)
+    ps = daily_psr(total, 0.0, h.n_eff)
+    assert (inf.psr, inf.daily_sharpe, inf.psr_n) == (ps["psr"], ps["sr"], ps["n_used"])
+    mde = minimum_detectable_effect(inf.se, 0.05, 0.9, TRADING_DAYS * 0.05)
+    assert (inf.mde_per_trade, inf.mde_per_year) == (mde.per_trade, pytest.approx(mde.per_year))
+    assert (inf.alpha, inf.power, inf.n_trades, inf.n_days, inf.n_invested_days) == (0.05, 0.9, 20, 40, 40)
+    dflt = dependent_inference(d)
+    assert (dflt.alpha, dflt.power, dflt.hac_lags) == (0.025, 0.8, newey_west_lags(40))
+    assert dflt.to_dict() == dependent_inference(d, 0.025, 0.8, None, 2000, 0).to_dict()  # reps 2000, seed 0
+
+
+def test_dependent_inference_degenerate_series():
+    one = dependent_inference(_series([0.0, 0.01, 0.0], [0.01]), reps=100)  # one trade: no i.i.d. figures
+    assert one.n_trades == 1 and math.isnan(one.se_iid) and math.isnan(one.t_iid) and math.isnan(one.n_eff)
+    flat_tx = dependent_inference(_series([0.0, 0.01, -0.01, 0.0], [0.01, 0.01]), reps=100)
+    assert flat_tx.se_iid == 0.0 and math.isnan(flat_tx.t_iid)
+    flat = dependent_inference(_series(np.zeros(5), [0.0, 0.0], n_open=np.zeros(5)), reps=100)
+    for k in ("se", "t", "p", "boot_lo", "boot_hi", "boot_p", "block_size", "psr", "mde_per_trade"):
+        assert math.isnan(getattr(flat, k)), k
+    d = flat.to_dict()
+    assert d["se"] is None and d["boot_p"] is None and d["n_trades"] == 2 and d["alpha"] == 0.025
+    none = dependent_inference(_series([], []), reps=100)
+    assert none.n_days == 0 and math.isnan(none.mde_per_year) and math.isnan(none.mean_per_trade)
+    three = dependent_inference(_series([0.01, -0.02, 0.015], [0.01, 0.0, -0.005]), reps=100)  # 3 days: bootstrapped
+    assert np.isfinite(three.boot_lo) and np.isfinite(three.block_size)
