@@ -460,6 +460,9 @@ def test_rule_conditions_one_definition_per_context_column():
         "regime RISK_ON": [True, False, False, False],
         "options boost": [True, False, False, False],  # a boost is > 1; missing or text is no boost
     }
+    # a parent ETF that is available but whose alignment is missing: not aligned (False), not "not applicable"
+    both = pd.DataFrame({"parent_etf_aligned": [None, True], "parent_etf_available": [True, True]})
+    assert _as_lists(rule_conditions(both)) == {"parent ETF aligned": [False, True]}
     # without the availability column, a missing alignment marks a symbol without a parent ETF
     only = rule_conditions(closed[["parent_etf_aligned"]])
     assert _as_lists(only) == {"parent ETF aligned": [True, False, None, True]}
