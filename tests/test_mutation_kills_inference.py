@@ -261,3 +261,71 @@ def test_dependent_inference_degenerate_series():
     assert none.n_days == 0 and math.isnan(none.mde_per_year) and math.isnan(none.mean_per_trade)
     three = dependent_inference(_series([0.01, -0.02, 0.015], [0.01, 0.0, -0.005]), reps=100)  # 3 days: bootstrapped
     assert np.isfinite(three.boot_lo) and np.isfinite(three.block_size)
+
+
+# ---- the market adjustment against a plain-loop reference ----------------------------------------------------------
+
+def _reference_market_adjusted(tr: Trades, excess, close, opn, lo: int, hi: int):
+    """The module docstring's construction written as loops: per trade, the basket of every symbol bought at the
+    entry open (symbols without both prices left out of a row; a row with none carries the last value, 1 at the
+    start), marked at each close and at the exit open; minus its expectation over uniformly random entries in
+    (lo, hi) for the same hold (0 when no entry row fits or the hold is 0 extra rows), spread evenly."""
+    closed = np.asarray(tr.closed, dtype=bool)
+    ent, ext = tr.entry_idx[closed], tr.exit_idx[closed]
+    T, N = close.shape
+
+    def basket_mean(num, den):
+        vals = [num[j] / den[j] for j in range(N) if np.isfinite(num[j] / den[j])]
+        return sum(vals) / len(vals) if vals else float("nan")
+
+    def expectation(h):
+        if h == 0 or hi - h <= lo + 1:
+            return 0.0
+        days = [basket_mean(opn[e + h], opn[e]) for e in range(lo + 1, hi - h)]
+        days = [d for d in days if np.isfinite(d)]
+        return sum(days) / len(days) - 1.0 if days else 0.0
+
+    adj_trade, adj_day = [], np.zeros(hi - lo)
+    for e, x in zip(ent, ext):
+        L = x - e + 1
+        w_prev = 1.0
+        e_h = expectation(L - 1)
+        for r in range(e, x + 1):
+            mark = opn[r] if r == x else close[r]
+            w = basket_mean(mark, opn[e])
+            w = w_prev if not np.isfinite(w) else w
+            adj_day[r - lo] += (w - w_prev) - e_h / L
+            w_prev = w
+        adj_trade.append(w_prev - 1.0 - e_h)
+    return np.asarray(excess, dtype=float) - np.array(adj_trade), adj_day
+
+
+def test_market_adjustment_equals_the_reference_with_missing_prices():
+    rng = np.random.default_rng(12)
+    T, N = 60, 4
+    close = 50.0 * np.exp(np.cumsum(rng.normal(0.0, 0.02, (T, N)), axis=0))
+    opn = close * np.exp(rng.normal(0.0, 0.005, (T, N)))
+    opn[10:14, 1] = np.nan  # a symbol without prices for a while: left out of those rows' basket
+    close[20:23, 2] = np.nan
+    opn[30, :] = np.nan  # a session with no open at all: no basket expectation from it
+    close[31, :] = np.nan  # no close at all: the basket carries its last value
+    opn[40:43, :3] = np.nan  # one symbol left in the basket (a mean of one)
+    close[40:43, :3] = np.nan
+    opn[31, :] = np.nan  # ... and no open either
+    # a one-row trade (hold 0); in span 27..59 a hold of 30 rows leaves exactly one random entry row (28); in span
+    # 30..60 a hold of 28 leaves one (31) that has no open: no finite expectation, 0
+    sym = np.array([0, 3, 3, 0, 2, 3, 1, 0, 1, 2])
+    ent = np.array([2, 5, 29, 31, 39, 40, 44, 55, 28, 31])
+    ext = np.array([8, 5, 33, 35, 45, 41, 50, 58, 58, 59])
+    ep, xp = np.nan_to_num(opn[ent, sym], nan=50.0), np.nan_to_num(opn[ext, sym], nan=50.0)
+    tr = _trades(sym, ent, ext, ep, xp)
+    excess = rng.normal(0.0, 0.02, ent.size)
+    for lo, hi in ((0, T), (2, 59), (27, 59), (30, 60)):
+        keep = (ent >= lo) & (ext < hi)
+        t2 = _trades(sym[keep], ent[keep], ext[keep], ep[keep], xp[keep])
+        d = daily_excess(t2, excess[keep], close, lo, hi, market_open=opn)
+        want_trade, adj_day = _reference_market_adjusted(t2, excess[keep], close, opn, lo, hi)
+        plain = daily_excess(t2, excess[keep], close, lo, hi)
+        np.testing.assert_allclose(d.trade_excess, want_trade, atol=1e-12, err_msg=f"span {lo}..{hi}")
+        np.testing.assert_allclose(d.total, plain.total - adj_day, atol=1e-12, err_msg=f"span {lo}..{hi}")
+        assert d.total.sum() == pytest.approx(d.trade_excess.sum(), abs=1e-12)
