@@ -81,3 +81,32 @@ def test_distinct_columns_keep_the_first_of_each_in_column_order():
     a = np.array([[1.0, 2.0, 1.0, 3.0, 2.0], [0.0, 1.0, 0.0, 1.0, 1.0]])
     np.testing.assert_array_equal(distinct_columns(a), [0, 1, 3])
     np.testing.assert_array_equal(distinct_columns([[1, 1], [2, 2]]), [0])  # integers: read as floats
+
+
+def test_spa_nothing_to_test_keeps_the_descriptive_figures():
+    m = np.zeros((12, 2))
+    m[:, 1] = -0.01
+    r = spa_test(m, reps=100)
+    assert math.isnan(r.p_value) and math.isnan(r.p_lower) and math.isnan(r.p_upper) and math.isnan(r.best_t)
+    assert r.best == 0 and r.best_mean == 0.0 and r.n_constant == 2 and r.n_configs == 2
+
+
+def test_spa_is_arch_spa_on_the_studentized_distinct_columns():
+    from arch.bootstrap import SPA
+    m = _noise(60, 5, seed=7)
+    m[:, 3] += 0.002
+    m = np.column_stack([m, m[:, 1]])  # a repeat: tested once
+    r = spa_test(m, reps=150, block_size=4, seed=9)
+    d = m[:, :5] / m[:, :5].std(axis=0, ddof=1)
+    ref = SPA(np.zeros(60), -d, block_size=4, reps=150, bootstrap="stationary", studentize=True,
+              seed=np.random.default_rng(9))
+    ref.compute()
+    pv = ref.pvalues
+    assert (r.p_value, r.p_lower, r.p_upper) == (float(pv["consistent"]), float(pv["lower"]), float(pv["upper"]))
+
+
+def test_spa_reads_decimal_returns_as_floats():
+    from decimal import Decimal
+    m = _noise(20, 3, seed=8)
+    dec = [[Decimal(str(float(v))) for v in row] for row in m]
+    assert spa_test(dec, reps=100) == spa_test(m, reps=100)
