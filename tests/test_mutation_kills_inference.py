@@ -19,19 +19,11 @@ from optimizer.validate._inference import (
     minimum_detectable_effect, newey_west_lags, politis_white_block,
 )
 from optimizer.validate._sharpe import probabilistic_sharpe_ratio, sharpe_stats
+from test_inference import _trades  # Trades from hand-written rows (the suite's one helper)
 
 
 def _raises_exactly(message: str):
     return pytest.raises(ParameterError, match="^" + re.escape(message) + "$")
-
-
-def _trades(sym, ent, ext, ep, xp, cost=0.0, open_at_end=None) -> Trades:
-    n = len(sym)
-    reason = np.zeros(n, dtype=np.int64)
-    if open_at_end is not None:
-        reason[np.asarray(open_at_end, dtype=bool)] = 8  # EXIT_REASONS.index("open_at_end")
-    a = lambda v, t=np.int64: np.asarray(v, dtype=t)  # noqa: E731
-    return Trades(a(sym), a(ent) - 1, a(ent), a(ext), a(ep, float), a(xp, float), reason, np.zeros(n), cost=cost)
 
 
 _CLOSE = np.array([[10.0, 20.0], [11.0, 20.5], [10.5, 21.0], [11.5, 21.5], [12.5, 22.0]])
