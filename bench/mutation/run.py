@@ -84,7 +84,7 @@ GROUPS: dict[str, Group] = {
     "kernels": Group(("optimizer/engine/_kernels.py", "optimizer/engine/simulate.py"), _ENGINE_TESTS, jit=False,
                      deselect=_ENGINE_DESELECT),
     "verdict": Group(("optimizer/validate/verdict.py",),
-                     ("tests/test_verdict.py", "tests/test_mutation_kills_stats.py")),
+                     ("tests/test_verdict.py", "tests/test_mutation_kills_verdict.py")),
     "walkforward": Group(("optimizer/validate/walkforward.py",),
                          ("tests/test_walkforward.py", "tests/test_seams.py", "tests/test_mutation_kills_wf.py")),
 }
