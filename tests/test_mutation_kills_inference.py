@@ -321,3 +321,58 @@ def test_market_adjustment_equals_the_reference_with_missing_prices():
         np.testing.assert_allclose(d.trade_excess, want_trade, atol=1e-12, err_msg=f"span {lo}..{hi}")
         np.testing.assert_allclose(d.total, plain.total - adj_day, atol=1e-12, err_msg=f"span {lo}..{hi}")
         assert d.total.sum() == pytest.approx(d.trade_excess.sum(), abs=1e-12)
+
+
+# ---- more boundaries ----------------------------------------------------------------------------------------------
+
+def test_inference_edges_by_hand():
+    # eight values are enough for a Politis-White block (clipped to 8 / 4 = 2); a white noise's block of 1.65
+    # stays as it is (the lower clip is 1)
+    assert politis_white_block(np.cumsum(np.random.default_rng(0).normal(size=8))) == 2.0
+    assert politis_white_block(np.random.default_rng(3).normal(size=400)) == pytest.approx(1.6474986116)
+    # the bootstrap p counts resampled means AT LEAST as far above the mean as the mean is above 0: ties count
+    x = np.array([0.0, 0.0, 3.0])  # mean 1; resampled means are k/3 * 3 = 0, 1, 2, 3 exactly
+    b = block_bootstrap_mean(x, reps=200, block_size=1.0, seed=5)
+    assert np.any(b.means == 2.0)
+    assert b.p == (np.count_nonzero(b.means >= 2.0) + 1) / 201
+    # the HAC effective n: n (se_iid / se)^2, capped at n
+    e = np.random.default_rng(4).normal(size=300)
+    ar = np.convolve(e, [1.0, 0.8, 0.5], mode="same")
+    h = hac_mean(ar, 6)
+    assert h.n_eff == pytest.approx(300 * (h.se_iid / h.se) ** 2) and h.n_eff < 200
+    # a degenerate series still reports the lag rule it would use
+    assert hac_mean(np.zeros(250)).lags == newey_west_lags(250) == 4
+    # rows: a frame indexed by panel row starts at the span's start
+    tr = _trades([0], [2], [3], [10.5], [11.5])
+    f = daily_excess(tr, [0.01], _CLOSE, 1, 5).to_frame()
+    assert list(f.index) == [1, 2, 3, 4]
+    d = daily_excess(tr, [0.01], _CLOSE, 1, 5)
+    assert d.n_open.dtype == np.int64 and d.n_open.tolist() == [0, 1, 1, 0]
+    assert daily_excess(_trades([], [], [], [], []), [], _CLOSE).start == 0  # no trade, no rows: row 0
+
+
+def test_inference_reads_decimals_and_stays_quiet_on_degenerate_input():
+    from decimal import Decimal
+    x = np.random.default_rng(9).normal(0.001, 0.01, 40)
+    dec = [Decimal(str(float(v))) for v in x]
+    assert hac_mean(dec, 3) == hac_mean(x, 3)
+    assert politis_white_block(dec) == politis_white_block(x)
+    np.testing.assert_array_equal(block_bootstrap_mean(dec, reps=100).means, block_bootstrap_mean(x, reps=100).means)
+    tr = _trades([0], [1], [3], [10.0], [11.5])
+    a = daily_excess(tr, [Decimal("0.05")], _CLOSE.astype(object))
+    np.testing.assert_array_equal(a.total, daily_excess(tr, [0.05], _CLOSE).total)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "mean of empty slice" / "degrees of freedom" RuntimeWarning
+        assert math.isnan(hac_mean([]).mean)
+        one = dependent_inference(_series([0.0, 0.01, 0.0], [0.01]), reps=100)
+        none = dependent_inference(_series([], []), reps=100)
+    assert math.isnan(one.se_iid) and math.isnan(none.mde_per_year)
+
+
+def test_dependent_inference_two_trades_and_moments():
+    two = dependent_inference(_series([0.01, -0.02, 0.015, 0.0], [0.03, 0.01]), reps=100)
+    se_iid = np.std([0.03, 0.01], ddof=1) / math.sqrt(2)
+    assert two.se_iid == pytest.approx(se_iid) and two.t_iid == pytest.approx(0.02 / se_iid)  # two trades suffice
+    ps = daily_psr(np.array([0.01, -0.02, 0.015, 0.0]), 0.0, hac_mean([0.01, -0.02, 0.015, 0.0]).n_eff)
+    assert (two.skew, two.kurtosis) == (ps["skew"], ps["kurtosis"])
