@@ -85,3 +85,18 @@ def test_rolling_boundaries_are_allowed():
     assert rolling_zscore(np.arange(4.0), 2, min_periods=2).shape == (4,)
     assert rolling_mean(np.arange(4.0), 4, min_periods=4)[3] == 1.5
     assert rolling_mean(np.arange(4.0), np.int64(2))[1] == 0.5  # numpy integers are integers
+
+
+def test_rolling_flat_rule_is_inclusive_reads_decimals_and_stays_quiet():
+    import warnings
+    from decimal import Decimal
+    # a window whose std is exactly STD_EPS (1e-12) is flat: NaN, not (2e-12 - 1e-12) / 1e-12 = 1
+    assert np.isnan(rolling_zscore(np.array([0.0, 2e-12, 0.0]), 2)).all()
+    # Decimals (a DuckDB DECIMAL column) are read as floats
+    dec = [Decimal("1"), Decimal("2"), Decimal("4"), Decimal("3")]
+    np.testing.assert_array_equal(rolling_zscore(dec, 2), rolling_zscore(np.array([1.0, 2.0, 4.0, 3.0]), 2))
+    np.testing.assert_array_equal(rolling_mean(dec, 2), [nan, 1.5, 3.0, 3.5])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # flat windows (x / 0, 0 / 0) give NaN without a RuntimeWarning
+        assert np.isnan(rolling_zscore(np.full(6, 7.0), 3)).all()
+        assert np.isnan(rolling_zscore(np.zeros(6), 3)).all()
