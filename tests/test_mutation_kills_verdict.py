@@ -130,3 +130,11 @@ def test_power_json_and_the_verdict_round_trip():
     assert back.line == v.line and back.reasons == v.reasons and back.note == "n"
     assert math.isnan(back.power.mde_per_trade) and back.power.n_days == 0
     assert v.line.endswith("; MDE n/a at 80% power; n")
+
+
+def test_a_negative_excess_is_named_in_its_reason_and_a_bad_json_is_shown():
+    v = verdict(-0.001, 2.5, 0.97, 0.3, 40)
+    assert v.reasons == ["OOS excess return -0.10%/trade is not positive"]
+    with _raises_exactly("verdict_gates must be a list of gates (a result written by this version of accumopt), "
+                         "got verdict_gates='x'"):
+        Verdict.from_dict({"verdict_gates": "x"})
