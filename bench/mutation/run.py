@@ -53,7 +53,7 @@ class Group:
 
 _ENGINE_TESTS = (
     "tests/test_engine_timing.py", "tests/test_engine_lookahead.py", "tests/test_engine_kernels.py",
-    "tests/test_engine_oracle.py", "tests/test_mutation_kills_engine.py",
+    "tests/test_engine_oracle.py", "tests/test_engine_fused.py", "tests/test_mutation_kills_engine.py",
 )
 # thread launches and timing-free but slow (17 s) parallel == serial: not the engine's arithmetic
 _ENGINE_DESELECT = ("tests/test_engine_kernels.py::test_parallel_kernels_match_serial_kernels",)
