@@ -253,7 +253,7 @@ def _fixed_spec(draw) -> str:
     return "\n".join([
         '[study]\nname = "rt"', "[data]", *data, f"[data.costs]\ncommission_bps = {f(0.0, 5.0)}",
         f"slippage_bps = {f(0.0, 12.0)}", "[space]", *space,
-        f"[cv]\nn_splits = {draw(st.integers(1, 3))}\nembargo = {draw(st.integers(0, 30))}",
+        f"[cv]\nn_splits = {draw(st.integers(1, 3))}\nembargo = {draw(st.integers(0, 30))}\npurge = {draw(st.integers(1, 30))}",
         "[objective]\nmin_trades = 0", '[sampler]\nname = "random"\nseed = 1', '[pruner]\nname = "none"', "",
     ])
 
