@@ -27,6 +27,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from _slow_objective import SLEEP_ENV
 from optuna.trial import TrialState
 
 from test_postgres import pg_url  # noqa: F401 - the loopback PostgreSQL server fixture
@@ -159,16 +160,16 @@ def test_claims_first_live_claim_wins_and_done_is_final(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ processes
 
-def _env(grace: int = 2) -> dict[str, str]:
+def _env(grace: int = 2, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACCUMOPT_")}
     env["ACCUMOPT_HEARTBEAT_GRACE"] = str(grace)
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent),
                                          *filter(None, [os.environ.get("PYTHONPATH")])])
-    return env
+    return env | (extra or {})
 
 
-def _start(args: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "optimizer.cli", *args], env=_env(), stdin=subprocess.DEVNULL,
+def _start(args: list[str], log: Path, extra: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "optimizer.cli", *args], env=_env(extra=extra), stdin=subprocess.DEVNULL,
                             stdout=open(log.with_suffix(".out"), "w"), stderr=open(log.with_suffix(".err"), "w"))
 
 
@@ -207,8 +208,14 @@ def test_killed_worker_window_is_resumed_with_exactly_n_trials(synth_db, spec_pa
     url = f"sqlite:///{tmp_path / 'kill.db'}"
     common = ["--db", str(synth_db), "--storage", url, "--out", str(tmp_path / "out"), "--n-trials", str(n),
               "--format", "json"]
+    # the killed worker runs composite_rank_excess's values with a 0.1 s floor per fold (tests/_slow_objective.py),
+    # so its window is caught mid-way whatever the machine's speed; the coordinator runs at full speed
+    slow = tmp_path / "wfd.toml"
+    slow.write_text(SPEC.replace('name = "composite_rank_excess"', 'name = "_slow_objective:SlowRankExcess"'),
+                    encoding="utf-8")
+    spec_path = slow
     worker = _start(["walkforward", "worker", str(spec_path), "--db", str(synth_db), "--storage", url, "--format",
-                     "json"], tmp_path / "worker")
+                     "json"], tmp_path / "worker", {SLEEP_ENV: "0.1"})
     time.sleep(3)  # the worker is up (waiting for the run) when the coordinator registers it
     coord = _start(["walkforward", str(spec_path), *common], tmp_path / "coord")
     st = make_storage(url, heartbeat=False)
