@@ -74,8 +74,9 @@ class BacktestRun:
         return {k: self.result.metrics[k] for k in BACKTEST_METRICS}
 
 
-def compare_metrics(stored: Mapping[str, Any], now: Mapping[str, Any], tol: float = 1e-9) -> pd.DataFrame:
-    """Each metric both hold: stored value, this run's value, and whether they agree (relative ``tol``; NaN = NaN)."""
+def compare_metrics(stored: Mapping[str, Any], now: Mapping[str, Any], tol: float = 0.0) -> pd.DataFrame:
+    """Each metric both hold: stored value, this run's value, and whether they agree (bit for bit by default;
+    relative ``tol`` if given; NaN = NaN)."""
     rows = []
     for k in now:
         if k not in stored or not isinstance(stored[k], (int, float)) or isinstance(stored[k], bool):

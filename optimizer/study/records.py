@@ -170,17 +170,24 @@ def set_trials_target(study: optuna.Study, n: int) -> None:
 # ------------------------------------------------------------------------------------------------ configuration
 
 
-def _canonical(v: Any) -> Any:
-    """JSON-ready value with floats rounded to 12 significant digits (keys of equal configurations are equal)."""
+def _plain(v: Any, digits: int | None = None) -> Any:
+    """JSON-ready value; floats kept exactly (``digits`` None: JSON writes the shortest repr, which reads back to
+    the same bits) or rounded to ``digits`` significant digits."""
     if isinstance(v, bool) or v is None or isinstance(v, (int, str)):
         return v
     if isinstance(v, float):
-        return float(f"{v:.12g}") if math.isfinite(v) else v
+        return float(f"{v:.{digits}g}") if digits is not None and math.isfinite(v) else v
     if isinstance(v, Mapping):
-        return {str(k): _canonical(x) for k, x in v.items()}
+        return {str(k): _plain(x, digits) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return [_canonical(x) for x in v]
-    return v.item() if hasattr(v, "item") else str(v)
+        return [_plain(x, digits) for x in v]
+    return _plain(v.item(), digits) if hasattr(v, "item") else str(v)
+
+
+def _canonical(v: Any) -> Any:
+    """JSON-ready value with floats rounded to 12 significant digits: the identity of a configuration (keys of
+    configurations equal to 12 digits are equal). What is STORED keeps every bit (``_plain``)."""
+    return _plain(v, 12)
 
 
 def config_key(params: Mapping[str, Any]) -> str:
@@ -219,7 +226,7 @@ class ConfigRecord:
     data_fingerprint: str | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "params", dict(_canonical(dict(self.params))))
+        object.__setattr__(self, "params", dict(_plain(dict(self.params))))  # exact: the trial's own floats
         if isinstance(self.universe, (list, tuple)):
             object.__setattr__(self, "universe", tuple(self.universe))
 

@@ -23,7 +23,7 @@ from optimizer.study.trial import TrialObjective
 __all__ = ["replay_trial"]
 
 
-def _close(a: Any, b: Any, tol: float = 1e-9) -> bool:
+def _close(a: Any, b: Any, tol: float = 0.0) -> bool:
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
         if math.isnan(a) and math.isnan(b):
             return True
@@ -70,11 +70,11 @@ def replay_trial(storage: Any, name: str, number: int, db: str | Path) -> dict[s
         rows.append({"key": "value" if len(values) == 1 else f"value_{i}", "stored": sv, "replayed": v, "equal": _close(sv, v)})
     for k, v in out["overall"].items():
         if k in stored:
-            rows.append({"key": k, "stored": stored[k], "replayed": v, "equal": _close(stored[k], v, 1e-8)})
+            rows.append({"key": k, "stored": stored[k], "replayed": v, "equal": _close(stored[k], v)})
     for i, (sf, rf) in enumerate(zip(stored_trial.folds, out["folds"])):
         for k in ("closed_trades", "rank_score", "avg_excess_return"):
             if k in sf:
-                rows.append({"key": f"fold{i}.{k}", "stored": sf[k], "replayed": rf[k], "equal": _close(sf[k], rf[k], 1e-8)})
+                rows.append({"key": f"fold{i}.{k}", "stored": sf[k], "replayed": rf[k], "equal": _close(sf[k], rf[k])})
     comp = pd.DataFrame(rows)
     return {"study": name, "trial": number, "params": dict(trial.params), "reproduced": bool(comp["equal"].all()),
             "comparison": comp, "fingerprint": data.fingerprint,

@@ -14,6 +14,7 @@ import math
 import time
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
@@ -34,7 +35,10 @@ class TrialFailed(Exception):
 
 
 def _clean(m: dict[str, float]) -> dict[str, float]:
-    return {k: (round(v, 10) if isinstance(v, float) and math.isfinite(v) else v) for k, v in m.items()}
+    """Metrics as stored: plain Python floats at full precision (JSON keeps a float's shortest repr, which reads
+    back to the same bits), so a stored trial re-run through ``backtest --params`` or ``study replay`` compares
+    bit for bit."""
+    return {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in m.items()}
 
 
 class TrialObjective:
