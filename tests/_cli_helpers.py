@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 from click.testing import CliRunner, Result
 
 from optimizer.cli import main
@@ -28,3 +31,17 @@ def one_line_error(res: Result, *fragments: str) -> str:
     for f in fragments:
         assert f in lines[0], f"{f!r} not in {lines[0]!r}"
     return lines[0]
+
+
+def finish_logged(p: subprocess.Popen, log: Path, timeout: float = 120) -> tuple[str, str]:
+    """Wait for a command started with its stdout/stderr in ``log.out`` / ``log.err`` (killed on ``timeout``);
+    assert it exited 0; return its (stdout, stderr)."""
+    try:
+        p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        raise
+    out, err = log.with_suffix(".out").read_text(), log.with_suffix(".err").read_text()
+    assert p.returncode == 0, f"exit {p.returncode}\n{out}\n{err}"
+    return out, err

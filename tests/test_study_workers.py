@@ -25,6 +25,7 @@ import pytest
 from optuna.trial import TrialState
 
 from optimizer.errors import DataError
+from _cli_helpers import finish_logged
 from _slow_objective import SLEEP_ENV
 from optimizer.study import make_storage
 
@@ -97,18 +98,6 @@ def _start(args: list[str], cwd: Path, log: Path, slow: bool = False) -> subproc
                             stdout=open(log.with_suffix(".out"), "w"), stderr=open(log.with_suffix(".err"), "w"))
 
 
-def _finish(p: subprocess.Popen, log: Path, timeout: float = 120) -> tuple[str, str]:
-    try:
-        p.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
-        raise
-    out, err = log.with_suffix(".out").read_text(), log.with_suffix(".err").read_text()
-    assert p.returncode == 0, f"exit {p.returncode}\n{out}\n{err}"
-    return out, err
-
-
 def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
     """The trials as a fresh reading process sees them (new read-only storage object: no cache, no write lock)."""
     try:
@@ -156,7 +145,7 @@ def test_sigkill_single_run_then_resume_loses_only_the_running_trial(synth_db, t
     assert p.returncode == -signal.SIGKILL
     assert len(before) < n and not any(t.state == TrialState.RUNNING for t in before)
     complete_before = {t.number: (t.value, t.params) for t in before if t.state == TrialState.COMPLETE}
-    out, err = _finish(_start(args, tmp_path, tmp_path / "resume"), tmp_path / "resume")
+    out, err = finish_logged(_start(args, tmp_path, tmp_path / "resume"), tmp_path / "resume")
     final = _trials(url, "killrun")
     _assert_clean(final, n, err)
     assert len(final) == n  # nothing RUNNING, FAIL or duplicated was left behind
@@ -200,7 +189,7 @@ def test_sigkill_worker_then_resume_keeps_completed_trials_and_fails_the_killed_
     assert len(killed_at) < n
 
     time.sleep(GRACE + 1)  # the killed trial's heartbeat is now stale
-    out, err = _finish(_start(args, tmp_path, tmp_path / "resume"), tmp_path / "resume")
+    out, err = finish_logged(_start(args, tmp_path, tmp_path / "resume"), tmp_path / "resume")
     final = _trials(url, "killme")
     _assert_clean(final, n, err, failed=tuple(running))
     byn = {t.number: t for t in final}
@@ -221,7 +210,7 @@ def test_jobs_2_finishes_exactly_n_trials(synth_db, tmp_path):
     n = 12
     spec = _spec(tmp_path, "jobs2", n, pruner='name = "median"\nn_startup_trials = 4')
     url = f"sqlite:///{tmp_path / 'jobs.db'}"
-    out, err = _finish(_start(["study", "run", str(spec), "--db", str(synth_db), "--storage", url, "--jobs", "2",
+    out, err = finish_logged(_start(["study", "run", str(spec), "--db", str(synth_db), "--storage", url, "--jobs", "2",
                                "--format", "json"], tmp_path, tmp_path / "jobs"), tmp_path / "jobs")
     trials = _trials(url, "jobs2")
     _assert_clean(trials, n, err)
@@ -238,10 +227,10 @@ def test_two_external_workers_share_one_study(synth_db, tmp_path, kind):
     spec = _spec(tmp_path, "shared", n)
     url = f"sqlite:///{tmp_path / 'w.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'w.journal'}"
     # the study exists first (as when workers join a `study run`); then two workers join it at once
-    _finish(_start(["study", "run", str(spec), "--db", str(synth_db), "--storage", url, "--n-trials", "1"],
+    finish_logged(_start(["study", "run", str(spec), "--db", str(synth_db), "--storage", url, "--n-trials", "1"],
                    tmp_path, tmp_path / "create"), tmp_path / "create")
     args = ["study", "worker", str(spec), "--db", str(synth_db), "--storage", url, "--format", "json"]
     procs = [_start(args, tmp_path, tmp_path / f"w{i}") for i in range(2)]
-    errs = [_finish(p, tmp_path / f"w{i}")[1] for i, p in enumerate(procs)]
+    errs = [finish_logged(p, tmp_path / f"w{i}")[1] for i, p in enumerate(procs)]
     trials = _trials(url, "shared")
     _assert_clean(trials, n, *errs)

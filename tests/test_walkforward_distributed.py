@@ -27,6 +27,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from _cli_helpers import finish_logged
 from _slow_objective import SLEEP_ENV
 from optuna.trial import TrialState
 
@@ -174,14 +175,7 @@ def _start(args: list[str], log: Path, extra: dict[str, str] | None = None) -> s
 
 
 def _wait(p: subprocess.Popen, log: Path, timeout: float = 300) -> str:
-    try:
-        p.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
-        raise
-    out, err = log.with_suffix(".out").read_text(), log.with_suffix(".err").read_text()
-    assert p.returncode == 0, f"exit {p.returncode}\n{out}\n{err}"
+    out, err = finish_logged(p, log, timeout)
     assert "Traceback" not in err and "database is locked" not in err, err
     return out
 
