@@ -1,0 +1,526 @@
+"""Mutation-testing kill tests for the engine kernels (optimizer/engine/_kernels.py, simulate.py): issue 18 point 3.
+
+Small inputs so that a mutant runs in about a second with the JIT off (bench/mutation, group ``kernels``): a tiny
+random panel (5 symbols x 70 sessions) with missing bars, half-missing bars (a NaN high or low), opening gaps and
+NaN displays, compared against the plain reference (tests/reference_engine.py) on both kernels, the fused path and
+the parallel symbol blocks, for every exit rule, stop, sizing and portfolio rule; and the small kernels (median,
+trade and curve statistics, correlation, Kelly, combine) against hand-computed values. With the JIT on the whole
+file takes a few seconds (it reuses the kernels' compiled specializations).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import optimizer.engine.simulate as sim_mod
+from optimizer.engine import _kernels as K
+from optimizer.engine.metrics import portfolio_returns, run_metrics
+from optimizer.engine.panel import Panel
+from optimizer.engine.score import ScoreTerms
+from optimizer.engine.signals import count_signals
+from optimizer.engine.simulate import (
+    EXIT_REASONS, Caps, Costs, ExitParams, RiskParams, Span, SymbolMajorPrices, Thresholds, Trades, simulate,
+    simulate_counted,
+)
+from optimizer.errors import ParameterError
+from reference_engine import (
+    RefExit, RefRisk, ref_atr14, ref_count_signals, ref_metrics, ref_portfolio_returns, ref_trades,
+    ref_trades_capped, ref_weights,
+)
+from test_engine_oracle import compare_metrics, compare_trades, fast_frame
+
+T, N = 70, 5
+SECTORS = {"S0": "XLK", "S1": "XLK", "S2": "XLF", "S3": None, "S4": "XLF"}
+
+
+def _market(seed: int = 17):
+    """OHLC random walks with big opening gaps, 3 missing bars, a NaN high, a NaN low; terms of a display."""
+    rng = np.random.default_rng(seed)
+    close = rng.uniform(20, 80, N) * np.exp(np.cumsum(rng.normal(0.0, 0.025, (T, N)), axis=0))
+    prev = np.vstack([close[:1], close[:-1]])
+    gap = rng.normal(0, 0.01, (T, N)) + np.where(rng.random((T, N)) < 0.06, rng.normal(0, 0.07, (T, N)), 0.0)
+    op = prev * np.exp(gap)
+    hi = np.maximum(op, close) * np.exp(np.abs(rng.normal(0, 0.015, (T, N))))
+    lo = np.minimum(op, close) * np.exp(-np.abs(rng.normal(0, 0.015, (T, N))))
+    # missing bars where no exit can fall due at their open (the reference does not move a fill due at a NaN open
+    # to the next finite open; test_a_fill_due_at_a_missing_open_moves_to_the_next_open covers that by hand)
+    for t, s in ((0, 3), (1, 3)):
+        op[t, s] = hi[t, s] = lo[t, s] = close[t, s] = np.nan
+    hi[30, 2] = np.nan  # half-missing bars: no trailing update, no take-profit, no stop on them
+    lo[33, 0] = np.nan
+    hi[12, 4] = np.nan
+    close[35, 1] = np.nan  # a missing close: no portfolio return that day, no correlation pair
+    dates = pd.bdate_range("2023-03-01", periods=T)
+    syms = [f"S{j}" for j in range(N)]
+    df = pd.DataFrame({"date": np.repeat(dates, N), "symbol": np.tile(syms, T), "open": op.ravel(),
+                       "high": hi.ravel(), "low": lo.ravel(), "close": close.ravel()})
+    panel = Panel.from_frame(df, sectors=SECTORS)
+    # score terms with persistence (runs of distribution / accumulation days), NaN short terms
+    walk = np.cumsum(rng.normal(0, 0.5, (T, N)), axis=0)
+    ts = np.tanh(0.5 * (walk - walk.mean(0)) + rng.normal(0, 0.6, (T, N)))
+    ts[rng.random((T, N)) < 0.05] = np.nan
+    tl = np.tanh(rng.normal(0, 1, (T, N)))
+    tp = np.tanh(rng.normal(0, 1, (T, N)))
+    sg = 1 / (1 + np.exp(-rng.normal(0, 1, (T, N))))
+    terms = tuple(np.asfortranarray(x) for x in (ts, tl, tp, sg))
+    for x in terms:
+        x.setflags(write=False)
+    return panel, terms
+
+
+PANEL, TERMS = _market()
+
+
+def display_of(terms, ws, wl, wp, lo, hi) -> np.ndarray:
+    """The display by the formula of docs/ENGINE.md, in numpy (the same operation order as the kernels)."""
+    ts, tl, tp, sg = terms
+    v = (ws * ts + wl * tl + wp * tp) * (lo + (hi - lo) * sg)
+    with np.errstate(invalid="ignore"):
+        return (np.clip(v, -1.0, 1.0) + 1.0) * 50.0
+
+
+# ------------------------------------------------------------------------------------------ uncapped configurations
+
+EXITS = [
+    {"rule": "fixed", "hold_days": 3},
+    {"rule": "fixed", "hold_days": 1, "stop_loss": 0.02},
+    {"rule": "fixed", "hold_days": 6, "take_profit": 0.03, "trail_stop": 0.04},
+    {"rule": "first_dist"},
+    {"rule": "first_dist", "stop_loss": 0.03, "take_profit": 0.05},
+    {"rule": "2x_consec_dist", "time_stop": 4},
+    {"rule": "2x_consec_dist", "atr_stop": 1.0},
+    {"rule": "score_decay"},
+    {"rule": "score_decay", "trail_stop": 0.03, "time_stop": 9},
+    {"rule": "hybrid", "max_days": 5},
+    {"rule": "hybrid", "max_days": 8, "time_stop": 3, "atr_stop": 0.7, "take_profit": 0.04},
+    {"rule": "fixed", "hold_days": 4, "time_stop": 2, "stop_loss": 0.04, "atr_stop": 0.5, "trail_stop": 0.06},
+]
+SPANS = [(0, T, T), (5, 50, 62), (20, T - 1, T), (3, 40, 40)]
+
+
+def _uncapped_case(i: int):
+    ex = EXITS[i % len(EXITS)]
+    sig_start, sig_end, data_end = SPANS[i % len(SPANS)]
+    weights = [(0.6, 0.3, 0.1, 0.7, 1.3), (0.9, 0.05, 0.05, 0.2, 1.8), (0.4, 0.4, 0.2, 1.0, 1.0)][i % 3]
+    buy, sell = [(60.0, 40.0), (55.0, 45.0), (66.0, 35.0)][i % 3]
+    costs = [(0.0, 0.0), (1.0, 5.0), (3.0, 7.0)][i % 3]
+    return ex, (sig_start, sig_end, data_end), weights, buy, sell, costs
+
+
+def _check_uncapped(i: int, rows: bool = False, entry_ok: bool = False) -> int:
+    ex, (s0, s1, s2), (ws, wl, wp, lo, hi), buy, sell, costs = _uncapped_case(i)
+    disp = display_of(TERMS, ws, wl, wp, lo, hi)
+    if rows:  # per-session thresholds
+        buy_r = buy + np.where(np.arange(T) % 5 == 0, 8.0, 0.0)
+        sell_r = sell - np.where(np.arange(T) % 7 == 0, 6.0, 0.0)
+    else:
+        buy_r, sell_r = np.full(T, buy), np.full(T, sell)
+    ok = (np.arange(T) % 4 != 2) if entry_ok else np.ones(T, bool)
+    # entry_ok false at t is a session whose close never signals: a buy threshold of +inf for the reference
+    buy_ref = np.where(ok, buy_r, np.inf)
+    ref = ref_trades(PANEL, disp, buy_ref, sell_r, RefExit(**ex), costs, s0, s1, s2)
+    n_ref = ref_count_signals(disp, buy_ref, s0, s1)
+    span, cst = Span(s0, s1, s2), Costs(*costs)
+    th = Thresholds(buy, sell)
+    kw = {"rows": (buy_r, sell_r) if rows else None, "entry_ok": ok if entry_ok else None}
+    where = f"case {i} {ex} span {(s0, s1, s2)} rows={rows} entry_ok={entry_ok}"
+    terms = ScoreTerms(*TERMS, ws, wl, wp, lo, hi)
+    for kernel in ("symbol", "date"):
+        for src in (disp, terms):
+            tr, n_sig = simulate_counted(PANEL, src, th, ExitParams(**ex), cst, span, kernel=kernel, **kw)
+            w = f"{where} kernel={kernel} fused={src is terms}"
+            compare_trades(ref, fast_frame(tr), w, PANEL.symbols)
+            assert n_sig == n_ref, w
+            assert tr.weight is None and tr.mult is None and not tr.absolute
+    compare_metrics(ref_metrics(ref, PANEL, (s0, s1, s2), costs, n_ref), run_metrics(tr, PANEL, span, cst, n_ref),
+                    where)
+    np.testing.assert_allclose(portfolio_returns(tr, PANEL, span),
+                               ref_portfolio_returns(ref, PANEL, cst.per_side, s0, s2), rtol=1e-12, atol=1e-15)
+    return len(ref)
+
+
+@pytest.mark.parametrize("i", range(len(EXITS)))
+def test_every_exit_rule_both_kernels_and_the_fused_path_equal_the_reference(i):
+    assert _check_uncapped(i) > 0
+    _check_uncapped(i + len(EXITS), rows=True, entry_ok=bool(i % 2))
+
+
+def test_the_table_covers_every_exit_reason():
+    """The configurations above really reach every exit reason (so each exit path is compared)."""
+    seen = set()
+    for i in range(2 * len(EXITS)):
+        ex, (s0, s1, s2), (ws, wl, wp, lo, hi), buy, sell, costs = _uncapped_case(i)
+        tr = simulate(PANEL, display_of(TERMS, ws, wl, wp, lo, hi), Thresholds(buy, sell), ExitParams(**ex),
+                      Costs(*costs), Span(s0, s1, s2))
+        seen |= {EXIT_REASONS[r] for r in tr.exit_reason}
+    assert seen == set(EXIT_REASONS)
+
+
+def test_parallel_blocks_equal_the_serial_kernel_and_the_reference(monkeypatch):
+    """Uneven symbol blocks (the parallel driver, blocks collected in symbol order) give the reference's trades."""
+    monkeypatch.setattr(sim_mod, "PARALLEL_MIN_CELLS", 0)
+    monkeypatch.setattr(K, "_THREADS_OWNER", [])
+    monkeypatch.setattr(sim_mod, "_blocks", lambda n: np.array([0, 2, 3, n], dtype=np.int64))
+    for i in (0, 4, 7, 10):
+        ex, (s0, s1, s2), (ws, wl, wp, lo, hi), buy, sell, costs = _uncapped_case(i)
+        disp = display_of(TERMS, ws, wl, wp, lo, hi)
+        ref = ref_trades(PANEL, disp, buy, sell, RefExit(**ex), costs, s0, s1, s2)
+        for src in (disp, ScoreTerms(*TERMS, ws, wl, wp, lo, hi)):
+            tr, n_sig = simulate_counted(PANEL, src, Thresholds(buy, sell), ExitParams(**ex), Costs(*costs),
+                                         Span(s0, s1, s2))
+            compare_trades(ref, fast_frame(tr), f"parallel case {i}", PANEL.symbols)
+            # trades come back in symbol order (blocks in order)
+            assert (np.diff(tr.symbol) >= 0).all()
+            assert n_sig == ref_count_signals(disp, buy, s0, s1)
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_trade_buffer_retry_returns_every_trade(monkeypatch, parallel):
+    """A 1-session hold re-entered on every close beats the first buffer guess (rows x symbols / 8 + 16)."""
+    if parallel:
+        monkeypatch.setattr(sim_mod, "PARALLEL_MIN_CELLS", 0)
+        monkeypatch.setattr(K, "_THREADS_OWNER", [])
+        monkeypatch.setattr(sim_mod, "_blocks", lambda n: np.array([0, 1, n], dtype=np.int64))
+    disp = np.full((T, N), 90.0)
+    ref = ref_trades(PANEL, disp, 50.0, 10.0, RefExit("fixed", hold_days=1), (0.0, 0.0), 0, T, T)
+    assert len(ref) > T * N // 8 + 16
+    for kernel in ("symbol", "date"):
+        if parallel and kernel == "date":
+            continue
+        tr = simulate(PANEL, disp, Thresholds(50.0, 10.0), ExitParams("fixed", hold_days=1), Costs(0.0, 0.0),
+                      Span(0, T, T)) if kernel == "symbol" else \
+            simulate_counted(PANEL, disp, Thresholds(50.0, 10.0), ExitParams("fixed", hold_days=1), Costs(0.0, 0.0),
+                             Span(0, T, T), kernel="date")[0]
+        compare_trades(ref, fast_frame(tr), f"retry {kernel}", PANEL.symbols)
+
+
+# ---------------------------------------------------------------------------------- caps, sizing, portfolio rules
+
+PORTFOLIO = [
+    # (exit, risk, caps, regime multiplier)
+    ({"rule": "fixed", "hold_days": 4}, {}, (2, None), False),
+    ({"rule": "first_dist", "stop_loss": 0.03}, {}, (None, 1), False),
+    ({"rule": "hybrid", "max_days": 6, "trail_stop": 0.05}, {"sizing": "atr"}, (3, 1), True),
+    ({"rule": "fixed", "hold_days": 2, "atr_stop": 1.0}, {"sizing": "fixed_fractional", "risk_fraction": 0.01,
+                                                          "max_weight": 0.3}, None, True),
+    ({"rule": "fixed", "hold_days": 2}, {"sizing": "kelly", "kelly_window": 12, "kelly_fraction": 0.8,
+                                         "max_weight": 0.9}, None, False),
+    ({"rule": "2x_consec_dist", "take_profit": 0.04}, {"dd_breaker": 0.02, "dd_cooloff": 3}, None, False),
+    ({"rule": "fixed", "hold_days": 3, "stop_loss": 0.02}, {"sizing": "fixed_fractional", "dd_breaker": 0.015,
+                                                            "dd_cooloff": 2, "risk_fraction": 0.05}, None, True),
+    ({"rule": "score_decay", "time_stop": 5}, {"corr_cap": 0.1, "corr_window": 10}, None, False),
+    ({"rule": "fixed", "hold_days": 5}, {"corr_cap": 0.2, "corr_window": 20, "sizing": "kelly", "kelly_window": 10},
+     (3, None), True),
+    ({"rule": "first_dist", "trail_stop": 0.04, "atr_stop": 0.8}, {"sizing": "atr", "dd_breaker": 0.03,
+                                                                   "dd_cooloff": 4, "corr_cap": 0.3,
+                                                                   "corr_window": 8}, (2, 1), False),
+]
+MULT = np.where(np.arange(T) % 6 == 0, 0.25, np.where(np.arange(T) % 6 == 3, 0.5, 1.0))
+
+
+@pytest.mark.parametrize("i", range(len(PORTFOLIO)))
+def test_caps_sizing_and_portfolio_rules_equal_the_reference(i):
+    ex, rk, caps, regime = PORTFOLIO[i]
+    ws, wl, wp, lo, hi = 0.6, 0.3, 0.1, 0.7, 1.3
+    disp = display_of(TERMS, ws, wl, wp, lo, hi)
+    s0, s1, s2 = SPANS[i % 2]
+    costs = (1.0, 4.0)
+    mult = MULT if regime else None
+    kw = {} if caps is None else {"max_positions": caps[0], "max_per_sector": caps[1]}
+    args = (PANEL, disp, 58.0, 42.0, RefExit(**ex), costs, s0, s1, s2)
+    ref = ref_trades_capped(*args, **kw, risk=RefRisk(**rk, regime_mult=mult))
+    free = ref_trades(*args)
+    risk = RiskParams(**rk, regime_sizing=regime)
+    span, cst = Span(s0, s1, s2), Costs(*costs)
+    absolute = risk.sizing in ("fixed_fractional", "kelly")
+    n_ref = ref_count_signals(disp, 58.0, s0, s1)
+    for src in (disp, ScoreTerms(*TERMS, ws, wl, wp, lo, hi)):
+        fast, n_sig = simulate_counted(PANEL, src, Thresholds(58.0, 42.0), ExitParams(**ex), cst, span,
+                                       None if caps is None else Caps(*caps), risk=risk,
+                                       prices=SymbolMajorPrices(PANEL, regime_multiplier=mult), kernel="date")
+        where = f"portfolio case {i}: {ex} {rk} caps {caps} fused={src is not disp}"
+        compare_trades(ref, fast_frame(fast), where, PANEL.symbols)
+        assert n_sig == n_ref, where
+        assert fast.absolute == absolute
+        ff = fast.to_frame().sort_values(["symbol_idx", "entry_idx"], kind="stable")
+        if risk.weighted:
+            np.testing.assert_allclose(ff["weight"], ref["weight"], rtol=1e-12, err_msg=where)
+        else:
+            assert fast.weight is None
+        if regime:
+            np.testing.assert_array_equal(ff["regime_mult"], ref["mult"], err_msg=where)
+        else:
+            assert fast.mult is None
+        np.testing.assert_allclose(portfolio_returns(fast, PANEL, span),
+                                   ref_portfolio_returns(ref, PANEL, cst.per_side, s0, s2, absolute),
+                                   rtol=1e-12, atol=1e-15, err_msg=where)
+        compare_metrics(ref_metrics(ref, PANEL, (s0, s1, s2), costs, n_ref, absolute=absolute),
+                        run_metrics(fast, PANEL, span, cst, n_ref), where)
+    if caps is not None or "dd_breaker" in rk or "corr_cap" in rk:
+        assert len(ref) < len(free), f"portfolio case {i}: the rule does not bind"
+
+
+@pytest.mark.parametrize("sizing", ["atr", "fixed_fractional", "kelly"])
+def test_uncapped_sizing_weights_equal_the_reference_on_both_kernels(sizing):
+    """Without caps or portfolio rules the symbol-major kernel runs and sizes afterwards (trade_weights_nb): the
+    weights equal the reference's and the date-major kernel's (Kelly from the trades closed by each signal)."""
+    disp = display_of(TERMS, 0.6, 0.3, 0.1, 0.7, 1.3)
+    exits = [{"rule": "fixed", "hold_days": 2, "stop_loss": 0.06, "atr_stop": 1.5},
+             {"rule": "fixed", "hold_days": 3, "trail_stop": 0.03},
+             {"rule": "first_dist", "stop_loss": 0.5, "atr_stop": 4.0}]
+    for j, ex in enumerate(exits):
+        for regime in (False, True):
+            mult = MULT if regime else None
+            rk = {"sizing": sizing, "kelly_window": 10, "kelly_fraction": 0.9, "max_weight": 0.35 + 0.3 * j,
+                  "risk_fraction": 0.004 * (j + 1)}
+            ref = ref_trades(PANEL, disp, 55.0, 40.0, RefExit(**ex), (2.0, 3.0), 0, T, T)
+            w, m = ref_weights(ref, PANEL, RefExit(**ex), (2.0, 3.0), RefRisk(**rk, regime_mult=mult))
+            if sizing == "kelly":
+                assert len(set(np.round(w, 12))) > 2  # Kelly estimates, not only the fallback
+            out = []
+            for kernel in ("symbol", "date"):
+                tr, _ = simulate_counted(PANEL, disp, Thresholds(55.0, 40.0), ExitParams(**ex), Costs(2.0, 3.0),
+                                         Span(0, T, T), risk=RiskParams(**rk, regime_sizing=regime),
+                                         prices=SymbolMajorPrices(PANEL, regime_multiplier=mult), kernel=kernel)
+                f = tr.to_frame().sort_values(["symbol_idx", "entry_idx"], kind="stable")
+                np.testing.assert_allclose(f["weight"], w, rtol=1e-12, err_msg=f"{ex} {kernel} regime={regime}")
+                if regime:
+                    np.testing.assert_array_equal(f["regime_mult"], m)
+                else:
+                    assert "regime_mult" not in f
+                out.append(f)
+            pd.testing.assert_frame_equal(out[0].reset_index(drop=True), out[1].reset_index(drop=True))
+
+
+def test_atr_sizing_falls_back_to_the_cross_sectional_median_then_to_one():
+    """ATR sizing: 1 / (ATR14 / close) at the signal; a symbol without an ATR14 yet takes the session's median
+    ATR% of the others (atr_median), a session where nobody has one weighs 1."""
+    px = SymbolMajorPrices(PANEL)
+    atr = ref_atr14(PANEL)
+    close = PANEL["close"]
+    med = px.atr_median()
+    assert np.isnan(med[:13]).all() and np.isfinite(med[13:]).all()
+    with np.errstate(invalid="ignore"):
+        pct = atr / close
+    np.testing.assert_allclose(med[20], np.median(pct[20]), rtol=1e-12)
+    np.testing.assert_allclose(med[14], np.median(pct[14, [0, 1, 2, 4]]), rtol=1e-12)  # S3: no ATR14 yet
+    np.testing.assert_allclose(px["atr14"], atr.T, rtol=1e-12)
+    assert px.nbytes == 2 * T * N * 8  # atr14 and close (from the panel's own arrays)
+    C, A = px["close"], px["atr14"]
+    w = K._static_weight(K.SIZE_ATR, 3, 14, C, A, med, np.nan, np.nan, np.nan, 0.02, 0.25)
+    assert w == pytest.approx(1.0 / med[14], rel=1e-12)
+    assert K._static_weight(K.SIZE_ATR, 0, 5, C, A, med, np.nan, np.nan, np.nan, 0.02, 0.25) == 1.0
+    assert math.isnan(atr[30, 2])  # S2's high is missing on 30: no ATR14 that session -> the median
+    assert K._static_weight(K.SIZE_ATR, 2, 30, C, A, med, np.nan, np.nan, np.nan, 0.02, 0.25) == \
+        pytest.approx(1.0 / med[30], rel=1e-12)
+    assert K._static_weight(K.SIZE_ATR, 2, 31, C, A, med, np.nan, np.nan, np.nan, 0.02, 0.25) == \
+        pytest.approx(close[31, 2] / atr[31, 2], rel=1e-12)
+
+
+def test_fixed_fractional_weight_by_hand():
+    """min(max_weight, risk_fraction / d), d the tightest of stop_loss, trail_stop and k x ATR14 / close; 1 when
+    no stop (so the cap)."""
+    C = np.array([[100.0, 100.0]])
+    A = np.array([[2.0, np.nan]])
+    med = np.ones(2)
+    sw = K._static_weight
+    assert sw(K.SIZE_FF, 0, 0, C, A, med, 0.05, np.nan, np.nan, 0.01, 0.9) == pytest.approx(0.2)
+    assert sw(K.SIZE_FF, 0, 0, C, A, med, 0.05, np.nan, 0.04, 0.01, 0.9) == pytest.approx(0.25)
+    assert sw(K.SIZE_FF, 0, 0, C, A, med, 0.05, 1.5, 0.04, 0.01, 0.9) == pytest.approx(1 / 3)  # 1.5 x 2 / 100
+    assert sw(K.SIZE_FF, 0, 1, C, A, med, 0.05, 1.5, np.nan, 0.01, 0.9) == pytest.approx(0.2)  # no ATR: ignored
+    assert sw(K.SIZE_FF, 0, 0, C, A, med, np.nan, np.nan, np.nan, 0.01, 0.9) == pytest.approx(0.01)
+    assert sw(K.SIZE_FF, 0, 0, C, A, med, 0.005, np.nan, np.nan, 0.01, 0.9) == pytest.approx(0.9)  # capped
+    assert sw(K.SIZE_FF, 0, 0, C, A, med, 2.0, np.nan, np.nan, 0.01, 0.9) == pytest.approx(0.01)  # d <= 1
+    assert sw(K.SIZE_EQUAL, 0, 0, C, A, med, 0.05, np.nan, np.nan, 0.01, 0.9) == 1.0
+
+
+def test_kelly_by_hand():
+    """f* = p - (1 - p) / b over the last min(n, window) trades of the ring buffer; x fraction; clipped."""
+    k = K._kelly
+    hist = np.zeros(12)
+    wins = [0.10, 0.10, 0.10, 0.10, 0.10, 0.10]       # p = 6/10, b = 0.10 / 0.05 = 2 -> f* = 0.6 - 0.4 / 2 = 0.4
+    losses = [-0.05, -0.05, -0.05, -0.05]
+    for j, r in enumerate(wins + losses):
+        hist[j] = r
+    assert k(hist, 10, 12, 0.5, 0.9, -1.0) == pytest.approx(0.2)
+    assert k(hist, 9, 12, 0.5, 0.9, -1.0) == -1.0      # 9 < KELLY_MIN_TRADES: the fallback
+    assert k(hist, 10, 12, 1.0, 0.3, -1.0) == pytest.approx(0.3)   # capped at max_weight
+    neg = np.array([0.01] * 2 + [-0.05] * 8 + [0.0] * 2)   # p = 0.2, b = 0.2 -> f* < 0 -> 0
+    assert k(neg, 10, 12, 1.0, 0.9, -1.0) == 0.0
+    allwin = np.array([0.02] * 12)                      # no loss: f* = p = 1
+    assert k(allwin, 12, 12, 0.5, 0.9, -1.0) == pytest.approx(0.5)
+    nowin = np.array([-0.02] * 12)                      # no win: 0
+    assert k(nowin, 12, 12, 0.5, 0.9, -1.0) == 0.0
+    zero_loss = np.array([0.02] * 6 + [0.0] * 6)        # losses sum 0: f* = p = 0.5
+    assert k(zero_loss, 12, 12, 1.0, 0.9, -1.0) == pytest.approx(0.5)
+    # ring buffer: 14 written into a window of 10 -> slots hold the last 10 (written at n % 10)
+    ring = np.zeros(10)
+    seq = [-0.05] * 4 + wins + losses                   # the first four losses are overwritten
+    for j, r in enumerate(seq):
+        ring[j % 10] = r
+    assert k(ring, len(seq), 10, 0.5, 0.9, -1.0) == pytest.approx(0.2)
+    # a window larger than the history reads only what was written
+    assert k(hist, 10, 12, 0.5, 0.9, -1.0) == k(hist[:10].copy(), 10, 10, 0.5, 0.9, -1.0)
+
+
+def test_correlation_kernel_equals_numpy_and_needs_enough_pairs():
+    rng = np.random.default_rng(4)
+    C = 50 * np.exp(np.cumsum(rng.normal(0, 0.02, (3, 40)), axis=1))
+    C[1, 10] = np.nan  # two returns of symbol 1 are missing
+    for t, window in ((39, 10), (20, 15), (12, 30), (39, 39)):
+        k0 = max(1, t - window + 1)
+        ra = C[0, k0:t + 1] / C[0, k0 - 1:t] - 1
+        rb = C[1, k0:t + 1] / C[1, k0 - 1:t] - 1
+        ok = np.isfinite(ra) & np.isfinite(rb)
+        want = np.corrcoef(ra[ok], rb[ok])[0, 1]
+        assert K._corr(C, 0, 1, t, window, 3) == pytest.approx(want, rel=1e-10, abs=1e-12)
+    k0 = 39 - 10 + 1
+    n_ok = 10
+    assert math.isnan(K._corr(C, 0, 2, 39, 10, n_ok + 1))   # fewer pairs than min_obs
+    assert not math.isnan(K._corr(C, 0, 2, 39, 10, n_ok))
+    flat = C.copy()
+    flat[2] = 7.0                                           # a constant series: NaN
+    assert math.isnan(K._corr(flat, 0, 2, 39, 10, 3))
+    assert math.isnan(K._corr(flat, 2, 0, 39, 10, 3))
+    assert K._corr(C, 0, 0, 39, 10, 3) == pytest.approx(1.0)
+    assert k0 >= 1
+
+
+def test_median_kernel_equals_numpy():
+    rng = np.random.default_rng(8)
+    for n in list(range(1, 14)) + [40, 41]:
+        for _ in range(6):
+            r = rng.choice([-0.02, 0.0, 0.01, 0.03], n) if n % 3 == 0 else rng.normal(0, 1, n)
+            assert K._median(r) == np.median(r), (n, r)
+    assert math.isnan(K._median(np.array([1.0, np.nan, 2.0])))
+    x = np.array([3.0, 1.0, 2.0, 5.0])
+    K._median(x)
+    np.testing.assert_array_equal(x, [3.0, 1.0, 2.0, 5.0])   # works on a copy
+
+
+def test_trade_and_curve_statistics_by_hand():
+    r = np.array([0.1, -0.05, 0.0, 0.2])
+    mean, sd, nw, mw, ml, nw2, nl = K.trade_stats_nb(r)
+    assert mean == pytest.approx(0.0625)
+    assert sd == pytest.approx(np.std(r, ddof=1))
+    assert (nw, nw2, nl) == (2, 2, 2)
+    assert mw == pytest.approx(0.15) and ml == pytest.approx(-0.025)   # 0 counts as a loss
+    assert K.trade_stats_nb(np.array([0.3])) == (0.3, 0.0, 1, 0.3, 0.0, 1, 0)
+    assert K.trade_stats_nb(np.array([-0.3])) == (-0.3, 0.0, 0, 0.0, -0.3, 0, 1)
+    assert K.trade_stats_nb(np.zeros(0)) == (0.0, 0.0, 0, 0.0, 0.0, 0, 0)
+    d = np.array([0.1, -0.2, 0.05, 0.1, -0.1])
+    mean, sd, mdd = K.curve_stats_nb(d)
+    eq = np.cumprod(1 + d)
+    assert mean == pytest.approx(d.mean()) and sd == pytest.approx(np.std(d, ddof=1))
+    assert mdd == pytest.approx(1 - (1.1 * 0.8) / 1.1)  # equity 1.1, 0.88, 0.924, 1.0164, 0.91476
+    assert mdd == pytest.approx(np.max(1 - eq / np.maximum.accumulate(np.maximum(eq, 1.0))))
+    assert K.curve_stats_nb(np.array([-0.1])) == pytest.approx((-0.1, 0.0, 0.1))
+    assert K.curve_stats_nb(np.array([0.1, 0.2])) == pytest.approx((0.15, np.std([0.1, 0.2], ddof=1), 0.0))
+    assert K.curve_stats_nb(np.zeros(0)) == (0.0, 0.0, 0.0)
+
+
+def test_missing_holds_by_hand():
+    ent = np.array([0, 2, 3, 5, 1], dtype=np.int64)
+    ext = np.array([4, 4, 9, 9, 8], dtype=np.int64)   # holds 4, 2, 6, 4, 7 (the last one open)
+    is_open = np.array([False, False, False, False, True])
+    out, hmax = K.missing_holds_nb(ent, ext, is_open, np.zeros(0, np.bool_))
+    assert out.tolist() == [2, 4, 6] and hmax == 6
+    have = np.zeros(7, np.bool_)
+    have[4] = True
+    out, hmax = K.missing_holds_nb(ent, ext, is_open, have)
+    assert out.tolist() == [2, 6] and hmax == 6
+    have = np.ones(5, np.bool_)                        # 6 is beyond the table
+    assert K.missing_holds_nb(ent, ext, is_open, have)[0].tolist() == [6]
+    out, hmax = K.missing_holds_nb(ent[4:], ext[4:], is_open[4:], have)
+    assert out.tolist() == [] and hmax == -1
+
+
+def test_combine_kernel_by_hand_clips_both_sides_and_keeps_nan():
+    ts = np.array([[0.5, np.nan, 1.0, -1.0, 0.2]])
+    tl = np.array([[0.5, 0.5, 1.0, -1.0, -0.4]])
+    tp = np.array([[0.0, 0.0, 1.0, -1.0, 0.1]])
+    sg = np.array([[0.5, 0.5, 1.0, 0.0, 0.25]])
+    out = K.combine_nb(ts, tl, tp, sg, 0.5, 0.3, 0.2, 0.5, 1.5)
+    # intensity lo + (hi - lo) sg: 1.0, 1.0, 1.5, 0.5, 0.75; raw 0.4, nan, 1.0, -1.0, 0.1 - 0.12 + 0.02 = 0.0
+    np.testing.assert_allclose(out[0, [0, 2, 3, 4]], [70.0, 100.0, 25.0, 50.0], rtol=0, atol=1e-12)
+    assert math.isnan(out[0, 1])
+    out = K.combine_nb(ts, tl, tp, sg, 1.0, 0.0, 0.0, 3.0, 3.0)  # 3 x ts: clipped at 1 and -1
+    np.testing.assert_allclose(out[0, [0, 2, 3, 4]], [100.0, 100.0, 0.0, 80.0], atol=1e-12)
+    terms = ScoreTerms(*TERMS, 0.6, 0.3, 0.1, 0.7, 1.3)
+    np.testing.assert_array_equal(terms.display(), display_of(TERMS, 0.6, 0.3, 0.1, 0.7, 1.3))
+
+
+def test_portfolio_returns_kernel_by_hand():
+    """Entry day close/(entry (1+c)) - 1, held days close/prev - 1, exit day fill (1-c)/prev - 1, both on one day
+    fill (1-c)/(entry (1+c)) - 1; open positions marked to the last close; relative vs absolute weights."""
+    Cs = np.array([[10.0, 11.0, 12.0, 12.0, 9.0], [20.0, 20.0, 22.0, 22.0, 22.0]])
+    c = 0.01
+    sym = np.array([0, 1, 1], dtype=np.int64)
+    ent = np.array([1, 2, 4], dtype=np.int64)
+    ext = np.array([3, 2, 4], dtype=np.int64)
+    ep = np.array([10.0, 21.0, 22.0])
+    xp = np.array([13.0, 23.0, 22.0])
+    is_open = np.array([False, False, True])
+    none = np.zeros(0)
+    out = K.portfolio_returns_nb(Cs, sym, ent, ext, ep, xp, is_open, none, none, False, c, 0, 5)
+    d1 = 11.0 / (10.0 * 1.01) - 1
+    d2a, d2b = 12.0 / 11.0 - 1, 23.0 * 0.99 / (21.0 * 1.01) - 1
+    d3 = 13.0 * 0.99 / 12.0 - 1
+    d4 = 22.0 / (22.0 * 1.01) - 1
+    np.testing.assert_allclose(out, [0.0, d1, (d2a + d2b) / 2, d3, d4], rtol=1e-12)
+    w = np.array([0.5, 2.0, 1.0])
+    m = np.array([1.0, 0.5, 0.25])
+    out = K.portfolio_returns_nb(Cs, sym, ent, ext, ep, xp, is_open, w, m, False, c, 1, 5)
+    np.testing.assert_allclose(out, [d1, (0.5 * d2a + 1.0 * d2b) / 2.5, d3, 0.25 * d4], rtol=1e-12)
+    out = K.portfolio_returns_nb(Cs, sym, ent, ext, ep, xp, is_open, w, m, True, c, 1, 4)
+    # exposure 0.5, 1.5 (scaled down to 1), 0.5
+    np.testing.assert_allclose(out, [0.5 * d1, (0.5 * d2a + 1.0 * d2b) / 1.5, 0.5 * d3], rtol=1e-12)
+
+
+# ------------------------------------------------------------------------------------- missing opens (by hand)
+
+def _one_symbol(rows):
+    """rows: (open, high, low, close, display) per session, one symbol; NaN marks a missing value."""
+    a = np.array(rows, dtype=float)
+    df = pd.DataFrame({"date": pd.bdate_range("2024-01-02", periods=len(rows)), "symbol": "AAA",
+                       "open": a[:, 0], "high": a[:, 1], "low": a[:, 2], "close": a[:, 3]})
+    return Panel.from_frame(df, sectors={"AAA": None}), a[:, 4:5].copy()
+
+
+def _both_kernels(rows, exit_kw):
+    panel, disp = _one_symbol(rows)
+    n = len(rows)
+    out = []
+    for kernel in ("symbol", "date"):
+        tr, _ = simulate_counted(panel, disp, Thresholds(70.0, 30.0), ExitParams(**exit_kw), Costs(0.0, 0.0),
+                                 Span(0, n, n), kernel=kernel)
+        out.append([(int(tr.signal_idx[i]), int(tr.entry_idx[i]), int(tr.exit_idx[i]), float(tr.entry_price[i]),
+                     float(tr.exit_price[i]), EXIT_REASONS[int(tr.exit_reason[i])]) for i in range(len(tr))])
+    assert out[0] == out[1], out
+    return out[0]
+
+
+NA = (np.nan, np.nan, np.nan, np.nan, 50.0)
+
+
+def test_a_fill_due_at_a_missing_open_moves_to_the_next_open():
+    """docs/ENGINE.md: a fill due at an open that is NaN moves to the next session with a finite open."""
+    q = lambda o, d=50.0: (o, o + 0.5, o - 0.5, o, d)  # noqa: E731
+    rows = [q(10), q(10, 80), q(11), q(12), NA, q(14), q(15)]
+    assert _both_kernels(rows, {"rule": "fixed", "hold_days": 2}) == [(1, 2, 5, 11.0, 14.0, "fixed")]
+    rows = [q(10), q(10, 80), q(11), q(12, 20), NA, NA, q(15), q(16)]  # a distribution close at 3: open 4, 5 missing
+    assert _both_kernels(rows, {"rule": "first_dist"}) == [(1, 2, 6, 11.0, 15.0, "first_dist")]
+    rows = [q(10), q(10, 80), q(11), q(12), q(13), (np.nan, np.nan, np.nan, 13.5, 50.0)]
+    # due at open 4 with hold 2... hold 3: open 5 is missing and the data ends: open at end, marked at close 13.5
+    assert _both_kernels(rows, {"rule": "fixed", "hold_days": 3}) == [(1, 2, 5, 11.0, 13.5, "open_at_end")]
+    # a time stop due at a missing open while a stop is set: no fill at the missing open, the next open fills
+    rows = [q(10), q(10, 80), q(11), NA, q(10.8), q(11)]
+    assert _both_kernels(rows, {"rule": "first_dist", "time_stop": 1, "stop_loss": 0.5}) == \
+        [(1, 2, 4, 11.0, 10.8, "time_stop")]
+    # the entry needs the next open: a signal before a missing open does not enter
+    rows = [q(10), q(10, 80), NA, q(12, 80), q(13), q(14)]
+    assert _both_kernels(rows, {"rule": "fixed", "hold_days": 1}) == [(3, 4, 5, 13.0, 14.0, "fixed")]
