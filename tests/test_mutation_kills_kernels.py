@@ -524,3 +524,123 @@ def test_a_fill_due_at_a_missing_open_moves_to_the_next_open():
     # the entry needs the next open: a signal before a missing open does not enter
     rows = [q(10), q(10, 80), NA, q(12, 80), q(13), q(14)]
     assert _both_kernels(rows, {"rule": "fixed", "hold_days": 1}) == [(3, 4, 5, 13.0, 14.0, "fixed")]
+
+
+# ---------------------------------------------------------------------------------- simulate.py's surface, by hand
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: ExitParams("nope"),
+     "exit rule must be one of fixed, first_dist, 2x_consec_dist, score_decay, hybrid, got exit rule='nope'"),
+    (lambda: ExitParams("fixed"), "hold_days must be >= 1 for the fixed exit, got hold_days=None"),
+    (lambda: ExitParams("hybrid"), "max_days must be >= 1 for the hybrid exit, got max_days=None"),
+    (lambda: Thresholds(60, 60), "sell_threshold must be < buy_threshold=60, got sell_threshold=60"),
+    (lambda: Span(5, 5, 6), "sig_start must be in [0, sig_end=5), got sig_start=5"),
+    (lambda: Span(-1, 5, 6), "sig_start must be in [0, sig_end=5), got sig_start=-1"),
+    (lambda: Span(0, 7, 6), "data_end must be >= sig_end=7, got data_end=6"),
+    (lambda: SymbolMajorPrices(PANEL, regime_multiplier=np.ones(3)),
+     "regime_multiplier must be a (70,) array, got regime_multiplier=(3,)"),
+    (lambda: simulate(PANEL, np.zeros((T, N)), Thresholds(), ExitParams(), Costs(), Span(0, T, T),
+                      rows=(np.ones(3), np.ones(T))), "rows must be two (70,) threshold arrays, got rows=((3,), (70,))"),
+    (lambda: simulate(PANEL, np.zeros((5, N)), Thresholds(), ExitParams(), Costs(), Span(0, T, T)),
+     "display.shape must be equal to the panel shape (70, 5), got display.shape=(5, 5)"),
+    (lambda: simulate(PANEL, np.zeros((T, N)), Thresholds(), ExitParams(), Costs(), Span(0, T, T + 1)),
+     "span.data_end must be <= number of sessions 70, got span.data_end=71"),
+    (lambda: simulate(PANEL, np.zeros((T, N)), Thresholds(), ExitParams(), Costs(), Span(0, T, T),
+                      entry_ok=np.ones(3, bool)), "entry_ok.shape must be equal to (70,), got entry_ok.shape=(3,)"),
+    (lambda: simulate_counted(PANEL, np.zeros((T, N)), Thresholds(), ExitParams(), Costs(), Span(0, T, T),
+                              caps=Caps(2), kernel="symbol"),
+     "kernel must be None, 'date' or 'symbol' ('date' with caps, dd_breaker or corr_cap), got kernel='symbol'"),
+    (lambda: simulate_counted(PANEL, np.zeros((T, N)), Thresholds(), ExitParams(), Costs(), Span(0, T, T),
+                              risk=RiskParams(corr_cap=0.5), kernel="symbol"), "got kernel='symbol'"),
+    (lambda: simulate_counted(PANEL, np.zeros((T, N)), Thresholds(), ExitParams(), Costs(), Span(0, T, T),
+                              risk=RiskParams(dd_breaker=0.1), kernel="symbol"), "got kernel='symbol'"),
+    (lambda: simulate_counted(PANEL, np.zeros((T, N)), Thresholds(), ExitParams(), Costs(), Span(0, T, T),
+                              kernel="x"), "got kernel='x'"),
+])
+def test_bad_arguments_are_refused_with_their_rule(call, message):
+    with pytest.raises(ParameterError) as err:
+        call()
+    assert message in str(err.value)
+
+
+def test_parameter_objects_by_hand():
+    assert ExitParams("fixed", hold_days=5).max_hold == 5
+    assert ExitParams("fixed", hold_days=5, time_stop=3).max_hold == 3
+    assert ExitParams("fixed", hold_days=5, max_days=2).max_hold == 5       # max_days only counts for hybrid
+    assert ExitParams("hybrid", max_days=8, hold_days=2).max_hold == 8      # hold_days only counts for fixed
+    assert ExitParams("hybrid", max_days=8, time_stop=9).max_hold == 8
+    assert ExitParams("first_dist").max_hold is None
+    assert ExitParams("score_decay", time_stop=4).max_hold == 4
+    c = Costs(2.0, 3.0)
+    assert c.per_side == pytest.approx(5e-4)
+    assert c.scaled(2.0) == Costs(4.0, 6.0)
+    assert Costs().per_side == pytest.approx(6e-4)
+    assert (Thresholds().buy, Thresholds().sell) == (70.0, 30.0)
+    sp = Span.full(PANEL)
+    assert (sp.sig_start, sp.sig_end, sp.data_end, sp.sessions) == (0, T, T, T)
+    assert Span(3, 10, 12).sessions == 7
+    assert Caps() == Caps(None, None)
+    r = RiskParams()
+    assert not r.portfolio_state and not r.weighted
+    assert RiskParams(dd_breaker=0.1).portfolio_state and RiskParams(corr_cap=0.5).portfolio_state
+    assert RiskParams(sizing="atr").weighted and RiskParams(regime_sizing=True).weighted
+    assert not RiskParams(dd_breaker=0.1).weighted
+    assert (r.sizing, r.risk_fraction, r.max_weight, r.kelly_fraction, r.kelly_window, r.dd_cooloff,
+            r.corr_window) == ("equal", 0.02, 0.25, 0.5, 50, 10, 60)
+
+
+def test_trades_returns_and_frame_by_hand():
+    i64 = lambda x: np.array(x, dtype=np.int64)  # noqa: E731
+    tr = Trades(i64([1, 0]), i64([3, 1]), i64([4, 2]), i64([6, 5]), np.array([10.0, 20.0]), np.array([11.0, 19.0]),
+                i64([0, EXIT_REASONS.index("open_at_end")]), np.array([71.0, 80.0]), cost=0.01,
+                weight=np.array([0.5, 2.0]), mult=np.array([1.0, 0.25]))
+    np.testing.assert_allclose(tr.gross_ret, [0.1, -0.05])
+    np.testing.assert_allclose(tr.net_ret, [11 * 0.99 / (10 * 1.01) - 1, 19 * 0.99 / (20 * 1.01) - 1])
+    assert tr.open_at_end.tolist() == [False, True] and tr.closed.tolist() == [True, False]
+    assert tr.hold_days.tolist() == [2, 3] and len(tr) == 2
+    f = tr.to_frame(PANEL)
+    assert list(f.columns) == ["symbol", "exit_date", "entry_date", "signal_date", "symbol_idx", "signal_idx",
+                               "entry_idx", "exit_idx", "entry_price", "exit_price", "gross_ret", "net_ret",
+                               "hold_days", "exit_reason", "open_at_end", "score", "weight", "regime_mult"]
+    assert f["symbol"].tolist() == ["S0", "S1"]  # sorted by entry
+    assert f["exit_reason"].tolist() == ["open_at_end", "fixed"]
+    assert f["entry_date"].tolist() == [PANEL.dates[2], PANEL.dates[4]]
+    assert f["signal_date"].iloc[1] == PANEL.dates[3] and f["exit_date"].iloc[1] == PANEL.dates[6]
+    assert f["weight"].tolist() == [2.0, 0.5] and f["regime_mult"].tolist() == [0.25, 1.0]
+    # ties on the entry: the lower symbol first (a stable sort)
+    tie = Trades(i64([3, 1, 2]), i64([1, 1, 1]), i64([2, 2, 2]), i64([3, 3, 3]), np.ones(3), np.ones(3),
+                 i64([0, 0, 0]), np.ones(3))
+    assert tie.to_frame()["symbol_idx"].tolist() == [1, 2, 3]
+    empty = Trades(*(i64([]) for _ in range(4)), np.zeros(0), np.zeros(0), i64([]), np.zeros(0))
+    e = empty.to_frame(PANEL)
+    assert len(e) == 0 and "symbol" not in e and "weight" not in e and "regime_mult" not in e
+    with np.errstate(all="raise"):
+        zero = Trades(i64([0]), i64([0]), i64([1]), i64([2]), np.array([0.0]), np.array([1.0]), i64([0]),
+                      np.ones(1))
+    assert np.isinf(zero.gross_ret[0])
+
+
+def test_sector_ids_and_threshold_rows():
+    ids, n = sim_mod._sector_ids(PANEL)
+    assert ids.tolist() == [1, 1, 0, -1, 0] and n == 2 and ids.dtype == np.int64  # XLF 0, XLK 1, None -1
+    px = SymbolMajorPrices(PANEL)
+    b, s = sim_mod._threshold_rows(Thresholds(61.5, 20.0), None, T, px)
+    assert b.tolist() == [61.5] * T and s.tolist() == [20.0] * T and b.flags.writeable
+    assert sim_mod._threshold_rows(Thresholds(61.5, 20.0), None, T, px)[0] is b  # kept per threshold pair
+    assert sim_mod._threshold_rows(Thresholds(62.0, 20.0), None, T, px)[0] is not b
+    rows = (np.arange(T), np.zeros(T, np.int64))
+    b2, s2 = sim_mod._threshold_rows(Thresholds(), rows, T, px)
+    assert b2.dtype == np.float64 and s2.dtype == np.float64 and b2.tolist() == list(range(T))
+
+
+def test_symbol_major_prices_fields_and_regime_multiplier():
+    px = SymbolMajorPrices(PANEL)
+    o = px["open"]
+    assert px["open"] is o and o.shape == (N, T) and not o.flags.writeable and o.flags.c_contiguous
+    np.testing.assert_array_equal(o, PANEL["open"].T)
+    assert px.nbytes == N * T * 8
+    given = np.linspace(0.1, 1.0, T)
+    assert SymbolMajorPrices(PANEL, regime_multiplier=given).regime_multiplier().tolist() == given.tolist()
+    blocks = sim_mod._blocks(7)
+    assert blocks[0] == 0 and blocks[-1] == 7 and (np.diff(blocks) >= 1).all()
+    assert sim_mod._blocks(1).tolist() == [0, 1]

@@ -157,6 +157,47 @@ def prepare(name: str, group: Group, baseline: bool = False) -> Path:
     return work
 
 
+def _reusable(work: Path, group: Group, baseline: bool) -> bool:
+    """Whether the scratch copy of an earlier run can take another part: same mutmut config (test selection) and
+    the same source and test files as the worktree now."""
+    pyproject = work / "pyproject.toml"
+    if not (work / "mutants").exists() or not pyproject.exists():
+        return False
+    if not pyproject.read_text(encoding="utf-8").endswith(_mutmut_config(group, baseline)):
+        return False
+    for sub in ("optimizer", "tests", "objectives"):
+        for src in (ROOT / sub).rglob("*.py"):
+            copy = work / src.relative_to(ROOT)
+            text = src.read_text(encoding="utf-8")
+            if not group.jit and str(src.relative_to(ROOT)) in group.modules:
+                text = strip_njit(text)
+            if not copy.exists() or copy.read_text(encoding="utf-8") != text:
+                return False
+    return True
+
+
+def merge_rerun(base: dict[str, dict], rerun: dict[str, dict]) -> dict[str, dict]:
+    """The AFTER score of a group whose BASELINE survivors were re-run alone (``--rerun-survivors``): the
+    baseline's kills carry over (adding test files cannot un-kill a mutant: mutmut runs every test that reaches it),
+    the re-run decides the rest."""
+    out: dict[str, dict] = {}
+    for module, b in base.items():
+        r = rerun.get(module, {})
+        if "error" in b or "error" in r:
+            out[module] = b if "error" in b else r
+            continue
+        skipped = b["mutants"] - (b["killed"] + b["timeout"] + b["survived"] + b["no_tests"] + b["other"]
+                                  + b.get("not_checked", 0))
+        m = {"mutants": b["mutants"], "killed": b["killed"] + r["killed"], "timeout": b["timeout"] + r["timeout"],
+             "survived": r["survived"], "no_tests": r["no_tests"], "other": r["other"],
+             "not_checked": b.get("not_checked", 0), "survivors": r["survivors"],
+             "rerun": len(b["survivors"])}
+        tested = m["mutants"] - skipped - m["not_checked"]
+        m["score"] = round(100.0 * (m["killed"] + m["timeout"]) / tested, 1) if tested else None
+        out[module] = m
+    return out
+
+
 def _env(work: Path, group: Group) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("CI", None)
@@ -174,7 +215,7 @@ def run_group(name: str, group: Group, max_children: int, baseline: bool = False
     mutant name globs (mutmut's own filter); the scratch copy of an earlier run is then kept, so a group can be run
     in parts whose results add up (re-run without ``only`` for a fresh copy)."""
     work = OUT / name
-    if not only or not (work / "mutants").exists():
+    if not only or not _reusable(work, group, baseline):
         work = prepare(name, group, baseline)
     mutmut = Path(sys.executable).with_name("mutmut")
     started = time.monotonic()
@@ -266,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="+", default=(), metavar="GLOB",
                     help="run only the mutants whose names match (mutmut's globs, e.g. "
                          "'optimizer.engine._kernels.x__kelly__mutmut_*'), keeping the results of earlier parts")
+    ap.add_argument("--rerun-survivors", action="store_true",
+                    help="AFTER score from the BASELINE: re-run only the baseline's survivors with every test file "
+                         "(the baseline's kills carry over); needs a '<group>:baseline' result in summary.json")
     ap.add_argument("--report", action="store_true", help="only print the scores of the last runs (no mutmut run)")
     ap.add_argument("--baseline", action="store_true",
                     help=f"without the {_KILLS}*.py files: the score before the tests written for mutation testing "
@@ -299,9 +343,23 @@ def main(argv: list[str] | None = None) -> int:
         if not args.report:
             t0 = time.strftime("%H:%M:%S")
             print(f"[{t0}] {n}: mutating {', '.join(GROUPS[n].modules)} (load {os.getloadavg()[0]:.2f})", flush=True)
-            seconds = run_group(n, GROUPS[n], args.max_children, args.baseline, tuple(args.only))
+            only = tuple(args.only)
+            base = saved.get(f"{n}:baseline")
+            if args.rerun_survivors:
+                if base is None or args.baseline:
+                    print(f"{n}: --rerun-survivors needs a baseline run first (and no --baseline)", file=sys.stderr)
+                    return 2
+                only = tuple(k for r in base.values() for k in r.get("survivors", []))
+                if not only:
+                    summary[n] = base
+                    continue
+                if (OUT / n).exists():
+                    shutil.rmtree(OUT / n)  # a fresh copy with every test file
+            seconds = run_group(n, GROUPS[n], args.max_children, args.baseline, only)
             key = f"{n}:baseline" if args.baseline else n
             summary[key] = collect(n, GROUPS[n])
+            if args.rerun_survivors:
+                summary[key] = merge_rerun(base, summary[key])
             write_survivors(n, summary[key])
             for r in summary[key].values():
                 r["seconds"] = round(seconds)
