@@ -644,3 +644,44 @@ def test_symbol_major_prices_fields_and_regime_multiplier():
     blocks = sim_mod._blocks(7)
     assert blocks[0] == 0 and blocks[-1] == 7 and (np.diff(blocks) >= 1).all()
     assert sim_mod._blocks(1).tolist() == [0, 1]
+
+
+def test_signal_count_is_inclusive_and_respects_the_window_and_entry_ok():
+    """count = closes t in [sig_start, sig_end) with display[t] >= buy[t] (equality counts, NaN never) and
+    entry_ok[t]; the same on both kernels, fused or not, and ``count_signals``."""
+    rows = [(10, 10.5, 9.5, 10, d) for d in (70.0, 69.999, np.nan, 70.0, 75.0, 10.0, 70.0, 71.0)]
+    panel, disp = _one_symbol(rows)
+    n = len(rows)
+    cases = [((0, n, n), None, 5), ((1, 7, n), None, 3), ((0, n, n), np.array([1, 1, 1, 0, 1, 1, 1, 0], bool), 3),
+             ((4, 5, 6), None, 1), ((2, 3, n), None, 0)]
+    for (s0, s1, s2), ok, want in cases:
+        for kernel in ("symbol", "date"):
+            _, got = simulate_counted(panel, disp, Thresholds(70.0, 30.0), ExitParams("fixed", hold_days=1),
+                                      Costs(0.0, 0.0), Span(s0, s1, s2), entry_ok=ok, kernel=kernel)
+            assert got == want, ((s0, s1, s2), ok, kernel, got)
+        if ok is None:
+            assert count_signals(disp, 70.0, Span(s0, s1, s2)) == want
+
+
+def test_kelly_history_order_on_a_panel_wider_than_long():
+    """Kelly's history is the closed trades in (exit session, symbol) order; with more symbols than sessions a
+    key of exit x sessions + symbol would misorder them: the window of the last 10 then holds other trades."""
+    rng = np.random.default_rng(12)
+    n_t, n_s = 9, 14
+    drift = np.linspace(-0.02, 0.05, n_s)  # the symbols differ: which trades are the last 10 matters
+    op = 50 * np.exp(np.cumsum(rng.normal(0, 0.03, (n_t, n_s)) + drift, axis=0))
+    dates = pd.bdate_range("2024-01-02", periods=n_t)
+    syms = [f"W{j:02d}" for j in range(n_s)]
+    df = pd.DataFrame({"date": np.repeat(dates, n_s), "symbol": np.tile(syms, n_t), "open": op.ravel(),
+                       "high": op.ravel() * 1.01, "low": op.ravel() * 0.99, "close": op.ravel()})
+    panel = Panel.from_frame(df, sectors={s: None for s in syms})
+    disp = np.where(rng.random((n_t, n_s)) < 0.6, 90.0, 50.0)  # staggered entries: exits on every session
+    rk = {"sizing": "kelly", "kelly_window": 10, "kelly_fraction": 1.0, "max_weight": 1.0, "risk_fraction": 0.01}
+    ref = ref_trades(panel, disp, 60.0, 10.0, RefExit("fixed", hold_days=1), (0.0, 0.0), 0, n_t, n_t)
+    w, _ = ref_weights(ref, panel, RefExit("fixed", hold_days=1), (0.0, 0.0), RefRisk(**rk))
+    assert len(set(np.round(w, 12))) > 4
+    for kernel in ("symbol", "date"):
+        tr, _ = simulate_counted(panel, disp, Thresholds(60.0, 10.0), ExitParams("fixed", hold_days=1),
+                                 Costs(0.0, 0.0), Span(0, n_t, n_t), risk=RiskParams(**rk), kernel=kernel)
+        f = tr.to_frame().sort_values(["symbol_idx", "entry_idx"], kind="stable")
+        np.testing.assert_allclose(f["weight"], w, rtol=1e-12, err_msg=kernel)
