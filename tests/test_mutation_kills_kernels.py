@@ -685,3 +685,24 @@ def test_kelly_history_order_on_a_panel_wider_than_long():
                                  Costs(0.0, 0.0), Span(0, n_t, n_t), risk=RiskParams(**rk), kernel=kernel)
         f = tr.to_frame().sort_values(["symbol_idx", "entry_idx"], kind="stable")
         np.testing.assert_allclose(f["weight"], w, rtol=1e-12, err_msg=kernel)
+
+
+def test_simulate_passes_every_argument_on():
+    """``simulate`` is ``simulate_counted(...)[0]`` with caps, entry_ok, risk and per-session rows passed on."""
+    disp = display_of(TERMS, 0.6, 0.3, 0.1, 0.7, 1.3)
+    ok = np.arange(T) % 3 != 0
+    rows = (np.full(T, 57.0), np.where(np.arange(T) % 2 == 0, 45.0, 38.0))
+    risk = RiskParams(sizing="fixed_fractional", dd_breaker=0.03, dd_cooloff=2)
+    args = (PANEL, disp, Thresholds(80.0, 20.0), ExitParams("first_dist", stop_loss=0.04), Costs(1.0, 2.0),
+            Span(2, 60, 66), Caps(2, 1), ok)
+    a = simulate(*args, risk=risk, rows=rows)
+    b, _ = simulate_counted(*args, risk=risk, rows=rows)
+    assert len(a) > 5
+    for f in ("symbol", "signal_idx", "entry_idx", "exit_idx", "entry_price", "exit_price", "exit_reason", "weight"):
+        np.testing.assert_array_equal(getattr(a, f), getattr(b, f), err_msg=f)
+    assert a.cost == b.cost == pytest.approx(3e-4) and a.absolute
+    for other in (simulate(*args[:7], risk=risk, rows=rows), simulate(*args[:6], None, ok, risk=risk, rows=rows),
+                  simulate(*args, rows=rows), simulate(*args, risk=risk)):
+        assert len(other) != len(a) or not np.array_equal(other.entry_idx, a.entry_idx) or other.weight is None
+    assert ok[a.signal_idx].all()
+    assert (a.signal_idx >= 2).all() and (a.signal_idx < 60).all() and (a.exit_idx < 66).all()
