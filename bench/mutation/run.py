@@ -190,8 +190,11 @@ def merge_rerun(base: dict[str, dict], rerun: dict[str, dict]) -> dict[str, dict
                                   + b.get("not_checked", 0))
         m = {"mutants": b["mutants"], "killed": b["killed"] + r["killed"], "timeout": b["timeout"] + r["timeout"],
              "survived": r["survived"], "no_tests": r["no_tests"], "other": r["other"],
-             "not_checked": b.get("not_checked", 0), "survivors": r["survivors"],
-             "rerun": len(b["survivors"])}
+             "survivors": r["survivors"], "unchecked": r.get("unchecked", []),
+             "rerun": len(b["survivors"]) + len(b.get("unchecked", []))}
+        m["not_checked"] = m["mutants"] - skipped - sum(m[k] for k in ("killed", "timeout", "survived", "no_tests",
+                                                                         "other"))
+        m["unchecked"] = [k for k in m["unchecked"] if k in set(b["survivors"]) | set(b.get("unchecked", []))]
         tested = m["mutants"] - skipped - m["not_checked"]
         m["score"] = round(100.0 * (m["killed"] + m["timeout"]) / tested, 1) if tested else None
         out[module] = m
@@ -254,6 +257,7 @@ def collect(name: str, group: Group) -> dict[str, dict]:
             "score": round(100.0 * killed / tested, 1) if tested else None,
             "survivors": sorted(k for k, s in status.items()
                                 if s not in ("killed", "timeout", "skipped", "not checked")),
+            "unchecked": sorted(k for k, s in status.items() if s == "not checked"),
         }
     return result
 
@@ -308,8 +312,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="run only the mutants whose names match (mutmut's globs, e.g. "
                          "'optimizer.engine._kernels.x__kelly__mutmut_*'), keeping the results of earlier parts")
     ap.add_argument("--rerun-survivors", action="store_true",
-                    help="AFTER score from the BASELINE: re-run only the baseline's survivors with every test file "
-                         "(the baseline's kills carry over); needs a '<group>:baseline' result in summary.json")
+                    help="AFTER score from the BASELINE: re-run only the baseline's survivors (and the mutants it did not "
+                         "reach) with every test file (the baseline's kills carry over); needs '<group>:baseline'")
     ap.add_argument("--report", action="store_true", help="only print the scores of the last runs (no mutmut run)")
     ap.add_argument("--baseline", action="store_true",
                     help=f"without the {_KILLS}*.py files: the score before the tests written for mutation testing "
@@ -349,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
                 if base is None or args.baseline:
                     print(f"{n}: --rerun-survivors needs a baseline run first (and no --baseline)", file=sys.stderr)
                     return 2
-                only = tuple(k for r in base.values() for k in r.get("survivors", []))
+                # the baseline's survivors and the mutants it did not reach (a baseline run in parts)
+                only = tuple(k for r in base.values() for k in r.get("survivors", []) + r.get("unchecked", []))
                 if not only:
                     summary[n] = base
                     continue
