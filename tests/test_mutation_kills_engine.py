@@ -369,3 +369,36 @@ def test_relative_weights_override_the_trades_sizing():
     assert m_rel["portfolio_sharpe"] == pytest.approx(d.mean() / d.std(ddof=1) * math.sqrt(252))
     assert m_own["portfolio_sharpe"] == pytest.approx(own.mean() / own.std(ddof=1) * math.sqrt(252))
     assert m_own["portfolio_sharpe"] != pytest.approx(m_rel["portfolio_sharpe"])
+
+
+def test_feature_errors_warnings_and_computed_variants_are_cached_read_only():
+    import warnings
+
+    cache = FeatureCache(PANEL)
+    with pytest.raises(ParameterError) as err:
+        cache.z("short_buy_volume", 1)
+    assert str(err.value) == "z_window must be >= 2, got z_window=1"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the zero short total (0 / 0) and the missing rows warn nothing
+        cache._raw("imbalance_log")
+        cache._raw("vw_flow")
+    for variant in ("C", "blended"):  # computed (not a cached z itself): stored read-only, returned again
+        sz = cache.short_z(variant, 4)
+        assert not sz.flags.writeable
+        assert cache.short_z(variant, 4) is sz
+        assert cache._cache[("short_z", variant, 4)] is sz
+
+
+def test_benchmark_rows_beyond_the_first_matrix_and_equal_closes():
+    panel = _price_panel({"A": [10.0 + 0.1 * k for k in range(50)]})
+    span = Span(0, 10, 50)
+    fresh = BenchmarkCache(panel)
+    r = fresh.ratios(span, np.array([40, 3]))  # a hold past the first 32 rows on a fresh cache
+    a = 10.0 + 0.1 * np.arange(50)
+    assert r[0, 0] == pytest.approx(np.mean(a[41:50] / a[1:10]))
+    assert r[1, 0] == pytest.approx(np.mean(a[4:14] / a[1:11]))  # entries 1..10
+    # a close equal to the entry price is no reversal (strictly below)
+    flat = _price_panel({"A": [10, 10, 10, 10, 10, 10]})
+    tr = _trades([(0, 0, 1, 4, 10.0, 10.0, "fixed")])
+    assert false_positive_share(flat["close"], tr, tr.closed) == 0.0
+    assert run_metrics(tr, flat, Span(0, 6, 6), Costs(0, 0), 1)["false_positive_rate"] == 0.0
