@@ -706,3 +706,89 @@ def test_simulate_passes_every_argument_on():
         assert len(other) != len(a) or not np.array_equal(other.entry_idx, a.entry_idx) or other.weight is None
     assert ok[a.signal_idx].all()
     assert (a.signal_idx >= 2).all() and (a.signal_idx < 60).all() and (a.exit_idx < 66).all()
+
+
+# ----------------------------------------------------------------------- exit and sizing helpers at their bounds
+
+def test_exit_helpers_return_their_documented_no_exit_values():
+    nan = np.nan
+    assert K._scheduled_exit(5, K.RULE_FIRST_DIST, -1, -1, -1) == (-1, -1)
+    assert K._scheduled_exit(5, K.RULE_FIXED, 3, -1, -1) == (8, K.R_FIXED)
+    assert K._scheduled_exit(5, K.RULE_HYBRID, -1, 4, 2) == (7, K.R_TIME_STOP)
+    assert K._scheduled_exit(5, K.RULE_HYBRID, -1, 2, 4) == (7, K.R_MAX_DAYS)
+    assert K._scheduled_exit(5, K.RULE_FIXED, 3, -1, 3) == (8, K.R_FIXED)  # a tie: the rule's own reason
+    assert K._scheduled_exit(5, K.RULE_SCORE_DECAY, -1, -1, 6) == (11, K.R_TIME_STOP)
+    assert K._stop_level(100.0, nan, nan, nan, 120.0) == (0.0, -1)
+    assert K._stop_level(100.0, 0.25, nan, nan, 120.0) == (75.0, K.R_STOP)
+    assert K._stop_level(100.0, 0.25, 75.0, nan, 120.0) == (75.0, K.R_STOP)     # a tie goes to the fixed stop
+    assert K._stop_level(100.0, 0.25, 80.0, nan, 120.0) == (80.0, K.R_ATR)
+    assert K._stop_level(100.0, nan, 60.0, 0.5, 120.0) == (60.0, K.R_ATR)       # trail 120 x 0.5 = 60: a tie
+    assert K._stop_level(100.0, 0.5, 40.0, 0.25, 120.0) == (90.0, K.R_TRAIL)
+    assert K._stop_level(100.0, nan, nan, 0.25, 120.0) == (90.0, K.R_TRAIL)
+    assert K._intraday_exit(100.0, 101.0, 99.0, 100.0, False, nan, nan, nan, nan, 100.0) == (False, 0.0, -1)
+    assert K._intraday_exit(100.0, 101.0, 99.0, 100.0, False, 0.5, 0.5, nan, nan, 100.0) == (False, 0.0, -1)
+    r, n_dist, n_low = K._close_signal(60.0, 30.0, K.RULE_FIRST_DIST, 0, 0)
+    assert (r, n_dist, n_low) == (-1, 0, 0)
+    assert K._close_signal(30.0, 30.0, K.RULE_HYBRID, 0, 0) == (K.R_FIRST_DIST, 1, 1)
+    assert K._close_signal(30.0, 30.0, K.RULE_2X_DIST, 1, 0) == (K.R_2X_DIST, 2, 1)
+    assert K._close_signal(49.0, 30.0, K.RULE_SCORE_DECAY, 0, 2) == (K.R_SCORE_DECAY, 0, 3)
+    assert K._close_signal(50.0, 30.0, K.RULE_SCORE_DECAY, 0, 2) == (-1, 0, 0)  # 50 is not below 50
+    assert K._close_signal(nan, 30.0, K.RULE_FIRST_DIST, 3, 4) == (-1, 0, 0)    # NaN breaks both runs
+    assert math.isnan(K._atr_level(100.0, nan, np.array([2.0]), 0))
+    assert K._atr_level(100.0, 1.5, np.array([9.0, 2.0]), 1) == 97.0
+
+
+def test_stops_and_target_fill_when_the_bar_touches_the_level_exactly():
+    """low == stop level and high == target count as hits (<=, >=); display exactly 50 never counts as a decay."""
+    q = lambda o, d=50.0: (o, o + 0.5, o - 0.5, o, d)  # noqa: E731
+    rows = [q(100), q(100, 80), q(100), (100, 100.5, 75.0, 90, 50), q(90)]      # entry 100, stop 25%: low 75
+    assert _both_kernels(rows, {"rule": "fixed", "hold_days": 3, "stop_loss": 0.25}) == \
+        [(1, 2, 3, 100.0, 75.0, "stop_loss")]
+    rows = [q(100), q(100, 80), q(100), (100, 125.0, 99.5, 110, 50), q(110)]    # target 25%: high 125
+    assert _both_kernels(rows, {"rule": "fixed", "hold_days": 3, "take_profit": 0.25}) == \
+        [(1, 2, 3, 100.0, 125.0, "take_profit")]
+    rows = [q(100), q(100, 80), q(100, 50.0), q(101, 50.0), q(102, 50.0), q(103, 50.0), q(104)]
+    assert _both_kernels(rows, {"rule": "score_decay"}) == [(1, 2, 6, 100.0, 104.0, "open_at_end")]
+
+
+def test_atr_and_fixed_fractional_weights_at_zero_and_infinite_atr():
+    """ATR sizing skips an ATR% that is 0 or missing (a flat symbol, no ATR14 yet) for the session's median, and
+    a median that is 0 or infinite for weight 1; fixed-fractional ignores an ATR stop distance of 0 and takes the
+    tightest stop."""
+    C = np.array([[100.0, 100.0, 100.0]])
+    A = np.array([[0.0, np.nan, 4.0]])
+    sw = K._static_weight
+    med = np.array([0.02, 0.04, 0.0])
+    nan = np.nan
+    assert sw(K.SIZE_ATR, 0, 0, C, A, med, nan, nan, nan, 0.01, 0.9) == pytest.approx(50.0)  # ATR 0: median 2%
+    assert sw(K.SIZE_ATR, 0, 1, C, A, med, nan, nan, nan, 0.01, 0.9) == pytest.approx(25.0)  # no ATR: median 4%
+    assert sw(K.SIZE_ATR, 0, 2, C, A, med, nan, nan, nan, 0.01, 0.9) == pytest.approx(25.0)  # its own 4%
+    assert sw(K.SIZE_ATR, 0, 0, C, A, np.array([0.0]), nan, nan, nan, 0.01, 0.9) == 1.0
+    assert sw(K.SIZE_ATR, 0, 0, C, A, np.array([np.inf]), nan, nan, nan, 0.01, 0.9) == 1.0
+    assert sw(K.SIZE_ATR, 0, 0, C, A, np.array([nan]), nan, nan, nan, 0.01, 0.9) == 1.0
+    assert sw(K.SIZE_FF, 0, 0, C, A, med, nan, 2.0, nan, 0.01, 0.9) == pytest.approx(0.01)   # ATR 0: no distance
+    assert sw(K.SIZE_FF, 0, 0, C, A, med, 0.02, nan, 0.05, 0.01, 0.9) == pytest.approx(0.5)  # the tighter 2%
+    assert sw(K.SIZE_FF, 0, 0, C, A, med, 0.05, nan, 0.02, 0.01, 0.9) == pytest.approx(0.5)
+    assert sw(K.SIZE_FF, 0, 2, C, A, med, 0.05, 0.25, nan, 0.01, 0.9) == pytest.approx(1.0 / 1.0 * 0.9)  # capped
+    assert sw(K.SIZE_FF, 0, 2, C, A, med, 0.05, 0.25, nan, 0.001, 0.9) == pytest.approx(0.1)  # 0.25 x 4% = 1%
+
+
+def test_kelly_weight_of_the_last_trade_signalled_after_every_close():
+    """The last signal comes after every closed trade's exit (the history loop runs to its end) and its own trade
+    is open at the end: weights equal the reference's on both kernels."""
+    q = lambda o, d=50.0: (o, o + 0.5, o - 0.5, o, d)  # noqa: E731
+    opens = [10, 11, 10.5, 12, 11, 12.5, 12, 13, 12.8, 14, 13.5, 15, 14, 15.5, 15, 16, 15.5, 17, 16, 17.5,
+             17, 18, 17.5, 19, 18, 19.5, 19, 20]
+    disp = [80.0 if k % 2 == 0 else 50.0 for k in range(len(opens))]
+    rows = [q(o, d) for o, d in zip(opens, disp)]
+    panel, dsp = _one_symbol(rows)
+    n = len(rows)
+    rk = {"sizing": "kelly", "kelly_window": 10, "kelly_fraction": 1.0, "max_weight": 1.0}
+    ref = ref_trades(panel, dsp, 70.0, 30.0, RefExit("fixed", hold_days=1), (0.0, 0.0), 0, n - 2, n - 2)
+    assert bool(ref["open_at_end"].iloc[-1]) and int(ref["exit_idx"].iloc[-2]) <= int(ref["signal_idx"].iloc[-1])
+    w, _ = ref_weights(ref, panel, RefExit("fixed", hold_days=1), (0.0, 0.0), RefRisk(**rk))
+    assert w[-1] != w[0]  # a Kelly estimate, not the fallback
+    for kernel in ("symbol", "date"):
+        tr, _ = simulate_counted(panel, dsp, Thresholds(70.0, 30.0), ExitParams("fixed", hold_days=1),
+                                 Costs(0.0, 0.0), Span(0, n - 2, n - 2), risk=RiskParams(**rk), kernel=kernel)
+        np.testing.assert_allclose(tr.to_frame()["weight"], w, rtol=1e-12, err_msg=kernel)
