@@ -182,10 +182,12 @@ def test_terms_are_cached_and_drop_only_their_windows_z_scores():
 def test_score_params_weights_and_checks():
     p = ScoreParams("B", 2.0, 1.0, 1.0)
     assert p.weights == (0.5, 0.25, 0.25)
-    with pytest.raises(ParameterError, match="w_short"):
+    with pytest.raises(ParameterError) as err:
         ScoreParams("B", 0.0, 0.0, 0.0)
-    with pytest.raises(ParameterError, match="intensity_lo"):
+    assert str(err.value) == "w_short + w_lit + w_price must be > 0, got w_short + w_lit + w_price=0.0"
+    with pytest.raises(ParameterError) as err:
         ScoreParams(intensity_lo=1.2, intensity_hi=1.1)
+    assert str(err.value) == "intensity_lo must be in [0, intensity_hi=1.1], got intensity_lo=1.2"
     ScoreParams(intensity_lo=1.0, intensity_hi=1.0)  # equal bounds are allowed
     assert ScoreParams().weights == pytest.approx((0.55, 0.30, 0.15))
 
