@@ -404,3 +404,13 @@ def test_benchmark_rows_beyond_the_first_matrix_and_equal_closes():
     tr = _trades([(0, 0, 1, 4, 10.0, 10.0, "fixed")])
     assert false_positive_share(flat["close"], tr, tr.closed) == 0.0
     assert run_metrics(tr, flat, Span(0, 6, 6), Costs(0, 0), 1)["false_positive_rate"] == 0.0
+
+
+def test_imbalance_of_a_total_of_one_share():
+    """A short total in (0, 1] still has an imbalance ((B - S) / (B + S) x log1p(B + S)); only a total <= 0 has none."""
+    df = pd.DataFrame({"date": pd.bdate_range("2024-01-02", periods=3), "symbol": "X", "open": 1.0, "high": 1.0,
+                       "low": 1.0, "close": 1.0, "short_buy_volume": [1.0, 0.5, 0.0],
+                       "short_sell_volume": [0.0, 0.0, 0.0]})
+    imb = FeatureCache(Panel.from_frame(df))._raw("imbalance_log")[:, 0]
+    np.testing.assert_allclose(imb[:2], [math.log(2.0), math.log(1.5)], rtol=1e-14)
+    assert math.isnan(imb[2])
