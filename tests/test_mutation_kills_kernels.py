@@ -163,8 +163,10 @@ def test_the_table_covers_every_exit_reason():
 def test_parallel_blocks_equal_the_serial_kernel_and_the_reference(monkeypatch):
     """Uneven symbol blocks (the parallel driver, blocks collected in symbol order) give the reference's trades."""
     monkeypatch.setattr(sim_mod, "PARALLEL_MIN_CELLS", 0)
-    monkeypatch.setattr(K, "_THREADS_OWNER", [])
     monkeypatch.setattr(sim_mod, "_blocks", lambda n: np.array([0, 2, 3, n], dtype=np.int64))
+    # (not a fork of a process that launched the threads: the parallel driver really runs; _THREADS_OWNER is left
+    # as it is, so a later fork in this process still knows who launched them)
+    assert K.use_parallel(T * N, 0)
     for i in (0, 4, 7, 10):
         ex, (s0, s1, s2), (ws, wl, wp, lo, hi), buy, sell, costs = _uncapped_case(i)
         disp = display_of(TERMS, ws, wl, wp, lo, hi)
@@ -183,8 +185,7 @@ def test_trade_buffer_retry_returns_every_trade(monkeypatch, parallel):
     """A 1-session hold re-entered on every close beats the first buffer guess (rows x symbols / 8 + 16)."""
     if parallel:
         monkeypatch.setattr(sim_mod, "PARALLEL_MIN_CELLS", 0)
-        monkeypatch.setattr(K, "_THREADS_OWNER", [])
-        monkeypatch.setattr(sim_mod, "_blocks", lambda n: np.array([0, 1, n], dtype=np.int64))
+            monkeypatch.setattr(sim_mod, "_blocks", lambda n: np.array([0, 1, n], dtype=np.int64))
     disp = np.full((T, N), 90.0)
     ref = ref_trades(PANEL, disp, 50.0, 10.0, RefExit("fixed", hold_days=1), (0.0, 0.0), 0, T, T)
     assert len(ref) > T * N // 8 + 16
