@@ -185,7 +185,7 @@ def test_trade_buffer_retry_returns_every_trade(monkeypatch, parallel):
     """A 1-session hold re-entered on every close beats the first buffer guess (rows x symbols / 8 + 16)."""
     if parallel:
         monkeypatch.setattr(sim_mod, "PARALLEL_MIN_CELLS", 0)
-            monkeypatch.setattr(sim_mod, "_blocks", lambda n: np.array([0, 1, n], dtype=np.int64))
+        monkeypatch.setattr(sim_mod, "_blocks", lambda n: np.array([0, 1, n], dtype=np.int64))
     disp = np.full((T, N), 90.0)
     ref = ref_trades(PANEL, disp, 50.0, 10.0, RefExit("fixed", hold_days=1), (0.0, 0.0), 0, T, T)
     assert len(ref) > T * N // 8 + 16
