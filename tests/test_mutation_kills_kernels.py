@@ -793,3 +793,39 @@ def test_kelly_weight_of_the_last_trade_signalled_after_every_close():
         tr, _ = simulate_counted(panel, dsp, Thresholds(70.0, 30.0), ExitParams("fixed", hold_days=1),
                                  Costs(0.0, 0.0), Span(0, n - 2, n - 2), risk=RiskParams(**rk), kernel=kernel)
         np.testing.assert_allclose(tr.to_frame()["weight"], w, rtol=1e-12, err_msg=kernel)
+
+
+def test_portfolio_segments_and_window_by_hand():
+    """The breaker's segments (portfolio_returns_nb's formulas) and the [start, stop) window: a trade running past
+    stop counts only inside it; an open position is marked through stop - 1 whatever its recorded exit."""
+    c = 0.01
+    assert K._exit_segment(5, 5, 95.0, 100.0, 99.0, c) == pytest.approx(95.0 * 0.99 / (100.0 * 1.01) - 1)
+    assert K._exit_segment(6, 5, 95.0, 100.0, 99.0, c) == pytest.approx(95.0 * 0.99 / 99.0 - 1)
+    assert K._held_segment(5, 5, 102.0, 100.0, 99.0, c) == pytest.approx(102.0 / (100.0 * 1.01) - 1)
+    assert K._held_segment(6, 5, 102.0, 100.0, 99.0, c) == pytest.approx(102.0 / 99.0 - 1)
+    Cs = np.array([[10.0, 11.0, 12.0, 13.0, 14.0, 15.0]])
+    one = np.array([0], dtype=np.int64)
+    none = np.zeros(0)
+    # a closed trade entered at 1, exited at 4, over the window [0, 3): days 1 and 2 only
+    out = K.portfolio_returns_nb(Cs, one, one + 1, np.array([4]), np.array([10.5]), np.array([14.0]),
+                                 np.array([False]), none, none, False, 0.0, 0, 3)
+    np.testing.assert_allclose(out, [0.0, 11.0 / 10.5 - 1, 12.0 / 11.0 - 1], rtol=1e-12)
+    # an open position whose recorded exit is 2 is marked through stop - 1 = 4
+    out = K.portfolio_returns_nb(Cs, one, one + 1, np.array([2]), np.array([10.5]), np.array([12.0]),
+                                 np.array([True]), none, none, False, 0.0, 0, 5)
+    np.testing.assert_allclose(out, [0.0, 11.0 / 10.5 - 1, 12 / 11 - 1, 13 / 12 - 1, 14 / 13 - 1], rtol=1e-12)
+
+
+def test_correlation_of_a_near_constant_series_is_nan_without_a_warning():
+    import warnings
+
+    rng = np.random.default_rng(3)
+    C = np.empty((2, 12))
+    C[0] = 50 * np.exp(np.cumsum(rng.normal(0, 0.02, 12)))
+    C[1] = 7.0 * (1.0 + 2e-13 * (-1.0) ** np.arange(12))  # returns of about 4e-13: below the 1e-12 floor
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert math.isnan(K._corr(C, 0, 1, 11, 10, 3))
+        assert math.isnan(K._corr(C, 1, 0, 11, 10, 3))
+        C[1] = 7.0
+        assert math.isnan(K._corr(C, 0, 1, 11, 10, 3))   # exactly constant: never 0 / 0
