@@ -414,3 +414,10 @@ def test_imbalance_of_a_total_of_one_share():
     imb = FeatureCache(Panel.from_frame(df))._raw("imbalance_log")[:, 0]
     np.testing.assert_allclose(imb[:2], [math.log(2.0), math.log(1.5)], rtol=1e-14)
     assert math.isnan(imb[2])
+
+
+def test_relative_weights_are_relative_even_when_they_sum_below_one():
+    panel = _price_panel({"A": [10, 10, 11, 12, 12, 12], "B": [5, 5, 5, 4, 4, 4]})
+    tr = _trades([(0, 1, 2, 4, 10.0, 12.0, "fixed"), (1, 1, 2, 4, 5.0, 4.0, "fixed")])
+    rel = portfolio_returns(tr, panel, Span(0, 6, 6), weight=np.array([0.3, 0.1]))
+    assert rel[3] == pytest.approx((0.3 * (12 / 11 - 1) + 0.1 * (4 / 5 - 1)) / 0.4)  # not / max(1, 0.4)
