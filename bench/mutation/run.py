@@ -292,6 +292,9 @@ def print_table(summary: dict[str, dict[str, dict]]) -> None:
                 print(f"{short:<30} {run:<6} {r['error']}")
                 continue
             part = f"  ({r['not_checked']} not checked yet)" if r.get("not_checked") else ""
+            if r["score"] is None:
+                print(f"{short:<30} {run:<6} {r['mutants']:>7} not run{part}")
+                continue
             print(f"{short:<30} {run:<6} {r['mutants']:>7} {r['killed']:>6} {r['timeout']:>4} {r['survived']:>5} "
                   f"{r['no_tests']:>5} {r['score']:>5}%{part}")
             t = totals.setdefault(run, [0, 0])
