@@ -829,3 +829,19 @@ def test_correlation_of_a_near_constant_series_is_nan_without_a_warning():
         assert math.isnan(K._corr(C, 1, 0, 11, 10, 3))
         C[1] = 7.0
         assert math.isnan(K._corr(C, 0, 1, 11, 10, 3))   # exactly constant: never 0 / 0
+
+
+def test_atr_median_leaves_out_a_flat_symbol():
+    """A symbol whose bars never move has ATR14 = 0: not part of the session's median ATR% (only ATR% > 0 count)."""
+    n = 20
+    rng = np.random.default_rng(2)
+    frames = []
+    for j, vol in enumerate((0.0, 0.02, 0.04)):
+        c = 30.0 * np.exp(np.cumsum(rng.normal(0, vol, n))) if vol else np.full(n, 30.0)
+        frames.append(pd.DataFrame({"date": pd.bdate_range("2024-01-02", periods=n), "symbol": f"F{j}",
+                                    "open": c, "high": c * (1 + vol), "low": c * (1 - vol), "close": c}))
+    panel = Panel.from_frame(pd.concat(frames))
+    atr = ref_atr14(panel)
+    assert (atr[13:, 0] == 0.0).all()
+    med = SymbolMajorPrices(panel).atr_median()
+    np.testing.assert_allclose(med[13:], np.median(atr[13:, 1:] / panel["close"][13:, 1:], axis=1), rtol=1e-12)
