@@ -97,6 +97,11 @@ def bench_finra(n_symbols: int, n_sessions: int) -> dict:
         t0, c0 = time.perf_counter(), cpu_s()
         rep = ingest_paths(con, "finra-short", [folder])
         secs, cpu = time.perf_counter() - t0, cpu_s() - c0
+        # what is still only in the WAL is written to the database file by the next checkpoint (at the latest when
+        # the store is closed): timed apart, so a run that defers checkpoints is not flattered
+        t1, c1 = time.perf_counter(), cpu_s()
+        con.execute("CHECKPOINT")
+        ck_s, ck_cpu = time.perf_counter() - t1, cpu_s() - c1
         peak = peak_rss_mb()
         stored = int(con.execute("SELECT count(*) FROM finra_short_daily").fetchone()[0])
         con.close()
@@ -114,6 +119,10 @@ def bench_finra(n_symbols: int, n_sessions: int) -> dict:
         "cpu_s": round(cpu, 2),
         "rows_per_s": round(rows / secs),
         "rows_per_cpu_s": round(rows / cpu),
+        "checkpoint_s": round(ck_s, 2),
+        "checkpoint_cpu_s": round(ck_cpu, 2),
+        "rows_per_s_with_checkpoint": round(rows / (secs + ck_s)),
+        "rows_per_cpu_s_with_checkpoint": round(rows / (cpu + ck_cpu)),
         "files_per_s": round(len(rep.files) / secs, 1),
         "s_per_file": round(secs / max(1, len(rep.files)), 3),
         "rss_before_mb": base,
@@ -121,6 +130,89 @@ def bench_finra(n_symbols: int, n_sessions: int) -> dict:
         "db_mb": round(size / 2**20, 1),
         "db_bytes_per_row": round(size / max(1, stored), 1),
     }
+
+
+_RAW_COLS = ("{'Date': 'VARCHAR', 'Symbol': 'VARCHAR', 'ShortVolume': 'DOUBLE', 'ShortExemptVolume': 'DOUBLE', "
+             "'TotalVolume': 'DOUBLE', 'Market': 'VARCHAR'}")
+_TABLE = ("CREATE TABLE t (date DATE NOT NULL, symbol VARCHAR NOT NULL, facility VARCHAR NOT NULL, market VARCHAR, "
+          "short_volume BIGINT NOT NULL, short_exempt_volume BIGINT, total_volume BIGINT NOT NULL, source_file VARCHAR NOT NULL)")
+
+
+def _read_csv(files: list[Path]) -> str:
+    """DuckDB's own reader on CNMS files (no validation at all; the trailer line is dropped by its NULL symbol)."""
+    lst = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
+    return (f"SELECT CAST(strptime(Date, '%Y%m%d') AS DATE), Symbol, 'CNMS', Market, CAST(ShortVolume AS BIGINT), "
+            f"CAST(ShortExemptVolume AS BIGINT), CAST(TotalVolume AS BIGINT), parse_filename(filename) "
+            f"FROM read_csv({lst}, delim='|', header=true, columns={_RAW_COLS}, null_padding=true, filename=true) "
+            f"WHERE Symbol IS NOT NULL")
+
+
+def _timed_db(fn, setup=None) -> dict:
+    """Run setup(con) (untimed) then fn(con) on a fresh file-backed DuckDB, then CHECKPOINT; wall and CPU seconds
+    of fn and the checkpoint together."""
+    import duckdb
+
+    with tempfile.TemporaryDirectory(prefix="accumopt-bench-ref-") as tmp:
+        con = duckdb.connect(str(Path(tmp) / "ref.duckdb"))
+        con.execute(_TABLE)
+        if setup is not None:
+            setup(con)
+        t0, c0 = time.perf_counter(), cpu_s()
+        fn(con)
+        con.execute("CHECKPOINT")
+        secs, cpu = time.perf_counter() - t0, cpu_s() - c0
+        rows = int(con.execute("SELECT count(*) FROM t").fetchone()[0])
+        con.close()
+    return {"rows": rows, "seconds": round(secs, 2), "cpu_s": round(cpu, 2), "rows_per_s": round(rows / secs),
+            "rows_per_cpu_s": round(rows / cpu)}
+
+
+def bench_reference(n_symbols: int, n_sessions: int) -> dict:
+    """DuckDB alone on the same CNMS files, no validation, each run ending with a CHECKPOINT: the floors the
+    ingest is measured against.
+
+    * ``read_csv_one_statement``: every file in one ``INSERT ... SELECT FROM read_csv([...])`` (one transaction);
+    * ``read_csv_per_file``: one ``read_csv`` + INSERT + COMMIT per file (one transaction per file);
+    * ``write_per_file``: the rows already parsed (a temp table), written one transaction per file (DELETE of the
+      file's (date, facility) + INSERT + COMMIT): what one transaction per file costs by itself;
+    * ``write_one_transaction``: the same statements for every file inside ONE transaction."""
+    with tempfile.TemporaryDirectory(prefix="accumopt-bench-ref-") as tmp:
+        folder = Path(tmp) / "finra"
+        write_cnms_files(folder, n_symbols, n_sessions)
+        files = sorted(folder.glob("CNMSshvol*.txt"))
+
+        def one_statement(con) -> None:
+            con.execute(f"INSERT INTO t {_read_csv(files)}")
+
+        def per_file(con) -> None:
+            for f in files:
+                con.execute("BEGIN TRANSACTION")
+                con.execute(f"INSERT INTO t {_read_csv([f])}")
+                con.execute("COMMIT")
+
+        def parsed(con) -> None:  # the rows, parsed, in file order (not part of the write floors)
+            con.execute(f"CREATE TEMP TABLE s AS SELECT *, dense_rank() OVER (ORDER BY source_file) AS k "
+                        f"FROM ({_read_csv(files)}) x(date, symbol, facility, market, a, b, c, source_file) ORDER BY k")
+
+        def writes(group: bool):
+            def run(con) -> None:
+                if group:
+                    con.execute("BEGIN TRANSACTION")
+                for k in range(1, len(files) + 1):
+                    if not group:
+                        con.execute("BEGIN TRANSACTION")
+                    con.execute(f"DELETE FROM t WHERE facility = 'CNMS' AND date = (SELECT min(date) FROM s WHERE k = {k})")
+                    con.execute(f"INSERT INTO t SELECT * EXCLUDE (k) FROM s WHERE k = {k}")
+                    if not group:
+                        con.execute("COMMIT")
+                if group:
+                    con.execute("COMMIT")
+            return run
+
+        out = {"read_csv_one_statement": _timed_db(one_statement), "read_csv_per_file": _timed_db(per_file)}
+        for name, group in (("write_per_file", False), ("write_one_transaction", True)):
+            out[name] = _timed_db(writes(group), parsed)
+    return out
 
 
 def bench_synth() -> dict:
@@ -167,8 +259,10 @@ def bench_synth() -> dict:
     }
 
 
-def run(n_symbols: int = 10_000, n_sessions: int = 60, synth: bool = True) -> dict:
+def run(n_symbols: int = 10_000, n_sessions: int = 60, synth: bool = True, reference: bool = False) -> dict:
     out = {"finra": bench_finra(n_symbols, n_sessions)}
+    if reference:
+        out["reference"] = bench_reference(n_symbols, n_sessions)
     if synth:
         out["synth"] = bench_synth()
     out["finra_rows_per_s"] = out["finra"]["rows_per_s"]
@@ -188,10 +282,16 @@ def _rows(res: dict) -> list[tuple]:
         (f"{p}: ingest seconds", f["ingest_s"], f"exit code {f['exit_code']}, {f['rows_stored']:,} rows stored"),
         (f"{p}: rows / s (rows / CPU s)", f"{f['rows_per_s']:,} ({f['rows_per_cpu_s']:,})", ">= 1,000,000 rows/s",
          f["rows_per_s"] >= 1_000_000),
+        (f"{p}: + final CHECKPOINT: rows / s (rows / CPU s)",
+         f"{f['rows_per_s_with_checkpoint']:,} ({f['rows_per_cpu_s_with_checkpoint']:,})",
+         f"checkpoint {f['checkpoint_s']} s ({f['checkpoint_cpu_s']} CPU s)"),
         (f"{p}: seconds per file", f["s_per_file"], f"x 252 = {f['s_per_file'] * 252:.0f} s for a year"),
         (f"{p}: peak RSS during ingest, MiB", f["peak_rss_mb"], f"RSS before: {f['rss_before_mb']} MiB"),
         (f"{p}: DB size, MiB / bytes per row", f"{f['db_mb']} / {f['db_bytes_per_row']}"),
     ]
+    for name, r in (res.get("reference") or {}).items():
+        rows.append((f"{p}: DuckDB alone, {name.replace('_', ' ')}: rows / s (rows / CPU s)",
+                     f"{r['rows_per_s']:,} ({r['rows_per_cpu_s']:,})", f"{r['rows']:,} rows, incl. CHECKPOINT"))
     s = res.get("synth")
     if s:
         q = f"synth {s['symbols']} sym x {s['sessions']} sessions"
@@ -214,9 +314,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--symbols", type=int, default=10_000, help="symbols per CNMS file for part (a)")
     ap.add_argument("--full", action="store_true", help="a full year: 252 sessions")
     ap.add_argument("--skip-synth", action="store_true", help="skip part (b)")
+    ap.add_argument("--reference", action="store_true",
+                    help="also DuckDB alone on the same files (read_csv; one transaction per file vs one in all)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
-    res = run(a.symbols, 252 if a.full else a.sessions, not a.skip_synth)
+    res = run(a.symbols, 252 if a.full else a.sessions, not a.skip_synth, a.reference)
     emit(res, a.json, "Ingest benchmark (fresh DuckDB store)", _rows(res))
     return 0
 

@@ -315,13 +315,23 @@ def _typed(c: Col) -> str:
                 f"THEN TRY_STRPTIME({t}, '%Y-%m-%d') END "
                 f"WHEN 8 THEN CASE WHEN regexp_full_match({t}, '[0-9]{{8}}') THEN TRY_STRPTIME({t}, '%Y%m%d') END END AS DATE)")
     if c.kind == "number":  # thousands separators allowed; no '_' (DuckDB would accept 1_000); finite only
-        v = f"coalesce(TRY_CAST({t} AS DOUBLE), CASE WHEN contains({t}, ',') THEN TRY_CAST(replace({t}, ',', '') AS DOUBLE) END)"
+        v = f'"{_num_value(c)}"'  # the parsed value, computed once a layer below (stage_rows)
         return f"(CASE WHEN NOT contains({t}, '_') AND isfinite({v}) THEN {v} END)"
     if c.kind == "symbol":
         return f"(CASE WHEN regexp_full_match({t}, '{PLAIN_SYMBOL_SQL_RE}') THEN {t} END)"
     if c.kind == "upper":
         return f"NULLIF(upper({t}), '')"
     return f"NULLIF({t}, '')"
+
+
+def _num_value(c: Col) -> str:
+    """The column of the rows relation holding a number column's parsed value (before the '_' / finite rules)."""
+    return f"_v_{c.name}"
+
+
+def _num_value_sql(c: Col) -> str:
+    t = f'"t_{c.name}"'
+    return f"coalesce(TRY_CAST({t} AS DOUBLE), CASE WHEN contains({t}, ',') THEN TRY_CAST(replace({t}, ',', '') AS DOUBLE) END)"
 
 
 def _pat(s: str) -> str:
@@ -389,8 +399,15 @@ def stage_rows(ctx: Ctx, spec: Spec, table: str) -> None:
     extras = "".join(f', {e} AS "{n}"' for n, e in spec.extra)
     where = f" WHERE {spec.where}" if spec.where else ""
     drop = [f"t_{c.name}" for c in cols if c.kind != "symbol" and c.name not in spec.keep] + list(PARAMS)
+    # a number's parsed value is used twice by its typed expression: computed once, in a layer of its own
+    nums = [c for c in cols if c.kind == "number" and c.name not in spec.typed]
+    drop += [_num_value(c) for c in nums]
     drop_sql = ", ".join(f'"{d}"' for d in drop)
-    inner = f"SELECT *, {', '.join(typed)}{extras} FROM {spec.relation}{where}"
+    rel = spec.relation
+    if nums:
+        values = ", ".join(f'{_num_value_sql(c)} AS "{_num_value(c)}"' for c in nums)
+        rel = f"(SELECT *, {values} FROM {rel})"
+    inner = f"SELECT *, {', '.join(typed)}{extras} FROM {rel}{where}"
     if sym is not None:
         sym_ref = '"' + sym + '"'
         date_ref = '"' + spec.date_col + '"' if spec.date_col else "NULL"
