@@ -100,3 +100,14 @@ def test_rolling_flat_rule_is_inclusive_reads_decimals_and_stays_quiet():
         warnings.simplefilter("error")  # flat windows (x / 0, 0 / 0) give NaN without a RuntimeWarning
         assert np.isnan(rolling_zscore(np.full(6, 7.0), 3)).all()
         assert np.isnan(rolling_zscore(np.zeros(6), 3)).all()
+
+
+def test_rolling_zscore_relative_flat_rule_is_inclusive():
+    # std == 1e-10 * |mean| exactly: x = (m - d, m + d) with d = 2**-30, m = d * 1e10 (all exact in binary), so
+    # the window's population std is d and 1e-10 * m rounds back to d: flat (NaN), not (m + d - m) / d = 1
+    d = 2.0 ** -30
+    m = d * 1e10
+    assert d > STD_EPS  # the absolute rule does not catch it: only the relative one, at its boundary
+    assert np.isnan(rolling_zscore(np.array([m - d, m + d]), 2)[1])
+    # a std 1.5 times as large is not flat: z = 1 exactly
+    assert rolling_zscore(np.array([m - 1.5 * d, m + 1.5 * d]), 2)[1] == 1.0
