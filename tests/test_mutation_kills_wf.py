@@ -122,7 +122,7 @@ def wf(tmp_path_factory):
 # ------------------------------------------------------------------------------------------------ windows
 
 
-def test_windows_are_placed_by_hand_and_end_at_the_reserve(wf):
+def _check_windows_are_placed_by_hand_and_end_at_the_reserve(wf):
     res, p = wf["res"], wf["panel"]
     assert [tuple(vars(w.window).values()) for w in res.windows] == WINDOWS
     d = [str(x) for x in p.dates]
@@ -133,7 +133,7 @@ def test_windows_are_placed_by_hand_and_end_at_the_reserve(wf):
     assert res.final is False and res.oos["n_windows"] == 3
 
 
-def test_each_study_sees_its_train_span_only(wf):
+def _check_each_study_sees_its_train_span_only(wf):
     seen = wf["seen"]
     # prepare_data(spec, panel, train_start, train_end, [walkforward] n_splits = 2, embargo = 0), once per window
     assert [(lo, hi, a) for lo, hi, a, k, _ in seen["prepare"]] == [(a, b, (2, 0)) for _, a, b, _, _ in WINDOWS]
@@ -147,7 +147,7 @@ def test_each_study_sees_its_train_span_only(wf):
         assert w.test_dates[1] in json.dumps(attrs)
 
 
-def test_oos_evaluation_is_the_test_window_plus_purge_capped_at_the_reserve(wf):
+def _check_oos_evaluation_is_the_test_window_plus_purge_capped_at_the_reserve(wf):
     res, p, spec = wf["res"], wf["panel"], wf["spec"]
     bench = BenchmarkCache(p.slice(0, RESERVE))
     for w, (_, a, b, c, e) in zip(res.windows, WINDOWS):
@@ -173,7 +173,7 @@ def _study(wf, w) -> optuna.Study:
     return next(s for n, s, _, _ in wf["seen"]["studies"] if n == w.study_name)
 
 
-def test_in_reserve_flag_and_final_limit(wf):
+def _check_in_reserve_flag_and_final_limit(wf):
     """A window whose test span ends past the reserve start is flagged (here: the reserve moved to 100)."""
     res, spec = wf["res"], wf["spec"]
     ctx, windows, reserve = _ctx(wf, final=False)
@@ -202,7 +202,7 @@ def _ctx(wf, final: bool, n_trials: int | None = None, spec=None):
 # ------------------------------------------------------------------------------------------------ DSR, PBO, SPA
 
 
-def test_dsr_counts_every_distinct_configuration_tried(wf):
+def _check_dsr_counts_every_distinct_configuration_tried(wf):
     """Issue 18: the DSR of each window deflates by its distinct configurations tried -- 4 random trials (some may
     repeat) + the failed + the pruned one -- not by the completed ones only."""
     res = wf["res"]
@@ -225,7 +225,7 @@ def test_dsr_counts_every_distinct_configuration_tried(wf):
         np.testing.assert_array_equal(is_ex, data.evaluator.bench.excess(ref.trades, span, cfg.costs))
 
 
-def test_pbo_and_spa_columns(wf):
+def _check_pbo_and_spa_columns(wf):
     """PBO runs over the completed configurations, SPA over every evaluated one (the pruned one too)."""
     res = wf["res"]
     for w in res.windows:
@@ -304,7 +304,7 @@ def test_window_pbo_blocks_and_cscv():
     assert wfmod._window_pbo(data, M)[0] == pbo(M, n_blocks=16).pbo
 
 
-def test_window_dsr_needs_three_trades_and_two_sharpes(wf):
+def _check_window_dsr_needs_three_trades_and_two_sharpes(wf):
     data = wfmod._window_data(_ctx(wf, False)[0], wf["res"].windows[0].window)
     cfg = wf["res"].windows[0].config
     d, why = wfmod._window_dsr(data, cfg, np.array([0.1, np.nan]), 5)
@@ -321,7 +321,7 @@ def test_window_dsr_needs_three_trades_and_two_sharpes(wf):
 # ------------------------------------------------------------------------------------------------ stitching
 
 
-def test_stitched_trades_excess_and_windows(wf):
+def _check_stitched_trades_excess_and_windows(wf):
     res, p = wf["res"], wf["panel"]
     ws = res.windows
     n = sum(len(w.trades) for w in ws)
@@ -347,7 +347,7 @@ def test_stitched_trades_excess_and_windows(wf):
     np.testing.assert_allclose(eq["excess_equity"], np.cumprod(1 + eq["excess_return"]))
 
 
-def test_daily_runs_to_the_last_exit_when_it_is_later(wf):
+def _check_daily_runs_to_the_last_exit_when_it_is_later(wf):
     p = wf["panel"].slice(0, T)
     ws = wf["res"].windows[:1]  # test window [60, 80); its trades exit up to row 89
     tr = ws[0].trades
@@ -387,7 +387,7 @@ def test_concat_trades_keeps_sizing_only_when_every_part_sizes_alike():
 # ------------------------------------------------------------------------------------------------ statistics
 
 
-def test_statistics_the_verdict_reads(wf):
+def _check_statistics_the_verdict_reads(wf):
     res = wf["res"]
     ws, s = res.windows, res.stats
     assert s["n_trials_tried"] == 18 and s["n_configs"] == sum(w.n_configs for w in ws)
@@ -424,7 +424,7 @@ def test_statistics_the_verdict_reads(wf):
     assert s["cost_stress_wording"] == wfmod.cost_stress_wording(pd.DataFrame(cs))
 
 
-def test_verdict_inputs(wf):
+def _check_verdict_inputs(wf):
     res = wf["res"]
     s, v = res.stats, res.verdict
     inf = s["inference"]
@@ -453,7 +453,7 @@ def test_decide_without_estimates_says_n_a():
 # ------------------------------------------------------------------------------------------------ tables, files
 
 
-def test_tables(wf):
+def _check_tables(wf):
     res = wf["res"]
     sm = res.summary
     assert list(sm["window"]) == [0, 1, 2] and list(sm["n_trials_tried"]) == [6, 6, 6]
@@ -501,7 +501,8 @@ def test_group_table_of_no_closed_trade_has_its_columns():
     assert g["symbol"].isna().sum() == 1  # dropna=False: a trade without a symbol is its own group
 
 
-def test_save_and_load_round_trip(wf, tmp_path):
+def _check_save_and_load_round_trip(wf):
+    tmp_path = wf["out"]
     res = wf["res"]
     assert (wf["out"] / "summary" / "walk_forward_summary.csv").exists()
     d = wfmod.save_walkforward(res, tmp_path / "run")
@@ -529,7 +530,7 @@ def test_save_and_load_round_trip(wf, tmp_path):
     assert got["verdict"] is None and got["events"].empty and got["rules"].empty
 
 
-def test_to_dict_cleans_non_finite_values(wf):
+def _check_to_dict_cleans_non_finite_values(wf):
     res = wf["res"]
     w = replace(res.windows[0], config=None, is_metrics={"x": float("nan"), "y": np.float64(2.0), "z": np.int64(3),
                                                           "l": [float("inf"), 1.0], "t": (float("-inf"),)})
@@ -541,7 +542,8 @@ def test_to_dict_cleans_non_finite_values(wf):
             "warnings"} <= set(d)
 
 
-def test_walkforward_dir_and_arguments(wf, tmp_path):
+def _check_walkforward_dir_and_arguments(wf):
+    tmp_path = wf["out"]
     assert wfmod.walkforward_dir(tmp_path, "s") == tmp_path / "walkforward" / "s"
     assert wfmod.walkforward_dir(tmp_path, "s", final=True) == tmp_path / "walkforward" / "s-final"
     with pytest.raises(ParameterError, match=r"^jobs must be >= 1, got jobs=0$"):
@@ -569,3 +571,23 @@ def test_reserve_record_only_when_final(monkeypatch):
     assert calls == [("db", "2024-06-01", "walkforward --final", "wfkill", "2024-07-01")]
     monkeypatch.setattr(wfmod, "opening_warning", lambda start, earlier: None)
     assert wfmod._reserve_record("db", spec, "2024-06-01", True, "2024-07-01") == []
+
+
+def test_tiny_walkforward(wf):
+    """Every check of the run in ONE test: mutmut attributes the functions a module fixture runs to the first test
+    that requested it, so checks split over several tests would not all run against a mutant of the walk-forward."""
+    _check_windows_are_placed_by_hand_and_end_at_the_reserve(wf)
+    _check_each_study_sees_its_train_span_only(wf)
+    _check_oos_evaluation_is_the_test_window_plus_purge_capped_at_the_reserve(wf)
+    _check_in_reserve_flag_and_final_limit(wf)
+    _check_dsr_counts_every_distinct_configuration_tried(wf)
+    _check_pbo_and_spa_columns(wf)
+    _check_window_dsr_needs_three_trades_and_two_sharpes(wf)
+    _check_stitched_trades_excess_and_windows(wf)
+    _check_daily_runs_to_the_last_exit_when_it_is_later(wf)
+    _check_statistics_the_verdict_reads(wf)
+    _check_verdict_inputs(wf)
+    _check_tables(wf)
+    _check_save_and_load_round_trip(wf)
+    _check_to_dict_cleans_non_finite_values(wf)
+    _check_walkforward_dir_and_arguments(wf)
