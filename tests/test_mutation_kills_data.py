@@ -111,3 +111,116 @@ def test_rolling_zscore_relative_flat_rule_is_inclusive():
     assert np.isnan(rolling_zscore(np.array([m - d, m + d]), 2)[1])
     # a std 1.5 times as large is not flat: z = 1 exactly
     assert rolling_zscore(np.array([m - 1.5 * d, m + 1.5 * d]), 2)[1] == 1.0
+
+
+# ------------------------------------------------------------------------------------------------ data/metrics.py
+# The helpers around the build (scope, ownership, summary, options) on the tiny store of test_metrics_build.py.
+
+import datetime as dt  # noqa: E402
+
+import optimizer.data.metrics as metrics  # noqa: E402
+from optimizer.data.metrics import build_daily_metrics, latest_metrics_date, metrics_summary  # noqa: E402
+from optimizer.data.store import connect  # noqa: E402
+from optimizer.errors import DataError  # noqa: E402
+from test_metrics_build import tiny_store  # noqa: E402  (the suite's hand-built store)
+
+
+def test_scope_symbols_dates_and_filters():
+    s = metrics._Scope("bbb", None, None)  # one symbol as a string, not its letters
+    assert s.symbols == ["bbb"] and s.table == "_dm_scope_symbols" and s.has_otc is True and s.has_splits is True
+    s = metrics._Scope(["B", "A", "B", "^VIX"], "2024-02-01", dt.date(2024, 2, 9), table="t")
+    assert s.symbols == ["A", "B"] and (s.start, s.end) == (dt.date(2024, 2, 1), dt.date(2024, 2, 9)) and not s.full
+    assert s.source_filter() == "symbol <> '^VIX' AND symbol IN (SELECT symbol FROM t) AND date <= DATE '2024-02-09'"
+    assert s.source_filter("publication_date", "sym") == ("sym <> '^VIX' AND sym IN (SELECT symbol FROM t) AND "
+                                                          "publication_date <= DATE '2024-02-09'")
+    assert s.source_filter(date_col="") == "symbol <> '^VIX' AND symbol IN (SELECT symbol FROM t)"
+    assert s.target_filter() == ("symbol <> '^VIX' AND symbol IN (SELECT symbol FROM t) AND date >= DATE '2024-02-01' "
+                                 "AND date <= DATE '2024-02-09'")
+    full = metrics._Scope(None, None, None)
+    assert full.full and full.symbols is None and full.source_filter() == "symbol <> '^VIX'"
+    assert full.target_filter() == "symbol <> '^VIX'"
+    assert not metrics._Scope(None, "2024-01-01", None).full and not metrics._Scope(None, None, "2024-01-01").full
+    assert metrics._Scope(None, "2024-02-09", "2024-02-09").start == dt.date(2024, 2, 9)  # start == end is allowed
+    with _raises_exactly("start must be <= end=2024-02-01, got start=datetime.date(2024, 2, 2)"):
+        metrics._Scope(None, "2024-02-02", "2024-02-01")
+    with _raises_exactly("start must be a date (YYYY-MM-DD), got start='soon'"):
+        metrics._Scope(None, "soon", None)
+    with _raises_exactly("end must be a date (YYYY-MM-DD), got end='later'"):
+        metrics._Scope(None, None, "later")
+    with pytest.raises(DataError, match=r"^symbols=\['\^VIX'\] leaves no symbol to build \(\^VIX is market context "
+                                        r"only\)$"):
+        metrics._Scope(["^VIX"], None, None)
+
+
+def test_summary_shares_of_every_source_and_foreign_tables():
+    con = tiny_store()
+    build_daily_metrics(con, z_window=3)
+    s = metrics_summary(con)
+    sh = s["share"]
+    assert set(sh) == {"short", "cnms", "facility_sum", "prices", "lit", "lit_imbalance", "otc", "otc_rate", "options"}
+    n = s["rows"]
+    df = con.execute("SELECT * FROM daily_metrics").df()
+    assert sh["lit_imbalance"] == pytest.approx(df["lit_flow_imbalance"].notna().sum() / n)
+    assert sh["otc"] == pytest.approx(df["otc_week_start"].notna().sum() / n) and 0 < sh["otc"] < 1
+    assert sh["otc_rate"] == pytest.approx(df["otc_participation_rate"].notna().sum() / n) and 0 < sh["otc_rate"] < sh["otc"]
+    assert s["last_date"] == dt.date(2024, 2, 14) and isinstance(s["last_date"], dt.date)
+    assert s["first_date"] == dt.date(2024, 1, 22) and type(s["first_date"]) is dt.date
+    # no options table: no options share
+    con.execute("DROP TABLE options_premium_daily")
+    assert "options" not in metrics_summary(con)["share"]
+    # a foreign table: only the shares its columns allow; an empty one: no dates, shares 0
+    f = connect(":memory:")
+    f.execute("CREATE TABLE daily_metrics (date DATE, symbol VARCHAR, close DOUBLE, provenance VARCHAR, "
+              "otc_week_start DATE)")
+    f.execute("INSERT INTO daily_metrics VALUES ('2024-01-02', 'A', 1.0, 'CNMS', NULL), "
+              "('2024-01-03', 'A', NULL, 'FACILITY_SUM:FNSQ', '2024-01-01'), ('2024-01-03', 'B', 2.0, NULL, NULL)")
+    s = metrics_summary(f)
+    assert s["owner"] == "foreign" and (s["rows"], s["symbols"], s["sessions"]) == (3, 2, 2)
+    assert s["share"] == pytest.approx({"cnms": 1 / 3, "facility_sum": 1 / 3, "prices": 2 / 3, "otc": 1 / 3})
+    f.execute("DELETE FROM daily_metrics")
+    s = metrics_summary(f)
+    assert s["rows"] == 0 and s["first_date"] is None and s["last_date"] is None
+    assert s["share"] == {"cnms": 0.0, "facility_sum": 0.0, "prices": 0.0, "otc": 0.0}
+    assert latest_metrics_date(f) is None
+    f.execute("INSERT INTO daily_metrics VALUES ('2024-01-05', 'A', 1.0, 'CNMS', NULL)")
+    assert latest_metrics_date(f) == dt.date(2024, 1, 5) and type(latest_metrics_date(f)) is dt.date
+    with pytest.raises(DataError, match=r"^the store has no daily_metrics table; run `accumopt metrics build` first$"):
+        metrics_summary(connect(":memory:"))
+
+
+def test_ownership_refusal_message_and_forced_drop_of_views():
+    con = tiny_store()
+    assert metrics.owns_daily_metrics(con) is False
+    con.execute("CREATE VIEW daily_metrics AS SELECT 1 AS x")
+    con.execute("CREATE TABLE options_premium_summary (symbol VARCHAR)")
+    assert metrics._table_type(con, "daily_metrics") == "VIEW"
+    assert metrics._table_type(con, "options_premium_summary") == "BASE TABLE"
+    assert metrics._table_type(con, "nothing") is None
+    with pytest.raises(DataError) as e:
+        build_daily_metrics(con)
+    assert str(e.value) == (
+        "the database already holds daily_metrics, options_premium_summary not built by accumopt (no "
+        "'daily_metrics_owner' row in accumopt_meta; e.g. a darkpool-pipeline database): the optimizer only reads "
+        "that table and will not overwrite it. Build metrics in a separate database, or pass force=True (--force) "
+        "to replace it")
+    build_daily_metrics(con, force=True)  # the view and the table are dropped, ours are built
+    assert metrics._table_type(con, "daily_metrics") == "BASE TABLE" and metrics.owns_daily_metrics(con)
+    assert con.execute("SELECT value FROM accumopt_meta WHERE key = 'daily_metrics_owner'").fetchall() == [("accumopt",)]
+    # a meta table whose owner row says something else is not ours
+    con.execute("UPDATE accumopt_meta SET value = 'other' WHERE key = 'daily_metrics_owner'")
+    assert metrics.owns_daily_metrics(con) is False
+    assert metrics._columns_of(con, "options_premium_summary") == [
+        "symbol", "avg_daily_option_volume", "first_date", "last_date", "days"]
+    assert metrics._columns_of(con, "nothing") == []
+
+
+def test_scoped_build_refuses_a_table_of_another_layout():
+    con = tiny_store()
+    build_daily_metrics(con, z_window=3)
+    con.execute("ALTER TABLE daily_metrics DROP COLUMN z_min_periods")
+    with pytest.raises(DataError) as e:
+        build_daily_metrics(con, z_window=3, symbols=["AAA"])
+    msg = str(e.value)
+    assert msg.startswith("table daily_metrics has columns ['date', 'symbol', ")
+    assert msg.endswith("'z_window', 'z_min_periods']: rebuild it in full (no symbols/start/end) to change its layout")
+    assert "'z_window'], this accumopt writes ['date'" in msg
