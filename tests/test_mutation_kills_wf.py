@@ -538,8 +538,31 @@ def _check_to_dict_cleans_non_finite_values(wf):
     assert d["windows"][0]["config"] is None
     assert d["windows"][0]["in_sample"] == {"x": None, "y": 2.0, "z": 3, "l": [None, 1.0], "t": [None]}
     assert type(d["windows"][0]["in_sample"]["z"]) is int
-    assert {"oos", "dsr", "psr", "pbo", "spa", "inference", "degradation", "stats", "regimes", "by_sector",
-            "warnings"} <= set(d)
+    full = res.to_dict()
+    w0 = res.windows[0]
+    assert full["windows"][0] == {
+        "index": 0, "study": w0.study_name, "train": list(w0.train_dates), "test": list(w0.test_dates),
+        "in_reserve": False, "best_params": w0.params, "config": w0.config.to_params(),
+        "in_sample": json.loads(json.dumps(full["windows"][0]["in_sample"])), "out_of_sample": full["windows"][0]["out_of_sample"],
+        "n_trials_tried": 6, "n_configs": w0.n_configs}
+    assert full["windows"][0]["out_of_sample"]["closed_trades"] == w0.oos_metrics["closed_trades"]
+    assert full["windows"][0]["in_sample"]["rank_score"] == w0.is_metrics["rank_score"]
+    assert [x["index"] for x in full["windows"]] == [0, 1, 2]
+    assert full["spec"] == "wfkill" and full["final"] is False and full["warnings"] == []
+    s = res.stats
+    for k in ("dsr", "psr", "pbo", "degradation"):
+        assert full[k] == s[k], k
+    assert full["spa"]["p"] == s["spa"]["p"] and full["spa"]["n_trials_tried"] == 18
+    assert full["inference"]["t"] == s["inference"]["t"] and full["stats"]["n_configs"] == s["n_configs"]
+    assert full["oos"]["n_windows"] == 3
+    assert full["regimes"] == res.by_regime.to_dict(orient="records")
+    assert full["by_sector"] == res.by_sector.to_dict(orient="records")
+    assert full["verdict_gates"] == res.verdict.to_dict()["verdict_gates"]
+    # WindowResult.cfg: the stored configuration itself; rebuilt from the params for a result without it
+    from optimizer.study.space import params_to_config
+    spec = wf["spec"]
+    assert w0.cfg(spec) is w0.config
+    assert replace(w0, config=None).cfg(spec) == params_to_config(w0.params, spec) == w0.config
 
 
 def _check_walkforward_dir_and_arguments(wf):
