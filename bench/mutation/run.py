@@ -115,6 +115,7 @@ def strip_njit(source: str) -> str:
 
 
 def _selection(group: Group, baseline: bool = False) -> list[str]:
+    # a test file, or one test of it (a node id: "tests/test_x.py::test_y")
     args = [t for t in group.tests if (ROOT / t.split("::")[0]).exists() and not (baseline and _KILLS in t)]
     for node in group.deselect:
         args += ["--deselect", node]
@@ -171,13 +172,13 @@ def _env(work: Path, group: Group) -> dict[str, str]:
     return env
 
 
-def run_group(name: str, group: Group, max_children: int, baseline: bool = False, only: tuple[str, ...] = ()) -> float:
+def run_group(name: str, group: Group, max_children: int, baseline: bool = False) -> float:
     """Run mutmut in the group's scratch copy; its output goes to output/mutation/<name>/mutmut.log."""
     work = prepare(name, group, baseline)
     mutmut = Path(sys.executable).with_name("mutmut")
     started = time.monotonic()
     with open(work / "mutmut.log", "w", encoding="utf-8") as log:
-        subprocess.run([str(mutmut), "run", "--max-children", str(max_children), *only], cwd=work, env=_env(work, group),
+        subprocess.run([str(mutmut), "run", "--max-children", str(max_children)], cwd=work, env=_env(work, group),
                        stdout=log, stderr=subprocess.STDOUT, check=False)
     seconds = time.monotonic() - started
     log_path = work / "mutmut.log"
@@ -202,15 +203,12 @@ def collect(name: str, group: Group) -> dict[str, dict]:
         counts = Counter(status.values())
         tested = len(status) - counts["skipped"]
         killed = counts["killed"] + counts["timeout"]
-        checked = tested - counts["not checked"]
         result[module] = {
-            "mutants": len(status), "checked": checked, "killed": counts["killed"], "timeout": counts["timeout"],
-            "survived": counts["survived"], "no_tests": counts["no tests"], "skipped": counts["skipped"],
+            "mutants": len(status), "killed": counts["killed"], "timeout": counts["timeout"],
+            "survived": counts["survived"], "no_tests": counts["no tests"],
             "other": tested - killed - counts["survived"] - counts["no tests"],
             "score": round(100.0 * killed / tested, 1) if tested else None,
-            # a partial run (--only, or stopped): the score over the mutants checked
-            "score_checked": round(100.0 * killed / checked, 1) if checked else None,
-            "survivors": sorted(k for k, s in status.items() if s not in ("killed", "timeout", "skipped", "not checked")),
+            "survivors": sorted(k for k, s in status.items() if s not in ("killed", "timeout", "skipped")),
         }
     return result
 
@@ -245,9 +243,7 @@ def print_table(summary: dict[str, dict[str, dict]]) -> None:
                 print(f"{short:<30} {run:<6} {r['error']}")
                 continue
             print(f"{short:<30} {run:<6} {r['mutants']:>7} {r['killed']:>6} {r['timeout']:>4} {r['survived']:>5} "
-                  f"{r['no_tests']:>5} {r['score']:>5}%"
-                  + (f"  partial: {r['checked']} checked, {r['score_checked']}%" if r.get("checked", r["mutants"])
-                     < r["mutants"] - r.get("skipped", 0) else ""))
+                  f"{r['no_tests']:>5} {r['score']:>5}%")
             t = totals.setdefault(run, [0, 0])
             t[0] += r["mutants"]
             t[1] += r["killed"] + r["timeout"]
@@ -263,11 +259,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nice", type=int, default=15, help="niceness of the run (default 15: the machine is shared)")
     ap.add_argument("--list", action="store_true", help="list the groups, their modules and tests, and exit")
     ap.add_argument("--report", action="store_true", help="only print the scores of the last runs (no mutmut run)")
-    ap.add_argument("--only", nargs="+", default=(), metavar="GLOB",
-                    help="only the mutants whose names match these fnmatch globs (mutmut's names, e.g. "
-                         "'optimizer.data.metrics.x_metrics_summary*'); the others count as not checked")
-    ap.add_argument("--collect", action="store_true",
-                    help="no mutmut run: read the results a run (stopped or finished) left in its scratch copy")
     ap.add_argument("--baseline", action="store_true",
                     help=f"without the {_KILLS}*.py files: the score before the tests written for mutation testing "
                          "(saved as '<group>:baseline' in summary.json)")
@@ -300,8 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.report:
             t0 = time.strftime("%H:%M:%S")
             print(f"[{t0}] {n}: mutating {', '.join(GROUPS[n].modules)} (load {os.getloadavg()[0]:.2f})", flush=True)
-            seconds = 0.0 if args.collect else run_group(n, GROUPS[n], args.max_children, args.baseline,
-                                                         tuple(args.only))
+            seconds = run_group(n, GROUPS[n], args.max_children, args.baseline)
             key = f"{n}:baseline" if args.baseline else n
             summary[key] = collect(n, GROUPS[n])
             write_survivors(n, summary[key])
