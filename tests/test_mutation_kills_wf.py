@@ -85,8 +85,9 @@ def wf(tmp_path_factory):
     its 4 random trials) with configurations it did not try: the DSR counts both, SPA the pruned one, PBO neither."""
     spec = parse_spec(SPEC)
     p = _panel(seed=3, T=T, N=N)
-    seen: dict = {"prepare": [], "studies": [], "dsr": []}
+    seen: dict = {"prepare": [], "studies": [], "dsr": [], "select": []}
     real_prepare, real_run_study, real_dsr = wfmod.prepare_data, wfmod.run_study, wfmod.deflated_sharpe_from_study
+    real_select = wfmod.select_params
 
     def prepare(spec_, panel, lo, hi, *a, **k):
         seen["prepare"].append((lo, hi, a, k, len(panel.dates)))
@@ -103,6 +104,10 @@ def wf(tmp_path_factory):
         seen["studies"].append((k.get("name"), st, k.get("extra_attrs"), len(k["data"].panel.dates)))
         return r
 
+    def select(study, how="best", top_k=5):
+        seen["select"].append((how, top_k))
+        return real_select(study, how, top_k)
+
     def dsr(is_ex, fin, tried):
         seen["dsr"].append((np.array(is_ex), np.array(fin), tried))
         return real_dsr(is_ex, fin, tried)
@@ -113,6 +118,7 @@ def wf(tmp_path_factory):
         mp.setattr(wfmod, "prepare_data", prepare)
         mp.setattr(wfmod, "run_study", run_study)
         mp.setattr(wfmod, "deflated_sharpe_from_study", dsr)
+        mp.setattr(wfmod, "select_params", select)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         out = tmp_path_factory.mktemp("wfkill")
         res = wfmod.run_walkforward(spec, out / "none.duckdb", "sqlite:///:memory:", out_dir=out / "summary")
@@ -223,6 +229,47 @@ def _check_dsr_counts_every_distinct_configuration_tried(wf):
         span = Span(data.folds[0].test_start, w.window.train_end, w.window.train_end)
         ref = data.evaluator.run(cfg, span, entry_ok=data.entry_ok)
         np.testing.assert_array_equal(is_ex, data.evaluator.bench.excess(ref.trades, span, cfg.costs))
+
+
+def _check_window_result_passes_its_settings_and_figures_on(wf):
+    """The winner is chosen with [walkforward] select / top_k; the OOS evaluation uses [data] min_periods and
+    the regime filter; the window's DSR / PBO / SPA results (and their reasons) reach the WindowResult as given."""
+    assert wf["seen"]["select"] == [("best", 5)] * 3
+    ctx = _ctx(wf, False)[0]
+    w = wf["res"].windows[1]
+    st, p = _study(wf, w), wf["panel"]
+    data = wfmod._window_data(ctx, w.window)
+    c, e = w.window.test_start, w.window.test_end
+    spec = wf["spec"]
+    spec2 = replace(spec, data=replace(spec.data, min_periods=3))
+    r = wfmod._window_result(replace(ctx, spec=spec2), w.window, st, data)
+    ref = Evaluator(p.slice(0, e + PURGE), min_periods=3).run(w.config, Span(c, e, e + PURGE))
+    assert r.oos_metrics == ref.metrics and r.oos_metrics != w.oos_metrics
+    spec3 = replace(spec, data=replace(spec.data, regime="RISK_ON"))  # no market data here: never risk-on
+    r = wfmod._window_result(replace(ctx, spec=spec3), w.window, st, data)
+    assert len(r.trades) == 0 and r.oos_metrics["total_trades"] == 0 and len(w.trades) > 0
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(wfmod, "_window_dsr", lambda *a: (0.25, "dsr why"))
+        mp.setattr(wfmod, "_window_pbo", lambda *a: (0.5, "pbo why", {"n_paths": 3}))
+        mp.setattr(wfmod, "_window_spa", lambda *a: ({"p_value": 0.125}, "spa why"))
+        r = wfmod._window_result(ctx, w.window, st, data)
+    assert (r.dsr_in_sample, r.dsr_skipped, r.pbo, r.pbo_skipped, r.cpcv) == (0.25, "dsr why", 0.5, "pbo why", {"n_paths": 3})
+    assert (r.spa, r.spa_skipped, r.spa_p) == ({"p_value": 0.125}, "spa why", 0.125)
+    assert math.isnan(wfmod.WindowResult(*[None] * 11, False, spa={"p_value": None}).spa_p)  # no p-value: NaN
+    assert math.isnan(wfmod.WindowResult(*[None] * 11, False).spa_p)
+    # cpcv mode: the window's study takes the [cv] groups, not [walkforward] n_splits
+    cp = replace(spec, cv=replace(spec.cv, mode="cpcv", n_groups=4, n_test_groups=2))
+    got = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(wfmod, "prepare_data", lambda *a, **k: _prep(got, *a, **k))
+        wfmod._window_data(replace(ctx, spec=cp), w.window)
+    assert got == [(None, 0)]
+
+
+def _prep(got, spec, panel, lo, hi, *a, **k):
+    got.append(a)
+    from optimizer.study.data import prepare_data
+    return prepare_data(spec, panel, lo, hi, *a, **k)
 
 
 def _check_pbo_and_spa_columns(wf):
@@ -596,6 +643,30 @@ def test_reserve_record_only_when_final(monkeypatch):
     assert wfmod._reserve_record("db", spec, "2024-06-01", True, "2024-07-01") == []
 
 
+def test_window_dsr_reads_the_train_span_with_its_mask_and_needs_three_trades():
+    """A stub window: the winner's in-sample run is asked for [first fold start, hi) with the study's entry mask
+    and its costs; 3 excess returns are enough, 2 are not; a ParameterError of the DSR is the reason given."""
+    from types import SimpleNamespace as NS
+    calls = []
+
+    def data_with(ex):
+        bench = NS(excess=lambda trades, span, costs: calls.append(("excess", trades, span, costs)) or np.array(ex))
+        ev = NS(run=lambda cfg, span, entry_ok=None: calls.append(("run", span, entry_ok)) or NS(trades="T"),
+                bench=bench)
+        return NS(folds=[NS(test_start=7)], hi=40, entry_ok="MASK", evaluator=ev)
+
+    cfg = NS(costs="COSTS")
+    d, why = wfmod._window_dsr(data_with([0.01, 0.03, -0.01]), cfg, np.array([0.1, 0.2, np.nan]), 4)
+    assert why is None and d == deflated_sharpe_from_study(np.array([0.01, 0.03, -0.01]), np.array([0.1, 0.2]), 4).dsr
+    assert calls == [("run", Span(7, 40, 40), "MASK"), ("excess", "T", Span(7, 40, 40), "COSTS")]
+    d, why = wfmod._window_dsr(data_with([0.01, 0.03]), cfg, np.array([0.1, 0.2]), 4)
+    assert math.isnan(d) and why == "2 in-sample trade(s) and 2 finite trial Sharpe ratio(s); DSR needs >= 3 and >= 2"
+    d, why = wfmod._window_dsr(data_with([0.01, 0.02, np.inf]), cfg, np.array([0.1, 0.2]), 4)  # refused input
+    with pytest.raises(ParameterError) as e:
+        deflated_sharpe_from_study(np.array([0.01, 0.02, np.inf]), np.array([0.1, 0.2]), 4)
+    assert math.isnan(d) and why == str(e.value)
+
+
 def test_tiny_walkforward(wf):
     """Every check of the run in ONE test: mutmut attributes the functions a module fixture runs to the first test
     that requested it, so checks split over several tests would not all run against a mutant of the walk-forward."""
@@ -604,6 +675,7 @@ def test_tiny_walkforward(wf):
     _check_oos_evaluation_is_the_test_window_plus_purge_capped_at_the_reserve(wf)
     _check_in_reserve_flag_and_final_limit(wf)
     _check_dsr_counts_every_distinct_configuration_tried(wf)
+    _check_window_result_passes_its_settings_and_figures_on(wf)
     _check_pbo_and_spa_columns(wf)
     _check_window_dsr_needs_three_trades_and_two_sharpes(wf)
     _check_stitched_trades_excess_and_windows(wf)
