@@ -686,3 +686,118 @@ def test_tiny_walkforward(wf):
     _check_save_and_load_round_trip(wf)
     _check_to_dict_cleans_non_finite_values(wf)
     _check_walkforward_dir_and_arguments(wf)
+
+
+# ------------------------------------------------------------------------------------------------ more seams
+
+
+def _robust_reference(trials: list, top_k: int):
+    """select_params(how="robust") from its docstring, written apart: numeric params scaled to [0, 1] by their
+    range (a flat one by 1), a categorical / conditional param that differs counts 1; each of the top_k trials is
+    scored by the median value of its m = max(3, n // 10) nearest trials (itself included, ties by rank); the best
+    median wins, the earlier trial on ties."""
+    ranked = sorted([t for t in trials if t.value is not None], key=lambda t: (-t.value, t.number))
+    n = len(ranked)
+    if n < 3:
+        return ranked[0]
+    keys = sorted({k for t in ranked for k in t.params})
+    isnum = lambda v: type(v) in (int, float)  # noqa: E731 - bool is not a number here
+    num = [k for k in keys if all(isnum(t.params.get(k)) for t in ranked)]
+    lo = {k: min(t.params[k] for t in ranked) for k in num}
+    rng = {k: (max(t.params[k] for t in ranked) - lo[k]) or 1.0 for k in num}
+    m = max(3, n // 10)
+    best, best_score = None, None
+    for i in range(min(top_k, n)):
+        a = ranked[i]
+        dist = []
+        for j, b in enumerate(ranked):
+            d = sum(abs(a.params[k] - b.params[k]) / rng[k] for k in num)
+            d += sum(str(a.params.get(k)) != str(b.params.get(k)) for k in keys if k not in num)
+            dist.append((d, j))
+        near = [ranked[j].value for _, j in sorted(dist)[:m]]
+        score = float(np.median(near))
+        if best_score is None or score > best_score:
+            best, best_score = a, score
+    return best
+
+
+def test_select_params_robust_equals_a_reference_on_random_studies():
+    D = optuna.distributions
+    dists = {"x": D.FloatDistribution(0.0, 1000.0), "k": D.IntDistribution(1, 9), "c": D.CategoricalDistribution(["p", "q"]),
+             "b": D.CategoricalDistribution([True, False])}
+    differs = 0
+    for seed in range(24):
+        rng = np.random.default_rng(seed)
+        n = int(rng.choice([3, 4, 12, 31, 40, 44]))
+        st = optuna.create_study(direction="maximize")
+        for _ in range(n):
+            params = {"x": float(rng.choice([0.0, 10.0, 500.0, 990.0]) + rng.integers(0, 3)), "k": int(rng.integers(1, 10)),
+                      "c": str(rng.choice(["p", "q"])), "b": bool(rng.random() < 0.5)}
+            if rng.random() < 0.3:
+                del params["c"]  # conditional: absent is its own value
+            st.add_trial(optuna.trial.create_trial(params=params, distributions={k: dists[k] for k in params},
+                                                   value=float(rng.integers(0, 6))))
+        for k in (1, 2, 5, 8):
+            got = wfmod.select_params(st, "robust", top_k=k)
+            assert got.number == _robust_reference(st.trials, k).number, (seed, n, k)
+            differs += got.number != wfmod.select_params(st, "best").number
+        assert wfmod.select_params(st).number == wfmod.select_params(st, "best").number == st.best_trial.number
+    assert differs >= 10  # the robust rule is exercised, not only the best trial
+    st = optuna.create_study()
+    st.add_trial(optuna.trial.create_trial(params={}, distributions={}, state=optuna.trial.TrialState.PRUNED))
+    with pytest.raises(DataError, match=r"^study '.*' has no completed trial to select from \(all pruned or failed\)$"):
+        wfmod.select_params(st)
+
+
+def test_decide_is_the_verdict_of_its_inputs(monkeypatch):
+    from optimizer.validate.verdict import Power, verdict
+    inf = {"mean_per_trade": 0.004, "mde_per_trade": 0.003, "mde_per_year": 0.2, "alpha": 0.0228, "power": 0.8,
+           "n_trades": 40, "n_days": 90, "n_eff": 30.5, "t": 2.5}
+    stats = {"inference": inf, "dsr": 0.9, "spa": {"p": 0.04}, "psr": 0.97, "pbo": 0.3, "n_trials_tried": 12,
+             "n_configs": 10}
+    power = Power(0.003, 0.2, 0.0228, 0.8, 40, 90, 30.5)
+    note = "in-sample winners' median DSR 0.90, SPA p 0.04 over 12 trials tried (10 distinct configurations)"
+    want = verdict(0.004, 2.5, 0.97, 0.3, 40, sharpe="psr", t_kind="hac", power=power, note=note, spa_p=0.04,
+                   spa_max=None)
+    assert wfmod._decide(stats) == want
+    inf2 = dict(inf, mean_per_trade=float("nan"))
+    assert wfmod._decide(dict(stats, inference=inf2)) == verdict(
+        0.0, 2.5, 0.97, 0.3, 40, sharpe="psr", t_kind="hac", power=power, note=note, spa_p=0.04, spa_max=None)
+    monkeypatch.setattr(wfmod, "SPA_GATE", 0.05)  # SPA gates: it leaves the note
+    v = wfmod._decide(stats)
+    assert v == verdict(0.004, 2.5, 0.97, 0.3, 40, sharpe="psr", t_kind="hac", power=power, spa_p=0.04, spa_max=0.05,
+                        note="in-sample winners' median DSR 0.90 over 12 trials tried (10 distinct configurations)")
+
+
+def test_setup_reads_the_spec_and_the_store_it_is_given():
+    spec = parse_spec(SPEC.replace('unit = "sessions"', 'unit = "sessions"\npurge = 7\nstep = 30\nanchored = true')
+                      .replace("[run]\n", '[run]\nstorage = "sqlite:///:memory:"\n'))
+    p = _panel(seed=3, T=T, N=N)
+    got = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(wfmod, "load_study_data", lambda s, db: got.append((s, db)) or (p, RESERVE))
+        ctx, windows, reserve = wfmod._setup(spec, "the.duckdb", None, False, None)
+    assert got == [(spec, "the.duckdb")] and ctx.storage_url == "sqlite:///:memory:" and ctx.purge == 7
+    # anchored: every train window starts at 0; step 30; purge 7 before each test window
+    assert [tuple(vars(w).values()) for w in windows] == [(0, 0, 53, 60, 80), (1, 0, 83, 90, 110)]
+
+
+def test_oos_metrics_and_concat_of_parts(wf):
+    from optimizer.engine.metrics import run_metrics
+    res, spec = wf["res"], wf["spec"]
+    ctx = _ctx(wf, False)[0]
+    p = wf["panel"].slice(0, RESERVE)
+    trades, excess, span = wfmod._stitch(res.windows, RESERVE)
+    oos = wfmod._oos_metrics(ctx, res.windows, p, trades, excess, span)
+    want = run_metrics(trades, p, span, res.windows[0].config.costs, sum(w.oos_metrics["total_signals"] for w in res.windows))
+    want["avg_excess_return"] = float(excess.mean())  # the windows' own matched excess, not the stitched span's
+    assert {k: oos[k] for k in want} == want and oos["n_windows"] == 3
+    empty = wfmod.concat_trades([])
+    w0 = replace(res.windows[0], trades=empty, excess=np.empty(0), oos_metrics=dict(res.windows[0].oos_metrics, total_signals=0))
+    assert wfmod._oos_metrics(ctx, [w0], p, empty, np.empty(0), Span(60, 80, 90))["avg_excess_return"] == 0.0
+    for name in ("symbol", "signal_idx", "entry_idx", "exit_idx", "exit_reason"):
+        assert getattr(empty, name).shape == (0,) and getattr(empty, name).dtype == np.int64, name
+    for name in ("entry_price", "exit_price", "score"):
+        assert getattr(empty, name).shape == (0,) and getattr(empty, name).dtype == np.float64, name
+    assert empty.cost == 0.0
+    np.testing.assert_array_equal(trades.score, np.concatenate([w.trades.score for w in res.windows]))
