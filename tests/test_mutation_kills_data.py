@@ -122,7 +122,7 @@ import optimizer.data.metrics as metrics  # noqa: E402
 from optimizer.data.metrics import build_daily_metrics, latest_metrics_date, metrics_summary  # noqa: E402
 from optimizer.data.store import connect  # noqa: E402
 from optimizer.errors import DataError  # noqa: E402
-from test_metrics_build import tiny_store  # noqa: E402  (the suite's hand-built store)
+from test_metrics_build import isnull, same, tiny_store  # noqa: E402  (the suite's hand-built store)
 
 
 def test_scope_symbols_dates_and_filters():
@@ -224,3 +224,53 @@ def test_scoped_build_refuses_a_table_of_another_layout():
     assert msg.startswith("table daily_metrics has columns ['date', 'symbol', ")
     assert msg.endswith("'z_window', 'z_min_periods']: rebuild it in full (no symbols/start/end) to change its layout")
     assert "'z_window'], this accumopt writes ['date'" in msg
+
+
+def test_split_adjusts_raw_share_counts_before_each_ex_date():
+    """AAA splits 2-for-1 on 2024-02-09 and 3-for-1 on 2024-02-13: raw FINRA / lit / OTC share counts dated before
+    an ex-date are multiplied by the product of that and every later ratio (6 before 02-09, 3 until 02-12, 1 after);
+    ratios of raw counts (short ratio, lit imbalance) do not move. BBB has no split."""
+    from test_metrics_build import AAA_SHORT, AAA_TOTAL, FEB, row, table
+    con = tiny_store()
+    con.execute("INSERT INTO splits VALUES ('AAA', '2024-02-09', 1, 2, 2.0, 't'), ('AAA', '2024-02-13', 1, 3, 3.0, 't')")
+    build_daily_metrics(con, z_window=3)
+    df = table(con)
+    plain = tiny_store()
+    build_daily_metrics(plain, z_window=3)
+    ref = table(plain)
+    factor = [6, 6, 6, 6, 3, 3, 1, 1]
+    lit_rows = {FEB[0]: (6000, 4000), FEB[1]: (3000, 2000), FEB[2]: (5000, 5000), FEB[3]: (8000, 2000),
+                FEB[4]: (7000, 3000), FEB[5]: (9000, 1000), FEB[6]: (4000, 6000)}
+    for d, f, s, t in zip(FEB, factor, AAA_SHORT, AAA_TOTAL):
+        r, p = row(df, d, "AAA"), row(ref, d, "AAA")
+        assert (r.short_volume, r.total_volume, r.short_sell_volume) == (s * f, t * f, (t - s) * f), d
+        for c in ("short_buy_sell_ratio", "short_share", "lit_flow_imbalance"):
+            assert r[c] == p[c] or (isnull(r[c]) and isnull(p[c])), (d, c)
+        if d in lit_rows:
+            assert (r.lit_buy_volume, r.lit_sell_volume) == (lit_rows[d][0] * f, lit_rows[d][1] * f), d
+    # OTC weeks are adjusted by their week start: 2024-02-05 (450 raw, factor 6), visible from 2024-02-12
+    for d in FEB[5:]:
+        r = row(df, d, "AAA")
+        assert r.otc_weekly_volume == 2700 and r.otc_participation_rate == pytest.approx(2700 / 1500)
+    assert row(df, FEB[2], "AAA").otc_weekly_volume == 6000  # the 2024-01-29 week (1000 raw), visible 02-07
+    same(df[df.symbol == "BBB"].reset_index(drop=True), ref[ref.symbol == "BBB"].reset_index(drop=True))
+
+
+def test_symbol_batches_by_rows_and_a_batched_build_equals_one_batch(monkeypatch):
+    from test_metrics_build import table
+    con = tiny_store()
+    scope = metrics._Scope(None, None, None)
+    n = 17  # sessions of the tiny store (2024-01-22 .. 2024-02-14)
+    assert metrics._symbol_batches(con, scope, n) == [["AAA", "BBB"]]
+    monkeypatch.setattr(metrics, "BATCH_ROWS", 2 * n)  # exactly two symbols' rows: one batch
+    assert metrics._symbol_batches(con, scope, n) == [["AAA", "BBB"]]
+    assert metrics._symbol_batches(con, metrics._Scope(["BBB", "AAA", "CCC"], None, None), n) == [["AAA", "BBB"], ["CCC"]]
+    monkeypatch.setattr(metrics, "BATCH_ROWS", 2 * n - 1)
+    assert metrics._symbol_batches(con, scope, n) == [["AAA"], ["BBB"]]
+    monkeypatch.setattr(metrics, "BATCH_ROWS", 1)  # fewer rows than one symbol's: one symbol per batch
+    assert metrics._symbol_batches(con, scope, n) == [["AAA"], ["BBB"]]
+    build_daily_metrics(con, z_window=3)
+    batched = table(con)
+    monkeypatch.setattr(metrics, "BATCH_ROWS", 400_000)
+    build_daily_metrics(con, z_window=3)
+    same(batched, table(con))
