@@ -274,3 +274,30 @@ def test_symbol_batches_by_rows_and_a_batched_build_equals_one_batch(monkeypatch
     monkeypatch.setattr(metrics, "BATCH_ROWS", 400_000)
     build_daily_metrics(con, z_window=3)
     same(batched, table(con))
+
+
+def test_zscores_by_symbol_blocks_gaps_and_empty_inputs(monkeypatch):
+    """Rows given in any order, symbols 0, 1 and 3 (2 has no row: an empty block), a hole in symbol 1's sessions
+    (counted, never bridged): each symbol's z is the plain rolling z of its own session column, whatever the
+    block width (here one symbol per block, then all in one)."""
+    rng = np.random.default_rng(4)
+    sym = np.array([3, 0, 1, 0, 3, 1, 0, 1, 3, 0, 1, 3, 0, 1, 3])
+    pos = np.array([0, 0, 0, 1, 1, 1, 2, 3, 2, 3, 4, 3, 4, 5, 4])
+    x = rng.normal(size=sym.size)
+    want = np.full(sym.size, np.nan)
+    for s in (0, 1, 3):
+        col = np.full(6, np.nan)
+        rows = np.flatnonzero(sym == s)
+        col[pos[rows]] = x[rows]
+        want[rows] = rolling_zscore(col, 2)[pos[rows]]
+    assert np.isfinite(want).sum() >= 8
+    allnan = np.full(sym.size, np.nan)
+    for cells in (6, 4_000_000):  # T = 6 sessions: width 1, one symbol per block; then one block
+        monkeypatch.setattr(metrics, "Z_BLOCK_CELLS", cells)
+        got = metrics.zscores_by_symbol({"x": x, "none": allnan}, sym.tolist(), pos.tolist(), 2, None)
+        np.testing.assert_array_equal(got["x"], want)
+        assert got["none"].dtype == np.float64 and np.isnan(got["none"]).all()
+    one = metrics.zscores_by_symbol({"x": [5.0]}, [0], [0], 2, 1)
+    assert one["x"].dtype == np.float64 and np.isnan(one["x"]).all() and one["x"].shape == (1,)
+    empty = metrics.zscores_by_symbol({"x": [], "y": []}, [], [], 2, None)
+    assert list(empty) == ["x", "y"] and all(v.shape == (0,) for v in empty.values())
