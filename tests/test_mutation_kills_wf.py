@@ -68,6 +68,7 @@ train = 60
 test = 20
 unit = "sessions"
 n_trials = 4
+top_k = 4
 """
 T, N, RESERVE, PURGE = 150, 6, 120, 10  # reserve_cutoff(150, 0.2) = 120; purge = the longest hold (time_stop 10)
 # (index, train_start, train_end, test_start, test_end): train 60 sessions, the last PURGE of them dropped
@@ -85,7 +86,7 @@ def wf(tmp_path_factory):
     its 4 random trials) with configurations it did not try: the DSR counts both, SPA the pruned one, PBO neither."""
     spec = parse_spec(SPEC)
     p = _panel(seed=3, T=T, N=N)
-    seen: dict = {"prepare": [], "studies": [], "dsr": [], "select": []}
+    seen: dict = {"prepare": [], "studies": [], "dsr": [], "select": [], "run_study": []}
     real_prepare, real_run_study, real_dsr = wfmod.prepare_data, wfmod.run_study, wfmod.deflated_sharpe_from_study
     real_select = wfmod.select_params
 
@@ -102,6 +103,7 @@ def wf(tmp_path_factory):
         st.add_trial(optuna.trial.create_trial(params=extra[1], distributions=dists,
                                                state=optuna.trial.TrialState.PRUNED))
         seen["studies"].append((k.get("name"), st, k.get("extra_attrs"), len(k["data"].panel.dates)))
+        seen["run_study"].append((a[1:], k["n_trials"], k["seed"], k["callbacks"]))
         return r
 
     def select(study, how="best", top_k=5):
@@ -147,10 +149,10 @@ def _check_each_study_sees_its_train_span_only(wf):
     assert [s[0] for s in seen["studies"]] == names
     for (name, st, attrs, rows), (_, a, b, c, e), w in zip(seen["studies"], WINDOWS, wf["res"].windows):
         assert rows == b  # the study's panel ends at its train end
-        assert attrs["wf_window"] == w.window.index if "wf_window" in attrs else True
-        assert list(w.train_dates) in [list(v) for v in attrs.values() if isinstance(v, list)] or \
-            w.train_dates[0] in json.dumps(attrs)
-        assert w.test_dates[1] in json.dumps(attrs)
+        assert attrs == {"wf_window": w.window.index, "wf_train": list(w.train_dates), "wf_test": list(w.test_dates),
+                         "last_session_seen": w.train_dates[1]}
+    # run_study(spec, db=None, the run's storage, n_trials, seed=False: never seeded from [seed_from], no callback)
+    assert seen["run_study"] == [((None, "sqlite:///:memory:"), 4, False, None)] * 3
 
 
 def _check_oos_evaluation_is_the_test_window_plus_purge_capped_at_the_reserve(wf):
@@ -234,7 +236,7 @@ def _check_dsr_counts_every_distinct_configuration_tried(wf):
 def _check_window_result_passes_its_settings_and_figures_on(wf):
     """The winner is chosen with [walkforward] select / top_k; the OOS evaluation uses [data] min_periods and
     the regime filter; the window's DSR / PBO / SPA results (and their reasons) reach the WindowResult as given."""
-    assert wf["seen"]["select"] == [("best", 5)] * 3
+    assert wf["seen"]["select"] == [("best", 4)] * 3  # [walkforward] top_k = 4
     ctx = _ctx(wf, False)[0]
     w = wf["res"].windows[1]
     st, p = _study(wf, w), wf["panel"]
