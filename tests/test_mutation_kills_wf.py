@@ -803,3 +803,32 @@ def test_oos_metrics_and_concat_of_parts(wf):
         assert getattr(empty, name).shape == (0,) and getattr(empty, name).dtype == np.float64, name
     assert empty.cost == 0.0
     np.testing.assert_array_equal(trades.score, np.concatenate([w.trades.score for w in res.windows]))
+
+
+def test_final_run_opens_the_reserve_and_says_what_it_does_not_use(tmp_path):
+    """walkforward --final on the tiny panel with 2 trials per window (--trials over [walkforward] n_trials), a
+    [seed_from] study (never used by windows) and a progress bar: the store it is given is read, the reserve's
+    first and the last visible session are recorded in the ledger, the windows past the reserve start are flagged
+    and the warnings are raised and kept."""
+    spec = parse_spec(SPEC + '[seed_from]\nstudy = "earlier"\n')
+    p = _panel(seed=3, T=T, N=N)
+    got, opened = [], []
+    db = tmp_path / "the.duckdb"
+    with pytest.MonkeyPatch.context() as mp, pytest.warns(UserWarning) as caught:
+        mp.setattr(wfmod, "load_study_data", lambda s, d: got.append((s, d)) or (p, RESERVE))
+        mp.setattr(wfmod, "record_opening", lambda *a: opened.append(a) or ["an earlier opening"])
+        mp.setattr(wfmod, "opening_warning", lambda start, earlier: f"reserve from {start} opened again: {earlier}")
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        res = wfmod.run_walkforward(spec, db, "sqlite:///:memory:", final=True, progress=True, n_trials=2)
+    assert got == [(spec, db)]
+    d = [str(x)[:10] for x in p.dates]
+    assert opened == [(db, d[RESERVE], "walkforward --final", "wfkill", d[T - 1])]
+    assert [(w.window.test_end, w.in_reserve, w.n_trials_tried) for w in res.windows] == [
+        (80, False, 2), (100, False, 2), (120, False, 2), (140, True, 2)]
+    seed_msg = ("[seed_from] 'earlier' is not used by walk-forward windows: that study saw sessions after each "
+                "window's train end, so its trials would leak the future into the window")
+    assert res.final is True and len(res.warnings) == 2 and res.warnings[1] == seed_msg
+    assert res.warnings[0] == f"reserve from {d[RESERVE]} opened again: ['an earlier opening']"
+    assert [str(w.message) for w in caught if issubclass(w.category, UserWarning)][-2:] == res.warnings
+    assert all(w.filename == __file__ for w in caught if str(w.message) in res.warnings)  # stacklevel: the caller
+    assert res.stats["n_trials_tried"] == 8 and len(res.equity) == 80  # test sessions 60 .. 140
