@@ -301,3 +301,23 @@ def test_zscores_by_symbol_blocks_gaps_and_empty_inputs(monkeypatch):
     assert one["x"].dtype == np.float64 and np.isnan(one["x"]).all() and one["x"].shape == (1,)
     empty = metrics.zscores_by_symbol({"x": [], "y": []}, [], [], 2, None)
     assert list(empty) == ["x", "y"] and all(v.shape == (0,) for v in empty.values())
+
+
+def test_build_defaults_and_refusals(capsys):
+    from test_metrics_build import FEB, row, table
+    con = tiny_store()
+    s = build_daily_metrics(con)  # defaults: z_window 20 (min periods 20), min_lit_volume 10000, quiet
+    assert (s["z_window"], s["z_min_periods"]) == (20, 20) and capsys.readouterr().err == ""
+    df = table(con)
+    assert set(df["z_window"]) == {20} and set(df["z_min_periods"]) == {20}
+    assert row(df, FEB[2], "AAA").lit_flow_imbalance == 0.0  # 5000 + 5000 = exactly the minimum lit volume
+    assert isnull(row(df, FEB[1], "AAA").lit_flow_imbalance)  # 3000 + 2000 < 10000
+    assert build_daily_metrics(con, z_window=2, z_min_periods=1)["z_min_periods"] == 1  # 1 is allowed
+    build_daily_metrics(con, z_window=2, progress=True)
+    assert "[metrics" in capsys.readouterr().err
+    with _raises_exactly("z_window must be >= 2, got z_window=1"):
+        build_daily_metrics(con, z_window=1)
+    with _raises_exactly("z_min_periods must be in [1, z_window=3], got z_min_periods=0"):
+        build_daily_metrics(con, z_window=3, z_min_periods=0)
+    with _raises_exactly("min_lit_volume must be >= 0, got min_lit_volume=-1"):
+        build_daily_metrics(con, min_lit_volume=-1)
