@@ -100,3 +100,224 @@ def test_rolling_flat_rule_is_inclusive_reads_decimals_and_stays_quiet():
         warnings.simplefilter("error")  # flat windows (x / 0, 0 / 0) give NaN without a RuntimeWarning
         assert np.isnan(rolling_zscore(np.full(6, 7.0), 3)).all()
         assert np.isnan(rolling_zscore(np.zeros(6), 3)).all()
+
+
+def test_rolling_zscore_relative_flat_rule_is_inclusive():
+    # std == 1e-10 * |mean| exactly: x = (m - d, m + d) with d = 2**-30, m = d * 1e10 (all exact in binary), so
+    # the window's population std is d and 1e-10 * m rounds back to d: flat (NaN), not (m + d - m) / d = 1
+    d = 2.0 ** -30
+    m = d * 1e10
+    assert d > STD_EPS  # the absolute rule does not catch it: only the relative one, at its boundary
+    assert np.isnan(rolling_zscore(np.array([m - d, m + d]), 2)[1])
+    # a std 1.5 times as large is not flat: z = 1 exactly
+    assert rolling_zscore(np.array([m - 1.5 * d, m + 1.5 * d]), 2)[1] == 1.0
+
+
+# ------------------------------------------------------------------------------------------------ data/metrics.py
+# The helpers around the build (scope, ownership, summary, options) on the tiny store of test_metrics_build.py.
+
+import datetime as dt  # noqa: E402
+
+import optimizer.data.metrics as metrics  # noqa: E402
+from optimizer.data.metrics import build_daily_metrics, latest_metrics_date, metrics_summary  # noqa: E402
+from optimizer.data.store import connect  # noqa: E402
+from optimizer.errors import DataError  # noqa: E402
+from test_metrics_build import isnull, same, tiny_store  # noqa: E402  (the suite's hand-built store)
+
+
+def test_scope_symbols_dates_and_filters():
+    s = metrics._Scope("bbb", None, None)  # one symbol as a string, not its letters
+    assert s.symbols == ["bbb"] and s.table == "_dm_scope_symbols" and s.has_otc is True and s.has_splits is True
+    s = metrics._Scope(["B", "A", "B", "^VIX"], "2024-02-01", dt.date(2024, 2, 9), table="t")
+    assert s.symbols == ["A", "B"] and (s.start, s.end) == (dt.date(2024, 2, 1), dt.date(2024, 2, 9)) and not s.full
+    assert s.source_filter() == "symbol <> '^VIX' AND symbol IN (SELECT symbol FROM t) AND date <= DATE '2024-02-09'"
+    assert s.source_filter("publication_date", "sym") == ("sym <> '^VIX' AND sym IN (SELECT symbol FROM t) AND "
+                                                          "publication_date <= DATE '2024-02-09'")
+    assert s.source_filter(date_col="") == "symbol <> '^VIX' AND symbol IN (SELECT symbol FROM t)"
+    assert s.target_filter() == ("symbol <> '^VIX' AND symbol IN (SELECT symbol FROM t) AND date >= DATE '2024-02-01' "
+                                 "AND date <= DATE '2024-02-09'")
+    full = metrics._Scope(None, None, None)
+    assert full.full and full.symbols is None and full.source_filter() == "symbol <> '^VIX'"
+    assert full.target_filter() == "symbol <> '^VIX'"
+    assert not metrics._Scope(None, "2024-01-01", None).full and not metrics._Scope(None, None, "2024-01-01").full
+    assert metrics._Scope(None, "2024-02-09", "2024-02-09").start == dt.date(2024, 2, 9)  # start == end is allowed
+    with _raises_exactly("start must be <= end=2024-02-01, got start=datetime.date(2024, 2, 2)"):
+        metrics._Scope(None, "2024-02-02", "2024-02-01")
+    with _raises_exactly("start must be a date (YYYY-MM-DD), got start='soon'"):
+        metrics._Scope(None, "soon", None)
+    with _raises_exactly("end must be a date (YYYY-MM-DD), got end='later'"):
+        metrics._Scope(None, None, "later")
+    with pytest.raises(DataError, match=r"^symbols=\['\^VIX'\] leaves no symbol to build \(\^VIX is market context "
+                                        r"only\)$"):
+        metrics._Scope(["^VIX"], None, None)
+
+
+def test_summary_shares_of_every_source_and_foreign_tables():
+    con = tiny_store()
+    build_daily_metrics(con, z_window=3)
+    s = metrics_summary(con)
+    sh = s["share"]
+    assert set(sh) == {"short", "cnms", "facility_sum", "prices", "lit", "lit_imbalance", "otc", "otc_rate", "options"}
+    n = s["rows"]
+    df = con.execute("SELECT * FROM daily_metrics").df()
+    assert sh["lit_imbalance"] == pytest.approx(df["lit_flow_imbalance"].notna().sum() / n)
+    assert sh["otc"] == pytest.approx(df["otc_week_start"].notna().sum() / n) and 0 < sh["otc"] < 1
+    assert sh["otc_rate"] == pytest.approx(df["otc_participation_rate"].notna().sum() / n) and 0 < sh["otc_rate"] < sh["otc"]
+    assert s["last_date"] == dt.date(2024, 2, 14) and isinstance(s["last_date"], dt.date)
+    assert s["first_date"] == dt.date(2024, 1, 22) and type(s["first_date"]) is dt.date
+    # no options table: no options share
+    con.execute("DROP TABLE options_premium_daily")
+    assert "options" not in metrics_summary(con)["share"]
+    # a foreign table: only the shares its columns allow; an empty one: no dates, shares 0
+    f = connect(":memory:")
+    f.execute("CREATE TABLE daily_metrics (date DATE, symbol VARCHAR, close DOUBLE, provenance VARCHAR, "
+              "otc_week_start DATE)")
+    f.execute("INSERT INTO daily_metrics VALUES ('2024-01-02', 'A', 1.0, 'CNMS', NULL), "
+              "('2024-01-03', 'A', NULL, 'FACILITY_SUM:FNSQ', '2024-01-01'), ('2024-01-03', 'B', 2.0, NULL, NULL)")
+    s = metrics_summary(f)
+    assert s["owner"] == "foreign" and (s["rows"], s["symbols"], s["sessions"]) == (3, 2, 2)
+    assert s["share"] == pytest.approx({"cnms": 1 / 3, "facility_sum": 1 / 3, "prices": 2 / 3, "otc": 1 / 3})
+    f.execute("DELETE FROM daily_metrics")
+    s = metrics_summary(f)
+    assert s["rows"] == 0 and s["first_date"] is None and s["last_date"] is None
+    assert s["share"] == {"cnms": 0.0, "facility_sum": 0.0, "prices": 0.0, "otc": 0.0}
+    assert latest_metrics_date(f) is None
+    f.execute("INSERT INTO daily_metrics VALUES ('2024-01-05', 'A', 1.0, 'CNMS', NULL)")
+    assert latest_metrics_date(f) == dt.date(2024, 1, 5) and type(latest_metrics_date(f)) is dt.date
+    with pytest.raises(DataError, match=r"^the store has no daily_metrics table; run `accumopt metrics build` first$"):
+        metrics_summary(connect(":memory:"))
+
+
+def test_ownership_refusal_message_and_forced_drop_of_views():
+    con = tiny_store()
+    assert metrics.owns_daily_metrics(con) is False
+    con.execute("CREATE VIEW daily_metrics AS SELECT 1 AS x")
+    con.execute("CREATE TABLE options_premium_summary (symbol VARCHAR)")
+    assert metrics._table_type(con, "daily_metrics") == "VIEW"
+    assert metrics._table_type(con, "options_premium_summary") == "BASE TABLE"
+    assert metrics._table_type(con, "nothing") is None
+    with pytest.raises(DataError) as e:
+        build_daily_metrics(con)
+    assert str(e.value) == (
+        "the database already holds daily_metrics, options_premium_summary not built by accumopt (no "
+        "'daily_metrics_owner' row in accumopt_meta; e.g. a darkpool-pipeline database): the optimizer only reads "
+        "that table and will not overwrite it. Build metrics in a separate database, or pass force=True (--force) "
+        "to replace it")
+    build_daily_metrics(con, force=True)  # the view and the table are dropped, ours are built
+    assert metrics._table_type(con, "daily_metrics") == "BASE TABLE" and metrics.owns_daily_metrics(con)
+    assert con.execute("SELECT value FROM accumopt_meta WHERE key = 'daily_metrics_owner'").fetchall() == [("accumopt",)]
+    # a meta table whose owner row says something else is not ours
+    con.execute("UPDATE accumopt_meta SET value = 'other' WHERE key = 'daily_metrics_owner'")
+    assert metrics.owns_daily_metrics(con) is False
+    assert metrics._columns_of(con, "options_premium_summary") == [
+        "symbol", "avg_daily_option_volume", "first_date", "last_date", "days"]
+    assert metrics._columns_of(con, "nothing") == []
+
+
+def test_scoped_build_refuses_a_table_of_another_layout():
+    con = tiny_store()
+    build_daily_metrics(con, z_window=3)
+    con.execute("ALTER TABLE daily_metrics DROP COLUMN z_min_periods")
+    with pytest.raises(DataError) as e:
+        build_daily_metrics(con, z_window=3, symbols=["AAA"])
+    msg = str(e.value)
+    assert msg.startswith("table daily_metrics has columns ['date', 'symbol', ")
+    assert msg.endswith("'z_window', 'z_min_periods']: rebuild it in full (no symbols/start/end) to change its layout")
+    assert "'z_window'], this accumopt writes ['date'" in msg
+
+
+def test_split_adjusts_raw_share_counts_before_each_ex_date():
+    """AAA splits 2-for-1 on 2024-02-09 and 3-for-1 on 2024-02-13: raw FINRA / lit / OTC share counts dated before
+    an ex-date are multiplied by the product of that and every later ratio (6 before 02-09, 3 until 02-12, 1 after);
+    ratios of raw counts (short ratio, lit imbalance) do not move. BBB has no split."""
+    from test_metrics_build import AAA_SHORT, AAA_TOTAL, FEB, row, table
+    con = tiny_store()
+    con.execute("INSERT INTO splits VALUES ('AAA', '2024-02-09', 1, 2, 2.0, 't'), ('AAA', '2024-02-13', 1, 3, 3.0, 't')")
+    build_daily_metrics(con, z_window=3)
+    df = table(con)
+    plain = tiny_store()
+    build_daily_metrics(plain, z_window=3)
+    ref = table(plain)
+    factor = [6, 6, 6, 6, 3, 3, 1, 1]
+    lit_rows = {FEB[0]: (6000, 4000), FEB[1]: (3000, 2000), FEB[2]: (5000, 5000), FEB[3]: (8000, 2000),
+                FEB[4]: (7000, 3000), FEB[5]: (9000, 1000), FEB[6]: (4000, 6000)}
+    for d, f, s, t in zip(FEB, factor, AAA_SHORT, AAA_TOTAL):
+        r, p = row(df, d, "AAA"), row(ref, d, "AAA")
+        assert (r.short_volume, r.total_volume, r.short_sell_volume) == (s * f, t * f, (t - s) * f), d
+        for c in ("short_buy_sell_ratio", "short_share", "lit_flow_imbalance"):
+            assert r[c] == p[c] or (isnull(r[c]) and isnull(p[c])), (d, c)
+        if d in lit_rows:
+            assert (r.lit_buy_volume, r.lit_sell_volume) == (lit_rows[d][0] * f, lit_rows[d][1] * f), d
+    # OTC weeks are adjusted by their week start: 2024-02-05 (450 raw, factor 6), visible from 2024-02-12
+    for d in FEB[5:]:
+        r = row(df, d, "AAA")
+        assert r.otc_weekly_volume == 2700 and r.otc_participation_rate == pytest.approx(2700 / 1500)
+    assert row(df, FEB[2], "AAA").otc_weekly_volume == 6000  # the 2024-01-29 week (1000 raw), visible 02-07
+    same(df[df.symbol == "BBB"].reset_index(drop=True), ref[ref.symbol == "BBB"].reset_index(drop=True))
+
+
+def test_symbol_batches_by_rows_and_a_batched_build_equals_one_batch(monkeypatch):
+    from test_metrics_build import table
+    con = tiny_store()
+    scope = metrics._Scope(None, None, None)
+    n = 17  # sessions of the tiny store (2024-01-22 .. 2024-02-14)
+    assert metrics._symbol_batches(con, scope, n) == [["AAA", "BBB"]]
+    monkeypatch.setattr(metrics, "BATCH_ROWS", 2 * n)  # exactly two symbols' rows: one batch
+    assert metrics._symbol_batches(con, scope, n) == [["AAA", "BBB"]]
+    assert metrics._symbol_batches(con, metrics._Scope(["BBB", "AAA", "CCC"], None, None), n) == [["AAA", "BBB"], ["CCC"]]
+    monkeypatch.setattr(metrics, "BATCH_ROWS", 2 * n - 1)
+    assert metrics._symbol_batches(con, scope, n) == [["AAA"], ["BBB"]]
+    monkeypatch.setattr(metrics, "BATCH_ROWS", 1)  # fewer rows than one symbol's: one symbol per batch
+    assert metrics._symbol_batches(con, scope, n) == [["AAA"], ["BBB"]]
+    build_daily_metrics(con, z_window=3)
+    batched = table(con)
+    monkeypatch.setattr(metrics, "BATCH_ROWS", 400_000)
+    build_daily_metrics(con, z_window=3)
+    same(batched, table(con))
+
+
+def test_zscores_by_symbol_blocks_gaps_and_empty_inputs(monkeypatch):
+    """Rows given in any order, symbols 0, 1 and 3 (2 has no row: an empty block), a hole in symbol 1's sessions
+    (counted, never bridged): each symbol's z is the plain rolling z of its own session column, whatever the
+    block width (here one symbol per block, then all in one)."""
+    rng = np.random.default_rng(4)
+    sym = np.array([3, 0, 1, 0, 3, 1, 0, 1, 3, 0, 1, 3, 0, 1, 3])
+    pos = np.array([0, 0, 0, 1, 1, 1, 2, 3, 2, 3, 4, 3, 4, 5, 4])
+    x = rng.normal(size=sym.size)
+    want = np.full(sym.size, np.nan)
+    for s in (0, 1, 3):
+        col = np.full(6, np.nan)
+        rows = np.flatnonzero(sym == s)
+        col[pos[rows]] = x[rows]
+        want[rows] = rolling_zscore(col, 2)[pos[rows]]
+    assert np.isfinite(want).sum() >= 8
+    allnan = np.full(sym.size, np.nan)
+    for cells in (6, 4_000_000):  # T = 6 sessions: width 1, one symbol per block; then one block
+        monkeypatch.setattr(metrics, "Z_BLOCK_CELLS", cells)
+        got = metrics.zscores_by_symbol({"x": x, "none": allnan}, sym.tolist(), pos.tolist(), 2, None)
+        np.testing.assert_array_equal(got["x"], want)
+        assert got["none"].dtype == np.float64 and np.isnan(got["none"]).all()
+    one = metrics.zscores_by_symbol({"x": [5.0]}, [0], [0], 2, 1)
+    assert one["x"].dtype == np.float64 and np.isnan(one["x"]).all() and one["x"].shape == (1,)
+    empty = metrics.zscores_by_symbol({"x": [], "y": []}, [], [], 2, None)
+    assert list(empty) == ["x", "y"] and all(v.shape == (0,) for v in empty.values())
+
+
+def test_build_defaults_and_refusals(capsys):
+    from test_metrics_build import FEB, row, table
+    con = tiny_store()
+    s = build_daily_metrics(con)  # defaults: z_window 20 (min periods 20), min_lit_volume 10000, quiet
+    assert (s["z_window"], s["z_min_periods"]) == (20, 20) and capsys.readouterr().err == ""
+    df = table(con)
+    assert set(df["z_window"]) == {20} and set(df["z_min_periods"]) == {20}
+    assert row(df, FEB[2], "AAA").lit_flow_imbalance == 0.0  # 5000 + 5000 = exactly the minimum lit volume
+    assert isnull(row(df, FEB[1], "AAA").lit_flow_imbalance)  # 3000 + 2000 < 10000
+    assert build_daily_metrics(con, z_window=2, z_min_periods=1)["z_min_periods"] == 1  # 1 is allowed
+    build_daily_metrics(con, z_window=2, progress=True)
+    assert "[metrics" in capsys.readouterr().err
+    with _raises_exactly("z_window must be >= 2, got z_window=1"):
+        build_daily_metrics(con, z_window=1)
+    with _raises_exactly("z_min_periods must be in [1, z_window=3], got z_min_periods=0"):
+        build_daily_metrics(con, z_window=3, z_min_periods=0)
+    with _raises_exactly("min_lit_volume must be >= 0, got min_lit_volume=-1"):
+        build_daily_metrics(con, min_lit_volume=-1)

@@ -376,3 +376,11 @@ def test_dependent_inference_two_trades_and_moments():
     assert two.se_iid == pytest.approx(se_iid) and two.t_iid == pytest.approx(0.02 / se_iid)  # two trades suffice
     ps = daily_psr(np.array([0.01, -0.02, 0.015, 0.0]), 0.0, hac_mean([0.01, -0.02, 0.015, 0.0]).n_eff)
     assert (two.skew, two.kurtosis) == (ps["skew"], ps["kurtosis"])
+
+
+def test_politis_white_block_is_one_when_arch_cannot_estimate_it():
+    # values so large that the autocovariances overflow: arch's block length is inf / inf = NaN; the documented
+    # fallback is 1 (not NaN, not another length)
+    with np.errstate(over="ignore", invalid="ignore"):
+        assert politis_white_block(1e200 * np.arange(8.0)) == 1.0
+        assert politis_white_block(np.tile([0.0, 1e300], 6)) == 1.0

@@ -584,3 +584,27 @@ def test_equity_bootstrap_flat_resampled_paths_give_no_numpy_warnings():
         warnings.simplefilter("error")
         eq = equity_bootstrap(values, reps=400, block_size=6)
     assert eq.n_days == 12 and np.isfinite(eq.sharpe.point)
+
+
+def test_bootstrap_ci_degenerate_bca_falls_back_to_percentile_at_the_asked_level():
+    # 3 wins of 0.1 and one loss of 0.05: a resample's Sharpe only depends on j, its number of losses (j = 0:
+    # std 0, Sharpe inf), so BCa is degenerate and the same resamples are read with the percentile method. At
+    # alpha 0.5 (seed 0) the 25 % / 75 % quantiles are j = 2: mean 0.025, std sqrt(0.0075) and j = 1: mean
+    # 0.0625, std 0.075 -- at the default 95 % they would be j = 3 (-1/6) and j = 0 (inf); one resample more
+    # (drawn from the same generator) would move the upper bound.
+    ci = bootstrap_ci([0.1, 0.1, 0.1, -0.05], stat="sharpe", n_boot=100, alpha=0.5, seed=0)["sharpe"]
+    assert ci.lo == pytest.approx(0.025 / math.sqrt(0.0075), rel=1e-12)
+    assert ci.hi == pytest.approx(0.0625 / 0.075, rel=1e-12)
+    # three losses of 0.024 and one of 0.018: the fallback reads exactly the BCa call's 100 resamples (scipy's own
+    # percentile interval of the same seed), not 101; by hand the bounds lie among j = 1 (-7.5), j = 3 (-6.5) and
+    # j = 2 (-6.062) losses of 0.018
+    r = [-0.024, -0.024, -0.024, -0.018]
+    ci = bootstrap_ci(r, stat="sharpe", n_boot=100, alpha=0.5, seed=0)["sharpe"]
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", st.DegenerateDataWarning)
+        ref = st.bootstrap((np.array(r),), lambda x, axis=-1: x.mean(axis) / x.std(axis, ddof=1),
+                           method="percentile", n_resamples=100, confidence_level=0.5, vectorized=True,
+                           rng=np.random.default_rng(0))
+    lo, hi = ref.confidence_interval
+    assert (ci.lo, ci.hi) == pytest.approx((lo, hi), rel=1e-12)
+    assert ci.lo == pytest.approx(-7.5) and -6.5 < ci.hi < -6.062

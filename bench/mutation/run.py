@@ -90,8 +90,14 @@ GROUPS: dict[str, Group] = {
     "kernels": Group(("optimizer/engine/_kernels.py", "optimizer/engine/simulate.py"), _KERNEL_TESTS, jit=False),
     "verdict": Group(("optimizer/validate/verdict.py",),
                      ("tests/test_verdict.py", "tests/test_mutation_kills_verdict.py")),
+    # test_walkforward.py's and test_seams.py's module fixtures run studies on synthetic stores (minutes per
+    # mutant): their fast unit tests only, and the tiny-panel walk-forward of test_mutation_kills_wf.py (~2 s)
     "walkforward": Group(("optimizer/validate/walkforward.py",),
-                         ("tests/test_walkforward.py", "tests/test_seams.py", "tests/test_mutation_kills_wf.py")),
+                         ("tests/test_walkforward.py::test_select_params_best_and_robust_plateau",
+                          "tests/test_walkforward.py::test_select_params_robust_separates_categories",
+                          "tests/test_walkforward.py::test_tried_configs_counts_each_distinct_configuration_once",
+                          "tests/test_walkforward.py::test_combine_pvalues_is_rugers_bound",
+                          "tests/test_mutation_kills_wf.py")),
 }
 
 # exit code -> status, as mutmut's own table (mutmut.stats.status_by_exit_code)
@@ -112,7 +118,8 @@ def strip_njit(source: str) -> str:
 
 
 def _selection(group: Group, baseline: bool = False) -> list[str]:
-    args = [t for t in group.tests if (ROOT / t).exists() and not (baseline and _KILLS in t)]
+    # a test file, or one test of it (a node id: "tests/test_x.py::test_y")
+    args = [t for t in group.tests if (ROOT / t.split("::")[0]).exists() and not (baseline and _KILLS in t)]
     for node in group.deselect:
         args += ["--deselect", node]
     return args

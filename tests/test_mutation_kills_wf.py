@@ -1,0 +1,833 @@
+"""The walk-forward's pieces on a tiny market (bench/mutation, group ``walkforward``): one run over an in-memory
+panel of 6 symbols x 150 sessions (reserve 20 % -> 120 visible), windows of 60 train / 20 test sessions, 4 random
+trials per window, in-memory storage -- about 2 s, so mutation testing can run it for every mutant.
+
+What is asserted by hand: window placement (train / purge gap / test, the last test window ending exactly at the
+reserve), the studies' data (panel cut at the train end, n_splits and embargo of [walkforward]), the OOS span
+(test window + purge, never past the reserve), the DSR's trial count (pruned and failed trials included), the
+PBO / SPA columns, the stitching (trades, excess, window labels, equity days), the statistics the verdict reads
+and the files written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+
+import optimizer.validate.walkforward as wfmod
+from optimizer.engine.evaluate import Evaluator
+from optimizer.engine.metrics import BenchmarkCache
+from optimizer.engine.simulate import Span, Trades
+from optimizer.errors import DataError, ParameterError
+from optimizer.study.records import read_trial
+from optimizer.study.space import trial_config
+from optimizer.study.spec import parse_spec
+from optimizer.validate.stats import daily_excess, deflated_sharpe_from_study
+from test_engine_lookahead import _panel
+
+SPEC = """
+[study]
+name = "wfkill"
+description = "tiny walk-forward for mutation testing"
+[data]
+universe = "tier1+3"
+regime = "ALL"
+reserve_fraction = 0.2
+[data.costs]
+commission_bps = 1.0
+slippage_bps = 5.0
+[space]
+variant = { type = "categorical", choices = ["A", "B"] }
+z_window = 10
+buy_threshold = { type = "int", low = 55, high = 75, step = 5 }
+sell_threshold = 40
+exit = "fixed_10d"
+time_stop = 10
+[cv]
+mode = "expanding"
+n_splits = 2
+[objective]
+name = "composite_rank_excess"
+aggregate = "mean"
+min_trades = 1
+[sampler]
+name = "random"
+seed = 3
+[run]
+n_trials = 3
+[walkforward]
+train = 60
+test = 20
+unit = "sessions"
+n_trials = 4
+top_k = 4
+"""
+T, N, RESERVE, PURGE = 150, 6, 120, 10  # reserve_cutoff(150, 0.2) = 120; purge = the longest hold (time_stop 10)
+# (index, train_start, train_end, test_start, test_end): train 60 sessions, the last PURGE of them dropped
+WINDOWS = [(0, 0, 50, 60, 80), (1, 20, 70, 80, 100), (2, 40, 90, 100, 120)]
+
+
+def _untried(study: optuna.Study) -> list[dict]:
+    seen = {(t.params["variant"], t.params["buy_threshold"]) for t in study.trials}
+    return [{"variant": v, "buy_threshold": b} for v in ("A", "B") for b in range(55, 80, 5) if (v, b) not in seen]
+
+
+@pytest.fixture(scope="module")
+def wf(tmp_path_factory):
+    """One walk-forward on the tiny panel; every window's study gets one FAILED and one PRUNED trial added (after
+    its 4 random trials) with configurations it did not try: the DSR counts both, SPA the pruned one, PBO neither."""
+    spec = parse_spec(SPEC)
+    p = _panel(seed=3, T=T, N=N)
+    seen: dict = {"prepare": [], "studies": [], "dsr": [], "select": [], "run_study": []}
+    real_prepare, real_run_study, real_dsr = wfmod.prepare_data, wfmod.run_study, wfmod.deflated_sharpe_from_study
+    real_select = wfmod.select_params
+
+    def prepare(spec_, panel, lo, hi, *a, **k):
+        seen["prepare"].append((lo, hi, a, k, len(panel.dates)))
+        return real_prepare(spec_, panel, lo, hi, *a, **k)
+
+    def run_study(*a, **k):
+        r = real_run_study(*a, **k)
+        st = r.study
+        dists = st.trials[0].distributions
+        extra = _untried(st)[:2]
+        st.add_trial(optuna.trial.create_trial(params=extra[0], distributions=dists, state=optuna.trial.TrialState.FAIL))
+        st.add_trial(optuna.trial.create_trial(params=extra[1], distributions=dists,
+                                               state=optuna.trial.TrialState.PRUNED))
+        seen["studies"].append((k.get("name"), st, k.get("extra_attrs"), len(k["data"].panel.dates)))
+        seen["run_study"].append((a[1:], k["n_trials"], k["seed"], k["callbacks"]))
+        return r
+
+    def select(study, how="best", top_k=5):
+        seen["select"].append((how, top_k))
+        return real_select(study, how, top_k)
+
+    def dsr(is_ex, fin, tried):
+        seen["dsr"].append((np.array(is_ex), np.array(fin), tried))
+        return real_dsr(is_ex, fin, tried)
+
+    with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mp.setattr(wfmod, "load_study_data", lambda s, db: (p, RESERVE))
+        mp.setattr(wfmod, "prepare_data", prepare)
+        mp.setattr(wfmod, "run_study", run_study)
+        mp.setattr(wfmod, "deflated_sharpe_from_study", dsr)
+        mp.setattr(wfmod, "select_params", select)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        out = tmp_path_factory.mktemp("wfkill")
+        res = wfmod.run_walkforward(spec, out / "none.duckdb", "sqlite:///:memory:", out_dir=out / "summary")
+    return {"spec": spec, "panel": p, "res": res, "seen": seen, "out": out}
+
+
+# ------------------------------------------------------------------------------------------------ windows
+
+
+def _check_windows_are_placed_by_hand_and_end_at_the_reserve(wf):
+    res, p = wf["res"], wf["panel"]
+    assert [tuple(vars(w.window).values()) for w in res.windows] == WINDOWS
+    d = [str(x) for x in p.dates]
+    for w, (i, a, b, c, e) in zip(res.windows, WINDOWS):
+        assert w.train_dates == (d[a], d[b - 1]) and w.test_dates == (d[c], d[e - 1])
+        assert w.study_name == f"wfkill-wf{i:02d}-{d[a]}_{d[b - 1]}"
+        assert w.in_reserve is False  # the last test window ends exactly at the reserve: not in it
+    assert res.final is False and res.oos["n_windows"] == 3
+
+
+def _check_each_study_sees_its_train_span_only(wf):
+    seen = wf["seen"]
+    # prepare_data(spec, panel, train_start, train_end, [walkforward] n_splits = 2, embargo = 0), once per window
+    assert [(lo, hi, a) for lo, hi, a, k, _ in seen["prepare"]] == [(a, b, (2, 0)) for _, a, b, _, _ in WINDOWS]
+    names = [w.study_name for w in wf["res"].windows]
+    assert [s[0] for s in seen["studies"]] == names
+    for (name, st, attrs, rows), (_, a, b, c, e), w in zip(seen["studies"], WINDOWS, wf["res"].windows):
+        assert rows == b  # the study's panel ends at its train end
+        assert attrs == {"wf_window": w.window.index, "wf_train": list(w.train_dates), "wf_test": list(w.test_dates),
+                         "last_session_seen": w.train_dates[1]}
+    # run_study(spec, db=None, the run's storage, n_trials, seed=False: never seeded from [seed_from], no callback)
+    assert seen["run_study"] == [((None, "sqlite:///:memory:"), 4, False, None)] * 3
+
+
+def _check_oos_evaluation_is_the_test_window_plus_purge_capped_at_the_reserve(wf):
+    res, p, spec = wf["res"], wf["panel"], wf["spec"]
+    bench = BenchmarkCache(p.slice(0, RESERVE))
+    for w, (_, a, b, c, e) in zip(res.windows, WINDOWS):
+        end = min(e + PURGE, RESERVE)  # 90, 110, 120
+        cfg = trial_config(_study(wf, w).best_trial, spec)
+        assert w.config == cfg and w.cfg(spec) == cfg
+        ref = Evaluator(p.slice(0, end), min_periods=spec.data.min_periods).run(cfg, Span(c, e, end))
+        assert len(w.trades) > 0
+        np.testing.assert_array_equal(w.trades.entry_idx, ref.trades.entry_idx)
+        np.testing.assert_array_equal(w.trades.exit_idx, ref.trades.exit_idx)
+        assert w.oos_metrics == ref.metrics
+        assert (w.trades.signal_idx >= c).all() and (w.trades.signal_idx < e).all()
+        assert (w.trades.exit_idx < end).all()
+        np.testing.assert_array_equal(w.excess, bench.excess(ref.trades, Span(c, e, end), cfg.costs))
+        assert w.params == _study(wf, w).best_trial.params
+        assert w.is_metrics == read_trial(_study(wf, w).best_trial).metrics
+    # the last window's trades run into the reserve: some are still open at its end (exit = last visible row)
+    last = res.windows[-1].trades
+    assert (~last.closed).any() and (last.exit_idx[~last.closed] == RESERVE - 1).all()
+
+
+def _study(wf, w) -> optuna.Study:
+    return next(s for n, s, _, _ in wf["seen"]["studies"] if n == w.study_name)
+
+
+def _check_in_reserve_flag_and_final_limit(wf):
+    """A window whose test span ends past the reserve start is flagged (here: the reserve moved to 100)."""
+    res, spec = wf["res"], wf["spec"]
+    ctx, windows, reserve = _ctx(wf, final=False)
+    assert (ctx.limit, ctx.reserve, ctx.purge, reserve, ctx.n_trials) == (RESERVE, RESERVE, PURGE, RESERVE, 4)
+    assert [tuple(vars(w).values()) for w in windows] == WINDOWS
+    w2 = res.windows[2]
+    moved = replace(ctx, reserve=100)
+    data = wfmod._window_data(moved, w2.window)
+    r = wfmod._window_result(moved, w2.window, _study(wf, w2), data)
+    assert r.in_reserve is True and wfmod._window_result(replace(ctx, reserve=120), w2.window, _study(wf, w2),
+                                                         data).in_reserve is False
+    fctx, fwindows, _ = _ctx(wf, final=True)
+    assert fctx.limit == T and fctx.reserve == RESERVE
+    assert [w.test_end for w in fwindows] == [80, 100, 120, 140]
+    assert _ctx(wf, False, 7)[0].n_trials == 7  # --trials over [walkforward] n_trials (4) over [run] n_trials (3)
+    nowf = replace(spec, walkforward=replace(spec.walkforward, n_trials=None))
+    assert _ctx(wf, False, spec=nowf)[0].n_trials == 3
+
+
+def _ctx(wf, final: bool, n_trials: int | None = None, spec=None):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(wfmod, "load_study_data", lambda s, db: (wf["panel"], RESERVE))
+        return wfmod._setup(spec or wf["spec"], "x", "sqlite:///:memory:", final, n_trials)
+
+
+# ------------------------------------------------------------------------------------------------ DSR, PBO, SPA
+
+
+def _check_dsr_counts_every_distinct_configuration_tried(wf):
+    """Issue 18: the DSR of each window deflates by its distinct configurations tried -- 4 random trials (some may
+    repeat) + the failed + the pruned one -- not by the completed ones only."""
+    res = wf["res"]
+    assert len(wf["seen"]["dsr"]) == 3
+    for w, (is_ex, fin, tried) in zip(res.windows, wf["seen"]["dsr"]):
+        st = _study(wf, w)
+        S = optuna.trial.TrialState
+        key = lambda t: (t.params["variant"], t.params["buy_threshold"])  # noqa: E731 - one config per params here
+        complete = {key(t) for t in st.trials if t.state == S.COMPLETE}
+        assert w.n_trials_tried == 6 and w.n_configs == len({key(t) for t in st.trials}) >= len(complete) + 2
+        assert tried == w.n_configs
+        assert len(w.trial_sharpes) == len(complete) == fin.size  # one Sharpe per distinct completed configuration
+        assert w.dsr_in_sample == deflated_sharpe_from_study(is_ex, fin, max(tried, fin.size)).dsr
+        assert w.dsr_skipped is None
+        # its in-sample excess: the winner over [first fold start, train end)
+        data = wfmod._window_data(_ctx(wf, False)[0], w.window)
+        cfg = w.config
+        span = Span(data.folds[0].test_start, w.window.train_end, w.window.train_end)
+        ref = data.evaluator.run(cfg, span, entry_ok=data.entry_ok)
+        np.testing.assert_array_equal(is_ex, data.evaluator.bench.excess(ref.trades, span, cfg.costs))
+
+
+def _check_window_result_passes_its_settings_and_figures_on(wf):
+    """The winner is chosen with [walkforward] select / top_k; the OOS evaluation uses [data] min_periods and
+    the regime filter; the window's DSR / PBO / SPA results (and their reasons) reach the WindowResult as given."""
+    assert wf["seen"]["select"] == [("best", 4)] * 3  # [walkforward] top_k = 4
+    ctx = _ctx(wf, False)[0]
+    w = wf["res"].windows[1]
+    st, p = _study(wf, w), wf["panel"]
+    data = wfmod._window_data(ctx, w.window)
+    c, e = w.window.test_start, w.window.test_end
+    spec = wf["spec"]
+    spec2 = replace(spec, data=replace(spec.data, min_periods=3))
+    r = wfmod._window_result(replace(ctx, spec=spec2), w.window, st, data)
+    ref = Evaluator(p.slice(0, e + PURGE), min_periods=3).run(w.config, Span(c, e, e + PURGE))
+    assert r.oos_metrics == ref.metrics and r.oos_metrics != w.oos_metrics
+    spec3 = replace(spec, data=replace(spec.data, regime="RISK_ON"))  # no market data here: never risk-on
+    r = wfmod._window_result(replace(ctx, spec=spec3), w.window, st, data)
+    assert len(r.trades) == 0 and r.oos_metrics["total_trades"] == 0 and len(w.trades) > 0
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(wfmod, "_window_dsr", lambda *a: (0.25, "dsr why"))
+        mp.setattr(wfmod, "_window_pbo", lambda *a: (0.5, "pbo why", {"n_paths": 3}))
+        mp.setattr(wfmod, "_window_spa", lambda *a: ({"p_value": 0.125}, "spa why"))
+        r = wfmod._window_result(ctx, w.window, st, data)
+    assert (r.dsr_in_sample, r.dsr_skipped, r.pbo, r.pbo_skipped, r.cpcv) == (0.25, "dsr why", 0.5, "pbo why", {"n_paths": 3})
+    assert (r.spa, r.spa_skipped, r.spa_p) == ({"p_value": 0.125}, "spa why", 0.125)
+    assert math.isnan(wfmod.WindowResult(*[None] * 11, False, spa={"p_value": None}).spa_p)  # no p-value: NaN
+    assert math.isnan(wfmod.WindowResult(*[None] * 11, False).spa_p)
+    # cpcv mode: the window's study takes the [cv] groups, not [walkforward] n_splits
+    cp = replace(spec, cv=replace(spec.cv, mode="cpcv", n_groups=4, n_test_groups=2))
+    got = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(wfmod, "prepare_data", lambda *a, **k: _prep(got, *a, **k))
+        wfmod._window_data(replace(ctx, spec=cp), w.window)
+    assert got == [(None, 0)]
+
+
+def _prep(got, spec, panel, lo, hi, *a, **k):
+    got.append(a)
+    from optimizer.study.data import prepare_data
+    return prepare_data(spec, panel, lo, hi, *a, **k)
+
+
+def _check_pbo_and_spa_columns(wf):
+    """PBO runs over the completed configurations, SPA over every evaluated one (the pruned one too)."""
+    res = wf["res"]
+    for w in res.windows:
+        st = _study(wf, w)
+        configs, done = wfmod.tried_configs(st)
+        S = optuna.trial.TrialState
+        evaluated = {(t.params["variant"], t.params["buy_threshold"]) for t in st.trials if t.state in (S.COMPLETE, S.PRUNED)}
+        assert sum(done) == len(w.trial_sharpes) and len(configs) == len(evaluated) == w.n_configs - 1
+        assert w.spa["n_configs"] == len(configs) and w.spa_skipped is None and 0 <= w.spa_p <= 1
+        assert w.pbo_skipped is None and 0 <= w.pbo <= 1 and w.cpcv is None
+        data = wfmod._window_data(_ctx(wf, False)[0], w.window)
+        M_pbo, M_spa = wfmod._config_matrices(data, configs)
+        assert M_pbo.shape == M_spa.shape == (data.hi - data.folds[0].test_start, len(configs))
+        pbo, why, cp = wfmod._window_pbo(data, M_pbo[:, np.flatnonzero(done)])
+        assert (pbo, why, cp) == (w.pbo, None, None)
+        np.testing.assert_array_equal(wfmod.pbo_matrix(data, st), M_pbo[:, np.flatnonzero(done)])
+        np.testing.assert_array_equal(wfmod.pbo_matrix(data, st, max_configs=1), M_pbo[:, np.flatnonzero(done)[:1]])
+
+
+def test_config_matrices_by_hand():
+    """One configuration: the PBO column is the daily portfolio return minus the equal-weight universe on invested
+    days (0 otherwise); the SPA column the daily excess of its trades."""
+    spec = parse_spec(SPEC)
+    p = _panel(seed=3, T=100, N=N)
+    data = wfmod.prepare_data(spec, p, 0, 100, 2, 0)
+    st = optuna.create_study()
+    dists = {"variant": optuna.distributions.CategoricalDistribution(["A", "B"]),
+             "buy_threshold": optuna.distributions.IntDistribution(55, 75, step=5)}
+    st.add_trial(optuna.trial.create_trial(params={"variant": "B", "buy_threshold": 55}, distributions=dists, value=1.0))
+    M_pbo, M_spa = wfmod._config_matrices(data, st.trials)
+    lo = data.folds[0].test_start
+    cfg = trial_config(st.trials[0], spec)
+    span = Span(lo, 100, 100)
+    res = data.evaluator.run(cfg, span, entry_ok=data.entry_ok)
+    assert len(res.trades) >= 3
+    from optimizer.engine.metrics import portfolio_returns
+    daily = portfolio_returns(res.trades, p, span)
+    C = p["close"]
+    ew = np.array([np.nanmean(C[t] / C[t - 1] - 1.0) for t in range(lo, 100)])
+    inv = np.zeros(100 - lo, bool)
+    for e, x in zip(res.trades.entry_idx, res.trades.exit_idx):
+        inv[e - lo: x - lo + 1] = True
+    np.testing.assert_allclose(M_pbo[:, 0], np.where(inv, daily - ew, 0.0), rtol=0, atol=1e-15)
+    ex = data.evaluator.bench.excess(res.trades, span, cfg.costs)
+    np.testing.assert_array_equal(M_spa[:, 0], daily_excess(res.trades, ex, C, lo, 100).total)
+    e0, e1 = wfmod._config_matrices(data, [])
+    assert e0.shape == e1.shape == (100 - lo, 0)
+
+
+def test_window_statistics_say_why_they_cannot_be_estimated():
+    nan = math.isnan
+    pb, why, cp = wfmod._window_pbo(None, np.zeros((16, 1)))
+    assert nan(pb) and cp is None and why == "1 completed configuration(s) over 16 session(s); PBO needs >= 2 and >= 16"
+    pb, why, _ = wfmod._window_pbo(None, np.zeros((15, 2)))
+    assert nan(pb) and why == "2 completed configuration(s) over 15 session(s); PBO needs >= 2 and >= 16"
+    s, why = wfmod._window_spa(np.zeros((9, 1)))
+    assert s is None and why == "1 configuration(s) over 9 session(s); SPA needs >= 1 and >= 10"
+    s, why = wfmod._window_spa(np.zeros((10, 0)))
+    assert s is None and why == "0 configuration(s) over 10 session(s); SPA needs >= 1 and >= 10"
+    s, why = wfmod._window_spa(np.zeros((10, 2)))  # never traded (two identical columns: one configuration)
+    assert why == "none of the 1 configuration(s) traded in the train span" and s["n_configs"] == 1
+
+
+def test_window_pbo_blocks_and_cscv():
+    """CSCV over min(16, even number of sessions) blocks below 32 sessions, 16 from 32 on."""
+    rng = np.random.default_rng(0)
+    from optimizer.validate.stats import probability_of_backtest_overfitting as pbo
+    spec = parse_spec(SPEC)
+    data = wfmod.prepare_data(spec, _panel(seed=3, T=60, N=N), 0, 60, 2, 0)
+    for n, blocks in ((17, 16), (20, 16), (31, 16), (32, 16), (40, 16)):
+        M = rng.normal(size=(n, 3))
+        assert wfmod._window_pbo(data, M)[0] == pbo(M, n_blocks=blocks).pbo
+    M = rng.normal(size=(18, 3))
+    assert wfmod._window_pbo(data, M)[0] == pbo(M, n_blocks=16).pbo
+    M = rng.normal(size=(16, 3))
+    assert wfmod._window_pbo(data, M)[0] == pbo(M, n_blocks=16).pbo
+
+
+def _check_window_dsr_needs_three_trades_and_two_sharpes(wf):
+    data = wfmod._window_data(_ctx(wf, False)[0], wf["res"].windows[0].window)
+    cfg = wf["res"].windows[0].config
+    d, why = wfmod._window_dsr(data, cfg, np.array([0.1, np.nan]), 5)
+    assert math.isnan(d) and why.endswith("1 finite trial Sharpe ratio(s); DSR needs >= 3 and >= 2")
+    n = int(why.split()[0])
+    assert n >= 3 and why == f"{n} in-sample trade(s) and 1 finite trial Sharpe ratio(s); DSR needs >= 3 and >= 2"
+    d2, why2 = wfmod._window_dsr(data, cfg, np.array([0.1, 0.3, np.nan]), 1)  # tried < finite: the finite count
+    d3, _ = wfmod._window_dsr(data, cfg, np.array([0.1, 0.3]), 2)
+    assert why2 is None and d2 == d3
+    d4, _ = wfmod._window_dsr(data, cfg, np.array([0.1, 0.3]), 50)
+    assert d4 < d3  # more configurations tried: deflated more
+
+
+# ------------------------------------------------------------------------------------------------ stitching
+
+
+def _check_stitched_trades_excess_and_windows(wf):
+    res, p = wf["res"], wf["panel"]
+    ws = res.windows
+    n = sum(len(w.trades) for w in ws)
+    assert len(res.trades) == n
+    np.testing.assert_array_equal(res.trades["window"].to_numpy(),
+                                  np.concatenate([np.full(len(w.trades), w.window.index) for w in ws]))
+    exc = np.concatenate([w.excess for w in ws])
+    assert res.oos["avg_excess_return"] == pytest.approx(exc.mean(), rel=1e-12)
+    assert res.oos["total_signals"] == sum(w.oos_metrics["total_signals"] for w in ws)
+    inf = res.stats["inference"]
+    assert inf["n_trades"] == exc.size and inf["mean_per_trade"] == pytest.approx(exc.mean(), rel=1e-12)
+    trades, excess, span = wfmod._stitch(ws, RESERVE)
+    assert (span.sig_start, span.sig_end, span.data_end) == (60, 120, RESERVE)
+    np.testing.assert_array_equal(excess, exc)
+    # the daily series runs from the first test session to the last test session / last exit (+1)
+    daily = wfmod._daily(p.slice(0, RESERVE), ws, trades, excess)
+    assert (daily.start, daily.stop) == (60, 120)
+    eq = res.equity
+    assert len(eq) == 60 and eq["date"].iloc[0] == pd.Timestamp(p.dates[60])
+    np.testing.assert_allclose(eq["excess_return"], eq["oos_return"] - eq["bench_return"])
+    np.testing.assert_allclose(eq["oos_equity"], np.cumprod(1 + eq["oos_return"]))
+    np.testing.assert_allclose(eq["bench_equity"], np.cumprod(1 + eq["bench_return"]))
+    np.testing.assert_allclose(eq["excess_equity"], np.cumprod(1 + eq["excess_return"]))
+
+
+def _check_daily_runs_to_the_last_exit_when_it_is_later(wf):
+    p = wf["panel"].slice(0, T)
+    ws = wf["res"].windows[:1]  # test window [60, 80); its trades exit up to row 89
+    tr = ws[0].trades
+    stop = int(tr.exit_idx[tr.closed].max()) + 1
+    assert stop > 80
+    assert (wfmod._daily(p, ws, tr, ws[0].excess).start, wfmod._daily(p, ws, tr, ws[0].excess).stop) == (60, stop)
+    none = Trades(*(np.empty(0, np.int64),) * 4, np.empty(0), np.empty(0), np.empty(0, np.int64), np.empty(0), cost=0.0)
+    d = wfmod._daily(p, ws, none, np.empty(0))
+    assert (d.start, d.stop) == (60, 80)
+
+
+def test_concat_trades_keeps_sizing_only_when_every_part_sizes_alike():
+    def part(k, weight=None, mult=None, absolute=False, cost=0.001):
+        i = np.arange(k, dtype=np.int64)
+        f = np.ones(k)
+        return Trades(i, i, i + 1, i + 2, f, f * 1.1, i, f, cost=cost, weight=weight, mult=mult, absolute=absolute)
+    a, b = part(2, np.array([0.5, 0.5]), np.array([1.0, 2.0])), part(1, np.array([1.0]), np.array([3.0]), cost=0.5)
+    t = wfmod.concat_trades([a, b])
+    assert t.cost == 0.001 and len(t) == 3
+    np.testing.assert_array_equal(t.entry_idx, [1, 2, 1])
+    np.testing.assert_array_equal(t.exit_price, [1.1, 1.1, 1.1])
+    np.testing.assert_array_equal(t.weight, [0.5, 0.5, 1.0])
+    np.testing.assert_array_equal(t.mult, [1.0, 2.0, 3.0])
+    assert t.absolute is False
+    t = wfmod.concat_trades([part(1, np.ones(1), absolute=True), part(1, np.ones(1), absolute=True)])
+    assert t.absolute is True and t.mult is None and t.weight is not None
+    t = wfmod.concat_trades([part(1, np.ones(1), absolute=True), part(1, np.ones(1), absolute=False)])
+    assert t.weight is None and t.mult is None and t.absolute is False
+    t = wfmod.concat_trades([part(1, np.ones(1)), part(1)])
+    assert t.weight is None and t.mult is None
+    t = wfmod.concat_trades([part(1, np.ones(1), np.ones(1)), part(1, np.ones(1))])
+    assert t.weight is not None and t.mult is None
+    e = wfmod.concat_trades([])
+    assert len(e) == 0 and e.cost == 0.0 and e.entry_idx.dtype == np.int64 and e.entry_price.dtype == np.float64
+
+
+# ------------------------------------------------------------------------------------------------ statistics
+
+
+def _check_statistics_the_verdict_reads(wf):
+    res = wf["res"]
+    ws, s = res.windows, res.stats
+    assert s["n_trials_tried"] == 18 and s["n_configs"] == sum(w.n_configs for w in ws)
+    is_r = [w.is_metrics["rank_score"] for w in ws]
+    oos_r = [w.oos_metrics["rank_score"] for w in ws]
+    assert s["degradation"] == pytest.approx(np.mean(oos_r) / np.mean(is_r), rel=1e-12)
+    is_x = [w.is_metrics["avg_excess_return"] for w in ws]
+    oos_x = [w.oos_metrics["avg_excess_return"] for w in ws]
+    assert s["degradation_excess"] == pytest.approx(np.mean(oos_x) / np.mean(is_x), rel=1e-12)
+    assert s["dsr"] == float(np.median([w.dsr_in_sample for w in ws]))
+    assert s["dsr_windows"] == [w.dsr_in_sample for w in ws]
+    assert s["pbo_windows"] == [w.pbo for w in ws] and s["pbo"] == pytest.approx(np.mean([w.pbo for w in ws]))
+    assert s["pbo_method"] == "cscv" and "cpcv" not in s
+    assert not any(k in s for k in ("dsr_skipped", "pbo_skipped", "spa_skipped"))
+    p = [w.spa_p for w in ws]
+    assert s["spa"] == {"p": wfmod.combine_pvalues(p), "p_median": float(np.median(p)), "p_windows": p,
+                        "n_configs": s["n_configs"], "n_trials_tried": 18, "gate": None}
+    assert s["psr"] == s["inference"]["psr"]
+    assert res.oos["excess_t"] == s["inference"]["t"] and res.oos["excess_t_iid"] == s["inference"]["t_iid"]
+    eqb = s["equity_bootstrap"]
+    assert eqb["n_days"] == 60 and eqb["reps"] == 2000
+    assert res.oos["portfolio_sharpe"] == eqb["sharpe"]["point"] and res.oos["max_drawdown"] == eqb["max_drawdown"]["point"]
+    q = eqb["drawdown_quantiles"]
+    assert q["50%"] <= q["90%"] <= q["95%"]
+    assert s["inference_mkt"]["n_trades"] == s["inference"]["n_trades"]
+    assert s["inference_mkt"]["mean_per_trade"] != s["inference"]["mean_per_trade"]
+    # cost stress: 1x re-runs each winner over its own test span + purge: the stitched excess exactly
+    cs = s["cost_stress"]
+    assert [r["multiplier"] for r in cs] == [1.0, 2.0, 3.0]
+    assert cs[0]["avg_excess_return"] == pytest.approx(res.oos["avg_excess_return"], rel=1e-12)
+    assert cs[0]["trades"] == sum(len(w.excess) for w in ws)
+    assert cs[0]["avg_excess_return"] > cs[1]["avg_excess_return"] > cs[2]["avg_excess_return"]
+    assert s["cost_fragile"] == wfmod.flag_fragile(pd.DataFrame(cs))
+    assert s["cost_stress_wording"] == wfmod.cost_stress_wording(pd.DataFrame(cs))
+
+
+def _check_verdict_inputs(wf):
+    res = wf["res"]
+    s, v = res.stats, res.verdict
+    inf = s["inference"]
+    assert v.gate("excess_t").value == inf["t"]
+    assert v.gate("psr").value == s["psr"]
+    assert v.gate("pbo").value == s["pbo"]
+    assert v.power.n_trades == inf["n_trades"] and v.power.n_days == inf["n_days"] == 60
+    assert v.power.mde_per_trade == inf["mde_per_trade"]
+    dsr_s = f"{s['dsr']:.2f}"
+    spa_s = f"{s['spa']['p']:.2f}"
+    assert v.note == (f"in-sample winners' median DSR {dsr_s}, SPA p {spa_s} over 18 trials tried "
+                      f"({s['n_configs']} distinct configurations)")
+    assert v == wfmod._decide(s)
+
+
+def test_decide_without_estimates_says_n_a():
+    inf = {"mean_per_trade": float("nan"), "mde_per_trade": None, "mde_per_year": None, "alpha": 0.05, "power": 0.8,
+           "n_trades": 0, "n_days": 0, "n_eff": None, "t": None}
+    stats = {"inference": inf, "dsr": float("nan"), "spa": {"p": float("nan")}, "psr": float("nan"),
+             "pbo": float("nan"), "n_trials_tried": 3, "n_configs": 2}
+    v = wfmod._decide(stats)
+    assert v.note == "in-sample winners' median DSR n/a, SPA p n/a over 3 trials tried (2 distinct configurations)"
+    assert not v.supported and v.power.n_trades == 0 and math.isnan(v.power.n_eff)
+
+
+# ------------------------------------------------------------------------------------------------ tables, files
+
+
+def _check_tables(wf):
+    res = wf["res"]
+    sm = res.summary
+    assert list(sm["window"]) == [0, 1, 2] and list(sm["n_trials_tried"]) == [6, 6, 6]
+    assert list(sm["in_reserve"]) == [False] * 3
+    assert list(sm["train_start"]) == [w.train_dates[0] for w in res.windows]
+    assert list(sm["test_end"]) == [w.test_dates[1] for w in res.windows]
+    assert list(sm["param_variant"]) == [w.params["variant"] for w in res.windows]
+    for k in wfmod._SUMMARY_METRICS:
+        assert list(sm[f"oos_{k}"]) == [w.oos_metrics.get(k) for w in res.windows]
+        assert list(sm[f"is_{k}"]) == [w.is_metrics.get(k) for w in res.windows]
+    stab = res.stability
+    assert list(dict.fromkeys(stab["param"])) == ["variant", "buy_threshold"]  # _STABILITY_PARAMS order
+    for k in ("variant", "buy_threshold"):
+        counts = pd.Series([str(w.params[k]) for w in res.windows]).value_counts()
+        part = stab[stab["param"] == k]
+        assert dict(zip(part["value"], part["windows"])) == counts.to_dict()
+        assert list(part["windows"]) == sorted(part["windows"], reverse=True)
+    assert stab["share"].tolist() == [n / 3 for n in stab["windows"]]
+    ev = res.events
+    assert list(ev.columns[:1]) == ["window"] and set(ev["window"]) == {0, 1, 2}
+    closed = ev[~ev["open_at_end"].astype(bool)]
+    exc = np.concatenate([w.excess for w in res.windows])
+    assert np.sort(closed["excess_return"].to_numpy()) == pytest.approx(np.sort(exc))
+    assert res.by_symbol["closed_trades"].sum() == len(closed) == exc.size
+    assert list(res.by_symbol["closed_trades"]) == sorted(res.by_symbol["closed_trades"], reverse=True)
+    g = closed.groupby("symbol")["net_return"]
+    row = res.by_symbol.iloc[0]
+    assert row["hit_rate"] == pytest.approx(float((g.get_group(row["symbol"]) > 0).mean()))
+    assert row["avg_return"] == pytest.approx(g.get_group(row["symbol"]).mean())
+    assert set(res.by_sector["sector"]) <= set(ev["sector_etf"].fillna("(ETF)"))
+    assert res.by_regime["closed_trades"].sum() == exc.size
+    assert len(res.rules) > 0
+
+
+def test_group_table_of_no_closed_trade_has_its_columns():
+    df = pd.DataFrame({"symbol": ["A"], "open_at_end": [True], "net_return": [0.1], "excess_return": [0.0]})
+    g = wfmod._group_table(df, "symbol")
+    assert g.empty and list(g.columns) == ["symbol", "closed_trades", "hit_rate", "avg_return", "avg_excess_return"]
+    df = pd.DataFrame({"symbol": ["A", "B", "B", None], "open_at_end": [False] * 4,
+                       "net_return": [0.1, -0.2, 0.4, 0.0], "excess_return": [0.0, 0.1, 0.3, 1.0]})
+    g = wfmod._group_table(df, "symbol")
+    assert g["symbol"].tolist()[0] == "B" and g["closed_trades"].tolist() == [2, 1, 1]
+    b = g.iloc[0]
+    assert (b["hit_rate"], b["avg_return"], b["avg_excess_return"]) == pytest.approx((0.5, 0.1, 0.2))
+    assert g["symbol"].isna().sum() == 1  # dropna=False: a trade without a symbol is its own group
+
+
+def _check_save_and_load_round_trip(wf):
+    tmp_path = wf["out"]
+    res = wf["res"]
+    assert (wf["out"] / "summary" / "walk_forward_summary.csv").exists()
+    d = wfmod.save_walkforward(res, tmp_path / "run")
+    assert d == tmp_path / "run"
+    for f in ("result.json", "walk_forward_summary.csv", "oos_trades.parquet", "oos_equity.parquet",
+              "parameter_stability.csv", "oos_events.parquet", "by_symbol.csv", "by_sector.csv", "by_regime.csv",
+              "rules.csv"):
+        assert (d / f).exists(), f
+    got = wfmod.load_walkforward(d)
+    assert got["result"]["spec"] == "wfkill" and got["result"]["final"] is False
+    assert got["verdict"] == res.verdict
+    assert len(got["trades"]) == len(res.trades) and len(got["equity"]) == 60 and len(got["events"]) == len(res.events)
+    assert got["summary"]["window"].tolist() == [0, 1, 2] and len(got["stability"]) == len(res.stability)
+    assert got["regime_comparison"].empty and len(got["by_symbol"]) == len(res.by_symbol)
+    w0 = got["result"]["windows"][0]
+    assert w0["train"] == list(res.windows[0].train_dates) and w0["n_configs"] == res.windows[0].n_configs
+    assert w0["config"] == res.windows[0].config.to_params() and w0["best_params"] == res.windows[0].params
+    assert got["result"]["dsr"] == res.stats["dsr"] and got["result"]["pbo"] == res.stats["pbo"]
+    with pytest.raises(DataError, match="no walk-forward run in"):
+        wfmod.load_walkforward(tmp_path / "nothing")
+    (d / "result.json").write_text(json.dumps({"spec": "x"}))
+    (d / "oos_events.parquet").unlink()
+    (d / "rules.csv").write_text("")
+    got = wfmod.load_walkforward(d)
+    assert got["verdict"] is None and got["events"].empty and got["rules"].empty
+
+
+def _check_to_dict_cleans_non_finite_values(wf):
+    res = wf["res"]
+    w = replace(res.windows[0], config=None, is_metrics={"x": float("nan"), "y": np.float64(2.0), "z": np.int64(3),
+                                                          "l": [float("inf"), 1.0], "t": (float("-inf"),)})
+    d = replace(res, windows=[w]).to_dict()
+    assert d["windows"][0]["config"] is None
+    assert d["windows"][0]["in_sample"] == {"x": None, "y": 2.0, "z": 3, "l": [None, 1.0], "t": [None]}
+    assert type(d["windows"][0]["in_sample"]["z"]) is int
+    full = res.to_dict()
+    w0 = res.windows[0]
+    assert full["windows"][0] == {
+        "index": 0, "study": w0.study_name, "train": list(w0.train_dates), "test": list(w0.test_dates),
+        "in_reserve": False, "best_params": w0.params, "config": w0.config.to_params(),
+        "in_sample": json.loads(json.dumps(full["windows"][0]["in_sample"])), "out_of_sample": full["windows"][0]["out_of_sample"],
+        "n_trials_tried": 6, "n_configs": w0.n_configs}
+    assert full["windows"][0]["out_of_sample"]["closed_trades"] == w0.oos_metrics["closed_trades"]
+    assert full["windows"][0]["in_sample"]["rank_score"] == w0.is_metrics["rank_score"]
+    assert [x["index"] for x in full["windows"]] == [0, 1, 2]
+    assert full["spec"] == "wfkill" and full["final"] is False and full["warnings"] == []
+    s = res.stats
+    for k in ("dsr", "psr", "pbo", "degradation"):
+        assert full[k] == s[k], k
+    assert full["spa"]["p"] == s["spa"]["p"] and full["spa"]["n_trials_tried"] == 18
+    assert full["inference"]["t"] == s["inference"]["t"] and full["stats"]["n_configs"] == s["n_configs"]
+    assert full["oos"]["n_windows"] == 3
+    assert full["regimes"] == res.by_regime.to_dict(orient="records")
+    assert full["by_sector"] == res.by_sector.to_dict(orient="records")
+    assert full["verdict_gates"] == res.verdict.to_dict()["verdict_gates"]
+    # WindowResult.cfg: the stored configuration itself; rebuilt from the params for a result without it
+    from optimizer.study.space import params_to_config
+    spec = wf["spec"]
+    assert w0.cfg(spec) is w0.config
+    assert replace(w0, config=None).cfg(spec) == params_to_config(w0.params, spec) == w0.config
+
+
+def _check_walkforward_dir_and_arguments(wf):
+    tmp_path = wf["out"]
+    assert wfmod.walkforward_dir(tmp_path, "s") == tmp_path / "walkforward" / "s"
+    assert wfmod.walkforward_dir(tmp_path, "s", final=True) == tmp_path / "walkforward" / "s-final"
+    with pytest.raises(ParameterError, match=r"^jobs must be >= 1, got jobs=0$"):
+        wfmod.run_walkforward(wf["spec"], "x", jobs=0)
+    with pytest.raises(ParameterError, match=r"^jobs must be >= 1, got jobs=0$"):
+        wfmod.run_walkforward_worker(wf["spec"], "x", jobs=0)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(wfmod, "load_study_data", lambda s, db: (wf["panel"], RESERVE))
+        with pytest.raises(ParameterError, match=r"jobs must be 1 with storage sqlite:///:memory:.*got jobs=2$"):
+            wfmod.run_walkforward(wf["spec"], "x", "sqlite:///:memory:", jobs=2)
+    with pytest.raises(ParameterError, match="walkforward worker needs a storage with heartbeats"):
+        wfmod.run_walkforward_worker(wf["spec"], "x", "journal:/nonexistent/j.log")
+    assert wfmod._claimable("sqlite:///a.db") and wfmod._claimable("postgresql://h/db")
+    assert not any(wfmod._claimable(u) for u in ("journal:x.log", "sqlite:///:memory:", "sqlite://"))
+
+
+def test_reserve_record_only_when_final(monkeypatch):
+    calls = []
+    monkeypatch.setattr(wfmod, "record_opening", lambda *a: calls.append(a) or ["earlier"])
+    monkeypatch.setattr(wfmod, "opening_warning", lambda start, earlier: f"opened {start} {earlier}")
+    spec = parse_spec(SPEC)
+    assert wfmod._reserve_record("db", spec, "2024-06-01", False, "2024-07-01") == [] and calls == []
+    assert wfmod._reserve_record("db", spec, None, True, "2024-07-01") == [] and calls == []
+    assert wfmod._reserve_record("db", spec, "2024-06-01", True, "2024-07-01") == ["opened 2024-06-01 ['earlier']"]
+    assert calls == [("db", "2024-06-01", "walkforward --final", "wfkill", "2024-07-01")]
+    monkeypatch.setattr(wfmod, "opening_warning", lambda start, earlier: None)
+    assert wfmod._reserve_record("db", spec, "2024-06-01", True, "2024-07-01") == []
+
+
+def test_window_dsr_reads_the_train_span_with_its_mask_and_needs_three_trades():
+    """A stub window: the winner's in-sample run is asked for [first fold start, hi) with the study's entry mask
+    and its costs; 3 excess returns are enough, 2 are not; a ParameterError of the DSR is the reason given."""
+    from types import SimpleNamespace as NS
+    calls = []
+
+    def data_with(ex):
+        bench = NS(excess=lambda trades, span, costs: calls.append(("excess", trades, span, costs)) or np.array(ex))
+        ev = NS(run=lambda cfg, span, entry_ok=None: calls.append(("run", span, entry_ok)) or NS(trades="T"),
+                bench=bench)
+        return NS(folds=[NS(test_start=7)], hi=40, entry_ok="MASK", evaluator=ev)
+
+    cfg = NS(costs="COSTS")
+    d, why = wfmod._window_dsr(data_with([0.01, 0.03, -0.01]), cfg, np.array([0.1, 0.2, np.nan]), 4)
+    assert why is None and d == deflated_sharpe_from_study(np.array([0.01, 0.03, -0.01]), np.array([0.1, 0.2]), 4).dsr
+    assert calls == [("run", Span(7, 40, 40), "MASK"), ("excess", "T", Span(7, 40, 40), "COSTS")]
+    d, why = wfmod._window_dsr(data_with([0.01, 0.03]), cfg, np.array([0.1, 0.2]), 4)
+    assert math.isnan(d) and why == "2 in-sample trade(s) and 2 finite trial Sharpe ratio(s); DSR needs >= 3 and >= 2"
+    d, why = wfmod._window_dsr(data_with([0.01, 0.02, np.inf]), cfg, np.array([0.1, 0.2]), 4)  # refused input
+    with pytest.raises(ParameterError) as e:
+        deflated_sharpe_from_study(np.array([0.01, 0.02, np.inf]), np.array([0.1, 0.2]), 4)
+    assert math.isnan(d) and why == str(e.value)
+
+
+def test_tiny_walkforward(wf):
+    """Every check of the run in ONE test: mutmut attributes the functions a module fixture runs to the first test
+    that requested it, so checks split over several tests would not all run against a mutant of the walk-forward."""
+    _check_windows_are_placed_by_hand_and_end_at_the_reserve(wf)
+    _check_each_study_sees_its_train_span_only(wf)
+    _check_oos_evaluation_is_the_test_window_plus_purge_capped_at_the_reserve(wf)
+    _check_in_reserve_flag_and_final_limit(wf)
+    _check_dsr_counts_every_distinct_configuration_tried(wf)
+    _check_window_result_passes_its_settings_and_figures_on(wf)
+    _check_pbo_and_spa_columns(wf)
+    _check_window_dsr_needs_three_trades_and_two_sharpes(wf)
+    _check_stitched_trades_excess_and_windows(wf)
+    _check_daily_runs_to_the_last_exit_when_it_is_later(wf)
+    _check_statistics_the_verdict_reads(wf)
+    _check_verdict_inputs(wf)
+    _check_tables(wf)
+    _check_save_and_load_round_trip(wf)
+    _check_to_dict_cleans_non_finite_values(wf)
+    _check_walkforward_dir_and_arguments(wf)
+
+
+# ------------------------------------------------------------------------------------------------ more seams
+
+
+def _robust_reference(trials: list, top_k: int):
+    """select_params(how="robust") from its docstring, written apart: numeric params scaled to [0, 1] by their
+    range (a flat one by 1), a categorical / conditional param that differs counts 1; each of the top_k trials is
+    scored by the median value of its m = max(3, n // 10) nearest trials (itself included, ties by rank); the best
+    median wins, the earlier trial on ties."""
+    ranked = sorted([t for t in trials if t.value is not None], key=lambda t: (-t.value, t.number))
+    n = len(ranked)
+    if n < 3:
+        return ranked[0]
+    keys = sorted({k for t in ranked for k in t.params})
+    isnum = lambda v: type(v) in (int, float)  # noqa: E731 - bool is not a number here
+    num = [k for k in keys if all(isnum(t.params.get(k)) for t in ranked)]
+    lo = {k: min(t.params[k] for t in ranked) for k in num}
+    rng = {k: (max(t.params[k] for t in ranked) - lo[k]) or 1.0 for k in num}
+    m = max(3, n // 10)
+    best, best_score = None, None
+    for i in range(min(top_k, n)):
+        a = ranked[i]
+        dist = []
+        for j, b in enumerate(ranked):
+            d = sum(abs(a.params[k] - b.params[k]) / rng[k] for k in num)
+            d += sum(str(a.params.get(k)) != str(b.params.get(k)) for k in keys if k not in num)
+            dist.append((d, j))
+        near = [ranked[j].value for _, j in sorted(dist)[:m]]
+        score = float(np.median(near))
+        if best_score is None or score > best_score:
+            best, best_score = a, score
+    return best
+
+
+def test_select_params_robust_equals_a_reference_on_random_studies():
+    D = optuna.distributions
+    dists = {"x": D.FloatDistribution(0.0, 1000.0), "k": D.IntDistribution(1, 9), "c": D.CategoricalDistribution(["p", "q"]),
+             "b": D.CategoricalDistribution([True, False])}
+    differs = 0
+    for seed in range(24):
+        rng = np.random.default_rng(seed)
+        n = int(rng.choice([3, 4, 12, 31, 40, 44]))
+        st = optuna.create_study(direction="maximize")
+        for _ in range(n):
+            params = {"x": float(rng.choice([0.0, 10.0, 500.0, 990.0]) + rng.integers(0, 3)), "k": int(rng.integers(1, 10)),
+                      "c": str(rng.choice(["p", "q"])), "b": bool(rng.random() < 0.5)}
+            if rng.random() < 0.3:
+                del params["c"]  # conditional: absent is its own value
+            st.add_trial(optuna.trial.create_trial(params=params, distributions={k: dists[k] for k in params},
+                                                   value=float(rng.integers(0, 6))))
+        for k in (1, 2, 5, 8):
+            got = wfmod.select_params(st, "robust", top_k=k)
+            assert got.number == _robust_reference(st.trials, k).number, (seed, n, k)
+            differs += got.number != wfmod.select_params(st, "best").number
+        assert wfmod.select_params(st).number == wfmod.select_params(st, "best").number == st.best_trial.number
+    assert differs >= 10  # the robust rule is exercised, not only the best trial
+    st = optuna.create_study()
+    st.add_trial(optuna.trial.create_trial(params={}, distributions={}, state=optuna.trial.TrialState.PRUNED))
+    with pytest.raises(DataError, match=r"^study '.*' has no completed trial to select from \(all pruned or failed\)$"):
+        wfmod.select_params(st)
+
+
+def test_decide_is_the_verdict_of_its_inputs(monkeypatch):
+    from optimizer.validate.verdict import Power, verdict
+    inf = {"mean_per_trade": 0.004, "mde_per_trade": 0.003, "mde_per_year": 0.2, "alpha": 0.0228, "power": 0.8,
+           "n_trades": 40, "n_days": 90, "n_eff": 30.5, "t": 2.5}
+    stats = {"inference": inf, "dsr": 0.9, "spa": {"p": 0.04}, "psr": 0.97, "pbo": 0.3, "n_trials_tried": 12,
+             "n_configs": 10}
+    power = Power(0.003, 0.2, 0.0228, 0.8, 40, 90, 30.5)
+    note = "in-sample winners' median DSR 0.90, SPA p 0.04 over 12 trials tried (10 distinct configurations)"
+    want = verdict(0.004, 2.5, 0.97, 0.3, 40, sharpe="psr", t_kind="hac", power=power, note=note, spa_p=0.04,
+                   spa_max=None)
+    assert wfmod._decide(stats) == want
+    inf2 = dict(inf, mean_per_trade=float("nan"))
+    assert wfmod._decide(dict(stats, inference=inf2)) == verdict(
+        0.0, 2.5, 0.97, 0.3, 40, sharpe="psr", t_kind="hac", power=power, note=note, spa_p=0.04, spa_max=None)
+    monkeypatch.setattr(wfmod, "SPA_GATE", 0.05)  # SPA gates: it leaves the note
+    v = wfmod._decide(stats)
+    assert v == verdict(0.004, 2.5, 0.97, 0.3, 40, sharpe="psr", t_kind="hac", power=power, spa_p=0.04, spa_max=0.05,
+                        note="in-sample winners' median DSR 0.90 over 12 trials tried (10 distinct configurations)")
+
+
+def test_setup_reads_the_spec_and_the_store_it_is_given():
+    spec = parse_spec(SPEC.replace('unit = "sessions"', 'unit = "sessions"\npurge = 7\nstep = 30\nanchored = true')
+                      .replace("[run]\n", '[run]\nstorage = "sqlite:///:memory:"\n'))
+    p = _panel(seed=3, T=T, N=N)
+    got = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(wfmod, "load_study_data", lambda s, db: got.append((s, db)) or (p, RESERVE))
+        ctx, windows, reserve = wfmod._setup(spec, "the.duckdb", None, False, None)
+    assert got == [(spec, "the.duckdb")] and ctx.storage_url == "sqlite:///:memory:" and ctx.purge == 7
+    # anchored: every train window starts at 0; step 30; purge 7 before each test window
+    assert [tuple(vars(w).values()) for w in windows] == [(0, 0, 53, 60, 80), (1, 0, 83, 90, 110)]
+
+
+def test_oos_metrics_and_concat_of_parts(wf):
+    from optimizer.engine.metrics import run_metrics
+    res, spec = wf["res"], wf["spec"]
+    ctx = _ctx(wf, False)[0]
+    p = wf["panel"].slice(0, RESERVE)
+    trades, excess, span = wfmod._stitch(res.windows, RESERVE)
+    oos = wfmod._oos_metrics(ctx, res.windows, p, trades, excess, span)
+    want = run_metrics(trades, p, span, res.windows[0].config.costs, sum(w.oos_metrics["total_signals"] for w in res.windows))
+    want["avg_excess_return"] = float(excess.mean())  # the windows' own matched excess, not the stitched span's
+    assert {k: oos[k] for k in want} == want and oos["n_windows"] == 3
+    empty = wfmod.concat_trades([])
+    w0 = replace(res.windows[0], trades=empty, excess=np.empty(0), oos_metrics=dict(res.windows[0].oos_metrics, total_signals=0))
+    assert wfmod._oos_metrics(ctx, [w0], p, empty, np.empty(0), Span(60, 80, 90))["avg_excess_return"] == 0.0
+    for name in ("symbol", "signal_idx", "entry_idx", "exit_idx", "exit_reason"):
+        assert getattr(empty, name).shape == (0,) and getattr(empty, name).dtype == np.int64, name
+    for name in ("entry_price", "exit_price", "score"):
+        assert getattr(empty, name).shape == (0,) and getattr(empty, name).dtype == np.float64, name
+    assert empty.cost == 0.0
+    np.testing.assert_array_equal(trades.score, np.concatenate([w.trades.score for w in res.windows]))
+
+
+def test_final_run_opens_the_reserve_and_says_what_it_does_not_use(tmp_path):
+    """walkforward --final on the tiny panel with 2 trials per window (--trials over [walkforward] n_trials), a
+    [seed_from] study (never used by windows) and a progress bar: the store it is given is read, the reserve's
+    first and the last visible session are recorded in the ledger, the windows past the reserve start are flagged
+    and the warnings are raised and kept."""
+    spec = parse_spec(SPEC + '[seed_from]\nstudy = "earlier"\n')
+    p = _panel(seed=3, T=T, N=N)
+    got, opened = [], []
+    db = tmp_path / "the.duckdb"
+    with pytest.MonkeyPatch.context() as mp, pytest.warns(UserWarning) as caught:
+        mp.setattr(wfmod, "load_study_data", lambda s, d: got.append((s, d)) or (p, RESERVE))
+        mp.setattr(wfmod, "record_opening", lambda *a: opened.append(a) or ["an earlier opening"])
+        mp.setattr(wfmod, "opening_warning", lambda start, earlier: f"reserve from {start} opened again: {earlier}")
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        res = wfmod.run_walkforward(spec, db, "sqlite:///:memory:", final=True, progress=True, n_trials=2)
+    assert got == [(spec, db)]
+    d = [str(x)[:10] for x in p.dates]
+    assert opened == [(db, d[RESERVE], "walkforward --final", "wfkill", d[T - 1])]
+    assert [(w.window.test_end, w.in_reserve, w.n_trials_tried) for w in res.windows] == [
+        (80, False, 2), (100, False, 2), (120, False, 2), (140, True, 2)]
+    seed_msg = ("[seed_from] 'earlier' is not used by walk-forward windows: that study saw sessions after each "
+                "window's train end, so its trials would leak the future into the window")
+    assert res.final is True and len(res.warnings) == 2 and res.warnings[1] == seed_msg
+    assert res.warnings[0] == f"reserve from {d[RESERVE]} opened again: ['an earlier opening']"
+    assert [str(w.message) for w in caught if issubclass(w.category, UserWarning)][-2:] == res.warnings
+    assert res.stats["n_trials_tried"] == 8 and len(res.equity) == 80  # test sessions 60 .. 140
