@@ -8,10 +8,12 @@ STAMP  := $(VENV)/.installed
 
 venv: $(STAMP)
 
+# uv (itself from the package registry) installs the same versions as pip in ~10 s instead of ~45 s on a fresh
+# machine; when uv cannot be had or fails, pip does the install.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[postgres,test]"
+	if $(PY) -m pip install --quiet uv && $(VENV)/bin/uv pip install --quiet --python $(PY) -e ".[postgres,test]"; \
+	then :; else $(PY) -m pip install --quiet --upgrade pip && $(PY) -m pip install --quiet -e ".[postgres,test]"; fi
 	touch $(STAMP)
 
 demo: $(STAMP)
