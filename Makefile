@@ -19,10 +19,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/accumopt demo
 
-# Two workers (pytest-xdist), one test file per worker at a time (module fixtures built once); the session stores
-# are built once for both workers (tests/conftest.py). TEST_WORKERS=0 runs serially.
+# Two workers (pytest-xdist), one test file per worker at a time (module fixtures built once), in the order
+# tests/conftest.py sets (long process-bound files first); the session stores and numba's kernel cache are built
+# once for both workers (tests/conftest.py). TEST_WORKERS=0 runs serially.
 TEST_WORKERS ?= 2
-XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 test: $(STAMP)
 	$(PY) -m pytest $(XDIST)

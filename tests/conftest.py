@@ -28,6 +28,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 try:
@@ -50,6 +52,49 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.enviro
 
 PLANTED_SYNTH = SynthConfig(seed=11, start="2023-01-03", end="2024-06-28", universe="tier1+3", effect=2.0)
 NULL_SYNTH = SynthConfig(seed=11, start="2023-01-03", end="2024-06-28", universe="tier1+3", effect=0.0)
+
+
+# Scheduling under pytest-xdist (``make test``: ``--dist loadfile --no-loadscope-reorder``): files run in collection
+# order, and the files that wait on other processes (worker processes, a PostgreSQL server, the demo, a notebook
+# kernel) come first, so the many short CPU-bound files fill the cores around them and the run does not end on one
+# long file (xdist's own order, most tests first, ran the one-test demo file last, alone).
+LONG_FIRST = ("test_demo_readme.py", "test_study_workers.py", "test_walkforward_distributed.py", "test_postgres.py",
+              "test_notebook.py", "test_walkforward.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: collection order within a rank
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _numba_cache_primed(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Compile the engine's kernels into numba's on-disk cache once per session, in a process of its own, before
+    any test runs: on a fresh clone the cache is empty, and the first tests start processes (the demo, study
+    workers) that would each compile every kernel (~13 s CPU each) at the same time. Under xdist the first worker
+    compiles and the other waits on the lock; every process after that loads the kernels from the cache."""
+    if _kernel_cache_fresh() or os.environ.get("NUMBA_DISABLE_JIT") or os.environ.get("MUTANT_UNDER_TEST"):
+        return  # warm already; or no JIT at all; or a mutation run (mutmut forks from a warm process)
+    code = "from optimizer.engine.warmup import warm_kernels; warm_kernels(parallel=True)"
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is None or fcntl is None:
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=600)
+        return
+    shared = tmp_path_factory.getbasetemp().parent / "numba_primed"
+    with open(f"{shared}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not shared.exists():
+            subprocess.run([sys.executable, "-c", code], check=True, timeout=600)
+            shared.write_text(worker, encoding="utf-8")
+
+
+def _kernel_cache_fresh() -> bool:
+    """Whether numba's cache beside the kernels' source (its default place) is newer than the source."""
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return False
+    src = Path(__file__).resolve().parents[1] / "optimizer" / "engine" / "_kernels.py"
+    index = list((src.parent / "__pycache__").glob("_kernels.*.nbi"))
+    return bool(index) and max(p.stat().st_mtime for p in index) >= src.stat().st_mtime
 
 
 def _build(tmp_path_factory: pytest.TempPathFactory, name: str, cfg: SynthConfig) -> Path:
