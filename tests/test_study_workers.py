@@ -1,7 +1,7 @@
 """Process-level tests of ``accumopt study run`` / ``study worker``: SIGKILL + resume, ``--jobs 2``, external workers.
 
 Every study here runs in real ``python -m optimizer.cli`` subprocesses on the planted store (``synth_db``) with a
-temporary SQLite (WAL) or journal-file storage. The heartbeat grace period is lowered to 3 s through
+temporary SQLite (WAL) storage (a journal file: tests/test_postgres.py). The heartbeat grace period is lowered to 3 s through
 ``ACCUMOPT_HEARTBEAT_GRACE`` (read by ``optimizer.study.make_storage``; default 15 s) so that a trial left RUNNING
 by a killed process is declared stale within the test's time budget.
 
@@ -221,11 +221,11 @@ def test_jobs_2_finishes_exactly_n_trials(synth_db, tmp_path):
     assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == n
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "journal"])
-def test_two_external_workers_share_one_study(synth_db, tmp_path, kind):
+def test_two_external_workers_share_one_study(synth_db, tmp_path):
+    # SQLite here; two workers on a journal file: tests/test_postgres.py::test_two_workers_on_journal_file_finish_exactly_n_trials
     n = 10
     spec = _spec(tmp_path, "shared", n)
-    url = f"sqlite:///{tmp_path / 'w.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'w.journal'}"
+    url = f"sqlite:///{tmp_path / 'w.db'}"
     # the study exists first (as when workers join a `study run`); then two workers join it at once
     finish_logged(_start(["study", "run", str(spec), "--db", str(synth_db), "--storage", url, "--n-trials", "1"],
                    tmp_path, tmp_path / "create"), tmp_path / "create")
