@@ -1,8 +1,8 @@
 """Process-level tests of ``accumopt study run`` / ``study worker``: SIGKILL + resume, ``--jobs 2``, external workers.
 
 Every study here runs in real ``python -m optimizer.cli`` subprocesses on the planted store (``synth_db``) with a
-temporary SQLite (WAL) storage (a journal file: tests/test_postgres.py). The heartbeat grace period is lowered to 3 s through
-``ACCUMOPT_HEARTBEAT_GRACE`` (read by ``optimizer.study.make_storage``; default 15 s) so that a trial left RUNNING
+temporary SQLite (WAL) storage (a journal file: tests/test_postgres.py). The heartbeat grace period is lowered to
+3 s through ``ACCUMOPT_HEARTBEAT_GRACE`` (read by ``optimizer.study.make_storage``; default 15 s) so that a trial left RUNNING
 by a killed process is declared stale within the test's time budget.
 
 Exactness: ``study run --jobs N`` and several ``study worker`` processes on one storage must end with exactly the
