@@ -1,4 +1,4 @@
-"""CLI commands for out-of-sample research: walkforward, report, sandbox, and the end-to-end demo."""
+"""CLI commands for out-of-sample research: walkforward, report, sandbox (the end-to-end demo: ``cli/demo.py``)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from optimizer.cli._common import (
     shared_options,
     table_options,
 )
-from optimizer.demo import run_demo
 from optimizer.paths import existing_store, output_root, resolve_db, resolve_storage, run_label, under
 from optimizer.report.research import build_report
 from optimizer.report.sandbox import sandbox_figure, sandbox_run, write_sandbox
@@ -188,16 +187,4 @@ def sandbox_cmd(ticker, params_file, start, end, z_window, dot_mode, buy, sell, 
         click.echo(str(w))
 
 
-@click.command("demo")
-@click.option("--effect", default=3.0, show_default=True, type=float, help="Planted effect of the synthetic market (0 = a null market: the verdict should be not supported).")
-@click.option("--seed", default=7, show_default=True, type=int, help="Seed of the synthetic market.")
-@click.option("--fresh", is_flag=True, help="Delete earlier demo studies and data first.")
-@shared_options("out")
-def demo_cmd(effect, seed, fresh, out):
-    """End to end on the embedded synthetic market: synth -> ingest -> metrics -> phase A -> phase B ->
-    walk-forward -> report, with its own store and storage under <out>/demo/. Prints the verdict, the report
-    path and the dashboard command."""
-    run_demo(output_root(out), effect=effect, seed=seed, fresh=fresh, console=console, progress=progress_enabled())
-
-
-COMMANDS = (walkforward_cmd, report_cmd, sandbox_cmd, demo_cmd)
+COMMANDS = (walkforward_cmd, report_cmd, sandbox_cmd)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.signal import lfilter
 
 from optimizer.errors import InputFileError
 from optimizer.data.universe import SECTOR_ETFS, SECTOR_MAP, TIER1, TIER3
@@ -101,6 +100,8 @@ def ar1(innov: np.ndarray, phi: float | np.ndarray) -> np.ndarray:
         p = float(phi)
         x0 = x.copy()
         x0[0] = x[0] / np.sqrt(1.0 - p * p)
+        from scipy.signal import lfilter  # here, not at the top: scipy.signal costs ~0.5 s to import
+
         return lfilter([1.0], [1.0, -p], x0, axis=0)
     p = np.asarray(phi, dtype=np.float64)
     out = np.empty_like(x)
