@@ -847,3 +847,121 @@ def test_atr_median_leaves_out_a_flat_symbol():
     assert (atr[13:, 0] == 0.0).all()
     med = SymbolMajorPrices(panel).atr_median()
     np.testing.assert_allclose(med[13:], np.median(atr[13:, 1:] / panel["close"][13:, 1:], axis=1), rtol=1e-12)
+
+
+def test_use_parallel_only_in_the_process_that_first_launched_the_threads(monkeypatch):
+    """Small panels run serial and record no owner; the first parallel launch records its process, which keeps
+    running parallel; any other process (a fork of the launcher) runs serial."""
+    import os
+
+    monkeypatch.setattr(K, "_THREADS_OWNER", [])  # as in a fresh process (the real list is restored after)
+    assert not K.use_parallel(99, 100) and K._THREADS_OWNER == []
+    assert K.use_parallel(100, 100) and K._THREADS_OWNER == [os.getpid()]
+    assert K.use_parallel(10**6, 100) and K._THREADS_OWNER == [os.getpid()]
+    monkeypatch.setattr(K, "_THREADS_OWNER", [os.getpid() + 1])  # this process is a fork of the launcher
+    assert not K.use_parallel(10**6, 100) and K._THREADS_OWNER == [os.getpid() + 1]
+
+
+def test_correlation_floor_is_inclusive_a_std_of_exactly_1e_12_is_flat():
+    """docs/ENGINE.md's flat rule is std <= 1e-12 (tests/reference_engine.py too). 1375 returns k x 2^-52 (integers
+    k found by a search) whose std, computed as the kernel does (two passes, sequential sums), is exactly 1e-12: the
+    pair is flat (NaN) on either side; twice the spread gives a correlation."""
+    import base64
+
+    x = np.ldexp(np.frombuffer(base64.b64decode("".join(_FLOOR_STEPS)), dtype="<i2").astype(np.float64), -52)
+    n = x.size
+    sx = 0.0
+    for v in x.tolist():
+        sx += v
+    sxx = 0.0
+    for v in x.tolist():
+        sxx += (v - sx / n) * (v - sx / n)
+    assert math.sqrt(sxx / n) == 1e-12
+    # closes 1, 1 + x_i, NaN, 1, ...: each pair's return is x_i exactly; the NaN columns leave no other pair
+    C = np.full((2, 3 * n + 1), np.nan)
+    C[:, 0::3] = 1.0
+    C[0, 1::3] = 1.0 + x
+    C[1, 1::3] = 1.0 + np.random.default_rng(5).normal(0, 0.01, n)
+    t = 3 * n
+    assert (C[0, 1::3] / C[0, 0:-1:3] - 1.0 == x).all()
+    assert math.isnan(K._corr(C, 0, 1, t, t, n))
+    assert math.isnan(K._corr(C, 1, 0, t, t, n))
+    C[0, 1::3] = 1.0 + 2.0 * x
+    assert not math.isnan(K._corr(C, 0, 1, t, t, n)) and not math.isnan(K._corr(C, 1, 0, t, t, n))
+
+
+def _regime_panel(T: int = 240, seed: int = 11) -> Panel:
+    """Two symbols and a market whose SPY range and VIX matter to the learned regime (calm and stormy stretches of
+    40 sessions, a random daily range, a VIX that follows the storms) and whose VIX alone passes 40 on 3 days."""
+    rng = np.random.default_rng(seed)
+    dates = np.arange(np.datetime64("2022-01-03"), np.datetime64("2022-01-03") + T).astype("datetime64[D]")
+    vol = np.where((np.arange(T) // 40) % 2 == 0, 0.006, 0.02)
+    spy = 400 * np.exp(np.cumsum(rng.normal(0.0003, vol)))
+    span = np.abs(rng.normal(0, 1, T)) * 0.01 + 0.002
+    vix = 15 + 8 * rng.random(T) + 400 * vol
+    vix[[200, 215, 231]] = [41.0, 45.0, 52.0]
+    c = np.column_stack([spy * 0.2, spy * 0.1])
+    fields = {"open": c, "close": c, "high": c * 1.01, "low": c * 0.99}
+    market = {"spy_close": spy, "spy_open": spy, "spy_high": spy * (1 + span), "spy_low": spy * (1 - span),
+              "spy_volume": rng.uniform(5e7, 1e8, T), "vix": vix}
+    return Panel(dates=dates, symbols=("A", "B"), fields=fields, market=market, sectors=(None, None))
+
+
+def test_regime_multiplier_reads_every_market_column():
+    """SymbolMajorPrices.regime_multiplier equals the context's on a market where dropping the SPY high, low or the
+    VIX changes the learned regime, and 0.1 on the 3 days the VIX passes 40 (2 of them with a proxy below 40: the
+    override reads the VIX, not the proxy)."""
+    from optimizer.engine._regime import (
+        effective_vix, learned_regime, position_multiplier, regime_features, vix_proxy,
+    )
+    from optimizer.engine.context import compute_context
+
+    p = _regime_panel()
+    m = p.market
+    mult = SymbolMajorPrices(p).regime_multiplier()
+    np.testing.assert_array_equal(mult, compute_context(p)["regime_multiplier"])
+    assert mult[[200, 215, 231]].tolist() == [0.1] * 3 and (mult[m["vix"] <= 40] > 0.1).all()
+    assert (vix_proxy(m["spy_close"])[[200, 215]] < 40).all()
+    # the panel exercises each column: without it the multiplier is not the same
+    for drop in ("spy_high", "spy_low", "vix"):
+        cols = {k: (None if k == drop else m[k]) for k in ("spy_high", "spy_low", "vix")}
+        feats = regime_features(m["spy_close"], cols["spy_high"], cols["spy_low"], m["spy_volume"], cols["vix"])
+        other = position_multiplier(learned_regime(feats), effective_vix(m["vix"], m["spy_close"]))
+        assert (other != mult).sum() >= 10, drop
+
+
+_FLOOR_STEPS = (  # 1375 int16 (little-endian, base64): returns of k x 2^-52 whose std is exactly 1e-12
+    "g/BfDYIQTAOr7DYRIhq0+Ej7vQvx9gEIuhgAB4EDZyTwCm/vwvKA8Pr8YuclHzIIAgUC73j6APCSHwgAGuk4I/8J3vtmHvX0SBRa5mkWJu+C5QD9"
+    "wCq5/EbqY+f4J3kDXw/q7SPsHQgl+lQBuBFD/7IHv/4dDAEEvwBN+Fb4I/w2Fv7wyRhPAWQfmAK07AzuLALU8mwCl/Xl7FMX9fwADiX1rf0Y970G"
+    "Uvln4WweRg0NHGIP6QF+6JoILQQ//Eb1VvNB/1/1ivtrAzXhTPxy6UUhVREDDncYTwzlBmP/GctK5i77RQDbAhvnef8E/9gg6yPN8efmqiDh7KkH"
+    "2+n6CagdTu5fCtjpuPUUKo/4SQ6VHUHtEQMeBhTzEOgF4fIHmiJgBQAesQNLGJb9IfjU/WQA3eUt/BwNzfxU6kkBCvt6Bu35wxV0/pH5nRiE+ZP/"
+    "wPe+/OP37PJDFKr3DQ70+sPz0BQ97db7cxxN/jj8mQjzDz4ZcwEeBzH4GfXm9i8NyP/i783rkPw5/5v79+/DCEwJl8vWAQXqNvV8EDDpqQZu+UAE"
+    "ZwtG6ybmTAz2ESYKUOTYBo8UsAcp5qn60QueCXH/TgXP7Y3+AQBDC7EOKfJK5HsDFwoE/t/88/mpBJ8iN+KG/rUFdv9v42wLrgc/BlMQzAZABoLo"
+    "5wLz3WoeVBu3/fcC3/L+BL0KkxysDIQF1evH3ij6pglaE1YM7+1N4rHrOQJ8+CriCgaY7oT0URBtCDbeuh9qE90Y0QIqB04RR+GK3ovrsuoRB/X/"
+    "SABpCYP2T/q87rP57ex3A7vuhOQI/h/zXjF0Bmr6gP66Cpz6pOtoHbrqYxEO9dcKLRumHBMKahVBCKb5tAH6GJUOAecdCkXzRPRDDLj26QCeIOv+"
+    "0O0vEsMFaQUK+sYJShoi6gb6F/KgFr7/uRV7DRIWF/Mv8ozpLA8r52wKdQCk+gXnqelTE/sJSPNF/N0ewBTUDTn7WPm097YKYgV6Anjg/OYc0cLs"
+    "Wfx/CywLCwrqAtoLgd0KAEYiTfrp8y4Wlfd/3FDwmO2u8Kv/jvwE9jzczwn1BaEZl+mnJG8EyN2M+9zdEfHlB9kB9h5DDIgERufo/6cO7xK21ZoF"
+    "yRve9boR9Av78i7fAv4iBWH2AvZsFz/t7PcS9AIV8/uxFOb2X+Ip+K3z5wPkKl0FtBLb/nHrbOzJBs7xU/V2KBH12OGcHFXih/jGDUnMvQbW8zTy"
+    "Qt4F+zIFEQPTDmHxgMcIMx/nofV49fz9MxG2HM8E5g3A6jQRavC79AbwF+U3/rEPj+of7dn3LAOB9dnqwyDDKWkOZfsR+zTlM/FdDt/s+A4T/vjp"
+    "JRqpDsfmqurOBtr8f95W/nsDPhvmEvX90/QNCnEDawy8+qv69AN/6TXvMv1ZCBYL6wCW8ab9ePxA8ZECQems/EEClixE667zN/xtECvlaw0i9pAV"
+    "BwRX91nlrv2T/+fnh/0nADTqkwWnGfUGIP7293wLCiZkCBrx0QWbCakCEg4x8gMH8uUL/7Hxjuvl+fDyRr2h8bYDvOu4BQf2nAa48sr+PeDC57cQ"
+    "yP7dFnP14QnD6MgKjPJk5O/pYveEANgBTQ5v/I8Drv05+oPuKP4QBar4YdZ28ocTNfrK+uDoiPAwDNLnvQeT/+YYqRCFDOASTesUFQPX8vWqBWfu"
+    "OwGl8U7vfP/a/TkWHQCX9M0Hu/3eDfYI7BYNDZnxLNlVEykYEPvOCFwcdxNjB/r5RAvbBqPpLgFBAEsFZgAC7QkL4xIeD5b79goF7xUF3ChYAw4o"
+    "F+pLDDYVNPqw+AL4f/I5+AYSQgAeGUAEp/4NA64SqBWu8jj/DPTU2fj36eBwF10T2QleDu7wSBvt9Vb0WNiN9VzhX+lp83v2MeQfMbIO/RBK1U0C"
+    "8vVtByIDJu7+BVonxRL667TtGAFc+Z3t8Pr59GLr/vKuCmz7DgC0DO0Y2PMrBqkY0fclDXwJbPd29qz+9QFaF1rvcimt8oP4ePdlFe4X4vyeCEvn"
+    "5N2y6wcRbP5ZBu0LO/2+E+L3yvl97PT3uO2K7zjv2gTKBjkDoeaY9LPkswYWAzr/ygZd/ej3pfnDBSz7ZPcPGSUN3uWvDRALsgpkBIbt8wNX+yn7"
+    "4RdY63L52Bgj+sEDIfoVAHwMHBiNCpn4Wx3l84wGRAaX8jT7DgZN/REF0f6HEKTozAo/ENrb1u3a5joETNZOECn6K/Z99oQAAibH+o8PC/RMAEjj"
+    "Nvrv9moCnCBB9h/4X/YBAeXxMPN5/kX87fXW9tYhDtal9nr+KxddDGoSCQnQ47797d319/EBew9L9P3v5+2UE4j+FwUbAOwWEfKO6SPwcwaPBTsH"
+    "kPjrCMIVFfTYCOfzxAyL9M8JYBrc9Pn/hwYV4Nb0rgZD7I/0zvgZ69kFlvWFHOrtfg2i9fgIoQEzDMcVbgmIFH3uGPyICUUUg/zM/FHkhg/y/ELt"
+    "R/fE+sf9KxH6ADUB1R6N/gf7jQREAY0XQAQ4AxQZYheZ6lb5b+gX/Z0EEQyJ/n8Oj+hA+8D1BQLh9ZcFCQJiAZ8Ln/TcDg/nhvUJu6AZkfKqDUUA"
+    "1xdd4XD9v/l7FaADwPJ39eHtPgwP++314N7hErv5AxNLH5kSWhfN6Y/+Qu/J6xcmxg3+/0cfmPtN/agSfuvi+XYFDQDQ7bcGfRfj4ZABxgLf6tw2"
+    "ugUD//wLCe41HdMUD/RULBXT/vuBDiv0yQ4V+G/nJwwO/v0GtAsF7GH6zQiuD78XugbwB8L2ERUeCh31rB9UGEkSCRXaJe4PRgQr8rDlSe8y+34V"
+    "hQfq8Ir3ExWJ+7wPGfRGFtb/x/ol6rII+O+5Be0GbP27EHD0F/mvCOoCWR29Ac7zDQNiCbb2Ww7+Bhjy6wg98K72bf+9DNDzeeg3EkACKfzpBgsW"
+    "Igwo9IX1NAisBf76QPYtH0YZTfKjDbL34PrnDYQMxuFE9zYG+O+tGMP3QwN89JL+wvSv8qT89OwvABQCh+7xDoIVtv/fA0bqTBmr+/UEnvmo71cg"
+    "JAT5Enn/lhp4FJwGDvJhGzwCfQM5+rEUsBMCBlzyDOzjD3zwitft+V4KyRDSGHX2CAJgDu8AjhgE58vTFuj181T/SenQ7T/tEQGv9pf4sO/4Be0U"
+    "qvyn/YAGiPSwC6TfQeX2BhcP9hJcCEQDd/IIFR7rQfQyDiXMxPsfEZ8OFgGX+nvp0/niAh7JgyPsFLoJ4/fi6Q79pfl0CvP3LQMMGOkdUQWlAfwb"
+    "uvLJCmcR4wM18IbvEQ7vExEd0QiuBYz3l/nm7esaof2OAg33ZwY1E0IUru8OBHEX2/kO5lwKLvPNBAT9DgaK4WINI/MD7pzTdhE1BJ8TlQtmBp/9"
+    "/P6++az5DQ5C7i8XM/M68xMMyCF5D8wOwC3c/48XxgOuEA0KSe3KCI4Fkvpl7hYPXQ/mI/PwYxGSC7cGhA1KCjj4igIPIzUICQzY8l8P/P7q9p/y"
+    "qw5I9mAAVA07Fr72pOrdB/r5khPzDJMThQhxH3PygBjmAbAIAAIx+jEU3vybExDijSeu/kkW7QftEYIS+CN0HQsAaO3AC7jwyxKh/4ENZiDtDa/T"
+    "NfDq5cIIr/Zo/VP7IQdV9N35QQ6/9SDvDgfK8IvaXgc7AIv0Uu06C2Uafe6Q9Hozw/scBWbprRBYAfgRk+g="
+)
