@@ -293,14 +293,15 @@ class _Pos:
 
 
 def _open_exit_reason(pos: _Pos, k: int, rule: RefExit) -> str | None:
-    """Reason of an exit due at open[k] (step 1 of bar k), or None. Priority: signal, fixed/max_days, time_stop."""
-    if pos.signal_exit_at == k:
+    """Reason of an exit due at open[k], or due at an earlier open that was missing (step 1 of bar k), or None.
+    Priority: signal, fixed/max_days, time_stop."""
+    if pos.signal_exit_at is not None and pos.signal_exit_at <= k:
         return "first_dist" if rule.rule == "hybrid" else rule.rule
-    if rule.rule == "fixed" and k == pos.e + rule.hold_days:
+    if rule.rule == "fixed" and k >= pos.e + rule.hold_days:
         return "fixed"
-    if rule.rule == "hybrid" and k == pos.e + rule.max_days:
+    if rule.rule == "hybrid" and k >= pos.e + rule.max_days:
         return "max_days"
-    if rule.time_stop is not None and k == pos.e + rule.time_stop:
+    if rule.time_stop is not None and k >= pos.e + rule.time_stop:
         return "time_stop"
     return None
 
@@ -364,8 +365,8 @@ def _step_bar(pos: _Pos, k: int, s: int, P: dict[str, np.ndarray], disp, dist, r
               data_end: int, sell=None) -> dict | None:
     """Run bar k of an open position (k >= e). Returns the trade row when it ends on this bar, else None."""
     o, h, lo, cl = P["open"][k, s], P["high"][k, s], P["low"][k, s], P["close"][k, s]
-    # (1) exits due at the open of k
-    if k > pos.e:
+    # (1) exits due at the open of k; a fill due at a missing open moves to the next finite open (docs/ENGINE.md)
+    if k > pos.e and math.isfinite(o):
         reason = _open_exit_reason(pos, k, rule)
         if reason is not None:
             return _trade_row(pos, k, o, reason, c, False)

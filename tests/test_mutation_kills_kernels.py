@@ -531,6 +531,45 @@ def test_a_fill_due_at_a_missing_open_moves_to_the_next_open():
 
 # ---------------------------------------------------------------------------------- simulate.py's surface, by hand
 
+def _gapped_panel() -> tuple[Panel, np.ndarray]:
+    """PANEL with whole bars missing inside the sample (about 1 in 10 of sessions 3..66): exits fall due at them."""
+    gone = np.random.default_rng(23).random((T, N)) < 0.1
+    gone[:3] = gone[-3:] = False
+    fields = {k: np.where(gone, np.nan, PANEL[k]) for k in ("open", "high", "low", "close")}
+    return Panel(dates=PANEL.dates, symbols=PANEL.symbols, fields=fields, sectors=PANEL.sectors), gone
+
+
+GAPPED, GONE = _gapped_panel()
+
+
+def test_fills_due_at_missing_opens_equal_the_reference_on_both_kernels():
+    """Every exit rule on a panel with missing bars mid-position: both kernels (and the capped date-major path)
+    give the reference's trades, whose fills due at a missing open wait for the next finite open (fixed, max_days and
+    time-stop exits are seen to move: held longer than their schedule, none filled at a NaN price)."""
+    moved = 0
+    for i in range(len(EXITS)):
+        ex, (s0, s1, s2), (ws, wl, wp, lo, hi), buy, sell, costs = _uncapped_case(i)
+        disp = display_of(TERMS, ws, wl, wp, lo, hi)
+        ref = ref_trades(GAPPED, disp, buy, sell, RefExit(**ex), costs, s0, s1, s2)
+        assert np.isfinite(ref["exit_price"]).all() and np.isfinite(ref["entry_price"]).all()
+        for kernel in ("symbol", "date"):
+            tr, _ = simulate_counted(GAPPED, disp, Thresholds(buy, sell), ExitParams(**ex), Costs(*costs),
+                                     Span(s0, s1, s2), kernel=kernel)
+            compare_trades(ref, fast_frame(tr), f"gapped case {i} {ex} kernel={kernel}", GAPPED.symbols)
+        due = {"fixed": ex.get("hold_days"), "max_days": ex.get("max_days"), "time_stop": ex.get("time_stop")}
+        for r in ref.itertuples():
+            n = due.get(r.exit_reason)
+            moved += n is not None and r.exit_idx > r.entry_idx + n and GONE[r.entry_idx + n, r.symbol]
+    assert moved >= 3, moved
+    for ex, caps in (({"rule": "fixed", "hold_days": 4}, (2, None)), ({"rule": "hybrid", "max_days": 3}, (None, 1))):
+        disp = display_of(TERMS, 0.6, 0.3, 0.1, 0.7, 1.3)
+        ref = ref_trades_capped(GAPPED, disp, 58.0, 42.0, RefExit(**ex), (1.0, 4.0), 0, T, T,
+                                max_positions=caps[0], max_per_sector=caps[1])
+        fast = simulate(GAPPED, disp, Thresholds(58.0, 42.0), ExitParams(**ex), Costs(1.0, 4.0), Span(0, T, T),
+                        Caps(*caps))
+        compare_trades(ref, fast_frame(fast), f"gapped capped {ex} {caps}", GAPPED.symbols)
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda: ExitParams("nope"),
      "exit rule must be one of fixed, first_dist, 2x_consec_dist, score_decay, hybrid, got exit rule='nope'"),
