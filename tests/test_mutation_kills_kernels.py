@@ -1004,3 +1004,79 @@ _FLOOR_STEPS = (  # 1375 int16 (little-endian, base64): returns of k x 2^-52 who
     "qw5I9mAAVA07Fr72pOrdB/r5khPzDJMThQhxH3PygBjmAbAIAAIx+jEU3vybExDijSeu/kkW7QftEYIS+CN0HQsAaO3AC7jwyxKh/4ENZiDtDa/T"
     "NfDq5cIIr/Zo/VP7IQdV9N35QQ6/9SDvDgfK8IvaXgc7AIv0Uu06C2Uafe6Q9Hozw/scBWbprRBYAfgRk+g="
 )
+
+
+def _candles(cols: dict[str, list[tuple]]) -> tuple[Panel, np.ndarray]:
+    """cols: symbol -> (open, high, low, close, display) per session; NaN marks a missing value."""
+    frames, disp = [], []
+    for sym, rows in cols.items():
+        a = np.array(rows, dtype=float)
+        frames.append(pd.DataFrame({"date": pd.bdate_range("2024-01-02", periods=len(rows)), "symbol": sym,
+                                    "open": a[:, 0], "high": a[:, 1], "low": a[:, 2], "close": a[:, 3]}))
+        disp.append(a[:, 4])
+    panel = Panel.from_frame(pd.concat(frames), sectors={s: None for s in cols})
+    return panel, np.column_stack(disp)
+
+
+def _portfolio_run(panel, disp, ex: dict, rk: dict, mult=None) -> list[tuple[int, int, int]]:
+    """(symbol, entry, exit) of the date-major kernel, checked against ref_trades_capped."""
+    n = panel.shape[0]
+    ref = ref_trades_capped(panel, disp, 60.0, 40.0, RefExit(**ex), (0.0, 0.0), 0, n, n,
+                            risk=RefRisk(**rk, regime_mult=mult))
+    fast, _ = simulate_counted(panel, disp, Thresholds(60.0, 40.0), ExitParams(**ex), Costs(0.0, 0.0),
+                               Span(0, n, n), risk=RiskParams(**rk, regime_sizing=mult is not None),
+                               prices=SymbolMajorPrices(panel, regime_multiplier=mult), kernel="date")
+    compare_trades(ref, fast_frame(fast), f"{ex} {rk}", panel.symbols)
+    return [(int(fast.symbol[i]), int(fast.entry_idx[i]), int(fast.exit_idx[i])) for i in range(len(fast))]
+
+
+def test_correlation_cap_with_an_odd_window_needs_window_floor_half_pairs():
+    """corr_window 9: at least max(3, 9 // 2) = 4 pairs. A held symbol and a candidate with the same returns and
+    exactly 4 pairs in the window (the candidate's closes 3, 6, 9 missing): correlation 1 > 0.5, refused; without
+    the cap it enters."""
+    n = 20
+    c = 10.0 * np.exp(np.cumsum(np.random.default_rng(4).normal(0, 0.03, n)))
+    a = [(x, x * 1.01, x * 0.99, x, 80.0 if t == 2 else 50.0) for t, x in enumerate(c)]
+    b = [(2 * x, 2 * x * 1.01, 2 * x * 0.99, np.nan if t in (3, 6, 9) else 2 * x, 80.0 if t == 12 else 50.0)
+         for t, x in enumerate(c)]
+    panel, disp = _candles({"A": a, "B": b})
+    ex = {"rule": "fixed", "hold_days": 12}
+    assert _portfolio_run(panel, disp, ex, {"corr_cap": 0.5, "corr_window": 9}) == [(0, 3, 15)]
+    assert _portfolio_run(panel, disp, ex, {}) == [(0, 3, 15), (1, 13, 19)]
+
+
+def _breaker_table(n_sym: int) -> dict[str, list[tuple]]:
+    """n_sym symbols signalling at the close of 15, held 2 sessions from the open of 16 and sold at the open of 18
+    30 % down (close 10, 8.5, then the open 7: the exit day's segment is a loss too); bars 0-15 swing 5..40 around
+    a close of 10 (ATR14 = 35: 3.5 x the price); a last symbol signals at the close of 20."""
+    wild = [(10.0, 40.0, 5.0, 10.0)] * 16
+    calm = [(10.0, 10.01, 9.99, 10.0), (9.0, 9.01, 8.49, 8.5)] + [(7.0, 7.01, 6.99, 7.0)] * 6
+    fallers = [r + (80.0 if t == 15 else 50.0,) for t, r in enumerate(wild + calm)]
+    late = [r + (80.0 if t == 20 else 50.0,) for t, r in enumerate([(10.0, 10.01, 9.99, 10.0)] * 24)]
+    return {**{f"F{j}": fallers for j in range(n_sym)}, "L": late}
+
+
+def test_breaker_equity_of_relative_weights_below_one_in_total():
+    """ATR sizing: a weight of 1 / 3.5 (ATR% 350 %). Relative weights: the day's return is the weighted mean of the
+    positions' returns, whatever their total, so the lone position's 30 % fall trips a 25 % breaker and the late
+    signal does not enter (num / max(1, den) would see 30 % / 3.5 and let it in); a 35 % breaker lets it in."""
+    panel, disp = _candles(_breaker_table(1))
+    rk = {"sizing": "atr", "dd_breaker": 0.25, "dd_cooloff": 10}
+    ex = {"rule": "fixed", "hold_days": 2}
+    assert _portfolio_run(panel, disp, ex, rk) == [(0, 16, 18)]
+    assert _portfolio_run(panel, disp, ex, {**rk, "dd_breaker": 0.35}) == [(0, 16, 18), (1, 21, 23)]
+
+
+def test_breaker_equity_of_absolute_weights_counts_the_regime_multiplier():
+    """Fixed-fractional weights of 1 (risk 0.5 over a 50 % stop) times a regime multiplier of 0.5: two positions
+    are an exposure of 1, so their 30 % fall is a 30 % fall of the equity and trips a 25 % breaker (dividing by
+    the weights alone, 2, on the held day or on the exit day would leave the fall below 25 % and let the late signal
+    in); a 35 % breaker lets it in."""
+    panel, disp = _candles(_breaker_table(2))
+    rk = {"sizing": "fixed_fractional", "risk_fraction": 0.5, "max_weight": 1.0, "dd_breaker": 0.25,
+          "dd_cooloff": 10}
+    ex = {"rule": "fixed", "hold_days": 2, "stop_loss": 0.5}
+    mult = np.full(panel.shape[0], 0.5)
+    assert _portfolio_run(panel, disp, ex, rk, mult) == [(0, 16, 18), (1, 16, 18)]
+    assert _portfolio_run(panel, disp, ex, {**rk, "dd_breaker": 0.35}, mult) == [(0, 16, 18), (1, 16, 18),
+                                                                                (2, 21, 23)]
