@@ -421,3 +421,37 @@ def test_relative_weights_are_relative_even_when_they_sum_below_one():
     tr = _trades([(0, 1, 2, 4, 10.0, 12.0, "fixed"), (1, 1, 2, 4, 5.0, 4.0, "fixed")])
     rel = portfolio_returns(tr, panel, Span(0, 6, 6), weight=np.array([0.3, 0.1]))
     assert rel[3] == pytest.approx((0.3 * (12 / 11 - 1) + 0.1 * (4 / 5 - 1)) / 0.4)  # not / max(1, 0.4)
+
+
+def test_run_metrics_absolute_sizing_drawdown_and_a_two_day_sharpe():
+    """Absolute sizing reaches the run statistics (the portfolio's drawdown is not scale-free as its Sharpe is:
+    exposure 0.1 + 0.1, the rest cash), and two daily returns are enough for a portfolio Sharpe."""
+    panel = _price_panel({"A": [10, 10, 11, 12, 12, 12], "B": [5, 5, 5, 4, 4, 4]})
+    span = Span(0, 6, 6)
+    tr = _trades([(0, 1, 2, 4, 10.0, 12.0, "fixed"), (1, 1, 2, 4, 5.0, 4.0, "fixed")], weight=np.array([0.2, 0.2]),
+                 mult=np.array([0.5, 0.5]), absolute=True)
+    d = portfolio_returns(tr, panel, span)
+    assert d[3] == pytest.approx(0.1 * (12 / 11 - 1) + 0.1 * (4 / 5 - 1))
+    eq = np.cumprod(1 + d)
+    mdd = float(np.max(1 - eq / np.maximum.accumulate(eq)))
+    assert mdd > 0.0
+    assert run_metrics(tr, panel, span, Costs(0, 0), 2)["max_drawdown"] == pytest.approx(mdd, rel=1e-12)
+    # two sessions [2, 4): the entry day (close 11 over the entry 10) and the exit day (open 12 over the close 11)
+    one = _trades([(0, 1, 2, 3, 10.0, 12.0, "fixed")])
+    two = portfolio_returns(one, panel, Span(2, 4, 4))
+    assert two.tolist() == pytest.approx([0.1, 12 / 11 - 1], rel=1e-12)
+    m = run_metrics(one, panel, Span(2, 4, 4), Costs(0, 0), 1)
+    assert m["portfolio_sharpe"] == pytest.approx(two.mean() / two.std(ddof=1) * math.sqrt(252)) != 0.0
+
+
+def test_benchmark_matrix_grows_when_asked_for_exactly_its_row_count():
+    """The matrix starts at 32 rows (holds 0-31): a hold of 32 makes it grow (64 rows), as a fresh cache does."""
+    panel = _price_panel({"A": list(np.linspace(10, 20, 40)), "B": list(np.linspace(5, 3, 40))})
+    span = Span(0, 5, 40)
+    bench = BenchmarkCache(panel)
+    bench.ratio(span, 1)
+    assert bench._cache[(0, 5, 40)].shape[0] == 32
+    got = bench.ratio(span, 32)
+    assert bench._cache[(0, 5, 40)].shape[0] == 64
+    np.testing.assert_array_equal(got, BenchmarkCache(panel).ratio(span, 32))
+    assert np.isfinite(got).all()
