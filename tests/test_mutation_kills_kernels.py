@@ -1080,3 +1080,58 @@ def test_breaker_equity_of_absolute_weights_counts_the_regime_multiplier():
     assert _portfolio_run(panel, disp, ex, rk, mult) == [(0, 16, 18), (1, 16, 18)]
     assert _portfolio_run(panel, disp, ex, {**rk, "dd_breaker": 0.35}, mult) == [(0, 16, 18), (1, 16, 18),
                                                                                 (2, 21, 23)]
+
+
+def test_breaker_trips_only_more_than_its_fraction_below_the_peak():
+    """Equal weights, one position whose close falls from 10 to 8: the equity is exactly 0.8 = peak x (1 - 0.2), not
+    MORE than 20 % below the peak, so a 20 % breaker stays open and the late signal enters; 19 % trips it."""
+    calm = [(10.0, 10.01, 9.99, 10.0)] * 17 + [(9.0, 9.01, 7.99, 8.0)] + [(8.0, 8.01, 7.99, 8.0)] * 6
+    fall = [r + (80.0 if t == 15 else 50.0,) for t, r in enumerate(calm)]
+    late = [(10.0, 10.01, 9.99, 10.0, 80.0 if t == 20 else 50.0) for t in range(24)]
+    panel, disp = _candles({"F": fall, "L": late})
+    ex = {"rule": "fixed", "hold_days": 2}
+    assert _portfolio_run(panel, disp, ex, {"dd_breaker": 0.2}) == [(0, 16, 18), (1, 21, 23)]
+    assert _portfolio_run(panel, disp, ex, {"dd_breaker": 0.19}) == [(0, 16, 18)]
+
+
+def test_correlation_cap_refuses_only_above_the_cap():
+    """Returns (0.5, 0, -0.5) and (0.5, -0.5, 0): a correlation of exactly 0.25 / 0.5 = 0.5 (exact in binary) over
+    the 3 pairs of a 5-session window; a cap of 0.5 is not exceeded (the candidate enters), 0.49 is."""
+    a = [(c, c, c, c, 80.0 if t == 0 else 50.0) for t, c in enumerate([8.0, 12.0, 12.0, 6.0, 6.0, 6.0, 6.0])]
+    b = [(c, c, c, c, 80.0 if t == 3 else 50.0) for t, c in enumerate([8.0, 12.0, 6.0, 6.0, 6.0, 6.0, 6.0])]
+    panel, disp = _candles({"A": a, "B": b})
+    assert K._corr(panel["close"].T.copy(), 0, 1, 3, 5, 3) == 0.5
+    ex = {"rule": "fixed", "hold_days": 10}
+    assert _portfolio_run(panel, disp, ex, {"corr_cap": 0.5, "corr_window": 5}) == [(0, 1, 6), (1, 4, 6)]
+    assert _portfolio_run(panel, disp, ex, {"corr_cap": 0.49, "corr_window": 5}) == [(0, 1, 6)]
+
+
+def test_caps_rank_tied_candidates_by_symbol_index_among_many():
+    """17 symbols signal at one close with tied displays (90 x 5, 80 x 6, 70 x 6) for 2 slots: the two lowest
+    symbols of 90 enter (a stable rank; numpy's default quicksort reorders such ties)."""
+    scores = [90, 80, 80, 70, 70, 70, 70, 70, 70, 90, 80, 90, 80, 80, 90, 90, 80]
+    cols = {f"S{j:02d}": [(10.0, 10.01, 9.99, 10.0, float(sc) if t == 2 else 50.0) for t in range(6)]
+            for j, sc in enumerate(scores)}
+    panel, disp = _candles(cols)
+    n = panel.shape[0]
+    ex = {"rule": "fixed", "hold_days": 2}
+    ref = ref_trades_capped(panel, disp, 60.0, 40.0, RefExit(**ex), (0.0, 0.0), 0, n, n, max_positions=2)
+    fast = simulate(panel, disp, Thresholds(60.0, 40.0), ExitParams(**ex), Costs(0.0, 0.0), Span(0, n, n), Caps(2))
+    compare_trades(ref, fast_frame(fast), "17 tied candidates", panel.symbols)
+    assert sorted(fast.symbol.tolist()) == [0, 9]
+
+
+def test_date_kernel_retries_when_the_open_trades_overflow_the_buffer():
+    """4 symbols x 12 sessions, a 1-session hold re-entered at every other open: 20 closed trades and 4 open at the
+    end; the first buffer (12 x 4 // 8 + 16 = 22 trades) fills while the open ones are written: the retry returns
+    all 24, as the reference."""
+    rng = np.random.default_rng(8)
+    cols = {f"S{j}": [(c, c * 1.01, c * 0.99, c, 90.0) for c in 20 * np.exp(np.cumsum(rng.normal(0, 0.02, 12)))]
+            for j in range(4)}
+    panel, disp = _candles(cols)
+    ex = {"rule": "fixed", "hold_days": 1}
+    ref = ref_trades(panel, disp, 50.0, 10.0, RefExit(**ex), (0.0, 0.0), 0, 12, 12)
+    assert len(ref) == 24 and int(ref["open_at_end"].sum()) == 4
+    tr, _ = simulate_counted(panel, disp, Thresholds(50.0, 10.0), ExitParams(**ex), Costs(0.0, 0.0), Span(0, 12, 12),
+                             kernel="date")
+    compare_trades(ref, fast_frame(tr), "date kernel retry", panel.symbols)
