@@ -80,6 +80,15 @@ def _untried(study: optuna.Study) -> list[dict]:
     return [{"variant": v, "buy_threshold": b} for v in ("A", "B") for b in range(55, 80, 5) if (v, b) not in seen]
 
 
+def _add_failed_and_pruned(st: optuna.Study) -> optuna.Study:
+    """One FAILED and one PRUNED trial added to a window's study, with configurations it did not try."""
+    dists = st.trials[0].distributions
+    extra = _untried(st)[:2]
+    st.add_trial(optuna.trial.create_trial(params=extra[0], distributions=dists, state=optuna.trial.TrialState.FAIL))
+    st.add_trial(optuna.trial.create_trial(params=extra[1], distributions=dists, state=optuna.trial.TrialState.PRUNED))
+    return st
+
+
 @pytest.fixture(scope="module")
 def wf(tmp_path_factory):
     """One walk-forward on the tiny panel; every window's study gets one FAILED and one PRUNED trial added (after
@@ -96,12 +105,7 @@ def wf(tmp_path_factory):
 
     def run_study(*a, **k):
         r = real_run_study(*a, **k)
-        st = r.study
-        dists = st.trials[0].distributions
-        extra = _untried(st)[:2]
-        st.add_trial(optuna.trial.create_trial(params=extra[0], distributions=dists, state=optuna.trial.TrialState.FAIL))
-        st.add_trial(optuna.trial.create_trial(params=extra[1], distributions=dists,
-                                               state=optuna.trial.TrialState.PRUNED))
+        st = _add_failed_and_pruned(r.study)
         seen["studies"].append((k.get("name"), st, k.get("extra_attrs"), len(k["data"].panel.dates)))
         seen["run_study"].append((a[1:], k["n_trials"], k["seed"], k["callbacks"]))
         return r
@@ -831,3 +835,95 @@ def test_final_run_opens_the_reserve_and_says_what_it_does_not_use(tmp_path):
     assert res.warnings[0] == f"reserve from {d[RESERVE]} opened again: ['an earlier opening']"
     assert [str(w.message) for w in caught if issubclass(w.category, UserWarning)][-2:] == res.warnings
     assert res.stats["n_trials_tried"] == 8 and len(res.equity) == 80  # test sessions 60 .. 140
+
+
+# ------------------------------------------------------------------------------------------------ claimed windows
+
+
+def _timeless(d):
+    """A result dict without the trials' wall times (``duration_s`` in the winners' in-sample metrics)."""
+    if isinstance(d, dict):
+        return {k: _timeless(v) for k, v in d.items() if k != "duration_s"}
+    if isinstance(d, list):
+        return [_timeless(v) for v in d]
+    return d
+
+
+def _dump(res) -> str:
+    return json.dumps(_timeless(json.loads(json.dumps(res.to_dict(), default=str))), sort_keys=True)
+
+
+def test_claimed_windows_equal_the_single_process_run(wf, tmp_path):
+    """The multi-process path in a few seconds, on the tiny panel and a SQLite file: ``--jobs 2`` (this process and
+    a forked one claiming windows, the forked one sending its results through a pipe) gives the in-memory
+    single-process run of ``wf`` exactly; this process computes only the windows it ran itself (the others arrive
+    through the pipe). Then a ``walkforward worker`` joining the finished run runs no window; a worker with another
+    spec or other data is refused; a second coordinator computes every window from its stored study (the windows
+    "another machine" ran): the same result again. (tests/test_walkforward_distributed.py: the same on the synthetic
+    store, PostgreSQL workers and a SIGKILLed worker.)"""
+    from optimizer.errors import AccumoptError, SpecError
+    from optimizer.study.records import claims_name, read_claim
+    from optimizer.study.storage import make_storage
+    import os
+    import time
+
+    spec, p = wf["spec"], wf["panel"]
+    url = f"sqlite:///{tmp_path / 'wf.db'}"
+    parent = os.getpid()
+    computed, setups = [], []
+    real_result, real_work, real_setup = wfmod._window_result, wfmod.work_windows, wfmod._setup
+    real_run_study = wfmod.run_study
+
+    def work(claims, windows, run_one, on_pass=None):
+        if os.getpid() == parent:  # let the forked process finish a window first: both processes run windows
+            t_end = time.monotonic() + 60
+            while wfmod.DONE not in claims.states(windows).values() and time.monotonic() < t_end:
+                time.sleep(0.02)
+        return real_work(claims, windows, run_one, on_pass)
+
+    def result(ctx, w, study, data):
+        if os.getpid() == parent:
+            computed.append(w.index)
+        return real_result(ctx, w, study, data)
+
+    db = tmp_path / "none.duckdb"
+    with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mp.setattr(wfmod, "load_study_data", lambda s, d: (p, RESERVE))
+        mp.setattr(wfmod, "run_study", lambda *a, **k: _then_add(real_run_study(*a, **k)))
+        mp.setattr(wfmod, "work_windows", work)
+        mp.setattr(wfmod, "_window_result", result)
+        mp.setattr(wfmod, "_setup", lambda *a: setups.append(a[2:]) or real_setup(*a))
+        two = wfmod.run_walkforward(spec, db, url, jobs=2)
+        assert _dump(two) == _dump(wf["res"]) and two.verdict.line == wf["res"].verdict.line
+        st = make_storage(url, heartbeat=False)
+        claims = optuna.load_study(study_name=claims_name("wfkill"), storage=st).get_trials(deepcopy=False)
+        done = [read_claim(t) for t in claims if t.state == optuna.trial.TrialState.COMPLETE]
+        names = [w.study_name for w in two.windows]
+        assert sorted(c["window"] for c in done) == sorted(names)
+        mine = sorted(names.index(c["window"]) for c in done if c["worker"].endswith(f":{parent}"))
+        assert len(mine) < 3 and computed == mine  # the forked process's windows came through the pipe
+        for n in names:  # every window's study: the 4 trials of [walkforward] n_trials + the failed + the pruned one
+            assert len(optuna.load_study(study_name=n, storage=st).trials) == 6
+        # a worker joining the finished run: the run's settings (final, trials per window), no window left to run
+        assert wfmod.run_walkforward_worker(spec, db, url, wait=0.0) == []
+        assert setups[-1] == (url, False, 4)
+        other = parse_spec(SPEC.replace("sell_threshold = 40", "sell_threshold = 35"))
+        with pytest.raises(SpecError, match=rf"started from a different spec \(hash {spec.spec_hash}, this spec "
+                                            rf"{other.spec_hash}\); pass the same spec file"):
+            wfmod.run_walkforward_worker(other, db, url, wait=0.0)
+        mp.setattr(wfmod, "load_study_data", lambda s, d: (_panel(seed=3, T=130, N=N), 100))
+        with pytest.raises(DataError, match=r"gives other walk-forward windows than the coordinator's \(2 vs 3; first "
+                                            r"\['wfkill-wf00-.*'\] vs \['wfkill-wf00-.*'\]\): every worker needs"):
+            wfmod.run_walkforward_worker(spec, db, url, wait=0.0)
+        with pytest.raises(AccumoptError, match="no walk-forward of 'wfkill' to join"):
+            wfmod.run_walkforward_worker(spec, db, f"sqlite:///{tmp_path / 'empty.db'}", wait=0.0)
+        mp.setattr(wfmod, "load_study_data", lambda s, d: (p, RESERVE))
+        computed.clear()
+        again = wfmod.run_walkforward(spec, db, url)  # every window done: each computed from its stored study
+        assert computed == [0, 1, 2] and _dump(again) == _dump(wf["res"])
+
+
+def _then_add(r):
+    _add_failed_and_pruned(r.study)
+    return r
