@@ -278,6 +278,22 @@ def _prep(got, spec, panel, lo, hi, *a, **k):
     return prepare_data(spec, panel, lo, hi, *a, **k)
 
 
+def _check_a_completed_trial_without_metrics_has_no_sharpe(wf):
+    """A COMPLETE trial without accumopt's metrics record (added through Optuna's API) is a configuration tried
+    whose excess Sharpe is unknown: NaN among the trial Sharpes (left out of the DSR's dispersion), not an error."""
+    ctx = _ctx(wf, False)[0]
+    w = wf["res"].windows[0]
+    st = _study(wf, w)
+    st2 = optuna.create_study(direction=st.direction)
+    st2.add_trials(st.trials)
+    worst = min(t.value for t in st.trials if t.state == optuna.trial.TrialState.COMPLETE)
+    st2.add_trial(optuna.trial.create_trial(params=_untried(st)[0], distributions=st.trials[0].distributions,
+                                            value=worst - 1.0))
+    r = wfmod._window_result(ctx, w.window, st2, wfmod._window_data(ctx, w.window))
+    assert r.trial_sharpes[:-1] == w.trial_sharpes and math.isnan(r.trial_sharpes[-1])
+    assert r.params == w.params and r.n_configs == w.n_configs + 1 and np.isfinite(r.dsr_in_sample)
+
+
 def _check_pbo_and_spa_columns(wf):
     """PBO runs over the completed configurations, SPA over every evaluated one (the pruned one too)."""
     res = wf["res"]
@@ -683,6 +699,7 @@ def test_tiny_walkforward(wf):
     _check_dsr_counts_every_distinct_configuration_tried(wf)
     _check_window_result_passes_its_settings_and_figures_on(wf)
     _check_pbo_and_spa_columns(wf)
+    _check_a_completed_trial_without_metrics_has_no_sharpe(wf)
     _check_window_dsr_needs_three_trades_and_two_sharpes(wf)
     _check_stitched_trades_excess_and_windows(wf)
     _check_daily_runs_to_the_last_exit_when_it_is_later(wf)
