@@ -570,12 +570,34 @@ def test_group_table_of_no_closed_trade_has_its_columns():
     assert g["symbol"].isna().sum() == 1  # dropna=False: a trade without a symbol is its own group
 
 
+def _check_saved_files_are_the_tables_exactly(res, d: Path) -> None:
+    """Each file holds its table's columns and no index column; result.json is the run's ``to_dict`` indented by
+    2; a value JSON cannot hold is written as its text; saving again into the same folder, or into a folder whose
+    parents do not exist yet, works."""
+    import pyarrow.parquet as pq
+    for name, df in (("oos_trades", res.trades), ("oos_equity", res.equity), ("oos_events", res.events)):
+        assert pq.read_schema(d / f"{name}.parquet").names == [str(c) for c in df.columns], name
+    for name, df in (("walk_forward_summary", res.summary), ("parameter_stability", res.stability),
+                     ("by_symbol", res.by_symbol), ("by_sector", res.by_sector), ("by_regime", res.by_regime),
+                     ("rules", res.rules)):
+        assert (d / f"{name}.csv").read_text().splitlines()[0] == ",".join(map(str, df.columns)), name
+    assert (d / "result.json").read_text() == json.dumps(res.to_dict(), indent=2)
+    assert wfmod.save_walkforward(res, d) == d  # again into the same folder
+    odd = replace(res, windows=[replace(res.windows[0], is_metrics={"first": pd.Timestamp("2024-01-02")})])
+    nested = d / "deeper" / "still"
+    assert wfmod.save_walkforward(odd, nested) == nested
+    assert json.loads((nested / "result.json").read_text())["windows"][0]["in_sample"] == {"first": "2024-01-02 00:00:00"}
+    wfmod._write_summary(res, d / "only" / "summary")
+    assert (d / "only" / "summary" / "walk_forward_summary.csv").read_text() == (d / "walk_forward_summary.csv").read_text()
+
+
 def _check_save_and_load_round_trip(wf):
     tmp_path = wf["out"]
     res = wf["res"]
     assert (wf["out"] / "summary" / "walk_forward_summary.csv").exists()
     d = wfmod.save_walkforward(res, tmp_path / "run")
     assert d == tmp_path / "run"
+    _check_saved_files_are_the_tables_exactly(res, d)
     for f in ("result.json", "walk_forward_summary.csv", "oos_trades.parquet", "oos_equity.parquet",
               "parameter_stability.csv", "oos_events.parquet", "by_symbol.csv", "by_sector.csv", "by_regime.csv",
               "rules.csv"):
