@@ -966,3 +966,49 @@ def test_claimed_windows_equal_the_single_process_run(wf, tmp_path):
 def _then_add(r):
     _add_failed_and_pruned(r.study)
     return r
+
+
+# ------------------------------------------------------------------------------------------------ statistics' branches
+
+
+def test_statistics_of_windows_with_skipped_estimates_and_cpcv_paths(wf):
+    """``_statistics`` on the tiny run's windows edited by hand: a window whose DSR, one whose PBO and SPA could not
+    be estimated (NaN, with the reasons listed per window), cpcv paths on two windows; then every DSR missing,
+    no path, and a zero in-sample mean (no degradation ratio). Figures by hand from the windows."""
+    res, spec = wf["res"], wf["spec"]
+    ctx = _ctx(wf, False)[0]
+    p = ctx.panel.slice(0, ctx.limit)
+    ws = res.windows
+    trades, excess, span = wfmod._stitch(ws, ctx.limit)
+    daily = wfmod._daily(p, ws, trades, excess)
+    eq = wfmod._equity(p, trades, daily)
+    ev = Evaluator(p, min_periods=spec.data.min_periods)
+    paths = [{"path_sharpe": [0.5, -0.25, 1.0]}, {"path_sharpe": [-1.0, 2.0]}]
+    edited = [replace(ws[0], dsr_in_sample=float("nan"), dsr_skipped="no dsr", cpcv=paths[0]),
+              replace(ws[1], pbo=float("nan"), pbo_skipped="no pbo", spa=None, spa_skipped="no spa"),
+              replace(ws[2], cpcv=paths[1])]
+    cp = replace(ctx, spec=replace(spec, cv=replace(spec.cv, mode="cpcv")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no mean / median of an empty slice
+        s = wfmod._statistics(cp, edited, trades, daily, eq, p, ev, None)
+    assert s["dsr"] == float(np.median([ws[1].dsr_in_sample, ws[2].dsr_in_sample]))
+    assert s["dsr_windows"] == [None, ws[1].dsr_in_sample, ws[2].dsr_in_sample]
+    assert s["dsr_skipped"] == ["window 0: no dsr"]
+    assert s["pbo_skipped"] == ["window 1: no pbo"] and s["spa_skipped"] == ["window 1: no spa"]
+    assert s["pbo_windows"] == [ws[0].pbo, ws[2].pbo] and s["pbo"] == (ws[0].pbo + ws[2].pbo) / 2
+    assert s["pbo_method"] == "cpcv"
+    assert s["cpcv"] == {"windows": paths, "path_sharpe_median": 0.5, "prob_path_loss": 0.4}
+    assert s["spa"]["p_windows"] == [ws[0].spa_p, None, ws[2].spa_p]
+    assert s["spa"]["p_median"] == (ws[0].spa_p + ws[2].spa_p) / 2
+    assert s["spa"]["p"] == wfmod.combine_pvalues([ws[0].spa_p, ws[2].spa_p])
+    flat = [replace(w, dsr_in_sample=float("nan"), spa=None, pbo=float("nan"), cpcv=None,
+                    is_metrics=dict(w.is_metrics, rank_score=0.0, avg_excess_return=0.0)) for w in ws]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        s = wfmod._statistics(cp, flat, trades, daily, eq, p, ev, None)
+    assert math.isnan(s["dsr"]) and s["dsr_windows"] == [None] * 3 and "dsr_skipped" not in s
+    assert math.isnan(s["pbo"]) and s["pbo_windows"] == []
+    assert s["cpcv"]["windows"] == [] and math.isnan(s["cpcv"]["path_sharpe_median"])
+    assert math.isnan(s["cpcv"]["prob_path_loss"])
+    assert math.isnan(s["spa"]["p"]) and math.isnan(s["spa"]["p_median"]) and s["spa"]["p_windows"] == [None] * 3
+    assert math.isnan(s["degradation"]) and math.isnan(s["degradation_excess"])
