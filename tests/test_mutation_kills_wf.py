@@ -608,6 +608,9 @@ def _check_save_and_load_round_trip(wf):
     assert len(got["trades"]) == len(res.trades) and len(got["equity"]) == 60 and len(got["events"]) == len(res.events)
     assert got["summary"]["window"].tolist() == [0, 1, 2] and len(got["stability"]) == len(res.stability)
     assert got["regime_comparison"].empty and len(got["by_symbol"]) == len(res.by_symbol)
+    for name in ("by_symbol", "by_sector", "by_regime", "rules"):
+        pd.testing.assert_frame_equal(got[name], pd.read_csv(d / f"{name}.csv"))
+        assert len(got[name]) == len(getattr(res, name)) > 0, name
     w0 = got["result"]["windows"][0]
     assert w0["train"] == list(res.windows[0].train_dates) and w0["n_configs"] == res.windows[0].n_configs
     assert w0["config"] == res.windows[0].config.to_params() and w0["best_params"] == res.windows[0].params
@@ -617,8 +620,10 @@ def _check_save_and_load_round_trip(wf):
     (d / "result.json").write_text(json.dumps({"spec": "x"}))
     (d / "oos_events.parquet").unlink()
     (d / "rules.csv").write_text("")
+    res.stability.iloc[:0, :0].to_csv(d / "parameter_stability.csv", index=False)  # a run with no stable param
     got = wfmod.load_walkforward(d)
     assert got["verdict"] is None and got["events"].empty and got["rules"].empty
+    assert got["stability"].empty and (d / "parameter_stability.csv").stat().st_size == 1
 
 
 def _check_to_dict_cleans_non_finite_values(wf):
