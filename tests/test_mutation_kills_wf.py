@@ -1017,3 +1017,24 @@ def test_statistics_of_windows_with_skipped_estimates_and_cpcv_paths(wf):
     assert math.isnan(s["cpcv"]["prob_path_loss"])
     assert math.isnan(s["spa"]["p"]) and math.isnan(s["spa"]["p_median"]) and s["spa"]["p_windows"] == [None] * 3
     assert math.isnan(s["degradation"]) and math.isnan(s["degradation_excess"])
+
+
+def test_window_runner_stops_when_the_claim_is_lost(wf):
+    """``_window_runner``'s ``run_one``: with its claim lost (another worker failed it as stale) the window's study
+    stops after its running trial, nothing is delivered and it answers False (the window goes back to the pool);
+    otherwise it runs the window's trials and delivers the window's result."""
+    ctx = _ctx(wf, False)[0]
+    w = wf["res"].windows[1]
+    delivered, studies = [], []
+    real_run_study = wfmod.run_study
+    with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mp.setattr(wfmod, "run_study", lambda *a, **k: studies.append(real_run_study(*a, **k)) or studies[-1])
+        run_one = wfmod._window_runner(ctx, {w.study_name: w.window}, lambda n, r: delivered.append((n, r)))
+        assert run_one(w.study_name, lambda: True) is False
+        assert delivered == [] and len(studies[0].study.trials) == 1
+        assert run_one(w.study_name, lambda: False) is True
+    assert len(studies[-1].study.trials) == 4 and [n for n, _ in delivered] == [w.study_name]
+    r = delivered[0][1]
+    assert r.params == w.params and r.oos_metrics == w.oos_metrics and r.study_name == w.study_name
+    assert wfmod._window_runner(ctx, {w.study_name: w.window})(w.study_name, lambda: False) is True  # no deliver
