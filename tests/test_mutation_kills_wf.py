@@ -1038,3 +1038,30 @@ def test_window_runner_stops_when_the_claim_is_lost(wf):
     r = delivered[0][1]
     assert r.params == w.params and r.oos_metrics == w.oos_metrics and r.study_name == w.study_name
     assert wfmod._window_runner(ctx, {w.study_name: w.window})(w.study_name, lambda: False) is True  # no deliver
+
+
+def test_equity_bootstrap_of_the_oos_account():
+    """The block bootstrap of the account's daily returns from 10 days on with a position open on some day (None
+    below, or when the account never held a position), seeded (the same figures every run), with its drawdown
+    quantiles; the figures those of ``stats.equity_bootstrap(reps=2000, seed=0)``."""
+    from optimizer.validate.stats import equity_bootstrap
+    r = np.array([0.01, -0.02, 0.015, 0.004, 0.03, -0.01, 0.005, 0.02, -0.005, 0.012, 0.007, -0.03])
+
+    def eq(n, opened=True):
+        return pd.DataFrame({"oos_return": r[:n], "n_open": np.full(n, 1 if opened else 0)})
+
+    assert wfmod._equity_bootstrap(eq(9)) is None and wfmod._equity_bootstrap(eq(12, opened=False)) is None
+    one = eq(12).assign(n_open=[0] * 11 + [1])
+    assert wfmod._equity_bootstrap(one) is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # arch's block-length estimate on 10 days (x / 0 inside)
+        got = wfmod._equity_bootstrap(eq(10))
+        b = equity_bootstrap(r[:10], reps=2000, seed=0)
+        assert got == wfmod._equity_bootstrap(eq(10))  # seeded
+    assert (got["reps"], got["n_days"], got["block_size"], got["level"]) == (2000, 10, b.block_size, b.level)
+    assert got["resamples"] == b.resamples and got["drawdown_percentile"] == b.drawdown_percentile
+    for k in ("total_return", "cagr", "max_drawdown", "sharpe"):
+        ci = getattr(b, k)
+        assert got[k] == {"point": ci.point, "lo": ci.lo, "hi": ci.hi}, k
+    q = np.quantile(b.max_drawdowns, [0.5, 0.9, 0.95])
+    assert got["drawdown_quantiles"] == {"50%": q[0], "90%": q[1], "95%": q[2]}
