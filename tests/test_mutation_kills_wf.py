@@ -1065,3 +1065,31 @@ def test_equity_bootstrap_of_the_oos_account():
         assert got[k] == {"point": ci.point, "lo": ci.lo, "hi": ci.hi}, k
     q = np.quantile(b.max_drawdowns, [0.5, 0.9, 0.95])
     assert got["drawdown_quantiles"] == {"50%": q[0], "90%": q[1], "95%": q[2]}
+
+
+def test_window_pbo_over_the_studys_cpcv_splits_and_refusals():
+    """With ``[cv] mode = "cpcv"`` the window's PBO runs over the study's own combinatorial purged splits (its
+    groups, test groups, purge and embargo; the matrix already starts after the warm-up), with the paths' figures;
+    a refused input gives (NaN, the refusal's line, None) in both modes."""
+    from types import SimpleNamespace as NS
+    from optimizer.study.splits import CombinatorialPurgedCV as CPCV
+    from optimizer.validate.stats import cpcv_pbo, probability_of_backtest_overfitting
+    M = np.random.default_rng(5).normal(size=(48, 3))
+    pb, why, paths = wfmod._window_pbo(NS(cv=CPCV(4, 2, purge=2, embargo=1, warmup=9)), M)
+    r = cpcv_pbo(M, CPCV(4, 2, 2, 1))
+    assert why is None and pb == r.pbo.pbo
+    assert paths == {"n_splits": 6, "n_paths": 3, "path_sharpe_median": r.path_metric_median,
+                     "prob_path_loss": r.prob_path_loss, "path_sharpe": list(r.path_metric)}
+    assert r.n_splits == 6 and r.n_paths == 3 and all(type(x) is float for x in paths["path_sharpe"])
+    assert paths["path_sharpe"] != list(cpcv_pbo(M, CPCV(4, 2, 2, 1, warmup=9)).path_metric)  # no second warm-up
+    assert wfmod._window_pbo(NS(cv=CPCV(4, 1, 2, 1)), M)[0] == cpcv_pbo(M, CPCV(4, 1, 2, 1)).pbo.pbo
+    bad = M.copy()
+    bad[3, 1] = np.nan
+    for data in (NS(cv=CPCV(4, 2, 2, 1)), NS(cv=None)):
+        pb, why, paths = wfmod._window_pbo(data, bad)
+        with pytest.raises(ParameterError) as e:
+            if data.cv is None:
+                probability_of_backtest_overfitting(bad, n_blocks=16)
+            else:
+                cpcv_pbo(bad, data.cv)
+        assert math.isnan(pb) and paths is None and why == str(e.value)
