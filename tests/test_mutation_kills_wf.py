@@ -988,6 +988,19 @@ def test_statistics_of_windows_with_skipped_estimates_and_cpcv_paths(wf):
     daily = wfmod._daily(p, ws, trades, excess)
     eq = wfmod._equity(p, trades, daily)
     ev = Evaluator(p, min_periods=spec.data.min_periods)
+    from optimizer.validate.stats import dependent_inference
+    from optimizer.validate.verdict import T_MIN, verdict_alpha
+    js = lambda d: json.dumps(d, sort_keys=True, default=str)  # noqa: E731 - NaN compares equal as text
+    s0 = wfmod._statistics(ctx, ws, trades, daily, eq, p, ev, None)
+    alpha = verdict_alpha(T_MIN)  # the verdict's t >= 2: one-sided 2.275 %, at 80 % power
+    assert s0["inference"]["alpha"] == alpha and daily.n_trades > 0
+    assert js(s0["inference"]) == js(dependent_inference(daily, alpha=alpha, power=0.8, seed=0).to_dict())
+    mkt = daily_excess(trades, daily.trade_excess, p["close"], daily.start, daily.stop, market_open=p["open"])
+    assert js(s0["inference_mkt"]) == js(dependent_inference(mkt, alpha=alpha, power=0.8, seed=0).to_dict())
+    none = wfmod.concat_trades([])
+    d0 = wfmod._daily(p, ws, none, np.empty(0))
+    s1 = wfmod._statistics(ctx, ws, none, d0, wfmod._equity(p, none, d0), p, ev, None)
+    assert d0.n_trades == 0 and js(s1["inference_mkt"]) == js(s1["inference"])
     paths = [{"path_sharpe": [0.5, -0.25, 1.0]}, {"path_sharpe": [-1.0, 2.0]}]
     edited = [replace(ws[0], dsr_in_sample=float("nan"), dsr_skipped="no dsr", cpcv=paths[0]),
               replace(ws[1], pbo=float("nan"), pbo_skipped="no pbo", spa=None, spa_skipped="no spa"),
