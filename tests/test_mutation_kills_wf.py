@@ -529,6 +529,9 @@ def _check_tables(wf):
     assert list(sm["in_reserve"]) == [False] * 3
     assert list(sm["train_start"]) == [w.train_dates[0] for w in res.windows]
     assert list(sm["test_end"]) == [w.test_dates[1] for w in res.windows]
+    for (_, row), w in zip(sm.iterrows(), res.windows):
+        assert (row["train_start"], row["train_end"], row["test_start"], row["test_end"]) == w.train_dates + w.test_dates
+        assert row["study"] == w.study_name
     assert list(sm["param_variant"]) == [w.params["variant"] for w in res.windows]
     for k in wfmod._SUMMARY_METRICS:
         assert list(sm[f"oos_{k}"]) == [w.oos_metrics.get(k) for w in res.windows]
@@ -1001,6 +1004,16 @@ def test_statistics_of_windows_with_skipped_estimates_and_cpcv_paths(wf):
     d0 = wfmod._daily(p, ws, none, np.empty(0))
     s1 = wfmod._statistics(ctx, ws, none, d0, wfmod._equity(p, none, d0), p, ev, None)
     assert d0.n_trades == 0 and js(s1["inference_mkt"]) == js(s1["inference"])
+    # cost stress: each window's winner at 1x, 2x, 3x ITS costs (35 bp a side: the OOS excess survives 1x only),
+    # its entries through the regime mask (none allowed: no trade, an excess of 0)
+    from optimizer.engine.simulate import Costs
+    dear = [replace(w, config=replace(w.config, costs=Costs(0.0, 35.0))) for w in ws]
+    s2 = wfmod._statistics(ctx, dear, trades, daily, eq, p, ev, None)
+    assert [r["survives"] for r in s2["cost_stress"]] == [True, False, False] and s2["cost_fragile"] is True
+    assert s2["cost_stress_wording"] == wfmod.cost_stress_wording(pd.DataFrame(s2["cost_stress"]))
+    s3 = wfmod._statistics(ctx, ws, trades, daily, eq, p, ev, np.zeros(len(p.dates), dtype=bool))
+    assert s3["cost_stress"] == [{"multiplier": k, "avg_excess_return": 0.0, "trades": 0, "survives": False}
+                                 for k in (1.0, 2.0, 3.0)] and s3["cost_fragile"] is False
     paths = [{"path_sharpe": [0.5, -0.25, 1.0]}, {"path_sharpe": [-1.0, 2.0]}]
     edited = [replace(ws[0], dsr_in_sample=float("nan"), dsr_skipped="no dsr", cpcv=paths[0]),
               replace(ws[1], pbo=float("nan"), pbo_skipped="no pbo", spa=None, spa_skipped="no spa"),
