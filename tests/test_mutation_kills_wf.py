@@ -529,6 +529,10 @@ def _check_tables(wf):
     assert list(sm["in_reserve"]) == [False] * 3
     assert list(sm["train_start"]) == [w.train_dates[0] for w in res.windows]
     assert list(sm["test_end"]) == [w.test_dates[1] for w in res.windows]
+    tdf, p = res.trades, wf["panel"]
+    assert list(tdf["symbol"]) == [p.symbols[i] for i in tdf["symbol_idx"]]  # named by the panel
+    for c in ("signal", "entry", "exit"):
+        assert (tdf[f"{c}_date"] == pd.to_datetime(p.dates[tdf[f"{c}_idx"].to_numpy()])).all()
     for (_, row), w in zip(sm.iterrows(), res.windows):
         assert (row["train_start"], row["train_end"], row["test_start"], row["test_end"]) == w.train_dates + w.test_dates
         assert row["study"] == w.study_name
