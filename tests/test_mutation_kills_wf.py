@@ -550,6 +550,7 @@ def _check_tables(wf):
     assert stab["share"].tolist() == [n / 3 for n in stab["windows"]]
     ev = res.events
     assert list(ev.columns[:1]) == ["window"] and set(ev["window"]) == {0, 1, 2}
+    assert ev.index.equals(pd.RangeIndex(len(ev)))  # one table, not the windows' frames stacked with their indexes
     closed = ev[~ev["open_at_end"].astype(bool)]
     exc = np.concatenate([w.excess for w in res.windows])
     assert np.sort(closed["excess_return"].to_numpy()) == pytest.approx(np.sort(exc))
@@ -1123,3 +1124,15 @@ def test_window_pbo_over_the_studys_cpcv_splits_and_refusals():
             else:
                 cpcv_pbo(bad, data.cv)
         assert math.isnan(pb) and paths is None and why == str(e.value)
+
+
+def test_segments_of_a_run_without_trades_are_empty_tables(wf):
+    """No window traded (or no window at all): the events, per-symbol, per-sector, per-regime and rule tables are
+    empty DataFrames (what save_walkforward writes and the report reads), not None and not an error."""
+    res, spec = wf["res"], wf["spec"]
+    p = wf["panel"].slice(0, RESERVE)
+    ev = Evaluator(p, min_periods=spec.data.min_periods)
+    none = [replace(w, trades=wfmod.concat_trades([]), excess=np.empty(0)) for w in res.windows]
+    for results in (none, []):
+        out = wfmod._segments(spec, p, results, Span(60, 120, RESERVE), ev)
+        assert len(out) == 5 and all(isinstance(t, pd.DataFrame) and t.empty for t in out)
