@@ -356,6 +356,15 @@ def test_window_statistics_say_why_they_cannot_be_estimated():
     assert s is None and why == "0 configuration(s) over 10 session(s); SPA needs >= 1 and >= 10"
     s, why = wfmod._window_spa(np.zeros((10, 2)))  # never traded (two identical columns: one configuration)
     assert why == "none of the 1 configuration(s) traded in the train span" and s["n_configs"] == 1
+    s, why = wfmod._window_spa(np.zeros((10, 1)))  # one configuration over 10 sessions is enough
+    assert why == "none of the 1 configuration(s) traded in the train span" and s["n_configs"] == 1
+    from optimizer.validate.stats import spa_test
+    M = np.random.default_rng(1).normal(0.001, 0.01, size=(40, 3))
+    s, why = wfmod._window_spa(M)
+    assert why is None and s == spa_test(M, reps=1000, seed=0).to_dict() and s == wfmod._window_spa(M)[0]
+    from types import SimpleNamespace
+    pb, why, _ = wfmod._window_pbo(SimpleNamespace(cv=None), M[:16, :2])  # two configurations over 16 sessions
+    assert why is None and 0.0 <= pb <= 1.0
 
 
 def test_window_pbo_blocks_and_cscv():
