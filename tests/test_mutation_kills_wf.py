@@ -315,33 +315,44 @@ def _check_pbo_and_spa_columns(wf):
 
 
 def test_config_matrices_by_hand():
-    """One configuration: the PBO column is the daily portfolio return minus the equal-weight universe on invested
-    days (0 otherwise); the SPA column the daily excess of its trades."""
+    """Each configuration: the PBO column is the daily portfolio return minus the equal-weight universe on invested
+    days (entry to exit, 0 on cash days), the SPA column the daily excess of its trades; entries go through the
+    study's regime mask (none allowed: two zero columns)."""
+    from optimizer.engine.metrics import portfolio_returns
     spec = parse_spec(SPEC)
     p = _panel(seed=3, T=100, N=N)
     data = wfmod.prepare_data(spec, p, 0, 100, 2, 0)
     st = optuna.create_study()
     dists = {"variant": optuna.distributions.CategoricalDistribution(["A", "B"]),
              "buy_threshold": optuna.distributions.IntDistribution(55, 75, step=5)}
-    st.add_trial(optuna.trial.create_trial(params={"variant": "B", "buy_threshold": 55}, distributions=dists, value=1.0))
+    for b in (55, 75):  # 44 trades (invested nearly every day), 9 trades (16 cash days)
+        st.add_trial(optuna.trial.create_trial(params={"variant": "B", "buy_threshold": b}, distributions=dists, value=1.0))
     M_pbo, M_spa = wfmod._config_matrices(data, st.trials)
     lo = data.folds[0].test_start
-    cfg = trial_config(st.trials[0], spec)
     span = Span(lo, 100, 100)
-    res = data.evaluator.run(cfg, span, entry_ok=data.entry_ok)
-    assert len(res.trades) >= 3
-    from optimizer.engine.metrics import portfolio_returns
-    daily = portfolio_returns(res.trades, p, span)
     C = p["close"]
     ew = np.array([np.nanmean(C[t] / C[t - 1] - 1.0) for t in range(lo, 100)])
-    inv = np.zeros(100 - lo, bool)
-    for e, x in zip(res.trades.entry_idx, res.trades.exit_idx):
-        inv[e - lo: x - lo + 1] = True
-    np.testing.assert_allclose(M_pbo[:, 0], np.where(inv, daily - ew, 0.0), rtol=0, atol=1e-15)
-    ex = data.evaluator.bench.excess(res.trades, span, cfg.costs)
-    np.testing.assert_array_equal(M_spa[:, 0], daily_excess(res.trades, ex, C, lo, 100).total)
+    cash = []
+    for j, t in enumerate(st.trials):
+        cfg = trial_config(t, spec)
+        res = data.evaluator.run(cfg, span, entry_ok=data.entry_ok)
+        assert len(res.trades) >= 3
+        daily = portfolio_returns(res.trades, p, span)
+        inv = np.zeros(100 - lo, bool)
+        for e, x in zip(res.trades.entry_idx, res.trades.exit_idx):
+            inv[e - lo: x - lo + 1] = True
+        cash.append(int((~inv).sum()))
+        np.testing.assert_allclose(M_pbo[:, j], np.where(inv, daily - ew, 0.0), rtol=0, atol=1e-15)
+        ex = data.evaluator.bench.excess(res.trades, span, cfg.costs)
+        np.testing.assert_array_equal(M_spa[:, j], daily_excess(res.trades, ex, C, lo, 100).total)
+    assert cash[1] >= 10 and lo > 0
     e0, e1 = wfmod._config_matrices(data, [])
     assert e0.shape == e1.shape == (100 - lo, 0)
+    off = replace(spec, data=replace(spec.data, regime="RISK_ON"))  # no market data here: never risk-on
+    d_off = wfmod.prepare_data(off, p, 0, 100, 2, 0)
+    assert d_off.entry_ok is not None and not d_off.entry_ok.any()
+    z0, z1 = wfmod._config_matrices(d_off, st.trials)
+    assert z0.shape == z1.shape == M_pbo.shape and not z0.any() and not z1.any() and M_pbo.any()
 
 
 def test_window_statistics_say_why_they_cannot_be_estimated():
@@ -585,6 +596,15 @@ def test_group_table_of_no_closed_trade_has_its_columns():
     b = g.iloc[0]
     assert (b["hit_rate"], b["avg_return"], b["avg_excess_return"]) == pytest.approx((0.5, 0.1, 0.2))
     assert g["symbol"].isna().sum() == 1  # dropna=False: a trade without a symbol is its own group
+    assert g.loc[g["symbol"].isna(), "hit_rate"].tolist() == [0.0]  # a return of exactly 0 is not a hit
+    assert list(g.columns) == ["symbol", "closed_trades", "hit_rate", "avg_return", "avg_excess_return"]
+    assert g.index.equals(pd.RangeIndex(3))
+    # ties in the trade count keep the groups' order (by key): a stable sort, also past numpy's small-array cutoff
+    names = [f"S{i:02d}" for i in range(40)]
+    many = pd.DataFrame({"symbol": names[::-1] + ["S07"], "open_at_end": False, "net_return": 0.01,
+                         "excess_return": 0.0})
+    g = wfmod._group_table(many, "symbol")
+    assert g["symbol"].tolist() == ["S07"] + [n for n in names if n != "S07"]
 
 
 def _check_saved_files_are_the_tables_exactly(res, d: Path) -> None:
