@@ -975,7 +975,10 @@ def test_claimed_windows_equal_the_single_process_run(wf, tmp_path):
         mp.setattr(wfmod, "work_windows", work)
         mp.setattr(wfmod, "_window_result", result)
         mp.setattr(wfmod, "_setup", lambda *a: setups.append(a[2:]) or real_setup(*a))
-        two = wfmod.run_walkforward(spec, db, url, jobs=2)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            two = wfmod.run_walkforward(spec, db, url, jobs=2)
+        assert not [w for w in caught if "worker process" in str(w.message)]  # the forked process ended well
         assert _dump(two) == _dump(wf["res"]) and two.verdict.line == wf["res"].verdict.line
         st = make_storage(url, heartbeat=False)
         claims = optuna.load_study(study_name=claims_name("wfkill"), storage=st).get_trials(deepcopy=False)
@@ -1001,8 +1004,28 @@ def test_claimed_windows_equal_the_single_process_run(wf, tmp_path):
             wfmod.run_walkforward_worker(spec, db, f"sqlite:///{tmp_path / 'empty.db'}", wait=0.0)
         mp.setattr(wfmod, "load_study_data", lambda s, d: (p, RESERVE))
         computed.clear()
-        again = wfmod.run_walkforward(spec, db, url)  # every window done: each computed from its stored study
+        # every window done: each computed from its stored study; a forked process that fails is reported
+        mp.setattr(wfmod, "_child", lambda *a: os._exit(3))
+        with pytest.warns(UserWarning, match=r"^1 walk-forward worker process\(es\) ended with exit codes \[3\]; their "
+                                             r"windows were taken over$"):
+            again = wfmod.run_walkforward(spec, db, url, jobs=2)
         assert computed == [0, 1, 2] and _dump(again) == _dump(wf["res"])
+        # the coordinator fails: its forked process is interrupted (after its running trial), not left to finish
+        mp.undo()
+        mp.setattr(wfmod, "load_study_data", lambda s, d: (p, RESERVE))
+
+        def boom(claims, windows, run_one, on_pass=None):
+            if os.getpid() == parent:
+                raise RuntimeError("the coordinator failed")
+            return real_work(claims, windows, run_one, on_pass)
+
+        mp.setattr(wfmod, "work_windows", boom)
+        url2 = f"sqlite:///{tmp_path / 'failed.db'}"
+        with pytest.raises(RuntimeError, match="the coordinator failed"):
+            wfmod.run_walkforward(spec, db, url2, jobs=2)
+        st2 = make_storage(url2, heartbeat=False)
+        states = [t.state for t in optuna.load_study(study_name=claims_name("wfkill"), storage=st2).trials]
+        assert states.count(optuna.trial.TrialState.COMPLETE) < 3 and optuna.trial.TrialState.RUNNING not in states
 
 
 def _then_add(r):
