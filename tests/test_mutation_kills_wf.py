@@ -1026,6 +1026,31 @@ def test_claimed_windows_equal_the_single_process_run(wf, tmp_path):
         st2 = make_storage(url2, heartbeat=False)
         states = [t.state for t in optuna.load_study(study_name=claims_name("wfkill"), storage=st2).trials]
         assert states.count(optuna.trial.TrialState.COMPLETE) < 3 and optuna.trial.TrialState.RUNNING not in states
+        # a forked process's body, run here (mutmut sees no call made in a forked process): it claims and runs
+        # every window of a fresh run, sends each result through its pipe, then closes it
+        mp.setattr(wfmod, "work_windows", real_work)
+        mp.setattr(wfmod, "run_study", lambda *a, **k: _then_add(real_run_study(*a, **k)))
+        url3 = f"sqlite:///{tmp_path / 'child.db'}"
+        ctx3, windows3, _ = wfmod._setup(spec, db, url3, False, None)
+        run3 = {"spec_hash": spec.spec_hash, "n_trials": 4, "final": False, "windows": names}
+
+        class Pipe:
+            def __init__(self):
+                self.sent, self.closed = [], False
+
+            def send(self, obj):
+                assert not self.closed
+                self.sent.append(obj)
+
+            def close(self):
+                self.closed = True
+
+        pipe = Pipe()
+        wfmod._child(ctx3, {wfmod._window_name(ctx3, w): w for w in windows3}, run3, pipe)
+        assert pipe.closed and [n for n, _ in pipe.sent] == names
+        for (_, r), w in zip(pipe.sent, wf["res"].windows):
+            assert (r.params, r.oos_metrics, r.n_trials_tried, r.n_configs) == (w.params, w.oos_metrics, 6, w.n_configs)
+        wfmod._child(ctx3, {wfmod._window_name(ctx3, w): w for w in windows3}, run3, None)  # every window done
 
 
 def _then_add(r):
