@@ -975,10 +975,19 @@ def test_claimed_windows_equal_the_single_process_run(wf, tmp_path):
         mp.setattr(wfmod, "work_windows", work)
         mp.setattr(wfmod, "_window_result", result)
         mp.setattr(wfmod, "_setup", lambda *a: setups.append(a[2:]) or real_setup(*a))
+        real_child, started = wfmod._child, tmp_path / "children.txt"
+
+        def child(*a):  # runs in the forked process: leaves a line per forked process
+            with open(started, "a") as f:
+                f.write(f"{os.getpid()}\n")
+            return real_child(*a)
+
+        mp.setattr(wfmod, "_child", child)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             two = wfmod.run_walkforward(spec, db, url, jobs=2)
         assert not [w for w in caught if "worker process" in str(w.message)]  # the forked process ended well
+        assert len(started.read_text().split()) == 1  # --jobs 2: this process and ONE forked one
         assert _dump(two) == _dump(wf["res"]) and two.verdict.line == wf["res"].verdict.line
         st = make_storage(url, heartbeat=False)
         claims = optuna.load_study(study_name=claims_name("wfkill"), storage=st).get_trials(deepcopy=False)
