@@ -80,6 +80,15 @@ def _untried(study: optuna.Study) -> list[dict]:
     return [{"variant": v, "buy_threshold": b} for v in ("A", "B") for b in range(55, 80, 5) if (v, b) not in seen]
 
 
+def _add_failed_and_pruned(st: optuna.Study) -> optuna.Study:
+    """One FAILED and one PRUNED trial added to a window's study, with configurations it did not try."""
+    dists = st.trials[0].distributions
+    extra = _untried(st)[:2]
+    st.add_trial(optuna.trial.create_trial(params=extra[0], distributions=dists, state=optuna.trial.TrialState.FAIL))
+    st.add_trial(optuna.trial.create_trial(params=extra[1], distributions=dists, state=optuna.trial.TrialState.PRUNED))
+    return st
+
+
 @pytest.fixture(scope="module")
 def wf(tmp_path_factory):
     """One walk-forward on the tiny panel; every window's study gets one FAILED and one PRUNED trial added (after
@@ -96,12 +105,7 @@ def wf(tmp_path_factory):
 
     def run_study(*a, **k):
         r = real_run_study(*a, **k)
-        st = r.study
-        dists = st.trials[0].distributions
-        extra = _untried(st)[:2]
-        st.add_trial(optuna.trial.create_trial(params=extra[0], distributions=dists, state=optuna.trial.TrialState.FAIL))
-        st.add_trial(optuna.trial.create_trial(params=extra[1], distributions=dists,
-                                               state=optuna.trial.TrialState.PRUNED))
+        st = _add_failed_and_pruned(r.study)
         seen["studies"].append((k.get("name"), st, k.get("extra_attrs"), len(k["data"].panel.dates)))
         seen["run_study"].append((a[1:], k["n_trials"], k["seed"], k["callbacks"]))
         return r
@@ -274,6 +278,22 @@ def _prep(got, spec, panel, lo, hi, *a, **k):
     return prepare_data(spec, panel, lo, hi, *a, **k)
 
 
+def _check_a_completed_trial_without_metrics_has_no_sharpe(wf):
+    """A COMPLETE trial without accumopt's metrics record (added through Optuna's API) is a configuration tried
+    whose excess Sharpe is unknown: NaN among the trial Sharpes (left out of the DSR's dispersion), not an error."""
+    ctx = _ctx(wf, False)[0]
+    w = wf["res"].windows[0]
+    st = _study(wf, w)
+    st2 = optuna.create_study(direction=st.direction)
+    st2.add_trials(st.trials)
+    worst = min(t.value for t in st.trials if t.state == optuna.trial.TrialState.COMPLETE)
+    st2.add_trial(optuna.trial.create_trial(params=_untried(st)[0], distributions=st.trials[0].distributions,
+                                            value=worst - 1.0))
+    r = wfmod._window_result(ctx, w.window, st2, wfmod._window_data(ctx, w.window))
+    assert r.trial_sharpes[:-1] == w.trial_sharpes and math.isnan(r.trial_sharpes[-1])
+    assert r.params == w.params and r.n_configs == w.n_configs + 1 and np.isfinite(r.dsr_in_sample)
+
+
 def _check_pbo_and_spa_columns(wf):
     """PBO runs over the completed configurations, SPA over every evaluated one (the pruned one too)."""
     res = wf["res"]
@@ -295,33 +315,44 @@ def _check_pbo_and_spa_columns(wf):
 
 
 def test_config_matrices_by_hand():
-    """One configuration: the PBO column is the daily portfolio return minus the equal-weight universe on invested
-    days (0 otherwise); the SPA column the daily excess of its trades."""
+    """Each configuration: the PBO column is the daily portfolio return minus the equal-weight universe on invested
+    days (entry to exit, 0 on cash days), the SPA column the daily excess of its trades; entries go through the
+    study's regime mask (none allowed: two zero columns)."""
+    from optimizer.engine.metrics import portfolio_returns
     spec = parse_spec(SPEC)
     p = _panel(seed=3, T=100, N=N)
     data = wfmod.prepare_data(spec, p, 0, 100, 2, 0)
     st = optuna.create_study()
     dists = {"variant": optuna.distributions.CategoricalDistribution(["A", "B"]),
              "buy_threshold": optuna.distributions.IntDistribution(55, 75, step=5)}
-    st.add_trial(optuna.trial.create_trial(params={"variant": "B", "buy_threshold": 55}, distributions=dists, value=1.0))
+    for b in (55, 75):  # 44 trades (invested nearly every day), 9 trades (16 cash days)
+        st.add_trial(optuna.trial.create_trial(params={"variant": "B", "buy_threshold": b}, distributions=dists, value=1.0))
     M_pbo, M_spa = wfmod._config_matrices(data, st.trials)
     lo = data.folds[0].test_start
-    cfg = trial_config(st.trials[0], spec)
     span = Span(lo, 100, 100)
-    res = data.evaluator.run(cfg, span, entry_ok=data.entry_ok)
-    assert len(res.trades) >= 3
-    from optimizer.engine.metrics import portfolio_returns
-    daily = portfolio_returns(res.trades, p, span)
     C = p["close"]
     ew = np.array([np.nanmean(C[t] / C[t - 1] - 1.0) for t in range(lo, 100)])
-    inv = np.zeros(100 - lo, bool)
-    for e, x in zip(res.trades.entry_idx, res.trades.exit_idx):
-        inv[e - lo: x - lo + 1] = True
-    np.testing.assert_allclose(M_pbo[:, 0], np.where(inv, daily - ew, 0.0), rtol=0, atol=1e-15)
-    ex = data.evaluator.bench.excess(res.trades, span, cfg.costs)
-    np.testing.assert_array_equal(M_spa[:, 0], daily_excess(res.trades, ex, C, lo, 100).total)
+    cash = []
+    for j, t in enumerate(st.trials):
+        cfg = trial_config(t, spec)
+        res = data.evaluator.run(cfg, span, entry_ok=data.entry_ok)
+        assert len(res.trades) >= 3
+        daily = portfolio_returns(res.trades, p, span)
+        inv = np.zeros(100 - lo, bool)
+        for e, x in zip(res.trades.entry_idx, res.trades.exit_idx):
+            inv[e - lo: x - lo + 1] = True
+        cash.append(int((~inv).sum()))
+        np.testing.assert_allclose(M_pbo[:, j], np.where(inv, daily - ew, 0.0), rtol=0, atol=1e-15)
+        ex = data.evaluator.bench.excess(res.trades, span, cfg.costs)
+        np.testing.assert_array_equal(M_spa[:, j], daily_excess(res.trades, ex, C, lo, 100).total)
+    assert cash[1] >= 10 and lo > 0
     e0, e1 = wfmod._config_matrices(data, [])
     assert e0.shape == e1.shape == (100 - lo, 0)
+    off = replace(spec, data=replace(spec.data, regime="RISK_ON"))  # no market data here: never risk-on
+    d_off = wfmod.prepare_data(off, p, 0, 100, 2, 0)
+    assert d_off.entry_ok is not None and not d_off.entry_ok.any()
+    z0, z1 = wfmod._config_matrices(d_off, st.trials)
+    assert z0.shape == z1.shape == M_pbo.shape and not z0.any() and not z1.any() and M_pbo.any()
 
 
 def test_window_statistics_say_why_they_cannot_be_estimated():
@@ -336,6 +367,15 @@ def test_window_statistics_say_why_they_cannot_be_estimated():
     assert s is None and why == "0 configuration(s) over 10 session(s); SPA needs >= 1 and >= 10"
     s, why = wfmod._window_spa(np.zeros((10, 2)))  # never traded (two identical columns: one configuration)
     assert why == "none of the 1 configuration(s) traded in the train span" and s["n_configs"] == 1
+    s, why = wfmod._window_spa(np.zeros((10, 1)))  # one configuration over 10 sessions is enough
+    assert why == "none of the 1 configuration(s) traded in the train span" and s["n_configs"] == 1
+    from optimizer.validate.stats import spa_test
+    M = np.random.default_rng(1).normal(0.001, 0.01, size=(40, 3))
+    s, why = wfmod._window_spa(M)
+    assert why is None and s == spa_test(M, reps=1000, seed=0).to_dict() and s == wfmod._window_spa(M)[0]
+    from types import SimpleNamespace
+    pb, why, _ = wfmod._window_pbo(SimpleNamespace(cv=None), M[:16, :2])  # two configurations over 16 sessions
+    assert why is None and 0.0 <= pb <= 1.0
 
 
 def test_window_pbo_blocks_and_cscv():
@@ -509,6 +549,13 @@ def _check_tables(wf):
     assert list(sm["in_reserve"]) == [False] * 3
     assert list(sm["train_start"]) == [w.train_dates[0] for w in res.windows]
     assert list(sm["test_end"]) == [w.test_dates[1] for w in res.windows]
+    tdf, p = res.trades, wf["panel"]
+    assert list(tdf["symbol"]) == [p.symbols[i] for i in tdf["symbol_idx"]]  # named by the panel
+    for c in ("signal", "entry", "exit"):
+        assert (tdf[f"{c}_date"] == pd.to_datetime(p.dates[tdf[f"{c}_idx"].to_numpy()])).all()
+    for (_, row), w in zip(sm.iterrows(), res.windows):
+        assert (row["train_start"], row["train_end"], row["test_start"], row["test_end"]) == w.train_dates + w.test_dates
+        assert row["study"] == w.study_name
     assert list(sm["param_variant"]) == [w.params["variant"] for w in res.windows]
     for k in wfmod._SUMMARY_METRICS:
         assert list(sm[f"oos_{k}"]) == [w.oos_metrics.get(k) for w in res.windows]
@@ -523,6 +570,7 @@ def _check_tables(wf):
     assert stab["share"].tolist() == [n / 3 for n in stab["windows"]]
     ev = res.events
     assert list(ev.columns[:1]) == ["window"] and set(ev["window"]) == {0, 1, 2}
+    assert ev.index.equals(pd.RangeIndex(len(ev)))  # one table, not the windows' frames stacked with their indexes
     closed = ev[~ev["open_at_end"].astype(bool)]
     exc = np.concatenate([w.excess for w in res.windows])
     assert np.sort(closed["excess_return"].to_numpy()) == pytest.approx(np.sort(exc))
@@ -548,6 +596,36 @@ def test_group_table_of_no_closed_trade_has_its_columns():
     b = g.iloc[0]
     assert (b["hit_rate"], b["avg_return"], b["avg_excess_return"]) == pytest.approx((0.5, 0.1, 0.2))
     assert g["symbol"].isna().sum() == 1  # dropna=False: a trade without a symbol is its own group
+    assert g.loc[g["symbol"].isna(), "hit_rate"].tolist() == [0.0]  # a return of exactly 0 is not a hit
+    assert list(g.columns) == ["symbol", "closed_trades", "hit_rate", "avg_return", "avg_excess_return"]
+    assert g.index.equals(pd.RangeIndex(3))
+    # ties in the trade count keep the groups' order (by key): a stable sort, also past numpy's small-array cutoff
+    names = [f"S{i:02d}" for i in range(40)]
+    many = pd.DataFrame({"symbol": names[::-1] + ["S07"], "open_at_end": False, "net_return": 0.01,
+                         "excess_return": 0.0})
+    g = wfmod._group_table(many, "symbol")
+    assert g["symbol"].tolist() == ["S07"] + [n for n in names if n != "S07"]
+
+
+def _check_saved_files_are_the_tables_exactly(res, d: Path) -> None:
+    """Each file holds its table's columns and no index column; result.json is the run's ``to_dict`` indented by
+    2; a value JSON cannot hold is written as its text; saving again into the same folder, or into a folder whose
+    parents do not exist yet, works."""
+    import pyarrow.parquet as pq
+    for name, df in (("oos_trades", res.trades), ("oos_equity", res.equity), ("oos_events", res.events)):
+        assert pq.read_schema(d / f"{name}.parquet").names == [str(c) for c in df.columns], name
+    for name, df in (("walk_forward_summary", res.summary), ("parameter_stability", res.stability),
+                     ("by_symbol", res.by_symbol), ("by_sector", res.by_sector), ("by_regime", res.by_regime),
+                     ("rules", res.rules)):
+        assert (d / f"{name}.csv").read_text().splitlines()[0] == ",".join(map(str, df.columns)), name
+    assert (d / "result.json").read_text() == json.dumps(res.to_dict(), indent=2)
+    assert wfmod.save_walkforward(res, d) == d  # again into the same folder
+    odd = replace(res, windows=[replace(res.windows[0], is_metrics={"first": pd.Timestamp("2024-01-02")})])
+    nested = d / "deeper" / "still"
+    assert wfmod.save_walkforward(odd, nested) == nested
+    assert json.loads((nested / "result.json").read_text())["windows"][0]["in_sample"] == {"first": "2024-01-02 00:00:00"}
+    wfmod._write_summary(res, d / "only" / "summary")
+    assert (d / "only" / "summary" / "walk_forward_summary.csv").read_text() == (d / "walk_forward_summary.csv").read_text()
 
 
 def _check_save_and_load_round_trip(wf):
@@ -556,6 +634,7 @@ def _check_save_and_load_round_trip(wf):
     assert (wf["out"] / "summary" / "walk_forward_summary.csv").exists()
     d = wfmod.save_walkforward(res, tmp_path / "run")
     assert d == tmp_path / "run"
+    _check_saved_files_are_the_tables_exactly(res, d)
     for f in ("result.json", "walk_forward_summary.csv", "oos_trades.parquet", "oos_equity.parquet",
               "parameter_stability.csv", "oos_events.parquet", "by_symbol.csv", "by_sector.csv", "by_regime.csv",
               "rules.csv"):
@@ -566,6 +645,9 @@ def _check_save_and_load_round_trip(wf):
     assert len(got["trades"]) == len(res.trades) and len(got["equity"]) == 60 and len(got["events"]) == len(res.events)
     assert got["summary"]["window"].tolist() == [0, 1, 2] and len(got["stability"]) == len(res.stability)
     assert got["regime_comparison"].empty and len(got["by_symbol"]) == len(res.by_symbol)
+    for name in ("by_symbol", "by_sector", "by_regime", "rules"):
+        pd.testing.assert_frame_equal(got[name], pd.read_csv(d / f"{name}.csv"))
+        assert len(got[name]) == len(getattr(res, name)) > 0, name
     w0 = got["result"]["windows"][0]
     assert w0["train"] == list(res.windows[0].train_dates) and w0["n_configs"] == res.windows[0].n_configs
     assert w0["config"] == res.windows[0].config.to_params() and w0["best_params"] == res.windows[0].params
@@ -575,8 +657,10 @@ def _check_save_and_load_round_trip(wf):
     (d / "result.json").write_text(json.dumps({"spec": "x"}))
     (d / "oos_events.parquet").unlink()
     (d / "rules.csv").write_text("")
+    res.stability.iloc[:0, :0].to_csv(d / "parameter_stability.csv", index=False)  # a run with no stable param
     got = wfmod.load_walkforward(d)
     assert got["verdict"] is None and got["events"].empty and got["rules"].empty
+    assert got["stability"].empty and (d / "parameter_stability.csv").stat().st_size == 1
 
 
 def _check_to_dict_cleans_non_finite_values(wf):
@@ -679,6 +763,7 @@ def test_tiny_walkforward(wf):
     _check_dsr_counts_every_distinct_configuration_tried(wf)
     _check_window_result_passes_its_settings_and_figures_on(wf)
     _check_pbo_and_spa_columns(wf)
+    _check_a_completed_trial_without_metrics_has_no_sharpe(wf)
     _check_window_dsr_needs_three_trades_and_two_sharpes(wf)
     _check_stitched_trades_excess_and_windows(wf)
     _check_daily_runs_to_the_last_exit_when_it_is_later(wf)
@@ -831,3 +916,309 @@ def test_final_run_opens_the_reserve_and_says_what_it_does_not_use(tmp_path):
     assert res.warnings[0] == f"reserve from {d[RESERVE]} opened again: ['an earlier opening']"
     assert [str(w.message) for w in caught if issubclass(w.category, UserWarning)][-2:] == res.warnings
     assert res.stats["n_trials_tried"] == 8 and len(res.equity) == 80  # test sessions 60 .. 140
+
+
+# ------------------------------------------------------------------------------------------------ claimed windows
+
+
+def _timeless(d):
+    """A result dict without the trials' wall times (``duration_s`` in the winners' in-sample metrics)."""
+    if isinstance(d, dict):
+        return {k: _timeless(v) for k, v in d.items() if k != "duration_s"}
+    if isinstance(d, list):
+        return [_timeless(v) for v in d]
+    return d
+
+
+def _dump(res) -> str:
+    return json.dumps(_timeless(json.loads(json.dumps(res.to_dict(), default=str))), sort_keys=True)
+
+
+def test_claimed_windows_equal_the_single_process_run(wf, tmp_path):
+    """The multi-process path in a few seconds, on the tiny panel and a SQLite file: ``--jobs 2`` (this process and
+    a forked one claiming windows, the forked one sending its results through a pipe) gives the in-memory
+    single-process run of ``wf`` exactly; this process computes only the windows it ran itself (the others arrive
+    through the pipe). Then a ``walkforward worker`` joining the finished run runs no window; a worker with another
+    spec or other data is refused; a second coordinator computes every window from its stored study (the windows
+    "another machine" ran): the same result again. (tests/test_walkforward_distributed.py: the same on the synthetic
+    store, PostgreSQL workers and a SIGKILLed worker.)"""
+    from optimizer.errors import AccumoptError, SpecError
+    from optimizer.study.records import claims_name, read_claim
+    from optimizer.study.storage import make_storage
+    import os
+    import time
+
+    spec, p = wf["spec"], wf["panel"]
+    url = f"sqlite:///{tmp_path / 'wf.db'}"
+    parent = os.getpid()
+    computed, setups = [], []
+    real_result, real_work, real_setup = wfmod._window_result, wfmod.work_windows, wfmod._setup
+    real_run_study = wfmod.run_study
+
+    def work(claims, windows, run_one, on_pass=None):
+        if os.getpid() == parent:  # let the forked process finish a window first: both processes run windows
+            t_end = time.monotonic() + 60
+            while wfmod.DONE not in claims.states(windows).values() and time.monotonic() < t_end:
+                time.sleep(0.02)
+        return real_work(claims, windows, run_one, on_pass)
+
+    def result(ctx, w, study, data):
+        if os.getpid() == parent:
+            computed.append(w.index)
+        return real_result(ctx, w, study, data)
+
+    db = tmp_path / "none.duckdb"
+    with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mp.setattr(wfmod, "load_study_data", lambda s, d: (p, RESERVE))
+        mp.setattr(wfmod, "run_study", lambda *a, **k: _then_add(real_run_study(*a, **k)))
+        mp.setattr(wfmod, "work_windows", work)
+        mp.setattr(wfmod, "_window_result", result)
+        mp.setattr(wfmod, "_setup", lambda *a: setups.append(a[2:]) or real_setup(*a))
+        real_child, started = wfmod._child, tmp_path / "children.txt"
+
+        def child(*a):  # runs in the forked process: leaves a line per forked process
+            with open(started, "a") as f:
+                f.write(f"{os.getpid()}\n")
+            return real_child(*a)
+
+        mp.setattr(wfmod, "_child", child)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            two = wfmod.run_walkforward(spec, db, url, jobs=2)
+        assert not [w for w in caught if "worker process" in str(w.message)]  # the forked process ended well
+        assert len(started.read_text().split()) == 1  # --jobs 2: this process and ONE forked one
+        assert _dump(two) == _dump(wf["res"]) and two.verdict.line == wf["res"].verdict.line
+        st = make_storage(url, heartbeat=False)
+        claims = optuna.load_study(study_name=claims_name("wfkill"), storage=st).get_trials(deepcopy=False)
+        done = [read_claim(t) for t in claims if t.state == optuna.trial.TrialState.COMPLETE]
+        names = [w.study_name for w in two.windows]
+        assert sorted(c["window"] for c in done) == sorted(names)
+        mine = sorted(names.index(c["window"]) for c in done if c["worker"].endswith(f":{parent}"))
+        assert len(mine) < 3 and computed == mine  # the forked process's windows came through the pipe
+        for n in names:  # every window's study: the 4 trials of [walkforward] n_trials + the failed + the pruned one
+            assert len(optuna.load_study(study_name=n, storage=st).trials) == 6
+        # a worker joining the finished run: the run's settings (final, trials per window), no window left to run
+        assert wfmod.run_walkforward_worker(spec, db, url, wait=0.0) == []
+        assert setups[-1] == (url, False, 4)
+        other = parse_spec(SPEC.replace("sell_threshold = 40", "sell_threshold = 35"))
+        with pytest.raises(SpecError, match=rf"started from a different spec \(hash {spec.spec_hash}, this spec "
+                                            rf"{other.spec_hash}\); pass the same spec file"):
+            wfmod.run_walkforward_worker(other, db, url, wait=0.0)
+        mp.setattr(wfmod, "load_study_data", lambda s, d: (_panel(seed=3, T=130, N=N), 100))
+        with pytest.raises(DataError, match=r"gives other walk-forward windows than the coordinator's \(2 vs 3; first "
+                                            r"\['wfkill-wf00-.*'\] vs \['wfkill-wf00-.*'\]\): every worker needs"):
+            wfmod.run_walkforward_worker(spec, db, url, wait=0.0)
+        with pytest.raises(AccumoptError, match="no walk-forward of 'wfkill' to join"):
+            wfmod.run_walkforward_worker(spec, db, f"sqlite:///{tmp_path / 'empty.db'}", wait=0.0)
+        mp.setattr(wfmod, "load_study_data", lambda s, d: (p, RESERVE))
+        computed.clear()
+        # every window done: each computed from its stored study; a forked process that fails is reported
+        mp.setattr(wfmod, "_child", lambda *a: os._exit(3))
+        with pytest.warns(UserWarning, match=r"^1 walk-forward worker process\(es\) ended with exit codes \[3\]; their "
+                                             r"windows were taken over$"):
+            again = wfmod.run_walkforward(spec, db, url, jobs=2)
+        assert computed == [0, 1, 2] and _dump(again) == _dump(wf["res"])
+        # the coordinator fails: its forked process is interrupted (after its running trial), not left to finish
+        mp.undo()
+        mp.setattr(wfmod, "load_study_data", lambda s, d: (p, RESERVE))
+
+        def boom(claims, windows, run_one, on_pass=None):
+            if os.getpid() == parent:
+                raise RuntimeError("the coordinator failed")
+            return real_work(claims, windows, run_one, on_pass)
+
+        mp.setattr(wfmod, "work_windows", boom)
+        url2 = f"sqlite:///{tmp_path / 'failed.db'}"
+        with pytest.raises(RuntimeError, match="the coordinator failed"):
+            wfmod.run_walkforward(spec, db, url2, jobs=2)
+        st2 = make_storage(url2, heartbeat=False)
+        states = [t.state for t in optuna.load_study(study_name=claims_name("wfkill"), storage=st2).trials]
+        assert states.count(optuna.trial.TrialState.COMPLETE) < 3 and optuna.trial.TrialState.RUNNING not in states
+        # a forked process's body, run here (mutmut sees no call made in a forked process): it claims and runs
+        # every window of a fresh run, sends each result through its pipe, then closes it
+        mp.setattr(wfmod, "work_windows", real_work)
+        mp.setattr(wfmod, "run_study", lambda *a, **k: _then_add(real_run_study(*a, **k)))
+        url3 = f"sqlite:///{tmp_path / 'child.db'}"
+        ctx3, windows3, _ = wfmod._setup(spec, db, url3, False, None)
+        run3 = {"spec_hash": spec.spec_hash, "n_trials": 4, "final": False, "windows": names}
+
+        class Pipe:
+            def __init__(self):
+                self.sent, self.closed = [], False
+
+            def send(self, obj):
+                assert not self.closed
+                self.sent.append(obj)
+
+            def close(self):
+                self.closed = True
+
+        pipe = Pipe()
+        wfmod._child(ctx3, {wfmod._window_name(ctx3, w): w for w in windows3}, run3, pipe)
+        assert pipe.closed and [n for n, _ in pipe.sent] == names
+        for (_, r), w in zip(pipe.sent, wf["res"].windows):
+            assert (r.params, r.oos_metrics, r.n_trials_tried, r.n_configs) == (w.params, w.oos_metrics, 6, w.n_configs)
+        wfmod._child(ctx3, {wfmod._window_name(ctx3, w): w for w in windows3}, run3, None)  # every window done
+
+
+def _then_add(r):
+    _add_failed_and_pruned(r.study)
+    return r
+
+
+# ------------------------------------------------------------------------------------------------ statistics' branches
+
+
+def test_statistics_of_windows_with_skipped_estimates_and_cpcv_paths(wf):
+    """``_statistics`` on the tiny run's windows edited by hand: a window whose DSR, one whose PBO and SPA could not
+    be estimated (NaN, with the reasons listed per window), cpcv paths on two windows; then every DSR missing,
+    no path, and a zero in-sample mean (no degradation ratio). Figures by hand from the windows."""
+    res, spec = wf["res"], wf["spec"]
+    ctx = _ctx(wf, False)[0]
+    p = ctx.panel.slice(0, ctx.limit)
+    ws = res.windows
+    trades, excess, span = wfmod._stitch(ws, ctx.limit)
+    daily = wfmod._daily(p, ws, trades, excess)
+    eq = wfmod._equity(p, trades, daily)
+    ev = Evaluator(p, min_periods=spec.data.min_periods)
+    from optimizer.validate.stats import dependent_inference
+    from optimizer.validate.verdict import T_MIN, verdict_alpha
+    js = lambda d: json.dumps(d, sort_keys=True, default=str)  # noqa: E731 - NaN compares equal as text
+    s0 = wfmod._statistics(ctx, ws, trades, daily, eq, p, ev, None)
+    alpha = verdict_alpha(T_MIN)  # the verdict's t >= 2: one-sided 2.275 %, at 80 % power
+    assert s0["inference"]["alpha"] == alpha and daily.n_trades > 0
+    assert js(s0["inference"]) == js(dependent_inference(daily, alpha=alpha, power=0.8, seed=0).to_dict())
+    mkt = daily_excess(trades, daily.trade_excess, p["close"], daily.start, daily.stop, market_open=p["open"])
+    assert js(s0["inference_mkt"]) == js(dependent_inference(mkt, alpha=alpha, power=0.8, seed=0).to_dict())
+    none = wfmod.concat_trades([])
+    d0 = wfmod._daily(p, ws, none, np.empty(0))
+    s1 = wfmod._statistics(ctx, ws, none, d0, wfmod._equity(p, none, d0), p, ev, None)
+    assert d0.n_trades == 0 and js(s1["inference_mkt"]) == js(s1["inference"])
+    # cost stress: each window's winner at 1x, 2x, 3x ITS costs (35 bp a side: the OOS excess survives 1x only),
+    # its entries through the regime mask (none allowed: no trade, an excess of 0)
+    from optimizer.engine.simulate import Costs
+    dear = [replace(w, config=replace(w.config, costs=Costs(0.0, 35.0))) for w in ws]
+    s2 = wfmod._statistics(ctx, dear, trades, daily, eq, p, ev, None)
+    assert [r["survives"] for r in s2["cost_stress"]] == [True, False, False] and s2["cost_fragile"] is True
+    assert s2["cost_stress_wording"] == wfmod.cost_stress_wording(pd.DataFrame(s2["cost_stress"]))
+    s3 = wfmod._statistics(ctx, ws, trades, daily, eq, p, ev, np.zeros(len(p.dates), dtype=bool))
+    assert s3["cost_stress"] == [{"multiplier": k, "avg_excess_return": 0.0, "trades": 0, "survives": False}
+                                 for k in (1.0, 2.0, 3.0)] and s3["cost_fragile"] is False
+    paths = [{"path_sharpe": [0.5, -0.25, 1.0]}, {"path_sharpe": [-1.0, 2.0]}]
+    edited = [replace(ws[0], dsr_in_sample=float("nan"), dsr_skipped="no dsr", cpcv=paths[0]),
+              replace(ws[1], pbo=float("nan"), pbo_skipped="no pbo", spa=None, spa_skipped="no spa"),
+              replace(ws[2], cpcv=paths[1])]
+    cp = replace(ctx, spec=replace(spec, cv=replace(spec.cv, mode="cpcv")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no mean / median of an empty slice
+        s = wfmod._statistics(cp, edited, trades, daily, eq, p, ev, None)
+    assert s["dsr"] == float(np.median([ws[1].dsr_in_sample, ws[2].dsr_in_sample]))
+    assert s["dsr_windows"] == [None, ws[1].dsr_in_sample, ws[2].dsr_in_sample]
+    assert s["dsr_skipped"] == ["window 0: no dsr"]
+    assert s["pbo_skipped"] == ["window 1: no pbo"] and s["spa_skipped"] == ["window 1: no spa"]
+    assert s["pbo_windows"] == [ws[0].pbo, ws[2].pbo] and s["pbo"] == (ws[0].pbo + ws[2].pbo) / 2
+    assert s["pbo_method"] == "cpcv"
+    assert s["cpcv"] == {"windows": paths, "path_sharpe_median": 0.5, "prob_path_loss": 0.4}
+    assert s["spa"]["p_windows"] == [ws[0].spa_p, None, ws[2].spa_p]
+    assert s["spa"]["p_median"] == (ws[0].spa_p + ws[2].spa_p) / 2
+    assert s["spa"]["p"] == wfmod.combine_pvalues([ws[0].spa_p, ws[2].spa_p])
+    flat = [replace(w, dsr_in_sample=float("nan"), spa=None, pbo=float("nan"), cpcv=None,
+                    is_metrics=dict(w.is_metrics, rank_score=0.0, avg_excess_return=0.0)) for w in ws]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        s = wfmod._statistics(cp, flat, trades, daily, eq, p, ev, None)
+    assert math.isnan(s["dsr"]) and s["dsr_windows"] == [None] * 3 and "dsr_skipped" not in s
+    assert math.isnan(s["pbo"]) and s["pbo_windows"] == []
+    assert s["cpcv"]["windows"] == [] and math.isnan(s["cpcv"]["path_sharpe_median"])
+    assert math.isnan(s["cpcv"]["prob_path_loss"])
+    assert math.isnan(s["spa"]["p"]) and math.isnan(s["spa"]["p_median"]) and s["spa"]["p_windows"] == [None] * 3
+    assert math.isnan(s["degradation"]) and math.isnan(s["degradation_excess"])
+
+
+def test_window_runner_stops_when_the_claim_is_lost(wf):
+    """``_window_runner``'s ``run_one``: with its claim lost (another worker failed it as stale) the window's study
+    stops after its running trial, nothing is delivered and it answers False (the window goes back to the pool);
+    otherwise it runs the window's trials and delivers the window's result."""
+    ctx = _ctx(wf, False)[0]
+    w = wf["res"].windows[1]
+    delivered, studies = [], []
+    real_run_study = wfmod.run_study
+    with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mp.setattr(wfmod, "run_study", lambda *a, **k: studies.append(real_run_study(*a, **k)) or studies[-1])
+        run_one = wfmod._window_runner(ctx, {w.study_name: w.window}, lambda n, r: delivered.append((n, r)))
+        assert run_one(w.study_name, lambda: True) is False
+        assert delivered == [] and len(studies[0].study.trials) == 1
+        assert run_one(w.study_name, lambda: False) is True
+    assert len(studies[-1].study.trials) == 4 and [n for n, _ in delivered] == [w.study_name]
+    r = delivered[0][1]
+    assert r.params == w.params and r.oos_metrics == w.oos_metrics and r.study_name == w.study_name
+    assert wfmod._window_runner(ctx, {w.study_name: w.window})(w.study_name, lambda: False) is True  # no deliver
+
+
+def test_equity_bootstrap_of_the_oos_account():
+    """The block bootstrap of the account's daily returns from 10 days on with a position open on some day (None
+    below, or when the account never held a position), seeded (the same figures every run), with its drawdown
+    quantiles; the figures those of ``stats.equity_bootstrap(reps=2000, seed=0)``."""
+    from optimizer.validate.stats import equity_bootstrap
+    r = np.array([0.01, -0.02, 0.015, 0.004, 0.03, -0.01, 0.005, 0.02, -0.005, 0.012, 0.007, -0.03])
+
+    def eq(n, opened=True):
+        return pd.DataFrame({"oos_return": r[:n], "n_open": np.full(n, 1 if opened else 0)})
+
+    assert wfmod._equity_bootstrap(eq(9)) is None and wfmod._equity_bootstrap(eq(12, opened=False)) is None
+    one = eq(12).assign(n_open=[0] * 11 + [1])
+    assert wfmod._equity_bootstrap(one) is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # arch's block-length estimate on 10 days (x / 0 inside)
+        got = wfmod._equity_bootstrap(eq(10))
+        b = equity_bootstrap(r[:10], reps=2000, seed=0)
+        assert got == wfmod._equity_bootstrap(eq(10))  # seeded
+    assert (got["reps"], got["n_days"], got["block_size"], got["level"]) == (2000, 10, b.block_size, b.level)
+    assert got["resamples"] == b.resamples and got["drawdown_percentile"] == b.drawdown_percentile
+    for k in ("total_return", "cagr", "max_drawdown", "sharpe"):
+        ci = getattr(b, k)
+        assert got[k] == {"point": ci.point, "lo": ci.lo, "hi": ci.hi}, k
+    q = np.quantile(b.max_drawdowns, [0.5, 0.9, 0.95])
+    assert got["drawdown_quantiles"] == {"50%": q[0], "90%": q[1], "95%": q[2]}
+
+
+def test_window_pbo_over_the_studys_cpcv_splits_and_refusals():
+    """With ``[cv] mode = "cpcv"`` the window's PBO runs over the study's own combinatorial purged splits (its
+    groups, test groups, purge and embargo; the matrix already starts after the warm-up), with the paths' figures;
+    a refused input gives (NaN, the refusal's line, None) in both modes."""
+    from types import SimpleNamespace as NS
+    from optimizer.study.splits import CombinatorialPurgedCV as CPCV
+    from optimizer.validate.stats import cpcv_pbo, probability_of_backtest_overfitting
+    M = np.random.default_rng(5).normal(size=(48, 3))
+    pb, why, paths = wfmod._window_pbo(NS(cv=CPCV(4, 2, purge=2, embargo=1, warmup=9)), M)
+    r = cpcv_pbo(M, CPCV(4, 2, 2, 1))
+    assert why is None and pb == r.pbo.pbo
+    assert paths == {"n_splits": 6, "n_paths": 3, "path_sharpe_median": r.path_metric_median,
+                     "prob_path_loss": r.prob_path_loss, "path_sharpe": list(r.path_metric)}
+    assert r.n_splits == 6 and r.n_paths == 3 and all(type(x) is float for x in paths["path_sharpe"])
+    assert paths["path_sharpe"] != list(cpcv_pbo(M, CPCV(4, 2, 2, 1, warmup=9)).path_metric)  # no second warm-up
+    assert wfmod._window_pbo(NS(cv=CPCV(4, 1, 2, 1)), M)[0] == cpcv_pbo(M, CPCV(4, 1, 2, 1)).pbo.pbo
+    bad = M.copy()
+    bad[3, 1] = np.nan
+    for data in (NS(cv=CPCV(4, 2, 2, 1)), NS(cv=None)):
+        pb, why, paths = wfmod._window_pbo(data, bad)
+        with pytest.raises(ParameterError) as e:
+            if data.cv is None:
+                probability_of_backtest_overfitting(bad, n_blocks=16)
+            else:
+                cpcv_pbo(bad, data.cv)
+        assert math.isnan(pb) and paths is None and why == str(e.value)
+
+
+def test_segments_of_a_run_without_trades_are_empty_tables(wf):
+    """No window traded (or no window at all): the events, per-symbol, per-sector, per-regime and rule tables are
+    empty DataFrames (what save_walkforward writes and the report reads), not None and not an error."""
+    res, spec = wf["res"], wf["spec"]
+    p = wf["panel"].slice(0, RESERVE)
+    ev = Evaluator(p, min_periods=spec.data.min_periods)
+    none = [replace(w, trades=wfmod.concat_trades([]), excess=np.empty(0)) for w in res.windows]
+    for results in (none, []):
+        out = wfmod._segments(spec, p, results, Span(60, 120, RESERVE), ev)
+        assert len(out) == 5 and all(isinstance(t, pd.DataFrame) and t.empty for t in out)
