@@ -228,8 +228,9 @@ def _check_text(file: str, body: bytes, base: int) -> None:
 
 
 def reset_lines(con: duckdb.DuckDBPyConnection) -> None:
-    """An empty ``_ing_lines`` (start of a batch)."""
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {LINES_TABLE} (_fid BIGINT, line BIGINT, l VARCHAR)")
+    """An empty ``_ing_lines`` (start of a batch), in the staging database first on ``con``'s search path (the
+    ingest's staging connection: ``optimizer.data.ingest._Pipeline``)."""
+    con.execute(f"CREATE OR REPLACE TABLE {LINES_TABLE} (_fid BIGINT, line BIGINT, l VARCHAR)")
 
 
 class LineSink:
