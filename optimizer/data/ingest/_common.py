@@ -17,6 +17,10 @@ file), and still written one transaction per file:
 3. :func:`write_rows` applies one file in the caller's ONE transaction: delete the covered keys, insert the
    accepted rows, the rejects (``ingest_rejects``: line, reason, raw text) and the ``ingest_log`` row.
 
+The staging tables (``_ing_lines``, ``_ing_files``, the rows tables) are created unqualified in the in-memory
+staging database that ``optimizer.data.ingest._Pipeline`` puts first on the search path of its two connections
+(the staging one creates and validates them, the writing one reads them).
+
 Line numbers are 1-based physical lines of the (decompressed) file, the header being line 1. For JSON inputs
 the "line" is the 1-based record index; for Parquet the 1-based row index.
 """
