@@ -113,8 +113,8 @@ _KINDS: dict[str, _Kind] = {
 # small so that writing starts early, each next one twice as large up to the caps
 BATCH_FILES = 256
 BATCH_BYTES = 32 << 20
-FIRST_BATCH_FILES = 8
-FIRST_BATCH_BYTES = 2 << 20
+FIRST_BATCH_FILES = 16
+FIRST_BATCH_BYTES = 4 << 20
 # anything a file the rules did not foresee can raise inside the SQL or pandas steps
 _UNFORESEEN = (duckdb.Error, ValueError, TypeError, KeyError, OverflowError, IndexError)
 
