@@ -229,3 +229,37 @@ def test_the_delete_is_skipped_only_when_nothing_can_be_stored_for_the_date(tmp_
     assert [f.status for f in rep.files] == ["replaced", "ok"]
     assert con.execute(f"SELECT short_volume FROM finra_short_daily WHERE date = DATE '2020-01-03' AND symbol = 'AAPL'"
                        ).fetchall() == [(15,)]
+
+
+def test_ctrl_c_while_waiting_for_the_writer_stops_it_after_the_file_it_is_writing(tmp_path, monkeypatch):
+    """One batch: the calling thread waits for the writer when Ctrl-C comes (sent while the writer is at its
+    second file); the second file is finished, the third is not started."""
+    import _thread
+
+    monkeypatch.setattr(ingest, "FIRST_BATCH_FILES", 3)
+    root = tmp_path / "f"
+    root.mkdir()
+    for i, d in enumerate(DAYS[:3]):
+        write(root / f"CNMSshvol{d}.txt", _good(d, i))
+    write_one, init = ingest._write, ingest._Pipeline.__init__
+    pipes, calls = [], {"write": 0}
+
+    def pipeline(self, *a, **k):
+        init(self, *a, **k)
+        pipes.append(self)
+
+    def write_file(*a, **k):
+        calls["write"] += 1
+        if calls["write"] == 2:
+            _thread.interrupt_main()
+            assert pipes[0].stop.wait(10)
+        return write_one(*a, **k)
+
+    monkeypatch.setattr(ingest._Pipeline, "__init__", pipeline)
+    monkeypatch.setattr(ingest, "_write", write_file)
+    con = connect(":memory:")
+    with pytest.raises(KeyboardInterrupt):
+        ingest_paths(con, "finra-short", [root])
+    assert calls["write"] == 2
+    assert [r[6] for r in _log(con)] == ["ok", "ok"]
+    assert con.execute("SELECT count(*), count(DISTINCT date) FROM finra_short_daily").fetchone() == (4, 2)

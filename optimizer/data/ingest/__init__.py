@@ -46,6 +46,7 @@ import re
 import threading
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -485,6 +486,16 @@ def _main_path(con: duckdb.DuckDBPyConnection) -> str:
     return ".".join('"' + str(x).replace('"', '""') + '"' for x in (db, schema))
 
 
+def _result(fut: Future) -> list[FileResult]:
+    """The writer's results; waits in short steps, so that Ctrl-C reaches the calling thread while it waits (a
+    signal delivered to another thread is handled only when the main thread runs Python code)."""
+    while True:
+        try:
+            return fut.result(timeout=0.2)
+        except FuturesTimeout:
+            continue
+
+
 class _Pipeline:
     """Stage + validate batch k+1 while the files of batch k are written, one transaction per file.
 
@@ -516,13 +527,13 @@ class _Pipeline:
             self.cursors = [con.cursor(), con.cursor()]
             for c in self.cursors:  # the caller's current database (a cursor starts on the instance's default)
                 c.execute(f"USE {self.main}")
+            self.ctx = _context(self.cursors[0], settings)
+            self.wctx = Ctx(con=self.cursors[1], settings=settings, limits=self.ctx.limits, symmap=self.ctx.symmap,
+                            today=self.ctx.today)
+            self.history = _History(con, kind)
         except BaseException:
             self.close()
             raise
-        self.ctx = _context(self.cursors[0], settings)
-        self.wctx = Ctx(con=self.cursors[1], settings=settings, limits=self.ctx.limits, symmap=self.ctx.symmap,
-                        today=self.ctx.today)
-        self.history = _History(con, kind)
 
     def close(self) -> None:
         for c in self.cursors:
@@ -543,8 +554,8 @@ class _Pipeline:
             for k, batch in enumerate(batches):
                 staged = _stage_batch(self.ctx, self.kind, batch, self.slots[k % 2], self.main, self.history, open_keys)
                 if pending is not None:
-                    done, pending = pending, None
-                    out.extend(done.result())
+                    out.extend(_result(pending))
+                    pending = None
                 # what the batch about to be written may still change for the next one
                 open_keys = {key for e in batch for key in _keys(e)}
                 if pool is not None:
@@ -552,15 +563,14 @@ class _Pipeline:
                 else:
                     out.extend(self._write(staged))
             if pending is not None:
-                done, pending = pending, None
-                out.extend(done.result())
+                out.extend(_result(pending))
+                pending = None
         except BaseException as exc:
+            if not isinstance(exc, Exception):  # Ctrl-C: the writer stops after the file it is writing
+                self.stop.set()
             if pending is not None:
-                if not isinstance(exc, Exception):  # Ctrl-C: stop after the file being written
-                    self.stop.set()
-                try:
-                    pending.result()
-                except BaseException as wexc:  # the writer's own failure comes second: report the first
+                wexc = pending.exception()  # waits for the writer
+                if wexc is not None and wexc is not exc:  # a writer failure after a staging one: both are told
                     exc.add_note(f"the ingest writer also failed: {type(wexc).__name__}: {_one_line(wexc)}")
             raise
         finally:
