@@ -263,3 +263,17 @@ def test_ctrl_c_while_waiting_for_the_writer_stops_it_after_the_file_it_is_writi
     assert calls["write"] == 2
     assert [r[6] for r in _log(con)] == ["ok", "ok"]
     assert con.execute("SELECT count(*), count(DISTINCT date) FROM finra_short_daily").fetchone() == (4, 2)
+
+
+def test_ingest_file_is_the_same_pipeline_for_one_file(tmp_path):
+    root = tmp_path / "f"
+    root.mkdir()
+    good = write(root / f"CNMSshvol{DAYS[0]}.txt", _good(DAYS[0]))
+    bad = write(root / f"CNMSshvol{DAYS[1]}.txt", finra_text([_row(DAYS[1], "AAPL", 1, 2)], trailer=4))
+    a, b = connect(":memory:"), connect(":memory:")
+    got = [ingest.ingest_file(a, "finra-short", p).to_dict() for p in (good, bad, good)]
+    want = [f.to_dict() for p in (good, bad, good) for f in ingest_paths(b, "finra-short", [p]).files]
+    assert got == want
+    assert [g["status"] for g in got] == ["ok", "failed", "skipped_identical"]
+    assert _state(a) == _state(b)
+    assert {r[0] for r in a.execute("SELECT database_name FROM duckdb_databases() WHERE NOT internal").fetchall()} == {"memory"}
