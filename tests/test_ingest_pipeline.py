@@ -277,3 +277,26 @@ def test_ingest_file_is_the_same_pipeline_for_one_file(tmp_path):
     assert [g["status"] for g in got] == ["ok", "failed", "skipped_identical"]
     assert _state(a) == _state(b)
     assert {r[0] for r in a.execute("SELECT database_name FROM duckdb_databases() WHERE NOT internal").fetchall()} == {"memory"}
+
+
+def test_duckdb_threads_is_one_during_an_overlapped_call_and_restored_after(tmp_path, monkeypatch):
+    root = _three_good_then_more(tmp_path / "f")
+    con = connect(":memory:")
+    con.execute("SET threads = 3")
+    seen = []
+    write_one = ingest._write
+
+    def write(ctx, *a, **k):
+        seen.append(ctx.con.execute("SELECT current_setting('threads')").fetchone()[0])
+        return write_one(ctx, *a, **k)
+
+    monkeypatch.setattr(ingest, "_write", write)
+    ingest_paths(con, "finra-short", [root])
+    assert set(seen) == {1} and len(seen) == len(DAYS)
+    assert con.execute("SELECT current_setting('threads')").fetchone()[0] == 3
+    seen.clear()
+    ingest_paths(con, "finra-short", [root], overlap=False)  # identical files: nothing written, nothing changed
+    monkeypatch.setattr(ingest, "_stage_batch", lambda *a, **k: (_ for _ in ()).throw(_Boom()))
+    with pytest.raises(_Boom):
+        ingest_paths(con, "finra-short", [root])
+    assert con.execute("SELECT current_setting('threads')").fetchone()[0] == 3
