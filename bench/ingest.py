@@ -12,7 +12,8 @@ Targets (issue 15.4): (a) >= 1,000,000 rows/s, (b) >= 20 files/s (the 502 CNMS f
 printed beside the wall time (the load of other processes inflates wall time, hardly CPU time). The NYSE calendar
 is built once per process before timing (a one-off ~0.4 s, like an import).
 
-    .venv/bin/python bench/ingest.py [--sessions 60] [--symbols 10000] [--full] [--skip-synth] [--json]
+    .venv/bin/python bench/ingest.py [--sessions 60] [--symbols 10000] [--full] [--skip-synth] [--reference [per-file]]
+        [--serial] [--json]
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def _db_size(path: Path) -> int:
 
 
 
-def bench_finra(n_symbols: int, n_sessions: int) -> dict:
+def bench_finra(n_symbols: int, n_sessions: int, overlap: bool = True) -> dict:
     with tempfile.TemporaryDirectory(prefix="accumopt-bench-ingest-") as tmp:
         folder, db = Path(tmp) / "finra", Path(tmp) / "bench.duckdb"
         t0 = time.perf_counter()
@@ -95,7 +96,7 @@ def bench_finra(n_symbols: int, n_sessions: int) -> dict:
         base = rss_mb()
         reset_peak_rss()
         t0, c0 = time.perf_counter(), cpu_s()
-        rep = ingest_paths(con, "finra-short", [folder])
+        rep = ingest_paths(con, "finra-short", [folder], overlap=overlap)
         secs, cpu = time.perf_counter() - t0, cpu_s() - c0
         # what is still only in the WAL is written to the database file by the next checkpoint (at the latest when
         # the store is closed): timed apart, so a run that defers checkpoints is not flattered
@@ -109,6 +110,7 @@ def bench_finra(n_symbols: int, n_sessions: int) -> dict:
     return {
         "symbols": n_symbols,
         "sessions": n_sessions,
+        "overlap": overlap,
         "files": len(rep.files),
         "rows": rows,
         "rows_stored": stored,
@@ -139,11 +141,13 @@ _TABLE = ("CREATE TABLE t (date DATE NOT NULL, symbol VARCHAR NOT NULL, facility
 
 
 def _read_csv(files: list[Path]) -> str:
-    """DuckDB's own reader on CNMS files (no validation at all; the trailer line is dropped by its NULL symbol)."""
+    """DuckDB's own reader on CNMS files (no validation at all; the trailer line is dropped by its NULL symbol).
+    The columns are given and ``auto_detect=false``: the sniffer alone costs more than reading a 10,000-row file."""
     lst = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
     return (f"SELECT CAST(strptime(Date, '%Y%m%d') AS DATE), Symbol, 'CNMS', Market, CAST(ShortVolume AS BIGINT), "
             f"CAST(ShortExemptVolume AS BIGINT), CAST(TotalVolume AS BIGINT), parse_filename(filename) "
-            f"FROM read_csv({lst}, delim='|', header=true, columns={_RAW_COLS}, null_padding=true, filename=true) "
+            f"FROM read_csv({lst}, delim='|', header=true, columns={_RAW_COLS}, null_padding=true, filename=true, "
+            f"auto_detect=false) "
             f"WHERE Symbol IS NOT NULL")
 
 
@@ -167,7 +171,7 @@ def _timed_db(fn, setup=None) -> dict:
             "rows_per_cpu_s": round(rows / cpu)}
 
 
-def bench_reference(n_symbols: int, n_sessions: int) -> dict:
+def bench_reference(n_symbols: int, n_sessions: int, which: str = "all") -> dict:
     """DuckDB alone on the same CNMS files, no validation, each run ending with a CHECKPOINT: the floors the
     ingest is measured against.
 
@@ -175,7 +179,9 @@ def bench_reference(n_symbols: int, n_sessions: int) -> dict:
     * ``read_csv_per_file``: one ``read_csv`` + INSERT + COMMIT per file (one transaction per file);
     * ``write_per_file``: the rows already parsed (a temp table), written one transaction per file (DELETE of the
       file's (date, facility) + INSERT + COMMIT): what one transaction per file costs by itself;
-    * ``write_one_transaction``: the same statements for every file inside ONE transaction."""
+    * ``write_one_transaction``: the same statements for every file inside ONE transaction.
+
+    ``which="per-file"`` runs ``read_csv_per_file`` only (the floor of a one-transaction-per-file ingest)."""
     with tempfile.TemporaryDirectory(prefix="accumopt-bench-ref-") as tmp:
         folder = Path(tmp) / "finra"
         write_cnms_files(folder, n_symbols, n_sessions)
@@ -209,9 +215,11 @@ def bench_reference(n_symbols: int, n_sessions: int) -> dict:
                     con.execute("COMMIT")
             return run
 
-        out = {"read_csv_one_statement": _timed_db(one_statement), "read_csv_per_file": _timed_db(per_file)}
-        for name, group in (("write_per_file", False), ("write_one_transaction", True)):
-            out[name] = _timed_db(writes(group), parsed)
+        out = {"read_csv_per_file": _timed_db(per_file)}
+        if which == "all":
+            out["read_csv_one_statement"] = _timed_db(one_statement)
+            for name, group in (("write_per_file", False), ("write_one_transaction", True)):
+                out[name] = _timed_db(writes(group), parsed)
     return out
 
 
@@ -259,10 +267,11 @@ def bench_synth() -> dict:
     }
 
 
-def run(n_symbols: int = 10_000, n_sessions: int = 60, synth: bool = True, reference: bool = False) -> dict:
-    out = {"finra": bench_finra(n_symbols, n_sessions)}
+def run(n_symbols: int = 10_000, n_sessions: int = 60, synth: bool = True, reference: str | None = None,
+        overlap: bool = True) -> dict:
+    out = {"finra": bench_finra(n_symbols, n_sessions, overlap)}
     if reference:
-        out["reference"] = bench_reference(n_symbols, n_sessions)
+        out["reference"] = bench_reference(n_symbols, n_sessions, reference)
     if synth:
         out["synth"] = bench_synth()
     out["finra_rows_per_s"] = out["finra"]["rows_per_s"]
@@ -276,7 +285,7 @@ def run(n_symbols: int = 10_000, n_sessions: int = 60, synth: bool = True, refer
 
 def _rows(res: dict) -> list[tuple]:
     f = res["finra"]
-    p = f"CNMS {f['symbols']:,} sym x {f['sessions']} files"
+    p = f"CNMS {f['symbols']:,} sym x {f['sessions']} files{'' if f.get('overlap', True) else ' (serial)'}"
     rows: list[tuple] = [
         (f"[bold]{p}[/]: raw size, MiB (generated in {f['generate_s']} s)", f["raw_mb"]),
         (f"{p}: ingest seconds", f["ingest_s"], f"exit code {f['exit_code']}, {f['rows_stored']:,} rows stored"),
@@ -314,11 +323,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--symbols", type=int, default=10_000, help="symbols per CNMS file for part (a)")
     ap.add_argument("--full", action="store_true", help="a full year: 252 sessions")
     ap.add_argument("--skip-synth", action="store_true", help="skip part (b)")
-    ap.add_argument("--reference", action="store_true",
-                    help="also DuckDB alone on the same files (read_csv; one transaction per file vs one in all)")
+    ap.add_argument("--reference", nargs="?", const="all", choices=("all", "per-file"),
+                    help="also DuckDB alone on the same files (read_csv; one transaction per file vs one in all); "
+                         "'per-file': only read_csv one file per transaction")
+    ap.add_argument("--serial", action="store_true", help="ingest with overlap=False (write each batch before staging the next)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
-    res = run(a.symbols, 252 if a.full else a.sessions, not a.skip_synth, a.reference)
+    res = run(a.symbols, 252 if a.full else a.sessions, not a.skip_synth, a.reference, not a.serial)
     emit(res, a.json, "Ingest benchmark (fresh DuckDB store)", _rows(res))
     return 0
 

@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
     "engine": (["--quick", "--configs", "100", "--ref-configs", "2"], []),
     "study_throughput": (["--trials", "150", "--checkpoint", "100", "--no-context"], ["--prototype"]),
-    "ingest": (["--sessions", "20"], ["--full"]),
+    "ingest": (["--sessions", "20", "--reference", "per-file"], ["--full", "--reference"]),
     "scan": (["--symbols", "10000", "--sessions", "100"], []),
     "memory": (["--csv-mb", "50", "--symbols", "3000"], []),
     "walkforward": (["--trials", "20"], ["--trials", "40"]),
@@ -93,6 +93,10 @@ def headline(name: str, r: dict) -> list[tuple]:
              f"{f['rows_per_s']:,} ({f.get('rows_per_cpu_s', 0):,})", ">= 1,000,000", f["rows_per_s"] >= 1_000_000),
             ("ingest CNMS: s per file / peak RSS MiB / DB MiB", f"{f['s_per_file']} / {f['peak_rss_mb']} / {f['db_mb']}"),
         ]
+        floor = (r.get("reference") or {}).get("read_csv_per_file")
+        if floor:
+            rows.append(("ingest CNMS: DuckDB read_csv alone, 1 transaction/file: rows/s (rows/CPU s)",
+                         f"{floor['rows_per_s']:,} ({floor['rows_per_cpu_s']:,})", "the floor, no rule checked"))
         if "synth" in r:
             s = r["synth"]
             rows.append((f"ingest synth {s['symbols']} x {s['sessions']}: ingest s / total s",

@@ -25,16 +25,30 @@ kind names its columns and rules):
 * Decompression caps come from ``Settings.max_decompressed_mb`` / ``max_expansion_ratio`` (env
   MAX_DECOMPRESSED_MB, MAX_EXPANSION_RATIO; CLI ``--max-decompressed-mb``, ``--max-expansion``).
 
+Files are handled in batches (the first small, each next one twice as large up to ``BATCH_FILES`` /
+``BATCH_BYTES``): while the files of batch k are written, in order and one transaction per file, by a second
+connection of the same database in a worker thread, batch k+1 is read, staged and validated (``_Pipeline``;
+``overlap=False`` runs the same code in one thread; with the overlap DuckDB's ``threads`` setting is 1 for the
+duration of the call, the two threads being the parallelism). The outcome does not depend on the timing: the stored rows,
+the ``ingest_log`` (order, statuses, messages) and the report are those of ingesting the files one by one. An
+exception while staging batch k+1 lets batch k finish first; Ctrl-C stops after the file being written.
+
 ``IngestReport.exit_code`` is 0 when every file is ok / replaced / skipped, 1 when some rows were rejected,
 2 when some file failed. The caller must not hold an open transaction on ``con``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import glob
+import itertools
+import os
 import re
+import threading
 import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,6 +70,7 @@ from optimizer.data.ingest._common import (
     Summary,
     log_failure,
     name_date,
+    sql_str,
     stage_rows,
     summarize,
     write_rows,
@@ -97,10 +112,12 @@ _KINDS: dict[str, _Kind] = {
     "options": _Kind(options.JSON_OK, options.prepare, options.spec, options.plan),
     "splits": _Kind(splits.JSON_OK, splits.prepare, splits.spec, splits.plan),
 }
-# a batch of files is staged and validated together (then written one transaction per file)
+# a batch of files is staged and validated together (then written one transaction per file); the first batch is
+# small so that writing starts early, each next one twice as large up to the caps
 BATCH_FILES = 256
 BATCH_BYTES = 32 << 20
-_TEMP = ("_ing_lines", "_ing_files", "_ing_otc", "_ing_lit", "_ing_sessions")
+FIRST_BATCH_FILES = 16
+FIRST_BATCH_BYTES = 4 << 20
 # anything a file the rules did not foresee can raise inside the SQL or pandas steps
 _UNFORESEEN = (duckdb.Error, ValueError, TypeError, KeyError, OverflowError, IndexError)
 
@@ -267,6 +284,18 @@ class _Entry:
     group: int = -1
 
 
+@dataclass
+class _Staged:
+    """A staged and validated batch, ready to be written (its tables live in the staging database ``slot``)."""
+
+    entries: list[_Entry]
+    slot: str
+    search_path: str
+    tables: list[str]
+    specs: dict[int, tuple[tuple, Spec, str]]
+    summaries: dict[int, Summary]
+
+
 def _one_line(exc: BaseException) -> str:
     """An exception's message as one short line (DuckDB's messages span lines and add advice)."""
     text = " ".join(str(exc).split("\n\n")[0].split())
@@ -277,16 +306,32 @@ def _unforeseen(file: str, kind: str, exc: BaseException) -> InputFileError:
     return InputFileError(file, None, f"unreadable {kind} file ({type(exc).__name__}: {_one_line(exc)})")
 
 
-def _stage(ctx: Ctx, kind: str, e: _Entry, history: _History, sink: LineSink) -> None:
-    """Read, check and stage one file (sets e.raw / e.prep, or e.result / e.error)."""
+def _skipped(e: _Entry) -> FileResult:
+    return FileResult(e.file, e.raw.sha256, "skipped_identical", 0, 0, "identical file already ingested")
+
+
+def _keys(e: _Entry) -> tuple[tuple[str, str], ...]:
+    """What a file's write can change about whether a later file is an identical re-ingest: its name and sha256."""
+    return (("name", Path(e.file).name), ("sha256", e.raw.sha256)) if e.raw is not None else ()
+
+
+def _stage(ctx: Ctx, kind: str, e: _Entry, history: _History, sink: LineSink, open_keys: set) -> None:
+    """Read, check and stage one file (sets e.raw / e.prep, or e.result / e.error).
+
+    A file is skipped as identical here only when no file whose write is still open (``open_keys``: the names
+    and checksums of the batch being written and of the earlier files of this batch) can change that answer;
+    otherwise it is staged and the writer decides (:func:`_write_batch`), as a one-by-one ingest would."""
     k = _KINDS[kind]
     try:
         e.raw = read_raw(e.path, e.file)
     except OSError as exc:
         e.error = InputFileError(e.file, None, f"unreadable file ({exc.strerror})")
         return
-    if history.identical(e.file, e.raw.sha256):
-        e.result = FileResult(e.file, e.raw.sha256, "skipped_identical", 0, 0, "identical file already ingested")
+    keys = _keys(e)
+    settled = open_keys.isdisjoint(keys)
+    open_keys.update(keys)
+    if settled and history.identical(e.file, e.raw.sha256):
+        e.result = _skipped(e)
         return
     try:
         lines = text = None
@@ -304,74 +349,97 @@ def _stage(ctx: Ctx, kind: str, e: _Entry, history: _History, sink: LineSink) ->
         e.error = _unforeseen(e.file, kind, exc)
 
 
+def _param_sql(value: object, sql_type: str) -> str:
+    """A per-file value as a typed SQL literal (dates, numbers and text; None is NULL)."""
+    if value is None:
+        return f"CAST(NULL AS {sql_type})"
+    if isinstance(value, (dt.date, pd.Timestamp)):
+        return f"CAST({sql_str(pd.Timestamp(value).date().isoformat())} AS {sql_type})"
+    return f"CAST({sql_str(value)} AS {sql_type})"
+
+
 def _files_table(ctx: Ctx, entries: list[_Entry]) -> None:
-    rows = [{"_fid": e.fid, **{p: e.prep.params.get(p) for p in PARAMS}} for e in entries if e.prep is not None]
-    frame = pd.DataFrame(rows, columns=["_fid", *PARAMS]).astype(object)
-    ctx.register("_ing_files_frame", frame)
+    """``_ing_files``: the per-file values (PARAMS) of the staged files, one row per file (a VALUES list: a
+    registered frame costs ~3 ms a batch)."""
+    rows = [f"({int(e.fid)}, " + ", ".join(_param_sql(e.prep.params.get(p), t) for p, t in PARAMS.items()) + ")"
+            for e in entries if e.prep is not None]
+    cols = ", ".join(["_fid", *PARAMS])
+    if not rows:  # the columns and types, no row
+        rows = ["(0, " + ", ".join(_param_sql(None, t) for t in PARAMS.values()) + ")"]
+        where = " WHERE false"
+    else:
+        where = ""
     casts = ", ".join(f"CAST({p} AS {t}) AS {p}" for p, t in PARAMS.items())
-    ctx.con.execute(f"CREATE OR REPLACE TEMP TABLE {FILES} AS SELECT CAST(_fid AS BIGINT) AS _fid, {casts} FROM _ing_files_frame")
-    ctx.unregister("_ing_files_frame")
+    ctx.con.execute(f"CREATE OR REPLACE TABLE {FILES} AS SELECT CAST(_fid AS BIGINT) AS _fid, {casts} "
+                    f"FROM (VALUES {', '.join(rows)}) v({cols}){where}")
 
 
-def _run_batch(
-    ctx: Ctx, kind: str, batch: list[_Entry], history: _History, strict: bool, raise_on_error: bool
-) -> tuple[list[FileResult], list[_Entry]]:
-    """Stage every file of the batch, validate each layout group in one statement, write file by file.
-
-    Returns the results and the files left for another batch (a file identical to an earlier file of this
-    batch is decided only once that one is written)."""
+def _stage_batch(ctx: Ctx, kind: str, batch: list[_Entry], slot: str, main: str, history: _History,
+                 open_keys: set) -> _Staged:
+    """Stage every file of the batch into the staging database ``slot`` and validate each layout group in one
+    statement (nothing is written to a data table here); ``main``: the caller's database and schema."""
     con = ctx.con
     k = _KINDS[kind]
+    search_path = f"{slot}.main,{main}"
+    con.execute(f"SET search_path = {sql_str(search_path)}")
     reset_lines(con)
     sink = LineSink(con)
-    seen: set[str] = set()
-    for i, e in enumerate(batch):
-        _stage(ctx, kind, e, history, sink)
-        sha = e.raw.sha256 if e.raw is not None else None
-        if sha is not None and sha in seen:
-            left = [_Entry(x.path, x.file, j) for j, x in enumerate(batch[i:])]
-            batch = batch[:i]
-            break
-        if sha is not None:
-            seen.add(sha)
-    else:
-        left = []
-    sink.flush()
-    _files_table(ctx, batch)
-    groups: dict[tuple, list[_Entry]] = {}
-    for e in batch:
-        if e.prep is not None:
-            groups.setdefault(e.prep.sig, []).append(e)
-    specs: dict[int, tuple[tuple, Spec, str]] = {}
-    summaries: dict[int, Summary] = {}
-    for gi, (sig, members) in enumerate(groups.items()):
-        table = f"_ing_rows_{gi}"
-        try:
-            sp = k.spec(ctx, sig, [e.fid for e in members], {e.fid: e.prep for e in members})
-            stage_rows(ctx, sp, table)
-            summaries.update(summarize(ctx, sp, table, {e.fid: e.file for e in members}))
-        except _UNFORESEEN as exc:
-            for e in members:
-                e.error = _unforeseen(e.file, kind, exc)
-            continue
-        for e in members:
-            specs[e.fid] = (sig, sp, table)
-    out: list[FileResult] = []
     try:
         for e in batch:
-            if e.result is None and e.error is None and e.fid in specs:
-                e.error = summaries[e.fid].error
-            if e.result is None and e.error is None and e.fid in specs:
-                e.result = _write(ctx, kind, e, specs[e.fid], summaries[e.fid], history, strict)
+            _stage(ctx, kind, e, history, sink, open_keys)
+        sink.flush()
+        _files_table(ctx, batch)
+        groups: dict[tuple, list[_Entry]] = {}
+        for e in batch:
+            if e.prep is not None:
+                groups.setdefault(e.prep.sig, []).append(e)
+        specs: dict[int, tuple[tuple, Spec, str]] = {}
+        summaries: dict[int, Summary] = {}
+        tables: list[str] = []
+        for gi, (sig, members) in enumerate(groups.items()):
+            table = f"_ing_rows_{gi}"
+            tables.append(table)
+            try:
+                sp = k.spec(ctx, sig, [e.fid for e in members], {e.fid: e.prep for e in members})
+                stage_rows(ctx, sp, table)
+                summaries.update(summarize(ctx, sp, table, {e.fid: e.file for e in members}))
+            except _UNFORESEEN as exc:
+                for e in members:
+                    e.error = _unforeseen(e.file, kind, exc)
+                continue
+            for e in members:
+                specs[e.fid] = (sig, sp, table)
+    finally:
+        ctx.unregister_all()
+    return _Staged(batch, slot, search_path, tables, specs, summaries)
+
+
+def _write_batch(ctx: Ctx, kind: str, st: _Staged, history: _History, strict: bool, raise_on_error: bool,
+                 stop: threading.Event) -> list[FileResult]:
+    """Write the files of a staged batch in order, each in ONE transaction (or log its failure); stops after the
+    file being written when ``stop`` is set (Ctrl-C)."""
+    con = ctx.con
+    con.execute(f"SET search_path = {sql_str(st.search_path)}")
+    out: list[FileResult] = []
+    try:
+        for e in st.entries:
+            if stop.is_set():
+                break
+            if e.result is None and e.raw is not None and history.identical(e.file, e.raw.sha256):
+                e.result = _skipped(e)
+            if e.result is None and e.error is None and e.fid in st.specs:
+                e.error = st.summaries[e.fid].error
+            if e.result is None and e.error is None and e.fid in st.specs:
+                e.result = _write(ctx, kind, e, st.specs[e.fid], st.summaries[e.fid], history, strict)
             if e.result is None:
                 err = e.error or _unforeseen(e.file, kind, RuntimeError("not staged"))
                 e.result = _fail(con, kind, e.file, e.raw.sha256 if e.raw else "", err, raise_on_error)
             out.append(e.result)
     finally:
-        for gi in range(len(groups)):
-            con.execute(f"DROP TABLE IF EXISTS temp._ing_rows_{gi}")
+        for t in st.tables:
+            con.execute(f"DROP TABLE IF EXISTS {st.slot}.main.{t}")
         ctx.unregister_all()
-    return out, left
+    return out
 
 
 def _write(ctx: Ctx, kind: str, e: _Entry, group: tuple, s: Summary, history: _History, strict: bool) -> FileResult | None:
@@ -410,21 +478,138 @@ def _fail(con, kind: str, file: str, sha: str, err: InputFileError, raise_on_err
 
 
 def _batches(files: list[Path]) -> Iterator[list[_Entry]]:
-    """Consecutive files, at most BATCH_FILES and about BATCH_BYTES of raw data per batch."""
+    """Consecutive files: the first batch at most FIRST_BATCH_FILES and about FIRST_BATCH_BYTES, each next one
+    twice as large up to BATCH_FILES and BATCH_BYTES (small first batches let the writes start early)."""
     batch: list[_Entry] = []
     size = 0
+    max_files, max_bytes = FIRST_BATCH_FILES, FIRST_BATCH_BYTES
     for f in files:
         try:
             n = f.stat().st_size
         except OSError:
             n = 0
-        if batch and (len(batch) >= BATCH_FILES or size + n > BATCH_BYTES):
+        if batch and (len(batch) >= max_files or size + n > max_bytes):
             yield batch
             batch, size = [], 0
+            max_files, max_bytes = min(2 * max_files, BATCH_FILES), min(2 * max_bytes, BATCH_BYTES)
         batch.append(_Entry(f, str(f), len(batch)))
         size += n
     if batch:
         yield batch
+
+
+def _main_path(con: duckdb.DuckDBPyConnection) -> str:
+    """The caller's current database and schema, as a search-path entry."""
+    db, schema = con.execute("SELECT current_database(), current_schema()").fetchone()
+    return ".".join('"' + str(x).replace('"', '""') + '"' for x in (db, schema))
+
+
+def _result(fut: Future) -> list[FileResult]:
+    """The writer's results; waits in short steps, so that Ctrl-C reaches the calling thread while it waits (a
+    signal delivered to another thread is handled only when the main thread runs Python code)."""
+    while True:
+        try:
+            return fut.result(timeout=0.2)
+        except FuturesTimeout:
+            continue
+
+
+class _Pipeline:
+    """Stage + validate batch k+1 while the files of batch k are written, one transaction per file.
+
+    Two connections of the caller's database instance (``con.cursor()``): the staging one (the calling thread)
+    and the writing one (one worker thread when ``overlap``, else the calling thread: the same code with the
+    overlap off). The staged tables of a batch live in one of two in-memory databases attached for the call
+    (batch k in slot k % 2), visible to both connections; a slot is staged again only after its batch is written.
+    Results, ``ingest_log`` rows and stored rows are the same whatever the timing: files are written in order
+    by one writer, and whether a file is an identical re-ingest is decided by the writer when an earlier file
+    still being written could change the answer. An exception while staging batch k+1 lets batch k finish
+    first; Ctrl-C stops the writer after the file it is writing (each file is its own transaction)."""
+
+    _serial = itertools.count()
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, kind: str, settings: Settings, *, strict: bool,
+                 raise_on_error: bool, overlap: bool) -> None:
+        self.kind, self.strict, self.raise_on_error, self.overlap = kind, strict, raise_on_error, overlap
+        tag = f"_ingest_stage_{os.getpid()}_{next(self._serial)}"
+        self.slots = [f"{tag}_{i}" for i in range(2)]
+        self.con = con
+        self.main = _main_path(con)
+        self.attached: list[str] = []
+        self.cursors: list[duckdb.DuckDBPyConnection] = []
+        self.stop = threading.Event()
+        try:
+            for s in self.slots:
+                con.execute(f"ATTACH ':memory:' AS {s}")
+                self.attached.append(s)
+            self.cursors = [con.cursor(), con.cursor()]
+            for c in self.cursors:  # the caller's current database (a cursor starts on the instance's default)
+                c.execute(f"USE {self.main}")
+            self.ctx = _context(self.cursors[0], settings)
+            self.wctx = Ctx(con=self.cursors[1], settings=settings, limits=self.ctx.limits, symmap=self.ctx.symmap,
+                            today=self.ctx.today)
+            self.history = _History(con, kind)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for c in self.cursors:
+            c.close()
+        for s in self.attached:
+            self.con.execute(f"DETACH DATABASE IF EXISTS {s}")
+        self.cursors, self.attached = [], []
+
+    @contextlib.contextmanager
+    def threads(self) -> Iterator[None]:
+        """With the overlap, DuckDB's ``threads`` is 1 for the call (restored after): the staging and the writing
+        thread are the two workers, each query runs on the thread that issued it (-20 % CPU, measured, and the
+        writer, the critical path, is not queued behind staging tasks in DuckDB's shared pool)."""
+        if not self.overlap:
+            yield
+            return
+        before = self.con.execute("SELECT current_setting('threads')").fetchone()[0]
+        self.con.execute("SET threads = 1")
+        try:
+            yield
+        finally:
+            self.con.execute(f"SET threads = {int(before)}")
+
+    def _write(self, st: _Staged) -> list[FileResult]:
+        return _write_batch(self.wctx, self.kind, st, self.history, self.strict, self.raise_on_error, self.stop)
+
+    def run(self, batches: Iterable[list[_Entry]]) -> list[FileResult]:
+        out: list[FileResult] = []
+        pool = ThreadPoolExecutor(1, thread_name_prefix="accumopt-ingest-writer") if self.overlap else None
+        pending: Future | None = None
+        open_keys: set = set()
+        try:
+            for k, batch in enumerate(batches):
+                staged = _stage_batch(self.ctx, self.kind, batch, self.slots[k % 2], self.main, self.history, open_keys)
+                if pending is not None:
+                    out.extend(_result(pending))
+                    pending = None
+                # what the batch about to be written may still change for the next one
+                open_keys = {key for e in batch for key in _keys(e)}
+                if pool is not None:
+                    pending = pool.submit(self._write, staged)
+                else:
+                    out.extend(self._write(staged))
+            if pending is not None:
+                out.extend(_result(pending))
+                pending = None
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # Ctrl-C: the writer stops after the file it is writing
+                self.stop.set()
+            if pending is not None:
+                wexc = pending.exception()  # waits for the writer
+                if wexc is not None and wexc is not exc:  # a writer failure after a staging one: both are told
+                    exc.add_note(f"the ingest writer also failed: {type(wexc).__name__}: {_one_line(wexc)}")
+            raise
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
+        return out
 
 
 def _with_progress(batches: Iterator[list[_Entry]], n_files: int, enabled: bool, kind: str) -> Iterator[list[_Entry]]:
@@ -447,11 +632,6 @@ def _with_progress(batches: Iterator[list[_Entry]], n_files: int, enabled: bool,
             prog.advance(task, len(b))
 
 
-def _drop_temp(con: duckdb.DuckDBPyConnection) -> None:
-    for t in _TEMP:
-        con.execute(f"DROP TABLE IF EXISTS temp.{t}")
-
-
 def ingest_file(
     con: duckdb.DuckDBPyConnection,
     kind: str,
@@ -464,11 +644,11 @@ def ingest_file(
     """Ingest one file (see the module doc); returns its FileResult."""
     _check_kind(kind)
     settings = settings or Settings.from_env()
-    ctx = _context(con, settings)
+    pipe = _Pipeline(con, kind, settings, strict=strict, raise_on_error=raise_on_error, overlap=False)
     try:
-        return _run_batch(ctx, kind, [_Entry(Path(path), str(path), 0)], _History(con, kind), strict, raise_on_error)[0][0]
+        return pipe.run([[_Entry(Path(path), str(path), 0)]])[0]
     finally:
-        _drop_temp(con)
+        pipe.close()
 
 
 def ingest_paths(
@@ -480,22 +660,21 @@ def ingest_paths(
     progress: bool = False,
     settings: Settings | None = None,
     raise_on_error: bool = False,
+    overlap: bool = True,
 ) -> IngestReport:
-    """Ingest every file under ``paths`` as ``kind`` (one of KINDS), in date order; see the module doc."""
+    """Ingest every file under ``paths`` as ``kind`` (one of KINDS), in date order; see the module doc.
+
+    ``overlap=False`` writes each batch before staging the next (same code, same results; one thread)."""
     _check_kind(kind)
     settings = settings or Settings.from_env()
     files = _order(expand_paths(paths))
     report = IngestReport(kind)
-    ctx = _context(con, settings)
-    history = _History(con, kind)
+    pipe = _Pipeline(con, kind, settings, strict=strict, raise_on_error=raise_on_error, overlap=overlap)
     try:
-        with memory_budget(con):
-            for batch in _with_progress(_batches(files), len(files), progress, kind):
-                while batch:
-                    done, batch = _run_batch(ctx, kind, batch, history, strict, raise_on_error)
-                    report.files.extend(done)
+        with memory_budget(con), pipe.threads():
+            report.files.extend(pipe.run(_with_progress(_batches(files), len(files), progress, kind)))
     finally:
-        _drop_temp(con)
+        pipe.close()
     if kind == "finra-short":
         create_consolidated_view(con)
     return report

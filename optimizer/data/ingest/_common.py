@@ -17,6 +17,10 @@ file), and still written one transaction per file:
 3. :func:`write_rows` applies one file in the caller's ONE transaction: delete the covered keys, insert the
    accepted rows, the rejects (``ingest_rejects``: line, reason, raw text) and the ``ingest_log`` row.
 
+The staging tables (``_ing_lines``, ``_ing_files``, the rows tables) are created unqualified in the in-memory
+staging database that ``optimizer.data.ingest._Pipeline`` puts first on the search path of its two connections
+(the staging one creates and validates them, the writing one reads them).
+
 Line numbers are 1-based physical lines of the (decompressed) file, the header being line 1. For JSON inputs
 the "line" is the 1-based record index; for Parquet the 1-based row index.
 """
@@ -159,8 +163,10 @@ class Summary:
 @dataclass
 class Plan:
     """How to write one validated file: the target table and columns, the SELECT of its accepted rows, the
-    DELETE of the stored rows it replaces, statements to run first (inside the transaction), and the SELECT
-    (line, reason, raw) of its rejects."""
+    DELETE of the stored rows it replaces, statements to run first (inside the transaction), the SELECT
+    (line, reason, raw) of its rejects, and ``fresh`` = (column, value) when every key the DELETE covers has
+    that value in that column: a value above every stored one means there is nothing to delete (the DELETE,
+    a scan of the growing table, is skipped; see :meth:`Ctx.nothing_stored`)."""
 
     table: str
     columns: list[str]
@@ -171,6 +177,7 @@ class Plan:
     first_reject: tuple[int, str] | None
     rejects: str | None
     before_write: list[str] = field(default_factory=list)
+    fresh: tuple[str, object] | None = None
 
 
 @dataclass
@@ -185,7 +192,29 @@ class Ctx:
     symcache: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
     mapcache: dict[tuple[str, str], str] = field(default_factory=dict)
     registered: list[str] = field(default_factory=list)
+    highs: dict[tuple[str, str], object] = field(default_factory=dict)
     _bits: str | None = None
+
+    def nothing_stored(self, plan: "Plan") -> bool:
+        """True when ``plan.fresh`` proves that no stored row matches the plan's DELETE: its value is above the
+        largest value of its column in the table (read once per call, then raised by each write)."""
+        if plan.fresh is None:
+            return False
+        col, value = plan.fresh
+        key = (plan.table, col)
+        if key not in self.highs:
+            self.highs[key] = self.con.execute(f'SELECT max("{col}") FROM {plan.table}').fetchone()[0]
+        high = self.highs[key]
+        return value is not None and (high is None or value > high)
+
+    def wrote(self, plan: "Plan") -> None:
+        """Raise the remembered largest value after ``plan`` is written (a rollback leaves it higher than the
+        table's: only ever a DELETE run that was not needed)."""
+        if plan.fresh is not None and plan.fresh[1] is not None:
+            key = (plan.table, plan.fresh[0])
+            if key in self.highs:
+                high = self.highs[key]
+                self.highs[key] = plan.fresh[1] if high is None or plan.fresh[1] > high else high
 
     def types_of(self, table: str) -> dict[str, str]:
         if table not in self.types:
@@ -415,7 +444,7 @@ def stage_rows(ctx: Ctx, spec: Spec, table: str) -> None:
     else:
         middle = f"SELECT *, {_case(checks)} AS _ferr0 FROM ({inner})"
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE {table} AS "
+        f"CREATE OR REPLACE TABLE {table} AS "
         f"SELECT * EXCLUDE (_ferr0, {drop_sql}), _ferr0 AS _ferr, {_case(spec.rejects)} AS _reason FROM ({middle})"
     )
     if sym is not None:
@@ -537,12 +566,13 @@ def write_rows(ctx: Ctx, plan: Plan, *, file: str, sha256: str, kind: str) -> st
     for sql in plan.before_write:
         con.execute(sql)
     deleted = 0
-    if plan.delete:
+    if plan.delete and not ctx.nothing_stored(plan):
         got = con.execute(plan.delete).fetchone()
         deleted = int(got[0]) if got else 0
     types = ctx.types_of(plan.table)
     cols = [c for c in plan.columns if c in types]
     con.execute(f"INSERT INTO {plan.table} ({', '.join(cols)}) {plan.select}")
+    ctx.wrote(plan)
     status = "rejected_rows" if plan.n_rejects else ("replaced" if deleted else "ok")
     msg_parts = []
     if deleted:

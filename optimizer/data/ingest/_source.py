@@ -10,7 +10,7 @@
   a truncated or corrupt stream are refused with the line where they break.
 * :func:`stage_lines` refuses what is not UTF-8 text -- UTF-16/32 (byte-order mark or NUL bytes), invalid UTF-8
   (a file mixing UTF-8 and Latin-1 is named as such), CR-only or mixed-CR line ends, a line longer than
-  ``MAX_LINE_BYTES`` -- and appends the non-blank physical lines to the temp table ``_ing_lines(_fid BIGINT,
+  ``MAX_LINE_BYTES`` -- and appends the non-blank physical lines to the staging table ``_ing_lines(_fid BIGINT,
   line BIGINT, l VARCHAR)`` (``_fid``: the file's number in the batch): line ends stripped, ``line`` = the
   1-based physical line number of the decompressed file (blank lines -- empty or only spaces and tabs -- keep
   their number but are not staged). The tokenizer is numpy over the bytes (no Python string per
@@ -228,8 +228,9 @@ def _check_text(file: str, body: bytes, base: int) -> None:
 
 
 def reset_lines(con: duckdb.DuckDBPyConnection) -> None:
-    """An empty ``_ing_lines`` (start of a batch)."""
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {LINES_TABLE} (_fid BIGINT, line BIGINT, l VARCHAR)")
+    """An empty ``_ing_lines`` (start of a batch), in the staging database first on ``con``'s search path (the
+    ingest's staging connection: ``optimizer.data.ingest._Pipeline``)."""
+    con.execute(f"CREATE OR REPLACE TABLE {LINES_TABLE} (_fid BIGINT, line BIGINT, l VARCHAR)")
 
 
 class LineSink:

@@ -267,5 +267,6 @@ def plan(ctx: Ctx, sig: tuple, sp: Spec, table: str, fid: int, prep: Prep, s: Su
     else:  # every (date, facility) the file holds, rejected rows included
         delete = (f"DELETE FROM finra_short_daily AS t USING (SELECT DISTINCT \"date\", facility FROM {table} "
                   f"WHERE _fid = {int(fid)}) AS k WHERE t.date = k.date AND t.facility = k.facility")
-    return Plan("finra_short_daily", _OUT, select, delete, s.n_rows, s.n_rejects, s.first_reject, rejects_sql(sp, table, fid))
+    return Plan("finra_short_daily", _OUT, select, delete, s.n_rows, s.n_rejects, s.first_reject, rejects_sql(sp, table, fid),
+                fresh=("date", fdate) if raw_layout and fdate is not None else None)
 
