@@ -314,14 +314,17 @@ def test_killed_worker_trial_fails_and_is_retried_on_postgres(pg_url, study_data
     name = "pg_kill"
     _create(study_data, pg_url, name)
     storage = make_storage(pg_url, heartbeat=False)
-    env = {"ACCUMOPT_HEARTBEAT_GRACE": "5"}  # heartbeat every 1 s, stale after 5 s
+    # heartbeat every 1 s, stale after 5 s; each fold sleeps 0.1 s (tests/_slow_objective.py), so a trial runs for
+    # >= 0.3 s and can be caught RUNNING on a loaded machine (fast trials were over before the poll saw them)
+    env = {"ACCUMOPT_HEARTBEAT_GRACE": "5", SLEEP_ENV: "0.1"}
     a, b = (_start_worker(spec_path, store, pg_url, name, tmp_path, env) for _ in range(2))
     killed = None
     try:
-        t_end = time.monotonic() + 60
+        t_end = time.monotonic() + 120
         while killed is None and time.monotonic() < t_end:
+            assert a.poll() is None and b.poll() is None, "a worker ended before it could be caught running a trial"
             running = {t.number for t in _trials(storage, name) if t.state == TrialState.RUNNING}
-            if not running or a.poll() is not None or b.poll() is not None:
+            if not running:
                 time.sleep(0.1)
                 continue
             # Freeze the survivor b (well under the 5 s grace); a trial created after that is a's.
@@ -345,7 +348,7 @@ def test_killed_worker_trial_fails_and_is_retried_on_postgres(pg_url, study_data
                 os.kill(b.pid, signal.SIGCONT)
             if killed is None:
                 time.sleep(0.5)
-        assert killed is not None, "could not catch worker a with a RUNNING trial within 60 s"
+        assert killed is not None, "could not catch worker a with a RUNNING trial within 120 s"
         a.wait(timeout=10)
         out = _finish(b)
     finally:
