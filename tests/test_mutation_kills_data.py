@@ -321,3 +321,38 @@ def test_build_defaults_and_refusals(capsys):
         build_daily_metrics(con, z_window=3, z_min_periods=0)
     with _raises_exactly("min_lit_volume must be >= 0, got min_lit_volume=-1"):
         build_daily_metrics(con, min_lit_volume=-1)
+
+
+def test_build_of_an_empty_store_writes_an_empty_table():
+    # no price and no FINRA row: no session, one empty batch, an empty daily_metrics of the full layout
+    con = connect(":memory:")
+    s = build_daily_metrics(con, z_window=3)
+    assert (s["rows"], s["symbols"], s["sessions"], s["first_date"], s["last_date"]) == (0, 0, 0, None, None)
+    assert metrics._columns_of(con, "daily_metrics") == [c for c, _ in metrics.DAILY_METRICS_COLUMNS]
+    assert con.execute("SELECT count(*) FROM daily_metrics").fetchone() == (0,)
+    assert latest_metrics_date(con) is None
+
+
+def test_symbol_batches_of_a_store_of_one_session_or_none(monkeypatch):
+    # one session: a symbol is one row, so BATCH_ROWS = 2 holds two symbols (not one); no session reads as one
+    con = tiny_store()
+    scope = metrics._Scope(["AAA", "BBB"], None, None)
+    monkeypatch.setattr(metrics, "BATCH_ROWS", 2)
+    assert metrics._symbol_batches(con, scope, 1) == [["AAA", "BBB"]]
+    assert metrics._symbol_batches(con, scope, 0) == [["AAA", "BBB"]]
+    monkeypatch.setattr(metrics, "BATCH_ROWS", 1)
+    assert metrics._symbol_batches(con, scope, 1) == [["AAA"], ["BBB"]]
+
+
+def test_builds_leave_no_frame_or_temp_table_behind():
+    # the pandas frames registered for DuckDB and the staging tables of a scoped build are dropped
+    import duckdb
+    con = tiny_store()
+    before = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    build_daily_metrics(con, z_window=3, symbols=["AAA"], start="2024-02-07")
+    after = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    assert after - before == {"daily_metrics", "options_premium_daily", "options_premium_summary", "accumopt_meta"}
+    for name in ("_dm_scope_frame", "_dm_sessions_frame", "_dm_z_frame", "_dm_base", "_dm_sessions",
+                 "_dm_scope_symbols", "_dm_batch_symbols"):
+        with pytest.raises(duckdb.CatalogException):
+            con.execute(f"SELECT * FROM {name}")
