@@ -118,6 +118,8 @@ def test_rolling_zscore_relative_flat_rule_is_inclusive():
 
 import datetime as dt  # noqa: E402
 
+import pandas as pd  # noqa: E402
+
 import optimizer.data.metrics as metrics  # noqa: E402
 from optimizer.data.metrics import build_daily_metrics, latest_metrics_date, metrics_summary  # noqa: E402
 from optimizer.data.store import connect  # noqa: E402
@@ -356,3 +358,56 @@ def test_builds_leave_no_frame_or_temp_table_behind():
                  "_dm_scope_symbols", "_dm_batch_symbols"):
         with pytest.raises(duckdb.CatalogException):
             con.execute(f"SELECT * FROM {name}")
+
+
+def test_end_bounds_the_rows_a_build_writes_and_reports():
+    from test_metrics_build import FEB, table
+    con = tiny_store()
+    s = build_daily_metrics(con, z_window=3, end=FEB[3])
+    df = table(con)
+    assert s["last_date"] == dt.date(2024, 2, 8) and df["date"].max() == pd.Timestamp(FEB[3])
+    assert s["rows"] == len(df) == 4 + 5 + 4 and s["scoped"] is True
+
+
+def test_a_batched_scoped_build_equals_the_full_build_in_its_scope(monkeypatch):
+    # BATCH_ROWS = 1: one batch per symbol, each with the build's start and end and its own (dropped) symbol table
+    import duckdb
+    from test_metrics_build import FEB, table
+    ref = tiny_store()
+    build_daily_metrics(ref, z_window=3)
+    lo, hi = pd.Timestamp(FEB[2]), pd.Timestamp(FEB[5])
+    want = table(ref)
+    want = want[(want.date >= lo) & (want.date <= hi)].reset_index(drop=True)
+    want_o = table(ref, "options_premium_daily")
+    want_o = want_o[(want_o.date >= lo) & (want_o.date <= hi)].reset_index(drop=True)
+    con = tiny_store()
+    monkeypatch.setattr(metrics, "BATCH_ROWS", 1)
+    s = build_daily_metrics(con, z_window=3, symbols=["BBB", "AAA"], start=FEB[2], end=FEB[5])
+    same(table(con), want)
+    same(table(con, "options_premium_daily"), want_o)
+    assert len(want_o) == 1 and (s["rows"], s["symbols"], s["sessions"], s["options_rows"]) == (8, 2, 4, 1)
+    assert (s["first_date"], s["last_date"]) == (dt.date(2024, 2, 7), dt.date(2024, 2, 12))
+    tables = "SELECT table_name FROM information_schema.tables"
+    assert sorted(con.execute(tables).fetchall()) == sorted(ref.execute(tables).fetchall())  # no staging table left
+    with pytest.raises(duckdb.CatalogException):
+        con.execute("SELECT * FROM _dm_batch_symbols")
+
+
+def test_min_lit_volume_zero_is_allowed_and_the_progress_clock_is_the_builds(monkeypatch, capsys):
+    from test_metrics_build import FEB, row, table
+
+    class Clock:  # a fake perf_counter: 1000 s at the start, one more second at each later reading
+        t = 999.0
+
+        @classmethod
+        def perf_counter(cls):
+            cls.t += 1.0
+            return cls.t
+
+    con = tiny_store()
+    monkeypatch.setattr(metrics, "time", Clock)
+    s = build_daily_metrics(con, z_window=3, min_lit_volume=0, progress=True)
+    assert row(table(con), FEB[1], "AAA").lit_flow_imbalance == pytest.approx(0.2)  # 5000 lit shares: enough
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("[metrics   1.00s] batch 1/1: ") and err[1].startswith("[metrics   2.00s] options")
+    assert s["seconds"] == 3.0
