@@ -396,18 +396,29 @@ def test_a_batched_scoped_build_equals_the_full_build_in_its_scope(monkeypatch):
 def test_min_lit_volume_zero_is_allowed_and_the_progress_clock_is_the_builds(monkeypatch, capsys):
     from test_metrics_build import FEB, row, table
 
-    class Clock:  # a fake perf_counter: 1000 s at the start, one more second at each later reading
-        t = 999.0
+    class Clock:  # a fake perf_counter: 1000.3337 s at the start, 0.3337 s more at each later reading
+        t = 1000.0
 
         @classmethod
         def perf_counter(cls):
-            cls.t += 1.0
+            cls.t += 0.3337
             return cls.t
 
     con = tiny_store()
     monkeypatch.setattr(metrics, "time", Clock)
     s = build_daily_metrics(con, z_window=3, min_lit_volume=0, progress=True)
     assert row(table(con), FEB[1], "AAA").lit_flow_imbalance == pytest.approx(0.2)  # 5000 lit shares: enough
-    err = capsys.readouterr().err.splitlines()
-    assert err[0].startswith("[metrics   1.00s] batch 1/1: ") and err[1].startswith("[metrics   2.00s] options")
-    assert s["seconds"] == 3.0
+    assert capsys.readouterr().err.splitlines() == [
+        "[metrics   0.33s] batch 1/1: 21 rows joined, z-scores computed, 21 daily_metrics rows so far",
+        "[metrics   0.67s] options_premium_daily: 3 rows written"]
+    assert s["seconds"] == 1.001  # 3 x 0.3337 to the millisecond
+
+
+def test_zscores_by_symbol_reads_float_indices_as_integers():
+    # symbol indices and positions that arrive as floats (a DOUBLE column) address the same grid cells
+    sym = np.array([1, 0, 1, 0, 1, 0])
+    pos = np.array([0, 0, 1, 1, 2, 2])
+    x = np.array([1.0, 5.0, 2.0, 4.0, 4.0, 4.0])
+    got = metrics.zscores_by_symbol({"x": x}, sym.astype(float), pos.astype(float), 2, None)["x"]
+    np.testing.assert_array_equal(got, metrics.zscores_by_symbol({"x": x}, sym, pos, 2, None)["x"])
+    np.testing.assert_array_equal(got, [nan, nan, 1.0, -1.0, 1.0, nan])  # symbol 0: 5, 4, then flat 4, 4
