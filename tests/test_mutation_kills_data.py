@@ -422,3 +422,13 @@ def test_zscores_by_symbol_reads_float_indices_as_integers():
     got = metrics.zscores_by_symbol({"x": x}, sym.astype(float), pos.astype(float), 2, None)["x"]
     np.testing.assert_array_equal(got, metrics.zscores_by_symbol({"x": x}, sym, pos, 2, None)["x"])
     np.testing.assert_array_equal(got, [nan, nan, 1.0, -1.0, 1.0, nan])  # symbol 0: 5, 4, then flat 4, 4
+
+
+def test_zscores_by_symbol_reads_decimals_and_missing_values_as_floats():
+    # values from a DECIMAL column (Decimal objects) or with None for a missing value: the floats' z-scores
+    from decimal import Decimal
+    sym, pos = [0, 0, 0, 0], [0, 1, 2, 3]
+    want = metrics.zscores_by_symbol({"x": np.array([1.0, 3.0, nan, 2.0])}, sym, pos, 2, 1)["x"]
+    got = metrics.zscores_by_symbol({"x": [Decimal("1"), Decimal("3"), None, Decimal("2")]}, sym, pos, 2, 1)["x"]
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(want, [nan, 1.0, nan, nan])
