@@ -118,6 +118,8 @@ def test_rolling_zscore_relative_flat_rule_is_inclusive():
 
 import datetime as dt  # noqa: E402
 
+import pandas as pd  # noqa: E402
+
 import optimizer.data.metrics as metrics  # noqa: E402
 from optimizer.data.metrics import build_daily_metrics, latest_metrics_date, metrics_summary  # noqa: E402
 from optimizer.data.store import connect  # noqa: E402
@@ -321,3 +323,112 @@ def test_build_defaults_and_refusals(capsys):
         build_daily_metrics(con, z_window=3, z_min_periods=0)
     with _raises_exactly("min_lit_volume must be >= 0, got min_lit_volume=-1"):
         build_daily_metrics(con, min_lit_volume=-1)
+
+
+def test_build_of_an_empty_store_writes_an_empty_table():
+    # no price and no FINRA row: no session, one empty batch, an empty daily_metrics of the full layout
+    con = connect(":memory:")
+    s = build_daily_metrics(con, z_window=3)
+    assert (s["rows"], s["symbols"], s["sessions"], s["first_date"], s["last_date"]) == (0, 0, 0, None, None)
+    assert metrics._columns_of(con, "daily_metrics") == [c for c, _ in metrics.DAILY_METRICS_COLUMNS]
+    assert con.execute("SELECT count(*) FROM daily_metrics").fetchone() == (0,)
+    assert latest_metrics_date(con) is None
+
+
+def test_symbol_batches_of_a_store_of_one_session_or_none(monkeypatch):
+    # one session: a symbol is one row, so BATCH_ROWS = 2 holds two symbols (not one); no session reads as one
+    con = tiny_store()
+    scope = metrics._Scope(["AAA", "BBB"], None, None)
+    monkeypatch.setattr(metrics, "BATCH_ROWS", 2)
+    assert metrics._symbol_batches(con, scope, 1) == [["AAA", "BBB"]]
+    assert metrics._symbol_batches(con, scope, 0) == [["AAA", "BBB"]]
+    monkeypatch.setattr(metrics, "BATCH_ROWS", 1)
+    assert metrics._symbol_batches(con, scope, 1) == [["AAA"], ["BBB"]]
+
+
+def test_builds_leave_no_frame_or_temp_table_behind():
+    # the pandas frames registered for DuckDB and the staging tables of a scoped build are dropped
+    import duckdb
+    con = tiny_store()
+    before = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    build_daily_metrics(con, z_window=3, symbols=["AAA"], start="2024-02-07")
+    after = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    assert after - before == {"daily_metrics", "options_premium_daily", "options_premium_summary", "accumopt_meta"}
+    for name in ("_dm_scope_frame", "_dm_sessions_frame", "_dm_z_frame", "_dm_base", "_dm_sessions",
+                 "_dm_scope_symbols", "_dm_batch_symbols"):
+        with pytest.raises(duckdb.CatalogException):
+            con.execute(f"SELECT * FROM {name}")
+
+
+def test_end_bounds_the_rows_a_build_writes_and_reports():
+    from test_metrics_build import FEB, table
+    con = tiny_store()
+    s = build_daily_metrics(con, z_window=3, end=FEB[3])
+    df = table(con)
+    assert s["last_date"] == dt.date(2024, 2, 8) and df["date"].max() == pd.Timestamp(FEB[3])
+    assert s["rows"] == len(df) == 4 + 5 + 4 and s["scoped"] is True
+
+
+def test_a_batched_scoped_build_equals_the_full_build_in_its_scope(monkeypatch):
+    # BATCH_ROWS = 1: one batch per symbol, each with the build's start and end and its own (dropped) symbol table
+    import duckdb
+    from test_metrics_build import FEB, table
+    ref = tiny_store()
+    build_daily_metrics(ref, z_window=3)
+    lo, hi = pd.Timestamp(FEB[2]), pd.Timestamp(FEB[5])
+    want = table(ref)
+    want = want[(want.date >= lo) & (want.date <= hi)].reset_index(drop=True)
+    want_o = table(ref, "options_premium_daily")
+    want_o = want_o[(want_o.date >= lo) & (want_o.date <= hi)].reset_index(drop=True)
+    con = tiny_store()
+    monkeypatch.setattr(metrics, "BATCH_ROWS", 1)
+    s = build_daily_metrics(con, z_window=3, symbols=["BBB", "AAA"], start=FEB[2], end=FEB[5])
+    same(table(con), want)
+    same(table(con, "options_premium_daily"), want_o)
+    assert len(want_o) == 1 and (s["rows"], s["symbols"], s["sessions"], s["options_rows"]) == (8, 2, 4, 1)
+    assert (s["first_date"], s["last_date"]) == (dt.date(2024, 2, 7), dt.date(2024, 2, 12))
+    tables = "SELECT table_name FROM information_schema.tables"
+    assert sorted(con.execute(tables).fetchall()) == sorted(ref.execute(tables).fetchall())  # no staging table left
+    with pytest.raises(duckdb.CatalogException):
+        con.execute("SELECT * FROM _dm_batch_symbols")
+
+
+def test_min_lit_volume_zero_is_allowed_and_the_progress_clock_is_the_builds(monkeypatch, capsys):
+    from test_metrics_build import FEB, row, table
+
+    class Clock:  # a fake perf_counter: 1000.3337 s at the start, 0.3337 s more at each later reading
+        t = 1000.0
+
+        @classmethod
+        def perf_counter(cls):
+            cls.t += 0.3337
+            return cls.t
+
+    con = tiny_store()
+    monkeypatch.setattr(metrics, "time", Clock)
+    s = build_daily_metrics(con, z_window=3, min_lit_volume=0, progress=True)
+    assert row(table(con), FEB[1], "AAA").lit_flow_imbalance == pytest.approx(0.2)  # 5000 lit shares: enough
+    assert capsys.readouterr().err.splitlines() == [
+        "[metrics   0.33s] batch 1/1: 21 rows joined, z-scores computed, 21 daily_metrics rows so far",
+        "[metrics   0.67s] options_premium_daily: 3 rows written"]
+    assert s["seconds"] == 1.001  # 3 x 0.3337 to the millisecond
+
+
+def test_zscores_by_symbol_reads_float_indices_as_integers():
+    # symbol indices and positions that arrive as floats (a DOUBLE column) address the same grid cells
+    sym = np.array([1, 0, 1, 0, 1, 0])
+    pos = np.array([0, 0, 1, 1, 2, 2])
+    x = np.array([1.0, 5.0, 2.0, 4.0, 4.0, 4.0])
+    got = metrics.zscores_by_symbol({"x": x}, sym.astype(float), pos.astype(float), 2, None)["x"]
+    np.testing.assert_array_equal(got, metrics.zscores_by_symbol({"x": x}, sym, pos, 2, None)["x"])
+    np.testing.assert_array_equal(got, [nan, nan, 1.0, -1.0, 1.0, nan])  # symbol 0: 5, 4, then flat 4, 4
+
+
+def test_zscores_by_symbol_reads_decimals_and_missing_values_as_floats():
+    # values from a DECIMAL column (Decimal objects) or with None for a missing value: the floats' z-scores
+    from decimal import Decimal
+    sym, pos = [0, 0, 0, 0], [0, 1, 2, 3]
+    want = metrics.zscores_by_symbol({"x": np.array([1.0, 3.0, nan, 2.0])}, sym, pos, 2, 1)["x"]
+    got = metrics.zscores_by_symbol({"x": [Decimal("1"), Decimal("3"), None, Decimal("2")]}, sym, pos, 2, 1)["x"]
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(want, [nan, 1.0, nan, nan])
