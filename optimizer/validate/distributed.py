@@ -198,7 +198,8 @@ def work_windows(claims: WindowClaims, windows: Sequence[str],
     """Claim and run windows (in order) until every one of ``windows`` is done; the windows this worker ran.
 
     ``run_one(window, lost)`` runs the window's study and returns True when it finished its trials, False when it
-    was interrupted (``lost()`` tells it the claim was taken over: it should stop after its running trial).
+    was interrupted (``lost()`` tells it the claim was taken over: it should stop after its running trial; the
+    window is then the other worker's, and this one goes on with the next free window).
     Windows other workers hold are waited for (polling every ``POLL`` seconds); a dead worker's window is
     taken over once its claim is stale. ``on_pass``: called with the windows' states after each pass."""
     ran: list[str] = []
@@ -213,7 +214,11 @@ def work_windows(claims: WindowClaims, windows: Sequence[str],
             if states[w] != FREE or (tid := claims.claim(w)) is None:
                 continue
             if not run_one(w, lambda tid=tid: claims.lost(tid)):
+                lost = claims.lost(tid)
                 claims.release(tid)
+                if lost:  # taken over by another worker (this one's beat was judged stale): it finishes the window
+                    progressed = True
+                    break
                 raise Interrupted(f"walk-forward window {w!r} interrupted before its trials were run; "
                                   "run the walk-forward again to resume it")
             claims.finish(tid)
