@@ -1030,8 +1030,15 @@ def test_claimed_windows_equal_the_single_process_run(wf, tmp_path):
 
         mp.setattr(wfmod, "work_windows", boom)
         url2 = f"sqlite:///{tmp_path / 'failed.db'}"
-        with pytest.raises(RuntimeError, match="the coordinator failed"):
-            wfmod.run_walkforward(spec, db, url2, jobs=2)
+        # Python's own SIGINT handler (KeyboardInterrupt), which the forked process inherits: a process started in
+        # the background of a script, and mutmut's workers, ignore SIGINT (then the forked process runs on)
+        import signal
+        sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            with pytest.raises(RuntimeError, match="the coordinator failed"):
+                wfmod.run_walkforward(spec, db, url2, jobs=2)
+        finally:
+            signal.signal(signal.SIGINT, sigint)
         st2 = make_storage(url2, heartbeat=False)
         states = [t.state for t in optuna.load_study(study_name=claims_name("wfkill"), storage=st2).trials]
         assert states.count(optuna.trial.TrialState.COMPLETE) < 3 and optuna.trial.TrialState.RUNNING not in states
