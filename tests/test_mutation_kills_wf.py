@@ -620,10 +620,15 @@ def _check_saved_files_are_the_tables_exactly(res, d: Path) -> None:
         assert (d / f"{name}.csv").read_text().splitlines()[0] == ",".join(map(str, df.columns)), name
     assert (d / "result.json").read_text() == json.dumps(res.to_dict(), indent=2)
     assert wfmod.save_walkforward(res, d) == d  # again into the same folder
-    odd = replace(res, windows=[replace(res.windows[0], is_metrics={"first": pd.Timestamp("2024-01-02")})])
+    # tables whose index is not a RangeIndex (rows picked out of order): still written without it
+    pick = lambda df: df.iloc[np.r_[1, 0, 2:len(df)]]  # noqa: E731
+    odd = replace(res, windows=[replace(res.windows[0], is_metrics={"first": pd.Timestamp("2024-01-02")})],
+                  trades=pick(res.trades), equity=pick(res.equity), events=pick(res.events))
     nested = d / "deeper" / "still"
     assert wfmod.save_walkforward(odd, nested) == nested
     assert json.loads((nested / "result.json").read_text())["windows"][0]["in_sample"] == {"first": "2024-01-02 00:00:00"}
+    for name, df in (("oos_trades", res.trades), ("oos_equity", res.equity), ("oos_events", res.events)):
+        assert pq.read_schema(nested / f"{name}.parquet").names == [str(c) for c in df.columns], name
     wfmod._write_summary(res, d / "only" / "summary")
     assert (d / "only" / "summary" / "walk_forward_summary.csv").read_text() == (d / "walk_forward_summary.csv").read_text()
 
