@@ -666,6 +666,8 @@ def _check_save_and_load_round_trip(wf):
     got = wfmod.load_walkforward(d)
     assert got["verdict"] is None and got["events"].empty and got["rules"].empty
     assert got["stability"].empty and (d / "parameter_stability.csv").stat().st_size == 1
+    (d / "parameter_stability.csv").write_text("p\n")  # 2 bytes: a header, read (no rows, its column)
+    assert list(wfmod.load_walkforward(d)["stability"].columns) == ["p"]
 
 
 def _check_to_dict_cleans_non_finite_values(wf):
@@ -1233,4 +1235,8 @@ def test_segments_of_a_run_without_trades_are_empty_tables(wf):
     none = [replace(w, trades=wfmod.concat_trades([]), excess=np.empty(0)) for w in res.windows]
     for results in (none, []):
         out = wfmod._segments(spec, p, results, Span(60, 120, RESERVE), ev)
-        assert len(out) == 5 and all(isinstance(t, pd.DataFrame) and t.empty for t in out)
+        # no column either: save_walkforward writes each as an empty file
+        assert len(out) == 5 and all(isinstance(t, pd.DataFrame) and t.shape == (0, 0) for t in out)
+    # windows without their stored configuration: rebuilt from the params and the spec, the same events
+    bare = [replace(w, config=None) for w in res.windows]
+    pd.testing.assert_frame_equal(wfmod._segments(spec, p, bare, Span(60, 120, RESERVE), ev)[0], res.events)
