@@ -1214,6 +1214,11 @@ def test_window_pbo_over_the_studys_cpcv_splits_and_refusals():
     assert r.n_splits == 6 and r.n_paths == 3 and all(type(x) is float for x in paths["path_sharpe"])
     assert paths["path_sharpe"] != list(cpcv_pbo(M, CPCV(4, 2, 2, 1, warmup=9)).path_metric)  # no second warm-up
     assert wfmod._window_pbo(NS(cv=CPCV(4, 1, 2, 1)), M)[0] == cpcv_pbo(M, CPCV(4, 1, 2, 1)).pbo.pbo
+    # a matrix whose in-sample winners move with the embargo and with the purge: both reach the splits
+    M7 = np.random.default_rng(7).normal(size=(48, 3))
+    got = wfmod._window_pbo(NS(cv=CPCV(4, 2, purge=2, embargo=1)), M7)[0]
+    assert got == cpcv_pbo(M7, CPCV(4, 2, 2, 1)).pbo.pbo == 5 / 6
+    assert cpcv_pbo(M7, CPCV(4, 2, 2, 0)).pbo.pbo != got != cpcv_pbo(M7, CPCV(4, 2, 0, 1)).pbo.pbo
     bad = M.copy()
     bad[3, 1] = np.nan
     for data in (NS(cv=CPCV(4, 2, 2, 1)), NS(cv=None)):
