@@ -1119,7 +1119,7 @@ def test_statistics_of_windows_with_skipped_estimates_and_cpcv_paths(wf):
     s3 = wfmod._statistics(ctx, ws, trades, daily, eq, p, ev, np.zeros(len(p.dates), dtype=bool))
     assert s3["cost_stress"] == [{"multiplier": k, "avg_excess_return": 0.0, "trades": 0, "survives": False}
                                  for k in (1.0, 2.0, 3.0)] and s3["cost_fragile"] is False
-    paths = [{"path_sharpe": [0.5, -0.25, 1.0]}, {"path_sharpe": [-1.0, 2.0]}]
+    paths = [{"path_sharpe": [0.5, -0.25, 1.0]}, {"path_sharpe": [-1.0, 2.0, 0.0]}]  # a Sharpe of 0 is no loss
     edited = [replace(ws[0], dsr_in_sample=float("nan"), dsr_skipped="no dsr", cpcv=paths[0]),
               replace(ws[1], pbo=float("nan"), pbo_skipped="no pbo", spa=None, spa_skipped="no spa"),
               replace(ws[2], cpcv=paths[1])]
@@ -1133,7 +1133,7 @@ def test_statistics_of_windows_with_skipped_estimates_and_cpcv_paths(wf):
     assert s["pbo_skipped"] == ["window 1: no pbo"] and s["spa_skipped"] == ["window 1: no spa"]
     assert s["pbo_windows"] == [ws[0].pbo, ws[2].pbo] and s["pbo"] == (ws[0].pbo + ws[2].pbo) / 2
     assert s["pbo_method"] == "cpcv"
-    assert s["cpcv"] == {"windows": paths, "path_sharpe_median": 0.5, "prob_path_loss": 0.4}
+    assert s["cpcv"] == {"windows": paths, "path_sharpe_median": 0.25, "prob_path_loss": 2 / 6}
     assert s["spa"]["p_windows"] == [ws[0].spa_p, None, ws[2].spa_p]
     assert s["spa"]["p_median"] == (ws[0].spa_p + ws[2].spa_p) / 2
     assert s["spa"]["p"] == wfmod.combine_pvalues([ws[0].spa_p, ws[2].spa_p])
