@@ -65,11 +65,11 @@ _KERNEL_TESTS = ("tests/test_engine_timing.py", "tests/test_risk_rules.py", "tes
 _STATS_DESELECT = ("tests/test_stats.py::test_pbo_s16_combinations_and_speed",)
 
 # the walk-forward's multi-process test (a forked --jobs 2 run and the worker's refusals, 15-30 s) and the
-# functions only it reaches: group walkforward_dist
+# functions only it (and the claim-lost test) reaches: group walkforward_dist. run_walkforward(_worker)'s mutants
+# run in group walkforward; those only a multi-process run kills: --only their names in walkforward_dist.
 _WF_CLAIMED = "tests/test_mutation_kills_wf.py::test_claimed_windows_equal_the_single_process_run"
 _WF_DIST = tuple(f"optimizer.validate.walkforward.x_{f}__mutmut_*" for f in (
-    "_distributed", "_receive", "_window_runner", "_stop_when", "_child", "run_walkforward", "run_walkforward_worker",
-    "_claimable"))
+    "_distributed", "_receive", "_window_runner", "_stop_when", "_child"))
 
 # Order of the brief: modules nobody edits right now first, the kernels, the verdict and the walk-forward last.
 GROUPS: dict[str, Group] = {
