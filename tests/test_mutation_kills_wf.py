@@ -1116,6 +1116,8 @@ def test_statistics_of_windows_with_skipped_estimates_and_cpcv_paths(wf):
     s2 = wfmod._statistics(ctx, dear, trades, daily, eq, p, ev, None)
     assert [r["survives"] for r in s2["cost_stress"]] == [True, False, False] and s2["cost_fragile"] is True
     assert s2["cost_stress_wording"] == wfmod.cost_stress_wording(pd.DataFrame(s2["cost_stress"]))
+    bare = [replace(w, config=None) for w in ws]  # the winners' configurations rebuilt from params and spec
+    assert wfmod._statistics(ctx, bare, trades, daily, eq, p, ev, None)["cost_stress"] == s0["cost_stress"]
     s3 = wfmod._statistics(ctx, ws, trades, daily, eq, p, ev, np.zeros(len(p.dates), dtype=bool))
     assert s3["cost_stress"] == [{"multiplier": k, "avg_excess_return": 0.0, "trades": 0, "survives": False}
                                  for k in (1.0, 2.0, 3.0)] and s3["cost_fragile"] is False
