@@ -990,10 +990,14 @@ def test_claimed_windows_equal_the_single_process_run(wf, tmp_path):
             return real_child(*a)
 
         mp.setattr(wfmod, "_child", child)
+        import threading
+        thread_errors = []  # the results receiver ends at the pipe's EOF without an error
+        mp.setattr(threading, "excepthook", lambda a: thread_errors.append(a.exc_value))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             two = wfmod.run_walkforward(spec, db, url, jobs=2)
         assert not [w for w in caught if "worker process" in str(w.message)]  # the forked process ended well
+        assert thread_errors == []
         assert len(started.read_text().split()) == 1  # --jobs 2: this process and ONE forked one
         assert _dump(two) == _dump(wf["res"]) and two.verdict.line == wf["res"].verdict.line
         st = make_storage(url, heartbeat=False)
