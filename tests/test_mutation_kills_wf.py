@@ -620,10 +620,15 @@ def _check_saved_files_are_the_tables_exactly(res, d: Path) -> None:
         assert (d / f"{name}.csv").read_text().splitlines()[0] == ",".join(map(str, df.columns)), name
     assert (d / "result.json").read_text() == json.dumps(res.to_dict(), indent=2)
     assert wfmod.save_walkforward(res, d) == d  # again into the same folder
-    odd = replace(res, windows=[replace(res.windows[0], is_metrics={"first": pd.Timestamp("2024-01-02")})])
+    # tables whose index is not a RangeIndex (rows picked out of order): still written without it
+    pick = lambda df: df.iloc[np.r_[1, 0, 2:len(df)]]  # noqa: E731
+    odd = replace(res, windows=[replace(res.windows[0], is_metrics={"first": pd.Timestamp("2024-01-02")})],
+                  trades=pick(res.trades), equity=pick(res.equity), events=pick(res.events))
     nested = d / "deeper" / "still"
     assert wfmod.save_walkforward(odd, nested) == nested
     assert json.loads((nested / "result.json").read_text())["windows"][0]["in_sample"] == {"first": "2024-01-02 00:00:00"}
+    for name, df in (("oos_trades", res.trades), ("oos_equity", res.equity), ("oos_events", res.events)):
+        assert pq.read_schema(nested / f"{name}.parquet").names == [str(c) for c in df.columns], name
     wfmod._write_summary(res, d / "only" / "summary")
     assert (d / "only" / "summary" / "walk_forward_summary.csv").read_text() == (d / "walk_forward_summary.csv").read_text()
 
@@ -661,6 +666,8 @@ def _check_save_and_load_round_trip(wf):
     got = wfmod.load_walkforward(d)
     assert got["verdict"] is None and got["events"].empty and got["rules"].empty
     assert got["stability"].empty and (d / "parameter_stability.csv").stat().st_size == 1
+    (d / "parameter_stability.csv").write_text("p\n")  # 2 bytes: a header, read (no rows, its column)
+    assert list(wfmod.load_walkforward(d)["stability"].columns) == ["p"]
 
 
 def _check_to_dict_cleans_non_finite_values(wf):
@@ -983,10 +990,14 @@ def test_claimed_windows_equal_the_single_process_run(wf, tmp_path):
             return real_child(*a)
 
         mp.setattr(wfmod, "_child", child)
+        import threading
+        thread_errors = []  # the results receiver ends at the pipe's EOF without an error
+        mp.setattr(threading, "excepthook", lambda a: thread_errors.append(a.exc_value))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             two = wfmod.run_walkforward(spec, db, url, jobs=2)
         assert not [w for w in caught if "worker process" in str(w.message)]  # the forked process ended well
+        assert thread_errors == []
         assert len(started.read_text().split()) == 1  # --jobs 2: this process and ONE forked one
         assert _dump(two) == _dump(wf["res"]) and two.verdict.line == wf["res"].verdict.line
         st = make_storage(url, heartbeat=False)
@@ -1030,8 +1041,15 @@ def test_claimed_windows_equal_the_single_process_run(wf, tmp_path):
 
         mp.setattr(wfmod, "work_windows", boom)
         url2 = f"sqlite:///{tmp_path / 'failed.db'}"
-        with pytest.raises(RuntimeError, match="the coordinator failed"):
-            wfmod.run_walkforward(spec, db, url2, jobs=2)
+        # Python's own SIGINT handler (KeyboardInterrupt), which the forked process inherits: a process started in
+        # the background of a script, and mutmut's workers, ignore SIGINT (then the forked process runs on)
+        import signal
+        sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            with pytest.raises(RuntimeError, match="the coordinator failed"):
+                wfmod.run_walkforward(spec, db, url2, jobs=2)
+        finally:
+            signal.signal(signal.SIGINT, sigint)
         st2 = make_storage(url2, heartbeat=False)
         states = [t.state for t in optuna.load_study(study_name=claims_name("wfkill"), storage=st2).trials]
         assert states.count(optuna.trial.TrialState.COMPLETE) < 3 and optuna.trial.TrialState.RUNNING not in states
@@ -1060,6 +1078,13 @@ def test_claimed_windows_equal_the_single_process_run(wf, tmp_path):
         for (_, r), w in zip(pipe.sent, wf["res"].windows):
             assert (r.params, r.oos_metrics, r.n_trials_tried, r.n_configs) == (w.params, w.oos_metrics, 6, w.n_configs)
         wfmod._child(ctx3, {wfmod._window_name(ctx3, w): w for w in windows3}, run3, None)  # every window done
+        # a worker's forked process (no pipe) runs a window's study and computes no result to send
+        url4 = f"sqlite:///{tmp_path / 'worker.db'}"
+        ctx4, windows4, _ = wfmod._setup(spec, db, url4, False, None)
+        n0 = wfmod._window_name(ctx4, windows4[0])
+        mp.setattr(wfmod, "_window_result", lambda *a: pytest.fail("a worker's forked process computes no result"))
+        wfmod._child(ctx4, {n0: windows4[0]}, dict(run3, windows=[n0]), None)
+        assert len(optuna.load_study(study_name=n0, storage=make_storage(url4, heartbeat=False)).trials) == 6
 
 
 def _then_add(r):
@@ -1102,10 +1127,12 @@ def test_statistics_of_windows_with_skipped_estimates_and_cpcv_paths(wf):
     s2 = wfmod._statistics(ctx, dear, trades, daily, eq, p, ev, None)
     assert [r["survives"] for r in s2["cost_stress"]] == [True, False, False] and s2["cost_fragile"] is True
     assert s2["cost_stress_wording"] == wfmod.cost_stress_wording(pd.DataFrame(s2["cost_stress"]))
+    bare = [replace(w, config=None) for w in ws]  # the winners' configurations rebuilt from params and spec
+    assert wfmod._statistics(ctx, bare, trades, daily, eq, p, ev, None)["cost_stress"] == s0["cost_stress"]
     s3 = wfmod._statistics(ctx, ws, trades, daily, eq, p, ev, np.zeros(len(p.dates), dtype=bool))
     assert s3["cost_stress"] == [{"multiplier": k, "avg_excess_return": 0.0, "trades": 0, "survives": False}
                                  for k in (1.0, 2.0, 3.0)] and s3["cost_fragile"] is False
-    paths = [{"path_sharpe": [0.5, -0.25, 1.0]}, {"path_sharpe": [-1.0, 2.0]}]
+    paths = [{"path_sharpe": [0.5, -0.25, 1.0]}, {"path_sharpe": [-1.0, 2.0, 0.0]}]  # a Sharpe of 0 is no loss
     edited = [replace(ws[0], dsr_in_sample=float("nan"), dsr_skipped="no dsr", cpcv=paths[0]),
               replace(ws[1], pbo=float("nan"), pbo_skipped="no pbo", spa=None, spa_skipped="no spa"),
               replace(ws[2], cpcv=paths[1])]
@@ -1119,7 +1146,7 @@ def test_statistics_of_windows_with_skipped_estimates_and_cpcv_paths(wf):
     assert s["pbo_skipped"] == ["window 1: no pbo"] and s["spa_skipped"] == ["window 1: no spa"]
     assert s["pbo_windows"] == [ws[0].pbo, ws[2].pbo] and s["pbo"] == (ws[0].pbo + ws[2].pbo) / 2
     assert s["pbo_method"] == "cpcv"
-    assert s["cpcv"] == {"windows": paths, "path_sharpe_median": 0.5, "prob_path_loss": 0.4}
+    assert s["cpcv"] == {"windows": paths, "path_sharpe_median": 0.25, "prob_path_loss": 2 / 6}
     assert s["spa"]["p_windows"] == [ws[0].spa_p, None, ws[2].spa_p]
     assert s["spa"]["p_median"] == (ws[0].spa_p + ws[2].spa_p) / 2
     assert s["spa"]["p"] == wfmod.combine_pvalues([ws[0].spa_p, ws[2].spa_p])
@@ -1200,6 +1227,11 @@ def test_window_pbo_over_the_studys_cpcv_splits_and_refusals():
     assert r.n_splits == 6 and r.n_paths == 3 and all(type(x) is float for x in paths["path_sharpe"])
     assert paths["path_sharpe"] != list(cpcv_pbo(M, CPCV(4, 2, 2, 1, warmup=9)).path_metric)  # no second warm-up
     assert wfmod._window_pbo(NS(cv=CPCV(4, 1, 2, 1)), M)[0] == cpcv_pbo(M, CPCV(4, 1, 2, 1)).pbo.pbo
+    # a matrix whose in-sample winners move with the embargo and with the purge: both reach the splits
+    M7 = np.random.default_rng(7).normal(size=(48, 3))
+    got = wfmod._window_pbo(NS(cv=CPCV(4, 2, purge=2, embargo=1)), M7)[0]
+    assert got == cpcv_pbo(M7, CPCV(4, 2, 2, 1)).pbo.pbo == 5 / 6
+    assert cpcv_pbo(M7, CPCV(4, 2, 2, 0)).pbo.pbo != got != cpcv_pbo(M7, CPCV(4, 2, 0, 1)).pbo.pbo
     bad = M.copy()
     bad[3, 1] = np.nan
     for data in (NS(cv=CPCV(4, 2, 2, 1)), NS(cv=None)):
@@ -1221,4 +1253,8 @@ def test_segments_of_a_run_without_trades_are_empty_tables(wf):
     none = [replace(w, trades=wfmod.concat_trades([]), excess=np.empty(0)) for w in res.windows]
     for results in (none, []):
         out = wfmod._segments(spec, p, results, Span(60, 120, RESERVE), ev)
-        assert len(out) == 5 and all(isinstance(t, pd.DataFrame) and t.empty for t in out)
+        # no column either: save_walkforward writes each as an empty file
+        assert len(out) == 5 and all(isinstance(t, pd.DataFrame) and t.shape == (0, 0) for t in out)
+    # windows without their stored configuration: rebuilt from the params and the spec, the same events
+    bare = [replace(w, config=None) for w in res.windows]
+    pd.testing.assert_frame_equal(wfmod._segments(spec, p, bare, Span(60, 120, RESERVE), ev)[0], res.events)

@@ -49,6 +49,7 @@ class Group:
     tests: tuple[str, ...]
     jit: bool = True  # False: strip @njit in the scratch copy and run with NUMBA_DISABLE_JIT=1
     deselect: tuple[str, ...] = ()  # slow tests that add no kill (node ids), or tests that need the JIT
+    only: tuple[str, ...] = ()  # the mutants run when no --only is given (mutmut's name globs); () = all
 
 
 _ENGINE_TESTS = (
@@ -62,6 +63,13 @@ _KERNEL_TESTS = ("tests/test_engine_timing.py", "tests/test_risk_rules.py", "tes
 
 # a timed test (elapsed < 5 s): fails under mutmut's load in the stats run, and times nothing a mutant changes
 _STATS_DESELECT = ("tests/test_stats.py::test_pbo_s16_combinations_and_speed",)
+
+# the walk-forward's multi-process test (a forked --jobs 2 run and the worker's refusals, 15-30 s) and the
+# functions only it (and the claim-lost test) reaches: group walkforward_dist. run_walkforward(_worker)'s mutants
+# run in group walkforward; those only a multi-process run kills: --only their names in walkforward_dist.
+_WF_CLAIMED = "tests/test_mutation_kills_wf.py::test_claimed_windows_equal_the_single_process_run"
+_WF_DIST = tuple(f"optimizer.validate.walkforward.x_{f}__mutmut_*" for f in (
+    "_distributed", "_receive", "_window_runner", "_stop_when", "_child"))
 
 # Order of the brief: modules nobody edits right now first, the kernels, the verdict and the walk-forward last.
 GROUPS: dict[str, Group] = {
@@ -97,7 +105,13 @@ GROUPS: dict[str, Group] = {
                           "tests/test_walkforward.py::test_select_params_robust_separates_categories",
                           "tests/test_walkforward.py::test_tried_configs_counts_each_distinct_configuration_once",
                           "tests/test_walkforward.py::test_combine_pvalues_is_rugers_bound",
-                          "tests/test_mutation_kills_wf.py")),
+                          "tests/test_mutation_kills_wf.py"), deselect=(_WF_CLAIMED,)),
+    # the same module's multi-process functions against the forked --jobs 2 run (15-30 s per mutant): every other
+    # function's mutant gives the same result in both runs that test compares, so it runs here only
+    "walkforward_dist": Group(("optimizer/validate/walkforward.py",),
+                              (_WF_CLAIMED, "tests/test_mutation_kills_wf.py::test_tiny_walkforward",
+                               "tests/test_mutation_kills_wf.py::test_window_runner_stops_when_the_claim_is_lost"),
+                              only=_WF_DIST),
 }
 
 # exit code -> status, as mutmut's own table (mutmut.stats.status_by_exit_code)
@@ -357,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.report:
             t0 = time.strftime("%H:%M:%S")
             print(f"[{t0}] {n}: mutating {', '.join(GROUPS[n].modules)} (load {os.getloadavg()[0]:.2f})", flush=True)
-            only = tuple(args.only)
+            only = tuple(args.only) or GROUPS[n].only
             base = saved.get(f"{n}:baseline")
             if args.rerun_survivors:
                 if base is None or args.baseline:
