@@ -1041,10 +1041,10 @@ def test_claimed_windows_equal_the_single_process_run(wf, tmp_path):
 
         mp.setattr(wfmod, "work_windows", boom)
         url2 = f"sqlite:///{tmp_path / 'failed.db'}"
-        # Python's own SIGINT handler (KeyboardInterrupt), which the forked process inherits: a process started in
-        # the background of a script, and mutmut's workers, ignore SIGINT (then the forked process runs on)
+        # SIGINT ignored, as in a process started with nohup or in the background of a script (and mutmut's
+        # workers): the forked process must still stop when the coordinator fails (_child restores Python's handler)
         import signal
-        sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
+        sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             with pytest.raises(RuntimeError, match="the coordinator failed"):
                 wfmod.run_walkforward(spec, db, url2, jobs=2)

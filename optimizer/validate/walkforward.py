@@ -640,6 +640,9 @@ def _stop_when(lost: Any) -> Any:
 def _child(ctx: _RunContext, by_name: dict[str, Window], run: dict[str, Any], send: Any) -> None:
     """A forked ``--jobs`` process: claim and run window studies until every window is done; with ``send`` (a
     pipe to the coordinator), also compute and send each window's result."""
+    # the coordinator stops its forked processes with SIGINT: Python's handler, even when the coordinator was started
+    # ignoring SIGINT (nohup, a script's `cmd &`), which a forked process would inherit and then run on
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     run_one = _window_runner(ctx, by_name, (lambda name, res: send.send((name, res))) if send is not None else None)
     claims = WindowClaims(make_storage(ctx.storage_url), ctx.spec.run.study_name, run=run)
     try:
