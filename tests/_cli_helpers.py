@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -45,3 +46,18 @@ def finish_logged(p: subprocess.Popen, log: Path, timeout: float = 120) -> tuple
     out, err = log.with_suffix(".out").read_text(), log.with_suffix(".err").read_text()
     assert p.returncode == 0, f"exit {p.returncode}\n{out}\n{err}"
     return out, err
+
+
+def _timeless(d: object) -> object:
+    """A result dict without the trials' wall times (``duration_s`` in the winners' in-sample metrics)."""
+    if isinstance(d, dict):
+        return {k: _timeless(v) for k, v in d.items() if k != "duration_s"}
+    if isinstance(d, list):
+        return [_timeless(v) for v in d]
+    return d
+
+
+def timeless_json(d: dict) -> str:
+    """A walk-forward result dict (``WalkForwardResult.to_dict()``) as canonical JSON without wall times: two runs
+    that made the same decisions give the same text."""
+    return json.dumps(_timeless(json.loads(json.dumps(d, default=str))), sort_keys=True)

@@ -31,6 +31,7 @@ from optimizer.study.records import read_trial
 from optimizer.study.space import trial_config
 from optimizer.study.spec import parse_spec
 from optimizer.validate.stats import daily_excess, deflated_sharpe_from_study
+from _cli_helpers import timeless_json
 from test_engine_lookahead import _panel
 
 SPEC = """
@@ -928,17 +929,8 @@ def test_final_run_opens_the_reserve_and_says_what_it_does_not_use(tmp_path):
 # ------------------------------------------------------------------------------------------------ claimed windows
 
 
-def _timeless(d):
-    """A result dict without the trials' wall times (``duration_s`` in the winners' in-sample metrics)."""
-    if isinstance(d, dict):
-        return {k: _timeless(v) for k, v in d.items() if k != "duration_s"}
-    if isinstance(d, list):
-        return [_timeless(v) for v in d]
-    return d
-
-
 def _dump(res) -> str:
-    return json.dumps(_timeless(json.loads(json.dumps(res.to_dict(), default=str))), sort_keys=True)
+    return timeless_json(res.to_dict())
 
 
 def test_claimed_windows_equal_the_single_process_run(wf, tmp_path):

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from _cli_helpers import finish_logged
+from _cli_helpers import finish_logged, timeless_json
 from _slow_objective import SLEEP_ENV
 from optuna.trial import TrialState
 
@@ -105,17 +105,7 @@ def _claim_workers(url: str) -> set[str]:
     return {read_claim(t)["worker"] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
 
 
-def _timeless(d):
-    """A result dict without the trials' wall times (``duration_s`` in the winners' in-sample metrics)."""
-    if isinstance(d, dict):
-        return {k: _timeless(v) for k, v in d.items() if k != "duration_s"}
-    if isinstance(d, list):
-        return [_timeless(v) for v in d]
-    return d
-
-
-def _dump(d) -> str:
-    return json.dumps(_timeless(json.loads(json.dumps(d, default=str))), sort_keys=True)
+_dump = timeless_json
 
 
 def _same(a, b) -> None:
