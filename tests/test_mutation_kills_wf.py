@@ -1250,3 +1250,25 @@ def test_segments_of_a_run_without_trades_are_empty_tables(wf):
     # windows without their stored configuration: rebuilt from the params and the spec, the same events
     bare = [replace(w, config=None) for w in res.windows]
     pd.testing.assert_frame_equal(wfmod._segments(spec, p, bare, Span(60, 120, RESERVE), ev)[0], res.events)
+
+
+# ------------------------------------------------------------------------------------------------ mutwf4
+
+
+def test_window_result_of_trials_without_records_rebuilds_the_winner_from_the_spec(wf):
+    """A window study whose trials carry no accumopt record (added through Optuna's API, or stored before records):
+    the winner's configuration is rebuilt from its params with the spec's fixed values and costs -- the same
+    configuration the recorded study ran, so the same OOS evaluation."""
+    ctx, spec = _ctx(wf, False)[0], wf["spec"]
+    w = wf["res"].windows[0]
+    st = _study(wf, w)
+    bare = optuna.create_study(direction=st.direction)
+    for t in st.trials:
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            bare.add_trial(optuna.trial.create_trial(params=t.params, distributions=t.distributions, value=t.value))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = wfmod._window_result(ctx, w.window, bare, wfmod._window_data(ctx, w.window))
+    assert read_trial(bare.best_trial).config_record is None
+    assert r.config == w.config and r.params == w.params and r.oos_metrics == w.oos_metrics
+    assert r.is_metrics == {} and math.isnan(r.dsr_in_sample)  # no record: no metrics, no trial Sharpe
