@@ -1272,3 +1272,21 @@ def test_window_result_of_trials_without_records_rebuilds_the_winner_from_the_sp
     assert read_trial(bare.best_trial).config_record is None
     assert r.config == w.config and r.params == w.params and r.oos_metrics == w.oos_metrics
     assert r.is_metrics == {} and math.isnan(r.dsr_in_sample)  # no record: no metrics, no trial Sharpe
+
+
+def test_walkforward_without_a_reserve_reads_the_specs_store(tmp_path, monkeypatch):
+    """``reserve_fraction = 0`` (the reserve starts past the last session) and no store flag: the store is the
+    spec's ``[data] database``; --final has no reserve to open (no ledger record, no warning) and no window is in
+    the reserve."""
+    spec = parse_spec(SPEC.replace("reserve_fraction = 0.2", 'reserve_fraction = 0.0\ndatabase = "spec.duckdb"'))
+    p = _panel(seed=3, T=100, N=N)
+    got, opened = [], []
+    monkeypatch.delenv("ACCUMOPT_DB", raising=False)
+    monkeypatch.setattr(wfmod, "load_study_data", lambda s, d: got.append(d) or (p, 100))
+    monkeypatch.setattr(wfmod, "record_opening", lambda *a: opened.append(a) or [])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        res = wfmod.run_walkforward(spec, None, "sqlite:///:memory:", final=True, n_trials=2)
+    assert got == [Path("spec.duckdb")] and opened == [] and res.warnings == []
+    assert [(w.window.test_end, w.in_reserve) for w in res.windows] == [(80, False), (100, False)]
