@@ -1290,3 +1290,49 @@ def test_walkforward_without_a_reserve_reads_the_specs_store(tmp_path, monkeypat
         res = wfmod.run_walkforward(spec, None, "sqlite:///:memory:", final=True, n_trials=2)
     assert got == [Path("spec.duckdb")] and opened == [] and res.warnings == []
     assert [(w.window.test_end, w.in_reserve) for w in res.windows] == [(80, False), (100, False)]
+
+
+def test_select_params_robust_default_top_k_and_no_finite_neighbourhood():
+    """``robust`` looks at the top 5 trials by default: a plateau ranked 6th is not reached (top_k=6 reaches it);
+    when no candidate's neighbourhood has a finite median (-inf values), the best-ranked trial is kept."""
+    D = optuna.distributions
+    dist = {"x": D.FloatDistribution(0.0, 100.0)}
+    st = optuna.create_study(direction="maximize")
+    add = lambda x, v: st.add_trial(optuna.trial.create_trial(params={"x": x}, distributions=dist, value=v))  # noqa: E731
+    for i, x in enumerate((0.0, 20.0, 40.0, 60.0, 80.0)):  # five isolated spikes, each beside two zeros
+        add(x, 10.0 - i)
+        add(x + 1.0, 0.0)
+        add(x + 2.0, 0.0)
+    for x, v in ((100.0, 5.0), (99.5, 4.9), (99.0, 4.8)):  # the 6th-ranked trial, on a plateau
+        add(x, v)
+    assert wfmod.select_params(st, "robust").params == {"x": 0.0}  # every top-5 median is 0: the best kept
+    assert wfmod.select_params(st, "robust", top_k=5).params == {"x": 0.0}
+    assert wfmod.select_params(st, "robust", top_k=6).params == {"x": 100.0}
+    st = optuna.create_study(direction="maximize")
+    for x, v in ((0.0, 1.0), (50.0, -np.inf), (60.0, -np.inf), (70.0, -np.inf)):
+        add(x, v)
+    assert wfmod.select_params(st, "robust").number == 0
+
+
+def test_assemble_passes_the_specs_settings_to_the_statistics_and_segments(wf):
+    """``_assemble`` evaluates with the spec's ``min_periods`` and regime filter (the cost stress re-runs the
+    winners through them), rebuilds a window's configuration from the spec when it has none (the same events), and
+    its OOS figures are run_metrics' plus the stitched ones (the equity curve's Sharpe and drawdown replacing)."""
+    res, spec, p = wf["res"], wf["spec"], wf["panel"].slice(0, RESERVE)
+    ctx, ws = _ctx(wf, False)[0], wf["res"].windows
+    trades, excess, span = wfmod._stitch(ws, RESERVE)
+    want = set(wfmod.run_metrics(trades, p, span, ws[0].config.costs, 0))
+    assert set(res.oos) == want | {"avg_excess_return", "n_windows", "excess_t", "excess_t_iid"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bare = wfmod._assemble(ctx, [replace(w, config=None) for w in ws], False, [])
+        pd.testing.assert_frame_equal(bare.events, res.events)
+        dark = replace(ctx, spec=replace(spec, data=replace(spec.data, regime="RISK_ON")))  # never risk-on here
+        cs = wfmod._assemble(dark, ws, False, []).stats["cost_stress"]
+        assert [r["trades"] for r in cs] == [0, 0, 0] and res.stats["cost_stress"][0]["trades"] > 0
+        short = replace(ctx, spec=replace(spec, data=replace(spec.data, min_periods=3)))
+        r3 = wfmod._assemble(short, ws, False, [])
+        ev3 = Evaluator(p, min_periods=3)
+        pd.testing.assert_frame_equal(r3.events, wfmod._segments(short.spec, p, ws, span, ev3)[0])
+    assert not r3.events.equals(res.events)  # min_periods 3 changes the features the events show ...
+    assert r3.stats["cost_stress"][0]["trades"] != res.stats["cost_stress"][0]["trades"]  # ... and the re-runs
