@@ -90,13 +90,37 @@ def _add_failed_and_pruned(st: optuna.Study) -> optuna.Study:
     return st
 
 
+class _Bar:
+    """A stand-in for rich's ``Progress``: records what the walk-forward asks of its progress bar."""
+
+    def __init__(self, made: list):
+        self.calls: list[tuple] = []
+        made.append(self)
+
+    def start(self):
+        self.calls.append(("start",))
+
+    def add_task(self, label, total=None):
+        self.calls.append(("add_task", label, total))
+        return "task"
+
+    def advance(self, task):
+        self.calls.append(("advance", task))
+
+    def update(self, task, completed=None):
+        self.calls.append(("update", task, completed))
+
+    def stop(self):
+        self.calls.append(("stop",))
+
+
 @pytest.fixture(scope="module")
 def wf(tmp_path_factory):
     """One walk-forward on the tiny panel; every window's study gets one FAILED and one PRUNED trial added (after
     its 4 random trials) with configurations it did not try: the DSR counts both, SPA the pruned one, PBO neither."""
     spec = parse_spec(SPEC)
     p = _panel(seed=3, T=T, N=N)
-    seen: dict = {"prepare": [], "studies": [], "dsr": [], "select": [], "run_study": []}
+    seen: dict = {"prepare": [], "studies": [], "dsr": [], "select": [], "run_study": [], "bars": []}
     real_prepare, real_run_study, real_dsr = wfmod.prepare_data, wfmod.run_study, wfmod.deflated_sharpe_from_study
     real_select = wfmod.select_params
 
@@ -126,6 +150,7 @@ def wf(tmp_path_factory):
         mp.setattr(wfmod, "run_study", run_study)
         mp.setattr(wfmod, "deflated_sharpe_from_study", dsr)
         mp.setattr(wfmod, "select_params", select)
+        mp.setattr(wfmod, "Progress", lambda: _Bar(seen["bars"]))
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         out = tmp_path_factory.mktemp("wfkill")
         res = wfmod.run_walkforward(spec, out / "none.duckdb", "sqlite:///:memory:", out_dir=out / "summary")
@@ -144,6 +169,7 @@ def _check_windows_are_placed_by_hand_and_end_at_the_reserve(wf):
         assert w.study_name == f"wfkill-wf{i:02d}-{d[a]}_{d[b - 1]}"
         assert w.in_reserve is False  # the last test window ends exactly at the reserve: not in it
     assert res.final is False and res.oos["n_windows"] == 3
+    assert wf["seen"]["bars"] == []  # no progress bar unless asked for
 
 
 def _check_each_study_sees_its_train_span_only(wf):
@@ -905,14 +931,18 @@ def test_final_run_opens_the_reserve_and_says_what_it_does_not_use(tmp_path):
     and the warnings are raised and kept."""
     spec = parse_spec(SPEC + '[seed_from]\nstudy = "earlier"\n')
     p = _panel(seed=3, T=T, N=N)
-    got, opened = [], []
+    got, opened, bars = [], [], []
     db = tmp_path / "the.duckdb"
     with pytest.MonkeyPatch.context() as mp, pytest.warns(UserWarning) as caught:
         mp.setattr(wfmod, "load_study_data", lambda s, d: got.append((s, d)) or (p, RESERVE))
         mp.setattr(wfmod, "record_opening", lambda *a: opened.append(a) or ["an earlier opening"])
         mp.setattr(wfmod, "opening_warning", lambda start, earlier: f"reserve from {start} opened again: {earlier}")
+        mp.setattr(wfmod, "Progress", lambda: _Bar(bars))
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         res = wfmod.run_walkforward(spec, db, "sqlite:///:memory:", final=True, progress=True, n_trials=2)
+    # one bar over the 4 windows, advanced once per window, stopped at the end
+    assert len(bars) == 1 and bars[0].calls == [("start",), ("add_task", "walk-forward windows", 4),
+                                                *[("advance", "task")] * 4, ("stop",)]
     assert got == [(spec, db)]
     d = [str(x)[:10] for x in p.dates]
     assert opened == [(db, d[RESERVE], "walkforward --final", "wfkill", d[T - 1])]
@@ -987,7 +1017,15 @@ def test_claimed_windows_equal_the_single_process_run(wf, tmp_path):
         mp.setattr(threading, "excepthook", lambda a: thread_errors.append(a.exc_value))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            two = wfmod.run_walkforward(spec, db, url, jobs=2)
+            bars = []
+            mp.setattr(wfmod, "Progress", lambda: _Bar(bars))
+            two = wfmod.run_walkforward(spec, db, url, jobs=2, progress=True)
+        # the claimed windows' bar: set to the windows done after each pass of the claims, 3 of 3 at the end
+        calls = bars[0].calls
+        assert len(bars) == 1 and calls[:2] == [("start",), ("add_task", "walk-forward windows", 3)]
+        assert calls[-2:] == [("update", "task", 3), ("stop",)]
+        done = [c[2] for c in calls[2:-1]]
+        assert all(c[:2] == ("update", "task") for c in calls[2:-1]) and done == sorted(done) and done[0] >= 1
         assert not [w for w in caught if "worker process" in str(w.message)]  # the forked process ended well
         assert thread_errors == []
         assert len(started.read_text().split()) == 1  # --jobs 2: this process and ONE forked one
