@@ -1374,3 +1374,21 @@ def test_assemble_passes_the_specs_settings_to_the_statistics_and_segments(wf):
         pd.testing.assert_frame_equal(r3.events, wfmod._segments(short.spec, p, ws, span, ev3)[0])
     assert not r3.events.equals(res.events)  # min_periods 3 changes the features the events show ...
     assert r3.stats["cost_stress"][0]["trades"] != res.stats["cost_stress"][0]["trades"]  # ... and the re-runs
+
+
+def test_a_worker_joins_a_final_run_with_its_settings(tmp_path, monkeypatch):
+    """A ``--final`` coordinator on an RDB storage (one process: its windows through the claims, no fork) registers
+    the run's settings; a ``walkforward worker`` joining it takes them (final: the windows of the reserve too; the
+    trials per window of ``--trials``) and finds every window done."""
+    spec, p = parse_spec(SPEC), _panel(seed=3, T=100, N=N)
+    setups, real_setup = [], wfmod._setup
+    monkeypatch.setattr(wfmod, "load_study_data", lambda s, d: (p, 80))
+    monkeypatch.setattr(wfmod, "record_opening", lambda *a: [])
+    monkeypatch.setattr(wfmod, "_setup", lambda *a: setups.append(a[2:]) or real_setup(*a))
+    url, db = f"sqlite:///{tmp_path / 'final.db'}", tmp_path / "none.duckdb"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = wfmod.run_walkforward(spec, db, url, final=True, n_trials=2)
+        assert [w.window.test_end for w in res.windows] == [80, 100]  # without --final: [80]
+        assert wfmod.run_walkforward_worker(spec, db, url, wait=0.0) == []
+    assert setups == [(url, True, 2), (url, True, 2)]
