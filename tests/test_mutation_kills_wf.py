@@ -1379,16 +1379,26 @@ def test_assemble_passes_the_specs_settings_to_the_statistics_and_segments(wf):
 def test_a_worker_joins_a_final_run_with_its_settings(tmp_path, monkeypatch):
     """A ``--final`` coordinator on an RDB storage (one process: its windows through the claims, no fork) registers
     the run's settings; a ``walkforward worker`` joining it takes them (final: the windows of the reserve too; the
-    trials per window of ``--trials``) and finds every window done."""
-    spec, p = parse_spec(SPEC), _panel(seed=3, T=100, N=N)
-    setups, real_setup = [], wfmod._setup
-    monkeypatch.setattr(wfmod, "load_study_data", lambda s, d: (p, 80))
+    trials per window of ``--trials``), one process by default, and finds every window done. Without flags both
+    read the store and the storage the spec names; a worker's store flag wins over the spec's."""
+    url = f"sqlite:///{tmp_path / 'final.db'}"
+    spec = parse_spec(SPEC.replace("reserve_fraction = 0.2", 'reserve_fraction = 0.2\ndatabase = "spec.duckdb"')
+                      .replace("[run]\n", f'[run]\nstorage = "{url}"\n'))
+    p = _panel(seed=3, T=100, N=N)
+    loads, setups, jobs = [], [], []
+    real_setup, real_distributed = wfmod._setup, wfmod._distributed
+    for env in ("ACCUMOPT_DB", "ACCUMOPT_STORAGE"):
+        monkeypatch.delenv(env, raising=False)
+    monkeypatch.setattr(wfmod, "load_study_data", lambda s, d: loads.append(d) or (p, 80))
     monkeypatch.setattr(wfmod, "record_opening", lambda *a: [])
     monkeypatch.setattr(wfmod, "_setup", lambda *a: setups.append(a[2:]) or real_setup(*a))
-    url, db = f"sqlite:///{tmp_path / 'final.db'}", tmp_path / "none.duckdb"
+    monkeypatch.setattr(wfmod, "_distributed", lambda *a, **k: jobs.append(a[3]) or real_distributed(*a, **k))
+    other = tmp_path / "other.duckdb"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = wfmod.run_walkforward(spec, db, url, final=True, n_trials=2)
+        res = wfmod.run_walkforward(spec, None, final=True, n_trials=2)
         assert [w.window.test_end for w in res.windows] == [80, 100]  # without --final: [80]
-        assert wfmod.run_walkforward_worker(spec, db, url, wait=0.0) == []
-    assert setups == [(url, True, 2), (url, True, 2)]
+        assert wfmod.run_walkforward_worker(spec, None, wait=0.0) == []
+        assert wfmod.run_walkforward_worker(spec, other, wait=0.0) == []
+    assert loads == [Path("spec.duckdb"), Path("spec.duckdb"), other]
+    assert setups == [(None, True, 2), (url, True, 2), (url, True, 2)] and jobs == [1, 1, 1]
