@@ -1382,8 +1382,9 @@ def test_a_worker_joins_a_final_run_with_its_settings(tmp_path, monkeypatch):
     trials per window of ``--trials``), one process by default, and finds every window done. Without flags both
     read the store and the storage the spec names; a worker's store flag wins over the spec's."""
     url = f"sqlite:///{tmp_path / 'final.db'}"
-    spec = parse_spec(SPEC.replace("reserve_fraction = 0.2", 'reserve_fraction = 0.2\ndatabase = "spec.duckdb"')
-                      .replace("[run]\n", f'[run]\nstorage = "{url}"\n'))
+    text = (SPEC.replace("reserve_fraction = 0.2", 'reserve_fraction = 0.2\ndatabase = "spec.duckdb"')
+            .replace("[run]\n", f'[run]\nstorage = "{url}"\n'))
+    spec, changed = parse_spec(text), parse_spec(text.replace("sell_threshold = 40", "sell_threshold = 35"))
     p = _panel(seed=3, T=100, N=N)
     loads, setups, jobs = [], [], []
     real_setup, real_distributed = wfmod._setup, wfmod._distributed
@@ -1400,5 +1401,9 @@ def test_a_worker_joins_a_final_run_with_its_settings(tmp_path, monkeypatch):
         assert [w.window.test_end for w in res.windows] == [80, 100]  # without --final: [80]
         assert wfmod.run_walkforward_worker(spec, None, wait=0.0) == []
         assert wfmod.run_walkforward_worker(spec, other, wait=0.0) == []
+        with pytest.raises(wfmod.SpecError) as e:
+            wfmod.run_walkforward_worker(changed, other, wait=0.0)
+    assert str(e.value) == (f"[walkforward] the walk-forward running in {url} was started from a different spec (hash "
+                            f"{spec.spec_hash}, this spec {changed.spec_hash}); pass the same spec file")
     assert loads == [Path("spec.duckdb"), Path("spec.duckdb"), other]
     assert setups == [(None, True, 2), (url, True, 2), (url, True, 2)] and jobs == [1, 1, 1]
