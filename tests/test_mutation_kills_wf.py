@@ -1403,7 +1403,13 @@ def test_a_worker_joins_a_final_run_with_its_settings(tmp_path, monkeypatch):
         assert wfmod.run_walkforward_worker(spec, other, wait=0.0) == []
         with pytest.raises(wfmod.SpecError) as e:
             wfmod.run_walkforward_worker(changed, other, wait=0.0)
-    assert str(e.value) == (f"[walkforward] the walk-forward running in {url} was started from a different spec (hash "
-                            f"{spec.spec_hash}, this spec {changed.spec_hash}); pass the same spec file")
-    assert loads == [Path("spec.duckdb"), Path("spec.duckdb"), other]
-    assert setups == [(None, True, 2), (url, True, 2), (url, True, 2)] and jobs == [1, 1, 1]
+        assert str(e.value) == (f"[walkforward] the walk-forward running in {url} was started from a different spec "
+                                f"(hash {spec.spec_hash}, this spec {changed.spec_hash}); pass the same spec file")
+        assert loads == [Path("spec.duckdb"), Path("spec.duckdb"), other]
+        monkeypatch.setattr(wfmod, "load_study_data", lambda s, d: (_panel(seed=3, T=120, N=N), 96))
+        with pytest.raises(DataError) as e:  # more sessions: 3 windows
+            wfmod.run_walkforward_worker(spec, other, wait=0.0)
+    first = res.windows[0].study_name
+    assert str(e.value) == (f"the store {other} gives other walk-forward windows than the coordinator's (3 vs 2; first "
+                            f"['{first}'] vs ['{first}']): every worker needs the same data")
+    assert setups == [(None, True, 2)] + [(url, True, 2)] * 3 and jobs == [1, 1, 1]  # the refusals run no window
