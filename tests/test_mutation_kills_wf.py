@@ -1290,7 +1290,7 @@ def test_segments_of_a_run_without_trades_are_empty_tables(wf):
     pd.testing.assert_frame_equal(wfmod._segments(spec, p, bare, Span(60, 120, RESERVE), ev)[0], res.events)
 
 
-# ------------------------------------------------------------------------------------------------ mutwf4
+# ------------------------------------------------------------------------------------------------ settings passed on
 
 
 def test_window_result_of_trials_without_records_rebuilds_the_winner_from_the_spec(wf):
