@@ -15,7 +15,6 @@ for the other windows at the end.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -32,18 +31,12 @@ from optimizer.data.synth import SynthConfig, synth_to_db  # noqa: E402
 from optimizer.study.spec import load_spec  # noqa: E402
 from optimizer.validate.walkforward import run_walkforward  # noqa: E402
 
-__all__ = ["run", "timeless"]
+sys.path.insert(0, str(ROOT / "tests"))
+from _cli_helpers import timeless_json  # noqa: E402  (the tests' "same result" check, one home)
+
+__all__ = ["run"]
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def timeless(d: object) -> object:
-    """A result dict without the trials' wall times (``duration_s``)."""
-    if isinstance(d, dict):
-        return {k: timeless(v) for k, v in d.items() if k != "duration_s"}
-    if isinstance(d, list):
-        return [timeless(v) for v in d]
-    return d
 
 
 def run(trials: int = 20, jobs: tuple[int, ...] = (1, 2)) -> dict:
@@ -69,7 +62,7 @@ def run(trials: int = 20, jobs: tuple[int, ...] = (1, 2)) -> dict:
                 warnings.simplefilter("ignore")
                 res = run_walkforward(spec, db, f"sqlite:///{Path(tmp) / f'jobs{n}.db'}", n_trials=trials, jobs=n)
             secs = time.perf_counter() - t0
-            dumps[n] = json.dumps(timeless(json.loads(json.dumps(res.to_dict(), default=str))), sort_keys=True)
+            dumps[n] = timeless_json(res.to_dict())
             out["runs"][f"jobs_{n}"] = {"jobs": n, "seconds": round(secs, 2), "windows": len(res.windows),
                                        "verdict": res.verdict.line, "load_before": load0}
         base = out["runs"][f"jobs_{jobs[0]}"]["seconds"]

@@ -37,7 +37,7 @@ from test_postgres import pg_url  # noqa: F401 - the loopback PostgreSQL server 
 from optimizer.study.records import claims_name, read_claim
 from optimizer.study.spec import load_spec
 from optimizer.study.storage import make_storage
-from optimizer.validate.distributed import DONE, FREE, HELD, WindowClaims, work_windows
+from optimizer.validate.distributed import DONE, FREE, HELD, Interrupted, WindowClaims, work_windows
 from optimizer.validate.walkforward import run_walkforward
 
 N = 4  # trials per window
@@ -105,11 +105,8 @@ def _claim_workers(url: str) -> set[str]:
     return {read_claim(t)["worker"] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
 
 
-_dump = timeless_json
-
-
 def _same(a, b) -> None:
-    assert _dump(a.to_dict()) == _dump(b.to_dict())
+    assert timeless_json(a.to_dict()) == timeless_json(b.to_dict())
     assert a.verdict.line == b.verdict.line
 
 
@@ -187,6 +184,29 @@ def test_a_worker_whose_claim_is_taken_over_goes_on_with_the_other_windows(tmp_p
         b.close()
 
 
+def test_a_worker_interrupted_with_its_claim_still_held_releases_the_window_and_stops(tmp_path):
+    """A window's study that stops early (Ctrl-C) while this worker still holds the claim: the claim is released
+    (the window is free to resume), and the worker stops with the resumable "interrupted" error, running no other
+    window."""
+    url = f"sqlite:///{tmp_path / 'interrupt.db'}"
+    a = WindowClaims(make_storage(url, grace_period=60), "wfi", run={"n_trials": 1, "windows": ["w0", "w1"]}, worker="a")
+    calls = []
+
+    def run_one(w: str, lost) -> bool:
+        calls.append(w)
+        assert len(calls) == 1, f"a second window run after the interruption: {calls}"
+        return False  # stopped before its trials were run, the claim not lost
+
+    try:
+        with pytest.raises(Interrupted) as e:
+            work_windows(a, ["w0", "w1"], run_one)
+        assert str(e.value) == ("walk-forward window 'w0' interrupted before its trials were run; run the walk-forward "
+                                "again to resume it")
+        assert calls == ["w0"] and a.states(["w0", "w1"]) == {"w0": FREE, "w1": FREE}
+    finally:
+        a.close()
+
+
 # ------------------------------------------------------------------------------------------------ processes
 
 def _env(grace: int = 2, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -222,7 +242,7 @@ def test_postgres_two_workers_equal_the_single_process_run(synth_db, spec_path, 
     ran = [json.loads(_wait(w, tmp_path / f"w{i}"))["windows_run"] for i, w in enumerate(workers)]
     d2 = json.loads(_wait(coord, tmp_path / "coord"))
     d2.pop("files")
-    assert _dump(d2) == _dump(res1.to_dict())
+    assert timeless_json(d2) == timeless_json(res1.to_dict())
     assert sum(map(len, ran)) >= 1  # the workers took part
     assert len(_claim_workers(pg_url)) >= 2
 

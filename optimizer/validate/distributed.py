@@ -213,16 +213,16 @@ def work_windows(claims: WindowClaims, windows: Sequence[str],
         for w in windows:
             if states[w] != FREE or (tid := claims.claim(w)) is None:
                 continue
-            if not run_one(w, lambda tid=tid: claims.lost(tid)):
+            if run_one(w, lambda tid=tid: claims.lost(tid)):
+                claims.finish(tid)
+                ran.append(w)
+            else:
                 lost = claims.lost(tid)
                 claims.release(tid)
-                if lost:  # taken over by another worker (this one's beat was judged stale): it finishes the window
-                    progressed = True
-                    break
-                raise Interrupted(f"walk-forward window {w!r} interrupted before its trials were run; "
-                                  "run the walk-forward again to resume it")
-            claims.finish(tid)
-            ran.append(w)
+                if not lost:
+                    raise Interrupted(f"walk-forward window {w!r} interrupted before its trials were run; "
+                                      "run the walk-forward again to resume it")
+                # taken over by another worker (this one's beat was judged stale): it finishes the window
             progressed = True
             break  # re-read the states: the next free window in order
         if not progressed:
