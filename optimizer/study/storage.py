@@ -84,12 +84,16 @@ def _check_sqlite_file(url: str, path: Path, read_only: bool, create: bool = Tru
         return
     if path.is_dir():
         raise DataError(f"{url}: {path} is a directory, not a study storage file")
-    with open(path, "rb") as fh:
-        head = fh.read(16)
-    if not head and not read_only:
-        return  # an empty file: a new database
-    if head != _SQLITE_MAGIC:
-        raise DataError(f"study storage {url} is not an SQLite database (the file starts with {head[:16]!r})")
+    # The file is never opened but through SQLite here: closing ANY descriptor of a database file drops every POSIX
+    # lock this process holds on it (fcntl semantics), including the shared lock each of its open WAL connections
+    # holds. Another process closing its last connection then takes the file for unused, checkpoints and DELETES
+    # the WAL under this process's live connections: their later commits go to an unlinked file and are lost (or
+    # fail with "disk I/O error"). A walk-forward or study process calls make_storage again while its own storage
+    # is open, so only a file SQLite refuses is read directly, to show how it starts.
+    if path.stat().st_size == 0:
+        if not read_only:
+            return  # an empty file: a new database
+        raise DataError(f"study storage {url} is not an SQLite database (the file starts with b'')")
     try:
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
         try:
@@ -108,6 +112,11 @@ def _check_sqlite_file(url: str, path: Path, read_only: bool, create: bool = Tru
             finally:
                 con.close()
     except sqlite3.Error as e:
+        if getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_NOTADB:
+            with open(path, "rb") as fh:  # not a database: no SQLite connection of this process holds its locks
+                head = fh.read(16)
+            if head != _SQLITE_MAGIC:
+                raise DataError(f"study storage {url} is not an SQLite database (the file starts with {head!r})") from None
         raise storage_failure(url, e) from None
     if not tables and read_only:
         raise DataError(f"study storage {url} holds no study yet (an empty SQLite database); run a study first")
