@@ -98,6 +98,7 @@ def _check_sqlite_file(url: str, path: Path, read_only: bool, create: bool = Tru
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
         try:
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            half_created = read_only and "studies" in tables and _half_created(con, tables)
         finally:
             con.close()
         if not read_only:  # a writer needs a writable file: one write in a transaction rolled back changes nothing
@@ -124,6 +125,22 @@ def _check_sqlite_file(url: str, path: Path, read_only: bool, create: bool = Tru
         shown = ", ".join(sorted(tables)[:8]) or "none"
         raise DataError(f"study storage {url} is not an Optuna study storage: an SQLite database with other tables "
                         f"({shown}); pass another --storage")
+    if half_created:
+        raise DataError(f"study storage {url} holds no study yet (its tables are being created by a writer); run a "
+                        "study first, or try again")
+
+
+def _half_created(con: sqlite3.Connection, tables: set[str]) -> bool:
+    """Optuna's tables exist but no study, and Optuna's version rows are not written yet: a writer is creating the
+    storage right now (or was killed doing it). A reader must not open it then: Optuna would write the missing
+    version rows, through the recovery path of ``_sqlite_reader``, and the writer's own insert of them would fail
+    (UNIQUE constraint failed: alembic_version.version_num)."""
+    if con.execute("SELECT count(*) FROM studies").fetchone()[0]:
+        return False
+    for table in ("version_info", "alembic_version"):
+        if table not in tables or not con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]:
+            return True
+    return False
 
 
 def make_storage(url: str | None, heartbeat: bool = True, grace_period: int | None = None,
@@ -219,14 +236,23 @@ def _writer(url: str, heartbeat: bool, grace_period: int | None) -> optuna.stora
     return _racing_create(lambda: _BudgetRDBStorage(_rdb_url(url), **hb))
 
 
+def _lost_create_race(e: BaseException) -> bool:
+    """Another process created the storage's tables ("already exists") or wrote Optuna's version rows (a UNIQUE /
+    duplicate-key failure on ``alembic_version`` or ``version_info``) at the same moment."""
+    msg = str(_root_cause(e)).lower()
+    return "already exists" in msg or (("unique" in msg or "duplicate key" in msg)
+                                       and ("alembic_version" in msg or "version_info" in msg))
+
+
 def _racing_create(make: Any) -> Any:
-    """``make()``, retried when another process created Optuna's tables at the same moment (two processes opening
-    a new storage together: the loser's CREATE TABLE fails with "already exists"; the tables are there now)."""
+    """``make()``, retried when another process created Optuna's tables or version rows at the same moment (two
+    processes opening a new storage together: the loser's CREATE TABLE fails with "already exists", or its insert
+    of the version rows with a UNIQUE failure; they are there now)."""
     for attempt in range(5):
         try:
             return make()
         except Exception as e:  # noqa: BLE001 - only the create-race is retried; anything else is re-raised
-            if "already exists" not in str(_root_cause(e)).lower() or attempt == 4:
+            if not _lost_create_race(e) or attempt == 4:
                 raise
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
