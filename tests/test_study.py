@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import threading
 import urllib.request
 from pathlib import Path
@@ -39,6 +40,7 @@ from optimizer.engine.evaluate import Evaluator
 from optimizer.engine.simulate import Span
 from optimizer.errors import ParameterError, SpecError
 from optimizer.study.space import params_to_config, suggest
+from optimizer.study import run as run_mod
 from optimizer.study.spec import parse_spec
 from optimizer.study import (
     TrialObjective, load_study_data, make_storage, open_study, prepare_data, run_study, trial_counts,
@@ -166,6 +168,27 @@ def test_in_memory_storage_runs_a_study_in_process(synth_db):
     assert isinstance(make_storage("sqlite:///:memory:"), optuna.storages.InMemoryStorage)
     with pytest.raises(ParameterError, match="jobs must be 1"):
         run_study(spec, synth_db, "sqlite:///:memory:", jobs=2)
+
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
+def test_study_workers_are_forked_with_no_descriptor_of_the_storage_file(synth_db, tmp_path, monkeypatch):
+    """`study run --jobs 2` forks its workers after using the storage: each opens its own connections, and none
+    inherits the parent's (SQLite forbids using a connection across fork, and its lock bookkeeping is copied)."""
+    path = tmp_path / "jobs.db"
+    seen = tmp_path / "fds.txt"
+    original = run_mod._worker
+
+    def recording_worker(*args, **kwargs):
+        held = [f for f in Path("/proc/self/fd").iterdir() if os.path.realpath(f).startswith(str(path))]
+        with open(seen, "a", encoding="utf-8") as fh:
+            fh.write(f"{len(held)}\n")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(run_mod, "_worker", recording_worker)
+    res = run_study(parse_spec(spec_text("forked", n_trials=4)), synth_db, f"sqlite:///{path}", jobs=2)
+    assert res.counts["complete"] + res.counts["pruned"] == 4
+    assert seen.read_text(encoding="utf-8").split() == ["0", "0"]
 
 
 # ------------------------------------------------------------------------------------------------ determinism

@@ -38,6 +38,7 @@ from optimizer.study.records import claims_name, read_claim
 from optimizer.study.spec import load_spec
 from optimizer.study.storage import make_storage
 from optimizer.validate.distributed import DONE, FREE, HELD, Interrupted, WindowClaims, work_windows
+from optimizer.validate import walkforward as wfmod
 from optimizer.validate.walkforward import run_walkforward
 
 N = 4  # trials per window
@@ -118,13 +119,23 @@ def test_single_process_runs_every_window_with_exactly_n_trials(single):
     assert len(_claim_workers(url)) == 1
 
 
-def test_jobs_2_on_sqlite_equals_the_single_process_run(synth_db, spec_path, single, tmp_path):
+def test_jobs_2_on_sqlite_equals_the_single_process_run(synth_db, spec_path, single, tmp_path, monkeypatch):
     url1, res1 = single
     url2 = f"sqlite:///{tmp_path / 'two.db'}"
+    held = tmp_path / "held.txt"
+    child = wfmod._child
+
+    def recording_child(*args):  # the forked process starts with no descriptor of the storage file: no SQLite
+        fds = [os.path.realpath(f) for f in Path("/proc/self/fd").iterdir()] if Path("/proc/self/fd").is_dir() else []
+        held.write_text(str(sum(f.startswith(str(tmp_path / "two.db")) for f in fds)), encoding="utf-8")
+        return child(*args)  # connection or lock bookkeeping of the coordinator crosses the fork
+
+    monkeypatch.setattr(wfmod, "_child", recording_child)
     res2 = run_walkforward(load_spec(spec_path), synth_db, url2, out_dir=None, jobs=2)
     _same(res1, res2)
     assert _trials_by_window(url2) == _trials_by_window(url1)
     assert len(_claim_workers(url2)) == 2  # both processes ran windows
+    assert held.read_text(encoding="utf-8") == "0"
 
 
 def test_claims_first_live_claim_wins_and_done_is_final(tmp_path):

@@ -404,6 +404,8 @@ def run_study(
             procs = [ctx.Process(target=_worker, args=(spec, storage_url, study.study_name, q, data, timeout, target,
                                                        n0 + 100_003 * (i + 1)))
                      for i, q in enumerate(quotas) if q > 0]
+            if hasattr(storage, "engine"):  # no pooled SQLite connection crosses the fork (SQLite forbids using one in
+                storage.engine.dispose()  # a child, and its lock bookkeeping would be copied); reopened on next use
             for p in procs:
                 p.start()
             while any(p.is_alive() for p in procs):

@@ -226,8 +226,11 @@ def _writer(url: str, heartbeat: bool, grace_period: int | None) -> optuna.stora
         path = url[len("sqlite:///"):]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            with sqlite3.connect(path, timeout=60) as c:
+            c = sqlite3.connect(path, timeout=60)  # closed here: `with` would only commit, and the connection's
+            try:  # reference cycle (its statement cache) would keep it, and the file, open until a garbage collection
                 c.execute("PRAGMA journal_mode=WAL")
+            finally:
+                c.close()
         st = _racing_create(lambda: _BudgetRDBStorage(
             url, engine_kwargs={"connect_args": {"timeout": 60}}, skip_compatibility_check=False, **hb
         ))
