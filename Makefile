@@ -13,7 +13,8 @@ venv: $(STAMP)
 # (pip by default, uv with --compile-bytecode): where PYTHONDONTWRITEBYTECODE is set (as on the dev host),
 # Python never writes a .pyc, so without them every `accumopt` process and test subprocess compiles pandas, scipy,
 # optuna, ... from source again (4-6 s per process on a slow host; `accumopt study list` 8.3 s -> 3.8 s).
-$(STAMP): pyproject.toml
+# The Makefile is a prerequisite too: a changed install recipe re-runs on an existing venv.
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	if $(PY) -m pip install --quiet uv && $(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) -e ".[postgres,test]"; \
 	then :; else $(PY) -m pip install --quiet --upgrade pip && $(PY) -m pip install --quiet -e ".[postgres,test]"; fi
