@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -46,6 +47,15 @@ def finish_logged(p: subprocess.Popen, log: Path, timeout: float = 120) -> tuple
     out, err = log.with_suffix(".out").read_text(), log.with_suffix(".err").read_text()
     assert p.returncode == 0, f"exit {p.returncode}\n{out}\n{err}"
     return out, err
+
+
+def descriptors_of(prefix: Path) -> int | None:
+    """How many of this process's open file descriptors point at a file whose path starts with ``prefix`` (a
+    database and its -wal / -shm files); None where /proc/self/fd does not exist."""
+    fds = Path("/proc/self/fd")
+    if not fds.is_dir():
+        return None
+    return sum(os.path.realpath(f).startswith(str(prefix)) for f in fds.iterdir())
 
 
 def _timeless(d: object) -> object:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import threading
 import urllib.request
 from pathlib import Path
@@ -31,6 +30,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 import numpy as np
 import optuna
 import pytest
+from _cli_helpers import descriptors_of
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
@@ -170,8 +170,7 @@ def test_in_memory_storage_runs_a_study_in_process(synth_db):
         run_study(spec, synth_db, "sqlite:///:memory:", jobs=2)
 
 
-
-@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
+@pytest.mark.skipif(descriptors_of(Path("/")) is None, reason="needs /proc/self/fd")
 def test_study_workers_are_forked_with_no_descriptor_of_the_storage_file(synth_db, tmp_path, monkeypatch):
     """`study run --jobs 2` forks its workers after using the storage: each opens its own connections, and none
     inherits the parent's (SQLite forbids using a connection across fork, and its lock bookkeeping is copied)."""
@@ -180,9 +179,8 @@ def test_study_workers_are_forked_with_no_descriptor_of_the_storage_file(synth_d
     original = run_mod._worker
 
     def recording_worker(*args, **kwargs):
-        held = [f for f in Path("/proc/self/fd").iterdir() if os.path.realpath(f).startswith(str(path))]
         with open(seen, "a", encoding="utf-8") as fh:
-            fh.write(f"{len(held)}\n")
+            fh.write(f"{descriptors_of(path)}\n")
         return original(*args, **kwargs)
 
     monkeypatch.setattr(run_mod, "_worker", recording_worker)

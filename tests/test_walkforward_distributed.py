@@ -28,7 +28,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from _cli_helpers import finish_logged, timeless_json
+from _cli_helpers import descriptors_of, finish_logged, timeless_json
 from _slow_objective import SLEEP_ENV
 from optuna.trial import TrialState
 
@@ -126,8 +126,7 @@ def test_jobs_2_on_sqlite_equals_the_single_process_run(synth_db, spec_path, sin
     child = wfmod._child
 
     def recording_child(*args):  # the forked process starts with no descriptor of the storage file: no SQLite
-        fds = [os.path.realpath(f) for f in Path("/proc/self/fd").iterdir()] if Path("/proc/self/fd").is_dir() else []
-        held.write_text(str(sum(f.startswith(str(tmp_path / "two.db")) for f in fds)), encoding="utf-8")
+        held.write_text(str(descriptors_of(tmp_path / "two.db")), encoding="utf-8")
         return child(*args)  # connection or lock bookkeeping of the coordinator crosses the fork
 
     monkeypatch.setattr(wfmod, "_child", recording_child)
@@ -135,7 +134,8 @@ def test_jobs_2_on_sqlite_equals_the_single_process_run(synth_db, spec_path, sin
     _same(res1, res2)
     assert _trials_by_window(url2) == _trials_by_window(url1)
     assert len(_claim_workers(url2)) == 2  # both processes ran windows
-    assert held.read_text(encoding="utf-8") == "0"
+    if descriptors_of(tmp_path) is not None:  # a system with /proc/self/fd to look in
+        assert held.read_text(encoding="utf-8") == "0"
 
 
 def test_claims_first_live_claim_wins_and_done_is_final(tmp_path):
