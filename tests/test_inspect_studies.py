@@ -198,6 +198,40 @@ def test_list_studies_counts_best_and_attrs(store):
     assert df.loc["planted", "created"] == pd.Timestamp("2024-05-01 09:00:00")
 
 
+class _CountingStorage(optuna.storages.InMemoryStorage):
+    """Records the study id of every read of a study's trials."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[int] = []
+
+    def get_all_trials(self, study_id, deepcopy=True, states=None):
+        self.reads.append(study_id)
+        return super().get_all_trials(study_id, deepcopy=deepcopy, states=states)
+
+
+def test_looking_at_one_study_reads_no_other_study_s_trials():
+    """show / best / detail on one study, and a run opening its study, read that study's trials only: Optuna's
+    study summaries read every trial of every study (``study show`` on 3,600 stored trials took 9 s, now 3 s)."""
+    from optimizer.study.inspect import trial_detail
+
+    st = _CountingStorage()
+    ids = {}
+    for name in ("a", "big", "c"):
+        study = optuna.create_study(study_name=name, storage=st, direction="maximize")
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3 if name != "big" else 20)
+        ids[name] = study._study_id
+    st.reads.clear()
+    show_study(st, "a")
+    best_trial_json(st, "a")
+    trial_detail(st, "a", 0)
+    assert st.reads and set(st.reads) == {ids["a"]}
+    st.reads.clear()
+    df = list_studies(st)
+    assert df["name"].tolist() == ["a", "big", "c"] and df["complete"].tolist() == [3, 20, 3]
+    assert sorted(set(st.reads)) == sorted(ids.values()) and st.reads.count(ids["big"]) <= 2
+
+
 def test_show_study_top_ordering_maximize_and_minimize(store):
     top = show_study(store, "maxi", top=3)
     assert top["number"].tolist() == [4, 6, 1]  # .811, .766, .761

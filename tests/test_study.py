@@ -437,20 +437,43 @@ def test_heartbeat_grace_period_parameter_and_env(tmp_path, monkeypatch):
         make_storage(url, grace_period=1)
 
 
+def test_opening_a_study_reads_no_other_study_s_trials(synth_db, tmp_path, monkeypatch):
+    """Creating or resuming the spec's study reads the trials of that study only (Optuna's study summaries read
+    every trial of every study in the storage, on each run and each walk-forward window)."""
+    spec = parse_spec(spec_text("mine", sampler="random", sampler_opts="", n_trials=2))
+    url = _sqlite(tmp_path)
+    data, _, _ = _data(spec, synth_db)
+    storage = make_storage(url, heartbeat=False)
+    other = optuna.create_study(study_name="other", storage=storage)
+    other.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    reads = []
+    real = storage._get_trials  # what every read of trials comes down to (Optuna's cache wraps the RDB storage)
+
+    def counting(study_id, *args, **kwargs):
+        reads.append(study_id)
+        return real(study_id, *args, **kwargs)
+
+    monkeypatch.setattr(storage, "_get_trials", counting)
+    created = open_study(spec, storage, data)
+    resumed = open_study(spec, storage, data)
+    assert resumed._study_id == created._study_id != other._study_id
+    assert other._study_id not in reads and created._study_id in reads  # the resume counts its own trials
+
+
 def test_open_study_joins_a_study_created_by_another_worker_meanwhile(synth_db, tmp_path, monkeypatch):
     spec = parse_spec(spec_text("race", sampler="random", sampler_opts="", n_trials=2))
     url = _sqlite(tmp_path)
     data, _, _ = _data(spec, synth_db)
     storage = make_storage(url, heartbeat=False)
     first = open_study(spec, storage, data)
-    real = optuna.get_all_study_summaries
+    real = run_mod.study_names
     calls = []
 
     def stale_listing(*args, **kwargs):  # the listing taken just before the other worker created the study
         calls.append(1)
         return [] if len(calls) == 1 else real(*args, **kwargs)
 
-    monkeypatch.setattr(optuna, "get_all_study_summaries", stale_listing)
+    monkeypatch.setattr(run_mod, "study_names", stale_listing)
     second = open_study(spec, storage, data)  # create_study -> DuplicatedStudyError -> resume it
     assert len(calls) == 2 and second._study_id == first._study_id
-    assert [s.study_name for s in real(storage)] == ["race"]
+    assert real(storage) == ["race"]

@@ -48,8 +48,9 @@ from optimizer.paths import safe_name, under
 from optimizer.report import figures as F
 from optimizer.report.files import save_figure
 from optimizer.report.terminal import cell_text
-from optimizer.study.inspect import open_storage, show_study, trials_table
+from optimizer.study.inspect import open_named_study, open_storage, show_study, trials_table
 from optimizer.study.records import read_study, trial_counts
+from optimizer.study.storage import study_names
 from optimizer.validate.stats import closed_trade_events, cost_stress_wording, flag_fragile, validate_rules
 from optimizer.validate.verdict import Verdict
 from optimizer.validate.walkforward import load_walkforward
@@ -191,14 +192,6 @@ def _try_figure(page: Page, fid: str, make: Callable[[], go.Figure], what: str, 
 # ------------------------------------------------------------------------------------------------ study report
 
 
-def _open_study(storage: Any, name: str) -> tuple[optuna.Study, Any]:
-    st, label = open_storage(storage)
-    names = sorted(s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False))
-    if name not in names:
-        raise DataError(f"no study named {name!r} in {label}; studies: {', '.join(names) or '(none)'}")
-    return optuna.load_study(study_name=name, storage=st), st
-
-
 def _value_column(trials: pd.DataFrame) -> str | None:
     if "value" in trials.columns:
         return "value"
@@ -296,7 +289,7 @@ def build_study_report(storage: Any, study_name: str, out_dir: str | Path = "out
     from optuna import visualization as V
     from optuna.importance import FanovaImportanceEvaluator
 
-    study, st = _open_study(storage, study_name)
+    study, st = open_named_study(storage, study_name)
     trials = study.get_trials(deepcopy=False)
     multi = len(study.directions) > 1
     maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
@@ -650,4 +643,4 @@ def _study_exists(name: str, storage: Any) -> bool:
         st, _ = open_storage(storage)
     except DataError:
         return False
-    return name in {s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False)}
+    return name in study_names(st)

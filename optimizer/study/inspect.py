@@ -28,11 +28,11 @@ from optimizer.study.records import (
     FOLDS, METRICS, direction_sign, is_internal, ranked_trials, read_study, read_trial, trial_counts,
 )
 from optimizer.study.space import effective_params
-from optimizer.study.storage import make_storage
+from optimizer.study.storage import make_storage, study_names
 
 __all__ = [
     "KEY_METRICS", "CompareResult", "list_studies", "show_study", "best_trial_json", "trial_detail", "compare_studies",
-    "trials_table", "export_study", "delete_study", "open_storage",
+    "trials_table", "export_study", "delete_study", "open_storage", "open_named_study",
 ]
 
 # The metrics ``show_study`` lifts out of the trial's ``metrics`` attribute, in display order.
@@ -58,16 +58,12 @@ def open_storage(storage: Any, write: bool = False) -> tuple[Any, str]:
     return make_storage(url, heartbeat=False, read_only=not write, create=False), url
 
 
-def _names(st: Any) -> list[str]:
-    return sorted(s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False))
-
-
-def _load(storage: Any, name: str, write: bool = False, label: str | None = None) -> tuple[optuna.Study, Any]:
+def open_named_study(storage: Any, name: str, write: bool = False, label: str | None = None) -> tuple[optuna.Study, Any]:
     """(study, storage object); an unknown name is a DataError listing the storage's studies (``label``: how
     messages name an opened storage)."""
     st, opened_as = open_storage(storage, write)
     label = label or opened_as
-    names = _names(st)
+    names = study_names(st)
     if name not in names:
         raise DataError(f"no study named {name!r} in {label}; studies: {', '.join(names) or '(none)'}")
     return optuna.load_study(study_name=name, storage=st), st
@@ -109,7 +105,7 @@ def list_studies(storage: Any = None, internal: bool = False) -> pd.DataFrame:
     """
     st, _ = open_storage(storage)
     rows = []
-    for s in sorted(optuna.get_all_study_summaries(st, include_best_trial=False), key=lambda s: s.study_name):
+    for s in sorted(st.get_all_studies(), key=lambda s: s.study_name):  # each study's trials are read once, below
         if not internal and is_internal(s):
             continue
         study = optuna.load_study(study_name=s.study_name, storage=st)
@@ -117,7 +113,7 @@ def list_studies(storage: Any = None, internal: bool = False) -> pd.DataFrame:
         ranked = ranked_trials(study)
         multi = _is_multi(study)
         rec = read_study(study)
-        created = s.datetime_start or rec.created
+        created = min((t.datetime_start for t in trials if t.datetime_start is not None), default=None) or rec.created
         rows.append({
             "name": s.study_name,
             "directions": ",".join(d.name.lower() for d in study.directions),
@@ -154,7 +150,7 @@ def show_study(storage: Any, name: str, top: int = 10) -> pd.DataFrame:
     trial's ``metrics`` attribute (NaN when absent) and the trial's wall time ``duration_s``.
     """
     check_param(isinstance(top, int) and top >= 1, "top", "an integer >= 1", top)
-    study, _ = _load(storage, name)
+    study, _ = open_named_study(storage, name)
     vcols = _value_columns(study)
     ranked = ranked_trials(study)[:top]
     rows = [_trial_row(study, t, vcols) for t in ranked]
@@ -184,7 +180,7 @@ def best_trial_json(storage: Any, name: str, number: int | None = None) -> dict[
     ``params`` are the trial's params plus the active fixed values of the stored spec, with ``costs`` from its
     [data.costs]. For a multi-objective study the best trial is the Pareto-front trial best on the first objective.
     """
-    study, _ = _load(storage, name)
+    study, _ = open_named_study(storage, name)
     if number is None:
         ranked = ranked_trials(study)
         if not ranked:
@@ -226,7 +222,7 @@ def trial_detail(storage: Any, name: str, number: int) -> dict[str, Any]:
     the pruning fields), "pruned_at_fold", "pruned_reason", "duration_s", "folds" (one dict per evaluated fold,
     with ``fold`` and ``intermediate`` value)}``. An unknown number is a DataError naming the range.
     """
-    study, _ = _load(storage, name)
+    study, _ = open_named_study(storage, name)
     trials = study.get_trials(deepcopy=False)
     byn = {t.number: t for t in trials}
     if number not in byn:
@@ -356,7 +352,7 @@ def compare_studies(storage: Any, names: list[str]) -> CompareResult:
     st, label = open_storage(storage)
     summary, hist, best, inter = [], [], [], []
     for name in names:
-        study, _ = _load(st, name, label=label)
+        study, _ = open_named_study(st, name, label=label)
         trials = study.get_trials(deepcopy=False)
         summary.append(_summary_row(study, trials))
         hist += _prune_hist(name, study, trials)
@@ -400,7 +396,7 @@ def _expand_folds(df: pd.DataFrame) -> pd.DataFrame:
 def trials_table(storage: Any, name: str) -> pd.DataFrame:
     """``study.trials_dataframe()`` with the JSON attributes flattened: ``metric_<key>`` from ``metrics``,
     ``fold<i>_<key>`` from ``folds``; ``duration`` in seconds; any other nested attribute as a JSON string."""
-    study, _ = _load(storage, name)
+    study, _ = open_named_study(storage, name)
     df = study.trials_dataframe()
     if df.empty:
         return df
@@ -433,5 +429,5 @@ def export_study(storage: Any, name: str, path: str | Path, fmt: str = "csv") ->
 
 def delete_study(storage: Any, name: str) -> None:
     """Delete study ``name`` and all its trials (the CLI asks for confirmation first)."""
-    _, st = _load(storage, name, write=True)
+    _, st = open_named_study(storage, name, write=True)
     optuna.delete_study(study_name=name, storage=st)

@@ -382,7 +382,7 @@ def mark_seeded(study: optuna.Study, source: str, n: int, trials: Sequence[int] 
                                  "space": {k: list(v) for k, v in (space or {}).items()}})
 
 
-def is_internal(study: optuna.Study | optuna.study.StudySummary) -> bool:
+def is_internal(study: Any) -> bool:
     """A marker study of the tool, not a study of the user's (the legacy ``<study>-reserve-log``, a walk-forward's
     ``<study>-wf-claims``): listings hide it."""
     attrs = study.user_attrs

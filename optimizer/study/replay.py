@@ -17,6 +17,7 @@ from optimizer.errors import DataError
 from optimizer.study.data import load_study_data, prepare_data
 from optimizer.study.records import read_study, read_trial
 from optimizer.study.run import git_commit
+from optimizer.study.storage import study_names
 from optimizer.study.space import trial_config
 from optimizer.study.trial import TrialObjective
 
@@ -39,7 +40,7 @@ def replay_trial(storage: Any, name: str, number: int, db: str | Path) -> dict[s
     try:
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
-        names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(storage)) or "(none)"
+        names = ", ".join(study_names(storage)) or "(none)"
         raise DataError(f"no study named {name!r}; studies: {names}") from None
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     if number not in trials:

@@ -33,7 +33,7 @@ from optimizer.study.space import grid_search_space
 from optimizer.study.spec import StudySpec
 from optimizer.study.data import StudyData, load_study_data, prepare_data
 from optimizer.study.seed import seed_from_study
-from optimizer.study.storage import StudyFull, make_storage
+from optimizer.study.storage import StudyFull, make_storage, study_names
 from optimizer.study.trial import TrialFailed, TrialObjective
 
 __all__ = ["StudyRunResult", "open_study", "run_study", "git_commit", "study_record"]
@@ -188,7 +188,7 @@ def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, data: Stud
     name = name or spec.run.study_name or spec.name
     pruner = build_pruner(spec.pruner.name, spec.pruner.options)
     directions = list(spec.objective.directions)
-    existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    existing = set(study_names(storage))  # reads no trial
     if name in existing:
         st = optuna.load_study(study_name=name, storage=storage, pruner=pruner)
         old = read_study(st).spec_hash

@@ -32,7 +32,7 @@ from sqlalchemy.pool import NullPool
 from optimizer.errors import AccumoptError, DataError, ParameterError
 from optimizer.paths import resolve_storage, storage_path
 
-__all__ = ["make_storage", "StudyFull", "storage_error", "storage_failure", "has_heartbeat", "fail_stale_no_retry"]
+__all__ = ["make_storage", "study_names", "StudyFull", "storage_error", "storage_failure", "has_heartbeat", "fail_stale_no_retry"]
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -177,6 +177,12 @@ def make_storage(url: str | None, heartbeat: bool = True, grace_period: int | No
         raise DataError(f"{url}: the journal file {jp} does not exist; run a study first or pass --storage")
     with storage_error(url):
         return _writer(url, heartbeat, grace_period)
+
+
+def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
+    """The names of the studies in an opened storage, sorted. Reads no trial: Optuna's study summaries load every
+    trial of every study, which made ``study show`` on a storage of 3,600 trials take 9 s."""
+    return sorted(optuna.get_all_study_names(storage))
 
 
 def _read_only(url: str) -> optuna.storages.BaseStorage:
