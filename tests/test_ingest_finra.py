@@ -146,3 +146,42 @@ def test_tidy_csv_form_holds_many_dates_and_facilities(con, tmp_path):
         (date(2020, 1, 2), "AAPL", "CNMS", 10),
         (date(2020, 1, 3), "AAPL", "FACILITY_SUM:FNSQ", 6),
     ]
+
+
+_API_HEAD = "date,symbol,short_volume,short_exempt_volume,total_volume,market,facility\n"
+
+
+def test_api_file_of_other_symbols_keeps_the_stored_api_rows(con, tmp_path):
+    """`accumopt fetch finra-api --symbols AAPL`, then `--symbols MSFT` for the same dates: each run's CSV holds only
+    the symbols asked for, so an API file replaces the stored API rows of the (date, symbol) keys it holds, never
+    every API row of its dates (before: AAPL's rows were deleted by MSFT's file)."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = write(tmp_path / "a" / "finra_api_regsho_20240102_20240103.csv",
+              _API_HEAD + "2024-01-02,AAPL,100,0,200,Q,API\n2024-01-03,AAPL,110,0,200,Q,API\n")
+    b = write(tmp_path / "b" / "finra_api_regsho_20240102_20240103.csv",
+              _API_HEAD + "2024-01-02,MSFT,50,0,100,Q,API\n2024-01-03,MSFT,60,0,100,Q,API\n")
+    assert ingest_paths(con, "finra-short", [a]).exit_code == 0
+    assert [f.status for f in ingest_paths(con, "finra-short", [b]).files] == ["ok"]
+    assert table(con, "SELECT date, symbol, short_volume FROM finra_short_consolidated ORDER BY date, symbol") == [
+        (date(2024, 1, 2), "AAPL", 100), (date(2024, 1, 2), "MSFT", 50),
+        (date(2024, 1, 3), "AAPL", 110), (date(2024, 1, 3), "MSFT", 60),
+    ]
+    # a corrected API file for AAPL replaces AAPL's rows only (its dates' other symbols stay)
+    c = write(tmp_path / "finra_api_regsho_20240102_20240102.csv", _API_HEAD + "2024-01-02,AAPL,101,0,200,Q,API\n")
+    assert [f.status for f in ingest_paths(con, "finra-short", [c]).files] == ["replaced"]
+    assert table(con, "SELECT date, symbol, short_volume FROM finra_short_daily ORDER BY date, symbol") == [
+        (date(2024, 1, 2), "AAPL", 101), (date(2024, 1, 2), "MSFT", 50),
+        (date(2024, 1, 3), "AAPL", 110), (date(2024, 1, 3), "MSFT", 60),
+    ]
+
+
+def test_family_tidy_file_still_replaces_its_whole_date_and_facility(con, tmp_path):
+    """A tidy file of a FINRA family (a whole published file per (date, facility)) replaces every stored row of the
+    (date, facility) pairs it covers: a symbol a corrected file no longer lists is gone."""
+    head = "date,symbol,short_volume,total_volume,facility\n"
+    a = write(tmp_path / "v1_20200102.csv", head + "2020-01-02,AAPL,1,2,CNMS\n2020-01-02,MSFT,1,2,CNMS\n")
+    b = write(tmp_path / "v2_20200102.csv", head + "2020-01-02,AAPL,3,4,CNMS\n")
+    ingest_paths(con, "finra-short", [a])
+    assert [f.status for f in ingest_paths(con, "finra-short", [b]).files] == ["replaced"]
+    assert table(con, "SELECT symbol, short_volume FROM finra_short_daily") == [("AAPL", 3)]

@@ -12,7 +12,9 @@ Accepted forms:
   (e.g. ``finra_short_daily_2020.csv.gz`` or the FINRA API cache written by ``optimizer.data.fetch``): many
   dates/facilities in one file.
 
-A file replaces every stored row of the (date, facility) pairs it covers.
+A file replaces every stored row of the (date, facility) pairs it covers; API rows (``facility = 'API'``, the FINRA
+Query API cache) only those of the (date, symbol) keys it holds, since such a file holds only the symbols its query
+asked for (``accumopt fetch finra-api --symbols``).
 
 File-level rules (the file fails, nothing is written): the header, the trailer count, field counts, numbers and
 dates that do not parse; a raw file's rows must carry the file name's date, which must be an NYSE session on or
@@ -264,9 +266,11 @@ def plan(ctx: Ctx, sig: tuple, sp: Spec, table: str, fid: int, prep: Prep, s: Su
     if raw_layout and fdate is not None:
         delete = (f"DELETE FROM finra_short_daily WHERE facility = {sql_str(prep.params['p_facility'])} "
                   f"AND date = DATE '{fdate}'")
-    else:  # every (date, facility) the file holds, rejected rows included
-        delete = (f"DELETE FROM finra_short_daily AS t USING (SELECT DISTINCT \"date\", facility FROM {table} "
-                  f"WHERE _fid = {int(fid)}) AS k WHERE t.date = k.date AND t.facility = k.facility")
+    else:  # every (date, facility) the file holds, rejected rows included; API rows per (date, symbol): a FINRA
+        # Query API file holds only the symbols its query asked for (`fetch finra-api --symbols`)
+        delete = (f"DELETE FROM finra_short_daily AS t USING (SELECT DISTINCT \"date\", facility, facility = 'API' AS by_symbol, "
+                  f"CASE WHEN facility = 'API' THEN \"symbol\" END AS symbol FROM {table} WHERE _fid = {int(fid)}) AS k "
+                  "WHERE t.date = k.date AND t.facility = k.facility AND (NOT k.by_symbol OR t.symbol = k.symbol)")
     return Plan("finra_short_daily", _OUT, select, delete, s.n_rows, s.n_rejects, s.first_reject, rejects_sql(sp, table, fid),
                 fresh=("date", fdate) if raw_layout and fdate is not None else None)
 
