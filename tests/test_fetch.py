@@ -9,6 +9,7 @@ import threading
 from dataclasses import replace
 from datetime import date, datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -210,3 +211,21 @@ def test_polygon_saves_ingestible_json_without_key(server, tmp_path):
             ["AAPL"], "2024-03-08", "2024-03-08", tmp_path, replace(_settings(base), polygon_api_key=POLY + "-wrong"), sleep=lambda s: None
         )
     assert "HTTP 401" in str(e.value) and POLY not in str(e.value)
+
+
+def test_finra_api_runs_for_other_symbols_keep_their_own_cache_file(server, tmp_path):
+    """`fetch finra-api --symbols AAPL` then `--symbols MSFT` for the same dates: each run's CSV holds only the
+    symbols it asked for, so the second must not overwrite the first in the cache (before: one name per date range).
+    A run for every symbol keeps the plain name; the same symbols in another order or case give the same file."""
+    base, _ = server
+    s = _settings(base)
+    every = fetch_finra_api("2024-01-02", "2024-01-03", s, out_dir=tmp_path, sleep=lambda x: None).attrs["path"]
+    aapl = fetch_finra_api("2024-01-02", "2024-01-03", s, ["AAPL"], out_dir=tmp_path, sleep=lambda x: None).attrs["path"]
+    msft = fetch_finra_api("2024-01-02", "2024-01-03", s, ["MSFT", "AAPL"], out_dir=tmp_path, sleep=lambda x: None).attrs["path"]
+    again = fetch_finra_api("2024-01-02", "2024-01-03", s, ["aapl", "MSFT"], out_dir=tmp_path, sleep=lambda x: None).attrs["path"]
+    assert every.endswith("finra_api_regsho_20240102_20240103.csv")
+    assert len({every, aapl, msft}) == 3 and again == msft
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(Path(p).name for p in (every, aapl, msft))
+    con = connect(":memory:")
+    rep = ingest_paths(con, "finra-short", [aapl])  # the name's two dates still bound the rows
+    assert rep.exit_code == 0 and rep.files[0].rows_accepted == 4

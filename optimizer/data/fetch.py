@@ -21,6 +21,7 @@ appear in file names, logs or messages: every error text passes through :func:`r
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import re
@@ -226,7 +227,8 @@ def fetch_finra_api(
     (date, symbol, short_volume, short_exempt_volume, total_volume, market, facility='API').
 
     Also written to ``out_dir/finra_api_regsho_<start>_<end>.csv`` (path in ``df.attrs['path']``) unless
-    ``out_dir`` is None.
+    ``out_dir`` is None; a run limited to ``symbols`` adds ``_sym<digest of the symbols>`` to the name, so runs
+    for other symbols keep their own file.
     """
     if page_size < 1:
         raise ParameterError(f"page_size must be >= 1, got page_size={page_size!r}")
@@ -269,13 +271,23 @@ def fetch_finra_api(
         raise FetchError(f"POST {url} still had data after max_pages={max_pages} pages of {page_size}")
     df = _tidy_api(records)
     if out_dir is not None:
-        path = Path(out_dir) / f"finra_api_regsho_{d0:%Y%m%d}_{d1:%Y%m%d}.csv"
+        path = Path(out_dir) / f"finra_api_regsho_{d0:%Y%m%d}_{d1:%Y%m%d}{_symbols_tag(symbols)}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + f".part{os.getpid()}")
         df.assign(date=df["date"].dt.strftime("%Y-%m-%d")).to_csv(tmp, index=False)
         tmp.replace(path)
         df.attrs["path"] = str(path)
     return df
+
+
+def _symbols_tag(symbols: Sequence[str] | None) -> str:
+    """The cache-name suffix of a run limited to ``symbols`` ('' for every symbol): such a file holds only those
+    symbols, so runs for other symbols must not overwrite it. A digest of the sorted, upper-cased set in base32
+    (letters and the digits 2-7: it can never read as a date in the file name)."""
+    if not symbols:
+        return ""
+    key = ",".join(sorted({str(x).strip().upper() for x in symbols}))
+    return "_sym" + base64.b32encode(hashlib.sha256(key.encode()).digest()).decode()[:12].lower()
 
 
 def _tidy_api(records: list[dict]) -> pd.DataFrame:
