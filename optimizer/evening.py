@@ -39,13 +39,14 @@ from optimizer.study.paramsfile import ParamsRecord, load_params_record
 __all__ = ["EveningResult", "run_evening", "classify_files", "INGEST_ORDER"]
 
 # Ingest order: FINRA first (it defines the sessions), prices, then the other layers.
-INGEST_ORDER: tuple[str, ...] = ("finra-short", "prices", "lit-trades", "lit-flow", "otc-weekly", "options")
+INGEST_ORDER: tuple[str, ...] = ("finra-short", "prices", "splits", "lit-trades", "lit-flow", "otc-weekly", "options")
 _NAME_RULES: tuple[tuple[str, re.Pattern], ...] = (
     ("finra-short", re.compile(r"(CNMS|FNSQ|FNQC|FNYX|FNRA|FORF)shvol\d{8}", re.I)),
     ("finra-short", re.compile(r"finra.*short|short.*(sale|volume)|regsho", re.I)),
     ("otc-weekly", re.compile(r"otc|weekly", re.I)),
     ("lit-trades", re.compile(r"lit.?trade|trades", re.I)),
-    ("lit-flow", re.compile(r"lit", re.I)),
+    ("splits", re.compile(r"splits", re.I)),
+    ("lit-flow", re.compile(r"(?<!sp)lit", re.I)),  # not the 'lit' of 'split'
     ("options", re.compile(r"option", re.I)),
     ("prices", re.compile(r"price|ohlc|bars|aggs", re.I)),
 )
@@ -53,10 +54,11 @@ _NAME_RULES: tuple[tuple[str, re.Pattern], ...] = (
 
 def classify_files(folder: str | Path) -> dict[str, list[Path]]:
     """The files under ``folder`` grouped by ingest kind. A file's kind is the name of the folder it sits in when
-    that is a kind (``finra-short/``, ``prices/``, ``lit-flow/``, ``lit-trades/``, ``otc-weekly/``, ``options/``),
-    else told by its name: ``CNMSshvolYYYYMMDD.txt`` (and the other FINRA families), *finra*short* ->
-    finra-short; *otc* / *weekly* -> otc-weekly; *lit*trade* -> lit-trades; *lit* -> lit-flow; *option* ->
-    options; *price* / *ohlc* / *bars* / *aggs* -> prices (first match wins). A file matching none is an error
+    that is a kind (``finra-short/``, ``prices/``, ``splits/``, ``lit-flow/``, ``lit-trades/``, ``otc-weekly/``,
+    ``options/``), else told by its name: ``CNMSshvolYYYYMMDD.txt`` (and the other FINRA families), *finra*short* ->
+    finra-short; *otc* / *weekly* -> otc-weekly; *lit*trade* -> lit-trades; *splits* -> splits; *lit* (not the
+    'lit' of 'split') -> lit-flow; *option* -> options; *price* / *ohlc* / *bars* / *aggs* -> prices (first match
+    wins). A file matching none is an error
     naming it (nothing is ingested)."""
     root = Path(folder)
     if not root.is_dir():

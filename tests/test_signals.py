@@ -699,3 +699,19 @@ def test_charts_enter_by_score_then_exit_and_capped():
     assert [s for s, _ in sheet_charts(rows, panel, disp, 70, 30, limit=2)] == ["C", "A"]
     fig = dict(sheet_charts(rows, panel, disp, 70, 30, sessions=10))["B"]
     assert len(fig.data[0].x) == 10 and any(t.name == "entry" for t in fig.data)  # the held position's entry marked
+
+
+def test_evening_folder_ingests_splits_and_tells_them_from_lit_flow(tmp_path):
+    """`evening --ingest DIR` with a `splits/` folder (a kind `accumopt ingest` takes) ingested nothing of it: the
+    classified kinds were filtered through an order that lacked splits, so the night's splits were dropped silently
+    (volumes then jump at the ex-date). A file named *splits* was taken for lit-flow ('lit' in 'splits'), and so
+    was a price file named *split_adjusted*."""
+    folder = tmp_path / "in"
+    (folder / "splits").mkdir(parents=True)
+    (folder / "splits" / "nvda.csv").write_text("symbol,date,ratio\nNVDA,2024-06-10,10\n")
+    (folder / "avgo_splits.json").write_text("[]")
+    (folder / "prices_split_adjusted.csv").write_text("x")
+    (folder / "lit_flow.csv").write_text("x")
+    got = {k: sorted(f.name for f in v) for k, v in classify_files(folder).items()}
+    assert got == {"lit-flow": ["lit_flow.csv"], "prices": ["prices_split_adjusted.csv"],
+                   "splits": ["avgo_splits.json", "nvda.csv"]}
