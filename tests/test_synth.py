@@ -399,3 +399,33 @@ def test_synth_to_db_goes_through_ingest_and_metrics(tmp_path):
     want = m.finra_short.sort_values(["date", "symbol"]).reset_index(drop=True)
     assert np.array_equal(db["short_volume"].to_numpy(np.int64), want["short_volume"].to_numpy())
     assert tuple(int(x) for x in lag) == (18, 18)  # lastUpdateDate (Friday + 14 days) became publication_date
+
+
+def test_prices_file_symbols_are_canonical(tmp_path):
+    """`data synth --prices FILE` with Yahoo-style share classes (the real extra prices file has BRK-B): the file's
+    symbols are canonicalized as the ingest does (BRK-B -> BRK.B), so a universe naming BRK.B (tier 2, or a list)
+    keeps it; before, BRK.B was silently left out of the universe, and `all` wrote the raw spellings. A symbol
+    the ingest would refuse is a file error naming it; two spellings of one symbol on one date a duplicate."""
+    from optimizer.data.calendar import nyse_sessions
+    from optimizer.errors import InputFileError
+
+    rows = ["date,symbol,open,high,low,close,volume"]
+    for i, day in enumerate(nyse_sessions("2024-01-02", "2024-02-29")):
+        for sym, px in (("BRK-B", 350.0), ("AAPL", 180.0), ("brk/a", 5e5)):
+            c = px * (1 + 0.001 * i)
+            rows.append(f"{day:%Y-%m-%d},{sym},{c},{c * 1.01},{c * 0.99},{c},{1000 + i}")
+    f = tmp_path / "p.csv"
+    f.write_text("\n".join(rows) + "\n")
+    for universe, want in (("tier1+2+3", {"AAPL", "BRK.B"}), ("BRK-B,AAPL", {"AAPL", "BRK.B"}),
+                           ("all", {"AAPL", "BRK.A", "BRK.B"})):
+        m = generate_market(SynthConfig(prices_file=str(f), start="2024-01-02", end="2024-02-29", universe=universe))
+        assert set(m.prices["symbol"]) == want | {"^VIX"}, universe
+        assert set(m.finra_short["symbol"]) == want, universe
+    bad = tmp_path / "bad.csv"
+    bad.write_text(rows[0] + "\n" + rows[1] + "\n2024-01-03,../x,1,1,1,1,1\n")
+    with pytest.raises(InputFileError, match=r"bad\.csv: invalid symbol '\.\./x'"):
+        generate_market(SynthConfig(prices_file=str(bad), start="2024-01-02", end="2024-02-29", universe="all"))
+    dup = tmp_path / "dup.csv"
+    dup.write_text(rows[0] + "\n" + rows[1] + "\n" + rows[1].replace("BRK-B", "BRK.B") + "\n")
+    with pytest.raises(InputFileError, match=r"duplicate \(date, symbol\) = \(2024-01-02, BRK\.B\)"):
+        generate_market(SynthConfig(prices_file=str(dup), start="2024-01-02", end="2024-02-29", universe="all"))

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from optimizer.errors import InputFileError
+from optimizer.data.symbols import canonical_or_none, symbol_problem
 from optimizer.data.universe import SECTOR_ETFS, SECTOR_MAP, TIER1, TIER3
 
 __all__ = [
@@ -229,7 +230,9 @@ _PRICE_COLS = ("date", "symbol", "open", "high", "low", "close", "volume")
 
 def load_prices_file(path: str | Path) -> pd.DataFrame:
     """Read a prices CSV (plain or gzip; extra columns dropped) with round-trip float parsing, so the values
-    are bit-exact copies of the file's. Raises InputFileError for a missing file or column."""
+    are bit-exact copies of the file's; symbols in the ingest's canonical form (``optimizer.data.symbols``:
+    ``BRK-B`` -> ``BRK.B``). Raises InputFileError for a missing file or column, an invalid symbol (naming it)
+    and a duplicate (date, symbol)."""
     f = Path(path)
     if not f.is_file():
         raise InputFileError(str(f), None, "prices file not found")
@@ -243,7 +246,13 @@ def load_prices_file(path: str | Path) -> pd.DataFrame:
             raise InputFileError(str(f), 1, f"missing column {c!r} (header has: {','.join(df.columns)})")
     df = df[list(_PRICE_COLS)].copy()
     df["date"] = pd.to_datetime(df["date"].astype(str), format="mixed").astype("datetime64[s]")
-    df["symbol"] = df["symbol"].astype(str).str.strip()
+    raw_sym = df["symbol"].astype(str)
+    canon = {s: canonical_or_none(s) for s in raw_sym.unique()}  # the ingest's canonical symbols (BRK-B -> BRK.B)
+    bad = [s for s, c in canon.items() if c is None]
+    if bad:
+        i = int(np.flatnonzero(raw_sym.isin(bad).to_numpy())[0])
+        raise InputFileError(str(f), None, str(symbol_problem(raw_sym.iat[i])))
+    df["symbol"] = raw_sym.map(canon)
     if df.duplicated(["date", "symbol"]).any():
         d = df.loc[df.duplicated(["date", "symbol"], keep=False)].iloc[0]
         raise InputFileError(str(f), None, f"duplicate (date, symbol) = ({d['date'].date()}, {d['symbol']})")
