@@ -404,16 +404,17 @@ def test_synth_to_db_goes_through_ingest_and_metrics(tmp_path):
 def test_prices_file_symbols_are_canonical(tmp_path):
     """`data synth --prices FILE` with Yahoo-style share classes (the real extra prices file has BRK-B): the file's
     symbols are canonicalized as the ingest does (BRK-B -> BRK.B), so a universe naming BRK.B (tier 2, or a list)
-    keeps it; before, BRK.B was silently left out of the universe, and `all` wrote the raw spellings. A symbol
+    keeps it; before, BRK.B was silently left out of the universe, and `all` wrote the raw spellings (and took an
+    index such as ^GSPC for a stock: FINRA rows and planted episodes on it). A symbol
     the ingest would refuse is a file error naming it; two spellings of one symbol on one date a duplicate."""
     from optimizer.data.calendar import nyse_sessions
     from optimizer.errors import InputFileError
 
     rows = ["date,symbol,open,high,low,close,volume"]
     for i, day in enumerate(nyse_sessions("2024-01-02", "2024-02-29")):
-        for sym, px in (("BRK-B", 350.0), ("AAPL", 180.0), ("brk/a", 5e5)):
+        for sym, px in (("BRK-B", 350.0), ("AAPL", 180.0), ("brk/a", 5e5), ("^GSPC", 4700.0)):
             c = px * (1 + 0.001 * i)
-            rows.append(f"{day:%Y-%m-%d},{sym},{c},{c * 1.01},{c * 0.99},{c},{1000 + i}")
+            rows.append(f"{day:%Y-%m-%d},{sym},{c},{c * 1.01},{c * 0.99},{c},{0 if sym[0] == '^' else 1000 + i}")
     f = tmp_path / "p.csv"
     f.write_text("\n".join(rows) + "\n")
     for universe, want in (("tier1+2+3", {"AAPL", "BRK.B"}), ("BRK-B,AAPL", {"AAPL", "BRK.B"}),
@@ -421,6 +422,7 @@ def test_prices_file_symbols_are_canonical(tmp_path):
         m = generate_market(SynthConfig(prices_file=str(f), start="2024-01-02", end="2024-02-29", universe=universe))
         assert set(m.prices["symbol"]) == want | {"^VIX"}, universe
         assert set(m.finra_short["symbol"]) == want, universe
+        assert set(m.episodes["symbol"]) <= want, universe  # an index (^GSPC) is market context, never a name
     bad = tmp_path / "bad.csv"
     bad.write_text(rows[0] + "\n" + rows[1] + "\n2024-01-03,../x,1,1,1,1,1\n")
     with pytest.raises(InputFileError, match=r"bad\.csv: invalid symbol '\.\./x'"):

@@ -71,8 +71,8 @@ random draw changes, and k = 0 writes byte-identical files.
 Universe: ``tier1`` / ``tier1+3`` / ``tier1+2+3`` / a symbol list (``all`` = tier1+2+3); ``n_symbols`` keeps the
 first N of it, or adds ``SYN0001``.. names up to N. Symbols are sorted; ``^VIX`` is always added to the prices.
 
-``prices_file`` mode: real bars of the file's symbols (file symbols ∩ universe, or all with
-``universe="all"``) over the file's NYSE sessions in [start, end] are kept bit-exactly (their volume too) and
+``prices_file`` mode: real bars of the file's symbols (canonical, as the ingest spells them: file symbols ∩
+universe, or all with ``universe="all"``; an index such as ``^GSPC`` is never a name, ``^VIX`` is kept) over the file's NYSE sessions in [start, end] are kept bit-exactly (their volume too) and
 only the flow layers are synthesized around them (with ``family="volume"`` the FINRA/lit/OTC volumes carry the
 volume bump while the real volume column stays untouched). The planted effect cannot move real prices, so with
 effect > 0 the episodes are ORACLE-PLACED: they start at the sessions whose forward 10-session open-to-open
@@ -103,6 +103,7 @@ from optimizer.data.metrics import build_daily_metrics
 from optimizer.data.store import RAW_TABLES, connect, table_exists
 from optimizer.errors import DataError, ParameterError, check_param
 from optimizer.data.universe import VIX_SYMBOL, resolve_universe
+from optimizer.data.symbols import is_context_symbol
 from optimizer.data import _synth_flows as fl
 from optimizer.data import _synth_prices as pr
 
@@ -306,7 +307,7 @@ def _file_core(cfg: SynthConfig, rs: dict) -> tuple:
     raw = pr.load_prices_file(cfg.prices_file)
     sessions = nyse_sessions(cfg.start, cfg.end)
     raw = raw.loc[raw["date"].isin(sessions)]
-    avail = sorted(s for s in raw["symbol"].unique() if s != VIX_SYMBOL)
+    avail = sorted(s for s in raw["symbol"].unique() if not is_context_symbol(s))  # ^GSPC, ^VIX: never a name
     u = cfg.universe
     if isinstance(u, str) and u.strip().lower() == "all":
         symbols = avail
