@@ -3,7 +3,9 @@
 1. New raw files: ``ingest_dir`` (every file under it, its kind told by its folder or name, see ``classify_files``)
    or, by default, a fetch of the FINRA daily files (CNMS) for the sessions after the store's latest FINRA date
    through ``through`` (default: today) and, when POLYGON_API_KEY is set, Polygon prices of the universe, SPY and
-   ^VIX for the same days. Each file is ingested atomically and idempotently (an identical file is skipped).
+   ^VIX for the same days (a symbol whose split-adjusted history changed since it was stored -- a split -- gets its
+   whole history again, see ``_fetch_prices``). Each file is ingested atomically and idempotently (an identical
+   file is skipped).
 2. ``daily_metrics`` rebuilt from the raw tables (point-in-time).
 3. The FINRA scanner on the latest FINRA session (``scanner_daily_metrics`` and ``<out>/scanner/<D>/``).
 4. The signal sheet of the parameters file on that session (``signal_sheet`` and ``<out>/signals/<D>_<hash>/``).
@@ -15,6 +17,7 @@ the metrics rebuild, the scan and the sheet replace their own rows with the same
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import time
 from collections.abc import Callable
@@ -22,14 +25,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from optimizer.analytics.scanner import ScanResult, scan, write_scan
 from optimizer.data.calendar import nyse_sessions
 from optimizer.data.fetch import fetch_finra_short, fetch_polygon_prices
 from optimizer.data.ingest import KINDS, expand_paths, ingest_paths
+from optimizer.data.ingest.prices import polygon_dates
 from optimizer.data.metrics import build_daily_metrics
 from optimizer.data.store import connect, table_exists
+from optimizer.data.symbols import canonical_or_none
 from optimizer.data.universe import MARKET_SYMBOL, VIX_SYMBOL, resolve_universe
 from optimizer.errors import DataError, ParameterError, check_param
 from optimizer.settings import Settings
@@ -140,13 +146,60 @@ def _fetch(db: str | Path, cache: Path, through: dt.date, universe: object, sett
     res.warnings += [f"missing {n}: {why}" for n, why in got.missing]
     if settings.polygon_api_key:
         syms = sorted({*resolve_universe(universe, avail or None), MARKET_SYMBOL, VIX_SYMBOL})
-        px = fetch_polygon_prices(syms, start, through, cache / "prices", settings)
-        files["prices"] = list(px)
-        res.warnings += [f"missing {n}: {why}" for n, why in px.missing]
+        files["prices"] = _fetch_prices(db, syms, last, start, through, cache / "prices", settings, res)
     else:
         res.warnings.append("prices: not fetched (POLYGON_API_KEY is not set); ingest the session's prices with "
                             "--ingest DIR or `accumopt ingest prices ...`")
     return {k: v for k, v in files.items() if v}
+
+
+# a stored close that differs from the vendor's adjusted close by more than this share was adjusted since (a split)
+READJUST_TOL = 1e-4
+
+
+def _fetch_prices(db: str | Path, syms: list[str], last: dt.date, start: dt.date, through: dt.date, cache: Path,
+                  settings: Settings, res: EveningResult) -> list[Path]:
+    """Polygon's split-adjusted bars of ``syms`` for the sessions ``start`` .. ``through``.
+
+    Adjusted history changes after a split, so the request overlaps the store's last FINRA session ``last``: a
+    symbol whose stored close there differs from the vendor's has its whole history (from its first stored bar)
+    fetched again, or the ex-date's return would read -90 % for a 10:1 split; for the others the overlap bar is
+    dropped from the saved file (only the new sessions are ingested)."""
+    con = connect(db, read_only=True)
+    try:
+        stored = {s: (c, f) for s, c, f in con.execute(
+            "SELECT symbol, max(close) FILTER (WHERE date = ?), min(date) FROM prices_daily "
+            "WHERE symbol IN (SELECT unnest(?::VARCHAR[])) GROUP BY symbol", [last, syms]).fetchall()} \
+            if table_exists(con, "prices_daily") else {}
+    finally:
+        con.close()
+    px = fetch_polygon_prices(syms, last, through, cache, settings)
+    missing = list(px.missing)
+    out: list[Path] = []
+    for path in px:
+        doc = json.loads(path.read_text())
+        ticker, bars = doc["ticker"], doc.get("results") or []
+        days = polygon_dates(np.asarray([b["t"] for b in bars], dtype="int64"), settings.market_tz).dt.date.tolist()
+        at_last = [float(b["c"]) for b, d in zip(bars, days) if d == last]
+        close, first = stored.get(canonical_or_none(ticker) or ticker, (None, None))
+        if close is not None and at_last and abs(at_last[0] / close - 1.0) > READJUST_TOL:
+            res.warnings.append(
+                f"prices: {ticker}'s split-adjusted close of {last} is now {at_last[0]:g}, the store holds {close:g} "
+                f"(a split): its whole price history from {first} was fetched again; ingest the split "
+                "(`accumopt ingest splits`) so its FINRA volumes are adjusted too")
+            again = fetch_polygon_prices([ticker], first, through, cache, settings)
+            out += list(again)
+            missing += again.missing
+            continue
+        new = [b for b, d in zip(bars, days) if d >= start]
+        if not new:
+            path.unlink()
+            missing.append((ticker, "no bars returned"))
+            continue
+        path.write_text(json.dumps({**doc, "results": new}))
+        out.append(path)
+    res.warnings += [f"missing {n}: {why}" for n, why in missing]
+    return out
 
 
 def _ingest_line(totals: dict[str, dict[str, Any]]) -> str:

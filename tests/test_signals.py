@@ -715,3 +715,60 @@ def test_evening_folder_ingests_splits_and_tells_them_from_lit_flow(tmp_path):
     got = {k: sorted(f.name for f in v) for k, v in classify_files(folder).items()}
     assert got == {"lit-flow": ["lit_flow.csv"], "prices": ["prices_split_adjusted.csv"],
                    "splits": ["avgo_splits.json", "nvda.csv"]}
+
+
+def test_evening_fetch_refetches_the_price_history_a_split_readjusted(tmp_path, monkeypatch):
+    """The evening fetched Polygon's split-ADJUSTED bars of the new sessions only: after a 10:1 split the stored
+    history stayed in pre-split prices and the ex-date's return read -90 %. The fetch now overlaps the last stored
+    session; a symbol whose stored close there no longer matches the vendor's (its adjusted history changed) has
+    its whole price history fetched again (with a warning to ingest the split); others get only the new sessions."""
+    import optimizer.evening as ev
+    from optimizer.data.fetch import FetchedFiles
+    from optimizer.data.ingest import ingest_paths
+    from optimizer.settings import Settings
+
+    days = [d.date() for d in nyse_sessions("2024-06-03", "2024-06-11")]  # ex-date 2024-06-10 is days[5]
+    old, new = days[:5], days[5:]
+    db = tmp_path / "s.duckdb"
+    con = connect(db)
+    (tmp_path / "CNMSshvol20240607.txt").write_text(
+        "Date|Symbol|ShortVolume|ShortExemptVolume|TotalVolume|Market\n20240607|NVDA|1|0|2|Q\n1\n")
+    rows = ["date,symbol,open,high,low,close,volume"]
+    rows += [f"{d},{s},{c},{c},{c},{c},100" for d in old for s, c in (("NVDA", 1200.0), ("SPY", 500.0))]
+    (tmp_path / "prices.csv").write_text("\n".join(rows) + "\n")
+    assert ingest_paths(con, "finra-short", [tmp_path / "CNMSshvol20240607.txt"]).exit_code == 0
+    assert ingest_paths(con, "prices", [tmp_path / "prices.csv"]).exit_code == 0
+    con.close()
+    vendor = {"NVDA": 120.0, "SPY": 500.0}  # today's split-adjusted history: NVDA 1200 / 10 before the split
+    calls: list[tuple[str, str, str]] = []
+
+    def fake_polygon(symbols, start, end, out_dir, settings, **kw):  # Polygon's split-adjusted daily bars
+        got = FetchedFiles()
+        for s in symbols:
+            calls.append((s, str(start), str(end)))
+            bars = [{"t": int(pd.Timestamp(d, tz="America/New_York").timestamp() * 1000), "o": vendor[s], "h": vendor[s],
+                     "l": vendor[s], "c": vendor[s], "v": 1000} for d in days if str(start) <= str(d) <= str(end)
+                    and s in vendor]
+            if not bars:
+                got.missing.append((s, "no bars returned"))
+                continue
+            p = Path(out_dir) / f"{s}_{start}_{end}.json"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(json.dumps({"ticker": s, "results": bars}))
+            got.append(p)
+        return got
+
+    monkeypatch.setattr(ev, "fetch_polygon_prices", fake_polygon)
+    monkeypatch.setattr(ev, "fetch_finra_short", lambda *a, **k: FetchedFiles())  # no FINRA file tonight
+    res = ev.EveningResult()
+    files = ev._fetch(db, tmp_path / "cache", days[-1], "NVDA", Settings(polygon_api_key="k"), res)
+    ev._ingest(db, files, res, Settings(), False)
+    con = connect(db, read_only=True)
+    closes = con.execute("SELECT symbol, date, close FROM prices_daily ORDER BY symbol, date").fetchall()
+    con.close()
+    assert [c for s, d, c in closes if s == "NVDA"] == [120.0] * len(days)  # history re-adjusted: no -90 % day
+    assert [c for s, d, c in closes if s == "SPY"] == [500.0] * len(days)
+    assert ("NVDA", str(old[0]), str(days[-1])) in calls  # NVDA's whole stored history fetched again
+    assert ("SPY", str(old[0]), str(days[-1])) not in calls  # unchanged: only the overlap and the new sessions
+    assert res.ingest["prices"]["rows_accepted"] == len(days) + len(new)  # NVDA in full, SPY's new sessions only
+    assert any("NVDA" in w and "split" in w for w in res.warnings)
