@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import date, datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 import pytest
 from _ingest_helpers import table
@@ -67,9 +67,15 @@ class _Handler(BaseHTTPRequestHandler):
             q = parse_qs(u.query)
             if q.get("apiKey") != [POLY]:
                 return self._send(401, b'{"status":"ERROR"}')
-            ticker = u.path.split("/")[5]
+            ticker = unquote(u.path.split("/")[5])
             if ticker == "FAIL":
                 return self._send(503, b"down")
+            if not ticker[:1].isalnum():  # like Polygon: an unknown ticker ('^VIX') has no results
+                return self._send(200, json.dumps({"ticker": ticker, "status": "OK", "resultsCount": 0}).encode())
+            if ticker.startswith("I:"):  # Polygon's index aggregates: I:VIX, no volume field
+                doc = {"ticker": ticker, "status": "OK", "results": [{"t": _ms(2024, 3, 8, 5), "o": 14.5, "h": 15.2,
+                                                                      "l": 14.1, "c": 14.9}]}
+                return self._send(200, json.dumps(doc).encode(), "application/json")
             doc = {"ticker": ticker, "status": "OK", "results": [
                 {"t": _ms(2024, 3, 8, 5), "o": 10, "h": 11, "l": 9, "c": 10.5, "v": 100}]}
             return self._send(200, json.dumps(doc).encode(), "application/json")
@@ -229,3 +235,17 @@ def test_finra_api_runs_for_other_symbols_keep_their_own_cache_file(server, tmp_
     con = connect(":memory:")
     rep = ingest_paths(con, "finra-short", [aapl])  # the name's two dates still bound the rows
     assert rep.exit_code == 0 and rep.files[0].rows_accepted == 4
+
+
+def test_polygon_fetches_an_index_by_its_polygon_ticker(server, tmp_path):
+    """The evening always asks Polygon for ^VIX (market context), and `fetch prices --symbols ^VIX` too, but Polygon
+    names indices I:VIX and its index bars carry no volume: the request for '^VIX' found nothing, every night
+    ('missing ^VIX: no bars returned'). An index is requested as I:<name>, saved under its canonical ^ name with
+    volume 0 (as the real files hold it), and ingests."""
+    base, st = server
+    files = fetch_polygon_prices(["^vix"], "2024-03-08", "2024-03-08", tmp_path, _settings(base), sleep=lambda s: None)
+    assert files.missing == [] and [p.name for p in files] == ["_VIX_2024-03-08_2024-03-08.json"]
+    assert any(path.startswith("/poly/v2/aggs/ticker/I%3AVIX/") for _, path in st["log"])
+    con = connect(":memory:")
+    assert ingest_paths(con, "prices", list(files)).exit_code == 0
+    assert table(con, "SELECT date, symbol, close, volume FROM prices_daily") == [(date(2024, 3, 8), "^VIX", 14.9, 0.0)]

@@ -642,6 +642,7 @@ def vendor(synth_db):
             if u.path.startswith("/poly/v2/aggs/ticker/"):
                 parts = u.path.split("/")
                 t, d0, d1 = unquote(parts[5]), parts[9], parts[10]
+                t = "^" + t[2:] if t.startswith("I:") else ("" if t.startswith("^") else t)  # Polygon: I:VIX
                 sel = prices[(prices.symbol == t) & (prices.date >= d0) & (prices.date <= d1)]
                 bars = [{"t": int(pd.Timestamp(r.date, tz="America/New_York").timestamp() * 1000), "o": r.open,
                          "h": r.high, "l": r.low, "c": r.close, "v": r.volume} for r in sel.itertuples()]

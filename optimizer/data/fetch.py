@@ -10,7 +10,7 @@
   where no CNMS or per-facility row exists. The result is also written as a tidy CSV that the ``finra-short``
   ingest accepts.
 * ``fetch_polygon_prices``: Polygon daily aggregates (``adjusted=true``), saved as one JSON per ticker that the
-  ``prices`` ingest accepts. Downloaded again by default (adjusted history changes after splits);
+  ``prices`` ingest accepts (an index such as ``^VIX`` is requested as Polygon's ``I:VIX``, saved with volume 0). Downloaded again by default (adjusted history changes after splits);
   ``use_cache=True`` reuses a saved file.
 
 Retries: HTTP 5xx / 429, timeouts and connection errors are retried ``max_retries`` times with exponential
@@ -330,7 +330,9 @@ def fetch_polygon_prices(
     timeout: float = 30.0,
     sleep: Callable[[float], None] = time.sleep,
 ) -> FetchedFiles:
-    """Daily adjusted bars per ticker, saved as ``out_dir/<TICKER>_<start>_<end>.json`` ({"ticker", "results"})."""
+    """Daily adjusted bars per ticker, saved as ``out_dir/<TICKER>_<start>_<end>.json`` ({"ticker", "results"}).
+    An index (``^VIX``) is requested under Polygon's name (``I:VIX``) and saved under its own with volume 0 (index
+    bars carry none)."""
     key = settings.polygon_api_key
     if not key:
         raise ParameterError("POLYGON_API_KEY must be set to fetch Polygon prices")
@@ -342,13 +344,14 @@ def fetch_polygon_prices(
     result = FetchedFiles()
     for sym in symbols:
         t = str(sym).strip().upper()
+        index = t.startswith("^")  # Polygon names an index I:VIX, and its bars carry no volume
         dest = out / f"{_SAFE.sub('_', t)}_{d0}_{d1}.json"
         if use_cache and dest.is_file() and dest.stat().st_size > 0:
             result.append(dest)
             result.cached.append(dest)
             continue
         url = (
-            f"{base}/v2/aggs/ticker/{urllib.parse.quote(t, safe='')}/range/1/day/{d0}/{d1}"
+            f"{base}/v2/aggs/ticker/{urllib.parse.quote('I:' + t[1:] if index else t, safe='')}/range/1/day/{d0}/{d1}"
             f"?adjusted=true&sort=asc&limit=50000&apiKey={urllib.parse.quote(key, safe='')}"
         )
         results: list[dict] = []
@@ -364,7 +367,7 @@ def fetch_polygon_prices(
                 raise FetchError(f"Polygon returned invalid JSON for {t}") from None
             if str(doc.get("status", "OK")).upper() in ("ERROR", "NOT_AUTHORIZED"):
                 raise FetchError(redact(f"Polygon refused {t}: {doc.get('error') or doc.get('message') or doc.get('status')}", (key,)))
-            results.extend(doc.get("results") or [])
+            results.extend(({"v": 0, **r} if index and isinstance(r, dict) else r) for r in (doc.get("results") or []))
             nxt = doc.get("next_url")
             url = f"{nxt}{'&' if '?' in nxt else '?'}apiKey={urllib.parse.quote(key, safe='')}" if nxt else ""
         if not results:
