@@ -64,8 +64,7 @@ def classify_files(folder: str | Path) -> dict[str, list[Path]]:
     ``options/``), else told by its name: ``CNMSshvolYYYYMMDD.txt`` (and the other FINRA families), *finra*short* ->
     finra-short; *otc* / *weekly* -> otc-weekly; *lit*trade* -> lit-trades; *splits* -> splits; *lit* (not the
     'lit' of 'split') -> lit-flow; *option* -> options; *price* / *ohlc* / *bars* / *aggs* -> prices (first match
-    wins). A file matching none is an error
-    naming it (nothing is ingested)."""
+    wins). A file matching none is an error naming it (nothing is ingested)."""
     root = Path(folder)
     if not root.is_dir():
         raise ParameterError(f"ingest folder must be an existing directory, got ingest={str(folder)!r}")
@@ -177,10 +176,14 @@ def _fetch_prices(db: str | Path, syms: list[str], last: dt.date, start: dt.date
     missing = list(px.missing)
     out: list[Path] = []
     for path in px:
-        doc = json.loads(path.read_text())
-        ticker, bars = doc["ticker"], doc.get("results") or []
-        days = polygon_dates(np.asarray([b["t"] for b in bars], dtype="int64"), settings.market_tz).dt.date.tolist()
-        at_last = [float(b["c"]) for b, d in zip(bars, days) if d == last]
+        try:
+            doc = json.loads(path.read_text())
+            ticker, bars = doc["ticker"], doc.get("results") or []
+            days = polygon_dates(np.asarray([b["t"] for b in bars], dtype="int64"), settings.market_tz).dt.date.tolist()
+            at_last = [float(b["c"]) for b, d in zip(bars, days) if d == last]
+        except (ValueError, KeyError, TypeError, OverflowError):  # not comparable: the ingest names what is wrong
+            out.append(path)
+            continue
         close, first = stored.get(canonical_or_none(ticker) or ticker, (None, None))
         if close is not None and at_last and abs(at_last[0] / close - 1.0) > READJUST_TOL:
             res.warnings.append(
