@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from optimizer.analytics.scanner import ScanResult, scan, write_scan
-from optimizer.data.calendar import nyse_sessions
+from optimizer.data.calendar import as_date, nyse_sessions
 from optimizer.data.fetch import fetch_finra_short, fetch_polygon_prices
 from optimizer.data.ingest import KINDS, expand_paths, ingest_paths
 from optimizer.data.ingest.prices import polygon_dates
@@ -254,7 +254,7 @@ def run_evening(
         _ingest(db, files, res, st, progress)
         step("ingest", t, _ingest_line(res.ingest))
     elif fetch:
-        day = pd.Timestamp(through).date() if through is not None else dt.date.today()
+        day = as_date(through, "through") if through is not None else dt.date.today()
         check_param(day <= dt.date.today(), "through", f"on or before today ({dt.date.today()})", str(through))
         files = _fetch(db, out / "raw", day, uni, st, res)
         if files:

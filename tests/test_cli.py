@@ -663,6 +663,21 @@ def test_fetch_prices_ingests_and_never_leaks_the_key(http_base, tmp_path):
                     "--cache", tmp_path / "c3", "--db", db, env=env), "POLYGON_API_KEY")
 
 
+@pytest.mark.parametrize("kind", ["finra-short", "finra-api", "prices"])
+def test_fetch_refuses_a_bad_span_in_one_line(http_base, tmp_path, kind):
+    """A mistyped --start / --end gave a pandas traceback (exit 1), and finra-short with --end before --start
+    downloaded nothing and exited 0 ('0 file(s)'): both are one-line errors naming the option (exit 2), before any
+    request."""
+    args = ["--cache", tmp_path / "c", "--db", tmp_path / "x.duckdb", "--no-ingest"]
+    clean_error(run("fetch", kind, "--start", "2024-13-01", "--end", "2024-01-05", *args, env=http_base),
+                "start", "2024-13-01")
+    clean_error(run("fetch", kind, "--start", "2024-01-02", "--end", "2024-01-0x", *args, env=http_base),
+                "end", "2024-01-0x")
+    clean_error(run("fetch", kind, "--start", "2024-01-05", "--end", "2024-01-02", *args, env=http_base),
+                "end must be >= start")
+    assert not (tmp_path / "c").exists()
+
+
 def test_fetch_finra_api_ingests_only_this_runs_file(http_base, tmp_path):
     cache = tmp_path / "c"
     cache.mkdir()

@@ -773,3 +773,13 @@ def test_evening_fetch_refetches_the_price_history_a_split_readjusted(tmp_path, 
     assert ("SPY", str(old[0]), str(days[-1])) not in calls  # unchanged: only the overlap and the new sessions
     assert res.ingest["prices"]["rows_accepted"] == len(days) + len(new)  # NVDA in full, SPY's new sessions only
     assert any("NVDA" in w and "split" in w for w in res.warnings)
+
+
+def test_evening_refuses_a_mistyped_through_in_one_line(tmp_path):
+    """`evening --through 2024-13-01` gave a pandas traceback (exit 1): a one-line error naming --through (exit 2)."""
+    p = tmp_path / "best.json"
+    p.write_text(json.dumps({"variant": "B"}))
+    connect(tmp_path / "s.duckdb").close()
+    res = _run("evening", "--params", p, "--db", tmp_path / "s.duckdb", "--through", "2024-13-01", "--out", tmp_path / "o")
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert res.stderr.startswith("error: through must be a date (YYYY-MM-DD), got through='2024-13-01'"), res.stderr

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from optimizer.data.calendar import DateLike, nyse_sessions
+from optimizer.data.calendar import DateLike, as_date, nyse_sessions
 from optimizer.settings import Settings
 from optimizer.errors import AccumoptError, ParameterError
 from optimizer.data.ingest.finra_short import FAMILIES
@@ -133,6 +133,14 @@ def http_request(
     raise FetchError(redact(f"{method} {safe_url} failed after {max_retries + 1} attempts: {last}", secrets))
 
 
+def _span(start: DateLike, end: DateLike) -> tuple:
+    """(start, end) as dates; ParameterError naming the option when one is not a date or end < start."""
+    d0, d1 = as_date(start, "start"), as_date(end, "end")
+    if d1 < d0:
+        raise ParameterError(f"end must be >= start, got start={d0}, end={d1}")
+    return d0, d1
+
+
 def _write_atomic(dest: Path, body: bytes) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + f".part{os.getpid()}")
@@ -157,10 +165,11 @@ def fetch_finra_short(
     bad = [f for f in fams if f not in FAMILIES]
     if bad:
         raise ParameterError(f"families must be among {', '.join(FAMILIES)}, got families={bad!r}")
+    d0, d1 = _span(start, end)
     out = Path(out_dir)
     base = settings.finra_cdn_url.rstrip("/")
     result = FetchedFiles()
-    for day in nyse_sessions(start, end):
+    for day in nyse_sessions(d0, d1):
         for fam in fams:
             name = f"{fam}shvol{day:%Y%m%d}.txt"
             dest = out / name
@@ -232,9 +241,7 @@ def fetch_finra_api(
     """
     if page_size < 1:
         raise ParameterError(f"page_size must be >= 1, got page_size={page_size!r}")
-    d0, d1 = pd.Timestamp(start).date(), pd.Timestamp(end).date()
-    if d1 < d0:
-        raise ParameterError(f"end must be >= start, got start={d0}, end={d1}")
+    d0, d1 = _span(start, end)
     kw = dict(timeout=timeout, max_retries=max_retries, base_delay=base_delay, sleep=sleep)
     token = _finra_token(settings, **kw)
     secrets = (settings.finra_api_key, settings.finra_api_secret, token)
@@ -336,9 +343,7 @@ def fetch_polygon_prices(
     key = settings.polygon_api_key
     if not key:
         raise ParameterError("POLYGON_API_KEY must be set to fetch Polygon prices")
-    d0, d1 = pd.Timestamp(start).date(), pd.Timestamp(end).date()
-    if d1 < d0:
-        raise ParameterError(f"end must be >= start, got start={d0}, end={d1}")
+    d0, d1 = _span(start, end)
     base = settings.polygon_base_url.rstrip("/")
     out = Path(out_dir)
     result = FetchedFiles()
