@@ -225,10 +225,12 @@ def test_finra_api_runs_for_other_symbols_keep_their_own_cache_file(server, tmp_
     A run for every symbol keeps the plain name; the same symbols in another order or case give the same file."""
     base, _ = server
     s = _settings(base)
-    every = fetch_finra_api("2024-01-02", "2024-01-03", s, out_dir=tmp_path, sleep=lambda x: None).attrs["path"]
-    aapl = fetch_finra_api("2024-01-02", "2024-01-03", s, ["AAPL"], out_dir=tmp_path, sleep=lambda x: None).attrs["path"]
-    msft = fetch_finra_api("2024-01-02", "2024-01-03", s, ["MSFT", "AAPL"], out_dir=tmp_path, sleep=lambda x: None).attrs["path"]
-    again = fetch_finra_api("2024-01-02", "2024-01-03", s, ["aapl", "MSFT"], out_dir=tmp_path, sleep=lambda x: None).attrs["path"]
+
+    def fetch(symbols):
+        got = fetch_finra_api("2024-01-02", "2024-01-03", s, symbols, out_dir=tmp_path, sleep=lambda x: None)
+        return got.attrs["path"]
+
+    every, aapl, msft, again = fetch(None), fetch(["AAPL"]), fetch(["MSFT", "AAPL"]), fetch(["aapl", "MSFT"])
     assert every.endswith("finra_api_regsho_20240102_20240103.csv")
     assert len({every, aapl, msft}) == 3 and again == msft
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(Path(p).name for p in (every, aapl, msft))

@@ -747,9 +747,9 @@ def test_evening_fetch_refetches_the_price_history_a_split_readjusted(tmp_path, 
         got = FetchedFiles()
         for s in symbols:
             calls.append((s, str(start), str(end)))
-            bars = [{"t": int(pd.Timestamp(d, tz="America/New_York").timestamp() * 1000), "o": vendor[s], "h": vendor[s],
-                     "l": vendor[s], "c": vendor[s], "v": 1000} for d in days if str(start) <= str(d) <= str(end)
-                    and s in vendor]
+            c = vendor.get(s)
+            bars = [{"t": int(pd.Timestamp(d, tz="America/New_York").timestamp() * 1000), "o": c, "h": c, "l": c,
+                     "c": c, "v": 1000} for d in days if c is not None and str(start) <= str(d) <= str(end)]
             if not bars:
                 got.missing.append((s, "no bars returned"))
                 continue
@@ -780,6 +780,7 @@ def test_evening_refuses_a_mistyped_through_in_one_line(tmp_path):
     p = tmp_path / "best.json"
     p.write_text(json.dumps({"variant": "B"}))
     connect(tmp_path / "s.duckdb").close()
-    res = _run("evening", "--params", p, "--db", tmp_path / "s.duckdb", "--through", "2024-13-01", "--out", tmp_path / "o")
+    res = _run("evening", "--params", p, "--db", tmp_path / "s.duckdb", "--through", "2024-13-01",
+               "--out", tmp_path / "o")
     assert res.exit_code == 2 and "Traceback" not in res.output, res.output
     assert res.stderr.startswith("error: through must be a date (YYYY-MM-DD), got through='2024-13-01'"), res.stderr

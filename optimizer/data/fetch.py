@@ -10,8 +10,8 @@
   where no CNMS or per-facility row exists. The result is also written as a tidy CSV that the ``finra-short``
   ingest accepts.
 * ``fetch_polygon_prices``: Polygon daily aggregates (``adjusted=true``), saved as one JSON per ticker that the
-  ``prices`` ingest accepts (an index such as ``^VIX`` is requested as Polygon's ``I:VIX``, saved with volume 0). Downloaded again by default (adjusted history changes after splits);
-  ``use_cache=True`` reuses a saved file.
+  ``prices`` ingest accepts (an index such as ``^VIX`` is requested as Polygon's ``I:VIX``, saved with volume 0).
+  Downloaded again by default (adjusted history changes after splits); ``use_cache=True`` reuses a saved file.
 
 Retries: HTTP 5xx / 429, timeouts and connection errors are retried ``max_retries`` times with exponential
 backoff ``base_delay * 2**attempt`` seconds. Secrets (API keys, the client secret, the bearer token) never

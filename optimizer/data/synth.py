@@ -72,9 +72,10 @@ Universe: ``tier1`` / ``tier1+3`` / ``tier1+2+3`` / a symbol list (``all`` = tie
 first N of it, or adds ``SYN0001``.. names up to N. Symbols are sorted; ``^VIX`` is always added to the prices.
 
 ``prices_file`` mode: real bars of the file's symbols (canonical, as the ingest spells them: file symbols ∩
-universe, or all with ``universe="all"``; an index such as ``^GSPC`` is never a name, ``^VIX`` is kept) over the file's NYSE sessions in [start, end] are kept bit-exactly (their volume too) and
-only the flow layers are synthesized around them (with ``family="volume"`` the FINRA/lit/OTC volumes carry the
-volume bump while the real volume column stays untouched). The planted effect cannot move real prices, so with
+universe, or all with ``universe="all"``; an index such as ``^GSPC`` is never a name, ``^VIX`` is kept) over the
+file's NYSE sessions in [start, end] are kept bit-exactly (their volume too) and only the flow layers are
+synthesized around them (with ``family="volume"`` the FINRA/lit/OTC volumes carry the volume bump while the real
+volume column stays untouched). The planted effect cannot move real prices, so with
 effect > 0 the episodes are ORACLE-PLACED: they start at the sessions whose forward 10-session open-to-open
 return (open t+1 -> open t+11) is among the symbol's largest (accumulation) / smallest (distribution);
 with 0 < effect < 1 only that share of them is oracle-placed, the rest random; effect 0 places them all at

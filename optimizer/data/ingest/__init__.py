@@ -19,7 +19,8 @@ kind names its columns and rules):
 * Re-ingesting an identical file (same sha256 already logged as ok / replaced / rejected_rows for this kind,
   unless a different version of a file with the same name was ingested since) is a no-op reported as
   ``skipped_identical`` (not logged). A file covering keys already stored (see each parser: FINRA = (date,
-  facility), FINRA API rows = (date, symbol), prices/lit/options = (date, symbol), OTC = (week, symbol)) deletes those rows first: ``replaced``.
+  facility), FINRA API rows = (date, symbol), prices/lit/options = (date, symbol), OTC = (week, symbol)) deletes
+  those rows first: ``replaced``.
 * Symbols are canonicalized (``optimizer.data.symbols``) and symbol changes (``symbol_map``) applied to every
   kind before the invariants are checked.
 * Decompression caps come from ``Settings.max_decompressed_mb`` / ``max_expansion_ratio`` (env

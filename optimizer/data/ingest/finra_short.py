@@ -268,8 +268,9 @@ def plan(ctx: Ctx, sig: tuple, sp: Spec, table: str, fid: int, prep: Prep, s: Su
                   f"AND date = DATE '{fdate}'")
     else:  # every (date, facility) the file holds, rejected rows included; API rows per (date, symbol): a FINRA
         # Query API file holds only the symbols its query asked for (`fetch finra-api --symbols`)
-        delete = (f"DELETE FROM finra_short_daily AS t USING (SELECT DISTINCT \"date\", facility, facility = 'API' AS by_symbol, "
-                  f"CASE WHEN facility = 'API' THEN \"symbol\" END AS symbol FROM {table} WHERE _fid = {int(fid)}) AS k "
+        delete = (f"DELETE FROM finra_short_daily AS t USING (SELECT DISTINCT \"date\", facility, "
+                  "facility = 'API' AS by_symbol, CASE WHEN facility = 'API' THEN \"symbol\" END AS symbol "
+                  f"FROM {table} WHERE _fid = {int(fid)}) AS k "
                   "WHERE t.date = k.date AND t.facility = k.facility AND (NOT k.by_symbol OR t.symbol = k.symbol)")
     return Plan("finra_short_daily", _OUT, select, delete, s.n_rows, s.n_rejects, s.first_reject, rejects_sql(sp, table, fid),
                 fresh=("date", fdate) if raw_layout and fdate is not None else None)
