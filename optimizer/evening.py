@@ -144,7 +144,10 @@ def _fetch(db: str | Path, cache: Path, through: dt.date, universe: object, sett
     files["finra-short"] = list(got)
     res.warnings += [f"missing {n}: {why}" for n, why in got.missing]
     if settings.polygon_api_key:
-        syms = sorted({*resolve_universe(universe, avail or None), MARKET_SYMBOL, VIX_SYMBOL})
+        # every symbol of a named universe or list, stored or not (a new name is fetched too); `all`: the store's
+        every = universe is None or (isinstance(universe, str) and universe.strip().lower() == "all")
+        names = resolve_universe(universe, avail or None) if every else resolve_universe(universe)
+        syms = sorted({*names, MARKET_SYMBOL, VIX_SYMBOL})
         files["prices"] = _fetch_prices(db, syms, last, start, through, cache / "prices", settings, res)
     else:
         res.warnings.append("prices: not fetched (POLYGON_API_KEY is not set); ingest the session's prices with "
@@ -163,18 +166,27 @@ def _fetch_prices(db: str | Path, syms: list[str], last: dt.date, start: dt.date
     Adjusted history changes after a split, so the request overlaps the store's last FINRA session ``last``: a
     symbol whose stored close there differs from the vendor's has its whole history (from its first stored bar)
     fetched again, or the ex-date's return would read -90 % for a 10:1 split; for the others the overlap bar is
-    dropped from the saved file (only the new sessions are ingested)."""
+    dropped from the saved file (only the new sessions are ingested). A symbol the store has no price for gets its
+    history from the store's first price session."""
     con = connect(db, read_only=True)
     try:
+        has = table_exists(con, "prices_daily")
         stored = {s: (c, f) for s, c, f in con.execute(
             "SELECT symbol, max(close) FILTER (WHERE date = ?), min(date) FROM prices_daily "
-            "WHERE symbol IN (SELECT unnest(?::VARCHAR[])) GROUP BY symbol", [last, syms]).fetchall()} \
-            if table_exists(con, "prices_daily") else {}
+            "WHERE symbol IN (SELECT unnest(?::VARCHAR[])) GROUP BY symbol", [last, syms]).fetchall()} if has else {}
+        first_any = con.execute("SELECT min(date) FROM prices_daily").fetchone()[0] if has else None
     finally:
         con.close()
-    px = fetch_polygon_prices(syms, last, through, cache, settings)
-    missing = list(px.missing)
+    fresh = [s for s in syms if s not in stored]
     out: list[Path] = []
+    missing: list[tuple[str, str]] = []
+    if fresh:  # no price stored: the history too
+        got = fetch_polygon_prices(fresh, min(first_any, start) if first_any is not None else start, through, cache,
+                                   settings)
+        out += list(got)
+        missing += got.missing
+    px = fetch_polygon_prices([s for s in syms if s in stored], last, through, cache, settings)
+    missing += px.missing
     for path in px:
         try:
             doc = json.loads(path.read_text())

@@ -718,29 +718,26 @@ def test_evening_folder_ingests_splits_and_tells_them_from_lit_flow(tmp_path):
                    "splits": ["avgo_splits.json", "nvda.csv"]}
 
 
-def test_evening_fetch_refetches_the_price_history_a_split_readjusted(tmp_path, monkeypatch):
-    """The evening fetched Polygon's split-ADJUSTED bars of the new sessions only: after a 10:1 split the stored
-    history stayed in pre-split prices and the ex-date's return read -90 %. The fetch now overlaps the last stored
-    session; a symbol whose stored close there no longer matches the vendor's (its adjusted history changed) has
-    its whole price history fetched again (with a warning to ingest the split); others get only the new sessions."""
+def _evening_fetch(tmp_path, monkeypatch, vendor: dict[str, float], universe: str):
+    """A store holding NVDA at 1200 and SPY at 500 for 2024-06-03..07 (FINRA through 06-07), then the evening's fetch
+    through 2024-06-11 from a stand-in Polygon serving flat split-adjusted bars at ``vendor``'s prices, ingested.
+    Returns (the sessions, the (symbol, start, end) requests, the EveningResult, the stored (symbol, date, close))."""
     import optimizer.evening as ev
     from optimizer.data.fetch import FetchedFiles
     from optimizer.data.ingest import ingest_paths
     from optimizer.settings import Settings
 
-    days = [d.date() for d in nyse_sessions("2024-06-03", "2024-06-11")]  # ex-date 2024-06-10 is days[5]
-    old, new = days[:5], days[5:]
+    days = [d.date() for d in nyse_sessions("2024-06-03", "2024-06-11")]
     db = tmp_path / "s.duckdb"
     con = connect(db)
     (tmp_path / "CNMSshvol20240607.txt").write_text(
         "Date|Symbol|ShortVolume|ShortExemptVolume|TotalVolume|Market\n20240607|NVDA|1|0|2|Q\n1\n")
     rows = ["date,symbol,open,high,low,close,volume"]
-    rows += [f"{d},{s},{c},{c},{c},{c},100" for d in old for s, c in (("NVDA", 1200.0), ("SPY", 500.0))]
+    rows += [f"{d},{s},{c},{c},{c},{c},100" for d in days[:5] for s, c in (("NVDA", 1200.0), ("SPY", 500.0))]
     (tmp_path / "prices.csv").write_text("\n".join(rows) + "\n")
     assert ingest_paths(con, "finra-short", [tmp_path / "CNMSshvol20240607.txt"]).exit_code == 0
     assert ingest_paths(con, "prices", [tmp_path / "prices.csv"]).exit_code == 0
     con.close()
-    vendor = {"NVDA": 120.0, "SPY": 500.0}  # today's split-adjusted history: NVDA 1200 / 10 before the split
     calls: list[tuple[str, str, str]] = []
 
     def fake_polygon(symbols, start, end, out_dir, settings, **kw):  # Polygon's split-adjusted daily bars
@@ -762,17 +759,39 @@ def test_evening_fetch_refetches_the_price_history_a_split_readjusted(tmp_path, 
     monkeypatch.setattr(ev, "fetch_polygon_prices", fake_polygon)
     monkeypatch.setattr(ev, "fetch_finra_short", lambda *a, **k: FetchedFiles())  # no FINRA file tonight
     res = ev.EveningResult()
-    files = ev._fetch(db, tmp_path / "cache", days[-1], "NVDA", Settings(polygon_api_key="k"), res)
+    files = ev._fetch(db, tmp_path / "cache", days[-1], universe, Settings(polygon_api_key="k"), res)
     ev._ingest(db, files, res, Settings(), False)
     con = connect(db, read_only=True)
     closes = con.execute("SELECT symbol, date, close FROM prices_daily ORDER BY symbol, date").fetchall()
     con.close()
+    return days, calls, res, closes
+
+
+def test_evening_fetch_refetches_the_price_history_a_split_readjusted(tmp_path, monkeypatch):
+    """The evening fetched Polygon's split-ADJUSTED bars of the new sessions only: after a 10:1 split the stored
+    history stayed in pre-split prices and the ex-date's return read -90 %. The fetch now overlaps the last stored
+    session; a symbol whose stored close there no longer matches the vendor's (its adjusted history changed) has
+    its whole price history fetched again (with a warning to ingest the split); others get only the new sessions."""
+    # today's split-adjusted history: NVDA 1200 / 10 before the 10:1 split of 2024-06-10
+    days, calls, res, closes = _evening_fetch(tmp_path, monkeypatch, {"NVDA": 120.0, "SPY": 500.0}, "NVDA")
     assert [c for s, d, c in closes if s == "NVDA"] == [120.0] * len(days)  # history re-adjusted: no -90 % day
     assert [c for s, d, c in closes if s == "SPY"] == [500.0] * len(days)
-    assert ("NVDA", str(old[0]), str(days[-1])) in calls  # NVDA's whole stored history fetched again
-    assert ("SPY", str(old[0]), str(days[-1])) not in calls  # unchanged: only the overlap and the new sessions
-    assert res.ingest["prices"]["rows_accepted"] == len(days) + len(new)  # NVDA in full, SPY's new sessions only
+    assert ("NVDA", str(days[0]), str(days[-1])) in calls  # NVDA's whole stored history fetched again
+    assert ("SPY", str(days[0]), str(days[-1])) not in calls  # unchanged: only the overlap and the new sessions
+    assert res.ingest["prices"]["rows_accepted"] == len(days) + 2  # NVDA in full, SPY's 2 new sessions only
     assert any("NVDA" in w and "split" in w for w in res.warnings)
+
+
+def test_evening_fetch_gets_a_universe_symbol_the_store_has_no_price_for(tmp_path, monkeypatch):
+    """The evening fetched prices only for the universe's symbols the store ALREADY had prices for (the universe was
+    intersected with them), so a symbol added to the universe (a new name, an IPO) was never fetched, night after
+    night, without a word. It is fetched, with its history from the store's first price session."""
+    days, calls, res, closes = _evening_fetch(tmp_path, monkeypatch, {"NVDA": 1200.0, "SPY": 500.0, "AMD": 160.0},
+                                              "NVDA,AMD")
+    assert ("AMD", str(days[0]), str(days[-1])) in calls
+    assert [(d, c) for s, d, c in closes if s == "AMD"] == [(d, 160.0) for d in days]
+    assert ("NVDA", str(days[0]), str(days[-1])) not in calls  # no split: NVDA gets only the new sessions
+    assert [c for s, d, c in closes if s == "NVDA"] == [1200.0] * len(days)
 
 
 def test_evening_refuses_a_mistyped_through_in_one_line(tmp_path):
