@@ -586,7 +586,7 @@ def http_base():
     """A local stand-in for the FINRA CDN, the FINRA API and Polygon (127.0.0.1 only; never a 5xx, so no retries)."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    from urllib.parse import parse_qs, urlparse
+    from urllib.parse import parse_qs, unquote, urlparse
 
     class H(BaseHTTPRequestHandler):
         def log_message(self, *a):
@@ -606,10 +606,12 @@ def http_base():
             if u.path.startswith("/poly/v2/aggs/ticker/"):
                 if parse_qs(u.query).get("apiKey") != [POLY_KEY]:
                     return self._send(401, b'{"status":"ERROR"}')
-                t = u.path.split("/")[5]
+                t = unquote(u.path.split("/")[5])
                 bars = [{"t": _ms_utc(2024, 1, 2, 5), "o": 10, "h": 11, "l": 9, "c": 10.5, "v": 100},
                         {"t": _ms_utc(2024, 1, 3, 5), "o": 10.5, "h": 12, "l": 10, "c": 11.5, "v": 200}]
-                doc = {"ticker": t, "status": "OK", "results": bars if t == "SPY" else []}
+                if t == "I:VIX":  # Polygon's index aggregates carry no volume
+                    bars = [{k: v for k, v in b.items() if k != "v"} for b in bars]
+                doc = {"ticker": t, "status": "OK", "results": bars if t in ("SPY", "I:VIX") else []}
                 return self._send(200, json.dumps(doc).encode(), "application/json")
             return self._send(404, b"not found")
 
@@ -661,6 +663,16 @@ def test_fetch_prices_ingests_and_never_leaks_the_key(http_base, tmp_path):
     env = dict(http_base, POLYGON_API_KEY=None)
     clean_error(run("fetch", "prices", "--symbols", "SPY", "--start", "2024-01-02", "--end", "2024-01-03",
                     "--cache", tmp_path / "c3", "--db", db, env=env), "POLYGON_API_KEY")
+
+
+def test_fetch_prices_takes_an_index_symbol(http_base, tmp_path):
+    """`fetch prices --symbols SPY,^VIX`: ^VIX (the market context the regime filter reads) was refused as 'not a
+    tradable universe symbol', so no command could fetch it. An index symbol is fetched beside the names."""
+    db = tmp_path / "p.duckdb"
+    ok(run("fetch", "prices", "--symbols", "SPY,^vix", "--start", "2024-01-02", "--end", "2024-01-03",
+           "--cache", tmp_path / "c", "--db", db, env=http_base))
+    assert _query(db, "SELECT symbol, CAST(date AS VARCHAR), close, volume FROM prices_daily WHERE symbol = '^VIX' "
+                      "ORDER BY 2") == [("^VIX", "2024-01-02", 10.5, 0.0), ("^VIX", "2024-01-03", 11.5, 0.0)]
 
 
 @pytest.mark.parametrize("kind", ["finra-short", "finra-api", "prices"])

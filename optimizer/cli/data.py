@@ -27,6 +27,7 @@ from optimizer.data.ingest import ingest_paths
 from optimizer.data.metrics import build_daily_metrics
 from optimizer.data.store import connect
 from optimizer.data.synth import SynthConfig, generate_market, synth_to_db, write_market
+from optimizer.data.symbols import canonical_symbol
 from optimizer.data.universe import resolve_universe
 from optimizer.errors import DataError
 from optimizer.paths import DB_ENV, existing_store, output_root, resolve_db, run_label, under
@@ -154,12 +155,23 @@ def fetch_prices_cmd(symbols, start, end, cache, no_ingest, db, out):
     cache = cache or output_root(out) / "raw" / "prices"
     db = resolve_db(db, None, output_root(out))
     s = Settings.from_env()
-    syms = resolve_universe(symbols) if symbols else (list(s.tickers) or resolve_universe("tier1+3"))
+    syms = _fetch_symbols(symbols) if symbols else (list(s.tickers) or resolve_universe("tier1+3"))
     files = fetch_polygon_prices(syms, start, end, cache, s)
     console.print(f"{len(files)} file(s) in {cache}", markup=False)
     _print_missing(files)
     if not no_ingest and files:
         _ingest_after_fetch("prices", files, db)
+
+
+def _fetch_symbols(value: str) -> list[str]:
+    """The symbols of ``fetch prices --symbols``: a tier or a list of names (``resolve_universe``), plus any index
+    (``^VIX``, ``^GSPC``): market context a universe refuses, but data the store needs."""
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    if not parts:
+        return resolve_universe(value)  # its error names the empty list
+    names = ",".join(p for p in parts if not p.startswith("^"))
+    return (resolve_universe(names) if names else []) + [canonical_symbol(p, "symbols") for p in parts
+                                                         if p.startswith("^")]
 
 
 def _print_missing(files) -> None:
