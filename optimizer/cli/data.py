@@ -144,7 +144,8 @@ def fetch_finra_api_cmd(start, end, symbols, cache, no_ingest, db, out):
 
 
 @fetch_grp.command("prices")
-@click.option("--symbols", default=None, help="Comma-separated symbols (an index such as ^VIX too) or a tier (default: $TICKERS or tier1+3).")
+@click.option("--symbols", default=None,
+              help="Comma-separated symbols (an index such as ^VIX too) or a tier (default: $TICKERS or tier1+3).")
 @click.option("--start", required=True, help="First date (YYYY-MM-DD).")
 @click.option("--end", required=True, help="Last date (YYYY-MM-DD).")
 @click.option("--cache", default=None, help="Directory for the downloaded JSON files (default <out>/raw/prices).")
