@@ -600,3 +600,21 @@ def test_html_plotly_json_is_parseable(dm_store, tmp_path):
     _, layout = _html_figure(p)
     ys = {s["y0"] for s in layout["shapes"]}
     assert {1.25, 0.75} <= ys
+
+
+def test_daily_table_tickers_setting_takes_any_spelling(tmp_path):
+    """TICKERS=brk-b (Yahoo's spelling) was used as typed, so `accumopt table` refused it ('no daily_metrics rows for
+    BRK-B'), while `--tickers brk-b` worked: the setting is canonicalized like an explicit list."""
+    from optimizer.data.ingest import ingest_paths
+    from optimizer.data.metrics import build_daily_metrics
+    from optimizer.settings import Settings
+
+    con = connect(tmp_path / "s.duckdb")
+    f = tmp_path / "CNMSshvol20240102.txt"
+    f.write_text("Date|Symbol|ShortVolume|ShortExemptVolume|TotalVolume|Market\n"
+                 "20240102|BRK/B|10|0|20|N\n20240102|AAPL|5|0|20|Q\n2\n")
+    assert ingest_paths(con, "finra-short", [f]).exit_code == 0
+    build_daily_metrics(con)
+    got = daily_table(con, settings=Settings.from_env({"TICKERS": "brk-b"}))
+    assert list(got["symbol"]) == ["BRK.B"]
+    con.close()

@@ -116,9 +116,11 @@ def require_symbols(con: duckdb.DuckDBPyConnection, table: str, symbols: Sequenc
 
 
 def _tickers(tickers, settings: Settings | None) -> list[str] | None:
-    if tickers is None:
+    if tickers is None:  # TICKERS spelled as the user likes (BRK-B): canonical like an explicit list
         st = settings if settings is not None else Settings.from_env()
-        return list(st.tickers) or None
+        if not st.tickers:
+            return None
+        tickers = list(st.tickers)
     if isinstance(tickers, str):
         tickers = tickers.replace(";", ",").split(",")
     out = [canonical_symbol(t, "ticker") for t in tickers if str(t).strip()]

@@ -156,7 +156,7 @@ def fetch_prices_cmd(symbols, start, end, cache, no_ingest, db, out):
     cache = cache or output_root(out) / "raw" / "prices"
     db = resolve_db(db, None, output_root(out))
     s = Settings.from_env()
-    syms = _fetch_symbols(symbols) if symbols else (list(s.tickers) or resolve_universe("tier1+3"))
+    syms = _fetch_symbols(symbols or ",".join(s.tickers)) if symbols or s.tickers else resolve_universe("tier1+3")
     files = fetch_polygon_prices(syms, start, end, cache, s)
     console.print(f"{len(files)} file(s) in {cache}", markup=False)
     _print_missing(files)
