@@ -34,6 +34,7 @@ from optuna.trial import TrialState
 
 from test_postgres import pg_url  # noqa: F401 - the loopback PostgreSQL server fixture
 
+from optimizer.errors import SpecError
 from optimizer.study.records import claims_name, read_claim
 from optimizer.study.spec import load_spec
 from optimizer.study.storage import make_storage
@@ -216,6 +217,37 @@ def test_a_worker_interrupted_with_its_claim_still_held_releases_the_window_and_
         assert calls == ["w0"] and a.states(["w0", "w1"]) == {"w0": FREE, "w1": FREE}
     finally:
         a.close()
+
+
+
+def _copy_storage(url: str, tmp_path: Path) -> str:
+    """A copy of the SQLite storage at ``url`` (the module's run stays as the other tests expect it)."""
+    src = Path(url.removeprefix("sqlite:///"))
+    dst = tmp_path / "copy.db"
+    dst.write_bytes(src.read_bytes())
+    return f"sqlite:///{dst}"
+
+
+def test_rerun_with_more_trials_per_window_extends_every_window(synth_db, spec_path, single, tmp_path):
+    """A finished walk-forward re-run with more trials per window runs each window's study on to that many trials,
+    as the single-process path does: a window done for the earlier run is not done for this one (its claim was
+    for N trials). Before, every window counted as done and the result silently kept N trials per window."""
+    url = _copy_storage(single[0], tmp_path)
+    res = run_walkforward(load_spec(spec_path), synth_db, url, n_trials=N + 1, out_dir=None)
+    assert [w.n_trials_tried for w in res.windows] == [N + 1] * len(single[1].windows)
+    assert all(len(ts) == N + 1 for ts in _trials_by_window(url).values())
+
+
+def test_rerun_after_the_spec_changed_is_refused(synth_db, spec_path, single, tmp_path):
+    """The same walk-forward re-run from a changed spec (other costs) is refused, as resuming a study from a changed
+    spec is: before, every window counted as done and the result was the old spec's (1 + 5 bp) under the new one."""
+    url = _copy_storage(single[0], tmp_path)
+    changed = tmp_path / "wfd.toml"
+    changed.write_text(SPEC.replace("reserve_fraction = 0.2", "reserve_fraction = 0.2\n[data.costs]\n"
+                                    "commission_bps = 50.0"), encoding="utf-8")
+    with pytest.raises(SpecError, match=r"created from a different spec") as e:
+        run_walkforward(load_spec(changed), synth_db, url, out_dir=None)
+    assert "--new-name" not in str(e.value) and "another name ([study] name" in str(e.value)  # walkforward's remedy
 
 
 # ------------------------------------------------------------------------------------------------ processes

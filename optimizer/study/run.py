@@ -174,12 +174,16 @@ def study_record(spec: StudySpec, data: StudyData, extra_attrs: Mapping[str, Any
     })
 
 
+_REMEDY = "Use --name NEW or --new-name to start a new study"
+
+
 def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, data: StudyData, name: str | None = None,
                new_name: bool = False, extra_attrs: Mapping[str, Any] | None = None,
-               seed_offset: int = 0, n_trials: int | None = None) -> optuna.Study:
+               seed_offset: int = 0, n_trials: int | None = None, remedy: str = _REMEDY) -> optuna.Study:
     """Create or resume the spec's study. A study of the same name made from a different spec is refused;
     with ``new_name`` the first ``NAME-k`` made from this spec is resumed, else a free ``NAME-k`` is created.
-    ``n_trials``: the trials this run asks for (recorded as the study's ``n_trials_target``).
+    ``n_trials``: the trials this run asks for (recorded as the study's ``n_trials_target``). ``remedy``: what a
+    refusal tells the user to do (a walk-forward has no --name / --new-name).
 
     A resumed study's sampler is seeded with ``seed + number of trials already stored (+ seed_offset)``: reusing
     the seed would re-draw the parameters of the study's first trials.
@@ -195,14 +199,14 @@ def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, data: Stud
         if old is not None and old != spec.spec_hash:
             if not new_name:
                 raise SpecError("study", f"study {name!r} was created from a different spec (hash {old}, this spec {spec.spec_hash}); "
-                                         f"refusing to resume it. Use --name NEW or --new-name to start a new study")
+                                         f"refusing to resume it. {remedy}")
             name = _next_free_name(name, existing, storage, spec.spec_hash)
             st = optuna.load_study(study_name=name, storage=storage, pruner=pruner) if name in existing else None
         if st is not None:
             fp = read_study(st).data_fingerprint
             if fp is not None and fp != data.fingerprint:
                 raise SpecError("data", f"study {name!r} was run on different data (fingerprint {fp}, now {data.fingerprint}); "
-                                        "refusing to mix trials. Use --new-name")
+                                        f"refusing to mix trials. {remedy}")
             st.sampler = _sampler(spec, len(st.get_trials(deepcopy=False)) + seed_offset)
             if n_trials is not None and read_study(st).n_trials_target != n_trials:
                 set_trials_target(st, n_trials)
@@ -211,7 +215,7 @@ def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, data: Stud
         st = optuna.create_study(study_name=name, storage=storage, sampler=_sampler(spec, seed_offset), pruner=pruner,
                                  directions=directions)
     except optuna.exceptions.DuplicatedStudyError:  # another worker created it since the listing above: join it
-        return open_study(spec, storage, data, asked, new_name, extra_attrs, seed_offset, n_trials)
+        return open_study(spec, storage, data, asked, new_name, extra_attrs, seed_offset, n_trials, remedy)
     with warnings.catch_warnings():  # set_metric_names is marked experimental by Optuna
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         st.set_metric_names(make_objective(spec.objective.name, spec.objective.options).metric_names)
@@ -332,6 +336,7 @@ def run_study(
     callbacks: list[Callable] | None = None,
     worker: bool = False,
     seed: bool = True,
+    remedy: str = _REMEDY,
 ) -> StudyRunResult:
     """Create or resume the study and run it until it holds ``n_trials`` finished (complete + pruned) trials.
 
@@ -340,7 +345,7 @@ def run_study(
     ``seed``: seed from ``[seed_from]`` (walk-forward windows do not: the seed study saw later sessions).
     A trial that fails (``TrialFailed``) is stored with its reason and the run goes on; a run whose first 5
     trials all fail stops, and a study in which every trial failed is an ``AccumoptError`` giving the first
-    failure's reason.
+    failure's reason. ``remedy``: what refusing to resume the study tells the user to do (``open_study``).
     """
     t0 = time.perf_counter()
     if data is None:
@@ -357,7 +362,7 @@ def run_study(
     target = n_trials or spec.run.n_trials
     seed_offset = 1_000_003 * (os.getpid() % 997 + 1) if worker else 0
     study = open_study(spec, storage, data, name=name, new_name=new_name, extra_attrs=extra_attrs,
-                       seed_offset=seed_offset, n_trials=target)
+                       seed_offset=seed_offset, n_trials=target, remedy=remedy)
     optuna.storages.fail_stale_trials(study)  # trials left RUNNING by a killed process: FAIL (+ retried)
     searched = seed_from_study(study, spec, storage) if seed else spec
     if searched is not spec:  # the weight ranges narrowed around the seeds: the trials search those

@@ -25,6 +25,7 @@ benchmark and the excess day by day; its block bootstrap resamples the same days
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import multiprocessing
@@ -390,13 +391,18 @@ def _window_data(ctx: _RunContext, w: Window) -> StudyData:
     return data
 
 
+# what a window study that cannot be resumed (another spec, other data) tells the user to do
+_WINDOW_REMEDY = ("Give the walk-forward another name ([study] name or [run].study_name) or delete its window studies "
+                  "(accumopt study delete NAME)")
+
+
 def _window_study(ctx: _RunContext, w: Window, data: StudyData, callbacks: list | None = None):
     """Run (or resume) the window's study to ``ctx.n_trials`` trials: one sequential study (``run_study``, one
     process), whichever worker runs it."""
     train, test = _window_dates(ctx, w)
     return run_study(ctx.spec, None, ctx.storage_url, n_trials=ctx.n_trials, data=data, name=_window_name(ctx, w),
                      seed=False, extra_attrs=window_attrs(w.index, train, test, str(data.panel.dates[-1])),
-                     callbacks=callbacks)
+                     callbacks=callbacks, remedy=_WINDOW_REMEDY)
 
 
 def _run_window(ctx: _RunContext, w: Window) -> WindowResult:
@@ -492,7 +498,7 @@ def run_walkforward(
     try:
         if _claimable(ctx.storage_url):
             run = {"spec_hash": spec.spec_hash, "n_trials": ctx.n_trials, "final": final,
-                   "windows": [_window_name(ctx, w) for w in windows]}
+                   "windows": [_window_name(ctx, w) for w in windows], "key": _run_key(ctx)}
             on_pass = (lambda st: prog.update(task, completed=sum(v == DONE for v in st.values()))) if prog else None
             results = _distributed(ctx, windows, run, jobs, collect=True, on_pass=on_pass)
         else:
@@ -538,6 +544,16 @@ def run_walkforward_worker(spec: StudySpec, db: str | Path, storage_url: str | N
                         f"{len(run.get('windows') or [])}; first {names[:1]} vs {(run.get('windows') or [])[:1]}): "
                         "every worker needs the same data")
     return _distributed(ctx, windows, run, jobs, collect=False)
+
+
+def _run_key(ctx: _RunContext) -> str:
+    """The hash of everything that decides the windows' studies (the spec, the trials per window, the inner CV of
+    [walkforward], the data the run may see): what a window's claim is done for. A re-run whose key differs runs
+    every window again through ``run_study``, which resumes a window's study to the trials asked for, or refuses
+    one made from another spec or other data."""
+    wfs = ctx.spec.walkforward
+    doc = [ctx.spec.spec_hash, ctx.n_trials, wfs.n_splits, wfs.embargo, ctx.panel.slice(0, ctx.limit).fingerprint()]
+    return hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:16]
 
 
 def _claimable(url: str) -> bool:
