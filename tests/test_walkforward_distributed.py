@@ -21,9 +21,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import optuna
@@ -222,10 +224,12 @@ def test_a_worker_interrupted_with_its_claim_still_held_releases_the_window_and_
 
 def _copy_storage(url: str, tmp_path: Path) -> str:
     """A copy of the SQLite storage at ``url`` (the module's run stays as the other tests expect it)."""
-    src = Path(url.removeprefix("sqlite:///"))
     dst = tmp_path / "copy.db"
-    dst.write_bytes(src.read_bytes())
-    return f"sqlite:///{dst}"
+    with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as src, closing(sqlite3.connect(dst)) as to:
+        src.backup(to)  # the pages still in the WAL file too
+    copy = f"sqlite:///{dst}"
+    assert _trials_by_window(copy) == _trials_by_window(url)
+    return copy
 
 
 def test_rerun_with_more_trials_per_window_extends_every_window(synth_db, spec_path, single, tmp_path):
@@ -248,6 +252,19 @@ def test_rerun_after_the_spec_changed_is_refused(synth_db, spec_path, single, tm
     with pytest.raises(SpecError, match=r"created from a different spec") as e:
         run_walkforward(load_spec(changed), synth_db, url, out_dir=None)
     assert "--new-name" not in str(e.value) and "another name ([study] name" in str(e.value)  # walkforward's remedy
+
+
+
+def test_rerun_with_other_inner_folds_is_refused(synth_db, spec_path, single, tmp_path):
+    """[walkforward] n_splits sets the folds each window's study scores, but is not part of the spec hash ([walkforward]
+    is left out): a re-run with other inner folds must not resume the window studies, whose trials were scored on
+    the earlier folds (before: resumed, old and new trials mixed, the result reported under the new folds)."""
+    url = _copy_storage(single[0], tmp_path)
+    changed = tmp_path / "wfd.toml"
+    changed.write_text(SPEC + "n_splits = 3\n", encoding="utf-8")
+    with pytest.raises(SpecError, match=r"scored its trials on other folds") as e:
+        run_walkforward(load_spec(changed), synth_db, url, n_trials=N + 1, out_dir=None)
+    assert "another name ([study] name" in str(e.value)
 
 
 # ------------------------------------------------------------------------------------------------ processes

@@ -149,6 +149,16 @@ def _sampler(spec: StudySpec, offset: int = 0):
                          grid_search_space(spec) if spec.sampler.name == "grid" else None)
 
 
+def _fold_dates(data: StudyData) -> tuple[tuple[int, str, str], ...]:
+    """(fold, first test session, last test session) of each fold ``data`` scores (``StudyRecord.folds``)."""
+    d = data.panel.dates
+    return tuple((f.fold, str(d[f.test_start]), str(d[f.test_end - 1])) for f in data.folds)
+
+
+def _show_folds(folds) -> str:
+    return f"{len(folds)} fold(s), " + ", ".join(f"{a[:10]}..{b[:10]}" for _, a, b in folds)
+
+
 def study_record(spec: StudySpec, data: StudyData, extra_attrs: Mapping[str, Any] | None = None,
                  n_trials: int | None = None) -> StudyRecord:
     """What a new study of ``spec`` over ``data`` stores about itself (``extra_attrs``: further StudyRecord
@@ -163,7 +173,7 @@ def study_record(spec: StudySpec, data: StudyData, extra_attrs: Mapping[str, Any
         "data_fingerprint": data.fingerprint, "accumopt_version": __version__, "git_commit": git_commit(),
         "objective": spec.objective.name, "aggregate": spec.objective.aggregate,
         "train_start": d0, "train_end": d1, "symbols": len(data.panel.symbols),
-        "folds": [[f.fold, str(data.panel.dates[f.test_start]), str(data.panel.dates[f.test_end - 1])] for f in data.folds],
+        "folds": [list(f) for f in _fold_dates(data)],
         "purge": spec.purge(), "embargo": data.cv_embargo, "cv_n_splits": data.cv_n_splits,
         "span_lo": data.lo, "span_hi": data.hi, "regime": spec.data.regime,
         "n_trials_target": n_trials or spec.run.n_trials, "created": datetime.now().isoformat(timespec="seconds"),
@@ -203,10 +213,15 @@ def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, data: Stud
             name = _next_free_name(name, existing, storage, spec.spec_hash)
             st = optuna.load_study(study_name=name, storage=storage, pruner=pruner) if name in existing else None
         if st is not None:
-            fp = read_study(st).data_fingerprint
+            rec = read_study(st)
+            fp = rec.data_fingerprint
             if fp is not None and fp != data.fingerprint:
                 raise SpecError("data", f"study {name!r} was run on different data (fingerprint {fp}, now {data.fingerprint}); "
                                         f"refusing to mix trials. {remedy}")
+            folds = _fold_dates(data)
+            if rec.folds and rec.folds != folds:  # e.g. a walk-forward's [walkforward] n_splits / embargo changed
+                raise SpecError("cv", f"study {name!r} scored its trials on other folds ({_show_folds(rec.folds)}; this "
+                                      f"run: {_show_folds(folds)}); refusing to mix trials. {remedy}")
             st.sampler = _sampler(spec, len(st.get_trials(deepcopy=False)) + seed_offset)
             if n_trials is not None and read_study(st).n_trials_target != n_trials:
                 set_trials_target(st, n_trials)
