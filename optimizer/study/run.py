@@ -4,6 +4,7 @@ several workers, ``--jobs`` worker processes, Ctrl-C, the progress bar."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import multiprocessing
 import os
 import signal
@@ -24,7 +25,7 @@ from objectives import make_objective
 from optimizer import __version__
 from optimizer.engine.warmup import needs_parallel, warm_kernels
 from optimizer.paths import resolve_storage
-from optimizer.errors import AccumoptError, ParameterError, SpecError
+from optimizer.errors import AccumoptError, ParameterError, SpecError, check_param
 from optimizer.study.records import (
     STUDY_KEYS, StudyRecord, read_study, read_trial, set_trials_target, trial_counts, write_study,
 )
@@ -336,6 +337,10 @@ def _worker(spec: StudySpec, storage_url: str | None, name: str, quota: int, dat
                                 optuna.study.MaxTrialsCallback(target, states=(TrialState.COMPLETE, TrialState.PRUNED))])
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def run_study(
     spec: StudySpec,
     db: str | Path,
@@ -358,10 +363,16 @@ def run_study(
     ``worker``: this process joins a study other processes run (``study worker``); its sampler seed also mixes
     in the process id, so workers started together do not draw the same parameters (not reproducible).
     ``seed``: seed from ``[seed_from]`` (walk-forward windows do not: the seed study saw later sessions).
+    ``n_trials`` (default [run].n_trials) must be >= 1 and ``timeout`` (default [run].timeout) > 0 when given: 0
+    is refused, never read as "not given".
     A trial that fails (``TrialFailed``) is stored with its reason and the run goes on; a run whose first 5
     trials all fail stops, and a study in which every trial failed is an ``AccumoptError`` giving the first
     failure's reason. ``remedy``: what refusing to resume the study tells the user to do (``open_study``).
     """
+    check_param(n_trials is None or (_is_int(n_trials) and n_trials >= 1), "n_trials", "an integer >= 1", n_trials)
+    check_param(timeout is None or (isinstance(timeout, (int, float)) and not isinstance(timeout, bool)
+                                    and math.isfinite(timeout) and timeout > 0),
+                "timeout", "a finite number of seconds > 0", timeout)
     t0 = time.perf_counter()
     if data is None:
         panel, reserve = load_study_data(spec, db)

@@ -481,6 +481,8 @@ def run_walkforward(
     sequential study whoever runs it). Journal and in-memory storages run the windows here, one after another."""
     if jobs < 1:
         raise ParameterError(f"jobs must be >= 1, got jobs={jobs}")
+    if n_trials is not None and not (isinstance(n_trials, int) and not isinstance(n_trials, bool) and n_trials >= 1):
+        raise ParameterError(f"n_trials must be an integer >= 1, got n_trials={n_trials!r}")  # 0 is not "not given"
     db = resolve_db(db, spec.data.database)
     ctx, windows, reserve = _setup(spec, db, storage_url, final, n_trials)
     T, limit = len(ctx.panel.dates), ctx.limit
