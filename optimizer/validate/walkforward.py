@@ -202,11 +202,13 @@ def concat_trades(parts: list[Trades]) -> Trades:
 
 def select_params(study: optuna.Study, how: str = "best", top_k: int = 5) -> optuna.trial.FrozenTrial:
     """The best trial, or (``robust``) among the top-k the one whose nearest neighbours in parameter space score
-    best by median: a configuration on a plateau beats a lucky spike."""
+    best by median: a configuration on a plateau beats a lucky spike. A multi-objective study: its Pareto front
+    ranked by the first objective (``records.ranked_trials``, as ``study best``), the neighbours' median of the first
+    objective."""
     ranked = ranked_trials(study)
     if not ranked:
         raise DataError(f"study {study.study_name!r} has no completed trial to select from (all pruned or failed)")
-    sign = direction_sign(study.direction)
+    sign = direction_sign(study.directions[0])
     if how == "best" or len(ranked) < 3:
         return ranked[0]
     keys = sorted({k for t in ranked for k in t.params})
@@ -218,7 +220,7 @@ def select_params(study: optuna.Study, how: str = "best", top_k: int = 5) -> opt
     span = X.max(axis=0) - X.min(axis=0)
     span[span == 0] = 1.0
     Xn = X / span
-    vals = np.array([t.value for t in ranked])
+    vals = np.array([t.values[0] for t in ranked])
     m = max(3, len(ranked) // 10)
     best, best_score = ranked[0], -np.inf
     for i in range(min(top_k, len(ranked))):
