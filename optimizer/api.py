@@ -58,6 +58,7 @@ from optimizer.study.inspect import list_studies as _list_studies
 from optimizer.study.inspect import show_study as _show_study
 from optimizer.study.run import StudyRunResult
 from optimizer.study.run import run_study as _run_study
+from optimizer.study.records import ConfigRecord
 from optimizer.study.reserve import guard_end, record_if_opened
 from optimizer.study.spec import StudySpec, load_spec, parse_spec
 from optimizer.validate.walkforward import WalkForwardResult, run_walkforward, save_walkforward
@@ -288,12 +289,17 @@ def sandbox_figure(db: str | Path | None, ticker: str, params: Mapping[str, Any]
                    dot_mode: str = "current", final: bool = False) -> go.Figure:
     """The signal-sandbox Figure of ``ticker`` for a configuration (``params``: a flat dict or a ``study best``
     document; default: the engine defaults): price with its entries and exits (the trades ``backtest`` reports),
-    its score and thresholds, the flow inputs and three score variants; ``start`` / ``end`` limit what is drawn;
+    its score and thresholds, the flow inputs and three score variants (a ``study best`` document: simulated as
+    ``backtest --params`` reproduces the trial: its span, regime filter and min_periods); ``start`` / ``end`` limit
+    what is drawn;
     the final reserve only with ``final=True`` (as ``backtest``)::
 
         fig = ao.sandbox_figure(db, "NVDA", best, start="2024-01-01")
         fig.show()                                 # or fig.write_html("nvda.html")
     """
+    cfg = params.get("config") if isinstance(params, Mapping) else None
+    record = ConfigRecord.from_dict(cfg) if isinstance(cfg, Mapping) and isinstance(cfg.get("params"), Mapping) \
+        and isinstance(cfg.get("span"), Mapping) and cfg["span"].get("panel_start") else None  # a ``study best`` document: the trial's span, regime, min_periods
     run = sandbox_run(resolve_db(db), ticker, start, end, params=_params(params) or None,
-                      universe=universe, final=final)
+                      universe=universe, final=final, record=record)
     return _sandbox_figure(run.panel, ticker, start, end, dot_mode=dot_mode, config=run.config, trades=run.trades)
