@@ -36,7 +36,7 @@ from optuna.trial import TrialState
 
 from test_postgres import pg_url  # noqa: F401 - the loopback PostgreSQL server fixture
 
-from optimizer.errors import SpecError
+from optimizer.errors import DataError, SpecError
 from optimizer.study.records import claims_name, read_claim
 from optimizer.study.spec import load_spec
 from optimizer.study.storage import make_storage
@@ -265,6 +265,26 @@ def test_rerun_with_other_inner_folds_is_refused(synth_db, spec_path, single, tm
     with pytest.raises(SpecError, match=r"scored its trials on other folds") as e:
         run_walkforward(load_spec(changed), synth_db, url, n_trials=N + 1, out_dir=None)
     assert "another name ([study] name" in str(e.value)
+
+
+
+def test_a_worker_whose_inner_folds_differ_from_the_coordinators_is_refused(synth_db, spec_path, tmp_path):
+    """A worker's spec with other [walkforward] n_splits has the same spec hash ([walkforward] is left out) and gives
+    the same window names, but its window studies would score other folds, which the coordinator would then report
+    as its own: refused before it claims a window (before: it ran every window on its folds)."""
+    from optimizer.validate.distributed import WindowClaims as Claims
+
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    spec = load_spec(spec_path)
+    ctx, windows, _ = wfmod._setup(spec, synth_db, url, False, None)
+    run = {"spec_hash": spec.spec_hash, "n_trials": ctx.n_trials, "final": False,
+           "windows": [wfmod._window_name(ctx, w) for w in windows], "key": wfmod._run_key(ctx)}
+    Claims(make_storage(url), spec.run.study_name, run=run).close()  # a coordinator registered its run
+    other = tmp_path / "wfd.toml"
+    other.write_text(SPEC + "n_splits = 3\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"would differ from the coordinator's .* n_splits / embargo"):
+        wfmod.run_walkforward_worker(load_spec(other), synth_db, url, wait=0)
+    assert not _trials_by_window(url)  # no window study was made
 
 
 # ------------------------------------------------------------------------------------------------ processes

@@ -547,6 +547,11 @@ def run_walkforward_worker(spec: StudySpec, db: str | Path, storage_url: str | N
         raise DataError(f"the store {db} gives other walk-forward windows than the coordinator's ({len(names)} vs "
                         f"{len(run.get('windows') or [])}; first {names[:1]} vs {(run.get('windows') or [])[:1]}): "
                         "every worker needs the same data")
+    if run.get("key") is not None and run["key"] != _run_key(ctx):
+        raise DataError(f"this worker's window studies would differ from the coordinator's (settings key "
+                        f"{_run_key(ctx)}, the coordinator's {run['key']}): the same windows, but other data in {db} "
+                        "or other [walkforward] n_splits / embargo in the spec; every worker needs the same spec "
+                        "file and data")
     return _distributed(ctx, windows, run, jobs, collect=False)
 
 
