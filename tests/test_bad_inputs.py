@@ -74,6 +74,10 @@ BAD_SPECS = {
     "deep_array": ("x = " + "[" * 5000 + "]" * 5000 + "\n", ["[toml] nests arrays or tables too deeply"]),
     "objective_options_bogus": (_SPACE + "[objective]\noptions = { totally_bogus = 123 }\n",
                                 ["[objective.options.totally_bogus] is not an option of objective 'composite_rank'"]),
+    # a cost in both places: the trials ran with the [space] values, the [data.costs] one was silently ignored
+    "cost_in_data_costs_and_space": (_SPACE + 'slippage_bps = { type = "float", low = 0.0, high = 10.0 }\n'
+                                     "[data.costs]\nslippage_bps = 3.0\n",
+                                     ["[data.costs.slippage_bps] is also declared in [space.slippage_bps]"]),
 }
 
 
@@ -246,3 +250,11 @@ def test_a_run_flag_out_of_its_domain_is_refused_not_replaced_by_the_spec(args, 
     one_line_error(cli(*args, "--db", tmp_path / "none.duckdb", "--storage", f"sqlite:///{tmp_path / 's.db'}"),
                    fragment)
     assert not (tmp_path / "s.db").exists()
+
+
+def test_a_stored_spec_with_a_cost_in_both_places_still_reads_back():
+    """A study made before the rule keeps opening (its trials ran with the [space] values)."""
+    from optimizer.study.spec import parse_spec
+
+    text = BAD_SPECS["cost_in_data_costs_and_space"][0]
+    assert parse_spec(text, stored=True).param("slippage_bps").high == 10.0
