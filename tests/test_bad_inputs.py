@@ -258,3 +258,18 @@ def test_a_stored_spec_with_a_cost_in_both_places_still_reads_back():
 
     text = BAD_SPECS["cost_in_data_costs_and_space"][0]
     assert parse_spec(text, stored=True).param("slippage_bps").high == 10.0
+
+
+@pytest.mark.parametrize("text", [b"my notes\nline two\n", b"hello\n", b'{"not": "a journal entry"}\n'])
+@pytest.mark.parametrize("command", ["list", "run"])
+def test_a_journal_storage_that_is_another_file_is_one_line_and_left_alone(text, command, tmp_path, synth_db):
+    """``--storage journal:PATH`` on a file that is not an Optuna journal (a typo'd path to a notes file): one line
+    naming the file, and the file unchanged. Before: a JSONDecodeError traceback, or (one line) a storage read as
+    holding no study, which ``study run`` then appended its log to."""
+    p = tmp_path / "notes.txt"
+    p.write_bytes(text)
+    args = {"list": ("study", "list"),
+            "run": ("study", "run", Path(__file__).resolve().parents[1] / "studies" / "demo.toml", "--db", synth_db,
+                    "--n-trials", "1")}[command]
+    one_line_error(cli(*args, "--storage", f"journal:{p}"), str(p), "is not an Optuna journal file")
+    assert p.read_bytes() == text
