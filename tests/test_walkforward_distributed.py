@@ -287,6 +287,19 @@ def test_a_worker_whose_inner_folds_differ_from_the_coordinators_is_refused(synt
     assert not _trials_by_window(url)  # no window study was made
 
 
+
+def test_rerun_after_a_window_study_was_deleted_runs_that_window_again(synth_db, spec_path, single, tmp_path):
+    """A finished walk-forward whose window study was deleted since (``study delete``, to redo it): the re-run runs
+    that window's study again and gives the single-process result (before: a KeyError traceback, the window's claim
+    being done)."""
+    url = _copy_storage(single[0], tmp_path)
+    gone = single[1].windows[1].study_name
+    optuna.delete_study(study_name=gone, storage=make_storage(url, heartbeat=False))
+    res = run_walkforward(load_spec(spec_path), synth_db, url, out_dir=None)
+    _same(res, single[1])
+    assert len(_trials_by_window(url)[gone]) == N
+
+
 # ------------------------------------------------------------------------------------------------ processes
 
 def _env(grace: int = 2, extra: dict[str, str] | None = None) -> dict[str, str]:

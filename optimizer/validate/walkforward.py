@@ -61,7 +61,7 @@ from optimizer.study.run import run_study
 from optimizer.study.space import params_to_config, trial_config
 from optimizer.study.spec import StudySpec
 from optimizer.study.splits import WalkForward, Window
-from optimizer.study.storage import make_storage
+from optimizer.study.storage import make_storage, study_names
 from optimizer.validate.distributed import DONE, WindowClaims, wait_for_run, work_windows
 from optimizer.validate.stats import (
     DailyExcess, cost_stress, cost_stress_wording, cpcv_pbo, daily_excess, deflated_sharpe_from_study,
@@ -620,10 +620,15 @@ def _distributed(ctx: _RunContext, windows: list[Window], run: dict[str, Any], j
                       "taken over", stacklevel=2)
     if not collect:
         return ran
+    stored = set(study_names(storage))
     for name, w in by_name.items():
-        if name not in results:  # run by another machine's worker: its stored study
-            results[name] = _window_result(ctx, w, optuna.load_study(study_name=name, storage=storage),
-                                           _window_data(ctx, w))
+        if name not in results:  # run by another machine's worker (or an earlier run): its stored study
+            data = _window_data(ctx, w)
+            # a window done for these settings whose study was deleted since: run it again here (the same sequential
+            # study); no worker takes it, its claim is done
+            study = (optuna.load_study(study_name=name, storage=storage) if name in stored
+                     else _window_study(ctx, w, data).study)
+            results[name] = _window_result(ctx, w, study, data)
     return [results[n] for n in by_name]
 
 
