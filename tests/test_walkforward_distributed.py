@@ -300,6 +300,21 @@ def test_rerun_after_a_window_study_was_deleted_runs_that_window_again(synth_db,
     assert len(_trials_by_window(url)[gone]) == N
 
 
+
+def test_walkforward_command_says_when_a_worker_process_died(synth_db, spec_path, single, tmp_path, monkeypatch):
+    """``walkforward --jobs 2`` whose forked process dies: the coordinator takes its windows over (the result is the
+    single-process one) and the command says so on stderr. Before, the warning was caught with the others and only
+    the reserve and seed_from ones were printed: a dead worker process went unmentioned."""
+    from _cli_helpers import cli, ok
+
+    monkeypatch.setattr(wfmod, "_child", lambda *a: os._exit(3))
+    url = f"sqlite:///{tmp_path / 'dead.db'}"
+    res = ok(cli("walkforward", spec_path, "--jobs", "2", "--db", synth_db, "--storage", url, "--out",
+                 tmp_path / "out", "--format", "json"))
+    assert "1 walk-forward worker process(es) ended with exit codes [3]" in res.stderr
+    assert json.loads(res.stdout)["verdict_line"] == single[1].verdict.line
+
+
 # ------------------------------------------------------------------------------------------------ processes
 
 def _env(grace: int = 2, extra: dict[str, str] | None = None) -> dict[str, str]:
