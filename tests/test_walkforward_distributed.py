@@ -315,6 +315,19 @@ def test_walkforward_command_says_when_a_worker_process_died(synth_db, spec_path
     assert json.loads(res.stdout)["verdict_line"] == single[1].verdict.line
 
 
+
+def test_run_timeout_does_not_cut_the_windows_studies(synth_db, spec_path, single, tmp_path):
+    """[run] timeout bounds ``study run``; a walk-forward window runs exactly its trials per window (the result must
+    not depend on the machine's speed). Before, every window's study stopped at the [run] timeout: 1 trial each with
+    a tiny one, and the windows counted as done."""
+    timed = tmp_path / "wfd.toml"
+    timed.write_text(SPEC.replace("[run]\n", "[run]\ntimeout = 0.001\n"), encoding="utf-8")
+    url = f"sqlite:///{tmp_path / 'timed.db'}"
+    res = run_walkforward(load_spec(timed), synth_db, url, out_dir=None)
+    assert [w.n_trials_tried for w in res.windows] == [N] * len(single[1].windows)
+    _same(res, single[1])
+
+
 # ------------------------------------------------------------------------------------------------ processes
 
 def _env(grace: int = 2, extra: dict[str, str] | None = None) -> dict[str, str]:

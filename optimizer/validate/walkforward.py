@@ -402,7 +402,9 @@ def _window_study(ctx: _RunContext, w: Window, data: StudyData, callbacks: list 
     """Run (or resume) the window's study to ``ctx.n_trials`` trials: one sequential study (``run_study``, one
     process), whichever worker runs it."""
     train, test = _window_dates(ctx, w)
-    return run_study(ctx.spec, None, ctx.storage_url, n_trials=ctx.n_trials, data=data, name=_window_name(ctx, w),
+    # exactly n_trials per window: [run] timeout bounds `study run`, never a window (speed must not change the result)
+    spec = replace(ctx.spec, run=replace(ctx.spec.run, timeout=None))
+    return run_study(spec, None, ctx.storage_url, n_trials=ctx.n_trials, data=data, name=_window_name(ctx, w),
                      seed=False, extra_attrs=window_attrs(w.index, train, test, str(data.panel.dates[-1])),
                      callbacks=callbacks, remedy=_WINDOW_REMEDY)
 
