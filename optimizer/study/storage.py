@@ -211,7 +211,9 @@ def _read_only(url: str) -> optuna.storages.BaseStorage:
     path = storage_path(url)
     with storage_error(url):
         if url.startswith("sqlite:///") and path is not None:
-            return _sqlite_reader(url, path)
+            st = _sqlite_reader(url, path)
+            st.accumopt_url = url  # how messages name it (its engine's URL is the internal mode=ro one)
+            return st
         if url.startswith("journal:"):
             if path is None or not path.exists():
                 raise DataError(f"{url}: the journal file {path} does not exist; run a study first or pass --storage")
