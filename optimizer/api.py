@@ -44,6 +44,7 @@ from optimizer.data.store import connect
 from optimizer.data.synth import SynthConfig, synth_to_db
 from optimizer.engine.evaluate import Config, Evaluator, Result
 from optimizer.engine.panel import Panel
+from optimizer.engine.regime_filter import regime_entry_mask
 from optimizer.errors import ParameterError
 from optimizer.params import engine_params
 from optimizer.report.research import build_report as _build_report
@@ -58,6 +59,7 @@ from optimizer.study.inspect import list_studies as _list_studies
 from optimizer.study.inspect import show_study as _show_study
 from optimizer.study.run import StudyRunResult
 from optimizer.study.run import run_study as _run_study
+from optimizer.study.records import ConfigRecord
 from optimizer.study.reserve import guard_end, record_if_opened
 from optimizer.study.spec import StudySpec, load_spec, parse_spec
 from optimizer.validate.walkforward import WalkForwardResult, run_walkforward, save_walkforward
@@ -156,10 +158,18 @@ def _params(params: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(params)
 
 
+def _record_of(params: Any) -> ConfigRecord | None:
+    """The trial's configuration record a ``study best`` document holds under ``config`` (None otherwise)."""
+    cfg = params.get("config") if isinstance(params, Mapping) else None
+    ok = isinstance(cfg, Mapping) and isinstance(cfg.get("params"), Mapping) and isinstance(cfg.get("span"), Mapping)
+    return ConfigRecord.from_dict(cfg) if ok and cfg["span"].get("panel_start") else None
+
+
 def evaluate(params: Mapping[str, Any] | None = None, panel: Panel | None = None, *, db: str | Path | None = None,
              universe: Any = "tier1+3", start: str | None = None, end: str | None = None) -> Evaluation:
     """Evaluate one configuration over every session of ``panel`` (or of ``universe`` in [start, end] loaded from
-    ``db``), exactly as ``accumopt backtest --no-save`` does::
+    ``db``), exactly as ``accumopt backtest --no-save`` does (a ``study best`` document: with its regime filter and
+    min_periods, as ``backtest --params`` runs it; the span is the panel's)::
 
         ev = ao.evaluate({"variant": "D", "z_window": 30, "buy_threshold": 80, "exit": "first_dist"}, panel)
         ev.metrics[["closed_trades", "hit_rate", "avg_excess_return"]]
@@ -169,7 +179,9 @@ def evaluate(params: Mapping[str, Any] | None = None, panel: Panel | None = None
     cfg = Config.from_params(engine_params(flat))
     if panel is None:
         panel = load_panel(db, universe, start, end)
-    res = Evaluator(panel).run(cfg)
+    record = _record_of(params)  # a trial's document: its regime filter and min_periods, as backtest --params runs it
+    res = Evaluator(panel, min_periods=record.min_periods if record else None).run(
+        cfg, entry_ok=regime_entry_mask(panel, record.regime) if record else None)
     m = dict(res.metrics)
     order = [k for k in BACKTEST_METRICS if k in m] + [k for k in m if k not in BACKTEST_METRICS]
     metrics = pd.DataFrame([{k: m[k] for k in order}])
@@ -288,12 +300,14 @@ def sandbox_figure(db: str | Path | None, ticker: str, params: Mapping[str, Any]
                    dot_mode: str = "current", final: bool = False) -> go.Figure:
     """The signal-sandbox Figure of ``ticker`` for a configuration (``params``: a flat dict or a ``study best``
     document; default: the engine defaults): price with its entries and exits (the trades ``backtest`` reports),
-    its score and thresholds, the flow inputs and three score variants; ``start`` / ``end`` limit what is drawn;
+    its score and thresholds, the flow inputs and three score variants (a ``study best`` document: simulated as
+    ``backtest --params`` reproduces the trial: its span, regime filter and min_periods); ``start`` / ``end`` limit
+    what is drawn;
     the final reserve only with ``final=True`` (as ``backtest``)::
 
         fig = ao.sandbox_figure(db, "NVDA", best, start="2024-01-01")
         fig.show()                                 # or fig.write_html("nvda.html")
     """
     run = sandbox_run(resolve_db(db), ticker, start, end, params=_params(params) or None,
-                      universe=universe, final=final)
+                      universe=universe, final=final, record=_record_of(params))
     return _sandbox_figure(run.panel, ticker, start, end, dot_mode=dot_mode, config=run.config, trades=run.trades)

@@ -99,3 +99,22 @@ def test_a_study_from_a_dict_is_the_study_from_its_toml(synth_db, tmp_path):
     assert f"buy {best['params']['buy_threshold']:g}" in fig.layout.title.text
     assert json.loads(json.dumps(best))["params"] == best["params"]
     assert np.isfinite(best["value"])
+
+
+def test_evaluate_of_a_study_best_document_applies_its_regime_filter_and_min_periods(synth_db):
+    """``best_params`` says "pass it to evaluate": a trial's document carries its regime filter and min_periods,
+    which ``backtest --params`` applies; evaluate on the same panel gives the same numbers. Before, evaluate used
+    the parameters alone (no regime filter, default min_periods)."""
+    import dataclasses
+
+    panel = api.load_panel(synth_db, "tier1+3")
+    rec = backtest(PARAMS, synth_db, "tier1+3", regime="RISK_ON", save=False).record
+    assert rec.panel_start == str(panel.dates[0])[:10] and rec.data_end == str(panel.dates[-1])[:10]
+    for r in (rec, dataclasses.replace(rec, min_periods=12)):
+        doc = {"study": "s", "number": 0, "value": 0.1, "params": dict(r.params), "metrics": {}, "config": r.to_dict()}
+        want = backtest(r.params, synth_db, record=r, save=False)
+        ev = api.evaluate(doc, panel)
+        for k in BACKTEST_METRICS:
+            assert ev.metrics.loc[0, k] == want.metrics[k] or (ev.metrics.loc[0, k] != ev.metrics.loc[0, k]
+                                                               and want.metrics[k] != want.metrics[k]), k
+    assert api.evaluate(PARAMS, panel).metrics.loc[0, "total_trades"] != want.metrics["total_trades"]

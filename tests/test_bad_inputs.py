@@ -74,6 +74,10 @@ BAD_SPECS = {
     "deep_array": ("x = " + "[" * 5000 + "]" * 5000 + "\n", ["[toml] nests arrays or tables too deeply"]),
     "objective_options_bogus": (_SPACE + "[objective]\noptions = { totally_bogus = 123 }\n",
                                 ["[objective.options.totally_bogus] is not an option of objective 'composite_rank'"]),
+    # a cost in both places: the trials ran with the [space] values, the [data.costs] one was silently ignored
+    "cost_in_data_costs_and_space": (_SPACE + 'slippage_bps = { type = "float", low = 0.0, high = 10.0 }\n'
+                                     "[data.costs]\nslippage_bps = 3.0\n",
+                                     ["[data.costs.slippage_bps] is also declared in [space.slippage_bps]"]),
 }
 
 
@@ -225,3 +229,47 @@ def test_a_missing_storage_is_never_created_by_a_reader(tmp_path):
     journal = f"journal:{tmp_path / 'none.log'}"
     one_line_error(cli("study", "list", "--storage", journal), "does not exist")
     assert not (tmp_path / "none.log").exists()
+
+
+# ------------------------------------------------------------------------------------------------ run flags
+
+@pytest.mark.parametrize("args, fragment", [
+    (("study", "run", "SPEC", "--n-trials", "0"), "n_trials must be an integer >= 1, got n_trials=0"),
+    (("study", "run", "SPEC", "--n-trials", "-3"), "n_trials must be an integer >= 1, got n_trials=-3"),
+    (("study", "worker", "SPEC", "--n-trials", "0"), "n_trials must be an integer >= 1, got n_trials=0"),
+    (("study", "run", "SPEC", "--timeout", "0"), "timeout must be a finite number of seconds > 0, got timeout=0.0"),
+    (("study", "run", "SPEC", "--timeout", "-5"), "timeout must be a finite number of seconds > 0, got timeout=-5.0"),
+    (("walkforward", "SPEC", "--n-trials", "0"), "n_trials must be an integer >= 1, got n_trials=0"),
+])
+def test_a_run_flag_out_of_its_domain_is_refused_not_replaced_by_the_spec(args, fragment, tmp_path):
+    """``--n-trials 0`` and ``--timeout 0`` used to be read as "not given" (``n_trials or spec.run.n_trials``): the
+    study ran the spec's trials (or no time limit) instead; a negative count ran nothing and said nothing."""
+    spec = tmp_path / "s.toml"
+    spec.write_text('[study]\nname = "s"\n' + _SPACE + "[run]\nn_trials = 2\n", encoding="utf-8")
+    args = [spec if a == "SPEC" else a for a in args]
+    one_line_error(cli(*args, "--db", tmp_path / "none.duckdb", "--storage", f"sqlite:///{tmp_path / 's.db'}"),
+                   fragment)
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_a_stored_spec_with_a_cost_in_both_places_still_reads_back():
+    """A study made before the rule keeps opening (its trials ran with the [space] values)."""
+    from optimizer.study.spec import parse_spec
+
+    text = BAD_SPECS["cost_in_data_costs_and_space"][0]
+    assert parse_spec(text, stored=True).param("slippage_bps").high == 10.0
+
+
+@pytest.mark.parametrize("text", [b"my notes\nline two\n", b"hello\n", b'{"not": "a journal entry"}\n'])
+@pytest.mark.parametrize("command", ["list", "run"])
+def test_a_journal_storage_that_is_another_file_is_one_line_and_left_alone(text, command, tmp_path, synth_db):
+    """``--storage journal:PATH`` on a file that is not an Optuna journal (a typo'd path to a notes file): one line
+    naming the file, and the file unchanged. Before: a JSONDecodeError traceback, or (one line) a storage read as
+    holding no study, which ``study run`` then appended its log to."""
+    p = tmp_path / "notes.txt"
+    p.write_bytes(text)
+    args = {"list": ("study", "list"),
+            "run": ("study", "run", Path(__file__).resolve().parents[1] / "studies" / "demo.toml", "--db", synth_db,
+                    "--n-trials", "1")}[command]
+    one_line_error(cli(*args, "--storage", f"journal:{p}"), str(p), "is not an Optuna journal file")
+    assert p.read_bytes() == text

@@ -398,3 +398,13 @@ def test_terminal_table_formats_cells(store):
     print_frame(pd.DataFrame({"a": [1.0, math.nan], "b": ["x", None]}), con2)
     lines = [ln.rstrip() for ln in con2.export_text().splitlines()]
     assert "nan" not in " ".join(lines) and lines[-2:] == ["1  x", "-  -"]  # missing values as "-"
+
+
+def test_unknown_name_on_the_command_line_names_the_storage_as_given(store):
+    """The read-only commands open the storage themselves (SQLite ``mode=ro``): the error names the URL the user
+    gave, not the internal ``sqlite:///file%3A...?mode=ro&uri=true`` one."""
+    from _cli_helpers import cli, one_line_error
+
+    for args in (("study", "show", "nope"), ("study", "best", "nope"), ("study", "compare", "nope")):
+        line = one_line_error(cli(*args, "--storage", store), f"no study named 'nope' in {store}; studies: maxi")
+        assert "mode=ro" not in line

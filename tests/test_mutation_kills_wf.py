@@ -870,6 +870,30 @@ def test_select_params_robust_equals_a_reference_on_random_studies():
         wfmod.select_params(st)
 
 
+def test_select_params_of_a_multi_objective_window_study_is_the_pareto_trial_best_on_the_first_objective():
+    """A multi-objective spec (studies/multiobjective.toml) walked forward: each window's winner is chosen as
+    ``study best`` chooses (the Pareto front ranked by the first objective); robust ranks neighbourhoods by the first
+    objective. Before: ``study.direction`` raised RuntimeError, a traceback out of ``accumopt walkforward``."""
+    D = optuna.distributions
+    st = optuna.create_study(directions=["maximize", "minimize"])
+    # every trial on the Pareto front (more of the first objective costs more of the second); 0 (x 10) is best on the
+    # first objective but its neighbour 1 (x 9) is poor; 2..5 (x 1..4) are a plateau
+    for x, v in ((10.0, (0.95, 5.0)), (9.0, (0.0, 0.5)), (1.0, (0.5, 4.0)), (2.0, (0.45, 3.0)), (3.0, (0.4, 2.0)),
+                 (4.0, (0.35, 1.5))):
+        st.add_trial(optuna.trial.create_trial(params={"x": x}, distributions={"x": D.FloatDistribution(0, 10)},
+                                               values=list(v)))
+    assert len(st.best_trials) == 6
+    assert wfmod.select_params(st, "best").number == 0
+    # robust, top 3 by the first objective, m = 3 nearest in x: trial 0 -> 0, 1, 5: median 0.35; trial 2 -> 2, 3, 4:
+    # 0.45; trial 3 -> 3, 2, 4: 0.45 (the earlier kept)
+    assert wfmod.select_params(st, "robust", top_k=3).number == 2
+    st_min = optuna.create_study(directions=["minimize", "maximize"])
+    for x, v in ((1.0, (0.5, 3.0)), (2.0, (0.1, 1.0))):
+        st_min.add_trial(optuna.trial.create_trial(params={"x": x}, distributions={"x": D.FloatDistribution(0, 10)},
+                                                   values=list(v)))
+    assert wfmod.select_params(st_min, "best").number == 1  # the first objective minimized
+
+
 def test_decide_is_the_verdict_of_its_inputs(monkeypatch):
     from optimizer.validate.verdict import Power, verdict
     inf = {"mean_per_trade": 0.004, "mde_per_trade": 0.003, "mde_per_year": 0.2, "alpha": 0.0228, "power": 0.8,

@@ -159,3 +159,35 @@ def test_the_sandbox_guards_the_final_reserve_as_backtest_does(synth_db, tmp_pat
     assert len(openings(db)) == before + 1
     guarded = sandbox_run(db, SYMBOL, params=PARAMS)
     assert len(guarded.trades) < len(run.trades)
+
+
+def test_sandbox_of_a_trials_configuration_draws_the_trades_backtest_reproduces(synth_db, tmp_path):
+    """A ``study best`` document carries the trial's regime filter, min_periods, panel start and signal span: the
+    sandbox draws the trades ``backtest --params`` reproduces from it. Before, it simulated the bare parameters
+    from the store's first session with no regime filter: on a RISK_ON trial it drew entries the configuration
+    never takes."""
+    import dataclasses
+
+    base = backtest(PARAMS, synth_db, "tier1+3", start="2023-02-01", regime="RISK_ON", save=False)
+    rec = dataclasses.replace(base.record, signal_start="2023-04-03", min_periods=12)
+    doc = {"study": "x", "number": 0, "value": 0.1, "params": dict(rec.params), "metrics": {}, "config": rec.to_dict()}
+    pf = tmp_path / "best.json"
+    pf.write_text(json.dumps(doc), encoding="utf-8")
+    run = backtest(rec.params, synth_db, record=rec, save=False)
+    df = run.result.trades.to_frame(run.panel)
+    bt = df[df["symbol"] == SYMBOL].reset_index(drop=True)
+    plain = _backtest_trades(synth_db, PARAMS)
+    assert len(bt) >= 2 and sorted(map(_day, bt["entry_date"])) != sorted(map(_day, plain["entry_date"]))
+    root = tmp_path / "sb"
+    res = CliRunner().invoke(main, ["sandbox", SYMBOL, "--params", str(pf), "--db", str(synth_db), "--out", str(root),
+                                    "--no-png"], env={"ACCUMOPT_DB": None})
+    assert res.exit_code == 0, res.output
+    (out,) = (root / "sandbox").glob("*.html")
+    data = _html_figure(out)
+    for kind in ("Entries", "Exits"):
+        assert {o: sorted(v) for o, v in _markers(data, kind).items()} == _expected(bt, kind), kind
+    import optimizer as ao  # the notebook's call with the same document draws the same trades
+
+    api = _trace_dicts(ao.sandbox_figure(synth_db, SYMBOL, doc))
+    for kind in ("Entries", "Exits"):
+        assert {o: sorted(v) for o, v in _markers(api, kind).items()} == _expected(bt, kind), kind

@@ -7,6 +7,8 @@
    every configuration the window's study tried, pruned and failed ones included, not only the completed ones.
 3. The z-score warm-up in fold placement: a study's first fold starts only once the longest z-window of its space
    has filled, so no fold has sessions without a z-score (and therefore without signals) biasing the objective.
+4. A trial's configuration record saved on its own as a parameters file is read as that record (``backtest
+   --params`` runs the trial's span, regime filter and min_periods), not as a loose file.
 """
 
 from __future__ import annotations
@@ -117,3 +119,31 @@ def test_first_fold_starts_after_the_longest_z_window_filled(path, synth_db):
     disp = display_score(FeatureCache(data.panel, min_periods=spec.data.min_periods),
                          ScoreParams(variant="B", z_window=w))
     assert np.isfinite(disp[first]).mean() > 0.8, f"{path.stem}: fold 0 starts before the z-scores exist"
+
+
+# ---- 4. a configuration record as a parameters file -----------------------------------------------------------
+
+def test_a_bare_configuration_record_as_params_file_is_read_as_the_record(synth_db, tmp_path):
+    """A trial's configuration record on its own (``study best``'s ``config``, the ``user_attrs_config`` column of
+    ``study export``) saved as the parameters file is that record: ``backtest --params`` runs its panel start, span,
+    regime filter and min_periods. Before, it was read as a loose file: the span start became the panel start and
+    min_periods and the data end were dropped, so the run was not the trial's."""
+    import dataclasses
+    import json
+
+    from _cli_helpers import cli, ok
+
+    from optimizer.backtest import backtest
+    from optimizer.study.paramsfile import load_params_record
+
+    params = {"variant": "B", "z_window": 15, "buy_threshold": 65, "sell_threshold": 35, "exit": "first_dist",
+              "time_stop": 20}
+    base = backtest(params, synth_db, "tier1+3", start="2023-02-01", regime="RISK_ON", save=False)
+    rec = dataclasses.replace(base.record, signal_start="2023-04-03", min_periods=12)
+    bare = tmp_path / "config.json"
+    bare.write_text(json.dumps(rec.to_dict()), encoding="utf-8")
+    assert load_params_record(bare).record == rec
+    want = backtest(rec.params, synth_db, record=rec, save=False).metrics
+    got = json.loads(ok(cli("backtest", "--params", bare, "--db", synth_db, "--no-save", "--format", "json")).stdout)
+    assert got["start"] == "2023-04-03" and got["config"]["min_periods"] == 12
+    assert {k: got[k] for k in want} == pytest.approx(want, rel=0, abs=0, nan_ok=True)

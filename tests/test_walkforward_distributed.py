@@ -21,9 +21,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import optuna
@@ -34,6 +36,7 @@ from optuna.trial import TrialState
 
 from test_postgres import pg_url  # noqa: F401 - the loopback PostgreSQL server fixture
 
+from optimizer.errors import DataError, SpecError
 from optimizer.study.records import claims_name, read_claim
 from optimizer.study.spec import load_spec
 from optimizer.study.storage import make_storage
@@ -216,6 +219,113 @@ def test_a_worker_interrupted_with_its_claim_still_held_releases_the_window_and_
         assert calls == ["w0"] and a.states(["w0", "w1"]) == {"w0": FREE, "w1": FREE}
     finally:
         a.close()
+
+
+
+def _copy_storage(url: str, tmp_path: Path) -> str:
+    """A copy of the SQLite storage at ``url`` (the module's run stays as the other tests expect it)."""
+    dst = tmp_path / "copy.db"
+    with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as src, closing(sqlite3.connect(dst)) as to:
+        src.backup(to)  # the pages still in the WAL file too
+    copy = f"sqlite:///{dst}"
+    assert _trials_by_window(copy) == _trials_by_window(url)
+    return copy
+
+
+def test_rerun_with_more_trials_per_window_extends_every_window(synth_db, spec_path, single, tmp_path):
+    """A finished walk-forward re-run with more trials per window runs each window's study on to that many trials,
+    as the single-process path does: a window done for the earlier run is not done for this one (its claim was
+    for N trials). Before, every window counted as done and the result silently kept N trials per window."""
+    url = _copy_storage(single[0], tmp_path)
+    res = run_walkforward(load_spec(spec_path), synth_db, url, n_trials=N + 1, out_dir=None)
+    assert [w.n_trials_tried for w in res.windows] == [N + 1] * len(single[1].windows)
+    assert all(len(ts) == N + 1 for ts in _trials_by_window(url).values())
+
+
+def test_rerun_after_the_spec_changed_is_refused(synth_db, spec_path, single, tmp_path):
+    """The same walk-forward re-run from a changed spec (other costs) is refused, as resuming a study from a changed
+    spec is: before, every window counted as done and the result was the old spec's (1 + 5 bp) under the new one."""
+    url = _copy_storage(single[0], tmp_path)
+    changed = tmp_path / "wfd.toml"
+    changed.write_text(SPEC.replace("reserve_fraction = 0.2", "reserve_fraction = 0.2\n[data.costs]\n"
+                                    "commission_bps = 50.0"), encoding="utf-8")
+    with pytest.raises(SpecError, match=r"created from a different spec") as e:
+        run_walkforward(load_spec(changed), synth_db, url, out_dir=None)
+    assert "--new-name" not in str(e.value) and "another name ([study] name" in str(e.value)  # walkforward's remedy
+
+
+
+def test_rerun_with_other_inner_folds_is_refused(synth_db, spec_path, single, tmp_path):
+    """[walkforward] n_splits sets the folds each window's study scores, but is not part of the spec hash ([walkforward]
+    is left out): a re-run with other inner folds must not resume the window studies, whose trials were scored on
+    the earlier folds (before: resumed, old and new trials mixed, the result reported under the new folds)."""
+    url = _copy_storage(single[0], tmp_path)
+    changed = tmp_path / "wfd.toml"
+    changed.write_text(SPEC + "n_splits = 3\n", encoding="utf-8")
+    with pytest.raises(SpecError, match=r"scored its trials on other folds") as e:
+        run_walkforward(load_spec(changed), synth_db, url, n_trials=N + 1, out_dir=None)
+    assert "another name ([study] name" in str(e.value)
+
+
+
+def test_a_worker_whose_inner_folds_differ_from_the_coordinators_is_refused(synth_db, spec_path, tmp_path):
+    """A worker's spec with other [walkforward] n_splits has the same spec hash ([walkforward] is left out) and gives
+    the same window names, but its window studies would score other folds, which the coordinator would then report
+    as its own: refused before it claims a window (before: it ran every window on its folds)."""
+    from optimizer.validate.distributed import WindowClaims as Claims
+
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    spec = load_spec(spec_path)
+    ctx, windows, _ = wfmod._setup(spec, synth_db, url, False, None)
+    run = {"spec_hash": spec.spec_hash, "n_trials": ctx.n_trials, "final": False,
+           "windows": [wfmod._window_name(ctx, w) for w in windows], "key": wfmod._run_key(ctx)}
+    Claims(make_storage(url), spec.run.study_name, run=run).close()  # a coordinator registered its run
+    other = tmp_path / "wfd.toml"
+    other.write_text(SPEC + "n_splits = 3\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"would differ from the coordinator's .* n_splits / embargo"):
+        wfmod.run_walkforward_worker(load_spec(other), synth_db, url, wait=0)
+    assert not _trials_by_window(url)  # no window study was made
+
+
+
+def test_rerun_after_a_window_study_was_deleted_runs_that_window_again(synth_db, spec_path, single, tmp_path):
+    """A finished walk-forward whose window study was deleted since (``study delete``, to redo it): the re-run runs
+    that window's study again and gives the single-process result (before: a KeyError traceback, the window's claim
+    being done)."""
+    url = _copy_storage(single[0], tmp_path)
+    gone = single[1].windows[1].study_name
+    optuna.delete_study(study_name=gone, storage=make_storage(url, heartbeat=False))
+    res = run_walkforward(load_spec(spec_path), synth_db, url, out_dir=None)
+    _same(res, single[1])
+    assert len(_trials_by_window(url)[gone]) == N
+
+
+
+def test_walkforward_command_says_when_a_worker_process_died(synth_db, spec_path, single, tmp_path, monkeypatch):
+    """``walkforward --jobs 2`` whose forked process dies: the coordinator takes its windows over (the result is the
+    single-process one) and the command says so on stderr. Before, the warning was caught with the others and only
+    the reserve and seed_from ones were printed: a dead worker process went unmentioned."""
+    from _cli_helpers import cli, ok
+
+    monkeypatch.setattr(wfmod, "_child", lambda *a: os._exit(3))
+    url = f"sqlite:///{tmp_path / 'dead.db'}"
+    res = ok(cli("walkforward", spec_path, "--jobs", "2", "--db", synth_db, "--storage", url, "--out",
+                 tmp_path / "out", "--format", "json"))
+    assert "1 walk-forward worker process(es) ended with exit codes [3]" in res.stderr
+    assert json.loads(res.stdout)["verdict_line"] == single[1].verdict.line
+
+
+
+def test_run_timeout_does_not_cut_the_windows_studies(synth_db, spec_path, single, tmp_path):
+    """[run] timeout bounds ``study run``; a walk-forward window runs exactly its trials per window (the result must
+    not depend on the machine's speed). Before, every window's study stopped at the [run] timeout: 1 trial each with
+    a tiny one, and the windows counted as done."""
+    timed = tmp_path / "wfd.toml"
+    timed.write_text(SPEC.replace("[run]\n", "[run]\ntimeout = 0.001\n"), encoding="utf-8")
+    url = f"sqlite:///{tmp_path / 'timed.db'}"
+    res = run_walkforward(load_spec(timed), synth_db, url, out_dir=None)
+    assert [w.n_trials_tried for w in res.windows] == [N] * len(single[1].windows)
+    _same(res, single[1])
 
 
 # ------------------------------------------------------------------------------------------------ processes

@@ -74,8 +74,8 @@ def walkforward_cmd(spec, final, n_trials, jobs, storage, db, out, columns, wide
         res = run_walkforward(s, resolve_db(db, s.data.database, root), resolve_storage(storage, s.run.storage, root),
                               final=final, progress=progress_enabled() and fmt == "table", n_trials=n_trials,
                               out_dir=None, jobs=jobs)
-    for w in caught:
-        if "reserve" in str(w.message) or "seed_from" in str(w.message):
+    for w in caught:  # the run's own warnings: the reserve, [seed_from], a forked process that died
+        if any(k in str(w.message) for k in ("reserve", "seed_from", "worker process(es) ended")):
             err_console.print(str(w.message), style="bold red", markup=False, highlight=False, soft_wrap=True)
     d = save_walkforward(res, walkforward_dir(root, s.run.study_name, final))
     if fmt == "json":
@@ -176,7 +176,8 @@ def sandbox_cmd(ticker, params_file, start, end, z_window, dot_mode, buy, sell, 
     root = output_root(out)
     run = sandbox_run(existing_store(resolve_db(db, None, root)), ticker, start, end,
                       params=rec.params if rec else None, universe=universe or (rec.universe if rec else None),
-                      z_window=z_window, buy=buy, sell=sell, final=final)
+                      z_window=z_window, buy=buy, sell=sell, final=final, record=rec.record if rec else None,
+                      regime=rec.regime if rec else None)
     fig = sandbox_figure(run.panel, ticker, start, end, dot_mode=dot_mode, config=run.config, trades=run.trades)
     opts = [f"z{z_window}" if z_window is not None else None, dot_mode if dot_mode != "current" else None,
             f"b{buy:g}" if buy is not None else None, f"s{sell:g}" if sell is not None else None,

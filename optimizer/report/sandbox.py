@@ -64,7 +64,10 @@ from optimizer.errors import DataError, ParameterError, check_param
 from optimizer.params import engine_params
 from optimizer.report.files import save_figure
 from optimizer.study.data import load_universe_panel, universe_symbols
-from optimizer.study.reserve import guard_end, record_if_opened
+from optimizer.engine.regime_filter import REGIME_NAMES, regime_entry_mask
+from optimizer.engine.simulate import Span
+from optimizer.study.records import ConfigRecord
+from optimizer.study.reserve import guard_end, record_if_opened, refuse_reserve
 
 __all__ = [
     "load_sandbox_panel", "sandbox_figure", "sandbox_data", "sandbox_trades", "sandbox_run", "SandboxRun",
@@ -117,14 +120,16 @@ def _rows(panel: Panel, start, end) -> np.ndarray:
 
 
 def load_sandbox_panel(con: duckdb.DuckDBPyConnection, symbol: str, start: DateLike | None = None,
-                       end: DateLike | None = None, z_window: int = 20) -> Panel:
+                       end: DateLike | None = None, z_window: int = 20, *,
+                       panel_start: DateLike | None = None) -> Panel:
     """The one symbol the sandbox draws, from ``2 * z_window`` sessions before ``start`` (the z-scores' warm-up:
-    every score is a trailing window, so the values equal those of a full-history load) to ``end``.
+    every score is a trailing window, so the values equal those of a full-history load) to ``end``; from exactly
+    ``panel_start`` when given (a trial's panel start: its z-scores' min_periods count from there).
 
     Bounded memory and time whatever the store holds. The coverage is stated (``Panel.coverage``), not
     enforced: the chart shows holes as gaps."""
     sym = canonical_symbol(symbol, "ticker")
-    lo = None if start is None else warmup_start(start, 2 * int(z_window))
+    lo = panel_start if panel_start is not None else None if start is None else warmup_start(start, 2 * int(z_window))
     found = con.execute("SELECT count(*) FROM daily_metrics WHERE symbol = ?", [sym]).fetchone()[0]
     if not found:
         raise DataError(unknown_symbols_message(con, "daily_metrics", [sym]))
@@ -188,14 +193,17 @@ def sandbox_data(panel: Panel, symbol: str, start: DateLike | None = None, end: 
 
 
 def sandbox_trades(panel: Panel, symbol: str, config: Config | None = None,
-                   universe_panel: Panel | None = None) -> pd.DataFrame:
+                   universe_panel: Panel | None = None, *, signal_start: DateLike | None = None,
+                   regime: str = "ALL", min_periods: int | None = None) -> pd.DataFrame:
     """The trades of ``config`` on ``symbol``: the engine's ``Evaluator.run`` over every session of the panel (the
     path ``backtest`` takes), one row per trade with symbol, signal/entry/exit dates and prices, gross and net
     return, sessions held, exit reason, open_at_end and ``outcome`` (win: net return > 0, loss, open).
 
     Without position caps the symbols are independent, so the symbol alone gives the trades a universe run gives
     it. With caps (max_positions / max_per_sector) its trades depend on the others: ``universe_panel`` (the
-    universe the configuration runs on) is required and simulated whole.
+    universe the configuration runs on) is required and simulated whole. ``signal_start`` (first session signals
+    count: a trial's span start), ``regime`` (the entry filter) and ``min_periods`` (of the z-scores): a trial's, as
+    ``backtest`` runs them.
     """
     sym = canonical_symbol(symbol, "symbol")
     cfg = config or Config()
@@ -210,7 +218,9 @@ def sandbox_trades(panel: Panel, symbol: str, config: Config | None = None,
         if sym not in panel.symbols:
             raise DataError(f"symbol {symbol!r} is not in the panel ({len(panel.symbols)} symbols)")
         p = panel.subset([sym])
-    res = Evaluator(p).run(cfg)
+    lo = 0 if signal_start is None else p.index_of(signal_start)
+    res = Evaluator(p, min_periods=min_periods).run(cfg, Span(lo, len(p.dates), len(p.dates)),
+                                                    entry_ok=regime_entry_mask(p, regime))
     df = res.trades.to_frame(p)
     if df.empty:
         return pd.DataFrame(columns=_TRADE_COLUMNS)
@@ -397,7 +407,8 @@ class SandboxRun:
 
 def sandbox_run(db: str | Path, symbol: str, start: DateLike | None = None, end: DateLike | None = None,
                 params: Mapping[str, Any] | None = None, universe: Any = None, z_window: int | None = None,
-                buy: float | None = None, sell: float | None = None, final: bool = False) -> SandboxRun:
+                buy: float | None = None, sell: float | None = None, final: bool = False,
+                record: ConfigRecord | None = None, regime: str | None = None) -> SandboxRun:
     """Load ``symbol`` from the store at ``db`` and simulate the configuration ``params`` (a flat parameter dict,
     presets and switches accepted; default: the engine defaults; ``z_window`` / ``buy`` / ``sell`` override it)
     over every session up to ``end``, exactly as ``backtest`` does; ``start`` only limits what is drawn. A
@@ -405,13 +416,27 @@ def sandbox_run(db: str | Path, symbol: str, start: DateLike | None = None, end:
 
     The final reserve is guarded as ``backtest`` guards it: without ``final`` the default end is the last session
     before the reserve of ``universe`` (default tier1+3) and an ``end`` inside it is refused; with ``final`` the
-    run may include it and the opening is recorded in the store's reserve ledger."""
+    run may include it and the opening is recorded in the store's reserve ledger.
+
+    ``record``: a trial's effective configuration (``study best``): the simulation starts at its panel start, counts
+    signals from its span start, filters entries by its regime and uses its min_periods and universe; its default
+    end is the trial's data end and its reserve the trial's, as ``backtest --params`` runs it. ``regime``: the entry
+    filter (default: the record's, else ALL)."""
     cfg = _config(Config.from_params(engine_params(params)) if params else None, z_window, buy, sell)
-    uni_name = universe or "tier1+3"
-    end, reserve_start = guard_end(db, universe_symbols(db, uni_name), end, final, "sandbox (--end)")
+    uni_name = universe or (record.universe if record is not None else None) or "tier1+3"
+    uni_name = list(uni_name) if isinstance(uni_name, tuple) else uni_name
+    reg = regime if regime is not None else (record.regime if record is not None else "ALL")
+    check_param(reg in REGIME_NAMES, "regime", f"one of {', '.join(REGIME_NAMES)}", reg)
+    if record is not None and not final:
+        end = end if end is not None else record.data_end
+        refuse_reserve(end, record.reserve_start, "sandbox (--end)")
+        reserve_start = record.reserve_start
+    else:
+        end, reserve_start = guard_end(db, universe_symbols(db, uni_name), end, final, "sandbox (--end)")
+    panel_start = record.panel_start if record is not None else None
     con = connect(db, read_only=True)
     try:
-        panel = load_sandbox_panel(con, symbol, None, end)
+        panel = load_sandbox_panel(con, symbol, None, end, panel_start=panel_start)
     finally:
         con.close()
     if start is not None:
@@ -419,8 +444,10 @@ def sandbox_run(db: str | Path, symbol: str, start: DateLike | None = None, end:
     if final:
         record_if_opened(db, reserve_start, panel.dates[-1], "sandbox --final", str(panel.symbols[0]))
     capped = cfg.caps.max_positions is not None or cfg.caps.max_per_sector is not None
-    uni = load_universe_panel(db, uni_name, None, end) if capped else None
-    return SandboxRun(panel, cfg, sandbox_trades(panel, symbol, cfg, uni))
+    uni = load_universe_panel(db, uni_name, panel_start, end) if capped else None
+    trades = sandbox_trades(panel, symbol, cfg, uni, signal_start=record.signal_start if record is not None else None,
+                            regime=reg, min_periods=record.min_periods if record is not None else None)
+    return SandboxRun(panel, cfg, trades)
 
 
 def write_sandbox(fig: go.Figure, path: str | Path, png: bool | None = None) -> list[Path]:

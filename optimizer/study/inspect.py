@@ -52,7 +52,7 @@ def open_storage(storage: Any, write: bool = False) -> tuple[Any, str]:
     read-only (``make_storage(read_only=True)``; ``write``: writable, for ``delete``): inspecting never creates a
     storage file, never runs trials."""
     if storage is not None and not isinstance(storage, str):
-        url = getattr(getattr(storage, "engine", None), "url", None)
+        url = getattr(storage, "accumopt_url", None) or getattr(getattr(storage, "engine", None), "url", None)
         return storage, str(url) if url is not None else type(storage).__name__
     url = resolve_storage(storage)
     return make_storage(url, heartbeat=False, read_only=not write, create=False), url

@@ -3,7 +3,8 @@
 Accepted: a flat object of parameters; ``{"params": {...}}``; the ``study best --format json`` document (its
 ``config`` is the trial's complete effective configuration, ``records.ConfigRecord``: every engine parameter with
 costs, the universe and the hash of its symbols, the span as dates, the reserve start, the regime filter,
-min_periods and the data fingerprint; ``backtest --params`` reproduces the trial from it); ``costs`` become
+min_periods and the data fingerprint; ``backtest --params`` reproduces the trial from it); that record on its own
+(``study export``'s ``user_attrs_config``), read as the same record; ``costs`` become
 commission_bps / slippage_bps unless the params hold them; a record under ``config``. When present it also reads
 the richer record's ``universe`` (a name or a list), span start (``start``, ``span_start``, ``span: [start, end]``
 or ``span: {"start": ...}``) and regime filter (``regime`` or ``regime_filter``). A change to the format is an
@@ -63,6 +64,16 @@ def _span_start(doc: Mapping[str, Any], path: str) -> str | None:
     raise ParameterError(f"{path}: span must be [start, end] or {{\"start\": ...}}, got span={span!r}")
 
 
+def _record(c: Mapping[str, Any], path: str) -> ConfigRecord | None:
+    """The ``ConfigRecord`` ``c`` holds (its params, and a span with a panel start), else None."""
+    if not (isinstance(c.get("params"), dict) and isinstance(c.get("span"), dict) and c["span"].get("panel_start")):
+        return None
+    try:
+        return ConfigRecord.from_dict(c)
+    except AccumoptError as e:
+        raise ParameterError(f"{path}: {e}") from None
+
+
 def load_params_record(path: str | Path) -> ParamsRecord:
     """Read a JSON parameters file (see the module docstring). Errors name the file and the rule."""
     p = str(path)
@@ -75,14 +86,12 @@ def load_params_record(path: str | Path) -> ParamsRecord:
     record, trial = None, None
     if isinstance(doc.get("config"), dict):  # a stored effective configuration: its record sits under "config"
         c = doc["config"]
-        if isinstance(c.get("params"), dict) and isinstance(c.get("span"), dict) and c["span"].get("panel_start"):
-            try:
-                record = ConfigRecord.from_dict(c)
-            except AccumoptError as e:
-                raise ParameterError(f"{p}: {e}") from None
+        record = _record(c, p)
         if "study" in doc:
             trial = {k: doc.get(k) for k in ("study", "number", "value", "values", "metrics") if k in doc}
         doc = {**{k: v for k, v in doc.items() if k != "config"}, **c}
+    else:  # the record on its own (``study best``'s config, ``study export``'s user_attrs_config)
+        record = _record(doc, p)
     if isinstance(doc.get("params"), dict):
         params = dict(doc["params"])
         meta = doc

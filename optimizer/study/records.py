@@ -413,7 +413,8 @@ def claims_name(study_name: str) -> str:
 
 def write_wf_run(study: optuna.Study, run: Mapping[str, Any]) -> None:
     """The walk-forward run the coordinator started (``spec_hash``, ``n_trials`` per window, ``final``,
-    ``windows``: the window studies' names in order), so workers run exactly the same windows."""
+    ``windows``: the window studies' names in order; ``key``: the hash of everything that decides a window's study,
+    which each claim carries), so workers run exactly the same windows."""
     study.set_user_attr(WF_RUN, dict(run))
 
 
@@ -421,17 +422,20 @@ def read_wf_run(study: optuna.Study) -> dict[str, Any] | None:
     return study.user_attrs.get(WF_RUN) or None
 
 
-def claim_template(window: str, worker: str) -> FrozenTrial:
-    """A RUNNING trial of the claims study saying ``worker`` claims window study ``window`` (created from this
-    template, its attributes are stored in the same transaction as the trial itself)."""
+def claim_template(window: str, worker: str, key: str | None = None) -> FrozenTrial:
+    """A RUNNING trial of the claims study saying ``worker`` claims window study ``window`` for the run whose
+    settings key is ``key`` (the run's ``key``: a window done for a run of other settings is not done for this
+    one); created from this template, its attributes are stored in the same transaction as the trial itself."""
+    claim = {"window": window, "worker": worker} | ({} if key is None else {"key": key})
     return FrozenTrial(number=-1, state=TrialState.RUNNING, value=None, datetime_start=_dt.datetime.now(),
                        datetime_complete=None, params={}, distributions={},
-                       user_attrs={WF_CLAIM: {"window": window, "worker": worker}}, system_attrs={},
+                       user_attrs={WF_CLAIM: claim}, system_attrs={},
                        intermediate_values={}, trial_id=-1)
 
 
 def read_claim(t: FrozenTrial) -> dict[str, str] | None:
-    """``{"window": study name, "worker": id}`` of a claims-study trial (None for any other trial)."""
+    """``{"window": study name, "worker": id[, "key": the run's settings key]}`` of a claims-study trial (None for
+    any other trial)."""
     c = t.user_attrs.get(WF_CLAIM)
     return c if isinstance(c, dict) and "window" in c else None
 

@@ -4,6 +4,7 @@ several workers, ``--jobs`` worker processes, Ctrl-C, the progress bar."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import multiprocessing
 import os
 import signal
@@ -24,7 +25,7 @@ from objectives import make_objective
 from optimizer import __version__
 from optimizer.engine.warmup import needs_parallel, warm_kernels
 from optimizer.paths import resolve_storage
-from optimizer.errors import AccumoptError, ParameterError, SpecError
+from optimizer.errors import AccumoptError, ParameterError, SpecError, check_param
 from optimizer.study.records import (
     STUDY_KEYS, StudyRecord, read_study, read_trial, set_trials_target, trial_counts, write_study,
 )
@@ -149,6 +150,16 @@ def _sampler(spec: StudySpec, offset: int = 0):
                          grid_search_space(spec) if spec.sampler.name == "grid" else None)
 
 
+def _fold_dates(data: StudyData) -> tuple[tuple[int, str, str], ...]:
+    """(fold, first test session, last test session) of each fold ``data`` scores (``StudyRecord.folds``)."""
+    d = data.panel.dates
+    return tuple((f.fold, str(d[f.test_start]), str(d[f.test_end - 1])) for f in data.folds)
+
+
+def _show_folds(folds) -> str:
+    return f"{len(folds)} fold(s), " + ", ".join(f"{a[:10]}..{b[:10]}" for _, a, b in folds)
+
+
 def study_record(spec: StudySpec, data: StudyData, extra_attrs: Mapping[str, Any] | None = None,
                  n_trials: int | None = None) -> StudyRecord:
     """What a new study of ``spec`` over ``data`` stores about itself (``extra_attrs``: further StudyRecord
@@ -163,7 +174,7 @@ def study_record(spec: StudySpec, data: StudyData, extra_attrs: Mapping[str, Any
         "data_fingerprint": data.fingerprint, "accumopt_version": __version__, "git_commit": git_commit(),
         "objective": spec.objective.name, "aggregate": spec.objective.aggregate,
         "train_start": d0, "train_end": d1, "symbols": len(data.panel.symbols),
-        "folds": [[f.fold, str(data.panel.dates[f.test_start]), str(data.panel.dates[f.test_end - 1])] for f in data.folds],
+        "folds": [list(f) for f in _fold_dates(data)],
         "purge": spec.purge(), "embargo": data.cv_embargo, "cv_n_splits": data.cv_n_splits,
         "span_lo": data.lo, "span_hi": data.hi, "regime": spec.data.regime,
         "n_trials_target": n_trials or spec.run.n_trials, "created": datetime.now().isoformat(timespec="seconds"),
@@ -174,12 +185,16 @@ def study_record(spec: StudySpec, data: StudyData, extra_attrs: Mapping[str, Any
     })
 
 
+_REMEDY = "Use --name NEW or --new-name to start a new study"
+
+
 def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, data: StudyData, name: str | None = None,
                new_name: bool = False, extra_attrs: Mapping[str, Any] | None = None,
-               seed_offset: int = 0, n_trials: int | None = None) -> optuna.Study:
+               seed_offset: int = 0, n_trials: int | None = None, remedy: str = _REMEDY) -> optuna.Study:
     """Create or resume the spec's study. A study of the same name made from a different spec is refused;
     with ``new_name`` the first ``NAME-k`` made from this spec is resumed, else a free ``NAME-k`` is created.
-    ``n_trials``: the trials this run asks for (recorded as the study's ``n_trials_target``).
+    ``n_trials``: the trials this run asks for (recorded as the study's ``n_trials_target``). ``remedy``: what a
+    refusal tells the user to do (a walk-forward has no --name / --new-name).
 
     A resumed study's sampler is seeded with ``seed + number of trials already stored (+ seed_offset)``: reusing
     the seed would re-draw the parameters of the study's first trials.
@@ -195,14 +210,19 @@ def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, data: Stud
         if old is not None and old != spec.spec_hash:
             if not new_name:
                 raise SpecError("study", f"study {name!r} was created from a different spec (hash {old}, this spec {spec.spec_hash}); "
-                                         f"refusing to resume it. Use --name NEW or --new-name to start a new study")
+                                         f"refusing to resume it. {remedy}")
             name = _next_free_name(name, existing, storage, spec.spec_hash)
             st = optuna.load_study(study_name=name, storage=storage, pruner=pruner) if name in existing else None
         if st is not None:
-            fp = read_study(st).data_fingerprint
+            rec = read_study(st)
+            fp = rec.data_fingerprint
             if fp is not None and fp != data.fingerprint:
                 raise SpecError("data", f"study {name!r} was run on different data (fingerprint {fp}, now {data.fingerprint}); "
-                                        "refusing to mix trials. Use --new-name")
+                                        f"refusing to mix trials. {remedy}")
+            folds = _fold_dates(data)
+            if rec.folds and rec.folds != folds:  # e.g. a walk-forward's [walkforward] n_splits / embargo changed
+                raise SpecError("cv", f"study {name!r} scored its trials on other folds ({_show_folds(rec.folds)}; this "
+                                      f"run: {_show_folds(folds)}); refusing to mix trials. {remedy}")
             st.sampler = _sampler(spec, len(st.get_trials(deepcopy=False)) + seed_offset)
             if n_trials is not None and read_study(st).n_trials_target != n_trials:
                 set_trials_target(st, n_trials)
@@ -211,7 +231,7 @@ def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, data: Stud
         st = optuna.create_study(study_name=name, storage=storage, sampler=_sampler(spec, seed_offset), pruner=pruner,
                                  directions=directions)
     except optuna.exceptions.DuplicatedStudyError:  # another worker created it since the listing above: join it
-        return open_study(spec, storage, data, asked, new_name, extra_attrs, seed_offset, n_trials)
+        return open_study(spec, storage, data, asked, new_name, extra_attrs, seed_offset, n_trials, remedy)
     with warnings.catch_warnings():  # set_metric_names is marked experimental by Optuna
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         st.set_metric_names(make_objective(spec.objective.name, spec.objective.options).metric_names)
@@ -317,6 +337,10 @@ def _worker(spec: StudySpec, storage_url: str | None, name: str, quota: int, dat
                                 optuna.study.MaxTrialsCallback(target, states=(TrialState.COMPLETE, TrialState.PRUNED))])
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def run_study(
     spec: StudySpec,
     db: str | Path,
@@ -332,16 +356,23 @@ def run_study(
     callbacks: list[Callable] | None = None,
     worker: bool = False,
     seed: bool = True,
+    remedy: str = _REMEDY,
 ) -> StudyRunResult:
     """Create or resume the study and run it until it holds ``n_trials`` finished (complete + pruned) trials.
 
     ``worker``: this process joins a study other processes run (``study worker``); its sampler seed also mixes
     in the process id, so workers started together do not draw the same parameters (not reproducible).
     ``seed``: seed from ``[seed_from]`` (walk-forward windows do not: the seed study saw later sessions).
+    ``n_trials`` (default [run].n_trials) must be >= 1 and ``timeout`` (default [run].timeout) > 0 when given: 0
+    is refused, never read as "not given".
     A trial that fails (``TrialFailed``) is stored with its reason and the run goes on; a run whose first 5
     trials all fail stops, and a study in which every trial failed is an ``AccumoptError`` giving the first
-    failure's reason.
+    failure's reason. ``remedy``: what refusing to resume the study tells the user to do (``open_study``).
     """
+    check_param(n_trials is None or (_is_int(n_trials) and n_trials >= 1), "n_trials", "an integer >= 1", n_trials)
+    check_param(timeout is None or (isinstance(timeout, (int, float)) and not isinstance(timeout, bool)
+                                    and math.isfinite(timeout) and timeout > 0),
+                "timeout", "a finite number of seconds > 0", timeout)
     t0 = time.perf_counter()
     if data is None:
         panel, reserve = load_study_data(spec, db)
@@ -357,7 +388,7 @@ def run_study(
     target = n_trials or spec.run.n_trials
     seed_offset = 1_000_003 * (os.getpid() % 997 + 1) if worker else 0
     study = open_study(spec, storage, data, name=name, new_name=new_name, extra_attrs=extra_attrs,
-                       seed_offset=seed_offset, n_trials=target)
+                       seed_offset=seed_offset, n_trials=target, remedy=remedy)
     optuna.storages.fail_stale_trials(study)  # trials left RUNNING by a killed process: FAIL (+ retried)
     searched = seed_from_study(study, spec, storage) if seed else spec
     if searched is not spec:  # the weight ranges narrowed around the seeds: the trials search those

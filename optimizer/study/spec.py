@@ -387,7 +387,8 @@ def _section(doc: Mapping, name: str) -> dict:
 def parse_spec(text: str, path: str | None = None, stored: bool = False) -> StudySpec:
     """Parse and validate a spec's TOML text. Raises SpecError naming the key path. ``stored``: the text stored
     with an existing study (a study made before ``[cv] purge`` was required for exits without a time limit keeps
-    reading back with the purge it ran with: the longest bounded hold, or 20)."""
+    reading back with the purge it ran with: the longest bounded hold, or 20; one that declared a cost both in
+    [data.costs] and [space] keeps reading back, its trials having run with the [space] values)."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -396,6 +397,11 @@ def parse_spec(text: str, path: str | None = None, stored: bool = False) -> Stud
         raise SpecError("toml", "nests arrays or tables too deeply to be a study spec", file=path) from None
     try:
         spec = _parse(doc, text, path)
+        costs = doc.get("data", {}).get("costs", {})
+        both = [k for k in ("commission_bps", "slippage_bps") if k in costs and spec.param(k) is not None]
+        if both and not stored:  # the [space] entry would win and the [data.costs] value be silently ignored
+            raise _err(f"data.costs.{both[0]}", f"is also declared in [space.{both[0]}], whose values the trials "
+                                                "run with; give it in one place only")
         unbounded = spec.unbounded_exits()
         if unbounded and spec.cv.purge is None and not stored:
             raise _err("cv.purge", f"is required when an exit has no time limit (exit {', '.join(unbounded)} "

@@ -75,6 +75,26 @@ def storage_error(url: str) -> Iterator[None]:
         raise storage_failure(url, e) from None
 
 
+def _check_journal_file(url: str, path: Path) -> None:
+    """An existing journal file must be Optuna's (an empty one is a new journal): its first line a JSON log entry
+    with an ``op_code``. Another file (notes, a CSV) is refused, never read as a storage or appended to."""
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise DataError(f"{url}: {path} is a directory, not a study storage file")
+    with open(path, "rb") as f:
+        first = f.readline(65536)
+    if not first:
+        return
+    try:
+        entry = json.loads(first)
+    except ValueError:
+        entry = None
+    if not (isinstance(entry, dict) and "op_code" in entry):
+        raise DataError(f"study storage {url} is not an Optuna journal file (its first line is {first[:40]!r}, not a "
+                        "journal entry); pass another --storage")
+
+
 def _check_sqlite_file(url: str, path: Path, read_only: bool, create: bool = True) -> None:
     """A reader needs an existing SQLite file holding Optuna's tables; a writer needs nothing (``create``), or an
     SQLite file that is empty or holds Optuna's tables (another schema is never written into)."""
@@ -170,6 +190,8 @@ def make_storage(url: str | None, heartbeat: bool = True, grace_period: int | No
         return optuna.storages.InMemoryStorage()
     if url.startswith("sqlite:///") and storage_path(url) is not None:
         _check_sqlite_file(url, storage_path(url), read_only, create)
+    if url.startswith("journal:") and storage_path(url) is not None:
+        _check_journal_file(url, storage_path(url))
     if read_only:
         return _read_only(url)
     jp = storage_path(url) if url.startswith("journal:") else None
@@ -189,7 +211,9 @@ def _read_only(url: str) -> optuna.storages.BaseStorage:
     path = storage_path(url)
     with storage_error(url):
         if url.startswith("sqlite:///") and path is not None:
-            return _sqlite_reader(url, path)
+            st = _sqlite_reader(url, path)
+            st.accumopt_url = url  # how messages name it (its engine's URL is the internal mode=ro one)
+            return st
         if url.startswith("journal:"):
             if path is None or not path.exists():
                 raise DataError(f"{url}: the journal file {path} does not exist; run a study first or pass --storage")

@@ -97,6 +97,7 @@ class WindowClaims:
             study = optuna.load_study(study_name=self.name, storage=storage)
         self.study = study
         self.sid = study._study_id
+        self.key = (run if run is not None else read_wf_run(study) or {}).get("key")
         self._held: dict[int, str] = {}
         self._lost: set[int] = set()
         self._lock = threading.Lock()
@@ -111,10 +112,12 @@ class WindowClaims:
 
     # -- claims
     def _claims(self) -> list[tuple[int, TrialState, str]]:
+        """(trial id, state, window) of each claim of this run's settings (``key``): a window finished by an earlier
+        run of other settings (more trials per window, another spec or other data) is not done for this one."""
         out = []
         for t in self.storage.get_all_trials(self.sid, deepcopy=False):
             c = read_claim(t)
-            if c is not None:
+            if c is not None and (c.get("key") == self.key or t.state != TrialState.COMPLETE):
                 out.append((t._trial_id, t.state, c["window"]))
         return out
 
@@ -136,7 +139,7 @@ class WindowClaims:
         """Claim ``window``: the claim's trial id when this worker now owns it, else None (done or owned)."""
         if self.states([window])[window] != FREE:
             return None
-        tid = self.storage.create_new_trial(self.sid, template_trial=claim_template(window, self.worker))
+        tid = self.storage.create_new_trial(self.sid, template_trial=claim_template(window, self.worker, self.key))
         mine = [(i, s) for i, s, w in self._claims() if w == window and s in (TrialState.RUNNING, TrialState.COMPLETE)]
         if any(s == TrialState.COMPLETE for _, s in mine) or min(i for i, _ in mine) != tid:
             self._set(tid, TrialState.FAIL)  # another worker's claim came first: withdraw

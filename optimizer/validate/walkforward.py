@@ -25,6 +25,7 @@ benchmark and the excess day by day; its block bootstrap resamples the same days
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import multiprocessing
@@ -60,7 +61,7 @@ from optimizer.study.run import run_study
 from optimizer.study.space import params_to_config, trial_config
 from optimizer.study.spec import StudySpec
 from optimizer.study.splits import WalkForward, Window
-from optimizer.study.storage import make_storage
+from optimizer.study.storage import make_storage, study_names
 from optimizer.validate.distributed import DONE, WindowClaims, wait_for_run, work_windows
 from optimizer.validate.stats import (
     DailyExcess, cost_stress, cost_stress_wording, cpcv_pbo, daily_excess, deflated_sharpe_from_study,
@@ -201,11 +202,13 @@ def concat_trades(parts: list[Trades]) -> Trades:
 
 def select_params(study: optuna.Study, how: str = "best", top_k: int = 5) -> optuna.trial.FrozenTrial:
     """The best trial, or (``robust``) among the top-k the one whose nearest neighbours in parameter space score
-    best by median: a configuration on a plateau beats a lucky spike."""
+    best by median: a configuration on a plateau beats a lucky spike. A multi-objective study: its Pareto front
+    ranked by the first objective (``records.ranked_trials``, as ``study best``), the neighbours' median of the first
+    objective."""
     ranked = ranked_trials(study)
     if not ranked:
         raise DataError(f"study {study.study_name!r} has no completed trial to select from (all pruned or failed)")
-    sign = direction_sign(study.direction)
+    sign = direction_sign(study.directions[0])
     if how == "best" or len(ranked) < 3:
         return ranked[0]
     keys = sorted({k for t in ranked for k in t.params})
@@ -217,7 +220,7 @@ def select_params(study: optuna.Study, how: str = "best", top_k: int = 5) -> opt
     span = X.max(axis=0) - X.min(axis=0)
     span[span == 0] = 1.0
     Xn = X / span
-    vals = np.array([t.value for t in ranked])
+    vals = np.array([t.values[0] for t in ranked])
     m = max(3, len(ranked) // 10)
     best, best_score = ranked[0], -np.inf
     for i in range(min(top_k, len(ranked))):
@@ -390,13 +393,20 @@ def _window_data(ctx: _RunContext, w: Window) -> StudyData:
     return data
 
 
+# what a window study that cannot be resumed (another spec, other data) tells the user to do
+_WINDOW_REMEDY = ("Give the walk-forward another name ([study] name or [run].study_name) or delete its window studies "
+                  "(accumopt study delete NAME)")
+
+
 def _window_study(ctx: _RunContext, w: Window, data: StudyData, callbacks: list | None = None):
     """Run (or resume) the window's study to ``ctx.n_trials`` trials: one sequential study (``run_study``, one
     process), whichever worker runs it."""
     train, test = _window_dates(ctx, w)
-    return run_study(ctx.spec, None, ctx.storage_url, n_trials=ctx.n_trials, data=data, name=_window_name(ctx, w),
+    # exactly n_trials per window: [run] timeout bounds `study run`, never a window (speed must not change the result)
+    spec = replace(ctx.spec, run=replace(ctx.spec.run, timeout=None))
+    return run_study(spec, None, ctx.storage_url, n_trials=ctx.n_trials, data=data, name=_window_name(ctx, w),
                      seed=False, extra_attrs=window_attrs(w.index, train, test, str(data.panel.dates[-1])),
-                     callbacks=callbacks)
+                     callbacks=callbacks, remedy=_WINDOW_REMEDY)
 
 
 def _run_window(ctx: _RunContext, w: Window) -> WindowResult:
@@ -475,6 +485,8 @@ def run_walkforward(
     sequential study whoever runs it). Journal and in-memory storages run the windows here, one after another."""
     if jobs < 1:
         raise ParameterError(f"jobs must be >= 1, got jobs={jobs}")
+    if n_trials is not None and not (isinstance(n_trials, int) and not isinstance(n_trials, bool) and n_trials >= 1):
+        raise ParameterError(f"n_trials must be an integer >= 1, got n_trials={n_trials!r}")  # 0 is not "not given"
     db = resolve_db(db, spec.data.database)
     ctx, windows, reserve = _setup(spec, db, storage_url, final, n_trials)
     T, limit = len(ctx.panel.dates), ctx.limit
@@ -492,7 +504,7 @@ def run_walkforward(
     try:
         if _claimable(ctx.storage_url):
             run = {"spec_hash": spec.spec_hash, "n_trials": ctx.n_trials, "final": final,
-                   "windows": [_window_name(ctx, w) for w in windows]}
+                   "windows": [_window_name(ctx, w) for w in windows], "key": _run_key(ctx)}
             on_pass = (lambda st: prog.update(task, completed=sum(v == DONE for v in st.values()))) if prog else None
             results = _distributed(ctx, windows, run, jobs, collect=True, on_pass=on_pass)
         else:
@@ -537,7 +549,22 @@ def run_walkforward_worker(spec: StudySpec, db: str | Path, storage_url: str | N
         raise DataError(f"the store {db} gives other walk-forward windows than the coordinator's ({len(names)} vs "
                         f"{len(run.get('windows') or [])}; first {names[:1]} vs {(run.get('windows') or [])[:1]}): "
                         "every worker needs the same data")
+    if run.get("key") is not None and run["key"] != _run_key(ctx):
+        raise DataError(f"this worker's window studies would differ from the coordinator's (settings key "
+                        f"{_run_key(ctx)}, the coordinator's {run['key']}): the same windows, but other data in {db} "
+                        "or other [walkforward] n_splits / embargo in the spec; every worker needs the same spec "
+                        "file and data")
     return _distributed(ctx, windows, run, jobs, collect=False)
+
+
+def _run_key(ctx: _RunContext) -> str:
+    """The hash of everything that decides the windows' studies (the spec, the trials per window, the inner CV of
+    [walkforward], the data the run may see): what a window's claim is done for. A re-run whose key differs runs
+    every window again through ``run_study``, which resumes a window's study to the trials asked for, or refuses
+    one made from another spec or other data."""
+    wfs = ctx.spec.walkforward
+    doc = [ctx.spec.spec_hash, ctx.n_trials, wfs.n_splits, wfs.embargo, ctx.panel.slice(0, ctx.limit).fingerprint()]
+    return hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:16]
 
 
 def _claimable(url: str) -> bool:
@@ -595,10 +622,15 @@ def _distributed(ctx: _RunContext, windows: list[Window], run: dict[str, Any], j
                       "taken over", stacklevel=2)
     if not collect:
         return ran
+    stored = set(study_names(storage))
     for name, w in by_name.items():
-        if name not in results:  # run by another machine's worker: its stored study
-            results[name] = _window_result(ctx, w, optuna.load_study(study_name=name, storage=storage),
-                                           _window_data(ctx, w))
+        if name not in results:  # run by another machine's worker (or an earlier run): its stored study
+            data = _window_data(ctx, w)
+            # a window done for these settings whose study was deleted since: run it again here (the same sequential
+            # study); no worker takes it, its claim is done
+            study = (optuna.load_study(study_name=name, storage=storage) if name in stored
+                     else _window_study(ctx, w, data).study)
+            results[name] = _window_result(ctx, w, study, data)
     return [results[n] for n in by_name]
 
 
