@@ -49,7 +49,7 @@ BASE = {
               "w_short": {"type": "float", "low": 0.4, "high": 0.7, "step": 0.05},
               "z_window": 20, "exit": "first_dist"},
     "cv": {"mode": "expanding", "n_splits": 3, "test_size": 40, "purge": 10, "embargo": 5, "min_train_size": 30},
-    "objective": {"name": "composite_rank", "direction": "maximize", "aggregate": "mean", "k": 1.0, "min_trades": 0,
+    "objective": {"name": "composite_rank", "direction": "maximize", "aggregate": "mean_minus_std", "k": 1.0, "min_trades": 0,
                   "options": {}},
     "sampler": {"name": "tpe", "seed": 1, "n_startup_trials": 3},
     "pruner": {"name": "median", "n_startup_trials": 1},
@@ -359,7 +359,7 @@ MUTATIONS: dict[tuple[str, str], tuple] = {
     ("objective", "name"): (probe_objective, "hit_rate"),
     ("objective", "direction"): (probe_objective, "minimize"),
     ("objective", "directions"): (REFUSED, ["maximize"]),  # both direction and directions: refused
-    ("objective", "aggregate"): (probe_objective, "mean_minus_std"),
+    ("objective", "aggregate"): ("aggregate", "mean"),
     ("objective", "k"): ("k", None),
     ("objective", "min_trades"): (probe_objective, 100000),
     ("objective", "options"): (REFUSED, {"totally_bogus": 123}),
@@ -435,11 +435,18 @@ def test_every_spec_key_takes_effect_or_is_refused(key, synth_db, tmp_path, monk
         alt["cv"]["min_train_size"] = value
         assert probe_folds(spec_of(base), synth_db) != probe_folds(spec_of(alt), synth_db)
         return
-    if how == "k":  # k only weighs the std of mean_minus_std
-        a = changed("objective", "aggregate", "mean_minus_std")
-        b = copy.deepcopy(a)
+    if how == "k":  # k only weighs the std of mean_minus_std; with another aggregate it is refused
+        b = copy.deepcopy(base)
         b["objective"]["k"] = 3.0
-        assert probe_objective(spec_of(a), synth_db) != probe_objective(spec_of(b), synth_db)
+        assert probe_objective(spec_of(base), synth_db) != probe_objective(spec_of(b), synth_db)
+        with pytest.raises(SpecError, match=r"\[objective\.k\].*ignored"):
+            spec_of(changed("objective", "aggregate", "median"))
+        return
+    if how == "aggregate":  # k belongs to mean_minus_std: both sides without it
+        base["objective"].pop("k")
+        alt = copy.deepcopy(base)
+        alt["objective"]["aggregate"] = value
+        assert probe_objective(spec_of(base), synth_db) != probe_objective(spec_of(alt), synth_db)
         return
     if how == "run":  # each run in a storage of its own (the spec's [run].storage)
         base.pop("seed_from")

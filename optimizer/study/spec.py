@@ -388,7 +388,8 @@ def parse_spec(text: str, path: str | None = None, stored: bool = False) -> Stud
     """Parse and validate a spec's TOML text. Raises SpecError naming the key path. ``stored``: the text stored
     with an existing study (a study made before ``[cv] purge`` was required for exits without a time limit keeps
     reading back with the purge it ran with: the longest bounded hold, or 20; one that declared a cost both in
-    [data.costs] and [space] keeps reading back, its trials having run with the [space] values)."""
+    [data.costs] and [space] keeps reading back, its trials having run with the [space] values, and one that gave
+    [objective] k with another aggregate than mean_minus_std, which ignores it)."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -402,6 +403,9 @@ def parse_spec(text: str, path: str | None = None, stored: bool = False) -> Stud
         if both and not stored:  # the [space] entry would win and the [data.costs] value be silently ignored
             raise _err(f"data.costs.{both[0]}", f"is also declared in [space.{both[0]}], whose values the trials "
                                                 "run with; give it in one place only")
+        if "k" in doc.get("objective", {}) and spec.objective.aggregate != "mean_minus_std" and not stored:
+            raise _err("objective.k", f"weighs the std of aggregate = \"mean_minus_std\" only; with aggregate = "
+                                      f"\"{spec.objective.aggregate}\" it would be ignored: remove it or set that aggregate")
         unbounded = spec.unbounded_exits()
         if unbounded and spec.cv.purge is None and not stored:
             raise _err("cv.purge", f"is required when an exit has no time limit (exit {', '.join(unbounded)} "
