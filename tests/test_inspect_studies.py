@@ -408,3 +408,18 @@ def test_unknown_name_on_the_command_line_names_the_storage_as_given(store):
     for args in (("study", "show", "nope"), ("study", "best", "nope"), ("study", "compare", "nope")):
         line = one_line_error(cli(*args, "--storage", store), f"no study named 'nope' in {store}; studies: maxi")
         assert "mode=ro" not in line
+
+
+def test_an_unknown_name_lists_the_studies_study_list_shows():
+    """The "no study named" line lists the user's studies, as `study list` does: not the walk-forward's hidden
+    claim study."""
+    from optimizer.study.records import WF_RUN
+
+    st = optuna.storages.InMemoryStorage()
+    optuna.create_study(study_name="mine", storage=st)
+    optuna.create_study(study_name="demo-wf-claims", storage=st).set_user_attr(WF_RUN, {"spec_hash": "x"})
+    assert list_studies(st)["name"].tolist() == ["mine"]
+    with pytest.raises(DataError) as e:
+        show_study(st, "nope")
+    assert str(e.value).endswith("; studies: mine")
+    assert show_study(st, "mine").empty  # the marker stays hidden, the user's study opens

@@ -63,9 +63,9 @@ def open_named_study(storage: Any, name: str, write: bool = False, label: str | 
     messages name an opened storage)."""
     st, opened_as = open_storage(storage, write)
     label = label or opened_as
-    names = study_names(st)
-    if name not in names:
-        raise DataError(f"no study named {name!r} in {label}; studies: {', '.join(names) or '(none)'}")
+    if name not in study_names(st):
+        shown = sorted(s.study_name for s in st.get_all_studies() if not is_internal(s))  # as `study list` shows
+        raise DataError(f"no study named {name!r} in {label}; studies: {', '.join(shown) or '(none)'}")
     return optuna.load_study(study_name=name, storage=st), st
 
 
