@@ -65,7 +65,7 @@ from optimizer.study.storage import make_storage, study_names
 from optimizer.validate.distributed import DONE, WindowClaims, wait_for_run, work_windows
 from optimizer.validate.stats import (
     DailyExcess, cost_stress, cost_stress_wording, cpcv_pbo, daily_excess, deflated_sharpe_from_study,
-    dependent_inference, equity_bootstrap, flag_fragile, probability_of_backtest_overfitting, spa_test,
+    dependent_inference, distinct_columns, equity_bootstrap, flag_fragile, probability_of_backtest_overfitting, spa_test,
     validate_rules,
 )
 from optimizer.validate.verdict import POWER, T_MIN, Power, Verdict, verdict, verdict_alpha
@@ -346,9 +346,13 @@ def _window_dsr(data: StudyData, cfg: Any, sharpes: np.ndarray, tried: int) -> t
 def _window_pbo(data: StudyData, M: np.ndarray) -> tuple[float, str | None, dict[str, Any] | None]:
     """PBO of the window's study from its completed configurations' daily excess over the train span: CSCV over
     <= 16 blocks, or with ``[cv] mode = "cpcv"`` over the study's own combinatorial purged splits (then also the
-    paths' figures). (NaN, why, None) when it cannot be estimated."""
+    paths' figures). (NaN, why, None) when it cannot be estimated: fewer than 2 configurations or 16 sessions, or
+    configurations whose daily excess is all the same (e.g. none traded), which CSCV would score PBO 1.0."""
     if M.shape[1] < 2 or M.shape[0] < 16:
         return _NAN, f"{M.shape[1]} completed configuration(s) over {M.shape[0]} session(s); PBO needs >= 2 and >= 16", None
+    if distinct_columns(M).size < 2:  # ties everywhere: every combination's winner ranks at the median (PBO 1.0)
+        return _NAN, (f"the {M.shape[1]} completed configurations have the same daily excess over the train span "
+                      "(none traded, or all traded alike); PBO needs >= 2 that differ"), None
     try:
         if isinstance(data.cv, CombinatorialPurgedCV):
             cv = CombinatorialPurgedCV(data.cv.n_groups, data.cv.n_test_groups, data.cv.purge, data.cv.embargo)
