@@ -80,8 +80,10 @@ class PurgedTimeSeriesSplit:
         avail = n - self.min_train_size - (self.n_splits - 1) * gap
         ts = self.test_size if self.test_size is not None else avail // self.n_splits
         if ts < 2 or self.n_splits * ts + (self.n_splits - 1) * gap + self.min_train_size > n:
+            # a derived size below 1 is no size (the purge and embargo alone exceed the data): name the smallest
+            size = f"test_size={ts}" if self.test_size is not None or ts >= 1 else "test_size=2 (the smallest)"
             raise ParameterError(
-                f"{self.n_splits} folds of test_size={self.test_size or ts} with purge={self.purge}, "
+                f"{self.n_splits} folds of {size} with purge={self.purge}, "
                 f"embargo={self.embargo} and min_train_size={self.min_train_size} need more than the "
                 f"{n} sessions available: lower n_splits, test_size, purge or embargo, or widen the date range"
             )
