@@ -423,3 +423,19 @@ def test_an_unknown_name_lists_the_studies_study_list_shows():
         show_study(st, "nope")
     assert str(e.value).endswith("; studies: mine")
     assert show_study(st, "mine").empty  # the marker stays hidden, the user's study opens
+
+
+def test_study_show_of_a_study_without_completed_trials_says_so(tmp_path):
+    """Every trial pruned (e.g. min_trades above what any configuration trades): `study show` printed an empty
+    table, the title wrapped around a lone 'number' header. It says there is no completed trial, with the counts
+    `study best` gives; --format json stays an empty list."""
+    from _cli_helpers import cli, ok
+
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    s = optuna.create_study(study_name="allpruned", storage=url)
+    dist = {"x": IntDistribution(0, 3)}
+    for i in range(3):
+        s.add_trial(optuna.trial.create_trial(params={"x": i}, distributions=dist, state=TrialState.PRUNED))
+    out = ok(cli("study", "show", "allpruned", "--storage", url)).output
+    assert out.strip() == "study allpruned: no completed trial (pruned 3, failed 0, running 0)"
+    assert json.loads(ok(cli("study", "show", "allpruned", "--storage", url, "--format", "json")).output) == []

@@ -26,8 +26,10 @@ from optimizer.errors import ParameterError
 from optimizer.paths import output_root, resolve_db, resolve_storage, run_label, under
 from optimizer.report.compare import warmup_note, write_compare_html
 from optimizer.study.inspect import (
-    KEY_METRICS, best_trial_json, compare_studies, delete_study, export_study, list_studies, show_study, trial_detail,
+    KEY_METRICS, best_trial_json, compare_studies, delete_study, export_study, list_studies, open_named_study,
+    show_study, trial_detail,
 )
+from optimizer.study.records import trial_counts
 from optimizer.study.replay import replay_trial
 from optimizer.study.run import run_study
 from optimizer.study.spec import check_study_name, load_spec
@@ -199,7 +201,13 @@ def study_show(name, top, number, storage, out, columns, wide, fmt):
                 print_table(fdf, title="folds", columns=_specs(fdf), key=["fold", "intermediate", *_SHOW_METRICS,
                                                                            "signals_per_month", "sharpe"])
         return
-    df = show_study(_storage(storage, out), name, top=top)
+    st = _storage(storage, out)
+    df = show_study(st, name, top=top)
+    if df.empty and fmt == "table":  # an empty table is a title wrapped around one header: say why, as best does
+        c = trial_counts(open_named_study(st, name)[0])
+        click.echo(f"study {name}: no completed trial (pruned {c['pruned']}, failed {c['failed']}, "
+                   f"running {c['running']})")
+        return
     vcols = [c for c in df.columns if c == "value" or c.startswith("values_")]
     params = [c for c in df.columns if c.startswith("param_")]
     # the value, trades, hit rate and excess first, then the parameters that fit, then the other metrics
