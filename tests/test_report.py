@@ -638,3 +638,24 @@ def test_walkforward_report_renders_in_headless_chromium(tmp_path):
     m = re.search(r'data-plots-rendered="(\d+)"', proc.stdout)
     assert m, "the render probe did not run (no data-plots-rendered on <body>)"
     assert int(m.group(1)) == n
+
+
+def test_study_report_of_a_study_with_no_completed_trial_draws_no_history(tmp_path, caplog):
+    """Every trial pruned: the report drew empty optimization-history axes and optuna logged "There are no complete
+    trials." on stderr; the section says there is no history instead."""
+    import logging
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    s = optuna.create_study(study_name="allpruned", storage=url)
+    dist = {"x": optuna.distributions.IntDistribution(0, 3)}
+    for i in range(2):
+        s.add_trial(optuna.trial.create_trial(params={"x": i}, distributions=dist, state=TrialState.PRUNED))
+    optuna.logging.enable_propagation()
+    try:
+        with caplog.at_level(logging.WARNING, logger="optuna"):
+            page = build_study_report(url, "allpruned", out_dir=tmp_path).read_text(encoding="utf-8")
+    finally:
+        optuna.logging.disable_propagation()
+    assert "fig-history" not in [f["id"] for f in embedded_figures(page)]
+    assert "no completed trial: no history to draw" in page
+    assert not [r for r in caplog.records if "no complete trials" in r.getMessage()]

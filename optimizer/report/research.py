@@ -307,8 +307,11 @@ def build_study_report(storage: Any, study_name: str, out_dir: str | Path = "out
                     title="Pareto front")
     else:
         page.h2("Optimization history")
-        _try_figure(page, "fig-history", lambda: V.plot_optimization_history(study), "optimization history",
-                    title="Optimization history")
+        if n_done:
+            _try_figure(page, "fig-history", lambda: V.plot_optimization_history(study), "optimization history",
+                        title="Optimization history")
+        else:  # optuna would log "There are no complete trials." and draw empty axes
+            page.note("no completed trial: no history to draw")
 
     page.h2("Parameter importances")
     if n_done < MIN_IMPORTANCE_TRIALS:
