@@ -905,9 +905,12 @@ def test_decide_is_the_verdict_of_its_inputs(monkeypatch):
     want = verdict(0.004, 2.5, 0.97, 0.3, 40, sharpe="psr", t_kind="hac", power=power, note=note, spa_p=0.04,
                    spa_max=None)
     assert wfmod._decide(stats) == want
-    inf2 = dict(inf, mean_per_trade=float("nan"))
-    assert wfmod._decide(dict(stats, inference=inf2)) == verdict(
-        0.0, 2.5, 0.97, 0.3, 40, sharpe="psr", t_kind="hac", power=power, note=note, spa_p=0.04, spa_max=None)
+    inf2 = dict(inf, mean_per_trade=float("nan"))  # no OOS trade: no mean, shown n/a, not a measured +0.00%
+    got = wfmod._decide(dict(stats, inference=inf2))
+    assert got.to_dict() == verdict(float("nan"), 2.5, 0.97, 0.3, 40, sharpe="psr", t_kind="hac", power=power,
+                                    note=note, spa_p=0.04, spa_max=None).to_dict()
+    assert "n/a/trade" in got.line and "+0.00%" not in got.line and not got.gate("excess_mean").passed
+    assert got.to_dict()["verdict_gates"][0]["value"] is None
     monkeypatch.setattr(wfmod, "SPA_GATE", 0.05)  # SPA gates: it leaves the note
     v = wfmod._decide(stats)
     assert v == verdict(0.004, 2.5, 0.97, 0.3, 40, sharpe="psr", t_kind="hac", power=power, spa_p=0.04, spa_max=0.05,

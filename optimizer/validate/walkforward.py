@@ -850,7 +850,7 @@ def _decide(stats: dict[str, Any]) -> Verdict:
     spa_s = "n/a" if not np.isfinite(spa_p) else f"{spa_p:.2f}"
     note = (f"in-sample winners' median DSR {dsr_s}" + ("" if SPA_GATE is not None else f", SPA p {spa_s}")
             + f" over {stats['n_trials_tried']} trials tried ({stats['n_configs']} distinct configurations)")
-    return verdict(mean if np.isfinite(mean) else 0.0, _f(inf["t"]), _f(stats["psr"]), stats["pbo"],
+    return verdict(mean, _f(inf["t"]), _f(stats["psr"]), stats["pbo"],
                    int(inf["n_trades"]), sharpe="psr", t_kind="hac", power=power, note=note, spa_p=spa_p,
                    spa_max=SPA_GATE)
 
