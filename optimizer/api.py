@@ -288,7 +288,8 @@ def build_report(target: WalkForwardResult | str | Path, storage: str | None = N
     """Write the self-contained HTML report of a ``WalkForwardResult`` (as returned by ``walk_forward``), of a saved
     walk-forward folder, of a run name under ``<output root>/walkforward`` or of a study name in ``storage``
     (``accumopt report``); ``out_dir`` default: ``<output root>/reports`` (the root: env ``ACCUMOPT_OUTPUT``, else
-    ``output``, as the command line); returns its path::
+    ``output``, as the command line); ``name``: the page's file name (default: the run's or the study's name);
+    returns its path::
 
         path = ao.build_report(wf, out_dir="output/nb/reports")   # open it in a browser, or IFrame(path) in Jupyter
     """
@@ -296,7 +297,7 @@ def build_report(target: WalkForwardResult | str | Path, storage: str | None = N
     out_dir = root / "reports" if out_dir is None else out_dir
     if isinstance(target, WalkForwardResult):
         return build_walkforward_report(target, out_dir=out_dir, name=name)
-    return _build_report(str(target), storage, out_dir=out_dir, walkforward_root=root / "walkforward")
+    return _build_report(str(target), storage, out_dir=out_dir, walkforward_root=root / "walkforward", name=name)
 
 
 def sandbox_figure(db: str | Path | None, ticker: str, params: Mapping[str, Any] | None = None, *,

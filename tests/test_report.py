@@ -406,6 +406,10 @@ def test_api_build_report_reads_and_writes_under_the_output_root(storage, tmp_pa
     assert api.build_report("one", storage) == root / "reports" / "one.html"
     assert (root / "reports" / "one.html").exists() and (root / "equity_curves" / "demo_oos.html").exists()
     assert list(cwd.iterdir()) == []
+    # name= names the page of a saved run or a study too (it only did for a WalkForwardResult: silently ignored)
+    assert api.build_report("demo", storage, out_dir=tmp_path / "n", name="mine") == tmp_path / "n" / "mine-walkforward.html"
+    assert api.build_report("one", storage, out_dir=tmp_path / "n", name="theirs") == tmp_path / "n" / "theirs.html"
+    assert sorted(p.name for p in (tmp_path / "n").iterdir()) == ["mine-walkforward.html", "theirs.html"]
 
 
 def test_walkforward_report_from_result_object(tmp_path):
