@@ -51,7 +51,7 @@ from optimizer.report.research import build_report as _build_report
 from optimizer.report.research import build_walkforward_report
 from optimizer.report.sandbox import sandbox_figure as _sandbox_figure
 from optimizer.report.sandbox import sandbox_run
-from optimizer.paths import existing_store, resolve_db, resolve_storage
+from optimizer.paths import existing_store, output_root, resolve_db, resolve_storage
 from optimizer.study.data import load_universe_panel, universe_symbols
 from optimizer.study.inspect import CompareResult, best_trial_json
 from optimizer.study.inspect import compare_studies as _compare_studies
@@ -284,15 +284,20 @@ def walk_forward(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Pat
 
 
 def build_report(target: WalkForwardResult | str | Path, storage: str | None = None,
-                 out_dir: str | Path = "output/reports", name: str | None = None) -> Path:
+                 out_dir: str | Path | None = None, name: str | None = None) -> Path:
     """Write the self-contained HTML report of a ``WalkForwardResult`` (as returned by ``walk_forward``), of a saved
-    walk-forward folder, or of a study name in ``storage``; returns its path::
+    walk-forward folder, of a run name under ``<output root>/walkforward`` or of a study name in ``storage``
+    (``accumopt report``); ``out_dir`` default: ``<output root>/reports`` (the root: env ``ACCUMOPT_OUTPUT``, else
+    ``output``, as the command line); ``name``: the page's file name (default: the run's or the study's name);
+    returns its path::
 
         path = ao.build_report(wf, out_dir="output/nb/reports")   # open it in a browser, or IFrame(path) in Jupyter
     """
+    root = output_root()
+    out_dir = root / "reports" if out_dir is None else out_dir
     if isinstance(target, WalkForwardResult):
         return build_walkforward_report(target, out_dir=out_dir, name=name)
-    return _build_report(str(target), storage, out_dir=out_dir)
+    return _build_report(str(target), storage, out_dir=out_dir, walkforward_root=root / "walkforward", name=name)
 
 
 def sandbox_figure(db: str | Path | None, ticker: str, params: Mapping[str, Any] | None = None, *,

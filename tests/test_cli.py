@@ -534,6 +534,16 @@ def test_table_html_has_disclaimer(store, cwd):
     assert "FINRA does not publish trade direction" in " ".join(res.stdout.split())
 
 
+def test_table_of_the_tickers_env_gets_its_own_html(store, cwd):
+    # TICKERS filters the table as --tickers does, so its page is named by them too: it was <date>_scan.html, the
+    # file of the every-symbol table, which it overwrote (and which overwrote it)
+    full = as_json(run("table", "--db", store[0], "--format", "json"))
+    sub = as_json(run("table", "--db", store[0], "--format", "json", env={"TICKERS": "SPY,QQQ"}))
+    assert sorted(r["symbol"] for r in sub) == ["QQQ", "SPY"] and len(full) == N_SYMBOLS
+    pages = {p.name: p.read_text(encoding="utf-8") for p in (cwd / "output" / "tables").glob("*.html")}
+    assert len(pages) == 2 and all(f">{s}<" in pages[f"{END}_scan.html"] for s in TIER1)
+
+
 def test_plot_chart_sandbox_write_html(store, cwd):
     db = store[0]
     res = ok(run("plot", "spy", "--db", db))

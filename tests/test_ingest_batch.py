@@ -74,3 +74,21 @@ def test_a_bad_file_in_a_batch_gets_its_single_file_result(tmp_path, case, stric
         assert single[0][1] == "rejected_rows" and rej
     else:
         assert single[0][1] == "failed" and not rej
+
+
+def test_the_progress_bars_draw_on_stderr_never_on_stdout(tmp_path, capsys):
+    # The bars are on when stderr is a terminal; they drew on rich's default console, stdout, so
+    # `accumopt ingest ... > report.txt` (or `study run` / `walkforward`) left the bar's last frame in the report
+    from optimizer.study.run import _Progress
+
+    f = write(tmp_path / "CNMSshvol20200102.txt", finra_text(GOOD["20200102"]))
+    con = connect(tmp_path / "db.duckdb")
+    try:
+        rep = ingest_paths(con, "finra-short", [f], progress=True)
+    finally:
+        con.close()
+    bar = _Progress(total=3, already=1, enabled=True)
+    bar.close()
+    out, err = capsys.readouterr()
+    assert rep.files[0].rows_accepted == 2
+    assert "ingest finra-short" in err and "trials" in err and out == ""

@@ -383,6 +383,35 @@ def test_walkforward_report_gates_the_sharpe_statistic_the_verdict_used(tmp_path
     assert dsr_gates["Probabilistic Sharpe Ratio (daily OOS excess)"][2:] == ["", ""]
 
 
+def test_api_build_report_reads_and_writes_under_the_output_root(storage, tmp_path, monkeypatch):
+    # ao.build_report(NAME) is `accumopt report NAME`: the run under <root>/walkforward, the page in <root>/reports,
+    # the root from ACCUMOPT_OUTPUT. It looked in ./output/walkforward (so a saved run NAME became "no study named
+    # NAME") and wrote the study page to ./output/reports, outside the root the user set.
+    import json
+
+    from optimizer import api
+
+    root, cwd = tmp_path / "root", tmp_path / "cwd"
+    run, wf = root / "walkforward" / "demo", _wf_dict()
+    run.mkdir(parents=True)
+    cwd.mkdir()
+    (run / "result.json").write_text(json.dumps(wf["result"]))
+    wf["summary"].to_csv(run / "walk_forward_summary.csv", index=False)
+    wf["stability"].to_csv(run / "parameter_stability.csv", index=False)
+    wf["trades"].to_parquet(run / "oos_trades.parquet")
+    wf["equity"].to_parquet(run / "oos_equity.parquet")
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("ACCUMOPT_OUTPUT", str(root))
+    assert api.build_report("demo", storage) == root / "reports" / "demo-walkforward.html"
+    assert api.build_report("one", storage) == root / "reports" / "one.html"
+    assert (root / "reports" / "one.html").exists() and (root / "equity_curves" / "demo_oos.html").exists()
+    assert list(cwd.iterdir()) == []
+    # name= names the page of a saved run or a study too (it only did for a WalkForwardResult: silently ignored)
+    assert api.build_report("demo", storage, out_dir=tmp_path / "n", name="mine") == tmp_path / "n" / "mine-walkforward.html"
+    assert api.build_report("one", storage, out_dir=tmp_path / "n", name="theirs") == tmp_path / "n" / "theirs.html"
+    assert sorted(p.name for p in (tmp_path / "n").iterdir()) == ["mine-walkforward.html", "theirs.html"]
+
+
 def test_walkforward_report_from_result_object(tmp_path):
 
     d = _wf_dict()

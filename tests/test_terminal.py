@@ -82,6 +82,18 @@ def test_key_columns_that_fit_and_the_rest_named():
     assert max(cell_len(ln) for ln in _lines(con)) > WIDTH
 
 
+def test_a_first_column_cell_wider_than_the_terminal_is_printed_whole():
+    # `study list` with a study name longer than 80 characters showed it cut ("a-very-long…"): the one name the user
+    # needs to copy into `study show NAME`. The first column always stays; its long cell now stands whole
+    name = "a-very-long-study-name-" * 4 + "end"
+    df = pd.DataFrame({"name": [name, "short"], "complete": [3, 4]})
+    con = _console()
+    view = print_frame(df, con, title="studies", key=["name", "complete"])
+    text = con.export_text(clear=False)
+    assert "…" not in text and name in text.split() and "short" in text.split()
+    assert view.headers == ("name",) and view.hidden == ("complete",)
+
+
 def test_empty_columns_are_left_out_and_free_text_wraps_at_spaces():
     df = pd.DataFrame({"file": ["a.txt", "b.txt"], "empty": [np.nan, np.nan], "status": ["ok", "failed"],
                        "message": ["", "line 3: the date 2024-13-01 is not a valid date; the file is left out of "

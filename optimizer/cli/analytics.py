@@ -89,7 +89,8 @@ def table_cmd(date, tickers, style, db, out, columns, wide, fmt):
     finally:
         con.close()
     d = str(df["date"].iloc[0])[:10] if len(df) and "date" in df else (date or "latest")
-    path = write_daily_table_html(df, under(output_root(out), "tables", run_label(d, style, tickers), suffix=".html"))
+    shown = tickers if tickers is not None else (",".join(Settings.from_env().tickers) or None)  # $TICKERS too
+    path = write_daily_table_html(df, under(output_root(out), "tables", run_label(d, style, shown), suffix=".html"))
     if fmt == "json":
         click.echo(df.to_json(orient="records", date_format="iso", indent=2))
     else:

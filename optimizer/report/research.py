@@ -279,8 +279,10 @@ def _intermediate_rows(trials: list[optuna.trial.FrozenTrial]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["trial", "state", "step", "value"])
 
 
-def build_study_report(storage: Any, study_name: str, out_dir: str | Path = "output/reports") -> Path:
-    """Write ``<out_dir>/<study_name>.html`` (one self-contained page, see the module docstring); returns its path.
+def build_study_report(storage: Any, study_name: str, out_dir: str | Path = "output/reports",
+                       name: str | None = None) -> Path:
+    """Write ``<out_dir>/<name>.html`` (``name`` default: the study's; one self-contained page, see the module
+    docstring); returns its path.
 
     An unknown study is a DataError listing the storage's studies. Plots optuna cannot compute (importances with
     too few trials, contour with one parameter) become notes on the page, never errors.
@@ -355,7 +357,7 @@ def build_study_report(storage: Any, study_name: str, out_dir: str | Path = "out
         page.note("no trial reported intermediate values (multi-objective studies do not report per fold)")
     else:
         _try_figure(page, "fig-intermediate", lambda: F.intermediate_figure(inter), "intermediate values")
-    return page.write(under(out_dir, study_name, suffix=".html"))
+    return page.write(under(out_dir, name if name is not None else study_name, suffix=".html"))
 
 
 # ------------------------------------------------------------------------------------------------ walk-forward
@@ -627,17 +629,18 @@ def build_walkforward_report(wf: Any, out_dir: str | Path = "output/reports", na
 
 
 def build_report(target: str, storage: Any = None, out_dir: str | Path = "output/reports",
-                 walkforward_root: str | Path = "output/walkforward") -> Path:
+                 walkforward_root: str | Path = "output/walkforward", name: str | None = None) -> Path:
     """The HTML report of ``target``: a walk-forward run directory (it holds ``result.json``), the name of a run
     under ``walkforward_root``, or a study in ``storage``. A name that is both a study and a run is the study.
-    The page is written under ``out_dir`` with a safe file name (``optimizer.paths.safe_name``)."""
+    The page is written under ``out_dir`` with a safe file name (``optimizer.paths.safe_name``) made of ``name``
+    (default: the run folder's or the study's name)."""
     p = Path(target)
     wf_dir = p if (p / "result.json").exists() else Path(walkforward_root) / safe_name(target)
     if (wf_dir / "result.json").exists() and (wf_dir == p or not _study_exists(target, storage)):
         wfd = load_walkforward(wf_dir)
-        return build_walkforward_report(wfd, out_dir=out_dir, name=wf_dir.name,
+        return build_walkforward_report(wfd, out_dir=out_dir, name=name if name is not None else wf_dir.name,
                                         events=wfd["events"] if len(wfd["events"]) else None)
-    return build_study_report(storage, target, out_dir=out_dir)
+    return build_study_report(storage, target, out_dir=out_dir, name=name)
 
 
 def _study_exists(name: str, storage: Any) -> bool:

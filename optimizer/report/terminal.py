@@ -230,7 +230,10 @@ def print_frame(df: pd.DataFrame, console: Console, title: str | None = None,
             s = c.style(df[c.name].iloc[i]) if c.style is not None and t != _MISSING else None
             row.append(Text(t, style=s or ""))
         table.add_row(*row)
-    if wide or select:  # as wide as the table needs: the terminal (or `less -S`) shows the long lines
+    # the first column always stays: a cell of it wider than the terminal (a long study name) is printed whole on a
+    # longer line, never cut with "…" (the name is what the user copies into the next command)
+    too_long = not (select or wide) and bool(shown) and not shown[0].wrap and nat[0] > room
+    if wide or select or too_long:  # as wide as the table needs: the terminal (or `less -S`) shows the long lines
         width = sum(nat) + GAP * max(0, len(shown) - 1)
         opts = console.options.update(width=max(width, 1), no_wrap=True)
         if title:

@@ -19,6 +19,7 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from objectives import make_objective
@@ -307,7 +308,8 @@ class _Progress:
         if not enabled:
             return
         self.p = Progress(TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                          TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+                          TimeElapsedColumn(), TimeRemainingColumn(), transient=False,
+                          console=Console(stderr=True))  # stderr: stdout is the command's report
         self.task = self.p.add_task("trials", total=total, completed=already, info="")
         self.p.start()
 

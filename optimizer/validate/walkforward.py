@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
+from rich.console import Console
 from rich.progress import Progress
 
 from optimizer.engine.context import compute_context
@@ -501,7 +502,7 @@ def run_walkforward(
                     "sessions after each window's train end, so its trials would leak the future into the window")
     for m in msgs:
         warnings.warn(m, stacklevel=2)
-    prog = Progress() if progress else None
+    prog = Progress(console=Console(stderr=True)) if progress else None  # stderr: stdout is the command's report
     if prog:
         prog.start()
         task = prog.add_task("walk-forward windows", total=len(windows))

@@ -617,6 +617,7 @@ def _with_progress(batches: Iterator[list[_Entry]], n_files: int, enabled: bool,
     if not enabled:
         yield from batches
         return
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(
@@ -625,6 +626,7 @@ def _with_progress(batches: Iterator[list[_Entry]], n_files: int, enabled: bool,
         MofNCompleteColumn(),
         TimeRemainingColumn(),
         TextColumn("{task.description}"),
+        console=Console(stderr=True),  # on stderr: stdout holds the command's report (a file when redirected)
     ) as prog:
         task = prog.add_task("", total=n_files)
         for b in batches:
