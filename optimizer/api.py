@@ -39,7 +39,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import tomli_w
 
-from optimizer.backtest import BACKTEST_METRICS
+from optimizer.backtest import BACKTEST_METRICS, backtest
 from optimizer.data.store import connect
 from optimizer.data.synth import SynthConfig, synth_to_db
 from optimizer.engine.evaluate import Config, Evaluator, Result
@@ -166,10 +166,12 @@ def _record_of(params: Any) -> ConfigRecord | None:
 
 
 def evaluate(params: Mapping[str, Any] | None = None, panel: Panel | None = None, *, db: str | Path | None = None,
-             universe: Any = "tier1+3", start: str | None = None, end: str | None = None) -> Evaluation:
-    """Evaluate one configuration over every session of ``panel`` (or of ``universe`` in [start, end] loaded from
-    ``db``), exactly as ``accumopt backtest --no-save`` does (a ``study best`` document: with its regime filter and
-    min_periods, as ``backtest --params`` runs it; the span is the panel's)::
+             universe: Any = None, start: str | None = None, end: str | None = None) -> Evaluation:
+    """Evaluate one configuration over every session of ``panel`` (or of ``universe``, default tier1+3, in
+    [start, end] loaded from ``db``), exactly as ``accumopt backtest --no-save`` does. A ``study best`` document
+    runs with its regime filter and min_periods, as ``backtest --params`` runs it: on ``panel``, over the panel's
+    sessions; without a panel, on the trial's own universe, panel and signal span from ``db`` (``universe`` /
+    ``start`` / ``end`` override them), so the metrics are the trial's::
 
         ev = ao.evaluate({"variant": "D", "z_window": 30, "buy_threshold": 80, "exit": "first_dist"}, panel)
         ev.metrics[["closed_trades", "hit_rate", "avg_excess_return"]]
@@ -177,11 +179,15 @@ def evaluate(params: Mapping[str, Any] | None = None, panel: Panel | None = None
     """
     flat = _params(params)
     cfg = Config.from_params(engine_params(flat))
-    if panel is None:
-        panel = load_panel(db, universe, start, end)
     record = _record_of(params)  # a trial's document: its regime filter and min_periods, as backtest --params runs it
-    res = Evaluator(panel, min_periods=record.min_periods if record else None).run(
-        cfg, entry_ok=regime_entry_mask(panel, record.regime) if record else None)
+    if panel is None and record is not None:  # and its universe, spans and data check
+        run = backtest(flat, resolve_db(db), universe, start, end, save=False, record=record)
+        res, panel = run.result, run.panel
+    else:
+        if panel is None:
+            panel = load_panel(db, "tier1+3" if universe is None else universe, start, end)
+        res = Evaluator(panel, min_periods=record.min_periods if record else None).run(
+            cfg, entry_ok=regime_entry_mask(panel, record.regime) if record else None)
     m = dict(res.metrics)
     order = [k for k in BACKTEST_METRICS if k in m] + [k for k in m if k not in BACKTEST_METRICS]
     metrics = pd.DataFrame([{k: m[k] for k in order}])

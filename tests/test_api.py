@@ -118,3 +118,19 @@ def test_evaluate_of_a_study_best_document_applies_its_regime_filter_and_min_per
             assert ev.metrics.loc[0, k] == want.metrics[k] or (ev.metrics.loc[0, k] != ev.metrics.loc[0, k]
                                                                and want.metrics[k] != want.metrics[k]), k
     assert api.evaluate(PARAMS, panel).metrics.loc[0, "total_trades"] != want.metrics["total_trades"]
+
+
+def test_evaluate_of_a_study_best_document_on_a_store_is_the_trial(synth_db):
+    """Without a panel, a trial's document is evaluated on the trial's universe, panel and signal span (as
+    ``backtest --params`` runs it), not on the default tier1+3 over the whole store."""
+    rec = backtest(PARAMS, synth_db, "tier1", start="2023-09-01", regime="RISK_ON", save=False).record
+    doc = {"study": "s", "number": 0, "value": 0.1, "params": dict(rec.params), "metrics": {}, "config": rec.to_dict()}
+    want = backtest(rec.params, synth_db, record=rec, save=False)
+    ev = api.evaluate(doc, db=synth_db)
+    assert ev.metrics.loc[0, "total_trades"] > 0
+    for k in BACKTEST_METRICS:
+        a, b = ev.metrics.loc[0, k], want.metrics[k]
+        assert a == b or (a != a and b != b), k
+    assert set(ev.trades["symbol"]) <= set(api.load_panel(synth_db, "tier1").symbols)
+    other = api.evaluate(doc, db=synth_db, universe="tier1+3")  # an explicit universe overrides the trial's
+    assert other.metrics.loc[0, "total_trades"] != want.metrics["total_trades"]
