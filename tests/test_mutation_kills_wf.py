@@ -150,7 +150,7 @@ def wf(tmp_path_factory):
         mp.setattr(wfmod, "run_study", run_study)
         mp.setattr(wfmod, "deflated_sharpe_from_study", dsr)
         mp.setattr(wfmod, "select_params", select)
-        mp.setattr(wfmod, "Progress", lambda: _Bar(seen["bars"]))
+        mp.setattr(wfmod, "Progress", lambda **kw: _Bar(seen["bars"]))
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         out = tmp_path_factory.mktemp("wfkill")
         res = wfmod.run_walkforward(spec, out / "none.duckdb", "sqlite:///:memory:", out_dir=out / "summary")
@@ -958,18 +958,19 @@ def test_final_run_opens_the_reserve_and_says_what_it_does_not_use(tmp_path):
     and the warnings are raised and kept."""
     spec = parse_spec(SPEC + '[seed_from]\nstudy = "earlier"\n')
     p = _panel(seed=3, T=T, N=N)
-    got, opened, bars = [], [], []
+    got, opened, bars, consoles = [], [], [], []
     db = tmp_path / "the.duckdb"
     with pytest.MonkeyPatch.context() as mp, pytest.warns(UserWarning) as caught:
         mp.setattr(wfmod, "load_study_data", lambda s, d: got.append((s, d)) or (p, RESERVE))
         mp.setattr(wfmod, "record_opening", lambda *a: opened.append(a) or ["an earlier opening"])
         mp.setattr(wfmod, "opening_warning", lambda start, earlier: f"reserve from {start} opened again: {earlier}")
-        mp.setattr(wfmod, "Progress", lambda: _Bar(bars))
+        mp.setattr(wfmod, "Progress", lambda **kw: consoles.append(kw.get("console")) or _Bar(bars))
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         res = wfmod.run_walkforward(spec, db, "sqlite:///:memory:", final=True, progress=True, n_trials=2)
     # one bar over the 4 windows, advanced once per window, stopped at the end
     assert len(bars) == 1 and bars[0].calls == [("start",), ("add_task", "walk-forward windows", 4),
                                                 *[("advance", "task")] * 4, ("stop",)]
+    assert len(consoles) == 1 and consoles[0].stderr  # drawn on stderr: stdout is the command's report
     assert got == [(spec, db)]
     d = [str(x)[:10] for x in p.dates]
     assert opened == [(db, d[RESERVE], "walkforward --final", "wfkill", d[T - 1])]
@@ -1045,7 +1046,7 @@ def test_claimed_windows_equal_the_single_process_run(wf, tmp_path):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             bars = []
-            mp.setattr(wfmod, "Progress", lambda: _Bar(bars))
+            mp.setattr(wfmod, "Progress", lambda **kw: _Bar(bars))
             two = wfmod.run_walkforward(spec, db, url, jobs=2, progress=True)
         # the claimed windows' bar: set to the windows done after each pass of the claims, 3 of 3 at the end
         calls = bars[0].calls
