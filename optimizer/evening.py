@@ -70,7 +70,11 @@ def classify_files(folder: str | Path) -> dict[str, list[Path]]:
         raise ParameterError(f"ingest folder must be an existing directory, got ingest={str(folder)!r}")
     out: dict[str, list[Path]] = {}
     unknown = []
-    for f in expand_paths([root]):
+    try:
+        files = expand_paths([root])
+    except ParameterError:  # an existing folder: the only refusal is "no file in it", said as the evening's option
+        raise ParameterError(f"ingest folder {root} holds no file") from None
+    for f in files:
         kind = next((p.name for p in f.relative_to(root).parents if p.name in KINDS), None)
         if kind is None:
             kind = next((k for k, rx in _NAME_RULES if rx.search(f.name)), None)
@@ -82,8 +86,6 @@ def classify_files(folder: str | Path) -> dict[str, list[Path]]:
         raise ParameterError(f"cannot tell the kind of {len(unknown)} file(s) in {root} from their folder or name "
                              f"(e.g. {unknown[0]}); put them in a folder named after the kind "
                              f"({', '.join(KINDS)}) or name them like CNMSshvolYYYYMMDD.txt, prices*.csv, ...")
-    if not out:
-        raise ParameterError(f"ingest folder {root} holds no file")
     return {k: out[k] for k in INGEST_ORDER if k in out}
 
 

@@ -92,3 +92,21 @@ def test_the_progress_bars_draw_on_stderr_never_on_stdout(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert rep.files[0].rows_accepted == 2
     assert "ingest finra-short" in err and "trials" in err and out == ""
+
+
+def test_an_empty_directory_is_refused_like_a_glob_without_match(tmp_path):
+    """`accumopt ingest prices DIR/` on a folder without a file (or only hidden ones) was '0 file(s)', exit 0: a
+    wrong folder passed for a successful ingest. It is one line naming the folder, exit 2."""
+    from _cli_helpers import cli, one_line_error
+
+    empty = tmp_path / "tonight"
+    (empty / "sub").mkdir(parents=True)
+    (empty / ".hidden.csv").write_text("date,symbol\n")
+    db = tmp_path / "s.duckdb"
+    one_line_error(cli("ingest", "prices", str(empty), "--db", str(db)),
+                   f"paths must hold at least one file, got the empty directory '{empty}'")
+    from optimizer.evening import classify_files
+    from optimizer.errors import ParameterError
+
+    with pytest.raises(ParameterError, match=r"^ingest folder .*tonight holds no file$"):  # evening --ingest DIR
+        classify_files(empty)

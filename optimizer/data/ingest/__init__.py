@@ -185,7 +185,8 @@ def _check_kind(kind: str) -> None:
 
 
 def expand_paths(paths: Sequence[str | Path] | str | Path) -> list[Path]:
-    """Files, directories (recursed; hidden files skipped) and globs -> unique existing files."""
+    """Files, directories (recursed; hidden files skipped) and globs -> unique existing files. A glob that matches
+    nothing, a path that does not exist and a directory without a (visible) file are ParameterErrors."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     out: dict[Path, None] = {}
@@ -200,9 +201,11 @@ def expand_paths(paths: Sequence[str | Path] | str | Path) -> list[Path]:
             cands = [Path(s)]
         for c in cands:
             if c.is_dir():
-                for f in sorted(c.rglob("*")):
-                    if f.is_file() and not any(part.startswith(".") for part in f.relative_to(c).parts):
-                        out.setdefault(f, None)
+                found = [f for f in sorted(c.rglob("*"))
+                         if f.is_file() and not any(part.startswith(".") for part in f.relative_to(c).parts)]
+                if not found:  # as a glob that matches nothing: a wrong folder, not "0 files ingested, ok"
+                    raise ParameterError(f"paths must hold at least one file, got the empty directory {str(c)!r}")
+                out.update(dict.fromkeys(f for f in found if f not in out))
             elif c.is_file():
                 out.setdefault(c, None)
             else:
