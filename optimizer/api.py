@@ -59,6 +59,7 @@ from optimizer.study.inspect import list_studies as _list_studies
 from optimizer.study.inspect import show_study as _show_study
 from optimizer.study.run import StudyRunResult
 from optimizer.study.run import run_study as _run_study
+from optimizer.study.paramsfile import config_record
 from optimizer.study.records import ConfigRecord
 from optimizer.study.reserve import guard_end, record_if_opened
 from optimizer.study.spec import StudySpec, load_spec, parse_spec
@@ -159,10 +160,9 @@ def _params(params: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def _record_of(params: Any) -> ConfigRecord | None:
-    """The trial's configuration record a ``study best`` document holds under ``config`` (None otherwise)."""
-    cfg = params.get("config") if isinstance(params, Mapping) else None
-    ok = isinstance(cfg, Mapping) and isinstance(cfg.get("params"), Mapping) and isinstance(cfg.get("span"), Mapping)
-    return ConfigRecord.from_dict(cfg) if ok and cfg["span"].get("panel_start") else None
+    """The trial's configuration record a ``study best`` document (or the record alone) holds, as ``--params``
+    reads it (``paramsfile.config_record``); None for loose parameters."""
+    return config_record(params, "params") if isinstance(params, Mapping) else None
 
 
 def evaluate(params: Mapping[str, Any] | None = None, panel: Panel | None = None, *, db: str | Path | None = None,

@@ -25,7 +25,7 @@ from optimizer.errors import AccumoptError, ParameterError, check_param
 from optimizer.params import engine_params
 from optimizer.study.records import ConfigRecord
 
-__all__ = ["ParamsRecord", "load_params_record", "RECORD_KEYS"]
+__all__ = ["ParamsRecord", "load_params_record", "config_record", "RECORD_KEYS"]
 
 # Keys of a parameters document that are not engine parameters.
 RECORD_KEYS = frozenset({"params", "costs", "universe", "start", "span_start", "span", "regime", "regime_filter",
@@ -66,12 +66,20 @@ def _span_start(doc: Mapping[str, Any], path: str) -> str | None:
 
 def _record(c: Mapping[str, Any], path: str) -> ConfigRecord | None:
     """The ``ConfigRecord`` ``c`` holds (its params, and a span with a panel start), else None."""
-    if not (isinstance(c.get("params"), dict) and isinstance(c.get("span"), dict) and c["span"].get("panel_start")):
+    if not (isinstance(c.get("params"), Mapping) and isinstance(c.get("span"), Mapping) and c["span"].get("panel_start")):
         return None
     try:
         return ConfigRecord.from_dict(c)
     except AccumoptError as e:
         raise ParameterError(f"{path}: {e}") from None
+
+
+def config_record(doc: Mapping[str, Any], path: str) -> ConfigRecord | None:
+    """The trial's configuration record a parameters document holds: under ``config`` (a ``study best`` document)
+    or as the document itself (``study export``'s ``user_attrs_config``); None for loose parameters. ``path``
+    names the document in errors."""
+    c = doc.get("config")
+    return _record(c if isinstance(c, Mapping) else doc, path)
 
 
 def load_params_record(path: str | Path) -> ParamsRecord:
@@ -83,15 +91,12 @@ def load_params_record(path: str | Path) -> ParamsRecord:
         raise ParameterError(f"{p}: cannot read a JSON params file: {e}") from None
     if not isinstance(doc, dict):
         raise ParameterError(f"{p}: must hold a JSON object of parameters or {{\"params\": {{...}}}}")
-    record, trial = None, None
+    record, trial = config_record(doc, p), None
     if isinstance(doc.get("config"), dict):  # a stored effective configuration: its record sits under "config"
         c = doc["config"]
-        record = _record(c, p)
         if "study" in doc:
             trial = {k: doc.get(k) for k in ("study", "number", "value", "values", "metrics") if k in doc}
         doc = {**{k: v for k, v in doc.items() if k != "config"}, **c}
-    else:  # the record on its own (``study best``'s config, ``study export``'s user_attrs_config)
-        record = _record(doc, p)
     if isinstance(doc.get("params"), dict):
         params = dict(doc["params"])
         meta = doc
