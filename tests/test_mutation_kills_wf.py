@@ -1342,8 +1342,8 @@ def test_window_result_of_trials_without_records_rebuilds_the_winner_from_the_sp
 
 def test_walkforward_without_a_reserve_reads_the_specs_store(tmp_path, monkeypatch):
     """``reserve_fraction = 0`` (the reserve starts past the last session) and no store flag: the store is the
-    spec's ``[data] database``; --final has no reserve to open (no ledger record, no warning) and no window is in
-    the reserve."""
+    spec's ``[data] database``, no window is in the reserve and nothing is recorded in the ledger; --final has no
+    reserve to open and is refused with its name (it would only have written a ``-final`` copy of the run)."""
     spec = parse_spec(SPEC.replace("reserve_fraction = 0.2", 'reserve_fraction = 0.0\ndatabase = "spec.duckdb"'))
     p = _panel(seed=3, T=100, N=N)
     got, opened = [], []
@@ -1353,7 +1353,10 @@ def test_walkforward_without_a_reserve_reads_the_specs_store(tmp_path, monkeypat
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        res = wfmod.run_walkforward(spec, None, "sqlite:///:memory:", final=True, n_trials=2)
+        with pytest.raises(ParameterError, match=r"^--final has no reserve to open: \[data\]\.reserve_fraction = 0"):
+            wfmod.run_walkforward(spec, None, "sqlite:///:memory:", final=True, n_trials=2)
+        assert got == []  # refused before the data is read
+        res = wfmod.run_walkforward(spec, None, "sqlite:///:memory:", n_trials=2)
     assert got == [Path("spec.duckdb")] and opened == [] and res.warnings == []
     assert [(w.window.test_end, w.in_reserve) for w in res.windows] == [(80, False), (100, False)]
 

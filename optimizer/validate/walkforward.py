@@ -492,6 +492,9 @@ def run_walkforward(
         raise ParameterError(f"jobs must be >= 1, got jobs={jobs}")
     if n_trials is not None and not (isinstance(n_trials, int) and not isinstance(n_trials, bool) and n_trials >= 1):
         raise ParameterError(f"n_trials must be an integer >= 1, got n_trials={n_trials!r}")  # 0 is not "not given"
+    if final and spec.data.reserve_fraction == 0:  # a flag that changes nothing is refused, not ignored
+        raise ParameterError(f"--final has no reserve to open: [data].reserve_fraction = 0 in spec {spec.name!r} "
+                             "holds back no session; run without --final")
     db = resolve_db(db, spec.data.database)
     ctx, windows, reserve = _setup(spec, db, storage_url, final, n_trials)
     T, limit = len(ctx.panel.dates), ctx.limit
