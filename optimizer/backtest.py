@@ -138,7 +138,7 @@ def _reserve_start_for(db: str | Path, symbols: list[str]) -> str | None:
 def backtest(params: Mapping[str, Any], db: str | Path, universe: Any = None, start: str | None = None,
              end: str | None = None, save: bool = True, out_root: str | Path = "output",
              record: ConfigRecord | None = None, regime: str | None = None, final: bool = False,
-             allow_data_change: bool = False) -> BacktestRun:
+             allow_data_change: bool = False, min_periods: int | None = None) -> BacktestRun:
     """Evaluate the configuration ``params`` on the store at ``db`` (see the module docstring).
 
     ``record``: a trial's effective configuration (``params`` then hold its parameters, flags on top): universe,
@@ -146,13 +146,15 @@ def backtest(params: Mapping[str, Any], db: str | Path, universe: Any = None, st
     / ``end`` / ``regime`` override them. Without a record: ``universe`` (default tier1+3) from ``start`` (default
     the store's first session) to ``end`` (default the last session before the reserve), regime ``ALL``.
     ``final``: the run may include the final reserve (default end: the store's last session); the opening is
-    recorded. ``save``: also write the run (``save_backtest``) under ``out_root``."""
+    recorded. ``save``: also write the run (``save_backtest``) under ``out_root``. ``min_periods``: of the
+    z-scores (default: the record's, else the engine's)."""
     db = existing_store(db)
     cfg = Config.from_params(engine_params(params))
     uni = universe if universe is not None else (record.universe if record is not None else "tier1+3")
     uni = list(uni) if isinstance(uni, tuple) else uni
     reg = regime if regime is not None else (record.regime if record is not None else "ALL")
-    min_periods = record.min_periods if record is not None else None
+    if min_periods is None:
+        min_periods = record.min_periods if record is not None else None
     symbols = universe_symbols(db, uni)
     reserve_start = record.reserve_start if record is not None else _reserve_start_for(db, symbols)
     panel_start = record.panel_start if record is not None else start

@@ -188,7 +188,7 @@ def signal_sheet(record: ParamsRecord | Mapping[str, Any], db: str | Path, date:
     span_from = start if start is not None else rec.start
     lo = 0 if span_from is None else panel.index_of(span_from)
     check_param(lo < len(panel.dates), "start", f"on or before the sheet's session {day}", span_from)
-    ev = Evaluator(panel, min_periods=trial.min_periods if trial is not None else None)
+    ev = Evaluator(panel, min_periods=trial.min_periods if trial is not None else rec.min_periods)
     disp = ev.display(cfg)
     mask = regime_entry_mask(panel, reg)
     nxt = _next_session(day)

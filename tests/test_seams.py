@@ -9,6 +9,8 @@
    has filled, so no fold has sessions without a z-score (and therefore without signals) biasing the objective.
 4. A trial's configuration record saved on its own as a parameters file is read as that record (``backtest
    --params`` runs the trial's span, regime filter and min_periods), not as a loose file.
+5. A loose parameters file's span end and min_periods take effect in ``backtest``, ``sandbox`` and ``signals``
+   (they were read and dropped), and its span start reaches the sandbox as it reaches the backtest.
 """
 
 from __future__ import annotations
@@ -147,3 +149,75 @@ def test_a_bare_configuration_record_as_params_file_is_read_as_the_record(synth_
     got = json.loads(ok(cli("backtest", "--params", bare, "--db", synth_db, "--no-save", "--format", "json")).stdout)
     assert got["start"] == "2023-04-03" and got["config"]["min_periods"] == 12
     assert {k: got[k] for k in want} == pytest.approx(want, rel=0, abs=0, nan_ok=True)
+
+
+# ---- 5. a loose parameters file's span end and min_periods ----------------------------------------------------
+
+def test_a_loose_params_files_span_end_and_min_periods_take_effect(synth_db, tmp_path, monkeypatch):
+    """A hand-written parameters file (no trial record) stating ``span: [start, end]`` and ``min_periods``: backtest
+    runs that span with that min_periods, and the sandbox draws the trades that backtest reports for the symbol
+    (signals counted from the file's start). Before, ``end`` and ``min_periods`` were read and dropped (backtest
+    ran to the reserve) and the sandbox counted signals from the first session."""
+    import json
+
+    from _cli_helpers import cli, ok
+
+    import optimizer.cli.research as research
+    from optimizer.backtest import backtest
+    from optimizer.signals import signal_sheet
+    from optimizer.study.paramsfile import load_params_record
+
+    params = {"variant": "B", "z_window": 15, "buy_threshold": 60, "sell_threshold": 40, "exit": "first_dist",
+              "time_stop": 15}
+    loose = tmp_path / "loose.json"
+    loose.write_text(json.dumps({"params": params, "universe": "tier1+3", "span": ["2023-03-01", "2023-12-29"],
+                                 "min_periods": 12}), encoding="utf-8")
+    rec = load_params_record(loose)
+    assert (rec.record, rec.start, rec.end, rec.min_periods) == (None, "2023-03-01", "2023-12-29", 12)
+    want = backtest(params, synth_db, "tier1+3", start="2023-03-01", end="2023-12-29", save=False, min_periods=12)
+    other = backtest(params, synth_db, "tier1+3", start="2023-03-01", save=False)  # neither stated
+    assert want.metrics != other.metrics  # the two settings change the run: the test can fail
+    got = json.loads(ok(cli("backtest", "--params", loose, "--db", synth_db, "--no-save", "--format", "json")).stdout)
+    assert (got["start"], got["end"]) == ("2023-03-01", "2023-12-29")
+    assert {k: got[k] for k in want.metrics} == pytest.approx(want.metrics, rel=0, abs=0, nan_ok=True)
+
+    trades = want.result.trades.to_frame(want.panel)
+    sym = trades["symbol"].value_counts().index[0]  # the symbol with the most trades
+    drawn: list = []
+    real = research.sandbox_figure
+    monkeypatch.setattr(research, "sandbox_figure", lambda *a, **k: drawn.append(k["trades"]) or real(*a, **k))
+    ok(cli("sandbox", sym, "--params", loose, "--db", synth_db, "--out", tmp_path / "out", "--no-png"))
+    mine = trades[trades["symbol"] == sym].reset_index(drop=True)
+    assert len(drawn) == 1 and len(mine) > 0
+    assert drawn[0]["entry_date"].astype(str).str[:10].tolist() == mine["entry_date"].astype(str).str[:10].tolist()
+    np.testing.assert_array_equal(drawn[0]["net_ret"].to_numpy(), mine["net_ret"].to_numpy())
+
+    # the signal sheet computes its z-scores with the file's min_periods: early in the store only they differ
+    day = "2023-01-20"
+    a = signal_sheet(load_params_record(_write(tmp_path / "a.json", {"params": params, "min_periods": 12})),
+                     synth_db, date=day).rows.set_index("symbol")["score"]
+    b = signal_sheet(load_params_record(_write(tmp_path / "b.json", {"params": params})),
+                     synth_db, date=day).rows.set_index("symbol")["score"]
+    assert not a.equals(b), (a.head(), b.head())
+
+
+def _write(path: Path, doc: dict) -> Path:
+    import json
+
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("doc, message", [
+    ({"end": "2024-13-01"}, r"^end \(in .*p\.json\) must be a date \(YYYY-MM-DD\), got end \(in .*\)='2024-13-01'$"),
+    ({"span": ["2024-03-01", "2024-02-01"]}, r"^end \(in .*\) must be on or after start=2024-03-01, got .*'2024-02-01'$"),
+    ({"start": "someday"}, r"^start \(in .*\) must be a date \(YYYY-MM-DD\), got .*'someday'$"),
+    ({"min_periods": 1}, r"^min_periods \(in .*\) must be an integer >= 2, got min_periods \(in .*\)=1$"),
+    ({"min_periods": 12.5}, r"^min_periods \(in .*\) must be an integer >= 2, got .*=12\.5$"),
+])
+def test_a_loose_params_files_span_and_min_periods_are_checked(tmp_path, doc, message):
+    from optimizer.errors import ParameterError
+    from optimizer.study.paramsfile import load_params_record
+
+    with pytest.raises(ParameterError, match=message):
+        load_params_record(_write(tmp_path / "p.json", {"params": {"z_window": 20}, **doc}))

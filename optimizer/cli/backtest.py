@@ -42,8 +42,8 @@ def _param_flags(f: Callable) -> Callable:
                                                "parameters file's, else tier1+3).")
 @click.option("--start", default=None, help="First signal session (default: the file's span start, else the first "
                                             "in daily_metrics).")
-@click.option("--end", default=None, help="Last session (default: the file's data end, else the last session before "
-                                          "the final reserve).")
+@click.option("--end", default=None, help="Last session (default: the file's data end or span end, else the last "
+                                          "session before the final reserve).")
 @click.option("--regime", default=None, help="Regime filter on entries, e.g. RISK_ON (default: the file's, else ALL).")
 @click.option("--final", is_flag=True, help="Allow the span to include the final reserve (recorded in the store's "
                                             "reserve ledger; a second opening warns).")
@@ -65,14 +65,16 @@ def backtest_cmd(params_file, universe, start, end, regime, final, allow_data_ch
     loose = rec is not None and rec.record is None  # a parameters file without a trial's record
     universe = universe if universe is not None else (rec.universe if loose else None)
     start = start if start is not None else (rec.start if loose else None)
+    end_given = end
+    end = end if end is not None else (rec.end if loose else None)
     run = backtest(params, resolve_db(db, None, output_root(out)), universe, start, end, save=save,
                    out_root=output_root(out), record=rec.record if rec is not None else None,
                    regime=regime if regime is not None else (rec.regime if rec is not None and rec.record is None else None),
-                   final=final, allow_data_change=allow_data_change)
+                   final=final, allow_data_change=allow_data_change, min_periods=rec.min_periods if loose else None)
     panel = run.panel
     stored = rec.trial.get("metrics") if rec is not None and rec.trial and rec.record is not None else None
     reproduces = None
-    if stored and not overrides and not loose and universe is None and start is None and end is None \
+    if stored and not overrides and not loose and universe is None and start is None and end_given is None \
             and regime is None and not final:
         comp = compare_metrics(stored, run.result.metrics)
         reproduces = bool(comp["equal"].all()) if len(comp) else None

@@ -174,10 +174,13 @@ def sandbox_cmd(ticker, params_file, start, end, z_window, dot_mode, buy, sell, 
     <out>/sandbox/<TICKER>[_<start>_<end>_<options>].html."""
     rec = load_params_record(params_file) if params_file else None
     root = output_root(out)
-    run = sandbox_run(existing_store(resolve_db(db, None, root)), ticker, start, end,
+    loose = rec is not None and rec.record is None  # a parameters file without a trial's record: its span and
+    run = sandbox_run(existing_store(resolve_db(db, None, root)), ticker, start,  # min_periods, as backtest's
+                      end if end is not None or not loose else rec.end,
                       params=rec.params if rec else None, universe=universe or (rec.universe if rec else None),
                       z_window=z_window, buy=buy, sell=sell, final=final, record=rec.record if rec else None,
-                      regime=rec.regime if rec else None)
+                      regime=rec.regime if rec else None, span_start=rec.start if loose else None,
+                      min_periods=rec.min_periods if loose else None)
     fig = sandbox_figure(run.panel, ticker, start, end, dot_mode=dot_mode, config=run.config, trades=run.trades)
     opts = [f"z{z_window}" if z_window is not None else None, dot_mode if dot_mode != "current" else None,
             f"b{buy:g}" if buy is not None else None, f"s{sell:g}" if sell is not None else None,

@@ -7,8 +7,11 @@ min_periods and the data fingerprint; ``backtest --params`` reproduces the trial
 (``study export``'s ``user_attrs_config``), read as the same record; ``costs`` become
 commission_bps / slippage_bps unless the params hold them; a record under ``config``. When present it also reads
 the richer record's ``universe`` (a name or a list), span start (``start``, ``span_start``, ``span: [start, end]``
-or ``span: {"start": ...}``) and regime filter (``regime`` or ``regime_filter``). A change to the format is an
-edit of ``load_params_record`` only.
+or ``span: {"start": ...}``) and regime filter (``regime`` or ``regime_filter``). A loose file (no record) may
+also state its span end (``end``, ``span_end``, ``span: [start, end]`` or ``span: {"end": ...}``) and the
+z-scores' ``min_periods``: ``backtest`` and ``sandbox`` run to that end and every command uses that min_periods,
+as they use a record's (the signal sheet is computed at its own date, so no span end applies to it, a record's
+included). A change to the format is an edit of ``load_params_record`` only.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from optimizer.data.calendar import as_date
 from optimizer.engine.evaluate import Config
 from optimizer.engine.regime_filter import REGIME_NAMES
 from optimizer.errors import AccumoptError, ParameterError, check_param
@@ -28,7 +32,7 @@ from optimizer.study.records import ConfigRecord
 __all__ = ["ParamsRecord", "load_params_record", "config_record", "RECORD_KEYS"]
 
 # Keys of a parameters document that are not engine parameters.
-RECORD_KEYS = frozenset({"params", "costs", "universe", "start", "span_start", "span", "regime", "regime_filter",
+RECORD_KEYS = frozenset({"params", "costs", "universe", "start", "span_start", "span_end", "span", "regime", "regime_filter",
                          "study", "number", "value", "values", "metrics", "config", "end", "key", "symbols",
                          "symbols_sha", "reserve_start", "min_periods", "data_fingerprint"})
 
@@ -36,7 +40,8 @@ RECORD_KEYS = frozenset({"params", "costs", "universe", "start", "span_start", "
 @dataclass(frozen=True)
 class ParamsRecord:
     """A configuration as a parameters file holds it: engine ``params`` (costs included) and, when the file says
-    so, the ``universe``, span ``start`` and ``regime`` filter it was chosen on (None = not stated)."""
+    so, the ``universe``, span ``start`` and ``regime`` filter it was chosen on (None = not stated); a loose file's
+    span ``end`` and ``min_periods`` (a record's are in ``record``)."""
 
     params: dict[str, Any]
     universe: str | tuple[str, ...] | None = None
@@ -45,6 +50,8 @@ class ParamsRecord:
     source: str | None = None
     record: ConfigRecord | None = None  # the complete effective configuration (a ``study best`` document)
     trial: dict[str, Any] | None = None  # {"study", "number", "value", "metrics"} of the trial it came from
+    end: str | None = None  # a loose file's span end (ISO date)
+    min_periods: int | None = None  # a loose file's min_periods of the z-scores
     def config(self) -> Config:
         """The engine configuration (presets expanded, switches applied; ``Config.from_params`` checks every key)."""
         return Config.from_params(engine_params(self.params))
@@ -62,6 +69,18 @@ def _span_start(doc: Mapping[str, Any], path: str) -> str | None:
     if isinstance(span, (list, tuple)) and span:
         return str(span[0])
     raise ParameterError(f"{path}: span must be [start, end] or {{\"start\": ...}}, got span={span!r}")
+
+
+def _span_end(doc: Mapping[str, Any], path: str) -> str | None:
+    for key in ("end", "span_end"):
+        if doc.get(key) is not None:
+            return str(doc[key])
+    span = doc.get("span")
+    if isinstance(span, Mapping) and span.get("end") is not None:
+        return str(span["end"])
+    if isinstance(span, (list, tuple)) and len(span) > 1 and span[1] is not None:
+        return str(span[1])
+    return None
 
 
 def _record(c: Mapping[str, Any], path: str) -> ConfigRecord | None:
@@ -115,4 +134,16 @@ def load_params_record(path: str | Path) -> ParamsRecord:
     regime = meta.get("regime", meta.get("regime_filter"))
     if regime is not None:
         check_param(regime in REGIME_NAMES, "regime", f"one of {', '.join(REGIME_NAMES)} (in {p})", regime)
-    return ParamsRecord(params, uni, _span_start(meta, p), None if regime is None else str(regime), p, record, trial)
+    start, end, min_periods = _span_start(meta, p), None, None
+    if record is None:  # a loose file: its span and min_periods are checked here and taken by every command
+        as_date(start, f"start (in {p})")
+        end = _span_end(meta, p)
+        day = as_date(end, f"end (in {p})")
+        if start is not None and day is not None:
+            check_param(day >= as_date(start, "start"), f"end (in {p})", f"on or after start={start}", end)
+        min_periods = meta.get("min_periods")
+        if min_periods is not None:
+            check_param(isinstance(min_periods, int) and not isinstance(min_periods, bool) and min_periods >= 2,
+                        f"min_periods (in {p})", "an integer >= 2", min_periods)
+    return ParamsRecord(params, uni, start, None if regime is None else str(regime), p, record, trial, end,
+                        min_periods)
