@@ -191,3 +191,24 @@ def test_sandbox_of_a_trials_configuration_draws_the_trades_backtest_reproduces(
     api = _trace_dicts(ao.sandbox_figure(synth_db, SYMBOL, doc))
     for kind in ("Entries", "Exits"):
         assert {o: sorted(v) for o, v in _markers(api, kind).items()} == _expected(bt, kind), kind
+
+
+def test_sandbox_of_a_params_file_with_a_span_start_draws_backtests_trades(synth_db, tmp_path):
+    """A loose parameters file that states its span start (``"start"``, as ``backtest --params`` and ``signals``
+    read it) is simulated from there, as ``backtest --params`` runs it. Before, the sandbox dropped the file's
+    start (it used the file's universe and regime, not its start) and drew trades from the store's first session:
+    entries the backtest of the same file never took."""
+    pf = tmp_path / "p.json"
+    pf.write_text(json.dumps({**PARAMS, "start": "2023-09-01"}), encoding="utf-8")
+    run = backtest(PARAMS, synth_db, "tier1+3", start="2023-09-01", save=False)
+    df = run.result.trades.to_frame(run.panel)
+    bt = df[df["symbol"] == SYMBOL].reset_index(drop=True)
+    assert len(bt) >= 2 and len(bt) < len(_backtest_trades(synth_db, PARAMS))
+    root = tmp_path / "sb"
+    res = CliRunner().invoke(main, ["sandbox", SYMBOL, "--params", str(pf), "--db", str(synth_db), "--out", str(root),
+                                    "--no-png"], env={"ACCUMOPT_DB": None})
+    assert res.exit_code == 0, res.output
+    (out,) = (root / "sandbox").glob("*.html")
+    data = _html_figure(out)
+    for kind in ("Entries", "Exits"):
+        assert {o: sorted(v) for o, v in _markers(data, kind).items()} == _expected(bt, kind), kind

@@ -253,6 +253,33 @@ def test_sheet_equals_backtest_on_every_session_synthetic(synth_db, name):
     assert counts[ENTER] >= 20 and counts[EXIT] >= 10 and counts[HOLD] >= 50, counts  # the oracle saw real work
 
 
+def test_sheet_with_a_span_start_equals_backtest_with_that_start(synth_db, tmp_path):
+    """A span start (the file's ``start`` or ``--start``) is where ``backtest`` loads the panel and counts signals
+    (z-scores warm up inside the span). The sheet used to load the panel from the store's first session and replay
+    from the start, so a trader's ``signals --params p.json`` held positions (entered while the backtest's z-scores
+    were still warming up) that ``backtest --params p.json`` of the same file never took."""
+    from optimizer.backtest import backtest
+
+    params = dict(CONFIGS["first_dist"][0])
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({**params, "start": "2023-03-01"}))
+    rec = load_params_record(path)
+    assert rec.start == "2023-03-01"
+    days = [pd.Timestamp(d).date() for d in nyse_sessions("2023-03-10", "2023-04-28")]
+    for d, d1 in list(zip(days[:-1], days[1:]))[::8]:
+        run = backtest(params, synth_db, start=rec.start, end=str(d1), save=False)
+        want = _backtest_view(run.panel, run.result.trades, len(run.panel.dates) - 2)
+        for sheet in (signal_sheet(rec, synth_db, date=str(d)),  # the file's start
+                      signal_sheet(ParamsRecord(params), synth_db, date=str(d), start="2023-03-01")):  # --start
+            assert sheet.span_start == pd.Timestamp("2023-03-01").date()
+            assert _sheet_view(run.panel, sheet.rows, len(run.panel.dates) - 2) == want, d
+            held = sheet.rows["decision"].isin([HOLD, EXIT])
+            assert (pd.to_datetime(sheet.rows.loc[held, "entry_date"]) >= pd.Timestamp("2023-03-01")).all()
+        score = dict(zip(run.panel.symbols, run.result.display[len(run.panel.dates) - 2]))
+        assert np.allclose(sheet.rows["score"].to_numpy(dtype=float), [score[x] for x in sheet.rows["symbol"]],
+                           equal_nan=True)
+
+
 @pytest.fixture(scope="module")
 def real_db(tmp_path_factory) -> Path:
     """Real adjusted prices (2023) of the tier1+3 symbols in the file, with a synthetic flow layer (oracle-placed

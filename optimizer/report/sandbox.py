@@ -408,7 +408,8 @@ class SandboxRun:
 def sandbox_run(db: str | Path, symbol: str, start: DateLike | None = None, end: DateLike | None = None,
                 params: Mapping[str, Any] | None = None, universe: Any = None, z_window: int | None = None,
                 buy: float | None = None, sell: float | None = None, final: bool = False,
-                record: ConfigRecord | None = None, regime: str | None = None) -> SandboxRun:
+                record: ConfigRecord | None = None, regime: str | None = None,
+                span_start: DateLike | None = None) -> SandboxRun:
     """Load ``symbol`` from the store at ``db`` and simulate the configuration ``params`` (a flat parameter dict,
     presets and switches accepted; default: the engine defaults; ``z_window`` / ``buy`` / ``sell`` override it)
     over every session up to ``end``, exactly as ``backtest`` does; ``start`` only limits what is drawn. A
@@ -421,7 +422,9 @@ def sandbox_run(db: str | Path, symbol: str, start: DateLike | None = None, end:
     ``record``: a trial's effective configuration (``study best``): the simulation starts at its panel start, counts
     signals from its span start, filters entries by its regime and uses its min_periods and universe; its default
     end is the trial's data end and its reserve the trial's, as ``backtest --params`` runs it. ``regime``: the entry
-    filter (default: the record's, else ALL)."""
+    filter (default: the record's, else ALL). ``span_start``: a loose configuration's span start (a parameters
+    file's ``start``): the simulation starts there as ``backtest --params`` starts it (panel and signals; the
+    z-scores warm up inside the span); ignored with a ``record``, whose panel start rules."""
     cfg = _config(Config.from_params(engine_params(params)) if params else None, z_window, buy, sell)
     uni_name = universe or (record.universe if record is not None else None) or "tier1+3"
     uni_name = list(uni_name) if isinstance(uni_name, tuple) else uni_name
@@ -433,7 +436,7 @@ def sandbox_run(db: str | Path, symbol: str, start: DateLike | None = None, end:
         reserve_start = record.reserve_start
     else:
         end, reserve_start = guard_end(db, universe_symbols(db, uni_name), end, final, "sandbox (--end)")
-    panel_start = record.panel_start if record is not None else None
+    panel_start = record.panel_start if record is not None else span_start
     con = connect(db, read_only=True)
     try:
         panel = load_sandbox_panel(con, symbol, None, end, panel_start=panel_start)
