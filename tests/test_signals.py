@@ -548,6 +548,34 @@ def test_signals_command_table_json_csv(synth_db, tmp_path):
     assert bad.exit_code == 2 and "start must be on or before the sheet's session 2024-02-13" in bad.stderr
 
 
+def test_signal_tables_never_cut_a_price_to_fit_80_columns(synth_db, monkeypatch):
+    """The HOLD table (entry, fill, close, stop, target, exit in) of a store with four-digit prices (KLAC, LLY,
+    BKNG on the real files) did not fit 80 columns and rich cut cells: the close printed "1214.…", the stop level
+    "1205.…". Every number is shown whole or its column is left out and named."""
+    import dataclasses
+
+    from rich.console import Console
+
+    import optimizer.cli.signals as cli_signals
+
+    sheet = signal_sheet(ParamsRecord(dict(CONFIGS["fixed_stops"][0])), synth_db, date="2024-02-13")
+    rows = sheet.rows.copy()
+    for c in ("close", "entry_price", "stop_level", "take_profit_level"):
+        rows[c] = rows[c] * 10 + 1000  # four-digit prices
+    sheet = dataclasses.replace(sheet, rows=rows)
+    assert sheet.counts[HOLD] >= 3 and sheet.counts[EXIT] >= 1
+    buf = io.StringIO()
+    monkeypatch.setattr(cli_signals, "console", Console(file=buf, width=80, color_system=None))
+    cli_signals._render(sheet, False)
+    lines = buf.getvalue().splitlines()
+    assert lines and max(len(x) for x in lines) <= 80 and "…" not in buf.getvalue(), buf.getvalue()
+    for r in sheet.of(HOLD).itertuples(index=False):
+        (line,) = [x for x in lines if x.startswith(r.symbol + " ")]
+        for v in (r.entry_price, r.close, r.stop_level, r.take_profit_level):
+            assert f"{v:.2f}" in line.split(), (line, v)
+    assert any(x.startswith("1 more column") and x.endswith(": exit in") for x in lines), lines
+
+
 def _tonight(raw: Path, day: str, db_src: Path, db: Path, folder: Path) -> None:
     """``db``: the store as it was before the night of ``day`` (a copy of ``db_src`` without that session's raw rows
     and ingest records); ``folder``: that night's new files (its CNMS file and that day's rows of the prices,
