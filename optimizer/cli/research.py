@@ -180,7 +180,8 @@ def sandbox_cmd(ticker, params_file, start, end, z_window, dot_mode, buy, sell, 
                       z_window=z_window, buy=buy, sell=sell, final=final, record=rec.record if rec else None,
                       regime=rec.regime if rec else None,
                       span_start=rec.start if rec is not None and rec.record is None else None)
-    fig = sandbox_figure(run.panel, ticker, start, end, dot_mode=dot_mode, config=run.config, trades=run.trades)
+    fig = sandbox_figure(run.panel, ticker, start, end, dot_mode=dot_mode, config=run.config, trades=run.trades,
+                         min_periods=run.min_periods)
     opts = [f"z{z_window}" if z_window is not None else None, dot_mode if dot_mode != "current" else None,
             f"b{buy:g}" if buy is not None else None, f"s{sell:g}" if sell is not None else None,
             f"p-{Path(params_file).stem}" if params_file else None, f"u-{universe}" if universe else None, "final" if final else None]
