@@ -321,4 +321,5 @@ def sandbox_figure(db: str | Path | None, ticker: str, params: Mapping[str, Any]
     """
     run = sandbox_run(resolve_db(db), ticker, start, end, params=_params(params) or None,
                       universe=universe, final=final, record=_record_of(params))
-    return _sandbox_figure(run.panel, ticker, start, end, dot_mode=dot_mode, config=run.config, trades=run.trades)
+    return _sandbox_figure(run.panel, ticker, start, end, dot_mode=dot_mode, config=run.config, trades=run.trades,
+                           min_periods=run.min_periods)

@@ -182,10 +182,18 @@ def signal_sheet(record: ParamsRecord | Mapping[str, Any], db: str | Path, date:
         day = _resolve_date(con, date)
     finally:
         con.close()
-    # a trial's record (``study best``): its panel start and min_periods, so the scores are the study's
+    # the panel starts where ``backtest`` starts it, so the sheet's positions are the backtest's: a trial's record
+    # (``study best``): its panel start and min_periods, so the scores are the study's; else the span start
+    # (``--start`` or the file's: z-scores warm up inside the span, as in ``backtest --start``); else the first session
     trial = rec.record
-    panel = _load(db, uni, day, trial.panel_start if trial is not None and start is None else None)
     span_from = start if start is not None else rec.start
+    if span_from is not None:
+        try:
+            first = pd.Timestamp(str(span_from)).date()
+        except (ValueError, TypeError):
+            raise ParameterError(f"start must be a date (YYYY-MM-DD), got start={span_from!r}") from None
+        check_param(first <= day, "start", f"on or before the sheet's session {day}", span_from)
+    panel = _load(db, uni, day, trial.panel_start if trial is not None else span_from)
     lo = 0 if span_from is None else panel.index_of(span_from)
     check_param(lo < len(panel.dates), "start", f"on or before the sheet's session {day}", span_from)
     ev = Evaluator(panel, min_periods=trial.min_periods if trial is not None else rec.min_periods)

@@ -120,6 +120,32 @@ def test_table_defaults_to_the_latest_finra_date_and_scan_explains_an_empty_resu
     assert ok.reason is None and not ok.top.empty and ok.window_start == dt.date(2025, 9, 10)
 
 
+def test_the_scan_commands_hint_for_a_thin_window_is_a_command_that_runs(real_store, tmp_path):
+    """On the real store (2 FINRA days in the 90-session window) ``accumopt scan`` ranks nothing and suggests a
+    window the data covers. The suggestion named ``--min-periods``, an option ``accumopt scan`` does not have: a
+    user who pasted it got "No such option". The suggested options must be ones the command accepts."""
+    import re
+    import shutil
+
+    from click.testing import CliRunner
+
+    from optimizer.cli import main
+
+    db = tmp_path / "store.duckdb"  # the scan writes scanner_daily_metrics: a copy, not the module's store
+    shutil.copy(real_store[1], db)
+    base = ["scan", "--db", str(db), "--out", str(tmp_path / "out"), "--no-png", "--no-export-full"]
+    res = CliRunner().invoke(main, base, env={"ACCUMOPT_DB": None})
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    m = re.search(r"scan a window the data covers \(e\.g\. ([^)]*)\)", text)
+    assert m, text
+    hint = m.group(1).split()
+    res = CliRunner().invoke(main, base + hint + ["--format", "json"], env={"ACCUMOPT_DB": None})
+    assert res.exit_code == 0, (hint, res.output)
+    out = json.loads(res.output)
+    assert out["reason"] is None and out["coverage"]["sessions"] == 2 and out["params"]["lookback"] == 2
+
+
 # ---------------------------------------------------------------------------------------------- splits
 
 

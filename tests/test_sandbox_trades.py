@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from optimizer.backtest import backtest
 from optimizer.cli import main
+from optimizer.engine.evaluate import Config
 from optimizer.errors import ParameterError
 from optimizer.report.sandbox import OUTCOME_COLORS, sandbox_figure, sandbox_run, sandbox_trades
 
@@ -191,3 +192,51 @@ def test_sandbox_of_a_trials_configuration_draws_the_trades_backtest_reproduces(
     api = _trace_dicts(ao.sandbox_figure(synth_db, SYMBOL, doc))
     for kind in ("Entries", "Exits"):
         assert {o: sorted(v) for o, v in _markers(api, kind).items()} == _expected(bt, kind), kind
+
+
+def test_sandbox_of_a_params_file_with_a_span_start_draws_backtests_trades(synth_db, tmp_path):
+    """A loose parameters file that states its span start (``"start"``, as ``backtest --params`` and ``signals``
+    read it) is simulated from there, as ``backtest --params`` runs it. Before, the sandbox dropped the file's
+    start (it used the file's universe and regime, not its start) and drew trades from the store's first session:
+    entries the backtest of the same file never took."""
+    pf = tmp_path / "p.json"
+    pf.write_text(json.dumps({**PARAMS, "start": "2023-09-01"}), encoding="utf-8")
+    run = backtest(PARAMS, synth_db, "tier1+3", start="2023-09-01", save=False)
+    df = run.result.trades.to_frame(run.panel)
+    bt = df[df["symbol"] == SYMBOL].reset_index(drop=True)
+    assert len(bt) >= 2 and len(bt) < len(_backtest_trades(synth_db, PARAMS))
+    root = tmp_path / "sb"
+    res = CliRunner().invoke(main, ["sandbox", SYMBOL, "--params", str(pf), "--db", str(synth_db), "--out", str(root),
+                                    "--no-png"], env={"ACCUMOPT_DB": None})
+    assert res.exit_code == 0, res.output
+    (out,) = (root / "sandbox").glob("*.html")
+    data = _html_figure(out)
+    for kind in ("Entries", "Exits"):
+        assert {o: sorted(v) for o, v in _markers(data, kind).items()} == _expected(bt, kind), kind
+
+
+def test_sandbox_score_is_the_display_the_trades_come_from(synth_db):
+    """The "Configuration score" row is the display the engine trades on. It was ``display_score`` of the pooled
+    score parameters: a configuration with regime-conditional weights or the options boost drew a score line other
+    than the one its entries crossed (real prices, RISK_ON weights: AAPL 40.6 in the sandbox, 46.2 on the signal
+    sheet and in the backtest on 2024-06-14), and a regime-conditional buy threshold was drawn as the pooled one."""
+    from optimizer.report.sandbox import sandbox_data
+
+    params = {**PARAMS, "w_short_risk_on": 0.8, "w_lit_risk_on": 0.1, "w_price_risk_on": 0.1,
+              "buy_threshold_risk_off": 80, "options_boost": 1.0}
+    bt = backtest(params, synth_db, "tier1+3", save=False)
+    want = pd.Series(bt.result.display[:, bt.panel.symbols.index(SYMBOL)],
+                     index=pd.to_datetime(np.asarray(bt.panel.dates, dtype="datetime64[D]")))
+    run = sandbox_run(synth_db, SYMBOL, params=params)
+    df = sandbox_data(run.panel, SYMBOL, config=run.config).set_index("date")
+    assert len(df) == len(want) and np.allclose(df["score_config"], want.reindex(df.index), equal_nan=True)
+    plain = sandbox_data(run.panel, SYMBOL, config=Config.from_params(
+        {k: v for k, v in params.items() if "risk" not in k and k != "options_boost"})).set_index("date")
+    assert not np.allclose(df["score_config"], plain["score_config"], equal_nan=True)  # the settings matter here
+    sig = pd.to_datetime(run.trades["signal_date"])
+    assert len(sig) >= 3
+    assert np.allclose(df.loc[sig, "score_config"], run.trades["score"])  # each entry's signal is on the drawn line
+    assert (df.loc[sig, "score_config"].to_numpy() >= df.loc[sig, "buy_threshold"].to_numpy()).all()
+    assert set(df["buy_threshold"].unique()) == {65.0, 80.0}  # RISK_OFF sessions: 80
+    fig = sandbox_figure(run.panel, SYMBOL, config=run.config, trades=run.trades)
+    assert "Buy threshold (by regime)" in {t.name for t in fig.data}

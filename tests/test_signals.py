@@ -253,6 +253,33 @@ def test_sheet_equals_backtest_on_every_session_synthetic(synth_db, name):
     assert counts[ENTER] >= 20 and counts[EXIT] >= 10 and counts[HOLD] >= 50, counts  # the oracle saw real work
 
 
+def test_sheet_with_a_span_start_equals_backtest_with_that_start(synth_db, tmp_path):
+    """A span start (the file's ``start`` or ``--start``) is where ``backtest`` loads the panel and counts signals
+    (z-scores warm up inside the span). The sheet used to load the panel from the store's first session and replay
+    from the start, so a trader's ``signals --params p.json`` held positions (entered while the backtest's z-scores
+    were still warming up) that ``backtest --params p.json`` of the same file never took."""
+    from optimizer.backtest import backtest
+
+    params = dict(CONFIGS["first_dist"][0])
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({**params, "start": "2023-03-01"}))
+    rec = load_params_record(path)
+    assert rec.start == "2023-03-01"
+    days = [pd.Timestamp(d).date() for d in nyse_sessions("2023-03-10", "2023-04-28")]
+    for d, d1 in list(zip(days[:-1], days[1:]))[::8]:
+        run = backtest(params, synth_db, start=rec.start, end=str(d1), save=False)
+        want = _backtest_view(run.panel, run.result.trades, len(run.panel.dates) - 2)
+        for sheet in (signal_sheet(rec, synth_db, date=str(d)),  # the file's start
+                      signal_sheet(ParamsRecord(params), synth_db, date=str(d), start="2023-03-01")):  # --start
+            assert sheet.span_start == pd.Timestamp("2023-03-01").date()
+            assert _sheet_view(run.panel, sheet.rows, len(run.panel.dates) - 2) == want, d
+            held = sheet.rows["decision"].isin([HOLD, EXIT])
+            assert (pd.to_datetime(sheet.rows.loc[held, "entry_date"]) >= pd.Timestamp("2023-03-01")).all()
+        score = dict(zip(run.panel.symbols, run.result.display[len(run.panel.dates) - 2]))
+        assert np.allclose(sheet.rows["score"].to_numpy(dtype=float), [score[x] for x in sheet.rows["symbol"]],
+                           equal_nan=True)
+
+
 @pytest.fixture(scope="module")
 def real_db(tmp_path_factory) -> Path:
     """Real adjusted prices (2023) of the tier1+3 symbols in the file, with a synthetic flow layer (oracle-placed
@@ -519,6 +546,34 @@ def test_signals_command_table_json_csv(synth_db, tmp_path):
     assert bad.exit_code == 2 and bad.stderr.startswith("error: regime must be one of ALL, RISK_ON")
     bad = _run("signals", "--params", p, "--db", synth_db, "--date", "2024-02-13", "--start", "2024-03-01", "--no-save")
     assert bad.exit_code == 2 and "start must be on or before the sheet's session 2024-02-13" in bad.stderr
+
+
+def test_signal_tables_never_cut_a_price_to_fit_80_columns(synth_db, monkeypatch):
+    """The HOLD table (entry, fill, close, stop, target, exit in) of a store with four-digit prices (KLAC, LLY,
+    BKNG on the real files) did not fit 80 columns and rich cut cells: the close printed "1214.…", the stop level
+    "1205.…". Every number is shown whole or its column is left out and named."""
+    import dataclasses
+
+    from rich.console import Console
+
+    import optimizer.cli.signals as cli_signals
+
+    sheet = signal_sheet(ParamsRecord(dict(CONFIGS["fixed_stops"][0])), synth_db, date="2024-02-13")
+    rows = sheet.rows.copy()
+    for c in ("close", "entry_price", "stop_level", "take_profit_level"):
+        rows[c] = rows[c] * 10 + 1000  # four-digit prices
+    sheet = dataclasses.replace(sheet, rows=rows)
+    assert sheet.counts[HOLD] >= 3 and sheet.counts[EXIT] >= 1
+    buf = io.StringIO()
+    monkeypatch.setattr(cli_signals, "console", Console(file=buf, width=80, color_system=None))
+    cli_signals._render(sheet, False)
+    lines = buf.getvalue().splitlines()
+    assert lines and max(len(x) for x in lines) <= 80 and "…" not in buf.getvalue(), buf.getvalue()
+    for r in sheet.of(HOLD).itertuples(index=False):
+        (line,) = [x for x in lines if x.startswith(r.symbol + " ")]
+        for v in (r.entry_price, r.close, r.stop_level, r.take_profit_level):
+            assert f"{v:.2f}" in line.split(), (line, v)
+    assert any(x.startswith("1 more column") and x.endswith(": exit in") for x in lines), lines
 
 
 def _tonight(raw: Path, day: str, db_src: Path, db: Path, folder: Path) -> None:

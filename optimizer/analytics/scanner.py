@@ -271,7 +271,7 @@ def scan(
                   f"lookback window {start}..{day} ({100 * cov.ratio:.1f}%), below the minimum {100 * MIN_COVERAGE:.0f}%"
                   + (f"; missing {gap}" if gap else "")
                   + f". Ingest the missing days, or scan a window the data covers (e.g. --lookback {max(2, cov.sessions)} "
-                  f"--trend-days 2 --min-periods {max(2, cov.sessions)})")
+                  f"--trend-days 2)")
         metrics["rank"] = pd.array([pd.NA] * len(metrics), dtype="Int64")
     elif not metrics["rank"].notna().any():
         reason = (f"nothing ranked: no liquid symbol (mean total volume >= {min_total_volume:,.0f}) has a z-score "

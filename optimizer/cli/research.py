@@ -147,7 +147,8 @@ def report_cmd(target, storage, out):
 @click.argument("ticker")
 @click.option("--params", "params_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="The configuration whose score, thresholds and trades are drawn (a `study best --format json` "
-                   "document or a flat JSON object; default: the engine defaults).")
+                   "document or a flat JSON object; default: the engine defaults); its universe, span start and "
+                   "regime filter are used when it holds them, as backtest --params uses them.")
 @click.option("--start", default=None, help="First date shown (default: all; earlier rows still warm the z-scores "
                                             "and carry positions).")
 @click.option("--end", default=None, help="Last date shown (default: all).")
@@ -181,7 +182,8 @@ def sandbox_cmd(ticker, params_file, start, end, z_window, dot_mode, buy, sell, 
                       z_window=z_window, buy=buy, sell=sell, final=final, record=rec.record if rec else None,
                       regime=rec.regime if rec else None, span_start=rec.start if loose else None,
                       min_periods=rec.min_periods if loose else None)
-    fig = sandbox_figure(run.panel, ticker, start, end, dot_mode=dot_mode, config=run.config, trades=run.trades)
+    fig = sandbox_figure(run.panel, ticker, start, end, dot_mode=dot_mode, config=run.config, trades=run.trades,
+                         min_periods=run.min_periods)
     opts = [f"z{z_window}" if z_window is not None else None, dot_mode if dot_mode != "current" else None,
             f"b{buy:g}" if buy is not None else None, f"s{sell:g}" if sell is not None else None,
             f"p-{Path(params_file).stem}" if params_file else None, f"u-{universe}" if universe else None, "final" if final else None]

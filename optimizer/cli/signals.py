@@ -5,13 +5,13 @@ from __future__ import annotations
 import io
 
 import click
-from rich import box
-from rich.table import Table
+import pandas as pd
 
 from optimizer.cli._common import console, echo_json, err_console, progress_enabled, shared_options
 from optimizer.evening import run_evening
 from optimizer.paths import output_root, resolve_db
 from optimizer.report.sheet import sheet_records
+from optimizer.report.terminal import Column, print_frame
 from optimizer.signals import signal_sheet, write_signal_sheet
 from optimizer.study.paramsfile import load_params_record
 
@@ -60,16 +60,14 @@ _LEFT = {"sym", "quality", "trend", "reason", "entry", "flags", "decision", "etf
 
 
 def _print_table(title: str, cols: list[str], rows: list[list[str]]) -> None:
-    """A borderless table, one space between columns; columns empty on every row are left out (e.g. stop and
-    target when the configuration has none), so the widest table (HOLD with stop and target) fits 80 columns."""
-    keep = [i for i, c in enumerate(cols) if any(r[i] for r in rows)]
-    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
-              padding=(0, 1, 0, 0), title_style="bold")
-    for i in keep:
-        t.add_column(cols[i], no_wrap=True, justify="left" if cols[i] in _LEFT else "right")
-    for r in rows:
-        t.add_row(*[r[i] for i in keep])
-    console.print(t)
+    """A borderless table of preformatted cells through the shared terminal printer
+    (``optimizer.report.terminal.print_frame``): columns empty on every row are left out (e.g. stop and target when
+    the configuration has none), and a column that does not fit 80 columns is left out and named, never cut (a
+    four-digit price used to print as "1214.…" in the HOLD table)."""
+    names = [c if c not in cols[:i] else f"{c} ({cols[:i].count(c) + 1})" for i, c in enumerate(cols)]  # --all's pairs
+    df = pd.DataFrame(rows, columns=names, dtype=object)
+    specs = [Column(n, label=c, justify="left" if c in _LEFT else "right") for n, c in zip(names, cols)]
+    print_frame(df, console, title=title, columns=specs, hint="--format csv, or sheet.csv")
 
 
 def _render(sheet, show_all: bool) -> None:
@@ -101,14 +99,14 @@ def _render(sheet, show_all: bool) -> None:
     if len(exits):
         rows = [[r.symbol, _num(r.score), r.exit_reason or "", _day(r.entry_date), _num(r.entry_price, ".2f"),
                  str(r.days_held), _num(r.close, ".2f"), _pct(r.unrealised_return)] for r in exits.itertuples(index=False)]
-        _print_table("EXIT at the next open", ["sym", "score", "reason", "entry", "entry px", "held", "close",
+        _print_table("EXIT at the next open", ["sym", "score", "reason", "entry", "fill", "held", "close",
                                                "unreal"], rows)
     hold = sheet.of("HOLD")
     if len(hold):
         rows = [[r.symbol, _num(r.score), _day(r.entry_date), _num(r.entry_price, ".2f"), str(r.days_held),
                  _num(r.close, ".2f"), _pct(r.unrealised_return), _num(r.stop_level, ".2f"),
                  _num(r.take_profit_level, ".2f"), _num(r.scheduled_exit_in, ".0f")] for r in hold.itertuples(index=False)]
-        _print_table("HOLD", ["sym", "score", "entry", "entry px", "held", "close", "unreal", "stop", "target",
+        _print_table("HOLD", ["sym", "score", "entry", "fill", "held", "close", "unreal", "stop", "target",
                               "exit in"], rows)
     if show_all:
         recs = sheet.rows[["symbol", "score", "decision"]].to_numpy().tolist()

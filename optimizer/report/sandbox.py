@@ -8,8 +8,10 @@ Ten rows (trace names in quotes):
    (win green, loss red, still open at the end grey), a dotted segment from entry to exit, hover with the dates,
    prices, net return, sessions held and exit reason; traces "Entries (win|loss|open)", "Exits (win|loss|open)",
    "Trades (win|loss|open)";
-2. the configuration's own score (its variant, weights, z-window and OTC intensity: ``Config.score``) with its
-   buy and sell thresholds as lines — "Configuration score";
+2. the configuration's own score, the display its trades come from (``Evaluator.display``: its variant, weights,
+   z-window and OTC intensity, the regime-conditional weights and the options boost when it has them, a trial's
+   min_periods), with its buy and sell thresholds as lines (a configuration with regime-conditional buy
+   thresholds: the buy threshold of each session's regime, "Buy threshold (by regime)") — "Configuration score";
 3. combined buy/sell ratio ``(short_buy + lit_buy) / (short_sell + lit_sell)`` — "Combined buy/sell ratio";
 4. volume-weighted directional flow ``short_buy + lit_buy − short_sell − lit_sell`` — "VW directional flow";
 5. FINRA short-sale buy volume bars — "FINRA buy volume";
@@ -57,7 +59,6 @@ from optimizer.data.calendar import DateLike
 from optimizer.data.store import connect
 from optimizer.data.symbols import canonical_symbol, unknown_symbols_message
 from optimizer.engine.evaluate import Config, Evaluator
-from optimizer.engine.features import FeatureCache
 from optimizer.engine.panel import Panel, load_panel, warmup_start
 from optimizer.engine.score import display_score
 from optimizer.errors import DataError, ParameterError, check_param
@@ -145,26 +146,33 @@ def _config(config: Config | None, z_window: int | None = None, buy: float | Non
 
 
 def sandbox_data(panel: Panel, symbol: str, start: DateLike | None = None, end: DateLike | None = None,
-                 z_window: int | None = None, config: Config | None = None) -> pd.DataFrame:
+                 z_window: int | None = None, config: Config | None = None, *,
+                 min_periods: int | None = None) -> pd.DataFrame:
     """The chart's series for ``symbol`` in [start, end]: date, open, high, low, close, score_config,
-    combined_ratio, vw_flow, short_buy_volume, short_buy_sell_ratio, score_B, score_vw_flow, score_blended,
-    confidence (0..1), imbalance_log.
+    buy_threshold, combined_ratio, vw_flow, short_buy_volume, short_buy_sell_ratio, score_B, score_vw_flow,
+    score_blended, confidence (0..1), imbalance_log.
 
-    ``score_config`` is the configuration's display score (``config.score``; default: the engine defaults); the
-    variant scores use the configuration's weights, z-window and intensity with the variant swapped. ``z_window``
-    sets the z-window of every score. DataError for a symbol not in the panel (naming some that are) and for a
-    range without rows of the symbol.
+    ``score_config`` is the configuration's display score as the engine trades on it (``Evaluator.display``:
+    regime-conditional weights and the options boost included; default: the engine defaults) and
+    ``buy_threshold`` its buy threshold of each session (regime-conditional buy thresholds applied); the variant
+    scores use the configuration's weights, z-window and intensity with the variant swapped. ``z_window`` sets the
+    z-window of every score, ``min_periods`` that of the z-scores (a trial's). DataError for a symbol not in the
+    panel (naming some that are) and for a range without rows of the symbol.
     """
     sym = canonical_symbol(symbol, "symbol")
     if sym not in panel.symbols:
         some = ", ".join(panel.symbols[:12]) + (" ..." if len(panel.symbols) > 12 else "")
         raise DataError(f"symbol {symbol!r} is not in the panel ({len(panel.symbols)} symbols: {some})")
-    sp = _config(config, z_window).score
+    cfg = _config(config, z_window)
+    sp = cfg.score
     j = panel.symbols.index(sym)
     one = panel.subset([sym])
-    cache = FeatureCache(one)
+    ev = Evaluator(one, min_periods=min_periods)  # the engine's display: the score the trades come from
+    cache = ev.features
     scores = {v: display_score(cache, replace(sp, variant=v))[:, 0] for v, _ in SCORE_VARIANTS}
-    own = display_score(cache, sp)[:, 0]
+    own = ev.display(cfg)[:, 0]
+    rows_b = cfg.regime.threshold_rows(cfg.thresholds, ev.regime_codes())
+    buy_line = np.full(len(one.dates), float(cfg.thresholds.buy)) if rows_b is None else rows_b[0]
     B, S = _field(panel, "short_buy_volume", j), _field(panel, "short_sell_volume", j)
     lb = np.nan_to_num(_field(panel, "lit_buy_volume", j), nan=0.0)
     ls = np.nan_to_num(_field(panel, "lit_sell_volume", j), nan=0.0)
@@ -176,6 +184,7 @@ def sandbox_data(panel: Panel, symbol: str, start: DateLike | None = None, end: 
     df = pd.DataFrame({
         "date": pd.to_datetime(np.asarray(panel.dates, dtype="datetime64[D]")),
         **{k: _field(panel, k, j) for k in ("open", "high", "low", "close")}, "score_config": own,
+        "buy_threshold": buy_line,
         "combined_ratio": combined, "vw_flow": B + lb - S - ls, "short_buy_volume": B,
         "short_buy_sell_ratio": _field(panel, "short_buy_sell_ratio", j),
         **{f"score_{v}": scores[v] for v, _ in SCORE_VARIANTS},
@@ -183,7 +192,7 @@ def sandbox_data(panel: Panel, symbol: str, start: DateLike | None = None, end: 
     })
     rows = _rows(panel, start, end)
     df = df.iloc[rows].reset_index(drop=True)
-    flows = df.drop(columns=["date", "vw_flow", "open", "high", "low", "close"])
+    flows = df.drop(columns=["date", "vw_flow", "open", "high", "low", "close", "buy_threshold"])
     has = flows.notna().any(axis=1) | np.isfinite(B[rows]) | np.isfinite(S[rows])
     if df.empty or not bool(has.any()):
         d = panel.dates
@@ -269,8 +278,11 @@ def _score_row(fig: go.Figure, x: list[str], df: pd.DataFrame, variant: str, lab
     _threshold_lines(fig, row, buy, sell)
 
 
-def _threshold_lines(fig: go.Figure, row: int, buy: float, sell: float) -> None:
-    for y, color, text in ((buy, "#2e7d32", f"buy {buy:g}"), (sell, "#c62828", f"sell {sell:g}")):
+def _threshold_lines(fig: go.Figure, row: int, buy: float | None, sell: float) -> None:
+    for y, color, text in ((buy, "#2e7d32", f"buy {buy:g}" if buy is not None else ""),
+                           (sell, "#c62828", f"sell {sell:g}")):
+        if y is None:  # drawn per session (regime-conditional buy thresholds)
+            continue
         fig.add_hline(y=y, line=dict(color=color, dash="dot", width=1), annotation_text=text,
                       annotation_position="top right", annotation_font_size=9, row=row, col=1)
     fig.update_yaxes(range=[-10, 108], row=row, col=1)
@@ -323,7 +335,7 @@ def _price_row(fig: go.Figure, x: list[str], df: pd.DataFrame, trades: pd.DataFr
 def sandbox_figure(panel: Panel, symbol: str, start: DateLike | None = None, end: DateLike | None = None,
                    z_window: int | None = None, buy: float | None = None, sell: float | None = None,
                    dot_mode: str = "current", config: Config | None = None, trades: pd.DataFrame | None = None,
-                   universe_panel: Panel | None = None) -> go.Figure:
+                   universe_panel: Panel | None = None, *, min_periods: int | None = None) -> go.Figure:
     """The ten-row sandbox Figure for ``symbol`` (see the module docstring; ``dot_mode`` in ``DOT_MODES``).
 
     ``config``: the configuration whose score, thresholds and trades are drawn (default: the engine defaults);
@@ -333,7 +345,7 @@ def sandbox_figure(panel: Panel, symbol: str, start: DateLike | None = None, end
     check_param(dot_mode in DOT_MODES, "dot_mode", f"one of {', '.join(DOT_MODES)}", dot_mode)
     cfg = _config(config, z_window, buy, sell)
     buy, sell, zw = cfg.thresholds.buy, cfg.thresholds.sell, cfg.score.z_window
-    df = sandbox_data(panel, symbol, start, end, config=cfg)
+    df = sandbox_data(panel, symbol, start, end, config=cfg, min_periods=min_periods)
     if trades is None:
         trades = sandbox_trades(panel, symbol, cfg, universe_panel)
     sym = canonical_symbol(symbol, "symbol")
@@ -346,7 +358,15 @@ def sandbox_figure(panel: Panel, symbol: str, start: DateLike | None = None, end
     fig.add_trace(go.Scatter(x=x, y=_ys(sc), name="Configuration score", mode="lines", line=dict(color="#37474f"),
                              connectgaps=False, hovertemplate="%{x}<br>score %{y:.1f}<extra>configuration</extra>"),
                   row=ROW["config"], col=1)
-    _threshold_lines(fig, ROW["config"], buy, sell)
+    by_regime = df["buy_threshold"].to_numpy(dtype=float)
+    if cfg.regime.thresholded:  # the buy threshold of each session's regime, as the engine applies it
+        fig.add_trace(go.Scatter(x=x, y=_ys(by_regime), name="Buy threshold (by regime)", mode="lines",
+                                 line=dict(color="#2e7d32", dash="dot", width=1, shape="hv"),
+                                 hovertemplate="%{x}<br>buy %{y:g}<extra>regime threshold</extra>"),
+                      row=ROW["config"], col=1)
+        _threshold_lines(fig, ROW["config"], None, sell)
+    else:
+        _threshold_lines(fig, ROW["config"], buy, sell)
     r = ROW["combined"]
     fig.add_trace(go.Scatter(x=x, y=_ys(df["combined_ratio"]), name="Combined buy/sell ratio", mode="lines",
                              line=dict(color="#1f77b4"), connectgaps=False), row=r, col=1)
@@ -398,11 +418,13 @@ def _exit_name(cfg: Config) -> str:
 @dataclass(frozen=True, eq=False)
 class SandboxRun:
     """What the sandbox draws for one symbol: its ``panel`` (every session up to the end, so the scores are warm
-    and positions carry in), the ``config`` and its ``trades`` (``sandbox_trades``)."""
+    and positions carry in), the ``config``, its ``trades`` (``sandbox_trades``) and the z-scores' ``min_periods``
+    (a trial's; None = the window)."""
 
     panel: Panel
     config: Config
     trades: pd.DataFrame
+    min_periods: int | None = None
 
 
 def sandbox_run(db: str | Path, symbol: str, start: DateLike | None = None, end: DateLike | None = None,
@@ -423,8 +445,9 @@ def sandbox_run(db: str | Path, symbol: str, start: DateLike | None = None, end:
     signals from its span start, filters entries by its regime and uses its min_periods and universe; its default
     end is the trial's data end and its reserve the trial's, as ``backtest --params`` runs it. ``regime``: the entry
     filter (default: the record's, else ALL). ``span_start`` / ``min_periods``: of a configuration without a record
-    (a loose parameters file's): its panel and signals start at ``span_start`` and its z-scores use
-    ``min_periods``, as ``backtest --start`` and ``backtest --params`` run them."""
+    (a loose parameters file's): the simulation starts at ``span_start`` as ``backtest --params`` starts it (panel
+    and signals; the z-scores warm up inside the span) and its z-scores use ``min_periods``; both are ignored with
+    a ``record``, whose panel start and min_periods rule."""
     cfg = _config(Config.from_params(engine_params(params)) if params else None, z_window, buy, sell)
     uni_name = universe or (record.universe if record is not None else None) or "tier1+3"
     uni_name = list(uni_name) if isinstance(uni_name, tuple) else uni_name
@@ -452,7 +475,7 @@ def sandbox_run(db: str | Path, symbol: str, start: DateLike | None = None, end:
     if record is not None:
         signal_start, min_periods = record.signal_start, record.min_periods
     trades = sandbox_trades(panel, symbol, cfg, uni, signal_start=signal_start, regime=reg, min_periods=min_periods)
-    return SandboxRun(panel, cfg, trades)
+    return SandboxRun(panel, cfg, trades, min_periods)
 
 
 def write_sandbox(fig: go.Figure, path: str | Path, png: bool | None = None) -> list[Path]:
