@@ -476,3 +476,22 @@ def test_statistics_that_cannot_be_estimated_are_explicit(spec, cheap_db, tmp_pa
     page = build_walkforward_report(res, out_dir=tmp_path).read_text(encoding="utf-8")
     assert "PBO skipped for window 0: 1 completed configuration(s)" in page
     assert "DSR skipped for window 0:" in page
+
+
+def test_overlapping_test_windows_are_refused_before_any_study(spec, tmp_path):
+    """[walkforward] step < test made test windows overlap: with train 6 / test 2 / step 1 month every test month
+    was traded by two windows' winners and stitched twice (on a null store, 430 OOS trades over 278 days, 21 of
+    them identical rows; the n >= 30 gate and the per-trade figures counted them all). A spec file is refused by
+    the loader (tests/test_spec.py); a spec built in code is refused by the run, before it reads the store. A spec
+    stored with an earlier study still reads back."""
+    from optimizer.errors import DataError, SpecError
+    from optimizer.study.spec import parse_spec
+
+    bad = dataclasses.replace(spec, walkforward=dataclasses.replace(spec.walkforward, test=2, step=1))
+    with pytest.raises(SpecError, match=r"\[walkforward.step\] must be >= test \(2\).*got step=1"):
+        run_walkforward(bad, tmp_path / "absent.duckdb", _journal(tmp_path / "s.log"), n_trials=1)
+    assert not (tmp_path / "s.log").exists()
+    ok = dataclasses.replace(spec, walkforward=dataclasses.replace(spec.walkforward, test=2, step=3))
+    with pytest.raises(DataError, match="absent.duckdb does not exist"):  # step >= test: the absent store stops it
+        run_walkforward(ok, tmp_path / "absent.duckdb", _journal(tmp_path / "s.log"), n_trials=1)
+    assert parse_spec("[walkforward]\ntest = 2\nstep = 1\n", stored=True).walkforward.step == 1

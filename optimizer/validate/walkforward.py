@@ -60,7 +60,7 @@ from optimizer.study.reserve import opening_warning, record_opening
 from optimizer.study.splits import CombinatorialPurgedCV
 from optimizer.study.run import run_study
 from optimizer.study.space import params_to_config, trial_config
-from optimizer.study.spec import StudySpec
+from optimizer.study.spec import StudySpec, walkforward_step_rule
 from optimizer.study.splits import WalkForward, Window
 from optimizer.study.storage import make_storage, study_names
 from optimizer.validate.distributed import DONE, WindowClaims, wait_for_run, work_windows
@@ -455,10 +455,12 @@ def _window_result(ctx: _RunContext, w: Window, study: optuna.Study, data: Study
 def _setup(spec: StudySpec, db: str | Path, storage_url: str | None, final: bool,
            n_trials: int | None) -> tuple[_RunContext, list[Window], int]:
     """The run's shared context, its windows and the reserve start index (index of the first reserve session)."""
+    wfs = spec.walkforward
+    if wfs.step is not None and wfs.step < wfs.test:  # a spec built in code (the loader refuses it in a file)
+        raise SpecError("walkforward.step", walkforward_step_rule(wfs.test, wfs.step), spec.path)
     panel_full, reserve = load_study_data(spec, db)
     T = len(panel_full.dates)
     limit = T if final else reserve
-    wfs = spec.walkforward
     purge = wfs.purge if wfs.purge is not None else spec.max_hold()
     windows = WalkForward(wfs.train, wfs.test, wfs.step, wfs.unit, purge=purge, anchored=wfs.anchored).split(
         panel_full.dates[:limit])
