@@ -495,3 +495,39 @@ def test_overlapping_test_windows_are_refused_before_any_study(spec, tmp_path):
     with pytest.raises(DataError, match="absent.duckdb does not exist"):  # step >= test: the absent store stops it
         run_walkforward(ok, tmp_path / "absent.duckdb", _journal(tmp_path / "s.log"), n_trials=1)
     assert parse_spec("[walkforward]\ntest = 2\nstep = 1\n", stored=True).walkforward.step == 1
+
+
+def test_equity_benchmark_is_sized_like_the_account():
+    """The OOS equity table's benchmark holds the account's positions at its own sizing. It averaged every open
+    trade's benchmark at full weight, so a sized account (fixed_fractional 5 % of equity a trade, about half
+    invested) was set against a fully invested benchmark: its 'excess over the benchmark' curve was mostly the
+    benchmark's own path. Hand table: two trades (A: symbol 0, rows 1..4; B: symbol 1, row 2 only)."""
+    from optimizer.engine.panel import Panel
+    from optimizer.engine.simulate import Trades
+    from optimizer.validate.stats import daily_excess
+
+    close = np.array([[10.0, 20.0], [11.0, 20.5], [11.0, 21.0], [11.5, 21.5], [12.5, 22.0]])
+    p = Panel(dates=pd.bdate_range("2024-01-01", periods=5).to_numpy(), symbols=("AAA", "BBB"),
+              fields={"close": close, "open": close.copy()})
+    excess = np.array([0.20 - 0.08, -0.05 - 0.01])  # benchmarks 0.08 (A, 4 rows: 0.02 a row), 0.01 (B, 1 row)
+
+    def trades(weight=None, absolute=False, mult=None):
+        i = lambda v: np.asarray(v, dtype=np.int64)  # noqa: E731
+        return Trades(i([0, 1]), i([0, 1]), i([1, 2]), i([4, 2]), np.array([10.0, 20.0]), np.array([12.0, 19.0]),
+                      i([0, 0]), np.zeros(2), cost=0.0, weight=weight, mult=mult, absolute=absolute)
+
+    def equity(tr):
+        return wfmod._equity(p, tr, daily_excess(tr, excess, close, 0, 5))
+
+    a, b = 0.02, 0.01
+    eq = equity(trades())  # equal weights: the mean over the open trades (DailyExcess.bench_mean)
+    np.testing.assert_allclose(eq["bench_return"], [0, a, (a + b) / 2, a, a], atol=1e-15)
+    eq = equity(trades(np.array([0.05, 0.05]), absolute=True))  # 5 % of equity each, the rest cash
+    np.testing.assert_allclose(eq["bench_return"], [0, 0.05 * a, 0.05 * (a + b), 0.05 * a, 0.05 * a], atol=1e-15)
+    np.testing.assert_allclose(eq["oos_return"], [0, 0.05 * 0.1, 0.05 * (0.0 - 0.05), 0.05 * (0.5 / 11),
+                                                  0.05 * (0.5 / 11.5)], atol=1e-15)  # exit fill 12
+    np.testing.assert_allclose(eq["excess_return"], eq["oos_return"] - eq["bench_return"], atol=1e-15)
+    eq = equity(trades(np.array([0.8, 0.6]), absolute=True))  # exposure 1.4 on row 2: scaled down to 1
+    assert eq["bench_return"][2] == pytest.approx((0.8 * a + 0.6 * b) / 1.4)
+    eq = equity(trades(np.array([1.0, 3.0]), mult=np.array([0.5, 1.0])))  # relative weights, a regime multiplier
+    np.testing.assert_allclose(eq["bench_return"], [0, 0.5 * a, (0.5 * a + 3 * b) / 4, 0.5 * a, 0.5 * a], atol=1e-15)

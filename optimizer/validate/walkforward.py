@@ -734,14 +734,38 @@ def _daily(p: Panel, results: list[WindowResult], trades: Trades, excess: np.nda
     return daily_excess(trades, excess, p["close"], results[0].window.test_start, stop)
 
 
+def _sized_bench(trades: Trades, daily: DailyExcess) -> np.ndarray:
+    """Per day of ``daily``, the matched random-entry benchmark of the account's positions at the account's own
+    sizing: each closed trade's benchmark expectation (net return minus excess) spread evenly over its held rows,
+    weighted as ``portfolio_returns`` weighs the trade (docs/ENGINE.md "Position sizing": relative sizing
+    sum w*m*b / sum w, absolute sizing sum w*m*b / max(1, sum w*m)). Without sizing (equal weights, no regime
+    multiplier) it is ``daily.bench_mean``."""
+    closed = trades.closed
+    w = np.ones(daily.n_trades) if trades.weight is None else np.asarray(trades.weight, dtype=float)[closed]
+    m = np.ones(daily.n_trades) if trades.mult is None else np.asarray(trades.mult, dtype=float)[closed]
+    if not trades.absolute and bool((w == 1.0).all()) and bool((m == 1.0).all()):
+        return daily.bench_mean
+    ent, ext = trades.entry_idx[closed].astype(np.int64), trades.exit_idx[closed].astype(np.int64)
+    L = ext - ent + 1
+    per_row = (trades.net_ret[closed] - daily.trade_excess) / L
+    tid = np.repeat(np.arange(L.size), L)
+    pos = ent[tid] + np.arange(tid.size) - np.repeat(np.cumsum(L) - L, L) - daily.start
+    aw = w * m
+    num = np.bincount(pos, weights=(aw * per_row)[tid], minlength=daily.n_days)
+    den = np.bincount(pos, weights=(aw if trades.absolute else w)[tid], minlength=daily.n_days)
+    den = np.maximum(den, 1.0) if trades.absolute else den
+    return np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+
+
 def _equity(p: Panel, trades: Trades, daily: DailyExcess) -> pd.DataFrame:
-    """The OOS account day by day over the days of ``daily``: ``oos_return`` = the engine's equal-weight account of
-    the open positions (``portfolio_returns``: rebalanced daily, 0 on cash days); ``bench_return`` = their matched
-    random-entry benchmark (each trade's benchmark expectation spread evenly over its holding days, averaged over
-    the open trades: ``DailyExcess.bench_mean``); ``excess_return`` = the difference; each with its equity curve
-    (start = 1); ``n_open`` = trades open."""
+    """The OOS account day by day over the days of ``daily``: ``oos_return`` = the engine's account of the open
+    positions (``portfolio_returns``: equal weights unless the configuration sizes its positions, rebalanced
+    daily, 0 on cash days); ``bench_return`` = their matched random-entry benchmark (each trade's benchmark
+    expectation spread evenly over its holding days, weighted as the account weighs the trade: averaged over the
+    open trades without sizing, ``DailyExcess.bench_mean``; ``_sized_bench``); ``excess_return`` = the
+    difference; each with its equity curve (start = 1); ``n_open`` = trades open."""
     r = portfolio_returns(trades, p, Span(daily.start, daily.stop, daily.stop))
-    b = daily.bench_mean
+    b = _sized_bench(trades, daily)
     x = r - b
     return pd.DataFrame({"date": pd.to_datetime(p.dates[daily.start:daily.stop]),
                          "oos_return": r, "oos_equity": np.cumprod(1 + r),
