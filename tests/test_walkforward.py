@@ -531,3 +531,46 @@ def test_equity_benchmark_is_sized_like_the_account():
     assert eq["bench_return"][2] == pytest.approx((0.8 * a + 0.6 * b) / 1.4)
     eq = equity(trades(np.array([1.0, 3.0]), mult=np.array([0.5, 1.0])))  # relative weights, a regime multiplier
     np.testing.assert_allclose(eq["bench_return"], [0, 0.5 * a, (0.5 * a + 3 * b) / 4, 0.5 * a, 0.5 * a], atol=1e-15)
+
+
+def test_pbo_matrix_holds_the_universe_at_the_accounts_exposure(monkeypatch):
+    """The PBO matrix's column of a configuration: its daily portfolio return minus the equal-weight universe on
+    invested days. A sized account (fixed_fractional: 5 % of equity a position) is mostly cash, yet the whole
+    universe was subtracted, so the columns ranked configurations by how much of the market they were NOT holding
+    (on the planted synthetic market, seed 1 effect 3, fixed_fractional 5 %: window PBO 0.02-0.48 against 0.03-0.23
+    exposure-matched). The universe is now held at the account's exposure; without sizing nothing changes.
+    Hand table: one symbol, two overlapping trades, a fake evaluator that returns them."""
+    from types import SimpleNamespace
+
+    from optimizer.engine.metrics import portfolio_returns
+    from optimizer.engine.panel import Panel
+    from optimizer.engine.simulate import Span, Trades
+
+    close = np.array([[10.0, 10.0], [11.0, 10.0], [11.0, 10.5], [12.1, 10.5], [12.1, 11.0], [12.1, 11.0]])
+    p = Panel(dates=pd.bdate_range("2024-01-01", periods=6).to_numpy(), symbols=("AAA", "BBB"),
+              fields={"close": close, "open": close.copy()})
+    ew = np.array([0.0, 0.05, 0.025, 0.05, np.mean([0.0, 0.5 / 10.5]), 0.0])  # mean close-to-close return
+
+    def trades(weight=None, absolute=False):
+        i = lambda v: np.asarray(v, dtype=np.int64)  # noqa: E731
+        return Trades(i([0, 1]), i([0, 1]), i([1, 2]), i([3, 4]), np.array([10.0, 10.0]), np.array([12.1, 11.0]),
+                      i([0, 0]), np.zeros(2), cost=0.0, weight=weight, absolute=absolute)
+
+    def column(tr):
+        ev = SimpleNamespace(run=lambda cfg, span, entry_ok=None: SimpleNamespace(trades=tr),
+                             bench=SimpleNamespace(excess=lambda t, span, costs: np.zeros(int(t.closed.sum()))))
+        data = SimpleNamespace(panel=p, evaluator=ev, folds=[SimpleNamespace(test_start=0)], hi=6, spec=None,
+                               entry_ok=None)
+        monkeypatch.setattr(wfmod, "trial_config", lambda t, spec: SimpleNamespace(costs=None))
+        return wfmod._config_matrices(data, [object()])[0][:, 0], portfolio_returns(tr, p, Span(0, 6, 6))
+
+    invested = np.array([0, 1, 1, 1, 1, 0], dtype=bool)
+    col, daily = column(trades())  # equal weights: all of the universe on invested days (unchanged)
+    np.testing.assert_allclose(col, np.where(invested, daily - ew, 0.0), atol=1e-15)
+    col, daily = column(trades(np.array([0.05, 0.05]), absolute=True))  # 5 % of equity a position
+    expo = np.array([0.0, 0.05, 0.10, 0.10, 0.05, 0.0])
+    np.testing.assert_allclose(col, np.where(invested, daily - expo * ew, 0.0), atol=1e-15)
+    assert np.abs(daily).max() < 0.011  # the account holds a tenth of the market at most
+    col, _ = column(trades(np.array([0.7, 0.6]), absolute=True))  # exposure 1.3 on rows 2-3: scaled down to 1
+    np.testing.assert_allclose(col[2] + 1.0 * ew[2], portfolio_returns(trades(np.array([0.7, 0.6]), absolute=True),
+                                                                        p, Span(0, 6, 6))[2], atol=1e-15)

@@ -249,11 +249,35 @@ def tried_configs(study: optuna.Study) -> tuple[list[optuna.trial.FrozenTrial], 
     return reps, done
 
 
+def _exposure(trades: Trades, lo: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per session of [lo, lo + n): the share of the account held in its positions, as ``portfolio_returns`` sizes
+    them (docs/ENGINE.md "Position sizing": 1 with equal weights; relative sizing sum w*m / sum w, absolute sizing
+    min(1, sum w*m); 0 in cash), and whether any position is open (entry to exit row, as the portfolio holds it)."""
+    k = len(trades)
+    w = np.ones(k) if trades.weight is None else np.asarray(trades.weight, dtype=float)
+    m = np.ones(k) if trades.mult is None else np.asarray(trades.mult, dtype=float)
+    a = np.maximum(np.asarray(trades.entry_idx, dtype=np.int64), lo) - lo
+    b = np.minimum(np.asarray(trades.exit_idx, dtype=np.int64) - lo, n - 1) + 1
+    ok = b > a
+    num, den, cnt = np.zeros(n + 1), np.zeros(n + 1), np.zeros(n + 1)
+    for arr, val in ((num, w * m), (den, w * m if trades.absolute else w), (cnt, np.ones(k))):
+        np.add.at(arr, a[ok], val[ok])
+        np.add.at(arr, b[ok], -val[ok])
+    num, den, invested = np.cumsum(num)[:n], np.cumsum(den)[:n], np.cumsum(cnt)[:n] > 0.5
+    if trades.weight is None and trades.mult is None:
+        return invested.astype(float), invested  # equal weights: fully invested whenever a position is open
+    with np.errstate(invalid="ignore", divide="ignore"):
+        expo = num / (np.maximum(den, 1.0) if trades.absolute else den)
+    return np.where(invested & (den > 0), expo, 0.0), invested
+
+
 def _config_matrices(data: StudyData, configs: list[optuna.trial.FrozenTrial]) -> tuple[np.ndarray, np.ndarray]:
     """Each configuration (a trial's stored effective configuration, ``space.trial_config``) run once over the
     study's span [first fold start, hi), as two sessions x configurations matrices: (PBO) daily portfolio return
-    minus the equal-weight universe on invested days, 0 otherwise; (SPA) the daily excess P&L over the matched
-    random-entry benchmark of its closed trades (``daily_excess(...).total``, the series the verdict tests)."""
+    minus the equal-weight universe held at the portfolio's exposure (``_exposure``: all of it without sizing, the
+    sized share with ``sizing`` / ``regime_sizing``) on invested days, 0 otherwise; (SPA) the daily excess P&L over
+    the matched random-entry benchmark of its closed trades (``daily_excess(...).total``, the series the verdict
+    tests)."""
     panel, ev = data.panel, data.evaluator
     lo = data.folds[0].test_start
     span = Span(lo, data.hi, data.hi)
@@ -267,10 +291,8 @@ def _config_matrices(data: StudyData, configs: list[optuna.trial.FrozenTrial]) -
         cfg = trial_config(t, data.spec)
         res = ev.run(cfg, span, entry_ok=data.entry_ok)
         daily = portfolio_returns(res.trades, panel, span)
-        invested = np.zeros(span.data_end - span.sig_start, dtype=bool)
-        for e, x in zip(res.trades.entry_idx, res.trades.exit_idx):
-            invested[max(e, lo) - lo: x - lo + 1] = True
-        ew_cols.append(np.where(invested, daily - ew, 0.0))
+        expo, invested = _exposure(res.trades, lo, span.data_end - span.sig_start)
+        ew_cols.append(np.where(invested, daily - expo * ew, 0.0))
         ex = ev.bench.excess(res.trades, span, cfg.costs)
         ex_cols.append(daily_excess(res.trades, ex, C, lo, data.hi).total)
     shape = (data.hi - lo, 0)
@@ -278,8 +300,8 @@ def _config_matrices(data: StudyData, configs: list[optuna.trial.FrozenTrial]) -
 
 
 def pbo_matrix(data: StudyData, study: optuna.Study, max_configs: int | None = None) -> np.ndarray:
-    """Sessions x configurations matrix of daily portfolio returns in excess of the equal-weight universe (the
-    daily random-entry analogue) over the study's span, one column per distinct COMPLETED configuration of the
+    """Sessions x configurations matrix of daily portfolio returns in excess of the equal-weight universe held at
+    the portfolio's exposure (the daily random-entry analogue) over the study's span, one column per distinct COMPLETED configuration of the
     study (the first ``max_configs`` when given)."""
     configs, done = tried_configs(study)
     chosen = [c for c, d in zip(configs, done) if d][:max_configs]
