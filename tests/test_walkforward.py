@@ -574,3 +574,35 @@ def test_pbo_matrix_holds_the_universe_at_the_accounts_exposure(monkeypatch):
     col, _ = column(trades(np.array([0.7, 0.6]), absolute=True))  # exposure 1.3 on rows 2-3: scaled down to 1
     np.testing.assert_allclose(col[2] + 1.0 * ew[2], portfolio_returns(trades(np.array([0.7, 0.6]), absolute=True),
                                                                         p, Span(0, 6, 6))[2], atol=1e-15)
+
+
+def test_a_trade_left_open_at_its_windows_end_leaves_the_stitched_account_there():
+    """A window's trade still open at its data end (test end + purge; exits without a time limit, e.g.
+    studies/exits_uncapped.toml) is open_at_end with exit_idx = that row. The stitched account
+    (``portfolio_returns`` over the whole out-of-sample series) marked every open_at_end trade to the series' LAST
+    row, so it held such a trade for months no rule exited and no statistic counts: with purge 5 on the planted
+    synthetic market (seed 1, effect 3) 41 of 241 trades, the OOS account's total return +16 % against +67 %, and
+    the equity bootstrap, portfolio Sharpe and drawdown came from that curve. Hand table: A (symbol 0) open at its window's
+    end on row 3, B (symbol 1) closed on row 6, the series runs to row 7."""
+    from optimizer.engine.panel import Panel
+    from optimizer.engine.simulate import Trades
+    from optimizer.validate.stats import daily_excess
+
+    close = np.array([[10.0, 20.0], [11.0, 20.0], [12.0, 20.0], [12.5, 20.0], [13.0, 21.0], [14.0, 22.0],
+                      [15.0, 23.0], [16.0, 24.0]])
+    p = Panel(dates=pd.bdate_range("2024-01-01", periods=8).to_numpy(), symbols=("AAA", "BBB"),
+              fields={"close": close, "open": close.copy()})
+    i = lambda v: np.asarray(v, dtype=np.int64)  # noqa: E731
+    cost = 0.001
+    tr = Trades(i([0, 1]), i([0, 3]), i([1, 4]), i([3, 6]), np.array([10.0, 20.5]), np.array([12.5, 22.5]),
+                i([8, 0]), np.zeros(2), cost=cost)  # A: reason open_at_end, marked at close[3]; B: fixed
+    assert tr.open_at_end.tolist() == [True, False]
+    eq = wfmod._equity(p, tr, daily_excess(tr, np.array([0.01]), close, 0, 8))
+    a = [0.0, 11.0 / (10.0 * (1 + cost)) - 1, 12.0 / 11.0 - 1, 12.5 / 12.0 - 1, 0.0, 0.0, 0.0, 0.0]
+    b = [0.0, 0.0, 0.0, 0.0, 21.0 / (20.5 * (1 + cost)) - 1, 22.0 / 21.0 - 1, 22.5 * (1 - cost) / 22.0 - 1, 0.0]
+    np.testing.assert_allclose(eq["oos_return"], np.array(a) + np.array(b), rtol=1e-13, atol=1e-15)
+    # the last window's open trade (open at the series' own end) stays marked to its end
+    tr2 = Trades(i([0]), i([4]), i([5]), i([7]), np.array([13.5]), np.array([16.0]), i([8]), np.zeros(1), cost=cost)
+    eq2 = wfmod._equity(p, tr2, daily_excess(tr2, np.empty(0), close, 0, 8))
+    np.testing.assert_allclose(eq2["oos_return"], [0, 0, 0, 0, 0, 14.0 / (13.5 * (1 + cost)) - 1, 15.0 / 14.0 - 1,
+                                                   16.0 / 15.0 - 1], rtol=1e-13, atol=1e-15)

@@ -50,7 +50,7 @@ from optimizer.engine.metrics import BenchmarkCache, portfolio_returns, run_metr
 from optimizer.engine.outcomes import signal_events
 from optimizer.engine.panel import Panel
 from optimizer.engine.regime_filter import regime_entry_mask
-from optimizer.engine.simulate import Span, Trades
+from optimizer.engine.simulate import EXIT_REASONS, Span, Trades
 from optimizer.errors import DataError, ParameterError, SpecError
 from optimizer.study.data import StudyData, load_study_data, prepare_data
 from optimizer.engine.evaluate import Config
@@ -779,14 +779,34 @@ def _sized_bench(trades: Trades, daily: DailyExcess) -> np.ndarray:
     return np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
 
 
+def _account_trades(trades: Trades, stop: int) -> Trades:
+    """The stitched OOS trades as the account holds them over rows [.., stop): a trade that a window left open at
+    its own data end (its ``exit_idx``, the window's test end + purge, before the stitched series' last row) is
+    held through that row, marked at its close as its window valued it, and then leaves the account. Kept open,
+    ``portfolio_returns`` would carry it at every later close to the end of the out-of-sample series: a position
+    no rule exits and no statistic counts (the verdict counts closed trades only). It is passed to the kernel as
+    closed on that row at the fill ``close / (1 - cost)``, whose exit-day return is exactly the close's."""
+    ghost = trades.open_at_end & (trades.exit_idx < stop - 1)
+    if not ghost.any():
+        return trades
+    reason = trades.exit_reason.copy()
+    reason[ghost] = EXIT_REASONS.index("max_days")  # any closed reason: only open_at_end is read from it
+    xp = np.asarray(trades.exit_price, dtype=float).copy()
+    xp[ghost] = xp[ghost] / (1.0 - trades.cost)  # an open trade's exit_price is the close of its last row
+    return Trades(trades.symbol, trades.signal_idx, trades.entry_idx, trades.exit_idx, trades.entry_price, xp,
+                  reason, trades.score, cost=trades.cost, weight=trades.weight, mult=trades.mult,
+                  absolute=trades.absolute)
+
+
 def _equity(p: Panel, trades: Trades, daily: DailyExcess) -> pd.DataFrame:
     """The OOS account day by day over the days of ``daily``: ``oos_return`` = the engine's account of the open
     positions (``portfolio_returns``: equal weights unless the configuration sizes its positions, rebalanced
-    daily, 0 on cash days); ``bench_return`` = their matched random-entry benchmark (each trade's benchmark
-    expectation spread evenly over its holding days, weighted as the account weighs the trade: averaged over the
-    open trades without sizing, ``DailyExcess.bench_mean``; ``_sized_bench``); ``excess_return`` = the
-    difference; each with its equity curve (start = 1); ``n_open`` = trades open."""
-    r = portfolio_returns(trades, p, Span(daily.start, daily.stop, daily.stop))
+    daily, 0 on cash days; a trade left open at its window's data end leaves it there, ``_account_trades``);
+    ``bench_return`` = their matched random-entry benchmark (each trade's benchmark expectation spread evenly over
+    its holding days, weighted as the account weighs the trade: averaged over the open trades without sizing,
+    ``DailyExcess.bench_mean``; ``_sized_bench``); ``excess_return`` = the difference; each with its equity curve
+    (start = 1); ``n_open`` = trades open."""
+    r = portfolio_returns(_account_trades(trades, daily.stop), p, Span(daily.start, daily.stop, daily.stop))
     b = _sized_bench(trades, daily)
     x = r - b
     return pd.DataFrame({"date": pd.to_datetime(p.dates[daily.start:daily.stop]),
