@@ -575,6 +575,20 @@ def test_constituents_load_and_aggregate(tmp_path):
         aggregate_pressure(metrics, cons, "nope")
 
 
+def test_constituents_symbols_are_read_in_the_stores_spelling(tmp_path):
+    """An index file spells share classes its own way (BRK-B, BRK/B, lower case); the store holds the canonical
+    BRK.B. They were only upper-cased, so BRK-B matched no row of the store: the member was silently missing from
+    the weighted average (which renormalizes over the members present) and its weight from the coverage."""
+    f = tmp_path / "cons.csv"
+    f.write_text("symbol,index,weight\nBRK-B,SPX,3\naapl,SPX,1\nBF/B,SPX,1\n")
+    cons = load_constituents(f)
+    assert list(cons["symbol"]) == ["BRK.B", "AAPL", "BF.B"]
+    metrics = pd.DataFrame({"symbol": ["BRK.B", "AAPL", "BF.B"], "score": [1.0, 5.0, 0.0]})
+    agg = aggregate_pressure(metrics, cons, "score").set_index("etf")
+    assert agg.loc["SPY", "members_present"] == 3 and agg.loc["SPY", "weight_coverage"] == pytest.approx(1.0)
+    assert agg.loc["SPY", "score"] == pytest.approx((3 * 1.0 + 5.0 + 0.0) / 5)
+
+
 @pytest.mark.parametrize(
     "text, msg",
     [
@@ -584,6 +598,9 @@ def test_constituents_load_and_aggregate(tmp_path):
         ("symbol,index,weight\nAAA,SPX\n", r"cons\.csv:2: expected 3 fields"),
         ("symbol,index,weight\nAAA,SPX,1\nAAA,SPX,2\n", r"cons\.csv:3: duplicate member AAA of SPX \(first on line 2\)"),
         ("", r"cons\.csv:1: empty file"),
+        ("symbol,index,weight\nAAA,SPX,1\nBR$K,SPX,2\n", r"cons\.csv:3: symbol 'BR\$K' is not a valid symbol"),
+        # one security in two spellings is one member
+        ("symbol,index,weight\nBRK.B,SPX,1\nBRK-B,SPX,2\n", r"cons\.csv:3: duplicate member BRK\.B of SPX \(first on line 2\)"),
     ],
 )
 def test_constituents_errors(tmp_path, text, msg):

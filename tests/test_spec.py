@@ -308,6 +308,10 @@ INVALID = {
     "wf_select": ("[walkforward]\nselect = 'top'\n", "walkforward.select", ["must be best or robust, got 'top'"]),
     "wf_test_zero": ("[walkforward]\ntest = 0\n", "walkforward.test", ["must be >= 1, got test=0"]),
     "wf_negative_purge": ("[walkforward]\npurge = -1\n", "walkforward.purge", ["must be >= 0, got purge=-1"]),
+    # overlapping test windows: every common session traded by two winners, its trades counted twice
+    "wf_step_below_test": ("[walkforward]\ntest = 2\nstep = 1\n", "walkforward.step",
+                           ["must be >= test (2)", "count those trades twice", "got step=1"]),
+    "wf_step_below_default_test": ("[walkforward]\nstep = 1\n", "walkforward.step", ["must be >= test (2)"]),
     "seed_from_without_study": ("[seed_from]\ntop = 3\n", "seed_from.study", ["is required"]),
     "seed_from_radius": ("[seed_from]\nstudy = 'a'\nweight_radius = 0.9\n", "seed_from.weight_radius", ["must be in [0, 0.5], got weight_radius=0.9"]),
 }

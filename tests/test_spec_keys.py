@@ -372,7 +372,7 @@ MUTATIONS: dict[tuple[str, str], tuple] = {
     ("run", "study_name"): ("run", "renamed"),
     ("walkforward", "train"): ("wf", 5),
     ("walkforward", "test"): ("wf", 1),
-    ("walkforward", "step"): ("wf", 1),
+    ("walkforward", "step"): ("wf", 3),  # above test = 2: a step below it is refused (tests/test_spec.py)
     ("walkforward", "unit"): ("wf_sessions", "sessions"),
     ("walkforward", "purge"): ("wf", 20),
     ("walkforward", "anchored"): ("wf", True),

@@ -476,3 +476,133 @@ def test_statistics_that_cannot_be_estimated_are_explicit(spec, cheap_db, tmp_pa
     page = build_walkforward_report(res, out_dir=tmp_path).read_text(encoding="utf-8")
     assert "PBO skipped for window 0: 1 completed configuration(s)" in page
     assert "DSR skipped for window 0:" in page
+
+
+def test_overlapping_test_windows_are_refused_before_any_study(spec, tmp_path):
+    """[walkforward] step < test made test windows overlap: with train 6 / test 2 / step 1 month every test month
+    was traded by two windows' winners and stitched twice (on a null store, 430 OOS trades over 278 days, 21 of
+    them identical rows; the n >= 30 gate and the per-trade figures counted them all). A spec file is refused by
+    the loader (tests/test_spec.py); a spec built in code is refused by the run, before it reads the store. A spec
+    stored with an earlier study still reads back."""
+    from optimizer.errors import DataError, SpecError
+    from optimizer.study.spec import parse_spec
+
+    bad = dataclasses.replace(spec, walkforward=dataclasses.replace(spec.walkforward, test=2, step=1))
+    with pytest.raises(SpecError, match=r"\[walkforward.step\] must be >= test \(2\).*got step=1"):
+        run_walkforward(bad, tmp_path / "absent.duckdb", _journal(tmp_path / "s.log"), n_trials=1)
+    assert not (tmp_path / "s.log").exists()
+    ok = dataclasses.replace(spec, walkforward=dataclasses.replace(spec.walkforward, test=2, step=3))
+    with pytest.raises(DataError, match="absent.duckdb does not exist"):  # step >= test: the absent store stops it
+        run_walkforward(ok, tmp_path / "absent.duckdb", _journal(tmp_path / "s.log"), n_trials=1)
+    assert parse_spec("[walkforward]\ntest = 2\nstep = 1\n", stored=True).walkforward.step == 1
+
+
+def test_equity_benchmark_is_sized_like_the_account():
+    """The OOS equity table's benchmark holds the account's positions at its own sizing. It averaged every open
+    trade's benchmark at full weight, so a sized account (fixed_fractional 5 % of equity a trade, about half
+    invested) was set against a fully invested benchmark: its 'excess over the benchmark' curve was mostly the
+    benchmark's own path. Hand table: two trades (A: symbol 0, rows 1..4; B: symbol 1, row 2 only)."""
+    from optimizer.engine.panel import Panel
+    from optimizer.engine.simulate import Trades
+    from optimizer.validate.stats import daily_excess
+
+    close = np.array([[10.0, 20.0], [11.0, 20.5], [11.0, 21.0], [11.5, 21.5], [12.5, 22.0]])
+    p = Panel(dates=pd.bdate_range("2024-01-01", periods=5).to_numpy(), symbols=("AAA", "BBB"),
+              fields={"close": close, "open": close.copy()})
+    excess = np.array([0.20 - 0.08, -0.05 - 0.01])  # benchmarks 0.08 (A, 4 rows: 0.02 a row), 0.01 (B, 1 row)
+
+    def trades(weight=None, absolute=False, mult=None):
+        i = lambda v: np.asarray(v, dtype=np.int64)  # noqa: E731
+        return Trades(i([0, 1]), i([0, 1]), i([1, 2]), i([4, 2]), np.array([10.0, 20.0]), np.array([12.0, 19.0]),
+                      i([0, 0]), np.zeros(2), cost=0.0, weight=weight, mult=mult, absolute=absolute)
+
+    def equity(tr):
+        return wfmod._equity(p, tr, daily_excess(tr, excess, close, 0, 5))
+
+    a, b = 0.02, 0.01
+    eq = equity(trades())  # equal weights: the mean over the open trades (DailyExcess.bench_mean)
+    np.testing.assert_allclose(eq["bench_return"], [0, a, (a + b) / 2, a, a], atol=1e-15)
+    eq = equity(trades(np.array([0.05, 0.05]), absolute=True))  # 5 % of equity each, the rest cash
+    np.testing.assert_allclose(eq["bench_return"], [0, 0.05 * a, 0.05 * (a + b), 0.05 * a, 0.05 * a], atol=1e-15)
+    np.testing.assert_allclose(eq["oos_return"], [0, 0.05 * 0.1, 0.05 * (0.0 - 0.05), 0.05 * (0.5 / 11),
+                                                  0.05 * (0.5 / 11.5)], atol=1e-15)  # exit fill 12
+    np.testing.assert_allclose(eq["excess_return"], eq["oos_return"] - eq["bench_return"], atol=1e-15)
+    eq = equity(trades(np.array([0.8, 0.6]), absolute=True))  # exposure 1.4 on row 2: scaled down to 1
+    assert eq["bench_return"][2] == pytest.approx((0.8 * a + 0.6 * b) / 1.4)
+    eq = equity(trades(np.array([1.0, 3.0]), mult=np.array([0.5, 1.0])))  # relative weights, a regime multiplier
+    np.testing.assert_allclose(eq["bench_return"], [0, 0.5 * a, (0.5 * a + 3 * b) / 4, 0.5 * a, 0.5 * a], atol=1e-15)
+
+
+def test_pbo_matrix_holds_the_universe_at_the_accounts_exposure(monkeypatch):
+    """The PBO matrix's column of a configuration: its daily portfolio return minus the equal-weight universe on
+    invested days. A sized account (fixed_fractional: 5 % of equity a position) is mostly cash, yet the whole
+    universe was subtracted, so the columns ranked configurations by how much of the market they were NOT holding
+    (on the planted synthetic market, seed 1 effect 3, fixed_fractional 5 %: window PBO 0.02-0.48 against 0.03-0.23
+    exposure-matched). The universe is now held at the account's exposure; without sizing nothing changes.
+    Hand table: one symbol, two overlapping trades, a fake evaluator that returns them."""
+    from types import SimpleNamespace
+
+    from optimizer.engine.metrics import portfolio_returns
+    from optimizer.engine.panel import Panel
+    from optimizer.engine.simulate import Span, Trades
+
+    close = np.array([[10.0, 10.0], [11.0, 10.0], [11.0, 10.5], [12.1, 10.5], [12.1, 11.0], [12.1, 11.0]])
+    p = Panel(dates=pd.bdate_range("2024-01-01", periods=6).to_numpy(), symbols=("AAA", "BBB"),
+              fields={"close": close, "open": close.copy()})
+    ew = np.array([0.0, 0.05, 0.025, 0.05, np.mean([0.0, 0.5 / 10.5]), 0.0])  # mean close-to-close return
+
+    def trades(weight=None, absolute=False):
+        i = lambda v: np.asarray(v, dtype=np.int64)  # noqa: E731
+        return Trades(i([0, 1]), i([0, 1]), i([1, 2]), i([3, 4]), np.array([10.0, 10.0]), np.array([12.1, 11.0]),
+                      i([0, 0]), np.zeros(2), cost=0.0, weight=weight, absolute=absolute)
+
+    def column(tr):
+        ev = SimpleNamespace(run=lambda cfg, span, entry_ok=None: SimpleNamespace(trades=tr),
+                             bench=SimpleNamespace(excess=lambda t, span, costs: np.zeros(int(t.closed.sum()))))
+        data = SimpleNamespace(panel=p, evaluator=ev, folds=[SimpleNamespace(test_start=0)], hi=6, spec=None,
+                               entry_ok=None)
+        monkeypatch.setattr(wfmod, "trial_config", lambda t, spec: SimpleNamespace(costs=None))
+        return wfmod._config_matrices(data, [object()])[0][:, 0], portfolio_returns(tr, p, Span(0, 6, 6))
+
+    invested = np.array([0, 1, 1, 1, 1, 0], dtype=bool)
+    col, daily = column(trades())  # equal weights: all of the universe on invested days (unchanged)
+    np.testing.assert_allclose(col, np.where(invested, daily - ew, 0.0), atol=1e-15)
+    col, daily = column(trades(np.array([0.05, 0.05]), absolute=True))  # 5 % of equity a position
+    expo = np.array([0.0, 0.05, 0.10, 0.10, 0.05, 0.0])
+    np.testing.assert_allclose(col, np.where(invested, daily - expo * ew, 0.0), atol=1e-15)
+    assert np.abs(daily).max() < 0.011  # the account holds a tenth of the market at most
+    col, _ = column(trades(np.array([0.7, 0.6]), absolute=True))  # exposure 1.3 on rows 2-3: scaled down to 1
+    np.testing.assert_allclose(col[2] + 1.0 * ew[2], portfolio_returns(trades(np.array([0.7, 0.6]), absolute=True),
+                                                                        p, Span(0, 6, 6))[2], atol=1e-15)
+
+
+def test_a_trade_left_open_at_its_windows_end_leaves_the_stitched_account_there():
+    """A window's trade still open at its data end (test end + purge; exits without a time limit, e.g.
+    studies/exits_uncapped.toml) is open_at_end with exit_idx = that row. The stitched account
+    (``portfolio_returns`` over the whole out-of-sample series) marked every open_at_end trade to the series' LAST
+    row, so it held such a trade for months no rule exited and no statistic counts: with purge 5 on the planted
+    synthetic market (seed 1, effect 3) 41 of 241 trades, the OOS account's total return +16 % against +67 %, and
+    the equity bootstrap, portfolio Sharpe and drawdown came from that curve. Hand table: A (symbol 0) open at its window's
+    end on row 3, B (symbol 1) closed on row 6, the series runs to row 7."""
+    from optimizer.engine.panel import Panel
+    from optimizer.engine.simulate import Trades
+    from optimizer.validate.stats import daily_excess
+
+    close = np.array([[10.0, 20.0], [11.0, 20.0], [12.0, 20.0], [12.5, 20.0], [13.0, 21.0], [14.0, 22.0],
+                      [15.0, 23.0], [16.0, 24.0]])
+    p = Panel(dates=pd.bdate_range("2024-01-01", periods=8).to_numpy(), symbols=("AAA", "BBB"),
+              fields={"close": close, "open": close.copy()})
+    i = lambda v: np.asarray(v, dtype=np.int64)  # noqa: E731
+    cost = 0.001
+    tr = Trades(i([0, 1]), i([0, 3]), i([1, 4]), i([3, 6]), np.array([10.0, 20.5]), np.array([12.5, 22.5]),
+                i([8, 0]), np.zeros(2), cost=cost)  # A: reason open_at_end, marked at close[3]; B: fixed
+    assert tr.open_at_end.tolist() == [True, False]
+    eq = wfmod._equity(p, tr, daily_excess(tr, np.array([0.01]), close, 0, 8))
+    a = [0.0, 11.0 / (10.0 * (1 + cost)) - 1, 12.0 / 11.0 - 1, 12.5 / 12.0 - 1, 0.0, 0.0, 0.0, 0.0]
+    b = [0.0, 0.0, 0.0, 0.0, 21.0 / (20.5 * (1 + cost)) - 1, 22.0 / 21.0 - 1, 22.5 * (1 - cost) / 22.0 - 1, 0.0]
+    np.testing.assert_allclose(eq["oos_return"], np.array(a) + np.array(b), rtol=1e-13, atol=1e-15)
+    # the last window's open trade (open at the series' own end) stays marked to its end
+    tr2 = Trades(i([0]), i([4]), i([5]), i([7]), np.array([13.5]), np.array([16.0]), i([8]), np.zeros(1), cost=cost)
+    eq2 = wfmod._equity(p, tr2, daily_excess(tr2, np.empty(0), close, 0, 8))
+    np.testing.assert_allclose(eq2["oos_return"], [0, 0, 0, 0, 0, 14.0 / (13.5 * (1 + cost)) - 1, 15.0 / 14.0 - 1,
+                                                   16.0 / 15.0 - 1], rtol=1e-13, atol=1e-15)

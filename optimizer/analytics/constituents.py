@@ -1,8 +1,9 @@
 """Index/ETF constituents and weighted pressure aggregation onto the proxy ETF.
 
 Constituent file: CSV with header ``symbol,index,weight`` (one row per member; weights numeric >= 0, any scale:
-they are renormalized). ``index`` is an index code (SPX, NDX, RUT, DJI -> proxy ETF via :data:`PROXY_MAP`) or an
-ETF itself (sector ETFs map to themselves; any other code is taken as its own proxy).
+they are renormalized). Symbols are read in their canonical spelling (``data.symbols.canonical_symbol``: ``BRK-B``,
+``BRK/B`` and ``brk.b`` are the store's ``BRK.B``), so they match the store's rows. ``index`` is an index code (SPX,
+NDX, RUT, DJI -> proxy ETF via :data:`PROXY_MAP`) or an ETF itself (sector ETFs map to themselves; any other code is taken as its own proxy).
 
 ``aggregate_pressure(frame, constituents, value_col)``: per ETF (and per date when ``frame`` has a ``date``
 column) the weighted average of ``value_col`` over the members present with a finite value, weights
@@ -21,6 +22,7 @@ import pandas as pd
 from rich.console import Console
 
 from optimizer.errors import InputFileError, ParameterError, check_param
+from optimizer.data.symbols import canonical_symbol, symbol_problem
 from optimizer.data.universe import SECTOR_ETFS
 from optimizer.report.terminal import Column, print_frame
 
@@ -64,9 +66,13 @@ def load_constituents(path: str | Path) -> pd.DataFrame:
             continue
         if len(cells) != 3:
             raise InputFileError(f, lineno, f"expected 3 fields (symbol,index,weight), got {len(cells)}: {','.join(cells)!r}")
-        sym, idx, w = cells[0].upper(), cells[1].upper(), cells[2]
+        sym, idx, w = cells[0], cells[1].upper(), cells[2]
         if not sym:
             raise InputFileError(f, lineno, "symbol is empty")
+        why = symbol_problem(sym)
+        if why is not None:
+            raise InputFileError(f, lineno, f"symbol {sym!r} is not a valid symbol ({why})")
+        sym = canonical_symbol(sym)  # BRK-B / BRK/B / BRK B -> BRK.B, the store's spelling
         if not idx:
             raise InputFileError(f, lineno, "index is empty")
         try:

@@ -384,6 +384,12 @@ def _section(doc: Mapping, name: str) -> dict:
     return v
 
 
+def walkforward_step_rule(test: int, step: int) -> str:
+    """Why ``[walkforward] step`` below ``test`` is refused (by the spec loader and by a walk-forward run)."""
+    return (f"must be >= test ({test}): test windows that overlap would trade their common sessions twice (two "
+            f"windows' winners) and the verdict would count those trades twice, got step={step}")
+
+
 def parse_spec(text: str, path: str | None = None, stored: bool = False) -> StudySpec:
     """Parse and validate a spec's TOML text. Raises SpecError naming the key path. ``stored``: the text stored
     with an existing study (a study made before ``[cv] purge`` was required for exits without a time limit keeps
@@ -406,6 +412,9 @@ def parse_spec(text: str, path: str | None = None, stored: bool = False) -> Stud
         if "k" in doc.get("objective", {}) and spec.objective.aggregate != "mean_minus_std" and not stored:
             raise _err("objective.k", f"weighs the std of aggregate = \"mean_minus_std\" only; with aggregate = "
                                       f"\"{spec.objective.aggregate}\" it would be ignored: remove it or set that aggregate")
+        wf = spec.walkforward
+        if wf.step is not None and wf.step < wf.test and not stored:
+            raise _err("walkforward.step", walkforward_step_rule(wf.test, wf.step))
         unbounded = spec.unbounded_exits()
         if unbounded and spec.cv.purge is None and not stored:
             raise _err("cv.purge", f"is required when an exit has no time limit (exit {', '.join(unbounded)} "

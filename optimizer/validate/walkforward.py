@@ -50,7 +50,7 @@ from optimizer.engine.metrics import BenchmarkCache, portfolio_returns, run_metr
 from optimizer.engine.outcomes import signal_events
 from optimizer.engine.panel import Panel
 from optimizer.engine.regime_filter import regime_entry_mask
-from optimizer.engine.simulate import Span, Trades
+from optimizer.engine.simulate import EXIT_REASONS, Span, Trades
 from optimizer.errors import DataError, ParameterError, SpecError
 from optimizer.study.data import StudyData, load_study_data, prepare_data
 from optimizer.engine.evaluate import Config
@@ -60,7 +60,7 @@ from optimizer.study.reserve import opening_warning, record_opening
 from optimizer.study.splits import CombinatorialPurgedCV
 from optimizer.study.run import run_study
 from optimizer.study.space import params_to_config, trial_config
-from optimizer.study.spec import StudySpec
+from optimizer.study.spec import StudySpec, walkforward_step_rule
 from optimizer.study.splits import WalkForward, Window
 from optimizer.study.storage import make_storage, study_names
 from optimizer.validate.distributed import DONE, WindowClaims, wait_for_run, work_windows
@@ -249,11 +249,35 @@ def tried_configs(study: optuna.Study) -> tuple[list[optuna.trial.FrozenTrial], 
     return reps, done
 
 
+def _exposure(trades: Trades, lo: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per session of [lo, lo + n): the share of the account held in its positions, as ``portfolio_returns`` sizes
+    them (docs/ENGINE.md "Position sizing": 1 with equal weights; relative sizing sum w*m / sum w, absolute sizing
+    min(1, sum w*m); 0 in cash), and whether any position is open (entry to exit row, as the portfolio holds it)."""
+    k = len(trades)
+    w = np.ones(k) if trades.weight is None else np.asarray(trades.weight, dtype=float)
+    m = np.ones(k) if trades.mult is None else np.asarray(trades.mult, dtype=float)
+    a = np.maximum(np.asarray(trades.entry_idx, dtype=np.int64), lo) - lo
+    b = np.minimum(np.asarray(trades.exit_idx, dtype=np.int64) - lo, n - 1) + 1
+    ok = b > a
+    num, den, cnt = np.zeros(n + 1), np.zeros(n + 1), np.zeros(n + 1)
+    for arr, val in ((num, w * m), (den, w * m if trades.absolute else w), (cnt, np.ones(k))):
+        np.add.at(arr, a[ok], val[ok])
+        np.add.at(arr, b[ok], -val[ok])
+    num, den, invested = np.cumsum(num)[:n], np.cumsum(den)[:n], np.cumsum(cnt)[:n] > 0.5
+    if trades.weight is None and trades.mult is None:
+        return invested.astype(float), invested  # equal weights: fully invested whenever a position is open
+    with np.errstate(invalid="ignore", divide="ignore"):
+        expo = num / (np.maximum(den, 1.0) if trades.absolute else den)
+    return np.where(invested & (den > 0), expo, 0.0), invested
+
+
 def _config_matrices(data: StudyData, configs: list[optuna.trial.FrozenTrial]) -> tuple[np.ndarray, np.ndarray]:
     """Each configuration (a trial's stored effective configuration, ``space.trial_config``) run once over the
     study's span [first fold start, hi), as two sessions x configurations matrices: (PBO) daily portfolio return
-    minus the equal-weight universe on invested days, 0 otherwise; (SPA) the daily excess P&L over the matched
-    random-entry benchmark of its closed trades (``daily_excess(...).total``, the series the verdict tests)."""
+    minus the equal-weight universe held at the portfolio's exposure (``_exposure``: all of it without sizing, the
+    sized share with ``sizing`` / ``regime_sizing``) on invested days, 0 otherwise; (SPA) the daily excess P&L over
+    the matched random-entry benchmark of its closed trades (``daily_excess(...).total``, the series the verdict
+    tests)."""
     panel, ev = data.panel, data.evaluator
     lo = data.folds[0].test_start
     span = Span(lo, data.hi, data.hi)
@@ -267,10 +291,8 @@ def _config_matrices(data: StudyData, configs: list[optuna.trial.FrozenTrial]) -
         cfg = trial_config(t, data.spec)
         res = ev.run(cfg, span, entry_ok=data.entry_ok)
         daily = portfolio_returns(res.trades, panel, span)
-        invested = np.zeros(span.data_end - span.sig_start, dtype=bool)
-        for e, x in zip(res.trades.entry_idx, res.trades.exit_idx):
-            invested[max(e, lo) - lo: x - lo + 1] = True
-        ew_cols.append(np.where(invested, daily - ew, 0.0))
+        expo, invested = _exposure(res.trades, lo, span.data_end - span.sig_start)
+        ew_cols.append(np.where(invested, daily - expo * ew, 0.0))
         ex = ev.bench.excess(res.trades, span, cfg.costs)
         ex_cols.append(daily_excess(res.trades, ex, C, lo, data.hi).total)
     shape = (data.hi - lo, 0)
@@ -278,8 +300,8 @@ def _config_matrices(data: StudyData, configs: list[optuna.trial.FrozenTrial]) -
 
 
 def pbo_matrix(data: StudyData, study: optuna.Study, max_configs: int | None = None) -> np.ndarray:
-    """Sessions x configurations matrix of daily portfolio returns in excess of the equal-weight universe (the
-    daily random-entry analogue) over the study's span, one column per distinct COMPLETED configuration of the
+    """Sessions x configurations matrix of daily portfolio returns in excess of the equal-weight universe held at
+    the portfolio's exposure (the daily random-entry analogue) over the study's span, one column per distinct COMPLETED configuration of the
     study (the first ``max_configs`` when given)."""
     configs, done = tried_configs(study)
     chosen = [c for c, d in zip(configs, done) if d][:max_configs]
@@ -455,10 +477,12 @@ def _window_result(ctx: _RunContext, w: Window, study: optuna.Study, data: Study
 def _setup(spec: StudySpec, db: str | Path, storage_url: str | None, final: bool,
            n_trials: int | None) -> tuple[_RunContext, list[Window], int]:
     """The run's shared context, its windows and the reserve start index (index of the first reserve session)."""
+    wfs = spec.walkforward
+    if wfs.step is not None and wfs.step < wfs.test:  # a spec built in code (the loader refuses it in a file)
+        raise SpecError("walkforward.step", walkforward_step_rule(wfs.test, wfs.step), spec.path)
     panel_full, reserve = load_study_data(spec, db)
     T = len(panel_full.dates)
     limit = T if final else reserve
-    wfs = spec.walkforward
     purge = wfs.purge if wfs.purge is not None else spec.max_hold()
     windows = WalkForward(wfs.train, wfs.test, wfs.step, wfs.unit, purge=purge, anchored=wfs.anchored).split(
         panel_full.dates[:limit])
@@ -735,14 +759,58 @@ def _daily(p: Panel, results: list[WindowResult], trades: Trades, excess: np.nda
     return daily_excess(trades, excess, p["close"], results[0].window.test_start, stop)
 
 
+def _sized_bench(trades: Trades, daily: DailyExcess) -> np.ndarray:
+    """Per day of ``daily``, the matched random-entry benchmark of the account's positions at the account's own
+    sizing: each closed trade's benchmark expectation (net return minus excess) spread evenly over its held rows,
+    weighted as ``portfolio_returns`` weighs the trade (docs/ENGINE.md "Position sizing": relative sizing
+    sum w*m*b / sum w, absolute sizing sum w*m*b / max(1, sum w*m)). Without sizing (equal weights, no regime
+    multiplier) it is ``daily.bench_mean``."""
+    closed = trades.closed
+    w = np.ones(daily.n_trades) if trades.weight is None else np.asarray(trades.weight, dtype=float)[closed]
+    m = np.ones(daily.n_trades) if trades.mult is None else np.asarray(trades.mult, dtype=float)[closed]
+    if not trades.absolute and bool((w == 1.0).all()) and bool((m == 1.0).all()):
+        return daily.bench_mean
+    ent, ext = trades.entry_idx[closed].astype(np.int64), trades.exit_idx[closed].astype(np.int64)
+    L = ext - ent + 1
+    per_row = (trades.net_ret[closed] - daily.trade_excess) / L
+    tid = np.repeat(np.arange(L.size), L)
+    pos = ent[tid] + np.arange(tid.size) - np.repeat(np.cumsum(L) - L, L) - daily.start
+    aw = w * m
+    num = np.bincount(pos, weights=(aw * per_row)[tid], minlength=daily.n_days)
+    den = np.bincount(pos, weights=(aw if trades.absolute else w)[tid], minlength=daily.n_days)
+    den = np.maximum(den, 1.0) if trades.absolute else den
+    return np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+
+
+def _account_trades(trades: Trades, stop: int) -> Trades:
+    """The stitched OOS trades as the account holds them over rows [.., stop): a trade that a window left open at
+    its own data end (its ``exit_idx``, the window's test end + purge, before the stitched series' last row) is
+    held through that row, marked at its close as its window valued it, and then leaves the account. Kept open,
+    ``portfolio_returns`` would carry it at every later close to the end of the out-of-sample series: a position
+    no rule exits and no statistic counts (the verdict counts closed trades only). It is passed to the kernel as
+    closed on that row at the fill ``close / (1 - cost)``, whose exit-day return is exactly the close's."""
+    ghost = trades.open_at_end & (trades.exit_idx < stop - 1)
+    if not ghost.any():
+        return trades
+    reason = trades.exit_reason.copy()
+    reason[ghost] = EXIT_REASONS.index("max_days")  # any closed reason: only open_at_end is read from it
+    xp = np.asarray(trades.exit_price, dtype=float).copy()
+    xp[ghost] = xp[ghost] / (1.0 - trades.cost)  # an open trade's exit_price is the close of its last row
+    return Trades(trades.symbol, trades.signal_idx, trades.entry_idx, trades.exit_idx, trades.entry_price, xp,
+                  reason, trades.score, cost=trades.cost, weight=trades.weight, mult=trades.mult,
+                  absolute=trades.absolute)
+
+
 def _equity(p: Panel, trades: Trades, daily: DailyExcess) -> pd.DataFrame:
-    """The OOS account day by day over the days of ``daily``: ``oos_return`` = the engine's equal-weight account of
-    the open positions (``portfolio_returns``: rebalanced daily, 0 on cash days); ``bench_return`` = their matched
-    random-entry benchmark (each trade's benchmark expectation spread evenly over its holding days, averaged over
-    the open trades: ``DailyExcess.bench_mean``); ``excess_return`` = the difference; each with its equity curve
+    """The OOS account day by day over the days of ``daily``: ``oos_return`` = the engine's account of the open
+    positions (``portfolio_returns``: equal weights unless the configuration sizes its positions, rebalanced
+    daily, 0 on cash days; a trade left open at its window's data end leaves it there, ``_account_trades``);
+    ``bench_return`` = their matched random-entry benchmark (each trade's benchmark expectation spread evenly over
+    its holding days, weighted as the account weighs the trade: averaged over the open trades without sizing,
+    ``DailyExcess.bench_mean``; ``_sized_bench``); ``excess_return`` = the difference; each with its equity curve
     (start = 1); ``n_open`` = trades open."""
-    r = portfolio_returns(trades, p, Span(daily.start, daily.stop, daily.stop))
-    b = daily.bench_mean
+    r = portfolio_returns(_account_trades(trades, daily.stop), p, Span(daily.start, daily.stop, daily.stop))
+    b = _sized_bench(trades, daily)
     x = r - b
     return pd.DataFrame({"date": pd.to_datetime(p.dates[daily.start:daily.stop]),
                          "oos_return": r, "oos_equity": np.cumprod(1 + r),
