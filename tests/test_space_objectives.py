@@ -216,6 +216,19 @@ def test_aggregate_by_hand():
     assert aggregate(v, "mean_minus_std") == pytest.approx(3.0 - math.sqrt(14 / 3))
     assert aggregate(v, "mean_minus_std", k=0.5) == pytest.approx(3.0 - 0.5 * math.sqrt(14 / 3))
     assert aggregate([5.0], "mean_minus_std", k=2.0) == 5.0
+    # minimizing, the spread counts against the value from the other side: mean + k*std
+    assert aggregate(v, "mean_minus_std", k=0.5, direction="minimize") == pytest.approx(3.0 + 0.5 * math.sqrt(14 / 3))
+    assert aggregate(v, "mean", direction="minimize") == 3.0  # mean and median have no side
+    with pytest.raises(ValueError, match="got direction='up'"):
+        aggregate(v, "mean_minus_std", direction="up")
+    folds = [{"a": 1.0, "b": 1.0}, {"a": 2.0, "b": 3.0}]
+
+    class Two(Objective):
+        metrics = ("a", "b")
+
+    assert Two().values(folds, "mean_minus_std", 1.0, ("maximize", "minimize")) == pytest.approx((1.0, 3.0))
+    with pytest.raises(ValueError, match="one direction per value"):
+        Two().values(folds, "mean_minus_std", 1.0, ("maximize",))
     with pytest.raises(ValueError, match="at least one fold value"):
         aggregate([], "mean")
     with pytest.raises(ValueError, match="got aggregate='max'"):

@@ -645,3 +645,25 @@ def test_database_precedence_flag_env_spec_default(synth_db, null_db, tmp_path, 
     spec_path.write_text(to_toml(doc))
     r = CliRunner().invoke(main, ["study", "run", str(spec_path), "--format", "json"], env=env)
     assert r.exit_code == 2 and "missing.duckdb" in r.stderr and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("direction, sign", [("maximize", -1.0), ("minimize", 1.0)])
+def test_mean_minus_std_counts_the_fold_spread_against_the_study_direction(direction, sign, synth_db):
+    """``aggregate = "mean_minus_std"`` is a pessimistic value: the folds' spread moves the mean k stds towards the
+    worse side of the study's direction (mean - k*std maximizing, mean + k*std minimizing). Before, a minimizing
+    study got mean - k*std too, which rewarded the spread it is meant to penalise. Both trial paths (a new trial,
+    ``study replay``'s evaluate) give the same value."""
+    import numpy as np
+
+    doc = changed("objective", "direction", direction)
+    doc["objective"]["k"] = 0.5
+    spec = spec_of(doc)
+    data = _data(spec, synth_db)
+    obj = TrialObjective(data)
+    p = {"variant": "B", "w_short": 0.55}
+    res = obj.evaluate(p)
+    fold = np.array([m["rank_score"] for m in res["folds"]])
+    assert fold.std() > 0  # the folds differ: the sign of the spread term is visible
+    want = fold.mean() + sign * 0.5 * fold.std()
+    assert res["values"] == pytest.approx((want,), rel=1e-12)
+    assert obj(optuna.trial.FixedTrial(p)) == pytest.approx(want, rel=1e-12)

@@ -68,7 +68,8 @@ class TrialObjective:
         disp = ev.display(cfg)
         folds = [_clean(ev.run(cfg, Span(f.test_start, f.test_end, f.data_end), disp, self.data.entry_ok).metrics)
                  for f in self.data.folds]
-        values = self.objective.values(folds, self.spec.objective.aggregate, self.spec.objective.k)
+        values = self.objective.values(folds, self.spec.objective.aggregate, self.spec.objective.k,
+                                         self.spec.objective.directions)
         f0 = self.data.folds[0]
         overall = ev.run(cfg, Span(f0.test_start, self.data.hi, self.data.hi), disp, self.data.entry_ok).metrics
         return {"folds": folds, "values": values, "overall": overall}
@@ -126,7 +127,8 @@ class TrialObjective:
             if reason is not None:
                 TrialRecord.pruned(f.fold, reason, fold_metrics, time.perf_counter() - t0, record.to_dict()).write(trial)
                 raise optuna.TrialPruned(reason)
-        result = self.objective.values(fold_metrics, self.spec.objective.aggregate, self.spec.objective.k)
+        result = self.objective.values(fold_metrics, self.spec.objective.aggregate, self.spec.objective.k,
+                                             self.spec.objective.directions)
         f0 = self.data.folds[0]
         overall = ev.run(cfg, Span(f0.test_start, self.data.hi, self.data.hi), disp, self.data.entry_ok).metrics
         ws, wl, wp = cfg.score.weights
