@@ -34,7 +34,7 @@ from optimizer.engine.context import compute_context
 from optimizer.engine.evaluate import Config, Evaluator
 from optimizer.engine.outcomes import exit_strategy_name
 from optimizer.engine.panel import Panel, load_panel
-from optimizer.engine.regime_filter import REGIME_NAMES, regime_entry_mask
+from optimizer.engine.regime_filter import REGIME_NAMES, regime_codes, regime_entry_mask
 from optimizer.engine.sheet import (
     CONTEXT_COLUMNS, ENTER, EXIT, HOLD, NONE, OOS_COLUMNS, SHEET_COLUMNS, next_open, quality_buckets, sheet_context,
 )
@@ -251,8 +251,10 @@ def write_signal_sheet(sheet: SignalSheet, db: str | Path, out_root: str | Path 
         write_sheet_table(con, table_frame)
     finally:
         con.close()
-    charts = sheet_charts(sheet.rows, sheet.panel, sheet.display, sheet.config.thresholds.buy,
-                          sheet.config.thresholds.sell, chart_sessions)
+    th = sheet.config.thresholds
+    per_session = sheet.config.regime.threshold_rows(th, regime_codes(sheet.panel))  # regime-conditional buy
+    charts = sheet_charts(sheet.rows, sheet.panel, sheet.display, th.buy if per_session is None else per_session[0],
+                          th.sell, chart_sessions)
     out = Path(out_root) / "signals" / f"{sheet.date.isoformat()}_{sheet.params_hash}"
     files = write_sheet_files(sheet.rows, meta, charts, out, buckets=sheet.buckets)
     return {"table": Path("signal_sheet"), **files}

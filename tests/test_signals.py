@@ -326,15 +326,24 @@ def test_real_store_truncated_at_d_gives_the_same_sheet(real_db, tmp_path):
 # ------------------------------------------------------------------------------------------------ context
 
 
-def test_enter_rows_carry_the_backtest_events_context(synth_db):
-    params = CONFIGS["first_dist"][0]
+# a regime-conditional buy threshold below the pooled one: RISK_ON entries at scores in [60, 70) (their quality was
+# left empty on the sheet, while the backtest's signal events grade them LOW)
+_RISK_ON_60 = {"variant": "B", "buy_threshold": 70, "sell_threshold": 35, "buy_threshold_risk_on": 60,
+               "exit": "first_dist"}
+
+
+@pytest.mark.parametrize("params", [CONFIGS["first_dist"][0], _RISK_ON_60], ids=["pooled", "regime_threshold"])
+def test_enter_rows_carry_the_backtest_events_context(synth_db, params):
     panel = _panel(synth_db)
     cfg = Config.from_params(params)
     res = Evaluator(panel).run(cfg)
     events = signal_events(res, panel, compute_context(panel)).set_index(["date", "symbol"])
     rec = ParamsRecord(dict(params))
-    checked = 0
+    checked = below = 0
     sig = sorted(set(res.trades.signal_idx.tolist()))
+    if "buy_threshold_risk_on" in params:  # sessions whose close opened a trade below the pooled threshold
+        low = res.trades.signal_idx[res.trades.score < params["buy_threshold"]]
+        sig = sorted(set(low.tolist()))
     for k in (len(sig) // 4, len(sig) // 2, 3 * len(sig) // 4):  # three sessions whose close opened trades
         day = str(panel.dates[sig[k]])
         sheet = signal_sheet(rec, synth_db, date=day)
@@ -348,9 +357,33 @@ def test_enter_rows_carry_the_backtest_events_context(synth_db):
             assert r.regime == e["regime"] and r.learned_regime == e["learned_regime"]
             assert 0 < r.data_coverage <= 1
             checked += 1
+            below += r.score < params["buy_threshold"]
         none = sheet.rows[sheet.rows["decision"] == NONE]
         assert none["signal_quality"].isna().all() and none["trend"].isna().all()  # context on actionable rows only
-    assert checked >= 3
+    assert checked >= 3 and (below >= 3 if "buy_threshold_risk_on" in params else below == 0)
+
+
+def test_a_regime_buy_threshold_is_the_one_the_sheet_shows(synth_db, tmp_path, capsys):
+    """With a regime-conditional buy threshold the sheet's chart drew the pooled buy line (an ENTER at 62 under a
+    line at 70) and the header named only the pooled threshold: the chart shows each session's regime's threshold,
+    the header names the regime thresholds."""
+    import optimizer.cli.signals as cli_signals
+
+    panel = _panel(synth_db)
+    cfg = Config.from_params(_RISK_ON_60)
+    res = Evaluator(panel).run(cfg)
+    k = int(np.flatnonzero(res.trades.score < 70)[0])
+    day = str(panel.dates[res.trades.signal_idx[k]])[:10]
+    db = tmp_path / "s.duckdb"
+    shutil.copy(synth_db, db)
+    sheet = signal_sheet(ParamsRecord(dict(_RISK_ON_60)), db, date=day)
+    low = sheet.of(ENTER)
+    low = low[low["score"] < 70]
+    assert len(low) >= 1
+    page = write_signal_sheet(sheet, db, tmp_path / "out")["html"].read_text(encoding="utf-8")
+    assert '"buy (by regime)"' in page and '"buy 70"' not in page
+    cli_signals._render(sheet, False)
+    assert "buy 70 (RISK_ON 60) / sell 35" in capsys.readouterr().out
 
 
 def test_risk_flags_by_hand():

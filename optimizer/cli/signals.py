@@ -76,8 +76,11 @@ def _render(sheet, show_all: bool) -> None:
     cfg = sheet.config
     regime = sheet.rows["regime"].dropna()
     click.echo(f"signal sheet {m['date']} close -> orders for the {m['next_session']} open")
-    click.echo(f"config {m['params_hash']}: variant {cfg.score.variant}, buy {cfg.thresholds.buy:g} / sell "
-               f"{cfg.thresholds.sell:g}, exit {m['exit_strategy']}")
+    by_regime = "".join(f", {r.upper()} {b:g}" for r in ("risk_on", "transitional", "risk_off")
+                        if (b := getattr(cfg.regime, f"buy_threshold_{r}")) is not None)
+    click.echo(f"config {m['params_hash']}: variant {cfg.score.variant}, buy {cfg.thresholds.buy:g}"
+               + (f" ({by_regime[2:]})" if by_regime else "") + f" / sell {cfg.thresholds.sell:g}, exit "
+               f"{m['exit_strategy']}")
     click.echo(f"universe {m['universe']} ({m['symbols']} symbols), positions replayed from {m['span_start']}")
     click.echo(f"regime filter {m['regime_filter']}" + (f", market regime at D {regime.iloc[0]}" if len(regime) else ""))
     c = m["counts"]
