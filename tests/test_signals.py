@@ -386,6 +386,25 @@ def test_a_regime_buy_threshold_is_the_one_the_sheet_shows(synth_db, tmp_path, c
     assert "buy 70 (RISK_ON 60) / sell 35" in capsys.readouterr().out
 
 
+def test_the_header_states_the_market_regime_on_a_night_without_positions(synth_db, capsys):
+    """The header's "market regime at D" came from the context of the ENTER / EXIT / HOLD rows: a night without
+    one (e.g. a RISK_ON filter on a RISK_OFF day, when the regime is the reason) printed no regime at all."""
+    import optimizer.cli.signals as cli_signals
+    from optimizer.engine._regime import REGIME_LABELS
+    from optimizer.engine.context import decode
+
+    rec = ParamsRecord({"variant": "B", "buy_threshold": 99.99, "sell_threshold": 0.01})  # no signal
+    seen = set()
+    for day in ("2023-06-01", "2023-10-26", "2024-02-13"):
+        sheet = signal_sheet(rec, synth_db, date=day, universe="tier1")
+        assert sheet.counts[NONE] == len(sheet.rows)
+        want = decode(compute_context(sheet.panel)["regime"][-1:], REGIME_LABELS)[0]
+        cli_signals._render(sheet, False)
+        assert capsys.readouterr().out.splitlines()[3] == f"regime filter ALL, market regime at D {want}"
+        seen.add(want)
+    assert len(seen) >= 2, seen
+
+
 def test_risk_flags_by_hand():
     # EEE: a 5% gap down at row 22, then extended (RSI-14 = 100 after a steady climb); its parent ETF XLK shows
     # distribution at D. FFF trends down without options (FALLING) and misses its FINRA ratio on the last 5 of 20
