@@ -288,6 +288,8 @@ def run_evening(
                         inference_version=st.scanner_inference_version)
         res.scan_files = write_scan(con, res.scan, out / "scanner", export_full=st.scanner_export_full, png=png)
         step("scan", t, f"{len(res.scan.metrics)} symbols on {res.scan.date}, top {len(res.scan.top)}")
+        if res.scan.reason:  # why the scan ranked nothing (e.g. FINRA history shorter than its lookback)
+            res.warnings.append(f"scan {res.scan.date}: {res.scan.reason}")
     finally:
         con.close()
     t = time.perf_counter()

@@ -693,6 +693,23 @@ def test_evening_ingests_new_files_and_is_idempotent(synth_db, tmp_path):
         pd.testing.assert_frame_equal(t2[k], t1[k], obj=k)
 
 
+def test_evening_says_why_the_scan_ranked_nothing(synth_db, tmp_path):
+    """A store whose FINRA history is shorter than the scanner's lookback (a new user's first months; here
+    SCANNER_LOOKBACK_DAYS=600 on 375 sessions): the evening printed 'scan: ... top 0' and nothing else, while
+    ``accumopt scan`` says why nothing was ranked and what to run. The evening now warns with the scan's reason."""
+    db = tmp_path / "s.duckdb"
+    shutil.copy(synth_db, db)
+    p = tmp_path / "best.json"
+    p.write_text(json.dumps({"params": CONFIGS["first_dist"][0]}))
+    res = _run("evening", "--params", p, "--db", db, "--no-fetch", "--out", tmp_path / "o", "--format", "json",
+               env={"SCANNER_LOOKBACK_DAYS": "600"})
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert [s["detail"] for s in doc["steps"] if s["step"] == "scan"] == ["33 symbols on 2024-06-28, top 0"]
+    (w,) = [w for w in doc["warnings"] if w.startswith("scan 2024-06-28: nothing ranked: FINRA short data covers")]
+    assert "of the 600 sessions" in w and "--lookback" in w
+
+
 def test_evening_refuses_unknown_files_and_a_store_without_finra(tmp_path, synth_db):
     folder = tmp_path / "in"
     folder.mkdir()
