@@ -198,6 +198,11 @@ def signal_sheet(record: ParamsRecord | Mapping[str, Any], db: str | Path, date:
     check_param(lo < len(panel.dates), "start", f"on or before the sheet's session {day}", span_from)
     ev = Evaluator(panel, min_periods=trial.min_periods if trial is not None else None)
     disp = ev.display(cfg)
+    need = trial.min_periods if trial is not None and trial.min_periods else cfg.score.z_window
+    if len(panel.dates) < need and not np.isfinite(disp[-1]).any():  # a span too short to warm up the z-scores
+        raise DataError(f"no symbol has a score on {day}: the span {pd.Timestamp(panel.dates[0]).date()}..{day} holds "
+                        f"{len(panel.dates)} session(s) and the z-scores need {need} (they warm up inside the span, "
+                        f"as in backtest --start); start the span earlier")
     mask = regime_entry_mask(panel, reg)
     nxt = _next_session(day)
     rows = next_open(panel, disp, cfg, lo, mask, nxt)

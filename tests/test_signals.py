@@ -265,7 +265,7 @@ def test_sheet_with_a_span_start_equals_backtest_with_that_start(synth_db, tmp_p
     path.write_text(json.dumps({**params, "start": "2023-03-01"}))
     rec = load_params_record(path)
     assert rec.start == "2023-03-01"
-    days = [pd.Timestamp(d).date() for d in nyse_sessions("2023-03-10", "2023-04-28")]
+    days = [pd.Timestamp(d).date() for d in nyse_sessions("2023-03-29", "2023-05-12")]
     for d, d1 in list(zip(days[:-1], days[1:]))[::8]:
         run = backtest(params, synth_db, start=rec.start, end=str(d1), save=False)
         want = _backtest_view(run.panel, run.result.trades, len(run.panel.dates) - 2)
@@ -278,6 +278,10 @@ def test_sheet_with_a_span_start_equals_backtest_with_that_start(synth_db, tmp_p
         score = dict(zip(run.panel.symbols, run.result.display[len(run.panel.dates) - 2]))
         assert np.allclose(sheet.rows["score"].to_numpy(dtype=float), [score[x] for x in sheet.rows["symbol"]],
                            equal_nan=True)
+    # a span too short to warm up the z-scores is refused, not a sheet without a score
+    with pytest.raises(DataError, match=r"no symbol has a score on 2023-03-10: the span 2023-03-01..2023-03-10 holds "
+                                        r"8 session\(s\) and the z-scores need 20"):
+        signal_sheet(ParamsRecord(params), synth_db, date="2023-03-10", start="2023-03-01")
 
 
 @pytest.fixture(scope="module")
