@@ -45,7 +45,7 @@ from optimizer.validate.walkforward import load_walkforward
 
 __all__ = [
     "SignalSheet", "params_hash", "latest_finra_date", "signal_sheet",
-    "write_signal_sheet", "DEFAULT_UNIVERSE",
+    "write_signal_sheet", "stale_sheet_warning", "DEFAULT_UNIVERSE",
 ]
 
 DEFAULT_UNIVERSE = "tier1+3"
@@ -223,6 +223,25 @@ def signal_sheet(record: ParamsRecord | Mapping[str, Any], db: str | Path, date:
     full = full[[c for c in SHEET_COLUMNS if c in full.columns]]
     return SignalSheet(day, nxt, h, cfg, _universe_name(uni), pd.Timestamp(panel.dates[lo]).date(), reg, full,
                        panel, disp, None if walkforward is None else str(walkforward), buckets, rec.source)
+
+
+def stale_sheet_warning(sheet: SignalSheet, db: str | Path) -> str | None:
+    """A warning when the store's prices of the sheet's symbols run past the sheet's next session: the sheet is
+    for the latest FINRA session D, so its orders were for an open that has passed (tonight's FINRA file is not in
+    the store yet). None when the sheet is the latest one the prices allow."""
+    con = connect(db, read_only=True)
+    try:
+        last = con.execute("SELECT max(date) FROM prices_daily WHERE symbol IN (SELECT unnest(?::VARCHAR[]))",
+                           [list(sheet.panel.symbols)]).fetchone()[0] if table_exists(con, "prices_daily") else None
+    finally:
+        con.close()
+    if last is None or pd.Timestamp(last).date() < sheet.next_session:
+        return None
+    last = pd.Timestamp(last).date()
+    missing = [str(d.date()) for d in nyse_sessions(pd.Timestamp(sheet.next_session), pd.Timestamp(last))]
+    return (f"the sheet is for {sheet.date}, the latest session with FINRA data, but the store holds prices through "
+            f"{last}: its orders were for the {sheet.next_session} open, which has passed. Ingest the FINRA file(s) "
+            f"of {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''} for a current sheet")
 
 
 def _with_oos(rows: pd.DataFrame, buckets: pd.DataFrame) -> pd.DataFrame:

@@ -714,6 +714,33 @@ def test_evening_says_why_the_scan_ranked_nothing(synth_db, tmp_path):
     assert "of the 600 sessions" in w and "--lookback" in w
 
 
+def test_a_sheet_whose_orders_have_passed_is_flagged(synth_db, tmp_path):
+    """Tonight's prices are in, tonight's FINRA file is not (published later, or not fetched): the evening and
+    ``signals`` printed the previous night's sheet, "orders for the <today> open", an open that has passed, with no
+    word of it. Both now warn, naming the FINRA session to ingest; an explicit --date is deliberate and silent."""
+    day, nxt = "2024-06-27", "2024-06-28"
+    db = tmp_path / "s.duckdb"
+    shutil.copy(synth_db, db)
+    con = duckdb.connect(str(db))
+    con.execute("DELETE FROM finra_short_daily WHERE date = ?", [pd.Timestamp(nxt).date()])  # prices of 06-28 stay
+    con.close()
+    p = tmp_path / "best.json"
+    p.write_text(json.dumps({"params": CONFIGS["first_dist"][0]}))
+    res = _run("evening", "--params", p, "--db", db, "--no-fetch", "--out", tmp_path / "o", "--format", "json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["sheet"]["date"] == day and doc["sheet"]["next_session"] == nxt
+    want = (f"the sheet is for {day}, the latest session with FINRA data, but the store holds prices through {nxt}: "
+            f"its orders were for the {nxt} open, which has passed. Ingest the FINRA file(s) of {nxt}")
+    assert [w for w in doc["warnings"] if w.startswith("the sheet is for")] == [want + " for a current sheet"]
+    res = _run("signals", "--params", p, "--db", db, "--no-save")
+    assert res.exit_code == 0 and " ".join(res.stderr.split()).startswith("warning: " + want), res.stderr
+    res = _run("signals", "--params", p, "--db", db, "--no-save", "--date", day)
+    assert res.exit_code == 0 and "warning" not in res.stderr
+    res = _run("signals", "--params", p, "--db", synth_db, "--no-save")  # FINRA and prices through the same day
+    assert res.exit_code == 0 and "warning" not in res.stderr
+
+
 def test_evening_refuses_unknown_files_and_a_store_without_finra(tmp_path, synth_db):
     folder = tmp_path / "in"
     folder.mkdir()
