@@ -39,7 +39,9 @@ from optimizer.data.symbols import canonical_or_none
 from optimizer.data.universe import MARKET_SYMBOL, VIX_SYMBOL, resolve_universe
 from optimizer.errors import DataError, ParameterError, check_param
 from optimizer.settings import Settings
-from optimizer.signals import DEFAULT_UNIVERSE, SignalSheet, latest_finra_date, signal_sheet, write_signal_sheet
+from optimizer.signals import (
+    DEFAULT_UNIVERSE, SignalSheet, latest_finra_date, signal_sheet, stale_sheet_warning, write_signal_sheet,
+)
 from optimizer.study.paramsfile import ParamsRecord, load_params_record
 
 __all__ = ["EveningResult", "run_evening", "classify_files", "INGEST_ORDER"]
@@ -288,10 +290,15 @@ def run_evening(
                         inference_version=st.scanner_inference_version)
         res.scan_files = write_scan(con, res.scan, out / "scanner", export_full=st.scanner_export_full, png=png)
         step("scan", t, f"{len(res.scan.metrics)} symbols on {res.scan.date}, top {len(res.scan.top)}")
+        if res.scan.reason:  # why the scan ranked nothing (e.g. FINRA history shorter than its lookback)
+            res.warnings.append(f"scan {res.scan.date}: {res.scan.reason}")
     finally:
         con.close()
     t = time.perf_counter()
     res.sheet = signal_sheet(rec, db, universe=uni, start=start, regime=regime, walkforward=walkforward)
+    stale = stale_sheet_warning(res.sheet, db)  # tonight's prices are in, tonight's FINRA file is not
+    if stale:
+        res.warnings.append(stale)
     res.sheet_files = write_signal_sheet(res.sheet, db, out)
     c = res.sheet.counts
     step("signals", t, f"{res.sheet.date}: ENTER {c['ENTER']}, EXIT {c['EXIT']}, HOLD {c['HOLD']} for the "

@@ -34,7 +34,7 @@ from optimizer.engine.context import compute_context
 from optimizer.engine.evaluate import Config, Evaluator
 from optimizer.engine.outcomes import exit_strategy_name
 from optimizer.engine.panel import Panel, load_panel
-from optimizer.engine.regime_filter import REGIME_NAMES, regime_entry_mask
+from optimizer.engine.regime_filter import REGIME_NAMES, regime_codes, regime_entry_mask
 from optimizer.engine.sheet import (
     CONTEXT_COLUMNS, ENTER, EXIT, HOLD, NONE, OOS_COLUMNS, SHEET_COLUMNS, next_open, quality_buckets, sheet_context,
 )
@@ -45,7 +45,7 @@ from optimizer.validate.walkforward import load_walkforward
 
 __all__ = [
     "SignalSheet", "params_hash", "latest_finra_date", "signal_sheet",
-    "write_signal_sheet", "DEFAULT_UNIVERSE",
+    "write_signal_sheet", "stale_sheet_warning", "DEFAULT_UNIVERSE",
 ]
 
 DEFAULT_UNIVERSE = "tier1+3"
@@ -198,6 +198,11 @@ def signal_sheet(record: ParamsRecord | Mapping[str, Any], db: str | Path, date:
     check_param(lo < len(panel.dates), "start", f"on or before the sheet's session {day}", span_from)
     ev = Evaluator(panel, min_periods=trial.min_periods if trial is not None else rec.min_periods)
     disp = ev.display(cfg)
+    need = trial.min_periods if trial is not None and trial.min_periods else cfg.score.z_window
+    if len(panel.dates) < need and not np.isfinite(disp[-1]).any():  # a span too short to warm up the z-scores
+        raise DataError(f"no symbol has a score on {day}: the span {pd.Timestamp(panel.dates[0]).date()}..{day} holds "
+                        f"{len(panel.dates)} session(s) and the z-scores need {need} (they warm up inside the span, "
+                        f"as in backtest --start); start the span earlier")
     mask = regime_entry_mask(panel, reg)
     nxt = _next_session(day)
     rows = next_open(panel, disp, cfg, lo, mask, nxt)
@@ -218,6 +223,25 @@ def signal_sheet(record: ParamsRecord | Mapping[str, Any], db: str | Path, date:
     full = full[[c for c in SHEET_COLUMNS if c in full.columns]]
     return SignalSheet(day, nxt, h, cfg, _universe_name(uni), pd.Timestamp(panel.dates[lo]).date(), reg, full,
                        panel, disp, None if walkforward is None else str(walkforward), buckets, rec.source)
+
+
+def stale_sheet_warning(sheet: SignalSheet, db: str | Path) -> str | None:
+    """A warning when the store's prices of the sheet's symbols run past the sheet's next session: the sheet is
+    for the latest FINRA session D, so its orders were for an open that has passed (tonight's FINRA file is not in
+    the store yet). None when the sheet is the latest one the prices allow."""
+    con = connect(db, read_only=True)
+    try:
+        last = con.execute("SELECT max(date) FROM prices_daily WHERE symbol IN (SELECT unnest(?::VARCHAR[]))",
+                           [list(sheet.panel.symbols)]).fetchone()[0] if table_exists(con, "prices_daily") else None
+    finally:
+        con.close()
+    if last is None or pd.Timestamp(last).date() < sheet.next_session:
+        return None
+    last = pd.Timestamp(last).date()
+    missing = [str(d.date()) for d in nyse_sessions(pd.Timestamp(sheet.next_session), pd.Timestamp(last))]
+    return (f"the sheet is for {sheet.date}, the latest session with FINRA data, but the store holds prices through "
+            f"{last}: its orders were for the {sheet.next_session} open, which has passed. Ingest the FINRA file(s) "
+            f"of {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''} for a current sheet")
 
 
 def _with_oos(rows: pd.DataFrame, buckets: pd.DataFrame) -> pd.DataFrame:
@@ -251,8 +275,10 @@ def write_signal_sheet(sheet: SignalSheet, db: str | Path, out_root: str | Path 
         write_sheet_table(con, table_frame)
     finally:
         con.close()
-    charts = sheet_charts(sheet.rows, sheet.panel, sheet.display, sheet.config.thresholds.buy,
-                          sheet.config.thresholds.sell, chart_sessions)
+    th = sheet.config.thresholds
+    per_session = sheet.config.regime.threshold_rows(th, regime_codes(sheet.panel))  # regime-conditional buy
+    charts = sheet_charts(sheet.rows, sheet.panel, sheet.display, th.buy if per_session is None else per_session[0],
+                          th.sell, chart_sessions)
     out = Path(out_root) / "signals" / f"{sheet.date.isoformat()}_{sheet.params_hash}"
     files = write_sheet_files(sheet.rows, meta, charts, out, buckets=sheet.buckets)
     return {"table": Path("signal_sheet"), **files}

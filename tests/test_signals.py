@@ -265,7 +265,7 @@ def test_sheet_with_a_span_start_equals_backtest_with_that_start(synth_db, tmp_p
     path.write_text(json.dumps({**params, "start": "2023-03-01"}))
     rec = load_params_record(path)
     assert rec.start == "2023-03-01"
-    days = [pd.Timestamp(d).date() for d in nyse_sessions("2023-03-10", "2023-04-28")]
+    days = [pd.Timestamp(d).date() for d in nyse_sessions("2023-03-29", "2023-05-12")]
     for d, d1 in list(zip(days[:-1], days[1:]))[::8]:
         run = backtest(params, synth_db, start=rec.start, end=str(d1), save=False)
         want = _backtest_view(run.panel, run.result.trades, len(run.panel.dates) - 2)
@@ -278,6 +278,10 @@ def test_sheet_with_a_span_start_equals_backtest_with_that_start(synth_db, tmp_p
         score = dict(zip(run.panel.symbols, run.result.display[len(run.panel.dates) - 2]))
         assert np.allclose(sheet.rows["score"].to_numpy(dtype=float), [score[x] for x in sheet.rows["symbol"]],
                            equal_nan=True)
+    # a span too short to warm up the z-scores is refused, not a sheet without a score
+    with pytest.raises(DataError, match=r"no symbol has a score on 2023-03-10: the span 2023-03-01..2023-03-10 holds "
+                                        r"8 session\(s\) and the z-scores need 20"):
+        signal_sheet(ParamsRecord(params), synth_db, date="2023-03-10", start="2023-03-01")
 
 
 @pytest.fixture(scope="module")
@@ -326,15 +330,24 @@ def test_real_store_truncated_at_d_gives_the_same_sheet(real_db, tmp_path):
 # ------------------------------------------------------------------------------------------------ context
 
 
-def test_enter_rows_carry_the_backtest_events_context(synth_db):
-    params = CONFIGS["first_dist"][0]
+# a regime-conditional buy threshold below the pooled one: RISK_ON entries at scores in [60, 70) (their quality was
+# left empty on the sheet, while the backtest's signal events grade them LOW)
+_RISK_ON_60 = {"variant": "B", "buy_threshold": 70, "sell_threshold": 35, "buy_threshold_risk_on": 60,
+               "exit": "first_dist"}
+
+
+@pytest.mark.parametrize("params", [CONFIGS["first_dist"][0], _RISK_ON_60], ids=["pooled", "regime_threshold"])
+def test_enter_rows_carry_the_backtest_events_context(synth_db, params):
     panel = _panel(synth_db)
     cfg = Config.from_params(params)
     res = Evaluator(panel).run(cfg)
     events = signal_events(res, panel, compute_context(panel)).set_index(["date", "symbol"])
     rec = ParamsRecord(dict(params))
-    checked = 0
+    checked = below = 0
     sig = sorted(set(res.trades.signal_idx.tolist()))
+    if "buy_threshold_risk_on" in params:  # sessions whose close opened a trade below the pooled threshold
+        low = res.trades.signal_idx[res.trades.score < params["buy_threshold"]]
+        sig = sorted(set(low.tolist()))
     for k in (len(sig) // 4, len(sig) // 2, 3 * len(sig) // 4):  # three sessions whose close opened trades
         day = str(panel.dates[sig[k]])
         sheet = signal_sheet(rec, synth_db, date=day)
@@ -348,9 +361,52 @@ def test_enter_rows_carry_the_backtest_events_context(synth_db):
             assert r.regime == e["regime"] and r.learned_regime == e["learned_regime"]
             assert 0 < r.data_coverage <= 1
             checked += 1
+            below += r.score < params["buy_threshold"]
         none = sheet.rows[sheet.rows["decision"] == NONE]
         assert none["signal_quality"].isna().all() and none["trend"].isna().all()  # context on actionable rows only
-    assert checked >= 3
+    assert checked >= 3 and (below >= 3 if "buy_threshold_risk_on" in params else below == 0)
+
+
+def test_a_regime_buy_threshold_is_the_one_the_sheet_shows(synth_db, tmp_path, capsys):
+    """With a regime-conditional buy threshold the sheet's chart drew the pooled buy line (an ENTER at 62 under a
+    line at 70) and the header named only the pooled threshold: the chart shows each session's regime's threshold,
+    the header names the regime thresholds."""
+    import optimizer.cli.signals as cli_signals
+
+    panel = _panel(synth_db)
+    cfg = Config.from_params(_RISK_ON_60)
+    res = Evaluator(panel).run(cfg)
+    k = int(np.flatnonzero(res.trades.score < 70)[0])
+    day = str(panel.dates[res.trades.signal_idx[k]])[:10]
+    db = tmp_path / "s.duckdb"
+    shutil.copy(synth_db, db)
+    sheet = signal_sheet(ParamsRecord(dict(_RISK_ON_60)), db, date=day)
+    low = sheet.of(ENTER)
+    low = low[low["score"] < 70]
+    assert len(low) >= 1
+    page = write_signal_sheet(sheet, db, tmp_path / "out")["html"].read_text(encoding="utf-8")
+    assert '"buy (by regime)"' in page and '"buy 70"' not in page
+    cli_signals._render(sheet, False)
+    assert "buy 70 (RISK_ON 60) / sell 35" in capsys.readouterr().out
+
+
+def test_the_header_states_the_market_regime_on_a_night_without_positions(synth_db, capsys):
+    """The header's "market regime at D" came from the context of the ENTER / EXIT / HOLD rows: a night without
+    one (e.g. a RISK_ON filter on a RISK_OFF day, when the regime is the reason) printed no regime at all."""
+    import optimizer.cli.signals as cli_signals
+    from optimizer.engine._regime import REGIME_LABELS
+    from optimizer.engine.context import decode
+
+    rec = ParamsRecord({"variant": "B", "buy_threshold": 99.99, "sell_threshold": 0.01})  # no signal
+    seen = set()
+    for day in ("2023-06-01", "2023-10-26", "2024-02-13"):
+        sheet = signal_sheet(rec, synth_db, date=day, universe="tier1")
+        assert sheet.counts[NONE] == len(sheet.rows)
+        want = decode(compute_context(sheet.panel)["regime"][-1:], REGIME_LABELS)[0]
+        cli_signals._render(sheet, False)
+        assert capsys.readouterr().out.splitlines()[3] == f"regime filter ALL, market regime at D {want}"
+        seen.add(want)
+    assert len(seen) >= 2, seen
 
 
 def test_risk_flags_by_hand():
@@ -639,6 +695,50 @@ def test_evening_ingests_new_files_and_is_idempotent(synth_db, tmp_path):
     assert f2 == f1
     for k in t1:
         pd.testing.assert_frame_equal(t2[k], t1[k], obj=k)
+
+
+def test_evening_says_why_the_scan_ranked_nothing(synth_db, tmp_path):
+    """A store whose FINRA history is shorter than the scanner's lookback (a new user's first months; here
+    SCANNER_LOOKBACK_DAYS=600 on 375 sessions): the evening printed 'scan: ... top 0' and nothing else, while
+    ``accumopt scan`` says why nothing was ranked and what to run. The evening now warns with the scan's reason."""
+    db = tmp_path / "s.duckdb"
+    shutil.copy(synth_db, db)
+    p = tmp_path / "best.json"
+    p.write_text(json.dumps({"params": CONFIGS["first_dist"][0]}))
+    res = _run("evening", "--params", p, "--db", db, "--no-fetch", "--out", tmp_path / "o", "--format", "json",
+               env={"SCANNER_LOOKBACK_DAYS": "600"})
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert [s["detail"] for s in doc["steps"] if s["step"] == "scan"] == ["33 symbols on 2024-06-28, top 0"]
+    (w,) = [w for w in doc["warnings"] if w.startswith("scan 2024-06-28: nothing ranked: FINRA short data covers")]
+    assert "of the 600 sessions" in w and "--lookback" in w
+
+
+def test_a_sheet_whose_orders_have_passed_is_flagged(synth_db, tmp_path):
+    """Tonight's prices are in, tonight's FINRA file is not (published later, or not fetched): the evening and
+    ``signals`` printed the previous night's sheet, "orders for the <today> open", an open that has passed, with no
+    word of it. Both now warn, naming the FINRA session to ingest; an explicit --date is deliberate and silent."""
+    day, nxt = "2024-06-27", "2024-06-28"
+    db = tmp_path / "s.duckdb"
+    shutil.copy(synth_db, db)
+    con = duckdb.connect(str(db))
+    con.execute("DELETE FROM finra_short_daily WHERE date = ?", [pd.Timestamp(nxt).date()])  # prices of 06-28 stay
+    con.close()
+    p = tmp_path / "best.json"
+    p.write_text(json.dumps({"params": CONFIGS["first_dist"][0]}))
+    res = _run("evening", "--params", p, "--db", db, "--no-fetch", "--out", tmp_path / "o", "--format", "json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["sheet"]["date"] == day and doc["sheet"]["next_session"] == nxt
+    want = (f"the sheet is for {day}, the latest session with FINRA data, but the store holds prices through {nxt}: "
+            f"its orders were for the {nxt} open, which has passed. Ingest the FINRA file(s) of {nxt}")
+    assert [w for w in doc["warnings"] if w.startswith("the sheet is for")] == [want + " for a current sheet"]
+    res = _run("signals", "--params", p, "--db", db, "--no-save")
+    assert res.exit_code == 0 and " ".join(res.stderr.split()).startswith("warning: " + want), res.stderr
+    res = _run("signals", "--params", p, "--db", db, "--no-save", "--date", day)
+    assert res.exit_code == 0 and "warning" not in res.stderr
+    res = _run("signals", "--params", p, "--db", synth_db, "--no-save")  # FINRA and prices through the same day
+    assert res.exit_code == 0 and "warning" not in res.stderr
 
 
 def test_evening_refuses_unknown_files_and_a_store_without_finra(tmp_path, synth_db):

@@ -9,10 +9,12 @@ import pandas as pd
 
 from optimizer.cli._common import console, echo_json, err_console, progress_enabled, shared_options
 from optimizer.evening import run_evening
+from optimizer.engine._regime import REGIME_LABELS
+from optimizer.engine.regime_filter import regime_codes
 from optimizer.paths import output_root, resolve_db
 from optimizer.report.sheet import sheet_records
 from optimizer.report.terminal import Column, print_frame
-from optimizer.signals import signal_sheet, write_signal_sheet
+from optimizer.signals import signal_sheet, stale_sheet_warning, write_signal_sheet
 from optimizer.study.paramsfile import load_params_record
 
 __all__ = ["COMMANDS"]
@@ -74,12 +76,17 @@ def _render(sheet, show_all: bool) -> None:
     """The sheet as terminal tables that fit 80 columns."""
     m = sheet.meta()
     cfg = sheet.config
-    regime = sheet.rows["regime"].dropna()
+    # the market regime at D (the SPY/VIX rule the regime filter reads), also on a night without a position: a
+    # regime filter that blocks every entry is then visible
+    regime = REGIME_LABELS.get(int(regime_codes(sheet.panel)[-1]), "UNKNOWN")
     click.echo(f"signal sheet {m['date']} close -> orders for the {m['next_session']} open")
-    click.echo(f"config {m['params_hash']}: variant {cfg.score.variant}, buy {cfg.thresholds.buy:g} / sell "
-               f"{cfg.thresholds.sell:g}, exit {m['exit_strategy']}")
+    by_regime = "".join(f", {r.upper()} {b:g}" for r in ("risk_on", "transitional", "risk_off")
+                        if (b := getattr(cfg.regime, f"buy_threshold_{r}")) is not None)
+    click.echo(f"config {m['params_hash']}: variant {cfg.score.variant}, buy {cfg.thresholds.buy:g}"
+               + (f" ({by_regime[2:]})" if by_regime else "") + f" / sell {cfg.thresholds.sell:g}, exit "
+               f"{m['exit_strategy']}")
     click.echo(f"universe {m['universe']} ({m['symbols']} symbols), positions replayed from {m['span_start']}")
-    click.echo(f"regime filter {m['regime_filter']}" + (f", market regime at D {regime.iloc[0]}" if len(regime) else ""))
+    click.echo(f"regime filter {m['regime_filter']}, market regime at D {regime}")
     c = m["counts"]
     click.echo(f"ENTER {c['ENTER']}   EXIT {c['EXIT']}   HOLD {c['HOLD']}   no action {c['NONE']}")
     oos = sheet.walkforward is not None
@@ -136,6 +143,9 @@ def signals_cmd(params_file, universe, start, regime, walkforward, date, show_al
     db = resolve_db(db, None, out_root)
     rec = load_params_record(params_file)
     sheet = signal_sheet(rec, db, date=date, universe=universe, start=start, regime=regime, walkforward=walkforward)
+    stale = stale_sheet_warning(sheet, db) if date is None else None  # an explicit --date is deliberate
+    if stale:
+        err_console.print(f"warning: {stale}", style="yellow", markup=False, highlight=False, soft_wrap=True)
     paths = write_signal_sheet(sheet, db, out_root) if save else {}
     if fmt == "json":
         echo_json({"sheet": sheet.meta(), "oos_quality_buckets": sheet_records(sheet.buckets),

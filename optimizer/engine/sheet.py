@@ -283,9 +283,13 @@ def sheet_context(evaluator: Evaluator, config: Config, display: np.ndarray, con
         "data_coverage": cov,
         "last_data_date": pd.to_datetime(last),
     }, index=pd.Index(list(symbols), name="symbol"), columns=list(CONTEXT_COLUMNS))
-    # only signals are graded (the design's rule): a row without an accumulation signal at D has no quality
+    # only signals are graded (the design's rule): a row without an accumulation signal at D has no quality; the
+    # signal is the engine's (a regime-conditional buy threshold: D's regime's), so every ENTER row is graded as the
+    # backtest's signal events grade it
+    rows = config.regime.threshold_rows(th, evaluator.regime_codes())
+    buy_d = th.buy if rows is None else rows[0][d]
     with np.errstate(invalid="ignore"):
-        out.loc[~(score >= th.buy), "signal_quality"] = None
+        out.loc[~(score >= buy_d), "signal_quality"] = None
     return out
 
 

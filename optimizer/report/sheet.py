@@ -81,15 +81,20 @@ def write_sheet_table(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame) -> in
     return len(df)
 
 
-def sheet_figure(dates: np.ndarray, close: np.ndarray, score: np.ndarray, buy: float, sell: float, symbol: str,
-                 decision: str, entry_date: object | None = None, entry_price: float | None = None) -> go.Figure:
+def sheet_figure(dates: np.ndarray, close: np.ndarray, score: np.ndarray, buy: float | np.ndarray, sell: float,
+                 symbol: str, decision: str, entry_date: object | None = None,
+                 entry_price: float | None = None) -> go.Figure:
     """Close (top) and display score with the buy / sell thresholds (bottom) over ``dates``; the entry of a held
-    position and the signal at the last session are marked."""
+    position and the signal at the last session are marked. ``buy``: one threshold, or one per session (a
+    configuration with regime-conditional buy thresholds: each session's regime's)."""
     x = [str(np.datetime64(d, "D")) for d in dates]
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.62, 0.38], vertical_spacing=0.04)
     fig.add_trace(go.Scatter(x=x, y=_ys(close), mode="lines", name="close", line={"color": "#37474f"}), 1, 1)
     fig.add_trace(go.Scatter(x=x, y=_ys(score), mode="lines", name="score", line={"color": "#1565c0"}), 2, 1)
-    for level, color, name in ((buy, "#2e7d32", "buy"), (sell, "#c62828", "sell")):
+    if np.ndim(buy):  # the buy threshold of each session's regime
+        fig.add_trace(go.Scatter(x=x, y=_ys(buy), mode="lines", name="buy (by regime)",
+                                 line={"color": "#2e7d32", "dash": "dot", "width": 1, "shape": "hv"}), 2, 1)
+    for level, color, name in (((buy, "#2e7d32", "buy"),) if not np.ndim(buy) else ()) + ((sell, "#c62828", "sell"),):
         fig.add_trace(go.Scatter(x=[x[0], x[-1]], y=[level, level], mode="lines", name=f"{name} {level:g}",
                                  line={"color": color, "dash": "dot", "width": 1}), 2, 1)
     if entry_date is not None and not pd.isna(entry_date) and entry_price is not None and np.isfinite(entry_price):
@@ -110,10 +115,11 @@ def _ys(values) -> list:
     return [None if not np.isfinite(v) else float(v) for v in np.asarray(values, dtype=np.float64)]
 
 
-def sheet_charts(rows: pd.DataFrame, panel: Panel, display: np.ndarray, buy: float, sell: float,
+def sheet_charts(rows: pd.DataFrame, panel: Panel, display: np.ndarray, buy: float | np.ndarray, sell: float,
                  sessions: int = 120, limit: int = MAX_CHARTS) -> list[tuple[str, go.Figure]]:
     """(symbol, figure) per ENTER then EXIT row (ENTER by score), over the last ``sessions`` rows of ``panel``; at
-    most ``limit`` figures (a night with hundreds of signals on a full-market universe stays a readable page)."""
+    most ``limit`` figures (a night with hundreds of signals on a full-market universe stays a readable page).
+    ``buy``: one threshold or one per session of ``panel``."""
     T = panel.shape[0]
     lo = max(0, T - int(sessions))
     out: list[tuple[str, go.Figure]] = []
@@ -125,8 +131,9 @@ def sheet_charts(rows: pd.DataFrame, panel: Panel, display: np.ndarray, buy: flo
             if len(out) >= limit:
                 return out
             j = panel.symbol_index(r.symbol)
-            out.append((r.symbol, sheet_figure(panel.dates[lo:], panel["close"][lo:, j], display[lo:, j], buy, sell,
-                                               r.symbol, decision, r.entry_date, r.entry_price)))
+            out.append((r.symbol, sheet_figure(panel.dates[lo:], panel["close"][lo:, j], display[lo:, j],
+                                               buy[lo:] if np.ndim(buy) else buy, sell, r.symbol, decision,
+                                               r.entry_date, r.entry_price)))
     return out
 
 
