@@ -171,12 +171,22 @@ def evaluate(params: Mapping[str, Any] | None = None, panel: Panel | None = None
     [start, end] loaded from ``db``), exactly as ``accumopt backtest --no-save`` does. A ``study best`` document
     runs with its regime filter and min_periods, as ``backtest --params`` runs it: on ``panel``, over the panel's
     sessions; without a panel, on the trial's own universe, panel and signal span from ``db`` (``universe`` /
-    ``start`` / ``end`` override them), so the metrics are the trial's::
+    ``start`` / ``end`` override them), so the metrics are the trial's. A panel fixes the store, universe and
+    sessions: ``panel`` with ``db`` / ``universe`` / ``start`` / ``end`` is a ParameterError, not a silent choice::
 
         ev = ao.evaluate({"variant": "D", "z_window": 30, "buy_threshold": 80, "exit": "first_dist"}, panel)
         ev.metrics[["closed_trades", "hit_rate", "avg_excess_return"]]
         ev.trades.groupby("exit_reason")["net_ret"].mean()
     """
+    if panel is not None:  # a panel fixes the store, universe and sessions: a loading option would be ignored
+        if not isinstance(panel, Panel):
+            raise ParameterError(f"panel must be a Panel from ao.load_panel(db, ...) (a store path goes in db=...), "
+                                 f"got panel of type {type(panel).__name__}: {str(panel)[:80]!r}")
+        given = {k: v for k, v in (("db", db), ("universe", universe), ("start", start), ("end", end)) if v is not None}
+        if given:
+            raise ParameterError(f"evaluate takes a panel or {'/'.join(given)}, not both: the panel already fixes the "
+                                 "store, universe and sessions (ao.load_panel(db, universe, start, end) loads another), "
+                                 f"got panel and {', '.join(f'{k}={v!r}' for k, v in given.items())}")
     flat = _params(params)
     cfg = Config.from_params(engine_params(flat))
     record = _record_of(params)  # a trial's document: its regime filter and min_periods, as backtest --params runs it

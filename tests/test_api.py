@@ -134,3 +134,24 @@ def test_evaluate_of_a_study_best_document_on_a_store_is_the_trial(synth_db):
     assert set(ev.trades["symbol"]) <= set(api.load_panel(synth_db, "tier1").symbols)
     other = api.evaluate(doc, db=synth_db, universe="tier1+3")  # an explicit universe overrides the trial's
     assert other.metrics.loc[0, "total_trades"] != want.metrics["total_trades"]
+
+
+def test_evaluate_refuses_a_panel_with_loading_options_and_a_path_as_panel(synth_db):
+    """A panel fixes the store, universe and sessions: ``evaluate(params, panel, universe=...)`` (or ``start`` /
+    ``end`` / ``db``) used the whole panel and dropped the option without a word, so ``start="2024-01-01"`` still
+    counted signals from the panel's first session. A store path passed where the panel goes
+    (``evaluate(params, "store.duckdb")``) was a TypeError from deep in the engine. Both are one-line ParameterErrors
+    now."""
+    panel = api.load_panel(synth_db, "tier1+3")
+    for kw in ({"universe": "tier1"}, {"start": "2024-01-01"}, {"end": "2024-03-01"}, {"db": synth_db}):
+        with pytest.raises(ParameterError, match=f"panel or {next(iter(kw))}, not both") as e:
+            api.evaluate(PARAMS, panel, **kw)
+        assert "\n" not in str(e.value)
+    with pytest.raises(ParameterError, match="panel must be a Panel from ao.load_panel.*got panel of type str"):
+        api.evaluate(PARAMS, str(synth_db))
+    with pytest.raises(ParameterError, match="type PosixPath"):
+        api.evaluate(PARAMS, synth_db)
+    # each way alone still works, and loading the same panel gives the same numbers
+    a = api.evaluate(PARAMS, api.load_panel(synth_db, "tier1", start="2024-01-02")).metrics
+    b = api.evaluate(PARAMS, db=synth_db, universe="tier1", start="2024-01-02").metrics
+    pd.testing.assert_frame_equal(a, b)
