@@ -228,11 +228,13 @@ def run_study(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Path |
               storage: str | None = None, n_trials: int | None = None, *, name: str | None = None,
               timeout: float | None = None, progress: bool = False) -> StudyRunResult:
     """Create or resume the spec's study and run it to ``n_trials`` finished trials (``accumopt study run``);
-    ``storage``: an Optuna storage URL (default: the spec's [run].storage, else ``sqlite:///output/studies.db``).
+    ``db`` / ``storage`` (an Optuna storage URL) as on the command line: env ``ACCUMOPT_DB`` / ``ACCUMOPT_STORAGE``,
+    then the spec's [data].database / [run].storage, else ``<output root>/darkpool.duckdb`` / ``studies.db``.
     ``.study_name``, ``.counts``, ``.best_value``, ``.best_params`` and ``.study`` (the ``optuna.Study``)::
 
         run = ao.run_study("studies/phase_a_coarse.toml", db, "sqlite:///output/nb/studies.db")
-        run.study.trials_dataframe().sort_values("value").tail()
+        df = run.study.trials_dataframe()             # Optuna's table: value_<objective>, params_<name>, user_attrs_...
+        df.sort_values("value_composite_rank").tail()  # the value column is named after the objective
     """
     with _quiet_optuna():
         s = study_spec(spec)
