@@ -174,3 +174,27 @@ def test_the_run_study_docstring_example_runs(synth_db, tmp_path):
     for line in lines[1:]:
         exec(line, ns)  # noqa: S102 - the docstring's own lines
     assert len(ns["df"]) == 3 and ns["df"]["state"].eq("COMPLETE").any()
+
+
+def test_a_store_held_open_in_the_other_mode_is_a_one_line_error(synth_db, tmp_path):
+    """A notebook that keeps ``con = ao.open_store(db, read_only=False)`` open and then calls ``ao.load_panel(db)``
+    (or holds a read-only connection and asks for ``final=True``, which writes the reserve ledger) met DuckDB's
+    ``ConnectionException: Can't open a connection to same database file with a different configuration``. It is
+    a DataError naming the store and what to do; with the connection closed the same call works."""
+    import shutil
+
+    from optimizer.errors import DataError
+
+    db = tmp_path / "store.duckdb"
+    shutil.copy(synth_db, db)
+    con = api.open_store(db, read_only=False)
+    try:
+        with pytest.raises(DataError, match=r"store.duckdb is already open in this process for writing.*con.close\(\)"):
+            api.load_panel(db, "tier1")
+    finally:
+        con.close()
+    with api.open_store(db) as ro:
+        with pytest.raises(DataError, match="already open in this process read-only"):
+            api.open_store(db, read_only=False)
+        assert ro.execute("SELECT count(*) FROM reserve_ledger").fetchone()[0] == 0
+    assert len(api.load_panel(db, "tier1").symbols) == 15
