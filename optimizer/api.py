@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import optuna
 import pandas as pd
 import plotly.graph_objects as go
@@ -45,7 +46,7 @@ from optimizer.data.synth import SynthConfig, synth_to_db
 from optimizer.engine.evaluate import Config, Evaluator, Result
 from optimizer.engine.panel import Panel
 from optimizer.engine.regime_filter import regime_entry_mask
-from optimizer.errors import ParameterError
+from optimizer.errors import ParameterError, SpecError
 from optimizer.params import engine_params
 from optimizer.report.research import build_report as _build_report
 from optimizer.report.research import build_walkforward_report
@@ -205,9 +206,27 @@ def evaluate(params: Mapping[str, Any] | None = None, panel: Panel | None = None
     return Evaluation(cfg.to_params(), cfg, metrics, trades, res)
 
 
+def _toml_ready(value: Any, key: str) -> Any:
+    """A dict spec's value as TOML can write it: a path as its text, a numpy scalar as the Python number; None
+    (TOML has no null) is a SpecError naming the key, never a TypeError of the TOML writer."""
+    if isinstance(value, Mapping):
+        return {str(k): _toml_ready(v, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_toml_ready(v, key) for v in value]
+    if value is None:
+        raise SpecError(key, "is None, which TOML cannot hold: leave the key out (its default applies)")
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
 def study_spec(spec: str | Path | Mapping[str, Any] | StudySpec) -> StudySpec:
     """A validated ``StudySpec`` from a TOML file path, TOML text, a dict of sections or a StudySpec. A dict is
-    written as TOML first, so the study stores a spec text that ``accumopt`` reads back the same::
+    written as TOML first (a ``Path`` as its text, a numpy number as the number; a None is a SpecError naming its
+    key: TOML has no null, leave the key out), so the study stores a spec text that ``accumopt`` reads back the
+    same::
 
         spec = ao.study_spec({"study": {"name": "nb"}, "data": {"universe": "tier1"},
                               "space": {"variant": {"type": "categorical", "choices": ["B", "D"]}},
@@ -216,7 +235,7 @@ def study_spec(spec: str | Path | Mapping[str, Any] | StudySpec) -> StudySpec:
     if isinstance(spec, StudySpec):
         return spec
     if isinstance(spec, Mapping):
-        return parse_spec(tomli_w.dumps(dict(spec)))
+        return parse_spec(tomli_w.dumps(_toml_ready(spec, "")))
     if isinstance(spec, Path) or (isinstance(spec, str) and "\n" not in spec and spec.strip().endswith(".toml")):
         return load_spec(spec)
     if isinstance(spec, str):

@@ -198,3 +198,19 @@ def test_a_store_held_open_in_the_other_mode_is_a_one_line_error(synth_db, tmp_p
             api.open_store(db, read_only=False)
         assert ro.execute("SELECT count(*) FROM reserve_ledger").fetchone()[0] == 0
     assert len(api.load_panel(db, "tier1").symbols) == 15
+
+
+def test_a_dict_spec_takes_paths_and_numpy_numbers_and_names_a_none():
+    """A dict spec is written as TOML first: a ``Path`` (``OUT / "store.duckdb"``), a numpy integer (from a
+    DataFrame) or a None (Python's "not set") made the TOML writer raise ``TypeError: Object of type 'PosixPath' is
+    not TOML serializable``. Paths and numpy numbers are written as their values (the same spec as the plain
+    values); a None is a SpecError naming its key."""
+    plain = api.study_spec({**SPEC, "data": {**SPEC["data"], "database": "/tmp/x.duckdb"},
+                            "run": {"n_trials": 6, "timeout": 30.0}})
+    mixed = api.study_spec({**SPEC, "data": {**SPEC["data"], "database": Path("/tmp/x.duckdb")},
+                            "run": {"n_trials": np.int64(6), "timeout": np.float64(30.0)}})
+    assert mixed.spec_hash == plain.spec_hash and mixed.data.database == "/tmp/x.duckdb" and mixed.run.n_trials == 6
+    with pytest.raises(SpecError, match=r"\[run.timeout\] is None, which TOML cannot hold: leave the key out"):
+        api.study_spec({**SPEC, "run": {"n_trials": 6, "timeout": None}})
+    with pytest.raises(SpecError, match=r"\[space.variant.choices\] is None"):
+        api.study_spec({**SPEC, "space": {"variant": {"type": "categorical", "choices": ["B", None]}}})
