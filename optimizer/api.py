@@ -46,7 +46,7 @@ from optimizer.data.synth import SynthConfig, synth_to_db
 from optimizer.engine.evaluate import Config, Evaluator, Result
 from optimizer.engine.panel import Panel
 from optimizer.engine.regime_filter import regime_entry_mask
-from optimizer.errors import ParameterError, SpecError
+from optimizer.errors import ParameterError, SpecError, check_param
 from optimizer.params import engine_params
 from optimizer.report.research import build_report as _build_report
 from optimizer.report.research import build_walkforward_report
@@ -268,6 +268,8 @@ def best_params(storage: str | None, study: str, number: int | None = None) -> d
         best = ao.best_params("sqlite:///output/nb/studies.db", "phase_b_fine")
         ao.evaluate(best, panel).metrics
     """
+    check_param(number is None or (isinstance(number, int) and not isinstance(number, bool)), "number",
+                "None or a trial number (an integer)", number)
     return best_trial_json(storage, study, number)
 
 
@@ -288,14 +290,14 @@ def show_study(storage: str | None, study: str, top: int = 10) -> pd.DataFrame:
     return _show_study(storage, study, top=top)
 
 
-def compare_studies(storage: str | None, studies: Sequence[str]) -> CompareResult:
-    """Compare studies (``accumopt study compare``): ``.summary`` (trial counts, best, mean seconds per complete /
+def compare_studies(storage: str | None, studies: str | Sequence[str]) -> CompareResult:
+    """Compare studies (``accumopt study compare``; ``studies``: a list of names, or one name): ``.summary`` (trial counts, best, mean seconds per complete /
     pruned trial, time saved by pruning, the kernel warm-up kept out of the trial times), ``.best_so_far``,
     ``.prune_fold_hist``, ``.intermediate``::
 
         ao.compare_studies("sqlite:///output/nb/studies.db", ["phase_a_coarse", "phase_b_fine"]).summary
     """
-    return _compare_studies(storage, list(studies))
+    return _compare_studies(storage, [studies] if isinstance(studies, str) else list(studies))
 
 
 def walk_forward(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Path | None = None,

@@ -214,3 +214,19 @@ def test_a_dict_spec_takes_paths_and_numpy_numbers_and_names_a_none():
         api.study_spec({**SPEC, "run": {"n_trials": 6, "timeout": None}})
     with pytest.raises(SpecError, match=r"\[space.variant.choices\] is None"):
         api.study_spec({**SPEC, "space": {"variant": {"type": "categorical", "choices": ["B", None]}}})
+
+
+def test_compare_takes_one_name_and_best_params_an_integer_trial(synth_db, tmp_path):
+    """``compare_studies(storage, "phase_b_fine")`` compared the studies 'p', 'h', 'a', ... (a string is a sequence
+    of one-letter names): 'no study named 'p''. ``best_params(storage, name, number="3")`` said 'trial 3 does not
+    exist' of a study that holds trial 3. One name is one study; a number that is not an integer is refused as
+    such."""
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    run = api.run_study({**SPEC, "run": {"n_trials": 3}}, synth_db, url)
+    one = api.compare_studies(url, run.study_name)
+    pd.testing.assert_frame_equal(one.summary, api.compare_studies(url, [run.study_name]).summary)
+    assert one.names == [run.study_name] and one.summary["complete"].iloc[0] + one.summary["pruned"].iloc[0] == 3
+    with pytest.raises(ParameterError, match="number must be None or a trial number"):
+        api.best_params(url, run.study_name, number="1")
+    done = [t.number for t in run.study.trials if t.state.name == "COMPLETE"]
+    assert api.best_params(url, run.study_name, number=done[0])["number"] == done[0]
