@@ -63,7 +63,7 @@ from optimizer.study.run import run_study as _run_study
 from optimizer.study.paramsfile import config_record
 from optimizer.study.records import ConfigRecord
 from optimizer.study.reserve import guard_end, record_if_opened
-from optimizer.study.spec import StudySpec, load_spec, parse_spec
+from optimizer.study.spec import StudySpec, check_study_name, load_spec, parse_spec
 from optimizer.validate.walkforward import WalkForwardResult, run_walkforward, save_walkforward
 
 __all__ = [
@@ -243,22 +243,31 @@ def study_spec(spec: str | Path | Mapping[str, Any] | StudySpec) -> StudySpec:
     raise ParameterError(f"spec must be a path, TOML text, a dict or a StudySpec, got {type(spec).__name__}")
 
 
+# what a refused resume tells a caller of run_study (the command line's says --name / --new-name)
+_RUN_REMEDY = "Pass name='NEW' or new_name=True to start a new study"
+
+
 def run_study(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Path | None = None,
               storage: str | None = None, n_trials: int | None = None, *, name: str | None = None,
-              timeout: float | None = None, progress: bool = False) -> StudyRunResult:
+              new_name: bool = False, timeout: float | None = None, progress: bool = False) -> StudyRunResult:
     """Create or resume the spec's study and run it to ``n_trials`` finished trials (``accumopt study run``);
     ``db`` / ``storage`` (an Optuna storage URL) as on the command line: env ``ACCUMOPT_DB`` / ``ACCUMOPT_STORAGE``,
     then the spec's [data].database / [run].storage, else ``<output root>/darkpool.duckdb`` / ``studies.db``.
+    ``name``: the study's name (default: the spec's); a study of that name made from another spec is refused, and
+    ``new_name=True`` starts (or resumes) ``NAME-2``, ``NAME-3``, ... instead, as ``study run --new-name``.
     ``.study_name``, ``.counts``, ``.best_value``, ``.best_params`` and ``.study`` (the ``optuna.Study``)::
 
         run = ao.run_study("studies/phase_a_coarse.toml", db, "sqlite:///output/nb/studies.db")
         df = run.study.trials_dataframe()             # Optuna's table: value_<objective>, params_<name>, user_attrs_...
         df.sort_values("value_composite_rank").tail()  # the value column is named after the objective
     """
+    if name is not None:
+        check_study_name(name, "name")
+    check_param(isinstance(new_name, bool), "new_name", "True or False", new_name)
     with _quiet_optuna():
         s = study_spec(spec)
         return _run_study(s, resolve_db(db, s.data.database), resolve_storage(storage, s.run.storage), n_trials=n_trials,
-                          timeout=timeout, name=name, progress=progress)
+                          timeout=timeout, name=name, new_name=new_name, progress=progress, remedy=_RUN_REMEDY)
 
 
 def best_params(storage: str | None, study: str, number: int | None = None) -> dict[str, Any]:

@@ -230,3 +230,20 @@ def test_compare_takes_one_name_and_best_params_an_integer_trial(synth_db, tmp_p
         api.best_params(url, run.study_name, number="1")
     done = [t.number for t in run.study.trials if t.state.name == "COMPLETE"]
     assert api.best_params(url, run.study_name, number=done[0])["number"] == done[0]
+
+
+def test_run_study_checks_its_name_and_can_start_a_new_name(synth_db, tmp_path):
+    """``run_study(..., name=...)`` took a name the command line refuses (``study run --name 'a b/../c'`` is exit
+    2) and created that study; a changed spec under an existing name was refused with "Use --name NEW or
+    --new-name", flags a notebook cannot pass (``run_study`` had no ``new_name``). The name follows the spec's rule,
+    the refusal names the API's own arguments, and ``new_name=True`` starts ``NAME-2`` as ``--new-name`` does."""
+    url = f"sqlite:///{tmp_path / 'n.db'}"
+    with pytest.raises(SpecError, match=r"\[name\] must be"):
+        api.run_study(SPEC, synth_db, url, n_trials=1, name="a b/../c")
+    first = api.run_study(SPEC, synth_db, url, n_trials=1)
+    changed = {**SPEC, "cv": {"n_splits": 3}}
+    with pytest.raises(SpecError, match="created from a different spec.*Pass name='NEW' or new_name=True"):
+        api.run_study(changed, synth_db, url, n_trials=1)
+    again = api.run_study(changed, synth_db, url, n_trials=1, new_name=True)
+    assert (first.study_name, again.study_name) == ("api", "api-2")
+    assert api.list_studies(url)["name"].tolist() == ["api", "api-2"]
