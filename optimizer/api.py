@@ -86,6 +86,12 @@ def _quiet_optuna() -> Iterator[None]:
         optuna.logging.set_verbosity(level)
 
 
+def _check_final(final: Any) -> None:
+    """``final`` opens the final reserve (recorded for good in the store's ledger): only a real True does, a truthy
+    string such as "False" or "no" is refused, never read as yes."""
+    check_param(isinstance(final, bool), "final", "True or False (True opens the final reserve)", final)
+
+
 def open_store(db: str | Path | None = None, read_only: bool = True) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection to the store (default: ``$ACCUMOPT_DB`` or ``output/darkpool.duckdb``), read-only unless
     asked; the schema is created or migrated on a writable open. Close it (or use ``with``) when done::
@@ -125,6 +131,7 @@ def load_panel(db: str | Path | None = None, universe: Any = "tier1+3", start: s
     universe's reserve (the last 20% of its sessions) and an ``end`` inside it is a ParameterError, unless
     ``final=True`` (recorded in the store's reserve ledger, like ``backtest --final``).
     """
+    _check_final(final)
     path = existing_store(resolve_db(db))
     end, reserve_start = guard_end(path, universe_symbols(path, universe), end, final, "load_panel (end)")
     panel = load_universe_panel(path, universe, start, end)
@@ -321,6 +328,7 @@ def walk_forward(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Pat
         print(wf.verdict.line)
         wf.summary[["window", "oos_closed_trades", "oos_avg_excess_return"]]
     """
+    _check_final(final)
     s = study_spec(spec)
     with _quiet_optuna():
         res = run_walkforward(s, resolve_db(db, s.data.database), resolve_storage(storage, s.run.storage), final=final,
@@ -361,6 +369,7 @@ def sandbox_figure(db: str | Path | None, ticker: str, params: Mapping[str, Any]
         fig = ao.sandbox_figure(db, "NVDA", best, start="2024-01-01")
         fig.show()                                 # or fig.write_html("nvda.html")
     """
+    _check_final(final)
     run = sandbox_run(resolve_db(db), ticker, start, end, params=_params(params) or None,
                       universe=universe, final=final, record=_record_of(params))
     return _sandbox_figure(run.panel, ticker, start, end, dot_mode=dot_mode, config=run.config, trades=run.trades)

@@ -247,3 +247,22 @@ def test_run_study_checks_its_name_and_can_start_a_new_name(synth_db, tmp_path):
     again = api.run_study(changed, synth_db, url, n_trials=1, new_name=True)
     assert (first.study_name, again.study_name) == ("api", "api-2")
     assert api.list_studies(url)["name"].tolist() == ["api", "api-2"]
+
+
+def test_final_must_be_a_bool_a_truthy_string_does_not_open_the_reserve(synth_db, tmp_path):
+    """``load_panel(db, final="no")`` (or ``walk_forward`` / ``sandbox_figure``) read the string as true: it
+    loaded the final reserve and wrote an opening into the store's reserve ledger, which cannot be undone. Only
+    True opens it; anything else but a bool is a ParameterError and the ledger stays empty."""
+    import shutil
+
+    db = tmp_path / "store.duckdb"
+    shutil.copy(synth_db, db)
+    for call in (lambda: api.load_panel(db, "tier1", final="no"),
+                 lambda: api.sandbox_figure(db, "AAPL", final="False"),
+                 lambda: api.walk_forward(SPEC, db, f"sqlite:///{tmp_path / 'w.db'}", final=1, n_trials=1)):
+        with pytest.raises(ParameterError, match="final must be True or False"):
+            call()
+    with api.open_store(db) as con:
+        assert con.execute("SELECT count(*) FROM reserve_ledger").fetchone()[0] == 0
+    assert not (tmp_path / "w.db").exists()
+    assert api.load_panel(db, "tier1", final=False).dates[-1] < api.load_panel(db, "tier1", final=True).dates[-1]
