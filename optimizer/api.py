@@ -174,18 +174,21 @@ def _record_of(params: Any) -> ConfigRecord | None:
 
 
 def evaluate(params: Mapping[str, Any] | None = None, panel: Panel | None = None, *, db: str | Path | None = None,
-             universe: Any = None, start: str | None = None, end: str | None = None) -> Evaluation:
+             universe: Any = None, start: str | None = None, end: str | None = None,
+             allow_data_change: bool = False) -> Evaluation:
     """Evaluate one configuration over every session of ``panel`` (or of ``universe``, default tier1+3, in
     [start, end] loaded from ``db``), exactly as ``accumopt backtest --no-save`` does. A ``study best`` document
     runs with its regime filter and min_periods, as ``backtest --params`` runs it: on ``panel``, over the panel's
     sessions; without a panel, on the trial's own universe, panel and signal span from ``db`` (``universe`` /
-    ``start`` / ``end`` override them), so the metrics are the trial's. A panel fixes the store, universe and
+    ``start`` / ``end`` override them), so the metrics are the trial's; a store whose data differs from the trial's
+    is refused unless ``allow_data_change=True`` (``backtest --allow-data-change``). A panel fixes the store, universe and
     sessions: ``panel`` with ``db`` / ``universe`` / ``start`` / ``end`` is a ParameterError, not a silent choice::
 
         ev = ao.evaluate({"variant": "D", "z_window": 30, "buy_threshold": 80, "exit": "first_dist"}, panel)
         ev.metrics[["closed_trades", "hit_rate", "avg_excess_return"]]
         ev.trades.groupby("exit_reason")["net_ret"].mean()
     """
+    check_param(isinstance(allow_data_change, bool), "allow_data_change", "True or False", allow_data_change)
     if panel is not None:  # a panel fixes the store, universe and sessions: a loading option would be ignored
         if not isinstance(panel, Panel):
             raise ParameterError(f"panel must be a Panel from ao.load_panel(db, ...) (a store path goes in db=...), "
@@ -199,7 +202,8 @@ def evaluate(params: Mapping[str, Any] | None = None, panel: Panel | None = None
     cfg = Config.from_params(engine_params(flat))
     record = _record_of(params)  # a trial's document: its regime filter and min_periods, as backtest --params runs it
     if panel is None and record is not None:  # and its universe, spans and data check
-        run = backtest(flat, resolve_db(db), universe, start, end, save=False, record=record)
+        run = backtest(flat, resolve_db(db), universe, start, end, save=False, record=record,
+                       allow_data_change=allow_data_change)
         res, panel = run.result, run.panel
     else:
         if panel is None:

@@ -266,3 +266,24 @@ def test_final_must_be_a_bool_a_truthy_string_does_not_open_the_reserve(synth_db
         assert con.execute("SELECT count(*) FROM reserve_ledger").fetchone()[0] == 0
     assert not (tmp_path / "w.db").exists()
     assert api.load_panel(db, "tier1", final=False).dates[-1] < api.load_panel(db, "tier1", final=True).dates[-1]
+
+
+def test_evaluate_of_a_trial_on_a_changed_store_can_be_allowed(synth_db, tmp_path):
+    """``evaluate(best, db=...)`` on a store whose data changed since the trial is refused, as ``backtest --params``
+    refuses it; the refusal said "pass --allow-data-change", which ``evaluate`` had no way to pass: a notebook
+    could not run the configuration on the corrected store at all. ``allow_data_change=True`` runs it."""
+    import shutil
+
+    from optimizer.errors import DataError
+
+    db = tmp_path / "store.duckdb"
+    shutil.copy(synth_db, db)
+    rec = backtest(PARAMS, db, "tier1", save=False).record
+    doc = {"study": "s", "number": 0, "value": 0.1, "params": dict(rec.params), "metrics": {}, "config": rec.to_dict()}
+    with api.open_store(db, read_only=False) as con:
+        con.execute("UPDATE daily_metrics SET close = close * 1.01 WHERE symbol = 'SPY' AND date = DATE '2023-06-01'")
+    with pytest.raises(DataError, match="data differs from the trial's.*allow_data_change=True"):
+        api.evaluate(doc, db=db)
+    ev = api.evaluate(doc, db=db, allow_data_change=True)
+    want = backtest(rec.params, db, record=rec, save=False, allow_data_change=True)
+    assert ev.metrics.loc[0, "total_trades"] == want.metrics["total_trades"] > 0
