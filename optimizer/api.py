@@ -26,6 +26,7 @@ Errors are the package's ``AccumoptError`` subclasses with one line naming the p
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -107,15 +108,27 @@ def synth_store(db: str | Path, raw_dir: str | Path | None = None, *, seed: int 
                 family: str = "ratio") -> Path:
     """Build the embedded synthetic market into the store ``db`` (raw files under ``raw_dir``, default beside it)
     through the real ingest and ``daily_metrics`` path; ``effect=0`` is a null market with no edge. An existing
-    store is reused as is. Returns ``db`` as a Path::
+    store is reused as is; a build that fails or is interrupted leaves no store at ``db`` (the next call builds it
+    again). Returns ``db`` as a Path::
 
         db = ao.synth_store("output/nb/store.duckdb", effect=3.0)
     """
     p = Path(db)
     if not p.exists():
-        p.parent.mkdir(parents=True, exist_ok=True)
         cfg = SynthConfig(seed=seed, start=start, end=end, universe=universe, effect=effect, family=family)
-        synth_to_db(cfg, Path(raw_dir) if raw_dir is not None else p.parent / f"{p.stem}_raw", p)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        # built under a temporary name and renamed when complete: an interrupted or failed build (a notebook cell
+        # stopped during the ingest) leaves no half-built store that the next call would reuse as is
+        tmp = p.with_name(f".{p.name}.building")
+        for f in (tmp, Path(f"{tmp}.wal")):
+            f.unlink(missing_ok=True)
+        try:
+            synth_to_db(cfg, Path(raw_dir) if raw_dir is not None else p.parent / f"{p.stem}_raw", tmp)
+        except BaseException:
+            for f in (tmp, Path(f"{tmp}.wal")):
+                f.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, p)
     return p
 
 

@@ -287,3 +287,29 @@ def test_evaluate_of_a_trial_on_a_changed_store_can_be_allowed(synth_db, tmp_pat
     ev = api.evaluate(doc, db=db, allow_data_change=True)
     want = backtest(rec.params, db, record=rec, save=False, allow_data_change=True)
     assert ev.metrics.loc[0, "total_trades"] == want.metrics["total_trades"] > 0
+
+
+def test_an_interrupted_synth_store_leaves_no_half_built_store(tmp_path, monkeypatch):
+    """``synth_store`` reuses an existing store as is. A build stopped half-way (a notebook cell interrupted during
+    the ingest, or a failed ingest) left the half-built store at ``db``, so the next call returned it at once:
+    FINRA data without prices or daily_metrics. The store appears only once it is complete; the next call builds
+    it."""
+    import optimizer.data.synth as synth
+
+    real = synth.ingest_paths
+
+    def stop_at_prices(con, kind, paths, **kw):
+        if kind == "prices":
+            raise KeyboardInterrupt  # the user stops the cell after the FINRA files went in
+        return real(con, kind, paths, **kw)
+
+    db = tmp_path / "nb" / "store.duckdb"
+    small = {"start": "2024-01-02", "end": "2024-02-15", "universe": ["AAPL", "SPY"]}
+    monkeypatch.setattr(synth, "ingest_paths", stop_at_prices)
+    with pytest.raises(KeyboardInterrupt):
+        api.synth_store(db, **small)
+    assert not db.exists() and sorted(p.name for p in db.parent.iterdir()) == ["store_raw"]
+    monkeypatch.setattr(synth, "ingest_paths", real)
+    assert api.synth_store(db, **small) == db
+    panel = api.load_panel(db, ["AAPL"])
+    assert panel.symbols == ("AAPL",) and np.isfinite(panel["close"]).all()
