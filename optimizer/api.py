@@ -26,7 +26,6 @@ Errors are the package's ``AccumoptError`` subclasses with one line naming the p
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -43,7 +42,7 @@ import tomli_w
 
 from optimizer.backtest import BACKTEST_METRICS, backtest
 from optimizer.data.store import connect
-from optimizer.data.synth import SynthConfig, synth_to_db
+from optimizer.data.synth import SynthConfig, synth_new_store
 from optimizer.engine.evaluate import Config, Evaluator, Result
 from optimizer.engine.panel import Panel
 from optimizer.engine.regime_filter import regime_entry_mask
@@ -116,19 +115,7 @@ def synth_store(db: str | Path, raw_dir: str | Path | None = None, *, seed: int 
     p = Path(db)
     if not p.exists():
         cfg = SynthConfig(seed=seed, start=start, end=end, universe=universe, effect=effect, family=family)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        # built under a temporary name and renamed when complete: an interrupted or failed build (a notebook cell
-        # stopped during the ingest) leaves no half-built store that the next call would reuse as is
-        tmp = p.with_name(f".{p.name}.building")
-        for f in (tmp, Path(f"{tmp}.wal")):
-            f.unlink(missing_ok=True)
-        try:
-            synth_to_db(cfg, Path(raw_dir) if raw_dir is not None else p.parent / f"{p.stem}_raw", tmp)
-        except BaseException:
-            for f in (tmp, Path(f"{tmp}.wal")):
-                f.unlink(missing_ok=True)
-            raise
-        os.replace(tmp, p)
+        synth_new_store(cfg, Path(raw_dir) if raw_dir is not None else p.parent / f"{p.stem}_raw", p)
     return p
 
 
