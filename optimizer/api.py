@@ -283,7 +283,9 @@ def run_study(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Path |
 
 def best_params(storage: str | None, study: str, number: int | None = None) -> dict[str, Any]:
     """The best trial of ``study`` (or trial ``number``) as the ``study best --format json`` document:
-    ``{"study", "number", "value", "params", "metrics", "costs"}``; pass it to ``evaluate`` or ``sandbox_figure``::
+    ``{"study", "number", "value", "params", "metrics", "config"}`` (``values`` for several objectives; ``config``
+    is the trial's complete configuration record: costs, universe, span, regime filter, data fingerprint; a trial
+    stored before such records has ``costs`` instead); pass it to ``evaluate`` or ``sandbox_figure``::
 
         best = ao.best_params("sqlite:///output/nb/studies.db", "phase_b_fine")
         ao.evaluate(best, panel).metrics

@@ -91,6 +91,8 @@ def test_a_study_from_a_dict_is_the_study_from_its_toml(synth_db, tmp_path):
     assert again.study_name == run.study_name and again.counts == run.counts
     best = api.best_params(url, run.study_name)
     assert best["value"] == pytest.approx(run.best_value) and best["params"]["time_stop"] == 20
+    assert set(best) == {"study", "number", "value", "params", "metrics", "config"}  # as its docstring lists them
+    assert '{"study", "number", "value", "params", "metrics", "config"}' in api.best_params.__doc__
     table = api.show_study(url, run.study_name, top=3)
     assert table["number"].iloc[0] == best["number"]
     fig = api.sandbox_figure(synth_db, "AAPL", best)
