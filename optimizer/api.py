@@ -350,8 +350,10 @@ def build_report(target: WalkForwardResult | str | Path, storage: str | None = N
     """Write the self-contained HTML report of a ``WalkForwardResult`` (as returned by ``walk_forward``), of a saved
     walk-forward folder, of a run name under ``<output root>/walkforward`` or of a study name in ``storage``
     (``accumopt report``); ``out_dir`` default: ``<output root>/reports`` (the root: env ``ACCUMOPT_OUTPUT``, else
-    ``output``, as the command line); ``name``: the page's file name (default: the run's or the study's name);
-    returns its path::
+    ``output``, as the command line); a walk-forward report also writes its out-of-sample equity page to
+    ``equity_curves/`` beside ``out_dir``, as ``accumopt report`` does under the root; ``name``: the page's file
+    name (default: the run's or the study's name, ``<spec>-final`` for a run that opened the reserve); returns its
+    path::
 
         path = ao.build_report(wf, out_dir="output/nb/reports")   # open it in a browser, or IFrame(path) in Jupyter
     """
