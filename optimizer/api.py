@@ -234,7 +234,8 @@ def _toml_ready(value: Any, key: str) -> Any:
 
 
 def study_spec(spec: str | Path | Mapping[str, Any] | StudySpec) -> StudySpec:
-    """A validated ``StudySpec`` from a TOML file path, TOML text, a dict of sections or a StudySpec. A dict is
+    """A validated ``StudySpec`` from a TOML file path (a one-line string without ``=``, or an existing file), TOML
+    text, a dict of sections or a StudySpec. A dict is
     written as TOML first (a ``Path`` as its text, a numpy number as the number; a None is a SpecError naming its
     key: TOML has no null, leave the key out), so the study stores a spec text that ``accumopt`` reads back the
     same::
@@ -247,7 +248,8 @@ def study_spec(spec: str | Path | Mapping[str, Any] | StudySpec) -> StudySpec:
         return spec
     if isinstance(spec, Mapping):
         return parse_spec(tomli_w.dumps(_toml_ready(spec, "")))
-    if isinstance(spec, Path) or (isinstance(spec, str) and "\n" not in spec and spec.strip().endswith(".toml")):
+    if isinstance(spec, Path) or (isinstance(spec, str) and "\n" not in spec and (
+            spec.strip().endswith(".toml") or "=" not in spec or Path(spec).exists())):  # one line and no key: a path
         return load_spec(spec)
     if isinstance(spec, str):
         return parse_spec(spec)

@@ -315,3 +315,18 @@ def test_an_interrupted_synth_store_leaves_no_half_built_store(tmp_path, monkeyp
     assert api.synth_store(db, **small) == db
     panel = api.load_panel(db, ["AAPL"])
     assert panel.symbols == ("AAPL",) and np.isfinite(panel["close"]).all()
+
+
+def test_a_spec_path_without_the_toml_suffix_is_read_as_a_path(tmp_path):
+    """``study_spec`` (and ``run_study`` / ``walk_forward``) took a string as a path only when it ended in .toml:
+    ``ao.run_study("studies/demo")`` or a spec file named ``demo.spec`` was parsed as TOML text and failed with
+    "[toml] is not valid TOML: Expected '=' after a key", which names neither the file nor the problem. A one-line
+    string without a key is a path: an existing file is read, a missing one is named."""
+    f = tmp_path / "api.spec"
+    f.write_text(tomli_w.dumps(SPEC), encoding="utf-8")
+    assert api.study_spec(str(f)).spec_hash == api.study_spec(SPEC).spec_hash
+    with pytest.raises(SpecError, match=r"studies/nope: \[file\] does not exist"):
+        api.study_spec("studies/nope")
+    with pytest.raises(SpecError, match=r"is a directory"):
+        api.study_spec(str(tmp_path))
+    assert api.study_spec('[study]\nname = "t"\n[space]\nvariant = "B"\n').name == "t"  # TOML text stays text
