@@ -62,7 +62,7 @@ from optimizer.study.run import StudyRunResult
 from optimizer.study.run import run_study as _run_study
 from optimizer.study.paramsfile import config_record
 from optimizer.study.records import ConfigRecord
-from optimizer.study.reserve import guard_end, record_if_opened
+from optimizer.study.reserve import guard_end, opening_warning, record_if_opened
 from optimizer.study.spec import StudySpec, check_study_name, load_spec, parse_spec
 from optimizer.validate.walkforward import WalkForwardResult, run_walkforward, save_walkforward
 
@@ -84,6 +84,13 @@ def _quiet_optuna() -> Iterator[None]:
             yield
     finally:
         optuna.logging.set_verbosity(level)
+
+
+def _warn(message: str | None) -> None:
+    """A warning the command line prints in red (a repeated opening of the final reserve) as a UserWarning, which a
+    notebook shows under the cell."""
+    if message:
+        warnings.warn(message, UserWarning, stacklevel=3)
 
 
 def _check_final(final: Any) -> None:
@@ -136,7 +143,8 @@ def load_panel(db: str | Path | None = None, universe: Any = "tier1+3", start: s
     end, reserve_start = guard_end(path, universe_symbols(path, universe), end, final, "load_panel (end)")
     panel = load_universe_panel(path, universe, start, end)
     if final and len(panel.dates):
-        record_if_opened(path, reserve_start, panel.dates[-1], "api.load_panel(final=True)")
+        earlier = record_if_opened(path, reserve_start, panel.dates[-1], "api.load_panel(final=True)")
+        _warn(opening_warning(reserve_start, earlier or []))
     return panel
 
 
@@ -174,26 +182,30 @@ def _record_of(params: Any) -> ConfigRecord | None:
 
 
 def evaluate(params: Mapping[str, Any] | None = None, panel: Panel | None = None, *, db: str | Path | None = None,
-             universe: Any = None, start: str | None = None, end: str | None = None,
+             universe: Any = None, start: str | None = None, end: str | None = None, final: bool = False,
              allow_data_change: bool = False) -> Evaluation:
     """Evaluate one configuration over every session of ``panel`` (or of ``universe``, default tier1+3, in
     [start, end] loaded from ``db``), exactly as ``accumopt backtest --no-save`` does. A ``study best`` document
     runs with its regime filter and min_periods, as ``backtest --params`` runs it: on ``panel``, over the panel's
     sessions; without a panel, on the trial's own universe, panel and signal span from ``db`` (``universe`` /
     ``start`` / ``end`` override them), so the metrics are the trial's; a store whose data differs from the trial's
-    is refused unless ``allow_data_change=True`` (``backtest --allow-data-change``). A panel fixes the store, universe and
-    sessions: ``panel`` with ``db`` / ``universe`` / ``start`` / ``end`` is a ParameterError, not a silent choice::
+    is refused unless ``allow_data_change=True`` (``backtest --allow-data-change``). Without a panel the span ends
+    before the final reserve unless ``final=True`` (``backtest --final``, recorded in the reserve ledger). A panel fixes the store, universe and
+    sessions: ``panel`` with ``db`` / ``universe`` / ``start`` / ``end`` / ``final`` is a ParameterError, not a
+    silent choice::
 
         ev = ao.evaluate({"variant": "D", "z_window": 30, "buy_threshold": 80, "exit": "first_dist"}, panel)
         ev.metrics[["closed_trades", "hit_rate", "avg_excess_return"]]
         ev.trades.groupby("exit_reason")["net_ret"].mean()
     """
     check_param(isinstance(allow_data_change, bool), "allow_data_change", "True or False", allow_data_change)
+    _check_final(final)
     if panel is not None:  # a panel fixes the store, universe and sessions: a loading option would be ignored
         if not isinstance(panel, Panel):
             raise ParameterError(f"panel must be a Panel from ao.load_panel(db, ...) (a store path goes in db=...), "
                                  f"got panel of type {type(panel).__name__}: {str(panel)[:80]!r}")
-        given = {k: v for k, v in (("db", db), ("universe", universe), ("start", start), ("end", end)) if v is not None}
+        given = {k: v for k, v in (("db", db), ("universe", universe), ("start", start), ("end", end),
+                                   ("final", final or None)) if v is not None}
         if given:
             raise ParameterError(f"evaluate takes a panel or {'/'.join(given)}, not both: the panel already fixes the "
                                  "store, universe and sessions (ao.load_panel(db, universe, start, end) loads another), "
@@ -202,12 +214,14 @@ def evaluate(params: Mapping[str, Any] | None = None, panel: Panel | None = None
     cfg = Config.from_params(engine_params(flat))
     record = _record_of(params)  # a trial's document: its regime filter and min_periods, as backtest --params runs it
     if panel is None and record is not None:  # and its universe, spans and data check
-        run = backtest(flat, resolve_db(db), universe, start, end, save=False, record=record,
+        run = backtest(flat, resolve_db(db), universe, start, end, save=False, record=record, final=final,
                        allow_data_change=allow_data_change)
         res, panel = run.result, run.panel
+        for w in run.warnings:
+            _warn(w)
     else:
         if panel is None:
-            panel = load_panel(db, "tier1+3" if universe is None else universe, start, end)
+            panel = load_panel(db, "tier1+3" if universe is None else universe, start, end, final=final)
         res = Evaluator(panel, min_periods=record.min_periods if record else None).run(
             cfg, entry_ok=regime_entry_mask(panel, record.regime) if record else None)
     m = dict(res.metrics)
@@ -382,4 +396,6 @@ def sandbox_figure(db: str | Path | None, ticker: str, params: Mapping[str, Any]
     _check_final(final)
     run = sandbox_run(resolve_db(db), ticker, start, end, params=_params(params) or None,
                       universe=universe, final=final, record=_record_of(params))
+    for w in run.warnings:
+        _warn(w)
     return _sandbox_figure(run.panel, ticker, start, end, dot_mode=dot_mode, config=run.config, trades=run.trades)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -330,3 +331,47 @@ def test_a_spec_path_without_the_toml_suffix_is_read_as_a_path(tmp_path):
     with pytest.raises(SpecError, match=r"is a directory"):
         api.study_spec(str(tmp_path))
     assert api.study_spec('[study]\nname = "t"\n[space]\nvariant = "B"\n').name == "t"  # TOML text stays text
+
+
+def test_a_repeated_opening_of_the_reserve_warns_from_sandbox_load_panel_and_evaluate(synth_db, tmp_path):
+    """"A second opening warns loudly" (README): ``backtest --final`` and ``walkforward --final`` did, but
+    ``accumopt sandbox T --final``, ``ao.load_panel(final=True)`` and ``ao.sandbox_figure(final=True)`` recorded the
+    opening in the ledger and said nothing on a reserve already opened; ``ao.evaluate`` could not open it at all
+    (no ``final``) and dropped backtest's warnings. Each warns now (the CLI in red on stderr, the API as a
+    UserWarning), and ``evaluate(..., final=True)`` runs over the reserve as ``backtest --final`` does."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from optimizer.cli import main
+
+    db = tmp_path / "store.duckdb"
+    shutil.copy(synth_db, db)
+    with warnings_recorded() as first:
+        full = api.load_panel(db, "tier1", final=True)  # the first opening: no warning
+    assert not first
+    with pytest.warns(UserWarning, match="final reserve starting .* was already opened 1 time"):
+        api.load_panel(db, "tier1", final=True)
+    res = CliRunner().invoke(main, ["sandbox", "AAPL", "--final", "--db", str(db), "--out", str(tmp_path / "o"),
+                                    "--no-png"])
+    assert res.exit_code == 0, res.output
+    assert "was already opened 2 time(s)" in res.stderr
+    with pytest.warns(UserWarning, match="already opened 3 time"):
+        api.sandbox_figure(db, "AAPL", final=True)
+    with pytest.warns(UserWarning, match="already opened 4 time"):
+        ev = api.evaluate(PARAMS, db=db, universe="tier1", final=True)
+    assert ev.trades["exit_date"].max() > api.load_panel(db, "tier1").dates[-1]  # over the reserve
+    assert ev.metrics.loc[0, "total_trades"] == api.evaluate(PARAMS, full).metrics.loc[0, "total_trades"]
+    with pytest.raises(ParameterError, match="panel or final, not both"):
+        api.evaluate(PARAMS, full, final=True)
+    with api.open_store(db) as con:
+        assert con.execute("SELECT count(*) FROM reserve_ledger").fetchone()[0] == 5
+
+
+@contextmanager
+def warnings_recorded():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        yield w

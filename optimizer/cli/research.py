@@ -178,6 +178,8 @@ def sandbox_cmd(ticker, params_file, start, end, z_window, dot_mode, buy, sell, 
                       params=rec.params if rec else None, universe=universe or (rec.universe if rec else None),
                       z_window=z_window, buy=buy, sell=sell, final=final, record=rec.record if rec else None,
                       regime=rec.regime if rec else None)
+    for w in run.warnings:  # a repeated opening of the final reserve, loudly, as backtest --final
+        err_console.print(w, style="bold red", markup=False, highlight=False, soft_wrap=True)
     fig = sandbox_figure(run.panel, ticker, start, end, dot_mode=dot_mode, config=run.config, trades=run.trades)
     opts = [f"z{z_window}" if z_window is not None else None, dot_mode if dot_mode != "current" else None,
             f"b{buy:g}" if buy is not None else None, f"s{sell:g}" if sell is not None else None,
