@@ -375,3 +375,19 @@ def warnings_recorded():
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         yield w
+
+
+def test_a_span_that_ends_before_it_starts_names_the_rule(synth_db):
+    """``load_panel(db, start="2024-06-01", end="2024-01-01")`` (and ``backtest --start ... --end ...``) said
+    "daily_metrics has no rows for universe=['SPY', 'QQQ', ...15 symbols] between 2024-06-01 and 2024-01-01", as if
+    the store lacked data. The rule broken is the order of the two dates: a ParameterError naming it."""
+    from click.testing import CliRunner
+
+    from optimizer.cli import main
+
+    with pytest.raises(ParameterError, match=r"^end must be on or after start=2024-03-01, got end='2024-01-02'$"):
+        api.load_panel(synth_db, "tier1", start="2024-03-01", end="2024-01-02")
+    res = CliRunner().invoke(main, ["backtest", "--db", str(synth_db), "--universe", "tier1", "--start", "2024-03-01",
+                                    "--end", "2024-01-02", "--no-save"])
+    assert res.exit_code == 2 and "error: end must be on or after start=2024-03-01" in res.stderr
+    assert len(api.load_panel(synth_db, "tier1", start="2024-01-02", end="2024-01-02").dates) == 1  # one day is a span
