@@ -190,9 +190,9 @@ def evaluate(params: Mapping[str, Any] | None = None, panel: Panel | None = None
     sessions; without a panel, on the trial's own universe, panel and signal span from ``db`` (``universe`` /
     ``start`` / ``end`` override them), so the metrics are the trial's; a store whose data differs from the trial's
     is refused unless ``allow_data_change=True`` (``backtest --allow-data-change``). Without a panel the span ends
-    before the final reserve unless ``final=True`` (``backtest --final``, recorded in the reserve ledger). A panel fixes the store, universe and
-    sessions: ``panel`` with ``db`` / ``universe`` / ``start`` / ``end`` / ``final`` is a ParameterError, not a
-    silent choice::
+    before the final reserve unless ``final=True`` (``backtest --final``, recorded in the reserve ledger). A panel
+    fixes the store, universe and sessions: ``panel`` with ``db`` / ``universe`` / ``start`` / ``end`` / ``final``
+    is a ParameterError, not a silent choice::
 
         ev = ao.evaluate({"variant": "D", "z_window": 30, "buy_threshold": 80, "exit": "first_dist"}, panel)
         ev.metrics[["closed_trades", "hit_rate", "avg_excess_return"]]
@@ -208,8 +208,8 @@ def evaluate(params: Mapping[str, Any] | None = None, panel: Panel | None = None
                                    ("final", final or None)) if v is not None}
         if given:
             raise ParameterError(f"evaluate takes a panel or {'/'.join(given)}, not both: the panel already fixes the "
-                                 "store, universe and sessions (ao.load_panel(db, universe, start, end) loads another), "
-                                 f"got panel and {', '.join(f'{k}={v!r}' for k, v in given.items())}")
+                                 "store, universe and sessions (ao.load_panel(db, universe, start, end) loads "
+                                 f"another), got panel and {', '.join(f'{k}={v!r}' for k, v in given.items())}")
     flat = _params(params)
     cfg = Config.from_params(engine_params(flat))
     record = _record_of(params)  # a trial's document: its regime filter and min_periods, as backtest --params runs it
@@ -249,10 +249,9 @@ def _toml_ready(value: Any, key: str) -> Any:
 
 def study_spec(spec: str | Path | Mapping[str, Any] | StudySpec) -> StudySpec:
     """A validated ``StudySpec`` from a TOML file path (a one-line string without ``=``, or an existing file), TOML
-    text, a dict of sections or a StudySpec. A dict is
-    written as TOML first (a ``Path`` as its text, a numpy number as the number; a None is a SpecError naming its
-    key: TOML has no null, leave the key out), so the study stores a spec text that ``accumopt`` reads back the
-    same::
+    text, a dict of sections or a StudySpec. A dict is written as TOML first (a ``Path`` as its text, a numpy
+    number as the number; a None is a SpecError naming its key: TOML has no null, leave the key out), so the study
+    stores a spec text that ``accumopt`` reads back the same::
 
         spec = ao.study_spec({"study": {"name": "nb"}, "data": {"universe": "tier1"},
                               "space": {"variant": {"type": "categorical", "choices": ["B", "D"]}},
@@ -329,9 +328,9 @@ def show_study(storage: str | None, study: str, top: int = 10) -> pd.DataFrame:
 
 
 def compare_studies(storage: str | None, studies: str | Sequence[str]) -> CompareResult:
-    """Compare studies (``accumopt study compare``; ``studies``: a list of names, or one name): ``.summary`` (trial counts, best, mean seconds per complete /
-    pruned trial, time saved by pruning, the kernel warm-up kept out of the trial times), ``.best_so_far``,
-    ``.prune_fold_hist``, ``.intermediate``::
+    """Compare studies (``accumopt study compare``; ``studies``: a list of names, or one name): ``.summary`` (trial
+    counts, best, mean seconds per complete / pruned trial, time saved by pruning, the kernel warm-up kept out of
+    the trial times), ``.best_so_far``, ``.prune_fold_hist``, ``.intermediate``::
 
         ao.compare_studies("sqlite:///output/nb/studies.db", ["phase_a_coarse", "phase_b_fine"]).summary
     """
