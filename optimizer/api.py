@@ -269,8 +269,9 @@ def study_spec(spec: str | Path | Mapping[str, Any] | StudySpec) -> StudySpec:
     raise ParameterError(f"spec must be a path, TOML text, a dict or a StudySpec, got {type(spec).__name__}")
 
 
-# what a refused resume tells a caller of run_study (the command line's says --name / --new-name)
-_RUN_REMEDY = "Pass name='NEW' or new_name=True to start a new study"
+# what a refused resume tells a caller of run_study (the command line's says --name / --new-name); new_name only
+# applies to a changed spec, not to a study refused for other data or folds
+_RUN_REMEDY = "Pass name='NEW' to start a new study (for a changed spec, new_name=True picks NAME-2, NAME-3, ...)"
 
 
 def run_study(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Path | None = None,

@@ -245,7 +245,7 @@ def test_run_study_checks_its_name_and_can_start_a_new_name(synth_db, tmp_path):
         api.run_study(SPEC, synth_db, url, n_trials=1, name="a b/../c")
     first = api.run_study(SPEC, synth_db, url, n_trials=1)
     changed = {**SPEC, "cv": {"n_splits": 3}}
-    with pytest.raises(SpecError, match="created from a different spec.*Pass name='NEW' or new_name=True"):
+    with pytest.raises(SpecError, match=r"created from a different spec.*Pass name='NEW'.*new_name=True"):
         api.run_study(changed, synth_db, url, n_trials=1)
     again = api.run_study(changed, synth_db, url, n_trials=1, new_name=True)
     assert (first.study_name, again.study_name) == ("api", "api-2")
