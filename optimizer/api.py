@@ -100,8 +100,9 @@ def _check_final(final: Any) -> None:
 
 
 def open_store(db: str | Path | None = None, read_only: bool = True) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection to the store (default: ``$ACCUMOPT_DB`` or ``output/darkpool.duckdb``), read-only unless
-    asked; the schema is created or migrated on a writable open. Close it (or use ``with``) when done::
+    """A DuckDB connection to the store (default: ``$ACCUMOPT_DB``, else ``<output root>/darkpool.duckdb``),
+    read-only (a missing store is a DataError saying how to make one) unless asked; a writable open creates or
+    migrates the schema. DuckDB opens a file in one mode per process: close it (or use ``with``) when done::
 
         with ao.open_store(db) as con:
             con.sql("SELECT symbol, count(*) FROM daily_metrics GROUP BY 1").df()
