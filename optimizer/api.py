@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import optuna
 import pandas as pd
 import plotly.graph_objects as go
@@ -41,11 +42,11 @@ import tomli_w
 
 from optimizer.backtest import BACKTEST_METRICS, backtest
 from optimizer.data.store import connect
-from optimizer.data.synth import SynthConfig, synth_to_db
+from optimizer.data.synth import SynthConfig, synth_new_store
 from optimizer.engine.evaluate import Config, Evaluator, Result
 from optimizer.engine.panel import Panel
 from optimizer.engine.regime_filter import regime_entry_mask
-from optimizer.errors import ParameterError
+from optimizer.errors import ParameterError, SpecError, check_param
 from optimizer.params import engine_params
 from optimizer.report.research import build_report as _build_report
 from optimizer.report.research import build_walkforward_report
@@ -61,8 +62,8 @@ from optimizer.study.run import StudyRunResult
 from optimizer.study.run import run_study as _run_study
 from optimizer.study.paramsfile import config_record
 from optimizer.study.records import ConfigRecord
-from optimizer.study.reserve import guard_end, record_if_opened
-from optimizer.study.spec import StudySpec, load_spec, parse_spec
+from optimizer.study.reserve import guard_end, opening_warning, record_if_opened
+from optimizer.study.spec import StudySpec, check_study_name, load_spec, parse_spec
 from optimizer.validate.walkforward import WalkForwardResult, run_walkforward, save_walkforward
 
 __all__ = [
@@ -85,9 +86,23 @@ def _quiet_optuna() -> Iterator[None]:
         optuna.logging.set_verbosity(level)
 
 
+def _warn(message: str | None) -> None:
+    """A warning the command line prints in red (a repeated opening of the final reserve) as a UserWarning, which a
+    notebook shows under the cell."""
+    if message:
+        warnings.warn(message, UserWarning, stacklevel=3)
+
+
+def _check_final(final: Any) -> None:
+    """``final`` opens the final reserve (recorded for good in the store's ledger): only a real True does, a truthy
+    string such as "False" or "no" is refused, never read as yes."""
+    check_param(isinstance(final, bool), "final", "True or False (True opens the final reserve)", final)
+
+
 def open_store(db: str | Path | None = None, read_only: bool = True) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection to the store (default: ``$ACCUMOPT_DB`` or ``output/darkpool.duckdb``), read-only unless
-    asked; the schema is created or migrated on a writable open. Close it (or use ``with``) when done::
+    """A DuckDB connection to the store (default: ``$ACCUMOPT_DB``, else ``<output root>/darkpool.duckdb``),
+    read-only (a missing store is a DataError saying how to make one) unless asked; a writable open creates or
+    migrates the schema. DuckDB opens a file in one mode per process: close it (or use ``with``) when done::
 
         with ao.open_store(db) as con:
             con.sql("SELECT symbol, count(*) FROM daily_metrics GROUP BY 1").df()
@@ -100,15 +115,15 @@ def synth_store(db: str | Path, raw_dir: str | Path | None = None, *, seed: int 
                 family: str = "ratio") -> Path:
     """Build the embedded synthetic market into the store ``db`` (raw files under ``raw_dir``, default beside it)
     through the real ingest and ``daily_metrics`` path; ``effect=0`` is a null market with no edge. An existing
-    store is reused as is. Returns ``db`` as a Path::
+    store is reused as is; a build that fails or is interrupted leaves no store at ``db`` (the next call builds it
+    again). Returns ``db`` as a Path::
 
         db = ao.synth_store("output/nb/store.duckdb", effect=3.0)
     """
     p = Path(db)
     if not p.exists():
-        p.parent.mkdir(parents=True, exist_ok=True)
         cfg = SynthConfig(seed=seed, start=start, end=end, universe=universe, effect=effect, family=family)
-        synth_to_db(cfg, Path(raw_dir) if raw_dir is not None else p.parent / f"{p.stem}_raw", p)
+        synth_new_store(cfg, Path(raw_dir) if raw_dir is not None else p.parent / f"{p.stem}_raw", p)
     return p
 
 
@@ -124,11 +139,13 @@ def load_panel(db: str | Path | None = None, universe: Any = "tier1+3", start: s
     universe's reserve (the last 20% of its sessions) and an ``end`` inside it is a ParameterError, unless
     ``final=True`` (recorded in the store's reserve ledger, like ``backtest --final``).
     """
+    _check_final(final)
     path = existing_store(resolve_db(db))
     end, reserve_start = guard_end(path, universe_symbols(path, universe), end, final, "load_panel (end)")
     panel = load_universe_panel(path, universe, start, end)
     if final and len(panel.dates):
-        record_if_opened(path, reserve_start, panel.dates[-1], "api.load_panel(final=True)")
+        earlier = record_if_opened(path, reserve_start, panel.dates[-1], "api.load_panel(final=True)")
+        _warn(opening_warning(reserve_start, earlier or []))
     return panel
 
 
@@ -166,26 +183,46 @@ def _record_of(params: Any) -> ConfigRecord | None:
 
 
 def evaluate(params: Mapping[str, Any] | None = None, panel: Panel | None = None, *, db: str | Path | None = None,
-             universe: Any = None, start: str | None = None, end: str | None = None) -> Evaluation:
+             universe: Any = None, start: str | None = None, end: str | None = None, final: bool = False,
+             allow_data_change: bool = False) -> Evaluation:
     """Evaluate one configuration over every session of ``panel`` (or of ``universe``, default tier1+3, in
     [start, end] loaded from ``db``), exactly as ``accumopt backtest --no-save`` does. A ``study best`` document
     runs with its regime filter and min_periods, as ``backtest --params`` runs it: on ``panel``, over the panel's
     sessions; without a panel, on the trial's own universe, panel and signal span from ``db`` (``universe`` /
-    ``start`` / ``end`` override them), so the metrics are the trial's::
+    ``start`` / ``end`` override them), so the metrics are the trial's; a store whose data differs from the trial's
+    is refused unless ``allow_data_change=True`` (``backtest --allow-data-change``). Without a panel the span ends
+    before the final reserve unless ``final=True`` (``backtest --final``, recorded in the reserve ledger). A panel
+    fixes the store, universe and sessions: ``panel`` with ``db`` / ``universe`` / ``start`` / ``end`` / ``final``
+    is a ParameterError, not a silent choice::
 
         ev = ao.evaluate({"variant": "D", "z_window": 30, "buy_threshold": 80, "exit": "first_dist"}, panel)
         ev.metrics[["closed_trades", "hit_rate", "avg_excess_return"]]
         ev.trades.groupby("exit_reason")["net_ret"].mean()
     """
+    check_param(isinstance(allow_data_change, bool), "allow_data_change", "True or False", allow_data_change)
+    _check_final(final)
+    if panel is not None:  # a panel fixes the store, universe and sessions: a loading option would be ignored
+        if not isinstance(panel, Panel):
+            raise ParameterError(f"panel must be a Panel from ao.load_panel(db, ...) (a store path goes in db=...), "
+                                 f"got panel of type {type(panel).__name__}: {str(panel)[:80]!r}")
+        given = {k: v for k, v in (("db", db), ("universe", universe), ("start", start), ("end", end),
+                                   ("final", final or None)) if v is not None}
+        if given:
+            raise ParameterError(f"evaluate takes a panel or {'/'.join(given)}, not both: the panel already fixes the "
+                                 "store, universe and sessions (ao.load_panel(db, universe, start, end) loads "
+                                 f"another), got panel and {', '.join(f'{k}={v!r}' for k, v in given.items())}")
     flat = _params(params)
     cfg = Config.from_params(engine_params(flat))
     record = _record_of(params)  # a trial's document: its regime filter and min_periods, as backtest --params runs it
     if panel is None and record is not None:  # and its universe, spans and data check
-        run = backtest(flat, resolve_db(db), universe, start, end, save=False, record=record)
+        run = backtest(flat, resolve_db(db), universe, start, end, save=False, record=record, final=final,
+                       allow_data_change=allow_data_change)
         res, panel = run.result, run.panel
+        for w in run.warnings:
+            _warn(w)
     else:
         if panel is None:
-            panel = load_panel(db, "tier1+3" if universe is None else universe, start, end)
+            panel = load_panel(db, "tier1+3" if universe is None else universe, start, end, final=final)
         res = Evaluator(panel, min_periods=record.min_periods if record else None).run(
             cfg, entry_ok=regime_entry_mask(panel, record.regime) if record else None)
     m = dict(res.metrics)
@@ -195,9 +232,27 @@ def evaluate(params: Mapping[str, Any] | None = None, panel: Panel | None = None
     return Evaluation(cfg.to_params(), cfg, metrics, trades, res)
 
 
+def _toml_ready(value: Any, key: str) -> Any:
+    """A dict spec's value as TOML can write it: a path as its text, a numpy scalar as the Python number; None
+    (TOML has no null) is a SpecError naming the key, never a TypeError of the TOML writer."""
+    if isinstance(value, Mapping):
+        return {str(k): _toml_ready(v, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_toml_ready(v, key) for v in value]
+    if value is None:
+        raise SpecError(key, "is None, which TOML cannot hold: leave the key out (its default applies)")
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
 def study_spec(spec: str | Path | Mapping[str, Any] | StudySpec) -> StudySpec:
-    """A validated ``StudySpec`` from a TOML file path, TOML text, a dict of sections or a StudySpec. A dict is
-    written as TOML first, so the study stores a spec text that ``accumopt`` reads back the same::
+    """A validated ``StudySpec`` from a TOML file path (a one-line string without ``=``, or an existing file), TOML
+    text, a dict of sections or a StudySpec. A dict is written as TOML first (a ``Path`` as its text, a numpy
+    number as the number; a None is a SpecError naming its key: TOML has no null, leave the key out), so the study
+    stores a spec text that ``accumopt`` reads back the same::
 
         spec = ao.study_spec({"study": {"name": "nb"}, "data": {"universe": "tier1"},
                               "space": {"variant": {"type": "categorical", "choices": ["B", "D"]}},
@@ -206,37 +261,54 @@ def study_spec(spec: str | Path | Mapping[str, Any] | StudySpec) -> StudySpec:
     if isinstance(spec, StudySpec):
         return spec
     if isinstance(spec, Mapping):
-        return parse_spec(tomli_w.dumps(dict(spec)))
-    if isinstance(spec, Path) or (isinstance(spec, str) and "\n" not in spec and spec.strip().endswith(".toml")):
+        return parse_spec(tomli_w.dumps(_toml_ready(spec, "")))
+    if isinstance(spec, Path) or (isinstance(spec, str) and "\n" not in spec and (
+            spec.strip().endswith(".toml") or "=" not in spec or Path(spec).exists())):  # one line and no key: a path
         return load_spec(spec)
     if isinstance(spec, str):
         return parse_spec(spec)
     raise ParameterError(f"spec must be a path, TOML text, a dict or a StudySpec, got {type(spec).__name__}")
 
 
+# what a refused resume tells a caller of run_study (the command line's says --name / --new-name); new_name only
+# applies to a changed spec, not to a study refused for other data or folds
+_RUN_REMEDY = "Pass name='NEW' to start a new study (for a changed spec, new_name=True picks NAME-2, NAME-3, ...)"
+
+
 def run_study(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Path | None = None,
               storage: str | None = None, n_trials: int | None = None, *, name: str | None = None,
-              timeout: float | None = None, progress: bool = False) -> StudyRunResult:
+              new_name: bool = False, timeout: float | None = None, progress: bool = False) -> StudyRunResult:
     """Create or resume the spec's study and run it to ``n_trials`` finished trials (``accumopt study run``);
-    ``storage``: an Optuna storage URL (default: the spec's [run].storage, else ``sqlite:///output/studies.db``).
+    ``db`` / ``storage`` (an Optuna storage URL) as on the command line: env ``ACCUMOPT_DB`` / ``ACCUMOPT_STORAGE``,
+    then the spec's [data].database / [run].storage, else ``<output root>/darkpool.duckdb`` / ``studies.db``.
+    ``name``: the study's name (default: the spec's); a study of that name made from another spec is refused, and
+    ``new_name=True`` starts (or resumes) ``NAME-2``, ``NAME-3``, ... instead, as ``study run --new-name``.
     ``.study_name``, ``.counts``, ``.best_value``, ``.best_params`` and ``.study`` (the ``optuna.Study``)::
 
         run = ao.run_study("studies/phase_a_coarse.toml", db, "sqlite:///output/nb/studies.db")
-        run.study.trials_dataframe().sort_values("value").tail()
+        df = run.study.trials_dataframe()             # Optuna's table: value_<objective>, params_<name>, user_attrs_...
+        df.sort_values("value_composite_rank").tail()  # the value column is named after the objective
     """
+    if name is not None:
+        check_study_name(name, "name")
+    check_param(isinstance(new_name, bool), "new_name", "True or False", new_name)
     with _quiet_optuna():
         s = study_spec(spec)
         return _run_study(s, resolve_db(db, s.data.database), resolve_storage(storage, s.run.storage), n_trials=n_trials,
-                          timeout=timeout, name=name, progress=progress)
+                          timeout=timeout, name=name, new_name=new_name, progress=progress, remedy=_RUN_REMEDY)
 
 
 def best_params(storage: str | None, study: str, number: int | None = None) -> dict[str, Any]:
     """The best trial of ``study`` (or trial ``number``) as the ``study best --format json`` document:
-    ``{"study", "number", "value", "params", "metrics", "costs"}``; pass it to ``evaluate`` or ``sandbox_figure``::
+    ``{"study", "number", "value", "params", "metrics", "config"}`` (``values`` for several objectives; ``config``
+    is the trial's complete configuration record: costs, universe, span, regime filter, data fingerprint; a trial
+    stored before such records has ``costs`` instead); pass it to ``evaluate`` or ``sandbox_figure``::
 
         best = ao.best_params("sqlite:///output/nb/studies.db", "phase_b_fine")
         ao.evaluate(best, panel).metrics
     """
+    check_param(number is None or (isinstance(number, int) and not isinstance(number, bool)), "number",
+                "None or a trial number (an integer)", number)
     return best_trial_json(storage, study, number)
 
 
@@ -257,14 +329,14 @@ def show_study(storage: str | None, study: str, top: int = 10) -> pd.DataFrame:
     return _show_study(storage, study, top=top)
 
 
-def compare_studies(storage: str | None, studies: Sequence[str]) -> CompareResult:
-    """Compare studies (``accumopt study compare``): ``.summary`` (trial counts, best, mean seconds per complete /
-    pruned trial, time saved by pruning, the kernel warm-up kept out of the trial times), ``.best_so_far``,
-    ``.prune_fold_hist``, ``.intermediate``::
+def compare_studies(storage: str | None, studies: str | Sequence[str]) -> CompareResult:
+    """Compare studies (``accumopt study compare``; ``studies``: a list of names, or one name): ``.summary`` (trial
+    counts, best, mean seconds per complete / pruned trial, time saved by pruning, the kernel warm-up kept out of
+    the trial times), ``.best_so_far``, ``.prune_fold_hist``, ``.intermediate``::
 
         ao.compare_studies("sqlite:///output/nb/studies.db", ["phase_a_coarse", "phase_b_fine"]).summary
     """
-    return _compare_studies(storage, list(studies))
+    return _compare_studies(storage, [studies] if isinstance(studies, str) else list(studies))
 
 
 def walk_forward(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Path | None = None,
@@ -279,6 +351,7 @@ def walk_forward(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Pat
         print(wf.verdict.line)
         wf.summary[["window", "oos_closed_trades", "oos_avg_excess_return"]]
     """
+    _check_final(final)
     s = study_spec(spec)
     with _quiet_optuna():
         res = run_walkforward(s, resolve_db(db, s.data.database), resolve_storage(storage, s.run.storage), final=final,
@@ -294,8 +367,10 @@ def build_report(target: WalkForwardResult | str | Path, storage: str | None = N
     """Write the self-contained HTML report of a ``WalkForwardResult`` (as returned by ``walk_forward``), of a saved
     walk-forward folder, of a run name under ``<output root>/walkforward`` or of a study name in ``storage``
     (``accumopt report``); ``out_dir`` default: ``<output root>/reports`` (the root: env ``ACCUMOPT_OUTPUT``, else
-    ``output``, as the command line); ``name``: the page's file name (default: the run's or the study's name);
-    returns its path::
+    ``output``, as the command line); a walk-forward report also writes its out-of-sample equity page to
+    ``equity_curves/`` beside ``out_dir``, as ``accumopt report`` does under the root; ``name``: the page's file
+    name (default: the run's or the study's name, ``<spec>-final`` for a run that opened the reserve); returns its
+    path::
 
         path = ao.build_report(wf, out_dir="output/nb/reports")   # open it in a browser, or IFrame(path) in Jupyter
     """
@@ -319,7 +394,10 @@ def sandbox_figure(db: str | Path | None, ticker: str, params: Mapping[str, Any]
         fig = ao.sandbox_figure(db, "NVDA", best, start="2024-01-01")
         fig.show()                                 # or fig.write_html("nvda.html")
     """
+    _check_final(final)
     run = sandbox_run(resolve_db(db), ticker, start, end, params=_params(params) or None,
                       universe=universe, final=final, record=_record_of(params))
+    for w in run.warnings:
+        _warn(w)
     return _sandbox_figure(run.panel, ticker, start, end, dot_mode=dot_mode, config=run.config, trades=run.trades,
                            min_periods=run.min_periods)

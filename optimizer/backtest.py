@@ -217,4 +217,4 @@ def _check_data(record: ConfigRecord, panel: Panel, allow: bool) -> None:
                             f"data {record.data_fingerprint}")
     if problems and not allow:
         raise DataError(f"the store's data differs from the trial's: {'; '.join(problems)}; the backtest would not "
-                        "reproduce it (pass --allow-data-change to run anyway)")
+                        "reproduce it (pass --allow-data-change, in Python allow_data_change=True, to run anyway)")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from optimizer.data.synth import SynthConfig, synth_to_db
+from optimizer.data.synth import SynthConfig, synth_new_store
 from optimizer.report.research import build_walkforward_report
 from optimizer.study.run import run_study
 from optimizer.study.spec import StudySpec, load_spec
@@ -50,7 +50,7 @@ def run_demo(out_root: Path, effect: float = 3.0, seed: int = 7, fresh: bool = F
     t = time.perf_counter()
     if not db.exists():
         console.rule("1. synthetic market -> ingest -> daily_metrics")
-        summary = synth_to_db(SynthConfig(seed=seed, effect=effect), root / "raw", db, progress=progress)
+        summary = synth_new_store(SynthConfig(seed=seed, effect=effect), root / "raw", db, progress=progress)
         console.print(f"{summary.get('symbols')} symbols x {summary.get('sessions')} sessions; rows: {summary.get('rows')}")
     step("data", t)
 

@@ -482,6 +482,7 @@ def test_scan_writes_table_and_files(db_copy, cwd):
     d = as_json(run("scan", "--db", db_copy, "--top", "5", "--format", "json"))
     assert d["date"] == END  # default: latest FINRA date
     assert len(d["top"]) == 5 and [r["rank"] for r in d["top"]] == [1, 2, 3, 4, 5]
+    assert {r["date"] for r in d["top"]} == {END}  # ISO dates like every JSON output (were epoch milliseconds)
     for k in ("metrics_csv", "top_csv", "top_html", "scores_html"):
         assert (cwd / d["files"][k]).is_file(), k
     assert Path(d["files"]["metrics_csv"]).parent == Path("output/scanner") / END

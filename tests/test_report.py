@@ -688,3 +688,18 @@ def test_study_report_of_a_study_with_no_completed_trial_draws_no_history(tmp_pa
     assert "fig-history" not in [f["id"] for f in embedded_figures(page)]
     assert "no completed trial: no history to draw" in page
     assert not [r for r in caplog.records if "no complete trials" in r.getMessage()]
+
+
+def test_a_final_runs_report_does_not_overwrite_the_runs_report(tmp_path):
+    """``ao.build_report(wf)`` names the page after the run's spec. A walk-forward with ``final=True`` (the reserve
+    opened) was written to the same ``<spec>-walkforward.html`` and ``equity_curves/<spec>_oos.html`` as the run
+    that stayed out of the reserve, overwriting it; its folder is ``<spec>-final`` (``walkforward_dir``) and
+    ``accumopt report DIR`` names it so. The default name of a final run is ``<spec>-final``."""
+    plain = build_walkforward_report(_wf_dict(), out_dir=tmp_path / "reports")
+    fin = _wf_dict()
+    fin["result"] = {**fin["result"], "final": True}
+    final = build_walkforward_report(fin, out_dir=tmp_path / "reports")
+    assert (plain.name, final.name) == ("demo-walkforward.html", "demo-final-walkforward.html")
+    assert "final reserve opened</td><td>yes" in final.read_text(encoding="utf-8")
+    assert "final reserve opened</td><td>no" in plain.read_text(encoding="utf-8")
+    assert sorted(p.name for p in (tmp_path / "equity_curves").iterdir()) == ["demo-final_oos.html", "demo_oos.html"]

@@ -477,3 +477,22 @@ def test_open_study_joins_a_study_created_by_another_worker_meanwhile(synth_db, 
     second = open_study(spec, storage, data)  # create_study -> DuplicatedStudyError -> resume it
     assert len(calls) == 2 and second._study_id == first._study_id
     assert real(storage) == ["race"]
+
+
+def test_a_data_refusal_does_not_send_the_user_to_new_name(synth_db, null_db, tmp_path):
+    """A study resumed on other data is refused with what to do. It said "Use --name NEW or --new-name", but
+    ``--new-name`` only renames for a CHANGED SPEC: ``study run SPEC --new-name`` on the new data met the same
+    refusal, advice included. The remedy says --name starts a new study and --new-name is for a changed spec;
+    the API's says ``name='NEW'``. ``--name`` does work."""
+    spec = parse_spec(spec_text("fpn", sampler="random", sampler_opts="", n_trials=2))
+    url = _sqlite(tmp_path)
+    run_study(spec, synth_db, url)
+    with pytest.raises(SpecError, match="different data") as e:
+        run_study(spec, null_db, url, n_trials=3, new_name=True)  # what the old advice said to do
+    assert "Use --name NEW to start a new study (for a changed spec, --new-name" in str(e.value)
+    assert "or --new-name to start" not in str(e.value)
+    from optimizer import api
+
+    with pytest.raises(SpecError, match=r"different data.*Pass name='NEW' to start a new study"):
+        api.run_study(spec, null_db, url, n_trials=3, new_name=True)
+    assert run_study(spec, null_db, url, name="fpn-null").study_name == "fpn-null"

@@ -431,3 +431,30 @@ def test_prices_file_symbols_are_canonical(tmp_path):
     dup.write_text(rows[0] + "\n" + rows[1] + "\n" + rows[1].replace("BRK-B", "BRK.B") + "\n")
     with pytest.raises(InputFileError, match=r"duplicate \(date, symbol\) = \(2024-01-02, BRK\.B\)"):
         generate_market(SynthConfig(prices_file=str(dup), start="2024-01-02", end="2024-02-29", universe="all"))
+
+
+def test_an_interrupted_demo_data_step_leaves_no_store_and_the_next_run_builds_it(tmp_path, monkeypatch):
+    """``accumopt demo`` (``make demo``) skips its data step when ``output/demo/darkpool.duckdb`` exists. A demo
+    stopped during the ingest (Ctrl-C) left that file, empty or half-filled, so the next ``make demo`` went straight
+    to phase A on it and failed ('no daily_metrics table'). ``synth_new_store`` builds under a temporary name and
+    renames when complete: after an interruption nothing is left at the store's path."""
+    import optimizer.data.synth as synth
+    from optimizer.demo import run_demo
+    from optimizer.errors import DataError
+
+    def interrupted(con, kind, paths, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synth, "ingest_paths", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(tmp_path)
+    demo = tmp_path / "demo"
+    assert not (demo / "darkpool.duckdb").exists() and not list(demo.glob(".darkpool.duckdb*"))
+    # the same all-or-nothing build, completing, on a small market; an existing store is not rebuilt over
+    monkeypatch.undo()
+    db = tmp_path / "s.duckdb"
+    cfg = SynthConfig(start="2024-01-02", end="2024-01-31", universe=["AAPL", "SPY"])
+    assert synth.synth_new_store(cfg, tmp_path / "raw", db)["symbols"] == 2
+    assert db.is_file() and not list(tmp_path.glob(".s.duckdb*"))
+    with pytest.raises(DataError, match="already exists"):
+        synth.synth_new_store(cfg, tmp_path / "raw", db)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import click
+import pandas as pd
 
 from optimizer.analytics.plots import pressure_plot, price_chart
 from optimizer.analytics.scanner import render_scan, scan, write_scan
@@ -17,6 +19,16 @@ from optimizer.report.files import save_figure
 from optimizer.settings import Settings
 
 __all__ = ["COMMANDS"]
+
+
+def _days(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with its date columns (datetime64, or ``datetime.date`` objects as DuckDB returns DATE) as YYYY-MM-DD
+    text: JSON for scripts, never epoch milliseconds."""
+    def is_day(c: str) -> bool:
+        s = df[c]
+        return pd.api.types.is_datetime64_any_dtype(s) or (s.dtype == object and s.map(
+            lambda v: v is None or isinstance(v, (dt.date, pd.Timestamp))).all() and s.notna().any())
+    return df.assign(**{c: pd.to_datetime(df[c]).dt.strftime("%Y-%m-%d") for c in df.columns if is_day(c)})
 
 
 def _png_option(f):
@@ -64,7 +76,7 @@ def scan_cmd(date, lookback, top, trend_days, outlier_z, volume_z, ratio_z, expo
         con.close()
     if fmt == "json":
         echo_json({"date": str(res.date), "window_start": str(res.window_start), "params": res.params,
-               "top": json.loads(res.top.to_json(orient="records")),
+               "top": json.loads(_days(res.top).to_json(orient="records")),
                "coverage": res.coverage.to_dict() if res.coverage is not None else None, "reason": res.reason, "files": paths})
     else:
         render_scan(res, console, select=columns, wide=wide)

@@ -182,6 +182,8 @@ def sandbox_cmd(ticker, params_file, start, end, z_window, dot_mode, buy, sell, 
                       z_window=z_window, buy=buy, sell=sell, final=final, record=rec.record if rec else None,
                       regime=rec.regime if rec else None, span_start=rec.start if loose else None,
                       min_periods=rec.min_periods if loose else None)
+    for w in run.warnings:  # a repeated opening of the final reserve, loudly, as backtest --final
+        err_console.print(w, style="bold red", markup=False, highlight=False, soft_wrap=True)
     fig = sandbox_figure(run.panel, ticker, start, end, dot_mode=dot_mode, config=run.config, trades=run.trades,
                          min_periods=run.min_periods)
     opts = [f"z{z_window}" if z_window is not None else None, dot_mode if dot_mode != "current" else None,

@@ -258,6 +258,7 @@ def span_coverage(
         where.append("symbol IN (SELECT unnest(?::VARCHAR[]))")
         params.append(list(universe))
     lo, hi = _as_date(start, "start"), _as_date(end, "end")
+    check_param(lo is None or hi is None or lo <= hi, "end", f"on or after start={lo}", str(hi))
     if lo is not None:
         where.append("date >= ?")
         params.append(lo)

@@ -302,7 +302,14 @@ def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnect
         if read_only and not pp.exists():
             raise DataError(f"database {p} does not exist; run `accumopt data synth --db {p}` or `accumopt ingest` first")
         pp.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(p, read_only=read_only)
+    try:
+        con = duckdb.connect(p, read_only=read_only)
+    except duckdb.ConnectionException as e:  # this process holds the file open in the other mode (e.g. a notebook)
+        if "different configuration" not in str(e):
+            raise
+        raise DataError(f"database {p} is already open in this process {'for writing' if read_only else 'read-only'} "
+                        f"and DuckDB opens a file in one mode per process; close that connection (con.close()) and "
+                        f"call again") from None
     if not read_only:
         migrate(con)
     return con

@@ -88,6 +88,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -108,7 +109,8 @@ from optimizer.data.symbols import is_context_symbol
 from optimizer.data import _synth_flows as fl
 from optimizer.data import _synth_prices as pr
 
-__all__ = ["SynthConfig", "SynthMarket", "generate_market", "write_market", "synth_to_db", "FAMILIES"]
+__all__ = ["SynthConfig", "SynthMarket", "generate_market", "write_market", "synth_to_db", "synth_new_store",
+           "FAMILIES"]
 
 FAMILIES = fl.FAMILIES
 _STREAMS = ("params", "regime", "prices", "episodes", "finra", "lit", "otc", "options")
@@ -531,3 +533,26 @@ def synth_to_db(cfg: SynthConfig, out_dir: str | Path, db_path: str | Path, prog
         "metrics": metrics,
         "files": {k: str(v) for k, v in paths.items()},
     }
+
+
+def synth_new_store(cfg: SynthConfig, out_dir: str | Path, db_path: str | Path, progress: bool = False) -> dict:
+    """``synth_to_db`` into a NEW store at ``db_path``, all or nothing: the store is built under a temporary name
+    beside it and renamed when complete, so a build that fails or is interrupted (Ctrl-C during the ingest) leaves
+    no half-built store that a caller reusing an existing store (``make demo``, ``ao.synth_store``) would take as
+    done. An existing ``db_path`` is refused."""
+    p = Path(db_path)
+    if p.exists():
+        raise DataError(f"database {p} already exists; synth_new_store builds a new store only")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.building")
+    leftovers = (tmp, Path(f"{tmp}.wal"))
+    for f in leftovers:  # of an earlier build killed outright
+        f.unlink(missing_ok=True)
+    try:
+        summary = synth_to_db(cfg, out_dir, tmp, progress=progress)
+    except BaseException:
+        for f in leftovers:
+            f.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, p)
+    return summary

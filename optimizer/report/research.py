@@ -560,7 +560,8 @@ def build_walkforward_report(wf: Any, out_dir: str | Path = "output/reports", na
     """Write ``<out_dir>/<name>-walkforward.html`` and ``<equity_dir>/<name>_oos.html`` (default equity_dir: the
     ``equity_curves`` folder beside ``out_dir``); returns the report's path.
 
-    ``wf``: a ``WalkForwardResult`` or the dict of ``load_walkforward``. ``name`` defaults to the result's spec name.
+    ``wf``: a ``WalkForwardResult`` or the dict of ``load_walkforward``. ``name`` defaults to the result's spec name
+    (``<spec>-final`` for a run that opened the final reserve, so its page never overwrites the other run's).
     ``events``: optional per-trade frame (``engine.outcomes.signal_events`` columns); when absent, the OOS trades
     frame is used if it carries failure_mode / parent_etf_aligned / signal_quality / net_return.
     ``regime_comparison``: the table of ``validate.regime_compare.compare_regimes`` (default: the run folder's
@@ -568,8 +569,8 @@ def build_walkforward_report(wf: Any, out_dir: str | Path = "output/reports", na
     """
     p = _parts(wf)
     res, summary, equity, stability = p["result"], p["summary"], p["equity"], p["stability"]
-    if name is None:
-        name = str(res.get("spec") or "walkforward")
+    if name is None:  # a run that opened the final reserve is <spec>-final, as its folder (walkforward_dir)
+        name = str(res.get("spec") or "walkforward") + ("-final" if res.get("final") else "")
     name = safe_name(name)
     out = Path(out_dir)
     eq_dir = Path(equity_dir) if equity_dir is not None else out.parent / "equity_curves"

@@ -68,7 +68,7 @@ from optimizer.study.data import load_universe_panel, universe_symbols
 from optimizer.engine.regime_filter import REGIME_NAMES, regime_entry_mask
 from optimizer.engine.simulate import Span
 from optimizer.study.records import ConfigRecord
-from optimizer.study.reserve import guard_end, record_if_opened, refuse_reserve
+from optimizer.study.reserve import guard_end, opening_warning, record_if_opened, refuse_reserve
 
 __all__ = [
     "load_sandbox_panel", "sandbox_figure", "sandbox_data", "sandbox_trades", "sandbox_run", "SandboxRun",
@@ -425,6 +425,7 @@ class SandboxRun:
     config: Config
     trades: pd.DataFrame
     min_periods: int | None = None
+    warnings: tuple[str, ...] = ()  # the loud warning of a repeated opening of the final reserve
 
 
 def sandbox_run(db: str | Path, symbol: str, start: DateLike | None = None, end: DateLike | None = None,
@@ -467,15 +468,18 @@ def sandbox_run(db: str | Path, symbol: str, start: DateLike | None = None, end:
         con.close()
     if start is not None:
         _rows(panel, start, end)  # a start after the end is refused here, before any simulation
+    notes: tuple[str, ...] = ()
     if final:
-        record_if_opened(db, reserve_start, panel.dates[-1], "sandbox --final", str(panel.symbols[0]))
+        earlier = record_if_opened(db, reserve_start, panel.dates[-1], "sandbox --final", str(panel.symbols[0]))
+        w = opening_warning(reserve_start, earlier or [])
+        notes = (w,) if w else ()
     capped = cfg.caps.max_positions is not None or cfg.caps.max_per_sector is not None
     uni = load_universe_panel(db, uni_name, panel_start, end) if capped else None
     signal_start = span_start
     if record is not None:
         signal_start, min_periods = record.signal_start, record.min_periods
     trades = sandbox_trades(panel, symbol, cfg, uni, signal_start=signal_start, regime=reg, min_periods=min_periods)
-    return SandboxRun(panel, cfg, trades, min_periods)
+    return SandboxRun(panel, cfg, trades, min_periods, notes)
 
 
 def write_sandbox(fig: go.Figure, path: str | Path, png: bool | None = None) -> list[Path]:

@@ -128,8 +128,8 @@ def refuse_reserve(last: Any, reserve_start: Any, what: str) -> None:
     if reserve_start is not None and last is not None and pd.Timestamp(last) >= pd.Timestamp(reserve_start):
         raise ParameterError(
             f"{what} must end before the final reserve, which starts {_iso(reserve_start)}, got a span ending "
-            f"{_iso(last)}; pass --final to open the reserve (recorded in the store's reserve ledger; a second "
-            "opening warns)")
+            f"{_iso(last)}; pass --final (in Python final=True) to open the reserve (recorded in the store's reserve "
+            "ledger; a second opening warns)")
 
 
 def guard_end(db: str | Path, symbols: list[str], end: Any, final: bool, what: str) -> tuple[str | None, str | None]:

@@ -186,7 +186,8 @@ def study_record(spec: StudySpec, data: StudyData, extra_attrs: Mapping[str, Any
     })
 
 
-_REMEDY = "Use --name NEW or --new-name to start a new study"
+# --new-name only picks another name for a CHANGED SPEC: a study refused for other data or other folds needs --name
+_REMEDY = "Use --name NEW to start a new study (for a changed spec, --new-name picks NAME-2, NAME-3, ...)"
 
 
 def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, data: StudyData, name: str | None = None,
