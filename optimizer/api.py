@@ -60,8 +60,7 @@ from optimizer.study.inspect import list_studies as _list_studies
 from optimizer.study.inspect import show_study as _show_study
 from optimizer.study.run import StudyRunResult
 from optimizer.study.run import run_study as _run_study
-from optimizer.study.paramsfile import config_record
-from optimizer.study.records import ConfigRecord
+from optimizer.study.paramsfile import ParamsRecord, params_record
 from optimizer.study.reserve import guard_end, opening_warning, record_if_opened
 from optimizer.study.spec import StudySpec, check_study_name, load_spec, parse_spec
 from optimizer.validate.walkforward import WalkForwardResult, run_walkforward, save_walkforward
@@ -162,24 +161,15 @@ class Evaluation:
     result: Result
 
 
-def _params(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A flat parameter dict from a flat dict or a ``study best`` document (its ``costs`` included)."""
+def _document(params: Mapping[str, Any] | None) -> ParamsRecord:
+    """The configuration ``params`` holds, read as ``--params FILE`` reads the file (``paramsfile.params_record``):
+    a flat dict, ``{"params": {...}, "costs": ..., "universe": ..., "start": ..., "end": ..., "regime": ...,
+    "min_periods": ...}`` or a ``study best`` document (or its record alone)."""
     if params is None:
-        return {}
+        return ParamsRecord({})
     if not isinstance(params, Mapping):
         raise ParameterError(f"params must be a mapping of parameter names to values, got {type(params).__name__}")
-    if isinstance(params.get("params"), Mapping):
-        flat = dict(params["params"])
-        for k, v in (params.get("costs") or {}).items():
-            flat.setdefault(k, v)
-        return flat
-    return dict(params)
-
-
-def _record_of(params: Any) -> ConfigRecord | None:
-    """The trial's configuration record a ``study best`` document (or the record alone) holds, as ``--params``
-    reads it (``paramsfile.config_record``); None for loose parameters."""
-    return config_record(params, "params") if isinstance(params, Mapping) else None
+    return params_record(params, "params")
 
 
 def evaluate(params: Mapping[str, Any] | None = None, panel: Panel | None = None, *, db: str | Path | None = None,
@@ -211,9 +201,9 @@ def evaluate(params: Mapping[str, Any] | None = None, panel: Panel | None = None
             raise ParameterError(f"evaluate takes a panel or {'/'.join(given)}, not both: the panel already fixes the "
                                  "store, universe and sessions (ao.load_panel(db, universe, start, end) loads "
                                  f"another), got panel and {', '.join(f'{k}={v!r}' for k, v in given.items())}")
-    flat = _params(params)
+    doc = _document(params)  # read as backtest --params reads the file
+    flat, record = doc.params, doc.record  # a trial's record: its regime filter and min_periods, as backtest runs it
     cfg = Config.from_params(engine_params(flat))
-    record = _record_of(params)  # a trial's document: its regime filter and min_periods, as backtest --params runs it
     if panel is None and record is not None:  # and its universe, spans and data check
         run = backtest(flat, resolve_db(db), universe, start, end, save=False, record=record, final=final,
                        allow_data_change=allow_data_change)
@@ -221,10 +211,14 @@ def evaluate(params: Mapping[str, Any] | None = None, panel: Panel | None = None
         for w in run.warnings:
             _warn(w)
     else:
-        if panel is None:
-            panel = load_panel(db, "tier1+3" if universe is None else universe, start, end, final=final)
-        res = Evaluator(panel, min_periods=record.min_periods if record else None).run(
-            cfg, entry_ok=regime_entry_mask(panel, record.regime) if record else None)
+        if panel is None:  # a loose document's universe and span, as backtest --params runs them
+            uni = universe if universe is not None else (doc.universe or "tier1+3")
+            panel = load_panel(db, list(uni) if isinstance(uni, tuple) else uni,
+                               start if start is not None else doc.start, end if end is not None else doc.end,
+                               final=final)
+        reg = record.regime if record is not None else doc.regime  # and its regime filter and min_periods
+        res = Evaluator(panel, min_periods=record.min_periods if record is not None else doc.min_periods).run(
+            cfg, entry_ok=regime_entry_mask(panel, reg) if reg is not None else None)
     m = dict(res.metrics)
     order = [k for k in BACKTEST_METRICS if k in m] + [k for k in m if k not in BACKTEST_METRICS]
     metrics = pd.DataFrame([{k: m[k] for k in order}])
@@ -395,8 +389,12 @@ def sandbox_figure(db: str | Path | None, ticker: str, params: Mapping[str, Any]
         fig.show()                                 # or fig.write_html("nvda.html")
     """
     _check_final(final)
-    run = sandbox_run(resolve_db(db), ticker, start, end, params=_params(params) or None,
-                      universe=universe, final=final, record=_record_of(params))
+    doc = _document(params)  # read as sandbox --params reads the file
+    loose = doc.record is None
+    run = sandbox_run(resolve_db(db), ticker, start, end if end is not None or not loose else doc.end,
+                      params=doc.params or None, universe=universe or doc.universe, final=final, record=doc.record,
+                      regime=doc.regime, span_start=doc.start if loose else None,
+                      min_periods=doc.min_periods if loose else None)
     for w in run.warnings:
         _warn(w)
     return _sandbox_figure(run.panel, ticker, start, end, dot_mode=dot_mode, config=run.config, trades=run.trades,

@@ -391,3 +391,27 @@ def test_a_span_that_ends_before_it_starts_names_the_rule(synth_db):
                                     "--end", "2024-01-02", "--no-save"])
     assert res.exit_code == 2 and "error: end must be on or after start=2024-03-01" in res.stderr
     assert len(api.load_panel(synth_db, "tier1", start="2024-01-02", end="2024-01-02").dates) == 1  # one day is a span
+
+
+def test_a_loose_document_is_read_as_its_params_file_is(synth_db, tmp_path):
+    """``{"params": ..., "universe", "span", "regime", "min_periods"}`` (what a hand-written ``--params`` file holds)
+    runs in ``ao.evaluate`` as ``backtest --params`` runs the file: before, everything beside ``params`` (and
+    ``costs``) was silently dropped, so the notebook evaluated tier1+3 over the whole store, unfiltered. On a panel
+    the document's regime filter and min_periods apply, as a trial's do."""
+    import json
+
+    from _cli_helpers import cli, ok
+
+    doc = {"params": PARAMS, "universe": "tier1", "span": ["2023-06-01", "2024-01-31"], "regime": "RISK_ON",
+           "min_periods": 12}
+    f = tmp_path / "loose.json"
+    f.write_text(json.dumps(doc), encoding="utf-8")
+    want = json.loads(ok(cli("backtest", "--params", f, "--db", synth_db, "--no-save", "--format", "json")).stdout)
+    got = api.evaluate(doc, db=synth_db).metrics.iloc[0].to_dict()
+    assert {k: got[k] for k in want if k in got} == pytest.approx({k: want[k] for k in got if k in want}, nan_ok=True)
+    assert len(set(got) & set(want)) > 10
+    plain = api.evaluate(PARAMS, db=synth_db).metrics.iloc[0].to_dict()
+    assert plain["total_signals"] != got["total_signals"]  # the document's settings changed the run: the test can fail
+    panel = api.load_panel(synth_db, "tier1", start="2023-06-01", end="2024-01-31")
+    on_panel = api.evaluate(doc, panel).metrics.iloc[0].to_dict()
+    assert on_panel == pytest.approx(got, nan_ok=True)

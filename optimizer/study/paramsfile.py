@@ -29,7 +29,7 @@ from optimizer.errors import AccumoptError, ParameterError, check_param
 from optimizer.params import engine_params
 from optimizer.study.records import ConfigRecord
 
-__all__ = ["ParamsRecord", "load_params_record", "config_record", "RECORD_KEYS"]
+__all__ = ["ParamsRecord", "load_params_record", "params_record", "config_record", "RECORD_KEYS"]
 
 # Keys of a parameters document that are not engine parameters.
 RECORD_KEYS = frozenset({"params", "costs", "universe", "start", "span_start", "span_end", "span", "regime", "regime_filter",
@@ -110,6 +110,13 @@ def load_params_record(path: str | Path) -> ParamsRecord:
         raise ParameterError(f"{p}: cannot read a JSON params file: {e}") from None
     if not isinstance(doc, dict):
         raise ParameterError(f"{p}: must hold a JSON object of parameters or {{\"params\": {{...}}}}")
+    return params_record(doc, p)
+
+
+def params_record(doc: Mapping[str, Any], p: str) -> ParamsRecord:
+    """The configuration a parameters document (a JSON file's object, or the same dict in a notebook) holds; ``p``
+    names it in errors. See the module docstring."""
+    doc = dict(doc)
     record, trial = config_record(doc, p), None
     if isinstance(doc.get("config"), dict):  # a stored effective configuration: its record sits under "config"
         c = doc["config"]
