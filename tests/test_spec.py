@@ -225,6 +225,33 @@ INVALID = {
                      ["got exit='hold_forever'", "fixed_10d", "fixed_<N>d / hybrid_<M>d"]),
     "fixed_exit_without_hold_days": (SP + "exit = { type = 'categorical', choices = ['fixed', 'first_dist'] }\n", "space.hold_days", ["is required when exit may be 'fixed'"]),
     "hybrid_exit_without_max_days": (SP + "exit = 'hybrid'\n", "space.max_days", ["is required when exit may be 'hybrid'"]),
+    # a step that does not divide high - low: Optuna would search only up to the last grid point below high
+    "int_step_not_dividing": (SP + "z_window = { type = 'int', low = 10, high = 30, step = 7 }\n", "space.z_window.step",
+                              ["must divide high - low", "stop at 24", "high = 30 would never be searched", "got step=7"]),
+    "float_step_not_dividing": (SP + "w_short = { type = 'float', low = 0.4, high = 0.7, step = 0.25 }\n", "space.w_short.step",
+                                ["must divide high - low", "stop at 0.65", "high = 0.7 would never be searched"]),
+    # hold_days / max_days are read only by the bare fixed / hybrid exits: anywhere else they are ignored
+    "hold_days_with_a_named_fixed_exit": (SP + "exit = 'fixed_10d'\nhold_days = { type = 'int', low = 5, high = 20 }\n",
+                                          "space.hold_days", ["has no effect", "exit here can only be 'fixed_10d'"]),
+    "max_days_with_the_default_exit": (SP + "max_days = 25\n", "space.max_days",
+                                       ["has no effect", "only exit = 'hybrid' takes max_days", "only be 'first_dist'"]),
+    # ... and a fixed exit whose hold_days is switched off by its own condition fails every such trial
+    "hold_days_off_when_exit_is_fixed": (SP + "exit = { type = 'categorical', choices = ['fixed', 'first_dist'] }\n"
+                                         "hold_days = { type = 'int', low = 5, high = 20, when = { exit = 'first_dist' } }\n",
+                                         "space.hold_days.when", ["must hold whenever exit = 'fixed'", "exit = 'first_dist'"]),
+    "max_days_off_when_exit_is_hybrid": (SP + "variant = { type = 'categorical', choices = ['B', 'C'] }\nexit = 'hybrid'\n"
+                                         "max_days = { type = 'int', low = 5, high = 20, when = { variant = 'B' } }\n",
+                                         "space.max_days.when", ["must hold whenever exit = 'hybrid'", "variant = 'B'"]),
+    # a condition that can never hold leaves its parameter unsearched
+    "when_empty_list": (SP + "use_stop_loss = { type = 'categorical', choices = [true, false] }\n"
+                        "stop_loss = { type = 'float', low = 0.01, high = 0.1, when = { use_stop_loss = [] } }\n",
+                        "space.stop_loss.when.use_stop_loss", ["must name at least one value", "got []"]),
+    "when_value_off_the_grid": (SP + "buy_threshold = { type = 'int', low = 60, high = 80, step = 5 }\n"
+                                "stop_loss = { type = 'float', low = 0.01, high = 0.1, when = { buy_threshold = 62 } }\n",
+                                "space.stop_loss.when.buy_threshold", ["must be a value buy_threshold can take", "got 62"]),
+    "when_on_a_continuous_range": (SP + "w_short = { type = 'float', low = 0.4, high = 0.7 }\n"
+                                   "stop_loss = { type = 'float', low = 0.01, high = 0.1, when = { w_short = 0.5 } }\n",
+                                   "space.stop_loss.when.w_short", ["continuous range", "only by chance", "got 0.5"]),
     "weights_with_w_short": (SP + "weights = 'balanced'\nw_short = 0.5\n", "space.weights", ["use either the weights preset or w_short/w_lit/w_price, not both"]),
     "unknown_weights_preset": (SP + "weights = { type = 'categorical', choices = ['balanced', 'heavy'] }\n", "space.weights",
                                ["choices must be among short_heavy, balanced, lit_heavy, got ['heavy']"]),
@@ -348,6 +375,16 @@ def test_load_spec_missing_and_broken_files(tmp_path):
     assert str(ei.value) == f"{p}: [cv.purge] must be >= 0, got purge=-3"
 
 
+def test_a_stored_spec_reads_back_under_the_step_and_exit_day_rules():
+    """A study made before these rules keeps reading back its spec (``stored``): its trials ran with it."""
+    text = ("[space]\nz_window = { type = 'int', low = 10, high = 30, step = 7 }\nexit = 'fixed_10d'\n"
+            "hold_days = { type = 'int', low = 5, high = 20 }\n")
+    with pytest.raises(SpecError):
+        parse_spec(text)
+    s = parse_spec(text, stored=True)
+    assert s.param("z_window").step == 7 and s.param("hold_days").low == 5
+
+
 def test_valid_edge_cases_are_accepted():
     # multi-objective with an explicit "none" pruner, expanding folds after a minimum train span, a weights preset
     # as fixed value
@@ -355,6 +392,14 @@ def test_valid_edge_cases_are_accepted():
                    "purge = 20\n[space]\nweights = 'lit_heavy'\nexit = 'first_dist'\n")
     assert s.cv.mode == "expanding" and s.cv.min_train_size == 250 and len(s.objective.directions) == 3
     assert s.param("weights").value == "lit_heavy" and "lit_heavy" in WEIGHT_PRESETS
+    # a step that divides the range, hold_days / max_days on whenever their exit is drawn, a condition on a grid value
+    s = parse_spec("[space]\nw_short = { type = 'float', low = 0.4, high = 0.7, step = 0.05 }\n"
+                   "buy_threshold = { type = 'int', low = 60, high = 80, step = 5 }\n"
+                   "exit = { type = 'categorical', choices = ['fixed', 'hybrid', 'fixed_10d'] }\n"
+                   "hold_days = { type = 'int', low = 5, high = 20, step = 5, when = { exit = 'fixed' } }\n"
+                   "max_days = { type = 'int', low = 10, high = 40, when = { exit = ['hybrid', 'fixed'] } }\n"
+                   "stop_loss = { type = 'float', low = 0.01, high = 0.1, when = { buy_threshold = 65 } }\n")
+    assert s.param("w_short").distribution().high == 0.7 and s.param("stop_loss").when == (("buy_threshold", (65,)),)
     s = parse_spec("[pruner]\nname = 'percentile'\npercentile = 25.0\n")
     assert dict(s.pruner.options) == {"percentile": 25.0}
     s = parse_spec("[objective]\nname = 'objectives.builtin:HitRate'\ndirection = 'minimize'\n")

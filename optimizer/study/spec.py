@@ -160,6 +160,9 @@ def _parse_param(name: str, raw: Any, path: str, earlier_specs: list[ParamSpec])
     for wk, wv in when_raw.items():
         if wk not in earlier:
             raise _err(f"{key}.when.{wk}", f"must name a parameter declared before {name!r}; declared so far: {', '.join(earlier) or 'none'}")
+        if isinstance(wv, list) and not wv:
+            raise _err(f"{key}.when.{wk}", f"must name at least one value of {wk} (an empty list never holds, so "
+                                           f"{name} would never be searched), got []")
         when.append((wk, tuple(wv) if isinstance(wv, list) else (wv,)))
     when_t = tuple(when)
     for wk, allowed in when_t:
@@ -172,6 +175,14 @@ def _parse_param(name: str, raw: Any, path: str, earlier_specs: list[ParamSpec])
             if can is None and not (isinstance(a, (int, float)) and not isinstance(a, bool)
                                     and ref.low <= a <= ref.high):
                 raise _err(f"{key}.when.{wk}", f"must be a number in [{ref.low}, {ref.high}] ({wk}'s range), got {a!r}")
+            if can is None and ref.kind == "float" and ref.step is None and ref.low != ref.high:
+                raise _err(f"{key}.when.{wk}", f"cannot hold: {wk} is a continuous range [{ref.low}, {ref.high}] "
+                                               f"(no step), which draws {a!r} only by chance; give {wk} a step or "
+                                               f"choices, got {a!r}")
+            if can is None and a not in (ref.grid_values() if ref.step is not None
+                                         else range(int(ref.low), int(ref.high) + 1) if ref.kind == "int" else [a]):
+                raise _err(f"{key}.when.{wk}", f"must be a value {wk} can take (low + k * step from {ref.low} "
+                                               f"to {ref.high}, step {ref.step or 1}), got {a!r}")
     if kind == "categorical":
         ch = _typed(raw, "choices", list, key, required=True)
         if not ch:
@@ -406,6 +417,9 @@ def parse_spec(text: str, path: str | None = None, stored: bool = False) -> Stud
         if "k" in doc.get("objective", {}) and spec.objective.aggregate != "mean_minus_std" and not stored:
             raise _err("objective.k", f"weighs the std of aggregate = \"mean_minus_std\" only; with aggregate = "
                                       f"\"{spec.objective.aggregate}\" it would be ignored: remove it or set that aggregate")
+        if not stored:
+            _check_steps(spec.space)
+            _check_exit_days(spec.space)
         unbounded = spec.unbounded_exits()
         if unbounded and spec.cv.purge is None and not stored:
             raise _err("cv.purge", f"is required when an exit has no time limit (exit {', '.join(unbounded)} "
@@ -417,6 +431,54 @@ def parse_spec(text: str, path: str | None = None, stored: bool = False) -> Stud
         if path and not e.file:
             raise SpecError(e.key, e.reason, file=path) from None
         raise
+
+
+def _check_steps(space: tuple[ParamSpec, ...]) -> None:
+    """A numeric range's step must divide high - low: Optuna would otherwise search low + k * step only up to the
+    last grid point below high (with a warning), so the declared high would never be drawn."""
+    for p in space:
+        if p.kind in ("int", "float") and p.step is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                top = p.distribution().high
+            if top != p.high:
+                raise _err(f"space.{p.name}.step", f"must divide high - low ({p.high} - {p.low}): the values low + k * "
+                                                   f"step stop at {top}, so high = {p.high} would never be searched; "
+                                                   f"set high = {top} or another step, got step={p.step}")
+
+
+def _holds(p: ParamSpec, given: Mapping[str, tuple], space: tuple[ParamSpec, ...]) -> bool:
+    """True when every ``when`` condition of ``p`` is met in every trial in which each parameter of ``given`` takes
+    one of its values there (``space.suggest`` asks for ``p`` only when all its conditions hold)."""
+    for k, allowed in p.when:
+        ref = next(q for q in space if q.name == k)
+        can = given.get(k) or _can_take(ref)
+        if can is None or not all(c in allowed for c in can):
+            return False
+        if k not in given and ref.when and not _holds(ref, given, space):
+            return False
+    return True
+
+
+def _check_exit_days(space: tuple[ParamSpec, ...]) -> None:
+    """hold_days / max_days take effect only with the bare exit 'fixed' / 'hybrid' (fixed_<N>d and hybrid_<M>d
+    name their own days; the other exits hold none): declared where exit can never be that rule they are ignored,
+    and when their ``when`` can fail while exit is that rule, the trial has no day count and fails."""
+    exit_p = next((p for p in space if p.name == "exit"), None)
+    exits = exit_p.grid_values() if exit_p is not None else [PARAMS["exit"].default]
+    for rule, days in (("fixed", "hold_days"), ("hybrid", "max_days")):
+        dp = next((p for p in space if p.name == days), None)
+        if dp is None:
+            continue  # exit = rule without it is refused by _validate_space
+        if rule not in exits:
+            raise _err(f"space.{days}", f"has no effect: only exit = '{rule}' takes {days} ({rule}_<N>d names its own "
+                                        f"days), and exit here can only be {', '.join(map(repr, exits))}; remove "
+                                        f"{days} or add '{rule}' to exit")
+        given = {"exit": (rule,), **({k: v for k, v in exit_p.when} if exit_p is not None else {})}
+        if not _holds(dp, given, space):
+            cond = ", ".join(f"{k} = {list(v) if len(v) > 1 else _show(v[0])}" for k, v in dp.when)
+            raise _err(f"space.{days}.when", f"must hold whenever exit = '{rule}' (that exit takes its days from "
+                                             f"{days}; a trial without them fails), got when = {{ {cond} }}")
 
 
 def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
