@@ -242,6 +242,20 @@ INVALID = {
     "max_days_off_when_exit_is_hybrid": (SP + "variant = { type = 'categorical', choices = ['B', 'C'] }\nexit = 'hybrid'\n"
                                          "max_days = { type = 'int', low = 5, high = 20, when = { variant = 'B' } }\n",
                                          "space.max_days.when", ["must hold whenever exit = 'hybrid'", "variant = 'B'"]),
+    # the pooled rules between entries hold on each regime's sessions too (the engine refuses them mid-run)
+    "regime_buy_not_above_sell": (SP + "buy_threshold_risk_on = { type = 'int', low = 20, high = 80, step = 5 }\n",
+                                  "space.buy_threshold_risk_on",
+                                  ["every sell threshold must be below every buy threshold on RISK_ON sessions",
+                                   "max sell 30.0 (default) >= min buy_threshold_risk_on 20"]),
+    "regime_buy_below_declared_sell": (SP + "sell_threshold = { type = 'int', low = 20, high = 40, step = 5 }\n"
+                                       "buy_threshold_risk_off = 40\n", "space.buy_threshold_risk_off",
+                                       ["on RISK_OFF sessions", "max sell 40.0 >= min buy_threshold_risk_off 40"]),
+    "regime_weights_all_zero": (SP + "w_short_transitional = 0\nw_lit_transitional = { type = 'float', low = 0.0, "
+                                "high = 0.4, step = 0.1 }\nw_price_transitional = 0\n", "space.w_short_transitional",
+                                ["the three weights on TRANSITIONAL sessions can all be 0 at once", "0, 0, 0"]),
+    "regime_weights_zero_with_pooled_zero": (SP + "w_short = { type = 'float', low = 0.0, high = 0.5, step = 0.1 }\n"
+                                             "w_lit_risk_on = 0\nw_price_risk_on = 0\n", "space.w_lit_risk_on",
+                                             ["on RISK_ON sessions can all be 0"]),
     # a condition that can never hold leaves its parameter unsearched
     "when_empty_list": (SP + "use_stop_loss = { type = 'categorical', choices = [true, false] }\n"
                         "stop_loss = { type = 'float', low = 0.01, high = 0.1, when = { use_stop_loss = [] } }\n",
@@ -378,11 +392,12 @@ def test_load_spec_missing_and_broken_files(tmp_path):
 def test_a_stored_spec_reads_back_under_the_step_and_exit_day_rules():
     """A study made before these rules keeps reading back its spec (``stored``): its trials ran with it."""
     text = ("[space]\nz_window = { type = 'int', low = 10, high = 30, step = 7 }\nexit = 'fixed_10d'\n"
-            "hold_days = { type = 'int', low = 5, high = 20 }\n")
+            "hold_days = { type = 'int', low = 5, high = 20 }\nbuy_threshold_risk_on = 25\n")
     with pytest.raises(SpecError):
         parse_spec(text)
     s = parse_spec(text, stored=True)
     assert s.param("z_window").step == 7 and s.param("hold_days").low == 5
+    assert s.param("buy_threshold_risk_on").value == 25
 
 
 def test_valid_edge_cases_are_accepted():
@@ -400,6 +415,10 @@ def test_valid_edge_cases_are_accepted():
                    "max_days = { type = 'int', low = 10, high = 40, when = { exit = ['hybrid', 'fixed'] } }\n"
                    "stop_loss = { type = 'float', low = 0.01, high = 0.1, when = { buy_threshold = 65 } }\n")
     assert s.param("w_short").distribution().high == 0.7 and s.param("stop_loss").when == (("buy_threshold", (65,)),)
+    # a regime's zero weights beside a positive pooled one, a regime buy threshold above every sell threshold
+    s = parse_spec("[space]\nw_short_risk_on = 0\nw_lit_risk_on = 0\nsell_threshold = 35\n"
+                   "buy_threshold_risk_on = { type = 'int', low = 40, high = 80, step = 5 }\ntime_stop = 9\n")
+    assert s.param("buy_threshold_risk_on").low == 40
     s = parse_spec("[pruner]\nname = 'percentile'\npercentile = 25.0\n")
     assert dict(s.pruner.options) == {"percentile": 25.0}
     s = parse_spec("[objective]\nname = 'objectives.builtin:HitRate'\ndirection = 'minimize'\n")

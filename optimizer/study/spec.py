@@ -24,7 +24,9 @@ import optuna
 
 from objectives import make_objective, resolve_objective
 from optimizer.errors import ParameterError, SpecError
-from optimizer.params import PARAMS, SPACE_ONLY, SPACE_PARAMS, WEIGHT_PRESETS, default_space, parse_exit
+from optimizer.params import (
+    PARAMS, REGIME_SUFFIXES, SPACE_ONLY, SPACE_PARAMS, WEIGHT_PRESETS, default_space, parse_exit,
+)
 from optimizer.study.registry import PRUNERS, SAMPLERS, build_pruner, build_sampler, dry_run
 from optimizer.study.splits import CombinatorialPurgedCV
 
@@ -420,6 +422,7 @@ def parse_spec(text: str, path: str | None = None, stored: bool = False) -> Stud
         if not stored:
             _check_steps(spec.space)
             _check_exit_days(spec.space)
+            _check_regime_entries(list(spec.space))
         unbounded = spec.unbounded_exits()
         if unbounded and spec.cv.purge is None and not stored:
             raise _err("cv.purge", f"is required when an exit has no time limit (exit {', '.join(unbounded)} "
@@ -458,6 +461,33 @@ def _holds(p: ParamSpec, given: Mapping[str, tuple], space: tuple[ParamSpec, ...
         if k not in given and ref.when and not _holds(ref, given, space):
             return False
     return True
+
+
+def _check_regime_entries(space: list[ParamSpec]) -> None:
+    """The rules between entries that ``_validate_space`` checks for the pooled score, on each regime's sessions:
+    a regime's three weights (its own where declared, else the pooled ones) may not all be 0 at once, and every
+    regime buy threshold must be above every sell threshold (the engine refuses either when the trial runs)."""
+    names = [p.name for p in space]
+    for r, label in REGIME_SUFFIXES.items():
+        own = [f"{w}_{r}" for w in ("w_short", "w_lit", "w_price")]
+        if any(n in names for n in own):
+            low = [_lowest(space, f"{w}_{r}" if f"{w}_{r}" in names else w) for w in ("w_short", "w_lit", "w_price")]
+            if all(v is not None and v <= 0 for v in low):
+                key = next(n for n in own if n in names)
+                raise _err(f"space.{key}", f"the three weights on {label} sessions can all be 0 at once (lowest "
+                                           f"w_short, w_lit, w_price there: {', '.join(f'{v:g}' for v in low)}); the "
+                                           "score divides by their sum, which must be > 0: give at least one a low above 0")
+        b = next((p for p in space if p.name == f"buy_threshold_{r}"), None)
+        if b is None:
+            continue
+        s = next((p for p in space if p.name == "sell_threshold"), None)
+        dsell = PARAMS["sell_threshold"].default
+        bb = b.values_bound()
+        sb = s.values_bound() if s is not None else (dsell, dsell)
+        if bb and sb and sb[1] >= bb[0]:
+            raise _err(f"space.buy_threshold_{r}", f"every sell threshold must be below every buy threshold on {label} "
+                                                   f"sessions; max sell {sb[1]}{'' if s else ' (default)'} >= min "
+                                                   f"buy_threshold_{r} {bb[0]}")
 
 
 def _check_exit_days(space: tuple[ParamSpec, ...]) -> None:
