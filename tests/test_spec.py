@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from optimizer.errors import SpecError
+from optimizer.errors import ParameterError, SpecError
+from optimizer.study.run import run_study
 from optimizer.study.spec import DEFAULT_SPACE, REGIMES, WEIGHT_PRESETS, ParamSpec, load_spec, parse_spec
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
@@ -173,6 +174,8 @@ def test_param_grid_values_and_bounds():
 
 # ------------------------------------------------------------------------------------------------ invalid specs
 SP = "[space]\n"
+GRID4 = ("variant = { type = 'categorical', choices = ['A', 'B'] }\nz_window = { type = 'categorical', choices = [10, 20] }\n"
+         "buy_threshold = 70\n[sampler]\nname = 'grid'\n")
 MO = '[objective]\nname = "return_hit_frequency"\n'
 INVALID = {
     # unknown keys, at every level
@@ -256,6 +259,11 @@ INVALID = {
     "regime_weights_zero_with_pooled_zero": (SP + "w_short = { type = 'float', low = 0.0, high = 0.5, step = 0.1 }\n"
                                              "w_lit_risk_on = 0\nw_price_risk_on = 0\n", "space.w_lit_risk_on",
                                              ["on RISK_ON sessions can all be 0"]),
+    # a grid study runs each configuration once, then Optuna's GridSampler stops it: more trials are never reached
+    "grid_n_trials_above_its_size": (SP + GRID4 + "[run]\nn_trials = 5\n", "run.n_trials",
+                                     ["must be <= 4, the configurations of the grid", "got n_trials=5"]),
+    "grid_wf_n_trials_above_its_size": (SP + GRID4 + "[walkforward]\nn_trials = 9\n", "walkforward.n_trials",
+                                        ["must be <= 4", "got n_trials=9"]),
     # a condition that can never hold leaves its parameter unsearched
     "when_empty_list": (SP + "use_stop_loss = { type = 'categorical', choices = [true, false] }\n"
                         "stop_loss = { type = 'float', low = 0.01, high = 0.1, when = { use_stop_loss = [] } }\n",
@@ -398,6 +406,14 @@ def test_a_stored_spec_reads_back_under_the_step_and_exit_day_rules():
     s = parse_spec(text, stored=True)
     assert s.param("z_window").step == 7 and s.param("hold_days").low == 5
     assert s.param("buy_threshold_risk_on").value == 25
+
+
+def test_a_grid_study_asks_for_at_most_its_configurations(tmp_path):
+    s = parse_spec(SP + GRID4)  # [run] n_trials not given: the grid's 4, not 100
+    assert s.run.n_trials == 4 and parse_spec(SP + GRID4 + "[run]\nn_trials = 3\n").run.n_trials == 3
+    assert parse_spec(SP + GRID4 + "[run]\nn_trials = 9\n", stored=True).run.n_trials == 9  # a stored spec reads back
+    with pytest.raises(ParameterError, match=r"n_trials must be <= 4, the configurations of the grid.*got n_trials=5"):
+        run_study(s, tmp_path / "nowhere.duckdb", n_trials=5)  # refused before any data is read
 
 
 def test_valid_edge_cases_are_accepted():

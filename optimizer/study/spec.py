@@ -423,6 +423,7 @@ def parse_spec(text: str, path: str | None = None, stored: bool = False) -> Stud
             _check_steps(spec.space)
             _check_exit_days(spec.space)
             _check_regime_entries(list(spec.space))
+            _check_grid_trials(spec, doc)
         unbounded = spec.unbounded_exits()
         if unbounded and spec.cv.purge is None and not stored:
             raise _err("cv.purge", f"is required when an exit has no time limit (exit {', '.join(unbounded)} "
@@ -461,6 +462,24 @@ def _holds(p: ParamSpec, given: Mapping[str, tuple], space: tuple[ParamSpec, ...
         if k not in given and ref.when and not _holds(ref, given, space):
             return False
     return True
+
+
+def _grid_size(grid: Mapping[str, list]) -> int:
+    return math.prod(len(v) for v in grid.values())
+
+
+def _check_grid_trials(spec: StudySpec, doc: Mapping) -> None:
+    """A grid study runs each configuration of its grid once: Optuna's GridSampler stops the study when every one
+    is done, so [run] / [walkforward] n_trials above the grid's size would never be reached (and a re-run adds one
+    re-evaluated configuration, with a warning, each time)."""
+    if spec.sampler.name != "grid":
+        return
+    size = _grid_size({p.name: p.grid_values() for p in spec.space if p.kind != "fixed"})
+    for sec in ("run", "walkforward"):
+        n = doc.get(sec, {}).get("n_trials")
+        if n is not None and n > size:
+            raise _err(f"{sec}.n_trials", f"must be <= {size}, the configurations of the grid (a grid study runs each "
+                                          f"once and stops), got n_trials={n}")
 
 
 def _check_regime_entries(space: list[ParamSpec]) -> None:
@@ -663,7 +682,9 @@ def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
 
     r = _section(doc, "run")
     _check_keys(r, ("n_trials", "timeout", "storage", "study_name"), "run")
-    nt = _typed(r, "n_trials", int, "run", default=100)
+    # a grid runs each of its configurations once (GridSampler stops the study when they are all done), so by
+    # default a grid study asks for at most its size
+    nt = _typed(r, "n_trials", int, "run", default=100 if grid is None else min(100, _grid_size(grid)))
     if nt < 1:
         raise _err("run.n_trials", f"must be >= 1, got n_trials={nt}")
     to = _typed(r, "timeout", (int, float), "run")
