@@ -264,6 +264,20 @@ INVALID = {
                                      ["must be <= 4, the configurations of the grid", "got n_trials=5"]),
     "grid_wf_n_trials_above_its_size": (SP + GRID4 + "[walkforward]\nn_trials = 9\n", "walkforward.n_trials",
                                         ["must be <= 4", "got n_trials=9"]),
+    # a pruner option that keeps the pruner from ever reaching a fold a trial reports: nothing is ever pruned
+    "pruner_warmup_past_the_folds": ("[cv]\nn_splits = 3\n[pruner]\nname = 'median'\nn_warmup_steps = 3\n",
+                                     "pruner.n_warmup_steps", ["leaves no fold to prune at", "fold 3 (0-based)",
+                                                               "folds 0..2", "[cv] n_splits = 3", "got n_warmup_steps=3"]),
+    "percentile_warmup_past_cpcv_groups": ("[cv]\nmode = 'cpcv'\nn_groups = 4\n[pruner]\nname = 'percentile'\n"
+                                           "percentile = 25.0\nn_warmup_steps = 4\n", "pruner.n_warmup_steps",
+                                           ["folds 0..3 ([cv] n_groups = 4)"]),
+    "wilcoxon_startup_past_the_folds": ("[pruner]\nname = 'wilcoxon'\nn_startup_steps = 5\n", "pruner.n_startup_steps",
+                                        ["leaves no fold to prune at", "folds 0..3"]),
+    "wilcoxon_on_one_fold": ("[cv]\nn_splits = 1\n[walkforward]\nn_splits = 1\n[pruner]\nname = 'wilcoxon'\n",
+                             "pruner.name", ["'wilcoxon' can stop a trial at is fold 1", "folds 0..0"]),
+    "halving_min_resource_past_the_folds": ("[pruner]\nname = 'successive_halving'\nmin_resource = 2\n"
+                                            "min_early_stopping_rate = 1\n", "pruner.min_resource",
+                                            ["fold 8 (0-based)", "folds 0..3"]),
     # a condition that can never hold leaves its parameter unsearched
     "when_empty_list": (SP + "use_stop_loss = { type = 'categorical', choices = [true, false] }\n"
                         "stop_loss = { type = 'float', low = 0.01, high = 0.1, when = { use_stop_loss = [] } }\n",
@@ -435,6 +449,10 @@ def test_valid_edge_cases_are_accepted():
     s = parse_spec("[space]\nw_short_risk_on = 0\nw_lit_risk_on = 0\nsell_threshold = 35\n"
                    "buy_threshold_risk_on = { type = 'int', low = 40, high = 80, step = 5 }\ntime_stop = 9\n")
     assert s.param("buy_threshold_risk_on").low == 40
+    # a pruner that can act on a walk-forward window's folds though not on the study's, or only at the last fold
+    s = parse_spec("[cv]\nn_splits = 2\n[walkforward]\nn_splits = 5\n[pruner]\nname = 'median'\nn_warmup_steps = 3\n")
+    assert s.pruner.options["n_warmup_steps"] == 3
+    assert parse_spec("[pruner]\nname = 'hyperband'\nmin_resource = 3\n").pruner.options["min_resource"] == 3
     s = parse_spec("[pruner]\nname = 'percentile'\npercentile = 25.0\n")
     assert dict(s.pruner.options) == {"percentile": 25.0}
     s = parse_spec("[objective]\nname = 'objectives.builtin:HitRate'\ndirection = 'minimize'\n")

@@ -424,6 +424,7 @@ def parse_spec(text: str, path: str | None = None, stored: bool = False) -> Stud
             _check_exit_days(spec.space)
             _check_regime_entries(list(spec.space))
             _check_grid_trials(spec, doc)
+            _check_pruner_reach(spec)
         unbounded = spec.unbounded_exits()
         if unbounded and spec.cv.purge is None and not stored:
             raise _err("cv.purge", f"is required when an exit has no time limit (exit {', '.join(unbounded)} "
@@ -480,6 +481,29 @@ def _check_grid_trials(spec: StudySpec, doc: Mapping) -> None:
         if n is not None and n > size:
             raise _err(f"{sec}.n_trials", f"must be <= {size}, the configurations of the grid (a grid study runs each "
                                           f"once and stops), got n_trials={n}")
+
+
+def _check_pruner_reach(spec: StudySpec) -> None:
+    """A pruner option that keeps the pruner from ever acting on the folds a trial reports (steps 0 .. folds-1:
+    the [cv] folds of a study, the [walkforward] n_splits folds of a walk-forward window; cpcv: n_groups) is
+    refused: the trials would all run to the end as with name = "none"."""
+    name, o = spec.pruner.name, spec.pruner.options
+    cpcv = spec.cv.mode == "cpcv"
+    folds = max(spec.cv.n_groups if cpcv else spec.cv.n_splits, spec.cv.n_groups if cpcv else spec.walkforward.n_splits)
+    where = (f"[cv] n_groups = {spec.cv.n_groups}" if cpcv else
+             f"[cv] n_splits = {spec.cv.n_splits}, [walkforward] n_splits = {spec.walkforward.n_splits}")
+    first, key = None, None
+    if name in ("median", "percentile"):
+        first, key = o.get("n_warmup_steps", 0), "n_warmup_steps"
+    elif name in ("successive_halving", "hyperband") and isinstance(o.get("min_resource"), int):
+        rate = o.get("min_early_stopping_rate", 0) if name == "successive_halving" else 0
+        first, key = o["min_resource"] * o.get("reduction_factor", 4 if name == "successive_halving" else 3) ** rate, "min_resource"
+    elif name == "wilcoxon":  # it compares the folds a trial shares with the best one: at least 2 of them
+        first, key = max(2, o.get("n_startup_steps", 2)) - 1, "n_startup_steps" if "n_startup_steps" in o else "name"
+    if first is not None and first > folds - 1:
+        raise _err(f"pruner.{key}", f"leaves no fold to prune at: the earliest fold {name!r} can stop a trial at is "
+                                    f"fold {first} (0-based), and a trial reports folds 0..{folds - 1} ({where}); "
+                                    f"no trial would ever be pruned, got {key}={o.get(key, name)!r}")
 
 
 def _check_regime_entries(space: list[ParamSpec]) -> None:
