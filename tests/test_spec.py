@@ -510,3 +510,18 @@ def test_spec_hash_ignores_run_walkforward_description_and_formatting(old, new):
 def test_spec_hash_changes_with_space_data_cv_sampler(old, new):
     assert old in BASE
     assert _hash(BASE.replace(old, new)) != _hash(BASE)
+
+
+def test_an_objective_reading_a_metric_the_folds_lack_is_refused(tmp_path, monkeypatch):
+    """A custom objective whose metrics name a key a fold's metrics do not hold failed every trial with a KeyError
+    traceback; the spec names it, with the metrics there are (a stored spec still reads back)."""
+    (tmp_path / "typo_objectives.py").write_text(
+        "from objectives import Objective\n\n\nclass Typo(Objective):\n    name = 'typo'\n    metrics = ('hit_rat',)\n\n\n"
+        "class Fine(Objective):\n    name = 'fine'\n    metrics = ('excess_sharpe',)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    text = "[objective]\nname = 'typo_objectives:Typo'\n"
+    e = _err(text)
+    assert e.key == "objective.name" and "reads the metric 'hit_rat', which a fold's metrics do not hold" in str(e)
+    assert "hit_rate" in str(e)
+    assert parse_spec(text, stored=True).objective.name == "typo_objectives:Typo"
+    assert parse_spec("[objective]\nname = 'typo_objectives:Fine'\n").objective.name == "typo_objectives:Fine"

@@ -23,6 +23,7 @@ from typing import Any
 import optuna
 
 from objectives import make_objective, resolve_objective
+from optimizer.engine.metrics import METRIC_KEYS
 from optimizer.errors import ParameterError, SpecError
 from optimizer.params import (
     PARAMS, REGIME_SUFFIXES, SPACE_ONLY, SPACE_PARAMS, WEIGHT_PRESETS, default_space, parse_exit,
@@ -425,6 +426,7 @@ def parse_spec(text: str, path: str | None = None, stored: bool = False) -> Stud
             _check_regime_entries(list(spec.space))
             _check_grid_trials(spec, doc)
             _check_pruner_reach(spec)
+            _check_objective_metrics(spec)
         unbounded = spec.unbounded_exits()
         if unbounded and spec.cv.purge is None and not stored:
             raise _err("cv.purge", f"is required when an exit has no time limit (exit {', '.join(unbounded)} "
@@ -481,6 +483,17 @@ def _check_grid_trials(spec: StudySpec, doc: Mapping) -> None:
         if n is not None and n > size:
             raise _err(f"{sec}.n_trials", f"must be <= {size}, the configurations of the grid (a grid study runs each "
                                           f"once and stops), got n_trials={n}")
+
+
+def _check_objective_metrics(spec: StudySpec) -> None:
+    """A metric the objective reads that a fold's metrics (``METRIC_KEYS``) lack would fail every trial with a
+    KeyError (a custom objective's ``metrics`` with a typo): refused naming it."""
+    obj = make_objective(spec.objective.name, spec.objective.options)
+    try:
+        obj.fold_values({m: 1.0 for m in METRIC_KEYS})
+    except KeyError as e:
+        raise _err("objective.name", f"objective {spec.objective.name!r} reads the metric {e.args[0]!r}, which a "
+                                     f"fold's metrics do not hold; they are: {', '.join(METRIC_KEYS)}") from None
 
 
 def _check_pruner_reach(spec: StudySpec) -> None:
