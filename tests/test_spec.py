@@ -278,6 +278,11 @@ INVALID = {
     "halving_min_resource_past_the_folds": ("[pruner]\nname = 'successive_halving'\nmin_resource = 2\n"
                                             "min_early_stopping_rate = 1\n", "pruner.min_resource",
                                             ["fold 8 (0-based)", "folds 0..3"]),
+    # the regime filter opens positions on one regime's closes only: another regime's buy threshold is never read
+    "other_regime_buy_threshold_under_a_filter": ("[data]\nregime = 'RISK_ON'\n" + SP + "buy_threshold_risk_on = 75\n"
+                                                  "buy_threshold_risk_off = { type = 'int', low = 60, high = 90, step = 5 }\n",
+                                                  "space.buy_threshold_risk_off",
+                                                  ["has no effect with [data] regime = 'RISK_ON'", "RISK_OFF threshold"]),
     # a condition that can never hold leaves its parameter unsearched
     "when_empty_list": (SP + "use_stop_loss = { type = 'categorical', choices = [true, false] }\n"
                         "stop_loss = { type = 'float', low = 0.01, high = 0.1, when = { use_stop_loss = [] } }\n",
@@ -449,6 +454,11 @@ def test_valid_edge_cases_are_accepted():
     s = parse_spec("[space]\nw_short_risk_on = 0\nw_lit_risk_on = 0\nsell_threshold = 35\n"
                    "buy_threshold_risk_on = { type = 'int', low = 40, high = 80, step = 5 }\ntime_stop = 9\n")
     assert s.param("buy_threshold_risk_on").low == 40
+    # the filter's own regime threshold, and a learned-regime filter (another labeller), keep them
+    for regime in ("RISK_ON", "BULL_LOW_VOL"):
+        s = parse_spec(f"[data]\nregime = '{regime}'\n[space]\nbuy_threshold_risk_on = 75\ntime_stop = 9\n"
+                       + ("buy_threshold_transitional = 72\n" if regime != "RISK_ON" else ""))
+        assert s.param("buy_threshold_risk_on").value == 75
     # a pruner that can act on a walk-forward window's folds though not on the study's, or only at the last fold
     s = parse_spec("[cv]\nn_splits = 2\n[walkforward]\nn_splits = 5\n[pruner]\nname = 'median'\nn_warmup_steps = 3\n")
     assert s.pruner.options["n_warmup_steps"] == 3

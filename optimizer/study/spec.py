@@ -424,6 +424,7 @@ def parse_spec(text: str, path: str | None = None, stored: bool = False) -> Stud
             _check_steps(spec.space)
             _check_exit_days(spec.space)
             _check_regime_entries(list(spec.space))
+            _check_regime_filter(spec)
             _check_grid_trials(spec, doc)
             _check_pruner_reach(spec)
             _check_objective_metrics(spec)
@@ -517,6 +518,17 @@ def _check_pruner_reach(spec: StudySpec) -> None:
         raise _err(f"pruner.{key}", f"leaves no fold to prune at: the earliest fold {name!r} can stop a trial at is "
                                     f"fold {first} (0-based), and a trial reports folds 0..{folds - 1} ({where}); "
                                     f"no trial would ever be pruned, got {key}={o.get(key, name)!r}")
+
+
+def _check_regime_filter(spec: StudySpec) -> None:
+    """With [data] regime = RISK_ON / RISK_OFF / TRANSITIONAL (the rule-based label the regime-conditional
+    parameters use) positions open only on that regime's closes, and a buy threshold decides only entries: another
+    regime's buy_threshold_<regime> never takes effect."""
+    for r, label in REGIME_SUFFIXES.items():
+        if spec.data.regime in REGIME_SUFFIXES.values() and label != spec.data.regime and spec.param(f"buy_threshold_{r}"):
+            raise _err(f"space.buy_threshold_{r}", f"has no effect with [data] regime = {spec.data.regime!r}: positions "
+                                                   f"open only on {spec.data.regime} closes and a buy threshold decides "
+                                                   f"only entries, so the {label} threshold is never used; remove it")
 
 
 def _check_regime_entries(space: list[ParamSpec]) -> None:
