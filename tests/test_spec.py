@@ -283,6 +283,16 @@ INVALID = {
                                                   "buy_threshold_risk_off = { type = 'int', low = 60, high = 90, step = 5 }\n",
                                                   "space.buy_threshold_risk_off",
                                                   ["has no effect with [data] regime = 'RISK_ON'", "RISK_OFF threshold"]),
+    # a sizing / risk-rule parameter read only under a setting the space never takes changes no trade
+    "risk_fraction_with_equal_sizing": (SP + "risk_fraction = { type = 'float', low = 0.01, high = 0.05 }\n",
+                                        "space.risk_fraction", ["has no effect", "sizing = 'fixed_fractional' or 'kelly'",
+                                                                "sizing here can only be 'equal'"]),
+    "kelly_window_with_fixed_fractional": (SP + "sizing = { type = 'categorical', choices = ['atr', 'fixed_fractional'] }\n"
+                                           "kelly_window = 20\n", "space.kelly_window",
+                                           ["read only with sizing = 'kelly'", "'atr', 'fixed_fractional'"]),
+    "dd_cooloff_without_breaker": (SP + "dd_cooloff = { type = 'int', low = 5, high = 20 }\n", "space.dd_cooloff",
+                                   ["read only with dd_breaker set", "dd_breaker here can only be none"]),
+    "corr_window_without_cap": (SP + "corr_window = 30\n", "space.corr_window", ["read only with corr_cap set"]),
     # a condition that can never hold leaves its parameter unsearched
     "when_empty_list": (SP + "use_stop_loss = { type = 'categorical', choices = [true, false] }\n"
                         "stop_loss = { type = 'float', low = 0.01, high = 0.1, when = { use_stop_loss = [] } }\n",
@@ -454,6 +464,10 @@ def test_valid_edge_cases_are_accepted():
     s = parse_spec("[space]\nw_short_risk_on = 0\nw_lit_risk_on = 0\nsell_threshold = 35\n"
                    "buy_threshold_risk_on = { type = 'int', low = 40, high = 80, step = 5 }\ntime_stop = 9\n")
     assert s.param("buy_threshold_risk_on").low == 40
+    # a gated parameter with its setting among the values the space can take
+    s = parse_spec("[space]\nsizing = { type = 'categorical', choices = ['equal', 'kelly'] }\nkelly_fraction = 0.3\n"
+                   "max_weight = 0.2\ndd_breaker = { type = 'float', low = 0.1, high = 0.3 }\ndd_cooloff = 5\ntime_stop = 9\n")
+    assert s.param("kelly_fraction").value == 0.3 and s.param("dd_cooloff").value == 5
     # the filter's own regime threshold, and a learned-regime filter (another labeller), keep them
     for regime in ("RISK_ON", "BULL_LOW_VOL"):
         s = parse_spec(f"[data]\nregime = '{regime}'\n[space]\nbuy_threshold_risk_on = 75\ntime_stop = 9\n"

@@ -425,6 +425,7 @@ def parse_spec(text: str, path: str | None = None, stored: bool = False) -> Stud
             _check_exit_days(spec.space)
             _check_regime_entries(list(spec.space))
             _check_regime_filter(spec)
+            _check_gated(spec)
             _check_grid_trials(spec, doc)
             _check_pruner_reach(spec)
             _check_objective_metrics(spec)
@@ -518,6 +519,30 @@ def _check_pruner_reach(spec: StudySpec) -> None:
         raise _err(f"pruner.{key}", f"leaves no fold to prune at: the earliest fold {name!r} can stop a trial at is "
                                     f"fold {first} (0-based), and a trial reports folds 0..{folds - 1} ({where}); "
                                     f"no trial would ever be pruned, got {key}={o.get(key, name)!r}")
+
+
+# parameter -> (the parameter that switches it on, the values that do; None: any value but none)
+_GATES: dict[str, tuple[str, tuple | None]] = {
+    "risk_fraction": ("sizing", ("fixed_fractional", "kelly")), "max_weight": ("sizing", ("fixed_fractional", "kelly")),
+    "kelly_fraction": ("sizing", ("kelly",)), "kelly_window": ("sizing", ("kelly",)),
+    "dd_cooloff": ("dd_breaker", None), "corr_window": ("corr_cap", None),
+}
+
+
+def _check_gated(spec: StudySpec) -> None:
+    """A sizing or risk-rule parameter read only under a setting the space can never take (risk_fraction without
+    sizing fixed_fractional / kelly, the kelly_* without kelly, dd_cooloff without dd_breaker, corr_window without
+    corr_cap) changes no trade, yet each of its values is another configuration for the repeat check and DSR."""
+    for name, (gate, on) in _GATES.items():
+        if spec.param(name) is None:
+            continue
+        g = spec.param(gate)
+        can = [PARAMS[gate].default] if g is None else _can_take(g)
+        if can is not None and not any(v is not None and (on is None or v in on) for v in can):
+            need = f"{gate} = {' or '.join(map(repr, on))}" if on else f"{gate} set"
+            raise _err(f"space.{name}", f"has no effect: {name} is read only with {need}, and {gate} here can only be "
+                                        f"{', '.join(_show(v) if v is not None else 'none' for v in can)}; declare "
+                                        f"{gate} or remove {name}")
 
 
 def _check_regime_filter(spec: StudySpec) -> None:
