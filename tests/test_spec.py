@@ -293,6 +293,13 @@ INVALID = {
     "dd_cooloff_without_breaker": (SP + "dd_cooloff = { type = 'int', low = 5, high = 20 }\n", "space.dd_cooloff",
                                    ["read only with dd_breaker set", "dd_breaker here can only be none"]),
     "corr_window_without_cap": (SP + "corr_window = 30\n", "space.corr_window", ["read only with corr_cap set"]),
+    # mean - k x std rewards fold-to-fold spread when the value is minimized
+    "mean_minus_std_minimized": ("[objective]\nname = 'hit_rate'\ndirection = 'minimize'\naggregate = 'mean_minus_std'\n",
+                                 "objective.aggregate", ["penalizes fold-to-fold spread only for a value that is maximized",
+                                                         "objective value 0 is minimized"]),
+    "mean_minus_std_with_a_minimized_objective": ("[objective]\nname = 'return_hit_frequency'\naggregate = 'mean_minus_std'\n"
+                                                  "[pruner]\nname = 'none'\n", "objective.aggregate",
+                                                  ["objective value 2 is minimized"]),
     # a condition that can never hold leaves its parameter unsearched
     "when_empty_list": (SP + "use_stop_loss = { type = 'categorical', choices = [true, false] }\n"
                         "stop_loss = { type = 'float', low = 0.01, high = 0.1, when = { use_stop_loss = [] } }\n",

@@ -442,6 +442,15 @@ def test_every_spec_key_takes_effect_or_is_refused(key, synth_db, tmp_path, monk
         with pytest.raises(SpecError, match=r"\[objective\.k\].*ignored"):
             spec_of(changed("objective", "aggregate", "median"))
         return
+    if key == ("objective", "direction"):  # mean_minus_std (the base's) penalizes spread only when maximizing
+        with pytest.raises(SpecError, match=r"\[objective\.aggregate\] mean_minus_std .* objective value 0 is minimized"):
+            spec_of(changed(section, name, value))
+        base["objective"].pop("k")
+        base["objective"]["aggregate"] = "mean"
+        alt = copy.deepcopy(base)
+        alt["objective"]["direction"] = value
+        assert probe_objective(spec_of(base), synth_db) != probe_objective(spec_of(alt), synth_db)
+        return
     if how == "aggregate":  # k belongs to mean_minus_std: both sides without it
         base["objective"].pop("k")
         alt = copy.deepcopy(base)

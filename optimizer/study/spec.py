@@ -429,6 +429,12 @@ def parse_spec(text: str, path: str | None = None, stored: bool = False) -> Stud
             _check_grid_trials(spec, doc)
             _check_pruner_reach(spec)
             _check_objective_metrics(spec)
+        if spec.objective.aggregate == "mean_minus_std" and "minimize" in spec.objective.directions and not stored:
+            i = spec.objective.directions.index("minimize")
+            raise _err("objective.aggregate", "mean_minus_std (mean - k x std of the fold values) penalizes fold-to-fold "
+                                              "spread only for a value that is maximized: objective value "
+                                              f"{i} is minimized, so subtracting the std would favour the least stable "
+                                              "configurations; use mean or median there")
         unbounded = spec.unbounded_exits()
         if unbounded and spec.cv.purge is None and not stored:
             raise _err("cv.purge", f"is required when an exit has no time limit (exit {', '.join(unbounded)} "
