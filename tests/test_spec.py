@@ -548,7 +548,9 @@ def test_an_objective_reading_a_metric_the_folds_lack_is_refused(tmp_path, monke
     traceback; the spec names it, with the metrics there are (a stored spec still reads back)."""
     (tmp_path / "typo_objectives.py").write_text(
         "from objectives import Objective\n\n\nclass Typo(Objective):\n    name = 'typo'\n    metrics = ('hit_rat',)\n\n\n"
-        "class Fine(Objective):\n    name = 'fine'\n    metrics = ('excess_sharpe',)\n")
+        "class Fine(Objective):\n    name = 'fine'\n    metrics = ('excess_sharpe',)\n\n\n"
+        "class Picky(Objective):\n    name = 'picky'\n    metrics = ('hit_rate',)\n\n"
+        "    def fold_values(self, m):\n        return (m['avg_return'] / (m['hit_rate'] - 1.0),)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     text = "[objective]\nname = 'typo_objectives:Typo'\n"
     e = _err(text)
@@ -556,3 +558,5 @@ def test_an_objective_reading_a_metric_the_folds_lack_is_refused(tmp_path, monke
     assert "hit_rate" in str(e)
     assert parse_spec(text, stored=True).objective.name == "typo_objectives:Typo"
     assert parse_spec("[objective]\nname = 'typo_objectives:Fine'\n").objective.name == "typo_objectives:Fine"
+    # an objective whose arithmetic fails on the stand-in values (not a missing metric) is left to its trials
+    assert parse_spec("[objective]\nname = 'typo_objectives:Picky'\n").objective.name == "typo_objectives:Picky"
