@@ -560,3 +560,31 @@ def test_an_objective_reading_a_metric_the_folds_lack_is_refused(tmp_path, monke
     assert parse_spec("[objective]\nname = 'typo_objectives:Fine'\n").objective.name == "typo_objectives:Fine"
     # an objective whose arithmetic fails on the stand-in values (not a missing metric) is left to its trials
     assert parse_spec("[objective]\nname = 'typo_objectives:Picky'\n").objective.name == "typo_objectives:Picky"
+
+
+def test_sampler_options_are_tried_past_the_startup_trials(capfd):
+    """TPE's own model starts after n_startup_trials (10): an option only it uses (n_ei_candidates = 0,
+    prior_weight < 0) passed the spec's 4 stand-in trials and the study stopped at trial 11 with a traceback. The
+    stand-in run now reaches the model; its failure is one line, without Optuna's warning and traceback."""
+    space = "[space]\nw_short = { type = 'float', low = 0.4, high = 0.7 }\nz_window = { type = 'int', low = 10, high = 40 }\n"
+    for opt, msg in (("n_ei_candidates = 0", "IndexError"), ("prior_weight = -1.0", "non-negative value")):
+        e = _err(space + f"[sampler]\nname = 'tpe'\n{opt}\n")
+        assert e.key == "sampler" and "its options fail when used" in str(e) and msg in str(e), str(e)
+    assert "Traceback" not in capfd.readouterr().err
+    # the startup is only shortened for the stand-in: the spec keeps the user's value
+    s = parse_spec(space + "[sampler]\nname = 'tpe'\nn_startup_trials = 20\nmultivariate = true\n")
+    assert s.sampler.options == {"n_startup_trials": 20, "multivariate": True}
+
+
+def test_a_sampler_whose_package_is_missing_is_refused_naming_it():
+    """cmaes and gp import a package (cmaes, torch) when they first sample a numeric parameter: without it the
+    spec is refused naming the package (it was accepted, and the run failed at the first model trial)."""
+    import importlib.util
+    space = "[space]\nw_short = { type = 'float', low = 0.4, high = 0.7 }\n"
+    for sampler, package in (("cmaes", "cmaes"), ("gp", "torch")):
+        text = space + f"[sampler]\nname = '{sampler}'\n"
+        if importlib.util.find_spec(package) is not None:
+            assert parse_spec(text).sampler.name == sampler
+        else:
+            e = _err(text)
+            assert e.key == "sampler" and f"needs the Python package '{package}'" in str(e), str(e)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import inspect
 import json
 import math
 import re
@@ -448,6 +449,22 @@ def parse_spec(text: str, path: str | None = None, stored: bool = False) -> Stud
         raise
 
 
+def _past_startup(sname: str, options: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
+    """(options, trials) of a stand-in run that reaches the sampler's own model: n_startup_trials (TPE, GP,
+    CMA-ES) cut to at most 3, and NSGA-II run one generation past its first population."""
+    params = inspect.signature(SAMPLERS[sname].factory).parameters
+    opts, n = dict(options), 6
+    if "n_startup_trials" in params:
+        start = opts.get("n_startup_trials", params["n_startup_trials"].default)
+        if isinstance(start, int) and not isinstance(start, bool):
+            opts["n_startup_trials"] = min(start, 3)
+    if "population_size" in params:
+        pop = opts.get("population_size", params["population_size"].default)
+        if isinstance(pop, int) and not isinstance(pop, bool):
+            n = max(n, min(pop, 200) + 2)
+    return opts, n
+
+
 def _check_steps(space: tuple[ParamSpec, ...]) -> None:
     """A numeric range's step must divide high - low: Optuna would otherwise search low + k * step only up to the
     last grid point below high (with a warning), so the declared high would never be drawn."""
@@ -759,7 +776,11 @@ def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
         grid = {p.name: p.grid_values() for p in space if p.kind != "fixed"} if sname == "grid" else None
         dists = {p.name: p.distribution() for p in space if p.kind != "fixed"}
         steps = max(1, cv_kw.get("n_splits", CVSpec.n_splits))
-        dry_run("sampler", build_sampler(sname, seed, sopts, grid), build_pruner("none", {}), dists, dirs, steps)
+        # past the sampler's startup phase: the options of its own model (TPE's n_ei_candidates, prior_weight, a
+        # package it imports) are used from then on only, so the stand-in study shortens the startup to 3 trials
+        dry_opts, dry_n = _past_startup(sname, sopts)
+        dry_run("sampler", build_sampler(sname, seed, dry_opts, grid), build_pruner("none", {}), dists, dirs, steps,
+                n_trials=dry_n)
         dry_run("pruner", build_sampler("random", 0, {}), build_pruner(pname, popts), dists, dirs, steps)
 
     r = _section(doc, "run")
