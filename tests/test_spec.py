@@ -293,6 +293,13 @@ INVALID = {
     "dd_cooloff_without_breaker": (SP + "dd_cooloff = { type = 'int', low = 5, high = 20 }\n", "space.dd_cooloff",
                                    ["read only with dd_breaker set", "dd_breaker here can only be none"]),
     "corr_window_without_cap": (SP + "corr_window = 30\n", "space.corr_window", ["read only with corr_cap set"]),
+    # min_periods is capped at each z-window (whose default it is): at or above the largest it changes nothing
+    "min_periods_at_the_largest_window": ("[data]\nmin_periods = 30\n" + SP + "z_window = { type = 'categorical', "
+                                          "choices = [10, 20, 30] }\ntime_stop = 9\n", "data.min_periods",
+                                          ["has no effect", "the largest z_window the space allows is 30",
+                                           "got min_periods=30"]),
+    "min_periods_above_the_only_window": ("[data]\nmin_periods = 25\n" + SP + "z_window = 20\ntime_stop = 9\n",
+                                          "data.min_periods", ["largest z_window the space allows is 20"]),
     # mean - k x std rewards fold-to-fold spread when the value is minimized
     "mean_minus_std_minimized": ("[objective]\nname = 'hit_rate'\ndirection = 'minimize'\naggregate = 'mean_minus_std'\n",
                                  "objective.aggregate", ["penalizes fold-to-fold spread only for a value that is maximized",

@@ -430,6 +430,11 @@ def parse_spec(text: str, path: str | None = None, stored: bool = False) -> Stud
             _check_grid_trials(spec, doc)
             _check_pruner_reach(spec)
             _check_objective_metrics(spec)
+            if spec.data.min_periods is not None and spec.data.min_periods >= spec.max_z_window():
+                raise _err("data.min_periods", f"has no effect: a z-score over w sessions needs at most w values (the "
+                                               f"default), and the largest z_window the space allows is "
+                                               f"{spec.max_z_window()}; give a value below it, got "
+                                               f"min_periods={spec.data.min_periods}")
         if spec.objective.aggregate == "mean_minus_std" and "minimize" in spec.objective.directions and not stored:
             i = spec.objective.directions.index("minimize")
             raise _err("objective.aggregate", "mean_minus_std (mean - k x std of the fold values) penalizes fold-to-fold "
