@@ -296,6 +296,30 @@ def test_compare_planted_durations_time_saved_and_histogram(store):
     assert b["elapsed_s"].tolist() == pytest.approx([10, 16, 37, 63, 94, 97])
 
 
+def test_compare_leaves_repeats_out_of_durations_and_time_saved(tmp_path):
+    """Complete 10 s and 30 s, pruned 5 s, then a repeat of each (0.01 s, ``repeat_of``): the repeats ran nothing,
+    so a complete trial costs 20 s, a pruned one 5 s and pruning saved 15 s; the repeats still count by state."""
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    st = optuna.create_study(study_name="repeats", storage=make_storage(url, heartbeat=False), direction="maximize")
+    st.set_user_attr("folds", FOLDS)
+    dist = {"buy_threshold": IntDistribution(60, 80, step=5)}
+    t = datetime(2024, 5, 1, 9, 0, 0)
+    for i, (state, d, val, of) in enumerate([(TrialState.COMPLETE, 10, 0.5, None), (TrialState.COMPLETE, 30, 0.9, None),
+                                             (TrialState.PRUNED, 5, None, None), (TrialState.COMPLETE, 0.01, 0.5, 0),
+                                             (TrialState.PRUNED, 0.01, None, 2), (TrialState.PRUNED, 0.01, None, 2)]):
+        attrs = {"metrics": {"pruned_at_fold": 1}} if state == TrialState.PRUNED else {}
+        st.add_trial(FrozenTrial(number=i, state=state, value=val, datetime_start=t,
+                                 datetime_complete=t + timedelta(seconds=d), params={"buy_threshold": 60 + 5 * (i % 3)},
+                                 distributions=dist, user_attrs=attrs | ({} if of is None else {"repeat_of": of}),
+                                 system_attrs={}, intermediate_values={0: 0.1}, trial_id=0))
+        t = t + timedelta(seconds=d + 1)
+    s = compare_studies(url, ["repeats"]).summary.iloc[0]
+    assert (s["complete"], s["pruned"]) == (3, 3)
+    assert s["mean_complete_s"] == pytest.approx(20.0) and s["mean_pruned_s"] == pytest.approx(5.0)
+    assert s["time_saved_s"] == pytest.approx(15.0)
+    assert s["total_trial_s"] == pytest.approx(45.03)  # every trial's wall time, the repeats' included
+
+
 def test_compare_optuna_studies(store):
     res = compare_studies(store, ["maxi", "mini"])
     hist = res.prune_fold_hist

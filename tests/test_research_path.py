@@ -77,7 +77,6 @@ sell_threshold = 30
 exit = { type = "categorical", choices = ["first_dist", "fixed_10d"] }
 use_stop_loss = { type = "categorical", choices = [false, true] }
 stop_loss = { type = "float", low = 0.03, high = 0.09, step = 0.02, when = { use_stop_loss = true } }
-hold_days = 10
 time_stop = 40
 max_positions = 8
 [cv]

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from optimizer.errors import SpecError
+from optimizer.errors import ParameterError, SpecError
+from optimizer.study.run import run_study
 from optimizer.study.spec import DEFAULT_SPACE, REGIMES, WEIGHT_PRESETS, ParamSpec, load_spec, parse_spec
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
@@ -173,6 +174,8 @@ def test_param_grid_values_and_bounds():
 
 # ------------------------------------------------------------------------------------------------ invalid specs
 SP = "[space]\n"
+GRID4 = ("variant = { type = 'categorical', choices = ['A', 'B'] }\nz_window = { type = 'categorical', choices = [10, 20] }\n"
+         "buy_threshold = 70\n[sampler]\nname = 'grid'\n")
 MO = '[objective]\nname = "return_hit_frequency"\n'
 INVALID = {
     # unknown keys, at every level
@@ -225,6 +228,88 @@ INVALID = {
                      ["got exit='hold_forever'", "fixed_10d", "fixed_<N>d / hybrid_<M>d"]),
     "fixed_exit_without_hold_days": (SP + "exit = { type = 'categorical', choices = ['fixed', 'first_dist'] }\n", "space.hold_days", ["is required when exit may be 'fixed'"]),
     "hybrid_exit_without_max_days": (SP + "exit = 'hybrid'\n", "space.max_days", ["is required when exit may be 'hybrid'"]),
+    # a step that does not divide high - low: Optuna would search only up to the last grid point below high
+    "int_step_not_dividing": (SP + "z_window = { type = 'int', low = 10, high = 30, step = 7 }\n", "space.z_window.step",
+                              ["must divide high - low", "stop at 24", "high = 30 would never be searched", "got step=7"]),
+    "float_step_not_dividing": (SP + "w_short = { type = 'float', low = 0.4, high = 0.7, step = 0.25 }\n", "space.w_short.step",
+                                ["must divide high - low", "stop at 0.65", "high = 0.7 would never be searched"]),
+    # hold_days / max_days are read only by the bare fixed / hybrid exits: anywhere else they are ignored
+    "hold_days_with_a_named_fixed_exit": (SP + "exit = 'fixed_10d'\nhold_days = { type = 'int', low = 5, high = 20 }\n",
+                                          "space.hold_days", ["has no effect", "exit here can only be 'fixed_10d'"]),
+    "max_days_with_the_default_exit": (SP + "max_days = 25\n", "space.max_days",
+                                       ["has no effect", "only exit = 'hybrid' takes max_days", "only be 'first_dist'"]),
+    # ... and a fixed exit whose hold_days is switched off by its own condition fails every such trial
+    "hold_days_off_when_exit_is_fixed": (SP + "exit = { type = 'categorical', choices = ['fixed', 'first_dist'] }\n"
+                                         "hold_days = { type = 'int', low = 5, high = 20, when = { exit = 'first_dist' } }\n",
+                                         "space.hold_days.when", ["must hold whenever exit = 'fixed'", "exit = 'first_dist'"]),
+    "max_days_off_when_exit_is_hybrid": (SP + "variant = { type = 'categorical', choices = ['B', 'C'] }\nexit = 'hybrid'\n"
+                                         "max_days = { type = 'int', low = 5, high = 20, when = { variant = 'B' } }\n",
+                                         "space.max_days.when", ["must hold whenever exit = 'hybrid'", "variant = 'B'"]),
+    # the pooled rules between entries hold on each regime's sessions too (the engine refuses them mid-run)
+    "regime_buy_not_above_sell": (SP + "buy_threshold_risk_on = { type = 'int', low = 20, high = 80, step = 5 }\n",
+                                  "space.buy_threshold_risk_on",
+                                  ["every sell threshold must be below every buy threshold on RISK_ON sessions",
+                                   "max sell 30.0 (default) >= min buy_threshold_risk_on 20"]),
+    "regime_buy_below_declared_sell": (SP + "sell_threshold = { type = 'int', low = 20, high = 40, step = 5 }\n"
+                                       "buy_threshold_risk_off = 40\n", "space.buy_threshold_risk_off",
+                                       ["on RISK_OFF sessions", "max sell 40.0 >= min buy_threshold_risk_off 40"]),
+    "regime_weights_all_zero": (SP + "w_short_transitional = 0\nw_lit_transitional = { type = 'float', low = 0.0, "
+                                "high = 0.4, step = 0.1 }\nw_price_transitional = 0\n", "space.w_short_transitional",
+                                ["the three weights on TRANSITIONAL sessions can all be 0 at once", "0, 0, 0"]),
+    "regime_weights_zero_with_pooled_zero": (SP + "w_short = { type = 'float', low = 0.0, high = 0.5, step = 0.1 }\n"
+                                             "w_lit_risk_on = 0\nw_price_risk_on = 0\n", "space.w_lit_risk_on",
+                                             ["on RISK_ON sessions can all be 0"]),
+    # a grid study runs each configuration once, then Optuna's GridSampler stops it: more trials are never reached
+    "grid_n_trials_above_its_size": (SP + GRID4 + "[run]\nn_trials = 5\n", "run.n_trials",
+                                     ["must be <= 4, the configurations of the grid", "got n_trials=5"]),
+    "grid_wf_n_trials_above_its_size": (SP + GRID4 + "[walkforward]\nn_trials = 9\n", "walkforward.n_trials",
+                                        ["must be <= 4", "got n_trials=9"]),
+    # a pruner option that keeps the pruner from ever reaching a fold a trial reports: nothing is ever pruned
+    "pruner_warmup_past_the_folds": ("[cv]\nn_splits = 3\n[pruner]\nname = 'median'\nn_warmup_steps = 3\n",
+                                     "pruner.n_warmup_steps", ["leaves no fold to prune at", "fold 3 (0-based)",
+                                                               "folds 0..2", "[cv] n_splits = 3", "got n_warmup_steps=3"]),
+    "percentile_warmup_past_cpcv_groups": ("[cv]\nmode = 'cpcv'\nn_groups = 4\n[pruner]\nname = 'percentile'\n"
+                                           "percentile = 25.0\nn_warmup_steps = 4\n", "pruner.n_warmup_steps",
+                                           ["folds 0..3 ([cv] n_groups = 4)"]),
+    "wilcoxon_startup_past_the_folds": ("[pruner]\nname = 'wilcoxon'\nn_startup_steps = 5\n", "pruner.n_startup_steps",
+                                        ["leaves no fold to prune at", "folds 0..3"]),
+    "wilcoxon_on_one_fold": ("[cv]\nn_splits = 1\n[walkforward]\nn_splits = 1\n[pruner]\nname = 'wilcoxon'\n",
+                             "pruner.name", ["'wilcoxon' can stop a trial at is fold 1", "folds 0..0"]),
+    "halving_min_resource_past_the_folds": ("[pruner]\nname = 'successive_halving'\nmin_resource = 2\n"
+                                            "min_early_stopping_rate = 1\n", "pruner.min_resource",
+                                            ["fold 8 (0-based)", "folds 0..3"]),
+    # the regime filter opens positions on one regime's closes only: another regime's buy threshold is never read
+    "other_regime_buy_threshold_under_a_filter": ("[data]\nregime = 'RISK_ON'\n" + SP + "buy_threshold_risk_on = 75\n"
+                                                  "buy_threshold_risk_off = { type = 'int', low = 60, high = 90, step = 5 }\n",
+                                                  "space.buy_threshold_risk_off",
+                                                  ["has no effect with [data] regime = 'RISK_ON'", "RISK_OFF threshold"]),
+    # a sizing / risk-rule parameter read only under a setting the space never takes changes no trade
+    "risk_fraction_with_equal_sizing": (SP + "risk_fraction = { type = 'float', low = 0.01, high = 0.05 }\n",
+                                        "space.risk_fraction", ["has no effect", "sizing = 'fixed_fractional' or 'kelly'",
+                                                                "sizing here can only be 'equal'"]),
+    "kelly_window_with_fixed_fractional": (SP + "sizing = { type = 'categorical', choices = ['atr', 'fixed_fractional'] }\n"
+                                           "kelly_window = 20\n", "space.kelly_window",
+                                           ["read only with sizing = 'kelly'", "'atr', 'fixed_fractional'"]),
+    "dd_cooloff_without_breaker": (SP + "dd_cooloff = { type = 'int', low = 5, high = 20 }\n", "space.dd_cooloff",
+                                   ["read only with dd_breaker set", "dd_breaker here can only be none"]),
+    "corr_window_without_cap": (SP + "corr_window = 30\n", "space.corr_window", ["read only with corr_cap set"]),
+    # min_periods is capped at each z-window (whose default it is): at or above the largest it changes nothing
+    "min_periods_at_the_largest_window": ("[data]\nmin_periods = 30\n" + SP + "z_window = { type = 'categorical', "
+                                          "choices = [10, 20, 30] }\ntime_stop = 9\n", "data.min_periods",
+                                          ["has no effect", "the largest z_window the space allows is 30",
+                                           "got min_periods=30"]),
+    "min_periods_above_the_only_window": ("[data]\nmin_periods = 25\n" + SP + "z_window = 20\ntime_stop = 9\n",
+                                          "data.min_periods", ["largest z_window the space allows is 20"]),
+    # a condition that can never hold leaves its parameter unsearched
+    "when_empty_list": (SP + "use_stop_loss = { type = 'categorical', choices = [true, false] }\n"
+                        "stop_loss = { type = 'float', low = 0.01, high = 0.1, when = { use_stop_loss = [] } }\n",
+                        "space.stop_loss.when.use_stop_loss", ["must name at least one value", "got []"]),
+    "when_value_off_the_grid": (SP + "buy_threshold = { type = 'int', low = 60, high = 80, step = 5 }\n"
+                                "stop_loss = { type = 'float', low = 0.01, high = 0.1, when = { buy_threshold = 62 } }\n",
+                                "space.stop_loss.when.buy_threshold", ["must be a value buy_threshold can take", "got 62"]),
+    "when_on_a_continuous_range": (SP + "w_short = { type = 'float', low = 0.4, high = 0.7 }\n"
+                                   "stop_loss = { type = 'float', low = 0.01, high = 0.1, when = { w_short = 0.5 } }\n",
+                                   "space.stop_loss.when.w_short", ["continuous range", "only by chance", "got 0.5"]),
     "weights_with_w_short": (SP + "weights = 'balanced'\nw_short = 0.5\n", "space.weights", ["use either the weights preset or w_short/w_lit/w_price, not both"]),
     "unknown_weights_preset": (SP + "weights = { type = 'categorical', choices = ['balanced', 'heavy'] }\n", "space.weights",
                                ["choices must be among short_heavy, balanced, lit_heavy, got ['heavy']"]),
@@ -352,6 +437,25 @@ def test_load_spec_missing_and_broken_files(tmp_path):
     assert str(ei.value) == f"{p}: [cv.purge] must be >= 0, got purge=-3"
 
 
+def test_a_stored_spec_reads_back_under_the_step_and_exit_day_rules():
+    """A study made before these rules keeps reading back its spec (``stored``): its trials ran with it."""
+    text = ("[space]\nz_window = { type = 'int', low = 10, high = 30, step = 7 }\nexit = 'fixed_10d'\n"
+            "hold_days = { type = 'int', low = 5, high = 20 }\nbuy_threshold_risk_on = 25\n")
+    with pytest.raises(SpecError):
+        parse_spec(text)
+    s = parse_spec(text, stored=True)
+    assert s.param("z_window").step == 7 and s.param("hold_days").low == 5
+    assert s.param("buy_threshold_risk_on").value == 25
+
+
+def test_a_grid_study_asks_for_at_most_its_configurations(tmp_path):
+    s = parse_spec(SP + GRID4)  # [run] n_trials not given: the grid's 4, not 100
+    assert s.run.n_trials == 4 and parse_spec(SP + GRID4 + "[run]\nn_trials = 3\n").run.n_trials == 3
+    assert parse_spec(SP + GRID4 + "[run]\nn_trials = 9\n", stored=True).run.n_trials == 9  # a stored spec reads back
+    with pytest.raises(ParameterError, match=r"n_trials must be <= 4, the configurations of the grid.*got n_trials=5"):
+        run_study(s, tmp_path / "nowhere.duckdb", n_trials=5)  # refused before any data is read
+
+
 def test_valid_edge_cases_are_accepted():
     # multi-objective with an explicit "none" pruner, expanding folds after a minimum train span, a weights preset
     # as fixed value
@@ -359,6 +463,31 @@ def test_valid_edge_cases_are_accepted():
                    "purge = 20\n[space]\nweights = 'lit_heavy'\nexit = 'first_dist'\n")
     assert s.cv.mode == "expanding" and s.cv.min_train_size == 250 and len(s.objective.directions) == 3
     assert s.param("weights").value == "lit_heavy" and "lit_heavy" in WEIGHT_PRESETS
+    # a step that divides the range, hold_days / max_days on whenever their exit is drawn, a condition on a grid value
+    s = parse_spec("[space]\nw_short = { type = 'float', low = 0.4, high = 0.7, step = 0.05 }\n"
+                   "buy_threshold = { type = 'int', low = 60, high = 80, step = 5 }\n"
+                   "exit = { type = 'categorical', choices = ['fixed', 'hybrid', 'fixed_10d'] }\n"
+                   "hold_days = { type = 'int', low = 5, high = 20, step = 5, when = { exit = 'fixed' } }\n"
+                   "max_days = { type = 'int', low = 10, high = 40, when = { exit = ['hybrid', 'fixed'] } }\n"
+                   "stop_loss = { type = 'float', low = 0.01, high = 0.1, when = { buy_threshold = 65 } }\n")
+    assert s.param("w_short").distribution().high == 0.7 and s.param("stop_loss").when == (("buy_threshold", (65,)),)
+    # a regime's zero weights beside a positive pooled one, a regime buy threshold above every sell threshold
+    s = parse_spec("[space]\nw_short_risk_on = 0\nw_lit_risk_on = 0\nsell_threshold = 35\n"
+                   "buy_threshold_risk_on = { type = 'int', low = 40, high = 80, step = 5 }\ntime_stop = 9\n")
+    assert s.param("buy_threshold_risk_on").low == 40
+    # a gated parameter with its setting among the values the space can take
+    s = parse_spec("[space]\nsizing = { type = 'categorical', choices = ['equal', 'kelly'] }\nkelly_fraction = 0.3\n"
+                   "max_weight = 0.2\ndd_breaker = { type = 'float', low = 0.1, high = 0.3 }\ndd_cooloff = 5\ntime_stop = 9\n")
+    assert s.param("kelly_fraction").value == 0.3 and s.param("dd_cooloff").value == 5
+    # the filter's own regime threshold, and a learned-regime filter (another labeller), keep them
+    for regime in ("RISK_ON", "BULL_LOW_VOL"):
+        s = parse_spec(f"[data]\nregime = '{regime}'\n[space]\nbuy_threshold_risk_on = 75\ntime_stop = 9\n"
+                       + ("buy_threshold_transitional = 72\n" if regime != "RISK_ON" else ""))
+        assert s.param("buy_threshold_risk_on").value == 75
+    # a pruner that can act on a walk-forward window's folds though not on the study's, or only at the last fold
+    s = parse_spec("[cv]\nn_splits = 2\n[walkforward]\nn_splits = 5\n[pruner]\nname = 'median'\nn_warmup_steps = 3\n")
+    assert s.pruner.options["n_warmup_steps"] == 3
+    assert parse_spec("[pruner]\nname = 'hyperband'\nmin_resource = 3\n").pruner.options["min_resource"] == 3
     s = parse_spec("[pruner]\nname = 'percentile'\npercentile = 25.0\n")
     assert dict(s.pruner.options) == {"percentile": 25.0}
     s = parse_spec("[objective]\nname = 'objectives.builtin:HitRate'\ndirection = 'minimize'\n")
@@ -416,3 +545,50 @@ def test_spec_hash_ignores_run_walkforward_description_and_formatting(old, new):
 def test_spec_hash_changes_with_space_data_cv_sampler(old, new):
     assert old in BASE
     assert _hash(BASE.replace(old, new)) != _hash(BASE)
+
+
+def test_an_objective_reading_a_metric_the_folds_lack_is_refused(tmp_path, monkeypatch):
+    """A custom objective whose metrics name a key a fold's metrics do not hold failed every trial with a KeyError
+    traceback; the spec names it, with the metrics there are (a stored spec still reads back)."""
+    (tmp_path / "typo_objectives.py").write_text(
+        "from objectives import Objective\n\n\nclass Typo(Objective):\n    name = 'typo'\n    metrics = ('hit_rat',)\n\n\n"
+        "class Fine(Objective):\n    name = 'fine'\n    metrics = ('excess_sharpe',)\n\n\n"
+        "class Picky(Objective):\n    name = 'picky'\n    metrics = ('hit_rate',)\n\n"
+        "    def fold_values(self, m):\n        return (m['avg_return'] / (m['hit_rate'] - 1.0),)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    text = "[objective]\nname = 'typo_objectives:Typo'\n"
+    e = _err(text)
+    assert e.key == "objective.name" and "reads the metric 'hit_rat', which a fold's metrics do not hold" in str(e)
+    assert "hit_rate" in str(e)
+    assert parse_spec(text, stored=True).objective.name == "typo_objectives:Typo"
+    assert parse_spec("[objective]\nname = 'typo_objectives:Fine'\n").objective.name == "typo_objectives:Fine"
+    # an objective whose arithmetic fails on the stand-in values (not a missing metric) is left to its trials
+    assert parse_spec("[objective]\nname = 'typo_objectives:Picky'\n").objective.name == "typo_objectives:Picky"
+
+
+def test_sampler_options_are_tried_past_the_startup_trials(capfd):
+    """TPE's own model starts after n_startup_trials (10): an option only it uses (n_ei_candidates = 0,
+    prior_weight < 0) passed the spec's 4 stand-in trials and the study stopped at trial 11 with a traceback. The
+    stand-in run now reaches the model; its failure is one line, without Optuna's warning and traceback."""
+    space = "[space]\nw_short = { type = 'float', low = 0.4, high = 0.7 }\nz_window = { type = 'int', low = 10, high = 40 }\n"
+    for opt, msg in (("n_ei_candidates = 0", "IndexError"), ("prior_weight = -1.0", "non-negative value")):
+        e = _err(space + f"[sampler]\nname = 'tpe'\n{opt}\n")
+        assert e.key == "sampler" and "its options fail when used" in str(e) and msg in str(e), str(e)
+    assert "Traceback" not in capfd.readouterr().err
+    # the startup is only shortened for the stand-in: the spec keeps the user's value
+    s = parse_spec(space + "[sampler]\nname = 'tpe'\nn_startup_trials = 20\nmultivariate = true\n")
+    assert s.sampler.options == {"n_startup_trials": 20, "multivariate": True}
+
+
+def test_a_sampler_whose_package_is_missing_is_refused_naming_it():
+    """cmaes and gp import a package (cmaes, torch) when they first sample a numeric parameter: without it the
+    spec is refused naming the package (it was accepted, and the run failed at the first model trial)."""
+    import importlib.util
+    space = "[space]\nw_short = { type = 'float', low = 0.4, high = 0.7 }\n"
+    for sampler, package in (("cmaes", "cmaes"), ("gp", "torch")):
+        text = space + f"[sampler]\nname = '{sampler}'\n"
+        if importlib.util.find_spec(package) is not None:
+            assert parse_spec(text).sampler.name == sampler
+        else:
+            e = _err(text)
+            assert e.key == "sampler" and f"needs the Python package '{package}'" in str(e), str(e)

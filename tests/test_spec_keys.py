@@ -517,6 +517,10 @@ def test_every_space_parameter_takes_effect(name):
     doc = copy.deepcopy(BASE)
     doc.pop("seed_from")
     base_space = {"variant": "B", "z_window": 20}
+    # a parameter read only under a setting is declared with that setting on (without it the spec refuses it)
+    base_space |= {"risk_fraction": {"sizing": "fixed_fractional"}, "max_weight": {"sizing": "fixed_fractional"},
+                   "kelly_fraction": {"sizing": "kelly"}, "kelly_window": {"sizing": "kelly"},
+                   "dd_cooloff": {"dd_breaker": 0.2}, "corr_window": {"corr_cap": 0.5}}.get(name, {})
     doc["space"] = dict(base_space)
     v0 = probe_space(spec_of(doc))
     doc["space"][name] = _space_change(name)

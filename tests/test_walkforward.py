@@ -417,6 +417,24 @@ def test_select_params_best_and_robust_plateau():
     assert select_params(st, "robust", top_k=5).params == {"a": 0.2, "exit": "y"}
 
 
+def test_select_params_robust_does_not_count_repeats_as_neighbours():
+    """A lucky spike the sampler proposed three times (two trials reusing its result, ``repeat_of``) is one
+    configuration: its neighbours are the other configurations near it, not its own copies (which made its
+    neighbourhood median its own value, so the spike won the plateau rule)."""
+    dists = {"a": optuna.distributions.FloatDistribution(0.0, 1.0),
+             "exit": optuna.distributions.CategoricalDistribution(["x", "y"])}
+    st = optuna.create_study(direction="maximize")
+    vals = [({"a": 0.9, "exit": "x"}, 10.0, None), ({"a": 0.85, "exit": "x"}, 0.0, None),
+            ({"a": 0.95, "exit": "x"}, -1.0, None), ({"a": 0.2, "exit": "y"}, 8.0, None),
+            ({"a": 0.22, "exit": "y"}, 7.5, None), ({"a": 0.18, "exit": "y"}, 7.8, None),
+            ({"a": 0.9, "exit": "x"}, 10.0, 0), ({"a": 0.9, "exit": "x"}, 10.0, 0)]
+    for params, v, of in vals:
+        st.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=v,
+                                               user_attrs={} if of is None else {"repeat_of": of}))
+    assert select_params(st, "best").number == 0
+    assert select_params(st, "robust", top_k=5).params == {"a": 0.2, "exit": "y"}
+
+
 def test_select_params_robust_separates_categories():
     # same numeric value, different category: the neighbours of the spike are its category mates, which score low
     vals = [({"a": 0.5, "exit": "x"}, 10.0), ({"a": 0.5, "exit": "x"}, -5.0), ({"a": 0.5, "exit": "x"}, -6.0),

@@ -111,7 +111,8 @@ def write_compare_html(result: "CompareResult", path: str | Path) -> Path:
         "<style>body{font-family:sans-serif;margin:1.5em}table.summary{border-collapse:collapse;font-size:13px}"
         "table.summary td,table.summary th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}</style>"
         f"</head><body><h1>{html.escape(title)}</h1>\n<h2>summary</h2>\n{_summary_html(result.summary)}\n"
-        "<p>time_saved_s: sum over pruned trials of max(0, mean complete duration &minus; their duration).</p>\n"
+        "<p>time_saved_s: sum over pruned trials of max(0, mean complete duration &minus; their duration). Repeats "
+        "(trials that reused an earlier trial's result) count by state but not in the durations or time saved.</p>\n"
         f"<p class=\"warmup\">{html.escape(warmup_note(result.summary))}</p>\n"
         f"{fig_html}\n</body></html>\n"
     )

@@ -285,8 +285,11 @@ def _time_saved(mean_complete: float, pruned: list[float]) -> float:
 
 
 def _summary_row(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, Any]:
-    comp = [_duration_s(t) for t in trials if t.state == TrialState.COMPLETE]
-    pruned = [_duration_s(t) for t in trials if t.state == TrialState.PRUNED]
+    # a repeat reused an earlier trial's result and ran nothing: its few milliseconds are neither what a complete
+    # trial costs nor time that pruning saved (without pruning it would have reused the completed result)
+    ran = [t for t in trials if read_trial(t).repeat_of is None]
+    comp = [_duration_s(t) for t in ran if t.state == TrialState.COMPLETE]
+    pruned = [_duration_s(t) for t in ran if t.state == TrialState.PRUNED]
     finished = [_duration_s(t) for t in trials if t.state in _FINISHED]
     mc, mp = _nanmean(comp), _nanmean(pruned)
     total = float(np.nansum(finished))
@@ -344,7 +347,9 @@ def compare_studies(storage: Any, names: list[str]) -> CompareResult:
 
     Multi-objective studies are compared on their first objective. Durations are trial wall times
     (``datetime_complete - datetime_start``). ``time_saved_s`` estimates what pruning saved: the sum over pruned
-    trials of ``max(0, mean complete duration - their duration)``. ``kernel_warmup_s``: the seconds ``study run``
+    trials of ``max(0, mean complete duration - their duration)``. Repeats (``repeat_of``: a trial that reused an
+    earlier trial's result) are counted by state but left out of ``mean_complete_s``, ``mean_pruned_s`` and
+    ``time_saved_s``: they ran nothing, and a pruned repeat would have reused a completed result without pruning. ``kernel_warmup_s``: the seconds ``study run``
     spent compiling (or loading from numba's cache) the engine kernels before the study's first trial (0: they
     were already loaded; NaN: a study made before the warm-up existed, whose first trial includes compilation).
     """

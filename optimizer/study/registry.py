@@ -237,13 +237,18 @@ def dry_run(part: str, sampler: optuna.samplers.BaseSampler, pruner: optuna.prun
         return float(trial.number) if len(directions) == 1 else tuple(float(trial.number) for _ in directions)
 
     verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the stand-in trials are not the user's: no INFO lines
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the stand-in trials are not the user's: neither their INFO
+    # lines nor Optuna's warning with the traceback of one that fails (the SpecError below says it in one line)
     try:
         study = optuna.create_study(storage=optuna.storages.InMemoryStorage(), sampler=sampler, pruner=pruner,
                                     directions=directions)
         study.optimize(objective, n_trials=n_trials, catch=())
     except SpecError:
         raise
+    except ImportError as e:  # an optional package the Optuna class imports when it first samples (cmaes, torch)
+        name = getattr(e, "name", None) or str(e)
+        raise SpecError(part, f"needs the Python package {name!r}, which is not installed (pip install {name}): "
+                              f"{type(e).__name__}: {e}") from None
     except Exception as e:  # noqa: BLE001 - any failure of the sampler or pruner on this stand-in is the spec's
         raise SpecError(part, f"its options fail when used: {type(e).__name__}: {e}") from None
     finally:

@@ -376,6 +376,10 @@ def run_study(
     check_param(timeout is None or (isinstance(timeout, (int, float)) and not isinstance(timeout, bool)
                                     and math.isfinite(timeout) and timeout > 0),
                 "timeout", "a finite number of seconds > 0", timeout)
+    if n_trials is not None and spec.sampler.name == "grid":  # GridSampler stops the study once each is done
+        size = math.prod(len(v) for v in grid_search_space(spec).values())
+        check_param(n_trials <= size, "n_trials", f"<= {size}, the configurations of the grid (a grid study runs "
+                                                  "each once and stops)", n_trials)
     t0 = time.perf_counter()
     if data is None:
         panel, reserve = load_study_data(spec, db)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import inspect
 import json
 import math
 import re
@@ -23,8 +24,11 @@ from typing import Any
 import optuna
 
 from objectives import make_objective, resolve_objective
+from optimizer.engine.metrics import METRIC_KEYS
 from optimizer.errors import ParameterError, SpecError
-from optimizer.params import PARAMS, SPACE_ONLY, SPACE_PARAMS, WEIGHT_PRESETS, default_space, parse_exit
+from optimizer.params import (
+    PARAMS, REGIME_SUFFIXES, SPACE_ONLY, SPACE_PARAMS, WEIGHT_PRESETS, default_space, parse_exit,
+)
 from optimizer.study.registry import PRUNERS, SAMPLERS, build_pruner, build_sampler, dry_run
 from optimizer.study.splits import CombinatorialPurgedCV
 
@@ -160,6 +164,9 @@ def _parse_param(name: str, raw: Any, path: str, earlier_specs: list[ParamSpec])
     for wk, wv in when_raw.items():
         if wk not in earlier:
             raise _err(f"{key}.when.{wk}", f"must name a parameter declared before {name!r}; declared so far: {', '.join(earlier) or 'none'}")
+        if isinstance(wv, list) and not wv:
+            raise _err(f"{key}.when.{wk}", f"must name at least one value of {wk} (an empty list never holds, so "
+                                           f"{name} would never be searched), got []")
         when.append((wk, tuple(wv) if isinstance(wv, list) else (wv,)))
     when_t = tuple(when)
     for wk, allowed in when_t:
@@ -172,6 +179,14 @@ def _parse_param(name: str, raw: Any, path: str, earlier_specs: list[ParamSpec])
             if can is None and not (isinstance(a, (int, float)) and not isinstance(a, bool)
                                     and ref.low <= a <= ref.high):
                 raise _err(f"{key}.when.{wk}", f"must be a number in [{ref.low}, {ref.high}] ({wk}'s range), got {a!r}")
+            if can is None and ref.kind == "float" and ref.step is None and ref.low != ref.high:
+                raise _err(f"{key}.when.{wk}", f"cannot hold: {wk} is a continuous range [{ref.low}, {ref.high}] "
+                                               f"(no step), which draws {a!r} only by chance; give {wk} a step or "
+                                               f"choices, got {a!r}")
+            if can is None and a not in (ref.grid_values() if ref.step is not None
+                                         else range(int(ref.low), int(ref.high) + 1) if ref.kind == "int" else [a]):
+                raise _err(f"{key}.when.{wk}", f"must be a value {wk} can take (low + k * step from {ref.low} "
+                                               f"to {ref.high}, step {ref.step or 1}), got {a!r}")
     if kind == "categorical":
         ch = _typed(raw, "choices", list, key, required=True)
         if not ch:
@@ -415,6 +430,20 @@ def parse_spec(text: str, path: str | None = None, stored: bool = False) -> Stud
         wf = spec.walkforward
         if wf.step is not None and wf.step < wf.test and not stored:
             raise _err("walkforward.step", walkforward_step_rule(wf.test, wf.step))
+        if not stored:
+            _check_steps(spec.space)
+            _check_exit_days(spec.space)
+            _check_regime_entries(list(spec.space))
+            _check_regime_filter(spec)
+            _check_gated(spec)
+            _check_grid_trials(spec, doc)
+            _check_pruner_reach(spec)
+            _check_objective_metrics(spec)
+            if spec.data.min_periods is not None and spec.data.min_periods >= spec.max_z_window():
+                raise _err("data.min_periods", f"has no effect: a z-score over w sessions needs at most w values (the "
+                                               f"default), and the largest z_window the space allows is "
+                                               f"{spec.max_z_window()}; give a value below it, got "
+                                               f"min_periods={spec.data.min_periods}")
         unbounded = spec.unbounded_exits()
         if unbounded and spec.cv.purge is None and not stored:
             raise _err("cv.purge", f"is required when an exit has no time limit (exit {', '.join(unbounded)} "
@@ -426,6 +455,186 @@ def parse_spec(text: str, path: str | None = None, stored: bool = False) -> Stud
         if path and not e.file:
             raise SpecError(e.key, e.reason, file=path) from None
         raise
+
+
+def _past_startup(sname: str, options: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
+    """(options, trials) of a stand-in run that reaches the sampler's own model: n_startup_trials (TPE, GP,
+    CMA-ES) cut to at most 3, and NSGA-II run one generation past its first population."""
+    params = inspect.signature(SAMPLERS[sname].factory).parameters
+    opts, n = dict(options), 6
+    if "n_startup_trials" in params:
+        start = opts.get("n_startup_trials", params["n_startup_trials"].default)
+        if isinstance(start, int) and not isinstance(start, bool):
+            opts["n_startup_trials"] = min(start, 3)
+    if "population_size" in params:
+        pop = opts.get("population_size", params["population_size"].default)
+        if isinstance(pop, int) and not isinstance(pop, bool):
+            n = max(n, min(pop, 200) + 2)
+    return opts, n
+
+
+def _check_steps(space: tuple[ParamSpec, ...]) -> None:
+    """A numeric range's step must divide high - low: Optuna would otherwise search low + k * step only up to the
+    last grid point below high (with a warning), so the declared high would never be drawn."""
+    for p in space:
+        if p.kind in ("int", "float") and p.step is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                top = p.distribution().high
+            if top != p.high:
+                raise _err(f"space.{p.name}.step", f"must divide high - low ({p.high} - {p.low}): the values low + k * "
+                                                   f"step stop at {top}, so high = {p.high} would never be searched; "
+                                                   f"set high = {top} or another step, got step={p.step}")
+
+
+def _holds(p: ParamSpec, given: Mapping[str, tuple], space: tuple[ParamSpec, ...]) -> bool:
+    """True when every ``when`` condition of ``p`` is met in every trial in which each parameter of ``given`` takes
+    one of its values there (``space.suggest`` asks for ``p`` only when all its conditions hold)."""
+    for k, allowed in p.when:
+        ref = next(q for q in space if q.name == k)
+        can = given.get(k) or _can_take(ref)
+        if can is None or not all(c in allowed for c in can):
+            return False
+        if k not in given and ref.when and not _holds(ref, given, space):
+            return False
+    return True
+
+
+def _grid_size(grid: Mapping[str, list]) -> int:
+    return math.prod(len(v) for v in grid.values())
+
+
+def _check_grid_trials(spec: StudySpec, doc: Mapping) -> None:
+    """A grid study runs each configuration of its grid once: Optuna's GridSampler stops the study when every one
+    is done, so [run] / [walkforward] n_trials above the grid's size would never be reached (and a re-run adds one
+    re-evaluated configuration, with a warning, each time)."""
+    if spec.sampler.name != "grid":
+        return
+    size = _grid_size({p.name: p.grid_values() for p in spec.space if p.kind != "fixed"})
+    for sec in ("run", "walkforward"):
+        n = doc.get(sec, {}).get("n_trials")
+        if n is not None and n > size:
+            raise _err(f"{sec}.n_trials", f"must be <= {size}, the configurations of the grid (a grid study runs each "
+                                          f"once and stops), got n_trials={n}")
+
+
+def _check_objective_metrics(spec: StudySpec) -> None:
+    """A metric the objective reads that a fold's metrics (``METRIC_KEYS``) lack would fail every trial with a
+    KeyError (a custom objective's ``metrics`` with a typo): refused naming it."""
+    obj = make_objective(spec.objective.name, spec.objective.options)
+    try:
+        obj.fold_values({m: 1.0 for m in METRIC_KEYS})
+    except KeyError as e:
+        raise _err("objective.name", f"objective {spec.objective.name!r} reads the metric {e.args[0]!r}, which a "
+                                     f"fold's metrics do not hold; they are: {', '.join(METRIC_KEYS)}") from None
+    except Exception:  # noqa: BLE001 - stand-in values (all 1.0) may be outside what its arithmetic expects; a
+        pass  # real fold's failure is stored on the trial (trial.TrialFailed)
+
+
+def _check_pruner_reach(spec: StudySpec) -> None:
+    """A pruner option that keeps the pruner from ever acting on the folds a trial reports (steps 0 .. folds-1:
+    the [cv] folds of a study, the [walkforward] n_splits folds of a walk-forward window; cpcv: n_groups) is
+    refused: the trials would all run to the end as with name = "none"."""
+    name, o = spec.pruner.name, spec.pruner.options
+    cpcv = spec.cv.mode == "cpcv"
+    folds = max(spec.cv.n_groups if cpcv else spec.cv.n_splits, spec.cv.n_groups if cpcv else spec.walkforward.n_splits)
+    where = (f"[cv] n_groups = {spec.cv.n_groups}" if cpcv else
+             f"[cv] n_splits = {spec.cv.n_splits}, [walkforward] n_splits = {spec.walkforward.n_splits}")
+    first, key = None, None
+    if name in ("median", "percentile"):
+        first, key = o.get("n_warmup_steps", 0), "n_warmup_steps"
+    elif name in ("successive_halving", "hyperband") and isinstance(o.get("min_resource"), int):
+        rate = o.get("min_early_stopping_rate", 0) if name == "successive_halving" else 0
+        first, key = o["min_resource"] * o.get("reduction_factor", 4 if name == "successive_halving" else 3) ** rate, "min_resource"
+    elif name == "wilcoxon":  # it compares the folds a trial shares with the best one: at least 2 of them
+        first, key = max(2, o.get("n_startup_steps", 2)) - 1, "n_startup_steps" if "n_startup_steps" in o else "name"
+    if first is not None and first > folds - 1:
+        raise _err(f"pruner.{key}", f"leaves no fold to prune at: the earliest fold {name!r} can stop a trial at is "
+                                    f"fold {first} (0-based), and a trial reports folds 0..{folds - 1} ({where}); "
+                                    f"no trial would ever be pruned, got {key}={o.get(key, name)!r}")
+
+
+# parameter -> (the parameter that switches it on, the values that do; None: any value but none)
+_GATES: dict[str, tuple[str, tuple | None]] = {
+    "risk_fraction": ("sizing", ("fixed_fractional", "kelly")), "max_weight": ("sizing", ("fixed_fractional", "kelly")),
+    "kelly_fraction": ("sizing", ("kelly",)), "kelly_window": ("sizing", ("kelly",)),
+    "dd_cooloff": ("dd_breaker", None), "corr_window": ("corr_cap", None),
+}
+
+
+def _check_gated(spec: StudySpec) -> None:
+    """A sizing or risk-rule parameter read only under a setting the space can never take (risk_fraction without
+    sizing fixed_fractional / kelly, the kelly_* without kelly, dd_cooloff without dd_breaker, corr_window without
+    corr_cap) changes no trade, yet each of its values is another configuration for the repeat check and DSR."""
+    for name, (gate, on) in _GATES.items():
+        if spec.param(name) is None:
+            continue
+        g = spec.param(gate)
+        can = [PARAMS[gate].default] if g is None else _can_take(g)
+        if can is not None and not any(v is not None and (on is None or v in on) for v in can):
+            need = f"{gate} = {' or '.join(map(repr, on))}" if on else f"{gate} set"
+            raise _err(f"space.{name}", f"has no effect: {name} is read only with {need}, and {gate} here can only be "
+                                        f"{', '.join(_show(v) if v is not None else 'none' for v in can)}; declare "
+                                        f"{gate} or remove {name}")
+
+
+def _check_regime_filter(spec: StudySpec) -> None:
+    """With [data] regime = RISK_ON / RISK_OFF / TRANSITIONAL (the rule-based label the regime-conditional
+    parameters use) positions open only on that regime's closes, and a buy threshold decides only entries: another
+    regime's buy_threshold_<regime> never takes effect."""
+    for r, label in REGIME_SUFFIXES.items():
+        if spec.data.regime in REGIME_SUFFIXES.values() and label != spec.data.regime and spec.param(f"buy_threshold_{r}"):
+            raise _err(f"space.buy_threshold_{r}", f"has no effect with [data] regime = {spec.data.regime!r}: positions "
+                                                   f"open only on {spec.data.regime} closes and a buy threshold decides "
+                                                   f"only entries, so the {label} threshold is never used; remove it")
+
+
+def _check_regime_entries(space: list[ParamSpec]) -> None:
+    """The rules between entries that ``_validate_space`` checks for the pooled score, on each regime's sessions:
+    a regime's three weights (its own where declared, else the pooled ones) may not all be 0 at once, and every
+    regime buy threshold must be above every sell threshold (the engine refuses either when the trial runs)."""
+    names = [p.name for p in space]
+    for r, label in REGIME_SUFFIXES.items():
+        own = [f"{w}_{r}" for w in ("w_short", "w_lit", "w_price")]
+        if any(n in names for n in own):
+            low = [_lowest(space, f"{w}_{r}" if f"{w}_{r}" in names else w) for w in ("w_short", "w_lit", "w_price")]
+            if all(v is not None and v <= 0 for v in low):
+                key = next(n for n in own if n in names)
+                raise _err(f"space.{key}", f"the three weights on {label} sessions can all be 0 at once (lowest "
+                                           f"w_short, w_lit, w_price there: {', '.join(f'{v:g}' for v in low)}); the "
+                                           "score divides by their sum, which must be > 0: give at least one a low above 0")
+        b = next((p for p in space if p.name == f"buy_threshold_{r}"), None)
+        if b is None:
+            continue
+        s = next((p for p in space if p.name == "sell_threshold"), None)
+        dsell = PARAMS["sell_threshold"].default
+        bb = b.values_bound()
+        sb = s.values_bound() if s is not None else (dsell, dsell)
+        if bb and sb and sb[1] >= bb[0]:
+            raise _err(f"space.buy_threshold_{r}", f"every sell threshold must be below every buy threshold on {label} "
+                                                   f"sessions; max sell {sb[1]}{'' if s else ' (default)'} >= min "
+                                                   f"buy_threshold_{r} {bb[0]}")
+
+
+def _check_exit_days(space: tuple[ParamSpec, ...]) -> None:
+    """hold_days / max_days take effect only with the bare exit 'fixed' / 'hybrid' (fixed_<N>d and hybrid_<M>d
+    name their own days; the other exits hold none): declared where exit can never be that rule they are ignored,
+    and when their ``when`` can fail while exit is that rule, the trial has no day count and fails."""
+    exit_p = next((p for p in space if p.name == "exit"), None)
+    exits = exit_p.grid_values() if exit_p is not None else [PARAMS["exit"].default]
+    for rule, days in (("fixed", "hold_days"), ("hybrid", "max_days")):
+        dp = next((p for p in space if p.name == days), None)
+        if dp is None:
+            continue  # exit = rule without it is refused by _validate_space
+        if rule not in exits:
+            raise _err(f"space.{days}", f"has no effect: only exit = '{rule}' takes {days} ({rule}_<N>d names its own "
+                                        f"days), and exit here can only be {', '.join(map(repr, exits))}; remove "
+                                        f"{days} or add '{rule}' to exit")
+        given = {"exit": (rule,), **({k: v for k, v in exit_p.when} if exit_p is not None else {})}
+        if not _holds(dp, given, space):
+            cond = ", ".join(f"{k} = {list(v) if len(v) > 1 else _show(v[0])}" for k, v in dp.when)
+            raise _err(f"space.{days}.when", f"must hold whenever exit = '{rule}' (that exit takes its days from "
+                                             f"{days}; a trial without them fails), got when = {{ {cond} }}")
 
 
 def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
@@ -575,12 +784,18 @@ def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
         grid = {p.name: p.grid_values() for p in space if p.kind != "fixed"} if sname == "grid" else None
         dists = {p.name: p.distribution() for p in space if p.kind != "fixed"}
         steps = max(1, cv_kw.get("n_splits", CVSpec.n_splits))
-        dry_run("sampler", build_sampler(sname, seed, sopts, grid), build_pruner("none", {}), dists, dirs, steps)
+        # past the sampler's startup phase: the options of its own model (TPE's n_ei_candidates, prior_weight, a
+        # package it imports) are used from then on only, so the stand-in study shortens the startup to 3 trials
+        dry_opts, dry_n = _past_startup(sname, sopts)
+        dry_run("sampler", build_sampler(sname, seed, dry_opts, grid), build_pruner("none", {}), dists, dirs, steps,
+                n_trials=dry_n)
         dry_run("pruner", build_sampler("random", 0, {}), build_pruner(pname, popts), dists, dirs, steps)
 
     r = _section(doc, "run")
     _check_keys(r, ("n_trials", "timeout", "storage", "study_name"), "run")
-    nt = _typed(r, "n_trials", int, "run", default=100)
+    # a grid runs each of its configurations once (GridSampler stops the study when they are all done), so by
+    # default a grid study asks for at most its size
+    nt = _typed(r, "n_trials", int, "run", default=100 if grid is None else min(100, _grid_size(grid)))
     if nt < 1:
         raise _err("run.n_trials", f"must be >= 1, got n_trials={nt}")
     to = _typed(r, "timeout", (int, float), "run")

@@ -205,8 +205,9 @@ def select_params(study: optuna.Study, how: str = "best", top_k: int = 5) -> opt
     """The best trial, or (``robust``) among the top-k the one whose nearest neighbours in parameter space score
     best by median: a configuration on a plateau beats a lucky spike. A multi-objective study: its Pareto front
     ranked by the first objective (``records.ranked_trials``, as ``study best``), the neighbours' median of the first
-    objective."""
-    ranked = ranked_trials(study)
+    objective. A repeat (a trial that reused an earlier trial's result, ``repeat_of``) is its configuration again,
+    not a neighbour: left out, so a configuration the sampler proposed three times is not its own plateau."""
+    ranked = [t for t in ranked_trials(study) if read_trial(t).repeat_of is None]
     if not ranked:
         raise DataError(f"study {study.study_name!r} has no completed trial to select from (all pruned or failed)")
     sign = direction_sign(study.directions[0])
