@@ -235,8 +235,9 @@ def _fixed_spec(draw) -> str:
     f = lambda lo, hi: repr(draw(st.floats(lo, hi, allow_nan=False, allow_infinity=False)))  # noqa: E731
     exit_name = draw(st.sampled_from(("first_dist", "2x_consec_dist", "score_decay", "fixed_10d", "fixed_3d",
                                       "hybrid_30d", "hybrid_7d")))
+    z_window = draw(st.sampled_from((5, 10, 20, 30)))
     space = [f'variant = "{draw(st.sampled_from(VARIANTS))}"', f"w_short = {f(0.05, 1.0)}", f"w_lit = {f(0.0, 1.0)}",
-             f"w_price = {f(0.0, 1.0)}", f"z_window = {draw(st.sampled_from((5, 10, 20, 30)))}",
+             f"w_price = {f(0.0, 1.0)}", f"z_window = {z_window}",
              f"buy_threshold = {f(55.0, 72.0)}", f"sell_threshold = {f(25.0, 45.0)}", f'exit = "{exit_name}"']
     for key, value in (("stop_loss", lambda: f(0.01, 0.09)), ("take_profit", lambda: f(0.02, 0.2)),
                        ("time_stop", lambda: str(draw(st.integers(1, 30)))),
@@ -249,7 +250,7 @@ def _fixed_spec(draw) -> str:
             f'start = "{draw(st.sampled_from(("2023-01-03", "2023-02-15", "2023-04-03")))}"',
             f"reserve_fraction = {draw(st.sampled_from((0.1, 0.2, 0.3)))}"]
     if draw(st.booleans(), label="min_periods"):
-        data.append(f"min_periods = {draw(st.integers(2, 10))}")
+        data.append(f"min_periods = {draw(st.integers(2, min(10, z_window - 1)))}")  # below the window: else refused
     return "\n".join([
         '[study]\nname = "rt"', "[data]", *data, f"[data.costs]\ncommission_bps = {f(0.0, 5.0)}",
         f"slippage_bps = {f(0.0, 12.0)}", "[space]", *space,
