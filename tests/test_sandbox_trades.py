@@ -179,19 +179,23 @@ def test_sandbox_of_a_trials_configuration_draws_the_trades_backtest_reproduces(
     bt = df[df["symbol"] == SYMBOL].reset_index(drop=True)
     plain = _backtest_trades(synth_db, PARAMS)
     assert len(bt) >= 2 and sorted(map(_day, bt["entry_date"])) != sorted(map(_day, plain["entry_date"]))
-    root = tmp_path / "sb"
-    res = CliRunner().invoke(main, ["sandbox", SYMBOL, "--params", str(pf), "--db", str(synth_db), "--out", str(root),
+    _assert_the_cli_sandbox_draws(synth_db, pf, bt, tmp_path / "sb")
+    import optimizer as ao  # the notebook's call with the same document draws the same trades
+
+    api = _trace_dicts(ao.sandbox_figure(synth_db, SYMBOL, doc))
+    for kind in ("Entries", "Exits"):
+        assert {o: sorted(v) for o, v in _markers(api, kind).items()} == _expected(bt, kind), kind
+
+
+def _assert_the_cli_sandbox_draws(db, params_file, bt, root) -> None:
+    """``accumopt sandbox SYMBOL --params params_file`` draws exactly the entries and exits of the trades ``bt``."""
+    res = CliRunner().invoke(main, ["sandbox", SYMBOL, "--params", str(params_file), "--db", str(db), "--out", str(root),
                                     "--no-png"], env={"ACCUMOPT_DB": None})
     assert res.exit_code == 0, res.output
     (out,) = (root / "sandbox").glob("*.html")
     data = _html_figure(out)
     for kind in ("Entries", "Exits"):
         assert {o: sorted(v) for o, v in _markers(data, kind).items()} == _expected(bt, kind), kind
-    import optimizer as ao  # the notebook's call with the same document draws the same trades
-
-    api = _trace_dicts(ao.sandbox_figure(synth_db, SYMBOL, doc))
-    for kind in ("Entries", "Exits"):
-        assert {o: sorted(v) for o, v in _markers(api, kind).items()} == _expected(bt, kind), kind
 
 
 def test_sandbox_of_a_params_file_with_a_span_start_draws_backtests_trades(synth_db, tmp_path):
@@ -205,14 +209,7 @@ def test_sandbox_of_a_params_file_with_a_span_start_draws_backtests_trades(synth
     df = run.result.trades.to_frame(run.panel)
     bt = df[df["symbol"] == SYMBOL].reset_index(drop=True)
     assert len(bt) >= 2 and len(bt) < len(_backtest_trades(synth_db, PARAMS))
-    root = tmp_path / "sb"
-    res = CliRunner().invoke(main, ["sandbox", SYMBOL, "--params", str(pf), "--db", str(synth_db), "--out", str(root),
-                                    "--no-png"], env={"ACCUMOPT_DB": None})
-    assert res.exit_code == 0, res.output
-    (out,) = (root / "sandbox").glob("*.html")
-    data = _html_figure(out)
-    for kind in ("Entries", "Exits"):
-        assert {o: sorted(v) for o, v in _markers(data, kind).items()} == _expected(bt, kind), kind
+    _assert_the_cli_sandbox_draws(synth_db, pf, bt, tmp_path / "sb")
 
 
 def test_sandbox_score_is_the_display_the_trades_come_from(synth_db):
