@@ -55,7 +55,8 @@ def _universe_symbols(con: Any, db: str | Path, universe: Any) -> list[str]:
     avail = [r[0] for r in con.execute("SELECT DISTINCT symbol FROM daily_metrics ORDER BY 1").fetchall()]
     if not avail:
         raise DataError(f"daily_metrics in {db} is empty; run `accumopt metrics build --db {db}` first")
-    syms = resolve_universe(list(universe) if isinstance(universe, tuple) else universe, avail)
+    syms = resolve_universe(list(universe) if isinstance(universe, tuple) else universe, avail,
+                            f"daily_metrics of {db}")
     if not syms:
         raise DataError(f"universe {universe!r} has no symbol in daily_metrics of {db}; "
                         f"it holds {len(avail)}: {', '.join(avail[:12])}{' ...' if len(avail) > 12 else ''}")
