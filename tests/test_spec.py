@@ -391,6 +391,11 @@ INVALID = {
     "zero_timeout": ("[run]\ntimeout = 0\n", "run.timeout", ["must be > 0 seconds, got timeout=0"]),
     "wf_unit": ("[walkforward]\nunit = 'weeks'\n", "walkforward.unit", ["must be months or sessions, got 'weeks'"]),
     "wf_select": ("[walkforward]\nselect = 'top'\n", "walkforward.select", ["must be best or robust, got 'top'"]),
+    # top_k is read by select = robust only: with best (the default) it was accepted and ignored
+    "wf_top_k_with_default_select": ("[walkforward]\ntop_k = 3\n", "walkforward.top_k",
+                                     ['is read by select = "robust" only', 'with select = "best"', "would be ignored"]),
+    "wf_top_k_with_select_best": ("[walkforward]\nselect = 'best'\ntop_k = 5\n", "walkforward.top_k",
+                                  ['is read by select = "robust" only']),
     "wf_test_zero": ("[walkforward]\ntest = 0\n", "walkforward.test", ["must be >= 1, got test=0"]),
     "wf_negative_purge": ("[walkforward]\npurge = -1\n", "walkforward.purge", ["must be >= 0, got purge=-1"]),
     # overlapping test windows: every common session traded by two winners, its trades counted twice
@@ -446,6 +451,12 @@ def test_a_stored_spec_reads_back_under_the_step_and_exit_day_rules():
     s = parse_spec(text, stored=True)
     assert s.param("z_window").step == 7 and s.param("hold_days").low == 5
     assert s.param("buy_threshold_risk_on").value == 25
+
+
+def test_walkforward_top_k_is_taken_with_robust_and_a_stored_spec_with_best_reads_back():
+    assert parse_spec("[walkforward]\nselect = 'robust'\ntop_k = 3\n").walkforward.top_k == 3
+    s = parse_spec("[walkforward]\nselect = 'best'\ntop_k = 3\n", stored=True)  # its windows ran with best
+    assert (s.walkforward.select, s.walkforward.top_k) == ("best", 3)
 
 
 def test_a_grid_study_asks_for_at_most_its_configurations(tmp_path):

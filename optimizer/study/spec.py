@@ -409,8 +409,9 @@ def parse_spec(text: str, path: str | None = None, stored: bool = False) -> Stud
     """Parse and validate a spec's TOML text. Raises SpecError naming the key path. ``stored``: the text stored
     with an existing study (a study made before ``[cv] purge`` was required for exits without a time limit keeps
     reading back with the purge it ran with: the longest bounded hold, or 20; one that declared a cost both in
-    [data.costs] and [space] keeps reading back, its trials having run with the [space] values, and one that gave
-    [objective] k with another aggregate than mean_minus_std, which ignores it)."""
+    [data.costs] and [space] keeps reading back, its trials having run with the [space] values, one that gave
+    [objective] k with another aggregate than mean_minus_std, which ignores it, and one that gave [walkforward]
+    top_k with select = "best", which ignores it)."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -428,6 +429,10 @@ def parse_spec(text: str, path: str | None = None, stored: bool = False) -> Stud
             raise _err("objective.k", f"weighs the std of aggregate = \"mean_minus_std\" only; with aggregate = "
                                       f"\"{spec.objective.aggregate}\" it would be ignored: remove it or set that aggregate")
         wf = spec.walkforward
+        if "top_k" in doc.get("walkforward", {}) and wf.select != "robust" and not stored:
+            raise _err("walkforward.top_k", f"is read by select = \"robust\" only (the top_k trials whose neighbours "
+                                            f"it compares); with select = \"{wf.select}\" each window takes its best "
+                                            f"trial and top_k would be ignored: remove it or set select = \"robust\"")
         if wf.step is not None and wf.step < wf.test and not stored:
             raise _err("walkforward.step", walkforward_step_rule(wf.test, wf.step))
         if not stored:
