@@ -208,6 +208,11 @@ INVALID = {
     "unknown_param": (SP + "momentum = 3\n", "space.momentum", ["unknown parameter; valid: variant, w_short"]),
     "empty_choices": (SP + "variant = { type = 'categorical', choices = [] }\n", "space.variant.choices", ["must be a non-empty list"]),
     "repeated_choices": (SP + "z_window = { type = 'categorical', choices = [10, 10] }\n", "space.z_window.choices", ["must not repeat values"]),
+    # equal as values: the same configuration drawn as two choices (repeat check, DSR)
+    "choices_equal_as_values": (SP + "z_window = { type = 'categorical', choices = [10, 20, 20.0] }\n",
+                                "space.z_window.choices", ["must not repeat a value: 20 and 20.0 are the same value"]),
+    "float_choices_equal_as_values": (SP + "buy_threshold = { type = 'categorical', choices = [70.0, 75, 70] }\n",
+                                      "space.buy_threshold.choices", ["70.0 and 70 are the same value"]),
     "fixed_without_value": (SP + "time_stop = { type = 'fixed' }\n", "space.time_stop.value", ["is required for type = fixed"]),
     "empty_space": ("space = {}\n", "space", ["must be a non-empty table"]),
     # value rules of engine parameters
@@ -356,6 +361,8 @@ INVALID = {
                        ["must be one of none, median, percentile, successive_halving, hyperband, wilcoxon, got 'early'"]),
     "unknown_sampler_option": ("[sampler]\nname = 'tpe'\nn_startup = 5\n", "sampler.n_startup",
                                ["is not an option of 'tpe'; valid: ", "n_startup_trials", "n_ei_candidates", "multivariate"]),
+    "negative_n_startup_trials": ("[sampler]\nname = 'tpe'\nn_startup_trials = -1\n", "sampler.n_startup_trials",
+                                  ["must be >= 0", "got n_startup_trials=-1"]),
     "unknown_grid_option": ("[sampler]\nname = 'grid'\nsearch_space = 1\n", "sampler.search_space", ["is not an option of 'grid'; valid: none"]),
     "unknown_pruner_option": ("[pruner]\nname = 'median'\nwarmup = 3\n", "pruner.warmup",
                               ["is not an option of 'median'; valid: n_startup_trials, n_warmup_steps, interval_steps, n_min_trials"]),
@@ -451,6 +458,15 @@ def test_a_stored_spec_reads_back_under_the_step_and_exit_day_rules():
     s = parse_spec(text, stored=True)
     assert s.param("z_window").step == 7 and s.param("hold_days").low == 5
     assert s.param("buy_threshold_risk_on").value == 25
+
+
+def test_a_stored_spec_with_equal_choices_or_a_negative_startup_reads_back():
+    text = "[space]\nz_window = { type = 'categorical', choices = [20, 20.0] }\n[sampler]\nn_startup_trials = -2\n"
+    with pytest.raises(SpecError):
+        parse_spec(text)
+    s = parse_spec(text, stored=True)  # its trials ran with it
+    assert s.param("z_window").choices == (20, 20.0) and s.sampler.options == {"n_startup_trials": -2}
+    assert parse_spec("[sampler]\nn_startup_trials = 0\n").sampler.options == {"n_startup_trials": 0}
 
 
 def test_walkforward_top_k_is_taken_with_robust_and_a_stored_spec_with_best_reads_back():

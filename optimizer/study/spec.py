@@ -436,6 +436,12 @@ def parse_spec(text: str, path: str | None = None, stored: bool = False) -> Stud
         if wf.step is not None and wf.step < wf.test and not stored:
             raise _err("walkforward.step", walkforward_step_rule(wf.test, wf.step))
         if not stored:
+            _check_choices(spec.space)
+            start = spec.sampler.options.get("n_startup_trials")
+            if isinstance(start, int) and not isinstance(start, bool) and start < 0:
+                raise _err("sampler.n_startup_trials", f"must be >= 0 (the trials drawn at random before the "
+                                                       f"{spec.sampler.name!r} model; Optuna would run a negative "
+                                                       f"count as 0), got n_startup_trials={start}")
             _check_steps(spec.space)
             _check_exit_days(spec.space)
             _check_regime_entries(list(spec.space))
@@ -476,6 +482,21 @@ def _past_startup(sname: str, options: Mapping[str, Any]) -> tuple[dict[str, Any
         if isinstance(pop, int) and not isinstance(pop, bool):
             n = max(n, min(pop, 200) + 2)
     return opts, n
+
+
+def _check_choices(space: tuple[ParamSpec, ...]) -> None:
+    """Two choices equal as values (20 and 20.0; true and 1) run the same configuration, yet each is another
+    choice the sampler draws and another configuration for the repeat check and DSR."""
+    for p in space:
+        for i, a in enumerate(p.choices):
+            b = next((b for b in p.choices[:i] if a == b), _NONE)
+            if b is not _NONE:
+                raise _err(f"space.{p.name}.choices", f"must not repeat a value: {_show(b)} and {_show(a)} are the same "
+                                                      f"value (one configuration counted as two), got "
+                                                      f"[{', '.join(map(_show, p.choices))}]")
+
+
+_NONE = object()
 
 
 def _check_steps(space: tuple[ParamSpec, ...]) -> None:
