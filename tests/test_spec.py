@@ -397,6 +397,17 @@ INVALID = {
     "zero_trials": ("[run]\nn_trials = 0\n", "run.n_trials", ["must be >= 1, got n_trials=0"]),
     "zero_timeout": ("[run]\ntimeout = 0\n", "run.timeout", ["must be > 0 seconds, got timeout=0"]),
     "wf_unit": ("[walkforward]\nunit = 'weeks'\n", "walkforward.unit", ["must be months or sessions, got 'weeks'"]),
+    # a searched pooled buy_threshold beside a threshold of their own for every regime that can enter: no effect
+    "pooled_buy_with_every_regime_threshold": (
+        SP + "buy_threshold = { type = 'int', low = 60, high = 80, step = 5 }\nbuy_threshold_risk_on = 65\n"
+             "buy_threshold_transitional = { type = 'int', low = 60, high = 70, step = 5 }\nbuy_threshold_risk_off = 75\n",
+        "space.buy_threshold", ["has no effect on any trade", "every session is RISK_ON, TRANSITIONAL or RISK_OFF",
+                                "buy_threshold_risk_on, buy_threshold_risk_off, buy_threshold_transitional"]),
+    "pooled_buy_under_a_filter_with_its_threshold": (
+        "[data]\nregime = 'RISK_ON'\n" + SP + "buy_threshold = { type = 'categorical', choices = [60, 70] }\n"
+        "buy_threshold_risk_on = 65\n", "space.buy_threshold",
+        ["has no effect on any trade", "[data] regime = 'RISK_ON' opens positions on RISK_ON closes only",
+         "buy_threshold_risk_on decides those entries"]),
     "wf_select": ("[walkforward]\nselect = 'top'\n", "walkforward.select", ["must be best or robust, got 'top'"]),
     # top_k is read by select = robust only: with best (the default) it was accepted and ignored
     "wf_top_k_with_default_select": ("[walkforward]\ntop_k = 3\n", "walkforward.top_k",
@@ -467,6 +478,21 @@ def test_a_stored_spec_with_equal_choices_or_a_negative_startup_reads_back():
     s = parse_spec(text, stored=True)  # its trials ran with it
     assert s.param("z_window").choices == (20, 20.0) and s.sampler.options == {"n_startup_trials": -2}
     assert parse_spec("[sampler]\nn_startup_trials = 0\n").sampler.options == {"n_startup_trials": 0}
+
+
+def test_a_pooled_buy_threshold_is_searched_where_some_session_takes_it():
+    buy = "buy_threshold = { type = 'int', low = 60, high = 80, step = 5 }\n"
+    two = "buy_threshold_risk_on = 65\nbuy_threshold_transitional = 65\n"
+    assert parse_spec(SP + buy + two).param("buy_threshold").high == 80  # RISK_OFF sessions take it
+    # RISK_OFF's own threshold only with variant A: with B its sessions take the pooled one
+    assert parse_spec(SP + "variant = { type = 'categorical', choices = ['A', 'B'] }\n" + buy + two +
+                      "buy_threshold_risk_off = { type = 'fixed', value = 70, when = { variant = 'A' } }\n")
+    assert parse_spec(SP + "buy_threshold = 75\n" + two + "buy_threshold_risk_off = 70\n")  # fixed: one configuration
+    assert parse_spec("[data]\nregime = 'RISK_ON'\n" + SP + buy)  # the filtered regime takes the pooled threshold
+    all3 = SP + buy + two + "buy_threshold_risk_off = 70\n"
+    with pytest.raises(SpecError):
+        parse_spec(all3)
+    assert parse_spec(all3, stored=True).param("buy_threshold").low == 60  # a stored spec reads back
 
 
 def test_walkforward_top_k_is_taken_with_robust_and_a_stored_spec_with_best_reads_back():

@@ -446,6 +446,7 @@ def parse_spec(text: str, path: str | None = None, stored: bool = False) -> Stud
             _check_exit_days(spec.space)
             _check_regime_entries(list(spec.space))
             _check_regime_filter(spec)
+            _check_pooled_buy(spec)
             _check_gated(spec)
             _check_grid_trials(spec, doc)
             _check_pruner_reach(spec)
@@ -613,6 +614,29 @@ def _check_regime_filter(spec: StudySpec) -> None:
             raise _err(f"space.buy_threshold_{r}", f"has no effect with [data] regime = {spec.data.regime!r}: positions "
                                                    f"open only on {spec.data.regime} closes and a buy threshold decides "
                                                    f"only entries, so the {label} threshold is never used; remove it")
+
+
+def _check_pooled_buy(spec: StudySpec) -> None:
+    """The pooled buy_threshold decides the entries of sessions whose regime has no buy threshold of its own. Every
+    session is labelled RISK_ON, TRANSITIONAL or RISK_OFF (no data: TRANSITIONAL), so when each regime that can open
+    a position (all three; under a RISK_ON / RISK_OFF / TRANSITIONAL filter that one) declares its own threshold,
+    always set (no ``when``), a searched buy_threshold changes no trade and no metric, yet each of its values is
+    another configuration for the repeat check and DSR."""
+    b = spec.param("buy_threshold")
+    if b is None or b.kind == "fixed" or (b.kind == "categorical" and len(b.choices) < 2) or \
+            (b.kind in ("int", "float") and b.low == b.high):
+        return
+    regimes = ({s: r for s, r in REGIME_SUFFIXES.items() if r == spec.data.regime}
+               if spec.data.regime in REGIME_SUFFIXES.values() else dict(REGIME_SUFFIXES))
+    own = [spec.param(f"buy_threshold_{s}") for s in regimes]
+    if all(p is not None and not p.when for p in own):
+        where = (f"[data] regime = {spec.data.regime!r} opens positions on {spec.data.regime} closes only"
+                 if len(regimes) == 1 else "every session is RISK_ON, TRANSITIONAL or RISK_OFF")
+        raise _err("space.buy_threshold", f"has no effect on any trade: {where}, and "
+                                          f"{', '.join(f'buy_threshold_{s}' for s in regimes)} decide"
+                                          f"{'s' if len(regimes) == 1 else ''} those entries, so each searched value "
+                                          f"would be another configuration running the same trades; fix it (e.g. "
+                                          f"buy_threshold = 70) or leave a regime to the pooled threshold")
 
 
 def _check_regime_entries(space: list[ParamSpec]) -> None:
