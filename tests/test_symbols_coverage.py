@@ -124,6 +124,26 @@ def test_every_command_refuses_a_listed_universe_the_store_lacks_a_symbol_of(tmp
         assert "does not hold: NOPE (" in out.output and "Traceback" not in out.output, (args, out.output)
 
 
+def test_a_listed_universe_is_refused_when_the_span_holds_no_row_of_one_of_its_symbols(tmp_path):
+    """NEWCO is in the store from its 41st session on: a span before it loaded AAPL alone without a word."""
+    from optimizer.data.calendar import nyse_sessions
+    from optimizer.study.data import load_universe_panel
+
+    db = str(tmp_path / "span.duckdb")
+    days = [d.date() for d in nyse_sessions("2024-01-02", "2024-03-28")]
+    df = pd.DataFrame([(d, s, 100.0, 1000.0, 500.0) for s, first in (("AAPL", 0), ("NEWCO", 40)) for d in days[first:]],
+                      columns=["date", "symbol", "close", "total_volume", "short_volume"])
+    con = connect(db)
+    con.execute("DROP TABLE IF EXISTS daily_metrics")
+    con.execute("CREATE TABLE daily_metrics AS SELECT * FROM df")
+    con.close()
+    with pytest.raises(DataError, match=r"universe lists 1 symbol with no row in daily_metrics of .* between "
+                                        r"2024-01-02 and 2024-02-15: NEWCO \(a listed universe runs on every name"):
+        load_universe_panel(db, ["AAPL", "NEWCO"], "2024-01-02", "2024-02-15")
+    assert load_universe_panel(db, ["AAPL", "NEWCO"], "2024-03-01", "2024-03-28").symbols == ("AAPL", "NEWCO")
+    assert load_universe_panel(db, "tier3", "2024-01-02", "2024-02-15").symbols == ("AAPL",)  # a tier: what it holds
+
+
 def test_symbol_map_cli_add_list_remove(tmp_path):
     db = str(tmp_path / "s.duckdb")
     con = connect(db)

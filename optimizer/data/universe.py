@@ -23,6 +23,7 @@ __all__ = [
     "VIX_SYMBOL",
     "UNIVERSE_NAMES",
     "resolve_universe",
+    "is_listed",
     "parent_etf",
 ]
 
@@ -75,6 +76,15 @@ UNIVERSE_NAMES = ("tier1", "tier3", "tier1+3", "tier1+2+3", "all")
 def parent_etf(symbol: str) -> str | None:
     """The stock's sector ETF, or None for ETFs and unknown names."""
     return SECTOR_MAP.get(symbol)
+
+
+def is_listed(value: str | Sequence[str] | None) -> bool:
+    """True when ``value`` is the user's own list of symbols (a list or a comma list), not a named tier or ``all``."""
+    if value is None:
+        return False
+    if isinstance(value, str):
+        return value.strip().lower() not in (*UNIVERSE_NAMES, "tier2")
+    return True
 
 
 def resolve_universe(value: str | Sequence[str] | None, available: Iterable[str] | None = None,
