@@ -98,7 +98,7 @@ def _load(db: str | Path, universe: object, day: dt.date, panel_start: object | 
         if not table_exists(con, "daily_metrics"):
             raise DataError(f"{db} has no daily_metrics table; run `accumopt metrics build --db {db}` first")
         avail = [r[0] for r in con.execute("SELECT DISTINCT symbol FROM daily_metrics ORDER BY 1").fetchall()]
-        syms = resolve_universe(universe, avail)
+        syms = resolve_universe(universe, avail, f"daily_metrics of {db}")
         if not syms:
             raise DataError(f"universe {universe!r} has no symbol in daily_metrics of {db}; it holds {len(avail)}: "
                             f"{', '.join(avail[:12])}{' ...' if len(avail) > 12 else ''}")

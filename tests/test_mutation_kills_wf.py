@@ -69,6 +69,7 @@ train = 60
 test = 20
 unit = "sessions"
 n_trials = 4
+select = "robust"
 top_k = 4
 """
 T, N, RESERVE, PURGE = 150, 6, 120, 10  # reserve_cutoff(150, 0.2) = 120; purge = the longest hold (time_stop 10)
@@ -267,7 +268,9 @@ def _check_dsr_counts_every_distinct_configuration_tried(wf):
 def _check_window_result_passes_its_settings_and_figures_on(wf):
     """The winner is chosen with [walkforward] select / top_k; the OOS evaluation uses [data] min_periods and
     the regime filter; the window's DSR / PBO / SPA results (and their reasons) reach the WindowResult as given."""
-    assert wf["seen"]["select"] == [("best", 4)] * 3  # [walkforward] top_k = 4
+    # [walkforward] select = "robust", top_k = 4 (top_k is read by robust only; on these studies robust keeps each
+    # window's best trial, which the OOS checks above take)
+    assert wf["seen"]["select"] == [("robust", 4)] * 3
     ctx = _ctx(wf, False)[0]
     w = wf["res"].windows[1]
     st, p = _study(wf, w), wf["panel"]

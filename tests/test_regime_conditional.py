@@ -67,6 +67,23 @@ def test_regime_buy_thresholds_match_the_reference_with_per_session_thresholds(p
         ev.run(Config.from_params({"buy_threshold_risk_on": 25.0}))
 
 
+def test_the_pooled_buy_threshold_decides_no_entry_when_every_regime_has_its_own(panel):
+    """Why the spec refuses a searched buy_threshold beside all three regime thresholds (spec._check_pooled_buy):
+    every session is labelled one of the three regimes, so the pooled threshold changes no trade and no metric;
+    with one regime left to it (RISK_OFF here), it does."""
+    ev = Evaluator(panel)
+    T = panel.shape[0]
+    own = {**COND, "exit": "fixed_5d", "sell_threshold": 30, "buy_threshold_risk_on": 62,
+           "buy_threshold_transitional": 66}
+    runs = {(b, off): ev.run(Config.from_params({**own, "buy_threshold": b,
+                                                 **({"buy_threshold_risk_off": 64} if off else {})}), Span(30, T, T))
+            for b in (60, 80) for off in (True, False)}
+    assert len(runs[60, True].trades) > 30
+    assert runs[60, True].metrics == runs[80, True].metrics
+    assert runs[60, True].trades.to_frame().equals(runs[80, True].trades.to_frame())
+    assert runs[60, False].metrics != runs[80, False].metrics  # RISK_OFF sessions take the pooled threshold
+
+
 def test_regime_conditional_display_is_point_in_time(panel):
     cfg = Config.from_params({**COND, "buy_threshold_risk_on": 62})
     full_codes = regime_codes(panel)

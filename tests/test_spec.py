@@ -208,6 +208,11 @@ INVALID = {
     "unknown_param": (SP + "momentum = 3\n", "space.momentum", ["unknown parameter; valid: variant, w_short"]),
     "empty_choices": (SP + "variant = { type = 'categorical', choices = [] }\n", "space.variant.choices", ["must be a non-empty list"]),
     "repeated_choices": (SP + "z_window = { type = 'categorical', choices = [10, 10] }\n", "space.z_window.choices", ["must not repeat values"]),
+    # equal as values: the same configuration drawn as two choices (repeat check, DSR)
+    "choices_equal_as_values": (SP + "z_window = { type = 'categorical', choices = [10, 20, 20.0] }\n",
+                                "space.z_window.choices", ["must not repeat a value: 20 and 20.0 are the same value"]),
+    "float_choices_equal_as_values": (SP + "buy_threshold = { type = 'categorical', choices = [70.0, 75, 70] }\n",
+                                      "space.buy_threshold.choices", ["70.0 and 70 are the same value"]),
     "fixed_without_value": (SP + "time_stop = { type = 'fixed' }\n", "space.time_stop.value", ["is required for type = fixed"]),
     "empty_space": ("space = {}\n", "space", ["must be a non-empty table"]),
     # value rules of engine parameters
@@ -356,6 +361,8 @@ INVALID = {
                        ["must be one of none, median, percentile, successive_halving, hyperband, wilcoxon, got 'early'"]),
     "unknown_sampler_option": ("[sampler]\nname = 'tpe'\nn_startup = 5\n", "sampler.n_startup",
                                ["is not an option of 'tpe'; valid: ", "n_startup_trials", "n_ei_candidates", "multivariate"]),
+    "negative_n_startup_trials": ("[sampler]\nname = 'tpe'\nn_startup_trials = -1\n", "sampler.n_startup_trials",
+                                  ["must be >= 0", "got n_startup_trials=-1"]),
     "unknown_grid_option": ("[sampler]\nname = 'grid'\nsearch_space = 1\n", "sampler.search_space", ["is not an option of 'grid'; valid: none"]),
     "unknown_pruner_option": ("[pruner]\nname = 'median'\nwarmup = 3\n", "pruner.warmup",
                               ["is not an option of 'median'; valid: n_startup_trials, n_warmup_steps, interval_steps, n_min_trials"]),
@@ -390,7 +397,23 @@ INVALID = {
     "zero_trials": ("[run]\nn_trials = 0\n", "run.n_trials", ["must be >= 1, got n_trials=0"]),
     "zero_timeout": ("[run]\ntimeout = 0\n", "run.timeout", ["must be > 0 seconds, got timeout=0"]),
     "wf_unit": ("[walkforward]\nunit = 'weeks'\n", "walkforward.unit", ["must be months or sessions, got 'weeks'"]),
+    # a searched pooled buy_threshold beside a threshold of their own for every regime that can enter: no effect
+    "pooled_buy_with_every_regime_threshold": (
+        SP + "buy_threshold = { type = 'int', low = 60, high = 80, step = 5 }\nbuy_threshold_risk_on = 65\n"
+             "buy_threshold_transitional = { type = 'int', low = 60, high = 70, step = 5 }\nbuy_threshold_risk_off = 75\n",
+        "space.buy_threshold", ["has no effect on any trade", "every session is RISK_ON, TRANSITIONAL or RISK_OFF",
+                                "buy_threshold_risk_on, buy_threshold_risk_off, buy_threshold_transitional"]),
+    "pooled_buy_under_a_filter_with_its_threshold": (
+        "[data]\nregime = 'RISK_ON'\n" + SP + "buy_threshold = { type = 'categorical', choices = [60, 70] }\n"
+        "buy_threshold_risk_on = 65\n", "space.buy_threshold",
+        ["has no effect on any trade", "[data] regime = 'RISK_ON' opens positions on RISK_ON closes only",
+         "buy_threshold_risk_on decides those entries"]),
     "wf_select": ("[walkforward]\nselect = 'top'\n", "walkforward.select", ["must be best or robust, got 'top'"]),
+    # top_k is read by select = robust only: with best (the default) it was accepted and ignored
+    "wf_top_k_with_default_select": ("[walkforward]\ntop_k = 3\n", "walkforward.top_k",
+                                     ['is read by select = "robust" only', 'with select = "best"', "would be ignored"]),
+    "wf_top_k_with_select_best": ("[walkforward]\nselect = 'best'\ntop_k = 5\n", "walkforward.top_k",
+                                  ['is read by select = "robust" only']),
     "wf_test_zero": ("[walkforward]\ntest = 0\n", "walkforward.test", ["must be >= 1, got test=0"]),
     "wf_negative_purge": ("[walkforward]\npurge = -1\n", "walkforward.purge", ["must be >= 0, got purge=-1"]),
     # overlapping test windows: every common session traded by two winners, its trades counted twice
@@ -446,6 +469,36 @@ def test_a_stored_spec_reads_back_under_the_step_and_exit_day_rules():
     s = parse_spec(text, stored=True)
     assert s.param("z_window").step == 7 and s.param("hold_days").low == 5
     assert s.param("buy_threshold_risk_on").value == 25
+
+
+def test_a_stored_spec_with_equal_choices_or_a_negative_startup_reads_back():
+    text = "[space]\nz_window = { type = 'categorical', choices = [20, 20.0] }\n[sampler]\nn_startup_trials = -2\n"
+    with pytest.raises(SpecError):
+        parse_spec(text)
+    s = parse_spec(text, stored=True)  # its trials ran with it
+    assert s.param("z_window").choices == (20, 20.0) and s.sampler.options == {"n_startup_trials": -2}
+    assert parse_spec("[sampler]\nn_startup_trials = 0\n").sampler.options == {"n_startup_trials": 0}
+
+
+def test_a_pooled_buy_threshold_is_searched_where_some_session_takes_it():
+    buy = "buy_threshold = { type = 'int', low = 60, high = 80, step = 5 }\n"
+    two = "buy_threshold_risk_on = 65\nbuy_threshold_transitional = 65\n"
+    assert parse_spec(SP + buy + two).param("buy_threshold").high == 80  # RISK_OFF sessions take it
+    # RISK_OFF's own threshold only with variant A: with B its sessions take the pooled one
+    assert parse_spec(SP + "variant = { type = 'categorical', choices = ['A', 'B'] }\n" + buy + two +
+                      "buy_threshold_risk_off = { type = 'fixed', value = 70, when = { variant = 'A' } }\n")
+    assert parse_spec(SP + "buy_threshold = 75\n" + two + "buy_threshold_risk_off = 70\n")  # fixed: one configuration
+    assert parse_spec("[data]\nregime = 'RISK_ON'\n" + SP + buy)  # the filtered regime takes the pooled threshold
+    all3 = SP + buy + two + "buy_threshold_risk_off = 70\n"
+    with pytest.raises(SpecError):
+        parse_spec(all3)
+    assert parse_spec(all3, stored=True).param("buy_threshold").low == 60  # a stored spec reads back
+
+
+def test_walkforward_top_k_is_taken_with_robust_and_a_stored_spec_with_best_reads_back():
+    assert parse_spec("[walkforward]\nselect = 'robust'\ntop_k = 3\n").walkforward.top_k == 3
+    s = parse_spec("[walkforward]\nselect = 'best'\ntop_k = 3\n", stored=True)  # its windows ran with best
+    assert (s.walkforward.select, s.walkforward.top_k) == ("best", 3)
 
 
 def test_a_grid_study_asks_for_at_most_its_configurations(tmp_path):

@@ -55,7 +55,7 @@ BASE = {
     "pruner": {"name": "median", "n_startup_trials": 1},
     "run": {"n_trials": 3, "timeout": 600, "study_name": "keys"},
     "walkforward": {"train": 6, "test": 2, "step": 2, "unit": "months", "purge": 5, "anchored": False,
-                    "select": "best", "top_k": 5, "n_trials": 3, "n_splits": 2, "embargo": 0},
+                    "select": "best", "n_trials": 3, "n_splits": 2, "embargo": 0},
     "seed_from": {"study": "src", "top": 2, "weight_radius": 0.05},
 }
 
@@ -156,7 +156,8 @@ def test_the_readme_documents_exactly_the_keys_the_spec_accepts():
     accepted.discard(("sampler", "n_startup_trials"))  # an option of the sampler ("any option"), walked below
     accepted.discard(("pruner", "n_startup_trials"))
     accepted |= {("objective", "directions"), ("data", "database"), ("run", "storage"),  # walked apart from BASE
-                 ("cv", "max_train_size"), ("cv", "n_groups"), ("cv", "n_test_groups")}
+                 ("cv", "max_train_size"), ("cv", "n_groups"), ("cv", "n_test_groups"),
+                 ("walkforward", "top_k")}  # select = robust only: BASE selects best
     assert documented == accepted, (sorted(documented - accepted), sorted(accepted - documented))
     assert set(MUTATIONS) == documented, sorted(documented ^ set(MUTATIONS))
 
@@ -471,7 +472,9 @@ def test_every_spec_key_takes_effect_or_is_refused(key, synth_db, tmp_path, monk
             base["walkforward"].update(train=6, test=2, step=2)
         else:
             alt = changed(section, name, value)
-        if how == "wf_topk":  # top_k chooses among the top trials of the robust selection
+        if how == "wf_topk":  # top_k chooses among the top trials of the robust selection (default 5 in base)
+            with pytest.raises(SpecError, match=r"\[walkforward\.top_k\] is read by select = \"robust\" only"):
+                spec_of(alt)  # with BASE's select = best it would be ignored: refused
             base["walkforward"]["select"] = alt["walkforward"]["select"] = "robust"
         s0 = probe_walkforward(spec_of(base), synth_db, monkeypatch)
         s1 = probe_walkforward(spec_of(alt), synth_db, monkeypatch)

@@ -76,6 +76,74 @@ def test_universes_are_canonical_and_never_hold_an_index():
         resolve_universe(["SPY", "../x"])
 
 
+def test_a_listed_universe_is_refused_when_the_store_lacks_one_of_its_symbols():
+    # a list is the user's: every name it lists runs, or the universe is refused naming the missing ones
+    with pytest.raises(DataError, match=r"universe lists 1 symbol that the store does not hold: NOPE "):
+        resolve_universe(["AAPL", "nope"], ["AAPL", "SPY"])
+    with pytest.raises(DataError, match=r"universe lists 2 symbols that the store does not hold: NOPE, ZZZ "):
+        resolve_universe("aapl,NOPE,zzz", ["AAPL"])
+    with pytest.raises(DataError, match=r"does not hold: NOPE "):
+        resolve_universe("NOPE", ["AAPL"])
+    assert resolve_universe(["aapl", "SPY", "AAPL"], ["AAPL", "SPY"]) == ["AAPL", "SPY"]
+    # a named tier is not a list: it runs on the tier's names the store holds
+    assert resolve_universe("tier1+3", ["AAPL", "SPY", "XYZ"]) == ["SPY", "AAPL"]
+    assert resolve_universe(["AAPL", "NOPE"]) == ["AAPL", "NOPE"]  # no store given: nothing to check against
+
+
+def _one_symbol_store(tmp_path) -> str:
+    db = str(tmp_path / "one.duckdb")
+    con = connect(db)
+    con.execute("DROP TABLE IF EXISTS daily_metrics")
+    con.execute("CREATE TABLE daily_metrics AS SELECT DATE '2024-01-02' AS date, 'AAPL' AS symbol")
+    con.close()
+    return db
+
+
+def test_every_command_refuses_a_listed_universe_the_store_lacks_a_symbol_of(tmp_path):
+    """study run, walkforward (a spec's [data] universe list), backtest --universe A,B and ao.load_panel: before,
+    ["AAPL", "NOPE"] ran on AAPL alone without a word."""
+    import re
+
+    import optimizer as ao
+    from optimizer.study.data import load_universe_panel
+
+    db = _one_symbol_store(tmp_path)
+    with pytest.raises(DataError, match=re.escape(f"universe lists 1 symbol that daily_metrics of {db} does not hold: NOPE ")):
+        ao.load_panel(db, ["AAPL", "NOPE"])
+    with pytest.raises(DataError, match="does not hold: NOPE "):
+        load_universe_panel(db, ("AAPL", "NOPE"))  # a spec's list, as the study and the walk-forward load it
+    spec = tmp_path / "s.toml"
+    spec.write_text('[data]\nuniverse = ["AAPL", "NOPE"]\n[space]\nbuy_threshold = 70\n', encoding="utf-8")
+    r = CliRunner()
+    storage = f"sqlite:///{tmp_path}/s.db"
+    for args in (["backtest", "--universe", "AAPL,NOPE", "--db", db],
+                 ["study", "run", str(spec), "--db", db, "--storage", storage],
+                 ["walkforward", str(spec), "--db", db, "--storage", storage]):
+        out = r.invoke(main, args)
+        assert out.exit_code == 2, (args, out.output)
+        assert "does not hold: NOPE (" in out.output and "Traceback" not in out.output, (args, out.output)
+
+
+def test_a_listed_universe_is_refused_when_the_span_holds_no_row_of_one_of_its_symbols(tmp_path):
+    """NEWCO is in the store from its 41st session on: a span before it loaded AAPL alone without a word."""
+    from optimizer.data.calendar import nyse_sessions
+    from optimizer.study.data import load_universe_panel
+
+    db = str(tmp_path / "span.duckdb")
+    days = [d.date() for d in nyse_sessions("2024-01-02", "2024-03-28")]
+    df = pd.DataFrame([(d, s, 100.0, 1000.0, 500.0) for s, first in (("AAPL", 0), ("NEWCO", 40)) for d in days[first:]],
+                      columns=["date", "symbol", "close", "total_volume", "short_volume"])
+    con = connect(db)
+    con.execute("DROP TABLE IF EXISTS daily_metrics")
+    con.execute("CREATE TABLE daily_metrics AS SELECT * FROM df")
+    con.close()
+    with pytest.raises(DataError, match=r"universe lists 1 symbol with no row in daily_metrics of .* between "
+                                        r"2024-01-02 and 2024-02-15: NEWCO \(a listed universe runs on every name"):
+        load_universe_panel(db, ["AAPL", "NEWCO"], "2024-01-02", "2024-02-15")
+    assert load_universe_panel(db, ["AAPL", "NEWCO"], "2024-03-01", "2024-03-28").symbols == ("AAPL", "NEWCO")
+    assert load_universe_panel(db, "tier3", "2024-01-02", "2024-02-15").symbols == ("AAPL",)  # a tier: what it holds
+
+
 def test_symbol_map_cli_add_list_remove(tmp_path):
     db = str(tmp_path / "s.duckdb")
     con = connect(db)

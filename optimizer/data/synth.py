@@ -315,7 +315,8 @@ def _file_core(cfg: SynthConfig, rs: dict) -> tuple:
     if isinstance(u, str) and u.strip().lower() == "all":
         symbols = avail
     else:
-        symbols = sorted(s for s in resolve_universe(u, available=avail) if s != VIX_SYMBOL)
+        symbols = sorted(s for s in resolve_universe(
+            u, available=avail, source=f"prices_file {cfg.prices_file} in [{cfg.start}, {cfg.end}]") if s != VIX_SYMBOL)
     if not symbols:
         raise ParameterError(
             f"universe must share a symbol with prices_file {cfg.prices_file} (file has {len(avail)} symbols "

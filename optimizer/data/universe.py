@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from optimizer.errors import ParameterError
+from optimizer.errors import DataError, ParameterError
 from optimizer.data.symbols import canonical_symbol, is_context_symbol
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "VIX_SYMBOL",
     "UNIVERSE_NAMES",
     "resolve_universe",
+    "is_listed",
     "parent_etf",
 ]
 
@@ -77,12 +78,24 @@ def parent_etf(symbol: str) -> str | None:
     return SECTOR_MAP.get(symbol)
 
 
-def resolve_universe(value: str | Sequence[str] | None, available: Iterable[str] | None = None) -> list[str]:
+def is_listed(value: str | Sequence[str] | None) -> bool:
+    """True when ``value`` is the user's own list of symbols (a list or a comma list), not a named tier or ``all``."""
+    if value is None:
+        return False
+    if isinstance(value, str):
+        return value.strip().lower() not in (*UNIVERSE_NAMES, "tier2")
+    return True
+
+
+def resolve_universe(value: str | Sequence[str] | None, available: Iterable[str] | None = None,
+                     source: str = "the store") -> list[str]:
     """Turn ``tier1`` / ``tier1+3`` / ``all`` / a comma list / a list into canonical, tradable symbols.
 
     ``all`` needs ``available`` (the store's symbols) and leaves out index / indicator symbols (``^...``).
-    Named tiers and lists are intersected with ``available`` when it is given, so a universe never asks for
-    symbols the store lacks. A listed symbol that is not valid, or is an index, is refused (ParameterError).
+    A named tier is intersected with ``available`` when it is given, so a universe never asks for symbols the
+    store lacks. A listed symbol that is not valid, or is an index, is refused (ParameterError); with
+    ``available`` given, so is a list naming a symbol ``available`` lacks (DataError naming them and ``source``):
+    the user's list would otherwise run on fewer names than it says.
     """
     avail = None if available is None else list(dict.fromkeys(available))
     if value is None or (isinstance(value, str) and value.strip().lower() == "all"):
@@ -95,6 +108,7 @@ def resolve_universe(value: str | Sequence[str] | None, available: Iterable[str]
             "tier1": TIER1, "tier3": TIER3, "tier2": TIER2,
             "tier1+3": TIER1 + TIER3, "tier1+2+3": TIER1 + TIER2 + TIER3,
         }
+        listed = key not in tiers
         if key in tiers:
             syms = list(tiers[key])
         elif "," in value or value.strip().isupper() or value.strip().replace("-", "").replace(".", "").replace("/", "").replace("^", "").isalnum():
@@ -102,6 +116,7 @@ def resolve_universe(value: str | Sequence[str] | None, available: Iterable[str]
         else:
             raise ParameterError(f"universe must be one of {', '.join(UNIVERSE_NAMES)} or a symbol list, got universe={value!r}")
     else:
+        listed = True
         syms = [str(s).strip() for s in value]
     syms = [canonical_symbol(s, "universe symbol") for s in syms]
     ctx = [s for s in syms if is_context_symbol(s)]
@@ -112,7 +127,15 @@ def resolve_universe(value: str | Sequence[str] | None, available: Iterable[str]
         )
     if not syms:
         raise ParameterError(f"universe must name at least one symbol, got universe={value!r}")
+    syms = list(dict.fromkeys(syms))
     if avail is not None:
         have = set(avail)
+        missing = [s for s in syms if s not in have]
+        if listed and missing:
+            raise DataError(
+                f"universe lists {len(missing)} symbol{'s' if len(missing) != 1 else ''} that {source} does not "
+                f"hold: {', '.join(missing[:12])}{' ...' if len(missing) > 12 else ''} (a listed universe runs on "
+                f"every name it lists or not at all; remove {'it' if len(missing) == 1 else 'them'} or load "
+                f"{'its' if len(missing) == 1 else 'their'} data), got universe={str(value)[:200]!s}")
         syms = [s for s in syms if s in have]
-    return list(dict.fromkeys(syms))
+    return syms

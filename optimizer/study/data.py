@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from optimizer.data.store import connect, table_exists
-from optimizer.data.universe import resolve_universe
+from optimizer.data.universe import is_listed, resolve_universe
 from optimizer.engine.evaluate import Evaluator
 from optimizer.engine.panel import Panel, load_panel
 from optimizer.engine.regime_filter import regime_entry_mask
@@ -55,7 +55,8 @@ def _universe_symbols(con: Any, db: str | Path, universe: Any) -> list[str]:
     avail = [r[0] for r in con.execute("SELECT DISTINCT symbol FROM daily_metrics ORDER BY 1").fetchall()]
     if not avail:
         raise DataError(f"daily_metrics in {db} is empty; run `accumopt metrics build --db {db}` first")
-    syms = resolve_universe(list(universe) if isinstance(universe, tuple) else universe, avail)
+    syms = resolve_universe(list(universe) if isinstance(universe, tuple) else universe, avail,
+                            f"daily_metrics of {db}")
     if not syms:
         raise DataError(f"universe {universe!r} has no symbol in daily_metrics of {db}; "
                         f"it holds {len(avail)}: {', '.join(avail[:12])}{' ...' if len(avail) > 12 else ''}")
@@ -75,12 +76,23 @@ def universe_symbols(db: str | Path, universe: Any) -> list[str]:
 def load_universe_panel(db: str | Path, universe: Any, start: str | None = None, end: str | None = None) -> Panel:
     """The ``daily_metrics`` panel of ``universe`` (a tier name, ``all``, a comma list or a list of symbols) in
     [start, end] from the store at ``db`` (opened read-only). A store without daily_metrics, an empty one and a
-    universe with no symbol in it are DataErrors saying what to run."""
+    universe with no symbol in it are DataErrors saying what to run; so is a listed universe naming a symbol the
+    store or the span lacks."""
     con = connect(db, read_only=True)
     try:
-        return load_panel(con, _universe_symbols(con, db, universe), start, end)
+        syms = _universe_symbols(con, db, universe)
+        panel = load_panel(con, syms, start, end)
     finally:
         con.close()
+    have = set(panel.symbols)
+    missing = [x for x in syms if x not in have]
+    if missing and is_listed(universe):  # a listed name the span holds no row of would be dropped without a word
+        raise DataError(f"universe lists {len(missing)} symbol{'s' if len(missing) != 1 else ''} with no row in "
+                        f"daily_metrics of {db} between {panel.dates[0]} and {panel.dates[-1]}: "
+                        f"{', '.join(missing[:12])}{' ...' if len(missing) > 12 else ''} (a listed universe runs on "
+                        f"every name it lists or not at all; remove {'it' if len(missing) == 1 else 'them'} or "
+                        f"choose a span that holds {'it' if len(missing) == 1 else 'them'})")
+    return panel
 
 
 def load_study_data(spec: StudySpec, db: str | Path | None) -> tuple[Panel, int]:

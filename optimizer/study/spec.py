@@ -409,8 +409,9 @@ def parse_spec(text: str, path: str | None = None, stored: bool = False) -> Stud
     """Parse and validate a spec's TOML text. Raises SpecError naming the key path. ``stored``: the text stored
     with an existing study (a study made before ``[cv] purge`` was required for exits without a time limit keeps
     reading back with the purge it ran with: the longest bounded hold, or 20; one that declared a cost both in
-    [data.costs] and [space] keeps reading back, its trials having run with the [space] values, and one that gave
-    [objective] k with another aggregate than mean_minus_std, which ignores it)."""
+    [data.costs] and [space] keeps reading back, its trials having run with the [space] values, one that gave
+    [objective] k with another aggregate than mean_minus_std, which ignores it, and one that gave [walkforward]
+    top_k with select = "best", which ignores it)."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -428,13 +429,24 @@ def parse_spec(text: str, path: str | None = None, stored: bool = False) -> Stud
             raise _err("objective.k", f"weighs the std of aggregate = \"mean_minus_std\" only; with aggregate = "
                                       f"\"{spec.objective.aggregate}\" it would be ignored: remove it or set that aggregate")
         wf = spec.walkforward
+        if "top_k" in doc.get("walkforward", {}) and wf.select != "robust" and not stored:
+            raise _err("walkforward.top_k", f"is read by select = \"robust\" only (the top_k trials whose neighbours "
+                                            f"it compares); with select = \"{wf.select}\" each window takes its best "
+                                            f"trial and top_k would be ignored: remove it or set select = \"robust\"")
         if wf.step is not None and wf.step < wf.test and not stored:
             raise _err("walkforward.step", walkforward_step_rule(wf.test, wf.step))
         if not stored:
+            _check_choices(spec.space)
+            start = spec.sampler.options.get("n_startup_trials")
+            if isinstance(start, int) and not isinstance(start, bool) and start < 0:
+                raise _err("sampler.n_startup_trials", f"must be >= 0 (the trials drawn at random before the "
+                                                       f"{spec.sampler.name!r} model; Optuna would run a negative "
+                                                       f"count as 0), got n_startup_trials={start}")
             _check_steps(spec.space)
             _check_exit_days(spec.space)
             _check_regime_entries(list(spec.space))
             _check_regime_filter(spec)
+            _check_pooled_buy(spec)
             _check_gated(spec)
             _check_grid_trials(spec, doc)
             _check_pruner_reach(spec)
@@ -471,6 +483,21 @@ def _past_startup(sname: str, options: Mapping[str, Any]) -> tuple[dict[str, Any
         if isinstance(pop, int) and not isinstance(pop, bool):
             n = max(n, min(pop, 200) + 2)
     return opts, n
+
+
+def _check_choices(space: tuple[ParamSpec, ...]) -> None:
+    """Two choices equal as values (20 and 20.0; true and 1) run the same configuration, yet each is another
+    choice the sampler draws and another configuration for the repeat check and DSR."""
+    for p in space:
+        for i, a in enumerate(p.choices):
+            b = next((b for b in p.choices[:i] if a == b), _NONE)
+            if b is not _NONE:
+                raise _err(f"space.{p.name}.choices", f"must not repeat a value: {_show(b)} and {_show(a)} are the same "
+                                                      f"value (one configuration counted as two), got "
+                                                      f"[{', '.join(map(_show, p.choices))}]")
+
+
+_NONE = object()
 
 
 def _check_steps(space: tuple[ParamSpec, ...]) -> None:
@@ -587,6 +614,29 @@ def _check_regime_filter(spec: StudySpec) -> None:
             raise _err(f"space.buy_threshold_{r}", f"has no effect with [data] regime = {spec.data.regime!r}: positions "
                                                    f"open only on {spec.data.regime} closes and a buy threshold decides "
                                                    f"only entries, so the {label} threshold is never used; remove it")
+
+
+def _check_pooled_buy(spec: StudySpec) -> None:
+    """The pooled buy_threshold decides the entries of sessions whose regime has no buy threshold of its own. Every
+    session is labelled RISK_ON, TRANSITIONAL or RISK_OFF (no data: TRANSITIONAL), so when each regime that can open
+    a position (all three; under a RISK_ON / RISK_OFF / TRANSITIONAL filter that one) declares its own threshold,
+    always set (no ``when``), a searched buy_threshold changes no trade and no metric, yet each of its values is
+    another configuration for the repeat check and DSR."""
+    b = spec.param("buy_threshold")
+    if b is None or b.kind == "fixed" or (b.kind == "categorical" and len(b.choices) < 2) or \
+            (b.kind in ("int", "float") and b.low == b.high):
+        return
+    regimes = ({s: r for s, r in REGIME_SUFFIXES.items() if r == spec.data.regime}
+               if spec.data.regime in REGIME_SUFFIXES.values() else dict(REGIME_SUFFIXES))
+    own = [spec.param(f"buy_threshold_{s}") for s in regimes]
+    if all(p is not None and not p.when for p in own):
+        where = (f"[data] regime = {spec.data.regime!r} opens positions on {spec.data.regime} closes only"
+                 if len(regimes) == 1 else "every session is RISK_ON, TRANSITIONAL or RISK_OFF")
+        raise _err("space.buy_threshold", f"has no effect on any trade: {where}, and "
+                                          f"{', '.join(f'buy_threshold_{s}' for s in regimes)} decide"
+                                          f"{'s' if len(regimes) == 1 else ''} those entries, so each searched value "
+                                          f"would be another configuration running the same trades; fix it (e.g. "
+                                          f"buy_threshold = 70) or leave a regime to the pooled threshold")
 
 
 def _check_regime_entries(space: list[ParamSpec]) -> None:
