@@ -272,7 +272,8 @@ def derived_rows_of(con: duckdb.DuckDBPyConnection, old: str, effective_date: Da
     out = {}
     for table, dcol in DERIVED_DATED.items():
         if table in have:
-            n = int(con.execute(f"SELECT count(*) FROM {table} WHERE symbol = ? AND {dcol} < ?", [sym, eff]).fetchone()[0])
+            n = int(con.execute(f"SELECT count(*) FROM {table} WHERE symbol = ? AND {dcol} < ?",
+                                [sym, eff]).fetchone()[0])
             if n:
                 out[table] = n
     return out

@@ -50,8 +50,8 @@ from optimizer.data.ingest._common import (
 )
 from optimizer.data.ingest._source import Lines, RawFile
 
-__all__ = ["JSON_OK", "prepare", "spec", "plan", "polygon_dates", "price_rules", "split_warnings", "SPLIT_LOW", "SPLIT_HIGH",
-           "SPLIT_GAP_DAYS"]
+__all__ = ["JSON_OK", "prepare", "spec", "plan", "polygon_dates", "price_rules", "split_warnings", "SPLIT_LOW",
+           "SPLIT_HIGH", "SPLIT_GAP_DAYS"]
 
 JSON_OK = True
 _TOL = 1e-9
