@@ -5,7 +5,8 @@
    through ``through`` (default: today) and, when POLYGON_API_KEY is set, Polygon prices of the universe, SPY and
    ^VIX for the same days (a symbol whose split-adjusted history changed since it was stored -- a split -- gets its
    whole history again, see ``_fetch_prices``). Each file is ingested atomically and idempotently (an identical
-   file is skipped).
+   file is skipped). A prices file whose bars jump by a split-like ratio against the stored bars of another file
+   (a local file not adjusted for a split) is stored and warned of (``ingest.prices.split_warnings``).
 2. ``daily_metrics`` rebuilt from the raw tables (point-in-time).
 3. The FINRA scanner on the latest FINRA session (``scanner_daily_metrics`` and ``<out>/scanner/<D>/``).
 4. The signal sheet of the parameters file on that session (``signal_sheet`` and ``<out>/signals/<D>_<hash>/``).
@@ -119,6 +120,7 @@ def _ingest(db: str | Path, files: dict[str, list[Path]], res: EveningResult, se
         for kind, paths in files.items():
             rep = ingest_paths(con, kind, paths, settings=settings, progress=progress)
             res.ingest[kind] = rep.to_dict()["totals"] | {"exit_code": rep.exit_code}
+            res.warnings += rep.warnings  # e.g. a prices file not adjusted for a split the stored bars are
             if rep.failed:
                 f = rep.failed[0]
                 raise DataError(f"evening stopped: {len(rep.failed)} {kind} file(s) failed to ingest, the store keeps "

@@ -336,6 +336,26 @@ def test_ingest_failed_file_exit_2_and_database_unchanged(tmp_path, finra_files)
     assert _query(db, "SELECT * FROM finra_short_daily ORDER BY symbol") == before
 
 
+def test_ingest_prices_warns_of_a_split_the_file_is_not_adjusted_for(tmp_path):
+    """A nightly prices file on the post-split basis next to the stored pre-split bars: stored (exit 0), and the
+    user of `ingest` is told, on stderr in the table form and under "warnings" in the JSON form."""
+    db = tmp_path / "p.duckdb"
+    head = "date,symbol,open,high,low,close,volume\n"
+    hist, night = tmp_path / "hist.csv", tmp_path / "night.csv"
+    hist.write_text(head + "2024-06-06,NVDA,1224,1230,1190,1209,400\n2024-06-07,NVDA,1209,1216,1180,1208,400\n")
+    night.write_text(head + "2024-06-10,NVDA,120,123,117,121.8,4000\n")
+    res = ok(run("ingest", "prices", hist, "--db", db))
+    assert "warning" not in res.stderr
+    res = ok(run("ingest", "prices", night, "--db", db))
+    err = " ".join(res.stderr.split())
+    assert err.startswith("warning: prices: night.csv: NVDA close jumps from stored 1208 on 2024-06-07 (source "
+                          "hist.csv) to this file's 121.8 on 2024-06-10, ratio 0.101"), err
+    assert "`accumopt ingest splits`" in err
+    d = as_json(run("ingest", "prices", hist, night, "--db", tmp_path / "q.duckdb", "--format", "json"))
+    assert d["exit_code"] == 0 and [len(f["warnings"]) for f in d["files"]] == [0, 1]
+    assert d["warnings"] == d["files"][1]["warnings"] and "NVDA" in d["warnings"][0]
+
+
 def test_ingest_directory_mixed_outcomes_json(tmp_path, finra_files):
     db = tmp_path / "i.duckdb"
     res = ok(run("ingest", "finra-short", finra_files[0].parent, "--db", db, "--format", "json"), code=2)

@@ -120,3 +120,84 @@ def test_add_symbol_mapping_refuses_clash_and_bad_args(con, tmp_path):
     assert table(con, "SELECT count(*) FROM symbol_map WHERE old_symbol = 'X1'") == [(0,)]  # rolled back
     with pytest.raises(ParameterError, match="old and new symbols must differ"):
         add_symbol_mapping(con, "X1", "X1", "2021-02-01")
+
+
+_HIST = """date,symbol,open,high,low,close,volume
+2024-06-05,NVDA,1150,1230,1140,1224,400000
+2024-06-06,NVDA,1224,1230,1190,1209,400000
+2024-06-07,NVDA,1209,1216,1180,1208,400000
+2024-06-07,SPY,530,535,528,534,1000000
+2024-06-07,^VIX,12,13,11.5,12.2,0
+"""
+# the night after NVDA's 10:1 split, on the post-split basis; SPY moved a little, ^VIX (an index) more than doubled
+_NIGHT = """date,symbol,open,high,low,close,volume
+2024-06-10,NVDA,120,123,117,121.8,4000000
+2024-06-10,SPY,534,536,532,535,1000000
+2024-06-10,^VIX,13,30,13,29,0
+"""
+
+
+def _split_warning(w: str, name: str, a: str, b: str) -> None:
+    assert w.startswith(f"prices: {name}: NVDA close jumps from {a} to {b}, ratio 0.101: "), w
+    assert "ingest NVDA's whole split-adjusted price history again" in w and "`accumopt ingest splits`" in w, w
+
+
+def test_a_file_not_adjusted_for_a_split_is_stored_and_warned(con, tmp_path):
+    """A local nightly prices file on the post-split basis next to the stored pre-split bars of another file read
+    as a -90 % day with no word (only the Polygon fetch of the evening compared the bases). The file is stored (a
+    real crash would look the same) and warned of, naming the symbol, both bars, the ratio and what to do; both
+    directions (the stored bars after the file's last one too), an index never (^VIX), a distant bar never."""
+    hist, night = write(tmp_path / "hist.csv", _HIST), write(tmp_path / "night.csv", _NIGHT)
+    assert ingest_paths(con, "prices", [hist]).warnings == []
+    rep = ingest_paths(con, "prices", [night])
+    assert [(f.status, f.rows_accepted) for f in rep.files] == [("ok", 3)] and rep.exit_code == 0
+    assert rep.warnings == list(rep.files[0].warnings) == rep.to_dict()["warnings"]
+    assert rep.to_dict()["files"][0]["warnings"] == rep.warnings and len(rep.warnings) == 1
+    _split_warning(rep.warnings[0], "night.csv", "stored 1208 on 2024-06-07 (source hist.csv)",
+                   "this file's 121.8 on 2024-06-10")
+    assert table(con, "SELECT close FROM prices_daily WHERE symbol = 'NVDA' AND date = '2024-06-10'") == [(121.8,)]
+    # the other order: the stored bar after the file's last one
+    other = connect(":memory:")
+    try:
+        assert ingest_paths(other, "prices", [night]).warnings == []
+        (w,) = ingest_paths(other, "prices", [hist]).warnings
+        _split_warning(w, "hist.csv", "this file's 1208 on 2024-06-07", "stored 121.8 on 2024-06-10 (source night.csv)")
+    finally:
+        other.close()
+    # what the warning advises: the split-adjusted history again -> on one basis, no warning
+    adjusted = _HIST.replace("1150,1230,1140,1224", "115,123,114,122.4").replace("1224,1230,1190,1209", "122.4,123,119,120.9")
+    adjusted = adjusted.replace("1209,1216,1180,1208", "120.9,121.6,118,120.8")
+    rep = ingest_paths(con, "prices", [write(tmp_path / "hist_adjusted.csv", adjusted)])
+    assert rep.files[0].status == "replaced" and rep.warnings == []
+    # a bar three weeks on is not "the previous session": no warning for a halving since
+    late = write(tmp_path / "late.csv", "date,symbol,open,high,low,close,volume\n2024-07-01,NVDA,60,61,59,60,100\n")
+    assert ingest_paths(con, "prices", [late]).warnings == []
+
+
+@pytest.mark.realdata
+def test_real_prices_split_like_jumps_across_files(con, tmp_path):
+    """The real adjusted prices cut into files at the days of their largest real moves (META -26 % 2022-02-03, ^VIX
+    +65 % 2024-08-05, +74 % 2024-12-18, -36 % 2025-04-09): no warning. The history before NVDA's 10:1 split
+    (2024-06-10) on the pre-split basis, as a store filled before it holds it: one warning, for NVDA only."""
+    import pandas as pd
+
+    d = pd.read_csv(need(REAL / "prices_daily.csv.gz"))
+    cuts = ["2022-02-03", "2024-06-10", "2024-08-05", "2024-12-18", "2025-04-09"]
+    edges = ["2000-01-01", *cuts, "2100-01-01"]
+    parts = [d[(d.date >= a) & (d.date < b)] for a, b in zip(edges, edges[1:])]
+    for i, part in enumerate(parts):
+        part.to_csv(tmp_path / f"p{i}.csv", index=False)
+    rep = ingest_paths(con, "prices", [tmp_path / f"p{i}.csv" for i in range(len(parts))])
+    assert [f.status for f in rep.files] == ["ok"] * len(parts) and rep.warnings == []
+    pre = parts[1].copy()
+    nvda = pre.symbol == "NVDA"
+    pre.loc[nvda, ["open", "high", "low", "close"]] *= 10
+    pre.to_csv(tmp_path / "pre_split.csv", index=False)
+    fresh = connect(":memory:")
+    try:
+        rep = ingest_paths(fresh, "prices", [tmp_path / "pre_split.csv", tmp_path / "p2.csv"])
+        (w,) = rep.warnings
+        assert w.startswith("prices: p2.csv: NVDA close jumps from stored 1206.79 on 2024-06-07 (source "
+                            "guydekowski/market-lab) to this file's 121.58 on 2024-06-10, ratio 0.101"), w
+    finally:
+        fresh.close()

@@ -102,6 +102,27 @@ def _row(ev: pd.DataFrame, symbol: str, signal_day: int) -> pd.Series:
 # ------------------------------------------------------------------------------------------------ events
 
 
+def test_events_tell_the_regime_buy_threshold_the_signal_crossed():
+    """With regime-conditional buy thresholds the events stored the pooled buy_threshold only (80 beside a trade
+    entered at 75: it reads as below the threshold) and graded the signals with the pooled threshold: the 75
+    entries, signals at their session's threshold 70, were LOW, and a sector ETF at 75 was not "aligned".
+    signal_buy_threshold is the threshold crossed; quality and alignment use it (= the pooled-70 run's)."""
+    regime = Config.from_params({"buy_threshold": 80, "sell_threshold": 30, "exit": "first_dist",
+                                 **{f"buy_threshold_{r}": 70 for r in ("risk_on", "risk_off", "transitional")}})
+    disp = tiny_display()
+    disp[20, X] = 75  # XLK signals with AAA at 75 on row 20
+    _, _, pooled = run_tiny(display=disp)  # buy 70 on every session: the same trades
+    _, _, ev = run_tiny(display=disp, cfg=regime)
+    assert list(zip(ev.symbol, ev.entry_date)) == list(zip(pooled.symbol, pooled.entry_date))
+    assert (ev.buy_threshold == 80).all() and (ev.signal_buy_threshold == 70).all()
+    assert (pooled.signal_buy_threshold == 70).all() and (ev.score_value >= ev.signal_buy_threshold).all()
+    assert (ev.score_value < ev.buy_threshold).sum() == 2  # AAA@20 and BBB@15 entered at 75 (XLK still held)
+    aaa = _row(ev, "AAA", 20)
+    assert aaa.signal_quality == "HIGH" and aaa.parent_etf_aligned  # score 75, its ETF also at its threshold
+    assert ev.signal_quality.tolist() == pooled.signal_quality.tolist()
+    assert ev.parent_etf_aligned.tolist() == pooled.parent_etf_aligned.tolist()
+
+
 def test_event_rows_trade_columns_and_order(tiny):
     p, res, ev = tiny
     # AAA@2, XLK@2 enter at row 3; BBB@4 at 5; BBB@15 at 16; AAA@20 at 21 (signals while in a position ignored)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -695,6 +696,31 @@ def test_evening_ingests_new_files_and_is_idempotent(synth_db, tmp_path):
     assert f2 == f1
     for k in t1:
         pd.testing.assert_frame_equal(t2[k], t1[k], obj=k)
+
+
+def test_evening_warns_of_a_prices_file_not_adjusted_for_a_split(synth_db, tmp_path):
+    """`evening --ingest DIR` with tonight's prices file on a post-split basis for one symbol (its stored bars
+    pre-split): the -90 % day went into the metrics, scan and sheet with no word. The evening warns, naming it."""
+    day = "2024-06-28"
+    db = tmp_path / "s.duckdb"
+    shutil.copy(synth_db, db)
+    prices = pd.read_csv(synth_db.parent / "raw" / "prices_daily.csv", dtype={"symbol": str})
+    night = prices[prices["date"] == day].copy()
+    sym = sorted(night["symbol"])[0]
+    hit = night["symbol"] == sym
+    night.loc[hit, ["open", "high", "low", "close"]] /= 10
+    (tmp_path / "tonight" / "prices").mkdir(parents=True)
+    night.to_csv(tmp_path / "tonight" / "prices" / "bars_20240628.csv", index=False)
+    p = tmp_path / "best.json"
+    p.write_text(json.dumps({"params": CONFIGS["first_dist"][0]}))
+    res = _run("evening", "--params", p, "--db", db, "--ingest", tmp_path / "tonight", "--out", tmp_path / "o",
+               "--format", "json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    got = [w for w in doc["warnings"] if "close jumps" in w]
+    assert len(got) == 1 and got[0].startswith(f"prices: bars_20240628.csv: {sym} close jumps from stored "), got
+    assert "on 2024-06-27" in got[0] and "on 2024-06-28" in got[0]
+    assert 0.09 < float(re.search(r", ratio ([0-9.]+): ", got[0]).group(1)) < 0.11, got[0]
 
 
 def test_evening_says_why_the_scan_ranked_nothing(synth_db, tmp_path):

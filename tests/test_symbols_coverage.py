@@ -286,3 +286,36 @@ def test_sandbox_loads_one_symbol_and_draws_the_same_numbers(synth_db):
     b = sandbox_data(small, "AAPL", "2024-03-01", "2024-04-30")
     # equal up to the rounding of pandas' online rolling sums, which depends on where the history starts
     pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-9, atol=1e-9)
+
+
+def test_symbol_map_add_says_the_derived_tables_keep_the_old_name(tmp_path):
+    """`symbols map add OLD NEW` renamed the raw rows, and daily_metrics (and saved scans) kept OLD until a
+    `metrics build` with no word: a backtest of NEW saw half its history. The command now names what still holds
+    OLD and what to run; after the rebuild it has nothing to say."""
+    db = str(tmp_path / "s.duckdb")
+    con = connect(db)
+    p = write(tmp_path / "p.csv", "date,symbol,open,high,low,close,volume\n2021-01-04,OLD,1,1,1,1,1\n2021-01-05,NEW,1,1,1,1,2\n")
+    ingest_paths(con, "prices", [p])
+    build_daily_metrics(con)
+    con.execute("CREATE TABLE scanner_daily_metrics (date DATE, symbol VARCHAR)")  # a saved scan of 2021-01-04
+    con.execute("INSERT INTO scanner_daily_metrics VALUES ('2021-01-04', 'OLD'), ('2021-01-05', 'OLD')")
+    con.close()
+    r = CliRunner()
+    out = r.invoke(main, ["symbols", "map", "add", "old", "new", "--from", "2021-01-05", "--db", db])
+    assert out.exit_code == 0, out.output
+    assert out.stdout.strip() == "OLD -> NEW from 2021-01-05: 1 stored rows renamed"
+    err = " ".join(out.stderr.split())
+    assert ("warning: derived tables still hold OLD before 2021-01-05 (daily_metrics 1 rows): they keep the old name "
+            "until rebuilt; run `accumopt metrics build`") in err, err
+    assert "warning: scanner_daily_metrics (1 rows of saved scans) still holds OLD before 2021-01-05" in err, err
+    out = r.invoke(main, ["metrics", "build", "--db", db])
+    assert out.exit_code == 0, out.output
+    con = connect(db, read_only=True)
+    assert table(con, "SELECT DISTINCT symbol FROM daily_metrics") == [("NEW",)]
+    con.close()
+    con = connect(db)
+    con.execute("DELETE FROM scanner_daily_metrics")
+    con.close()
+    out = r.invoke(main, ["symbols", "map", "add", "OLD", "NEW", "--from", "2021-01-05", "--db", db, "--format", "json"])
+    d = json.loads(out.stdout)
+    assert out.exit_code == 0 and d["derived_rows_of_old"] == {} and d["warnings"] == [] and out.stderr == ""

@@ -71,6 +71,8 @@ def ingest_cmd(kind, paths, strict, max_decompressed_mb, max_expansion, db, out,
         _print_ingest(rep, kind, db)
         for f in rep.failed:
             err_console.print(f.message, style="red", markup=False, highlight=False, soft_wrap=True)
+        for w in rep.warnings:
+            err_console.print(f"warning: {w}", style="yellow", markup=False, highlight=False, soft_wrap=True)
     sys.exit(rep.exit_code)
 
 
@@ -191,6 +193,8 @@ def _ingest_after_fetch(kind, files, db):
     t = rep.to_dict()["totals"]
     console.print(f"ingested {t.get('rows_accepted')} rows from {t.get('files')} file(s) into {db}", markup=False,
                   soft_wrap=True)
+    for w in rep.warnings:
+        err_console.print(f"warning: {w}", style="yellow", markup=False, highlight=False, soft_wrap=True)
     if rep.exit_code:
         sys.exit(rep.exit_code)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from optimizer.cli._common import console, echo_json, format_option, print_table, shared_options
+from optimizer.cli._common import console, echo_json, err_console, format_option, print_table, shared_options
 from optimizer.data.store import connect
 from optimizer.paths import existing_store, output_root, resolve_db
 from optimizer.data.symbols import (
-    add_symbol_mapping, canonical_or_none, canonical_symbol, is_context_symbol, list_symbol_mappings,
+    add_symbol_mapping, canonical_or_none, derived_rows_of, canonical_symbol, is_context_symbol, list_symbol_mappings,
     remove_symbol_mapping, symbol_problem,
 )
 
@@ -51,14 +51,27 @@ def map_add_cmd(old, new, effective, no_rewrite, db, out, fmt):
     con = connect(resolve_db(db, None, output_root(out)))
     try:
         n = add_symbol_mapping(con, old, new, effective, rewrite_existing=not no_rewrite)
+        stale = derived_rows_of(con, old, effective) if not no_rewrite else {}
     finally:
         con.close()
-    out = {"old_symbol": canonical_symbol(old, "old"), "new_symbol": canonical_symbol(new, "new"), "effective_date": effective,
-           "rows_rewritten": n}
+    o, nw = canonical_symbol(old, "old"), canonical_symbol(new, "new")
+    notes = []
+    built = {t: k for t, k in stale.items() if t != "scanner_daily_metrics"}
+    if built:
+        notes.append(f"derived tables still hold {o} before {effective} "
+                     f"({', '.join(f'{t} {k} rows' for t, k in built.items())}): they keep the old name until "
+                     "rebuilt; run `accumopt metrics build`")
+    if "scanner_daily_metrics" in stale:
+        notes.append(f"scanner_daily_metrics ({stale['scanner_daily_metrics']} rows of saved scans) still holds {o} "
+                     f"before {effective}: scan those dates again (`accumopt scan --date D`) to rename them")
+    out = {"old_symbol": o, "new_symbol": nw, "effective_date": effective, "rows_rewritten": n,
+           "derived_rows_of_old": stale, "warnings": notes}
     if fmt == "json":
         echo_json(out)
     else:
-        console.print(f"{out['old_symbol']} -> {out['new_symbol']} from {effective}: {n} stored rows renamed", markup=False)
+        console.print(f"{o} -> {nw} from {effective}: {n} stored rows renamed", markup=False)
+        for w in notes:
+            err_console.print(f"warning: {w}", style="yellow", markup=False, highlight=False, soft_wrap=True)
 
 
 @map_grp.command("list")

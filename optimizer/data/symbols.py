@@ -219,7 +219,8 @@ def add_symbol_mapping(
 
     Both symbols are canonicalized first (``brk/b`` -> ``BRK.B``). With ``rewrite_existing`` the raw tables'
     ``old`` rows dated before the date are renamed in the same transaction; if ``new`` already has a row at one
-    of those keys the whole change is refused (DataError).
+    of those keys the whole change is refused (DataError). The derived tables are not renamed (they are computed
+    from the raw tables: ``accumopt metrics build``); :func:`derived_rows_of` tells what they still hold.
     """
     if not str(old or "").strip() or not str(new or "").strip():
         raise ParameterError(f"old and new symbols must be non-empty, got old={old!r}, new={new!r}")
@@ -253,6 +254,29 @@ def add_symbol_mapping(
                 ).fetchone()
                 rewritten += int(got[0]) if got else 0
     return rewritten
+
+
+# tables built FROM the raw tables that a rename of stored raw rows leaves under the old name: daily_metrics and
+# options_premium_daily until `accumopt metrics build`; scanner_daily_metrics (saved scans) until those dates are
+# scanned again
+DERIVED_DATED = {"daily_metrics": "date", "options_premium_daily": "date", "scanner_daily_metrics": "date"}
+
+
+def derived_rows_of(con: duckdb.DuckDBPyConnection, old: str, effective_date: DateLike) -> dict[str, int]:
+    """How many rows of ``old`` dated before ``effective_date`` each derived table (DERIVED_DATED) still holds
+    (tables that do not exist or hold none are left out): what ``add_symbol_mapping`` does not rename."""
+    sym, eff = canonical_symbol(old, "old"), _eff_date(effective_date)
+    have = {r[0] for r in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = current_schema()").fetchall()}
+    out = {}
+    for table, dcol in DERIVED_DATED.items():
+        if table in have:
+            n = int(con.execute(f"SELECT count(*) FROM {table} WHERE symbol = ? AND {dcol} < ?",
+                                [sym, eff]).fetchone()[0])
+            if n:
+                out[table] = n
+    return out
 
 
 def remove_symbol_mapping(con: duckdb.DuckDBPyConnection, old: str, effective_date: DateLike | None = None) -> int:

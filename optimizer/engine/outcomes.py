@@ -11,7 +11,9 @@ docs/ENGINE.md "bt_ tables" has every column):
 
 - event_id = 1..n in the frame's order (entry row, then symbol); (run_id, event_id) is the stored key.
 - date = the signal session; score_value = display[t, s]; score_variant / buy_threshold / sell_threshold / z_window
-  = the run's configuration (per row, as the design's table keeps several configurations side by side).
+  = the run's configuration (per row, as the design's table keeps several configurations side by side);
+  signal_buy_threshold = the buy threshold the signal crossed: its session's regime's ``buy_threshold_<r>`` when the
+  configuration has one (``RegimeParams.threshold_rows``, as the engine applies it), else buy_threshold.
 - signal_close = close[t, s]; entry_price = the fill at open[e].
 - fwd_return_<h>d = open[e+h]/open[e] − 1 (``context.forward_returns``); NaN when e+h >= data_end or an open is NaN.
 - fwd_return_<h>d_rel = fwd_return_<h>d − beta[t]·(SPY open[e+h]/open[e] − 1) (``market_relative_forward_returns``).
@@ -48,6 +50,7 @@ from optimizer.engine.context import (
 from optimizer.engine.evaluate import PARAM_KEYS, Result
 from optimizer.engine.metrics import SESSIONS_PER_MONTH
 from optimizer.engine.panel import Panel
+from optimizer.engine.regime_filter import regime_codes
 from optimizer.data.rolling import rolling_zscore
 from optimizer.engine.signals import accumulation, distribution
 from optimizer.engine.simulate import EXIT_REASONS, ExitParams, Span, Thresholds
@@ -85,7 +88,7 @@ def _event_columns(horizons: Sequence[int], option_keys: Sequence[str] = ()) -> 
         "max_drawdown_before_dist", "max_gain_before_dist",
         "hit_at_dist", *(f"hit_{h}d" for h in hs), "hit", *option_keys,
         "parent_etf_available", "parent_etf_aligned", "confidence", "lit_z", "options_boost", "signal_quality",
-        "failure_mode",
+        "failure_mode", "signal_buy_threshold",
     )
 
 
@@ -235,6 +238,9 @@ def signal_events(
     de = span.data_end
     n = len(order)
     score = disp[t, s]
+    rows = cfg.regime.threshold_rows(th, regime_codes(panel)) if cfg.regime.thresholded else None
+    buy_rows = np.full(T, float(th.buy)) if rows is None else np.asarray(rows[0], dtype=np.float64)
+    signal_buy = buy_rows[t]  # the threshold each signal crossed (its session's regime's)
     close = panel.fields["close"] if "close" in panel.fields else np.full((T, N), np.nan)
 
     cols: dict[str, object] = {
@@ -283,7 +289,7 @@ def signal_events(
     for k in opt_keys:
         cols[k] = _at(context[k], t, s)
     avail = parent_etf_available(panel.symbols, panel.sectors)[s]
-    aligned = parent_etf_aligned(disp, panel.symbols, panel.sectors, th.buy)[t, s]
+    aligned = parent_etf_aligned(disp, panel.symbols, panel.sectors, buy_rows[:, None])[t, s]
     conf = panel.fields["confidence"][t, s] if "confidence" in panel.fields else np.full(n, np.nan)
     lit = panel.fields.get("lit_flow_imbalance")
     lit_z = (rolling_zscore(lit, int(cfg.score.z_window))[t, s] if lit is not None and n else np.full(n, np.nan))
@@ -291,7 +297,7 @@ def signal_events(
     put_max = _at(context["options_otm_put_z_max5"], t, s) if "options_otm_put_z_max5" in context else np.full(n, np.nan)
     boost = squeeze_boost(base, put_max, score)
     pc = cols["opt_put_call_ratio"]
-    quality = signal_quality(score, th.buy, trend, pc, aligned, lit_z, boost)
+    quality = signal_quality(score, signal_buy, trend, pc, aligned, lit_z, boost)
     cols["parent_etf_available"], cols["parent_etf_aligned"], cols["confidence"] = avail, aligned, conf
     cols["lit_z"], cols["options_boost"] = lit_z, boost
     cols["signal_quality"] = decode(quality, QUALITY_LABELS)
@@ -301,6 +307,7 @@ def signal_events(
                                         exit_price=exit_[closed])
     fm[fm == "NONE"] = None
     cols["failure_mode"] = fm
+    cols["signal_buy_threshold"] = signal_buy
     return pd.DataFrame({c: cols[c] for c in _event_columns(horizons, opt_keys)})
 
 

@@ -244,15 +244,19 @@ def sheet_context(evaluator: Evaluator, config: Config, display: np.ndarray, con
     th = config.thresholds
     disp = np.asarray(display, dtype=np.float64)
     score = disp[d, cols]
+    # only signals are graded (the design's rule): the signal is the engine's (a regime-conditional buy threshold:
+    # D's regime's), so every ENTER row is graded, and its parent ETF's signal told, as the backtest's signal events
+    rows = config.regime.threshold_rows(th, evaluator.regime_codes())
+    buy_d = th.buy if rows is None else float(rows[0][d])
     trend = _at(context["trend"], d, ccols)
     put_call = _at(context["options_put_call"], d, ccols)
     lit_z = evaluator.features.z("lit_flow_imbalance", int(config.score.z_window))[d, cols] \
         if "lit_flow_imbalance" in panel.fields else np.full(len(cols), np.nan)
-    aligned = parent_etf_aligned(disp[d:d + 1], panel.symbols, panel.sectors, th.buy)[0, cols]
+    aligned = parent_etf_aligned(disp[d:d + 1], panel.symbols, panel.sectors, buy_d)[0, cols]
     avail = parent_etf_available(panel.symbols, panel.sectors)[cols]
     base = _at(context["options_boost_base"], d, ccols)
     boost = squeeze_boost(base, _at(context["options_otm_put_z_max5"], d, ccols), score)
-    quality = signal_quality(score, th.buy, trend, put_call, aligned, lit_z, boost)
+    quality = signal_quality(score, buy_d, trend, put_call, aligned, lit_z, boost)
     conf = panel.fields["confidence"][d, cols] if "confidence" in panel.fields else np.full(len(cols), np.nan)
     window = max(int(config.score.z_window), COVERAGE_WINDOW_MIN)
     cov = _coverage(panel, cols, window)
@@ -283,11 +287,7 @@ def sheet_context(evaluator: Evaluator, config: Config, display: np.ndarray, con
         "data_coverage": cov,
         "last_data_date": pd.to_datetime(last),
     }, index=pd.Index(list(symbols), name="symbol"), columns=list(CONTEXT_COLUMNS))
-    # only signals are graded (the design's rule): a row without an accumulation signal at D has no quality; the
-    # signal is the engine's (a regime-conditional buy threshold: D's regime's), so every ENTER row is graded as the
-    # backtest's signal events grade it
-    rows = config.regime.threshold_rows(th, evaluator.regime_codes())
-    buy_d = th.buy if rows is None else rows[0][d]
+    # a row without an accumulation signal at D has no quality
     with np.errstate(invalid="ignore"):
         out.loc[~(score >= buy_d), "signal_quality"] = None
     return out

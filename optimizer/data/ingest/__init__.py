@@ -21,6 +21,9 @@ kind names its columns and rules):
   ``skipped_identical`` (not logged). A file covering keys already stored (see each parser: FINRA = (date,
   facility), FINRA API rows = (date, symbol), prices/lit/options = (date, symbol), OTC = (week, symbol)) deletes
   those rows first: ``replaced``.
+* A kind may check a written file against the stored rows of other files (in the file's transaction, one query):
+  what looks wrong but may be real is a warning (``FileResult.warnings``, ``IngestReport.warnings``), not a
+  rejection; prices warn of a split the file is not adjusted for (``prices.split_warnings``).
 * Symbols are canonicalized (``optimizer.data.symbols``) and symbol changes (``symbol_map``) applied to every
   kind before the invariants are checked.
 * Decompression caps come from ``Settings.max_decompressed_mb`` / ``max_expansion_ratio`` (env
@@ -102,11 +105,12 @@ class _Kind:
     plan: Callable
     need_lines: Callable[[RawFile], bool] = lambda raw: True
     reads_lines: bool = False  # its prepare() queries _ing_lines (the staged lines must be flushed first)
+    check: Callable | None = None  # (ctx, table, fid, file) -> warnings, run in the file's write transaction
 
 
 _KINDS: dict[str, _Kind] = {
     "finra-short": _Kind(finra_short.JSON_OK, finra_short.prepare, finra_short.spec, finra_short.plan),
-    "prices": _Kind(prices.JSON_OK, prices.prepare, prices.spec, prices.plan),
+    "prices": _Kind(prices.JSON_OK, prices.prepare, prices.spec, prices.plan, check=prices.split_warnings),
     "otc-weekly": _Kind(otc_weekly.JSON_OK, otc_weekly.prepare, otc_weekly.spec, otc_weekly.plan),
     "lit-trades": _Kind(False, lit.trades_prepare, lit.trades_spec, lit.trades_plan, lit.trades_need_lines, True),
     "lit-flow": _Kind(False, lit.flow_prepare, lit.flow_spec, lit.flow_plan),
@@ -131,9 +135,10 @@ class FileResult:
     rows_accepted: int = 0
     rows_rejected: int = 0
     message: str | None = None
+    warnings: tuple[str, ...] = ()  # the file is stored; something in it looks wrong (e.g. an unadjusted split)
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        return asdict(self) | {"warnings": list(self.warnings)}
 
 
 @dataclass
@@ -148,6 +153,10 @@ class IngestReport:
     @property
     def rows_rejected(self) -> int:
         return sum(f.rows_rejected for f in self.files)
+
+    @property
+    def warnings(self) -> list[str]:
+        return [w for f in self.files for w in f.warnings]
 
     @property
     def counts(self) -> dict[str, int]:
@@ -175,6 +184,7 @@ class IngestReport:
                 "rows_rejected": self.rows_rejected,
                 **self.counts,
             },
+            "warnings": self.warnings,
             "exit_code": self.exit_code,
         }
 
@@ -458,9 +468,11 @@ def _write(ctx: Ctx, kind: str, e: _Entry, group: tuple, s: Summary, history: _H
     except _UNFORESEEN as exc:
         e.error = _unforeseen(e.file, kind, exc)
         return None
+    check = _KINDS[kind].check
     try:
         with transaction(ctx.con):
             status = write_rows(ctx, plan, file=e.file, sha256=e.raw.sha256, kind=kind)
+            warnings = tuple(check(ctx, table, e.fid, e.file)) if check is not None else ()
     except duckdb.Error as exc:
         e.error = InputFileError(e.file, None, f"database rejected the file ({_one_line(exc)})")
         return None
@@ -471,7 +483,7 @@ def _write(ctx: Ctx, kind: str, e: _Entry, group: tuple, s: Summary, history: _H
         msg = f"{e.file}:{ln}: {reason} (+{plan.n_rejects - 1} more rejected rows)"
     elif status == "replaced":
         msg = "replaced the stored rows of the keys this file covers"
-    return FileResult(e.file, e.raw.sha256, status, int(plan.n_rows), plan.n_rejects, msg)
+    return FileResult(e.file, e.raw.sha256, status, int(plan.n_rows), plan.n_rejects, msg, warnings)
 
 
 def _fail(con, kind: str, file: str, sha: str, err: InputFileError, raise_on_error: bool) -> FileResult:

@@ -13,6 +13,12 @@ strict): a valid symbol, the date an NYSE session between 1990-01-02 and today, 
 close <= high (1e-9 relative tolerance), 0 <= volume <= 1e13, (date, symbol) unique. Prices are expected
 split-adjusted (Yahoo ``auto_adjust``, Polygon ``adjusted=true``); FINRA volumes are adjusted to them with the
 split table (``accumopt ingest splits``).
+A file on another basis than the stored history of a symbol (an unadjusted split: a nightly file after a 10:1 split
+next to the stored pre-split bars) is not refused (real crashes exist) but WARNED (``split_warnings``, in
+``FileResult.warnings``): the file's first bar of a symbol against the symbol's latest stored bar before it, and the
+file's last bar against the symbol's earliest stored bar after it (each from another file, at most
+``SPLIT_GAP_DAYS`` calendar days apart), when the close ratio is <= ``SPLIT_LOW`` or >= ``SPLIT_HIGH``; index
+symbols (``^VIX``) never split and are not checked. One query per file over the symbols it holds.
 A Polygon document whose ``ticker`` is not one string (e.g. a list) fails the file.
 """
 
@@ -44,12 +50,20 @@ from optimizer.data.ingest._common import (
 )
 from optimizer.data.ingest._source import Lines, RawFile
 
-__all__ = ["JSON_OK", "prepare", "spec", "plan", "polygon_dates", "price_rules"]
+__all__ = ["JSON_OK", "prepare", "spec", "plan", "polygon_dates", "price_rules", "split_warnings", "SPLIT_LOW",
+           "SPLIT_HIGH", "SPLIT_GAP_DAYS"]
 
 JSON_OK = True
 _TOL = 1e-9
 _COLS = ["date", "symbol", "open", "high", "low", "close", "volume", "source"]
 _PX = ("open", "high", "low", "close")
+# a close ratio against the stored neighbouring bar of the symbol at or beyond these reads as a split the file is not
+# adjusted for (2:1 -> 0.5, 10:1 -> 0.1, 1:10 -> 10; the largest real one-day moves of the real test prices, ^VIX
+# apart, are 0.65 and 1.36); the stored bar counts only when at most SPLIT_GAP_DAYS calendar days away
+SPLIT_LOW = 0.55
+SPLIT_HIGH = 1.8
+SPLIT_GAP_DAYS = 14
+_SPLIT_SHOWN = 10  # per file, the symbols named one per warning; the rest in one line
 
 
 def polygon_dates(ms: np.ndarray | pd.Series, tz: str = "America/New_York") -> pd.Series:
@@ -165,3 +179,52 @@ def _polygon(ctx: Ctx, file: str, text: str) -> pd.DataFrame:
     frame["t_date"] = dates
     frame = frame.rename(columns={"t_o": "t_open", "t_h": "t_high", "t_l": "t_low", "t_c": "t_close", "t_v": "t_volume"})
     return frame.astype({c: str for c in frame.columns if c != "line"})
+
+
+def split_warnings(ctx: Ctx, table: str, fid: int, file: str) -> list[str]:
+    """Warnings for the symbols of file ``fid`` (accepted rows of the staged ``table``, already written) whose first
+    bar jumps by a split-like ratio against the symbol's latest stored bar before it, or whose last bar does against
+    the earliest stored bar after it (module doc). Run in the file's transaction."""
+    where = f"{accepted(table, fid)} AND NOT starts_with(symbol, '^')"
+    g, split = SPLIT_GAP_DAYS, f"NOT ({SPLIT_LOW!r} < %s AND %s < {SPLIT_HIGH!r})"
+    got = ctx.con.execute(f"""
+        WITH f AS (SELECT symbol, min("date") AS d0, arg_min("close", "date") AS c0,
+                          max("date") AS d1, arg_max("close", "date") AS c1 {where} GROUP BY symbol)
+        SELECT * FROM (
+            SELECT p.symbol, any_value(f.d0) AS d0, any_value(f.c0) AS c0, any_value(f.d1) AS d1, any_value(f.c1) AS c1,
+                   max(p.date) FILTER (WHERE p.date < f.d0) AS bd,
+                   arg_max(p.close, p.date) FILTER (WHERE p.date < f.d0) AS bc,
+                   arg_max(p.source, p.date) FILTER (WHERE p.date < f.d0) AS bs,
+                   min(p.date) FILTER (WHERE p.date > f.d1) AS ad,
+                   arg_min(p.close, p.date) FILTER (WHERE p.date > f.d1) AS ac,
+                   arg_min(p.source, p.date) FILTER (WHERE p.date > f.d1) AS asrc
+            FROM prices_daily AS p JOIN f ON p.symbol = f.symbol
+            WHERE p.date BETWEEN f.d0 - {g} AND f.d1 + {g} AND (p.date < f.d0 OR p.date > f.d1)
+            GROUP BY p.symbol)
+        WHERE {split % ("c0 / bc", "c0 / bc")} OR {split % ("ac / c1", "ac / c1")}
+        ORDER BY symbol""").fetchall()
+    rows = []
+    for sym, d0, c0, d1, c1, bd, bc, bs, ad, ac, asrc in got:
+        if bd is not None and not SPLIT_LOW < c0 / bc < SPLIT_HIGH:
+            rows.append((sym, 0, bd, bc, d0, c0, bs, c0 / bc))
+        if ad is not None and not SPLIT_LOW < ac / c1 < SPLIT_HIGH:
+            rows.append((sym, 1, d1, c1, ad, ac, asrc, ac / c1))
+    if not rows:
+        return []
+    name = Path(file).name
+    out = []
+    for sym, side, d_from, c_from, d_to, c_to, src, ratio in rows[:_SPLIT_SHOWN]:
+        if side == 0:
+            where_from, where_to = f"stored {c_from:g} on {d_from} (source {src})", f"this file's {c_to:g} on {d_to}"
+        else:
+            where_from, where_to = f"this file's {c_from:g} on {d_from}", f"stored {c_to:g} on {d_to} (source {src})"
+        out.append(
+            f"prices: {name}: {sym} close jumps from {where_from} to {where_to}, ratio {ratio:.3g}: a split the "
+            f"prices are not adjusted for? Prices must be split-adjusted on one basis: ingest {sym}'s whole "
+            "split-adjusted price history again, and the split (`accumopt ingest splits`, then `accumopt metrics "
+            "build`) so its FINRA volumes are adjusted too; nothing to do if the move is real")
+    if len(rows) > _SPLIT_SHOWN:
+        more = sorted({r[0] for r in rows[_SPLIT_SHOWN:]})
+        out.append(f"prices: {name}: {len(rows) - _SPLIT_SHOWN} more split-like close jump(s) against the stored "
+                   f"bars, symbols {', '.join(more[:20])}{' ...' if len(more) > 20 else ''}")
+    return out
