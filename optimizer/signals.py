@@ -29,7 +29,7 @@ import pandas as pd
 from optimizer.analytics.scanner import nearest_dates_message
 from optimizer.data.calendar import nyse_sessions
 from optimizer.data.store import connect, table_exists
-from optimizer.data.universe import resolve_universe
+from optimizer.data.universe import refuse_listed_without_rows, resolve_universe
 from optimizer.engine.context import compute_context
 from optimizer.engine.evaluate import Config, Evaluator
 from optimizer.engine.outcomes import exit_strategy_name
@@ -105,6 +105,8 @@ def _load(db: str | Path, universe: object, day: dt.date, panel_start: object | 
         panel = load_panel(con, syms, panel_start, day)
     finally:
         con.close()
+    refuse_listed_without_rows(universe, syms, panel.symbols, f"daily_metrics of {db}", panel.dates[0],
+                               panel.dates[-1])
     last = pd.Timestamp(panel.dates[-1]).date()
     if last != day:
         raise DataError(f"daily_metrics has no row on {day} (its last session for this universe is {last}); FINRA "

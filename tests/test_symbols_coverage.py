@@ -131,17 +131,23 @@ def test_a_listed_universe_is_refused_when_the_span_holds_no_row_of_one_of_its_s
 
     db = str(tmp_path / "span.duckdb")
     days = [d.date() for d in nyse_sessions("2024-01-02", "2024-03-28")]
-    df = pd.DataFrame([(d, s, 100.0, 1000.0, 500.0) for s, first in (("AAPL", 0), ("NEWCO", 40)) for d in days[first:]],
-                      columns=["date", "symbol", "close", "total_volume", "short_volume"])
+    df = pd.DataFrame([(d, s, 100.0, 1000.0, 500.0, 1.0) for s, first in (("AAPL", 0), ("NEWCO", 40))
+                       for d in days[first:]],
+                      columns=["date", "symbol", "close", "total_volume", "short_volume", "short_buy_sell_ratio"])
     con = connect(db)
     con.execute("DROP TABLE IF EXISTS daily_metrics")
     con.execute("CREATE TABLE daily_metrics AS SELECT * FROM df")
+    con.execute("DROP TABLE IF EXISTS finra_short_daily")  # a daily_metrics-only store: its FINRA days are the ratio's
     con.close()
     with pytest.raises(DataError, match=r"universe lists 1 symbol with no row in daily_metrics of .* between "
                                         r"2024-01-02 and 2024-02-15: NEWCO \(a listed universe runs on every name"):
         load_universe_panel(db, ["AAPL", "NEWCO"], "2024-01-02", "2024-02-15")
     assert load_universe_panel(db, ["AAPL", "NEWCO"], "2024-03-01", "2024-03-28").symbols == ("AAPL", "NEWCO")
     assert load_universe_panel(db, "tier3", "2024-01-02", "2024-02-15").symbols == ("AAPL",)  # a tier: what it holds
+    from optimizer.signals import signal_sheet  # the nightly sheet of that list on a night before NEWCO's first row
+    with pytest.raises(DataError, match=r"universe lists 1 symbol with no row in daily_metrics of .* between "
+                                        r"2024-01-02 and 2024-02-15: NEWCO \(a listed universe runs on every name"):
+        signal_sheet({"buy_threshold": 70}, db, "2024-02-15", universe=["AAPL", "NEWCO"])
 
 
 def test_symbol_map_cli_add_list_remove(tmp_path):

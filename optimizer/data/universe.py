@@ -24,6 +24,7 @@ __all__ = [
     "UNIVERSE_NAMES",
     "resolve_universe",
     "is_listed",
+    "refuse_listed_without_rows",
     "parent_etf",
 ]
 
@@ -85,6 +86,22 @@ def is_listed(value: str | Sequence[str] | None) -> bool:
     if isinstance(value, str):
         return value.strip().lower() not in (*UNIVERSE_NAMES, "tier2")
     return True
+
+
+def refuse_listed_without_rows(universe: str | Sequence[str] | None, symbols: Sequence[str],
+                               loaded: Iterable[str], source: str, first: object, last: object) -> None:
+    """Raise a DataError naming the symbols of a *listed* ``universe`` that ``loaded`` (the panel's symbols) lacks:
+    names in the store with no row between ``first`` and ``last`` would be dropped without a word, the list running
+    on fewer names than it says. A named tier runs on what the span holds (no error)."""
+    have = set(loaded)
+    missing = [x for x in symbols if x not in have]
+    if not missing or not is_listed(universe):
+        return
+    one = len(missing) == 1
+    raise DataError(f"universe lists {len(missing)} symbol{'' if one else 's'} with no row in {source} between "
+                    f"{first} and {last}: {', '.join(missing[:12])}{' ...' if len(missing) > 12 else ''} (a listed "
+                    f"universe runs on every name it lists or not at all; remove {'it' if one else 'them'} or "
+                    f"choose a span that holds {'it' if one else 'them'})")
 
 
 def resolve_universe(value: str | Sequence[str] | None, available: Iterable[str] | None = None,

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from optimizer.data.store import connect, table_exists
-from optimizer.data.universe import is_listed, resolve_universe
+from optimizer.data.universe import refuse_listed_without_rows, resolve_universe
 from optimizer.engine.evaluate import Evaluator
 from optimizer.engine.panel import Panel, load_panel
 from optimizer.engine.regime_filter import regime_entry_mask
@@ -84,14 +84,8 @@ def load_universe_panel(db: str | Path, universe: Any, start: str | None = None,
         panel = load_panel(con, syms, start, end)
     finally:
         con.close()
-    have = set(panel.symbols)
-    missing = [x for x in syms if x not in have]
-    if missing and is_listed(universe):  # a listed name the span holds no row of would be dropped without a word
-        raise DataError(f"universe lists {len(missing)} symbol{'s' if len(missing) != 1 else ''} with no row in "
-                        f"daily_metrics of {db} between {panel.dates[0]} and {panel.dates[-1]}: "
-                        f"{', '.join(missing[:12])}{' ...' if len(missing) > 12 else ''} (a listed universe runs on "
-                        f"every name it lists or not at all; remove {'it' if len(missing) == 1 else 'them'} or "
-                        f"choose a span that holds {'it' if len(missing) == 1 else 'them'})")
+    refuse_listed_without_rows(universe, syms, panel.symbols, f"daily_metrics of {db}", panel.dates[0],
+                               panel.dates[-1])
     return panel
 
 
