@@ -170,6 +170,9 @@ def test_symbol_map_cli_add_list_remove(tmp_path):
     assert out.exit_code == 2 and "new must be a valid symbol" in out.output
     out = r.invoke(main, ["symbols", "show", "BRK/B", "ABRpD", "--format", "json"])
     assert [d["canonical"] for d in json.loads(out.output)] == ["BRK.B", "ABR.PRD"]
+    out = r.invoke(main, ["symbols", "show", "BRK/B", "a..b"])  # a symbol breaking a rule: exit 2, the rule named
+    assert out.exit_code == 2 and "BRK.B" in out.output and "Traceback" not in out.output, out.output
+    assert "1 of 2 symbols break a rule: invalid symbol 'a..b': empty part" in out.output, out.output
     con = connect(db, read_only=True)
     assert table(con, "SELECT symbol, volume FROM prices_daily ORDER BY date") == [("NEW", 1.0), ("NEW", 2.0)]
     con.close()

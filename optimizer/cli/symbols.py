@@ -6,6 +6,7 @@ import click
 
 from optimizer.cli._common import console, echo_json, err_console, format_option, print_table, shared_options
 from optimizer.data.store import connect
+from optimizer.errors import ParameterError
 from optimizer.paths import existing_store, output_root, resolve_db
 from optimizer.data.symbols import (
     add_symbol_mapping, canonical_or_none, derived_rows_of, canonical_symbol, is_context_symbol, list_symbol_mappings,
@@ -31,7 +32,10 @@ def show_cmd(symbols, fmt):
     if fmt == "json":
         echo_json(rows)
     else:
-        print_table(rows, title="canonical symbols")
+        print_table(rows, title="canonical symbols", key=("input", "canonical", "context_only"), hint=None)
+    bad = [r["problem"] for r in rows if r["problem"]]
+    if bad:  # the table cannot hold the rule in 80 columns; a script must see the failure: one line, exit 2
+        raise ParameterError(f"{len(bad)} of {len(rows)} symbols break a rule: {'; '.join(bad)}")
 
 
 @symbols_grp.group("map")
