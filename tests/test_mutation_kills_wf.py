@@ -788,6 +788,9 @@ def test_window_dsr_reads_the_train_span_with_its_mask_and_needs_three_trades():
     with pytest.raises(ParameterError) as e:
         deflated_sharpe_from_study(np.array([0.01, 0.02, np.inf]), np.array([0.1, 0.2]), 4)
     assert math.isnan(d) and why == str(e.value)
+    d, why = wfmod._window_dsr(data_with([0.02, 0.02, 0.02]), cfg, np.array([0.1, 0.2]), 4)  # constant excess
+    assert math.isnan(d) and why == ("the in-sample winner's 3 trade excess returns are all +0.02 (zero dispersion): "
+                                     "no Sharpe ratio to deflate")
 
 
 def test_tiny_walkforward(wf):
