@@ -411,6 +411,9 @@ def test_daily_table_styles_and_defaults(dm_store):
 def test_daily_table_errors(dm_store):
     with pytest.raises(DataError, match=r"^no daily_metrics rows for ZZZZ; known symbols include AAPL, MSFT$"):
         daily_table(dm_store, "2024-07-05", tickers=["AAPL", "ZZZZ"])
+    with pytest.raises(DataError, match=r"^no daily_metrics rows for \^VIX \(\^VIX is an index or indicator: market "
+                                        r"context, not a tradable symbol\); known symbols include AAPL, MSFT$"):
+        daily_table(dm_store, "2024-07-05", tickers=["^VIX"])
     with pytest.raises(DataError, match=r"no daily_metrics rows .*on 2024-07-04; nearest dates: 2024-07-03, 2024-07-05"):
         daily_table(dm_store, "2024-07-04", tickers=["AAPL"])
 

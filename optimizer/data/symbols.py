@@ -310,7 +310,10 @@ def unknown_symbols_message(con: duckdb.DuckDBPyConnection, table: str, missing:
         close += difflib.get_close_matches(m, known, n=3, cutoff=0.6)
     shown = list(dict.fromkeys(close + known))[:8]
     more = ", …" if len(known) > len(shown) else ""
-    return f"no {table} rows for {', '.join(missing)}; known symbols include {', '.join(shown)}{more}"
+    ctx = [m for m in missing if table == "daily_metrics" and is_context_symbol(m)]
+    why = (f" ({', '.join(ctx)} {'is an index or indicator' if len(ctx) == 1 else 'are indices or indicators'}: "
+           "market context, not a tradable symbol)") if ctx else ""
+    return f"no {table} rows for {', '.join(missing)}{why}; known symbols include {', '.join(shown)}{more}"
 
 
 def _key_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
