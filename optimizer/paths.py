@@ -28,7 +28,7 @@ from optimizer.errors import DataError, ParameterError
 
 __all__ = [
     "OUTPUT_ENV", "DB_ENV", "STORAGE_ENV", "DEFAULT_OUTPUT", "output_root", "default_db", "default_storage",
-    "resolve_db", "resolve_storage", "safe_name", "under", "storage_path", "run_label", "existing_store",
+    "resolve_db", "resolve_storage", "safe_name", "under", "storage_path", "run_label", "file_label", "existing_store",
 ]
 
 OUTPUT_ENV = "ACCUMOPT_OUTPUT"
@@ -108,6 +108,20 @@ def safe_name(name: object) -> str:
     if s != raw or not s:
         s = f"{s or '_'}-{hashlib.sha256(raw.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
     return s
+
+
+_COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".zip")
+
+
+def file_label(path: str | Path) -> str:
+    """A data file's name without its format and compression suffixes, for a run label:
+    ``prices_daily.csv.gz`` -> ``prices_daily`` (``Path.stem`` keeps ``prices_daily.csv``)."""
+    name = Path(path).name
+    for suffix in _COMPRESSED:
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            name = name[: -len(suffix)]
+            break
+    return Path(name).stem or name
 
 
 def run_label(*parts: object) -> str:

@@ -427,6 +427,16 @@ def test_prices_file_symbols_are_canonical(tmp_path):
     bad.write_text(rows[0] + "\n" + rows[1] + "\n2024-01-03,../x,1,1,1,1,1\n")
     with pytest.raises(InputFileError, match=r"bad\.csv: invalid symbol '\.\./x'"):
         generate_market(SynthConfig(prices_file=str(bad), start="2024-01-02", end="2024-02-29", universe="all"))
+    # `data synth --prices p.csv.gz` names its folder after p, not "p.csv" (Path.stem)
+    from click.testing import CliRunner
+
+    from optimizer.cli import main
+    gz = tmp_path / "p.csv.gz"
+    gz.write_bytes(gzip.compress(f.read_bytes()))
+    res = CliRunner().invoke(main, ["data", "synth", "--prices", str(gz), "--start", "2024-01-02", "--end", "2024-02-29",
+                                    "--universe", "AAPL", "--out", str(tmp_path / "o"), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    assert Path(json.loads(res.output)["out"]).name.endswith("_AAPL_prices-p"), res.output
     dup = tmp_path / "dup.csv"
     dup.write_text(rows[0] + "\n" + rows[1] + "\n" + rows[1].replace("BRK-B", "BRK.B") + "\n")
     with pytest.raises(InputFileError, match=r"duplicate \(date, symbol\) = \(2024-01-02, BRK\.B\)"):
