@@ -234,6 +234,13 @@ def test_write_scan_replaces_rows_and_files(store, tmp_path):
     render_scan(r2, buf)
     text = buf.export_text()
     assert "AAA" in text and "CCC" not in text
+    none = scan(store, lookback=4, min_periods=4, top=2, min_total_volume=1e15)  # nothing ranked: no bare header
+    buf = Console(record=True, width=200)
+    render_scan(none, buf)
+    lines = buf.export_text().splitlines()
+    assert none.top.empty and none.reason.startswith("nothing ranked: no liquid symbol")
+    assert lines[0].startswith("FINRA short-sale scanner") and lines[1].startswith("coverage: finra_short 4/4")
+    assert lines[2].startswith("nothing ranked: no liquid symbol")
 
 
 def test_write_scan_export_full_inference_version_and_older_table(store, tmp_path):

@@ -381,7 +381,8 @@ def render_scan(result: ScanResult, console: Console, limit: int | None = None, 
     console.print(f"FINRA short-sale scanner {result.date}: window {result.window_start}..{result.date}, "
                   f"{len(result.metrics)} symbols ({n_liquid} liquid), side={result.params['side']}",
                   markup=False, highlight=False, style="bold")
-    print_frame(view, console, columns=_SCAN_VIEW, key=[c.name for c in _SCAN_VIEW], select=select, wide=wide)
+    if len(view):  # nothing ranked: no table (its header alone printed a bare '#'); the reason below says why
+        print_frame(view, console, columns=_SCAN_VIEW, key=[c.name for c in _SCAN_VIEW], select=select, wide=wide)
     if result.coverage is not None:
         console.print(f"coverage: {result.coverage.describe()}", markup=False, highlight=False)
     if result.reason:
