@@ -169,6 +169,13 @@ def backtest(params: Mapping[str, Any], db: str | Path, universe: Any = None, st
         last = None if reserve_start is None else (pd.Timestamp(reserve_start) - pd.Timedelta(days=1)).date().isoformat()
     if not final:
         refuse_reserve(last, reserve_start, "backtest (--end, or the parameters file's span)")
+    if end is None and last is not None and sig_start is not None and _day(sig_start) > _day(last):
+        # the end was not given: say what it defaulted to, not "end must be on or after start"
+        where = (f"the trial's data end {last}" if record is not None and not final and record.data_end is not None
+                 else f"the store's last session {last}" if final or reserve_start is None
+                 else f"{last}, the last session before the final reserve (it starts {reserve_start}; --final runs "
+                      "through it)")
+        raise ParameterError(f"start must be on or before {where}, got start={sig_start}")
     load_end = last
     if record is not None and record.data_end is not None and _day(record.data_end) > _day(last or record.data_end):
         load_end = record.data_end  # load what the trial saw to check the data, evaluate up to ``last`` only
