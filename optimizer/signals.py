@@ -29,17 +29,17 @@ import pandas as pd
 from optimizer.analytics.scanner import nearest_dates_message
 from optimizer.data.calendar import nyse_sessions
 from optimizer.data.store import connect, table_exists
-from optimizer.data.universe import refuse_listed_without_rows, resolve_universe
 from optimizer.engine.context import compute_context
 from optimizer.engine.evaluate import Config, Evaluator
 from optimizer.engine.outcomes import exit_strategy_name
-from optimizer.engine.panel import Panel, load_panel
+from optimizer.engine.panel import Panel
 from optimizer.engine.regime_filter import REGIME_NAMES, regime_codes, regime_entry_mask
 from optimizer.engine.sheet import (
     CONTEXT_COLUMNS, ENTER, EXIT, HOLD, NONE, OOS_COLUMNS, SHEET_COLUMNS, next_open, quality_buckets, sheet_context,
 )
 from optimizer.errors import DataError, ParameterError, check_param
 from optimizer.report.sheet import sheet_charts, write_sheet_files, write_sheet_table
+from optimizer.study.data import load_universe_panel
 from optimizer.study.paramsfile import ParamsRecord
 from optimizer.validate.walkforward import load_walkforward
 
@@ -92,21 +92,9 @@ def _resolve_date(con, date: object | None) -> dt.date:
 
 def _load(db: str | Path, universe: object, day: dt.date, panel_start: object | None = None) -> Panel:
     """The universe's daily_metrics panel from ``panel_start`` (default: the store's first session) through ``day``
-    (nothing later)."""
-    con = connect(db, read_only=True)
-    try:
-        if not table_exists(con, "daily_metrics"):
-            raise DataError(f"{db} has no daily_metrics table; run `accumopt metrics build --db {db}` first")
-        avail = [r[0] for r in con.execute("SELECT DISTINCT symbol FROM daily_metrics ORDER BY 1").fetchall()]
-        syms = resolve_universe(universe, avail, f"daily_metrics of {db}")
-        if not syms:
-            raise DataError(f"universe {universe!r} has no symbol in daily_metrics of {db}; it holds {len(avail)}: "
-                            f"{', '.join(avail[:12])}{' ...' if len(avail) > 12 else ''}")
-        panel = load_panel(con, syms, panel_start, day)
-    finally:
-        con.close()
-    refuse_listed_without_rows(universe, syms, panel.symbols, f"daily_metrics of {db}", panel.dates[0],
-                               panel.dates[-1])
+    (nothing later), loaded as a study loads it (``load_universe_panel``: the same refusals of a store without
+    daily_metrics, a universe it holds nothing of, a listed name without rows)."""
+    panel = load_universe_panel(db, universe, panel_start, day)
     last = pd.Timestamp(panel.dates[-1]).date()
     if last != day:
         raise DataError(f"daily_metrics has no row on {day} (its last session for this universe is {last}); FINRA "

@@ -125,7 +125,6 @@ def resolve_universe(value: str | Sequence[str] | None, available: Iterable[str]
             "tier1": TIER1, "tier3": TIER3, "tier2": TIER2,
             "tier1+3": TIER1 + TIER3, "tier1+2+3": TIER1 + TIER2 + TIER3,
         }
-        listed = key not in tiers
         if key in tiers:
             syms = list(tiers[key])
         elif "," in value or value.strip().isupper() or value.strip().replace("-", "").replace(".", "").replace("/", "").replace("^", "").isalnum():
@@ -133,7 +132,6 @@ def resolve_universe(value: str | Sequence[str] | None, available: Iterable[str]
         else:
             raise ParameterError(f"universe must be one of {', '.join(UNIVERSE_NAMES)} or a symbol list, got universe={value!r}")
     else:
-        listed = True
         syms = [str(s).strip() for s in value]
     syms = [canonical_symbol(s, "universe symbol") for s in syms]
     ctx = [s for s in syms if is_context_symbol(s)]
@@ -148,7 +146,7 @@ def resolve_universe(value: str | Sequence[str] | None, available: Iterable[str]
     if avail is not None:
         have = set(avail)
         missing = [s for s in syms if s not in have]
-        if listed and missing:
+        if missing and is_listed(value):
             raise DataError(
                 f"universe lists {len(missing)} symbol{'s' if len(missing) != 1 else ''} that {source} does not "
                 f"hold: {', '.join(missing[:12])}{' ...' if len(missing) > 12 else ''} (a listed universe runs on "

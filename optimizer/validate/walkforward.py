@@ -361,14 +361,13 @@ def _window_dsr(data: StudyData, cfg: Any, sharpes: np.ndarray, tried: int) -> t
     fin = sharpes[np.isfinite(sharpes)]
     if is_ex.size < 3 or fin.size < 2:
         return _NAN, f"{is_ex.size} in-sample trade(s) and {fin.size} finite trial Sharpe ratio(s); DSR needs >= 3 and >= 2"
-    try:
-        r = deflated_sharpe_from_study(is_ex, fin, max(tried, fin.size))
-    except ParameterError as e:  # degenerate moments
-        return _NAN, str(e)
     if np.ptp(is_ex) == 0.0:  # every in-sample trade earned the same excess: no dispersion, no Sharpe ratio (NaN)
         return _NAN, (f"the in-sample winner's {is_ex.size} trade excess returns are all {float(is_ex[0]):+.4g} "
                       "(zero dispersion): no Sharpe ratio to deflate")
-    return float(r.dsr), None
+    try:
+        return float(deflated_sharpe_from_study(is_ex, fin, max(tried, fin.size)).dsr), None
+    except ParameterError as e:  # degenerate moments
+        return _NAN, str(e)
 
 
 def _window_pbo(data: StudyData, M: np.ndarray) -> tuple[float, str | None, dict[str, Any] | None]:
