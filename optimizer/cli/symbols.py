@@ -26,7 +26,8 @@ def symbols_grp():
 @shared_options()
 @format_option()
 def show_cmd(symbols, fmt):
-    """Print the canonical form of each SYMBOL (BRK/B, BRK-B, brk.b -> BRK.B; ABRpD -> ABR.PRD), or the rule it breaks."""
+    """Print the canonical form of each SYMBOL (BRK/B, BRK-B, brk.b -> BRK.B; ABRpD -> ABR.PRD); a symbol that breaks
+    a rule is named with the rule, exit code 2."""
     rows = [{"input": s, "canonical": canonical_or_none(s) or "", "context_only": bool(canonical_or_none(s)) and
              is_context_symbol(canonical_or_none(s)), "problem": symbol_problem(s) or ""} for s in symbols]
     if fmt == "json":
