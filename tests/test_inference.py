@@ -140,6 +140,47 @@ def test_daily_excess_validation():
         daily_excess(tr, [0.0], close, market_open=np.ones((4, 2)))
 
 
+
+def test_daily_excess_keeps_only_the_rows_given():
+    """``rows=`` keeps the days of those panel rows only (a walk-forward with step > test: the sessions no window
+    tested are no observation). Rows 0..7, one symbol; A held on rows 1..2, B on rows 5..6; rows 3, 4 left out. The
+    days kept are the same as in the full series, the left-out rows are not zeros: 4 days, not 6, and the mean
+    daily total (what the HAC t and the PSR run on) is the trades' excess over 4 days."""
+    close = np.array([[10.0], [11.0], [12.0], [13.0], [14.0], [15.0], [16.0], [17.0]])
+    tr = _trades([0, 0], [1, 5], [2, 6], [10.0, 14.5], [12.5, 16.5])
+    excess = np.array([0.25 - 0.05, 16.5 / 14.5 - 1 - 0.02])
+    full = daily_excess(tr, excess, close, 1, 7)
+    d = daily_excess(tr, excess, close, 1, 7, rows=np.array([1, 2, 5, 6]))
+    assert full.n_days == 6 and full.rows is None and d.n_days == 4
+    np.testing.assert_array_equal(d.rows, [1, 2, 5, 6])
+    np.testing.assert_array_equal(d.row_index, [1, 2, 5, 6])
+    np.testing.assert_array_equal(full.row_index, np.arange(1, 7))
+    keep = [0, 1, 4, 5]
+    for k in ("total", "mean", "n_open", "inv_hold", "raw_total"):
+        np.testing.assert_array_equal(getattr(d, k), getattr(full, k)[keep])
+    np.testing.assert_allclose(d.total, [0.1 - 0.025, 0.15 - 0.025, 0.5 / 14.5 - 0.01, 1.5 / 14.5 - 0.01],
+                               atol=1e-15)
+    assert d.total.mean() == pytest.approx(excess.sum() / 4, abs=1e-15)
+    assert d.mean_per_trade == full.mean_per_trade == pytest.approx(excess.mean(), abs=1e-15)
+    inf = dependent_inference(d, reps=200)
+    assert inf.n_days == 4 and inf.n_invested_days == 4
+    # every kept day holds one 2-row trade: a year's excess is 252 x 1/2 x the per-trade effect (the 2 left-out
+    # rows would dilute it to 252 x 4/6 x 1/2)
+    assert inf.mde_per_year == pytest.approx(inf.mde_per_trade * 252.0 * 0.5, rel=1e-12)
+    np.testing.assert_array_equal(d.day_of([1, 5, 6]), [0, 2, 3])
+    f = d.to_frame(pd.bdate_range("2024-01-01", periods=8))
+    assert list(f.index) == list(pd.bdate_range("2024-01-01", periods=8)[[1, 2, 5, 6]])
+    # every row given: the plain series
+    same = daily_excess(tr, excess, close, 1, 7, rows=np.arange(1, 7))
+    assert same.rows is None
+    np.testing.assert_array_equal(same.total, full.total)
+    with pytest.raises(ParameterError, match="rows must be every row a closed trade is held on.*missing 5"):
+        daily_excess(tr, excess, close, 1, 7, rows=np.array([1, 2, 6]))
+    with pytest.raises(ParameterError, match=r"rows must be increasing rows inside \[start=1, stop=7\)"):
+        daily_excess(tr, excess, close, 1, 7, rows=np.array([0, 1, 2, 5, 6]))
+    with pytest.raises(ParameterError, match=r"rows must be increasing rows"):
+        daily_excess(tr, excess, close, 1, 7, rows=np.array([1, 2, 6, 5]))
+
 # ---- HAC ----------------------------------------------------------------------------------------------------------
 
 def _nw_by_hand(x: np.ndarray, lags: int) -> float:

@@ -624,3 +624,80 @@ def test_a_trade_left_open_at_its_windows_end_leaves_the_stitched_account_there(
     eq2 = wfmod._equity(p, tr2, daily_excess(tr2, np.empty(0), close, 0, 8))
     np.testing.assert_allclose(eq2["oos_return"], [0, 0, 0, 0, 0, 14.0 / (13.5 * (1 + cost)) - 1, 15.0 / 14.0 - 1,
                                                    16.0 / 15.0 - 1], rtol=1e-13, atol=1e-15)
+
+
+def test_sessions_no_window_tested_are_no_days_of_the_stitched_series():
+    """[walkforward] step > test (train 6 / test 1 / step 2 months) leaves sessions between one window's test end
+    and the next one's test start that no window tested. The stitched daily series ran from the first test start
+    to the last exit, so they entered as cash days (excess 0, return 0): 278 days on the planted demo market where
+    253 were observed, diluting the mean daily excess the HAC t / PSR / bootstrap test, the MDE per year and the
+    equity curve. A session in the gap on which a stitched trade is still held (closed, or open at its window's
+    end) stays. Hand table: windows test rows [1, 3) and [6, 8); A (symbol 0) rows 1..3 closed, C (symbol 0) rows
+    2..4 open at its window's end, B (symbol 1) rows 6..7 closed. Observed: rows 1-4, 6, 7; row 5 is not a day."""
+    from types import SimpleNamespace
+
+    from optimizer.engine.panel import Panel
+    from optimizer.engine.simulate import Trades
+    from optimizer.study.splits import Window
+    from optimizer.validate.stats import dependent_inference
+
+    close = np.array([[10.0, 20.0], [11.0, 20.0], [12.0, 20.0], [12.5, 20.0], [13.0, 20.5], [14.0, 21.0],
+                      [15.0, 22.0], [16.0, 23.0], [17.0, 24.0], [18.0, 25.0]])
+    p = Panel(dates=pd.bdate_range("2024-01-01", periods=10).to_numpy(), symbols=("AAA", "BBB"),
+              fields={"close": close, "open": close.copy()})
+    i = lambda v: np.asarray(v, dtype=np.int64)  # noqa: E731
+    cost = 0.001
+    tr = Trades(i([0, 0, 1]), i([0, 1, 5]), i([1, 2, 6]), i([3, 4, 7]), np.array([10.5, 11.5, 21.5]),
+                np.array([12.4, 13.0, 23.5]), i([0, 8, 0]), np.zeros(3), cost=cost)  # C: open_at_end
+    assert tr.closed.tolist() == [True, False, True]
+    excess = np.array([0.10, 0.05])
+    res = lambda *tests: [SimpleNamespace(window=Window(k, 0, 1, a, b)) for k, (a, b) in enumerate(tests)]  # noqa: E731
+    daily = wfmod._daily(p, res((1, 3), (6, 8)), tr, excess)
+    assert (daily.start, daily.stop) == (1, 8)
+    inf = dependent_inference(daily, reps=200)
+    assert inf.n_days == 6 and inf.n_invested_days == 5
+    assert daily.total.mean() == pytest.approx(excess.sum() / 6, abs=1e-15)
+    assert inf.mean_per_trade == pytest.approx(0.075, abs=1e-15)
+    eq = wfmod._equity(p, tr, daily)
+    assert list(eq["date"]) == list(pd.DatetimeIndex(p.dates)[[1, 2, 3, 4, 6, 7]])
+    np.testing.assert_array_equal(daily.row_index, [1, 2, 3, 4, 6, 7])
+    va, vb = 10.5 * (1 + cost), 21.5 * (1 + cost)
+    a = [11.0 / va - 1, 12.0 / 11.0 - 1, 12.4 * (1 - cost) / 12.0 - 1, 0, 0, 0]
+    c = [0, 12.0 / (11.5 * (1 + cost)) - 1, 12.5 / 12.0 - 1, 13.0 / 12.5 - 1, 0, 0]  # marked at its closes
+    b = [0, 0, 0, 0, 22.0 / vb - 1, 23.5 * (1 - cost) / 22.0 - 1]  # after the gap: a fresh entry, nothing bridged
+    n = np.array([1, 2, 2, 1, 1, 1])
+    np.testing.assert_allclose(eq["oos_return"], (np.array(a) + np.array(c) + np.array(b)) / n, rtol=1e-13, atol=1e-15)
+    np.testing.assert_array_equal(eq["n_open"], [1, 1, 1, 0, 1, 1])  # closed trades (C is no closed trade)
+    np.testing.assert_allclose(eq["oos_equity"], np.cumprod(1 + eq["oos_return"]), rtol=1e-15)
+    # test windows that tile (step = test): every row of the span, as before
+    tiled = wfmod._daily(p, res((1, 4), (4, 6), (6, 8)), tr, excess)
+    assert tiled.rows is None and tiled.n_days == 7
+    np.testing.assert_array_equal(tiled.total[[0, 1, 2, 3, 5, 6]], daily.total)
+    assert tiled.total[4] == 0.0
+
+
+def test_step_larger_than_test_stitches_only_the_sessions_observed(spec, cheap_db, tmp_path):
+    """A real walk-forward with train 6 / test 1 / step 2 months on a synthetic store: the stitched daily series,
+    its market-adjusted twin, the equity table and its bootstrap hold exactly the sessions some window tested or
+    a stitched trade is held on (untested months with nothing held are left out, not counted as cash days)."""
+    s = dataclasses.replace(spec, walkforward=dataclasses.replace(spec.walkforward, train=6, test=1, step=2))
+    res = run_walkforward(s, cheap_db, _journal(tmp_path / "gap.log"), n_trials=2, out_dir=None)
+    dates = pd.DatetimeIndex(load_study_data(s, cheap_db)[0].dates)
+    w = [r.window for r in res.windows]
+    assert len(w) >= 3 and all(b.test_start - a.test_end > 15 for a, b in zip(w, w[1:]))  # month-long gaps
+    eq_dates = pd.DatetimeIndex(res.equity["date"])
+    last = int(dates.get_loc(eq_dates[-1]))
+    seen = set()
+    for r in res.windows:
+        seen.update(range(r.window.test_start, r.window.test_end))
+        for e, x in zip(r.trades.entry_idx, r.trades.exit_idx):
+            seen.update(range(int(e), min(int(x), last) + 1))
+    expect = dates[sorted(seen)]
+    assert list(eq_dates) == list(expect)
+    contiguous = last - w[0].test_start + 1
+    assert len(expect) < contiguous  # some untested session had nothing held: the case this test is about
+    inf = res.stats["inference"]
+    assert inf["n_trades"] > 0
+    assert inf["n_days"] == res.stats["inference_mkt"]["n_days"] == len(expect)
+    assert res.stats["equity_bootstrap"]["n_days"] == len(expect)
+    assert f"{len(expect)} days" in res.verdict.line

@@ -89,6 +89,9 @@ class DailyExcess:
       the equal-weight account's daily return and that of its matched benchmark (``raw_mean - mean``), for an
       equity chart whose strategy, benchmark and excess curves agree with each other (with the market
       adjustment, the benchmark includes the basket's deviation from its expectation).
+    * ``rows``: the panel rows of the days, when the series keeps only some rows of [start, stop) (a walk-forward
+      whose ``step`` exceeds ``test`` tests no session between one window's test end and the next one's test start:
+      such a row is no observation, not a cash day); ``None``: every row. ``row_index`` gives them either way.
     """
 
     start: int
@@ -99,10 +102,21 @@ class DailyExcess:
     inv_hold: np.ndarray
     trade_excess: np.ndarray
     raw_total: np.ndarray
+    rows: np.ndarray | None = None
 
     @property
     def n_days(self) -> int:
         return int(self.total.size)
+
+    @property
+    def row_index(self) -> np.ndarray:
+        """The panel row of each day: ``rows``, or every row of [start, stop)."""
+        return np.arange(self.start, self.stop, dtype=np.int64) if self.rows is None else self.rows
+
+    def day_of(self, rows: ArrayLike) -> np.ndarray:
+        """The position in the series of each of the panel ``rows`` (rows the series holds)."""
+        r = np.asarray(rows, dtype=np.int64)
+        return r - self.start if self.rows is None else np.searchsorted(self.rows, r)
 
     @property
     def n_trades(self) -> int:
@@ -127,8 +141,12 @@ class DailyExcess:
 
     def to_frame(self, dates: ArrayLike | None = None) -> pd.DataFrame:
         """``total``, ``mean``, ``n_open`` per day, indexed by panel row or by ``dates[start:stop]``."""
-        idx = (pd.RangeIndex(self.start, self.stop, name="row") if dates is None
-               else pd.DatetimeIndex(dates)[self.start:self.stop].rename("date"))
+        if self.rows is None:
+            idx = (pd.RangeIndex(self.start, self.stop, name="row") if dates is None
+                   else pd.DatetimeIndex(dates)[self.start:self.stop].rename("date"))
+        else:
+            idx = (pd.Index(self.rows, name="row") if dates is None
+                   else pd.DatetimeIndex(dates)[self.rows].rename("date"))
         return pd.DataFrame({"total": self.total, "mean": self.mean, "n_open": self.n_open}, index=idx)
 
 
@@ -177,12 +195,16 @@ def _basket_expectation(opn: np.ndarray, lo: int, hi: int, holds: np.ndarray) ->
 
 
 def daily_excess(trades: Trades, excess: ArrayLike, close: np.ndarray, start: int | None = None,
-                 stop: int | None = None, market_open: np.ndarray | None = None) -> DailyExcess:
+                 stop: int | None = None, market_open: np.ndarray | None = None,
+                 rows: ArrayLike | None = None) -> DailyExcess:
     """The daily excess series of the CLOSED trades of ``trades`` (see the module docstring for the construction).
 
     ``excess`` holds one value per closed trade, in the order of ``trades.net_ret[trades.closed]`` (what
     ``BenchmarkCache.excess`` returns; the walk-forward concatenates its windows' trades and excess in the same
     order). ``close`` is the panel's (T x N) close matrix. Rows [start, stop) default to [first entry, last exit].
+    ``rows`` (increasing panel rows inside [start, stop), every row a closed trade is held on among them) keeps only
+    those days: the others are left out of the series, not counted as cash days (``DailyExcess.rows``); a trade's
+    contributions are those of its own rows, so nothing is bridged over a left-out row. Default: every row.
 
     ``market_open`` (the panel's T x N open matrix) turns on the MARKET ADJUSTMENT, a control variate that removes
     the realized market path without moving the null: from each trade's contributions it subtracts those of an
@@ -215,9 +237,29 @@ def daily_excess(trades: Trades, excess: ArrayLike, close: np.ndarray, start: in
         check_param(int(ent.min()) >= lo and int(ext.max()) < hi, "trades",
                     f"held inside rows [start={lo}, stop={hi})", f"<rows {int(ent.min())}..{int(ext.max())}>")
     T = hi - lo
+    keep = None
+    if rows is not None:
+        keep = np.asarray(rows).ravel()
+        check_param(keep.size > 0 and np.issubdtype(keep.dtype, np.integer), "rows", "a non-empty array of panel rows",
+                    f"<array of dtype {keep.dtype}, length {keep.size}>")
+        keep = keep.astype(np.int64)
+        check_param(bool((np.diff(keep) > 0).all()) and int(keep[0]) >= lo and int(keep[-1]) < hi, "rows",
+                    f"increasing rows inside [start={lo}, stop={hi})", f"<rows {int(keep.min())}..{int(keep.max())}>")
+        if n:
+            held = np.zeros(T, dtype=bool)
+            held[keep - lo] = True
+            d = np.zeros(T + 1, dtype=np.int64)
+            np.add.at(d, ent - lo, 1)
+            np.add.at(d, ext - lo + 1, -1)
+            out = (np.cumsum(d)[:T] > 0) & ~held
+            check_param(not out.any(), "rows", "every row a closed trade is held on",
+                        f"<rows missing {int(np.argmax(out)) + lo}>")
+        keep = None if keep.size == T else keep - lo  # every row: the plain series
     if n == 0:
-        z = np.zeros(T)
-        return DailyExcess(lo, hi, z, z.copy(), np.zeros(T, dtype=np.int64), z.copy(), ex, z.copy())
+        m = T if keep is None else keep.size
+        z = np.zeros(m)
+        return DailyExcess(lo, hi, z, z.copy(), np.zeros(m, dtype=np.int64), z.copy(), ex, z.copy(),
+                           None if keep is None else keep + lo)
     L = ext - ent + 1
     bench = net - ex
     cost = float(trades.cost)
@@ -253,9 +295,12 @@ def daily_excess(trades: Trades, excess: ArrayLike, close: np.ndarray, start: in
     total = np.bincount(pos, weights=contrib, minlength=T)
     n_open = np.bincount(pos, minlength=T).astype(np.int64)
     inv = np.bincount(pos, weights=1.0 / L[tid], minlength=T)
+    raw_total = np.bincount(pos, weights=raw, minlength=T)
+    if keep is not None:
+        total, n_open, inv, raw_total = total[keep], n_open[keep], inv[keep], raw_total[keep]
     mean = np.where(n_open > 0, total / np.maximum(n_open, 1), 0.0)
     inv_hold = np.where(n_open > 0, inv / np.maximum(n_open, 1), 0.0)
-    return DailyExcess(lo, hi, total, mean, n_open, inv_hold, ex, np.bincount(pos, weights=raw, minlength=T))
+    return DailyExcess(lo, hi, total, mean, n_open, inv_hold, ex, raw_total, None if keep is None else keep + lo)
 
 
 # ---- HAC mean test -------------------------------------------------------------------------------------------

@@ -756,11 +756,34 @@ def _stitch(results: list[WindowResult], limit: int) -> tuple[Trades, np.ndarray
 
 def _daily(p: Panel, results: list[WindowResult], trades: Trades, excess: np.ndarray) -> DailyExcess:
     """The daily excess series of the stitched closed OOS trades, from the first test session to the last test
-    session or the last exit, whichever is later (cash days count as 0)."""
+    session or the last exit, whichever is later, over the sessions observed (``_observed``: cash days inside a
+    test window count as 0; a session no window tested and no position is held on is no day of the series)."""
     closed = trades.closed
     last = int(trades.exit_idx[closed].max()) + 1 if closed.any() else 0
+    start = results[0].window.test_start
     stop = min(len(p.dates), max(results[-1].window.test_end, last))
-    return daily_excess(trades, excess, p["close"], results[0].window.test_start, stop)
+    return daily_excess(trades, excess, p["close"], start, stop, rows=_observed(results, trades, start, stop))
+
+
+def _observed(results: list[WindowResult], trades: Trades, start: int, stop: int) -> np.ndarray | None:
+    """The rows of [start, stop) the stitched out-of-sample record observes: those some window tested (its
+    [test_start, test_end)) and those the account holds a stitched trade on (entry to exit row, an open one to
+    ``stop - 1``, as ``_equity`` holds it). With ``[walkforward] step`` larger than ``test`` no window tests the
+    sessions between one test end and the next test start; ``None`` when every row is observed (step <= test)."""
+    n = stop - start
+    d = np.zeros(n + 1, dtype=np.int64)
+    for r in results:
+        a, b = max(r.window.test_start, start) - start, min(r.window.test_end, stop) - start
+        if b > a:
+            d[a] += 1
+            d[b] -= 1
+    a = np.maximum(np.asarray(trades.entry_idx, dtype=np.int64), start) - start
+    b = np.minimum(np.asarray(trades.exit_idx, dtype=np.int64), stop - 1) - start + 1
+    ok = b > a
+    np.add.at(d, a[ok], 1)
+    np.add.at(d, b[ok], -1)
+    seen = np.cumsum(d)[:n] > 0
+    return None if seen.all() else np.flatnonzero(seen) + start
 
 
 def _sized_bench(trades: Trades, daily: DailyExcess) -> np.ndarray:
@@ -778,7 +801,7 @@ def _sized_bench(trades: Trades, daily: DailyExcess) -> np.ndarray:
     L = ext - ent + 1
     per_row = (trades.net_ret[closed] - daily.trade_excess) / L
     tid = np.repeat(np.arange(L.size), L)
-    pos = ent[tid] + np.arange(tid.size) - np.repeat(np.cumsum(L) - L, L) - daily.start
+    pos = daily.day_of(ent[tid] + np.arange(tid.size) - np.repeat(np.cumsum(L) - L, L))
     aw = w * m
     num = np.bincount(pos, weights=(aw * per_row)[tid], minlength=daily.n_days)
     den = np.bincount(pos, weights=(aw if trades.absolute else w)[tid], minlength=daily.n_days)
@@ -812,11 +835,14 @@ def _equity(p: Panel, trades: Trades, daily: DailyExcess) -> pd.DataFrame:
     ``bench_return`` = their matched random-entry benchmark (each trade's benchmark expectation spread evenly over
     its holding days, weighted as the account weighs the trade: averaged over the open trades without sizing,
     ``DailyExcess.bench_mean``; ``_sized_bench``); ``excess_return`` = the difference; each with its equity curve
-    (start = 1); ``n_open`` = trades open."""
+    (start = 1); ``n_open`` = trades open. A row left out of ``daily`` (no window tested it, nothing held) is left
+    out here too: the account holds nothing on it, so no return is lost or bridged (the dates jump)."""
     r = portfolio_returns(_account_trades(trades, daily.stop), p, Span(daily.start, daily.stop, daily.stop))
+    if daily.rows is not None:
+        r = r[daily.rows - daily.start]
     b = _sized_bench(trades, daily)
     x = r - b
-    return pd.DataFrame({"date": pd.to_datetime(p.dates[daily.start:daily.stop]),
+    return pd.DataFrame({"date": pd.to_datetime(p.dates[daily.row_index]),
                          "oos_return": r, "oos_equity": np.cumprod(1 + r),
                          "bench_return": b, "bench_equity": np.cumprod(1 + b),
                          "excess_return": x, "excess_equity": np.cumprod(1 + x), "n_open": daily.n_open})
@@ -870,8 +896,8 @@ def _statistics(ctx: _RunContext, results: list[WindowResult], trades: Trades, d
     alpha = verdict_alpha(T_MIN)
     inf = dependent_inference(daily, alpha=alpha, power=POWER, seed=0)
     stats["inference"] = inf.to_dict()
-    mkt = daily_excess(trades, daily.trade_excess, p["close"], daily.start,
-                       daily.stop, market_open=p["open"]) if daily.n_trades else daily
+    mkt = daily_excess(trades, daily.trade_excess, p["close"], daily.start, daily.stop, market_open=p["open"],
+                       rows=daily.rows) if daily.n_trades else daily
     stats["inference_mkt"] = dependent_inference(mkt, alpha=alpha, power=POWER, seed=0).to_dict()
     stats["psr"] = inf.psr
     stats["equity_bootstrap"] = _equity_bootstrap(eq)
