@@ -676,13 +676,20 @@ def test_sessions_no_window_tested_are_no_days_of_the_stitched_series():
     assert tiled.total[4] == 0.0
 
 
-def test_step_larger_than_test_stitches_only_the_sessions_observed(spec, cheap_db, tmp_path):
+@pytest.fixture(scope="module")
+def gap_run(spec, cheap_db, tmp_path_factory):
+    """A real walk-forward with train 6 / test 1 / step 2 months (a month no window tests between test windows)."""
+    s = dataclasses.replace(spec, walkforward=dataclasses.replace(spec.walkforward, train=6, test=1, step=2))
+    res = run_walkforward(s, cheap_db, _journal(tmp_path_factory.mktemp("wf_gap") / "gap.log"), n_trials=2,
+                          out_dir=None)
+    return res, pd.DatetimeIndex(load_study_data(s, cheap_db)[0].dates)
+
+
+def test_step_larger_than_test_stitches_only_the_sessions_observed(gap_run):
     """A real walk-forward with train 6 / test 1 / step 2 months on a synthetic store: the stitched daily series,
     its market-adjusted twin, the equity table and its bootstrap hold exactly the sessions some window tested or
     a stitched trade is held on (untested months with nothing held are left out, not counted as cash days)."""
-    s = dataclasses.replace(spec, walkforward=dataclasses.replace(spec.walkforward, train=6, test=1, step=2))
-    res = run_walkforward(s, cheap_db, _journal(tmp_path / "gap.log"), n_trials=2, out_dir=None)
-    dates = pd.DatetimeIndex(load_study_data(s, cheap_db)[0].dates)
+    res, dates = gap_run
     w = [r.window for r in res.windows]
     assert len(w) >= 3 and all(b.test_start - a.test_end > 15 for a, b in zip(w, w[1:]))  # month-long gaps
     eq_dates = pd.DatetimeIndex(res.equity["date"])
@@ -701,3 +708,22 @@ def test_step_larger_than_test_stitches_only_the_sessions_observed(spec, cheap_d
     assert inf["n_days"] == res.stats["inference_mkt"]["n_days"] == len(expect)
     assert res.stats["equity_bootstrap"]["n_days"] == len(expect)
     assert f"{len(expect)} days" in res.verdict.line
+
+
+def test_step_larger_than_test_counts_signals_per_month_over_the_months_tested(gap_run):
+    """The stitched OOS signals per month (and the rank score, which divides by its square root) divided the
+    windows' signals by the months from the first test start to the last test end, the untested months between
+    test windows included: on the planted demo market with test 1 / step 2 months 9.9 signals a month where the
+    tested months held 18.4 (the windows 8-25), the OOS rank score 1.36x too high. They count the months tested."""
+    from optimizer.engine.metrics import rank_score
+
+    res, _ = gap_run
+    o = res.oos
+    tested = sum(r.window.test_end - r.window.test_start for r in res.windows)
+    assert tested < res.windows[-1].window.test_end - res.windows[0].window.test_start
+    signals = sum(r.oos_metrics["total_signals"] for r in res.windows)
+    assert signals > 0
+    assert o["signals_per_month"] == pytest.approx(signals / (tested / 21.0), rel=1e-12)
+    assert o["rank_score"] == pytest.approx(rank_score(o["hit_rate"], o["avg_return"], o["win_loss"],
+                                                       o["signals_per_month"]), rel=1e-12)
+    assert o["rank_score"] != 0.0

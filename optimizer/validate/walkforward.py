@@ -46,7 +46,7 @@ from rich.progress import Progress
 
 from optimizer.engine.context import compute_context
 from optimizer.engine.evaluate import Evaluator, Result
-from optimizer.engine.metrics import BenchmarkCache, portfolio_returns, run_metrics
+from optimizer.engine.metrics import SESSIONS_PER_MONTH, BenchmarkCache, portfolio_returns, rank_score, run_metrics
 from optimizer.engine.outcomes import signal_events
 from optimizer.engine.panel import Panel
 from optimizer.engine.regime_filter import regime_entry_mask
@@ -850,10 +850,16 @@ def _equity(p: Panel, trades: Trades, daily: DailyExcess) -> pd.DataFrame:
 
 def _oos_metrics(ctx: _RunContext, results: list[WindowResult], p: Panel, trades: Trades, excess: np.ndarray,
                  span: Span) -> dict[str, float]:
-    """Run metrics of the stitched OOS trades, their mean excess and the number of windows."""
+    """Run metrics of the stitched OOS trades, their mean excess and the number of windows. Signals per month
+    count the sessions the windows tested: with ``[walkforward] step`` > ``test`` the span from the first test
+    start to the last test end also holds months no window tested, in which no signal could be counted."""
     costs = results[0].cfg(ctx.spec).costs
     total_signals = int(sum(r.oos_metrics["total_signals"] for r in results))
     oos = run_metrics(trades, p, span, costs, total_signals)
+    tested = sum(r.window.test_end - r.window.test_start for r in results)
+    if tested != span.sessions:
+        oos["signals_per_month"] = total_signals / (tested / SESSIONS_PER_MONTH)
+        oos["rank_score"] = rank_score(oos["hit_rate"], oos["avg_return"], oos["win_loss"], oos["signals_per_month"])
     oos["avg_excess_return"] = float(excess.mean()) if excess.size else 0.0
     oos["n_windows"] = len(results)
     return oos
