@@ -170,6 +170,13 @@ def test_daily_excess_keeps_only_the_rows_given():
     np.testing.assert_array_equal(d.day_of([1, 5, 6]), [0, 2, 3])
     f = d.to_frame(pd.bdate_range("2024-01-01", periods=8))
     assert list(f.index) == list(pd.bdate_range("2024-01-01", periods=8)[[1, 2, 5, 6]])
+    assert list(d.to_frame().index) == [1, 2, 5, 6] and d.to_frame().index.name == "row"
+    # no closed trade: the days given, each a cash day
+    still_open = _trades([0], [6], [7], [16.0], [17.0], open_at_end=[True])
+    none = daily_excess(still_open, [], close, 1, 7, rows=np.array([1, 2, 5]))
+    assert none.n_days == 3 and none.n_trades == 0
+    np.testing.assert_array_equal(none.rows, [1, 2, 5])
+    np.testing.assert_array_equal(none.total, np.zeros(3))
     # every row given: the plain series
     same = daily_excess(tr, excess, close, 1, 7, rows=np.arange(1, 7))
     assert same.rows is None
@@ -180,6 +187,10 @@ def test_daily_excess_keeps_only_the_rows_given():
         daily_excess(tr, excess, close, 1, 7, rows=np.array([0, 1, 2, 5, 6]))
     with pytest.raises(ParameterError, match=r"rows must be increasing rows"):
         daily_excess(tr, excess, close, 1, 7, rows=np.array([1, 2, 6, 5]))
+    with pytest.raises(ParameterError, match=r"rows must be increasing rows inside \[start=1, stop=7\)"):
+        daily_excess(tr, excess, close, 1, 7, rows=np.array([1, 2, 5, 6, 7]))
+    with pytest.raises(ParameterError, match=r"rows must be a non-empty array of panel rows"):
+        daily_excess(tr, excess, close, 1, 7, rows=np.array([1.0, 2.0, 5.0, 6.0]))
 
 # ---- HAC ----------------------------------------------------------------------------------------------------------
 
