@@ -220,7 +220,7 @@ def daily_excess(trades: Trades, excess: ArrayLike, close: np.ndarray, start: in
         return DailyExcess(lo, hi, z, z.copy(), np.zeros(T, dtype=np.int64), z.copy(), ex, z.copy())
     L = ext - ent + 1
     bench = net - ex
-    cost = float(trades.cost)
+    cost = trades.cost_per_trade[closed]
     v0 = ep * (1.0 + cost)
     tid = np.repeat(np.arange(n), L)
     offs = np.concatenate([[0], np.cumsum(L)[:-1]])
