@@ -181,8 +181,8 @@ class Trades:
 
     ``cost``: the per-side cost fraction (commission + slippage), one number for every trade (a run), or one per
     trade (the walk-forward's stitched trades, whose windows' winners may trade at different costs; read it per
-    trade with ``cost_per_trade``). ``weight`` / ``mult``: each trade's sizing weight and regime multiplier (None: 1, equal
-    weights), ``absolute``: whether the weights are fractions of equity (fixed_fractional, kelly) rather than
+    trade with ``cost_per_trade``). ``weight`` / ``mult``: each trade's sizing weight and regime multiplier (None: 1,
+    equal weights), ``absolute``: whether the weights are fractions of equity (fixed_fractional, kelly) rather than
     relative (equal, atr); the portfolio returns and metrics read them (docs/ENGINE.md "Position sizing")."""
 
     symbol: np.ndarray
@@ -204,7 +204,8 @@ class Trades:
     def __post_init__(self) -> None:
         if np.ndim(self.cost):
             check_param(np.shape(self.cost) == self.symbol.shape, "cost",
-                        f"one number, or one per trade ({self.symbol.shape[0]})", f"<array of shape {np.shape(self.cost)}>")
+                        f"one number, or one per trade ({self.symbol.shape[0]})",
+                        f"<array of shape {np.shape(self.cost)}>")
         with np.errstate(invalid="ignore", divide="ignore"):
             object.__setattr__(self, "gross_ret", self.exit_price / self.entry_price - 1.0)
             object.__setattr__(self, "net_ret", self.exit_price * (1 - self.cost) / (self.entry_price * (1 + self.cost)) - 1.0)

@@ -183,8 +183,8 @@ class WalkForwardResult:
 
 def concat_trades(parts: list[Trades]) -> Trades:
     """The trades of several runs as one ``Trades``: one cost for all when every part has the same, else each
-    trade keeps its own run's cost (windows whose winners trade at different searched costs). Their sizing (weight, regime
-    multiplier) is kept when every part carries it and all size the same way (relative or absolute); otherwise
+    trade keeps its own run's cost (windows whose winners trade at different searched costs). Their sizing (weight,
+    regime multiplier) is kept when every part carries it and all size the same way (relative or absolute); otherwise
     (windows whose winners size differently) the stitched account weighs the trades equally."""
     if not parts:
         e = np.empty(0, np.int64)
