@@ -469,7 +469,7 @@ def test_portfolio_returns_kernel_by_hand():
     xp = np.array([13.0, 23.0, 22.0])
     is_open = np.array([False, False, True])
     none = np.zeros(0)
-    out = K.portfolio_returns_nb(Cs, sym, ent, ext, ep, xp, is_open, none, none, False, c, 0, 5)
+    out = K.portfolio_returns_nb(Cs, sym, ent, ext, ep, xp, is_open, none, none, False, np.array([c]), 0, 5)
     d1 = 11.0 / (10.0 * 1.01) - 1
     d2a, d2b = 12.0 / 11.0 - 1, 23.0 * 0.99 / (21.0 * 1.01) - 1
     d3 = 13.0 * 0.99 / 12.0 - 1
@@ -477,11 +477,17 @@ def test_portfolio_returns_kernel_by_hand():
     np.testing.assert_allclose(out, [0.0, d1, (d2a + d2b) / 2, d3, d4], rtol=1e-12)
     w = np.array([0.5, 2.0, 1.0])
     m = np.array([1.0, 0.5, 0.25])
-    out = K.portfolio_returns_nb(Cs, sym, ent, ext, ep, xp, is_open, w, m, False, c, 1, 5)
+    out = K.portfolio_returns_nb(Cs, sym, ent, ext, ep, xp, is_open, w, m, False, np.array([c]), 1, 5)
     np.testing.assert_allclose(out, [d1, (0.5 * d2a + 1.0 * d2b) / 2.5, d3, 0.25 * d4], rtol=1e-12)
-    out = K.portfolio_returns_nb(Cs, sym, ent, ext, ep, xp, is_open, w, m, True, c, 1, 4)
+    out = K.portfolio_returns_nb(Cs, sym, ent, ext, ep, xp, is_open, w, m, True, np.array([c]), 1, 4)
     # exposure 0.5, 1.5 (scaled down to 1), 0.5
     np.testing.assert_allclose(out, [0.5 * d1, (0.5 * d2a + 1.0 * d2b) / 1.5, 0.5 * d3], rtol=1e-12)
+    # one cost per trade (the walk-forward's stitched trades): each trade's segments use its own cost
+    out = K.portfolio_returns_nb(Cs, sym, ent, ext, ep, xp, is_open, none, none, False, np.array([0.01, 0.03, 0.02]),
+                                 0, 5)
+    d2b3 = 23.0 * 0.97 / (21.0 * 1.03) - 1
+    d4_2 = 22.0 / (22.0 * 1.02) - 1
+    np.testing.assert_allclose(out, [0.0, d1, (d2a + d2b3) / 2, d3, d4_2], rtol=1e-12)
 
 
 # ------------------------------------------------------------------------------------- missing opens (by hand)
@@ -849,11 +855,11 @@ def test_portfolio_segments_and_window_by_hand():
     none = np.zeros(0)
     # a closed trade entered at 1, exited at 4, over the window [0, 3): days 1 and 2 only
     out = K.portfolio_returns_nb(Cs, one, one + 1, np.array([4]), np.array([10.5]), np.array([14.0]),
-                                 np.array([False]), none, none, False, 0.0, 0, 3)
+                                 np.array([False]), none, none, False, np.zeros(1), 0, 3)
     np.testing.assert_allclose(out, [0.0, 11.0 / 10.5 - 1, 12.0 / 11.0 - 1], rtol=1e-12)
     # an open position whose recorded exit is 2 is marked through stop - 1 = 4
     out = K.portfolio_returns_nb(Cs, one, one + 1, np.array([2]), np.array([10.5]), np.array([12.0]),
-                                 np.array([True]), none, none, False, 0.0, 0, 5)
+                                 np.array([True]), none, none, False, np.zeros(1), 0, 5)
     np.testing.assert_allclose(out, [0.0, 11.0 / 10.5 - 1, 12 / 11 - 1, 13 / 12 - 1, 14 / 13 - 1], rtol=1e-12)
 
 

@@ -485,7 +485,10 @@ def test_concat_trades_keeps_sizing_only_when_every_part_sizes_alike():
         return Trades(i, i, i + 1, i + 2, f, f * 1.1, i, f, cost=cost, weight=weight, mult=mult, absolute=absolute)
     a, b = part(2, np.array([0.5, 0.5]), np.array([1.0, 2.0])), part(1, np.array([1.0]), np.array([3.0]), cost=0.5)
     t = wfmod.concat_trades([a, b])
-    assert t.cost == 0.001 and len(t) == 3
+    assert len(t) == 3  # parts at different costs: each trade keeps its own
+    np.testing.assert_array_equal(t.cost_per_trade, [0.001, 0.001, 0.5])
+    np.testing.assert_array_equal(t.net_ret, np.concatenate([a.net_ret, b.net_ret]))
+    assert wfmod.concat_trades([a, a]).cost == 0.001  # one cost for all: still one number
     np.testing.assert_array_equal(t.entry_idx, [1, 2, 1])
     np.testing.assert_array_equal(t.exit_price, [1.1, 1.1, 1.1])
     np.testing.assert_array_equal(t.weight, [0.5, 0.5, 1.0])

@@ -496,3 +496,34 @@ def test_a_data_refusal_does_not_send_the_user_to_new_name(synth_db, null_db, tm
     with pytest.raises(SpecError, match=r"different data.*Pass name='NEW' to start a new study"):
         api.run_study(spec, null_db, url, n_trials=3, new_name=True)
     assert run_study(spec, null_db, url, name="fpn-null").study_name == "fpn-null"
+
+
+def test_an_enqueued_seed_trial_keeps_the_pruners_and_samplers_system_attributes(tmp_path):
+    """``[seed_from]`` enqueues its seeds as WAITING trials; the single-process path (``_optimize_mirrored``) runs
+    them on an in-memory copy and completes the stored trial in place. It copied params, fold reports, user
+    attributes, values and state, but not the system attributes the sampler and pruner write (successive
+    halving's ``completed_rung_k``, NSGA-II's generation, the grid sampler's grid id), so a resumed study's pruner
+    saw the seeds as never having reached a rung. A new trial (not enqueued) kept them. Both must store the same."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    storage = make_storage(url, heartbeat=False)
+    pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2)
+    study = optuna.create_study(study_name="seeded", storage=storage, pruner=pruner,
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    study.enqueue_trial({"x": 0.5})
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0.0, 1.0)
+        for step in range(3):
+            trial.report(x + step, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return x
+
+    run_mod._optimize_mirrored(study, storage, objective, target=3, timeout=None, callbacks=[])
+    stored = optuna.load_study(study_name="seeded", storage=url).get_trials(deepcopy=False)
+    assert len(stored) == 3 and stored[0].params == {"x": 0.5}
+    seed, fresh = stored[0], stored[1]
+    assert seed.system_attrs.get("fixed_params") == {"x": 0.5}  # the enqueue's own attribute is kept
+    rungs = {k: v for k, v in seed.system_attrs.items() if k.startswith("completed_rung_")}
+    assert rungs == {"completed_rung_0": 1.5, "completed_rung_1": 2.5}, seed.system_attrs  # x + step at steps 1, 2
+    assert any(k.startswith("completed_rung_") for k in fresh.system_attrs), fresh.system_attrs

@@ -95,6 +95,14 @@ def test_the_hac_gate_and_the_power_of_the_data_are_on_the_line_and_in_json():
     no = verdict(0.0183, 1.4, 0.9, 0.55, 143, sharpe="psr", t_kind="hac", power=pw)
     assert no.line.endswith("; no edge >= 4.60%/trade (+38%/yr) detected (MDE at 80% power)")
     assert "HAC t=1.4 <= 2" in no.reasons[0]
+    # a positive, significant excess turned down by PBO alone (or PSR, or the trade count) was detected: the line
+    # names the failed gate and states the MDE, not "no edge >= MDE detected"
+    over = verdict(0.0555, 3.35, 0.99, 0.62, 143, sharpe="psr", t_kind="hac", power=pw)
+    assert over.line == ("edge NOT supported: OOS excess +5.55%/trade (HAC t=3.4, n=143, 290 days, eff. n 83), PSR "
+                         "0.99 >= 0.95, PBO 0.62 >= 0.50; MDE 4.60%/trade (+38%/yr) at 80% power")
+    assert over.reasons == [over.gate("pbo").reason] and not over.supported
+    neg = verdict(-0.0555, 3.35, 0.99, 0.22, 143, sharpe="psr", t_kind="hac", power=pw)  # a significant loss
+    assert neg.line.endswith("; no edge >= 4.60%/trade (+38%/yr) detected (MDE at 80% power)")
     d = json.loads(json.dumps(no.to_dict(), allow_nan=False))
     assert d["verdict_power"] == {"mde_per_trade": 0.046, "mde_per_year": 0.38, "alpha": pytest.approx(0.02275, abs=1e-5),
                                   "power": 0.8, "n_trades": 143, "n_days": 290, "n_eff": 83.4}

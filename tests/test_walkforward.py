@@ -626,6 +626,53 @@ def test_a_trade_left_open_at_its_windows_end_leaves_the_stitched_account_there(
                                                    16.0 / 15.0 - 1], rtol=1e-13, atol=1e-15)
 
 
+def test_stitched_windows_whose_winners_trade_at_different_costs_keep_each_trades_own_cost():
+    """With commission_bps / slippage_bps searched in [space], two windows' winners may trade at different costs.
+    ``concat_trades`` kept the first window's cost for every stitched trade (``Trades.cost`` was one number), which
+    re-priced the later windows' net returns (the trade table's net_return, the OOS hit rate and average return)
+    and the OOS account's daily returns. Hand table: window 1's trade A (symbol 0, rows 1-3, 10 bp per side),
+    window 2's trade B (symbol 1, rows 4-6, 40 bp per side) and C (symbol 0, rows 5-7, open at its window's end)."""
+    from optimizer.engine.metrics import portfolio_returns
+    from optimizer.engine.panel import Panel
+    from optimizer.engine.simulate import Span, Trades
+    from optimizer.validate.stats import daily_excess
+
+    close = np.array([[10.0, 20.0], [11.0, 20.0], [12.0, 20.0], [12.5, 20.0], [13.0, 21.0], [14.0, 22.0],
+                      [15.0, 23.0], [16.0, 24.0], [16.5, 24.5]])
+    p = Panel(dates=pd.bdate_range("2024-01-01", periods=9).to_numpy(), symbols=("AAA", "BBB"),
+              fields={"close": close, "open": close.copy()})
+    i = lambda v: np.asarray(v, dtype=np.int64)  # noqa: E731
+    ca, cb = 0.001, 0.004
+    w1 = Trades(i([0]), i([0]), i([1]), i([3]), np.array([10.0]), np.array([12.4]), i([0]), np.zeros(1), cost=ca)
+    w2 = Trades(i([1, 0]), i([3, 4]), i([4, 5]), i([6, 7]), np.array([20.5, 13.5]), np.array([22.5, 16.0]),
+                i([0, 8]), np.zeros(2), cost=cb)
+    assert w2.open_at_end.tolist() == [False, True]
+    tr = wfmod.concat_trades([w1, w2])
+    np.testing.assert_array_equal(tr.net_ret, np.concatenate([w1.net_ret, w2.net_ret]))  # bit for bit
+    np.testing.assert_array_equal(tr.cost_per_trade, [ca, cb, cb])
+    assert wfmod.concat_trades([w1, w1]).cost == ca  # the same cost everywhere stays one number
+    # the OOS account: each trade's entry and exit days at its own cost
+    a = [0.0, 11.0 / (10.0 * (1 + ca)) - 1, 12.0 / 11.0 - 1, 12.4 * (1 - ca) / 12.0 - 1, 0, 0, 0, 0, 0]
+    b = [0, 0, 0, 0, 21.0 / (20.5 * (1 + cb)) - 1, 22.0 / 21.0 - 1, 22.5 * (1 - cb) / 22.0 - 1, 0, 0]
+    c = [0, 0, 0, 0, 0, 14.0 / (13.5 * (1 + cb)) - 1, 15.0 / 14.0 - 1, 16.0 / 15.0 - 1, 0]
+    ab = np.array(a) + np.array(b)
+    day = np.where(np.array(c) != 0, (ab + np.array(c)) / np.array([1, 1, 1, 1, 1, 2, 2, 1, 1]), ab)
+    np.testing.assert_allclose(portfolio_returns(tr, p, Span(0, 8, 8)), day[:8], rtol=1e-13, atol=1e-15)
+    # the stitched account leaves C at its window's end (row 7), its last day at its close exactly
+    eq = wfmod._equity(p, tr, daily_excess(tr, np.array([0.01, 0.02]), close, 0, 9))
+    np.testing.assert_allclose(eq["oos_return"], day, rtol=1e-13, atol=1e-15)
+    # the daily excess series: each closed trade's P&L per day over its entry value, at its own cost
+    d = daily_excess(tr, np.array([0.01, 0.02]), close, 0, 9)
+    va, vb = 10.0 * (1 + ca), 20.5 * (1 + cb)
+    pnl = [0, 11.0 / va - 1, 1.0 / va, (12.4 * (1 - ca) - 12.0) / va, 21.0 / vb - 1, 1.0 / vb,
+           (22.5 * (1 - cb) - 22.0) / vb, 0, 0]
+    np.testing.assert_allclose(d.raw_total, pnl, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(d.raw_total.sum(), w1.net_ret[0] + w2.net_ret[0], rtol=1e-13)
+    with pytest.raises(Exception, match="cost"):
+        Trades(i([0]), i([0]), i([1]), i([3]), np.array([10.0]), np.array([12.4]), i([0]), np.zeros(1),
+               cost=np.array([ca, cb]))
+
+
 def test_sessions_no_window_tested_are_no_days_of_the_stitched_series():
     """[walkforward] step > test (train 6 / test 1 / step 2 months) leaves sessions between one window's test end
     and the next one's test start that no window tested. The stitched daily series ran from the first test start

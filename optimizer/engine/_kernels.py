@@ -831,14 +831,16 @@ def portfolio_returns_nb(Cs, sym, ent, ext, ep, xp, is_open, weight, mult, absol
     sizing: w is a fraction of equity, the rest cash, exposure above 1 scaled down to 1).
     ``Cs``: closes indexed [symbol, session] (symbol-major storage keeps a trade's closes contiguous; a
     precomputed returns matrix was measured slower: one more matrix to pull through the cache). ``weight`` /
-    ``mult``: one per trade, or empty for 1.
+    ``mult``: one per trade, or empty for 1. ``cost``: the per-side cost fraction, one per trade or one for all.
     """
     L = stop - start
     num = np.zeros(L, np.float64)
     den = np.zeros(L, np.float64)
     equal = weight.shape[0] == 0
     nomult = mult.shape[0] == 0
+    one_cost = cost.shape[0] == 1
     for i in range(sym.shape[0]):
+        ci = cost[0] if one_cost else cost[i]
         e = ent[i]
         x = ext[i]
         w = 1.0 if equal else weight[i]
@@ -848,11 +850,11 @@ def portfolio_returns_nb(Cs, sym, ent, ext, ep, xp, is_open, weight, mult, absol
         last = stop - 1 if is_open[i] else x
         for d in range(max(e, start), min(last, stop - 1) + 1):
             if d == e and d == x and not is_open[i]:
-                r = xp[i] * (1.0 - cost) / (ep[i] * (1.0 + cost)) - 1.0
+                r = xp[i] * (1.0 - ci) / (ep[i] * (1.0 + ci)) - 1.0
             elif d == e:
-                r = c[d] / (ep[i] * (1.0 + cost)) - 1.0
+                r = c[d] / (ep[i] * (1.0 + ci)) - 1.0
             elif d == x and not is_open[i]:
-                r = xp[i] * (1.0 - cost) / c[d - 1] - 1.0
+                r = xp[i] * (1.0 - ci) / c[d - 1] - 1.0
             else:
                 r = c[d] / c[d - 1] - 1.0
             if r == r:

@@ -153,6 +153,11 @@ def _ints(a: np.ndarray) -> np.ndarray:
     return np.asarray(a, dtype=np.int64)
 
 
+def _cost(trades: Trades) -> np.ndarray:
+    """The trades' per-side cost for the kernels: one number for all (as a 1-element array) or one per trade."""
+    return np.atleast_1d(np.asarray(trades.cost, dtype=np.float64))
+
+
 def _sizing(trades: Trades, weight: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, bool]:
     """(weight, multiplier, absolute) for the kernels: ``weight`` when given (relative weights, no multiplier),
     else the sizing the simulation attached to ``trades`` (empty arrays = 1)."""
@@ -169,7 +174,7 @@ def portfolio_returns(trades: Trades, panel: Panel, span: Span, weight: np.ndarr
     w, m, absolute = _sizing(trades, weight)
     return portfolio_returns_nb(
         panel["close"].T, _ints(trades.symbol), _ints(trades.entry_idx), _ints(trades.exit_idx), trades.entry_price,
-        trades.exit_price, trades.open_at_end, w, m, absolute, trades.cost, span.sig_start, span.data_end,
+        trades.exit_price, trades.open_at_end, w, m, absolute, _cost(trades), span.sig_start, span.data_end,
     )
 
 
@@ -192,7 +197,7 @@ def run_metrics(
     w, m, absolute = _sizing(trades, weight)
     (n_closed, avg, sd, nw, mw, ml, nl, med, n_fp, avg_b, ex_mean, ex_sd, hold, d_mean, d_sd, mdd, n_days) = run_stats_nb(
         _ints(trades.symbol), _ints(trades.entry_idx), _ints(trades.exit_idx), trades.entry_price, trades.exit_price,
-        trades.open_at_end, trades.net_ret, w, m, absolute, trades.cost, bench.close_by_symbol, mat, FP_SESSIONS,
+        trades.open_at_end, trades.net_ret, w, m, absolute, _cost(trades), bench.close_by_symbol, mat, FP_SESSIONS,
         span.sig_start, span.data_end,
     )
     months = span.sessions / SESSIONS_PER_MONTH

@@ -179,9 +179,11 @@ class Trades:
     """Struct of arrays, one element per trade, in kernel order: by symbol then entry (symbol-major kernel) or by
     exit processing (date-major kernel, position caps); use ``to_frame`` for a sorted view.
 
-    ``weight`` / ``mult``: each trade's sizing weight and regime multiplier (None: 1, equal weights), ``absolute``:
-    whether the weights are fractions of equity (fixed_fractional, kelly) rather than relative (equal, atr); the
-    portfolio returns and metrics read them (docs/ENGINE.md "Position sizing")."""
+    ``cost``: the per-side cost fraction (commission + slippage), one number for every trade (a run), or one per
+    trade (the walk-forward's stitched trades, whose windows' winners may trade at different costs; read it per
+    trade with ``cost_per_trade``). ``weight`` / ``mult``: each trade's sizing weight and regime multiplier (None: 1,
+    equal weights), ``absolute``: whether the weights are fractions of equity (fixed_fractional, kelly) rather than
+    relative (equal, atr); the portfolio returns and metrics read them (docs/ENGINE.md "Position sizing")."""
 
     symbol: np.ndarray
     signal_idx: np.ndarray
@@ -191,7 +193,7 @@ class Trades:
     exit_price: np.ndarray
     exit_reason: np.ndarray
     score: np.ndarray
-    cost: float = 0.0
+    cost: float | np.ndarray = 0.0
     weight: np.ndarray | None = None
     mult: np.ndarray | None = None
     absolute: bool = False
@@ -200,6 +202,10 @@ class Trades:
     open_at_end: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
+        if np.ndim(self.cost):
+            check_param(np.shape(self.cost) == self.symbol.shape, "cost",
+                        f"one number, or one per trade ({self.symbol.shape[0]})",
+                        f"<array of shape {np.shape(self.cost)}>")
         with np.errstate(invalid="ignore", divide="ignore"):
             object.__setattr__(self, "gross_ret", self.exit_price / self.entry_price - 1.0)
             object.__setattr__(self, "net_ret", self.exit_price * (1 - self.cost) / (self.entry_price * (1 + self.cost)) - 1.0)
@@ -211,6 +217,11 @@ class Trades:
     @property
     def closed(self) -> np.ndarray:
         return ~self.open_at_end
+
+    @property
+    def cost_per_trade(self) -> np.ndarray:
+        """The per-side cost fraction of each trade (``cost`` broadcast to one per trade)."""
+        return np.broadcast_to(np.asarray(self.cost, dtype=np.float64), self.symbol.shape)
 
     @property
     def hold_days(self) -> np.ndarray:

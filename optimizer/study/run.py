@@ -49,7 +49,8 @@ def _optimize_mirrored(study: optuna.Study, storage: Any, objective: Callable, t
     The sampler and pruner read the in-memory copy, so a trial costs no storage reads and one write instead of a
     round trip per suggest, report and attribute. Every finished trial is committed before the next one starts,
     so a SIGKILL loses at most the running trial, which never reaches the storage (it is never counted).
-    Stored WAITING trials (enqueued seeds) run first and are completed in place. Used only when this process is
+    Stored WAITING trials (enqueued seeds) run first and are completed in place, with everything the finished
+    trial carries (params, fold reports, user and system attributes, values, state). Used only when this process is
     the study's only writer (``--jobs 1``, not ``study worker``); several workers go through the storage itself.
     """
     sid = storage.get_study_id_from_name(study.study_name)
@@ -79,6 +80,8 @@ def _optimize_mirrored(study: optuna.Study, storage: Any, objective: Callable, t
             storage.set_trial_intermediate_value(stored_id, step, v)
         for k, v in frozen.user_attrs.items():
             storage.set_trial_user_attr(stored_id, k, v)
+        for k, v in frozen.system_attrs.items():  # the sampler's and pruner's own (rungs, generation, grid id)
+            storage.set_trial_system_attr(stored_id, k, v)
         storage.set_trial_state_values(stored_id, frozen.state, frozen.values)
 
     c = trial_counts(local)

@@ -262,7 +262,7 @@ def daily_excess(trades: Trades, excess: ArrayLike, close: np.ndarray, start: in
                            None if keep is None else keep + lo)
     L = ext - ent + 1
     bench = net - ex
-    cost = float(trades.cost)
+    cost = trades.cost_per_trade[closed]
     v0 = ep * (1.0 + cost)
     tid = np.repeat(np.arange(n), L)
     offs = np.concatenate([[0], np.cumsum(L)[:-1]])

@@ -20,7 +20,8 @@ carry it through ``result.json`` unchanged.
 
 ``power`` (a :class:`Power`) says what the data could have detected: the minimum detectable effect (MDE) per trade
 and per year at the verdict's alpha (:func:`verdict_alpha`: the one-sided level of ``t > t_min``) and 80 % power.
-The line ends with it: ``MDE 4.6%/trade`` when supported, ``no edge >= 4.6%/trade detected`` when not.
+The line ends with it: ``no edge >= 4.6%/trade detected`` when the excess is not positive and significant, else
+``MDE 4.6%/trade`` (supported, or a significant excess another gate turns down: the line names that gate).
 
 More gates are added by building ``Gate.check(...)`` objects and ``Verdict.decide(gates)``; a gate the line does not
 know is shown as ``<short> <value> <op> <threshold>``.
@@ -56,6 +57,7 @@ T_GATES: dict[str, tuple[str, str]] = {
 POWER = 0.8  # the power at which the verdict states its minimum detectable effect
 T_MIN = 2.0  # the significance gate: t > T_MIN
 _EFFECT = ("excess_mean", "excess_t", "n_trades")  # the gates the line groups as "OOS excess m/trade (t=..., n=...)"
+_DETECTION = ("excess_mean", "excess_t")  # the test that detects an edge: a positive excess with t > t_min
 
 
 def _text(x: float | None, fmt: str) -> str:
@@ -178,9 +180,11 @@ def _line(gates: Sequence[Gate], supported: bool, note: str, power: Power | None
     tail = ""
     if power is not None:
         at = f"at {power.power:.0%} power"
-        tail = (f"; MDE {power.text} {at}" if supported else
-                f"; no edge >= {power.text} detected (MDE {at})" if math.isfinite(power.mde_per_trade) else
-                f"; MDE n/a {at}")
+        # "no edge >= MDE detected" only when the test detected none: a positive, significant excess that another
+        # gate (trade count, PSR, PBO, SPA) turns down was detected, and the line says which gate failed
+        detected = all(g[k].passed for k in _DETECTION if k in g) and any(k in g for k in _DETECTION)
+        tail = (f"; MDE {power.text} {at}" if supported or detected or not math.isfinite(power.mde_per_trade) else
+                f"; no edge >= {power.text} detected (MDE {at})")
     return f"{head}: {', '.join(parts)}{tail}" + (f"; {note}" if note else "")
 
 
@@ -190,7 +194,8 @@ class Verdict:
     ``reasons``: one sentence per failed gate (empty when supported). ``line``: one line stating the deciding
     numbers, e.g. ``edge NOT supported: OOS excess +0.12%/trade (t=0.8, n=143), DSR 0.41 < 0.95, PBO 0.62 >= 0.50``.
     ``note``: appended to the line (context, not a gate). ``power``: the minimum detectable effect of the data
-    (:class:`Power`), stated on the line (``no edge >= X detected`` when not supported)."""
+    (:class:`Power`), stated on the line (``no edge >= X detected`` when the excess is not positive and
+    significant)."""
 
     gates: tuple[Gate, ...]
     note: str = ""

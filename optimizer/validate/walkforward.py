@@ -182,14 +182,16 @@ class WalkForwardResult:
 
 
 def concat_trades(parts: list[Trades]) -> Trades:
-    """The trades of several runs as one ``Trades`` (the cost of the first part). Their sizing (weight, regime
-    multiplier) is kept when every part carries it and all size the same way (relative or absolute); otherwise
+    """The trades of several runs as one ``Trades``: one cost for all when every part has the same, else each
+    trade keeps its own run's cost (windows whose winners trade at different searched costs). Their sizing (weight,
+    regime multiplier) is kept when every part carries it and all size the same way (relative or absolute); otherwise
     (windows whose winners size differently) the stitched account weighs the trades equally."""
     if not parts:
         e = np.empty(0, np.int64)
         f = np.empty(0, np.float64)
         return Trades(e, e, e, e, f, f, e, f, cost=0.0)
-    cost = parts[0].cost
+    same = all(np.ndim(p.cost) == 0 and p.cost == parts[0].cost for p in parts)
+    cost = parts[0].cost if same else np.concatenate([p.cost_per_trade for p in parts])
     cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
     absolute = {bool(p.absolute) for p in parts}
     w = m = None
@@ -822,7 +824,7 @@ def _account_trades(trades: Trades, stop: int) -> Trades:
     reason = trades.exit_reason.copy()
     reason[ghost] = EXIT_REASONS.index("max_days")  # any closed reason: only open_at_end is read from it
     xp = np.asarray(trades.exit_price, dtype=float).copy()
-    xp[ghost] = xp[ghost] / (1.0 - trades.cost)  # an open trade's exit_price is the close of its last row
+    xp[ghost] = xp[ghost] / (1.0 - trades.cost_per_trade[ghost])  # an open trade's exit_price: its last row's close
     return Trades(trades.symbol, trades.signal_idx, trades.entry_idx, trades.exit_idx, trades.entry_price, xp,
                   reason, trades.score, cost=trades.cost, weight=trades.weight, mult=trades.mult,
                   absolute=trades.absolute)
