@@ -600,6 +600,30 @@ def test_spec_hash_changes_with_space_data_cv_sampler(old, new):
     assert _hash(BASE.replace(old, new)) != _hash(BASE)
 
 
+def test_differences_name_what_the_hash_covers_and_changed():
+    """``StudySpec.differences``: what a refused resume names (the study's stored spec text against this spec),
+    exactly the keys ``spec_hash`` covers; every pair of texts with other hashes names at least one key."""
+    spec = lambda t: parse_spec(t, path="h.toml")  # noqa: E731
+    base = spec(BASE)
+    assert base.differences(BASE) is None  # same text
+    unhashed = BASE.replace('description = "first"', 'description = "x"').replace("train = 6", "train = 9")
+    assert base.differences(unhashed) is None
+    assert base.differences(None) is None and base.differences("") is None and base.differences("[broken") is None
+    z = spec(BASE.replace("z_window = 20", "z_window = 30"))
+    assert z.differences(BASE) == "[space.z_window] 20 -> 30"
+    assert base.differences(z.source) == "[space.z_window] 30 -> 20"
+    added = spec(BASE.replace("[run]", "[cv]\npurge = 3\n[run]"))
+    assert added.differences(BASE) == "[cv.purge] (not set) -> 3"
+    many = spec(BASE.replace('choices = ["A", "B"]', 'choices = ["A", "C"]').replace("z_window = 20", "z_window = 30")
+                .replace('universe = "tier1"', 'universe = "tier3"').replace('regime = "ALL"', 'regime = "RISK_ON"'))
+    assert many.differences(BASE) == ('[data.regime] "ALL" -> "RISK_ON", [data.universe] "tier1" -> "tier3", '
+                                      '[space.variant.choices] ["A", "B"] -> ["A", "C"] and 1 more')
+    for old, new in [('choices = ["A", "B"]', 'choices = ["A", "C"]'), ('regime = "ALL"', 'regime = "RISK_ON"'),
+                     ("[run]", "[sampler]\nseed = 7\n[run]")]:
+        changed = spec(BASE.replace(old, new))
+        assert changed.spec_hash != base.spec_hash and changed.differences(BASE)
+
+
 def test_an_objective_reading_a_metric_the_folds_lack_is_refused(tmp_path, monkeypatch):
     """A custom objective whose metrics name a key a fold's metrics do not hold failed every trial with a KeyError
     traceback; the spec names it, with the metrics there are (a stored spec still reads back)."""

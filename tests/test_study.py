@@ -293,6 +293,10 @@ def test_resume_counts_the_total_and_changed_spec_is_refused(synth_db, tmp_path)
     assert changed.spec_hash != spec.spec_hash
     with pytest.raises(SpecError, match="different spec"):
         run_study(changed, synth_db, url, n_trials=2, data=data)
+    # the refusal names what changed (from the spec text the study stored), not only two hashes
+    with pytest.raises(SpecError, match=rf"different spec \(hash {spec.spec_hash}, this spec {changed.spec_hash}: "
+                                        r"\[objective\.min_trades\] 5 -> 6\); refusing to resume it"):
+        run_study(changed, synth_db, url, n_trials=2, data=data)
     res2 = run_study(changed, synth_db, url, n_trials=2, new_name=True, data=data)
     assert res2.study_name == "guard-2" and res2.counts["complete"] == 2
     # --new-name again with the same changed spec resumes guard-2 instead of starting guard-3

@@ -214,8 +214,10 @@ def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, data: Stud
         old = read_study(st).spec_hash
         if old is not None and old != spec.spec_hash:
             if not new_name:
-                raise SpecError("study", f"study {name!r} was created from a different spec (hash {old}, this spec {spec.spec_hash}); "
-                                         f"refusing to resume it. {remedy}")
+                diff = spec.differences(read_study(st).spec_text)
+                raise SpecError("study", f"study {name!r} was created from a different spec (hash {old}, this spec "
+                                         f"{spec.spec_hash}{f': {diff}' if diff else ''}); refusing to resume it. "
+                                         f"{remedy}")
             name = _next_free_name(name, existing, storage, spec.spec_hash)
             st = optuna.load_study(study_name=name, storage=storage, pruner=pruner) if name in existing else None
         if st is not None:

@@ -55,6 +55,35 @@ def _err(key: str, reason: str) -> SpecError:
     return SpecError(key, reason)
 
 
+_MISSING = object()
+
+
+def _hashed_doc(source: str) -> dict[str, Any]:
+    """The part of a spec's text that ``StudySpec.spec_hash`` covers: all of it but [run], [walkforward] and
+    [study].description."""
+    doc = tomllib.loads(source) if source else {}
+    doc.pop("run", None)
+    doc.pop("walkforward", None)
+    doc.get("study", {}).pop("description", None)
+    return doc
+
+
+def _flat(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A TOML document's values by dotted key (tables flattened, arrays kept as values)."""
+    out: dict[str, Any] = {}
+    for k, v in doc.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _short(text: str, width: int = 40) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def check_study_name(name: Any, key: str = "study.name") -> str:
     """``name`` when it is a valid study name (``STUDY_NAME_RULE``), else a SpecError naming ``key``."""
     if not isinstance(name, str) or not _STUDY_NAME.fullmatch(name):
@@ -326,11 +355,27 @@ class StudySpec:
     @property
     def spec_hash(self) -> str:
         """Hash of everything that changes what a trial computes ([run] and [walkforward] counts excluded)."""
-        doc = tomllib.loads(self.source) if self.source else {}
-        doc.pop("run", None)
-        doc.pop("walkforward", None)
-        doc.get("study", {}).pop("description", None)
-        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        doc = json.dumps(_hashed_doc(self.source), sort_keys=True, default=str)
+        return hashlib.sha256(doc.encode()).hexdigest()[:16]
+
+    def differences(self, stored_text: str | None, limit: int = 3) -> str | None:
+        """What the spec text a study was made from (``stored_text``, its ``spec_text``) sets differently from this
+        spec among what ``spec_hash`` covers, as ``[key] old -> new`` items (at most ``limit``, then how many
+        more); None when the stored text is missing or unreadable, or nothing the hash covers differs."""
+        if not stored_text:
+            return None
+        try:
+            old = _flat(_hashed_doc(stored_text))
+        except tomllib.TOMLDecodeError:
+            return None
+        new = _flat(_hashed_doc(self.source))
+        keys = sorted(k for k in old.keys() | new.keys() if old.get(k, _MISSING) != new.get(k, _MISSING))
+        if not keys:
+            return None
+        show = lambda v: "(not set)" if v is _MISSING else _short(json.dumps(v, default=str))  # noqa: E731
+        items = [f"[{k}] {show(old.get(k, _MISSING))} -> {show(new.get(k, _MISSING))}" for k in keys[:limit]]
+        more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+        return ", ".join(items) + more
 
     def unbounded_exits(self) -> list[str]:
         """Exit names the space declares whose hold nothing bounds: the distribution and score-decay exits
