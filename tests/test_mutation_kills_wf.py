@@ -1487,6 +1487,11 @@ def test_exposure_by_hand():
     np.testing.assert_array_equal(invested, inv)
     # row 3: B and E: (2*1 + 4*0.25) / (2 + 4) = 0.5; row 6: F alone, weight 0 -> 0
     np.testing.assert_allclose(expo, [0.5, 0.5, 0.0, 0.5, 1.0, 1.0, 0.0], rtol=0, atol=1e-15)
+    # relative weights: only their ratios count (sums below 1 are not rescaled); rows 0-5 (row 6 holds only the
+    # weight-0 trade, which relative sizing never gives: equal 1, atr close / ATR14)
+    tenth = [v / 10 for v in w]
+    expo, _ = wfmod._exposure(_tr(entry, exit_, ones, ones, weight=tenth, mult=m), 10, 7)
+    np.testing.assert_allclose(expo[:6], [0.5, 0.5, 0.0, 0.5, 1.0, 1.0], rtol=0, atol=1e-15)
     expo, _ = wfmod._exposure(_tr(entry, exit_, ones, ones, weight=w), 10, 7)  # no multiplier: weighted share 1
     np.testing.assert_allclose(expo, [1, 1, 0, 1, 1, 1, 0], rtol=0, atol=1e-15)
     expo, invested = wfmod._exposure(_tr(entry, exit_, ones, ones, mult=m), 10, 7)  # equal weights: the mean m
@@ -1505,6 +1510,14 @@ def test_exposure_by_hand():
     expo, _ = wfmod._exposure(_tr(entry, exit_, ones, ones, weight=wc, mult=ma, absolute=True), 10, 7)
     np.testing.assert_allclose(expo, [0.6, 0.6, 0.0, 0.55, 0.3, 0.3, 0.0], rtol=0, atol=1e-15)
     assert EXIT_REASONS[0] == "fixed"
+    # the running sums end at exactly 0 weight but -4.4e-16 of w*m on the cash row 3: no division warning
+    wr, mr = [0.17, 1.61, 1.41], [0.16, 0.68, 0.87]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        expo, invested = wfmod._exposure(_tr([10, 10, 11], [11, 12, 12], ones[:3], ones[:3], weight=wr, mult=mr), 10, 4)
+    np.testing.assert_array_equal(invested, [True, True, True, False])
+    a0, a1, a2 = 0.17 * 0.16, 1.61 * 0.68, 1.41 * 0.87
+    np.testing.assert_allclose(expo, [(a0 + a1) / 1.78, (a0 + a1 + a2) / 3.19, (a1 + a2) / 3.02, 0.0], rtol=1e-12)
     e0, i0 = wfmod._exposure(_tr([], [], [], []), 10, 3)  # no trade: cash throughout
     np.testing.assert_array_equal(e0, np.zeros(3))
     np.testing.assert_array_equal(i0, np.zeros(3, bool))
@@ -1529,6 +1542,8 @@ def test_sized_bench_by_hand():
     np.testing.assert_array_equal(b, d.bench_mean)
     b, _ = bench(weight=[1.0, 3.0, 5.0], mult=[1.0, 0.5, 2.0])  # relative: sum w*m*b / sum w
     # row 11-12: (1*0.02 - 1.5*0.02) / (1 + 3) = -0.0025; rows 13-14: -1.5*0.02 / 3 = -0.01; row 15: cash
+    np.testing.assert_allclose(b, [0.02, -0.0025, -0.0025, -0.01, -0.01, 0.0], rtol=0, atol=1e-15)
+    b, _ = bench(weight=[0.1, 0.3, 0.5], mult=[1.0, 0.5, 2.0])  # relative weights: only their ratios count
     np.testing.assert_allclose(b, [0.02, -0.0025, -0.0025, -0.01, -0.01, 0.0], rtol=0, atol=1e-15)
     b, _ = bench(weight=[1.0, 3.0, 5.0])  # weights only: rows 11-12 (0.02 - 3*0.02) / 4
     np.testing.assert_allclose(b, [0.02, -0.01, -0.01, -0.02, -0.02, 0.0], rtol=0, atol=1e-15)
