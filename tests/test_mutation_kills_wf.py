@@ -1466,6 +1466,7 @@ def _tr(entry, exit_, ep, xp, reasons=None, cost=0.0, weight=None, mult=None, ab
                   cost=cost, weight=f(weight), mult=f(mult), absolute=absolute)
 
 
+@pytest.mark.filterwarnings("error")  # cash days and weight-0 days divide 0 / 0 silently
 def test_exposure_by_hand():
     """``_exposure`` over rows [10, 17) (n = 7), by hand: a trade entered before the span counts from its first row,
     one exiting after it up to its last row, trades wholly before or after it not at all (nor out of bounds); equal
@@ -1512,9 +1513,7 @@ def test_exposure_by_hand():
     assert EXIT_REASONS[0] == "fixed"
     # the running sums end at exactly 0 weight but -4.4e-16 of w*m on the cash row 3: no division warning
     wr, mr = [0.17, 1.61, 1.41], [0.16, 0.68, 0.87]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        expo, invested = wfmod._exposure(_tr([10, 10, 11], [11, 12, 12], ones[:3], ones[:3], weight=wr, mult=mr), 10, 4)
+    expo, invested = wfmod._exposure(_tr([10, 10, 11], [11, 12, 12], ones[:3], ones[:3], weight=wr, mult=mr), 10, 4)
     np.testing.assert_array_equal(invested, [True, True, True, False])
     a0, a1, a2 = 0.17 * 0.16, 1.61 * 0.68, 1.41 * 0.87
     np.testing.assert_allclose(expo, [(a0 + a1) / 1.78, (a0 + a1 + a2) / 3.19, (a1 + a2) / 3.02, 0.0], rtol=1e-12)
@@ -1523,6 +1522,7 @@ def test_exposure_by_hand():
     np.testing.assert_array_equal(i0, np.zeros(3, bool))
 
 
+@pytest.mark.filterwarnings("error")  # cash days and weight-0 days divide 0 / 0 silently
 def test_sized_bench_by_hand():
     """``_sized_bench`` over rows [10, 16): each closed trade's benchmark expectation (net return minus excess)
     spread evenly over its held rows, weighted as the account weighs it; the open trade (weight 5, mult 2) is not
