@@ -1472,7 +1472,6 @@ def test_exposure_by_hand():
     one exiting after it up to its last row, trades wholly before or after it not at all (nor out of bounds); equal
     weights: 1 whenever a position is open; relative sizing sum w*m / sum w, absolute sizing min(1, sum w*m); a day
     whose positions all weigh 0 is invested at exposure 0; row 12 is a cash day."""
-    from optimizer.engine.simulate import EXIT_REASONS
     #        A: rows 0-1   B: 3-5   C: before   D: after   E: row 3   F: row 6
     entry, exit_ = [8, 13, 3, 18, 13, 16], [11, 15, 7, 19, 13, 16]
     ones = np.ones(6)
@@ -1510,7 +1509,6 @@ def test_exposure_by_hand():
     wc = [0.6, 0.3, 0.9, 0.9, 0.5, 0.0]  # row 3: 0.3 + 0.25 = 0.55 (the sum of w*m, not of w = 0.8)
     expo, _ = wfmod._exposure(_tr(entry, exit_, ones, ones, weight=wc, mult=ma, absolute=True), 10, 7)
     np.testing.assert_allclose(expo, [0.6, 0.6, 0.0, 0.55, 0.3, 0.3, 0.0], rtol=0, atol=1e-15)
-    assert EXIT_REASONS[0] == "fixed"
     # the running sums end at exactly 0 weight but -4.4e-16 of w*m on the cash row 3: no division warning
     wr, mr = [0.17, 1.61, 1.41], [0.16, 0.68, 0.87]
     expo, invested = wfmod._exposure(_tr([10, 10, 11], [11, 12, 12], ones[:3], ones[:3], weight=wr, mult=mr), 10, 4)
@@ -1582,7 +1580,7 @@ def test_account_trades_closes_a_window_left_open_trade_at_its_data_end():
     # stop 29: the trade open at row 28 = stop - 1 stays open, the one at row 27 = stop - 2 leaves the account
     assert wfmod._account_trades(tr, 29).exit_reason.tolist() == [i("open_at_end"), i("open_at_end"), i("time_stop"),
                                                                    i("max_days")]
-    assert wfmod._account_trades(tr, 28) is tr  # every open trade reaches the last row (27): nothing to close
+    assert wfmod._account_trades(tr, 28) is tr  # every open trade is held to the last row (27) or past it
     rel = _tr([20], [28], [90.0], [99.0], ["open_at_end"], cost=cost)
     g = wfmod._account_trades(rel, stop)
     assert (g.weight, g.mult, g.absolute, g.cost) == (None, None, False, cost)
