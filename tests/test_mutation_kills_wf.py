@@ -1453,3 +1453,138 @@ def test_a_worker_joins_a_final_run_with_its_settings(tmp_path, monkeypatch):
     assert str(e.value) == (f"the store {other} gives other walk-forward windows than the coordinator's (3 vs 2; first "
                             f"['{first}'] vs ['{first}']): every worker needs the same data")
     assert setups == [(None, True, 2)] + [(url, True, 2)] * 3 and jobs == [1, 1, 1]  # the refusals run no window
+
+
+# ------------------------------------------------------------------------------------- the account's helpers
+
+
+def _tr(entry, exit_, ep, xp, reasons=None, cost=0.0, weight=None, mult=None, absolute=False, symbol=None):
+    """Trades from lists (reasons: names of EXIT_REASONS, 'fixed' by default)."""
+    from optimizer.engine.simulate import EXIT_REASONS
+    e, x = np.asarray(entry, np.int64), np.asarray(exit_, np.int64)
+    sym = np.arange(e.size, dtype=np.int64) if symbol is None else np.asarray(symbol, np.int64)
+    r = np.array([EXIT_REASONS.index(s) for s in (reasons or ["fixed"] * e.size)], dtype=np.int64)
+    f = lambda v: None if v is None else np.asarray(v, dtype=float)  # noqa: E731
+    return Trades(sym, e - 1, e, x, np.asarray(ep, float), np.asarray(xp, float), r, np.arange(e.size, dtype=float),
+                  cost=cost, weight=f(weight), mult=f(mult), absolute=absolute)
+
+
+@pytest.mark.filterwarnings("error")  # cash days and weight-0 days divide 0 / 0 silently
+def test_exposure_by_hand():
+    """``_exposure`` over rows [10, 17) (n = 7), by hand: a trade entered before the span counts from its first row,
+    one exiting after it up to its last row, trades wholly before or after it not at all (nor out of bounds); equal
+    weights: 1 whenever a position is open; relative sizing sum w*m / sum w, absolute sizing min(1, sum w*m); a day
+    whose positions all weigh 0 is invested at exposure 0; row 12 is a cash day."""
+    #        A: rows 0-1   B: 3-5   C: before   D: after   E: row 3   F: row 6
+    entry, exit_ = [8, 13, 3, 18, 13, 16], [11, 15, 7, 19, 13, 16]
+    ones = np.ones(6)
+    inv = np.array([1, 1, 0, 1, 1, 1, 1], dtype=bool)
+
+    expo, invested = wfmod._exposure(_tr(entry, exit_, ones, ones), 10, 7)
+    np.testing.assert_array_equal(invested, inv)
+    np.testing.assert_array_equal(expo, inv.astype(float))
+    assert expo.dtype == np.float64 and invested.dtype == bool and expo.shape == invested.shape == (7,)
+
+    w, m = [1.0, 2.0, 7.0, 9.0, 4.0, 0.0], [0.5, 1.0, 3.0, 3.0, 0.25, 1.0]
+    expo, invested = wfmod._exposure(_tr(entry, exit_, ones, ones, weight=w, mult=m), 10, 7)
+    np.testing.assert_array_equal(invested, inv)
+    # row 3: B and E: (2*1 + 4*0.25) / (2 + 4) = 0.5; row 6: F alone, weight 0 -> 0
+    np.testing.assert_allclose(expo, [0.5, 0.5, 0.0, 0.5, 1.0, 1.0, 0.0], rtol=0, atol=1e-15)
+    # relative weights: only their ratios count (sums below 1 are not rescaled); rows 0-5 (row 6 holds only the
+    # weight-0 trade, which relative sizing never gives: equal 1, atr close / ATR14)
+    tenth = [v / 10 for v in w]
+    expo, _ = wfmod._exposure(_tr(entry, exit_, ones, ones, weight=tenth, mult=m), 10, 7)
+    np.testing.assert_allclose(expo[:6], [0.5, 0.5, 0.0, 0.5, 1.0, 1.0], rtol=0, atol=1e-15)
+    expo, _ = wfmod._exposure(_tr(entry, exit_, ones, ones, weight=w), 10, 7)  # no multiplier: weighted share 1
+    np.testing.assert_allclose(expo, [1, 1, 0, 1, 1, 1, 0], rtol=0, atol=1e-15)
+    expo, invested = wfmod._exposure(_tr(entry, exit_, ones, ones, mult=m), 10, 7)  # equal weights: the mean m
+    np.testing.assert_array_equal(invested, inv)
+    np.testing.assert_allclose(expo, [0.5, 0.5, 0.0, 0.625, 1.0, 1.0, 1.0], rtol=0, atol=1e-15)
+
+    wa, ma = [0.6, 0.6, 0.9, 0.9, 0.8, 0.0], [1.0, 1.0, 2.0, 2.0, 0.5, 1.0]
+    expo, invested = wfmod._exposure(_tr(entry, exit_, ones, ones, weight=wa, mult=ma, absolute=True), 10, 7)
+    np.testing.assert_array_equal(invested, inv)
+    # row 3: 0.6 + 0.8*0.5 = 1.0 -> 1.0 / max(1.0, 1); rows 0-1: 0.6 / max(0.6, 1); row 6: 0 / max(0, 1)
+    np.testing.assert_allclose(expo, [0.6, 0.6, 0.0, 1.0, 0.6, 0.6, 0.0], rtol=0, atol=1e-15)
+    wb = [0.6, 0.6, 0.9, 0.9, 1.6, 0.0]  # row 3: 0.6 + 1.6*0.5 = 1.4 -> capped at 1
+    expo, _ = wfmod._exposure(_tr(entry, exit_, ones, ones, weight=wb, mult=ma, absolute=True), 10, 7)
+    np.testing.assert_allclose(expo, [0.6, 0.6, 0.0, 1.0, 0.6, 0.6, 0.0], rtol=0, atol=1e-15)
+    wc = [0.6, 0.3, 0.9, 0.9, 0.5, 0.0]  # row 3: 0.3 + 0.25 = 0.55 (the sum of w*m, not of w = 0.8)
+    expo, _ = wfmod._exposure(_tr(entry, exit_, ones, ones, weight=wc, mult=ma, absolute=True), 10, 7)
+    np.testing.assert_allclose(expo, [0.6, 0.6, 0.0, 0.55, 0.3, 0.3, 0.0], rtol=0, atol=1e-15)
+    # the running sums end at exactly 0 weight but -4.4e-16 of w*m on the cash row 3: no division warning
+    wr, mr = [0.17, 1.61, 1.41], [0.16, 0.68, 0.87]
+    expo, invested = wfmod._exposure(_tr([10, 10, 11], [11, 12, 12], ones[:3], ones[:3], weight=wr, mult=mr), 10, 4)
+    np.testing.assert_array_equal(invested, [True, True, True, False])
+    a0, a1, a2 = 0.17 * 0.16, 1.61 * 0.68, 1.41 * 0.87
+    np.testing.assert_allclose(expo, [(a0 + a1) / 1.78, (a0 + a1 + a2) / 3.19, (a1 + a2) / 3.02, 0.0], rtol=1e-12)
+    e0, i0 = wfmod._exposure(_tr([], [], [], []), 10, 3)  # no trade: cash throughout
+    np.testing.assert_array_equal(e0, np.zeros(3))
+    np.testing.assert_array_equal(i0, np.zeros(3, bool))
+
+
+@pytest.mark.filterwarnings("error")  # cash days and weight-0 days divide 0 / 0 silently
+def test_sized_bench_by_hand():
+    """``_sized_bench`` over rows [10, 16): each closed trade's benchmark expectation (net return minus excess)
+    spread evenly over its held rows, weighted as the account weighs it; the open trade (weight 5, mult 2) is not
+    in it. T0 rows 10-12: net 0.10, excess 0.04 -> 0.02 a row; T1 rows 11-14: net -0.10, excess -0.02 -> -0.02 a
+    row. Without sizing: the equal-weight mean ``daily.bench_mean``."""
+    C = np.full((20, 3), 100.0)
+    entry, exit_, ep, xp = [10, 11, 13], [12, 14, 15], [100.0, 50.0, 10.0], [110.0, 45.0, 12.0]
+    reasons = ["fixed", "max_days", "open_at_end"]
+    ex = np.array([0.04, -0.02])
+
+    def bench(**k):
+        tr = _tr(entry, exit_, ep, xp, reasons, **k)
+        return wfmod._sized_bench(tr, daily_excess(tr, ex, C, 10, 16)), daily_excess(tr, ex, C, 10, 16)
+
+    b, d = bench()
+    np.testing.assert_allclose(b, [0.02, 0.0, 0.0, -0.02, -0.02, 0.0], rtol=0, atol=1e-15)
+    np.testing.assert_array_equal(b, d.bench_mean)
+    b, _ = bench(weight=[1.0, 3.0, 5.0], mult=[1.0, 0.5, 2.0])  # relative: sum w*m*b / sum w
+    # row 11-12: (1*0.02 - 1.5*0.02) / (1 + 3) = -0.0025; rows 13-14: -1.5*0.02 / 3 = -0.01; row 15: cash
+    np.testing.assert_allclose(b, [0.02, -0.0025, -0.0025, -0.01, -0.01, 0.0], rtol=0, atol=1e-15)
+    b, _ = bench(weight=[0.1, 0.3, 0.5], mult=[1.0, 0.5, 2.0])  # relative weights: only their ratios count
+    np.testing.assert_allclose(b, [0.02, -0.0025, -0.0025, -0.01, -0.01, 0.0], rtol=0, atol=1e-15)
+    b, _ = bench(weight=[1.0, 3.0, 5.0])  # weights only: rows 11-12 (0.02 - 3*0.02) / 4
+    np.testing.assert_allclose(b, [0.02, -0.01, -0.01, -0.02, -0.02, 0.0], rtol=0, atol=1e-15)
+    b, _ = bench(mult=[1.0, 0.5, 2.0])  # multipliers only: rows 11-12 (0.02 - 0.5*0.02) / 2
+    np.testing.assert_allclose(b, [0.02, 0.005, 0.005, -0.01, -0.01, 0.0], rtol=0, atol=1e-15)
+    b, _ = bench(weight=[0.4, 0.8, 5.0], mult=[1.0, 1.5, 2.0], absolute=True)  # sum w*m*b / max(1, sum w*m)
+    # row 10: 0.4*0.02 / 1 = 0.008; rows 11-12: (0.008 - 1.2*0.02) / 1.6 = -0.01; rows 13-14: -0.024 / 1.2
+    np.testing.assert_allclose(b, [0.008, -0.01, -0.01, -0.02, -0.02, 0.0], rtol=0, atol=1e-15)
+    b, _ = bench(weight=[0.5, 0.25, 5.0], mult=[1.0, 1.0, 2.0], absolute=True)  # below 1: not rescaled
+    np.testing.assert_allclose(b, [0.01, 0.005, 0.005, -0.005, -0.005, 0.0], rtol=0, atol=1e-15)
+    b, _ = bench(absolute=True, weight=[1.0, 1.0, 1.0])  # absolute at weight 1: the mean again
+    np.testing.assert_allclose(b, [0.02, 0.0, 0.0, -0.02, -0.02, 0.0], rtol=0, atol=1e-15)
+
+
+def test_account_trades_closes_a_window_left_open_trade_at_its_data_end():
+    """A trade its window left open (``open_at_end``) before the stitched series' last row (stop - 1) leaves the
+    account there: closed ('max_days') at the fill close / (1 - cost), whose net return is the close's own; one
+    open at the last row stays open; closed trades and every other field are kept; the input is not changed."""
+    from optimizer.engine.simulate import EXIT_REASONS
+    cost, stop = 0.01, 30
+    xp = [99.0, 80.0, 120.0, 60.0]
+    reasons = ["open_at_end", "open_at_end", "time_stop", "open_at_end"]
+    tr = _tr([20, 25, 3, 26], [28, 29, 8, 27], [90.0, 70.0, 100.0, 50.0], xp, reasons, cost=cost,
+             weight=[0.5, 0.25, 0.3, 0.2], mult=[1.0, 0.5, 2.0, 1.5], absolute=True, symbol=[4, 2, 1, 0])
+    got = wfmod._account_trades(tr, stop)
+    i = EXIT_REASONS.index
+    np.testing.assert_array_equal(got.exit_reason, [i("max_days"), i("open_at_end"), i("time_stop"), i("max_days")])
+    np.testing.assert_array_equal(got.open_at_end, [False, True, False, False])
+    np.testing.assert_allclose(got.exit_price, [99.0 / 0.99, 80.0, 120.0, 60.0 / 0.99], rtol=1e-15)
+    np.testing.assert_allclose(got.net_ret[[0, 3]], [99.0 / (90.0 * 1.01) - 1, 60.0 / (50.0 * 1.01) - 1], rtol=1e-12)
+    for f in ("symbol", "signal_idx", "entry_idx", "exit_idx", "entry_price", "score", "weight", "mult"):
+        np.testing.assert_array_equal(getattr(got, f), getattr(tr, f))
+    assert (got.cost, got.absolute) == (cost, True)
+    np.testing.assert_array_equal(tr.exit_price, xp)  # the stitched record is untouched
+    np.testing.assert_array_equal(tr.exit_reason, [i(r) for r in reasons])
+    # stop 29: the trade open at row 28 = stop - 1 stays open, the one at row 27 = stop - 2 leaves the account
+    assert wfmod._account_trades(tr, 29).exit_reason.tolist() == [i("open_at_end"), i("open_at_end"), i("time_stop"),
+                                                                   i("max_days")]
+    assert wfmod._account_trades(tr, 28) is tr  # every open trade is held to the last row (27) or past it
+    rel = _tr([20], [28], [90.0], [99.0], ["open_at_end"], cost=cost)
+    g = wfmod._account_trades(rel, stop)
+    assert (g.weight, g.mult, g.absolute, g.cost) == (None, None, False, cost)
+    assert g.exit_reason.tolist() == [i("max_days")] and g.exit_price[0] == pytest.approx(100.0, rel=1e-15)
