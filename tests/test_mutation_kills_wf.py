@@ -1588,3 +1588,58 @@ def test_account_trades_closes_a_window_left_open_trade_at_its_data_end():
     g = wfmod._account_trades(rel, stop)
     assert (g.weight, g.mult, g.absolute, g.cost) == (None, None, False, cost)
     assert g.exit_reason.tolist() == [i("max_days")] and g.exit_price[0] == pytest.approx(100.0, rel=1e-15)
+
+
+# ------------------------------------------------------- [walkforward] step > test: the sessions no window tested
+
+
+def test_observed_rows_are_the_tested_sessions_and_the_held_ones():
+    """``_observed`` over rows [3, 16), by hand. Windows test [2, 5) (clipped at start), [8, 10), [14, 20) (clipped
+    at stop) and [0, 2) (wholly before start: nothing). Trades: A rows 1-5 (entered before start: rows 3-5),
+    B rows 11-12, C rows 13-25 (open past stop: to stop - 1 = 15), D rows 17-18 and E rows 0-1 (wholly after /
+    before the rows: nothing, and no index out of bounds). Rows 6, 7 and 10 are neither tested nor held."""
+    from types import SimpleNamespace
+
+    from optimizer.study.splits import Window
+    res = lambda *tests: [SimpleNamespace(window=Window(k, 0, 1, a, b)) for k, (a, b) in enumerate(tests)]  # noqa: E731
+    ones = np.ones(5)
+    tr = _tr([1, 11, 13, 17, 0], [5, 12, 25, 18, 1], ones, ones, ["fixed", "fixed", "open_at_end", "fixed", "fixed"])
+    got = wfmod._observed(res((2, 5), (8, 10), (14, 20), (0, 2)), tr, 3, 16)
+    np.testing.assert_array_equal(got, [3, 4, 5, 8, 9, 11, 12, 13, 14, 15])
+    assert got.dtype == np.int64
+    # the windows alone (no trade): the tested rows; a window of one row at the last row
+    none = _tr([], [], [], [])
+    np.testing.assert_array_equal(wfmod._observed(res((2, 5), (8, 10), (15, 16)), none, 3, 16), [3, 4, 8, 9, 15])
+    # the trades alone fill the gap between two windows: every row observed -> None (the plain series)
+    assert wfmod._observed(res((3, 6), (9, 16)), _tr([5], [9], [1.0], [1.0]), 3, 16) is None
+    assert wfmod._observed(res((3, 16)), none, 3, 16) is None
+    # a trade held on the last row only (entry = exit = stop - 1) and one entering at stop: the first is a day
+    np.testing.assert_array_equal(wfmod._observed(res((3, 5)), _tr([15, 16], [15, 16], [1.0, 1.0], [1.0, 1.0]), 3, 16),
+                                  [3, 4, 15])
+
+
+def test_oos_metrics_count_signals_per_month_over_the_sessions_tested(wf):
+    """Windows 0 and 2 of the tiny run test [60, 80) and [100, 120): 40 of the 60 sessions from the first test start
+    to the last test end. The OOS signals per month are the windows' signals over 40 / 21 months, and the rank
+    score is recomputed with them; every other figure is the stitched run's."""
+    from optimizer.engine.metrics import rank_score, run_metrics
+    res = wf["res"]
+    ctx = _ctx(wf, False)[0]
+    p = wf["panel"].slice(0, RESERVE)
+    gap = [res.windows[0], res.windows[2]]
+    trades, excess, span = wfmod._stitch(gap, RESERVE)
+    assert span.sessions == 60
+    signals = sum(w.oos_metrics["total_signals"] for w in gap)
+    assert signals > 0
+    oos = wfmod._oos_metrics(ctx, gap, p, trades, excess, span)
+    want = run_metrics(trades, p, span, gap[0].config.costs, signals)
+    assert want["signals_per_month"] == pytest.approx(signals / (60 / 21.0), rel=1e-12)
+    spm = signals / (40 / 21.0)
+    assert oos["signals_per_month"] == pytest.approx(spm, rel=1e-12)
+    assert want["hit_rate"] * want["avg_return"] * want["win_loss"] != 0.0
+    assert oos["rank_score"] == pytest.approx(rank_score(want["hit_rate"], want["avg_return"], want["win_loss"], spm),
+                                              rel=1e-12)
+    assert oos["rank_score"] != pytest.approx(want["rank_score"], rel=1e-6)
+    same = [k for k in want if k not in ("signals_per_month", "rank_score", "avg_excess_return")]
+    assert {k: oos[k] for k in same} == {k: want[k] for k in same}
+    assert oos["avg_excess_return"] == pytest.approx(excess.mean(), rel=1e-12) and oos["n_windows"] == 2
