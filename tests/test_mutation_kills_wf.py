@@ -1613,6 +1613,8 @@ def test_observed_rows_are_the_tested_sessions_and_the_held_ones():
     # the trades alone fill the gap between two windows: every row observed -> None (the plain series)
     assert wfmod._observed(res((3, 6), (9, 16)), _tr([5], [9], [1.0], [1.0]), 3, 16) is None
     assert wfmod._observed(res((3, 16)), none, 3, 16) is None
+    # adjacent windows (one's test end is the next one's test start), then nothing: rows 3-8 only
+    np.testing.assert_array_equal(wfmod._observed(res((3, 6), (6, 9)), none, 3, 16), np.arange(3, 9))
     # a trade held on the last row only (entry = exit = stop - 1) and one entering at stop: the first is a day
     np.testing.assert_array_equal(wfmod._observed(res((3, 5)), _tr([15, 16], [15, 16], [1.0, 1.0], [1.0, 1.0]), 3, 16),
                                   [3, 4, 15])
@@ -1643,3 +1645,31 @@ def test_oos_metrics_count_signals_per_month_over_the_sessions_tested(wf):
     same = [k for k in want if k not in ("signals_per_month", "rank_score", "avg_excess_return")]
     assert {k: oos[k] for k in same} == {k: want[k] for k in same}
     assert oos["avg_excess_return"] == pytest.approx(excess.mean(), rel=1e-12) and oos["n_windows"] == 2
+
+
+def test_daily_leaves_out_the_sessions_no_window_tested():
+    """``_daily`` over windows testing rows [1, 3) and [6, 8), trades A rows 1-3 and B rows 6-7 (closed): rows 4
+    and 5 are neither tested nor held, no days of the series (rows 1, 2, 3, 6, 7; A's last row 3 stays), whose
+    totals are the full series' on those rows. With C rows 4-9 (open at its window's end: the series still stops
+    at the last test end / closed exit, 8, and C is held on rows 4-7) every row of [1, 8) is a day: ``rows`` None."""
+    from types import SimpleNamespace
+
+    from optimizer.engine.panel import Panel
+    from optimizer.study.splits import Window
+    close = np.array([[10.0, 20.0], [11.0, 20.0], [12.0, 20.0], [12.5, 20.0], [13.0, 20.5], [14.0, 21.0],
+                      [15.0, 22.0], [16.0, 23.0], [17.0, 24.0], [18.0, 25.0]])
+    p = Panel(dates=pd.bdate_range("2024-01-01", periods=10).to_numpy(), symbols=("AAA", "BBB"),
+              fields={"close": close, "open": close.copy()})
+    res = [SimpleNamespace(window=Window(k, 0, 1, a, b)) for k, (a, b) in enumerate([(1, 3), (6, 8)])]
+    ab = _tr([1, 6], [3, 7], [10.5, 21.5], [12.4, 23.5], symbol=[0, 1])
+    excess = np.array([0.10, 0.05])
+    d = wfmod._daily(p, res, ab, excess)
+    assert (d.start, d.stop, d.n_days) == (1, 8, 5)
+    np.testing.assert_array_equal(d.rows, [1, 2, 3, 6, 7])
+    full = daily_excess(ab, excess, close, 1, 8)
+    np.testing.assert_array_equal(d.total, full.total[[0, 1, 2, 5, 6]])
+    assert d.total.sum() == pytest.approx(excess.sum(), abs=1e-15)
+    abc = _tr([1, 6, 4], [3, 7, 9], [10.5, 21.5, 13.0], [12.4, 23.5, 18.0], ["fixed", "fixed", "open_at_end"],
+              symbol=[0, 1, 0])
+    d = wfmod._daily(p, res, abc, excess)
+    assert (d.start, d.stop, d.rows) == (1, 8, None) and d.n_days == 7
