@@ -1673,3 +1673,39 @@ def test_daily_leaves_out_the_sessions_no_window_tested():
               symbol=[0, 1, 0])
     d = wfmod._daily(p, res, abc, excess)
     assert (d.start, d.stop, d.rows) == (1, 8, None) and d.n_days == 7
+
+
+def test_equity_over_the_days_observed_by_hand():
+    """``_equity`` over ``_daily``'s series of windows testing rows [1, 3) and [6, 8) (rows 4, 5 left out): A
+    (symbol 0, rows 1-3, entry 10.5, exit 12.4) and B (symbol 1, rows 6-7, entry 21.5, exit 23.5), no cost. The
+    account's return on each kept day (nothing bridged over rows 4-5: B's first day is a fresh entry), its dates,
+    the benchmark (each trade's net return minus its excess spread over its rows; sized absolutely at weights 0.5
+    and 0.25: w x the per-row benchmark), the open counts and the curves."""
+    from types import SimpleNamespace
+
+    from optimizer.engine.panel import Panel
+    from optimizer.study.splits import Window
+    close = np.array([[10.0, 20.0], [11.0, 20.0], [12.0, 20.0], [12.5, 20.0], [13.0, 20.5], [14.0, 21.0],
+                      [15.0, 22.0], [16.0, 23.0], [17.0, 24.0], [18.0, 25.0]])
+    p = Panel(dates=pd.bdate_range("2024-01-01", periods=10).to_numpy(), symbols=("AAA", "BBB"),
+              fields={"close": close, "open": close.copy()})
+    res = [SimpleNamespace(window=Window(k, 0, 1, a, b)) for k, (a, b) in enumerate([(1, 3), (6, 8)])]
+    excess = np.array([0.10, 0.05])
+    r = np.array([11.0 / 10.5 - 1, 12.0 / 11.0 - 1, 12.4 / 12.0 - 1, 22.0 / 21.5 - 1, 23.5 / 22.0 - 1])
+    ba, bb = (12.4 / 10.5 - 1 - 0.10) / 3, (23.5 / 21.5 - 1 - 0.05) / 2
+    for sizing, b in (({}, [ba, ba, ba, bb, bb]),
+                      ({"weight": [0.5, 0.25], "absolute": True}, [0.5 * ba] * 3 + [0.25 * bb] * 2)):
+        tr = _tr([1, 6], [3, 7], [10.5, 21.5], [12.4, 23.5], symbol=[0, 1], **sizing)
+        d = wfmod._daily(p, res, tr, excess)
+        np.testing.assert_array_equal(d.rows, [1, 2, 3, 6, 7])
+        eq = wfmod._equity(p, tr, d)
+        assert list(eq["date"]) == list(pd.DatetimeIndex(p.dates)[[1, 2, 3, 6, 7]])
+        if not sizing:
+            np.testing.assert_allclose(eq["oos_return"], r, rtol=1e-13, atol=1e-15)
+        else:  # absolute sizing: w x the trade's return (w < 1: the rest in cash)
+            np.testing.assert_allclose(eq["oos_return"], r * [0.5, 0.5, 0.5, 0.25, 0.25], rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(eq["bench_return"], b, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(eq["excess_return"], eq["oos_return"] - eq["bench_return"], rtol=0, atol=1e-15)
+        np.testing.assert_array_equal(eq["n_open"], [1, 1, 1, 1, 1])
+        for k in ("oos", "bench", "excess"):
+            np.testing.assert_allclose(eq[f"{k}_equity"], np.cumprod(1 + eq[f"{k}_return"]), rtol=1e-15)
