@@ -1709,3 +1709,23 @@ def test_equity_over_the_days_observed_by_hand():
         np.testing.assert_array_equal(eq["n_open"], [1, 1, 1, 1, 1])
         for k in ("oos", "bench", "excess"):
             np.testing.assert_allclose(eq[f"{k}_equity"], np.cumprod(1 + eq[f"{k}_return"]), rtol=1e-15)
+
+
+def test_concat_trades_of_one_part_and_of_parts_with_per_trade_costs():
+    """One part: its own trades and cost. A part that already holds one cost per trade (stitched trades stitched
+    again) is no single cost: every trade keeps its own, whether the others' costs equal its first or not."""
+    i = np.arange(3, dtype=np.int64)
+    f = np.ones(3)
+    a = Trades(i, i, i + 1, i + 2, f, f * 1.1, i, f, cost=0.001)
+    b = Trades(i[:1], i[:1], i[:1] + 1, i[:1] + 2, f[:1], f[:1] * 1.2, i[:1], f[:1], cost=0.5)
+    one = wfmod.concat_trades([a])
+    assert one.cost == 0.001 and np.ndim(one.cost) == 0 and len(one) == 3
+    np.testing.assert_array_equal(one.net_ret, a.net_ret)
+    ab = wfmod.concat_trades([a, b])
+    np.testing.assert_array_equal(ab.cost_per_trade, [0.001, 0.001, 0.001, 0.5])
+    for parts, want in (([ab, a], [0.001] * 3 + [0.5] + [0.001] * 3), ([ab], [0.001] * 3 + [0.5]),
+                        ([ab, ab], ([0.001] * 3 + [0.5]) * 2), ([a, ab], [0.001] * 6 + [0.5])):
+        t = wfmod.concat_trades(parts)
+        assert np.ndim(t.cost) == 1
+        np.testing.assert_array_equal(t.cost_per_trade, want)
+        np.testing.assert_array_equal(t.net_ret, np.concatenate([p.net_ret for p in parts]))
