@@ -1729,3 +1729,27 @@ def test_concat_trades_of_one_part_and_of_parts_with_per_trade_costs():
         assert np.ndim(t.cost) == 1
         np.testing.assert_array_equal(t.cost_per_trade, want)
         np.testing.assert_array_equal(t.net_ret, np.concatenate([p.net_ret for p in parts]))
+
+
+def test_run_key_is_the_hash_of_what_decides_the_windows_studies(wf):
+    """``_run_key``: 16 hex characters of a hash over the trials per window, the inner CV of [walkforward] and the
+    data the run may see: a change on the first or the last visible session moves it, one in the reserve does not
+    (unless the run is final: ``limit`` is then every session)."""
+    ctx = _ctx(wf, False)[0]
+    assert ctx.limit == RESERVE < T
+    k = wfmod._run_key(ctx)
+    assert len(k) == 16 and int(k, 16) >= 0 and wfmod._run_key(ctx) == k
+    wfs = ctx.spec.walkforward
+    assert wfmod._run_key(replace(ctx, n_trials=ctx.n_trials + 1)) != k
+    assert wfmod._run_key(replace(ctx, spec=replace(ctx.spec, walkforward=replace(wfs, n_splits=wfs.n_splits + 1)))) != k
+    assert wfmod._run_key(replace(ctx, spec=replace(ctx.spec, walkforward=replace(wfs, embargo=wfs.embargo + 1)))) != k
+
+    def moved(row, limit=RESERVE):
+        c = ctx.panel.fields["close"].copy()
+        c[row, 0] += 1.0
+        return wfmod._run_key(replace(ctx, panel=replace(ctx.panel, fields={**ctx.panel.fields, "close": c}),
+                                      limit=limit))
+    assert moved(0) != k and moved(RESERVE - 1) != k
+    assert moved(RESERVE) == k and moved(T - 1) == k
+    final = wfmod._run_key(replace(ctx, limit=T))
+    assert final != k and moved(T - 1, T) != final
