@@ -1753,3 +1753,25 @@ def test_run_key_is_the_hash_of_what_decides_the_windows_studies(wf):
     assert moved(RESERVE) == k and moved(T - 1) == k
     final = wfmod._run_key(replace(ctx, limit=T))
     assert final != k and moved(T - 1, T) != final
+
+
+def test_statistics_market_adjusted_series_keeps_the_days_observed(wf):
+    """Windows 0 and 2 of the tiny run (test [60, 80) and [100, 120); window 0's trades exit by row 89): rows 90-99
+    are neither tested nor held, no days of the stitched series. The market-adjusted series beside the verdict's
+    keeps the same days (``rows=daily.rows``), not the contiguous span's."""
+    from optimizer.validate.stats import dependent_inference
+    from optimizer.validate.verdict import T_MIN, verdict_alpha
+    res, spec = wf["res"], wf["spec"]
+    ctx = _ctx(wf, False)[0]
+    p = ctx.panel.slice(0, ctx.limit)
+    gap = [res.windows[0], res.windows[2]]
+    trades, excess, _ = wfmod._stitch(gap, ctx.limit)
+    daily = wfmod._daily(p, gap, trades, excess)
+    assert daily.rows is not None and daily.n_trades > 0 and daily.n_days < daily.stop - daily.start
+    s = wfmod._statistics(ctx, gap, trades, daily, wfmod._equity(p, trades, daily), p,
+                          Evaluator(p, min_periods=spec.data.min_periods), None)
+    assert s["inference_mkt"]["n_days"] == s["inference"]["n_days"] == daily.n_days
+    mkt = daily_excess(trades, daily.trade_excess, p["close"], daily.start, daily.stop, market_open=p["open"],
+                       rows=daily.rows)
+    js = lambda d: json.dumps(d, sort_keys=True, default=str)  # noqa: E731 - NaN compares equal as text
+    assert js(s["inference_mkt"]) == js(dependent_inference(mkt, alpha=verdict_alpha(T_MIN), power=0.8, seed=0).to_dict())
