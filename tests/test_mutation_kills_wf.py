@@ -1775,3 +1775,27 @@ def test_statistics_market_adjusted_series_keeps_the_days_observed(wf):
                        rows=daily.rows)
     js = lambda d: json.dumps(d, sort_keys=True, default=str)  # noqa: E731 - NaN compares equal as text
     assert js(s["inference_mkt"]) == js(dependent_inference(mkt, alpha=verdict_alpha(T_MIN), power=0.8, seed=0).to_dict())
+
+
+def test_window_pbo_of_configurations_that_all_traded_alike_says_so():
+    pb, why, cp = wfmod._window_pbo(None, np.zeros((16, 3)))
+    assert math.isnan(pb) and cp is None
+    assert why == ("the 3 completed configurations have the same daily excess over the train span (none traded, or "
+                   "all traded alike); PBO needs >= 2 that differ")
+
+
+def test_window_study_runs_exactly_the_trials_asked_whatever_the_specs_timeout(wf, monkeypatch):
+    """A window's study gets the spec without its [run] timeout (a time bound would make the windows' trials, and
+    so the result, depend on the machine's speed) and the walk-forward's remedy for a study made from another
+    spec; everything else of the spec is kept."""
+    ctx = _ctx(wf, False)[0]
+    ctx = replace(ctx, spec=replace(ctx.spec, run=replace(ctx.spec.run, timeout=5.0)))
+    seen = {}
+    monkeypatch.setattr(wfmod, "run_study", lambda spec, *a, **k: seen.update(spec=spec, args=a, **k) or "study")
+    from optimizer.study.splits import Window
+    w = Window(*WINDOWS[0])
+    data = wfmod._window_data(ctx, w)
+    assert wfmod._window_study(ctx, w, data) == "study"
+    assert seen["spec"].run.timeout is None
+    assert replace(seen["spec"], run=replace(seen["spec"].run, timeout=5.0)) == ctx.spec
+    assert seen["remedy"] == wfmod._WINDOW_REMEDY and seen["n_trials"] == ctx.n_trials
