@@ -1799,3 +1799,23 @@ def test_window_study_runs_exactly_the_trials_asked_whatever_the_specs_timeout(w
     assert seen["spec"].run.timeout is None
     assert replace(seen["spec"], run=replace(seen["spec"].run, timeout=5.0)) == ctx.spec
     assert seen["remedy"] == wfmod._WINDOW_REMEDY and seen["n_trials"] == ctx.n_trials
+
+
+def test_setup_refuses_a_step_below_test_built_in_code_before_reading_the_store():
+    """A spec built in code (``replace``; the loader refuses it in a file) with [walkforward] step 19 < test 20:
+    the one-line SpecError naming the file and the key, before the store is read; step = test is a run."""
+    from optimizer.errors import SpecError
+    spec = parse_spec(SPEC, path="wf.toml")
+    over = replace(spec, walkforward=replace(spec.walkforward, step=19))
+    read = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(wfmod, "load_study_data", lambda s, db: read.append(db) or (_panel(seed=3, T=T, N=N), RESERVE))
+        with pytest.raises(SpecError) as e:
+            wfmod._setup(over, "the.duckdb", None, False, None)
+        assert read == []
+        assert str(e.value) == ("wf.toml: [walkforward.step] must be >= test (20): test windows that overlap would "
+                                "trade their common sessions twice (two windows' winners) and the verdict would count "
+                                "those trades twice, got step=19")
+        ctx, windows, _ = wfmod._setup(replace(spec, walkforward=replace(spec.walkforward, step=20)), "x", None,
+                                       False, None)
+    assert read == ["x"] and [w.test_start for w in windows] == [60, 80, 100]
