@@ -384,3 +384,31 @@ def test_politis_white_block_is_one_when_arch_cannot_estimate_it():
     with np.errstate(over="ignore", invalid="ignore"):
         assert politis_white_block(1e200 * np.arange(8.0)) == 1.0
         assert politis_white_block(np.tile([0.0, 1e300], 6)) == 1.0
+
+
+# ---- daily_excess(rows=) and DailyExcess.day_of / to_frame: the exact refusals and the boundaries ------------------
+
+def test_daily_excess_rows_refusals_name_the_rows_and_one_row_is_enough():
+    """Rows 0..7, one symbol; A held on rows 1..2, B on rows 5..6 (as test_inference's rows test). The refusals name
+    what was given (the dtype and length, the first and last row); an empty integer array and a repeated row are
+    refused; one row is a valid series (a one-day trade); ``day_of`` of the plain series is row - start."""
+    close = np.array([[10.0], [11.0], [12.0], [13.0], [14.0], [15.0], [16.0], [17.0]])
+    tr = _trades([0, 0], [1, 5], [2, 6], [10.0, 14.5], [12.5, 16.5])
+    ex = np.array([0.2, 0.1])
+    with _raises_exactly("rows must be a non-empty array of panel rows, got rows='<array of dtype float64, length 4>'"):
+        daily_excess(tr, ex, close, 1, 7, rows=np.array([1.0, 2.0, 5.0, 6.0]))
+    with _raises_exactly("rows must be a non-empty array of panel rows, got rows='<array of dtype int64, length 0>'"):
+        daily_excess(tr, ex, close, 1, 7, rows=np.array([], dtype=np.int64))
+    with _raises_exactly("rows must be increasing rows inside [start=1, stop=7), got rows='<rows 0..6>'"):
+        daily_excess(tr, ex, close, 1, 7, rows=np.array([0, 1, 2, 5, 6]))
+    with _raises_exactly("rows must be increasing rows inside [start=1, stop=7), got rows='<rows 1..6>'"):
+        daily_excess(tr, ex, close, 1, 7, rows=np.array([1, 2, 2, 5, 6]))
+    one = daily_excess(_trades([0], [3], [3], [12.5], [13.0]), [0.01], close, 1, 7, rows=np.array([3]))
+    assert one.n_days == 1 and one.rows.tolist() == [3]
+    assert one.total[0] == pytest.approx(13.0 / 12.5 - 1 - (13.0 / 12.5 - 1 - 0.01), abs=1e-15)
+    full = daily_excess(tr, ex, close, 1, 7)
+    np.testing.assert_array_equal(full.day_of([1, 5, 6]), [0, 4, 5])
+    np.testing.assert_array_equal(full.day_of(np.array([2])), [1])
+    dates = pd.bdate_range("2024-01-01", periods=8)
+    kept = daily_excess(tr, ex, close, 1, 7, rows=np.array([1, 2, 5, 6]))
+    assert kept.to_frame(dates).index.name == "date" and full.to_frame(dates).index.name == "date"

@@ -1588,3 +1588,234 @@ def test_account_trades_closes_a_window_left_open_trade_at_its_data_end():
     g = wfmod._account_trades(rel, stop)
     assert (g.weight, g.mult, g.absolute, g.cost) == (None, None, False, cost)
     assert g.exit_reason.tolist() == [i("max_days")] and g.exit_price[0] == pytest.approx(100.0, rel=1e-15)
+
+
+# ------------------------------------------------------- [walkforward] step > test: the sessions no window tested
+
+
+def test_observed_rows_are_the_tested_sessions_and_the_held_ones():
+    """``_observed`` over rows [3, 16), by hand. Windows test [2, 5) (clipped at start), [8, 10), [14, 20) (clipped
+    at stop) and [0, 2) (wholly before start: nothing). Trades: A rows 1-5 (entered before start: rows 3-5),
+    B rows 11-12, C rows 13-25 (open past stop: to stop - 1 = 15), D rows 17-18 and E rows 0-1 (wholly after /
+    before the rows: nothing, and no index out of bounds). Rows 6, 7 and 10 are neither tested nor held."""
+    from types import SimpleNamespace
+
+    from optimizer.study.splits import Window
+    res = lambda *tests: [SimpleNamespace(window=Window(k, 0, 1, a, b)) for k, (a, b) in enumerate(tests)]  # noqa: E731
+    ones = np.ones(5)
+    tr = _tr([1, 11, 13, 17, 0], [5, 12, 25, 18, 1], ones, ones, ["fixed", "fixed", "open_at_end", "fixed", "fixed"])
+    got = wfmod._observed(res((2, 5), (8, 10), (14, 20), (0, 2)), tr, 3, 16)
+    np.testing.assert_array_equal(got, [3, 4, 5, 8, 9, 11, 12, 13, 14, 15])
+    assert got.dtype == np.int64
+    # the windows alone (no trade): the tested rows; a window of one row at the last row
+    none = _tr([], [], [], [])
+    np.testing.assert_array_equal(wfmod._observed(res((2, 5), (8, 10), (15, 16)), none, 3, 16), [3, 4, 8, 9, 15])
+    # the trades alone fill the gap between two windows: every row observed -> None (the plain series)
+    assert wfmod._observed(res((3, 6), (9, 16)), _tr([5], [9], [1.0], [1.0]), 3, 16) is None
+    assert wfmod._observed(res((3, 16)), none, 3, 16) is None
+    # adjacent windows (one's test end is the next one's test start), then nothing: rows 3-8 only
+    np.testing.assert_array_equal(wfmod._observed(res((3, 6), (6, 9)), none, 3, 16), np.arange(3, 9))
+    # a trade held on the last row only (entry = exit = stop - 1) and one entering at stop: the first is a day
+    np.testing.assert_array_equal(wfmod._observed(res((3, 5)), _tr([15, 16], [15, 16], [1.0, 1.0], [1.0, 1.0]), 3, 16),
+                                  [3, 4, 15])
+
+
+def test_oos_metrics_count_signals_per_month_over_the_sessions_tested(wf):
+    """Windows 0 and 2 of the tiny run test [60, 80) and [100, 120): 40 of the 60 sessions from the first test start
+    to the last test end. The OOS signals per month are the windows' signals over 40 / 21 months, and the rank
+    score is recomputed with them; every other figure is the stitched run's."""
+    from optimizer.engine.metrics import rank_score, run_metrics
+    res = wf["res"]
+    ctx = _ctx(wf, False)[0]
+    p = wf["panel"].slice(0, RESERVE)
+    gap = [res.windows[0], res.windows[2]]
+    trades, excess, span = wfmod._stitch(gap, RESERVE)
+    assert span.sessions == 60
+    signals = sum(w.oos_metrics["total_signals"] for w in gap)
+    assert signals > 0
+    oos = wfmod._oos_metrics(ctx, gap, p, trades, excess, span)
+    want = run_metrics(trades, p, span, gap[0].config.costs, signals)
+    assert want["signals_per_month"] == pytest.approx(signals / (60 / 21.0), rel=1e-12)
+    spm = signals / (40 / 21.0)
+    assert oos["signals_per_month"] == pytest.approx(spm, rel=1e-12)
+    assert want["hit_rate"] * want["avg_return"] * want["win_loss"] != 0.0
+    assert oos["rank_score"] == pytest.approx(rank_score(want["hit_rate"], want["avg_return"], want["win_loss"], spm),
+                                              rel=1e-12)
+    assert oos["rank_score"] != pytest.approx(want["rank_score"], rel=1e-6)
+    same = [k for k in want if k not in ("signals_per_month", "rank_score", "avg_excess_return")]
+    assert {k: oos[k] for k in same} == {k: want[k] for k in same}
+    assert oos["avg_excess_return"] == pytest.approx(excess.mean(), rel=1e-12) and oos["n_windows"] == 2
+
+
+def test_daily_leaves_out_the_sessions_no_window_tested():
+    """``_daily`` over windows testing rows [1, 3) and [6, 8), trades A rows 1-3 and B rows 6-7 (closed): rows 4
+    and 5 are neither tested nor held, no days of the series (rows 1, 2, 3, 6, 7; A's last row 3 stays), whose
+    totals are the full series' on those rows. With C rows 4-9 (open at its window's end: the series still stops
+    at the last test end / closed exit, 8, and C is held on rows 4-7) every row of [1, 8) is a day: ``rows`` None."""
+    from types import SimpleNamespace
+
+    from optimizer.engine.panel import Panel
+    from optimizer.study.splits import Window
+    close = np.array([[10.0, 20.0], [11.0, 20.0], [12.0, 20.0], [12.5, 20.0], [13.0, 20.5], [14.0, 21.0],
+                      [15.0, 22.0], [16.0, 23.0], [17.0, 24.0], [18.0, 25.0]])
+    p = Panel(dates=pd.bdate_range("2024-01-01", periods=10).to_numpy(), symbols=("AAA", "BBB"),
+              fields={"close": close, "open": close.copy()})
+    res = [SimpleNamespace(window=Window(k, 0, 1, a, b)) for k, (a, b) in enumerate([(1, 3), (6, 8)])]
+    ab = _tr([1, 6], [3, 7], [10.5, 21.5], [12.4, 23.5], symbol=[0, 1])
+    excess = np.array([0.10, 0.05])
+    d = wfmod._daily(p, res, ab, excess)
+    assert (d.start, d.stop, d.n_days) == (1, 8, 5)
+    np.testing.assert_array_equal(d.rows, [1, 2, 3, 6, 7])
+    full = daily_excess(ab, excess, close, 1, 8)
+    np.testing.assert_array_equal(d.total, full.total[[0, 1, 2, 5, 6]])
+    assert d.total.sum() == pytest.approx(excess.sum(), abs=1e-15)
+    abc = _tr([1, 6, 4], [3, 7, 9], [10.5, 21.5, 13.0], [12.4, 23.5, 18.0], ["fixed", "fixed", "open_at_end"],
+              symbol=[0, 1, 0])
+    d = wfmod._daily(p, res, abc, excess)
+    assert (d.start, d.stop, d.rows) == (1, 8, None) and d.n_days == 7
+
+
+def test_equity_over_the_days_observed_by_hand():
+    """``_equity`` over ``_daily``'s series of windows testing rows [1, 3) and [6, 8) (rows 4, 5 left out): A
+    (symbol 0, rows 1-3, entry 10.5, exit 12.4) and B (symbol 1, rows 6-7, entry 21.5, exit 23.5), no cost. The
+    account's return on each kept day (nothing bridged over rows 4-5: B's first day is a fresh entry), its dates,
+    the benchmark (each trade's net return minus its excess spread over its rows; sized absolutely at weights 0.5
+    and 0.25: w x the per-row benchmark), the open counts and the curves."""
+    from types import SimpleNamespace
+
+    from optimizer.engine.panel import Panel
+    from optimizer.study.splits import Window
+    close = np.array([[10.0, 20.0], [11.0, 20.0], [12.0, 20.0], [12.5, 20.0], [13.0, 20.5], [14.0, 21.0],
+                      [15.0, 22.0], [16.0, 23.0], [17.0, 24.0], [18.0, 25.0]])
+    p = Panel(dates=pd.bdate_range("2024-01-01", periods=10).to_numpy(), symbols=("AAA", "BBB"),
+              fields={"close": close, "open": close.copy()})
+    res = [SimpleNamespace(window=Window(k, 0, 1, a, b)) for k, (a, b) in enumerate([(1, 3), (6, 8)])]
+    excess = np.array([0.10, 0.05])
+    r = np.array([11.0 / 10.5 - 1, 12.0 / 11.0 - 1, 12.4 / 12.0 - 1, 22.0 / 21.5 - 1, 23.5 / 22.0 - 1])
+    ba, bb = (12.4 / 10.5 - 1 - 0.10) / 3, (23.5 / 21.5 - 1 - 0.05) / 2
+    for sizing, b in (({}, [ba, ba, ba, bb, bb]),
+                      ({"weight": [0.5, 0.25], "absolute": True}, [0.5 * ba] * 3 + [0.25 * bb] * 2)):
+        tr = _tr([1, 6], [3, 7], [10.5, 21.5], [12.4, 23.5], symbol=[0, 1], **sizing)
+        d = wfmod._daily(p, res, tr, excess)
+        np.testing.assert_array_equal(d.rows, [1, 2, 3, 6, 7])
+        eq = wfmod._equity(p, tr, d)
+        assert list(eq["date"]) == list(pd.DatetimeIndex(p.dates)[[1, 2, 3, 6, 7]])
+        if not sizing:
+            np.testing.assert_allclose(eq["oos_return"], r, rtol=1e-13, atol=1e-15)
+        else:  # absolute sizing: w x the trade's return (w < 1: the rest in cash)
+            np.testing.assert_allclose(eq["oos_return"], r * [0.5, 0.5, 0.5, 0.25, 0.25], rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(eq["bench_return"], b, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(eq["excess_return"], eq["oos_return"] - eq["bench_return"], rtol=0, atol=1e-15)
+        np.testing.assert_array_equal(eq["n_open"], [1, 1, 1, 1, 1])
+        for k in ("oos", "bench", "excess"):
+            np.testing.assert_allclose(eq[f"{k}_equity"], np.cumprod(1 + eq[f"{k}_return"]), rtol=1e-15)
+
+
+def test_concat_trades_of_one_part_and_of_parts_with_per_trade_costs():
+    """One part: its own trades and cost. A part that already holds one cost per trade (stitched trades stitched
+    again) is no single cost: every trade keeps its own, whether the others' costs equal its first or not."""
+    i = np.arange(3, dtype=np.int64)
+    f = np.ones(3)
+    a = Trades(i, i, i + 1, i + 2, f, f * 1.1, i, f, cost=0.001)
+    b = Trades(i[:1], i[:1], i[:1] + 1, i[:1] + 2, f[:1], f[:1] * 1.2, i[:1], f[:1], cost=0.5)
+    one = wfmod.concat_trades([a])
+    assert one.cost == 0.001 and np.ndim(one.cost) == 0 and len(one) == 3
+    np.testing.assert_array_equal(one.net_ret, a.net_ret)
+    ab = wfmod.concat_trades([a, b])
+    np.testing.assert_array_equal(ab.cost_per_trade, [0.001, 0.001, 0.001, 0.5])
+    for parts, want in (([ab, a], [0.001] * 3 + [0.5] + [0.001] * 3), ([ab], [0.001] * 3 + [0.5]),
+                        ([ab, ab], ([0.001] * 3 + [0.5]) * 2), ([a, ab], [0.001] * 6 + [0.5])):
+        t = wfmod.concat_trades(parts)
+        assert np.ndim(t.cost) == 1
+        np.testing.assert_array_equal(t.cost_per_trade, want)
+        np.testing.assert_array_equal(t.net_ret, np.concatenate([p.net_ret for p in parts]))
+
+
+def test_run_key_is_the_hash_of_what_decides_the_windows_studies(wf):
+    """``_run_key``: 16 hex characters of a hash over the trials per window, the inner CV of [walkforward] and the
+    data the run may see: a change on the first or the last visible session moves it, one in the reserve does not
+    (unless the run is final: ``limit`` is then every session)."""
+    ctx = _ctx(wf, False)[0]
+    assert ctx.limit == RESERVE < T
+    k = wfmod._run_key(ctx)
+    assert len(k) == 16 and int(k, 16) >= 0 and wfmod._run_key(ctx) == k
+    wfs = ctx.spec.walkforward
+    assert wfmod._run_key(replace(ctx, n_trials=ctx.n_trials + 1)) != k
+    assert wfmod._run_key(replace(ctx, spec=replace(ctx.spec, walkforward=replace(wfs, n_splits=wfs.n_splits + 1)))) != k
+    assert wfmod._run_key(replace(ctx, spec=replace(ctx.spec, walkforward=replace(wfs, embargo=wfs.embargo + 1)))) != k
+
+    def moved(row, limit=RESERVE):
+        c = ctx.panel.fields["close"].copy()
+        c[row, 0] += 1.0
+        return wfmod._run_key(replace(ctx, panel=replace(ctx.panel, fields={**ctx.panel.fields, "close": c}),
+                                      limit=limit))
+    assert moved(0) != k and moved(RESERVE - 1) != k
+    assert moved(RESERVE) == k and moved(T - 1) == k
+    final = wfmod._run_key(replace(ctx, limit=T))
+    assert final != k and moved(T - 1, T) != final
+
+
+def test_statistics_market_adjusted_series_keeps_the_days_observed(wf):
+    """Windows 0 and 2 of the tiny run (test [60, 80) and [100, 120); window 0's trades exit by row 89): rows 90-99
+    are neither tested nor held, no days of the stitched series. The market-adjusted series beside the verdict's
+    keeps the same days (``rows=daily.rows``), not the contiguous span's."""
+    from optimizer.validate.stats import dependent_inference
+    from optimizer.validate.verdict import T_MIN, verdict_alpha
+    res, spec = wf["res"], wf["spec"]
+    ctx = _ctx(wf, False)[0]
+    p = ctx.panel.slice(0, ctx.limit)
+    gap = [res.windows[0], res.windows[2]]
+    trades, excess, _ = wfmod._stitch(gap, ctx.limit)
+    daily = wfmod._daily(p, gap, trades, excess)
+    assert daily.rows is not None and daily.n_trades > 0 and daily.n_days < daily.stop - daily.start
+    s = wfmod._statistics(ctx, gap, trades, daily, wfmod._equity(p, trades, daily), p,
+                          Evaluator(p, min_periods=spec.data.min_periods), None)
+    assert s["inference_mkt"]["n_days"] == s["inference"]["n_days"] == daily.n_days
+    mkt = daily_excess(trades, daily.trade_excess, p["close"], daily.start, daily.stop, market_open=p["open"],
+                       rows=daily.rows)
+    js = lambda d: json.dumps(d, sort_keys=True, default=str)  # noqa: E731 - NaN compares equal as text
+    assert js(s["inference_mkt"]) == js(dependent_inference(mkt, alpha=verdict_alpha(T_MIN), power=0.8, seed=0).to_dict())
+
+
+def test_window_pbo_of_configurations_that_all_traded_alike_says_so():
+    pb, why, cp = wfmod._window_pbo(None, np.zeros((16, 3)))
+    assert math.isnan(pb) and cp is None
+    assert why == ("the 3 completed configurations have the same daily excess over the train span (none traded, or "
+                   "all traded alike); PBO needs >= 2 that differ")
+
+
+def test_window_study_runs_exactly_the_trials_asked_whatever_the_specs_timeout(wf, monkeypatch):
+    """A window's study gets the spec without its [run] timeout (a time bound would make the windows' trials, and
+    so the result, depend on the machine's speed) and the walk-forward's remedy for a study made from another
+    spec; everything else of the spec is kept."""
+    ctx = _ctx(wf, False)[0]
+    ctx = replace(ctx, spec=replace(ctx.spec, run=replace(ctx.spec.run, timeout=5.0)))
+    seen = {}
+    monkeypatch.setattr(wfmod, "run_study", lambda spec, *a, **k: seen.update(spec=spec, args=a, **k) or "study")
+    from optimizer.study.splits import Window
+    w = Window(*WINDOWS[0])
+    data = wfmod._window_data(ctx, w)
+    assert wfmod._window_study(ctx, w, data) == "study"
+    assert seen["spec"].run.timeout is None
+    assert replace(seen["spec"], run=replace(seen["spec"].run, timeout=5.0)) == ctx.spec
+    assert seen["remedy"] == wfmod._WINDOW_REMEDY and seen["n_trials"] == ctx.n_trials
+
+
+def test_setup_refuses_a_step_below_test_built_in_code_before_reading_the_store():
+    """A spec built in code (``replace``; the loader refuses it in a file) with [walkforward] step 19 < test 20:
+    the one-line SpecError naming the file and the key, before the store is read; step = test is a run."""
+    from optimizer.errors import SpecError
+    spec = parse_spec(SPEC, path="wf.toml")
+    over = replace(spec, walkforward=replace(spec.walkforward, step=19))
+    read = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(wfmod, "load_study_data", lambda s, db: read.append(db) or (_panel(seed=3, T=T, N=N), RESERVE))
+        with pytest.raises(SpecError) as e:
+            wfmod._setup(over, "the.duckdb", None, False, None)
+        assert read == []
+        assert str(e.value) == ("wf.toml: [walkforward.step] must be >= test (20): test windows that overlap would "
+                                "trade their common sessions twice (two windows' winners) and the verdict would count "
+                                "those trades twice, got step=19")
+        ctx, windows, _ = wfmod._setup(replace(spec, walkforward=replace(spec.walkforward, step=20)), "x", None,
+                                       False, None)
+    assert read == ["x"] and [w.test_start for w in windows] == [60, 80, 100]
