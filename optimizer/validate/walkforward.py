@@ -773,18 +773,9 @@ def _observed(results: list[WindowResult], trades: Trades, start: int, stop: int
     ``stop - 1``, as ``_equity`` holds it). With ``[walkforward] step`` larger than ``test`` no window tests the
     sessions between one test end and the next test start; ``None`` when every row is observed (step <= test)."""
     n = stop - start
-    d = np.zeros(n + 1, dtype=np.int64)
+    _, seen = _exposure(trades, start, n)  # the rows a stitched trade is held on, as the account holds them
     for r in results:
-        a, b = max(r.window.test_start, start) - start, min(r.window.test_end, stop) - start
-        if b > a:
-            d[a] += 1
-            d[b] -= 1
-    a = np.maximum(np.asarray(trades.entry_idx, dtype=np.int64), start) - start
-    b = np.minimum(np.asarray(trades.exit_idx, dtype=np.int64), stop - 1) - start + 1
-    ok = b > a
-    np.add.at(d, a[ok], 1)
-    np.add.at(d, b[ok], -1)
-    seen = np.cumsum(d)[:n] > 0
+        seen[max(r.window.test_start, start) - start:max(min(r.window.test_end, stop) - start, 0)] = True
     return None if seen.all() else np.flatnonzero(seen) + start
 
 
