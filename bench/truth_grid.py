@@ -68,7 +68,7 @@ def grid_run(seed: int, effect: float) -> dict:
     for g in GRID:
         cfg = params_to_config(g, spec)
         res = ev.run(cfg, span)
-        ex = ev.bench.excess(res.trades, span, cfg.costs)
+        ex = ev.bench.excess(res.trades, span)
         if ex.size < 30:
             continue
         inf = dependent_inference(daily_excess(res.trades, ex, panel["close"], lo, hi), reps=200, seed=0)

@@ -242,7 +242,7 @@ def run_config(oracle: Oracle, cfg: dict, where: str,
     n_sig = ref_count_signals(disp_r, cfg["buy"], sig_start, sig_end)
     assert count_signals(disp_r, cfg["buy"], span) == n_sig, f"{where}: count_signals"
     compare_metrics(ref_metrics(ref_tr, panel, cfg["span"], cfg["costs"], n_sig),
-                    run_metrics(fast_tr, panel, span, costs, n_sig), where)
+                    run_metrics(fast_tr, panel, span, n_sig), where)
     return ref_tr
 
 

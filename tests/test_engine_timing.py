@@ -249,7 +249,7 @@ def test_exit_signal_on_last_bar_leaves_trade_open_at_end():
     ref, fast = check(rows, {"rule": "first_dist"}, [(1, 2, 5, 12.0, 15.0, "open_at_end", True)])
     span = (0, 6, 6)
     for m in (ref_metrics(ref, panel_of(rows)[0], span, ZERO_COSTS, 1),
-              run_metrics(fast, panel_of(rows)[0], Span(*span), Costs(0.0, 0.0), 1)):
+              run_metrics(fast, panel_of(rows)[0], Span(*span), 1)):
         assert m["total_trades"] == 1 and m["closed_trades"] == 0 and m["open_at_end"] == 1
         assert m["hit_rate"] == 0.0 and m["avg_return"] == 0.0 and m["win_loss"] == 0.0
 
@@ -334,7 +334,7 @@ def _trades_pair(panel, rows, cost_bps=(0.0, 0.0)):
 def _both_metrics(panel, rows, span, total_signals, cost_bps=(0.0, 0.0)):
     ref, fast = _trades_pair(panel, rows, cost_bps)
     return (ref_metrics(ref, panel, span, cost_bps, total_signals),
-            run_metrics(fast, panel, Span(*span), Costs(*cost_bps), total_signals))
+            run_metrics(fast, panel, Span(*span), total_signals))
 
 
 def _price_panel(opens, closes=None):

@@ -17,7 +17,7 @@ from scipy import stats as st
 
 from optimizer.data.synth import SynthConfig, generate_market
 from optimizer.engine.metrics import BenchmarkCache
-from optimizer.engine.simulate import Costs, Span, Trades
+from optimizer.engine.simulate import Span, Trades
 from optimizer.errors import ParameterError
 from optimizer.validate._inference import (
     block_bootstrap_mean,
@@ -88,7 +88,7 @@ def _random_market(rng, t_n=260, n=12, factor_vol=0.012, idio_vol=0.004):
 
 
 def _bench_excess(tr: Trades, opn: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    return BenchmarkCache({"open": opn}).excess(tr, Span(lo, hi, hi), Costs(0.0, 0.0))
+    return BenchmarkCache({"open": opn}).excess(tr, Span(lo, hi, hi))
 
 
 def test_contributions_sum_to_each_trades_excess_with_the_engine_benchmark():
@@ -315,7 +315,7 @@ def _clustered_trades(rng, opn, n_days=40, per_day=6, hold=10, delta=0.0, cost=0
 
 def _t_and_mde(tr, opn, close, alpha):
     t_n = opn.shape[0]
-    ex = BenchmarkCache({"open": opn}).excess(tr, Span(24, t_n - 1, t_n), Costs(1.0, 5.0))
+    ex = BenchmarkCache({"open": opn}).excess(tr, Span(24, t_n - 1, t_n))
     d = daily_excess(tr, ex, close, 24, t_n)
     h = hac_mean(d.total)
     se = h.se * d.n_days / d.n_trades
@@ -340,7 +340,7 @@ def test_mde_matches_the_power_of_the_test_in_a_simulation_on_the_synthetic_mark
     assert 0.70 <= power <= 0.90, (power, mde)
     # and the same MDE as dependent_inference reports
     tr = _clustered_trades(np.random.default_rng(1), opn)
-    ex = BenchmarkCache({"open": opn}).excess(tr, Span(24, opn.shape[0] - 1, opn.shape[0]), Costs(1.0, 5.0))
+    ex = BenchmarkCache({"open": opn}).excess(tr, Span(24, opn.shape[0] - 1, opn.shape[0]))
     inf = dependent_inference(daily_excess(tr, ex, close, 24, opn.shape[0]), alpha=alpha, reps=200)
     assert inf.mde_per_trade == pytest.approx(inf.se * (st.norm.isf(alpha) + st.norm.ppf(0.8)))
     assert inf.mde_per_year > inf.mde_per_trade  # ~20 trades a year at 1/11 of the account each

@@ -248,7 +248,7 @@ def test_false_positive_share_by_hand():
     closed = tr.closed
     # trade 0: closes 11, 12, 9.5 -> reverses; trade 1 never; trade 2: closes 10 (< 10.5) -> reverses
     assert false_positive_share(close, tr, closed) == pytest.approx(2 / 3)
-    assert run_metrics(tr, panel, Span(0, 8, 8), Costs(0, 0), 4)["false_positive_rate"] == pytest.approx(2 / 3)
+    assert run_metrics(tr, panel, Span(0, 8, 8), 4)["false_positive_rate"] == pytest.approx(2 / 3)
     # never past the exit bar: a one-session trade reads only its entry (and exit) close
     tr = _trades([(0, 2, 3, 4, 11.0, 12.0, "fixed")])   # closes 12 (e), 9.5 (x = e + 1): 9.5 < 11
     assert false_positive_share(close, tr, tr.closed) == 1.0
@@ -292,17 +292,16 @@ def test_excess_and_expected_net_by_hand():
     span = Span(1, 6, 10)
     tr = _trades([(0, 1, 2, 4, 12.0, 13.0, "fixed"), (1, 2, 3, 6, 6.0, 7.0, "fixed"),
                   (0, 5, 6, 9, 12.0, 15.0, "open_at_end")], cost=0.001)
-    c = Costs(5.0, 5.0)
-    exp = bench.expected_net(tr, span, c, tr.closed)
+    exp = bench.expected_net(tr, span, tr.closed)
     a, b = np.array(opens["A"], float), np.array(opens["B"], float)
     want = [np.mean(a[4:9] / a[2:7]) - 1, np.mean(b[5:10] / b[2:7]) - 1]
     np.testing.assert_allclose(exp, want, rtol=1e-12)
-    np.testing.assert_allclose(bench.excess(tr, span, c), tr.net_ret[:2] - want, rtol=1e-12)
-    assert bench.expected_net(tr, span, c, np.zeros(3, bool)).shape == (0,)
+    np.testing.assert_allclose(bench.excess(tr, span), tr.net_ret[:2] - want, rtol=1e-12)
+    assert bench.expected_net(tr, span, np.zeros(3, bool)).shape == (0,)
     # a hold with no entry session: benchmark 0
     far = _trades([(0, 0, 1, 9, 11.0, 15.0, "fixed")])  # hold 8: an entry e >= 2 would need open[e + 8 > 9]
-    assert bench.expected_net(far, Span(1, 6, 10), c, far.closed).tolist() == [0.0]
-    m = run_metrics(tr, panel, span, c, 3, bench=bench)
+    assert bench.expected_net(far, Span(1, 6, 10), far.closed).tolist() == [0.0]
+    m = run_metrics(tr, panel, span, 3, bench=bench)
     assert m["avg_benchmark_return"] == pytest.approx(np.mean(want))
     assert m["avg_excess_return"] == pytest.approx(np.mean(tr.net_ret[:2] - want))
     ex = tr.net_ret[:2] - want
@@ -313,17 +312,29 @@ def test_excess_and_expected_net_by_hand():
     np.testing.assert_array_equal(BenchmarkCache(panel).close_by_symbol, panel["close"].T)
 
 
+def test_metrics_and_the_benchmark_take_no_cost_they_would_not_read():
+    """``run_metrics``, ``BenchmarkCache.excess`` and ``expected_net`` took a ``costs`` argument none of them read
+    (the trades carry their own costs in ``net_ret`` and ``cost``; the benchmark is gross by design): a setting that
+    changes nothing (DEVELOPERS.md: every setting takes effect or is refused). They take none."""
+    import inspect
+
+    for fn in (run_metrics, BenchmarkCache.excess, BenchmarkCache.expected_net):
+        assert "costs" not in inspect.signature(fn).parameters, fn.__qualname__
+    assert list(inspect.signature(run_metrics).parameters)[:4] == ["trades", "panel", "span", "total_signals"]
+    assert list(inspect.signature(BenchmarkCache.excess).parameters) == ["self", "trades", "span"]
+    assert list(inspect.signature(BenchmarkCache.expected_net).parameters) == ["self", "trades", "span", "mask"]
+
+
 def test_run_metrics_by_hand_and_degenerate_cases():
     panel = _price_panel({"A": [10, 10, 10, 12, 12, 11, 11, 11, 11, 11], "B": [5] * 10})
     span = Span(0, 10, 10)
-    z = Costs(0.0, 0.0)
     # no trades: every metric 0
-    m = run_metrics(_trades([]), panel, span, z, 0)
+    m = run_metrics(_trades([]), panel, span, 0)
     assert tuple(m) == METRIC_KEYS and all(v == 0.0 for v in m.values())
     # one win (+20%) and one loss (-10%), one open
     tr = _trades([(0, 1, 2, 4, 10.0, 12.0, "fixed"), (1, 1, 2, 5, 5.0, 4.5, "stop_loss"),
                   (0, 6, 7, 9, 11.0, 11.0, "open_at_end")])
-    m = run_metrics(tr, panel, span, z, 21)
+    m = run_metrics(tr, panel, span, 21)
     assert m["total_signals"] == 21 and m["total_trades"] == 3 and m["closed_trades"] == 2 and m["open_at_end"] == 1
     assert m["hit_rate"] == 0.5 and m["avg_return"] == pytest.approx(0.05) and m["median_return"] == pytest.approx(0.05)
     assert m["win_loss"] == pytest.approx(2.0)
@@ -335,21 +346,21 @@ def test_run_metrics_by_hand_and_degenerate_cases():
     assert m["portfolio_sharpe"] == pytest.approx(d.mean() / d.std(ddof=1) * math.sqrt(252))
     # only wins: win_loss capped; a zero loss (0 return) counts as a loss with mean 0: capped too
     up = _trades([(0, 1, 2, 4, 10.0, 12.0, "fixed")])
-    m = run_metrics(up, panel, span, z, 1)
+    m = run_metrics(up, panel, span, 1)
     assert m["win_loss"] == WIN_LOSS_CAP and m["sharpe"] == 0.0 and m["excess_sharpe"] == 0.0
     flat0 = _trades([(0, 1, 2, 4, 10.0, 12.0, "fixed"), (1, 1, 2, 4, 5.0, 5.0, "fixed")])
-    assert run_metrics(flat0, panel, span, z, 2)["win_loss"] == WIN_LOSS_CAP
+    assert run_metrics(flat0, panel, span, 2)["win_loss"] == WIN_LOSS_CAP
     huge = _trades([(0, 1, 2, 4, 10.0, 12.0, "fixed"), (1, 1, 2, 4, 5.0, 4.99, "fixed")])
-    assert run_metrics(huge, panel, span, z, 2)["win_loss"] == WIN_LOSS_CAP  # 0.2 / 0.002 = 100 -> capped
+    assert run_metrics(huge, panel, span, 2)["win_loss"] == WIN_LOSS_CAP  # 0.2 / 0.002 = 100 -> capped
     down = _trades([(1, 1, 2, 4, 5.0, 4.5, "fixed")])
-    m = run_metrics(down, panel, span, z, 1)
+    m = run_metrics(down, panel, span, 1)
     assert m["win_loss"] == 0.0 and m["hit_rate"] == 0.0 and m["max_drawdown"] == pytest.approx(0.1)
     # a span of one session: a single daily return -> no portfolio Sharpe; zero signals -> rank 0
-    m = run_metrics(_trades([]), panel, Span(0, 1, 1), z, 0)
+    m = run_metrics(_trades([]), panel, Span(0, 1, 1), 0)
     assert m["signals_per_month"] == 0.0 and m["portfolio_sharpe"] == 0.0
     # the same trade twice: sd 0 -> Sharpe 0
     two = _trades([(0, 1, 2, 4, 10.0, 12.0, "fixed"), (0, 4, 5, 7, 10.0, 12.0, "fixed")])
-    assert run_metrics(two, panel, span, z, 2)["sharpe"] == 0.0
+    assert run_metrics(two, panel, span, 2)["sharpe"] == 0.0
 
 
 def test_relative_weights_override_the_trades_sizing():
@@ -364,8 +375,8 @@ def test_relative_weights_override_the_trades_sizing():
     # relative weights given: no multiplier, day = (3 r_A + r_B) / 4
     assert rel[3] == pytest.approx((3 * (12 / 11 - 1) + (4 / 5 - 1)) / 4)
     assert rel[2] == pytest.approx((3 * (11 / 10 - 1) + 0.0) / 4)
-    m_own = run_metrics(tr, panel, span, Costs(0, 0), 2)
-    m_rel = run_metrics(tr, panel, span, Costs(0, 0), 2, weight=np.array([3.0, 1.0]))
+    m_own = run_metrics(tr, panel, span, 2)
+    m_rel = run_metrics(tr, panel, span, 2, weight=np.array([3.0, 1.0]))
     assert m_own["avg_return"] == m_rel["avg_return"]  # sizing never changes a trade's return
     d = rel
     assert m_rel["portfolio_sharpe"] == pytest.approx(d.mean() / d.std(ddof=1) * math.sqrt(252))
@@ -403,7 +414,7 @@ def test_benchmark_rows_beyond_the_first_matrix_and_equal_closes():
     flat = _price_panel({"A": [10, 10, 10, 10, 10, 10]})
     tr = _trades([(0, 0, 1, 4, 10.0, 10.0, "fixed")])
     assert false_positive_share(flat["close"], tr, tr.closed) == 0.0
-    assert run_metrics(tr, flat, Span(0, 6, 6), Costs(0, 0), 1)["false_positive_rate"] == 0.0
+    assert run_metrics(tr, flat, Span(0, 6, 6), 1)["false_positive_rate"] == 0.0
 
 
 def test_imbalance_of_a_total_of_one_share():
@@ -435,12 +446,12 @@ def test_run_metrics_absolute_sizing_drawdown_and_a_two_day_sharpe():
     eq = np.cumprod(1 + d)
     mdd = float(np.max(1 - eq / np.maximum.accumulate(eq)))
     assert mdd > 0.0
-    assert run_metrics(tr, panel, span, Costs(0, 0), 2)["max_drawdown"] == pytest.approx(mdd, rel=1e-12)
+    assert run_metrics(tr, panel, span, 2)["max_drawdown"] == pytest.approx(mdd, rel=1e-12)
     # two sessions [2, 4): the entry day (close 11 over the entry 10) and the exit day (open 12 over the close 11)
     one = _trades([(0, 1, 2, 3, 10.0, 12.0, "fixed")])
     two = portfolio_returns(one, panel, Span(2, 4, 4))
     assert two.tolist() == pytest.approx([0.1, 12 / 11 - 1], rel=1e-12)
-    m = run_metrics(one, panel, Span(2, 4, 4), Costs(0, 0), 1)
+    m = run_metrics(one, panel, Span(2, 4, 4), 1)
     assert m["portfolio_sharpe"] == pytest.approx(two.mean() / two.std(ddof=1) * math.sqrt(252)) != 0.0
 
 

@@ -138,7 +138,7 @@ def _check_uncapped(i: int, rows: bool = False, entry_ok: bool = False) -> int:
             assert tr.weight is None and tr.mult is None and not tr.absolute
         # each kernel's own trade order (symbol-major: an open trade can come before another symbol's trades)
         compare_metrics(ref_metrics(ref, PANEL, (s0, s1, s2), costs, n_ref),
-                        run_metrics(tr, PANEL, span, cst, n_ref), f"{where} kernel={kernel}")
+                        run_metrics(tr, PANEL, span, n_ref), f"{where} kernel={kernel}")
     np.testing.assert_allclose(portfolio_returns(tr, PANEL, span),
                                ref_portfolio_returns(ref, PANEL, cst.per_side, s0, s2), rtol=1e-12, atol=1e-15)
     return len(ref)
@@ -261,7 +261,7 @@ def test_caps_sizing_and_portfolio_rules_equal_the_reference(i):
                                    ref_portfolio_returns(ref, PANEL, cst.per_side, s0, s2, absolute),
                                    rtol=1e-12, atol=1e-15, err_msg=where)
         compare_metrics(ref_metrics(ref, PANEL, (s0, s1, s2), costs, n_ref, absolute=absolute),
-                        run_metrics(fast, PANEL, span, cst, n_ref), where)
+                        run_metrics(fast, PANEL, span, n_ref), where)
     if caps is not None or "dd_breaker" in rk or "corr_cap" in rk:
         assert len(ref) < len(free), f"portfolio case {i}: the rule does not bind"
 

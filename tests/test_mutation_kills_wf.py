@@ -201,7 +201,7 @@ def _check_oos_evaluation_is_the_test_window_plus_purge_capped_at_the_reserve(wf
         assert w.oos_metrics == ref.metrics
         assert (w.trades.signal_idx >= c).all() and (w.trades.signal_idx < e).all()
         assert (w.trades.exit_idx < end).all()
-        np.testing.assert_array_equal(w.excess, bench.excess(ref.trades, Span(c, e, end), cfg.costs))
+        np.testing.assert_array_equal(w.excess, bench.excess(ref.trades, Span(c, e, end)))
         assert w.params == _study(wf, w).best_trial.params
         assert w.is_metrics == read_trial(_study(wf, w).best_trial).metrics
     # the last window's trades run into the reserve: some are still open at its end (exit = last visible row)
@@ -262,7 +262,7 @@ def _check_dsr_counts_every_distinct_configuration_tried(wf):
         cfg = w.config
         span = Span(data.folds[0].test_start, w.window.train_end, w.window.train_end)
         ref = data.evaluator.run(cfg, span, entry_ok=data.entry_ok)
-        np.testing.assert_array_equal(is_ex, data.evaluator.bench.excess(ref.trades, span, cfg.costs))
+        np.testing.assert_array_equal(is_ex, data.evaluator.bench.excess(ref.trades, span))
 
 
 def _check_window_result_passes_its_settings_and_figures_on(wf):
@@ -373,7 +373,7 @@ def test_config_matrices_by_hand():
             inv[e - lo: x - lo + 1] = True
         cash.append(int((~inv).sum()))
         np.testing.assert_allclose(M_pbo[:, j], np.where(inv, daily - ew, 0.0), rtol=0, atol=1e-15)
-        ex = data.evaluator.bench.excess(res.trades, span, cfg.costs)
+        ex = data.evaluator.bench.excess(res.trades, span)
         np.testing.assert_array_equal(M_spa[:, j], daily_excess(res.trades, ex, C, lo, 100).total)
     assert cash[1] >= 10 and lo > 0
     e0, e1 = wfmod._config_matrices(data, [])
@@ -771,12 +771,13 @@ def test_reserve_record_only_when_final(monkeypatch):
 
 def test_window_dsr_reads_the_train_span_with_its_mask_and_needs_three_trades():
     """A stub window: the winner's in-sample run is asked for [first fold start, hi) with the study's entry mask
-    and its costs; 3 excess returns are enough, 2 are not; a ParameterError of the DSR is the reason given."""
+    (its costs are the configuration's, which the run carries; the benchmark takes none); 3 excess returns are
+    enough, 2 are not; a ParameterError of the DSR is the reason given."""
     from types import SimpleNamespace as NS
     calls = []
 
     def data_with(ex):
-        bench = NS(excess=lambda trades, span, costs: calls.append(("excess", trades, span, costs)) or np.array(ex))
+        bench = NS(excess=lambda trades, span: calls.append(("excess", trades, span)) or np.array(ex))
         ev = NS(run=lambda cfg, span, entry_ok=None: calls.append(("run", span, entry_ok)) or NS(trades="T"),
                 bench=bench)
         return NS(folds=[NS(test_start=7)], hi=40, entry_ok="MASK", evaluator=ev)
@@ -784,7 +785,7 @@ def test_window_dsr_reads_the_train_span_with_its_mask_and_needs_three_trades():
     cfg = NS(costs="COSTS")
     d, why = wfmod._window_dsr(data_with([0.01, 0.03, -0.01]), cfg, np.array([0.1, 0.2, np.nan]), 4)
     assert why is None and d == deflated_sharpe_from_study(np.array([0.01, 0.03, -0.01]), np.array([0.1, 0.2]), 4).dsr
-    assert calls == [("run", Span(7, 40, 40), "MASK"), ("excess", "T", Span(7, 40, 40), "COSTS")]
+    assert calls == [("run", Span(7, 40, 40), "MASK"), ("excess", "T", Span(7, 40, 40))]
     d, why = wfmod._window_dsr(data_with([0.01, 0.03]), cfg, np.array([0.1, 0.2]), 4)
     assert math.isnan(d) and why == "2 in-sample trade(s) and 2 finite trial Sharpe ratio(s); DSR needs >= 3 and >= 2"
     d, why = wfmod._window_dsr(data_with([0.01, 0.02, np.inf]), cfg, np.array([0.1, 0.2]), 4)  # refused input
@@ -941,17 +942,16 @@ def test_setup_reads_the_spec_and_the_store_it_is_given():
 
 def test_oos_metrics_and_concat_of_parts(wf):
     from optimizer.engine.metrics import run_metrics
-    res, spec = wf["res"], wf["spec"]
-    ctx = _ctx(wf, False)[0]
+    res = wf["res"]
     p = wf["panel"].slice(0, RESERVE)
     trades, excess, span = wfmod._stitch(res.windows, RESERVE)
-    oos = wfmod._oos_metrics(ctx, res.windows, p, trades, excess, span)
-    want = run_metrics(trades, p, span, res.windows[0].config.costs, sum(w.oos_metrics["total_signals"] for w in res.windows))
+    oos = wfmod._oos_metrics(res.windows, p, trades, excess, span)
+    want = run_metrics(trades, p, span, sum(w.oos_metrics["total_signals"] for w in res.windows))
     want["avg_excess_return"] = float(excess.mean())  # the windows' own matched excess, not the stitched span's
     assert {k: oos[k] for k in want} == want and oos["n_windows"] == 3
     empty = wfmod.concat_trades([])
     w0 = replace(res.windows[0], trades=empty, excess=np.empty(0), oos_metrics=dict(res.windows[0].oos_metrics, total_signals=0))
-    assert wfmod._oos_metrics(ctx, [w0], p, empty, np.empty(0), Span(60, 80, 90))["avg_excess_return"] == 0.0
+    assert wfmod._oos_metrics([w0], p, empty, np.empty(0), Span(60, 80, 90))["avg_excess_return"] == 0.0
     for name in ("symbol", "signal_idx", "entry_idx", "exit_idx", "exit_reason"):
         assert getattr(empty, name).shape == (0,) and getattr(empty, name).dtype == np.int64, name
     for name in ("entry_price", "exit_price", "score"):
@@ -1399,7 +1399,7 @@ def test_assemble_passes_the_specs_settings_to_the_statistics_and_segments(wf):
     res, spec, p = wf["res"], wf["spec"], wf["panel"].slice(0, RESERVE)
     ctx, ws = _ctx(wf, False)[0], wf["res"].windows
     trades, excess, span = wfmod._stitch(ws, RESERVE)
-    want = set(wfmod.run_metrics(trades, p, span, ws[0].config.costs, 0))
+    want = set(wfmod.run_metrics(trades, p, span, 0))
     assert set(res.oos) == want | {"avg_excess_return", "n_windows", "excess_t", "excess_t_iid"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -1626,15 +1626,14 @@ def test_oos_metrics_count_signals_per_month_over_the_sessions_tested(wf):
     score is recomputed with them; every other figure is the stitched run's."""
     from optimizer.engine.metrics import rank_score, run_metrics
     res = wf["res"]
-    ctx = _ctx(wf, False)[0]
     p = wf["panel"].slice(0, RESERVE)
     gap = [res.windows[0], res.windows[2]]
     trades, excess, span = wfmod._stitch(gap, RESERVE)
     assert span.sessions == 60
     signals = sum(w.oos_metrics["total_signals"] for w in gap)
     assert signals > 0
-    oos = wfmod._oos_metrics(ctx, gap, p, trades, excess, span)
-    want = run_metrics(trades, p, span, gap[0].config.costs, signals)
+    oos = wfmod._oos_metrics(gap, p, trades, excess, span)
+    want = run_metrics(trades, p, span, signals)
     assert want["signals_per_month"] == pytest.approx(signals / (60 / 21.0), rel=1e-12)
     spm = signals / (40 / 21.0)
     assert oos["signals_per_month"] == pytest.approx(spm, rel=1e-12)

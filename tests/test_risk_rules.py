@@ -416,7 +416,7 @@ def test_portfolio_rules_match_the_reference_on_random_configurations():
         n_sig = ref_count_signals(disp, cfg["buy"], sig_start, sig_end)
         assert count_signals(disp, cfg["buy"], span) == n_sig
         compare_metrics(ref_metrics(ref, panel, cfg["span"], cfg["costs"], n_sig, absolute=absolute),
-                        run_metrics(fast, panel, span, costs, n_sig), where)
+                        run_metrics(fast, panel, span, n_sig), where)
         bound += len(ref) < len(free)
         tripped += "dd_breaker" in rk and len(ref) < len(free)
     assert bound >= 8 and tripped >= 3, (bound, tripped)

@@ -576,7 +576,7 @@ def test_pbo_matrix_holds_the_universe_at_the_accounts_exposure(monkeypatch):
 
     def column(tr):
         ev = SimpleNamespace(run=lambda cfg, span, entry_ok=None: SimpleNamespace(trades=tr),
-                             bench=SimpleNamespace(excess=lambda t, span, costs: np.zeros(int(t.closed.sum()))))
+                             bench=SimpleNamespace(excess=lambda t, span: np.zeros(int(t.closed.sum()))))
         data = SimpleNamespace(panel=p, evaluator=ev, folds=[SimpleNamespace(test_start=0)], hi=6, spec=None,
                                entry_ok=None)
         monkeypatch.setattr(wfmod, "trial_config", lambda t, spec: SimpleNamespace(costs=None))

@@ -235,7 +235,7 @@ class Evaluator:
                                          config.caps, entry_ok, prices=self.prices, risk=config.risk,
                                          rows=config.regime.threshold_rows(config.thresholds, self.regime_codes())
                                          if config.regime.thresholded else None)
-        m = run_metrics(trades, self.panel, span, config.costs, n_sig, bench=self.bench)
+        m = run_metrics(trades, self.panel, span, n_sig, bench=self.bench)
         return Result(config, span, trades, m, score)
 
     def metrics(self, config: Config, span: Span | None = None) -> dict[str, float]:

@@ -14,7 +14,7 @@ import numpy as np
 
 from optimizer.engine._kernels import missing_holds_nb, portfolio_returns_nb, run_stats_nb
 from optimizer.engine.panel import Panel
-from optimizer.engine.simulate import Costs, Span, SymbolMajorPrices, Trades
+from optimizer.engine.simulate import Span, SymbolMajorPrices, Trades
 
 __all__ = [
     "WIN_LOSS_CAP", "SESSIONS_PER_MONTH", "FP_SESSIONS", "METRIC_KEYS", "BenchmarkCache", "run_metrics",
@@ -128,12 +128,13 @@ class BenchmarkCache:
         mat = self._fill(span, np.unique(hold), int(hold.max()) if hold.size else 0)
         return mat[hold]
 
-    def excess(self, trades: Trades, span: Span, costs: Costs) -> np.ndarray:
-        """Per closed trade: net return minus its matched benchmark (order of ``trades.net_ret[trades.closed]``)."""
+    def excess(self, trades: Trades, span: Span) -> np.ndarray:
+        """Per closed trade: net return minus its matched benchmark (order of ``trades.net_ret[trades.closed]``).
+        The trades carry their own costs (``net_ret``); the benchmark is gross, so no cost is passed."""
         closed = trades.closed
-        return trades.net_ret[closed] - self.expected_net(trades, span, costs, closed)
+        return trades.net_ret[closed] - self.expected_net(trades, span, closed)
 
-    def expected_net(self, trades: Trades, span: Span, costs: Costs, mask: np.ndarray) -> np.ndarray:
+    def expected_net(self, trades: Trades, span: Span, mask: np.ndarray) -> np.ndarray:
         """bench(s,h) per selected trade: mean ratio − 1, gross of costs (a passive holder pays no per-trade
         costs, so costs count against the strategy's excess); 0 where no entry session exists."""
         sym = trades.symbol[mask]
@@ -182,7 +183,6 @@ def run_metrics(
     trades: Trades,
     panel: Panel,
     span: Span,
-    costs: Costs,
     total_signals: int,
     bench: BenchmarkCache | None = None,
     weight: np.ndarray | None = None,
@@ -190,7 +190,8 @@ def run_metrics(
     """Every per-run metric a trial records (keys in METRIC_KEYS), as plain floats.
 
     One fused numba pass (``run_stats_nb``) over the trades and the daily portfolio (definitions: docs/ENGINE.md;
-    tests/reference_engine.py checks them).
+    tests/reference_engine.py checks them). No cost is passed: the trades carry their own (``net_ret``, and
+    ``cost`` for the daily portfolio's fills), and the benchmark is gross by design.
     """
     bench = bench or BenchmarkCache(panel)
     mat = bench.table(trades, span)

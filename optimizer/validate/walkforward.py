@@ -296,7 +296,7 @@ def _config_matrices(data: StudyData, configs: list[optuna.trial.FrozenTrial]) -
         daily = portfolio_returns(res.trades, panel, span)
         expo, invested = _exposure(res.trades, lo, span.data_end - span.sig_start)
         ew_cols.append(np.where(invested, daily - expo * ew, 0.0))
-        ex = ev.bench.excess(res.trades, span, cfg.costs)
+        ex = ev.bench.excess(res.trades, span)
         ex_cols.append(daily_excess(res.trades, ex, C, lo, data.hi).total)
     shape = (data.hi - lo, 0)
     return (np.array(ew_cols).T if ew_cols else np.empty(shape), np.array(ex_cols).T if ex_cols else np.empty(shape))
@@ -359,7 +359,7 @@ def _window_dsr(data: StudyData, cfg: Any, sharpes: np.ndarray, tried: int) -> t
     f0 = data.folds[0]
     is_span = Span(f0.test_start, data.hi, data.hi)
     is_res = data.evaluator.run(cfg, is_span, entry_ok=data.entry_ok)
-    is_ex = data.evaluator.bench.excess(is_res.trades, is_span, cfg.costs)
+    is_ex = data.evaluator.bench.excess(is_res.trades, is_span)
     fin = sharpes[np.isfinite(sharpes)]
     if is_ex.size < 3 or fin.size < 2:
         return _NAN, f"{is_ex.size} in-sample trade(s) and {fin.size} finite trial Sharpe ratio(s); DSR needs >= 3 and >= 2"
@@ -472,7 +472,7 @@ def _window_result(ctx: _RunContext, w: Window, study: optuna.Study, data: Study
     spa, spa_skipped = _window_spa(M_spa)
     return WindowResult(
         w, name, train, test, dict(chosen.params), dict(read_trial(chosen).metrics), res.metrics, res.trades,
-        ctx.bench.excess(res.trades, span, cfg.costs), tried, list(map(float, sharpes)), w.test_end > ctx.reserve,
+        ctx.bench.excess(res.trades, span), tried, list(map(float, sharpes)), w.test_end > ctx.reserve,
         dsr, pbo, dsr_skipped, pbo_skipped, n_configs, spa, spa_skipped, cpcv, cfg,
     )
 
@@ -728,7 +728,7 @@ def _assemble(ctx: _RunContext, results: list[WindowResult], final: bool, msgs: 
     trades, excess, span = _stitch(results, ctx.limit)
     daily = _daily(p, results, trades, excess)
     eq = _equity(p, trades, daily)
-    oos = _oos_metrics(ctx, results, p, trades, excess, span)
+    oos = _oos_metrics(results, p, trades, excess, span)
     # One evaluator over every visible session serves all windows: features at t use rows <= t only, and a
     # window's simulation and benchmark read nothing past its own data_end (Span), so this equals per-window panels.
     ev_all = Evaluator(p, min_periods=ctx.spec.data.min_periods)
@@ -841,14 +841,13 @@ def _equity(p: Panel, trades: Trades, daily: DailyExcess) -> pd.DataFrame:
                          "excess_return": x, "excess_equity": np.cumprod(1 + x), "n_open": daily.n_open})
 
 
-def _oos_metrics(ctx: _RunContext, results: list[WindowResult], p: Panel, trades: Trades, excess: np.ndarray,
+def _oos_metrics(results: list[WindowResult], p: Panel, trades: Trades, excess: np.ndarray,
                  span: Span) -> dict[str, float]:
     """Run metrics of the stitched OOS trades, their mean excess and the number of windows. Signals per month
     count the sessions the windows tested: with ``[walkforward] step`` > ``test`` the span from the first test
     start to the last test end also holds months no window tested, in which no signal could be counted."""
-    costs = results[0].cfg(ctx.spec).costs
     total_signals = int(sum(r.oos_metrics["total_signals"] for r in results))
-    oos = run_metrics(trades, p, span, costs, total_signals)
+    oos = run_metrics(trades, p, span, total_signals)
     tested = sum(r.window.test_end - r.window.test_start for r in results)
     if tested != span.sessions:
         oos["signals_per_month"] = total_signals / (tested / SESSIONS_PER_MONTH)
@@ -928,7 +927,7 @@ def _statistics(ctx: _RunContext, results: list[WindowResult], trades: Trades, d
             cfg = replace(cfg, costs=cfg.costs.scaled(k))
             sp = Span(r.window.test_start, r.window.test_end, min(r.window.test_end + ctx.purge, ctx.limit))
             res = ev_all.run(cfg, sp, entry_ok=mask_all)
-            ex.append(ev_all.bench.excess(res.trades, sp, cfg.costs))
+            ex.append(ev_all.bench.excess(res.trades, sp))
         e = np.concatenate(ex) if ex else np.empty(0)
         return {"avg_excess_return": float(e.mean()) if e.size else 0.0, "trades": int(e.size)}
 
