@@ -192,6 +192,105 @@ def test_daily_excess_keeps_only_the_rows_given():
     with pytest.raises(ParameterError, match=r"rows must be a non-empty array of panel rows"):
         daily_excess(tr, excess, close, 1, 7, rows=np.array([1.0, 2.0, 5.0, 6.0]))
 
+def test_market_adjustment_expects_the_basket_over_entries_after_the_signal_rows_only():
+    """The market adjustment adds back the basket's expected return over a trade's hold for a random entry row.
+    It averaged over EVERY entry row of (start, stop), so a walk-forward whose step exceeds its test took entries
+    after sessions no window tested, where no signal was ever evaluated (no window's ``BenchmarkCache`` takes
+    them: its entries follow a session of its test span, e in (sig_start, sig_end]). With ``signal_rows`` (the
+    tested sessions) it averages over the rows after them only. Hand table: rows 0..9, two symbols; windows test
+    rows [1, 3) and [6, 8); A (symbol 0) entry 2, exit 3; B (symbol 1) entry 7, exit 8; the series [1, 9) keeps
+    rows 1, 2, 3, 6, 7, 8. For h = 1 the entries are 2, 3 (after 1, 2) and 7 (after 6; 8 + 1 is not < 9). The
+    basket doubles at the open of row 5, inside the untested gap: the entries 4, 5 every row would have taken."""
+    opn = np.array([[10, 20], [10, 20], [11, 20], [11, 22], [11, 22], [22, 44], [22, 44], [22, 44], [24, 44],
+                    [24, 48]], dtype=float)
+    close = opn.copy()
+    tr = _trades([0, 1], [2, 7], [3, 8], [11.0, 44.0], [11.0, 44.0])
+    ex = np.array([0.01, -0.02])
+    kept, tested = np.array([1, 2, 3, 6, 7, 8]), np.array([1, 2, 6, 7])
+    basket = lambda e, x: (opn[x] / opn[e]).mean() - 1.0  # noqa: E731 - the equal-weight basket, open to open
+    want_e = np.mean([(opn[e + 1] / opn[e]).mean() for e in (2, 3, 7)]) - 1.0  # 1.05, 1.0, (24/22 + 1)/2
+    got = daily_excess(tr, ex, close, 1, 9, market_open=opn, rows=kept, signal_rows=tested)
+    want = ex - np.array([basket(2, 3), basket(7, 8)]) + want_e
+    np.testing.assert_allclose(got.trade_excess, want, rtol=0, atol=1e-15)
+    assert got.total.sum() == pytest.approx(want.sum(), abs=1e-15)
+    # every row (before): the entries 2..7, the gap's doubling among them
+    every = np.mean([(opn[e + 1] / opn[e]).mean() for e in range(2, 8)]) - 1.0
+    assert every - want_e > 0.15
+    whole = daily_excess(tr, ex, close, 1, 9, market_open=opn, rows=kept, signal_rows=np.arange(1, 9))
+    np.testing.assert_allclose(whole.trade_excess, ex - np.array([basket(2, 3), basket(7, 8)]) + every, atol=1e-15)
+    # without signal_rows the series' own rows are the signal rows: entries 2, 3, 4, 7 (4 follows the held row 3)
+    dflt = daily_excess(tr, ex, close, 1, 9, market_open=opn, rows=kept)
+    own = np.mean([(opn[e + 1] / opn[e]).mean() for e in (2, 3, 4, 7)]) - 1.0
+    np.testing.assert_allclose(dflt.trade_excess, ex - np.array([basket(2, 3), basket(7, 8)]) + own, atol=1e-15)
+    # a hold no entry row allows (e + 6 < 9 only for e = 2, which follows row 1): that one; then none at all
+    long = _trades([0], [2], [8], [11.0], [24.0])
+    one = daily_excess(long, [0.0], close, 1, 9, market_open=opn, rows=np.arange(1, 9), signal_rows=tested)
+    assert one.trade_excess[0] == pytest.approx(-basket(2, 8) + (opn[8] / opn[2]).mean() - 1.0, abs=1e-15)
+    none = daily_excess(long, [0.0], close, 1, 9, market_open=opn, rows=np.arange(1, 9), signal_rows=[6, 7])
+    assert none.trade_excess[0] == pytest.approx(-basket(2, 8), abs=1e-15)
+    with pytest.raises(ParameterError, match="signal_rows must be given only with market_open"):
+        daily_excess(tr, ex, close, 1, 9, rows=kept, signal_rows=tested)
+    with pytest.raises(ParameterError, match=r"signal_rows must be increasing rows inside \[start=1, stop=9\)"):
+        daily_excess(tr, ex, close, 1, 9, market_open=opn, rows=kept, signal_rows=[0, 1, 2])
+    with pytest.raises(ParameterError, match=r"signal_rows must be increasing rows"):
+        daily_excess(tr, ex, close, 1, 9, market_open=opn, rows=kept, signal_rows=[2, 1])
+    with pytest.raises(ParameterError, match=r"signal_rows must be increasing rows inside \[start=1, stop=9\)"):
+        daily_excess(tr, ex, close, 1, 9, market_open=opn, rows=kept, signal_rows=[1, 9])
+    with pytest.raises(ParameterError, match="signal_rows must be a non-empty array of panel rows"):
+        daily_excess(tr, ex, close, 1, 9, market_open=opn, rows=kept, signal_rows=np.array([1.0, 2.0]))
+    with pytest.raises(ParameterError, match="signal_rows must be a non-empty array of panel rows"):
+        daily_excess(tr, ex, close, 1, 9, market_open=opn, rows=kept, signal_rows=np.array([], dtype=np.int64))
+
+
+def _old_basket_expectation(opn, lo, hi, holds):
+    """The market adjustment's expectation as it was before ``signal_rows`` (entries [lo + 1, hi - h)): the
+    reference that keeps a series over every row bit-identical."""
+    out = {}
+    for h in np.unique(holds):
+        h = int(h)
+        if hi - h <= lo + 1 or h == 0:
+            out[h] = 0.0
+            continue
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = opn[lo + 1 + h:hi] / opn[lo + 1:hi - h]
+        ok = np.isfinite(r)
+        cnt = ok.sum(axis=1)
+        per_day = np.where(cnt > 0, np.where(ok, r, 0.0).sum(axis=1) / np.maximum(cnt, 1), np.nan)
+        out[h] = float(np.nanmean(per_day) - 1.0) if np.isfinite(per_day).any() else 0.0
+    return out
+
+
+def test_market_adjustment_over_every_row_is_bit_identical_to_before(monkeypatch):
+    """A series over every row (no ``rows``: a walk-forward whose test windows tile) keeps every figure of the
+    market-adjusted series bit for bit: the same random market with missing opens, trades of holds 0..24, the
+    series built with the expectation as it was (monkeypatched in) and as it is, compared with ``==``."""
+    import optimizer.validate._inference as inf_mod
+
+    rng = np.random.default_rng(4)
+    opn, close = _random_market(rng)
+    opn[rng.random(opn.shape) < 0.03] = np.nan
+    n = 60
+    ent = rng.integers(1, 230, n)
+    ext = ent + rng.integers(0, 25, n)
+    sym = rng.integers(0, 12, n)
+    tr = _trades(sym, ent, ext, close[ent, sym], close[ext, sym], cost=0.0006)
+    ex = rng.normal(0.0, 0.02, n)
+    now = daily_excess(tr, ex, close, 0, 260, market_open=opn)
+    spelled = daily_excess(tr, ex, close, 0, 260, market_open=opn, signal_rows=np.arange(260))
+    with monkeypatch.context() as m:
+        m.setattr(inf_mod, "_basket_expectation", lambda o, entries, hi, holds: _old_basket_expectation(
+            o, int(entries[0]) - 1, hi, holds))
+        before = daily_excess(tr, ex, close, 0, 260, market_open=opn)
+    for k in ("total", "mean", "n_open", "inv_hold", "trade_excess", "raw_total"):
+        np.testing.assert_array_equal(getattr(now, k), getattr(before, k), err_msg=k)
+        np.testing.assert_array_equal(getattr(spelled, k), getattr(before, k), err_msg=k)
+    assert now.rows is None and not np.array_equal(now.trade_excess, ex)  # the adjustment did something
+    holds = ext - ent
+    assert inf_mod._basket_expectation(opn, np.arange(1, 261), 260, holds) == _old_basket_expectation(opn, 0, 260, holds)
+    assert _old_basket_expectation(opn, 0, 260, holds)[0] == 0.0 and _old_basket_expectation(opn, 250, 260, [20]) == {20: 0.0}
+    assert inf_mod._basket_expectation(opn, np.arange(251, 261), 260, np.array([20])) == {20: 0.0}
+
+
 # ---- HAC ----------------------------------------------------------------------------------------------------------
 
 def _nw_by_hand(x: np.ndarray, lags: int) -> float:

@@ -1770,10 +1770,33 @@ def test_statistics_market_adjusted_series_keeps_the_days_observed(wf):
     s = wfmod._statistics(ctx, gap, trades, daily, wfmod._equity(p, trades, daily), p,
                           Evaluator(p, min_periods=spec.data.min_periods), None)
     assert s["inference_mkt"]["n_days"] == s["inference"]["n_days"] == daily.n_days
+    tested = np.r_[60:80, 100:120]
+    np.testing.assert_array_equal(wfmod._signal_rows(gap, daily), tested)
     mkt = daily_excess(trades, daily.trade_excess, p["close"], daily.start, daily.stop, market_open=p["open"],
-                       rows=daily.rows)
+                       rows=daily.rows, signal_rows=tested)
     js = lambda d: json.dumps(d, sort_keys=True, default=str)  # noqa: E731 - NaN compares equal as text
     assert js(s["inference_mkt"]) == js(dependent_inference(mkt, alpha=verdict_alpha(T_MIN), power=0.8, seed=0).to_dict())
+    # the random entries of the market adjustment follow the tested sessions only, not rows 80-99 (none tested)
+    every = daily_excess(trades, daily.trade_excess, p["close"], daily.start, daily.stop, market_open=p["open"],
+                         rows=daily.rows)
+    assert s["inference_mkt"]["mean_per_trade"] != pytest.approx(every.mean_per_trade, rel=1e-9, abs=0)
+    assert s["inference_mkt"]["mean_per_trade"] == pytest.approx(mkt.mean_per_trade, rel=1e-15, abs=0)
+
+
+def test_tested_and_signal_rows_by_hand():
+    """``_tested``: the rows of [start, stop) some window tested; ``_signal_rows``: those rows when the test windows
+    leave untested sessions between them (step > test), else None (they tile: the series' every row, as before)."""
+    from types import SimpleNamespace
+
+    from optimizer.study.splits import Window
+    res = lambda *tests: [SimpleNamespace(window=Window(k, 0, 1, a, b)) for k, (a, b) in enumerate(tests)]  # noqa: E731
+    np.testing.assert_array_equal(np.flatnonzero(wfmod._tested(res((2, 5), (8, 10), (14, 20)), 3, 16)) + 3,
+                                  [3, 4, 8, 9, 14, 15])
+    assert wfmod._tested(res((0, 2), (16, 18)), 3, 16).tolist() == [False] * 13
+    d = SimpleNamespace(start=3, stop=16)
+    np.testing.assert_array_equal(wfmod._signal_rows(res((3, 5), (8, 10)), d), [3, 4, 8, 9])
+    assert wfmod._signal_rows(res((3, 5), (5, 10)), d) is None  # tiled, the last window's purge after it
+    assert wfmod._signal_rows(res((3, 16)), d) is None
 
 
 def test_window_pbo_of_configurations_that_all_traded_alike_says_so():

@@ -176,17 +176,21 @@ def _basket_path(opn: np.ndarray, close: np.ndarray, ent: np.ndarray, row: np.nd
     return out
 
 
-def _basket_expectation(opn: np.ndarray, lo: int, hi: int, holds: np.ndarray) -> dict[int, float]:
-    """E over entry rows e in [lo + 1, hi - h) of the equal-weight basket's open-to-open return over h rows (the
-    entry rows ``BenchmarkCache`` averages over for a span starting at ``lo`` and ending at ``hi``)."""
+def _basket_expectation(opn: np.ndarray, entries: np.ndarray, hi: int, holds: np.ndarray) -> dict[int, float]:
+    """E over the entry rows ``entries`` (increasing) with e + h < hi of the equal-weight basket's open-to-open
+    return over h rows: per entry row the mean ratio open[e + h] / open[e] over the symbols with both opens, then
+    the mean over the entry rows, minus 1 (0 without an entry row, or for h = 0). ``BenchmarkCache`` averages over
+    the entry rows that follow a signal row of its span, e in (sig_start, sig_end]; :func:`daily_excess` passes
+    the rows after its signal rows (every row of the series by default: [start + 1, stop))."""
     out = {}
     for h in np.unique(holds):
         h = int(h)
-        if hi - h <= lo + 1 or h == 0:
+        e = entries[:int(np.searchsorted(entries, hi - h))]  # e + h < hi
+        if e.size == 0 or h == 0:
             out[h] = 0.0
             continue
         with np.errstate(invalid="ignore", divide="ignore"):
-            r = opn[lo + 1 + h:hi] / opn[lo + 1:hi - h]
+            r = opn[e + h] / opn[e]
         ok = np.isfinite(r)
         cnt = ok.sum(axis=1)
         per_day = np.where(cnt > 0, np.where(ok, r, 0.0).sum(axis=1) / np.maximum(cnt, 1), np.nan)
@@ -196,7 +200,7 @@ def _basket_expectation(opn: np.ndarray, lo: int, hi: int, holds: np.ndarray) ->
 
 def daily_excess(trades: Trades, excess: ArrayLike, close: np.ndarray, start: int | None = None,
                  stop: int | None = None, market_open: np.ndarray | None = None,
-                 rows: ArrayLike | None = None) -> DailyExcess:
+                 rows: ArrayLike | None = None, signal_rows: ArrayLike | None = None) -> DailyExcess:
     """The daily excess series of the CLOSED trades of ``trades`` (see the module docstring for the construction).
 
     ``excess`` holds one value per closed trade, in the order of ``trades.net_ret[trades.closed]`` (what
@@ -209,9 +213,17 @@ def daily_excess(trades: Trades, excess: ArrayLike, close: np.ndarray, start: in
     ``market_open`` (the panel's T x N open matrix) turns on the MARKET ADJUSTMENT, a control variate that removes
     the realized market path without moving the null: from each trade's contributions it subtracts those of an
     equal-weight basket of the universe bought at the same open and sold at the same open (marked at each close),
-    and adds back that basket's expected return over the same holding period for a uniformly random entry row in
-    (start, stop) (so the adjustment averages zero over random entries, like ``BenchmarkCache``'s expectation).
+    and adds back that basket's expected return over the same holding period for a uniformly random entry row
+    (so the adjustment averages zero over random entries, like ``BenchmarkCache``'s expectation).
     The per-trade sums become ``excess_i - (basket_i - E[basket | hold_i])`` (``trade_excess`` holds them).
+
+    The random entry rows are those ``BenchmarkCache`` takes for a trade's benchmark: the row after a session a
+    signal was evaluated on (its entries are e in (sig_start, sig_end], the opens after the span's signal rows),
+    with the whole hold inside the series (e + h < stop). ``signal_rows`` (increasing panel rows inside
+    [start, stop); only with ``market_open``) are those sessions: a walk-forward whose ``step`` exceeds ``test``
+    passes the sessions its windows tested, so no random entry follows an untested session, where no signal was
+    ever evaluated (a row kept in ``rows`` only because a trade is held on it is no such session). Default: every
+    row of the series (``rows``, or [start, stop): entries in [start + 1, stop), as before).
     """
     closed = np.asarray(trades.closed, dtype=bool)
     ex = np.asarray(excess, dtype=float).ravel()
@@ -224,6 +236,8 @@ def daily_excess(trades: Trades, excess: ArrayLike, close: np.ndarray, start: in
         O = np.asarray(market_open, dtype=float)
         check_param(O.shape == C.shape, "market_open", f"an array of the close matrix's shape {C.shape}",
                     f"<array of shape {O.shape}>")
+    check_param(signal_rows is None or market_open is not None, "signal_rows",
+                "given only with market_open (the market adjustment's random entries)", "<array without market_open>")
     sym = trades.symbol[closed].astype(np.int64)
     ent = trades.entry_idx[closed].astype(np.int64)
     ext = trades.exit_idx[closed].astype(np.int64)
@@ -255,6 +269,14 @@ def daily_excess(trades: Trades, excess: ArrayLike, close: np.ndarray, start: in
             check_param(not out.any(), "rows", "every row a closed trade is held on",
                         f"<rows missing {int(np.argmax(out)) + lo}>")
         keep = None if keep.size == T else keep - lo  # every row: the plain series
+    sig = None
+    if signal_rows is not None:
+        sig = np.asarray(signal_rows).ravel()
+        check_param(sig.size > 0 and np.issubdtype(sig.dtype, np.integer), "signal_rows",
+                    "a non-empty array of panel rows", f"<array of dtype {sig.dtype}, length {sig.size}>")
+        sig = sig.astype(np.int64)
+        check_param(bool((np.diff(sig) > 0).all()) and int(sig[0]) >= lo and int(sig[-1]) < hi, "signal_rows",
+                    f"increasing rows inside [start={lo}, stop={hi})", f"<rows {int(sig.min())}..{int(sig.max())}>")
     if n == 0:
         m = T if keep is None else keep.size
         z = np.zeros(m)
@@ -286,7 +308,9 @@ def daily_excess(trades: Trades, excess: ArrayLike, close: np.ndarray, start: in
         wprev = np.empty_like(w)
         wprev[1:] = w[:-1]
         wprev[first] = 1.0
-        expect = _basket_expectation(O, lo, hi, L - 1)
+        if sig is None:  # every row of the series
+            sig = np.arange(lo, hi, dtype=np.int64) if keep is None else keep + lo
+        expect = _basket_expectation(O, sig + 1, hi, L - 1)
         e_h = np.array([expect[int(h)] for h in L - 1])
         adj = (w - wprev) - e_h[tid] / L[tid]
         contrib = contrib - adj

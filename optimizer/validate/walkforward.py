@@ -772,11 +772,27 @@ def _observed(results: list[WindowResult], trades: Trades, start: int, stop: int
     [test_start, test_end)) and those the account holds a stitched trade on (entry to exit row, an open one to
     ``stop - 1``, as ``_equity`` holds it). With ``[walkforward] step`` larger than ``test`` no window tests the
     sessions between one test end and the next test start; ``None`` when every row is observed (step <= test)."""
-    n = stop - start
-    _, seen = _exposure(trades, start, n)  # the rows a stitched trade is held on, as the account holds them
+    _, held = _exposure(trades, start, stop - start)  # the rows a stitched trade is held on, as the account holds them
+    seen = held | _tested(results, start, stop)
+    return None if seen.all() else np.flatnonzero(seen) + start
+
+
+def _tested(results: list[WindowResult], start: int, stop: int) -> np.ndarray:
+    """Per row of [start, stop): whether some window tested it (its [test_start, test_end): the sessions a signal
+    was evaluated on out of sample)."""
+    seen = np.zeros(stop - start, dtype=bool)
     for r in results:
         seen[max(r.window.test_start, start) - start:max(min(r.window.test_end, stop) - start, 0)] = True
-    return None if seen.all() else np.flatnonzero(seen) + start
+    return seen
+
+
+def _signal_rows(results: list[WindowResult], daily: DailyExcess) -> np.ndarray | None:
+    """The rows the market-adjusted series' random entries follow (``daily_excess(signal_rows=)``): with test
+    windows that leave sessions between them untested (``[walkforward] step`` > ``test``), the sessions some window
+    tested, as each window's ``BenchmarkCache`` takes its entries only after a session of its test span; ``None``
+    (every row of the series, as before) when the test windows tile."""
+    gaps = any(b.window.test_start > a.window.test_end for a, b in zip(results, results[1:]))
+    return np.flatnonzero(_tested(results, daily.start, daily.stop)) + daily.start if gaps else None
 
 
 def _sized_bench(trades: Trades, daily: DailyExcess) -> np.ndarray:
@@ -895,7 +911,7 @@ def _statistics(ctx: _RunContext, results: list[WindowResult], trades: Trades, d
     inf = dependent_inference(daily, alpha=alpha, power=POWER, seed=0)
     stats["inference"] = inf.to_dict()
     mkt = daily_excess(trades, daily.trade_excess, p["close"], daily.start, daily.stop, market_open=p["open"],
-                       rows=daily.rows) if daily.n_trades else daily
+                       rows=daily.rows, signal_rows=_signal_rows(results, daily)) if daily.n_trades else daily
     stats["inference_mkt"] = dependent_inference(mkt, alpha=alpha, power=POWER, seed=0).to_dict()
     stats["psr"] = inf.psr
     stats["equity_bootstrap"] = _equity_bootstrap(eq)
