@@ -1841,3 +1841,43 @@ def test_setup_refuses_a_step_below_test_built_in_code_before_reading_the_store(
         ctx, windows, _ = wfmod._setup(replace(spec, walkforward=replace(spec.walkforward, step=20)), "x", None,
                                        False, None)
     assert read == ["x"] and [w.test_start for w in windows] == [60, 80, 100]
+
+
+def test_account_figures_are_the_equity_curves_whatever_the_bootstrap(wf, monkeypatch):
+    """The stitched account's Sharpe and drawdown came from the equity bootstrap's points (the observed days'
+    equity table) when it ran, and otherwise (under 10 days, or never invested) stayed ``run_metrics``' over every
+    session from the first test start to the data end, untested sessions and the tail as cash days. They come from
+    the equity table in every case (``_account_figures``: ``stats.equity_point``), the bootstrap giving only the
+    intervals. Hand table of 4 days (no bootstrap); then windows 0 and 2 of the tiny run (rows 90-99 and the tail
+    after the last exit are no days of the table) with the bootstrap skipped, and the full run (windows tile,
+    bootstrap run): the figures are its points, as before."""
+    from optimizer.engine.metrics import run_metrics
+    from optimizer.validate.stats import equity_point
+
+    r = np.array([0.02, -0.03, 0.0, 0.01])
+    eq = pd.DataFrame({"oos_return": r, "n_open": [1, 1, 0, 1]})
+    assert wfmod._equity_bootstrap(eq) is None
+    sr, mdd = wfmod._account_figures(eq)
+    assert sr == pytest.approx(r.mean() / r.std(ddof=1) * math.sqrt(252.0), rel=1e-12)
+    assert mdd == pytest.approx(0.03, rel=1e-12)  # 1.02 -> 0.9894: 1 - 0.97
+    assert wfmod._account_figures(eq.iloc[:1]) == (0.0, 0.0)  # one day: no Sharpe (0, as run_metrics gives it)
+    assert wfmod._account_figures(pd.DataFrame({"oos_return": [0.01] * 3, "n_open": 1})) == (0.0, 0.0)  # no dispersion
+    assert wfmod._account_figures(pd.DataFrame({"oos_return": np.zeros(12), "n_open": 0})) == (0.0, 0.0)
+    res = wf["res"]
+    eqb = res.stats["equity_bootstrap"]
+    assert res.oos["portfolio_sharpe"] == eqb["sharpe"]["point"] and res.oos["max_drawdown"] == eqb["max_drawdown"]["point"]
+    ctx = _ctx(wf, False)[0]
+    p = ctx.panel.slice(0, ctx.limit)
+    gap = [res.windows[0], res.windows[2]]
+    trades, excess, span = wfmod._stitch(gap, ctx.limit)
+    daily = wfmod._daily(p, gap, trades, excess)
+    assert daily.rows is not None
+    pt = equity_point(wfmod._equity(p, trades, daily)["oos_return"])
+    monkeypatch.setattr(wfmod, "_equity_bootstrap", lambda eq: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = wfmod._assemble(ctx, gap, False, [])
+    assert got.stats["equity_bootstrap"] is None
+    assert (got.oos["portfolio_sharpe"], got.oos["max_drawdown"]) == (pt["sharpe"], pt["max_drawdown"])
+    rm = run_metrics(trades, p, span, 0)
+    assert rm["portfolio_sharpe"] != pytest.approx(pt["sharpe"], rel=1e-6)  # the span's cash days dilute it

@@ -414,6 +414,32 @@ def test_equity_bootstrap_points_are_the_equity_curve_and_it_resamples_days():
     np.testing.assert_array_equal(again.max_drawdowns, e.max_drawdowns)
 
 
+def test_equity_point_is_the_bootstraps_point_and_needs_one_day():
+    """``equity_point``: the equity curve's figures (the equity bootstrap's point estimates, one definition) from
+    any number of days, for a caller whose series is too short to bootstrap. Hand values: returns +10 %, -20 %,
+    +5 %: equity 1.1, 0.88, 0.924; drawdown 1 - 0.88 / 1.1 = 0.2; Sharpe mean / std(ddof=1) x sqrt(252)."""
+    from optimizer.validate._robust import equity_bootstrap, equity_point
+
+    r = np.array([0.10, -0.20, 0.05])
+    pt = equity_point(r)
+    assert pt["total_return"] == pytest.approx(1.1 * 0.8 * 1.05 - 1.0, rel=1e-14)
+    assert pt["cagr"] == pytest.approx((1.1 * 0.8 * 1.05) ** (252 / 3) - 1.0, rel=1e-12)
+    assert pt["max_drawdown"] == pytest.approx(0.2, rel=1e-14)
+    sd = math.sqrt(((0.1 + 0.05 / 3) ** 2 + (-0.2 + 0.05 / 3) ** 2 + (0.05 + 0.05 / 3) ** 2) / 2)
+    assert pt["sharpe"] == pytest.approx(-0.05 / 3 / sd * math.sqrt(252), rel=1e-12)
+    x = np.random.default_rng(0).normal(0.0008, 0.01, 40)
+    b, q = equity_bootstrap(x, reps=100, seed=1), equity_point(x)
+    assert q == {k: getattr(b, k).point for k in ("total_return", "cagr", "max_drawdown", "sharpe")}
+    one = equity_point([-0.1])  # one day: no standard deviation (and no numpy warning)
+    assert math.isnan(one["sharpe"]) and one["max_drawdown"] == pytest.approx(0.1, rel=1e-14)
+    assert one["total_return"] == pytest.approx(-0.1, rel=1e-14)
+    assert math.isnan(equity_point(np.zeros(5))["sharpe"]) and equity_point(np.zeros(5))["max_drawdown"] == 0.0
+    with pytest.raises(ParameterError, match="daily_returns must be a 1-D array of at least 1 value"):
+        equity_point(np.zeros(0))
+    with pytest.raises(ParameterError, match="daily_returns must be a 1-D array of at least 1 value"):
+        equity_point(np.zeros((2, 3)))
+
+
 def test_equity_bootstrap_blocks_widen_the_interval_of_a_trending_series():
     from optimizer.validate._robust import equity_bootstrap
 

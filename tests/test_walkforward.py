@@ -757,6 +757,32 @@ def test_step_larger_than_test_stitches_only_the_sessions_observed(gap_run):
     assert f"{len(expect)} days" in res.verdict.line
 
 
+def test_step_larger_than_test_market_adjustment_and_account_figures_keep_to_the_sessions_tested(gap_run, spec,
+                                                                                                   cheap_db):
+    """The same real step > test walk-forward: the market-adjusted series' random entries (the basket expectation
+    added back to each trade) follow the sessions some window tested, as each window's ``BenchmarkCache`` takes
+    them, not the untested months between test windows (which it averaged over before); the account's Sharpe and
+    drawdown are those of the equity table's observed days."""
+    from optimizer.validate.stats import daily_excess, equity_point
+
+    res, _ = gap_run
+    s = dataclasses.replace(spec, walkforward=dataclasses.replace(spec.walkforward, train=6, test=1, step=2))
+    panel, reserve = load_study_data(s, cheap_db)
+    p = panel.slice(0, reserve)
+    trades, excess, _ = wfmod._stitch(res.windows, reserve)
+    daily = wfmod._daily(p, res.windows, trades, excess)
+    tested = np.concatenate([np.arange(r.window.test_start, r.window.test_end) for r in res.windows])
+    mkt = daily_excess(trades, daily.trade_excess, p["close"], daily.start, daily.stop, market_open=p["open"],
+                       rows=daily.rows, signal_rows=tested)
+    every = daily_excess(trades, daily.trade_excess, p["close"], daily.start, daily.stop, market_open=p["open"],
+                         rows=daily.rows)
+    got = res.stats["inference_mkt"]["mean_per_trade"]
+    assert got == pytest.approx(mkt.mean_per_trade, rel=1e-12)
+    assert got != pytest.approx(every.mean_per_trade, rel=1e-6)
+    pt = equity_point(res.equity["oos_return"])
+    assert (res.oos["portfolio_sharpe"], res.oos["max_drawdown"]) == (pt["sharpe"], pt["max_drawdown"])
+
+
 def test_step_larger_than_test_counts_signals_per_month_over_the_months_tested(gap_run):
     """The stitched OOS signals per month (and the rank score, which divides by its square root) divided the
     windows' signals by the months from the first test start to the last test end, the untested months between

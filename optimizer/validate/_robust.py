@@ -52,6 +52,7 @@ __all__ = [
     "validate_rules",
     "EquityBootstrap",
     "equity_bootstrap",
+    "equity_point",
 ]
 
 BOOTSTRAP_STATS = ("total_return", "max_drawdown", "sharpe")
@@ -341,13 +342,29 @@ class EquityBootstrap:
 
 
 def _equity_stats(r: np.ndarray, periods_per_year: float) -> np.ndarray:
-    """(total return, CAGR, max drawdown, annualized Sharpe) of daily returns ``r`` (last axis = days)."""
+    """(total return, CAGR, max drawdown, annualized Sharpe) of daily returns ``r`` (last axis = days, at least
+    one); the Sharpe is NaN for one day (no standard deviation) and NaN / inf without dispersion."""
     tot = total_return(r)
     years = r.shape[-1] / periods_per_year
     cagr = np.power(np.maximum(1.0 + tot, 0.0), 1.0 / years) - 1.0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        sr = np.mean(r, axis=-1) / np.std(r, axis=-1, ddof=1) * np.sqrt(periods_per_year)
+    if r.shape[-1] < 2:
+        sr = np.full(r.shape[:-1], np.nan)
+    else:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sr = np.mean(r, axis=-1) / np.std(r, axis=-1, ddof=1) * np.sqrt(periods_per_year)
     return np.stack([tot, cagr, max_drawdown(r), sr], axis=-1)
+
+
+def equity_point(daily_returns: ArrayLike, periods_per_year: float = 252.0) -> dict[str, float]:
+    """The figures of a portfolio's equity curve from its DAILY returns: ``total_return`` (last equity − 1),
+    ``cagr``, ``max_drawdown`` (of the compounded curve, a positive fraction of the running peak) and the annualized
+    ``sharpe`` (mean / std ddof=1 × sqrt(periods_per_year); NaN for one day, NaN / inf without dispersion). The
+    point estimates of :func:`equity_bootstrap` (one definition); at least one day."""
+    r = np.asarray(daily_returns, dtype=float)
+    check_param(r.ndim == 1 and r.size >= 1, "daily_returns", "a 1-D array of at least 1 value",
+                f"<array of shape {r.shape}>")
+    v = _equity_stats(r, periods_per_year)
+    return {"total_return": float(v[0]), "cagr": float(v[1]), "max_drawdown": float(v[2]), "sharpe": float(v[3])}
 
 
 def equity_bootstrap(daily_returns: ArrayLike, reps: int = 2000, alpha: float = 0.05, block_size: float | None = None,

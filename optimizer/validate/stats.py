@@ -10,9 +10,10 @@
   :func:`daily_psr`, :func:`minimum_detectable_effect`, and :func:`dependent_inference` (all of them at once).
 * Reality check across a search: :func:`spa_test` (Hansen's SPA over every distinct configuration tried).
 * Robustness: of a portfolio, :func:`equity_bootstrap` (block bootstrap of its daily returns, with the drawdown
-  distribution); :func:`cost_stress`, :func:`flag_fragile`, :func:`cost_stress_wording`; :func:`rule_validation`
-  (Mann–Whitney U + Benjamini–Hochberg) of :func:`rule_conditions` on the :func:`closed_trade_events`
-  (:func:`validate_rules`); of a trade list taken one at a time, :func:`bootstrap_ci`.
+  distribution; its point estimates are :func:`equity_point`'s); :func:`cost_stress`, :func:`flag_fragile`,
+  :func:`cost_stress_wording`; :func:`rule_validation` (Mann–Whitney U + Benjamini–Hochberg) of
+  :func:`rule_conditions` on the :func:`closed_trade_events` (:func:`validate_rules`); of a trade list taken one
+  at a time, :func:`bootstrap_ci`.
 * Decision: :func:`verdict`.
 
 The implementations live in ``optimizer/validate/_*.py`` and ``verdict.py``; import them from here.
@@ -52,6 +53,7 @@ from optimizer.validate._robust import (  # noqa: F401
     closed_trade_events,
     cost_stress_wording,
     equity_bootstrap,
+    equity_point,
     flag_fragile,
     max_drawdown,
     rule_conditions,

@@ -66,8 +66,8 @@ from optimizer.study.storage import make_storage, study_names
 from optimizer.validate.distributed import DONE, WindowClaims, wait_for_run, work_windows
 from optimizer.validate.stats import (
     DailyExcess, cost_stress, cost_stress_wording, cpcv_pbo, daily_excess, deflated_sharpe_from_study,
-    dependent_inference, distinct_columns, equity_bootstrap, flag_fragile, probability_of_backtest_overfitting, spa_test,
-    validate_rules,
+    dependent_inference, distinct_columns, equity_bootstrap, equity_point, flag_fragile,
+    probability_of_backtest_overfitting, spa_test, validate_rules,
 )
 from optimizer.validate.verdict import POWER, T_MIN, Power, Verdict, verdict, verdict_alpha
 
@@ -735,9 +735,7 @@ def _assemble(ctx: _RunContext, results: list[WindowResult], final: bool, msgs: 
     stats = _statistics(ctx, results, trades, daily, eq, p, ev_all, regime_entry_mask(p, ctx.spec.data.regime))
     inf = stats["inference"]
     oos["excess_t"], oos["excess_t_iid"] = _f(inf["t"]), _f(inf["t_iid"])
-    eqb = stats.get("equity_bootstrap")
-    if eqb:  # the stitched account's figures are those of its equity curve (what the report draws), over its days
-        oos["portfolio_sharpe"], oos["max_drawdown"] = eqb["sharpe"]["point"], eqb["max_drawdown"]["point"]
+    oos["portfolio_sharpe"], oos["max_drawdown"] = _account_figures(eq)
     v = _decide(stats)
     summary, tdf, stability = _tables(results, p, trades)
     events, by_symbol, by_sector, by_regime, rules = _segments(ctx.spec, p, results, span, ev_all)
@@ -871,6 +869,17 @@ def _oos_metrics(results: list[WindowResult], p: Panel, trades: Trades, excess: 
     oos["avg_excess_return"] = float(excess.mean()) if excess.size else 0.0
     oos["n_windows"] = len(results)
     return oos
+
+
+def _account_figures(eq: pd.DataFrame) -> tuple[float, float]:
+    """The stitched account's annualized Sharpe and maximum drawdown: those of its equity curve (``eq.oos_return``,
+    what the report draws) over the days observed, by the definitions of the equity bootstrap's point estimates
+    (``stats.equity_point``), whether the bootstrap ran or not (it needs 10 days and a position; it gives only the
+    intervals). Not ``run_metrics``' figures, which run over every session from the first test start to the data
+    end: the sessions no window tested and the tail after the last exit as cash days. A Sharpe without dispersion
+    (one day, or every day alike) is 0, as ``run_metrics`` documents it."""
+    pt = equity_point(eq["oos_return"].to_numpy(dtype=float))
+    return (pt["sharpe"] if math.isfinite(pt["sharpe"]) else 0.0), pt["max_drawdown"]
 
 
 def _equity_bootstrap(eq: pd.DataFrame) -> dict[str, Any] | None:
