@@ -72,6 +72,7 @@ from optimizer.data.ingest._common import (
     Prep,
     Spec,
     Summary,
+    REPLACED_PREFIX,
     log_failure,
     name_date,
     sql_str,
@@ -103,19 +104,24 @@ class _Kind:
     prepare: Callable
     spec: Callable
     plan: Callable
+    table: str  # the table its plans write
     need_lines: Callable[[RawFile], bool] = lambda raw: True
     reads_lines: bool = False  # its prepare() queries _ing_lines (the staged lines must be flushed first)
     check: Callable | None = None  # (ctx, table, fid, file) -> warnings, run in the file's write transaction
+    source_col: str = "source_file"  # the column of ``table`` naming where a row came from
+    source_is_name: bool = True  # source_col always holds the file name (prices: a ``source`` column may replace it)
 
 
 _KINDS: dict[str, _Kind] = {
-    "finra-short": _Kind(finra_short.JSON_OK, finra_short.prepare, finra_short.spec, finra_short.plan),
-    "prices": _Kind(prices.JSON_OK, prices.prepare, prices.spec, prices.plan, check=prices.split_warnings),
-    "otc-weekly": _Kind(otc_weekly.JSON_OK, otc_weekly.prepare, otc_weekly.spec, otc_weekly.plan),
-    "lit-trades": _Kind(False, lit.trades_prepare, lit.trades_spec, lit.trades_plan, lit.trades_need_lines, True),
-    "lit-flow": _Kind(False, lit.flow_prepare, lit.flow_spec, lit.flow_plan),
-    "options": _Kind(options.JSON_OK, options.prepare, options.spec, options.plan),
-    "splits": _Kind(splits.JSON_OK, splits.prepare, splits.spec, splits.plan),
+    "finra-short": _Kind(finra_short.JSON_OK, finra_short.prepare, finra_short.spec, finra_short.plan, "finra_short_daily"),
+    "prices": _Kind(prices.JSON_OK, prices.prepare, prices.spec, prices.plan, "prices_daily", check=prices.split_warnings,
+                    source_col="source", source_is_name=False),
+    "otc-weekly": _Kind(otc_weekly.JSON_OK, otc_weekly.prepare, otc_weekly.spec, otc_weekly.plan, "finra_otc_weekly"),
+    "lit-trades": _Kind(False, lit.trades_prepare, lit.trades_spec, lit.trades_plan, "lit_flow_daily", lit.trades_need_lines,
+                        True),
+    "lit-flow": _Kind(False, lit.flow_prepare, lit.flow_spec, lit.flow_plan, "lit_flow_daily"),
+    "options": _Kind(options.JSON_OK, options.prepare, options.spec, options.plan, "options_daily"),
+    "splits": _Kind(splits.JSON_OK, splits.prepare, splits.spec, splits.plan, "splits"),
 }
 # a batch of files is staged and validated together (then written one transaction per file); the first batch is
 # small so that writing starts early, each next one twice as large up to the caps
@@ -255,28 +261,94 @@ def _order(files: list[Path]) -> list[Path]:
     return sorted(files, key=key)
 
 
+@dataclass(frozen=True)
+class _Ingested:
+    """One successful ingest (ok / replaced / rejected_rows) into a kind's table, in ingest order."""
+
+    seq: int
+    kind: str
+    path: str  # the file as given to that ingest (ingest_log.file)
+    sha: str
+    rows: int  # rows it stored (ingest_log.rows_accepted)
+
+
 class _History:
-    """What ingest_log says about earlier successful ingests of this kind (read once per call)."""
+    """Whether re-ingesting a file would change nothing (``skipped_identical``), from ``ingest_log`` (read once per
+    call, then kept up to date by the writer) and, only when needed, one count of the stored rows per source.
+
+    A file of content ``sha`` is identical when an earlier successful ingest L of that content, as this kind,
+    still has all its rows stored (a write deletes stored rows only of the keys it covers, and inserts exactly its
+    ``rows_accepted`` rows, tagged with its file NAME):
+
+    * no LATER ingest into the kind's table deleted a stored row (status ``replaced``, or ``rejected_rows`` with
+      a message saying it replaced rows): nothing can have removed L's rows; else
+    * L is the latest ingest of its path, and the stored rows tagged with L's name are exactly as many as the
+      latest ingests of every path of that name stored (``_live``): a later write deleted none of them.
+
+    So a file another file (another name, or the same name in another folder) partly replaced is ingested again,
+    and files of one name in several folders are not re-ingested on every run. The count needs the source column
+    to hold the file name: prices rows whose ``source`` comes from the file (a ``source`` column, Polygon) are
+    proven intact by the first rule only. Thread-safe (the staging and the writing thread both ask)."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, kind: str) -> None:
+        k = _KINDS[kind]
+        self.kind, self.table, self.source_col = kind, k.table, k.source_col
+        self.kinds = [n for n, x in _KINDS.items() if x.table == k.table]  # lit-trades and lit-flow share one
+        marks = ", ".join("?" for _ in self.kinds)
         rows = con.execute(
-            "SELECT file, sha256 FROM ingest_log WHERE kind = ? AND status IN ('ok', 'replaced', 'rejected_rows') ORDER BY id",
-            [kind],
+            f"SELECT kind, file, sha256, rows_accepted, status = 'replaced' OR (status = 'rejected_rows' AND "
+            f"starts_with(coalesce(message, ''), ?)) FROM ingest_log WHERE kind IN ({marks}) "
+            "AND status IN ('ok', 'replaced', 'rejected_rows') ORDER BY id",
+            [REPLACED_PREFIX, *self.kinds],
         ).fetchall()
-        self.shas: set[str] = set()
-        self.latest: dict[str, str] = {}
-        for f, sha in rows:
-            self.add(str(f), str(sha))
+        self.lock = threading.Lock()
+        self.by_sha: dict[tuple[str, str], list[_Ingested]] = {}  # (kind, sha) -> its ingests, in order
+        self.live: dict[str, _Ingested] = {}  # path -> its latest ingest
+        self.expected: dict[str, int] = {}  # file name -> rows its paths' latest ingests stored
+        self.last_delete = -1  # seq of the latest ingest that deleted stored rows
+        self.counts: dict[str, int] | None = None  # stored rows per source (lazy; None = to be read)
+        self.seq = 0
+        for kd, f, sha, n, deleted in rows:
+            self._add(str(kd), str(f), str(sha), int(n), bool(deleted))
 
-    def add(self, file: str, sha: str) -> None:
-        self.shas.add(sha)
-        self.latest[Path(file).name] = sha
+    def _add(self, kind: str, file: str, sha: str, rows: int, deleted: bool) -> None:
+        e = _Ingested(self.seq, kind, file, sha, rows)
+        self.seq += 1
+        self.by_sha.setdefault((kind, sha), []).append(e)
+        name = Path(file).name
+        old = self.live.get(file)
+        self.expected[name] = self.expected.get(name, 0) - (old.rows if old is not None else 0) + rows
+        self.live[file] = e
+        if deleted:
+            self.last_delete = e.seq
 
-    def identical(self, file: str, sha: str) -> bool:
-        if sha not in self.shas:
+    def add(self, file: str, sha: str, rows: int, deleted: bool) -> None:
+        """The writer stored ``file`` (``rows`` rows; ``deleted``: it deleted stored rows)."""
+        with self.lock:
+            self._add(self.kind, file, sha, rows, deleted)
+            if self.counts is not None:
+                if deleted or not _KINDS[self.kind].source_is_name:
+                    self.counts = None
+                else:
+                    name = Path(file).name
+                    self.counts[name] = self.counts.get(name, 0) + rows
+
+    def _stored(self, con: duckdb.DuckDBPyConnection, name: str) -> int:
+        if self.counts is None:
+            self.counts = {str(s): int(n) for s, n in con.execute(
+                f"SELECT {self.source_col}, count(*) FROM {self.table} GROUP BY ALL").fetchall()}
+        return self.counts.get(name, 0)
+
+    def identical(self, con: duckdb.DuckDBPyConnection, file: str, sha: str) -> bool:
+        with self.lock:
+            done = self.by_sha.get((self.kind, sha), [])
+            if any(e.seq >= self.last_delete for e in done):  # its own deletions came before its inserts
+                return True
+            for e in reversed(done):
+                name = Path(e.path).name
+                if self.live.get(e.path) is e and self._stored(con, name) == self.expected[name]:
+                    return True
             return False
-        last = self.latest.get(Path(file).name)
-        return last is None or last == sha
 
 
 def _context(con: duckdb.DuckDBPyConnection, settings: Settings) -> Ctx:
@@ -324,27 +396,20 @@ def _skipped(e: _Entry) -> FileResult:
     return FileResult(e.file, e.raw.sha256, "skipped_identical", 0, 0, "identical file already ingested")
 
 
-def _keys(e: _Entry) -> tuple[tuple[str, str], ...]:
-    """What a file's write can change about whether a later file is an identical re-ingest: its name and sha256."""
-    return (("name", Path(e.file).name), ("sha256", e.raw.sha256)) if e.raw is not None else ()
-
-
-def _stage(ctx: Ctx, kind: str, e: _Entry, history: _History, sink: LineSink, open_keys: set) -> None:
+def _stage(ctx: Ctx, kind: str, e: _Entry, history: _History, sink: LineSink, open_writes: set) -> None:
     """Read, check and stage one file (sets e.raw / e.prep, or e.result / e.error).
 
-    A file is skipped as identical here only when no file whose write is still open (``open_keys``: the names
-    and checksums of the batch being written and of the earlier files of this batch) can change that answer;
-    otherwise it is staged and the writer decides (:func:`_write_batch`), as a one-by-one ingest would."""
+    A file is skipped as identical here only when no file whose write is still open (``open_writes``: the staged
+    files of the batch being written and the earlier staged files of this batch) can change that answer (any
+    write may delete stored rows); otherwise it is staged and the writer decides (:func:`_write_batch`), as a
+    one-by-one ingest would."""
     k = _KINDS[kind]
     try:
         e.raw = read_raw(e.path, e.file)
     except OSError as exc:
         e.error = InputFileError(e.file, None, f"unreadable file ({exc.strerror})")
         return
-    keys = _keys(e)
-    settled = open_keys.isdisjoint(keys)
-    open_keys.update(keys)
-    if settled and history.identical(e.file, e.raw.sha256):
+    if not open_writes and history.identical(ctx.con, e.file, e.raw.sha256):
         e.result = _skipped(e)
         return
     try:
@@ -357,6 +422,7 @@ def _stage(ctx: Ctx, kind: str, e: _Entry, history: _History, sink: LineSink, op
         if k.reads_lines:
             sink.flush()
         e.prep = k.prepare(ctx, e.raw, e.fid, lines, text)
+        open_writes.add(e.file)
     except InputFileError as exc:
         e.error = exc
     except _UNFORESEEN as exc:
@@ -389,7 +455,7 @@ def _files_table(ctx: Ctx, entries: list[_Entry]) -> None:
 
 
 def _stage_batch(ctx: Ctx, kind: str, batch: list[_Entry], slot: str, main: str, history: _History,
-                 open_keys: set) -> _Staged:
+                 open_writes: set) -> _Staged:
     """Stage every file of the batch into the staging database ``slot`` and validate each layout group in one
     statement (nothing is written to a data table here); ``main``: the caller's database and schema."""
     con = ctx.con
@@ -400,7 +466,7 @@ def _stage_batch(ctx: Ctx, kind: str, batch: list[_Entry], slot: str, main: str,
     sink = LineSink(con)
     try:
         for e in batch:
-            _stage(ctx, kind, e, history, sink, open_keys)
+            _stage(ctx, kind, e, history, sink, open_writes)
         sink.flush()
         _files_table(ctx, batch)
         groups: dict[tuple, list[_Entry]] = {}
@@ -439,7 +505,7 @@ def _write_batch(ctx: Ctx, kind: str, st: _Staged, history: _History, strict: bo
         for e in st.entries:
             if stop.is_set():
                 break
-            if e.result is None and e.raw is not None and history.identical(e.file, e.raw.sha256):
+            if e.result is None and e.raw is not None and history.identical(con, e.file, e.raw.sha256):
                 e.result = _skipped(e)
             if e.result is None and e.error is None and e.fid in st.specs:
                 e.error = st.summaries[e.fid].error
@@ -471,12 +537,12 @@ def _write(ctx: Ctx, kind: str, e: _Entry, group: tuple, s: Summary, history: _H
     check = _KINDS[kind].check
     try:
         with transaction(ctx.con):
-            status = write_rows(ctx, plan, file=e.file, sha256=e.raw.sha256, kind=kind)
+            status, deleted = write_rows(ctx, plan, file=e.file, sha256=e.raw.sha256, kind=kind)
             warnings = tuple(check(ctx, table, e.fid, e.file)) if check is not None else ()
     except duckdb.Error as exc:
         e.error = InputFileError(e.file, None, f"database rejected the file ({_one_line(exc)})")
         return None
-    history.add(e.file, e.raw.sha256)
+    history.add(e.file, e.raw.sha256, int(plan.n_rows), deleted > 0)
     msg = None
     if plan.n_rejects:
         ln, reason = plan.first_reject
@@ -598,15 +664,16 @@ class _Pipeline:
         out: list[FileResult] = []
         pool = ThreadPoolExecutor(1, thread_name_prefix="accumopt-ingest-writer") if self.overlap else None
         pending: Future | None = None
-        open_keys: set = set()
+        open_writes: set = set()
         try:
             for k, batch in enumerate(batches):
-                staged = _stage_batch(self.ctx, self.kind, batch, self.slots[k % 2], self.main, self.history, open_keys)
+                staged = _stage_batch(self.ctx, self.kind, batch, self.slots[k % 2], self.main, self.history,
+                                      open_writes)
                 if pending is not None:
                     out.extend(_result(pending))
                     pending = None
-                # what the batch about to be written may still change for the next one
-                open_keys = {key for e in batch for key in _keys(e)}
+                # the files of the batch about to be written: their writes may change what is identical in the next
+                open_writes = {e.file for e in batch if e.prep is not None}
                 if pool is not None:
                     pending = pool.submit(self._write, staged)
                 else:

@@ -66,6 +66,7 @@ __all__ = [
     "rejects_sql",
     "accepted",
     "write_rows",
+    "REPLACED_PREFIX",
     "log_failure",
     "name_date",
     "name_dates",
@@ -560,8 +561,14 @@ def table_types(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
     return {str(n): str(t) for n, t in rows}
 
 
-def write_rows(ctx: Ctx, plan: Plan, *, file: str, sha256: str, kind: str) -> str:
-    """Apply ``plan`` (the caller holds the transaction); returns the status (ok / replaced / rejected_rows)."""
+# the ingest_log message of a write that deleted stored rows starts with this (read back by the identical-file check
+# of optimizer.data.ingest: a rejected_rows status does not say whether the write replaced rows, the message does)
+REPLACED_PREFIX = "replaced "
+
+
+def write_rows(ctx: Ctx, plan: Plan, *, file: str, sha256: str, kind: str) -> tuple[str, int]:
+    """Apply ``plan`` (the caller holds the transaction); returns the status (ok / replaced / rejected_rows) and the
+    number of stored rows the write deleted."""
     con = ctx.con
     for sql in plan.before_write:
         con.execute(sql)
@@ -576,7 +583,7 @@ def write_rows(ctx: Ctx, plan: Plan, *, file: str, sha256: str, kind: str) -> st
     status = "rejected_rows" if plan.n_rejects else ("replaced" if deleted else "ok")
     msg_parts = []
     if deleted:
-        msg_parts.append(f"replaced {deleted} existing rows")
+        msg_parts.append(f"{REPLACED_PREFIX}{deleted} existing rows")
     if plan.n_rejects and plan.first_reject:
         ln, reason = plan.first_reject
         msg_parts.append(f"{plan.n_rejects} rows rejected, first {file}:{ln}: {reason}")
@@ -595,7 +602,7 @@ def write_rows(ctx: Ctx, plan: Plan, *, file: str, sha256: str, kind: str) -> st
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             [file, sha256, kind, plan.n_rows, 0, status, msg],
         )
-    return status
+    return status, deleted
 
 
 def log_failure(con: duckdb.DuckDBPyConnection, *, file: str, sha256: str, kind: str, message: str) -> None:
