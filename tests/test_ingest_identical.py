@@ -6,6 +6,7 @@ re-ingested on every run."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 from _ingest_helpers import dump_tables, finra_text, table, write
@@ -136,6 +137,18 @@ def test_files_untouched_by_a_later_replace_are_still_skipped(tmp_path, overlap,
     assert _statuses(ingest_paths(con, "finra-short", [folder], overlap=overlap)) == want
     assert dump_tables(con, exclude=("ingest_log",)) == once
     assert _statuses(ingest_paths(con, "finra-short", [folder], overlap=overlap)) == ["skipped_identical"] * len(days)
+    # both in one call (the copy sorts after the original): the original's write deletes the copy's row, so the copy
+    # is not identical either (the stored-row counts follow each write of the call)
+    fixed = ingest_paths(con, "finra-short", [fixes], overlap=overlap)
+    with_fix = dump_tables(con, exclude=("ingest_log",))
+    assert _statuses(fixed) == ["replaced"]
+    want = ["skipped_identical"] * (len(days) + 1)
+    want[2] = want[3] = "replaced"
+    rep = ingest_paths(con, "finra-short", [folder, fixes], overlap=overlap)
+    assert [(Path(f.file).name, f.status) for f in rep.files][2:4] == [
+        ("CNMSshvol20200106.txt", "replaced"), ("CNMSshvol20200106_fixed.txt", "replaced")]
+    assert _statuses(rep) == want
+    assert dump_tables(con, exclude=("ingest_log",)) == with_fix
 
 
 def test_a_lit_flow_file_replacing_lit_trades_rows_makes_the_trades_file_not_identical(tmp_path, overlap):

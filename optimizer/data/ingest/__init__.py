@@ -16,11 +16,22 @@ kind names its columns and rules):
 * Rows that break an invariant (ShortVolume > TotalVolume, negative volume, OHLC inconsistent, duplicate key in
   the file, ...) go to ``ingest_rejects`` (ingest_id, file, line, reason, raw) and the rest of the file is
   stored (status ``rejected_rows``). With ``strict=True`` such a file fails instead and nothing is written.
-* Re-ingesting an identical file (same sha256 already logged as ok / replaced / rejected_rows for this kind,
-  unless a different version of a file with the same name was ingested since) is a no-op reported as
-  ``skipped_identical`` (not logged). A file covering keys already stored (see each parser: FINRA = (date,
-  facility), FINRA API rows = (date, symbol), prices/lit/options = (date, symbol), OTC = (week, symbol)) deletes
-  those rows first: ``replaced``.
+* A file covering keys already stored (see each parser: FINRA = (date, facility), FINRA API rows = (date,
+  symbol), prices/lit/options = (date, symbol), OTC = (week, symbol)) deletes those rows first: ``replaced``.
+* A file is ``skipped_identical`` (a no-op, not logged) only when re-ingesting it would change nothing: the same
+  content (sha256) was ingested as this kind before (ok / replaced / rejected_rows) AND that ingest's rows are
+  still the stored rows of the keys it covers. Proven cheaply (``_History``): no later write into the kind's table
+  deleted a stored row (``ingest_log``), or else the stored rows tagged with that file's name (``source_file``;
+  prices: ``source``) are exactly as many as the latest ingests of every path of that name stored (one GROUP BY
+  over the table, read only when some file needs it, then kept up to date by each write). So a file whose rows
+  another file replaced since (a per-symbol file after a combined one, a corrected copy under another name) is
+  ingested again (``replaced``), and a second run over the same folders (files of one name in several folders
+  included) skips every file when nothing changed. Limits: a file of the same name in two folders covering the
+  same keys is re-ingested on every run (the first one's rows are not the stored ones; the run ends with the
+  same rows); a prices file whose rows take their ``source`` from the file (a ``source`` column, Polygon) is proven
+  intact by the first rule only (re-ingested after any later replacing write into prices_daily); a key the file
+  covers but holds no stored row for (a header-only FINRA file, a (date, facility) of rejected rows only) is not
+  checked.
 * A kind may check a written file against the stored rows of other files (in the file's transaction, one query):
   what looks wrong but may be real is a warning (``FileResult.warnings``, ``IngestReport.warnings``), not a
   rejection; prices warn of a split the file is not adjusted for (``prices.split_warnings``).
@@ -322,16 +333,26 @@ class _History:
         if deleted:
             self.last_delete = e.seq
 
-    def add(self, file: str, sha: str, rows: int, deleted: bool) -> None:
-        """The writer stored ``file`` (``rows`` rows; ``deleted``: it deleted stored rows)."""
+    def lost_by(self) -> str | None:
+        """The column a write should report its deleted rows by (so that the counts, once read, stay exact without
+        being read again after each write that replaces rows), or None while they are not read."""
         with self.lock:
-            self._add(self.kind, file, sha, rows, deleted)
-            if self.counts is not None:
-                if deleted or not _KINDS[self.kind].source_is_name:
-                    self.counts = None
-                else:
-                    name = Path(file).name
-                    self.counts[name] = self.counts.get(name, 0) + rows
+            return self.source_col if self.counts is not None else None
+
+    def add(self, file: str, sha: str, rows: int, deleted: int, lost: dict[str, int] | None) -> None:
+        """The writer stored ``file``: ``rows`` rows, after deleting ``deleted`` stored ones (``lost``: how many
+        each source lost, when :meth:`lost_by` asked for it)."""
+        with self.lock:
+            self._add(self.kind, file, sha, rows, deleted > 0)
+            if self.counts is None:
+                return
+            if (deleted and lost is None) or not _KINDS[self.kind].source_is_name:
+                self.counts = None  # read again when needed
+                return
+            for src, n in (lost or {}).items():
+                self.counts[src] = self.counts.get(src, 0) - n
+            name = Path(file).name
+            self.counts[name] = self.counts.get(name, 0) + rows
 
     def _stored(self, con: duckdb.DuckDBPyConnection, name: str) -> int:
         if self.counts is None:
@@ -537,12 +558,13 @@ def _write(ctx: Ctx, kind: str, e: _Entry, group: tuple, s: Summary, history: _H
     check = _KINDS[kind].check
     try:
         with transaction(ctx.con):
-            status, deleted = write_rows(ctx, plan, file=e.file, sha256=e.raw.sha256, kind=kind)
+            status, deleted, lost = write_rows(ctx, plan, file=e.file, sha256=e.raw.sha256, kind=kind,
+                                               lost_by=history.lost_by())
             warnings = tuple(check(ctx, table, e.fid, e.file)) if check is not None else ()
     except duckdb.Error as exc:
         e.error = InputFileError(e.file, None, f"database rejected the file ({_one_line(exc)})")
         return None
-    history.add(e.file, e.raw.sha256, int(plan.n_rows), deleted > 0)
+    history.add(e.file, e.raw.sha256, int(plan.n_rows), deleted, lost)
     msg = None
     if plan.n_rejects:
         ln, reason = plan.first_reject
@@ -657,6 +679,22 @@ class _Pipeline:
         finally:
             self.con.execute(f"SET threads = {int(before)}")
 
+    def _settle(self, batch: list[_Entry]) -> set[str]:
+        """Just before ``batch`` is written (nothing is being written): its staged files that are identical given
+        every file written so far and come before any file of the batch that may be written are skipped now (the
+        writer would decide the same); returns the files that may be written (staging the next batch defers to the
+        writer every file after one of them). A staged file deferred because of writes that turned out skips is
+        thus settled one batch later, not staged again and again."""
+        open_writes: set[str] = set()
+        for e in batch:
+            if e.prep is None or e.result is not None:
+                continue
+            if not open_writes and self.history.identical(self.ctx.con, e.file, e.raw.sha256):
+                e.result = _skipped(e)
+            else:
+                open_writes.add(e.file)
+        return open_writes
+
     def _write(self, st: _Staged) -> list[FileResult]:
         return _write_batch(self.wctx, self.kind, st, self.history, self.strict, self.raise_on_error, self.stop)
 
@@ -672,8 +710,7 @@ class _Pipeline:
                 if pending is not None:
                     out.extend(_result(pending))
                     pending = None
-                # the files of the batch about to be written: their writes may change what is identical in the next
-                open_writes = {e.file for e in batch if e.prep is not None}
+                open_writes = self._settle(batch)
                 if pool is not None:
                     pending = pool.submit(self._write, staged)
                 else:
