@@ -97,9 +97,11 @@ def test_same_name_in_two_folders_is_not_reingested_on_every_run(tmp_path, overl
     assert dump_tables(con) == once
 
 
-def test_same_name_in_two_folders_with_shared_keys_ends_as_one_run_leaves_it(tmp_path, overlap):
-    """Two folders with a file of the same name covering the same key: the later one's rows are stored; a second
-    run re-ingests both (the first one's rows are not stored: it is not identical) and ends with the same rows."""
+def test_files_replacing_each_others_rows_rerun_as_a_noop(tmp_path, overlap):
+    """Two folders with a file of the same name covering the same key (the later one's rows are stored): a second
+    run over both skips both (the second file comes again after the first: skipping the first ends the call with
+    the rows re-ingesting it would), ingest_log included; the first folder ALONE is ingested again (its rows are
+    not the stored ones), and then both folders end as one run leaves them."""
     d1, d2 = tmp_path / "a", tmp_path / "b"
     d1.mkdir()
     d2.mkdir()
@@ -107,12 +109,38 @@ def test_same_name_in_two_folders_with_shared_keys_ends_as_one_run_leaves_it(tmp
     write(d2 / "CNMSshvol20200102.txt", finra_text(["20200102|AAPL|11|0|22|Q"]))
     con = connect(":memory:")
     assert _statuses(ingest_paths(con, "finra-short", [d1, d2], overlap=overlap)) == ["ok", "replaced"]
-    once = dump_tables(con, exclude=("ingest_log",))
+    once = dump_tables(con)
     assert table(con, "SELECT short_volume FROM finra_short_daily") == [(11,)]
-    assert _statuses(ingest_paths(con, "finra-short", [d1, d2], overlap=overlap)) == ["replaced", "replaced"]
-    assert dump_tables(con, exclude=("ingest_log",)) == once
-    # the later folder alone: its rows are the stored ones
+    assert _statuses(ingest_paths(con, "finra-short", [d1, d2], overlap=overlap)) == ["skipped_identical"] * 2
+    assert dump_tables(con) == once
     assert _statuses(ingest_paths(con, "finra-short", [d2], overlap=overlap)) == ["skipped_identical"]
+    assert _statuses(ingest_paths(con, "finra-short", [d1], overlap=overlap)) == ["replaced"]
+    assert table(con, "SELECT short_volume FROM finra_short_daily") == [(10,)]
+    assert _statuses(ingest_paths(con, "finra-short", [d1, d2], overlap=overlap)) == ["skipped_identical", "replaced"]
+    assert dump_tables(con, exclude=("ingest_log",)) == {k: v for k, v in once.items() if k != "ingest_log"}
+
+
+def test_raw_finra_files_and_a_tidy_file_of_the_same_days_rerun_as_a_noop(tmp_path, overlap):
+    """Raw CNMS files, then a tidy file re-stating one of their days (another name): a second run over both is a
+    no-op; the raw files alone restore their rows; both again end as one run leaves them."""
+    raw, tidy = tmp_path / "raw", tmp_path / "tidy"
+    raw.mkdir()
+    tidy.mkdir()
+    write(raw / "CNMSshvol20200102.txt", finra_text(["20200102|AAPL|10|0|20|Q", "20200102|MSFT|5|0|9|Q"]))
+    write(raw / "CNMSshvol20200103.txt", finra_text(["20200103|AAPL|12|0|20|Q"]))
+    write(tidy / "finra_short_daily_2020.csv", "date,symbol,short_volume,total_volume,facility\n"
+          "2020-01-02,AAPL,1,2,CNMS\n2020-01-02,MSFT,3,4,CNMS\n")
+    con = connect(":memory:")
+    assert _statuses(ingest_paths(con, "finra-short", [raw, tidy], overlap=overlap)) == ["ok", "replaced", "ok"]
+    once = dump_tables(con)
+    assert _statuses(ingest_paths(con, "finra-short", [raw, tidy], overlap=overlap)) == ["skipped_identical"] * 3
+    assert dump_tables(con) == once
+    assert _statuses(ingest_paths(con, "finra-short", [raw], overlap=overlap)) == ["replaced", "skipped_identical"]
+    assert table(con, "SELECT symbol, short_volume, source_file FROM finra_short_daily WHERE date = '2020-01-02' "
+                      "ORDER BY symbol") == [("AAPL", 10, "CNMSshvol20200102.txt"), ("MSFT", 5, "CNMSshvol20200102.txt")]
+    assert _statuses(ingest_paths(con, "finra-short", [raw, tidy], overlap=overlap)) == [
+        "skipped_identical", "replaced", "skipped_identical"]
+    assert dump_tables(con, exclude=("ingest_log",)) == {k: v for k, v in once.items() if k != "ingest_log"}
 
 
 def test_files_untouched_by_a_later_replace_are_still_skipped(tmp_path, overlap, monkeypatch):
@@ -137,18 +165,19 @@ def test_files_untouched_by_a_later_replace_are_still_skipped(tmp_path, overlap,
     assert _statuses(ingest_paths(con, "finra-short", [folder], overlap=overlap)) == want
     assert dump_tables(con, exclude=("ingest_log",)) == once
     assert _statuses(ingest_paths(con, "finra-short", [folder], overlap=overlap)) == ["skipped_identical"] * len(days)
-    # both in one call (the copy sorts after the original): the original's write deletes the copy's row, so the copy
-    # is not identical either (the stored-row counts follow each write of the call)
-    fixed = ingest_paths(con, "finra-short", [fixes], overlap=overlap)
-    with_fix = dump_tables(con, exclude=("ingest_log",))
-    assert _statuses(fixed) == ["replaced"]
-    want = ["skipped_identical"] * (len(days) + 1)
-    want[2] = want[3] = "replaced"
-    rep = ingest_paths(con, "finra-short", [folder, fixes], overlap=overlap)
-    assert [(Path(f.file).name, f.status) for f in rep.files][2:4] == [
+    # the copy again, then another correction (not in the next call) of another day
+    assert _statuses(ingest_paths(con, "finra-short", [fixes], overlap=overlap)) == ["replaced"]
+    more = tmp_path / "more"
+    more.mkdir()
+    write(more / "CNMSshvol20200107_fixed.txt", finra_text(["20200107|AAPL|8|0|21|Q"]))
+    assert _statuses(ingest_paths(con, "finra-short", [more], overlap=overlap)) == ["replaced"]
+    with_fixes = dump_tables(con, exclude=("ingest_log",))
+    # the original and the copy in one call (the copy sorts after it): the original's write deletes the copy's row,
+    # so the copy is not identical either (the stored-row counts follow each write of the call)
+    rep = ingest_paths(con, "finra-short", [folder / "CNMSshvol20200106.txt", fixes], overlap=overlap)
+    assert [(Path(f.file).name, f.status) for f in rep.files] == [
         ("CNMSshvol20200106.txt", "replaced"), ("CNMSshvol20200106_fixed.txt", "replaced")]
-    assert _statuses(rep) == want
-    assert dump_tables(con, exclude=("ingest_log",)) == with_fix
+    assert dump_tables(con, exclude=("ingest_log",)) == with_fixes
 
 
 def test_a_lit_flow_file_replacing_lit_trades_rows_makes_the_trades_file_not_identical(tmp_path, overlap):

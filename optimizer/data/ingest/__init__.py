@@ -54,6 +54,7 @@ exception while staging batch k+1 lets batch k finish first; Ctrl-C stops after 
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import datetime as dt
 import glob
@@ -294,12 +295,17 @@ class _History:
     * no LATER ingest into the kind's table deleted a stored row (status ``replaced``, or ``rejected_rows`` with
       a message saying it replaced rows): nothing can have removed L's rows; else
     * L is the latest ingest of its path, and the stored rows tagged with L's name are exactly as many as the
-      latest ingests of every path of that name stored (``_live``): a later write deleted none of them.
+      latest ingests of every path of that name stored (``live``): a later write deleted none of them; else
+    * every later write into the table that deleted stored rows is replayed later in THIS call (a file of the same
+      kind, name and content comes after this one): whatever it took from L it takes again, so skipping L's file
+      ends the call with the rows re-ingesting it would (a second run over files that replace each other's rows,
+      e.g. raw FINRA files and a tidy file of the same days, is a no-op).
 
     So a file another file (another name, or the same name in another folder) partly replaced is ingested again,
-    and files of one name in several folders are not re-ingested on every run. The count needs the source column
-    to hold the file name: prices rows whose ``source`` comes from the file (a ``source`` column, Polygon) are
-    proven intact by the first rule only. Thread-safe (the staging and the writing thread both ask)."""
+    unless that file comes again later in the call; files of one name in several folders are not re-ingested on
+    every run. The count needs the source column to hold the file name: prices rows whose ``source`` comes from
+    the file (a ``source`` column, Polygon) are proven intact by the other rules only. Thread-safe (the staging and
+    the writing thread both ask)."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, kind: str) -> None:
         k = _KINDS[kind]
@@ -318,6 +324,10 @@ class _History:
         self.expected: dict[str, int] = {}  # file name -> rows its paths' latest ingests stored
         self.last_delete = -1  # seq of the latest ingest that deleted stored rows
         self.counts: dict[str, int] | None = None  # stored rows per source (lazy; None = to be read)
+        self.deletes: list[_Ingested] = []  # the ingests that deleted stored rows, in order
+        self.delete_seqs: list[int] = []  # their seq
+        self.run: dict[str, list[tuple[int, Path]]] = {}  # the call's files by name: (position, path)
+        self.run_sha: dict[Path, str | None] = {}  # their checksums, read when a replay check needs them
         self.seq = 0
         for kd, f, sha, n, deleted in rows:
             self._add(str(kd), str(f), str(sha), int(n), bool(deleted))
@@ -332,6 +342,29 @@ class _History:
         self.live[file] = e
         if deleted:
             self.last_delete = e.seq
+            self.deletes.append(e)
+            self.delete_seqs.append(e.seq)
+
+    def set_run(self, files: Sequence[Path]) -> None:
+        """The files of this call, in the order they are ingested (a file's position is its index here)."""
+        with self.lock:
+            self.run = {}
+            for i, f in enumerate(files):
+                self.run.setdefault(f.name, []).append((i, f))
+
+    def _sha(self, path: Path) -> str | None:
+        if path not in self.run_sha:
+            try:
+                self.run_sha[path] = read_raw(path, str(path)).sha256
+            except OSError:  # unreadable: it replays nothing (its own turn reports the error)
+                self.run_sha[path] = None
+        return self.run_sha[path]
+
+    def _replayed(self, e: _Ingested, pos: int) -> bool:
+        """Every ingest that deleted stored rows after ``e`` comes again after position ``pos`` in this call."""
+        later = {(d.kind, Path(d.path).name, d.sha) for d in self.deletes[bisect.bisect_right(self.delete_seqs, e.seq):]}
+        return all(kind == self.kind and any(q > pos and self._sha(p) == sha for q, p in self.run.get(name, ()))
+                   for kind, name, sha in later)
 
     def lost_by(self) -> str | None:
         """The column a write should report its deleted rows by (so that the counts, once read, stay exact without
@@ -360,16 +393,19 @@ class _History:
                 f"SELECT {self.source_col}, count(*) FROM {self.table} GROUP BY ALL").fetchall()}
         return self.counts.get(name, 0)
 
-    def identical(self, con: duckdb.DuckDBPyConnection, file: str, sha: str) -> bool:
+    def identical(self, con: duckdb.DuckDBPyConnection, file: str, sha: str, pos: int) -> bool:
+        """Whether the file at position ``pos`` of this call, of content ``sha``, would change nothing."""
         with self.lock:
             done = self.by_sha.get((self.kind, sha), [])
-            if any(e.seq >= self.last_delete for e in done):  # its own deletions came before its inserts
+            if not done:
+                return False
+            if done[-1].seq >= self.last_delete:  # its own deletions came before its inserts
                 return True
             for e in reversed(done):
                 name = Path(e.path).name
                 if self.live.get(e.path) is e and self._stored(con, name) == self.expected[name]:
                     return True
-            return False
+            return self._replayed(done[-1], pos)
 
 
 def _context(con: duckdb.DuckDBPyConnection, settings: Settings) -> Ctx:
@@ -389,6 +425,7 @@ class _Entry:
     error: InputFileError | None = None
     result: FileResult | None = None
     group: int = -1
+    pos: int = 0  # its position among the files of the call
 
 
 @dataclass
@@ -430,7 +467,7 @@ def _stage(ctx: Ctx, kind: str, e: _Entry, history: _History, sink: LineSink, op
     except OSError as exc:
         e.error = InputFileError(e.file, None, f"unreadable file ({exc.strerror})")
         return
-    if not open_writes and history.identical(ctx.con, e.file, e.raw.sha256):
+    if not open_writes and history.identical(ctx.con, e.file, e.raw.sha256, e.pos):
         e.result = _skipped(e)
         return
     try:
@@ -526,7 +563,7 @@ def _write_batch(ctx: Ctx, kind: str, st: _Staged, history: _History, strict: bo
         for e in st.entries:
             if stop.is_set():
                 break
-            if e.result is None and e.raw is not None and history.identical(con, e.file, e.raw.sha256):
+            if e.result is None and e.raw is not None and history.identical(con, e.file, e.raw.sha256, e.pos):
                 e.result = _skipped(e)
             if e.result is None and e.error is None and e.fid in st.specs:
                 e.error = st.summaries[e.fid].error
@@ -587,7 +624,7 @@ def _batches(files: list[Path]) -> Iterator[list[_Entry]]:
     batch: list[_Entry] = []
     size = 0
     max_files, max_bytes = FIRST_BATCH_FILES, FIRST_BATCH_BYTES
-    for f in files:
+    for pos, f in enumerate(files):
         try:
             n = f.stat().st_size
         except OSError:
@@ -596,7 +633,7 @@ def _batches(files: list[Path]) -> Iterator[list[_Entry]]:
             yield batch
             batch, size = [], 0
             max_files, max_bytes = min(2 * max_files, BATCH_FILES), min(2 * max_bytes, BATCH_BYTES)
-        batch.append(_Entry(f, str(f), len(batch)))
+        batch.append(_Entry(f, str(f), len(batch), pos=pos))
         size += n
     if batch:
         yield batch
@@ -689,7 +726,7 @@ class _Pipeline:
         for e in batch:
             if e.prep is None or e.result is not None:
                 continue
-            if not open_writes and self.history.identical(self.ctx.con, e.file, e.raw.sha256):
+            if not open_writes and self.history.identical(self.ctx.con, e.file, e.raw.sha256, e.pos):
                 e.result = _skipped(e)
             else:
                 open_writes.add(e.file)
@@ -768,6 +805,7 @@ def ingest_file(
     settings = settings or Settings.from_env()
     pipe = _Pipeline(con, kind, settings, strict=strict, raise_on_error=raise_on_error, overlap=False)
     try:
+        pipe.history.set_run([Path(path)])
         return pipe.run([[_Entry(Path(path), str(path), 0)]])[0]
     finally:
         pipe.close()
@@ -793,6 +831,7 @@ def ingest_paths(
     report = IngestReport(kind)
     pipe = _Pipeline(con, kind, settings, strict=strict, raise_on_error=raise_on_error, overlap=overlap)
     try:
+        pipe.history.set_run(files)
         with memory_budget(con), pipe.threads():
             report.files.extend(pipe.run(_with_progress(_batches(files), len(files), progress, kind)))
     finally:
