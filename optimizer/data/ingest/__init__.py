@@ -20,18 +20,19 @@ kind names its columns and rules):
   symbol), prices/lit/options = (date, symbol), OTC = (week, symbol)) deletes those rows first: ``replaced``.
 * A file is ``skipped_identical`` (a no-op, not logged) only when re-ingesting it would change nothing: the same
   content (sha256) was ingested as this kind before (ok / replaced / rejected_rows) AND that ingest's rows are
-  still the stored rows of the keys it covers. Proven cheaply (``_History``): no later write into the kind's table
-  deleted a stored row (``ingest_log``), or else the stored rows tagged with that file's name (``source_file``;
-  prices: ``source``) are exactly as many as the latest ingests of every path of that name stored (one GROUP BY
-  over the table, read only when some file needs it, then kept up to date by each write). So a file whose rows
-  another file replaced since (a per-symbol file after a combined one, a corrected copy under another name) is
-  ingested again (``replaced``), and a second run over the same folders (files of one name in several folders
-  included) skips every file when nothing changed. Limits: a file of the same name in two folders covering the
-  same keys is re-ingested on every run (the first one's rows are not the stored ones; the run ends with the
-  same rows); a prices file whose rows take their ``source`` from the file (a ``source`` column, Polygon) is proven
-  intact by the first rule only (re-ingested after any later replacing write into prices_daily); a key the file
-  covers but holds no stored row for (a header-only FINRA file, a (date, facility) of rejected rows only) is not
-  checked.
+  still the stored rows of the keys it covers, or every file that replaced some of them comes again later in the
+  same call (skipping the file then ends the call as re-ingesting it would). Proven cheaply (``_History``): no
+  later write into the kind's table deleted a stored row (``ingest_log``); or the stored rows tagged with that
+  file's name (``source_file``; prices: ``source``) are exactly as many as the latest ingests of every path of
+  that name stored (one GROUP BY over the table, read only when some file needs it, then kept up to date by each
+  write); or every later replacing write is of a file (same name and content) later in the call. So a file whose
+  rows another file replaced since (a per-symbol file after a combined one, a corrected copy under another name)
+  is ingested again (``replaced``) unless that file follows it in the call, and a second run over the same
+  folders (files of one name in several folders, raw FINRA files and a tidy file of the same days included)
+  skips every file when nothing changed. Limits: a prices file whose rows take their ``source`` from the file (a
+  ``source`` column, Polygon) has no count to prove it intact (after a later replacing write into prices_daily it
+  is re-ingested unless that write's file follows it); a key the file covers without a stored row of its own (a
+  header-only FINRA file, a (date, facility) of rejected rows only) is not checked.
 * A kind may check a written file against the stored rows of other files (in the file's transaction, one query):
   what looks wrong but may be real is a warning (``FileResult.warnings``, ``IngestReport.warnings``), not a
   rejection; prices warn of a split the file is not adjusted for (``prices.split_warnings``).
