@@ -33,7 +33,10 @@ def _statuses(rep):
 
 
 @pytest.fixture(params=[True, False], ids=["overlap", "serial"])
-def overlap(request):
+def overlap(request, monkeypatch):
+    """Pipelined or serial, in batches of 1, 2, 2, ... files (a call's files cross batches and staging slots)."""
+    monkeypatch.setattr(ingest, "FIRST_BATCH_FILES", 1)
+    monkeypatch.setattr(ingest, "BATCH_FILES", 2)
     return request.param
 
 
@@ -143,11 +146,9 @@ def test_raw_finra_files_and_a_tidy_file_of_the_same_days_rerun_as_a_noop(tmp_pa
     assert dump_tables(con, exclude=("ingest_log",)) == {k: v for k, v in once.items() if k != "ingest_log"}
 
 
-def test_files_untouched_by_a_later_replace_are_still_skipped(tmp_path, overlap, monkeypatch):
+def test_files_untouched_by_a_later_replace_are_still_skipped(tmp_path, overlap):
     """Precision: after a corrected copy (another name) replaced ONE day, a run over the original folder re-ingests
     that day only; every other file is still skipped (stored-row counts prove its rows intact), in every batch."""
-    monkeypatch.setattr(ingest, "FIRST_BATCH_FILES", 2)
-    monkeypatch.setattr(ingest, "BATCH_FILES", 3)
     days = ["20200102", "20200103", "20200106", "20200107", "20200108", "20200109", "20200110"]
     folder = tmp_path / "raw"
     folder.mkdir()
