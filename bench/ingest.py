@@ -3,7 +3,8 @@
 (a) Full-universe FINRA CNMS daily short-sale files in FINRA's real format (``CNMSshvolYYYYMMDD.txt``: header
 ``Date|Symbol|ShortVolume|ShortExemptVolume|TotalVolume|Market``, pipe-delimited, CRLF, record-count trailer),
 ``--symbols`` symbols (default 10,000) x ``--sessions`` NYSE sessions, generated with numpy into a temp dir,
-then ingested as kind ``finra-short``: rows/s, seconds per file, peak RSS of the ingest, DB file size.
+then ingested as kind ``finra-short``: rows/s, seconds per file, peak RSS of the ingest, DB file size, and the
+seconds of a second ingest of the same files (every file skipped as identical).
 (b) The embedded synthetic market's files (default 33 symbols x 502 sessions: 502 CNMS files, prices, lit flow,
 OTC weekly, options CSVs): write time, ingest seconds per kind, and the ``build_daily_metrics`` time.
 
@@ -105,6 +106,10 @@ def bench_finra(n_symbols: int, n_sessions: int, overlap: bool = True) -> dict:
         ck_s, ck_cpu = time.perf_counter() - t1, cpu_s() - c1
         peak = peak_rss_mb()
         stored = int(con.execute("SELECT count(*) FROM finra_short_daily").fetchone()[0])
+        # the same files again: every one is skipped as identical (nothing read but the files' checksums)
+        t2 = time.perf_counter()
+        again = ingest_paths(con, "finra-short", [folder], overlap=overlap)
+        again_s = time.perf_counter() - t2
         con.close()
         size = _db_size(db)
     return {
@@ -127,6 +132,8 @@ def bench_finra(n_symbols: int, n_sessions: int, overlap: bool = True) -> dict:
         "rows_per_cpu_s_with_checkpoint": round(rows / (cpu + ck_cpu)),
         "files_per_s": round(len(rep.files) / secs, 1),
         "s_per_file": round(secs / max(1, len(rep.files)), 3),
+        "rerun_s": round(again_s, 3),
+        "rerun_skipped": again.counts["skipped_identical"],
         "rss_before_mb": base,
         "peak_rss_mb": peak,
         "db_mb": round(size / 2**20, 1),
@@ -295,6 +302,8 @@ def _rows(res: dict) -> list[tuple]:
          f"{f['rows_per_s_with_checkpoint']:,} ({f['rows_per_cpu_s_with_checkpoint']:,})",
          f"checkpoint {f['checkpoint_s']} s ({f['checkpoint_cpu_s']} CPU s)"),
         (f"{p}: seconds per file", f["s_per_file"], f"x 252 = {f['s_per_file'] * 252:.0f} s for a year"),
+        (f"{p}: the same files again, seconds", f["rerun_s"], f"{f['rerun_skipped']} of {f['files']} skipped as identical",
+         f["rerun_skipped"] == f["files"]),
         (f"{p}: peak RSS during ingest, MiB", f["peak_rss_mb"], f"RSS before: {f['rss_before_mb']} MiB"),
         (f"{p}: DB size, MiB / bytes per row", f"{f['db_mb']} / {f['db_bytes_per_row']}"),
     ]

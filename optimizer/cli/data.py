@@ -50,8 +50,9 @@ __all__ = ["COMMANDS"]
 def ingest_cmd(kind, paths, strict, max_decompressed_mb, max_expansion, db, out, fmt):
     """Ingest raw files (files, directories or globs) of KIND into the store, one transaction per file.
 
-    Re-ingesting an identical file is a no-op; a changed file replaces its dates' rows. Malformed files are
-    rejected with file:line: reason and leave the database unchanged. Exit code 1 when anything was rejected.
+    Re-ingesting a file whose rows are still the stored ones is a no-op (skipped_identical); a changed file, or
+    one whose rows another file replaced, replaces its keys' rows. Malformed files are rejected with
+    file:line: reason and leave the database unchanged. Exit code 1 when anything was rejected.
     KIND splits: stock splits (CSV or Polygon JSON); run `accumopt metrics build` afterwards (docs/DATA.md).
     """
     settings = Settings.from_env()

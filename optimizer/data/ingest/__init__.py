@@ -16,11 +16,23 @@ kind names its columns and rules):
 * Rows that break an invariant (ShortVolume > TotalVolume, negative volume, OHLC inconsistent, duplicate key in
   the file, ...) go to ``ingest_rejects`` (ingest_id, file, line, reason, raw) and the rest of the file is
   stored (status ``rejected_rows``). With ``strict=True`` such a file fails instead and nothing is written.
-* Re-ingesting an identical file (same sha256 already logged as ok / replaced / rejected_rows for this kind,
-  unless a different version of a file with the same name was ingested since) is a no-op reported as
-  ``skipped_identical`` (not logged). A file covering keys already stored (see each parser: FINRA = (date,
-  facility), FINRA API rows = (date, symbol), prices/lit/options = (date, symbol), OTC = (week, symbol)) deletes
-  those rows first: ``replaced``.
+* A file covering keys already stored (see each parser: FINRA = (date, facility), FINRA API rows = (date,
+  symbol), prices/lit/options = (date, symbol), OTC = (week, symbol)) deletes those rows first: ``replaced``.
+* A file is ``skipped_identical`` (a no-op, not logged) only when re-ingesting it would change nothing: the same
+  content (sha256) was ingested as this kind before (ok / replaced / rejected_rows) AND that ingest's rows are
+  still the stored rows of the keys it covers, or every file that replaced some of them comes again later in the
+  same call (skipping the file then ends the call as re-ingesting it would). Proven cheaply (``_History``): no
+  later write into the kind's table deleted a stored row (``ingest_log``); or the stored rows tagged with that
+  file's name (``source_file``; prices: ``source``) are exactly as many as the latest ingests of every path of
+  that name stored (one GROUP BY over the table, read only when some file needs it, then kept up to date by each
+  write); or every later replacing write is of a file (same name and content) later in the call. So a file whose
+  rows another file replaced since (a per-symbol file after a combined one, a corrected copy under another name)
+  is ingested again (``replaced``) unless that file follows it in the call, and a second run over the same
+  folders (files of one name in several folders, raw FINRA files and a tidy file of the same days included)
+  skips every file when nothing changed. Limits: a prices file whose rows take their ``source`` from the file (a
+  ``source`` column, Polygon) has no count to prove it intact (after a later replacing write into prices_daily it
+  is re-ingested unless that write's file follows it); a key the file covers without a stored row of its own (a
+  header-only FINRA file, a (date, facility) of rejected rows only) is not checked.
 * A kind may check a written file against the stored rows of other files (in the file's transaction, one query):
   what looks wrong but may be real is a warning (``FileResult.warnings``, ``IngestReport.warnings``), not a
   rejection; prices warn of a split the file is not adjusted for (``prices.split_warnings``).
@@ -43,6 +55,7 @@ exception while staging batch k+1 lets batch k finish first; Ctrl-C stops after 
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import datetime as dt
 import glob
@@ -72,6 +85,7 @@ from optimizer.data.ingest._common import (
     Prep,
     Spec,
     Summary,
+    REPLACED_PREFIX,
     log_failure,
     name_date,
     sql_str,
@@ -103,19 +117,24 @@ class _Kind:
     prepare: Callable
     spec: Callable
     plan: Callable
+    table: str  # the table its plans write
     need_lines: Callable[[RawFile], bool] = lambda raw: True
     reads_lines: bool = False  # its prepare() queries _ing_lines (the staged lines must be flushed first)
     check: Callable | None = None  # (ctx, table, fid, file) -> warnings, run in the file's write transaction
+    source_col: str = "source_file"  # the column of ``table`` naming where a row came from
+    source_is_name: bool = True  # source_col always holds the file name (prices: a ``source`` column may replace it)
 
 
 _KINDS: dict[str, _Kind] = {
-    "finra-short": _Kind(finra_short.JSON_OK, finra_short.prepare, finra_short.spec, finra_short.plan),
-    "prices": _Kind(prices.JSON_OK, prices.prepare, prices.spec, prices.plan, check=prices.split_warnings),
-    "otc-weekly": _Kind(otc_weekly.JSON_OK, otc_weekly.prepare, otc_weekly.spec, otc_weekly.plan),
-    "lit-trades": _Kind(False, lit.trades_prepare, lit.trades_spec, lit.trades_plan, lit.trades_need_lines, True),
-    "lit-flow": _Kind(False, lit.flow_prepare, lit.flow_spec, lit.flow_plan),
-    "options": _Kind(options.JSON_OK, options.prepare, options.spec, options.plan),
-    "splits": _Kind(splits.JSON_OK, splits.prepare, splits.spec, splits.plan),
+    "finra-short": _Kind(finra_short.JSON_OK, finra_short.prepare, finra_short.spec, finra_short.plan, "finra_short_daily"),
+    "prices": _Kind(prices.JSON_OK, prices.prepare, prices.spec, prices.plan, "prices_daily", check=prices.split_warnings,
+                    source_col="source", source_is_name=False),
+    "otc-weekly": _Kind(otc_weekly.JSON_OK, otc_weekly.prepare, otc_weekly.spec, otc_weekly.plan, "finra_otc_weekly"),
+    "lit-trades": _Kind(False, lit.trades_prepare, lit.trades_spec, lit.trades_plan, "lit_flow_daily", lit.trades_need_lines,
+                        True),
+    "lit-flow": _Kind(False, lit.flow_prepare, lit.flow_spec, lit.flow_plan, "lit_flow_daily"),
+    "options": _Kind(options.JSON_OK, options.prepare, options.spec, options.plan, "options_daily"),
+    "splits": _Kind(splits.JSON_OK, splits.prepare, splits.spec, splits.plan, "splits"),
 }
 # a batch of files is staged and validated together (then written one transaction per file); the first batch is
 # small so that writing starts early, each next one twice as large up to the caps
@@ -255,28 +274,139 @@ def _order(files: list[Path]) -> list[Path]:
     return sorted(files, key=key)
 
 
+@dataclass(frozen=True)
+class _Ingested:
+    """One successful ingest (ok / replaced / rejected_rows) into a kind's table, in ingest order."""
+
+    seq: int
+    kind: str
+    path: str  # the file as given to that ingest (ingest_log.file)
+    sha: str
+    rows: int  # rows it stored (ingest_log.rows_accepted)
+
+
 class _History:
-    """What ingest_log says about earlier successful ingests of this kind (read once per call)."""
+    """Whether re-ingesting a file would change nothing (``skipped_identical``), from ``ingest_log`` (read once per
+    call, then kept up to date by the writer) and, only when needed, one count of the stored rows per source.
+
+    A file of content ``sha`` is identical when an earlier successful ingest L of that content, as this kind,
+    still has all its rows stored (a write deletes stored rows only of the keys it covers, and inserts exactly its
+    ``rows_accepted`` rows, tagged with its file NAME):
+
+    * no LATER ingest into the kind's table deleted a stored row (status ``replaced``, or ``rejected_rows`` with
+      a message saying it replaced rows): nothing can have removed L's rows; else
+    * L is the latest ingest of its path, and the stored rows tagged with L's name are exactly as many as the
+      latest ingests of every path of that name stored (``live``): a later write deleted none of them; else
+    * every later write into the table that deleted stored rows is replayed later in THIS call (a file of the same
+      kind, name and content comes after this one): whatever it took from L it takes again, so skipping L's file
+      ends the call with the rows re-ingesting it would (a second run over files that replace each other's rows,
+      e.g. raw FINRA files and a tidy file of the same days, is a no-op).
+
+    So a file another file (another name, or the same name in another folder) partly replaced is ingested again,
+    unless that file comes again later in the call; files of one name in several folders are not re-ingested on
+    every run. The count needs the source column to hold the file name: prices rows whose ``source`` comes from
+    the file (a ``source`` column, Polygon) are proven intact by the other rules only. Thread-safe (the staging and
+    the writing thread both ask)."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, kind: str) -> None:
+        k = _KINDS[kind]
+        self.kind, self.table, self.source_col = kind, k.table, k.source_col
+        self.kinds = [n for n, x in _KINDS.items() if x.table == k.table]  # lit-trades and lit-flow share one
+        marks = ", ".join("?" for _ in self.kinds)
         rows = con.execute(
-            "SELECT file, sha256 FROM ingest_log WHERE kind = ? AND status IN ('ok', 'replaced', 'rejected_rows') ORDER BY id",
-            [kind],
+            f"SELECT kind, file, sha256, rows_accepted, status = 'replaced' OR (status = 'rejected_rows' AND "
+            f"starts_with(coalesce(message, ''), ?)) FROM ingest_log WHERE kind IN ({marks}) "
+            "AND status IN ('ok', 'replaced', 'rejected_rows') ORDER BY id",
+            [REPLACED_PREFIX, *self.kinds],
         ).fetchall()
-        self.shas: set[str] = set()
-        self.latest: dict[str, str] = {}
-        for f, sha in rows:
-            self.add(str(f), str(sha))
+        self.lock = threading.Lock()
+        self.by_sha: dict[tuple[str, str], list[_Ingested]] = {}  # (kind, sha) -> its ingests, in order
+        self.live: dict[str, _Ingested] = {}  # path -> its latest ingest
+        self.expected: dict[str, int] = {}  # file name -> rows its paths' latest ingests stored
+        self.last_delete = -1  # seq of the latest ingest that deleted stored rows
+        self.counts: dict[str, int] | None = None  # stored rows per source (lazy; None = to be read)
+        self.deletes: list[_Ingested] = []  # the ingests that deleted stored rows, in order
+        self.delete_seqs: list[int] = []  # their seq
+        self.run: dict[str, list[tuple[int, Path]]] = {}  # the call's files by name: (position, path)
+        self.run_sha: dict[Path, str | None] = {}  # their checksums, read when a replay check needs them
+        self.seq = 0
+        for kd, f, sha, n, deleted in rows:
+            self._add(str(kd), str(f), str(sha), int(n), bool(deleted))
 
-    def add(self, file: str, sha: str) -> None:
-        self.shas.add(sha)
-        self.latest[Path(file).name] = sha
+    def _add(self, kind: str, file: str, sha: str, rows: int, deleted: bool) -> None:
+        e = _Ingested(self.seq, kind, file, sha, rows)
+        self.seq += 1
+        self.by_sha.setdefault((kind, sha), []).append(e)
+        name = Path(file).name
+        old = self.live.get(file)
+        self.expected[name] = self.expected.get(name, 0) - (old.rows if old is not None else 0) + rows
+        self.live[file] = e
+        if deleted:
+            self.last_delete = e.seq
+            self.deletes.append(e)
+            self.delete_seqs.append(e.seq)
 
-    def identical(self, file: str, sha: str) -> bool:
-        if sha not in self.shas:
-            return False
-        last = self.latest.get(Path(file).name)
-        return last is None or last == sha
+    def set_run(self, files: Sequence[Path]) -> None:
+        """The files of this call, in the order they are ingested (a file's position is its index here)."""
+        with self.lock:
+            self.run = {}
+            for i, f in enumerate(files):
+                self.run.setdefault(f.name, []).append((i, f))
+
+    def _sha(self, path: Path) -> str | None:
+        if path not in self.run_sha:
+            try:
+                self.run_sha[path] = read_raw(path, str(path)).sha256
+            except OSError:  # unreadable: it replays nothing (its own turn reports the error)
+                self.run_sha[path] = None
+        return self.run_sha[path]
+
+    def _replayed(self, e: _Ingested, pos: int) -> bool:
+        """Every ingest that deleted stored rows after ``e`` comes again after position ``pos`` in this call."""
+        later = {(d.kind, Path(d.path).name, d.sha) for d in self.deletes[bisect.bisect_right(self.delete_seqs, e.seq):]}
+        return all(kind == self.kind and any(q > pos and self._sha(p) == sha for q, p in self.run.get(name, ()))
+                   for kind, name, sha in later)
+
+    def lost_by(self) -> str | None:
+        """The column a write should report its deleted rows by (so that the counts, once read, stay exact without
+        being read again after each write that replaces rows), or None while they are not read."""
+        with self.lock:
+            return self.source_col if self.counts is not None else None
+
+    def add(self, file: str, sha: str, rows: int, deleted: int, lost: dict[str, int] | None) -> None:
+        """The writer stored ``file``: ``rows`` rows, after deleting ``deleted`` stored ones (``lost``: how many
+        each source lost, when :meth:`lost_by` asked for it)."""
+        with self.lock:
+            self._add(self.kind, file, sha, rows, deleted > 0)
+            if self.counts is None:
+                return
+            if (deleted and lost is None) or not _KINDS[self.kind].source_is_name:
+                self.counts = None  # read again when needed
+                return
+            for src, n in (lost or {}).items():
+                self.counts[src] = self.counts.get(src, 0) - n
+            name = Path(file).name
+            self.counts[name] = self.counts.get(name, 0) + rows
+
+    def _stored(self, con: duckdb.DuckDBPyConnection, name: str) -> int:
+        if self.counts is None:
+            self.counts = {str(s): int(n) for s, n in con.execute(
+                f"SELECT {self.source_col}, count(*) FROM {self.table} GROUP BY ALL").fetchall()}
+        return self.counts.get(name, 0)
+
+    def identical(self, con: duckdb.DuckDBPyConnection, file: str, sha: str, pos: int) -> bool:
+        """Whether the file at position ``pos`` of this call, of content ``sha``, would change nothing."""
+        with self.lock:
+            done = self.by_sha.get((self.kind, sha), [])
+            if not done:
+                return False
+            if done[-1].seq >= self.last_delete:  # its own deletions came before its inserts
+                return True
+            for e in reversed(done):
+                name = Path(e.path).name
+                if self.live.get(e.path) is e and self._stored(con, name) == self.expected[name]:
+                    return True
+            return self._replayed(done[-1], pos)
 
 
 def _context(con: duckdb.DuckDBPyConnection, settings: Settings) -> Ctx:
@@ -296,6 +426,7 @@ class _Entry:
     error: InputFileError | None = None
     result: FileResult | None = None
     group: int = -1
+    pos: int = 0  # its position among the files of the call
 
 
 @dataclass
@@ -324,27 +455,20 @@ def _skipped(e: _Entry) -> FileResult:
     return FileResult(e.file, e.raw.sha256, "skipped_identical", 0, 0, "identical file already ingested")
 
 
-def _keys(e: _Entry) -> tuple[tuple[str, str], ...]:
-    """What a file's write can change about whether a later file is an identical re-ingest: its name and sha256."""
-    return (("name", Path(e.file).name), ("sha256", e.raw.sha256)) if e.raw is not None else ()
-
-
-def _stage(ctx: Ctx, kind: str, e: _Entry, history: _History, sink: LineSink, open_keys: set) -> None:
+def _stage(ctx: Ctx, kind: str, e: _Entry, history: _History, sink: LineSink, open_writes: set) -> None:
     """Read, check and stage one file (sets e.raw / e.prep, or e.result / e.error).
 
-    A file is skipped as identical here only when no file whose write is still open (``open_keys``: the names
-    and checksums of the batch being written and of the earlier files of this batch) can change that answer;
-    otherwise it is staged and the writer decides (:func:`_write_batch`), as a one-by-one ingest would."""
+    A file is skipped as identical here only when no file whose write is still open (``open_writes``: the staged
+    files of the batch being written and the earlier staged files of this batch) can change that answer (any
+    write may delete stored rows); otherwise it is staged and the writer decides (:func:`_write_batch`), as a
+    one-by-one ingest would."""
     k = _KINDS[kind]
     try:
         e.raw = read_raw(e.path, e.file)
     except OSError as exc:
         e.error = InputFileError(e.file, None, f"unreadable file ({exc.strerror})")
         return
-    keys = _keys(e)
-    settled = open_keys.isdisjoint(keys)
-    open_keys.update(keys)
-    if settled and history.identical(e.file, e.raw.sha256):
+    if not open_writes and history.identical(ctx.con, e.file, e.raw.sha256, e.pos):
         e.result = _skipped(e)
         return
     try:
@@ -357,6 +481,7 @@ def _stage(ctx: Ctx, kind: str, e: _Entry, history: _History, sink: LineSink, op
         if k.reads_lines:
             sink.flush()
         e.prep = k.prepare(ctx, e.raw, e.fid, lines, text)
+        open_writes.add(e.file)
     except InputFileError as exc:
         e.error = exc
     except _UNFORESEEN as exc:
@@ -389,7 +514,7 @@ def _files_table(ctx: Ctx, entries: list[_Entry]) -> None:
 
 
 def _stage_batch(ctx: Ctx, kind: str, batch: list[_Entry], slot: str, main: str, history: _History,
-                 open_keys: set) -> _Staged:
+                 open_writes: set) -> _Staged:
     """Stage every file of the batch into the staging database ``slot`` and validate each layout group in one
     statement (nothing is written to a data table here); ``main``: the caller's database and schema."""
     con = ctx.con
@@ -400,7 +525,7 @@ def _stage_batch(ctx: Ctx, kind: str, batch: list[_Entry], slot: str, main: str,
     sink = LineSink(con)
     try:
         for e in batch:
-            _stage(ctx, kind, e, history, sink, open_keys)
+            _stage(ctx, kind, e, history, sink, open_writes)
         sink.flush()
         _files_table(ctx, batch)
         groups: dict[tuple, list[_Entry]] = {}
@@ -439,7 +564,7 @@ def _write_batch(ctx: Ctx, kind: str, st: _Staged, history: _History, strict: bo
         for e in st.entries:
             if stop.is_set():
                 break
-            if e.result is None and e.raw is not None and history.identical(e.file, e.raw.sha256):
+            if e.result is None and e.raw is not None and history.identical(con, e.file, e.raw.sha256, e.pos):
                 e.result = _skipped(e)
             if e.result is None and e.error is None and e.fid in st.specs:
                 e.error = st.summaries[e.fid].error
@@ -471,12 +596,13 @@ def _write(ctx: Ctx, kind: str, e: _Entry, group: tuple, s: Summary, history: _H
     check = _KINDS[kind].check
     try:
         with transaction(ctx.con):
-            status = write_rows(ctx, plan, file=e.file, sha256=e.raw.sha256, kind=kind)
+            status, deleted, lost = write_rows(ctx, plan, file=e.file, sha256=e.raw.sha256, kind=kind,
+                                               lost_by=history.lost_by())
             warnings = tuple(check(ctx, table, e.fid, e.file)) if check is not None else ()
     except duckdb.Error as exc:
         e.error = InputFileError(e.file, None, f"database rejected the file ({_one_line(exc)})")
         return None
-    history.add(e.file, e.raw.sha256)
+    history.add(e.file, e.raw.sha256, int(plan.n_rows), deleted, lost)
     msg = None
     if plan.n_rejects:
         ln, reason = plan.first_reject
@@ -499,7 +625,7 @@ def _batches(files: list[Path]) -> Iterator[list[_Entry]]:
     batch: list[_Entry] = []
     size = 0
     max_files, max_bytes = FIRST_BATCH_FILES, FIRST_BATCH_BYTES
-    for f in files:
+    for pos, f in enumerate(files):
         try:
             n = f.stat().st_size
         except OSError:
@@ -508,7 +634,7 @@ def _batches(files: list[Path]) -> Iterator[list[_Entry]]:
             yield batch
             batch, size = [], 0
             max_files, max_bytes = min(2 * max_files, BATCH_FILES), min(2 * max_bytes, BATCH_BYTES)
-        batch.append(_Entry(f, str(f), len(batch)))
+        batch.append(_Entry(f, str(f), len(batch), pos=pos))
         size += n
     if batch:
         yield batch
@@ -591,6 +717,22 @@ class _Pipeline:
         finally:
             self.con.execute(f"SET threads = {int(before)}")
 
+    def _settle(self, batch: list[_Entry]) -> set[str]:
+        """Just before ``batch`` is written (nothing is being written): its staged files that are identical given
+        every file written so far and come before any file of the batch that may be written are skipped now (the
+        writer would decide the same); returns the files that may be written (staging the next batch defers to the
+        writer every file after one of them). A staged file deferred because of writes that turned out skips is
+        thus settled one batch later, not staged again and again."""
+        open_writes: set[str] = set()
+        for e in batch:
+            if e.prep is None or e.result is not None:
+                continue
+            if not open_writes and self.history.identical(self.ctx.con, e.file, e.raw.sha256, e.pos):
+                e.result = _skipped(e)
+            else:
+                open_writes.add(e.file)
+        return open_writes
+
     def _write(self, st: _Staged) -> list[FileResult]:
         return _write_batch(self.wctx, self.kind, st, self.history, self.strict, self.raise_on_error, self.stop)
 
@@ -598,15 +740,15 @@ class _Pipeline:
         out: list[FileResult] = []
         pool = ThreadPoolExecutor(1, thread_name_prefix="accumopt-ingest-writer") if self.overlap else None
         pending: Future | None = None
-        open_keys: set = set()
+        open_writes: set = set()
         try:
             for k, batch in enumerate(batches):
-                staged = _stage_batch(self.ctx, self.kind, batch, self.slots[k % 2], self.main, self.history, open_keys)
+                staged = _stage_batch(self.ctx, self.kind, batch, self.slots[k % 2], self.main, self.history,
+                                      open_writes)
                 if pending is not None:
                     out.extend(_result(pending))
                     pending = None
-                # what the batch about to be written may still change for the next one
-                open_keys = {key for e in batch for key in _keys(e)}
+                open_writes = self._settle(batch)
                 if pool is not None:
                     pending = pool.submit(self._write, staged)
                 else:
@@ -664,6 +806,7 @@ def ingest_file(
     settings = settings or Settings.from_env()
     pipe = _Pipeline(con, kind, settings, strict=strict, raise_on_error=raise_on_error, overlap=False)
     try:
+        pipe.history.set_run([Path(path)])
         return pipe.run([[_Entry(Path(path), str(path), 0)]])[0]
     finally:
         pipe.close()
@@ -689,6 +832,7 @@ def ingest_paths(
     report = IngestReport(kind)
     pipe = _Pipeline(con, kind, settings, strict=strict, raise_on_error=raise_on_error, overlap=overlap)
     try:
+        pipe.history.set_run(files)
         with memory_budget(con), pipe.threads():
             report.files.extend(pipe.run(_with_progress(_batches(files), len(files), progress, kind)))
     finally:

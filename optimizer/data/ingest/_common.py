@@ -66,6 +66,7 @@ __all__ = [
     "rejects_sql",
     "accepted",
     "write_rows",
+    "REPLACED_PREFIX",
     "log_failure",
     "name_date",
     "name_dates",
@@ -560,15 +561,30 @@ def table_types(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
     return {str(n): str(t) for n, t in rows}
 
 
-def write_rows(ctx: Ctx, plan: Plan, *, file: str, sha256: str, kind: str) -> str:
-    """Apply ``plan`` (the caller holds the transaction); returns the status (ok / replaced / rejected_rows)."""
+# the ingest_log message of a write that deleted stored rows starts with this (read back by the identical-file check
+# of optimizer.data.ingest: a rejected_rows status does not say whether the write replaced rows, the message does)
+REPLACED_PREFIX = "replaced "
+
+
+def write_rows(ctx: Ctx, plan: Plan, *, file: str, sha256: str, kind: str,
+               lost_by: str | None = None) -> tuple[str, int, dict[str, int] | None]:
+    """Apply ``plan`` (the caller holds the transaction); returns the status (ok / replaced / rejected_rows), the
+    number of stored rows the write deleted and, with ``lost_by`` (a column of the table), how many of them each
+    value of that column lost (else None)."""
     con = ctx.con
     for sql in plan.before_write:
         con.execute(sql)
     deleted = 0
+    lost: dict[str, int] | None = {} if lost_by is not None else None
     if plan.delete and not ctx.nothing_stored(plan):
-        got = con.execute(plan.delete).fetchone()
-        deleted = int(got[0]) if got else 0
+        if lost_by is not None:
+            gone = con.execute(f"{plan.delete} RETURNING {lost_by}").fetchnumpy()[lost_by]
+            values, counts = np.unique(np.asarray(gone, dtype=str), return_counts=True)
+            lost = dict(zip(values.tolist(), counts.tolist()))
+            deleted = len(gone)
+        else:
+            got = con.execute(plan.delete).fetchone()
+            deleted = int(got[0]) if got else 0
     types = ctx.types_of(plan.table)
     cols = [c for c in plan.columns if c in types]
     con.execute(f"INSERT INTO {plan.table} ({', '.join(cols)}) {plan.select}")
@@ -576,7 +592,7 @@ def write_rows(ctx: Ctx, plan: Plan, *, file: str, sha256: str, kind: str) -> st
     status = "rejected_rows" if plan.n_rejects else ("replaced" if deleted else "ok")
     msg_parts = []
     if deleted:
-        msg_parts.append(f"replaced {deleted} existing rows")
+        msg_parts.append(f"{REPLACED_PREFIX}{deleted} existing rows")
     if plan.n_rejects and plan.first_reject:
         ln, reason = plan.first_reject
         msg_parts.append(f"{plan.n_rejects} rows rejected, first {file}:{ln}: {reason}")
@@ -595,7 +611,7 @@ def write_rows(ctx: Ctx, plan: Plan, *, file: str, sha256: str, kind: str) -> st
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             [file, sha256, kind, plan.n_rows, 0, status, msg],
         )
-    return status
+    return status, deleted, lost
 
 
 def log_failure(con: duckdb.DuckDBPyConnection, *, file: str, sha256: str, kind: str, message: str) -> None:
