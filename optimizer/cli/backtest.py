@@ -19,6 +19,8 @@ __all__ = ["COMMANDS"]
 
 
 def _param_type(p: Param) -> click.ParamType:
+    if p.type is bool:  # true/false (also yes/no, 1/0) -> a Python bool, which is what the registry accepts
+        return click.BOOL
     if isinstance(p.domain, Choice):
         return click.Choice([str(v) for v in p.domain.values])
     return {int: click.INT, float: click.FLOAT}.get(p.type, click.STRING)
