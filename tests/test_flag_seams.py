@@ -65,3 +65,45 @@ def test_sandbox_bad_date_is_one_line(db, flag):
     name = flag.lstrip("-")
     one_line_error(cli("sandbox", "SPY", "--db", db, "--no-png", flag, "2024-13-45"),
                    f"{name} must be a date (YYYY-MM-DD)", "'2024-13-45'")
+
+
+# ------------------------------------------------------------------------------------------ flags that do nothing
+@pytest.mark.parametrize("flags, name, rule", [
+    (("--hold-days", "7"), "hold_days", "exit = 'fixed'"),                         # default exit: first_dist
+    (("--exit", "fixed_10d", "--hold-days", "7"), "hold_days", "exit = 'fixed'"),  # fixed_10d names its own days
+    (("--max-days", "5"), "max_days", "exit = 'hybrid'"),
+    (("--exit", "hybrid_30d", "--max-days", "5"), "max_days", "exit = 'hybrid'"),
+    (("--risk-fraction", "0.5"), "risk_fraction", "sizing = 'fixed_fractional' or 'kelly'"),
+    (("--max-weight", "0.1"), "max_weight", "sizing = 'fixed_fractional' or 'kelly'"),
+    (("--sizing", "fixed_fractional", "--kelly-fraction", "0.1"), "kelly_fraction", "sizing = 'kelly'"),
+    (("--kelly-window", "20"), "kelly_window", "sizing = 'kelly'"),
+    (("--dd-cooloff", "50"), "dd_cooloff", "dd_breaker set"),
+    (("--corr-window", "20"), "corr_window", "corr_cap set"),
+])
+def test_backtest_refuses_a_flag_its_configuration_never_reads(db, flags, name, rule):
+    """Each of these flags was accepted and changed no figure (hold_days / max_days were even dropped from the
+    printed parameters): the study spec refuses the same settings as 'has no effect', the flag now does too."""
+    one_line_error(cli("backtest", "--db", db, "--universe", "tier1", "--no-save", *flags),
+                   f"--{name.replace('_', '-')} has no effect", rule)
+
+
+def test_backtest_gated_flags_take_effect_when_their_gate_is_on(db, tmp_path):
+    base = _bt(db)
+    fixed = _bt(db, "--exit", "fixed", "--hold-days", "3")
+    assert (fixed["params"]["exit"], fixed["params"]["hold_days"]) == ("fixed", 3) and fixed["avg_hold_days"] <= 3
+    hyb = _bt(db, "--exit", "hybrid", "--max-days", "2")
+    assert (hyb["params"]["exit"], hyb["params"]["max_days"]) == ("hybrid", 2) and hyb["avg_hold_days"] <= 2
+    ff = _bt(db, "--sizing", "fixed_fractional", "--stop-loss", "0.05")
+    ff_rf = _bt(db, "--sizing", "fixed_fractional", "--stop-loss", "0.05", "--risk-fraction", "0.001")
+    assert ff_rf["params"]["risk_fraction"] == 0.001 and ff_rf["portfolio_sharpe"] != ff["portfolio_sharpe"]
+    brk = _bt(db, "--dd-breaker", "0.01")
+    brk_long = _bt(db, "--dd-breaker", "0.01", "--dd-cooloff", "60")
+    assert brk_long["params"]["dd_cooloff"] == 60 and brk_long["total_trades"] != brk["total_trades"]
+    # the gate may come from a parameters file: its exit 'fixed' takes --hold-days, its kelly sizing --kelly-window
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps({"params": {**base["params"], "exit": "fixed", "hold_days": 10, "sizing": "kelly"}}))
+    d = _bt(db, "--params", p, "--hold-days", "4", "--kelly-window", "20")
+    assert (d["params"]["hold_days"], d["params"]["kelly_window"]) == (4, 20) and d["avg_hold_days"] <= 4
+    # and a file's own inactive values (a study best file holds every parameter) are never refused
+    p.write_text(json.dumps({"params": {**base["params"], "risk_fraction": 0.5, "dd_cooloff": 3}}))
+    assert _bt(db, "--params", p)["total_trades"] == base["total_trades"]
