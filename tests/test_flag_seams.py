@@ -107,3 +107,29 @@ def test_backtest_gated_flags_take_effect_when_their_gate_is_on(db, tmp_path):
     # and a file's own inactive values (a study best file holds every parameter) are never refused
     p.write_text(json.dumps({"params": {**base["params"], "risk_fraction": 0.5, "dd_cooloff": 3}}))
     assert _bt(db, "--params", p)["total_trades"] == base["total_trades"]
+
+
+# ------------------------------------------------------------------------------------------ walk-forward windows
+def test_walkforward_train_shorter_than_purge_names_the_rule():
+    """unit = "sessions", train = 6 with the default purge of 20 sessions: every train window is empty after the
+    purge. The error said the walk-forward 'needs at least train=6 + test=2 sessions (+ purge 20 sessions); the data
+    has 802 sessions', a requirement the data met; it now names the rule that fails."""
+    import pandas as pd
+
+    from optimizer.errors import ParameterError
+    from optimizer.study.splits import WalkForward
+
+    dates = pd.bdate_range("2022-01-03", periods=802)
+    with pytest.raises(ParameterError) as e:
+        WalkForward(train=6, test=2, unit="sessions", purge=20).split(dates)
+    msg = str(e.value)
+    assert "purge" in msg and "train" in msg and "needs at least" not in msg
+    assert "train=6" in msg and "purge=20" in msg and "-14 sessions" in msg
+    # months: one month (~21 sessions) minus a purge of 20 leaves 1 session to train on
+    with pytest.raises(ParameterError) as e:
+        WalkForward(train=1, test=1, unit="months", purge=20).split(dates)
+    assert "after the purge" in str(e.value) and "needs at least" not in str(e.value)
+    # too little data is still said as such
+    with pytest.raises(ParameterError, match="needs at least train=6 \\+ test=2 months"):
+        WalkForward(train=6, test=2, purge=20).split(dates[:100])
+    assert len(WalkForward(train=30, test=10, unit="sessions", purge=20).split(dates)) > 0
