@@ -76,11 +76,15 @@ class _Domain:
 
     def check(self, name: str, value: Any) -> None:
         if not self.ok(value):
-            raise ParameterError(f"{name} must be {self.rule}, got {name}={value!r}")
+            raise ParameterError(f"{name} must be {self.rule}, got {name}={value!r}{self.hint(value)}")
 
     def spec_error(self, value: Any, err: ParameterError) -> str:
         """The message a spec gets for a value of a [space] entry outside the domain."""
-        return f"values must be {self.rule}, got {value!r}"
+        return f"values must be {self.rule}, got {value!r}{self.hint(value)}"
+
+    def hint(self, value: Any) -> str:
+        """Why a value that reads as an allowed one is not (the text 'true' where a boolean is required)."""
+        return ""
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,11 @@ class Choice(_Domain):
 
     def ok(self, value: Any) -> bool:
         return any(value == v and isinstance(value, bool) == isinstance(v, bool) for v in self.values)
+
+    def hint(self, value: Any) -> str:
+        if isinstance(value, str) and any(isinstance(v, bool) and _show(v) == value.strip().lower() for v in self.values):
+            return f" (text, not a boolean: write {value.strip().lower()} without quotes)"
+        return ""
 
 
 @dataclass(frozen=True)

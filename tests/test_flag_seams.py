@@ -133,3 +133,20 @@ def test_walkforward_train_shorter_than_purge_names_the_rule():
     with pytest.raises(ParameterError, match="needs at least train=6 \\+ test=2 months"):
         WalkForward(train=6, test=2, purge=20).split(dates[:100])
     assert len(WalkForward(train=30, test=10, unit="sessions", purge=20).split(dates)) > 0
+
+
+# ------------------------------------------------------------------------------------------ booleans written as text
+def test_boolean_written_as_text_says_so(db, tmp_path):
+    """A parameters file or spec holding "true" (a string) for a boolean was told 'regime_sizing must be one of
+    true, false, got regime_sizing='true'': the value looked allowed. The message now says it is text."""
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps({"regime_sizing": "true"}))
+    one_line_error(cli("backtest", "--db", db, "--universe", "tier1", "--no-save", "--params", p),
+                   "regime_sizing must be one of true, false, got regime_sizing='true'", "not a boolean",
+                   "write true without quotes")
+    p.write_text(json.dumps({"regime_sizing": "yes"}))  # not a spelling of a boolean: no hint
+    line = one_line_error(cli("backtest", "--db", db, "--universe", "tier1", "--no-save", "--params", p),
+                          "got regime_sizing='yes'")
+    assert "without quotes" not in line
+    p.write_text(json.dumps({"regime_sizing": True}))
+    assert _bt(db, "--params", p)["params"]["regime_sizing"] is True
