@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from optimizer.data.calendar import as_date
 from optimizer.data.store import connect
 from optimizer.engine.context import compute_context, market_regime_frame
 from optimizer.engine.evaluate import Config, Evaluator, Result
@@ -148,6 +149,7 @@ def backtest(params: Mapping[str, Any], db: str | Path, universe: Any = None, st
     ``final``: the run may include the final reserve (default end: the store's last session); the opening is
     recorded. ``save``: also write the run (``save_backtest``) under ``out_root``. ``min_periods``: of the
     z-scores (default: the record's, else the engine's)."""
+    as_date(start, "start"), as_date(end, "end")  # a date that does not parse is one line naming the flag
     db = existing_store(db)
     cfg = Config.from_params(engine_params(params))
     uni = universe if universe is not None else (record.universe if record is not None else "tier1+3")

@@ -32,8 +32,8 @@ from optimizer.errors import ParameterError
 __all__ = [
     "Param", "Choice", "Number", "ExitName", "PARAMS", "SPACE_ONLY", "SPACE_PARAMS", "GROUPS",
     "VARIANTS", "Z_WINDOWS", "EXIT_RULES", "EXIT_NAMES", "SIZINGS", "WEIGHT_PRESETS", "SWITCHES", "REGIME_SUFFIXES",
-    "parse_exit", "check_fields", "engine_fields", "engine_params", "expand_weights", "default_space",
-    "markdown_table",
+    "GATES", "parse_exit", "check_fields", "engine_fields", "engine_params", "expand_weights", "default_space",
+    "check_given_active", "markdown_table",
 ]
 
 VARIANTS: tuple[str, ...] = ("A", "B", "C", "D", "vw_flow", "blended")
@@ -76,11 +76,15 @@ class _Domain:
 
     def check(self, name: str, value: Any) -> None:
         if not self.ok(value):
-            raise ParameterError(f"{name} must be {self.rule}, got {name}={value!r}")
+            raise ParameterError(f"{name} must be {self.rule}, got {name}={value!r}{self.hint(value)}")
 
     def spec_error(self, value: Any, err: ParameterError) -> str:
         """The message a spec gets for a value of a [space] entry outside the domain."""
-        return f"values must be {self.rule}, got {value!r}"
+        return f"values must be {self.rule}, got {value!r}{self.hint(value)}"
+
+    def hint(self, value: Any) -> str:
+        """Why a value that reads as an allowed one is not (the text 'true' where a boolean is required)."""
+        return ""
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,11 @@ class Choice(_Domain):
 
     def ok(self, value: Any) -> bool:
         return any(value == v and isinstance(value, bool) == isinstance(v, bool) for v in self.values)
+
+    def hint(self, value: Any) -> str:
+        if isinstance(value, str) and any(isinstance(v, bool) and _show(v) == value.strip().lower() for v in self.values):
+            return f" (text, not a boolean: write {value.strip().lower()} without quotes)"
+        return ""
 
 
 @dataclass(frozen=True)
@@ -290,6 +299,14 @@ SPACE_ONLY: dict[str, Param] = {p.name: p for p in (
 # every name a [space] may declare, engine parameters first
 SPACE_PARAMS: tuple[str, ...] = (*PARAMS, *SPACE_ONLY)
 
+# parameter -> (the parameter that switches it on, the values that do; None: any value but none). The engine reads
+# the parameter only under that setting (a spec's [space] and a backtest flag are refused otherwise).
+GATES: dict[str, tuple[str, tuple | None]] = {
+    "risk_fraction": ("sizing", ("fixed_fractional", "kelly")), "max_weight": ("sizing", ("fixed_fractional", "kelly")),
+    "kelly_fraction": ("sizing", ("kelly",)), "kelly_window": ("sizing", ("kelly",)),
+    "dd_cooloff": ("dd_breaker", None), "corr_window": ("corr_cap", None),
+}
+
 _BY_GROUP: dict[str, tuple[Param, ...]] = {
     g: tuple(p for p in PARAMS.values() if p.group == g and p.name != "exit") for g in GROUPS
 }
@@ -339,6 +356,27 @@ def engine_fields(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         rule, hold, mx = parse_exit(params["exit"], params.get("hold_days"), params.get("max_days"))
         out["exit"].update(rule=rule, hold_days=hold, max_days=mx)
     return out
+
+
+def check_given_active(params: Mapping[str, Any], given: Mapping[str, Any]) -> None:
+    """Refuse a parameter the user set explicitly (``given``: e.g. a command's flags) that the configuration
+    ``params`` (the flat parameters it runs with, ``given`` included) never reads: hold_days / max_days without the
+    bare exit 'fixed' / 'hybrid' (fixed_<N>d and hybrid_<M>d name their own days, the other exits hold none), and a
+    GATES parameter whose switch is off. Values ``params`` holds otherwise (a parameters file lists every one) are
+    not checked: only what was asked for and would change nothing."""
+    exit_name = params.get("exit", PARAMS["exit"].default)
+    for days, rule in (("hold_days", "fixed"), ("max_days", "hybrid")):
+        if given.get(days) is not None and exit_name != rule:
+            raise ParameterError(f"--{days.replace('_', '-')} has no effect: {days} is read only with exit = "
+                                 f"'{rule}' ({rule}_<N>d names its own days), and exit here is {exit_name!r}; pass "
+                                 f"--exit {rule} or leave it out, got {days}={given[days]!r}")
+    for name, (gate, on) in GATES.items():
+        v = params.get(gate, PARAMS[gate].default)
+        if given.get(name) is not None and (v is None or (on is not None and v not in on)):
+            need = f"{gate} = {' or '.join(map(repr, on))}" if on else f"{gate} set"
+            raise ParameterError(f"--{name.replace('_', '-')} has no effect: {name} is read only with {need}, and "
+                                 f"{gate} here is {'none' if v is None else repr(v)}; pass --{gate.replace('_', '-')} "
+                                 f"or leave it out, got {name}={given[name]!r}")
 
 
 def expand_weights(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -138,7 +138,7 @@ def test_walkforward_accepts_dates_and_strings():
 
 @pytest.mark.parametrize("kw,n,parts", [
     (dict(train=25, test=10, unit="sessions"), 30, ["train=25 + test=10 sessions", "the data has 30 sessions"]),
-    (dict(train=5, test=5, unit="sessions", purge=4), 30, ["purge 4 sessions"]),  # 1 train session left: too short
+    (dict(train=5, test=5, unit="sessions", purge=4), 30, ["purge=4 sessions leaves 1 sessions"]),  # too short
     (dict(train=20, test=6, unit="months"), None, ["train=20 + test=6 months", "502 sessions"]),
 ])
 def test_walkforward_too_short_is_an_error(kw, n, parts):

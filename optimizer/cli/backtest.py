@@ -11,7 +11,7 @@ import click
 
 from optimizer.backtest import backtest, compare_metrics
 from optimizer.cli._common import echo_json, err_console, print_kv, print_table, format_option, shared_options
-from optimizer.params import PARAMS, Choice, Param
+from optimizer.params import PARAMS, Choice, Param, check_given_active
 from optimizer.paths import output_root, resolve_db
 from optimizer.study.paramsfile import load_params_record
 
@@ -19,6 +19,8 @@ __all__ = ["COMMANDS"]
 
 
 def _param_type(p: Param) -> click.ParamType:
+    if p.type is bool:  # true/false (also yes/no, 1/0) -> a Python bool, which is what the registry accepts
+        return click.BOOL
     if isinstance(p.domain, Choice):
         return click.Choice([str(v) for v in p.domain.values])
     return {int: click.INT, float: click.FLOAT}.get(p.type, click.STRING)
@@ -62,6 +64,7 @@ def backtest_cmd(params_file, universe, start, end, regime, final, allow_data_ch
     params = dict(rec.params) if rec is not None else {}
     overrides = {k: v for k, v in flags.items() if v is not None}
     params.update(overrides)
+    check_given_active(params, overrides)
     loose = rec is not None and rec.record is None  # a parameters file without a trial's record
     universe = universe if universe is not None else (rec.universe if loose else None)
     start = start if start is not None else (rec.start if loose else None)

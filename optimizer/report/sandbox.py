@@ -55,7 +55,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from optimizer.data.calendar import DateLike
+from optimizer.data.calendar import DateLike, as_date
 from optimizer.data.store import connect
 from optimizer.data.symbols import canonical_symbol, unknown_symbols_message
 from optimizer.engine.evaluate import Config, Evaluator
@@ -449,6 +449,7 @@ def sandbox_run(db: str | Path, symbol: str, start: DateLike | None = None, end:
     (a loose parameters file's): the simulation starts at ``span_start`` as ``backtest --params`` starts it (panel
     and signals; the z-scores warm up inside the span) and its z-scores use ``min_periods``; both are ignored with
     a ``record``, whose panel start and min_periods rule."""
+    as_date(start, "start"), as_date(end, "end")  # a date that does not parse is one line naming the flag
     cfg = _config(Config.from_params(engine_params(params)) if params else None, z_window, buy, sell)
     uni_name = universe or (record.universe if record is not None else None) or "tier1+3"
     uni_name = list(uni_name) if isinstance(uni_name, tuple) else uni_name

@@ -27,7 +27,7 @@ from objectives import make_objective, resolve_objective
 from optimizer.engine.metrics import METRIC_KEYS
 from optimizer.errors import ParameterError, SpecError
 from optimizer.params import (
-    PARAMS, REGIME_SUFFIXES, SPACE_ONLY, SPACE_PARAMS, WEIGHT_PRESETS, default_space, parse_exit,
+    GATES, PARAMS, REGIME_SUFFIXES, SPACE_ONLY, SPACE_PARAMS, WEIGHT_PRESETS, default_space, parse_exit,
 )
 from optimizer.study.registry import PRUNERS, SAMPLERS, build_pruner, build_sampler, dry_run
 from optimizer.study.splits import CombinatorialPurgedCV
@@ -626,19 +626,11 @@ def _check_pruner_reach(spec: StudySpec) -> None:
                                     f"no trial would ever be pruned, got {key}={o.get(key, name)!r}")
 
 
-# parameter -> (the parameter that switches it on, the values that do; None: any value but none)
-_GATES: dict[str, tuple[str, tuple | None]] = {
-    "risk_fraction": ("sizing", ("fixed_fractional", "kelly")), "max_weight": ("sizing", ("fixed_fractional", "kelly")),
-    "kelly_fraction": ("sizing", ("kelly",)), "kelly_window": ("sizing", ("kelly",)),
-    "dd_cooloff": ("dd_breaker", None), "corr_window": ("corr_cap", None),
-}
-
-
 def _check_gated(spec: StudySpec) -> None:
     """A sizing or risk-rule parameter read only under a setting the space can never take (risk_fraction without
     sizing fixed_fractional / kelly, the kelly_* without kelly, dd_cooloff without dd_breaker, corr_window without
     corr_cap) changes no trade, yet each of its values is another configuration for the repeat check and DSR."""
-    for name, (gate, on) in _GATES.items():
+    for name, (gate, on) in GATES.items():
         if spec.param(name) is None:
             continue
         g = spec.param(gate)

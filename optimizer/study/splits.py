@@ -171,6 +171,7 @@ class WalkForward:
         out: list[Window] = []
         k = 0
         i = 0
+        short_train = None  # sessions the first window keeps to train on after the purge, when too few
         while k < len(starts):
             tr0 = bounds(0) if self.anchored else bounds(k)
             te0 = edge(k, self.train)
@@ -181,10 +182,17 @@ class WalkForward:
             if self.unit == "months" and k + self.train + self.test > len(starts):
                 break
             if te1 <= te0 or tr1 - tr0 < 2:
+                if not out and te1 > te0:
+                    short_train = tr1 - tr0
                 break
             out.append(Window(i, tr0, tr1, te0, te1))
             i += 1
             k += self.step
+        if not out and short_train is not None:
+            raise ParameterError(
+                f"train must leave at least 2 sessions after the purge (the purge gap is cut from the end of each "
+                f"train window): train={self.train} {self.unit} minus purge={self.purge} sessions leaves "
+                f"{short_train} sessions after the purge; lengthen train or shorten purge")
         if not out:
             raise ParameterError(
                 f"walk-forward needs at least train={self.train} + test={self.test} {self.unit} (+ purge {self.purge} sessions); "
