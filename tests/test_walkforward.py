@@ -31,6 +31,7 @@ import pytest
 
 import optimizer.validate.walkforward as wfmod
 from optimizer.data.synth import SynthConfig, synth_to_db
+from optimizer.errors import ParameterError
 from optimizer.report.research import build_walkforward_report
 from optimizer.study.spec import load_spec
 from optimizer.study import load_study_data
@@ -800,3 +801,27 @@ def test_step_larger_than_test_counts_signals_per_month_over_the_months_tested(g
     assert o["rank_score"] == pytest.approx(rank_score(o["hit_rate"], o["avg_return"], o["win_loss"],
                                                        o["signals_per_month"]), rel=1e-12)
     assert o["rank_score"] != 0.0
+
+
+def test_fewer_trials_than_a_window_study_holds_is_refused_not_reported_as_the_larger_study(spec, cheap_db, tmp_path,
+                                                                                            monkeypatch):
+    """`walkforward --n-trials 1` after a run of 2 per window: each window study is resumed UP TO n_trials, so
+    the run would silently report the 2-trial windows (and count their trials) as if 1 had been asked. Refused
+    before any window runs, naming n_trials, the window study and what it holds; the same n_trials (or more)
+    resumes as before."""
+    s = dataclasses.replace(spec, walkforward=dataclasses.replace(spec.walkforward, train=6, test=1, step=2))
+    storage = _journal(tmp_path / "cut.log")
+    first = run_walkforward(s, cheap_db, storage, n_trials=2, out_dir=None)
+    assert all(w.n_trials_tried == 2 for w in first.windows)
+
+    def never(*a, **k):
+        raise AssertionError("a window ran")
+
+    monkeypatch.setattr(wfmod, "_run_window", never)
+    with pytest.raises(ParameterError, match=r"n_trials must be >= the 2 finished trials window study "
+                                             rf"'{first.windows[0].study_name}' already holds \(run to n_trials=2\), got "
+                                             r"n_trials=1: a window study is resumed up to n_trials, never cut back"):
+        run_walkforward(s, cheap_db, storage, n_trials=1, out_dir=None)
+    monkeypatch.undo()
+    again = run_walkforward(s, cheap_db, storage, n_trials=2, out_dir=None)
+    assert [w.params for w in again.windows] == [w.params for w in first.windows]

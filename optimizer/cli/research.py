@@ -50,7 +50,7 @@ _JOBS_HELP = "Local processes running windows at once (each window is one sequen
 @click.command("walkforward", cls=_WithWorker)
 @click.argument("spec", type=click.Path())
 @click.option("--final", is_flag=True, help="Also open the final reserve (last [data].reserve_fraction of sessions). Recorded; a second opening warns.")
-@click.option("--n-trials", type=int, help="Trials per window (default [walkforward].n_trials or [run].n_trials).")
+@click.option("--n-trials", type=int, help="Trials per window (default [walkforward].n_trials or [run].n_trials). Stored window studies are resumed up to it; fewer than they were run to is refused.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help=_JOBS_HELP)
 @shared_options("db", "storage", "out")
 @table_options

@@ -55,7 +55,9 @@ from optimizer.errors import DataError, ParameterError, SpecError
 from optimizer.study.data import StudyData, load_study_data, prepare_data
 from optimizer.engine.evaluate import Config
 from optimizer.paths import resolve_db, resolve_storage, under
-from optimizer.study.records import direction_sign, distinct_configurations, group_configurations, ranked_trials, read_trial, window_attrs
+from optimizer.study.records import (
+    direction_sign, distinct_configurations, group_configurations, ranked_trials, read_study, read_trial, window_attrs,
+)
 from optimizer.study.reserve import opening_warning, record_opening
 from optimizer.study.splits import CombinatorialPurgedCV
 from optimizer.study.run import run_study
@@ -431,6 +433,33 @@ _WINDOW_REMEDY = ("Give the walk-forward another name ([study] name or [run].stu
                   "(accumopt study delete NAME)")
 
 
+def _refuse_cut_back(ctx: _RunContext, windows: list[Window]) -> None:
+    """Refuse a run that asks for fewer trials per window than a stored window study already holds: a window study
+    is resumed UP TO ``n_trials`` (never cut back), so the run would report the larger study while the user asked
+    for fewer trials (``walkforward --n-trials 5`` after a run of 10 per window)."""
+    storage = make_storage(ctx.storage_url, heartbeat=False)
+    try:
+        names = set(study_names(storage))
+        for w in windows:
+            name = _window_name(ctx, w)
+            if name not in names:
+                continue
+            held = storage.get_n_trials(storage.get_study_id_from_name(name),
+                                        (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
+            if held <= ctx.n_trials:
+                continue
+            asked = read_study(optuna.load_study(study_name=name, storage=storage)).n_trials_target
+            if asked is not None and asked > ctx.n_trials:  # (a window run to this n_trials may hold one more
+                # trial after a stalled worker lost its claim: not a smaller request, so not refused)
+                raise ParameterError(
+                    f"n_trials must be >= the {held} finished trials window study {name!r} already holds (run to "
+                    f"n_trials={asked}), got n_trials={ctx.n_trials}: a window study is resumed up to n_trials, "
+                    f"never cut back. {_WINDOW_REMEDY}")
+    finally:
+        if hasattr(storage, "engine"):
+            storage.engine.dispose()  # no pooled connection crosses a later fork (--jobs)
+
+
 def _window_study(ctx: _RunContext, w: Window, data: StudyData, callbacks: list | None = None):
     """Run (or resume) the window's study to ``ctx.n_trials`` trials: one sequential study (``run_study``, one
     process), whichever worker runs it."""
@@ -527,6 +556,7 @@ def run_walkforward(
                              "holds back no session; run without --final")
     db = resolve_db(db, spec.data.database)
     ctx, windows, reserve = _setup(spec, db, storage_url, final, n_trials)
+    _refuse_cut_back(ctx, windows)
     T, limit = len(ctx.panel.dates), ctx.limit
     msgs = _reserve_record(db, spec, str(ctx.panel.dates[reserve])[:10] if reserve < T else None, final,
                            str(ctx.panel.dates[limit - 1])[:10])
