@@ -405,7 +405,24 @@ def test_metrics_build_rebuilds_with_new_window(db_copy):
     d = as_json(run("metrics", "build", "--db", db_copy, "--format", "json"))
     assert d["z_window"] == 20
     assert set(_query(db_copy, "SELECT count(*) - count(short_buy_sell_ratio_z) FROM daily_metrics GROUP BY symbol")) == {(19,)}
-    clean_error(run("metrics", "build", "--db", db_copy, "--z-window", "1"), "z_window must be >= 2")
+    clean_error(run("metrics", "build", "--db", db_copy, "--z-window", "1"), "z_window must be an integer in [2, 252]")
+
+
+def test_metrics_build_refuses_a_z_window_above_the_engines_and_warns_when_it_cannot_fill(db_copy):
+    """--z-window 5000 was accepted and left every stored z column NULL; the engine's domain is [2, 252]."""
+    before = _query(db_copy, "SELECT count(*), count(short_buy_sell_ratio_z), min(z_window) FROM daily_metrics")
+    for w in ("5000", "253"):
+        clean_error(run("metrics", "build", "--db", db_copy, "--z-window", w),
+                    f"z_window must be an integer in [2, 252], got z_window={w}")
+    assert _query(db_copy, "SELECT count(*), count(short_buy_sell_ratio_z), min(z_window) FROM daily_metrics") == before
+    # a window the engine allows but longer than the store's sessions is built, with a warning saying why z is empty
+    res = ok(run("metrics", "build", "--db", db_copy, "--z-window", str(N_SESSIONS + 1), "--format", "json"))
+    assert json.loads(res.stdout)["z_window"] == N_SESSIONS + 1
+    assert f"every stored z column is empty: a z-score needs z_min_periods={N_SESSIONS + 1} sessions and " \
+           f"daily_metrics holds {N_SESSIONS}" in res.stderr
+    assert _query(db_copy, "SELECT count(short_buy_sell_ratio_z) FROM daily_metrics") == [(0,)]
+    res = ok(run("metrics", "build", "--db", db_copy, "--z-window", str(N_SESSIONS), "--format", "json"))
+    assert "warning" not in res.stderr
 
 
 def _library_metrics(db: Path, params: dict, end: str | None = None) -> dict:

@@ -241,7 +241,7 @@ def test_min_periods_setting_is_used_and_stored():
     assert (df.z_min_periods == 2).all()
     with pytest.raises(ParameterError, match="z_min_periods must be in"):
         build_daily_metrics(con, z_window=3, z_min_periods=4)
-    with pytest.raises(ParameterError, match="z_window must be >= 2"):
+    with pytest.raises(ParameterError, match=r"z_window must be an integer in \[2, 252\], got z_window=1"):
         build_daily_metrics(con, z_window=1)
 
 

@@ -30,6 +30,7 @@ import pandas as pd
 from optimizer.data.rolling import rolling_zscore
 from optimizer.data.calendar import DateLike
 from optimizer.errors import DataError, check_param
+from optimizer.params import PARAMS
 from optimizer.data.universe import VIX_SYMBOL
 from optimizer.data.adjust import split_factors_sql
 from optimizer.data.calendar import as_date, session_days
@@ -586,7 +587,7 @@ def build_daily_metrics(
     unless ``force``.
     """
     t0 = time.perf_counter()
-    check_param(isinstance(z_window, (int, np.integer)) and z_window >= 2, "z_window", ">= 2", z_window)
+    PARAMS["z_window"].check(z_window)  # the engine's domain (optimizer.params): the stored z use the same windows
     mp = int(z_window) if z_min_periods is None else z_min_periods
     check_param(
         isinstance(mp, (int, np.integer)) and 1 <= mp <= z_window, "z_min_periods", f"in [1, z_window={z_window}]",
