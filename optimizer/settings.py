@@ -119,11 +119,15 @@ def _bool(var: str, raw: str) -> bool:
     return False
 
 
+# The fewest values the scanner's z-scores may use: a population z over 2 values is always +-1 (or NULL), so a
+# lookback / min_periods of 2 would give every symbol the same few scores and rank them by rounding noise.
+SCANNER_MIN_SESSIONS = 3
+
 _CONVERT = {
     "min_lit_volume": _int(0),
     "max_decompressed_mb": _int(1),
     "max_expansion_ratio": _float_at_least(1.0),
-    "scanner_lookback_days": _int(2),
+    "scanner_lookback_days": _int(SCANNER_MIN_SESSIONS),
     "scanner_trend_days": _int(2),
     "scanner_top_n": _int(1),
     "scanner_outlier_z": _positive_float,

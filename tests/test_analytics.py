@@ -202,10 +202,34 @@ def test_scanner_point_in_time(store):
 def test_scanner_no_data_date_and_params(store):
     with pytest.raises(DataError, match=r"^no FINRA data on 2024-07-04; nearest dates: 2024-07-03, 2024-07-05$"):
         scan(store, date="2024-07-04")
-    with pytest.raises(ParameterError, match="lookback must be an integer >= 2, got lookback=1"):
+    with pytest.raises(ParameterError, match=r"lookback must be an integer >= 3 \(.*\), got lookback=1"):
         scan(store, lookback=1)
     with pytest.raises(ParameterError, match="side must be one of"):
         scan(store, side="up")
+
+
+def test_thin_window_hint_never_proposes_a_window_whose_ranking_is_rounding_noise(tmp_path):
+    """A z-score over 2 values is always +-1: the old hint (--lookback 2 --trend-days 2) ranked every symbol on the
+    same few scores. The scan refuses such settings, and the hint names the longest window the data covers with at
+    least 3 sessions (a command that ranks), or says to ingest more days."""
+    con = connect(tmp_path / "h.duckdb")
+    _insert_finra(con, _finra_rows())  # 7 consecutive sessions 2024-07-01..10
+    r = scan(con)  # lookback 90: 7/90 covered
+    assert r.top.empty and r.reason.endswith("Ingest the missing days, or scan a window the data covers (e.g. --lookback 7)")
+    ranked = scan(con, lookback=7)
+    assert ranked.reason is None and sorted(ranked.top["symbol"]) == ["AAA", "BBB", "DDD"]  # CCC: illiquid
+    assert ranked.top["score"].nunique() == 3
+    for kw, name in (({"lookback": 2, "trend_days": 2}, "lookback must be an integer >= 3"),
+                     ({"lookback": 7, "min_periods": 2}, "min_periods must be an integer in [3, lookback=7]")):
+        with pytest.raises(ParameterError, match=re.escape(name + " (a z-score over 2 values is always ±1")):
+            scan(con, **kw)
+    # a hole 3 sessions back: no window of >= 3 sessions is 90% covered -> ingest, never a 2-session window
+    con.execute("DELETE FROM finra_short_daily WHERE date = ?", [DATES[-3]])
+    r = scan(con)
+    assert r.top.empty and "--lookback" not in r.reason
+    assert r.reason.endswith("Ingest the missing days: a ranking needs FINRA data on at least 3 of the last 3 sessions "
+                             "(a z-score over 2 values is always ±1, so every symbol would score alike)")
+    con.close()
 
 
 def test_write_scan_replaces_rows_and_files(store, tmp_path):
@@ -294,15 +318,18 @@ def test_scanner_on_real_finra_universe(tmp_path):
     con.register("_r", rows)
     con.execute("INSERT INTO finra_short_daily SELECT date, symbol, facility, market, short_volume, short_exempt_volume, "
                 "total_volume, source_file FROM _r")
-    r = scan(con, lookback=2, trend_days=2, min_periods=2)
+    # two FINRA days: a 2-session window would give every z +-1 (a ranking by rounding noise), so it is refused and
+    # the shortest window (3) ranks nothing, saying to ingest more days; the metrics are still computed
+    with pytest.raises(ParameterError, match=r"lookback must be an integer >= 3 \(a z-score over 2 values is always"):
+        scan(con, lookback=2, trend_days=2, min_periods=2)
+    r = scan(con, lookback=3, trend_days=2)
     assert r.date == dt.date(2025, 9, 11)
     assert len(r.metrics) == (raw["date"] == "2025-09-11").sum()
     spy = raw[(raw["symbol"] == "SPY") & (raw["date"] == "2025-09-11")].iloc[0]
     got = r.metrics.set_index("symbol").loc["SPY"]
     assert got["short_buy_sell_ratio"] == pytest.approx(spy.short_volume / (spy.total_volume - spy.short_volume))
-    z = r.metrics["short_buy_sell_ratio_z"].dropna()
-    assert np.allclose(z.abs(), 1.0)  # a 2-point window: z is always +-1
-    assert r.top["liquid"].all() and len(r.top) == 50
+    assert got["n_sessions"] == 2 and r.metrics["short_buy_sell_ratio_z"].isna().all()
+    assert r.top.empty and "Ingest the missing days: a ranking needs FINRA data on at least 3" in r.reason
     con.close()
 
 

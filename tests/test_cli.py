@@ -408,6 +408,21 @@ def test_metrics_build_rebuilds_with_new_window(db_copy):
     clean_error(run("metrics", "build", "--db", db_copy, "--z-window", "1"), "z_window must be an integer in [2, 252]")
 
 
+def test_scan_hint_for_a_thin_window_is_a_command_that_ranks(db_copy, tmp_path):
+    """Scanning the store's 5th session with the default 90-session lookback ranks nothing; the hint must be options
+    the command accepts that rank (before: --lookback 5 --trend-days 2 here, and --lookback 2 when 2 days were held:
+    a 2-session z is always +-1, a ranking by rounding noise)."""
+    import re
+
+    day = str(nyse_sessions(START, END)[4].date())
+    base = ["scan", "--db", db_copy, "--date", day, "--out", tmp_path / "o", "--no-png", "--no-export-full"]
+    d = as_json(run(*base, "--format", "json"))
+    assert d["reason"].endswith("(e.g. --lookback 5)")
+    hint = re.search(r"\(e\.g\. ([^)]*)\)", d["reason"]).group(1).split()
+    d = as_json(run(*base, *hint, "--format", "json"))
+    assert d["reason"] is None and d["params"]["lookback"] == 5 and len(d["top"]) > 1
+
+
 def test_metrics_build_refuses_a_z_window_above_the_engines_and_warns_when_it_cannot_fill(db_copy):
     """--z-window 5000 was accepted and left every stored z column NULL; the engine's domain is [2, 252]."""
     before = _query(db_copy, "SELECT count(*), count(short_buy_sell_ratio_z), min(z_window) FROM daily_metrics")

@@ -51,6 +51,7 @@ from optimizer.data.coverage import MIN_COVERAGE, SourceCoverage, source_coverag
 from optimizer.data.store import consolidated_short_sql, table_exists, transaction
 from optimizer.errors import DataError, ParameterError, check_param
 from optimizer.report.files import write_figures
+from optimizer.settings import SCANNER_MIN_SESSIONS
 from optimizer.report.terminal import Column, print_frame
 
 __all__ = ["ScanResult", "scan", "write_scan", "render_scan", "scan_figures", "window_sessions", "SCANNER_COLUMNS", "SIDES"]
@@ -139,14 +140,17 @@ def _resolve_date(con: duckdb.DuckDBPyConnection, date) -> dt.date:
 
 
 def _check_params(lookback, top, trend_days, min_periods, outlier_z, volume_z, ratio_z, min_total_volume, side) -> int:
-    check_param(isinstance(lookback, (int, np.integer)) and lookback >= 2, "lookback", "an integer >= 2", lookback)
+    few = "(a z-score over 2 values is always ±1: every symbol would score alike)"
+    check_param(isinstance(lookback, (int, np.integer)) and lookback >= SCANNER_MIN_SESSIONS, "lookback",
+                f"an integer >= {SCANNER_MIN_SESSIONS} {few}", lookback)
     check_param(isinstance(top, (int, np.integer)) and top >= 1, "top", "an integer >= 1", top)
     check_param(
         isinstance(trend_days, (int, np.integer)) and 2 <= trend_days <= lookback,
         "trend_days", f"an integer in [2, lookback={lookback}]", trend_days,
     )
     mp = min(20, int(lookback)) if min_periods is None else min_periods
-    check_param(isinstance(mp, (int, np.integer)) and 2 <= mp <= lookback, "min_periods", f"an integer in [2, lookback={lookback}]", mp)
+    check_param(isinstance(mp, (int, np.integer)) and SCANNER_MIN_SESSIONS <= mp <= lookback, "min_periods",
+                f"an integer in [{SCANNER_MIN_SESSIONS}, lookback={lookback}] {few}", mp)
     for name, v in (("outlier_z", outlier_z), ("volume_z", volume_z), ("ratio_z", ratio_z)):
         check_param(isinstance(v, (int, float)) and np.isfinite(v) and v > 0, name, "a finite number > 0", v)
     check_param(isinstance(min_total_volume, (int, float)) and min_total_volume >= 0, "min_total_volume", ">= 0", min_total_volume)
@@ -269,9 +273,7 @@ def scan(
         gap = cov.largest_gap
         reason = (f"nothing ranked: FINRA short data covers {cov.sessions} of the {cov.expected} sessions of the "
                   f"lookback window {start}..{day} ({100 * cov.ratio:.1f}%), below the minimum {100 * MIN_COVERAGE:.0f}%"
-                  + (f"; missing {gap}" if gap else "")
-                  + f". Ingest the missing days, or scan a window the data covers (e.g. --lookback {max(2, cov.sessions)} "
-                  f"--trend-days 2)")
+                  + (f"; missing {gap}" if gap else "") + ". " + _thin_window_hint(window, have, int(trend_days)))
         metrics["rank"] = pd.array([pd.NA] * len(metrics), dtype="Int64")
     elif not metrics["rank"].notna().any():
         reason = (f"nothing ranked: no liquid symbol (mean total volume >= {min_total_volume:,.0f}) has a z-score "
@@ -280,6 +282,20 @@ def scan(
     p = dict(lookback=lookback, top=top, trend_days=trend_days, outlier_z=outlier_z, volume_z=volume_z, ratio_z=ratio_z,
              min_total_volume=min_total_volume, min_periods=mp, side=side, inference_version=str(inference_version))
     return ScanResult(date=day, metrics=metrics, top=top_df, window_start=start, params=p, coverage=cov, reason=reason)
+
+
+def _thin_window_hint(window: Sequence[dt.date], have: Sequence[dt.date], trend_days: int) -> str:
+    """What to do when the window's coverage is below MIN_COVERAGE: the longest lookback (>= SCANNER_MIN_SESSIONS)
+    whose last sessions the data covers, or, when there is none, ingest more days (never a window too short for a
+    z-score to vary: one over 2 values is always +-1, so every symbol would score alike)."""
+    held = set(have)
+    covered = np.cumsum([d in held for d in reversed(window)])  # covered[n - 1]: sessions held among the last n
+    for n in range(len(window) - 1, SCANNER_MIN_SESSIONS - 1, -1):
+        if covered[n - 1] >= MIN_COVERAGE * n:
+            td = f" --trend-days {n}" if trend_days > n else ""
+            return f"Ingest the missing days, or scan a window the data covers (e.g. --lookback {n}{td})"
+    return (f"Ingest the missing days: a ranking needs FINRA data on at least {SCANNER_MIN_SESSIONS} of the last "
+            f"{SCANNER_MIN_SESSIONS} sessions (a z-score over 2 values is always ±1, so every symbol would score alike)")
 
 
 def window_sessions(day: dt.date, lookback: int) -> list[dt.date]:
