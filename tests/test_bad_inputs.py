@@ -74,6 +74,14 @@ BAD_SPECS = {
     "deep_array": ("x = " + "[" * 5000 + "]" * 5000 + "\n", ["[toml] nests arrays or tables too deeply"]),
     "objective_options_bogus": (_SPACE + "[objective]\noptions = { totally_bogus = 123 }\n",
                                 ["[objective.options.totally_bogus] is not an option of objective 'composite_rank'"]),
+    # sessions: train 6 minus purge 20 leaves -14 sessions to train on; only `accumopt walkforward` refused it
+    "wf_train_shorter_than_purge": (_SPACE + '[walkforward]\nunit = "sessions"\ntrain = 6\npurge = 20\n',
+                                    ["[walkforward.train] must leave at least 2 sessions after the purge",
+                                     "train=6 sessions minus purge=20 sessions leaves -14 sessions after the purge"]),
+    # the same with the purge not given: the run's default, the longest hold the space allows (20 here)
+    "wf_train_shorter_than_default_purge": (_SPACE + '[walkforward]\nunit = "sessions"\ntrain = 21\n',
+                                            ["[walkforward.train] must leave at least 2 sessions after the purge",
+                                             "train=21 sessions minus purge=20 sessions leaves 1 sessions"]),
     # a cost in both places: the trials ran with the [space] values, the [data.costs] one was silently ignored
     "cost_in_data_costs_and_space": (_SPACE + 'slippage_bps = { type = "float", low = 0.0, high = 10.0 }\n'
                                      "[data.costs]\nslippage_bps = 3.0\n",

@@ -135,6 +135,26 @@ def test_walkforward_train_shorter_than_purge_names_the_rule():
     assert len(WalkForward(train=30, test=10, unit="sessions", purge=20).split(dates)) > 0
 
 
+def test_a_spec_whose_walkforward_train_the_purge_empties_is_refused_with_the_runs_message():
+    """`study validate` accepted unit = "sessions", train = 6, purge = 20 (-14 sessions to train on); only the
+    walk-forward run refused it. The rule follows from the spec alone, so the loader refuses it with the run's words;
+    train 22 (2 sessions left) loads and splits, and a months walk-forward is left to the run (it needs the data)."""
+    from optimizer.errors import ParameterError, SpecError
+    from optimizer.study.spec import parse_spec
+    from optimizer.study.splits import WalkForward
+
+    base = '[space]\nvariant = "B"\n[walkforward]\nunit = "sessions"\npurge = 20\n'
+    with pytest.raises(SpecError) as spec_err:
+        parse_spec(base + "train = 6\n")
+    with pytest.raises(ParameterError) as run_err:
+        WalkForward(train=6, test=2, unit="sessions", purge=20)
+    assert str(spec_err.value) == "[walkforward.train] " + str(run_err.value).removeprefix("train ")
+    assert "leaves -14 sessions after the purge" in str(spec_err.value)
+    wf = parse_spec(base + "train = 22\n").walkforward
+    assert len(WalkForward(wf.train, wf.test, wf.step, wf.unit, purge=wf.purge).split(list(range(60)))) > 0
+    assert parse_spec('[space]\nvariant = "B"\n[walkforward]\ntrain = 1\npurge = 20\n').walkforward.train == 1
+
+
 # ------------------------------------------------------------------------------------------ booleans written as text
 def test_boolean_written_as_text_says_so(db, tmp_path):
     """A parameters file or spec holding "true" (a string) for a boolean was told 'regime_sizing must be one of

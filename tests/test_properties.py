@@ -206,10 +206,10 @@ def test_purged_folds_never_leak(n, n_splits, purge, embargo, min_train, rolling
 def test_walk_forward_windows_never_reach_the_reserve(n, train, test, step, purge, anchored, fraction):
     dates = pd.bdate_range("2021-01-04", periods=n)
     reserve = reserve_cutoff(n, fraction)
-    wf = WalkForward(train=train, test=test, step=step, unit="sessions", purge=purge, anchored=anchored)
     try:
+        wf = WalkForward(train=train, test=test, step=step, unit="sessions", purge=purge, anchored=anchored)
         windows = wf.split(dates[:reserve])
-    except ValueError:  # ParameterError: too little data for one window
+    except ValueError:  # ParameterError: too little data for one window, or train - purge < 2 sessions
         return
     prev_test_end = None
     for w in windows:

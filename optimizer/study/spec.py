@@ -30,7 +30,7 @@ from optimizer.params import (
     GATES, PARAMS, REGIME_SUFFIXES, SPACE_ONLY, SPACE_PARAMS, WEIGHT_PRESETS, default_space, parse_exit,
 )
 from optimizer.study.registry import PRUNERS, SAMPLERS, build_pruner, build_sampler, dry_run
-from optimizer.study.splits import CombinatorialPurgedCV
+from optimizer.study.splits import CombinatorialPurgedCV, short_train_rule, train_after_purge
 
 __all__ = [
     "StudySpec", "DataSpec", "ParamSpec", "CVSpec", "ObjectiveSpec", "SamplerSpec", "PrunerSpec", "RunSpec",
@@ -480,6 +480,10 @@ def parse_spec(text: str, path: str | None = None, stored: bool = False) -> Stud
                                             f"trial and top_k would be ignored: remove it or set select = \"robust\"")
         if wf.step is not None and wf.step < wf.test and not stored:
             raise _err("walkforward.step", walkforward_step_rule(wf.test, wf.step))
+        wf_purge = wf.purge if wf.purge is not None else spec.max_hold()  # as the walk-forward run takes it
+        left = train_after_purge(wf.train, wf.unit, wf_purge)
+        if left is not None and left < 2 and not stored:
+            raise _err("walkforward.train", short_train_rule(wf.train, wf.unit, wf_purge, left))
         if not stored:
             _check_choices(spec.space)
             start = spec.sampler.options.get("n_startup_trials")

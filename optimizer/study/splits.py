@@ -113,6 +113,20 @@ class PurgedTimeSeriesSplit:
                 f"embargo={self.embargo}, mode={self.mode!r})")
 
 
+def short_train_rule(train: int, unit: str, purge: int, left: int) -> str:
+    """Why a walk-forward whose first train window keeps ``left`` (< 2) sessions after the purge is refused; the
+    text completes "train ..." (WalkForward) and "[walkforward.train] ..." (the spec loader)."""
+    return (f"must leave at least 2 sessions after the purge (the purge gap is cut from the end of each train "
+            f"window): train={train} {unit} minus purge={purge} sessions leaves {left} sessions after the purge; "
+            f"lengthen train or shorten purge")
+
+
+def train_after_purge(train: int, unit: str, purge: int) -> int | None:
+    """Sessions a train window keeps after the purge when that follows from the settings alone (unit = "sessions":
+    train - purge); None for months, whose length in sessions depends on the calendar."""
+    return int(train) - int(purge) if unit == "sessions" else None
+
+
 @dataclass(frozen=True)
 class Window:
     """One walk-forward window as panel row indices: train [train_start, train_end), purge gap, test [test_start, test_end)."""
@@ -149,6 +163,9 @@ class WalkForward:
         check_param(step >= 1, "step", ">= 1", step)
         check_param(purge >= 0, "purge", ">= 0", purge)
         self.train, self.test, self.step, self.unit, self.purge, self.anchored = int(train), int(test), int(step), unit, int(purge), bool(anchored)
+        left = train_after_purge(self.train, unit, self.purge)
+        if left is not None and left < 2:  # known without the data (the spec loader refuses it too)
+            raise ParameterError("train " + short_train_rule(self.train, unit, self.purge, left))
 
     def split(self, dates: Sequence) -> list[Window]:
         d = pd.DatetimeIndex(pd.to_datetime(np.asarray(dates)))
@@ -189,10 +206,7 @@ class WalkForward:
             i += 1
             k += self.step
         if not out and short_train is not None:
-            raise ParameterError(
-                f"train must leave at least 2 sessions after the purge (the purge gap is cut from the end of each "
-                f"train window): train={self.train} {self.unit} minus purge={self.purge} sessions leaves "
-                f"{short_train} sessions after the purge; lengthen train or shorten purge")
+            raise ParameterError("train " + short_train_rule(self.train, self.unit, self.purge, short_train))
         if not out:
             raise ParameterError(
                 f"walk-forward needs at least train={self.train} + test={self.test} {self.unit} (+ purge {self.purge} sessions); "
