@@ -587,6 +587,34 @@ def test_table_html_has_disclaimer(store, cwd):
     assert "FINRA does not publish trade direction" in " ".join(res.stdout.split())
 
 
+def test_json_outputs_write_session_dates_as_yyyy_mm_dd(store, db_copy):
+    """`table --format json` wrote dates as 2024-06-28T00:00:00.000 while `scan --format json` wrote 2024-06-28:
+    every JSON output writes a session date as YYYY-MM-DD; a real time (a study's created) stays ISO 8601."""
+    import datetime as dt
+    import re
+
+    import pandas as pd
+
+    day = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+    for style in ("scan", "analysis"):
+        rows = as_json(run("table", "--db", store[0], "--style", style, "--format", "json"))
+        dated = {k: v for r in rows for k, v in r.items() if k in ("date", "otc_week_start") and v is not None}
+        assert dated and all(day.match(v) for v in dated.values()), dated
+        assert rows[0]["date"] == END
+    d = as_json(run("scan", "--db", db_copy, "--no-png", "--top", "3", "--format", "json"))
+    assert d["date"] == END and all(r["date"] == END for r in d["top"])
+    from optimizer.cli._common import _jsonable, frame_json  # the one home of the rule
+
+    frame = pd.DataFrame({"date": pd.to_datetime(["2024-06-27", "2024-06-28"]), "d": [dt.date(2024, 6, 27), None],
+                          "created": pd.to_datetime(["2024-06-27 09:30:01", "2024-06-28 00:00:00"])})
+    assert json.loads(frame_json(frame)) == [
+        {"date": "2024-06-27", "d": "2024-06-27", "created": "2024-06-27T09:30:01.000"},
+        {"date": "2024-06-28", "d": None, "created": "2024-06-28T00:00:00.000"}]
+    assert _jsonable(pd.Timestamp("2024-06-28")) == "2024-06-28" == _jsonable(dt.date(2024, 6, 28))
+    assert _jsonable(pd.Timestamp("2024-06-28 16:00")) == "2024-06-28T16:00:00"
+    assert _jsonable(pd.Timestamp("2024-06-28", tz="UTC")) == "2024-06-28T00:00:00+00:00"
+
+
 def test_table_of_the_tickers_env_gets_its_own_html(store, cwd):
     # TICKERS filters the table as --tickers does, so its page is named by them too: it was <date>_scan.html, the
     # file of the every-symbol table, which it overwrote (and which overwrote it)

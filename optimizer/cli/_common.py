@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import json
 import sqlite3
@@ -87,12 +88,42 @@ def echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, default=_jsonable, indent=2, sort_keys=False))
 
 
+def _is_session_date(s: pd.Series) -> bool:
+    """A column of session dates: ``datetime.date`` objects (DuckDB DATE), or tz-naive datetimes all at midnight.
+    A column holding a time of day (a study's ``created``, a trial's start) is a real time, not a session date."""
+    vals = s.dropna()
+    if not len(vals):
+        return False
+    if pd.api.types.is_datetime64_any_dtype(s):
+        return getattr(s.dt, "tz", None) is None and bool((s.dropna() == s.dropna().dt.normalize()).all())
+    if s.dtype == object:
+        return bool(vals.map(lambda v: isinstance(v, dt.date) and (not isinstance(v, dt.datetime) or (
+            v.tzinfo is None and v == dt.datetime.combine(v.date(), dt.time())))).all())
+    return False
+
+
+def session_days(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with its session-date columns as YYYY-MM-DD text (never ``...T00:00:00.000`` or epoch milliseconds):
+    the one form every ``--format json`` writes a session date in. Real times are left as they are."""
+    days = {c: pd.to_datetime(df[c]).dt.strftime("%Y-%m-%d") for c in df.columns if _is_session_date(df[c])}
+    return df.assign(**days) if days else df
+
+
+def frame_json(df: pd.DataFrame) -> str:
+    """A frame as the JSON records ``--format json`` prints (session dates YYYY-MM-DD, real times ISO 8601)."""
+    return session_days(df).to_json(orient="records", date_format="iso", indent=2)
+
+
 def _jsonable(o: Any) -> Any:
     if isinstance(o, (np.integer,)):
         return int(o)
     if isinstance(o, (np.floating,)):
         return None if not np.isfinite(o) else float(o)
-    if isinstance(o, (pd.Timestamp,)):
+    if isinstance(o, dt.datetime):  # pd.Timestamp too
+        if o.tzinfo is None and o.time() == dt.time() and getattr(o, "nanosecond", 0) == 0:
+            return o.strftime("%Y-%m-%d")  # a session date
+        return o.isoformat() if isinstance(o, pd.Timestamp) else str(o)  # a real time, as before
+    if isinstance(o, dt.date):
         return o.isoformat()
     if isinstance(o, Path):
         return str(o)

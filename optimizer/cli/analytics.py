@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 
 import click
-import pandas as pd
 
 from optimizer.analytics.plots import pressure_plot, price_chart
 from optimizer.analytics.scanner import render_scan, scan, write_scan
 from optimizer.analytics.tables import daily_table, render_daily_table, write_daily_table_html
-from optimizer.cli._common import echo_json, console, format_option, shared_options, table_options
+from optimizer.cli._common import echo_json, console, format_option, frame_json, shared_options, table_options
 from optimizer.data.store import connect
 from optimizer.data.symbols import canonical_symbol
 from optimizer.paths import existing_store, output_root, resolve_db, run_label, under
@@ -19,16 +17,6 @@ from optimizer.report.files import save_figure
 from optimizer.settings import Settings
 
 __all__ = ["COMMANDS"]
-
-
-def _days(df: pd.DataFrame) -> pd.DataFrame:
-    """``df`` with its date columns (datetime64, or ``datetime.date`` objects as DuckDB returns DATE) as YYYY-MM-DD
-    text: JSON for scripts, never epoch milliseconds."""
-    def is_day(c: str) -> bool:
-        s = df[c]
-        return pd.api.types.is_datetime64_any_dtype(s) or (s.dtype == object and s.map(
-            lambda v: v is None or isinstance(v, (dt.date, pd.Timestamp))).all() and s.notna().any())
-    return df.assign(**{c: pd.to_datetime(df[c]).dt.strftime("%Y-%m-%d") for c in df.columns if is_day(c)})
 
 
 def _png_option(f):
@@ -76,7 +64,7 @@ def scan_cmd(date, lookback, top, trend_days, outlier_z, volume_z, ratio_z, expo
         con.close()
     if fmt == "json":
         echo_json({"date": str(res.date), "window_start": str(res.window_start), "params": res.params,
-               "top": json.loads(_days(res.top).to_json(orient="records")),
+               "top": json.loads(frame_json(res.top)),
                "coverage": res.coverage.to_dict() if res.coverage is not None else None, "reason": res.reason, "files": paths})
     else:
         render_scan(res, console, select=columns, wide=wide)
@@ -104,7 +92,7 @@ def table_cmd(date, tickers, style, db, out, columns, wide, fmt):
     shown = tickers if tickers is not None else (",".join(Settings.from_env().tickers) or None)  # $TICKERS too
     path = write_daily_table_html(df, under(output_root(out), "tables", run_label(d, style, shown), suffix=".html"))
     if fmt == "json":
-        click.echo(df.to_json(orient="records", date_format="iso", indent=2))
+        click.echo(frame_json(df))
     else:
         render_daily_table(df, console, style=style, select=columns, wide=wide)
         click.echo(f"html: {path}")

@@ -12,6 +12,8 @@ from rich.markup import escape
 from optimizer.cli._common import (
     Column,
     echo_json,
+    frame_json,
+    session_days,
     err_console,
     progress_enabled,
     print_cmd,
@@ -166,7 +168,7 @@ def _storage(url, out, read_only=True):
 
 def _emit_df(df, fmt, title, key=None, select=None, wide=False, fmts=None):
     if fmt == "json":
-        click.echo(df.to_json(orient="records", date_format="iso", indent=2))
+        click.echo(frame_json(df))
     elif fmt == "csv":
         click.echo(df.to_csv(index=False), nl=False)
     else:
@@ -243,7 +245,7 @@ def study_compare(names, storage, out, columns, wide, fmt):
     path = under(output_root(out), "reports", run_label("compare", *names), suffix=".html")
     write_compare_html(res, path)
     if fmt == "json":
-        echo_json({"summary": json.loads(res.summary.to_json(orient="records")), "html": str(path)})
+        echo_json({"summary": json.loads(session_days(res.summary).to_json(orient="records")), "html": str(path)})
     else:
         _emit_df(res.summary, "table", "study comparison", key=_COMPARE_KEY, select=columns, wide=wide)
         console.print(warmup_note(res.summary), markup=False, highlight=False)
