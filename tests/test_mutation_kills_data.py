@@ -317,7 +317,7 @@ def test_build_defaults_and_refusals(capsys):
     assert build_daily_metrics(con, z_window=2, z_min_periods=1)["z_min_periods"] == 1  # 1 is allowed
     build_daily_metrics(con, z_window=2, progress=True)
     assert "[metrics" in capsys.readouterr().err
-    with _raises_exactly("z_window must be >= 2, got z_window=1"):
+    with _raises_exactly("z_window must be an integer in [2, 252], got z_window=1"):
         build_daily_metrics(con, z_window=1)
     with _raises_exactly("z_min_periods must be in [1, z_window=3], got z_min_periods=0"):
         build_daily_metrics(con, z_window=3, z_min_periods=0)
