@@ -53,3 +53,55 @@ def test_a_file_rewritten_in_place_counts_only_its_latest_rows(tmp_path):
     assert _statuses(ingest_paths(con, "finra-short", [path])) == [("CNMSshvol20200102.txt", "skipped_identical")]
     assert table(con, "SELECT count(*) FROM ingest_log") == [(4,)]
     assert table(con, "SELECT symbol, short_volume FROM finra_short_daily WHERE date = '2020-01-02'") == [("AAPL", 12)]
+
+
+PX = "date,symbol,open,high,low,close,volume,source"
+
+
+def test_prices_with_a_source_column_one_replaced_row_is_seen_an_unrelated_write_is_not(tmp_path):
+    """Prices whose ``source`` comes from the file (a source column): the stored-row count cannot prove a file
+    intact, only the delete history can, which the writer keeps up to date within a call. A file written earlier
+    in the call that deleted nothing leaves A identical (mutant ``_History.add`` 11: every write counted as a
+    delete); one that replaced exactly ONE of A's rows makes A not identical (mutant ``add`` 12: a write of one
+    deleted row not counted as a delete). Order in a call: TSLA.csv / AAPL.csv sort before all.csv."""
+    a = write(tmp_path / "all.csv", "\n".join([PX, "2024-01-02,AAPL,10,11,9,10.5,100,v/x",
+                                               "2024-01-02,MSFT,20,21,19,20.5,200,v/x"]) + "\n")
+    other = write(tmp_path / "TSLA.csv", "\n".join([PX, "2024-01-02,TSLA,5,6,4,5.5,10,v/x"]) + "\n")
+    one = write(tmp_path / "AAPL.csv", "\n".join([PX, "2024-01-02,AAPL,10,12,9,11.5,101,v/x"]) + "\n")
+    con = connect(":memory:")
+    assert _statuses(ingest_paths(con, "prices", [a])) == [("all.csv", "ok")]
+    assert _statuses(ingest_paths(con, "prices", [a, other])) == [("TSLA.csv", "ok"), ("all.csv", "skipped_identical")]
+    assert _statuses(ingest_paths(con, "prices", [a, one])) == [("AAPL.csv", "replaced"), ("all.csv", "replaced")]
+    assert table(con, "SELECT file, message FROM ingest_log WHERE status = 'replaced' ORDER BY id") == [
+        (str(one), "replaced 1 existing rows"), (str(a), "replaced 2 existing rows")]
+    assert table(con, "SELECT symbol, close FROM prices_daily ORDER BY symbol") == [
+        ("AAPL", 10.5), ("MSFT", 20.5), ("TSLA", 5.5)]
+
+
+FLOW = "date,symbol,lit_buy_volume,lit_sell_volume\n"
+
+
+def test_stored_counts_follow_a_write_in_the_call_that_replaces_a_names_own_rows(tmp_path):
+    """lit-flow files named flow.csv in two folders (disjoint keys). In one call: an earlier file is proven
+    identical by the stored-row counts (they are read), then a/flow.csv, rewritten, replaces its own row, then
+    b/flow.csv: the counts kept up to date by the write (flow.csv lost 1 row, gained 1) still prove b's rows
+    intact, so it is skipped (mutants ``_History.add`` 21, 22: the lost rows added, or counted under None)."""
+    early = write(tmp_path / "early.csv", FLOW + "2023-12-29,AAPL,1,1\n")
+    d1, d2 = tmp_path / "a", tmp_path / "b"
+    d1.mkdir()
+    d2.mkdir()
+    fa = write(d1 / "flow.csv", FLOW + "2024-01-02,AAPL,1,2\n")
+    fb = write(d2 / "flow.csv", FLOW + "2024-01-02,MSFT,3,4\n")
+    other = write(tmp_path / "other.csv", FLOW + "2023-12-28,TSLA,1,1\n")
+    other_fixed = write(tmp_path / "other_fixed.csv", FLOW + "2023-12-28,TSLA,2,2\n")
+    con = connect(":memory:")
+    assert [s for _, s in _statuses(ingest_paths(con, "lit-flow", [early, fa, fb]))] == ["ok"] * 3
+    assert _statuses(ingest_paths(con, "lit-flow", [other])) == [("other.csv", "ok")]
+    assert _statuses(ingest_paths(con, "lit-flow", [other_fixed])) == [("other_fixed.csv", "replaced")]
+    write(fa, FLOW + "2024-01-02,AAPL,5,6\n")
+    rep = ingest_paths(con, "lit-flow", [early, fa, fb])
+    assert _statuses(rep) == [("early.csv", "skipped_identical"), ("flow.csv", "replaced"),
+                              ("flow.csv", "skipped_identical")]
+    assert table(con, "SELECT date, symbol, lit_buy_volume, source_file FROM lit_flow_daily ORDER BY date, symbol")[2:] == [
+        (__import__("datetime").date(2024, 1, 2), "AAPL", 5, "flow.csv"),
+        (__import__("datetime").date(2024, 1, 2), "MSFT", 3, "flow.csv")]
