@@ -105,3 +105,28 @@ def test_stored_counts_follow_a_write_in_the_call_that_replaces_a_names_own_rows
     assert table(con, "SELECT date, symbol, lit_buy_volume, source_file FROM lit_flow_daily ORDER BY date, symbol")[2:] == [
         (__import__("datetime").date(2024, 1, 2), "AAPL", 5, "flow.csv"),
         (__import__("datetime").date(2024, 1, 2), "MSFT", 3, "flow.csv")]
+
+
+def test_a_file_unreadable_when_staged_fails_by_its_own_name_and_the_others_are_ingested(tmp_path, monkeypatch):
+    """A file that exists when the paths are expanded but cannot be read when staged (permissions, removed
+    meanwhile: the tests run as any user, so the read is made to fail) is reported failed under its own name with
+    the OS reason; the other file is ingested (mutants ``_stage`` 7, 8: no error recorded, or one naming None)."""
+    import errno
+
+    import optimizer.data.ingest as ingest
+
+    good = write(tmp_path / "AAPL.csv", "date,symbol,open,high,low,close,volume\n2024-01-02,AAPL,10,11,9,10.5,100\n")
+    bad = write(tmp_path / "MSFT.csv", "date,symbol,open,high,low,close,volume\n2024-01-02,MSFT,20,21,19,20.5,200\n")
+    real = ingest.read_raw
+
+    def read_raw(path, file):
+        if Path(path).name == "MSFT.csv":
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real(path, file)
+
+    monkeypatch.setattr(ingest, "read_raw", read_raw)
+    con = connect(":memory:")
+    rep = ingest_paths(con, "prices", [good, bad])
+    got = [(Path(f.file).name, f.status, f.message) for f in rep.files]
+    assert got == [("AAPL.csv", "ok", None), ("MSFT.csv", "failed", f"{bad}: unreadable file (Permission denied)")]
+    assert table(con, "SELECT symbol FROM prices_daily") == [("AAPL",)]
