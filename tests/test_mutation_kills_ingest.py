@@ -130,3 +130,30 @@ def test_a_file_unreadable_when_staged_fails_by_its_own_name_and_the_others_are_
     got = [(Path(f.file).name, f.status, f.message) for f in rep.files]
     assert got == [("AAPL.csv", "ok", None), ("MSFT.csv", "failed", f"{bad}: unreadable file (Permission denied)")]
     assert table(con, "SELECT symbol FROM prices_daily") == [("AAPL",)]
+
+
+def test_history_reads_the_stored_counts_again_when_a_write_could_not_report_its_losses(tmp_path):
+    """``_History.add`` keeps the per-source stored-row counts exact without reading them again only when the write
+    reported which sources lost rows (``lost``) and the source column holds the file name. A write that deleted
+    rows without reporting them (its ``lost_by`` was asked before the counts were read: the staging thread may read
+    them meanwhile), or any write of prices (whose source may come from the file), makes the counts be read again
+    (mutants ``add`` 14, 16, 18: stale counts or a non-dict; ``add`` 17: prices rows counted under the file name
+    although they are stored under their ``source``)."""
+    import optimizer.data.ingest as ingest
+
+    day = write(tmp_path / "CNMSshvol20200102.txt", finra_text(["20200102|AAPL|10|0|20|Q", "20200102|MSFT|5|0|9|Q"]))
+    con = connect(":memory:")
+    ingest_paths(con, "finra-short", [day])
+    h = ingest._History(con, "finra-short")
+    assert h._stored(con, day.name) == 2
+    con.execute("DELETE FROM finra_short_daily WHERE symbol = 'MSFT'")  # the unreported write's deletion
+    h.add(str(tmp_path / "other.txt"), "0" * 64, 0, 1, None)
+    assert h._stored(con, day.name) == 1
+
+    px = write(tmp_path / "AAPL.csv", "\n".join([PX, "2024-01-02,AAPL,10,11,9,10.5,100,v/x"]) + "\n")
+    ingest_paths(con, "prices", [px])
+    h = ingest._History(con, "prices")
+    assert h._stored(con, "v/x") == 1
+    h.add(str(px), "1" * 64, 1, 0, {})
+    assert h._stored(con, "AAPL.csv") == 0
+    assert h._stored(con, "v/x") == 1
