@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import errno
 from pathlib import Path
 
 from _ingest_helpers import finra_text, table, write
 
+import optimizer.data.ingest as ingest
 from optimizer.data.ingest import ingest_paths
 from optimizer.data.store import connect
 
@@ -102,19 +105,16 @@ def test_stored_counts_follow_a_write_in_the_call_that_replaces_a_names_own_rows
     rep = ingest_paths(con, "lit-flow", [early, fa, fb])
     assert _statuses(rep) == [("early.csv", "skipped_identical"), ("flow.csv", "replaced"),
                               ("flow.csv", "skipped_identical")]
-    assert table(con, "SELECT date, symbol, lit_buy_volume, source_file FROM lit_flow_daily ORDER BY date, symbol")[2:] == [
-        (__import__("datetime").date(2024, 1, 2), "AAPL", 5, "flow.csv"),
-        (__import__("datetime").date(2024, 1, 2), "MSFT", 3, "flow.csv")]
+    q = "SELECT date, symbol, lit_buy_volume, source_file FROM lit_flow_daily ORDER BY date, symbol"
+    assert table(con, q)[2:] == [
+        (dt.date(2024, 1, 2), "AAPL", 5, "flow.csv"),
+        (dt.date(2024, 1, 2), "MSFT", 3, "flow.csv")]
 
 
 def test_a_file_unreadable_when_staged_fails_by_its_own_name_and_the_others_are_ingested(tmp_path, monkeypatch):
     """A file that exists when the paths are expanded but cannot be read when staged (permissions, removed
     meanwhile: the tests run as any user, so the read is made to fail) is reported failed under its own name with
     the OS reason; the other file is ingested (mutants ``_stage`` 7, 8: no error recorded, or one naming None)."""
-    import errno
-
-    import optimizer.data.ingest as ingest
-
     good = write(tmp_path / "AAPL.csv", "date,symbol,open,high,low,close,volume\n2024-01-02,AAPL,10,11,9,10.5,100\n")
     bad = write(tmp_path / "MSFT.csv", "date,symbol,open,high,low,close,volume\n2024-01-02,MSFT,20,21,19,20.5,200\n")
     real = ingest.read_raw
@@ -139,8 +139,6 @@ def test_history_reads_the_stored_counts_again_when_a_write_could_not_report_its
     them meanwhile), or any write of prices (whose source may come from the file), makes the counts be read again
     (mutants ``add`` 14, 16, 18: stale counts or a non-dict; ``add`` 17: prices rows counted under the file name
     although they are stored under their ``source``)."""
-    import optimizer.data.ingest as ingest
-
     day = write(tmp_path / "CNMSshvol20200102.txt", finra_text(["20200102|AAPL|10|0|20|Q", "20200102|MSFT|5|0|9|Q"]))
     con = connect(":memory:")
     ingest_paths(con, "finra-short", [day])
