@@ -155,3 +155,24 @@ def test_history_reads_the_stored_counts_again_when_a_write_could_not_report_its
     h.add(str(px), "1" * 64, 1, 0, {})
     assert h._stored(con, "AAPL.csv") == 0
     assert h._stored(con, "v/x") == 1
+
+
+def test_a_new_name_written_in_the_call_is_counted_from_zero(tmp_path):
+    """A name first stored by a write of this call (b/new.csv, 1 row), after the counts were read: its count is
+    that write's rows, so a same-name file of no rows in another folder (a/new.csv, ingested before) is still proven
+    identical (mutant ``_History.add`` 35: a name absent from the counts started at 1)."""
+    early = write(tmp_path / "early.csv", FLOW + "2023-12-29,AAPL,1,1\n")
+    d1, d2 = tmp_path / "a", tmp_path / "b"
+    d1.mkdir()
+    d2.mkdir()
+    empty = write(d1 / "new.csv", FLOW)
+    other = write(tmp_path / "other.csv", FLOW + "2023-12-28,TSLA,1,1\n")
+    other_fixed = write(tmp_path / "other_fixed.csv", FLOW + "2023-12-28,TSLA,2,2\n")
+    con = connect(":memory:")
+    assert [s for _, s in _statuses(ingest_paths(con, "lit-flow", [early, empty]))] == ["ok", "ok"]
+    assert _statuses(ingest_paths(con, "lit-flow", [other])) == [("other.csv", "ok")]
+    assert _statuses(ingest_paths(con, "lit-flow", [other_fixed])) == [("other_fixed.csv", "replaced")]
+    fresh = write(d2 / "new.csv", FLOW + "2024-01-02,MSFT,3,4\n")
+    rep = ingest_paths(con, "lit-flow", [early, empty, fresh])
+    assert [(Path(f.file).parent.name, Path(f.file).name, f.status) for f in rep.files] == [
+        (tmp_path.name, "early.csv", "skipped_identical"), ("b", "new.csv", "ok"), ("a", "new.csv", "skipped_identical")]
