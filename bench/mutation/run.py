@@ -112,6 +112,21 @@ GROUPS: dict[str, Group] = {
                               (_WF_CLAIMED, "tests/test_mutation_kills_wf.py::test_tiny_walkforward",
                                "tests/test_mutation_kills_wf.py::test_window_runner_stops_when_the_claim_is_lost"),
                               only=_WF_DIST),
+    # the skipped_identical rule (branch reskip): _History, the pipeline's _settle, _stage's use of it, write_rows'
+    # (status, deleted, lost). Every ingest test reaches them (~1-2 s per ingest): the skip rule's file, the
+    # batching / pipeline files (deferred and settled skips), the rejects file (write_rows' rejected_rows status)
+    "ingest_skip": Group(("optimizer/data/ingest/__init__.py", "optimizer/data/ingest/_common.py"),
+                         ("tests/test_ingest_identical.py", "tests/test_ingest_batch.py",
+                          "tests/test_ingest_pipeline.py", "tests/test_ingest_rejects.py",
+                          "tests/test_mutation_kills_ingest.py"),
+                         # monkeypatches the writer to wait on the pipeline's stop event: mutmut's trampoline
+                         # stands between (the stats run fails); a Ctrl-C path, not the skip rule
+                         deselect=("tests/test_ingest_pipeline.py::test_ctrl_c_while_waiting_for_the_writer_"
+                                   "stops_it_after_the_file_it_is_writing",),
+                         only=("optimizer.data.ingest*.x\u01c1_History\u01c1*",
+                               "optimizer.data.ingest*.x\u01c1_Pipeline\u01c1_settle__mutmut_*",
+                               "optimizer.data.ingest*.x__stage__mutmut_*",
+                               "optimizer.data.ingest._common.x_write_rows__mutmut_*")),
 }
 
 # exit code -> status, as mutmut's own table (mutmut.stats.status_by_exit_code)
