@@ -88,6 +88,14 @@ def echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, default=_jsonable, indent=2, sort_keys=False))
 
 
+def _is_day(v: Any) -> bool:
+    """One value that is a session date: a ``datetime.date``, or a tz-naive datetime (``pd.Timestamp`` too) at
+    midnight exactly; a value with a time of day is a real time."""
+    if isinstance(v, dt.datetime):
+        return v.tzinfo is None and v.time() == dt.time() and getattr(v, "nanosecond", 0) == 0
+    return isinstance(v, dt.date)
+
+
 def _is_session_date(s: pd.Series) -> bool:
     """A column of session dates: ``datetime.date`` objects (DuckDB DATE), or tz-naive datetimes all at midnight.
     A column holding a time of day (a study's ``created``, a trial's start) is a real time, not a session date."""
@@ -97,8 +105,7 @@ def _is_session_date(s: pd.Series) -> bool:
     if pd.api.types.is_datetime64_any_dtype(s):
         return getattr(s.dt, "tz", None) is None and bool((s.dropna() == s.dropna().dt.normalize()).all())
     if s.dtype == object:
-        return bool(vals.map(lambda v: isinstance(v, dt.date) and (not isinstance(v, dt.datetime) or (
-            v.tzinfo is None and v == dt.datetime.combine(v.date(), dt.time())))).all())
+        return bool(vals.map(_is_day).all())
     return False
 
 
@@ -119,12 +126,10 @@ def _jsonable(o: Any) -> Any:
         return int(o)
     if isinstance(o, (np.floating,)):
         return None if not np.isfinite(o) else float(o)
-    if isinstance(o, dt.datetime):  # pd.Timestamp too
-        if o.tzinfo is None and o.time() == dt.time() and getattr(o, "nanosecond", 0) == 0:
-            return o.strftime("%Y-%m-%d")  # a session date
-        return o.isoformat() if isinstance(o, pd.Timestamp) else str(o)  # a real time, as before
-    if isinstance(o, dt.date):
-        return o.isoformat()
+    if _is_day(o):
+        return o.strftime("%Y-%m-%d")  # a session date
+    if isinstance(o, dt.datetime):  # pd.Timestamp too: a real time, as before
+        return o.isoformat() if isinstance(o, pd.Timestamp) else str(o)
     if isinstance(o, Path):
         return str(o)
     if isinstance(o, np.ndarray):

@@ -298,11 +298,8 @@ def metrics_build_cmd(z_window, min_lit_volume, db, out, fmt):
     if not summary.get("rows"):
         raise DataError(f"no raw data to build daily_metrics from in {db} (0 rows: prices_daily and the FINRA short "
                         f"tables give no joined rows); run `accumopt ingest` or `accumopt data synth --db {db}` first")
-    if not summary["scoped"] and summary["sessions"] < summary["z_min_periods"]:
-        err_console.print(f"warning: every stored z column is empty: a z-score needs z_min_periods="
-                          f"{summary['z_min_periods']} sessions and daily_metrics holds {summary['sessions']} "
-                          f"(the engine recomputes z at its own window; ingest more days or pass a smaller --z-window)",
-                          style="yellow", markup=False, highlight=False, soft_wrap=True)
+    for w in summary.pop("warnings", ()):
+        err_console.print(f"warning: {w}", style="yellow", markup=False, highlight=False, soft_wrap=True)
     if fmt == "json":
         echo_json(summary)
     else:

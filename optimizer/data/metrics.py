@@ -583,7 +583,8 @@ def build_daily_metrics(
 
     Without ``symbols``/``start``/``end`` the tables are replaced; with them only the rows in that scope are.
     Returns ``{rows, symbols, sessions, first_date, last_date, options_rows, z_window, z_min_periods, scoped,
-    seconds}`` describing the rows written. Raises DataError on a foreign (darkpool-pipeline) daily_metrics
+    seconds, warnings}`` describing the rows written (``warnings``: lines for the user, e.g. every stored z column
+    empty because the store holds fewer sessions than ``z_min_periods``). Raises DataError on a foreign (darkpool-pipeline) daily_metrics
     unless ``force``.
     """
     t0 = time.perf_counter()
@@ -638,7 +639,18 @@ def build_daily_metrics(
         "z_min_periods": int(mp),
         "scoped": not scope.full,
         "seconds": round(time.perf_counter() - t0, 3),
+        "warnings": _z_fill_warnings(int(stats[1]), int(mp), not scope.full),
     }
+
+
+def _z_fill_warnings(sessions: int, z_min_periods: int, scoped: bool) -> list[str]:
+    """What a full build stored that the user should know: every z column empty when daily_metrics holds fewer
+    sessions than a z-score needs (the build is not refused: a young store fills as days arrive)."""
+    if scoped or sessions >= z_min_periods:
+        return []
+    return [f"every stored z column is empty: a z-score needs z_min_periods={z_min_periods} sessions and "
+            f"daily_metrics holds {sessions} (the engine recomputes z at its own window; ingest more days or pass a "
+            f"smaller --z-window)"]
 
 
 def latest_metrics_date(con: duckdb.DuckDBPyConnection) -> _dt.date | None:

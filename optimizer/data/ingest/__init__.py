@@ -394,7 +394,7 @@ class _History:
                 f"SELECT {self.source_col}, count(*) FROM {self.table} GROUP BY ALL").fetchall()}
         return self.counts.get(name, 0)
 
-    def identical(self, con: duckdb.DuckDBPyConnection, file: str, sha: str, pos: int) -> bool:
+    def identical(self, con: duckdb.DuckDBPyConnection, sha: str, pos: int) -> bool:
         """Whether the file at position ``pos`` of this call, of content ``sha``, would change nothing."""
         with self.lock:
             done = self.by_sha.get((self.kind, sha), [])
@@ -468,7 +468,7 @@ def _stage(ctx: Ctx, kind: str, e: _Entry, history: _History, sink: LineSink, op
     except OSError as exc:
         e.error = InputFileError(e.file, None, f"unreadable file ({exc.strerror})")
         return
-    if not open_writes and history.identical(ctx.con, e.file, e.raw.sha256, e.pos):
+    if not open_writes and history.identical(ctx.con, e.raw.sha256, e.pos):
         e.result = _skipped(e)
         return
     try:
@@ -564,7 +564,7 @@ def _write_batch(ctx: Ctx, kind: str, st: _Staged, history: _History, strict: bo
         for e in st.entries:
             if stop.is_set():
                 break
-            if e.result is None and e.raw is not None and history.identical(con, e.file, e.raw.sha256, e.pos):
+            if e.result is None and e.raw is not None and history.identical(con, e.raw.sha256, e.pos):
                 e.result = _skipped(e)
             if e.result is None and e.error is None and e.fid in st.specs:
                 e.error = st.summaries[e.fid].error
@@ -727,7 +727,7 @@ class _Pipeline:
         for e in batch:
             if e.prep is None or e.result is not None:
                 continue
-            if not open_writes and self.history.identical(self.ctx.con, e.file, e.raw.sha256, e.pos):
+            if not open_writes and self.history.identical(self.ctx.con, e.raw.sha256, e.pos):
                 e.result = _skipped(e)
             else:
                 open_writes.add(e.file)
