@@ -211,14 +211,14 @@ def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, data: Stud
     existing = set(study_names(storage))  # reads no trial
     if name in existing:
         st = optuna.load_study(study_name=name, storage=storage, pruner=pruner)
-        old = read_study(st).spec_hash
-        if old is not None and old != spec.spec_hash:
+        old = read_study(st)
+        if old.spec_hash is not None and not spec.matches_stored(old.spec_hash, old.spec_text):
             if not new_name:
-                diff = spec.differences(read_study(st).spec_text)
-                raise SpecError("study", f"study {name!r} was created from a different spec (hash {old}, this spec "
+                diff = spec.differences(old.spec_text)
+                raise SpecError("study", f"study {name!r} was created from a different spec (hash {old.spec_hash}, this spec "
                                          f"{spec.spec_hash}{f': {diff}' if diff else ''}); refusing to resume it. "
                                          f"{remedy}")
-            name = _next_free_name(name, existing, storage, spec.spec_hash)
+            name = _next_free_name(name, existing, storage, spec)
             st = optuna.load_study(study_name=name, storage=storage, pruner=pruner) if name in existing else None
         if st is not None:
             rec = read_study(st)
@@ -246,11 +246,13 @@ def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, data: Stud
     return st
 
 
-def _next_free_name(name: str, existing, storage, spec_hash: str) -> str:
-    """The first ``NAME-k`` (k >= 2) made from the spec ``spec_hash`` (resumed), else the first free one."""
+def _next_free_name(name: str, existing, storage, spec: StudySpec) -> str:
+    """The first ``NAME-k`` (k >= 2) made from ``spec`` (``StudySpec.matches_stored``: resumed), else the first
+    free one."""
     i = 2
     while f"{name}-{i}" in existing:
-        if read_study(optuna.load_study(study_name=f"{name}-{i}", storage=storage)).spec_hash == spec_hash:
+        rec = read_study(optuna.load_study(study_name=f"{name}-{i}", storage=storage))
+        if spec.matches_stored(rec.spec_hash, rec.spec_text):
             return f"{name}-{i}"
         i += 1
     return f"{name}-{i}"

@@ -58,14 +58,41 @@ def _err(key: str, reason: str) -> SpecError:
 _MISSING = object()
 
 
-def _hashed_doc(source: str) -> dict[str, Any]:
-    """The part of a spec's text that ``StudySpec.spec_hash`` covers: all of it but [run], [walkforward] and
-    [study].description."""
+# What a spec's hash leaves out: what does not change what a trial computes. [run] and [walkforward] (counts, the
+# storage, the study's name in storage; the walk-forward's own settings are checked by its run key), [study] name
+# and description, and [data].database: where the store lives (the data a study sees is checked by its fingerprint).
+_UNHASHED = (("run",), ("walkforward",), ("study", "name"), ("study", "description"), ("data", "database"))
+# What the legacy hash left out ([study].name and [data].database were in it): the hash stored on the studies and
+# walk-forward runs made before 2026-12-04 (same version 0.1.0); ``StudySpec.matches_stored`` still accepts it.
+_LEGACY_UNHASHED = (("run",), ("walkforward",), ("study", "description"))
+
+
+def _hashed_doc(source: str, legacy: bool = False) -> dict[str, Any]:
+    """The part of a spec's text that ``StudySpec.spec_hash`` covers: all of it but the keys in ``_UNHASHED``; a
+    [study] or [data] table left empty is dropped (the same as not writing it). ``legacy``: what the legacy hash
+    covered (all but ``_LEGACY_UNHASHED``, empty tables kept)."""
     doc = tomllib.loads(source) if source else {}
-    doc.pop("run", None)
-    doc.pop("walkforward", None)
-    doc.get("study", {}).pop("description", None)
+    for path in _LEGACY_UNHASHED if legacy else _UNHASHED:
+        table = doc.get(path[0]) if len(path) == 2 else doc
+        if isinstance(table, dict):
+            table.pop(path[-1], None)
+    if not legacy:
+        for k in ("study", "data"):
+            if doc.get(k) == {}:
+                del doc[k]
     return doc
+
+
+def _digest(doc: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _text_hashes(text: str) -> tuple[str, str] | None:
+    """(hash, legacy hash) of a spec text, None when it is not TOML."""
+    try:
+        return _digest(_hashed_doc(text)), _digest(_hashed_doc(text, legacy=True))
+    except tomllib.TOMLDecodeError:
+        return None
 
 
 def _flat(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -354,9 +381,26 @@ class StudySpec:
 
     @property
     def spec_hash(self) -> str:
-        """Hash of everything that changes what a trial computes ([run] and [walkforward] counts excluded)."""
-        doc = json.dumps(_hashed_doc(self.source), sort_keys=True, default=str)
-        return hashlib.sha256(doc.encode()).hexdigest()[:16]
+        """Hash of everything that changes what a trial computes: the spec's text but [run], [walkforward],
+        [study] name and description and [data].database (``_UNHASHED``)."""
+        return _digest(_hashed_doc(self.source))
+
+    def matches_stored(self, stored_hash: str | None, stored_text: str | None = None) -> bool:
+        """Whether a study (or walk-forward run) stored with ``stored_hash`` (its ``spec_hash``) and ``stored_text``
+        (its ``spec_text``, when stored) was made from a spec that computes what this one does: the one place
+        that decides whether a stored study may be resumed with this spec. True when ``stored_hash`` is this
+        spec's hash, or is the legacy hash (``_LEGACY_UNHASHED``: it covered [study].name and [data].database)
+        of the stored text whose result-relevant part is this spec's, or the legacy hash of this spec's own
+        text (a record that stores no text). False for a missing hash."""
+        if stored_hash is None:
+            return False
+        if stored_hash == self.spec_hash:
+            return True
+        if stored_text:
+            hashes = _text_hashes(stored_text)
+            if hashes is not None and hashes[1] == stored_hash and hashes[0] == self.spec_hash:
+                return True
+        return stored_hash == _digest(_hashed_doc(self.source, legacy=True))
 
     def differences(self, stored_text: str | None, limit: int = 3) -> str | None:
         """What the spec text a study was made from (``stored_text``, its ``spec_text``) sets differently from this

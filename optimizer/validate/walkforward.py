@@ -608,7 +608,7 @@ def run_walkforward_worker(spec: StudySpec, db: str | Path, storage_url: str | N
         raise ParameterError(f"walkforward worker needs a storage with heartbeats (SQLite or another RDB URL such as "
                              f"postgresql://...), got {url}")
     run = wait_for_run(make_storage(url), spec.run.study_name, wait)
-    if run.get("spec_hash") != spec.spec_hash:
+    if not spec.matches_stored(run.get("spec_hash")):
         raise SpecError("walkforward", f"the walk-forward running in {url} was started from a different spec (hash "
                                        f"{run.get('spec_hash')}, this spec {spec.spec_hash}); pass the same spec file")
     ctx, windows, _ = _setup(spec, db, url, bool(run.get("final")), int(run["n_trials"]))
