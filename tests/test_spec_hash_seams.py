@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
 import tomllib
 from pathlib import Path
@@ -28,10 +27,8 @@ from test_study import spec_text
 from test_walkforward_distributed import N, SPEC as WF_SPEC, _copy_storage, _same, _trials_by_window
 
 from optimizer.errors import SpecError
-from optimizer.study.records import claims_name
 from optimizer.study.run import run_study
-from optimizer.study.spec import load_spec, parse_spec
-from optimizer.study.storage import make_storage
+from optimizer.study.spec import StudySpec, load_spec, parse_spec
 from optimizer.validate import walkforward as wfmod
 from optimizer.validate.walkforward import run_walkforward
 
@@ -222,16 +219,23 @@ def test_walkforward_worker_whose_spec_names_its_own_store_path_is_accepted(synt
     assert _trials_by_window(url) == before
 
 
-def test_walkforward_with_legacy_window_studies_resumes_them_after_the_store_moved(synth_db, wf_run, tmp_path):
-    """A walk-forward made before the change: its window studies store the legacy hash and its claims the legacy
-    run key, so no window counts as done for the new key (simulated by deleting the claims study) and every window
-    study is opened again: each is resumed with its N trials, none run again, the result is the first run's."""
-    url = _copy_storage(wf_run[0], tmp_path)
+def test_a_legacy_walkforward_resumes_its_window_studies_after_the_store_moved(synth_db, wf_run, tmp_path,
+                                                                              monkeypatch):
+    """A walk-forward made before the change (run here with the legacy hash in place of ``spec_hash``: its window
+    studies, run record and claims all carry it): re-run after the store moved, no window counts as done for the
+    new settings key, so each window study is opened again and resumed with its N trials, none run again; the
+    result is the one a new run gives."""
+    url = f"sqlite:///{tmp_path / 'legacy.db'}"
+    p = tmp_path / "legacy.toml"
+    p.write_text(_with_db(WF_SPEC, synth_db), encoding="utf-8")
+    with monkeypatch.context() as m:
+        m.setattr(StudySpec, "spec_hash", property(lambda self: _legacy_hash(self.source)))
+        run_walkforward(load_spec(p), synth_db, url, out_dir=None)
     before = _trials_by_window(url)
-    for name in before:
-        assert re.fullmatch(r"wfd-wf\d\d-.*", name)
-        _set_legacy(url, name)
-    optuna.delete_study(study_name=claims_name("wfd"), storage=make_storage(url, heartbeat=False))
+    legacy = _legacy_hash(p.read_text(encoding="utf-8"))
+    assert len(before) == len(wf_run[1].windows)
+    assert all(optuna.load_study(study_name=n, storage=url).user_attrs["spec_hash"] == legacy for n in before)
+    assert before == _trials_by_window(wf_run[0])  # the same studies as a run of today's code
     res = run_walkforward(_moved_spec(synth_db, tmp_path), None, url, out_dir=None)
     assert _trials_by_window(url) == before
     _same(res, wf_run[1])
