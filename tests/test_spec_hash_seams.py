@@ -23,6 +23,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from _cli_helpers import cli, ok, one_line_error
 from test_study import spec_text
 from test_walkforward_distributed import N, SPEC as WF_SPEC, _copy_storage, _same, _trials_by_window
 
@@ -117,6 +118,22 @@ def test_study_resumes_after_the_store_moved_and_data_database_edited(synth_db, 
     after = _trials(url, "moving")
     assert len(after) == 5 and after[:3] == before  # nothing re-run, nothing lost
     assert {s.study_name for s in optuna.get_all_study_summaries(url)} == {"moving"}
+
+
+def test_study_run_command_resumes_after_the_store_moved_and_refuses_a_changed_bound(synth_db, tmp_path):
+    """The user's commands: ``accumopt study run SPEC`` with the store named by ``[data].database`` (no --db), the
+    store moved and the spec file edited: the study resumes to --n-trials; a changed bound is one line, exit 2."""
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    spec = tmp_path / "moving.toml"
+    spec.write_text(_with_db(STUDY, synth_db), encoding="utf-8")
+    assert json.loads(ok(cli("study", "run", spec, "--storage", url, "--format", "json")).stdout)["complete"] == 3
+    spec.write_text(_with_db(STUDY, _moved(synth_db, tmp_path)), encoding="utf-8")
+    out = json.loads(ok(cli("study", "run", spec, "--storage", url, "--n-trials", 4, "--format", "json")).stdout)
+    assert out["study"] == "moving" and out["complete"] == 4
+    spec.write_text(spec.read_text(encoding="utf-8").replace("high = 80", "high = 85"), encoding="utf-8")
+    one_line_error(cli("study", "run", spec, "--storage", url, "--n-trials", 5),
+                   "study 'moving' was created from a different spec", "[space.buy_threshold.high] 80 -> 85")
+    assert len(_trials(url, "moving")) == 4
 
 
 def test_study_opened_by_name_resumes_after_study_name_edited(synth_db, tmp_path):
