@@ -301,31 +301,31 @@ def test_rerun_after_a_window_study_was_deleted_runs_that_window_again(synth_db,
 
 
 
-def test_walkforward_command_says_when_a_worker_process_died(synth_db, spec_path, single, tmp_path, monkeypatch):
-    """``walkforward --jobs 2`` whose forked process dies: the coordinator takes its windows over (the result is the
-    single-process one) and the command says so on stderr. Before, the warning was caught with the others and only
-    the reserve and seed_from ones were printed: a dead worker process went unmentioned."""
+def test_walkforward_command_says_when_a_worker_process_died_and_the_run_timeout_cuts_no_window(synth_db, single,
+                                                                                                   tmp_path, monkeypatch):
+    """Two defects, one run (``walkforward --jobs 2`` from a spec with a tiny [run] timeout):
+
+    * its forked process dies: the coordinator takes its windows over (the result is the single-process one) and
+      the command says so on stderr. Before, the warning was caught with the others and only the reserve and
+      seed_from ones were printed: a dead worker process went unmentioned.
+    * [run] timeout bounds ``study run``; a walk-forward window runs exactly its trials per window (the result must
+      not depend on the machine's speed). Before, every window's study stopped at the [run] timeout: 1 trial each
+      with a tiny one, and the windows counted as done."""
     from _cli_helpers import cli, ok
 
-    monkeypatch.setattr(wfmod, "_child", lambda *a: os._exit(3))
-    url = f"sqlite:///{tmp_path / 'dead.db'}"
-    res = ok(cli("walkforward", spec_path, "--jobs", "2", "--db", synth_db, "--storage", url, "--out",
-                 tmp_path / "out", "--format", "json"))
-    assert "1 walk-forward worker process(es) ended with exit codes [3]" in res.stderr
-    assert json.loads(res.stdout)["verdict_line"] == single[1].verdict.line
-
-
-
-def test_run_timeout_does_not_cut_the_windows_studies(synth_db, spec_path, single, tmp_path):
-    """[run] timeout bounds ``study run``; a walk-forward window runs exactly its trials per window (the result must
-    not depend on the machine's speed). Before, every window's study stopped at the [run] timeout: 1 trial each with
-    a tiny one, and the windows counted as done."""
     timed = tmp_path / "wfd.toml"
     timed.write_text(SPEC.replace("[run]\n", "[run]\ntimeout = 0.001\n"), encoding="utf-8")
-    url = f"sqlite:///{tmp_path / 'timed.db'}"
-    res = run_walkforward(load_spec(timed), synth_db, url, out_dir=None)
-    assert [w.n_trials_tried for w in res.windows] == [N] * len(single[1].windows)
-    _same(res, single[1])
+    monkeypatch.setattr(wfmod, "_child", lambda *a: os._exit(3))
+    url = f"sqlite:///{tmp_path / 'dead.db'}"
+    res = ok(cli("walkforward", timed, "--jobs", "2", "--db", synth_db, "--storage", url, "--out",
+                 tmp_path / "out", "--format", "json"))
+    assert "1 walk-forward worker process(es) ended with exit codes [3]" in res.stderr
+    d = json.loads(res.stdout)
+    assert d["verdict_line"] == single[1].verdict.line
+    assert [w["n_trials_tried"] for w in d["windows"]] == [N] * len(single[1].windows)
+    assert all(len(ts) == N for ts in _trials_by_window(url).values())
+    d.pop("files")
+    assert timeless_json(d) == timeless_json(single[1].to_dict())
 
 
 # ------------------------------------------------------------------------------------------------ processes
@@ -370,7 +370,7 @@ def test_postgres_two_workers_equal_the_single_process_run(synth_db, spec_path, 
 
 @pytest.mark.slow
 def test_killed_worker_window_is_resumed_with_exactly_n_trials(synth_db, spec_path, tmp_path):
-    n = 12
+    n = 8  # the worker is caught with 1 .. n - 3 trials of a window stored (>= 0.2 s a trial: 1 s to catch it)
     url = f"sqlite:///{tmp_path / 'kill.db'}"
     common = ["--db", str(synth_db), "--storage", url, "--out", str(tmp_path / "out"), "--n-trials", str(n),
               "--format", "json"]
