@@ -984,3 +984,37 @@ def test_evening_refuses_a_mistyped_through_in_one_line(tmp_path):
                "--out", tmp_path / "o")
     assert res.exit_code == 2 and "Traceback" not in res.output, res.output
     assert res.stderr.startswith("error: through must be a date (YYYY-MM-DD), got through='2024-13-01'"), res.stderr
+
+
+# ------------------------------------------------------------------------------------------------ regime memo
+
+
+def test_learned_regime_is_computed_once_per_market_and_never_served_stale():
+    """Each sheet's context fits the learned regime (a GaussianMixture per 21 sessions) on the market's features; the
+    labels are remembered per feature content, so a second sheet of the same store does not refit. The memo must
+    give what a fresh fit gives, hand out copies, and miss on any changed value."""
+    from optimizer.engine import _regime
+
+    rng = np.random.default_rng(4)
+    T = 420
+    spy = 400 * np.exp(np.cumsum(rng.normal(0.0003, 0.012, T)))
+    high, low = spy * (1 + rng.uniform(0, 0.01, T)), spy * (1 - rng.uniform(0, 0.01, T))
+    feats = _regime.regime_features(spy, high, low, rng.uniform(5e7, 9e7, T), 15 + rng.gamma(2.0, 2.0, T))
+    fresh = _regime._learned_regime_detail(feats, 21, 120, 4, 0)  # the fits themselves, no memo
+    _regime._DETAIL_MEMO.clear()
+    first = _regime.learned_regime_detail(feats)
+    assert len(_regime._DETAIL_MEMO) == 1 and (first[0] != _regime.LEARNED_UNKNOWN).sum() > 200
+    first[0][:] = 0  # a caller writing into its copy ...
+    first[1][:] = 0.0
+    again = _regime.learned_regime_detail(feats.copy())  # ... and an equal frame: the memo, unchanged
+    assert len(_regime._DETAIL_MEMO) == 1
+    np.testing.assert_array_equal(again[0], fresh[0])
+    np.testing.assert_array_equal(again[1], fresh[1])
+    flipped = feats.assign(mom20=-feats["mom20"])  # bull <-> bear: other labels
+    got = _regime.learned_regime_detail(flipped)
+    want = _regime._learned_regime_detail(flipped, 21, 120, 4, 0)
+    assert len(_regime._DETAIL_MEMO) == 2 and not np.array_equal(got[0], fresh[0])
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    other = _regime.learned_regime_detail(feats, refit_every=10)  # other settings: a fit of their own
+    np.testing.assert_array_equal(other[0], _regime._learned_regime_detail(feats, 10, 120, 4, 0)[0])
