@@ -989,10 +989,11 @@ def test_evening_refuses_a_mistyped_through_in_one_line(tmp_path):
 # ------------------------------------------------------------------------------------------------ regime memo
 
 
-def test_learned_regime_is_computed_once_per_market_and_never_served_stale():
+def test_learned_regime_is_computed_once_per_market_and_never_served_stale(monkeypatch):
     """Each sheet's context fits the learned regime (a GaussianMixture per 21 sessions) on the market's features; the
-    labels are remembered per feature content, so a second sheet of the same store does not refit. The memo must
-    give what a fresh fit gives, hand out copies, and miss on any changed value."""
+    labels are remembered per feature content, and each fit per training rows, so a second sheet of the same store
+    does not refit and a sheet of an earlier session reuses the fits of its refit points. The memos must give what
+    fresh fits give, hand out copies, and miss on any changed value."""
     from optimizer.engine import _regime
 
     rng = np.random.default_rng(4)
@@ -1000,21 +1001,42 @@ def test_learned_regime_is_computed_once_per_market_and_never_served_stale():
     spy = 400 * np.exp(np.cumsum(rng.normal(0.0003, 0.012, T)))
     high, low = spy * (1 + rng.uniform(0, 0.01, T)), spy * (1 - rng.uniform(0, 0.01, T))
     feats = _regime.regime_features(spy, high, low, rng.uniform(5e7, 9e7, T), 15 + rng.gamma(2.0, 2.0, T))
-    fresh = _regime._learned_regime_detail(feats, 21, 120, 4, 0)  # the fits themselves, no memo
-    _regime._DETAIL_MEMO.clear()
-    first = _regime.learned_regime_detail(feats)
-    assert len(_regime._DETAIL_MEMO) == 1 and (first[0] != _regime.LEARNED_UNKNOWN).sum() > 200
-    first[0][:] = 0  # a caller writing into its copy ...
-    first[1][:] = 0.0
-    again = _regime.learned_regime_detail(feats.copy())  # ... and an equal frame: the memo, unchanged
-    assert len(_regime._DETAIL_MEMO) == 1
-    np.testing.assert_array_equal(again[0], fresh[0])
-    np.testing.assert_array_equal(again[1], fresh[1])
-    flipped = feats.assign(mom20=-feats["mom20"])  # bull <-> bear: other labels
+
+    def fresh(f, refit_every=21):  # the fits themselves, no memo
+        monkeypatch.setattr(_regime, "_FIT_MEMO", {})
+        out = _regime._learned_regime_detail(f, refit_every, 120, 4, 0)
+        return (*out, len(_regime._FIT_MEMO))  # labels, probabilities and how many fits
+
+    (*full, n_full), (*cut, n_cut_fits) = fresh(feats), fresh(feats.iloc[:300])
+    assert n_full > n_cut_fits >= 5
+    monkeypatch.setattr(_regime, "_DETAIL_MEMO", {})
+    monkeypatch.setattr(_regime, "_FIT_MEMO", {})
+    fits = []
+    real_fit = _regime._fit
+    monkeypatch.setattr(_regime, "_fit", lambda train, *a: fits.append(len(train)) or real_fit(train, *a))
+    first = _regime.learned_regime_detail(feats.iloc[:300])  # the market as it was at row 299
+    n_cut = len(fits)
+    assert n_cut == n_cut_fits and len(_regime._DETAIL_MEMO) == 1
+    np.testing.assert_array_equal(first[0], cut[0])
+    np.testing.assert_array_equal(first[1], cut[1])
+    later = _regime.learned_regime_detail(feats)  # later: only the refit points after row 299 are fitted
+    assert len(fits) == n_full and min(fits[n_cut:]) > max(fits[:n_cut])  # the cut's fits were all reused
+    np.testing.assert_array_equal(later[0], full[0])
+    np.testing.assert_array_equal(later[1], full[1])
+    assert (later[0] != _regime.LEARNED_UNKNOWN).sum() > 200
+    later[0][:] = 0  # a caller writing into its copy ...
+    later[1][:] = 0.0
+    n_fits = len(fits)
+    again = _regime.learned_regime_detail(feats.copy())  # ... and an equal frame: the memo, unchanged, no fit
+    assert len(fits) == n_fits and len(_regime._DETAIL_MEMO) == 2
+    np.testing.assert_array_equal(again[0], full[0])
+    np.testing.assert_array_equal(again[1], full[1])
+    flipped = feats.assign(mom20=-feats["mom20"])  # bull <-> bear: other fits, other labels
     got = _regime.learned_regime_detail(flipped)
-    want = _regime._learned_regime_detail(flipped, 21, 120, 4, 0)
-    assert len(_regime._DETAIL_MEMO) == 2 and not np.array_equal(got[0], fresh[0])
+    assert len(fits) > n_fits and not np.array_equal(got[0], full[0])
+    want = fresh(flipped)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
-    other = _regime.learned_regime_detail(feats, refit_every=10)  # other settings: a fit of their own
-    np.testing.assert_array_equal(other[0], _regime._learned_regime_detail(feats, 10, 120, 4, 0)[0])
+    other = _regime.learned_regime_detail(feats, refit_every=10)  # other settings: labels of their own
+    np.testing.assert_array_equal(other[0], fresh(feats, 10)[0])
+    np.testing.assert_array_equal(other[1], fresh(feats, 10)[1])

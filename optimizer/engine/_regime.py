@@ -128,7 +128,30 @@ def _select_columns(train: pd.DataFrame) -> list[str]:
 def _fit_and_label(
     train: np.ndarray, cols: list[str], n_components: int, random_state: int
 ) -> tuple[object, np.ndarray, np.ndarray, np.ndarray]:
-    """Fit on standardized training rows; return (model, mean, std, component -> label)."""
+    """Fit on standardized training rows; return (model, mean, std, component -> label). A fit is a pure function
+    of its inputs: the process remembers its last ``_FIT_MEMO_SIZE`` fits by content, so a market truncated at a
+    later date (a sheet per session, a walk-forward window) reuses the fits of its earlier refit points."""
+    h = hashlib.blake2b(digest_size=20)
+    h.update(repr((list(cols), train.shape, str(train.dtype), int(n_components), int(random_state))).encode())
+    h.update(np.ascontiguousarray(train).tobytes())
+    key = h.digest()
+    hit = _FIT_MEMO.get(key)
+    if hit is None:
+        hit = _fit(train, cols, n_components, random_state)
+        while len(_FIT_MEMO) >= _FIT_MEMO_SIZE:
+            _FIT_MEMO.pop(next(iter(_FIT_MEMO)))
+        _FIT_MEMO[key] = hit
+    return hit
+
+
+# content digest of (train rows, columns, settings) -> _fit's result, for the last few hundred fits of the process
+_FIT_MEMO: dict[bytes, tuple[object, np.ndarray, np.ndarray, np.ndarray]] = {}
+_FIT_MEMO_SIZE = 256
+
+
+def _fit(
+    train: np.ndarray, cols: list[str], n_components: int, random_state: int
+) -> tuple[object, np.ndarray, np.ndarray, np.ndarray]:
     from sklearn.mixture import GaussianMixture
 
     mu = train.mean(axis=0)
