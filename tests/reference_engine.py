@@ -1,6 +1,7 @@
 """Plain reference implementation of docs/ENGINE.md: the test oracle of the fast engine.
 
-Written for clarity, not speed: pandas per symbol for the score, a plain python loop over days for the trades
+Written for clarity, not speed: pandas per symbol for the score's z-scores (the score's element-wise formulas
+run on one (T, N) frame per component), a plain python loop over days for the trades
 and the metrics. It shares no code with ``optimizer.engine`` (apart from reading a ``Panel``'s arrays), so a
 disagreement between the two points at a bug in one of them; docs/ENGINE.md decides which.
 
@@ -178,22 +179,39 @@ def ref_display(
     z-scores; tests cache it per z_window.
     """
     comps = components if components is not None else ref_components(data, z_window, min_periods)
+    if not comps:
+        return np.empty((0, 0))
+    comp = _frames(comps)  # the same per-symbol formulas, each symbol a column of one (T, N) frame
     total = w_short + w_lit + w_price
     ws, wl, wp = w_short / total, w_lit / total, w_price / total
-    cols = []
-    for comp in comps:
-        sz = _short_z(comp, variant)
-        lit = comp["lit"].fillna(0.0)
-        price = comp["price"].fillna(0.0)
-        raw = ws * np.tanh(0.5 * sz) + wl * np.tanh(0.5 * lit) + wp * np.tanh(0.3 * price)
-        sig = 1.0 / (1.0 + np.exp(-comp["otc"]))
-        sig = sig.fillna(0.5)
-        intensity = intensity_lo + (intensity_hi - intensity_lo) * sig
-        score = (raw * intensity).clip(-1.0, 1.0)
-        disp = (score + 1.0) * 50.0
-        disp[sz.isna()] = np.nan
-        cols.append(disp.to_numpy(dtype=np.float64))
-    return np.column_stack(cols) if cols else np.empty((0, 0))
+    sz = _short_z(comp, variant)
+    lit = comp["lit"].fillna(0.0)
+    price = comp["price"].fillna(0.0)
+    raw = ws * np.tanh(0.5 * sz) + wl * np.tanh(0.5 * lit) + wp * np.tanh(0.3 * price)
+    sig = 1.0 / (1.0 + np.exp(-comp["otc"]))
+    sig = sig.fillna(0.5)
+    intensity = intensity_lo + (intensity_hi - intensity_lo) * sig
+    score = (raw * intensity).clip(-1.0, 1.0)
+    disp = (score + 1.0) * 50.0
+    disp[sz.isna()] = np.nan
+    return disp.to_numpy(dtype=np.float64)
+
+
+_FRAMES: dict[int, tuple[list, dict[str, pd.DataFrame]]] = {}
+
+
+def _frames(comps: list[dict[str, pd.Series]]) -> dict[str, pd.DataFrame]:
+    """``ref_components``' per-symbol series as one (T, N) frame per component (column j = symbol j), built once per
+    components list (the element-wise formulas of ``ref_display`` then run on all symbols at once: same values,
+    without a pandas call per symbol and configuration)."""
+    hit = _FRAMES.get(id(comps))
+    if hit is not None and hit[0] is comps:
+        return hit[1]
+    frames = {k: pd.DataFrame({j: c[k].to_numpy(dtype=np.float64) for j, c in enumerate(comps)}) for k in comps[0]}
+    if len(_FRAMES) >= 16:
+        _FRAMES.pop(next(iter(_FRAMES)))
+    _FRAMES[id(comps)] = (comps, frames)
+    return frames
 
 
 # ---------------------------------------------------------------------------------------------------------- trades
@@ -245,11 +263,26 @@ def cost_per_side(costs) -> float:
     return (commission_bps + slippage_bps) / 1e4
 
 
+_ATR: list[tuple[tuple[np.ndarray, ...], np.ndarray]] = []
+
+
 def ref_atr14(panel) -> np.ndarray:
     """Wilder ATR-14 per symbol: true range = max(high − low, |high − previous close|, |low − previous close|)
     (high − low without a previous close; missing when high or low is); the first value is the mean of the first
     14 true ranges, then atr = (previous atr × 13 + tr) / 14; a row without a true range is missing and leaves
-    the average as it was."""
+    the average as it was. The loop runs once per distinct (high, low, close): a later call on equal prices gets
+    the same (read-only) array back."""
+    key = tuple(np.array(panel[f], dtype=np.float64) for f in ("high", "low", "close"))
+    for k, out in _ATR:
+        if all(a.shape == b.shape and np.array_equal(a, b, equal_nan=True) for a, b in zip(k, key)):
+            return out
+    out = _ref_atr14(panel)
+    out.setflags(write=False)
+    _ATR[:] = [*_ATR[-7:], (key, out)]
+    return out
+
+
+def _ref_atr14(panel) -> np.ndarray:
     high, low, close = (np.asarray(panel[f], dtype=np.float64) for f in ("high", "low", "close"))
     T, N = close.shape
     out = np.full((T, N), np.nan)

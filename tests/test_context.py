@@ -334,6 +334,7 @@ def test_learned_regime_fits_only_on_rows_strictly_before_the_refit(monkeypatch)
     f = regime_features(c, h, lo, v, vix)
     seen = []
     real = _regime._fit_and_label
+    monkeypatch.setattr(_regime, "_DETAIL_MEMO", {})  # labels this process already has for f would skip the fits
 
     def spy(train, cols, *a):
         seen.append((train.copy(), list(cols)))

@@ -984,3 +984,60 @@ def test_evening_refuses_a_mistyped_through_in_one_line(tmp_path):
                "--out", tmp_path / "o")
     assert res.exit_code == 2 and "Traceback" not in res.output, res.output
     assert res.stderr.startswith("error: through must be a date (YYYY-MM-DD), got through='2024-13-01'"), res.stderr
+
+
+# ------------------------------------------------------------------------------------------------ regime memo
+
+
+def test_learned_regime_is_computed_once_per_market_and_never_served_stale(monkeypatch):
+    """Each sheet's context fits the learned regime (a GaussianMixture per 21 sessions) on the market's features; the
+    labels are remembered per feature content, and each fit per training rows, so a second sheet of the same store
+    does not refit and a sheet of an earlier session reuses the fits of its refit points. The memos must give what
+    fresh fits give, hand out copies, and miss on any changed value."""
+    from optimizer.engine import _regime
+
+    rng = np.random.default_rng(4)
+    T = 300
+    spy = 400 * np.exp(np.cumsum(rng.normal(0.0003, 0.012, T)))
+    high, low = spy * (1 + rng.uniform(0, 0.01, T)), spy * (1 - rng.uniform(0, 0.01, T))
+    feats = _regime.regime_features(spy, high, low, rng.uniform(5e7, 9e7, T), 15 + rng.gamma(2.0, 2.0, T))
+
+    def fresh(f, refit_every=21):  # the fits themselves, no memo
+        monkeypatch.setattr(_regime, "_FIT_MEMO", {})
+        out = _regime._learned_regime_detail(f, refit_every, 120, 4, 0)
+        return (*out, len(_regime._FIT_MEMO))  # labels, probabilities and how many fits
+
+    (*full, n_full), (*cut, n_cut_fits) = fresh(feats), fresh(feats.iloc[:240])
+    assert n_full > n_cut_fits >= 3
+    monkeypatch.setattr(_regime, "_DETAIL_MEMO", {})
+    monkeypatch.setattr(_regime, "_FIT_MEMO", {})
+    fits = []
+    real_fit = _regime._fit
+    monkeypatch.setattr(_regime, "_fit", lambda train, *a: fits.append(len(train)) or real_fit(train, *a))
+    first = _regime.learned_regime_detail(feats.iloc[:240])  # the market as it was at row 239
+    n_cut = len(fits)
+    assert n_cut == n_cut_fits and len(_regime._DETAIL_MEMO) == 1
+    np.testing.assert_array_equal(first[0], cut[0])
+    np.testing.assert_array_equal(first[1], cut[1])
+    later = _regime.learned_regime_detail(feats)  # later: only the refit points after row 239 are fitted
+    assert len(fits) == n_full and min(fits[n_cut:]) > max(fits[:n_cut])  # the cut's fits were all reused
+    np.testing.assert_array_equal(later[0], full[0])
+    np.testing.assert_array_equal(later[1], full[1])
+    assert (later[0] != _regime.LEARNED_UNKNOWN).sum() > 100
+    later[0][:] = 0  # a caller writing into its copy ...
+    later[1][:] = 0.0
+    n_fits = len(fits)
+    again = _regime.learned_regime_detail(feats.copy())  # ... and an equal frame: the memo, unchanged, no fit
+    assert len(fits) == n_fits and len(_regime._DETAIL_MEMO) == 2
+    np.testing.assert_array_equal(again[0], full[0])
+    np.testing.assert_array_equal(again[1], full[1])
+    flipped = feats.assign(mom20=-feats["mom20"])  # bull <-> bear: other fits, other labels
+    got = _regime.learned_regime_detail(flipped)
+    assert len(fits) > n_fits and not np.array_equal(got[0], full[0])
+    want = fresh(flipped)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    other = _regime.learned_regime_detail(feats, refit_every=42)  # other settings: labels of their own
+    want = fresh(feats, 42)
+    np.testing.assert_array_equal(other[0], want[0])
+    np.testing.assert_array_equal(other[1], want[1])

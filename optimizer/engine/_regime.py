@@ -7,6 +7,7 @@ sessions), so truncating the data after t never changes a label at or before t. 
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 
 import numpy as np
@@ -127,7 +128,30 @@ def _select_columns(train: pd.DataFrame) -> list[str]:
 def _fit_and_label(
     train: np.ndarray, cols: list[str], n_components: int, random_state: int
 ) -> tuple[object, np.ndarray, np.ndarray, np.ndarray]:
-    """Fit on standardized training rows; return (model, mean, std, component -> label)."""
+    """Fit on standardized training rows; return (model, mean, std, component -> label). A fit is a pure function
+    of its inputs: the process remembers its last ``_FIT_MEMO_SIZE`` fits by content, so a market truncated at a
+    later date (a sheet per session, a walk-forward window) reuses the fits of its earlier refit points."""
+    h = hashlib.blake2b(digest_size=20)
+    h.update(repr((list(cols), train.shape, str(train.dtype), int(n_components), int(random_state))).encode())
+    h.update(np.ascontiguousarray(train).tobytes())
+    key = h.digest()
+    hit = _FIT_MEMO.get(key)
+    if hit is None:
+        hit = _fit(train, cols, n_components, random_state)
+        while len(_FIT_MEMO) >= _FIT_MEMO_SIZE:
+            _FIT_MEMO.pop(next(iter(_FIT_MEMO)))
+        _FIT_MEMO[key] = hit
+    return hit
+
+
+# content digest of (train rows, columns, settings) -> _fit's result, for the last few hundred fits of the process
+_FIT_MEMO: dict[bytes, tuple[object, np.ndarray, np.ndarray, np.ndarray]] = {}
+_FIT_MEMO_SIZE = 256
+
+
+def _fit(
+    train: np.ndarray, cols: list[str], n_components: int, random_state: int
+) -> tuple[object, np.ndarray, np.ndarray, np.ndarray]:
     from sklearn.mixture import GaussianMixture
 
     mu = train.mean(axis=0)
@@ -161,6 +185,33 @@ def learned_regime_detail(
     check_param(isinstance(refit_every, (int, np.integer)) and refit_every >= 1, "refit_every", ">= 1", refit_every)
     check_param(isinstance(min_train, (int, np.integer)) and min_train >= 2 * n_components, "min_train",
                 f">= 2 * n_components = {2 * n_components}", min_train)
+    # The fits are deterministic in (features, settings): a process that asks again for the same market (a sheet per
+    # session of one store, the context of several sheets, a study's regime sizing) gets the labels it already has.
+    key = (_digest(features), int(refit_every), int(min_train), int(n_components), int(random_state))
+    hit = _DETAIL_MEMO.get(key)
+    if hit is None:
+        hit = _learned_regime_detail(features, int(refit_every), int(min_train), int(n_components), int(random_state))
+        while len(_DETAIL_MEMO) >= _DETAIL_MEMO_SIZE:
+            _DETAIL_MEMO.pop(next(iter(_DETAIL_MEMO)))
+        _DETAIL_MEMO[key] = hit
+    return hit[0].copy(), hit[1].copy()
+
+
+# (features digest, settings) -> (labels, probability) of the last few markets this process labelled
+_DETAIL_MEMO: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+_DETAIL_MEMO_SIZE = 8
+
+
+def _digest(features: pd.DataFrame) -> bytes:
+    """Content hash of a regime feature frame: column names, dtypes and values (the fits read nothing else)."""
+    h = hashlib.blake2b(digest_size=20)
+    h.update(repr([(str(c), str(t)) for c, t in features.dtypes.items()]).encode())
+    h.update(np.ascontiguousarray(features.to_numpy(dtype=np.float64)).tobytes())
+    return h.digest()
+
+
+def _learned_regime_detail(features: pd.DataFrame, refit_every: int, min_train: int, n_components: int,
+                           random_state: int) -> tuple[np.ndarray, np.ndarray]:
     T = len(features)
     out = np.full(T, LEARNED_UNKNOWN, dtype=np.int8)
     prob = np.full(T, np.nan)
