@@ -1,0 +1,73 @@
+"""Settings and flags of the commands around the evening (ingest, fetch, evening) as a new user writes them: each
+takes effect or is refused with one line naming it (exit 2), and no exit code goes without a word.
+
+Found by driving `ingest lit-trades`, `fetch finra-short` and `fetch finra-api` against a local HTTP server serving
+copies of real FINRA files: a time zone or session window the ingest could not use was blamed on the file being
+ingested (``unreadable lit-trades file (ZoneInfoNotFoundError ...)``), and a window that kept every trade
+(RTH_END=25:00) or none (RTH_START after RTH_END) was taken without a word.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from optimizer.errors import ParameterError
+from optimizer.settings import Settings
+from tests._cli_helpers import cli, ok, one_line_error
+
+TRADES = "timestamp,symbol,price,size\n2024-01-02T14:31:00Z,AAPL,185.1,100\n2024-01-02T15:31:00Z,AAPL,185.2,300\n"
+
+
+# ------------------------------------------------------------------------------- MARKET_TZ / RTH_START / RTH_END
+@pytest.mark.parametrize("env, fragment", [
+    ({"MARKET_TZ": "Nowhere/Place"}, "MARKET_TZ must be an IANA time zone"),
+    ({"MARKET_TZ": "../../etc/passwd"}, "MARKET_TZ must be an IANA time zone"),
+    ({"RTH_START": "9am"}, "RTH_START must be a time HH:MM"),
+    ({"RTH_START": "09:30:00"}, "RTH_START must be a time HH:MM"),
+    ({"RTH_START": "09:61"}, "RTH_START must be a time HH:MM"),
+    ({"RTH_END": "25:00"}, "RTH_END must be a time HH:MM"),
+    ({"RTH_START": "16:00", "RTH_END": "09:30"}, "RTH_START must be before RTH_END"),
+    ({"RTH_START": "10:00", "RTH_END": "10:00"}, "RTH_START must be before RTH_END"),
+])
+def test_session_settings_refused_by_name(env, fragment):
+    with pytest.raises(ParameterError, match=fragment):
+        Settings.from_env(env)
+
+
+def test_session_settings_accepted_as_written():
+    s = Settings.from_env({"MARKET_TZ": " UTC ", "RTH_START": "14:30", "RTH_END": "24:00"})
+    assert (s.market_tz, s.rth_start, s.rth_end) == ("UTC", "14:30", "24:00")
+    s = Settings.from_env({"RTH_END": "16:00"})  # the other end keeps its default 09:30
+    assert (s.market_tz, s.rth_start, s.rth_end) == ("America/New_York", "09:30", "16:00")
+
+
+@pytest.mark.parametrize("env, fragment", [
+    ({"MARKET_TZ": "Nowhere/Place"}, "MARKET_TZ"),   # was: the file 'unreadable' (ZoneInfoNotFoundError)
+    ({"RTH_START": "9am"}, "RTH_START"),             # was: the file 'unreadable' (ValueError: expected hh:mm:ss)
+    ({"RTH_END": "25:00"}, "RTH_END"),               # was: taken, every trade of the day kept
+    ({"RTH_START": "16:00", "RTH_END": "09:30"}, "RTH_START must be before RTH_END"),  # was: taken
+])
+def test_ingest_lit_trades_refuses_a_bad_session_setting_not_the_file(tmp_path, env, fragment):
+    f = tmp_path / "lit_trades.csv"
+    f.write_text(TRADES)
+    db = tmp_path / "db.duckdb"
+    line = one_line_error(cli("ingest", "lit-trades", f, "--db", db, env=env), fragment)
+    assert "lit_trades.csv" not in line  # the setting is named, not the file
+    assert not db.exists()  # refused before anything is written
+
+
+def test_ingest_lit_trades_uses_the_session_window_given(tmp_path):
+    """RTH_START=10:00 drops the 09:31 trade (the first of the day, unclassified): 300 shares remain, unclassified."""
+    f = tmp_path / "lit_trades.csv"
+    f.write_text(TRADES)
+    import duckdb
+
+    for env, expect in (({}, (300.0, 0.0, 100.0)), ({"RTH_START": "10:00"}, (0.0, 0.0, 300.0))):
+        db = tmp_path / f"db{len(env)}.duckdb"
+        ok(cli("ingest", "lit-trades", f, "--db", db, env=env))
+        con = duckdb.connect(str(db), read_only=True)
+        try:
+            got = con.execute("SELECT lit_buy_volume, lit_sell_volume, lit_unclassified_volume FROM lit_flow_daily").fetchall()
+        finally:
+            con.close()
+        assert got == [expect]
