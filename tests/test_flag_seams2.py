@@ -71,3 +71,35 @@ def test_ingest_lit_trades_uses_the_session_window_given(tmp_path):
         finally:
             con.close()
         assert got == [expect]
+
+
+# ----------------------------------------------------------------------------- fetch: the exit code gets its line
+_HEAD = "Date|Symbol|ShortVolume|ShortExemptVolume|TotalVolume|Market\r\n"
+# the fetcher reuses a cached non-empty file (published files do not change): no request is made, the URL is unused
+_NO_NET = {"FINRA_CDN_URL": "http://127.0.0.1:9/cdn"}
+
+
+def test_fetch_names_the_rejected_rows_behind_exit_1(tmp_path):
+    """A fetched file with a row breaking a rule (short > total) exits 1: it said only 'ingested 1 rows'."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "CNMSshvol20240308.txt").write_bytes(
+        (_HEAD + "20240308|AAPL|10|0|20|Q\r\n20240308|MSFT|30|0|20|Q\r\n2\r\n").encode())
+    res = cli("fetch", "finra-short", "--start", "2024-03-08", "--end", "2024-03-08", "--cache", cache,
+              "--db", tmp_path / "db.duckdb", env=_NO_NET)
+    ok(res, 1)
+    assert "ingested 1 rows from 1 file(s)" in res.stdout
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("warning: 1 row(s) of ") and "CNMSshvol20240308.txt:3: short_volume 30 > total_volume 20" \
+        in lines[0], lines[0]
+
+
+def test_fetch_names_the_failed_file_behind_exit_2(tmp_path):
+    """A fetched file that fails its ingest (a missing column) exits 2: it said only 'ingested 0 rows'."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "CNMSshvol20240311.txt").write_bytes(b"Date|Symbol|ShortVolume\r\n20240311|AAPL|10\r\n1\r\n")
+    res = cli("fetch", "finra-short", "--start", "2024-03-11", "--end", "2024-03-11", "--cache", cache,
+              "--db", tmp_path / "db.duckdb", env=_NO_NET)
+    one_line_error(res, "CNMSshvol20240311.txt:1: missing column 'TotalVolume'")

@@ -196,6 +196,13 @@ def _ingest_after_fetch(kind, files, db):
                   soft_wrap=True)
     for w in rep.warnings:
         err_console.print(f"warning: {w}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+    # the exit code says a file failed (2) or rows were rejected (1): the lines say which and why (as `ingest`)
+    for f in rep.files:
+        if f.status == "failed":
+            err_console.print(f"error: {f.message}", style="red", markup=False, highlight=False, soft_wrap=True)
+        elif f.rows_rejected:
+            err_console.print(f"warning: {f.rows_rejected} row(s) of {f.file} rejected (in ingest_rejects): "
+                              f"{f.message}", style="yellow", markup=False, highlight=False, soft_wrap=True)
     if rep.exit_code:
         sys.exit(rep.exit_code)
 
