@@ -103,3 +103,35 @@ def test_fetch_names_the_failed_file_behind_exit_2(tmp_path):
     res = cli("fetch", "finra-short", "--start", "2024-03-11", "--end", "2024-03-11", "--cache", cache,
               "--db", tmp_path / "db.duckdb", env=_NO_NET)
     one_line_error(res, "CNMSshvol20240311.txt:1: missing column 'TotalVolume'")
+
+
+# ------------------------------------------------------------------------ dashboard: a port it cannot listen on
+@pytest.fixture()
+def storage(tmp_path):
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    optuna.create_study(study_name="s", storage=url)
+    return url
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "-1"])
+def test_dashboard_port_out_of_range_refused_by_name(storage, port):
+    """--port 0 started a server on a port it announced as ':0'; 65536 / -1 ended in OverflowError (exit 1)."""
+    res = cli("dashboard", "--storage", storage, "--port", port)
+    assert res.exit_code == 2 and "Traceback" not in res.output, (res.exit_code, res.output, res.exception)
+    assert "Invalid value for '--port'" in res.stderr and "1<=x<=65535" in res.stderr, res.stderr
+
+
+def test_dashboard_port_in_use_is_one_line_not_a_traceback(storage):
+    """A port another process listens on ended in 'OSError: [Errno 98] Address already in use' (exit 1), after the
+    command had announced the dashboard on it. Nothing is started: the check binds and lets go before the server."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        res = cli("dashboard", "--storage", storage, "--port", port)
+    line = one_line_error(res, "--host/--port must be a free address", f"port={port}", "in use")
+    assert "optuna-dashboard on" not in res.stdout, line
