@@ -135,3 +135,91 @@ def test_dashboard_port_in_use_is_one_line_not_a_traceback(storage):
         res = cli("dashboard", "--storage", storage, "--port", port)
     line = one_line_error(res, "--host/--port must be a free address", f"port={port}", "in use")
     assert "optuna-dashboard on" not in res.stdout, line
+
+
+# ------------------------------------------------------------------------- fetch finra-api --symbols as written
+class _RegSho:
+    """A FINRA Query API on 127.0.0.1 whose data spell a share class as FINRA's files do (BRK/B); it records the
+    symbol filter of each request."""
+
+    ROWS = [("2025-09-10", "AAPL", 13418179, 33083012), ("2025-09-10", "BRK/B", 947285, 1904698),
+            ("2025-09-11", "AAPL", 8789279, 18771601), ("2025-09-11", "BRK/B", 583009, 1378829)]
+
+    def __enter__(self):
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        asked = self.asked = []
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.path == "/token":
+                    out = {"access_token": "tok"}
+                else:
+                    req = json.loads(body)
+                    want = [v for f in req.get("domainFilters", []) for v in f["values"]]
+                    asked.append(want)
+                    out = [{"tradeReportDate": d, "securitiesInformationProcessorSymbolIdentifier": s,
+                            "shortParQuantity": sv, "shortExemptParQuantity": 0, "totalParQuantity": tv,
+                            "marketCode": "Q"} for d, s, sv, tv in _RegSho.ROWS if not want or s in want]
+                raw = json.dumps(out).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        base = f"http://127.0.0.1:{self.srv.server_address[1]}"
+        self.env = {"FINRA_API_KEY": "k", "FINRA_API_SECRET": "s", "FINRA_TOKEN_URL": f"{base}/token",
+                    "FINRA_API_URL": base}
+        return self
+
+    def __exit__(self, *exc):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def test_finra_api_symbols_are_read_canonically_and_a_share_class_is_found(tmp_path):
+    """`--symbols brk.b,aapl,zzzz`: upper-cased only, 'BRK.B' was asked for and FINRA's 'BRK/B' rows never came back,
+    without a word; now each spelling of a share class gives the same request (and cache file), the class is asked
+    for in both spellings and stored as BRK.B, and a symbol with no row is named on stderr."""
+    import duckdb
+
+    with _RegSho() as api:
+        paths = []
+        for spelled in ("brk.b,aapl,zzzz", "BRK/B , AAPL,ZZZZ,", "AAPL,BRK-B,zzzz"):
+            db = tmp_path / f"db{len(paths)}.duckdb"
+            res = ok(cli("fetch", "finra-api", "--start", "2025-09-10", "--end", "2025-09-11", "--symbols", spelled,
+                         "--cache", tmp_path / "cache", "--db", db, env=api.env))
+            assert res.stdout.startswith("4 row(s) -> "), res.stdout
+            assert [ln for ln in res.stderr.splitlines() if ln.startswith("missing")] == [
+                "missing ZZZZ: no row returned for 2025-09-10..2025-09-11"], res.stderr
+            paths.append(res.stdout.split("-> ", 1)[1].split("\n")[0])
+            con = duckdb.connect(str(db), read_only=True)
+            try:
+                got = con.execute("SELECT symbol, sum(short_volume), sum(total_volume) FROM finra_short_daily "
+                                  "GROUP BY 1 ORDER BY 1").fetchall()
+            finally:
+                con.close()
+            assert got == [("AAPL", 13418179 + 8789279, 33083012 + 18771601), ("BRK.B", 947285 + 583009, 1904698 + 1378829)]
+        assert sorted(api.asked[0]) == ["AAPL", "BRK.B", "BRK/B", "ZZZZ"]
+        assert len({tuple(sorted(a)) for a in api.asked}) == 1
+    assert len(set(paths)) == 1  # one cache file for the one set of securities
+
+
+@pytest.mark.parametrize("symbols, fragment", [
+    ("", "--symbols must name at least one symbol"),     # was: every symbol
+    (",,", "--symbols must name at least one symbol"),   # was: a filter of three empty names
+    ("AAPL,../x", "symbols must be a valid symbol, got symbols='../x'"),  # was: sent as written
+])
+def test_finra_api_symbols_refused_by_name(tmp_path, symbols, fragment):
+    env = {"FINRA_API_KEY": "k", "FINRA_API_SECRET": "s", "FINRA_TOKEN_URL": "http://127.0.0.1:9/token",
+           "FINRA_API_URL": "http://127.0.0.1:9"}  # refused before any request
+    one_line_error(cli("fetch", "finra-api", "--start", "2025-09-10", "--end", "2025-09-11", "--symbols", symbols,
+                       "--db", tmp_path / "db.duckdb", env=env), fragment)

@@ -29,7 +29,7 @@ from optimizer.data.store import connect
 from optimizer.data.synth import SynthConfig, generate_market, synth_to_db, write_market
 from optimizer.data.symbols import canonical_symbol
 from optimizer.data.universe import resolve_universe
-from optimizer.errors import DataError
+from optimizer.errors import DataError, ParameterError
 from optimizer.paths import DB_ENV, existing_store, output_root, resolve_db, file_label, run_label, under
 from optimizer.settings import Settings
 
@@ -134,14 +134,21 @@ def fetch_finra_cmd(start, end, families, cache, no_ingest, db, out):
 @click.option("--no-ingest", is_flag=True, help="Only download.")
 @shared_options("db", "out")
 def fetch_finra_api_cmd(start, end, symbols, cache, no_ingest, db, out):
-    """Query the FINRA Query API (OAuth client credentials) for Reg SHO daily data, then ingest it."""
+    """Query the FINRA Query API (OAuth client credentials) for Reg SHO daily data, then ingest it. Symbols are
+    read canonically (brk/b, BRK-B -> BRK.B); those no row came back for are named on stderr."""
     cache = cache or output_root(out) / "raw" / "finra_api"
     db = resolve_db(db, None, output_root(out))
-    syms = [s.strip().upper() for s in symbols.split(",")] if symbols else None
+    syms = [s for s in symbols.split(",") if s.strip()] if symbols is not None else None
+    if syms == []:
+        raise ParameterError(f"--symbols must name at least one symbol (leave it out for every symbol), "
+                             f"got --symbols={symbols!r}")
     res = fetch_finra_api(start, end, Settings.from_env(), syms, out_dir=cache)
     written = res.attrs.get("path") if res is not None else None
     files = [Path(written)] if written else []  # only this run's file, not every CSV in the cache
     console.print(f"{0 if res is None else len(res)} row(s) -> {written or '(nothing written)'}", markup=False)
+    for sym in res.attrs.get("missing", []):
+        err_console.print(f"missing {sym}: no row returned for {start}..{end}", style="yellow", markup=False,
+                          highlight=False, soft_wrap=True)
     if not no_ingest and files:
         _ingest_after_fetch("finra-short", files, db)
 
