@@ -39,6 +39,7 @@ from optimizer.data.store import connect, table_exists
 from optimizer.data.symbols import canonical_or_none
 from optimizer.data.universe import MARKET_SYMBOL, VIX_SYMBOL, resolve_universe
 from optimizer.errors import DataError, ParameterError, check_param
+from optimizer.report.files import PNG_HINT, png_available
 from optimizer.settings import Settings
 from optimizer.signals import (
     DEFAULT_UNIVERSE, SignalSheet, latest_finra_date, signal_sheet, stale_sheet_warning, write_signal_sheet,
@@ -257,6 +258,8 @@ def run_evening(
     st = settings or Settings.from_env()
     rec = params if isinstance(params, ParamsRecord) else load_params_record(params)
     rec.config()  # a bad parameters file is refused before anything is written
+    if png is True and not png_available():  # so is a PNG that cannot be written (not after the ingest and rebuild)
+        raise DataError(f"PNG output needs kaleido: {PNG_HINT}")
     uni = universe if universe is not None else (rec.universe or DEFAULT_UNIVERSE)
     out = Path(out_root)
     res = EveningResult()

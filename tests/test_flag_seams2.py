@@ -223,3 +223,30 @@ def test_finra_api_symbols_refused_by_name(tmp_path, symbols, fragment):
            "FINRA_API_URL": "http://127.0.0.1:9"}  # refused before any request
     one_line_error(cli("fetch", "finra-api", "--start", "2025-09-10", "--end", "2025-09-11", "--symbols", symbols,
                        "--db", tmp_path / "db.duckdb", env=env), fragment)
+
+
+# ------------------------------------------------------------------------------ evening --png without kaleido
+def test_evening_png_without_kaleido_refused_before_anything_is_done(tmp_path):
+    """`evening --png` without kaleido ran the ingest, rebuilt daily_metrics and scanned before it said 'PNG output
+    needs kaleido' (the store changed, the evening's work thrown away); now it is refused first: no step runs."""
+    from optimizer.report.files import png_available
+
+    if png_available():
+        pytest.skip("kaleido is installed: --png can be written")
+    days = ("2024-03-06", "2024-03-07", "2024-03-08")
+    fin = []
+    for d in days:
+        fin.append(tmp_path / f"CNMSshvol{d.replace('-', '')}.txt")
+        fin[-1].write_bytes((_HEAD + f"{d.replace('-', '')}|AAPL|10|0|20|Q\r\n1\r\n").encode())
+    px = tmp_path / "prices.csv"
+    px.write_text("date,symbol,open,high,low,close,volume\n" + "".join(f"{d},AAPL,10,11,9,10,100\n" for d in days))
+    db = tmp_path / "db.duckdb"
+    ok(cli("ingest", "finra-short", *fin, "--db", db))
+    ok(cli("ingest", "prices", px, "--db", db))
+    params = tmp_path / "p.json"
+    params.write_text('{"variant": "B"}')
+    before = db.read_bytes()
+    res = cli("evening", "--params", params, "--db", db, "--no-fetch", "--png", "--out", tmp_path / "out")
+    one_line_error(res, "PNG output needs kaleido")
+    assert "metrics:" not in res.stdout and "scan:" not in res.stdout, res.stdout  # no step ran
+    assert db.read_bytes() == before and not (tmp_path / "out").exists()
