@@ -174,7 +174,8 @@ def _fetch_prices(db: str | Path, syms: list[str], last: dt.date, start: dt.date
     symbol whose stored close there differs from the vendor's has its whole history (from its first stored bar)
     fetched again, or the ex-date's return would read -90 % for a 10:1 split; for the others the overlap bar is
     dropped from the saved file (only the new sessions are ingested). A symbol the store has no price for gets its
-    history from the store's first price session."""
+    history from the store's first price session (with no price stored at all: its first FINRA session, so the
+    FINRA history already stored gets its prices)."""
     con = connect(db, read_only=True)
     try:
         has = table_exists(con, "prices_daily")
@@ -182,6 +183,9 @@ def _fetch_prices(db: str | Path, syms: list[str], last: dt.date, start: dt.date
             "SELECT symbol, max(close) FILTER (WHERE date = ?), min(date) FROM prices_daily "
             "WHERE symbol IN (SELECT unnest(?::VARCHAR[])) GROUP BY symbol", [last, syms]).fetchall()} if has else {}
         first_any = con.execute("SELECT min(date) FROM prices_daily").fetchone()[0] if has else None
+        if first_any is None:  # no price stored yet: the prices of the FINRA history too, not of the new days alone
+            first_any = con.execute("SELECT min(date) FROM finra_short_daily").fetchone()[0] \
+                if table_exists(con, "finra_short_daily") else None
     finally:
         con.close()
     fresh = [s for s in syms if s not in stored]

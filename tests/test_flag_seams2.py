@@ -250,3 +250,69 @@ def test_evening_png_without_kaleido_refused_before_anything_is_done(tmp_path):
     one_line_error(res, "PNG output needs kaleido")
     assert "metrics:" not in res.stdout and "scan:" not in res.stdout, res.stdout  # no step ran
     assert db.read_bytes() == before and not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------- evening: prices for the FINRA history already stored
+def test_evening_fetches_prices_for_the_stored_finra_history_when_no_price_is_stored(tmp_path):
+    """A store with FINRA files (`fetch finra-short`) and no price yet: the evening with POLYGON_API_KEY asked
+    Polygon only for the new sessions, so the FINRA history stayed without prices (the sheet then refused its span
+    for want of price coverage). Now a store with no price gets prices from its first FINRA session."""
+    import json
+    import threading
+    from datetime import datetime
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from zoneinfo import ZoneInfo
+
+    import duckdb
+
+    days = ["2024-03-05", "2024-03-06", "2024-03-07", "2024-03-08"]
+    asked: list[str] = []
+
+    class H(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            path = self.path.split("?")[0]
+            if path.startswith("/cdn/CNMSshvol"):
+                ymd = path[-12:-4]
+                body = (_HEAD + f"{ymd}|AAPL|10|0|20|Q\r\n{ymd}|SPY|10|0|20|Q\r\n2\r\n").encode()
+            elif path.startswith("/v2/aggs/ticker/"):
+                parts = path.split("/")
+                ticker, d0, d1 = parts[4], parts[8], parts[9]
+                asked.append(f"{ticker} {d0}")
+                bars = [{"t": int(datetime.fromisoformat(d).replace(tzinfo=ZoneInfo("America/New_York")).timestamp()
+                                  * 1000), "o": 10, "h": 11, "l": 9, "c": 10, "v": 100}
+                        for d in days if d0 <= d <= d1]
+                body = json.dumps({"ticker": ticker, "status": "OK", "results": bars}).encode()
+            else:
+                self.send_response(404)
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{srv.server_address[1]}"
+    env = {"FINRA_CDN_URL": f"{base}/cdn", "POLYGON_BASE_URL": base, "POLYGON_API_KEY": "k"}
+    try:
+        db = tmp_path / "db.duckdb"
+        ok(cli("fetch", "finra-short", "--start", days[0], "--end", days[2], "--cache", tmp_path / "cache",
+               "--db", db, env=env))
+        params = tmp_path / "p.json"
+        params.write_text('{"variant": "B", "z_window": 2}')
+        cli("evening", "--params", params, "--db", db, "--through", days[3], "--universe", "AAPL",
+            "--out", tmp_path / "out", env=env)  # its sheet may refuse so short a span: the fetch is what is checked
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert sorted(asked) == [f"AAPL {days[0]}", f"I%3AVIX {days[0]}", f"SPY {days[0]}"]  # was: each from days[3]
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        got = con.execute("SELECT strftime(date, '%Y-%m-%d') FROM prices_daily WHERE symbol = 'AAPL' ORDER BY 1").fetchall()
+    finally:
+        con.close()
+    assert [d for (d,) in got] == days
