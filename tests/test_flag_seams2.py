@@ -316,3 +316,29 @@ def test_evening_fetches_prices_for_the_stored_finra_history_when_no_price_is_st
     finally:
         con.close()
     assert [d for (d,) in got] == days
+
+
+# ------------------------------------------------------------------------- a tier misspelt is not a ticker
+@pytest.mark.parametrize("value", ["tier9", "TIER4", " tier12 "])
+def test_a_misspelt_tier_is_refused_not_run_as_a_ticker(value):
+    """'tier9' was read as the one-symbol list [TIER9]: `data synth --universe tier9` built a market of one
+    synthetic name TIER9, `fetch prices --symbols tier9` asked Polygon for TIER9, without a word."""
+    from optimizer.data.universe import resolve_universe
+
+    with pytest.raises(ParameterError, match=r"universe must be one of tier1, .* \(not a tier\)"):
+        resolve_universe(value)
+    assert resolve_universe("TIER1") == resolve_universe("tier1")  # the tiers, any case, as before
+    assert resolve_universe("TIER,aapl") == ["TIER", "AAPL"]        # a list names tickers, as before
+
+
+def test_synth_universe_misspelt_tier_refused(tmp_path):
+    one_line_error(cli("data", "synth", "--universe", "tier9", "--out", tmp_path, "--format", "json"),
+                   "got universe='tier9' (not a tier)")
+    assert not (tmp_path / "synth").exists()
+
+
+def test_fetch_prices_names_symbols_in_its_error(tmp_path):
+    """`fetch prices --symbols AAPL,../x` said 'universe symbol must be a valid symbol': no such option."""
+    env = {"POLYGON_API_KEY": "k", "POLYGON_BASE_URL": "http://127.0.0.1:9"}  # refused before any request
+    one_line_error(cli("fetch", "prices", "--symbols", "AAPL,../x", "--start", "2025-09-08", "--end", "2025-09-09",
+                       "--db", tmp_path / "db.duckdb", env=env), "--symbols must be a valid symbol, got --symbols='../x'")

@@ -28,7 +28,7 @@ from optimizer.data.metrics import build_daily_metrics
 from optimizer.data.store import connect
 from optimizer.data.synth import SynthConfig, generate_market, synth_to_db, write_market
 from optimizer.data.symbols import canonical_symbol
-from optimizer.data.universe import resolve_universe
+from optimizer.data.universe import UNIVERSE_NAMES, resolve_universe
 from optimizer.errors import DataError, ParameterError
 from optimizer.paths import DB_ENV, existing_store, output_root, resolve_db, file_label, run_label, under
 from optimizer.settings import Settings
@@ -180,6 +180,9 @@ def _fetch_symbols(value: str) -> list[str]:
     parts = [p.strip() for p in value.split(",") if p.strip()]
     if not parts:
         return resolve_universe(value)  # its error names the empty list
+    if len(parts) > 1 or parts[0].lower() not in (*UNIVERSE_NAMES, "tier2"):
+        for p in parts:  # a list: each name is refused as --symbols, not as 'universe symbol'
+            canonical_symbol(p, "--symbols")
     names = ",".join(p for p in parts if not p.startswith("^"))
     return (resolve_universe(names) if names else []) + [canonical_symbol(p, "symbols") for p in parts
                                                          if p.startswith("^")]
