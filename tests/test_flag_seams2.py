@@ -342,3 +342,32 @@ def test_fetch_prices_names_symbols_in_its_error(tmp_path):
     env = {"POLYGON_API_KEY": "k", "POLYGON_BASE_URL": "http://127.0.0.1:9"}  # refused before any request
     one_line_error(cli("fetch", "prices", "--symbols", "AAPL,../x", "--start", "2025-09-08", "--end", "2025-09-09",
                        "--db", tmp_path / "db.duckdb", env=env), "--symbols must be a valid symbol, got --symbols='../x'")
+
+
+# ------------------------------------------------------------------ signals: one hash per configuration and universe
+def test_sheet_hash_does_not_depend_on_how_the_universe_is_spelt():
+    """`signals --universe aapl,msft`, `MSFT,AAPL`, `AAPL,,MSFT` run the same sheet (the panel orders its symbols),
+    yet each got its own params_hash: its own folder and its own rows in signal_sheet for the same night. The hash of
+    an already canonical spelling is unchanged (a store's earlier sheets keep their key)."""
+    import hashlib
+    import json
+
+    from optimizer.engine.evaluate import Config
+    from optimizer.signals import params_hash
+
+    cfg = Config.from_params({"variant": "D", "buy_threshold": 80})
+
+    def by_hand(universe: str) -> str:  # the documented payload, computed independently
+        payload = json.dumps({"params": cfg.to_params(), "universe": universe, "start": "2023-02-16",
+                              "regime": "ALL"}, sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+    same = {params_hash(cfg, u, "2023-02-16", "ALL")
+            for u in ("AAPL,MSFT", "aapl,msft", "MSFT,AAPL", "AAPL,,MSFT", " msft , AAPL", ["MSFT", "aapl"],
+                      ("AAPL", "MSFT", "AAPL"))}
+    assert same == {by_hand("AAPL,MSFT")}
+    assert params_hash(cfg, "TIER1+3", "2023-02-16", "ALL") == params_hash(cfg, " tier1+3", "2023-02-16", "ALL") \
+        == by_hand("tier1+3")
+    assert len({by_hand("AAPL,MSFT"), params_hash(cfg, "AAPL", "2023-02-16", "ALL"),
+                params_hash(cfg, "BRK/B,MSFT", "2023-02-16", "ALL")}) == 3
+    assert params_hash(cfg, "brk-b,msft", "2023-02-16", "ALL") == by_hand("BRK.B,MSFT")
