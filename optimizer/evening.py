@@ -39,6 +39,7 @@ from optimizer.data.store import connect, table_exists
 from optimizer.data.symbols import canonical_or_none
 from optimizer.data.universe import MARKET_SYMBOL, VIX_SYMBOL, resolve_universe
 from optimizer.errors import DataError, ParameterError, check_param
+from optimizer.report.files import PNG_HINT, png_available
 from optimizer.settings import Settings
 from optimizer.signals import (
     DEFAULT_UNIVERSE, SignalSheet, latest_finra_date, signal_sheet, stale_sheet_warning, write_signal_sheet,
@@ -173,7 +174,8 @@ def _fetch_prices(db: str | Path, syms: list[str], last: dt.date, start: dt.date
     symbol whose stored close there differs from the vendor's has its whole history (from its first stored bar)
     fetched again, or the ex-date's return would read -90 % for a 10:1 split; for the others the overlap bar is
     dropped from the saved file (only the new sessions are ingested). A symbol the store has no price for gets its
-    history from the store's first price session."""
+    history from the store's first price session (with no price stored at all: its first FINRA session, so the
+    FINRA history already stored gets its prices)."""
     con = connect(db, read_only=True)
     try:
         has = table_exists(con, "prices_daily")
@@ -181,6 +183,9 @@ def _fetch_prices(db: str | Path, syms: list[str], last: dt.date, start: dt.date
             "SELECT symbol, max(close) FILTER (WHERE date = ?), min(date) FROM prices_daily "
             "WHERE symbol IN (SELECT unnest(?::VARCHAR[])) GROUP BY symbol", [last, syms]).fetchall()} if has else {}
         first_any = con.execute("SELECT min(date) FROM prices_daily").fetchone()[0] if has else None
+        if first_any is None:  # no price stored yet: the prices of the FINRA history too, not of the new days alone
+            first_any = con.execute("SELECT min(date) FROM finra_short_daily").fetchone()[0] \
+                if table_exists(con, "finra_short_daily") else None
     finally:
         con.close()
     fresh = [s for s in syms if s not in stored]
@@ -257,6 +262,8 @@ def run_evening(
     st = settings or Settings.from_env()
     rec = params if isinstance(params, ParamsRecord) else load_params_record(params)
     rec.config()  # a bad parameters file is refused before anything is written
+    if png is True and not png_available():  # so is a PNG that cannot be written (not after the ingest and rebuild)
+        raise DataError(f"PNG output needs kaleido: {PNG_HINT}")
     uni = universe if universe is not None else (rec.universe or DEFAULT_UNIVERSE)
     out = Path(out_root)
     res = EveningResult()

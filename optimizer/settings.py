@@ -6,11 +6,16 @@ The scanner's defaults come from the pipeline's SCANNER_* variables (SCANNER_DB_
 SCANNER_TREND_DAYS, SCANNER_TOP_N, SCANNER_OUTLIER_Z, SCANNER_VOLUME_Z, SCANNER_RATIO_Z, SCANNER_EXPORT_FULL,
 SCANNER_INFERENCE_VERSION); a flag on ``accumopt scan`` wins over the variable, the variable over the default.
 A value that breaks its rule is refused with the variable's name: ``SCANNER_TOP_N must be an integer >= 1``.
+MARKET_TZ must be an IANA time zone (``America/New_York``); RTH_START / RTH_END (the lit-trades session window) must
+be times HH:MM in 00:00..24:00 with RTH_START before RTH_END: a value the ingest could not read, or a window that
+keeps no trade, is refused by name when the settings are read, not blamed on the file being ingested.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import zoneinfo
 from dataclasses import dataclass, field, fields
 
 from optimizer.errors import ParameterError
@@ -60,6 +65,10 @@ class Settings:
                 kw[f.name] = _CONVERT[f.name](f.name.upper(), raw)
             else:
                 kw[f.name] = raw
+        start, end = kw.get("rth_start", cls.rth_start), kw.get("rth_end", cls.rth_end)
+        if _minutes(str(start)) >= _minutes(str(end)):
+            raise ParameterError(f"RTH_START must be before RTH_END (the lit-trades session window would keep no "
+                                 f"trade), got RTH_START={start!r}, RTH_END={end!r}")
         return cls(**kw)  # type: ignore[arg-type]
 
     def public(self) -> dict[str, object]:
@@ -123,7 +132,36 @@ def _bool(var: str, raw: str) -> bool:
 # lookback / min_periods of 2 would give every symbol the same few scores and rank them by rounding noise.
 SCANNER_MIN_SESSIONS = 3
 
+_HHMM = re.compile(r"(\d{2}):(\d{2})")
+
+
+def _minutes(hhmm: str) -> int:
+    h, m = _HHMM.fullmatch(hhmm).groups()  # type: ignore[union-attr]
+    return int(h) * 60 + int(m)
+
+
+def _clock(var: str, raw: str) -> str:
+    """A time of day HH:MM in 00:00..24:00 (the lit ingest reads it as ``pd.Timedelta(HH:MM:00)``)."""
+    v = raw.strip()
+    m = _HHMM.fullmatch(v)
+    if m is None or int(m.group(2)) > 59 or _minutes(v) > 24 * 60:
+        _refuse(var, "a time HH:MM between 00:00 and 24:00", raw)
+    return v
+
+
+def _time_zone(var: str, raw: str) -> str:
+    v = raw.strip()
+    try:
+        zoneinfo.ZoneInfo(v)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        _refuse(var, "an IANA time zone such as America/New_York", raw)
+    return v
+
+
 _CONVERT = {
+    "market_tz": _time_zone,
+    "rth_start": _clock,
+    "rth_end": _clock,
     "min_lit_volume": _int(0),
     "max_decompressed_mb": _int(1),
     "max_expansion_ratio": _float_at_least(1.0),

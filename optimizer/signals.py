@@ -29,6 +29,8 @@ import pandas as pd
 from optimizer.analytics.scanner import nearest_dates_message
 from optimizer.data.calendar import nyse_sessions
 from optimizer.data.store import connect, table_exists
+from optimizer.data.symbols import canonical_symbol
+from optimizer.data.universe import is_listed
 from optimizer.engine.context import compute_context
 from optimizer.engine.evaluate import Config, Evaluator
 from optimizer.engine.outcomes import exit_strategy_name
@@ -51,12 +53,22 @@ __all__ = [
 DEFAULT_UNIVERSE = "tier1+3"
 
 
+def _universe_key(universe: object) -> str:
+    """The universe as the sheet runs it, one spelling per universe: a tier name lower-cased (``TIER1+3`` ->
+    ``tier1+3``), a list as its canonical symbols, sorted, once each (``msft, aapl,,AAPL`` -> ``AAPL,MSFT``: the
+    panel orders its symbols itself, so the list's order and spelling change no row)."""
+    if isinstance(universe, str) and not is_listed(universe):
+        return universe.strip().lower()
+    names = universe.split(",") if isinstance(universe, str) else [str(x) for x in universe]  # type: ignore[union-attr]
+    return ",".join(sorted({canonical_symbol(x, "universe symbol") for x in names if x.strip()}))
+
+
 def params_hash(config: Config, universe: object, start: object, regime: str) -> str:
     """12 hex chars of sha256 over everything that decides the sheet's rows: the canonical parameters, the universe
-    as named, the span start and the regime filter (not the data: the same configuration keeps its hash night after
-    night, so (date, params_hash, symbol) keys one night's row)."""
-    payload = json.dumps({"params": config.to_params(), "universe": universe if isinstance(universe, str)
-                          else list(universe), "start": str(start), "regime": regime}, sort_keys=True, default=str)
+    (``_universe_key``: however it is spelt), the span start and the regime filter (not the data: the same
+    configuration keeps its hash night after night, so (date, params_hash, symbol) keys one night's row)."""
+    payload = json.dumps({"params": config.to_params(), "universe": _universe_key(universe), "start": str(start),
+                          "regime": regime}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 

@@ -28,8 +28,8 @@ from optimizer.data.metrics import build_daily_metrics
 from optimizer.data.store import connect
 from optimizer.data.synth import SynthConfig, generate_market, synth_to_db, write_market
 from optimizer.data.symbols import canonical_symbol
-from optimizer.data.universe import resolve_universe
-from optimizer.errors import DataError
+from optimizer.data.universe import UNIVERSE_NAMES, resolve_universe
+from optimizer.errors import DataError, ParameterError
 from optimizer.paths import DB_ENV, existing_store, output_root, resolve_db, file_label, run_label, under
 from optimizer.settings import Settings
 
@@ -134,14 +134,21 @@ def fetch_finra_cmd(start, end, families, cache, no_ingest, db, out):
 @click.option("--no-ingest", is_flag=True, help="Only download.")
 @shared_options("db", "out")
 def fetch_finra_api_cmd(start, end, symbols, cache, no_ingest, db, out):
-    """Query the FINRA Query API (OAuth client credentials) for Reg SHO daily data, then ingest it."""
+    """Query the FINRA Query API (OAuth client credentials) for Reg SHO daily data, then ingest it. Symbols are
+    read canonically (brk/b, BRK-B -> BRK.B); those no row came back for are named on stderr."""
     cache = cache or output_root(out) / "raw" / "finra_api"
     db = resolve_db(db, None, output_root(out))
-    syms = [s.strip().upper() for s in symbols.split(",")] if symbols else None
+    syms = [s for s in symbols.split(",") if s.strip()] if symbols is not None else None
+    if syms == []:
+        raise ParameterError(f"--symbols must name at least one symbol (leave it out for every symbol), "
+                             f"got --symbols={symbols!r}")
     res = fetch_finra_api(start, end, Settings.from_env(), syms, out_dir=cache)
     written = res.attrs.get("path") if res is not None else None
     files = [Path(written)] if written else []  # only this run's file, not every CSV in the cache
     console.print(f"{0 if res is None else len(res)} row(s) -> {written or '(nothing written)'}", markup=False)
+    for sym in res.attrs.get("missing", []):
+        err_console.print(f"missing {sym}: no row returned for {start}..{end}", style="yellow", markup=False,
+                          highlight=False, soft_wrap=True)
     if not no_ingest and files:
         _ingest_after_fetch("finra-short", files, db)
 
@@ -173,6 +180,9 @@ def _fetch_symbols(value: str) -> list[str]:
     parts = [p.strip() for p in value.split(",") if p.strip()]
     if not parts:
         return resolve_universe(value)  # its error names the empty list
+    if len(parts) > 1 or parts[0].lower() not in (*UNIVERSE_NAMES, "tier2"):
+        for p in parts:  # a list: each name is refused as --symbols, not as 'universe symbol'
+            canonical_symbol(p, "--symbols")
     names = ",".join(p for p in parts if not p.startswith("^"))
     return (resolve_universe(names) if names else []) + [canonical_symbol(p, "symbols") for p in parts
                                                          if p.startswith("^")]
@@ -196,6 +206,13 @@ def _ingest_after_fetch(kind, files, db):
                   soft_wrap=True)
     for w in rep.warnings:
         err_console.print(f"warning: {w}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+    # the exit code says a file failed (2) or rows were rejected (1): the lines say which and why (as `ingest`)
+    for f in rep.files:
+        if f.status == "failed":
+            err_console.print(f"error: {f.message}", style="red", markup=False, highlight=False, soft_wrap=True)
+        elif f.rows_rejected:
+            err_console.print(f"warning: {f.rows_rejected} row(s) of {f.file} rejected (in ingest_rejects): "
+                              f"{f.message}", style="yellow", markup=False, highlight=False, soft_wrap=True)
     if rep.exit_code:
         sys.exit(rep.exit_code)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sys
 
 import click
@@ -299,8 +300,22 @@ def study_replay(name, trial, storage, db, out, fmt):
         sys.exit(1)
 
 
+def _check_listen(host: str, port: int) -> None:
+    """Bind (host, port) once, as the dashboard's server binds it (SO_REUSEADDR), and let go: a port in use or a
+    host that is no address of this machine is one line naming the option, not the server's traceback."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(infos[0][4])
+    except OSError as exc:
+        raise ParameterError(f"--host/--port must be a free address of this machine to listen on, got host={host!r}, "
+                             f"port={port} ({exc.strerror or exc})") from None
+
+
 @click.command("dashboard")
-@click.option("--port", default=8080, show_default=True, type=int, help="TCP port to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535),
+              help="TCP port to listen on (1-65535).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (loopback by default).")
 @shared_options("storage", "out")
 def dashboard_cmd(port, host, storage, out):
@@ -309,6 +324,7 @@ def dashboard_cmd(port, host, storage, out):
 
     url = resolve_storage(storage, None, output_root(out))
     st = _storage(url, out, read_only=False)  # the dashboard writes notes; a missing file is refused, never created
+    _check_listen(host, port)
     console.print(f"optuna-dashboard on http://{host}:{port} for {url} (Ctrl-C to stop)", markup=False, soft_wrap=True)
     optuna_dashboard.run_server(st, host=host, port=port)
 

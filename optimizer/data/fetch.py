@@ -39,6 +39,7 @@ from optimizer.data.calendar import DateLike, as_date, nyse_sessions
 from optimizer.settings import Settings
 from optimizer.errors import AccumoptError, ParameterError
 from optimizer.data.ingest.finra_short import FAMILIES
+from optimizer.data.symbols import canonical_or_none, canonical_symbol
 
 __all__ = [
     "FetchError",
@@ -235,12 +236,19 @@ def fetch_finra_api(
     """FINRA regShoDaily rows for [start, end] (optionally only ``symbols``) as a tidy frame
     (date, symbol, short_volume, short_exempt_volume, total_volume, market, facility='API').
 
+    ``symbols`` are read in their canonical form (``BRK/B`` -> ``BRK.B``, an invalid one is a ParameterError) and
+    asked for as written and, for a share class, as FINRA writes it (``BRK/B``); those no row came back for are
+    listed in ``df.attrs['missing']``.
     Also written to ``out_dir/finra_api_regsho_<start>_<end>.csv`` (path in ``df.attrs['path']``) unless
     ``out_dir`` is None; a run limited to ``symbols`` adds ``_sym<digest of the symbols>`` to the name, so runs
     for other symbols keep their own file.
     """
     if page_size < 1:
         raise ParameterError(f"page_size must be >= 1, got page_size={page_size!r}")
+    if symbols is not None:  # one spelling per security (BRK/B, brk.b -> BRK.B); an invalid one is refused by name
+        symbols = list(dict.fromkeys(canonical_symbol(s, "symbols") for s in symbols))
+        if not symbols:
+            raise ParameterError("symbols must name at least one symbol (or be None for every symbol), got symbols=[]")
     d0, d1 = _span(start, end)
     kw = dict(timeout=timeout, max_retries=max_retries, base_delay=base_delay, sleep=sleep)
     token = _finra_token(settings, **kw)
@@ -252,7 +260,7 @@ def fetch_finra_api(
     }
     if symbols:
         body["domainFilters"] = [
-            {"fieldName": "securitiesInformationProcessorSymbolIdentifier", "values": [str(s) for s in symbols]}
+            {"fieldName": "securitiesInformationProcessorSymbolIdentifier", "values": _api_spellings(symbols)}
         ]
     records: list[dict] = []
     for page in range(max_pages):
@@ -277,6 +285,9 @@ def fetch_finra_api(
     else:
         raise FetchError(f"POST {url} still had data after max_pages={max_pages} pages of {page_size}")
     df = _tidy_api(records)
+    if symbols:  # asked for, yet no row came back (e.g. a symbol FINRA spells otherwise, or none that span)
+        got = {canonical_or_none(x) for x in df["symbol"].unique()}
+        df.attrs["missing"] = [x for x in symbols if x not in got]
     if out_dir is not None:
         path = Path(out_dir) / f"finra_api_regsho_{d0:%Y%m%d}_{d1:%Y%m%d}{_symbols_tag(symbols)}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -285,6 +296,18 @@ def fetch_finra_api(
         tmp.replace(path)
         df.attrs["path"] = str(path)
     return df
+
+
+def _api_spellings(symbols: Sequence[str]) -> list[str]:
+    """The values the API's symbol filter is given for canonical ``symbols``: each as written (``BRK.B``, the CQS
+    form) and, for a share class, as FINRA's Reg SHO files write it (``BRK/B``); the rows come back in either and
+    the ingest stores both as BRK.B."""
+    out: dict[str, None] = {}
+    for x in symbols:
+        out[x] = None
+        if "." in x:
+            out[x.replace(".", "/")] = None
+    return list(out)
 
 
 def _symbols_tag(symbols: Sequence[str] | None) -> str:

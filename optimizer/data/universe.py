@@ -8,6 +8,8 @@ canonicalized (``brk/b`` -> ``BRK.B``, ``optimizer.data.symbols``), and index / 
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Iterable, Sequence
 
 from optimizer.errors import DataError, ParameterError
@@ -72,6 +74,7 @@ for _etf, _names in TIER2_BY_SECTOR.items():
         SECTOR_MAP.setdefault(_s, _etf)
 
 UNIVERSE_NAMES = ("tier1", "tier3", "tier1+3", "tier1+2+3", "all")
+_TIER_LIKE = re.compile(r"tier[0-9+]+")  # written like a tier name (lower-cased): never read as a ticker
 
 
 def parent_etf(symbol: str) -> str | None:
@@ -127,6 +130,9 @@ def resolve_universe(value: str | Sequence[str] | None, available: Iterable[str]
         }
         if key in tiers:
             syms = list(tiers[key])
+        elif _TIER_LIKE.fullmatch(key):  # 'tier9', 'tier3+1': a tier misspelt, not a ticker TIER9 to run on
+            raise ParameterError(f"universe must be one of {', '.join(UNIVERSE_NAMES)} or a symbol list, "
+                                 f"got universe={value!r} (not a tier)")
         elif "," in value or value.strip().isupper() or value.strip().replace("-", "").replace(".", "").replace("/", "").replace("^", "").isalnum():
             syms = [s.strip() for s in value.split(",") if s.strip()]
         else:
