@@ -371,3 +371,38 @@ def test_sheet_hash_does_not_depend_on_how_the_universe_is_spelt():
     assert len({by_hand("AAPL,MSFT"), params_hash(cfg, "AAPL", "2023-02-16", "ALL"),
                 params_hash(cfg, "BRK/B,MSFT", "2023-02-16", "ALL")}) == 3
     assert params_hash(cfg, "brk-b,msft", "2023-02-16", "ALL") == by_hand("BRK.B,MSFT")
+
+
+def test_a_new_session_window_re_reads_an_ingested_lit_trades_file(tmp_path):
+    """The session window decides a lit-trades file's rows, so it is part of the file's identity: re-ingesting the
+    same file under RTH_START=10:00 re-reads it (it was 'skipped_identical', keeping the 09:30 window's rows), the
+    same window again is a no-op, and the default window again restores the first rows. The checksum logged for a
+    non-default window carries it (``<sha256>+tz=...;rth=...``); the default keeps the bare checksum."""
+    import duckdb
+
+    f = tmp_path / "lit_trades.csv"
+    f.write_text(TRADES)
+    db = tmp_path / "db.duckdb"
+
+    def rows():
+        con = duckdb.connect(str(db), read_only=True)
+        try:
+            flow = con.execute("SELECT lit_buy_volume, lit_sell_volume, lit_unclassified_volume FROM lit_flow_daily").fetchall()
+            log = con.execute("SELECT status, sha256 FROM ingest_log ORDER BY id").fetchall()
+        finally:
+            con.close()
+        return flow, log
+
+    late = {"RTH_START": "10:00"}
+    for env, flow, status in (({}, (300.0, 0.0, 100.0), "ok"), (late, (0.0, 0.0, 300.0), "replaced"),
+                              (late, (0.0, 0.0, 300.0), None), ({}, (300.0, 0.0, 100.0), "replaced")):
+        res = cli("ingest", "lit-trades", f, "--db", db, env=env)
+        ok(res)
+        got, log = rows()
+        assert got == [flow], (env, got)
+        if status is None:
+            assert "identical" in res.stdout + res.stderr and len(log) == 2, (res.stdout, log)
+        else:
+            assert log[-1][0] == status, log
+    sha = log[0][1]
+    assert len(sha) == 64 and log[1][1] == f"{sha}+tz=America/New_York;rth=10:00-16:15" and log[2][1] == sha

@@ -70,6 +70,21 @@ def test_polygon_json_ingest(con, tmp_path):
     ]
 
 
+def test_polygon_json_is_read_again_under_another_market_time_zone(con, tmp_path):
+    """A Polygon bar's session date comes from MARKET_TZ, so the zone is part of the file's identity: the same file
+    ingested again under Asia/Tokyo is re-read (it was 'skipped_identical', keeping New York's dates)."""
+    from optimizer.settings import Settings
+
+    doc = {"ticker": "AAPL", "status": "OK",
+           "results": [{"t": _ms(2024, 3, 8, 2), "o": 169.0, "h": 173.7, "l": 168.94, "c": 170.73, "v": 7}]}
+    p = write(tmp_path / "AAPL.json", json.dumps(doc))
+    tokyo = Settings.from_env({"MARKET_TZ": "Asia/Tokyo"})
+    ny, jp = (date(2024, 3, 7),), (date(2024, 3, 8),)  # 02:00 UTC: the evening before in New York
+    for settings, status, days in ((None, "ok", [ny]), (tokyo, "ok", [ny, jp]), (tokyo, "skipped_identical", [ny, jp])):
+        assert ingest_paths(con, "prices", [p], settings=settings).files[0].status == status
+        assert table(con, "SELECT date FROM prices_daily ORDER BY date") == days  # a write replaces only its keys
+
+
 def test_fb_rows_before_effective_date_become_meta(con, tmp_path):
     text = (
         "date,symbol,open,high,low,close,volume\n"

@@ -19,7 +19,7 @@ kind names its columns and rules):
 * A file covering keys already stored (see each parser: FINRA = (date, facility), FINRA API rows = (date,
   symbol), prices/lit/options = (date, symbol), OTC = (week, symbol)) deletes those rows first: ``replaced``.
 * A file is ``skipped_identical`` (a no-op, not logged) only when re-ingesting it would change nothing: the same
-  content (sha256) was ingested as this kind before (ok / replaced / rejected_rows) AND that ingest's rows are
+  content (sha256; with the settings that change its rows, :func:`_parse_tag`) was ingested as this kind before (ok / replaced / rejected_rows) AND that ingest's rows are
   still the stored rows of the keys it covers, or every file that replaced some of them comes again later in the
   same call (skipping the file then ends the call as re-ingesting it would). Proven cheaply (``_History``): no
   later write into the kind's table deleted a stored row (``ingest_log``); or the stored rows tagged with that
@@ -308,9 +308,10 @@ class _History:
     the file (a ``source`` column, Polygon) are proven intact by the other rules only. Thread-safe (the staging and
     the writing thread both ask)."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, kind: str) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, kind: str, settings: Settings | None = None) -> None:
         k = _KINDS[kind]
         self.kind, self.table, self.source_col = kind, k.table, k.source_col
+        self.tag = _parse_tag(kind, settings)
         self.kinds = [n for n, x in _KINDS.items() if x.table == k.table]  # lit-trades and lit-flow share one
         marks = ", ".join("?" for _ in self.kinds)
         rows = con.execute(
@@ -353,10 +354,14 @@ class _History:
             for i, f in enumerate(files):
                 self.run.setdefault(f.name, []).append((i, f))
 
+    def key(self, sha: str) -> str:
+        """What ``ingest_log.sha256`` records for a file of content ``sha`` read by this call (:func:`_parse_tag`)."""
+        return f"{sha}+{self.tag}" if self.tag else sha
+
     def _sha(self, path: Path) -> str | None:
         if path not in self.run_sha:
             try:
-                self.run_sha[path] = read_raw(path, str(path)).sha256
+                self.run_sha[path] = self.key(read_raw(path, str(path)).sha256)
             except OSError:  # unreadable: it replays nothing (its own turn reports the error)
                 self.run_sha[path] = None
         return self.run_sha[path]
@@ -377,7 +382,7 @@ class _History:
         """The writer stored ``file``: ``rows`` rows, after deleting ``deleted`` stored ones (``lost``: how many
         each source lost, when :meth:`lost_by` asked for it)."""
         with self.lock:
-            self._add(self.kind, file, sha, rows, deleted > 0)
+            self._add(self.kind, file, self.key(sha), rows, deleted > 0)
             if self.counts is None:
                 return
             if (deleted and lost is None) or not _KINDS[self.kind].source_is_name:
@@ -397,7 +402,7 @@ class _History:
     def identical(self, con: duckdb.DuckDBPyConnection, sha: str, pos: int) -> bool:
         """Whether the file at position ``pos`` of this call, of content ``sha``, would change nothing."""
         with self.lock:
-            done = self.by_sha.get((self.kind, sha), [])
+            done = self.by_sha.get((self.kind, self.key(sha)), [])
             if not done:
                 return False
             if done[-1].seq >= self.last_delete:  # its own deletions came before its inserts
@@ -407,6 +412,24 @@ class _History:
                 if self.live.get(e.path) is e and self._stored(con, name) == self.expected[name]:
                     return True
             return self._replayed(done[-1], pos)
+
+
+def _parse_tag(kind: str, settings: Settings | None) -> str:
+    """The settings a file of ``kind`` is read under that change its rows, as recorded beside its checksum in
+    ``ingest_log.sha256`` (``<sha256>+<tag>``) when they are not the defaults: the market time zone and the
+    regular-session window for lit-trades (which trades are kept, on which session date), the time zone for
+    prices (a Polygon bar's session date). A file ingested under other settings is therefore never skipped as
+    identical: re-ingesting it under new settings re-reads it. Empty for the defaults (checksums as before) and
+    for every other kind."""
+    if settings is None:
+        return ""
+    d = Settings()
+    if kind == "lit-trades":
+        now, default = (settings.market_tz, settings.rth_start, settings.rth_end), (d.market_tz, d.rth_start, d.rth_end)
+        return "" if now == default else f"tz={now[0]};rth={now[1]}-{now[2]}"
+    if kind == "prices":
+        return "" if settings.market_tz == d.market_tz else f"tz={settings.market_tz}"
+    return ""
 
 
 def _context(con: duckdb.DuckDBPyConnection, settings: Settings) -> Ctx:
@@ -596,7 +619,7 @@ def _write(ctx: Ctx, kind: str, e: _Entry, group: tuple, s: Summary, history: _H
     check = _KINDS[kind].check
     try:
         with transaction(ctx.con):
-            status, deleted, lost = write_rows(ctx, plan, file=e.file, sha256=e.raw.sha256, kind=kind,
+            status, deleted, lost = write_rows(ctx, plan, file=e.file, sha256=history.key(e.raw.sha256), kind=kind,
                                                lost_by=history.lost_by())
             warnings = tuple(check(ctx, table, e.fid, e.file)) if check is not None else ()
     except duckdb.Error as exc:
@@ -690,7 +713,7 @@ class _Pipeline:
             self.ctx = _context(self.cursors[0], settings)
             self.wctx = Ctx(con=self.cursors[1], settings=settings, limits=self.ctx.limits, symmap=self.ctx.symmap,
                             today=self.ctx.today)
-            self.history = _History(con, kind)
+            self.history = _History(con, kind, settings)
         except BaseException:
             self.close()
             raise
