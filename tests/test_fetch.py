@@ -70,6 +70,10 @@ class _Handler(BaseHTTPRequestHandler):
             ticker = unquote(u.path.split("/")[5])
             if ticker == "FAIL":
                 return self._send(503, b"down")
+            if ticker == "LIST":  # a JSON list where Polygon sends an object
+                return self._send(200, b'[{"t": 1}]', "application/json")
+            if ticker == "ODD":  # 'results' not a list of bars
+                return self._send(200, b'{"status": "OK", "results": {"t": 1}}', "application/json")
             if not ticker[:1].isalnum():  # like Polygon: an unknown ticker ('^VIX') has no results
                 return self._send(200, json.dumps({"ticker": ticker, "status": "OK", "resultsCount": 0}).encode())
             if ticker.startswith("I:"):  # Polygon's index aggregates: I:VIX, no volume field
@@ -251,3 +255,14 @@ def test_polygon_fetches_an_index_by_its_polygon_ticker(server, tmp_path):
     con = connect(":memory:")
     assert ingest_paths(con, "prices", list(files)).exit_code == 0
     assert table(con, "SELECT date, symbol, close, volume FROM prices_daily") == [(date(2024, 3, 8), "^VIX", 14.9, 0.0)]
+
+
+@pytest.mark.parametrize("ticker, fragment", [("LIST", "returned list, expected a JSON object"),
+                                               ("ODD", "'results' is dict, expected a list of bars")])
+def test_polygon_answer_of_another_shape_is_one_fetch_error(server, tmp_path, ticker, fragment):
+    """A JSON list (or 'results' that is no list) from Polygon was an AttributeError traceback (or bars made of a
+    dict's keys); it is a FetchError naming the ticker and the shape, and nothing is written."""
+    base, _ = server
+    with pytest.raises(FetchError, match=fragment) as e:
+        fetch_polygon_prices([ticker], "2024-03-08", "2024-03-08", tmp_path, _settings(base), sleep=lambda s: None)
+    assert ticker in str(e.value) and not list(tmp_path.iterdir())

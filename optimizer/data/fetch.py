@@ -393,6 +393,11 @@ def fetch_polygon_prices(
                 doc = json.loads(raw)
             except ValueError:
                 raise FetchError(f"Polygon returned invalid JSON for {t}") from None
+            if not isinstance(doc, dict):
+                raise FetchError(f"Polygon returned {type(doc).__name__}, expected a JSON object for {t}")
+            if not isinstance(doc.get("results") or [], list):
+                raise FetchError(f"Polygon's 'results' is {type(doc['results']).__name__}, expected a list of bars "
+                                 f"for {t}")
             if str(doc.get("status", "OK")).upper() in ("ERROR", "NOT_AUTHORIZED"):
                 raise FetchError(redact(f"Polygon refused {t}: {doc.get('error') or doc.get('message') or doc.get('status')}", (key,)))
             results.extend(({"v": 0, **r} if index and isinstance(r, dict) else r) for r in (doc.get("results") or []))
