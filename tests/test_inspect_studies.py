@@ -463,3 +463,13 @@ def test_study_show_of_a_study_without_completed_trials_says_so(tmp_path):
     out = ok(cli("study", "show", "allpruned", "--storage", url)).output
     assert out.strip() == "study allpruned: no completed trial (pruned 3, failed 0, running 0)"
     assert json.loads(ok(cli("study", "show", "allpruned", "--storage", url, "--format", "json")).output) == []
+
+
+def test_show_top_true_and_a_study_compared_with_itself_are_refused(store):
+    """``top=True`` was shown as the best 1 trial (a bool is an int to Python); ``compare(["maxi", "maxi"])``
+    listed one study twice in its summary, curves and report file name."""
+    with pytest.raises(ParameterError, match=r"top must be an integer >= 1, got top=True"):
+        show_study(store, "maxi", top=True)
+    with pytest.raises(ParameterError, match=r"names must be each study named once \(repeated: maxi\)"):
+        compare_studies(store, ["maxi", "mini", "maxi"])
+    assert compare_studies(store, ["maxi", "mini"]).summary.shape[0] == 2

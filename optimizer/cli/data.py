@@ -231,7 +231,7 @@ def data_grp():
 @click.option("--start", default="2023-01-03", show_default=True, help="First session (YYYY-MM-DD).")
 @click.option("--end", default="2024-12-31", show_default=True, help="Last session (YYYY-MM-DD).")
 @click.option("--universe", default="tier1+3", show_default=True, help="tier1, tier3, tier1+3, tier1+2+3 or a comma list.")
-@click.option("--n-symbols", type=int, default=None, help="Add synthetic names up to N symbols (scale tests).")
+@click.option("--n-symbols", type=int, default=None, help="Keep the first N symbols of the universe, or add synthetic names (SYN0001..) up to N (scale tests).")
 @click.option("--prices", "prices_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Keep real prices from this CSV and synthesize only the flow layers.")
 @shared_options("db", "out")

@@ -149,7 +149,7 @@ def show_study(storage: Any, name: str, top: int = 10) -> pd.DataFrame:
     Columns: number, value (or values_<name> per objective), param_<name> per parameter, the KEY_METRICS from the
     trial's ``metrics`` attribute (NaN when absent) and the trial's wall time ``duration_s``.
     """
-    check_param(isinstance(top, int) and top >= 1, "top", "an integer >= 1", top)
+    check_param(isinstance(top, int) and not isinstance(top, bool) and top >= 1, "top", "an integer >= 1", top)
     study, _ = open_named_study(storage, name)
     vcols = _value_columns(study)
     ranked = ranked_trials(study)[:top]
@@ -354,6 +354,8 @@ def compare_studies(storage: Any, names: list[str]) -> CompareResult:
     were already loaded; NaN: a study made before the warm-up existed, whose first trial includes compilation).
     """
     check_param(len(names) >= 1, "names", "a non-empty list of study names", names)
+    dup = sorted({n for n in names if names.count(n) > 1})
+    check_param(not dup, "names", f"each study named once (repeated: {', '.join(map(str, dup))})", names)
     st, label = open_storage(storage)
     summary, hist, best, inter = [], [], [], []
     for name in names:
