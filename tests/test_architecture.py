@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import functools
 import importlib
 import json
 import subprocess
@@ -35,6 +36,12 @@ CONTRACT_TYPES = {"layers": LayersContract, "acyclic_siblings": AcyclicSiblingsC
 
 def _sources() -> list[Path]:
     return sorted(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py"))
+
+
+@functools.cache
+def _tree(p: Path) -> ast.Module:
+    """The parsed source of ``p``, parsed once for the module's checks (they only read the tree)."""
+    return ast.parse(p.read_text())
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +157,7 @@ def _function_level_imports(tree: ast.AST) -> list[tuple[int, str]]:
 
 
 def test_no_project_import_inside_a_function():
-    bad = [f"{p.relative_to(ROOT)}:{ln} {m}" for p in _sources() for ln, m in _function_level_imports(ast.parse(p.read_text()))]
+    bad = [f"{p.relative_to(ROOT)}:{ln} {m}" for p in _sources() for ln, m in _function_level_imports(_tree(p))]
     assert bad == []
 
 
@@ -160,7 +167,7 @@ def test_every_module_declares___all__():
                    and any(getattr(t, "id", None) == "__all__" for t in (n.targets if isinstance(n, ast.Assign) else [n.target]))
                    for n in tree.body)
 
-    missing = [str(p.relative_to(ROOT)) for p in _sources() if p.name != "__main__.py" and not has_all(ast.parse(p.read_text()))]
+    missing = [str(p.relative_to(ROOT)) for p in _sources() if p.name != "__main__.py" and not has_all(_tree(p))]
     assert missing == []
 
 
@@ -191,7 +198,7 @@ def _untyped(tree: ast.Module) -> list[str]:
 
 
 def test_every_public_function_is_typed():
-    bad = {str(p.relative_to(ROOT)): u for p in _sources() if (u := _untyped(ast.parse(p.read_text())))}
+    bad = {str(p.relative_to(ROOT)): u for p in _sources() if (u := _untyped(_tree(p)))}
     assert bad == {}
 
 
@@ -216,7 +223,7 @@ def test_only_records_touches_user_attributes():
         rel = str(p.relative_to(ROOT))
         if rel == "optimizer/study/records.py":
             continue
-        for n in ast.walk(ast.parse(p.read_text())):
+        for n in ast.walk(_tree(p)):
             name = n.attr if isinstance(n, ast.Attribute) else None
             if name in ("user_attrs", "set_user_attr", "set_trial_user_attr"):
                 hits.add((rel, name))
@@ -230,7 +237,7 @@ def _third_party_imports() -> list[str]:
     """Every non-project module the sources import (``from a.b import c`` gives a.b and a.b.c)."""
     names: set[str] = set()
     for p in _sources():
-        for n in ast.walk(ast.parse(p.read_text())):
+        for n in ast.walk(_tree(p)):
             if isinstance(n, ast.Import):
                 names.update(a.name for a in n.names)
             elif isinstance(n, ast.ImportFrom) and n.level == 0 and n.module:

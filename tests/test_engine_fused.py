@@ -244,12 +244,19 @@ except ValueError:
 def test_small_panels_never_launch_threads_even_from_the_on_disk_cache():
     """Below PARALLEL_MIN_CELLS only serial machine code runs, also when loaded from numba's on-disk cache (twin
     serial/parallel jits of one Python function would share a cache entry and load each other's code)."""
+    import os
     import subprocess
     import sys
     from pathlib import Path
 
     code = _SERIAL_PROBE.format(tests=str(Path(__file__).resolve().parent))
-    for _ in range(2):  # the second process loads every kernel from the cache the first one wrote
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "NUMBA_DEBUG_CACHE": "1"}  # numba prints "[cache] data saved/loaded ..." per kernel
+    for _ in range(2):  # until a process loads every kernel from the cache: the second one loads what the first wrote
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
         assert out.returncode == 0, out.stderr[-2000:]
-        assert out.stdout.strip().splitlines()[-1] == "serial"
+        lines = out.stdout.strip().splitlines()
+        assert lines[-1] == "serial"
+        saved = sum(ln.startswith("[cache] data saved") for ln in lines)
+        if not saved:  # the session's warm cache (tests/conftest.py) usually serves the first process already
+            break
+    assert saved == 0 and sum(ln.startswith("[cache] data loaded") for ln in lines) > 0, out.stdout[-2000:]

@@ -35,11 +35,16 @@ def _bt(db, *flags) -> dict:
     return json.loads(res.stdout)
 
 
+@pytest.fixture(scope="module")
+def base(db) -> dict:
+    """The default backtest (no parameter flag), run once: the tests below compare flagged runs with it."""
+    return _bt(db)
+
+
 # ------------------------------------------------------------------------------------------ boolean parameters
-def test_regime_sizing_flag_can_be_set_and_takes_effect(db):
+def test_regime_sizing_flag_can_be_set_and_takes_effect(db, base):
     """--regime-sizing was offered as [True|False] by click, yet 'True' was refused by the registry ('must be one
     of true, false') and 'true' by click: the parameter could not be set from the command line at all."""
-    base = _bt(db)
     on = _bt(db, "--regime-sizing", "true")
     off = _bt(db, "--regime-sizing", "false")
     assert on["params"]["regime_sizing"] is True and off["params"]["regime_sizing"] is False
@@ -87,8 +92,7 @@ def test_backtest_refuses_a_flag_its_configuration_never_reads(db, flags, name, 
                    f"--{name.replace('_', '-')} has no effect", rule)
 
 
-def test_backtest_gated_flags_take_effect_when_their_gate_is_on(db, tmp_path):
-    base = _bt(db)
+def test_backtest_gated_flags_take_effect_when_their_gate_is_on(db, base, tmp_path):
     fixed = _bt(db, "--exit", "fixed", "--hold-days", "3")
     assert (fixed["params"]["exit"], fixed["params"]["hold_days"]) == ("fixed", 3) and fixed["avg_hold_days"] <= 3
     hyb = _bt(db, "--exit", "hybrid", "--max-days", "2")

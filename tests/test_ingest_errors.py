@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import shutil
 import zlib
 
 import pytest
@@ -16,18 +17,27 @@ from optimizer.errors import InputFileError
 GOOD_PRICES = "date,symbol,open,high,low,close,volume\n2024-01-02,AAPL,10,11,9,10.5,100\n"
 
 
-@pytest.fixture()
-def con(tmp_path):
-    """A store that already holds data in several tables, so 'unchanged' is a real check."""
-    c = connect(":memory:")
-    d = tmp_path / "seed"
-    d.mkdir()
+@pytest.fixture(scope="module")
+def seed_store(tmp_path_factory):
+    """A store that already holds data in several tables, so 'unchanged' is a real check: built once per module,
+    each test ingests into its own copy (``con``)."""
+    d = tmp_path_factory.mktemp("seed")
+    c = connect(d / "seed.duckdb")
     write(d / "CNMSshvol20200102.txt", finra_text(["20200102|AAPL|10|0|20|Q", "20200102|SPY|5|0|6|Q"]))
     assert ingest_paths(c, "finra-short", [d / "CNMSshvol20200102.txt"]).exit_code == 0
     write(d / "p.csv", GOOD_PRICES)
     assert ingest_paths(c, "prices", [d / "p.csv"]).exit_code == 0
     write(d / "bad.csv", "date,symbol,open,high,low,close,volume\n2024-01-03,AAPL,10,9,11,10,5\n2024-01-04,AAPL,10,11,9,10,5\n")
     assert ingest_paths(c, "prices", [d / "bad.csv"]).exit_code == 1  # a reject row exists too
+    c.close()
+    return d / "seed.duckdb"
+
+
+@pytest.fixture()
+def con(seed_store, tmp_path):
+    """This test's copy of ``seed_store`` (the seed stays as the other tests expect it)."""
+    shutil.copy(seed_store, tmp_path / "store.duckdb")
+    c = connect(tmp_path / "store.duckdb")
     yield c
     c.close()
 

@@ -13,6 +13,7 @@ import gzip
 import json
 import os
 import re
+import shutil
 
 import pytest
 from _ingest_helpers import dump_tables, finra_text, table, write
@@ -28,18 +29,27 @@ TODAY = dt.date.today()
 FUTURE = TODAY + dt.timedelta(days=400)
 
 
-@pytest.fixture()
-def con(tmp_path):
-    """A store holding rows in several tables, so 'unchanged' is a real check."""
-    c = connect(":memory:")
-    d = tmp_path / "seed"
-    d.mkdir()
+@pytest.fixture(scope="module")
+def seed_store(tmp_path_factory):
+    """A store holding rows in several tables, so 'unchanged' is a real check: built once per module, each test
+    ingests into its own copy (``con``)."""
+    d = tmp_path_factory.mktemp("seed")
+    c = connect(d / "seed.duckdb")
     write(d / "CNMSshvol20200102.txt", finra_text(["20200102|AAPL|10|0|20|Q", "20200102|SPY|5|0|6|Q"]))
     write(d / "p.csv", PRICES_HEAD + "2024-01-02,AAPL,10,11,9,10.5,100\n")
     write(d / "w.csv", OTC_HEAD + "AAPL,T1,2024-03-04,1000,10,ATS_W_SMBL,2024-03-18\n")
     assert ingest_paths(c, "finra-short", [d / "CNMSshvol20200102.txt"]).exit_code == 0
     assert ingest_paths(c, "prices", [d / "p.csv"]).exit_code == 0
     assert ingest_paths(c, "otc-weekly", [d / "w.csv"]).exit_code == 0
+    c.close()
+    return d / "seed.duckdb"
+
+
+@pytest.fixture()
+def con(seed_store, tmp_path):
+    """This test's copy of ``seed_store`` (the seed stays as the other tests expect it)."""
+    shutil.copy(seed_store, tmp_path / "store.duckdb")
+    c = connect(tmp_path / "store.duckdb")
     yield c
     c.close()
 

@@ -18,7 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sqlite3
 import tomllib
+from contextlib import closing
 from pathlib import Path
 
 import optuna
@@ -58,6 +60,13 @@ def _moved(store: Path, tmp_path: Path) -> Path:
     return dst
 
 
+def _copy_storage_to(url: str, dst: Path) -> str:
+    """A copy of the SQLite storage at ``url`` at ``dst`` (the pages still in the WAL file too)."""
+    with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as src, closing(sqlite3.connect(dst)) as to:
+        src.backup(to)
+    return f"sqlite:///{dst}"
+
+
 def _trials(url: str, name: str) -> list[tuple]:
     st = optuna.load_study(study_name=name, storage=url)
     return [(t.number, t.state.name, t.params, t.values) for t in st.get_trials(deepcopy=False)]
@@ -79,6 +88,19 @@ def _no_db_env(monkeypatch):
 
 
 STUDY = spec_text("moving", sampler="random", sampler_opts="", n_trials=3)
+
+
+@pytest.fixture(scope="module")
+def first_run(synth_db, tmp_path_factory):
+    """The study ``moving`` run once to its 3 trials from ``STUDY`` naming ``synth_db`` by ``[data].database`` (the
+    first step of several tests below, run once; each test resumes a copy, ``_first_study``)."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('first') / 'studies.db'}"
+    return url, run_study(parse_spec(_with_db(STUDY, synth_db)), None, url)
+
+
+def _first_study(first_run, tmp_path: Path) -> str:
+    """A copy of ``first_run``'s storage in ``tmp_path`` (the module's run stays as the other tests expect it)."""
+    return _copy_storage_to(first_run[0], tmp_path / "studies.db")
 
 
 # ------------------------------------------------------------------------------------------------ the hash itself
@@ -105,12 +127,11 @@ def test_hash_ignores_database_and_study_name_and_matches_legacy_records():
 
 
 # ------------------------------------------------------------------------------------------------ study run
-def test_study_resumes_after_the_store_moved_and_data_database_edited(synth_db, tmp_path):
+def test_study_resumes_after_the_store_moved_and_data_database_edited(synth_db, first_run, tmp_path):
     """The store moved to a new disk, ``[data].database`` edited: the study resumes (its trials kept, the new ones
     added) instead of 'created from a different spec ... [data.database]'."""
-    url = f"sqlite:///{tmp_path / 'studies.db'}"
-    first = run_study(parse_spec(_with_db(STUDY, synth_db)), None, url)
-    assert first.counts["complete"] == 3
+    assert first_run[1].counts["complete"] == 3
+    url = _first_study(first_run, tmp_path)
     before = _trials(url, "moving")
     moved = parse_spec(_with_db(STUDY, _moved(synth_db, tmp_path)))
     res = run_study(moved, None, url, n_trials=5)
@@ -147,12 +168,11 @@ def test_study_opened_by_name_resumes_after_study_name_edited(synth_db, tmp_path
     assert res.study_name == "keep" and res.counts["complete"] == 4 and _trials(url, "keep")[:3] == before
 
 
-def test_a_changed_search_space_bound_is_still_refused_naming_only_that_key(synth_db, tmp_path):
+def test_a_changed_search_space_bound_is_still_refused_naming_only_that_key(synth_db, first_run, tmp_path):
     """A result-relevant change (a search-space bound) is refused as before, and the message names only what the
     hash covers (the edited [data].database beside it is not named)."""
-    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    url = _first_study(first_run, tmp_path)
     spec = parse_spec(_with_db(STUDY, synth_db))
-    run_study(spec, None, url)
     changed = parse_spec(_with_db(STUDY.replace("high = 80", "high = 85"), _moved(synth_db, tmp_path)))
     assert changed.spec_hash != spec.spec_hash
     with pytest.raises(SpecError, match=rf"study 'moving' was created from a different spec \(hash {spec.spec_hash}, "
@@ -163,13 +183,12 @@ def test_a_changed_search_space_bound_is_still_refused_naming_only_that_key(synt
 
 
 # ------------------------------------------------------------------------------------------------ legacy studies
-def test_a_study_stored_with_the_legacy_hash_resumes_and_a_changed_bound_is_refused(synth_db, tmp_path):
+def test_a_study_stored_with_the_legacy_hash_resumes_and_a_changed_bound_is_refused(synth_db, first_run, tmp_path):
     """A study made before the change stores the legacy hash (covering [data].database and [study].name): the same
     spec resumes it, the spec with the store moved resumes it, a changed bound is refused with the same message
     (the stored legacy hash and this spec's hash)."""
-    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    url = _first_study(first_run, tmp_path)
     text = _with_db(STUDY, synth_db)
-    run_study(parse_spec(text), None, url)
     legacy = _set_legacy(url, "moving")
     before = _trials(url, "moving")
     assert run_study(parse_spec(text), None, url, n_trials=4).counts["complete"] == 4
@@ -183,12 +202,11 @@ def test_a_study_stored_with_the_legacy_hash_resumes_and_a_changed_bound_is_refu
     assert len(_trials(url, "moving")) == 5
 
 
-def test_new_name_resumes_a_legacy_name_k_study_after_the_store_moved(synth_db, tmp_path):
+def test_new_name_resumes_a_legacy_name_k_study_after_the_store_moved(synth_db, first_run, tmp_path):
     """``--new-name`` resumes the first ``NAME-k`` made from this spec: a legacy ``moving-2`` of the same
     result-relevant spec is that study after the store moved (before: a third study ``moving-3`` was started and
     ``moving-2``'s trials were run again)."""
-    url = f"sqlite:///{tmp_path / 'studies.db'}"
-    run_study(parse_spec(_with_db(STUDY, synth_db)), None, url)
+    url = _first_study(first_run, tmp_path)
     changed = STUDY.replace("high = 80", "high = 85")
     assert run_study(parse_spec(_with_db(changed, synth_db)), None, url, new_name=True).study_name == "moving-2"
     _set_legacy(url, "moving-2")
