@@ -38,7 +38,7 @@ from optimizer.data.metrics import build_daily_metrics
 from optimizer.data.store import connect, table_exists
 from optimizer.data.symbols import canonical_or_none
 from optimizer.data.universe import MARKET_SYMBOL, VIX_SYMBOL, resolve_universe
-from optimizer.errors import DataError, ParameterError, check_param
+from optimizer.errors import AccumoptError, DataError, ParameterError, check_param
 from optimizer.report.files import PNG_HINT, png_available
 from optimizer.settings import Settings
 from optimizer.signals import (
@@ -273,43 +273,48 @@ def run_evening(
         res.steps.append({"step": name, "detail": detail, "seconds": round(time.perf_counter() - t0, 2)})
         say(f"{name}: {detail} ({res.steps[-1]['seconds']} s)")
 
-    t = time.perf_counter()
-    if ingest_dir is not None:
-        files = classify_files(ingest_dir)
-        _ingest(db, files, res, st, progress)
-        step("ingest", t, _ingest_line(res.ingest))
-    elif fetch:
-        day = as_date(through, "through") if through is not None else dt.date.today()
-        check_param(day <= dt.date.today(), "through", f"on or before today ({dt.date.today()})", str(through))
-        files = _fetch(db, out / "raw", day, uni, st, res)
-        if files:
-            _ingest(db, files, res, st, progress)
-        step("fetch", t, _ingest_line(res.ingest) or "nothing new")
-    t = time.perf_counter()
-    con = connect(db)
     try:
-        res.metrics = build_daily_metrics(con, min_lit_volume=st.min_lit_volume, progress=progress)
-        if not res.metrics.get("rows"):
-            raise DataError(f"no raw data to build daily_metrics from in {db}; ingest FINRA and price files first")
-        step("metrics", t, f"daily_metrics {res.metrics['rows']} rows through {res.metrics['last_date']}")
         t = time.perf_counter()
-        res.scan = scan(con, lookback=st.scanner_lookback_days, top=st.scanner_top_n,
-                        trend_days=st.scanner_trend_days, outlier_z=st.scanner_outlier_z,
-                        volume_z=st.scanner_volume_z, ratio_z=st.scanner_ratio_z,
-                        inference_version=st.scanner_inference_version)
-        res.scan_files = write_scan(con, res.scan, out / "scanner", export_full=st.scanner_export_full, png=png)
-        step("scan", t, f"{len(res.scan.metrics)} symbols on {res.scan.date}, top {len(res.scan.top)}")
-        if res.scan.reason:  # why the scan ranked nothing (e.g. FINRA history shorter than its lookback)
-            res.warnings.append(f"scan {res.scan.date}: {res.scan.reason}")
-    finally:
-        con.close()
-    t = time.perf_counter()
-    res.sheet = signal_sheet(rec, db, universe=uni, start=start, regime=regime, walkforward=walkforward)
-    stale = stale_sheet_warning(res.sheet, db)  # tonight's prices are in, tonight's FINRA file is not
-    if stale:
-        res.warnings.append(stale)
-    res.sheet_files = write_signal_sheet(res.sheet, db, out)
-    c = res.sheet.counts
-    step("signals", t, f"{res.sheet.date}: ENTER {c['ENTER']}, EXIT {c['EXIT']}, HOLD {c['HOLD']} for the "
-                       f"{res.sheet.next_session} open")
+        if ingest_dir is not None:
+            files = classify_files(ingest_dir)
+            _ingest(db, files, res, st, progress)
+            step("ingest", t, _ingest_line(res.ingest))
+        elif fetch:
+            day = as_date(through, "through") if through is not None else dt.date.today()
+            check_param(day <= dt.date.today(), "through", f"on or before today ({dt.date.today()})", str(through))
+            files = _fetch(db, out / "raw", day, uni, st, res)
+            if files:
+                _ingest(db, files, res, st, progress)
+            step("fetch", t, _ingest_line(res.ingest) or "nothing new")
+        t = time.perf_counter()
+        con = connect(db)
+        try:
+            res.metrics = build_daily_metrics(con, min_lit_volume=st.min_lit_volume, progress=progress)
+            if not res.metrics.get("rows"):
+                raise DataError(f"no raw data to build daily_metrics from in {db}; ingest FINRA and price files first")
+            step("metrics", t, f"daily_metrics {res.metrics['rows']} rows through {res.metrics['last_date']}")
+            t = time.perf_counter()
+            res.scan = scan(con, lookback=st.scanner_lookback_days, top=st.scanner_top_n,
+                            trend_days=st.scanner_trend_days, outlier_z=st.scanner_outlier_z,
+                            volume_z=st.scanner_volume_z, ratio_z=st.scanner_ratio_z,
+                            inference_version=st.scanner_inference_version)
+            res.scan_files = write_scan(con, res.scan, out / "scanner", export_full=st.scanner_export_full, png=png)
+            step("scan", t, f"{len(res.scan.metrics)} symbols on {res.scan.date}, top {len(res.scan.top)}")
+            if res.scan.reason:  # why the scan ranked nothing (e.g. FINRA history shorter than its lookback)
+                res.warnings.append(f"scan {res.scan.date}: {res.scan.reason}")
+        finally:
+            con.close()
+        t = time.perf_counter()
+        res.sheet = signal_sheet(rec, db, universe=uni, start=start, regime=regime, walkforward=walkforward)
+        stale = stale_sheet_warning(res.sheet, db)  # tonight's prices are in, tonight's FINRA file is not
+        if stale:
+            res.warnings.append(stale)
+        res.sheet_files = write_signal_sheet(res.sheet, db, out)
+        c = res.sheet.counts
+        step("signals", t, f"{res.sheet.date}: ENTER {c['ENTER']}, EXIT {c['EXIT']}, HOLD {c['HOLD']} for the "
+                           f"{res.sheet.next_session} open")
+    except AccumoptError as exc:  # what the evening warned of so far often says why a later step failed
+        for w in res.warnings:
+            exc.add_note(f"warning: {w}")
+        raise
     return res

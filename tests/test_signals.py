@@ -740,6 +740,23 @@ def test_evening_says_why_the_scan_ranked_nothing(synth_db, tmp_path):
     assert "of the 600 sessions" in w and "--lookback" in w
 
 
+def test_evening_prints_its_warnings_when_a_later_step_fails(synth_db, tmp_path):
+    """When the sheet step failed, the evening printed only the error: what it had warned of before (here the
+    scan's reason; in use, prices not fetched or rows rejected) was lost, though it often says why. The warnings
+    now come first on stderr, then the one error line, exit 2."""
+    db = tmp_path / "s.duckdb"
+    shutil.copy(synth_db, db)
+    p = tmp_path / "best.json"
+    p.write_text(json.dumps({"params": CONFIGS["first_dist"][0]}))
+    res = _run("evening", "--params", p, "--db", db, "--no-fetch", "--out", tmp_path / "o", "--universe", "AAPL,ZZZZ",
+               env={"SCANNER_LOOKBACK_DAYS": "600"})
+    assert res.exit_code == 2, res.output
+    lines = [" ".join(ln.split()) for ln in " ".join(res.stderr.split("\n  ")).splitlines() if ln.strip()]
+    warn = [i for i, ln in enumerate(lines) if ln.startswith("warning: scan 2024-06-28: nothing ranked")]
+    err = [i for i, ln in enumerate(lines) if ln.startswith("error:")]
+    assert len(warn) == 1 and len(err) == 1 and warn[0] < err[0] and "ZZZZ" in lines[err[0]], res.stderr
+
+
 def test_a_sheet_whose_orders_have_passed_is_flagged(synth_db, tmp_path):
     """Tonight's prices are in, tonight's FINRA file is not (published later, or not fetched): the evening and
     ``signals`` printed the previous night's sheet, "orders for the <today> open", an open that has passed, with no

@@ -199,6 +199,8 @@ class ErrorGroup(click.Group):
         try:
             return super().invoke(ctx)
         except AccumoptError as e:
+            for note in getattr(e, "__notes__", ()):  # what the command warned of before it failed (e.g. evening)
+                err_console.print(note, style="yellow", markup=False, highlight=False, soft_wrap=True)
             _error_line(str(e))
             ctx.exit(2)
         except Exception as e:  # noqa: BLE001 - only store / storage errors are handled, the rest re-raised
