@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
 import pytest
+
+from optimizer.data.store import connect
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 FINRA_RAW = REAL / "finra_raw"
@@ -45,3 +49,14 @@ def write(path: Path, text: str | bytes, *, gz: bool = False) -> Path:
 
 def table(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple]:
     return con.execute(sql).fetchall()
+
+
+def copied_store(seed: Path, tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection to this test's copy of a module's seed store (the seed stays as the other tests expect it);
+    for a fixture: ``yield from copied_store(seed_store, tmp_path)``."""
+    shutil.copy(seed, tmp_path / "store.duckdb")
+    c = connect(tmp_path / "store.duckdb")
+    try:
+        yield c
+    finally:
+        c.close()

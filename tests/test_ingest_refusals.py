@@ -13,10 +13,9 @@ import gzip
 import json
 import os
 import re
-import shutil
 
 import pytest
-from _ingest_helpers import dump_tables, finra_text, table, write
+from _ingest_helpers import copied_store, dump_tables, finra_text, table, write
 
 from optimizer.data.ingest import ingest_paths
 from optimizer.data.store import connect
@@ -47,11 +46,8 @@ def seed_store(tmp_path_factory):
 
 @pytest.fixture()
 def con(seed_store, tmp_path):
-    """This test's copy of ``seed_store`` (the seed stays as the other tests expect it)."""
-    shutil.copy(seed_store, tmp_path / "store.duckdb")
-    c = connect(tmp_path / "store.duckdb")
-    yield c
-    c.close()
+    """This test's copy of ``seed_store``."""
+    yield from copied_store(seed_store, tmp_path)
 
 
 def _one(rep):

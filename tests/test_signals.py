@@ -726,7 +726,8 @@ def test_evening_warns_of_a_prices_file_not_adjusted_for_a_split(synth_db, tmp_p
 def test_evening_says_why_the_scan_ranked_nothing(synth_db, tmp_path):
     """A store whose FINRA history is shorter than the scanner's lookback (a new user's first months; here
     SCANNER_LOOKBACK_DAYS=600 on 375 sessions): the evening printed 'scan: ... top 0' and nothing else, while
-    ``accumopt scan`` says why nothing was ranked and what to run. The evening now warns with the scan's reason."""
+    ``accumopt scan`` says why nothing was ranked and what to run. The evening now warns with the scan's reason,
+    also when a later step fails."""
     db = tmp_path / "s.duckdb"
     shutil.copy(synth_db, db)
     p = tmp_path / "best.json"
@@ -739,15 +740,9 @@ def test_evening_says_why_the_scan_ranked_nothing(synth_db, tmp_path):
     (w,) = [w for w in doc["warnings"] if w.startswith("scan 2024-06-28: nothing ranked: FINRA short data covers")]
     assert "of the 600 sessions" in w and "--lookback" in w
 
-
-def test_evening_prints_its_warnings_when_a_later_step_fails(synth_db, tmp_path):
-    """When the sheet step failed, the evening printed only the error: what it had warned of before (here the
-    scan's reason; in use, prices not fetched or rows rejected) was lost, though it often says why. The warnings
-    now come first on stderr, then the one error line, exit 2."""
-    db = tmp_path / "s.duckdb"
-    shutil.copy(synth_db, db)
-    p = tmp_path / "best.json"
-    p.write_text(json.dumps({"params": CONFIGS["first_dist"][0]}))
+    # When a later step failed (here the sheet: a universe name the store lacks), the evening printed only the
+    # error: the warnings gathered before, which often say why, were lost. They now come first on stderr, then the
+    # one error line, exit 2.
     res = _run("evening", "--params", p, "--db", db, "--no-fetch", "--out", tmp_path / "o", "--universe", "AAPL,ZZZZ",
                env={"SCANNER_LOOKBACK_DAYS": "600"})
     assert res.exit_code == 2, res.output
