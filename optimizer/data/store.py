@@ -86,7 +86,7 @@ MIGRATIONS: list[str] = [
         lit_buy_volume DOUBLE NOT NULL,
         lit_sell_volume DOUBLE NOT NULL,
         lit_unclassified_volume DOUBLE DEFAULT 0,
-        method VARCHAR NOT NULL,              -- quote, tick, quote+tick, provided
+        method VARCHAR NOT NULL,              -- rules used, '+'-joined: side, quote, tick (quote+tick, side+tick, ...); provided
         source_file VARCHAR NOT NULL,
         PRIMARY KEY (date, symbol)
     );

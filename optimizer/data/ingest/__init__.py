@@ -621,7 +621,7 @@ def _write(ctx: Ctx, kind: str, e: _Entry, group: tuple, s: Summary, history: _H
         with transaction(ctx.con):
             status, deleted, lost = write_rows(ctx, plan, file=e.file, sha256=history.key(e.raw.sha256), kind=kind,
                                                lost_by=history.lost_by())
-            warnings = tuple(check(ctx, table, e.fid, e.file)) if check is not None else ()
+            warnings = tuple(e.prep.warnings) + (tuple(check(ctx, table, e.fid, e.file)) if check is not None else ())
     except duckdb.Error as exc:
         e.error = InputFileError(e.file, None, f"database rejected the file ({_one_line(exc)})")
         return None

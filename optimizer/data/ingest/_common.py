@@ -60,6 +60,7 @@ __all__ = [
     "lines_relation",
     "frame_relation",
     "csv_header",
+    "unread_warnings",
     "stage_rows",
     "date_rules",
     "summarize",
@@ -128,6 +129,7 @@ class Prep:
     params: dict[str, object] = field(default_factory=dict)
     frame: pd.DataFrame | None = None
     data: object = None
+    warnings: list[str] = field(default_factory=list)  # e.g. columns not read (unread_warnings), told once stored
 
 
 @dataclass
@@ -310,11 +312,13 @@ def csv_header(
     required: tuple[str, ...],
     optional: tuple[str, ...] = (),
     aliases: dict[str, str] | None = None,
+    unread: list[str] | None = None,
 ) -> tuple[dict[str, int], int]:
     """The header of a comma-separated file: ({column name: field position} of the wanted columns, field count).
 
     Names are matched case-insensitively (quotes and spaces stripped); ``aliases`` maps an alternative name to
-    the canonical one. InputFileError for a wrong delimiter, a missing or duplicate column."""
+    the canonical one. InputFileError for a wrong delimiter, a missing or duplicate column. ``unread`` (a list)
+    receives the names of the columns that are neither required nor optional (see :func:`unread_warnings`)."""
     import csv
 
     if not header_line.strip():
@@ -332,7 +336,23 @@ def csv_header(
     dups = sorted({n for n in names if names.count(n) > 1 and n in required + optional})
     if dups:
         raise InputFileError(file, 1, f"duplicate column {dups[0]!r} in header")
+    if unread is not None:
+        unread.extend(n for n in names if n not in required + optional)
     return {n: i for i, n in enumerate(names) if n in required + optional}, len(names)
+
+
+def unread_warnings(kind: str, file: str, unread: Sequence[str], known: Sequence[str] = (),
+                    what: str = "column") -> list[str]:
+    """The warning of a file whose columns (or JSON record fields) ``unread`` the kind does not read, leaving out the
+    ``known`` ones (documented vendor fields the kind has no use for): what a column says is never dropped silently
+    (a ``side`` the parser does not know, an ``adj_close`` beside an unadjusted ``close``). Names lower case."""
+    known_l = {k.lower() for k in known}
+    left = list(dict.fromkeys(n for n in unread if n.lower() not in known_l))
+    if not left:
+        return []
+    shown = ", ".join(repr(n) for n in left[:10]) + (f" and {len(left) - 10} more" if len(left) > 10 else "")
+    return [f"{kind}: {Path(file).name}: {what}{'s' if len(left) > 1 else ''} {shown} not read: the file is stored "
+            f"without {'them' if len(left) > 1 else 'it'} (docs/DATA.md lists the {what}s each kind reads)"]
 
 
 # --------------------------------------------------------------------------------------------------- rules

@@ -56,6 +56,7 @@ from optimizer.data.ingest._common import (
     rejects_sql,
     repr_sql,
     sql_str,
+    unread_warnings,
 )
 from optimizer.data.ingest._source import Lines, RawFile
 
@@ -79,6 +80,8 @@ _OUT = ["date", "symbol", "facility", "market", "short_volume", "short_exempt_vo
 _KEY_LABELS = ("date", "symbol", "facility")
 _TIDY_REQ = ("date", "symbol", "short_volume", "total_volume")
 _TIDY_OPT = ("short_exempt_volume", "market", "facility", "facility_file")
+# a tidy file's columns not read, without a warning: where the rows were copied from (the real test data has it)
+TIDY_KNOWN = ("source_repo", "source")
 
 
 def facility_of(path: str | Path) -> str | None:
@@ -156,7 +159,8 @@ def _prepare_raw(file: str, header_line: str, lines: Lines) -> Prep:
 
 
 def _prepare_tidy(file: str, header_line: str) -> Prep:
-    index, ncols = csv_header(file, header_line, required=_TIDY_REQ, optional=_TIDY_OPT)
+    unread: list[str] = []
+    index, ncols = csv_header(file, header_line, required=_TIDY_REQ, optional=_TIDY_OPT, unread=unread)
     if "facility" not in index and "facility_file" in index:
         index["facility"] = index.pop("facility_file")
     else:
@@ -171,7 +175,8 @@ def _prepare_tidy(file: str, header_line: str) -> Prep:
     if dates:
         params["p_lo"], params["p_hi"] = min(dates).date(), max(dates).date()
     span = 0 if not dates else (1 if len(dates) == 1 else 2)
-    return Prep(("tidy", tuple(sorted(index.items())), ncols, span), params)
+    return Prep(("tidy", tuple(sorted(index.items())), ncols, span), params,
+                warnings=unread_warnings("finra-short", file, unread, TIDY_KNOWN))
 
 
 # --------------------------------------------------------------------------------------------------- validate

@@ -1,18 +1,23 @@
 """Lit-market buy/sell flow -> ``lit_flow_daily``, from trade prints (``lit-trades``) or daily aggregates (``lit-flow``).
 
-lit-trades: CSV or Parquet with columns ``timestamp``, ``price``, ``size``, optional ``bid``/``ask`` and
+lit-trades: CSV or Parquet with columns ``timestamp``, ``price``, ``size``, optional ``bid``/``ask``, ``side`` and
 ``symbol`` (else the symbol is the file name up to the first ``_``: ``AAPL_2024-03.csv`` -> AAPL).
 
 * ``timestamp``: ISO-8601 text (an explicit offset is honoured; a naive time is taken as UTC) or an epoch
   number, whose unit follows its magnitude (>= 1e17 ns, >= 1e14 us, >= 1e11 ms, else s). Times are converted to
   ``Settings.market_tz``; only trades with ``rth_start <= local time < rth_end`` are kept (default 09:30-16:15,
   half-open) and the session date is the local date.
-* Each (symbol, day) is classified on its own, trades in time order (file order breaks ties):
-  quote rule first (price > mid -> buy, price < mid -> sell; needs bid > 0, ask >= bid), else the tick rule
+* ``side`` (aliases ``aggressor``, ``aggressor_side``): the aggressor side the vendor reports, used as the trade's
+  side when given: ``B``, ``BUY``, ``1``, ``+1`` -> buy; ``S``, ``SELL``, ``-1`` -> sell (case-insensitive); empty or
+  ``N`` (none) -> the rules below. Any other value fails the file (``file:line``: the accepted values), as a price
+  that is not a number does.
+* Each (symbol, day) is classified on its own, trades in time order (file order breaks ties): the ``side`` column
+  where it gives one, else the quote rule (price > mid -> buy, price < mid -> sell; needs bid > 0, ask >= bid), else the tick rule
   against the previous kept trade of the same symbol and day (uptick / zero-uptick -> buy, downtick /
   zero-downtick -> sell). A trade with neither (first trade of the day with no usable quote, or only zero ticks
-  since the open) is unclassified volume. ``method`` is quote, tick or quote+tick by which rules classified
-  trades that day ("tick" when no trade could be classified).
+  since the open) is unclassified volume. ``method`` names the rules that classified trades that day, joined by
+  ``+`` in the order side, quote, tick (``quote+tick``, ``side``, ``side+tick``, ...; "tick" when no trade could be
+  classified). The tick rule compares prices whatever classified the previous trade.
 * Row invariants (rejected, or fatal under strict): a valid symbol, price > 0, size > 0, the trade's session date
   an NYSE session between 1990-01-02 and today.
 * One file must hold all trades of each (symbol, day) it covers: its daily rows replace the stored ones.
@@ -43,8 +48,10 @@ from optimizer.data.ingest._common import (
     frame_relation,
     lines_relation,
     rejects_sql,
+    repr_sql,
     split_sql,
     sql_str,
+    unread_warnings,
 )
 from optimizer.data.ingest._source import Lines, RawFile
 from optimizer.data.ingest.options import csv_prep, daily_value_rules
@@ -52,11 +59,16 @@ from optimizer.data.ingest.options import csv_prep, daily_value_rules
 __all__ = [
     "trades_prepare", "trades_spec", "trades_plan", "trades_need_lines",
     "flow_prepare", "flow_spec", "flow_plan",
-    "classify_trades", "parse_timestamps",
+    "classify_trades", "parse_timestamps", "SIDE_BUY", "SIDE_SELL", "SIDE_NONE",
 ]
 
 _FLOW_COLS = ["date", "symbol", "lit_buy_volume", "lit_sell_volume", "lit_unclassified_volume", "method"]
-_TRADE_ALIASES = {"ts": "timestamp", "time": "timestamp", "datetime": "timestamp", "ticker": "symbol"}
+_TRADE_ALIASES = {"ts": "timestamp", "time": "timestamp", "datetime": "timestamp", "ticker": "symbol",
+                  "aggressor": "side", "aggressor_side": "side"}
+# the side column's values (upper case): buy, sell, none (the quote / tick rules classify the trade)
+SIDE_BUY = ("B", "BUY", "1", "+1")
+SIDE_SELL = ("S", "SELL", "-1")
+SIDE_NONE = ("N",)
 
 
 def parse_timestamps(file: str, values: pd.Series, line_no: np.ndarray) -> pd.Series:
@@ -86,10 +98,13 @@ def classify_trades(
     price: np.ndarray,
     bid: np.ndarray,
     ask: np.ndarray,
+    side: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Trade direction (+1 buy, -1 sell, 0 unclassified) and rule used (1 quote, 2 tick, 0 none), per trade.
+    """Trade direction (+1 buy, -1 sell, 0 unclassified) and rule used (1 quote, 2 tick, 3 side, 0 none), per trade.
 
-    Trades must already be in time order within each (symbol, day). Pure numpy/pandas, no per-trade loop.
+    ``side`` (+1 / -1 / 0 per trade, optional): the reported aggressor side, which classifies a trade before the
+    quote and tick rules (0: not reported). Trades must already be in time order within each (symbol, day). Pure
+    numpy/pandas, no per-trade loop.
     """
     price = np.asarray(price, dtype=float)
     bid = np.asarray(bid, dtype=float)
@@ -104,6 +119,11 @@ def classify_trades(
     tdir = tick.groupby(group).ffill().fillna(0.0).to_numpy()
     direction = np.where(qdir != 0, qdir, tdir).astype(np.int8)
     rule = np.where(qdir != 0, 1, np.where(tdir != 0, 2, 0)).astype(np.int8)
+    if side is not None:
+        side = np.sign(np.asarray(side, dtype=float))
+        given = side != 0
+        direction = np.where(given, side, direction).astype(np.int8)
+        rule = np.where(given, 3, rule).astype(np.int8)
     return direction, rule
 
 
@@ -113,8 +133,8 @@ def trades_need_lines(raw: RawFile) -> bool:
     return head != b"PAR1"
 
 
-def _parquet_frame(file: str, path: Path) -> tuple[pd.DataFrame, pd.Series]:
-    """A Parquet trades file -> (staged text frame, the timestamp column as read)."""
+def _parquet_frame(file: str, path: Path) -> tuple[pd.DataFrame, pd.Series, list[str]]:
+    """A Parquet trades file -> (staged text frame, the timestamp column as read, the columns not read)."""
     try:
         df = pd.read_parquet(path)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types; the file is named in the message
@@ -123,14 +143,24 @@ def _parquet_frame(file: str, path: Path) -> tuple[pd.DataFrame, pd.Series]:
     for c in ("timestamp", "price", "size"):
         if c not in df.columns:
             raise InputFileError(file, None, f"missing column {c!r} (columns: {','.join(df.columns)})")
-    keep = [c for c in ("timestamp", "symbol", "price", "size", "bid", "ask") if c in df.columns]
+    keep = [c for c in ("timestamp", "symbol", "price", "size", "bid", "ask", "side") if c in df.columns]
+    unread = [c for c in df.columns if c not in keep]
     df = df[keep].reset_index(drop=True)
     text = pd.DataFrame({"line": np.arange(1, len(df) + 1, dtype=np.int64)})
     text["raw"] = [",".join("" if pd.isna(v) else str(v) for v in row) for row in df.itertuples(index=False)]
     for c in keep:
         if c != "timestamp":
-            text[f"t_{c}"] = ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip() for v in df[c].astype(object)]
-    return text.astype({c: str for c in text.columns if c != "line"}), df["timestamp"]
+            text[f"t_{c}"] = [_cell(v) for v in df[c].astype(object)]
+    return text.astype({c: str for c in text.columns if c != "line"}), df["timestamp"], unread
+
+
+def _cell(v: object) -> str:
+    """A Parquet value as the text a CSV would hold (a whole float as an integer: a side of 1.0 reads as 1)."""
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return ""
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v).strip()
 
 
 def trades_prepare(ctx: Ctx, raw: RawFile, fid: int, lines: Lines | None, text: str | None) -> Prep:
@@ -138,12 +168,15 @@ def trades_prepare(ctx: Ctx, raw: RawFile, fid: int, lines: Lines | None, text: 
     the RTH flag; the row rules run in SQL with them."""
     file = raw.file
     if lines is None:
-        frame, ts_raw = _parquet_frame(file, raw.path)
+        frame, ts_raw, unread = _parquet_frame(file, raw.path)
+        warnings = unread_warnings("lit-trades", file, unread)
         line_no = frame["line"].to_numpy()
         index, ncols = None, len([c for c in frame.columns if c.startswith("t_")]) + 1
         names = [c[2:] for c in frame.columns if c.startswith("t_")]
     else:
-        prep = csv_prep(raw, lines, ("timestamp", "price", "size"), ("symbol", "bid", "ask"), _TRADE_ALIASES)
+        prep = csv_prep(raw, lines, ("timestamp", "price", "size"), ("symbol", "bid", "ask", "side"), _TRADE_ALIASES,
+                        kind="lit-trades")
+        warnings = prep.warnings
         index, ncols = dict(prep.sig[1]), prep.sig[2]
         names = list(index)
         got = ctx.con.execute(
@@ -170,7 +203,8 @@ def trades_prepare(ctx: Ctx, raw: RawFile, fid: int, lines: Lines | None, text: 
             raise InputFileError(file, 1, "missing column 'symbol' and the file name is not TICKER_*.csv")
     if frame is not None:
         frame = frame.merge(times, on="line")
-    return Prep(("trades", fid), frame=frame, data={"index": index, "ncols": ncols, "names": names, "times": times, "guess": guess})
+    return Prep(("trades", fid), frame=frame, data={"index": index, "ncols": ncols, "names": names, "times": times, "guess": guess},
+                warnings=warnings)
 
 
 def trades_spec(ctx: Ctx, sig: tuple, fids: list[int], preps: dict) -> Spec:
@@ -189,13 +223,20 @@ def trades_spec(ctx: Ctx, sig: tuple, fids: list[int], preps: dict) -> Spec:
         rel = f"(SELECT *, {sql_str(d['guess'])} AS t_symbol FROM {rel})"
     cols = [Col("symbol", "symbol"), Col("price", "number"), Col("size", "number"), Col("date", "date", "trade date")]
     cols += [Col(c, "number", required=False) for c in ("bid", "ask") if c in d["names"]]
+    checks = []
+    if "side" in d["names"]:
+        cols.append(Col("side", "upper", required=False))
+        ok = ", ".join(sql_str(v) for v in SIDE_BUY + SIDE_SELL + SIDE_NONE)
+        rule = (f"invalid side %s (expected {'/'.join(SIDE_BUY)} for a buy, {'/'.join(SIDE_SELL)} for a sell, "
+                f"empty or {'/'.join(SIDE_NONE)} for the quote and tick rules)")
+        checks.append((f'"side" IS NOT NULL AND "side" NOT IN ({ok})', f"printf({sql_str(rule)}, {repr_sql(chr(34) + 't_side' + chr(34))})"))
     rejects = [
         ('NOT ("price" > 0)', "printf('non-positive price %s', CAST(\"price\" AS VARCHAR))"),
         ('NOT ("size" > 0)', "printf('non-positive size %s', CAST(\"size\" AS VARCHAR))"),
         *date_rules(ctx, '"date"', "trade date", EARLIEST_DATE),
     ]
     return Spec(rel, cols, d["ncols"], "expected %d comma-separated fields, found %d", "date", ("line",), ("line",),
-                rejects=rejects, reject_dups=False, raw_in_rows=raw_in_rows)
+                file_checks=checks, rejects=rejects, reject_dups=False, raw_in_rows=raw_in_rows)
 
 
 def trades_plan(ctx: Ctx, sig: tuple, sp: Spec, table: str, fid: int, prep: Prep, s: Summary, file: str) -> Plan:
@@ -204,8 +245,11 @@ def trades_plan(ctx: Ctx, sig: tuple, sp: Spec, table: str, fid: int, prep: Prep
     names = {c.name for c in sp.cols}
     bid = '"bid"' if "bid" in names else "CAST(NULL AS DOUBLE)"
     ask = '"ask"' if "ask" in names else "CAST(NULL AS DOUBLE)"
+    buy, sell = (", ".join(sql_str(v) for v in vals) for vals in (SIDE_BUY, SIDE_SELL))
+    side = f'CASE WHEN "side" IN ({buy}) THEN 1 WHEN "side" IN ({sell}) THEN -1 ELSE 0 END' if "side" in names else "0"
     t = con.execute(
-        f'SELECT "date" AS date, "symbol" AS symbol, "price" AS price, "size" AS size, {bid} AS bid, {ask} AS ask '
+        f'SELECT "date" AS date, "symbol" AS symbol, "price" AS price, "size" AS size, {bid} AS bid, {ask} AS ask, '
+        f"{side} AS side "
         f"{accepted(table, fid)} AND rth ORDER BY symbol, date, ts_ns, line"
     ).df()
     daily = _aggregate(t.assign(date=pd.to_datetime(t["date"]).astype("datetime64[s]")))
@@ -225,7 +269,8 @@ def _aggregate(t: pd.DataFrame) -> pd.DataFrame:
     if not len(t):
         return pd.DataFrame({c: pd.Series([], dtype=d) for c, d in zip(_FLOW_COLS, ["datetime64[s]", str, float, float, float, str])})
     direction, rule = classify_trades(
-        t["symbol"].to_numpy(), t["date"].to_numpy(), t["price"].to_numpy(), t["bid"].to_numpy(), t["ask"].to_numpy()
+        t["symbol"].to_numpy(), t["date"].to_numpy(), t["price"].to_numpy(), t["bid"].to_numpy(), t["ask"].to_numpy(),
+        t["side"].to_numpy() if "side" in t else None,
     )
     size = t["size"].to_numpy()
     agg = pd.DataFrame(
@@ -235,6 +280,7 @@ def _aggregate(t: pd.DataFrame) -> pd.DataFrame:
             "lit_buy_volume": np.where(direction > 0, size, 0.0),
             "lit_sell_volume": np.where(direction < 0, size, 0.0),
             "lit_unclassified_volume": np.where(direction == 0, size, 0.0),
+            "s": rule == 3,
             "q": rule == 1,
             "k": rule == 2,
         }
@@ -242,10 +288,13 @@ def _aggregate(t: pd.DataFrame) -> pd.DataFrame:
         lit_buy_volume=("lit_buy_volume", "sum"),
         lit_sell_volume=("lit_sell_volume", "sum"),
         lit_unclassified_volume=("lit_unclassified_volume", "sum"),
+        s=("s", "any"),
         q=("q", "any"),
         k=("k", "any"),
     ).reset_index()
-    agg["method"] = np.where(agg["q"] & agg["k"], "quote+tick", np.where(agg["q"], "quote", "tick"))
+    used = [np.where(agg[c], name, "") for c, name in (("s", "side"), ("q", "quote"), ("k", "tick"))]
+    method = pd.Series(["+".join(x for x in parts if x) for parts in zip(*used)], index=agg.index, dtype=object)
+    agg["method"] = method.where(method != "", "tick")
     return agg[_FLOW_COLS]
 
 
@@ -254,7 +303,7 @@ _FLOW_OPT = ("lit_unclassified_volume", "method")
 
 
 def flow_prepare(ctx: Ctx, raw: RawFile, fid: int, lines: Lines | None, text: str | None) -> Prep:
-    return csv_prep(raw, lines, _FLOW_REQ, _FLOW_OPT)
+    return csv_prep(raw, lines, _FLOW_REQ, _FLOW_OPT, kind="lit-flow")
 
 
 def flow_spec(ctx: Ctx, sig: tuple, fids: list[int], preps: dict) -> Spec:

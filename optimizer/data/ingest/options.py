@@ -26,6 +26,7 @@ from optimizer.data.ingest._common import (
     lines_relation,
     rejects_sql,
     sql_str,
+    unread_warnings,
 )
 from optimizer.data.ingest._source import Lines, RawFile
 
@@ -54,15 +55,16 @@ def daily_value_rules(ctx: Ctx, values: tuple[str, ...], capped: tuple[str, ...]
 
 
 def csv_prep(raw: RawFile, lines: Lines, required: tuple[str, ...], optional: tuple[str, ...],
-             aliases: dict[str, str] | None = None) -> Prep:
-    """The Prep of a CSV file whose layout is its header."""
+             aliases: dict[str, str] | None = None, *, kind: str) -> Prep:
+    """The Prep of a CSV file whose layout is its header (a warning names the columns it does not read)."""
     header = lines.first if lines.first_no == 1 else ""
-    index, ncols = csv_header(raw.file, header, required=required, optional=optional, aliases=aliases)
-    return Prep(("csv", tuple(sorted(index.items())), ncols))
+    unread: list[str] = []
+    index, ncols = csv_header(raw.file, header, required=required, optional=optional, aliases=aliases, unread=unread)
+    return Prep(("csv", tuple(sorted(index.items())), ncols), warnings=unread_warnings(kind, raw.file, unread))
 
 
 def prepare(ctx: Ctx, raw: RawFile, fid: int, lines: Lines | None, text: str | None) -> Prep:
-    return csv_prep(raw, lines, _REQ, OPTIONAL_COLUMNS)
+    return csv_prep(raw, lines, _REQ, OPTIONAL_COLUMNS, kind="options")
 
 
 def spec(ctx: Ctx, sig: tuple, fids: list[int], preps: dict) -> Spec:

@@ -44,6 +44,7 @@ from optimizer.data.ingest._common import (
     rejects_sql,
     repr_sql,
     sql_str,
+    unread_warnings,
 )
 from optimizer.data.ingest._source import Lines, RawFile
 
@@ -59,6 +60,9 @@ _REQ = (
     "summarytypecode",
 )
 _OPT = ("lastupdatedate",)
+# FINRA weeklySummary fields not read, without a warning: descriptive (names, firm ids) or other dates / sums
+KNOWN = ("issueName", "tierDescription", "marketParticipantName", "MPID", "firmCRDNumber", "productTypeCode",
+         "weekStartDate", "initialPublishedDate", "lastReportedDate", "totalNotionalSum")
 _NAMES = {
     "issuesymbolidentifier": "symbol", "tieridentifier": "tier", "summarystartdate": "week",
     "totalweeklysharequantity": "qty", "totalweeklytradecount": "trades", "summarytypecode": "code",
@@ -89,7 +93,7 @@ def scheduled_publication(week_start: pd.Series, tier: pd.Series) -> pd.Series:
     return (friday_plus + pd.to_timedelta(to_monday, unit="D")).astype("datetime64[s]")
 
 
-def _json_frame(file: str, text: str) -> pd.DataFrame:
+def _json_frame(file: str, text: str) -> tuple[pd.DataFrame, list[str]]:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -99,22 +103,27 @@ def _json_frame(file: str, text: str) -> pd.DataFrame:
     if not isinstance(doc, list) or not all(isinstance(r, dict) for r in doc):
         raise InputFileError(file, None, "JSON must be a list of weeklySummary records")
     rows = []
+    unread: dict[str, None] = {}
     for i, r in enumerate(doc):
         low = {str(k).lower(): ("" if v is None else str(v)) for k, v in r.items()}
+        unread.update((str(k), None) for k in r if str(k).lower() not in _REQ + _OPT)
         miss = [c for c in _REQ if c not in low]
         if miss:
             raise InputFileError(file, i + 1, f"record lacks field {miss[0]!r}")
         rows.append({"line": i + 1, "raw": json.dumps(r), **{f"t_{_NAMES[c]}": low.get(c, "").strip() for c in _REQ + _OPT}})
     cols = ["line", "raw", *[f"t_{_NAMES[c]}" for c in _REQ + _OPT]]
-    return pd.DataFrame(rows, columns=cols).astype({c: str for c in cols if c != "line"})
+    return pd.DataFrame(rows, columns=cols).astype({c: str for c in cols if c != "line"}), list(unread)
 
 
 def prepare(ctx: Ctx, raw: RawFile, fid: int, lines: Lines | None, text: str | None) -> Prep:
     if text is not None:
-        return Prep(("json", fid), frame=_json_frame(raw.file, text))
+        frame, unread = _json_frame(raw.file, text)
+        return Prep(("json", fid), frame=frame, warnings=unread_warnings("otc-weekly", raw.file, unread, KNOWN, "record field"))
     header = lines.first if lines.first_no == 1 else ""
-    index, ncols = csv_header(raw.file, header, required=_REQ, optional=_OPT)
-    return Prep(("csv", tuple(sorted((_NAMES[k], v) for k, v in index.items())), ncols))
+    unread = []
+    index, ncols = csv_header(raw.file, header, required=_REQ, optional=_OPT, unread=unread)
+    return Prep(("csv", tuple(sorted((_NAMES[k], v) for k, v in index.items())), ncols),
+                warnings=unread_warnings("otc-weekly", raw.file, unread, KNOWN))
 
 
 def spec(ctx: Ctx, sig: tuple, fids: list[int], preps: dict) -> Spec:

@@ -2,8 +2,8 @@
 
 Accepted forms:
 
-* CSV (plain or gzip) with header ``date,symbol,open,high,low,close,volume`` (case-insensitive, any order, extra
-  columns ignored). ``source`` or ``source_repo``, when present, is kept as the row's source; else the file name.
+* CSV (plain or gzip) with header ``date,symbol,open,high,low,close,volume`` (case-insensitive, any order; a column
+  not read is named in a warning, ``_common.unread_warnings``). ``source`` or ``source_repo``, when present, is kept as the row's source; else the file name.
 * Polygon daily aggregates JSON ``{"ticker": "AAPL", "results": [{"t": <ms epoch>, "o", "h", "l", "c", "v"}]}``
   (what ``optimizer.data.fetch.fetch_polygon_prices`` saves). ``t`` is the session start in UTC milliseconds;
   it is converted to the America/New_York calendar date. Source = ``polygon``.
@@ -47,6 +47,7 @@ from optimizer.data.ingest._common import (
     lines_relation,
     rejects_sql,
     sql_str,
+    unread_warnings,
 )
 from optimizer.data.ingest._source import Lines, RawFile
 
@@ -64,6 +65,8 @@ SPLIT_LOW = 0.55
 SPLIT_HIGH = 1.8
 SPLIT_GAP_DAYS = 14
 _SPLIT_SHOWN = 10  # per file, the symbols named one per warning; the rest in one line
+# Polygon bar fields not read, without a warning: volume-weighted price, number of trades, the OTC flag
+POLYGON_KNOWN = ("vw", "n", "otc")
 
 
 def polygon_dates(ms: np.ndarray | pd.Series, tz: str = "America/New_York") -> pd.Series:
@@ -90,16 +93,20 @@ def price_rules(ctx: Ctx) -> list[tuple[str, str]]:
 
 def prepare(ctx: Ctx, raw: RawFile, fid: int, lines: Lines | None, text: str | None) -> Prep:
     if text is not None:
-        return Prep(("polygon", fid), frame=_polygon(ctx, raw.file, text))
+        frame, unread = _polygon(ctx, raw.file, text)
+        return Prep(("polygon", fid), frame=frame,
+                    warnings=unread_warnings("prices", raw.file, unread, POLYGON_KNOWN, "record field"))
     header = lines.first if lines.first_no == 1 else ""
+    unread: list[str] = []
     index, ncols = csv_header(
         raw.file,
         header,
         required=("date", "symbol", "open", "high", "low", "close", "volume"),
         optional=("source",),
         aliases={"source_repo": "source", "ticker": "symbol"},
+        unread=unread,
     )
-    return Prep(("csv", tuple(sorted(index.items())), ncols))
+    return Prep(("csv", tuple(sorted(index.items())), ncols), warnings=unread_warnings("prices", raw.file, unread))
 
 
 def spec(ctx: Ctx, sig: tuple, fids: list[int], preps: dict) -> Spec:
@@ -140,14 +147,15 @@ def _text(x) -> str:
     return str(x)
 
 
-def _polygon(ctx: Ctx, file: str, text: str) -> pd.DataFrame:
-    """A Polygon aggregates document -> the staged frame (one row per result record)."""
+def _polygon(ctx: Ctx, file: str, text: str) -> tuple[pd.DataFrame, list[str]]:
+    """A Polygon aggregates document -> (the staged frame (one row per result record), the record fields not read)."""
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputFileError(file, exc.lineno, f"invalid JSON ({exc.msg})") from None
     docs = doc if isinstance(doc, list) else [doc]
     rows: list[dict[str, str]] = []
+    unread: dict[str, None] = {}
     for d in docs:
         if not isinstance(d, dict) or "results" not in d:
             raise InputFileError(file, None, "JSON is not a Polygon aggregates response: missing key 'results'")
@@ -168,6 +176,7 @@ def _polygon(ctx: Ctx, file: str, text: str) -> pd.DataFrame:
             for k in ("t", "o", "h", "l", "c", "v"):
                 if k not in r:
                     raise InputFileError(file, None, f"Polygon result records lack key {k!r}")
+            unread.update((str(k), None) for k in r if k not in ("t", "o", "h", "l", "c", "v"))
             rows.append({"raw": json.dumps(r, default=str), "t_symbol": ticker, **{f"t_{k}": _text(r[k]) for k in "tohlcv"}})
     frame = pd.DataFrame(rows, columns=["raw", "t_symbol", *[f"t_{k}" for k in "tohlcv"]]).astype(object)
     frame.insert(0, "line", np.arange(1, len(frame) + 1, dtype=np.int64))
@@ -178,7 +187,7 @@ def _polygon(ctx: Ctx, file: str, text: str) -> pd.DataFrame:
         dates[ok] = polygon_dates(ms[ok].astype("int64").to_numpy(), ctx.settings.market_tz).dt.strftime("%Y-%m-%d").to_numpy()
     frame["t_date"] = dates
     frame = frame.rename(columns={"t_o": "t_open", "t_h": "t_high", "t_l": "t_low", "t_c": "t_close", "t_v": "t_volume"})
-    return frame.astype({c: str for c in frame.columns if c != "line"})
+    return frame.astype({c: str for c in frame.columns if c != "line"}), list(unread)
 
 
 def split_warnings(ctx: Ctx, table: str, fid: int, file: str) -> list[str]:

@@ -40,16 +40,18 @@ from optimizer.data.ingest._common import (
     lines_relation,
     rejects_sql,
     sql_str,
+    unread_warnings,
 )
 from optimizer.data.ingest._source import Lines, RawFile
 
 __all__ = ["JSON_OK", "prepare", "spec", "plan"]
 
 JSON_OK = True
+JSON_KNOWN = ("id",)  # Polygon's split id: not read, without a warning
 _ALIASES = {"ticker": "symbol", "ex_date": "date", "execution_date": "date", "exdate": "date", "split_ratio": "ratio"}
 
 
-def _json_frame(file: str, text: str) -> pd.DataFrame:
+def _json_frame(file: str, text: str) -> tuple[pd.DataFrame, list[str]]:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -67,10 +69,13 @@ def _json_frame(file: str, text: str) -> pd.DataFrame:
         else:
             raise InputFileError(file, None, "JSON is not a Polygon splits response (expected objects with 'results')")
     rows = []
+    unread: dict[str, None] = {}
     for i, r in enumerate(recs):
         if not isinstance(r, dict):
             raise InputFileError(file, i + 1, "split record is not an object")
         low = {_ALIASES.get(str(k).lower(), str(k).lower()): v for k, v in r.items()}
+        unread.update((str(k), None) for k in r if _ALIASES.get(str(k).lower(), str(k).lower()) not in
+                      ("symbol", "date", "split_from", "split_to"))
         for k in ("symbol", "date", "split_from", "split_to"):
             if k not in low:
                 raise InputFileError(file, i + 1, f"split record lacks field {k!r}")
@@ -79,18 +84,20 @@ def _json_frame(file: str, text: str) -> pd.DataFrame:
         rows.append({"line": i + 1, "raw": json.dumps(r, default=str),
                      **{f"t_{k}": "" if low[k] is None else str(low[k]).strip() for k in ("symbol", "date", "split_from", "split_to")}})
     cols = ["line", "raw", "t_symbol", "t_date", "t_split_from", "t_split_to"]
-    return pd.DataFrame(rows, columns=cols).astype({c: str for c in cols if c != "line"})
+    return pd.DataFrame(rows, columns=cols).astype({c: str for c in cols if c != "line"}), list(unread)
 
 
 def prepare(ctx: Ctx, raw: RawFile, fid: int, lines: Lines | None, text: str | None) -> Prep:
     if text is not None:
-        return Prep(("json", fid), frame=_json_frame(raw.file, text))
+        frame, unread = _json_frame(raw.file, text)
+        return Prep(("json", fid), frame=frame, warnings=unread_warnings("splits", raw.file, unread, JSON_KNOWN, "record field"))
     header = lines.first if lines.first_no == 1 else ""
+    unread = []
     index, ncols = csv_header(raw.file, header, required=("symbol", "date"), optional=("ratio", "split_from", "split_to"),
-                              aliases=_ALIASES)
+                              aliases=_ALIASES, unread=unread)
     if "ratio" not in index and not ("split_from" in index and "split_to" in index):
         raise InputFileError(raw.file, 1, f"missing column 'ratio' (or 'split_from' and 'split_to') (header has: {header.strip()})")
-    return Prep(("csv", tuple(sorted(index.items())), ncols))
+    return Prep(("csv", tuple(sorted(index.items())), ncols), warnings=unread_warnings("splits", raw.file, unread))
 
 
 def _ratio_terms(sp: Spec) -> tuple[str, str]:
