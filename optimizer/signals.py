@@ -28,6 +28,7 @@ import pandas as pd
 
 from optimizer.analytics.scanner import nearest_dates_message
 from optimizer.data.calendar import nyse_sessions
+from optimizer.data.coverage import CoverageError
 from optimizer.data.store import connect, table_exists
 from optimizer.data.symbols import canonical_symbol
 from optimizer.data.universe import is_listed
@@ -102,17 +103,40 @@ def _resolve_date(con, date: object | None) -> dt.date:
     return day
 
 
-def _load(db: str | Path, universe: object, day: dt.date, panel_start: object | None = None) -> Panel:
+def _load(db: str | Path, universe: object, day: dt.date, panel_start: object | None = None,
+          origin: str | None = None) -> Panel:
     """The universe's daily_metrics panel from ``panel_start`` (default: the store's first session) through ``day``
     (nothing later), loaded as a study loads it (``load_universe_panel``: the same refusals of a store without
-    daily_metrics, a universe it holds nothing of, a listed name without rows)."""
-    panel = load_universe_panel(db, universe, panel_start, day)
+    daily_metrics, a universe it holds nothing of, a listed name without rows). ``origin``: where the span's start
+    came from, said by a refusal of the span's coverage."""
+    try:
+        panel = load_universe_panel(db, universe, panel_start, day)
+    except CoverageError as e:
+        if origin is None:
+            raise
+        raise e.with_origin(origin) from None
     last = pd.Timestamp(panel.dates[-1]).date()
     if last != day:
         raise DataError(f"daily_metrics has no row on {day} (its last session for this universe is {last}); FINRA "
                         f"data for {day} is in the store: ingest that session's prices and run `accumopt metrics "
                         f"build --db {db}`")
     return panel
+
+
+def _span_origin(rec: ParamsRecord, start: object | None, span_from: object | None) -> str:
+    """Where the panel's first session comes from (:func:`signal_sheet`), for an error about the span."""
+    src = rec.source or "the parameters record"
+    if rec.record is not None:
+        t = rec.trial or {}
+        which = (f" (study {t['study']!r}, trial {t['number']})" if t.get("study") is not None and t.get("number") is not None
+                 else "")
+        return (f"its start {rec.record.panel_start} is the panel_start of the trial{which} in {src}: the scores "
+                "warm up from it as in the study")
+    if start is not None:
+        return f"its start {span_from} is --start"
+    if span_from is not None:
+        return f"its start {span_from} is the span start in {src}"
+    return "its start is the store's first session"
 
 
 def _next_session(day: dt.date) -> dt.date:
@@ -195,7 +219,8 @@ def signal_sheet(record: ParamsRecord | Mapping[str, Any], db: str | Path, date:
         except (ValueError, TypeError):
             raise ParameterError(f"start must be a date (YYYY-MM-DD), got start={span_from!r}") from None
         check_param(first <= day, "start", f"on or before the sheet's session {day}", span_from)
-    panel = _load(db, uni, day, trial.panel_start if trial is not None else span_from)
+    panel = _load(db, uni, day, trial.panel_start if trial is not None else span_from,
+                  _span_origin(rec, start, span_from))
     lo = 0 if span_from is None else panel.index_of(span_from)
     check_param(lo < len(panel.dates), "start", f"on or before the sheet's session {day}", span_from)
     ev = Evaluator(panel, min_periods=trial.min_periods if trial is not None else rec.min_periods)

@@ -55,6 +55,19 @@ SOURCES: dict[str, tuple[str, str]] = {
 }
 REQUIRED_SOURCES: tuple[str, ...] = ("finra_short", "prices")
 MIN_COVERAGE = 0.90
+
+
+class CoverageError(DataError):
+    """The refusal of :meth:`Coverage.require`: ``what`` (the span refused) + ``detail`` (the source short of data,
+    its coverage, its largest missing range)."""
+
+    def __init__(self, what: str, detail: str) -> None:
+        self.what, self.detail = what, detail
+        super().__init__(f"{what} {detail}")
+
+    def with_origin(self, origin: str) -> "CoverageError":
+        """The same refusal, saying where the span came from (``origin``: e.g. a trial's panel start)."""
+        return CoverageError(f"{self.what} ({origin})", self.detail)
 # daily_metrics column that says a row carries the source (options: options_premium_daily)
 _DM_TESTS = {
     "finra_short": "short_volume IS NOT NULL",
@@ -156,8 +169,9 @@ class Coverage:
             where = f"; missing {gap}" + (f" and {len(s.gaps) - 1} more gap{'s' if len(s.gaps) > 2 else ''}" if len(s.gaps) > 1 else "")
             if not s.sessions:
                 where = f"; it has no data in {self.start}..{self.end}"
-            raise DataError(
-                f"{what} stands on too little {s.source} data: {s.sessions:,} of {s.expected:,} NYSE sessions "
+            raise CoverageError(
+                what,
+                f"stands on too little {s.source} data: {s.sessions:,} of {s.expected:,} NYSE sessions "
                 f"({100 * s.ratio:.1f}%) in {self.start}..{self.end}, below the minimum {100 * self.minimum:.0f}%"
                 f"{where if gap or not s.sessions else ''} (`accumopt data info` shows each source's coverage)"
             )
