@@ -33,6 +33,10 @@ kind names its columns and rules):
   ``source`` column, Polygon) has no count to prove it intact (after a later replacing write into prices_daily it
   is re-ingested unless that write's file follows it); a key the file covers without a stored row of its own (a
   header-only FINRA file, a (date, facility) of rejected rows only) is not checked.
+* A file read again under other settings than its latest ingest (:func:`_parse_tag`: lit-trades' zone and window,
+  a Polygon prices file's zone) leaves the store as if only the new reading had happened: the kind's ``stale``
+  hook deletes, in the file's transaction, the rows the earlier reading stored on keys the new one does not cover
+  and that are still that reading's (``lit.stale_rows``, ``prices.stale_rows``); counted as replaced rows.
 * A kind may check a written file against the stored rows of other files (in the file's transaction, one query):
   what looks wrong but may be real is a warning (``FileResult.warnings``, ``IngestReport.warnings``), not a
   rejection; prices warn of a split the file is not adjusted for (``prices.split_warnings``).
@@ -57,6 +61,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import dataclasses
 import datetime as dt
 import glob
 import itertools
@@ -121,6 +126,9 @@ class _Kind:
     need_lines: Callable[[RawFile], bool] = lambda raw: True
     reads_lines: bool = False  # its prepare() queries _ing_lines (the staged lines must be flushed first)
     check: Callable | None = None  # (ctx, table, fid, file) -> warnings, run in the file's write transaction
+    # (ctx, prep, table, fid, file, earlier settings) -> stored rows deleted: the rows an earlier reading of the file
+    # under other settings wrote on keys this reading does not cover (run in the file's write transaction)
+    stale: Callable | None = None
     source_col: str = "source_file"  # the column of ``table`` naming where a row came from
     source_is_name: bool = True  # source_col always holds the file name (prices: a ``source`` column may replace it)
 
@@ -128,10 +136,10 @@ class _Kind:
 _KINDS: dict[str, _Kind] = {
     "finra-short": _Kind(finra_short.JSON_OK, finra_short.prepare, finra_short.spec, finra_short.plan, "finra_short_daily"),
     "prices": _Kind(prices.JSON_OK, prices.prepare, prices.spec, prices.plan, "prices_daily", check=prices.split_warnings,
-                    source_col="source", source_is_name=False),
+                    source_col="source", source_is_name=False, stale=prices.stale_rows),
     "otc-weekly": _Kind(otc_weekly.JSON_OK, otc_weekly.prepare, otc_weekly.spec, otc_weekly.plan, "finra_otc_weekly"),
     "lit-trades": _Kind(False, lit.trades_prepare, lit.trades_spec, lit.trades_plan, "lit_flow_daily", lit.trades_need_lines,
-                        True),
+                        True, stale=lit.stale_rows),
     "lit-flow": _Kind(False, lit.flow_prepare, lit.flow_spec, lit.flow_plan, "lit_flow_daily"),
     "options": _Kind(options.JSON_OK, options.prepare, options.spec, options.plan, "options_daily"),
     "splits": _Kind(splits.JSON_OK, splits.prepare, splits.spec, splits.plan, "splits"),
@@ -323,6 +331,7 @@ class _History:
         self.lock = threading.Lock()
         self.by_sha: dict[tuple[str, str], list[_Ingested]] = {}  # (kind, sha) -> its ingests, in order
         self.live: dict[str, _Ingested] = {}  # path -> its latest ingest
+        self.named: dict[str, _Ingested] = {}  # file name -> the latest ingest of a file of that name
         self.expected: dict[str, int] = {}  # file name -> rows its paths' latest ingests stored
         self.last_delete = -1  # seq of the latest ingest that deleted stored rows
         self.counts: dict[str, int] | None = None  # stored rows per source (lazy; None = to be read)
@@ -342,6 +351,7 @@ class _History:
         old = self.live.get(file)
         self.expected[name] = self.expected.get(name, 0) - (old.rows if old is not None else 0) + rows
         self.live[file] = e
+        self.named[name] = e
         if deleted:
             self.last_delete = e.seq
             self.deletes.append(e)
@@ -371,6 +381,16 @@ class _History:
         later = {(d.kind, Path(d.path).name, d.sha) for d in self.deletes[bisect.bisect_right(self.delete_seqs, e.seq):]}
         return all(kind == self.kind and any(q > pos and self._sha(p) == sha for q, p in self.run.get(name, ()))
                    for kind, name, sha in later)
+
+    def earlier_reading(self, file: str, sha: str) -> str | None:
+        """The tag (:func:`_parse_tag`; "" = the defaults) of the earlier reading of this file under OTHER settings
+        when the latest ingest of a file of its name, as this kind, is this content read so; else None."""
+        with self.lock:
+            e = self.named.get(Path(file).name)
+            if e is None or e.kind != self.kind:
+                return None
+            base, _, tag = e.sha.partition("+")
+            return tag if base == sha and e.sha != self.key(sha) else None
 
     def lost_by(self) -> str | None:
         """The column a write should report its deleted rows by (so that the counts, once read, stay exact without
@@ -430,6 +450,15 @@ def _parse_tag(kind: str, settings: Settings | None) -> str:
     if kind == "prices":
         return "" if settings.market_tz == d.market_tz else f"tz={settings.market_tz}"
     return ""
+
+
+def _tag_settings(tag: str, now: Settings) -> Settings:
+    """The settings a reading recorded as ``tag`` (:func:`_parse_tag`) was made under ("" = the defaults)."""
+    d = Settings()
+    fields = dict(part.split("=", 1) for part in tag.split(";") if "=" in part)
+    tz = fields.get("tz", d.market_tz)
+    lo, _, hi = fields.get("rth", f"{d.rth_start}-{d.rth_end}").partition("-")
+    return dataclasses.replace(now, market_tz=tz, rth_start=lo, rth_end=hi)
 
 
 def _context(con: duckdb.DuckDBPyConnection, settings: Settings) -> Ctx:
@@ -616,11 +645,15 @@ def _write(ctx: Ctx, kind: str, e: _Entry, group: tuple, s: Summary, history: _H
     except _UNFORESEEN as exc:
         e.error = _unforeseen(e.file, kind, exc)
         return None
-    check = _KINDS[kind].check
+    check, stale = _KINDS[kind].check, _KINDS[kind].stale
+    earlier = history.earlier_reading(e.file, e.raw.sha256) if stale is not None else None
     try:
         with transaction(ctx.con):
+            n_stale = 0
+            if earlier is not None:
+                n_stale = stale(ctx, e.prep, table, e.fid, e.file, _tag_settings(earlier, ctx.settings))
             status, deleted, lost = write_rows(ctx, plan, file=e.file, sha256=history.key(e.raw.sha256), kind=kind,
-                                               lost_by=history.lost_by())
+                                               lost_by=None if n_stale else history.lost_by(), deleted_before=n_stale)
             warnings = tuple(e.prep.warnings) + (tuple(check(ctx, table, e.fid, e.file)) if check is not None else ())
     except duckdb.Error as exc:
         e.error = InputFileError(e.file, None, f"database rejected the file ({_one_line(exc)})")

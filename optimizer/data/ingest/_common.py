@@ -587,24 +587,26 @@ REPLACED_PREFIX = "replaced "
 
 
 def write_rows(ctx: Ctx, plan: Plan, *, file: str, sha256: str, kind: str,
-               lost_by: str | None = None) -> tuple[str, int, dict[str, int] | None]:
+               lost_by: str | None = None, deleted_before: int = 0) -> tuple[str, int, dict[str, int] | None]:
     """Apply ``plan`` (the caller holds the transaction); returns the status (ok / replaced / rejected_rows), the
     number of stored rows the write deleted and, with ``lost_by`` (a column of the table), how many of them each
-    value of that column lost (else None)."""
+    value of that column lost (else None). ``deleted_before``: rows the caller already deleted for this file in the
+    transaction (an earlier reading's stale keys), counted in the status, the message and the returned count (not
+    in the returned ``lost``)."""
     con = ctx.con
     for sql in plan.before_write:
         con.execute(sql)
-    deleted = 0
+    deleted = int(deleted_before)
     lost: dict[str, int] | None = {} if lost_by is not None else None
     if plan.delete and not ctx.nothing_stored(plan):
         if lost_by is not None:
             gone = con.execute(f"{plan.delete} RETURNING {lost_by}").fetchnumpy()[lost_by]
             values, counts = np.unique(np.asarray(gone, dtype=str), return_counts=True)
             lost = dict(zip(values.tolist(), counts.tolist()))
-            deleted = len(gone)
+            deleted += len(gone)
         else:
             got = con.execute(plan.delete).fetchone()
-            deleted = int(got[0]) if got else 0
+            deleted += int(got[0]) if got else 0
     types = ctx.types_of(plan.table)
     cols = [c for c in plan.columns if c in types]
     con.execute(f"INSERT INTO {plan.table} ({', '.join(cols)}) {plan.select}")

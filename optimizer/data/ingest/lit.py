@@ -59,7 +59,7 @@ from optimizer.data.ingest.options import csv_prep, daily_value_rules
 __all__ = [
     "trades_prepare", "trades_spec", "trades_plan", "trades_need_lines",
     "flow_prepare", "flow_spec", "flow_plan",
-    "classify_trades", "parse_timestamps", "SIDE_BUY", "SIDE_SELL", "SIDE_NONE",
+    "classify_trades", "parse_timestamps", "stale_rows", "SIDE_BUY", "SIDE_SELL", "SIDE_NONE",
 ]
 
 _FLOW_COLS = ["date", "symbol", "lit_buy_volume", "lit_sell_volume", "lit_unclassified_volume", "method"]
@@ -203,8 +203,9 @@ def trades_prepare(ctx: Ctx, raw: RawFile, fid: int, lines: Lines | None, text: 
             raise InputFileError(file, 1, "missing column 'symbol' and the file name is not TICKER_*.csv")
     if frame is not None:
         frame = frame.merge(times, on="line")
-    return Prep(("trades", fid), frame=frame, data={"index": index, "ncols": ncols, "names": names, "times": times, "guess": guess},
-                warnings=warnings)
+    unit = ts.dt.unit  # of ts_ns (the parsed resolution: ns, us, ...)
+    return Prep(("trades", fid), frame=frame, data={"index": index, "ncols": ncols, "names": names, "times": times, "guess": guess,
+                                                    "unit": unit}, warnings=warnings)
 
 
 def trades_spec(ctx: Ctx, sig: tuple, fids: list[int], preps: dict) -> Spec:
@@ -327,3 +328,34 @@ def flow_plan(ctx: Ctx, sig: tuple, sp: Spec, table: str, fid: int, prep: Prep, 
               "WHERE t.date = k.date AND t.symbol = k.symbol")
     return Plan("lit_flow_daily", [*_FLOW_COLS, "source_file"], select, delete, s.n_rows, s.n_rejects, s.first_reject,
                 rejects_sql(sp, table, fid))
+
+
+def stale_rows(ctx: Ctx, prep: Prep, table: str, fid: int, file: str, earlier: object) -> int:
+    """Delete the daily rows an earlier reading of this trades file under other settings (``earlier``: its
+    ``market_tz``, ``rth_start``, ``rth_end``) stored on (date, symbol) keys this reading does not cover: a day whose
+    trades moved to another session date or out of the window. Only rows still tagged with the file's name are
+    deleted (a row another file wrote there since is kept). Run in the file's transaction; returns the rows
+    deleted."""
+    con = ctx.con
+    got = con.execute(f'SELECT ts_ns, "symbol" AS symbol FROM {table} WHERE _fid = {int(fid)} AND "symbol" IS NOT NULL').df()
+    if got.empty:
+        return 0
+    local = pd.to_datetime(got["ts_ns"].astype("int64"), unit=prep.data["unit"], utc=True).dt.tz_convert(earlier.market_tz)
+    tod = (local - local.dt.normalize()).to_numpy()
+    lo = pd.Timedelta(earlier.rth_start + ":00").to_timedelta64()
+    hi = pd.Timedelta(earlier.rth_end + ":00").to_timedelta64()
+    keys = pd.DataFrame({"date": local.dt.tz_localize(None).dt.normalize().astype("datetime64[s]").to_numpy(),
+                         "symbol": got["symbol"].astype(str).to_numpy()})[(tod >= lo) & (tod < hi)].drop_duplicates()
+    if keys.empty:
+        return 0
+    name = f"_ing_stale_{int(fid)}"
+    ctx.register(name, keys)
+    try:
+        out = con.execute(
+            f"DELETE FROM lit_flow_daily AS t USING {name} AS k WHERE t.date = CAST(k.date AS DATE) AND t.symbol = k.symbol "
+            f"AND t.source_file = {sql_str(Path(file).name)} AND NOT EXISTS (SELECT 1 FROM {table} AS a "
+            f"WHERE a._fid = {int(fid)} AND a._reason IS NULL AND a.rth AND a.date = CAST(k.date AS DATE) AND a.symbol = k.symbol)"
+        ).fetchone()
+    finally:
+        ctx.unregister(name)
+    return int(out[0]) if out else 0

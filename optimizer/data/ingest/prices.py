@@ -51,7 +51,7 @@ from optimizer.data.ingest._common import (
 )
 from optimizer.data.ingest._source import Lines, RawFile
 
-__all__ = ["JSON_OK", "prepare", "spec", "plan", "polygon_dates", "price_rules", "split_warnings", "SPLIT_LOW",
+__all__ = ["JSON_OK", "prepare", "spec", "plan", "polygon_dates", "price_rules", "split_warnings", "stale_rows", "SPLIT_LOW",
            "SPLIT_HIGH", "SPLIT_GAP_DAYS"]
 
 JSON_OK = True
@@ -237,3 +237,32 @@ def split_warnings(ctx: Ctx, table: str, fid: int, file: str) -> list[str]:
         out.append(f"prices: {name}: {len(rows) - _SPLIT_SHOWN} more split-like close jump(s) against the stored "
                    f"bars, symbols {', '.join(more[:20])}{' ...' if len(more) > 20 else ''}")
     return out
+
+
+def stale_rows(ctx: Ctx, prep: Prep, table: str, fid: int, file: str, earlier: object) -> int:
+    """Delete the rows an earlier reading of this Polygon file under other settings (``earlier``: its
+    ``market_tz``) stored on (date, symbol) keys this reading does not cover: a bar whose session date moved. Only a
+    row that is still that reading's bar (source 'polygon', the same open, high, low, close and volume) is deleted:
+    a row another file wrote there since is kept. CSV dates do not depend on the settings: nothing to do. Run in
+    the file's transaction; returns the rows deleted."""
+    if prep.sig[0] != "polygon":
+        return 0
+    con = ctx.con
+    bars = con.execute(f'SELECT "t", "symbol", "open", "high", "low", "close", "volume" FROM {table} '
+                       f'WHERE _fid = {int(fid)} AND "t" IS NOT NULL AND "symbol" IS NOT NULL').df()
+    if bars.empty:
+        return 0
+    bars["date"] = polygon_dates(bars["t"].astype("int64").to_numpy(), earlier.market_tz).to_numpy()
+    name = f"_ing_stale_{int(fid)}"
+    ctx.register(name, bars.drop(columns="t"))
+    try:
+        got = con.execute(
+            f"DELETE FROM prices_daily AS p USING {name} AS k WHERE p.date = CAST(k.date AS DATE) AND p.symbol = k.symbol "
+            "AND p.source = 'polygon' AND p.open = k.open AND p.high = k.high AND p.low = k.low AND p.close = k.close "
+            "AND p.volume = k.volume AND NOT EXISTS (SELECT 1 FROM "
+            f"{table} AS a WHERE a._fid = {int(fid)} AND a._reason IS NULL AND a.date = CAST(k.date AS DATE) "
+            "AND a.symbol = k.symbol)"
+        ).fetchone()
+    finally:
+        ctx.unregister(name)
+    return int(got[0]) if got else 0
