@@ -82,8 +82,8 @@ def test_a_trades_file_read_again_under_another_zone_and_window_leaves_no_old_da
     p = write(tmp_path / "MSFT_2024-03.csv", TRADES)
     ingest_paths(con, "lit-trades", [p], settings=NY)
     assert table(con, "SELECT date FROM lit_flow_daily ORDER BY date") == [(date(2024, 3, 11),), (date(2024, 3, 12),)]
-    # another file's day that the Tokyo reading does not cover: kept
-    other = write(tmp_path / "flow.csv", "date,symbol,lit_buy_volume,lit_sell_volume\n2024-03-08,MSFT,1,2\n")
+    # another file takes over Mon 11 (the day the Tokyo reading no longer covers): its row is kept
+    other = write(tmp_path / "flow.csv", "date,symbol,lit_buy_volume,lit_sell_volume\n2024-03-11,MSFT,1,2\n")
     ingest_paths(con, "lit-flow", [other], settings=NY)
     rep = ingest_paths(con, "lit-trades", [p], settings=TOKYO)
     assert rep.files[0].status == "replaced"
@@ -92,5 +92,6 @@ def test_a_trades_file_read_again_under_another_zone_and_window_leaves_no_old_da
     ingest_paths(fresh, "lit-trades", [p], settings=TOKYO)
     rows = "SELECT * FROM lit_flow_daily ORDER BY date"
     assert table(con, rows) == table(fresh, rows)
-    assert [r[0] for r in table(con, rows)] == [date(2024, 3, 8), date(2024, 3, 12), date(2024, 3, 13)]
+    assert [(r[0], r[-1]) for r in table(con, rows)] == [
+        (date(2024, 3, 11), "flow.csv"), (date(2024, 3, 12), "MSFT_2024-03.csv"), (date(2024, 3, 13), "MSFT_2024-03.csv")]
     fresh.close()
