@@ -32,8 +32,9 @@ def show_cmd(symbols, fmt):
              is_context_symbol(canonical_or_none(s)), "problem": symbol_problem(s) or ""} for s in symbols]
     if fmt == "json":
         echo_json(rows)
-    else:
-        print_table(rows, title="canonical symbols", key=("input", "canonical", "context_only"), hint=None)
+    else:  # an invalid input's cell says so: an empty one would drop the column when every input is invalid
+        shown = [r | {"canonical": r["canonical"] or "(invalid)"} for r in rows]
+        print_table(shown, title="canonical symbols", key=("input", "canonical", "context_only"), hint=None)
     bad = [r["problem"] for r in rows if r["problem"]]
     if bad:  # the table cannot hold the rule in 80 columns; a script must see the failure: one line, exit 2
         raise ParameterError(f"{len(bad)} of {len(rows)} symbols break a rule: {'; '.join(bad)}")

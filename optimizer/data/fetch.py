@@ -300,14 +300,37 @@ def fetch_finra_api(
 
 def _api_spellings(symbols: Sequence[str]) -> list[str]:
     """The values the API's symbol filter is given for canonical ``symbols``: each as written (``BRK.B``, the CQS
-    form) and, for a share class, as FINRA's Reg SHO files write it (``BRK/B``); the rows come back in either and
-    the ingest stores both as BRK.B."""
+    form) and, for a share class, as FINRA's Reg SHO files write it (``BRK/B``); for a preferred, right or
+    when-issued security also in the CQS suffix convention FINRA's Reg SHO files use (``ABR.PRD`` -> ``ABRpD``,
+    ``ALL.PRA.CL`` -> ``ALLpA/CL``, ``RIV.RTWI`` -> ``RIVrw``: :func:`_cqs_spelling`). The rows come back in any of
+    them and the ingest stores each under the canonical symbol."""
     out: dict[str, None] = {}
     for x in symbols:
         out[x] = None
         if "." in x:
             out[x.replace(".", "/")] = None
+            cqs = _cqs_spelling(x)
+            if cqs is not None:
+                out[cqs] = None
     return list(out)
+
+
+_CQS_CODES = {"PR": "p", "RT": "r", "WI": "w"}
+_CQS_SUFFIX = re.compile(r"((?:PR|RT|WI)+)([A-Z0-9]*)")
+
+
+def _cqs_spelling(symbol: str) -> str | None:
+    """The CQS spelling of a canonical symbol whose first suffix starts with the CMS codes PR / RT / WI (the inverse of
+    ``optimizer.data.symbols``' reading of ``ABRpD`` as ``ABR.PRD``), further parts joined by ``/`` as FINRA writes
+    them; None for any other symbol, or when the spelling would not read back as ``symbol``."""
+    root, _, rest = symbol.partition(".")
+    first, *more = rest.split(".") if rest else ("",)
+    m = _CQS_SUFFIX.fullmatch(first)
+    if not root or m is None:
+        return None
+    marks = "".join(_CQS_CODES[c] for c in re.findall("PR|RT|WI", m.group(1)))
+    cand = root + marks + m.group(2) + "".join("/" + p for p in more)
+    return cand if canonical_or_none(cand) == symbol else None
 
 
 def _symbols_tag(symbols: Sequence[str] | None) -> str:
