@@ -83,6 +83,12 @@ PRICES = "date,symbol,open,high,low,close,volume{extra}\n2024-03-08,AAPL,10,11,9
     ("splits", "s.csv", "symbol,date,ratio,note\nAAPL,2020-08-31,4,x\n", "column 'note'"),
     ("finra-short", "tidy_2024-03-08.csv",
      "date,symbol,short_volume,total_volume,facility,venue_count\n2024-03-08,AAPL,1,2,CNMS,3\n", "column 'venue_count'"),
+    # two spellings of one thing: the one read is said (a disagreeing split_from / facility_file was dropped unseen)
+    ("splits", "s2.csv", "symbol,date,ratio,split_from,split_to\nAAPL,2020-08-31,4,1,2\n",
+     "columns 'split_from', 'split_to'"),
+    ("finra-short", "tidy2_2024-03-08.csv",
+     "date,symbol,short_volume,total_volume,facility,facility_file\n2024-03-08,AAPL,1,2,CNMS,FNSQ\n",
+     "column 'facility_file'"),
 ])
 def test_a_column_not_read_is_named_in_a_warning(con, tmp_path, kind, name, text, unread):
     rep = ingest_paths(con, kind, [write(tmp_path / name, text)], settings=Settings())

@@ -163,8 +163,9 @@ def _prepare_tidy(file: str, header_line: str) -> Prep:
     index, ncols = csv_header(file, header_line, required=_TIDY_REQ, optional=_TIDY_OPT, unread=unread)
     if "facility" not in index and "facility_file" in index:
         index["facility"] = index.pop("facility_file")
-    else:
-        index.pop("facility_file", None)
+    elif "facility_file" in index:  # both: 'facility' is read, 'facility_file' is not
+        index.pop("facility_file")
+        unread.append("facility_file")
     params: dict[str, object] = {}
     if "facility" not in index:
         fam = facility_of(file)

@@ -97,6 +97,9 @@ def prepare(ctx: Ctx, raw: RawFile, fid: int, lines: Lines | None, text: str | N
                               aliases=_ALIASES, unread=unread)
     if "ratio" not in index and not ("split_from" in index and "split_to" in index):
         raise InputFileError(raw.file, 1, f"missing column 'ratio' (or 'split_from' and 'split_to') (header has: {header.strip()})")
+    if "ratio" in index:  # the ratio is read; split_from / split_to beside it are not
+        unread += [c for c in ("split_from", "split_to") if c in index]
+        index = {k: v for k, v in index.items() if k not in ("split_from", "split_to")}
     return Prep(("csv", tuple(sorted(index.items())), ncols), warnings=unread_warnings("splits", raw.file, unread))
 
 
