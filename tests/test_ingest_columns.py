@@ -93,7 +93,7 @@ PRICES = "date,symbol,open,high,low,close,volume{extra}\n2024-03-08,AAPL,10,11,9
 def test_a_column_not_read_is_named_in_a_warning(con, tmp_path, kind, name, text, unread):
     rep = ingest_paths(con, kind, [write(tmp_path / name, text)], settings=Settings())
     assert rep.files[0].status == "ok", rep.files[0].message
-    assert rep.warnings == [f"{kind}: {name}: {unread} not read: the file is stored without "
+    assert rep.warnings == [f"{kind}: {name}: {unread} not read: stored without "
                             f"{'them' if 'columns' in unread else 'it'} (docs/DATA.md lists the columns each kind reads)"]
 
 
@@ -103,7 +103,7 @@ def test_known_vendor_fields_are_not_warned_and_json_fields_are(con, tmp_path):
     assert ingest_paths(con, "prices", [p], settings=Settings()).warnings == []
     p = write(tmp_path / "MSFT.json", json.dumps({"ticker": "MSFT", "results": [bar | {"adjclose": 1}]}))
     assert ingest_paths(con, "prices", [p], settings=Settings()).warnings == [
-        "prices: MSFT.json: record field 'adjclose' not read: the file is stored without it (docs/DATA.md lists the "
+        "prices: MSFT.json: record field 'adjclose' not read: stored without it (docs/DATA.md lists the "
         "record fields each kind reads)"]
     rec = {"issueSymbolIdentifier": "AAPL", "tierIdentifier": "T1", "summaryStartDate": "2024-03-04",
            "totalWeeklyShareQuantity": 100, "totalWeeklyTradeCount": 3, "summaryTypeCode": "ATS_W_SMBL",
@@ -122,3 +122,16 @@ def test_cli_prints_the_unread_column_warning(tmp_path):
     p = write(tmp_path / "p.csv", PRICES.format(extra=",adj_close", val=",9.8"))
     res = ok(cli("ingest", "prices", p, "--db", tmp_path / "x.duckdb"))
     assert "warning: prices: p.csv: column 'adj_close' not read" in res.stderr
+
+
+def test_one_warning_for_the_same_unread_columns_of_many_files(con, tmp_path):
+    files = [write(tmp_path / f"f{i}.csv", "date,symbol,lit_buy_volume,lit_sell_volume,venue\n"
+                   f"2024-03-0{4 + i},AAPL,1,2,X\n") for i in range(4)]
+    other = write(tmp_path / "g.csv", "date,symbol,lit_buy_volume,lit_sell_volume,desk\n2024-03-08,AAPL,1,2,X\n")
+    rep = ingest_paths(con, "lit-flow", [*files, other], settings=Settings())
+    assert rep.warnings == [
+        "lit-flow: 4 files (f0.csv, f1.csv, f2.csv, ...): column 'venue' not read: stored without it "
+        "(docs/DATA.md lists the columns each kind reads)",
+        "lit-flow: g.csv: column 'desk' not read: stored without it (docs/DATA.md lists the columns each "
+        "kind reads)"]
+    assert [len(f.warnings) for f in rep.files] == [1] * 5  # each file's own result keeps its warning

@@ -183,7 +183,27 @@ class IngestReport:
 
     @property
     def warnings(self) -> list[str]:
-        return [w for f in self.files for w in f.warnings]
+        """Every file's warnings, in order; the same warning of several files (the columns a folder of one vendor's
+        files does not have read) once, naming how many files and the first few (each FileResult keeps its own)."""
+        groups: dict[str, list[str]] = {}
+        order: list[tuple[str, str]] = []
+        for f in self.files:
+            tag = f": {Path(f.file).name}: "
+            for w in f.warnings:
+                key = w.replace(tag, ": \0: ", 1) if tag in w else w
+                if key not in groups:
+                    groups[key] = []
+                    order.append((key, w))
+                groups[key].append(Path(f.file).name)
+        out = []
+        for key, first in order:
+            names = list(dict.fromkeys(groups[key]))
+            if len(names) < 2 or "\0" not in key:
+                out.append(first)
+                continue
+            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            out.append(key.replace("\0", f"{len(names):,} files ({shown})", 1))
+        return out
 
     @property
     def counts(self) -> dict[str, int]:

@@ -351,8 +351,8 @@ def unread_warnings(kind: str, file: str, unread: Sequence[str], known: Sequence
     if not left:
         return []
     shown = ", ".join(repr(n) for n in left[:10]) + (f" and {len(left) - 10} more" if len(left) > 10 else "")
-    return [f"{kind}: {Path(file).name}: {what}{'s' if len(left) > 1 else ''} {shown} not read: the file is stored "
-            f"without {'them' if len(left) > 1 else 'it'} (docs/DATA.md lists the {what}s each kind reads)"]
+    return [f"{kind}: {Path(file).name}: {what}{'s' if len(left) > 1 else ''} {shown} not read: stored without "
+            f"{'them' if len(left) > 1 else 'it'} (docs/DATA.md lists the {what}s each kind reads)"]
 
 
 # --------------------------------------------------------------------------------------------------- rules
