@@ -9,7 +9,8 @@ the test process has loaded everything), that
 * the module of the ``study`` commands (what ``accumopt study list / show / best / export`` load) comes without the
   engine, numba, scipy and plotly: the stored records and the spec read engine names when a function runs
   (``optimizer.engine`` loads a module on first use), run / worker / replay import the runner, compare the plots;
-* ``optimizer.analytics.scanner`` (what the evening imports) comes without the plots, the tables and the engine;
+* ``optimizer.analytics.scanner`` (what the evening imports) comes without the plots, the tables and the engine,
+  and so does the module of the evening commands (``accumopt scan``; table / plot / chart import theirs);
 and that the lazy names are the very objects of their home modules.
 """
 
@@ -43,6 +44,8 @@ import optimizer.cli.study
 out["study_commands"] = loaded()
 import optimizer.analytics.scanner
 out["scanner"] = loaded()
+import optimizer.cli.analytics
+out["analytics_commands"] = loaded()
 print(json.dumps(out))
 """
 
@@ -60,6 +63,7 @@ def test_a_command_or_an_import_loads_only_what_it_uses():
     assert not (engine - {"objectives", "optimizer.study.spec"} | {"plotly"}) & set(out["study_commands"]), \
         out["study_commands"]  # the spec (and the objectives it names) is how a stored study is read back
     assert not engine & (set(out["scanner"]) - set(out["study_commands"])), out["scanner"]  # what the scanner added
+    assert not engine & (set(out["analytics_commands"]) - set(out["study_commands"])), out["analytics_commands"]
 
 
 def test_the_lazy_names_are_their_home_modules_objects():
