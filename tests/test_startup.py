@@ -46,6 +46,14 @@ import optimizer.analytics.scanner
 out["scanner"] = loaded()
 import optimizer.cli.analytics
 out["analytics_commands"] = loaded()
+# the engine names the records, the search space and the spec read when a function runs (first use: engine.<module>)
+from optimizer.study.records import ConfigRecord
+from optimizer.study.space import params_to_config
+from optimizer.study.spec import load_spec
+spec = load_spec("studies/demo.toml")  # checks the objective's metrics against engine.metrics.METRIC_KEYS
+cfg = params_to_config({"variant": "B", "buy_threshold": 65}, spec)
+out["config"] = [type(cfg).__module__, type(cfg).__name__, cfg.costs.commission_bps == spec.data.commission_bps,
+                 type(ConfigRecord(params=cfg.to_params()).config()).__name__]
 print(json.dumps(out))
 """
 
@@ -64,6 +72,7 @@ def test_a_command_or_an_import_loads_only_what_it_uses():
         out["study_commands"]  # the spec (and the objectives it names) is how a stored study is read back
     assert not engine & (set(out["scanner"]) - set(out["study_commands"])), out["scanner"]  # what the scanner added
     assert not engine & (set(out["analytics_commands"]) - set(out["study_commands"])), out["analytics_commands"]
+    assert out["config"] == ["optimizer.engine.evaluate", "Config", True, "Config"]  # the lazily read names work
 
 
 def test_the_lazy_names_are_their_home_modules_objects():
