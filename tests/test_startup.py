@@ -11,6 +11,8 @@ the test process has loaded everything), that
   (``optimizer.engine`` loads a module on first use), run / worker / replay import the runner, compare the plots;
 * ``optimizer.analytics.scanner`` (what the evening imports) comes without the plots, the tables and the engine,
   and so does the module of the evening commands (``accumopt scan``; table / plot / chart import theirs);
+* the module of the research commands (what ``accumopt sandbox`` loads) comes without the walk-forward, the research
+  report and scipy.stats (walkforward and report import theirs);
 and that the lazy names are the very objects of their home modules.
 """
 
@@ -46,6 +48,9 @@ import optimizer.analytics.scanner
 out["scanner"] = loaded()
 import optimizer.cli.analytics
 out["analytics_commands"] = loaded()
+import optimizer.cli.research
+out["research_commands"] = sorted(m for m in ("scipy.stats", "optimizer.validate.walkforward",
+                                              "optimizer.report.research") if m in sys.modules)
 # the engine names the records, the search space and the spec read when a function runs (first use: engine.<module>)
 from optimizer.study.records import ConfigRecord
 from optimizer.study.space import params_to_config
@@ -72,6 +77,7 @@ def test_a_command_or_an_import_loads_only_what_it_uses():
         out["study_commands"]  # the spec (and the objectives it names) is how a stored study is read back
     assert not engine & (set(out["scanner"]) - set(out["study_commands"])), out["scanner"]  # what the scanner added
     assert not engine & (set(out["analytics_commands"]) - set(out["study_commands"])), out["analytics_commands"]
+    assert out["research_commands"] == []
     assert out["config"] == ["optimizer.engine.evaluate", "Config", True, "Config"]  # the lazily read names work
 
 
