@@ -12,19 +12,20 @@ a rich table to a given Console (the CLI commands are thin wrappers).
 
 from __future__ import annotations
 
-from optimizer.analytics.constituents import PROXY_MAP, aggregate_pressure, load_constituents, render_aggregate
-from optimizer.analytics.plots import (
-    pressure_data,
-    pressure_plot,
-    price_chart,
-    price_data,
-    render_pressure,
-    render_price,
-    resample_ohlcv,
-)
-from optimizer.analytics.scanner import ScanResult, render_scan, scan, write_scan
-from optimizer.analytics.tables import DISCLAIMER, daily_table, engine_scores, render_daily_table, write_daily_table_html
-from optimizer.report.files import save_figure
+import importlib
+from typing import Any
+
+# name -> the module that defines it (its home; the names are re-exported here, loaded on first use: PEP 562)
+_EXPORTS = {
+    **dict.fromkeys(("PROXY_MAP", "aggregate_pressure", "load_constituents", "render_aggregate"),
+                    "optimizer.analytics.constituents"),
+    **dict.fromkeys(("pressure_data", "pressure_plot", "price_chart", "price_data", "render_pressure", "render_price",
+                     "resample_ohlcv"), "optimizer.analytics.plots"),
+    **dict.fromkeys(("ScanResult", "render_scan", "scan", "write_scan"), "optimizer.analytics.scanner"),
+    **dict.fromkeys(("DISCLAIMER", "daily_table", "engine_scores", "render_daily_table", "write_daily_table_html"),
+                    "optimizer.analytics.tables"),
+    "save_figure": "optimizer.report.files",
+}
 
 __all__ = [
     "ScanResult",
@@ -49,3 +50,17 @@ __all__ = [
     "aggregate_pressure",
     "render_aggregate",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Load the module that defines ``name`` on its first use (PEP 562): importing one module of the package (the
+    scanner, as the evening does) does not import the others (plotly, the engine's kernels)."""
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'optimizer.analytics' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,4 +1,9 @@
-"""Shared pieces of the command line: options, output helpers and the error-handling group."""
+"""Shared pieces of the command line: options, output helpers and the error-handling group.
+
+Every ``accumopt`` process imports this module, so it imports no data library at its top: pandas and numpy load in
+the helpers that format a frame or a value (a command that prints one has loaded them already), and DuckDB is never
+imported here (an error can only be DuckDB's when DuckDB is loaded). ``accumopt --version`` stays that cheap.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +14,18 @@ import sqlite3
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import duckdb
-import numpy as np
-import pandas as pd
 from rich.console import Console
 from rich.text import Text
 
 from optimizer.errors import AccumoptError, ParameterError
 from optimizer.paths import DB_ENV, OUTPUT_ENV, STORAGE_ENV
 from optimizer.report.terminal import Column, FrameView, print_command, print_frame, print_record
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "console", "err_console", "shared_options", "format_option", "progress_enabled", "echo_json", "print_table",
@@ -99,6 +104,8 @@ def _is_day(v: Any) -> bool:
 def _is_session_date(s: pd.Series) -> bool:
     """A column of session dates: ``datetime.date`` objects (DuckDB DATE), or tz-naive datetimes all at midnight.
     A column holding a time of day (a study's ``created``, a trial's start) is a real time, not a session date."""
+    import pandas as pd
+
     vals = s.dropna()
     if not len(vals):
         return False
@@ -112,6 +119,8 @@ def _is_session_date(s: pd.Series) -> bool:
 def session_days(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` with its session-date columns as YYYY-MM-DD text (never ``...T00:00:00.000`` or epoch milliseconds):
     the one form every ``--format json`` writes a session date in. Real times are left as they are."""
+    import pandas as pd
+
     days = {c: pd.to_datetime(df[c]).dt.strftime("%Y-%m-%d") for c in df.columns if _is_session_date(df[c])}
     return df.assign(**days) if days else df
 
@@ -122,6 +131,9 @@ def frame_json(df: pd.DataFrame) -> str:
 
 
 def _jsonable(o: Any) -> Any:
+    import numpy as np
+    import pandas as pd
+
     if isinstance(o, (np.integer,)):
         return int(o)
     if isinstance(o, (np.floating,)):
@@ -151,6 +163,8 @@ def print_table(rows: pd.DataFrame | Iterable[dict], title: str | None = None,
     """Print a table that fits the terminal (80 columns in a pipe): the ``key`` columns by default (all when
     None) as far as they fit, ``select`` exactly, every column with ``wide``; numbers rounded; never a cut or
     wrapped cell (``optimizer.report.terminal.print_frame``). ``columns``: display specs (label, format, style)."""
+    import pandas as pd
+
     df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
     return print_frame(df, console, title=title, columns=columns, key=key, select=select, wide=wide,
                        caption=caption, hint=hint)
@@ -174,8 +188,10 @@ def _error_line(message: str) -> None:
 
 
 def _is_store_open_error(e: BaseException) -> bool:
-    """A DuckDB file that cannot be opened (not a DuckDB file, locked by another process): a user error."""
-    return isinstance(e, duckdb.IOException)
+    """A DuckDB file that cannot be opened (not a DuckDB file, locked by another process): a user error. (Only a
+    process that loaded DuckDB can meet one.)"""
+    duckdb = sys.modules.get("duckdb")
+    return duckdb is not None and isinstance(e, duckdb.IOException)
 
 
 def _is_storage_error(e: BaseException) -> bool:

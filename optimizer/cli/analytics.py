@@ -1,4 +1,8 @@
-"""Commands of the evening workflow: scan, table, plot, chart."""
+"""Commands of the evening workflow: scan, table, plot, chart.
+
+``table`` imports the tables (and the engine's score), ``plot`` / ``chart`` the plots where they call them: ``scan``
+loads neither.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,7 @@ import json
 
 import click
 
-from optimizer.analytics.plots import pressure_plot, price_chart
 from optimizer.analytics.scanner import render_scan, scan, write_scan
-from optimizer.analytics.tables import daily_table, render_daily_table, write_daily_table_html
 from optimizer.cli._common import echo_json, console, format_option, frame_json, shared_options, table_options
 from optimizer.data.store import connect
 from optimizer.data.symbols import canonical_symbol
@@ -83,6 +85,8 @@ def scan_cmd(date, lookback, top, trend_days, outlier_z, volume_z, ratio_z, expo
 def table_cmd(date, tickers, style, db, out, columns, wide, fmt):
     """Daily table: short ratio, lit imbalance, OTC participation, score, confidence, agreement, provenance; also
     written as HTML to <out>/tables/<date>_<style>[_<tickers>].html."""
+    from optimizer.analytics.tables import daily_table, render_daily_table, write_daily_table_html
+
     con = connect(existing_store(resolve_db(db, None, output_root(out))), read_only=True)
     try:
         df = daily_table(con, date=date, tickers=tickers, style=style)
@@ -108,6 +112,8 @@ def table_cmd(date, tickers, style, db, out, columns, wide, fmt):
 def plot_cmd(ticker, dates, mode, png, db, out):
     """Pressure plots for TICKER (plotly HTML; PNG too when kaleido is installed), written to
     <out>/plots/<TICKER>_<mode>[_<start>_<end>].html."""
+    from optimizer.analytics.plots import pressure_plot
+
     con = connect(existing_store(resolve_db(db, None, output_root(out))), read_only=True)
     try:
         figs = pressure_plot(con, ticker, dates[0], dates[1], mode=mode)
@@ -132,6 +138,8 @@ def plot_cmd(ticker, dates, mode, png, db, out):
 def chart_cmd(ticker, timeframe, start, end, png, db, out):
     """OHLCV candles with volume for TICKER (plotly HTML), written to
     <out>/charts/<TICKER>_<timeframe>[_<start>_<end>].html."""
+    from optimizer.analytics.plots import price_chart
+
     con = connect(existing_store(resolve_db(db, None, output_root(out))), read_only=True)
     try:
         fig = price_chart(con, ticker, timeframe=timeframe, start=start, end=end)

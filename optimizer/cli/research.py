@@ -1,4 +1,8 @@
-"""CLI commands for out-of-sample research: walkforward, report, sandbox (the end-to-end demo: ``cli/demo.py``)."""
+"""CLI commands for out-of-sample research: walkforward, report, sandbox (the end-to-end demo: ``cli/demo.py``).
+
+walkforward imports the walk-forward and report the research report (statistics, scipy.stats) in the command:
+sandbox, and --help, load neither.
+"""
 
 from __future__ import annotations
 
@@ -21,11 +25,9 @@ from optimizer.cli._common import (
     table_options,
 )
 from optimizer.paths import existing_store, output_root, resolve_db, resolve_storage, run_label, under
-from optimizer.report.research import build_report
 from optimizer.report.sandbox import sandbox_figure, sandbox_run, write_sandbox
 from optimizer.study.paramsfile import load_params_record
 from optimizer.study.spec import load_spec
-from optimizer.validate.walkforward import run_walkforward, run_walkforward_worker, save_walkforward, walkforward_dir
 
 __all__ = ["COMMANDS"]
 
@@ -67,6 +69,8 @@ def walkforward_cmd(spec, final, n_trials, jobs, storage, db, out, columns, wide
       accumopt walkforward worker SPEC --storage URL    (on other machines, same spec and data)
     runs whole windows for this run, which then stitches them in order (same result as one process).
     """
+    from optimizer.validate.walkforward import run_walkforward, save_walkforward, walkforward_dir
+
     s = load_spec(spec)
     root = output_root(out)
     with warnings.catch_warnings(record=True) as caught:
@@ -119,6 +123,8 @@ _WF_LABELS = {"window": "win", "test_start": "test from", "test_end": "test to",
 def walkforward_worker_cmd(spec, jobs, wait, storage, db, out, fmt):
     """Join the walk-forward of SPEC running on --storage (SQLite or PostgreSQL): claim and run whole windows
     until every window is done. The coordinator (`accumopt walkforward SPEC`) stitches and judges them."""
+    from optimizer.validate.walkforward import run_walkforward_worker
+
     s = load_spec(spec)
     root = output_root(out)
     ran = run_walkforward_worker(s, resolve_db(db, s.data.database, root), resolve_storage(storage, s.run.storage, root),
@@ -138,6 +144,8 @@ walkforward_cmd.worker = walkforward_worker_cmd
 def report_cmd(target, storage, out):
     """Build a self-contained HTML report (under <out>/reports/) for a study NAME, a walk-forward run NAME under
     <out>/walkforward/ or a walk-forward run directory."""
+    from optimizer.report.research import build_report
+
     root = output_root(out)
     click.echo(str(build_report(target, resolve_storage(storage, None, root), out_dir=root / "reports",
                                 walkforward_root=root / "walkforward")))

@@ -1,4 +1,8 @@
-"""Commands: study run / worker / validate / list / show / best / compare / export / delete / replay, dashboard."""
+"""Commands: study run / worker / validate / list / show / best / compare / export / delete / replay, dashboard.
+
+The commands that read a study storage (list, show, best, export, delete, dashboard) load Optuna and the stored
+records, not the engine: run, worker and replay import the runner where they call it, compare the plots.
+"""
 
 from __future__ import annotations
 
@@ -27,14 +31,11 @@ from optimizer.cli._common import (
 )
 from optimizer.errors import ParameterError
 from optimizer.paths import output_root, resolve_db, resolve_storage, run_label, under
-from optimizer.report.compare import warmup_note, write_compare_html
 from optimizer.study.inspect import (
     KEY_METRICS, best_trial_json, compare_studies, delete_study, export_study, list_studies, open_named_study,
     show_study, trial_detail,
 )
 from optimizer.study.records import trial_counts
-from optimizer.study.replay import replay_trial
-from optimizer.study.run import run_study
 from optimizer.study.spec import check_study_name, load_spec
 from optimizer.study.storage import make_storage
 
@@ -84,6 +85,8 @@ def _paths(spec, db, storage, out):
 @format_option()
 def study_run(spec, n_trials, timeout, name, new_name, jobs, storage, db, out, fmt):
     """Create or resume the study of SPEC and run it. Ctrl-C stops after the running trial; re-run to resume."""
+    from optimizer.study.run import run_study  # here: the engine and numba only for the commands that run trials
+
     s = load_spec(spec)
     if jobs < 1:
         raise ParameterError(f"jobs must be >= 1, got jobs={jobs}")
@@ -118,6 +121,8 @@ def _print_run(res, fmt):
 def study_worker(spec, n_trials, timeout, name, new_name, storage, db, out, fmt):
     """Join a running study from another process or machine (same spec, same data, shared storage: --storage,
     env ACCUMOPT_STORAGE or the spec's [run].storage)."""
+    from optimizer.study.run import run_study
+
     s = load_spec(spec)
     if name is not None:
         check_study_name(name, "--name")
@@ -242,6 +247,8 @@ def study_best(name, number, storage, out, fmt):
 def study_compare(names, storage, out, columns, wide, fmt):
     """Compare studies: completed vs pruned vs failed, prune folds, best-so-far curves, time saved by pruning.
     Writes <out>/reports/compare_<names>.html."""
+    from optimizer.report.compare import warmup_note, write_compare_html  # plotly only for the command that plots
+
     res = compare_studies(_storage(storage, out), list(names))
     path = under(output_root(out), "reports", run_label("compare", *names), suffix=".html")
     write_compare_html(res, path)
@@ -290,6 +297,8 @@ def study_delete(name, yes, storage, out):
 @format_option()
 def study_replay(name, trial, storage, db, out, fmt):
     """Re-evaluate stored trial TRIAL of study NAME on the same data and show that it reproduces."""
+    from optimizer.study.replay import replay_trial
+
     rep = replay_trial(_storage(storage, out), name, trial, resolve_db(db, None, output_root(out)))
     if fmt == "json":
         echo_json(rep | {"comparison": rep["comparison"].to_dict(orient="records")})

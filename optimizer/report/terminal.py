@@ -25,10 +25,8 @@ import math
 import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
 from rich import box
 from rich.cells import cell_len
 from rich.console import Console
@@ -36,6 +34,9 @@ from rich.table import Table
 from rich.text import Text
 
 from optimizer.errors import ParameterError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "Column", "FrameView", "PERCENT", "SIGNED_PERCENT", "cell_text", "choose_columns", "print_frame",
@@ -93,6 +94,9 @@ def _base(name: str) -> str:
 
 
 def _missing(v: Any) -> bool:
+    import numpy as np  # here, not at the top: the CLI imports this module in every process (accumopt --version)
+    import pandas as pd
+
     if v is None or v is pd.NA or v is pd.NaT:
         return True
     if isinstance(v, (float, np.floating)):
@@ -120,6 +124,9 @@ def _number(v: float) -> str:
 
 def cell_text(name: str, v: Any, fmt: str | Callable[[Any], str] | None = None) -> str:
     """The display text of value ``v`` of column ``name`` (rounded; ``-`` when missing)."""
+    import numpy as np
+    import pandas as pd
+
     if _missing(v):
         return _MISSING
     if callable(fmt):
@@ -198,6 +205,8 @@ def print_frame(df: pd.DataFrame, console: Console, title: str | None = None,
     in priority order; ``select``: exactly these columns (names or labels, comma string or list); ``wide``: every
     column at its full width. ``hint`` names the flags that show hidden columns (None: no hint line).
     """
+    import pandas as pd
+
     cols = choose_columns(_columns(df, columns), key, select, wide)
     texts = {c.name: [cell_text(c.name, v, c.fmt) for v in df[c.name].tolist()] for c in cols}
     if not (select or wide):  # empty columns carry nothing in the default view

@@ -1,14 +1,39 @@
 """Optuna studies over the engine: spec -> search space -> trial objective -> storage -> run, plus the stored
-records, seeding, replay and inspection. Import the pieces from here or from their modules."""
+records, seeding, replay and inspection. Import the pieces from here or from their modules.
 
-from optimizer.study.data import StudyData, load_study_data, load_universe_panel, prepare_data
-from optimizer.study.records import trial_counts
-from optimizer.study.run import StudyRunResult, git_commit, open_study, run_study
-from optimizer.study.seed import seed_from_study
-from optimizer.study.storage import make_storage
-from optimizer.study.trial import TrialObjective
+Importing the package imports none of its modules: a name of ``__all__`` loads its module the first time it is
+used (PEP 562), so ``make_storage`` (opening a study storage) comes without the engine, numba and the
+objectives."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> the module that defines it (its home; re-exported here, loaded on first use)
+_EXPORTS = {
+    **dict.fromkeys(("StudyData", "load_study_data", "load_universe_panel", "prepare_data"), "optimizer.study.data"),
+    "trial_counts": "optimizer.study.records",
+    **dict.fromkeys(("StudyRunResult", "git_commit", "open_study", "run_study"), "optimizer.study.run"),
+    "seed_from_study": "optimizer.study.seed",
+    "make_storage": "optimizer.study.storage",
+    "TrialObjective": "optimizer.study.trial",
+}
 
 __all__ = [
     "StudyData", "TrialObjective", "load_study_data", "load_universe_panel", "prepare_data", "open_study",
     "run_study", "make_storage", "StudyRunResult", "git_commit", "trial_counts", "seed_from_study",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Load the module that defines ``name`` on its first use (PEP 562)."""
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'optimizer.study' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -35,15 +35,18 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from optimizer.engine.evaluate import Config
+from optimizer import engine  # engine.evaluate.Config when a record is turned into one (not at import: no kernels)
 from optimizer.errors import DataError, ParameterError, SpecError
 from optimizer.study.spec import StudySpec, parse_spec
+
+if TYPE_CHECKING:
+    from optimizer.engine.evaluate import Config
 
 __all__ = [
     "StudyRecord", "TrialRecord", "ConfigRecord", "read_study", "write_study", "read_trial", "write_config",
@@ -237,7 +240,7 @@ class ConfigRecord:
 
     def config(self) -> Config:
         """The engine configuration (every key checked by ``Config.from_params``)."""
-        return Config.from_params(self.params)
+        return engine.evaluate.Config.from_params(self.params)
 
     @classmethod
     def of(cls, config: Config, *, universe: Any, symbols: Sequence[str], dates: Sequence[Any], signal_start: int,

@@ -10,16 +10,18 @@ three raw weights. ``use_stop_loss`` / ``use_take_profit`` switches gate conditi
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial
 
-from optimizer.engine.evaluate import Config
-from optimizer.engine.simulate import Costs
+from optimizer import engine  # engine.evaluate.Config / engine.simulate.Costs when a function runs
 from optimizer.params import engine_params
 from optimizer.study.records import read_trial
 from optimizer.study.spec import ParamSpec, StudySpec
+
+if TYPE_CHECKING:
+    from optimizer.engine.evaluate import Config
 
 __all__ = ["suggest", "effective_params", "params_to_config", "trial_config", "grid_search_space", "distributions"]
 
@@ -60,8 +62,9 @@ def effective_params(values: Mapping[str, Any], spec: StudySpec | None) -> dict[
 
 def params_to_config(values: Mapping[str, Any], spec: StudySpec | None = None) -> Config:
     """Trial params (or ``study best`` params) -> engine Config, with the spec's costs as the base."""
-    base = Config(costs=Costs(spec.data.commission_bps, spec.data.slippage_bps)) if spec else None
-    return Config.from_params(engine_params(effective_params(values, spec)), base=base)
+    config, costs = engine.evaluate.Config, engine.simulate.Costs
+    base = config(costs=costs(spec.data.commission_bps, spec.data.slippage_bps)) if spec else None
+    return config.from_params(engine_params(effective_params(values, spec)), base=base)
 
 
 def trial_config(trial: FrozenTrial, spec: StudySpec | None) -> Config:

@@ -24,7 +24,7 @@ from typing import Any
 import optuna
 
 from objectives import make_objective, resolve_objective
-from optimizer.engine.metrics import METRIC_KEYS
+from optimizer import engine  # engine.metrics.METRIC_KEYS when an objective is checked (not at import: no kernels)
 from optimizer.errors import ParameterError, SpecError
 from optimizer.params import (
     GATES, PARAMS, REGIME_SUFFIXES, SPACE_ONLY, SPACE_PARAMS, WEIGHT_PRESETS, default_space, parse_exit,
@@ -642,11 +642,12 @@ def _check_objective_metrics(spec: StudySpec) -> None:
     """A metric the objective reads that a fold's metrics (``METRIC_KEYS``) lack would fail every trial with a
     KeyError (a custom objective's ``metrics`` with a typo): refused naming it."""
     obj = make_objective(spec.objective.name, spec.objective.options)
+    metric_keys = engine.metrics.METRIC_KEYS
     try:
-        obj.fold_values({m: 1.0 for m in METRIC_KEYS})
+        obj.fold_values({m: 1.0 for m in metric_keys})
     except KeyError as e:
         raise _err("objective.name", f"objective {spec.objective.name!r} reads the metric {e.args[0]!r}, which a "
-                                     f"fold's metrics do not hold; they are: {', '.join(METRIC_KEYS)}") from None
+                                     f"fold's metrics do not hold; they are: {', '.join(metric_keys)}") from None
     except Exception:  # noqa: BLE001 - stand-in values (all 1.0) may be outside what its arithmetic expects; a
         pass  # real fold's failure is stored on the trial (trial.TrialFailed)
 
