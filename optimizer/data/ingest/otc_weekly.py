@@ -148,10 +148,11 @@ def spec(ctx: Ctx, sig: tuple, fids: list[int], preps: dict) -> Spec:
         (f"\"updated\" > DATE '{ctx.today}'",
          f"printf('lastUpdateDate %s is in the future (today is {ctx.today})', strftime(\"updated\", '%Y-%m-%d'))"),
     ]
-    # firm-level records (ATS_W_FIRM, OTC_W_FIRM, ...) are not symbol data: skipped before any check
+    # firm-level records (ATS_W_FIRM, OTC_W_FIRM, ...) are not symbol data: skipped before any check. A row too
+    # short to hold the type code (NULL) is kept, so the field-count check fails its file (it was dropped silently)
     return Spec(rel, cols, ncols, count_error, "week", ("week", "symbol", "code"),
                 ("summaryStartDate", "symbol", "summaryTypeCode"), rejects=rejects,
-                where="NOT ends_with(upper(\"t_code\"), '_FIRM')", raw_in_rows=sig[0] == "json")
+                where="NOT coalesce(ends_with(upper(\"t_code\"), '_FIRM'), false)", raw_in_rows=sig[0] == "json")
 
 
 def plan(ctx: Ctx, sig: tuple, sp: Spec, table: str, fid: int, prep: Prep, s: Summary, file: str) -> Plan:
