@@ -55,6 +55,7 @@ __all__ = [
     "MAX_VOLUME",
     "sha256_bytes",
     "sql_str",
+    "quoted",
     "repr_sql",
     "split_sql",
     "lines_relation",
@@ -93,13 +94,25 @@ def sql_str(s: object) -> str:
     return "'" + str(s).replace("'", "''") + "'"
 
 
+QUOTE_MAX = 60  # characters of a value read from a file that a message quotes
+
+
+def quoted(s: str) -> str:
+    """``repr()`` of a value read from a file, cut to ``QUOTE_MAX`` characters with its full length named (a 1 MiB
+    field must not make a 1 MiB message); :func:`repr_sql` is its SQL twin."""
+    return repr(s[:QUOTE_MAX]) + (f"... ({len(s)} characters)" if len(s) > QUOTE_MAX else "")
+
+
 def repr_sql(e: str) -> str:
-    """SQL giving Python's ``repr()`` of the string ``e`` (quotes, backslash and the usual control escapes)."""
-    esc = f"replace({e}, '\\', '\\\\')"
+    """SQL giving :func:`quoted` of the string ``e``: Python's ``repr()`` (quotes, backslash and the usual control
+    escapes) of its first ``QUOTE_MAX`` characters, then ``... (N characters)`` when it is longer."""
+    cut = f"left({e}, {QUOTE_MAX})"
+    esc = f"replace({cut}, '\\', '\\\\')"
     for code, rep in ((9, "\\t"), (10, "\\n"), (13, "\\r")):
         esc = f"replace({esc}, chr({code}), '{rep}')"
-    return (f"(CASE WHEN contains({e}, '''') AND NOT contains({e}, '\"') THEN '\"' || {esc} || '\"' "
-            f"ELSE '''' || replace({esc}, '''', '\\''') || '''' END)")
+    more = f"CASE WHEN length({e}) > {QUOTE_MAX} THEN printf('... (%d characters)', length({e})) ELSE '' END"
+    return (f"((CASE WHEN contains({cut}, '''') AND NOT contains({cut}, '\"') THEN '\"' || {esc} || '\"' "
+            f"ELSE '''' || replace({esc}, '''', '\\''') || '''' END) || {more})")
 
 
 @dataclass(frozen=True)
@@ -328,7 +341,9 @@ def csv_header(
                 raise InputFileError(file, 1, f"wrong delimiter: expected ',' between columns, found {label}")
     missing = [c for c in required if c not in names]
     if missing:
-        raise InputFileError(file, 1, f"missing column {missing[0]!r} (header has: {','.join(names)})")
+        has = ",".join(names)
+        has = has if len(has) <= 300 else f"{has[:300]}... ({len(has)} characters)"  # a header of real names is shorter
+        raise InputFileError(file, 1, f"missing column {missing[0]!r} (header has: {has})")
     dups = sorted({n for n in names if names.count(n) > 1 and n in required + optional})
     if dups:
         raise InputFileError(file, 1, f"duplicate column {dups[0]!r} in header")
