@@ -20,8 +20,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from optimizer.errors import DataError, ParameterError
@@ -29,6 +30,7 @@ from optimizer.errors import DataError, ParameterError
 __all__ = [
     "OUTPUT_ENV", "DB_ENV", "STORAGE_ENV", "DEFAULT_OUTPUT", "output_root", "default_db", "default_storage",
     "resolve_db", "resolve_storage", "safe_name", "under", "storage_path", "run_label", "file_label", "existing_store",
+    "atomic_write",
 ]
 
 OUTPUT_ENV = "ACCUMOPT_OUTPUT"
@@ -149,3 +151,18 @@ def under(root: str | Path, *parts: object, suffix: str = "") -> Path:
     if not p.resolve().is_relative_to(base):
         raise ParameterError(f"path {p} must stay inside the output root {root}, got parts={list(map(str, parts))!r}")
     return p
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it to ``path``: an interrupted or failed write
+    leaves the previous file (or none), never a half-written one that a later command would read. The file gets
+    the mode a plain write gives (0666 less the umask; ``tempfile.mkstemp`` would make it 0600)."""
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask's mode, as a plain write gives
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -8,6 +8,7 @@ ingest leaves every data table as it was; no input makes a message (or the inges
 from __future__ import annotations
 
 import duckdb
+import pandas as pd
 import pytest
 from _cli_helpers import cli
 from _ingest_helpers import copied_store, dump_tables, write
@@ -140,3 +141,88 @@ def test_a_finra_header_of_a_whole_line_is_quoted_cut(con, tmp_path):
     fr = _failed(con, "finra-short", p, f"1: missing column 'ShortVolume': header is {quoted(head)}, "
                  "expected 'Date|Symbol|ShortVolume|TotalVolume|Market'")
     assert len(fr.message) < len(str(p)) + 250
+
+
+# ---------------------------------------------------------------------------------------------- interrupted saves
+
+
+class _Run:
+    """What ``save_walkforward`` reads of a WalkForwardResult: its tables and ``to_dict`` (a run tagged ``tag``)."""
+
+    def __init__(self, tag: str, n_events: int = 2, fail_at: str | None = None):
+        self.tag = tag
+        col = lambda n: pd.DataFrame({"tag": [tag] * n, "x": range(n)})  # noqa: E731
+        self.summary, self.trades, self.equity, self.stability = col(3), col(4), col(5), col(1)
+        self.events = col(n_events)
+        self.by_symbol, self.by_sector, self.by_regime, self.rules = col(1), col(1), col(1), col(1)
+        if fail_at is not None:  # the save is interrupted (Ctrl-C) while it writes this table
+            setattr(self, fail_at, _Interrupting(getattr(self, fail_at)))
+
+    def to_dict(self):
+        return {"spec": self.tag, "final": False}
+
+
+class _Interrupting(pd.DataFrame):
+    def to_parquet(self, *a, **k):
+        raise KeyboardInterrupt
+
+    to_csv = to_parquet
+
+
+def test_a_walkforward_save_interrupted_midway_leaves_no_run_a_report_would_trust(tmp_path):
+    # result.json was written FIRST and each file in place: Ctrl-C (or SIGKILL) while saving run B over run A left
+    # B's result.json beside A's equity, which `accumopt report` read as one run
+    from optimizer.errors import DataError
+    from optimizer.validate.walkforward import load_walkforward, save_walkforward
+
+    d = tmp_path / "wf"
+    save_walkforward(_Run("A"), d)
+    assert load_walkforward(d)["result"]["spec"] == "A"
+    with pytest.raises(KeyboardInterrupt):
+        save_walkforward(_Run("B", fail_at="equity"), d)
+    with pytest.raises(DataError, match="no walk-forward run in"):
+        load_walkforward(d)
+    assert not [p.name for p in d.iterdir() if p.name.endswith(".tmp")]  # no temporary file left behind
+    save_walkforward(_Run("C"), d)  # the re-run writes a whole run again
+    got = load_walkforward(d)
+    assert got["result"]["spec"] == "C"
+    assert {t: set(got[t]["tag"]) for t in ("summary", "trades", "equity", "events")} == {
+        t: {"C"} for t in ("summary", "trades", "equity", "events")}
+
+
+def test_a_walkforward_without_events_does_not_keep_the_previous_runs_events(tmp_path):
+    from optimizer.validate.walkforward import load_walkforward, save_walkforward
+
+    d = tmp_path / "wf"
+    save_walkforward(_Run("A", n_events=3), d)
+    save_walkforward(_Run("B", n_events=0), d)
+    got = load_walkforward(d)
+    assert got["result"]["spec"] == "B" and got["events"].empty  # A's three events were reported as B's
+
+
+@pytest.mark.parametrize("name, cut", [("result.json", 10), ("oos_trades.parquet", 30), ("oos_equity.parquet", 0)])
+def test_report_on_a_damaged_walkforward_file_is_one_line_naming_it(tmp_path, name, cut):
+    from optimizer.validate.walkforward import save_walkforward
+
+    d = save_walkforward(_Run("A"), tmp_path / "out" / "walkforward" / "demo")
+    (d / name).write_bytes((d / name).read_bytes()[:cut])
+    r = cli("report", d, "--out", tmp_path / "out")
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and f"walk-forward run in {d}: {name} is unreadable (" in lines[0], r.stderr
+    assert not (tmp_path / "out" / "reports").exists() or not list((tmp_path / "out" / "reports").iterdir())
+
+
+def test_files_written_whole_get_the_umask_mode_not_0600(tmp_path):
+    # the write-then-rename helper used tempfile.mkstemp: every signal sheet and backtest file it wrote was 0600
+    import os
+
+    from optimizer.report.backtest import _atomic
+
+    p = tmp_path / "sheet.csv"
+    _atomic(p, lambda t: open(t, "w").write("a\n"))
+    old = os.umask(0o022)
+    os.umask(old)
+    assert p.read_text() == "a\n"
+    assert p.stat().st_mode & 0o777 == 0o666 & ~old
