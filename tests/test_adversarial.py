@@ -17,7 +17,7 @@ from optimizer.data.ingest import ingest_paths
 from optimizer.data.ingest import _common
 from optimizer.data.ingest._common import repr_sql
 from optimizer.data.ingest._source import MAX_LINE_BYTES
-from optimizer.data.store import connect
+from optimizer.data.store import SCHEMA_VERSION, connect
 
 PRICES_HEAD = "date,symbol,open,high,low,close,volume\n"
 QUOTE_MAX = 60  # the characters of a file's value a message quotes (_common.QUOTE_MAX)
@@ -226,3 +226,35 @@ def test_files_written_whole_get_the_umask_mode_not_0600(tmp_path):
     os.umask(old)
     assert p.read_text() == "a\n"
     assert p.stat().st_mode & 0o777 == 0o666 & ~old
+
+
+# ---------------------------------------------------------------------------------------------- the store
+
+
+@pytest.fixture()
+def newer_store(seed_store, tmp_path):
+    import shutil
+
+    p = tmp_path / "newer.duckdb"
+    shutil.copy(seed_store, p)
+    c = duckdb.connect(str(p))
+    c.execute("INSERT INTO schema_version (version) VALUES (99)")  # written by a future accumopt
+    c.close()
+    return p
+
+
+def test_a_store_of_a_newer_schema_is_refused_by_readers_too(newer_store):
+    # only a writer (migrate) checked the version: `data info`, `study run`, `backtest`... read a newer accumopt's
+    # tables as their own
+    from optimizer.errors import DataError
+
+    msg = "database schema version 99 is newer than this accumopt supports"
+    with pytest.raises(DataError, match=msg):
+        connect(newer_store, read_only=True)
+    with pytest.raises(DataError, match=msg):
+        connect(newer_store)
+    c = duckdb.connect(str(newer_store))  # the refused connections were closed: the file is not held open
+    c.close()
+    r = cli("data", "info", "--db", newer_store)
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert [ln for ln in r.stderr.splitlines() if ln.strip()] == [f"error: {msg} ({SCHEMA_VERSION}); upgrade accumopt"]

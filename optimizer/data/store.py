@@ -269,14 +269,18 @@ def _current_version(con: duckdb.DuckDBPyConnection) -> int:
     return int(row[0] or 0)
 
 
-def migrate(con: duckdb.DuckDBPyConnection) -> int:
-    """Apply every pending migration, each in its own transaction. Returns the resulting version."""
-    con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP DEFAULT current_timestamp)")
-    v = _current_version(con)
+def _refuse_newer(v: int) -> None:
     if v > SCHEMA_VERSION:
         raise DataError(
             f"database schema version {v} is newer than this accumopt supports ({SCHEMA_VERSION}); upgrade accumopt"
         )
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> int:
+    """Apply every pending migration, each in its own transaction. Returns the resulting version."""
+    con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP DEFAULT current_timestamp)")
+    v = _current_version(con)
+    _refuse_newer(v)
     while v < SCHEMA_VERSION:
         con.execute("BEGIN TRANSACTION")
         try:
@@ -310,8 +314,14 @@ def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnect
         raise DataError(f"database {p} is already open in this process {'for writing' if read_only else 'read-only'} "
                         f"and DuckDB opens a file in one mode per process; close that connection (con.close()) and "
                         f"call again") from None
-    if not read_only:
-        migrate(con)
+    try:
+        if not read_only:
+            migrate(con)
+        else:  # a reader cannot migrate, but must not read a newer accumopt's tables as its own
+            _refuse_newer(_current_version(con))
+    except BaseException:
+        con.close()
+        raise
     return con
 
 
