@@ -258,3 +258,55 @@ def test_a_store_of_a_newer_schema_is_refused_by_readers_too(newer_store):
     r = cli("data", "info", "--db", newer_store)
     assert r.exit_code == 2 and "Traceback" not in r.output, r.output
     assert [ln for ln in r.stderr.splitlines() if ln.strip()] == [f"error: {msg} ({SCHEMA_VERSION}); upgrade accumopt"]
+
+
+# ---------------------------------------------------------------------------------------------- specs
+
+
+def _spec_error(text: str):
+    from optimizer.errors import SpecError
+    from optimizer.study.spec import parse_spec
+
+    with pytest.raises(SpecError) as e:
+        parse_spec(text, path="x.toml")
+    return str(e.value)
+
+
+def test_a_step_too_small_for_its_range_is_refused_by_name():
+    # step = 1e-300 crashed the spec's parse with decimal.InvalidOperation (a traceback); a grid over it would
+    # never end
+    msg = _spec_error('[space]\nw_short = { type = "float", low = 0.4, high = 0.7, step = 1e-300 }\n')
+    assert msg == ("x.toml: [space.w_short.step] must leave at most 1,000,000 steps from low to high "
+                   "(step >= 3e-07), got step=1e-300")
+    msg = _spec_error('[space]\nz_window = { type = "int", low = 2, high = 2000000, step = 1 }\n')
+    assert msg.startswith("x.toml: [space.z_window.step] must leave at most 1,000,000 steps")
+
+
+def test_a_grid_too_large_to_hold_in_memory_is_refused_before_it_is_built():
+    # Optuna's GridSampler lists every configuration when built: a 3e12 grid grew past 20 GB in the spec's check
+    space = ('[sampler]\nname = "grid"\n[space]\nvariant = { type = "categorical", choices = ["A", "B"] }\n'
+             'w_short = { type = "float", low = 0.001, high = 1.0, step = 0.001 }\n'
+             'w_lit = { type = "float", low = 0.01, high = 1.0, step = 0.01 }\n'
+             'w_price = { type = "float", low = 0.1, high = 1.0, step = 0.1 }\n'
+             'z_window = 20\nbuy_threshold = 70\nsell_threshold = 30\nexit = "fixed_10d"\n')
+    msg = _spec_error(space)
+    assert msg == ("x.toml: [sampler.name] a grid must hold at most 1,000,000 configurations, got 2,000,000 (variant 2, "
+                   "w_short 1000, w_lit 100, w_price 10): use larger steps or fewer choices, or another sampler (tpe)")
+
+
+def test_the_specs_stand_in_study_does_not_run_a_step_per_fold_of_a_huge_n_splits(monkeypatch):
+    # [cv] n_splits = 10**9: the check of the sampler and pruner options reported 10**9 steps per stand-in trial,
+    # so loading the spec never ended (the data check that refuses so many folds came after it)
+    from optimizer.study import registry, spec
+
+    seen = []
+    real = registry.dry_run
+
+    def spy(part, sampler, pruner, dists, dirs, steps, **kw):
+        seen.append(steps)
+        return real(part, sampler, pruner, dists, dirs, min(steps, 16), **kw)
+
+    monkeypatch.setattr(spec, "dry_run", spy)
+    s = spec.parse_spec("[cv]\nn_splits = 1000000000\n")
+    assert s.cv.n_splits == 1_000_000_000  # kept for the data check, which names the rule
+    assert seen and max(seen) <= 16
