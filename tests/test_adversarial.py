@@ -310,3 +310,42 @@ def test_the_specs_stand_in_study_does_not_run_a_step_per_fold_of_a_huge_n_split
     s = spec.parse_spec("[cv]\nn_splits = 1000000000\n")
     assert s.cv.n_splits == 1_000_000_000  # kept for the data check, which names the rule
     assert seen and max(seen) <= 16
+
+
+# ---------------------------------------------------------------------------------------------- output files
+
+
+def test_an_interrupted_figure_write_keeps_the_previous_page_whole(tmp_path, monkeypatch):
+    # plotly wrote the 5 MB page in place: Ctrl-C mid-write left a truncated page under the old name
+    import plotly.graph_objects as go
+
+    from optimizer.report.files import save_figure
+
+    p = tmp_path / "plots" / "SPY.html"
+    save_figure(go.Figure(go.Scatter(x=[1, 2], y=[3, 4])), p, png=False)
+    before = p.read_bytes()
+
+    def cut(self, file, **kw):
+        open(file, "w").write("<html><head>")  # the first bytes, then the interruption
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(go.Figure, "write_html", cut)
+    with pytest.raises(KeyboardInterrupt):
+        save_figure(go.Figure(go.Scatter(x=[1], y=[1])), p, png=False)
+    assert p.read_bytes() == before
+    assert [q.name for q in p.parent.iterdir()] == ["SPY.html"]
+
+
+def test_a_report_never_writes_through_a_symlink_out_of_the_output_folder(tmp_path):
+    # the page was written with write_text, which follows a symlink left at its name: a file outside --out was
+    # overwritten; the page now replaces the link
+    from optimizer.report.research import Page
+
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me")
+    page = tmp_path / "out" / "reports" / "demo.html"
+    page.parent.mkdir(parents=True)
+    page.symlink_to(outside)
+    Page("demo").write(page)
+    assert outside.read_text() == "keep me"
+    assert not page.is_symlink() and page.read_text().startswith("<!DOCTYPE html>")
