@@ -349,3 +349,14 @@ def test_a_report_never_writes_through_a_symlink_out_of_the_output_folder(tmp_pa
     Page("demo").write(page)
     assert outside.read_text() == "keep me"
     assert not page.is_symlink() and page.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_a_store_path_through_a_file_is_one_line_not_a_traceback(tmp_path):
+    # `--db notes.txt/x.duckdb`: connect's mkdir raised FileExistsError (NotADirectoryError one level deeper)
+    (tmp_path / "notes.txt").write_text("x")
+    for db in (tmp_path / "notes.txt" / "x.duckdb", tmp_path / "notes.txt" / "sub" / "x.duckdb"):
+        p = write(tmp_path / "p.csv", PRICES_HEAD + "2024-01-02,AAPL,10,11,9,10.5,100\n")
+        r = cli("ingest", "--db", db, "--out", tmp_path / "out", "prices", p)
+        assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+        assert [ln for ln in r.stderr.splitlines() if ln.strip()] == [
+            f"error: database {db}: cannot create its folder {db.parent} (a file, not a folder, is in its path)"]

@@ -305,7 +305,11 @@ def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnect
         pp = Path(p)
         if read_only and not pp.exists():
             raise DataError(f"database {p} does not exist; run `accumopt data synth --db {p}` or `accumopt ingest` first")
-        pp.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            pp.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a file where a folder of the path should be, a read-only folder
+            why = "a file, not a folder, is in its path" if isinstance(e, (FileExistsError, NotADirectoryError)) else e.strerror
+            raise DataError(f"database {p}: cannot create its folder {pp.parent} ({why})") from None
     try:
         con = duckdb.connect(p, read_only=read_only)
     except duckdb.ConnectionException as e:  # this process holds the file open in the other mode (e.g. a notebook)
