@@ -47,8 +47,13 @@ def _env(name: str, env: Mapping[str, str] | None) -> str | None:
 
 
 def output_root(out: str | Path | None = None, env: Mapping[str, str] | None = None) -> Path:
-    """The output root: ``out``, else env ``ACCUMOPT_OUTPUT``, else ``output`` (relative to the current directory)."""
-    return Path(out if out not in (None, "") else (_env(OUTPUT_ENV, env) or DEFAULT_OUTPUT))
+    """The output root: ``out``, else env ``ACCUMOPT_OUTPUT``, else ``output`` (relative to the current directory).
+    A root that is, or lies under, an existing file is a ParameterError (nothing could be written in it)."""
+    root = Path(out if out not in (None, "") else (_env(OUTPUT_ENV, env) or DEFAULT_OUTPUT))
+    for p in (root, *root.parents):
+        if p.exists() and not p.is_dir():
+            raise ParameterError(f"the output root must be a folder, got {str(root)!r} ({str(p)!r} is a file)")
+    return root
 
 
 def default_db(out: str | Path | None = None, env: Mapping[str, str] | None = None) -> Path:

@@ -360,3 +360,16 @@ def test_a_store_path_through_a_file_is_one_line_not_a_traceback(tmp_path):
         assert r.exit_code == 2 and "Traceback" not in r.output, r.output
         assert [ln for ln in r.stderr.splitlines() if ln.strip()] == [
             f"error: database {db}: cannot create its folder {db.parent} (a file, not a folder, is in its path)"]
+
+
+def test_an_output_root_under_a_file_is_one_line_not_a_traceback(tmp_path):
+    # `--out notes.txt/sub` (or ACCUMOPT_OUTPUT=notes.txt): click's DIRECTORY check passes a path that does not
+    # exist yet, then the first mkdir raised NotADirectoryError / FileExistsError as a traceback
+    (tmp_path / "notes.txt").write_text("x")
+    synth = ("data", "synth", "--start", "2024-01-02", "--end", "2024-02-15", "--universe", "tier1")
+    for args, env in ((("--out", tmp_path / "notes.txt" / "sub"), None),
+                      ((), {"ACCUMOPT_OUTPUT": str(tmp_path / "notes.txt")})):
+        r = cli(*synth, *args, env=env)
+        assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+        (line,) = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert line.startswith("error: the output root must be a folder, got ") and "notes.txt' is a file)" in line
