@@ -373,3 +373,16 @@ def test_an_output_root_under_a_file_is_one_line_not_a_traceback(tmp_path):
         assert r.exit_code == 2 and "Traceback" not in r.output, r.output
         (line,) = [ln for ln in r.stderr.splitlines() if ln.strip()]
         assert line.startswith("error: the output root must be a folder, got ") and "notes.txt' is a file)" in line
+
+
+# ---------------------------------------------------------------------------------------------- JSON inputs
+
+
+@pytest.mark.parametrize("kind", ["otc-weekly", "prices", "splits"])
+def test_json_nested_too_deeply_fails_the_file_in_one_line(con, tmp_path, kind):
+    # json.loads raised RecursionError, which no handler caught: a traceback, exit 1
+    p = write(tmp_path / "deep.json", "[" * 100_000 + "]" * 100_000 + "\n")
+    _failed(con, kind, p, " invalid JSON (nested too deeply: arrays or objects inside each other more than ~1,000 "
+                          "levels)")
+    r = cli("ingest", "--db", tmp_path / "s.duckdb", "--out", tmp_path / "out", kind, p)
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output

@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 import duckdb
@@ -56,6 +58,7 @@ __all__ = [
     "sha256_bytes",
     "sql_str",
     "quoted",
+    "load_json",
     "repr_sql",
     "split_sql",
     "lines_relation",
@@ -92,6 +95,18 @@ def sha256_bytes(data: bytes) -> str:
 def sql_str(s: object) -> str:
     """A SQL string literal."""
     return "'" + str(s).replace("'", "''") + "'"
+
+
+def load_json(file: str, text: str) -> Any:
+    """The JSON document of an input file; invalid JSON, or JSON nested deeper than Python's parser can follow
+    (``[[[[...]]]]``: a RecursionError), is an InputFileError."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputFileError(file, exc.lineno, f"invalid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise InputFileError(file, None, "invalid JSON (nested too deeply: arrays or objects inside each other more "
+                                         "than ~1,000 levels)") from None
 
 
 QUOTE_MAX = 60  # characters of a value read from a file that a message quotes

@@ -41,6 +41,7 @@ from optimizer.data.ingest._common import (
     date_rules,
     frame_relation,
     lines_relation,
+    load_json,
     rejects_sql,
     repr_sql,
     sql_str,
@@ -90,10 +91,7 @@ def scheduled_publication(week_start: pd.Series, tier: pd.Series) -> pd.Series:
 
 
 def _json_frame(file: str, text: str) -> pd.DataFrame:
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputFileError(file, exc.lineno, f"invalid JSON ({exc.msg})") from None
+    doc = load_json(file, text)
     if isinstance(doc, dict):
         doc = doc.get("data", doc.get("results"))
     if not isinstance(doc, list) or not all(isinstance(r, dict) for r in doc):
