@@ -386,3 +386,14 @@ def test_json_nested_too_deeply_fails_the_file_in_one_line(con, tmp_path, kind):
                           "levels)")
     r = cli("ingest", "--db", tmp_path / "s.duckdb", "--out", tmp_path / "out", kind, p)
     assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+
+
+def test_a_params_file_nested_too_deeply_is_one_line(tmp_path):
+    # `backtest --params deep.json`: RecursionError from json.loads was not caught (a traceback, exit 1)
+    from optimizer.errors import ParameterError
+    from optimizer.study.paramsfile import load_params_record
+
+    p = write(tmp_path / "deep.json", "[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ParameterError) as e:
+        load_params_record(p)
+    assert str(e.value) == f"{p}: cannot read a JSON params file: nested too deeply"
