@@ -397,3 +397,12 @@ def test_a_params_file_nested_too_deeply_is_one_line(tmp_path):
     with pytest.raises(ParameterError) as e:
         load_params_record(p)
     assert str(e.value) == f"{p}: cannot read a JSON params file: nested too deeply"
+
+
+def test_a_journal_storage_whose_first_line_nests_too_deeply_is_refused_in_one_line(tmp_path):
+    # the journal check's json.loads raised RecursionError (only ValueError was caught): a traceback
+    p = write(tmp_path / "j.log", "[" * 30_000 + "]" * 30_000 + "\n")
+    r = cli("study", "list", "--storage", f"journal:{p}", "--out", tmp_path / "out")
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    (line,) = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert line.startswith(f"error: study storage journal:{p} is not an Optuna journal file")
