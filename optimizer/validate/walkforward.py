@@ -1130,7 +1130,7 @@ def load_walkforward(out_dir: str | Path) -> dict[str, Any]:
     def read(name: str, reader):
         try:
             return reader(d / name)
-        except (OSError, ValueError) as exc:  # JSON, Parquet (ArrowInvalid) and CSV parse errors are ValueErrors
+        except (OSError, ValueError, RecursionError) as exc:  # JSON, Parquet (ArrowInvalid), CSV errors are ValueErrors
             why = " ".join(str(exc).split())
             why = why if len(why) <= 160 else why[:157] + "..."
             raise DataError(f"walk-forward run in {d}: {name} is unreadable ({type(exc).__name__}: {why}); run "
