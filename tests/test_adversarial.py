@@ -7,6 +7,8 @@ ingest leaves every data table as it was; no input makes a message (or the inges
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import duckdb
 import pandas as pd
 import pytest
@@ -410,3 +412,119 @@ def test_a_journal_storage_whose_first_line_nests_too_deeply_is_refused_in_one_l
     assert r.exit_code == 2 and "Traceback" not in r.output, r.output
     (line,) = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert line.startswith(f"error: study storage journal:{p} is not an Optuna journal file")
+
+
+# ---------------------------------------------------------------------------------------------- --jobs workers
+
+_JOBS_SPEC = """
+[study]
+name = "jobsstop"
+[data]
+universe = "tier1+3"
+[space]
+variant = { type = "categorical", choices = ["A", "B", "C", "D"] }
+z_window = { type = "categorical", choices = [10, 20] }
+buy_threshold = { type = "int", low = 60, high = 80, step = 5 }
+exit = "fixed_10d"
+[cv]
+n_splits = 3
+[objective]
+name = "_slow_objective:SlowRankExcess"
+[pruner]
+name = "none"
+[run]
+n_trials = 100000
+"""
+
+
+def _jobs_run(synth_db, tmp_path, tag):
+    """`study run --jobs 2` of a study that would run for hours, in its own process group (as a terminal's
+    foreground job), once its workers have finished a trial; returns (process, storage url)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    spec = tmp_path / "jobsstop.toml"
+    spec.write_text(_JOBS_SPEC)
+    url = f"sqlite:///{tmp_path / f'{tag}.db'}"
+    tests = str(Path(__file__).resolve().parent)
+    env = {k: v for k, v in os.environ.items() if k not in ("ACCUMOPT_STORAGE", "ACCUMOPT_DB")}
+    env |= {"ACCUMOPT_TEST_FOLD_SLEEP": "0.05", "PYTHONPATH": os.pathsep.join([tests, env.get("PYTHONPATH", "")])}
+    p = subprocess.Popen([sys.executable, "-m", "optimizer.cli", "study", "run", str(spec), "--db", str(synth_db),
+                          "--storage", url, "--jobs", "2", "--out", str(tmp_path / "out")], cwd=tmp_path, env=env,
+                         stdin=subprocess.DEVNULL, stdout=open(tmp_path / f"{tag}.out", "w"),
+                         stderr=open(tmp_path / f"{tag}.err", "w"), start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and _n_finished(url) < 2:
+        assert p.poll() is None, (tmp_path / f"{tag}.err").read_text()
+        time.sleep(0.2)
+    assert _n_finished(url) >= 2
+    return p, url
+
+
+def _n_finished(url):
+    import optuna
+
+    from optimizer.errors import DataError
+    from optimizer.study import make_storage
+
+    try:
+        st = optuna.load_study(study_name="jobsstop", storage=make_storage(url, heartbeat=False, read_only=True))
+    except (KeyError, DataError):
+        return 0
+    return sum(t.state.is_finished() for t in st.get_trials(deepcopy=False))
+
+
+def _group_gone(p, within):
+    """Whether every process of ``p``'s group has exited within ``within`` seconds (``p`` reaped: a zombie is still
+    a member)."""
+    import os
+    import time
+
+    deadline = time.monotonic() + within
+    while True:
+        p.poll()
+        try:
+            os.killpg(p.pid, 0)
+        except ProcessLookupError:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_study_run_jobs_2_and_its_workers(synth_db, tmp_path):
+    # the forked workers inherited the parent's SIGINT handler, which set the parent's flag (their copy of it):
+    # Ctrl-C left them running to their quota (hours here) and the parent waiting for them
+    import os
+    import signal
+
+    p, url = _jobs_run(synth_db, tmp_path, "int")
+    try:
+        os.killpg(p.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole foreground process group
+        assert _group_gone(p, within=90), "study run --jobs 2 still running 90 s after Ctrl-C"
+    finally:
+        if not _group_gone(p, within=0):
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.wait() == 0
+    assert "interrupted    yes" in (tmp_path / "int.out").read_text()
+    assert 2 <= _n_finished(url) < 100000
+
+
+@pytest.mark.slow
+def test_workers_of_a_killed_study_run_stop_instead_of_running_on_orphaned(synth_db, tmp_path):
+    import os
+    import signal
+
+    p, url = _jobs_run(synth_db, tmp_path, "kill")
+    try:
+        os.kill(p.pid, signal.SIGKILL)  # the OOM killer, `kill -9`: only the parent dies
+        p.wait()
+        assert _group_gone(p, within=90), "the --jobs workers ran on after their parent was killed"
+    finally:
+        if not _group_gone(p, within=0):
+            os.killpg(p.pid, signal.SIGKILL)
+    n = _n_finished(url)
+    assert 2 <= n < 100000
