@@ -20,8 +20,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from optimizer.errors import DataError, ParameterError
@@ -29,6 +30,7 @@ from optimizer.errors import DataError, ParameterError
 __all__ = [
     "OUTPUT_ENV", "DB_ENV", "STORAGE_ENV", "DEFAULT_OUTPUT", "output_root", "default_db", "default_storage",
     "resolve_db", "resolve_storage", "safe_name", "under", "storage_path", "run_label", "file_label", "existing_store",
+    "atomic_write",
 ]
 
 OUTPUT_ENV = "ACCUMOPT_OUTPUT"
@@ -45,8 +47,13 @@ def _env(name: str, env: Mapping[str, str] | None) -> str | None:
 
 
 def output_root(out: str | Path | None = None, env: Mapping[str, str] | None = None) -> Path:
-    """The output root: ``out``, else env ``ACCUMOPT_OUTPUT``, else ``output`` (relative to the current directory)."""
-    return Path(out if out not in (None, "") else (_env(OUTPUT_ENV, env) or DEFAULT_OUTPUT))
+    """The output root: ``out``, else env ``ACCUMOPT_OUTPUT``, else ``output`` (relative to the current directory).
+    A root that is, or lies under, an existing file is a ParameterError (nothing could be written in it)."""
+    root = Path(out if out not in (None, "") else (_env(OUTPUT_ENV, env) or DEFAULT_OUTPUT))
+    for p in (root, *root.parents):
+        if p.exists() and not p.is_dir():
+            raise ParameterError(f"the output root must be a folder, got {str(root)!r} ({str(p)!r} is a file)")
+    return root
 
 
 def default_db(out: str | Path | None = None, env: Mapping[str, str] | None = None) -> Path:
@@ -149,3 +156,18 @@ def under(root: str | Path, *parts: object, suffix: str = "") -> Path:
     if not p.resolve().is_relative_to(base):
         raise ParameterError(f"path {p} must stay inside the output root {root}, got parts={list(map(str, parts))!r}")
     return p
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it to ``path``: an interrupted or failed write
+    leaves the previous file (or none), never a half-written one that a later command would read. The file gets
+    the mode a plain write gives (0666 less the umask; ``tempfile.mkstemp`` would make it 0600)."""
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask's mode, as a plain write gives
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

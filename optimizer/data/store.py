@@ -269,14 +269,18 @@ def _current_version(con: duckdb.DuckDBPyConnection) -> int:
     return int(row[0] or 0)
 
 
-def migrate(con: duckdb.DuckDBPyConnection) -> int:
-    """Apply every pending migration, each in its own transaction. Returns the resulting version."""
-    con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP DEFAULT current_timestamp)")
-    v = _current_version(con)
+def _refuse_newer(v: int) -> None:
     if v > SCHEMA_VERSION:
         raise DataError(
             f"database schema version {v} is newer than this accumopt supports ({SCHEMA_VERSION}); upgrade accumopt"
         )
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> int:
+    """Apply every pending migration, each in its own transaction. Returns the resulting version."""
+    con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP DEFAULT current_timestamp)")
+    v = _current_version(con)
+    _refuse_newer(v)
     while v < SCHEMA_VERSION:
         con.execute("BEGIN TRANSACTION")
         try:
@@ -301,7 +305,11 @@ def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnect
         pp = Path(p)
         if read_only and not pp.exists():
             raise DataError(f"database {p} does not exist; run `accumopt data synth --db {p}` or `accumopt ingest` first")
-        pp.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            pp.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a file where a folder of the path should be, a read-only folder
+            why = "a file, not a folder, is in its path" if isinstance(e, (FileExistsError, NotADirectoryError)) else e.strerror
+            raise DataError(f"database {p}: cannot create its folder {pp.parent} ({why})") from None
     try:
         con = duckdb.connect(p, read_only=read_only)
     except duckdb.ConnectionException as e:  # this process holds the file open in the other mode (e.g. a notebook)
@@ -310,8 +318,14 @@ def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnect
         raise DataError(f"database {p} is already open in this process {'for writing' if read_only else 'read-only'} "
                         f"and DuckDB opens a file in one mode per process; close that connection (con.close()) and "
                         f"call again") from None
-    if not read_only:
-        migrate(con)
+    try:
+        if not read_only:
+            migrate(con)
+        else:  # a reader cannot migrate, but must not read a newer accumopt's tables as its own
+            _refuse_newer(_current_version(con))
+    except BaseException:
+        con.close()
+        raise
     return con
 
 

@@ -19,8 +19,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,6 +35,7 @@ from optimizer.engine.outcomes import (
     BASELINE_COLUMNS, EVENT_COLUMNS, RUN_METRIC_NAMES, SUMMARY_EXTRA_METRICS, SUMMARY_ID_KEYS,
 )
 from optimizer.errors import ParameterError
+from optimizer.paths import atomic_write as _atomic
 
 __all__ = [
     "RUNS_TABLE", "EVENTS_TABLE", "BASELINE_TABLE", "BT_TABLES", "RUN_COLUMNS", "EVENT_TYPES", "BASELINE_TYPES",
@@ -258,18 +257,6 @@ def write_market_regimes(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame) ->
 
 
 # ------------------------------------------------------------------------------------------------ files
-
-
-def _atomic(path: Path, write) -> None:
-    """Write through a temporary file in the same directory, then rename (no half-written file on failure)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _append_csv_row(path: Path, row: pd.DataFrame) -> None:

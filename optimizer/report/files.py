@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from optimizer.errors import DataError, ParameterError
+from optimizer.paths import atomic_write
 
 __all__ = ["png_available", "write_figures", "save_figure", "PNG_HINT"]
 
@@ -46,7 +47,8 @@ def write_figures(items: Sequence[tuple[go.Figure, str | Path]], png: bool | Non
         p = _html_path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
         # a fixed div id (plotly draws a random one): the same figure writes the same bytes (evening idempotence)
-        fig.write_html(p, include_plotlyjs=True, full_html=True, div_id=p.stem)
+        # written whole (a temporary file, then a rename): Ctrl-C never leaves a half-written page
+        atomic_write(p, lambda t, fig=fig, p=p: fig.write_html(t, include_plotlyjs=True, full_html=True, div_id=p.stem))
         written.append(p)
         htmls.append(p)
     if png is False or not items:

@@ -44,7 +44,7 @@ from optuna.trial import TrialState
 from plotly.offline import get_plotlyjs
 
 from optimizer.errors import DataError, check_param
-from optimizer.paths import safe_name, under
+from optimizer.paths import atomic_write, safe_name, under
 from optimizer.report import figures as F
 from optimizer.report.files import save_figure
 from optimizer.report.terminal import cell_text
@@ -125,7 +125,8 @@ class Page:
 
     def write(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.render(), encoding="utf-8")
+        text = self.render()
+        atomic_write(path, lambda p: Path(p).write_text(text, encoding="utf-8"))  # never a half-written page
         return path
 
 

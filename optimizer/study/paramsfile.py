@@ -108,6 +108,8 @@ def load_params_record(path: str | Path) -> ParamsRecord:
         doc = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ParameterError(f"{p}: cannot read a JSON params file: {e}") from None
+    except RecursionError:  # [[[[...]]]]: deeper than Python's JSON parser can follow
+        raise ParameterError(f"{p}: cannot read a JSON params file: nested too deeply") from None
     if not isinstance(doc, dict):
         raise ParameterError(f"{p}: must hold a JSON object of parameters or {{\"params\": {{...}}}}")
     return params_record(doc, p)

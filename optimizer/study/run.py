@@ -337,13 +337,30 @@ class _Progress:
 
 def _worker(spec: StudySpec, storage_url: str | None, name: str, quota: int, data: StudyData, timeout: float | None,
             target: int, seed_offset: int) -> None:
-    """One forked ``--jobs`` process: its own storage connection, sampler seed ``seed + seed_offset``."""
+    """One forked ``--jobs`` process: its own storage connection, sampler seed ``seed + seed_offset``. It stops
+    after its running trial on Ctrl-C (SIGINT: the handler it inherited set the PARENT's flag, in its own copy, so
+    a worker ran on to its quota) and when its parent is gone (killed: the worker would run on, orphaned)."""
+    parent = os.getppid()
+    stop = {"stop": False}
+
+    def _sigint(signum, frame):
+        stop["stop"] = True
+
+    signal.signal(signal.SIGINT, _sigint)
+
+    def should_stop() -> bool:
+        return stop["stop"] or os.getppid() != parent
+
+    def _stopper(st: optuna.Study, tr) -> None:
+        if should_stop():
+            st.stop()
+
     warm_kernels(parallel=needs_parallel(data.panel))
     storage = make_storage(storage_url)
     study = optuna.load_study(study_name=name, storage=storage, sampler=_sampler(data.spec, seed_offset),
                               pruner=build_pruner(spec.pruner.name, spec.pruner.options))
-    _optimize_budget(study, storage, TrialObjective(data), target, timeout, n_trials=quota,
-                     callbacks=[_FailureGuard(),
+    _optimize_budget(study, storage, TrialObjective(data), target, timeout, n_trials=quota, should_stop=should_stop,
+                     callbacks=[_stopper, _FailureGuard(),
                                 optuna.study.MaxTrialsCallback(target, states=(TrialState.COMPLETE, TrialState.PRUNED))])
 
 

@@ -46,6 +46,8 @@ STUDY_NAME_RULE = "1-100 letters, digits, '.', '_', '+', '=' or '-', starting wi
 
 REGIMES = ("ALL", "RISK_ON", "RISK_OFF", "TRANSITIONAL", "BULL_LOW_VOL", "BULL_HIGH_VOL", "BEAR_LOW_VOL", "BEAR_HIGH_VOL")
 AGGREGATES = ("mean", "median", "mean_minus_std")
+MAX_STEPS = 1_000_000  # (high - low) / step of a numeric range with a step: its values must fit in memory as a grid
+MAX_GRID = 1_000_000  # configurations of a grid study (Optuna's GridSampler holds them all: ~130 MB at this size)
 
 # The design's parameter space (used when a spec has no [space] table): the registry's ``search`` entries.
 DEFAULT_SPACE: dict[str, Any] = default_space()
@@ -263,6 +265,9 @@ def _parse_param(name: str, raw: Any, path: str, earlier_specs: list[ParamSpec])
             raise _err(f"{key}.low", f"must be <= high={hi}, got low={lo}")
         if step is not None and step <= 0:
             raise _err(f"{key}.step", f"must be > 0, got step={step}")
+        if step is not None and (hi - lo) / step > MAX_STEPS:  # a grid of them would not fit in memory
+            raise _err(f"{key}.step", f"must leave at most {MAX_STEPS:,} steps from low to high (step >= "
+                                      f"{(hi - lo) / MAX_STEPS:.3g}), got step={step}")
         if log and (lo <= 0 or step is not None):
             raise _err(f"{key}.log", f"log scale needs low > 0 and no step, got low={lo}, step={step}")
         return ParamSpec(name, kind, low=lo, high=hi, step=step, log=log, when=when_t)
@@ -902,6 +907,11 @@ def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
             if p.when:
                 raise _err(f"space.{p.name}.when", "grid sampling cannot use conditional parameters")
             p.grid_values()
+        size = _grid_size({p.name: p.grid_values() for p in space if p.kind != "fixed"})
+        if size > MAX_GRID:  # Optuna's GridSampler lists every configuration in memory when it is built
+            counts = ", ".join(f"{p.name} {len(p.grid_values())}" for p in space if p.kind != "fixed")
+            raise _err("sampler.name", f"a grid must hold at most {MAX_GRID:,} configurations, got {size:,} ({counts}): "
+                                       "use larger steps or fewer choices, or another sampler (tpe)")
     if len(dirs) > 1 and sname not in ("nsga2", "random", "tpe", "qmc", "grid", "gp"):
         raise _err("sampler.name", f"{sname!r} does not support multi-objective studies; use nsga2, tpe, random, qmc or grid")
     sampler = SamplerSpec(sname, seed, sopts)
@@ -919,7 +929,9 @@ def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
         warnings.simplefilter("ignore")
         grid = {p.name: p.grid_values() for p in space if p.kind != "fixed"} if sname == "grid" else None
         dists = {p.name: p.distribution() for p in space if p.kind != "fixed"}
-        steps = max(1, cv_kw.get("n_splits", CVSpec.n_splits))
+        # the stand-in reports one value per fold, at most 16 (n_splits = 10**9 ran the stand-in forever before the
+        # data check refused it); an option that fails when used fails at the first reports
+        steps = min(max(1, cv_kw.get("n_splits", CVSpec.n_splits)), 16)
         # past the sampler's startup phase: the options of its own model (TPE's n_ei_candidates, prior_weight, a
         # package it imports) are used from then on only, so the stand-in study shortens the startup to 3 trials
         dry_opts, dry_n = _past_startup(sname, sopts)

@@ -88,7 +88,7 @@ def _check_journal_file(url: str, path: Path) -> None:
         return
     try:
         entry = json.loads(first)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or [[[[...: deeper than the parser follows
         entry = None
     if not (isinstance(entry, dict) and "op_code" in entry):
         raise DataError(f"study storage {url} is not an Optuna journal file (its first line is {first[:40]!r}, not a "

@@ -54,7 +54,7 @@ from optimizer.engine.simulate import EXIT_REASONS, Span, Trades
 from optimizer.errors import DataError, ParameterError, SpecError
 from optimizer.study.data import StudyData, load_study_data, prepare_data
 from optimizer.engine.evaluate import Config
-from optimizer.paths import resolve_db, resolve_storage, under
+from optimizer.paths import atomic_write, resolve_db, resolve_storage, under
 from optimizer.study.records import (
     direction_sign, distinct_configurations, group_configurations, ranked_trials, read_study, read_trial, window_attrs,
 )
@@ -1086,7 +1086,7 @@ def _segments(spec: StudySpec, p: Panel, results: list[WindowResult], span: Span
 
 def _write_summary(result: WalkForwardResult, d: Path) -> None:
     d.mkdir(parents=True, exist_ok=True)
-    result.summary.to_csv(d / "walk_forward_summary.csv", index=False)
+    atomic_write(d / "walk_forward_summary.csv", lambda p: result.summary.to_csv(p, index=False))
 
 
 def walkforward_dir(out_root: str | Path, study_name: str, final: bool = False) -> Path:
@@ -1096,37 +1096,59 @@ def walkforward_dir(out_root: str | Path, study_name: str, final: bool = False) 
 
 
 def save_walkforward(result: WalkForwardResult, out_dir: str | Path) -> Path:
-    """Persist a walk-forward run (JSON summary + trades/equity/summary/stability tables) for `accumopt report`."""
+    """Persist a walk-forward run (JSON summary + trades/equity/summary/stability tables) for `accumopt report`.
+
+    Each file is written through a temporary file and renamed. ``result.json``, which makes the folder a run for
+    :func:`load_walkforward`, is removed first and written last: a run killed while saving leaves no result.json
+    beside files of two different runs. A run without events removes the previous run's ``oos_events.parquet``."""
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
-    (d / "result.json").write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    (d / "result.json").unlink(missing_ok=True)
     _write_summary(result, d)
-    result.trades.to_parquet(d / "oos_trades.parquet", index=False)
-    result.equity.to_parquet(d / "oos_equity.parquet", index=False)
-    result.stability.to_csv(d / "parameter_stability.csv", index=False)
+    atomic_write(d / "oos_trades.parquet", lambda p: result.trades.to_parquet(p, index=False))
+    atomic_write(d / "oos_equity.parquet", lambda p: result.equity.to_parquet(p, index=False))
+    atomic_write(d / "parameter_stability.csv", lambda p: result.stability.to_csv(p, index=False))
     if len(result.events):
-        result.events.to_parquet(d / "oos_events.parquet", index=False)
+        atomic_write(d / "oos_events.parquet", lambda p: result.events.to_parquet(p, index=False))
+    else:
+        (d / "oos_events.parquet").unlink(missing_ok=True)
     for name in ("by_symbol", "by_sector", "by_regime", "rules"):
-        getattr(result, name).to_csv(d / f"{name}.csv", index=False)
+        atomic_write(d / f"{name}.csv", lambda p, name=name: getattr(result, name).to_csv(p, index=False))
+    text = json.dumps(result.to_dict(), indent=2, default=str)
+    atomic_write(d / "result.json", lambda p: Path(p).write_text(text))
     return d
 
 
 def load_walkforward(out_dir: str | Path) -> dict[str, Any]:
     """The persisted walk-forward run as plain objects: ``result`` (dict), ``verdict`` (the ``Verdict``; None for a
-    result.json written before verdicts were stored as gates) and DataFrames."""
+    result.json written before verdicts were stored as gates) and DataFrames. A missing or unreadable file of the
+    run (damaged, or cut short by a crash) is a DataError naming it."""
     d = Path(out_dir)
     if not (d / "result.json").exists():
         raise DataError(f"no walk-forward run in {d} (expected result.json); run `accumopt walkforward SPEC` first")
-    result = json.loads((d / "result.json").read_text())
+
+    def read(name: str, reader):
+        try:
+            return reader(d / name)
+        except (OSError, ValueError, RecursionError) as exc:  # JSON, Parquet (ArrowInvalid), CSV errors are ValueErrors
+            why = " ".join(str(exc).split())
+            why = why if len(why) <= 160 else why[:157] + "..."
+            raise DataError(f"walk-forward run in {d}: {name} is unreadable ({type(exc).__name__}: {why}); run "
+                            f"`accumopt walkforward SPEC` again to rewrite it") from None
+
+    result = read("result.json", lambda p: json.loads(p.read_text()))
+    if not isinstance(result, dict):
+        raise DataError(f"walk-forward run in {d}: result.json is unreadable (not a JSON object); run "
+                        f"`accumopt walkforward SPEC` again to rewrite it")
     return {
         "result": result,
         "verdict": Verdict.from_dict(result) if isinstance(result.get("verdict_gates"), list) else None,
-        "summary": pd.read_csv(d / "walk_forward_summary.csv"),
-        "trades": pd.read_parquet(d / "oos_trades.parquet"),
-        "equity": pd.read_parquet(d / "oos_equity.parquet"),
-        "stability": pd.read_csv(d / "parameter_stability.csv") if (d / "parameter_stability.csv").stat().st_size > 1 else pd.DataFrame(),
-        "events": pd.read_parquet(d / "oos_events.parquet") if (d / "oos_events.parquet").exists() else pd.DataFrame(),
-        **{n: _read_csv(d / f"{n}.csv") for n in ("by_symbol", "by_sector", "by_regime", "rules", "regime_comparison")},
+        "summary": read("walk_forward_summary.csv", pd.read_csv),
+        "trades": read("oos_trades.parquet", pd.read_parquet),
+        "equity": read("oos_equity.parquet", pd.read_parquet),
+        "stability": read("parameter_stability.csv", lambda p: pd.read_csv(p) if p.stat().st_size > 1 else pd.DataFrame()),
+        "events": read("oos_events.parquet", lambda p: pd.read_parquet(p) if p.exists() else pd.DataFrame()),
+        **{n: read(f"{n}.csv", _read_csv) for n in ("by_symbol", "by_sector", "by_regime", "rules", "regime_comparison")},
     }
 
 

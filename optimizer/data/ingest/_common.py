@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 import duckdb
@@ -55,6 +57,8 @@ __all__ = [
     "MAX_VOLUME",
     "sha256_bytes",
     "sql_str",
+    "quoted",
+    "load_json",
     "repr_sql",
     "split_sql",
     "lines_relation",
@@ -94,13 +98,37 @@ def sql_str(s: object) -> str:
     return "'" + str(s).replace("'", "''") + "'"
 
 
+def load_json(file: str, text: str) -> Any:
+    """The JSON document of an input file; invalid JSON, or JSON nested deeper than Python's parser can follow
+    (``[[[[...]]]]``: a RecursionError), is an InputFileError."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputFileError(file, exc.lineno, f"invalid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise InputFileError(file, None, "invalid JSON (nested too deeply: arrays or objects inside each other more "
+                                         "than ~1,000 levels)") from None
+
+
+QUOTE_MAX = 60  # characters of a value read from a file that a message quotes
+
+
+def quoted(s: str) -> str:
+    """``repr()`` of a value read from a file, cut to ``QUOTE_MAX`` characters with its full length named (a 1 MiB
+    field must not make a 1 MiB message); :func:`repr_sql` is its SQL twin."""
+    return repr(s[:QUOTE_MAX]) + (f"... ({len(s)} characters)" if len(s) > QUOTE_MAX else "")
+
+
 def repr_sql(e: str) -> str:
-    """SQL giving Python's ``repr()`` of the string ``e`` (quotes, backslash and the usual control escapes)."""
-    esc = f"replace({e}, '\\', '\\\\')"
+    """SQL giving :func:`quoted` of the string ``e``: Python's ``repr()`` (quotes, backslash and the usual control
+    escapes) of its first ``QUOTE_MAX`` characters, then ``... (N characters)`` when it is longer."""
+    cut = f"left({e}, {QUOTE_MAX})"
+    esc = f"replace({cut}, '\\', '\\\\')"
     for code, rep in ((9, "\\t"), (10, "\\n"), (13, "\\r")):
         esc = f"replace({esc}, chr({code}), '{rep}')"
-    return (f"(CASE WHEN contains({e}, '''') AND NOT contains({e}, '\"') THEN '\"' || {esc} || '\"' "
-            f"ELSE '''' || replace({esc}, '''', '\\''') || '''' END)")
+    more = f"CASE WHEN length({e}) > {QUOTE_MAX} THEN printf('... (%d characters)', length({e})) ELSE '' END"
+    return (f"((CASE WHEN contains({cut}, '''') AND NOT contains({cut}, '\"') THEN '\"' || {esc} || '\"' "
+            f"ELSE '''' || replace({esc}, '''', '\\''') || '''' END) || {more})")
 
 
 @dataclass(frozen=True)
@@ -332,7 +360,9 @@ def csv_header(
                 raise InputFileError(file, 1, f"wrong delimiter: expected ',' between columns, found {label}")
     missing = [c for c in required if c not in names]
     if missing:
-        raise InputFileError(file, 1, f"missing column {missing[0]!r} (header has: {','.join(names)})")
+        has = ",".join(names)
+        has = has if len(has) <= 300 else f"{has[:300]}... ({len(has)} characters)"  # a header of real names is shorter
+        raise InputFileError(file, 1, f"missing column {missing[0]!r} (header has: {has})")
     dups = sorted({n for n in names if names.count(n) > 1 and n in required + optional})
     if dups:
         raise InputFileError(file, 1, f"duplicate column {dups[0]!r} in header")

@@ -58,6 +58,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 INLINE_BYTES = 64 << 20
 CHUNK_BYTES = 16 << 20
 MAX_LINE_BYTES = 1 << 20
+_LONG_LINE = f"line longer than {MAX_LINE_BYTES >> 20} MiB: not a line-oriented text file"
 _STEP_BYTES = 1 << 20  # gzip output per decompression call
 LINES_TABLE = "_ing_lines"
 _BOMS = ((b"\xff\xfe", "FF FE"), (b"\xfe\xff", "FE FF"), (b"\x00\x00\xfe\xff", "00 00 FE FF"))
@@ -297,6 +298,9 @@ class _Stager:
             k = int(np.searchsorted(starts, pos, side="right")) - 1
             raise InputFileError(self.file, base + k + 1, "carriage return inside a line (mixed line ends): save the file with LF or CRLF line ends")
         ends = ends - cr_end
+        too_long = np.flatnonzero(ends - starts > MAX_LINE_BYTES)  # a long line followed by others in the chunk
+        if len(too_long):
+            raise InputFileError(self.file, base + int(too_long[0]) + 1, _LONG_LINE)
         if len(nl) or cr_end.any():
             drop = np.zeros(len(body), dtype=bool)
             drop[nl] = True
@@ -367,7 +371,7 @@ def stage_lines(
         if len(carry) > MAX_LINE_BYTES:
             if b"\n" not in carry and b"\r" in carry and not st.lf_seen:
                 raise InputFileError(raw.file, base + 1, "CR-only line ends (classic Mac OS): save the file with LF or CRLF line ends")
-            raise InputFileError(raw.file, base + 1, f"line longer than {MAX_LINE_BYTES >> 20} MiB: not a line-oriented text file")
+            raise InputFileError(raw.file, base + 1, _LONG_LINE)
     if carry:
         base += st.add(carry, base, final=True)
     st.info.physical = base

@@ -53,6 +53,7 @@ from optimizer.data.ingest._common import (
     lines_relation,
     name_date,
     name_dates,
+    quoted,
     rejects_sql,
     repr_sql,
     sql_str,
@@ -130,7 +131,7 @@ def _prepare_raw(file: str, header_line: str, lines: Lines) -> Prep:
         for d, label in ((",", "','"), (";", "';'"), ("\t", "tab")):
             if d in header_line:
                 raise InputFileError(file, 1, f"wrong delimiter: expected '|' between columns, found {label}")
-        raise InputFileError(file, 1, f"header {header_line!r} is not Date|Symbol|ShortVolume|...")
+        raise InputFileError(file, 1, f"header {quoted(header_line)} is not Date|Symbol|ShortVolume|...")
     if tuple(header) == _NEW:
         layout = _NEW
     elif tuple(header) == _OLD:
@@ -139,7 +140,7 @@ def _prepare_raw(file: str, header_line: str, lines: Lines) -> Prep:
         want = _NEW if "shortexemptvolume" in header else _OLD
         missing = [c for c in want if c not in header]
         what = f"missing column {_pretty((missing[0],))[0]!r}" if missing else "unexpected columns"
-        raise InputFileError(file, 1, f"{what}: header is {header_line!r}, expected {'|'.join(_pretty(want))!r}")
+        raise InputFileError(file, 1, f"{what}: header is {quoted(header_line)}, expected {'|'.join(_pretty(want))!r}")
     facility = facility_of(file)
     if facility is None:
         raise InputFileError(file, None, f"cannot tell the facility: the file name must start with one of {', '.join(FAMILIES)}")
@@ -148,7 +149,7 @@ def _prepare_raw(file: str, header_line: str, lines: Lines) -> Prep:
     trailer = lines.last.strip()
     if not trailer.isdigit():
         raise InputFileError(
-            file, lines.last_no, f"missing record-count trailer: last line {lines.last[:60]!r} is not an integer (truncated file?)"
+            file, lines.last_no, f"missing record-count trailer: last line {quoted(lines.last)} is not an integer (truncated file?)"
         )
     records = lines.staged - 2
     if int(trailer) != records:

@@ -41,6 +41,7 @@ from optimizer.data.ingest._common import (
     date_rules,
     frame_relation,
     lines_relation,
+    load_json,
     rejects_sql,
     repr_sql,
     sql_str,
@@ -94,10 +95,7 @@ def scheduled_publication(week_start: pd.Series, tier: pd.Series) -> pd.Series:
 
 
 def _json_frame(file: str, text: str) -> tuple[pd.DataFrame, list[str]]:
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputFileError(file, exc.lineno, f"invalid JSON ({exc.msg})") from None
+    doc = load_json(file, text)
     if isinstance(doc, dict):
         doc = doc.get("data", doc.get("results"))
     if not isinstance(doc, list) or not all(isinstance(r, dict) for r in doc):
@@ -157,10 +155,11 @@ def spec(ctx: Ctx, sig: tuple, fids: list[int], preps: dict) -> Spec:
         (f"\"updated\" > DATE '{ctx.today}'",
          f"printf('lastUpdateDate %s is in the future (today is {ctx.today})', strftime(\"updated\", '%Y-%m-%d'))"),
     ]
-    # firm-level records (ATS_W_FIRM, OTC_W_FIRM, ...) are not symbol data: skipped before any check
+    # firm-level records (ATS_W_FIRM, OTC_W_FIRM, ...) are not symbol data: skipped before any check. A row too
+    # short to hold the type code (NULL) is kept, so the field-count check fails its file (it was dropped silently)
     return Spec(rel, cols, ncols, count_error, "week", ("week", "symbol", "code"),
                 ("summaryStartDate", "symbol", "summaryTypeCode"), rejects=rejects,
-                where="NOT ends_with(upper(\"t_code\"), '_FIRM')", raw_in_rows=sig[0] == "json")
+                where="NOT coalesce(ends_with(upper(\"t_code\"), '_FIRM'), false)", raw_in_rows=sig[0] == "json")
 
 
 def plan(ctx: Ctx, sig: tuple, sp: Spec, table: str, fid: int, prep: Prep, s: Summary, file: str) -> Plan:

@@ -45,6 +45,7 @@ from optimizer.data.ingest._common import (
     date_rules,
     frame_relation,
     lines_relation,
+    load_json,
     rejects_sql,
     sql_str,
     unread_warnings,
@@ -149,10 +150,7 @@ def _text(x) -> str:
 
 def _polygon(ctx: Ctx, file: str, text: str) -> tuple[pd.DataFrame, list[str]]:
     """A Polygon aggregates document -> (the staged frame (one row per result record), the record fields not read)."""
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputFileError(file, exc.lineno, f"invalid JSON ({exc.msg})") from None
+    doc = load_json(file, text)
     docs = doc if isinstance(doc, list) else [doc]
     rows: list[dict[str, str]] = []
     unread: dict[str, None] = {}

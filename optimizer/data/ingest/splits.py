@@ -38,6 +38,7 @@ from optimizer.data.ingest._common import (
     date_rules,
     frame_relation,
     lines_relation,
+    load_json,
     rejects_sql,
     sql_str,
     unread_warnings,
@@ -52,10 +53,7 @@ _ALIASES = {"ticker": "symbol", "ex_date": "date", "execution_date": "date", "ex
 
 
 def _json_frame(file: str, text: str) -> tuple[pd.DataFrame, list[str]]:
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputFileError(file, exc.lineno, f"invalid JSON ({exc.msg})") from None
+    doc = load_json(file, text)
     docs = doc if isinstance(doc, list) else [doc]
     recs: list = []
     for d in docs:
