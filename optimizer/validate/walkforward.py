@@ -33,6 +33,7 @@ import math
 import multiprocessing
 import multiprocessing.connection
 import os
+import platform
 import signal
 import threading
 import warnings
@@ -553,10 +554,10 @@ _RESULT_LIBRARIES = ("numpy", "pandas", "scipy", "arch", "optuna", "numba", "sci
 
 @functools.cache
 def _code_digest() -> str:
-    """16 hex chars of sha256 over the source of the ``optimizer`` package (every .py file, by path) and the
-    versions of ``_RESULT_LIBRARIES``."""
+    """16 hex chars of sha256 over the source of the ``optimizer`` package (every .py file, by path), the Python
+    version and the versions of ``_RESULT_LIBRARIES``."""
     root = Path(__file__).resolve().parents[1]
-    h = hashlib.sha256()
+    h = hashlib.sha256(f"python {platform.python_version()}\0".encode())
     for f in sorted(root.rglob("*.py")):
         h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
     for lib in _RESULT_LIBRARIES:
