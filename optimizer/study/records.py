@@ -460,7 +460,7 @@ def _pack(v: Any) -> Any:
     that is not finite as ``{"__f__": "nan" | "inf" | "-inf"}`` (a finite float is written as its shortest repr,
     which reads back to the same bits), a tuple as a list; dict keys must be strings."""
     if isinstance(v, (np.ndarray, np.generic)):
-        a = np.ascontiguousarray(v)
+        a = np.asarray(v) if np.ndim(v) == 0 else np.ascontiguousarray(v)  # (ascontiguousarray makes a scalar 1-d)
         if a.dtype.hasobject:
             raise TypeError(f"an object array cannot be stored, got dtype {a.dtype}")
         return {"__nd__": [a.dtype.str, list(a.shape), base64.b64encode(a.tobytes()).decode("ascii")]}
