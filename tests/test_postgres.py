@@ -7,8 +7,20 @@ root), database ``accumopt``; stopped (``pg_ctl stop -m fast``) and removed at t
 PostgreSQL tests skip when that fails or when psycopg2 (the ``postgres`` extra) is not installed.
 
 Store: a small synthetic market (tier1 = 15 ETFs, 2024-01-02 .. 2024-12-31), built once per module. Spec: 3 purged
-folds, median pruner (so some trials are pruned), seeded TPE, N = 16 trials. The study is created once
-in-process (``open_study``); then two ``study worker --n-trials 16`` processes join it at the same time.
+folds, median pruner (n_startup_trials 2, no warm-up), seeded TPE, N = 16 trials. The study is created once
+in-process (``open_study``) with its first four trials enqueued (``planted``); then two ``study worker --n-trials
+16`` processes join it at the same time.
+
+Some trial is pruned and some completed whatever the interleaving (two workers' TPE proposals and the median
+pruner's comparisons depend on it: a run with only sampled trials once ended 16 completed, 0 pruned). The enqueued
+trials are popped in order by whichever worker asks next: A, B, A again, then P, with fold values computed here
+(the same objective on the same data): A >= B at every fold, and P's first fold value the unique minimum over the
+whole search space. The first trial to finish cannot be pruned (no complete trial to compare it with). When P is
+popped, its worker has just finished its own trial and the other runs at most one, so two of A, B, A are
+finished, and complete: A and its repeat are never below the median of B and each other; B can be pruned only by
+A and A complete. Every complete trial other than P's configuration has a first fold value above P's, and no trial
+of P's configuration can complete once two trials have (it is below their median), so P (or, its worker killed,
+its retry) is pruned at fold 0.
 
 What is checked (each could fail):
 
@@ -30,6 +42,7 @@ What is checked (each could fail):
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -50,6 +63,8 @@ from _slow_objective import SLEEP_ENV
 from optimizer.data.synth import SynthConfig, synth_to_db
 from optimizer.study.spec import load_spec
 from optimizer.study import load_study_data, make_storage, open_study, prepare_data
+from optimizer.study.space import grid_search_space
+from optimizer.study.trial import TrialObjective
 
 pytestmark = pytest.mark.slow
 
@@ -223,9 +238,34 @@ def study_data(store, spec_path):
     return spec, prepare_data(spec, panel, 0, reserve)
 
 
-def _create(study_data, url: str, name: str) -> None:
+@pytest.fixture(scope="module")
+def planted(study_data) -> dict[str, dict]:
+    """The enqueued configurations (see the module docstring): ``A`` and ``B`` (A >= B at every fold, both above
+    ``P`` at fold 0) and ``P`` (the unique minimum of the first fold's value over every configuration of the space:
+    600, ~1 s), with their fold values as the workers' objective reports them."""
     spec, data = study_data
-    open_study(spec, make_storage(url), data, name=name)
+    obj = TrialObjective(data)
+    space = grid_search_space(spec)
+    configs = [dict(zip(space, combo)) for combo in itertools.product(*space.values())]
+    vals = [[obj.objective.fold_value(m) for m in obj.evaluate(c)["folds"]] for c in configs]
+    first = sorted(v[0] for v in vals)
+    assert first[0] < first[1], "the first fold's lowest value is not unique: P would not be below every other trial"
+    p = min(range(len(configs)), key=lambda i: vals[i][0])
+    # A: the configuration whose worst rank over the folds is the best; B: the best at fold 0 that A dominates
+    ranks = [sorted(v[k] for v in vals) for k in range(N_FOLDS)]
+    a = max(range(len(configs)), key=lambda i: min(ranks[k].index(vals[i][k]) for k in range(N_FOLDS)))
+    below = [i for i in range(len(configs)) if i != a and all(vals[i][k] <= vals[a][k] for k in range(N_FOLDS))
+             and vals[i][0] > vals[p][0] and configs[i] != configs[a]]
+    assert below, "no configuration that A dominates at every fold"
+    b = max(below, key=lambda i: vals[i][0])
+    return {n: {"params": configs[i], "folds": vals[i]} for n, i in (("A", a), ("B", b), ("P", p))}
+
+
+def _create(study_data, url: str, name: str, planted: dict[str, dict]) -> None:
+    spec, data = study_data
+    study = open_study(spec, make_storage(url), data, name=name)
+    for n in ("A", "B", "A", "P"):
+        study.enqueue_trial(planted[n]["params"])
 
 
 def _trials(storage, name: str) -> list[optuna.trial.FrozenTrial]:
@@ -276,7 +316,7 @@ def _overlap(trials) -> bool:
     return any(b[0] < a[1] for a, b in zip(iv, iv[1:]))
 
 
-def _assert_exact_study(trials, allowed_fail: set[int] = frozenset()) -> None:
+def _assert_exact_study(trials, planted: dict[str, dict], allowed_fail: set[int] = frozenset()) -> None:
     states = {t.number: t.state for t in trials}
     numbers = sorted(t.number for t in trials)
     assert numbers == list(range(len(trials))), f"trial numbers not unique/contiguous: {numbers}"
@@ -285,34 +325,38 @@ def _assert_exact_study(trials, allowed_fail: set[int] = frozenset()) -> None:
     assert {n for n, s in states.items() if s == TrialState.FAIL} == set(allowed_fail), states
     assert not [n for n, s in states.items() if s in (TrialState.RUNNING, TrialState.WAITING)], states
     assert any(t.state == TrialState.PRUNED for t in trials) and any(t.state == TrialState.COMPLETE for t in trials), states
+    # P's configuration (the enqueued trial, or its retry) was pruned at its first fold, on the value computed here
+    p = [t for t in trials if t.params == planted["P"]["params"] and t.state in FINISHED]
+    assert p and all(t.state == TrialState.PRUNED and t.intermediate_values == {0: planted["P"]["folds"][0]}
+                     for t in p), [(t.number, t.state.name, t.intermediate_values) for t in p]
     _check_reports(trials)
 
 
-def _two_workers_exact(study_data, spec_path, store, url, name, cwd) -> list[dict]:
-    _create(study_data, url, name)
+def _two_workers_exact(study_data, spec_path, store, url, name, cwd, planted) -> list[dict]:
+    _create(study_data, url, name, planted)
     storage = make_storage(url, heartbeat=False)
-    assert _trials(storage, name) == []
+    assert [t.state for t in _trials(storage, name)] == [TrialState.WAITING] * 4  # the enqueued A, B, A, P
     # each fold sleeps 0.1 s (composite_rank's values, tests/_slow_objective.py): 16 trials take >= ~5 s, so the
     # second worker's start-up on a loaded machine cannot miss the first one's trials
     procs = [_start_worker(spec_path, store, url, name, cwd, {SLEEP_ENV: "0.1"}) for _ in range(2)]
     outs = [_finish(p) for p in procs]
     trials = _trials(storage, name)
-    _assert_exact_study(trials)
+    _assert_exact_study(trials, planted)
     assert _overlap(trials), "the two workers never ran trials at the same time"
     return outs
 
 
 # ------------------------------------------------------------------------------------------------ tests
-def test_two_workers_on_postgres_finish_exactly_n_trials(pg_url, study_data, spec_path, store, tmp_path):
-    outs = _two_workers_exact(study_data, spec_path, store, pg_url, "pg_exact", tmp_path)
+def test_two_workers_on_postgres_finish_exactly_n_trials(pg_url, study_data, spec_path, store, tmp_path, planted):
+    outs = _two_workers_exact(study_data, spec_path, store, pg_url, "pg_exact", tmp_path, planted)
     for o in outs:  # with a heartbeat, the first worker out waits for the other's last trial: both see the end
         assert o["complete"] + o["pruned"] == N_TRIALS and o["failed"] == 0 and o["running"] == 0, o
         assert o["storage"] == pg_url
 
 
-def test_killed_worker_trial_fails_and_is_retried_on_postgres(pg_url, study_data, spec_path, store, tmp_path):
+def test_killed_worker_trial_fails_and_is_retried_on_postgres(pg_url, study_data, spec_path, store, tmp_path, planted):
     name = "pg_kill"
-    _create(study_data, pg_url, name)
+    _create(study_data, pg_url, name, planted)
     storage = make_storage(pg_url, heartbeat=False)
     # heartbeat every 1 s, stale after 5 s; each fold sleeps 0.1 s (tests/_slow_objective.py), so a trial runs for
     # >= 0.3 s and can be caught RUNNING on a loaded machine (fast trials were over before the poll saw them)
@@ -360,7 +404,7 @@ def test_killed_worker_trial_fails_and_is_retried_on_postgres(pg_url, study_data
     by_number = {t.number: t for t in trials}
     dead = by_number[killed]
     assert dead.state == TrialState.FAIL, f"the killed worker's trial {killed} ended {dead.state.name}"
-    _assert_exact_study(trials, allowed_fail={killed})
+    _assert_exact_study(trials, planted, allowed_fail={killed})
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed]
     assert len(retries) == 1 and retries[0].state in FINISHED, [(t.number, t.state.name) for t in retries]
     assert retries[0].number > killed, (retries[0].number, killed)
@@ -369,9 +413,9 @@ def test_killed_worker_trial_fails_and_is_retried_on_postgres(pg_url, study_data
     assert out["complete"] + out["pruned"] == N_TRIALS and out["failed"] == 1 and out["running"] == 0, out
 
 
-def test_two_workers_on_journal_file_finish_exactly_n_trials(study_data, spec_path, store, tmp_path):
+def test_two_workers_on_journal_file_finish_exactly_n_trials(study_data, spec_path, store, tmp_path, planted):
     url = f"journal:{tmp_path / 'journal.log'}"
-    outs = _two_workers_exact(study_data, spec_path, store, url, "journal_exact", tmp_path)
+    outs = _two_workers_exact(study_data, spec_path, store, url, "journal_exact", tmp_path, planted)
     # no heartbeat on a journal: the first worker out stops at once, the other's last trial may still run
     assert max(o["complete"] + o["pruned"] for o in outs) == N_TRIALS
     assert all(o["failed"] == 0 and o["complete"] + o["pruned"] + o["running"] <= N_TRIALS for o in outs), outs

@@ -470,3 +470,33 @@ def test_config_record_json_round_trip():
     assert dataclasses.replace(rec, regime="ALL").key == rec.key  # the key is the configuration's, not the data's
     assert ConfigRecord(dict(rec.params, buy_threshold=75.0)).key != rec.key
     assert pd.Timestamp(back.data_end) < pd.Timestamp(back.reserve_start)
+
+
+def test_a_stored_window_result_reads_back_bit_for_bit_and_is_strict_json():
+    """``records.write_window_result`` / ``read_window_result`` (a walk-forward window's figures on its study):
+    numpy arrays and scalars come back with their dtype and bytes, floats that are not finite come back, a tuple as a
+    list; what is stored is strict JSON (no NaN token: PostgreSQL, the dashboard and any JSON reader take it); a
+    result stored under another key is not read; one that cannot be read back warns and reads as none (computed
+    again)."""
+    import numpy as np
+
+    from optimizer.study.records import WF_RESULT, read_window_result, write_window_result
+
+    study = optuna.create_study()
+    fig = {"x": np.array([1.5, np.nan, -np.inf, 0.1 + 0.2]), "i": np.arange(3, dtype=np.int64),
+           "m": np.ones((2, 2), dtype=np.float32), "s": np.float64(0.1), "n": np.int64(7), "nan": float("nan"),
+           "inf": float("-inf"), "f": 0.1 + 0.2, "none": None, "t": ("x", 1, True), "d": {"k": [np.int32(2), 2.5]}}
+    write_window_result(study, "k1", fig)
+    json.dumps(study.user_attrs[WF_RESULT], allow_nan=False)
+    assert read_window_result(study, "k2") is None
+    back = read_window_result(study, "k1")
+    for k in ("x", "i", "m"):
+        assert back[k].dtype == fig[k].dtype and back[k].shape == fig[k].shape and back[k].tobytes() == fig[k].tobytes()
+    for k in ("s", "n"):
+        assert type(back[k]) is type(fig[k]) and back[k] == fig[k]
+    assert type(back["d"]["k"][0]) is np.int32 and back["d"]["k"][1] == 2.5
+    assert np.isnan(back["nan"]) and back["inf"] == float("-inf") and back["f"] == 0.1 + 0.2 and back["none"] is None
+    assert back["t"] == ["x", 1, True]
+    study.set_user_attr(WF_RESULT, {"key": "k1", "figures": {"x": {"__nd__": ["<f8", [2], "not base64!"]}}})
+    with pytest.warns(UserWarning, match=r"walk-forward result stored on window study .* is unreadable"):
+        assert read_window_result(study, "k1") is None

@@ -28,6 +28,8 @@ from optimizer.errors import DataError
 from _cli_helpers import finish_logged
 from _slow_objective import SLEEP_ENV
 from optimizer.study import make_storage
+from optimizer.study.run import run_study
+from optimizer.study.spec import load_spec
 
 pytestmark = pytest.mark.slow
 
@@ -122,7 +124,7 @@ def _assert_clean(trials, n: int, *stderrs: str, failed: tuple[int, ...] = ()) -
 def test_sigkill_single_run_then_resume_loses_only_the_running_trial(synth_db, tmp_path):
     """`study run` (one writer) keeps the running trial in memory and commits each finished trial: a SIGKILL loses
     only the trial that was running, which never reaches the storage; the resume completes exactly n trials."""
-    n = 30
+    n = 12  # killed at >= 3 complete (>= 0.6 s a trial): at most a few more before the kill lands
     spec = _spec(tmp_path, "killrun", n, objective=SLOW_OBJECTIVE)
     url = f"sqlite:///{tmp_path / 'killrun.db'}"
     args = ["study", "run", str(spec), "--db", str(synth_db), "--storage", url, "--format", "json"]
@@ -158,7 +160,7 @@ def test_sigkill_single_run_then_resume_loses_only_the_running_trial(synth_db, t
 def test_sigkill_worker_then_resume_keeps_completed_trials_and_fails_the_killed_one(synth_db, tmp_path):
     """`study worker` (several writers) goes through the storage with a heartbeat: the killed worker's RUNNING
     trial is failed when its heartbeat goes stale and its parameters are retried."""
-    n = 30
+    n = 12  # killed at >= 3 complete (>= 0.6 s a trial): at most a few more before the kill lands
     spec = _spec(tmp_path, "killme", n, objective=SLOW_OBJECTIVE)
     url = f"sqlite:///{tmp_path / 'kill.db'}"
     args = ["study", "worker", str(spec), "--db", str(synth_db), "--storage", url, "--format", "json"]
@@ -226,9 +228,10 @@ def test_two_external_workers_share_one_study(synth_db, tmp_path):
     n = 10
     spec = _spec(tmp_path, "shared", n)
     url = f"sqlite:///{tmp_path / 'w.db'}"
-    # the study exists first (as when workers join a `study run`); then two workers join it at once
-    finish_logged(_start(["study", "run", str(spec), "--db", str(synth_db), "--storage", url, "--n-trials", "1"],
-                   tmp_path, tmp_path / "create"), tmp_path / "create")
+    # the study exists first (as when workers join a `study run`: run here, in this process, one process fewer; the
+    # `study run` command runs in the tests above); then two worker processes join it at once
+    first = run_study(load_spec(spec), synth_db, url, n_trials=1)
+    assert first.counts["complete"] + first.counts["pruned"] == 1
     args = ["study", "worker", str(spec), "--db", str(synth_db), "--storage", url, "--format", "json"]
     procs = [_start(args, tmp_path, tmp_path / f"w{i}") for i in range(2)]
     errs = [finish_logged(p, tmp_path / f"w{i}")[1] for i, p in enumerate(procs)]

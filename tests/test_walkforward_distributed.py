@@ -237,9 +237,56 @@ def test_rerun_with_more_trials_per_window_extends_every_window(synth_db, spec_p
     as the single-process path does: a window done for the earlier run is not done for this one (its claim was
     for N trials). Before, every window counted as done and the result silently kept N trials per window."""
     url = _copy_storage(single[0], tmp_path)
-    res = run_walkforward(load_spec(spec_path), synth_db, url, n_trials=N + 1, out_dir=None)
+    computed: list[int] = []
+    figures = wfmod._window_figures
+    with pytest.MonkeyPatch.context() as mp:  # each window's stored result was computed from N trials: not reused
+        mp.setattr(wfmod, "_window_figures", lambda ctx, w, *a: computed.append(w.index) or figures(ctx, w, *a))
+        res = run_walkforward(load_spec(spec_path), synth_db, url, n_trials=N + 1, out_dir=None)
     assert [w.n_trials_tried for w in res.windows] == [N + 1] * len(single[1].windows)
     assert all(len(ts) == N + 1 for ts in _trials_by_window(url).values())
+    assert sorted(computed) == [w.window.index for w in res.windows]
+
+
+def test_a_rerun_reads_each_windows_stored_result_back_only_for_the_same_inputs(synth_db, spec_path, single, tmp_path,
+                                                                                 monkeypatch):
+    """A finished walk-forward re-run computes no window's result again: each is read back from its window study
+    (``records.read_window_result``), and the result is the first run's bit for bit (the result dict, the verdict,
+    every window's OOS trades and excess). It is read only for the same inputs: a planted figure under the stored
+    key is what the re-run reports (so the stored result is what is read), while other code or libraries, or
+    another [walkforward] select (which the spec hash leaves out), give another key."""
+    from optimizer.study.records import WF_RESULT, read_window_result, write_window_result
+
+    url = _copy_storage(single[0], tmp_path)
+    computed: list[int] = []
+    figures = wfmod._window_figures
+    monkeypatch.setattr(wfmod, "_window_figures", lambda ctx, w, *a: computed.append(w.index) or figures(ctx, w, *a))
+    spec = load_spec(spec_path)
+    again = run_walkforward(spec, synth_db, url, out_dir=None)
+    assert computed == []
+    _same(again, single[1])
+    for a, b in zip(again.windows, single[1].windows):
+        assert a.excess.tobytes() == b.excess.tobytes() and a.oos_metrics == b.oos_metrics
+        for k in ("symbol", "entry_idx", "exit_idx", "entry_price", "exit_price", "exit_reason", "net_ret"):
+            assert getattr(a.trades, k).tobytes() == getattr(b.trades, k).tobytes(), k
+    w1 = single[1].windows[1]
+    study = optuna.load_study(study_name=w1.study_name, storage=make_storage(url, heartbeat=False))
+    key = study.user_attrs[WF_RESULT]["key"]
+    write_window_result(study, key, read_window_result(study, key) | {"dsr": 0.123456789})
+    assert run_walkforward(spec, synth_db, url, out_dir=None).windows[1].dsr_in_sample == 0.123456789
+    assert computed == []
+    # the key: the one a run computes for this window, another for other code or another [walkforward] select (a
+    # key that differs computes the window again: the more-trials re-run above asserts it)
+    ctx, windows, _ = wfmod._setup(spec, synth_db, url, False, None)
+    data = wfmod._window_data(ctx, windows[1])
+    assert wfmod._result_key(ctx, windows[1], study, data) == key
+    with monkeypatch.context() as m:
+        m.setattr(wfmod, "_code_digest", lambda: "other code")
+        assert wfmod._result_key(ctx, windows[1], study, data) != key
+    robust = tmp_path / "robust.toml"
+    robust.write_text(SPEC + 'select = "robust"\n', encoding="utf-8")
+    assert load_spec(robust).spec_hash == spec.spec_hash  # [walkforward] is not in the spec hash
+    ctx_r = wfmod._setup(load_spec(robust), synth_db, url, False, None)[0]
+    assert wfmod._result_key(ctx_r, windows[1], study, data) != key
 
 
 def test_rerun_after_the_spec_changed_is_refused(synth_db, spec_path, single, tmp_path):

@@ -19,6 +19,10 @@ Nothing else in the package reads or writes a user attribute by its string key: 
   symbols), the span (panel start, signal start / end, data end, reserve start), regime filter, min_periods and
   the data fingerprint. ``study best`` writes it and ``backtest --params`` reads it back
   (``optimizer.study.paramsfile``).
+* A walk-forward window's evaluated result (``wf_result`` on the window's study: the winner's out-of-sample
+  evaluation, the window's DSR, PBO and SPA, under the key of everything they were computed from):
+  ``write_window_result`` / ``read_window_result``, so a resumed walk-forward does not compute a finished window
+  again; ``trials_digest`` identifies the trials a result was computed from.
 * Markers: ``seeded`` (phase-B seeding done: source, trials and the narrowed weight space); the legacy
   reserve-opening log (``openings`` on a ``<study>-reserve-log`` study; the ledger now lives in the DuckDB store,
   ``optimizer.study.reserve``).
@@ -29,14 +33,18 @@ Nothing else in the package reads or writes a user attribute by its string key: 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as _dt
 import hashlib
 import json
 import math
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
@@ -54,7 +62,8 @@ __all__ = [
     "mark_seeded", "reserve_openings", "add_reserve_opening", "reserve_log_name", "is_internal", "window_attrs",
     "set_trials_target", "trial_counts", "complete_trials", "direction_sign", "ranked_trials",
     "distinct_configurations", "group_configurations", "find_repeat", "WF_RUN", "WF_CLAIM", "claims_name",
-    "write_wf_run", "read_wf_run", "claim_template", "read_claim",
+    "write_wf_run", "read_wf_run", "claim_template", "read_claim", "WF_RESULT", "write_window_result",
+    "read_window_result", "trials_digest",
 ]
 
 # trial attribute keys
@@ -68,6 +77,8 @@ OPENINGS = "openings"
 # a distributed walk-forward's claims study: the run's settings on the study, one claim per trial
 WF_RUN = "wf_run"
 WF_CLAIM = "wf_claim"
+# a walk-forward window's evaluated result, on the window's study
+WF_RESULT = "wf_result"
 _WINDOW_KEYS = ("wf_window", "wf_train", "wf_test", "last_session_seen")
 
 
@@ -441,6 +452,79 @@ def read_claim(t: FrozenTrial) -> dict[str, str] | None:
     any other trial)."""
     c = t.user_attrs.get(WF_CLAIM)
     return c if isinstance(c, dict) and "window" in c else None
+
+
+# ------------------------------------------------------------------------------------------------ window results
+
+
+def _pack(v: Any) -> Any:
+    """``v`` as strict JSON that ``_unpack`` turns back into the same values bit for bit: a numpy array or scalar
+    as ``{"__nd__": [dtype, shape, base64 of its bytes]}`` (an unpacked scalar is the same numpy type), a float
+    that is not finite as ``{"__f__": "nan" | "inf" | "-inf"}`` (a finite float is written as its shortest repr,
+    which reads back to the same bits), a tuple as a list; dict keys must be strings."""
+    if isinstance(v, (np.ndarray, np.generic)):
+        a = np.asarray(v) if np.ndim(v) == 0 else np.ascontiguousarray(v)  # (ascontiguousarray makes a scalar 1-d)
+        if a.dtype.hasobject:
+            raise TypeError(f"an object array cannot be stored, got dtype {a.dtype}")
+        return {"__nd__": [a.dtype.str, list(a.shape), base64.b64encode(a.tobytes()).decode("ascii")]}
+    if isinstance(v, float):
+        return v if math.isfinite(v) else {"__f__": repr(v)}
+    if v is None or isinstance(v, (bool, int, str)):
+        return v
+    if isinstance(v, Mapping):
+        if not all(isinstance(k, str) for k in v):
+            raise TypeError(f"only string keys can be stored, got {sorted(map(repr, v))[:3]}")
+        return {k: _pack(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_pack(x) for x in v]
+    raise TypeError(f"a {type(v).__name__} cannot be stored")
+
+
+def _unpack(v: Any) -> Any:
+    if isinstance(v, dict):
+        if set(v) == {"__nd__"}:
+            dtype, shape, data = v["__nd__"]
+            a = np.frombuffer(base64.b64decode(data, validate=True), dtype=np.dtype(dtype)).reshape(shape).copy()
+            return a[()] if a.ndim == 0 else a
+        if set(v) == {"__f__"}:
+            return float(v["__f__"])
+        return {k: _unpack(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_unpack(x) for x in v]
+    return v
+
+
+def write_window_result(study: optuna.Study, key: str, figures: Mapping[str, Any]) -> None:
+    """Store a walk-forward window's evaluated result on its study: ``figures`` (numpy arrays and scalars, floats
+    NaN included, kept bit for bit) under ``key``, the digest of everything they were computed from (the caller's:
+    the data, the spec, the trials, the code). One result per study: a later one replaces it."""
+    study.set_user_attr(WF_RESULT, {"key": str(key), "figures": _pack(dict(figures))})
+
+
+def read_window_result(study: optuna.Study, key: str) -> dict[str, Any] | None:
+    """The figures ``write_window_result`` stored on ``study`` under ``key``, as they were written; None when the
+    study holds none, or one computed from other inputs (another key), or one that cannot be read back (with a
+    warning naming the study: the caller computes the result again and replaces it)."""
+    doc = study.user_attrs.get(WF_RESULT)
+    if not isinstance(doc, dict) or doc.get("key") != key:
+        return None
+    try:
+        figures = _unpack(doc["figures"])
+        if not isinstance(figures, dict):
+            raise TypeError(f"the figures are a {type(figures).__name__}, not an object")
+    except (KeyError, TypeError, ValueError, binascii.Error) as e:
+        warnings.warn(f"the walk-forward result stored on window study {study.study_name!r} is unreadable "
+                      f"({type(e).__name__}: {e}); it is computed again", stacklevel=2)
+        return None
+    return figures
+
+
+def trials_digest(trials: optuna.Study | Iterable[FrozenTrial]) -> str:
+    """16 hex chars of sha256 over every trial as stored (number, state, values, params and user attributes),
+    in trial-number order: equal digests, the same trials."""
+    ts = trials.get_trials(deepcopy=False) if isinstance(trials, optuna.Study) else list(trials)
+    rows = [[t.number, t.state.name, t.values, t.params, t.user_attrs] for t in sorted(ts, key=lambda t: t.number)]
+    return hashlib.sha256(json.dumps(rows, sort_keys=True, default=repr).encode()).hexdigest()[:16]
 
 
 # ------------------------------------------------------------------------------------------------ trials

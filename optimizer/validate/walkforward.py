@@ -25,12 +25,15 @@ benchmark and the excess day by day; its block bootstrap resamples the same days
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.metadata
 import json
 import math
 import multiprocessing
 import multiprocessing.connection
 import os
+import platform
 import signal
 import threading
 import warnings
@@ -56,13 +59,14 @@ from optimizer.study.data import StudyData, load_study_data, prepare_data
 from optimizer.engine.evaluate import Config
 from optimizer.paths import atomic_write, resolve_db, resolve_storage, under
 from optimizer.study.records import (
-    direction_sign, distinct_configurations, group_configurations, ranked_trials, read_study, read_trial, window_attrs,
+    direction_sign, distinct_configurations, group_configurations, ranked_trials, read_study, read_trial,
+    read_window_result, trials_digest, window_attrs, write_window_result,
 )
 from optimizer.study.reserve import opening_warning, record_opening
 from optimizer.study.splits import CombinatorialPurgedCV
 from optimizer.study.run import run_study
 from optimizer.study.space import params_to_config, trial_config
-from optimizer.study.spec import StudySpec, walkforward_step_rule
+from optimizer.study.spec import RunSpec, StudySpec, walkforward_step_rule
 from optimizer.study.splits import WalkForward, Window
 from optimizer.study.storage import make_storage, study_names
 from optimizer.validate.distributed import DONE, WindowClaims, wait_for_run, work_windows
@@ -352,6 +356,11 @@ class _RunContext:
     storage_url: str | None
     bench: BenchmarkCache     # matched random-entry benchmark over the visible sessions
 
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """The fingerprint of the sessions the run may see (``panel.slice(0, limit)``), computed once."""
+        return self.panel.slice(0, self.limit).fingerprint()
+
 
 def _window_dsr(data: StudyData, cfg: Any, sharpes: np.ndarray, tried: int) -> tuple[float, str | None]:
     """Deflated Sharpe of the in-sample winner: its per-trade excess returns over the train span, deflated by the
@@ -480,30 +489,99 @@ def _run_window(ctx: _RunContext, w: Window) -> WindowResult:
 
 def _window_result(ctx: _RunContext, w: Window, study: optuna.Study, data: StudyData) -> WindowResult:
     """The window's result from its stored study: the winner, its one OOS evaluation, the in-sample DSR, PBO and
-    SPA (deterministic given the study: the same whichever worker ran the study)."""
+    SPA (deterministic given the study: the same whichever worker ran the study). The evaluated figures are stored
+    on the window's study (``records.write_window_result``) under the key of everything they are computed from
+    (``_result_key``); a study that holds them for the same key (a resumed or re-run walk-forward, a window another
+    worker ran) gives them back instead of computing them again: the same numbers, bit for bit."""
     spec = ctx.spec
     train, test = _window_dates(ctx, w)
-    name = _window_name(ctx, w)
     chosen = select_params(study, spec.walkforward.select, spec.walkforward.top_k)
     cfg = trial_config(chosen, spec)
+    n_configs = len(distinct_configurations(study))  # pruned and failed included, a repeated configuration once
+    configs, done = tried_configs(study)
+    sharpes = np.array([float(read_trial(t).metrics.get("excess_sharpe", np.nan)) for t, d in zip(configs, done) if d])
+    key = _result_key(ctx, w, study, data)
+    fig = read_window_result(study, key)
+    if fig is None or fig.get("chosen") != chosen.number:
+        fig = _window_figures(ctx, w, data, cfg, configs, done, sharpes, n_configs)
+        fig["chosen"] = chosen.number
+        write_window_result(study, key, fig)
+    return WindowResult(
+        w, _window_name(ctx, w), train, test, dict(chosen.params), dict(read_trial(chosen).metrics),
+        fig["oos_metrics"], _trades_from(fig["trades"]), fig["excess"], len(study.get_trials(deepcopy=False)),
+        list(map(float, sharpes)), w.test_end > ctx.reserve, fig["dsr"], fig["pbo"], fig["dsr_skipped"],
+        fig["pbo_skipped"], n_configs, fig["spa"], fig["spa_skipped"], fig["cpcv"], cfg,
+    )
+
+
+def _window_figures(ctx: _RunContext, w: Window, data: StudyData, cfg: Config, configs: list[optuna.trial.FrozenTrial],
+                    done: list[bool], sharpes: np.ndarray, n_configs: int) -> dict[str, Any]:
+    """What ``_window_result`` computes (and stores): the winner's OOS metrics, trades and per-trade excess over
+    the benchmark, the window's in-sample DSR, PBO (with the CPCV paths' figures) and SPA, with the reasons of
+    those that could not be estimated."""
+    spec = ctx.spec
     data_end = min(w.test_end + ctx.purge, ctx.limit)
     oos_panel = ctx.panel.slice(0, data_end)
     span = Span(w.test_start, w.test_end, data_end)
     res = Evaluator(oos_panel, min_periods=spec.data.min_periods).run(
         cfg, span, entry_ok=regime_entry_mask(oos_panel, spec.data.regime))
-    tried = len(study.get_trials(deepcopy=False))
-    n_configs = len(distinct_configurations(study))  # pruned and failed included, a repeated configuration once
-    configs, done = tried_configs(study)
-    sharpes = np.array([float(read_trial(t).metrics.get("excess_sharpe", np.nan)) for t, d in zip(configs, done) if d])
     dsr, dsr_skipped = _window_dsr(data, cfg, sharpes, n_configs)
     M_pbo, M_spa = _config_matrices(data, configs)
     pbo, pbo_skipped, cpcv = _window_pbo(data, M_pbo[:, np.flatnonzero(done)])
     spa, spa_skipped = _window_spa(M_spa)
-    return WindowResult(
-        w, name, train, test, dict(chosen.params), dict(read_trial(chosen).metrics), res.metrics, res.trades,
-        ctx.bench.excess(res.trades, span), tried, list(map(float, sharpes)), w.test_end > ctx.reserve,
-        dsr, pbo, dsr_skipped, pbo_skipped, n_configs, spa, spa_skipped, cpcv, cfg,
-    )
+    return {"oos_metrics": res.metrics, "trades": _trades_fields(res.trades),
+            "excess": ctx.bench.excess(res.trades, span), "dsr": dsr, "dsr_skipped": dsr_skipped, "pbo": pbo,
+            "pbo_skipped": pbo_skipped, "cpcv": cpcv, "spa": spa, "spa_skipped": spa_skipped}
+
+
+_TRADE_ARRAYS = ("symbol", "signal_idx", "entry_idx", "exit_idx", "entry_price", "exit_price", "exit_reason", "score")
+
+
+def _trades_fields(t: Trades) -> dict[str, Any]:
+    return {**{k: getattr(t, k) for k in _TRADE_ARRAYS}, "cost": t.cost, "weight": t.weight, "mult": t.mult,
+            "absolute": t.absolute}
+
+
+def _trades_from(d: dict[str, Any]) -> Trades:
+    return Trades(*(d[k] for k in _TRADE_ARRAYS), cost=d["cost"], weight=d["weight"], mult=d["mult"],
+                  absolute=d["absolute"])
+
+
+# What a stored window result depends on besides its inputs: the accumopt code that computed it and the libraries
+# its figures come from (a fixed statistic or another arch bootstrap must not be served from an earlier run).
+_RESULT_LIBRARIES = ("numpy", "pandas", "scipy", "arch", "optuna", "numba", "scikit-learn", "statsmodels")
+
+
+@functools.cache
+def _code_digest() -> str:
+    """16 hex chars of sha256 over the source of the ``optimizer`` package (every .py file, by path), the Python
+    version and the versions of ``_RESULT_LIBRARIES``."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256(f"python {platform.python_version()}\0".encode())
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    for lib in _RESULT_LIBRARIES:
+        try:
+            v = importlib.metadata.version(lib)
+        except importlib.metadata.PackageNotFoundError:
+            v = "-"
+        h.update(f"{lib}=={v}\0".encode())
+    return h.hexdigest()[:16]
+
+
+def _result_key(ctx: _RunContext, w: Window, study: optuna.Study, data: StudyData) -> str:
+    """The key of a window's stored result: a digest of everything ``_window_figures`` reads. The spec as parsed
+    (all but [run], its name, description, text, path and [data].database: [walkforward] included, which the spec
+    hash leaves out, and a spec changed in code), the sessions the run may see (their fingerprint: the window's
+    train and test data, the benchmark's), the window's rows, the purge and reserve, the window study's trials as
+    stored (``records.trials_digest``) and the code (``_code_digest``)."""
+    s = ctx.spec
+    semantic = replace(s, name="", description="", source="", path=None, run=RunSpec(),
+                       data=replace(s.data, database=None))
+    rows = [int(x) for x in (ctx.limit, ctx.reserve, ctx.purge, w.index, w.train_start, w.train_end, w.test_start,
+                             w.test_end)]
+    doc = [1, _code_digest(), repr(semantic), ctx.fingerprint, data.fingerprint, rows, trials_digest(study)]
+    return hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:16]
 
 
 # ------------------------------------------------------------------------------------------------ the run
@@ -631,7 +709,7 @@ def _run_key(ctx: _RunContext) -> str:
     every window again through ``run_study``, which resumes a window's study to the trials asked for, or refuses
     one made from another spec or other data."""
     wfs = ctx.spec.walkforward
-    doc = [ctx.spec.spec_hash, ctx.n_trials, wfs.n_splits, wfs.embargo, ctx.panel.slice(0, ctx.limit).fingerprint()]
+    doc = [ctx.spec.spec_hash, ctx.n_trials, wfs.n_splits, wfs.embargo, ctx.fingerprint]
     return hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:16]
 
 
@@ -645,8 +723,9 @@ def _distributed(ctx: _RunContext, windows: list[Window], run: dict[str, Any], j
     """Run the windows through claims in this process and ``jobs - 1`` forked ones (forked first, before this
     process opens any storage or starts a thread). ``collect``: also compute every window's result and return
     them in window order (a forked process computes the results of the windows it ran and sends them back; for
-    the windows other machines ran, this process computes them from their stored studies: the same numbers,
-    they are deterministic given the study); else the names of the windows this process ran."""
+    the windows other machines ran, this process computes them from their stored studies, or reads back those an
+    earlier run stored on them: the same numbers, they are deterministic given the study); else the names of the
+    windows this process ran."""
     by_name = {_window_name(ctx, w): w for w in windows}
     storage = make_storage(ctx.storage_url)  # creates the schema once, before any other process opens the storage
     if hasattr(storage, "engine"):
