@@ -252,7 +252,9 @@ def test_ctrl_c_while_waiting_for_the_writer_stops_it_after_the_file_it_is_writi
         calls["write"] += 1
         if calls["write"] == 2:
             _thread.interrupt_main()
-            assert pipes[0].stop.wait(10)
+            # the calling thread sees the interrupt at its next poll (0.2 s); 60 s, not 10: on a loaded 2-core
+            # host the 10 s wait once ran out (a wait that passes returns as soon as stop is set)
+            assert pipes[0].stop.wait(60)
         return write_one(*a, **k)
 
     monkeypatch.setattr(ingest._Pipeline, "__init__", pipeline)
