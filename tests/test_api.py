@@ -426,3 +426,17 @@ def test_a_loose_document_is_read_as_its_params_file_is(synth_db, tmp_path):
     panel = api.load_panel(synth_db, "tier1", start="2023-06-01", end="2024-01-31")
     on_panel = api.evaluate(doc, panel).metrics.iloc[0].to_dict()
     assert on_panel == pytest.approx(got, nan_ok=True)
+
+
+def test_a_connection_handed_out_takes_the_relation_api_at_once(tmp_path):
+    """``con.sql(...)`` right after ``ao.open_store`` (the notebook's first cell) or ``connect`` of an existing
+    store: DuckDB 2 refuses the relation API on a connection whose last result was not read to its end, and the
+    schema-version check left one (fetchone): 'connection has an unfinished result from execute()'."""
+    from optimizer.data.store import connect
+
+    db = tmp_path / "s.duckdb"
+    connect(db).close()  # a new store: every migration runs
+    for read_only in (False, True):  # an existing store: the version check is the connection's last query
+        with api.open_store(db, read_only=read_only) as con:
+            assert con.sql("SELECT 41 + 1 AS x").fetchall() == [(42,)]
+            assert con.sql("SELECT count(*) FROM schema_version").fetchall()[0][0] >= 1

@@ -255,17 +255,19 @@ def _drop_finra_short_key(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    # fetchall, not fetchone: DuckDB 2 refuses the relation API (con.sql) on a connection whose last result was
+    # not read to its end, so a connection handed out by connect() must not keep one
     return bool(
         con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = ? AND table_schema = 'main'", [name]
-        ).fetchone()[0]
+        ).fetchall()[0][0]
     )
 
 
 def _current_version(con: duckdb.DuckDBPyConnection) -> int:
     if not table_exists(con, "schema_version"):
         return 0
-    row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+    row = con.execute("SELECT max(version) FROM schema_version").fetchall()[0]
     return int(row[0] or 0)
 
 
