@@ -8,12 +8,14 @@
 
 Each producer returns DataFrames / plotly Figures / written paths; each has a ``render_*`` companion that prints
 a rich table to a given Console (the CLI commands are thin wrappers).
+
+A name of ``__all__`` loads its module on first use (``optimizer._lazy``): importing one module of the package (the
+scanner, as the evening does) does not import the others (plotly, the engine's kernels).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from optimizer._lazy import lazy_exports
 
 # name -> the module that defines it (its home; the names are re-exported here, loaded on first use: PEP 562)
 _EXPORTS = {
@@ -52,15 +54,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """Load the module that defines ``name`` on its first use (PEP 562): importing one module of the package (the
-    scanner, as the evening does) does not import the others (plotly, the engine's kernels)."""
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'optimizer.analytics' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals(), __all__)

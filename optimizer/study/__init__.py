@@ -7,8 +7,7 @@ objectives."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from optimizer._lazy import lazy_exports
 
 # name -> the module that defines it (its home; re-exported here, loaded on first use)
 _EXPORTS = {
@@ -26,14 +25,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """Load the module that defines ``name`` on its first use (PEP 562)."""
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'optimizer.study' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals(), __all__)
