@@ -16,6 +16,9 @@ REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 FINRA_RAW = REAL / "finra_raw"
 
 HEADER = "Date|Symbol|ShortVolume|ShortExemptVolume|TotalVolume|Market"
+PRICES_HEAD = "date,symbol,open,high,low,close,volume\n"
+OTC_HEAD = ("issueSymbolIdentifier,tierIdentifier,summaryStartDate,totalWeeklyShareQuantity,totalWeeklyTradeCount,"
+            "summaryTypeCode,lastUpdateDate\n")
 
 
 def need(path: Path) -> Path:
@@ -60,3 +63,21 @@ def copied_store(seed: Path, tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnecti
         yield c
     finally:
         c.close()
+
+
+def build_seed_store(d: Path, *, finra: bool = True) -> Path:
+    """``d/seed.duckdb`` holding rows in several tables (a FINRA day if ``finra``, a price bar, an OTC week), so a
+    test's 'every table unchanged' is a real check; build it once per module and hand each test a copy
+    (:func:`copied_store`)."""
+    from optimizer.data.ingest import ingest_paths
+
+    c = connect(d / "seed.duckdb")
+    if finra:
+        write(d / "CNMSshvol20200102.txt", finra_text(["20200102|AAPL|10|0|20|Q", "20200102|SPY|5|0|6|Q"]))
+        assert ingest_paths(c, "finra-short", [d / "CNMSshvol20200102.txt"]).exit_code == 0
+    write(d / "p.csv", PRICES_HEAD + "2024-01-02,AAPL,10,11,9,10.5,100\n")
+    write(d / "w.csv", OTC_HEAD + "AAPL,T1,2024-03-04,1000,10,ATS_W_SMBL,2024-03-18\n")
+    assert ingest_paths(c, "prices", [d / "p.csv"]).exit_code == 0
+    assert ingest_paths(c, "otc-weekly", [d / "w.csv"]).exit_code == 0
+    c.close()
+    return d / "seed.duckdb"

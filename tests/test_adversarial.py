@@ -13,7 +13,7 @@ import duckdb
 import pandas as pd
 import pytest
 from _cli_helpers import cli
-from _ingest_helpers import copied_store, dump_tables, write
+from _ingest_helpers import OTC_HEAD, PRICES_HEAD, build_seed_store, copied_store, dump_tables, write
 
 from optimizer.data.ingest import ingest_paths
 from optimizer.data.ingest import _common
@@ -21,7 +21,6 @@ from optimizer.data.ingest._common import repr_sql
 from optimizer.data.ingest._source import MAX_LINE_BYTES
 from optimizer.data.store import SCHEMA_VERSION, connect
 
-PRICES_HEAD = "date,symbol,open,high,low,close,volume\n"
 QUOTE_MAX = 60  # the characters of a file's value a message quotes (_common.QUOTE_MAX)
 
 
@@ -30,20 +29,11 @@ def quoted(s: str) -> str:
     return repr(s[:QUOTE_MAX]) + (f"... ({len(s)} characters)" if len(s) > QUOTE_MAX else "")
 
 
-OTC_HEAD = ("issueSymbolIdentifier,tierIdentifier,summaryStartDate,totalWeeklyShareQuantity,totalWeeklyTradeCount,"
-            "summaryTypeCode,lastUpdateDate\n")
 
 
 @pytest.fixture(scope="module")
 def seed_store(tmp_path_factory):
-    d = tmp_path_factory.mktemp("seed")
-    c = connect(d / "seed.duckdb")
-    write(d / "p.csv", PRICES_HEAD + "2024-01-02,AAPL,10,11,9,10.5,100\n")
-    write(d / "w.csv", OTC_HEAD + "AAPL,T1,2024-03-04,1000,10,ATS_W_SMBL,2024-03-18\n")
-    assert ingest_paths(c, "prices", [d / "p.csv"]).exit_code == 0
-    assert ingest_paths(c, "otc-weekly", [d / "w.csv"]).exit_code == 0
-    c.close()
-    return d / "seed.duckdb"
+    return build_seed_store(tmp_path_factory.mktemp("seed"), finra=False)
 
 
 @pytest.fixture()

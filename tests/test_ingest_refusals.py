@@ -15,15 +15,11 @@ import os
 import re
 
 import pytest
-from _ingest_helpers import copied_store, dump_tables, finra_text, table, write
+from _ingest_helpers import OTC_HEAD, PRICES_HEAD, build_seed_store, copied_store, dump_tables, finra_text, table, write
 
 from optimizer.data.ingest import ingest_paths
-from optimizer.data.store import connect
 from optimizer.settings import Settings
 
-PRICES_HEAD = "date,symbol,open,high,low,close,volume\n"
-OTC_HEAD = ("issueSymbolIdentifier,tierIdentifier,summaryStartDate,totalWeeklyShareQuantity,totalWeeklyTradeCount,"
-            "summaryTypeCode,lastUpdateDate\n")
 TODAY = dt.date.today()
 FUTURE = TODAY + dt.timedelta(days=400)
 
@@ -32,16 +28,7 @@ FUTURE = TODAY + dt.timedelta(days=400)
 def seed_store(tmp_path_factory):
     """A store holding rows in several tables, so 'unchanged' is a real check: built once per module, each test
     ingests into its own copy (``con``)."""
-    d = tmp_path_factory.mktemp("seed")
-    c = connect(d / "seed.duckdb")
-    write(d / "CNMSshvol20200102.txt", finra_text(["20200102|AAPL|10|0|20|Q", "20200102|SPY|5|0|6|Q"]))
-    write(d / "p.csv", PRICES_HEAD + "2024-01-02,AAPL,10,11,9,10.5,100\n")
-    write(d / "w.csv", OTC_HEAD + "AAPL,T1,2024-03-04,1000,10,ATS_W_SMBL,2024-03-18\n")
-    assert ingest_paths(c, "finra-short", [d / "CNMSshvol20200102.txt"]).exit_code == 0
-    assert ingest_paths(c, "prices", [d / "p.csv"]).exit_code == 0
-    assert ingest_paths(c, "otc-weekly", [d / "w.csv"]).exit_code == 0
-    c.close()
-    return d / "seed.duckdb"
+    return build_seed_store(tmp_path_factory.mktemp("seed"))
 
 
 @pytest.fixture()
