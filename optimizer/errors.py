@@ -5,7 +5,9 @@ The CLI turns every ``AccumoptError`` into a one-line message and a non-zero exi
 
 from __future__ import annotations
 
-__all__ = ["AccumoptError", "InputFileError", "SpecError", "ParameterError", "DataError"]
+__all__ = ["AccumoptError", "InputFileError", "SpecError", "ParameterError", "DataError", "quoted", "QUOTE_MAX"]
+
+QUOTE_MAX = 60  # characters of a user's or a file's value that a message quotes
 
 
 class AccumoptError(Exception):
@@ -45,4 +47,11 @@ class DataError(AccumoptError):
 def check_param(ok: bool, name: str, rule: str, value: object) -> None:
     """Raise ``ParameterError('<name> must be <rule>, got <name>=<value>')`` unless ``ok``."""
     if not ok:
-        raise ParameterError(f"{name} must be {rule}, got {name}={value!r}")
+        raise ParameterError(f"{name} must be {rule}, got {name}={quoted(value) if isinstance(value, str) else repr(value)}")
+
+
+def quoted(s: str) -> str:
+    """``repr()`` of a value a user typed or a file holds, cut to ``QUOTE_MAX`` characters with its full length
+    named (a 1 MiB field or a 5,000-character argument must not make a message of that size);
+    ``optimizer.data.ingest._common.repr_sql`` is its SQL twin."""
+    return repr(s[:QUOTE_MAX]) + (f"... ({len(s)} characters)" if len(s) > QUOTE_MAX else "")

@@ -36,7 +36,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from optimizer.errors import DataError, ParameterError
+from optimizer.errors import DataError, ParameterError, quoted
 from optimizer.data.calendar import DateLike
 from optimizer.data.store import transaction
 
@@ -85,7 +85,7 @@ def _canon(raw: object) -> tuple[str | None, str | None]:
         return None, "empty symbol"
     bad = next((ch for ch in s if unicodedata.category(ch) == "Cc"), None)
     if bad is not None:
-        return None, f"invalid symbol {s!r}: control character U+{ord(bad):04X}"
+        return None, f"invalid symbol {quoted(s)}: control character U+{ord(bad):04X}"
     if len(s) > MAX_SYMBOL_LENGTH:
         return None, f"invalid symbol {s[:40]!r}: longer than {MAX_SYMBOL_LENGTH} characters"
     index = s.startswith("^")
@@ -111,7 +111,8 @@ def canonical_symbol(raw: object, name: str = "symbol") -> str:
     """The canonical spelling of ``raw`` (module doc); ParameterError naming the rule when it is not a symbol."""
     sym, why = _canon(raw)
     if sym is None:
-        raise ParameterError(f"{name} must be a valid symbol, got {name}={raw!r} ({why})")
+        shown = quoted(raw) if isinstance(raw, str) else repr(raw)
+        raise ParameterError(f"{name} must be a valid symbol, got {name}={shown} ({why})")
     return sym
 
 

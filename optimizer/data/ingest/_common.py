@@ -40,7 +40,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from optimizer.errors import InputFileError
+from optimizer.errors import QUOTE_MAX, InputFileError, quoted
 from optimizer.data.calendar import nyse_sessions
 from optimizer.data.symbols import PLAIN_SYMBOL_SQL_RE, _canon, symbol_map_case_sql
 
@@ -108,15 +108,6 @@ def load_json(file: str, text: str) -> Any:
     except RecursionError:
         raise InputFileError(file, None, "invalid JSON (nested too deeply: arrays or objects inside each other more "
                                          "than ~1,000 levels)") from None
-
-
-QUOTE_MAX = 60  # characters of a value read from a file that a message quotes
-
-
-def quoted(s: str) -> str:
-    """``repr()`` of a value read from a file, cut to ``QUOTE_MAX`` characters with its full length named (a 1 MiB
-    field must not make a 1 MiB message); :func:`repr_sql` is its SQL twin."""
-    return repr(s[:QUOTE_MAX]) + (f"... ({len(s)} characters)" if len(s) > QUOTE_MAX else "")
 
 
 def repr_sql(e: str) -> str:
