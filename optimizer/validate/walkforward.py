@@ -280,6 +280,22 @@ def _exposure(trades: Trades, lo: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.where(invested & (den > 0), expo, 0.0), invested
 
 
+def _universe_returns(close: np.ndarray) -> np.ndarray:
+    """Per session (row of ``close``, sessions x symbols), the equal-weight universe's return: the mean over the
+    symbols with a return that day, 0 when none has one. A symbol without a bar between two bars it has (a gap in
+    its prices) is held at its last close, as the account holds a position there (``portfolio_returns``): 0 on
+    the missing sessions and the move since its last close on the next bar (before 2026-12-04 that move was
+    dropped, so the basket the PBO columns subtract missed what the account books); before its first bar and
+    after its last it is not in the basket."""
+    filled = pd.DataFrame(close).ffill(limit_area="inside").to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = filled[1:] / filled[:-1] - 1.0
+    ok = np.isfinite(r)
+    n = ok.sum(axis=1)
+    mean = np.where(ok, r, 0.0).sum(axis=1) / np.maximum(n, 1)
+    return np.concatenate([[0.0], np.where(n > 0, mean, 0.0)])
+
+
 def _config_matrices(data: StudyData, configs: list[optuna.trial.FrozenTrial]) -> tuple[np.ndarray, np.ndarray]:
     """Each configuration (a trial's stored effective configuration, ``space.trial_config``) run once over the
     study's span [first fold start, hi), as two sessions x configurations matrices: (PBO) daily portfolio return
@@ -291,10 +307,7 @@ def _config_matrices(data: StudyData, configs: list[optuna.trial.FrozenTrial]) -
     lo = data.folds[0].test_start
     span = Span(lo, data.hi, data.hi)
     C = panel["close"]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = C[1:] / C[:-1] - 1.0
-    ew = np.concatenate([[np.nan], np.nanmean(np.where(np.isfinite(r), r, np.nan), axis=1)])[lo:data.hi]
-    ew = np.nan_to_num(ew)
+    ew = _universe_returns(C)[lo:data.hi]
     ew_cols, ex_cols = [], []
     for t in configs:
         cfg = trial_config(t, data.spec)
