@@ -611,6 +611,7 @@ def ref_trades_capped(panel, display, buy, sell, exit: RefExit, costs, sig_start
     history: list[float] = []  # net returns of the closed trades, in closing order
     pos: list[_Pos | None] = [None] * N
     pending: list[tuple[int, int, float, float] | None] = [None] * N
+    marks = [float("nan")] * N
     equity, peak, blocked_until = 1.0, 1.0, None
     for k in range(sig_start, data_end):
         day: list[tuple[float, float, float]] = []  # (exposure w*m, denominator weight, return) of the day
@@ -618,6 +619,7 @@ def ref_trades_capped(panel, display, buy, sell, exit: RefExit, costs, sig_start
             if pending[s] is not None and pending[s][1] == k:
                 sig, _, w, m = pending[s]
                 pos[s] = _Pos(s, sig, k, P["open"][k, s], disp[sig, s], atr14[sig, s], w, m)
+                marks[s] = P["open"][k, s] * (1 + c)  # the position's mark: its entry cost, then its last close
                 pending[s] = None
             if pos[s] is not None:
                 p = pos[s]
@@ -628,13 +630,13 @@ def ref_trades_capped(panel, display, buy, sell, exit: RefExit, costs, sig_start
                     rows.append(row)
                     history.append(row["net_ret"])
                     pos[s] = None
-                    prev = close[k - 1, s]
-                    r = (row["exit_price"] * (1 - c) / (p.entry * (1 + c)) - 1.0) if k == p.e else \
-                        (row["exit_price"] * (1 - c) / prev - 1.0)
+                    r = row["exit_price"] * (1 - c) / marks[s] - 1.0
+                elif math.isfinite(close[k, s]):
+                    r = close[k, s] / marks[s] - 1.0
+                    marks[s] = close[k, s]
                 else:
-                    r = (close[k, s] / (p.entry * (1 + c)) - 1.0) if k == p.e else (close[k, s] / close[k - 1, s] - 1.0)
-                if math.isfinite(r):
-                    day.append((p.weight * p.mult, p.weight * p.mult if absolute else p.weight, r))
+                    r = 0.0  # no bar: held at its last mark (ref_portfolio_returns)
+                day.append((p.weight * p.mult, p.weight * p.mult if absolute else p.weight, r))
         if risk.dd_breaker is not None:
             den = sum(d for _, d, _ in day)
             if den > 0:
@@ -716,8 +718,8 @@ def ref_portfolio_returns(trades: pd.DataFrame, panel, c: float, sig_start: int,
                           absolute: bool = False) -> np.ndarray:
     """Daily portfolio returns over days [sig_start, data_end); cash days return 0. Without ``weight`` / ``mult``
     columns every position weighs 1 (equal weights). Relative sizing: day = sum(w·m·r) / sum(w); ``absolute``
-    sizing (fixed_fractional, kelly): day = sum(w·m·r) / max(1, sum(w·m)). A position without a return that day
-    (a missing close) is left out of that day."""
+    sizing (fixed_fractional, kelly): day = sum(w·m·r) / max(1, sum(w·m)). A position without a close that day
+    (no bar) is held at its last known close (return 0) and the move is booked at its next close or exit fill."""
     close = np.asarray(panel["close"], dtype=np.float64)
     per_day: dict[int, list[tuple[float, float, float]]] = {d: [] for d in range(sig_start, data_end)}
     has_w = "weight" in trades.columns
@@ -728,17 +730,17 @@ def ref_portfolio_returns(trades: pd.DataFrame, panel, c: float, sig_start: int,
         w = float(tr.weight) if has_w else 1.0
         m = float(tr.mult) if has_m else 1.0
         last = data_end - 1 if tr.open_at_end else x
+        mark = entry * (1.0 + c)  # what the position is worth: its entry cost, then its last known close
         for d in range(e, last + 1):
             closing = (not tr.open_at_end) and d == x
-            if closing and d == e:
-                r = tr.exit_price * (1.0 - c) / (entry * (1.0 + c)) - 1.0
-            elif closing:
-                r = tr.exit_price * (1.0 - c) / close[d - 1, s] - 1.0
-            elif d == e:
-                r = close[e, s] / (entry * (1.0 + c)) - 1.0
+            if closing:
+                r = tr.exit_price * (1.0 - c) / mark - 1.0
+            elif math.isfinite(close[d, s]):
+                r = close[d, s] / mark - 1.0
+                mark = close[d, s]
             else:
-                r = close[d, s] / close[d - 1, s] - 1.0
-            if math.isfinite(r):
+                r = 0.0  # no bar: held at its last mark
+            if d >= sig_start:
                 per_day[d].append((w * m, w * m if absolute else w, r))
     out = []
     for _, v in sorted(per_day.items()):

@@ -315,7 +315,8 @@ def _corr(C, a, b, t, window, min_obs):
 
 @njit(cache=True, nogil=True)
 def _exit_segment(t, e, xp, ep, prev_close, cost):
-    """Portfolio return of a position on its exit day t (``portfolio_returns_nb``'s segment)."""
+    """Portfolio return of a position on its exit day t (``portfolio_returns_nb``'s segment; ``prev_close``: the
+    last known close since the entry)."""
     if t == e:
         return xp * (1.0 - cost) / (ep * (1.0 + cost)) - 1.0
     return xp * (1.0 - cost) / prev_close - 1.0
@@ -323,7 +324,8 @@ def _exit_segment(t, e, xp, ep, prev_close, cost):
 
 @njit(cache=True, nogil=True)
 def _held_segment(t, e, close, ep, prev_close, cost):
-    """Portfolio return of a position held through the close of t."""
+    """Portfolio return of a position held through the close of t (NaN without a close: the caller holds it at
+    its mark, return 0)."""
     if t == e:
         return close / (ep * (1.0 + cost)) - 1.0
     return close / prev_close - 1.0
@@ -368,6 +370,7 @@ def _simulate_block(
     ent_idx = np.full(M, -1, np.int64)
     sig_idx = np.full(M, -1, np.int64)
     ent_px = np.zeros(M, np.float64)
+    mark = np.zeros(M, np.float64)          # breaker: each position's last known close since its entry
     ent_score = np.zeros(M, np.float64)
     pend_entry = np.full(M, -1, np.int64)   # open index at which an entry fills
     pend_exit = np.full(M, -1, np.int64)    # open index at which a close-signal exit fills
@@ -416,6 +419,7 @@ def _simulate_block(
                 in_pos[i] = True
                 ent_idx[i] = t
                 ent_px[i] = O[s, t]
+                mark[i] = O[s, t] * (1.0 + cost)  # read only after the entry day (the segments use ep there)
                 peak[i] = O[s, t]
                 atr_lvl[i] = _atr_level(O[s, t], atr_stop, A[s if atr_stop == atr_stop else 0], sig_idx[i])
                 n_dist[i] = 0
@@ -451,11 +455,10 @@ def _simulate_block(
                         hist[n_hist % win] = px * (1.0 - cost) / (ent_px[i] * (1.0 + cost)) - 1.0
                         n_hist += 1
                     if breaker:
-                        r = _exit_segment(t, e, px, ent_px[i], C[s, t - 1], cost)
-                        if r == r:
-                            aw = pos_w[i] * pos_m[i]
-                            num += aw * r
-                            den += aw if absolute else pos_w[i]
+                        r = _exit_segment(t, e, px, ent_px[i], mark[i], cost)
+                        aw = pos_w[i] * pos_m[i]
+                        num += aw * r
+                        den += aw if absolute else pos_w[i]
                     in_pos[i] = False
                     pend_exit[i] = -1
                     sched[i] = -1
@@ -466,11 +469,14 @@ def _simulate_block(
                     if trailing and H[s, t] > peak[i]:  # NaN high -> no update
                         peak[i] = H[s, t]
                     if breaker:
-                        r = _held_segment(t, e, C[s, t], ent_px[i], C[s, t - 1], cost)
+                        r = _held_segment(t, e, C[s, t], ent_px[i], mark[i], cost)
                         if r == r:
-                            aw = pos_w[i] * pos_m[i]
-                            num += aw * r
-                            den += aw if absolute else pos_w[i]
+                            mark[i] = C[s, t]
+                        else:
+                            r = 0.0  # no bar: held at its last mark, the move booked at its next close
+                        aw = pos_w[i] * pos_m[i]
+                        num += aw * r
+                        den += aw if absolute else pos_w[i]
                     if close_rule and pend_exit[i] < 0:
                         # (3) close-based exit signals
                         d = _display_at(t, s, disp, ts, tl, tp, sg, ws, wl, wp, lo, rng, fused)
@@ -825,8 +831,10 @@ def portfolio_returns_nb(Cs, sym, ent, ext, ep, xp, is_open, weight, mult, absol
 
     Segment returns (docs/ENGINE.md): entry day close/(entry·(1+c)) − 1; held days close/prev close − 1;
     exit day fill·(1−c)/prev close − 1 (fill·(1−c)/(entry·(1+c)) − 1 when exit and entry share the day).
+    A session without a close (no bar) holds the position at its last mark (return 0) and "prev close" is the
+    last known close since the entry, so a position's segments compound to its trade return across a gap.
     Open-at-end positions are marked to the close through stop − 1 without an exit cost.
-    Day return = Σ w·m·r / Σ w over the day's positions with a finite r (relative sizing: the open positions share
+    Day return = Σ w·m·r / Σ w over the day's positions (relative sizing: the open positions share
     the portfolio; m scales each one's exposure, the rest is cash), or Σ w·m·r / max(1, Σ w·m) (``absolute``
     sizing: w is a fraction of equity, the rest cash, exposure above 1 scaled down to 1).
     ``Cs``: closes indexed [symbol, session] (symbol-major storage keeps a trade's closes contiguous; a
@@ -848,18 +856,22 @@ def portfolio_returns_nb(Cs, sym, ent, ext, ep, xp, is_open, weight, mult, absol
         dw = aw if absolute else w
         c = Cs[sym[i]]
         last = stop - 1 if is_open[i] else x
-        for d in range(max(e, start), min(last, stop - 1) + 1):
-            if d == e and d == x and not is_open[i]:
-                r = xp[i] * (1.0 - ci) / (ep[i] * (1.0 + ci)) - 1.0
-            elif d == e:
-                r = c[d] / (ep[i] * (1.0 + ci)) - 1.0
-            elif d == x and not is_open[i]:
-                r = xp[i] * (1.0 - ci) / c[d - 1] - 1.0
+        lo = max(e, start)
+        mark = ep[i] * (1.0 + ci)  # the position's last mark: its entry cost, then its last known close
+        for k in range(lo - 1, e - 1, -1):  # a span that starts after the entry: the last close since it
+            if c[k] == c[k]:
+                mark = c[k]
+                break
+        for d in range(lo, min(last, stop - 1) + 1):
+            if d == x and not is_open[i]:
+                r = xp[i] * (1.0 - ci) / mark - 1.0
+            elif c[d] == c[d]:
+                r = c[d] / mark - 1.0
+                mark = c[d]
             else:
-                r = c[d] / c[d - 1] - 1.0
-            if r == r:
-                num[d - start] += aw * r
-                den[d - start] += dw
+                r = 0.0  # no bar: held at its last mark; the move is booked at the next close it has
+            num[d - start] += aw * r
+            den[d - start] += dw
     out = np.zeros(L, np.float64)
     for j in range(L):
         if den[j] > 0:

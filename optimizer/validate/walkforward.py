@@ -280,6 +280,22 @@ def _exposure(trades: Trades, lo: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.where(invested & (den > 0), expo, 0.0), invested
 
 
+def _universe_returns(close: np.ndarray) -> np.ndarray:
+    """Per session (row of ``close``, sessions x symbols), the equal-weight universe's return: the mean over the
+    symbols with a return that day, 0 when none has one. A symbol without a bar between two bars it has (a gap in
+    its prices) is held at its last close, as the account holds a position there (``portfolio_returns``): 0 on
+    the missing sessions and the move since its last close on the next bar (before 2026-12-04 that move was
+    dropped, so the basket the PBO columns subtract missed what the account books); before its first bar and
+    after its last it is not in the basket."""
+    filled = pd.DataFrame(close).ffill(limit_area="inside").to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = filled[1:] / filled[:-1] - 1.0
+    ok = np.isfinite(r)
+    n = ok.sum(axis=1)
+    mean = np.where(ok, r, 0.0).sum(axis=1) / np.maximum(n, 1)
+    return np.concatenate([[0.0], np.where(n > 0, mean, 0.0)])
+
+
 def _config_matrices(data: StudyData, configs: list[optuna.trial.FrozenTrial]) -> tuple[np.ndarray, np.ndarray]:
     """Each configuration (a trial's stored effective configuration, ``space.trial_config``) run once over the
     study's span [first fold start, hi), as two sessions x configurations matrices: (PBO) daily portfolio return
@@ -291,10 +307,7 @@ def _config_matrices(data: StudyData, configs: list[optuna.trial.FrozenTrial]) -
     lo = data.folds[0].test_start
     span = Span(lo, data.hi, data.hi)
     C = panel["close"]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = C[1:] / C[:-1] - 1.0
-    ew = np.concatenate([[np.nan], np.nanmean(np.where(np.isfinite(r), r, np.nan), axis=1)])[lo:data.hi]
-    ew = np.nan_to_num(ew)
+    ew = _universe_returns(C)[lo:data.hi]
     ew_cols, ex_cols = [], []
     for t in configs:
         cfg = trial_config(t, data.spec)
@@ -836,7 +849,7 @@ def _assemble(ctx: _RunContext, results: list[WindowResult], final: bool, msgs: 
     p = ctx.panel.slice(0, ctx.limit)
     trades, excess, span = _stitch(results, ctx.limit)
     daily = _daily(p, results, trades, excess)
-    eq = _equity(p, trades, daily)
+    eq = _equity(p, trades, daily, _open_bench(ctx, results, daily.stop))
     oos = _oos_metrics(results, p, trades, excess, span)
     # One evaluator over every visible session serves all windows: features at t use rows <= t only, and a
     # window's simulation and benchmark read nothing past its own data_end (Span), so this equals per-window panels.
@@ -902,20 +915,48 @@ def _signal_rows(results: list[WindowResult], daily: DailyExcess) -> np.ndarray 
     return np.flatnonzero(_tested(results, daily.start, daily.stop)) + daily.start if gaps else None
 
 
-def _sized_bench(trades: Trades, daily: DailyExcess) -> np.ndarray:
+def _open_bench(ctx: _RunContext, results: list[WindowResult], stop: int) -> np.ndarray:
+    """Per stitched trade left open at its window's data end (order of ``trades.open_at_end``), its matched
+    random-entry benchmark for the rows the account holds it (``_account_trades``: entry row to its exit row, at
+    most ``stop - 1``): the expectation of the window's ``BenchmarkCache`` over that window's span for a hold of
+    (last row - entry row) sessions, the rule a closed trade's benchmark follows (0 where no entry session exists)."""
+    out = []
+    for r in results:
+        tr, w = r.trades, r.window
+        held = np.minimum(tr.exit_idx[tr.open_at_end], stop - 1) - tr.entry_idx[tr.open_at_end]
+        if held.size:
+            span = Span(w.test_start, w.test_end, min(w.test_end + ctx.purge, ctx.limit))
+            ratio = ctx.bench.ratios(span, held.astype(np.int64))[np.arange(held.size), tr.symbol[tr.open_at_end]]
+            out.append(np.where(np.isfinite(ratio), ratio - 1.0, 0.0))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def _sized_bench(trades: Trades, daily: DailyExcess, open_bench: np.ndarray | None = None) -> np.ndarray:
     """Per day of ``daily``, the matched random-entry benchmark of the account's positions at the account's own
-    sizing: each closed trade's benchmark expectation (net return minus excess) spread evenly over its held rows,
-    weighted as ``portfolio_returns`` weighs the trade (docs/ENGINE.md "Position sizing": relative sizing
-    sum w*m*b / sum w, absolute sizing sum w*m*b / max(1, sum w*m)). Without sizing (equal weights, no regime
-    multiplier) it is ``daily.bench_mean``."""
+    sizing: each trade's benchmark expectation spread evenly over the rows the account holds it, weighted as
+    ``portfolio_returns`` weighs the trade (docs/ENGINE.md "Position sizing": relative sizing sum w*m*b / sum w,
+    absolute sizing sum w*m*b / max(1, sum w*m)). A closed trade's expectation is its net return minus its excess;
+    a trade left open at its window's data end is held by the account too (``_account_trades``), with the
+    expectation ``open_bench`` (``_open_bench``; None: the closed trades only). Before 2026-12-04 the open ones were left
+    out of the benchmark while the account held them, so on their days the account's mean over every position was
+    set against a benchmark averaged over the closed ones only. Without sizing and without open trades it is
+    ``daily.bench_mean``."""
     closed = trades.closed
-    w = np.ones(daily.n_trades) if trades.weight is None else np.asarray(trades.weight, dtype=float)[closed]
-    m = np.ones(daily.n_trades) if trades.mult is None else np.asarray(trades.mult, dtype=float)[closed]
-    if not trades.absolute and bool((w == 1.0).all()) and bool((m == 1.0).all()):
+    is_open = trades.open_at_end
+    held = closed if open_bench is None else np.ones(closed.size, dtype=bool)
+    w = np.ones(closed.size) if trades.weight is None else np.asarray(trades.weight, dtype=float)
+    m = np.ones(closed.size) if trades.mult is None else np.asarray(trades.mult, dtype=float)
+    if not trades.absolute and bool((w == 1.0).all()) and bool((m == 1.0).all()) and not (held & is_open).any():
         return daily.bench_mean
-    ent, ext = trades.entry_idx[closed].astype(np.int64), trades.exit_idx[closed].astype(np.int64)
+    bench = np.zeros(closed.size)
+    bench[closed] = trades.net_ret[closed] - daily.trade_excess
+    if open_bench is not None:
+        bench[is_open] = open_bench
+    ent = trades.entry_idx[held].astype(np.int64)
+    ext = np.minimum(trades.exit_idx[held].astype(np.int64), daily.stop - 1)
     L = ext - ent + 1
-    per_row = (trades.net_ret[closed] - daily.trade_excess) / L
+    per_row = bench[held] / L
+    w, m = w[held], m[held]
     tid = np.repeat(np.arange(L.size), L)
     pos = daily.day_of(ent[tid] + np.arange(tid.size) - np.repeat(np.cumsum(L) - L, L))
     aw = w * m
@@ -944,19 +985,20 @@ def _account_trades(trades: Trades, stop: int) -> Trades:
                   absolute=trades.absolute)
 
 
-def _equity(p: Panel, trades: Trades, daily: DailyExcess) -> pd.DataFrame:
+def _equity(p: Panel, trades: Trades, daily: DailyExcess, open_bench: np.ndarray | None = None) -> pd.DataFrame:
     """The OOS account day by day over the days of ``daily``: ``oos_return`` = the engine's account of the open
     positions (``portfolio_returns``: equal weights unless the configuration sizes its positions, rebalanced
     daily, 0 on cash days; a trade left open at its window's data end leaves it there, ``_account_trades``);
     ``bench_return`` = their matched random-entry benchmark (each trade's benchmark expectation spread evenly over
     its holding days, weighted as the account weighs the trade: averaged over the open trades without sizing,
-    ``DailyExcess.bench_mean``; ``_sized_bench``); ``excess_return`` = the difference; each with its equity curve
+    ``DailyExcess.bench_mean``; ``_sized_bench``; a trade left open at its window's data end with its own matched
+    expectation ``open_bench``, ``_open_bench``); ``excess_return`` = the difference; each with its equity curve
     (start = 1); ``n_open`` = trades open. A row left out of ``daily`` (no window tested it, nothing held) is left
     out here too: the account holds nothing on it, so no return is lost or bridged (the dates jump)."""
     r = portfolio_returns(_account_trades(trades, daily.stop), p, Span(daily.start, daily.stop, daily.stop))
     if daily.rows is not None:
         r = r[daily.rows - daily.start]
-    b = _sized_bench(trades, daily)
+    b = _sized_bench(trades, daily, open_bench)
     x = r - b
     return pd.DataFrame({"date": pd.to_datetime(p.dates[daily.row_index]),
                          "oos_return": r, "oos_equity": np.cumprod(1 + r),
