@@ -40,6 +40,12 @@ except ImportError:  # not POSIX: each worker builds its own stores
 import pytest
 from hypothesis import HealthCheck, settings
 
+# pytest rewrites the asserts of every test module when it imports it (~10 s of CPU per process for this suite) and
+# keeps the result beside the module (tests/__pycache__/*-pytest-*.pyc) for the next session, but only where Python
+# may write bytecode: a host that sets PYTHONDONTWRITEBYTECODE (as the dev host does) paid the rewriting again in
+# every xdist worker of every session. The test processes write it (this conftest is imported before the modules).
+sys.dont_write_bytecode = False
+
 from optimizer.data.synth import SynthConfig, synth_to_db
 
 # Hypothesis profiles: few examples in the edit loop (make test-fast), more in CI. No deadline: numba compiles on
