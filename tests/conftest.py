@@ -40,6 +40,12 @@ except ImportError:  # not POSIX: each worker builds its own stores
 import pytest
 from hypothesis import HealthCheck, settings
 
+# pytest rewrites the asserts of every test module when it imports it (~10 s of CPU per process for this suite) and
+# keeps the result beside the module (tests/__pycache__/*-pytest-*.pyc) for the next session, but only where Python
+# may write bytecode: a host that sets PYTHONDONTWRITEBYTECODE (as the dev host does) paid the rewriting again in
+# every xdist worker of every session. The test processes write it (this conftest is imported before the modules).
+sys.dont_write_bytecode = False
+
 from optimizer.data.synth import SynthConfig, synth_to_db
 
 # Hypothesis profiles: few examples in the edit loop (make test-fast), more in CI. No deadline: numba compiles on
@@ -69,23 +75,36 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session", autouse=True)
 def _numba_cache_primed(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Compile the engine's kernels into numba's on-disk cache once per session, in a process of its own, before
+    """Compile the engine's kernels into numba's on-disk cache once per session, in processes of their own, before
     any test runs: on a fresh clone the cache is empty, and the first tests start processes (the demo, study
-    workers) that would each compile every kernel (~13 s CPU each) at the same time. Under xdist the first worker
-    compiles and the other waits on the lock; every process after that loads the kernels from the cache."""
+    workers) that would each compile every kernel (~20 s CPU each) at the same time. Two processes side by side
+    compile the two halves of the warm-up (``_PRIME_PARTS``: about 10 s CPU each, so ~half the wall time on two
+    cores); under xdist the first worker starts them and the other waits on the lock; every process after that
+    loads the kernels from the cache."""
     if _kernel_cache_fresh() or os.environ.get("NUMBA_DISABLE_JIT") or os.environ.get("MUTANT_UNDER_TEST"):
         return  # warm already; or no JIT at all; or a mutation run (mutmut forks from a warm process)
-    code = "from optimizer.engine.warmup import warm_kernels; warm_kernels(parallel=True)"
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     if worker is None or fcntl is None:
-        subprocess.run([sys.executable, "-c", code], check=True, timeout=600)
+        _prime_numba_cache()
         return
     shared = tmp_path_factory.getbasetemp().parent / "numba_primed"
     with open(f"{shared}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if not shared.exists():
-            subprocess.run([sys.executable, "-c", code], check=True, timeout=600)
+            _prime_numba_cache()
             shared.write_text(worker, encoding="utf-8")
+
+
+# The warm-up's parts (optimizer.engine.warmup.PARTS) in two groups of about the same compile time that share few
+# kernels: the plain and parallel paths; position caps and ATR sizing.
+_PRIME_PARTS = (("serial", "parallel"), ("capped",))
+
+
+def _prime_numba_cache() -> None:
+    procs = [subprocess.Popen([sys.executable, "-c", "from optimizer.engine.warmup import warm_kernels; "
+                               f"warm_kernels(parts={parts!r})"]) for parts in _PRIME_PARTS]
+    failed = [p.args for p in procs if p.wait(timeout=600) != 0]
+    assert not failed, f"priming numba's cache failed: {failed}"
 
 
 def _kernel_cache_fresh() -> bool:

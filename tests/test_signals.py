@@ -84,16 +84,24 @@ def _backtest_view(panel: Panel, trades, d: int) -> dict[str, set]:
     }
 
 
-def _sheet_view(panel: Panel, rows: pd.DataFrame, d: int) -> dict[str, set]:
-    idx = {pd.Timestamp(x): i for i, x in enumerate(panel.dates)}
+def _date_index(panel: Panel) -> dict[pd.Timestamp, int]:
+    return {pd.Timestamp(x): i for i, x in enumerate(panel.dates)}
+
+
+def _sheet_view(panel: Panel, rows: pd.DataFrame, d: int, idx: dict[pd.Timestamp, int] | None = None) -> dict[str, set]:
+    """The sheet's rows in ``_backtest_view``'s terms; ``idx``: ``_date_index(panel)`` when the caller has it (a loop
+    over every session builds it once)."""
+    idx = _date_index(panel) if idx is None else idx
     out: dict[str, set] = {ENTER: set(), EXIT: set(), HOLD: set()}
-    for r in rows.itertuples(index=False):
-        if r.decision == ENTER:
-            out[ENTER].add((r.symbol, idx[pd.Timestamp(r.signal_date)], round(float(r.score), 9)))
-        elif r.decision == EXIT:
-            out[EXIT].add((r.symbol, idx[pd.Timestamp(r.entry_date)], r.exit_reason))
-        elif r.decision == HOLD:
-            out[HOLD].add((r.symbol, idx[pd.Timestamp(r.entry_date)], round(float(r.entry_price), 9)))
+    # the columns read, row by row (DataFrame.itertuples extracts every column of the sheet on each call)
+    cols = ("decision", "symbol", "signal_date", "score", "entry_date", "exit_reason", "entry_price")
+    for dec, sym, sig, score, entry, reason, price in zip(*(rows[c].tolist() for c in cols)):
+        if dec == ENTER:
+            out[ENTER].add((sym, idx[pd.Timestamp(sig)], round(float(score), 9)))
+        elif dec == EXIT:
+            out[EXIT].add((sym, idx[pd.Timestamp(entry)], reason))
+        elif dec == HOLD:
+            out[HOLD].add((sym, idx[pd.Timestamp(entry)], round(float(price), 9)))
     return out
 
 
@@ -107,9 +115,10 @@ def _check_every_session(panel: Panel, params: dict, regime: str, start: int) ->
     assert np.isfinite(panel["open"][start:]).all(), "this oracle needs an open on every session"
     trades = ev.run(cfg, Span(start, T, T), entry_ok=mask).trades
     counts = {ENTER: 0, EXIT: 0, HOLD: 0}
+    idx = _date_index(panel)
     for d in range(start, T - 1):
         rows = next_open(panel.slice(0, d + 1), disp[:d + 1], cfg, start, None if mask is None else mask[:d + 1])
-        got, want = _sheet_view(panel, rows, d), _backtest_view(panel, trades, d)
+        got, want = _sheet_view(panel, rows, d, idx), _backtest_view(panel, trades, d)
         for k in counts:
             assert got[k] == want[k], f"{k} on {panel.dates[d]}: sheet only {got[k] - want[k]}, backtest only {want[k] - got[k]}"
             counts[k] += len(got[k])

@@ -33,6 +33,8 @@ def sigs():
     return {n: [str(s) for s in getattr(K, n).signatures] for n in K.__all__ if hasattr(getattr(K, n), "signatures")}
 
 before = sigs()
+part = warm_kernels(parts=("serial",))  # one part of the split the test suite primes numba's cache with
+partial = kernels_warm()
 first = warm_kernels()
 again = warm_kernels()
 warm = sigs()
@@ -42,7 +44,7 @@ for p in ({}, {"variant": "D", "z_window": 30, "exit": "fixed_10d", "stop_loss":
           {"max_positions": 3, "max_per_sector": 1}, {"sizing": "atr", "exit": "hybrid_30d"}):
     ev.run(Config.from_params(p))
 print(json.dumps({"before": before, "warm": warm, "after": sigs(), "first": first, "again": again,
-                  "is_warm": kernels_warm()}))
+                  "is_warm": kernels_warm(), "part": part, "partial": partial}))
 """
 
 
@@ -56,6 +58,15 @@ def test_warm_kernels_leaves_nothing_to_compile_for_a_trial(synth_db):
     assert sum(map(len, d["warm"].values())) >= 2, d["warm"]  # the warm-up compiled (or loaded) the kernels
     assert d["after"] == d["warm"]  # and the evaluations, the path of every trial, compiled nothing more
     assert d["first"] > 0 and d["again"] == 0.0 and d["is_warm"]
+    assert d["part"] > 0 and not d["partial"]  # warm only once every part ran; the rest ran after the first part
+
+
+def test_warm_kernels_refuses_an_unknown_part():
+    from optimizer.engine.warmup import PARTS, warm_kernels
+
+    with pytest.raises(ValueError, match=r"parts must be among \('serial', 'capped', 'parallel'\), got 'fused'"):
+        warm_kernels(parts=("fused",))
+    assert PARTS == ("serial", "capped", "parallel")
 
 
 def test_study_records_the_warmup_and_compare_says_so(synth_db, tmp_path):

@@ -94,17 +94,12 @@ class PriceLayer:
 def ar1(innov: np.ndarray, phi: float | np.ndarray) -> np.ndarray:
     """AR(1) along axis 0: y[t] = phi*y[t-1] + innov[t], y[-1] = innov[0]/sqrt(1-phi^2)-scaled start (stationary).
 
-    ``phi`` may be a scalar (scipy lfilter) or a per-column array (loop over rows, vector ops over columns).
-    """
+    ``phi`` may be a scalar or a per-column array: a loop over rows, vector ops over columns. For a scalar this is
+    bit for bit what ``scipy.signal.lfilter([1], [1, -phi], ...)`` computes (its one delay holds phi*y[t-1], exactly,
+    and y[t] = that + 1.0*innov[t]), without importing scipy.signal (~1 s of every synthetic build: the demo, the
+    notebook, the test stores)."""
     x = np.asarray(innov, dtype=np.float64)
-    if np.isscalar(phi) or np.ndim(phi) == 0:
-        p = float(phi)
-        x0 = x.copy()
-        x0[0] = x[0] / np.sqrt(1.0 - p * p)
-        from scipy.signal import lfilter  # here, not at the top: scipy.signal costs ~0.5 s to import
-
-        return lfilter([1.0], [1.0, -p], x0, axis=0)
-    p = np.asarray(phi, dtype=np.float64)
+    p = float(phi) if np.isscalar(phi) or np.ndim(phi) == 0 else np.asarray(phi, dtype=np.float64)
     out = np.empty_like(x)
     out[0] = x[0] / np.sqrt(1.0 - p * p)
     for t in range(1, x.shape[0]):

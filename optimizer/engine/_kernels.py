@@ -813,8 +813,8 @@ def simulate_symbols_par_nb(
     counts = np.zeros(nb, np.int64)
     sigs = np.zeros(nb, np.int64)
     for k in prange(nb):
-        c, g = _symbols_block(
-            k, bounds, cap, O, H, L, C, A, disp, ts, tl, tp, sg, ws, wl, wp, lo, rng, fused, buy, sell, rule,
+        c, g = _symbols_block(  # k as int64: prange's index is uint64, a second compiled signature of the block
+            np.int64(k), bounds, cap, O, H, L, C, A, disp, ts, tl, tp, sg, ws, wl, wp, lo, rng, fused, buy, sell, rule,
             hold_days, max_days, stop_loss, take_profit, time_stop, atr_stop, trail_stop, sig_start, sig_end,
             data_end, entry_ok, *out)
         counts[k] = c

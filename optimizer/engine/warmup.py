@@ -25,6 +25,7 @@ from optimizer.engine.simulate import Caps
 
 __all__ = ["warm_kernels", "kernels_warm", "needs_parallel"]
 
+PARTS = ("serial", "capped", "parallel")  # the warm-up's parts: plain, with caps or ATR sizing, parallel kernels
 _DONE: dict[str, float] = {}  # mode -> seconds of its warm-up in this process (filled by calls, never at import)
 
 
@@ -48,24 +49,31 @@ def needs_parallel(panel: Panel) -> bool:
 
 def kernels_warm(parallel: bool = False) -> bool:
     """True once ``warm_kernels`` warmed the serial kernels (and the parallel ones with ``parallel``) here."""
-    return "serial" in _DONE and (not parallel or "parallel" in _DONE)
+    return all(p in _DONE for p in PARTS[:2] + PARTS[2:] * parallel)
 
 
-def warm_kernels(parallel: bool = False) -> float:
+def warm_kernels(parallel: bool = False, parts: tuple[str, ...] | None = None) -> float:
     """Run every serial engine kernel once, and the parallel ones with ``parallel`` (see the module docstring);
-    the seconds taken (0.0 when already warm)."""
+    the seconds taken (0.0 when already warm). ``parts``: only these of ``PARTS`` (priming numba's cache with
+    two processes side by side, as the test suite does: ``("serial", "parallel")`` and ``("capped",)`` compile
+    mostly different kernels); ``kernels_warm`` is True only once every part ran."""
     took = 0.0
     base = Config.from_params({"buy_threshold": 55.0, "sell_threshold": 45.0, "z_window": 5})
-    for mode in ("serial", "parallel") if parallel else ("serial",):
+    wanted = PARTS[:2] + PARTS[2:] * parallel if parts is None else parts
+    for mode in wanted:
         if mode in _DONE:
             continue
         t0 = time.perf_counter()
-        panel = _panel(80, 4, 1) if mode == "serial" else _panel(-(-PARALLEL_MIN_CELLS // 100), 100, 2)
-        ev = Evaluator(panel, min_periods=5)
-        ev.run(base)
-        if mode == "serial":  # position caps and ATR sizing always take the serial kernel
+        if mode == "parallel":
+            Evaluator(_panel(-(-PARALLEL_MIN_CELLS // 100), 100, 2), min_periods=5).run(base)
+        elif mode == "serial":
+            Evaluator(_panel(80, 4, 1), min_periods=5).run(base)
+        elif mode == "capped":  # position caps and ATR sizing always take the serial kernel
+            ev = Evaluator(_panel(80, 4, 1), min_periods=5)
             ev.run(Config(score=base.score, thresholds=base.thresholds, exit=base.exit, caps=Caps(max_positions=3)))
             ev.run(Config.from_params({**base.to_params(), "sizing": "atr"}))
+        else:
+            raise ValueError(f"parts must be among {PARTS}, got {mode!r}")
         _DONE[mode] = time.perf_counter() - t0
         took += _DONE[mode]
     return took
