@@ -141,6 +141,19 @@ def test_jobs_2_on_sqlite_equals_the_single_process_run(synth_db, spec_path, sin
         assert held.read_text(encoding="utf-8") == "0"
 
 
+def test_a_walkforward_resumed_mid_window_equals_the_uninterrupted_run(synth_db, spec_path, single, tmp_path):
+    """Every window study stopped after 2 of its N trials (what a kill mid-window leaves: each finished trial is
+    stored, the running one is not) and the walk-forward run again: the same trials in every window, the same
+    winners, stitched trades, result and verdict as the uninterrupted run (tests/test_resume_determinism.py)."""
+    url1, res1 = single
+    url2 = f"sqlite:///{tmp_path / 'parts.db'}"
+    run_walkforward(load_spec(spec_path), synth_db, url2, out_dir=None, n_trials=2)
+    res2 = run_walkforward(load_spec(spec_path), synth_db, url2, out_dir=None)
+    assert _trials_by_window(url2) == _trials_by_window(url1)
+    _same(res1, res2)
+    assert res2.trades.equals(res1.trades) and len(res1.trades) > 0
+
+
 def test_claims_first_live_claim_wins_and_done_is_final(tmp_path):
     url = f"sqlite:///{tmp_path / 'claims.db'}"
     a = WindowClaims(make_storage(url), "wfd", run={"n_trials": 1, "windows": ["w0", "w1"]}, worker="a")
