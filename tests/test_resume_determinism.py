@@ -167,3 +167,42 @@ def test_an_objective_failure_still_counts():
     study.tell(study.ask(), state=TrialState.FAIL)  # no reason: what a stale RUNNING trial becomes
     study.tell(study.ask(), 1.0)
     assert [lost_to_kill(t) for t in study.trials] == [False, True, False]
+
+
+@pytest.mark.slow
+def test_study_run_sigkilled_mid_trial_and_resumed_draws_the_uninterrupted_trials(synth_db, panel, tmp_path,
+                                                                                   monkeypatch):
+    """`accumopt study run` SIGKILLed while a trial runs (after >= 2 finished trials), then resumed: the finished
+    trials (params, values, states, in order) and the best parameters are the uninterrupted run's. The killed process
+    sleeps per fold (tests/_slow_objective.py: composite_rank_excess's values) so that it is caught in a trial."""
+    import os
+    import signal
+    import time
+
+    from _slow_objective import SLEEP_ENV
+    from test_study_workers import _start, _trials
+
+    monkeypatch.delenv(SLEEP_ENV, raising=False)
+    path = tmp_path / "det.toml"
+    path.write_text(SPEC.format(sampler="tpe", sampler_options="n_startup_trials = 3", pruner='name = "none"', n=N)
+                    .replace('"composite_rank_excess"', '"_slow_objective:SlowRankExcess"'), encoding="utf-8")
+    spec = load_spec(path)
+    whole, url = f"sqlite:///{tmp_path / 'whole.db'}", f"sqlite:///{tmp_path / 'kill.db'}"
+    a = _run(spec, panel, whole, N)
+    p = _start(["study", "run", str(path), "--db", str(synth_db), "--storage", url], tmp_path, tmp_path / "first",
+               slow=True)
+    killed, t_end = None, time.monotonic() + 120
+    try:
+        while killed is None and time.monotonic() < t_end and p.poll() is None:
+            if sum(t.state == TrialState.COMPLETE for t in _trials(url, "det")) >= 2:
+                os.kill(p.pid, signal.SIGKILL)
+                killed = len(_trials(url, "det"))
+            time.sleep(0.05)
+    finally:
+        if p.poll() is None and killed is None:
+            p.kill()
+        p.wait(timeout=30)
+    assert killed is not None and killed < N and p.returncode == -signal.SIGKILL
+    b = _run(spec, panel, url, N)
+    assert _finished(url) == _finished(whole)
+    assert b.best_params == a.best_params and b.best_value == a.best_value
