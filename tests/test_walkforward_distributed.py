@@ -513,3 +513,54 @@ def test_a_walkforward_sigkilled_mid_window_and_resumed_equals_the_uninterrupted
     trades = pd.read_parquet(files / "oos_trades.parquet")
     assert len(trades) == len(res1.trades) > 0
     pd.testing.assert_frame_equal(trades.reset_index(drop=True), res1.trades.reset_index(drop=True), check_dtype=False)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_a_forked_walkforward_process_stops_after_its_running_trial_when_its_coordinator_is_killed(synth_db, tmp_path):
+    """`walkforward --jobs 2`: the coordinator SIGKILLed while its forked process runs a window. The forked process
+    sees its parent is gone (as `study run --jobs` workers do, run.worker_stop): it stops after its running trial,
+    claims no other window, and exits; before, it ran on (orphaned) through every window left."""
+    url = f"sqlite:///{tmp_path / 'orphan.db'}"
+    slow = tmp_path / "wfd.toml"
+    slow.write_text(SPEC.replace('name = "composite_rank_excess"', 'name = "_slow_objective:SlowRankExcess"'),
+                    encoding="utf-8")
+    p = _start(["walkforward", str(slow), "--jobs", "2", "--db", str(synth_db), "--storage", url, "--out",
+                str(tmp_path / "out")], tmp_path / "coord", {SLEEP_ENV: "0.2"})
+    st = make_storage(url, heartbeat=False)
+    child, before, t_end = None, None, time.monotonic() + 240
+    while child is None and time.monotonic() < t_end and p.poll() is None:
+        time.sleep(0.1)
+        try:
+            claims = optuna.load_study(study_name=claims_name("wfd"), storage=st).get_trials(deepcopy=False)
+        except KeyError:
+            continue
+        for t in claims:
+            c = read_claim(t)
+            pid = int(c["worker"].rsplit(":", 1)[1])
+            if t.state == TrialState.RUNNING and pid != p.pid:
+                try:
+                    n = len(optuna.load_study(study_name=c["window"], storage=st).get_trials(deepcopy=False))
+                except KeyError:
+                    continue
+                if 1 <= n < N - 1:
+                    os.kill(p.pid, signal.SIGKILL)
+                    child, before = pid, {w: len(ts) for w, ts in _trials_by_window(url).items()}
+                    break
+    p.wait(timeout=30)
+    assert child is not None, "the forked process was never caught in a window"
+    t_end = time.monotonic() + 60
+    while _alive(child) and time.monotonic() < t_end:
+        time.sleep(0.2)
+    assert not _alive(child), "the forked process ran on after its coordinator was killed"
+    after = {w: len(ts) for w, ts in _trials_by_window(url).items()}
+    assert set(after) == set(before)  # no other window was started
+    assert sum(after.values()) - sum(before.values()) <= 1, (before, after)  # at most the trial that was running

@@ -38,7 +38,7 @@ from optimizer.study.seed import seed_from_study
 from optimizer.study.storage import StudyFull, make_storage, study_names
 from optimizer.study.trial import TrialFailed, TrialObjective
 
-__all__ = ["StudyRunResult", "open_study", "run_study", "git_commit", "study_record"]
+__all__ = ["StudyRunResult", "open_study", "run_study", "git_commit", "study_record", "worker_stop"]
 
 
 def _optimize_mirrored(study: optuna.Study, storage: Any, objective: Callable, target: int, timeout: float | None,
@@ -338,11 +338,12 @@ class _Progress:
             self.p.stop()
 
 
-def _worker(spec: StudySpec, storage_url: str | None, name: str, quota: int, data: StudyData, timeout: float | None,
-            target: int, seed_offset: int) -> None:
-    """One forked ``--jobs`` process: its own storage connection, sampler seed ``seed + seed_offset``. It stops
-    after its running trial on Ctrl-C (SIGINT: the handler it inherited set the PARENT's flag, in its own copy, so
-    a worker ran on to its quota) and when its parent is gone (killed: the worker would run on, orphaned)."""
+def worker_stop() -> Callable[[], bool]:
+    """For a forked worker process (``study run --jobs``, ``walkforward --jobs``), called first thing in it: from
+    now on SIGINT sets a flag (the handler it inherited would set the PARENT's flag, in its own copy, and a parent
+    started ignoring SIGINT, nohup or a script's ``cmd &``, would leave it ignored), and the returned
+    ``should_stop()`` is true once SIGINT came or the parent is gone (killed: its parent id changed, the worker
+    was orphaned and would run on). The worker checks it between trials: it stops after its running trial."""
     parent = os.getppid()
     stop = {"stop": False}
 
@@ -350,9 +351,15 @@ def _worker(spec: StudySpec, storage_url: str | None, name: str, quota: int, dat
         stop["stop"] = True
 
     signal.signal(signal.SIGINT, _sigint)
+    return lambda: stop["stop"] or os.getppid() != parent
 
-    def should_stop() -> bool:
-        return stop["stop"] or os.getppid() != parent
+
+def _worker(spec: StudySpec, storage_url: str | None, name: str, quota: int, data: StudyData, timeout: float | None,
+            target: int, seed_offset: int) -> None:
+    """One forked ``--jobs`` process: its own storage connection, sampler seed ``seed + seed_offset``. It stops
+    after its running trial on Ctrl-C (SIGINT: the handler it inherited set the PARENT's flag, in its own copy, so
+    a worker ran on to its quota) and when its parent is gone (killed: the worker would run on, orphaned)."""
+    should_stop = worker_stop()
 
     def _stopper(st: optuna.Study, tr) -> None:
         if should_stop():
