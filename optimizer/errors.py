@@ -5,7 +5,7 @@ The CLI turns every ``AccumoptError`` into a one-line message and a non-zero exi
 
 from __future__ import annotations
 
-__all__ = ["AccumoptError", "InputFileError", "SpecError", "ParameterError", "DataError"]
+__all__ = ["AccumoptError", "InputFileError", "SpecError", "ParameterError", "DataError", "Interrupted"]
 
 
 class AccumoptError(Exception):
@@ -40,6 +40,11 @@ class ParameterError(AccumoptError, ValueError):
 
 class DataError(AccumoptError):
     """The store does not hold the data a command needs (unknown ticker, empty date range, missing table)."""
+
+
+class Interrupted(AccumoptError):
+    """Work stopped by Ctrl-C (SIGINT) before it was done, resumable (e.g. a walk-forward window whose study stopped
+    before its trials were run). The command line prints it on one line and exits 130, as for any Ctrl-C."""
 
 
 def check_param(ok: bool, name: str, rule: str, value: object) -> None:

@@ -36,7 +36,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from optimizer.errors import AccumoptError, ParameterError
+from optimizer.errors import AccumoptError, Interrupted, ParameterError  # Interrupted: re-exported
 from optimizer.study.records import claim_template, claims_name, read_claim, read_wf_run, write_wf_run
 from optimizer.study.storage import fail_stale_no_retry, has_heartbeat
 
@@ -44,10 +44,6 @@ __all__ = ["WindowClaims", "work_windows", "wait_for_run", "worker_id", "Interru
 
 DONE, HELD, FREE = "done", "held", "free"
 POLL = 0.5  # seconds between two looks at the claims while every window left is held by another worker
-
-
-class Interrupted(AccumoptError):
-    """A window's study stopped before its trials were run (Ctrl-C, or the claim was lost): resumable."""
 
 
 def worker_id() -> str:
