@@ -206,3 +206,33 @@ def test_study_run_sigkilled_mid_trial_and_resumed_draws_the_uninterrupted_trial
     b = _run(spec, panel, url, N)
     assert _finished(url) == _finished(whole)
     assert b.best_params == a.best_params and b.best_value == a.best_value
+
+
+def test_ctrl_c_in_a_window_of_a_journal_walkforward_stops_the_run(synth_db, tmp_path, monkeypatch):
+    """A journal storage runs the windows in this process (no claims): Ctrl-C during a window's study stops the
+    study after its running trial, and the walk-forward stops there (``Interrupted``: resumable) instead of judging
+    the window on the trials it had and going on with the next ones."""
+    import signal
+
+    from optimizer.errors import Interrupted
+    from optimizer.validate import walkforward as wfmod
+    from test_walkforward_distributed import N as WF_N
+    from test_walkforward_distributed import SPEC
+
+    real = wfmod.run_study
+
+    def ctrl_c_after_first_trial(*a, **k):
+        def cb(study, trial):
+            if trial.number == 0:
+                signal.raise_signal(signal.SIGINT)  # a real SIGINT: run_study's handler takes it
+        return real(*a, **{**k, "callbacks": [*(k.get("callbacks") or []), cb]})
+
+    monkeypatch.setattr(wfmod, "run_study", ctrl_c_after_first_trial)
+    spec = tmp_path / "wfd.toml"
+    spec.write_text(SPEC, encoding="utf-8")
+    url = f"journal:{tmp_path / 'wf.log'}"
+    with pytest.raises(Interrupted, match="interrupted before its trials were run"):
+        wfmod.run_walkforward(load_spec(spec), synth_db, url, out_dir=None)
+    storage = make_storage(url)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    assert len(names) == 1 and 1 <= len(optuna.load_study(study_name=names[0], storage=storage).trials) < WF_N

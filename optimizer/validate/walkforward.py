@@ -484,7 +484,11 @@ def _run_window(ctx: _RunContext, w: Window) -> WindowResult:
     """Optimize on the window's train span (a study on the panel cut at the train end), evaluate the winner once
     on the test span, and measure the window's in-sample DSR and PBO while its data is at hand."""
     data = _window_data(ctx, w)
-    return _window_result(ctx, w, _window_study(ctx, w, data).study, data)
+    r = _window_study(ctx, w, data)
+    if r.interrupted:  # Ctrl-C: the study stopped short of its trials; never judged on those, nor the next windows
+        raise Interrupted(f"walk-forward window {_window_name(ctx, w)!r} interrupted before its trials were run; "
+                          "run the walk-forward again to resume it")
+    return _window_result(ctx, w, r.study, data)
 
 
 def _window_result(ctx: _RunContext, w: Window, study: optuna.Study, data: StudyData) -> WindowResult:
