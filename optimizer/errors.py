@@ -5,7 +5,8 @@ The CLI turns every ``AccumoptError`` into a one-line message and a non-zero exi
 
 from __future__ import annotations
 
-__all__ = ["AccumoptError", "InputFileError", "SpecError", "ParameterError", "DataError", "quoted", "QUOTE_MAX"]
+__all__ = ["AccumoptError", "InputFileError", "SpecError", "ParameterError", "DataError", "Interrupted", "quoted",
+           "QUOTE_MAX"]
 
 QUOTE_MAX = 60  # characters of a user's or a file's value that a message quotes
 
@@ -42,6 +43,11 @@ class ParameterError(AccumoptError, ValueError):
 
 class DataError(AccumoptError):
     """The store does not hold the data a command needs (unknown ticker, empty date range, missing table)."""
+
+
+class Interrupted(AccumoptError):
+    """Work stopped by Ctrl-C (SIGINT) before it was done, resumable (e.g. a walk-forward window whose study stopped
+    before its trials were run). The command line prints it on one line and exits 130, as for any Ctrl-C."""
 
 
 def check_param(ok: bool, name: str, rule: str, value: object) -> None:

@@ -990,7 +990,8 @@ def test_final_run_opens_the_reserve_and_says_what_it_does_not_use(tmp_path):
     assert res.final is True and len(res.warnings) == 2 and res.warnings[1] == seed_msg
     assert res.warnings[0] == f"reserve from {d[RESERVE]} opened again: ['an earlier opening']"
     assert [str(w.message) for w in caught if issubclass(w.category, UserWarning)][-2:] == res.warnings
-    assert res.stats["n_trials_tried"] == 8 and len(res.equity) == 80  # test sessions 60 .. 140
+    last = max(140, int(res.trades["exit_idx"].max()) + 1)  # test sessions 60 .. 140, and on while a trade the
+    assert res.stats["n_trials_tried"] == 8 and len(res.equity) == last - 60  # last window opened is held (to 149)
 
 
 # ------------------------------------------------------------------------------------------------ claimed windows

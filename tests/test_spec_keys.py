@@ -286,6 +286,8 @@ def probe_walkforward(spec, db, monkeypatch):
         return d
 
     class _Run:
+        interrupted = False  # (a StudyRunResult's: the window's study ran its trials)
+
         def __init__(self):
             st = optuna.create_study()
             for v in (0.1, 0.5, 0.2, 0.4, 0.45):

@@ -461,7 +461,9 @@ def test_opening_a_study_reads_no_other_study_s_trials(synth_db, tmp_path, monke
     created = open_study(spec, storage, data)
     resumed = open_study(spec, storage, data)
     assert resumed._study_id == created._study_id != other._study_id
-    assert other._study_id not in reads and created._study_id in reads  # the resume counts its own trials
+    assert other._study_id not in reads  # (a resume reads none: its sampler no longer counts the stored trials)
+    resumed.get_trials(deepcopy=False)
+    assert other._study_id not in reads and created._study_id in reads  # the hook sees a read of the study's trials
 
 
 def test_open_study_joins_a_study_created_by_another_worker_meanwhile(synth_db, tmp_path, monkeypatch):

@@ -395,15 +395,16 @@ def test_real_prices_permuted_with_null_flows_is_not_supported(spec, tmp_path):
 # ---- 3b. correlated trades: i.i.d. significant, the daily HAC not -------------------------------------------
 
 def test_correlated_trades_iid_inference_says_significant_the_verdicts_daily_hac_does_not(tmp_path):
-    """Real prices 2023-2024 with synthetic flows that carry no information (effect 0, seed 17) and the truth
+    """Real prices 2023-2024 with synthetic flows carrying a weak planted effect (effect 0.5, seed 17) and the truth
     benchmark's spec (bench/truth.toml): the out-of-sample trades overlap (10-20 sessions) and share the market's
-    moves. Counted as 229 independent draws their excess looks significant -- i.i.d. t 2.16 > 2 and per-trade PSR
-    0.985 >= 0.95, the two gates of the verdict before issue 13 -- but the daily excess series holds about 53
-    effective trades: the verdict's HAC t is 1.04 and its daily PSR 0.85 (measured; the same run as the truth
-    benchmark's real-prices null seed 17)."""
+    moves. Counted as 213 independent draws their excess looks significant -- i.i.d. t 2.25 > 2 and per-trade PSR
+    0.989 >= 0.95, the two gates of the verdict before issue 13 -- but the daily excess series holds about 47
+    effective trades: the verdict's HAC t is 1.06 and its daily PSR 0.86 (measured 2026-12-04). (Until the
+    sampler seeded each trial from (seed, trial index), the null market of seed 17 drew a winner whose i.i.d. t
+    was 2.16; with the new draws no null seed of 17-43 reaches i.i.d. t 2, so the weak effect stands in.)"""
     if not REAL_PRICES.is_file():
         pytest.skip(f"real prices absent: {REAL_PRICES}")
-    db = _synth(tmp_path / "m", seed=17, effect=0.0, prices_file=str(REAL_PRICES), start="2023-01-03",
+    db = _synth(tmp_path / "m", seed=17, effect=0.5, prices_file=str(REAL_PRICES), start="2023-01-03",
                 end="2024-12-31", universe="tier1+3")
     spec = load_spec(ROOT / "bench" / "truth.toml")
     res = run_walkforward(spec, db, MEMORY, n_trials=20, out_dir=None)
@@ -416,7 +417,7 @@ def test_correlated_trades_iid_inference_says_significant_the_verdicts_daily_hac
     assert t.short == "HAC t" and t.value == res.oos["excess_t"] < 2.0 and not t.passed
     assert not res.verdict.gate("psr").passed and res.stats["psr"] < 0.95
     assert inf["n_eff"] < inf["n_trades"] / 3
-    assert not res.verdict.supported and "HAC t=1.0" in res.verdict.line
+    assert not res.verdict.supported and "HAC t=1.1" in res.verdict.line
 
 
 # ---- select_params -------------------------------------------------------------------------------------------

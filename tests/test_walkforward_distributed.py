@@ -29,6 +29,7 @@ from contextlib import closing
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
 from _cli_helpers import descriptors_of, finish_logged, timeless_json
 from _slow_objective import SLEEP_ENV
@@ -139,6 +140,19 @@ def test_jobs_2_on_sqlite_equals_the_single_process_run(synth_db, spec_path, sin
     assert len(_claim_workers(url2)) == 2  # both processes ran windows
     if descriptors_of(tmp_path) is not None:  # a system with /proc/self/fd to look in
         assert held.read_text(encoding="utf-8") == "0"
+
+
+def test_a_walkforward_resumed_mid_window_equals_the_uninterrupted_run(synth_db, spec_path, single, tmp_path):
+    """Every window study stopped after 2 of its N trials (what a kill mid-window leaves: each finished trial is
+    stored, the running one is not) and the walk-forward run again: the same trials in every window, the same
+    winners, stitched trades, result and verdict as the uninterrupted run (tests/test_resume_determinism.py)."""
+    url1, res1 = single
+    url2 = f"sqlite:///{tmp_path / 'parts.db'}"
+    run_walkforward(load_spec(spec_path), synth_db, url2, out_dir=None, n_trials=2)
+    res2 = run_walkforward(load_spec(spec_path), synth_db, url2, out_dir=None)
+    assert _trials_by_window(url2) == _trials_by_window(url1)
+    _same(res1, res2)
+    assert res2.trades.equals(res1.trades) and len(res1.trades) > 0
 
 
 def test_claims_first_live_claim_wins_and_done_is_final(tmp_path):
@@ -387,8 +401,8 @@ def _env(grace: int = 2, extra: dict[str, str] | None = None) -> dict[str, str]:
 
 def _start(args: list[str], log: Path, extra: dict[str, str] | None = None, grace: int = 60) -> subprocess.Popen:
     """A CLI process. ``grace``: its heartbeat grace period; long by default, so that a worker slowed by a loaded
-    machine is never taken over (a takeover changes the window's sampler seed: no longer the single-process
-    result); the kill test sets 2 s."""
+    machine is never taken over (a takeover gives the same trials, tests/test_resume_determinism.py, but makes the
+    claims' workers timing-dependent); the kill tests set 2 s."""
     return subprocess.Popen([sys.executable, "-m", "optimizer.cli", *args], env=_env(grace, extra), stdin=subprocess.DEVNULL,
                             stdout=open(log.with_suffix(".out"), "w"), stderr=open(log.with_suffix(".err"), "w"))
 
@@ -463,3 +477,90 @@ def test_killed_worker_window_is_resumed_with_exactly_n_trials(synth_db, spec_pa
     claims = optuna.load_study(study_name=claims_name("wfd"), storage=st).get_trials(deepcopy=False)
     won = {read_claim(t)["window"]: read_claim(t)["worker"] for t in claims if t.state == TrialState.COMPLETE}
     assert not won[victim].endswith(f":{worker.pid}")  # another worker finished it
+
+
+@pytest.mark.slow
+def test_a_walkforward_sigkilled_mid_window_and_resumed_equals_the_uninterrupted_run(synth_db, single, tmp_path):
+    """`accumopt walkforward` (one process) SIGKILLed while a window study holds 1 .. N-1 trials, then run again:
+    result.json (every window's winner, the stitched OOS figures, the statistics, the verdict) and the stitched
+    trades are the uninterrupted run's. The killed run sleeps 0.1 s per fold (tests/_slow_objective.py, the same
+    values as composite_rank_excess) so that it is caught mid-window; the resumed run does not sleep."""
+    url1, res1 = single
+    url = f"sqlite:///{tmp_path / 'kill.db'}"
+    slow = tmp_path / "wfd.toml"
+    slow.write_text(SPEC.replace('name = "composite_rank_excess"', 'name = "_slow_objective:SlowRankExcess"'),
+                    encoding="utf-8")
+    args = ["walkforward", str(slow), "--db", str(synth_db), "--storage", url, "--out", str(tmp_path / "out"),
+            "--format", "json"]
+    p = _start(args, tmp_path / "first", {SLEEP_ENV: "0.1"}, grace=2)
+    caught, t_end = None, time.monotonic() + 240
+    while caught is None and time.monotonic() < t_end and p.poll() is None:
+        time.sleep(0.1)
+        try:
+            by_window = _trials_by_window(url)
+        except Exception:  # noqa: BLE001 - the storage is being created by the process under test
+            continue
+        caught = next((w for w, ts in by_window.items() if 1 <= len(ts) < N), None)
+        if caught is not None:
+            os.kill(p.pid, signal.SIGKILL)
+    p.wait(timeout=30)
+    assert caught is not None and p.returncode == -signal.SIGKILL, "the walk-forward was never caught mid-window"
+    d = json.loads(_wait(_start(args, tmp_path / "resume", grace=2), tmp_path / "resume"))
+    files = Path(d.pop("files"))
+    assert _trials_by_window(url) == _trials_by_window(url1)
+    assert timeless_json(d) == timeless_json(res1.to_dict())
+    assert timeless_json(json.loads((files / "result.json").read_text())) == timeless_json(res1.to_dict())
+    trades = pd.read_parquet(files / "oos_trades.parquet")
+    assert len(trades) == len(res1.trades) > 0
+    pd.testing.assert_frame_equal(trades.reset_index(drop=True), res1.trades.reset_index(drop=True), check_dtype=False)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_a_forked_walkforward_process_stops_after_its_running_trial_when_its_coordinator_is_killed(synth_db, tmp_path):
+    """`walkforward --jobs 2`: the coordinator SIGKILLed while its forked process runs a window. The forked process
+    sees its parent is gone (as `study run --jobs` workers do, run.worker_stop): it stops after its running trial,
+    claims no other window, and exits; before, it ran on (orphaned) through every window left."""
+    url = f"sqlite:///{tmp_path / 'orphan.db'}"
+    slow = tmp_path / "wfd.toml"
+    slow.write_text(SPEC.replace('name = "composite_rank_excess"', 'name = "_slow_objective:SlowRankExcess"'),
+                    encoding="utf-8")
+    p = _start(["walkforward", str(slow), "--jobs", "2", "--db", str(synth_db), "--storage", url, "--out",
+                str(tmp_path / "out")], tmp_path / "coord", {SLEEP_ENV: "0.2"})
+    st = make_storage(url, heartbeat=False)
+    child, before, t_end = None, None, time.monotonic() + 240
+    while child is None and time.monotonic() < t_end and p.poll() is None:
+        time.sleep(0.1)
+        try:
+            claims = optuna.load_study(study_name=claims_name("wfd"), storage=st).get_trials(deepcopy=False)
+        except KeyError:
+            continue
+        for t in claims:
+            c = read_claim(t)
+            pid = int(c["worker"].rsplit(":", 1)[1])
+            if t.state == TrialState.RUNNING and pid != p.pid:
+                try:
+                    n = len(optuna.load_study(study_name=c["window"], storage=st).get_trials(deepcopy=False))
+                except KeyError:
+                    continue
+                if 1 <= n < N - 1:
+                    os.kill(p.pid, signal.SIGKILL)
+                    child, before = pid, {w: len(ts) for w, ts in _trials_by_window(url).items()}
+                    break
+    p.wait(timeout=30)
+    assert child is not None, "the forked process was never caught in a window"
+    t_end = time.monotonic() + 60
+    while _alive(child) and time.monotonic() < t_end:
+        time.sleep(0.2)
+    assert not _alive(child), "the forked process ran on after its coordinator was killed"
+    after = {w: len(ts) for w, ts in _trials_by_window(url).items()}
+    assert set(after) == set(before)  # no other window was started
+    assert sum(after.values()) - sum(before.values()) <= 1, (before, after)  # at most the trial that was running

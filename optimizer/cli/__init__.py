@@ -18,10 +18,16 @@ import sys
 import warnings
 from collections.abc import Iterator, MutableMapping
 
-import click
+from optimizer.cli._interrupt import EXIT_INTERRUPTED, print_interrupted
 
-from optimizer import __version__
-from optimizer.cli._common import ErrorGroup
+try:  # Ctrl-C while the command line's libraries load: the one line and exit code of a Ctrl-C in a command
+    import click
+
+    from optimizer import __version__
+    from optimizer.cli._common import ErrorGroup
+except KeyboardInterrupt:
+    print_interrupted()
+    sys.exit(EXIT_INTERRUPTED)
 
 __all__ = ["main", "COMMAND_MODULES"]
 

@@ -20,7 +20,8 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from optimizer.errors import AccumoptError, ParameterError
+from optimizer.cli._interrupt import EXIT_INTERRUPTED, print_interrupted
+from optimizer.errors import AccumoptError, Interrupted, ParameterError
 from optimizer.paths import DB_ENV, OUTPUT_ENV, STORAGE_ENV
 from optimizer.report.terminal import Column, FrameView, print_command, print_frame, print_record
 
@@ -194,6 +195,12 @@ def _is_store_open_error(e: BaseException) -> bool:
     return duckdb is not None and isinstance(e, duckdb.IOException)
 
 
+def _is_query_interrupt(e: BaseException) -> bool:
+    """DuckDB's report of a Ctrl-C that came while it ran a query: it takes the SIGINT itself and raises
+    ``RuntimeError('Query interrupted')`` (no KeyboardInterrupt reaches Python)."""
+    return "duckdb" in sys.modules and type(e) is RuntimeError and str(e) == "Query interrupted"
+
+
 def _is_storage_error(e: BaseException) -> bool:
     """An error of the study storage met while reading or writing it (a corrupt or truncated SQLite file): SQLite,
     SQLAlchemy or Optuna's storage error. (Opening one is checked by ``study.storage.make_storage``.)"""
@@ -209,17 +216,27 @@ def _root_cause(e: BaseException) -> BaseException:
 
 class ErrorGroup(click.Group):
     """Turns AccumoptError (and an unopenable DuckDB store, a failing study storage) into a one-line message and
-    exit code 2."""
+    exit code 2; Ctrl-C (KeyboardInterrupt, or ``errors.Interrupted``) into one line and exit code 130
+    (``_interrupt``)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:  # Ctrl-C: one line, exit 130 (not click's "Aborted!" and exit 1)
+            print_interrupted()
+            ctx.exit(EXIT_INTERRUPTED)
+        except Interrupted as e:  # work a Ctrl-C stopped, saying how to resume it
+            print_interrupted(str(e))
+            ctx.exit(EXIT_INTERRUPTED)
         except AccumoptError as e:
             for note in getattr(e, "__notes__", ()):  # what the command warned of before it failed (e.g. evening)
                 err_console.print(note, style="yellow", markup=False, highlight=False, soft_wrap=True)
             _error_line(str(e))
             ctx.exit(2)
         except Exception as e:  # noqa: BLE001 - only store / storage errors are handled, the rest re-raised
+            if _is_query_interrupt(e):
+                print_interrupted()
+                ctx.exit(EXIT_INTERRUPTED)
             if _is_store_open_error(e):
                 _error_line(f"cannot open the DuckDB store: {e}")
                 ctx.exit(2)

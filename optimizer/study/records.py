@@ -63,7 +63,7 @@ __all__ = [
     "set_trials_target", "trial_counts", "complete_trials", "direction_sign", "ranked_trials",
     "distinct_configurations", "group_configurations", "find_repeat", "WF_RUN", "WF_CLAIM", "claims_name",
     "write_wf_run", "read_wf_run", "claim_template", "read_claim", "WF_RESULT", "write_window_result",
-    "read_window_result", "trials_digest",
+    "read_window_result", "trials_digest", "lost_to_kill",
 ]
 
 # trial attribute keys
@@ -379,6 +379,15 @@ def read_trial(t: FrozenTrial) -> TrialRecord:
     return TrialRecord(m if isinstance(m, dict) else {}, f if isinstance(f, list) else [],
                        c if isinstance(c, dict) else None,
                        r if isinstance(r, int) and not isinstance(r, bool) else None)
+
+
+def lost_to_kill(t: FrozenTrial) -> bool:
+    """Whether ``t`` failed outside the objective: FAIL with no failure reason stored (the objective stores one
+    for each trial it fails, ``TrialRecord.failed``). Such a trial was left RUNNING by a killed process and failed
+    when its heartbeat went stale (its parameters retried), or stopped the run with an error. A resumed study's
+    sampler does not count it when it numbers its draws (``registry.StepRounding``), so the study draws what an
+    uninterrupted run draws; an objective's own failure counts (the next trial must not draw its parameters again)."""
+    return t.state == TrialState.FAIL and read_trial(t).fail_reason is None
 
 
 # ------------------------------------------------------------------------------------------------ markers

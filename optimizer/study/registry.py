@@ -14,13 +14,16 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import FrozenTrial, TrialState
 
 from optimizer.errors import SpecError
 
 __all__ = [
     "SAMPLERS", "PRUNERS", "build_sampler", "build_pruner", "dry_run", "step_decimals", "round_to_step", "StepRounding",
+    "trial_seed",
 ]
 
 
@@ -144,16 +147,59 @@ def round_to_step(value: float, low: float, step: float, high: float | None = No
     return v
 
 
+def trial_seed(seed: int, index: int) -> int:
+    """The seed of a sampler's random draws for a study's ``index``-th trial (``StepRounding``): a function of
+    (seed, index) only, so the draws of trial ``index`` do not depend on what this process drew before it."""
+    return int(np.random.SeedSequence([int(seed) % 2**32, int(index)]).generate_state(1)[0])
+
+
+def _reseed(obj: Any, seed: int, seen: set[int]) -> None:
+    """Seed every random state of an Optuna sampler (its own, its sub-samplers' and strategies', e.g. TPE's
+    random sampler for the startup trials, NSGA-II's child generation) with ``seed``, as the sampler's constructor
+    does with its ``seed`` argument. Optuna's samplers keep ``LazyRandomState`` objects (``.rng``, a numpy
+    ``RandomState``) with no public way to seed them again but ``reseed_rng()``, which draws a fresh seed."""
+    if id(obj) in seen:
+        return
+    seen.add(id(obj))
+    for v in vars(obj).values():
+        if isinstance(v, np.random.RandomState):
+            v.seed(seed)
+        elif isinstance(getattr(type(v), "rng", None), property):  # optuna.samplers._lazy_random_state.LazyRandomState
+            v.rng.seed(seed)
+        elif type(v).__module__.startswith("optuna.") and hasattr(v, "__dict__"):
+            _reseed(v, seed, seen)
+
+
+# Study-level counters a sampler keeps in the study's system attributes: QMCSampler's index into its sequence
+# ("qmc:<hash>" -> the last sample id). A single-writer study runs on an in-process copy of the stored study
+# (run._optimize_mirrored), whose study attributes start empty, so each trial carries the counters as they stood
+# when it finished, and the next trial restores them from the latest trial before it.
+_CARRIED = ("qmc:",)
+_COUNTERS = "accumopt:sampler_counters"
+
+
 class StepRounding(optuna.samplers.BaseSampler):
     """A sampler whose float values of a stepped distribution are written with the step's decimals (0.45, never
     0.44999999999999996), so the trial, Optuna's stored params and the effective configuration hold the same
-    clean number. Everything else is the wrapped sampler's (``base``)."""
+    clean number. Everything else is the wrapped sampler's (``base``).
 
-    def __init__(self, base: optuna.samplers.BaseSampler) -> None:
+    ``seed`` (not None): before each trial every random state of ``base`` is seeded with ``trial_seed(seed, k)``,
+    ``k`` the trial's number less the earlier trials ``uncounted`` says were lost (a trial a killed process left
+    RUNNING, failed on resume: its retry or the next trial takes its place). So the k-th trial's draw depends
+    only on (seed, k, the trials before it): a study killed at any point and resumed draws the trials an
+    uninterrupted run draws. (GridSampler shuffles its grid once with ``seed``; QMCSampler's scrambling seed stays
+    ``seed``: only their random choices are reseeded. CmaEsSampler keeps its state in the trials' attributes.)
+    """
+
+    def __init__(self, base: optuna.samplers.BaseSampler, seed: int | None = None,
+                 uncounted: Callable[[FrozenTrial], bool] | None = None) -> None:
         self.base = base
+        self.seed = seed
+        self.uncounted = uncounted
+        self.carry = isinstance(base, optuna.samplers.QMCSampler)
 
     def __getattr__(self, name: str) -> Any:  # the wrapped sampler's own attributes (e.g. GridSampler.is_exhausted)
-        if name == "base":
+        if name in ("base", "seed", "uncounted", "carry"):
             raise AttributeError(name)
         return getattr(self.base, name)
 
@@ -176,11 +222,39 @@ class StepRounding(optuna.samplers.BaseSampler):
         return self._clean(param_distribution,
                            self.base.sample_independent(study, trial, param_name, param_distribution))
 
+    def trial_index(self, study: optuna.Study, trial: FrozenTrial) -> int:
+        """``trial``'s number less the earlier trials ``uncounted`` (read from the storage: a pruner may hand the
+        sampler a filtered view of the study, e.g. Hyperband's bracket)."""
+        if self.uncounted is None:
+            return trial.number
+        failed = study._storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.FAIL,))
+        return trial.number - sum(1 for t in failed if t.number < trial.number and self.uncounted(t))
+
     def before_trial(self, study: optuna.Study, trial: Any) -> None:
+        if self.carry:
+            self._restore_counters(study, trial)
+        if self.seed is not None:
+            _reseed(self.base, trial_seed(self.seed, self.trial_index(study, trial)), set())
         self.base.before_trial(study, trial)
 
     def after_trial(self, study: optuna.Study, trial: Any, state: Any, values: Any) -> None:
         self.base.after_trial(study, trial, state, values)
+        if self.carry:  # the trial is still RUNNING here: its attributes can be written
+            attrs = study._storage.get_study_system_attrs(study._study_id)
+            counters = {k: v for k, v in attrs.items() if k.startswith(_CARRIED)}
+            if counters:
+                study._storage.set_trial_system_attr(trial._trial_id, _COUNTERS, counters)
+
+    def _restore_counters(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """The counters as the latest earlier trial carrying them left them, where the study holds less."""
+        earlier = [t for t in study._storage.get_all_trials(study._study_id, deepcopy=False)
+                   if t.number < trial.number and _COUNTERS in t.system_attrs]
+        if not earlier:
+            return
+        attrs = study._storage.get_study_system_attrs(study._study_id)
+        for k, v in max(earlier, key=lambda t: t.number).system_attrs[_COUNTERS].items():
+            if not isinstance(attrs.get(k), int) or attrs[k] < v:
+                study._storage.set_study_system_attr(study._study_id, k, v)
 
     def reseed_rng(self) -> None:
         self.base.reseed_rng()
@@ -194,9 +268,12 @@ def _lookup(reg: dict[str, _Entry], name: str, what: str) -> _Entry:
 
 
 def build_sampler(name: str, seed: int | None, options: Mapping[str, Any],
-                  search_space: dict | None = None) -> optuna.samplers.BaseSampler:
+                  search_space: dict | None = None,
+                  uncounted: Callable[[FrozenTrial], bool] | None = None) -> optuna.samplers.BaseSampler:
     """The Optuna sampler ``name`` with the spec's ``options`` (and ``seed`` when it takes one); ``grid`` needs
-    ``search_space``. Options the class rejects are a SpecError naming the sampler."""
+    ``search_space``. Options the class rejects are a SpecError naming the sampler. A seeded sampler seeds its
+    random draws before each trial from (``seed``, the trial's index; ``uncounted``: the trials the index leaves
+    out), see ``StepRounding``."""
     e = _lookup(SAMPLERS, name, "sampler")
     kw = dict(options)
     if name == "grid":
@@ -206,7 +283,7 @@ def build_sampler(name: str, seed: int | None, options: Mapping[str, Any],
     if e.seeded:
         kw["seed"] = seed
     try:
-        return StepRounding(e.factory(**kw))
+        return StepRounding(e.factory(**kw), seed if e.seeded else None, uncounted)
     except (TypeError, ValueError) as ex:
         raise SpecError("sampler", f"{name!r} rejected its options {dict(options)}: {ex}") from None
 

@@ -28,7 +28,7 @@ from optimizer.engine.warmup import needs_parallel, warm_kernels
 from optimizer.paths import resolve_storage
 from optimizer.errors import AccumoptError, ParameterError, SpecError, check_param
 from optimizer.study.records import (
-    STUDY_KEYS, StudyRecord, read_study, read_trial, set_trials_target, trial_counts, write_study,
+    STUDY_KEYS, StudyRecord, lost_to_kill, read_study, read_trial, set_trials_target, trial_counts, write_study,
 )
 from optimizer.study.registry import build_pruner, build_sampler
 from optimizer.study.space import grid_search_space
@@ -38,7 +38,7 @@ from optimizer.study.seed import seed_from_study
 from optimizer.study.storage import StudyFull, make_storage, study_names
 from optimizer.study.trial import TrialFailed, TrialObjective
 
-__all__ = ["StudyRunResult", "open_study", "run_study", "git_commit", "study_record"]
+__all__ = ["StudyRunResult", "open_study", "run_study", "git_commit", "study_record", "worker_stop"]
 
 
 def _optimize_mirrored(study: optuna.Study, storage: Any, objective: Callable, target: int, timeout: float | None,
@@ -148,10 +148,12 @@ def git_commit() -> str | None:
 
 
 def _sampler(spec: StudySpec, offset: int = 0):
-    """The spec's sampler with seed ``spec seed + offset`` (unseeded when the spec's seed is None)."""
+    """The spec's sampler with seed ``spec seed + offset`` (unseeded when the spec's seed is None). It seeds its
+    draws before each trial from (that seed, the trial's index; trials ``records.lost_to_kill`` not counted),
+    so a study resumed after a kill draws what an uninterrupted run draws (``registry.StepRounding``)."""
     seed = None if spec.sampler.seed is None else (spec.sampler.seed + offset) % 2**32
     return build_sampler(spec.sampler.name, seed, spec.sampler.options,
-                         grid_search_space(spec) if spec.sampler.name == "grid" else None)
+                         grid_search_space(spec) if spec.sampler.name == "grid" else None, uncounted=lost_to_kill)
 
 
 def _fold_dates(data: StudyData) -> tuple[tuple[int, str, str], ...]:
@@ -201,8 +203,9 @@ def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, data: Stud
     ``n_trials``: the trials this run asks for (recorded as the study's ``n_trials_target``). ``remedy``: what a
     refusal tells the user to do (a walk-forward has no --name / --new-name).
 
-    A resumed study's sampler is seeded with ``seed + number of trials already stored (+ seed_offset)``: reusing
-    the seed would re-draw the parameters of the study's first trials.
+    The sampler is seeded with ``seed + seed_offset``, resumed or not: it seeds each trial's draws from (seed,
+    the trial's index), so a resumed study neither re-draws its first trials nor draws other trials than an
+    uninterrupted run (``registry.StepRounding``).
     """
     asked = name
     name = name or spec.run.study_name or spec.name
@@ -230,7 +233,7 @@ def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, data: Stud
             if rec.folds and rec.folds != folds:  # e.g. a walk-forward's [walkforward] n_splits / embargo changed
                 raise SpecError("cv", f"study {name!r} scored its trials on other folds ({_show_folds(rec.folds)}; this "
                                       f"run: {_show_folds(folds)}); refusing to mix trials. {remedy}")
-            st.sampler = _sampler(spec, len(st.get_trials(deepcopy=False)) + seed_offset)
+            st.sampler = _sampler(spec, seed_offset)
             if n_trials is not None and read_study(st).n_trials_target != n_trials:
                 set_trials_target(st, n_trials)
             return st
@@ -335,11 +338,12 @@ class _Progress:
             self.p.stop()
 
 
-def _worker(spec: StudySpec, storage_url: str | None, name: str, quota: int, data: StudyData, timeout: float | None,
-            target: int, seed_offset: int) -> None:
-    """One forked ``--jobs`` process: its own storage connection, sampler seed ``seed + seed_offset``. It stops
-    after its running trial on Ctrl-C (SIGINT: the handler it inherited set the PARENT's flag, in its own copy, so
-    a worker ran on to its quota) and when its parent is gone (killed: the worker would run on, orphaned)."""
+def worker_stop() -> Callable[[], bool]:
+    """For a forked worker process (``study run --jobs``, ``walkforward --jobs``), called first thing in it: from
+    now on SIGINT sets a flag (the handler it inherited would set the PARENT's flag, in its own copy, and a parent
+    started ignoring SIGINT, nohup or a script's ``cmd &``, would leave it ignored), and the returned
+    ``should_stop()`` is true once SIGINT came or the parent is gone (killed: its parent id changed, the worker
+    was orphaned and would run on). The worker checks it between trials: it stops after its running trial."""
     parent = os.getppid()
     stop = {"stop": False}
 
@@ -347,9 +351,15 @@ def _worker(spec: StudySpec, storage_url: str | None, name: str, quota: int, dat
         stop["stop"] = True
 
     signal.signal(signal.SIGINT, _sigint)
+    return lambda: stop["stop"] or os.getppid() != parent
 
-    def should_stop() -> bool:
-        return stop["stop"] or os.getppid() != parent
+
+def _worker(spec: StudySpec, storage_url: str | None, name: str, quota: int, data: StudyData, timeout: float | None,
+            target: int, seed_offset: int) -> None:
+    """One forked ``--jobs`` process: its own storage connection, sampler seed ``seed + seed_offset``. It stops
+    after its running trial on Ctrl-C (SIGINT: the handler it inherited set the PARENT's flag, in its own copy, so
+    a worker ran on to its quota) and when its parent is gone (killed: the worker would run on, orphaned)."""
+    should_stop = worker_stop()
 
     def _stopper(st: optuna.Study, tr) -> None:
         if should_stop():
@@ -425,7 +435,7 @@ def run_study(
     if searched is not spec:  # the weight ranges narrowed around the seeds: the trials search those
         data = dataclasses.replace(data, spec=searched)
         if spec.sampler.name == "grid":
-            study.sampler = _sampler(searched, len(study.get_trials(deepcopy=False)) + seed_offset)
+            study.sampler = _sampler(searched, seed_offset)
     timeout = timeout or spec.run.timeout
     c = trial_counts(study)
     remaining = max(0, target - c["complete"] - c["pruned"])
@@ -462,9 +472,8 @@ def run_study(
             data.evaluator.features.warm()  # shared copy-on-write by the forked workers
             ctx = multiprocessing.get_context("fork")
             quotas = [remaining // jobs + (1 if i < remaining % jobs else 0) for i in range(jobs)]
-            n0 = len(study.get_trials(deepcopy=False))
             procs = [ctx.Process(target=_worker, args=(spec, storage_url, study.study_name, q, data, timeout, target,
-                                                       n0 + 100_003 * (i + 1)))
+                                                       100_003 * (i + 1)))
                      for i, q in enumerate(quotas) if q > 0]
             if hasattr(storage, "engine"):  # no pooled SQLite connection crosses the fork (SQLite forbids using one in
                 storage.engine.dispose()  # a child, and its lock bookkeeping would be copied); reopened on next use

@@ -1,8 +1,8 @@
 """Walk-forward windows claimed by any number of workers through the study storage (issue 15, point 1).
 
 Design: a worker claims a WHOLE window and runs its study as one sequential study (the single-process path:
-``run_study`` with one process, sampler seed = the spec's seed + trials already stored), so every window's study is
-the one a single-process run makes, trial for trial; the coordinator stitches the windows in window order. Windows
+``run_study`` with one process; the sampler seeds each trial's draws from the spec's seed and the trial's index),
+so every window's study is the one a single-process run makes, trial for trial, even when it was resumed; the coordinator stitches the windows in window order. Windows
 are independent given the spec (a window's train span never depends on an earlier winner), so the order in which
 workers finish does not matter. Several workers on the trials of ONE window are not used: TPE with parallel
 workers is not sequence-identical to a sequential run, and identical results are the point.
@@ -18,7 +18,7 @@ assigned by the database, atomically): a worker creates its claim, reads the win
 (FAIL) unless its own is the first live one, so two workers never both run a window. A finished window's claim is
 COMPLETE. A killed worker's window is resumed by the next worker that finds its claim stale: the window's stored
 trials are kept (each trial is committed when it finishes) and the study runs on to exactly the configured
-number of trials (a resumed study's sampler is seeded with seed + trials stored, as any resumed study).
+number of trials, the trials an uninterrupted run draws (``registry.StepRounding``, as any resumed study).
 
 A live worker whose claim was failed (its heartbeat thread starved past the grace period) notices on its next
 beat and stops its window after the running trial; documented limit: that trial may still be written.
@@ -36,7 +36,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from optimizer.errors import AccumoptError, ParameterError
+from optimizer.errors import AccumoptError, Interrupted, ParameterError  # Interrupted: re-exported
 from optimizer.study.records import claim_template, claims_name, read_claim, read_wf_run, write_wf_run
 from optimizer.study.storage import fail_stale_no_retry, has_heartbeat
 
@@ -44,10 +44,6 @@ __all__ = ["WindowClaims", "work_windows", "wait_for_run", "worker_id", "Interru
 
 DONE, HELD, FREE = "done", "held", "free"
 POLL = 0.5  # seconds between two looks at the claims while every window left is held by another worker
-
-
-class Interrupted(AccumoptError):
-    """A window's study stopped before its trials were run (Ctrl-C, or the claim was lost): resumable."""
 
 
 def worker_id() -> str:

@@ -64,12 +64,12 @@ from optimizer.study.records import (
 )
 from optimizer.study.reserve import opening_warning, record_opening
 from optimizer.study.splits import CombinatorialPurgedCV
-from optimizer.study.run import run_study
+from optimizer.study.run import run_study, worker_stop
 from optimizer.study.space import params_to_config, trial_config
 from optimizer.study.spec import RunSpec, StudySpec, walkforward_step_rule
 from optimizer.study.splits import WalkForward, Window
 from optimizer.study.storage import make_storage, study_names
-from optimizer.validate.distributed import DONE, WindowClaims, wait_for_run, work_windows
+from optimizer.validate.distributed import DONE, Interrupted, WindowClaims, wait_for_run, work_windows
 from optimizer.validate.stats import (
     DailyExcess, cost_stress, cost_stress_wording, cpcv_pbo, daily_excess, deflated_sharpe_from_study,
     dependent_inference, distinct_columns, equity_bootstrap, equity_point, flag_fragile,
@@ -497,7 +497,11 @@ def _run_window(ctx: _RunContext, w: Window) -> WindowResult:
     """Optimize on the window's train span (a study on the panel cut at the train end), evaluate the winner once
     on the test span, and measure the window's in-sample DSR and PBO while its data is at hand."""
     data = _window_data(ctx, w)
-    return _window_result(ctx, w, _window_study(ctx, w, data).study, data)
+    r = _window_study(ctx, w, data)
+    if r.interrupted:  # Ctrl-C: the study stopped short of its trials; never judged on those, nor the next windows
+        raise Interrupted(f"walk-forward window {_window_name(ctx, w)!r} interrupted before its trials were run; "
+                          "run the walk-forward again to resume it")
+    return _window_result(ctx, w, r.study, data)
 
 
 def _window_result(ctx: _RunContext, w: Window, study: optuna.Study, data: StudyData) -> WindowResult:
@@ -806,15 +810,18 @@ def _receive(pipes: list[Any], results: dict[str, "WindowResult"]) -> None:
                 pipes.remove(r)
 
 
-def _window_runner(ctx: _RunContext, by_name: dict[str, Window], deliver: Any = None) -> Any:
+def _window_runner(ctx: _RunContext, by_name: dict[str, Window], deliver: Any = None,
+                   should_stop: Any = lambda: False) -> Any:
     """``run_one(name, lost)`` for ``work_windows``: the window's study (stopped after the running trial once
-    ``lost()``), then, with ``deliver``, the window's result handed to ``deliver(name, result)``. True when the
-    study ran its trials."""
+    ``lost()`` or ``should_stop()``: a forked process whose coordinator is gone), then, with ``deliver``, the
+    window's result handed to ``deliver(name, result)``. True when the study ran its trials."""
     def run_one(name: str, lost: Any) -> bool:
+        if should_stop():
+            return False
         w = by_name[name]
         data = _window_data(ctx, w)
-        r = _window_study(ctx, w, data, callbacks=[_stop_when(lost)])
-        if r.interrupted or lost():
+        r = _window_study(ctx, w, data, callbacks=[_stop_when(lambda: lost() or should_stop())])
+        if r.interrupted or lost() or should_stop():
             return False
         if deliver is not None:
             deliver(name, _window_result(ctx, w, r.study, data))
@@ -832,13 +839,23 @@ def _stop_when(lost: Any) -> Any:
 def _child(ctx: _RunContext, by_name: dict[str, Window], run: dict[str, Any], send: Any) -> None:
     """A forked ``--jobs`` process: claim and run window studies until every window is done; with ``send`` (a
     pipe to the coordinator), also compute and send each window's result."""
-    # the coordinator stops its forked processes with SIGINT: Python's handler, even when the coordinator was started
-    # ignoring SIGINT (nohup, a script's `cmd &`), which a forked process would inherit and then run on
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    run_one = _window_runner(ctx, by_name, (lambda name, res: send.send((name, res))) if send is not None else None)
+    # the coordinator stops its forked processes with SIGINT (handled even when the coordinator was started ignoring
+    # SIGINT: nohup, a script's `cmd &`); a process whose coordinator is gone (killed) stops too, after its running
+    # trial: the one helper `study run --jobs` workers use
+    should_stop = worker_stop()
+    run_one = _window_runner(ctx, by_name, (lambda name, res: send.send((name, res))) if send is not None else None,
+                             should_stop)
     claims = WindowClaims(make_storage(ctx.storage_url), ctx.spec.run.study_name, run=run)
+
+    def check(states: dict[str, str]) -> None:  # each pass over the windows, also while it waits for held ones
+        if should_stop():
+            raise Interrupted("walk-forward process stopped: its coordinator is gone or asked it to stop")
+
     try:
-        work_windows(claims, list(by_name), run_one)
+        work_windows(claims, list(by_name), run_one, on_pass=check)
+    except Interrupted:
+        if not should_stop():
+            raise  # (stopped as asked: its window is released, whoever resumes the walk-forward runs it)
     finally:
         claims.close()
         if send is not None:
