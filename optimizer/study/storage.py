@@ -44,6 +44,24 @@ def _root_cause(e: BaseException) -> BaseException:
     return seen
 
 
+# Optuna's alembic head revision, read once per process: it depends only on the installed Optuna (its migration
+# scripts), and Optuna reads it again from those ~90 scripts (each executed, ORM classes and all) at every RDB storage
+# it opens with the schema check on, ~0.1-0.2 s of CPU each (a walk-forward opens 7 storages, a test file hundreds).
+_SCHEMA_HEAD: dict[str, str] = {}  # filled on first use, never at import
+
+
+def _check_schema(storage: optuna.storages.RDBStorage) -> None:
+    """Optuna's table-schema check (what ``RDBStorage(skip_compatibility_check=False)`` runs), with the head
+    revision read once per process (``_SCHEMA_HEAD``). A storage whose revision is not the head gets Optuna's own
+    check, so it is refused exactly as before (RuntimeError: "no longer compatible with the table schema ...")."""
+    vm = storage._version_manager
+    head = _SCHEMA_HEAD.get("head")
+    if head is None:
+        head = _SCHEMA_HEAD["head"] = vm.get_head_version()
+    if vm.get_current_version() != head:
+        vm.check_table_schema_compatibility()
+
+
 def storage_failure(url: str, e: BaseException) -> DataError:
     """The one-line ``DataError`` for an error raised by a storage (its root cause, in words)."""
     cause = _root_cause(e)
@@ -218,7 +236,9 @@ def _read_only(url: str) -> optuna.storages.BaseStorage:
             if path is None or not path.exists():
                 raise DataError(f"{url}: the journal file {path} does not exist; run a study first or pass --storage")
             return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
-        return optuna.storages.RDBStorage(_rdb_url(url), skip_table_creation=True)
+        st = optuna.storages.RDBStorage(_rdb_url(url), skip_table_creation=True, skip_compatibility_check=True)
+        _check_schema(st)  # Optuna's check, its head revision read once per process
+        return st
 
 
 def _sqlite_reader(url: str, path: Path) -> optuna.storages.BaseStorage:
@@ -227,15 +247,19 @@ def _sqlite_reader(url: str, path: Path) -> optuna.storages.BaseStorage:
     checkpointed and removed). A WAL left by a killed writer needs recovering, which a ``mode=ro`` connection
     cannot do (SQLite says "attempt to write a readonly database"): then the file is opened as SQLite opens it by
     default, still with no pragma and no table creation, so SQLite itself replays the WAL."""
-    kw = {"engine_kwargs": {"connect_args": {"timeout": 60}, "poolclass": NullPool}, "skip_table_creation": True}
+    kw = {"engine_kwargs": {"connect_args": {"timeout": 60}, "poolclass": NullPool}, "skip_table_creation": True,
+          "skip_compatibility_check": True}  # checked by _check_schema (the same check, its head read once)
     try:
         st = optuna.storages.RDBStorage(f"sqlite:///file:{path.resolve()}?mode=ro&uri=true", **kw)
+        _check_schema(st)
         st.get_all_studies()
         return st
     except Exception as e:  # noqa: BLE001 - only the recovery case is retried; anything else goes to storage_error
         if "readonly" not in str(_root_cause(e)).lower():
             raise
-    return optuna.storages.RDBStorage(f"sqlite:///{path}", **kw)
+    st = optuna.storages.RDBStorage(f"sqlite:///{path}", **kw)
+    _check_schema(st)
+    return st
 
 
 def _writer(url: str, heartbeat: bool, grace_period: int | None) -> optuna.storages.BaseStorage:
@@ -414,10 +438,12 @@ class _BudgetRDBStorage(optuna.storages.RDBStorage):
     right after the pop: Optuna never marks a RUNNING trial without any heartbeat stale, so a worker killed
     between ``ask`` and its heartbeat thread's first beat used to leave a trial RUNNING forever.
     """
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, skip_compatibility_check: bool = False, **kwargs: Any) -> None:
         self._budgets: dict[int, int] = {}
         self._pending: list[tuple] = []
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, skip_compatibility_check=True, **kwargs)
+        if not skip_compatibility_check:
+            _check_schema(self)  # Optuna's check, its head revision read once per process
 
     # -- fewer commits: a trial's suggested params are written with its next write (a fold report, an attribute
     # or its final state) in ONE transaction instead of one commit per suggest_* call. This process's trial cache
