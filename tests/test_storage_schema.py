@@ -55,3 +55,28 @@ def test_a_storage_at_an_older_schema_revision_is_still_refused(tmp_path, head_r
     for kw in ({}, {"heartbeat": False}, {"read_only": True}):
         with pytest.raises(DataError, match="no longer compatible with the table schema"):
             make_storage(url, **kw)
+
+
+def test_a_study_record_is_written_in_one_transaction_and_reads_back(tmp_path):
+    """``records.write_study`` stores a study's record (~30 user attributes) in ONE transaction on an RDB storage
+    (Optuna commits each attribute on its own), and on the in-memory storage one by one: the same attributes."""
+    import optuna
+    from sqlalchemy import event
+
+    from optimizer.study.records import StudyRecord, read_study, write_study
+
+    record = StudyRecord.from_attrs({"spec_hash": "abc", "spec_text": "[study]\nname = 'x'\n", "objective": "o",
+                                     "n_trials_target": 7, "folds": [[0, "2024-01-02", "2024-02-01"]],
+                                     "universe": ["AAA", "BBB"], "regime": "ALL", "span_lo": 0, "span_hi": 10})
+    storage = make_storage(f"sqlite:///{tmp_path / 'r.db'}", heartbeat=False)
+    study = optuna.create_study(study_name="r", storage=storage)
+    study.set_user_attr("spec_hash", "old")  # an attribute already there is replaced
+    commits: list[int] = []
+    event.listen(storage.engine, "commit", lambda conn: commits.append(1))
+    write_study(study, record)
+    assert len(commits) == 1
+    again = optuna.load_study(study_name="r", storage=make_storage(f"sqlite:///{tmp_path / 'r.db'}", read_only=True))
+    assert again.user_attrs == record.to_attrs() and read_study(again) == record
+    mem = optuna.create_study(study_name="m", storage=make_storage("sqlite:///:memory:"))
+    write_study(mem, record)
+    assert mem.user_attrs == record.to_attrs()

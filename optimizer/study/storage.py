@@ -15,7 +15,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from sqlalchemy.pool import NullPool
 from optimizer.errors import AccumoptError, DataError, ParameterError
 from optimizer.paths import resolve_storage, storage_path
 
-__all__ = ["make_storage", "study_names", "StudyFull", "storage_error", "storage_failure", "has_heartbeat", "fail_stale_no_retry"]
+__all__ = ["make_storage", "study_names", "user_attrs_in_one_transaction", "StudyFull", "storage_error", "storage_failure", "has_heartbeat", "fail_stale_no_retry"]
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -217,6 +217,18 @@ def make_storage(url: str | None, heartbeat: bool = True, grace_period: int | No
         raise DataError(f"{url}: the journal file {jp} does not exist; run a study first or pass --storage")
     with storage_error(url):
         return _writer(url, heartbeat, grace_period)
+
+
+def user_attrs_in_one_transaction(study: optuna.Study, attrs: Mapping[str, Any]) -> bool:
+    """Write ``attrs`` as user attributes of ``study`` in ONE transaction when its storage is an RDB storage from
+    ``make_storage`` (Optuna commits each attribute on its own: a study record of ~30 keys was ~30 transactions, each
+    an ORM round trip, and on PostgreSQL a network one); False, nothing written, on any other storage (the caller,
+    ``records.write_study``, then writes them one by one)."""
+    backend = getattr(study._storage, "_backend", study._storage)  # Optuna wraps an RDB storage in its trial cache
+    if not isinstance(backend, _BudgetRDBStorage):
+        return False
+    backend.set_study_user_attrs(study._study_id, attrs)
+    return True
 
 
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
@@ -473,6 +485,17 @@ class _BudgetRDBStorage(optuna.storages.RDBStorage):
 
     def set_trial_budget(self, study_id: int, budget: int | None) -> None:
         self._budgets[study_id] = budget
+
+    def set_study_user_attrs(self, study_id: int, attrs: Mapping[str, Any]) -> None:
+        """Optuna's ``set_study_user_attr`` for each of ``attrs`` (the same rows), in ONE transaction."""
+        with _create_scoped_session(self.scoped_session, True) as session:
+            study = models.StudyModel.find_or_raise_by_id(study_id, session)
+            for key, value in attrs.items():
+                attribute = models.StudyUserAttributeModel.find_by_study_and_key(study, key, session)
+                if attribute is None:
+                    session.add(models.StudyUserAttributeModel(study_id=study_id, key=key, value_json=json.dumps(value)))
+                else:
+                    attribute.value_json = json.dumps(value)
 
     def write_finished_trial(self, study_id: int, frozen: optuna.trial.FrozenTrial) -> int:
         """Store a FINISHED trial (run elsewhere, e.g. on an in-process copy of the study) in ONE transaction of
