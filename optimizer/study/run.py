@@ -104,9 +104,8 @@ def _optimize_budget(study: optuna.Study, storage: Any, objective: Callable, tar
     Every worker gets the same budget (see ``_BudgetRDBStorage``). When the budget is used up by trials other
     workers still run, this worker waits (polling every ``_WAIT_POLL`` seconds, or the heartbeat interval when
     shorter) until they finish, or until the heartbeat marks them stale (FAIL + a WAITING retry that this worker
-    then runs). It stops waiting when the
-    study has not changed for max(60 s, 4 x grace period) (a slow live worker, or a foreign one without a
-    heartbeat). Storages without a heartbeat cannot tell a dead worker from a slow one, so there it stops at once.
+    then runs). It stops waiting when the study has not changed for max(60 s, 4 x grace period) (a slow live
+    worker, or a foreign one without a heartbeat). Storages without a heartbeat cannot tell a dead worker from a slow one, so there it stops at once.
     ``n_trials``: at most this many trials in this process; ``timeout`` and ``should_stop`` end the loop between
     trials.
     """
