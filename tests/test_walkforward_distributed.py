@@ -403,13 +403,22 @@ def _wait(p: subprocess.Popen, log: Path, timeout: float = 300) -> str:
 def test_postgres_two_workers_equal_the_single_process_run(synth_db, spec_path, single, pg_url, tmp_path, monkeypatch):
     """Two ``walkforward worker`` processes and a coordinator on PostgreSQL give the single-process result. The
     coordinator runs in this process (the library call the ``walkforward`` command makes; the command runs as a
-    process of its own beside a worker process in the SIGKILL test below), with the workers' long grace period: one
-    process start fewer, and the windows are handed out as soon as it starts."""
+    process of its own beside a worker process in the SIGKILL test below), with the workers' long grace period, and
+    claims its first window only once a worker holds one (a coordinator that starts at once would otherwise run
+    every window before the workers are up): the workers take part whatever the machine's load."""
     _, res1 = single
     common = ["--db", str(synth_db), "--storage", pg_url, "--out", str(tmp_path / "out"), "--format", "json"]
-    # the workers first (they wait for the coordinator to register the run), so they are up when windows are handed out
+    # the workers first (they wait for the coordinator to register the run)
     workers = [_start(["walkforward", "worker", str(spec_path), *common], tmp_path / f"w{i}") for i in range(2)]
-    time.sleep(3)
+    real_work = wfmod.work_windows
+
+    def work(claims, windows, run_one, on_pass=None):
+        t_end = time.monotonic() + 120
+        while set(claims.states(windows).values()) == {FREE} and time.monotonic() < t_end:
+            time.sleep(0.1)
+        return real_work(claims, windows, run_one, on_pass)
+
+    monkeypatch.setattr(wfmod, "work_windows", work)
     monkeypatch.setenv("ACCUMOPT_HEARTBEAT_GRACE", "60")  # as _start gives the workers: no takeover of a slow one
     try:
         res2 = run_walkforward(load_spec(spec_path), synth_db, pg_url, out_dir=tmp_path / "out")
