@@ -52,6 +52,7 @@ from optuna.trial import FrozenTrial, TrialState
 from optimizer import engine  # engine.evaluate.Config when a record is turned into one (not at import: no kernels)
 from optimizer.errors import DataError, ParameterError, SpecError
 from optimizer.study.spec import StudySpec, parse_spec
+from optimizer.study.storage import user_attrs_in_one_transaction
 
 if TYPE_CHECKING:
     from optimizer.engine.evaluate import Config
@@ -168,8 +169,11 @@ def read_study(study: optuna.Study) -> StudyRecord:
 
 
 def write_study(study: optuna.Study, record: StudyRecord) -> None:
-    for k, v in record.to_attrs().items():
-        study.set_user_attr(k, v)
+    """Store ``record`` on ``study`` (its user attributes), in one transaction where the storage allows it."""
+    attrs = record.to_attrs()
+    if not user_attrs_in_one_transaction(study, attrs):
+        for k, v in attrs.items():
+            study.set_user_attr(k, v)
 
 
 def _now_iso() -> str:

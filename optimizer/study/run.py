@@ -93,16 +93,19 @@ def _optimize_mirrored(study: optuna.Study, storage: Any, objective: Callable, t
                               *callbacks])
 
 
+_WAIT_POLL = 1.0  # seconds between two looks at a study whose trial budget other workers' running trials hold
+
+
 def _optimize_budget(study: optuna.Study, storage: Any, objective: Callable, target: int, timeout: float | None,
                      callbacks: list[Callable], should_stop: Callable[[], bool] = lambda: False,
                      n_trials: int | None = None) -> None:
     """Run trials until the study holds ``target`` finished (complete + pruned) trials, never more.
 
     Every worker gets the same budget (see ``_BudgetRDBStorage``). When the budget is used up by trials other
-    workers still run, this worker waits (polling every heartbeat interval) until they finish, or until the
-    heartbeat marks them stale (FAIL + a WAITING retry that this worker then runs). It stops waiting when the
-    study has not changed for max(60 s, 4 x grace period) (a slow live worker, or a foreign one without a
-    heartbeat). Storages without a heartbeat cannot tell a dead worker from a slow one, so there it stops at once.
+    workers still run, this worker waits (polling every ``_WAIT_POLL`` seconds, or the heartbeat interval when
+    shorter) until they finish, or until the heartbeat marks them stale (FAIL + a WAITING retry that this worker
+    then runs). It stops waiting when the study has not changed for max(60 s, 4 x grace period) (a slow live
+    worker, or a foreign one without a heartbeat). Storages without a heartbeat cannot tell a dead worker from a slow one, so there it stops at once.
     ``n_trials``: at most this many trials in this process; ``timeout`` and ``should_stop`` end the loop between
     trials.
     """
@@ -134,7 +137,7 @@ def _optimize_budget(study: optuna.Study, storage: Any, objective: Callable, tar
             pass
         if interval is None or time.monotonic() - changed > idle_limit:
             return
-        time.sleep(interval)
+        time.sleep(min(interval, _WAIT_POLL))  # (the interval is up to 5 s: a worker lingered that long at the end)
         optuna.storages.fail_stale_trials(study)
 
 

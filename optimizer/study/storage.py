@@ -15,7 +15,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from sqlalchemy.pool import NullPool
 from optimizer.errors import AccumoptError, DataError, ParameterError
 from optimizer.paths import resolve_storage, storage_path
 
-__all__ = ["make_storage", "study_names", "StudyFull", "storage_error", "storage_failure", "has_heartbeat", "fail_stale_no_retry"]
+__all__ = ["make_storage", "study_names", "user_attrs_in_one_transaction", "StudyFull", "storage_error", "storage_failure", "has_heartbeat", "fail_stale_no_retry"]
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -42,6 +42,24 @@ def _root_cause(e: BaseException) -> BaseException:
     while seen.__cause__ is not None or seen.__context__ is not None:
         seen = seen.__cause__ or seen.__context__
     return seen
+
+
+# Optuna's alembic head revision, read once per process: it depends only on the installed Optuna (its migration
+# scripts), and Optuna reads it again from those ~90 scripts (each executed, ORM classes and all) at every RDB storage
+# it opens with the schema check on, ~25-30 ms of CPU each (a walk-forward opens 7 storages, a test file hundreds).
+_SCHEMA_HEAD: dict[str, str] = {}  # filled on first use, never at import
+
+
+def _check_schema(storage: optuna.storages.RDBStorage) -> None:
+    """Optuna's table-schema check (what ``RDBStorage(skip_compatibility_check=False)`` runs), with the head
+    revision read once per process (``_SCHEMA_HEAD``). A storage whose revision is not the head gets Optuna's own
+    check, so it is refused exactly as before (RuntimeError: "no longer compatible with the table schema ...")."""
+    vm = storage._version_manager
+    head = _SCHEMA_HEAD.get("head")
+    if head is None:
+        head = _SCHEMA_HEAD["head"] = vm.get_head_version()
+    if vm.get_current_version() != head:
+        vm.check_table_schema_compatibility()
 
 
 def storage_failure(url: str, e: BaseException) -> DataError:
@@ -201,6 +219,18 @@ def make_storage(url: str | None, heartbeat: bool = True, grace_period: int | No
         return _writer(url, heartbeat, grace_period)
 
 
+def user_attrs_in_one_transaction(study: optuna.Study, attrs: Mapping[str, Any]) -> bool:
+    """Write ``attrs`` as user attributes of ``study`` in ONE transaction when its storage is an RDB storage from
+    ``make_storage`` (Optuna commits each attribute on its own: a study record of ~30 keys was ~30 transactions, each
+    an ORM round trip, and on PostgreSQL a network one); False, nothing written, on any other storage (the caller,
+    ``records.write_study``, then writes them one by one)."""
+    backend = getattr(study._storage, "_backend", study._storage)  # Optuna wraps an RDB storage in its trial cache
+    if not isinstance(backend, _BudgetRDBStorage):
+        return False
+    backend.set_study_user_attrs(study._study_id, attrs)
+    return True
+
+
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
     """The names of the studies in an opened storage, sorted. Reads no trial: Optuna's study summaries load every
     trial of every study, which made ``study show`` on a storage of 3,600 trials take 9 s."""
@@ -218,7 +248,9 @@ def _read_only(url: str) -> optuna.storages.BaseStorage:
             if path is None or not path.exists():
                 raise DataError(f"{url}: the journal file {path} does not exist; run a study first or pass --storage")
             return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
-        return optuna.storages.RDBStorage(_rdb_url(url), skip_table_creation=True)
+        st = optuna.storages.RDBStorage(_rdb_url(url), skip_table_creation=True, skip_compatibility_check=True)
+        _check_schema(st)  # Optuna's check, its head revision read once per process
+        return st
 
 
 def _sqlite_reader(url: str, path: Path) -> optuna.storages.BaseStorage:
@@ -227,15 +259,19 @@ def _sqlite_reader(url: str, path: Path) -> optuna.storages.BaseStorage:
     checkpointed and removed). A WAL left by a killed writer needs recovering, which a ``mode=ro`` connection
     cannot do (SQLite says "attempt to write a readonly database"): then the file is opened as SQLite opens it by
     default, still with no pragma and no table creation, so SQLite itself replays the WAL."""
-    kw = {"engine_kwargs": {"connect_args": {"timeout": 60}, "poolclass": NullPool}, "skip_table_creation": True}
+    kw = {"engine_kwargs": {"connect_args": {"timeout": 60}, "poolclass": NullPool}, "skip_table_creation": True,
+          "skip_compatibility_check": True}  # checked by _check_schema (the same check, its head read once)
     try:
         st = optuna.storages.RDBStorage(f"sqlite:///file:{path.resolve()}?mode=ro&uri=true", **kw)
+        _check_schema(st)
         st.get_all_studies()
         return st
     except Exception as e:  # noqa: BLE001 - only the recovery case is retried; anything else goes to storage_error
         if "readonly" not in str(_root_cause(e)).lower():
             raise
-    return optuna.storages.RDBStorage(f"sqlite:///{path}", **kw)
+    st = optuna.storages.RDBStorage(f"sqlite:///{path}", **kw)
+    _check_schema(st)
+    return st
 
 
 def _writer(url: str, heartbeat: bool, grace_period: int | None) -> optuna.storages.BaseStorage:
@@ -414,10 +450,12 @@ class _BudgetRDBStorage(optuna.storages.RDBStorage):
     right after the pop: Optuna never marks a RUNNING trial without any heartbeat stale, so a worker killed
     between ``ask`` and its heartbeat thread's first beat used to leave a trial RUNNING forever.
     """
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, skip_compatibility_check: bool = False, **kwargs: Any) -> None:
         self._budgets: dict[int, int] = {}
         self._pending: list[tuple] = []
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, skip_compatibility_check=True, **kwargs)
+        if not skip_compatibility_check:
+            _check_schema(self)  # Optuna's check, its head revision read once per process
 
     # -- fewer commits: a trial's suggested params are written with its next write (a fold report, an attribute
     # or its final state) in ONE transaction instead of one commit per suggest_* call. This process's trial cache
@@ -447,6 +485,17 @@ class _BudgetRDBStorage(optuna.storages.RDBStorage):
 
     def set_trial_budget(self, study_id: int, budget: int | None) -> None:
         self._budgets[study_id] = budget
+
+    def set_study_user_attrs(self, study_id: int, attrs: Mapping[str, Any]) -> None:
+        """Optuna's ``set_study_user_attr`` for each of ``attrs`` (the same rows), in ONE transaction."""
+        with _create_scoped_session(self.scoped_session, True) as session:
+            study = models.StudyModel.find_or_raise_by_id(study_id, session)
+            for key, value in attrs.items():
+                attribute = models.StudyUserAttributeModel.find_by_study_and_key(study, key, session)
+                if attribute is None:
+                    session.add(models.StudyUserAttributeModel(study_id=study_id, key=key, value_json=json.dumps(value)))
+                else:
+                    attribute.value_json = json.dumps(value)
 
     def write_finished_trial(self, study_id: int, frozen: optuna.trial.FrozenTrial) -> int:
         """Store a FINISHED trial (run elsewhere, e.g. on an in-process copy of the study) in ONE transaction of
