@@ -115,3 +115,41 @@ def test_a_complete_study_on_changed_data_is_still_refused(synth_db, tmp_path, c
     with pytest.raises(SpecError, match="different data"):
         run_mod.run_study(spec, db, url)
     assert counted == {"warm": 0, "features": 0}
+
+
+def test_two_workers_never_both_pop_the_same_waiting_trial(tmp_path, monkeypatch):
+    """``study run phase_b_fine --jobs 2`` (the README's line) enqueues phase A's seeds as WAITING trials. Optuna
+    pops one by reading its state and then writing RUNNING; on SQLite the second worker could pop it between the
+    first one's read and write, both ran it (the study ended with n_trials - 1 trials, or a worker died of
+    UpdateFinishedTrialError). Here the second worker pops exactly there: exactly one of the two takes it."""
+    import optuna
+    from optuna.storages._rdb import models
+    from optuna.trial import TrialState
+
+    from optimizer.study.storage import make_storage
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    a, b = make_storage(url), make_storage(url)
+    study = optuna.create_study(study_name="pop", storage=a)
+    study.enqueue_trial({"x": 1.0})
+    tid = study.get_trials(deepcopy=False)[0]._trial_id
+    real = models.TrialModel.find_or_raise_by_id
+    popped, fired = [], []
+
+    def read_then_other_pops(trial_id, session, for_update=False):
+        model = real(trial_id, session, for_update=for_update)
+        if model.state == TrialState.WAITING and not fired:  # worker A read WAITING; B pops before A writes
+            fired.append(True)
+            popped.append(("b", b.set_trial_state_values(trial_id, TrialState.RUNNING)))
+        return model
+
+    monkeypatch.setattr(models.TrialModel, "find_or_raise_by_id", staticmethod(read_then_other_pops))
+    popped.append(("a", a.set_trial_state_values(tid, TrialState.RUNNING)))
+    if len(popped) == 1:  # A took it in one statement: B comes after
+        popped.append(("b", b.set_trial_state_values(tid, TrialState.RUNNING)))
+    assert sorted(ok for _, ok in popped) == [False, True], popped
+    monkeypatch.undo()
+    assert [t.state for t in optuna.load_study(study_name="pop", storage=url).get_trials()] == [TrialState.RUNNING]
+    a.set_trial_state_values(tid, TrialState.COMPLETE, [1.0])
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):  # a finished trial: Optuna's own error
+        b.set_trial_state_values(tid, TrialState.RUNNING)
