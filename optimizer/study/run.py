@@ -200,11 +200,14 @@ _REMEDY = "Use --name NEW to start a new study (for a changed spec, --new-name p
 
 def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, data: StudyData, name: str | None = None,
                new_name: bool = False, extra_attrs: Mapping[str, Any] | None = None,
-               seed_offset: int = 0, n_trials: int | None = None, remedy: str = _REMEDY) -> optuna.Study:
+               seed_offset: int = 0, n_trials: int | None = None, remedy: str = _REMEDY,
+               creating: Callable[[], Mapping[str, Any]] | None = None) -> optuna.Study:
     """Create or resume the spec's study. A study of the same name made from a different spec is refused;
     with ``new_name`` the first ``NAME-k`` made from this spec is resumed, else a free ``NAME-k`` is created.
     ``n_trials``: the trials this run asks for (recorded as the study's ``n_trials_target``). ``remedy``: what a
-    refusal tells the user to do (a walk-forward has no --name / --new-name).
+    refusal tells the user to do (a walk-forward has no --name / --new-name). ``creating``: called only when a new
+    study is about to be created, its result recorded under ``extra_attrs`` (which win on a shared key):
+    ``run_study`` warms the kernels there, so resuming an existing study pays no warm-up here.
 
     The sampler is seeded with ``seed + seed_offset``, resumed or not: it seeds each trial's draws from (seed,
     the trial's index), so a resumed study neither re-draws its first trials nor draws other trials than an
@@ -240,15 +243,16 @@ def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, data: Stud
             if n_trials is not None and read_study(st).n_trials_target != n_trials:
                 set_trials_target(st, n_trials)
             return st
+    created = dict(creating()) if creating is not None else {}
     try:
         st = optuna.create_study(study_name=name, storage=storage, sampler=_sampler(spec, seed_offset), pruner=pruner,
                                  directions=directions)
     except optuna.exceptions.DuplicatedStudyError:  # another worker created it since the listing above: join it
-        return open_study(spec, storage, data, asked, new_name, extra_attrs, seed_offset, n_trials, remedy)
+        return open_study(spec, storage, data, asked, new_name, extra_attrs, seed_offset, n_trials, remedy, creating)
     with warnings.catch_warnings():  # set_metric_names is marked experimental by Optuna
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         st.set_metric_names(make_objective(spec.objective.name, spec.objective.options).metric_names)
-    write_study(st, study_record(spec, data, extra_attrs, n_trials))
+    write_study(st, study_record(spec, data, {**created, **(extra_attrs or {})}, n_trials))
     return st
 
 
@@ -421,10 +425,17 @@ def run_study(
     if data is None:
         panel, reserve = load_study_data(spec, db)
         data = prepare_data(spec, panel, 0, reserve)
-    # numba compiles (or loads its cache) here, not inside the first timed trial; a run that forks workers leaves the
-    # parallel kernels to each worker (a process that ran them must not fork)
-    warm_s = warm_kernels(parallel=needs_parallel(data.panel) and jobs <= 1)
-    extra_attrs = {"kernel_warmup_s": round(warm_s, 3), **(extra_attrs or {})}
+    parallel = needs_parallel(data.panel) and jobs <= 1
+    warmed: list[float] = []
+
+    def warm_up() -> dict[str, Any]:
+        """numba compiles (or loads its cache) here, not inside the first timed trial; a run that forks workers
+        leaves the parallel kernels to each worker (a process that ran them must not fork). Only a run that
+        creates the study or has trials left to run pays it: a complete study is reported without it."""
+        if not warmed:
+            warmed.append(warm_kernels(parallel=parallel))
+        return {"kernel_warmup_s": round(warmed[0], 3)}
+
     storage_url = resolve_storage(storage_url, spec.run.storage)
     storage = make_storage(storage_url)
     if jobs > 1 and isinstance(storage, optuna.storages.InMemoryStorage):
@@ -432,7 +443,7 @@ def run_study(
     target = n_trials or spec.run.n_trials
     seed_offset = 1_000_003 * (os.getpid() % 997 + 1) if worker else 0
     study = open_study(spec, storage, data, name=name, new_name=new_name, extra_attrs=extra_attrs,
-                       seed_offset=seed_offset, n_trials=target, remedy=remedy)
+                       seed_offset=seed_offset, n_trials=target, remedy=remedy, creating=warm_up)
     optuna.storages.fail_stale_trials(study)  # trials left RUNNING by a killed process: FAIL (+ retried)
     searched = seed_from_study(study, spec, storage) if seed else spec
     if searched is not spec:  # the weight ranges narrowed around the seeds: the trials search those
@@ -442,6 +453,8 @@ def run_study(
     timeout = timeout or spec.run.timeout
     c = trial_counts(study)
     remaining = max(0, target - c["complete"] - c["pruned"])
+    if remaining > 0:
+        warm_up()
     interrupted = False
     prog = _Progress(target, c["complete"] + c["pruned"], progress)
     stop_flag = {"stop": False}

@@ -572,10 +572,27 @@ class _BudgetRDBStorage(optuna.storages.RDBStorage):
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values=None) -> bool:
         self._flush_pending()
-        ok = super().set_trial_state_values(trial_id, state, values)
+        if state == TrialState.RUNNING and values is None:
+            ok = self._pop_waiting(trial_id)
+        else:
+            ok = super().set_trial_state_values(trial_id, state, values)
         if ok and state == TrialState.RUNNING and self.heartbeat_interval is not None:
             self.record_heartbeat(trial_id)  # a popped WAITING trial (retry, enqueued seed)
         return ok
+
+    def _pop_waiting(self, trial_id: int) -> bool:
+        """WAITING -> RUNNING in ONE conditional UPDATE (True: this process took the trial). Optuna reads the state,
+        then writes it: on SQLite (no row lock; pysqlite starts the transaction at the write) two workers popping
+        the same enqueued seed or heartbeat retry both read WAITING and both ran it, one trial counted twice
+        against the workers' quotas (the study ended one trial short) and the second to finish failing its worker
+        (UpdateFinishedTrialError). A finished trial raises that error, as Optuna's own check does."""
+        T = models.TrialModel.__table__
+        with _create_scoped_session(self.scoped_session) as session:
+            took = session.execute(update(T).where(T.c.trial_id == trial_id, T.c.state == TrialState.WAITING)
+                                   .values(state=TrialState.RUNNING, datetime_start=datetime.now())).rowcount
+            if took != 1:
+                self.check_trial_is_updatable(trial_id, models.TrialModel.find_or_raise_by_id(trial_id, session).state)
+        return took == 1
 
 
 class _BudgetJournalStorage(optuna.storages.JournalStorage):
