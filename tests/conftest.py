@@ -28,8 +28,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 try:
@@ -71,6 +73,19 @@ LONG_FIRST = ("test_demo_readme.py", "test_study_workers.py", "test_walkforward_
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     rank = {name: i for i, name in enumerate(LONG_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: collection order within a rank
+
+
+@pytest.fixture(autouse=True)
+def _sigint_handler_kept() -> Iterator[None]:
+    """A test must leave SIGINT's handler as it found it: a handler left behind (a forked process's body run
+    in-process installs one) turns a later test's Ctrl-C into a flag set instead of a KeyboardInterrupt, and that
+    test fails only when xdist happens to put it after this one in the same process. Put back, then failed here."""
+    before = signal.getsignal(signal.SIGINT)
+    yield
+    after = signal.getsignal(signal.SIGINT)
+    if after is not before:
+        signal.signal(signal.SIGINT, before)
+        pytest.fail(f"the test left SIGINT's handler changed ({before!r} -> {after!r}); restore it")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1140,19 +1140,26 @@ def test_claimed_windows_equal_the_single_process_run(wf, tmp_path):
             def close(self):
                 self.closed = True
 
-        pipe = Pipe()
-        wfmod._child(ctx3, {wfmod._window_name(ctx3, w): w for w in windows3}, run3, pipe)
-        assert pipe.closed and [n for n, _ in pipe.sent] == names
-        for (_, r), w in zip(pipe.sent, wf["res"].windows):
-            assert (r.params, r.oos_metrics, r.n_trials_tried, r.n_configs) == (w.params, w.oos_metrics, 6, w.n_configs)
-        wfmod._child(ctx3, {wfmod._window_name(ctx3, w): w for w in windows3}, run3, None)  # every window done
-        # a worker's forked process (no pipe) runs a window's study and computes no result to send
-        url4 = f"sqlite:///{tmp_path / 'worker.db'}"
-        ctx4, windows4, _ = wfmod._setup(spec, db, url4, False, None)
-        n0 = wfmod._window_name(ctx4, windows4[0])
-        mp.setattr(wfmod, "_window_result", lambda *a: pytest.fail("a worker's forked process computes no result"))
-        wfmod._child(ctx4, {n0: windows4[0]}, dict(run3, windows=[n0]), None)
-        assert len(optuna.load_study(study_name=n0, storage=make_storage(url4, heartbeat=False)).trials) == 6
+        # _child is a forked process's body: it installs its own SIGINT handler (run.worker_stop). Run here, that
+        # handler must not outlive the test: a later test in this process that interrupts itself (test_ingest_pipeline's
+        # Ctrl-C test, _thread.interrupt_main) would set a stale flag instead of raising KeyboardInterrupt
+        handler = signal.getsignal(signal.SIGINT)
+        try:
+            pipe = Pipe()
+            wfmod._child(ctx3, {wfmod._window_name(ctx3, w): w for w in windows3}, run3, pipe)
+            assert pipe.closed and [n for n, _ in pipe.sent] == names
+            for (_, r), w in zip(pipe.sent, wf["res"].windows):
+                assert (r.params, r.oos_metrics, r.n_trials_tried, r.n_configs) == (w.params, w.oos_metrics, 6, w.n_configs)
+            wfmod._child(ctx3, {wfmod._window_name(ctx3, w): w for w in windows3}, run3, None)  # every window done
+            # a worker's forked process (no pipe) runs a window's study and computes no result to send
+            url4 = f"sqlite:///{tmp_path / 'worker.db'}"
+            ctx4, windows4, _ = wfmod._setup(spec, db, url4, False, None)
+            n0 = wfmod._window_name(ctx4, windows4[0])
+            mp.setattr(wfmod, "_window_result", lambda *a: pytest.fail("a worker's forked process computes no result"))
+            wfmod._child(ctx4, {n0: windows4[0]}, dict(run3, windows=[n0]), None)
+            assert len(optuna.load_study(study_name=n0, storage=make_storage(url4, heartbeat=False)).trials) == 6
+        finally:
+            signal.signal(signal.SIGINT, handler)
 
 
 def _then_add(r):
