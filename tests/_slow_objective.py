@@ -15,9 +15,16 @@ from collections.abc import Mapping
 
 from objectives.builtin import CompositeRank, CompositeRankExcess
 
-__all__ = ["SlowRankExcess", "SlowRank", "SLEEP_ENV"]
+__all__ = ["SlowRankExcess", "SlowRank", "SLEEP_ENV", "slowed"]
 
 SLEEP_ENV = "ACCUMOPT_TEST_FOLD_SLEEP"
+
+
+def slowed(spec_text: str) -> str:
+    """``spec_text`` (TOML) with its objective ``composite_rank_excess`` replaced by ``SlowRankExcess``."""
+    old = 'name = "composite_rank_excess"'
+    assert spec_text.count(old) == 1, f"the spec must name {old!r} once"
+    return spec_text.replace(old, 'name = "_slow_objective:SlowRankExcess"')
 
 
 class SlowRankExcess(CompositeRankExcess):

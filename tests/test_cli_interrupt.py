@@ -94,13 +94,12 @@ def test_ctrl_c_in_a_walkforward_window(synth_db, tmp_path):
 
     import optuna
 
-    from _slow_objective import SLEEP_ENV
+    from _slow_objective import SLEEP_ENV, slowed
     from optimizer.study.storage import make_storage
     from test_walkforward_distributed import SPEC, _trials_by_window
 
     spec = tmp_path / "wfd.toml"
-    spec.write_text(SPEC.replace('name = "composite_rank_excess"', 'name = "_slow_objective:SlowRankExcess"'),
-                    encoding="utf-8")
+    spec.write_text(slowed(SPEC), encoding="utf-8")
     url = f"sqlite:///{tmp_path / 'wf.db'}"
     env = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV} | {SLEEP_ENV: "0.2"}
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent), env.get("PYTHONPATH", "")])

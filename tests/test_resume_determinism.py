@@ -179,13 +179,13 @@ def test_study_run_sigkilled_mid_trial_and_resumed_draws_the_uninterrupted_trial
     import signal
     import time
 
-    from _slow_objective import SLEEP_ENV
+    from _slow_objective import SLEEP_ENV, slowed
     from test_study_workers import _start, _trials
 
     monkeypatch.delenv(SLEEP_ENV, raising=False)
     path = tmp_path / "det.toml"
-    path.write_text(SPEC.format(sampler="tpe", sampler_options="n_startup_trials = 3", pruner='name = "none"', n=N)
-                    .replace('"composite_rank_excess"', '"_slow_objective:SlowRankExcess"'), encoding="utf-8")
+    path.write_text(slowed(SPEC.format(sampler="tpe", sampler_options="n_startup_trials = 3", pruner='name = "none"',
+                                       n=N)), encoding="utf-8")
     spec = load_spec(path)
     whole, url = f"sqlite:///{tmp_path / 'whole.db'}", f"sqlite:///{tmp_path / 'kill.db'}"
     a = _run(spec, panel, whole, N)

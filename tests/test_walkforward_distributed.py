@@ -32,7 +32,7 @@ import optuna
 import pandas as pd
 import pytest
 from _cli_helpers import descriptors_of, finish_logged, timeless_json
-from _slow_objective import SLEEP_ENV
+from _slow_objective import SLEEP_ENV, slowed
 from optuna.trial import TrialState
 
 from test_postgres import pg_url  # noqa: F401 - the loopback PostgreSQL server fixture
@@ -452,8 +452,7 @@ def test_killed_worker_window_is_resumed_with_exactly_n_trials(synth_db, spec_pa
     # the killed worker runs composite_rank_excess's values with a 0.1 s floor per fold (tests/_slow_objective.py),
     # so its window is caught mid-way whatever the machine's speed; the coordinator runs at full speed
     slow = tmp_path / "wfd.toml"
-    slow.write_text(SPEC.replace('name = "composite_rank_excess"', 'name = "_slow_objective:SlowRankExcess"'),
-                    encoding="utf-8")
+    slow.write_text(slowed(SPEC), encoding="utf-8")
     spec_path = slow
     worker = _start(["walkforward", "worker", str(spec_path), "--db", str(synth_db), "--storage", url, "--format",
                      "json"], tmp_path / "worker", {SLEEP_ENV: "0.1"}, grace=2)
@@ -502,8 +501,7 @@ def test_a_walkforward_sigkilled_mid_window_and_resumed_equals_the_uninterrupted
     url1, res1 = single
     url = f"sqlite:///{tmp_path / 'kill.db'}"
     slow = tmp_path / "wfd.toml"
-    slow.write_text(SPEC.replace('name = "composite_rank_excess"', 'name = "_slow_objective:SlowRankExcess"'),
-                    encoding="utf-8")
+    slow.write_text(slowed(SPEC), encoding="utf-8")
     args = ["walkforward", str(slow), "--db", str(synth_db), "--storage", url, "--out", str(tmp_path / "out"),
             "--format", "json"]
     p = _start(args, tmp_path / "first", {SLEEP_ENV: "0.1"}, grace=2)
@@ -545,8 +543,7 @@ def test_a_forked_walkforward_process_stops_after_its_running_trial_when_its_coo
     claims no other window, and exits; before, it ran on (orphaned) through every window left."""
     url = f"sqlite:///{tmp_path / 'orphan.db'}"
     slow = tmp_path / "wfd.toml"
-    slow.write_text(SPEC.replace('name = "composite_rank_excess"', 'name = "_slow_objective:SlowRankExcess"'),
-                    encoding="utf-8")
+    slow.write_text(slowed(SPEC), encoding="utf-8")
     p = _start(["walkforward", str(slow), "--jobs", "2", "--db", str(synth_db), "--storage", url, "--out",
                 str(tmp_path / "out")], tmp_path / "coord", {SLEEP_ENV: "0.2"})
     st = make_storage(url, heartbeat=False)
