@@ -6,7 +6,7 @@ The CLI turns every ``AccumoptError`` into a one-line message and a non-zero exi
 from __future__ import annotations
 
 __all__ = ["AccumoptError", "InputFileError", "SpecError", "ParameterError", "DataError", "Interrupted", "quoted",
-           "QUOTE_MAX"]
+           "QUOTE_MAX", "is_query_interrupt"]
 
 QUOTE_MAX = 60  # characters of a user's or a file's value that a message quotes
 
@@ -48,6 +48,13 @@ class DataError(AccumoptError):
 class Interrupted(AccumoptError):
     """Work stopped by Ctrl-C (SIGINT) before it was done, resumable (e.g. a walk-forward window whose study stopped
     before its trials were run). The command line prints it on one line and exits 130, as for any Ctrl-C."""
+
+
+def is_query_interrupt(e: BaseException) -> bool:
+    """DuckDB's report of a Ctrl-C that came while it ran a query: it takes the SIGINT itself and raises
+    ``RuntimeError('Query interrupted')`` (no KeyboardInterrupt reaches Python). Code that reacts to Ctrl-C must
+    treat it as one."""
+    return type(e) is RuntimeError and str(e) == "Query interrupted"
 
 
 def check_param(ok: bool, name: str, rule: str, value: object) -> None:

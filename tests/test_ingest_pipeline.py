@@ -189,11 +189,17 @@ def test_a_failure_while_staging_the_next_batch_lets_the_current_batch_commit(tm
     assert stored == [(d, 2) for d in DAYS[:3]]
 
 
-def test_ctrl_c_while_staging_stops_the_writer_after_a_whole_file(tmp_path, monkeypatch):
+@pytest.mark.parametrize("ctrl_c", [KeyboardInterrupt, lambda: RuntimeError("Query interrupted")],
+                         ids=["keyboard-interrupt", "duckdb-query-interrupted"])
+def test_ctrl_c_while_staging_stops_the_writer_after_a_whole_file(tmp_path, monkeypatch, ctrl_c):
+    """Ctrl-C reaches the staging thread as a KeyboardInterrupt, or, when it comes while DuckDB runs a staging
+    query, as DuckDB's ``RuntimeError('Query interrupted')`` (DuckDB takes the SIGINT itself): both stop the
+    writer after its file (before, the second let the writer finish its whole batch)."""
     monkeypatch.setattr(ingest, "FIRST_BATCH_FILES", 3)
-    calls = _staged_then_fail(monkeypatch, KeyboardInterrupt(), ctrl_c=True)
+    exc = ctrl_c()
+    calls = _staged_then_fail(monkeypatch, exc, ctrl_c=True)
     con = connect(":memory:")
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(type(exc)):
         ingest_paths(con, "finra-short", [_three_good_then_more(tmp_path / "f")])
     # Ctrl-C came while the writer was at its second file: that file is finished, the third is not started
     assert calls == {"stage": 2, "write": 2}
@@ -237,6 +243,7 @@ def test_ctrl_c_while_waiting_for_the_writer_stops_it_after_the_file_it_is_writi
     import _thread
 
     monkeypatch.setattr(ingest, "FIRST_BATCH_FILES", 3)
+    monkeypatch.setattr(ingest, "TAIL_FILES", 3)  # the 3 files in one batch
     root = tmp_path / "f"
     root.mkdir()
     for i, d in enumerate(DAYS[:3]):
@@ -265,6 +272,26 @@ def test_ctrl_c_while_waiting_for_the_writer_stops_it_after_the_file_it_is_writi
     assert calls["write"] == 2
     assert [r[6] for r in _log(con)] == ["ok", "ok"]
     assert con.execute("SELECT count(*), count(DISTINCT date) FROM finra_short_daily").fetchone() == (4, 2)
+
+
+def test_batches_grow_then_end_on_ever_smaller_ones(tmp_path, monkeypatch):
+    """The batch plan (``_batches``): the first FIRST_BATCH_FILES, each next twice as large up to the caps, none
+    more than half of the files still to come unless under TAIL_FILES (the last batch's write is the one nothing
+    overlaps), every file once, in order, with its position in the call."""
+    monkeypatch.setattr(ingest, "FIRST_BATCH_BYTES", 1 << 30)
+    monkeypatch.setattr(ingest, "BATCH_BYTES", 1 << 30)
+    files = []
+    for i in range(60):
+        files.append(write(tmp_path / f"f{i:02d}.txt", "x" * 100))
+    got = list(ingest._batches(files))
+    assert [len(b) for b in got] == [16, 22, 11, 6, 3, 2]
+    assert [e.path for b in got for e in b] == files
+    assert [e.pos for b in got for e in b] == list(range(60))
+    assert all([e.fid for e in b] == list(range(len(b))) for b in got)
+    # a byte cap still cuts a batch (the first at FIRST_BATCH_BYTES)
+    monkeypatch.setattr(ingest, "FIRST_BATCH_BYTES", 250)
+    assert [len(b) for b in ingest._batches(files[:5])] == [2, 2, 1]
+    assert [len(b) for b in ingest._batches(files[:1])] == [1]
 
 
 def test_ingest_file_is_the_same_pipeline_for_one_file(tmp_path):

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.text import Text
 
 from optimizer.cli._interrupt import EXIT_INTERRUPTED, print_interrupted
-from optimizer.errors import AccumoptError, Interrupted, ParameterError
+from optimizer.errors import AccumoptError, Interrupted, ParameterError, is_query_interrupt
 from optimizer.paths import DB_ENV, OUTPUT_ENV, STORAGE_ENV
 from optimizer.report.terminal import Column, FrameView, print_command, print_frame, print_record
 
@@ -196,9 +196,9 @@ def _is_store_open_error(e: BaseException) -> bool:
 
 
 def _is_query_interrupt(e: BaseException) -> bool:
-    """DuckDB's report of a Ctrl-C that came while it ran a query: it takes the SIGINT itself and raises
-    ``RuntimeError('Query interrupted')`` (no KeyboardInterrupt reaches Python)."""
-    return "duckdb" in sys.modules and type(e) is RuntimeError and str(e) == "Query interrupted"
+    """DuckDB's report of a Ctrl-C that came while it ran a query (``errors.is_query_interrupt``; only a process
+    that loaded DuckDB can meet one)."""
+    return "duckdb" in sys.modules and is_query_interrupt(e)
 
 
 def _is_storage_error(e: BaseException) -> bool:

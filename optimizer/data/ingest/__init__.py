@@ -46,12 +46,13 @@ kind names its columns and rules):
   MAX_DECOMPRESSED_MB, MAX_EXPANSION_RATIO; CLI ``--max-decompressed-mb``, ``--max-expansion``).
 
 Files are handled in batches (the first small, each next one twice as large up to ``BATCH_FILES`` /
-``BATCH_BYTES``): while the files of batch k are written, in order and one transaction per file, by a second
+``BATCH_BYTES``, none more than half of the files still to come: the call ends on ever smaller batches): while the files of batch k are written, in order and one transaction per file, by a second
 connection of the same database in a worker thread, batch k+1 is read, staged and validated (``_Pipeline``;
 ``overlap=False`` runs the same code in one thread; with the overlap DuckDB's ``threads`` setting is 1 for the
 duration of the call, the two threads being the parallelism). The outcome does not depend on the timing: the stored rows,
 the ``ingest_log`` (order, statuses, messages) and the report are those of ingesting the files one by one. An
-exception while staging batch k+1 lets batch k finish first; Ctrl-C stops after the file being written.
+exception while staging batch k+1 lets batch k finish first; Ctrl-C (also DuckDB's ``Query interrupted``, its
+report of a Ctrl-C during a staging query) stops after the file being written.
 
 ``IngestReport.exit_code`` is 0 when every file is ok / replaced / skipped, 1 when some rows were rejected,
 2 when some file failed. The caller must not hold an open transaction on ``con``.
@@ -79,7 +80,7 @@ import duckdb
 import pandas as pd
 
 from optimizer.settings import Settings
-from optimizer.errors import InputFileError, ParameterError
+from optimizer.errors import InputFileError, ParameterError, is_query_interrupt
 from optimizer.data.store import create_consolidated_view, memory_budget, transaction
 from optimizer.data.symbols import load_symbol_map
 from optimizer.data.ingest import finra_short, lit, options, otc_weekly, prices, splits
@@ -150,6 +151,7 @@ BATCH_FILES = 256
 BATCH_BYTES = 32 << 20
 FIRST_BATCH_FILES = 16
 FIRST_BATCH_BYTES = 4 << 20
+TAIL_FILES = 2
 # anything a file the rules did not foresee can raise inside the SQL or pandas steps
 _UNFORESEEN = (duckdb.Error, ValueError, TypeError, KeyError, OverflowError, IndexError)
 
@@ -697,21 +699,33 @@ def _fail(con, kind: str, file: str, sha: str, err: InputFileError, raise_on_err
 
 def _batches(files: list[Path]) -> Iterator[list[_Entry]]:
     """Consecutive files: the first batch at most FIRST_BATCH_FILES and about FIRST_BATCH_BYTES, each next one
-    twice as large up to BATCH_FILES and BATCH_BYTES (small first batches let the writes start early)."""
+    twice as large up to BATCH_FILES and BATCH_BYTES (small first batches let the writes start early), and none
+    more than half of the files still to come, unless that is under TAIL_FILES (the last batch is written with
+    nothing left to stage beside it: ending on ever smaller batches keeps that exposed write short)."""
+    sizes = []
+    for f in files:
+        try:
+            sizes.append(f.stat().st_size)
+        except OSError:
+            sizes.append(0)
+    left_files = len(files)
     batch: list[_Entry] = []
     size = 0
     max_files, max_bytes = FIRST_BATCH_FILES, FIRST_BATCH_BYTES
-    for pos, f in enumerate(files):
-        try:
-            n = f.stat().st_size
-        except OSError:
-            n = 0
-        if batch and (len(batch) >= max_files or size + n > max_bytes):
+
+    def caps() -> tuple[int, int]:
+        return min(max_files, max(TAIL_FILES, -(-left_files // 2))), max_bytes
+
+    cap_files, cap_bytes = caps()
+    for pos, (f, n) in enumerate(zip(files, sizes)):
+        if batch and (len(batch) >= cap_files or size + n > cap_bytes):
             yield batch
             batch, size = [], 0
             max_files, max_bytes = min(2 * max_files, BATCH_FILES), min(2 * max_bytes, BATCH_BYTES)
+            cap_files, cap_bytes = caps()
         batch.append(_Entry(f, str(f), len(batch), pos=pos))
         size += n
+        left_files -= 1
     if batch:
         yield batch
 
@@ -833,7 +847,9 @@ class _Pipeline:
                 out.extend(_result(pending))
                 pending = None
         except BaseException as exc:
-            if not isinstance(exc, Exception):  # Ctrl-C: the writer stops after the file it is writing
+            if not isinstance(exc, Exception) or is_query_interrupt(exc):
+                # Ctrl-C (a KeyboardInterrupt, or DuckDB's report of one that came during a staging query): the
+                # writer stops after the file it is writing
                 self.stop.set()
             if pending is not None:
                 wexc = pending.exception()  # waits for the writer
