@@ -324,7 +324,7 @@ def symbol_gaps(con: duckdb.DuckDBPyConnection, source: str, top: int = WORST_SY
 
     Returns ``unit`` ("sessions" | "weeks"), ``symbols`` (with data), ``with_gaps`` (how many lack some),
     ``missing`` (symbol-sessions lacking, summed) and ``worst``: the ``top`` symbols lacking the most (ties: by
-    symbol), each with ``missing``, ``expected`` (the source's sessions from its first to its last date) and its
+    symbol), each with ``missing``, ``expected`` (the source's sessions from the symbol's first to its last date) and its
     ``largest`` run (``first``, ``last``, ``sessions``; the earliest of equal runs). One grouped DuckDB pass over
     the table (rows per symbol, first and last date; a distinct pass only where a symbol-session can have several
     rows, FINRA files of several facilities), then a gaps-and-islands window over the ``top`` symbols alone: 0.2-0.4 s
@@ -343,8 +343,9 @@ def symbol_gaps(con: duckdb.DuckDBPyConnection, source: str, top: int = WORST_SY
         return out
     days = held if weekly else held[np.isin(held, session_days(held[0], held[-1]))]
     off = [pd.Timestamp(d).date() for d in np.setdiff1d(held, days)]
-    where = f'WHERE "{dcol}" NOT IN (SELECT unnest(?::DATE[]))' if off else ""
+    on_calendar = f' AND "{dcol}" NOT IN (SELECT unnest(?::DATE[]))' if off else ""
     params = [off] if off else []
+    where = f"WHERE TRUE{on_calendar}"
     rows = f'"{table}" {where}'
     if source == "finra_short" and con.execute(f'SELECT count(DISTINCT facility) FROM "{table}"').fetchone()[0] > 1:
         rows = f'(SELECT DISTINCT symbol, "{dcol}" FROM "{table}" {where})'
@@ -363,7 +364,7 @@ def symbol_gaps(con: duckdb.DuckDBPyConnection, source: str, top: int = WORST_SY
         return out
     big = con.execute(f"""
         WITH x AS (SELECT DISTINCT symbol, "{dcol}" AS d FROM "{table}"
-                   WHERE symbol IN (SELECT unnest(?::VARCHAR[])){where.replace("WHERE", " AND")}),
+                   WHERE symbol IN (SELECT unnest(?::VARCHAR[])){on_calendar}),
              g AS (SELECT symbol, d, lag(d) OVER (PARTITION BY symbol ORDER BY d) AS prev FROM x)
         SELECT symbol, prev, d FROM g WHERE prev IS NOT NULL""", [worst["symbol"].tolist(), *params]).df()
     i0 = np.searchsorted(days, big["prev"].to_numpy(dtype="datetime64[D]"))
