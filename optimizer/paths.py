@@ -29,7 +29,8 @@ from optimizer.errors import DataError, ParameterError
 
 __all__ = [
     "OUTPUT_ENV", "DB_ENV", "STORAGE_ENV", "DEFAULT_OUTPUT", "output_root", "default_db", "default_storage",
-    "resolve_db", "resolve_storage", "safe_name", "under", "storage_path", "run_label", "file_label", "existing_store",
+    "resolve_db", "resolve_storage", "safe_name", "under", "storage_path", "run_label", "file_label", "content_label",
+    "existing_store",
     "atomic_write",
 ]
 
@@ -129,6 +130,18 @@ def file_label(path: str | Path) -> str:
             name = name[: -len(suffix)]
             break
     return Path(name).stem or name
+
+
+def content_label(path: str | Path) -> str:
+    """An input file's :func:`file_label` and the first 8 hex digits of the SHA-256 of its bytes, for a run label
+    whose output depends on what the file says: ``a/best.json`` and ``b/best.json`` with different contents get
+    different names (the stem alone gave both one file, the second run overwriting the first's), the same content
+    the same name wherever it lies. ``best.json`` -> ``best-1a2b3c4d``."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return f"{file_label(path)}-{h.hexdigest()[:8]}"
 
 
 def run_label(*parts: object) -> str:

@@ -8,6 +8,7 @@ is simulated on its universe (alone, the symbol would trade differently).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -129,7 +130,8 @@ def test_sandbox_command_with_a_params_file(synth_db, tmp_path):
                                     str(root), "--no-png"], env={"ACCUMOPT_DB": None})
     assert res.exit_code == 0, res.output
     (out,) = (root / "sandbox").glob("*.html")  # under the output root, named from the symbol and the file
-    assert out.name == f"{SYMBOL}_p-best.html" and str(out) in res.output
+    digest = hashlib.sha256(pf.read_bytes()).hexdigest()[:8]  # the file's stem and content: a/best.json != b/best.json
+    assert out.name == f"{SYMBOL}_p-best-{digest}.html" and str(out) in res.output
     data = _html_figure(out)
     bt = _backtest_trades(synth_db, {**PARAMS, "commission_bps": 2.0, "slippage_bps": 4.0})
     for kind in ("Entries", "Exits"):

@@ -21,7 +21,7 @@ from optimizer.cli._common import (
     format_option,
     shared_options,
 )
-from optimizer.data.coverage import store_info
+from optimizer.data.coverage import store_info, symbol_gap_lines
 from optimizer.data.fetch import fetch_finra_api, fetch_finra_short, fetch_polygon_prices
 from optimizer.data.ingest import ingest_paths
 from optimizer.data.metrics import build_daily_metrics
@@ -263,7 +263,8 @@ def synth_cmd(seed, effect, family, start, end, universe, n_symbols, prices_file
 @format_option()
 def info_cmd(db, out, fmt):
     """Summarize the store: schema version, rows per table, date ranges, and each source's coverage of the NYSE
-    sessions between its first and last date (sessions present, gaps, the largest gap)."""
+    sessions between its first and last date (sessions present, gaps, the largest gap), with how many symbols
+    lack sessions the source holds for others inside their own first..last date, and the worst of them."""
     db = existing_store(resolve_db(db, None, output_root(out)))
     con = connect(db, read_only=True)
     try:
@@ -291,6 +292,8 @@ def info_cmd(db, out, fmt):
             line += (f", {len(gaps)} gap{'s' if len(gaps) != 1 else ''}, largest {big['first']}..{big['last']} "
                      f"({big['sessions']:,})")
         console.print(line, markup=False, highlight=False, soft_wrap=True)
+        for text in symbol_gap_lines(c["symbol_gaps"]):
+            console.print(f"  {'':<12} {text}", markup=False, highlight=False, soft_wrap=True)
 
 
 @click.group("metrics")

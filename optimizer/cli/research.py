@@ -7,7 +7,6 @@ sandbox, and --help, load neither.
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import click
 
@@ -24,7 +23,7 @@ from optimizer.cli._common import (
     shared_options,
     table_options,
 )
-from optimizer.paths import existing_store, output_root, resolve_db, resolve_storage, run_label, under
+from optimizer.paths import content_label, existing_store, output_root, resolve_db, resolve_storage, run_label, under
 from optimizer.report.sandbox import sandbox_figure, sandbox_run, write_sandbox
 from optimizer.study.paramsfile import load_params_record
 from optimizer.study.spec import load_spec
@@ -196,7 +195,7 @@ def sandbox_cmd(ticker, params_file, start, end, z_window, dot_mode, buy, sell, 
                          min_periods=run.min_periods)
     opts = [f"z{z_window}" if z_window is not None else None, dot_mode if dot_mode != "current" else None,
             f"b{buy:g}" if buy is not None else None, f"s{sell:g}" if sell is not None else None,
-            f"p-{Path(params_file).stem}" if params_file else None, f"u-{universe}" if universe else None, "final" if final else None]
+            f"p-{content_label(params_file)}" if params_file else None, f"u-{universe}" if universe else None, "final" if final else None]
     opts = [o for o in opts if o]
     path = under(root, "sandbox", run_label(run.panel.symbols[0], start, end, "-".join(opts) or None), suffix=".html")
     for w in write_sandbox(fig, path, png=png):

@@ -449,13 +449,22 @@ def read_wf_run(study: optuna.Study) -> dict[str, Any] | None:
     return study.user_attrs.get(WF_RUN) or None
 
 
-def claim_template(window: str, worker: str, key: str | None = None) -> FrozenTrial:
+def claim_template(window: str, worker: str, key: str | None = None,
+                   windows: Sequence[str] | None = None) -> FrozenTrial:
     """A RUNNING trial of the claims study saying ``worker`` claims window study ``window`` for the run whose
     settings key is ``key`` (the run's ``key``: a window done for a run of other settings is not done for this
-    one); created from this template, its attributes are stored in the same transaction as the trial itself."""
+    one); created from this template, its attributes are stored in the same transaction as the trial itself.
+
+    The claim also holds its window as the parameter ``window`` (categorical over ``windows``, the run's window
+    studies; ``(window,)`` without them): optuna-dashboard 0.21 divides by the number of parameters when it
+    computes the importances of a study of two or more COMPLETE trials whose importances are empty, so a claims
+    study without parameters answered HTTP 500 on its importances page; with one it shows which window each
+    claim is. The claims are read from ``WF_CLAIM`` (``read_claim``), never from the parameter."""
     claim = {"window": window, "worker": worker} | ({} if key is None else {"key": key})
+    choices = tuple(windows) if windows and window in windows else (window,)
     return FrozenTrial(number=-1, state=TrialState.RUNNING, value=None, datetime_start=_dt.datetime.now(),
-                       datetime_complete=None, params={}, distributions={},
+                       datetime_complete=None, params={"window": window},
+                       distributions={"window": optuna.distributions.CategoricalDistribution(choices)},
                        user_attrs={WF_CLAIM: claim}, system_attrs={},
                        intermediate_values={}, trial_id=-1)
 

@@ -10,7 +10,8 @@ workers is not sequence-identical to a sequential run, and identical results are
 Claims live in the storage itself, through Optuna's storage API only (works on SQLite and PostgreSQL, any machine):
 a marker study ``<study>-wf-claims`` (``records.claims_name``; hidden from listings) holds the run's settings
 (``records.write_wf_run``: spec hash, trials per window, final, the window studies' names) and one RUNNING trial
-per claim, created from a template in one transaction with its window and worker (``records.claim_template``).
+per claim, created from a template in one transaction with its window and worker (``records.claim_template``;
+the window also as the claim's one parameter, so optuna-dashboard can compute the study's importances).
 A claim carries Optuna's heartbeat (``make_storage``'s grace period, env ``ACCUMOPT_HEARTBEAT_GRACE``): a thread
 beats every held claim; a claim whose beat is older than the grace period is failed (``fail_stale_no_retry``),
 which frees its window. Among the live claims of a window the one with the lowest trial id wins (ids are
@@ -93,7 +94,9 @@ class WindowClaims:
             study = optuna.load_study(study_name=self.name, storage=storage)
         self.study = study
         self.sid = study._study_id
-        self.key = (run if run is not None else read_wf_run(study) or {}).get("key")
+        settings = run if run is not None else read_wf_run(study) or {}
+        self.key = settings.get("key")
+        self.windows = tuple(settings.get("windows") or ())  # the claims' ``window`` parameter's choices
         self._held: dict[int, str] = {}
         self._lost: set[int] = set()
         self._lock = threading.Lock()
@@ -135,7 +138,8 @@ class WindowClaims:
         """Claim ``window``: the claim's trial id when this worker now owns it, else None (done or owned)."""
         if self.states([window])[window] != FREE:
             return None
-        tid = self.storage.create_new_trial(self.sid, template_trial=claim_template(window, self.worker, self.key))
+        template = claim_template(window, self.worker, self.key, self.windows)
+        tid = self.storage.create_new_trial(self.sid, template_trial=template)
         mine = [(i, s) for i, s, w in self._claims() if w == window and s in (TrialState.RUNNING, TrialState.COMPLETE)]
         if any(s == TrialState.COMPLETE for _, s in mine) or min(i for i, _ in mine) != tid:
             self._set(tid, TrialState.FAIL)  # another worker's claim came first: withdraw

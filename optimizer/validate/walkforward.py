@@ -258,21 +258,37 @@ def tried_configs(study: optuna.Study) -> tuple[list[optuna.trial.FrozenTrial], 
     return reps, done
 
 
+def _held_rows(trades: Trades, lo: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per trade, the first row and one past the last row of [lo, lo + n) it is held on (entry to exit row, as the
+    portfolio holds it; an exit past the span is held to its last row), and whether it is held on any."""
+    a = np.maximum(np.asarray(trades.entry_idx, dtype=np.int64), lo) - lo
+    b = np.minimum(np.asarray(trades.exit_idx, dtype=np.int64) - lo, n - 1) + 1
+    return a, b, b > a
+
+
+def _positions_held(trades: Trades, lo: int, n: int) -> np.ndarray:
+    """Per session of [lo, lo + n): the number of positions the account holds (``_held_rows``: a trade left open
+    at its data end included, to the last row of the span or its ``exit_idx``, as ``_account_trades`` holds it)."""
+    a, b, ok = _held_rows(trades, lo, n)
+    cnt = np.zeros(n + 1, dtype=np.int64)
+    np.add.at(cnt, a[ok], 1)
+    np.add.at(cnt, b[ok], -1)
+    return np.cumsum(cnt)[:n]
+
+
 def _exposure(trades: Trades, lo: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Per session of [lo, lo + n): the share of the account held in its positions, as ``portfolio_returns`` sizes
     them (docs/ENGINE.md "Position sizing": 1 with equal weights; relative sizing sum w*m / sum w, absolute sizing
-    min(1, sum w*m); 0 in cash), and whether any position is open (entry to exit row, as the portfolio holds it)."""
+    min(1, sum w*m); 0 in cash), and whether any position is open (``_positions_held`` > 0)."""
     k = len(trades)
     w = np.ones(k) if trades.weight is None else np.asarray(trades.weight, dtype=float)
     m = np.ones(k) if trades.mult is None else np.asarray(trades.mult, dtype=float)
-    a = np.maximum(np.asarray(trades.entry_idx, dtype=np.int64), lo) - lo
-    b = np.minimum(np.asarray(trades.exit_idx, dtype=np.int64) - lo, n - 1) + 1
-    ok = b > a
-    num, den, cnt = np.zeros(n + 1), np.zeros(n + 1), np.zeros(n + 1)
-    for arr, val in ((num, w * m), (den, w * m if trades.absolute else w), (cnt, np.ones(k))):
+    a, b, ok = _held_rows(trades, lo, n)
+    num, den = np.zeros(n + 1), np.zeros(n + 1)
+    for arr, val in ((num, w * m), (den, w * m if trades.absolute else w)):
         np.add.at(arr, a[ok], val[ok])
         np.add.at(arr, b[ok], -val[ok])
-    num, den, invested = np.cumsum(num)[:n], np.cumsum(den)[:n], np.cumsum(cnt)[:n] > 0.5
+    num, den, invested = np.cumsum(num)[:n], np.cumsum(den)[:n], _positions_held(trades, lo, n) > 0
     if trades.weight is None and trades.mult is None:
         return invested.astype(float), invested  # equal weights: fully invested whenever a position is open
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -1010,17 +1026,22 @@ def _equity(p: Panel, trades: Trades, daily: DailyExcess, open_bench: np.ndarray
     its holding days, weighted as the account weighs the trade: averaged over the open trades without sizing,
     ``DailyExcess.bench_mean``; ``_sized_bench``; a trade left open at its window's data end with its own matched
     expectation ``open_bench``, ``_open_bench``); ``excess_return`` = the difference; each with its equity curve
-    (start = 1); ``n_open`` = trades open. A row left out of ``daily`` (no window tested it, nothing held) is left
-    out here too: the account holds nothing on it, so no return is lost or bridged (the dates jump)."""
+    (start = 1); ``n_open`` = the positions the account holds that day (``_positions_held``: a trade left open at its
+    window's data end included, as the account holds it; before 2026-12-04 the closed trades only,
+    ``DailyExcess.n_open``, so a day the account held only such a trade showed 0 beside its return). A row left
+    out of ``daily`` (no window tested it, nothing held) is left out here too: the account holds nothing on it, so
+    no return is lost or bridged (the dates jump)."""
     r = portfolio_returns(_account_trades(trades, daily.stop), p, Span(daily.start, daily.stop, daily.stop))
+    n_open = _positions_held(trades, daily.start, daily.stop - daily.start)
     if daily.rows is not None:
         r = r[daily.rows - daily.start]
+        n_open = n_open[daily.rows - daily.start]
     b = _sized_bench(trades, daily, open_bench)
     x = r - b
     return pd.DataFrame({"date": pd.to_datetime(p.dates[daily.row_index]),
                          "oos_return": r, "oos_equity": np.cumprod(1 + r),
                          "bench_return": b, "bench_equity": np.cumprod(1 + b),
-                         "excess_return": x, "excess_equity": np.cumprod(1 + x), "n_open": daily.n_open})
+                         "excess_return": x, "excess_equity": np.cumprod(1 + x), "n_open": n_open})
 
 
 def _oos_metrics(results: list[WindowResult], p: Panel, trades: Trades, excess: np.ndarray,
@@ -1051,7 +1072,9 @@ def _account_figures(eq: pd.DataFrame) -> tuple[float, float]:
 
 
 def _equity_bootstrap(eq: pd.DataFrame) -> dict[str, Any] | None:
-    """Block bootstrap of the OOS account's daily returns (``eq.oos_return``: the equity curve the report draws)."""
+    """Block bootstrap of the OOS account's daily returns (``eq.oos_return``: the equity curve the report draws),
+    from 10 days on with a day the account held a position (``eq.n_open``, a trade left open at its window's data
+    end included: a return of such a trade alone is a return of the account). None otherwise."""
     if len(eq) < 10 or not eq["n_open"].any():
         return None
     b = equity_bootstrap(eq["oos_return"].to_numpy(dtype=float), reps=2000, seed=0)
