@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -436,7 +437,25 @@ def test_prices_file_symbols_are_canonical(tmp_path):
     res = CliRunner().invoke(main, ["data", "synth", "--prices", str(gz), "--start", "2024-01-02", "--end", "2024-02-29",
                                     "--universe", "AAPL", "--out", str(tmp_path / "o"), "--format", "json"])
     assert res.exit_code == 0, res.output
-    assert Path(json.loads(res.output)["out"]).name.endswith("_AAPL_prices-p"), res.output
+    first = Path(json.loads(res.output)["out"])
+    assert re.fullmatch(r".*_AAPL_prices-p-[0-9a-f]{8}", first.name), res.output
+    # the folder names what the prices say: another p.csv.gz elsewhere (other rows) gets its own folder, the same
+    # content the same folder (the file name alone gave both runs one folder, the second overwriting the first)
+    other = tmp_path / "elsewhere" / "p.csv.gz"
+    other.parent.mkdir()
+    changed = rows[:-3] + [rows[-3].rsplit(",", 1)[0] + ",7"] + rows[-2:]  # AAPL's last volume
+    assert changed[-3].split(",")[1] == "AAPL" and changed != rows
+    other.write_bytes(gzip.compress(("\n".join(changed) + "\n").encode()))
+    copy = tmp_path / "copy" / "p.csv.gz"
+    copy.parent.mkdir()
+    copy.write_bytes(gz.read_bytes())
+    outs = []
+    for src in (other, copy):
+        r = CliRunner().invoke(main, ["data", "synth", "--prices", str(src), "--start", "2024-01-02", "--end",
+                                      "2024-02-29", "--universe", "AAPL", "--out", str(tmp_path / "o"), "--format", "json"])
+        assert r.exit_code == 0, r.output
+        outs.append(Path(json.loads(r.output)["out"]))
+    assert outs[0] != first and outs[1] == first
     dup = tmp_path / "dup.csv"
     dup.write_text(rows[0] + "\n" + rows[1] + "\n" + rows[1].replace("BRK-B", "BRK.B") + "\n")
     with pytest.raises(InputFileError, match=r"duplicate \(date, symbol\) = \(2024-01-02, BRK\.B\)"):

@@ -30,7 +30,7 @@ from optimizer.data.synth import SynthConfig, generate_market, synth_to_db, writ
 from optimizer.data.symbols import canonical_symbol
 from optimizer.data.universe import UNIVERSE_NAMES, resolve_universe
 from optimizer.errors import DataError, ParameterError
-from optimizer.paths import DB_ENV, existing_store, output_root, resolve_db, file_label, run_label, under
+from optimizer.paths import DB_ENV, existing_store, output_root, resolve_db, content_label, run_label, under
 from optimizer.settings import Settings
 
 __all__ = ["COMMANDS"]
@@ -245,7 +245,7 @@ def synth_cmd(seed, effect, family, start, end, universe, n_symbols, prices_file
                       family=family, prices_file=prices_file)
     out_dir = under(output_root(out), "synth", run_label(
         f"seed{seed}", f"effect{effect:g}", family, start, end, universe, None if n_symbols is None else f"n{n_symbols}",
-        None if prices_file is None else f"prices-{file_label(prices_file)}"))
+        None if prices_file is None else f"prices-{content_label(prices_file)}"))
     db = db or os.environ.get(DB_ENV) or None
     if db:
         summary = synth_to_db(cfg, out_dir, db, progress=progress_enabled() and fmt == "table")
