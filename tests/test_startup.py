@@ -13,6 +13,8 @@ the test process has loaded everything), that
   and so does the module of the evening commands (``accumopt scan``; table / plot / chart import theirs);
 * the module of the research commands (what ``accumopt sandbox`` loads) comes without the walk-forward, the research
   report and scipy.stats (walkforward and report import theirs);
+* the statistics (``optimizer.validate``) and the research report come without scipy.stats (~0.7 s of CPU): the
+  functions that use it import it, so ``accumopt --help`` (which loads every command's module) does not pay it;
 and that the lazy names are the very objects of their home modules.
 """
 
@@ -51,6 +53,8 @@ out["analytics_commands"] = loaded()
 import optimizer.cli.research
 out["research_commands"] = sorted(m for m in ("scipy.stats", "optimizer.validate.walkforward",
                                               "optimizer.report.research") if m in sys.modules)
+import optimizer.validate.stats, optimizer.validate.verdict, optimizer.report.research
+out["validate_modules"] = "scipy.stats" in sys.modules
 # the engine names the records, the search space and the spec read when a function runs (first use: engine.<module>)
 from optimizer.study.records import ConfigRecord
 from optimizer.study.space import params_to_config
@@ -78,6 +82,7 @@ def test_a_command_or_an_import_loads_only_what_it_uses():
     assert not engine & (set(out["scanner"]) - set(out["study_commands"])), out["scanner"]  # what the scanner added
     assert not engine & (set(out["analytics_commands"]) - set(out["study_commands"])), out["analytics_commands"]
     assert out["research_commands"] == []
+    assert out["validate_modules"] is False
     assert out["config"] == ["optimizer.engine.evaluate", "Config", True, "Config"]  # the lazily read names work
 
 

@@ -1,14 +1,23 @@
 """NYSE trading calendar (holidays and weekends excluded), from exchange_calendars.
 
-The calendar is built once per process over a wide span (1990-01-02 .. the end of the year after next; building
-it costs ~0.4 s) and sliced for every request.
+The calendar is built once per process over a wide span (1990-01-02 .. the end of the year after next) and sliced
+for every request. Building it (importing exchange_calendars and computing ~9,600 sessions) costs ~0.25 s of CPU,
+which every command paid: the sessions are also kept on disk, in ``__pycache__`` next to this module (where Python
+keeps its own compiled files), in a file whose name holds everything they depend on (the exchange_calendars and
+pandas versions, the first session and the last year), written whole (a temporary file, then a rename). A process
+that finds it loads ~80 KB instead; a file that cannot be read back as sorted unique days from FIRST_SESSION to
+that year is ignored (rebuilt and rewritten); a folder that cannot be written to only means each process builds.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import importlib.metadata
+import os
+import tempfile
 import warnings
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,9 +31,59 @@ FIRST_SESSION = dt.date(1990, 1, 2)
 DateLike = str | dt.date | pd.Timestamp | np.datetime64
 
 
+# where the built sessions are kept between processes (see the module docstring); tests point it elsewhere
+_CACHE_DIR = Path(__file__).resolve().parent / "__pycache__"
+
+
 @lru_cache(maxsize=4)
 def _all_sessions(last_year: int) -> np.ndarray:
-    """Every NYSE session from FIRST_SESSION to the end of ``last_year`` as sorted ``datetime64[D]``."""
+    """Every NYSE session from FIRST_SESSION to the end of ``last_year`` as sorted ``datetime64[D]``: read from the
+    disk copy when there is a valid one, else built (``_build_sessions``) and written there."""
+    path = _cache_path(last_year)
+    days = _read_cached(path, last_year)
+    if days is None:
+        days = _build_sessions(last_year)
+        _write_cached(path, days)
+    return days
+
+
+def _cache_path(last_year: int) -> Path:
+    versions = f"xc{importlib.metadata.version('exchange_calendars')}-pd{pd.__version__}"
+    return _CACHE_DIR / f"nyse_sessions-{versions}-{FIRST_SESSION:%Y%m%d}-{last_year}.npy"
+
+
+def _read_cached(path: Path, last_year: int) -> np.ndarray | None:
+    """The sessions kept in ``path``, or None when there is none or it is not a calendar of that span (a truncated
+    or foreign file: sorted unique days, the first FIRST_SESSION, the last in ``last_year``)."""
+    try:
+        days = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):  # missing or unreadable: built again
+        return None
+    ok = (days.dtype == np.dtype("datetime64[D]") and days.ndim == 1 and len(days) > 1
+          and days[0] == np.datetime64(FIRST_SESSION, "D") and bool(np.all(days[1:] > days[:-1]))
+          and days[-1].astype(object).year == last_year)
+    return days if ok else None
+
+
+def _write_cached(path: Path, days: np.ndarray) -> None:
+    """Write ``days`` to ``path`` whole (a temporary file in the same folder, then a rename: a reader never sees
+    half a file). A folder that cannot be written to (a read-only install) keeps nothing: the next process builds."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+    except OSError:  # not writable: nothing is kept, nothing else changes
+        return
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, days, allow_pickle=False)
+        os.chmod(tmp, 0o644)  # readable like Python's own compiled files (mkstemp makes it private)
+        os.replace(tmp, path)
+    except OSError:  # e.g. the disk is full: the partial temporary file is removed, the calendar is still returned
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _build_sessions(last_year: int) -> np.ndarray:
+    """Every NYSE session from FIRST_SESSION to the end of ``last_year``, from exchange_calendars."""
     import exchange_calendars as xc  # lazy: heavy (~0.4 s), only needed the first time a calendar is asked for
 
     with warnings.catch_warnings():  # exchange_calendars triggers a pandas deprecation warning internally

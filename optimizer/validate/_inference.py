@@ -47,7 +47,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 import pandas as pd
-from scipy import stats as st
+# scipy.stats costs ~0.7 s of CPU to import: the functions that use it import it, so a command that only
+# loads this module (``accumopt report``, ``--help``) does not pay it
 
 from optimizer.engine.simulate import Trades
 from optimizer.errors import check_param
@@ -359,6 +360,7 @@ def hac_mean(x: ArrayLike, lags: int | None = None) -> HACResult:
     """Newey-West test of the mean of ``x`` (statsmodels OLS on a constant, ``cov_type="HAC"``, Bartlett kernel,
     small-sample correction). ``lags`` defaults to :func:`newey_west_lags`. Degenerate input (n < 3 or zero
     dispersion) gives NaN statistics, not an error."""
+    from scipy import stats as st  # lazy: see the note at the imports
     # the class itself, not ``statsmodels.api`` (which imports formulas, graphics, every model: ~0.4 s more per process)
     from statsmodels.regression.linear_model import OLS
 
@@ -481,6 +483,7 @@ def minimum_detectable_effect(se: float, alpha: float = 0.025, power: float = 0.
     """MDE of a one-sided z test with standard error ``se`` (normal approximation):
     ``(Φ⁻¹(1-alpha) + Φ⁻¹(power)) · se``. ``year_factor`` converts an excess per trade into an excess per year
     (:func:`dependent_inference` passes 252 x mean daily 1/L of the data)."""
+    from scipy import stats as st  # lazy: see the note at the imports
     check_param(0.0 < alpha < 0.5, "alpha", "in (0, 0.5)", alpha)
     check_param(0.0 < power < 1.0, "power", "in (0, 1)", power)
     k = float(st.norm.isf(alpha) + st.norm.ppf(power))

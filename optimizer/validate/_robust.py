@@ -32,7 +32,8 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike
 import pandas as pd
-from scipy import stats as st
+# scipy.stats costs ~0.7 s of CPU to import: the functions that use it import it, so a command that only
+# loads this module (``accumopt report``, ``--help``) does not pay it
 
 from optimizer.errors import check_param
 from optimizer.validate._inference import politis_white_block
@@ -108,6 +109,7 @@ def _stat_names(stat) -> list[str]:
 
 def _scipy_ci(r: np.ndarray, func, method: str, n_boot: int, level: float, seed) -> tuple[float, float]:
     """``scipy.stats.bootstrap`` interval; a non-finite BCa interval is redone as percentile on the same resamples."""
+    from scipy import stats as st  # lazy: see the note at the imports
     kw = dict(confidence_level=level, vectorized=True, rng=np.random.default_rng(seed))
     with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", st.DegenerateDataWarning)
@@ -227,6 +229,7 @@ def rule_validation(returns: ArrayLike, conditions: Mapping[str, ArrayLike], min
     ``u_stat``/``auc``/``p_value``/``q_value``, and it is left out of the BH family so it does not dilute the
     correction of the others.
     """
+    from scipy import stats as st  # lazy: see the note at the imports
     r = np.asarray(returns, dtype=float)
     check_param(r.ndim == 1 and bool(np.isfinite(r).all()), "returns", "a 1-D array of finite values",
                 f"<array of shape {r.shape}>")
@@ -375,6 +378,7 @@ def equity_bootstrap(daily_returns: ArrayLike, reps: int = 2000, alpha: float = 
     Percentile intervals at ``1 − alpha`` of total return, CAGR, maximum drawdown and annualized Sharpe; the
     resampled drawdowns are returned whole (the drawdown distribution). Seeded, so reproducible.
     """
+    from scipy import stats as st  # lazy: see the note at the imports
     from arch.bootstrap import StationaryBootstrap  # lazy: arch is heavy and only the bootstraps need it
 
     r = np.asarray(daily_returns, dtype=float)

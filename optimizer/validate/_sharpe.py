@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import stats as st
+# scipy.stats costs ~0.7 s of CPU to import: the functions that use it import it, so a command that only
+# loads this module (``accumopt report``, ``--help``) does not pay it
 
 from optimizer.errors import check_param
 
@@ -54,6 +55,7 @@ def probabilistic_sharpe_ratio(sr: float, sr_benchmark: float, n_obs: int, skew:
     ``sr`` and ``sr_benchmark`` are per-observation (non-annualized) Sharpe ratios, ``kurtosis`` is
     non-excess (normal = 3). NaN in ``sr``/``skew``/``kurtosis`` propagates to a NaN result.
     """
+    from scipy import stats as st  # lazy: see the note at the imports
     check_param(int(n_obs) == n_obs and n_obs >= 2, "n_obs", "an integer >= 2", n_obs)
     den = 1.0 - skew * sr + (kurtosis - 1.0) / 4.0 * sr * sr
     # For any real distribution kurtosis >= 1 + skew**2, which makes den a square >= 0.
@@ -71,6 +73,7 @@ def expected_max_sharpe(n_trials: int, var_sr: float) -> float:
     ``V = var_sr`` the variance of the trials' Sharpe ratios (same units as the result). With a single
     trial there is no selection, so the result is 0.
     """
+    from scipy import stats as st  # lazy: see the note at the imports
     check_param(int(n_trials) == n_trials and n_trials >= 1, "n_trials", "an integer >= 1", n_trials)
     check_param(np.isfinite(var_sr) and var_sr >= 0, "var_sr", "finite and >= 0", var_sr)
     if n_trials == 1:
@@ -110,6 +113,7 @@ def sharpe_stats(returns: ArrayLike) -> dict:
     With n < 2 every value but ``n`` is NaN; with zero dispersion ``sr`` is ±inf (0 mean: NaN) and
     ``skew``/``kurtosis`` are NaN.
     """
+    from scipy import stats as st  # lazy: see the note at the imports
     r = _finite_1d(returns, "returns")
     n = int(r.size)
     nan = float("nan")
@@ -178,6 +182,7 @@ def excess_t_stat(excess_returns: ArrayLike) -> tuple[float, float, int]:
     n = 0 -> ``(nan, nan, 0)``; n = 1 -> ``(x, nan, 1)``; zero dispersion -> ``t = ±inf`` by the sign of
     the mean, ``nan`` when the mean is 0.
     """
+    from scipy import stats as st  # lazy: see the note at the imports
     r = _finite_1d(excess_returns, "excess_returns")
     n = int(r.size)
     if n == 0:

@@ -35,7 +35,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from scipy import stats as st
+# scipy.stats costs ~0.7 s of CPU to import: the functions that use it import it, so a command that only
+# loads this module (``accumopt report``, ``--help``) does not pay it
 
 from optimizer.errors import check_param
 
@@ -128,6 +129,7 @@ class Gate:
 
 def verdict_alpha(t_min: float = T_MIN) -> float:
     """The one-sided significance level of the gate ``t > t_min`` (normal reference): 0.0228 at t_min = 2."""
+    from scipy import stats as st  # lazy: see the note at the imports
     return float(st.norm.sf(t_min))
 
 
