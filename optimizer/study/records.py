@@ -181,7 +181,9 @@ def _now_iso() -> str:
 
 
 def set_trials_target(study: optuna.Study, n: int) -> None:
-    """Record what the study was asked to run (``n_trials_target``): a run that asks for more updates it."""
+    """Record what the study was asked to run (``n_trials_target``). Only a run that asks for more calls it
+    (``run.open_study``): a resume asking for fewer runs no trial and leaves the target, so the target is never
+    below the trials the study holds."""
     study.set_user_attr("n_trials_target", int(n))
 
 
