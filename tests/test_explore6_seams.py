@@ -51,3 +51,120 @@ def test_a_resume_asking_for_fewer_trials_keeps_the_target(synth_db, tmp_path):
     assert len(res.study.trials) == 8 and read_study(res.study).n_trials_target == 8
     rows = json.loads(ok(cli("study", "list", "--storage", url, "--format", "json")).stdout)
     assert [(r["name"], r["n_trials_target"]) for r in rows] == [("target", 8)]
+
+
+WF = """
+[study]
+name = "nd_wf"
+[data]
+universe = "tier1"
+start = "2023-02-01"
+regime = "RISK_ON"
+reserve_fraction = 0.25
+min_periods = 8
+[data.costs]
+commission_bps = 3.0
+slippage_bps = 11.0
+[space]
+variant = { type = "categorical", choices = ["B", "D"] }
+z_window = 10
+buy_threshold = { type = "int", low = 55, high = 70, step = 5 }
+sell_threshold = 35
+exit = "fixed"
+hold_days = 7
+[cv]
+n_splits = 3
+min_train_size = 20
+purge = 9
+[objective]
+name = "excess_return"
+aggregate = "mean_minus_std"
+k = 0.5
+min_trades = 0
+[sampler]
+name = "random"
+seed = 13
+[pruner]
+name = "none"
+[run]
+n_trials = 5
+study_name = "nd_wf_costly"
+[walkforward]
+train = 100
+test = 30
+step = 40
+unit = "sessions"
+purge = 8
+anchored = true
+select = "robust"
+top_k = 3
+n_trials = 5
+n_splits = 2
+embargo = 3
+"""
+
+
+def test_walkforward_states_the_settings_it_ran_with(synth_db, tmp_path):
+    """A walk-forward of a spec whose every shaping key is not the default, with --n-trials 3 over its 5: result.json
+    records what the run ran with (`settings`: the universe, span and reserve, regime filter, min_periods, the
+    costs its winners traded at, the windows, the trials per window after the flag, the window study's sampler,
+    pruner and inner CV, the objective, the selection rule), the command prints it and the report shows it. Before,
+    result.json held only the spec's name and neither the terminal nor the report said under which universe,
+    regime filter, costs or trials per window the verdict was reached."""
+    import pandas as pd
+
+    from optimizer.study.splits import reserve_cutoff
+    from optimizer.study.data import load_universe_panel
+
+    spec = tmp_path / "nd_wf.toml"
+    spec.write_text(WF)
+    out = tmp_path / "out"
+    env = ["--db", synth_db, "--storage", f"sqlite:///{tmp_path / 's.db'}", "--out", out]
+    res = ok(cli("walkforward", spec, "--n-trials", 3, *env))
+    text = " ".join(res.stdout.split())  # the terminal wraps a long value onto the next line
+    doc = json.loads((out / "walkforward" / "nd_wf_costly" / "result.json").read_text())
+    st = doc["settings"]
+    dates = load_universe_panel(synth_db, "tier1", "2023-02-01").dates
+    assert doc["study"] == "nd_wf_costly" and doc["spec"] == "nd_wf"
+    assert st["universe"] == "tier1" and st["regime"] == "RISK_ON" and st["min_periods"] == 8
+    assert st["span"][0] == str(dates[0])[:10] == "2023-02-01"
+    assert st["reserve_start"] == str(dates[reserve_cutoff(len(dates), 0.25)])[:10]
+    assert st["span"][1] == str(dates[reserve_cutoff(len(dates), 0.25) - 1])[:10] and st["final"] is False
+    assert st["costs"] == {"commission_bps": 3.0, "slippage_bps": 11.0}
+    assert all((w["config"]["commission_bps"], w["config"]["slippage_bps"]) == (3.0, 11.0) for w in doc["windows"])
+    assert st["windows"] == {"n": len(doc["windows"]), "train": 100, "test": 30, "step": 40, "unit": "sessions",
+                             "purge": 8, "anchored": True}
+    assert len(doc["windows"]) >= 2 and all(w["n_trials_tried"] == 3 for w in doc["windows"])
+    assert st["window_study"] == {"n_trials": 3, "sampler": {"name": "random", "seed": 13}, "pruner": {"name": "none"},
+                                  "cv": {"mode": "expanding", "n_splits": 2, "min_train_size": 20, "purge": 9,
+                                         "embargo": 3}}
+    assert st["objective"] == {"name": "excess_return", "directions": ["maximize"], "aggregate": "mean_minus_std",
+                               "k": 0.5, "min_trades": 0, "options": {}}
+    assert st["select"] == {"rule": "robust", "top_k": 3}
+    for fragment in ("walk-forward nd_wf_costly: settings", "universe tier1", "regime filter RISK_ON",
+                     "min_periods 8", "3 + 11 bp per side", "train 100 sessions, test 30, step 40, anchored, purge 8",
+                     "3 trials; sampler random seed 13; pruner none; 2 purged folds, min train 20, purge 9, embargo 3",
+                     "aggregate mean_minus_std k 0.5", "robust: among the top 3 trials",
+                     f"final reserve from {st['reserve_start']} kept out"):
+        assert fragment in text, fragment
+    page = ok(cli("report", out / "walkforward" / "nd_wf_costly", *env[2:])).stdout.strip().splitlines()[-1]
+    html = " ".join(pd.io.common.Path(page).read_text().split())
+    assert "regime filter RISK_ON" in html and "3 + 11 bp per side" in html and "min_periods 8" in html
+
+
+def test_walkforward_report_is_named_after_the_run_not_the_spec(synth_db, tmp_path):
+    """Two walk-forwards of one spec under two [run].study_name values (say one per cost level) are two runs: two
+    folders, two window-study sets. The report of a WalkForwardResult (`ao.build_report(wf)`) was named after the
+    spec's [study].name, so the second run's page overwrote the first's, and its title named the spec only."""
+    import optimizer as ao
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    pages, runs = [], []
+    for name in ("nd_wf_a", "nd_wf_b"):
+        runs.append(ao.walk_forward(WF.replace('study_name = "nd_wf_costly"', f'study_name = "{name}"'), synth_db, url,
+                                    n_trials=2))
+        pages.append(ao.build_report(runs[-1], out_dir=tmp_path / "reports"))
+    assert [p.name for p in pages] == ["nd_wf_a-walkforward.html", "nd_wf_b-walkforward.html"]
+    assert all(p.exists() for p in pages)
+    assert [(r.study, r.spec_name) for r in runs] == [("nd_wf_a", "nd_wf"), ("nd_wf_b", "nd_wf")]
+    assert [r.windows[0].study_name.split("-wf")[0] for r in runs] == ["nd_wf_a", "nd_wf_b"]
