@@ -168,3 +168,39 @@ def test_walkforward_report_is_named_after_the_run_not_the_spec(synth_db, tmp_pa
     assert all(p.exists() for p in pages)
     assert [(r.study, r.spec_name) for r in runs] == [("nd_wf_a", "nd_wf"), ("nd_wf_b", "nd_wf")]
     assert [r.windows[0].study_name.split("-wf")[0] for r in runs] == ["nd_wf_a", "nd_wf_b"]
+
+
+def test_signal_sheets_of_other_min_periods_are_two_sheets(synth_db, tmp_path):
+    """Two parameters files alike but for the z-scores' min_periods replay other positions (a score exists from the
+    span's 8th session with min_periods 8, from its 12th with 12: entries in between are HOLD on the sheet's night),
+    yet had one params_hash: the second `signals` replaced the first's rows of the signal_sheet table and its
+    signals/<date>_<hash>/ files, and the sheet never said which min_periods it used. A sheet with neither
+    min_periods nor a panel start before its span keeps its earlier hash (one night's rows stay keyed alike)."""
+    import hashlib
+
+    import pandas as pd
+
+    from optimizer.data.calendar import nyse_sessions
+    from optimizer.data.store import connect
+    from optimizer.engine.evaluate import Config
+    from optimizer.signals import latest_finra_date, params_hash, signal_sheet
+    from optimizer.study.paramsfile import ParamsRecord
+
+    con = connect(synth_db, read_only=True)
+    day = latest_finra_date(con)
+    con.close()
+    start = str(nyse_sessions(pd.Timestamp(day) - pd.Timedelta(days=40), pd.Timestamp(day))[-15].date())
+    p = {"variant": "B", "z_window": 20, "buy_threshold": 55, "sell_threshold": 30, "exit": "fixed", "hold_days": 7}
+    a = signal_sheet(ParamsRecord(p, universe="tier1", start=start, min_periods=8), synth_db)
+    b = signal_sheet(ParamsRecord(p, universe="tier1", start=start, min_periods=12), synth_db)
+    assert (a.rows["decision"].to_numpy() != b.rows["decision"].to_numpy()).any()  # two different sheets
+    assert a.params_hash != b.params_hash
+    assert (a.meta()["min_periods"], b.meta()["min_periods"]) == (8, 12) and a.meta()["panel_start"] == start
+    cfg = Config.from_params(p)
+    old = hashlib.sha256(json.dumps({"params": cfg.to_params(), "universe": "tier1", "start": start, "regime": "ALL"},
+                                    sort_keys=True, default=str).encode()).hexdigest()[:12]
+    assert params_hash(cfg, "tier1", start, "ALL") == params_hash(cfg, "tier1", start, "ALL", None, start) == old
+    f = tmp_path / "p.json"
+    f.write_text(json.dumps({**p, "universe": "tier1", "start": start, "min_periods": 8}))
+    out = ok(cli("signals", "--params", f, "--db", synth_db, "--out", tmp_path / "out", "--no-save")).stdout
+    assert f"z-scores from {start}, min_periods 8" in out and a.params_hash in out
