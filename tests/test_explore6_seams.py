@@ -204,3 +204,25 @@ def test_signal_sheets_of_other_min_periods_are_two_sheets(synth_db, tmp_path):
     f.write_text(json.dumps({**p, "universe": "tier1", "start": start, "min_periods": 8}))
     out = ok(cli("signals", "--params", f, "--db", synth_db, "--out", tmp_path / "out", "--no-save")).stdout
     assert f"z-scores from {start}, min_periods 8" in out and a.params_hash in out
+
+
+def test_backtest_of_a_trial_says_its_universe_regime_costs_and_z_scores(synth_db, tmp_path):
+    """`study best` -> `backtest --params` of a study with a non-default universe, regime filter, costs, span start
+    and min_periods reproduces the trial and now says what it ran with; before, it printed the span and the number
+    of symbols only, so a run at the default costs or without the regime filter looked the same."""
+    spec = parse_spec(TINY.replace("[cv]", '[data]\nuniverse = "tier1"\nstart = "2023-02-01"\nregime = "RISK_ON"\n'
+                                           "min_periods = 9\n[data.costs]\ncommission_bps = 2.5\nslippage_bps = 8.0\n[cv]"))
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    run_study(spec, synth_db, url, n_trials=3)
+    best = tmp_path / "best.json"
+    best.write_text(ok(cli("study", "best", "target", "--storage", url)).stdout)
+    rec = json.loads(best.read_text())["config"]
+    assert (rec["universe"], rec["regime"], rec["min_periods"], rec["span"]["panel_start"]) == \
+           ("tier1", "RISK_ON", 9, "2023-02-01")
+    out = ok(cli("backtest", "--params", best, "--db", synth_db, "--out", tmp_path / "out", "--no-save")).stdout
+    assert "universe tier1, regime filter RISK_ON\n" in out
+    assert "costs 2.5 + 8 bp per side; z-scores from 2023-02-01, min_periods 9\n" in out
+    assert "REPRODUCED" in out
+    out = ok(cli("backtest", "--params", best, "--regime", "ALL", "--commission-bps", 1, "--db", synth_db,
+                 "--no-save")).stdout  # the flags win, and the lines say so
+    assert "universe tier1, regime filter ALL\n" in out and "costs 1 + 8 bp per side" in out
