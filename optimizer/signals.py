@@ -231,6 +231,8 @@ def signal_sheet(record: ParamsRecord | Mapping[str, Any], db: str | Path, date:
         except (ValueError, TypeError):
             raise ParameterError(f"start must be a date (YYYY-MM-DD), got start={span_from!r}") from None
         check_param(first <= day, "start", f"on or before the sheet's session {day}", span_from)
+        if trial is not None and start is not None:
+            trial.check_start(first)
     panel = _load(db, uni, day, trial.panel_start if trial is not None else span_from,
                   _span_origin(rec, start, span_from))
     lo = 0 if span_from is None else panel.index_of(span_from)

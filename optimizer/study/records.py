@@ -274,6 +274,15 @@ class ConfigRecord:
         """Everything but the parameters (the data the configuration ran on)."""
         return {k: v for k, v in self.to_dict().items() if k not in ("params", "key")}
 
+    def check_start(self, first: _dt.date, flag: str = "start") -> None:
+        """Refuse a signal start ``first`` (``--start``) before the panel start: a run of this record loads its
+        panel from ``panel_start`` (the z-scores warm up from it, as in the study), so an earlier start would
+        silently begin at the panel start instead."""
+        if self.panel_start is not None and first.isoformat() < self.panel_start:
+            raise ParameterError(f"{flag} must be on or after {self.panel_start}, the trial's panel start (its z-scores "
+                                 f"warm up from it, as in the study), got {flag}={first.isoformat()}; to start earlier, "
+                                 "pass the trial's parameters without its record (the file's \"params\" object)")
+
     def symbols_match(self, symbols: Sequence[str]) -> bool:
         return self.symbols_sha is None or _symbols_sha(symbols) == self.symbols_sha
 
