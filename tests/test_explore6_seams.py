@@ -248,3 +248,17 @@ def test_a_start_before_the_trials_panel_start_is_refused(synth_db, tmp_path):
     assert "backtest 2023-02-01.." in out
     out = ok(cli("signals", "--params", best, "--no-save", "--start", "2023-02-06", *env)).stdout
     assert "positions replayed from 2023-02-06" in out
+
+
+def test_study_report_states_the_studys_settings(synth_db, tmp_path):
+    """The study report's header said "objective (aggregate mean_minus_std)": not the k the user wrote, nor the
+    universe, regime filter, costs or min_periods the trials ran with (all stored with the study's spec)."""
+    spec = parse_spec(TINY.replace("[cv]", '[data]\nuniverse = "tier1"\nregime = "RISK_ON"\nmin_periods = 9\n'
+                                           "[data.costs]\ncommission_bps = 2.5\nslippage_bps = 8.0\n[cv]")
+                      .replace("min_trades = 0", 'aggregate = "mean_minus_std"\nk = 0.5\nmin_trades = 0'))
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    run_study(spec, synth_db, url, n_trials=3)
+    page = ok(cli("report", "target", "--storage", url, "--out", tmp_path / "out")).stdout.strip().splitlines()[-1]
+    text = open(page, encoding="utf-8").read()
+    assert "universe tier1, regime filter RISK_ON, costs 2.5 + 8 bp per side, min_periods 9" in text
+    assert "composite_rank (aggregate mean_minus_std, k 0.5, min_trades 0); sampler random seed 4, pruner none" in text

@@ -213,10 +213,26 @@ def _header(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> list
     def dash(v: Any) -> Any:
         return "-" if v is None else v
 
+    try:
+        spec = a.spec()
+    except DataError as e:  # shown on the page: the spec stored with the study no longer parses
+        spec, why = None, str(e)
+    else:
+        why = "no spec stored with the study"
+    if spec is not None:
+        d, o = spec.data, spec.objective
+        uni = ",".join(d.universe) if isinstance(d.universe, (list, tuple)) else d.universe
+        data = (f"universe {uni}, regime filter {d.regime}, costs {d.commission_bps:g} + {d.slippage_bps:g} bp per "
+                f"side, min_periods {d.min_periods if d.min_periods is not None else '= the z-window'}")
+        objective = (f"{o.name} (aggregate {o.aggregate}{f', k {o.k:g}' if o.aggregate == 'mean_minus_std' else ''}, "
+                     f"min_trades {o.min_trades}); sampler {spec.sampler.name} seed {spec.sampler.seed}, pruner "
+                     f"{spec.pruner.name}")
+    else:
+        data, objective = why, f"{dash(a.objective)} (aggregate {dash(a.aggregate)})"
     return [
         ("study", study.study_name), ("spec", a.spec_name or "-"), ("spec hash", a.spec_hash or "-"),
-        ("data fingerprint", a.data_fingerprint or "-"),
-        ("objective", f"{dash(a.objective)} (aggregate {dash(a.aggregate)})"),
+        ("data fingerprint", a.data_fingerprint or "-"), ("data", data),
+        ("objective", objective),
         ("directions", ", ".join(d.name.lower() for d in study.directions)),
         ("train span", f"{dash(a.train_start)} .. {dash(a.train_end)}"),
         ("folds", len(a.folds)), ("symbols", dash(a.symbols)),
