@@ -262,3 +262,17 @@ def test_study_report_states_the_studys_settings(synth_db, tmp_path):
     text = open(page, encoding="utf-8").read()
     assert "universe tier1, regime filter RISK_ON, costs 2.5 + 8 bp per side, min_periods 9" in text
     assert "composite_rank (aggregate mean_minus_std, k 0.5, min_trades 0); sampler random seed 4, pruner none" in text
+
+
+def test_a_window_with_every_trial_pruned_says_why(synth_db, tmp_path):
+    """A walk-forward window whose every trial was pruned (here: min_trades above any fold's trades) stopped the
+    run with "has no completed trial to select from (all pruned or failed)": not which rule pruned them nor what
+    to change. Now the one line gives the counts, the first trial's stored reason and the keys to change."""
+    from _cli_helpers import one_line_error
+
+    spec = tmp_path / "nd_wf.toml"
+    spec.write_text(WF.replace("min_trades = 0", "min_trades = 1000"))
+    res = cli("walkforward", spec, "--n-trials", 2, "--db", synth_db, "--storage", f"sqlite:///{tmp_path / 's.db'}",
+              "--out", tmp_path / "out")
+    one_line_error(res, "has no completed trial to select from (2 pruned, 0 failed of 2; trial 0: fold 0: ",
+                   "closed trades < min_trades 1000)", "lower [objective] min_trades")

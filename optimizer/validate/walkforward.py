@@ -214,6 +214,23 @@ def concat_trades(parts: list[Trades]) -> Trades:
                   absolute=w is not None and absolute == {True})
 
 
+def _why_none(study: optuna.Study) -> str:
+    """Why a study has no completed trial: its pruned / failed counts and the first trial's stored reason (a
+    window whose every trial met too few trades in a fold says so, and what to change)."""
+    trials = study.get_trials(deepcopy=False)
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    first = min(pruned + failed, key=lambda t: t.number, default=None)
+    rec = read_trial(first) if first is not None else None
+    reason = None if rec is None else (rec.pruned_reason or rec.fail_reason)
+    out = f" ({len(pruned)} pruned, {len(failed)} failed of {len(trials)}"
+    out += f"; trial {first.number}: {reason})" if reason else ")"
+    if reason and "< min_trades" in reason:
+        out += ("; every configuration met too few closed trades in a fold: lower [objective] min_trades, or give "
+                "the window more sessions ([walkforward] train) or fewer inner folds ([walkforward] n_splits)")
+    return out
+
+
 def select_params(study: optuna.Study, how: str = "best", top_k: int = 5) -> optuna.trial.FrozenTrial:
     """The best trial, or (``robust``) among the top-k the one whose nearest neighbours in parameter space score
     best by median: a configuration on a plateau beats a lucky spike. A multi-objective study: its Pareto front
@@ -222,7 +239,7 @@ def select_params(study: optuna.Study, how: str = "best", top_k: int = 5) -> opt
     not a neighbour: left out, so a configuration the sampler proposed three times is not its own plateau."""
     ranked = [t for t in ranked_trials(study) if read_trial(t).repeat_of is None]
     if not ranked:
-        raise DataError(f"study {study.study_name!r} has no completed trial to select from (all pruned or failed)")
+        raise DataError(f"study {study.study_name!r} has no completed trial to select from{_why_none(study)}")
     sign = direction_sign(study.directions[0])
     if how == "best" or len(ranked) < 3:
         return ranked[0]
