@@ -149,7 +149,9 @@ def backtest(params: Mapping[str, Any], db: str | Path, universe: Any = None, st
     ``final``: the run may include the final reserve (default end: the store's last session); the opening is
     recorded. ``save``: also write the run (``save_backtest``) under ``out_root``. ``min_periods``: of the
     z-scores (default: the record's, else the engine's)."""
-    as_date(start, "start"), as_date(end, "end")  # a date that does not parse is one line naming the flag
+    first, _ = as_date(start, "start"), as_date(end, "end")  # a date that does not parse is one line naming the flag
+    if record is not None and first is not None:
+        record.check_start(first)
     db = existing_store(db)
     cfg = Config.from_params(engine_params(params))
     uni = universe if universe is not None else (record.universe if record is not None else "tier1+3")

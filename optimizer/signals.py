@@ -64,12 +64,20 @@ def _universe_key(universe: object) -> str:
     return ",".join(sorted({canonical_symbol(x, "universe symbol") for x in names if x.strip()}))
 
 
-def params_hash(config: Config, universe: object, start: object, regime: str) -> str:
+def params_hash(config: Config, universe: object, start: object, regime: str, min_periods: int | None = None,
+                panel_start: object | None = None) -> str:
     """12 hex chars of sha256 over everything that decides the sheet's rows: the canonical parameters, the universe
-    (``_universe_key``: however it is spelt), the span start and the regime filter (not the data: the same
-    configuration keeps its hash night after night, so (date, params_hash, symbol) keys one night's row)."""
-    payload = json.dumps({"params": config.to_params(), "universe": _universe_key(universe), "start": str(start),
-                          "regime": regime}, sort_keys=True, default=str)
+    (``_universe_key``: however it is spelt), the span start, the regime filter, and the z-scores' ``min_periods``
+    and ``panel_start`` (where they warm up: a trial's panel start before its span start) when given (not the data:
+    the same configuration keeps its hash night after night, so (date, params_hash, symbol) keys one night's row).
+    A sheet with neither keeps the hash it had before they were counted."""
+    doc: dict[str, Any] = {"params": config.to_params(), "universe": _universe_key(universe), "start": str(start),
+                           "regime": regime}
+    if min_periods is not None:
+        doc["min_periods"] = int(min_periods)
+    if panel_start is not None and str(panel_start) != str(start):
+        doc["panel_start"] = str(panel_start)
+    payload = json.dumps(doc, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
@@ -162,6 +170,8 @@ class SignalSheet:
     walkforward: str | None = None
     buckets: pd.DataFrame = field(default_factory=pd.DataFrame)
     source: str | None = None
+    min_periods: int | None = None  # of the z-scores (None: each z-window's length)
+    panel_start: dt.date | None = None  # where the z-scores warm up (a trial's panel start; else the span start)
 
     def of(self, decision: str) -> pd.DataFrame:
         """The rows with ``decision`` (ENTER / EXIT / HOLD / NONE), ENTER by score, others by symbol."""
@@ -179,7 +189,9 @@ class SignalSheet:
         return {
             "date": self.date.isoformat(), "next_session": self.next_session.isoformat(),
             "params_hash": self.params_hash, "universe": self.universe, "span_start": self.span_start.isoformat(),
-            "regime_filter": self.regime, "symbols": int(len(self.rows)), "counts": self.counts,
+            "regime_filter": self.regime, "min_periods": self.min_periods,
+            "panel_start": (self.panel_start or self.span_start).isoformat(),
+            "symbols": int(len(self.rows)), "counts": self.counts,
             "params": self.config.to_params(), "exit_strategy": exit_strategy_name(self.config.exit),
             "walkforward": self.walkforward, "params_file": self.source,
         }
@@ -219,6 +231,8 @@ def signal_sheet(record: ParamsRecord | Mapping[str, Any], db: str | Path, date:
         except (ValueError, TypeError):
             raise ParameterError(f"start must be a date (YYYY-MM-DD), got start={span_from!r}") from None
         check_param(first <= day, "start", f"on or before the sheet's session {day}", span_from)
+        if trial is not None and start is not None:
+            trial.check_start(first)
     panel = _load(db, uni, day, trial.panel_start if trial is not None else span_from,
                   _span_origin(rec, start, span_from))
     lo = 0 if span_from is None else panel.index_of(span_from)
@@ -243,13 +257,15 @@ def signal_sheet(record: ParamsRecord | Mapping[str, Any], db: str | Path, date:
         ctx_cols.loc[act] = sheet_context(ev, cfg, disp, ctx, act, need).loc[act].to_numpy()
     full = pd.concat([rows.set_index("symbol"), ctx_cols], axis=1).reset_index()
     full = _with_oos(full, buckets)
-    h = params_hash(cfg, uni, panel.dates[lo], reg)
+    mp = trial.min_periods if trial is not None else rec.min_periods
+    h = params_hash(cfg, uni, panel.dates[lo], reg, mp, panel.dates[0])
     full.insert(0, "date", pd.Timestamp(day))
     full.insert(1, "params_hash", h)
     full.insert(3, "next_session", pd.Timestamp(nxt))
     full = full[[c for c in SHEET_COLUMNS if c in full.columns]]
     return SignalSheet(day, nxt, h, cfg, _universe_name(uni), pd.Timestamp(panel.dates[lo]).date(), reg, full,
-                       panel, disp, None if walkforward is None else str(walkforward), buckets, rec.source)
+                       panel, disp, None if walkforward is None else str(walkforward), buckets, rec.source, mp,
+                       pd.Timestamp(panel.dates[0]).date())
 
 
 def stale_sheet_warning(sheet: SignalSheet, db: str | Path) -> str | None:

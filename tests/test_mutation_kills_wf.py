@@ -876,7 +876,7 @@ def test_select_params_robust_equals_a_reference_on_random_studies():
     assert differs >= 10  # the robust rule is exercised, not only the best trial
     st = optuna.create_study()
     st.add_trial(optuna.trial.create_trial(params={}, distributions={}, state=optuna.trial.TrialState.PRUNED))
-    with pytest.raises(DataError, match=r"^study '.*' has no completed trial to select from \(all pruned or failed\)$"):
+    with pytest.raises(DataError, match=r"^study '.*' has no completed trial to select from \(1 pruned, 0 failed of 1\)$"):
         wfmod.select_params(st)
 
 

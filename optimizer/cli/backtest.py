@@ -95,6 +95,12 @@ def backtest_cmd(params_file, universe, start, end, regime, final, allow_data_ch
                                  "warnings": run.warnings, "outputs": run.outputs})
         return
     d = panel.dates
+    r, c = run.record, run.result.config.costs
+    uni = ",".join(r.universe) if isinstance(r.universe, (list, tuple)) else r.universe
+    mp = r.min_periods if r.min_periods is not None else "= the z-window"
+    click.echo(f"universe {uni}, regime filter {r.regime}")
+    click.echo(f"costs {c.commission_bps:g} + {c.slippage_bps:g} bp per side; z-scores from {r.panel_start}, "
+               f"min_periods {mp}")
     print_kv(run.metrics, title=f"backtest {str(d[run.result.span.sig_start])[:10]}..{str(d[-1])[:10]}, "
                                 f"{len(panel.symbols)} symbols")
     if comp is not None and len(comp):

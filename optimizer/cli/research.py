@@ -68,7 +68,7 @@ def walkforward_cmd(spec, final, n_trials, jobs, storage, db, out, columns, wide
       accumopt walkforward worker SPEC --storage URL    (on other machines, same spec and data)
     runs whole windows for this run, which then stitches them in order (same result as one process).
     """
-    from optimizer.validate.walkforward import run_walkforward, save_walkforward, walkforward_dir
+    from optimizer.validate.walkforward import run_walkforward, save_walkforward, settings_rows, walkforward_dir
 
     s = load_spec(spec)
     root = output_root(out)
@@ -84,6 +84,7 @@ def walkforward_cmd(spec, final, n_trials, jobs, storage, db, out, columns, wide
     if fmt == "json":
         echo_json(res.to_dict() | {"files": str(d)})
         return
+    print_kv(settings_rows(res.settings), title=f"walk-forward {s.run.study_name}: settings")
     print_table(res.summary, title=f"walk-forward {s.run.study_name}: {len(res.windows)} windows",
                 columns=[Column(c, label=_WF_LABELS.get(c, c[6:] if c.startswith("param_") else c))
                          for c in res.summary.columns],

@@ -86,6 +86,9 @@ def _render(sheet, show_all: bool) -> None:
                + (f" ({by_regime[2:]})" if by_regime else "") + f" / sell {cfg.thresholds.sell:g}, exit "
                f"{m['exit_strategy']}")
     click.echo(f"universe {m['universe']} ({m['symbols']} symbols), positions replayed from {m['span_start']}")
+    if m["panel_start"] != m["span_start"] or m["min_periods"] is not None:
+        click.echo(f"z-scores from {m['panel_start']}, min_periods "
+                   f"{m['min_periods'] if m['min_periods'] is not None else '= the z-window'}")
     click.echo(f"regime filter {m['regime_filter']}, market regime at D {regime}")
     c = m["counts"]
     click.echo(f"ENTER {c['ENTER']}   EXIT {c['EXIT']}   HOLD {c['HOLD']}   no action {c['NONE']}")

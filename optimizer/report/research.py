@@ -53,7 +53,7 @@ from optimizer.study.records import read_study, trial_counts
 from optimizer.study.storage import study_names
 from optimizer.validate.stats import closed_trade_events, cost_stress_wording, flag_fragile, validate_rules
 from optimizer.validate.verdict import Verdict
-from optimizer.validate.walkforward import load_walkforward
+from optimizer.validate.walkforward import load_walkforward, settings_rows
 
 __all__ = ["build_study_report", "build_walkforward_report", "build_report", "embedded_figures", "Page",
            "PLOTLY_MARKER", "MIN_IMPORTANCE_TRIALS"]
@@ -213,10 +213,26 @@ def _header(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> list
     def dash(v: Any) -> Any:
         return "-" if v is None else v
 
+    try:
+        spec = a.spec()
+    except DataError as e:  # shown on the page: the spec stored with the study no longer parses
+        spec, why = None, str(e)
+    else:
+        why = "no spec stored with the study"
+    if spec is not None:
+        d, o = spec.data, spec.objective
+        uni = ",".join(d.universe) if isinstance(d.universe, (list, tuple)) else d.universe
+        data = (f"universe {uni}, regime filter {d.regime}, costs {d.commission_bps:g} + {d.slippage_bps:g} bp per "
+                f"side, min_periods {d.min_periods if d.min_periods is not None else '= the z-window'}")
+        objective = (f"{o.name} (aggregate {o.aggregate}{f', k {o.k:g}' if o.aggregate == 'mean_minus_std' else ''}, "
+                     f"min_trades {o.min_trades}); sampler {spec.sampler.name} seed {spec.sampler.seed}, pruner "
+                     f"{spec.pruner.name}")
+    else:
+        data, objective = why, f"{dash(a.objective)} (aggregate {dash(a.aggregate)})"
     return [
         ("study", study.study_name), ("spec", a.spec_name or "-"), ("spec hash", a.spec_hash or "-"),
-        ("data fingerprint", a.data_fingerprint or "-"),
-        ("objective", f"{dash(a.objective)} (aggregate {dash(a.aggregate)})"),
+        ("data fingerprint", a.data_fingerprint or "-"), ("data", data),
+        ("objective", objective),
         ("directions", ", ".join(d.name.lower() for d in study.directions)),
         ("train span", f"{dash(a.train_start)} .. {dash(a.train_end)}"),
         ("folds", len(a.folds)), ("symbols", dash(a.symbols)),
@@ -570,8 +586,9 @@ def build_walkforward_report(wf: Any, out_dir: str | Path = "output/reports", na
     """
     p = _parts(wf)
     res, summary, equity, stability = p["result"], p["summary"], p["equity"], p["stability"]
-    if name is None:  # a run that opened the final reserve is <spec>-final, as its folder (walkforward_dir)
-        name = str(res.get("spec") or "walkforward") + ("-final" if res.get("final") else "")
+    if name is None:  # the run's name ([run].study_name), <name>-final for a run that opened the final reserve, as
+        # its folder (walkforward_dir); a result saved before it was stored: the spec's name
+        name = str(res.get("study") or res.get("spec") or "walkforward") + ("-final" if res.get("final") else "")
     name = safe_name(name)
     out = Path(out_dir)
     eq_dir = Path(equity_dir) if equity_dir is not None else out.parent / "equity_curves"
@@ -581,6 +598,12 @@ def build_walkforward_report(wf: Any, out_dir: str | Path = "output/reports", na
     page.add(_verdict_block(p["verdict"]))
     page.add(_kv_html([("spec", res.get("spec", "-")), ("final reserve opened", bool(res.get("final"))),
                        ("generated", _dt.datetime.now().isoformat(timespec="seconds"))]))
+    page.h2("Settings")
+    rows = settings_rows(res.get("settings"))
+    if rows:
+        page.add(_kv_html(rows))
+    else:
+        page.note("not recorded: a run saved before result.json held its settings (run the walk-forward again)")
     for w in res.get("warnings") or []:
         page.note(str(w))
     page.h2("Deciding numbers")

@@ -209,7 +209,10 @@ def _page(rows: pd.DataFrame, meta: Mapping[str, Any], charts, buckets: pd.DataF
              f"{html.escape(str(meta['next_session']))} open</h1>")
     kv = [("configuration", meta["params_hash"]), ("exit", meta["exit_strategy"]),
           ("universe", f"{meta['universe']} ({meta['symbols']} symbols)"), ("positions replayed from", meta["span_start"]),
-          ("regime filter", meta["regime_filter"]), ("walk-forward", meta.get("walkforward") or "none given"),
+          ("regime filter", meta["regime_filter"]),
+          ("z-scores", f"from {meta.get('panel_start') or meta['span_start']}, min_periods "
+                       f"{meta['min_periods'] if meta.get('min_periods') is not None else '= the z-window'}"),
+          ("walk-forward", meta.get("walkforward") or "none given"),
           ("counts", ", ".join(f"{k} {v}" for k, v in meta["counts"].items())),
           ("parameters", json.dumps(meta["params"], sort_keys=True))]
     page.add('<table class="tbl kv">' + "".join(f"<tr><td>{html.escape(k)}</td><td style='text-align:left'>"

@@ -181,7 +181,9 @@ def _now_iso() -> str:
 
 
 def set_trials_target(study: optuna.Study, n: int) -> None:
-    """Record what the study was asked to run (``n_trials_target``): a run that asks for more updates it."""
+    """Record what the study was asked to run (``n_trials_target``). Only a run that asks for more calls it
+    (``run.open_study``): a resume asking for fewer runs no trial and leaves the target, so the target is never
+    below the trials the study holds."""
     study.set_user_attr("n_trials_target", int(n))
 
 
@@ -271,6 +273,15 @@ class ConfigRecord:
     def context(self) -> dict[str, Any]:
         """Everything but the parameters (the data the configuration ran on)."""
         return {k: v for k, v in self.to_dict().items() if k not in ("params", "key")}
+
+    def check_start(self, first: _dt.date, flag: str = "start") -> None:
+        """Refuse a signal start ``first`` (``--start``) before the panel start: a run of this record loads its
+        panel from ``panel_start`` (the z-scores warm up from it, as in the study), so an earlier start would
+        silently begin at the panel start instead."""
+        if self.panel_start is not None and first.isoformat() < self.panel_start:
+            raise ParameterError(f"{flag} must be on or after {self.panel_start}, the trial's panel start (its z-scores "
+                                 f"warm up from it, as in the study), got {flag}={first.isoformat()}; to start earlier, "
+                                 "pass the trial's parameters without its record (the file's \"params\" object)")
 
     def symbols_match(self, symbols: Sequence[str]) -> bool:
         return self.symbols_sha is None or _symbols_sha(symbols) == self.symbols_sha

@@ -240,7 +240,8 @@ def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, data: Stud
                 raise SpecError("cv", f"study {name!r} scored its trials on other folds ({_show_folds(rec.folds)}; this "
                                       f"run: {_show_folds(folds)}); refusing to mix trials. {remedy}")
             st.sampler = _sampler(spec, seed_offset)
-            if n_trials is not None and read_study(st).n_trials_target != n_trials:
+            target = read_study(st).n_trials_target
+            if n_trials is not None and (target is None or n_trials > target):  # never below the trials it holds
                 set_trials_target(st, n_trials)
             return st
     created = dict(creating()) if creating is not None else {}

@@ -80,6 +80,7 @@ from optimizer.validate.verdict import POWER, T_MIN, Power, Verdict, verdict, ve
 __all__ = [
     "WindowResult", "WalkForwardResult", "run_walkforward", "run_walkforward_worker", "select_params", "concat_trades", "pbo_matrix",
     "tried_configs", "combine_pvalues", "save_walkforward", "load_walkforward", "walkforward_dir", "SPA_GATE",
+    "run_settings", "settings_rows",
 ]
 
 _NAN = float("nan")
@@ -147,6 +148,8 @@ class WalkForwardResult:
     by_sector: pd.DataFrame = field(default_factory=pd.DataFrame)
     by_regime: pd.DataFrame = field(default_factory=pd.DataFrame)
     rules: pd.DataFrame = field(default_factory=pd.DataFrame)
+    study: str = ""  # the run's name ([run].study_name): its window studies, folder and report are named after it
+    settings: dict[str, Any] = field(default_factory=dict)  # what the run ran with (``run_settings``)
 
     def to_dict(self) -> dict[str, Any]:
         """The run as JSON-ready plain objects (NaN / inf -> None); the verdict as ``Verdict.to_dict``."""
@@ -163,7 +166,9 @@ class WalkForwardResult:
 
         return clean({
             "spec": self.spec_name,
+            "study": self.study or self.spec_name,
             "final": self.final,
+            "settings": self.settings,
             "windows": [
                 {"index": w.window.index, "study": w.study_name, "train": list(w.train_dates), "test": list(w.test_dates),
                  "in_reserve": w.in_reserve, "best_params": w.params,
@@ -209,6 +214,23 @@ def concat_trades(parts: list[Trades]) -> Trades:
                   absolute=w is not None and absolute == {True})
 
 
+def _why_none(study: optuna.Study) -> str:
+    """Why a study has no completed trial: its pruned / failed counts and the first trial's stored reason (a
+    window whose every trial met too few trades in a fold says so, and what to change)."""
+    trials = study.get_trials(deepcopy=False)
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    first = min(pruned + failed, key=lambda t: t.number, default=None)
+    rec = read_trial(first) if first is not None else None
+    reason = None if rec is None else (rec.pruned_reason or rec.fail_reason)
+    out = f" ({len(pruned)} pruned, {len(failed)} failed of {len(trials)}"
+    out += f"; trial {first.number}: {reason})" if reason else ")"
+    if reason and "< min_trades" in reason:
+        out += ("; every configuration met too few closed trades in a fold: lower [objective] min_trades, or give "
+                "the window more sessions ([walkforward] train) or fewer inner folds ([walkforward] n_splits)")
+    return out
+
+
 def select_params(study: optuna.Study, how: str = "best", top_k: int = 5) -> optuna.trial.FrozenTrial:
     """The best trial, or (``robust``) among the top-k the one whose nearest neighbours in parameter space score
     best by median: a configuration on a plateau beats a lucky spike. A multi-objective study: its Pareto front
@@ -217,7 +239,7 @@ def select_params(study: optuna.Study, how: str = "best", top_k: int = 5) -> opt
     not a neighbour: left out, so a configuration the sampler proposed three times is not its own plateau."""
     ranked = [t for t in ranked_trials(study) if read_trial(t).repeat_of is None]
     if not ranked:
-        raise DataError(f"study {study.study_name!r} has no completed trial to select from (all pruned or failed)")
+        raise DataError(f"study {study.study_name!r} has no completed trial to select from{_why_none(study)}")
     sign = direction_sign(study.directions[0])
     if how == "best" or len(ranked) < 3:
         return ranked[0]
@@ -895,7 +917,85 @@ def _assemble(ctx: _RunContext, results: list[WindowResult], final: bool, msgs: 
     summary, tdf, stability = _tables(results, p, trades)
     events, by_symbol, by_sector, by_regime, rules = _segments(ctx.spec, p, results, span, ev_all)
     return WalkForwardResult(ctx.spec.name, results, oos, stats, v, summary, tdf, eq, stability, final, msgs,
-                             events, by_symbol, by_sector, by_regime, rules)
+                             events, by_symbol, by_sector, by_regime, rules, ctx.spec.run.study_name,
+                             run_settings(ctx, results, final))
+
+
+def run_settings(ctx: _RunContext, results: list[WindowResult], final: bool) -> dict[str, Any]:
+    """What the run ran with, as it ran (the spec after its defaults, ``--n-trials`` and the store): its name and
+    spec, the universe and span, the final reserve, the regime filter, min_periods, the costs the windows' winners
+    traded at (one pair, or one per window when they differ), the windows, each window study's trials, sampler,
+    pruner and inner CV, the objective and the selection rule. Stored in result.json (``settings``); the report
+    and ``accumopt walkforward`` show it (``settings_rows``)."""
+    s, wfs, d = ctx.spec, ctx.spec.walkforward, ctx.panel.dates
+    costs: list[dict[str, float]] = []
+    for r in results:
+        p = r.cfg(s).to_params()
+        c = {"commission_bps": float(p["commission_bps"]), "slippage_bps": float(p["slippage_bps"])}
+        costs += [] if c in costs else [c]
+    costs = costs or [{"commission_bps": s.data.commission_bps, "slippage_bps": s.data.slippage_bps}]
+    if s.cv.mode == "cpcv":  # each window study scores the [cv] groups (``_window_data``)
+        inner: dict[str, Any] = {"mode": "cpcv", "n_groups": s.cv.n_groups, "n_test_groups": s.cv.n_test_groups}
+    else:
+        inner = {"mode": s.cv.mode, "n_splits": wfs.n_splits, "min_train_size": s.cv.min_train_size}
+    uni = s.data.universe
+    return {
+        "study": s.run.study_name, "spec": s.name, "spec_hash": s.spec_hash,
+        "universe": list(uni) if isinstance(uni, (list, tuple)) else uni, "symbols": len(ctx.panel.symbols),
+        "span": [str(d[0])[:10], str(d[ctx.limit - 1])[:10]],
+        "reserve_start": str(d[ctx.reserve])[:10] if ctx.reserve < len(d) else None, "final": final,
+        "regime": s.data.regime, "min_periods": s.data.min_periods,
+        "costs": costs[0] if len(costs) == 1 else costs,
+        "windows": {"n": len(results), "train": wfs.train, "test": wfs.test, "step": wfs.step or wfs.test,
+                    "unit": wfs.unit, "purge": ctx.purge, "anchored": wfs.anchored},
+        "window_study": {"n_trials": ctx.n_trials, "sampler": {"name": s.sampler.name, "seed": s.sampler.seed,
+                                                               **s.sampler.options},
+                         "pruner": {"name": s.pruner.name, **s.pruner.options},
+                         "cv": {**inner, "purge": s.purge(), "embargo": wfs.embargo}},
+        "objective": {"name": s.objective.name, "directions": list(s.objective.directions),
+                      "aggregate": s.objective.aggregate, "k": s.objective.k, "min_trades": s.objective.min_trades,
+                      "options": dict(s.objective.options)},
+        "select": {"rule": wfs.select, "top_k": wfs.top_k if wfs.select == "robust" else None},
+    }
+
+
+def _opts(d: dict[str, Any], skip: tuple[str, ...] = ("name",)) -> str:
+    return "".join(f", {k} {v}" for k, v in d.items() if k not in skip)
+
+
+def settings_rows(st: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The run's settings (``run_settings``; result.json's ``settings``) as (label, text) rows, for the report and
+    the terminal; [] for a run saved without them."""
+    if not st:
+        return []
+    uni = ",".join(st["universe"]) if isinstance(st["universe"], list) else st["universe"]
+    reserve = ("no final reserve" if st.get("reserve_start") is None else
+               f"final reserve from {st['reserve_start']} {'opened' if st.get('final') else 'kept out'}")
+    c = st["costs"]
+    costs = (f"{c['commission_bps']:g} + {c['slippage_bps']:g} bp per side (commission + slippage)" if isinstance(c, dict)
+             else "per window: " + ", ".join(f"{x['commission_bps']:g} + {x['slippage_bps']:g}" for x in c)
+             + " bp per side")
+    w, ws, o, sel = st["windows"], st["window_study"], st["objective"], st["select"]
+    cv = ws["cv"]
+    inner = (f"cpcv {cv['n_groups']} groups ({cv['n_test_groups']} per test)" if cv["mode"] == "cpcv" else
+             f"{cv['n_splits']} purged folds" + (f", min train {cv['min_train_size']}" if cv.get("min_train_size") else ""))
+    agg = o["aggregate"] + (f" k {o['k']:g}" if o["aggregate"] == "mean_minus_std" else "")
+    mp = st.get("min_periods")
+    return [
+        ("study", f"{st['study']} (spec {st['spec']}, hash {st['spec_hash']})"),
+        ("data", f"universe {uni}, {st['symbols']} symbols, {st['span'][0]}..{st['span'][1]}; {reserve}"),
+        ("entries", f"regime filter {st['regime']}"),
+        ("z-scores", f"min_periods {mp}" if mp is not None else "min_periods = the z-window (default)"),
+        ("costs", costs),
+        ("windows", f"{w['n']}: train {w['train']} {w['unit']}, test {w['test']}, step {w['step']}, "
+                    f"{'anchored' if w['anchored'] else 'rolling'}, purge {w['purge']} sessions"),
+        ("window study", f"{ws['n_trials']} trials; sampler {ws['sampler']['name']} seed {ws['sampler']['seed']}"
+                         f"{_opts(ws['sampler'], ('name', 'seed'))}; pruner {ws['pruner']['name']}{_opts(ws['pruner'])}; "
+                         f"{inner}, purge {cv['purge']}, embargo {cv['embargo']}"),
+        ("objective", f"{o['name']} ({', '.join(o['directions'])}), aggregate {agg}, min_trades {o['min_trades']}"
+                      f"{_opts(o['options'], ())}"),
+        ("selection", "the best trial" if sel["rule"] == "best" else f"robust: among the top {sel['top_k']} trials"),
+    ]
 
 
 def _f(v: Any) -> float:
