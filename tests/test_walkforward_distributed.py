@@ -407,6 +407,17 @@ def _start(args: list[str], log: Path, extra: dict[str, str] | None = None, grac
                             stdout=open(log.with_suffix(".out"), "w"), stderr=open(log.with_suffix(".err"), "w"))
 
 
+def _ready(p: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    """Wait for a ``walkforward worker``'s line saying it is up and looks for its coordinator's run (stderr)."""
+    err, t_end = log.with_suffix(".err"), time.monotonic() + timeout
+    while time.monotonic() < t_end and p.poll() is None:
+        if err.read_text(encoding="utf-8").startswith("walkforward worker ready: joining the walk-forward of 'wfd' "
+                                                      "(waiting up to 60 s for it)\n"):
+            return
+        time.sleep(0.05)
+    pytest.fail(f"the worker never said it was ready (exit code {p.poll()}): {err.read_text(encoding='utf-8')}")
+
+
 def _wait(p: subprocess.Popen, log: Path, timeout: float = 300) -> str:
     out, err = finish_logged(p, log, timeout)
     assert "Traceback" not in err and "database is locked" not in err, err
@@ -456,7 +467,7 @@ def test_killed_worker_window_is_resumed_with_exactly_n_trials(synth_db, spec_pa
     spec_path = slow
     worker = _start(["walkforward", "worker", str(spec_path), "--db", str(synth_db), "--storage", url, "--format",
                      "json"], tmp_path / "worker", {SLEEP_ENV: "0.1"}, grace=2)
-    time.sleep(3)  # the worker is up (waiting for the run) when the coordinator registers it
+    _ready(worker, tmp_path / "worker")  # the worker is up (waiting for the run) when the coordinator registers it
     coord = _start(["walkforward", str(spec_path), *common], tmp_path / "coord", grace=2)
     st = make_storage(url, heartbeat=False)
     victim, before, t_end = None, None, time.monotonic() + 240
