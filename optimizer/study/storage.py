@@ -220,15 +220,19 @@ def make_storage(url: str | None, heartbeat: bool = True, grace_period: int | No
 
 
 def user_attrs_in_one_transaction(study: optuna.Study, attrs: Mapping[str, Any]) -> bool:
-    """Write ``attrs`` as user attributes of ``study`` in ONE transaction when its storage is an RDB storage from
-    ``make_storage`` (Optuna commits each attribute on its own: a study record of ~30 keys was ~30 transactions, each
-    an ORM round trip, and on PostgreSQL a network one); False, nothing written, on any other storage (the caller,
+    """Write ``attrs`` as user attributes of ``study`` in ONE transaction when its storage is an RDB or journal
+    storage from ``make_storage`` (Optuna commits each attribute on its own: a study record of ~30 keys was ~30
+    transactions, each an ORM round trip, and on PostgreSQL a network one; on a journal file ~30 appends, each
+    taking the file's lock and an fsync); False, nothing written, on any other storage (the caller,
     ``records.write_study``, then writes them one by one)."""
     backend = getattr(study._storage, "_backend", study._storage)  # Optuna wraps an RDB storage in its trial cache
-    if not isinstance(backend, _BudgetRDBStorage):
-        return False
-    backend.set_study_user_attrs(study._study_id, attrs)
-    return True
+    if isinstance(backend, _BudgetRDBStorage):
+        backend.set_study_user_attrs(study._study_id, attrs)
+        return True
+    if isinstance(study._storage, _BudgetJournalStorage):
+        study._storage.set_study_user_attrs(study._study_id, attrs)
+        return True
+    return False
 
 
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
@@ -487,6 +491,19 @@ class _BudgetRDBStorage(optuna.storages.RDBStorage):
         self._budgets[study_id] = budget
 
     def set_study_user_attrs(self, study_id: int, attrs: Mapping[str, Any]) -> None:
+        """Optuna's ``set_study_user_attr`` for each of ``attrs``: the same log entries, one per attribute, in the
+        same order, written in ONE append (one lock and one fsync of the journal file instead of one each)."""
+        from optuna.storages.journal._storage import JournalOperation
+
+        if not attrs:
+            return  # (an append of no entry would write an empty line)
+        with self._thread_lock:
+            worker = self._replay_result.worker_id
+            self._backend.append_logs([{"op_code": JournalOperation.SET_STUDY_USER_ATTR, "worker_id": worker,
+                                        "study_id": study_id, "user_attr": {k: v}} for k, v in attrs.items()])
+            self._sync_with_backend()
+
+    def set_study_user_attrs(self, study_id: int, attrs: Mapping[str, Any]) -> None:
         """Optuna's ``set_study_user_attr`` for each of ``attrs`` (the same rows), in ONE transaction."""
         with _create_scoped_session(self.scoped_session, True) as session:
             study = models.StudyModel.find_or_raise_by_id(study_id, session)
@@ -606,6 +623,19 @@ class _BudgetJournalStorage(optuna.storages.JournalStorage):
 
     def set_trial_budget(self, study_id: int, budget: int | None) -> None:
         self._budgets[study_id] = budget
+
+    def set_study_user_attrs(self, study_id: int, attrs: Mapping[str, Any]) -> None:
+        """Optuna's ``set_study_user_attr`` for each of ``attrs``: the same log entries, one per attribute, in the
+        same order, written in ONE append (one lock and one fsync of the journal file instead of one each)."""
+        from optuna.storages.journal._storage import JournalOperation
+
+        if not attrs:
+            return  # (an append of no entry would write an empty line)
+        with self._thread_lock:
+            worker = self._replay_result.worker_id
+            self._backend.append_logs([{"op_code": JournalOperation.SET_STUDY_USER_ATTR, "worker_id": worker,
+                                        "study_id": study_id, "user_attr": {k: v}} for k, v in attrs.items()])
+            self._sync_with_backend()
 
     def create_new_trial(self, study_id: int, template_trial=None) -> int:
         budget = self._budgets.get(study_id)
