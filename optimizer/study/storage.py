@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import sqlite3
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
@@ -315,16 +316,9 @@ def _writer(url: str, heartbeat: bool, grace_period: int | None) -> optuna.stora
 _EMPTY_SQLITE: dict[str, bytes] = {}  # filled on first use, never at import
 
 
-def _new_sqlite_storage(path: Path) -> None:
-    """Create the SQLite storage file ``path`` (which does not exist) as a copy of the empty storage Optuna makes
-    (``_EMPTY_SQLITE``: made once per process by Optuna itself, so the file is the one Optuna would write), put in
-    place with a hard link, atomically: a process that finds the file finds it complete, and when another process
-    made ``path`` first, its file stays. Optuna creating a new file itself costs ~13 table creations (each a commit
-    and an fsync) and two reads of its ~90 migration scripts: ~75 ms CPU and ~250 ms wall a file on a loaded
-    machine, against ~10 ms for opening an existing one. Where hard links fail (a file system without them), Optuna
-    creates the file as before."""
-    import tempfile
-
+def _empty_sqlite() -> bytes:
+    """The bytes of ``_EMPTY_SQLITE``, made on first use in a temporary folder by Optuna (the file it creates for a
+    new SQLite storage, in WAL mode, every page checkpointed into the file)."""
     empty = _EMPTY_SQLITE.get("db")
     if empty is None:
         with tempfile.TemporaryDirectory(prefix="accumopt-storage-") as d:
@@ -336,7 +330,23 @@ def _new_sqlite_storage(path: Path) -> None:
             with contextlib.closing(sqlite3.connect(f)) as c:  # every page in the file itself, the WAL emptied
                 c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             empty = _EMPTY_SQLITE["db"] = f.read_bytes()
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)
+    return empty
+
+
+def _new_sqlite_storage(path: Path) -> None:
+    """Create the SQLite storage file ``path`` (which does not exist) as a copy of the empty storage Optuna makes
+    (``_EMPTY_SQLITE``: made once per process by Optuna itself, so the file is the one Optuna would write), put in
+    place with a hard link, atomically: a process that finds the file finds it complete, and when another process
+    made ``path`` first, its file stays. Optuna creating a new file itself costs ~13 table creations (each a commit
+    and an fsync) and two reads of its ~90 migration scripts: ~75 ms CPU and ~250 ms wall a file on a loaded
+    machine, against ~10 ms for opening an existing one. Where hard links fail (a file system without them), Optuna
+    creates the file as before."""
+    try:
+        empty = _empty_sqlite()
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)
+    except (OSError, sqlite3.Error):
+        return  # no temporary folder, or a folder this process cannot write in: Optuna creates the file, as before
+        # (and its error says why it cannot)
     tmp = Path(name)
     try:
         with os.fdopen(fd, "wb") as fh:
