@@ -621,6 +621,7 @@ def test_a_new_sqlite_storage_is_the_file_optuna_makes_without_optuna_making_it_
     assert heads == []  # no new file read Optuna's migration scripts
     for i, u in enumerate(urls):
         assert dump(tmp_path / f"new{i}.db") == dump(own)
+        assert (tmp_path / f"new{i}.db").stat().st_mode == own.stat().st_mode  # SQLite's mode, not a temp file's
         assert optuna.load_study(study_name="s", storage=make_storage(u, read_only=True)).user_attrs == {"k": u}
     kept = tmp_path / "kept.db"
     kept.write_bytes(b"")  # an existing (empty) file is opened, never replaced by the copy

@@ -16,6 +16,7 @@ import os
 import sqlite3
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -343,11 +344,11 @@ def _new_sqlite_storage(path: Path) -> None:
     creates the file as before."""
     try:
         empty = _empty_sqlite()
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.new")
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)  # SQLite's mode for a new file (less umask)
     except (OSError, sqlite3.Error):
         return  # no temporary folder, or a folder this process cannot write in: Optuna creates the file, as before
         # (and its error says why it cannot)
-    tmp = Path(name)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(empty)
