@@ -113,6 +113,12 @@ _WF_LABELS = {"window": "win", "test_start": "test from", "test_end": "test to",
               "is_avg_excess_return": "is excess", "is_rank_score": "is rank"}
 
 
+# The worker's line on stderr once it is up and looks for its coordinator's run (a script, or a test, that starts
+# the coordinator after its workers waits for it; README "Walk-forward on many machines"). No storage URL: it may
+# hold a password.
+WORKER_READY = "walkforward worker ready: joining the walk-forward of {name!r} (waiting up to {wait:.0f} s for it)"
+
+
 @click.command("worker")
 @click.argument("spec", type=click.Path())
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help=_JOBS_HELP)
@@ -128,7 +134,8 @@ def walkforward_worker_cmd(spec, jobs, wait, storage, db, out, fmt):
     s = load_spec(spec)
     root = output_root(out)
     ran = run_walkforward_worker(s, resolve_db(db, s.data.database, root), resolve_storage(storage, s.run.storage, root),
-                                 jobs=jobs, wait=wait)
+                                 jobs=jobs, wait=wait, on_ready=lambda: click.echo(WORKER_READY.format(
+                                     name=s.run.study_name, wait=wait), err=True))
     if fmt == "json":
         echo_json({"windows_run": ran})
         return

@@ -52,11 +52,15 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def wait_for_run(storage: optuna.storages.BaseStorage, study_name: str, wait: float) -> dict[str, Any]:
+def wait_for_run(storage: optuna.storages.BaseStorage, study_name: str, wait: float,
+                 on_ready: Callable[[], None] | None = None) -> dict[str, Any]:
     """The settings of the walk-forward of ``study_name`` a coordinator registered in ``storage``, waiting up to
-    ``wait`` seconds for it to appear."""
+    ``wait`` seconds for it to appear. ``on_ready``: called once, before the first look (this process is up and its
+    storage open: a coordinator started from now on is joined)."""
     name = claims_name(study_name)
     t_end = time.monotonic() + wait
+    if on_ready is not None:
+        on_ready()
     while True:
         try:
             run = read_wf_run(optuna.load_study(study_name=name, storage=storage))

@@ -37,6 +37,7 @@ import platform
 import signal
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -727,12 +728,13 @@ def run_walkforward(
 
 
 def run_walkforward_worker(spec: StudySpec, db: str | Path, storage_url: str | None = None, jobs: int = 1,
-                           wait: float = 60.0) -> list[str]:
+                           wait: float = 60.0, on_ready: Callable[[], None] | None = None) -> list[str]:
     """Join the walk-forward of ``spec`` that a coordinator (``run_walkforward``) started on ``storage_url``: claim
     and run whole windows (``jobs`` local processes) until every window is done; the window studies this
     process ran (its forked processes' not included). Waits up to ``wait`` seconds for the coordinator to have
-    registered the run. This machine's store must give the same windows (same spec, same data): else a
-    ``DataError``. The coordinator computes the results."""
+    registered the run (``on_ready``: called once when it starts looking for it, ``distributed.wait_for_run``).
+    This machine's store must give the same windows (same spec, same data): else a ``DataError``. The coordinator
+    computes the results."""
     if jobs < 1:
         raise ParameterError(f"jobs must be >= 1, got jobs={jobs}")
     db = resolve_db(db, spec.data.database)
@@ -740,7 +742,7 @@ def run_walkforward_worker(spec: StudySpec, db: str | Path, storage_url: str | N
     if not _claimable(url):
         raise ParameterError(f"walkforward worker needs a storage with heartbeats (SQLite or another RDB URL such as "
                              f"postgresql://...), got {url}")
-    run = wait_for_run(make_storage(url), spec.run.study_name, wait)
+    run = wait_for_run(make_storage(url), spec.run.study_name, wait, on_ready)
     if not spec.matches_stored(run.get("spec_hash")):
         raise SpecError("walkforward", f"the walk-forward running in {url} was started from a different spec (hash "
                                        f"{run.get('spec_hash')}, this spec {spec.spec_hash}); pass the same spec file")
