@@ -146,11 +146,14 @@ _KINDS: dict[str, _Kind] = {
     "splits": _Kind(splits.JSON_OK, splits.prepare, splits.spec, splits.plan, "splits"),
 }
 # a batch of files is staged and validated together (then written one transaction per file); the first batch is
-# small so that writing starts early, each next one twice as large up to the caps
+# small so that writing starts early, each next one twice as large up to the caps, 256 files (many small files)
+# and 8 MiB: batch k+1 is staged while batch k is written, so batches of one size keep both threads busy (with 32
+# MiB, a 252-file call of 330 KiB CNMS files ran 12/24/48/84/... files and the stager waited behind each large
+# write); the tail halves (TAIL_FILES), so the last write, which nothing overlaps, is short
 BATCH_FILES = 256
-BATCH_BYTES = 32 << 20
+BATCH_BYTES = 8 << 20
 FIRST_BATCH_FILES = 16
-FIRST_BATCH_BYTES = 4 << 20
+FIRST_BATCH_BYTES = 2 << 20
 TAIL_FILES = 2
 # anything a file the rules did not foresee can raise inside the SQL or pandas steps
 _UNFORESEEN = (duckdb.Error, ValueError, TypeError, KeyError, OverflowError, IndexError)
