@@ -9,22 +9,38 @@ with the tests folder on PYTHONPATH.
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from objectives.builtin import CompositeRank, CompositeRankExcess
 
-__all__ = ["SlowRankExcess", "SlowRank", "SLEEP_ENV", "slowed"]
+__all__ = ["SlowRankExcess", "SlowRank", "SLEEP_ENV", "SLOW_NAME", "slowed", "unslowed"]
 
 SLEEP_ENV = "ACCUMOPT_TEST_FOLD_SLEEP"
+SLOW_NAME = "_slow_objective:SlowRankExcess"
 
 
 def slowed(spec_text: str) -> str:
     """``spec_text`` (TOML) with its objective ``composite_rank_excess`` replaced by ``SlowRankExcess``."""
     old = 'name = "composite_rank_excess"'
     assert spec_text.count(old) == 1, f"the spec must name {old!r} once"
-    return spec_text.replace(old, 'name = "_slow_objective:SlowRankExcess"')
+    return spec_text.replace(old, f'name = "{SLOW_NAME}"')
+
+
+def unslowed(result: Mapping[str, Any], plain: Mapping[str, Any]) -> dict[str, Any]:
+    """A walk-forward result (``to_dict()`` / result.json) of a :func:`slowed` spec, with the two settings the
+    slowing itself changes (``settings.objective.name`` and ``settings.spec_hash``: the spec text differs) set to
+    ``plain``'s, the same run of the plain spec, after checking they are exactly the slowed and the plain ones.
+    Every other figure is compared as it is."""
+    out = copy.deepcopy(dict(result))
+    s, p = out["settings"], plain["settings"]
+    assert (s["objective"]["name"], p["objective"]["name"]) == (SLOW_NAME, "composite_rank_excess")
+    assert s["spec_hash"] != p["spec_hash"]
+    s["objective"]["name"], s["spec_hash"] = p["objective"]["name"], p["spec_hash"]
+    return out
 
 
 class SlowRankExcess(CompositeRankExcess):
