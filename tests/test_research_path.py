@@ -242,6 +242,26 @@ def test_phase_b_first_trials_are_phase_a_top_configurations_key_for_key(phase_a
     assert len(again.study.trials) == 12
 
 
+def test_seeds_from_a_study_of_other_data_settings_are_used_and_the_run_says_so(phase_a):
+    """Phase A ranked its trials on its own [data] settings. Phase B on another universe / min_periods / reserve is
+    a legitimate plan (a coarse phase A on fewer names) but was silent: the seeds entered as if chosen on B's data.
+    Now the run that seeds says which settings differ (``StudyRunResult.warnings``; ``study run`` prints them and
+    puts them in its JSON); a phase B on phase A's settings says nothing."""
+    other = PHASE_B.replace('name = "pb"', 'name = "pb5"').replace(
+        'universe = "tier1+3"', 'universe = "tier1"\nmin_periods = 8\nreserve_fraction = 0.25')
+    res = run_study(parse_spec(other), phase_a["db"], phase_a["storage"], n_trials=4)
+    assert seeded(res.study)["from"] == "pa"  # seeded all the same
+    assert len(res.warnings) == 1, res.warnings
+    w = res.warnings[0]
+    assert w.startswith("[seed_from] 'pa' ranked its trials on other [data] settings than this study (")
+    assert "universe 'tier1+3' -> 'tier1'" in w and "min_periods None -> 8" in w and "reserve_fraction 0.2 -> 0.25" in w
+    assert "regime" not in w and "start" not in w and "its 4 seeds" in w
+    # said once, by the run that seeds: a resume has nothing new to say
+    assert run_study(parse_spec(other), phase_a["db"], phase_a["storage"], n_trials=5).warnings == ()
+    same = PHASE_B.replace('name = "pb"', 'name = "pb6"')
+    assert run_study(parse_spec(same), phase_a["db"], phase_a["storage"], n_trials=4).warnings == ()
+
+
 def test_a_seed_the_space_cannot_express_is_refused_with_key_and_value(phase_a):
     narrow = PHASE_B.replace('name = "pb"', 'name = "pb2"').replace(
         'buy_threshold = { type = "int", low = 60, high = 80, step = 5 }', 'buy_threshold = { type = "int", low = 75, high = 80, step = 5 }')

@@ -101,15 +101,18 @@ def study_run(spec, n_trials, timeout, name, new_name, jobs, storage, db, out, f
 def _print_run(res, fmt):
     d = {"study": res.study_name, "storage": res.storage, **res.counts, "best_value": res.best_value,
          "best_params": res.best_params, "seconds": round(res.seconds, 2), "interrupted": res.interrupted,
-         "first_failure": res.first_failure}
+         "first_failure": res.first_failure, "warnings": list(res.warnings)}
     if fmt == "json":
         echo_json(d)
     else:
+        d.pop("warnings")
         print_kv({k: json.dumps(v, default=str) if isinstance(v, (dict, list)) else v for k, v in d.items()},
                  title=f"study {res.study_name}")
         if res.first_failure:
             err_console.print(f"warning: {res.counts['failed']} trial(s) failed; first failure, {res.first_failure}",
                               style="yellow", markup=False, highlight=False, soft_wrap=True)
+        for w in res.warnings:
+            err_console.print(f"warning: {w}", style="yellow", markup=False, highlight=False, soft_wrap=True)
         print_cmd("dashboard:", f"accumopt dashboard --storage {res.storage}")
 
 

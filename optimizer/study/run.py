@@ -282,6 +282,7 @@ class StudyRunResult:
     interrupted: bool
     study: optuna.Study | None = None
     first_failure: str | None = None  # "trial N: reason" of the first failed trial, when any failed
+    warnings: tuple[str, ...] = ()  # what the user should know about this run (e.g. [seed_from] on other data)
 
 
 def _best(study: optuna.Study):
@@ -446,7 +447,8 @@ def run_study(
     study = open_study(spec, storage, data, name=name, new_name=new_name, extra_attrs=extra_attrs,
                        seed_offset=seed_offset, n_trials=target, remedy=remedy, creating=warm_up)
     optuna.storages.fail_stale_trials(study)  # trials left RUNNING by a killed process: FAIL (+ retried)
-    searched = seed_from_study(study, spec, storage) if seed else spec
+    notes: list[str] = []
+    searched = seed_from_study(study, spec, storage, notes) if seed else spec
     if searched is not spec:  # the weight ranges narrowed around the seeds: the trials search those
         data = dataclasses.replace(data, spec=searched)
         if spec.sampler.name == "grid":
@@ -519,4 +521,4 @@ def run_study(
         raise AccumoptError(f"study {study.study_name!r}: every trial failed ({counts['failed']}); first failure, {failure}")
     best, params = _best(study)
     return StudyRunResult(study.study_name, storage_url, counts, best, params,
-                          time.perf_counter() - t0, interrupted, study, failure)
+                          time.perf_counter() - t0, interrupted, study, failure, tuple(notes))

@@ -15,6 +15,10 @@ effective configurations, and ``[seed_from].weight_radius`` narrows the weight s
   entry's step grid; a categorical keeps the choices inside that interval). The narrowed ranges are stored on the
   study (``records.seeded(study)["space"]``) when it is seeded, and every later run of the study (resumed, or a
   ``study worker``) searches the stored ranges, not ranges recomputed from a phase A that may have grown since.
+* Told: phase A's configurations were ranked on ITS data settings. When the seed study's stored spec has other
+  ``[data]`` settings than this spec (universe, start, end, regime, min_periods, reserve_fraction), seeding goes on
+  (a coarse phase A on a smaller universe is a legitimate plan) and the run says which differ
+  (:func:`data_differences`; ``StudyRunResult.warnings``, printed by ``study run``).
 """
 
 from __future__ import annotations
@@ -33,10 +37,27 @@ from optimizer.study.registry import round_to_step
 from optimizer.study.space import params_to_config
 from optimizer.study.spec import ParamSpec, StudySpec
 
-__all__ = ["seed_from_study", "seed_configs", "express", "narrow_space", "searched_spec", "WEIGHT_NAMES"]
+__all__ = ["seed_from_study", "seed_configs", "express", "narrow_space", "searched_spec", "data_differences",
+           "WEIGHT_NAMES"]
 
 WEIGHT_NAMES = ("w_short", "w_lit", "w_price")
 _COSTS = ("commission_bps", "slippage_bps")
+# the [data] settings that decide which trades a configuration makes (costs are checked exactly by ``express``;
+# ``database`` names a file, not what is in it)
+_DATA_KEYS = ("universe", "start", "end", "regime", "min_periods", "reserve_fraction")
+
+
+def data_differences(seed_spec: StudySpec | None, spec: StudySpec) -> list[str]:
+    """``key: <seed study's value> -> <this spec's value>`` for each ``[data]`` setting (``_DATA_KEYS``) the seed
+    study's stored spec has otherwise than ``spec`` (empty when the seed study stored no spec)."""
+    if seed_spec is None:
+        return []
+    out = []
+    for k in _DATA_KEYS:
+        a, b = getattr(seed_spec.data, k), getattr(spec.data, k)
+        if (list(a) if isinstance(a, (list, tuple)) else a) != (list(b) if isinstance(b, (list, tuple)) else b):
+            out.append(f"{k} {a!r} -> {b!r}")
+    return out
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -178,9 +199,10 @@ def searched_spec(spec: StudySpec, narrowed: Mapping[str, list[Any]] | None) -> 
     return dataclasses.replace(spec, space=tuple(space))
 
 
-def seed_from_study(study: optuna.Study, spec: StudySpec, storage: Any) -> StudySpec:
+def seed_from_study(study: optuna.Study, spec: StudySpec, storage: Any, notes: list[str] | None = None) -> StudySpec:
     """Seed ``study`` from ``spec.seed_from`` once (module docstring) and return the spec it searches: ``spec``
-    with its weight entries narrowed around the seeds (as stored on the study when it was seeded)."""
+    with its weight entries narrowed around the seeds (as stored on the study when it was seeded). ``notes``: when
+    this call seeds, a line is appended to it if the seed study ran on other ``[data]`` settings."""
     if spec.seed_from is None:
         return spec
     mark = seeded(study)
@@ -206,4 +228,8 @@ def seed_from_study(study: optuna.Study, spec: StudySpec, storage: Any) -> Study
         values = express(params, searched, f"trial {n} of {src.study!r}")
         study.enqueue_trial({k: v for k, v in values.items() if k not in fixed}, skip_if_exists=True)
     mark_seeded(study, src.study, len(seeds), [n for n, _ in seeds], narrowed)
+    diff = data_differences(read_study(a).spec(), spec)
+    if diff and notes is not None:
+        notes.append(f"[seed_from] {src.study!r} ranked its trials on other [data] settings than this study "
+                     f"({'; '.join(diff)}): its {len(seeds)} seeds were chosen on that data")
     return searched
