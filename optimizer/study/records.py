@@ -466,16 +466,18 @@ def claim_template(window: str, worker: str, key: str | None = None,
     settings key is ``key`` (the run's ``key``: a window done for a run of other settings is not done for this
     one); created from this template, its attributes are stored in the same transaction as the trial itself.
 
-    The claim also holds its window as the parameter ``window`` (categorical over ``windows``, the run's window
-    studies; ``(window,)`` without them): optuna-dashboard 0.21 divides by the number of parameters when it
-    computes the importances of a study of two or more COMPLETE trials whose importances are empty, so a claims
-    study without parameters answered HTTP 500 on its importances page; with one it shows which window each
-    claim is. The claims are read from ``WF_CLAIM`` (``read_claim``), never from the parameter."""
+    The claim also holds its window's place in the run as the parameter ``window`` (an integer: the index of
+    ``window`` in ``windows``, the run's window studies, 0 without them): optuna-dashboard 0.21 divides by the
+    number of parameters when it computes the importances of a study of two or more COMPLETE trials whose
+    importances are empty, so a claims study without parameters answered HTTP 500 on its importances page. An
+    integer range, not the window names as choices: Optuna refuses a categorical parameter whose choices change
+    within a study, and one claims study holds the claims of every run of the study name (a later run over more
+    data has more windows). The claims are read from ``WF_CLAIM`` (``read_claim``), never from the parameter."""
     claim = {"window": window, "worker": worker} | ({} if key is None else {"key": key})
-    choices = tuple(windows) if windows and window in windows else (window,)
+    names = list(windows) if windows and window in windows else [window]
     return FrozenTrial(number=-1, state=TrialState.RUNNING, value=None, datetime_start=_dt.datetime.now(),
-                       datetime_complete=None, params={"window": window},
-                       distributions={"window": optuna.distributions.CategoricalDistribution(choices)},
+                       datetime_complete=None, params={"window": names.index(window)},
+                       distributions={"window": optuna.distributions.IntDistribution(0, len(names) - 1)},
                        user_attrs={WF_CLAIM: claim}, system_attrs={},
                        intermediate_values={}, trial_id=-1)
 

@@ -11,7 +11,7 @@ Claims live in the storage itself, through Optuna's storage API only (works on S
 a marker study ``<study>-wf-claims`` (``records.claims_name``; hidden from listings) holds the run's settings
 (``records.write_wf_run``: spec hash, trials per window, final, the window studies' names) and one RUNNING trial
 per claim, created from a template in one transaction with its window and worker (``records.claim_template``;
-the window also as the claim's one parameter, so optuna-dashboard can compute the study's importances).
+the window's index in the run also as the claim's one parameter, so optuna-dashboard can compute the study's importances).
 A claim carries Optuna's heartbeat (``make_storage``'s grace period, env ``ACCUMOPT_HEARTBEAT_GRACE``): a thread
 beats every held claim; a claim whose beat is older than the grace period is failed (``fail_stale_no_retry``),
 which frees its window. Among the live claims of a window the one with the lowest trial id wins (ids are
