@@ -48,8 +48,8 @@ def test_too_short_data_error_never_shows_a_negative_test_size():
     with pytest.raises(ParameterError) as ei:
         PurgedTimeSeriesSplit(n_splits=3, purge=20, embargo=30, min_train_size=30).fold_spans(10)
     assert str(ei.value) == ("3 folds of test_size=2 (the smallest) with purge=20, embargo=30 and min_train_size=30 need more "
-                             "than the 10 sessions available: lower n_splits, test_size, purge or embargo, or widen "
-                             "the date range")
+                             "than the 10 sessions available: lower n_splits, test_size, purge, embargo or "
+                             "min_train_size, or widen the date range")
     with pytest.raises(ParameterError, match="5 folds of test_size=1 with"):
         PurgedTimeSeriesSplit(n_splits=5).fold_spans(7)
     with pytest.raises(ParameterError, match="2 folds of test_size=10 with"):

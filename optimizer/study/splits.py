@@ -82,10 +82,13 @@ class PurgedTimeSeriesSplit:
         if ts < 2 or self.n_splits * ts + (self.n_splits - 1) * gap + self.min_train_size > n:
             # a derived size below 1 is no size (the purge and embargo alone exceed the data): name the smallest
             size = f"test_size={ts}" if self.test_size is not None or ts >= 1 else "test_size=2 (the smallest)"
+            # what the user can lower: min_train_size only when it takes sessions (it is 0 unless set)
+            levers = ("n_splits, test_size, purge, embargo or min_train_size" if self.min_train_size
+                      else "n_splits, test_size, purge or embargo")
             raise ParameterError(
                 f"{self.n_splits} folds of {size} with purge={self.purge}, "
                 f"embargo={self.embargo} and min_train_size={self.min_train_size} need more than the "
-                f"{n} sessions available: lower n_splits, test_size, purge or embargo, or widen the date range"
+                f"{n} sessions available: lower {levers}, or widen the date range"
             )
         return int(ts)
 
