@@ -48,7 +48,7 @@ _DATA_KEYS = ("universe", "start", "end", "regime", "min_periods", "reserve_frac
 
 
 def data_differences(seed_spec: StudySpec | None, spec: StudySpec) -> list[str]:
-    """``key: <seed study's value> -> <this spec's value>`` for each ``[data]`` setting (``_DATA_KEYS``) the seed
+    """``<key> <seed study's value> -> <this spec's value>`` for each ``[data]`` setting (``_DATA_KEYS``) the seed
     study's stored spec has otherwise than ``spec`` (empty when the seed study stored no spec)."""
     if seed_spec is None:
         return []

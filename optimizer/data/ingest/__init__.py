@@ -45,14 +45,15 @@ kind names its columns and rules):
 * Decompression caps come from ``Settings.max_decompressed_mb`` / ``max_expansion_ratio`` (env
   MAX_DECOMPRESSED_MB, MAX_EXPANSION_RATIO; CLI ``--max-decompressed-mb``, ``--max-expansion``).
 
-Files are handled in batches (the first small, each next one twice as large up to ``BATCH_FILES`` /
-``BATCH_BYTES``, none more than half of the files still to come: the call ends on ever smaller batches): while the files of batch k are written, in order and one transaction per file, by a second
-connection of the same database in a worker thread, batch k+1 is read, staged and validated (``_Pipeline``;
-``overlap=False`` runs the same code in one thread; with the overlap DuckDB's ``threads`` setting is 1 for the
-duration of the call, the two threads being the parallelism). The outcome does not depend on the timing: the stored rows,
-the ``ingest_log`` (order, statuses, messages) and the report are those of ingesting the files one by one. An
-exception while staging batch k+1 lets batch k finish first; Ctrl-C (also DuckDB's ``Query interrupted``, its
-report of a Ctrl-C during a staging query) stops after the file being written.
+Files are handled in batches (the first small, each next one twice as large up to ``BATCH_FILES`` / ``BATCH_BYTES``,
+none more than half of the files still to come: the call ends on ever smaller batches): while the files of batch k
+are written, in order and one transaction per file, by a second connection of the same database in a worker thread,
+batch k+1 is read, staged and validated (``_Pipeline``; ``overlap=False`` runs the same code in one thread; with the
+overlap DuckDB's ``threads`` setting is 1 for the duration of the call, the two threads being the parallelism). The
+outcome does not depend on the timing: the stored rows, the ``ingest_log`` (order, statuses, messages) and the
+report are those of ingesting the files one by one. An exception while staging batch k+1 lets batch k finish first;
+Ctrl-C (also DuckDB's ``Query interrupted``, its report of a Ctrl-C during a staging query) stops after the file
+being written.
 
 ``IngestReport.exit_code`` is 0 when every file is ok / replaced / skipped, 1 when some rows were rejected,
 2 when some file failed. The caller must not hold an open transaction on ``con``.
