@@ -222,8 +222,12 @@ def test_jobs_2_finishes_exactly_n_trials(synth_db, tmp_path):
     assert len(trials) == n
     res = json.loads(out)
     assert res["complete"] + res["pruned"] == n and res["failed"] == 0
-    # both forked workers ran trials: their sampler seeds differ, so no configuration was drawn twice
-    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == n
+    # the two forked workers draw from other seeds (per trial): in TPE's random start-up phase (trials 0-7: fewer
+    # than n_startup_trials = 8 had finished when each was drawn) no configuration is drawn twice (one of 315,000).
+    # Not over all 12: TPE's later proposals may repeat a configuration whatever the seeds (the history each worker
+    # sees depends on the interleaving; a fresh-clone CI once saw 11 distinct of 12)
+    startup = [t for t in trials if t.number < 8]
+    assert len(startup) == 8 and len({json.dumps(t.params, sort_keys=True) for t in startup}) == 8
 
 
 def test_two_external_workers_share_one_study(synth_db, tmp_path):

@@ -543,19 +543,6 @@ class _BudgetRDBStorage(optuna.storages.RDBStorage):
         self._budgets[study_id] = budget
 
     def set_study_user_attrs(self, study_id: int, attrs: Mapping[str, Any]) -> None:
-        """Optuna's ``set_study_user_attr`` for each of ``attrs``: the same log entries, one per attribute, in the
-        same order, written in ONE append (one lock and one fsync of the journal file instead of one each)."""
-        from optuna.storages.journal._storage import JournalOperation
-
-        if not attrs:
-            return  # (an append of no entry would write an empty line)
-        with self._thread_lock:
-            worker = self._replay_result.worker_id
-            self._backend.append_logs([{"op_code": JournalOperation.SET_STUDY_USER_ATTR, "worker_id": worker,
-                                        "study_id": study_id, "user_attr": {k: v}} for k, v in attrs.items()])
-            self._sync_with_backend()
-
-    def set_study_user_attrs(self, study_id: int, attrs: Mapping[str, Any]) -> None:
         """Optuna's ``set_study_user_attr`` for each of ``attrs`` (the same rows), in ONE transaction."""
         with _create_scoped_session(self.scoped_session, True) as session:
             study = models.StudyModel.find_or_raise_by_id(study_id, session)
