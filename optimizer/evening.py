@@ -42,7 +42,8 @@ from optimizer.errors import AccumoptError, DataError, ParameterError, check_par
 from optimizer.report.files import PNG_HINT, png_available
 from optimizer.settings import Settings
 from optimizer.signals import (
-    DEFAULT_UNIVERSE, SignalSheet, latest_finra_date, signal_sheet, stale_sheet_warning, write_signal_sheet,
+    DEFAULT_UNIVERSE, SignalSheet, latest_finra_date, signal_sheet, stale_sheet_warning, walkforward_warning,
+    write_signal_sheet,
 )
 from optimizer.study.paramsfile import ParamsRecord, load_params_record
 
@@ -307,8 +308,9 @@ def run_evening(
         t = time.perf_counter()
         res.sheet = signal_sheet(rec, db, universe=uni, start=start, regime=regime, walkforward=walkforward)
         stale = stale_sheet_warning(res.sheet, db)  # tonight's prices are in, tonight's FINRA file is not
-        if stale:
-            res.warnings.append(stale)
+        for w in (stale, walkforward_warning(res.sheet)):
+            if w:
+                res.warnings.append(w)
         res.sheet_files = write_signal_sheet(res.sheet, db, out)
         c = res.sheet.counts
         step("signals", t, f"{res.sheet.date}: ENTER {c['ENTER']}, EXIT {c['EXIT']}, HOLD {c['HOLD']} for the "

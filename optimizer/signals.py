@@ -48,7 +48,7 @@ from optimizer.validate.walkforward import load_walkforward
 
 __all__ = [
     "SignalSheet", "params_hash", "latest_finra_date", "signal_sheet",
-    "write_signal_sheet", "stale_sheet_warning", "DEFAULT_UNIVERSE",
+    "write_signal_sheet", "stale_sheet_warning", "walkforward_warning", "DEFAULT_UNIVERSE",
 ]
 
 DEFAULT_UNIVERSE = "tier1+3"
@@ -172,6 +172,9 @@ class SignalSheet:
     source: str | None = None
     min_periods: int | None = None  # of the z-scores (None: each z-window's length)
     panel_start: dt.date | None = None  # where the z-scores warm up (a trial's panel start; else the span start)
+    # the walk-forward run's settings the sheet differs from (its universe, regime filter, min_periods): its
+    # out-of-sample bucket figures then describe other trades (``walkforward_mismatch``)
+    walkforward_mismatch: tuple[str, ...] = ()
 
     def of(self, decision: str) -> pd.DataFrame:
         """The rows with ``decision`` (ENTER / EXIT / HOLD / NONE), ENTER by score, others by symbol."""
@@ -193,7 +196,8 @@ class SignalSheet:
             "panel_start": (self.panel_start or self.span_start).isoformat(),
             "symbols": int(len(self.rows)), "counts": self.counts,
             "params": self.config.to_params(), "exit_strategy": exit_strategy_name(self.config.exit),
-            "walkforward": self.walkforward, "params_file": self.source,
+            "walkforward": self.walkforward, "walkforward_mismatch": list(self.walkforward_mismatch),
+            "params_file": self.source,
         }
 
 
@@ -214,7 +218,8 @@ def signal_sheet(record: ParamsRecord | Mapping[str, Any], db: str | Path, date:
     uni = universe if universe is not None else (rec.universe or DEFAULT_UNIVERSE)
     reg = regime if regime is not None else (rec.regime or "ALL")
     check_param(reg in REGIME_NAMES, "regime", f"one of {', '.join(REGIME_NAMES)}", reg)
-    buckets = quality_buckets(load_walkforward(walkforward)["events"]) if walkforward is not None else pd.DataFrame()
+    wf = load_walkforward(walkforward) if walkforward is not None else None
+    buckets = quality_buckets(wf["events"]) if wf is not None else pd.DataFrame()
     con = connect(db, read_only=True)
     try:
         day = _resolve_date(con, date)
@@ -258,6 +263,7 @@ def signal_sheet(record: ParamsRecord | Mapping[str, Any], db: str | Path, date:
     full = pd.concat([rows.set_index("symbol"), ctx_cols], axis=1).reset_index()
     full = _with_oos(full, buckets)
     mp = trial.min_periods if trial is not None else rec.min_periods
+    mismatch = _walkforward_mismatch(wf["result"].get("settings") if wf is not None else None, uni, reg, mp)
     h = params_hash(cfg, uni, panel.dates[lo], reg, mp, panel.dates[0])
     full.insert(0, "date", pd.Timestamp(day))
     full.insert(1, "params_hash", h)
@@ -265,7 +271,35 @@ def signal_sheet(record: ParamsRecord | Mapping[str, Any], db: str | Path, date:
     full = full[[c for c in SHEET_COLUMNS if c in full.columns]]
     return SignalSheet(day, nxt, h, cfg, _universe_name(uni), pd.Timestamp(panel.dates[lo]).date(), reg, full,
                        panel, disp, None if walkforward is None else str(walkforward), buckets, rec.source, mp,
-                       pd.Timestamp(panel.dates[0]).date())
+                       pd.Timestamp(panel.dates[0]).date(), mismatch)
+
+
+def _walkforward_mismatch(settings: Mapping[str, Any] | None, universe: object, regime: str,
+                          min_periods: int | None) -> tuple[str, ...]:
+    """``key <run's value> -> <sheet's value>`` for each setting that decides which trades the walk-forward's
+    out-of-sample buckets counted and that the sheet runs otherwise: the universe (however spelt), the regime
+    filter, the z-scores' min_periods. Empty for a run saved without its settings (before 2026-12-04)."""
+    if not settings:
+        return ()
+    out = []
+    run_uni = settings.get("universe")
+    if run_uni is not None and _universe_key(run_uni) != _universe_key(universe):
+        out.append(f"universe {_universe_name(run_uni)!r} -> {_universe_name(universe)!r}")
+    if settings.get("regime", regime) != regime:
+        out.append(f"regime {settings.get('regime')!r} -> {regime!r}")
+    if "min_periods" in settings and settings["min_periods"] != min_periods:
+        out.append(f"min_periods {settings['min_periods']!r} -> {min_periods!r}")
+    return tuple(out)
+
+
+def walkforward_warning(sheet: SignalSheet) -> str | None:
+    """A warning when the sheet's out-of-sample bucket figures come from a walk-forward run of other settings
+    (``SignalSheet.walkforward_mismatch``): its hit rates and excess returns were measured on other trades."""
+    if not sheet.walkforward_mismatch:
+        return None
+    return (f"the out-of-sample figures come from the walk-forward run {sheet.walkforward}, which ran on other "
+            f"settings than this sheet ({'; '.join(sheet.walkforward_mismatch)}): its hit rates and excess returns "
+            "describe that run's trades, not this sheet's")
 
 
 def stale_sheet_warning(sheet: SignalSheet, db: str | Path) -> str | None:

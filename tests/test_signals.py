@@ -485,6 +485,39 @@ def test_walkforward_buckets_reach_enter_rows(synth_db, tmp_path):
     assert sheet.rows.loc[sheet.rows["decision"] != ENTER, "oos_trades"].isna().all()
 
 
+def test_walkforward_buckets_of_a_run_on_other_settings_are_flagged(synth_db, tmp_path):
+    """The OOS bucket figures describe the walk-forward run's trades: a run on another universe, regime filter or
+    min_periods than the sheet's counted other trades. It was silent; the sheet now lists the differing settings
+    (``walkforward_mismatch``, in ``meta()``) and ``walkforward_warning`` says so (``signals`` / ``evening`` print
+    it). A run on the sheet's settings, and a run saved without settings, are not flagged."""
+    from optimizer.signals import walkforward_warning
+
+    def run(settings):
+        wf = tmp_path / f"wf{len(list(tmp_path.iterdir()))}"
+        wf.mkdir()
+        (wf / "result.json").write_text(json.dumps({"settings": settings} if settings is not None else {}))
+        for n in ("walk_forward_summary", "parameter_stability"):
+            (wf / f"{n}.csv").write_text("a\n1\n")
+        pd.DataFrame({"x": [1]}).to_parquet(wf / "oos_trades.parquet")
+        pd.DataFrame({"x": [1]}).to_parquet(wf / "oos_equity.parquet")
+        return wf
+
+    params = CONFIGS["first_dist"][0]
+    day = _entry_sessions(synth_db, params)[-1]
+    other = signal_sheet(ParamsRecord(dict(params)), synth_db, date=day,
+                         walkforward=run({"universe": "tier1", "regime": "RISK_ON", "min_periods": 8}))
+    assert other.walkforward_mismatch == ("universe 'tier1' -> 'tier1+3'", "regime 'RISK_ON' -> 'ALL'",
+                                          "min_periods 8 -> None")
+    assert other.meta()["walkforward_mismatch"] == list(other.walkforward_mismatch)
+    w = walkforward_warning(other)
+    assert w is not None and w.startswith(f"the out-of-sample figures come from the walk-forward run {other.walkforward}")
+    assert "universe 'tier1' -> 'tier1+3'; regime 'RISK_ON' -> 'ALL'; min_periods 8 -> None" in w
+    # the same settings (the universe however spelt), or none stored: nothing to say
+    for settings in ({"universe": "TIER1+3", "regime": "ALL", "min_periods": None}, None):
+        same = signal_sheet(ParamsRecord(dict(params)), synth_db, date=day, walkforward=run(settings))
+        assert same.walkforward_mismatch == () and walkforward_warning(same) is None
+
+
 # ------------------------------------------------------------------------------------------------ params file
 
 
