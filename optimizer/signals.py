@@ -31,7 +31,7 @@ from optimizer.data.calendar import nyse_sessions
 from optimizer.data.coverage import CoverageError
 from optimizer.data.store import connect, table_exists
 from optimizer.data.symbols import canonical_symbol
-from optimizer.data.universe import is_listed
+from optimizer.data.universe import is_listed, universe_label
 from optimizer.engine.context import compute_context
 from optimizer.engine.evaluate import Config, Evaluator
 from optimizer.engine.outcomes import exit_strategy_name
@@ -201,10 +201,6 @@ class SignalSheet:
         }
 
 
-def _universe_name(universe: object) -> str:
-    return universe if isinstance(universe, str) else ",".join(str(s) for s in universe)
-
-
 def signal_sheet(record: ParamsRecord | Mapping[str, Any], db: str | Path, date: object | None = None,
                  universe: object | None = None, start: object | None = None, regime: str | None = None,
                  walkforward: str | Path | None = None) -> SignalSheet:
@@ -269,7 +265,7 @@ def signal_sheet(record: ParamsRecord | Mapping[str, Any], db: str | Path, date:
     full.insert(1, "params_hash", h)
     full.insert(3, "next_session", pd.Timestamp(nxt))
     full = full[[c for c in SHEET_COLUMNS if c in full.columns]]
-    return SignalSheet(day, nxt, h, cfg, _universe_name(uni), pd.Timestamp(panel.dates[lo]).date(), reg, full,
+    return SignalSheet(day, nxt, h, cfg, universe_label(uni), pd.Timestamp(panel.dates[lo]).date(), reg, full,
                        panel, disp, None if walkforward is None else str(walkforward), buckets, rec.source, mp,
                        pd.Timestamp(panel.dates[0]).date(), mismatch)
 
@@ -284,7 +280,7 @@ def _walkforward_mismatch(settings: Mapping[str, Any] | None, universe: object, 
     out = []
     run_uni = settings.get("universe")
     if run_uni is not None and _universe_key(run_uni) != _universe_key(universe):
-        out.append(f"universe {_universe_name(run_uni)!r} -> {_universe_name(universe)!r}")
+        out.append(f"universe {universe_label(run_uni)!r} -> {universe_label(universe)!r}")
     if settings.get("regime", regime) != regime:
         out.append(f"regime {settings.get('regime')!r} -> {regime!r}")
     if "min_periods" in settings and settings["min_periods"] != min_periods:

@@ -11,6 +11,8 @@ import click
 
 from optimizer.backtest import backtest, compare_metrics
 from optimizer.cli._common import echo_json, err_console, print_kv, print_table, format_option, shared_options
+from optimizer.data.rolling import min_periods_label
+from optimizer.data.universe import universe_label
 from optimizer.params import PARAMS, Choice, Param, check_given_active
 from optimizer.paths import output_root, resolve_db
 from optimizer.study.paramsfile import load_params_record
@@ -96,8 +98,7 @@ def backtest_cmd(params_file, universe, start, end, regime, final, allow_data_ch
         return
     d = panel.dates
     r, c = run.record, run.result.config.costs
-    uni = ",".join(r.universe) if isinstance(r.universe, (list, tuple)) else r.universe
-    mp = r.min_periods if r.min_periods is not None else "= the z-window"
+    uni, mp = universe_label(r.universe), min_periods_label(r.min_periods)
     click.echo(f"universe {uni}, regime filter {r.regime}")
     click.echo(f"costs {c.commission_bps:g} + {c.slippage_bps:g} bp per side; z-scores from {r.panel_start}, "
                f"min_periods {mp}")

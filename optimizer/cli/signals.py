@@ -8,6 +8,7 @@ import click
 import pandas as pd
 
 from optimizer.cli._common import console, echo_json, err_console, progress_enabled, shared_options
+from optimizer.data.rolling import min_periods_label
 from optimizer.evening import run_evening
 from optimizer.engine._regime import REGIME_LABELS
 from optimizer.engine.regime_filter import regime_codes
@@ -87,8 +88,7 @@ def _render(sheet, show_all: bool) -> None:
                f"{m['exit_strategy']}")
     click.echo(f"universe {m['universe']} ({m['symbols']} symbols), positions replayed from {m['span_start']}")
     if m["panel_start"] != m["span_start"] or m["min_periods"] is not None:
-        click.echo(f"z-scores from {m['panel_start']}, min_periods "
-                   f"{m['min_periods'] if m['min_periods'] is not None else '= the z-window'}")
+        click.echo(f"z-scores from {m['panel_start']}, min_periods {min_periods_label(m['min_periods'])}")
     click.echo(f"regime filter {m['regime_filter']}, market regime at D {regime}")
     c = m["counts"]
     click.echo(f"ENTER {c['ENTER']}   EXIT {c['EXIT']}   HOLD {c['HOLD']}   no action {c['NONE']}")

@@ -12,9 +12,14 @@ import pandas as pd
 
 from optimizer.errors import check_param
 
-__all__ = ["rolling_zscore", "rolling_mean", "STD_EPS"]
+__all__ = ["rolling_zscore", "rolling_mean", "min_periods_label", "STD_EPS"]
 
 STD_EPS = 1e-12
+
+
+def min_periods_label(min_periods: int | None) -> str:
+    """The z-scores' ``min_periods`` as a person reads it: the number, or ``= the z-window`` (None, the default)."""
+    return "= the z-window" if min_periods is None else str(min_periods)
 
 
 def _check(window: int, min_periods: int | None) -> int:

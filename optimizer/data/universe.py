@@ -28,6 +28,7 @@ __all__ = [
     "is_listed",
     "refuse_listed_without_rows",
     "parent_etf",
+    "universe_label",
 ]
 
 MARKET_SYMBOL = "SPY"
@@ -75,6 +76,11 @@ for _etf, _names in TIER2_BY_SECTOR.items():
 
 UNIVERSE_NAMES = ("tier1", "tier3", "tier1+3", "tier1+2+3", "all")
 _TIER_LIKE = re.compile(r"tier[0-9+]+")  # written like a tier name (lower-cased): never read as a ticker
+
+
+def universe_label(value: str | Sequence[str]) -> str:
+    """A universe as one line for a person: a tier name (or a comma list) as written, a list joined by commas."""
+    return value if isinstance(value, str) else ",".join(str(s) for s in value)
 
 
 def parent_etf(symbol: str) -> str | None:

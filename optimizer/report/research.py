@@ -44,6 +44,8 @@ from optuna.trial import TrialState
 from plotly.offline import get_plotlyjs
 
 from optimizer.errors import DataError, check_param
+from optimizer.data.rolling import min_periods_label
+from optimizer.data.universe import universe_label
 from optimizer.paths import atomic_write, safe_name, under
 from optimizer.report import figures as F
 from optimizer.report.files import save_figure
@@ -221,9 +223,8 @@ def _header(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> list
         why = "no spec stored with the study"
     if spec is not None:
         d, o = spec.data, spec.objective
-        uni = ",".join(d.universe) if isinstance(d.universe, (list, tuple)) else d.universe
-        data = (f"universe {uni}, regime filter {d.regime}, costs {d.commission_bps:g} + {d.slippage_bps:g} bp per "
-                f"side, min_periods {d.min_periods if d.min_periods is not None else '= the z-window'}")
+        data = (f"universe {universe_label(d.universe)}, regime filter {d.regime}, costs {d.commission_bps:g} + "
+                f"{d.slippage_bps:g} bp per side, min_periods {min_periods_label(d.min_periods)}")
         objective = (f"{o.name} (aggregate {o.aggregate}{f', k {o.k:g}' if o.aggregate == 'mean_minus_std' else ''}, "
                      f"min_trades {o.min_trades}); sampler {spec.sampler.name} seed {spec.sampler.seed}, pruner "
                      f"{spec.pruner.name}")

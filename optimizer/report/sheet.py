@@ -27,6 +27,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from optimizer.data.store import transaction
+from optimizer.data.rolling import min_periods_label
 from optimizer.engine.panel import Panel
 from optimizer.engine.sheet import ENTER, EXIT, FLAG_RULES, HOLD
 from optimizer.errors import DataError
@@ -211,7 +212,7 @@ def _page(rows: pd.DataFrame, meta: Mapping[str, Any], charts, buckets: pd.DataF
           ("universe", f"{meta['universe']} ({meta['symbols']} symbols)"), ("positions replayed from", meta["span_start"]),
           ("regime filter", meta["regime_filter"]),
           ("z-scores", f"from {meta.get('panel_start') or meta['span_start']}, min_periods "
-                       f"{meta['min_periods'] if meta.get('min_periods') is not None else '= the z-window'}"),
+                       f"{min_periods_label(meta.get('min_periods'))}"),
           ("walk-forward", meta.get("walkforward") or "none given"),
           ("counts", ", ".join(f"{k} {v}" for k, v in meta["counts"].items())),
           ("parameters", json.dumps(meta["params"], sort_keys=True))]

@@ -9,6 +9,7 @@ what is wrong, never a traceback (``storage_error`` turns errors raised later, w
 from __future__ import annotations
 
 import contextlib
+import functools
 import fcntl
 import importlib.util
 import json
@@ -313,30 +314,25 @@ def _writer(url: str, heartbeat: bool, grace_period: int | None) -> optuna.stora
     return _racing_create(lambda: _BudgetRDBStorage(_rdb_url(url), **hb))
 
 
-# An empty Optuna SQLite storage (its tables, version rows and alembic stamp, WAL mode), made once per process.
-_EMPTY_SQLITE: dict[str, bytes] = {}  # filled on first use, never at import
-
-
+@functools.cache
 def _empty_sqlite() -> bytes:
-    """The bytes of ``_EMPTY_SQLITE``, made on first use in a temporary folder by Optuna (the file it creates for a
-    new SQLite storage, in WAL mode, every page checkpointed into the file)."""
-    empty = _EMPTY_SQLITE.get("db")
-    if empty is None:
-        with tempfile.TemporaryDirectory(prefix="accumopt-storage-") as d:
-            f = Path(d) / "empty.db"
-            with contextlib.closing(sqlite3.connect(f)) as c:
-                c.execute("PRAGMA journal_mode=WAL")
-            _BudgetRDBStorage(f"sqlite:///{f}", engine_kwargs={"connect_args": {"timeout": 60}},
-                              skip_compatibility_check=False).engine.dispose()
-            with contextlib.closing(sqlite3.connect(f)) as c:  # every page in the file itself, the WAL emptied
-                c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            empty = _EMPTY_SQLITE["db"] = f.read_bytes()
-    return empty
+    """An empty Optuna SQLite storage (its tables, version rows and alembic stamp, WAL mode) as bytes, made once per
+    process on first use, by Optuna, in a temporary folder (the file it creates for a new SQLite storage, every page
+    checkpointed into the file)."""
+    with tempfile.TemporaryDirectory(prefix="accumopt-storage-") as d:
+        f = Path(d) / "empty.db"
+        with contextlib.closing(sqlite3.connect(f)) as c:
+            c.execute("PRAGMA journal_mode=WAL")
+        _BudgetRDBStorage(f"sqlite:///{f}", engine_kwargs={"connect_args": {"timeout": 60}},
+                          skip_compatibility_check=False).engine.dispose()
+        with contextlib.closing(sqlite3.connect(f)) as c:  # every page in the file itself, the WAL emptied
+            c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return f.read_bytes()
 
 
 def _new_sqlite_storage(path: Path) -> None:
     """Create the SQLite storage file ``path`` (which does not exist) as a copy of the empty storage Optuna makes
-    (``_EMPTY_SQLITE``: made once per process by Optuna itself, so the file is the one Optuna would write), put in
+    (``_empty_sqlite``: made once per process by Optuna itself, so the file is the one Optuna would write), put in
     place with a hard link, atomically: a process that finds the file finds it complete, and when another process
     made ``path`` first, its file stays. Optuna creating a new file itself costs ~13 table creations (each a commit
     and an fsync) and two reads of its ~90 migration scripts: ~75 ms CPU and ~250 ms wall a file on a loaded

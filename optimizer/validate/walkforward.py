@@ -49,6 +49,8 @@ from rich.console import Console
 from rich.progress import Progress
 
 from optimizer.engine.context import compute_context
+from optimizer.data.rolling import min_periods_label
+from optimizer.data.universe import universe_label
 from optimizer.engine.evaluate import Evaluator, Result
 from optimizer.engine.metrics import SESSIONS_PER_MONTH, BenchmarkCache, portfolio_returns, rank_score, run_metrics
 from optimizer.engine.outcomes import signal_events
@@ -970,7 +972,7 @@ def settings_rows(st: dict[str, Any] | None) -> list[tuple[str, str]]:
     the terminal; [] for a run saved without them."""
     if not st:
         return []
-    uni = ",".join(st["universe"]) if isinstance(st["universe"], list) else st["universe"]
+    uni = universe_label(st["universe"])
     reserve = ("no final reserve" if st.get("reserve_start") is None else
                f"final reserve from {st['reserve_start']} {'opened' if st.get('final') else 'kept out'}")
     c = st["costs"]
@@ -987,7 +989,7 @@ def settings_rows(st: dict[str, Any] | None) -> list[tuple[str, str]]:
         ("study", f"{st['study']} (spec {st['spec']}, hash {st['spec_hash']})"),
         ("data", f"universe {uni}, {st['symbols']} symbols, {st['span'][0]}..{st['span'][1]}; {reserve}"),
         ("entries", f"regime filter {st['regime']}"),
-        ("z-scores", f"min_periods {mp}" if mp is not None else "min_periods = the z-window (default)"),
+        ("z-scores", f"min_periods {min_periods_label(mp)}"),
         ("costs", costs),
         ("windows", f"{w['n']}: train {w['train']} {w['unit']}, test {w['test']}, step {w['step']}, "
                     f"{'anchored' if w['anchored'] else 'rolling'}, purge {w['purge']} sessions"),

@@ -712,24 +712,18 @@ def _batches(files: list[Path]) -> Iterator[list[_Entry]]:
             sizes.append(f.stat().st_size)
         except OSError:
             sizes.append(0)
-    left_files = len(files)
     batch: list[_Entry] = []
     size = 0
     max_files, max_bytes = FIRST_BATCH_FILES, FIRST_BATCH_BYTES
-
-    def caps() -> tuple[int, int]:
-        return min(max_files, max(TAIL_FILES, -(-left_files // 2))), max_bytes
-
-    cap_files, cap_bytes = caps()
+    cap_files = min(max_files, max(TAIL_FILES, -(-len(files) // 2)))  # at most half of what is left
     for pos, (f, n) in enumerate(zip(files, sizes)):
-        if batch and (len(batch) >= cap_files or size + n > cap_bytes):
+        if batch and (len(batch) >= cap_files or size + n > max_bytes):
             yield batch
             batch, size = [], 0
             max_files, max_bytes = min(2 * max_files, BATCH_FILES), min(2 * max_bytes, BATCH_BYTES)
-            cap_files, cap_bytes = caps()
+            cap_files = min(max_files, max(TAIL_FILES, -(-(len(files) - pos) // 2)))
         batch.append(_Entry(f, str(f), len(batch), pos=pos))
         size += n
-        left_files -= 1
     if batch:
         yield batch
 
