@@ -13,8 +13,9 @@ reader, ``optimizer.study.paramsfile.load_params_record``.
   sessions the trial saw, or the hash of the universe's symbols) is refused unless ``allow_data_change``.
 * **The final reserve is guarded.** Without ``final`` a run must end before the reserve (the record's reserve
   start; without a record, the last 20% of the store's sessions of the universe: ``study.reserve``); with
-  ``final`` it may run through it, and the opening is recorded in the store's reserve ledger (a second opening
-  warns).
+  ``final`` it may run through it (a trial's run to its study's last session, ``ConfigRecord.study_end``, where
+  ``walkforward --final`` stops too; without a record, or with one written before records held it, to the store's
+  last session), and the opening is recorded in the store's reserve ledger (a second opening warns).
 
 Parameters follow the registry (``optimizer.params``); a ``weights`` preset and ``use_*`` switches are accepted too.
 """
@@ -60,7 +61,8 @@ BACKTEST_METRICS = (
 class BacktestRun:
     """A backtest: the engine ``Result`` on ``panel`` (cut at the run's data end), the effective configuration
     record of the run (``record``: what ``study best`` would store for it), what was written (``outputs``: run_id
-    and file paths, empty when not saved) and ``warnings`` (a repeated opening of the reserve)."""
+    and file paths, empty when not saved), ``warnings`` (a repeated opening of the reserve) and ``end_from``
+    (where the span's end came from, in words: the commands print it)."""
 
     result: Result
     panel: Panel
@@ -68,6 +70,7 @@ class BacktestRun:
     record: ConfigRecord | None = None
     warnings: list[str] = field(default_factory=list)
     opened_reserve: bool = False
+    end_from: str = ""  # where the span's end came from (``--end``, the trial's data end, its study's end, ...)
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -136,6 +139,29 @@ def _reserve_start_for(db: str | Path, symbols: list[str]) -> str | None:
         con.close()
 
 
+def _default_end(db: str | Path, symbols: list[str], record: ConfigRecord | None, end: str | None, final: bool,
+                 reserve_start: str | None) -> tuple[str | None, str]:
+    """The last session a run may evaluate and where it comes from (printed beside the span): ``end``; with
+    ``final`` the trial's study end (its final reserve's last session, where ``walkforward --final`` stops), else
+    (no record, or a record written before records held it) the store's last session; a trial's data end; else the
+    last session before the store's reserve."""
+    if end is not None:
+        return end, "the end given"
+    if final:
+        if record is not None and record.study_end is not None:
+            return record.study_end, "the study's last session (its final reserve's end, as walkforward --final)"
+        if record is not None:
+            return _store_end(db, symbols), ("the store's last session (the trial's record does not hold its study's "
+                                             "end: written before 2026-12-05; --end stops earlier)")
+        return _store_end(db, symbols), "the store's last session"
+    if record is not None and record.data_end is not None:
+        return record.data_end, "the trial's data end"
+    if reserve_start is None:
+        return None, "the store's last session"
+    return ((pd.Timestamp(reserve_start) - pd.Timedelta(days=1)).date().isoformat(),
+            f"the last session before the final reserve (it starts {reserve_start}; --final runs through it)")
+
+
 def backtest(params: Mapping[str, Any], db: str | Path, universe: Any = None, start: str | None = None,
              end: str | None = None, save: bool = True, out_root: str | Path = "output",
              record: ConfigRecord | None = None, regime: str | None = None, final: bool = False,
@@ -147,8 +173,9 @@ def backtest(params: Mapping[str, Any], db: str | Path, universe: Any = None, st
     / ``end`` / ``regime`` override them. Without a record: ``universe`` (default tier1+3) from ``start`` (default
     the store's first session) to ``end`` (default the last session before the reserve), regime ``ALL``.
     ``final``: the run may include the final reserve (default end: the store's last session); the opening is
-    recorded. ``save``: also write the run (``save_backtest``) under ``out_root``. ``min_periods``: of the
-    z-scores (default: the record's, else the engine's)."""
+    recorded; a trial's record stops at its study's last session, as ``walkforward --final`` (a record without it:
+    the store's last session). ``save``: also write the run (``save_backtest``) under ``out_root``.
+    ``min_periods``: of the z-scores (default: the record's, else the engine's)."""
     first, _ = as_date(start, "start"), as_date(end, "end")  # a date that does not parse is one line naming the flag
     if record is not None and first is not None:
         record.check_start(first)
@@ -163,19 +190,13 @@ def backtest(params: Mapping[str, Any], db: str | Path, universe: Any = None, st
     reserve_start = record.reserve_start if record is not None else _reserve_start_for(db, symbols)
     panel_start = record.panel_start if record is not None else start
     sig_start = start if start is not None else (record.signal_start if record is not None else None)
-    if end is not None:
-        last = end
-    elif final:
-        last = _store_end(db, symbols)
-    elif record is not None:
-        last = record.data_end
-    else:
-        last = None if reserve_start is None else (pd.Timestamp(reserve_start) - pd.Timedelta(days=1)).date().isoformat()
+    last, end_from = _default_end(db, symbols, record, end, final, reserve_start)
     if not final:
         refuse_reserve(last, reserve_start, "backtest (--end, or the parameters file's span)")
     if end is None and last is not None and sig_start is not None and _day(sig_start) > _day(last):
         # the end was not given: say what it defaulted to, not "end must be on or after start"
         where = (f"the trial's data end {last}" if record is not None and not final and record.data_end is not None
+                 else f"the study's last session {last}" if final and record is not None and record.study_end
                  else f"the store's last session {last}" if final or reserve_start is None
                  else f"{last}, the last session before the final reserve (it starts {reserve_start}; --final runs "
                       "through it)")
@@ -199,7 +220,8 @@ def backtest(params: Mapping[str, Any], db: str | Path, universe: Any = None, st
     res = ev.run(cfg, span, entry_ok=regime_entry_mask(panel, reg))
     run_record = ConfigRecord.of(cfg, universe=uni, symbols=panel.symbols, dates=panel.dates, signal_start=lo,
                                  signal_end=len(panel.dates), data_end=len(panel.dates), reserve_start=reserve_start,
-                                 regime=reg, min_periods=min_periods, fingerprint=panel.fingerprint())
+                                 regime=reg, min_periods=min_periods, fingerprint=panel.fingerprint(),
+                                 study_end=record.study_end if record is not None else _store_end(db, symbols))
     warnings: list[str] = []
     opened = reserve_start is not None and _day(panel.dates[-1]) >= _day(reserve_start)
     if opened:
@@ -209,7 +231,7 @@ def backtest(params: Mapping[str, Any], db: str | Path, universe: Any = None, st
         if w:
             warnings.append(w)
     outputs = save_backtest(res, panel, db, out_root, uni, reg, f"regime={reg}|min_periods={min_periods}") if save else {}
-    return BacktestRun(res, panel, outputs, run_record, warnings, opened)
+    return BacktestRun(res, panel, outputs, run_record, warnings, opened, end_from)
 
 
 def _check_data(record: ConfigRecord, panel: Panel, allow: bool) -> None:

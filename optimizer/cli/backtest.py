@@ -47,7 +47,8 @@ def _param_flags(f: Callable) -> Callable:
 @click.option("--start", default=None, help="First signal session (default: the file's span start, else the first "
                                             "in daily_metrics).")
 @click.option("--end", default=None, help="Last session (default: the file's data end or span end, else the last "
-                                          "session before the final reserve).")
+                                          "session before the final reserve; with --final, a trial's study end, "
+                                          "else the store's last session).")
 @click.option("--regime", default=None, help="Regime filter on entries, e.g. RISK_ON (default: the file's, else ALL).")
 @click.option("--final", is_flag=True, help="Allow the span to include the final reserve (recorded in the store's "
                                             "reserve ledger; a second opening warns).")
@@ -87,9 +88,11 @@ def backtest_cmd(params_file, universe, start, end, regime, final, allow_data_ch
         comp = None
     for w in run.warnings:
         err_console.print(w, style="bold red", markup=False, highlight=False, soft_wrap=True)
+    end_from = ("--end" if end_given is not None else "the parameters file's span end" if end is not None
+                else run.end_from)
     if fmt == "json":
         echo_json(run.metrics | {"params": run.result.config.to_params(), "start": str(panel.dates[run.result.span.sig_start])[:10],
-                                 "end": str(panel.dates[-1])[:10], "symbols": len(panel.symbols),
+                                 "end": str(panel.dates[-1])[:10], "end_from": end_from, "symbols": len(panel.symbols),
                                  "config": run.record.to_dict() if run.record else None, "reserve_opened": run.opened_reserve,
                                  "coverage": panel.coverage.to_dict() if panel.coverage is not None else None,
                                  "reproduces_trial": reproduces,
@@ -102,6 +105,7 @@ def backtest_cmd(params_file, universe, start, end, regime, final, allow_data_ch
     click.echo(f"universe {uni}, regime filter {r.regime}")
     click.echo(f"costs {c.commission_bps:g} + {c.slippage_bps:g} bp per side; z-scores from {r.panel_start}, "
                f"min_periods {mp}")
+    click.echo(f"span ends {str(d[-1])[:10]}: {end_from}")
     print_kv(run.metrics, title=f"backtest {str(d[run.result.span.sig_start])[:10]}..{str(d[-1])[:10]}, "
                                 f"{len(panel.symbols)} symbols")
     if comp is not None and len(comp):

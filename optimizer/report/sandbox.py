@@ -444,8 +444,9 @@ def sandbox_run(db: str | Path, symbol: str, start: DateLike | None = None, end:
 
     ``record``: a trial's effective configuration (``study best``): the simulation starts at its panel start, counts
     signals from its span start, filters entries by its regime and uses its min_periods and universe; its default
-    end is the trial's data end and its reserve the trial's, as ``backtest --params`` runs it. ``regime``: the entry
-    filter (default: the record's, else ALL). ``span_start`` / ``min_periods``: of a configuration without a record
+    end is the trial's data end (with ``final``: its study's last session, the reserve's end, or the store's last
+    session for a record without it) and its reserve the trial's, as ``backtest --params`` runs it. ``regime``:
+    the entry filter (default: the record's, else ALL). ``span_start`` / ``min_periods``: of a configuration without a record
     (a loose parameters file's): the simulation starts at ``span_start`` as ``backtest --params`` starts it (panel
     and signals; the z-scores warm up inside the span) and its z-scores use ``min_periods``; both are ignored with
     a ``record``, whose panel start and min_periods rule."""
@@ -455,9 +456,10 @@ def sandbox_run(db: str | Path, symbol: str, start: DateLike | None = None, end:
     uni_name = list(uni_name) if isinstance(uni_name, tuple) else uni_name
     reg = regime if regime is not None else (record.regime if record is not None else "ALL")
     check_param(reg in REGIME_NAMES, "regime", f"one of {', '.join(REGIME_NAMES)}", reg)
-    if record is not None and not final:
-        end = end if end is not None else record.data_end
-        refuse_reserve(end, record.reserve_start, "sandbox (--end)")
+    if record is not None:  # the trial's reserve; its default end: its data end, with ``final`` its study's end
+        end = end if end is not None else (record.data_end if not final else record.study_end)
+        if not final:
+            refuse_reserve(end, record.reserve_start, "sandbox (--end)")
         reserve_start = record.reserve_start
     else:
         end, reserve_start = guard_end(db, universe_symbols(db, uni_name), end, final, "sandbox (--end)")

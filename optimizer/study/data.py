@@ -41,6 +41,7 @@ class StudyData:
     cv_embargo: int = 0
     cv: PurgedTimeSeriesSplit | CombinatorialPurgedCV | None = None
     reserve_start: str | None = None  # first session of the spec's final reserve (None: no reserve)
+    study_end: str | None = None  # last session of the spec's data, final reserve included (``--final`` stops there)
 
     @property
     def train_dates(self) -> tuple[str, str]:
@@ -101,7 +102,7 @@ def prepare_data(spec: StudySpec, panel: Panel, lo: int, hi: int, n_splits: int 
                  embargo: int | None = None) -> StudyData:
     """Truncate the panel at ``hi`` (nothing later is ever visible) and lay the purged folds over [lo, hi).
     ``panel``: every session of the spec's data (its last ``reserve_fraction`` is the final reserve, whose first
-    session the data records).
+    and last sessions the data records).
 
     ``n_splits`` / ``embargo`` override the spec's [cv] (walk-forward windows use [walkforward] n_splits/embargo).
     With ``[cv] mode = "cpcv"`` the folds are the ``n_groups`` groups of a ``CombinatorialPurgedCV`` (after the
@@ -132,4 +133,4 @@ def prepare_data(spec: StudySpec, panel: Panel, lo: int, hi: int, n_splits: int 
     cut = reserve_cutoff(len(panel.dates), spec.data.reserve_fraction)
     reserve_start = str(panel.dates[cut])[:10] if cut < len(panel.dates) else None
     return StudyData(spec, visible, ev, folds, mask, lo, hi, visible.fingerprint(), n_folds, cv.embargo, cv,
-                     reserve_start)
+                     reserve_start, str(panel.dates[-1])[:10])

@@ -11,7 +11,9 @@ or ``span: {"start": ...}``) and regime filter (``regime`` or ``regime_filter``)
 also state its span end (``end``, ``span_end``, ``span: [start, end]`` or ``span: {"end": ...}``) and the
 z-scores' ``min_periods``: ``backtest`` and ``sandbox`` run to that end and every command uses that min_periods,
 as they use a record's (the signal sheet is computed at its own date, so no span end applies to it, a record's
-included). A change to the format is an edit of ``load_params_record`` only.
+included). A record's ``span.study_end`` (its study's last session, final reserve included) is where
+``backtest --final`` and ``sandbox --final`` stop, as ``walkforward --final``; a record without it (written before
+2026-12-05) runs to the store's last session. A change to the format is an edit of ``load_params_record`` only.
 """
 
 from __future__ import annotations

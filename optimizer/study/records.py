@@ -16,8 +16,8 @@ Nothing else in the package reads or writes a user attribute by its string key: 
   ``repeat`` and ``write``.
 * ``ConfigRecord``: everything that decides a trial's numbers: every engine parameter after fixed values, presets
   and conditions (costs, caps and sizing included), the universe (spec value, size and hash of the resolved
-  symbols), the span (panel start, signal start / end, data end, reserve start), regime filter, min_periods and
-  the data fingerprint. ``study best`` writes it and ``backtest --params`` reads it back
+  symbols), the span (panel start, signal start / end, data end, reserve start, study end), regime filter,
+  min_periods and the data fingerprint. ``study best`` writes it and ``backtest --params`` reads it back
   (``optimizer.study.paramsfile``).
 * A walk-forward window's evaluated result (``wf_result`` on the window's study: the winner's out-of-sample
   evaluation, the window's DSR, PBO and SPA, under the key of everything they were computed from):
@@ -229,8 +229,11 @@ class ConfigRecord:
     ``symbols`` / ``symbols_sha``: how many symbols it resolved to and a hash of their sorted list. The span as
     dates: ``panel_start`` (first session loaded: z-scores depend on it), ``signal_start`` .. ``signal_end``
     (signals counted), ``data_end`` (last session visible), ``reserve_start`` (first session of the final reserve;
-    None without one). ``regime``: the entry filter; ``min_periods``: of the z-scores; ``data_fingerprint``: of the
-    panel the trial saw."""
+    None without one), ``study_end`` (last session of the study's data, its final reserve included: the spec's
+    ``[data].end`` as a session, else the store's last session when the study ran; where ``backtest --final`` and
+    ``sandbox --final`` stop, as ``walkforward --final`` does; None in a record written before 2026-12-05).
+    ``regime``: the entry filter; ``min_periods``: of the z-scores; ``data_fingerprint``: of the panel the trial
+    saw."""
 
     params: Mapping[str, Any]
     universe: Any = None
@@ -244,6 +247,7 @@ class ConfigRecord:
     regime: str = "ALL"
     min_periods: int | None = None
     data_fingerprint: str | None = None
+    study_end: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", dict(_plain(dict(self.params))))  # exact: the trial's own floats
@@ -262,13 +266,15 @@ class ConfigRecord:
     @classmethod
     def of(cls, config: Config, *, universe: Any, symbols: Sequence[str], dates: Sequence[Any], signal_start: int,
            signal_end: int, data_end: int, reserve_start: Any, regime: str, min_periods: int | None,
-           fingerprint: str) -> "ConfigRecord":
+           fingerprint: str, study_end: Any = None) -> "ConfigRecord":
         """The record of ``config`` run on a panel whose sessions are ``dates`` (row indices: the signal span
-        ``[signal_start, signal_end)``, data visible up to ``data_end`` exclusive)."""
+        ``[signal_start, signal_end)``, data visible up to ``data_end`` exclusive); ``study_end``: the last session
+        of the study's data, final reserve included (a date)."""
         d = [str(x)[:10] for x in (dates[0], dates[signal_start], dates[signal_end - 1], dates[data_end - 1])]
         return cls(config.to_params(), list(universe) if isinstance(universe, (list, tuple)) else universe,
                    len(symbols), _symbols_sha(symbols), d[0], d[1], d[2], d[3],
-                   None if reserve_start is None else str(reserve_start)[:10], regime, min_periods, fingerprint)
+                   None if reserve_start is None else str(reserve_start)[:10], regime, min_periods, fingerprint,
+                   None if study_end is None else str(study_end)[:10])
 
     def context(self) -> dict[str, Any]:
         """Everything but the parameters (the data the configuration ran on)."""
@@ -288,14 +294,14 @@ class ConfigRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """The stored JSON: ``params``, ``key``, ``universe``, ``symbols``, ``symbols_sha``, ``span`` {``start``,
-        ``end``, ``panel_start``, ``data_end``}, ``reserve_start``, ``regime``, ``min_periods``,
+        ``end``, ``panel_start``, ``data_end``, ``study_end``}, ``reserve_start``, ``regime``, ``min_periods``,
         ``data_fingerprint``."""
         return {
             "params": dict(self.params), "key": self.key,
             "universe": list(self.universe) if isinstance(self.universe, tuple) else self.universe,
             "symbols": self.symbols, "symbols_sha": self.symbols_sha,
             "span": {"start": self.signal_start, "end": self.signal_end, "panel_start": self.panel_start,
-                     "data_end": self.data_end},
+                     "data_end": self.data_end, "study_end": self.study_end},
             "reserve_start": self.reserve_start, "regime": self.regime, "min_periods": self.min_periods,
             "data_fingerprint": self.data_fingerprint,
         }
@@ -310,7 +316,7 @@ class ConfigRecord:
             raise DataError(f"a configuration record's span must be an object, got span={span!r}")
         return cls(d["params"], d.get("universe"), d.get("symbols"), d.get("symbols_sha"), span.get("panel_start"),
                    span.get("start"), span.get("end"), span.get("data_end"), d.get("reserve_start"),
-                   d.get("regime") or "ALL", d.get("min_periods"), d.get("data_fingerprint"))
+                   d.get("regime") or "ALL", d.get("min_periods"), d.get("data_fingerprint"), span.get("study_end"))
 
 
 def write_config(trial: optuna.trial.BaseTrial, record: ConfigRecord) -> None:

@@ -53,7 +53,7 @@ class TrialObjective:
             universe=self.spec.data.universe, symbols=data.panel.symbols, dates=data.panel.dates,
             signal_start=data.folds[0].test_start, signal_end=data.hi, data_end=data.hi,
             reserve_start=data.reserve_start, regime=self.spec.data.regime, min_periods=self.spec.data.min_periods,
-            fingerprint=data.fingerprint,
+            fingerprint=data.fingerprint, study_end=data.study_end,
         )
 
     def config_record(self, cfg: Config) -> ConfigRecord:

@@ -1,0 +1,85 @@
+"""Seams of non-default settings left by explore6's audit (mend8): what a step decided reaches the next step, and
+what a command prints or stores about its settings is what it ran with."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import optuna
+
+from _cli_helpers import cli, ok
+from optimizer.study.run import run_study
+from optimizer.study.spec import parse_spec
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+TINY = """
+[study]
+name = "seam"
+[data]
+universe = "tier1"
+end = "2024-03-28"
+[space]
+variant = { type = "categorical", choices = ["B", "C"] }
+z_window = { type = "categorical", choices = [20, 30] }
+buy_threshold = { type = "int", low = 60, high = 75, step = 5 }
+exit = "first_dist"
+[cv]
+n_splits = 2
+purge = 20
+[objective]
+min_trades = 0
+[sampler]
+name = "random"
+seed = 4
+[pruner]
+name = "none"
+[run]
+n_trials = 2
+"""
+
+
+def test_backtest_final_of_a_trial_stops_at_its_studys_end(synth_db, tmp_path):
+    """`backtest --params best.json --final` ran to the store's LAST session (2024-06-28) while `walkforward
+    --final` of the same spec stops at its [data].end (2024-03-28): the trial's record did not carry the end of the
+    study's data. Now the record holds it (span.study_end), `backtest --final` and `sandbox --final` stop there and
+    backtest says where its end came from; `--end` still runs further; a record written before (no study_end) runs
+    to the store's last session, as it did, and says so."""
+    from optimizer.report.sandbox import sandbox_run
+    from optimizer.study.data import load_study_data
+    from optimizer.study.paramsfile import load_params_record
+
+    spec = parse_spec(TINY)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    run_study(spec, synth_db, url)
+    db = tmp_path / "store.duckdb"  # --final writes the reserve ledger: a private store
+    shutil.copy(synth_db, db)
+    panel, reserve = load_study_data(spec, db)  # what walkforward --final loads: its last session is the end
+    study_end = str(panel.dates[-1])[:10]
+    assert study_end == "2024-03-28"
+    best = tmp_path / "best.json"
+    best.write_text(ok(cli("study", "best", "seam", "--storage", url)).stdout)
+    rec = json.loads(best.read_text())["config"]
+    assert rec["span"]["study_end"] == study_end and rec["reserve_start"] == str(panel.dates[reserve])[:10]
+    env = ("--db", db, "--no-save")
+    d = json.loads(ok(cli("backtest", "--params", best, "--final", "--format", "json", *env)).stdout)
+    assert d["end"] == study_end and d["reserve_opened"] and "study's last session" in d["end_from"]
+    assert d["config"]["span"]["study_end"] == study_end  # the run's record passes it on
+    out = ok(cli("backtest", "--params", best, "--final", *env)).stdout
+    assert f"span ends {study_end}: the study's last session" in out and f"..{study_end}," in out
+    out = ok(cli("backtest", "--params", best, "--final", "--end", "2024-05-31", *env)).stdout
+    assert "span ends 2024-05-31: --end" in out
+    out = ok(cli("backtest", "--params", best, *env)).stdout  # without --final: the trial's data end
+    assert f"span ends {rec['span']['data_end']}: the trial's data end" in out
+    sb = sandbox_run(db, "AAPL", record=load_params_record(best).record, params=rec["params"], final=True)
+    assert str(sb.panel.dates[-1])[:10] == study_end
+    # a record written before records held the study's end: the store's last session, said so
+    doc = json.loads(best.read_text())
+    del doc["config"]["span"]["study_end"]
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(doc))
+    d = json.loads(ok(cli("backtest", "--params", old, "--final", "--format", "json", *env)).stdout)
+    assert d["end"] == "2024-06-28" and "does not hold its study's end" in d["end_from"]
+    sb = sandbox_run(db, "AAPL", record=load_params_record(old).record, params=rec["params"], final=True)
+    assert str(sb.panel.dates[-1])[:10] == "2024-06-28"
