@@ -398,4 +398,4 @@ def sandbox_figure(db: str | Path | None, ticker: str, params: Mapping[str, Any]
     for w in run.warnings:
         _warn(w)
     return _sandbox_figure(run.panel, ticker, start, end, dot_mode=dot_mode, config=run.config, trades=run.trades,
-                           min_periods=run.min_periods)
+                           min_periods=run.min_periods, settings=run.settings)

@@ -83,3 +83,37 @@ def test_backtest_final_of_a_trial_stops_at_its_studys_end(synth_db, tmp_path):
     assert d["end"] == "2024-06-28" and "does not hold its study's end" in d["end_from"]
     sb = sandbox_run(db, "AAPL", record=load_params_record(old).record, params=rec["params"], final=True)
     assert str(sb.panel.dates[-1])[:10] == "2024-06-28"
+
+
+def test_study_run_and_sandbox_state_their_data_settings(synth_db, tmp_path):
+    """`study run` (terminal and --format json) and the sandbox page did not state the data settings the trials /
+    trades ran with (universe, span and reserve, regime filter, min_periods, costs) as `walkforward` and `backtest`
+    do: a run at the default costs or without the regime filter looked the same. Both now state them in the one
+    wording of report.settings."""
+    import html as _html
+    import re
+
+    from optimizer.study.data import load_study_data
+
+    text = TINY.replace('end = "2024-03-28"', 'end = "2024-03-28"\nregime = "RISK_ON"\nmin_periods = 9\n'
+                        "[data.costs]\ncommission_bps = 2.5\nslippage_bps = 8.0")
+    spec = tmp_path / "seam.toml"
+    spec.write_text(text)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    panel, reserve = load_study_data(parse_spec(text), synth_db)
+    d = [str(x)[:10] for x in (panel.dates[0], panel.dates[reserve - 1], panel.dates[reserve])]
+    doc = json.loads(ok(cli("study", "run", spec, "--db", synth_db, "--storage", url, "--format", "json")).stdout)
+    assert doc["settings"] == {"universe": "tier1", "symbols": len(panel.symbols), "span": d[:2],
+                               "reserve_start": d[2], "final": False, "regime": "RISK_ON", "min_periods": 9,
+                               "costs": {"commission_bps": 2.5, "slippage_bps": 8.0}}
+    out = " ".join(ok(cli("study", "run", spec, "--db", synth_db, "--storage", url)).stdout.split())
+    for fragment in (f"universe tier1, {len(panel.symbols)} symbols, {d[0]}..{d[1]}; final reserve from {d[2]} kept out",
+                     "regime filter RISK_ON", "min_periods 9", "2.5 + 8 bp per side"):
+        assert fragment in out, fragment
+    best = tmp_path / "best.json"
+    best.write_text(ok(cli("study", "best", "seam", "--storage", url)).stdout)
+    page = ok(cli("sandbox", "XLK", "--params", best, "--db", synth_db, "--out", tmp_path / "out", "--no-png")).stdout
+    title = _html.unescape(re.sub(r"\\u003c|\\u003e", "", open(page.strip().splitlines()[-1], encoding="utf-8").read()))
+    for fragment in ("universe none: XLK alone (no position caps", f"..{d[1]}; final reserve from {d[2]} kept out",
+                     "regime filter RISK_ON", f"from {d[0]}, min_periods 9", "2.5 + 8 bp per side"):
+        assert fragment in title, fragment

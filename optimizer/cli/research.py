@@ -200,7 +200,7 @@ def sandbox_cmd(ticker, params_file, start, end, z_window, dot_mode, buy, sell, 
     for w in run.warnings:  # a repeated opening of the final reserve, loudly, as backtest --final
         err_console.print(w, style="bold red", markup=False, highlight=False, soft_wrap=True)
     fig = sandbox_figure(run.panel, ticker, start, end, dot_mode=dot_mode, config=run.config, trades=run.trades,
-                         min_periods=run.min_periods)
+                         min_periods=run.min_periods, settings=run.settings)
     opts = [f"z{z_window}" if z_window is not None else None, dot_mode if dot_mode != "current" else None,
             f"b{buy:g}" if buy is not None else None, f"s{sell:g}" if sell is not None else None,
             f"p-{content_label(params_file)}" if params_file else None, f"u-{universe}" if universe else None, "final" if final else None]

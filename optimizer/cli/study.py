@@ -35,7 +35,8 @@ from optimizer.study.inspect import (
     KEY_METRICS, best_trial_json, compare_studies, delete_study, export_study, list_studies, open_named_study,
     show_study, trial_detail,
 )
-from optimizer.study.records import trial_counts
+from optimizer.report.settings import data_settings_rows, study_settings
+from optimizer.study.records import read_study, trial_counts
 from optimizer.study.spec import check_study_name, load_spec
 from optimizer.study.storage import make_storage
 
@@ -99,15 +100,20 @@ def study_run(spec, n_trials, timeout, name, new_name, jobs, storage, db, out, f
 
 
 def _print_run(res, fmt):
+    """The run's summary, then the data settings its trials ran with (``report.settings``: universe, span and
+    reserve, regime filter, min_periods, costs; JSON ``settings``)."""
+    settings = study_settings(read_study(res.study)) if res.study is not None else None
     d = {"study": res.study_name, "storage": res.storage, **res.counts, "best_value": res.best_value,
          "best_params": res.best_params, "seconds": round(res.seconds, 2), "interrupted": res.interrupted,
-         "first_failure": res.first_failure, "warnings": list(res.warnings)}
+         "first_failure": res.first_failure, "warnings": list(res.warnings), "settings": settings}
     if fmt == "json":
         echo_json(d)
     else:
-        d.pop("warnings")
+        d.pop("warnings"), d.pop("settings")
         print_kv({k: json.dumps(v, default=str) if isinstance(v, (dict, list)) else v for k, v in d.items()},
                  title=f"study {res.study_name}")
+        if settings is not None:
+            print_kv(data_settings_rows(settings), title=f"study {res.study_name}: settings")
         if res.first_failure:
             err_console.print(f"warning: {res.counts['failed']} trial(s) failed; first failure, {res.first_failure}",
                               style="yellow", markup=False, highlight=False, soft_wrap=True)

@@ -44,6 +44,7 @@ yellow/orange as the design's DOT_SPECS). Dot traces are named "<mode> accumulat
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -64,6 +65,7 @@ from optimizer.engine.score import display_score
 from optimizer.errors import DataError, ParameterError, check_param
 from optimizer.params import engine_params
 from optimizer.report.files import save_figure
+from optimizer.report.settings import data_settings_rows
 from optimizer.study.data import load_universe_panel, universe_symbols
 from optimizer.engine.regime_filter import REGIME_NAMES, regime_entry_mask
 from optimizer.engine.simulate import Span
@@ -335,12 +337,15 @@ def _price_row(fig: go.Figure, x: list[str], df: pd.DataFrame, trades: pd.DataFr
 def sandbox_figure(panel: Panel, symbol: str, start: DateLike | None = None, end: DateLike | None = None,
                    z_window: int | None = None, buy: float | None = None, sell: float | None = None,
                    dot_mode: str = "current", config: Config | None = None, trades: pd.DataFrame | None = None,
-                   universe_panel: Panel | None = None, *, min_periods: int | None = None) -> go.Figure:
+                   universe_panel: Panel | None = None, *, min_periods: int | None = None,
+                   settings: Mapping[str, Any] | None = None) -> go.Figure:
     """The ten-row sandbox Figure for ``symbol`` (see the module docstring; ``dot_mode`` in ``DOT_MODES``).
 
     ``config``: the configuration whose score, thresholds and trades are drawn (default: the engine defaults);
     ``z_window`` / ``buy`` / ``sell`` override its z-window and thresholds. ``trades``: the configuration's trades
     (default: ``sandbox_trades`` on ``panel``, or on ``universe_panel`` for a configuration with position caps).
+    ``settings``: the data settings the trades ran with (``SandboxRun.settings``), stated under the title in the
+    wording of ``report.settings`` (universe, span and final reserve, regime filter, min_periods, costs).
     """
     check_param(dot_mode in DOT_MODES, "dot_mode", f"one of {', '.join(DOT_MODES)}", dot_mode)
     cfg = _config(config, z_window, buy, sell)
@@ -399,7 +404,9 @@ def sandbox_figure(panel: Panel, symbol: str, start: DateLike | None = None, end
     fig.update_layout(
         title=dict(text=f"{sym} signal sandbox: variant {sp.variant}, z_window {zw}, buy {buy:g} / sell {sell:g}, exit "
                         f"{_exit_name(cfg)}; {n} trade{'s' if n != 1 else ''} ({wins} of {len(closed)} closed won) "
-                        f"over {_day(panel.dates[0])}..{_day(panel.dates[-1])}; dots {dot_mode}",
+                        f"over {_day(panel.dates[0])}..{_day(panel.dates[-1])}; dots {dot_mode}"
+                        + ("" if not settings else
+                           "<br><sup>" + html.escape("; ".join(t for _, t in data_settings_rows(settings))) + "</sup>"),
                    font_size=14),
         template="plotly_white", height=2300, barmode="overlay", bargap=0.1, legend=dict(orientation="h", y=-0.03))
     fig.update_xaxes(rangebreaks=[dict(bounds=["sat", "mon"])])  # sessions only: no weekend gaps between bars
@@ -426,6 +433,7 @@ class SandboxRun:
     trades: pd.DataFrame
     min_periods: int | None = None
     warnings: tuple[str, ...] = ()  # the loud warning of a repeated opening of the final reserve
+    settings: Mapping[str, Any] | None = None  # the data settings it ran with (``report.settings``), for the page
 
 
 def sandbox_run(db: str | Path, symbol: str, start: DateLike | None = None, end: DateLike | None = None,
@@ -482,7 +490,15 @@ def sandbox_run(db: str | Path, symbol: str, start: DateLike | None = None, end:
     if record is not None:
         signal_start, min_periods = record.signal_start, record.min_periods
     trades = sandbox_trades(panel, symbol, cfg, uni, signal_start=signal_start, regime=reg, min_periods=min_periods)
-    return SandboxRun(panel, cfg, trades, min_periods, notes)
+    first = _day(panel.dates[0] if signal_start is None else panel.dates[panel.index_of(signal_start)])
+    settings = {
+        "universe": uni_name if capped else f"none: {panel.symbols[0]} alone (no position caps, its trades do not "
+                                            "depend on other symbols)",
+        "span": [first, _day(panel.dates[-1])], "reserve_start": reserve_start, "final": final, "regime": reg,
+        "min_periods": min_periods, "panel_start": _day(panel.dates[0]) if _day(panel.dates[0]) != first else None,
+        "costs": {"commission_bps": cfg.costs.commission_bps, "slippage_bps": cfg.costs.slippage_bps},
+    }
+    return SandboxRun(panel, cfg, trades, min_periods, notes, settings)
 
 
 def write_sandbox(fig: go.Figure, path: str | Path, png: bool | None = None) -> list[Path]:

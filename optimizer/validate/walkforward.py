@@ -49,8 +49,6 @@ from rich.console import Console
 from rich.progress import Progress
 
 from optimizer.engine.context import compute_context
-from optimizer.data.rolling import min_periods_label
-from optimizer.data.universe import universe_label
 from optimizer.engine.evaluate import Evaluator, Result
 from optimizer.engine.metrics import SESSIONS_PER_MONTH, BenchmarkCache, portfolio_returns, rank_score, run_metrics
 from optimizer.engine.outcomes import signal_events
@@ -61,6 +59,7 @@ from optimizer.errors import DataError, ParameterError, SpecError
 from optimizer.study.data import StudyData, load_study_data, prepare_data
 from optimizer.engine.evaluate import Config
 from optimizer.paths import atomic_write, resolve_db, resolve_storage, under
+from optimizer.report.settings import data_settings_rows
 from optimizer.study.records import (
     direction_sign, distinct_configurations, group_configurations, ranked_trials, read_study, read_trial,
     read_window_result, trials_digest, window_attrs, write_window_result,
@@ -972,25 +971,14 @@ def settings_rows(st: dict[str, Any] | None) -> list[tuple[str, str]]:
     the terminal; [] for a run saved without them."""
     if not st:
         return []
-    uni = universe_label(st["universe"])
-    reserve = ("no final reserve" if st.get("reserve_start") is None else
-               f"final reserve from {st['reserve_start']} {'opened' if st.get('final') else 'kept out'}")
-    c = st["costs"]
-    costs = (f"{c['commission_bps']:g} + {c['slippage_bps']:g} bp per side (commission + slippage)" if isinstance(c, dict)
-             else "per window: " + ", ".join(f"{x['commission_bps']:g} + {x['slippage_bps']:g}" for x in c)
-             + " bp per side")
     w, ws, o, sel = st["windows"], st["window_study"], st["objective"], st["select"]
     cv = ws["cv"]
     inner = (f"cpcv {cv['n_groups']} groups ({cv['n_test_groups']} per test)" if cv["mode"] == "cpcv" else
              f"{cv['n_splits']} purged folds" + (f", min train {cv['min_train_size']}" if cv.get("min_train_size") else ""))
     agg = o["aggregate"] + (f" k {o['k']:g}" if o["aggregate"] == "mean_minus_std" else "")
-    mp = st.get("min_periods")
     return [
         ("study", f"{st['study']} (spec {st['spec']}, hash {st['spec_hash']})"),
-        ("data", f"universe {uni}, {st['symbols']} symbols, {st['span'][0]}..{st['span'][1]}; {reserve}"),
-        ("entries", f"regime filter {st['regime']}"),
-        ("z-scores", f"min_periods {min_periods_label(mp)}"),
-        ("costs", costs),
+        *data_settings_rows(st),
         ("windows", f"{w['n']}: train {w['train']} {w['unit']}, test {w['test']}, step {w['step']}, "
                     f"{'anchored' if w['anchored'] else 'rolling'}, purge {w['purge']} sessions"),
         ("window study", f"{ws['n_trials']} trials; sampler {ws['sampler']['name']} seed {ws['sampler']['seed']}"
