@@ -92,16 +92,18 @@ def compare_metrics(stored: Mapping[str, Any], now: Mapping[str, Any], tol: floa
 
 
 def save_backtest(res: Result, panel: Panel, db: str | Path, out_root: str | Path = "output",
-                  universe: Any = None, regime: str = "ALL", run_key: str = "") -> dict[str, str]:
+                  universe: Any = None, regime: str = "ALL", run_key: str = "",
+                  min_periods: int | None = None) -> dict[str, str]:
     """Write the run to the ``bt_`` tables of the store at ``db`` and to files under
     ``<out_root>/backtest/<run_id>/``: signal events (with their context), the frequency baseline, one summary row
-    (with ``universe``; also appended to ``<out_root>/backtest/backtest_runs.csv``) and the market regimes of the
-    panel's sessions. ``run_key``: what else tells this run from another on the same data (regime, min_periods).
+    (with ``universe``, ``regime``, the panel start and ``min_periods``; also appended to
+    ``<out_root>/backtest/backtest_runs.csv``) and the market regimes of the panel's sessions. ``run_key``: what
+    else tells this run from another on the same data (regime, min_periods).
     Returns the run_id and the file paths."""
     ctx = compute_context(panel)
     events = signal_events(res, panel, ctx)
     base = frequency_baseline(res.display, panel, res.config.thresholds, res.span, res.config.score.variant)
-    summary = backtest_summary(res, events, panel, universe=universe, regime_filter=regime)
+    summary = backtest_summary(res, events, panel, universe=universe, regime_filter=regime, min_periods=min_periods)
     d = panel.dates
     span_dates = (d[0], d[res.span.sig_start], d[res.span.sig_end - 1], d[res.span.data_end - 1])
     run_id = make_run_id(res.config, span_dates, f"{panel.fingerprint()}|{run_key}")
@@ -230,7 +232,8 @@ def backtest(params: Mapping[str, Any], db: str | Path, universe: Any = None, st
         w = opening_warning(reserve_start, earlier)
         if w:
             warnings.append(w)
-    outputs = save_backtest(res, panel, db, out_root, uni, reg, f"regime={reg}|min_periods={min_periods}") if save else {}
+    outputs = (save_backtest(res, panel, db, out_root, uni, reg, f"regime={reg}|min_periods={min_periods}", min_periods)
+               if save else {})
     return BacktestRun(res, panel, outputs, run_record, warnings, opened, end_from)
 
 

@@ -117,3 +117,51 @@ def test_study_run_and_sandbox_state_their_data_settings(synth_db, tmp_path):
     for fragment in ("universe none: XLK alone (no position caps", f"..{d[1]}; final reserve from {d[2]} kept out",
                      "regime filter RISK_ON", f"from {d[0]}, min_periods 9", "2.5 + 8 bp per side"):
         assert fragment in title, fragment
+
+
+def test_backtest_runs_store_min_periods_and_panel_start(synth_db, tmp_path):
+    """bt_backtest_runs and backtest_runs.csv held neither the z-scores' min_periods nor the panel start, though
+    the run id includes both: two runs differing only there showed identical rows but for run_id and metrics. Both
+    are columns now (panel_start, min_periods; NULL = the z-window). A store whose bt_backtest_runs was created
+    before (without them) and an index CSV with the old header get the columns on the next run, the old rows NULL
+    / empty there."""
+    import pandas as pd
+
+    from optimizer.backtest import backtest
+    from optimizer.data.store import connect
+    from optimizer.report.backtest import RUN_COLUMNS
+    from optimizer.study.records import ConfigRecord
+
+    db = tmp_path / "store.duckdb"
+    shutil.copy(synth_db, db)
+    old_cols = {k: v for k, v in RUN_COLUMNS.items() if k not in ("panel_start", "min_periods")}
+    con = connect(db)
+    con.execute(f"CREATE TABLE bt_backtest_runs ({', '.join(f'{k} {t}' for k, t in old_cols.items())})")
+    con.execute("INSERT INTO bt_backtest_runs (run_id, run_timestamp, params) VALUES ('old', now(), '{}')")
+    con.close()
+    out = tmp_path / "out"
+    (out / "backtest").mkdir(parents=True)
+    (out / "backtest" / "backtest_runs.csv").write_text("run_id,created_at,score_variant\nold,2026-01-01,B\n")
+    p = {"variant": "B", "z_window": 20, "buy_threshold": 60, "sell_threshold": 35, "exit": "fixed", "hold_days": 7}
+
+    def rec(panel_start: str) -> ConfigRecord:
+        return ConfigRecord(p, universe="tier1", panel_start=panel_start, signal_start="2023-06-01",
+                            data_end="2024-01-31", reserve_start="2024-03-01")
+
+    runs = [backtest(p, db, record=rec("2023-02-01"), min_periods=m, out_root=out).outputs["run_id"] for m in (8, 12)]
+    runs.append(backtest(p, db, record=rec("2023-03-01"), min_periods=8, out_root=out).outputs["run_id"])
+    assert len(set(runs)) == 3
+    con = connect(db, read_only=True)
+    got = con.execute("SELECT run_id, panel_start::VARCHAR, min_periods FROM bt_backtest_runs ORDER BY run_timestamp, "
+                      "run_id").fetchall()
+    con.close()
+    assert got == [("old", None, None), (runs[0], "2023-02-01", 8), (runs[1], "2023-02-01", 12),
+                   (runs[2], "2023-03-01", 8)]
+    csv = pd.read_csv(out / "backtest" / "backtest_runs.csv", dtype=str, keep_default_na=False)
+    assert [tuple(r) for r in csv[["run_id", "panel_start", "min_periods"]].itertuples(index=False)] == [
+        ("old", "", ""), (runs[0], "2023-02-01", "8"), (runs[1], "2023-02-01", "12"), (runs[2], "2023-03-01", "8")]
+    # without min_periods (the z-window): NULL, not a number
+    rid = backtest(p, db, record=rec("2023-02-01"), out_root=out).outputs["run_id"]
+    con = connect(db, read_only=True)
+    assert con.execute("SELECT min_periods FROM bt_backtest_runs WHERE run_id = ?", [rid]).fetchall() == [(None,)]
+    con.close()

@@ -101,7 +101,7 @@ BASELINE_COLUMNS: tuple[str, ...] = (
 )
 SUMMARY_ID_KEYS: tuple[str, ...] = (
     "score_variant", "exit_strategy", "ticker_universe", "regime_filter", "date_start", "date_end", "data_end_date",
-    "sessions", "n_symbols", "fingerprint",
+    "sessions", "n_symbols", "fingerprint", "panel_start", "min_periods",
 )
 SUMMARY_EXTRA_METRICS: tuple[str, ...] = ("high_quality_hit_rate", "high_quality_trades")
 # Run metrics stored under the design's bt_backtest_runs names (METRIC_KEYS name -> design name).
@@ -403,10 +403,11 @@ def exit_strategy_name(exit_params: ExitParams) -> str:
 
 
 def backtest_summary(result: Result, events: pd.DataFrame, panel: Panel, universe: str | None = None,
-                     regime_filter: str = "ALL") -> dict[str, object]:
+                     regime_filter: str = "ALL", min_periods: int | None = None) -> dict[str, object]:
     """Flat dict for one run (a row of bt_backtest_runs): identifiers (``SUMMARY_ID_KEYS``: score_variant,
     exit_strategy, ticker_universe, regime_filter, date_start / date_end = the signal window's first / last
-    session, last data session, sessions, n_symbols, panel fingerprint), the config (``Config.to_params`` keys), every
+    session, last data session, sessions, n_symbols, panel fingerprint, panel_start = the panel's first session,
+    where the z-scores warm up from, min_periods = of the z-scores, None = the z-window), the config (``Config.to_params`` keys), every
     metric of ``result.metrics`` (``METRIC_KEYS``, with win_loss and sharpe under the design's names
     win_loss_ratio and sharpe_ratio, ``RUN_METRIC_NAMES``) and ``high_quality_hit_rate`` / ``high_quality_trades`` (HIGH-quality closed
     events). ``universe`` is the name or list the panel was built from (default: the panel's symbols, comma
@@ -424,6 +425,8 @@ def backtest_summary(result: Result, events: pd.DataFrame, panel: Panel, univers
         "sessions": int(sp.sessions),
         "n_symbols": int(panel.shape[1]),
         "fingerprint": panel.fingerprint(),
+        "panel_start": _iso(panel, 0),
+        "min_periods": None if min_periods is None else int(min_periods),
     }
     params = cfg.to_params()
     out.update({k: params[k] for k in PARAM_KEYS if k in params})

@@ -49,7 +49,8 @@ BT_TABLES = (RUNS_TABLE, EVENTS_TABLE, BASELINE_TABLE)
 
 _ID_TYPES = {"score_variant": "VARCHAR", "exit_strategy": "VARCHAR", "ticker_universe": "VARCHAR",
              "regime_filter": "VARCHAR", "date_start": "DATE", "date_end": "DATE", "data_end_date": "DATE",
-             "sessions": "INTEGER", "n_symbols": "INTEGER", "fingerprint": "VARCHAR"}
+             "sessions": "INTEGER", "n_symbols": "INTEGER", "fingerprint": "VARCHAR", "panel_start": "DATE",
+             "min_periods": "INTEGER"}
 # Configuration columns beside the JSON (parameter name -> type); the JSON stays the canonical, complete record.
 RUN_PARAM_COLUMNS: dict[str, str] = {
     "z_window": "INTEGER", "buy_threshold": "DOUBLE", "sell_threshold": "DOUBLE", "w_short": "DOUBLE",
@@ -194,7 +195,7 @@ def _run_row(run_id: str, summary: Mapping[str, object], created_at: datetime) -
         else:
             row[k] = v
     df = pd.DataFrame([row])
-    for k in ("date_start", "date_end", "data_end_date"):
+    for k in ("date_start", "date_end", "data_end_date", "panel_start"):
         df[k] = pd.to_datetime(df[k])
     for k, t in RUN_COLUMNS.items():
         if t == "INTEGER":
