@@ -165,3 +165,51 @@ def test_backtest_runs_store_min_periods_and_panel_start(synth_db, tmp_path):
     con = connect(db, read_only=True)
     assert con.execute("SELECT min_periods FROM bt_backtest_runs WHERE run_id = ?", [rid]).fetchall() == [(None,)]
     con.close()
+
+
+def test_folds_that_do_not_fit_name_the_keys_set_and_the_values_that_fit(synth_db, tmp_path):
+    """A walk-forward window whose inner folds did not fit said "2 folds of test_size=2 (the smallest) ...: lower
+    n_splits, test_size, purge, embargo or min_train_size": a test_size the user never set (a window has none) and
+    no value that would fit. Now it names the window, each value with the key it comes from (set, or not set and
+    why), and the largest value of each key that alone makes the folds fit; each such value fits and one more does
+    not (the splitter's own oracle)."""
+    from _cli_helpers import one_line_error
+    from optimizer.errors import ParameterError
+
+    src = open(__file__.replace("test_mend8_seams.py", "test_explore6_seams.py"), encoding="utf-8").read()
+    wf = src.split('WF = """')[1].split('"""')[0].replace("embargo = 3", "embargo = 60")
+    spec = tmp_path / "wf.toml"
+    spec.write_text(wf)
+    res = cli("walkforward", spec, "--n-trials", 2, "--db", synth_db, "--storage", f"sqlite:///{tmp_path / 's.db'}",
+              "--out", tmp_path / "out")
+    line = one_line_error(res, "walk-forward window 0 (train 2023-02-01..", "its inner folds do not fit: 2 purged folds "
+                          "need 93 sessions (2 test blocks of at least 2 sessions", "its train span has 92",
+                          "[walkforward] n_splits = 2; [cv] purge = 9; [walkforward] embargo = 60; [cv] min_train_size "
+                          "= 20: they fit with [walkforward] n_splits <= 1, or [cv] purge <= 8, or [walkforward] "
+                          "embargo <= 59, or [cv] min_train_size <= 19 alone, or with a longer [walkforward] train")
+    assert "test_size" not in line
+    # a study: keys not set are named with where their value comes from; a given test_size is a key to lower
+    text = TINY.replace("purge = 20", "purge = 20\ntest_size = 60").replace('end = "2024-03-28"', 'end = "2023-09-29"')
+    with __import__("pytest").raises(ParameterError) as ei:
+        run_study(parse_spec(text), synth_db, f"sqlite:///{tmp_path / 't.db'}")
+    msg = str(ei.value)
+    assert msg.startswith("the study's folds do not fit: 2 purged folds need 200 sessions (2 test blocks of 60 "
+                          "sessions"), msg  # 2 x 60 + purge 20 + embargo 30 + the warm-up's 30
+    assert "min_train_size 30 (the z-scores' warm-up" in msg and "[cv] min_train_size" not in msg
+    assert msg.endswith("the span has 150; [cv] n_splits = 2; [cv] test_size = 60; [cv] purge = 20; [cv] embargo not "
+                        "set: 30, the largest z_window the space allows; min_train_size 30 (the z-scores' warm-up: the "
+                        "largest z_window minus the sessions before the span): they fit with [cv] n_splits <= 1, or "
+                        "[cv] test_size <= 35 alone, or with a wider [data] start .. end")
+    # the splitter's values: each alone fits, one more does not
+    from optimizer.study.splits import FoldsDoNotFit, PurgedTimeSeriesSplit
+
+    for kw, n in ((dict(n_splits=2, purge=9, embargo=60, min_train_size=20), 92),
+                  (dict(n_splits=3, test_size=10, purge=4, embargo=5, min_train_size=7), 40),
+                  (dict(n_splits=5), 7)):
+        with __import__("pytest").raises(FoldsDoNotFit) as ei:
+            PurgedTimeSeriesSplit(**kw).fold_spans(n)
+        assert ei.value.fits and "test_size=2" not in str(ei.value)
+        for p, v in ei.value.fits.items():
+            assert len(PurgedTimeSeriesSplit(**(kw | {p: v})).fold_spans(n)) == (v if p == "n_splits" else kw["n_splits"])
+            with __import__("pytest").raises(FoldsDoNotFit):
+                PurgedTimeSeriesSplit(**(kw | {p: v + 1})).fold_spans(n)

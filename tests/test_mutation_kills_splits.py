@@ -111,8 +111,9 @@ def test_purged_split_refuses_with_one_exact_line(kwargs, message):
 
 
 def test_purged_split_too_short_names_the_computed_test_size():
-    with _raises_exactly("5 folds of test_size=1 with purge=0, embargo=0 and min_train_size=0 need more than the "
-                         "7 sessions available: lower n_splits, test_size, purge or embargo, or widen the date range"):
+    with _raises_exactly("5 purged folds need 10 sessions, 7 are available (5 test blocks of at least 2 sessions, 4 "
+                         "gaps of purge=0 + embargo=0, min_train_size=0 before them): they fit with n_splits <= 3 "
+                         "alone, or with more sessions"):
         PurgedTimeSeriesSplit(n_splits=5).fold_spans(7)
 
 

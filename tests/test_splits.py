@@ -56,15 +56,17 @@ def test_explicit_test_size():
 
 def test_smallest_feasible_and_infeasible():
     assert PurgedTimeSeriesSplit(n_splits=2).fold_spans(4) == [FoldSpan(0, 0, 2, 2), FoldSpan(1, 2, 4, 4)]
-    with pytest.raises(ParameterError, match="need more than the 3 sessions available"):
+    with pytest.raises(ParameterError, match="2 purged folds need 4 sessions, 3 are available"):
         PurgedTimeSeriesSplit(n_splits=2).fold_spans(3)
 
 
 @pytest.mark.parametrize("n,kw,parts", [
     (30, dict(n_splits=3, purge=5, embargo=5, min_train_size=10),
-     ["3 folds of test_size=", "purge=5", "embargo=5", "min_train_size=10", "the 30 sessions available", "lower n_splits"]),
-    (50, dict(n_splits=3, test_size=20), ["3 folds of test_size=20", "the 50 sessions available"]),
-    (25, dict(n_splits=2, test_size=10, purge=3, embargo=3), ["2 folds of test_size=10", "purge=3", "25 sessions"]),
+     ["3 purged folds need 36 sessions, 30 are available", "purge=5", "embargo=5", "min_train_size=10",
+      "n_splits <= 2, or purge <= 2, or embargo <= 2, or min_train_size <= 4 alone"]),
+    (50, dict(n_splits=3, test_size=20), ["3 test blocks of test_size=20", "50 are available", "test_size <= 16"]),
+    (25, dict(n_splits=2, test_size=10, purge=3, embargo=3), ["2 test blocks of test_size=10", "purge=3",
+                                                              "25 are available"]),
 ])
 def test_impossible_configuration_is_a_clear_error(n, kw, parts):
     with pytest.raises(ParameterError) as ei:

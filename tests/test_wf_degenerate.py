@@ -40,17 +40,18 @@ def test_window_pbo_with_one_differing_configuration_is_estimated():
 
 def test_too_short_data_error_never_shows_a_negative_test_size():
     """A short date range with the demo's purge 20 and embargo 30: the derived test size is negative (10 sessions
-    minus two gaps of 50). The error said 'test_size=-40'; it states the floor instead, and a real computed size
-    (1) or a given one is still named."""
+    minus two gaps of 50). The error said 'test_size=-40'; it states the blocks' floor of 2 sessions instead (it
+    said "test_size=2 (the smallest)", a setting nobody made, until mend8), and a given size is still named."""
     import pytest
     from optimizer.errors import ParameterError
     from optimizer.study.splits import PurgedTimeSeriesSplit
     with pytest.raises(ParameterError) as ei:
         PurgedTimeSeriesSplit(n_splits=3, purge=20, embargo=30, min_train_size=30).fold_spans(10)
-    assert str(ei.value) == ("3 folds of test_size=2 (the smallest) with purge=20, embargo=30 and min_train_size=30 need more "
-                             "than the 10 sessions available: lower n_splits, test_size, purge, embargo or "
-                             "min_train_size, or widen the date range")
-    with pytest.raises(ParameterError, match="5 folds of test_size=1 with"):
+    assert str(ei.value) == ("3 purged folds need 136 sessions, 10 are available (3 test blocks of at least 2 sessions, "
+                             "2 gaps of purge=20 + embargo=30, min_train_size=30 before them): they fit with more "
+                             "sessions")
+    with pytest.raises(ParameterError, match=r"5 purged folds need 10 sessions, 7 are available \(5 test blocks of at "
+                                             "least 2 sessions"):
         PurgedTimeSeriesSplit(n_splits=5).fold_spans(7)
-    with pytest.raises(ParameterError, match="2 folds of test_size=10 with"):
+    with pytest.raises(ParameterError, match="2 test blocks of test_size=10, 1 gap of purge=3"):
         PurgedTimeSeriesSplit(n_splits=2, test_size=10, purge=3, embargo=3).fold_spans(25)

@@ -15,10 +15,10 @@ from optimizer.data.universe import refuse_listed_without_rows, resolve_universe
 from optimizer.engine.evaluate import Evaluator
 from optimizer.engine.panel import Panel, load_panel
 from optimizer.engine.regime_filter import regime_entry_mask
-from optimizer.errors import DataError, check_param
+from optimizer.errors import DataError, ParameterError, check_param
 from optimizer.paths import resolve_db
 from optimizer.study.spec import StudySpec
-from optimizer.study.splits import CombinatorialPurgedCV, FoldSpan, PurgedTimeSeriesSplit, reserve_cutoff
+from optimizer.study.splits import CombinatorialPurgedCV, FoldSpan, FoldsDoNotFit, PurgedTimeSeriesSplit, reserve_cutoff
 
 __all__ = ["StudyData", "load_universe_panel", "universe_symbols", "load_study_data", "prepare_data"]
 
@@ -98,6 +98,48 @@ def load_study_data(spec: StudySpec, db: str | Path | None) -> tuple[Panel, int]
     return panel, reserve_cutoff(len(panel.dates), spec.data.reserve_fraction)
 
 
+def _folds_do_not_fit(spec: StudySpec, e: FoldsDoNotFit, cv: PurgedTimeSeriesSplit, window: bool, warm: int,
+                      own_embargo: bool) -> str:
+    """The refusal of folds that do not fit, in the spec's keys: each value with the key it comes from (as the
+    spec sets it, or not set and where its value comes from) and the keys whose change alone makes them fit
+    (``FoldsDoNotFit.fits``). ``window``: a walk-forward window's inner folds ([walkforward] n_splits, no test
+    size); ``own_embargo``: the embargo was given ([walkforward] embargo)."""
+    def key(section: str, name: str) -> str:
+        return f"[{section}] {name}"
+
+    src = {  # parameter -> (section, key, why its value is what it is when the spec does not set it)
+        "n_splits": ("walkforward" if window else "cv", "n_splits", "the default"),
+        "test_size": ("cv", "test_size", None),
+        "purge": ("cv", "purge", "the longest hold the space allows"),
+        "embargo": ("walkforward" if own_embargo else "cv", "embargo",
+                    "the default" if own_embargo else "the largest z_window the space allows"),
+        "min_train_size": ("cv", "min_train_size", "the default"),
+    }
+    from_warmup = warm > spec.cv.min_train_size  # the z-scores' warm-up, not the key, sets min_train_size
+    told = []
+    for p in ("n_splits", "test_size", "purge", "embargo", "min_train_size"):
+        v = getattr(cv, p)
+        section, name, why = src[p]
+        if p == "test_size" and v is None:
+            continue  # derived: the blocks share what is left (the message says "at least 2 sessions")
+        if p == "min_train_size" and from_warmup:
+            told.append(f"min_train_size {v} (the z-scores' warm-up: the largest z_window minus the sessions before "
+                        "the span)")
+        elif spec.sets(section, name):
+            told.append(f"{key(section, name)} = {v}")
+        else:
+            told.append(f"{key(section, name)} not set: {v}, {why}")
+    fits = [f"{key(*src[p][:2])} <= {v}" for p, v in e.fits.items() if not (p == "min_train_size" and from_warmup)]
+    what = "its inner folds" if window else "the study's folds"
+    more = "a longer [walkforward] train" if window else "a wider [data] start .. end"
+    k = cv.n_splits
+    blocks = f"{k} test blocks of " + (f"{cv.test_size} sessions" if cv.test_size is not None else "at least 2 sessions")
+    return (f"{what} do not fit: {k} purged folds need {e.need} sessions ({blocks}, purge + embargo between "
+            f"them, min_train_size before them), {'its train span' if window else 'the span'} has {e.n}; "
+            f"{'; '.join(told)}: they fit with "
+            f"{', or '.join(fits) + ' alone, or with ' if fits else ''}{more}")
+
+
 def prepare_data(spec: StudySpec, panel: Panel, lo: int, hi: int, n_splits: int | None = None,
                  embargo: int | None = None) -> StudyData:
     """Truncate the panel at ``hi`` (nothing later is ever visible) and lay the purged folds over [lo, hi).
@@ -127,7 +169,11 @@ def prepare_data(spec: StudySpec, panel: Panel, lo: int, hi: int, n_splits: int 
             min_train_size=max(spec.cv.min_train_size, warm),
         )
         n_folds = cv.n_splits
-    folds = [FoldSpan(f.fold, f.test_start + lo, f.test_end + lo, f.data_end + lo) for f in cv.fold_spans(hi - lo)]
+    try:
+        spans = cv.fold_spans(hi - lo)
+    except FoldsDoNotFit as e:
+        raise ParameterError(_folds_do_not_fit(spec, e, cv, n_splits is not None, warm, embargo is not None)) from None
+    folds = [FoldSpan(f.fold, f.test_start + lo, f.test_end + lo, f.data_end + lo) for f in spans]
     ev = Evaluator(visible, min_periods=spec.data.min_periods)
     mask = regime_entry_mask(visible, spec.data.regime)
     cut = reserve_cutoff(len(panel.dates), spec.data.reserve_fraction)

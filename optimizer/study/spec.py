@@ -381,6 +381,11 @@ class StudySpec:
     def param_names(self) -> list[str]:
         return [p.name for p in self.space]
 
+    def sets(self, section: str, key: str) -> bool:
+        """Whether the spec's text writes ``[section] key`` (False: the key is left to its default)."""
+        table = (tomllib.loads(self.source) if self.source else {}).get(section)
+        return isinstance(table, dict) and key in table
+
     def param(self, name: str) -> ParamSpec | None:
         return next((p for p in self.space if p.name == name), None)
 

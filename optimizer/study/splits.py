@@ -29,7 +29,8 @@ import pandas as pd
 
 from optimizer.errors import ParameterError, check_param
 
-__all__ = ["PurgedTimeSeriesSplit", "FoldSpan", "WalkForward", "Window", "reserve_cutoff", "CombinatorialPurgedCV"]
+__all__ = ["PurgedTimeSeriesSplit", "FoldSpan", "FoldsDoNotFit", "WalkForward", "Window", "reserve_cutoff",
+           "CombinatorialPurgedCV"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,18 @@ class FoldSpan:
     test_start: int
     test_end: int
     data_end: int
+
+
+class FoldsDoNotFit(ParameterError):
+    """Purged folds that need more sessions than the span has. ``need`` / ``n``: sessions needed and available;
+    ``fits``: for each parameter that alone can make them fit (the others as they are), the largest value that
+    does (``n_splits``, ``test_size`` when it was given, ``purge``, ``embargo``, ``min_train_size``). The message
+    names the parameters; a caller that knows where each comes from (``study.data.prepare_data``: the spec's keys)
+    words its own from these fields."""
+
+    def __init__(self, message: str, need: int, n: int, fits: dict[str, int]) -> None:
+        super().__init__(message)
+        self.need, self.n, self.fits = need, n, fits
 
 
 class PurgedTimeSeriesSplit:
@@ -75,21 +88,46 @@ class PurgedTimeSeriesSplit:
     def get_n_splits(self, X: object = None, y: object = None, groups: object = None) -> int:
         return self.n_splits
 
+    def fits(self, n: int) -> dict[str, int]:
+        """For each parameter that alone makes the folds fit ``n`` sessions (the others as they are), the largest
+        value that does: ``n_splits``, ``test_size`` (only when given: a derived size is already the largest),
+        ``purge``, ``embargo``, ``min_train_size``; a parameter whose change cannot make them fit is left out."""
+        k, p, e, m = self.n_splits, self.purge, self.embargo, self.min_train_size
+        ts = self.test_size if self.test_size is not None else 2  # a derived block has at least 2 sessions
+        gap = p + e
+        out: dict[str, int] = {}
+        if (kk := (n - m + gap) // (ts + gap)) >= 1 and kk < k:
+            out["n_splits"] = int(kk)
+        if self.test_size is not None and (t := (n - m - (k - 1) * gap) // k) >= 2 and t < ts:
+            out["test_size"] = int(t)
+        if k > 1:
+            g = (n - m - k * ts) // (k - 1)  # the largest purge + embargo between blocks
+            if 0 <= g - e < p:
+                out["purge"] = int(g - e)
+            if 0 <= g - p < e:
+                out["embargo"] = int(g - p)
+        if 0 <= (mm := n - k * ts - (k - 1) * gap) < m:
+            out["min_train_size"] = int(mm)
+        return out
+
+    def needed(self) -> int:
+        """The fewest sessions the folds need (test blocks of ``test_size``, else of 2 sessions)."""
+        ts = self.test_size if self.test_size is not None else 2
+        return self.n_splits * ts + (self.n_splits - 1) * (self.purge + self.embargo) + self.min_train_size
+
     def _test_size(self, n: int) -> int:
         gap = self.purge + self.embargo
         avail = n - self.min_train_size - (self.n_splits - 1) * gap
         ts = self.test_size if self.test_size is not None else avail // self.n_splits
         if ts < 2 or self.n_splits * ts + (self.n_splits - 1) * gap + self.min_train_size > n:
-            # a derived size below 1 is no size (the purge and embargo alone exceed the data): name the smallest
-            size = f"test_size={ts}" if self.test_size is not None or ts >= 1 else "test_size=2 (the smallest)"
-            # what the user can lower: min_train_size only when it takes sessions (it is 0 unless set)
-            levers = ("n_splits, test_size, purge, embargo or min_train_size" if self.min_train_size
-                      else "n_splits, test_size, purge or embargo")
-            raise ParameterError(
-                f"{self.n_splits} folds of {size} with purge={self.purge}, "
-                f"embargo={self.embargo} and min_train_size={self.min_train_size} need more than the "
-                f"{n} sessions available: lower {levers}, or widen the date range"
-            )
+            k, fits = self.n_splits, self.fits(n)
+            blocks = f"test_size={self.test_size}" if self.test_size is not None else "at least 2 sessions"
+            how = ", or ".join(f"{p} <= {v}" for p, v in fits.items())
+            gaps = f", {k - 1} gap{'s' if k > 2 else ''} of purge={self.purge} + embargo={self.embargo}" if k > 1 else ""
+            raise FoldsDoNotFit(
+                f"{k} purged folds need {self.needed()} sessions, {n} are available ({k} test blocks of {blocks}"
+                f"{gaps}, min_train_size={self.min_train_size} before them): they fit with "
+                f"{how + ' alone, or with ' if how else ''}more sessions", self.needed(), n, fits)
         return int(ts)
 
     def fold_spans(self, n: int) -> list[FoldSpan]:

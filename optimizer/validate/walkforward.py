@@ -485,7 +485,11 @@ def _window_data(ctx: _RunContext, w: Window) -> StudyData:
     """The window's study data: the panel cut at its train end (no test session visible)."""
     spec = ctx.spec
     n_splits = None if spec.cv.mode == "cpcv" else spec.walkforward.n_splits  # cpcv: the [cv] groups
-    data = prepare_data(spec, ctx.panel, w.train_start, w.train_end, n_splits, spec.walkforward.embargo)
+    try:
+        data = prepare_data(spec, ctx.panel, w.train_start, w.train_end, n_splits, spec.walkforward.embargo)
+    except ParameterError as e:  # which window: its train span
+        train, _ = _window_dates(ctx, w)
+        raise ParameterError(f"walk-forward window {w.index} (train {train[0][:10]}..{train[1][:10]}): {e}") from None
     assert len(data.panel.dates) == w.train_end  # the study's panel ends at its train end: no test session visible
     return data
 
