@@ -32,6 +32,7 @@ SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
     "study_throughput": (["--trials", "150", "--checkpoint", "100", "--no-context"], ["--prototype"]),
     "ingest": (["--sessions", "20", "--reference", "per-file"], ["--full", "--reference"]),
     "scan": (["--symbols", "10000", "--sessions", "100"], []),
+    "study_list": (["--studies", "4", "--trials", "250"], []),
     "memory": (["--csv-mb", "50", "--symbols", "3000"], []),
     "walkforward": (["--trials", "20"], ["--trials", "40"]),
     "demo": ([], []),
@@ -122,6 +123,9 @@ def headline(name: str, r: dict) -> list[tuple]:
                  " / ".join(f"{k} {v}" for k, v in r["timings"].items()))]
     if name == "scan":
         return [(f"scan {r['symbols']:,} x {r['sessions']}: seconds / rows/s", f"{r['scan_seconds']} / {r['rows_per_second']:,}")]
+    if name == "study_list":
+        return [(f"study list, {r['trials']:,} trials: ORM path / SQL, s", f"{r['orm_seconds']} / {r['sql_seconds']} "
+                 f"({r['speedup']}x)", "same table", r["identical"])]
     return [(name, json.dumps(r)[:80])]
 
 

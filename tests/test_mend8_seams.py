@@ -213,3 +213,91 @@ def test_folds_that_do_not_fit_name_the_keys_set_and_the_values_that_fit(synth_d
             assert len(PurgedTimeSeriesSplit(**(kw | {p: v})).fold_spans(n)) == (v if p == "n_splits" else kw["n_splits"])
             with __import__("pytest").raises(FoldsDoNotFit):
                 PurgedTimeSeriesSplit(**(kw | {p: v + 1})).fold_spans(n)
+
+
+def _mixed_storage(url: str) -> None:
+    """Studies with complete, pruned, failed and running trials, repeats, +-inf values, a study without a complete
+    trial, a multi-objective one and one with no trial."""
+    import math
+
+    from optuna.distributions import IntDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from optimizer.study.records import REPEAT_OF
+    from optimizer.study.storage import make_storage
+
+    st = make_storage(url, heartbeat=False)
+    dist = {"x": IntDistribution(0, 100)}
+
+    def add(study, state, value=None, x=0, repeat=None):
+        attrs = {} if repeat is None else {REPEAT_OF: repeat}
+        study.add_trial(create_trial(state=state, value=value, params={"x": x}, distributions=dist, user_attrs=attrs))
+
+    a = optuna.create_study(study_name="a_max", storage=st, direction="maximize")
+    a.set_user_attr("spec_name", "spec_a")
+    a.set_user_attr("n_trials_target", 12)
+    for i, v in enumerate([0.5, 2.25, -1.0, 2.25]):
+        add(a, TrialState.COMPLETE, v, i, repeat=1 if i == 3 else None)
+    for i in range(3):
+        add(a, TrialState.PRUNED, None, 10 + i, repeat=0 if i == 0 else None)
+    add(a, TrialState.FAIL, None, 20)
+    add(a, TrialState.RUNNING, None, 21)
+    b = optuna.create_study(study_name="b_min", storage=st, direction="minimize")
+    for v in (3.0, -math.inf, 1.0):
+        add(b, TrialState.COMPLETE, v)
+    c = optuna.create_study(study_name="c_max_inf", storage=st, direction="maximize")
+    for v in (-math.inf, math.inf, 7.0):
+        add(c, TrialState.COMPLETE, v)
+    d = optuna.create_study(study_name="d_none_complete", storage=st, direction="minimize")
+    add(d, TrialState.PRUNED)
+    add(d, TrialState.FAIL)
+    e = optuna.create_study(study_name="e_multi", storage=st, directions=["maximize", "minimize"])
+    for v in ((1.0, 2.0), (2.0, 3.0), (0.5, 3.5)):
+        e.add_trial(create_trial(state=TrialState.COMPLETE, values=list(v), params={"x": 1}, distributions=dist))
+    f = optuna.create_study(study_name="f_empty", storage=st, direction="maximize")
+    f.set_user_attr("created", "2026-02-03T04:05:06")
+    g = optuna.create_study(study_name="g_only_neg_inf", storage=st, direction="maximize")
+    add(g, TrialState.COMPLETE, -math.inf)
+
+
+def test_study_list_sums_trials_up_in_sql_with_the_same_table(tmp_path, monkeypatch):
+    """`study list` read every trial through Optuna's ORM (~1.9 ms a trial on a slow host: 6.7 s for 3,600 trials).
+    On an RDB storage it now sums a single-objective study's trials up in one SQL query per study
+    (storage.trial_summary). The table is the one the trials give (the ORM path, kept for multi-objective studies
+    and non-RDB storages), on complete, pruned, failed and running trials, repeats and +-inf values."""
+    import pandas as pd
+
+    from optimizer.study.inspect import _list_row_orm, list_studies, open_storage
+    from optimizer.study.records import REPEAT_OF
+    from optimizer.study.storage import trial_summary
+
+    import time
+
+    monkeypatch.setenv("TZ", "America/New_York")  # Optuna stores UTC and shows local time: the SQL path must too
+    time.tzset()
+    try:
+        url = f"sqlite:///{tmp_path / 's.db'}"
+        _mixed_storage(url)
+        got = list_studies(url)
+        st, _ = open_storage(url)
+        rows = [_list_row_orm(st, s) for s in sorted(st.get_all_studies(), key=lambda s: s.study_name)]
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert trial_summary(st, "a_max", REPEAT_OF) is not None  # the SQL path runs on this storage
+    want = pd.DataFrame(rows, columns=got.columns)
+    want["pareto_size"] = want["pareto_size"].astype("Int64")
+    want["n_trials_target"] = pd.array(want["n_trials_target"].tolist(), dtype="Int64")
+    pd.testing.assert_frame_equal(got, want)
+    a = got.set_index("name")
+    assert (a.loc["a_max", ["complete", "pruned", "failed", "running", "repeats"]].tolist() == [4, 3, 1, 1, 2])
+    assert a.loc["a_max", "best_value"] == 2.25 and a.loc["b_min", "best_value"] == float("-inf")
+    assert a.loc["c_max_inf", "best_value"] == float("inf") and a.loc["g_only_neg_inf", "best_value"] == float("-inf")
+    assert pd.isna(a.loc["d_none_complete", "best_value"]) and pd.isna(a.loc["f_empty", "best_value"])
+    assert a.loc["f_empty", "created"] == pd.Timestamp("2026-02-03T04:05:06")  # no trial: the stored creation
+    assert a.loc["e_multi", "pareto_size"] == 2 and a.loc["a_max", "spec_name"] == "spec_a"
+    assert a.loc["a_max", "n_trials_target"] == 12
+    # the command's table and JSON are the ones the trials give
+    out = json.loads(ok(cli("study", "list", "--storage", url, "--format", "json")).stdout)
+    assert [r["name"] for r in out] == sorted(["a_max", "b_min", "c_max_inf", "d_none_complete", "e_multi", "f_empty",
+                                               "g_only_neg_inf"])

@@ -20,15 +20,17 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from optimizer.errors import DataError, check_param
 from optimizer.paths import resolve_storage
 from optimizer.study.records import (
-    FOLDS, METRICS, direction_sign, is_internal, ranked_trials, read_study, read_trial, trial_counts,
+    FOLDS, METRICS, REPEAT_OF, StudyRecord, direction_sign, is_internal, ranked_trials, read_study, read_trial,
+    trial_counts,
 )
 from optimizer.study.space import effective_params
-from optimizer.study.storage import make_storage, study_names
+from optimizer.study.storage import make_storage, study_names, trial_summary
 
 __all__ = [
     "KEY_METRICS", "CompareResult", "list_studies", "show_study", "best_trial_json", "trial_detail", "compare_studies",
@@ -105,32 +107,68 @@ def list_studies(storage: Any = None, internal: bool = False) -> pd.DataFrame:
     """
     st, _ = open_storage(storage)
     rows = []
-    for s in sorted(st.get_all_studies(), key=lambda s: s.study_name):  # each study's trials are read once, below
+    for s in sorted(st.get_all_studies(), key=lambda s: s.study_name):
         if not internal and is_internal(s):
             continue
-        study = optuna.load_study(study_name=s.study_name, storage=st)
-        trials = study.get_trials(deepcopy=False)
-        ranked = ranked_trials(study)
-        multi = _is_multi(study)
-        rec = read_study(study)
-        created = min((t.datetime_start for t in trials if t.datetime_start is not None), default=None) or rec.created
-        rows.append({
-            "name": s.study_name,
-            "directions": ",".join(d.name.lower() for d in study.directions),
-            **{k: v for k, v in trial_counts(trials).items() if k != "waiting"},
-            "best_value": float(ranked[0].value) if ranked and not multi else math.nan,
-            "pareto_size": len(ranked) if multi else pd.NA,
-            "created": pd.Timestamp(created) if created is not None else pd.NaT,
-            "spec_name": rec.spec_name,
-            "n_trials_target": rec.n_trials_target,
-            "repeats": sum(read_trial(t).repeat_of is not None for t in trials),
-        })
+        # an RDB storage sums a single-objective study's trials up in one SQL query; else its trials are read
+        summary = trial_summary(st, s.study_name, REPEAT_OF) if len(s.directions) == 1 else None
+        rows.append(_list_row_orm(st, s) if summary is None else _list_row_sql(s, summary))
     cols = ["name", "directions", "complete", "pruned", "failed", "running", "best_value", "pareto_size", "created",
             "spec_name", "n_trials_target", "repeats"]
     df = pd.DataFrame(rows, columns=cols)
     df["pareto_size"] = df["pareto_size"].astype("Int64")
     df["n_trials_target"] = pd.array(df["n_trials_target"].tolist(), dtype="Int64")
     return df
+
+
+def _list_row_orm(st: Any, s: Any) -> dict[str, Any]:
+    """A ``list_studies`` row from the study's trials (read once): any storage, any number of objectives."""
+    study = optuna.load_study(study_name=s.study_name, storage=st)
+    trials = study.get_trials(deepcopy=False)
+    ranked = ranked_trials(study)
+    multi = _is_multi(study)
+    rec = read_study(study)
+    created = min((t.datetime_start for t in trials if t.datetime_start is not None), default=None) or rec.created
+    return {
+        "name": s.study_name,
+        "directions": ",".join(d.name.lower() for d in study.directions),
+        **{k: v for k, v in trial_counts(trials).items() if k != "waiting"},
+        "best_value": float(ranked[0].value) if ranked and not multi else math.nan,
+        "pareto_size": len(ranked) if multi else pd.NA,
+        "created": pd.Timestamp(created) if created is not None else pd.NaT,
+        "spec_name": rec.spec_name,
+        "n_trials_target": rec.n_trials_target,
+        "repeats": sum(read_trial(t).repeat_of is not None for t in trials),
+    }
+
+
+def _list_row_sql(s: Any, summary: dict[TrialState, dict[str, Any]]) -> dict[str, Any]:
+    """The same row as ``_list_row_orm`` for a single-objective study, from ``storage.trial_summary`` (per state:
+    counts, first start, the best first-objective value of the complete trials as ``ranked_trials`` ranks them,
+    +-inf included) and the study's attributes (``s``: a FrozenStudy)."""
+    rec = StudyRecord.from_attrs(s.user_attrs)
+    n = {state: summary.get(state, {}).get("n", 0) for state in TrialState}
+    c = summary.get(TrialState.COMPLETE, {})
+    if s.directions[0] == StudyDirection.MAXIMIZE:
+        best = (math.inf if c.get("inf_pos") else c["max"] if c.get("max") is not None
+                else -math.inf if c.get("inf_neg") else math.nan)
+    else:
+        best = (-math.inf if c.get("inf_neg") else c["min"] if c.get("min") is not None
+                else math.inf if c.get("inf_pos") else math.nan)
+    created = min((x["first_start"] for x in summary.values() if x["first_start"] is not None),
+                  default=None) or rec.created
+    return {
+        "name": s.study_name,
+        "directions": s.directions[0].name.lower(),
+        "complete": n[TrialState.COMPLETE], "pruned": n[TrialState.PRUNED], "failed": n[TrialState.FAIL],
+        "running": n[TrialState.RUNNING],
+        "best_value": float(best),
+        "pareto_size": pd.NA,
+        "created": pd.Timestamp(created) if created is not None else pd.NaT,
+        "spec_name": rec.spec_name,
+        "n_trials_target": rec.n_trials_target,
+        "repeats": sum(x["flagged"] for x in summary.values()),
+    }
 
 
 def _trial_row(study: optuna.Study, t: FrozenTrial, value_cols: list[str]) -> dict[str, Any]:

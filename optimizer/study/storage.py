@@ -29,13 +29,14 @@ from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
-from sqlalchemy import event, func, select, update
+from sqlalchemy import and_, case, event, func, select, update
 from sqlalchemy.pool import NullPool
 
 from optimizer.errors import AccumoptError, DataError, ParameterError
 from optimizer.paths import resolve_storage, storage_path
 
-__all__ = ["make_storage", "study_names", "user_attrs_in_one_transaction", "StudyFull", "storage_error", "storage_failure", "has_heartbeat", "fail_stale_no_retry"]
+__all__ = ["make_storage", "study_names", "user_attrs_in_one_transaction", "StudyFull", "storage_error", "storage_failure", "has_heartbeat", "fail_stale_no_retry",
+           "trial_summary"]
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -242,6 +243,43 @@ def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
     """The names of the studies in an opened storage, sorted. Reads no trial: Optuna's study summaries load every
     trial of every study, which made ``study show`` on a storage of 3,600 trials take 9 s."""
     return sorted(optuna.get_all_study_names(storage))
+
+
+def trial_summary(storage: optuna.storages.BaseStorage, study_name: str,
+                  flag_key: str) -> dict[TrialState, dict[str, Any]] | None:
+    """One study's trials summed up per state in ONE SQL query, without loading a trial: per ``TrialState``
+    ``n`` (trials), ``first_start`` (earliest ``datetime_start``, None when none started), ``max`` / ``min`` (of the
+    finite first-objective values, None when none), ``inf_pos`` / ``inf_neg`` (trials whose first value is +inf /
+    -inf) and ``flagged`` (trials holding the user attribute ``flag_key`` with a value other than null). None for a
+    storage that is not an RDB storage (journal, in-memory): read its trials. ``study list`` read every trial
+    through Optuna's ORM instead (~1.9 ms a trial on a slow host: 6.7 s for 3,600)."""
+    if not isinstance(storage, optuna.storages.RDBStorage):
+        return None
+    t, v, a, s = models.TrialModel, models.TrialValueModel, models.TrialUserAttributeModel, models.StudyModel
+    vt = models.TrialValueModel.TrialValueType
+    finite = case((v.value_type == vt.FINITE, v.value))
+    # Optuna >= 5 stores naive UTC (``_datetime_start_utc``) and shows local time; before, the column held local time
+    start_utc = getattr(t, "_datetime_start_utc", None)
+    start = start_utc if start_utc is not None else t.datetime_start
+    q = (select(t.state, func.count(t.trial_id), func.min(start), func.max(finite), func.min(finite),
+                func.sum(case((v.value_type == vt.INF_POS, 1), else_=0)),
+                func.sum(case((v.value_type == vt.INF_NEG, 1), else_=0)),
+                func.sum(case((and_(a.value_json.is_not(None), a.value_json != "null"), 1), else_=0)))
+         .select_from(t).join(s, s.study_id == t.study_id)
+         .outerjoin(v, and_(v.trial_id == t.trial_id, v.objective == 0))
+         .outerjoin(a, and_(a.trial_id == t.trial_id, a.key == flag_key))
+         .where(s.study_name == study_name).group_by(t.state))
+    with storage.engine.connect() as con:
+        rows = con.execute(q).all()
+
+    def local(d: datetime | None) -> datetime | None:  # as Optuna's FrozenTrial.datetime_start shows it
+        if d is None or start_utc is None:
+            return d
+        return d.replace(tzinfo=timezone.utc).astimezone().replace(tzinfo=None)
+
+    return {state: {"n": int(n), "first_start": local(first), "max": hi, "min": lo, "inf_pos": int(ip or 0),
+                    "inf_neg": int(ineg or 0), "flagged": int(fl or 0)}
+            for state, n, first, hi, lo, ip, ineg, fl in rows}
 
 
 def _read_only(url: str) -> optuna.storages.BaseStorage:
