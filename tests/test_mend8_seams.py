@@ -301,3 +301,66 @@ def test_study_list_sums_trials_up_in_sql_with_the_same_table(tmp_path, monkeypa
     out = json.loads(ok(cli("study", "list", "--storage", url, "--format", "json")).stdout)
     assert [r["name"] for r in out] == sorted(["a_max", "b_min", "c_max_inf", "d_none_complete", "e_multi", "f_empty",
                                                "g_only_neg_inf"])
+
+
+def _prices_store(tmp_path, name: str, rows: list[tuple[str, str, int]], maps: list[tuple[str, str, str]],
+                  maps_first: bool):
+    """A store of prices_daily ``rows`` (date, symbol, volume) with the mappings ``maps`` added in the order given,
+    before the ingest (``maps_first``: what a fresh ingest stores) or after it (the stored rows are rewritten)."""
+    from _ingest_helpers import write
+
+    from optimizer.data.ingest import ingest_paths
+    from optimizer.data.store import connect
+    from optimizer.data.symbols import add_symbol_mapping
+
+    con = connect(str(tmp_path / f"{name}.duckdb"))
+    text = "date,symbol,open,high,low,close,volume\n" + "".join(f"{d},{s},1,1,1,1,{v}\n" for d, s, v in rows)
+    path = write(tmp_path / f"{name}.csv", text)
+    if maps_first:
+        for m in maps:
+            add_symbol_mapping(con, *m)
+    ingest_paths(con, "prices", [path])
+    if not maps_first:
+        for m in maps:
+            add_symbol_mapping(con, *m)
+    return con
+
+
+def _stored(con) -> list[tuple]:
+    return con.execute("SELECT date::VARCHAR, symbol, volume FROM prices_daily ORDER BY date, volume").fetchall()
+
+
+def test_symbol_mappings_added_in_any_order_store_what_a_fresh_ingest_stores(tmp_path):
+    """add_symbol_mapping rewrote the stored rows of OLD before the date to NEW, whatever the other mappings: a
+    chain added out of order stored other symbols than a fresh ingest with the same mappings (which applies them
+    in effective-date order). A -> B from 2024-01-02, B -> C from 2024-06-03, added B -> C first: A's old rows
+    stayed B (a fresh ingest: C). Now the rewrite goes where a fresh ingest would put them. A -> B from 2024-06-03
+    then B -> C from an EARLIER date (2024-01-02): the rewrite renamed A's rows (stored as B) to C, where a fresh
+    ingest keeps them B; the stored B rows cannot be told apart any more, so that rewrite is refused naming why and
+    what to do, and the store is left as it was."""
+    import pytest
+
+    from optimizer.data.symbols import add_symbol_mapping
+    from optimizer.errors import DataError
+
+    rows = [("2023-12-01", "A", 1), ("2023-12-29", "A", 2), ("2024-03-01", "B", 3), ("2024-07-01", "B", 4),
+            ("2024-07-01", "C", 5)]
+    chain = [("A", "B", "2024-01-02"), ("B", "C", "2024-06-03")]
+    fresh = _stored(_prices_store(tmp_path, "fresh", rows, chain, True))
+    assert [s for _, s, _ in fresh] == ["C", "C", "C", "B", "C"]
+    for i, order in enumerate((chain, chain[::-1])):
+        assert _stored(_prices_store(tmp_path, f"inc{i}", rows, order, False)) == fresh, order
+    # a chain whose later link is dated first: A -> B from 2024-06-03, B -> C from 2024-01-02
+    rows = [("2023-12-01", "A", 1), ("2023-12-15", "B", 2), ("2024-03-01", "A", 3), ("2024-07-01", "B", 4)]
+    back = [("A", "B", "2024-06-03"), ("B", "C", "2024-01-02")]
+    fresh = _stored(_prices_store(tmp_path, "fresh2", rows, back, True))
+    assert [s for _, s, _ in fresh] == ["B", "C", "B", "B"]
+    assert _stored(_prices_store(tmp_path, "inc2", rows, back[::-1], False)) == fresh  # in date order
+    con = _prices_store(tmp_path, "inc3", rows, back[:1], False)
+    before = _stored(con)
+    with pytest.raises(DataError, match=r"cannot rewrite the stored rows for B -> C before 2024-01-02: a fresh ingest "
+                                        r"would store B's rows before it as C, but prices_daily holds 2 B rows before "
+                                        r"it that may also be A's \(mapped by A -> B from 2024-06-03\)"):
+        add_symbol_mapping(con, "B", "C", "2024-01-02")
+    assert _stored(con) == before and len(con.execute("SELECT * FROM symbol_map WHERE old_symbol = 'B'").fetchall()) == 0
+    assert add_symbol_mapping(con, "B", "C", "2024-01-02", rewrite_existing=False) == 0  # later ingests only

@@ -22,7 +22,10 @@ canonicalization); mappings are applied in effective-date order, so chains (A ->
 latest symbol.
 
 ``add_symbol_mapping`` also rewrites rows already in the raw tables (``rewrite_existing=True``), because
-re-ingesting an identical file is a no-op and would not pick the new mapping up. ``remove_symbol_mapping``
+re-ingesting an identical file is a no-op and would not pick the new mapping up. The rewrite stores what a fresh
+ingest with every mapping would, whatever the order the mappings were added in (the mappings dated after the new
+one were already applied to the stored rows: ``_stored_as``); when that is not decidable from the stored rows (a
+link added before an earlier-dated one whose rows it would share) the rewrite is refused, the store unchanged. ``remove_symbol_mapping``
 only affects later ingests: rows already renamed keep the new symbol (re-ingest the raw files to undo).
 """
 
@@ -237,24 +240,65 @@ def add_symbol_mapping(
             [old, new, eff],
         )
         if rewrite_existing:
+            src, dst, others, later = _stored_as(load_symbol_map(con), old, new, eff)
             for table, dcol in DATE_COLUMNS.items():
+                if others:  # the stored src rows before the date are not all old's: refuse if there are any
+                    n = con.execute(f"SELECT count(*) FROM {table} WHERE symbol = ? AND {dcol} < ?",
+                                    [src, eff]).fetchone()[0]
+                    if n:
+                        raise DataError(
+                            f"cannot rewrite the stored rows for {old} -> {new} before {eff}: a fresh ingest would "
+                            f"store {old}'s rows before it as {dst}, but {table} holds {n} {src} rows before it that "
+                            f"may also be {' or '.join(others)}'s (mapped by {', '.join(later)}), which a fresh ingest "
+                            f"stores as {src}; add the mapping with --no-rewrite (rewrite_existing=False: later "
+                            "ingests use it) and ingest the raw files into a fresh store with these mappings")
                 keys = [c for c in _key_columns(con, table) if c not in ("symbol", dcol)]
                 join = " AND ".join([f"n.{dcol} = o.{dcol}"] + [f"n.{k} = o.{k}" for k in keys])
                 clash = con.execute(
                     f"SELECT count(*) FROM {table} o JOIN {table} n ON {join} "
                     f"WHERE o.symbol = ? AND n.symbol = ? AND o.{dcol} < ?",
-                    [old, new, eff],
+                    [src, dst, eff],
                 ).fetchone()[0]
                 if clash:
                     raise DataError(
-                        f"cannot map {old} -> {new} before {eff}: {table} already holds {clash} {new} rows "
-                        f"at the same keys as {old} rows"
+                        f"cannot map {old} -> {new} before {eff}: {table} already holds {clash} {dst} rows "
+                        f"at the same keys as {src} rows"
                     )
                 got = con.execute(
-                    f"UPDATE {table} SET symbol = ? WHERE symbol = ? AND {dcol} < ?", [new, old, eff]
+                    f"UPDATE {table} SET symbol = ? WHERE symbol = ? AND {dcol} < ?", [dst, src, eff]
                 ).fetchone()
                 rewritten += int(got[0]) if got else 0
     return rewritten
+
+
+def _stored_as(smap: pd.DataFrame, old: str, new: str, eff: object) -> tuple[str, str, list[str], list[str]]:
+    """Where the stored rows of ``old`` before ``eff`` are and where a fresh ingest with the map ``smap`` (which
+    holds old -> new at eff) puts them: (src, dst, others, later). The ingest applies the mappings in (effective
+    date, old symbol) order, each to the rows dated before its date; so the mappings after this one in that order
+    (``later``, all dated on or after ``eff``) have already been applied to the stored rows: ``old``'s rows before
+    ``eff`` are stored as ``src`` (= later(old)) and belong as ``dst`` (= later(new)). ``others``: the symbols
+    whose rows are also stored as ``src`` (later(z) = src), which a fresh ingest keeps as ``src``: with any, the
+    stored ``src`` rows cannot be told apart and are not rewritten (a chain added out of date order: A -> B, then
+    B -> C from an earlier date)."""
+    ts = pd.Timestamp(eff)
+    rows = list(smap[["old_symbol", "new_symbol", "effective_date"]].itertuples(index=False))
+    after = [(o, n, pd.Timestamp(e)) for o, n, e in rows if (pd.Timestamp(e), o) > (ts, old)]
+
+    def chain(s: str, used: list[str] | None = None) -> str:
+        for o, n, e in after:
+            if s == o:
+                s = n
+                if used is not None:
+                    used.append(f"{o} -> {n} from {e.date()}")
+        return s
+
+    src, dst = chain(old), chain(new)
+    cands = {o for o, _, _ in after} | {n for _, n, _ in after} | {src}
+    others = sorted(z for z in cands if z != old and chain(z) == src)
+    later: list[str] = []
+    for z in others:
+        chain(z, later)
+    return src, dst, others, list(dict.fromkeys(later))
 
 
 # tables built FROM the raw tables that a rename of stored raw rows leaves under the old name: daily_metrics and
