@@ -89,7 +89,7 @@ def test_study_run_and_sandbox_state_their_data_settings(synth_db, tmp_path):
     """`study run` (terminal and --format json) and the sandbox page did not state the data settings the trials /
     trades ran with (universe, span and reserve, regime filter, min_periods, costs) as `walkforward` and `backtest`
     do: a run at the default costs or without the regime filter looked the same. Both now state them in the one
-    wording of report.settings."""
+    wording of study.data_settings."""
     import html as _html
     import re
 

@@ -35,7 +35,7 @@ from optimizer.study.inspect import (
     KEY_METRICS, best_trial_json, compare_studies, delete_study, export_study, list_studies, open_named_study,
     show_study, trial_detail,
 )
-from optimizer.report.settings import data_settings_rows, study_settings
+from optimizer.study.data_settings import data_settings_rows, study_settings
 from optimizer.study.records import read_study, trial_counts
 from optimizer.study.spec import check_study_name, load_spec
 from optimizer.study.storage import make_storage
@@ -100,7 +100,7 @@ def study_run(spec, n_trials, timeout, name, new_name, jobs, storage, db, out, f
 
 
 def _print_run(res, fmt):
-    """The run's summary, then the data settings its trials ran with (``report.settings``: universe, span and
+    """The run's summary, then the data settings its trials ran with (``study.data_settings``: universe, span and
     reserve, regime filter, min_periods, costs; JSON ``settings``)."""
     settings = study_settings(read_study(res.study)) if res.study is not None else None
     d = {"study": res.study_name, "storage": res.storage, **res.counts, "best_value": res.best_value,

@@ -25,8 +25,9 @@ latest symbol.
 re-ingesting an identical file is a no-op and would not pick the new mapping up. The rewrite stores what a fresh
 ingest with every mapping would, whatever the order the mappings were added in (the mappings dated after the new
 one were already applied to the stored rows: ``_stored_as``); when that is not decidable from the stored rows (a
-link added before an earlier-dated one whose rows it would share) the rewrite is refused, the store unchanged. ``remove_symbol_mapping``
-only affects later ingests: rows already renamed keep the new symbol (re-ingest the raw files to undo).
+link added before an earlier-dated one whose rows it would share) the rewrite is refused, the store unchanged.
+``remove_symbol_mapping`` only affects later ingests: rows already renamed keep the new symbol (re-ingest the raw
+files to undo).
 """
 
 from __future__ import annotations

@@ -407,8 +407,8 @@ def backtest_summary(result: Result, events: pd.DataFrame, panel: Panel, univers
     """Flat dict for one run (a row of bt_backtest_runs): identifiers (``SUMMARY_ID_KEYS``: score_variant,
     exit_strategy, ticker_universe, regime_filter, date_start / date_end = the signal window's first / last
     session, last data session, sessions, n_symbols, panel fingerprint, panel_start = the panel's first session,
-    where the z-scores warm up from, min_periods = of the z-scores, None = the z-window), the config (``Config.to_params`` keys), every
-    metric of ``result.metrics`` (``METRIC_KEYS``, with win_loss and sharpe under the design's names
+    where the z-scores warm up from, min_periods = of the z-scores, None = the z-window), the config
+    (``Config.to_params`` keys), every metric of ``result.metrics`` (``METRIC_KEYS``, with win_loss and sharpe under the design's names
     win_loss_ratio and sharpe_ratio, ``RUN_METRIC_NAMES``) and ``high_quality_hit_rate`` / ``high_quality_trades`` (HIGH-quality closed
     events). ``universe`` is the name or list the panel was built from (default: the panel's symbols, comma
     separated); ``regime_filter`` the regime the entries were restricted to (ALL = none)."""

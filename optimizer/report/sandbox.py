@@ -65,7 +65,7 @@ from optimizer.engine.score import display_score
 from optimizer.errors import DataError, ParameterError, check_param
 from optimizer.params import engine_params
 from optimizer.report.files import save_figure
-from optimizer.report.settings import data_settings_rows
+from optimizer.study.data_settings import data_settings_rows
 from optimizer.study.data import load_universe_panel, universe_symbols
 from optimizer.engine.regime_filter import REGIME_NAMES, regime_entry_mask
 from optimizer.engine.simulate import Span
@@ -345,7 +345,7 @@ def sandbox_figure(panel: Panel, symbol: str, start: DateLike | None = None, end
     ``z_window`` / ``buy`` / ``sell`` override its z-window and thresholds. ``trades``: the configuration's trades
     (default: ``sandbox_trades`` on ``panel``, or on ``universe_panel`` for a configuration with position caps).
     ``settings``: the data settings the trades ran with (``SandboxRun.settings``), stated under the title in the
-    wording of ``report.settings`` (universe, span and final reserve, regime filter, min_periods, costs).
+    wording of ``study.data_settings`` (universe, span and final reserve, regime filter, min_periods, costs).
     """
     check_param(dot_mode in DOT_MODES, "dot_mode", f"one of {', '.join(DOT_MODES)}", dot_mode)
     cfg = _config(config, z_window, buy, sell)
@@ -433,7 +433,7 @@ class SandboxRun:
     trades: pd.DataFrame
     min_periods: int | None = None
     warnings: tuple[str, ...] = ()  # the loud warning of a repeated opening of the final reserve
-    settings: Mapping[str, Any] | None = None  # the data settings it ran with (``report.settings``), for the page
+    settings: Mapping[str, Any] | None = None  # the data settings it ran with (``study.data_settings``), for the page
 
 
 def sandbox_run(db: str | Path, symbol: str, start: DateLike | None = None, end: DateLike | None = None,
@@ -454,8 +454,8 @@ def sandbox_run(db: str | Path, symbol: str, start: DateLike | None = None, end:
     signals from its span start, filters entries by its regime and uses its min_periods and universe; its default
     end is the trial's data end (with ``final``: its study's last session, the reserve's end, or the store's last
     session for a record without it) and its reserve the trial's, as ``backtest --params`` runs it. ``regime``:
-    the entry filter (default: the record's, else ALL). ``span_start`` / ``min_periods``: of a configuration without a record
-    (a loose parameters file's): the simulation starts at ``span_start`` as ``backtest --params`` starts it (panel
+    the entry filter (default: the record's, else ALL). ``span_start`` / ``min_periods``: of a configuration
+    without a record (a loose parameters file's): the simulation starts at ``span_start`` as ``backtest --params`` starts it (panel
     and signals; the z-scores warm up inside the span) and its z-scores use ``min_periods``; both are ignored with
     a ``record``, whose panel start and min_periods rule."""
     as_date(start, "start"), as_date(end, "end")  # a date that does not parse is one line naming the flag

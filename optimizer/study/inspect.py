@@ -26,7 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 from optimizer.errors import DataError, check_param
 from optimizer.paths import resolve_storage
 from optimizer.study.records import (
-    FOLDS, METRICS, REPEAT_OF, StudyRecord, direction_sign, is_internal, ranked_trials, read_study, read_trial,
+    FOLDS, METRICS, REPEAT_OF, direction_sign, is_internal, ranked_trials, read_study, read_trial,
     trial_counts,
 )
 from optimizer.study.space import effective_params
@@ -146,7 +146,7 @@ def _list_row_sql(s: Any, summary: dict[TrialState, dict[str, Any]]) -> dict[str
     """The same row as ``_list_row_orm`` for a single-objective study, from ``storage.trial_summary`` (per state:
     counts, first start, the best first-objective value of the complete trials as ``ranked_trials`` ranks them,
     +-inf included) and the study's attributes (``s``: a FrozenStudy)."""
-    rec = StudyRecord.from_attrs(s.user_attrs)
+    rec = read_study(s)
     n = {state: summary.get(state, {}).get("n", 0) for state in TrialState}
     c = summary.get(TrialState.COMPLETE, {})
     if s.directions[0] == StudyDirection.MAXIMIZE:

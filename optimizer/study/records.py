@@ -55,6 +55,8 @@ from optimizer.study.spec import StudySpec, parse_spec
 from optimizer.study.storage import user_attrs_in_one_transaction
 
 if TYPE_CHECKING:
+    from optuna.study._frozen import FrozenStudy
+
     from optimizer.engine.evaluate import Config
 
 __all__ = [
@@ -164,7 +166,8 @@ def window_attrs(index: int, train: Sequence[str], test: Sequence[str], last_ses
     return {"wf_window": index, "wf_train": list(train), "wf_test": list(test), "last_session_seen": last_session_seen}
 
 
-def read_study(study: optuna.Study) -> StudyRecord:
+def read_study(study: optuna.Study | FrozenStudy) -> StudyRecord:
+    """The record of a study, or of a ``FrozenStudy`` (``storage.get_all_studies()``: no trial read)."""
     return StudyRecord.from_attrs(study.user_attrs)
 
 

@@ -59,7 +59,7 @@ from optimizer.errors import DataError, ParameterError, SpecError
 from optimizer.study.data import StudyData, load_study_data, prepare_data
 from optimizer.engine.evaluate import Config
 from optimizer.paths import atomic_write, resolve_db, resolve_storage, under
-from optimizer.report.settings import data_settings_rows
+from optimizer.study.data_settings import data_settings_rows
 from optimizer.study.records import (
     direction_sign, distinct_configurations, group_configurations, ranked_trials, read_study, read_trial,
     read_window_result, trials_digest, window_attrs, write_window_result,
