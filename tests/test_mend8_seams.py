@@ -364,3 +364,28 @@ def test_symbol_mappings_added_in_any_order_store_what_a_fresh_ingest_stores(tmp
         add_symbol_mapping(con, "B", "C", "2024-01-02")
     assert _stored(con) == before and len(con.execute("SELECT * FROM symbol_map WHERE old_symbol = 'B'").fetchall()) == 0
     assert add_symbol_mapping(con, "B", "C", "2024-01-02", rewrite_existing=False) == 0  # later ingests only
+
+
+def test_a_mapping_changed_to_another_symbol_is_refused_when_its_rows_were_renamed(tmp_path):
+    """`symbols map add A B --from D`, then `map add A B2 --from D` updated the mapping but rewrote nothing: A's rows
+    were already stored as B, so the store kept B where a fresh ingest stores B2. The stored B rows are A's or B's
+    own, which cannot be told apart: the change is refused, the store and the map as they were; on a store without
+    such rows it goes through; re-adding the same mapping is a no-op."""
+    import pytest
+
+    from optimizer.data.symbols import add_symbol_mapping
+    from optimizer.errors import DataError
+
+    rows = [("2023-12-01", "A", 1), ("2024-07-01", "B", 2)]
+    con = _prices_store(tmp_path, "upd", rows, [("A", "B", "2024-01-02")], False)
+    before = _stored(con)
+    assert [s for _, s, _ in before] == ["B", "B"]
+    assert add_symbol_mapping(con, "A", "B", "2024-01-02") == 0
+    with pytest.raises(DataError, match=r"cannot change A -> B from 2024-01-02 to A -> B2: prices_daily holds 1 B "
+                                        r"rows before it"):
+        add_symbol_mapping(con, "A", "B2", "2024-01-02")
+    assert _stored(con) == before
+    assert con.execute("SELECT new_symbol FROM symbol_map WHERE old_symbol = 'A'").fetchall() == [("B",)]
+    fresh = _stored(_prices_store(tmp_path, "upd_fresh", rows, [("A", "B2", "2024-01-02")], True))
+    assert _stored(_prices_store(tmp_path, "upd_ok", rows, [("A", "B", "2024-01-02"), ("A", "B2", "2024-01-02")],
+                                 True)) == fresh  # mapped before any row: nothing to tell apart

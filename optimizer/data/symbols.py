@@ -226,6 +226,9 @@ def add_symbol_mapping(
     ``old`` rows dated before the date are renamed in the same transaction; if ``new`` already has a row at one
     of those keys the whole change is refused (DataError). The derived tables are not renamed (they are computed
     from the raw tables: ``accumopt metrics build``); :func:`derived_rows_of` tells what they still hold.
+    The stored rows go where a fresh ingest with every mapping would put them (``_stored_as``); when the stored
+    rows cannot be told apart (a chain link added before an earlier-dated one sharing its rows; a mapping changed
+    to another new symbol after its rows were renamed) the change is refused (DataError naming why).
     """
     if not str(old or "").strip() or not str(new or "").strip():
         raise ParameterError(f"old and new symbols must be non-empty, got old={old!r}, new={new!r}")
@@ -235,13 +238,27 @@ def add_symbol_mapping(
     eff = _eff_date(effective_date)
     rewritten = 0
     with transaction(con):
+        prev = con.execute("SELECT new_symbol FROM symbol_map WHERE old_symbol = ? AND effective_date = ?",
+                           [old, eff]).fetchone()
         con.execute(
             "INSERT INTO symbol_map VALUES (?, ?, ?) ON CONFLICT (old_symbol, effective_date) "
             "DO UPDATE SET new_symbol = excluded.new_symbol",
             [old, new, eff],
         )
         if rewrite_existing:
-            src, dst, others, later = _stored_as(load_symbol_map(con), old, new, eff)
+            smap = load_symbol_map(con)
+            if prev is not None and prev[0] != new:  # old's rows were stored where the previous target put them
+                was = _stored_as(smap, old, prev[0], eff)[1]
+                for table, dcol in DATE_COLUMNS.items():
+                    n = con.execute(f"SELECT count(*) FROM {table} WHERE symbol = ? AND {dcol} < ?",
+                                    [was, eff]).fetchone()[0]
+                    if n:
+                        raise DataError(
+                            f"cannot change {old} -> {prev[0]} from {eff} to {old} -> {new}: {table} holds {n} {was} "
+                            f"rows before it, {old}'s renamed by the earlier mapping or {was}'s own, which cannot be "
+                            "told apart; add the mapping with --no-rewrite (rewrite_existing=False: later ingests use "
+                            "it) and ingest the raw files into a fresh store with these mappings")
+            src, dst, others, later = _stored_as(smap, old, new, eff)
             for table, dcol in DATE_COLUMNS.items():
                 if others:  # the stored src rows before the date are not all old's: refuse if there are any
                     n = con.execute(f"SELECT count(*) FROM {table} WHERE symbol = ? AND {dcol} < ?",
