@@ -34,6 +34,7 @@ from optimizer.study.registry import build_pruner, build_sampler
 from optimizer.study.space import grid_search_space
 from optimizer.study.spec import StudySpec
 from optimizer.study.data import StudyData, load_study_data, prepare_data
+from optimizer.study._pool import optimize_pool
 from optimizer.study.seed import seed_from_study
 from optimizer.study.storage import StudyFull, make_storage, study_names
 from optimizer.study.trial import TrialFailed, TrialObjective
@@ -487,7 +488,10 @@ def run_study(
                            optuna.study.MaxTrialsCallback(target, states=(TrialState.COMPLETE, TrialState.PRUNED)),
                            *(callbacks or [])],
             )
-        elif remaining > 0:
+        elif remaining > 0 and not worker and hasattr(storage, "write_finished_trial"):  # SQLite, PostgreSQL
+            optimize_pool(study, storage, data, jobs, target, timeout, should_stop=lambda: stop_flag["stop"],
+                          callbacks=[prog, _stopper, _FailureGuard(), *(callbacks or [])])
+        elif remaining > 0:  # a journal file: worker processes, each through the storage
             data.evaluator.features.warm()  # shared copy-on-write by the forked workers
             ctx = multiprocessing.get_context("fork")
             quotas = [remaining // jobs + (1 if i < remaining % jobs else 0) for i in range(jobs)]
