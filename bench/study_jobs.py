@@ -10,6 +10,10 @@ Two cases, each run alternately --jobs 1 / --jobs J (``--rounds`` times), every 
   folds) on the same store: an objective whose time is not the tool's.
 
     .venv/bin/python bench/study_jobs.py [--jobs 2] [--rounds 2] [--work /tmp/accumopt-bench-jobs] [--json]
+                                         [--src DIR]
+
+``--src DIR``: run the commands of another checkout of the repository (e.g. ``git archive COMMIT | tar -x -C DIR``,
+the code before a change), with this venv; the demo store and storage are made by this checkout.
 """
 
 from __future__ import annotations
@@ -73,10 +77,10 @@ def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
-def run_once(args: list[str], env: dict[str, str]) -> dict[str, float]:
+def run_once(args: list[str], env: dict[str, str], src: Path) -> dict[str, float]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "optimizer.cli", *args, "--format", "json"], cwd=ROOT, env=env,
+    out = subprocess.run([sys.executable, "-m", "optimizer.cli", *args, "--format", "json"], cwd=src, env=env,
                          capture_output=True, text=True)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -96,10 +100,12 @@ def main() -> None:
     ap.add_argument("--cases", default="cheap,expensive")
     ap.add_argument("--work", type=Path, default=Path("/tmp/accumopt-bench-jobs"))
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--src", type=Path, default=ROOT, help="the checkout whose commands run (default this one)")
     a = ap.parse_args()
+    src = a.src.resolve()
     db, template = prepare(a.work)
     env = {k: v for k, v in os.environ.items() if k not in ("ACCUMOPT_STORAGE", "ACCUMOPT_DB")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(src), str(src / "tests"), env.get("PYTHONPATH", "")])
     slow = a.work / "slow.toml"
     slow.write_text(SLOW_SPEC.format(n=a.trials), encoding="utf-8")
     rows = []
@@ -111,12 +117,12 @@ def main() -> None:
                     Path(f"{st}{suffix}").unlink(missing_ok=True)
                 if case == "cheap":
                     shutil.copy(template, st)
-                    args = ["study", "run", str(ROOT / "studies" / "phase_b_fine.toml")]
+                    args = ["study", "run", str(src / "studies" / "phase_b_fine.toml")]
                     e = env
                 else:
                     args = ["study", "run", str(slow)]
                     e = {**env, "ACCUMOPT_TEST_FOLD_SLEEP": str(a.sleep)}
-                m = run_once([*args, "--db", str(db), "--storage", f"sqlite:///{st}", "--jobs", str(jobs)], e)
+                m = run_once([*args, "--db", str(db), "--storage", f"sqlite:///{st}", "--jobs", str(jobs)], e, src)
                 rows.append({"case": case, "jobs": jobs, "round": r, **m, "load": os.getloadavg()[0]})
                 if not a.json:
                     print(f"{case:9s} --jobs {jobs}: wall {m['wall_s']:6.2f} s  cpu {m['cpu_s']:6.2f} s  "

@@ -66,7 +66,8 @@ def test_claimed_row_is_completed_in_place_and_the_claim_is_budgeted(tmp_path):
     # the waiting row popped, then completed in place with everything the finished trial holds
     waiting = storage.get_all_trials(sid)[0]
     assert storage.set_trial_state_values(waiting._trial_id, TrialState.RUNNING)
-    assert storage.write_finished_trial(sid, _finished(0, TrialState.PRUNED), trial_id=waiting._trial_id) == waiting._trial_id
+    wid = waiting._trial_id
+    assert storage.write_finished_trial(sid, _finished(0, TrialState.PRUNED), trial_id=wid) == wid
     assert storage.write_finished_trial(sid, _finished(1), trial_id=a) == a
     got = {t.number: t for t in make_storage(url, read_only=True).get_all_trials(sid)}
     assert [got[n].state for n in range(3)] == [TrialState.PRUNED, TrialState.COMPLETE, TrialState.RUNNING]

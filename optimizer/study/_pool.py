@@ -23,6 +23,7 @@ import queue
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +34,7 @@ from optimizer.engine.warmup import needs_parallel, warm_kernels
 from optimizer.errors import AccumoptError
 from optimizer.study.data import StudyData
 from optimizer.study.records import trial_counts
+from optimizer.study.space import suggest
 from optimizer.study.storage import StudyFull
 from optimizer.study.trial import TrialFailed, TrialObjective
 
@@ -70,9 +72,10 @@ class RemoteTrial:
     (``_Slot.serve``). Only what the tool's objective uses is forwarded (``_METHODS``, ``_ATTRS``, ``number``,
     ``study``)."""
 
-    def __init__(self, conn: Any, number: int, cache: dict[int, FrozenTrial]) -> None:
+    def __init__(self, conn: Any, number: int, drawn: dict[str, Any], cache: dict[int, FrozenTrial]) -> None:
         self._conn = conn
         self.number = number
+        self._drawn = drawn  # the parameters the coordinator drew before sending the trial (``space.suggest``)
         self._cache = cache
         self.study = _RemoteStudy(self)
 
@@ -82,6 +85,20 @@ class RemoteTrial:
         if not ok:
             raise value
         return value
+
+    def _suggest(self, kind: str, name: str, *args: Any, **kwargs: Any) -> Any:
+        if name in self._drawn:  # drawn by the same call in the coordinator
+            return self._drawn[name]
+        return self._ask("call", kind, (name, *args), kwargs)
+
+    def suggest_float(self, name: str, *args: Any, **kwargs: Any) -> float:
+        return self._suggest("suggest_float", name, *args, **kwargs)
+
+    def suggest_int(self, name: str, *args: Any, **kwargs: Any) -> int:
+        return self._suggest("suggest_int", name, *args, **kwargs)
+
+    def suggest_categorical(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        return self._suggest("suggest_categorical", name, *args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         if name in _ATTRS:
@@ -115,9 +132,10 @@ def _serve_trials(conn: Any, data: StudyData, theirs: tuple = ()) -> None:
     objective = TrialObjective(data)
     cache: dict[int, FrozenTrial] = {}
     try:
-        while (number := conn.recv()) is not None:
+        while (msg := conn.recv()) is not None:
+            number, drawn = msg
             try:
-                out = (True, objective(RemoteTrial(conn, number, cache)))
+                out = (True, objective(RemoteTrial(conn, number, drawn, cache)))
             except Exception as e:  # noqa: BLE001 - every outcome goes back to the coordinator's Optuna, which decides
                 out = (False, _portable(e))
             conn.send(out)
@@ -136,9 +154,12 @@ class _Slot:
         child.close()
         self.sent: set[int] = set()  # numbers of the finished trials this process holds
 
-    def serve(self, trial: optuna.trial.Trial, study: optuna.Study) -> Any:
-        """Run ``trial`` in the compute process, answering its calls; its value, or its exception raised here."""
-        self.conn.send(trial.number)
+    def serve(self, trial: optuna.trial.Trial, study: optuna.Study, spec: Any) -> Any:
+        """Run ``trial`` in the compute process, answering its calls; its value, or its exception raised here.
+        Its parameters are drawn here first, by the call the objective makes (``space.suggest``), and sent with
+        it: one message instead of a round trip per parameter."""
+        suggest(trial, spec)
+        self.conn.send((trial.number, dict(trial.params)))
         deferred: BaseException | None = None  # the first error of a one-way call
         while True:
             try:
@@ -243,7 +264,7 @@ class _Mirror(optuna.storages.InMemoryStorage):
 
 
 def _foreign() -> FrozenTrial:
-    return optuna.trial.create_trial(state=TrialState.FAIL, system_attrs={"accumopt:foreign": True})
+    return optuna.trial.create_trial(state=TrialState.FAIL)
 
 
 def _mirror(study: optuna.Study, backend: Any) -> optuna.Study:
@@ -304,7 +325,7 @@ def optimize_pool(study: optuna.Study, storage: Any, data: StudyData, jobs: int,
             stored = mirror.stored[trial._trial_id]
             beating.add(stored)
             try:
-                return slot.serve(trial, local)
+                return slot.serve(trial, local, data.spec)
             except (optuna.TrialPruned, TrialFailed):
                 raise
             except BaseException:  # the run stops on it: the claimed row must not stay RUNNING
@@ -321,9 +342,9 @@ def optimize_pool(study: optuna.Study, storage: Any, data: StudyData, jobs: int,
             return
         with write:
             if not storage.write_finished_trial(study._study_id, frozen, trial_id=stored):
-                optuna.logging.get_logger("accumopt").warning(
-                    f"trial {frozen.number} finished after its row was failed as stale (its heartbeat lapsed): "
-                    "its retry runs it again")
+                warnings.warn(f"study {study.study_name!r}: trial {frozen.number} finished after another process "
+                              "failed its row as stale (its heartbeat lapsed): not stored, its retry runs it again",
+                              RuntimeWarning, stacklevel=2)
 
     heart = threading.Thread(target=beat, name="accumopt-heartbeat", daemon=True)
     heart.start()

@@ -1,5 +1,6 @@
 """Create or resume a study (spec-hash guard) and run it: the single-writer mirrored loop, the budgeted loop of
-several workers, ``--jobs`` worker processes, Ctrl-C, the progress bar."""
+several workers, ``--jobs`` (a coordinator and compute processes, ``_pool``; worker processes on a journal file),
+Ctrl-C, the progress bar."""
 
 from __future__ import annotations
 
@@ -366,7 +367,8 @@ def worker_stop() -> Callable[[], bool]:
 
 def _worker(spec: StudySpec, storage_url: str | None, name: str, quota: int, data: StudyData, timeout: float | None,
             target: int, seed_offset: int) -> None:
-    """One forked ``--jobs`` process: its own storage connection, sampler seed ``seed + seed_offset``. It stops
+    """One forked ``--jobs`` process on a journal file (an RDB storage runs ``_pool.optimize_pool``): its own
+    storage connection, sampler seed ``seed + seed_offset``. It stops
     after its running trial on Ctrl-C (SIGINT: the handler it inherited set the PARENT's flag, in its own copy, so
     a worker ran on to its quota) and when its parent is gone (killed: the worker would run on, orphaned)."""
     should_stop = worker_stop()
