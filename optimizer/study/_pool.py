@@ -361,10 +361,8 @@ def optimize_pool(study: optuna.Study, storage: Any, data: StudyData, jobs: int,
             try:
                 local.optimize(objective(local), n_trials=left, timeout=t_left, n_jobs=jobs, catch=(TrialFailed,),
                                callbacks=[write_back, *callbacks])
-                lc = trial_counts(local)  # its finished trials are stored ones: the storage holds at least these
-                if local._stop_flag or lc["complete"] + lc["pruned"] >= target:  # stopped by a callback (Ctrl-C,
-                    return  # every trial failing), or done
-                continue  # trials that failed left part of the budget: on with the study as stored
+                return  # done, stopped by a callback, or out of time (trials that failed leave their part of the
+                # budget to a resumed run, as with one process)
             except StudyFull:
                 pass
             if time.monotonic() - changed > idle_limit:
