@@ -175,7 +175,9 @@ def test_sigkill_of_study_run_jobs_2_loses_at_most_2_trials_and_resumes_exactly(
         p.wait(timeout=30)
     assert p.returncode == -signal.SIGKILL
     running = [t.number for t in before if t.state == TrialState.RUNNING]
-    assert len(running) <= 2, [(t.number, t.state.name) for t in before]  # at most J trials lost
+    # at most J trials lost; at least one claimed row was left RUNNING (a trial is claimed as the last one ends),
+    # so the resume goes through its heartbeat going stale
+    assert 1 <= len(running) <= 2, [(t.number, t.state.name) for t in before]
     assert all(t.state in (*FINISHED, TrialState.RUNNING) for t in before)
     complete_before = {t.number: (t.value, t.params) for t in before if t.state == TrialState.COMPLETE}
     out, err = finish_logged(_start(args, tmp_path, tmp_path / "resume"), tmp_path / "resume")
