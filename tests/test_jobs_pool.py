@@ -82,6 +82,21 @@ def test_claimed_row_is_completed_in_place_and_the_claim_is_budgeted(tmp_path):
     assert t.state == TrialState.FAIL and t.params == {} and t.user_attrs == {}
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+def test_a_claimed_row_whose_coordinator_died_goes_stale(tmp_path):
+    """The claim writes the row's first heartbeat itself (SQL, not Optuna's ORM): a coordinator killed before any
+    beat of its heartbeat thread leaves rows that go stale (failed and retried), never RUNNING forever."""
+    storage = make_storage(f"sqlite:///{tmp_path / 'stale.db'}", grace_period=2)  # stale after 2 s
+    study = optuna.create_study(study_name="stale", storage=storage)
+    tid, number = storage.claim_trial(study._study_id)
+    assert number == 0 and storage._get_stale_trial_ids(study._study_id) == []
+    time.sleep(3.2)
+    assert storage._get_stale_trial_ids(study._study_id) == [tid]
+    optuna.storages.fail_stale_trials(study)
+    states = [t.state for t in study.get_trials()]
+    assert states == [TrialState.FAIL, TrialState.WAITING], states  # failed, and its retry queued
+
+
 # ------------------------------------------------------------------------------------------------ the pool
 @pytest.mark.slow
 def test_jobs_2_reads_the_storage_per_run_not_per_trial(synth_db, tmp_path, monkeypatch):
