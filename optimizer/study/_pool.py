@@ -2,14 +2,15 @@
 
 The coordinator owns an in-process copy of the stored study (``_Mirror``, Optuna's ``InMemoryStorage``), the
 sampler and the pruner, and runs Optuna's own ``optimize(n_jobs=J)`` on it: each of Optuna's J threads hands its
-trial to a free compute process, which runs the objective on a ``RemoteTrial`` whose calls (``suggest_*``,
-``report``, ``should_prune``, ``set_user_attr``, ``number``, ``study.get_trials``) come back over a pipe and run on
-the real Optuna trial here. So sampling and pruning read in-memory trials, and a trial reaches the storage once,
-finished, in one transaction (``_BudgetRDBStorage.write_finished_trial``), as with ``--jobs 1``.
+trial, its parameters drawn here (``space.suggest``, the objective's first call), to a free compute process, which
+runs the objective on a ``RemoteTrial`` whose calls (``report``, ``should_prune``, ``set_user_attr``,
+``study.get_trials``, a ``suggest_*`` not drawn yet) come back over a pipe and run on the real Optuna trial here.
+So sampling and pruning read in-memory trials, and a trial reaches the storage once, finished, in one transaction
+(``_BudgetRDBStorage.write_finished_trial``), as with ``--jobs 1``. The compute processes never use the storage.
 
 The storage stays the authority on the trial budget: each new trial first claims a RUNNING row through the
-storage's budget-checked trial creation (with its heartbeat, kept beating by Optuna's heartbeat thread while the
-trial runs), and its result is written into that row. A ``study worker`` sharing the study sees the J claims as
+storage's budget check (``_BudgetRDBStorage.claim_trial``, with the row's first heartbeat; one thread here beats
+for the J running rows), and its result is written into that row. A ``study worker`` sharing the study sees the J claims as
 held slots, and this process sees its trials; enqueued (WAITING) rows are popped in the storage with its one
 conditional UPDATE before they run here. A SIGKILL leaves at most J claimed rows RUNNING: their heartbeats go
 stale, the next run fails them (lost to the kill: not counted, retried) and completes the budget.
