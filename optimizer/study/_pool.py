@@ -223,8 +223,9 @@ class _Mirror(optuna.storages.InMemoryStorage):
     """The coordinator's copy of the stored study. A new trial is created here only after the storage gave it a
     row (``claiming``: the storage's budget check, ``StudyFull`` when the study's trials are all held), under one
     lock, so the copy numbers its trials as the storage does: another writer's rows in between are added as
-    ``_FOREIGN`` placeholders (FAIL with no reason: not counted, see ``records.lost_to_kill``). A WAITING trial
-    (an enqueued seed, a retry) runs here only once its stored row was popped (``set_trial_state_values``)."""
+    ``_foreign`` placeholders (RUNNING, no parameters: the sampler and the pruner read finished trials, and the
+    progress bar counts no failure). A WAITING trial (an enqueued seed, a retry) runs here only once its stored row
+    was popped (``set_trial_state_values``); one another process took stays here as that process's (RUNNING)."""
 
     def __init__(self, backend: Any, stored_study_id: int) -> None:
         super().__init__()
@@ -251,21 +252,22 @@ class _Mirror(optuna.storages.InMemoryStorage):
             return super().set_trial_state_values(trial_id, state, values)
         with self._claim:  # a pop: one thread at a time (two of Optuna's threads may pick the same WAITING trial)
             stored = self.waiting.pop(trial_id, None)
-            if stored is None:  # popped already (RUNNING here, or FAIL: another worker took it)
+            if stored is None:  # popped already (by another thread here, or by another process)
                 return False
             try:
                 took = self.backend.set_trial_state_values(stored, TrialState.RUNNING)
             except optuna.exceptions.UpdateFinishedTrialError:
                 took = False
             if not took:  # another worker took (or finished) it: not ours to run
-                super().set_trial_state_values(trial_id, TrialState.FAIL)
+                super().set_trial_state_values(trial_id, TrialState.RUNNING)
                 return False
             self.stored[trial_id] = stored
             return super().set_trial_state_values(trial_id, state, values)
 
 
 def _foreign() -> FrozenTrial:
-    return optuna.trial.create_trial(state=TrialState.FAIL)
+    """Another process's trial in the coordinator's copy: it holds its number, nothing else."""
+    return optuna.trial.create_trial(state=TrialState.RUNNING)
 
 
 def _mirror(study: optuna.Study, backend: Any) -> optuna.Study:
