@@ -413,6 +413,23 @@ def test_killed_worker_trial_fails_and_is_retried_on_postgres(pg_url, study_data
     assert out["complete"] + out["pruned"] == N_TRIALS and out["failed"] == 1 and out["running"] == 0, out
 
 
+def test_study_run_jobs_2_on_postgres_finishes_exactly_n_trials(pg_url, study_data, spec_path, store, tmp_path,
+                                                               planted):
+    """`study run --jobs 2` (one coordinator, two compute processes: optimizer.study._pool) on PostgreSQL: its
+    trials claimed through Optuna's budgeted trial creation and written in place by write_finished_trial's
+    SQLAlchemy path; the enqueued A, B, A, P popped in the storage, as the two workers above pop them."""
+    name = "pg_pool"
+    _create(study_data, pg_url, name, planted)
+    cmd = [sys.executable, "-m", "optimizer.cli", "study", "run", str(spec_path), "--storage", pg_url, "--db",
+           str(store), "--name", name, "--n-trials", str(N_TRIALS), "--jobs", "2", "--format", "json"]
+    out = _finish(subprocess.Popen(cmd, cwd=tmp_path, env=_env({SLEEP_ENV: "0.1"}), stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True))
+    trials = _trials(make_storage(pg_url, heartbeat=False), name)
+    _assert_exact_study(trials, planted)
+    assert _overlap(trials), "the two compute processes never ran trials at the same time"
+    assert out["complete"] + out["pruned"] == N_TRIALS and out["failed"] == 0 and out["running"] == 0, out
+
+
 def test_two_workers_on_journal_file_finish_exactly_n_trials(study_data, spec_path, store, tmp_path, planted):
     url = f"journal:{tmp_path / 'journal.log'}"
     outs = _two_workers_exact(study_data, spec_path, store, url, "journal_exact", tmp_path, planted)

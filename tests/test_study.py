@@ -172,18 +172,20 @@ def test_in_memory_storage_runs_a_study_in_process(synth_db):
 
 @pytest.mark.skipif(descriptors_of(Path("/")) is None, reason="needs /proc/self/fd")
 def test_study_workers_are_forked_with_no_descriptor_of_the_storage_file(synth_db, tmp_path, monkeypatch):
-    """`study run --jobs 2` forks its workers after using the storage: each opens its own connections, and none
-    inherits the parent's (SQLite forbids using a connection across fork, and its lock bookkeeping is copied)."""
+    """`study run --jobs 2` forks its compute processes after using the storage: none inherits a connection of the
+    parent's (SQLite forbids using a connection across fork, and its lock bookkeeping is copied)."""
+    from optimizer.study import _pool
+
     path = tmp_path / "jobs.db"
     seen = tmp_path / "fds.txt"
-    original = run_mod._worker
+    original = _pool._serve_trials
 
     def recording_worker(*args, **kwargs):
         with open(seen, "a", encoding="utf-8") as fh:
             fh.write(f"{descriptors_of(path)}\n")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(run_mod, "_worker", recording_worker)
+    monkeypatch.setattr(_pool, "_serve_trials", recording_worker)
     res = run_study(parse_spec(spec_text("forked", n_trials=4)), synth_db, f"sqlite:///{path}", jobs=2)
     assert res.counts["complete"] + res.counts["pruned"] == 4
     assert seen.read_text(encoding="utf-8").split() == ["0", "0"]

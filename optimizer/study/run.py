@@ -1,5 +1,6 @@
 """Create or resume a study (spec-hash guard) and run it: the single-writer mirrored loop, the budgeted loop of
-several workers, ``--jobs`` worker processes, Ctrl-C, the progress bar."""
+several workers, ``--jobs`` (a coordinator and compute processes, ``_pool``; worker processes on a journal file),
+Ctrl-C, the progress bar."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from optimizer.study.registry import build_pruner, build_sampler
 from optimizer.study.space import grid_search_space
 from optimizer.study.spec import StudySpec
 from optimizer.study.data import StudyData, load_study_data, prepare_data
+from optimizer.study._pool import optimize_pool
 from optimizer.study.seed import seed_from_study
 from optimizer.study.storage import StudyFull, make_storage, study_names
 from optimizer.study.trial import TrialFailed, TrialObjective
@@ -365,7 +367,8 @@ def worker_stop() -> Callable[[], bool]:
 
 def _worker(spec: StudySpec, storage_url: str | None, name: str, quota: int, data: StudyData, timeout: float | None,
             target: int, seed_offset: int) -> None:
-    """One forked ``--jobs`` process: its own storage connection, sampler seed ``seed + seed_offset``. It stops
+    """One forked ``--jobs`` process on a journal file (an RDB storage runs ``_pool.optimize_pool``): its own
+    storage connection, sampler seed ``seed + seed_offset``. It stops
     after its running trial on Ctrl-C (SIGINT: the handler it inherited set the PARENT's flag, in its own copy, so
     a worker ran on to its quota) and when its parent is gone (killed: the worker would run on, orphaned)."""
     should_stop = worker_stop()
@@ -487,7 +490,10 @@ def run_study(
                            optuna.study.MaxTrialsCallback(target, states=(TrialState.COMPLETE, TrialState.PRUNED)),
                            *(callbacks or [])],
             )
-        elif remaining > 0:
+        elif remaining > 0 and not worker and hasattr(storage, "write_finished_trial"):  # SQLite, PostgreSQL
+            optimize_pool(study, storage, data, jobs, target, timeout, should_stop=lambda: stop_flag["stop"],
+                          callbacks=[prog, _stopper, _FailureGuard(), *(callbacks or [])])
+        elif remaining > 0:  # a journal file: worker processes, each through the storage
             data.evaluator.features.warm()  # shared copy-on-write by the forked workers
             ctx = multiprocessing.get_context("fork")
             quotas = [remaining // jobs + (1 if i < remaining % jobs else 0) for i in range(jobs)]

@@ -587,7 +587,8 @@ class _BudgetRDBStorage(optuna.storages.RDBStorage):
                 else:
                     attribute.value_json = json.dumps(value)
 
-    def write_finished_trial(self, study_id: int, frozen: optuna.trial.FrozenTrial) -> int:
+    def write_finished_trial(self, study_id: int, frozen: optuna.trial.FrozenTrial,
+                             trial_id: int | None = None) -> int | None:
         """Store a FINISHED trial (run elsewhere, e.g. on an in-process copy of the study) in ONE transaction of
         a few bulk statements (SQLAlchemy Core: the trial row, then its values, params, fold reports and
         attributes, each one ``executemany``), in Optuna's own tables and encodings, so the file stays a plain
@@ -596,31 +597,46 @@ class _BudgetRDBStorage(optuna.storages.RDBStorage):
 
         The trial number is the count of the study's trials stored before this one, computed after the insert
         (the row holds SQLite's write lock; PostgreSQL / MySQL lock the study row first), as Optuna does. The trial
-        budget does not apply (the trial is already finished; the caller owns the study's trial count)."""
+        budget does not apply (the trial is already finished; the caller owns the study's trial count).
+
+        ``trial_id``: write it into that stored row instead, a RUNNING trial this process claimed (``study run
+        --jobs``: a new trial's row, or a popped WAITING one), keeping the row's number: its state and times are
+        set and its child rows replaced by the finished trial's, in the same one transaction, only while the row is
+        still RUNNING (None, nothing written, when it is not: failed as stale meanwhile, its retry queued)."""
         if not frozen.state.is_finished():
             raise ValueError(f"write_finished_trial needs a finished trial, got state {frozen.state.name}")
         utc = lambda d: None if d is None else d.astimezone(timezone.utc).replace(tzinfo=None)  # noqa: E731
         now = datetime.now()
         start, end = utc(frozen.datetime_start or now), utc(frozen.datetime_complete or now)
         if self.engine.name == "sqlite":
-            return self._write_finished_sqlite(study_id, frozen, start, end)
+            return self._write_finished_sqlite(study_id, frozen, start, end, trial_id)
         T = models.TrialModel.__table__
+        tables = {m.__tablename__: m.__table__ for m in _CHILD_MODELS}
         with _create_scoped_session(self.scoped_session) as session:
-            models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
-            tid = session.execute(T.insert().values(
-                study_id=study_id, number=None, state=frozen.state, datetime_start=start,
-                datetime_complete=end)).inserted_primary_key[0]
-            number = session.execute(select(func.count()).select_from(T).where(
-                T.c.study_id == study_id, T.c.trial_id < tid)).scalar_one()
-            session.execute(update(T).where(T.c.trial_id == tid).values(number=number))
-            tables = {m.__tablename__: m.__table__ for m in _CHILD_MODELS}
+            if trial_id is not None:
+                done = session.execute(update(T).where(T.c.trial_id == trial_id, T.c.state == TrialState.RUNNING)
+                                       .values(state=frozen.state, datetime_start=start,
+                                               datetime_complete=end)).rowcount
+                if done != 1:
+                    return None
+                tid = trial_id
+                for table in tables.values():
+                    session.execute(table.delete().where(table.c.trial_id == tid))
+            else:
+                models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+                tid = session.execute(T.insert().values(
+                    study_id=study_id, number=None, state=frozen.state, datetime_start=start,
+                    datetime_complete=end)).inserted_primary_key[0]
+                number = session.execute(select(func.count()).select_from(T).where(
+                    T.c.study_id == study_id, T.c.trial_id < tid)).scalar_one()
+                session.execute(update(T).where(T.c.trial_id == tid).values(number=number))
             for table, cols, batch in _child_rows(tid, frozen):
                 if batch:
                     session.execute(tables[table].insert(), [dict(zip(cols, r)) for r in batch])
         return int(tid)
 
     def _write_finished_sqlite(self, study_id: int, frozen: optuna.trial.FrozenTrial, start: datetime,
-                               end: datetime) -> int:
+                               end: datetime, trial_id: int | None = None) -> int | None:
         """SQLite: the same rows through the driver itself (one pooled connection of the engine, so the WAL /
         synchronous pragmas hold), in its one implicit transaction; values encoded as SQLAlchemy stores them
         (enums by name, DATETIME as 'YYYY-MM-DD HH:MM:SS.ffffff')."""
@@ -628,11 +644,23 @@ class _BudgetRDBStorage(optuna.storages.RDBStorage):
         raw = self.engine.raw_connection()
         try:
             cur = raw.cursor()
-            cur.execute("INSERT INTO trials (number, study_id, state, datetime_start, datetime_complete) "
-                        "VALUES (NULL, ?, ?, ?, ?)", (study_id, frozen.state.name, stamp(start), stamp(end)))
-            tid = int(cur.lastrowid)
-            cur.execute("UPDATE trials SET number = (SELECT count(*) FROM trials WHERE study_id = ? AND trial_id < ?) "
-                        "WHERE trial_id = ?", (study_id, tid, tid))
+            if trial_id is not None:  # the claimed row, while it is RUNNING (the UPDATE takes the write lock)
+                cur.execute("UPDATE trials SET state = ?, datetime_start = ?, datetime_complete = ? "
+                            "WHERE trial_id = ? AND state = 'RUNNING'",
+                            (frozen.state.name, stamp(start), stamp(end), trial_id))
+                if cur.rowcount != 1:
+                    cur.close()
+                    raw.rollback()
+                    return None
+                tid = int(trial_id)
+                for m in _CHILD_MODELS:
+                    cur.execute(f"DELETE FROM {m.__tablename__} WHERE trial_id = ?", (tid,))
+            else:
+                cur.execute("INSERT INTO trials (number, study_id, state, datetime_start, datetime_complete) "
+                            "VALUES (NULL, ?, ?, ?, ?)", (study_id, frozen.state.name, stamp(start), stamp(end)))
+                tid = int(cur.lastrowid)
+                cur.execute("UPDATE trials SET number = (SELECT count(*) FROM trials WHERE study_id = ? AND "
+                            "trial_id < ?) WHERE trial_id = ?", (study_id, tid, tid))
             for table, cols, batch in _child_rows(tid, frozen):
                 if batch:
                     cur.executemany(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
@@ -645,6 +673,43 @@ class _BudgetRDBStorage(optuna.storages.RDBStorage):
         finally:
             raw.close()
         return tid
+
+    def claim_trial(self, study_id: int) -> tuple[int, int]:
+        """Create a new RUNNING trial under the study's trial budget (``StudyFull`` when it is held), with its
+        first heartbeat: what ``create_new_trial`` does, returning (trial id, number). On SQLite in ONE
+        transaction of four statements through the driver (Optuna's ORM path and the number's read back cost
+        ~5 ms of CPU a trial: ``study run --jobs`` claims a row for each trial it runs, ``_pool``); elsewhere
+        Optuna's own ``create_new_trial``."""
+        if self.engine.name != "sqlite":
+            tid = self.create_new_trial(study_id)
+            return tid, self.get_trial_number_from_id(tid)
+        stamp = datetime.now(timezone.utc).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+        budget = self._budgets.get(study_id)
+        raw = self.engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            cur.execute("INSERT INTO trials (number, study_id, state, datetime_start, datetime_complete) "
+                        "VALUES (NULL, ?, 'RUNNING', ?, NULL)", (study_id, stamp))  # takes the write lock
+            tid = int(cur.lastrowid)
+            if budget is not None:
+                marks = ", ".join("?" * len(_SLOT_STATES))
+                taken = cur.execute(f"SELECT count(*) FROM trials WHERE study_id = ? AND state IN ({marks})",
+                                    (study_id, *(st.name for st in _SLOT_STATES))).fetchone()[0]
+                if taken > budget:  # (counts the trial being created)
+                    raise StudyFull(f"study id {study_id}: {taken - 1} trials already hold the budget of {budget}")
+            number = cur.execute("SELECT count(*) FROM trials WHERE study_id = ? AND trial_id < ?",
+                                 (study_id, tid)).fetchone()[0]
+            cur.execute("UPDATE trials SET number = ? WHERE trial_id = ?", (number, tid))
+            if self.heartbeat_interval is not None:  # DB server time, like every beat (record_heartbeat)
+                cur.execute("INSERT INTO trial_heartbeats (trial_id, heartbeat) VALUES (?, CURRENT_TIMESTAMP)", (tid,))
+            cur.close()
+            raw.commit()
+        except BaseException:
+            raw.rollback()
+            raise
+        finally:
+            raw.close()
+        return tid, int(number)
 
     def _get_prepared_new_trial(self, study_id, template_trial, session):
         trial = super()._get_prepared_new_trial(study_id, template_trial, session)
