@@ -44,7 +44,7 @@ __all__ = ["StudyRunResult", "open_study", "run_study", "git_commit", "study_rec
 
 
 def _optimize_mirrored(study: optuna.Study, storage: Any, objective: Callable, target: int, timeout: float | None,
-                       callbacks: list[Callable]) -> None:
+                       callbacks: list[Callable]) -> bool:
     """Single-worker fast path: run trials on an in-process copy of the stored study and write each finished
     trial back to the storage in ONE transaction (params, fold reports, attributes, values, state).
 
@@ -52,29 +52,53 @@ def _optimize_mirrored(study: optuna.Study, storage: Any, objective: Callable, t
     round trip per suggest, report and attribute. Every finished trial is committed before the next one starts,
     so a SIGKILL loses at most the running trial, which never reaches the storage (it is never counted).
     Stored WAITING trials (enqueued seeds) run first and are completed in place, with everything the finished
-    trial carries (params, fold reports, user and system attributes, values, state). Used only when this process is
-    the study's only writer (``--jobs 1``, not ``study worker``); several workers go through the storage itself.
+    trial carries (params, fold reports, user and system attributes, values, state).
+
+    Meant for a study this process is the only writer of (``--jobs 1``, not ``study worker``), and it checks that
+    it is: each write counts the study's trials against the budget in its own transaction and compares the
+    number the trial gets with the count this copy knows. Returns True, having stopped (the trial just run is
+    kept if the budget still had room for it, else dropped), when another process writes to the study: a
+    RUNNING trial stored at the start (a live worker, or one a kill left behind, which only the heartbeat path
+    can fail and retry), a trial added meanwhile, or an enqueued trial taken. The caller then goes on through the
+    storage itself (``_optimize_budget``), so the budget stays exact and the sampler sees every trial.
     """
     sid = storage.get_study_id_from_name(study.study_name)
     local = optuna.create_study(storage=optuna.storages.InMemoryStorage(), sampler=study.sampler,
                                 pruner=study.pruner, directions=study.directions, study_name=study.study_name)
     waiting: dict[int, int] = {}  # local trial number -> stored trial id of an enqueued (WAITING) trial
-    for t in study.get_trials(deepcopy=True):
-        if t.state == TrialState.RUNNING:
-            continue  # another writer's (or a stale) trial: not ours to run or count
+    stored = study.get_trials(deepcopy=True)
+    if any(t.state == TrialState.RUNNING for t in stored):
+        return True  # another writer's trial, or a killed one's: the storage path fails stale ones and retries them
+    for t in stored:
         if t.state == TrialState.WAITING:
             waiting[len(local.get_trials(deepcopy=False))] = t._trial_id
         local.add_trial(t)
+    known = [len(stored)]  # the study's stored trials, as this copy knows them
+    others = [False]
 
     def write_back(st: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
+        if others[0]:
+            return
         stored_id = waiting.pop(frozen.number, None)
         if stored_id is None:
-            if hasattr(storage, "write_finished_trial"):  # one transaction of a few bulk statements
-                storage.write_finished_trial(sid, frozen)
+            if hasattr(storage, "append_finished_trial"):  # one transaction of a few bulk statements
+                try:
+                    _, number = storage.append_finished_trial(sid, frozen, budget=target)
+                except StudyFull:  # another process's trials took the rest of the budget: this one is dropped
+                    others[0] = True
+                    st.stop()
+                    return
+                if number != known[0]:
+                    others[0] = True
+                    st.stop()
+                known[0] = number + 1
             else:
                 storage.create_new_trial(sid, template_trial=frozen)
             return
-        storage.set_trial_state_values(stored_id, TrialState.RUNNING)  # the enqueued trial, completed in place
+        if not storage.set_trial_state_values(stored_id, TrialState.RUNNING):  # the enqueued trial, in place
+            others[0] = True  # another process took it: its run is that process's
+            st.stop()
+            return
         for k, d in frozen.distributions.items():
             if k not in storage.get_trial(stored_id).params:
                 storage.set_trial_param(stored_id, k, d.to_internal_repr(frozen.params[k]), d)
@@ -89,10 +113,11 @@ def _optimize_mirrored(study: optuna.Study, storage: Any, objective: Callable, t
     c = trial_counts(local)
     remaining = target - c["complete"] - c["pruned"]
     if remaining <= 0:
-        return
+        return False
     local.optimize(objective, n_trials=remaining + len(waiting), timeout=timeout, catch=(TrialFailed,),
                    callbacks=[write_back, optuna.study.MaxTrialsCallback(target, states=(TrialState.COMPLETE, TrialState.PRUNED)),
                               *callbacks])
+    return others[0]
 
 
 _WAIT_POLL = 1.0  # seconds between two looks at a study whose trial budget other workers' running trials hold
@@ -478,18 +503,24 @@ def run_study(
     except ValueError:  # not the main thread
         old = None
     try:
-        if remaining > 0 and jobs <= 1 and not worker and not isinstance(storage, optuna.storages.InMemoryStorage):
-            _optimize_mirrored(
+        mirrored = remaining > 0 and jobs <= 1 and not worker and not isinstance(storage, optuna.storages.InMemoryStorage)
+        t0 = time.monotonic()
+        if mirrored and not _optimize_mirrored(
                 study, storage, TrialObjective(data), target, timeout,
-                callbacks=[prog, _stopper, _FailureGuard(), *(callbacks or [])],
-            )
-        elif remaining > 0 and jobs <= 1:
-            _optimize_budget(
-                study, storage, TrialObjective(data), target, timeout, should_stop=lambda: stop_flag["stop"],
-                callbacks=[prog, _stopper, _FailureGuard(),
-                           optuna.study.MaxTrialsCallback(target, states=(TrialState.COMPLETE, TrialState.PRUNED)),
-                           *(callbacks or [])],
-            )
+                callbacks=[prog, _stopper, _FailureGuard(), *(callbacks or [])]):
+            pass  # the single writer it checked it was
+        elif remaining > 0 and jobs <= 1:  # several writers (or another process met on the way): the storage path
+            left = None if timeout is None else timeout - (time.monotonic() - t0)
+            if not stop_flag["stop"] and (left is None or left > 0):
+                if mirrored:  # the copy's sampler and pruner hold its study: fresh ones for the stored study
+                    study.sampler = _sampler(data.spec, seed_offset)
+                    study.pruner = build_pruner(spec.pruner.name, spec.pruner.options)
+                _optimize_budget(
+                    study, storage, TrialObjective(data), target, left, should_stop=lambda: stop_flag["stop"],
+                    callbacks=[prog, _stopper, _FailureGuard(),
+                               optuna.study.MaxTrialsCallback(target, states=(TrialState.COMPLETE, TrialState.PRUNED)),
+                               *(callbacks or [])],
+                )
         elif remaining > 0 and not worker and hasattr(storage, "write_finished_trial"):  # SQLite, PostgreSQL
             optimize_pool(study, storage, data, jobs, target, timeout, should_stop=lambda: stop_flag["stop"],
                           callbacks=[prog, _stopper, _FailureGuard(), *(callbacks or [])])

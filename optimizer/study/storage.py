@@ -587,6 +587,16 @@ class _BudgetRDBStorage(optuna.storages.RDBStorage):
                 else:
                     attribute.value_json = json.dumps(value)
 
+    def append_finished_trial(self, study_id: int, frozen: optuna.trial.FrozenTrial,
+                              budget: int | None = None) -> tuple[int, int]:
+        """``write_finished_trial`` of a new row, returning (trial id, number). ``budget``: refuse the trial
+        (``StudyFull``, nothing written) when the study's trials that hold the budget (complete, pruned, running,
+        waiting) would then be more than ``budget``, counted in the write's own transaction, as ``claim_trial``
+        counts: the single-writer path stays exact when another process adds trials meanwhile."""
+        got = self._write_finished(study_id, frozen, None, budget)
+        assert got is not None  # a new row is always written (or StudyFull raised)
+        return got
+
     def write_finished_trial(self, study_id: int, frozen: optuna.trial.FrozenTrial,
                              trial_id: int | None = None) -> int | None:
         """Store a FINISHED trial (run elsewhere, e.g. on an in-process copy of the study) in ONE transaction of
@@ -603,13 +613,19 @@ class _BudgetRDBStorage(optuna.storages.RDBStorage):
         --jobs``: a new trial's row, or a popped WAITING one), keeping the row's number: its state and times are
         set and its child rows replaced by the finished trial's, in the same one transaction, only while the row is
         still RUNNING (None, nothing written, when it is not: failed as stale meanwhile, its retry queued)."""
+        got = self._write_finished(study_id, frozen, trial_id, None)
+        return None if got is None else got[0]
+
+    def _write_finished(self, study_id: int, frozen: optuna.trial.FrozenTrial, trial_id: int | None,
+                        budget: int | None) -> tuple[int, int] | None:
         if not frozen.state.is_finished():
             raise ValueError(f"write_finished_trial needs a finished trial, got state {frozen.state.name}")
         utc = lambda d: None if d is None else d.astimezone(timezone.utc).replace(tzinfo=None)  # noqa: E731
         now = datetime.now()
         start, end = utc(frozen.datetime_start or now), utc(frozen.datetime_complete or now)
+        budget = budget if frozen.state in _SLOT_STATES else None  # a FAIL holds no place in the budget
         if self.engine.name == "sqlite":
-            return self._write_finished_sqlite(study_id, frozen, start, end, trial_id)
+            return self._write_finished_sqlite(study_id, frozen, start, end, trial_id, budget)
         T = models.TrialModel.__table__
         tables = {m.__tablename__: m.__table__ for m in _CHILD_MODELS}
         with _create_scoped_session(self.scoped_session) as session:
@@ -620,10 +636,16 @@ class _BudgetRDBStorage(optuna.storages.RDBStorage):
                 if done != 1:
                     return None
                 tid = trial_id
+                number = session.execute(select(T.c.number).where(T.c.trial_id == tid)).scalar_one()
                 for table in tables.values():
                     session.execute(table.delete().where(table.c.trial_id == tid))
             else:
                 models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+                if budget is not None:
+                    taken = session.execute(select(func.count()).select_from(T).where(
+                        T.c.study_id == study_id, T.c.state.in_(_SLOT_STATES))).scalar_one()
+                    if taken + 1 > budget:
+                        raise StudyFull(f"study id {study_id}: {taken} trials already hold the budget of {budget}")
                 tid = session.execute(T.insert().values(
                     study_id=study_id, number=None, state=frozen.state, datetime_start=start,
                     datetime_complete=end)).inserted_primary_key[0]
@@ -633,10 +655,10 @@ class _BudgetRDBStorage(optuna.storages.RDBStorage):
             for table, cols, batch in _child_rows(tid, frozen):
                 if batch:
                     session.execute(tables[table].insert(), [dict(zip(cols, r)) for r in batch])
-        return int(tid)
+        return int(tid), int(number)
 
     def _write_finished_sqlite(self, study_id: int, frozen: optuna.trial.FrozenTrial, start: datetime,
-                               end: datetime, trial_id: int | None = None) -> int | None:
+                               end: datetime, trial_id: int | None, budget: int | None) -> tuple[int, int] | None:
         """SQLite: the same rows through the driver itself (one pooled connection of the engine, so the WAL /
         synchronous pragmas hold), in its one implicit transaction; values encoded as SQLAlchemy stores them
         (enums by name, DATETIME as 'YYYY-MM-DD HH:MM:SS.ffffff')."""
@@ -653,14 +675,22 @@ class _BudgetRDBStorage(optuna.storages.RDBStorage):
                     raw.rollback()
                     return None
                 tid = int(trial_id)
+                number = cur.execute("SELECT number FROM trials WHERE trial_id = ?", (tid,)).fetchone()[0]
                 for m in _CHILD_MODELS:
                     cur.execute(f"DELETE FROM {m.__tablename__} WHERE trial_id = ?", (tid,))
             else:
                 cur.execute("INSERT INTO trials (number, study_id, state, datetime_start, datetime_complete) "
                             "VALUES (NULL, ?, ?, ?, ?)", (study_id, frozen.state.name, stamp(start), stamp(end)))
-                tid = int(cur.lastrowid)
-                cur.execute("UPDATE trials SET number = (SELECT count(*) FROM trials WHERE study_id = ? AND "
-                            "trial_id < ?) WHERE trial_id = ?", (study_id, tid, tid))
+                tid = int(cur.lastrowid)  # (the INSERT holds the write lock: the counts below are final)
+                if budget is not None:
+                    marks = ", ".join("?" * len(_SLOT_STATES))
+                    taken = cur.execute(f"SELECT count(*) FROM trials WHERE study_id = ? AND state IN ({marks})",
+                                        (study_id, *(st.name for st in _SLOT_STATES))).fetchone()[0]
+                    if taken > budget:  # (counts the trial being written)
+                        raise StudyFull(f"study id {study_id}: {taken - 1} trials already hold the budget of {budget}")
+                number = cur.execute("SELECT count(*) FROM trials WHERE study_id = ? AND trial_id < ?",
+                                     (study_id, tid)).fetchone()[0]
+                cur.execute("UPDATE trials SET number = ? WHERE trial_id = ?", (number, tid))
             for table, cols, batch in _child_rows(tid, frozen):
                 if batch:
                     cur.executemany(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
@@ -672,7 +702,7 @@ class _BudgetRDBStorage(optuna.storages.RDBStorage):
             raise
         finally:
             raw.close()
-        return tid
+        return tid, int(number)
 
     def claim_trial(self, study_id: int) -> tuple[int, int]:
         """Create a new RUNNING trial under the study's trial budget (``StudyFull`` when it is held), with its
