@@ -1,5 +1,5 @@
 """``optimizer.report.lines.add_hlines`` draws the very figure plotly's ``add_hline`` calls one by one draw (the
-sandbox's twelve lines took ~0.2 s of its ~0.4 s of CPU that way)."""
+sandbox's twelve lines took ~0.2 s of its ~0.4 s of CPU that way; the pressure plots draw nine and two)."""
 
 from __future__ import annotations
 
@@ -69,3 +69,23 @@ def test_the_sandbox_figure_equals_its_lines_drawn_one_by_one(monkeypatch, kw):
     shapes = batched.layout.shapes
     # buy and sell on the configuration row and the three score rows; 1.0, 1.25 / 0.75 and 0.0 on the input rows
     assert sorted(s.yref for s in shapes) == sorted(["y2", "y2", "y3", "y6", "y6", "y7", "y7", "y8", "y8", "y9", "y9", "y10"])
+
+
+def test_the_pressure_plots_equal_their_lines_drawn_one_by_one(monkeypatch):
+    import numpy as np
+    import pandas as pd
+
+    from optimizer.analytics import plots
+
+    t = np.arange(60)
+    df = pd.DataFrame({"date": pd.bdate_range("2024-01-02", periods=60), "short_buy_sell_ratio": 1.0 + 0.4 * np.sin(t / 4),
+                       "agreement": ["both"] * 60, "lit_flow_imbalance": 0.25 * np.cos(t / 6),
+                       "otc_participation_z": np.sin(t / 9), "otc_participation_rate": 0.1 + 0.01 * np.cos(t / 9),
+                       "otc_wow_delta": 0.001 * t, "confidence": 0.5 + 0.002 * t,
+                       "accumulation_score": 50 + 40 * np.sin(t / 5), "total_volume": 1e6 + t,
+                       "short_volume": 4e5 + t, "close": 10 + 0.1 * t})
+    batched = [plots._layered(df, "AAA", 65, 35), plots._short_only(df, "AAA")]
+    monkeypatch.setattr(plots, "add_hlines", lambda fig, lines: [fig.add_hline(**k) for k in lines])
+    one_by_one = [plots._layered(df, "AAA", 65, 35), plots._short_only(df, "AAA")]
+    assert [f.to_plotly_json() for f in batched] == [f.to_plotly_json() for f in one_by_one]
+    assert [len(f.layout.shapes) for f in batched] == [9, 2]  # BOT/SELL, four imbalance levels, 50, buy, sell
