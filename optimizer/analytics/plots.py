@@ -36,6 +36,7 @@ from optimizer.analytics.scanner import _as_date
 from optimizer.analytics.tables import agreement, engine_scores, require_symbols, table_columns
 from optimizer.engine.score import ScoreParams
 from optimizer.engine.simulate import Thresholds
+from optimizer.report.lines import add_hlines
 from optimizer.report.terminal import Column, print_frame
 
 __all__ = [
@@ -121,14 +122,15 @@ def _ys(values) -> list:
     return [None if not np.isfinite(v) else float(v) for v in np.asarray(values, dtype=float)]
 
 
-def _ratio_panel(fig, df: pd.DataFrame, row: int, markers: bool) -> None:
+def _ratio_panel(fig, df: pd.DataFrame, row: int, markers: bool, lines: list[dict]) -> None:
+    """The ratio row: its trace (and crossing markers); its BOT / SELL lines added to ``lines`` (``add_hlines``)."""
     x, r = _xs(df), _num(df, "short_buy_sell_ratio")
     fig.add_trace(go.Scatter(x=x, y=_ys(r), name="Short buy/sell ratio", mode="lines", line=dict(color=_BLUE),
                              connectgaps=False), row=row, col=1)
-    fig.add_hline(y=BOT_LINE, line=dict(color=_GREEN, dash="dash", width=1), annotation_text="BOT 1.25",
-                  annotation_position="top left", row=row, col=1)
-    fig.add_hline(y=SELL_LINE, line=dict(color=_RED, dash="dash", width=1), annotation_text="SELL 0.75",
-                  annotation_position="bottom left", row=row, col=1)
+    lines.append(dict(y=BOT_LINE, line=dict(color=_GREEN, dash="dash", width=1), annotation_text="BOT 1.25",
+                      annotation_position="top left", row=row, col=1))
+    lines.append(dict(y=SELL_LINE, line=dict(color=_RED, dash="dash", width=1), annotation_text="SELL 0.75",
+                      annotation_position="bottom left", row=row, col=1))
     if not markers:
         return
     ag = df["agreement"].to_numpy(dtype=object)
@@ -157,11 +159,12 @@ def _layered(df: pd.DataFrame, ticker: str, buy: float = 70.0, sell: float = 30.
                         "Accumulation score (engine, 0–100) & confidence ×100"),
     )
     x = _xs(df)
-    _ratio_panel(fig, df, 1, markers=True)
+    lines: list[dict] = []  # the horizontal lines, drawn once every row has its traces (add_hlines)
+    _ratio_panel(fig, df, 1, markers=True, lines=lines)
     fig.add_trace(go.Scatter(x=x, y=_ys(_num(df, "lit_flow_imbalance")), name="Lit flow imbalance", mode="lines+markers",
                              connectgaps=False, line=dict(color="#6a5a9a"), marker=dict(size=4)), row=2, col=1)
     for y, dash in ((0.1, "dot"), (-0.1, "dot"), (0.2, "dash"), (-0.2, "dash")):
-        fig.add_hline(y=y, line=dict(color=_GREEN if y > 0 else _RED, dash=dash, width=1), row=2, col=1)
+        lines.append(dict(y=y, line=dict(color=_GREEN if y > 0 else _RED, dash=dash, width=1), row=2, col=1))
     z = np.nan_to_num(_num(df, "otc_participation_z"), nan=0.0)
     fig.add_trace(go.Bar(x=x, y=_ys(_num(df, "otc_participation_rate")), name="OTC participation",
                          marker=dict(color=z.tolist(), colorscale=[[0, "#c98b8b"], [0.5, "#d9d9d9"], [1, "#7fb08f"]],
@@ -175,15 +178,17 @@ def _layered(df: pd.DataFrame, ticker: str, buy: float = 70.0, sell: float = 30.
     score = _num(df, "accumulation_score")
     fig.add_trace(go.Scatter(x=x, y=_ys(score), name="Accumulation score", mode="lines",
                              line=dict(color="#2f2f2f"), connectgaps=False), row=4, col=1)
-    fig.add_hline(y=50, line=dict(color=_GREY, dash="dot", width=1), row=4, col=1)
+    lines.append(dict(y=50, line=dict(color=_GREY, dash="dot", width=1), row=4, col=1))
     for name, level, up, symbol, colour in (("Buy crossing", buy, True, "triangle-up", _GREEN),
                                             ("Sell crossing", sell, False, "triangle-down", _RED)):
-        fig.add_hline(y=level, line=dict(color=colour, dash="dash", width=1), annotation_text=f"{name.split()[0].lower()} {level:g}",
-                      annotation_position="top left", row=4, col=1)
+        lines.append(dict(y=level, line=dict(color=colour, dash="dash", width=1),
+                          annotation_text=f"{name.split()[0].lower()} {level:g}", annotation_position="top left",
+                          row=4, col=1))
         m = crossings(score, level, up)
         fig.add_trace(go.Scatter(x=[xi for xi, k in zip(x, m) if k], y=_ys(score[m]), name=name, mode="markers",
                                  marker=dict(symbol=symbol, size=10, color=colour),
                                  hovertemplate="%{x}<br>score %{y:.1f}<extra>" + name + "</extra>"), row=4, col=1)
+    add_hlines(fig, lines)
     fig.update_yaxes(range=[0, 100], row=4, col=1)
     for row, unit in enumerate(("ratio (buy / sell)", "imbalance (−1..1)", "share of volume", "score (0–100)"), start=1):
         fig.update_yaxes(title_text=unit, title_font_size=10, row=row, col=1)
@@ -197,7 +202,9 @@ def _short_only(df: pd.DataFrame, ticker: str):
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.05, row_heights=[0.4, 0.3, 0.3],
                         subplot_titles=("Short-sale buy/sell ratio", "Short-sale volume", "Close"))
     x = _xs(df)
-    _ratio_panel(fig, df, 1, markers=False)
+    lines: list[dict] = []
+    _ratio_panel(fig, df, 1, markers=False, lines=lines)
+    add_hlines(fig, lines)
     fig.add_trace(go.Bar(x=x, y=_ys(_num(df, "total_volume")), name="FINRA total volume", marker_color="#d5d9e0"), row=2, col=1)
     fig.add_trace(go.Bar(x=x, y=_ys(_num(df, "short_volume")), name="Short-sale volume", marker_color=_BLUE), row=2, col=1)
     fig.add_trace(go.Scatter(x=x, y=_ys(_num(df, "close")), name="Close", mode="lines", line=dict(color="#2f2f2f"),

@@ -65,6 +65,7 @@ from optimizer.engine.score import display_score
 from optimizer.errors import DataError, ParameterError, check_param
 from optimizer.params import engine_params
 from optimizer.report.files import save_figure
+from optimizer.report.lines import add_hlines
 from optimizer.study.data_settings import data_settings_rows
 from optimizer.study.data import load_universe_panel, universe_symbols
 from optimizer.engine.regime_filter import REGIME_NAMES, regime_entry_mask
@@ -255,7 +256,7 @@ def _shift(x: list[str], sessions: float) -> list[str]:
 
 
 def _score_row(fig: go.Figure, x: list[str], df: pd.DataFrame, variant: str, label: str, row: int,
-               buy: float, sell: float, dot_mode: str) -> None:
+               buy: float, sell: float, dot_mode: str, lines: list[dict]) -> None:
     s = df[f"score_{variant}"].to_numpy(dtype=float)
     first = row == ROW["B"]
     fig.add_trace(go.Bar(x=x, y=_ys(100 * df["confidence"].to_numpy(dtype=float)), name=f"Confidence ×100 ({variant})",
@@ -277,16 +278,17 @@ def _score_row(fig: go.Figure, x: list[str], df: pd.DataFrame, variant: str, lab
                                      customdata=_ys(v[mask]), legendgroup=f"{key}-{kind}", showlegend=first,
                                      hovertemplate="%{x}<br>" + src + " %{customdata:.1f}<extra>" + kind + "</extra>"),
                           row=row, col=1)
-    _threshold_lines(fig, row, buy, sell)
+    _threshold_lines(fig, row, buy, sell, lines)
 
 
-def _threshold_lines(fig: go.Figure, row: int, buy: float | None, sell: float) -> None:
+def _threshold_lines(fig: go.Figure, row: int, buy: float | None, sell: float, lines: list[dict]) -> None:
+    """The buy and sell lines of a score row, added to ``lines`` (drawn by ``add_hlines``), and its y range."""
     for y, color, text in ((buy, "#2e7d32", f"buy {buy:g}" if buy is not None else ""),
                            (sell, "#c62828", f"sell {sell:g}")):
         if y is None:  # drawn per session (regime-conditional buy thresholds)
             continue
-        fig.add_hline(y=y, line=dict(color=color, dash="dot", width=1), annotation_text=text,
-                      annotation_position="top right", annotation_font_size=9, row=row, col=1)
+        lines.append(dict(y=y, line=dict(color=color, dash="dot", width=1), annotation_text=text,
+                          annotation_position="top right", annotation_font_size=9, row=row, col=1))
     fig.update_yaxes(range=[-10, 108], row=row, col=1)
 
 
@@ -359,6 +361,7 @@ def sandbox_figure(panel: Panel, symbol: str, start: DateLike | None = None, end
     fig = make_subplots(rows=len(_ROWS), cols=1, shared_xaxes=True, vertical_spacing=0.022, row_heights=heights,
                         subplot_titles=[t for t, _ in _ROWS])
     _price_row(fig, x, df, trades)
+    lines: list[dict] = []  # the horizontal lines, drawn once every row has its traces (add_hlines)
     sc = df["score_config"].to_numpy(dtype=float)
     fig.add_trace(go.Scatter(x=x, y=_ys(sc), name="Configuration score", mode="lines", line=dict(color="#37474f"),
                              connectgaps=False, hovertemplate="%{x}<br>score %{y:.1f}<extra>configuration</extra>"),
@@ -369,13 +372,13 @@ def sandbox_figure(panel: Panel, symbol: str, start: DateLike | None = None, end
                                  line=dict(color="#2e7d32", dash="dot", width=1, shape="hv"),
                                  hovertemplate="%{x}<br>buy %{y:g}<extra>regime threshold</extra>"),
                       row=ROW["config"], col=1)
-        _threshold_lines(fig, ROW["config"], None, sell)
+        _threshold_lines(fig, ROW["config"], None, sell, lines)
     else:
-        _threshold_lines(fig, ROW["config"], buy, sell)
+        _threshold_lines(fig, ROW["config"], buy, sell, lines)
     r = ROW["combined"]
     fig.add_trace(go.Scatter(x=x, y=_ys(df["combined_ratio"]), name="Combined buy/sell ratio", mode="lines",
                              line=dict(color="#1f77b4"), connectgaps=False), row=r, col=1)
-    fig.add_hline(y=1.0, line=dict(color="#9e9e9e", dash="dot", width=1), row=r, col=1)
+    lines.append(dict(y=1.0, line=dict(color="#9e9e9e", dash="dot", width=1), row=r, col=1))
     flow = df["vw_flow"].to_numpy(dtype=float)
     fig.add_trace(go.Bar(x=x, y=_ys(flow), name="VW directional flow",
                          marker_color=["#2e7d32" if v > 0 else "#c62828" for v in np.nan_to_num(flow)]),
@@ -386,14 +389,15 @@ def sandbox_figure(panel: Panel, symbol: str, start: DateLike | None = None, end
     fig.add_trace(go.Scatter(x=x, y=_ys(df["short_buy_sell_ratio"]), name="Short buy/sell ratio", mode="lines",
                              line=dict(color="#4f6d9a"), connectgaps=False), row=r, col=1)
     for y, color, text in ((RATIO_LINES[0], "#2e7d32", "1.25"), (RATIO_LINES[1], "#c62828", "0.75")):
-        fig.add_hline(y=y, line=dict(color=color, dash="dash", width=1), annotation_text=text,
-                      annotation_position="top left", row=r, col=1)
+        lines.append(dict(y=y, line=dict(color=color, dash="dash", width=1), annotation_text=text,
+                          annotation_position="top left", row=r, col=1))
     for variant, label in SCORE_VARIANTS:
-        _score_row(fig, x, df, variant, label, ROW[variant], buy, sell, dot_mode)
+        _score_row(fig, x, df, variant, label, ROW[variant], buy, sell, dot_mode, lines)
     r = ROW["imbalance"]
     fig.add_trace(go.Scatter(x=x, y=_ys(df["imbalance_log"]), name="Imbalance·log1p(B+S)", mode="lines",
                              line=dict(color="#6a5a9a"), connectgaps=False), row=r, col=1)
-    fig.add_hline(y=0.0, line=dict(color="#9e9e9e", dash="dot", width=1), row=r, col=1)
+    lines.append(dict(y=0.0, line=dict(color="#9e9e9e", dash="dot", width=1), row=r, col=1))
+    add_hlines(fig, lines)
     for i, (_, unit) in enumerate(_ROWS, start=1):
         fig.update_yaxes(title_text=unit, title_font_size=10, row=i, col=1)
     fig.update_xaxes(title_text="date (NYSE sessions)", row=len(_ROWS), col=1)

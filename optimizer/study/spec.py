@@ -9,6 +9,7 @@ the rule each value must meet come from the registry, ``optimizer.params``.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import inspect
 import json
@@ -16,7 +17,7 @@ import math
 import re
 import tomllib
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -588,6 +589,48 @@ def _past_startup(sname: str, options: Mapping[str, Any]) -> tuple[dict[str, Any
     return opts, n
 
 
+def _dry_runs(sname: str, seed: int, sopts: Mapping[str, Any], grid: dict[str, list] | None, pname: str,
+              popts: Mapping[str, Any], dists: Mapping[str, optuna.distributions.BaseDistribution],
+              dirs: list[str], steps: int) -> None:
+    """Build the sampler and the pruner and use each once on a stand-in study (``registry.dry_run``), so bad option
+    values fail now, not when the study runs. A process that parses the same spec again (a command's spec and the
+    copy stored on its study, a walk-forward's windows, a notebook) ran the same two stand-in studies each time,
+    ~15-30 ms of the ~20-35 ms a parse takes: the stand-ins are seeded, so a combination that passed passes again,
+    and it runs once per process (``_dry_runs_of``: the last 256 that passed, keyed by their JSON text and the
+    stand-in runner; a failure is never remembered and runs again). Arguments a JSON text cannot hold exactly (a
+    TOML date, NaN) run every time."""
+    try:
+        key = json.dumps([sname, seed, sopts, grid, pname, popts,
+                          [[n, optuna.distributions.distribution_to_json(d)] for n, d in dists.items()], dirs, steps],
+                         allow_nan=False)
+    except (TypeError, ValueError):
+        _dry_runs_now(dry_run, sname, seed, sopts, grid, pname, popts, dists, dirs, steps)
+        return
+    _dry_runs_of(key, dry_run)
+
+
+@functools.lru_cache(maxsize=256)
+def _dry_runs_of(key: str, run: Callable[..., None]) -> None:
+    """``_dry_runs_now`` of the arguments ``key`` (``_dry_runs``' JSON text) holds; remembered when it passes
+    (``lru_cache`` keeps no call that raised)."""
+    sname, seed, sopts, grid, pname, popts, dists, dirs, steps = json.loads(key)
+    _dry_runs_now(run, sname, seed, sopts, grid, pname, popts,
+                  {n: optuna.distributions.json_to_distribution(d) for n, d in dists}, dirs, steps)
+
+
+def _dry_runs_now(run: Callable[..., None], sname: str, seed: int, sopts: Mapping[str, Any],
+                  grid: dict[str, list] | None, pname: str, popts: Mapping[str, Any],
+                  dists: Mapping[str, optuna.distributions.BaseDistribution], dirs: list[str], steps: int) -> None:
+    with warnings.catch_warnings():  # the stand-ins' warnings are not the user's
+        warnings.simplefilter("ignore")
+        # past the sampler's startup phase: the options of its own model (TPE's n_ei_candidates, prior_weight, a
+        # package it imports) are used from then on only, so the stand-in study shortens the startup to 3 trials
+        dry_opts, dry_n = _past_startup(sname, sopts)
+        run("sampler", build_sampler(sname, seed, dry_opts, grid), build_pruner("none", {}), dists, dirs, steps,
+            n_trials=dry_n)
+        run("pruner", build_sampler("random", 0, {}), build_pruner(pname, popts), dists, dirs, steps)
+
+
 def _check_choices(space: tuple[ParamSpec, ...]) -> None:
     """Two choices equal as values (20 and 20.0; true and 1) run the same configuration, yet each is another
     choice the sampler draws and another configuration for the repeat check and DSR."""
@@ -937,12 +980,7 @@ def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
         # the stand-in reports one value per fold, at most 16 (n_splits = 10**9 ran the stand-in forever before the
         # data check refused it); an option that fails when used fails at the first reports
         steps = min(max(1, cv_kw.get("n_splits", CVSpec.n_splits)), 16)
-        # past the sampler's startup phase: the options of its own model (TPE's n_ei_candidates, prior_weight, a
-        # package it imports) are used from then on only, so the stand-in study shortens the startup to 3 trials
-        dry_opts, dry_n = _past_startup(sname, sopts)
-        dry_run("sampler", build_sampler(sname, seed, dry_opts, grid), build_pruner("none", {}), dists, dirs, steps,
-                n_trials=dry_n)
-        dry_run("pruner", build_sampler("random", 0, {}), build_pruner(pname, popts), dists, dirs, steps)
+        _dry_runs(sname, seed, sopts, grid, pname, popts, dists, list(dirs), steps)
 
     r = _section(doc, "run")
     _check_keys(r, ("n_trials", "timeout", "storage", "study_name"), "run")
