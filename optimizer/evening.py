@@ -171,18 +171,23 @@ def _fetch_prices(db: str | Path, syms: list[str], last: dt.date, start: dt.date
                   settings: Settings, res: EveningResult) -> list[Path]:
     """Polygon's split-adjusted bars of ``syms`` for the sessions ``start`` .. ``through``.
 
-    Adjusted history changes after a split, so the request overlaps the store's last FINRA session ``last``: a
-    symbol whose stored close there differs from the vendor's has its whole history (from its first stored bar)
-    fetched again, or the ex-date's return would read -90 % for a 10:1 split; for the others the overlap bar is
-    dropped from the saved file (only the new sessions are ingested). A symbol the store has no price for gets its
-    history from the store's first price session (with no price stored at all: its first FINRA session, so the
-    FINRA history already stored gets its prices)."""
+    Adjusted history changes after a split, so each symbol's request overlaps its own last stored bar on or before
+    the store's last FINRA session ``last`` (``last`` itself, unless a night whose fetch failed left the symbol
+    without bars there): a symbol whose stored close there differs from the vendor's has its whole history (from
+    its first stored bar) fetched again, or the ex-date's return would read -90 % for a 10:1 split; for the others
+    the overlap bar is dropped from the saved file and every bar after it is ingested (so the sessions a failed
+    night missed are filled, not left as a hole for good). A symbol the store has no price for gets its history
+    from the store's first price session (with no price stored at all: its first FINRA session, so the FINRA
+    history already stored gets its prices)."""
     con = connect(db, read_only=True)
     try:
         has = table_exists(con, "prices_daily")
-        stored = {s: (c, f) for s, c, f in con.execute(
-            "SELECT symbol, max(close) FILTER (WHERE date = ?), min(date) FROM prices_daily "
-            "WHERE symbol IN (SELECT unnest(?::VARCHAR[])) GROUP BY symbol", [last, syms]).fetchall()} if has else {}
+        # per symbol: the overlap session (its last bar on or before ``last``; ``last`` when it has none), the
+        # close stored there, its first bar
+        stored = {s: (o or last, c if o is not None else None, f) for s, o, c, f in con.execute(
+            "SELECT symbol, max(date) FILTER (WHERE date <= ?), arg_max(close, date) FILTER (WHERE date <= ?), "
+            "min(date) FROM prices_daily WHERE symbol IN (SELECT unnest(?::VARCHAR[])) GROUP BY symbol",
+            [last, last, syms]).fetchall()} if has else {}
         first_any = con.execute("SELECT min(date) FROM prices_daily").fetchone()[0] if has else None
         if first_any is None:  # no price stored yet: the prices of the FINRA history too, not of the new days alone
             first_any = con.execute("SELECT min(date) FROM finra_short_daily").fetchone()[0] \
@@ -197,28 +202,31 @@ def _fetch_prices(db: str | Path, syms: list[str], last: dt.date, start: dt.date
                                    settings)
         out += list(got)
         missing += got.missing
-    px = fetch_polygon_prices([s for s in syms if s in stored], last, through, cache, settings)
-    missing += px.missing
+    px: list[Path] = []
+    for o in sorted({stored[s][0] for s in syms if s in stored}):  # one request per overlap session (mostly one)
+        got = fetch_polygon_prices([s for s in syms if s in stored and stored[s][0] == o], o, through, cache, settings)
+        px += list(got)
+        missing += got.missing
     for path in px:
         try:
             doc = json.loads(path.read_text())
             ticker, bars = doc["ticker"], doc.get("results") or []
             days = polygon_dates(np.asarray([b["t"] for b in bars], dtype="int64"), settings.market_tz).dt.date.tolist()
-            at_last = [float(b["c"]) for b, d in zip(bars, days) if d == last]
         except (ValueError, KeyError, TypeError, OverflowError):  # not comparable: the ingest names what is wrong
             out.append(path)
             continue
-        close, first = stored.get(canonical_or_none(ticker) or ticker, (None, None))
-        if close is not None and at_last and abs(at_last[0] / close - 1.0) > READJUST_TOL:
+        o, close, first = stored.get(canonical_or_none(ticker) or ticker, (last, None, None))
+        at_o = [float(b["c"]) for b, d in zip(bars, days) if d == o]
+        if close is not None and at_o and abs(at_o[0] / close - 1.0) > READJUST_TOL:
             res.warnings.append(
-                f"prices: {ticker}'s split-adjusted close of {last} is now {at_last[0]:g}, the store holds {close:g} "
+                f"prices: {ticker}'s split-adjusted close of {o} is now {at_o[0]:g}, the store holds {close:g} "
                 f"(a split): its whole price history from {first} was fetched again; ingest the split "
                 "(`accumopt ingest splits`) so its FINRA volumes are adjusted too")
             again = fetch_polygon_prices([ticker], first, through, cache, settings)
             out += list(again)
             missing += again.missing
             continue
-        new = [b for b, d in zip(bars, days) if d >= start]
+        new = [b for b, d in zip(bars, days) if d > o]
         if not new:
             path.unlink()
             missing.append((ticker, "no bars returned"))
