@@ -1,0 +1,95 @@
+"""The store over time: a user who ingests every evening for months must see the values a store built in one go
+(and a store truncated at t) gives. docs/DATA.md "Coverage and gaps", DEVELOPERS.md "No lookahead".
+
+* A store truncated at t (every raw row known at the close of t: FINRA, prices, lit, options dated <= t, OTC weeks
+  published <= t, splits in effect by t), rebuilt, loaded and scored end to end, gives the full store's values on
+  every session <= t for every feature family: each daily_metrics column, every panel field and market series,
+  every score variant's terms and display score, every context key (the rule regime and the learned regime
+  included) and every regime entry filter.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from optimizer.data.metrics import build_daily_metrics
+from optimizer.data.store import connect
+from optimizer.engine.context import CONTEXT_KEYS, compute_context
+from optimizer.engine.features import VARIANTS, FeatureCache
+from optimizer.engine.regime_filter import REGIME_NAMES, regime_entry_mask
+from optimizer.engine.score import ScoreParams, display_score
+from optimizer.study.data import load_universe_panel
+
+# raw table -> the column that says when a row became known
+KNOWN_AT = {"finra_short_daily": "date", "prices_daily": "date", "lit_flow_daily": "date", "options_daily": "date",
+            "finra_otc_weekly": "publication_date", "splits": "ex_date"}
+
+
+def _truncated_store(src_db, dst_db, t) -> None:
+    src = connect(src_db, read_only=True)
+    dst = connect(dst_db)
+    try:
+        for table, col in KNOWN_AT.items():
+            frame = src.sql(f"SELECT * FROM {table} WHERE {col} <= ?", params=[t]).to_arrow_table()
+            if frame.num_rows:
+                dst.register("_src", frame)
+                dst.execute(f"INSERT INTO {table} SELECT * FROM _src")
+                dst.unregister("_src")
+        build_daily_metrics(dst)
+    finally:
+        src.close()
+        dst.close()
+
+
+def _metrics(db, t=None) -> pd.DataFrame:
+    con = connect(db, read_only=True)
+    try:
+        where = "" if t is None else f"WHERE date <= DATE '{t}'"
+        return con.sql(f"SELECT * FROM daily_metrics {where} ORDER BY date, symbol").df()
+    finally:
+        con.close()
+
+
+@pytest.mark.slow
+def test_a_store_truncated_at_t_gives_every_feature_family_the_full_stores_values(synth_db, tmp_path):
+    full = load_universe_panel(synth_db, "tier1+3")
+    T = len(full.dates)
+    ctx_full = compute_context(full)
+    learned = ctx_full["learned_regime"]
+    assert (learned >= 0).sum() > 100, "the learned regime labels sessions of the span (the check is not vacuous)"
+    fc_full = FeatureCache(full)
+    assert np.isfinite(full["otc_participation_rate"]).any() and np.isfinite(full["lit_flow_imbalance"]).any()
+    assert np.isfinite(full["call_volume"]).any()
+    r0 = int(np.argmax(learned >= 0))  # the first refit of the learned regime (then one every 21 sessions)
+    for t_idx in (r0 + 1, r0 + 2 * 21 + 1, T - 40):  # just after refits (a fit that saw row t would differ there)
+        t = str(full.dates[t_idx])[:10]
+        cut_db = tmp_path / f"cut_{t}.duckdb"
+        _truncated_store(synth_db, cut_db, t)
+        pd.testing.assert_frame_equal(_metrics(cut_db), _metrics(synth_db, t), check_exact=True,
+                                      obj=f"daily_metrics truncated at {t}")
+        cut = load_universe_panel(cut_db, "tier1+3")
+        assert cut.symbols == full.symbols and (cut.dates == full.dates[: t_idx + 1]).all()
+        for k, v in full.fields.items():
+            np.testing.assert_array_equal(cut.fields[k], v[: t_idx + 1], err_msg=f"panel field {k} at t={t}")
+        for k, v in full.market.items():
+            np.testing.assert_array_equal(cut.market[k], v[: t_idx + 1], err_msg=f"market {k} at t={t}")
+        fc = FeatureCache(cut)
+        for variant in VARIANTS:
+            for w in (5, 20):
+                sp = ScoreParams(variant=variant, z_window=w)
+                np.testing.assert_array_equal(display_score(fc, sp), display_score(fc_full, sp)[: t_idx + 1],
+                                              err_msg=f"display score {variant}/{w} at t={t}")
+        for w in (5, 20):
+            for name, a, b in (("lit_z", fc.lit_z(w), fc_full.lit_z(w)), ("price_z", fc.price_z(w), fc_full.price_z(w)),
+                               ("otc_z", fc.otc_z(w), fc_full.otc_z(w))):
+                np.testing.assert_array_equal(a, b[: t_idx + 1], err_msg=f"{name}({w}) at t={t}")
+        ctx = compute_context(cut)
+        for k in CONTEXT_KEYS:
+            np.testing.assert_array_equal(ctx[k], ctx_full[k][: t_idx + 1], err_msg=f"context {k} at t={t}")
+        for reg in REGIME_NAMES:
+            a, b = regime_entry_mask(cut, reg), regime_entry_mask(full, reg)
+            assert (a is None) == (b is None), reg
+            if a is not None:
+                np.testing.assert_array_equal(a, b[: t_idx + 1], err_msg=f"regime filter {reg} at t={t}")
