@@ -29,6 +29,7 @@ import pandas as pd
 from optimizer.analytics.scanner import nearest_dates_message
 from optimizer.data.calendar import nyse_sessions
 from optimizer.data.coverage import CoverageError
+from optimizer.data.metrics import metrics_staleness
 from optimizer.data.store import connect, table_exists
 from optimizer.data.symbols import canonical_symbol
 from optimizer.data.universe import is_listed, universe_label
@@ -48,7 +49,7 @@ from optimizer.validate.walkforward import load_walkforward
 
 __all__ = [
     "SignalSheet", "params_hash", "latest_finra_date", "signal_sheet",
-    "write_signal_sheet", "stale_sheet_warning", "walkforward_warning", "DEFAULT_UNIVERSE",
+    "write_signal_sheet", "stale_sheet_warning", "stale_metrics_warning", "walkforward_warning", "DEFAULT_UNIVERSE",
 ]
 
 DEFAULT_UNIVERSE = "tier1+3"
@@ -315,6 +316,16 @@ def stale_sheet_warning(sheet: SignalSheet, db: str | Path) -> str | None:
     return (f"the sheet is for {sheet.date}, the latest session with FINRA data, but the store holds prices through "
             f"{last}: its orders were for the {sheet.next_session} open, which has passed. Ingest the FINRA file(s) "
             f"of {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''} for a current sheet")
+
+
+def stale_metrics_warning(db: str | Path) -> str | None:
+    """A warning when the store's raw data changed since daily_metrics was built (``metrics_staleness``): the sheet
+    reads daily_metrics, so a re-published day, a revised close or a split ingested since is not in it."""
+    con = connect(db, read_only=True)
+    try:
+        return metrics_staleness(con)
+    finally:
+        con.close()
 
 
 def _with_oos(rows: pd.DataFrame, buckets: pd.DataFrame) -> pd.DataFrame:

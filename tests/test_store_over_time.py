@@ -6,15 +6,23 @@
   every session <= t for every feature family: each daily_metrics column, every panel field and market series,
   every score variant's terms and display score, every context key (the rule regime and the learned regime
   included) and every regime entry filter.
+* daily_metrics built before the raw data changed (a re-published FINRA day, a revised close, a split, a renamed
+  symbol) is named stale by ``data info``, ``signals`` and ``backtest`` until it is rebuilt in full: every score reads
+  it, and nothing else would tell the user the change is not in them.
 """
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from optimizer.data.metrics import build_daily_metrics
+from _cli_helpers import cli, ok
+from optimizer.data.ingest import ingest_paths
+from optimizer.data.metrics import RAW_STATE_KEY, build_daily_metrics, metrics_staleness
+from optimizer.data.synth import SynthConfig, synth_to_db
 from optimizer.data.store import connect
 from optimizer.engine.context import CONTEXT_KEYS, compute_context
 from optimizer.engine.features import VARIANTS, FeatureCache
@@ -93,3 +101,63 @@ def test_a_store_truncated_at_t_gives_every_feature_family_the_full_stores_value
             assert (a is None) == (b is None), reg
             if a is not None:
                 np.testing.assert_array_equal(a, b[: t_idx + 1], err_msg=f"regime filter {reg} at t={t}")
+
+
+def _staleness(db) -> str | None:
+    con = connect(db, read_only=True)
+    try:
+        return metrics_staleness(con)
+    finally:
+        con.close()
+
+
+def test_daily_metrics_older_than_the_raw_data_is_named_until_rebuilt(tmp_path):
+    """`accumopt ingest` of a corrected file (FINRA re-publishes a day under the same name) changed the raw table;
+    every score, sheet and backtest kept reading the daily_metrics built before it, and nothing said so: the sheet
+    of tonight silently used the old figures. data info, signals and backtest now warn until `metrics build`."""
+    db = tmp_path / "s.duckdb"
+    synth_to_db(SynthConfig(seed=3, start="2024-01-02", end="2024-04-30", universe="tier1"), tmp_path / "raw", db)
+    assert _staleness(db) is None
+    params = tmp_path / "p.json"
+    params.write_text(json.dumps({"variant": "B", "z_window": 10, "buy_threshold": 65, "sell_threshold": 35}))
+    raw = tmp_path / "raw" / "finra" / "CNMSshvol20240410.txt"
+    con = connect(db)
+    again = ingest_paths(con, "finra-short", [raw])  # the same file again: skipped, nothing changed
+    con.close()
+    assert again.to_dict()["totals"]["skipped_identical"] == 1 and _staleness(db) is None
+    fixed = tmp_path / "republished" / raw.name  # FINRA re-publishes the day: same name, one row changed
+    fixed.parent.mkdir()
+    lines = raw.read_text().splitlines()
+    f = lines[1].split("|")
+    f[2] = str(int(f[2]) - 1000)
+    fixed.write_text("\n".join([lines[0], "|".join(f), *lines[2:]]) + "\n")
+    con = connect(db)
+    assert ingest_paths(con, "finra-short", [fixed]).files[0].status == "replaced"
+    con.close()
+    want = f"daily_metrics is older than the raw data: 1 file(s) were ingested since it was built (the latest: {fixed})"
+    assert _staleness(db).startswith(want) and "run `accumopt metrics build`" in _staleness(db)
+    info = ok(cli("data", "info", "--db", db))
+    assert f"warning: {want}" in " ".join(info.stderr.split())
+    assert json.loads(ok(cli("data", "info", "--db", db, "--format", "json")).stdout)["daily_metrics_stale"] == \
+        _staleness(db)
+    sig = ok(cli("signals", "--params", params, "--db", db, "--universe", "tier1", "--no-save"))
+    assert f"warning: {want}" in " ".join(sig.stderr.split())
+    bt = json.loads(ok(cli("backtest", "--params", params, "--db", db, "--universe", "tier1", "--format", "json")).stdout)
+    assert any(w.startswith(f"warning: {want}") for w in bt["warnings"])
+    con = connect(db)
+    build_daily_metrics(con, symbols=["SPY"])  # a scoped build refreshes SPY only: still stale
+    assert metrics_staleness(con).startswith(want)
+    build_daily_metrics(con)
+    assert metrics_staleness(con) is None
+    con.close()
+    assert "warning" not in ok(cli("signals", "--params", params, "--db", db, "--universe", "tier1", "--no-save")).stderr
+    bt = json.loads(ok(cli("backtest", "--params", params, "--db", db, "--universe", "tier1", "--format", "json")).stdout)
+    assert bt["warnings"] == []
+    ok(cli("symbols", "map", "add", "QQQ", "QQQX", "--from", "2024-03-01", "--db", db))  # renames stored rows
+    assert _staleness(db) == ("daily_metrics is older than the raw data: the symbol map changed since it was built. "
+                              "Scores, sheets, backtests and studies read daily_metrics and do not see the change: "
+                              "run `accumopt metrics build`")
+    con = connect(db)
+    con.execute(f"DELETE FROM accumopt_meta WHERE key = '{RAW_STATE_KEY}'")  # built by an earlier accumopt: unknown
+    assert metrics_staleness(con) is None
+    con.close()
