@@ -1,6 +1,10 @@
 """The store over time: a user who ingests every evening for months must see the values a store built in one go
 (and a store truncated at t) gives. docs/DATA.md "Coverage and gaps", DEVELOPERS.md "No lookahead".
 
+* A store grown evening by evening (each session's files ingested and daily_metrics rebuilt that evening; in date
+  order, or shuffled with a session arriving weeks late) holds exactly the rows, and builds exactly the
+  daily_metrics, of the same files ingested in one call: every data table, bit for bit.
+
 * A store truncated at t (every raw row known at the close of t: FINRA, prices, lit, options dated <= t, OTC weeks
   published <= t, splits in effect by t), rebuilt, loaded and scored end to end, gives the full store's values on
   every session <= t for every feature family: each daily_metrics column, every panel field and market series,
@@ -22,7 +26,7 @@ import pytest
 from _cli_helpers import cli, ok
 from optimizer.data.ingest import ingest_paths
 from optimizer.data.metrics import RAW_STATE_KEY, build_daily_metrics, metrics_staleness
-from optimizer.data.synth import SynthConfig, synth_to_db
+from optimizer.data.synth import SynthConfig, generate_market, synth_to_db, write_market
 from optimizer.data.store import connect
 from optimizer.engine.context import CONTEXT_KEYS, compute_context
 from optimizer.engine.features import VARIANTS, FeatureCache
@@ -101,6 +105,72 @@ def test_a_store_truncated_at_t_gives_every_feature_family_the_full_stores_value
             assert (a is None) == (b is None), reg
             if a is not None:
                 np.testing.assert_array_equal(a, b[: t_idx + 1], err_msg=f"regime filter {reg} at t={t}")
+
+
+def _evening_folders(raw, root) -> list:
+    """The synthetic market's files cut into one folder per session, as a vendor delivers them each evening: the
+    session's FINRA file, its prices / lit / options rows, and the OTC weeks published that day (delivered on the
+    first session on or after their publication date)."""
+    px = pd.read_csv(raw / "prices_daily.csv", dtype=str)
+    days = sorted(px["date"].unique())
+    for d in days:
+        (root / d).mkdir(parents=True)
+        f = raw / "finra" / f"CNMSshvol{d.replace('-', '')}.txt"
+        if f.exists():
+            (root / d / f.name).write_bytes(f.read_bytes())
+    for name in ("prices_daily", "lit_flow_daily", "options_daily"):
+        for d, g in pd.read_csv(raw / f"{name}.csv", dtype=str).groupby("date"):
+            g.to_csv(root / d / f"{name}_{d}.csv", index=False)
+    otc = pd.read_csv(raw / "otc_weekly.csv", dtype=str)
+    for pub, g in otc.groupby("lastUpdateDate"):
+        day = next((d for d in days if d >= pub), None)
+        if day is not None:
+            g.to_csv(root / day / f"otc_weekly_{pub}.csv", index=False)
+    return [root / d for d in days]
+
+
+_KINDS = {"CNMSshvol": "finra-short", "prices_daily": "prices", "lit_flow_daily": "lit-flow",
+          "options_daily": "options", "otc_weekly": "otc-weekly"}
+_DATA_TABLES = {"finra_short_daily": "date, symbol, facility", "prices_daily": "date, symbol",
+                "lit_flow_daily": "date, symbol", "options_daily": "date, symbol", "finra_otc_weekly": "week_start_date, symbol",
+                "daily_metrics": "date, symbol", "options_premium_daily": "date, symbol", "options_premium_summary": "symbol"}
+
+
+def _grow(db, evenings: list[list], rebuild_each: bool) -> dict[str, pd.DataFrame]:
+    """Ingest each evening's folders (kinds in the evening's order), rebuilding daily_metrics after each evening
+    when ``rebuild_each``; return every data table sorted by its key."""
+    con = connect(db)
+    try:
+        for folders in evenings:
+            for prefix, kind in _KINDS.items():
+                files = sorted(f for d in folders for f in d.iterdir() if f.name.startswith(prefix))
+                if files:
+                    assert ingest_paths(con, kind, files).exit_code == 0
+            if rebuild_each:
+                build_daily_metrics(con)
+        build_daily_metrics(con)
+        return {t: con.sql(f"SELECT * FROM {t} ORDER BY {k}").df() for t, k in _DATA_TABLES.items()}
+    finally:
+        con.close()
+
+
+@pytest.mark.slow
+def test_a_store_grown_evening_by_evening_equals_the_store_built_in_one_go(tmp_path):
+    market = generate_market(SynthConfig(seed=5, start="2024-02-01", end="2024-03-14", universe="tier1"))
+    write_market(market, tmp_path / "raw")
+    days = _evening_folders(tmp_path / "raw", tmp_path / "evenings")
+    assert len(days) >= 29 and any(f.name.startswith("otc_weekly") for d in days for f in d.iterdir())
+    once = _grow(tmp_path / "once.duckdb", [days], rebuild_each=False)
+    assert len(once["finra_otc_weekly"]) and once["daily_metrics"]["otc_participation_rate"].notna().sum() > 100
+    assert once["daily_metrics"]["short_buy_sell_ratio_z"].notna().sum() > 100
+    late = [d for d in days if d != days[5]]
+    late.insert(25, days[5])  # in date order, but session 5's files arrive 20 evenings late
+    shuffled = list(days)
+    np.random.default_rng(1).shuffle(shuffled)
+    for name, order, each in (("in order, one session late", late, True), ("shuffled", shuffled, False)):
+        grown = _grow(tmp_path / f"{name}.duckdb", [[d] for d in order], rebuild_each=each)
+        for t, frame in once.items():
+            pd.testing.assert_frame_equal(grown[t], frame, check_exact=True, obj=f"{t} ({name})")
 
 
 def _staleness(db) -> str | None:
