@@ -49,7 +49,8 @@ from optimizer.validate.walkforward import load_walkforward
 
 __all__ = [
     "SignalSheet", "params_hash", "latest_finra_date", "signal_sheet",
-    "write_signal_sheet", "stale_sheet_warning", "stale_metrics_warning", "walkforward_warning", "DEFAULT_UNIVERSE",
+    "write_signal_sheet", "stale_sheet_warning", "stale_metrics_warning", "unscored_warning", "walkforward_warning",
+    "DEFAULT_UNIVERSE",
 ]
 
 DEFAULT_UNIVERSE = "tier1+3"
@@ -316,6 +317,31 @@ def stale_sheet_warning(sheet: SignalSheet, db: str | Path) -> str | None:
     return (f"the sheet is for {sheet.date}, the latest session with FINRA data, but the store holds prices through "
             f"{last}: its orders were for the {sheet.next_session} open, which has passed. Ingest the FINRA file(s) "
             f"of {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''} for a current sheet")
+
+
+def unscored_warning(sheet: SignalSheet) -> str | None:
+    """A warning when no symbol has a score on the sheet's session: then nothing can be entered and no position
+    leaves by its score, which a sheet of ENTER 0 / EXIT 0 does not say. The usual cause is a session the store
+    lacks FINRA short data for inside the z-scores' window (a file that never came): a gap is never bridged, so every
+    z-score stays empty until the window no longer holds it (docs/DATA.md "Coverage and gaps"); those sessions are
+    named. None when some symbol has a score."""
+    if np.isfinite(sheet.display[-1]).any():
+        return None
+    p, w = sheet.panel, sheet.config.score.z_window
+    need = w if sheet.min_periods is None else min(int(sheet.min_periods), w)
+    finra = np.zeros(len(p.dates), dtype=bool)
+    for k in ("short_buy_volume", "short_sell_volume"):
+        if k in p.fields:
+            finra |= np.isfinite(p.fields[k]).any(axis=1)
+    lo = max(0, len(p.dates) - w)
+    holes = [str(d)[:10] for d, ok in zip(p.dates[lo:], finra[lo:]) if not ok]
+    if not holes:
+        return (f"no symbol has a score on {sheet.date}: every symbol's z-score window (the last {w} sessions, "
+                f"{need} with data needed) lacks data, so nothing can be entered and no position exits by its score")
+    return (f"no symbol has a score on {sheet.date}: the store has no FINRA short data on {len(holes)} of the last {w} "
+            f"sessions (the z-scores' window, {need} with data needed): {', '.join(holes[:5])}"
+            f"{' ...' if len(holes) > 5 else ''}; a gap is never bridged, so nothing can be entered and no position "
+            "exits by its score until the window no longer holds them: ingest the FINRA file(s) of those sessions")
 
 
 def stale_metrics_warning(db: str | Path) -> str | None:

@@ -231,3 +231,27 @@ def test_daily_metrics_older_than_the_raw_data_is_named_until_rebuilt(tmp_path):
     con.execute(f"DELETE FROM accumopt_meta WHERE key = '{RAW_STATE_KEY}'")  # built by an earlier accumopt: unknown
     assert metrics_staleness(con) is None
     con.close()
+
+
+def test_a_sheet_without_any_score_says_which_finra_sessions_are_missing(tmp_path):
+    """A FINRA file that never came (one session, days ago) blanks every z-score until the window no longer holds it
+    (a gap is never bridged): the evening's sheet then read ENTER 0 / EXIT 0 with every score empty, night after
+    night, and nothing said why. signals and evening now warn, naming the missing session."""
+    db = tmp_path / "s.duckdb"
+    synth_to_db(SynthConfig(seed=3, start="2024-01-02", end="2024-04-30", universe="tier1"), tmp_path / "raw", db)
+    params = tmp_path / "p.json"
+    params.write_text(json.dumps({"variant": "B", "z_window": 10, "buy_threshold": 65, "sell_threshold": 35}))
+    sig = ok(cli("signals", "--params", params, "--db", db, "--universe", "tier1", "--no-save"))
+    assert "no symbol has a score" not in sig.stderr  # an intact store: scores, no warning
+    con = connect(db)
+    con.execute("DELETE FROM finra_short_daily WHERE date = DATE '2024-04-24'")  # 4 sessions before the last
+    build_daily_metrics(con)
+    con.close()
+    want = ("no symbol has a score on 2024-04-30: the store has no FINRA short data on 1 of the last 10 sessions (the "
+            "z-scores' window, 10 with data needed): 2024-04-24;")
+    sig = ok(cli("signals", "--params", params, "--db", db, "--universe", "tier1", "--no-save", "--all"))
+    assert f"warning: {want}" in " ".join(sig.stderr.split())
+    ev = json.loads(ok(cli("evening", "--params", params, "--db", db, "--universe", "tier1", "--no-fetch",
+                           "--out", tmp_path / "out", "--format", "json")).stdout)
+    assert any(w.startswith(want) for w in ev["warnings"]), ev["warnings"]
+    assert ev["sheet"]["counts"]["ENTER"] == 0
