@@ -2,8 +2,9 @@
 
 1. New raw files: ``ingest_dir`` (every file under it, its kind told by its folder or name, see ``classify_files``)
    or, by default, a fetch of the FINRA daily files (CNMS) for the sessions after the store's latest FINRA date
-   through ``through`` (default: today) and, when POLYGON_API_KEY is set, Polygon prices of the universe, SPY and
-   ^VIX for the same days (a symbol whose split-adjusted history changed since it was stored -- a split -- gets its
+   through ``through`` (default: today) and for the sessions among the ``REFETCH_SESSIONS`` before it the store
+   lacks (a file that did not come on its night), and, when POLYGON_API_KEY is set, Polygon prices of the
+   universe, SPY and ^VIX for the same days (a symbol whose split-adjusted history changed since it was stored -- a split -- gets its
    whole history again, see ``_fetch_prices``). Each file is ingested atomically and idempotently (an identical
    file is skipped). A prices file whose bars jump by a split-like ratio against the stored bars of another file
    (a local file not adjusted for a split) is stored and warned of (``ingest.prices.split_warnings``).
@@ -133,24 +134,50 @@ def _ingest(db: str | Path, files: dict[str, list[Path]], res: EveningResult, se
         con.close()
 
 
+# the evening asks again for the FINRA files of this many sessions before the store's latest that it lacks (a file
+# that did not come on its night): one missing session empties every z-score for a window's length
+REFETCH_SESSIONS = 20
+
+
+def _finra_holes(con, last: dt.date) -> list[dt.date]:
+    """The sessions among the REFETCH_SESSIONS before ``last`` (from the store's first FINRA session on) that the
+    store has no FINRA short data for."""
+    if not table_exists(con, "finra_short_daily"):
+        return []
+    window = [d.date() for d in nyse_sessions(last - dt.timedelta(days=2 * REFETCH_SESSIONS + 14),
+                                              last - dt.timedelta(days=1))[-REFETCH_SESSIONS:]]
+    if not window:
+        return []
+    first, = con.execute("SELECT min(date) FROM finra_short_daily").fetchone()
+    have = {pd.Timestamp(d).date() for (d,) in con.execute(
+        "SELECT DISTINCT date FROM finra_short_daily WHERE date >= ?", [window[0]]).fetchall()}
+    return [d for d in window if d >= pd.Timestamp(first).date() and d not in have]
+
+
 def _fetch(db: str | Path, cache: Path, through: dt.date, universe: object, settings: Settings,
            res: EveningResult) -> dict[str, list[Path]]:
     con = connect(db, read_only=True)
     try:
         last = latest_finra_date(con)
+        holes = _finra_holes(con, last)
         avail = [r[0] for r in con.execute("SELECT DISTINCT symbol FROM prices_daily").fetchall()] \
             if table_exists(con, "prices_daily") else []
     finally:
         con.close()
     start = last + dt.timedelta(days=1)
-    if start > through or not len(nyse_sessions(start, through)):
+    new = start <= through and bool(len(nyse_sessions(start, through)))
+    if not new:
         res.warnings.append(f"fetch: the store already holds FINRA data through {last}; no session after it "
                             f"through {through}")
-        return {}
-    files: dict[str, list[Path]] = {}
-    got = fetch_finra_short(start, through, cache / "finra", settings)
-    files["finra-short"] = list(got)
-    res.warnings += [f"missing {n}: {why}" for n, why in got.missing]
+        if not holes:
+            return {}
+    files: dict[str, list[Path]] = {"finra-short": []}
+    for day in holes + ([start] if new else []):  # the sessions a night missed, then the new ones
+        got = fetch_finra_short(day, through if day == start else day, cache / "finra", settings)
+        files["finra-short"] += list(got)
+        res.warnings += [f"missing {n}: {why}" for n, why in got.missing]
+    if not new:
+        return {k: v for k, v in files.items() if v}
     if settings.polygon_api_key:
         # every symbol of a named universe or list, stored or not (a new name is fetched too); `all`: the store's
         every = universe is None or (isinstance(universe, str) and universe.strip().lower() == "all")

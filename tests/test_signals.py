@@ -1046,6 +1046,51 @@ def test_evening_fetch_fills_the_sessions_a_failed_night_left_without_prices(tmp
     assert ("NVDA", str(days[0]), str(days[-1])) not in calls  # not the whole history: no split
 
 
+@pytest.mark.parametrize("through", ["2024-06-11", "2024-06-07"])
+def test_evening_fetch_asks_again_for_a_finra_file_a_night_missed(tmp_path, monkeypatch, through):
+    """The evening fetched FINRA files only for the sessions after the store's latest: a file that did not come on
+    its night (FINRA late, a 404) while a later one did was never asked for again, and that one missing session
+    emptied every z-score for a window's length. The sessions of the last REFETCH_SESSIONS the store lacks are
+    fetched again (never those before its first FINRA session), also on a night with no new session."""
+    import optimizer.evening as ev
+    from optimizer.data.fetch import FetchedFiles
+    from optimizer.data.ingest import ingest_paths
+    from optimizer.settings import Settings
+
+    days = [d.date() for d in nyse_sessions("2024-06-03", "2024-06-11")]
+    db = tmp_path / "s.duckdb"
+
+    def cnms(d):
+        p = tmp_path / "vendor" / f"CNMSshvol{d:%Y%m%d}.txt"
+        p.parent.mkdir(exist_ok=True)
+        p.write_text(f"Date|Symbol|ShortVolume|ShortExemptVolume|TotalVolume|Market\n{d:%Y%m%d}|NVDA|1|0|2|Q\n1\n")
+        return p
+
+    con = connect(db)
+    stored = [d for i, d in enumerate(days[:5]) if i != 2]  # 06-05's file never came
+    assert ingest_paths(con, "finra-short", [cnms(d) for d in stored]).exit_code == 0
+    con.close()
+    calls = []
+
+    def fake_finra(start, end, out_dir, settings, **kw):
+        calls.append((str(start), str(end)))
+        got = FetchedFiles()
+        for d in nyse_sessions(start, end):
+            got.append(cnms(d.date()))
+        return got
+
+    monkeypatch.setattr(ev, "fetch_finra_short", fake_finra)
+    res = ev.EveningResult()
+    files = ev._fetch(db, tmp_path / "cache", pd.Timestamp(through).date(), "NVDA", Settings(), res)
+    ev._ingest(db, files, res, Settings(), False)
+    con = connect(db, read_only=True)
+    have = [r[0] for r in con.execute("SELECT DISTINCT date FROM finra_short_daily ORDER BY 1").fetchall()]
+    con.close()
+    assert ("2024-06-05", "2024-06-05") in calls and not any(c[0] < "2024-06-03" for c in calls)
+    assert have == [d for d in days if str(d) <= through]  # the hole filled (and the new sessions fetched)
+    assert any("already holds FINRA data through 2024-06-07" in w for w in res.warnings) == (through == "2024-06-07")
+
+
 def test_evening_refuses_a_mistyped_through_in_one_line(tmp_path):
     """`evening --through 2024-13-01` gave a pandas traceback (exit 1): a one-line error naming --through (exit 2)."""
     p = tmp_path / "best.json"
