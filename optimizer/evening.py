@@ -43,8 +43,8 @@ from optimizer.errors import AccumoptError, DataError, ParameterError, check_par
 from optimizer.report.files import PNG_HINT, png_available
 from optimizer.settings import Settings
 from optimizer.signals import (
-    DEFAULT_UNIVERSE, SignalSheet, latest_finra_date, signal_sheet, stale_sheet_warning, unscored_warning,
-    walkforward_warning, write_signal_sheet,
+    DEFAULT_UNIVERSE, SignalSheet, latest_finra_date, signal_sheet, stale_sheet_warning, unpriced_warning,
+    unscored_warning, walkforward_warning, write_signal_sheet,
 )
 from optimizer.study.paramsfile import ParamsRecord, load_params_record
 
@@ -343,7 +343,7 @@ def run_evening(
         t = time.perf_counter()
         res.sheet = signal_sheet(rec, db, universe=uni, start=start, regime=regime, walkforward=walkforward)
         stale = stale_sheet_warning(res.sheet, db)  # tonight's prices are in, tonight's FINRA file is not
-        for w in (unscored_warning(res.sheet), stale, walkforward_warning(res.sheet)):
+        for w in (unscored_warning(res.sheet), unpriced_warning(res.sheet), stale, walkforward_warning(res.sheet)):
             if w:
                 res.warnings.append(w)
         res.sheet_files = write_signal_sheet(res.sheet, db, out)

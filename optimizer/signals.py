@@ -49,8 +49,8 @@ from optimizer.validate.walkforward import load_walkforward
 
 __all__ = [
     "SignalSheet", "params_hash", "latest_finra_date", "signal_sheet",
-    "write_signal_sheet", "stale_sheet_warning", "stale_metrics_warning", "unscored_warning", "walkforward_warning",
-    "DEFAULT_UNIVERSE",
+    "write_signal_sheet", "stale_sheet_warning", "stale_metrics_warning", "unscored_warning", "unpriced_warning",
+    "walkforward_warning", "DEFAULT_UNIVERSE",
 ]
 
 DEFAULT_UNIVERSE = "tier1+3"
@@ -342,6 +342,32 @@ def unscored_warning(sheet: SignalSheet) -> str | None:
             f"sessions (the z-scores' window, {need} with data needed): {', '.join(holes[:5])}"
             f"{' ...' if len(holes) > 5 else ''}; a gap is never bridged, so nothing can be entered and no position "
             "exits by its score until the window no longer holds them: ingest the FINRA file(s) of those sessions")
+
+
+def unpriced_warning(sheet: SignalSheet) -> str | None:
+    """A warning when symbols of the sheet have FINRA data on its session but no price bar there, though they have
+    earlier ones (tonight's prices not ingested, or not fetched for them): their scores lack the price term and their
+    positions the session's close, so their decisions may change once the prices are in; without SPY's close the
+    market regime (and a regime filter) is not the session's. None when every such symbol is priced."""
+    p = sheet.panel
+    if "close" not in p.fields or len(p.dates) < 2:
+        return None
+    close = p.fields["close"]
+    finra = np.zeros(len(p.symbols), dtype=bool)
+    for k in ("short_buy_volume", "short_sell_volume"):
+        if k in p.fields:
+            finra |= np.isfinite(p.fields[k][-1])
+    lacking = finra & ~np.isfinite(close[-1]) & np.isfinite(close[:-1]).any(axis=0)
+    spy = np.asarray(p.market.get("spy_close", np.full(len(p.dates), np.nan)), dtype=np.float64)
+    no_spy = not np.isfinite(spy[-1]) and bool(np.isfinite(spy[:-1]).any())
+    if not lacking.any() and not no_spy:
+        return None
+    names = [s for s, x in zip(p.symbols, lacking) if x]
+    what = (f"{len(names)} symbol(s) of the sheet have FINRA data on {sheet.date} but no price bar there: "
+            f"{', '.join(names[:5])}{' ...' if len(names) > 5 else ''}; their scores lack the price term, their "
+            "positions the session's close") if names else f"the store has no SPY price bar on {sheet.date}"
+    regime = "; without SPY's close the market regime (and a regime filter) is not the session's" if no_spy else ""
+    return f"{what}{regime}: ingest {sheet.date}'s prices and run the sheet again"
 
 
 def stale_metrics_warning(db: str | Path) -> str | None:

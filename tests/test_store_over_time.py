@@ -255,3 +255,34 @@ def test_a_sheet_without_any_score_says_which_finra_sessions_are_missing(tmp_pat
                            "--out", tmp_path / "out", "--format", "json")).stdout)
     assert any(w.startswith(want) for w in ev["warnings"]), ev["warnings"]
     assert ev["sheet"]["counts"]["ENTER"] == 0
+
+
+def test_a_sheet_of_a_session_without_its_prices_says_so(tmp_path):
+    """FINRA's file of the session in, its prices not (an --ingest folder without them, a fetch that missed some
+    symbols): the sheet scored those symbols without the price term, judged their positions without the session's
+    close and, without SPY's, ran the market regime on nothing; its decisions changed once the prices came (on the
+    audit's store an EXIT read HOLD) and nothing said so. signals and evening now name the symbols."""
+    db = tmp_path / "s.duckdb"
+    synth_to_db(SynthConfig(seed=3, start="2024-01-02", end="2024-04-30", universe="tier1"), tmp_path / "raw", db)
+    params = tmp_path / "p.json"
+    params.write_text(json.dumps({"variant": "B", "z_window": 10, "buy_threshold": 65, "sell_threshold": 35}))
+    assert "price bar" not in ok(cli("signals", "--params", params, "--db", db, "--universe", "tier1",
+                                     "--no-save")).stderr
+    con = connect(db)
+    con.execute("DELETE FROM prices_daily WHERE date = DATE '2024-04-30' AND symbol IN ('XLK', 'XLI')")
+    build_daily_metrics(con)
+    con.close()
+    want = ("2 symbol(s) of the sheet have FINRA data on 2024-04-30 but no price bar there: XLI, XLK; their scores "
+            "lack the price term, their positions the session's close: ingest 2024-04-30's prices and run the sheet "
+            "again")
+    assert f"warning: {want}" in " ".join(ok(cli("signals", "--params", params, "--db", db, "--universe", "tier1",
+                                                 "--no-save")).stderr.split())
+    con = connect(db)
+    con.execute("DELETE FROM prices_daily WHERE date = DATE '2024-04-30' AND symbol = 'SPY'")
+    build_daily_metrics(con)
+    con.close()
+    ev = json.loads(ok(cli("evening", "--params", params, "--db", db, "--universe", "XLK", "--no-fetch",
+                           "--out", tmp_path / "out", "--format", "json")).stdout)
+    assert ("1 symbol(s) of the sheet have FINRA data on 2024-04-30 but no price bar there: XLK; their scores lack the "
+            "price term, their positions the session's close; without SPY's close the market regime (and a regime "
+            "filter) is not the session's: ingest 2024-04-30's prices and run the sheet again") in ev["warnings"]
