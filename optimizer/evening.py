@@ -4,8 +4,8 @@
    or, by default, a fetch of the FINRA daily files (CNMS) for the sessions after the store's latest FINRA date
    through ``through`` (default: today) and for the sessions among the ``REFETCH_SESSIONS`` before it the store
    lacks (a file that did not come on its night), and, when POLYGON_API_KEY is set, Polygon prices of the
-   universe, SPY and ^VIX for the same days (a symbol whose split-adjusted history changed since it was stored -- a split -- gets its
-   whole history again, see ``_fetch_prices``). Each file is ingested atomically and idempotently (an identical
+   universe, SPY and ^VIX for the same days (a symbol whose split-adjusted history changed since it was stored --
+   a split -- gets its whole history again, see ``_fetch_prices``). Each file is ingested atomically and idempotently (an identical
    file is skipped). A prices file whose bars jump by a split-like ratio against the stored bars of another file
    (a local file not adjusted for a split) is stored and warned of (``ingest.prices.split_warnings``).
 2. ``daily_metrics`` rebuilt from the raw tables (point-in-time).
