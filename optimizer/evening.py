@@ -149,6 +149,8 @@ def _finra_holes(con, last: dt.date) -> list[dt.date]:
     if not window:
         return []
     first, = con.execute("SELECT min(date) FROM finra_short_daily").fetchone()
+    if first is None:
+        return []
     have = {pd.Timestamp(d).date() for (d,) in con.execute(
         "SELECT DISTINCT date FROM finra_short_daily WHERE date >= ?", [window[0]]).fetchall()}
     return [d for d in window if d >= pd.Timestamp(first).date() and d not in have]
