@@ -286,3 +286,39 @@ def test_a_sheet_of_a_session_without_its_prices_says_so(tmp_path):
     assert ("1 symbol(s) of the sheet have FINRA data on 2024-04-30 but no price bar there: XLK; their scores lack the "
             "price term, their positions the session's close; without SPY's close the market regime (and a regime "
             "filter) is not the session's: ingest 2024-04-30's prices and run the sheet again") in ev["warnings"]
+
+
+def test_a_final_reserve_opened_before_the_store_grew_warns_when_opened_again(tmp_path):
+    """The final reserve is the last share of the sessions, so a store that grows moves its start; the ledger keyed
+    openings by that start alone, so `backtest --final` a month later opened a reserve most of whose sessions the
+    first opening had already shown, and said nothing (the hold-out silently re-used). An opening whose span reaches
+    into the reserve now counts as an earlier opening of it."""
+    full = tmp_path / "full.duckdb"
+    synth_to_db(SynthConfig(seed=3, start="2024-01-02", end="2024-06-28", universe="tier1"), tmp_path / "raw", full)
+    db = tmp_path / "grows.duckdb"
+    _truncated_store(full, db, "2024-05-31")
+    params = tmp_path / "p.json"
+    params.write_text(json.dumps({"variant": "B", "z_window": 10, "buy_threshold": 65, "sell_threshold": 35}))
+    args = ("backtest", "--params", params, "--db", db, "--universe", "tier1", "--final", "--no-save", "--format", "json")
+    first = json.loads(ok(cli(*args)).stdout)
+    assert first["reserve_opened"] and first["warnings"] == []
+    src, dst = connect(full, read_only=True), connect(db)  # a month of evenings later: the rest of the raw rows
+    for table, col in KNOWN_AT.items():
+        frame = src.sql(f"SELECT * FROM {table} WHERE {col} > DATE '2024-05-31'").to_arrow_table()
+        if frame.num_rows:
+            dst.register("_src", frame)
+            dst.execute(f"INSERT INTO {table} SELECT * FROM _src")
+            dst.unregister("_src")
+    src.close()
+    build_daily_metrics(dst)
+    (r0, e0), = dst.execute("SELECT reserve_start, span_end FROM reserve_ledger").fetchall()
+    dst.close()
+    second = json.loads(ok(cli(*args)).stdout)
+    con = connect(db, read_only=True)
+    r1 = con.execute("SELECT max(reserve_start) FROM reserve_ledger").fetchone()[0]
+    con.close()
+    assert r0 < r1 <= e0  # the reserve moved, and the first opening had shown its first sessions
+    assert len(second["warnings"]) == 1, second["warnings"]
+    w = second["warnings"][0]
+    assert w.startswith(f"WARNING: the final reserve starting {r1} was already opened 1 time(s)")
+    assert f"1 of them as the reserve starting {r0} through {e0}, whose sessions this one holds: the store grew since" in w
