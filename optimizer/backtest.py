@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from optimizer.data.calendar import as_date
+from optimizer.data.metrics import metrics_staleness
 from optimizer.data.store import connect
 from optimizer.engine.context import compute_context, market_regime_frame
 from optimizer.engine.evaluate import Config, Evaluator, Result
@@ -225,6 +226,13 @@ def backtest(params: Mapping[str, Any], db: str | Path, universe: Any = None, st
                                  regime=reg, min_periods=min_periods, fingerprint=panel.fingerprint(),
                                  study_end=record.study_end if record is not None else _store_end(db, symbols))
     warnings: list[str] = []
+    con = connect(db, read_only=True)
+    try:
+        stale = metrics_staleness(con)  # raw data ingested since daily_metrics was built is not in this run
+    finally:
+        con.close()
+    if stale:
+        warnings.append(f"warning: {stale}")
     opened = reserve_start is not None and _day(panel.dates[-1]) >= _day(reserve_start)
     if opened:
         earlier = record_opening(db, reserve_start, "backtest --final", f"config {run_record.key}",

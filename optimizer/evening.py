@@ -2,9 +2,10 @@
 
 1. New raw files: ``ingest_dir`` (every file under it, its kind told by its folder or name, see ``classify_files``)
    or, by default, a fetch of the FINRA daily files (CNMS) for the sessions after the store's latest FINRA date
-   through ``through`` (default: today) and, when POLYGON_API_KEY is set, Polygon prices of the universe, SPY and
-   ^VIX for the same days (a symbol whose split-adjusted history changed since it was stored -- a split -- gets its
-   whole history again, see ``_fetch_prices``). Each file is ingested atomically and idempotently (an identical
+   through ``through`` (default: today) and for the sessions among the ``REFETCH_SESSIONS`` before it the store
+   lacks (a file that did not come on its night), and, when POLYGON_API_KEY is set, Polygon prices of the
+   universe, SPY and ^VIX for the same days (a symbol whose split-adjusted history changed since it was stored --
+   a split -- gets its whole history again, see ``_fetch_prices``). Each file is ingested atomically and idempotently (an identical
    file is skipped). A prices file whose bars jump by a split-like ratio against the stored bars of another file
    (a local file not adjusted for a split) is stored and warned of (``ingest.prices.split_warnings``).
 2. ``daily_metrics`` rebuilt from the raw tables (point-in-time).
@@ -42,8 +43,8 @@ from optimizer.errors import AccumoptError, DataError, ParameterError, check_par
 from optimizer.report.files import PNG_HINT, png_available
 from optimizer.settings import Settings
 from optimizer.signals import (
-    DEFAULT_UNIVERSE, SignalSheet, latest_finra_date, signal_sheet, stale_sheet_warning, walkforward_warning,
-    write_signal_sheet,
+    DEFAULT_UNIVERSE, SignalSheet, latest_finra_date, signal_sheet, stale_sheet_warning, unpriced_warning,
+    unscored_warning, walkforward_warning, write_signal_sheet,
 )
 from optimizer.study.paramsfile import ParamsRecord, load_params_record
 
@@ -133,24 +134,52 @@ def _ingest(db: str | Path, files: dict[str, list[Path]], res: EveningResult, se
         con.close()
 
 
+# the evening asks again for the FINRA files of this many sessions before the store's latest that it lacks (a file
+# that did not come on its night): one missing session empties every z-score for a window's length
+REFETCH_SESSIONS = 20
+
+
+def _finra_holes(con, last: dt.date) -> list[dt.date]:
+    """The sessions among the REFETCH_SESSIONS before ``last`` (from the store's first FINRA session on) that the
+    store has no FINRA short data for."""
+    if not table_exists(con, "finra_short_daily"):
+        return []
+    window = [d.date() for d in nyse_sessions(last - dt.timedelta(days=2 * REFETCH_SESSIONS + 14),
+                                              last - dt.timedelta(days=1))[-REFETCH_SESSIONS:]]
+    if not window:
+        return []
+    first, = con.execute("SELECT min(date) FROM finra_short_daily").fetchone()
+    if first is None:
+        return []
+    have = {pd.Timestamp(d).date() for (d,) in con.execute(
+        "SELECT DISTINCT date FROM finra_short_daily WHERE date >= ?", [window[0]]).fetchall()}
+    return [d for d in window if d >= pd.Timestamp(first).date() and d not in have]
+
+
 def _fetch(db: str | Path, cache: Path, through: dt.date, universe: object, settings: Settings,
            res: EveningResult) -> dict[str, list[Path]]:
     con = connect(db, read_only=True)
     try:
         last = latest_finra_date(con)
+        holes = _finra_holes(con, last)
         avail = [r[0] for r in con.execute("SELECT DISTINCT symbol FROM prices_daily").fetchall()] \
             if table_exists(con, "prices_daily") else []
     finally:
         con.close()
     start = last + dt.timedelta(days=1)
-    if start > through or not len(nyse_sessions(start, through)):
+    new = start <= through and bool(len(nyse_sessions(start, through)))
+    if not new:
         res.warnings.append(f"fetch: the store already holds FINRA data through {last}; no session after it "
                             f"through {through}")
-        return {}
-    files: dict[str, list[Path]] = {}
-    got = fetch_finra_short(start, through, cache / "finra", settings)
-    files["finra-short"] = list(got)
-    res.warnings += [f"missing {n}: {why}" for n, why in got.missing]
+        if not holes:
+            return {}
+    files: dict[str, list[Path]] = {"finra-short": []}
+    for day in holes + ([start] if new else []):  # the sessions a night missed, then the new ones
+        got = fetch_finra_short(day, through if day == start else day, cache / "finra", settings)
+        files["finra-short"] += list(got)
+        res.warnings += [f"missing {n}: {why}" for n, why in got.missing]
+    if not new:
+        return {k: v for k, v in files.items() if v}
     if settings.polygon_api_key:
         # every symbol of a named universe or list, stored or not (a new name is fetched too); `all`: the store's
         every = universe is None or (isinstance(universe, str) and universe.strip().lower() == "all")
@@ -171,18 +200,23 @@ def _fetch_prices(db: str | Path, syms: list[str], last: dt.date, start: dt.date
                   settings: Settings, res: EveningResult) -> list[Path]:
     """Polygon's split-adjusted bars of ``syms`` for the sessions ``start`` .. ``through``.
 
-    Adjusted history changes after a split, so the request overlaps the store's last FINRA session ``last``: a
-    symbol whose stored close there differs from the vendor's has its whole history (from its first stored bar)
-    fetched again, or the ex-date's return would read -90 % for a 10:1 split; for the others the overlap bar is
-    dropped from the saved file (only the new sessions are ingested). A symbol the store has no price for gets its
-    history from the store's first price session (with no price stored at all: its first FINRA session, so the
-    FINRA history already stored gets its prices)."""
+    Adjusted history changes after a split, so each symbol's request overlaps its own last stored bar on or before
+    the store's last FINRA session ``last`` (``last`` itself, unless a night whose fetch failed left the symbol
+    without bars there): a symbol whose stored close there differs from the vendor's has its whole history (from
+    its first stored bar) fetched again, or the ex-date's return would read -90 % for a 10:1 split; for the others
+    the overlap bar is dropped from the saved file and every bar after it is ingested (so the sessions a failed
+    night missed are filled, not left as a hole for good). A symbol the store has no price for gets its history
+    from the store's first price session (with no price stored at all: its first FINRA session, so the FINRA
+    history already stored gets its prices)."""
     con = connect(db, read_only=True)
     try:
         has = table_exists(con, "prices_daily")
-        stored = {s: (c, f) for s, c, f in con.execute(
-            "SELECT symbol, max(close) FILTER (WHERE date = ?), min(date) FROM prices_daily "
-            "WHERE symbol IN (SELECT unnest(?::VARCHAR[])) GROUP BY symbol", [last, syms]).fetchall()} if has else {}
+        # per symbol: the overlap session (its last bar on or before ``last``; ``last`` when it has none), the
+        # close stored there, its first bar
+        stored = {s: (o or last, c if o is not None else None, f) for s, o, c, f in con.execute(
+            "SELECT symbol, max(date) FILTER (WHERE date <= ?), arg_max(close, date) FILTER (WHERE date <= ?), "
+            "min(date) FROM prices_daily WHERE symbol IN (SELECT unnest(?::VARCHAR[])) GROUP BY symbol",
+            [last, last, syms]).fetchall()} if has else {}
         first_any = con.execute("SELECT min(date) FROM prices_daily").fetchone()[0] if has else None
         if first_any is None:  # no price stored yet: the prices of the FINRA history too, not of the new days alone
             first_any = con.execute("SELECT min(date) FROM finra_short_daily").fetchone()[0] \
@@ -197,28 +231,31 @@ def _fetch_prices(db: str | Path, syms: list[str], last: dt.date, start: dt.date
                                    settings)
         out += list(got)
         missing += got.missing
-    px = fetch_polygon_prices([s for s in syms if s in stored], last, through, cache, settings)
-    missing += px.missing
+    px: list[Path] = []
+    for o in sorted({stored[s][0] for s in syms if s in stored}):  # one request per overlap session (mostly one)
+        got = fetch_polygon_prices([s for s in syms if s in stored and stored[s][0] == o], o, through, cache, settings)
+        px += list(got)
+        missing += got.missing
     for path in px:
         try:
             doc = json.loads(path.read_text())
             ticker, bars = doc["ticker"], doc.get("results") or []
             days = polygon_dates(np.asarray([b["t"] for b in bars], dtype="int64"), settings.market_tz).dt.date.tolist()
-            at_last = [float(b["c"]) for b, d in zip(bars, days) if d == last]
         except (ValueError, KeyError, TypeError, OverflowError):  # not comparable: the ingest names what is wrong
             out.append(path)
             continue
-        close, first = stored.get(canonical_or_none(ticker) or ticker, (None, None))
-        if close is not None and at_last and abs(at_last[0] / close - 1.0) > READJUST_TOL:
+        o, close, first = stored.get(canonical_or_none(ticker) or ticker, (last, None, None))
+        at_o = [float(b["c"]) for b, d in zip(bars, days) if d == o]
+        if close is not None and at_o and abs(at_o[0] / close - 1.0) > READJUST_TOL:
             res.warnings.append(
-                f"prices: {ticker}'s split-adjusted close of {last} is now {at_last[0]:g}, the store holds {close:g} "
+                f"prices: {ticker}'s split-adjusted close of {o} is now {at_o[0]:g}, the store holds {close:g} "
                 f"(a split): its whole price history from {first} was fetched again; ingest the split "
                 "(`accumopt ingest splits`) so its FINRA volumes are adjusted too")
             again = fetch_polygon_prices([ticker], first, through, cache, settings)
             out += list(again)
             missing += again.missing
             continue
-        new = [b for b, d in zip(bars, days) if d >= start]
+        new = [b for b, d in zip(bars, days) if d > o]
         if not new:
             path.unlink()
             missing.append((ticker, "no bars returned"))
@@ -308,7 +345,7 @@ def run_evening(
         t = time.perf_counter()
         res.sheet = signal_sheet(rec, db, universe=uni, start=start, regime=regime, walkforward=walkforward)
         stale = stale_sheet_warning(res.sheet, db)  # tonight's prices are in, tonight's FINRA file is not
-        for w in (stale, walkforward_warning(res.sheet)):
+        for w in (unscored_warning(res.sheet), unpriced_warning(res.sheet), stale, walkforward_warning(res.sheet)):
             if w:
                 res.warnings.append(w)
         res.sheet_files = write_signal_sheet(res.sheet, db, out)

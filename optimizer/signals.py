@@ -29,6 +29,7 @@ import pandas as pd
 from optimizer.analytics.scanner import nearest_dates_message
 from optimizer.data.calendar import nyse_sessions
 from optimizer.data.coverage import CoverageError
+from optimizer.data.metrics import metrics_staleness
 from optimizer.data.store import connect, table_exists
 from optimizer.data.symbols import canonical_symbol
 from optimizer.data.universe import is_listed, universe_label
@@ -48,7 +49,8 @@ from optimizer.validate.walkforward import load_walkforward
 
 __all__ = [
     "SignalSheet", "params_hash", "latest_finra_date", "signal_sheet",
-    "write_signal_sheet", "stale_sheet_warning", "walkforward_warning", "DEFAULT_UNIVERSE",
+    "write_signal_sheet", "stale_sheet_warning", "stale_metrics_warning", "unscored_warning", "unpriced_warning",
+    "walkforward_warning", "DEFAULT_UNIVERSE",
 ]
 
 DEFAULT_UNIVERSE = "tier1+3"
@@ -315,6 +317,67 @@ def stale_sheet_warning(sheet: SignalSheet, db: str | Path) -> str | None:
     return (f"the sheet is for {sheet.date}, the latest session with FINRA data, but the store holds prices through "
             f"{last}: its orders were for the {sheet.next_session} open, which has passed. Ingest the FINRA file(s) "
             f"of {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''} for a current sheet")
+
+
+def unscored_warning(sheet: SignalSheet) -> str | None:
+    """A warning when no symbol has a score on the sheet's session: then nothing can be entered and no position
+    leaves by its score, which a sheet of ENTER 0 / EXIT 0 does not say. The usual cause is a session the store
+    lacks FINRA short data for inside the z-scores' window (a file that never came): a gap is never bridged, so every
+    z-score stays empty until the window no longer holds it (docs/DATA.md "Coverage and gaps"); those sessions are
+    named. None when some symbol has a score."""
+    if np.isfinite(sheet.display[-1]).any():
+        return None
+    p, w = sheet.panel, sheet.config.score.z_window
+    need = w if sheet.min_periods is None else min(int(sheet.min_periods), w)
+    finra = np.zeros(len(p.dates), dtype=bool)
+    for k in ("short_buy_volume", "short_sell_volume"):
+        if k in p.fields:
+            finra |= np.isfinite(p.fields[k]).any(axis=1)
+    lo = max(0, len(p.dates) - w)
+    holes = [str(d)[:10] for d, ok in zip(p.dates[lo:], finra[lo:]) if not ok]
+    if not holes:
+        return (f"no symbol has a score on {sheet.date}: every symbol's z-score window (the last {w} sessions, "
+                f"{need} with data needed) lacks data, so nothing can be entered and no position exits by its score")
+    return (f"no symbol has a score on {sheet.date}: the store has no FINRA short data on {len(holes)} of the last {w} "
+            f"sessions (the z-scores' window, {need} with data needed): {', '.join(holes[:5])}"
+            f"{' ...' if len(holes) > 5 else ''}; a gap is never bridged, so nothing can be entered and no position "
+            "exits by its score until the window no longer holds them: ingest the FINRA file(s) of those sessions")
+
+
+def unpriced_warning(sheet: SignalSheet) -> str | None:
+    """A warning when symbols of the sheet have FINRA data on its session but no price bar there, though they have
+    earlier ones (tonight's prices not ingested, or not fetched for them): their scores lack the price term and their
+    positions the session's close, so their decisions may change once the prices are in; without SPY's close the
+    market regime (and a regime filter) is not the session's. None when every such symbol is priced."""
+    p = sheet.panel
+    if "close" not in p.fields or len(p.dates) < 2:
+        return None
+    close = p.fields["close"]
+    finra = np.zeros(len(p.symbols), dtype=bool)
+    for k in ("short_buy_volume", "short_sell_volume"):
+        if k in p.fields:
+            finra |= np.isfinite(p.fields[k][-1])
+    lacking = finra & ~np.isfinite(close[-1]) & np.isfinite(close[:-1]).any(axis=0)
+    spy = np.asarray(p.market.get("spy_close", np.full(len(p.dates), np.nan)), dtype=np.float64)
+    no_spy = not np.isfinite(spy[-1]) and bool(np.isfinite(spy[:-1]).any())
+    if not lacking.any() and not no_spy:
+        return None
+    names = [s for s, x in zip(p.symbols, lacking) if x]
+    what = (f"{len(names)} symbol(s) of the sheet have FINRA data on {sheet.date} but no price bar there: "
+            f"{', '.join(names[:5])}{' ...' if len(names) > 5 else ''}; their scores lack the price term, their "
+            "positions the session's close") if names else f"the store has no SPY price bar on {sheet.date}"
+    regime = "; without SPY's close the market regime (and a regime filter) is not the session's" if no_spy else ""
+    return f"{what}{regime}: ingest {sheet.date}'s prices and run the sheet again"
+
+
+def stale_metrics_warning(db: str | Path) -> str | None:
+    """A warning when the store's raw data changed since daily_metrics was built (``metrics_staleness``): the sheet
+    reads daily_metrics, so a re-published day, a revised close or a split ingested since is not in it."""
+    con = connect(db, read_only=True)
+    try:
+        return metrics_staleness(con)
+    finally:
+        con.close()
 
 
 def _with_oos(rows: pd.DataFrame, buckets: pd.DataFrame) -> pd.DataFrame:

@@ -953,9 +953,10 @@ def test_evening_folder_ingests_splits_and_tells_them_from_lit_flow(tmp_path):
                    "splits": ["avgo_splits.json", "nvda.csv"]}
 
 
-def _evening_fetch(tmp_path, monkeypatch, vendor: dict[str, float], universe: str):
+def _evening_fetch(tmp_path, monkeypatch, vendor: dict[str, float], universe: str, lacking: dict | None = None):
     """A store holding NVDA at 1200 and SPY at 500 for 2024-06-03..07 (FINRA through 06-07), then the evening's fetch
     through 2024-06-11 from a stand-in Polygon serving flat split-adjusted bars at ``vendor``'s prices, ingested.
+    ``lacking``: symbol -> indices of those sessions the store has no bar of (a night whose price fetch failed).
     Returns (the sessions, the (symbol, start, end) requests, the EveningResult, the stored (symbol, date, close))."""
     import optimizer.evening as ev
     from optimizer.data.fetch import FetchedFiles
@@ -968,7 +969,8 @@ def _evening_fetch(tmp_path, monkeypatch, vendor: dict[str, float], universe: st
     (tmp_path / "CNMSshvol20240607.txt").write_text(
         "Date|Symbol|ShortVolume|ShortExemptVolume|TotalVolume|Market\n20240607|NVDA|1|0|2|Q\n1\n")
     rows = ["date,symbol,open,high,low,close,volume"]
-    rows += [f"{d},{s},{c},{c},{c},{c},100" for d in days[:5] for s, c in (("NVDA", 1200.0), ("SPY", 500.0))]
+    rows += [f"{d},{s},{c},{c},{c},{c},100" for i, d in enumerate(days[:5]) for s, c in (("NVDA", 1200.0), ("SPY", 500.0))
+             if i not in (lacking or {}).get(s, ())]
     (tmp_path / "prices.csv").write_text("\n".join(rows) + "\n")
     assert ingest_paths(con, "finra-short", [tmp_path / "CNMSshvol20240607.txt"]).exit_code == 0
     assert ingest_paths(con, "prices", [tmp_path / "prices.csv"]).exit_code == 0
@@ -1027,6 +1029,66 @@ def test_evening_fetch_gets_a_universe_symbol_the_store_has_no_price_for(tmp_pat
     assert [(d, c) for s, d, c in closes if s == "AMD"] == [(d, 160.0) for d in days]
     assert ("NVDA", str(days[0]), str(days[-1])) not in calls  # no split: NVDA gets only the new sessions
     assert [c for s, d, c in closes if s == "NVDA"] == [1200.0] * len(days)
+
+
+@pytest.mark.parametrize("lacking", [(4,), (2, 3, 4)])
+def test_evening_fetch_fills_the_sessions_a_failed_night_left_without_prices(tmp_path, monkeypatch, lacking):
+    """A night whose Polygon fetch failed for a symbol (FINRA came in, the symbol's bars did not) left a hole that no
+    later evening filled: the next fetch starts at the store's last FINRA session and dropped that session's bar as
+    an overlap already stored, so the symbol lacked it for good (its return there NULL, its z windows broken) while
+    the bar had been downloaded. Each symbol now gets the bars after its own last stored bar."""
+    days, calls, res, closes = _evening_fetch(tmp_path, monkeypatch, {"NVDA": 1200.0, "SPY": 500.0}, "NVDA",
+                                              lacking={"NVDA": lacking})
+    assert [(d, c) for s, d, c in closes if s == "NVDA"] == [(d, 1200.0) for d in days]  # no hole left
+    assert [(d, c) for s, d, c in closes if s == "SPY"] == [(d, 500.0) for d in days]
+    assert res.ingest["prices"]["rows_accepted"] == 2 + len(lacking) + 2  # SPY's and NVDA's new sessions + the hole
+    assert not any("split" in w for w in res.warnings)
+    assert ("NVDA", str(days[0]), str(days[-1])) not in calls  # not the whole history: no split
+
+
+@pytest.mark.parametrize("through", ["2024-06-11", "2024-06-07"])
+def test_evening_fetch_asks_again_for_a_finra_file_a_night_missed(tmp_path, monkeypatch, through):
+    """The evening fetched FINRA files only for the sessions after the store's latest: a file that did not come on
+    its night (FINRA late, a 404) while a later one did was never asked for again, and that one missing session
+    emptied every z-score for a window's length. The sessions of the last REFETCH_SESSIONS the store lacks are
+    fetched again (never those before its first FINRA session), also on a night with no new session."""
+    import optimizer.evening as ev
+    from optimizer.data.fetch import FetchedFiles
+    from optimizer.data.ingest import ingest_paths
+    from optimizer.settings import Settings
+
+    days = [d.date() for d in nyse_sessions("2024-06-03", "2024-06-11")]
+    db = tmp_path / "s.duckdb"
+
+    def cnms(d):
+        p = tmp_path / "vendor" / f"CNMSshvol{d:%Y%m%d}.txt"
+        p.parent.mkdir(exist_ok=True)
+        p.write_text(f"Date|Symbol|ShortVolume|ShortExemptVolume|TotalVolume|Market\n{d:%Y%m%d}|NVDA|1|0|2|Q\n1\n")
+        return p
+
+    con = connect(db)
+    stored = [d for i, d in enumerate(days[:5]) if i != 2]  # 06-05's file never came
+    assert ingest_paths(con, "finra-short", [cnms(d) for d in stored]).exit_code == 0
+    con.close()
+    calls = []
+
+    def fake_finra(start, end, out_dir, settings, **kw):
+        calls.append((str(start), str(end)))
+        got = FetchedFiles()
+        for d in nyse_sessions(start, end):
+            got.append(cnms(d.date()))
+        return got
+
+    monkeypatch.setattr(ev, "fetch_finra_short", fake_finra)
+    res = ev.EveningResult()
+    files = ev._fetch(db, tmp_path / "cache", pd.Timestamp(through).date(), "NVDA", Settings(), res)
+    ev._ingest(db, files, res, Settings(), False)
+    con = connect(db, read_only=True)
+    have = [r[0] for r in con.execute("SELECT DISTINCT date FROM finra_short_daily ORDER BY 1").fetchall()]
+    con.close()
+    assert ("2024-06-05", "2024-06-05") in calls and not any(c[0] < "2024-06-03" for c in calls)
+    assert have == [d for d in days if str(d) <= through]  # the hole filled (and the new sessions fetched)
+    assert any("already holds FINRA data through 2024-06-07" in w for w in res.warnings) == (through == "2024-06-07")
 
 
 def test_evening_refuses_a_mistyped_through_in_one_line(tmp_path):

@@ -177,11 +177,12 @@ x AS (
     FROM src x {adjusted_join_sql()}
 ),
 agg AS (
-    SELECT symbol, count(*) AS n_sessions, count(r) AS n_ratio, count(s) AS n_share,
-           avg(r) AS ratio_mean, stddev_pop(r) AS ratio_std,
-           avg(s) AS share_mean, stddev_pop(s) AS share_std,
-           avg(total_volume::DOUBLE) AS volume_mean, stddev_pop(total_volume::DOUBLE) AS volume_std,
-           regr_slope(r, -rn::DOUBLE) FILTER (WHERE rn <= $1) AS trend
+    SELECT symbol, count(*) AS n_sessions, count(r) AS n_ratio, count(s) AS n_share,  -- ordered: bit-reproducible
+           avg(r ORDER BY date) AS ratio_mean, stddev_pop(r ORDER BY date) AS ratio_std,
+           avg(s ORDER BY date) AS share_mean, stddev_pop(s ORDER BY date) AS share_std,
+           avg(total_volume::DOUBLE ORDER BY date) AS volume_mean,
+           stddev_pop(total_volume::DOUBLE ORDER BY date) AS volume_std,
+           regr_slope(r, -rn::DOUBLE ORDER BY date) FILTER (WHERE rn <= $1) AS trend
     FROM x GROUP BY symbol
 ),
 t AS (
@@ -203,7 +204,8 @@ t AS (
     WHERE x.rn = 1 AND x.date = $7
 ),
 xs AS (
-    SELECT avg(short_share) AS m, stddev_pop(short_share) AS sd FROM t WHERE liquid
+    SELECT avg(short_share ORDER BY symbol) AS m, stddev_pop(short_share ORDER BY symbol) AS sd  -- in symbol order,
+    FROM t WHERE liquid                                   -- whatever order the rows were stored in: bit-reproducible
 ),
 s AS (
     SELECT t.*,

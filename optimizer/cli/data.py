@@ -294,6 +294,9 @@ def info_cmd(db, out, fmt):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
         for text in symbol_gap_lines(c["symbol_gaps"]):
             console.print(f"  {'':<12} {text}", markup=False, highlight=False, soft_wrap=True)
+    if info["daily_metrics_stale"]:
+        err_console.print(f"warning: {info['daily_metrics_stale']}", style="yellow", markup=False, highlight=False,
+                          soft_wrap=True)
 
 
 @click.group("metrics")

@@ -19,6 +19,7 @@ owner row in ``accumopt_meta``) is never overwritten unless ``force=True``: the 
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -45,6 +46,7 @@ __all__ = [
     "OWNER_VALUE",
     "build_daily_metrics",
     "latest_metrics_date",
+    "metrics_staleness",
     "metrics_summary",
     "owns_daily_metrics",
     "zscores_by_symbol",
@@ -228,6 +230,53 @@ def _check_owner(con: duckdb.DuckDBPyConnection, force: bool) -> None:
 def _mark_owner(con: duckdb.DuckDBPyConnection) -> None:
     _q(con, f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
     _q(con, f"INSERT OR REPLACE INTO {META_TABLE} VALUES (?, ?)", [OWNER_KEY, OWNER_VALUE])
+
+
+# ------------------------------------------------------------------------------------- built from which raw data
+
+RAW_STATE_KEY = "daily_metrics_raw_state"
+_WROTE = "status IN ('ok', 'replaced', 'rejected_rows')"  # ingest_log statuses of a file that changed a data table
+
+
+def _raw_state(con: duckdb.DuckDBPyConnection) -> dict[str, object]:
+    """What the raw tables hold, as the store records it: the newest ``ingest_log`` row of a file that changed a
+    data table, and the symbol map (``symbols map add`` renames stored rows without an ingest)."""
+    last = _q(con, f"SELECT coalesce(max(id), 0) FROM ingest_log WHERE {_WROTE}")[0][0] \
+        if table_exists(con, "ingest_log") else 0
+    smap = _q(con, "SELECT coalesce(md5(string_agg(old_symbol || '>' || new_symbol || '@' || effective_date, ',' "
+                   "ORDER BY old_symbol, effective_date, new_symbol)), '') FROM symbol_map")[0][0] \
+        if table_exists(con, "symbol_map") else ""
+    return {"ingest_id": int(last), "symbol_map": str(smap)}
+
+
+def _mark_raw_state(con: duckdb.DuckDBPyConnection) -> None:
+    """Record the raw data a full build read (in its transaction), for :func:`metrics_staleness`."""
+    _q(con, f"INSERT OR REPLACE INTO {META_TABLE} VALUES (?, ?)", [RAW_STATE_KEY, json.dumps(_raw_state(con))])
+
+
+def metrics_staleness(con: duckdb.DuckDBPyConnection) -> str | None:
+    """A line for the user when the raw data changed since ``daily_metrics`` was last built in full (files ingested
+    since -- a new session, a re-published day, a revised close, a split -- or the symbol map changed): every score,
+    sheet, backtest and study reads daily_metrics, so none of them sees the change until ``accumopt metrics build``.
+    None when it is current, or unknown (a table another tool built, or one built before this was recorded)."""
+    if not owns_daily_metrics(con):
+        return None
+    rows = _q(con, f"SELECT value FROM {META_TABLE} WHERE key = ?", [RAW_STATE_KEY])
+    if not rows:
+        return None
+    built, now = json.loads(rows[0][0]), _raw_state(con)
+    what = []
+    if now["ingest_id"] != built.get("ingest_id"):
+        n, latest = _q(con, f"SELECT count(*), arg_max(file, id) FROM ingest_log WHERE {_WROTE} AND id > ?",
+                       [int(built.get("ingest_id") or 0)])[0]
+        what.append(f"{n} file(s) were ingested since it was built (the latest: {latest})" if n
+                    else "the ingest log changed since it was built")
+    if now["symbol_map"] != built.get("symbol_map"):
+        what.append("the symbol map changed since it was built")
+    if not what:
+        return None
+    return (f"daily_metrics is older than the raw data: {'; '.join(what)}. Scores, sheets, backtests and studies "
+            "read daily_metrics and do not see the change: run `accumopt metrics build`")
 
 
 # --------------------------------------------------------------------------------------------------- base rows
@@ -621,6 +670,8 @@ def build_daily_metrics(
         opt_rows = _write_options(con, scope)
         say(f"options_premium_daily: {opt_rows} rows written")
         _mark_owner(con)
+        if scope.full:  # a scoped build refreshes its scope only: the rest may still predate an ingest
+            _mark_raw_state(con)
         stats = _q(
             con,
             f"SELECT count(DISTINCT symbol), count(DISTINCT date), min(date), max(date) FROM daily_metrics "

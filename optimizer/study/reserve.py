@@ -96,11 +96,27 @@ def openings(db: str | Path, reserve_start: Any = None) -> list[Opening]:
             for r in rows]
 
 
+def _overlapping(earlier: list[Opening], reserve_start: Any, span_end: Any) -> list[Opening]:
+    """The openings of ``earlier`` that saw sessions of the reserve ``reserve_start`` .. ``span_end`` (None: open
+    ended): those of the same reserve, and those of another reserve start whose span reaches into it -- a store that
+    grew since moved the reserve's start (it is a share of the sessions), so most of it was seen by them."""
+    lo = pd.Timestamp(reserve_start)
+    hi = pd.Timestamp(span_end) if span_end is not None else pd.Timestamp.max
+
+    def seen(o: Opening) -> bool:
+        if pd.Timestamp(o.reserve_start) == lo:
+            return True
+        return pd.Timestamp(o.reserve_start) <= hi and (o.span_end is None or pd.Timestamp(o.span_end) >= lo)
+
+    return [o for o in earlier if seen(o)]
+
+
 def record_opening(db: str | Path, reserve_start: Any, command: str, subject: str | None = None,
                    span_end: Any = None) -> list[Opening]:
     """Record one opening of the reserve starting ``reserve_start`` by ``command`` (``subject``: the study or
-    configuration evaluated; ``span_end``: its last session). Returns the earlier openings of that reserve."""
-    before = openings(db, reserve_start)
+    configuration evaluated; ``span_end``: its last session). Returns the earlier openings that saw sessions of it:
+    of that reserve, or of an earlier reserve start whose span reaches into it (``_overlapping``)."""
+    before = _overlapping(openings(db), reserve_start, span_end)
     con = connect(db)
     try:
         with transaction(con):
@@ -117,8 +133,12 @@ def opening_warning(reserve_start: Any, earlier: list[Opening]) -> str | None:
     if not earlier:
         return None
     first = earlier[0]
+    moved = [o for o in earlier if o.reserve_start != _iso(reserve_start)]
+    grew = (f"; {len(moved)} of them as the reserve starting {moved[0].reserve_start}"
+            f"{f' through {moved[0].span_end}' if moved[0].span_end else ''}, whose sessions this one holds: the store "
+            "grew since, which moved the reserve's start") if moved else ""
     return (f"WARNING: the final reserve starting {_iso(reserve_start)} was already opened {len(earlier)} time(s) "
-            f"(first on {first.opened_at} by {first.command}{f' for {first.subject}' if first.subject else ''}); "
+            f"(first on {first.opened_at} by {first.command}{f' for {first.subject}' if first.subject else ''}{grew}); "
             "results on it are no longer a clean out-of-sample test")
 
 
