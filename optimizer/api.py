@@ -41,6 +41,7 @@ import plotly.graph_objects as go
 import tomli_w
 
 from optimizer.backtest import BACKTEST_METRICS, backtest
+from optimizer.data.metrics import store_metrics_staleness
 from optimizer.data.store import connect
 from optimizer.data.synth import SynthConfig, synth_new_store
 from optimizer.engine.evaluate import Config, Evaluator, Result
@@ -142,6 +143,7 @@ def load_panel(db: str | Path | None = None, universe: Any = "tier1+3", start: s
     path = existing_store(resolve_db(db))
     end, reserve_start = guard_end(path, universe_symbols(path, universe), end, final, "load_panel (end)")
     panel = load_universe_panel(path, universe, start, end)
+    _warn(store_metrics_staleness(path))  # a re-published day, a revised close, a split ingested since: not in it
     if final and len(panel.dates):
         earlier = record_if_opened(path, reserve_start, panel.dates[-1], "api.load_panel(final=True)")
         _warn(opening_warning(reserve_start, earlier or []))
@@ -288,6 +290,7 @@ def run_study(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Path |
     check_param(isinstance(new_name, bool), "new_name", "True or False", new_name)
     with _quiet_optuna():
         s = study_spec(spec)
+        _warn(store_metrics_staleness(resolve_db(db, s.data.database)))
         return _run_study(s, resolve_db(db, s.data.database), resolve_storage(storage, s.run.storage), n_trials=n_trials,
                           timeout=timeout, name=name, new_name=new_name, progress=progress, remedy=_RUN_REMEDY)
 
@@ -347,6 +350,7 @@ def walk_forward(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Pat
     """
     _check_final(final)
     s = study_spec(spec)
+    _warn(store_metrics_staleness(resolve_db(db, s.data.database)))
     with _quiet_optuna():
         res = run_walkforward(s, resolve_db(db, s.data.database), resolve_storage(storage, s.run.storage), final=final,
                               progress=progress,
@@ -391,6 +395,7 @@ def sandbox_figure(db: str | Path | None, ticker: str, params: Mapping[str, Any]
     _check_final(final)
     doc = _document(params)  # read as sandbox --params reads the file
     loose = doc.record is None
+    _warn(store_metrics_staleness(resolve_db(db)))
     run = sandbox_run(resolve_db(db), ticker, start, end if end is not None or not loose else doc.end,
                       params=doc.params or None, universe=universe or doc.universe, final=final, record=doc.record,
                       regime=doc.regime, span_start=doc.start if loose else None,

@@ -11,7 +11,8 @@
   every score variant's terms and display score, every context key (the rule regime and the learned regime
   included) and every regime entry filter.
 * daily_metrics built before the raw data changed (a re-published FINRA day, a revised close, a split, a renamed
-  symbol) is named stale by ``data info``, ``signals`` and ``backtest`` until it is rebuilt in full: every score reads
+  symbol) is named stale by every command that reads it (``data info``, ``signals``, ``backtest``, ``study run``,
+  ``table``, ``plot``, ``sandbox``, ...) and the Python API's loads until it is rebuilt in full: every score reads
   it, and nothing else would tell the user the change is not in them.
 """
 
@@ -322,3 +323,79 @@ def test_a_final_reserve_opened_before_the_store_grew_warns_when_opened_again(tm
     w = second["warnings"][0]
     assert w.startswith(f"WARNING: the final reserve starting {r1} was already opened 1 time(s)")
     assert f"1 of them as the reserve starting {r0} through {e0}, whose sessions this one holds: the store grew since" in w
+
+
+STALE_SPEC = """
+[study]
+name = "stale"
+[data]
+universe = "tier1"
+end = "2024-03-28"
+[space]
+variant = "B"
+z_window = 20
+buy_threshold = { type = "int", low = 60, high = 70, step = 5 }
+exit = "first_dist"
+[cv]
+n_splits = 2
+purge = 20
+[objective]
+min_trades = 0
+[sampler]
+name = "random"
+seed = 1
+[pruner]
+name = "none"
+[run]
+n_trials = 1
+"""
+
+
+def test_every_command_that_reads_daily_metrics_says_it_is_older_than_the_raw_data(synth_db, tmp_path):
+    """data info, signals and backtest warned that daily_metrics predates the raw data (a file ingested since the
+    last full build); study run, walkforward, table, plot, sandbox and the Python API's load paths read the same
+    daily_metrics without a word. Each now says it once (stderr; a JSON object's ``warnings``): the store here is
+    the session store with its build marked as made before its latest ingested file (planted)."""
+    import shutil
+    import warnings as _warnings
+
+    import optimizer as ao
+
+    db = tmp_path / "store.duckdb"
+    shutil.copy(synth_db, db)
+    con = connect(db)
+    last = con.execute("SELECT max(id) FROM ingest_log WHERE status IN ('ok', 'replaced', 'rejected_rows')").fetchone()[0]
+    built = json.loads(con.execute(f"SELECT value FROM accumopt_meta WHERE key = '{RAW_STATE_KEY}'").fetchone()[0])
+    assert built["ingest_id"] == last and metrics_staleness(con) is None
+    con.execute(f"UPDATE accumopt_meta SET value = ? WHERE key = '{RAW_STATE_KEY}'",
+                [json.dumps(built | {"ingest_id": last - 1})])  # as if the latest file came after the build
+    stale = metrics_staleness(con)
+    con.close()
+    assert stale.startswith("daily_metrics is older than the raw data: 1 file(s) were ingested since it was built")
+
+    def said_once(res) -> None:
+        assert " ".join(res.stderr.split()).count(f"warning: {' '.join(stale.split())}") == 1, res.stderr
+
+    out = ("--db", db, "--out", tmp_path / "out")
+    said_once(ok(cli("table", *out)))
+    res = ok(cli("table", "--format", "json", *out))
+    said_once(res)
+    assert isinstance(json.loads(res.stdout), list)  # the rows, as before: the warning is on stderr
+    said_once(ok(cli("plot", "AAPL", "--no-png", *out)))
+    said_once(ok(cli("sandbox", "AAPL", "--no-png", *out)))
+    spec = tmp_path / "stale.toml"
+    spec.write_text(STALE_SPEC)
+    res = ok(cli("study", "run", spec, "--storage", f"sqlite:///{tmp_path / 's.db'}", "--format", "json", *out))
+    said_once(res)
+    assert json.loads(res.stdout)["warnings"] == [stale]
+    said_once(ok(cli("study", "run", spec, "--storage", f"sqlite:///{tmp_path / 's.db'}", *out)))  # resumed
+    with pytest.warns(UserWarning, match="daily_metrics is older than the raw data") as caught:
+        ao.load_panel(db, "tier1")
+    assert sum("daily_metrics is older" in str(w.message) for w in caught) == 1
+    with pytest.warns(UserWarning, match="daily_metrics is older than the raw data"):
+        ao.sandbox_figure(db, "AAPL")
+    # the store as built says nothing
+    assert "daily_metrics is older" not in ok(cli("table", "--db", synth_db, "--out", tmp_path / "o2")).stderr
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("error")
+        ao.load_panel(synth_db, "tier1")

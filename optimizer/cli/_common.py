@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "console", "err_console", "shared_options", "format_option", "progress_enabled", "echo_json", "print_table",
-    "print_kv", "print_cmd", "table_options", "Column", "ErrorGroup",
+    "print_kv", "print_cmd", "table_options", "warn_stale_metrics", "Column", "ErrorGroup",
 ]
 
 console = Console()
@@ -169,6 +169,19 @@ def print_table(rows: pd.DataFrame | Iterable[dict], title: str | None = None,
     df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
     return print_frame(df, console, title=title, columns=columns, key=key, select=select, wide=wide,
                        caption=caption, hint=hint)
+
+
+def warn_stale_metrics(db: str | Path) -> list[str]:
+    """Say once, on stderr, that the store's daily_metrics is older than its raw data
+    (``metrics.store_metrics_staleness``), for a command that reads daily_metrics; the warning lines (``warning:
+    ...``); the message for a ``--format json`` document's ``warnings`` (as a list), [] when it is current."""
+    from optimizer.data.metrics import store_metrics_staleness
+
+    stale = store_metrics_staleness(db)
+    if not stale:
+        return []
+    err_console.print(f"warning: {stale}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+    return [stale]
 
 
 def print_kv(record: Mapping[str, Any] | Iterable[tuple[str, Any]], title: str | None = None) -> None:

@@ -11,7 +11,9 @@ import json
 import click
 
 from optimizer.analytics.scanner import render_scan, scan, write_scan
-from optimizer.cli._common import echo_json, console, format_option, frame_json, shared_options, table_options
+from optimizer.cli._common import (
+    echo_json, console, format_option, frame_json, shared_options, table_options, warn_stale_metrics,
+)
 from optimizer.data.store import connect
 from optimizer.data.symbols import canonical_symbol
 from optimizer.paths import existing_store, output_root, resolve_db, run_label, under
@@ -87,7 +89,9 @@ def table_cmd(date, tickers, style, db, out, columns, wide, fmt):
     written as HTML to <out>/tables/<date>_<style>[_<tickers>].html."""
     from optimizer.analytics.tables import daily_table, render_daily_table, write_daily_table_html
 
-    con = connect(existing_store(resolve_db(db, None, output_root(out))), read_only=True)
+    store = existing_store(resolve_db(db, None, output_root(out)))
+    warn_stale_metrics(store)  # on stderr only: the JSON document is the table's rows
+    con = connect(store, read_only=True)
     try:
         df = daily_table(con, date=date, tickers=tickers, style=style)
     finally:
@@ -114,7 +118,9 @@ def plot_cmd(ticker, dates, mode, png, db, out):
     <out>/plots/<TICKER>_<mode>[_<start>_<end>].html."""
     from optimizer.analytics.plots import pressure_plot
 
-    con = connect(existing_store(resolve_db(db, None, output_root(out))), read_only=True)
+    store = existing_store(resolve_db(db, None, output_root(out)))
+    warn_stale_metrics(store)
+    con = connect(store, read_only=True)
     try:
         figs = pressure_plot(con, ticker, dates[0], dates[1], mode=mode)
     finally:

@@ -22,6 +22,7 @@ from optimizer.cli._common import (
     format_option,
     shared_options,
     table_options,
+    warn_stale_metrics,
 )
 from optimizer.paths import content_label, existing_store, output_root, resolve_db, resolve_storage, run_label, under
 from optimizer.report.sandbox import sandbox_figure, sandbox_run, write_sandbox
@@ -72,6 +73,7 @@ def walkforward_cmd(spec, final, n_trials, jobs, storage, db, out, columns, wide
 
     s = load_spec(spec)
     root = output_root(out)
+    stale = warn_stale_metrics(resolve_db(db, s.data.database, root))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         res = run_walkforward(s, resolve_db(db, s.data.database, root), resolve_storage(storage, s.run.storage, root),
@@ -82,7 +84,8 @@ def walkforward_cmd(spec, final, n_trials, jobs, storage, db, out, columns, wide
             err_console.print(str(w.message), style="bold red", markup=False, highlight=False, soft_wrap=True)
     d = save_walkforward(res, walkforward_dir(root, s.run.study_name, final))
     if fmt == "json":
-        echo_json(res.to_dict() | {"files": str(d)})
+        doc = res.to_dict()
+        echo_json(doc | {"warnings": [*stale, *doc.get("warnings", [])], "files": str(d)})
         return
     print_kv(settings_rows(res.settings), title=f"walk-forward {s.run.study_name}: settings")
     print_table(res.summary, title=f"walk-forward {s.run.study_name}: {len(res.windows)} windows",
@@ -133,6 +136,7 @@ def walkforward_worker_cmd(spec, jobs, wait, storage, db, out, fmt):
 
     s = load_spec(spec)
     root = output_root(out)
+    warn_stale_metrics(resolve_db(db, s.data.database, root))
     ran = run_walkforward_worker(s, resolve_db(db, s.data.database, root), resolve_storage(storage, s.run.storage, root),
                                  jobs=jobs, wait=wait, on_ready=lambda: click.echo(WORKER_READY.format(
                                      name=s.run.study_name, wait=wait), err=True))
@@ -190,8 +194,10 @@ def sandbox_cmd(ticker, params_file, start, end, z_window, dot_mode, buy, sell, 
     <out>/sandbox/<TICKER>[_<start>_<end>_<options>].html."""
     rec = load_params_record(params_file) if params_file else None
     root = output_root(out)
+    store = existing_store(resolve_db(db, None, root))
+    warn_stale_metrics(store)
     loose = rec is not None and rec.record is None  # a parameters file without a trial's record: its span and
-    run = sandbox_run(existing_store(resolve_db(db, None, root)), ticker, start,  # min_periods, as backtest's
+    run = sandbox_run(store, ticker, start,  # min_periods, as backtest's
                       end if end is not None or not loose else rec.end,
                       params=rec.params if rec else None, universe=universe or (rec.universe if rec else None),
                       z_window=z_window, buy=buy, sell=sell, final=final, record=rec.record if rec else None,

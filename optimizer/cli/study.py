@@ -28,6 +28,7 @@ from optimizer.cli._common import (
     format_option,
     shared_options,
     table_options,
+    warn_stale_metrics,
 )
 from optimizer.errors import ParameterError
 from optimizer.paths import output_root, resolve_db, resolve_storage, run_label, under
@@ -94,18 +95,20 @@ def study_run(spec, n_trials, timeout, name, new_name, jobs, storage, db, out, f
     if name is not None:
         check_study_name(name, "--name")
     db, storage = _paths(s, db, storage, out)
+    stale = warn_stale_metrics(db)
     res = run_study(s, db, storage, n_trials=n_trials, timeout=timeout, jobs=jobs, name=name, new_name=new_name,
                     progress=progress_enabled() and fmt == "table")
-    _print_run(res, fmt)
+    _print_run(res, fmt, stale)
 
 
-def _print_run(res, fmt):
+def _print_run(res, fmt, stale=()):
     """The run's summary, then the data settings its trials ran with (``study.data_settings``: universe, span and
-    reserve, regime filter, min_periods, costs; JSON ``settings``)."""
+    reserve, regime filter, min_periods, costs; JSON ``settings``). ``stale``: the warning that daily_metrics is
+    older than the raw data (``warn_stale_metrics``, printed when the run started), first of the JSON ``warnings``."""
     settings = study_settings(read_study(res.study)) if res.study is not None else None
     d = {"study": res.study_name, "storage": res.storage, **res.counts, "best_value": res.best_value,
          "best_params": res.best_params, "seconds": round(res.seconds, 2), "interrupted": res.interrupted,
-         "first_failure": res.first_failure, "warnings": list(res.warnings), "settings": settings}
+         "first_failure": res.first_failure, "warnings": [*stale, *res.warnings], "settings": settings}
     if fmt == "json":
         echo_json(d)
     else:
@@ -136,9 +139,10 @@ def study_worker(spec, n_trials, timeout, name, new_name, storage, db, out, fmt)
     if name is not None:
         check_study_name(name, "--name")
     db, storage = _paths(s, db, storage, out)
+    stale = warn_stale_metrics(db)
     res = run_study(s, db, storage, n_trials=n_trials, timeout=timeout, name=name, new_name=new_name, worker=True,
                     progress=progress_enabled() and fmt == "table")
-    _print_run(res, fmt)
+    _print_run(res, fmt, stale)
 
 
 # Display of the study tables: short headers for long names (--columns takes either), key columns first.
@@ -308,9 +312,11 @@ def study_replay(name, trial, storage, db, out, fmt):
     """Re-evaluate stored trial TRIAL of study NAME on the same data and show that it reproduces."""
     from optimizer.study.replay import replay_trial
 
-    rep = replay_trial(_storage(storage, out), name, trial, resolve_db(db, None, output_root(out)))
+    path = resolve_db(db, None, output_root(out))
+    stale = warn_stale_metrics(path)
+    rep = replay_trial(_storage(storage, out), name, trial, path)
     if fmt == "json":
-        echo_json(rep | {"comparison": rep["comparison"].to_dict(orient="records")})
+        echo_json(rep | {"comparison": rep["comparison"].to_dict(orient="records"), "warnings": stale})
     else:
         print_table(rep["comparison"], title=f"replay {name} #{trial}: {'REPRODUCED' if rep['reproduced'] else 'DIFFERENT'}",
                     hint=None)

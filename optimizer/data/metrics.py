@@ -23,6 +23,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -35,7 +36,7 @@ from optimizer.params import PARAMS
 from optimizer.data.universe import VIX_SYMBOL
 from optimizer.data.adjust import split_factors_sql
 from optimizer.data.calendar import as_date, session_days
-from optimizer.data.store import consolidated_short_sql, memory_budget, table_exists, transaction
+from optimizer.data.store import connect, consolidated_short_sql, memory_budget, table_exists, transaction
 
 __all__ = [
     "DAILY_METRICS_COLUMNS",
@@ -47,6 +48,7 @@ __all__ = [
     "build_daily_metrics",
     "latest_metrics_date",
     "metrics_staleness",
+    "store_metrics_staleness",
     "metrics_summary",
     "owns_daily_metrics",
     "zscores_by_symbol",
@@ -277,6 +279,20 @@ def metrics_staleness(con: duckdb.DuckDBPyConnection) -> str | None:
         return None
     return (f"daily_metrics is older than the raw data: {'; '.join(what)}. Scores, sheets, backtests and studies "
             "read daily_metrics and do not see the change: run `accumopt metrics build`")
+
+
+def store_metrics_staleness(db: str | Path) -> str | None:
+    """:func:`metrics_staleness` of the store at ``db`` (a path), opened read-only for it: the one check every
+    command and API call that reads daily_metrics makes once (two small queries: the newest ``ingest_log`` id and
+    the symbol map's digest, never a scan of the data). None for a path that is not a file (the command's own
+    load says what is wrong with it)."""
+    if str(db) == ":memory:" or not Path(db).is_file():
+        return None
+    con = connect(db, read_only=True)
+    try:
+        return metrics_staleness(con)
+    finally:
+        con.close()
 
 
 # --------------------------------------------------------------------------------------------------- base rows
