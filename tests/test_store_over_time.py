@@ -399,3 +399,39 @@ def test_every_command_that_reads_daily_metrics_says_it_is_older_than_the_raw_da
     with _warnings.catch_warnings():
         _warnings.simplefilter("error")
         ao.load_panel(synth_db, "tier1")
+
+
+def test_a_study_refused_on_a_grown_store_names_the_key_that_keeps_it_resumable(synth_db, tmp_path):
+    """A study whose spec sets no [data].end follows the store's last session: after the next evening's ingest its
+    span end and final reserve moved, the fingerprint changed and `study run` refused it ('run on different data
+    ...; Use --name NEW ...'), every night, without saying why or that [data].end keeps a study resumable. The
+    refusal stays; it now says the end moved (from, to, the reserves) and names [data].end, --name and --new-name;
+    and following it works: the spec with [data].end pinned, started with --new-name, resumes on the grown store."""
+    import shutil
+
+    from _cli_helpers import one_line_error
+
+    early = tmp_path / "early.duckdb"  # the store a month before: the session store without its last sessions
+    shutil.copy(synth_db, early)
+    con = connect(early)
+    con.execute("DELETE FROM daily_metrics WHERE date > DATE '2024-05-31'")
+    con.close()
+    spec = tmp_path / "grow.toml"
+    spec.write_text(STALE_SPEC.replace('name = "stale"', 'name = "grow"').replace('end = "2024-03-28"\n', ""))
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    ok(cli("study", "run", spec, "--db", early, "--storage", url, "--out", tmp_path / "o"))
+    line = one_line_error(cli("study", "run", spec, "--db", synth_db, "--storage", url, "--out", tmp_path / "o"),
+                          "study 'grow' was run on different data", "the spec sets no [data].end",
+                          "moved from 2024-05-31", "refusing to mix trials",
+                          'set [data].end in the spec (e.g. end = "2024-06-28"', "--name NEW", "--new-name")
+    assert "(final reserve from 2024-02-21) to 2024-06-28 (final reserve from 2024-03-13)" in line
+    pinned = tmp_path / "pinned.toml"  # as told: [data].end pinned, a new study
+    pinned.write_text(spec.read_text().replace('universe = "tier1"', 'universe = "tier1"\nend = "2024-05-31"'))
+    one_line_error(cli("study", "run", pinned, "--db", synth_db, "--storage", url, "--out", tmp_path / "o"),
+                   "created from a different spec", "--new-name")
+    res = json.loads(ok(cli("study", "run", pinned, "--db", early, "--storage", url, "--new-name", "--n-trials", "1",
+                            "--format", "json", "--out", tmp_path / "o")).stdout)
+    assert res["study"] == "grow-2" and res["complete"] + res["pruned"] == 1
+    res = json.loads(ok(cli("study", "run", pinned, "--db", synth_db, "--storage", url, "--new-name", "--n-trials",
+                            "2", "--format", "json", "--out", tmp_path / "o")).stdout)  # the grown store: resumed
+    assert res["study"] == "grow-2" and res["complete"] + res["pruned"] == 2

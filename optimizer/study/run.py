@@ -260,8 +260,7 @@ def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, data: Stud
             rec = read_study(st)
             fp = rec.data_fingerprint
             if fp is not None and fp != data.fingerprint:
-                raise SpecError("data", f"study {name!r} was run on different data (fingerprint {fp}, now {data.fingerprint}); "
-                                        f"refusing to mix trials. {remedy}")
+                raise SpecError("data", _other_data(name, spec, rec, data, remedy))
             folds = _fold_dates(data)
             if rec.folds and rec.folds != folds:  # e.g. a walk-forward's [walkforward] n_splits / embargo changed
                 raise SpecError("cv", f"study {name!r} scored its trials on other folds ({_show_folds(rec.folds)}; this "
@@ -282,6 +281,26 @@ def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, data: Stud
         st.set_metric_names(make_objective(spec.objective.name, spec.objective.options).metric_names)
     write_study(st, study_record(spec, data, {**created, **(extra_attrs or {})}, n_trials))
     return st
+
+
+def _other_data(name: str, spec: StudySpec, rec: StudyRecord, data: StudyData, remedy: str) -> str:
+    """The refusal of a study stored with other data than ``data``, saying what moved and how to go on. A spec
+    without ``[data].end`` follows the store's last session: each night's ingest moves the span's end and the final
+    reserve, so its study is refused every night; the key that keeps one study on fixed data is named."""
+    was = (rec.coverage or {}).get("end")
+    now = data.study_end
+    head = f"study {name!r} was run on different data (fingerprint {rec.data_fingerprint}, now {data.fingerprint})"
+    if not spec.sets("data", "end") and was is not None and now is not None and str(was)[:10] != now:
+        reserve = lambda r: f" (final reserve from {r})" if r else ""  # noqa: E731
+        return (f"{head}: the spec sets no [data].end, so its span and final reserve follow the store's last session, "
+                f"which moved from {str(was)[:10]}{reserve(rec.reserve_start)} to {now}{reserve(data.reserve_start)}; "
+                f"refusing to mix trials. To keep one study resumable while the store grows, set [data].end in the "
+                f"spec (e.g. end = \"{now}\"; a changed spec: start it as a new study, below), or go on with the data "
+                f"as it is now in a new study. {remedy}")
+    if was is None:  # a study stored before its coverage was: what moved is not known
+        return f"{head}; refusing to mix trials. {remedy}"
+    return (f"{head}: the store's rows of its span changed since (a re-published day, a revised close, a split, a "
+            f"symbol-map change or another universe, rebuilt into daily_metrics); refusing to mix trials. {remedy}")
 
 
 def _next_free_name(name: str, existing, storage, spec: StudySpec) -> str:
