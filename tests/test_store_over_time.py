@@ -435,3 +435,51 @@ def test_a_study_refused_on_a_grown_store_names_the_key_that_keeps_it_resumable(
     res = json.loads(ok(cli("study", "run", pinned, "--db", synth_db, "--storage", url, "--new-name", "--n-trials",
                             "2", "--format", "json", "--out", tmp_path / "o")).stdout)  # the grown store: resumed
     assert res["study"] == "grow-2" and res["complete"] + res["pruned"] == 2
+
+
+def test_a_finra_session_summed_from_fewer_facility_files_than_its_neighbours_is_named(tmp_path):
+    """A session without the consolidated CNMS file is summed from the facility files it holds
+    (store.consolidated_short_sql): with FNSQ alone where the sessions around it hold CNMS, or FNSQ without the
+    FNYX its neighbours hold, daily_metrics read a fraction of the day's short volume as the whole day, silently (a
+    shock in every short z-score). `metrics build` and `data info` now name those sessions and what they lack;
+    a session with CNMS (whatever facility files it lacks) and one holding its neighbours' facilities are whole."""
+    db = tmp_path / "s.duckdb"
+    synth_to_db(SynthConfig(seed=3, start="2024-01-02", end="2024-02-28", universe="tier1"), tmp_path / "raw", db)
+    fin = tmp_path / "raw" / "finra"
+    extra = tmp_path / "facility"
+    extra.mkdir()
+
+    def facility(fac, day):  # the facility's share of the day's CNMS file (FNSQ 60%, FNYX 40% of each volume)
+        share = {"FNSQ": 0.6, "FNYX": 0.4}[fac]
+        head, *rows = (fin / f"CNMSshvol{day.replace('-', '')}.txt").read_text().splitlines()
+        cut = [r.split("|") for r in rows[:-1]]  # the last line: the record count
+        rows = ["|".join([f[0], f[1], *(str(int(int(v) * share)) for v in f[2:5]), *f[5:]]) for f in cut]
+        p = extra / f"{fac}shvol{day.replace('-', '')}.txt"
+        p.write_text("\r\n".join([head, *rows, str(len(rows))]) + "\r\n")
+        return p
+
+    con = connect(db)
+    for day in ("2024-01-10", "2024-02-05", "2024-02-06", "2024-02-07"):  # their CNMS file never came
+        con.execute("DELETE FROM finra_short_daily WHERE date = ? AND facility = 'CNMS'", [day])
+    files = [facility("FNSQ", d) for d in ("2024-01-10", "2024-02-05", "2024-02-06", "2024-02-07", "2024-01-17")]
+    files += [facility("FNYX", d) for d in ("2024-02-05", "2024-02-07")]
+    got = ingest_paths(con, "finra-short", files).files
+    assert all(f.status == "ok" for f in got), [(f.status, getattr(f, "message", None)) for f in got]
+    con.close()
+    built = ok(cli("metrics", "build", "--db", db, "--format", "json"))
+    said = " ".join(built.stderr.split())
+    assert ("warning: 2 FINRA session(s) hold fewer facility files than the sessions around them, so their short "
+            "volume is a partial sum read as the whole day (provenance FACILITY_SUM:...): 2024-01-10 summed from FNSQ "
+            "without CNMS; 2024-02-06 summed from FNSQ without FNYX. Ingest the missing files") in said, said
+    info = ok(cli("data", "info", "--db", db))
+    assert "2024-01-10 summed from FNSQ without CNMS; 2024-02-06 summed from FNSQ without FNYX" in \
+        " ".join(info.stderr.split())
+    assert json.loads(ok(cli("data", "info", "--db", db, "--format", "json")).stdout)["finra_partial_days"] == [
+        {"date": "2024-01-10", "facilities": ["FNSQ"], "missing": ["CNMS"]},
+        {"date": "2024-02-06", "facilities": ["FNSQ"], "missing": ["FNYX"]}]
+    con = connect(db, read_only=True)
+    prov = dict(con.execute("SELECT strftime(date, '%Y-%m-%d'), any_value(split_part(provenance, ',', 1)) "
+                            "FROM daily_metrics WHERE symbol = 'QQQ' GROUP BY 1").fetchall())
+    con.close()
+    assert (prov["2024-01-10"], prov["2024-02-05"], prov["2024-02-06"], prov["2024-01-17"]) == (
+        "FACILITY_SUM:FNSQ", "FACILITY_SUM:FNSQ+FNYX", "FACILITY_SUM:FNSQ", "CNMS")

@@ -24,7 +24,7 @@ from optimizer.cli._common import (
 from optimizer.data.coverage import store_info, symbol_gap_lines
 from optimizer.data.fetch import fetch_finra_api, fetch_finra_short, fetch_polygon_prices
 from optimizer.data.ingest import ingest_paths
-from optimizer.data.metrics import build_daily_metrics
+from optimizer.data.metrics import build_daily_metrics, partial_days_warning
 from optimizer.data.store import connect
 from optimizer.data.synth import SynthConfig, generate_market, synth_to_db, write_market
 from optimizer.data.symbols import canonical_symbol
@@ -294,9 +294,9 @@ def info_cmd(db, out, fmt):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
         for text in symbol_gap_lines(c["symbol_gaps"]):
             console.print(f"  {'':<12} {text}", markup=False, highlight=False, soft_wrap=True)
-    if info["daily_metrics_stale"]:
-        err_console.print(f"warning: {info['daily_metrics_stale']}", style="yellow", markup=False, highlight=False,
-                          soft_wrap=True)
+    for w in (info["daily_metrics_stale"], partial_days_warning(info["finra_partial_days"])):
+        if w:
+            err_console.print(f"warning: {w}", style="yellow", markup=False, highlight=False, soft_wrap=True)
 
 
 @click.group("metrics")

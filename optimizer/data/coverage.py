@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from optimizer.data.calendar import DateLike, as_date as _as_date, session_days
-from optimizer.data.metrics import metrics_staleness
+from optimizer.data.metrics import finra_partial_days, metrics_staleness
 from optimizer.data.store import table_exists
 from optimizer.errors import DataError, check_param
 
@@ -400,7 +400,9 @@ def symbol_gap_lines(g: dict[str, object]) -> list[str]:
 def store_info(con: duckdb.DuckDBPyConnection) -> dict[str, object]:
     """What ``accumopt data info`` shows: the schema version, every table's rows / symbols / date range, and
     each source's coverage (:func:`store_coverage`) with its symbols' own gaps (``symbol_gaps``, :func:`symbol_gaps`);
-    ``daily_metrics_stale``: why daily_metrics predates the raw data (``metrics.metrics_staleness``), else None."""
+    ``daily_metrics_stale``: why daily_metrics predates the raw data (``metrics.metrics_staleness``), else None;
+    ``finra_partial_days``: the FINRA sessions summed from fewer facility files than their neighbours
+    (``metrics.finra_partial_days``)."""
     tables = []
     for (t,) in con.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' ORDER BY 1"
@@ -420,4 +422,4 @@ def store_info(con: duckdb.DuckDBPyConnection) -> dict[str, object]:
     cov = [{**c.to_dict(), "symbol_gaps": symbol_gaps(con, c.source)} for c in store_coverage(con)]
     return {"schema_version": ver, "tables": tables, "coverage": cov,
             "minimum": MIN_COVERAGE, "required": list(REQUIRED_SOURCES),
-            "daily_metrics_stale": metrics_staleness(con)}
+            "daily_metrics_stale": metrics_staleness(con), "finra_partial_days": finra_partial_days(con)}

@@ -46,6 +46,8 @@ __all__ = [
     "OWNER_KEY",
     "OWNER_VALUE",
     "build_daily_metrics",
+    "finra_partial_days",
+    "partial_days_warning",
     "latest_metrics_date",
     "metrics_staleness",
     "store_metrics_staleness",
@@ -706,7 +708,8 @@ def build_daily_metrics(
         "z_min_periods": int(mp),
         "scoped": not scope.full,
         "seconds": round(time.perf_counter() - t0, 3),
-        "warnings": _z_fill_warnings(int(stats[1]), int(mp), not scope.full),
+        "warnings": [*_z_fill_warnings(int(stats[1]), int(mp), not scope.full),
+                     *filter(None, [partial_days_warning(finra_partial_days(con))])],
     }
 
 
@@ -718,6 +721,43 @@ def _z_fill_warnings(sessions: int, z_min_periods: int, scoped: bool) -> list[st
     return [f"every stored z column is empty: a z-score needs z_min_periods={z_min_periods} sessions and "
             f"daily_metrics holds {sessions} (the engine recomputes z at its own window; ingest more days or pass a "
             f"smaller --z-window)"]
+
+
+def finra_partial_days(con: duckdb.DuckDBPyConnection) -> list[dict[str, object]]:
+    """FINRA sessions whose short volume is a partial facility sum: a session without the consolidated CNMS file
+    is summed from the facility files it holds (``store.consolidated_short_sql``, provenance ``FACILITY_SUM:...``),
+    and when it holds fewer of them than the FINRA sessions just before and after it (the nearest stored ones), the
+    sum lacks those facilities' volume, a fraction of the day's short volume read as the whole. Each item:
+    ``date``, ``facilities`` (the files it holds) and ``missing`` (the facilities its neighbours hold and it lacks;
+    ``CNMS`` when its neighbours hold only the consolidated file, so nothing says its sum is whole). A session
+    with CNMS is whole whatever facility files it lacks (CNMS wins). One grouped query over the table's dates."""
+    if not table_exists(con, "finra_short_daily"):
+        return []
+    rows = _q(con, "SELECT date, list(DISTINCT facility ORDER BY facility) FROM finra_short_daily GROUP BY date "
+                   "ORDER BY date")
+    days = [(d, set(f)) for d, f in rows]
+    out = []
+    for i, (d, have) in enumerate(days):
+        if "CNMS" in have:
+            continue
+        ref = (days[i - 1][1] if i else set()) | (days[i + 1][1] if i + 1 < len(days) else set())
+        others = ref - {"CNMS"}
+        missing = sorted(others - have) if others else (["CNMS"] if "CNMS" in ref else [])
+        if missing:
+            out.append({"date": str(d)[:10], "facilities": sorted(have), "missing": missing})
+    return out
+
+
+def partial_days_warning(days: Sequence[dict[str, object]], show: int = 5) -> str | None:
+    """A line naming the sessions of :func:`finra_partial_days` (the first ``show``), None without any."""
+    if not days:
+        return None
+    named = "; ".join(f"{d['date']} summed from {'+'.join(d['facilities'])} without {'+'.join(d['missing'])}"
+                      for d in days[:show])
+    more = f"; and {len(days) - show} more" if len(days) > show else ""
+    return (f"{len(days)} FINRA session(s) hold fewer facility files than the sessions around them, so their short "
+            f"volume is a partial sum read as the whole day (provenance FACILITY_SUM:...): {named}{more}. Ingest "
+            "the missing files (or the day's CNMS file) and run `accumopt metrics build`")
 
 
 def latest_metrics_date(con: duckdb.DuckDBPyConnection) -> _dt.date | None:
