@@ -137,7 +137,8 @@ def load_panel(db: str | Path | None = None, universe: Any = "tier1+3", start: s
 
     The final reserve is guarded as ``backtest`` guards it: the default ``end`` is the last session before the
     universe's reserve (the last 20% of its sessions) and an ``end`` inside it is a ParameterError, unless
-    ``final=True`` (recorded in the store's reserve ledger, like ``backtest --final``).
+    ``final=True`` (recorded in the store's reserve ledger, like ``backtest --final``). A daily_metrics older than
+    the store's raw data (files ingested since ``accumopt metrics build``) is a UserWarning, as every command says it.
     """
     _check_final(final)
     path = existing_store(resolve_db(db))
