@@ -29,7 +29,7 @@ import pandas as pd
 from optimizer.analytics.scanner import nearest_dates_message
 from optimizer.data.calendar import nyse_sessions
 from optimizer.data.coverage import CoverageError
-from optimizer.data.metrics import metrics_staleness
+from optimizer.data.metrics import store_metrics_staleness
 from optimizer.data.store import connect, table_exists
 from optimizer.data.symbols import canonical_symbol
 from optimizer.data.universe import is_listed, universe_label
@@ -371,13 +371,10 @@ def unpriced_warning(sheet: SignalSheet) -> str | None:
 
 
 def stale_metrics_warning(db: str | Path) -> str | None:
-    """A warning when the store's raw data changed since daily_metrics was built (``metrics_staleness``): the sheet
-    reads daily_metrics, so a re-published day, a revised close or a split ingested since is not in it."""
-    con = connect(db, read_only=True)
-    try:
-        return metrics_staleness(con)
-    finally:
-        con.close()
+    """A warning when the store's raw data changed since daily_metrics was built: the sheet reads daily_metrics, so
+    a re-published day, a revised close or a split ingested since is not in it (``metrics.store_metrics_staleness``,
+    the one check every command that reads daily_metrics makes)."""
+    return store_metrics_staleness(db)
 
 
 def _with_oos(rows: pd.DataFrame, buckets: pd.DataFrame) -> pd.DataFrame:
