@@ -67,9 +67,11 @@ NULL_SYNTH = SynthConfig(seed=11, start="2023-01-03", end="2024-06-28", universe
 # Scheduling under pytest-xdist (``make test``: ``--dist loadfile --no-loadscope-reorder``): files run in collection
 # order, and the files that wait on other processes (worker processes, a PostgreSQL server, the demo, a notebook
 # kernel) come first, so the many short CPU-bound files fill the cores around them and the run does not end on one
-# long file (xdist's own order, most tests first, ran the one-test demo file last, alone).
+# long file (xdist's own order, most tests first, ran the one-test demo file last, alone). The two longest CPU-bound
+# files that sort late come next: test_store_over_time (~31 s) and test_signals (~28 s) ran from 422 s and 401 s of a
+# 460 s run (load 4), so the run ended on them; the short files now fill the end.
 LONG_FIRST = ("test_demo_readme.py", "test_study_workers.py", "test_walkforward_distributed.py", "test_postgres.py",
-              "test_notebook.py", "test_walkforward.py")
+              "test_notebook.py", "test_walkforward.py", "test_store_over_time.py", "test_signals.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -19,6 +19,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -157,21 +159,41 @@ def _grow(db, evenings: list[list], rebuild_each: bool) -> dict[str, pd.DataFram
 
 @pytest.mark.slow
 def test_a_store_grown_evening_by_evening_equals_the_store_built_in_one_go(tmp_path):
-    market = generate_market(SynthConfig(seed=5, start="2024-02-01", end="2024-03-14", universe="tier1"))
+    # 24 evenings (each ~5 ingest calls, ~65 ms apiece whatever the symbol count) of the 33 tier1+3 symbols: the
+    # z-scores (window 20) exist on 5 sessions x 32 FINRA symbols, three evenings bring OTC weeks (two before the late
+    # session arrives), and the late session is in the z window of stored sessions, so its arrival changes them.
+    market = generate_market(SynthConfig(seed=5, start="2024-02-01", end="2024-03-06", universe="tier1+3"))
     write_market(market, tmp_path / "raw")
     days = _evening_folders(tmp_path / "raw", tmp_path / "evenings")
-    assert len(days) >= 29 and any(f.name.startswith("otc_weekly") for d in days for f in d.iterdir())
+    otc_days = [i for i, d in enumerate(days) if any(f.name.startswith("otc_weekly") for f in d.iterdir())]
+    assert len(days) == 24 and len(otc_days) == 3 and otc_days[1] < 21
     once = _grow(tmp_path / "once.duckdb", [days], rebuild_each=False)
     assert len(once["finra_otc_weekly"]) and once["daily_metrics"]["otc_participation_rate"].notna().sum() > 100
     assert once["daily_metrics"]["short_buy_sell_ratio_z"].notna().sum() > 100
-    late = [d for d in days if d != days[5]]
-    late.insert(25, days[5])  # in date order, but session 5's files arrive 20 evenings late
+    late = [d for d in days if d != days[1]]
+    late.insert(21, days[1])  # in date order, but session 1's files arrive 20 evenings late (two evenings follow)
     shuffled = list(days)
     np.random.default_rng(1).shuffle(shuffled)
     for name, order, each in (("in order, one session late", late, True), ("shuffled", shuffled, False)):
         grown = _grow(tmp_path / f"{name}.duckdb", [[d] for d in order], rebuild_each=each)
         for t, frame in once.items():
             pd.testing.assert_frame_equal(grown[t], frame, check_exact=True, obj=f"{t} ({name})")
+
+
+@pytest.fixture(scope="module")
+def jan_apr(tmp_path_factory) -> Path:
+    """The tier1 store of 2024-01-02 .. 2024-04-30 (seed 3) the next three tests start from, built once (each test
+    writes to a copy of it: ``_copy``); its raw files beside it, read only."""
+    root = tmp_path_factory.mktemp("jan_apr")
+    synth_to_db(SynthConfig(seed=3, start="2024-01-02", end="2024-04-30", universe="tier1"), root / "raw",
+                root / "s.duckdb")
+    return root / "s.duckdb"
+
+
+def _copy(db: Path, tmp_path: Path) -> Path:
+    assert not db.with_name(db.name + ".wal").exists()  # closed, so the file alone is the store
+    shutil.copy(db, tmp_path / db.name)
+    return tmp_path / db.name
 
 
 def _staleness(db) -> str | None:
@@ -182,16 +204,15 @@ def _staleness(db) -> str | None:
         con.close()
 
 
-def test_daily_metrics_older_than_the_raw_data_is_named_until_rebuilt(tmp_path):
+def test_daily_metrics_older_than_the_raw_data_is_named_until_rebuilt(jan_apr, tmp_path):
     """`accumopt ingest` of a corrected file (FINRA re-publishes a day under the same name) changed the raw table;
     every score, sheet and backtest kept reading the daily_metrics built before it, and nothing said so: the sheet
     of tonight silently used the old figures. data info, signals and backtest now warn until `metrics build`."""
-    db = tmp_path / "s.duckdb"
-    synth_to_db(SynthConfig(seed=3, start="2024-01-02", end="2024-04-30", universe="tier1"), tmp_path / "raw", db)
+    db = _copy(jan_apr, tmp_path)
     assert _staleness(db) is None
     params = tmp_path / "p.json"
     params.write_text(json.dumps({"variant": "B", "z_window": 10, "buy_threshold": 65, "sell_threshold": 35}))
-    raw = tmp_path / "raw" / "finra" / "CNMSshvol20240410.txt"
+    raw = jan_apr.parent / "raw" / "finra" / "CNMSshvol20240410.txt"
     con = connect(db)
     again = ingest_paths(con, "finra-short", [raw])  # the same file again: skipped, nothing changed
     con.close()
@@ -234,12 +255,11 @@ def test_daily_metrics_older_than_the_raw_data_is_named_until_rebuilt(tmp_path):
     con.close()
 
 
-def test_a_sheet_without_any_score_says_which_finra_sessions_are_missing(tmp_path):
+def test_a_sheet_without_any_score_says_which_finra_sessions_are_missing(jan_apr, tmp_path):
     """A FINRA file that never came (one session, days ago) blanks every z-score until the window no longer holds it
     (a gap is never bridged): the evening's sheet then read ENTER 0 / EXIT 0 with every score empty, night after
     night, and nothing said why. signals and evening now warn, naming the missing session."""
-    db = tmp_path / "s.duckdb"
-    synth_to_db(SynthConfig(seed=3, start="2024-01-02", end="2024-04-30", universe="tier1"), tmp_path / "raw", db)
+    db = _copy(jan_apr, tmp_path)
     params = tmp_path / "p.json"
     params.write_text(json.dumps({"variant": "B", "z_window": 10, "buy_threshold": 65, "sell_threshold": 35}))
     sig = ok(cli("signals", "--params", params, "--db", db, "--universe", "tier1", "--no-save"))
@@ -258,13 +278,12 @@ def test_a_sheet_without_any_score_says_which_finra_sessions_are_missing(tmp_pat
     assert ev["sheet"]["counts"]["ENTER"] == 0
 
 
-def test_a_sheet_of_a_session_without_its_prices_says_so(tmp_path):
+def test_a_sheet_of_a_session_without_its_prices_says_so(jan_apr, tmp_path):
     """FINRA's file of the session in, its prices not (an --ingest folder without them, a fetch that missed some
     symbols): the sheet scored those symbols without the price term, judged their positions without the session's
     close and, without SPY's, ran the market regime on nothing; its decisions changed once the prices came (on the
     audit's store an EXIT read HOLD) and nothing said so. signals and evening now name the symbols."""
-    db = tmp_path / "s.duckdb"
-    synth_to_db(SynthConfig(seed=3, start="2024-01-02", end="2024-04-30", universe="tier1"), tmp_path / "raw", db)
+    db = _copy(jan_apr, tmp_path)
     params = tmp_path / "p.json"
     params.write_text(json.dumps({"variant": "B", "z_window": 10, "buy_threshold": 65, "sell_threshold": 35}))
     assert "price bar" not in ok(cli("signals", "--params", params, "--db", db, "--universe", "tier1",
