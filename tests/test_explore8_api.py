@@ -4,6 +4,10 @@ call leaves nothing on disk."""
 
 from __future__ import annotations
 
+import datetime as dt
+
+import numpy as np
+import pandas as pd
 import pytest
 
 from optimizer import api
@@ -35,3 +39,21 @@ def test_the_documents_keys_beside_params_still_take_effect(panel):
     doc = api.evaluate({"params": PARAMS, "costs": {"commission_bps": 0.0, "slippage_bps": 0.0},
                         "regime": "RISK_ON"}, panel).metrics
     assert doc.loc[0, "total_trades"] < plain.loc[0, "total_trades"]  # the regime filter took effect
+
+
+@pytest.mark.parametrize("value", [20240102, 2024.0, np.int64(20240102)])
+def test_a_number_as_a_date_is_refused_not_read_as_nanoseconds_after_1970(synth_db, value):
+    # pd.Timestamp(20240102) is 1970-01-01 00:00:00.020240102: start= was silently the store's first day and
+    # end= an empty span
+    for call, name in [(lambda: api.load_panel(synth_db, "tier1", start=value), "start"),
+                       (lambda: api.load_panel(synth_db, "tier1", end=value), "end"),
+                       (lambda: api.evaluate(PARAMS, db=synth_db, universe="tier1", start=value), "start"),
+                       (lambda: api.sandbox_figure(synth_db, "AAPL", start=value), "start")]:
+        with pytest.raises(ParameterError, match=rf"{name} must be a date \(YYYY-MM-DD\)"):
+            call()
+
+
+def test_dates_as_python_pandas_and_numpy_values_are_the_same_day(synth_db):
+    want = api.load_panel(synth_db, "tier1", start="2024-01-02").dates
+    for v in (dt.date(2024, 1, 2), dt.datetime(2024, 1, 2), pd.Timestamp("2024-01-02"), np.datetime64("2024-01-02")):
+        np.testing.assert_array_equal(api.load_panel(synth_db, "tier1", start=v).dates, want)
