@@ -98,6 +98,20 @@ def _check_final(final: Any) -> None:
     check_param(isinstance(final, bool), "final", "True or False (True opens the final reserve)", final)
 
 
+def _storage(storage: Any) -> str | None:
+    """``storage`` as the Optuna storage URL the command line's --storage takes (None: the default); a file path
+    (a ``Path``, or text without a scheme) or another type is a ParameterError saying the URL to write, never an
+    AttributeError of Optuna's or SQLAlchemy's URL parser."""
+    if storage is None or (isinstance(storage, str) and ":" in storage):
+        return storage
+    if isinstance(storage, (str, Path)):
+        raise ParameterError(f"storage must be an Optuna storage URL (sqlite:///PATH, journal:PATH, postgresql://...), "
+                             f"not a file path; for the SQLite file write storage='sqlite:///{Path(storage)}', got "
+                             f"storage={str(storage)!r}")
+    raise ParameterError(f"storage must be an Optuna storage URL (sqlite:///PATH, journal:PATH, postgresql://...), "
+                         f"got storage of type {type(storage).__name__}: {storage!r}")
+
+
 def open_store(db: str | Path | None = None, read_only: bool = True) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection to the store (default: ``$ACCUMOPT_DB``, else ``<output root>/darkpool.duckdb``),
     read-only (a missing store is a DataError saying how to make one) unless asked; a writable open creates or
@@ -288,7 +302,8 @@ def run_study(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Path |
     check_param(isinstance(new_name, bool), "new_name", "True or False", new_name)
     with _quiet_optuna():
         s = study_spec(spec)
-        return _run_study(s, resolve_db(db, s.data.database), resolve_storage(storage, s.run.storage), n_trials=n_trials,
+        return _run_study(s, resolve_db(db, s.data.database), resolve_storage(_storage(storage), s.run.storage),
+                          n_trials=n_trials,
                           timeout=timeout, name=name, new_name=new_name, progress=progress, remedy=_RUN_REMEDY)
 
 
@@ -303,7 +318,7 @@ def best_params(storage: str | None, study: str, number: int | None = None) -> d
     """
     check_param(number is None or (isinstance(number, int) and not isinstance(number, bool)), "number",
                 "None or a trial number (an integer)", number)
-    return best_trial_json(storage, study, number)
+    return best_trial_json(_storage(storage), study, number)
 
 
 def list_studies(storage: str | None = None) -> pd.DataFrame:
@@ -311,7 +326,7 @@ def list_studies(storage: str | None = None) -> pd.DataFrame:
 
         ao.list_studies("sqlite:///output/nb/studies.db")[["name", "complete", "pruned", "best_value"]]
     """
-    return _list_studies(storage)
+    return _list_studies(_storage(storage))
 
 
 def show_study(storage: str | None, study: str, top: int = 10) -> pd.DataFrame:
@@ -320,7 +335,7 @@ def show_study(storage: str | None, study: str, top: int = 10) -> pd.DataFrame:
 
         ao.show_study("sqlite:///output/nb/studies.db", "phase_b_fine", top=5)
     """
-    return _show_study(storage, study, top=top)
+    return _show_study(_storage(storage), study, top=top)
 
 
 def compare_studies(storage: str | None, studies: str | Sequence[str]) -> CompareResult:
@@ -330,7 +345,10 @@ def compare_studies(storage: str | None, studies: str | Sequence[str]) -> Compar
 
         ao.compare_studies("sqlite:///output/nb/studies.db", ["phase_a_coarse", "phase_b_fine"]).summary
     """
-    return _compare_studies(storage, [studies] if isinstance(studies, str) else list(studies))
+    check_param(isinstance(studies, str) or (isinstance(studies, Sequence) and all(isinstance(n, str)
+                                                                                 for n in studies)),
+                "studies", "a study name or a list of study names", studies)
+    return _compare_studies(_storage(storage), [studies] if isinstance(studies, str) else list(studies))
 
 
 def walk_forward(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Path | None = None,
@@ -348,7 +366,8 @@ def walk_forward(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Pat
     _check_final(final)
     s = study_spec(spec)
     with _quiet_optuna():
-        res = run_walkforward(s, resolve_db(db, s.data.database), resolve_storage(storage, s.run.storage), final=final,
+        res = run_walkforward(s, resolve_db(db, s.data.database), resolve_storage(_storage(storage), s.run.storage),
+                              final=final,
                               progress=progress,
                               n_trials=n_trials, out_dir=None)
     if out_dir is not None:
@@ -372,7 +391,10 @@ def build_report(target: WalkForwardResult | str | Path, storage: str | None = N
     out_dir = root / "reports" if out_dir is None else out_dir
     if isinstance(target, WalkForwardResult):
         return build_walkforward_report(target, out_dir=out_dir, name=name)
-    return _build_report(str(target), storage, out_dir=out_dir, walkforward_root=root / "walkforward", name=name)
+    check_param(isinstance(target, (str, Path)), "target",
+                "a WalkForwardResult, a walk-forward folder, a run name or a study name", target)
+    return _build_report(str(target), _storage(storage), out_dir=out_dir, walkforward_root=root / "walkforward",
+                         name=name)
 
 
 def sandbox_figure(db: str | Path | None, ticker: str, params: Mapping[str, Any] | None = None, *,

@@ -5,6 +5,7 @@ call leaves nothing on disk."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -57,3 +58,41 @@ def test_dates_as_python_pandas_and_numpy_values_are_the_same_day(synth_db):
     want = api.load_panel(synth_db, "tier1", start="2024-01-02").dates
     for v in (dt.date(2024, 1, 2), dt.datetime(2024, 1, 2), pd.Timestamp("2024-01-02"), np.datetime64("2024-01-02")):
         np.testing.assert_array_equal(api.load_panel(synth_db, "tier1", start=v).dates, want)
+
+
+@pytest.fixture(scope="module")
+def one_study(synth_db, tmp_path_factory):
+    url = f"sqlite:///{tmp_path_factory.mktemp('e8study') / 'studies.db'}"
+    spec = {"study": {"name": "e8"}, "data": {"universe": "tier1"},
+            "space": {"variant": {"type": "categorical", "choices": ["B", "D"]}, "time_stop": 20},
+            "cv": {"n_splits": 2}, "objective": {"name": "composite_rank_excess", "min_trades": 1},
+            "sampler": {"name": "tpe", "seed": 1}, "run": {"n_trials": 2}}
+    api.run_study(spec, synth_db, url)
+    return url
+
+
+def test_a_storage_given_as_a_path_is_one_line_saying_the_url_to_write(one_study, tmp_path):
+    file = Path(one_study.removeprefix("sqlite:///"))
+    calls = {"best_params": lambda s: api.best_params(s, "e8"), "list_studies": api.list_studies,
+             "show_study": lambda s: api.show_study(s, "e8"), "compare_studies": lambda s: api.compare_studies(s, "e8"),
+             "build_report": lambda s: api.build_report("e8", s, out_dir=tmp_path / "rep")}
+    for name, call in calls.items():
+        for storage in (file, str(file)):  # was an AttributeError of Optuna's ('PosixPath' ... get_all_studies)
+            with pytest.raises(ParameterError, match=rf"storage must be an Optuna storage URL .*'sqlite:///{file}'"):
+                call(storage)
+        with pytest.raises(ParameterError, match="storage must be an Optuna storage URL"):
+            call(3)
+    assert not (tmp_path / "rep").exists()
+    assert api.best_params(one_study, "e8")["study"] == "e8"  # the URL itself still works
+    with pytest.raises(ParameterError, match=r"storage must be an Optuna storage URL"):
+        api.run_study({"study": {"name": "x"}}, tmp_path / "none.duckdb", tmp_path / "s.db")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_compare_and_report_of_a_wrong_type_name_the_parameter(one_study, tmp_path):
+    for bad in (None, 3, ["e8", None]):  # None was a TypeError ('NoneType' object is not iterable)
+        with pytest.raises(ParameterError, match=r"studies must be a study name or a list of study names"):
+            api.compare_studies(one_study, bad)
+    with pytest.raises(ParameterError, match=r"target must be a WalkForwardResult"):  # was "no study named 'None'"
+        api.build_report(None, one_study, out_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
