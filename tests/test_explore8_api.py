@@ -96,3 +96,19 @@ def test_compare_and_report_of_a_wrong_type_name_the_parameter(one_study, tmp_pa
     with pytest.raises(ParameterError, match=r"target must be a WalkForwardResult"):  # was "no study named 'None'"
         api.build_report(None, one_study, out_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_synth_store_takes_its_dates_as_dates_timestamps_and_datetime64(tmp_path):
+    # a Timestamp was a TypeError of the JSON writer ('Object of type Timestamp is not JSON serializable') after the
+    # raw folder was made; the same market as the ISO text
+    from optimizer.data.synth import SynthConfig
+    want = SynthConfig(start="2023-01-03", end="2023-03-31")
+    for start, end in [(pd.Timestamp("2023-01-03"), pd.Timestamp("2023-03-31")),
+                       (dt.date(2023, 1, 3), np.datetime64("2023-03-31"))]:
+        cfg = SynthConfig(start=start, end=end)
+        assert (cfg.start, cfg.end) == (want.start, want.end)
+    db = api.synth_store(tmp_path / "s.duckdb", start=pd.Timestamp("2023-01-03"), end=pd.Timestamp("2023-03-31"),
+                         universe=["AAPL", "SPY"])
+    with api.open_store(db) as con:
+        assert con.execute("SELECT min(date), max(date) FROM daily_metrics").fetchone() == (
+            dt.date(2023, 1, 3), dt.date(2023, 3, 31))

@@ -160,6 +160,9 @@ class SynthConfig:
         check_param(_is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0", self.seed)
         lo, hi = _check_date("start", self.start), _check_date("end", self.end)
         check_param(lo <= hi, "end", f"on or after start={self.start!r}", self.end)
+        for name, day in (("start", lo), ("end", hi)):  # a date / Timestamp / datetime64 as the ISO text it is
+            if not isinstance(getattr(self, name), str):  # (the config is written to JSON beside the raw files)
+                object.__setattr__(self, name, day.date().isoformat())
         u = self.universe
         if isinstance(u, str):
             check_param(bool(u.strip()), "universe", "a tier name or a non-empty symbol list", u)
