@@ -112,3 +112,16 @@ def test_synth_store_takes_its_dates_as_dates_timestamps_and_datetime64(tmp_path
     with api.open_store(db) as con:
         assert con.execute("SELECT min(date), max(date) FROM daily_metrics").fetchone() == (
             dt.date(2023, 1, 3), dt.date(2023, 3, 31))
+
+
+@pytest.mark.parametrize("universe", [5, {"AAPL": 1}, ["AAPL", 5], [None]])
+def test_a_universe_that_is_no_symbol_list_is_refused_by_name(synth_db, universe):
+    # 5 was a TypeError ('int' object is not iterable); a dict ran on its keys; [..., 5] on a symbol '5'
+    with pytest.raises(ParameterError, match=r"universe must be one of .* or a list of symbols \(text\)"):
+        api.load_panel(synth_db, universe)
+
+
+def test_a_universe_as_a_list_tuple_or_pandas_index_is_the_comma_list(synth_db):
+    want = api.load_panel(synth_db, "AAPL,MSFT").symbols
+    for u in (["AAPL", "MSFT"], ("MSFT", "AAPL"), pd.Index(["AAPL", "MSFT"]), np.array(["AAPL", "MSFT"])):
+        assert api.load_panel(synth_db, u).symbols == want
