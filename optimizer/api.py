@@ -26,6 +26,7 @@ Errors are the package's ``AccumoptError`` subclasses with one line naming the p
 
 from __future__ import annotations
 
+import datetime as dt
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -253,6 +254,9 @@ def _toml_ready(value: Any, key: str) -> Any:
         return str(value)
     if isinstance(value, np.generic):
         return value.item()
+    if not isinstance(value, (str, int, float, dt.date, dt.time)):  # a set (no order), an object: no TOML value
+        raise SpecError(key, f"is a {type(value).__name__}, which TOML cannot hold: write a list, a number, text or "
+                             f"a table, got {value!r}")
     return value
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from optimizer import api
-from optimizer.errors import ParameterError
+from optimizer.errors import ParameterError, SpecError
 
 PARAMS = {"variant": "D", "z_window": 15, "buy_threshold": 65, "exit": "first_dist", "time_stop": 20}
 
@@ -125,3 +125,10 @@ def test_a_universe_as_a_list_tuple_or_pandas_index_is_the_comma_list(synth_db):
     want = api.load_panel(synth_db, "AAPL,MSFT").symbols
     for u in (["AAPL", "MSFT"], ("MSFT", "AAPL"), pd.Index(["AAPL", "MSFT"]), np.array(["AAPL", "MSFT"])):
         assert api.load_panel(synth_db, u).symbols == want
+
+
+@pytest.mark.parametrize("value, kind", [({"B", "D"}, "set"), (object(), "object")])
+def test_a_dict_spec_value_toml_cannot_hold_is_a_spec_error_naming_its_key(value, kind):
+    # a set was the TOML writer's TypeError ("Object of type 'set' is not TOML serializable"), naming no key
+    with pytest.raises(SpecError, match=rf"space\.variant\.choices.*is a {kind}, which TOML cannot hold"):
+        api.study_spec({"study": {"name": "x"}, "space": {"variant": {"type": "categorical", "choices": value}}})
