@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from optimizer import api
-from optimizer.errors import ParameterError, SpecError
+from optimizer.errors import DataError, ParameterError, SpecError
 
 PARAMS = {"variant": "D", "z_window": 15, "buy_threshold": 65, "exit": "first_dist", "time_stop": 20}
 
@@ -132,3 +132,21 @@ def test_a_dict_spec_value_toml_cannot_hold_is_a_spec_error_naming_its_key(value
     # a set was the TOML writer's TypeError ("Object of type 'set' is not TOML serializable"), naming no key
     with pytest.raises(SpecError, match=rf"space\.variant\.choices.*is a {kind}, which TOML cannot hold"):
         api.study_spec({"study": {"name": "x"}, "space": {"variant": {"type": "categorical", "choices": value}}})
+
+
+def test_a_study_storage_or_a_folder_given_as_the_store_is_one_line_and_no_download(one_study, tmp_path, monkeypatch):
+    # DuckDB opened the SQLite file through its sqlite_scanner extension, trying to download it from
+    # extensions.duckdb.org (an IOException after a network attempt); a folder was DuckDB's IOException
+    import duckdb
+
+    file = Path(one_study.removeprefix("sqlite:///"))
+    opened = []
+    real = duckdb.connect
+    monkeypatch.setattr(duckdb, "connect", lambda *a, **k: opened.append(a) or real(*a, **k))
+    with pytest.raises(DataError, match=rf"database {file} is a SQLite file \(an Optuna study storage"):
+        api.load_panel(file)
+    with pytest.raises(DataError, match=rf"database {file} is a SQLite file"):
+        api.evaluate(PARAMS, db=file)
+    with pytest.raises(DataError, match=rf"database {tmp_path} is a folder, not a DuckDB store file"):
+        api.open_store(tmp_path)
+    assert opened == []  # refused before DuckDB touched the file
