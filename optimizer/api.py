@@ -295,7 +295,9 @@ def run_study(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Path |
     then the spec's [data].database / [run].storage, else ``<output root>/darkpool.duckdb`` / ``studies.db``.
     ``name``: the study's name (default: the spec's); a study of that name made from another spec is refused, and
     ``new_name=True`` starts (or resumes) ``NAME-2``, ``NAME-3``, ... instead, as ``study run --new-name``.
-    ``.study_name``, ``.counts``, ``.best_value``, ``.best_params`` and ``.study`` (the ``optuna.Study``)::
+    ``.study_name``, ``.counts``, ``.best_value``, ``.best_params`` and ``.study`` (the ``optuna.Study``). What
+    ``study run`` prints as warnings (a ``[seed_from]`` study ranked on other data, failed trials, a Ctrl-C that
+    stopped the run after its running trial: call again to resume) comes as a UserWarning under the cell::
 
         run = ao.run_study("studies/phase_a_coarse.toml", db, "sqlite:///output/nb/studies.db")
         df = run.study.trials_dataframe()             # Optuna's table: value_<objective>, params_<name>, user_attrs_...
@@ -306,9 +308,17 @@ def run_study(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Path |
     check_param(isinstance(new_name, bool), "new_name", "True or False", new_name)
     with _quiet_optuna():
         s = study_spec(spec)
-        return _run_study(s, resolve_db(db, s.data.database), resolve_storage(_storage(storage), s.run.storage),
-                          n_trials=n_trials,
-                          timeout=timeout, name=name, new_name=new_name, progress=progress, remedy=_RUN_REMEDY)
+        res = _run_study(s, resolve_db(db, s.data.database), resolve_storage(_storage(storage), s.run.storage),
+                         n_trials=n_trials, timeout=timeout, name=name, new_name=new_name, progress=progress,
+                         remedy=_RUN_REMEDY)
+    for w in res.warnings:  # what ``study run`` prints on stderr (a [seed_from] study ranked on other data)
+        _warn(w)
+    if res.first_failure:
+        _warn(f"{res.counts['failed']} trial(s) failed; first failure, {res.first_failure}")
+    if res.interrupted:  # Ctrl-C in the cell: the running trial finished, the study stopped
+        _warn(f"study {res.study_name!r} stopped by Ctrl-C with {res.counts['complete'] + res.counts['pruned']} "
+              "finished trials; run_study again resumes it")
+    return res
 
 
 def best_params(storage: str | None, study: str, number: int | None = None) -> dict[str, Any]:

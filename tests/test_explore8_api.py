@@ -150,3 +150,42 @@ def test_a_study_storage_or_a_folder_given_as_the_store_is_one_line_and_no_downl
     with pytest.raises(DataError, match=rf"database {tmp_path} is a folder, not a DuckDB store file"):
         api.open_store(tmp_path)
     assert opened == []  # refused before DuckDB touched the file
+
+
+def test_run_study_shows_what_study_run_prints_as_warnings(one_study, synth_db):
+    # the [seed_from] note (study run prints it on stderr) was only in run.warnings, which a notebook never shows
+    seeded = {"study": {"name": "e8-seeded"}, "data": {"universe": "tier1+3"},
+              "space": {"variant": {"type": "categorical", "choices": ["B", "D"]}, "time_stop": 20},
+              "cv": {"n_splits": 2}, "objective": {"name": "composite_rank_excess", "min_trades": 1},
+              "sampler": {"name": "tpe", "seed": 1}, "run": {"n_trials": 2}, "seed_from": {"study": "e8", "top": 1}}
+    with pytest.warns(UserWarning, match=r"\[seed_from\] 'e8' ranked its trials on other \[data\] settings"):
+        run = api.run_study(seeded, synth_db, one_study)
+    assert run.warnings and not run.interrupted
+
+
+def test_ctrl_c_in_a_run_study_cell_warns_that_it_stopped_and_resumes(synth_db, tmp_path, monkeypatch):
+    # Ctrl-C finishes the running trial and returns: the cell showed a result as if the run were complete (the
+    # SIGINT comes after trial 1's stop check, so trial 2 is the running trial it finishes)
+    import os
+    import signal
+
+    url = f"sqlite:///{tmp_path / 'ki.db'}"
+    spec = {"study": {"name": "ki"}, "data": {"universe": "tier1"},
+            "space": {"buy_threshold": {"type": "int", "low": 60, "high": 80}, "time_stop": 20},
+            "cv": {"n_splits": 2}, "objective": {"name": "composite_rank_excess", "min_trades": 1},
+            "sampler": {"name": "tpe", "seed": 1}, "run": {"n_trials": 6}}
+    real, handler = api._run_study, signal.getsignal(signal.SIGINT)
+
+    def ctrl_c_after_the_second_trial(*a, **k):
+        def cb(study, trial):
+            if trial.number == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+        return real(*a, **k, callbacks=[cb])
+
+    monkeypatch.setattr(api, "_run_study", ctrl_c_after_the_second_trial)
+    with pytest.warns(UserWarning, match=r"study 'ki' stopped by Ctrl-C with 3 finished trials; run_study again"):
+        run = api.run_study(spec, synth_db, url)
+    assert run.interrupted and signal.getsignal(signal.SIGINT) is handler
+    monkeypatch.setattr(api, "_run_study", real)
+    again = api.run_study(spec, synth_db, url)
+    assert not again.interrupted and again.counts["complete"] + again.counts["pruned"] == 6
