@@ -46,7 +46,7 @@ from optimizer.data.store import connect
 from optimizer.data.synth import SynthConfig, synth_new_store
 from optimizer.engine.evaluate import Config, Evaluator, Result
 from optimizer.engine.panel import Panel
-from optimizer.engine.regime_filter import regime_entry_mask
+from optimizer.engine.regime_filter import REGIME_NAMES, regime_entry_mask
 from optimizer.errors import ParameterError, SpecError, check_param
 from optimizer.params import engine_params
 from optimizer.report.research import build_report as _build_report
@@ -189,7 +189,7 @@ def _document(params: Mapping[str, Any] | None) -> ParamsRecord:
 
 def evaluate(params: Mapping[str, Any] | None = None, panel: Panel | None = None, *, db: str | Path | None = None,
              universe: Any = None, start: str | None = None, end: str | None = None, final: bool = False,
-             allow_data_change: bool = False) -> Evaluation:
+             allow_data_change: bool = False, regime: str | None = None) -> Evaluation:
     """Evaluate one configuration over every session of ``panel`` (or of ``universe``, default tier1+3, in
     [start, end] loaded from ``db``), exactly as ``accumopt backtest --no-save`` does. A ``study best`` document
     runs with its regime filter and min_periods, as ``backtest --params`` runs it: on ``panel``, over the panel's
@@ -198,7 +198,8 @@ def evaluate(params: Mapping[str, Any] | None = None, panel: Panel | None = None
     is refused unless ``allow_data_change=True`` (``backtest --allow-data-change``). Without a panel the span ends
     before the final reserve unless ``final=True`` (``backtest --final``, recorded in the reserve ledger). A panel
     fixes the store, universe and sessions: ``panel`` with ``db`` / ``universe`` / ``start`` / ``end`` / ``final``
-    is a ParameterError, not a silent choice::
+    is a ParameterError, not a silent choice. ``regime``: the regime filter on entries (``backtest --regime``,
+    e.g. ``"RISK_ON"``; default: the document's, else ALL)::
 
         ev = ao.evaluate({"variant": "D", "z_window": 30, "buy_threshold": 80, "exit": "first_dist"}, panel)
         ev.metrics[["closed_trades", "hit_rate", "avg_excess_return"]]
@@ -206,6 +207,8 @@ def evaluate(params: Mapping[str, Any] | None = None, panel: Panel | None = None
     """
     check_param(isinstance(allow_data_change, bool), "allow_data_change", "True or False", allow_data_change)
     _check_final(final)
+    check_param(regime is None or regime in REGIME_NAMES, "regime", f"None or one of {', '.join(REGIME_NAMES)}",
+                regime)
     if panel is not None:  # a panel fixes the store, universe and sessions: a loading option would be ignored
         if not isinstance(panel, Panel):
             raise ParameterError(f"panel must be a Panel from ao.load_panel(db, ...) (a store path goes in db=...), "
@@ -221,7 +224,7 @@ def evaluate(params: Mapping[str, Any] | None = None, panel: Panel | None = None
     cfg = Config.from_params(engine_params(flat))
     if panel is None and record is not None:  # and its universe, spans and data check
         run = backtest(flat, resolve_db(db), universe, start, end, save=False, record=record, final=final,
-                       allow_data_change=allow_data_change)
+                       allow_data_change=allow_data_change, regime=regime)
         res, panel = run.result, run.panel
         for w in run.warnings:
             _warn(w)
@@ -231,7 +234,8 @@ def evaluate(params: Mapping[str, Any] | None = None, panel: Panel | None = None
             panel = load_panel(db, list(uni) if isinstance(uni, tuple) else uni,
                                start if start is not None else doc.start, end if end is not None else doc.end,
                                final=final)
-        reg = record.regime if record is not None else doc.regime  # and its regime filter and min_periods
+        reg = regime if regime is not None else record.regime if record is not None else doc.regime  # and its
+        # regime filter (the argument first, as --regime over the file's) and min_periods
         res = Evaluator(panel, min_periods=record.min_periods if record is not None else doc.min_periods).run(
             cfg, entry_ok=regime_entry_mask(panel, reg) if reg is not None else None)
     m = dict(res.metrics)

@@ -189,3 +189,21 @@ def test_ctrl_c_in_a_run_study_cell_warns_that_it_stopped_and_resumes(synth_db, 
     monkeypatch.setattr(api, "_run_study", real)
     again = api.run_study(spec, synth_db, url)
     assert not again.interrupted and again.counts["complete"] + again.counts["pruned"] == 6
+
+
+def test_evaluate_takes_the_regime_filter_backtest_regime_takes(synth_db, panel):
+    # backtest --regime RISK_ON had no API spelling but a document's "regime" key: regime= was a TypeError
+    from optimizer.backtest import backtest
+
+    on = api.evaluate(PARAMS, panel, regime="RISK_ON").metrics
+    bt = backtest(PARAMS, synth_db, "tier1", save=False, regime="RISK_ON")
+    assert on.loc[0, "total_trades"] == bt.metrics["total_trades"] < api.evaluate(PARAMS, panel).metrics.loc[
+        0, "total_trades"]
+    for k in ("hit_rate", "avg_return", "avg_excess_return"):
+        assert on.loc[0, k] == bt.metrics[k], k
+    doc = api.evaluate({"params": PARAMS, "regime": "RISK_OFF"}, panel, regime="RISK_ON").metrics
+    pd.testing.assert_frame_equal(doc, on)  # the argument over the document's, as --regime over the file's
+    assert api.evaluate(PARAMS, db=synth_db, universe="tier1", regime="RISK_ON").metrics.loc[0, "total_trades"] == \
+        bt.metrics["total_trades"]
+    with pytest.raises(ParameterError, match=r"regime must be None or one of ALL, RISK_ON"):
+        api.evaluate(PARAMS, panel, regime="risk_onn")
