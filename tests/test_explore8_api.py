@@ -207,3 +207,27 @@ def test_evaluate_takes_the_regime_filter_backtest_regime_takes(synth_db, panel)
         bt.metrics["total_trades"]
     with pytest.raises(ParameterError, match=r"regime must be None or one of ALL, RISK_ON"):
         api.evaluate(PARAMS, panel, regime="risk_onn")
+
+
+def test_study_list_show_and_compare_json_are_the_api_frames_bit_for_bit(one_study):
+    # pandas' to_json kept 10 significant digits: value 0.0225908483292436 printed as 0.0225908483, so a script
+    # reading --format json did not get the numbers ao.show_study / list_studies / compare_studies return
+    import json
+    import math
+
+    from _cli_helpers import cli, ok
+
+    def same(frame, records):
+        assert len(frame) == len(records)
+        floats = [c for c in frame.columns if frame[c].dtype.kind == "f"]
+        assert floats
+        for c in floats:
+            for v, rec in zip(frame[c].tolist(), records):
+                assert (rec[c] is None and not math.isfinite(v)) or rec[c] == v, (c, v, rec[c])
+
+    same(api.show_study(one_study, "e8"), json.loads(ok(cli("study", "show", "e8", "--storage", one_study,
+                                                             "--format", "json")).stdout))
+    same(api.list_studies(one_study), json.loads(ok(cli("study", "list", "--storage", one_study,
+                                                        "--format", "json")).stdout))
+    same(api.compare_studies(one_study, "e8").summary,
+         json.loads(ok(cli("study", "compare", "e8", "--storage", one_study, "--format", "json")).stdout)["summary"])
