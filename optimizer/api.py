@@ -121,6 +121,7 @@ def open_store(db: str | Path | None = None, read_only: bool = True) -> duckdb.D
         with ao.open_store(db) as con:
             con.sql("SELECT symbol, count(*) FROM daily_metrics GROUP BY 1").df()
     """
+    check_param(isinstance(read_only, bool), "read_only", "True or False", read_only)
     return connect(resolve_db(db), read_only=read_only)
 
 

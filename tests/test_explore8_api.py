@@ -231,3 +231,9 @@ def test_study_list_show_and_compare_json_are_the_api_frames_bit_for_bit(one_stu
                                                         "--format", "json")).stdout))
     same(api.compare_studies(one_study, "e8").summary,
          json.loads(ok(cli("study", "compare", "e8", "--storage", one_study, "--format", "json")).stdout)["summary"])
+
+
+def test_open_store_read_only_must_be_a_bool(synth_db):
+    # read_only="no" was DuckDB's TypeError listing connect()'s signature (several lines)
+    with pytest.raises(ParameterError, match=r"^read_only must be True or False, got read_only='no'$"):
+        api.open_store(synth_db, read_only="no")
