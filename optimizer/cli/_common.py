@@ -137,7 +137,7 @@ def frame_json(df: pd.DataFrame) -> str:
         if df[c].dtype.kind == "f":
             for rec, v in zip(records, df[c].tolist()):
                 rec[c] = v if math.isfinite(v) else None
-    return json.dumps(records, indent=2)
+    return json.dumps(records, indent=2, separators=(",", ":"))  # the layout to_json wrote: "name":"s"
 
 
 def _jsonable(o: Any) -> Any:
