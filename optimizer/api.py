@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +97,12 @@ def _check_final(final: Any) -> None:
     """``final`` opens the final reserve (recorded for good in the store's ledger): only a real True does, a truthy
     string such as "False" or "no" is refused, never read as yes."""
     check_param(isinstance(final, bool), "final", "True or False (True opens the final reserve)", final)
+
+
+def _int(value: Any) -> Any:
+    """A numpy integer (a trial number or count read from a DataFrame, ``df["number"].iloc[0]``) as the Python
+    integer it is; any other value as given, for the callee's check to accept or refuse."""
+    return int(value) if isinstance(value, np.integer) else value
 
 
 def _storage(storage: Any) -> str | None:
@@ -314,7 +320,7 @@ def run_study(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Path |
     with _quiet_optuna():
         s = study_spec(spec)
         res = _run_study(s, resolve_db(db, s.data.database), resolve_storage(_storage(storage), s.run.storage),
-                         n_trials=n_trials, timeout=timeout, name=name, new_name=new_name, progress=progress,
+                         n_trials=_int(n_trials), timeout=timeout, name=name, new_name=new_name, progress=progress,
                          remedy=_RUN_REMEDY)
     for w in res.warnings:  # what ``study run`` prints on stderr (a [seed_from] study ranked on other data)
         _warn(w)
@@ -335,6 +341,7 @@ def best_params(storage: str | None, study: str, number: int | None = None) -> d
         best = ao.best_params("sqlite:///output/nb/studies.db", "phase_b_fine")
         ao.evaluate(best, panel).metrics
     """
+    number = _int(number)
     check_param(number is None or (isinstance(number, int) and not isinstance(number, bool)), "number",
                 "None or a trial number (an integer)", number)
     return best_trial_json(_storage(storage), study, number)
@@ -354,7 +361,7 @@ def show_study(storage: str | None, study: str, top: int = 10) -> pd.DataFrame:
 
         ao.show_study("sqlite:///output/nb/studies.db", "phase_b_fine", top=5)
     """
-    return _show_study(_storage(storage), study, top=top)
+    return _show_study(_storage(storage), study, top=_int(top))
 
 
 def compare_studies(storage: str | None, studies: str | Sequence[str]) -> CompareResult:
@@ -364,10 +371,11 @@ def compare_studies(storage: str | None, studies: str | Sequence[str]) -> Compar
 
         ao.compare_studies("sqlite:///output/nb/studies.db", ["phase_a_coarse", "phase_b_fine"]).summary
     """
-    check_param(isinstance(studies, str) or (isinstance(studies, Sequence) and all(isinstance(n, str)
-                                                                                 for n in studies)),
-                "studies", "a study name or a list of study names", studies)
-    return _compare_studies(_storage(storage), [studies] if isinstance(studies, str) else list(studies))
+    names = [studies] if isinstance(studies, str) else (
+        list(studies) if isinstance(studies, Iterable) and not isinstance(studies, (Mapping, bytes)) else None)
+    check_param(names is not None and all(isinstance(n, str) for n in names), "studies",
+                "a study name or a list of study names", studies)
+    return _compare_studies(_storage(storage), names)
 
 
 def walk_forward(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Path | None = None,
@@ -388,7 +396,7 @@ def walk_forward(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Pat
         res = run_walkforward(s, resolve_db(db, s.data.database), resolve_storage(_storage(storage), s.run.storage),
                               final=final,
                               progress=progress,
-                              n_trials=n_trials, out_dir=None)
+                              n_trials=_int(n_trials), out_dir=None)
     if out_dir is not None:
         save_walkforward(res, out_dir)
     return res

@@ -60,14 +60,16 @@ def test_dates_as_python_pandas_and_numpy_values_are_the_same_day(synth_db):
         np.testing.assert_array_equal(api.load_panel(synth_db, "tier1", start=v).dates, want)
 
 
-@pytest.fixture(scope="module")
-def one_study(synth_db, tmp_path_factory):
-    url = f"sqlite:///{tmp_path_factory.mktemp('e8study') / 'studies.db'}"
-    spec = {"study": {"name": "e8"}, "data": {"universe": "tier1"},
+ONE_SPEC = {"study": {"name": "e8"}, "data": {"universe": "tier1"},
             "space": {"variant": {"type": "categorical", "choices": ["B", "D"]}, "time_stop": 20},
             "cv": {"n_splits": 2}, "objective": {"name": "composite_rank_excess", "min_trades": 1},
             "sampler": {"name": "tpe", "seed": 1}, "run": {"n_trials": 2}}
-    api.run_study(spec, synth_db, url)
+
+
+@pytest.fixture(scope="module")
+def one_study(synth_db, tmp_path_factory):
+    url = f"sqlite:///{tmp_path_factory.mktemp('e8study') / 'studies.db'}"
+    api.run_study(ONE_SPEC, synth_db, url)
     return url
 
 
@@ -237,3 +239,21 @@ def test_open_store_read_only_must_be_a_bool(synth_db):
     # read_only="no" was DuckDB's TypeError listing connect()'s signature (several lines)
     with pytest.raises(ParameterError, match=r"^read_only must be True or False, got read_only='no'$"):
         api.open_store(synth_db, read_only="no")
+
+
+def test_numpy_integers_and_arrays_read_from_a_dataframe_are_taken(one_study, synth_db, tmp_path):
+    # df["number"].iloc[0] is a numpy integer: number=, top=, n_trials= refused it ("must be an integer"), a
+    # synthetic market's seed=np.int64(3) was the JSON writer's TypeError; compare_studies refused an array of names
+    df = api.show_study(one_study, "e8")
+    n = df["number"].iloc[0]
+    assert isinstance(n, np.integer)
+    assert api.best_params(one_study, "e8", n) == api.best_params(one_study, "e8", int(n))
+    assert len(api.show_study(one_study, "e8", top=np.int64(1))) == 1
+    run = api.run_study(ONE_SPEC, synth_db, one_study, n_trials=np.int64(3))  # one more than the fixture's 2
+    assert run.counts["complete"] + run.counts["pruned"] == 3
+    for names in (np.array(["e8"]), pd.Series(["e8"]), ("e8",)):
+        assert list(api.compare_studies(one_study, names).summary["study"]) == ["e8"]
+    from optimizer.data.synth import SynthConfig
+    assert type(SynthConfig(seed=np.int64(3)).seed) is int
+    db = api.synth_store(tmp_path / "s.duckdb", seed=np.int64(3), end="2023-02-28", universe=["AAPL", "SPY"])
+    assert db.exists()
