@@ -347,12 +347,15 @@ def best_params(storage: str | None, study: str, number: int | None = None) -> d
     return best_trial_json(_storage(storage), study, number)
 
 
-def list_studies(storage: str | None = None) -> pd.DataFrame:
-    """One row per study of the storage (``accumopt study list``): trial counts by state, best value, created::
+def list_studies(storage: str | None = None, *, internal: bool = False) -> pd.DataFrame:
+    """One row per study of the storage (``accumopt study list``): trial counts by state, best value, created;
+    ``internal=True`` also lists the tool's marker studies (``study list --all``: a walk-forward's
+    ``<study>-wf-claims``)::
 
         ao.list_studies("sqlite:///output/nb/studies.db")[["name", "complete", "pruned", "best_value"]]
     """
-    return _list_studies(_storage(storage))
+    check_param(isinstance(internal, bool), "internal", "True or False", internal)
+    return _list_studies(_storage(storage), internal=internal)
 
 
 def show_study(storage: str | None, study: str, top: int = 10) -> pd.DataFrame:

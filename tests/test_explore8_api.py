@@ -257,3 +257,16 @@ def test_numpy_integers_and_arrays_read_from_a_dataframe_are_taken(one_study, sy
     assert type(SynthConfig(seed=np.int64(3)).seed) is int
     db = api.synth_store(tmp_path / "s.duckdb", seed=np.int64(3), end="2023-02-28", universe=["AAPL", "SPY"])
     assert db.exists()
+
+
+def test_list_studies_internal_is_study_list_all(one_study):
+    # study list --all had no API spelling (internal= was a TypeError): a marker study stayed out of every listing
+    import optuna
+
+    from optimizer.study.records import WF_RUN
+
+    optuna.create_study(study_name="e8-wf-claims", storage=one_study).set_user_attr(WF_RUN, {"study": "e8"})
+    assert "e8-wf-claims" not in set(api.list_studies(one_study)["name"])
+    assert "e8-wf-claims" in set(api.list_studies(one_study, internal=True)["name"])
+    with pytest.raises(ParameterError, match=r"internal must be True or False"):
+        api.list_studies(one_study, internal="yes")
