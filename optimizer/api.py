@@ -300,12 +300,14 @@ _RUN_REMEDY = "Pass name='NEW' to start a new study (for a changed spec, new_nam
 
 def run_study(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Path | None = None,
               storage: str | None = None, n_trials: int | None = None, *, name: str | None = None,
-              new_name: bool = False, timeout: float | None = None, progress: bool = False) -> StudyRunResult:
+              new_name: bool = False, timeout: float | None = None, progress: bool = False,
+              jobs: int = 1) -> StudyRunResult:
     """Create or resume the spec's study and run it to ``n_trials`` finished trials (``accumopt study run``);
     ``db`` / ``storage`` (an Optuna storage URL) as on the command line: env ``ACCUMOPT_DB`` / ``ACCUMOPT_STORAGE``,
     then the spec's [data].database / [run].storage, else ``<output root>/darkpool.duckdb`` / ``studies.db``.
     ``name``: the study's name (default: the spec's); a study of that name made from another spec is refused, and
-    ``new_name=True`` starts (or resumes) ``NAME-2``, ``NAME-3``, ... instead, as ``study run --new-name``.
+    ``new_name=True`` starts (or resumes) ``NAME-2``, ``NAME-3``, ... instead, as ``study run --new-name``;
+    ``jobs``: worker processes on this machine (``study run --jobs``).
     ``.study_name``, ``.counts``, ``.best_value``, ``.best_params`` and ``.study`` (the ``optuna.Study``). What
     ``study run`` prints as warnings (a ``[seed_from]`` study ranked on other data, failed trials, a Ctrl-C that
     stopped the run after its running trial: call again to resume) comes as a UserWarning under the cell::
@@ -317,11 +319,14 @@ def run_study(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Path |
     if name is not None:
         check_study_name(name, "name")
     check_param(isinstance(new_name, bool), "new_name", "True or False", new_name)
+    jobs = _int(jobs)
+    check_param(isinstance(jobs, int) and not isinstance(jobs, bool) and jobs >= 1, "jobs",
+                "an integer >= 1 (worker processes on this machine, study run --jobs)", jobs)
     with _quiet_optuna():
         s = study_spec(spec)
         res = _run_study(s, resolve_db(db, s.data.database), resolve_storage(_storage(storage), s.run.storage),
                          n_trials=_int(n_trials), timeout=timeout, name=name, new_name=new_name, progress=progress,
-                         remedy=_RUN_REMEDY)
+                         remedy=_RUN_REMEDY, jobs=jobs)
     for w in res.warnings:  # what ``study run`` prints on stderr (a [seed_from] study ranked on other data)
         _warn(w)
     if res.first_failure:
@@ -383,9 +388,10 @@ def compare_studies(storage: str | None, studies: str | Sequence[str]) -> Compar
 
 def walk_forward(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Path | None = None,
                  storage: str | None = None, *, final: bool = False, n_trials: int | None = None,
-                 out_dir: str | Path | None = None, progress: bool = False) -> WalkForwardResult:
+                 out_dir: str | Path | None = None, progress: bool = False, jobs: int = 1) -> WalkForwardResult:
     """Re-optimize on rolling train windows and judge each winner on the following unseen window
-    (``accumopt walkforward``); ``out_dir``: also save the run there (``accumopt report DIR`` reads it).
+    (``accumopt walkforward``); ``out_dir``: also save the run there (``accumopt report DIR`` reads it); ``jobs``:
+    local processes running windows at once (``--jobs``; the result is the same).
     ``.verdict`` (``.line``, ``.supported``, ``.gates``), ``.summary`` (one row per window), ``.trades`` (the
     stitched out-of-sample trades), ``.oos`` and ``.stats``::
 
@@ -394,12 +400,15 @@ def walk_forward(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Pat
         wf.summary[["window", "oos_closed_trades", "oos_avg_excess_return"]]
     """
     _check_final(final)
+    jobs = _int(jobs)
+    check_param(isinstance(jobs, int) and not isinstance(jobs, bool) and jobs >= 1, "jobs",
+                "an integer >= 1 (local processes running windows at once, walkforward --jobs)", jobs)
     s = study_spec(spec)
     with _quiet_optuna():
         res = run_walkforward(s, resolve_db(db, s.data.database), resolve_storage(_storage(storage), s.run.storage),
                               final=final,
                               progress=progress,
-                              n_trials=_int(n_trials), out_dir=None)
+                              n_trials=_int(n_trials), out_dir=None, jobs=jobs)
     if out_dir is not None:
         save_walkforward(res, out_dir)
     return res

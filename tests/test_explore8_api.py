@@ -270,3 +270,21 @@ def test_list_studies_internal_is_study_list_all(one_study):
     assert "e8-wf-claims" in set(api.list_studies(one_study, internal=True)["name"])
     with pytest.raises(ParameterError, match=r"internal must be True or False"):
         api.list_studies(one_study, internal="yes")
+
+
+def test_run_study_and_walk_forward_take_jobs_as_their_commands_do(synth_db, tmp_path):
+    # --jobs had no API spelling (jobs= was a TypeError): a notebook ran every study in one process
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    run = api.run_study({**ONE_SPEC, "study": {"name": "jobs"}, "run": {"n_trials": 4}}, synth_db, url, jobs=2)
+    assert run.counts["complete"] + run.counts["pruned"] == 4
+    wf_spec = {**ONE_SPEC, "study": {"name": "wfj"}, "walkforward": {"train": 6, "test": 3, "unit": "months",
+                                                                      "n_trials": 2}}
+    one = api.walk_forward(wf_spec, synth_db, f"sqlite:///{tmp_path / 'wf1.db'}")
+    two = api.walk_forward(wf_spec, synth_db, f"sqlite:///{tmp_path / 'wf2.db'}", jobs=np.int64(2))
+    pd.testing.assert_frame_equal(one.summary, two.summary)  # the result is the single-process one
+    assert one.verdict.line == two.verdict.line and len(one.summary) >= 2
+    for bad in (0, 1.5, "2", True):
+        with pytest.raises(ParameterError, match=r"^jobs must be an integer >= 1"):
+            api.run_study(ONE_SPEC, synth_db, url, jobs=bad)
+        with pytest.raises(ParameterError, match=r"^jobs must be an integer >= 1"):
+            api.walk_forward(ONE_SPEC, synth_db, url, jobs=bad)
