@@ -26,8 +26,9 @@ Errors are the package's ``AccumoptError`` subclasses with one line naming the p
 
 from __future__ import annotations
 
+import datetime as dt
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,7 @@ from optimizer.data.store import connect
 from optimizer.data.synth import SynthConfig, synth_new_store
 from optimizer.engine.evaluate import Config, Evaluator, Result
 from optimizer.engine.panel import Panel
-from optimizer.engine.regime_filter import regime_entry_mask
+from optimizer.engine.regime_filter import REGIME_NAMES, regime_entry_mask
 from optimizer.errors import ParameterError, SpecError, check_param
 from optimizer.params import engine_params
 from optimizer.report.research import build_report as _build_report
@@ -99,6 +100,26 @@ def _check_final(final: Any) -> None:
     check_param(isinstance(final, bool), "final", "True or False (True opens the final reserve)", final)
 
 
+def _int(value: Any) -> Any:
+    """A numpy integer (a trial number or count read from a DataFrame, ``df["number"].iloc[0]``) as the Python
+    integer it is; any other value as given, for the callee's check to accept or refuse."""
+    return int(value) if isinstance(value, np.integer) else value
+
+
+def _storage(storage: Any) -> str | None:
+    """``storage`` as the Optuna storage URL the command line's --storage takes (None: the default); a file path
+    (a ``Path``, or text without a scheme) or another type is a ParameterError saying the URL to write, never an
+    AttributeError of Optuna's or SQLAlchemy's URL parser."""
+    if storage is None or (isinstance(storage, str) and ":" in storage):
+        return storage
+    if isinstance(storage, (str, Path)):
+        raise ParameterError(f"storage must be an Optuna storage URL (sqlite:///PATH, journal:PATH, postgresql://...), "
+                             f"not a file path; for the SQLite file write storage='sqlite:///{Path(storage)}', got "
+                             f"storage={str(storage)!r}")
+    raise ParameterError(f"storage must be an Optuna storage URL (sqlite:///PATH, journal:PATH, postgresql://...), "
+                         f"got storage of type {type(storage).__name__}: {storage!r}")
+
+
 def open_store(db: str | Path | None = None, read_only: bool = True) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection to the store (default: ``$ACCUMOPT_DB``, else ``<output root>/darkpool.duckdb``),
     read-only (a missing store is a DataError saying how to make one) unless asked; a writable open creates or
@@ -107,6 +128,7 @@ def open_store(db: str | Path | None = None, read_only: bool = True) -> duckdb.D
         with ao.open_store(db) as con:
             con.sql("SELECT symbol, count(*) FROM daily_metrics GROUP BY 1").df()
     """
+    check_param(isinstance(read_only, bool), "read_only", "True or False", read_only)
     return connect(resolve_db(db), read_only=read_only)
 
 
@@ -177,7 +199,7 @@ def _document(params: Mapping[str, Any] | None) -> ParamsRecord:
 
 def evaluate(params: Mapping[str, Any] | None = None, panel: Panel | None = None, *, db: str | Path | None = None,
              universe: Any = None, start: str | None = None, end: str | None = None, final: bool = False,
-             allow_data_change: bool = False) -> Evaluation:
+             allow_data_change: bool = False, regime: str | None = None) -> Evaluation:
     """Evaluate one configuration over every session of ``panel`` (or of ``universe``, default tier1+3, in
     [start, end] loaded from ``db``), exactly as ``accumopt backtest --no-save`` does. A ``study best`` document
     runs with its regime filter and min_periods, as ``backtest --params`` runs it: on ``panel``, over the panel's
@@ -186,7 +208,8 @@ def evaluate(params: Mapping[str, Any] | None = None, panel: Panel | None = None
     is refused unless ``allow_data_change=True`` (``backtest --allow-data-change``). Without a panel the span ends
     before the final reserve unless ``final=True`` (``backtest --final``, recorded in the reserve ledger). A panel
     fixes the store, universe and sessions: ``panel`` with ``db`` / ``universe`` / ``start`` / ``end`` / ``final``
-    is a ParameterError, not a silent choice::
+    is a ParameterError, not a silent choice. ``regime``: the regime filter on entries (``backtest --regime``,
+    e.g. ``"RISK_ON"``; default: the document's, else ALL)::
 
         ev = ao.evaluate({"variant": "D", "z_window": 30, "buy_threshold": 80, "exit": "first_dist"}, panel)
         ev.metrics[["closed_trades", "hit_rate", "avg_excess_return"]]
@@ -194,6 +217,8 @@ def evaluate(params: Mapping[str, Any] | None = None, panel: Panel | None = None
     """
     check_param(isinstance(allow_data_change, bool), "allow_data_change", "True or False", allow_data_change)
     _check_final(final)
+    check_param(regime is None or regime in REGIME_NAMES, "regime", f"None or one of {', '.join(REGIME_NAMES)}",
+                regime)
     if panel is not None:  # a panel fixes the store, universe and sessions: a loading option would be ignored
         if not isinstance(panel, Panel):
             raise ParameterError(f"panel must be a Panel from ao.load_panel(db, ...) (a store path goes in db=...), "
@@ -209,7 +234,7 @@ def evaluate(params: Mapping[str, Any] | None = None, panel: Panel | None = None
     cfg = Config.from_params(engine_params(flat))
     if panel is None and record is not None:  # and its universe, spans and data check
         run = backtest(flat, resolve_db(db), universe, start, end, save=False, record=record, final=final,
-                       allow_data_change=allow_data_change)
+                       allow_data_change=allow_data_change, regime=regime)
         res, panel = run.result, run.panel
         for w in run.warnings:
             _warn(w)
@@ -219,7 +244,8 @@ def evaluate(params: Mapping[str, Any] | None = None, panel: Panel | None = None
             panel = load_panel(db, list(uni) if isinstance(uni, tuple) else uni,
                                start if start is not None else doc.start, end if end is not None else doc.end,
                                final=final)
-        reg = record.regime if record is not None else doc.regime  # and its regime filter and min_periods
+        reg = regime if regime is not None else record.regime if record is not None else doc.regime  # and its
+        # regime filter (the argument first, as --regime over the file's) and min_periods
         res = Evaluator(panel, min_periods=record.min_periods if record is not None else doc.min_periods).run(
             cfg, entry_ok=regime_entry_mask(panel, reg) if reg is not None else None)
     m = dict(res.metrics)
@@ -242,6 +268,9 @@ def _toml_ready(value: Any, key: str) -> Any:
         return str(value)
     if isinstance(value, np.generic):
         return value.item()
+    if not isinstance(value, (str, int, float, dt.date, dt.time)):  # a set (no order), an object: no TOML value
+        raise SpecError(key, f"is a {type(value).__name__}, which TOML cannot hold: write a list, a number, text or "
+                             f"a table, got {value!r}")
     return value
 
 
@@ -274,13 +303,17 @@ _RUN_REMEDY = "Pass name='NEW' to start a new study (for a changed spec, new_nam
 
 def run_study(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Path | None = None,
               storage: str | None = None, n_trials: int | None = None, *, name: str | None = None,
-              new_name: bool = False, timeout: float | None = None, progress: bool = False) -> StudyRunResult:
+              new_name: bool = False, timeout: float | None = None, progress: bool = False,
+              jobs: int = 1) -> StudyRunResult:
     """Create or resume the spec's study and run it to ``n_trials`` finished trials (``accumopt study run``);
     ``db`` / ``storage`` (an Optuna storage URL) as on the command line: env ``ACCUMOPT_DB`` / ``ACCUMOPT_STORAGE``,
     then the spec's [data].database / [run].storage, else ``<output root>/darkpool.duckdb`` / ``studies.db``.
     ``name``: the study's name (default: the spec's); a study of that name made from another spec is refused, and
-    ``new_name=True`` starts (or resumes) ``NAME-2``, ``NAME-3``, ... instead, as ``study run --new-name``.
-    ``.study_name``, ``.counts``, ``.best_value``, ``.best_params`` and ``.study`` (the ``optuna.Study``)::
+    ``new_name=True`` starts (or resumes) ``NAME-2``, ``NAME-3``, ... instead, as ``study run --new-name``;
+    ``jobs``: worker processes on this machine (``study run --jobs``).
+    ``.study_name``, ``.counts``, ``.best_value``, ``.best_params`` and ``.study`` (the ``optuna.Study``). What
+    ``study run`` prints as warnings (a ``[seed_from]`` study ranked on other data, failed trials, a Ctrl-C that
+    stopped the run after its running trial: call again to resume) comes as a UserWarning under the cell::
 
         run = ao.run_study("studies/phase_a_coarse.toml", db, "sqlite:///output/nb/studies.db")
         df = run.study.trials_dataframe()             # Optuna's table: value_<objective>, params_<name>, user_attrs_...
@@ -289,11 +322,23 @@ def run_study(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Path |
     if name is not None:
         check_study_name(name, "name")
     check_param(isinstance(new_name, bool), "new_name", "True or False", new_name)
+    jobs = _int(jobs)
+    check_param(isinstance(jobs, int) and not isinstance(jobs, bool) and jobs >= 1, "jobs",
+                "an integer >= 1 (worker processes on this machine, study run --jobs)", jobs)
     with _quiet_optuna():
         s = study_spec(spec)
         _warn(store_metrics_staleness(resolve_db(db, s.data.database)))
-        return _run_study(s, resolve_db(db, s.data.database), resolve_storage(storage, s.run.storage), n_trials=n_trials,
-                          timeout=timeout, name=name, new_name=new_name, progress=progress, remedy=_RUN_REMEDY)
+        res = _run_study(s, resolve_db(db, s.data.database), resolve_storage(_storage(storage), s.run.storage),
+                         n_trials=_int(n_trials), timeout=timeout, name=name, new_name=new_name, progress=progress,
+                         remedy=_RUN_REMEDY, jobs=jobs)
+    for w in res.warnings:  # what ``study run`` prints on stderr (a [seed_from] study ranked on other data)
+        _warn(w)
+    if res.first_failure:
+        _warn(f"{res.counts['failed']} trial(s) failed; first failure, {res.first_failure}")
+    if res.interrupted:  # Ctrl-C in the cell: the running trial finished, the study stopped
+        _warn(f"study {res.study_name!r} stopped by Ctrl-C with {res.counts['complete'] + res.counts['pruned']} "
+              "finished trials; run_study again resumes it")
+    return res
 
 
 def best_params(storage: str | None, study: str, number: int | None = None) -> dict[str, Any]:
@@ -305,17 +350,21 @@ def best_params(storage: str | None, study: str, number: int | None = None) -> d
         best = ao.best_params("sqlite:///output/nb/studies.db", "phase_b_fine")
         ao.evaluate(best, panel).metrics
     """
+    number = _int(number)
     check_param(number is None or (isinstance(number, int) and not isinstance(number, bool)), "number",
                 "None or a trial number (an integer)", number)
-    return best_trial_json(storage, study, number)
+    return best_trial_json(_storage(storage), study, number)
 
 
-def list_studies(storage: str | None = None) -> pd.DataFrame:
-    """One row per study of the storage (``accumopt study list``): trial counts by state, best value, created::
+def list_studies(storage: str | None = None, *, internal: bool = False) -> pd.DataFrame:
+    """One row per study of the storage (``accumopt study list``): trial counts by state, best value, created;
+    ``internal=True`` also lists the tool's marker studies (``study list --all``: a walk-forward's
+    ``<study>-wf-claims``)::
 
         ao.list_studies("sqlite:///output/nb/studies.db")[["name", "complete", "pruned", "best_value"]]
     """
-    return _list_studies(storage)
+    check_param(isinstance(internal, bool), "internal", "True or False", internal)
+    return _list_studies(_storage(storage), internal=internal)
 
 
 def show_study(storage: str | None, study: str, top: int = 10) -> pd.DataFrame:
@@ -324,7 +373,7 @@ def show_study(storage: str | None, study: str, top: int = 10) -> pd.DataFrame:
 
         ao.show_study("sqlite:///output/nb/studies.db", "phase_b_fine", top=5)
     """
-    return _show_study(storage, study, top=top)
+    return _show_study(_storage(storage), study, top=_int(top))
 
 
 def compare_studies(storage: str | None, studies: str | Sequence[str]) -> CompareResult:
@@ -334,14 +383,19 @@ def compare_studies(storage: str | None, studies: str | Sequence[str]) -> Compar
 
         ao.compare_studies("sqlite:///output/nb/studies.db", ["phase_a_coarse", "phase_b_fine"]).summary
     """
-    return _compare_studies(storage, [studies] if isinstance(studies, str) else list(studies))
+    names = [studies] if isinstance(studies, str) else (
+        list(studies) if isinstance(studies, Iterable) and not isinstance(studies, (Mapping, bytes)) else None)
+    check_param(names is not None and all(isinstance(n, str) for n in names), "studies",
+                "a study name or a list of study names", studies)
+    return _compare_studies(_storage(storage), names)
 
 
 def walk_forward(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Path | None = None,
                  storage: str | None = None, *, final: bool = False, n_trials: int | None = None,
-                 out_dir: str | Path | None = None, progress: bool = False) -> WalkForwardResult:
+                 out_dir: str | Path | None = None, progress: bool = False, jobs: int = 1) -> WalkForwardResult:
     """Re-optimize on rolling train windows and judge each winner on the following unseen window
-    (``accumopt walkforward``); ``out_dir``: also save the run there (``accumopt report DIR`` reads it).
+    (``accumopt walkforward``); ``out_dir``: also save the run there (``accumopt report DIR`` reads it); ``jobs``:
+    local processes running windows at once (``--jobs``; the result is the same).
     ``.verdict`` (``.line``, ``.supported``, ``.gates``), ``.summary`` (one row per window), ``.trades`` (the
     stitched out-of-sample trades), ``.oos`` and ``.stats``::
 
@@ -350,12 +404,16 @@ def walk_forward(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Pat
         wf.summary[["window", "oos_closed_trades", "oos_avg_excess_return"]]
     """
     _check_final(final)
+    jobs = _int(jobs)
+    check_param(isinstance(jobs, int) and not isinstance(jobs, bool) and jobs >= 1, "jobs",
+                "an integer >= 1 (local processes running windows at once, walkforward --jobs)", jobs)
     s = study_spec(spec)
     _warn(store_metrics_staleness(resolve_db(db, s.data.database)))
     with _quiet_optuna():
-        res = run_walkforward(s, resolve_db(db, s.data.database), resolve_storage(storage, s.run.storage), final=final,
+        res = run_walkforward(s, resolve_db(db, s.data.database), resolve_storage(_storage(storage), s.run.storage),
+                              final=final,
                               progress=progress,
-                              n_trials=n_trials, out_dir=None)
+                              n_trials=_int(n_trials), out_dir=None, jobs=jobs)
     if out_dir is not None:
         save_walkforward(res, out_dir)
     return res
@@ -377,7 +435,10 @@ def build_report(target: WalkForwardResult | str | Path, storage: str | None = N
     out_dir = root / "reports" if out_dir is None else out_dir
     if isinstance(target, WalkForwardResult):
         return build_walkforward_report(target, out_dir=out_dir, name=name)
-    return _build_report(str(target), storage, out_dir=out_dir, walkforward_root=root / "walkforward", name=name)
+    check_param(isinstance(target, (str, Path)), "target",
+                "a WalkForwardResult, a walk-forward folder, a run name or a study name", target)
+    return _build_report(str(target), _storage(storage), out_dir=out_dir, walkforward_root=root / "walkforward",
+                         name=name)
 
 
 def sandbox_figure(db: str | Path | None, ticker: str, params: Mapping[str, Any] | None = None, *,

@@ -127,8 +127,17 @@ def session_days(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def frame_json(df: pd.DataFrame) -> str:
-    """A frame as the JSON records ``--format json`` prints (session dates YYYY-MM-DD, real times ISO 8601)."""
-    return session_days(df).to_json(orient="records", date_format="iso", indent=2)
+    """A frame as the JSON records ``--format json`` prints (session dates YYYY-MM-DD, real times ISO 8601); a float
+    column's numbers exact (the shortest text that reads back as the same float; pandas' ``to_json`` keeps 10
+    digits), a NaN or infinity as null."""
+    import math
+
+    records = json.loads(session_days(df).to_json(orient="records", date_format="iso"))
+    for c in df.columns:
+        if df[c].dtype.kind == "f":
+            for rec, v in zip(records, df[c].tolist()):
+                rec[c] = v if math.isfinite(v) else None
+    return json.dumps(records, indent=2, separators=(",", ":"))  # the layout to_json wrote: "name":"s"
 
 
 def _jsonable(o: Any) -> Any:

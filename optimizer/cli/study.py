@@ -266,7 +266,7 @@ def study_compare(names, storage, out, columns, wide, fmt):
     path = under(output_root(out), "reports", run_label("compare", *names), suffix=".html")
     write_compare_html(res, path)
     if fmt == "json":
-        echo_json({"summary": json.loads(session_days(res.summary).to_json(orient="records")), "html": str(path)})
+        echo_json({"summary": json.loads(frame_json(res.summary)), "html": str(path)})
     else:
         _emit_df(res.summary, "table", "study comparison", key=_COMPARE_KEY, select=columns, wide=wide)
         console.print(warmup_note(res.summary), markup=False, highlight=False)

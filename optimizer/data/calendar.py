@@ -121,8 +121,8 @@ def as_date(value: DateLike | None, name: str) -> dt.date | None:
     """``value`` as a date (None stays None); ParameterError naming ``name`` when it is not one."""
     if value is None:
         return None
-    try:
-        ts = pd.Timestamp(value)
+    try:  # a number is no date: pd.Timestamp(20240102) is nanoseconds after 1970-01-01, not 2024-01-02
+        ts = pd.NaT if isinstance(value, (int, float, np.number)) else pd.Timestamp(value)
     except (ValueError, TypeError):
         ts = pd.NaT
     check_param(not pd.isna(ts), name, "a date (YYYY-MM-DD)", value)

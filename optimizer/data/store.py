@@ -300,6 +300,19 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
     return v
 
 
+def _refuse_not_duckdb(path: Path) -> None:
+    """A DataError for a folder or a SQLite file given as the store (an Optuna study storage is a SQLite file with the
+    same ``.db`` look): DuckDB would read a SQLite file through its sqlite extension, downloading it first."""
+    if path.is_dir():
+        raise DataError(f"database {path} is a folder, not a DuckDB store file")
+    if path.is_file():
+        with path.open("rb") as f:
+            head = f.read(16)
+        if head == b"SQLite format 3\x00":
+            raise DataError(f"database {path} is a SQLite file (an Optuna study storage? pass it as the storage, "
+                            f"sqlite:///{path}), not a DuckDB store")
+
+
 def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """Open (creating and migrating if needed) the store at ``path``; ``:memory:`` works too."""
     p = str(path)
@@ -307,6 +320,7 @@ def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnect
         pp = Path(p)
         if read_only and not pp.exists():
             raise DataError(f"database {p} does not exist; run `accumopt data synth --db {p}` or `accumopt ingest` first")
+        _refuse_not_duckdb(pp)
         try:
             pp.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:  # a file where a folder of the path should be, a read-only folder

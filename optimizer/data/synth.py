@@ -158,8 +158,12 @@ class SynthConfig:
 
     def __post_init__(self) -> None:
         check_param(_is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0", self.seed)
+        object.__setattr__(self, "seed", int(self.seed))  # a numpy integer as the int it is (written to JSON)
         lo, hi = _check_date("start", self.start), _check_date("end", self.end)
         check_param(lo <= hi, "end", f"on or after start={self.start!r}", self.end)
+        for name, day in (("start", lo), ("end", hi)):  # a date / Timestamp / datetime64 as the ISO text it is
+            if not isinstance(getattr(self, name), str):  # (the config is written to JSON beside the raw files)
+                object.__setattr__(self, name, day.date().isoformat())
         u = self.universe
         if isinstance(u, str):
             check_param(bool(u.strip()), "universe", "a tier name or a non-empty symbol list", u)
@@ -171,6 +175,8 @@ class SynthConfig:
             object.__setattr__(self, "universe", tuple(str(s).strip().upper() for s in u))
         check_param(self.n_symbols is None or (_is_int(self.n_symbols) and 1 <= self.n_symbols <= 100_000),
                     "n_symbols", "None or an integer in [1, 100000]", self.n_symbols)
+        if self.n_symbols is not None:
+            object.__setattr__(self, "n_symbols", int(self.n_symbols))
         check_param(_is_num(self.effect) and 0 <= self.effect <= 10, "effect", "a number in [0, 10]", self.effect)
         check_param(self.family in FAMILIES, "family", f"one of {', '.join(FAMILIES)}", self.family)
         check_param(self.prices_file is None or (isinstance(self.prices_file, (str, Path)) and str(self.prices_file)),

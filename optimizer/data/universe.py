@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from optimizer.errors import DataError, ParameterError
 from optimizer.data.symbols import canonical_symbol, is_context_symbol
@@ -144,7 +144,11 @@ def resolve_universe(value: str | Sequence[str] | None, available: Iterable[str]
         else:
             raise ParameterError(f"universe must be one of {', '.join(UNIVERSE_NAMES)} or a symbol list, got universe={value!r}")
     else:
-        syms = [str(s).strip() for s in value]
+        items = None if isinstance(value, (Mapping, bytes)) or not isinstance(value, Iterable) else list(value)
+        if items is None or not all(isinstance(s, str) for s in items):  # 5, {"AAPL": 1}, [1, 2]: no symbol list
+            raise ParameterError(f"universe must be one of {', '.join(UNIVERSE_NAMES)}, a comma list or a list of "
+                                 f"symbols (text), got universe={value!r}")
+        syms = [s.strip() for s in items]
     syms = [canonical_symbol(s, "universe symbol") for s in syms]
     ctx = [s for s in syms if is_context_symbol(s)]
     if ctx:

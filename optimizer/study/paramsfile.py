@@ -13,7 +13,8 @@ z-scores' ``min_periods``: ``backtest`` and ``sandbox`` run to that end and ever
 as they use a record's (the signal sheet is computed at its own date, so no span end applies to it, a record's
 included). A record's ``span.study_end`` (its study's last session, final reserve included) is where
 ``backtest --final`` and ``sandbox --final`` stop, as ``walkforward --final``; a record without it (written before
-2026-12-05) runs to the store's last session. A change to the format is an edit of ``load_params_record`` only.
+2026-12-05) runs to the store's last session. Beside ``params`` (an object) a key outside ``RECORD_KEYS`` is refused
+by name, as an unknown parameter is in a flat file: it would take no effect. A change to the format is an edit of ``load_params_record`` only.
 """
 
 from __future__ import annotations
@@ -127,9 +128,16 @@ def params_record(doc: Mapping[str, Any], p: str) -> ParamsRecord:
         if "study" in doc:
             trial = {k: doc.get(k) for k in ("study", "number", "value", "values", "metrics") if k in doc}
         doc = {**{k: v for k, v in doc.items() if k != "config"}, **c}
-    if isinstance(doc.get("params"), dict):
+    if doc.get("params") is not None and not isinstance(doc["params"], Mapping):
+        raise ParameterError(f"{p}: params must be an object of parameter names to values, got "
+                             f"params={doc['params']!r}")
+    if isinstance(doc.get("params"), Mapping):
         params = dict(doc["params"])
         meta = doc
+        unknown = sorted(str(k) for k in doc if k not in RECORD_KEYS)
+        if unknown:  # beside "params" a key is the document's, never an engine parameter: one it does not know
+            raise ParameterError(f"{p}: unknown key(s) {', '.join(unknown)} beside params (engine parameters go "
+                                 f"inside params); valid: {', '.join(sorted(RECORD_KEYS))}")
     else:
         params = {k: v for k, v in doc.items() if k not in RECORD_KEYS}
         meta = doc

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from optimizer.data.calendar import session_days
+from optimizer.data.calendar import as_date, session_days
 from optimizer.data.store import connect, table_exists, transaction
 from optimizer.errors import ParameterError
 from optimizer.study.spec import DataSpec
@@ -156,6 +156,7 @@ def guard_end(db: str | Path, symbols: list[str], end: Any, final: bool, what: s
     """(the span's last day, the reserve start) of an evaluation of ``symbols`` on the store at ``db`` without a
     study behind it: without ``final`` the default end is the day before the reserve and an ``end`` inside it is
     refused (``what`` names the command and option); with ``final`` ``end`` stands (None: the store's last day)."""
+    as_date(end, "end")  # a date, or a ParameterError naming end (a number is not read as nanoseconds after 1970)
     con = connect(db, read_only=True)
     try:
         reserve_start = store_reserve_start(con, symbols)
