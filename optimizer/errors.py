@@ -47,7 +47,7 @@ class DataError(AccumoptError):
 
 class Interrupted(AccumoptError):
     """Work stopped by Ctrl-C (SIGINT) before it was done, resumable (e.g. a walk-forward window whose study stopped
-    before its trials were run). The command line prints it on one line and exits 130, as for any Ctrl-C."""
+    before all its trials were run). The command line prints it on one line and exits 130, as for any Ctrl-C."""
 
 
 def is_query_interrupt(e: BaseException) -> bool:

@@ -228,7 +228,7 @@ def test_a_worker_interrupted_with_its_claim_still_held_releases_the_window_and_
     try:
         with pytest.raises(Interrupted) as e:
             work_windows(a, ["w0", "w1"], run_one)
-        assert str(e.value) == ("walk-forward window 'w0' interrupted before its trials were run; run the walk-forward "
+        assert str(e.value) == ("walk-forward window 'w0' interrupted before all its trials were run; run the walk-forward "
                                 "again to resume it")
         assert calls == ["w0"] and a.states(["w0", "w1"]) == {"w0": FREE, "w1": FREE}
     finally:

@@ -227,7 +227,7 @@ def work_windows(claims: WindowClaims, windows: Sequence[str],
                 lost = claims.lost(tid)
                 claims.release(tid)
                 if not lost:
-                    raise Interrupted(f"walk-forward window {w!r} interrupted before its trials were run; "
+                    raise Interrupted(f"walk-forward window {w!r} interrupted before all its trials were run; "
                                       "run the walk-forward again to resume it")
                 # taken over by another worker (this one's beat was judged stale): it finishes the window
             progressed = True

@@ -543,8 +543,9 @@ def _run_window(ctx: _RunContext, w: Window) -> WindowResult:
     data = _window_data(ctx, w)
     r = _window_study(ctx, w, data)
     if r.interrupted:  # Ctrl-C: the study stopped short of its trials; never judged on those, nor the next windows
-        raise Interrupted(f"walk-forward window {_window_name(ctx, w)!r} interrupted before its trials were run; "
-                          "run the walk-forward again to resume it")
+        done = r.counts["complete"] + r.counts["pruned"]
+        raise Interrupted(f"walk-forward window {_window_name(ctx, w)!r} interrupted after {done} of its "
+                          f"{ctx.n_trials} trials; run the walk-forward again to resume it (they are kept)")
     return _window_result(ctx, w, r.study, data)
 
 
