@@ -64,6 +64,37 @@ PLANTED_SYNTH = SynthConfig(seed=11, start="2023-01-03", end="2024-06-28", unive
 NULL_SYNTH = SynthConfig(seed=11, start="2023-01-03", end="2024-06-28", universe="tier1+3", effect=0.0)
 
 
+# The checkout's output/ folder holds the user's own results (`make demo`, studies, backtests): no test may write
+# there (a CLI call without --out / --no-save wrote backtest_runs.csv rows and reports into it). The session fails,
+# naming the new files, when the tests left any (checked once, by the controller or the only process).
+_CHECKOUT_OUTPUT = Path(__file__).resolve().parents[1] / "output"
+
+
+def _checkout_output_files() -> set[str]:
+    if not _CHECKOUT_OUTPUT.is_dir():
+        return set()
+    return {p.relative_to(_CHECKOUT_OUTPUT).as_posix() for p in _CHECKOUT_OUTPUT.rglob("*") if not p.is_dir()}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        session.config.stash[_OUTPUT_BEFORE] = _checkout_output_files()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    before = session.config.stash.get(_OUTPUT_BEFORE, None)
+    if before is None:
+        return
+    new = sorted(_checkout_output_files() - before)
+    if new:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        print(f"\nFAILED: the tests wrote {len(new)} file(s) into the checkout's output/ folder (a test writes under its "
+              f"tmp_path: give the command --out / --no-save): {', '.join(new[:8])}", file=sys.stderr)
+
+
+_OUTPUT_BEFORE = pytest.StashKey[set]()
+
+
 # Scheduling under pytest-xdist (``make test``: ``--dist loadfile --no-loadscope-reorder``): files run in collection
 # order, and the files that wait on other processes (worker processes, a PostgreSQL server, the demo, a notebook
 # kernel) come first, so the many short CPU-bound files fill the cores around them and the run does not end on one

@@ -211,7 +211,7 @@ def test_evaluate_takes_the_regime_filter_backtest_regime_takes(synth_db, panel)
         api.evaluate(PARAMS, panel, regime="risk_onn")
 
 
-def test_study_list_show_and_compare_json_are_the_api_frames_bit_for_bit(one_study):
+def test_study_list_show_and_compare_json_are_the_api_frames_bit_for_bit(one_study, tmp_path):
     # pandas' to_json kept 10 significant digits: value 0.0225908483292436 printed as 0.0225908483, so a script
     # reading --format json did not get the numbers ao.show_study / list_studies / compare_studies return
     import json
@@ -232,7 +232,8 @@ def test_study_list_show_and_compare_json_are_the_api_frames_bit_for_bit(one_stu
     same(api.list_studies(one_study), json.loads(ok(cli("study", "list", "--storage", one_study,
                                                         "--format", "json")).stdout))
     same(api.compare_studies(one_study, "e8").summary,
-         json.loads(ok(cli("study", "compare", "e8", "--storage", one_study, "--format", "json")).stdout)["summary"])
+         json.loads(ok(cli("study", "compare", "e8", "--storage", one_study, "--out", str(tmp_path),
+                             "--format", "json")).stdout)["summary"])
 
 
 def test_open_store_read_only_must_be_a_bool(synth_db):

@@ -234,7 +234,7 @@ def test_daily_metrics_older_than_the_raw_data_is_named_until_rebuilt(jan_apr, t
         _staleness(db)
     sig = ok(cli("signals", "--params", params, "--db", db, "--universe", "tier1", "--no-save"))
     assert f"warning: {want}" in " ".join(sig.stderr.split())
-    bt = json.loads(ok(cli("backtest", "--params", params, "--db", db, "--universe", "tier1", "--format", "json")).stdout)
+    bt = json.loads(ok(cli("backtest", "--params", params, "--db", db, "--universe", "tier1", "--no-save", "--format", "json")).stdout)
     assert any(w.startswith(f"warning: {want}") for w in bt["warnings"])
     con = connect(db)
     build_daily_metrics(con, symbols=["SPY"])  # a scoped build refreshes SPY only: still stale
@@ -243,7 +243,7 @@ def test_daily_metrics_older_than_the_raw_data_is_named_until_rebuilt(jan_apr, t
     assert metrics_staleness(con) is None
     con.close()
     assert "warning" not in ok(cli("signals", "--params", params, "--db", db, "--universe", "tier1", "--no-save")).stderr
-    bt = json.loads(ok(cli("backtest", "--params", params, "--db", db, "--universe", "tier1", "--format", "json")).stdout)
+    bt = json.loads(ok(cli("backtest", "--params", params, "--db", db, "--universe", "tier1", "--no-save", "--format", "json")).stdout)
     assert bt["warnings"] == []
     ok(cli("symbols", "map", "add", "QQQ", "QQQX", "--from", "2024-03-01", "--db", db))  # renames stored rows
     assert _staleness(db) == ("daily_metrics is older than the raw data: the symbol map changed since it was built. "
