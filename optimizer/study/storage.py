@@ -497,6 +497,27 @@ class StudyFull(Exception):
     """A new trial was refused: the study's trial budget is used up (control flow, caught by run_study)."""
 
 
+def _insert_numbered_trial(cur: Any, study_id: int, state: str, start: str, end: str | None,
+                           budget: int | None) -> tuple[int, int]:
+    """SQLite, inside the caller's transaction: insert a trial row (which takes the write lock, so the counts
+    below are final), refuse it (``StudyFull``) when the study's trials that hold the budget, this one counted,
+    are then more than ``budget``, and give it its number (the count of the study's trials before it, as Optuna
+    numbers). Returns (trial id, number)."""
+    cur.execute("INSERT INTO trials (number, study_id, state, datetime_start, datetime_complete) "
+                "VALUES (NULL, ?, ?, ?, ?)", (study_id, state, start, end))
+    tid = int(cur.lastrowid)
+    if budget is not None:
+        marks = ", ".join("?" * len(_SLOT_STATES))
+        taken = cur.execute(f"SELECT count(*) FROM trials WHERE study_id = ? AND state IN ({marks})",
+                            (study_id, *(st.name for st in _SLOT_STATES))).fetchone()[0]
+        if taken > budget:
+            raise StudyFull(f"study id {study_id}: {taken - 1} trials already hold the budget of {budget}")
+    number = int(cur.execute("SELECT count(*) FROM trials WHERE study_id = ? AND trial_id < ?",
+                             (study_id, tid)).fetchone()[0])
+    cur.execute("UPDATE trials SET number = ? WHERE trial_id = ?", (number, tid))
+    return tid, number
+
+
 _CHILD_MODELS = (models.TrialValueModel, models.TrialParamModel, models.TrialIntermediateValueModel,
                  models.TrialUserAttributeModel, models.TrialSystemAttributeModel)
 
@@ -679,18 +700,8 @@ class _BudgetRDBStorage(optuna.storages.RDBStorage):
                 for m in _CHILD_MODELS:
                     cur.execute(f"DELETE FROM {m.__tablename__} WHERE trial_id = ?", (tid,))
             else:
-                cur.execute("INSERT INTO trials (number, study_id, state, datetime_start, datetime_complete) "
-                            "VALUES (NULL, ?, ?, ?, ?)", (study_id, frozen.state.name, stamp(start), stamp(end)))
-                tid = int(cur.lastrowid)  # (the INSERT holds the write lock: the counts below are final)
-                if budget is not None:
-                    marks = ", ".join("?" * len(_SLOT_STATES))
-                    taken = cur.execute(f"SELECT count(*) FROM trials WHERE study_id = ? AND state IN ({marks})",
-                                        (study_id, *(st.name for st in _SLOT_STATES))).fetchone()[0]
-                    if taken > budget:  # (counts the trial being written)
-                        raise StudyFull(f"study id {study_id}: {taken - 1} trials already hold the budget of {budget}")
-                number = cur.execute("SELECT count(*) FROM trials WHERE study_id = ? AND trial_id < ?",
-                                     (study_id, tid)).fetchone()[0]
-                cur.execute("UPDATE trials SET number = ? WHERE trial_id = ?", (number, tid))
+                tid, number = _insert_numbered_trial(cur, study_id, frozen.state.name, stamp(start), stamp(end),
+                                                     budget)
             for table, cols, batch in _child_rows(tid, frozen):
                 if batch:
                     cur.executemany(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
@@ -718,18 +729,7 @@ class _BudgetRDBStorage(optuna.storages.RDBStorage):
         raw = self.engine.raw_connection()
         try:
             cur = raw.cursor()
-            cur.execute("INSERT INTO trials (number, study_id, state, datetime_start, datetime_complete) "
-                        "VALUES (NULL, ?, 'RUNNING', ?, NULL)", (study_id, stamp))  # takes the write lock
-            tid = int(cur.lastrowid)
-            if budget is not None:
-                marks = ", ".join("?" * len(_SLOT_STATES))
-                taken = cur.execute(f"SELECT count(*) FROM trials WHERE study_id = ? AND state IN ({marks})",
-                                    (study_id, *(st.name for st in _SLOT_STATES))).fetchone()[0]
-                if taken > budget:  # (counts the trial being created)
-                    raise StudyFull(f"study id {study_id}: {taken - 1} trials already hold the budget of {budget}")
-            number = cur.execute("SELECT count(*) FROM trials WHERE study_id = ? AND trial_id < ?",
-                                 (study_id, tid)).fetchone()[0]
-            cur.execute("UPDATE trials SET number = ? WHERE trial_id = ?", (number, tid))
+            tid, number = _insert_numbered_trial(cur, study_id, "RUNNING", stamp, None, budget)
             if self.heartbeat_interval is not None:  # DB server time, like every beat (record_heartbeat)
                 cur.execute("INSERT INTO trial_heartbeats (trial_id, heartbeat) VALUES (?, CURRENT_TIMESTAMP)", (tid,))
             cur.close()
