@@ -329,3 +329,24 @@ def test_duckdb_threads_is_one_during_an_overlapped_call_and_restored_after(tmp_
     with pytest.raises(_Boom):
         ingest_paths(con, "finra-short", [root])
     assert con.execute("SELECT current_setting('threads')").fetchone()[0] == 3
+
+
+def test_a_symbol_map_changed_between_calls_takes_effect_in_the_next_call(tmp_path):
+    """The symbol-map CASE is cached per process by the map's CONTENT: a mapping added between two calls (and one
+    store with another map in the same process) is applied by the next call, never an earlier call's CASE."""
+    day1, day2 = "20200102", "20200103"
+    con = connect(tmp_path / "a.duckdb")
+    other = connect(tmp_path / "b.duckdb")
+    try:
+        f1 = write(tmp_path / f"CNMSshvol{day1}.txt", finra_text([_row(day1, "OLDCO", 1, 2)]))
+        f2 = write(tmp_path / f"CNMSshvol{day2}.txt", finra_text([_row(day2, "OLDCO", 1, 2)]))
+        assert ingest_paths(con, "finra-short", [f1]).exit_code == 0
+        con.execute("INSERT INTO symbol_map VALUES ('OLDCO', 'NEWCO', DATE '2021-01-04')")
+        assert ingest_paths(con, "finra-short", [f2]).exit_code == 0
+        assert ingest_paths(other, "finra-short", [f2]).exit_code == 0  # the default map again
+        got = con.execute("SELECT strftime(date, '%Y%m%d'), symbol FROM finra_short_daily ORDER BY date").fetchall()
+        assert got == [(day1, "OLDCO"), (day2, "NEWCO")]  # the first call stored OLDCO (no mapping then)
+        assert other.execute("SELECT symbol FROM finra_short_daily").fetchall() == [("OLDCO",)]
+    finally:
+        con.close()
+        other.close()
