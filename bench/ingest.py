@@ -13,14 +13,21 @@ Targets (issue 15.4): (a) >= 1,000,000 rows/s, (b) >= 20 files/s (the 502 CNMS f
 printed beside the wall time (the load of other processes inflates wall time, hardly CPU time). The NYSE calendar
 is built once per process before timing (a one-off ~0.4 s, like an import).
 
+``--profile`` adds where (a)'s time goes, per thread of the pipeline: the writing thread's CPU and busy wall time
+(its critical path), how long it waited for staged batches, the CPU and wall time of its COMMITs (wall minus CPU
+is mostly the fsync of the WAL), and the staging thread's CPU and busy wall time (measured by wrapping the
+pipeline's stage and write steps: thread CPU time, which other processes' load barely moves).
+
     .venv/bin/python bench/ingest.py [--sessions 60] [--symbols 10000] [--full] [--skip-synth] [--reference [per-file]]
-        [--serial] [--json]
+        [--serial] [--profile] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import threading
 import tempfile
 import time
 from pathlib import Path
@@ -86,7 +93,78 @@ def _db_size(path: Path) -> int:
 
 
 
-def bench_finra(n_symbols: int, n_sessions: int, overlap: bool = True) -> dict:
+class _PipelineProfile:
+    """Wraps the ingest pipeline's stage and write steps (``_stage_batch``, ``_write_batch``) and the writer's
+    transactions for one call: thread CPU and wall seconds of each (see the module doc, ``--profile``)."""
+
+    def __init__(self) -> None:
+        import optimizer.data.ingest as ing
+
+        self.ing = ing
+        self.lock = threading.Lock()
+        self.spans: dict[str, list[tuple[float, float, float]]] = {"stage": [], "write": []}  # (start, end, cpu)
+        self.commit_cpu = self.commit_wall = 0.0
+        self.saved = {n: getattr(ing, n) for n in ("_stage_batch", "_write_batch", "transaction")}
+
+    def _timed(self, name: str, fn):
+        def run(*a, **k):
+            w0, c0 = time.perf_counter(), time.thread_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                with self.lock:
+                    self.spans[name].append((w0, time.perf_counter(), time.thread_time() - c0))
+        return run
+
+    def _transaction(self, con):
+        """The pipeline's own ``transaction`` (store.transaction), its exit (the COMMIT) timed."""
+        prof, cm = self, self.saved["transaction"](con)
+
+        @contextlib.contextmanager
+        def tx():
+            c = cm.__enter__()
+            try:
+                yield c
+            except BaseException:
+                if not cm.__exit__(*sys.exc_info()):
+                    raise
+                return
+            w0, c0 = time.perf_counter(), time.thread_time()
+            cm.__exit__(None, None, None)
+            with prof.lock:
+                prof.commit_cpu += time.thread_time() - c0
+                prof.commit_wall += time.perf_counter() - w0
+        return tx()
+
+    def __enter__(self) -> "_PipelineProfile":
+        self.ing._stage_batch = self._timed("stage", self.saved["_stage_batch"])
+        self.ing._write_batch = self._timed("write", self.saved["_write_batch"])
+        self.ing.transaction = self._transaction
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.t1 = time.perf_counter()
+        for n, f in self.saved.items():
+            setattr(self.ing, n, f)
+
+    def figures(self) -> dict:
+        w, st = sorted(self.spans["write"]), sorted(self.spans["stage"])
+        waits = sum(b[0] - (w[i - 1][1] if i else self.t0) for i, b in enumerate(w))
+        return {
+            "writer_cpu_s": round(sum(x[2] for x in w), 3),
+            "writer_busy_s": round(sum(x[1] - x[0] for x in w), 3),
+            "writer_waited_s": round(waits, 3),
+            "first_write_at_s": round(w[0][0] - self.t0, 3) if w else None,
+            "commit_cpu_s": round(self.commit_cpu, 3),
+            "commit_wall_s": round(self.commit_wall, 3),
+            "stager_cpu_s": round(sum(x[2] for x in st), 3),
+            "stager_busy_s": round(sum(x[1] - x[0] for x in st), 3),
+            "batches": len(w),
+        }
+
+
+def bench_finra(n_symbols: int, n_sessions: int, overlap: bool = True, profile: bool = False) -> dict:
     with tempfile.TemporaryDirectory(prefix="accumopt-bench-ingest-") as tmp:
         folder, db = Path(tmp) / "finra", Path(tmp) / "bench.duckdb"
         t0 = time.perf_counter()
@@ -96,8 +174,10 @@ def bench_finra(n_symbols: int, n_sessions: int, overlap: bool = True) -> dict:
         nyse_sessions("1990-01-02", "2031-12-31")  # the per-process calendar, built once (not ingest work)
         base = rss_mb()
         reset_peak_rss()
+        prof = _PipelineProfile() if profile else contextlib.nullcontext()
         t0, c0 = time.perf_counter(), cpu_s()
-        rep = ingest_paths(con, "finra-short", [folder], overlap=overlap)
+        with prof:
+            rep = ingest_paths(con, "finra-short", [folder], overlap=overlap)
         secs, cpu = time.perf_counter() - t0, cpu_s() - c0
         # what is still only in the WAL is written to the database file by the next checkpoint (at the latest when
         # the store is closed): timed apart, so a run that defers checkpoints is not flattered
@@ -138,6 +218,7 @@ def bench_finra(n_symbols: int, n_sessions: int, overlap: bool = True) -> dict:
         "peak_rss_mb": peak,
         "db_mb": round(size / 2**20, 1),
         "db_bytes_per_row": round(size / max(1, stored), 1),
+        **({"profile": prof.figures()} if profile else {}),
     }
 
 
@@ -275,8 +356,8 @@ def bench_synth() -> dict:
 
 
 def run(n_symbols: int = 10_000, n_sessions: int = 60, synth: bool = True, reference: str | None = None,
-        overlap: bool = True) -> dict:
-    out = {"finra": bench_finra(n_symbols, n_sessions, overlap)}
+        overlap: bool = True, profile: bool = False) -> dict:
+    out = {"finra": bench_finra(n_symbols, n_sessions, overlap, profile)}
     if reference:
         out["reference"] = bench_reference(n_symbols, n_sessions, reference)
     if synth:
@@ -307,6 +388,16 @@ def _rows(res: dict) -> list[tuple]:
         (f"{p}: peak RSS during ingest, MiB", f["peak_rss_mb"], f"RSS before: {f['rss_before_mb']} MiB"),
         (f"{p}: DB size, MiB / bytes per row", f"{f['db_mb']} / {f['db_bytes_per_row']}"),
     ]
+    pr = f.get("profile")
+    if pr:
+        rows += [
+            (f"{p}: writing thread: CPU s / busy s / waited for staging s",
+             f"{pr['writer_cpu_s']} / {pr['writer_busy_s']} / {pr['writer_waited_s']}",
+             f"first write at {pr['first_write_at_s']} s, {pr['batches']} batches"),
+            (f"{p}: its COMMITs: CPU s / wall s", f"{pr['commit_cpu_s']} / {pr['commit_wall_s']}",
+             "wall - CPU: mostly the WAL's fsync"),
+            (f"{p}: staging thread: CPU s / busy s", f"{pr['stager_cpu_s']} / {pr['stager_busy_s']}"),
+        ]
     for name, r in (res.get("reference") or {}).items():
         rows.append((f"{p}: DuckDB alone, {name.replace('_', ' ')}: rows / s (rows / CPU s)",
                      f"{r['rows_per_s']:,} ({r['rows_per_cpu_s']:,})", f"{r['rows']:,} rows, incl. CHECKPOINT"))
@@ -336,9 +427,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="also DuckDB alone on the same files (read_csv; one transaction per file vs one in all); "
                          "'per-file': only read_csv one file per transaction")
     ap.add_argument("--serial", action="store_true", help="ingest with overlap=False (write each batch before staging the next)")
+    ap.add_argument("--profile", action="store_true",
+                    help="also the per-thread split of (a): writing / staging thread CPU and busy time, COMMIT wall")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
-    res = run(a.symbols, 252 if a.full else a.sessions, not a.skip_synth, a.reference, not a.serial)
+    res = run(a.symbols, 252 if a.full else a.sessions, not a.skip_synth, a.reference, not a.serial, a.profile)
     emit(res, a.json, "Ingest benchmark (fresh DuckDB store)", _rows(res))
     return 0
 
