@@ -61,3 +61,35 @@ def test_rolling_zscore_runs_each_kernel_once_for_all_columns_with_each_columns_
     np.testing.assert_array_equal(one, want[:, 0])
     assert rolling.rolling_zscore(np.empty((0, 4)), w).shape == (0, 4)
     assert rolling.rolling_zscore(np.empty((6, 0)), w).shape == (6, 0)
+
+
+def test_a_metrics_build_batches_symbols_by_their_rows_not_by_the_calendar(monkeypatch):
+    """A store of many sparse symbols (real FINRA days years apart, delisted names) is as cheap to build as its
+    rows: batches hold up to BATCH_ROWS rows COUNTED per symbol. Before, a symbol counted as every session of the
+    calendar (here 252), so BATCH_ROWS = 20 made one batch per symbol (each batch re-reads the raw tables: the
+    real FINRA days + prices store, 214,683 rows, ran 76 batches). Six symbols of 2 rows each are one batch, and
+    the table equals a build with the default batch size."""
+    import optimizer.data.metrics as metrics
+    from optimizer.data.metrics import build_daily_metrics
+    from optimizer.data.store import connect
+    from test_metrics_build import prices, same, short, table
+
+    con = connect(":memory:")
+    syms = [f"S{i}" for i in range(6)]
+    prices(con, [(d, s, 10.0 + i, 1000) for i, s in enumerate(syms) for d in ("2024-01-02", "2024-12-31")])
+    short(con, [("2024-12-31", s, "CNMS", 100 + i, 400, 0) for i, s in enumerate(syms)])
+    build_daily_metrics(con, z_window=2, z_min_periods=1)
+    want = table(con)
+    staged = []
+    real = metrics._stage_base
+    monkeypatch.setattr(metrics, "_stage_base", lambda c, scope, m: staged.append(1) or real(c, scope, m))
+    monkeypatch.setattr(metrics, "BATCH_ROWS", 20)
+    s = build_daily_metrics(con, z_window=2, z_min_periods=1)
+    assert len(staged) == 1 and s["rows"] == 12
+    same(table(con), want)
+    monkeypatch.setattr(metrics, "BATCH_ROWS", 5)  # 2 + 2 rows per batch: three batches, the same table
+    staged.clear()
+    build_daily_metrics(con, z_window=2, z_min_periods=1)
+    assert len(staged) == 3
+    same(table(con), want)
+    assert want.loc[want.symbol == "S3", "return"].isna().all()  # 2024-01-02 -> 12-31: no previous SESSION close
