@@ -13,7 +13,7 @@ from pandas.api.indexers import BaseIndexer
 
 from optimizer.errors import check_param
 
-__all__ = ["rolling_zscore", "rolling_mean", "min_periods_label", "STD_EPS"]
+__all__ = ["rolling_zscore", "rolling_mean", "rolling_std", "rolling_max", "min_periods_label", "STD_EPS"]
 
 STD_EPS = 1e-12
 
@@ -23,8 +23,8 @@ def min_periods_label(min_periods: int | None) -> str:
     return "= the z-window" if min_periods is None else str(min_periods)
 
 
-def _check(window: int, min_periods: int | None) -> int:
-    check_param(isinstance(window, (int, np.integer)) and window >= 2, "window", ">= 2", window)
+def _check(window: int, min_periods: int | None, least: int = 2) -> int:
+    check_param(isinstance(window, (int, np.integer)) and window >= least, "window", f">= {least}", window)
     mp = int(window) if min_periods is None else int(min_periods)
     check_param(1 <= mp <= window, "min_periods", f"in [1, window={window}]", min_periods)
     return mp
@@ -86,4 +86,26 @@ def rolling_mean(x: np.ndarray, window: int, min_periods: int | None = None) -> 
     one_d = arr.ndim == 1
     _, r, shape = _by_column(arr[:, None] if one_d else arr, window, mp)
     out = r.mean().to_numpy()
+    return out if one_d else _columns_back(out, shape)
+
+
+def rolling_std(x: np.ndarray, window: int, min_periods: int | None = None, ddof: int = 1) -> np.ndarray:
+    """Trailing standard deviation per column (``ddof`` 0: population), NaN ignored, ``min_periods`` finite values
+    required; pandas' ``rolling(window).std(ddof)`` of each column, in one kernel call."""
+    mp = _check(window, min_periods, least=1)
+    arr = np.asarray(x, dtype=np.float64)
+    one_d = arr.ndim == 1
+    _, r, shape = _by_column(arr[:, None] if one_d else arr, window, mp)
+    out = r.std(ddof=ddof).to_numpy()
+    return out if one_d else _columns_back(out, shape)
+
+
+def rolling_max(x: np.ndarray, window: int, min_periods: int | None = None) -> np.ndarray:
+    """Trailing maximum per column over the last ``window`` rows, NaN ignored, ``min_periods`` finite values
+    required; pandas' ``rolling(window).max()`` of each column, in one kernel call."""
+    mp = _check(window, min_periods, least=1)
+    arr = np.asarray(x, dtype=np.float64)
+    one_d = arr.ndim == 1
+    _, r, shape = _by_column(arr[:, None] if one_d else arr, window, mp)
+    out = r.max().to_numpy()
     return out if one_d else _columns_back(out, shape)
