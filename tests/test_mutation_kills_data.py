@@ -258,19 +258,25 @@ def test_split_adjusts_raw_share_counts_before_each_ex_date():
     same(df[df.symbol == "BBB"].reset_index(drop=True), ref[ref.symbol == "BBB"].reset_index(drop=True))
 
 
+def _batches(con, scope):
+    metrics._stage_scope(con, scope)  # as the build does first: a scope with symbols reads them from its table
+    return metrics._symbol_batches(con, scope)
+
+
 def test_symbol_batches_by_rows_and_a_batched_build_equals_one_batch(monkeypatch):
     from test_metrics_build import table
     con = tiny_store()
     scope = metrics._Scope(None, None, None)
-    n = 17  # sessions of the tiny store (2024-01-22 .. 2024-02-14)
-    assert metrics._symbol_batches(con, scope, n) == [["AAA", "BBB"]]
-    monkeypatch.setattr(metrics, "BATCH_ROWS", 2 * n)  # exactly two symbols' rows: one batch
-    assert metrics._symbol_batches(con, scope, n) == [["AAA", "BBB"]]
-    assert metrics._symbol_batches(con, metrics._Scope(["BBB", "AAA", "CCC"], None, None), n) == [["AAA", "BBB"], ["CCC"]]
-    monkeypatch.setattr(metrics, "BATCH_ROWS", 2 * n - 1)
-    assert metrics._symbol_batches(con, scope, n) == [["AAA"], ["BBB"]]
+    # a symbol's rows are its dates in prices or FINRA (counted, not the calendar's 17 sessions): AAA 8, BBB 13
+    assert _batches(con, scope) == [["AAA", "BBB"]]
+    monkeypatch.setattr(metrics, "BATCH_ROWS", 8 + 13)  # exactly the two symbols' rows: one batch
+    assert _batches(con, scope) == [["AAA", "BBB"]]
+    # CCC has no row: it adds none (the build writes nothing for it)
+    assert _batches(con, metrics._Scope(["BBB", "AAA", "CCC"], None, None)) == [["AAA", "BBB", "CCC"]]
+    monkeypatch.setattr(metrics, "BATCH_ROWS", 8 + 13 - 1)
+    assert _batches(con, scope) == [["AAA"], ["BBB"]]
     monkeypatch.setattr(metrics, "BATCH_ROWS", 1)  # fewer rows than one symbol's: one symbol per batch
-    assert metrics._symbol_batches(con, scope, n) == [["AAA"], ["BBB"]]
+    assert _batches(con, scope) == [["AAA"], ["BBB"]]
     build_daily_metrics(con, z_window=3)
     batched = table(con)
     monkeypatch.setattr(metrics, "BATCH_ROWS", 400_000)
@@ -335,15 +341,17 @@ def test_build_of_an_empty_store_writes_an_empty_table():
     assert latest_metrics_date(con) is None
 
 
-def test_symbol_batches_of_a_store_of_one_session_or_none(monkeypatch):
-    # one session: a symbol is one row, so BATCH_ROWS = 2 holds two symbols (not one); no session reads as one
+def test_symbol_batches_count_the_rows_up_to_the_scopes_end(monkeypatch):
+    # dated <= end (2024-02-05): AAA 1 row, BBB 6; a start keeps the history before it (counted)
     con = tiny_store()
-    scope = metrics._Scope(["AAA", "BBB"], None, None)
-    monkeypatch.setattr(metrics, "BATCH_ROWS", 2)
-    assert metrics._symbol_batches(con, scope, 1) == [["AAA", "BBB"]]
-    assert metrics._symbol_batches(con, scope, 0) == [["AAA", "BBB"]]
+    scope = metrics._Scope(["AAA", "BBB"], None, "2024-02-05")
+    monkeypatch.setattr(metrics, "BATCH_ROWS", 7)
+    assert _batches(con, scope) == [["AAA", "BBB"]]
+    assert _batches(con, metrics._Scope(["AAA", "BBB"], "2024-02-05", "2024-02-05")) == [["AAA", "BBB"]]
+    monkeypatch.setattr(metrics, "BATCH_ROWS", 6)
+    assert _batches(con, scope) == [["AAA"], ["BBB"]]
     monkeypatch.setattr(metrics, "BATCH_ROWS", 1)
-    assert metrics._symbol_batches(con, scope, 1) == [["AAA"], ["BBB"]]
+    assert _batches(con, metrics._Scope(["AAA"], None, "2024-02-05")) == [["AAA"]]
 
 
 def test_builds_leave_no_frame_or_temp_table_behind():

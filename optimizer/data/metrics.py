@@ -8,7 +8,7 @@ and the FINRA OTC weekly figures joined AS OF their publication date (at date t 
 (row-within-symbol x symbol) matrix, so one vectorized call serves every symbol.
 
 The whole rebuild runs in one transaction: a failure leaves the previous tables as they were. It works through
-the symbols in batches (``BATCH_ROWS`` symbol x session rows each), so memory stays bounded for any universe. A build limited by
+the symbols in batches (at most ``BATCH_ROWS`` rows each, counted per symbol), so memory stays bounded for any universe. A build limited by
 ``symbols``/``start``/``end`` replaces only the rows in that scope; its values still use the history before
 ``start`` (previous close, z windows, OTC weeks), so they equal those of a full build.
 
@@ -135,7 +135,7 @@ _BATCH_TABLE = "_dm_batch_symbols"
 _BASE_TABLE = "_dm_base"
 _SESSIONS_TABLE = "_dm_sessions"
 Z_BLOCK_CELLS = 4_000_000  # z-scores are computed on (sessions x symbols) grids of at most this many cells
-BATCH_ROWS = 400_000  # a full build joins and writes about this many (symbol x session) rows at a time
+BATCH_ROWS = 400_000  # a full build joins and writes at most about this many (symbol x date) rows at a time
 _Z_VIEW = "_dm_z_frame"
 
 
@@ -431,20 +431,32 @@ FROM v
 """
 
 
-def _symbol_batches(con: duckdb.DuckDBPyConnection, scope: _Scope, n_sessions: int) -> list[list[str]]:
-    """The scope's symbols in batches of about BATCH_ROWS (symbol x session) rows; one batch when it is small."""
-    if scope.symbols is not None:
-        syms = list(scope.symbols)
-    else:
-        syms = [r[0] for r in _q(
-            con,
-            f"SELECT DISTINCT symbol FROM prices_daily WHERE symbol <> '{VIX_SYMBOL}' "
-            f"UNION SELECT DISTINCT symbol FROM finra_short_daily WHERE symbol <> '{VIX_SYMBOL}' ORDER BY 1",
-        )]
-    per = max(1, BATCH_ROWS // max(1, n_sessions))
-    if len(syms) <= per:
-        return [syms]
-    return [syms[i:i + per] for i in range(0, len(syms), per)]
+def _symbol_batches(con: duckdb.DuckDBPyConnection, scope: _Scope) -> list[list[str]]:
+    """The scope's symbols, in order, in batches of at most BATCH_ROWS base rows (one batch when it is small; a
+    symbol with more rows than that is a batch of its own).
+
+    A symbol's rows are counted, not assumed: its distinct dates in prices_daily and finra_short_daily within the
+    scope's filter (the keys of its base rows). Each batch re-reads the raw tables, so counting the calendar's
+    sessions for every symbol instead made a store of many short-lived or sparse symbols (delisted names, real
+    FINRA days years apart) run hundreds of batches of a few rows each (one query, a scan of both tables)."""
+    f = scope.source_filter()
+    counts = _q(
+        con,
+        f"SELECT symbol, count(DISTINCT date) FROM (SELECT date, symbol FROM prices_daily WHERE {f} "
+        f"UNION ALL SELECT date, symbol FROM finra_short_daily WHERE {f}) GROUP BY symbol",
+    )
+    rows = {str(sym): int(n) for sym, n in counts}
+    syms = list(scope.symbols) if scope.symbols is not None else sorted(rows)
+    batches: list[list[str]] = [[]]
+    filled = 0
+    for sym in syms:
+        n = rows.get(sym, 0)
+        if batches[-1] and filled + n > BATCH_ROWS:
+            batches.append([])
+            filled = 0
+        batches[-1].append(sym)
+        filled += n
+    return batches
 
 
 def _stage_sessions(con: duckdb.DuckDBPyConnection, scope: _Scope) -> int:
@@ -674,10 +686,10 @@ def build_daily_metrics(
     with memory_budget(con), transaction(con):
         _check_owner(con, force)
         _stage_scope(con, scope)
-        n_sessions = _stage_sessions(con, scope)
+        _stage_sessions(con, scope)
         _prepare_target(con, "daily_metrics", DAILY_METRICS_COLUMNS, scope)
         rows = 0
-        batches = _symbol_batches(con, scope, n_sessions)
+        batches = _symbol_batches(con, scope)
         for i, batch in enumerate(batches):  # bounded memory: a batch of symbols at a time, one transaction
             sub = scope if len(batches) == 1 else _Scope(batch, scope.start, scope.end, table=_BATCH_TABLE)
             n_base = _stage_base(con, sub, int(min_lit_volume))

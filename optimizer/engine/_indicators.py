@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 import pandas as pd
 
+from optimizer.data.rolling import rolling_mean, rolling_std
 from optimizer.errors import check_param
 
 __all__ = [
@@ -50,7 +51,9 @@ def sma(close: ArrayLike, window: int = 20) -> np.ndarray:
     """Trailing simple mean of the last ``window`` rows; NaN unless all ``window`` values are finite."""
     _window("window", window)
     a, one = _as2d(close)
-    return _back(pd.DataFrame(a).rolling(int(window), min_periods=int(window)).mean().to_numpy(), one)
+    if int(window) == 1:  # the mean of one row (pandas' kernel, as ever); wider windows: one kernel call for all columns
+        return _back(pd.DataFrame(a).rolling(1, min_periods=1).mean().to_numpy(), one)
+    return _back(rolling_mean(a, int(window), int(window)), one)
 
 
 def sma_slope(sma_values: ArrayLike, lookback: int = SLOPE_LOOKBACK) -> np.ndarray:
@@ -158,8 +161,7 @@ def bollinger_position(close: ArrayLike, window: int = 20, k: float = 2.0) -> np
     -1 at the lower band, 0 at the mid, +1 at the upper band (%B = (pos + 1) / 2). NaN when std == 0."""
     _window("window", window, 2)
     a, one = _as2d(close)
-    r = pd.DataFrame(a).rolling(int(window), min_periods=int(window))
-    mid, sd = r.mean().to_numpy(), r.std(ddof=0).to_numpy()
+    mid, sd = rolling_mean(a, int(window), int(window)), rolling_std(a, int(window), int(window), ddof=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(sd > 1e-12 * np.maximum(np.abs(mid), 1.0), (a - mid) / (k * sd), np.nan)
     return _back(out, one)
@@ -239,7 +241,7 @@ def rolling_beta(returns: ArrayLike, market_returns: ArrayLike, window: int = 20
     mp = max(2, (3 * int(window)) // 4) if min_periods is None else int(min_periods)
     check_param(2 <= mp <= window, "min_periods", f"in [2, window={window}]", min_periods)
     return _moment_beta(returns, market_returns,
-                        lambda v: pd.DataFrame(v).rolling(int(window), min_periods=mp).mean().to_numpy())
+                        lambda v: rolling_mean(v, int(window), mp))
 
 
 def blended_beta(ewma: ArrayLike, rolling_20: ArrayLike, rolling_60: ArrayLike,

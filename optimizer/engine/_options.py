@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 import pandas as pd
 
+from optimizer.data.rolling import rolling_max, rolling_mean, rolling_std
 from optimizer.errors import check_param
 
 __all__ = [
@@ -56,7 +57,7 @@ def options_liquid(call_volume: ArrayLike, put_volume: ArrayLike,
     """bool: trailing mean of call + put volume over the last 20 rows (>= 15 finite) > ``threshold``."""
     total = _f(call_volume) + _f(put_volume)
     two_d = total.reshape(len(total), -1)
-    avg = pd.DataFrame(two_d).rolling(LIQUID_WINDOW, min_periods=LIQUID_MIN_PERIODS).mean().to_numpy()
+    avg = rolling_mean(two_d, LIQUID_WINDOW, LIQUID_MIN_PERIODS)
     return (avg > threshold).reshape(total.shape)
 
 
@@ -116,10 +117,10 @@ def activity_zscore(volume: ArrayLike, window: int = ACTIVITY_WINDOW,
     does not inflate its own baseline); NaN when v[t] is NaN, fewer than ``min_periods`` finite priors or std == 0."""
     a = _f(volume)
     one = a.ndim == 1
-    df = pd.DataFrame(a[:, None] if one else a)
-    r = df.shift(1).rolling(window, min_periods=min_periods)
-    mean, sd = r.mean().to_numpy(), r.std(ddof=0).to_numpy()
-    v = df.to_numpy()
+    v = np.asfortranarray(a[:, None] if one else a)  # column-major, as the frame's values were
+    prior = np.full_like(v, np.nan)  # row t holds v[t - 1]: the window of rows t-window..t-1
+    prior[1:] = v[:-1]
+    mean, sd = rolling_mean(prior, window, min_periods), rolling_std(prior, window, min_periods, ddof=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         z = np.where(sd > 1e-12, (v - mean) / sd, np.nan)
     return z[:, 0] if one else z
@@ -130,7 +131,7 @@ def lookback_max(x: ArrayLike, lookback: int = LOOKBACK) -> np.ndarray:
     "T-0 plus T-1..T-5" window with lookback = 5."""
     a = _f(x)
     one = a.ndim == 1
-    out = pd.DataFrame(a[:, None] if one else a).rolling(int(lookback) + 1, min_periods=1).max().to_numpy()
+    out = rolling_max(a[:, None] if one else a, int(lookback) + 1, 1)
     return out[:, 0] if one else out
 
 

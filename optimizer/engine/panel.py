@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import duckdb
@@ -27,6 +27,8 @@ from optimizer.data.coverage import MIN_COVERAGE, REQUIRED_SOURCES, Coverage, sp
 from optimizer.data.universe import MARKET_SYMBOL, SECTOR_MAP, VIX_SYMBOL
 
 __all__ = ["Panel", "PANEL_FIELDS", "OPTION_FIELDS", "load_panel", "warmup_start"]
+
+_CHUNK_VECTORS = 128  # load_panel fetches 128 x 2,048 = 262,144 rows at a time
 
 PANEL_FIELDS: tuple[str, ...] = (
     "open", "high", "low", "close", "volume", "return",
@@ -174,19 +176,45 @@ class Panel:
             if not np.isin(have, dates).all():
                 raise DataError("the date axis given to Panel.from_frame must hold every date of the frame")
         symbols = tuple(sorted(d["symbol"].unique()))
-        ti = np.searchsorted(dates, d["date"].to_numpy(dtype="datetime64[D]"))
-        si = pd.Index(symbols).get_indexer(d["symbol"])
-        if pd.DataFrame({"t": ti, "s": si}).duplicated().any():
-            raise DataError("duplicate (date, symbol) rows in panel input")
-        T, N = len(dates), len(symbols)
         wanted = list(fields) if fields is not None else [c for c in (*PANEL_FIELDS, *OPTION_FIELDS) if c in d.columns]
+        return cls._from_chunks([d], dates, symbols, wanted, market=market, sectors=sectors, coverage=coverage)
+
+    @classmethod
+    def _from_chunks(
+        cls,
+        chunks: Iterable[pd.DataFrame],
+        dates: np.ndarray,
+        symbols: tuple[str, ...],
+        wanted: Sequence[str],
+        market: pd.DataFrame | None = None,
+        sectors: Mapping[str, str] | None = None,
+        coverage: Coverage | None = None,
+    ) -> "Panel":
+        """The matrices filled from long frames of rows (``date``, ``symbol``, fields) chunk by chunk, on the axis
+        ``dates`` x ``symbols`` (every row's date and symbol must be on it): memory is the matrices and one chunk,
+        never a long frame of every row (``load_panel`` streams its query through here)."""
+        T, N = len(dates), len(symbols)
+        sym_index = pd.Index(symbols)
         out: dict[str, np.ndarray] = {}
-        for c in wanted:
-            if c not in d.columns:
+        seen = np.zeros((T, N), dtype=bool)
+        for d in chunks:
+            if not len(d):
                 continue
-            m = np.full((T, N), np.nan)
-            m[ti, si] = pd.to_numeric(d[c], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-            out[c] = m
+            day = pd.to_datetime(d["date"]).dt.normalize().to_numpy(dtype="datetime64[D]")
+            ti = np.searchsorted(dates, day)
+            si = sym_index.get_indexer(d["symbol"].astype(str))
+            cell = ti.astype(np.int64) * max(N, 1) + si
+            if len(np.unique(cell)) < len(cell) or seen[ti, si].any():
+                raise DataError("duplicate (date, symbol) rows in panel input")
+            seen[ti, si] = True
+            for c in wanted:
+                if c not in d.columns:
+                    continue
+                m = out.get(c)
+                if m is None:
+                    m = out[c] = np.full((T, N), np.nan)
+                m[ti, si] = pd.to_numeric(d[c], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        del seen
         if "return" not in out and "close" in out:
             c = out["close"]
             r = np.full_like(c, np.nan)
@@ -265,15 +293,18 @@ def load_panel(
             if c in opt_cols:
                 sel.append(f'o."{c}"')
         joins += " LEFT JOIN options_premium_daily o ON o.date = m.date AND o.symbol = m.symbol"
-    sql = f"SELECT {', '.join(sel)} FROM daily_metrics m{joins} WHERE {' AND '.join(where)} ORDER BY m.date, m.symbol"
-    df = con.execute(sql, params).df()
-    if df.empty:
+    where_sql = " AND ".join(where)
+    days = [r[0] for r in con.execute(f"SELECT DISTINCT m.date FROM daily_metrics m WHERE {where_sql}", params).fetchall()]
+    if not days:
         raise DataError(
             f"daily_metrics has no rows for universe={list(universe) if universe else 'all'} between {start} and {end}"
         )
+    symbols = tuple(sorted(str(r[0]) for r in con.execute(
+        f"SELECT DISTINCT m.symbol FROM daily_metrics m WHERE {where_sql}", params).fetchall()))
+    have = np.array(sorted(days), dtype="datetime64[D]")
     market = None
     if price_cols:
-        lo, hi = df["date"].min(), df["date"].max()
+        lo, hi = have.min(), have.max()
         mq = "SELECT date, symbol, open, high, low, close, volume FROM prices_daily WHERE symbol IN (?, ?) AND date BETWEEN ? AND ?"
         mp: list = [MARKET_SYMBOL, VIX_SYMBOL, pd.Timestamp(lo).date(), pd.Timestamp(hi).date()]
         mdf = con.execute(mq, mp).df()
@@ -286,9 +317,20 @@ def load_panel(
                 "spy_close": spy["close"], "spy_volume": spy["volume"],
             })
             market = market.join(pd.DataFrame({"vix": vix["close"]}), how="outer")
-    have = pd.to_datetime(df["date"]).to_numpy(dtype="datetime64[D]")
     axis = np.union1d(session_days(have.min(), have.max()), have)
-    return Panel.from_frame(df, market=market, dates=axis, coverage=cov)
+    # the rows stream into the matrices a chunk at a time: never a long frame of every row (nor its sort)
+    wanted = [c.split(".", 1)[1].strip('"') for c in sel[2:]]
+    result = con.execute(f"SELECT {', '.join(sel)} FROM daily_metrics m{joins} WHERE {where_sql}", params)
+    return Panel._from_chunks(_chunks(result), axis, symbols, wanted, market=market, coverage=cov)
+
+
+def _chunks(result: duckdb.DuckDBPyConnection):
+    """A query's rows as DataFrames of at most ``_CHUNK_VECTORS`` x 2,048 rows, until none is left."""
+    while True:
+        chunk = result.fetch_df_chunk(_CHUNK_VECTORS)
+        if not len(chunk):
+            return
+        yield chunk
 
 
 def warmup_start(start: DateLike, sessions: int) -> dt.date:
