@@ -77,7 +77,7 @@ def walkforward_cmd(spec, final, n_trials, jobs, storage, db, out, columns, wide
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         res = run_walkforward(s, resolve_db(db, s.data.database, root), resolve_storage(storage, s.run.storage, root),
-                              final=final, progress=progress_enabled() and fmt == "table", n_trials=n_trials,
+                              final=final, progress=progress_enabled(fmt), n_trials=n_trials,
                               out_dir=None, jobs=jobs)
     for w in caught:  # the run's own warnings: the reserve, [seed_from], a forked process that died
         if any(k in str(w.message) for k in ("reserve", "seed_from", "worker process(es) ended")):

@@ -188,7 +188,7 @@ def evening_cmd(params_file, universe, start, regime, walkforward, ingest_dir, f
 
     echo = (lambda line: err_console.print(line, markup=False, highlight=False)) if fmt == "table" else None
     res = run_evening(params_file, db, out_root, ingest_dir=ingest_dir, fetch=fetch, through=through,
-                      universe=universe, start=start, regime=regime, walkforward=walkforward, png=png, progress=progress_enabled() and fmt == "table", echo=echo)
+                      universe=universe, start=start, regime=regime, walkforward=walkforward, png=png, progress=progress_enabled(fmt), echo=echo)
     if fmt == "json":
         echo_json({"steps": res.steps, "ingest": res.ingest, "warnings": res.warnings, "sheet": res.sheet.meta(),
                "outputs": res.outputs()})

@@ -97,7 +97,7 @@ def study_run(spec, n_trials, timeout, name, new_name, jobs, storage, db, out, f
     db, storage = _paths(s, db, storage, out)
     stale = warn_stale_metrics(db)
     res = run_study(s, db, storage, n_trials=n_trials, timeout=timeout, jobs=jobs, name=name, new_name=new_name,
-                    progress=progress_enabled() and fmt == "table")
+                    progress=progress_enabled(fmt))
     _print_run(res, fmt, stale)
 
 
@@ -141,7 +141,7 @@ def study_worker(spec, n_trials, timeout, name, new_name, storage, db, out, fmt)
     db, storage = _paths(s, db, storage, out)
     stale = warn_stale_metrics(db)
     res = run_study(s, db, storage, n_trials=n_trials, timeout=timeout, name=name, new_name=new_name, worker=True,
-                    progress=progress_enabled() and fmt == "table")
+                    progress=progress_enabled(fmt))
     _print_run(res, fmt, stale)
 
 

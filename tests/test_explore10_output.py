@@ -1,0 +1,86 @@
+"""What the user sees (explore10): progress only for a person watching a terminal, terminal lines that fit 80
+columns, figures with named axes, and commands that say which of two same-named things they reported."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import shutil
+import struct
+import subprocess
+import sys
+import termios
+from pathlib import Path
+
+import pytest
+
+ACCUMOPT = [sys.executable, "-m", "optimizer.cli"]
+
+
+def _run_with_tty_stderr(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
+    """Run ``accumopt ARGS`` with stderr on a pseudo-terminal of 80 columns and stdout on a file, as a user's
+    shell piping stdout somewhere; (exit code, stdout, stderr as the terminal received it)."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 80, 0, 0))
+    out = cwd / "stdout.txt"
+    with open(out, "wb") as fo:
+        p = subprocess.Popen(ACCUMOPT + args, stdout=fo, stderr=slave, stdin=subprocess.DEVNULL, env=env, cwd=cwd)
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                d = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not d:
+                break
+            chunks.append(d)
+        rc = p.wait(timeout=300)
+    os.close(master)
+    return rc, out.read_text(encoding="utf-8"), b"".join(chunks).decode("utf-8", "replace")
+
+
+@pytest.fixture
+def store_copy(synth_db, tmp_path):
+    db = tmp_path / "store.duckdb"
+    shutil.copy(synth_db, db)
+    return db
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "COLUMNS", "ACCUMOPT_DB", "ACCUMOPT_STORAGE")}
+    return env | extra
+
+
+def test_metrics_build_shows_progress_only_to_a_person_at_a_terminal(store_copy, tmp_path):
+    """metrics build printed its stage lines on a terminal's stderr with --format json (every other command
+    checked the format) and, like every command, under CI=true; only the plain run in a terminal shows them."""
+    base = ["metrics", "build", "--db", str(store_copy), "--out", str(tmp_path / "out")]
+    rc, out, err = _run_with_tty_stderr(base, _env(), tmp_path)
+    assert rc == 0 and "[metrics" in err  # the progress a person watching sees (the oracle that it can show)
+    rc, out, err = _run_with_tty_stderr(base + ["--format", "json"], _env(), tmp_path)
+    assert rc == 0 and json.loads(out)["rows"] > 0
+    assert "[metrics" not in err, err
+    rc, out, err = _run_with_tty_stderr(base, _env(CI="true"), tmp_path)
+    assert rc == 0 and "daily_metrics" in out
+    assert "[metrics" not in err, err
+
+
+@pytest.mark.parametrize("ci, shown", [(None, True), ("true", False), ("1", False), ("TRUE", False),
+                                       ("false", True), ("0", True), ("", True)])
+def test_progress_is_for_a_terminal_without_ci_and_for_the_table_format(monkeypatch, ci, shown):
+    from optimizer.cli import _common
+
+    class _Tty:
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(_common.sys, "stderr", _Tty())
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
+    assert _common.progress_enabled("table") is shown
+    assert _common.progress_enabled("json") is False
