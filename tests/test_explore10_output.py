@@ -84,3 +84,18 @@ def test_progress_is_for_a_terminal_without_ci_and_for_the_table_format(monkeypa
         monkeypatch.setenv("CI", ci)
     assert _common.progress_enabled("table") is shown
     assert _common.progress_enabled("json") is False
+
+
+def test_backtest_header_lines_fit_80_columns(synth_db, tmp_path):
+    """`backtest` printed 'span ends 2024-...: the last session before the final reserve (it starts ...; --final
+    runs through it)' as one 111-character line in an 80-column pipe; every line of the table output fits 80 (the
+    sentence is wrapped, not cut: its words are all there)."""
+    from _cli_helpers import cli, ok
+
+    res = ok(cli("backtest", "--db", synth_db, "--universe", "tier1", "--no-save", "--out", tmp_path / "out",
+                 env={"COLUMNS": "80"}))
+    lines = res.stdout.splitlines()
+    assert max(len(ln) for ln in lines) <= 80, [ln for ln in lines if len(ln) > 80]
+    text = " ".join(res.stdout.split())
+    assert "span ends " in text and "the last session before the final reserve (it starts " in text
+    assert "--final runs through it)" in text
