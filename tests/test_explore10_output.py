@@ -99,3 +99,54 @@ def test_backtest_header_lines_fit_80_columns(synth_db, tmp_path):
     text = " ".join(res.stdout.split())
     assert "span ends " in text and "the last session before the final reserve (it starts " in text
     assert "--final runs through it)" in text
+
+
+def test_report_of_a_name_that_is_a_study_and_a_walkforward_run_says_which_it_reported(synth_db, tmp_path):
+    """`accumopt --help`'s flow (study run studies/demo.toml; walkforward studies/demo.toml; report demo) reported
+    the STUDY demo without a word: the walk-forward run demo has the same name, and a name that is both is the
+    study. The report is still the study's; stderr now says so and gives the command for the run's."""
+    from _cli_helpers import cli, ok
+    from optimizer.study.run import run_study
+    from optimizer.study.spec import parse_spec
+
+    spec = parse_spec(TINY)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    run_study(spec, synth_db, url)
+    out = tmp_path / "out"
+    run = out / "walkforward" / "tiny"
+    run.mkdir(parents=True)
+    (run / "result.json").write_text("{}", encoding="utf-8")  # a run folder of that name (not read: the study wins)
+    res = ok(cli("report", "tiny", "--storage", url, "--out", out, env={"COLUMNS": "80"}))
+    page = Path(res.stdout.strip())
+    assert page.parent == out / "reports" and "study report: tiny" in page.read_text(encoding="utf-8")
+    assert "tiny is also a walk-forward run; this is the study's report" in " ".join(res.stderr.split())
+    assert f"accumopt report {run}\n" in res.stderr  # whole on its own line, to copy
+    (run / "result.json").unlink()  # not ambiguous: nothing said
+    res = ok(cli("report", "tiny", "--storage", url, "--out", out))
+    assert res.stderr == ""
+
+
+TINY = """
+[study]
+name = "tiny"
+[data]
+universe = "tier1"
+end = "2024-03-28"
+[space]
+variant = { type = "categorical", choices = ["B", "C"] }
+z_window = { type = "categorical", choices = [20, 30] }
+buy_threshold = { type = "int", low = 60, high = 75, step = 5 }
+exit = "first_dist"
+[cv]
+n_splits = 2
+purge = 20
+[objective]
+min_trades = 0
+[sampler]
+name = "random"
+seed = 4
+[pruner]
+name = "none"
+[run]
+n_trials = 2
+"""
