@@ -150,3 +150,22 @@ name = "none"
 [run]
 n_trials = 2
 """
+
+
+@pytest.mark.parametrize("timeframe, x_title", [("daily", "date"), ("weekly", "date (weekly bar's last session)")])
+def test_chart_names_every_axis_with_its_unit(synth_db, timeframe, x_title):
+    """`accumopt chart SPY` drew price and volume on axes with no title at all (the sandbox and pressure plots
+    name every axis's unit)."""
+    import duckdb
+
+    from optimizer.analytics.plots import price_chart
+
+    con = duckdb.connect(str(synth_db), read_only=True)
+    try:
+        fig = price_chart(con, "SPY", timeframe)
+    finally:
+        con.close()
+    lay = fig.layout
+    assert lay.yaxis.title.text == "price (USD)" and lay.yaxis2.title.text == "volume (shares)"
+    assert lay.xaxis2.title.text == x_title  # the shared date axis, drawn under the volume panel
+    assert len(fig.data[0].open) > 0 and len(fig.data[1].y) == len(fig.data[0].open)
