@@ -169,3 +169,30 @@ def test_chart_names_every_axis_with_its_unit(synth_db, timeframe, x_title):
     assert lay.yaxis.title.text == "price (USD)" and lay.yaxis2.title.text == "volume (shares)"
     assert lay.xaxis2.title.text == x_title  # the shared date axis, drawn under the volume panel
     assert len(fig.data[0].open) > 0 and len(fig.data[1].y) == len(fig.data[0].open)
+
+
+def test_study_validate_has_json_for_scripts(tmp_path):
+    """`study validate` printed each spec's study, parameters, sampler, pruner, objective, purge, embargo and hash
+    but had no --format json (every other command that prints a summary has): a script checking a spec's hash had
+    to parse the sentence. The JSON is one document with those fields; a bad spec is still exit 2, one line,
+    nothing on stdout."""
+    from _cli_helpers import cli, ok, one_line_error
+    from optimizer.study.spec import load_spec
+
+    root = Path(__file__).resolve().parents[1] / "studies"
+    files = [root / "demo.toml", root / "phase_a_coarse.toml"]
+    res = ok(cli("study", "validate", *files, "--format", "json"))
+    doc = json.loads(res.stdout)
+    assert [d["file"] for d in doc] == [str(f) for f in files]
+    for d, f in zip(doc, files):
+        s = load_spec(f)
+        assert d == {"file": str(f), "study": s.run.study_name, "parameters": len(s.space), "sampler": s.sampler.name,
+                     "pruner": s.pruner.name, "objective": s.objective.name, "purge": s.purge(),
+                     "embargo": s.embargo(), "hash": s.spec_hash}
+    table = ok(cli("study", "validate", *files)).stdout  # the table says the same
+    assert f"hash {doc[0]['hash']}" in table and f"study '{doc[1]['study']}'" in table
+    bad = tmp_path / "bad.toml"
+    bad.write_text((root / "demo.toml").read_text(encoding="utf-8").replace("mode = \"expanding\"", "mode = \"sideways\""))
+    res = cli("study", "validate", files[0], bad, "--format", "json")
+    one_line_error(res, "bad.toml", "sideways")
+    assert res.stdout == ""

@@ -52,14 +52,25 @@ def study_grp():
 @study_grp.command("validate")
 @click.argument("specs", nargs=-1, required=True, type=click.Path())
 @shared_options()
-def study_validate(specs):
-    """Validate spec files without running anything (exit 2 on the first invalid one)."""
+@format_option()
+def study_validate(specs, fmt):
+    """Validate spec files without running anything (exit 2 on the first invalid one, before anything is printed
+    with --format json)."""
+    rows = []
     for p in specs:
         s = load_spec(p)
+        rows.append({"file": str(p), "study": s.run.study_name, "parameters": len(s.space), "sampler": s.sampler.name,
+                     "pruner": s.pruner.name, "objective": s.objective.name, "purge": s.purge(),
+                     "embargo": s.embargo(), "hash": s.spec_hash})
+        if fmt == "json":
+            continue
+        r = rows[-1]
         console.print(f"[green]ok[/] {escape(str(p))}", soft_wrap=True, highlight=False)
-        console.print(f"  study {s.run.study_name!r}, {len(s.space)} parameters, sampler {s.sampler.name}, pruner "
-                      f"{s.pruner.name}, objective {s.objective.name}, purge {s.purge()}, embargo {s.embargo()}, hash "
-                      f"{s.spec_hash}", markup=False, highlight=False)
+        console.print(f"  study {r['study']!r}, {r['parameters']} parameters, sampler {r['sampler']}, pruner "
+                      f"{r['pruner']}, objective {r['objective']}, purge {r['purge']}, embargo {r['embargo']}, hash "
+                      f"{r['hash']}", markup=False, highlight=False)
+    if fmt == "json":
+        echo_json(rows)
 
 
 def _run_opts(f):
