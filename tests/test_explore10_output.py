@@ -196,3 +196,21 @@ def test_study_validate_has_json_for_scripts(tmp_path):
     res = cli("study", "validate", files[0], bad, "--format", "json")
     one_line_error(res, "bad.toml", "sideways")
     assert res.stdout == ""
+
+
+def test_walkforward_minimum_detectable_effect_is_a_percentage_like_its_verdict_line():
+    """The walk-forward's statistics block printed 'mde_per_trade 0.04709' and 'mde_per_year 0.7727' (fractions)
+    right above the verdict line's 'no edge >= 4.71%/trade (+77%/yr)': every other return in the terminal is a
+    percentage. The block is printed by print_record through cell_text, by name."""
+    import io
+
+    from rich.console import Console
+
+    from optimizer.report.terminal import cell_text, print_record
+
+    assert cell_text("mde_per_trade", 0.04709) == "4.7%" and cell_text("mde_per_year", 0.7727) == "77.3%"
+    buf = io.StringIO()
+    print_record({"n_days": 278, "mde_per_trade": 0.04709, "mde_per_year": 0.7727, "psr": 0.5026},
+                 Console(file=buf, width=80), title="statistics (on excess returns)")
+    lines = buf.getvalue().splitlines()
+    assert "mde_per_trade  4.7%" in lines and "mde_per_year   77.3%" in lines and "psr            0.5026" in lines

@@ -53,7 +53,8 @@ SIGNED_PERCENT = frozenset({
     "degradation_return",
 })
 PERCENT = frozenset({"hit_rate", "false_positive_rate", "max_drawdown", "win_rate", "coverage", "ratio",
-                     "otc_participation_rate", "short_share"})
+                     "otc_participation_rate", "short_share",
+                     "mde_per_trade", "mde_per_year"})  # minimum detectable excess returns (no sign: a size)
 _PREFIXES = ("is_", "oos_", "metric_", "best_")
 _MISSING = "-"
 _HIDDEN_NAMED = 8  # hidden columns named after a table (all of them: --format json / csv)
