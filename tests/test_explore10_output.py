@@ -214,3 +214,26 @@ def test_walkforward_minimum_detectable_effect_is_a_percentage_like_its_verdict_
                  Console(file=buf, width=80), title="statistics (on excess returns)")
     lines = buf.getvalue().splitlines()
     assert "mde_per_trade  4.7%" in lines and "mde_per_year   77.3%" in lines and "psr            0.5026" in lines
+
+
+def test_signal_sheet_terminal_shows_rates_as_percentages_like_its_html(synth_db, tmp_path):
+    """The ENTER table printed data coverage and the quality bucket's out-of-sample hit rate as fractions ('cov
+    1.00', 'oos hit 0.56') where the sheet's HTML shows '100%' / '56%' and every other table shows a hit rate as a
+    percentage."""
+    from _cli_helpers import cli, ok
+
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps({"variant": "B", "z_window": 10, "buy_threshold": 55, "exit": "first_dist",
+                             "time_stop": 20}))
+    args = ("signals", "--params", p, "--db", synth_db, "--universe", "tier1", "--no-save", "--out", tmp_path / "o")
+    doc = json.loads(ok(cli(*args, "--format", "json")).stdout)
+    enter = [r for r in doc["rows"] if r["decision"] == "ENTER"]
+    assert enter, "the planted store has an entry on its last session at buy 55"  # precondition of the oracle
+    out = ok(cli(*args, env={"COLUMNS": "80"})).stdout.splitlines()
+    head = next(i for i, ln in enumerate(out) if ln.startswith("ENTER at the next open"))
+    cols = out[head + 1].split()
+    assert "cov" in cols
+    for r in enter:
+        line = next(ln for ln in out[head + 3:] if ln.split()[:1] == [r["symbol"]])
+        want = f"{100 * r['data_coverage']:.0f}%"
+        assert want in line.split(), (want, line)
