@@ -237,3 +237,14 @@ def test_signal_sheet_terminal_shows_rates_as_percentages_like_its_html(synth_db
         line = next(ln for ln in out[head + 3:] if ln.split()[:1] == [r["symbol"]])
         want = f"{100 * r['data_coverage']:.0f}%"
         assert want in line.split(), (want, line)
+
+
+def test_a_multiobjective_studys_objective_columns_show_returns_and_rates_as_percentages():
+    """`study show` of a multi-objective study (return_hit_frequency) printed values_avg_return 0.07367 and
+    values_hit_rate 0.6997 beside tables where the same metrics read +7.37% and 70.0%: the objective columns are
+    named values_<metric> and that prefix was not read as the metric's."""
+    from optimizer.report.terminal import cell_text
+
+    assert cell_text("values_avg_return", 0.07367) == "+7.37%"
+    assert cell_text("values_hit_rate", 0.6997) == "70.0%"
+    assert cell_text("values_signals_per_month", 53.91) == "53.91"  # a count per month stays a number

@@ -46,7 +46,8 @@ __all__ = [
 GAP = 2  # spaces between two columns
 
 # Fractions shown as percentages: signed (returns) and unsigned (rates). A name counts with any of the prefixes
-# is_ / oos_ / metric_ / best_ (walk-forward windows, exported trials).
+# is_ / oos_ / metric_ / best_ (walk-forward windows, exported trials) / values_ (a multi-objective study's
+# objective values, values_<metric>).
 SIGNED_PERCENT = frozenset({
     "avg_return", "median_return", "avg_excess_return", "avg_benchmark_return", "return", "net_return",
     "gross_return", "excess_return", "unrealised_return", "total_return", "mean_excess", "oos_excess",
@@ -55,7 +56,7 @@ SIGNED_PERCENT = frozenset({
 PERCENT = frozenset({"hit_rate", "false_positive_rate", "max_drawdown", "win_rate", "coverage", "ratio",
                      "otc_participation_rate", "short_share",
                      "mde_per_trade", "mde_per_year"})  # minimum detectable excess returns (no sign: a size)
-_PREFIXES = ("is_", "oos_", "metric_", "best_")
+_PREFIXES = ("is_", "oos_", "metric_", "best_", "values_")
 _MISSING = "-"
 _HIDDEN_NAMED = 8  # hidden columns named after a table (all of them: --format json / csv)
 
