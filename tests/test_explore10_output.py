@@ -248,3 +248,43 @@ def test_a_multiobjective_studys_objective_columns_show_returns_and_rates_as_per
     assert cell_text("values_avg_return", 0.07367) == "+7.37%"
     assert cell_text("values_hit_rate", 0.6997) == "70.0%"
     assert cell_text("values_signals_per_month", 53.91) == "53.91"  # a count per month stays a number
+
+
+def test_demo_prints_its_steps_as_sentences_not_python_reprs(monkeypatch, tmp_path):
+    """`make demo`, the first thing a new user runs, printed Python reprs: "rows: {'finra_short_daily': 16566,
+    ...}", "phase A: {'complete': 72, 'pruned': 0, ...} best 0.0225908483292436" and "params {'variant': 'B',
+    ...}". The steps are stubbed here (the demo itself runs in test_demo_readme); what it prints of them is read."""
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from optimizer import demo
+
+    class _Stop(Exception):
+        pass
+
+    monkeypatch.setattr(demo, "synth_new_store", lambda *a, **k: {
+        "symbols": 33, "sessions": 502, "rows": {"finra_short_daily": 16566, "prices_daily": 17068}})
+    runs = iter([
+        SimpleNamespace(counts={"complete": 72, "pruned": 0, "failed": 0, "running": 0, "waiting": 0},
+                        best_value=0.0225908483292436, best_params={"variant": "A", "z_window": 20}),
+        SimpleNamespace(counts={"complete": 40, "pruned": 20, "failed": 0, "running": 0, "waiting": 0},
+                        best_value=0.47647080482404575,
+                        best_params={"variant": "B", "w_short": 0.45, "z_window": 90, "exit": "2x_consec_dist"}),
+    ])
+    monkeypatch.setattr(demo, "run_study", lambda *a, **k: next(runs))
+
+    def _stop(*a, **k):
+        raise _Stop
+
+    monkeypatch.setattr(demo, "run_walkforward", _stop)
+    buf = io.StringIO()
+    with pytest.raises(_Stop):
+        demo.run_demo(tmp_path, console=Console(file=buf, width=80))
+    text = " ".join(buf.getvalue().split())
+    assert "{" not in text and "': " not in text, text
+    assert "33 symbols x 502 sessions; rows: finra_short_daily 16,566, prices_daily 17,068" in text
+    assert "phase A: complete 72, pruned 0, failed 0; best 0.02259: variant A, z_window 20" in text
+    assert ("phase B: complete 40, pruned 20, failed 0; best 0.4765: variant B, w_short 0.45, z_window 90, "
+            "exit 2x_consec_dist") in text
