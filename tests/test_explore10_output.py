@@ -304,3 +304,19 @@ def test_study_run_says_what_it_does_before_the_first_trial_at_a_terminal(synth_
     assert "preparing the engine kernels (numba compiles them on a first run" in err, err[:500]
     rc, out, err = _run_with_tty_stderr(args + ["--name", "tiny2"], _env(CI="true"), tmp_path)
     assert rc == 0 and "preparing the engine kernels" not in err
+
+
+def test_an_empty_mapping_or_list_in_a_record_is_shown_as_missing():
+    """`study show NAME --trial N` of a pruned trial printed 'metrics {}' and `data synth` 'warnings []': Python /
+    JSON literals where every other absent value reads '-'."""
+    import io
+
+    from rich.console import Console
+
+    from optimizer.report.terminal import cell_text, print_record
+
+    assert cell_text("metrics", {}) == "-" and cell_text("warnings", []) == "-" and cell_text("x", ()) == "-"
+    assert cell_text("warnings", ["stale"]) == '["stale"]'  # a non-empty one is still shown whole
+    buf = io.StringIO()
+    print_record({"state": "PRUNED", "metrics": {}, "warnings": []}, Console(file=buf, width=80))
+    assert buf.getvalue().splitlines() == ["state     PRUNED", "metrics   -", "warnings  -"]

@@ -152,8 +152,9 @@ def cell_text(name: str, v: Any, fmt: str | Callable[[Any], str] | None = None) 
         return ts.strftime("%Y-%m-%d") if ts == ts.normalize() else ts.strftime("%Y-%m-%d %H:%M")
     if isinstance(v, dt.date):
         return v.isoformat()
-    if isinstance(v, (dict, list, tuple)):
-        return json.dumps(v, default=str, separators=(", ", ": "))
+    if isinstance(v, (dict, list, tuple)):  # an empty one is nothing to show, as a missing value ("{}" read as
+        # a value: a pruned trial's "metrics {}")
+        return json.dumps(v, default=str, separators=(", ", ": ")) if len(v) else _MISSING
     return str(v) if fmt is None else format(v, fmt)
 
 
