@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import re
 import os
 import pty
 import shutil
@@ -320,3 +321,16 @@ def test_an_empty_mapping_or_list_in_a_record_is_shown_as_missing():
     buf = io.StringIO()
     print_record({"state": "PRUNED", "metrics": {}, "warnings": []}, Console(file=buf, width=80))
     assert buf.getvalue().splitlines() == ["state     PRUNED", "metrics   -", "warnings  -"]
+
+
+def test_walkforward_report_cost_stress_table_shows_returns_as_percentages():
+    """The walk-forward report's cost-stress table printed avg_excess_return 0.0001192 (a fraction) beside a page of
+    percentages and the terminal's '+0.01%'; its cells are now the terminal's (cell_text)."""
+    from optimizer.report.research import _cost_stress_html
+
+    page = _cost_stress_html({"cost_stress": [
+        {"multiplier": 1.0, "avg_excess_return": 0.0012, "trades": 143, "survives": True},
+        {"multiplier": 2.0, "avg_excess_return": -0.0003, "trades": 143, "survives": False}]})
+    cells = re.findall(r"<td>(.*?)</td>", page)
+    assert cells == ["1", "+0.12%", "143", "yes", "2", "-0.03%", "143", "no"], cells
+    assert "survives 1× costs but not 2×" in page  # the sentence still reads the booleans

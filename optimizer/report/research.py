@@ -508,7 +508,8 @@ def _cost_stress_html(stats: dict[str, Any]) -> str:
     if cs.empty or not {"multiplier", "survives"} <= set(cs.columns):
         return '<p class="note">no cost-stress run</p>'
     fragile = flag_fragile(cs) if ((cs["multiplier"] == 1.0).any() and (cs["multiplier"] > 1.0).any()) else False
-    return (_table_html(cs) + f"<p>cost stress: {html.escape(cost_stress_wording(cs))}; cost-fragile: "
+    shown = pd.DataFrame({c: [cell_text(c, v) for v in cs[c]] for c in cs.columns})  # as the terminal: +0.01%
+    return (_table_html(shown) + f"<p>cost stress: {html.escape(cost_stress_wording(cs))}; cost-fragile: "
             f"<span class=\"{'fail' if fragile else 'pass'}\">{'YES' if fragile else 'no'}</span></p>")
 
 
