@@ -17,6 +17,7 @@ from rich.console import Console
 
 from optimizer.data.synth import SynthConfig, synth_new_store
 from optimizer.report.research import build_walkforward_report
+from optimizer.report.terminal import cell_text
 from optimizer.study.run import run_study
 from optimizer.study.spec import StudySpec, load_spec
 from optimizer.validate.walkforward import load_walkforward, run_walkforward, save_walkforward, walkforward_dir
@@ -51,19 +52,21 @@ def run_demo(out_root: Path, effect: float = 3.0, seed: int = 7, fresh: bool = F
     if not db.exists():
         console.rule("1. synthetic market -> ingest -> daily_metrics")
         summary = synth_new_store(SynthConfig(seed=seed, effect=effect), root / "raw", db, progress=progress)
-        console.print(f"{summary.get('symbols')} symbols x {summary.get('sessions')} sessions; rows: {summary.get('rows')}")
+        rows = ", ".join(f"{k} {cell_text(k, v)}" for k, v in (summary.get("rows") or {}).items())
+        console.print(f"{summary.get('symbols')} symbols x {summary.get('sessions')} sessions; rows: {rows}",
+                      markup=False, highlight=False)
     step("data", t)
 
     console.rule("2. phase A: coarse grid")
     t = time.perf_counter()
     a = run_study(_spec("phase_a_coarse"), db, storage, progress=progress)
-    console.print(f"phase A: {a.counts} best {a.best_value}")
+    console.print(f"phase A: {_outcome(a)}", markup=False, highlight=False)
     step("phase A", t)
 
     console.rule("3. phase B: TPE seeded with phase A's top 5")
     t = time.perf_counter()
     b = run_study(_spec("phase_b_fine"), db, storage, n_trials=60, progress=progress)
-    console.print(f"phase B: {b.counts} best {b.best_value} params {b.best_params}")
+    console.print(f"phase B: {_outcome(b)}", markup=False, highlight=False)
     step("phase B", t)
 
     console.rule("4. walk-forward out-of-sample")
@@ -119,6 +122,15 @@ def _activate_line() -> str | None:
         return None
     on_path = [Path(p).resolve() for p in os.environ.get("PATH", "").split(os.pathsep) if p]
     return None if bindir.resolve() in on_path else f". {shlex.quote(str(bindir / 'activate'))}"
+
+
+def _outcome(run) -> str:
+    """A study run's trial counts and best trial as a sentence rounded as the terminal tables round them
+    (``complete 72, pruned 0, failed 0; best 0.02259: variant B, z_window 90, ...``), not Python reprs."""
+    counts = ", ".join(f"{k} {v}" for k, v in run.counts.items() if k in ("complete", "pruned", "failed") or v)
+    best = "-" if run.best_value is None else cell_text("value", run.best_value)
+    params = ", ".join(f"{k} {cell_text(k, v)}" for k, v in (run.best_params or {}).items())
+    return f"{counts}; best {best}" + (f": {params}" if params else "")
 
 
 def _line(console: Console, text: str) -> None:

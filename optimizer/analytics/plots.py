@@ -275,6 +275,10 @@ def price_chart(con: duckdb.DuckDBPyConnection, ticker: str, timeframe: str = "d
                          opacity=0.6), row=2, col=1)
     fig.update_layout(title=f"{t} {timeframe} OHLCV", template="plotly_white", height=700, showlegend=False,
                       xaxis_rangeslider_visible=False)
+    fig.update_yaxes(title_text="price (USD)", row=1, col=1)  # every axis names its unit, as the other pages'
+    fig.update_yaxes(title_text="volume (shares)", row=2, col=1)
+    fig.update_xaxes(title_text="date" if timeframe == "daily" else f"date ({timeframe} bar's last session)",
+                     row=2, col=1)
     if timeframe == "daily":
         fig.update_xaxes(rangebreaks=[dict(bounds=["sat", "mon"])])
     return fig

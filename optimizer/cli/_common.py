@@ -86,8 +86,15 @@ def format_option(*choices: str) -> Callable[[Callable], Callable]:
     return deco
 
 
-def progress_enabled() -> bool:
-    return sys.stderr.isatty()
+def progress_enabled(fmt: str = "table") -> bool:
+    """Whether a long command shows progress (bars, stage lines) on stderr: only for a person watching it, i.e.
+    stderr is a terminal, the command prints its table (not ``--format json``) and no CI runs it (env ``CI`` set
+    to anything but ``""``, ``0`` or ``false``, as CI services set ``CI=true``). A pipe, a script or a CI log gets
+    none."""
+    import os
+
+    ci = os.environ.get("CI", "").strip().lower() not in ("", "0", "false")
+    return fmt == "table" and sys.stderr.isatty() and not ci
 
 
 def echo_json(obj: Any) -> None:

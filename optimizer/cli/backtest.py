@@ -10,7 +10,7 @@ from collections.abc import Callable
 import click
 
 from optimizer.backtest import backtest, compare_metrics
-from optimizer.cli._common import echo_json, err_console, print_kv, print_table, format_option, shared_options
+from optimizer.cli._common import console, echo_json, err_console, print_kv, print_table, format_option, shared_options
 from optimizer.data.rolling import min_periods_label
 from optimizer.data.universe import universe_label
 from optimizer.params import PARAMS, Choice, Param, check_given_active
@@ -102,10 +102,11 @@ def backtest_cmd(params_file, universe, start, end, regime, final, allow_data_ch
     d = panel.dates
     r, c = run.record, run.result.config.costs
     uni, mp = universe_label(r.universe), min_periods_label(r.min_periods)
-    click.echo(f"universe {uni}, regime filter {r.regime}")
-    click.echo(f"costs {c.commission_bps:g} + {c.slippage_bps:g} bp per side; z-scores from {r.panel_start}, "
-               f"min_periods {mp}")
-    click.echo(f"span ends {str(d[-1])[:10]}: {end_from}")
+    for line in (f"universe {uni}, regime filter {r.regime}",  # wrapped at the terminal's width (80 in a pipe)
+                 f"costs {c.commission_bps:g} + {c.slippage_bps:g} bp per side; z-scores from {r.panel_start}, "
+                 f"min_periods {mp}",
+                 f"span ends {str(d[-1])[:10]}: {end_from}"):
+        console.print(line, markup=False, highlight=False)
     print_kv(run.metrics, title=f"backtest {str(d[run.result.span.sig_start])[:10]}..{str(d[-1])[:10]}, "
                                 f"{len(panel.symbols)} symbols")
     if comp is not None and len(comp):

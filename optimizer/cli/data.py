@@ -63,7 +63,7 @@ def ingest_cmd(kind, paths, strict, max_decompressed_mb, max_expansion, db, out,
     db = resolve_db(db, None, output_root(out))
     con = connect(db)
     try:
-        rep = ingest_paths(con, kind, list(paths), strict=strict, progress=progress_enabled() and fmt == "table", settings=settings)
+        rep = ingest_paths(con, kind, list(paths), strict=strict, progress=progress_enabled(fmt), settings=settings)
     finally:
         con.close()
     if fmt == "json":
@@ -248,7 +248,7 @@ def synth_cmd(seed, effect, family, start, end, universe, n_symbols, prices_file
         None if prices_file is None else f"prices-{content_label(prices_file)}"))
     db = db or os.environ.get(DB_ENV) or None
     if db:
-        summary = synth_to_db(cfg, out_dir, db, progress=progress_enabled() and fmt == "table")
+        summary = synth_to_db(cfg, out_dir, db, progress=progress_enabled(fmt))
     else:
         paths = write_market(generate_market(cfg), out_dir)
         summary = {"out": str(out_dir), "files": {k: str(v) for k, v in paths.items()}}
@@ -315,7 +315,7 @@ def metrics_build_cmd(z_window, min_lit_volume, db, out, fmt):
     db = existing_store(resolve_db(db, None, output_root(out)))
     con = connect(db)
     try:
-        summary = build_daily_metrics(con, z_window=z_window, min_lit_volume=mlv, progress=progress_enabled())
+        summary = build_daily_metrics(con, z_window=z_window, min_lit_volume=mlv, progress=progress_enabled(fmt))
     finally:
         con.close()
     if not summary.get("rows"):

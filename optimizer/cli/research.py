@@ -77,7 +77,7 @@ def walkforward_cmd(spec, final, n_trials, jobs, storage, db, out, columns, wide
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         res = run_walkforward(s, resolve_db(db, s.data.database, root), resolve_storage(storage, s.run.storage, root),
-                              final=final, progress=progress_enabled() and fmt == "table", n_trials=n_trials,
+                              final=final, progress=progress_enabled(fmt), n_trials=n_trials,
                               out_dir=None, jobs=jobs)
     for w in caught:  # the run's own warnings: the reserve, [seed_from], a forked process that died
         if any(k in str(w.message) for k in ("reserve", "seed_from", "worker process(es) ended")):
@@ -155,11 +155,16 @@ walkforward_cmd.worker = walkforward_worker_cmd
 def report_cmd(target, storage, out):
     """Build a self-contained HTML report (under <out>/reports/) for a study NAME, a walk-forward run NAME under
     <out>/walkforward/ or a walk-forward run directory."""
-    from optimizer.report.research import build_report
+    from optimizer.report.research import build_report, report_shadowed_run
 
     root = output_root(out)
-    click.echo(str(build_report(target, resolve_storage(storage, None, root), out_dir=root / "reports",
-                                walkforward_root=root / "walkforward")))
+    url = resolve_storage(storage, None, root)
+    click.echo(str(build_report(target, url, out_dir=root / "reports", walkforward_root=root / "walkforward")))
+    shadowed = report_shadowed_run(target, url, root / "walkforward")
+    if shadowed is not None:  # a name that is both a study and a walk-forward run is the study: say so
+        err_console.print(f"note: {target} is also a walk-forward run; this is the study's report. The run's:",
+                          markup=False, highlight=False)
+        err_console.print(f"accumopt report {shadowed}", markup=False, highlight=False, soft_wrap=True, crop=False)
 
 
 @click.command("sandbox")

@@ -50,6 +50,12 @@ def _pct(v) -> str:
     return "" if v is None or v != v else f"{100 * float(v):+.1f}%"
 
 
+def _share(v) -> str:
+    """A rate or share (hit rate, data coverage) as a whole percentage, as the sheet's HTML and the other tables
+    show rates (``optimizer.report.sheet``: kind "share")."""
+    return "" if v is None or v != v else f"{100 * float(v):.0f}%"
+
+
 def _num(v, spec: str = ".2f") -> str:
     return "" if v is None or v != v else format(float(v), spec)
 
@@ -104,8 +110,8 @@ def _render(sheet, show_all: bool) -> None:
         for r in enter.itertuples(index=False):
             etf = "" if not r.parent_etf_available else (r.sector_etf + ("+" if r.parent_etf_aligned else "-"))
             row = [r.symbol, _num(r.score), r.signal_quality or "", r.trend or "", etf, _num(r.options_boost, ".2f"),
-                   _num(r.confidence, ".2f"), _num(r.data_coverage, ".2f")]
-            row += [_num(r.oos_hit_rate, ".2f"), _pct(r.oos_avg_excess_return)] if oos else []
+                   _num(r.confidence, ".2f"), _share(r.data_coverage)]
+            row += [_share(r.oos_hit_rate), _pct(r.oos_avg_excess_return)] if oos else []
             rows.append(row + [_flags(r.flags)])
         _print_table("ENTER at the next open", cols + ["flags"], rows)
     exits = sheet.of("EXIT")
@@ -188,7 +194,7 @@ def evening_cmd(params_file, universe, start, regime, walkforward, ingest_dir, f
 
     echo = (lambda line: err_console.print(line, markup=False, highlight=False)) if fmt == "table" else None
     res = run_evening(params_file, db, out_root, ingest_dir=ingest_dir, fetch=fetch, through=through,
-                      universe=universe, start=start, regime=regime, walkforward=walkforward, png=png, progress=progress_enabled() and fmt == "table", echo=echo)
+                      universe=universe, start=start, regime=regime, walkforward=walkforward, png=png, progress=progress_enabled(fmt), echo=echo)
     if fmt == "json":
         echo_json({"steps": res.steps, "ingest": res.ingest, "warnings": res.warnings, "sheet": res.sheet.meta(),
                "outputs": res.outputs()})

@@ -52,14 +52,25 @@ def study_grp():
 @study_grp.command("validate")
 @click.argument("specs", nargs=-1, required=True, type=click.Path())
 @shared_options()
-def study_validate(specs):
-    """Validate spec files without running anything (exit 2 on the first invalid one)."""
+@format_option()
+def study_validate(specs, fmt):
+    """Validate spec files without running anything (exit 2 on the first invalid one, before anything is printed
+    with --format json)."""
+    rows = []
     for p in specs:
         s = load_spec(p)
+        rows.append({"file": str(p), "study": s.run.study_name, "parameters": len(s.space), "sampler": s.sampler.name,
+                     "pruner": s.pruner.name, "objective": s.objective.name, "purge": s.purge(),
+                     "embargo": s.embargo(), "hash": s.spec_hash})
+        if fmt == "json":
+            continue
+        r = rows[-1]
         console.print(f"[green]ok[/] {escape(str(p))}", soft_wrap=True, highlight=False)
-        console.print(f"  study {s.run.study_name!r}, {len(s.space)} parameters, sampler {s.sampler.name}, pruner "
-                      f"{s.pruner.name}, objective {s.objective.name}, purge {s.purge()}, embargo {s.embargo()}, hash "
-                      f"{s.spec_hash}", markup=False, highlight=False)
+        console.print(f"  study {r['study']!r}, {r['parameters']} parameters, sampler {r['sampler']}, pruner "
+                      f"{r['pruner']}, objective {r['objective']}, purge {r['purge']}, embargo {r['embargo']}, hash "
+                      f"{r['hash']}", markup=False, highlight=False)
+    if fmt == "json":
+        echo_json(rows)
 
 
 def _run_opts(f):
@@ -97,7 +108,7 @@ def study_run(spec, n_trials, timeout, name, new_name, jobs, storage, db, out, f
     db, storage = _paths(s, db, storage, out)
     stale = warn_stale_metrics(db)
     res = run_study(s, db, storage, n_trials=n_trials, timeout=timeout, jobs=jobs, name=name, new_name=new_name,
-                    progress=progress_enabled() and fmt == "table")
+                    progress=progress_enabled(fmt))
     _print_run(res, fmt, stale)
 
 
@@ -141,7 +152,7 @@ def study_worker(spec, n_trials, timeout, name, new_name, storage, db, out, fmt)
     db, storage = _paths(s, db, storage, out)
     stale = warn_stale_metrics(db)
     res = run_study(s, db, storage, n_trials=n_trials, timeout=timeout, name=name, new_name=new_name, worker=True,
-                    progress=progress_enabled() and fmt == "table")
+                    progress=progress_enabled(fmt))
     _print_run(res, fmt, stale)
 
 

@@ -508,7 +508,8 @@ def _cost_stress_html(stats: dict[str, Any]) -> str:
     if cs.empty or not {"multiplier", "survives"} <= set(cs.columns):
         return '<p class="note">no cost-stress run</p>'
     fragile = flag_fragile(cs) if ((cs["multiplier"] == 1.0).any() and (cs["multiplier"] > 1.0).any()) else False
-    return (_table_html(cs) + f"<p>cost stress: {html.escape(cost_stress_wording(cs))}; cost-fragile: "
+    shown = pd.DataFrame({c: [cell_text(c, v) for v in cs[c]] for c in cs.columns})  # as the terminal: +0.01%
+    return (_table_html(shown) + f"<p>cost stress: {html.escape(cost_stress_wording(cs))}; cost-fragile: "
             f"<span class=\"{'fail' if fragile else 'pass'}\">{'YES' if fragile else 'no'}</span></p>")
 
 
@@ -660,13 +661,33 @@ def build_report(target: str, storage: Any = None, out_dir: str | Path = "output
     under ``walkforward_root``, or a study in ``storage``. A name that is both a study and a run is the study.
     The page is written under ``out_dir`` with a safe file name (``optimizer.paths.safe_name``) made of ``name``
     (default: the run folder's or the study's name)."""
-    p = Path(target)
-    wf_dir = p if (p / "result.json").exists() else Path(walkforward_root) / safe_name(target)
-    if (wf_dir / "result.json").exists() and (wf_dir == p or not _study_exists(target, storage)):
+    wf_dir = _report_run_dir(target, storage, walkforward_root)
+    if wf_dir is not None:
         wfd = load_walkforward(wf_dir)
         return build_walkforward_report(wfd, out_dir=out_dir, name=name if name is not None else wf_dir.name,
                                         events=wfd["events"] if len(wfd["events"]) else None)
     return build_study_report(storage, target, out_dir=out_dir, name=name)
+
+
+def _report_run_dir(target: str, storage: Any, walkforward_root: str | Path) -> Path | None:
+    """The walk-forward run folder ``build_report(target)`` reports, or None when it reports the study ``target``
+    (a run folder given as a path; else the run ``<walkforward_root>/<target>`` unless a study has that name)."""
+    p = Path(target)
+    wf_dir = p if (p / "result.json").exists() else Path(walkforward_root) / safe_name(target)
+    if (wf_dir / "result.json").exists() and (wf_dir == p or not _study_exists(target, storage)):
+        return wf_dir
+    return None
+
+
+def report_shadowed_run(target: str, storage: Any = None,
+                        walkforward_root: str | Path = "output/walkforward") -> Path | None:
+    """The walk-forward run folder that ``target`` also names when ``build_report(target)`` reports the study of
+    that name instead (a name that is both is the study): the caller says so and how to report the run. None when
+    the name is not ambiguous."""
+    if _report_run_dir(target, storage, walkforward_root) is not None:
+        return None
+    wf_dir = Path(walkforward_root) / safe_name(target)
+    return wf_dir if (wf_dir / "result.json").exists() else None
 
 
 def _study_exists(name: str, storage: Any) -> bool:

@@ -46,15 +46,17 @@ __all__ = [
 GAP = 2  # spaces between two columns
 
 # Fractions shown as percentages: signed (returns) and unsigned (rates). A name counts with any of the prefixes
-# is_ / oos_ / metric_ / best_ (walk-forward windows, exported trials).
+# is_ / oos_ / metric_ / best_ (walk-forward windows, exported trials) / values_ (a multi-objective study's
+# objective values, values_<metric>).
 SIGNED_PERCENT = frozenset({
     "avg_return", "median_return", "avg_excess_return", "avg_benchmark_return", "return", "net_return",
     "gross_return", "excess_return", "unrealised_return", "total_return", "mean_excess", "oos_excess",
     "degradation_return",
 })
 PERCENT = frozenset({"hit_rate", "false_positive_rate", "max_drawdown", "win_rate", "coverage", "ratio",
-                     "otc_participation_rate", "short_share"})
-_PREFIXES = ("is_", "oos_", "metric_", "best_")
+                     "otc_participation_rate", "short_share",
+                     "mde_per_trade", "mde_per_year"})  # minimum detectable excess returns (no sign: a size)
+_PREFIXES = ("is_", "oos_", "metric_", "best_", "values_")
 _MISSING = "-"
 _HIDDEN_NAMED = 8  # hidden columns named after a table (all of them: --format json / csv)
 
@@ -150,8 +152,9 @@ def cell_text(name: str, v: Any, fmt: str | Callable[[Any], str] | None = None) 
         return ts.strftime("%Y-%m-%d") if ts == ts.normalize() else ts.strftime("%Y-%m-%d %H:%M")
     if isinstance(v, dt.date):
         return v.isoformat()
-    if isinstance(v, (dict, list, tuple)):
-        return json.dumps(v, default=str, separators=(", ", ": "))
+    if isinstance(v, (dict, list, tuple)):  # an empty one is nothing to show, as a missing value ("{}" read as
+        # a value: a pruned trial's "metrics {}")
+        return json.dumps(v, default=str, separators=(", ", ": ")) if len(v) else _MISSING
     return str(v) if fmt is None else format(v, fmt)
 
 

@@ -365,6 +365,19 @@ def _first_failure(study: optuna.Study) -> str | None:
     return f"trial {t.number}: {read_trial(t).fail_reason or 'no reason stored (failed outside the objective)'}"
 
 
+# What a person at a terminal sees while numba compiles the engine kernels before the first trial (or loads them
+# from its cache, about a second): the first run after an install compiles for about 30 s on an idle machine.
+WARMUP_STATUS = "preparing the engine kernels (numba compiles them on a first run: ~30 s)"
+
+
+def _busy(enabled: bool, message: str) -> Any:
+    """A transient spinner with ``message`` on stderr while the block runs, when ``enabled`` (the progress rule of
+    the command, ``cli._common.progress_enabled``); nothing otherwise."""
+    import contextlib
+
+    return Console(stderr=True).status(message) if enabled else contextlib.nullcontext()
+
+
 class _Progress:
     """rich progress bar callback: done/total, pruned, failed, best so far, ETA."""
 
@@ -482,7 +495,8 @@ def run_study(
         leaves the parallel kernels to each worker (a process that ran them must not fork). Only a run that
         creates the study or has trials left to run pays it: a complete study is reported without it."""
         if not warmed:
-            warmed.append(warm_kernels(parallel=parallel))
+            with _busy(progress, WARMUP_STATUS):  # up to a minute of silence otherwise, before the trials' bar
+                warmed.append(warm_kernels(parallel=parallel))
         return {"kernel_warmup_s": round(warmed[0], 3)}
 
     storage_url = resolve_storage(storage_url, spec.run.storage)
