@@ -202,14 +202,21 @@ def make_storage(url: str | None, heartbeat: bool = True, grace_period: int | No
     ACCUMOPT_HEARTBEAT_GRACE, else 15; the heartbeat interval is min(5, grace // 3), at least 1).
     ``journal:PATH`` selects Optuna's journal-file storage (no heartbeat: a killed trial stays RUNNING, it is
     never counted as finished). ``sqlite:///:memory:`` (or ``sqlite://``) is an in-process InMemoryStorage:
-    visible to this process only, so no heartbeat and no worker processes.
+    visible to this process only, so no heartbeat and no worker processes (and nothing to read: refused with
+    ``read_only`` or ``create=False``). A URL that names no file, of an unknown kind or whose driver is not
+    installed is refused before anything is opened (``_check_url``).
     ``postgresql://`` URLs get an explicit installed driver (``_rdb_url``). RDB and journal storages hold an
     exact per-study trial budget that ``run_study`` sets (``_BudgetRDBStorage``, ``_BudgetJournalStorage``: the
     journal one locks ``PATH.budget.lock``), so any number of workers on any machines end with exactly N trials.
     """
     url = resolve_storage(url)
-    if url in ("sqlite:///:memory:", "sqlite://"):
+    if url in _MEMORY:
+        if read_only or not create:
+            raise DataError(f"study storage {url} is an in-process storage: it holds only the studies of the process "
+                            "that runs them, so there is nothing to read here; pass a file or server storage "
+                            "(sqlite:///PATH, journal:PATH, postgresql://...)")
         return optuna.storages.InMemoryStorage()
+    _check_url(url)
     if url.startswith("sqlite:///") and storage_path(url) is not None:
         _check_sqlite_file(url, storage_path(url), read_only, create)
     if url.startswith("journal:") and storage_path(url) is not None:
@@ -221,6 +228,38 @@ def make_storage(url: str | None, heartbeat: bool = True, grace_period: int | No
         raise DataError(f"{url}: the journal file {jp} does not exist; run a study first or pass --storage")
     with storage_error(url):
         return _writer(url, heartbeat, grace_period)
+
+
+_MEMORY = ("sqlite:///:memory:", "sqlite://")
+_KINDS = "sqlite:///relative/path, sqlite:////absolute/path, journal:PATH or postgresql://USER@HOST/DB"
+
+
+def _check_url(url: str) -> None:
+    """A storage URL names a file or a database whose driver is installed, before anything is opened or created:
+    ``sqlite:///`` or ``journal:`` without a path (SQLAlchemy's ``sqlite:///`` is a private in-memory database per
+    connection, where Optuna's tables vanish between two calls), an SQLite URL with too few slashes, an unknown
+    kind, or a kind whose driver is missing (``mysql://`` without MySQLdb: Optuna's ImportError) is one line."""
+    if url.startswith(("sqlite:///", "journal:")):
+        if storage_path(url) is None:
+            raise DataError(f"study storage {url} names no file; write {_KINDS} (sqlite:///:memory: for a storage "
+                            "inside this process)")
+        return
+    if url.startswith("sqlite:"):
+        raise DataError(f"study storage {url} is not an SQLite URL: write sqlite:///relative/path or "
+                        "sqlite:////absolute/path (three slashes, then the path)")
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        dialect = make_url(_rdb_url(url)).get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError):
+        raise DataError(f"study storage {url} is not a storage URL this tool can open; write {_KINDS}") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as e:
+        raise DataError(f"study storage {url}: the database driver of {dialect.name}+{dialect.driver} is not "
+                        f"installed ({e}); install it (PostgreSQL: pip install 'accumopt[postgres]'), or pass another "
+                        "--storage") from None
 
 
 def user_attrs_in_one_transaction(study: optuna.Study, attrs: Mapping[str, Any]) -> bool:
