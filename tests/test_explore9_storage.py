@@ -69,3 +69,32 @@ def test_an_in_memory_storage_is_refused_by_a_command_that_reads(url, tmp_path, 
                                       "postgresql://...)"), res.output
     import optuna
     assert isinstance(make_storage(url), optuna.storages.InMemoryStorage)  # a run still gets one
+
+
+def test_a_journal_study_held_by_a_killed_workers_running_trials_says_so(synth_db, tmp_path):
+    """A journal file keeps no heartbeat: a `study run --jobs 2` (or `study worker`) on it SIGKILLed leaves its
+    running trials RUNNING for good, and they hold their places in the trial budget, so every resumed run stopped
+    short of n_trials (the audit: 28 of 30 finished after one kill, `running 2` in the report) without a word.
+    The run now says why it stopped short. Stand-in for the killed worker: a trial asked and never told."""
+    from test_study import spec_text
+
+    from optimizer.study.data import load_study_data, prepare_data
+    from optimizer.study.run import run_study
+    from optimizer.study.spec import parse_spec
+
+    import optuna
+
+    spec = parse_spec(spec_text("jk", n_trials=3, sampler_opts="n_startup_trials = 2").replace(
+        'universe = "tier1+3"', 'universe = "tier1"'))
+    panel, reserve = load_study_data(spec, synth_db)
+    data = prepare_data(spec, panel, 0, reserve)
+    url = f"journal:{tmp_path / 'j.log'}"
+    first = run_study(spec, synth_db, url, n_trials=2, data=data)
+    assert first.counts["complete"] + first.counts["pruned"] == 2 and first.warnings == ()
+    optuna.load_study(study_name="jk", storage=make_storage(url)).ask()  # the killed worker's trial: RUNNING
+    res = run_study(spec, synth_db, url, data=data)
+    assert (res.counts["complete"] + res.counts["pruned"], res.counts["running"]) == (2, 1)  # held, as before
+    assert res.warnings == (
+        f"1 trial(s) still RUNNING hold 1 of the 3 trials, so this run stopped at 2 finished: {url} keeps no "
+        "heartbeat, so a trial left by a killed process is never failed and retried (one a live worker runs "
+        "finishes there). Studies that must survive a kill: SQLite or PostgreSQL",)

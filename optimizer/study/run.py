@@ -37,7 +37,7 @@ from optimizer.study.spec import StudySpec
 from optimizer.study.data import StudyData, load_study_data, prepare_data
 from optimizer.study._pool import optimize_pool
 from optimizer.study.seed import seed_from_study
-from optimizer.study.storage import StudyFull, make_storage, study_names
+from optimizer.study.storage import StudyFull, has_heartbeat, make_storage, study_names
 from optimizer.study.trial import TrialFailed, TrialObjective
 
 __all__ = ["StudyRunResult", "open_study", "run_study", "git_commit", "study_record", "worker_stop"]
@@ -575,6 +575,13 @@ def run_study(
     failure = _first_failure(study)
     if failure is not None and counts["complete"] + counts["pruned"] == 0 and not interrupted:
         raise AccumoptError(f"study {study.study_name!r}: every trial failed ({counts['failed']}); first failure, {failure}")
+    held, done = counts["running"], counts["complete"] + counts["pruned"]
+    if held and done < target and not interrupted and not has_heartbeat(storage) \
+            and not isinstance(storage, optuna.storages.InMemoryStorage):
+        notes.append(f"{held} trial(s) still RUNNING hold {held} of the {target} trials, so this run stopped at "
+                     f"{done} finished: {storage_url} keeps no heartbeat, so a trial left by a killed process is never "
+                     "failed and retried (one a live worker runs finishes there). Studies that must survive a kill: "
+                     "SQLite or PostgreSQL")
     best, params = _best(study)
     return StudyRunResult(study.study_name, storage_url, counts, best, params,
                           time.perf_counter() - t0, interrupted, study, failure, tuple(notes))
