@@ -98,3 +98,22 @@ def test_a_journal_study_held_by_a_killed_workers_running_trials_says_so(synth_d
         f"1 trial(s) still RUNNING hold 1 of the 3 trials, so this run stopped at 2 finished: {url} keeps no "
         "heartbeat, so a trial left by a killed process is never failed and retried (one a live worker runs "
         "finishes there). Studies that must survive a kill: SQLite or PostgreSQL",)
+
+
+@pytest.mark.parametrize("url, says", [
+    ("postgresql://alice:s3cret@127.0.0.1:1/db", "failed: OperationalError: connection to server at"),
+    ("mysql://alice:s3cret@localhost/db", "the database driver of mysql+mysqldb is not installed"),
+])
+def test_a_refused_storage_url_never_prints_its_password(url, says, tmp_path, monkeypatch):
+    """Before: `study list --storage postgresql://alice:s3cret@host/db` on a server that refused the connection
+    printed the URL whole, password included, on the error line (a terminal, a CI log). Loopback port 1: no
+    network, refused at once."""
+    from optimizer.study.storage import shown_url
+
+    res = _run(["study", "list", "--storage", url], tmp_path, monkeypatch)
+    assert res.exit_code == 2, res.output
+    assert "s3cret" not in res.output and f"study storage {url.split(':s3cret')[0]}:***@" in res.output, res.output
+    assert says in res.output, res.output
+    assert shown_url("postgresql+psycopg2://u:p@w@h:5432/db") == "postgresql+psycopg2://u:***@h:5432/db"
+    assert [shown_url(u) for u in ("postgresql://u@h/db", "sqlite:////tmp/a:b@c.db", "journal:/x:y@z")] == [
+        "postgresql://u@h/db", "sqlite:////tmp/a:b@c.db", "journal:/x:y@z"]

@@ -66,8 +66,19 @@ def _check_schema(storage: optuna.storages.RDBStorage) -> None:
         vm.check_table_schema_compatibility()
 
 
+def shown_url(url: str) -> str:
+    """``url`` as an error line shows it: a server URL's password as ``***`` (``postgresql://u:***@host/db``), so a
+    refused connection never writes the password to a terminal, a log or a CI transcript."""
+    head, sep, rest = url.partition("://")
+    auth, at, tail = rest.rpartition("@")
+    if not (sep and at and ":" in auth) or head.startswith(("sqlite", "journal")):
+        return url
+    return f"{head}://{auth.split(':', 1)[0]}:***@{tail}"
+
+
 def storage_failure(url: str, e: BaseException) -> DataError:
     """The one-line ``DataError`` for an error raised by a storage (its root cause, in words)."""
+    url = shown_url(url)
     cause = _root_cause(e)
     msg = str(getattr(cause, "orig", None) or cause).splitlines()[0] if str(cause) else type(cause).__name__
     low = msg.lower()
@@ -250,8 +261,9 @@ def _check_url(url: str) -> None:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+    rdb, url = url, shown_url(url)
     try:
-        dialect = make_url(_rdb_url(url)).get_dialect()
+        dialect = make_url(_rdb_url(rdb)).get_dialect()
     except (ArgumentError, NoSuchModuleError, ValueError):
         raise DataError(f"study storage {url} is not a storage URL this tool can open; write {_KINDS}") from None
     try:
