@@ -117,3 +117,35 @@ def test_a_refused_storage_url_never_prints_its_password(url, says, tmp_path, mo
     assert shown_url("postgresql+psycopg2://u:p@w@h:5432/db") == "postgresql+psycopg2://u:***@h:5432/db"
     assert [shown_url(u) for u in ("postgresql://u@h/db", "sqlite:////tmp/a:b@c.db", "journal:/x:y@z")] == [
         "postgresql://u@h/db", "sqlite:////tmp/a:b@c.db", "journal:/x:y@z"]
+
+
+@pytest.mark.parametrize("folder, in_url", [("a#b", "a#b"), ("p%41", "p%2541"), ("q?m", "q%3Fm"), ("s p", "s p")])
+def test_a_storage_in_a_folder_named_with_url_characters_is_one_file_for_every_command(folder, in_url, tmp_path,
+                                                                                        monkeypatch):
+    """The SQLite URL names the file SQLAlchemy (so Optuna and optuna-dashboard) opens: its path percent-decoded,
+    up to a '?'. Before: a reader opened the file through an SQLite ``file:`` URI built from the raw path, where '#'
+    ends the path, so `study list` on a storage in folder 'a#b' said 'holds no study yet' and CREATED an empty file
+    'a' beside it; a writer checked and created the raw path ('p%41') while SQLAlchemy opened the decoded one
+    ('pA'): 'unable to open database file'."""
+    import optuna
+
+    (tmp_path / folder).mkdir()
+    url = f"sqlite:///{tmp_path}/{in_url}/st.db"
+    optuna.create_study(study_name="x", storage=make_storage(url, heartbeat=False)).optimize(
+        lambda t: t.suggest_float("a", 0, 1), n_trials=2)
+    assert (tmp_path / folder / "st.db").is_file()  # where the URL says
+    assert optuna.load_study(study_name="x", storage=url).trials[1].state.name == "COMPLETE"  # Optuna's own reading
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    res = _run(["study", "list", "--storage", url], tmp_path, monkeypatch)
+    assert res.exit_code == 0, res.output
+    assert any(line.split()[:2] == ["x", "2"] for line in res.output.splitlines()), res.output
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # the reader created nothing
+
+
+def test_a_journal_path_is_the_rest_of_its_url(tmp_path):
+    """``journal:PATH`` is no URL: its writer opened 'j?x.log' while the readers' check looked for 'j' (split at
+    '?'), refusing the file the run had just written."""
+    from optimizer.paths import storage_path
+
+    assert storage_path(f"journal:{tmp_path}/j?x.log") == tmp_path / "j?x.log"
+    assert storage_path("sqlite:///a%2541/b%20c.db?mode=ro") == __import__("pathlib").Path("a%41/b c.db")

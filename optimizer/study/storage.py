@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import optuna
 from optuna.storages._heartbeat import is_heartbeat_enabled
@@ -148,7 +149,7 @@ def _check_sqlite_file(url: str, path: Path, read_only: bool, create: bool = Tru
             return  # an empty file: a new database
         raise DataError(f"study storage {url} is not an SQLite database (the file starts with b'')")
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
+        con = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=60)  # '#', '%', '?' quoted
         try:
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             half_created = read_only and "studies" in tables and _half_created(con, tables)
@@ -358,14 +359,16 @@ def _sqlite_reader(url: str, path: Path) -> optuna.storages.BaseStorage:
     kw = {"engine_kwargs": {"connect_args": {"timeout": 60}, "poolclass": NullPool}, "skip_table_creation": True,
           "skip_compatibility_check": True}  # checked by _check_schema (the same check, its head read once)
     try:
-        st = optuna.storages.RDBStorage(f"sqlite:///file:{path.resolve()}?mode=ro&uri=true", **kw)
+        # quoted twice: SQLAlchemy decodes its URL, then SQLite the file: URI (a '#' in a folder's name otherwise ended
+        # the path, so a reader opened, and created, another file)
+        st = optuna.storages.RDBStorage(f"sqlite:///file:{quote(quote(str(path.resolve())))}?mode=ro&uri=true", **kw)
         _check_schema(st)
         st.get_all_studies()
         return st
     except Exception as e:  # noqa: BLE001 - only the recovery case is retried; anything else goes to storage_error
         if "readonly" not in str(_root_cause(e)).lower():
             raise
-    st = optuna.storages.RDBStorage(f"sqlite:///{path}", **kw)
+    st = optuna.storages.RDBStorage(f"sqlite:///{quote(str(path))}", **kw)
     _check_schema(st)
     return st
 
@@ -381,12 +384,12 @@ def _writer(url: str, heartbeat: bool, grace_period: int | None) -> optuna.stora
         else:  # optuna < 4.9
             hb["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(max_retry=1)
     if url.startswith("journal:"):
-        path = url[len("journal:"):]
+        path = str(storage_path(url))
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         return _BudgetJournalStorage(JournalFileBackend(path), f"{path}.budget.lock")
     if url.startswith("sqlite:///"):
-        path = url[len("sqlite:///"):]
-        if path and path != ":memory:":
+        path = str(storage_path(url) or "")  # the file SQLAlchemy opens for the URL (percent-decoded)
+        if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             if not Path(path).exists():
                 _new_sqlite_storage(Path(path))
