@@ -149,3 +149,22 @@ def test_a_journal_path_is_the_rest_of_its_url(tmp_path):
 
     assert storage_path(f"journal:{tmp_path}/j?x.log") == tmp_path / "j?x.log"
     assert storage_path("sqlite:///a%2541/b%20c.db?mode=ro") == __import__("pathlib").Path("a%41/b c.db")
+
+
+@pytest.mark.parametrize("url", ["sqlite:///~/studies.db", "journal:~/studies.log"])
+def test_a_tilde_in_a_storage_url_is_refused_not_made_a_folder(url, tmp_path, monkeypatch):
+    """Neither SQLAlchemy nor Optuna's journal expands '~': `study run --storage sqlite:///~/studies.db` made a
+    folder named '~' in the working directory and ran the study there (the next `rm -rf ~` of that folder is a
+    disaster). Refused with the absolute path to write instead."""
+    import os
+
+    for command in (["study", "list"], ["dashboard"]):
+        res = _run([*command, "--storage", url], tmp_path, monkeypatch)
+        assert res.exit_code == 2, res.output
+        kind = url.split("~")[0]
+        assert res.output.strip() == (f"error: study storage {url}: '~' is not expanded in a storage URL (it would "
+                                      "make a folder named '~' here); write the absolute path: "
+                                      f"{kind}{os.path.expanduser(url[len(kind):])}"), res.output
+    with pytest.raises(DataError, match="'~' is not expanded"):
+        make_storage(url)  # the writer (study run, worker, walkforward)
+    assert list(tmp_path.iterdir()) == []

@@ -252,9 +252,14 @@ def _check_url(url: str) -> None:
     connection, where Optuna's tables vanish between two calls), an SQLite URL with too few slashes, an unknown
     kind, or a kind whose driver is missing (``mysql://`` without MySQLdb: Optuna's ImportError) is one line."""
     if url.startswith(("sqlite:///", "journal:")):
-        if storage_path(url) is None:
+        path = storage_path(url)
+        if path is None:
             raise DataError(f"study storage {url} names no file; write {_KINDS} (sqlite:///:memory: for a storage "
                             "inside this process)")
+        if path.parts[0].startswith("~"):  # neither SQLAlchemy nor Optuna's journal expands it: a folder named '~'
+            prefix = "journal:" if url.startswith("journal:") else "sqlite:///"
+            raise DataError(f"study storage {url}: '~' is not expanded in a storage URL (it would make a folder "
+                            f"named {path.parts[0]!r} here); write the absolute path: {prefix}{os.path.expanduser(path)}")
         return
     if url.startswith("sqlite:"):
         raise DataError(f"study storage {url} is not an SQLite URL: write sqlite:///relative/path or "
