@@ -168,3 +168,16 @@ def test_a_tilde_in_a_storage_url_is_refused_not_made_a_folder(url, tmp_path, mo
     with pytest.raises(DataError, match="'~' is not expanded"):
         make_storage(url)  # the writer (study run, worker, walkforward)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_study_run_on_an_in_memory_storage_points_at_no_dashboard(synth_db, tmp_path, monkeypatch):
+    """`study run --storage sqlite:///:memory:` ended with 'dashboard: accumopt dashboard --storage
+    sqlite:///:memory:', a command with nothing to show (the storage is gone with the run; now refused)."""
+    from test_study import spec_text
+
+    spec = tmp_path / "m.toml"
+    spec.write_text(spec_text("mem", n_trials=2, sampler_opts="n_startup_trials = 2"))
+    res = _run(["study", "run", str(spec), "--db", str(synth_db), "--storage", "sqlite:///:memory:",
+                "--out", str(tmp_path / "out")], tmp_path, monkeypatch)
+    assert res.exit_code == 0, res.output
+    assert "complete" in res.output and "dashboard" not in res.output, res.output

@@ -36,7 +36,7 @@ from sqlalchemy.pool import NullPool
 from optimizer.errors import AccumoptError, DataError, ParameterError
 from optimizer.paths import resolve_storage, storage_path
 
-__all__ = ["make_storage", "study_names", "user_attrs_in_one_transaction", "StudyFull", "storage_error", "storage_failure", "has_heartbeat", "fail_stale_no_retry",
+__all__ = ["make_storage", "IN_MEMORY", "shown_url", "study_names", "user_attrs_in_one_transaction", "StudyFull", "storage_error", "storage_failure", "has_heartbeat", "fail_stale_no_retry",
            "trial_summary"]
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -222,7 +222,7 @@ def make_storage(url: str | None, heartbeat: bool = True, grace_period: int | No
     journal one locks ``PATH.budget.lock``), so any number of workers on any machines end with exactly N trials.
     """
     url = resolve_storage(url)
-    if url in _MEMORY:
+    if url in IN_MEMORY:
         if read_only or not create:
             raise DataError(f"study storage {url} is an in-process storage: it holds only the studies of the process "
                             "that runs them, so there is nothing to read here; pass a file or server storage "
@@ -242,7 +242,7 @@ def make_storage(url: str | None, heartbeat: bool = True, grace_period: int | No
         return _writer(url, heartbeat, grace_period)
 
 
-_MEMORY = ("sqlite:///:memory:", "sqlite://")
+IN_MEMORY = ("sqlite:///:memory:", "sqlite://")  # the URLs of an in-process storage
 _KINDS = "sqlite:///relative/path, sqlite:////absolute/path, journal:PATH or postgresql://USER@HOST/DB"
 
 
