@@ -181,3 +181,38 @@ def test_a_study_run_on_an_in_memory_storage_points_at_no_dashboard(synth_db, tm
                 "--out", str(tmp_path / "out")], tmp_path, monkeypatch)
     assert res.exit_code == 0, res.output
     assert "complete" in res.output and "dashboard" not in res.output, res.output
+
+
+def test_a_study_without_its_record_is_recorded_when_empty_and_refused_when_it_holds_trials(synth_db, tmp_path):
+    """A study of the spec's name that holds no accumopt record (no spec hash, fingerprint, coverage): left by a
+    run killed between Optuna's create_study and the record's write, or made by another tool. Before: it was
+    resumed as it was, its trials ran, its record was never written, and a CHANGED spec (another cost) then resumed
+    it too, mixing trials of two specs, since there was no hash to compare (audit: slippage 5 -> 7 accepted)."""
+    import optuna
+    from test_study import spec_text
+
+    from optimizer.errors import SpecError
+    from optimizer.study.data import load_study_data, prepare_data
+    from optimizer.study.records import read_study
+    from optimizer.study.run import run_study
+    from optimizer.study.spec import parse_spec
+
+    text = spec_text("half", n_trials=2, sampler_opts="n_startup_trials = 2").replace(
+        'universe = "tier1+3"', 'universe = "tier1"')
+    spec = parse_spec(text)
+    panel, reserve = load_study_data(spec, synth_db)
+    data = prepare_data(spec, panel, 0, reserve)
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    optuna.create_study(study_name="half", storage=url, direction="maximize")  # the killed creation
+    res = run_study(spec, synth_db, url, data=data)
+    rec = read_study(res.study)
+    assert (rec.spec_hash, rec.data_fingerprint) == (spec.spec_hash, data.fingerprint)  # recorded now
+    other = parse_spec(text.replace("n_trials = 2", "n_trials = 2\n").replace(
+        "[objective]", "[data.costs]\nslippage_bps = 7.0\n[objective]"))
+    with pytest.raises(SpecError, match=r"slippage_bps"):
+        run_study(other, synth_db, url, data=data)  # refused, naming the change
+    # a record-less study that holds trials (another tool's) is never resumed
+    foreign = optuna.create_study(study_name="half", storage=f"sqlite:///{tmp_path / 'f.db'}", direction="maximize")
+    foreign.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    with pytest.raises(SpecError, match=r"study 'half' holds 1 trial\(s\) but no record of the spec"):
+        run_study(spec, synth_db, f"sqlite:///{tmp_path / 'f.db'}", data=data)
