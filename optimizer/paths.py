@@ -24,6 +24,7 @@ import secrets
 import unicodedata
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from urllib.parse import unquote
 
 from optimizer.errors import DataError, ParameterError
 
@@ -97,11 +98,17 @@ def existing_store(db: str | Path) -> Path:
 
 
 def storage_path(url: str) -> Path | None:
-    """The file behind a file-backed storage URL (``sqlite:///PATH``, ``journal:PATH``); None for others."""
-    for prefix in ("sqlite:///", "journal:"):
-        if url.startswith(prefix):
-            path = url[len(prefix):].split("?", 1)[0]
-            return Path(path) if path and path != ":memory:" else None
+    """The file behind a file-backed storage URL (``sqlite:///PATH``, ``journal:PATH``); None for others.
+
+    An SQLite URL's path is read as SQLAlchemy reads it (the file Optuna opens): up to a ``?`` (its query), then
+    percent-decoded (``dir%2541`` is ``dir%41``; ``%41`` is ``A``). A journal's path is the rest of the URL, as is
+    (Optuna's journal file is no URL)."""
+    if url.startswith("sqlite:///"):
+        path = unquote(url[len("sqlite:///"):].split("?", 1)[0])
+        return Path(path) if path and path != ":memory:" else None
+    if url.startswith("journal:"):
+        path = url[len("journal:"):]
+        return Path(path) if path else None
     return None
 
 

@@ -39,7 +39,7 @@ from optimizer.study.inspect import (
 from optimizer.study.data_settings import data_settings_rows, study_settings
 from optimizer.study.records import read_study, trial_counts
 from optimizer.study.spec import check_study_name, load_spec
-from optimizer.study.storage import make_storage
+from optimizer.study.storage import IN_MEMORY, make_storage
 
 __all__ = ["COMMANDS"]
 
@@ -133,7 +133,8 @@ def _print_run(res, fmt, stale=()):
                               style="yellow", markup=False, highlight=False, soft_wrap=True)
         for w in res.warnings:
             err_console.print(f"warning: {w}", style="yellow", markup=False, highlight=False, soft_wrap=True)
-        print_cmd("dashboard:", f"accumopt dashboard --storage {res.storage}")
+        if res.storage not in IN_MEMORY:  # an in-process storage is gone with the run: nothing to show
+            print_cmd("dashboard:", f"accumopt dashboard --storage {res.storage}")
 
 
 @study_grp.command("worker")

@@ -37,7 +37,7 @@ from optimizer.study.spec import StudySpec
 from optimizer.study.data import StudyData, load_study_data, prepare_data
 from optimizer.study._pool import optimize_pool
 from optimizer.study.seed import seed_from_study
-from optimizer.study.storage import StudyFull, make_storage, study_names
+from optimizer.study.storage import StudyFull, has_heartbeat, make_storage, study_names
 from optimizer.study.trial import TrialFailed, TrialObjective
 
 __all__ = ["StudyRunResult", "open_study", "run_study", "git_commit", "study_record", "worker_stop"]
@@ -248,6 +248,14 @@ def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, data: Stud
     if name in existing:
         st = optuna.load_study(study_name=name, storage=storage, pruner=pruner)
         old = read_study(st)
+        if old.spec_hash is None:  # no record: made by another tool, or a run killed between creating it and
+            held = len(st.get_trials(deepcopy=False))  # writing its record (then it holds no trial yet)
+            want = [optuna.study.StudyDirection[d.upper()] if isinstance(d, str) else d for d in directions]
+            if held or st.directions != want:
+                raise SpecError("study", f"study {name!r} holds {held} trial(s) but no record of the spec, data and "
+                                         "settings they ran with (made by another tool, not by accumopt); refusing to "
+                                         f"resume it. {remedy}")
+            return _record_study(st, spec, data, extra_attrs, n_trials, creating, seed_offset)
         if old.spec_hash is not None and not spec.matches_stored(old.spec_hash, old.spec_text):
             if not new_name:
                 diff = spec.differences(old.spec_text)
@@ -276,10 +284,21 @@ def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, data: Stud
                                  directions=directions)
     except optuna.exceptions.DuplicatedStudyError:  # another worker created it since the listing above: join it
         return open_study(spec, storage, data, asked, new_name, extra_attrs, seed_offset, n_trials, remedy, creating)
+    return _record_study(st, spec, data, extra_attrs, n_trials, None, seed_offset, created)
+
+
+def _record_study(st: optuna.Study, spec: StudySpec, data: StudyData, extra_attrs: Mapping[str, Any] | None,
+                  n_trials: int | None, creating: Callable[[], Mapping[str, Any]] | None, seed_offset: int,
+                  created: Mapping[str, Any] | None = None) -> optuna.Study:
+    """Write a new study's record (its metric names and ``StudyRecord``); ``creating`` is called first when given
+    (a study created by a run killed before its record was written is recorded by the run that finds it)."""
+    if creating is not None:
+        created = dict(creating())
+        st.sampler = _sampler(spec, seed_offset)
     with warnings.catch_warnings():  # set_metric_names is marked experimental by Optuna
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         st.set_metric_names(make_objective(spec.objective.name, spec.objective.options).metric_names)
-    write_study(st, study_record(spec, data, {**created, **(extra_attrs or {})}, n_trials))
+    write_study(st, study_record(spec, data, {**(created or {}), **(extra_attrs or {})}, n_trials))
     return st
 
 
@@ -589,6 +608,13 @@ def run_study(
     failure = _first_failure(study)
     if failure is not None and counts["complete"] + counts["pruned"] == 0 and not interrupted:
         raise AccumoptError(f"study {study.study_name!r}: every trial failed ({counts['failed']}); first failure, {failure}")
+    held, done = counts["running"], counts["complete"] + counts["pruned"]
+    if held and done < target and not interrupted and not has_heartbeat(storage) \
+            and not isinstance(storage, optuna.storages.InMemoryStorage):
+        notes.append(f"{held} trial(s) still RUNNING hold {held} of the {target} trials, so this run stopped at "
+                     f"{done} finished: {storage_url} keeps no heartbeat, so a trial left by a killed process is never "
+                     "failed and retried (one a live worker runs finishes there). Studies that must survive a kill: "
+                     "SQLite or PostgreSQL")
     best, params = _best(study)
     return StudyRunResult(study.study_name, storage_url, counts, best, params,
                           time.perf_counter() - t0, interrupted, study, failure, tuple(notes))

@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import optuna
 from optuna.storages._heartbeat import is_heartbeat_enabled
@@ -35,7 +36,7 @@ from sqlalchemy.pool import NullPool
 from optimizer.errors import AccumoptError, DataError, ParameterError
 from optimizer.paths import resolve_storage, storage_path
 
-__all__ = ["make_storage", "study_names", "user_attrs_in_one_transaction", "StudyFull", "storage_error", "storage_failure", "has_heartbeat", "fail_stale_no_retry",
+__all__ = ["make_storage", "IN_MEMORY", "shown_url", "study_names", "user_attrs_in_one_transaction", "StudyFull", "storage_error", "storage_failure", "has_heartbeat", "fail_stale_no_retry",
            "trial_summary"]
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -66,8 +67,19 @@ def _check_schema(storage: optuna.storages.RDBStorage) -> None:
         vm.check_table_schema_compatibility()
 
 
+def shown_url(url: str) -> str:
+    """``url`` as an error line shows it: a server URL's password as ``***`` (``postgresql://u:***@host/db``), so a
+    refused connection never writes the password to a terminal, a log or a CI transcript."""
+    head, sep, rest = url.partition("://")
+    auth, at, tail = rest.rpartition("@")
+    if not (sep and at and ":" in auth) or head.startswith(("sqlite", "journal")):
+        return url
+    return f"{head}://{auth.split(':', 1)[0]}:***@{tail}"
+
+
 def storage_failure(url: str, e: BaseException) -> DataError:
     """The one-line ``DataError`` for an error raised by a storage (its root cause, in words)."""
+    url = shown_url(url)
     cause = _root_cause(e)
     msg = str(getattr(cause, "orig", None) or cause).splitlines()[0] if str(cause) else type(cause).__name__
     low = msg.lower()
@@ -137,7 +149,7 @@ def _check_sqlite_file(url: str, path: Path, read_only: bool, create: bool = Tru
             return  # an empty file: a new database
         raise DataError(f"study storage {url} is not an SQLite database (the file starts with b'')")
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
+        con = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=60)  # '#', '%', '?' quoted
         try:
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             half_created = read_only and "studies" in tables and _half_created(con, tables)
@@ -202,14 +214,21 @@ def make_storage(url: str | None, heartbeat: bool = True, grace_period: int | No
     ACCUMOPT_HEARTBEAT_GRACE, else 15; the heartbeat interval is min(5, grace // 3), at least 1).
     ``journal:PATH`` selects Optuna's journal-file storage (no heartbeat: a killed trial stays RUNNING, it is
     never counted as finished). ``sqlite:///:memory:`` (or ``sqlite://``) is an in-process InMemoryStorage:
-    visible to this process only, so no heartbeat and no worker processes.
+    visible to this process only, so no heartbeat and no worker processes (and nothing to read: refused with
+    ``read_only`` or ``create=False``). A URL that names no file, of an unknown kind or whose driver is not
+    installed is refused before anything is opened (``_check_url``).
     ``postgresql://`` URLs get an explicit installed driver (``_rdb_url``). RDB and journal storages hold an
     exact per-study trial budget that ``run_study`` sets (``_BudgetRDBStorage``, ``_BudgetJournalStorage``: the
     journal one locks ``PATH.budget.lock``), so any number of workers on any machines end with exactly N trials.
     """
     url = resolve_storage(url)
-    if url in ("sqlite:///:memory:", "sqlite://"):
+    if url in IN_MEMORY:
+        if read_only or not create:
+            raise DataError(f"study storage {url} is an in-process storage: it holds only the studies of the process "
+                            "that runs them, so there is nothing to read here; pass a file or server storage "
+                            "(sqlite:///PATH, journal:PATH, postgresql://...)")
         return optuna.storages.InMemoryStorage()
+    _check_url(url)
     if url.startswith("sqlite:///") and storage_path(url) is not None:
         _check_sqlite_file(url, storage_path(url), read_only, create)
     if url.startswith("journal:") and storage_path(url) is not None:
@@ -221,6 +240,44 @@ def make_storage(url: str | None, heartbeat: bool = True, grace_period: int | No
         raise DataError(f"{url}: the journal file {jp} does not exist; run a study first or pass --storage")
     with storage_error(url):
         return _writer(url, heartbeat, grace_period)
+
+
+IN_MEMORY = ("sqlite:///:memory:", "sqlite://")  # the URLs of an in-process storage
+_KINDS = "sqlite:///relative/path, sqlite:////absolute/path, journal:PATH or postgresql://USER@HOST/DB"
+
+
+def _check_url(url: str) -> None:
+    """A storage URL names a file or a database whose driver is installed, before anything is opened or created:
+    ``sqlite:///`` or ``journal:`` without a path (SQLAlchemy's ``sqlite:///`` is a private in-memory database per
+    connection, where Optuna's tables vanish between two calls), an SQLite URL with too few slashes, an unknown
+    kind, or a kind whose driver is missing (``mysql://`` without MySQLdb: Optuna's ImportError) is one line."""
+    if url.startswith(("sqlite:///", "journal:")):
+        path = storage_path(url)
+        if path is None:
+            raise DataError(f"study storage {url} names no file; write {_KINDS} (sqlite:///:memory: for a storage "
+                            "inside this process)")
+        if path.parts[0].startswith("~"):  # neither SQLAlchemy nor Optuna's journal expands it: a folder named '~'
+            prefix = "journal:" if url.startswith("journal:") else "sqlite:///"
+            raise DataError(f"study storage {url}: '~' is not expanded in a storage URL (it would make a folder "
+                            f"named {path.parts[0]!r} here); write the absolute path: {prefix}{os.path.expanduser(path)}")
+        return
+    if url.startswith("sqlite:"):
+        raise DataError(f"study storage {url} is not an SQLite URL: write sqlite:///relative/path or "
+                        "sqlite:////absolute/path (three slashes, then the path)")
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    rdb, url = url, shown_url(url)
+    try:
+        dialect = make_url(_rdb_url(rdb)).get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError):
+        raise DataError(f"study storage {url} is not a storage URL this tool can open; write {_KINDS}") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as e:
+        raise DataError(f"study storage {url}: the database driver of {dialect.name}+{dialect.driver} is not "
+                        f"installed ({e}); install it (PostgreSQL: pip install 'accumopt[postgres]'), or pass another "
+                        "--storage") from None
 
 
 def user_attrs_in_one_transaction(study: optuna.Study, attrs: Mapping[str, Any]) -> bool:
@@ -307,14 +364,16 @@ def _sqlite_reader(url: str, path: Path) -> optuna.storages.BaseStorage:
     kw = {"engine_kwargs": {"connect_args": {"timeout": 60}, "poolclass": NullPool}, "skip_table_creation": True,
           "skip_compatibility_check": True}  # checked by _check_schema (the same check, its head read once)
     try:
-        st = optuna.storages.RDBStorage(f"sqlite:///file:{path.resolve()}?mode=ro&uri=true", **kw)
+        # quoted twice: SQLAlchemy decodes its URL, then SQLite the file: URI (a '#' in a folder's name otherwise ended
+        # the path, so a reader opened, and created, another file)
+        st = optuna.storages.RDBStorage(f"sqlite:///file:{quote(quote(str(path.resolve())))}?mode=ro&uri=true", **kw)
         _check_schema(st)
         st.get_all_studies()
         return st
     except Exception as e:  # noqa: BLE001 - only the recovery case is retried; anything else goes to storage_error
         if "readonly" not in str(_root_cause(e)).lower():
             raise
-    st = optuna.storages.RDBStorage(f"sqlite:///{path}", **kw)
+    st = optuna.storages.RDBStorage(f"sqlite:///{quote(str(path))}", **kw)
     _check_schema(st)
     return st
 
@@ -330,12 +389,12 @@ def _writer(url: str, heartbeat: bool, grace_period: int | None) -> optuna.stora
         else:  # optuna < 4.9
             hb["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(max_retry=1)
     if url.startswith("journal:"):
-        path = url[len("journal:"):]
+        path = str(storage_path(url))
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         return _BudgetJournalStorage(JournalFileBackend(path), f"{path}.budget.lock")
     if url.startswith("sqlite:///"):
-        path = url[len("sqlite:///"):]
-        if path and path != ":memory:":
+        path = str(storage_path(url) or "")  # the file SQLAlchemy opens for the URL (percent-decoded)
+        if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             if not Path(path).exists():
                 _new_sqlite_storage(Path(path))
