@@ -216,3 +216,38 @@ def test_a_study_without_its_record_is_recorded_when_empty_and_refused_when_it_h
     foreign.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
     with pytest.raises(SpecError, match=r"study 'half' holds 1 trial\(s\) but no record of the spec"):
         run_study(spec, synth_db, f"sqlite:///{tmp_path / 'f.db'}", data=data)
+
+
+def test_a_record_less_study_recorded_by_another_worker_during_the_warm_up_is_checked_not_overwritten(
+        synth_db, tmp_path):
+    """A record-less empty study (its creator killed, or still between create_study and its record's write): the
+    run that finds it warms the kernels first (``creating``, seconds), and another worker may write its record
+    meanwhile. Before: the run then overwrote that record with its own, so two workers of different specs both ran
+    in one study. Now the record is read again after the warm-up, and a different spec is refused by name."""
+    import optuna
+    from test_study import spec_text
+
+    from optimizer.errors import SpecError
+    from optimizer.study.data import load_study_data, prepare_data
+    from optimizer.study.records import read_study
+    from optimizer.study.run import open_study
+    from optimizer.study.spec import parse_spec
+
+    text = spec_text("half", n_trials=2, sampler_opts="n_startup_trials = 2").replace(
+        'universe = "tier1+3"', 'universe = "tier1"')
+    spec = parse_spec(text)
+    other = parse_spec(text.replace("[objective]", "[data.costs]\nslippage_bps = 7.0\n[objective]"))
+    panel, reserve = load_study_data(spec, synth_db)
+    data = prepare_data(spec, panel, 0, reserve)
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    optuna.create_study(study_name="half", storage=url, direction="maximize")  # made, not yet recorded
+    storage = make_storage(url)
+
+    def warm_up() -> dict:  # meanwhile, the other worker (the other spec) records the study
+        open_study(other, make_storage(url), data)
+        return {}
+
+    with pytest.raises(SpecError, match=r"slippage_bps"):
+        open_study(spec, storage, data, creating=warm_up)
+    st = optuna.load_study(study_name="half", storage=url)
+    assert read_study(st).spec_hash == other.spec_hash  # the other worker's record stands

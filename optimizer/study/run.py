@@ -255,7 +255,11 @@ def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, data: Stud
                 raise SpecError("study", f"study {name!r} holds {held} trial(s) but no record of the spec, data and "
                                          "settings they ran with (made by another tool, not by accumopt); refusing to "
                                          f"resume it. {remedy}")
-            return _record_study(st, spec, data, extra_attrs, n_trials, creating, seed_offset)
+            created = dict(creating()) if creating is not None else {}
+            if read_study(st).spec_hash is not None:  # its creator (another worker) recorded it meanwhile: check it
+                return open_study(spec, storage, data, asked, new_name, extra_attrs, seed_offset, n_trials, remedy)
+            st.sampler = _sampler(spec, seed_offset)
+            return _record_study(st, spec, data, extra_attrs, n_trials, created)
         if old.spec_hash is not None and not spec.matches_stored(old.spec_hash, old.spec_text):
             if not new_name:
                 diff = spec.differences(old.spec_text)
@@ -284,21 +288,17 @@ def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, data: Stud
                                  directions=directions)
     except optuna.exceptions.DuplicatedStudyError:  # another worker created it since the listing above: join it
         return open_study(spec, storage, data, asked, new_name, extra_attrs, seed_offset, n_trials, remedy, creating)
-    return _record_study(st, spec, data, extra_attrs, n_trials, None, seed_offset, created)
+    return _record_study(st, spec, data, extra_attrs, n_trials, created)
 
 
 def _record_study(st: optuna.Study, spec: StudySpec, data: StudyData, extra_attrs: Mapping[str, Any] | None,
-                  n_trials: int | None, creating: Callable[[], Mapping[str, Any]] | None, seed_offset: int,
-                  created: Mapping[str, Any] | None = None) -> optuna.Study:
-    """Write a new study's record (its metric names and ``StudyRecord``); ``creating`` is called first when given
-    (a study created by a run killed before its record was written is recorded by the run that finds it)."""
-    if creating is not None:
-        created = dict(creating())
-        st.sampler = _sampler(spec, seed_offset)
+                  n_trials: int | None, created: Mapping[str, Any]) -> optuna.Study:
+    """Write a new study's record (its metric names and ``StudyRecord``): when it is created, or when a run finds
+    it without one and empty (its creator killed before writing it)."""
     with warnings.catch_warnings():  # set_metric_names is marked experimental by Optuna
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         st.set_metric_names(make_objective(spec.objective.name, spec.objective.options).metric_names)
-    write_study(st, study_record(spec, data, {**(created or {}), **(extra_attrs or {})}, n_trials))
+    write_study(st, study_record(spec, data, {**created, **(extra_attrs or {})}, n_trials))
     return st
 
 
