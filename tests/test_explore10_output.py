@@ -127,30 +127,9 @@ def test_report_of_a_name_that_is_a_study_and_a_walkforward_run_says_which_it_re
     assert res.stderr == ""
 
 
-TINY = """
-[study]
-name = "tiny"
-[data]
-universe = "tier1"
-end = "2024-03-28"
-[space]
-variant = { type = "categorical", choices = ["B", "C"] }
-z_window = { type = "categorical", choices = [20, 30] }
-buy_threshold = { type = "int", low = 60, high = 75, step = 5 }
-exit = "first_dist"
-[cv]
-n_splits = 2
-purge = 20
-[objective]
-min_trades = 0
-[sampler]
-name = "random"
-seed = 4
-[pruner]
-name = "none"
-[run]
-n_trials = 2
-"""
+from test_mend8_seams import TINY as _SEAM  # noqa: E402  (one tiny spec for the seam tests)
+
+TINY = _SEAM.replace('name = "seam"', 'name = "tiny"')
 
 
 @pytest.mark.parametrize("timeframe, x_title", [("daily", "date"), ("weekly", "date (weekly bar's last session)")])

@@ -24,21 +24,27 @@ def _column_by_column(x: np.ndarray, window: int, mp: int) -> tuple[np.ndarray, 
     return mean, std
 
 
+
+def _count_kernel_calls(monkeypatch, module, *names: str) -> dict[str, int]:
+    """Count the calls of ``module``'s functions ``names`` (pandas' rolling kernels) during the test."""
+    calls = dict.fromkeys(names, 0)
+    for name in names:
+        real = getattr(module, name)
+
+        def counted(*args, _real=real, _name=name, **kwargs):
+            calls[_name] += 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, counted)
+    return calls
+
 def test_rolling_zscore_runs_each_kernel_once_for_all_columns_with_each_columns_own_bits(monkeypatch):
     """A (T x N) rolling z-score is one call of pandas' mean and var kernels over the columns laid end to end,
     not one per column (DataFrame.rolling loops over the columns in Python: 20,000 symbols x 5 fields x 2
     statistics were 200,000 calls, most of a metrics build's 30 s on the real FINRA days). The values are those
     of every column rolled on its own, bit for bit: a window never reaches into the column before it and the
     kernels' running sums restart at each column's first row."""
-    calls = {"roll_mean": 0, "roll_var": 0}
-    for name in calls:
-        real = getattr(aggregations, name)
-
-        def counted(*args, _real=real, _name=name, **kwargs):
-            calls[_name] += 1
-            return _real(*args, **kwargs)
-
-        monkeypatch.setattr(aggregations, name, counted)
+    calls = _count_kernel_calls(monkeypatch, aggregations, "roll_mean", "roll_var")
     rng = np.random.default_rng(11)
     T, N, w = 40, 25, 5
     x = rng.normal(size=(T, N)) * 10.0 ** rng.integers(-2, 7, size=(1, N))
@@ -160,15 +166,7 @@ def test_context_and_options_indicators_roll_every_column_in_one_kernel_call(mon
     from optimizer.engine import _indicators as ind
     from optimizer.engine import _options as opt
 
-    calls = {"roll_mean": 0, "roll_var": 0, "roll_max": 0}
-    for name in calls:
-        real = getattr(aggregations, name)
-
-        def counted(*args, _real=real, _name=name, **kwargs):
-            calls[_name] += 1
-            return _real(*args, **kwargs)
-
-        monkeypatch.setattr(aggregations, name, counted)
+    calls = _count_kernel_calls(monkeypatch, aggregations, "roll_mean", "roll_var", "roll_max")
     rng = np.random.default_rng(5)
     T, N = 90, 30
     close = 50 * np.exp(np.cumsum(rng.normal(0, 0.02, (T, N)), axis=0))
