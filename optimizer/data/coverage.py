@@ -32,6 +32,7 @@ import pandas as pd
 from optimizer.data.calendar import DateLike, as_date as _as_date, session_days
 from optimizer.data.metrics import finra_partial_days, metrics_staleness
 from optimizer.data.store import table_exists
+from optimizer.data.universe import unpriced_note
 from optimizer.errors import DataError, check_param
 
 __all__ = [
@@ -150,6 +151,7 @@ class Coverage:
     sources: tuple[SourceCoverage, ...] = field(default_factory=tuple)
     minimum: float = MIN_COVERAGE
     required: tuple[str, ...] = REQUIRED_SOURCES
+    unpriced: int = 0  # symbols of the store that universe ``all`` left out: no price in the span (``unpriced_note``)
 
     def source(self, name: str) -> SourceCoverage:
         for s in self.sources:
@@ -162,7 +164,8 @@ class Coverage:
         return [s for s in self.sources if s.source in self.required and s.ratio < self.minimum]
 
     def describe(self) -> str:
-        head = f"coverage {self.start}..{self.end} ({self.sessions:,} NYSE sessions, {self.symbols} symbols): "
+        head = f"coverage {self.start}..{self.end} ({self.sessions:,} NYSE sessions, {self.symbols} symbols"
+        head += f"; {unpriced_note(self.unpriced)}): " if self.unpriced else "): "
         return head + "; ".join(s.describe() for s in self.sources)
 
     def require(self, what: str = "this span") -> "Coverage":
@@ -191,6 +194,7 @@ class Coverage:
             "minimum": self.minimum,
             "required": list(self.required),
             "sources": {s.source: s.to_dict() for s in self.sources},
+            "unpriced": self.unpriced,
         }
 
 

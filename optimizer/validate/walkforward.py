@@ -950,6 +950,8 @@ def run_settings(ctx: _RunContext, results: list[WindowResult], final: bool) -> 
     return {
         "study": s.run.study_name, "spec": s.name, "spec_hash": s.spec_hash,
         "universe": list(uni) if isinstance(uni, (list, tuple)) else uni, "symbols": len(ctx.panel.symbols),
+        **({"unpriced": ctx.panel.coverage.unpriced} if ctx.panel.coverage is not None and ctx.panel.coverage.unpriced
+           else {}),
         "span": [str(d[0])[:10], str(d[ctx.limit - 1])[:10]],
         "reserve_start": str(d[ctx.reserve])[:10] if ctx.reserve < len(d) else None, "final": final,
         "regime": s.data.regime, "min_periods": s.data.min_periods,
