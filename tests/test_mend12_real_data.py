@@ -105,3 +105,25 @@ def test_universe_all_left_out_count_reaches_the_study_record_and_the_backtest_o
     res = ok(cli("backtest", "--db", unpriced_db, "--universe", "all", "--variant", "D", "--no-save",
                  "--out", tmp_path / "out"))
     assert "universe all (universe all left out 4 symbols with no price" in " ".join(res.stdout.split())
+
+
+# ------------------------------------------------------------------------------------ 3. a table's HTML file name
+
+
+def test_a_tables_html_file_is_named_by_the_canonical_symbols_whatever_their_spelling(unpriced_db, tmp_path):
+    """`table --tickers` named its HTML file from the raw text: `zzc/w,spy` -> `..._zzc_w_spy-<hash>.html`,
+    `ZZC-W,SPY` -> another file, `ZZC.W,SPY` a third, the same table three times. Now the canonical symbols (the
+    ones the table shows) name it: every spelling writes `<date>_scan_ZZC.W_SPY.html` under `<out>/tables`, and a
+    path-like ticker is refused before anything is written."""
+    from _cli_helpers import one_line_error
+
+    out = tmp_path / "out"
+    names = set()
+    for spelling in ("zzc/w,spy", "ZZC-W,SPY", "ZZC.W, spy", "zzc.w;Spy", "ZZC W,SPY,spy"):
+        res = ok(cli("table", "--db", unpriced_db, "--tickers", spelling, "--date", "2024-03-01", "--out", out))
+        names.add(res.stdout.strip().splitlines()[-1])
+    assert names == {f"html: {out / 'tables' / '2024-03-01_scan_ZZC.W_SPY.html'}"}
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    assert written == ["out/tables/2024-03-01_scan_ZZC.W_SPY.html"]
+    one_line_error(cli("table", "--db", unpriced_db, "--tickers", "../../x", "--out", out), "ticker")
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == written
