@@ -31,6 +31,7 @@ import pandas as pd
 
 from optimizer.data.calendar import DateLike, as_date as _as_date, session_days
 from optimizer.data.metrics import finra_partial_days, metrics_staleness
+from optimizer.data.splitcheck import suspect_splits
 from optimizer.data.store import table_exists
 from optimizer.data.universe import unpriced_note
 from optimizer.errors import DataError, check_param
@@ -152,6 +153,7 @@ class Coverage:
     minimum: float = MIN_COVERAGE
     required: tuple[str, ...] = REQUIRED_SOURCES
     unpriced: int = 0  # symbols of the store that universe ``all`` left out: no price in the span (``unpriced_note``)
+    suspect_splits: tuple = ()  # splitcheck.SuspectSplit: unrecorded splits of the loaded symbols in the span
 
     def source(self, name: str) -> SourceCoverage:
         for s in self.sources:
@@ -195,6 +197,7 @@ class Coverage:
             "required": list(self.required),
             "sources": {s.source: s.to_dict() for s in self.sources},
             "unpriced": self.unpriced,
+            "suspect_splits": [x.to_dict() for x in self.suspect_splits],
         }
 
 
@@ -406,7 +409,8 @@ def store_info(con: duckdb.DuckDBPyConnection) -> dict[str, object]:
     each source's coverage (:func:`store_coverage`) with its symbols' own gaps (``symbol_gaps``, :func:`symbol_gaps`);
     ``daily_metrics_stale``: why daily_metrics predates the raw data (``metrics.metrics_staleness``), else None;
     ``finra_partial_days``: the FINRA sessions summed from fewer facility files than their neighbours
-    (``metrics.finra_partial_days``)."""
+    (``metrics.finra_partial_days``); ``suspect_splits``: the sessions where a symbol's data changes basis like a
+    split the store does not record (``splitcheck.suspect_splits``)."""
     tables = []
     for (t,) in con.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' ORDER BY 1"
@@ -426,4 +430,5 @@ def store_info(con: duckdb.DuckDBPyConnection) -> dict[str, object]:
     cov = [{**c.to_dict(), "symbol_gaps": symbol_gaps(con, c.source)} for c in store_coverage(con)]
     return {"schema_version": ver, "tables": tables, "coverage": cov,
             "minimum": MIN_COVERAGE, "required": list(REQUIRED_SOURCES),
-            "daily_metrics_stale": metrics_staleness(con), "finra_partial_days": finra_partial_days(con)}
+            "daily_metrics_stale": metrics_staleness(con), "finra_partial_days": finra_partial_days(con),
+            "suspect_splits": [x.to_dict() for x in suspect_splits(con)]}

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from optimizer.data.store import connect, table_exists
+from optimizer.data.splitcheck import suspect_splits
 from optimizer.data.symbols import is_context_symbol
 from optimizer.data.universe import refuse_listed_without_rows, resolve_universe
 from optimizer.engine.evaluate import Evaluator
@@ -125,17 +126,20 @@ def load_universe_panel(db: str | Path, universe: Any, start: str | None = None,
     [start, end] from the store at ``db`` (opened read-only). A store without daily_metrics, an empty one and a
     universe with no symbol in it are DataErrors saying what to run; so is a listed universe naming a symbol the
     store or the span lacks. ``all`` runs on the symbols with a price in the span; how many it left out is the
-    panel's ``coverage.unpriced`` (recorded with a study's coverage, stated by ``unpriced_note``)."""
+    panel's ``coverage.unpriced`` (recorded with a study's coverage, stated by ``unpriced_note``). The splits its
+    symbols' data shows in the span that the store does not record are ``coverage.suspect_splits``
+    (``data.splitcheck``; the commands warn of them with ``suspect_split_lines``)."""
     con = connect(db, read_only=True)
     try:
         syms, unpriced = _universe_symbols(con, db, universe, start, end)
         panel = load_panel(con, syms, start, end)
+        refuse_listed_without_rows(universe, syms, panel.symbols, f"daily_metrics of {db}", panel.dates[0],
+                                   panel.dates[-1])
+        suspect = tuple(suspect_splits(con, panel.symbols, panel.dates[0], panel.dates[-1]))
     finally:
         con.close()
-    refuse_listed_without_rows(universe, syms, panel.symbols, f"daily_metrics of {db}", panel.dates[0],
-                               panel.dates[-1])
-    if unpriced and panel.coverage is not None:
-        panel = replace(panel, coverage=replace(panel.coverage, unpriced=unpriced))
+    if (unpriced or suspect) and panel.coverage is not None:
+        panel = replace(panel, coverage=replace(panel.coverage, unpriced=unpriced, suspect_splits=suspect))
     return panel
 
 
