@@ -260,8 +260,8 @@ def split_db(synth_db: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
 
 def test_data_info_and_the_panel_commands_warn_of_an_unrecorded_split_once_until_it_is_ingested(split_db, tmp_path):
     """Before: nothing said that NVDA's volume features compare two share bases. Now `data info` names NVDA, the
-    ex-date and the likely 4-for-1 ratio (JSON: suspect_splits), `backtest` warns once (one line for NVDA), a study
-    records it on its coverage; after `ingest splits` + `metrics build` the warning is gone. The planted store
+    ex-date and the likely 4-for-1 ratio (JSON: suspect_splits), `backtest` and `sandbox` warn once (one line for
+    NVDA), the panel's coverage (a study's record) holds it; after `ingest splits` + `metrics build` the warning is gone. The planted store
     itself (33 symbols x 374 sessions) has none."""
     from optimizer.study.data import load_universe_panel
 
@@ -277,6 +277,8 @@ def test_data_info_and_the_panel_commands_warn_of_an_unrecorded_split_once_until
     assert sum(want in ln for ln in res.stderr.splitlines()) == 1, res.stderr
     res = ok(cli("backtest", "--db", db, "--universe", "tier1", "--variant", "D", "--no-save", "--out", tmp_path))
     assert "splits:" not in res.stderr  # NVDA is not in it
+    res = ok(cli("sandbox", "NVDA", "--db", db, "--out", tmp_path / "sb", "--no-png"))
+    assert sum(want in ln for ln in res.stderr.splitlines()) == 1, res.stderr
     assert load_universe_panel(db, "tier3").coverage.to_dict()["suspect_splits"][0]["date"] == ex
 
     splits = tmp_path / "splits.csv"
