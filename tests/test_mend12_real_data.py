@@ -280,6 +280,16 @@ def test_data_info_and_the_panel_commands_warn_of_an_unrecorded_split_once_until
     res = ok(cli("sandbox", "NVDA", "--db", db, "--out", tmp_path / "sb", "--no-png"))
     assert sum(want in ln for ln in res.stderr.splitlines()) == 1, res.stderr
     assert load_universe_panel(db, "tier3").coverage.to_dict()["suspect_splits"][0]["date"] == ex
+    from optimizer import api
+    from optimizer.study.records import read_study
+
+    spec = {"study": {"name": "split12"}, "data": {"universe": "tier3"}, "space": {"variant": "D", "buy_threshold": 60,
+            "exit": "fixed_10d"}, "cv": {"n_splits": 2}, "objective": {"name": "hit_rate", "min_trades": 1},
+            "sampler": {"name": "grid"}, "run": {"n_trials": 1}}
+    with pytest.warns(UserWarning, match=f"splits: NVDA: {ex}"):  # the API says what the command line prints
+        run = api.run_study(spec, db, f"sqlite:///{tmp_path / 's.db'}")
+    assert sum(w.startswith(want) for w in run.warnings) == 1, run.warnings
+    assert [x["symbol"] for x in read_study(run.study).coverage["suspect_splits"]] == ["NVDA"]
 
     splits = tmp_path / "splits.csv"
     splits.write_text(f"symbol,date,ratio\nNVDA,{ex},4\n", encoding="utf-8")
