@@ -43,6 +43,7 @@ import tomli_w
 
 from optimizer.backtest import BACKTEST_METRICS, backtest
 from optimizer.data.metrics import store_metrics_staleness
+from optimizer.data.splitcheck import panel_split_lines
 from optimizer.data.store import connect
 from optimizer.data.synth import SynthConfig, synth_new_store
 from optimizer.engine.evaluate import Config, Evaluator, Result
@@ -167,6 +168,8 @@ def load_panel(db: str | Path | None = None, universe: Any = "tier1+3", start: s
     end, reserve_start = guard_end(path, universe_symbols(path, universe), end, final, "load_panel (end)")
     panel = load_universe_panel(path, universe, start, end)
     _warn(store_metrics_staleness(path))  # a re-published day, a revised close, a split ingested since: not in it
+    for w in panel_split_lines(panel):  # a split the store does not record (docs/DATA.md "Splits")
+        _warn(w)
     if final and len(panel.dates):
         earlier = record_if_opened(path, reserve_start, panel.dates[-1], "api.load_panel(final=True)")
         _warn(opening_warning(reserve_start, earlier or []))

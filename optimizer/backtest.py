@@ -33,6 +33,7 @@ import pandas as pd
 
 from optimizer.data.calendar import as_date
 from optimizer.data.metrics import metrics_staleness
+from optimizer.data.splitcheck import panel_split_lines
 from optimizer.data.store import connect
 from optimizer.engine.context import compute_context, market_regime_frame
 from optimizer.engine.evaluate import Config, Evaluator, Result
@@ -233,6 +234,7 @@ def backtest(params: Mapping[str, Any], db: str | Path, universe: Any = None, st
         con.close()
     if stale:
         warnings.append(f"warning: {stale}")
+    warnings += [f"warning: {w}" for w in panel_split_lines(panel)]
     opened = reserve_start is not None and _day(panel.dates[-1]) >= _day(reserve_start)
     if opened:
         earlier = record_opening(db, reserve_start, "backtest --final", f"config {run_record.key}",

@@ -38,6 +38,7 @@ from optimizer.data.ingest.prices import polygon_dates
 from optimizer.data.metrics import build_daily_metrics
 from optimizer.data.store import connect, table_exists
 from optimizer.data.symbols import canonical_or_none
+from optimizer.data.splitcheck import panel_split_lines
 from optimizer.data.universe import MARKET_SYMBOL, VIX_SYMBOL, resolve_universe
 from optimizer.errors import AccumoptError, DataError, ParameterError, check_param
 from optimizer.report.files import PNG_HINT, png_available
@@ -345,7 +346,8 @@ def run_evening(
         t = time.perf_counter()
         res.sheet = signal_sheet(rec, db, universe=uni, start=start, regime=regime, walkforward=walkforward)
         stale = stale_sheet_warning(res.sheet, db)  # tonight's prices are in, tonight's FINRA file is not
-        for w in (unscored_warning(res.sheet), unpriced_warning(res.sheet), stale, walkforward_warning(res.sheet)):
+        for w in (unscored_warning(res.sheet), unpriced_warning(res.sheet), stale, walkforward_warning(res.sheet),
+                  *panel_split_lines(res.sheet.panel)):  # a split the store does not record (data.splitcheck)
             if w:
                 res.warnings.append(w)
         res.sheet_files = write_signal_sheet(res.sheet, db, out)

@@ -138,7 +138,8 @@ def daily_table(
 ) -> pd.DataFrame:
     """One row per ticker on ``date`` (default: the latest date with FINRA short data) with the display columns.
 
-    The table states its coverage in ``df.attrs["coverage"]`` (date, symbols, how many have FINRA short data
+    The table states the canonical tickers it was asked for in ``df.attrs["tickers"]`` (None: every symbol of the
+    day) and its coverage in ``df.attrs["coverage"]`` (date, symbols, how many have FINRA short data
     and which do not); a date without any FINRA short data is refused (DataError naming the nearest dates).
 
     ``tickers``: a list / comma string; None -> ``Settings.tickers`` (TICKERS env) or every symbol that day.
@@ -195,6 +196,7 @@ def daily_table(
         cols = list(_SCAN_COLS) + list(_ANALYSIS_EXTRA)
     out = df[cols].reset_index(drop=True)
     out.attrs["coverage"] = coverage
+    out.attrs["tickers"] = syms  # the canonical symbols asked for (None: every symbol), e.g. to name the table's file
     return out
 
 

@@ -86,7 +86,7 @@ def scan_cmd(date, lookback, top, trend_days, outlier_z, volume_z, ratio_z, expo
 @format_option()
 def table_cmd(date, tickers, style, db, out, columns, wide, fmt):
     """Daily table: short ratio, lit imbalance, OTC participation, score, confidence, agreement, provenance; also
-    written as HTML to <out>/tables/<date>_<style>[_<tickers>].html."""
+    written as HTML to <out>/tables/<date>_<style>[_<TICKER>...].html (canonical symbols)."""
     from optimizer.analytics.tables import daily_table, render_daily_table, write_daily_table_html
 
     store = existing_store(resolve_db(db, None, output_root(out)))
@@ -97,8 +97,8 @@ def table_cmd(date, tickers, style, db, out, columns, wide, fmt):
     finally:
         con.close()
     d = str(df["date"].iloc[0])[:10] if len(df) and "date" in df else (date or "latest")
-    shown = tickers if tickers is not None else (",".join(Settings.from_env().tickers) or None)  # $TICKERS too
-    path = write_daily_table_html(df, under(output_root(out), "tables", run_label(d, style, shown), suffix=".html"))
+    shown = df.attrs.get("tickers") or ()  # --tickers or $TICKERS, canonical: brk/b, BRK-B and BRK.B name one file
+    path = write_daily_table_html(df, under(output_root(out), "tables", run_label(d, style, *shown), suffix=".html"))
     if fmt == "json":
         click.echo(frame_json(df))
     else:

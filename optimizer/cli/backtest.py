@@ -12,7 +12,7 @@ import click
 from optimizer.backtest import backtest, compare_metrics
 from optimizer.cli._common import console, echo_json, err_console, print_kv, print_table, format_option, shared_options
 from optimizer.data.rolling import min_periods_label
-from optimizer.data.universe import universe_label
+from optimizer.data.universe import universe_label, unpriced_note
 from optimizer.params import PARAMS, Choice, Param, check_given_active
 from optimizer.paths import output_root, resolve_db
 from optimizer.study.paramsfile import load_params_record
@@ -102,7 +102,8 @@ def backtest_cmd(params_file, universe, start, end, regime, final, allow_data_ch
     d = panel.dates
     r, c = run.record, run.result.config.costs
     uni, mp = universe_label(r.universe), min_periods_label(r.min_periods)
-    for line in (f"universe {uni}, regime filter {r.regime}",  # wrapped at the terminal's width (80 in a pipe)
+    left = unpriced_note(panel.coverage.unpriced if panel.coverage is not None else 0)
+    for line in (f"universe {uni}{f' ({left})' if left else ''}, regime filter {r.regime}",  # wrapped at the terminal's width (80 in a pipe)
                  f"costs {c.commission_bps:g} + {c.slippage_bps:g} bp per side; z-scores from {r.panel_start}, "
                  f"min_periods {mp}",
                  f"span ends {str(d[-1])[:10]}: {end_from}"):

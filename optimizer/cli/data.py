@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ from optimizer.data.coverage import store_info, symbol_gap_lines
 from optimizer.data.fetch import fetch_finra_api, fetch_finra_short, fetch_polygon_prices
 from optimizer.data.ingest import ingest_paths
 from optimizer.data.metrics import build_daily_metrics, partial_days_warning
+from optimizer.data.splitcheck import SuspectSplit, suspect_split_lines
 from optimizer.data.store import connect
 from optimizer.data.synth import SynthConfig, generate_market, synth_to_db, write_market
 from optimizer.data.symbols import canonical_symbol
@@ -294,7 +296,9 @@ def info_cmd(db, out, fmt):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
         for text in symbol_gap_lines(c["symbol_gaps"]):
             console.print(f"  {'':<12} {text}", markup=False, highlight=False, soft_wrap=True)
-    for w in (info["daily_metrics_stale"], partial_days_warning(info["finra_partial_days"])):
+    found = [SuspectSplit(**{**x, "date": dt.date.fromisoformat(x["date"])}) for x in info["suspect_splits"]]
+    for w in (info["daily_metrics_stale"], partial_days_warning(info["finra_partial_days"]),
+              *suspect_split_lines(found)):
         if w:
             err_console.print(f"warning: {w}", style="yellow", markup=False, highlight=False, soft_wrap=True)
 

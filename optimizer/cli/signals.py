@@ -15,6 +15,7 @@ from optimizer.engine.regime_filter import regime_codes
 from optimizer.paths import output_root, resolve_db
 from optimizer.report.sheet import sheet_records
 from optimizer.report.terminal import Column, print_frame
+from optimizer.data.splitcheck import panel_split_lines
 from optimizer.signals import (
     signal_sheet, stale_metrics_warning, stale_sheet_warning, unpriced_warning, unscored_warning,
     walkforward_warning, write_signal_sheet,
@@ -157,7 +158,7 @@ def signals_cmd(params_file, universe, start, regime, walkforward, date, show_al
     sheet = signal_sheet(rec, db, date=date, universe=universe, start=start, regime=regime, walkforward=walkforward)
     stale = stale_sheet_warning(sheet, db) if date is None else None  # an explicit --date is deliberate
     for w in (stale_metrics_warning(db), unscored_warning(sheet), unpriced_warning(sheet), stale,
-              walkforward_warning(sheet)):
+              walkforward_warning(sheet), *panel_split_lines(sheet.panel)):
         if w:
             err_console.print(f"warning: {w}", style="yellow", markup=False, highlight=False, soft_wrap=True)
     paths = write_signal_sheet(sheet, db, out_root) if save else {}

@@ -31,7 +31,9 @@ import pandas as pd
 
 from optimizer.data.calendar import DateLike, as_date as _as_date, session_days
 from optimizer.data.metrics import finra_partial_days, metrics_staleness
+from optimizer.data.splitcheck import suspect_splits
 from optimizer.data.store import table_exists
+from optimizer.data.universe import unpriced_note
 from optimizer.errors import DataError, check_param
 
 __all__ = [
@@ -150,6 +152,8 @@ class Coverage:
     sources: tuple[SourceCoverage, ...] = field(default_factory=tuple)
     minimum: float = MIN_COVERAGE
     required: tuple[str, ...] = REQUIRED_SOURCES
+    unpriced: int = 0  # symbols of the store that universe ``all`` left out: no price in the span (``unpriced_note``)
+    suspect_splits: tuple = ()  # splitcheck.SuspectSplit: unrecorded splits of the loaded symbols in the span
 
     def source(self, name: str) -> SourceCoverage:
         for s in self.sources:
@@ -162,7 +166,8 @@ class Coverage:
         return [s for s in self.sources if s.source in self.required and s.ratio < self.minimum]
 
     def describe(self) -> str:
-        head = f"coverage {self.start}..{self.end} ({self.sessions:,} NYSE sessions, {self.symbols} symbols): "
+        head = f"coverage {self.start}..{self.end} ({self.sessions:,} NYSE sessions, {self.symbols} symbols"
+        head += f"; {unpriced_note(self.unpriced)}): " if self.unpriced else "): "
         return head + "; ".join(s.describe() for s in self.sources)
 
     def require(self, what: str = "this span") -> "Coverage":
@@ -191,6 +196,8 @@ class Coverage:
             "minimum": self.minimum,
             "required": list(self.required),
             "sources": {s.source: s.to_dict() for s in self.sources},
+            "unpriced": self.unpriced,
+            "suspect_splits": [x.to_dict() for x in self.suspect_splits],
         }
 
 
@@ -402,7 +409,8 @@ def store_info(con: duckdb.DuckDBPyConnection) -> dict[str, object]:
     each source's coverage (:func:`store_coverage`) with its symbols' own gaps (``symbol_gaps``, :func:`symbol_gaps`);
     ``daily_metrics_stale``: why daily_metrics predates the raw data (``metrics.metrics_staleness``), else None;
     ``finra_partial_days``: the FINRA sessions summed from fewer facility files than their neighbours
-    (``metrics.finra_partial_days``)."""
+    (``metrics.finra_partial_days``); ``suspect_splits``: the sessions where a symbol's data changes basis like a
+    split the store does not record (``splitcheck.suspect_splits``)."""
     tables = []
     for (t,) in con.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' ORDER BY 1"
@@ -422,4 +430,5 @@ def store_info(con: duckdb.DuckDBPyConnection) -> dict[str, object]:
     cov = [{**c.to_dict(), "symbol_gaps": symbol_gaps(con, c.source)} for c in store_coverage(con)]
     return {"schema_version": ver, "tables": tables, "coverage": cov,
             "minimum": MIN_COVERAGE, "required": list(REQUIRED_SOURCES),
-            "daily_metrics_stale": metrics_staleness(con), "finra_partial_days": finra_partial_days(con)}
+            "daily_metrics_stale": metrics_staleness(con), "finra_partial_days": finra_partial_days(con),
+            "suspect_splits": [x.to_dict() for x in suspect_splits(con)]}

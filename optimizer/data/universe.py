@@ -29,6 +29,7 @@ __all__ = [
     "refuse_listed_without_rows",
     "parent_etf",
     "universe_label",
+    "unpriced_note",
 ]
 
 MARKET_SYMBOL = "SPY"
@@ -81,6 +82,16 @@ _TIER_LIKE = re.compile(r"tier[0-9+]+")  # written like a tier name (lower-cased
 def universe_label(value: str | Sequence[str]) -> str:
     """A universe as one line for a person: a tier name (or a comma list) as written, a list joined by commas."""
     return value if isinstance(value, str) else ",".join(str(s) for s in value)
+
+
+def unpriced_note(unpriced: int | None) -> str | None:
+    """The one line saying how many symbols universe ``all`` left out for want of a price (None when none were):
+    ``all`` is every symbol of the store with a price in the span, not every FINRA symbol (a real FINRA day lists
+    ~11,000 symbols; one with no price has no return to trade, and would only be an empty column of the panel)."""
+    if not unpriced:
+        return None
+    return (f"universe all left out {unpriced:,} symbol{'s' if unpriced != 1 else ''} with no price in the span "
+            "(FINRA data only; ingest their prices and rebuild the metrics to include them)")
 
 
 def parent_etf(symbol: str) -> str | None:

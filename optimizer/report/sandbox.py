@@ -67,6 +67,7 @@ from optimizer.params import engine_params
 from optimizer.report.files import save_figure
 from optimizer.report.lines import add_hlines
 from optimizer.study.data_settings import data_settings_rows
+from optimizer.data.splitcheck import suspect_split_lines, suspect_splits
 from optimizer.study.data import load_universe_panel, universe_symbols
 from optimizer.engine.regime_filter import REGIME_NAMES, regime_entry_mask
 from optimizer.engine.simulate import Span
@@ -479,15 +480,16 @@ def sandbox_run(db: str | Path, symbol: str, start: DateLike | None = None, end:
     con = connect(db, read_only=True)
     try:
         panel = load_sandbox_panel(con, symbol, None, end, panel_start=panel_start)
+        splits = suspect_split_lines(suspect_splits(con, panel.symbols, panel.dates[0], panel.dates[-1]))
     finally:
         con.close()
     if start is not None:
         _rows(panel, start, end)  # a start after the end is refused here, before any simulation
-    notes: tuple[str, ...] = ()
+    notes: tuple[str, ...] = tuple(f"warning: {w}" for w in splits)  # a split the store does not record
     if final:
         earlier = record_if_opened(db, reserve_start, panel.dates[-1], "sandbox --final", str(panel.symbols[0]))
         w = opening_warning(reserve_start, earlier or [])
-        notes = (w,) if w else ()
+        notes += (w,) if w else ()
     capped = cfg.caps.max_positions is not None or cfg.caps.max_per_sector is not None
     uni = load_universe_panel(db, uni_name, panel_start, end) if capped else None
     signal_start = span_start

@@ -4,13 +4,15 @@ the one loader of a universe's panel from the store."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from optimizer.data.store import connect, table_exists
+from optimizer.data.splitcheck import suspect_splits
+from optimizer.data.symbols import is_context_symbol
 from optimizer.data.universe import refuse_listed_without_rows, resolve_universe
 from optimizer.engine.evaluate import Evaluator
 from optimizer.engine.panel import Panel, load_panel
@@ -49,27 +51,72 @@ class StudyData:
         return str(d[self.lo]), str(d[self.hi - 1])
 
 
-def _universe_symbols(con: Any, db: str | Path, universe: Any) -> list[str]:
+def _is_all(universe: Any) -> bool:
+    return universe is None or (isinstance(universe, str) and universe.strip().lower() == "all")
+
+
+def _priced(con: Any, start: str | None, end: str | None) -> tuple[list[str], int] | None:
+    """(the daily_metrics symbols with a price, a close, in [start, end]; how many of its symbols with a row there
+    have none), or None when the store has no close to tell them apart (a daily_metrics without the column and no
+    prices_daily)."""
+    cols = {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = "
+                                      "'daily_metrics' AND table_schema = 'main'").fetchall()}
+    where, params = ["1=1"], []
+    for op, d in ((">=", start), ("<=", end)):
+        if d is not None:
+            where.append(f"m.date {op} CAST(? AS DATE)")
+            params.append(str(d)[:10])
+    if "close" in cols:
+        close = "m.close"
+        join = ""
+    elif table_exists(con, "prices_daily"):
+        close, join = "p.close", " LEFT JOIN prices_daily p ON p.date = m.date AND p.symbol = m.symbol"
+    else:
+        return None
+    rows = con.execute(f"SELECT m.symbol, count({close}) > 0 FROM daily_metrics m{join} WHERE {' AND '.join(where)} "
+                       "GROUP BY m.symbol ORDER BY 1", params).fetchall()
+    priced = [s for s, p in rows if p]
+    return priced, sum(1 for s, p in rows if not p and not is_context_symbol(s))
+
+
+def _universe_symbols(con: Any, db: str | Path, universe: Any, start: str | None = None,
+                      end: str | None = None) -> tuple[list[str], int]:
+    """The symbols ``universe`` resolves to in the store's daily_metrics, and how many of its symbols ``all`` left
+    out for want of a price in [start, end] (``all`` is every symbol the tool can trade: a FINRA symbol with no
+    price has no return, no entry and no exit, and would only be an empty column of the panel; 0 for any other
+    universe). THE one place a universe is resolved against a store."""
     if not table_exists(con, "daily_metrics"):
         raise DataError(f"{db} has no daily_metrics table; run `accumopt metrics build --db {db}` "
                         f"(or `accumopt data synth --db {db}`) first")
     avail = [r[0] for r in con.execute("SELECT DISTINCT symbol FROM daily_metrics ORDER BY 1").fetchall()]
     if not avail:
         raise DataError(f"daily_metrics in {db} is empty; run `accumopt metrics build --db {db}` first")
+    unpriced = 0
+    if _is_all(universe):
+        got = _priced(con, start, end)
+        if got is not None:
+            priced, unpriced = got
+            if not priced:
+                span = f" between {start or 'its first'} and {end or 'its last session'}"
+                raise DataError(f"universe 'all' has no symbol with a price in daily_metrics of {db}{span}: it holds "
+                                f"{len(avail)} symbol(s), none with a close (ingest prices: `accumopt ingest prices "
+                                f"FILE --db {db}`, then `accumopt metrics build --db {db}`)")
+            avail = priced
     syms = resolve_universe(list(universe) if isinstance(universe, tuple) else universe, avail,
                             f"daily_metrics of {db}")
     if not syms:
         raise DataError(f"universe {universe!r} has no symbol in daily_metrics of {db}; "
                         f"it holds {len(avail)}: {', '.join(avail[:12])}{' ...' if len(avail) > 12 else ''}")
-    return syms
+    return syms, unpriced
 
 
-def universe_symbols(db: str | Path, universe: Any) -> list[str]:
+def universe_symbols(db: str | Path, universe: Any, start: str | None = None, end: str | None = None) -> list[str]:
     """The symbols ``universe`` (a tier name, ``all``, a comma list or a list of symbols) resolves to in the
-    daily_metrics of the store at ``db`` (opened read-only); DataErrors as ``load_universe_panel``."""
+    daily_metrics of the store at ``db`` (opened read-only); ``all``: its symbols with a price in [start, end]
+    (any session when not given); DataErrors as ``load_universe_panel``."""
     con = connect(db, read_only=True)
     try:
-        return _universe_symbols(con, db, universe)
+        return _universe_symbols(con, db, universe, start, end)[0]
     finally:
         con.close()
 
@@ -78,15 +125,21 @@ def load_universe_panel(db: str | Path, universe: Any, start: str | None = None,
     """The ``daily_metrics`` panel of ``universe`` (a tier name, ``all``, a comma list or a list of symbols) in
     [start, end] from the store at ``db`` (opened read-only). A store without daily_metrics, an empty one and a
     universe with no symbol in it are DataErrors saying what to run; so is a listed universe naming a symbol the
-    store or the span lacks."""
+    store or the span lacks. ``all`` runs on the symbols with a price in the span; how many it left out is the
+    panel's ``coverage.unpriced`` (recorded with a study's coverage, stated by ``unpriced_note``). The splits its
+    symbols' data shows in the span that the store does not record are ``coverage.suspect_splits``
+    (``data.splitcheck``; the commands warn of them with ``suspect_split_lines``)."""
     con = connect(db, read_only=True)
     try:
-        syms = _universe_symbols(con, db, universe)
+        syms, unpriced = _universe_symbols(con, db, universe, start, end)
         panel = load_panel(con, syms, start, end)
+        refuse_listed_without_rows(universe, syms, panel.symbols, f"daily_metrics of {db}", panel.dates[0],
+                                   panel.dates[-1])
+        suspect = tuple(suspect_splits(con, panel.symbols, panel.dates[0], panel.dates[-1]))
     finally:
         con.close()
-    refuse_listed_without_rows(universe, syms, panel.symbols, f"daily_metrics of {db}", panel.dates[0],
-                               panel.dates[-1])
+    if (unpriced or suspect) and panel.coverage is not None:
+        panel = replace(panel, coverage=replace(panel.coverage, unpriced=unpriced, suspect_splits=suspect))
     return panel
 
 

@@ -5,7 +5,7 @@ and of min_periods have their own homes (``data.universe.universe_label``, ``dat
 
 A settings dict holds ``universe`` (a name or a list), ``regime``, ``min_periods`` (None: the z-window) and
 ``costs`` (``{"commission_bps", "slippage_bps"}``, or a list of them: one per walk-forward window); optionally
-``symbols`` (how many), ``span`` ([first, last] session), ``reserve_start`` / ``final`` (the final reserve and
+``symbols`` (how many), ``unpriced`` (how many universe ``all`` left out, when it left out any: ``universe.unpriced_note``), ``span`` ([first, last] session), ``reserve_start`` / ``final`` (the final reserve and
 whether the run opened it) and ``panel_start`` (where the z-scores warm up from, when it is not the span's start).
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from optimizer.data.rolling import min_periods_label
-from optimizer.data.universe import universe_label
+from optimizer.data.universe import universe_label, unpriced_note
 
 __all__ = ["costs_label", "data_settings_rows", "study_settings"]
 
@@ -32,6 +32,8 @@ def data_settings_rows(st: Mapping[str, Any]) -> list[tuple[str, str]]:
     data = f"universe {universe_label(st['universe'])}"
     if st.get("symbols") is not None:
         data += f", {st['symbols']} symbols"
+    if st.get("unpriced"):
+        data += f" ({unpriced_note(st['unpriced'])})"
     if st.get("span"):
         data += f", {st['span'][0]}..{st['span'][1]}"
     if "reserve_start" in st:
@@ -55,6 +57,7 @@ def study_settings(record: Any) -> dict[str, Any] | None:
     uni = record.universe if record.universe is not None else d.universe
     return {
         "universe": list(uni) if isinstance(uni, (list, tuple)) else uni, "symbols": record.symbols,
+        **({"unpriced": n} if (n := (record.coverage or {}).get("unpriced")) else {}),
         "span": [str(record.train_start)[:10], str(record.train_end)[:10]] if record.train_start else None,
         "reserve_start": record.reserve_start, "final": False, "regime": record.regime or d.regime,
         "min_periods": d.min_periods, "costs": {"commission_bps": d.commission_bps, "slippage_bps": d.slippage_bps},

@@ -34,6 +34,7 @@ from optimizer.study.records import (
 from optimizer.study.registry import build_pruner, build_sampler
 from optimizer.study.space import grid_search_space
 from optimizer.study.spec import StudySpec
+from optimizer.data.splitcheck import panel_split_lines
 from optimizer.study.data import StudyData, load_study_data, prepare_data
 from optimizer.study._pool import optimize_pool
 from optimizer.study.seed import seed_from_study
@@ -503,9 +504,11 @@ def run_study(
         check_param(n_trials <= size, "n_trials", f"<= {size}, the configurations of the grid (a grid study runs "
                                                   "each once and stops)", n_trials)
     t0 = time.perf_counter()
+    splits: list[str] = []  # said once, by the run that loads the data (not by each walk-forward window's study)
     if data is None:
         panel, reserve = load_study_data(spec, db)
         data = prepare_data(spec, panel, 0, reserve)
+        splits = panel_split_lines(panel)
     parallel = needs_parallel(data.panel) and jobs <= 1
     warmed: list[float] = []
 
@@ -527,7 +530,7 @@ def run_study(
     study = open_study(spec, storage, data, name=name, new_name=new_name, extra_attrs=extra_attrs,
                        seed_offset=seed_offset, n_trials=target, remedy=remedy, creating=warm_up)
     optuna.storages.fail_stale_trials(study)  # trials left RUNNING by a killed process: FAIL (+ retried)
-    notes: list[str] = []
+    notes: list[str] = [*splits]
     searched = seed_from_study(study, spec, storage, notes) if seed else spec
     if searched is not spec:  # the weight ranges narrowed around the seeds: the trials search those
         data = dataclasses.replace(data, spec=searched)

@@ -56,6 +56,7 @@ from optimizer.engine.panel import Panel
 from optimizer.engine.regime_filter import regime_entry_mask
 from optimizer.engine.simulate import EXIT_REASONS, Span, Trades
 from optimizer.errors import DataError, ParameterError, SpecError
+from optimizer.data.splitcheck import panel_split_lines
 from optimizer.study.data import StudyData, load_study_data, prepare_data
 from optimizer.engine.evaluate import Config
 from optimizer.paths import atomic_write, resolve_db, resolve_storage, under
@@ -700,6 +701,7 @@ def run_walkforward(
     T, limit = len(ctx.panel.dates), ctx.limit
     msgs = _reserve_record(db, spec, str(ctx.panel.dates[reserve])[:10] if reserve < T else None, final,
                            str(ctx.panel.dates[limit - 1])[:10])
+    msgs += panel_split_lines(ctx.panel)  # unrecorded splits in the data: once, not per window
     if spec.seed_from is not None:
         msgs.append(f"[seed_from] {spec.seed_from.study!r} is not used by walk-forward windows: that study saw "
                     "sessions after each window's train end, so its trials would leak the future into the window")
@@ -950,6 +952,8 @@ def run_settings(ctx: _RunContext, results: list[WindowResult], final: bool) -> 
     return {
         "study": s.run.study_name, "spec": s.name, "spec_hash": s.spec_hash,
         "universe": list(uni) if isinstance(uni, (list, tuple)) else uni, "symbols": len(ctx.panel.symbols),
+        **({"unpriced": ctx.panel.coverage.unpriced} if ctx.panel.coverage is not None and ctx.panel.coverage.unpriced
+           else {}),
         "span": [str(d[0])[:10], str(d[ctx.limit - 1])[:10]],
         "reserve_start": str(d[ctx.reserve])[:10] if ctx.reserve < len(d) else None, "final": final,
         "regime": s.data.regime, "min_periods": s.data.min_periods,
