@@ -82,3 +82,22 @@ def test_a_directory_follows_a_symlinked_folder_and_names_a_broken_link(con, tmp
     assert rep.files[2].message == f"{data / 'p3.csv'}: unreadable file (No such file or directory)"
     assert rep.exit_code == 2
     assert table(con, "SELECT count(*) FROM prices_daily") == [(2,)]
+
+
+@pytest.mark.parametrize("text", ["10,5", "0,99", "1,0,0,0", "12,34.5", ",100", "100,"])
+def test_a_decimal_comma_is_refused_not_read_as_a_thousands_separator(con, tmp_path, text):
+    # a comma was dropped wherever it stood: a close "10,5" (a spreadsheet in a decimal-comma locale, quoted in a
+    # comma CSV) was stored as 105.0 and "0,99" as 99.0, exit 0
+    p = write(tmp_path / "p.csv", PRICES_HEAD + f'2024-01-02,AAPL,9,200,0.5,"{text}",100\n')
+    rep = ingest_paths(con, "prices", [p])
+    assert [(f.status, f.message) for f in rep.files] == [
+        ("failed", f"{p}:2: non-numeric close '{text}' (a comma is read only as a thousands separator, as in 1,234.5)")]
+    assert table(con, "SELECT count(*) FROM prices_daily") == [(0,)]
+
+
+@pytest.mark.parametrize("text, value", [("1,234.5", 1234.5), ("12,345,678", 12345678.0), ("+1,000", 1000.0),
+                                         ("999", 999.0), ("1,000.", 1000.0)])
+def test_thousands_separators_in_their_groups_are_read(con, tmp_path, text, value):
+    p = write(tmp_path / "p.csv", PRICES_HEAD + f'2024-01-02,AAPL,1,1e9,1,1,"{text}"\n')
+    assert ingest_paths(con, "prices", [p]).exit_code == 0
+    assert table(con, "SELECT volume FROM prices_daily") == [(value,)]
