@@ -101,3 +101,15 @@ def test_thousands_separators_in_their_groups_are_read(con, tmp_path, text, valu
     p = write(tmp_path / "p.csv", PRICES_HEAD + f'2024-01-02,AAPL,1,1e9,1,1,"{text}"\n')
     assert ingest_paths(con, "prices", [p]).exit_code == 0
     assert table(con, "SELECT volume FROM prices_daily") == [(value,)]
+
+
+def test_an_otc_trade_count_above_the_volume_bound_is_a_rejected_row_naming_its_line(con, tmp_path):
+    # totalWeeklyTradeCount had no bound: 1e19 passed the checks and the BIGINT cast of the write failed the whole
+    # file with DuckDB's 'database rejected the file (Conversion Error: Type DOUBLE with value 1e+19 ...)', no line
+    p = write(tmp_path / "otc.csv", OTC_HEAD + "AAPL,T1,2024-01-01,1000,10,ATS_W_SMBL,\n"
+                                               "MSFT,T1,2024-01-01,1000,1e19,OTC_W_SMBL,\n")
+    rep = ingest_paths(con, "otc-weekly", [p])
+    (f,) = rep.files
+    assert (f.status, f.rows_accepted, f.rows_rejected) == ("rejected_rows", 1, 1)
+    assert f.message == f"{p}:3: totalWeeklyTradeCount 1e+19 is above the maximum 1e+13 (+0 more rejected rows)"
+    assert table(con, "SELECT symbol, ats_trade_count FROM finra_otc_weekly") == [("AAPL", 10)]
