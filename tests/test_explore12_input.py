@@ -113,3 +113,56 @@ def test_an_otc_trade_count_above_the_volume_bound_is_a_rejected_row_naming_its_
     assert (f.status, f.rows_accepted, f.rows_rejected) == ("rejected_rows", 1, 1)
     assert f.message == f"{p}:3: totalWeeklyTradeCount 1e+19 is above the maximum 1e+13 (+0 more rejected rows)"
     assert table(con, "SELECT symbol, ats_trade_count FROM finra_otc_weekly") == [("AAPL", 10)]
+
+
+def test_a_file_that_changes_between_its_checksum_and_its_reading_fails(con, tmp_path, monkeypatch):
+    # a file above INLINE_BYTES is hashed in one pass and read again in chunks: a download still being written (or
+    # a file replaced in between) stored the rows of the new content under the checksum of the old one, exit 0, so
+    # the old content ingested again later was skipped as identical while the store held the other rows
+    import optimizer.data.ingest as ingest
+    from optimizer.data.ingest import _source
+
+    monkeypatch.setattr(_source, "INLINE_BYTES", 0)
+    p = write(tmp_path / "p.csv", PRICES_HEAD + "2024-01-02,AAPL,10,11,9,10,100\n")
+    real_read = ingest.read_raw
+
+    def read_then_change(path, file):
+        raw = real_read(path, file)
+        write(Path(path), PRICES_HEAD + "2024-01-02,AAPL,20,21,19,20,100\n")  # the same size, other figures
+        return raw
+
+    monkeypatch.setattr(ingest, "read_raw", read_then_change)
+    rep = ingest_paths(con, "prices", [p])
+    assert [(f.status, f.message) for f in rep.files] == [
+        ("failed", f"{p}: the file changed while it was read (its checksum differs between two reads): ingest it "
+                   "again once it is complete")]
+    assert table(con, "SELECT count(*) FROM prices_daily") == [(0,)]
+
+
+def test_a_parquet_trades_file_is_read_from_the_bytes_its_checksum_covers(con, tmp_path, monkeypatch):
+    # pd.read_parquet read the path again after read_raw had hashed it: a file replaced in between stored the new
+    # trades under the old content's checksum (here: 300 buy shares stored for a file whose checksum is 100's)
+    import pandas as pd
+
+    import optimizer.data.ingest as ingest
+
+    def trades(size: int) -> bytes:
+        frame = pd.DataFrame({"timestamp": ["2024-01-03T15:00:00Z"], "symbol": ["AAPL"], "price": [10.0],
+                              "size": [size], "side": ["B"]})
+        out = tmp_path / f"t{size}.parquet"
+        frame.to_parquet(out)
+        return out.read_bytes()
+
+    p = write(tmp_path / "AAPL_trades.parquet", trades(100))
+    later = trades(300)
+    real_read = ingest.read_raw
+
+    def read_then_change(path, file):
+        raw = real_read(path, file)
+        write(Path(path), later)
+        return raw
+
+    monkeypatch.setattr(ingest, "read_raw", read_then_change)
+    rep = ingest_paths(con, "lit-trades", [p])
+    assert rep.exit_code == 0, rep.files[0].message
+    assert table(con, "SELECT lit_buy_volume FROM lit_flow_daily") == [(100.0,)]

@@ -1,7 +1,8 @@
 """Reading one raw file safely, in bounded memory, and staging its lines in DuckDB.
 
 * :func:`read_raw` reads the file's sha256 (files above ``INLINE_BYTES`` are hashed in a streaming pass and read
-  again in chunks later, so a big file is never held whole).
+  again in chunks later, so a big file is never held whole; the second reading is hashed too, and a file whose
+  content changed in between is refused).
 * :func:`decompressed_chunks` yields the content in chunks of at most ``CHUNK_BYTES``: gzip (detected by its
   magic bytes, whatever the extension; any number of members, NUL padding between members tolerated) is
   decompressed incrementally, and the caps of :class:`Limits` are enforced AS IT GOES, so a decompression bomb
@@ -123,12 +124,20 @@ def read_raw(path: str | Path, file: str) -> RawFile:
 
 
 def _raw_chunks(raw: RawFile) -> Iterator[bytes]:
+    """The file's bytes in chunks; a file read again from disk (above INLINE_BYTES) is hashed as it is read and
+    refused at its end when it is not the content :func:`read_raw` hashed (a download still being written, a file
+    replaced in between): its rows would be stored under another content's checksum."""
     if raw.data is not None:
         yield raw.data
         return
+    h = hashlib.sha256()
     with open(raw.path, "rb") as fh:
         while block := fh.read(CHUNK_BYTES):
+            h.update(block)
             yield block
+    if h.hexdigest() != raw.sha256:
+        raise InputFileError(raw.file, None, "the file changed while it was read (its checksum differs between two "
+                                             "reads): ingest it again once it is complete")
 
 
 def _too_big(raw: RawFile, limits: Limits) -> InputFileError:

@@ -29,6 +29,7 @@ lit-flow: CSV ``date,symbol,lit_buy_volume,lit_sell_volume[,lit_unclassified_vol
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,7 @@ from optimizer.data.ingest._common import (
     sql_str,
     unread_warnings,
 )
-from optimizer.data.ingest._source import Lines, RawFile
+from optimizer.data.ingest._source import Lines, RawFile, read_raw
 from optimizer.data.ingest.options import csv_prep, daily_value_rules
 
 __all__ = [
@@ -129,16 +130,23 @@ def classify_trades(
 
 def trades_need_lines(raw: RawFile) -> bool:
     """Parquet trades are read by pandas, not staged as lines."""
-    head = raw.data[:4] if raw.data is not None else raw.path.open("rb").read(4)
-    return head != b"PAR1"
+    if raw.data is not None:
+        return raw.data[:4] != b"PAR1"
+    with raw.path.open("rb") as fh:
+        return fh.read(4) != b"PAR1"
 
 
-def _parquet_frame(file: str, path: Path) -> tuple[pd.DataFrame, pd.Series, list[str]]:
-    """A Parquet trades file -> (staged text frame, the timestamp column as read, the columns not read)."""
+def _parquet_frame(file: str, raw: RawFile) -> tuple[pd.DataFrame, pd.Series, list[str]]:
+    """A Parquet trades file -> (staged text frame, the timestamp column as read, the columns not read). The bytes
+    :func:`~optimizer.data.ingest._source.read_raw` hashed are the ones read (a file above its INLINE_BYTES is read
+    from disk, then checked against that checksum): rows are never stored under another content's checksum."""
     try:
-        df = pd.read_parquet(path)
+        df = pd.read_parquet(io.BytesIO(raw.data) if raw.data is not None else raw.path)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types; the file is named in the message
         raise InputFileError(file, None, f"unreadable Parquet ({exc})") from None
+    if raw.data is None and read_raw(raw.path, file).sha256 != raw.sha256:
+        raise InputFileError(file, None, "the file changed while it was read (its checksum differs between two "
+                                         "reads): ingest it again once it is complete")
     df.columns = [_TRADE_ALIASES.get(str(c).strip().lower(), str(c).strip().lower()) for c in df.columns]
     for c in ("timestamp", "price", "size"):
         if c not in df.columns:
@@ -168,7 +176,7 @@ def trades_prepare(ctx: Ctx, raw: RawFile, fid: int, lines: Lines | None, text: 
     the RTH flag; the row rules run in SQL with them."""
     file = raw.file
     if lines is None:
-        frame, ts_raw, unread = _parquet_frame(file, raw.path)
+        frame, ts_raw, unread = _parquet_frame(file, raw)
         warnings = unread_warnings("lit-trades", file, unread)
         line_no = frame["line"].to_numpy()
         index, ncols = None, len([c for c in frame.columns if c.startswith("t_")]) + 1
