@@ -166,3 +166,24 @@ def test_a_parquet_trades_file_is_read_from_the_bytes_its_checksum_covers(con, t
     rep = ingest_paths(con, "lit-trades", [p])
     assert rep.exit_code == 0, rep.files[0].message
     assert table(con, "SELECT lit_buy_volume FROM lit_flow_daily") == [(100.0,)]
+
+
+def test_files_of_one_date_are_ingested_in_the_order_given_so_the_later_one_wins(con, tmp_path):
+    # files of one date were ordered by name, then by path: `ingest finra-short jan/ fixes/` with FINRA's
+    # re-published day in fixes/ ingested the correction first and the original over it (short 100 stored, not
+    # the corrected 150), and `ingest prices prices_all.csv AAPL_fix.csv` stored the combined file's AAPL bars over
+    # the fix (same first date: 'AAPL_fix.csv' sorts first), both exit 0
+    jan, fixes = tmp_path / "jan", tmp_path / "fixes"
+    jan.mkdir()
+    fixes.mkdir()
+    write(jan / f"CNMSshvol{D}.txt", finra_text([f"{D}|AAPL|100|0|300|Q"]))
+    write(fixes / f"CNMSshvol{D}.txt", finra_text([f"{D}|AAPL|150|0|300|Q"]))
+    rep = ingest_paths(con, "finra-short", [jan, fixes])
+    assert [(f.file, f.status) for f in rep.files] == [(str(jan / f"CNMSshvol{D}.txt"), "ok"),
+                                                       (str(fixes / f"CNMSshvol{D}.txt"), "replaced")]
+    assert table(con, "SELECT short_volume FROM finra_short_daily") == [(150,)]
+    combined = write(tmp_path / "prices_all.csv", PRICES_HEAD + "2024-01-02,AAPL,10,11,9,10,100\n"
+                                                                "2024-01-02,MSFT,20,21,19,20,100\n")
+    fix = write(tmp_path / "AAPL_fix.csv", PRICES_HEAD + "2024-01-02,AAPL,10,12,9,11.5,100\n")
+    assert ingest_paths(con, "prices", [combined, fix]).exit_code == 0
+    assert table(con, "SELECT symbol, close FROM prices_daily ORDER BY symbol") == [("AAPL", 11.5), ("MSFT", 20.0)]

@@ -1,7 +1,8 @@
 """Raw-file ingest: the only writer of the raw tables.
 
 ``ingest_paths(con, kind, paths)`` expands files, directories (recursed) and globs, orders the files by date
-(from the file name, e.g. ``CNMSshvol20200102.txt.gz``, else from the first data line) and ingests each file in
+(from the file name, e.g. ``CNMSshvol20200102.txt.gz``, else from the first data line; files of one date in the
+order given, so a later path's rows win) and ingests each file in
 ONE transaction (``optimizer.data.store.transaction``). A file is read in bounded memory (``_source``: gzip
 decompressed incrementally under a size and an expansion-ratio cap, UTF-8 text required), staged in DuckDB and
 validated there by SQL over the whole file (``_common``: the one place the rules live; one parser module per
@@ -342,13 +343,15 @@ def _peek_date(path: Path) -> pd.Timestamp | None:
 
 
 def _order(files: list[Path]) -> list[Path]:
+    """The files by date (the file name's, else the first data line's; none: last), files of one date in the order
+    given (a later path wins: ``jan/ fixes/`` stores a re-published day's correction, ``prices_all.csv
+    AAPL_fix.csv`` the fix; name or path order stored the original over it)."""
     far = pd.Timestamp.max
-
-    def key(p: Path):
+    dated = []
+    for p in files:
         d = name_date(p) or _peek_date(p)
-        return (d if d is not None else far, p.name, str(p))
-
-    return sorted(files, key=key)
+        dated.append(d if d is not None else far)
+    return [files[i] for i in sorted(range(len(files)), key=lambda i: (dated[i], i))]
 
 
 @dataclass(frozen=True)
