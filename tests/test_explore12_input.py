@@ -187,3 +187,37 @@ def test_files_of_one_date_are_ingested_in_the_order_given_so_the_later_one_wins
     fix = write(tmp_path / "AAPL_fix.csv", PRICES_HEAD + "2024-01-02,AAPL,10,12,9,11.5,100\n")
     assert ingest_paths(con, "prices", [combined, fix]).exit_code == 0
     assert table(con, "SELECT symbol, close FROM prices_daily ORDER BY symbol") == [("AAPL", 11.5), ("MSFT", 20.0)]
+
+
+def _ny_day_of_trades(stamp) -> str:
+    """40 trades of 100 shares every 10 minutes from 09:30 on 2024-01-03 (EST), the times written by ``stamp``."""
+    import datetime as dt
+
+    t0 = dt.datetime(2024, 1, 3, 9, 30)
+    rows = [f"{stamp(t0 + dt.timedelta(minutes=10 * i))},{100 + i % 3},100,99.5,100.5" for i in range(40)]
+    return "timestamp,price,size,bid,ask\n" + "\n".join(rows) + "\n"
+
+
+def test_trades_with_naive_times_outside_the_session_window_are_warned_of(con, tmp_path):
+    # a vendor's trades in New York time without an offset are read as UTC (documented): 30 of the day's 40 trades
+    # (09:30-14:20 New York, read as 04:30-09:20) fell outside the window and were dropped with no word, exit 0:
+    # a quarter of the day's flow stored as the whole day
+    p = write(tmp_path / "AAPL_2024-01-03.csv", _ny_day_of_trades(lambda t: t.isoformat(sep=" ")))
+    rep = ingest_paths(con, "lit-trades", [p])
+    assert rep.exit_code == 0
+    assert table(con, "SELECT lit_buy_volume + lit_sell_volume + lit_unclassified_volume FROM lit_flow_daily") == [(1000.0,)]
+    assert rep.warnings == [
+        "lit-trades: AAPL_2024-01-03.csv: 30 of 40 trades lie outside the session window 09:30-16:15 America/New_York "
+        "and were not counted; 40 timestamps carry no UTC offset and are read as UTC: if they are America/New_York "
+        "times, write them with their offset (2024-01-03T10:00:00-05:00) or as epoch numbers"]
+    # the same trades with their offset: all counted, nothing to say; naive times inside the window: nothing either
+    q = write(tmp_path / "AAPL_2024-01-04.csv", _ny_day_of_trades(lambda t: t.isoformat() + "-05:00").replace("2024-01-03", "2024-01-04"))
+    rep = ingest_paths(con, "lit-trades", [q])
+    assert (rep.exit_code, rep.warnings) == (0, [])
+    utc = write(tmp_path / "AAPL_2024-01-05.csv",
+                _ny_day_of_trades(lambda t: (t.replace(hour=t.hour + 5)).isoformat(sep=" ")).replace("2024-01-03", "2024-01-05"))
+    rep = ingest_paths(con, "lit-trades", [utc])
+    assert (rep.exit_code, rep.warnings) == (0, [])
+    assert table(con, "SELECT date, lit_buy_volume + lit_sell_volume + lit_unclassified_volume FROM lit_flow_daily "
+                      "WHERE date > DATE '2024-01-03' ORDER BY date") == [
+        (__import__("datetime").date(2024, 1, 4), 4000.0), (__import__("datetime").date(2024, 1, 5), 4000.0)]

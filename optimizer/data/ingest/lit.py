@@ -3,7 +3,8 @@
 lit-trades: CSV or Parquet with columns ``timestamp``, ``price``, ``size``, optional ``bid``/``ask``, ``side`` and
 ``symbol`` (else the symbol is the file name up to the first ``_``: ``AAPL_2024-03.csv`` -> AAPL).
 
-* ``timestamp``: ISO-8601 text (an explicit offset is honoured; a naive time is taken as UTC) or an epoch
+* ``timestamp``: ISO-8601 text (an explicit offset is honoured; a naive time is taken as UTC, and a file with naive
+  times some of whose trades fall outside the window is warned of: local times read as UTC) or an epoch
   number, whose unit follows its magnitude (>= 1e17 ns, >= 1e14 us, >= 1e11 ms, else s). Times are converted to
   ``Settings.market_tz``; only trades with ``rth_start <= local time < rth_end`` are kept (default 09:30-16:15,
   half-open) and the session date is the local date.
@@ -203,6 +204,7 @@ def trades_prepare(ctx: Ctx, raw: RawFile, fid: int, lines: Lines | None, text: 
         "line": line_no, "t_date": local.dt.tz_localize(None).dt.normalize().dt.strftime("%Y-%m-%d").to_numpy(dtype=object),
         "rth": (tod >= lo) & (tod < hi), "ts_ns": ts.astype("int64").to_numpy(),
     }).astype({"t_date": str})
+    warnings = list(warnings) + _naive_warnings(ctx, file, ts_raw, times["rth"].to_numpy())
     guess = None
     if "symbol" not in names:
         stem = Path(file).name.split(".")[0]
@@ -214,6 +216,28 @@ def trades_prepare(ctx: Ctx, raw: RawFile, fid: int, lines: Lines | None, text: 
     unit = ts.dt.unit  # of ts_ns (the parsed resolution: ns, us, ...)
     return Prep(("trades", fid), frame=frame, data={"index": index, "ncols": ncols, "names": names, "times": times, "guess": guess,
                                                     "unit": unit}, warnings=warnings)
+
+
+# a time of day followed by a UTC offset (Z, +HH, +HH:MM, +HHMM; UTC / GMT)
+_OFFSET_RE = r"(?i)\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:z|utc|gmt|[+-]\d{2}(?::?\d{2})?)$"
+
+
+def _naive_warnings(ctx: Ctx, file: str, ts_raw: pd.Series, rth: np.ndarray) -> list[str]:
+    """The warning of a file whose timestamps carry no UTC offset (read as UTC) when some of its trades fall outside
+    the session window: a vendor's local times read as UTC drop most of the day with no other trace."""
+    if pd.api.types.is_datetime64_any_dtype(ts_raw):
+        naive = np.full(len(ts_raw), getattr(ts_raw.dt, "tz", None) is None)
+    else:
+        txt = ts_raw.astype(str).str.strip()
+        naive = (pd.to_numeric(txt, errors="coerce").isna() & ~txt.str.contains(_OFFSET_RE, regex=True)).to_numpy()
+    out = int(np.count_nonzero(~rth))
+    if not naive.any() or not out:
+        return []
+    st, tz = ctx.settings, ctx.settings.market_tz
+    return [f"lit-trades: {Path(file).name}: {out:,} of {len(rth):,} trades lie outside the session window "
+            f"{st.rth_start}-{st.rth_end} {tz} and were not counted; {int(naive.sum()):,} timestamps carry no UTC offset "
+            f"and are read as UTC: if they are {tz} times, write them with their offset (2024-01-03T10:00:00-05:00) "
+            "or as epoch numbers"]
 
 
 def trades_spec(ctx: Ctx, sig: tuple, fids: list[int], preps: dict) -> Spec:
