@@ -221,3 +221,24 @@ def test_trades_with_naive_times_outside_the_session_window_are_warned_of(con, t
     assert table(con, "SELECT date, lit_buy_volume + lit_sell_volume + lit_unclassified_volume FROM lit_flow_daily "
                       "WHERE date > DATE '2024-01-03' ORDER BY date") == [
         (__import__("datetime").date(2024, 1, 4), 4000.0), (__import__("datetime").date(2024, 1, 5), 4000.0)]
+
+
+def test_a_split_ratio_no_real_split_has_is_a_rejected_row_not_a_crash_of_metrics_build(con, tmp_path):
+    # a split ratio only had to be finite, > 0 and not 1: 1e300 (a unit error, a typo) was stored, exit 0, and
+    # `accumopt metrics build` then died with a traceback (DuckDB: 'Type DOUBLE with value 8.849e+306 can't be
+    # cast ... INT64' adjusting the FINRA volumes before the ex-date)
+    from optimizer.data.metrics import build_daily_metrics
+
+    write(tmp_path / f"CNMSshvol{D}.txt", finra_text([f"{D}|AAPL|100|0|300|Q", f"{D}|MSFT|10|0|30|Q"]))
+    assert ingest_paths(con, "finra-short", [tmp_path / f"CNMSshvol{D}.txt"]).exit_code == 0
+    p = write(tmp_path / "splits.csv", "symbol,date,ratio\nAAPL,2020-01-03,1e300\nMSFT,2020-01-03,1e-5\n"
+                                       "NVDA,2020-01-03,10000\nAVGO,2020-01-03,0.0001\n")
+    rep = ingest_paths(con, "splits", [p])
+    (f,) = rep.files
+    assert (f.status, f.rows_accepted, f.rows_rejected) == ("rejected_rows", 2, 2)
+    assert table(con, "SELECT line, reason FROM ingest_rejects ORDER BY line") == [
+        (2, "split ratio 1e+300 is outside [0.0001, 10000]: no real split is that large (1-for-10,000 .. 10,000-for-1)"),
+        (3, "split ratio 1e-05 is outside [0.0001, 10000]: no real split is that large (1-for-10,000 .. 10,000-for-1)")]
+    assert table(con, "SELECT symbol, ratio FROM splits ORDER BY symbol") == [("AVGO", 0.0001), ("NVDA", 10000.0)]
+    build_daily_metrics(con)
+    assert table(con, "SELECT symbol, short_volume FROM daily_metrics ORDER BY symbol") == [("AAPL", 100), ("MSFT", 10)]
