@@ -242,3 +242,33 @@ def test_a_split_ratio_no_real_split_has_is_a_rejected_row_not_a_crash_of_metric
     assert table(con, "SELECT symbol, ratio FROM splits ORDER BY symbol") == [("AVGO", 0.0001), ("NVDA", 10000.0)]
     build_daily_metrics(con)
     assert table(con, "SELECT symbol, short_volume FROM daily_metrics ORDER BY symbol") == [("AAPL", 100), ("MSFT", 10)]
+
+
+@pytest.mark.parametrize("fmt, data", [
+    ("a zip archive (an .xlsx workbook is one too)", b"PK\x03\x04\x14\x00\x00\x00\x08\x00" + bytes(40)),
+    ("a bzip2 stream", b"BZh91AY&SY" + bytes(40)),
+    ("an xz stream", b"\xfd7zXZ\x00" + bytes(40)),
+    ("a zstd stream", b"\x28\xb5\x2f\xfd" + bytes(40)),
+    ("a 7-Zip archive", b"7z\xbc\xaf\x27\x1c" + bytes(40)),
+    ("an Excel .xls workbook", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(40)),
+    ("a Parquet file", b"PAR1" + bytes(40)),
+])
+def test_a_compressed_or_binary_file_under_a_text_name_is_named_for_what_it_is(con, tmp_path, fmt, data):
+    # a zip, bzip2, xz, ... saved under a .txt / .csv name was refused as 'NUL byte: binary data or UTF-16 text
+    # without a byte-order mark (save the file as UTF-8 text)': the user looked for an encoding problem
+    p = write(tmp_path / f"CNMSshvol{D}.txt", data)
+    rep = ingest_paths(con, "finra-short", [p])
+    assert [(f.status, f.message) for f in rep.files] == [
+        ("failed", f"{p}:1: {fmt}, not text: "
+                   + ("save it as CSV (UTF-8 text)" if fmt.startswith(("an Excel", "a Parquet"))
+                      else "only gzip is decompressed (decompress it, or save it as UTF-8 text)"))]
+
+
+def test_a_file_cut_inside_a_utf8_character_is_named_truncated(con, tmp_path):
+    # a download cut inside a multi-byte character was refused as 'invalid UTF-8 ... not UTF-8 or mixes encodings
+    # such as UTF-8 and Latin-1': the file is UTF-8, it is cut short
+    text = (PRICES_HEAD.strip() + ",source\n2024-01-02,AAPL,10,11,9,10,100,Zürich\n").encode()
+    p = write(tmp_path / "p.csv", text[: text.index("ü".encode()) + 1])
+    rep = ingest_paths(con, "prices", [p])
+    assert [(f.status, f.message) for f in rep.files] == [
+        ("failed", f"{p}:2: the file ends inside a UTF-8 character (byte 0xC3): truncated? (get the file again)")]

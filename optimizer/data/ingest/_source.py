@@ -209,12 +209,30 @@ def decompressed_chunks(raw: RawFile, limits: Limits) -> Iterator[bytes]:
         yield b"".join(acc)
 
 
+_UNZIP = "only gzip is decompressed (decompress it, or save it as UTF-8 text)"
+_AS_CSV = "save it as CSV (UTF-8 text)"
+# what a binary file under a text name is, by its first bytes (gzip is decompressed before this is seen)
+_MAGICS = (
+    (b"PK\x03\x04", "a zip archive (an .xlsx workbook is one too)", _UNZIP),
+    (b"BZh", "a bzip2 stream", _UNZIP),
+    (b"\xfd7zXZ\x00", "an xz stream", _UNZIP),
+    (b"\x28\xb5\x2f\xfd", "a zstd stream", _UNZIP),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive", _UNZIP),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an Excel .xls workbook", _AS_CSV),
+    (b"PAR1", "a Parquet file", _AS_CSV),
+)
+
+
 def _check_start(file: str, chunk: bytes) -> bytes:
-    """Refuse UTF-16/32 by its byte-order mark; strip a UTF-8 byte-order mark."""
+    """Refuse UTF-16/32 by its byte-order mark and a compressed or binary format by its magic bytes (named: it
+    was refused as 'NUL byte ... UTF-16 text'); strip a UTF-8 byte-order mark."""
     for bom, label in _BOMS:
         if chunk.startswith(bom):
             kind = "UTF-32" if len(bom) == 4 else "UTF-16"
             raise InputFileError(file, 1, f"{kind} text (byte-order mark {label}): save the file as UTF-8")
+    for magic, label, advice in _MAGICS:
+        if chunk.startswith(magic) and (magic != b"BZh" or chunk[3:4].isdigit()):
+            raise InputFileError(file, 1, f"{label}, not text: {advice}")
     return chunk[3:] if chunk.startswith(b"\xef\xbb\xbf") else chunk
 
 
@@ -230,6 +248,9 @@ def _check_text(file: str, body: bytes, base: int) -> None:
         body.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = base + body.count(b"\n", 0, exc.start) + 1
+        if exc.reason == "unexpected end of data":  # a body ends at a line feed, or is the file's last
+            raise InputFileError(file, line, f"the file ends inside a UTF-8 character (byte 0x{body[exc.start]:02X}): "
+                                             "truncated? (get the file again)") from None
         raise InputFileError(
             file, line,
             f"invalid UTF-8 (byte 0x{body[exc.start]:02X}): the file is not UTF-8 or mixes encodings such as UTF-8 "
