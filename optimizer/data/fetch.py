@@ -13,7 +13,7 @@
   ``prices`` ingest accepts (an index such as ``^VIX`` is requested as Polygon's ``I:VIX``, saved with volume 0).
   Downloaded again by default (adjusted history changes after splits); ``use_cache=True`` reuses a saved file.
 
-Retries: HTTP 5xx / 429, timeouts and connection errors are retried ``max_retries`` times with exponential
+Retries: HTTP 5xx / 429, timeouts, connection errors and bodies cut short (``IncompleteRead``) are retried ``max_retries`` times with exponential
 backoff ``base_delay * 2**attempt`` seconds. Secrets (API keys, the client secret, the bearer token) never
 appear in file names, logs or messages: every error text passes through :func:`redact`.
 """
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -93,7 +94,8 @@ def redact(text: str, secrets: Iterable[str | None]) -> str:
 def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, urllib.error.HTTPError):
         return exc.code >= 500 or exc.code == 429
-    return isinstance(exc, (urllib.error.URLError, TimeoutError, socket.timeout, ConnectionError))
+    return isinstance(exc, (urllib.error.URLError, TimeoutError, socket.timeout, ConnectionError,
+                            http.client.HTTPException))
 
 
 def http_request(
@@ -127,7 +129,9 @@ def http_request(
             last = f"HTTP {exc.code} {exc.reason}"
             if not _retryable(exc):
                 raise FetchError(redact(f"{method} {safe_url} failed: {last}", secrets)) from None
-        except (urllib.error.URLError, TimeoutError, socket.timeout, ConnectionError) as exc:
+        except http.client.IncompleteRead as exc:  # the connection dropped inside the body: retried
+            last = f"IncompleteRead: the body ended after {len(exc.partial)} bytes, {exc.expected} more expected"
+        except (urllib.error.URLError, TimeoutError, socket.timeout, ConnectionError, http.client.HTTPException) as exc:
             last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
         if attempt < max_retries:
             sleep(base_delay * (2**attempt))
