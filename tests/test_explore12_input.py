@@ -335,3 +335,24 @@ def test_a_download_cut_short_is_retried_then_one_fetch_error(cdn, tmp_path):
     assert delays == [0.5, 1.0] and len(log) == 3
     assert list(tmp_path.iterdir()) == []
 
+
+def test_an_html_page_answered_for_a_finra_file_is_not_cached(cdn, tmp_path):
+    # a 200 answer holding an HTML page (a maintenance or login page) was saved as CNMSshvol20240102.txt; the
+    # ingest failed it, and every later fetch reused it from the cache ('a cached non-empty file is not downloaded
+    # again') without asking the server: the day could never be fetched until the user found and deleted the file
+    from optimizer.data.fetch import FetchError, fetch_finra_short
+    from optimizer.settings import Settings
+
+    url, log = cdn
+    with pytest.raises(FetchError) as e:
+        fetch_finra_short("2024-01-02", "2024-01-02", tmp_path, Settings(finra_cdn_url=url), max_retries=0)
+    assert str(e.value) == (f"GET {url}/CNMSshvol20240102.txt returned no FINRA file: its first line is "
+                            "'<!DOCTYPE html><html><body>Service temporarily unavailable</'... (72 characters) "
+                            "(an error page?); nothing cached")
+    assert list(tmp_path.iterdir()) == []
+    # such a page cached by an earlier version is downloaded again, a FINRA file is reused
+    write(tmp_path / "CNMSshvol20240104.txt", b"<html>old error page</html>\n")
+    got = fetch_finra_short("2024-01-04", "2024-01-04", tmp_path, Settings(finra_cdn_url=url), max_retries=0)
+    assert (got.downloaded, (tmp_path / "CNMSshvol20240104.txt").read_bytes()) == ([tmp_path / "CNMSshvol20240104.txt"], _CNMS)
+    again = fetch_finra_short("2024-01-04", "2024-01-04", tmp_path, Settings(finra_cdn_url=url), max_retries=0)
+    assert again.cached == [tmp_path / "CNMSshvol20240104.txt"] and log.count("/cdn/CNMSshvol20240104.txt") == 1

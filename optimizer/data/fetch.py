@@ -2,8 +2,9 @@
 (``optimizer.data.ingest.ingest_paths``) stores them. Nothing here writes to the database.
 
 * ``fetch_finra_short``: FINRA Reg SHO daily files ``{FINRA_CDN_URL}/{FAMILY}shvol{YYYYMMDD}.txt`` for every NYSE
-  session; a cached non-empty file is not downloaded again (published files do not change). HTTP 404 means no
-  file that day: skipped and listed in ``.missing``.
+  session; a cached FINRA file is not downloaded again (published files do not change). HTTP 404 means no
+  file that day: skipped and listed in ``.missing``. An answer that is not a FINRA file (an HTML error page sent
+  with status 200) is a FetchError and is not cached; such a file cached before is downloaded again.
 * ``fetch_finra_api``: the FINRA Query API dataset otcMarket/regShoDaily (OAuth2 client credentials). Rows of
   one (date, symbol) reported under several ``marketCode`` values are summed into one row with
   ``facility = 'API'`` and ``market`` = the sorted codes joined by ','; the consolidated view uses API rows only
@@ -38,7 +39,7 @@ import pandas as pd
 
 from optimizer.data.calendar import DateLike, as_date, nyse_sessions
 from optimizer.settings import Settings
-from optimizer.errors import AccumoptError, ParameterError
+from optimizer.errors import AccumoptError, ParameterError, quoted
 from optimizer.data.ingest.finra_short import FAMILIES
 from optimizer.data.symbols import canonical_or_none, canonical_symbol
 
@@ -98,6 +99,17 @@ def _retryable(exc: BaseException) -> bool:
                             http.client.HTTPException))
 
 
+def _is_finra_file(head: bytes) -> bool:
+    """Whether the first bytes of a download are a FINRA daily file (its header, or gzip, which the ingest reads)
+    and not, say, an HTML error page answered with status 200."""
+    return head[:2] == b"\x1f\x8b" or head.lstrip(b"\xef\xbb\xbf").lower().startswith(b"date|symbol|")
+
+
+def _first_line(body: bytes) -> str:
+    line = body.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", "replace")
+    return quoted(line)
+
+
 def http_request(
     url: str,
     *,
@@ -146,6 +158,11 @@ def _span(start: DateLike, end: DateLike) -> tuple:
     return d0, d1
 
 
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(64)
+
+
 def _write_atomic(dest: Path, body: bytes) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + f".part{os.getpid()}")
@@ -178,7 +195,7 @@ def fetch_finra_short(
         for fam in fams:
             name = f"{fam}shvol{day:%Y%m%d}.txt"
             dest = out / name
-            if dest.is_file() and dest.stat().st_size > 0:
+            if dest.is_file() and dest.stat().st_size > 0 and _is_finra_file(_head(dest)):
                 result.append(dest)
                 result.cached.append(dest)
                 continue
@@ -191,6 +208,9 @@ def fetch_finra_short(
             if not body:
                 result.missing.append((name, "empty response"))
                 continue
+            if not _is_finra_file(body[:64]):
+                raise FetchError(f"GET {base}/{name} returned no FINRA file: its first line is {_first_line(body)} "
+                                 "(an error page?); nothing cached")
             _write_atomic(dest, body)
             result.append(dest)
             result.downloaded.append(dest)
