@@ -356,3 +356,55 @@ def test_an_html_page_answered_for_a_finra_file_is_not_cached(cdn, tmp_path):
     assert (got.downloaded, (tmp_path / "CNMSshvol20240104.txt").read_bytes()) == ([tmp_path / "CNMSshvol20240104.txt"], _CNMS)
     again = fetch_finra_short("2024-01-04", "2024-01-04", tmp_path, Settings(finra_cdn_url=url), max_retries=0)
     assert again.cached == [tmp_path / "CNMSshvol20240104.txt"] and log.count("/cdn/CNMSshvol20240104.txt") == 1
+
+
+@pytest.fixture()
+def poly():
+    """A Polygon stand-in on 127.0.0.1 whose aggregates answer always points to itself as the next page (a paging
+    bug), one bar a page; the request count is logged."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    log: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            log.append(self.path)
+            base = f"http://127.0.0.1:{self.server.server_address[1]}"
+            doc = {"ticker": "AAPL", "status": "OK", "next_url": f"{base}/poly/v2/aggs/page?cursor=same",
+                   "results": [{"t": 1704204000000, "o": 10, "h": 11, "l": 9, "c": 10.5, "v": 100}]}
+            body = json.dumps(doc).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}/poly", log
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_a_polygon_next_url_that_repeats_is_one_fetch_error_not_an_endless_loop(poly, tmp_path):
+    # fetch_polygon_prices followed next_url with no bound: a server answering the same next_url forever kept it
+    # requesting (and the bars list growing) until killed
+    url, log = poly
+    code = textwrap.dedent(f"""
+        from optimizer.data.fetch import FetchError, fetch_polygon_prices
+        from optimizer.settings import Settings
+        try:
+            fetch_polygon_prices(["AAPL"], "2024-01-02", "2024-01-02", {str(tmp_path)!r},
+                                 Settings(polygon_base_url={url!r}, polygon_api_key="k"), max_retries=0)
+        except FetchError as exc:
+            print(exc)
+    """)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=10)
+    assert p.stdout.strip() == ("Polygon's next_url for AAPL repeats a page already read (a paging loop): "
+                                f"{url.rsplit('/', 1)[0]}/poly/v2/aggs/page")
+    assert len(log) == 2 and list(tmp_path.iterdir()) == []

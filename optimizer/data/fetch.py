@@ -392,6 +392,7 @@ def _tidy_api(records: list[dict]) -> pd.DataFrame:
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9.\-]")
+_MAX_PAGES = 10_000  # Polygon pages of one ticker's aggregates (50,000 bars each: one page holds 190 years of days)
 
 
 def fetch_polygon_prices(
@@ -430,6 +431,7 @@ def fetch_polygon_prices(
             f"?adjusted=true&sort=asc&limit=50000&apiKey={urllib.parse.quote(key, safe='')}"
         )
         results: list[dict] = []
+        seen: set[str] = set()  # the pages read (next_url without the key): a server repeating one is a loop
         while url:
             raw = http_request(
                 url, timeout=timeout, max_retries=max_retries, base_delay=base_delay, sleep=sleep, secrets=(key,), allow_404=True
@@ -449,6 +451,11 @@ def fetch_polygon_prices(
                 raise FetchError(redact(f"Polygon refused {t}: {doc.get('error') or doc.get('message') or doc.get('status')}", (key,)))
             results.extend(({"v": 0, **r} if index and isinstance(r, dict) else r) for r in (doc.get("results") or []))
             nxt = doc.get("next_url")
+            if nxt and (str(nxt) in seen or len(seen) >= _MAX_PAGES):
+                why = "repeats a page already read (a paging loop)" if str(nxt) in seen else f"goes past {_MAX_PAGES} pages"
+                raise FetchError(redact(f"Polygon's next_url for {t} {why}: {str(nxt).split('?', 1)[0]}", (key,)))
+            if nxt:
+                seen.add(str(nxt))
             url = f"{nxt}{'&' if '?' in nxt else '?'}apiKey={urllib.parse.quote(key, safe='')}" if nxt else ""
         if not results:
             result.missing.append((t, "no bars returned"))
