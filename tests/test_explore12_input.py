@@ -408,3 +408,43 @@ def test_a_polygon_next_url_that_repeats_is_one_fetch_error_not_an_endless_loop(
     assert p.stdout.strip() == ("Polygon's next_url for AAPL repeats a page already read (a paging loop): "
                                 f"{url.rsplit('/', 1)[0]}/poly/v2/aggs/page")
     assert len(log) == 2 and list(tmp_path.iterdir()) == []
+
+
+def test_a_download_larger_than_the_size_limit_is_refused_while_it_streams(tmp_path):
+    # http_request read the whole answer into memory (resp.read()), whatever its size: a server streaming without
+    # end (or a wrong URL serving a huge file) grew the process until it died. The answer is now read in chunks
+    # up to MAX_DECOMPRESSED_MB (the limit every input has), then refused
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from optimizer.data.fetch import FetchError, fetch_finra_short
+    from optimizer.settings import Settings
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()  # no Content-Length: the body runs until the connection closes
+            self.wfile.write(b"Date|Symbol|ShortVolume|ShortExemptVolume|TotalVolume|Market\r\n")
+            try:
+                for _ in range(3 * 16):  # 3 MiB of rows
+                    self.wfile.write(b"20240104|AAPL|10|0|20|Q\r\n" * 2730)
+            except OSError:  # the client stopped reading
+                pass
+            self.close_connection = True
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}/cdn"
+    try:
+        with pytest.raises(FetchError) as e:
+            fetch_finra_short("2024-01-04", "2024-01-04", tmp_path, Settings(finra_cdn_url=url, max_decompressed_mb=1),
+                              max_retries=0)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert str(e.value) == (f"GET {url}/CNMSshvol20240104.txt: the answer is larger than 1 MiB: refused (set "
+                            "MAX_DECOMPRESSED_MB to allow more)")
+    assert list(tmp_path.iterdir()) == []

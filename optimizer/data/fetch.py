@@ -14,6 +14,8 @@
   ``prices`` ingest accepts (an index such as ``^VIX`` is requested as Polygon's ``I:VIX``, saved with volume 0).
   Downloaded again by default (adjusted history changes after splits); ``use_cache=True`` reuses a saved file.
 
+An answer is read in chunks up to ``Settings.max_decompressed_mb`` MiB (MAX_DECOMPRESSED_MB) and refused beyond: memory
+stays bounded whatever a server sends.
 Retries: HTTP 5xx / 429, timeouts, connection errors and bodies cut short (``IncompleteRead``) are retried ``max_retries`` times with exponential
 backoff ``base_delay * 2**attempt`` seconds. Secrets (API keys, the client secret, the bearer token) never
 appear in file names, logs or messages: every error text passes through :func:`redact`.
@@ -122,8 +124,10 @@ def http_request(
     secrets: Sequence[str | None] = (),
     sleep: Callable[[float], None] = time.sleep,
     allow_404: bool = False,
+    max_bytes: int | None = None,
 ) -> bytes | None:
-    """One HTTP request with retries (see the module doc). Returns the body, or None on 404 when ``allow_404``."""
+    """One HTTP request with retries (see the module doc). Returns the body, or None on 404 when ``allow_404``.
+    ``max_bytes``: the body is read in chunks and refused (a FetchError, not retried) once it is larger."""
     if max_retries < 0:
         raise ParameterError(f"max_retries must be >= 0, got max_retries={max_retries!r}")
     if base_delay < 0:
@@ -134,7 +138,7 @@ def http_request(
         req = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return resp.read()
+                return resp.read() if max_bytes is None else _read_capped(resp, max_bytes, f"{method} {safe_url}")
         except urllib.error.HTTPError as exc:
             if exc.code == 404 and allow_404:
                 return None
@@ -148,6 +152,31 @@ def http_request(
         if attempt < max_retries:
             sleep(base_delay * (2**attempt))
     raise FetchError(redact(f"{method} {safe_url} failed after {max_retries + 1} attempts: {last}", secrets))
+
+
+def _read_capped(resp, max_bytes: int, what: str) -> bytes:
+    """The body of ``resp`` read in 1 MiB chunks, refused once larger than ``max_bytes`` (memory stays bounded
+    whatever the server sends); a body cut short is an IncompleteRead counting every byte read."""
+    parts: list[bytes] = []
+    n = 0
+    try:
+        while chunk := resp.read(1 << 20):
+            n += len(chunk)
+            if n > max_bytes:
+                raise FetchError(f"{what}: the answer is larger than {max_bytes >> 20} MiB: refused (set "
+                                 "MAX_DECOMPRESSED_MB to allow more)")
+            parts.append(chunk)
+    except http.client.IncompleteRead as exc:
+        raise http.client.IncompleteRead(b"".join(parts) + exc.partial, exc.expected) from None
+    left = getattr(resp, "length", None)  # read(n) returns what came when the connection closes early: not raised
+    if left:
+        raise http.client.IncompleteRead(b"".join(parts), left)
+    return b"".join(parts)
+
+
+def _cap(settings: Settings) -> int:
+    """The largest answer a fetcher reads: MAX_DECOMPRESSED_MB, the limit every input file has."""
+    return int(settings.max_decompressed_mb) << 20
 
 
 def _span(start: DateLike, end: DateLike) -> tuple:
@@ -200,7 +229,8 @@ def fetch_finra_short(
                 result.cached.append(dest)
                 continue
             body = http_request(
-                f"{base}/{name}", timeout=timeout, max_retries=max_retries, base_delay=base_delay, sleep=sleep, allow_404=True
+                f"{base}/{name}", timeout=timeout, max_retries=max_retries, base_delay=base_delay, sleep=sleep, allow_404=True,
+                max_bytes=_cap(settings),
             )
             if body is None:
                 result.missing.append((name, "HTTP 404: no file published for this session"))
@@ -233,6 +263,7 @@ def _finra_token(settings: Settings, *, timeout: float, max_retries: int, base_d
         base_delay=base_delay,
         secrets=secrets,
         sleep=sleep,
+        max_bytes=_cap(settings),
     )
     try:
         token = json.loads(body or b"{}").get("access_token")
@@ -295,6 +326,7 @@ def fetch_finra_api(
             data=json.dumps(body).encode(),
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json", "Content-Type": "application/json"},
             secrets=secrets,
+            max_bytes=_cap(settings),
             **kw,
         )
         try:
@@ -434,7 +466,8 @@ def fetch_polygon_prices(
         seen: set[str] = set()  # the pages read (next_url without the key): a server repeating one is a loop
         while url:
             raw = http_request(
-                url, timeout=timeout, max_retries=max_retries, base_delay=base_delay, sleep=sleep, secrets=(key,), allow_404=True
+                url, timeout=timeout, max_retries=max_retries, base_delay=base_delay, sleep=sleep, secrets=(key,), allow_404=True,
+                max_bytes=_cap(settings),
             )
             if raw is None:
                 break
