@@ -448,3 +448,14 @@ def test_a_download_larger_than_the_size_limit_is_refused_while_it_streams(tmp_p
     assert str(e.value) == (f"GET {url}/CNMSshvol20240104.txt: the answer is larger than 1 MiB: refused (set "
                             "MAX_DECOMPRESSED_MB to allow more)")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_linked_twice_is_listed_once_under_its_first_path(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    write(real / "p.csv", PRICES_HEAD)
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("b", "a", "c"):
+        (data / name).symlink_to(real, target_is_directory=True)
+    assert expand_paths([data]) == [data / "a" / "p.csv"]

@@ -264,17 +264,20 @@ def _walk(root: Path) -> list[Path]:
                 continue
             seen.add((st.st_dev, st.st_ino))
             with os.scandir(d) as it:
-                entries = list(it)
+                entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
             raise ParameterError(f"paths must be readable, got the directory {str(d)!r} ({exc.strerror})") from None
+        subdirs = []
         for e in entries:
             if e.name.startswith("."):
                 continue
             p = Path(e.path)
             if e.is_dir():  # follows a symlink
-                stack.append(p)
+                subdirs.append(p)
             elif e.is_file() or (e.is_symlink() and not os.path.exists(p)):  # a broken or looping link
                 out.append(p)
+        stack.extend(reversed(subdirs))  # depth first in name order: a folder reached twice is listed under the
+        # path that comes first, whatever order the file system lists entries in
     return sorted(out)
 
 
