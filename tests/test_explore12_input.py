@@ -459,3 +459,50 @@ def test_a_folder_linked_twice_is_listed_once_under_its_first_path(tmp_path):
     for name in ("b", "a", "c"):
         (data / name).symlink_to(real, target_is_directory=True)
     assert expand_paths([data]) == [data / "a" / "p.csv"]
+
+
+@pytest.mark.parametrize("value, shown", [(None, "None"), ("n/a", "'n/a'"), ("", "''")])
+def test_a_finra_api_record_without_a_number_is_one_fetch_error_not_a_zero(tmp_path, value, shown):
+    # _tidy_api coerced a quantity that is not a number to NaN and summed the (date, symbol) rows: a record whose
+    # shortParQuantity was null or 'n/a' was written to the cache file as short volume 0.0 and stored, exit 0 -- a
+    # day with no short selling, the strongest reading the signal can take
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from optimizer.data.fetch import FetchError, fetch_finra_api
+    from optimizer.settings import Settings
+
+    rows = [{"tradeReportDate": "2024-01-02", "securitiesInformationProcessorSymbolIdentifier": "AAPL",
+             "shortParQuantity": 5, "shortExemptParQuantity": 0, "totalParQuantity": 10, "marketCode": "Q"},
+            {"tradeReportDate": "2024-01-02", "securitiesInformationProcessorSymbolIdentifier": "MSFT",
+             "shortParQuantity": value, "shortExemptParQuantity": 0, "totalParQuantity": 10, "marketCode": "Q"}]
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):
+            n = int(self.headers.get("Content-Length") or 0)
+            if n:
+                self.rfile.read(n)
+            body = json.dumps({"access_token": "t"} if self.path == "/token" else rows).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{srv.server_address[1]}"
+    settings = Settings(finra_api_url=f"{base}/api", finra_token_url=f"{base}/token", finra_api_key="k",
+                        finra_api_secret="s")
+    try:
+        with pytest.raises(FetchError) as e:
+            fetch_finra_api("2024-01-02", "2024-01-02", settings, out_dir=tmp_path, max_retries=0)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert str(e.value) == (f"FINRA regShoDaily record 2 (2024-01-02, MSFT) has shortParQuantity {shown}, not a "
+                            "number: nothing written")
+    assert list(tmp_path.iterdir()) == []

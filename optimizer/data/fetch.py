@@ -9,7 +9,7 @@
   one (date, symbol) reported under several ``marketCode`` values are summed into one row with
   ``facility = 'API'`` and ``market`` = the sorted codes joined by ','; the consolidated view uses API rows only
   where no CNMS or per-facility row exists. The result is also written as a tidy CSV that the ``finra-short``
-  ingest accepts.
+  ingest accepts. A record whose short or total quantity is not a number (null, text) is a FetchError, never a 0.
 * ``fetch_polygon_prices``: Polygon daily aggregates (``adjusted=true``), saved as one JSON per ticker that the
   ``prices`` ingest accepts (an index such as ``^VIX`` is requested as Polygon's ``I:VIX``, saved with volume 0).
   Downloaded again by default (adjusted history changes after splits); ``use_cache=True`` reuses a saved file.
@@ -408,9 +408,20 @@ def _tidy_api(records: list[dict]) -> pd.DataFrame:
     if missing:
         raise FetchError(f"FINRA regShoDaily records lack field {missing[0]!r}")
     df = raw.reindex(columns=list(_API_COLUMNS)).rename(columns=_API_COLUMNS)
+    for field, c in (("shortParQuantity", "short_volume"), ("shortExemptParQuantity", "short_exempt_volume"),
+                     ("totalParQuantity", "total_volume")):
+        num = pd.to_numeric(df[c], errors="coerce")
+        # a quantity that is not a number is refused, never summed as 0 (a null short volume read as a day without
+        # short selling); only the exempt volume may be absent
+        bad = num.isna() & ~(df[c].isna() if c == "short_exempt_volume" else False)
+        if bad.any():
+            i = int(bad.to_numpy().argmax())
+            v = df[c].iat[i]
+            shown = "None" if v is None or (isinstance(v, float) and v != v) else quoted(v) if isinstance(v, str) else repr(v)
+            raise FetchError(f"FINRA regShoDaily record {i + 1} ({str(df['date'].iat[i])[:10]}, {df['symbol'].iat[i]}) "
+                             f"has {field} {shown}, not a number: nothing written")
+        df[c] = num
     df["date"] = pd.to_datetime(df["date"].astype(str).str[:10], format="%Y-%m-%d")
-    for c in ("short_volume", "short_exempt_volume", "total_volume"):
-        df[c] = pd.to_numeric(df[c], errors="coerce")
     df["market"] = df["market"].astype(object).where(df["market"].notna(), "")
     g = df.groupby(["date", "symbol"], sort=True)
     out = g.agg(
