@@ -506,3 +506,23 @@ def test_a_finra_api_record_without_a_number_is_one_fetch_error_not_a_zero(tmp_p
     assert str(e.value) == (f"FINRA regShoDaily record 2 (2024-01-02, MSFT) has shortParQuantity {shown}, not a "
                             "number: nothing written")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_parquet_trades_file_above_the_size_limit_is_refused_before_it_is_read(con, tmp_path):
+    # Parquet trades were read whole by pandas with no size check (the MAX_DECOMPRESSED_MB cap of every text file
+    # never applied to them): a file of any size was loaded into memory
+    import numpy as np
+    import pandas as pd
+
+    from optimizer.settings import Settings
+
+    n = 200_000  # 200,000 trades: about 4.8 MiB uncompressed, ~0.1 MiB on disk
+    frame = pd.DataFrame({"timestamp": np.full(n, 1704294000000, dtype="int64"), "price": np.full(n, 10.0),
+                          "size": np.arange(1, n + 1, dtype="int64"), "bid": 9.99, "ask": 10.01})
+    p = tmp_path / "AAPL_trades.parquet"
+    frame.to_parquet(p)
+    rep = ingest_paths(con, "lit-trades", [p], settings=Settings(max_decompressed_mb=1))
+    assert [(f.status, f.message) for f in rep.files] == [
+        ("failed", f"{p}: content exceeds the size limit of 1 MiB (set MAX_DECOMPRESSED_MB or --max-decompressed-mb "
+                   "to allow more)")]
+    assert ingest_paths(con, "lit-trades", [p], settings=Settings(max_decompressed_mb=64)).exit_code == 0

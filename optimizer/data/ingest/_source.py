@@ -53,6 +53,7 @@ __all__ = [
     "reset_lines",
     "LineSink",
     "read_text",
+    "too_big",
 ]
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -140,7 +141,8 @@ def _raw_chunks(raw: RawFile) -> Iterator[bytes]:
                                              "reads): ingest it again once it is complete")
 
 
-def _too_big(raw: RawFile, limits: Limits) -> InputFileError:
+def too_big(raw: RawFile, limits: Limits) -> InputFileError:
+    """The refusal of a file whose content exceeds ``limits.max_bytes`` (also a Parquet file's, ``lit``)."""
     return InputFileError(
         raw.file, None,
         f"content exceeds the size limit of {limits.max_bytes >> 20} MiB (set MAX_DECOMPRESSED_MB or "
@@ -154,7 +156,7 @@ def decompressed_chunks(raw: RawFile, limits: Limits) -> Iterator[bytes]:
     first = next(it, b"")
     if first[:2] != GZIP_MAGIC:
         if raw.size > limits.max_bytes:
-            raise _too_big(raw, limits)
+            raise too_big(raw, limits)
         if first:
             yield first
         yield from it
@@ -191,7 +193,7 @@ def decompressed_chunks(raw: RawFile, limits: Limits) -> Iterator[bytes]:
         out += len(piece)
         newlines += piece.count(b"\n")
         if out > limits.max_bytes:
-            raise _too_big(raw, limits)
+            raise too_big(raw, limits)
         if out >= limits.ratio_floor and out > limits.max_ratio * max(fed, 1):
             raise InputFileError(
                 raw.file, None,

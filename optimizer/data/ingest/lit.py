@@ -55,7 +55,7 @@ from optimizer.data.ingest._common import (
     sql_str,
     unread_warnings,
 )
-from optimizer.data.ingest._source import Lines, RawFile, read_raw
+from optimizer.data.ingest._source import Limits, Lines, RawFile, read_raw, too_big
 from optimizer.data.ingest.options import csv_prep, daily_value_rules
 
 __all__ = [
@@ -137,12 +137,22 @@ def trades_need_lines(raw: RawFile) -> bool:
         return fh.read(4) != b"PAR1"
 
 
-def _parquet_frame(file: str, raw: RawFile) -> tuple[pd.DataFrame, pd.Series, list[str]]:
+def _parquet_frame(file: str, raw: RawFile, limits: Limits) -> tuple[pd.DataFrame, pd.Series, list[str]]:
     """A Parquet trades file -> (staged text frame, the timestamp column as read, the columns not read). The bytes
     :func:`~optimizer.data.ingest._source.read_raw` hashed are the ones read (a file above its INLINE_BYTES is read
     from disk, then checked against that checksum): rows are never stored under another content's checksum."""
+    import pyarrow.parquet as pq  # only when a Parquet file comes
+
+    src = (lambda: io.BytesIO(raw.data)) if raw.data is not None else (lambda: raw.path)
+    try:  # the size cap of every input, on the file and on its uncompressed columns, before anything is loaded
+        meta = pq.ParquetFile(src()).metadata
+        size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types; the file is named in the message
+        raise InputFileError(file, None, f"unreadable Parquet ({exc})") from None
+    if max(size, raw.size) > limits.max_bytes:
+        raise too_big(raw, limits)
     try:
-        df = pd.read_parquet(io.BytesIO(raw.data) if raw.data is not None else raw.path)
+        df = pd.read_parquet(src())
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types; the file is named in the message
         raise InputFileError(file, None, f"unreadable Parquet ({exc})") from None
     if raw.data is None and read_raw(raw.path, file).sha256 != raw.sha256:
@@ -177,7 +187,7 @@ def trades_prepare(ctx: Ctx, raw: RawFile, fid: int, lines: Lines | None, text: 
     the RTH flag; the row rules run in SQL with them."""
     file = raw.file
     if lines is None:
-        frame, ts_raw, unread = _parquet_frame(file, raw)
+        frame, ts_raw, unread = _parquet_frame(file, raw, ctx.limits)
         warnings = unread_warnings("lit-trades", file, unread)
         line_no = frame["line"].to_numpy()
         index, ncols = None, len([c for c in frame.columns if c.startswith("t_")]) + 1
