@@ -66,15 +66,16 @@ def test_prices_with_a_source_column_one_replaced_row_is_seen_an_unrelated_write
     intact, only the delete history can, which the writer keeps up to date within a call. A file written earlier
     in the call that deleted nothing leaves A identical (mutant ``_History.add`` 11: every write counted as a
     delete); one that replaced exactly ONE of A's rows makes A not identical (mutant ``add`` 12: a write of one
-    deleted row not counted as a delete). Order in a call: TSLA.csv / AAPL.csv sort before all.csv."""
+    deleted row not counted as a delete). Order in a call: TSLA.csv / AAPL.csv given before all.csv (files of one
+    date keep the order given)."""
     a = write(tmp_path / "all.csv", "\n".join([PX, "2024-01-02,AAPL,10,11,9,10.5,100,v/x",
                                                "2024-01-02,MSFT,20,21,19,20.5,200,v/x"]) + "\n")
     other = write(tmp_path / "TSLA.csv", "\n".join([PX, "2024-01-02,TSLA,5,6,4,5.5,10,v/x"]) + "\n")
     one = write(tmp_path / "AAPL.csv", "\n".join([PX, "2024-01-02,AAPL,10,12,9,11.5,101,v/x"]) + "\n")
     con = connect(":memory:")
     assert _statuses(ingest_paths(con, "prices", [a])) == [("all.csv", "ok")]
-    assert _statuses(ingest_paths(con, "prices", [a, other])) == [("TSLA.csv", "ok"), ("all.csv", "skipped_identical")]
-    assert _statuses(ingest_paths(con, "prices", [a, one])) == [("AAPL.csv", "replaced"), ("all.csv", "replaced")]
+    assert _statuses(ingest_paths(con, "prices", [other, a])) == [("TSLA.csv", "ok"), ("all.csv", "skipped_identical")]
+    assert _statuses(ingest_paths(con, "prices", [one, a])) == [("AAPL.csv", "replaced"), ("all.csv", "replaced")]
     assert table(con, "SELECT file, message FROM ingest_log WHERE status = 'replaced' ORDER BY id") == [
         (str(one), "replaced 1 existing rows"), (str(a), "replaced 2 existing rows")]
     assert table(con, "SELECT symbol, close FROM prices_daily ORDER BY symbol") == [

@@ -2,18 +2,21 @@
 (``optimizer.data.ingest.ingest_paths``) stores them. Nothing here writes to the database.
 
 * ``fetch_finra_short``: FINRA Reg SHO daily files ``{FINRA_CDN_URL}/{FAMILY}shvol{YYYYMMDD}.txt`` for every NYSE
-  session; a cached non-empty file is not downloaded again (published files do not change). HTTP 404 means no
-  file that day: skipped and listed in ``.missing``.
+  session; a cached FINRA file is not downloaded again (published files do not change). HTTP 404 means no
+  file that day: skipped and listed in ``.missing``. An answer that is not a FINRA file (an HTML error page sent
+  with status 200) is a FetchError and is not cached; such a file cached before is downloaded again.
 * ``fetch_finra_api``: the FINRA Query API dataset otcMarket/regShoDaily (OAuth2 client credentials). Rows of
   one (date, symbol) reported under several ``marketCode`` values are summed into one row with
   ``facility = 'API'`` and ``market`` = the sorted codes joined by ','; the consolidated view uses API rows only
   where no CNMS or per-facility row exists. The result is also written as a tidy CSV that the ``finra-short``
-  ingest accepts.
+  ingest accepts. A record whose short or total quantity is not a number (null, text) is a FetchError, never a 0.
 * ``fetch_polygon_prices``: Polygon daily aggregates (``adjusted=true``), saved as one JSON per ticker that the
   ``prices`` ingest accepts (an index such as ``^VIX`` is requested as Polygon's ``I:VIX``, saved with volume 0).
   Downloaded again by default (adjusted history changes after splits); ``use_cache=True`` reuses a saved file.
 
-Retries: HTTP 5xx / 429, timeouts and connection errors are retried ``max_retries`` times with exponential
+An answer is read in chunks up to ``Settings.max_decompressed_mb`` MiB (MAX_DECOMPRESSED_MB) and refused beyond: memory
+stays bounded whatever a server sends.
+Retries: HTTP 5xx / 429, timeouts, connection errors and bodies cut short (``IncompleteRead``) are retried ``max_retries`` times with exponential
 backoff ``base_delay * 2**attempt`` seconds. Secrets (API keys, the client secret, the bearer token) never
 appear in file names, logs or messages: every error text passes through :func:`redact`.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -37,7 +41,7 @@ import pandas as pd
 
 from optimizer.data.calendar import DateLike, as_date, nyse_sessions
 from optimizer.settings import Settings
-from optimizer.errors import AccumoptError, ParameterError
+from optimizer.errors import AccumoptError, ParameterError, quoted
 from optimizer.data.ingest.finra_short import FAMILIES
 from optimizer.data.symbols import canonical_or_none, canonical_symbol
 
@@ -93,7 +97,19 @@ def redact(text: str, secrets: Iterable[str | None]) -> str:
 def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, urllib.error.HTTPError):
         return exc.code >= 500 or exc.code == 429
-    return isinstance(exc, (urllib.error.URLError, TimeoutError, socket.timeout, ConnectionError))
+    return isinstance(exc, (urllib.error.URLError, TimeoutError, socket.timeout, ConnectionError,
+                            http.client.HTTPException))
+
+
+def _is_finra_file(head: bytes) -> bool:
+    """Whether the first bytes of a download are a FINRA daily file (its header, or gzip, which the ingest reads)
+    and not, say, an HTML error page answered with status 200."""
+    return head[:2] == b"\x1f\x8b" or head.lstrip(b"\xef\xbb\xbf").lower().startswith(b"date|symbol|")
+
+
+def _first_line(body: bytes) -> str:
+    line = body.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", "replace")
+    return quoted(line)
 
 
 def http_request(
@@ -108,8 +124,10 @@ def http_request(
     secrets: Sequence[str | None] = (),
     sleep: Callable[[float], None] = time.sleep,
     allow_404: bool = False,
+    max_bytes: int | None = None,
 ) -> bytes | None:
-    """One HTTP request with retries (see the module doc). Returns the body, or None on 404 when ``allow_404``."""
+    """One HTTP request with retries (see the module doc). Returns the body, or None on 404 when ``allow_404``.
+    ``max_bytes``: the body is read in chunks and refused (a FetchError, not retried) once it is larger."""
     if max_retries < 0:
         raise ParameterError(f"max_retries must be >= 0, got max_retries={max_retries!r}")
     if base_delay < 0:
@@ -120,18 +138,45 @@ def http_request(
         req = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return resp.read()
+                return resp.read() if max_bytes is None else _read_capped(resp, max_bytes, f"{method} {safe_url}")
         except urllib.error.HTTPError as exc:
             if exc.code == 404 and allow_404:
                 return None
             last = f"HTTP {exc.code} {exc.reason}"
             if not _retryable(exc):
                 raise FetchError(redact(f"{method} {safe_url} failed: {last}", secrets)) from None
-        except (urllib.error.URLError, TimeoutError, socket.timeout, ConnectionError) as exc:
+        except http.client.IncompleteRead as exc:  # the connection dropped inside the body: retried
+            last = f"IncompleteRead: the body ended after {len(exc.partial)} bytes, {exc.expected} more expected"
+        except (urllib.error.URLError, TimeoutError, socket.timeout, ConnectionError, http.client.HTTPException) as exc:
             last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
         if attempt < max_retries:
             sleep(base_delay * (2**attempt))
     raise FetchError(redact(f"{method} {safe_url} failed after {max_retries + 1} attempts: {last}", secrets))
+
+
+def _read_capped(resp, max_bytes: int, what: str) -> bytes:
+    """The body of ``resp`` read in 1 MiB chunks, refused once larger than ``max_bytes`` (memory stays bounded
+    whatever the server sends); a body cut short is an IncompleteRead counting every byte read."""
+    parts: list[bytes] = []
+    n = 0
+    try:
+        while chunk := resp.read(1 << 20):
+            n += len(chunk)
+            if n > max_bytes:
+                raise FetchError(f"{what}: the answer is larger than {max_bytes >> 20} MiB: refused (set "
+                                 "MAX_DECOMPRESSED_MB to allow more)")
+            parts.append(chunk)
+    except http.client.IncompleteRead as exc:
+        raise http.client.IncompleteRead(b"".join(parts) + exc.partial, exc.expected) from None
+    left = getattr(resp, "length", None)  # read(n) returns what came when the connection closes early: not raised
+    if left:
+        raise http.client.IncompleteRead(b"".join(parts), left)
+    return b"".join(parts)
+
+
+def _cap(settings: Settings) -> int:
+    """The largest answer a fetcher reads: MAX_DECOMPRESSED_MB, the limit every input file has."""
+    return int(settings.max_decompressed_mb) << 20
 
 
 def _span(start: DateLike, end: DateLike) -> tuple:
@@ -140,6 +185,11 @@ def _span(start: DateLike, end: DateLike) -> tuple:
     if d1 < d0:
         raise ParameterError(f"end must be >= start, got start={d0}, end={d1}")
     return d0, d1
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(64)
 
 
 def _write_atomic(dest: Path, body: bytes) -> None:
@@ -174,12 +224,13 @@ def fetch_finra_short(
         for fam in fams:
             name = f"{fam}shvol{day:%Y%m%d}.txt"
             dest = out / name
-            if dest.is_file() and dest.stat().st_size > 0:
+            if dest.is_file() and dest.stat().st_size > 0 and _is_finra_file(_head(dest)):
                 result.append(dest)
                 result.cached.append(dest)
                 continue
             body = http_request(
-                f"{base}/{name}", timeout=timeout, max_retries=max_retries, base_delay=base_delay, sleep=sleep, allow_404=True
+                f"{base}/{name}", timeout=timeout, max_retries=max_retries, base_delay=base_delay, sleep=sleep, allow_404=True,
+                max_bytes=_cap(settings),
             )
             if body is None:
                 result.missing.append((name, "HTTP 404: no file published for this session"))
@@ -187,6 +238,9 @@ def fetch_finra_short(
             if not body:
                 result.missing.append((name, "empty response"))
                 continue
+            if not _is_finra_file(body[:64]):
+                raise FetchError(f"GET {base}/{name} returned no FINRA file: its first line is {_first_line(body)} "
+                                 "(an error page?); nothing cached")
             _write_atomic(dest, body)
             result.append(dest)
             result.downloaded.append(dest)
@@ -209,6 +263,7 @@ def _finra_token(settings: Settings, *, timeout: float, max_retries: int, base_d
         base_delay=base_delay,
         secrets=secrets,
         sleep=sleep,
+        max_bytes=_cap(settings),
     )
     try:
         token = json.loads(body or b"{}").get("access_token")
@@ -271,6 +326,7 @@ def fetch_finra_api(
             data=json.dumps(body).encode(),
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json", "Content-Type": "application/json"},
             secrets=secrets,
+            max_bytes=_cap(settings),
             **kw,
         )
         try:
@@ -352,9 +408,20 @@ def _tidy_api(records: list[dict]) -> pd.DataFrame:
     if missing:
         raise FetchError(f"FINRA regShoDaily records lack field {missing[0]!r}")
     df = raw.reindex(columns=list(_API_COLUMNS)).rename(columns=_API_COLUMNS)
+    for field, c in (("shortParQuantity", "short_volume"), ("shortExemptParQuantity", "short_exempt_volume"),
+                     ("totalParQuantity", "total_volume")):
+        num = pd.to_numeric(df[c], errors="coerce")
+        # a quantity that is not a number is refused, never summed as 0 (a null short volume read as a day without
+        # short selling); only the exempt volume may be absent
+        bad = num.isna() & ~(df[c].isna() if c == "short_exempt_volume" else False)
+        if bad.any():
+            i = int(bad.to_numpy().argmax())
+            v = df[c].iat[i]
+            shown = "None" if v is None or (isinstance(v, float) and v != v) else quoted(v) if isinstance(v, str) else repr(v)
+            raise FetchError(f"FINRA regShoDaily record {i + 1} ({str(df['date'].iat[i])[:10]}, {df['symbol'].iat[i]}) "
+                             f"has {field} {shown}, not a number: nothing written")
+        df[c] = num
     df["date"] = pd.to_datetime(df["date"].astype(str).str[:10], format="%Y-%m-%d")
-    for c in ("short_volume", "short_exempt_volume", "total_volume"):
-        df[c] = pd.to_numeric(df[c], errors="coerce")
     df["market"] = df["market"].astype(object).where(df["market"].notna(), "")
     g = df.groupby(["date", "symbol"], sort=True)
     out = g.agg(
@@ -368,6 +435,7 @@ def _tidy_api(records: list[dict]) -> pd.DataFrame:
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9.\-]")
+_MAX_PAGES = 10_000  # Polygon pages of one ticker's aggregates (50,000 bars each: one page holds 190 years of days)
 
 
 def fetch_polygon_prices(
@@ -406,9 +474,11 @@ def fetch_polygon_prices(
             f"?adjusted=true&sort=asc&limit=50000&apiKey={urllib.parse.quote(key, safe='')}"
         )
         results: list[dict] = []
+        seen: set[str] = set()  # the pages read (next_url without the key): a server repeating one is a loop
         while url:
             raw = http_request(
-                url, timeout=timeout, max_retries=max_retries, base_delay=base_delay, sleep=sleep, secrets=(key,), allow_404=True
+                url, timeout=timeout, max_retries=max_retries, base_delay=base_delay, sleep=sleep, secrets=(key,), allow_404=True,
+                max_bytes=_cap(settings),
             )
             if raw is None:
                 break
@@ -425,6 +495,11 @@ def fetch_polygon_prices(
                 raise FetchError(redact(f"Polygon refused {t}: {doc.get('error') or doc.get('message') or doc.get('status')}", (key,)))
             results.extend(({"v": 0, **r} if index and isinstance(r, dict) else r) for r in (doc.get("results") or []))
             nxt = doc.get("next_url")
+            if nxt and (str(nxt) in seen or len(seen) >= _MAX_PAGES):
+                why = "repeats a page already read (a paging loop)" if str(nxt) in seen else f"goes past {_MAX_PAGES} pages"
+                raise FetchError(redact(f"Polygon's next_url for {t} {why}: {str(nxt).split('?', 1)[0]}", (key,)))
+            if nxt:
+                seen.add(str(nxt))
             url = f"{nxt}{'&' if '?' in nxt else '?'}apiKey={urllib.parse.quote(key, safe='')}" if nxt else ""
         if not results:
             result.missing.append((t, "no bars returned"))

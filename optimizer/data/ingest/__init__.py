@@ -1,7 +1,8 @@
 """Raw-file ingest: the only writer of the raw tables.
 
 ``ingest_paths(con, kind, paths)`` expands files, directories (recursed) and globs, orders the files by date
-(from the file name, e.g. ``CNMSshvol20200102.txt.gz``, else from the first data line) and ingests each file in
+(from the file name, e.g. ``CNMSshvol20200102.txt.gz``, else from the first data line; files of one date in the
+order given, so a later path's rows win) and ingests each file in
 ONE transaction (``optimizer.data.store.transaction``). A file is read in bounded memory (``_source``: gzip
 decompressed incrementally under a size and an expansion-ratio cap, UTF-8 text required), staged in DuckDB and
 validated there by SQL over the whole file (``_common``: the one place the rules live; one parser module per
@@ -65,7 +66,6 @@ import bisect
 import contextlib
 import dataclasses
 import datetime as dt
-import glob
 import itertools
 import os
 import re
@@ -247,25 +247,72 @@ def _check_kind(kind: str) -> None:
         raise ParameterError(f"kind must be one of {', '.join(KINDS)}, got kind={kind!r}")
 
 
+def _walk(root: Path) -> list[Path]:
+    """The files under the directory ``root``, recursively, sorted: hidden entries (a name starting with '.') are
+    skipped; a symlinked directory is followed and every real directory is walked once (a symlink loop, or two
+    links to one folder, ends and lists each file once); a symlink whose target does not exist is listed (its ingest
+    fails naming it, instead of the file being left out without a word). An unreadable directory is a
+    ParameterError."""
+    out: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    stack = [root]
+    while stack:
+        d = stack.pop()
+        try:
+            st = d.stat()
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            with os.scandir(d) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            raise ParameterError(f"paths must be readable, got the directory {str(d)!r} ({exc.strerror})") from None
+        subdirs = []
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            p = Path(e.path)
+            if e.is_dir():  # follows a symlink
+                subdirs.append(p)
+            elif e.is_file() or (e.is_symlink() and not os.path.exists(p)):  # a broken or looping link
+                out.append(p)
+        stack.extend(reversed(subdirs))  # depth first in name order: a folder reached twice is listed under the
+        # path that comes first, whatever order the file system lists entries in
+    return sorted(out)
+
+
+def _glob(pattern: str) -> list[Path]:
+    """The paths a glob matches, sorted (``**``: any depth). pathlib's glob, whose ``**`` does not enter symlinked
+    directories (as the shells' globstar): ``glob.glob(recursive=True)`` follows them and never ended on a symlink
+    loop. Hidden names (a '.' first) match only a pattern component that starts with '.' (as ``glob.glob``)."""
+    parts = Path(pattern).parts
+    k = next(i for i, part in enumerate(parts) if any(ch in part for ch in "*?["))
+    base = Path(*parts[:k]) if k else Path(".")
+    rest = parts[k:]
+    hits: Iterable[Path] = base.glob(str(Path(*rest)))
+    if not any(part.startswith(".") for part in rest):
+        hits = (h for h in hits if not any(q.startswith(".") for q in h.relative_to(base).parts))
+    return sorted(hits)
+
+
 def expand_paths(paths: Sequence[str | Path] | str | Path) -> list[Path]:
-    """Files, directories (recursed; hidden files skipped) and globs -> unique existing files. A glob that matches
-    nothing, a path that does not exist and a directory without a (visible) file are ParameterErrors."""
+    """Files, directories (recursed: :func:`_walk`) and globs (:func:`_glob`) -> unique existing files. A glob that
+    matches nothing, a path that does not exist and a directory without a (visible) file are ParameterErrors."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     out: dict[Path, None] = {}
     for p in paths:
         s = str(p)
         if any(ch in s for ch in "*?[") and not Path(s).exists():
-            hits = sorted(glob.glob(s, recursive=True))
+            hits = _glob(s)
             if not hits:
                 raise ParameterError(f"paths must match at least one file, got no match for {s!r}")
-            cands: Iterable[Path] = (Path(h) for h in hits)
+            cands: Iterable[Path] = hits
         else:
             cands = [Path(s)]
         for c in cands:
             if c.is_dir():
-                found = [f for f in sorted(c.rglob("*"))
-                         if f.is_file() and not any(part.startswith(".") for part in f.relative_to(c).parts)]
+                found = _walk(c)
                 if not found:  # as a glob that matches nothing: a wrong folder, not "0 files ingested, ok"
                     raise ParameterError(f"paths must hold at least one file, got the empty directory {str(c)!r}")
                 out.update(dict.fromkeys(f for f in found if f not in out))
@@ -299,13 +346,15 @@ def _peek_date(path: Path) -> pd.Timestamp | None:
 
 
 def _order(files: list[Path]) -> list[Path]:
+    """The files by date (the file name's, else the first data line's; none: last), files of one date in the order
+    given (a later path wins: ``jan/ fixes/`` stores a re-published day's correction, ``prices_all.csv
+    AAPL_fix.csv`` the fix; name or path order stored the original over it)."""
     far = pd.Timestamp.max
-
-    def key(p: Path):
+    dated = []
+    for p in files:
         d = name_date(p) or _peek_date(p)
-        return (d if d is not None else far, p.name, str(p))
-
-    return sorted(files, key=key)
+        dated.append(d if d is not None else far)
+    return [files[i] for i in sorted(range(len(files)), key=lambda i: (dated[i], i))]
 
 
 @dataclass(frozen=True)

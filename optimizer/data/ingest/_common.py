@@ -424,9 +424,15 @@ def _num_value(c: Col) -> str:
     return f"_v_{c.name}"
 
 
+# a number with thousands separators: commas only between groups of three digits (1,234.5); a decimal comma
+# (10,5), or a comma anywhere else, is not a number (it was dropped wherever it stood: "0,99" read 99)
+_GROUPED_SQL_RE = r"[+-]?[0-9]{1,3}(,[0-9]{3})+(\.[0-9]*)?"
+
+
 def _num_value_sql(c: Col) -> str:
     t = f'"t_{c.name}"'
-    return f"coalesce(TRY_CAST({t} AS DOUBLE), CASE WHEN contains({t}, ',') THEN TRY_CAST(replace({t}, ',', '') AS DOUBLE) END)"
+    return (f"coalesce(TRY_CAST({t} AS DOUBLE), CASE WHEN contains({t}, ',') AND regexp_full_match({t}, "
+            f"{sql_str(_GROUPED_SQL_RE)}) THEN TRY_CAST(replace({t}, ',', '') AS DOUBLE) END)")
 
 
 def _pat(s: str) -> str:
@@ -445,6 +451,9 @@ def _format_checks(c: Col) -> list[tuple[str, str]]:
         out = []
         if c.required:
             out.append((f"{t} = ''", sql_str(f"missing {c.lab} value")))
+        out.append((f"{v} IS NULL AND contains({t}, ',')",
+                    f"printf('non-numeric {lab} %s (a comma is read only as a thousands separator, as in 1,234.5)', "
+                    f"{repr_sql(t)})"))
         out.append((f"{t} <> '' AND {v} IS NULL", f"printf('non-numeric {lab} %s', {repr_sql(t)})"))
         return out
     if c.kind in ("text", "upper") and c.required:

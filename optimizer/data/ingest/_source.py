@@ -1,7 +1,8 @@
 """Reading one raw file safely, in bounded memory, and staging its lines in DuckDB.
 
 * :func:`read_raw` reads the file's sha256 (files above ``INLINE_BYTES`` are hashed in a streaming pass and read
-  again in chunks later, so a big file is never held whole).
+  again in chunks later, so a big file is never held whole; the second reading is hashed too, and a file whose
+  content changed in between is refused).
 * :func:`decompressed_chunks` yields the content in chunks of at most ``CHUNK_BYTES``: gzip (detected by its
   magic bytes, whatever the extension; any number of members, NUL padding between members tolerated) is
   decompressed incrementally, and the caps of :class:`Limits` are enforced AS IT GOES, so a decompression bomb
@@ -52,6 +53,7 @@ __all__ = [
     "reset_lines",
     "LineSink",
     "read_text",
+    "too_big",
 ]
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -123,15 +125,24 @@ def read_raw(path: str | Path, file: str) -> RawFile:
 
 
 def _raw_chunks(raw: RawFile) -> Iterator[bytes]:
+    """The file's bytes in chunks; a file read again from disk (above INLINE_BYTES) is hashed as it is read and
+    refused at its end when it is not the content :func:`read_raw` hashed (a download still being written, a file
+    replaced in between): its rows would be stored under another content's checksum."""
     if raw.data is not None:
         yield raw.data
         return
+    h = hashlib.sha256()
     with open(raw.path, "rb") as fh:
         while block := fh.read(CHUNK_BYTES):
+            h.update(block)
             yield block
+    if h.hexdigest() != raw.sha256:
+        raise InputFileError(raw.file, None, "the file changed while it was read (its checksum differs between two "
+                                             "reads): ingest it again once it is complete")
 
 
-def _too_big(raw: RawFile, limits: Limits) -> InputFileError:
+def too_big(raw: RawFile, limits: Limits) -> InputFileError:
+    """The refusal of a file whose content exceeds ``limits.max_bytes`` (also a Parquet file's, ``lit``)."""
     return InputFileError(
         raw.file, None,
         f"content exceeds the size limit of {limits.max_bytes >> 20} MiB (set MAX_DECOMPRESSED_MB or "
@@ -145,7 +156,7 @@ def decompressed_chunks(raw: RawFile, limits: Limits) -> Iterator[bytes]:
     first = next(it, b"")
     if first[:2] != GZIP_MAGIC:
         if raw.size > limits.max_bytes:
-            raise _too_big(raw, limits)
+            raise too_big(raw, limits)
         if first:
             yield first
         yield from it
@@ -182,7 +193,7 @@ def decompressed_chunks(raw: RawFile, limits: Limits) -> Iterator[bytes]:
         out += len(piece)
         newlines += piece.count(b"\n")
         if out > limits.max_bytes:
-            raise _too_big(raw, limits)
+            raise too_big(raw, limits)
         if out >= limits.ratio_floor and out > limits.max_ratio * max(fed, 1):
             raise InputFileError(
                 raw.file, None,
@@ -200,12 +211,30 @@ def decompressed_chunks(raw: RawFile, limits: Limits) -> Iterator[bytes]:
         yield b"".join(acc)
 
 
+_UNZIP = "only gzip is decompressed (decompress it, or save it as UTF-8 text)"
+_AS_CSV = "save it as CSV (UTF-8 text)"
+# what a binary file under a text name is, by its first bytes (gzip is decompressed before this is seen)
+_MAGICS = (
+    (b"PK\x03\x04", "a zip archive (an .xlsx workbook is one too)", _UNZIP),
+    (b"BZh", "a bzip2 stream", _UNZIP),
+    (b"\xfd7zXZ\x00", "an xz stream", _UNZIP),
+    (b"\x28\xb5\x2f\xfd", "a zstd stream", _UNZIP),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive", _UNZIP),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an Excel .xls workbook", _AS_CSV),
+    (b"PAR1", "a Parquet file", _AS_CSV),
+)
+
+
 def _check_start(file: str, chunk: bytes) -> bytes:
-    """Refuse UTF-16/32 by its byte-order mark; strip a UTF-8 byte-order mark."""
+    """Refuse UTF-16/32 by its byte-order mark and a compressed or binary format by its magic bytes (named: it
+    was refused as 'NUL byte ... UTF-16 text'); strip a UTF-8 byte-order mark."""
     for bom, label in _BOMS:
         if chunk.startswith(bom):
             kind = "UTF-32" if len(bom) == 4 else "UTF-16"
             raise InputFileError(file, 1, f"{kind} text (byte-order mark {label}): save the file as UTF-8")
+    for magic, label, advice in _MAGICS:
+        if chunk.startswith(magic) and (magic != b"BZh" or chunk[3:4].isdigit()):
+            raise InputFileError(file, 1, f"{label}, not text: {advice}")
     return chunk[3:] if chunk.startswith(b"\xef\xbb\xbf") else chunk
 
 
@@ -221,6 +250,9 @@ def _check_text(file: str, body: bytes, base: int) -> None:
         body.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = base + body.count(b"\n", 0, exc.start) + 1
+        if exc.reason == "unexpected end of data":  # a body ends at a line feed, or is the file's last
+            raise InputFileError(file, line, f"the file ends inside a UTF-8 character (byte 0x{body[exc.start]:02X}): "
+                                             "truncated? (get the file again)") from None
         raise InputFileError(
             file, line,
             f"invalid UTF-8 (byte 0x{body[exc.start]:02X}): the file is not UTF-8 or mixes encodings such as UTF-8 "

@@ -3,7 +3,8 @@
 lit-trades: CSV or Parquet with columns ``timestamp``, ``price``, ``size``, optional ``bid``/``ask``, ``side`` and
 ``symbol`` (else the symbol is the file name up to the first ``_``: ``AAPL_2024-03.csv`` -> AAPL).
 
-* ``timestamp``: ISO-8601 text (an explicit offset is honoured; a naive time is taken as UTC) or an epoch
+* ``timestamp``: ISO-8601 text (an explicit offset is honoured; a naive time is taken as UTC, and a file with naive
+  times some of whose trades fall outside the window is warned of: local times read as UTC) or an epoch
   number, whose unit follows its magnitude (>= 1e17 ns, >= 1e14 us, >= 1e11 ms, else s). Times are converted to
   ``Settings.market_tz``; only trades with ``rth_start <= local time < rth_end`` are kept (default 09:30-16:15,
   half-open) and the session date is the local date.
@@ -29,6 +30,7 @@ lit-flow: CSV ``date,symbol,lit_buy_volume,lit_sell_volume[,lit_unclassified_vol
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +55,7 @@ from optimizer.data.ingest._common import (
     sql_str,
     unread_warnings,
 )
-from optimizer.data.ingest._source import Lines, RawFile
+from optimizer.data.ingest._source import Limits, Lines, RawFile, read_raw, too_big
 from optimizer.data.ingest.options import csv_prep, daily_value_rules
 
 __all__ = [
@@ -129,16 +131,33 @@ def classify_trades(
 
 def trades_need_lines(raw: RawFile) -> bool:
     """Parquet trades are read by pandas, not staged as lines."""
-    head = raw.data[:4] if raw.data is not None else raw.path.open("rb").read(4)
-    return head != b"PAR1"
+    if raw.data is not None:
+        return raw.data[:4] != b"PAR1"
+    with raw.path.open("rb") as fh:
+        return fh.read(4) != b"PAR1"
 
 
-def _parquet_frame(file: str, path: Path) -> tuple[pd.DataFrame, pd.Series, list[str]]:
-    """A Parquet trades file -> (staged text frame, the timestamp column as read, the columns not read)."""
-    try:
-        df = pd.read_parquet(path)
+def _parquet_frame(file: str, raw: RawFile, limits: Limits) -> tuple[pd.DataFrame, pd.Series, list[str]]:
+    """A Parquet trades file -> (staged text frame, the timestamp column as read, the columns not read). The bytes
+    :func:`~optimizer.data.ingest._source.read_raw` hashed are the ones read (a file above its INLINE_BYTES is read
+    from disk, then checked against that checksum): rows are never stored under another content's checksum."""
+    import pyarrow.parquet as pq  # only when a Parquet file comes
+
+    src = (lambda: io.BytesIO(raw.data)) if raw.data is not None else (lambda: raw.path)
+    try:  # the size cap of every input, on the file and on its uncompressed columns, before anything is loaded
+        meta = pq.ParquetFile(src()).metadata
+        size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types; the file is named in the message
         raise InputFileError(file, None, f"unreadable Parquet ({exc})") from None
+    if max(size, raw.size) > limits.max_bytes:
+        raise too_big(raw, limits)
+    try:
+        df = pd.read_parquet(src())
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types; the file is named in the message
+        raise InputFileError(file, None, f"unreadable Parquet ({exc})") from None
+    if raw.data is None and read_raw(raw.path, file).sha256 != raw.sha256:
+        raise InputFileError(file, None, "the file changed while it was read (its checksum differs between two "
+                                         "reads): ingest it again once it is complete")
     df.columns = [_TRADE_ALIASES.get(str(c).strip().lower(), str(c).strip().lower()) for c in df.columns]
     for c in ("timestamp", "price", "size"):
         if c not in df.columns:
@@ -168,7 +187,7 @@ def trades_prepare(ctx: Ctx, raw: RawFile, fid: int, lines: Lines | None, text: 
     the RTH flag; the row rules run in SQL with them."""
     file = raw.file
     if lines is None:
-        frame, ts_raw, unread = _parquet_frame(file, raw.path)
+        frame, ts_raw, unread = _parquet_frame(file, raw, ctx.limits)
         warnings = unread_warnings("lit-trades", file, unread)
         line_no = frame["line"].to_numpy()
         index, ncols = None, len([c for c in frame.columns if c.startswith("t_")]) + 1
@@ -195,6 +214,7 @@ def trades_prepare(ctx: Ctx, raw: RawFile, fid: int, lines: Lines | None, text: 
         "line": line_no, "t_date": local.dt.tz_localize(None).dt.normalize().dt.strftime("%Y-%m-%d").to_numpy(dtype=object),
         "rth": (tod >= lo) & (tod < hi), "ts_ns": ts.astype("int64").to_numpy(),
     }).astype({"t_date": str})
+    warnings = list(warnings) + _naive_warnings(ctx, file, ts_raw, times["rth"].to_numpy())
     guess = None
     if "symbol" not in names:
         stem = Path(file).name.split(".")[0]
@@ -206,6 +226,28 @@ def trades_prepare(ctx: Ctx, raw: RawFile, fid: int, lines: Lines | None, text: 
     unit = ts.dt.unit  # of ts_ns (the parsed resolution: ns, us, ...)
     return Prep(("trades", fid), frame=frame, data={"index": index, "ncols": ncols, "names": names, "times": times, "guess": guess,
                                                     "unit": unit}, warnings=warnings)
+
+
+# a time of day followed by a UTC offset (Z, +HH, +HH:MM, +HHMM; UTC / GMT)
+_OFFSET_RE = r"(?i)\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:z|utc|gmt|[+-]\d{2}(?::?\d{2})?)$"
+
+
+def _naive_warnings(ctx: Ctx, file: str, ts_raw: pd.Series, rth: np.ndarray) -> list[str]:
+    """The warning of a file whose timestamps carry no UTC offset (read as UTC) when some of its trades fall outside
+    the session window: a vendor's local times read as UTC drop most of the day with no other trace."""
+    if pd.api.types.is_datetime64_any_dtype(ts_raw):
+        naive = np.full(len(ts_raw), getattr(ts_raw.dt, "tz", None) is None)
+    else:
+        txt = ts_raw.astype(str).str.strip()
+        naive = (pd.to_numeric(txt, errors="coerce").isna() & ~txt.str.contains(_OFFSET_RE, regex=True)).to_numpy()
+    out = int(np.count_nonzero(~rth))
+    if not naive.any() or not out:
+        return []
+    st, tz = ctx.settings, ctx.settings.market_tz
+    return [f"lit-trades: {Path(file).name}: {out:,} of {len(rth):,} trades lie outside the session window "
+            f"{st.rth_start}-{st.rth_end} {tz} and were not counted; {int(naive.sum()):,} timestamps carry no UTC offset "
+            f"and are read as UTC: if they are {tz} times, write them with their offset (2024-01-03T10:00:00-05:00) "
+            "or as epoch numbers"]
 
 
 def trades_spec(ctx: Ctx, sig: tuple, fids: list[int], preps: dict) -> Spec:

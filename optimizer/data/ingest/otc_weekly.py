@@ -14,7 +14,7 @@ list of records (or ``{"data": [...]}``), with fields ``issueSymbolIdentifier``,
 * A file holding only one side (ATS or non-ATS) of a stored (week, symbol) row keeps the stored other side;
   publication_date is then the later of the two (the combined row is complete only once both are public).
 * Row invariants (rejected, or fatal under strict): a valid symbol, a known type code, summaryStartDate a
-  Monday between 1990-01-02 and today, 0 <= quantities <= 1e13, a lastUpdateDate (when given) not before the
+  Monday between 1990-01-02 and today, 0 <= quantities and trade counts <= 1e13, a lastUpdateDate (when given) not before the
   week ends (its Friday: figures cannot be public before the week they describe -- such a row would leak the
   future into daily_metrics) and not in the future, one record per (week, symbol, type).
 """
@@ -149,6 +149,7 @@ def spec(ctx: Ctx, sig: tuple, fids: list[int], preps: dict) -> Spec:
         ('"qty" < 0', "printf('negative totalWeeklyShareQuantity %.0f', \"qty\")"),
         ('"trades" < 0', "printf('negative totalWeeklyTradeCount %.0f', \"trades\")"),
         (f'"qty" > {MAX_VOLUME:g}', f"printf('totalWeeklyShareQuantity %g is above the maximum {MAX_VOLUME:g}', \"qty\")"),
+        (f'"trades" > {MAX_VOLUME:g}', f"printf('totalWeeklyTradeCount %g is above the maximum {MAX_VOLUME:g}', \"trades\")"),
         (f'"updated" < {week_end}',
          "printf('lastUpdateDate %s is before the week ends (%s): figures cannot be published before the week they "
          f"describe', strftime(\"updated\", '%Y-%m-%d'), strftime({week_end}, '%Y-%m-%d'))"),

@@ -14,7 +14,7 @@ Accepted forms:
 A file replaces the stored rows of the (symbol, ex_date) keys it holds. Row invariants (rejected, or fatal under
 strict): a valid symbol, the ex-date an NYSE session between 1990-01-02 and today (an announced future split
 must be ingested once it has taken effect: the adjusted prices only change then), split_from and split_to > 0,
-a ratio that is finite, > 0 and not 1, (symbol, ex_date) unique.
+a ratio that is finite, not 1 and within [1e-4, 1e4] (1-for-10,000 .. 10,000-for-1), (symbol, ex_date) unique.
 """
 
 from __future__ import annotations
@@ -48,6 +48,10 @@ from optimizer.data.ingest._source import Lines, RawFile
 __all__ = ["JSON_OK", "prepare", "spec", "plan"]
 
 JSON_OK = True
+# the ratios a split may have (new shares per old): the largest real ones are a 1-for-10,000 cash-out reverse split
+# and far smaller forward splits; beyond, a unit error or a typo (1e300 made every adjusted volume overflow and
+# `metrics build` crash)
+MIN_RATIO, MAX_RATIO = 1e-4, 1e4
 JSON_KNOWN = ("id",)  # Polygon's split id: not read, without a warning
 _ALIASES = {"ticker": "symbol", "ex_date": "date", "execution_date": "date", "exdate": "date", "split_ratio": "ratio"}
 
@@ -120,6 +124,9 @@ def spec(ctx: Ctx, sig: tuple, fids: list[int], preps: dict) -> Spec:
         (f"NOT ({frm} > 0 AND {to} > 0)",
          f"printf('split_from %s and split_to %s must be > 0', CAST({frm} AS VARCHAR), CAST({to} AS VARCHAR))"),
         (f"{to} = {frm}", "'a split ratio of 1 changes nothing'"),
+        (f"NOT ({to} / {frm} BETWEEN {MIN_RATIO!r} AND {MAX_RATIO!r})",
+         f"printf('split ratio %s is outside [{MIN_RATIO:g}, {MAX_RATIO:g}]: no real split is that large "
+         f"(1-for-10,000 .. 10,000-for-1)', CAST({to} / {frm} AS VARCHAR))"),
     ]
     return Spec(rel, cols, ncols, count_error, "date", ("symbol", "date"), ("symbol", "ex_date"), rejects=rejects,
                 raw_in_rows=sig[0] == "json")
