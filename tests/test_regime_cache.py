@@ -418,3 +418,29 @@ def test_a_cached_run_on_truncated_data_equals_a_fresh_run_on_it(tmp_path, fits,
         fits.clear()
         _same(learned_regime_detail(wild.iloc[:301]), _fresh(wild.iloc[:301]))
         assert len(fits) == 1  # the refit at 295 trains on wild rows; those before it read; labels computed
+
+
+# ------------------------------------------------------------------------------------------------ start-up
+
+def test_a_process_that_finds_the_labels_on_disk_never_imports_scikit_learn(tmp_path, fits, fresh400):
+    """scikit-learn's mixture module is ~0.7 s of CPU to import in a command's process (after the engine): a process
+    whose market's labels are in the cache needs no model, so it must not load it (a fit read back does)."""
+    f, fresh = fresh400
+    with paths.caching_under(tmp_path):
+        learned_regime_detail(f)
+    np.save(tmp_path / "f.npy", f.to_numpy())
+    probe = textwrap.dedent(f"""
+        import json, sys
+        import numpy as np, pandas as pd
+        from optimizer import paths
+        from optimizer.engine._regime import REGIME_FEATURES, learned_regime_detail
+        f = pd.DataFrame(np.load({str(tmp_path / "f.npy")!r}), columns=list(REGIME_FEATURES))
+        with paths.caching_under({str(tmp_path)!r}):
+            lab, prob = learned_regime_detail(f)
+        print(json.dumps([lab.tobytes().hex(), prob.tobytes().hex(), "sklearn" in sys.modules]))
+    """)
+    res = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    lab, prob, sklearn_loaded = json.loads(res.stdout.strip().splitlines()[-1])
+    assert bytes.fromhex(lab) == fresh[0].tobytes() and bytes.fromhex(prob) == fresh[1].tobytes()
+    assert sklearn_loaded is False
