@@ -114,7 +114,7 @@ def test_labels_and_fits_read_back_equal_a_fresh_computation_bit_for_bit(tmp_pat
         assert len(_files(tmp_path, "labels-")) == 1  # and the labels stored again
 
 
-def test_a_cli_command_run_twice_prints_the_same_and_the_second_run_reads_the_cache(tmp_path, fits, synth_db):
+def test_a_cli_command_run_twice_prints_the_same_and_the_second_run_reads_the_cache_and_off_neither(tmp_path, fits, synth_db):
     params = tmp_path / "p.json"
     params.write_text("{}")
     out = tmp_path / "o"
@@ -127,6 +127,11 @@ def test_a_cli_command_run_twice_prints_the_same_and_the_second_run_reads_the_ca
     second = ok(cli(*args))
     assert second.stdout == first.stdout and json.loads(second.stdout)["sheet"]
     assert len(fits) == n  # nothing fitted: the labels came from <out>/.cache/regime/
+    files = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in _files(out)}
+    _forget()
+    third = ok(cli(*args, env={"ACCUMOPT_CACHE": "off"}))
+    assert third.stdout == first.stdout and len(fits) == 2 * n  # off: read nothing (fitted again) ...
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in _files(out)} == files  # wrote nothing
 
 
 # ------------------------------------------------------------------------------------------------ never trusted

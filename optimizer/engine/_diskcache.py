@@ -5,7 +5,7 @@ command's ``caching_under`` block, never with env ``ACCUMOPT_CACHE=off``), where
 content the result was computed from). The file is an uncompressed ``.npz`` of plain arrays (read with
 ``allow_pickle=False``: never a pickle) stamped with a digest of the name and of ``versions`` (the code and
 libraries that computed it), written atomically (a reader sees a whole file or none; two writers of one key write
-the same bytes, the last rename wins). A file that is missing, partial (truncated), corrupt (zip CRC), foreign
+the same arrays, the last rename wins). A file that is missing, partial (truncated), corrupt (zip CRC), foreign
 (another key's or another version's stamp), of another shape or dtype than the caller expects, or larger than
 ``MAX_FILE_BYTES`` is never trusted: ``load`` returns None, the caller recomputes and ``save`` overwrites it. A folder
 that cannot be written (read-only, full) costs only the recomputation. At most ``max_files`` files per folder: the
