@@ -270,7 +270,8 @@ def learned_regime_detail(
         dkey = repr(key[1:]).encode() + key[0]
         hit = _labels_from_disk(dkey, len(features))
         if hit is None:
-            hit = _learned_regime_detail(features, int(refit_every), int(min_train), int(n_components), int(random_state))
+            hit = _learned_regime_detail(features, int(refit_every), int(min_train), int(n_components),
+                                         int(random_state))
             _diskcache.save(DISK_CACHE_KIND, "labels", dkey, _versions,
                             {"labels": hit[0], "prob": hit[1]}, DISK_CACHE_MAX_FILES)
         while len(_DETAIL_MEMO) >= _DETAIL_MEMO_SIZE:
