@@ -1,5 +1,5 @@
-"""Run every benchmark (engine, study_throughput, ingest, scan, memory, walkforward, demo) and print one combined
-table with each script's load average (``make bench``).
+"""Run every benchmark (engine, study_throughput, ingest, scan, memory, walkforward, demo, regime_cache) and print
+one combined table with each script's load average (``make bench``).
 
 Each script runs in its own process (so each peak RSS is its own) with ``--json`` and small sizes that keep the
 whole suite at a few minutes on 2 cores; ``--full`` uses each script's own defaults instead (much longer:
@@ -36,6 +36,7 @@ SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
     "memory": (["--csv-mb", "50", "--symbols", "3000"], []),
     "walkforward": (["--trials", "20"], ["--trials", "40"]),
     "demo": ([], []),
+    "regime_cache": (["--repeat", "1"], []),
 }
 
 
@@ -114,6 +115,9 @@ def headline(name: str, r: dict) -> list[tuple]:
             else:
                 out.append((f"memory {k}: seconds / peak RSS MiB", f"{v.get('seconds')} / {v.get('peak_rss_mb')}", None, v.get("ok")))
         return out
+    if name == "regime_cache":
+        return [(f"{k}: CPU s of a run, cache off / cold / warm", f"{v['off']} / {v['cold']} / {v['warm']}",
+                 "identical output" if v["identical"] else "DIFFERS", v["identical"]) for k, v in r["commands"].items()]
     if name == "walkforward":
         return [(f"walk-forward {v['windows']} windows x {r['trials_per_window']} trials, --jobs {v['jobs']}: wall s "
                  "(speed-up)", f"{v['seconds']} ({v['speedup']}x)", "same result" if v["identical_to_jobs_1"]

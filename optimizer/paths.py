@@ -13,6 +13,10 @@ One precedence for the store and the study storage, the same for every command a
 * the Optuna storage: ``--storage``, env ``ACCUMOPT_STORAGE``, ``[run].storage``, ``sqlite:///<out>/studies.db``.
 
 A relative path in a spec is relative to the current directory, like a flag's.
+
+On-disk caches (results a later process may reuse, keyed by the content they were computed from) live in
+``<out>/.cache/<kind>/`` of the output root of the command that runs (:func:`caching_under`, set by the CLI around a
+command; a library call outside a command writes no cache). Env ``ACCUMOPT_CACHE=off`` turns them off.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ import os
 import re
 import secrets
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -32,12 +37,13 @@ __all__ = [
     "OUTPUT_ENV", "DB_ENV", "STORAGE_ENV", "DEFAULT_OUTPUT", "output_root", "default_db", "default_storage",
     "resolve_db", "resolve_storage", "safe_name", "under", "storage_path", "run_label", "file_label", "content_label",
     "existing_store",
-    "atomic_write",
+    "atomic_write", "CACHE_ENV", "cache_enabled", "caching_under", "cache_dir",
 ]
 
 OUTPUT_ENV = "ACCUMOPT_OUTPUT"
 DB_ENV = "ACCUMOPT_DB"
 STORAGE_ENV = "ACCUMOPT_STORAGE"
+CACHE_ENV = "ACCUMOPT_CACHE"
 DEFAULT_OUTPUT = "output"
 _MAX_NAME = 96
 _SAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
@@ -191,3 +197,50 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# the ``out`` of the commands running in this process (innermost last): where their on-disk caches live
+_CACHING: list[str | Path | None] = []
+
+
+def cache_enabled(env: Mapping[str, str] | None = None) -> bool:
+    """Env ``ACCUMOPT_CACHE``: ``on`` (or unset, or empty) True, ``off`` False (either in any case); any other value
+    is a ParameterError naming the variable and the rule."""
+    raw = _env(CACHE_ENV, env)
+    v = (raw or "on").strip().lower()
+    if v not in ("on", "off"):
+        raise ParameterError(f"{CACHE_ENV} must be on or off, got {CACHE_ENV}={raw!r}")
+    return v == "on"
+
+
+@contextmanager
+def caching_under(out: str | Path | None, env: Mapping[str, str] | None = None) -> Iterator[None]:
+    """While the block runs, :func:`cache_dir` is under ``output_root(out)`` (``out``, else env ``ACCUMOPT_OUTPUT``,
+    else ``output``). The CLI runs every command that takes ``--out`` in one; a notebook opts in the same way
+    (``with optimizer.paths.caching_under("output"): ...``), a library call outside one writes no cache. A bad
+    ``ACCUMOPT_CACHE`` is refused here, before the block runs."""
+    cache_enabled(env)
+    _CACHING.append(out)
+    try:
+        yield
+    finally:
+        _CACHING.pop()
+
+
+def cache_dir(kind: str, env: Mapping[str, str] | None = None) -> Path | None:
+    """``<output root>/.cache/<kind>`` of the running :func:`caching_under` block, or None: outside a block, with
+    env ``ACCUMOPT_CACHE=off``, when the output root is not an existing folder (a cache never creates the root: a
+    command that writes nothing else leaves no folder behind), or when the folder would resolve outside the root
+    (a ``.cache`` link pointing elsewhere: nothing is written outside the output root)."""
+    if not _CACHING or not cache_enabled(env):
+        return None
+    root = output_root(_CACHING[-1], env)
+    if not root.is_dir():
+        return None
+    d = root / ".cache" / safe_name(kind)
+    try:
+        if not d.resolve().is_relative_to(root.resolve()):
+            return None
+    except (OSError, RuntimeError):  # a link loop
+        return None
+    return d

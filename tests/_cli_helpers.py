@@ -12,7 +12,8 @@ from click.testing import CliRunner, Result
 from optimizer.cli import main
 
 # Environment the path options read; cleared so a developer's shell cannot change what the tests see.
-CLEAN_ENV = {"ACCUMOPT_DB": None, "ACCUMOPT_STORAGE": None, "ACCUMOPT_OUTPUT": None, "SCANNER_DB_PATH": None}
+CLEAN_ENV = {"ACCUMOPT_DB": None, "ACCUMOPT_STORAGE": None, "ACCUMOPT_OUTPUT": None, "ACCUMOPT_CACHE": None,
+             "SCANNER_DB_PATH": None}
 
 
 def cli(*args: object, env: dict | None = None) -> Result:

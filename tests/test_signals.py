@@ -620,7 +620,8 @@ def _run(*args, env=None):
     return CliRunner().invoke(main, [str(a) for a in args], env=base | (env or {}), catch_exceptions=True)
 
 
-def test_signals_command_table_json_csv(synth_db, tmp_path):
+def test_signals_command_table_json_csv(synth_db, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default output root (./output) is here: --no-save must not create it
     p = tmp_path / "best.json"
     p.write_text(json.dumps({"params": CONFIGS["first_dist"][0], "costs": {"commission_bps": 1, "slippage_bps": 5}}))
     day = _entry_sessions(synth_db, CONFIGS["first_dist"][0])[-1]
@@ -794,7 +795,8 @@ def test_evening_says_why_the_scan_ranked_nothing(synth_db, tmp_path):
     assert len(warn) == 1 and len(err) == 1 and warn[0] < err[0] and "ZZZZ" in lines[err[0]], res.stderr
 
 
-def test_a_sheet_whose_orders_have_passed_is_flagged(synth_db, tmp_path):
+def test_a_sheet_whose_orders_have_passed_is_flagged(synth_db, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # its signals runs take no --out: the default output root is not the checkout's
     """Tonight's prices are in, tonight's FINRA file is not (published later, or not fetched): the evening and
     ``signals`` printed the previous night's sheet, "orders for the <today> open", an open that has passed, with no
     word of it. Both now warn, naming the FINRA session to ingest; an explicit --date is deliberate and silent."""

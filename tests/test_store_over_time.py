@@ -204,10 +204,11 @@ def _staleness(db) -> str | None:
         con.close()
 
 
-def test_daily_metrics_older_than_the_raw_data_is_named_until_rebuilt(jan_apr, tmp_path):
+def test_daily_metrics_older_than_the_raw_data_is_named_until_rebuilt(jan_apr, tmp_path, monkeypatch):
     """`accumopt ingest` of a corrected file (FINRA re-publishes a day under the same name) changed the raw table;
     every score, sheet and backtest kept reading the daily_metrics built before it, and nothing said so: the sheet
     of tonight silently used the old figures. data info, signals and backtest now warn until `metrics build`."""
+    monkeypatch.chdir(tmp_path)  # its commands take no --out: the default output root is not the checkout's
     db = _copy(jan_apr, tmp_path)
     assert _staleness(db) is None
     params = tmp_path / "p.json"

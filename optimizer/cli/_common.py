@@ -22,7 +22,7 @@ from rich.text import Text
 
 from optimizer.cli._interrupt import EXIT_INTERRUPTED, print_interrupted
 from optimizer.errors import AccumoptError, Interrupted, ParameterError, is_query_interrupt
-from optimizer.paths import DB_ENV, OUTPUT_ENV, STORAGE_ENV
+from optimizer.paths import CACHE_ENV, DB_ENV, OUTPUT_ENV, STORAGE_ENV, caching_under
 from optimizer.report.terminal import Column, FrameView, print_command, print_frame, print_record
 
 if TYPE_CHECKING:
@@ -45,7 +45,8 @@ _SHARED = {
                       "sqlite:///<out>/studies.db (journal:PATH for a journal file, postgresql://... for many machines)."),
     "out": (click.Path(file_okay=False), f"Output root (env {OUTPUT_ENV}, default output): every file the command "
                                          "writes goes in a per-run folder under it, and the default store and "
-                                         "storage live in it."),
+                                         "storage live in it (and <out>/.cache/: results reused by later commands; "
+                                         f"env {CACHE_ENV}=off turns it off)."),
 }
 _UNUSED = {"db": "it reads no DuckDB store", "storage": "it reads no study storage",
            "out": "it writes no file and opens no default store"}
@@ -67,7 +68,10 @@ def shared_options(*uses: str) -> Callable[[Callable], Callable]:
                 if name not in uses and value is not None:
                     path = click.get_current_context().command_path
                     raise ParameterError(f"{path} does not use --{name} ({_UNUSED[name]}); leave it out, got --{name}={value}")
-            return f(*args, **kw)
+            if "out" not in uses:
+                return f(*args, **kw)
+            with caching_under(kw.get("out")):  # what the command computes and may reuse later: <out>/.cache/
+                return f(*args, **kw)
 
         for name in reversed(list(_SHARED)):
             typ, help_ = _SHARED[name]

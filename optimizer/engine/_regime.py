@@ -3,12 +3,26 @@
 All outputs are (T,) arrays on the panel calendar. The rule regime at t uses SPY closes and VIX up to t. The learned
 regime at t comes from a model fitted only on rows strictly before t (expanding window, refit every ``refit_every``
 sessions), so truncating the data after t never changes a label at or before t. Definitions: docs/CONTEXT.md.
+
+The learned regime's fits (and the labels of a whole market) are pure functions of their inputs: a process keeps its
+recent ones in memory, and a CLI command keeps them on disk for the next process, in ``<out>/.cache/regime/``
+(``optimizer.engine._diskcache``; env ``ACCUMOPT_CACHE=off`` turns it off; a library call outside
+``optimizer.paths.caching_under`` neither reads nor writes it): one ``.npz`` of plain arrays per content digest (of
+the training rows or the whole feature frame, the settings, this module's source and the numpy / scipy /
+scikit-learn versions), never a pickle; a missing, partial, corrupt, foreign or wrong-shape file is recomputed and
+overwritten; at most ``DISK_CACHE_MAX_FILES`` files, the least recently used removed. A truncated market has other
+content, so its labels are computed (from its own fits, which a longer market's run may have stored: the fit of a
+refit point reads only rows before it) and never served from a longer history.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import platform
 import warnings
+from importlib.metadata import version as _dist_version
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -16,6 +30,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from optimizer.errors import check_param
+from optimizer.engine import _diskcache
 
 __all__ = [
     "REGIME_RISK_ON", "REGIME_TRANSITIONAL", "REGIME_RISK_OFF", "REGIME_LABELS",
@@ -23,7 +38,7 @@ __all__ = [
     "LEARNED_BEAR_HIGH_VOL", "LEARNED_REGIME_LABELS", "VIX_PROXY_SCALE", "REGIME_FEATURES", "VOLUME_RATIO_WINDOW",
     "POSITION_MULTIPLIERS", "EXTREME_VIX", "EXTREME_VIX_MULTIPLIER",
     "realized_vol", "vix_proxy", "effective_vix", "market_regime", "regime_features", "learned_regime",
-    "learned_regime_detail", "position_multiplier",
+    "learned_regime_detail", "position_multiplier", "DISK_CACHE_KIND", "DISK_CACHE_MAX_FILES",
 ]
 
 REGIME_RISK_ON, REGIME_TRANSITIONAL, REGIME_RISK_OFF = np.int8(1), np.int8(0), np.int8(-1)
@@ -137,7 +152,12 @@ def _fit_and_label(
     key = h.digest()
     hit = _FIT_MEMO.get(key)
     if hit is None:
+        hit = _fit_from_disk(key, len(cols), n_components, random_state)
+    if hit is None:
         hit = _fit(train, cols, n_components, random_state)
+        _diskcache.save(DISK_CACHE_KIND, "fit", key, _versions, _fit_arrays(hit),
+                        DISK_CACHE_MAX_FILES)
+    if key not in _FIT_MEMO:
         while len(_FIT_MEMO) >= _FIT_MEMO_SIZE:
             _FIT_MEMO.pop(next(iter(_FIT_MEMO)))
         _FIT_MEMO[key] = hit
@@ -149,16 +169,22 @@ _FIT_MEMO: dict[bytes, tuple[object, np.ndarray, np.ndarray, np.ndarray]] = {}
 _FIT_MEMO_SIZE = 256
 
 
+def _model(n_components: int, random_state: int) -> object:
+    """The (unfitted) mixture every fit uses; a fit read back from the disk cache is this model with its arrays."""
+    from sklearn.mixture import GaussianMixture  # ~0.3 s of CPU: loaded by the first fit or fit read back, never
+    # by a process that finds the whole market's labels in the cache
+
+    return GaussianMixture(n_components=n_components, covariance_type="full", random_state=random_state,
+                           reg_covar=1e-4, max_iter=200)
+
+
 def _fit(
     train: np.ndarray, cols: list[str], n_components: int, random_state: int
 ) -> tuple[object, np.ndarray, np.ndarray, np.ndarray]:
-    from sklearn.mixture import GaussianMixture
-
     mu = train.mean(axis=0)
     sd = train.std(axis=0)
     sd = np.where(sd > 1e-12, sd, 1.0)
-    gm = GaussianMixture(n_components=n_components, covariance_type="full", random_state=random_state,
-                         reg_covar=1e-4, max_iter=200)
+    gm = _model(n_components, random_state)
     # Tiny (<= 6 x 6) matrices: multi-threaded BLAS only adds overhead (40x slower fits on 2 cores).
     with warnings.catch_warnings(), threadpool_limits(limits=1):
         warnings.simplefilter("ignore")
@@ -170,6 +196,57 @@ def _fit(
     labels = np.where(mom > 0, np.where(high, LEARNED_BULL_HIGH_VOL, LEARNED_BULL_LOW_VOL),
                       np.where(high, LEARNED_BEAR_HIGH_VOL, LEARNED_BEAR_LOW_VOL)).astype(np.int8)
     return gm, mu, sd, labels
+
+
+# ------------------------------------------------------------------------------------------------ on-disk cache
+
+DISK_CACHE_KIND = "regime"  # <out>/.cache/regime/
+DISK_CACHE_MAX_FILES = 512  # LRU by count: a fit is ~2 KB, a market's labels ~9 bytes a session (a few MB in all)
+# a fitted GaussianMixture is these arrays and numbers (what predict_proba reads, and what a fit sets)
+_GM_ARRAYS = ("weights_", "means_", "covariances_", "precisions_cholesky_", "precisions_")
+_GM_NUMBERS = {"converged_": np.bool_, "n_iter_": np.int64, "lower_bound_": np.float64, "n_features_in_": np.int64}
+
+
+@functools.cache
+def _versions() -> bytes:
+    """What a stored result also depends on: this module's source (the fit's settings, the labelling rule, the
+    schedule) and the libraries and machine that computed it (an upgrade must not serve the previous version's
+    fits)."""
+    libs = [(lib, _dist_version(lib)) for lib in ("scikit-learn", "scipy", "threadpoolctl")]
+    src = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+    return repr((src, np.__version__, libs, platform.python_version(), platform.machine())).encode()
+
+
+def _fit_arrays(fit: tuple[object, np.ndarray, np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+    gm, mu, sd, labels = fit
+    out = {n: np.asarray(getattr(gm, n)) for n in _GM_ARRAYS}
+    out.update({n: np.asarray(getattr(gm, n), dtype=t) for n, t in _GM_NUMBERS.items()})
+    return {**out, "mu": mu, "sd": sd, "labels": labels}
+
+
+def _fit_from_disk(key: bytes, n_features: int, n_components: int,
+                   random_state: int) -> tuple[object, np.ndarray, np.ndarray, np.ndarray] | None:
+    """The fit stored for ``key``: the model rebuilt from its arrays (no refit), or None."""
+    k, f = n_components, n_features
+    expect = {"weights_": ((k,), np.float64), "means_": ((k, f), np.float64),
+              **{n: ((k, f, f), np.float64) for n in ("covariances_", "precisions_cholesky_", "precisions_")},
+              **{n: ((), t) for n, t in _GM_NUMBERS.items()},
+              "mu": ((f,), np.float64), "sd": ((f,), np.float64), "labels": ((k,), np.int8)}
+    a = _diskcache.load(DISK_CACHE_KIND, "fit", key, _versions, expect)
+    if a is None or int(a["n_features_in_"]) != f:
+        return None
+    gm = _model(n_components, random_state)
+    for n in _GM_ARRAYS:
+        setattr(gm, n, a[n])
+    gm.converged_, gm.n_iter_ = bool(a["converged_"]), int(a["n_iter_"])
+    gm.lower_bound_, gm.n_features_in_ = float(a["lower_bound_"]), int(a["n_features_in_"])
+    return gm, a["mu"], a["sd"], a["labels"]
+
+
+def _labels_from_disk(key: bytes, T: int) -> tuple[np.ndarray, np.ndarray] | None:
+    a = _diskcache.load(DISK_CACHE_KIND, "labels", key, _versions,
+                        {"labels": ((T,), np.int8), "prob": ((T,), np.float64)})
+    return None if a is None else (a["labels"], a["prob"])
 
 
 def learned_regime_detail(
@@ -190,7 +267,13 @@ def learned_regime_detail(
     key = (_digest(features), int(refit_every), int(min_train), int(n_components), int(random_state))
     hit = _DETAIL_MEMO.get(key)
     if hit is None:
-        hit = _learned_regime_detail(features, int(refit_every), int(min_train), int(n_components), int(random_state))
+        dkey = repr(key[1:]).encode() + key[0]
+        hit = _labels_from_disk(dkey, len(features))
+        if hit is None:
+            hit = _learned_regime_detail(features, int(refit_every), int(min_train), int(n_components),
+                                         int(random_state))
+            _diskcache.save(DISK_CACHE_KIND, "labels", dkey, _versions,
+                            {"labels": hit[0], "prob": hit[1]}, DISK_CACHE_MAX_FILES)
         while len(_DETAIL_MEMO) >= _DETAIL_MEMO_SIZE:
             _DETAIL_MEMO.pop(next(iter(_DETAIL_MEMO)))
         _DETAIL_MEMO[key] = hit
