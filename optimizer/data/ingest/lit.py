@@ -1,7 +1,9 @@
 """Lit-market buy/sell flow -> ``lit_flow_daily``, from trade prints (``lit-trades``) or daily aggregates (``lit-flow``).
 
 lit-trades: CSV or Parquet with columns ``timestamp``, ``price``, ``size``, optional ``bid``/``ask``, ``side`` and
-``symbol`` (else the symbol is the file name up to the first ``_``: ``AAPL_2024-03.csv`` -> AAPL).
+``symbol`` (else the symbol is the file name up to the first ``_``, read as every symbol is: ``AAPL_2024-03.csv`` ->
+AAPL, ``BRK-B_2024-03.csv`` -> BRK.B; a name with no ``_``, or a date or an invalid symbol before it
+(``2024.01.03_x.csv``), fails the file saying which).
 
 * ``timestamp``: ISO-8601 text (an explicit offset is honoured; a naive time is taken as UTC, and a file with naive
   times some of whose trades fall outside the window is warned of: local times read as UTC) or an epoch
@@ -31,12 +33,14 @@ lit-flow: CSV ``date,symbol,lit_buy_volume,lit_sell_volume[,lit_unclassified_vol
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from optimizer.errors import InputFileError
+from optimizer.errors import InputFileError, quoted
+from optimizer.data.symbols import canonical_symbol, symbol_problem
 from optimizer.data.ingest._common import (
     EARLIEST_DATE,
     Col,
@@ -215,17 +219,36 @@ def trades_prepare(ctx: Ctx, raw: RawFile, fid: int, lines: Lines | None, text: 
         "rth": (tod >= lo) & (tod < hi), "ts_ns": ts.astype("int64").to_numpy(),
     }).astype({"t_date": str})
     warnings = list(warnings) + _naive_warnings(ctx, file, ts_raw, times["rth"].to_numpy())
-    guess = None
-    if "symbol" not in names:
-        stem = Path(file).name.split(".")[0]
-        guess = stem.split("_")[0].strip()
-        if "_" not in stem or not guess:
-            raise InputFileError(file, 1, "missing column 'symbol' and the file name is not TICKER_*.csv")
+    guess = None if "symbol" in names else _name_ticker(file)
     if frame is not None:
         frame = frame.merge(times, on="line")
     unit = ts.dt.unit  # of ts_ns (the parsed resolution: ns, us, ...)
     return Prep(("trades", fid), frame=frame, data={"index": index, "ncols": ncols, "names": names, "times": times, "guess": guess,
                                                     "unit": unit}, warnings=warnings)
+
+
+# a date as a file name may start with it: 2024-01-03, 2024.01.03, 20240103, 01.03.2024, 1-3-24
+_DATE_STEM = re.compile(r"\d{4}[-./]?\d{1,2}[-./]?\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}")
+
+
+def _name_ticker(file: str) -> str:
+    """The canonical ticker a trades file without a ``symbol`` column is named for: the file name up to its first
+    ``_`` (``BRK.B_2024-01.csv``, ``BRK-B_x.csv`` -> BRK.B, read as every symbol is, ``data.symbols``); a date
+    (``2024.01.03_x.csv``), a part with no letter or an invalid symbol is an InputFileError saying which."""
+    name = Path(file).name
+    head = name.split("_")[0].strip() if "_" in name else ""
+    advice = "add a 'symbol' column or name the file TICKER_*.csv (AAPL_2024-01-03.csv)"
+    if not head:
+        raise InputFileError(file, 1, f"missing column 'symbol', and the file name has no '_' after a ticker: {advice}")
+    what = None
+    if not any(ch.isalpha() for ch in head):
+        what = "is a date, not a ticker" if _DATE_STEM.fullmatch(head) else "has no letter: not a ticker"
+    elif (why := symbol_problem(head)) is not None:
+        what = f"is not a ticker ({why})"
+    if what is not None:
+        raise InputFileError(file, 1, f"missing column 'symbol', and the file name's part before the first '_' "
+                                      f"({quoted(head)}) {what}: {advice}")
+    return canonical_symbol(head)
 
 
 # a time of day followed by a UTC offset (Z, +HH, +HH:MM, +HHMM; UTC / GMT)
