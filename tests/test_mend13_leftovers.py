@@ -54,3 +54,51 @@ def test_a_trades_file_without_a_ticker_in_its_name_is_refused_with_the_naming_r
         assert f.status == "failed", name
         assert f.message.startswith(f"{tmp_path / name}:1: missing column 'symbol', and the file name"), f.message
         assert why in f.message and "TICKER_*.csv" in f.message, f.message
+
+
+_D = "20240103"
+
+
+def _finra(short: int) -> str:
+    from _ingest_helpers import finra_text
+
+    return finra_text([f"{_D}|AAPL|{short}|0|300|Q"])
+
+
+def test_a_browsers_second_download_comes_right_after_its_first_in_a_folder(tmp_path):
+    # 'CNMSshvol20240103 (1).txt' (a browser's newer download) sorted before 'CNMSshvol20240103.txt' (' ' < '.'), so
+    # in a folder the older file was ingested last and its rows stood; '(10)' sorted before '(2)'
+    from optimizer.data.ingest import expand_paths
+
+    names = ["CNMSshvol20240103 (10).txt", "CNMSshvol20240103 (2).txt", "CNMSshvol20240103.txt",
+             "CNMSshvol20240103 (1).txt", "CNMSshvol20240102.txt", "CNMSshvol20240103(3).txt.gz", "CNMSshvol20240103.txt.gz"]
+    for n in names:
+        write(tmp_path / n, "x")
+    want = ["CNMSshvol20240102.txt", "CNMSshvol20240103.txt", "CNMSshvol20240103 (1).txt", "CNMSshvol20240103 (2).txt",
+            "CNMSshvol20240103 (10).txt", "CNMSshvol20240103.txt.gz", "CNMSshvol20240103(3).txt.gz"]
+    assert [p.name for p in expand_paths(tmp_path)] == want
+    assert [p.name for p in expand_paths(str(tmp_path / "CNMS*"))] == want
+    # paths given one by one keep the order given (explore12's rule)
+    given = [tmp_path / "CNMSshvol20240103 (1).txt", tmp_path / "CNMSshvol20240103.txt"]
+    assert expand_paths(given) == given
+
+
+def test_a_newer_download_of_a_finra_day_in_a_folder_is_stored_over_the_older_with_one_warning(con, tmp_path):
+    write(tmp_path / f"CNMSshvol{_D}.txt", _finra(100))
+    write(tmp_path / f"CNMSshvol{_D} (1).txt", _finra(150))
+    rep = ingest_paths(con, "finra-short", [tmp_path])
+    assert [(Path(f.file).name, f.status) for f in rep.files] == [
+        (f"CNMSshvol{_D}.txt", "ok"), (f"CNMSshvol{_D} (1).txt", "replaced")]
+    assert table(con, "SELECT short_volume FROM finra_short_daily") == [(150.0,)]
+    assert rep.warnings == [
+        f"finra-short: CNMSshvol{_D} (1).txt: read after CNMSshvol{_D}.txt, another download of the same file with "
+        "other content: its rows stand where they overlap"]
+    assert rep.exit_code == 0
+    # the same content downloaded twice: nothing to say
+    c2 = connect(":memory:")
+    try:
+        write(tmp_path / f"CNMSshvol{_D} (1).txt", _finra(100))
+        rep = ingest_paths(c2, "finra-short", [tmp_path])
+        assert rep.warnings == []
+    finally:
+        c2.close()

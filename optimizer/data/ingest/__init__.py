@@ -247,8 +247,29 @@ def _check_kind(kind: str) -> None:
         raise ParameterError(f"kind must be one of {', '.join(KINDS)}, got kind={kind!r}")
 
 
+# a browser's or a file manager's later download of NAME.ext: 'NAME (1).ext', 'NAME(2).ext.gz'
+_COPY_RE = re.compile(r"^(.+?) ?\((\d{1,6})\)((?:\.[^.\s()]+)*)$")
+
+
+def _copy_of(path: Path) -> tuple[str, int]:
+    """(the name ``path`` is a later download of, its number): ``NAME (2).ext`` -> (``NAME.ext``, 2); any other name
+    is (its name, 0)."""
+    m = _COPY_RE.match(path.name)
+    return (m.group(1) + m.group(3), int(m.group(2))) if m else (path.name, 0)
+
+
+def _listed(paths: Iterable[Path]) -> list[Path]:
+    """A folder's or a glob's files in name order, except that a later download ``NAME (n).ext`` comes right after
+    ``NAME.ext``, in n order (by name, ``NAME (1).ext`` sorts before ``NAME.ext`` and ``(10)`` before ``(2)``: the
+    older file would be read last and its rows stand)."""
+    def key(p: Path) -> tuple:
+        name, n = _copy_of(p)
+        return (*p.parent.parts, name), n
+    return sorted(paths, key=key)
+
+
 def _walk(root: Path) -> list[Path]:
-    """The files under the directory ``root``, recursively, sorted: hidden entries (a name starting with '.') are
+    """The files under the directory ``root``, recursively, in name order (:func:`_listed`): hidden entries (a name starting with '.') are
     skipped; a symlinked directory is followed and every real directory is walked once (a symlink loop, or two
     links to one folder, ends and lists each file once); a symlink whose target does not exist is listed (its ingest
     fails naming it, instead of the file being left out without a word). An unreadable directory is a
@@ -278,11 +299,11 @@ def _walk(root: Path) -> list[Path]:
                 out.append(p)
         stack.extend(reversed(subdirs))  # depth first in name order: a folder reached twice is listed under the
         # path that comes first, whatever order the file system lists entries in
-    return sorted(out)
+    return _listed(out)
 
 
 def _glob(pattern: str) -> list[Path]:
-    """The paths a glob matches, sorted (``**``: any depth). pathlib's glob, whose ``**`` does not enter symlinked
+    """The paths a glob matches, in name order (:func:`_listed`; ``**``: any depth). pathlib's glob, whose ``**`` does not enter symlinked
     directories (as the shells' globstar): ``glob.glob(recursive=True)`` follows them and never ended on a symlink
     loop. Hidden names (a '.' first) match only a pattern component that starts with '.' (as ``glob.glob``)."""
     parts = Path(pattern).parts
@@ -292,7 +313,7 @@ def _glob(pattern: str) -> list[Path]:
     hits: Iterable[Path] = base.glob(str(Path(*rest)))
     if not any(part.startswith(".") for part in rest):
         hits = (h for h in hits if not any(q.startswith(".") for q in h.relative_to(base).parts))
-    return sorted(hits)
+    return _listed(hits)
 
 
 def expand_paths(paths: Sequence[str | Path] | str | Path) -> list[Path]:
@@ -978,4 +999,27 @@ def ingest_paths(
         pipe.close()
     if kind == "finra-short":
         create_consolidated_view(con)
+    report.files[:] = _copies_warned(kind, report.files)
     return report
+
+
+def _copies_warned(kind: str, files: list[FileResult]) -> list[FileResult]:
+    """``files`` with a warning on each file read after another download of the same file (``NAME.ext`` and ``NAME
+    (1).ext`` of one folder) of other content: its rows stand where they overlap (the later file wins, so a user who
+    meant the other copy learns which one is stored)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, f in enumerate(files):
+        if f.status != "failed":
+            p = Path(f.file)
+            groups.setdefault((p.parent, _copy_of(p)[0]), []).append(i)
+    out = list(files)
+    for idx in groups.values():
+        last = out[idx[-1]]
+        other = [Path(out[i].file).name for i in idx[:-1] if out[i].sha256 != last.sha256]
+        if not other:
+            continue
+        what = "another download" if len(other) == 1 else "other downloads"
+        out[idx[-1]] = dataclasses.replace(last, warnings=(*last.warnings, (
+            f"{kind}: {Path(last.file).name}: read after {', '.join(other)}, {what} of the same file with other "
+            "content: its rows stand where they overlap")))
+    return out
