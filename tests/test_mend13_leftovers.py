@@ -102,3 +102,56 @@ def test_a_newer_download_of_a_finra_day_in_a_folder_is_stored_over_the_older_wi
         assert rep.warnings == []
     finally:
         c2.close()
+
+
+def _chained_splits_store(con, tmp_path, ratios: str) -> None:
+    from _ingest_helpers import finra_text
+
+    rows = [f"{d}|NVDA|50000000000|0|100000000000|Q" for d in ("20240102", "20240103")]
+    for d, r in zip(("20240102", "20240103"), rows):
+        write(tmp_path / f"CNMSshvol{d}.txt", finra_text([r, f"{d}|AAPL|100|0|300|Q"]))
+    assert ingest_paths(con, "finra-short", sorted(tmp_path.glob("CNMS*"))).exit_code == 0
+    write(tmp_path / "splits.csv", "symbol,date,ratio\n" + ratios)
+    assert ingest_paths(con, "splits", [tmp_path / "splits.csv"]).exit_code == 0
+
+
+def test_two_chained_extreme_splits_are_refused_by_metrics_build_naming_the_symbol_and_file(con, tmp_path):
+    # each ratio is within [1e-4, 1e4] (explore12), but two 10,000-for-1 splits of one symbol multiply a raw volume
+    # by 1e8: 1e11 shares x 1e8 overflowed the INT64 of the adjusted volume and `metrics build` died with DuckDB's
+    # 'Conversion Error: ... can't be cast ... INT64' traceback
+    from optimizer.data.metrics import build_daily_metrics
+    from optimizer.errors import DataError
+
+    _chained_splits_store(con, tmp_path, "NVDA,2024-01-04,10000\nNVDA,2024-01-05,10000\nAAPL,2024-01-04,4\n")
+    with pytest.raises(DataError) as e:
+        build_daily_metrics(con)
+    assert str(e.value) == (
+        "splits of NVDA multiply to 1e+08 (2 splits, 2024-01-04 .. 2024-01-05, from splits.csv): above 100,000, the "
+        "largest factor a raw volume (at most 1e+13 shares) can be adjusted by; fix the ratios and ingest the file again")
+
+
+def test_chained_splits_within_the_factor_limit_adjust_as_before(con, tmp_path):
+    # 100 x 1,000 = 1e5, the limit itself: adjusted exactly (hand: 1e11 x 1e5 = 1e16 shares before both ex-dates)
+    from optimizer.data.metrics import build_daily_metrics
+
+    _chained_splits_store(con, tmp_path, "NVDA,2024-01-04,100\nNVDA,2024-01-05,1000\n")
+    build_daily_metrics(con)
+    assert table(con, "SELECT date, total_volume FROM daily_metrics WHERE symbol = 'NVDA' ORDER BY date") == [
+        (__import__("datetime").date(2024, 1, 2), 10**16), (__import__("datetime").date(2024, 1, 3), 10**16)]
+
+
+def test_the_split_factor_limit_keeps_every_adjusted_volume_inside_int64():
+    from optimizer.data import adjust
+    from optimizer.data.ingest._common import MAX_VOLUME
+
+    assert adjust._MAX_RAW_VOLUME == MAX_VOLUME
+    assert 2 * MAX_VOLUME * adjust.MAX_FACTOR < 2**63  # OTC: ATS + non-ATS, each at most MAX_VOLUME
+
+
+def test_the_scanner_refuses_chained_extreme_splits_in_one_line(con, tmp_path):
+    from optimizer.analytics.scanner import scan
+    from optimizer.errors import DataError
+
+    _chained_splits_store(con, tmp_path, "NVDA,2024-01-04,10000\nNVDA,2024-01-05,10000\n")
+    with pytest.raises(DataError, match=r"^splits of NVDA multiply to 1e\+08 \(2 splits"):
+        scan(con, "2024-01-03")

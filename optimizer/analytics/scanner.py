@@ -45,7 +45,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from rich.console import Console
 
-from optimizer.data.adjust import adjusted_join_sql
+from optimizer.data.adjust import adjusted_join_sql, check_split_factors
 from optimizer.data.calendar import DateLike, session_days
 from optimizer.data.coverage import MIN_COVERAGE, SourceCoverage, source_coverage
 from optimizer.data.store import consolidated_short_sql, table_exists, transaction
@@ -262,6 +262,7 @@ def scan(
     ).fetchall()]
     cov = source_coverage("finra_short", have, start, day)
     params = [int(trend_days), mp, float(min_total_volume), float(outlier_z), float(volume_z), float(ratio_z), day]
+    check_split_factors(con)
     raw = con.execute(_scan_sql(start, day), params).df()
     raw["lookback"] = int(lookback)
     raw["trend_days"] = int(trend_days)

@@ -34,7 +34,7 @@ from optimizer.data.calendar import DateLike
 from optimizer.errors import DataError, check_param
 from optimizer.params import PARAMS
 from optimizer.data.universe import VIX_SYMBOL
-from optimizer.data.adjust import split_factors_sql
+from optimizer.data.adjust import check_split_factors, split_factors_sql
 from optimizer.data.calendar import as_date, session_days
 from optimizer.data.store import connect, consolidated_short_sql, memory_budget, table_exists, transaction
 
@@ -495,6 +495,8 @@ def _stage_base(con: duckdb.DuckDBPyConnection, scope: _Scope, min_lit_volume: i
     _stage_scope(con, scope)
     scope.has_otc = bool(_q(con, f"SELECT count(*) FROM (SELECT 1 FROM finra_otc_weekly WHERE {scope.source_filter(date_col='publication_date')} LIMIT 1)")[0][0])
     scope.has_splits = bool(_q(con, f"SELECT count(*) FROM (SELECT 1 FROM splits WHERE {scope.source_filter(date_col='')} LIMIT 1)")[0][0])
+    if scope.has_splits:
+        check_split_factors(con, scope.source_filter(date_col=''))
     _q(con, f"CREATE OR REPLACE TEMP TABLE {_BASE_TABLE} AS {_base_sql(scope, min_lit_volume)}")
     return int(_q(con, f"SELECT count(*) FROM {_BASE_TABLE}")[0][0])
 
