@@ -4,7 +4,8 @@
    or, by default, a fetch of the FINRA daily files (CNMS) for the sessions after the store's latest FINRA date
    through ``through`` (default: today) and for the sessions among the ``REFETCH_SESSIONS`` before it the store
    lacks (a file that did not come on its night), and, when POLYGON_API_KEY is set, Polygon prices of the
-   universe, SPY and ^VIX for the same days (a symbol whose split-adjusted history changed since it was stored --
+   universe (``all``: the symbols the sheet trades, those with a price in its span, ``study.data.universe_symbols``),
+   SPY and ^VIX for the same days (a symbol whose split-adjusted history changed since it was stored --
    a split -- gets its whole history again, see ``_fetch_prices``). Each file is ingested atomically and idempotently (an identical
    file is skipped). A prices file whose bars jump by a split-like ratio against the stored bars of another file
    (a local file not adjusted for a split) is stored and warned of (``ingest.prices.split_warnings``).
@@ -47,6 +48,7 @@ from optimizer.signals import (
     DEFAULT_UNIVERSE, SignalSheet, latest_finra_date, signal_sheet, stale_sheet_warning, unpriced_warning,
     unscored_warning, walkforward_warning, write_signal_sheet,
 )
+from optimizer.study.data import universe_symbols
 from optimizer.study.paramsfile import ParamsRecord, load_params_record
 
 __all__ = ["EveningResult", "run_evening", "classify_files", "INGEST_ORDER"]
@@ -158,15 +160,18 @@ def _finra_holes(con, last: dt.date) -> list[dt.date]:
 
 
 def _fetch(db: str | Path, cache: Path, through: dt.date, universe: object, settings: Settings,
-           res: EveningResult) -> dict[str, list[Path]]:
+           res: EveningResult, start: object | None = None) -> dict[str, list[Path]]:
+    """Fetch tonight's FINRA file(s) and prices (``start``: the sheet's span start, for ``all``)."""
     con = connect(db, read_only=True)
     try:
         last = latest_finra_date(con)
         holes = _finra_holes(con, last)
+        has_metrics = table_exists(con, "daily_metrics")
         avail = [r[0] for r in con.execute("SELECT DISTINCT symbol FROM prices_daily").fetchall()] \
-            if table_exists(con, "prices_daily") else []
+            if table_exists(con, "prices_daily") and not has_metrics else []
     finally:
         con.close()
+    span_from = start
     start = last + dt.timedelta(days=1)
     new = start <= through and bool(len(nyse_sessions(start, through)))
     if not new:
@@ -183,8 +188,13 @@ def _fetch(db: str | Path, cache: Path, through: dt.date, universe: object, sett
         return {k: v for k, v in files.items() if v}
     if settings.polygon_api_key:
         # every symbol of a named universe or list, stored or not (a new name is fetched too); `all`: the store's
+        # symbols with a price in the sheet's span (study.data, the one home: the symbols the sheet trades); before
+        # a first metrics build, those with a stored price
         every = universe is None or (isinstance(universe, str) and universe.strip().lower() == "all")
-        names = resolve_universe(universe, avail or None) if every else resolve_universe(universe)
+        if every and has_metrics:
+            names = universe_symbols(db, "all", None if span_from is None else str(span_from))
+        else:
+            names = resolve_universe(universe, avail or None) if every else resolve_universe(universe)
         syms = sorted({*names, MARKET_SYMBOL, VIX_SYMBOL})
         files["prices"] = _fetch_prices(db, syms, last, start, through, cache / "prices", settings, res)
     else:
@@ -321,7 +331,7 @@ def run_evening(
         elif fetch:
             day = as_date(through, "through") if through is not None else dt.date.today()
             check_param(day <= dt.date.today(), "through", f"on or before today ({dt.date.today()})", str(through))
-            files = _fetch(db, out / "raw", day, uni, st, res)
+            files = _fetch(db, out / "raw", day, uni, st, res, start if start is not None else rec.start)
             if files:
                 _ingest(db, files, res, st, progress)
             step("fetch", t, _ingest_line(res.ingest) or "nothing new")

@@ -155,3 +155,77 @@ def test_the_scanner_refuses_chained_extreme_splits_in_one_line(con, tmp_path):
     _chained_splits_store(con, tmp_path, "NVDA,2024-01-04,10000\nNVDA,2024-01-05,10000\n")
     with pytest.raises(DataError, match=r"^splits of NVDA multiply to 1e\+08 \(2 splits"):
         scan(con, "2024-01-03")
+
+
+@pytest.fixture()
+def polygon():
+    """A local stand-in (127.0.0.1) for the FINRA CDN (no file tonight: 404) and Polygon (one flat bar a day for any
+    ticker); ``hits``: the tickers Polygon was asked for, one per request."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import unquote, urlparse
+
+    import pandas as pd
+
+    hits: list[str] = []
+
+    class H(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            u = urlparse(self.path)
+            body, code = b"", 404
+            if u.path.startswith("/poly/v2/aggs/ticker/"):
+                parts = u.path.split("/")
+                hits.append(unquote(parts[5]))
+                bars = [{"t": int(pd.Timestamp(d, tz="America/New_York").timestamp() * 1000), "o": 10.0, "h": 10.0,
+                         "l": 10.0, "c": 10.0, "v": 1000} for d in pd.bdate_range(parts[9], parts[10])]
+                body, code = json.dumps({"status": "OK", "results": bars}).encode(), 200
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{srv.server_address[1]}"
+    yield base, hits
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_evening_fetches_for_universe_all_the_symbols_the_sheet_trades_not_every_stored_one(tmp_path, polygon):
+    # `all` is the daily_metrics symbols with a price in the span (mend12, study.data._universe_symbols), but the
+    # evening's fetch resolved it on its own: every symbol of prices_daily, priced in the span or not (on a store
+    # of a whole market's history, every delisted name, one Polygon request each, night after night)
+    from _ingest_helpers import PRICES_HEAD, finra_text
+
+    from optimizer import evening as ev
+    from optimizer.data.metrics import build_daily_metrics
+    from optimizer.settings import Settings
+
+    base, hits = polygon
+    days = ["2024-06-03", "2024-06-04", "2024-06-05", "2024-06-06", "2024-06-07"]
+    db = tmp_path / "s.duckdb"
+    c = connect(db)
+    try:
+        for d in days:
+            k = d.replace("-", "")
+            write(tmp_path / f"CNMSshvol{k}.txt", finra_text([f"{k}|{s}|100|0|300|Q" for s in ("AAA", "OLD", "NOPX")]))
+        assert ingest_paths(c, "finra-short", sorted(tmp_path.glob("CNMS*"))).exit_code == 0
+        px = [f"{d},{s},10,10,10,10,1000" for d in days for s in ("AAA", "SPY")] + ["2024-06-03,OLD,10,10,10,10,1000"]
+        write(tmp_path / "p.csv", PRICES_HEAD + "\n".join(px) + "\n")
+        assert ingest_paths(c, "prices", [tmp_path / "p.csv"]).exit_code == 0
+        build_daily_metrics(c)
+    finally:
+        c.close()
+    st = Settings(polygon_api_key="k", polygon_base_url=f"{base}/poly", finra_cdn_url=f"{base}/cdn")
+    ev._fetch(db, tmp_path / "cache", __import__("datetime").date(2024, 6, 10), "all", st, ev.EveningResult(),
+              start="2024-06-05")
+    # AAA (and SPY, ^VIX, always): OLD has no price since 2024-06-03, NOPX none at all; the sheet trades neither
+    assert sorted(hits) == ["AAA", "I:VIX", "SPY"]
+    hits.clear()
+    ev._fetch(db, tmp_path / "cache2", __import__("datetime").date(2024, 6, 10), "all", st, ev.EveningResult())
+    assert sorted(hits) == ["AAA", "I:VIX", "OLD", "SPY"]  # no span start: every symbol with a price
