@@ -516,11 +516,17 @@ def test_a_parquet_trades_file_above_the_size_limit_is_refused_before_it_is_read
 
     from optimizer.settings import Settings
 
-    n = 200_000  # 200,000 trades: 1.03 MiB on disk, 1.79 MiB of columns (its metadata), 8 MB as a frame
-    frame = pd.DataFrame({"timestamp": np.full(n, 1704294000000, dtype="int64"), "price": np.full(n, 10.0),
-                          "size": np.arange(1, n + 1, dtype="int64"), "bid": 9.99, "ask": 10.01})
+    # 30,000 trades of distinct prices and quotes (Parquet's dictionaries cannot shrink them): 1.19 MiB on disk,
+    # 1.41 MiB of columns (its metadata), both above the 1 MiB limit (200,000 constant trades did the same at 7x the
+    # CPU of the accepted ingest below)
+    n = 30_000
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"timestamp": 1704294000000 + np.arange(n, dtype="int64"),
+                          "price": 9.96 + 0.08 * rng.random(n), "size": np.arange(1, n + 1, dtype="int64"),
+                          "bid": 9.90 + 0.05 * rng.random(n), "ask": 10.05 + 0.05 * rng.random(n)})
     p = tmp_path / "AAPL_trades.parquet"
     frame.to_parquet(p)
+    assert p.stat().st_size > 1 << 20  # the oracle's premise: the file is above the limit
     rep = ingest_paths(con, "lit-trades", [p], settings=Settings(max_decompressed_mb=1))
     assert [(f.status, f.message) for f in rep.files] == [
         ("failed", f"{p}: content exceeds the size limit of 1 MiB (set MAX_DECOMPRESSED_MB or --max-decompressed-mb "
