@@ -32,10 +32,12 @@ def unpriced_db(synth_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     shutil.copy(synth_db, db)
     con = connect(db)
     try:
-        days = [r[0] for r in con.execute("SELECT DISTINCT date FROM finra_short_daily ORDER BY 1").fetchall()]
-        rows = [(d, s, "CNMS", 1000 + k, 3000 + k, 0) for d in days for k, s in enumerate(UNPRICED)]
-        con.executemany("INSERT INTO finra_short_daily (date, symbol, facility, short_volume, total_volume, "
-                        "short_exempt_volume, source_file) VALUES (?, ?, ?, ?, ?, ?, 'mend12')", rows)
+        # one INSERT ... SELECT (executemany of the 1,496 rows took 1.4 s of CPU, the whole rest of this fixture 0.2)
+        unpriced = ", ".join(f"('{s}', {k})" for k, s in enumerate(UNPRICED))
+        con.execute("INSERT INTO finra_short_daily (date, symbol, facility, short_volume, total_volume, "
+                    "short_exempt_volume, source_file) SELECT d.date, u.symbol, 'CNMS', 1000 + u.k, 3000 + u.k, 0, "
+                    "'mend12' FROM (SELECT DISTINCT date FROM finra_short_daily) d, "
+                    f"(VALUES {unpriced}) u(symbol, k) ORDER BY d.date, u.k")
         build_daily_metrics(con)
         have = {r[0] for r in con.execute("SELECT DISTINCT symbol FROM daily_metrics").fetchall()}
         priced = {r[0] for r in con.execute("SELECT DISTINCT symbol FROM prices_daily").fetchall()}
