@@ -3,6 +3,7 @@ the bounds of each kind's figures, a file changing while it is read)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -16,6 +17,22 @@ from optimizer.data.ingest import expand_paths, ingest_paths
 from optimizer.data.store import connect
 
 D = "20200102"
+
+
+@contextlib.contextmanager
+def _local_server(handler):
+    """A threaded HTTP server on 127.0.0.1 (a free port) answering with ``handler``; yields its base URL (the
+    fetch tests never touch the network)."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}"
+    finally:
+        srv.shutdown()
+        srv.server_close()
 
 
 @pytest.fixture()
@@ -283,8 +300,7 @@ _CNMS = b"Date|Symbol|ShortVolume|ShortExemptVolume|TotalVolume|Market\r\n202401
 def cdn():
     """A FINRA CDN stand-in on 127.0.0.1: 2024-01-02 answers 200 with an HTML error page, 2024-01-03 sends fewer
     bytes than its Content-Length and closes, 2024-01-04 a FINRA file; the request paths are logged."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import BaseHTTPRequestHandler
 
     log: list[str] = []
 
@@ -311,12 +327,8 @@ def cdn():
             self.wfile.write(body)
             self.close_connection = True
 
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    th = threading.Thread(target=srv.serve_forever, daemon=True)
-    th.start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}/cdn", log
-    srv.shutdown()
-    srv.server_close()
+    with _local_server(Handler) as base:
+        yield f"{base}/cdn", log
 
 
 def test_a_download_cut_short_is_retried_then_one_fetch_error(cdn, tmp_path):
@@ -363,8 +375,7 @@ def poly():
     """A Polygon stand-in on 127.0.0.1 whose aggregates answer always points to itself as the next page (a paging
     bug), one bar a page; the request count is logged."""
     import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import BaseHTTPRequestHandler
 
     log: list[str] = []
 
@@ -383,12 +394,8 @@ def poly():
             self.end_headers()
             self.wfile.write(body)
 
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    th = threading.Thread(target=srv.serve_forever, daemon=True)
-    th.start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}/poly", log
-    srv.shutdown()
-    srv.server_close()
+    with _local_server(Handler) as base:
+        yield f"{base}/poly", log
 
 
 def test_a_polygon_next_url_that_repeats_is_one_fetch_error_not_an_endless_loop(poly, tmp_path):
@@ -414,8 +421,7 @@ def test_a_download_larger_than_the_size_limit_is_refused_while_it_streams(tmp_p
     # http_request read the whole answer into memory (resp.read()), whatever its size: a server streaming without
     # end (or a wrong URL serving a huge file) grew the process until it died. The answer is now read in chunks
     # up to MAX_DECOMPRESSED_MB (the limit every input has), then refused
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import BaseHTTPRequestHandler
 
     from optimizer.data.fetch import FetchError, fetch_finra_short
     from optimizer.settings import Settings
@@ -435,16 +441,10 @@ def test_a_download_larger_than_the_size_limit_is_refused_while_it_streams(tmp_p
                 pass
             self.close_connection = True
 
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{srv.server_address[1]}/cdn"
-    try:
-        with pytest.raises(FetchError) as e:
-            fetch_finra_short("2024-01-04", "2024-01-04", tmp_path, Settings(finra_cdn_url=url, max_decompressed_mb=1),
-                              max_retries=0)
-    finally:
-        srv.shutdown()
-        srv.server_close()
+    with _local_server(Handler) as base, pytest.raises(FetchError) as e:
+        url = f"{base}/cdn"
+        fetch_finra_short("2024-01-04", "2024-01-04", tmp_path, Settings(finra_cdn_url=url, max_decompressed_mb=1),
+                          max_retries=0)
     assert str(e.value) == (f"GET {url}/CNMSshvol20240104.txt: the answer is larger than 1 MiB: refused (set "
                             "MAX_DECOMPRESSED_MB to allow more)")
     assert list(tmp_path.iterdir()) == []
@@ -467,8 +467,7 @@ def test_a_finra_api_record_without_a_number_is_one_fetch_error_not_a_zero(tmp_p
     # shortParQuantity was null or 'n/a' was written to the cache file as short volume 0.0 and stored, exit 0 -- a
     # day with no short selling, the strongest reading the signal can take
     import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import BaseHTTPRequestHandler
 
     from optimizer.data.fetch import FetchError, fetch_finra_api
     from optimizer.settings import Settings
@@ -492,17 +491,10 @@ def test_a_finra_api_record_without_a_number_is_one_fetch_error_not_a_zero(tmp_p
             self.end_headers()
             self.wfile.write(body)
 
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{srv.server_address[1]}"
-    settings = Settings(finra_api_url=f"{base}/api", finra_token_url=f"{base}/token", finra_api_key="k",
-                        finra_api_secret="s")
-    try:
-        with pytest.raises(FetchError) as e:
-            fetch_finra_api("2024-01-02", "2024-01-02", settings, out_dir=tmp_path, max_retries=0)
-    finally:
-        srv.shutdown()
-        srv.server_close()
+    with _local_server(Handler) as base, pytest.raises(FetchError) as e:
+        settings = Settings(finra_api_url=f"{base}/api", finra_token_url=f"{base}/token", finra_api_key="k",
+                            finra_api_secret="s")
+        fetch_finra_api("2024-01-02", "2024-01-02", settings, out_dir=tmp_path, max_retries=0)
     assert str(e.value) == (f"FINRA regShoDaily record 2 (2024-01-02, MSFT) has shortParQuantity {shown}, not a "
                             "number: nothing written")
     assert list(tmp_path.iterdir()) == []
