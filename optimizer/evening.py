@@ -40,7 +40,7 @@ from optimizer.data.metrics import build_daily_metrics
 from optimizer.data.store import connect, table_exists
 from optimizer.data.symbols import canonical_or_none
 from optimizer.data.splitcheck import panel_split_lines
-from optimizer.data.universe import MARKET_SYMBOL, VIX_SYMBOL, resolve_universe
+from optimizer.data.universe import MARKET_SYMBOL, VIX_SYMBOL, is_all, resolve_universe
 from optimizer.errors import AccumoptError, DataError, ParameterError, check_param
 from optimizer.report.files import PNG_HINT, png_available
 from optimizer.settings import Settings
@@ -190,7 +190,7 @@ def _fetch(db: str | Path, cache: Path, through: dt.date, universe: object, sett
         # every symbol of a named universe or list, stored or not (a new name is fetched too); `all`: the store's
         # symbols with a price in the sheet's span (study.data, the one home: the symbols the sheet trades); before
         # a first metrics build, those with a stored price
-        every = universe is None or (isinstance(universe, str) and universe.strip().lower() == "all")
+        every = is_all(universe)
         if every and has_metrics:
             names = universe_symbols(db, "all", None if span_from is None else str(span_from))
         else:

@@ -30,6 +30,7 @@ __all__ = [
     "parent_etf",
     "universe_label",
     "unpriced_note",
+    "is_all",
 ]
 
 MARKET_SYMBOL = "SPY"
@@ -124,6 +125,11 @@ def refuse_listed_without_rows(universe: str | Sequence[str] | None, symbols: Se
                     f"choose a span that holds {'it' if one else 'them'})")
 
 
+def is_all(value: object) -> bool:
+    """Whether a universe setting means ``all`` (None, or the name in any case)."""
+    return value is None or (isinstance(value, str) and value.strip().lower() == "all")
+
+
 def resolve_universe(value: str | Sequence[str] | None, available: Iterable[str] | None = None,
                      source: str = "the store") -> list[str]:
     """Turn ``tier1`` / ``tier1+3`` / ``all`` / a comma list / a list into canonical, tradable symbols.
@@ -135,7 +141,7 @@ def resolve_universe(value: str | Sequence[str] | None, available: Iterable[str]
     the user's list would otherwise run on fewer names than it says.
     """
     avail = None if available is None else list(dict.fromkeys(available))
-    if value is None or (isinstance(value, str) and value.strip().lower() == "all"):
+    if is_all(value):
         if avail is None:
             raise ParameterError("universe 'all' needs the store's symbol list")
         return sorted(s for s in avail if not is_context_symbol(s))

@@ -13,7 +13,7 @@ import numpy as np
 from optimizer.data.store import connect, table_exists
 from optimizer.data.splitcheck import suspect_splits
 from optimizer.data.symbols import is_context_symbol
-from optimizer.data.universe import refuse_listed_without_rows, resolve_universe
+from optimizer.data.universe import is_all, refuse_listed_without_rows, resolve_universe
 from optimizer.engine.evaluate import Evaluator
 from optimizer.engine.panel import Panel, load_panel
 from optimizer.engine.regime_filter import regime_entry_mask
@@ -49,10 +49,6 @@ class StudyData:
     def train_dates(self) -> tuple[str, str]:
         d = self.panel.dates
         return str(d[self.lo]), str(d[self.hi - 1])
-
-
-def _is_all(universe: Any) -> bool:
-    return universe is None or (isinstance(universe, str) and universe.strip().lower() == "all")
 
 
 def _priced(con: Any, start: str | None, end: str | None) -> tuple[list[str], int] | None:
@@ -92,7 +88,7 @@ def _universe_symbols(con: Any, db: str | Path, universe: Any, start: str | None
     if not avail:
         raise DataError(f"daily_metrics in {db} is empty; run `accumopt metrics build --db {db}` first")
     unpriced = 0
-    if _is_all(universe):
+    if is_all(universe):
         got = _priced(con, start, end)
         if got is not None:
             priced, unpriced = got
