@@ -2,7 +2,8 @@
 
 1. New raw files: ``ingest_dir`` (every file under it, its kind told by its folder or name, see ``classify_files``)
    or, by default, a fetch of the FINRA daily files (CNMS) for the sessions after the store's latest FINRA date
-   through ``through`` (default: today) and for the sessions among the ``REFETCH_SESSIONS`` before it the store
+   through ``through`` (default: tonight's session, ``calendar.tonight_session``: the latest whose file is due,
+   FINRA posting a session's file by 18:00 New York time, whatever the machine's time zone) and for the sessions among the ``REFETCH_SESSIONS`` before it the store
    lacks (a file that did not come on its night), and, when POLYGON_API_KEY is set, Polygon prices of the
    universe (``all``: the symbols the sheet trades, those with a price in its span, ``study.data.universe_symbols``),
    SPY and ^VIX for the same days (a symbol whose split-adjusted history changed since it was stored --
@@ -32,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from optimizer.analytics.scanner import ScanResult, scan, write_scan
-from optimizer.data.calendar import as_date, nyse_sessions
+from optimizer.data.calendar import as_date, market_today, nyse_sessions, tonight_session
 from optimizer.data.fetch import fetch_finra_short, fetch_polygon_prices
 from optimizer.data.ingest import KINDS, expand_paths, ingest_paths
 from optimizer.data.ingest.prices import polygon_dates
@@ -305,8 +306,8 @@ def run_evening(
     """Run the evening (module docstring) for the parameters file (or record) ``params`` on the store at ``db``.
 
     ``ingest_dir``: ingest the files under it instead of fetching; ``fetch=False``: neither (rebuild, scan and sheet
-    only); ``through``: last day to fetch (default today); ``universe`` / ``start`` / ``regime`` / ``walkforward``: as
-    in ``signals.signal_sheet``. Outputs go under ``out_root`` (fetched raw files in
+    only); ``through``: last day to fetch (default: tonight's session in New York, ``calendar.tonight_session``);
+    ``universe`` / ``start`` / ``regime`` / ``walkforward``: as in ``signals.signal_sheet``. Outputs go under ``out_root`` (fetched raw files in
     ``<out_root>/raw``). ``echo`` receives one line per finished step."""
     st = settings or Settings.from_env()
     rec = params if isinstance(params, ParamsRecord) else load_params_record(params)
@@ -329,8 +330,9 @@ def run_evening(
             _ingest(db, files, res, st, progress)
             step("ingest", t, _ingest_line(res.ingest))
         elif fetch:
-            day = as_date(through, "through") if through is not None else dt.date.today()
-            check_param(day <= dt.date.today(), "through", f"on or before today ({dt.date.today()})", str(through))
+            today = market_today()  # New York's, whatever the machine's zone
+            day = as_date(through, "through") if through is not None else tonight_session()
+            check_param(day <= today, "through", f"on or before today in New York ({today})", str(through))
             files = _fetch(db, out / "raw", day, uni, st, res, start if start is not None else rec.start)
             if files:
                 _ingest(db, files, res, st, progress)

@@ -7,7 +7,6 @@ Oracle: ``exchange_calendars.get_calendar("XNYS", ...).sessions`` called here, n
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import pytest
 from optimizer.data import calendar
 
 ROOT = Path(__file__).resolve().parents[1]
-LAST_YEAR = dt.date.today().year + 1  # the span session_days builds whatever it is asked for
+LAST_YEAR = calendar.market_today().year + 1  # the span session_days builds whatever it is asked for
 
 
 def _oracle(last_year: int) -> np.ndarray:
@@ -47,7 +46,7 @@ from pathlib import Path
 import numpy as np
 from optimizer.data import calendar
 calendar._CACHE_DIR = Path(sys.argv[1])
-days = calendar.session_days("1990-01-01", f"{calendar.dt.date.today().year + 1}-12-31")
+days = calendar.session_days("1990-01-01", f"{calendar.market_today().year + 1}-12-31")
 np.save(sys.argv[2], days)
 print(json.dumps({"built": "exchange_calendars" in sys.modules,
                   "files": sorted(p.name for p in Path(sys.argv[1]).iterdir())}))

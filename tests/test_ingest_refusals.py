@@ -17,10 +17,11 @@ import re
 import pytest
 from _ingest_helpers import OTC_HEAD, PRICES_HEAD, build_seed_store, copied_store, dump_tables, finra_text, table, write
 
+from optimizer.data.calendar import market_today
 from optimizer.data.ingest import ingest_paths
 from optimizer.settings import Settings
 
-TODAY = dt.date.today()
+TODAY = market_today()  # New York's: the ingest's today whatever the machine's zone
 FUTURE = TODAY + dt.timedelta(days=400)
 
 
@@ -81,7 +82,7 @@ def test_holiday_far_past_and_future_finra_files_fail(con, tmp_path):
     _failed(con, "finra-short", p, re.escape("date 2005-01-03 is before 2009-08-03, the first FINRA Reg SHO daily file"), 2)
     f = FUTURE.strftime("%Y%m%d")
     p = write(tmp_path / f"CNMSshvol{f}.txt", finra_text([f"{f}|AAPL|1|0|2|Q"]))
-    _failed(con, "finra-short", p, re.escape(f"date {FUTURE} is in the future (today is {TODAY})"), 2)
+    _failed(con, "finra-short", p, re.escape(f"date {FUTURE} is in the future (today in New York is {TODAY})"), 2)
 
 
 def test_tidy_finra_name_date_and_unknown_facility_fail(con, tmp_path):
@@ -169,7 +170,7 @@ def test_huge_volume_is_a_rejected_row_not_a_database_error(con, tmp_path):
     ("2024-01-06", "date 2024-01-06 is not an NYSE session (Saturday)"),
     ("2015-01-01", "date 2015-01-01 is not an NYSE session (holiday)"),
     ("1985-01-02", "date 1985-01-02 is before 1990-01-02, the first date the NYSE calendar covers"),
-    (str(FUTURE), f"date {FUTURE} is in the future (today is {TODAY})"),
+    (str(FUTURE), f"date {FUTURE} is in the future (today in New York is {TODAY})"),
 ])
 def test_price_rows_off_the_calendar_are_rejected(con, tmp_path, day, why):
     p = write(tmp_path / "p.csv", PRICES_HEAD + "2024-01-03,AAPL,1,2,1,2,3\n" + f"{day},AAPL,1,2,1,2,3\n")

@@ -182,7 +182,9 @@ def signals_cmd(params_file, universe, start, regime, walkforward, date, show_al
                    "fetching.")
 @click.option("--fetch/--no-fetch", default=True, show_default=True,
               help="Fetch FINRA files (and Polygon prices with POLYGON_API_KEY) after the store's latest FINRA date.")
-@click.option("--through", default=None, help="Last day to fetch (default: today).")
+@click.option("--through", default=None,
+              help="Last day to fetch (default: tonight's session: the latest whose FINRA file is due, 18:00 New York "
+                   "time).")
 @click.option("--png/--no-png", "png", default=False, show_default=True, help="Also write the scanner's PNG images.")
 @shared_options("db", "out")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,

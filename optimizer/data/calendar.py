@@ -7,6 +7,10 @@ keeps its own compiled files), in a file whose name holds everything they depend
 pandas versions, the first session and the last year), written whole (a temporary file, then a rename). A process
 that finds it loads ~80 KB instead; a file that cannot be read back as sorted unique days from FIRST_SESSION to
 that year is ignored (rebuilt and rewritten); a folder that cannot be written to only means each process builds.
+
+Time: the calendar's "now" and "today" are New York's (``MARKET_TZ``), whatever the machine's time zone: the NYSE's
+sessions and a FINRA file's publication (``FINRA_PUBLISHED_BY`` on its session, New York time) are New York events.
+Every reading of the clock goes through ``market_now`` (tests replace ``_utc_now``, the one clock).
 """
 
 from __future__ import annotations
@@ -18,15 +22,21 @@ import tempfile
 import warnings
 from functools import lru_cache
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 
 from optimizer.errors import check_param
 
-__all__ = ["nyse_sessions", "session_days", "FIRST_SESSION", "to_day", "as_date", "DateLike"]
+__all__ = ["nyse_sessions", "session_days", "FIRST_SESSION", "to_day", "as_date", "DateLike", "MARKET_TZ",
+           "FINRA_PUBLISHED_BY", "market_now", "market_today", "tonight_session"]
 
 FIRST_SESSION = dt.date(1990, 1, 2)
+# the NYSE's time zone: its sessions, "today" and a FINRA file's publication are New York's, whatever the machine's
+MARKET_TZ = "America/New_York"
+# FINRA posts a session's Reg SHO daily files "no later than 6:00:00 pm ET" of that day
+FINRA_PUBLISHED_BY = dt.time(18, 0)
 # anything ``pd.Timestamp`` accepts as a day: "2024-01-02", a date / datetime, a Timestamp, a numpy datetime64
 DateLike = str | dt.date | pd.Timestamp | np.datetime64
 
@@ -101,10 +111,35 @@ def session_days(start: DateLike, end: DateLike) -> np.ndarray:
     hi = pd.Timestamp(end).date()
     if hi < lo:
         return np.array([], dtype="datetime64[D]")
-    days = _all_sessions(max(dt.date.today().year + 1, hi.year))
+    days = _all_sessions(max(market_today().year + 1, hi.year))
     a = np.searchsorted(days, np.datetime64(lo, "D"), side="left")
     b = np.searchsorted(days, np.datetime64(hi, "D"), side="right")
     return days[a:b]
+
+
+def _utc_now() -> dt.datetime:
+    """The clock (aware, UTC): the one place the calendar reads the time (tests replace it)."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def market_now() -> dt.datetime:
+    """Now in New York (aware), whatever the machine's time zone."""
+    return _utc_now().astimezone(ZoneInfo(MARKET_TZ))
+
+
+def market_today() -> dt.date:
+    """Today's date in New York: the day after which a session, a bar or a file's date is in the future."""
+    return market_now().date()
+
+
+def tonight_session(now: dt.datetime | None = None) -> dt.date:
+    """The latest NYSE session whose FINRA daily file is due by ``now`` (default: ``market_now()``): a session D
+    counts from D at FINRA_PUBLISHED_BY, New York time (so at 17:00 New York on a session day, the session before
+    it; in Tokyo at 08:00 on D + 1, D)."""
+    now = (now or market_now()).astimezone(ZoneInfo(MARKET_TZ))
+    day = now.date() if now.time() >= FINRA_PUBLISHED_BY else now.date() - dt.timedelta(days=1)
+    past = session_days(day - dt.timedelta(days=14), day)  # the NYSE never closes for 14 days running
+    return past[-1].astype(object)
 
 
 def nyse_sessions(start: DateLike, end: DateLike) -> pd.DatetimeIndex:

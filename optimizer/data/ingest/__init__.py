@@ -81,6 +81,7 @@ import duckdb
 import pandas as pd
 
 from optimizer.settings import Settings
+from optimizer.data.calendar import market_today
 from optimizer.errors import InputFileError, ParameterError, is_query_interrupt
 from optimizer.data.store import create_consolidated_view, memory_budget, transaction
 from optimizer.data.symbols import load_symbol_map
@@ -559,7 +560,7 @@ def _tag_settings(tag: str, now: Settings) -> Settings:
 
 def _context(con: duckdb.DuckDBPyConnection, settings: Settings) -> Ctx:
     return Ctx(con=con, settings=settings, limits=Limits.from_settings(settings), symmap=load_symbol_map(con),
-               today=dt.date.today())
+               today=market_today())  # New York's: a date after it is in the future, whatever the machine's zone
 
 
 @dataclass

@@ -241,7 +241,7 @@ class Ctx:
     settings: object
     limits: object
     symmap: pd.DataFrame
-    today: dt.date
+    today: dt.date  # New York's today (calendar.market_today)
     types: dict[str, dict[str, str]] = field(default_factory=dict)
     symcache: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
     mapcache: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -476,7 +476,7 @@ def date_rules(ctx: Ctx, d: str, label: str, earliest: dt.date, *, session: bool
     today = ctx.today
     rules = [
         (f"{d} < DATE '{max(earliest, EARLIEST_DATE)}'", f"printf('{label} %s is before {earliest}, {earliest_why}', {ds})"),
-        (f"{d} > DATE '{today}'", f"printf('{label} %s is in the future (today is {today})', {ds})"),
+        (f"{d} > DATE '{today}'", f"printf('{label} %s is in the future (today in New York is {today})', {ds})"),
     ]
     if session:
         idx = f"CAST(date_diff('day', DATE '{EARLIEST_DATE}', {d}) AS INTEGER)"

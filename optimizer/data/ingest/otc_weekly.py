@@ -154,7 +154,7 @@ def spec(ctx: Ctx, sig: tuple, fids: list[int], preps: dict) -> Spec:
          "printf('lastUpdateDate %s is before the week ends (%s): figures cannot be published before the week they "
          f"describe', strftime(\"updated\", '%Y-%m-%d'), strftime({week_end}, '%Y-%m-%d'))"),
         (f"\"updated\" > DATE '{ctx.today}'",
-         f"printf('lastUpdateDate %s is in the future (today is {ctx.today})', strftime(\"updated\", '%Y-%m-%d'))"),
+         f"printf('lastUpdateDate %s is in the future (today in New York is {ctx.today})', strftime(\"updated\", '%Y-%m-%d'))"),
     ]
     # firm-level records (ATS_W_FIRM, OTC_W_FIRM, ...) are not symbol data: skipped before any check. A row too
     # short to hold the type code (NULL) is kept, so the field-count check fails its file (it was dropped silently)

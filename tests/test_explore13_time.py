@@ -1,0 +1,121 @@
+"""Time, calendars and clocks (explore13): what a command computes must not depend on the machine's time zone.
+
+"Today", "tonight's session" and "the future" are New York's (the NYSE's and FINRA's zone), read from one clock
+(``calendar._utc_now``), which these tests fix; the machine's zone is set with ``TZ`` (``time.tzset``) to zones
+ahead of and behind New York: Asia/Tokyo (UTC+9), Pacific/Kiritimati (UTC+14), America/Los_Angeles, UTC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import pytest
+
+from optimizer.data import calendar
+from optimizer.study.paramsfile import ParamsRecord
+
+UTC = dt.timezone.utc
+ZONES = ("Asia/Tokyo", "Pacific/Kiritimati", "America/Los_Angeles", "UTC", "America/New_York")
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """``machine(tz, utc)``: the machine's time zone set to ``tz`` and the calendar's clock fixed at ``utc``
+    (both restored afterwards)."""
+
+    def set_(tz: str, utc: dt.datetime) -> None:
+        monkeypatch.setenv("TZ", tz)
+        time.tzset()
+        monkeypatch.setattr(calendar, "_utc_now", lambda: utc)
+
+    yield set_
+    monkeypatch.undo()
+    time.tzset()
+
+
+class _Stop(Exception):
+    pass
+
+
+def _evening_through(monkeypatch, tmp_path, through=None) -> dt.date:
+    """The last day the evening asks the fetch for (its ``_fetch`` replaced: nothing is downloaded or built)."""
+    import optimizer.evening as ev
+
+    seen = {}
+
+    def fake_fetch(db, cache, day, *a, **k):
+        seen["through"] = day
+        raise _Stop
+
+    monkeypatch.setattr(ev, "_fetch", fake_fetch)
+    with pytest.raises(_Stop):
+        ev.run_evening(ParamsRecord({}), tmp_path / "none.duckdb", tmp_path / "o", through=through)
+    return seen["through"]
+
+
+# (the clock in UTC, what it is in New York, tonight's session: the latest whose FINRA file is due, 18:00 New York)
+TONIGHT = [
+    (dt.datetime(2024, 6, 27, 23, 30, tzinfo=UTC), "Thu 19:30 EDT", dt.date(2024, 6, 27)),  # Tokyo: Fri 08:30
+    (dt.datetime(2024, 6, 27, 21, 0, tzinfo=UTC), "Thu 17:00 EDT: not due yet", dt.date(2024, 6, 26)),
+    (dt.datetime(2024, 6, 29, 4, 30, tzinfo=UTC), "Sat 00:30 EDT (LA: Fri 21:30)", dt.date(2024, 6, 28)),
+    (dt.datetime(2024, 7, 1, 22, 0, tzinfo=UTC), "Mon 18:00 EDT exactly", dt.date(2024, 7, 1)),
+    (dt.datetime(2025, 1, 10, 0, 0, tzinfo=UTC), "Thu 2025-01-09 19:00 EST: closed (mourning)", dt.date(2025, 1, 8)),
+    (dt.datetime(2024, 3, 10, 23, 0, tzinfo=UTC), "Sun 19:00 EDT, the DST change day", dt.date(2024, 3, 8)),
+    (dt.datetime(2024, 11, 4, 22, 59, tzinfo=UTC), "Mon 17:59 EST after the change back", dt.date(2024, 11, 1)),
+]
+
+
+@pytest.mark.parametrize("tz", ZONES)
+def test_evening_fetches_through_tonights_new_york_session_in_every_machine_zone(tz, machine, monkeypatch, tmp_path):
+    """`evening` without --through fetched through the MACHINE's date (dt.date.today()): in Tokyo at 08:30 on Fri
+    2024-06-28 (Thu 19:30 in New York, Thursday's file just out) it asked for Friday's file too, which FINRA had not
+    published (a 404 reported as "no file published for this session"); in Los Angeles at 21:30 on Friday (Sat
+    00:30 New York) it was right by luck. It now fetches through tonight's session: the latest NYSE session whose
+    FINRA file is due (18:00 New York time), the same in every zone."""
+    for utc, _what, want in TONIGHT:
+        machine(tz, utc)
+        assert _evening_through(monkeypatch, tmp_path) == want, (tz, _what)
+
+
+def test_evening_refuses_a_through_after_new_yorks_today_in_a_zone_ahead_of_it(machine, monkeypatch, tmp_path):
+    """In Tokyo at 08:30 on Fri 2024-06-28 (Thu 19:30 in New York) `--through 2024-06-28` passed the "on or before
+    today" check (the machine's today); New York's Friday has not begun trading. Refused, naming New York's today;
+    Thursday is taken."""
+    from optimizer.errors import ParameterError
+
+    machine("Asia/Tokyo", dt.datetime(2024, 6, 27, 23, 30, tzinfo=UTC))
+    with pytest.raises(ParameterError, match=r"through must be on or before today in New York \(2024-06-27\), "
+                                             r"got through='2024-06-28'"):
+        _evening_through(monkeypatch, tmp_path, through="2024-06-28")
+    assert _evening_through(monkeypatch, tmp_path, through="2024-06-27") == dt.date(2024, 6, 27)
+
+
+@pytest.mark.parametrize("tz", ["Asia/Tokyo", "Pacific/Kiritimati", "America/Los_Angeles"])
+def test_ingest_refuses_a_row_dated_after_new_yorks_today_in_every_machine_zone(tz, machine, tmp_path):
+    """At 19:30 New York on Thu 2024-06-27 a prices row dated Fri 2024-06-28 is in the future. Under TZ=Asia/Tokyo
+    or Pacific/Kiritimati (where it is already the 28th) the ingest accepted it (2 rows accepted, 0 rejected,
+    measured with faketime); under America/New_York, Los_Angeles or UTC it was rejected. Rejected in every zone."""
+    from optimizer.data.ingest import ingest_paths
+    from optimizer.data.store import connect
+
+    machine(tz, dt.datetime(2024, 6, 27, 23, 30, tzinfo=UTC))
+    f = tmp_path / "px.csv"
+    f.write_text("date,symbol,open,high,low,close,volume\n2024-06-27,AAPL,10,11,9,10.5,1000\n"
+                 "2024-06-28,AAPL,10,11,9,10.5,1000\n")
+    con = connect(tmp_path / "s.duckdb")
+    try:
+        rep = ingest_paths(con, "prices", [f])
+        assert (rep.rows_accepted, rep.rows_rejected) == (1, 1)
+        reason, = con.execute("SELECT reason FROM ingest_rejects").fetchone()
+        assert "date 2024-06-28 is in the future (today in New York is 2024-06-27)" in reason
+        assert con.execute("SELECT max(date) FROM prices_daily").fetchone()[0] == dt.date(2024, 6, 27)
+    finally:
+        con.close()
+
+
+def test_market_today_is_new_yorks_date_whatever_the_machine_zone(machine):
+    for tz in ZONES:
+        machine(tz, dt.datetime(2024, 6, 28, 3, 0, tzinfo=UTC))  # Thu 23:00 New York, Fri elsewhere east of it
+        assert calendar.market_today() == dt.date(2024, 6, 27), tz
+        assert calendar.market_now().utcoffset() == dt.timedelta(hours=-4)
