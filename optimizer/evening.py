@@ -3,13 +3,14 @@
 1. New raw files: ``ingest_dir`` (every file under it, its kind told by its folder or name, see ``classify_files``)
    or, by default, a fetch of the FINRA daily files (CNMS) for the sessions after the store's latest FINRA date
    through ``through`` (default: tonight's session, ``calendar.tonight_session``: the latest whose file is due,
-   FINRA posting a session's file by 18:00 New York time, whatever the machine's time zone) and for the sessions among the ``REFETCH_SESSIONS`` before it the store
-   lacks (a file that did not come on its night), and, when POLYGON_API_KEY is set, Polygon prices of the
-   universe (``all``: the symbols the sheet trades, those with a price in its span, ``study.data.universe_symbols``),
-   SPY and ^VIX for the same days (a symbol whose split-adjusted history changed since it was stored --
-   a split -- gets its whole history again, see ``_fetch_prices``). Each file is ingested atomically and idempotently (an identical
-   file is skipped). A prices file whose bars jump by a split-like ratio against the stored bars of another file
-   (a local file not adjusted for a split) is stored and warned of (``ingest.prices.split_warnings``).
+   FINRA posting a session's file by 18:00 New York time, whatever the machine's time zone) and for the sessions
+   among the ``REFETCH_SESSIONS`` before it the store lacks (a file that did not come on its night), and, when
+   POLYGON_API_KEY is set, Polygon prices of the universe (``all``: the symbols the sheet trades, those with a
+   price in its span, ``study.data.universe_symbols``), SPY and ^VIX for the same days (a symbol whose
+   split-adjusted history changed since it was stored -- a split -- gets its whole history again, see
+   ``_fetch_prices``). Each file is ingested atomically and idempotently (an identical file is skipped). A
+   prices file whose bars jump by a split-like ratio against the stored bars of another file (a local file not
+   adjusted for a split) is stored and warned of (``ingest.prices.split_warnings``).
 2. ``daily_metrics`` rebuilt from the raw tables (point-in-time).
 3. The FINRA scanner on the latest FINRA session (``scanner_daily_metrics`` and ``<out>/scanner/<D>/``).
 4. The signal sheet of the parameters file on that session (``signal_sheet`` and ``<out>/signals/<D>_<hash>/``).
@@ -307,8 +308,8 @@ def run_evening(
 
     ``ingest_dir``: ingest the files under it instead of fetching; ``fetch=False``: neither (rebuild, scan and sheet
     only); ``through``: last day to fetch (default: tonight's session in New York, ``calendar.tonight_session``);
-    ``universe`` / ``start`` / ``regime`` / ``walkforward``: as in ``signals.signal_sheet``. Outputs go under ``out_root`` (fetched raw files in
-    ``<out_root>/raw``). ``echo`` receives one line per finished step."""
+    ``universe`` / ``start`` / ``regime`` / ``walkforward``: as in ``signals.signal_sheet``. Outputs go under
+    ``out_root`` (fetched raw files in ``<out_root>/raw``). ``echo`` receives one line per finished step."""
     st = settings or Settings.from_env()
     rec = params if isinstance(params, ParamsRecord) else load_params_record(params)
     rec.config()  # a bad parameters file is refused before anything is written

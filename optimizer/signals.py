@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from optimizer.analytics.scanner import nearest_dates_message
-from optimizer.data.calendar import nyse_sessions
+from optimizer.data.calendar import as_date, nyse_sessions
 from optimizer.data.coverage import CoverageError
 from optimizer.data.metrics import store_metrics_staleness
 from optimizer.data.store import connect, table_exists
@@ -41,7 +41,7 @@ from optimizer.engine.regime_filter import REGIME_NAMES, regime_codes, regime_en
 from optimizer.engine.sheet import (
     CONTEXT_COLUMNS, ENTER, EXIT, HOLD, NONE, OOS_COLUMNS, SHEET_COLUMNS, next_open, quality_buckets, sheet_context,
 )
-from optimizer.errors import DataError, ParameterError, check_param
+from optimizer.errors import DataError, check_param
 from optimizer.report.sheet import sheet_charts, write_sheet_files, write_sheet_table
 from optimizer.study.data import load_universe_panel
 from optimizer.study.paramsfile import ParamsRecord
@@ -102,10 +102,7 @@ def _resolve_date(con, date: object | None) -> dt.date:
     latest = latest_finra_date(con)
     if date is None:
         return latest
-    try:
-        day = pd.Timestamp(str(date)).date()
-    except (ValueError, TypeError):
-        raise ParameterError(f"date must be a date (YYYY-MM-DD), got date={date!r}") from None
+    day = as_date(date, "date")  # the one rule for a date a user writes (no 'today': the machine's, not New York's)
     table = "finra_short_daily" if table_exists(con, "finra_short_daily") else "daily_metrics"
     n = con.execute(f"SELECT count(*) FROM {table} WHERE date = ?", [day]).fetchone()[0]
     if not n:
@@ -229,10 +226,7 @@ def signal_sheet(record: ParamsRecord | Mapping[str, Any], db: str | Path, date:
     trial = rec.record
     span_from = start if start is not None else rec.start
     if span_from is not None:
-        try:
-            first = pd.Timestamp(str(span_from)).date()
-        except (ValueError, TypeError):
-            raise ParameterError(f"start must be a date (YYYY-MM-DD), got start={span_from!r}") from None
+        first = as_date(str(span_from), "start")
         check_param(first <= day, "start", f"on or before the sheet's session {day}", span_from)
         if trial is not None and start is not None:
             trial.check_start(first)

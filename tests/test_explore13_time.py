@@ -119,3 +119,57 @@ def test_market_today_is_new_yorks_date_whatever_the_machine_zone(machine):
         machine(tz, dt.datetime(2024, 6, 28, 3, 0, tzinfo=UTC))  # Thu 23:00 New York, Fri elsewhere east of it
         assert calendar.market_today() == dt.date(2024, 6, 27), tz
         assert calendar.market_now().utcoffset() == dt.timedelta(hours=-4)
+
+
+# --- dates a user writes ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["today", "now", "2024", "2024-01", "05/01/2024", "Jan 5 2024", "2024-01-05 15:30",
+                                  "2024-01-05T23:00-10:00", "2024-01-05T00:00Z", "2024115", "2024-02-30"])
+def test_a_date_option_refuses_what_is_no_calendar_date(text):
+    """calendar.as_date read anything pd.Timestamp reads: 'today' / 'now' as the MACHINE's date (2026-12-05 under
+    UTC at 04:55 while New York was on 2026-12-04), '2024' and '2024-01' as 2024-01-01, '05/01/2024' as May 1st,
+    '2024-01-05T23:00-10:00' as 2024-01-05 (January 6th in New York), '2024-01-05 15:30' as its day. Each is
+    refused naming the option; only an invalid day (2024-02-30) was refused before."""
+    from optimizer.errors import ParameterError
+
+    with pytest.raises(ParameterError, match=r"^start must be a date \(YYYY-MM-DD\), got start="):
+        calendar.as_date(text, "start")
+
+
+def test_a_date_option_reads_iso_dates_and_date_objects():
+    import numpy as np
+    import pandas as pd
+
+    want = dt.date(2024, 1, 5)
+    for v in ["2024-01-05", " 2024-1-5 ", "20240105", "2024-01-05 00:00:00", "2024-01-05T00:00", dt.date(2024, 1, 5),
+              dt.datetime(2024, 1, 5, 15, 0), pd.Timestamp("2024-01-05"), np.datetime64("2024-01-05")]:
+        assert calendar.as_date(v, "start") == want, v
+
+
+def test_the_commands_dates_follow_the_one_rule(synth_db, tmp_path):
+    """`table --date` (the scanner's date rule), `signals --date` / `--start` and `data synth --start` each read
+    dates their own way (pd.Timestamp): `table --date 2024` looked for 2024-01-01 ('no FINRA data on 2024-01-01'),
+    `signals --date today` for the machine's date. Each is now refused by calendar.as_date's rule, naming the
+    option, exit 2."""
+    import json
+
+    from click.testing import CliRunner
+
+    from optimizer.cli import main
+
+    def run(*args):
+        return CliRunner().invoke(main, [str(a) for a in args], env={"ACCUMOPT_DB": None, "ACCUMOPT_OUTPUT": None},
+                                  catch_exceptions=True)
+
+    p = tmp_path / "best.json"
+    p.write_text(json.dumps({"params": {}}))
+    for args, name, value in [
+        (("table", "--db", synth_db, "--date", "2024", "--out", tmp_path / "o"), "date", "2024"),
+        (("signals", "--params", p, "--db", synth_db, "--date", "today", "--no-save"), "date", "today"),
+        (("signals", "--params", p, "--db", synth_db, "--start", "2024-01", "--no-save"), "start", "2024-01"),
+        (("data", "synth", "--start", "now", "--end", "2024-01-31", "--out", tmp_path / "s"), "start", "now"),
+    ]:
+        res = run(*args)
+        assert res.exit_code == 2, (args, res.output)
+        assert f"{name} must be a date (YYYY-MM-DD), got {name}='{value}'" in res.output, (args, res.output)
+    assert not (tmp_path / "s").exists()

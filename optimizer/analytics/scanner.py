@@ -46,10 +46,10 @@ import plotly.graph_objects as go
 from rich.console import Console
 
 from optimizer.data.adjust import adjusted_join_sql, check_split_factors
-from optimizer.data.calendar import DateLike, session_days
+from optimizer.data.calendar import DateLike, as_date, session_days
 from optimizer.data.coverage import MIN_COVERAGE, SourceCoverage, source_coverage
 from optimizer.data.store import consolidated_short_sql, table_exists, transaction
-from optimizer.errors import DataError, ParameterError, check_param
+from optimizer.errors import DataError, check_param
 from optimizer.report.files import write_figures
 from optimizer.settings import SCANNER_MIN_SESSIONS
 from optimizer.report.terminal import Column, print_frame
@@ -108,12 +108,8 @@ class ScanResult:
 
 
 def _as_date(value, name: str) -> dt.date:
-    try:
-        ts = pd.Timestamp(value)
-    except (ValueError, TypeError):
-        raise ParameterError(f"{name} must be a date (YYYY-MM-DD), got {name}={value!r}") from None
-    check_param(not pd.isna(ts), name, "a date (YYYY-MM-DD)", value)
-    return ts.date()
+    """``value`` (not None) as a date: ``calendar.as_date``, the one rule for a date a user writes."""
+    return as_date(value, name)
 
 
 def nearest_dates_message(con: duckdb.DuckDBPyConnection, table: str, day: dt.date, what: str) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib.metadata
 import os
+import re
 import tempfile
 import warnings
 from functools import lru_cache
@@ -152,12 +153,25 @@ def to_day(values: object) -> np.ndarray:
     return pd.to_datetime(pd.Series(values)).to_numpy(dtype="datetime64[D]")
 
 
+# a date written as text: YYYY-MM-DD (or YYYYMMDD), at most with a midnight time and no zone (what str() of a
+# Timestamp gives); the rest of what pd.Timestamp reads is refused: 'today' / 'now' (the machine's date, not New
+# York's), '2024' or '2024-01' (read as January 1st), '05/01/2024' (May 1st, or January 5th?), a time of day or a
+# zone (a session is a New York day: 2024-01-05T23:00-10:00 is January 6th there)
+_DATE_TEXT = re.compile(r"(?:(\d{4})-(\d{1,2})-(\d{1,2})|(\d{4})(\d{2})(\d{2}))(?:[ T]00:00(?::00(?:\.0+)?)?)?")
+
+
 def as_date(value: DateLike | None, name: str) -> dt.date | None:
-    """``value`` as a date (None stays None); ParameterError naming ``name`` when it is not one."""
+    """``value`` as a date (None stays None); ParameterError naming ``name`` when it is not one. Text must be a
+    date, YYYY-MM-DD (``_DATE_TEXT``); a date, datetime, Timestamp or datetime64 gives its own date."""
     if value is None:
         return None
+    ts = pd.NaT
     try:  # a number is no date: pd.Timestamp(20240102) is nanoseconds after 1970-01-01, not 2024-01-02
-        ts = pd.NaT if isinstance(value, (int, float, np.number)) else pd.Timestamp(value)
+        if isinstance(value, str):
+            m = _DATE_TEXT.fullmatch(value.strip())
+            ts = pd.Timestamp(dt.date(*(int(g) for g in m.groups() if g is not None))) if m else pd.NaT
+        elif not isinstance(value, (int, float, np.number)):
+            ts = pd.Timestamp(value)
     except (ValueError, TypeError):
         ts = pd.NaT
     check_param(not pd.isna(ts), name, "a date (YYYY-MM-DD)", value)

@@ -99,7 +99,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from optimizer.data.calendar import nyse_sessions
+from optimizer.data.calendar import as_date, nyse_sessions
 from optimizer.data.ingest import ingest_paths
 from optimizer.data.metrics import build_daily_metrics
 from optimizer.data.store import RAW_TABLES, connect, table_exists
@@ -132,12 +132,7 @@ def _is_num(x: object) -> bool:
 
 
 def _check_date(name: str, value: object) -> pd.Timestamp:
-    try:
-        ts = pd.Timestamp(str(value))
-    except (ValueError, TypeError):
-        ts = None
-    check_param(ts is not None and not pd.isna(ts), name, "a date YYYY-MM-DD", value)
-    return ts
+    return pd.Timestamp(as_date(value, name))  # the one rule for a date a user writes (calendar.as_date)
 
 
 @dataclass(frozen=True)
