@@ -173,3 +173,41 @@ def test_the_commands_dates_follow_the_one_rule(synth_db, tmp_path):
         assert res.exit_code == 2, (args, res.output)
         assert f"{name} must be a date (YYYY-MM-DD), got {name}='{value}'" in res.output, (args, res.output)
     assert not (tmp_path / "s").exists()
+
+
+# --- lit-trades: the session a trade counts in ----------------------------------------------------------------------
+
+def test_lit_trades_count_the_regular_session_across_dst_and_early_closes(tmp_path):
+    """Trades at the window's edges on the first Monday after each DST change (2024-03-11 EDT, 2024-11-04 EST) in
+    UTC, with offsets and in another zone are counted by New York time (right before and after). On the early-close
+    session 2024-11-29 (13:00) the window still ran to 16:15: a 13:30 sell of 1,000 and a 15:59 sell of 5,000
+    (after-hours, which that day's FINRA short volume does not count) made the day's lit flow buy 110 / sell 6,000;
+    the window now ends at 13:15 there (15 minutes after the close, as 16:15 is after 16:00): buy 110 / sell 0."""
+    from optimizer.data.ingest import ingest_paths
+    from optimizer.data.store import connect
+
+    rows = [
+        ("2024-03-11T13:29:59Z", "B", 1),        # 09:29:59 EDT: before the open
+        ("2024-03-11T13:30:00Z", "B", 2),        # 09:30:00 EDT
+        ("2024-03-11T20:00:00Z", "S", 4),        # 16:00:00 EDT: the closing print
+        ("2024-03-11T20:15:00Z", "S", 8),        # 16:15:00 EDT: outside the half-open window
+        ("2024-11-04T14:29:59Z", "B", 16),       # 09:29:59 EST
+        ("2024-11-04T09:30:00-05:00", "B", 32),
+        ("2024-11-04T21:00:00+00:00", "S", 64),  # 16:00 EST
+        ("2024-11-04T16:00:00-08:00", "S", 128),  # 19:00 EST: after hours
+        ("2024-11-29T12:59:59-05:00", "B", 100),
+        ("2024-11-29T13:00:00-05:00", "B", 10),  # the early close's closing print
+        ("2024-11-29T18:30:00Z", "S", 1000),     # 13:30 EST: after the early close
+        ("2024-11-29T15:59:00-05:00", "S", 5000),
+    ]
+    f = tmp_path / "AAPL_trades.csv"
+    f.write_text("timestamp,price,size,side\n" + "".join(f"{t},100.0,{n},{s}\n" for t, s, n in rows))
+    con = connect(tmp_path / "s.duckdb")
+    try:
+        rep = ingest_paths(con, "lit-trades", [f])
+        assert rep.exit_code == 0, rep.to_dict()
+        got = con.execute("SELECT CAST(date AS VARCHAR), lit_buy_volume, lit_sell_volume FROM lit_flow_daily "
+                          "ORDER BY date").fetchall()
+    finally:
+        con.close()
+    assert got == [("2024-03-11", 2, 4), ("2024-11-04", 32, 64), ("2024-11-29", 110, 0)]

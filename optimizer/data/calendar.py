@@ -31,7 +31,7 @@ import pandas as pd
 from optimizer.errors import check_param
 
 __all__ = ["nyse_sessions", "session_days", "FIRST_SESSION", "to_day", "as_date", "DateLike", "MARKET_TZ",
-           "FINRA_PUBLISHED_BY", "market_now", "market_today", "tonight_session"]
+           "FINRA_PUBLISHED_BY", "market_now", "market_today", "tonight_session", "REGULAR_CLOSE", "early_closes"]
 
 FIRST_SESSION = dt.date(1990, 1, 2)
 # the NYSE's time zone: its sessions, "today" and a FINRA file's publication are New York's, whatever the machine's
@@ -116,6 +116,23 @@ def session_days(start: DateLike, end: DateLike) -> np.ndarray:
     a = np.searchsorted(days, np.datetime64(lo, "D"), side="left")
     b = np.searchsorted(days, np.datetime64(hi, "D"), side="right")
     return days[a:b]
+
+
+REGULAR_CLOSE = dt.time(16, 0)  # the NYSE's regular close, New York time
+
+
+@lru_cache(maxsize=1)
+def early_closes() -> dict[dt.date, dt.time]:
+    """The NYSE sessions from FIRST_SESSION to the end of next year that close early, with their close (New York
+    time): 13:00 (14:00 on four days of 1990-1992), from exchange_calendars (imported here only: ~0.2 s, once per
+    process)."""
+    import exchange_calendars as xc
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cal = xc.get_calendar("XNYS", start=str(FIRST_SESSION), end=f"{market_today().year + 1}-12-31")
+    closes = cal.schedule.loc[cal.early_closes, "close"].dt.tz_convert(MARKET_TZ)
+    return {ts.date(): c.time() for ts, c in zip(pd.DatetimeIndex(closes.index), closes)}
 
 
 def _utc_now() -> dt.datetime:

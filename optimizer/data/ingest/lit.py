@@ -9,7 +9,8 @@ AAPL, ``BRK-B_2024-03.csv`` -> BRK.B; a name with no ``_``, or a date or an inva
   times some of whose trades fall outside the window is warned of: local times read as UTC) or an epoch
   number, whose unit follows its magnitude (>= 1e17 ns, >= 1e14 us, >= 1e11 ms, else s). Times are converted to
   ``Settings.market_tz``; only trades with ``rth_start <= local time < rth_end`` are kept (default 09:30-16:15,
-  half-open) and the session date is the local date.
+  half-open; on an early-close session the window ends as far after its close, 13:15: ``in_session_window``) and
+  the session date is the local date.
 * ``side`` (aliases ``aggressor``, ``aggressor_side``): the aggressor side the vendor reports, used as the trade's
   side when given: ``B``, ``BUY``, ``1``, ``+1`` -> buy; ``S``, ``SELL``, ``-1`` -> sell (case-insensitive); empty or
   ``N`` (none) -> the rules below. Any other value fails the file (``file:line``: the accepted values), as a price
@@ -40,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from optimizer.errors import InputFileError, quoted
+from optimizer.data.calendar import REGULAR_CLOSE, early_closes
 from optimizer.data.symbols import canonical_symbol, symbol_problem
 from optimizer.data.ingest._common import (
     EARLIEST_DATE,
@@ -65,7 +67,7 @@ from optimizer.data.ingest.options import csv_prep, daily_value_rules
 __all__ = [
     "trades_prepare", "trades_spec", "trades_plan", "trades_need_lines",
     "flow_prepare", "flow_spec", "flow_plan",
-    "classify_trades", "parse_timestamps", "stale_rows", "SIDE_BUY", "SIDE_SELL", "SIDE_NONE",
+    "classify_trades", "parse_timestamps", "stale_rows", "in_session_window", "SIDE_BUY", "SIDE_SELL", "SIDE_NONE",
 ]
 
 _FLOW_COLS = ["date", "symbol", "lit_buy_volume", "lit_sell_volume", "lit_unclassified_volume", "method"]
@@ -211,12 +213,9 @@ def trades_prepare(ctx: Ctx, raw: RawFile, fid: int, lines: Lines | None, text: 
         frame = None
     ts = parse_timestamps(file, ts_raw.reset_index(drop=True), line_no)
     local = ts.dt.tz_convert(ctx.settings.market_tz)
-    tod = (local - local.dt.normalize()).to_numpy()
-    lo = pd.Timedelta(ctx.settings.rth_start + ":00").to_timedelta64()
-    hi = pd.Timedelta(ctx.settings.rth_end + ":00").to_timedelta64()
     times = pd.DataFrame({
         "line": line_no, "t_date": local.dt.tz_localize(None).dt.normalize().dt.strftime("%Y-%m-%d").to_numpy(dtype=object),
-        "rth": (tod >= lo) & (tod < hi), "ts_ns": ts.astype("int64").to_numpy(),
+        "rth": in_session_window(local, ctx.settings.rth_start, ctx.settings.rth_end), "ts_ns": ts.astype("int64").to_numpy(),
     }).astype({"t_date": str})
     warnings = list(warnings) + _naive_warnings(ctx, file, ts_raw, times["rth"].to_numpy())
     guess = None if "symbol" in names else _name_ticker(file)
@@ -225,6 +224,30 @@ def trades_prepare(ctx: Ctx, raw: RawFile, fid: int, lines: Lines | None, text: 
     unit = ts.dt.unit  # of ts_ns (the parsed resolution: ns, us, ...)
     return Prep(("trades", fid), frame=frame, data={"index": index, "ncols": ncols, "names": names, "times": times, "guess": guess,
                                                     "unit": unit}, warnings=warnings)
+
+
+def in_session_window(local: pd.Series, rth_start: str, rth_end: str) -> np.ndarray:
+    """Whether each trade (its time in the market zone, tz-aware) lies in the session window ``rth_start <= time <
+    rth_end`` (HH:MM). On a session that closes early (``calendar.early_closes``: 13:00 the day after Thanksgiving,
+    on Christmas Eve, ...) the window ends as far after that day's close as ``rth_end`` lies after the regular close
+    (16:15 -> 13:15), and never later than ``rth_end``: the hours after an early close are after-hours trading, which
+    the session's FINRA short volume (regular hours) does not count either."""
+    day_ns = local.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+    day = day_ns.astype("datetime64[D]")
+    tod = day_ns - day
+    lo = pd.Timedelta(rth_start + ":00").to_timedelta64()
+    hi = pd.Timedelta(rth_end + ":00").to_timedelta64()
+    end = np.full(len(tod), hi)
+    early = early_closes()
+    if early and len(day):
+        dates = np.array(sorted(early), dtype="datetime64[D]")
+        close = np.array([pd.Timedelta(f"{early[d]:%H:%M:%S}").to_timedelta64() for d in sorted(early)],
+                         dtype="timedelta64[ns]")
+        grace = max(hi - pd.Timedelta(f"{REGULAR_CLOSE:%H:%M:%S}").to_timedelta64(), np.timedelta64(0, "ns"))
+        i = np.clip(np.searchsorted(dates, day), 0, len(dates) - 1)
+        on = dates[i] == day
+        end = np.where(on, np.minimum(hi, close[i] + grace), end)
+    return (tod >= lo) & (tod < end)
 
 
 # a date as a file name may start with it: 2024-01-03, 2024.01.03, 20240103, 01.03.2024, 1-3-24
@@ -406,11 +429,9 @@ def stale_rows(ctx: Ctx, prep: Prep, table: str, fid: int, file: str, earlier: o
     if got.empty:
         return 0
     local = pd.to_datetime(got["ts_ns"].astype("int64"), unit=prep.data["unit"], utc=True).dt.tz_convert(earlier.market_tz)
-    tod = (local - local.dt.normalize()).to_numpy()
-    lo = pd.Timedelta(earlier.rth_start + ":00").to_timedelta64()
-    hi = pd.Timedelta(earlier.rth_end + ":00").to_timedelta64()
     keys = pd.DataFrame({"date": local.dt.tz_localize(None).dt.normalize().astype("datetime64[s]").to_numpy(),
-                         "symbol": got["symbol"].astype(str).to_numpy()})[(tod >= lo) & (tod < hi)].drop_duplicates()
+                         "symbol": got["symbol"].astype(str).to_numpy()})[
+        in_session_window(local, earlier.rth_start, earlier.rth_end)].drop_duplicates()
     if keys.empty:
         return 0
     name = f"_ing_stale_{int(fid)}"
