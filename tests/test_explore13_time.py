@@ -211,3 +211,32 @@ def test_lit_trades_count_the_regular_session_across_dst_and_early_closes(tmp_pa
     finally:
         con.close()
     assert got == [("2024-03-11", 2, 4), ("2024-11-04", 32, 64), ("2024-11-29", 110, 0)]
+
+
+# --- fetch: the days a source can have ------------------------------------------------------------------------------
+
+def test_fetch_refuses_a_future_end_and_says_which_files_are_not_due_yet(machine, monkeypatch, tmp_path):
+    """At 16:00 New York on Thu 2024-06-27 (Fri 05:00 in Tokyo): `fetch finra-short --end 2099-12-31` asked FINRA
+    for every session to 2099 (19,000 requests, each a 404 'no file published for this session'); --end 2024-06-28
+    (the machine's today in Tokyo) asked for Friday's. An end after New York's today is refused by every fetcher;
+    the 404 of today's file before 18:00 New York says it is not published yet, an earlier session's that there is
+    none."""
+    import optimizer.data.fetch as fetch
+    from optimizer.errors import ParameterError
+    from optimizer.settings import Settings
+
+    machine("Asia/Tokyo", dt.datetime(2024, 6, 27, 20, 0, tzinfo=UTC))
+    asked = []
+    monkeypatch.setattr(fetch, "http_request", lambda url, **k: asked.append(url.rsplit("/", 1)[-1]))  # all 404
+    for end in ("2024-06-28", "2099-12-31"):
+        with pytest.raises(ParameterError, match=rf"^end must be on or before today in New York \(2024-06-27\), "
+                                                 rf"got end='{end}'$"):
+            fetch.fetch_finra_short("2024-06-26", end, tmp_path, Settings())
+        with pytest.raises(ParameterError, match=r"^end must be on or before today in New York"):
+            fetch.fetch_polygon_prices(["AAPL"], "2024-06-26", end, tmp_path, Settings(polygon_api_key="k"))
+    assert asked == []
+    got = fetch.fetch_finra_short("2024-06-26", "2024-06-27", tmp_path, Settings())
+    assert asked == ["CNMSshvol20240626.txt", "CNMSshvol20240627.txt"]
+    assert got.missing == [("CNMSshvol20240626.txt", "HTTP 404: no file published for this session"),
+                           ("CNMSshvol20240627.txt", "HTTP 404: not published yet (FINRA posts a session's file by "
+                                                     "18:00 New York time)")]

@@ -3,8 +3,10 @@
 
 * ``fetch_finra_short``: FINRA Reg SHO daily files ``{FINRA_CDN_URL}/{FAMILY}shvol{YYYYMMDD}.txt`` for every NYSE
   session; a cached FINRA file is not downloaded again (published files do not change). HTTP 404 means no
-  file that day: skipped and listed in ``.missing``. An answer that is not a FINRA file (an HTML error page sent
-  with status 200) is a FetchError and is not cached; such a file cached before is downloaded again.
+  file that day: skipped and listed in ``.missing`` (as "not published yet" for a session whose file is not due,
+  ``calendar.tonight_session``). Every fetcher refuses an ``end`` after today in New York. An answer that is not a
+  FINRA file (an HTML error page sent with status 200) is a FetchError and is not cached; such a file cached before
+  is downloaded again.
 * ``fetch_finra_api``: the FINRA Query API dataset otcMarket/regShoDaily (OAuth2 client credentials). Rows of
   one (date, symbol) reported under several ``marketCode`` values are summed into one row with
   ``facility = 'API'`` and ``market`` = the sorted codes joined by ','; the consolidated view uses API rows only
@@ -39,7 +41,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from optimizer.data.calendar import DateLike, as_date, nyse_sessions
+from optimizer.data.calendar import (
+    FINRA_PUBLISHED_BY, DateLike, as_date, market_today, nyse_sessions, tonight_session,
+)
 from optimizer.settings import Settings
 from optimizer.errors import AccumoptError, ParameterError, quoted
 from optimizer.data.ingest.finra_short import FAMILIES
@@ -180,10 +184,14 @@ def _cap(settings: Settings) -> int:
 
 
 def _span(start: DateLike, end: DateLike) -> tuple:
-    """(start, end) as dates; ParameterError naming the option when one is not a date or end < start."""
+    """(start, end) as dates; ParameterError naming the option when one is not a date, end < start, or end is
+    after today in New York (no source has a later day; a FINRA fetch would ask for every future session)."""
     d0, d1 = as_date(start, "start"), as_date(end, "end")
     if d1 < d0:
         raise ParameterError(f"end must be >= start, got start={d0}, end={d1}")
+    today = market_today()
+    if d1 > today:
+        raise ParameterError(f"end must be on or before today in New York ({today}), got end={end!r}")
     return d0, d1
 
 
@@ -220,6 +228,7 @@ def fetch_finra_short(
     out = Path(out_dir)
     base = settings.finra_cdn_url.rstrip("/")
     result = FetchedFiles()
+    due = tonight_session()  # the latest session whose files are due by now
     for day in nyse_sessions(d0, d1):
         for fam in fams:
             name = f"{fam}shvol{day:%Y%m%d}.txt"
@@ -233,7 +242,9 @@ def fetch_finra_short(
                 max_bytes=_cap(settings),
             )
             if body is None:
-                result.missing.append((name, "HTTP 404: no file published for this session"))
+                result.missing.append((name, "HTTP 404: no file published for this session" if day.date() <= due else
+                                       f"HTTP 404: not published yet (FINRA posts a session's file by "
+                                       f"{FINRA_PUBLISHED_BY:%H:%M} New York time)"))
                 continue
             if not body:
                 result.missing.append((name, "empty response"))
