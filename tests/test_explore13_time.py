@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from pathlib import Path
 
 import pytest
 
@@ -240,3 +241,36 @@ def test_fetch_refuses_a_future_end_and_says_which_files_are_not_due_yet(machine
     assert got.missing == [("CNMSshvol20240626.txt", "HTTP 404: no file published for this session"),
                            ("CNMSshvol20240627.txt", "HTTP 404: not published yet (FINRA posts a session's file by "
                                                      "18:00 New York time)")]
+
+
+# --- times a command writes -----------------------------------------------------------------------------------------
+
+def test_times_a_command_writes_state_new_york_time_whatever_the_machine_zone(machine, tmp_path):
+    """A study's ``created`` (and a legacy reserve-log opening's ``at``, and a research / walk-forward report's
+    "generated") were the machine's local time without a zone: the same instant, 2024-06-27 23:30 UTC, was
+    '2024-06-28T08:30:00' under TZ=Asia/Tokyo and '2024-06-27T16:30:00' under America/Los_Angeles (measured with
+    faketime on a 12-trial study: '2026-12-05T13:00:02' in Tokyo, '2026-12-05T04:00:02' under UTC). They are now New
+    York time with its offset, '2024-06-27T19:30:00-04:00' in every zone; `study list` shows such a created in local
+    time without zone, as Optuna shows a trial's start (the column's other source)."""
+    from types import SimpleNamespace
+
+    import optuna
+
+    from optimizer.study import records
+    from optimizer.study.inspect import list_studies
+    from optimizer.study.run import study_record
+    from optimizer.study.spec import parse_spec
+
+    spec = parse_spec((Path(__file__).resolve().parents[1] / "studies" / "demo.toml").read_text())
+    panel = SimpleNamespace(symbols=("AAPL",), dates=[], coverage=None)
+    data = SimpleNamespace(train_dates=("2024-01-02", "2024-06-27"), panel=panel, folds=[], fingerprint="f", lo=0,
+                           hi=1, cv_embargo=0, cv_n_splits=2, reserve_start="2024-06-28")
+    for tz, local in (("Asia/Tokyo", "2024-06-28 08:30:00"), ("America/Los_Angeles", "2024-06-27 16:30:00"),
+                      ("UTC", "2024-06-27 23:30:00")):
+        machine(tz, dt.datetime(2024, 6, 27, 23, 30, tzinfo=UTC))
+        assert study_record(spec, data).created == "2024-06-27T19:30:00-04:00", tz
+        assert records._now_iso() == calendar.stamp() == "2024-06-27T19:30:00-04:00", tz
+        url = f"sqlite:///{tmp_path / (tz.replace('/', '_') + '.db')}"
+        s = optuna.create_study(study_name="s", storage=url)
+        s.set_user_attr("created", calendar.stamp())
+        assert list_studies(url).loc[0, "created"] == dt.datetime.fromisoformat(local), tz

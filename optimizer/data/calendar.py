@@ -31,7 +31,7 @@ import pandas as pd
 from optimizer.errors import check_param
 
 __all__ = ["nyse_sessions", "session_days", "FIRST_SESSION", "to_day", "as_date", "DateLike", "MARKET_TZ",
-           "FINRA_PUBLISHED_BY", "market_now", "market_today", "tonight_session", "REGULAR_CLOSE", "early_closes"]
+           "FINRA_PUBLISHED_BY", "market_now", "market_today", "tonight_session", "REGULAR_CLOSE", "early_closes", "stamp"]
 
 FIRST_SESSION = dt.date(1990, 1, 2)
 # the NYSE's time zone: its sessions, "today" and a FINRA file's publication are New York's, whatever the machine's
@@ -148,6 +148,12 @@ def market_now() -> dt.datetime:
 def market_today() -> dt.date:
     """Today's date in New York: the day after which a session, a bar or a file's date is in the future."""
     return market_now().date()
+
+
+def stamp() -> str:
+    """Now as ISO 8601 in New York time with its UTC offset (``2026-12-04T23:12:06-05:00``): a time a command
+    writes (a report's "generated", a study's "created") states its zone and is the same on every machine."""
+    return market_now().isoformat(timespec="seconds")
 
 
 def tonight_session(now: dt.datetime | None = None) -> dt.date:

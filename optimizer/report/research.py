@@ -26,7 +26,6 @@ the right one for a study name or a walk-forward run directory.
 
 from __future__ import annotations
 
-import datetime as _dt
 import html
 import json
 import math
@@ -44,6 +43,7 @@ from optuna.trial import TrialState
 from plotly.offline import get_plotlyjs
 
 from optimizer.errors import DataError, check_param
+from optimizer.data.calendar import stamp
 from optimizer.data.rolling import min_periods_label
 from optimizer.data.universe import universe_label
 from optimizer.paths import atomic_write, safe_name, under
@@ -240,7 +240,7 @@ def _header(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> list
         ("trials", f"{len(trials)} total: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed, "
                    f"{c['running']} running (target {dash(a.n_trials_target)})"),
         ("best", best), ("accumopt", f"{dash(a.accumopt_version)} (git {a.git_commit or '-'})"),
-        ("generated", _dt.datetime.now().isoformat(timespec="seconds")),
+        ("generated", stamp()),
     ]
 
 
@@ -599,7 +599,7 @@ def build_walkforward_report(wf: Any, out_dir: str | Path = "output/reports", na
     page.add(f"<h1>Walk-forward report: {html.escape(str(name))}</h1>")
     page.add(_verdict_block(p["verdict"]))
     page.add(_kv_html([("spec", res.get("spec", "-")), ("final reserve opened", bool(res.get("final"))),
-                       ("generated", _dt.datetime.now().isoformat(timespec="seconds"))]))
+                       ("generated", stamp())]))
     page.h2("Settings")
     rows = settings_rows(res.get("settings"))
     if rows:

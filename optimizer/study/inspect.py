@@ -121,6 +121,16 @@ def list_studies(storage: Any = None, internal: bool = False) -> pd.DataFrame:
     return df
 
 
+def _created(value: Any) -> pd.Timestamp:
+    """A study's ``created`` as the list shows it: local time without zone, as Optuna shows a trial's start (the
+    column's first trial start, else the record's ``created``, which states its zone since 2026-12-05: New York
+    time with its offset; an earlier record's naive local time is taken as written)."""
+    if value is None:
+        return pd.NaT
+    ts = pd.Timestamp(value)
+    return ts if ts.tzinfo is None else pd.Timestamp(ts.to_pydatetime().astimezone().replace(tzinfo=None))
+
+
 def _list_row_orm(st: Any, s: Any) -> dict[str, Any]:
     """A ``list_studies`` row from the study's trials (read once): any storage, any number of objectives."""
     study = optuna.load_study(study_name=s.study_name, storage=st)
@@ -135,7 +145,7 @@ def _list_row_orm(st: Any, s: Any) -> dict[str, Any]:
         **{k: v for k, v in trial_counts(trials).items() if k != "waiting"},
         "best_value": float(ranked[0].value) if ranked and not multi else math.nan,
         "pareto_size": len(ranked) if multi else pd.NA,
-        "created": pd.Timestamp(created) if created is not None else pd.NaT,
+        "created": _created(created),
         "spec_name": rec.spec_name,
         "n_trials_target": rec.n_trials_target,
         "repeats": sum(read_trial(t).repeat_of is not None for t in trials),
@@ -164,7 +174,7 @@ def _list_row_sql(s: Any, summary: dict[TrialState, dict[str, Any]]) -> dict[str
         "running": n[TrialState.RUNNING],
         "best_value": float(best),
         "pareto_size": pd.NA,
-        "created": pd.Timestamp(created) if created is not None else pd.NaT,
+        "created": _created(created),
         "spec_name": rec.spec_name,
         "n_trials_target": rec.n_trials_target,
         "repeats": sum(x["flagged"] for x in summary.values()),

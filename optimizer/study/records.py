@@ -50,6 +50,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from optimizer import engine  # engine.evaluate.Config when a record is turned into one (not at import: no kernels)
+from optimizer.data.calendar import stamp
 from optimizer.errors import DataError, ParameterError, SpecError
 from optimizer.study.spec import StudySpec, parse_spec
 from optimizer.study.storage import user_attrs_in_one_transaction
@@ -180,7 +181,7 @@ def write_study(study: optuna.Study, record: StudyRecord) -> None:
 
 
 def _now_iso() -> str:
-    return _dt.datetime.now().isoformat(timespec="seconds")
+    return stamp()  # New York time with its offset, whatever the machine's zone
 
 
 def set_trials_target(study: optuna.Study, n: int) -> None:

@@ -14,7 +14,6 @@ import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from optimizer.study.records import (
 from optimizer.study.registry import build_pruner, build_sampler
 from optimizer.study.space import grid_search_space
 from optimizer.study.spec import StudySpec
+from optimizer.data.calendar import stamp
 from optimizer.data.splitcheck import panel_split_lines
 from optimizer.study.data import StudyData, load_study_data, prepare_data
 from optimizer.study._pool import optimize_pool
@@ -214,7 +214,7 @@ def study_record(spec: StudySpec, data: StudyData, extra_attrs: Mapping[str, Any
         "folds": [list(f) for f in _fold_dates(data)],
         "purge": spec.purge(), "embargo": data.cv_embargo, "cv_n_splits": data.cv_n_splits,
         "span_lo": data.lo, "span_hi": data.hi, "regime": spec.data.regime,
-        "n_trials_target": n_trials or spec.run.n_trials, "created": datetime.now().isoformat(timespec="seconds"),
+        "n_trials_target": n_trials or spec.run.n_trials, "created": stamp(),
         "universe": list(spec.data.universe) if isinstance(spec.data.universe, (list, tuple)) else spec.data.universe,
         "reserve_start": data.reserve_start,
         "coverage": data.panel.coverage.to_dict() if data.panel.coverage is not None else None,
