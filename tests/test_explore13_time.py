@@ -274,3 +274,26 @@ def test_times_a_command_writes_state_new_york_time_whatever_the_machine_zone(ma
         s = optuna.create_study(study_name="s", storage=url)
         s.set_user_attr("created", calendar.stamp())
         assert list_studies(url).loc[0, "created"] == dt.datetime.fromisoformat(local), tz
+
+
+def test_a_lit_trades_file_none_of_whose_trades_lies_in_the_window_is_warned_of(tmp_path):
+    """A user in Tokyo who sets MARKET_TZ=Asia/Tokyo (the machine's zone): a trades file with New York offsets
+    (09:30 and 15:00 EST, i.e. 23:30 and 05:00 in Tokyo) was ingested 'ok', 0 rows, no word (the naive-times
+    warning only looks at times without an offset). It is warned of, naming the window, the zone and the NYSE's."""
+    from optimizer.data.ingest import ingest_paths
+    from optimizer.data.store import connect
+    from optimizer.settings import Settings
+
+    f = tmp_path / "AAPL_t.csv"
+    f.write_text("timestamp,price,size,side\n2024-11-04T09:30:00-05:00,100,32,B\n2024-11-04T15:00:00-05:00,100,64,S\n")
+    con = connect(tmp_path / "s.duckdb")
+    try:
+        rep = ingest_paths(con, "lit-trades", [f], settings=Settings(market_tz="Asia/Tokyo"))
+        assert rep.rows_accepted == 0
+        assert rep.warnings == ["lit-trades: AAPL_t.csv: none of its 2 trades lies inside the session window "
+                                "09:30-16:15 Asia/Tokyo: nothing was counted; MARKET_TZ is the market's zone, the "
+                                "NYSE's is America/New_York"]
+        rep = ingest_paths(con, "lit-trades", [f])  # New York: both counted, no warning
+        assert rep.rows_accepted == 1 and rep.warnings == []
+    finally:
+        con.close()

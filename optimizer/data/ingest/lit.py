@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from optimizer.errors import InputFileError, quoted
-from optimizer.data.calendar import REGULAR_CLOSE, early_closes
+from optimizer.data.calendar import MARKET_TZ, REGULAR_CLOSE, early_closes
 from optimizer.data.symbols import canonical_symbol, symbol_problem
 from optimizer.data.ingest._common import (
     EARLIEST_DATE,
@@ -280,16 +280,22 @@ _OFFSET_RE = r"(?i)\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:z|utc|gmt|[+-]\d{2}(?::
 
 def _naive_warnings(ctx: Ctx, file: str, ts_raw: pd.Series, rth: np.ndarray) -> list[str]:
     """The warning of a file whose timestamps carry no UTC offset (read as UTC) when some of its trades fall outside
-    the session window: a vendor's local times read as UTC drop most of the day with no other trace."""
+    the session window: a vendor's local times read as UTC drop most of the day with no other trace; and of a file
+    none of whose trades (their zones given) lies inside the window, e.g. under a MARKET_TZ set to the machine's zone
+    (Asia/Tokyo: 09:30-16:15 there is night in New York): it stored nothing, with no other trace."""
     if pd.api.types.is_datetime64_any_dtype(ts_raw):
         naive = np.full(len(ts_raw), getattr(ts_raw.dt, "tz", None) is None)
     else:
         txt = ts_raw.astype(str).str.strip()
         naive = (pd.to_numeric(txt, errors="coerce").isna() & ~txt.str.contains(_OFFSET_RE, regex=True)).to_numpy()
     out = int(np.count_nonzero(~rth))
+    st, tz = ctx.settings, ctx.settings.market_tz
+    if out and out == len(rth) and not naive.any():  # every trade outside the window, their zones given: none counted
+        hint = "" if tz == MARKET_TZ else f"; MARKET_TZ is the market's zone, the NYSE's is {MARKET_TZ}"
+        return [f"lit-trades: {Path(file).name}: none of its {len(rth):,} trades lies inside the session window "
+                f"{st.rth_start}-{st.rth_end} {tz}: nothing was counted{hint}"]
     if not naive.any() or not out:
         return []
-    st, tz = ctx.settings, ctx.settings.market_tz
     return [f"lit-trades: {Path(file).name}: {out:,} of {len(rth):,} trades lie outside the session window "
             f"{st.rth_start}-{st.rth_end} {tz} and were not counted; {int(naive.sum()):,} timestamps carry no UTC offset "
             f"and are read as UTC: if they are {tz} times, write them with their offset (2024-01-03T10:00:00-05:00) "
