@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from optimizer.analytics.scanner import ScanResult, scan, write_scan
-from optimizer.data.calendar import as_date, market_today, nyse_sessions, tonight_session
+from optimizer.data.calendar import FINRA_PUBLISHED_BY, as_date, market_today, nyse_sessions, tonight_session
 from optimizer.data.fetch import fetch_finra_short, fetch_polygon_prices
 from optimizer.data.ingest import KINDS, expand_paths, ingest_paths
 from optimizer.data.ingest.prices import polygon_dates
@@ -334,6 +334,9 @@ def run_evening(
             today = market_today()  # New York's, whatever the machine's zone
             day = as_date(through, "through") if through is not None else tonight_session()
             check_param(day <= today, "through", f"on or before today in New York ({today})", str(through))
+            if through is None and day < today and len(nyse_sessions(today, today)):
+                res.warnings.append(f"fetch: today's session {today} is not in: its FINRA file is due by "
+                                    f"{FINRA_PUBLISHED_BY:%H:%M} New York time; fetched through {day}")
             files = _fetch(db, out / "raw", day, uni, st, res, start if start is not None else rec.start)
             if files:
                 _ingest(db, files, res, st, progress)

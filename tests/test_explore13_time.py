@@ -39,14 +39,17 @@ class _Stop(Exception):
     pass
 
 
-def _evening_through(monkeypatch, tmp_path, through=None) -> dt.date:
-    """The last day the evening asks the fetch for (its ``_fetch`` replaced: nothing is downloaded or built)."""
+def _evening_through(monkeypatch, tmp_path, through=None, warnings=None) -> dt.date:
+    """The last day the evening asks the fetch for (its ``_fetch`` replaced: nothing is downloaded or built);
+    ``warnings``: a list that receives the evening's warnings so far."""
     import optimizer.evening as ev
 
     seen = {}
 
-    def fake_fetch(db, cache, day, *a, **k):
+    def fake_fetch(db, cache, day, universe, settings, res, *a, **k):
         seen["through"] = day
+        if warnings is not None:
+            warnings.extend(res.warnings)
         raise _Stop
 
     monkeypatch.setattr(ev, "_fetch", fake_fetch)
@@ -76,7 +79,13 @@ def test_evening_fetches_through_tonights_new_york_session_in_every_machine_zone
     FINRA file is due (18:00 New York time), the same in every zone."""
     for utc, _what, want in TONIGHT:
         machine(tz, utc)
-        assert _evening_through(monkeypatch, tmp_path) == want, (tz, _what)
+        said: list[str] = []
+        assert _evening_through(monkeypatch, tmp_path, warnings=said) == want, (tz, _what)
+        # before 18:00 New York on a session day, the evening says why today's session is not fetched
+        today = utc.astimezone(calendar.ZoneInfo("America/New_York")).date()
+        assert said == ([f"fetch: today's session {today} is not in: its FINRA file is due by 18:00 New York time; "
+                         f"fetched through {want}"] if today > want and len(calendar.session_days(today, today))
+                        else []), (tz, _what)
 
 
 def test_evening_refuses_a_through_after_new_yorks_today_in_a_zone_ahead_of_it(machine, monkeypatch, tmp_path):
