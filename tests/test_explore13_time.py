@@ -306,3 +306,29 @@ def test_a_lit_trades_file_none_of_whose_trades_lies_in_the_window_is_warned_of(
         assert rep.rows_accepted == 1 and rep.warnings == []
     finally:
         con.close()
+
+
+def test_a_popped_waiting_trial_starts_at_the_time_it_was_popped_in_every_machine_zone(monkeypatch, tmp_path):
+    """The storage's WAITING -> RUNNING update (an enqueued seed, a heartbeat retry) wrote ``datetime.now()`` --
+    the machine's naive local time -- into Optuna's datetime_start column, which holds naive UTC (Optuna's model
+    converts on its attribute; a Core UPDATE bypasses it). Under TZ=Asia/Tokyo such a trial showed a start 9 hours
+    late (+9:00:00.0 against the clock), under America/Los_Angeles 8 hours early, and `study list`'s created
+    followed. It is written in UTC."""
+    import optuna
+
+    from optimizer.study.storage import make_storage
+
+    for tz in ("Asia/Tokyo", "America/Los_Angeles"):
+        monkeypatch.setenv("TZ", tz)
+        time.tzset()
+        try:
+            url = f"sqlite:///{tmp_path / (tz.replace('/', '_') + '.db')}"
+            study = optuna.create_study(study_name="s", storage=make_storage(url))
+            study.enqueue_trial({"x": 1.0})
+            trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 2)})
+            assert trial.params == {"x": 1.0}  # the popped seed
+            shown = study.get_trials(deepcopy=False)[0].datetime_start  # naive local, as Optuna shows it
+            assert abs((shown - dt.datetime.now()).total_seconds()) < 600, (tz, shown, dt.datetime.now())
+        finally:
+            monkeypatch.undo()
+            time.tzset()

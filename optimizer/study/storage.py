@@ -832,8 +832,11 @@ class _BudgetRDBStorage(optuna.storages.RDBStorage):
         (UpdateFinishedTrialError). A finished trial raises that error, as Optuna's own check does."""
         T = models.TrialModel.__table__
         with _create_scoped_session(self.scoped_session) as session:
+            # datetime_start holds naive UTC: Optuna's model converts on its attribute, this Core UPDATE writes the
+            # column itself (the machine's local time there showed the trial's start 9 hours late in Tokyo)
+            now = datetime.now(timezone.utc).replace(tzinfo=None)
             took = session.execute(update(T).where(T.c.trial_id == trial_id, T.c.state == TrialState.WAITING)
-                                   .values(state=TrialState.RUNNING, datetime_start=datetime.now())).rowcount
+                                   .values(state=TrialState.RUNNING, datetime_start=now)).rowcount
             if took != 1:
                 self.check_trial_is_updatable(trial_id, models.TrialModel.find_or_raise_by_id(trial_id, session).state)
         return took == 1
