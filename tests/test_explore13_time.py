@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -82,7 +83,7 @@ def test_evening_fetches_through_tonights_new_york_session_in_every_machine_zone
         said: list[str] = []
         assert _evening_through(monkeypatch, tmp_path, warnings=said) == want, (tz, _what)
         # before 18:00 New York on a session day, the evening says why today's session is not fetched
-        today = utc.astimezone(calendar.ZoneInfo("America/New_York")).date()
+        today = utc.astimezone(ZoneInfo("America/New_York")).date()
         assert said == ([f"fetch: today's session {today} is not in: its FINRA file is due by 18:00 New York time; "
                          f"fetched through {want}"] if today > want and len(calendar.session_days(today, today))
                         else []), (tz, _what)

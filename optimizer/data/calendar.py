@@ -31,7 +31,8 @@ import pandas as pd
 from optimizer.errors import check_param
 
 __all__ = ["nyse_sessions", "session_days", "FIRST_SESSION", "to_day", "as_date", "DateLike", "MARKET_TZ",
-           "FINRA_PUBLISHED_BY", "market_now", "market_today", "tonight_session", "REGULAR_CLOSE", "early_closes", "stamp"]
+           "FINRA_PUBLISHED_BY", "market_now", "market_today", "tonight_session", "REGULAR_CLOSE", "early_closes",
+           "stamp"]
 
 FIRST_SESSION = dt.date(1990, 1, 2)
 # the NYSE's time zone: its sessions, "today" and a FINRA file's publication are New York's, whatever the machine's

@@ -215,7 +215,8 @@ def trades_prepare(ctx: Ctx, raw: RawFile, fid: int, lines: Lines | None, text: 
     local = ts.dt.tz_convert(ctx.settings.market_tz)
     times = pd.DataFrame({
         "line": line_no, "t_date": local.dt.tz_localize(None).dt.normalize().dt.strftime("%Y-%m-%d").to_numpy(dtype=object),
-        "rth": in_session_window(local, ctx.settings.rth_start, ctx.settings.rth_end), "ts_ns": ts.astype("int64").to_numpy(),
+        "rth": in_session_window(local, ctx.settings.rth_start, ctx.settings.rth_end),
+        "ts_ns": ts.astype("int64").to_numpy(),
     }).astype({"t_date": str})
     warnings = list(warnings) + _naive_warnings(ctx, file, ts_raw, times["rth"].to_numpy())
     guess = None if "symbol" in names else _name_ticker(file)
