@@ -333,3 +333,18 @@ def test_a_popped_waiting_trial_starts_at_the_time_it_was_popped_in_every_machin
         finally:
             monkeypatch.undo()
             time.tzset()
+
+
+def test_a_synthetic_store_past_new_yorks_today_is_refused_before_anything_is_written(machine, tmp_path):
+    """`data synth --db --end 2027-03-31` (on 2026-12-05) wrote the raw files, ingested the FINRA files up to
+    2026-12-04 (92 rows), then failed on CNMSshvol20261207.txt ('date 2026-12-07 is in the future'), leaving a
+    half-built store and the raw folder. Refused before anything is written, naming New York's today."""
+    from optimizer.data.synth import SynthConfig, synth_to_db
+    from optimizer.errors import ParameterError
+
+    machine("Asia/Tokyo", dt.datetime(2024, 6, 27, 23, 30, tzinfo=UTC))  # Fri 08:30 in Tokyo, Thu in New York
+    cfg = SynthConfig(start="2024-06-03", end="2024-06-28", universe=["AAPL", "SPY"])
+    with pytest.raises(ParameterError, match=r"^end must be on or before today in New York \(2024-06-27\) to be "
+                                             r"ingested \(a store holds no future session\), got end='2024-06-28'$"):
+        synth_to_db(cfg, tmp_path / "raw", tmp_path / "s.duckdb")
+    assert list(tmp_path.iterdir()) == []

@@ -99,7 +99,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from optimizer.data.calendar import as_date, nyse_sessions
+from optimizer.data.calendar import as_date, market_today, nyse_sessions
 from optimizer.data.ingest import ingest_paths
 from optimizer.data.metrics import build_daily_metrics
 from optimizer.data.store import RAW_TABLES, connect, table_exists
@@ -504,9 +504,13 @@ def synth_to_db(cfg: SynthConfig, out_dir: str | Path, db_path: str | Path, prog
 
     Returns {"rows": {table: count}, "symbols": N (without ^VIX), "sessions": T, "seconds": wall time,
     "ingest": {kind: {files, rows_accepted, rows_rejected, exit_code}}, "metrics": build_daily_metrics' summary,
-    "files": {kind: path}}. A failed ingest file raises DataError (rejected rows are only reported).
+    "files": {kind: path}}. A failed ingest file raises DataError (rejected rows are only reported). An ``end``
+    after today in New York is refused before anything is written (the ingest would refuse its later sessions).
     """
     t0 = time.perf_counter()
+    today = market_today()  # the ingest refuses a later session: refused here, before a file or row is written
+    check_param(pd.Timestamp(cfg.end).date() <= today, "end",
+                f"on or before today in New York ({today}) to be ingested (a store holds no future session)", cfg.end)
     market = generate_market(cfg)
     paths = write_market(market, out_dir)
     con = connect(db_path)
