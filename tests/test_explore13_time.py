@@ -348,3 +348,36 @@ def test_a_synthetic_store_past_new_yorks_today_is_refused_before_anything_is_wr
                                              r"ingested \(a store holds no future session\), got end='2024-06-28'$"):
         synth_to_db(cfg, tmp_path / "raw", tmp_path / "s.duckdb")
     assert list(tmp_path.iterdir()) == []
+
+
+# --- a study's timeout ----------------------------------------------------------------------------------------------
+
+def test_a_study_timeout_is_not_moved_by_a_daylight_saving_change(monkeypatch):
+    """`study run` handed its remaining time to Optuna's ``optimize(timeout=...)``, which measures the machine's
+    local wall clock (``datetime.now()``). Across the New York spring-forward (2024-03-10 01:59 EST -> 03:00 EDT) a
+    run with 30 minutes left ran no trial at all (0 of 5: Optuna saw an hour pass before the first); in November
+    it would run an hour past its end. The deadline is now kept on ``time.monotonic()`` (_pool.deadline): 5 of 5."""
+    from types import SimpleNamespace
+
+    import optuna
+    import optuna.study._optimize as optimize_mod
+
+    from optimizer.study.run import _optimize_budget
+
+    class _SpringForward(dt.datetime):  # the wall clock Optuna reads: the first reading, then an hour later
+        readings = 0
+
+        @classmethod
+        def now(cls, tz=None):
+            cls.readings += 1
+            start = dt.datetime(2024, 3, 10, 1, 59, 30)
+            return start if cls.readings == 1 else start + dt.timedelta(hours=1, seconds=1)
+
+    monkeypatch.setattr(optimize_mod, "datetime", SimpleNamespace(datetime=_SpringForward))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage(),
+                                sampler=optuna.samplers.RandomSampler(seed=1))
+    _optimize_budget(study, study._storage, lambda t: t.suggest_float("x", 0, 1), target=5, timeout=1800.0,
+                     callbacks=[])
+    assert _SpringForward.readings >= 1  # Optuna read the (jumping) clock
+    assert len(study.trials) == 5

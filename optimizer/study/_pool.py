@@ -289,6 +289,20 @@ def _mirror(study: optuna.Study, backend: Any) -> optuna.Study:
 _WAIT_POLL = 1.0  # seconds between two looks at a study whose trial budget other workers' running trials hold
 
 
+def deadline(t_end: float | None) -> list[Callable]:
+    """The Optuna callbacks that stop a run once ``time.monotonic()`` reaches ``t_end`` (none without one): the
+    run's timeout, in place of Optuna's own ``timeout``, which measures the machine's local wall clock
+    (``datetime.now()``): a daylight-saving change during a run moved it by an hour (in New York on 2024-03-10 a
+    30-minute timeout ran no trial; in November a run went on an hour past it)."""
+    if t_end is None:
+        return []
+
+    def stop(study: optuna.Study, _trial: FrozenTrial) -> None:
+        if time.monotonic() >= t_end:
+            study.stop()
+    return [stop]
+
+
 def optimize_pool(study: optuna.Study, storage: Any, data: StudyData, jobs: int, target: int,
                   timeout: float | None, callbacks: list[Callable], should_stop: Callable[[], bool]) -> None:
     """Run ``study`` (on ``storage``, an RDB storage of ``make_storage``) until it holds ``target`` finished
@@ -362,8 +376,8 @@ def optimize_pool(study: optuna.Study, storage: Any, data: StudyData, jobs: int,
                 return
             local = _mirror(study, storage)
             try:
-                local.optimize(objective(local), n_trials=left, timeout=t_left, n_jobs=jobs, catch=(TrialFailed,),
-                               callbacks=[write_back, *callbacks])
+                local.optimize(objective(local), n_trials=left, n_jobs=jobs, catch=(TrialFailed,),
+                               callbacks=[write_back, *deadline(t_end), *callbacks])
                 return  # done, stopped by a callback, or out of time (trials that failed leave their part of the
                 # budget to a resumed run, as with one process)
             except StudyFull:

@@ -36,7 +36,7 @@ from optimizer.study.spec import StudySpec
 from optimizer.data.calendar import stamp
 from optimizer.data.splitcheck import panel_split_lines
 from optimizer.study.data import StudyData, load_study_data, prepare_data
-from optimizer.study._pool import optimize_pool
+from optimizer.study._pool import deadline, optimize_pool
 from optimizer.study.seed import seed_from_study
 from optimizer.study.storage import StudyFull, has_heartbeat, make_storage, study_names
 from optimizer.study.trial import TrialFailed, TrialObjective
@@ -115,9 +115,10 @@ def _optimize_mirrored(study: optuna.Study, storage: Any, objective: Callable, t
     remaining = target - c["complete"] - c["pruned"]
     if remaining <= 0:
         return False
-    local.optimize(objective, n_trials=remaining + len(waiting), timeout=timeout, catch=(TrialFailed,),
+    t_end = None if timeout is None else time.monotonic() + timeout  # (Optuna's timeout reads the wall clock)
+    local.optimize(objective, n_trials=remaining + len(waiting), catch=(TrialFailed,),
                    callbacks=[write_back, optuna.study.MaxTrialsCallback(target, states=(TrialState.COMPLETE, TrialState.PRUNED)),
-                              *callbacks])
+                              *deadline(t_end), *callbacks])
     return others[0]
 
 
@@ -158,8 +159,8 @@ def _optimize_budget(study: optuna.Study, storage: Any, objective: Callable, tar
         if quota <= 0 or (t_left is not None and t_left <= 0):
             return
         try:
-            study.optimize(objective, n_trials=quota, timeout=t_left, catch=(TrialFailed,),
-                           callbacks=[_count, *callbacks])
+            study.optimize(objective, n_trials=quota, catch=(TrialFailed,),
+                           callbacks=[_count, *deadline(t_end), *callbacks])
             return  # quota, timeout or stop(): nothing left for this process to do
         except StudyFull:
             pass
