@@ -381,3 +381,56 @@ def test_a_study_timeout_is_not_moved_by_a_daylight_saving_change(monkeypatch):
                      callbacks=[])
     assert _SpringForward.readings >= 1  # Optuna read the (jumping) clock
     assert len(study.trials) == 5
+
+
+# --- OTC weekly data across a year end and a holiday --------------------------------------------------------------
+
+def test_an_otc_week_across_the_year_end_is_visible_from_its_publication_date(tmp_path):
+    """The OTC week of Mon 2024-12-30 .. Fri 2025-01-03 (Tier 1, no lastUpdateDate) is scheduled for Mon 2025-01-20,
+    Martin Luther King Day, the NYSE closed: it is first visible on Tue 2025-01-21 (the first session on or after
+    its publication), never before; its participation is over the week's own bars (2024-12-30 .. 2025-01-03, the
+    New Year holiday holding none). A week with lastUpdateDate Sat 2025-01-11 is visible from Mon 01-13. Right
+    before (no change): this pins it."""
+    from optimizer.data.calendar import session_days
+    from optimizer.data.ingest import ingest_paths
+    from optimizer.data.metrics import build_daily_metrics
+    from optimizer.data.store import connect
+
+    days = [str(d) for d in session_days("2024-12-02", "2025-01-31")]
+    px = tmp_path / "p.csv"
+    px.write_text("date,symbol,open,high,low,close,volume\n" + "".join(f"{d},AAPL,10,11,9,10,1000\n" for d in days))
+    otc = tmp_path / "w.csv"
+    otc.write_text("issueSymbolIdentifier,tierIdentifier,summaryStartDate,totalWeeklyShareQuantity,"
+                   "totalWeeklyTradeCount,summaryTypeCode,lastUpdateDate\n"
+                   "AAPL,T1,2024-12-30,400,10,ATS_W_SMBL,\n"
+                   "AAPL,T1,2024-12-23,300,10,ATS_W_SMBL,2025-01-11\n")
+    con = connect(tmp_path / "s.duckdb")
+    try:
+        assert ingest_paths(con, "prices", [px]).exit_code == 0
+        assert ingest_paths(con, "otc-weekly", [otc]).exit_code == 0
+        assert con.execute("SELECT CAST(publication_date AS VARCHAR) FROM finra_otc_weekly ORDER BY week_start_date"
+                           ).fetchall() == [("2025-01-11",), ("2025-01-20",)]
+        build_daily_metrics(con)
+        got = dict(con.execute("SELECT CAST(date AS VARCHAR), CAST(otc_week_start AS VARCHAR) FROM daily_metrics "
+                               "WHERE symbol = 'AAPL'").fetchall())
+        rate = con.execute("SELECT otc_participation_rate FROM daily_metrics WHERE date = '2025-01-21'").fetchone()[0]
+    finally:
+        con.close()
+    assert [got[d] for d in ("2025-01-10", "2025-01-13", "2025-01-17", "2025-01-21")] == [
+        None, "2024-12-23", "2024-12-23", "2024-12-30"]
+    assert rate == pytest.approx(400 / 4000)  # the week's 4 sessions (Jan 1 closed) x 1,000 shares
+
+
+def test_the_session_calendar_knows_the_unscheduled_closures_and_runs_past_next_year():
+    """NYSE full closures the calendar must hold (exchange_calendars 4.13): 2025-01-09 (President Carter's national
+    day of mourning), 2018-12-05 (President G.H.W. Bush), 2012-10-29/30 (Hurricane Sandy), 2001-09-11..14; the real
+    prices of /shared (2022-2025) hold no row on 2025-01-09 either. Early closes at 13:00 (2024-11-29,
+    2024-12-24). The calendar extends to whatever year is asked (2030), New York's today + 1 at least."""
+    closed = ["2025-01-09", "2018-12-05", "2012-10-29", "2012-10-30", "2001-09-11", "2001-09-14"]
+    s = {str(d) for d in calendar.session_days("2001-01-01", "2030-12-31")}
+    assert not s & set(closed)
+    assert {"2025-01-08", "2025-01-10", "2012-10-31", "2001-09-17", "2030-12-31"} <= s
+    assert len(calendar.session_days("2025-01-06", "2025-01-10")) == 4
+    early = calendar.early_closes()
+    assert early[dt.date(2024, 11, 29)] == early[dt.date(2024, 12, 24)] == dt.time(13, 0)
+    assert dt.date(2024, 11, 27) not in early
