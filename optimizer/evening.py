@@ -336,7 +336,8 @@ def run_evening(
             check_param(day <= today, "through", f"on or before today in New York ({today})", str(through))
             if through is None and day < today and len(nyse_sessions(today, today)):
                 res.warnings.append(f"fetch: today's session {today} is not in: its FINRA file is due by "
-                                    f"{FINRA_PUBLISHED_BY:%H:%M} New York time; fetched through {day}")
+                                    f"{FINRA_PUBLISHED_BY:%H:%M} New York time; fetched through {day} (--through "
+                                    f"{today} asks for it now)")
             files = _fetch(db, out / "raw", day, uni, st, res, start if start is not None else rec.start)
             if files:
                 _ingest(db, files, res, st, progress)

@@ -85,8 +85,8 @@ def test_evening_fetches_through_tonights_new_york_session_in_every_machine_zone
         # before 18:00 New York on a session day, the evening says why today's session is not fetched
         today = utc.astimezone(ZoneInfo("America/New_York")).date()
         assert said == ([f"fetch: today's session {today} is not in: its FINRA file is due by 18:00 New York time; "
-                         f"fetched through {want}"] if today > want and len(calendar.session_days(today, today))
-                        else []), (tz, _what)
+                         f"fetched through {want} (--through {today} asks for it now)"]
+                        if today > want and len(calendar.session_days(today, today)) else []), (tz, _what)
 
 
 def test_evening_refuses_a_through_after_new_yorks_today_in_a_zone_ahead_of_it(machine, monkeypatch, tmp_path):
