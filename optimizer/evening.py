@@ -253,7 +253,7 @@ def _fetch_prices(db: str | Path, syms: list[str], last: dt.date, start: dt.date
         try:
             doc = json.loads(path.read_text())
             ticker, bars = doc["ticker"], doc.get("results") or []
-            days = polygon_dates(np.asarray([b["t"] for b in bars], dtype="int64"), settings.market_tz).dt.date.tolist()
+            days = polygon_dates(np.asarray([b["t"] for b in bars], dtype="int64")).dt.date.tolist()
         except (ValueError, KeyError, TypeError, OverflowError):  # not comparable: the ingest names what is wrong
             out.append(path)
             continue

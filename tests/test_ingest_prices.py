@@ -70,20 +70,20 @@ def test_polygon_json_ingest(con, tmp_path):
     ]
 
 
-def test_polygon_json_is_read_again_under_another_market_time_zone(con, tmp_path):
-    """A Polygon bar's session date comes from MARKET_TZ, so the zone is part of the file's identity: the same file
-    ingested again under Asia/Tokyo is re-read (it was 'skipped_identical', keeping New York's dates)."""
+def test_polygon_json_is_dated_in_new_york_under_any_market_time_zone(con, tmp_path):
+    """A Polygon bar's session is New York's date, whatever MARKET_TZ says (dated in MARKET_TZ, a zone west of New
+    York stored every bar a session early; docs/DATA.md), so the zone is no part of the file's identity: the same
+    file under Asia/Tokyo or America/Los_Angeles is the same reading (skipped as identical), on New York's date."""
     from optimizer.settings import Settings
 
     doc = {"ticker": "AAPL", "status": "OK",
            "results": [{"t": _ms(2024, 3, 8, 2), "o": 169.0, "h": 173.7, "l": 168.94, "c": 170.73, "v": 7}]}
     p = write(tmp_path / "AAPL.json", json.dumps(doc))
-    tokyo = Settings.from_env({"MARKET_TZ": "Asia/Tokyo"})
-    ny, jp = (date(2024, 3, 7),), (date(2024, 3, 8),)  # 02:00 UTC: the evening before in New York
-    # the Tokyo reading leaves the store as if it alone had happened: New York's date goes (tests/test_ingest_reread)
-    for settings, status, days in ((None, "ok", [ny]), (tokyo, "replaced", [jp]), (tokyo, "skipped_identical", [jp])):
+    tokyo, la = (Settings.from_env({"MARKET_TZ": z}) for z in ("Asia/Tokyo", "America/Los_Angeles"))
+    ny = (date(2024, 3, 7),)  # 02:00 UTC: the evening before in New York (Tokyo's date is the 8th)
+    for settings, status in ((tokyo, "ok"), (None, "skipped_identical"), (la, "skipped_identical")):
         assert ingest_paths(con, "prices", [p], settings=settings).files[0].status == status
-        assert table(con, "SELECT date FROM prices_daily ORDER BY date") == days
+        assert table(con, "SELECT date FROM prices_daily ORDER BY date") == [ny]
 
 
 def test_fb_rows_before_effective_date_become_meta(con, tmp_path):

@@ -21,9 +21,12 @@ def _ms(*a) -> int:
     return int(datetime(*a, tzinfo=timezone.utc).timestamp() * 1000)
 
 
-# Polygon day bars start at midnight New York time (05:00 UTC in March before the DST switch of 2024-03-10):
-# New York reads them as Tue 5 .. Fri 8 March; Los Angeles (21:00 the evening before) as Mon 4 .. Thu 7
+# Polygon day bars start at midnight New York time (05:00 UTC in March before the DST switch of 2024-03-10): their
+# sessions are Tue 5 .. Fri 8 March. Dated in Los Angeles (21:00 the evening before) they would be Mon 4 .. Thu 7:
+# every bar a session early, as an accumopt before 2026-12-05 stored them under MARKET_TZ=America/Los_Angeles.
 BARS = [(_ms(2024, 3, d, 5), 100.0 + d) for d in (5, 6, 7, 8)]
+NY_ROWS = [(date(2024, 3, 5), 105.0), (date(2024, 3, 6), 106.0), (date(2024, 3, 7), 107.0), (date(2024, 3, 8), 108.0)]
+CHICAGO = Settings(market_tz="America/Chicago")
 
 
 def _polygon(ticker: str = "AAPL") -> str:
@@ -38,36 +41,52 @@ def con():
     c.close()
 
 
-def test_a_polygon_file_read_again_under_another_zone_leaves_no_row_of_the_old_dates(con, tmp_path):
+@pytest.mark.parametrize("settings", [LA, CHICAGO, Settings(market_tz="Asia/Tokyo")],
+                         ids=["los_angeles", "chicago", "tokyo"])
+def test_a_polygon_bar_is_dated_in_new_york_whatever_market_tz_says(con, tmp_path, settings):
+    p = write(tmp_path / "AAPL.json", _polygon())
+    ingest_paths(con, "prices", [p], settings=settings)
+    assert table(con, "SELECT date, close FROM prices_daily ORDER BY date") == NY_ROWS
+    # the zone is no part of a prices file's identity: read again under New York, it is the same reading
+    assert table(con, "SELECT sha256 NOT LIKE '%+%' FROM ingest_log") == [(True,)]
+    assert ingest_paths(con, "prices", [p], settings=NY).files[0].status == "skipped_identical"
+
+
+def _as_an_older_accumopt_read_it_under_los_angeles(con) -> None:
+    """The store an accumopt before 2026-12-05 left after reading the file under MARKET_TZ=America/Los_Angeles:
+    each bar one weekday early (all four are Tue..Fri, so a day early is the Mon..Thu session), the reading
+    recorded with its zone."""
+    con.execute("UPDATE prices_daily SET date = date - 1 WHERE source = 'polygon'")
+    con.execute("UPDATE ingest_log SET sha256 = sha256 || '+tz=America/Los_Angeles' WHERE kind = 'prices'")
+
+
+def test_a_polygon_file_an_older_accumopt_dated_in_los_angeles_is_read_again_on_new_york_dates(con, tmp_path):
     p = write(tmp_path / "AAPL.json", _polygon())
     ingest_paths(con, "prices", [p], settings=NY)
-    assert table(con, "SELECT min(date), max(date), count(*) FROM prices_daily") == [(date(2024, 3, 5), date(2024, 3, 8), 4)]
+    _as_an_older_accumopt_read_it_under_los_angeles(con)
+    assert table(con, "SELECT min(date), max(date) FROM prices_daily") == [(date(2024, 3, 4), date(2024, 3, 7))]
     rep = ingest_paths(con, "prices", [p], settings=LA)
     assert rep.files[0].status == "replaced"
-    # as if only the Los Angeles reading had happened: Mon 4 .. Thu 7, the close of the bar of each
-    assert table(con, "SELECT date, close FROM prices_daily ORDER BY date") == [
-        (date(2024, 3, 4), 105.0), (date(2024, 3, 5), 106.0), (date(2024, 3, 6), 107.0), (date(2024, 3, 7), 108.0)]
+    # as if only a New York reading had happened: no row left on Mon 4 (a bar shifted a session early)
+    assert table(con, "SELECT date, close FROM prices_daily ORDER BY date") == NY_ROWS
     fresh = connect(":memory:")
-    ingest_paths(fresh, "prices", [p], settings=LA)
+    ingest_paths(fresh, "prices", [p], settings=NY)
     assert table(con, "SELECT * FROM prices_daily ORDER BY date") == table(fresh, "SELECT * FROM prices_daily ORDER BY date")
     fresh.close()
-    # the same reading again changes nothing (skipped); back under New York, the New York rows only
     assert ingest_paths(con, "prices", [p], settings=LA).files[0].status == "skipped_identical"
-    assert ingest_paths(con, "prices", [p], settings=NY).files[0].status == "replaced"
-    assert table(con, "SELECT date, close FROM prices_daily ORDER BY date") == [
-        (date(2024, 3, 5), 105.0), (date(2024, 3, 6), 106.0), (date(2024, 3, 7), 107.0), (date(2024, 3, 8), 108.0)]
 
 
 def test_a_row_another_file_wrote_on_an_old_date_is_kept(con, tmp_path):
     p = write(tmp_path / "AAPL.json", _polygon())
     ingest_paths(con, "prices", [p], settings=NY)
-    # a later CSV file owns Fri 8 March now
-    csv = write(tmp_path / "fix.csv", "date,symbol,open,high,low,close,volume\n2024-03-08,AAPL,50,51,49,50,7\n")
+    _as_an_older_accumopt_read_it_under_los_angeles(con)
+    # a later CSV file owns Mon 4 March now
+    csv = write(tmp_path / "fix.csv", "date,symbol,open,high,low,close,volume\n2024-03-04,AAPL,50,51,49,50,7\n")
     ingest_paths(con, "prices", [csv], settings=NY)
-    ingest_paths(con, "prices", [p], settings=LA)
+    ingest_paths(con, "prices", [p], settings=NY)
     assert table(con, "SELECT date, close, source FROM prices_daily ORDER BY date") == [
-        (date(2024, 3, 4), 105.0, "polygon"), (date(2024, 3, 5), 106.0, "polygon"), (date(2024, 3, 6), 107.0, "polygon"),
-        (date(2024, 3, 7), 108.0, "polygon"), (date(2024, 3, 8), 50.0, "fix.csv")]
+        (date(2024, 3, 4), 50.0, "fix.csv"), (date(2024, 3, 5), 105.0, "polygon"), (date(2024, 3, 6), 106.0, "polygon"),
+        (date(2024, 3, 7), 107.0, "polygon"), (date(2024, 3, 8), 108.0, "polygon")]
 
 
 # Trades of MSFT at 15:30 New York time (20:30 UTC) and 23:00 UTC. New York, window 09:30-16:15: the 20:30 UTC

@@ -534,18 +534,17 @@ class _History:
 def _parse_tag(kind: str, settings: Settings | None) -> str:
     """The settings a file of ``kind`` is read under that change its rows, as recorded beside its checksum in
     ``ingest_log.sha256`` (``<sha256>+<tag>``) when they are not the defaults: the market time zone and the
-    regular-session window for lit-trades (which trades are kept, on which session date), the time zone for
-    prices (a Polygon bar's session date). A file ingested under other settings is therefore never skipped as
-    identical: re-ingesting it under new settings re-reads it. Empty for the defaults (checksums as before) and
-    for every other kind."""
+    regular-session window for lit-trades (which trades are kept, on which session date). A file ingested under
+    other settings is therefore never skipped as identical: re-ingesting it under new settings re-reads it. Empty
+    for the defaults (checksums as before) and for every other kind. Prices carry no tag: a Polygon bar's session
+    is New York's date whatever ``MARKET_TZ`` says (``prices.polygon_dates``); a prices file recorded as ``tz=...``
+    by an earlier accumopt (which dated the bars in ``MARKET_TZ``) is re-read once, its shifted rows removed."""
     if settings is None:
         return ""
     d = Settings()
     if kind == "lit-trades":
         now, default = (settings.market_tz, settings.rth_start, settings.rth_end), (d.market_tz, d.rth_start, d.rth_end)
         return "" if now == default else f"tz={now[0]};rth={now[1]}-{now[2]}"
-    if kind == "prices":
-        return "" if settings.market_tz == d.market_tz else f"tz={settings.market_tz}"
     return ""
 
 

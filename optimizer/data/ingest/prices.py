@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from optimizer.data.calendar import MARKET_TZ
 from optimizer.errors import InputFileError
 from optimizer.data.ingest._common import (
     EARLIEST_DATE,
@@ -70,8 +71,12 @@ _SPLIT_SHOWN = 10  # per file, the symbols named one per warning; the rest in on
 POLYGON_KNOWN = ("vw", "n", "otc")
 
 
-def polygon_dates(ms: np.ndarray | pd.Series, tz: str = "America/New_York") -> pd.Series:
-    """Polygon bar start times (UTC epoch ms) -> session dates in ``tz`` (tz-naive midnight timestamps)."""
+def polygon_dates(ms: np.ndarray | pd.Series, tz: str = MARKET_TZ) -> pd.Series:
+    """Polygon bar start times (UTC epoch ms) -> session dates in ``tz`` (tz-naive midnight timestamps).
+
+    A Polygon day bar starts at midnight New York time: its session is the New York date, whatever the machine's
+    zone or ``MARKET_TZ`` (a zone west of New York dated every bar a session early: Tuesday's bar on Monday, a
+    look ahead). Only :func:`stale_rows` passes another ``tz``: the zone an earlier reading was recorded under."""
     ts = pd.to_datetime(pd.Series(np.asarray(ms, dtype="int64")), unit="ms", utc=True).dt.tz_convert(tz)
     return ts.dt.tz_localize(None).dt.normalize().astype("datetime64[s]")
 
@@ -182,7 +187,7 @@ def _polygon(ctx: Ctx, file: str, text: str) -> tuple[pd.DataFrame, list[str]]:
     ok = (ms.notna() & (ms.abs() < 1e15)).to_numpy(dtype=bool)
     dates = np.full(len(frame), "", dtype=object)
     if ok.any():
-        dates[ok] = polygon_dates(ms[ok].astype("int64").to_numpy(), ctx.settings.market_tz).dt.strftime("%Y-%m-%d").to_numpy()
+        dates[ok] = polygon_dates(ms[ok].astype("int64").to_numpy()).dt.strftime("%Y-%m-%d").to_numpy()
     frame["t_date"] = dates
     frame = frame.rename(columns={"t_o": "t_open", "t_h": "t_high", "t_l": "t_low", "t_c": "t_close", "t_v": "t_volume"})
     return frame.astype({c: str for c in frame.columns if c != "line"}), list(unread)
@@ -239,8 +244,8 @@ def split_warnings(ctx: Ctx, table: str, fid: int, file: str) -> list[str]:
 
 def stale_rows(ctx: Ctx, prep: Prep, table: str, fid: int, file: str, earlier: object) -> int:
     """Delete the rows an earlier reading of this Polygon file under other settings (``earlier``: its
-    ``market_tz``) stored on (date, symbol) keys this reading does not cover: a bar whose session date moved. Only a
-    row that is still that reading's bar (source 'polygon', the same open, high, low, close and volume) is deleted:
+    ``market_tz``, recorded as ``tz=...`` by an accumopt that dated Polygon bars in ``MARKET_TZ``) stored on (date,
+    symbol) keys this reading does not cover: a bar whose session date moved. Only a row that is still that reading's bar (source 'polygon', the same open, high, low, close and volume) is deleted:
     a row another file wrote there since is kept. CSV dates do not depend on the settings: nothing to do. Run in
     the file's transaction; returns the rows deleted."""
     if prep.sig[0] != "polygon":
