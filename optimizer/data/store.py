@@ -41,6 +41,18 @@ SPLITS_TABLE = "splits"
 # consolidated file, the others are per-facility files.
 FINRA_FAMILIES = ("CNMS", "FNSQ", "FNQC", "FNYX", "FNRA", "FORF")
 
+_SPLITS_DDL = """
+    CREATE TABLE IF NOT EXISTS splits (
+        symbol VARCHAR NOT NULL,
+        ex_date DATE NOT NULL,                -- first session traded on the new share basis
+        split_from DOUBLE NOT NULL,           -- old shares ...
+        split_to DOUBLE NOT NULL,             -- ... become this many new shares
+        ratio DOUBLE NOT NULL,                -- split_to / split_from: 10 for a 10-for-1 split
+        source_file VARCHAR NOT NULL,
+        PRIMARY KEY (symbol, ex_date)
+    );
+    """
+
 # Each migration takes the schema from version i to i+1. Never edit a released one: append. A migration is SQL,
 # or the name of a function of this module taking the connection (inside the same transaction).
 MIGRATIONS: list[str] = [
@@ -151,17 +163,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX IF NOT EXISTS market_regimes_symbol_detected_at ON market_regimes (symbol, detected_at);
     """,
     # v3: stock splits (FINRA / lit / OTC volumes are raw share counts; prices arrive split-adjusted)
-    """
-    CREATE TABLE IF NOT EXISTS splits (
-        symbol VARCHAR NOT NULL,
-        ex_date DATE NOT NULL,                -- first session traded on the new share basis
-        split_from DOUBLE NOT NULL,           -- old shares ...
-        split_to DOUBLE NOT NULL,             -- ... become this many new shares
-        ratio DOUBLE NOT NULL,                -- split_to / split_from: 10 for a 10-for-1 split
-        source_file VARCHAR NOT NULL,
-        PRIMARY KEY (symbol, ex_date)
-    );
-    """,
+    _SPLITS_DDL,
     # v4: finra_short_daily without its PRIMARY KEY index (see _drop_finra_short_key)
     "_drop_finra_short_key",
     # v5: signal_sheet: the evening signal sheet (optimizer/signals.py, docs/SIGNALS.md): every symbol's score on a
@@ -227,6 +229,11 @@ MIGRATIONS: list[str] = [
         span_end DATE                         -- the last session evaluated
     );
     """,
+    # v7: splits again, for a store whose version 3 was not splits. From 2026-12-02 18:42 to 19:30 UTC main
+    # numbered signal_sheet v3 (ded9468); the merge of the splits branch renumbered it v5 after splits (v3) and the
+    # finra key (v4). A store created then is at v3 with signal_sheet and no splits: v4..v6 ran on it and splits
+    # was never created (metrics build failed on 'Table with name splits does not exist'). A no-op elsewhere.
+    _SPLITS_DDL,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
