@@ -6,9 +6,21 @@ of the commit named), in tmp_path.
 
 from __future__ import annotations
 
-import duckdb
+import json
+import math
+import sqlite3
+from pathlib import Path
 
+import duckdb
+import optuna
+import pytest
+
+from _cli_helpers import cli, ok
 from optimizer.data.store import MIGRATIONS, SCHEMA_VERSION, connect, table_exists
+from optimizer.study.records import metrics_tolerance, ranked_trials, rounded_metrics
+from optimizer.study.storage import make_storage
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _store_of_main_at_ded9468(path) -> None:
@@ -61,3 +73,90 @@ def test_a_store_already_migrated_without_splits_is_repaired_on_its_next_opening
             list(range(1, SCHEMA_VERSION + 1))
     finally:
         con.close()
+
+
+# ------------------------------------------------------------------------------------------------ trial records
+
+
+def _rounded_before_00b213b(metrics: dict) -> dict:
+    """A trial's metrics as accumopt stored them before 2026-12-03 (00b213b, trial._clean): every finite float
+    rounded to 10 decimals."""
+    return {k: (round(v, 10) if isinstance(v, float) and math.isfinite(v) else v) for k, v in metrics.items()}
+
+
+@pytest.fixture(scope="module")
+def demo_study(synth_db, tmp_path_factory):
+    d = tmp_path_factory.mktemp("e14_study")
+    storage = f"sqlite:///{d / 'studies.db'}"
+    ok(cli("study", "run", ROOT / "studies" / "demo.toml", "--db", synth_db, "--storage", storage, "--n-trials", "2",
+           "--format", "json", "--out", d))
+    return {"storage": storage, "db": synth_db, "dir": d}
+
+
+def test_a_best_file_with_metrics_rounded_by_an_older_accumopt_reproduces_and_says_how_it_was_compared(demo_study,
+                                                                                                      tmp_path):
+    doc = json.loads(ok(cli("study", "best", "demo", "--storage", demo_study["storage"])).stdout)
+    assert not rounded_metrics(doc["metrics"])  # today's record: full precision, compared bit for bit
+    old = doc | {"metrics": _rounded_before_00b213b(doc["metrics"])}
+    assert rounded_metrics(old["metrics"])
+    f = tmp_path / "old_best.json"
+    f.write_text(json.dumps(old))
+    run = json.loads(ok(cli("backtest", "--params", f, "--db", demo_study["db"], "--no-save", "--format", "json",
+                            "--out", tmp_path)).stdout)
+    assert run["reproduces_trial"] is True, run["comparison"]  # failed before: DIFFERENT on every rounded metric
+    assert any("recorded before 2026-12-03" in w and "rounded to 10 decimals" in w for w in run["warnings"])
+    # the tolerance is that version's 1e-9, not a blanket pass: a metric off by 1e-6 is still different
+    off = old | {"metrics": old["metrics"] | {"avg_return": round(old["metrics"]["avg_return"] * (1 + 1e-6), 10)}}
+    f.write_text(json.dumps(off))
+    run = json.loads(ok(cli("backtest", "--params", f, "--db", demo_study["db"], "--no-save", "--format", "json",
+                            "--out", tmp_path)).stdout)
+    assert run["reproduces_trial"] is False
+    assert [r["metric"] for r in run["comparison"] if not r["equal"]] == ["avg_return"]
+    # today's file: compared bit for bit, no note
+    f.write_text(json.dumps(doc))
+    run = json.loads(ok(cli("backtest", "--params", f, "--db", demo_study["db"], "--no-save", "--format", "json",
+                            "--out", tmp_path)).stdout)
+    assert run["reproduces_trial"] is True and not any("recorded before" in w for w in run["warnings"])
+
+
+def test_replay_of_a_trial_recorded_with_rounded_metrics_reproduces(demo_study, tmp_path):
+    """The stored trial as an accumopt of before 2026-12-03 left it: metrics and fold metrics rounded to 10
+    decimals, the value computed from the rounded folds (here: the stored value moved by 6e-12, as measured on a
+    study of 8431966 replayed today: 0.007047646738239106 stored, 0.007047646744386698 replayed)."""
+    src = Path(demo_study["storage"].removeprefix("sqlite:///"))
+    db = tmp_path / "studies.db"
+    with sqlite3.connect(src) as a, sqlite3.connect(db) as b:  # (WAL mode: a file copy may miss the last commits)
+        a.backup(b)
+    storage = f"sqlite:///{db}"
+    study = optuna.load_study(study_name="demo", storage=make_storage(storage, read_only=True))
+    t = ranked_trials(study)[0]
+    con = sqlite3.connect(db)
+    con.execute("UPDATE trial_user_attributes SET value_json = ? WHERE trial_id = ? AND key = 'metrics'",
+                [json.dumps(_rounded_before_00b213b(t.user_attrs["metrics"])), t._trial_id])
+    con.execute("UPDATE trial_user_attributes SET value_json = ? WHERE trial_id = ? AND key = 'folds'",
+                [json.dumps([_rounded_before_00b213b(f) for f in t.user_attrs["folds"]]), t._trial_id])
+    con.execute("UPDATE trial_values SET value = value + 6e-12 WHERE trial_id = ?", [t._trial_id])
+    con.commit()
+    con.close()
+    res = cli("study", "replay", "demo", t.number, "--db", demo_study["db"], "--storage", storage, "--format", "json")
+    rep = json.loads(ok(res).stdout)  # failed before: exit 1, DIFFERENT
+    assert rep["reproduced"] is True, [r for r in rep["comparison"] if not r["equal"]]
+    assert rep["notes"] and "rounded to 10 decimals" in rep["notes"][0]
+    # a value off by more than that version's tolerance is still different
+    con = sqlite3.connect(db)
+    con.execute("UPDATE trial_values SET value = value + 1e-6 WHERE trial_id = ?", [t._trial_id])
+    con.commit()
+    con.close()
+    rep = json.loads(ok(cli("study", "replay", "demo", t.number, "--db", demo_study["db"], "--storage", storage,
+                            "--format", "json"), 1).stdout)
+    assert [r["key"] for r in rep["comparison"] if not r["equal"]] == ["value"]
+
+
+def test_the_rounding_of_an_older_record_is_told_from_full_precision_metrics():
+    # exact fractions (a hit rate of 39/64) and integers are short at full precision too: they decide nothing
+    assert not rounded_metrics({"hit_rate": 0.609375, "total_trades": 198.0, "duration_s": 0.123456})
+    assert not rounded_metrics({"a": 0.02908470792057491, "b": 0.0063952577, "c": 0.0150149552, "d": 1.4203612543})
+    assert rounded_metrics({"a": 0.0290847079, "b": 0.0063952577, "c": 0.0150149552, "hit_rate": 0.609375,
+                            "duration_s": 0.123456})
+    assert not rounded_metrics({"a": 0.0290847079, "b": 0.0063952577})  # two could be chance
+    assert metrics_tolerance({"a": 0.02908470792057491}) == 0.0

@@ -66,7 +66,8 @@ __all__ = [
     "set_trials_target", "trial_counts", "complete_trials", "direction_sign", "ranked_trials",
     "distinct_configurations", "group_configurations", "find_repeat", "WF_RUN", "WF_CLAIM", "claims_name",
     "write_wf_run", "read_wf_run", "claim_template", "read_claim", "WF_RESULT", "write_window_result",
-    "read_window_result", "trials_digest", "lost_to_kill",
+    "read_window_result", "trials_digest", "lost_to_kill", "LEGACY_ROUNDED_TOLERANCE", "rounded_metrics",
+    "metrics_tolerance", "rounded_note",
 ]
 
 # trial attribute keys
@@ -403,6 +404,43 @@ def read_trial(t: FrozenTrial) -> TrialRecord:
     return TrialRecord(m if isinstance(m, dict) else {}, f if isinstance(f, list) else [],
                        c if isinstance(c, dict) else None,
                        r if isinstance(r, int) and not isinstance(r, bool) else None)
+
+
+# A trial recorded before 2026-12-03 (00b213b) stored its metrics rounded to 10 decimals, its objective value computed
+# from the rounded fold metrics, and its parameters rounded to 12 significant digits; backtest and replay of that
+# version compared within a relative 1e-9 (``tol * max(1, |a|, |b|)``). Such a record is compared by that rule: it
+# cannot hold the bits that an exact comparison asks for.
+LEGACY_ROUNDED_TOLERANCE = 1e-9
+_LEGACY_DECIMALS = 10
+
+
+def _decimals(x: float) -> int:
+    """Decimals of the shortest repr of a finite float (0.0290847079 -> 10; 2.5e-11 -> 12)."""
+    mant, _, exp = repr(x).partition("e")
+    frac = mant.partition(".")[2].rstrip("0")
+    return max(len(frac) - int(exp or 0), 0)
+
+
+def rounded_metrics(metrics: Mapping[str, Any]) -> bool:
+    """Whether a trial's stored ``metrics`` were rounded to 10 decimals (a record written before 2026-12-03):
+    no float of more than 10 decimals and at least three of exactly 10. A metric stored at full precision has ~17
+    significant digits (short ones are exact fractions such as a hit rate of 39/64 = 0.609375), so three floats
+    ending at exactly the 10th decimal and none beyond is the rounding, not chance."""
+    ds = [_decimals(float(v)) for v in metrics.values()
+          if isinstance(v, float) and math.isfinite(v)]
+    return bool(ds) and max(ds) <= _LEGACY_DECIMALS and sum(d == _LEGACY_DECIMALS for d in ds) >= 3
+
+
+def metrics_tolerance(metrics: Mapping[str, Any]) -> float:
+    """The relative tolerance a re-run of a trial whose stored metrics are ``metrics`` is compared with: 0 (bit for
+    bit), or ``LEGACY_ROUNDED_TOLERANCE`` for metrics rounded by a record written before 2026-12-03."""
+    return LEGACY_ROUNDED_TOLERANCE if rounded_metrics(metrics) else 0.0
+
+
+def rounded_note(what: str) -> str:
+    """The line a comparison states when it used ``LEGACY_ROUNDED_TOLERANCE`` (``what``: the trial)."""
+    return (f"{what} was recorded before 2026-12-03, with its metrics rounded to 10 decimals: compared within a "
+            f"relative {LEGACY_ROUNDED_TOLERANCE:g} (the rule of that version), not bit for bit")
 
 
 def lost_to_kill(t: FrozenTrial) -> bool:
