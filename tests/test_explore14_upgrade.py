@@ -15,7 +15,9 @@ import duckdb
 import optuna
 import pytest
 
-from _cli_helpers import cli, ok
+from _cli_helpers import cli, ok, one_line_error
+import optimizer.data.store as store
+from optimizer.errors import DataError
 from optimizer.data.store import MIGRATIONS, SCHEMA_VERSION, connect, table_exists
 from optimizer.study.records import metrics_tolerance, ranked_trials, rounded_metrics
 from optimizer.study.storage import make_storage
@@ -73,6 +75,61 @@ def test_a_store_already_migrated_without_splits_is_repaired_on_its_next_opening
             list(range(1, SCHEMA_VERSION + 1))
     finally:
         con.close()
+
+
+def _pipeline_db(path) -> None:
+    """A darkpool-pipeline database: its own daily_metrics and its own finra_short_daily (no facility, no
+    short_exempt_volume, no source_file), no schema_version."""
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE daily_metrics (date DATE, symbol VARCHAR, short_buy_sell_ratio DOUBLE)")
+    con.execute("INSERT INTO daily_metrics VALUES ('2024-01-02', 'AAPL', 1.3)")
+    con.execute("CREATE TABLE finra_short_daily (date DATE, symbol VARCHAR, short_volume BIGINT, total_volume BIGINT, "
+                "market VARCHAR)")
+    con.execute("INSERT INTO finra_short_daily VALUES ('2024-01-02', 'AAPL', 100, 200, 'Q')")
+    con.close()
+
+
+def _tables(path) -> list[str]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return sorted(r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall())
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_a_pipeline_table_under_an_accumopt_name_is_refused_in_one_line_and_left_untouched(tmp_path, read_only):
+    db = tmp_path / "pipeline.duckdb"
+    _pipeline_db(db)
+    with pytest.raises(DataError) as e:  # before: opened, then data info / ingest died with DuckDB's Binder Error
+        connect(db, read_only=read_only).close()
+    msg = str(e.value)
+    assert "table finra_short_daily lacks column(s) facility, short_exempt_volume, source_file" in msg
+    assert "--db NEW.duckdb" in msg and "\n" not in msg
+    assert _tables(db) == ["daily_metrics", "finra_short_daily"]  # no migration wrote into it
+
+
+def test_data_info_and_ingest_on_a_pipeline_table_under_an_accumopt_name_say_so_without_a_traceback(tmp_path):
+    db = tmp_path / "pipeline.duckdb"
+    _pipeline_db(db)
+    f = tmp_path / "CNMSshvol20240103.txt"
+    f.write_text("Date|Symbol|ShortVolume|ShortExemptVolume|TotalVolume|Market\n20240103|AAPL|10|0|20|Q\n")
+    for args in (("data", "info"), ("ingest", "finra-short", f)):
+        one_line_error(cli(*args, "--db", db, "--out", tmp_path), "finra_short_daily lacks column(s) facility")
+
+
+def test_the_layout_check_knows_every_table_the_migrations_create():
+    assert set(store._own_layout()) == set(store._TABLE_NAMES)
+
+
+def test_a_pipeline_database_with_only_its_daily_metrics_still_opens(tmp_path):
+    db = tmp_path / "pipeline.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE daily_metrics (date DATE, symbol VARCHAR, short_buy_sell_ratio DOUBLE)")
+    con.close()
+    connect(db, read_only=True).close()
+    connect(db).close()
+    assert "splits" in _tables(db)
 
 
 # ------------------------------------------------------------------------------------------------ trial records
