@@ -132,6 +132,22 @@ def test_a_pipeline_database_with_only_its_daily_metrics_still_opens(tmp_path):
     assert "splits" in _tables(db)
 
 
+def test_a_pipeline_daily_metrics_without_prices_is_one_line_not_a_key_error(tmp_path):
+    """A darkpool-pipeline database whose daily_metrics holds the flows and a close but no open / high / low and
+    that has no prices_daily: the panel had no open and backtest died with KeyError "panel has no field 'open'"."""
+    db = tmp_path / "pipeline.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE daily_metrics (date DATE, symbol VARCHAR, short_volume BIGINT, total_volume BIGINT, "
+                "short_buy_sell_ratio DOUBLE, close DOUBLE)")
+    con.execute("INSERT INTO daily_metrics SELECT d::DATE, s, 100, 200, 1.0, 100.0 FROM (SELECT unnest(range(DATE "
+                "'2024-01-01', DATE '2024-12-31', INTERVAL 1 DAY)) d), (SELECT unnest(['AAPL', 'MSFT', 'SPY']) s) "
+                "WHERE dayofweek(d) BETWEEN 1 AND 5")
+    con.close()
+    one_line_error(cli("backtest", "--db", db, "--out", tmp_path, "--no-save"),
+                   "daily_metrics has no column open, high, low and the store has no prices_daily",
+                   "accumopt ingest prices")
+
+
 # ------------------------------------------------------------------------------------------------ trial records
 
 
