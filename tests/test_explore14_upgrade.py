@@ -233,3 +233,23 @@ def test_the_rounding_of_an_older_record_is_told_from_full_precision_metrics():
                             "duration_s": 0.123456})
     assert not rounded_metrics({"a": 0.0290847079, "b": 0.0063952577})  # two could be chance
     assert metrics_tolerance({"a": 0.02908470792057491}) == 0.0
+
+
+# ------------------------------------------------------------------------------------------------ library upgrades
+
+
+def test_a_study_storage_of_an_older_optuna_schema_names_the_upgrade_command_with_its_url(tmp_path):
+    """An SQLite storage whose tables an older Optuna set up: today's file with the alembic revision and library
+    version an Optuna 3.0 file carries (v3.0.0.c, 3.0.0). Optuna refuses it and says to run `optuna storage upgrade
+    --storage $STORAGE_URL`; the line now names the storage's own URL (and what the upgrade means)."""
+    db = tmp_path / "studies.db"
+    url = f"sqlite:///{db}"
+    optuna.create_study(study_name="s", storage=url).optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    con = sqlite3.connect(db)
+    con.execute("UPDATE alembic_version SET version_num = 'v3.0.0.c'")
+    con.execute("UPDATE version_info SET library_version = '3.0.0'")
+    con.commit()
+    con.close()
+    line = one_line_error(cli("study", "list", "--storage", url), "was written by Optuna 3.0.0")
+    assert line.endswith(f"optuna storage upgrade --storage {url}"), line  # before: '... --storage $STORAGE_URL` ...'
+    assert "$STORAGE_URL" not in line
