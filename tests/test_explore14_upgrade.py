@@ -6,6 +6,7 @@ of the commit named), in tmp_path.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sqlite3
@@ -17,6 +18,7 @@ import pytest
 
 from _cli_helpers import cli, ok, one_line_error
 import optimizer.data.store as store
+import optimizer.study.records as records
 from optimizer.errors import DataError
 from optimizer.data.store import MIGRATIONS, SCHEMA_VERSION, connect, table_exists
 from optimizer.study.records import metrics_tolerance, ranked_trials, rounded_metrics
@@ -233,6 +235,51 @@ def test_the_rounding_of_an_older_record_is_told_from_full_precision_metrics():
                             "duration_s": 0.123456})
     assert not rounded_metrics({"a": 0.0290847079, "b": 0.0063952577})  # two could be chance
     assert metrics_tolerance({"a": 0.02908470792057491}) == 0.0
+
+
+# the engine parameters a trial's record did not hold before 2026-12-02 18:12 (a record of 5080b8c: 20 of today's 44)
+_ADDED_LATER = ("atr_stop", "trail_stop", "kelly_fraction", "kelly_window", "max_weight", "risk_fraction",
+                "options_boost", "regime_sizing", "corr_cap", "corr_window", "dd_breaker", "dd_cooloff",
+                *(f"{w}_{r}" for w in ("w_short", "w_lit", "w_price", "buy_threshold")
+                  for r in ("risk_on", "risk_off", "transitional")))
+
+
+def _old_layout(config: dict) -> dict:
+    """A ConfigRecord JSON as an accumopt of 5080b8c wrote it: params without the parameters added since (each at
+    its default in today's record), and the key of those shorter params (the same hash over what it held)."""
+    params = {k: v for k, v in config["params"].items() if k not in _ADDED_LATER}
+    key = hashlib.sha256(json.dumps(records._canonical(params), sort_keys=True).encode()).hexdigest()[:16]
+    return config | {"params": params, "key": key}
+
+
+def _trial(number: int, config: dict, value: float) -> optuna.trial.FrozenTrial:
+    t = optuna.trial.create_trial(params={"x": 0.5}, distributions={"x": optuna.distributions.FloatDistribution(0, 1)},
+                                  value=value, user_attrs={"config": config})
+    t.number = number
+    return t
+
+
+def test_a_configuration_recorded_before_its_newer_parameters_existed_is_the_same_configuration():
+    """A study resumed by today's accumopt holds old trials (20-parameter records) and new ones (44): the same
+    configuration drawn again must be found as a repeat and counted once by DSR / PBO / SPA (before: two keys,
+    3f14ada9d833dc73 and ad700019f5f25ccf for one configuration of a study of 5080b8c, so two configurations)."""
+    from optimizer.engine.evaluate import Config
+
+    full = records.ConfigRecord(Config.from_params({"variant": "D", "buy_threshold": 80.0}).to_params()).to_dict()
+    assert set(_ADDED_LATER) <= set(full["params"])
+    old = _old_layout(full)
+    assert old["key"] != full["key"] and all(full["params"][k] == Config.from_params({}).to_params()[k] for k in _ADDED_LATER)
+    trials = [_trial(0, old, 1.0), _trial(1, full, 1.0)]
+    assert len(records.distinct_configurations(trials)) == 1
+    assert records.find_repeat(trials, full["key"]) is trials[0]
+    assert records.ConfigRecord.from_dict(old).key == full["key"]
+    # a parameter that differs is another configuration, whatever the layout
+    other = records.ConfigRecord(Config.from_params({"variant": "D", "buy_threshold": 75.0}).to_params()).to_dict()
+    assert len(records.distinct_configurations([*trials, _trial(2, _old_layout(other), 0.5)])) == 2
+    # a later parameter away from its default is not the old record's configuration
+    boosted = records.ConfigRecord(Config.from_params({"variant": "D", "buy_threshold": 80.0,
+                                                       "options_boost": 0.5}).to_params()).to_dict()
+    assert records.find_repeat(trials, boosted["key"]) is None
 
 
 # ------------------------------------------------------------------------------------------------ library upgrades

@@ -51,6 +51,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optimizer import engine  # engine.evaluate.Config when a record is turned into one (not at import: no kernels)
 from optimizer.errors import DataError, ParameterError, SpecError
+from optimizer.params import PARAMS
 from optimizer.study.spec import StudySpec, parse_spec
 from optimizer.study.storage import user_attrs_in_one_transaction
 
@@ -215,9 +216,23 @@ def _canonical(v: Any) -> Any:
 
 
 def config_key(params: Mapping[str, Any]) -> str:
-    """16 hex chars of sha256 over the canonical engine parameters: equal configurations have equal keys."""
-    doc = json.dumps(_canonical(dict(params)), sort_keys=True)
+    """16 hex chars of sha256 over the canonical engine parameters: equal configurations have equal keys. A registry
+    parameter ``params`` lacks counts at its default: a record written before the parameter existed ran it at its
+    default (a parameter is added with the earlier behaviour as its default), so such a record of a configuration
+    has the key today's complete record of it has."""
+    doc = json.dumps(_canonical(_DEFAULTS | dict(params)), sort_keys=True)
     return hashlib.sha256(doc.encode()).hexdigest()[:16]
+
+
+_DEFAULTS: dict[str, Any] = {k: p.default for k, p in PARAMS.items()}
+
+
+def _stored_key(c: Mapping[str, Any]) -> str:
+    """The configuration key of a stored ``ConfigRecord`` JSON: its ``key``, computed again when its params lack a
+    registry parameter (a record written before the parameter existed stored the key of its shorter params: the same
+    configuration as today's complete record, under another key)."""
+    key = c.get("key")
+    return key if key and c["params"].keys() >= _DEFAULTS.keys() else config_key(c["params"])
 
 
 def _symbols_sha(symbols: Sequence[str]) -> str:
@@ -638,7 +653,7 @@ def _identity(t: FrozenTrial) -> str:
     trial, or one that failed before its parameters were drawn) its Optuna params."""
     c = t.user_attrs.get(CONFIG)
     if isinstance(c, dict) and isinstance(c.get("params"), dict):
-        return "c:" + (c.get("key") or config_key(c["params"]))
+        return "c:" + _stored_key(c)
     return "p:" + json.dumps(_canonical(t.params), sort_keys=True)
 
 
@@ -667,7 +682,7 @@ def find_repeat(trials: Iterable[FrozenTrial], key: str, before: int | None = No
         if t.state not in (TrialState.COMPLETE, TrialState.PRUNED) or (before is not None and t.number >= before):
             continue
         c = t.user_attrs.get(CONFIG)
-        if isinstance(c, dict) and isinstance(c.get("params"), dict) and (c.get("key") or config_key(c["params"])) == key:
+        if isinstance(c, dict) and isinstance(c.get("params"), dict) and _stored_key(c) == key:
             if best is None or t.number < best.number:
                 best = t
     return best
