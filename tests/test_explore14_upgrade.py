@@ -6,6 +6,7 @@ of the commit named), in tmp_path.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import math
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import duckdb
 import optuna
+import pandas as pd
 import pytest
 
 from _cli_helpers import cli, ok, one_line_error
@@ -148,6 +150,28 @@ def test_a_pipeline_daily_metrics_without_prices_is_one_line_not_a_key_error(tmp
     one_line_error(cli("backtest", "--db", db, "--out", tmp_path, "--no-save"),
                    "daily_metrics has no column open, high, low and the store has no prices_daily",
                    "accumopt ingest prices")
+
+
+def test_backtest_saves_into_a_bt_backtest_runs_table_of_the_first_layout(tmp_path):
+    """bt_backtest_runs as 68c6f3b / e2b928a^ created it (2026-12-02 17:40-17:59; before that optimizer/report.py):
+    ``created_at TIMESTAMP NOT NULL`` where today's writer fills ``run_timestamp``. The writer adds the columns an
+    older table lacks, but left created_at NOT NULL: every saved backtest on such a store died with DuckDB's
+    'NOT NULL constraint failed: bt_backtest_runs.created_at' traceback (exit 1; measured with `backtest --params`
+    on a store of 68c6f3b)."""
+    from optimizer.report.backtest import write_backtest
+
+    con = connect(tmp_path / "store.duckdb")
+    con.execute("CREATE TABLE bt_backtest_runs (run_id VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL, "
+                "params VARCHAR NOT NULL, start_date DATE, end_date DATE, total_trades DOUBLE)")
+    con.execute("INSERT INTO bt_backtest_runs VALUES ('old', TIMESTAMP '2026-12-02 17:45:00', '{}', '2023-01-03', "
+                "'2024-12-31', 262)")
+    try:
+        write_backtest(con, "new", {"total_trades": 208.0}, pd.DataFrame(), pd.DataFrame())
+        rows = con.execute("SELECT run_id, created_at, total_trades, run_timestamp IS NOT NULL FROM bt_backtest_runs "
+                           "ORDER BY run_id DESC").fetchall()
+    finally:
+        con.close()
+    assert rows == [("old", datetime.datetime(2026, 12, 2, 17, 45), 262.0, False), ("new", None, 208.0, True)]
 
 
 # ------------------------------------------------------------------------------------------------ trial records
