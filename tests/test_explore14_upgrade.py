@@ -57,6 +57,18 @@ def test_a_store_whose_v3_was_the_signal_sheet_gets_the_splits_table(tmp_path):
         con.close()
 
 
+def test_data_info_on_a_store_awaiting_a_migration_reads_it_as_it_is_and_says_so(tmp_path):
+    db = tmp_path / "old.duckdb"
+    _store_of_main_at_ded9468(db)
+    res = ok(cli("data", "info", "--db", db, "--out", tmp_path))
+    assert "tables (schema v3)" in res.stdout
+    assert f"schema v3 is older than this accumopt's v{SCHEMA_VERSION}: the next command that writes to the store" \
+        in " ".join(res.stdout.split())
+    assert _tables(db) == sorted(["finra_short_daily", "prices_daily", "finra_otc_weekly", "lit_flow_daily",
+                                  "options_daily", "ingest_log", "ingest_rejects", "symbol_map", "market_regimes",
+                                  "signal_sheet", "schema_version"])  # read-only: nothing migrated
+
+
 def test_a_store_already_migrated_without_splits_is_repaired_on_its_next_opening(tmp_path):
     """The same store after an accumopt of before the repair opened it: at the then-latest version (6), no splits."""
     db = tmp_path / "old.duckdb"
