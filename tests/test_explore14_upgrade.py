@@ -273,6 +273,22 @@ def test_a_best_file_with_metrics_rounded_by_an_older_accumopt_reproduces_and_sa
     assert run["reproduces_trial"] is True and not any("recorded before" in w for w in run["warnings"])
 
 
+def test_backtest_of_a_record_without_the_later_parameters_names_each_and_its_default(demo_study, tmp_path):
+    doc = json.loads(ok(cli("study", "best", "demo", "--storage", demo_study["storage"])).stdout)
+    f = tmp_path / "old_best.json"
+    f.write_text(json.dumps(doc | {"config": _old_layout(doc["config"])}))
+    run = json.loads(ok(cli("backtest", "--params", f, "--db", demo_study["db"], "--no-save", "--format", "json",
+                            "--out", tmp_path)).stdout)
+    assert run["reproduces_trial"] is True, run["comparison"]  # the defaults are how the trial ran
+    note = [w for w in run["warnings"] if "predates" in w]
+    assert len(note) == 1 and f"predates {len(_ADDED_LATER)} engine parameter(s)" in note[0]
+    assert "atr_stop=None" in note[0] and "options_boost=0.0" in note[0] and "dd_cooloff=10" in note[0]
+    f.write_text(json.dumps(doc))  # today's record: nothing to say
+    run = json.loads(ok(cli("backtest", "--params", f, "--db", demo_study["db"], "--no-save", "--format", "json",
+                            "--out", tmp_path)).stdout)
+    assert not any("predates" in w for w in run["warnings"])
+
+
 def test_replay_of_a_trial_recorded_with_rounded_metrics_reproduces(demo_study, tmp_path):
     """The stored trial as an accumopt of before 2026-12-03 left it: metrics and fold metrics rounded to 10
     decimals, the value computed from the rounded folds (here: the stored value moved by 6e-12, as measured on a

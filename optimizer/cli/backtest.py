@@ -16,7 +16,7 @@ from optimizer.data.universe import universe_label, unpriced_note
 from optimizer.params import PARAMS, Choice, Param, check_given_active
 from optimizer.paths import output_root, resolve_db
 from optimizer.study.paramsfile import load_params_record
-from optimizer.study.records import metrics_tolerance, rounded_note
+from optimizer.study.records import defaulted_note, metrics_tolerance, rounded_note
 
 __all__ = ["COMMANDS"]
 
@@ -81,6 +81,8 @@ def backtest_cmd(params_file, universe, start, end, regime, final, allow_data_ch
     panel = run.panel
     stored = rec.trial.get("metrics") if rec is not None and rec.trial and rec.record is not None else None
     reproduces, notes = None, []
+    if rec is not None and rec.record is not None and rec.record.defaulted():
+        notes.append(defaulted_note(rec.record.defaulted()))
     if stored and not overrides and not loose and universe is None and start is None and end_given is None \
             and regime is None and not final:
         tol = metrics_tolerance(stored)

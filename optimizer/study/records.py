@@ -68,7 +68,7 @@ __all__ = [
     "distinct_configurations", "group_configurations", "find_repeat", "WF_RUN", "WF_CLAIM", "claims_name",
     "write_wf_run", "read_wf_run", "claim_template", "read_claim", "WF_RESULT", "write_window_result",
     "read_window_result", "trials_digest", "lost_to_kill", "LEGACY_ROUNDED_TOLERANCE", "rounded_metrics",
-    "metrics_tolerance", "rounded_note",
+    "metrics_tolerance", "rounded_note", "defaulted_note",
 ]
 
 # trial attribute keys
@@ -308,6 +308,12 @@ class ConfigRecord:
                                  f"warm up from it, as in the study), got {flag}={first.isoformat()}; to start earlier, "
                                  "pass the trial's parameters without its record (the file's \"params\" object)")
 
+    def defaulted(self) -> tuple[str, ...]:
+        """The engine parameters this record does not hold: a record written before they existed (one of 5080b8c
+        holds 20 of today's 44). Each runs at its default, which is how the trial ran (a parameter is added with
+        the earlier behaviour as its default); ``defaulted_note`` says so."""
+        return tuple(k for k in _DEFAULTS if k not in self.params)
+
     def symbols_match(self, symbols: Sequence[str]) -> bool:
         return self.symbols_sha is None or _symbols_sha(symbols) == self.symbols_sha
 
@@ -450,6 +456,14 @@ def metrics_tolerance(metrics: Mapping[str, Any]) -> float:
     """The relative tolerance a re-run of a trial whose stored metrics are ``metrics`` is compared with: 0 (bit for
     bit), or ``LEGACY_ROUNDED_TOLERANCE`` for metrics rounded by a record written before 2026-12-03."""
     return LEGACY_ROUNDED_TOLERANCE if rounded_metrics(metrics) else 0.0
+
+
+def defaulted_note(names: Sequence[str]) -> str:
+    """The line a command reading an older record states (``ConfigRecord.defaulted``): which parameters it lacks and
+    the default each takes."""
+    shown = ", ".join(f"{k}={_DEFAULTS[k]!r}" for k in names)
+    return (f"the record predates {len(names)} engine parameter(s), run at their defaults (how the trial ran before they "
+            f"existed): {shown}")
 
 
 def rounded_note(what: str) -> str:
