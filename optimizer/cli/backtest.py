@@ -16,6 +16,7 @@ from optimizer.data.universe import universe_label, unpriced_note
 from optimizer.params import PARAMS, Choice, Param, check_given_active
 from optimizer.paths import output_root, resolve_db
 from optimizer.study.paramsfile import load_params_record
+from optimizer.study.records import defaulted_note, metrics_tolerance, rounded_note
 
 __all__ = ["COMMANDS"]
 
@@ -79,15 +80,22 @@ def backtest_cmd(params_file, universe, start, end, regime, final, allow_data_ch
                    final=final, allow_data_change=allow_data_change, min_periods=rec.min_periods if loose else None)
     panel = run.panel
     stored = rec.trial.get("metrics") if rec is not None and rec.trial and rec.record is not None else None
-    reproduces = None
+    reproduces, notes = None, []
+    if rec is not None and rec.record is not None and rec.record.defaulted():
+        notes.append(defaulted_note(rec.record.defaulted()))
     if stored and not overrides and not loose and universe is None and start is None and end_given is None \
             and regime is None and not final:
-        comp = compare_metrics(stored, run.result.metrics)
+        tol = metrics_tolerance(stored)
+        comp = compare_metrics(stored, run.result.metrics, tol=tol)
         reproduces = bool(comp["equal"].all()) if len(comp) else None
+        if tol:  # a record of before 2026-12-03 rounded its metrics: compared by that version's rule, and said so
+            notes.append(rounded_note(f"trial {rec.trial.get('number')} of {rec.trial.get('study')}"))
     else:
         comp = None
     for w in run.warnings:
         err_console.print(w, style="bold red", markup=False, highlight=False, soft_wrap=True)
+    for w in notes:
+        err_console.print(w, markup=False, highlight=False, soft_wrap=True)
     end_from = ("--end" if end_given is not None else "the parameters file's span end" if end is not None
                 else run.end_from)
     if fmt == "json":
@@ -97,7 +105,7 @@ def backtest_cmd(params_file, universe, start, end, regime, final, allow_data_ch
                                  "coverage": panel.coverage.to_dict() if panel.coverage is not None else None,
                                  "reproduces_trial": reproduces,
                                  "comparison": None if comp is None else comp.to_dict(orient="records"),
-                                 "warnings": run.warnings, "outputs": run.outputs})
+                                 "warnings": run.warnings + notes, "outputs": run.outputs})
         return
     d = panel.dates
     r, c = run.record, run.result.config.costs

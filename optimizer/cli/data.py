@@ -27,7 +27,7 @@ from optimizer.data.fetch import fetch_finra_api, fetch_finra_short, fetch_polyg
 from optimizer.data.ingest import ingest_paths
 from optimizer.data.metrics import build_daily_metrics, partial_days_warning
 from optimizer.data.splitcheck import SuspectSplit, suspect_split_lines
-from optimizer.data.store import connect
+from optimizer.data.store import SCHEMA_VERSION, connect
 from optimizer.data.synth import SynthConfig, generate_market, synth_to_db, write_market
 from optimizer.data.symbols import canonical_symbol
 from optimizer.data.universe import UNIVERSE_NAMES, resolve_universe
@@ -280,6 +280,10 @@ def info_cmd(db, out, fmt):
     tables["symbols"] = tables["symbols"].astype("Int64")
     console.print(f"store: {db}", markup=False, highlight=False, soft_wrap=True)
     print_table(tables, title=f"tables (schema v{info['schema_version']})", hint=None)
+    if (info["schema_version"] or 0) < SCHEMA_VERSION:  # data info reads a store as it is: it never migrates
+        console.print(f"schema v{info['schema_version'] or 0} is older than this accumopt's v{SCHEMA_VERSION}: the next "
+                      "command that writes to the store (ingest, metrics build, backtest, signals) migrates it; "
+                      "reading commands read it as it is", markup=False, highlight=False, soft_wrap=True)
     console.print(f"coverage of the NYSE sessions from each source's first to last date (a span needs >= "
                   f"{100 * info['minimum']:.0f}% for {' and '.join(info['required'])}):", markup=False)
     for c in info["coverage"]:

@@ -332,6 +332,8 @@ def study_replay(name, trial, storage, db, out, fmt):
     else:
         print_table(rep["comparison"], title=f"replay {name} #{trial}: {'REPRODUCED' if rep['reproduced'] else 'DIFFERENT'}",
                     hint=None)
+        for note in rep["notes"]:
+            err_console.print(note, markup=False, highlight=False, soft_wrap=True)
     if not rep["reproduced"]:
         sys.exit(1)
 

@@ -4,12 +4,15 @@ Raw tables are never mixed: one per source. ``daily_metrics`` / ``options_premiu
 (point-in-time) tables built by ``optimizer.data.metrics``; the engine writes only ``bt_``-prefixed tables.
 Opening a database created by an older schema version migrates it in one transaction.
 A database built by the existing darkpool pipeline (it has ``daily_metrics`` but no ``schema_version``)
-is opened read-compatible: missing raw tables are created, existing tables are never altered.
+is opened read-compatible: missing raw tables are created, existing tables are never altered; a table of its own
+under one of this schema's names without this schema's columns is refused before anything is written (one
+DataError naming the table and the columns it lacks), as every ingest and summary would fail on it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,6 +43,18 @@ SPLITS_TABLE = "splits"
 # FINRA Reg SHO daily file families (the ``facility`` of finra_short_daily rows, besides 'API'): CNMS is the
 # consolidated file, the others are per-facility files.
 FINRA_FAMILIES = ("CNMS", "FNSQ", "FNQC", "FNYX", "FNRA", "FORF")
+
+_SPLITS_DDL = """
+    CREATE TABLE IF NOT EXISTS splits (
+        symbol VARCHAR NOT NULL,
+        ex_date DATE NOT NULL,                -- first session traded on the new share basis
+        split_from DOUBLE NOT NULL,           -- old shares ...
+        split_to DOUBLE NOT NULL,             -- ... become this many new shares
+        ratio DOUBLE NOT NULL,                -- split_to / split_from: 10 for a 10-for-1 split
+        source_file VARCHAR NOT NULL,
+        PRIMARY KEY (symbol, ex_date)
+    );
+    """
 
 # Each migration takes the schema from version i to i+1. Never edit a released one: append. A migration is SQL,
 # or the name of a function of this module taking the connection (inside the same transaction).
@@ -151,17 +166,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX IF NOT EXISTS market_regimes_symbol_detected_at ON market_regimes (symbol, detected_at);
     """,
     # v3: stock splits (FINRA / lit / OTC volumes are raw share counts; prices arrive split-adjusted)
-    """
-    CREATE TABLE IF NOT EXISTS splits (
-        symbol VARCHAR NOT NULL,
-        ex_date DATE NOT NULL,                -- first session traded on the new share basis
-        split_from DOUBLE NOT NULL,           -- old shares ...
-        split_to DOUBLE NOT NULL,             -- ... become this many new shares
-        ratio DOUBLE NOT NULL,                -- split_to / split_from: 10 for a 10-for-1 split
-        source_file VARCHAR NOT NULL,
-        PRIMARY KEY (symbol, ex_date)
-    );
-    """,
+    _SPLITS_DDL,
     # v4: finra_short_daily without its PRIMARY KEY index (see _drop_finra_short_key)
     "_drop_finra_short_key",
     # v5: signal_sheet: the evening signal sheet (optimizer/signals.py, docs/SIGNALS.md): every symbol's score on a
@@ -227,8 +232,16 @@ MIGRATIONS: list[str] = [
         span_end DATE                         -- the last session evaluated
     );
     """,
+    # v7: splits again, for a store whose version 3 was not splits. From 2026-12-02 18:42 to 19:30 UTC main
+    # numbered signal_sheet v3 (ded9468); the merge of the splits branch renumbered it v5 after splits (v3) and the
+    # finra key (v4). A store created then is at v3 with signal_sheet and no splits: v4..v6 ran on it and splits
+    # was never created (metrics build failed on 'Table with name splits does not exist'). A no-op elsewhere.
+    _SPLITS_DDL,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+# every table the migrations create (tests/test_explore14_upgrade.py checks the list against them)
+_TABLE_NAMES = (*RAW_TABLES, SPLITS_TABLE, "ingest_log", "ingest_rejects", "symbol_map", "market_regimes",
+                "signal_sheet", "reserve_ledger")
 
 
 def _drop_finra_short_key(con: duckdb.DuckDBPyConnection) -> None:
@@ -276,6 +289,39 @@ def _refuse_newer(v: int) -> None:
         raise DataError(
             f"database schema version {v} is newer than this accumopt supports ({SCHEMA_VERSION}); upgrade accumopt"
         )
+
+
+@functools.cache
+def _own_layout() -> dict[str, tuple[str, ...]]:
+    """The columns of every table the migrations create, by running them on an in-memory database (once)."""
+    con = duckdb.connect(":memory:")
+    try:
+        migrate(con)
+        rows = con.execute("SELECT table_name, list(column_name ORDER BY ordinal_position) FROM information_schema.columns "
+                           "WHERE table_schema = 'main' AND table_name <> 'schema_version' GROUP BY 1").fetchall()
+    finally:
+        con.close()
+    return {t: tuple(c) for t, c in rows}
+
+
+def _refuse_foreign_layout(con: duckdb.DuckDBPyConnection, path: str) -> None:
+    """A DataError when the store holds a table under one of this schema's names without all of its columns: a
+    table another tool made (a darkpool-pipeline database's own raw tables), which the migrations leave as it is
+    (``CREATE TABLE IF NOT EXISTS``) and every ingest, summary and load would then fail on with DuckDB's error.
+    Checked only before a migration (a store of an older schema, or of another tool): every table of a store at the
+    current version was created by these migrations."""
+    have = dict(con.execute(
+        "SELECT table_name, list(column_name) FROM information_schema.columns WHERE table_schema = 'main' "
+        "AND table_name IN (SELECT unnest(?::VARCHAR[])) GROUP BY 1", [list(_TABLE_NAMES)]).fetchall())
+    if not have:
+        return
+    bad = [(t, [c for c in cols if c not in have[t]]) for t, cols in _own_layout().items() if t in have]
+    bad = [(t, miss) for t, miss in bad if miss]
+    if bad:
+        what = "; ".join(f"table {t} lacks column(s) {', '.join(miss)}" for t, miss in bad)
+        raise DataError(f"database {path}: {what} of accumopt's layout: tables another tool made under accumopt's names "
+                        "(a darkpool-pipeline database?), which accumopt would fail on or misread; keep accumopt's data in "
+                        "a store of its own (--db NEW.duckdb, filled by `accumopt ingest`), or rename those tables")
 
 
 def migrate(con: duckdb.DuckDBPyConnection) -> int:
@@ -335,10 +381,12 @@ def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnect
                         f"and DuckDB opens a file in one mode per process; close that connection (con.close()) and "
                         f"call again") from None
     try:
+        v = _current_version(con)
+        _refuse_newer(v)  # a reader cannot migrate, but must not read a newer accumopt's tables as its own
+        if v < SCHEMA_VERSION and p != ":memory:":
+            _refuse_foreign_layout(con, p)  # before a migration writes anything into another tool's database
         if not read_only:
             migrate(con)
-        else:  # a reader cannot migrate, but must not read a newer accumopt's tables as its own
-            _refuse_newer(_current_version(con))
     except BaseException:
         con.close()
         raise

@@ -36,6 +36,8 @@ PANEL_FIELDS: tuple[str, ...] = (
     "lit_buy_volume", "lit_sell_volume", "lit_flow_imbalance",
     "otc_participation_rate", "confidence",
 )
+# what the engine reads of every panel (entries and exits at the open, returns on the close, stops on the range)
+PRICE_FIELDS: tuple[str, ...] = ("open", "high", "low", "close")
 OPTION_FIELDS: tuple[str, ...] = (
     "call_volume", "put_volume", "itm_call_volume", "otm_call_volume", "itm_put_volume", "otm_put_volume", "atm_iv",
     "total_premium",
@@ -287,6 +289,12 @@ def load_panel(
         elif c in ("open", "high", "low", "close", "volume") and c in price_cols:
             sel.append(f'p."{c}"')
             joins = " LEFT JOIN prices_daily p ON p.date = m.date AND p.symbol = m.symbol"
+    lacking = [c for c in PRICE_FIELDS if c not in cols and c not in price_cols]
+    if lacking:  # a daily_metrics of another tool (a darkpool-pipeline database) without prices to join
+        raise DataError(f"daily_metrics has no column {', '.join(lacking)} and the store has no prices_daily to join "
+                        f"{'them' if len(lacking) > 1 else 'it'} from (a daily_metrics another tool built?): entries fill "
+                        "at the open and stops read the high and low; ingest prices (`accumopt ingest prices FILE`) "
+                        "or keep accumopt's data in a store of its own")
     opt_cols = _columns(con, "options_premium_daily")
     if opt_cols:
         for c in OPTION_FIELDS:

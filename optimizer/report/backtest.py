@@ -133,16 +133,20 @@ def _q(name: str) -> str:
 
 
 def _ensure_table(con, table: str, types: Mapping[str, str]) -> None:
-    """CREATE TABLE IF NOT EXISTS with ``types``; add any column an older table lacks (bt_ tables only)."""
+    """CREATE TABLE IF NOT EXISTS with ``types``; add any column an older table lacks, and let a NOT NULL column of
+    an older layout that ``types`` no longer has take NULL (bt_ tables only): its rows stay as they were."""
     if not table.startswith("bt_"):
         raise ParameterError(f"table must start with 'bt_' (outputs never touch other tables), got table={table!r}")
     con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(f'{_q(c)} {t}' for c, t in types.items())})")
-    have = {r[0] for r in con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = ? AND table_schema = 'main'", [table]
-    ).fetchall()}
+    have = dict(con.execute(
+        "SELECT column_name, is_nullable FROM information_schema.columns WHERE table_name = ? AND table_schema = 'main'",
+        [table]).fetchall())
     for c, t in types.items():
         if c not in have:
             con.execute(f"ALTER TABLE {table} ADD COLUMN {_q(c)} {t.replace(' NOT NULL', '')}")
+    for c, nullable in have.items():  # a NOT NULL column of an older layout that this writer no longer fills
+        if c not in types and nullable == "NO":  # (created_at of 68c6f3b's bt_backtest_runs): kept, nullable
+            con.execute(f"ALTER TABLE {table} ALTER COLUMN {_q(c)} DROP NOT NULL")
 
 
 def _insert_frame(con, table: str, df: pd.DataFrame, types: Mapping[str, str]) -> None:

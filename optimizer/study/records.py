@@ -52,6 +52,7 @@ from optuna.trial import FrozenTrial, TrialState
 from optimizer import engine  # engine.evaluate.Config when a record is turned into one (not at import: no kernels)
 from optimizer.data.calendar import stamp
 from optimizer.errors import DataError, ParameterError, SpecError
+from optimizer.params import PARAMS
 from optimizer.study.spec import StudySpec, parse_spec
 from optimizer.study.storage import user_attrs_in_one_transaction
 
@@ -67,7 +68,8 @@ __all__ = [
     "set_trials_target", "trial_counts", "complete_trials", "direction_sign", "ranked_trials",
     "distinct_configurations", "group_configurations", "find_repeat", "WF_RUN", "WF_CLAIM", "claims_name",
     "write_wf_run", "read_wf_run", "claim_template", "read_claim", "WF_RESULT", "write_window_result",
-    "read_window_result", "trials_digest", "lost_to_kill",
+    "read_window_result", "trials_digest", "lost_to_kill", "LEGACY_ROUNDED_TOLERANCE", "rounded_metrics",
+    "metrics_tolerance", "rounded_note", "defaulted_note",
 ]
 
 # trial attribute keys
@@ -215,9 +217,23 @@ def _canonical(v: Any) -> Any:
 
 
 def config_key(params: Mapping[str, Any]) -> str:
-    """16 hex chars of sha256 over the canonical engine parameters: equal configurations have equal keys."""
-    doc = json.dumps(_canonical(dict(params)), sort_keys=True)
+    """16 hex chars of sha256 over the canonical engine parameters: equal configurations have equal keys. A registry
+    parameter ``params`` lacks counts at its default: a record written before the parameter existed ran it at its
+    default (a parameter is added with the earlier behaviour as its default), so such a record of a configuration
+    has the key today's complete record of it has."""
+    doc = json.dumps(_canonical(_DEFAULTS | dict(params)), sort_keys=True)
     return hashlib.sha256(doc.encode()).hexdigest()[:16]
+
+
+_DEFAULTS: dict[str, Any] = {k: p.default for k, p in PARAMS.items()}
+
+
+def _stored_key(c: Mapping[str, Any]) -> str:
+    """The configuration key of a stored ``ConfigRecord`` JSON: its ``key``, computed again when its params lack a
+    registry parameter (a record written before the parameter existed stored the key of its shorter params: the same
+    configuration as today's complete record, under another key)."""
+    key = c.get("key")
+    return key if key and c["params"].keys() >= _DEFAULTS.keys() else config_key(c["params"])
 
 
 def _symbols_sha(symbols: Sequence[str]) -> str:
@@ -292,6 +308,12 @@ class ConfigRecord:
             raise ParameterError(f"{flag} must be on or after {self.panel_start}, the trial's panel start (its z-scores "
                                  f"warm up from it, as in the study), got {flag}={first.isoformat()}; to start earlier, "
                                  "pass the trial's parameters without its record (the file's \"params\" object)")
+
+    def defaulted(self) -> tuple[str, ...]:
+        """The engine parameters this record does not hold: a record written before they existed (one of 5080b8c
+        holds 20 of today's 44). Each runs at its default, which is how the trial ran (a parameter is added with
+        the earlier behaviour as its default); ``defaulted_note`` says so."""
+        return tuple(k for k in _DEFAULTS if k not in self.params)
 
     def symbols_match(self, symbols: Sequence[str]) -> bool:
         return self.symbols_sha is None or _symbols_sha(symbols) == self.symbols_sha
@@ -404,6 +426,51 @@ def read_trial(t: FrozenTrial) -> TrialRecord:
     return TrialRecord(m if isinstance(m, dict) else {}, f if isinstance(f, list) else [],
                        c if isinstance(c, dict) else None,
                        r if isinstance(r, int) and not isinstance(r, bool) else None)
+
+
+# A trial recorded before 2026-12-03 (00b213b) stored its metrics rounded to 10 decimals, its objective value computed
+# from the rounded fold metrics, and its parameters rounded to 12 significant digits; backtest and replay of that
+# version compared within a relative 1e-9 (``tol * max(1, |a|, |b|)``). Such a record is compared by that rule: it
+# cannot hold the bits that an exact comparison asks for.
+LEGACY_ROUNDED_TOLERANCE = 1e-9
+_LEGACY_DECIMALS = 10
+
+
+def _decimals(x: float) -> int:
+    """Decimals of the shortest repr of a finite float (0.0290847079 -> 10; 2.5e-11 -> 12)."""
+    mant, _, exp = repr(x).partition("e")
+    frac = mant.partition(".")[2].rstrip("0")
+    return max(len(frac) - int(exp or 0), 0)
+
+
+def rounded_metrics(metrics: Mapping[str, Any]) -> bool:
+    """Whether a trial's stored ``metrics`` were rounded to 10 decimals (a record written before 2026-12-03):
+    no float of more than 10 decimals and at least three of exactly 10. A metric stored at full precision has ~17
+    significant digits (short ones are exact fractions such as a hit rate of 39/64 = 0.609375), so three floats
+    ending at exactly the 10th decimal and none beyond is the rounding, not chance."""
+    ds = [_decimals(float(v)) for v in metrics.values()
+          if isinstance(v, float) and math.isfinite(v)]
+    return bool(ds) and max(ds) <= _LEGACY_DECIMALS and sum(d == _LEGACY_DECIMALS for d in ds) >= 3
+
+
+def metrics_tolerance(metrics: Mapping[str, Any]) -> float:
+    """The relative tolerance a re-run of a trial whose stored metrics are ``metrics`` is compared with: 0 (bit for
+    bit), or ``LEGACY_ROUNDED_TOLERANCE`` for metrics rounded by a record written before 2026-12-03."""
+    return LEGACY_ROUNDED_TOLERANCE if rounded_metrics(metrics) else 0.0
+
+
+def defaulted_note(names: Sequence[str]) -> str:
+    """The line a command reading an older record states (``ConfigRecord.defaulted``): which parameters it lacks and
+    the default each takes."""
+    shown = ", ".join(f"{k}={_DEFAULTS[k]!r}" for k in names)
+    return (f"the record predates {len(names)} engine parameter(s), run at their defaults (how the trial ran before they "
+            f"existed): {shown}")
+
+
+def rounded_note(what: str) -> str:
+    """The line a comparison states when it used ``LEGACY_ROUNDED_TOLERANCE`` (``what``: the trial)."""
+    return (f"{what} was recorded before 2026-12-03, with its metrics rounded to 10 decimals: compared within a "
+            f"relative {LEGACY_ROUNDED_TOLERANCE:g} (the rule of that version), not bit for bit")
 
 
 def lost_to_kill(t: FrozenTrial) -> bool:
@@ -601,7 +668,7 @@ def _identity(t: FrozenTrial) -> str:
     trial, or one that failed before its parameters were drawn) its Optuna params."""
     c = t.user_attrs.get(CONFIG)
     if isinstance(c, dict) and isinstance(c.get("params"), dict):
-        return "c:" + (c.get("key") or config_key(c["params"]))
+        return "c:" + _stored_key(c)
     return "p:" + json.dumps(_canonical(t.params), sort_keys=True)
 
 
@@ -630,7 +697,7 @@ def find_repeat(trials: Iterable[FrozenTrial], key: str, before: int | None = No
         if t.state not in (TrialState.COMPLETE, TrialState.PRUNED) or (before is not None and t.number >= before):
             continue
         c = t.user_attrs.get(CONFIG)
-        if isinstance(c, dict) and isinstance(c.get("params"), dict) and (c.get("key") or config_key(c["params"])) == key:
+        if isinstance(c, dict) and isinstance(c.get("params"), dict) and _stored_key(c) == key:
             if best is None or t.number < best.number:
                 best = t
     return best

@@ -15,7 +15,7 @@ import pandas as pd
 
 from optimizer.errors import DataError
 from optimizer.study.data import load_study_data, prepare_data
-from optimizer.study.records import read_study, read_trial
+from optimizer.study.records import metrics_tolerance, read_study, read_trial, rounded_note
 from optimizer.study.run import git_commit
 from optimizer.study.storage import study_names
 from optimizer.study.space import trial_config
@@ -64,19 +64,21 @@ def replay_trial(storage: Any, name: str, number: int, db: str | Path) -> dict[s
     out = TrialObjective(data).evaluate(dict(trial.params), trial_config(trial, spec))  # the stored configuration
     stored_trial = read_trial(trial)
     stored = stored_trial.metrics
+    tol = metrics_tolerance(stored)  # a record of before 2026-12-03 rounded its metrics: that version's rule
     rows = []
     values = list(out["values"])
     for i, v in enumerate(values):
         sv = trial.values[i] if trial.values else None
-        rows.append({"key": "value" if len(values) == 1 else f"value_{i}", "stored": sv, "replayed": v, "equal": _close(sv, v)})
+        rows.append({"key": "value" if len(values) == 1 else f"value_{i}", "stored": sv, "replayed": v, "equal": _close(sv, v, tol)})
     for k, v in out["overall"].items():
         if k in stored:
-            rows.append({"key": k, "stored": stored[k], "replayed": v, "equal": _close(stored[k], v)})
+            rows.append({"key": k, "stored": stored[k], "replayed": v, "equal": _close(stored[k], v, tol)})
     for i, (sf, rf) in enumerate(zip(stored_trial.folds, out["folds"])):
         for k in ("closed_trades", "rank_score", "avg_excess_return"):
             if k in sf:
-                rows.append({"key": f"fold{i}.{k}", "stored": sf[k], "replayed": rf[k], "equal": _close(sf[k], rf[k])})
+                rows.append({"key": f"fold{i}.{k}", "stored": sf[k], "replayed": rf[k], "equal": _close(sf[k], rf[k], tol)})
     comp = pd.DataFrame(rows)
     return {"study": name, "trial": number, "params": dict(trial.params), "reproduced": bool(comp["equal"].all()),
             "comparison": comp, "fingerprint": data.fingerprint,
-            "stored_commit": rec.git_commit, "current_commit": git_commit()}
+            "stored_commit": rec.git_commit, "current_commit": git_commit(),
+            "notes": [rounded_note(f"trial {number} of {name!r}")] if tol else []}

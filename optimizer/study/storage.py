@@ -14,6 +14,7 @@ import fcntl
 import importlib.util
 import json
 import os
+import re
 import sqlite3
 import tempfile
 import time
@@ -89,6 +90,11 @@ def storage_failure(url: str, e: BaseException) -> DataError:
         why = f"is corrupt or truncated ({msg})"
     elif "no such table" in low:
         why = f"is not an Optuna study storage ({msg})"
+    elif "optuna storage upgrade" in low:  # Optuna's schema check: a storage written by an older Optuna
+        found = re.search(r"set up by optuna ([^)\s]+)", msg)
+        why = (f"was written by {'Optuna ' + found.group(1) if found else 'an older Optuna'}: this Optuna "
+               f"{optuna.__version__} is no longer compatible with the table schema; upgrade its tables once (a copy "
+               f"first: an older Optuna cannot open it afterwards): optuna storage upgrade --storage {url}")
     else:
         why = f"failed: {type(cause).__name__}: {msg}"
     return DataError(f"study storage {url} {why}")
