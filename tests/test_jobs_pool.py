@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 
 from _cli_helpers import finish_logged
 from objectives import make_objective
-from test_study_workers import _assert_clean, _spec, _start, _trials
+from test_study_workers import _assert_clean, _spec, _start, _trials, age_heartbeats
 from optimizer.study import make_storage
 from optimizer.study import storage as storage_mod
 from optimizer.study.run import run_study
@@ -90,7 +90,7 @@ def test_a_claimed_row_whose_coordinator_died_goes_stale(tmp_path):
     study = optuna.create_study(study_name="stale", storage=storage)
     tid, number = storage.claim_trial(study._study_id)
     assert number == 0 and storage._get_stale_trial_ids(study._study_id) == []
-    time.sleep(3.2)
+    age_heartbeats(storage, 3.2)  # 3.2 s pass for the heartbeats (no coordinator beats meanwhile: it died)
     assert storage._get_stale_trial_ids(study._study_id) == [tid]
     optuna.storages.fail_stale_trials(study)
     states = [t.state for t in study.get_trials()]

@@ -59,6 +59,7 @@ import pytest
 from optuna.trial import TrialState
 
 from _slow_objective import SLEEP_ENV
+from test_study_workers import age_heartbeats
 
 from optimizer.data.synth import SynthConfig, synth_to_db
 from optimizer.study.spec import load_spec
@@ -452,7 +453,7 @@ def test_trial_killed_before_its_first_heartbeat_still_goes_stale(pg_url):
     # ... and the worker dies here: no heartbeat thread ever ran for either trial
     optuna.storages.fail_stale_trials(study)
     assert [t.state for t in study.get_trials()] == [TrialState.RUNNING] * 2  # not stale yet: beats are fresh
-    time.sleep(3.2)
+    age_heartbeats(storage, 3.2)  # 3.2 s pass for the beats (nobody beats: the worker died)
     optuna.storages.fail_stale_trials(study)
     trials = study.get_trials()
     assert [t.state for t in trials[:2]] == [TrialState.FAIL] * 2

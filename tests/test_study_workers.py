@@ -109,6 +109,23 @@ def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
         return []
 
 
+def age_heartbeats(storage: optuna.storages.RDBStorage, seconds: float) -> None:
+    """Move every trial heartbeat of ``storage`` ``seconds`` into the past: what ``seconds`` of waiting does to a
+    trial nobody beats for (Optuna calls a RUNNING trial stale when the database's now minus its heartbeat row
+    exceeds the grace period), without the wait. A trial that has no heartbeat row stays without one."""
+    from datetime import timedelta
+
+    from optuna.storages._rdb.models import TrialHeartbeatModel
+
+    session = storage.scoped_session()
+    try:
+        for beat in session.query(TrialHeartbeatModel).all():
+            beat.heartbeat = beat.heartbeat - timedelta(seconds=seconds)
+        session.commit()
+    finally:
+        session.close()
+
+
 def _assert_clean(trials, n: int, *stderrs: str, failed: tuple[int, ...] = ()) -> None:
     """Unique, contiguous trial numbers; exactly ``n`` finished; FAIL only for ``failed``; clean stderr."""
     numbers = [t.number for t in trials]
