@@ -1,7 +1,8 @@
 """Process-level tests of ``accumopt study run`` / ``study worker``: SIGKILL + resume, ``--jobs 2``, external workers.
 
 Every study here runs in real ``python -m optimizer.cli`` subprocesses on the planted store (``synth_db``) with a
-temporary SQLite (WAL) storage (a journal file: tests/test_postgres.py). The heartbeat grace period is lowered to
+temporary SQLite (WAL) storage (a journal file: tests/test_postgres.py); the run that resumes a killed one runs the
+same command in the test's process (``resume``). The heartbeat grace period is lowered to
 3 s through ``ACCUMOPT_HEARTBEAT_GRACE`` (read by ``optimizer.study.make_storage``; default 15 s) so that a trial left RUNNING
 by a killed process is declared stale within the test's time budget.
 
@@ -25,7 +26,7 @@ import pytest
 from optuna.trial import TrialState
 
 from optimizer.errors import DataError
-from _cli_helpers import finish_logged
+from _cli_helpers import cli, finish_logged, ok
 from _slow_objective import SLEEP_ENV
 from optimizer.study import make_storage
 from optimizer.study.run import run_study
@@ -100,6 +101,14 @@ def _start(args: list[str], cwd: Path, log: Path, slow: bool = False) -> subproc
                             stdout=open(log.with_suffix(".out"), "w"), stderr=open(log.with_suffix(".err"), "w"))
 
 
+def resume(args: list[str]) -> tuple[str, str]:
+    """Run the command of a killed process again, in this process (click's runner): the kill is what needs a process
+    of its own; the resumed run is the same command on the same storage (exit code 0 asserted), without the
+    slow objective's sleep and without ~2 s of CPU for a new interpreter's imports. Its (stdout, stderr)."""
+    res = ok(cli(*args, env={"ACCUMOPT_HEARTBEAT_GRACE": str(GRACE), SLEEP_ENV: None}))
+    return res.stdout, res.stderr
+
+
 def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
     """The trials as a fresh reading process sees them (new read-only storage object: no cache, no write lock)."""
     try:
@@ -164,7 +173,7 @@ def test_sigkill_single_run_then_resume_loses_only_the_running_trial(synth_db, t
     assert p.returncode == -signal.SIGKILL
     assert len(before) < n and not any(t.state == TrialState.RUNNING for t in before)
     complete_before = {t.number: (t.value, t.params) for t in before if t.state == TrialState.COMPLETE}
-    out, err = finish_logged(_start(args, tmp_path, tmp_path / "resume"), tmp_path / "resume")
+    out, err = resume(args)
     final = _trials(url, "killrun")
     _assert_clean(final, n, err)
     assert len(final) == n  # nothing RUNNING, FAIL or duplicated was left behind
@@ -207,11 +216,10 @@ def test_sigkill_worker_then_resume_keeps_completed_trials_and_fails_the_killed_
     assert len(complete_before) >= 3 and len(running) == 1, [(t.number, t.state.name) for t in killed_at]
     assert len(killed_at) < n
 
-    # the resume starts at once: its start-up overlaps the GRACE seconds the killed trial's heartbeat needs to go
-    # stale (before, the test slept GRACE + 1 s first). A worker that finds the budget held by a RUNNING trial waits
-    # for it, fails it once its heartbeat is stale and runs its retry (optimizer.study.run._optimize_budget): the
-    # assertions below are the same either way
-    out, err = finish_logged(_start(args, tmp_path, tmp_path / "resume"), tmp_path / "resume")
+    # the resume starts at once, before the killed trial's heartbeat is GRACE seconds old (before, the test slept
+    # GRACE + 1 s first). A worker that finds the budget held by a RUNNING trial waits for it, fails it once its
+    # heartbeat is stale and runs its retry (optimizer.study.run._optimize_budget)
+    out, err = resume(args)
     final = _trials(url, "killme")
     _assert_clean(final, n, err, failed=tuple(running))
     byn = {t.number: t for t in final}
