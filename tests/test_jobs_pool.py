@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 
 from _cli_helpers import finish_logged
 from objectives import make_objective
-from test_study_workers import _assert_clean, _spec, _start, _trials, age_heartbeats, resume
+from test_study_workers import _assert_clean, _spec, _start, _trials, age_heartbeats, run_here
 from optimizer.study import make_storage
 from optimizer.study import storage as storage_mod
 from optimizer.study.run import run_study
@@ -195,7 +195,7 @@ def test_sigkill_of_study_run_jobs_2_loses_at_most_2_trials_and_resumes_exactly(
     assert 1 <= len(running) <= 2, [(t.number, t.state.name) for t in before]
     assert all(t.state in (*FINISHED, TrialState.RUNNING) for t in before)
     complete_before = {t.number: (t.value, t.params) for t in before if t.state == TrialState.COMPLETE}
-    out, err = resume(args)  # in this process; its --jobs 2 compute processes are forked from it
+    out, err = run_here(args)  # in this process; its --jobs 2 compute processes are forked from it
     final = _trials(url, "killpool")
     _assert_clean(final, n, err, failed=tuple(running))  # the killed claims: FAIL once stale, never counted
     byn = {t.number: t for t in final}

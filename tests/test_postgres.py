@@ -59,6 +59,7 @@ import pytest
 from optuna.trial import TrialState
 
 from _slow_objective import SLEEP_ENV
+from _cli_helpers import cli
 from test_study_workers import age_heartbeats
 
 from optimizer.data.synth import SynthConfig, synth_to_db
@@ -421,10 +422,12 @@ def test_study_run_jobs_2_on_postgres_finishes_exactly_n_trials(pg_url, study_da
     SQLAlchemy path; the enqueued A, B, A, P popped in the storage, as the two workers above pop them."""
     name = "pg_pool"
     _create(study_data, pg_url, name, planted)
-    cmd = [sys.executable, "-m", "optimizer.cli", "study", "run", str(spec_path), "--storage", pg_url, "--db",
-           str(store), "--name", name, "--n-trials", str(N_TRIALS), "--jobs", "2", "--format", "json"]
-    out = _finish(subprocess.Popen(cmd, cwd=tmp_path, env=_env({SLEEP_ENV: "0.1"}), stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True))
+    # the command in this process (its two compute processes are forked from it: no new interpreter to start),
+    # with the workers' 0.1 s floor per fold
+    res = cli("study", "run", spec_path, "--storage", pg_url, "--db", store, "--name", name, "--n-trials", N_TRIALS,
+              "--jobs", "2", "--format", "json", env={SLEEP_ENV: "0.1"})
+    assert res.exit_code == 0, f"exit {res.exit_code}\n{res.stdout}\n{res.stderr}\n{res.exception!r}"
+    out = json.loads(res.stdout)
     trials = _trials(make_storage(pg_url, heartbeat=False), name)
     _assert_exact_study(trials, planted)
     assert _overlap(trials), "the two compute processes never ran trials at the same time"

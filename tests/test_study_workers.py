@@ -1,9 +1,10 @@
 """Process-level tests of ``accumopt study run`` / ``study worker``: SIGKILL + resume, ``--jobs 2``, external workers.
 
 Every study here runs in real ``python -m optimizer.cli`` subprocesses on the planted store (``synth_db``) with a
-temporary SQLite (WAL) storage (a journal file: tests/test_postgres.py); the run that resumes a killed one runs the
-same command in the test's process (``resume``). The heartbeat grace period is lowered to
-3 s through ``ACCUMOPT_HEARTBEAT_GRACE`` (read by ``optimizer.study.make_storage``; default 15 s) so that a trial left RUNNING
+temporary SQLite (WAL) storage (a journal file: tests/test_postgres.py), except the run that resumes a killed one and
+``study run --jobs 2`` (which forks its own compute processes): they run the command in the test's process
+(``run_here``). The heartbeat grace period is lowered to 3 s through ``ACCUMOPT_HEARTBEAT_GRACE`` (read by
+``optimizer.study.make_storage``; default 15 s) so that a trial left RUNNING
 by a killed process is declared stale within the test's time budget.
 
 Exactness: ``study run --jobs N`` and several ``study worker`` processes on one storage must end with exactly the
@@ -101,10 +102,11 @@ def _start(args: list[str], cwd: Path, log: Path, slow: bool = False) -> subproc
                             stdout=open(log.with_suffix(".out"), "w"), stderr=open(log.with_suffix(".err"), "w"))
 
 
-def resume(args: list[str]) -> tuple[str, str]:
-    """Run the command of a killed process again, in this process (click's runner): the kill is what needs a process
-    of its own; the resumed run is the same command on the same storage (exit code 0 asserted), without the
-    slow objective's sleep and without ~2 s of CPU for a new interpreter's imports. Its (stdout, stderr)."""
+def run_here(args: list[str]) -> tuple[str, str]:
+    """Run a command in this process (click's runner; exit code 0 asserted), without the slow objective's sleep:
+    what a test starts a process for only to run a command (the run that resumes a killed one, a ``--jobs 2`` run
+    whose compute processes it forks itself) costs no new interpreter (~2 s of CPU in imports and kernel loading).
+    Its (stdout, stderr)."""
     res = ok(cli(*args, env={"ACCUMOPT_HEARTBEAT_GRACE": str(GRACE), SLEEP_ENV: None}))
     return res.stdout, res.stderr
 
@@ -173,7 +175,7 @@ def test_sigkill_single_run_then_resume_loses_only_the_running_trial(synth_db, t
     assert p.returncode == -signal.SIGKILL
     assert len(before) < n and not any(t.state == TrialState.RUNNING for t in before)
     complete_before = {t.number: (t.value, t.params) for t in before if t.state == TrialState.COMPLETE}
-    out, err = resume(args)
+    out, err = run_here(args)
     final = _trials(url, "killrun")
     _assert_clean(final, n, err)
     assert len(final) == n  # nothing RUNNING, FAIL or duplicated was left behind
@@ -219,7 +221,7 @@ def test_sigkill_worker_then_resume_keeps_completed_trials_and_fails_the_killed_
     # the resume starts at once, before the killed trial's heartbeat is GRACE seconds old (before, the test slept
     # GRACE + 1 s first). A worker that finds the budget held by a RUNNING trial waits for it, fails it once its
     # heartbeat is stale and runs its retry (optimizer.study.run._optimize_budget)
-    out, err = resume(args)
+    out, err = run_here(args)
     final = _trials(url, "killme")
     _assert_clean(final, n, err, failed=tuple(running))
     byn = {t.number: t for t in final}
@@ -240,8 +242,8 @@ def test_jobs_2_finishes_exactly_n_trials(synth_db, tmp_path):
     n = 12
     spec = _spec(tmp_path, "jobs2", n, pruner='name = "median"\nn_startup_trials = 4')
     url = f"sqlite:///{tmp_path / 'jobs.db'}"
-    out, err = finish_logged(_start(["study", "run", str(spec), "--db", str(synth_db), "--storage", url, "--jobs", "2",
-                               "--format", "json"], tmp_path, tmp_path / "jobs"), tmp_path / "jobs")
+    out, err = run_here(["study", "run", str(spec), "--db", str(synth_db), "--storage", url, "--jobs", "2", "--format",
+                         "json"])
     trials = _trials(url, "jobs2")
     _assert_clean(trials, n, err)
     assert len(trials) == n
