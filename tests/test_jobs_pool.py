@@ -156,9 +156,12 @@ def test_jobs_2_and_an_external_worker_end_with_exactly_n_trials(synth_db, tmp_p
     url = f"sqlite:///{tmp_path / 'mixed.db'}"
     run_study(load_spec(spec), synth_db, url, n_trials=1)  # the study exists: both join it at once
     common = ["--db", str(synth_db), "--storage", url, "--format", "json"]
-    procs = [_start(["study", "run", str(spec), "--jobs", "2", *common], tmp_path, tmp_path / "run", slow=True),
-             _start(["study", "worker", str(spec), *common], tmp_path, tmp_path / "worker", slow=True)]
-    errs = [finish_logged(p, tmp_path / tag)[1] for p, tag in zip(procs, ("run", "worker"))]
+    # the worker a process of its own, the run (which forks its two compute processes) in this process
+    worker = _start(["study", "worker", str(spec), *common], tmp_path, tmp_path / "worker", slow=True)
+    try:
+        errs = [run_here(["study", "run", str(spec), "--jobs", "2", *common], slow=True)[1]]
+    finally:
+        errs.append(finish_logged(worker, tmp_path / "worker")[1])
     trials = _trials(url, "mixed")
     _assert_clean(trials, n, *errs)
     assert len(trials) == n

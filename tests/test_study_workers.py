@@ -102,12 +102,12 @@ def _start(args: list[str], cwd: Path, log: Path, slow: bool = False) -> subproc
                             stdout=open(log.with_suffix(".out"), "w"), stderr=open(log.with_suffix(".err"), "w"))
 
 
-def run_here(args: list[str]) -> tuple[str, str]:
+def run_here(args: list[str], slow: bool = False) -> tuple[str, str]:
     """Run a command in this process (click's runner; exit code 0 asserted), without the slow objective's sleep:
     what a test starts a process for only to run a command (the run that resumes a killed one, a ``--jobs 2`` run
     whose compute processes it forks itself) costs no new interpreter (~2 s of CPU in imports and kernel loading).
-    Its (stdout, stderr)."""
-    res = ok(cli(*args, env={"ACCUMOPT_HEARTBEAT_GRACE": str(GRACE), SLEEP_ENV: None}))
+    ``slow``: with the slow objective's sleep (see SLOW_OBJECTIVE). Its (stdout, stderr)."""
+    res = ok(cli(*args, env={"ACCUMOPT_HEARTBEAT_GRACE": str(GRACE), SLEEP_ENV: str(SLOW) if slow else None}))
     return res.stdout, res.stderr
 
 
@@ -263,11 +263,15 @@ def test_two_external_workers_share_one_study(synth_db, tmp_path):
     spec = _spec(tmp_path, "shared", n)
     url = f"sqlite:///{tmp_path / 'w.db'}"
     # the study exists first (as when workers join a `study run`: run here, in this process, one process fewer; the
-    # `study run` command runs in the tests above); then two worker processes join it at once
+    # `study run` command runs in the tests above); then two workers join it at once: a worker process, and the same
+    # command in this process (one interpreter fewer to start)
     first = run_study(load_spec(spec), synth_db, url, n_trials=1)
     assert first.counts["complete"] + first.counts["pruned"] == 1
     args = ["study", "worker", str(spec), "--db", str(synth_db), "--storage", url, "--format", "json"]
-    procs = [_start(args, tmp_path, tmp_path / f"w{i}") for i in range(2)]
-    errs = [finish_logged(p, tmp_path / f"w{i}")[1] for i, p in enumerate(procs)]
+    p = _start(args, tmp_path, tmp_path / "w0")
+    try:
+        errs = [run_here(args)[1]]
+    finally:
+        errs.insert(0, finish_logged(p, tmp_path / "w0")[1])
     trials = _trials(url, "shared")
     _assert_clean(trials, n, *errs)
