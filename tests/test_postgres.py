@@ -9,7 +9,8 @@ PostgreSQL tests skip when that fails or when psycopg2 (the ``postgres`` extra) 
 Store: a small synthetic market (tier1 = 15 ETFs, 2024-01-02 .. 2024-12-31), built once per module. Spec: 3 purged
 folds, median pruner (n_startup_trials 2, no warm-up), seeded TPE, N = 16 trials. The study is created once
 in-process (``open_study``) with its first four trials enqueued (``planted``); then two ``study worker --n-trials
-16`` processes join it at the same time.
+16`` join it: a process, and once it runs its first trial the same command in the test's process, beside it (the
+heartbeat test's two workers are both processes: one is frozen and killed).
 
 Some trial is pruned and some completed whatever the interleaving (two workers' TPE proposals and the median
 pruner's comparisons depend on it: a run with only sampled trials once ended 16 completed, 0 pruned). The enqueued
@@ -338,10 +339,21 @@ def _two_workers_exact(study_data, spec_path, store, url, name, cwd, planted) ->
     _create(study_data, url, name, planted)
     storage = make_storage(url, heartbeat=False)
     assert [t.state for t in _trials(storage, name)] == [TrialState.WAITING] * 4  # the enqueued A, B, A, P
-    # each fold sleeps 0.1 s (composite_rank's values, tests/_slow_objective.py): 16 trials take >= ~5 s, so the
-    # second worker's start-up on a loaded machine cannot miss the first one's trials
-    procs = [_start_worker(spec_path, store, url, name, cwd, {SLEEP_ENV: "0.1"}) for _ in range(2)]
-    outs = [_finish(p) for p in procs]
+    # each fold sleeps 0.1 s (composite_rank's values, tests/_slow_objective.py). One worker is a process of its own;
+    # once it runs its first trial, the second, the same command, runs in this process (no second interpreter to
+    # start: ~2 s of CPU), beside it
+    proc = _start_worker(spec_path, store, url, name, cwd, {SLEEP_ENV: "0.1"})
+    try:
+        t_end = time.monotonic() + WORKER_TIMEOUT
+        while [t.state for t in _trials(storage, name)] == [TrialState.WAITING] * 4 and time.monotonic() < t_end:
+            assert proc.poll() is None, "the worker process ended before it ran a trial"
+            time.sleep(0.05)
+        here = cli("study", "worker", spec_path, "--storage", url, "--db", store, "--name", name, "--n-trials",
+                   N_TRIALS, "--format", "json", env={SLEEP_ENV: "0.1"})
+        assert here.exit_code == 0, f"exit {here.exit_code}\n{here.stdout}\n{here.stderr}\n{here.exception!r}"
+    finally:
+        outs = [_finish(proc)]
+    outs.append(json.loads(here.stdout))
     trials = _trials(storage, name)
     _assert_exact_study(trials, planted)
     assert _overlap(trials), "the two workers never ran trials at the same time"
