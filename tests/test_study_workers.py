@@ -4,8 +4,8 @@ Every study here runs in real ``python -m optimizer.cli`` subprocesses on the pl
 temporary SQLite (WAL) storage (a journal file: tests/test_postgres.py), except the run that resumes a killed one and
 ``study run --jobs 2`` (which forks its own compute processes): they run the command in the test's process
 (``run_here``). The heartbeat grace period is lowered to 3 s through ``ACCUMOPT_HEARTBEAT_GRACE`` (read by
-``optimizer.study.make_storage``; default 15 s) so that a trial left RUNNING
-by a killed process is declared stale within the test's time budget.
+``optimizer.study.make_storage``; default 15 s) so that a trial left RUNNING by a killed process is declared stale
+within the test's time budget.
 
 Exactness: ``study run --jobs N`` and several ``study worker`` processes on one storage must end with exactly the
 requested number of finished (COMPLETE + PRUNED) trials; the tests assert exactness for both, plus no failed
@@ -20,10 +20,12 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import optuna
 import pytest
+from optuna.storages._rdb.models import TrialHeartbeatModel
 from optuna.trial import TrialState
 
 from optimizer.errors import DataError
@@ -124,10 +126,6 @@ def age_heartbeats(storage: optuna.storages.RDBStorage, seconds: float) -> None:
     """Move every trial heartbeat of ``storage`` ``seconds`` into the past: what ``seconds`` of waiting does to a
     trial nobody beats for (Optuna calls a RUNNING trial stale when the database's now minus its heartbeat row
     exceeds the grace period), without the wait. A trial that has no heartbeat row stays without one."""
-    from datetime import timedelta
-
-    from optuna.storages._rdb.models import TrialHeartbeatModel
-
     session = storage.scoped_session()
     try:
         for beat in session.query(TrialHeartbeatModel).all():
