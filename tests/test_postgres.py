@@ -6,7 +6,8 @@ root), database ``accumopt``; stopped (``pg_ctl stop -m fast``) and removed at t
 /usr/lib/postgresql/*/bin or $PATH; when absent, ``apt-get install -y postgresql`` is tried once (bounded), and the
 PostgreSQL tests skip when that fails or when psycopg2 (the ``postgres`` extra) is not installed.
 
-Store: a small synthetic market (tier1 = 15 ETFs, 2024-01-02 .. 2024-12-31), built once per module. Spec: 3 purged
+Store: the session's planted store (``synth_db``, tests/conftest.py: 2023-01-03 .. 2024-06-28, read only), of which
+the spec reads the tier1 ETFs (15 symbols; a store of their own cost ~1.7 s of CPU to build). Spec: 3 purged
 folds, median pruner (n_startup_trials 2, no warm-up), seeded TPE, N = 16 trials. The study is created once
 in-process (``open_study``) with its first four trials enqueued (``planted``); then two ``study worker --n-trials
 16`` join it: a process, and once it runs its first trial the same command in the test's process, beside it (the
@@ -63,7 +64,6 @@ from _slow_objective import SLEEP_ENV
 from _cli_helpers import cli
 from test_study_workers import age_heartbeats
 
-from optimizer.data.synth import SynthConfig, synth_to_db
 from optimizer.study.spec import load_spec
 from optimizer.study import load_study_data, make_storage, open_study, prepare_data
 from optimizer.study.space import grid_search_space
@@ -220,11 +220,9 @@ def pg_url():
 
 # ------------------------------------------------------------------------------------------------ store, spec, study
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("store")
-    db = d / "store.duckdb"
-    synth_to_db(SynthConfig(start="2024-01-02", end="2024-12-31", universe="tier1"), d / "raw", db)
-    return db
+def store(synth_db) -> Path:
+    """The session's planted store (tests/conftest.py; read only), of which the spec reads the tier1 ETFs."""
+    return synth_db
 
 
 @pytest.fixture(scope="module")
