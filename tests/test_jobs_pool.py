@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 
 from _cli_helpers import finish_logged
 from objectives import make_objective
-from test_study_workers import _assert_clean, _spec, _start, _trials
+from test_study_workers import _assert_clean, _spec, _start, _trials, age_heartbeats, run_here
 from optimizer.study import make_storage
 from optimizer.study import storage as storage_mod
 from optimizer.study.run import run_study
@@ -90,7 +90,7 @@ def test_a_claimed_row_whose_coordinator_died_goes_stale(tmp_path):
     study = optuna.create_study(study_name="stale", storage=storage)
     tid, number = storage.claim_trial(study._study_id)
     assert number == 0 and storage._get_stale_trial_ids(study._study_id) == []
-    time.sleep(3.2)
+    age_heartbeats(storage, 3.2)  # 3.2 s pass for the heartbeats (no coordinator beats meanwhile: it died)
     assert storage._get_stale_trial_ids(study._study_id) == [tid]
     optuna.storages.fail_stale_trials(study)
     states = [t.state for t in study.get_trials()]
@@ -156,9 +156,12 @@ def test_jobs_2_and_an_external_worker_end_with_exactly_n_trials(synth_db, tmp_p
     url = f"sqlite:///{tmp_path / 'mixed.db'}"
     run_study(load_spec(spec), synth_db, url, n_trials=1)  # the study exists: both join it at once
     common = ["--db", str(synth_db), "--storage", url, "--format", "json"]
-    procs = [_start(["study", "run", str(spec), "--jobs", "2", *common], tmp_path, tmp_path / "run", slow=True),
-             _start(["study", "worker", str(spec), *common], tmp_path, tmp_path / "worker", slow=True)]
-    errs = [finish_logged(p, tmp_path / tag)[1] for p, tag in zip(procs, ("run", "worker"))]
+    # the worker a process of its own, the run (which forks its two compute processes) in this process
+    worker = _start(["study", "worker", str(spec), *common], tmp_path, tmp_path / "worker", slow=True)
+    try:
+        errs = [run_here(["study", "run", str(spec), "--jobs", "2", *common], slow=True)[1]]
+    finally:
+        errs.append(finish_logged(worker, tmp_path / "worker")[1])
     trials = _trials(url, "mixed")
     _assert_clean(trials, n, *errs)
     assert len(trials) == n
@@ -195,7 +198,7 @@ def test_sigkill_of_study_run_jobs_2_loses_at_most_2_trials_and_resumes_exactly(
     assert 1 <= len(running) <= 2, [(t.number, t.state.name) for t in before]
     assert all(t.state in (*FINISHED, TrialState.RUNNING) for t in before)
     complete_before = {t.number: (t.value, t.params) for t in before if t.state == TrialState.COMPLETE}
-    out, err = finish_logged(_start(args, tmp_path, tmp_path / "resume"), tmp_path / "resume")
+    out, err = run_here(args)  # in this process; its --jobs 2 compute processes are forked from it
     final = _trials(url, "killpool")
     _assert_clean(final, n, err, failed=tuple(running))  # the killed claims: FAIL once stale, never counted
     byn = {t.number: t for t in final}

@@ -6,10 +6,12 @@ root), database ``accumopt``; stopped (``pg_ctl stop -m fast``) and removed at t
 /usr/lib/postgresql/*/bin or $PATH; when absent, ``apt-get install -y postgresql`` is tried once (bounded), and the
 PostgreSQL tests skip when that fails or when psycopg2 (the ``postgres`` extra) is not installed.
 
-Store: a small synthetic market (tier1 = 15 ETFs, 2024-01-02 .. 2024-12-31), built once per module. Spec: 3 purged
+Store: the session's planted store (``synth_db``, tests/conftest.py: 2023-01-03 .. 2024-06-28, read only), of which
+the spec reads the tier1 ETFs (15 symbols; a store of their own cost ~1.7 s of CPU to build). Spec: 3 purged
 folds, median pruner (n_startup_trials 2, no warm-up), seeded TPE, N = 16 trials. The study is created once
 in-process (``open_study``) with its first four trials enqueued (``planted``); then two ``study worker --n-trials
-16`` processes join it at the same time.
+16`` join it: a process, and once it runs its first trial the same command in the test's process, beside it (the
+heartbeat test's two workers are both processes: one is frozen and killed).
 
 Some trial is pruned and some completed whatever the interleaving (two workers' TPE proposals and the median
 pruner's comparisons depend on it: a run with only sampled trials once ended 16 completed, 0 pruned). The enqueued
@@ -59,8 +61,9 @@ import pytest
 from optuna.trial import TrialState
 
 from _slow_objective import SLEEP_ENV
+from _cli_helpers import cli
+from test_study_workers import age_heartbeats
 
-from optimizer.data.synth import SynthConfig, synth_to_db
 from optimizer.study.spec import load_spec
 from optimizer.study import load_study_data, make_storage, open_study, prepare_data
 from optimizer.study.space import grid_search_space
@@ -217,11 +220,9 @@ def pg_url():
 
 # ------------------------------------------------------------------------------------------------ store, spec, study
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("store")
-    db = d / "store.duckdb"
-    synth_to_db(SynthConfig(start="2024-01-02", end="2024-12-31", universe="tier1"), d / "raw", db)
-    return db
+def store(synth_db) -> Path:
+    """The session's planted store (tests/conftest.py; read only), of which the spec reads the tier1 ETFs."""
+    return synth_db
 
 
 @pytest.fixture(scope="module")
@@ -336,10 +337,21 @@ def _two_workers_exact(study_data, spec_path, store, url, name, cwd, planted) ->
     _create(study_data, url, name, planted)
     storage = make_storage(url, heartbeat=False)
     assert [t.state for t in _trials(storage, name)] == [TrialState.WAITING] * 4  # the enqueued A, B, A, P
-    # each fold sleeps 0.1 s (composite_rank's values, tests/_slow_objective.py): 16 trials take >= ~5 s, so the
-    # second worker's start-up on a loaded machine cannot miss the first one's trials
-    procs = [_start_worker(spec_path, store, url, name, cwd, {SLEEP_ENV: "0.1"}) for _ in range(2)]
-    outs = [_finish(p) for p in procs]
+    # each fold sleeps 0.1 s (composite_rank's values, tests/_slow_objective.py). One worker is a process of its own;
+    # once it runs its first trial, the second, the same command, runs in this process (no second interpreter to
+    # start: ~2 s of CPU), beside it
+    proc = _start_worker(spec_path, store, url, name, cwd, {SLEEP_ENV: "0.1"})
+    try:
+        t_end = time.monotonic() + WORKER_TIMEOUT
+        while [t.state for t in _trials(storage, name)] == [TrialState.WAITING] * 4 and time.monotonic() < t_end:
+            assert proc.poll() is None, "the worker process ended before it ran a trial"
+            time.sleep(0.05)
+        here = cli("study", "worker", spec_path, "--storage", url, "--db", store, "--name", name, "--n-trials",
+                   N_TRIALS, "--format", "json", env={SLEEP_ENV: "0.1"})
+        assert here.exit_code == 0, f"exit {here.exit_code}\n{here.stdout}\n{here.stderr}\n{here.exception!r}"
+    finally:
+        outs = [_finish(proc)]
+    outs.append(json.loads(here.stdout))
     trials = _trials(storage, name)
     _assert_exact_study(trials, planted)
     assert _overlap(trials), "the two workers never ran trials at the same time"
@@ -420,10 +432,12 @@ def test_study_run_jobs_2_on_postgres_finishes_exactly_n_trials(pg_url, study_da
     SQLAlchemy path; the enqueued A, B, A, P popped in the storage, as the two workers above pop them."""
     name = "pg_pool"
     _create(study_data, pg_url, name, planted)
-    cmd = [sys.executable, "-m", "optimizer.cli", "study", "run", str(spec_path), "--storage", pg_url, "--db",
-           str(store), "--name", name, "--n-trials", str(N_TRIALS), "--jobs", "2", "--format", "json"]
-    out = _finish(subprocess.Popen(cmd, cwd=tmp_path, env=_env({SLEEP_ENV: "0.1"}), stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True))
+    # the command in this process (its two compute processes are forked from it: no new interpreter to start),
+    # with the workers' 0.1 s floor per fold
+    res = cli("study", "run", spec_path, "--storage", pg_url, "--db", store, "--name", name, "--n-trials", N_TRIALS,
+              "--jobs", "2", "--format", "json", env={SLEEP_ENV: "0.1"})
+    assert res.exit_code == 0, f"exit {res.exit_code}\n{res.stdout}\n{res.stderr}\n{res.exception!r}"
+    out = json.loads(res.stdout)
     trials = _trials(make_storage(pg_url, heartbeat=False), name)
     _assert_exact_study(trials, planted)
     assert _overlap(trials), "the two compute processes never ran trials at the same time"
@@ -452,7 +466,7 @@ def test_trial_killed_before_its_first_heartbeat_still_goes_stale(pg_url):
     # ... and the worker dies here: no heartbeat thread ever ran for either trial
     optuna.storages.fail_stale_trials(study)
     assert [t.state for t in study.get_trials()] == [TrialState.RUNNING] * 2  # not stale yet: beats are fresh
-    time.sleep(3.2)
+    age_heartbeats(storage, 3.2)  # 3.2 s pass for the beats (nobody beats: the worker died)
     optuna.storages.fail_stale_trials(study)
     trials = study.get_trials()
     assert [t.state for t in trials[:2]] == [TrialState.FAIL] * 2

@@ -309,13 +309,12 @@ def test_a_sheet_of_a_session_without_its_prices_says_so(jan_apr, tmp_path):
             "filter) is not the session's: ingest 2024-04-30's prices and run the sheet again") in ev["warnings"]
 
 
-def test_a_final_reserve_opened_before_the_store_grew_warns_when_opened_again(tmp_path):
+def test_a_final_reserve_opened_before_the_store_grew_warns_when_opened_again(synth_db, tmp_path):
     """The final reserve is the last share of the sessions, so a store that grows moves its start; the ledger keyed
     openings by that start alone, so `backtest --final` a month later opened a reserve most of whose sessions the
     first opening had already shown, and said nothing (the hold-out silently re-used). An opening whose span reaches
     into the reserve now counts as an earlier opening of it."""
-    full = tmp_path / "full.duckdb"
-    synth_to_db(SynthConfig(seed=3, start="2024-01-02", end="2024-06-28", universe="tier1"), tmp_path / "raw", full)
+    full = synth_db  # the session's store (read only), its last month arriving later in the copy that grows
     db = tmp_path / "grows.duckdb"
     _truncated_store(full, db, "2024-05-31")
     params = tmp_path / "p.json"

@@ -1,9 +1,11 @@
 """Process-level tests of ``accumopt study run`` / ``study worker``: SIGKILL + resume, ``--jobs 2``, external workers.
 
 Every study here runs in real ``python -m optimizer.cli`` subprocesses on the planted store (``synth_db``) with a
-temporary SQLite (WAL) storage (a journal file: tests/test_postgres.py). The heartbeat grace period is lowered to
-3 s through ``ACCUMOPT_HEARTBEAT_GRACE`` (read by ``optimizer.study.make_storage``; default 15 s) so that a trial left RUNNING
-by a killed process is declared stale within the test's time budget.
+temporary SQLite (WAL) storage (a journal file: tests/test_postgres.py), except the run that resumes a killed one and
+``study run --jobs 2`` (which forks its own compute processes): they run the command in the test's process
+(``run_here``). The heartbeat grace period is lowered to 3 s through ``ACCUMOPT_HEARTBEAT_GRACE`` (read by
+``optimizer.study.make_storage``; default 15 s) so that a trial left RUNNING by a killed process is declared stale
+within the test's time budget.
 
 Exactness: ``study run --jobs N`` and several ``study worker`` processes on one storage must end with exactly the
 requested number of finished (COMPLETE + PRUNED) trials; the tests assert exactness for both, plus no failed
@@ -18,14 +20,16 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import optuna
 import pytest
+from optuna.storages._rdb.models import TrialHeartbeatModel
 from optuna.trial import TrialState
 
 from optimizer.errors import DataError
-from _cli_helpers import finish_logged
+from _cli_helpers import cli, finish_logged, ok
 from _slow_objective import SLEEP_ENV
 from optimizer.study import make_storage
 from optimizer.study.run import run_study
@@ -100,6 +104,15 @@ def _start(args: list[str], cwd: Path, log: Path, slow: bool = False) -> subproc
                             stdout=open(log.with_suffix(".out"), "w"), stderr=open(log.with_suffix(".err"), "w"))
 
 
+def run_here(args: list[str], slow: bool = False) -> tuple[str, str]:
+    """Run a command in this process (click's runner; exit code 0 asserted), without the slow objective's sleep:
+    what a test starts a process for only to run a command (the run that resumes a killed one, a ``--jobs 2`` run
+    whose compute processes it forks itself) costs no new interpreter (~2 s of CPU in imports and kernel loading).
+    ``slow``: with the slow objective's sleep (see SLOW_OBJECTIVE). Its (stdout, stderr)."""
+    res = ok(cli(*args, env={"ACCUMOPT_HEARTBEAT_GRACE": str(GRACE), SLEEP_ENV: str(SLOW) if slow else None}))
+    return res.stdout, res.stderr
+
+
 def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
     """The trials as a fresh reading process sees them (new read-only storage object: no cache, no write lock)."""
     try:
@@ -107,6 +120,19 @@ def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
         return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
     except (KeyError, DataError):  # the storage or the study is not created yet (or being created by the writer)
         return []
+
+
+def age_heartbeats(storage: optuna.storages.RDBStorage, seconds: float) -> None:
+    """Move every trial heartbeat of ``storage`` ``seconds`` into the past: what ``seconds`` of waiting does to a
+    trial nobody beats for (Optuna calls a RUNNING trial stale when the database's now minus its heartbeat row
+    exceeds the grace period), without the wait. A trial that has no heartbeat row stays without one."""
+    session = storage.scoped_session()
+    try:
+        for beat in session.query(TrialHeartbeatModel).all():
+            beat.heartbeat = beat.heartbeat - timedelta(seconds=seconds)
+        session.commit()
+    finally:
+        session.close()
 
 
 def _assert_clean(trials, n: int, *stderrs: str, failed: tuple[int, ...] = ()) -> None:
@@ -147,7 +173,7 @@ def test_sigkill_single_run_then_resume_loses_only_the_running_trial(synth_db, t
     assert p.returncode == -signal.SIGKILL
     assert len(before) < n and not any(t.state == TrialState.RUNNING for t in before)
     complete_before = {t.number: (t.value, t.params) for t in before if t.state == TrialState.COMPLETE}
-    out, err = finish_logged(_start(args, tmp_path, tmp_path / "resume"), tmp_path / "resume")
+    out, err = run_here(args)
     final = _trials(url, "killrun")
     _assert_clean(final, n, err)
     assert len(final) == n  # nothing RUNNING, FAIL or duplicated was left behind
@@ -190,11 +216,10 @@ def test_sigkill_worker_then_resume_keeps_completed_trials_and_fails_the_killed_
     assert len(complete_before) >= 3 and len(running) == 1, [(t.number, t.state.name) for t in killed_at]
     assert len(killed_at) < n
 
-    # the resume starts at once: its start-up overlaps the GRACE seconds the killed trial's heartbeat needs to go
-    # stale (before, the test slept GRACE + 1 s first). A worker that finds the budget held by a RUNNING trial waits
-    # for it, fails it once its heartbeat is stale and runs its retry (optimizer.study.run._optimize_budget): the
-    # assertions below are the same either way
-    out, err = finish_logged(_start(args, tmp_path, tmp_path / "resume"), tmp_path / "resume")
+    # the resume starts at once, before the killed trial's heartbeat is GRACE seconds old (before, the test slept
+    # GRACE + 1 s first). A worker that finds the budget held by a RUNNING trial waits for it, fails it once its
+    # heartbeat is stale and runs its retry (optimizer.study.run._optimize_budget)
+    out, err = run_here(args)
     final = _trials(url, "killme")
     _assert_clean(final, n, err, failed=tuple(running))
     byn = {t.number: t for t in final}
@@ -215,8 +240,8 @@ def test_jobs_2_finishes_exactly_n_trials(synth_db, tmp_path):
     n = 12
     spec = _spec(tmp_path, "jobs2", n, pruner='name = "median"\nn_startup_trials = 4')
     url = f"sqlite:///{tmp_path / 'jobs.db'}"
-    out, err = finish_logged(_start(["study", "run", str(spec), "--db", str(synth_db), "--storage", url, "--jobs", "2",
-                               "--format", "json"], tmp_path, tmp_path / "jobs"), tmp_path / "jobs")
+    out, err = run_here(["study", "run", str(spec), "--db", str(synth_db), "--storage", url, "--jobs", "2", "--format",
+                         "json"])
     trials = _trials(url, "jobs2")
     _assert_clean(trials, n, err)
     assert len(trials) == n
@@ -236,11 +261,15 @@ def test_two_external_workers_share_one_study(synth_db, tmp_path):
     spec = _spec(tmp_path, "shared", n)
     url = f"sqlite:///{tmp_path / 'w.db'}"
     # the study exists first (as when workers join a `study run`: run here, in this process, one process fewer; the
-    # `study run` command runs in the tests above); then two worker processes join it at once
+    # `study run` command runs in the tests above); then two workers join it at once: a worker process, and the same
+    # command in this process (one interpreter fewer to start)
     first = run_study(load_spec(spec), synth_db, url, n_trials=1)
     assert first.counts["complete"] + first.counts["pruned"] == 1
     args = ["study", "worker", str(spec), "--db", str(synth_db), "--storage", url, "--format", "json"]
-    procs = [_start(args, tmp_path, tmp_path / f"w{i}") for i in range(2)]
-    errs = [finish_logged(p, tmp_path / f"w{i}")[1] for i, p in enumerate(procs)]
+    p = _start(args, tmp_path, tmp_path / "w0")
+    try:
+        errs = [run_here(args)[1]]
+    finally:
+        errs.insert(0, finish_logged(p, tmp_path / "w0")[1])
     trials = _trials(url, "shared")
     _assert_clean(trials, n, *errs)

@@ -24,6 +24,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from contextlib import closing
 from pathlib import Path
@@ -31,7 +32,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-from _cli_helpers import descriptors_of, finish_logged, timeless_json
+from _cli_helpers import cli, descriptors_of, finish_logged, ok, timeless_json
 from _slow_objective import SLEEP_ENV, slowed, unslowed
 from optuna.trial import TrialState
 
@@ -372,7 +373,6 @@ def test_walkforward_command_says_when_a_worker_process_died_and_the_run_timeout
     * [run] timeout bounds ``study run``; a walk-forward window runs exactly its trials per window (the result must
       not depend on the machine's speed). Before, every window's study stopped at the [run] timeout: 1 trial each
       with a tiny one, and the windows counted as done."""
-    from _cli_helpers import cli, ok
 
     timed = tmp_path / "wfd.toml"
     timed.write_text(SPEC.replace("[run]\n", "[run]\ntimeout = 0.001\n"), encoding="utf-8")
@@ -468,29 +468,43 @@ def test_killed_worker_window_is_resumed_with_exactly_n_trials(synth_db, spec_pa
     worker = _start(["walkforward", "worker", str(spec_path), "--db", str(synth_db), "--storage", url, "--format",
                      "json"], tmp_path / "worker", {SLEEP_ENV: "0.1"}, grace=2)
     _ready(worker, tmp_path / "worker")  # the worker is up (waiting for the run) when the coordinator registers it
-    coord = _start(["walkforward", str(spec_path), *common], tmp_path / "coord", grace=2)
     st = make_storage(url, heartbeat=False)
-    victim, before, t_end = None, None, time.monotonic() + 240
-    while victim is None and time.monotonic() < t_end and worker.poll() is None:
-        time.sleep(0.2)
-        try:
-            claims = optuna.load_study(study_name=claims_name("wfd"), storage=st).get_trials(deepcopy=False)
-        except KeyError:
-            continue
-        held = [read_claim(t)["window"] for t in claims if t.state == TrialState.RUNNING
-                and read_claim(t)["worker"].endswith(f":{worker.pid}")]
-        for w in held:
+    caught: list = []  # (window, its trials) at the kill
+
+    def kill_mid_window() -> None:  # beside the coordinator, which runs in this process (the command, below)
+        t_end = time.monotonic() + 240
+        while not caught and time.monotonic() < t_end and worker.poll() is None:
+            time.sleep(0.2)
             try:
-                ts = optuna.load_study(study_name=w, storage=st).get_trials(deepcopy=False)
+                claims = optuna.load_study(study_name=claims_name("wfd"), storage=st).get_trials(deepcopy=False)
             except KeyError:
                 continue
-            if 1 <= len(ts) < n - 2:
-                os.kill(worker.pid, signal.SIGKILL)
-                victim, before = w, [(t.number, t.params, t.values) for t in ts]
-                break
-    worker.wait(timeout=30)
-    assert victim is not None, "the worker never held a window with trials stored before finishing"
-    d = json.loads(_wait(coord, tmp_path / "coord"))
+            held = [read_claim(t)["window"] for t in claims if t.state == TrialState.RUNNING
+                    and read_claim(t)["worker"].endswith(f":{worker.pid}")]
+            for w in held:
+                try:
+                    ts = optuna.load_study(study_name=w, storage=st).get_trials(deepcopy=False)
+                except KeyError:
+                    continue
+                if 1 <= len(ts) < n - 2:
+                    os.kill(worker.pid, signal.SIGKILL)
+                    caught.append((w, [(t.number, t.params, t.values) for t in ts]))
+                    break
+
+    killer = threading.Thread(target=kill_mid_window, daemon=True)
+    killer.start()
+    try:  # the coordinator: the walkforward command in this process (no interpreter to start for it)
+        coord = cli("walkforward", spec_path, *common, env={"ACCUMOPT_HEARTBEAT_GRACE": "2", SLEEP_ENV: None})
+    finally:
+        killer.join(timeout=240)
+        if worker.poll() is None and not caught:
+            worker.kill()
+        worker.wait(timeout=30)
+    assert caught, "the worker never held a window with trials stored before finishing"
+    (victim, before), = caught
+    ok(coord)
+    assert "Traceback" not in coord.stderr and "database is locked" not in coord.stderr, coord.stderr
+    d = json.loads(coord.stdout)
     by_window = _trials_by_window(url)
     assert len(by_window) == len(d["windows"])
     for name, ts in by_window.items():
@@ -505,7 +519,8 @@ def test_killed_worker_window_is_resumed_with_exactly_n_trials(synth_db, spec_pa
 
 @pytest.mark.slow
 def test_a_walkforward_sigkilled_mid_window_and_resumed_equals_the_uninterrupted_run(synth_db, single, tmp_path):
-    """`accumopt walkforward` (one process) SIGKILLed while a window study holds 1 .. N-1 trials, then run again:
+    """`accumopt walkforward` (one process) SIGKILLed while a window study holds 1 .. N-1 trials, then run again (in
+    this process):
     result.json (every window's winner, the stitched OOS figures, the statistics, the verdict) and the stitched
     trades are the uninterrupted run's. The killed run sleeps 0.1 s per fold (tests/_slow_objective.py, the same
     values as composite_rank_excess) so that it is caught mid-window; the resumed run does not sleep."""
@@ -528,7 +543,10 @@ def test_a_walkforward_sigkilled_mid_window_and_resumed_equals_the_uninterrupted
             os.kill(p.pid, signal.SIGKILL)
     p.wait(timeout=30)
     assert caught is not None and p.returncode == -signal.SIGKILL, "the walk-forward was never caught mid-window"
-    d = json.loads(_wait(_start(args, tmp_path / "resume", grace=2), tmp_path / "resume"))
+    # the resume: the same command in this process (the kill needed a process; ~2 s of CPU for a new one saved)
+    resumed = ok(cli(*args, env={"ACCUMOPT_HEARTBEAT_GRACE": "2", SLEEP_ENV: None}))
+    assert "Traceback" not in resumed.stderr and "database is locked" not in resumed.stderr, resumed.stderr
+    d = json.loads(resumed.stdout)
     files = Path(d.pop("files"))
     assert _trials_by_window(url) == _trials_by_window(url1)
     # the slowed objective's name and the spec hash differ by construction (tests/_slow_objective.unslowed)
