@@ -719,7 +719,7 @@ def http_base():
             return self._send(404)
 
     srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     th.start()
     base = f"http://127.0.0.1:{srv.server_address[1]}"
     yield {"FINRA_CDN_URL": f"{base}/cdn", "POLYGON_BASE_URL": f"{base}/poly", "FINRA_API_URL": f"{base}/api",

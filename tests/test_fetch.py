@@ -110,7 +110,7 @@ class _Handler(BaseHTTPRequestHandler):
 def server():
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.state = {"log": [], "hits_0102": 0, "pages": []}
-    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     th.start()
     base = f"http://127.0.0.1:{srv.server_address[1]}"
     yield base, srv.state

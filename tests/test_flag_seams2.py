@@ -174,7 +174,7 @@ class _RegSho:
                 self.wfile.write(raw)
 
         self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        threading.Thread(target=self.srv.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
         base = f"http://127.0.0.1:{self.srv.server_address[1]}"
         self.env = {"FINRA_API_KEY": "k", "FINRA_API_SECRET": "s", "FINRA_TOKEN_URL": f"{base}/token",
                     "FINRA_API_URL": base}
@@ -295,7 +295,7 @@ def test_evening_fetches_prices_for_the_stored_finra_history_when_no_price_is_st
             self.wfile.write(body)
 
     srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
     base = f"http://127.0.0.1:{srv.server_address[1]}"
     env = {"FINRA_CDN_URL": f"{base}/cdn", "POLYGON_BASE_URL": base, "POLYGON_API_KEY": "k"}
     try:

@@ -189,7 +189,7 @@ def polygon():
             self.wfile.write(body)
 
     srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
     base = f"http://127.0.0.1:{srv.server_address[1]}"
     yield base, hits
     srv.shutdown()

@@ -887,7 +887,7 @@ def vendor(synth_db):
             return self._send(404)
 
     srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
     base = f"http://127.0.0.1:{srv.server_address[1]}"
     yield {"FINRA_CDN_URL": f"{base}/cdn", "POLYGON_BASE_URL": f"{base}/poly", "POLYGON_API_KEY": "k-test"}, hits
     srv.shutdown()
