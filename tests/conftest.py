@@ -112,7 +112,8 @@ _OUTPUT_BEFORE = pytest.StashKey[set]()
 # files that sort late come next: test_store_over_time (~31 s) and test_signals (~28 s) ran from 422 s and 401 s of a
 # 460 s run (load 4), so the run ended on them; the short files now fill the end.
 LONG_FIRST = ("test_demo_readme.py", "test_study_workers.py", "test_walkforward_distributed.py", "test_postgres.py",
-              "test_notebook.py", "test_walkforward.py", "test_store_over_time.py", "test_signals.py")
+              "test_jobs_pool.py", "test_notebook.py", "test_walkforward.py", "test_store_over_time.py",
+              "test_signals.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
