@@ -99,3 +99,81 @@ def test_the_rules_version_is_recorded_for_lit_trades_only(con, tmp_path):
     keys = dict(table(con, "SELECT kind, sha256 FROM ingest_log"))
     assert len(keys["lit-flow"]) == 64 and len(keys["prices"]) == 64
     assert keys["lit-trades"].endswith("+rules=2") and len(keys["lit-trades"]) == 64 + len("+rules=2")
+
+
+# --- daily_metrics: the version of the metrics code that built it ------------------------------------------------
+
+PRICES = "date,symbol,open,high,low,close,volume\n" + "".join(
+    f"2024-03-{d:02d},MSFT,{c},{c},{c},{c},1000\n" for d, c in ((11, 10.0), (12, 11.0), (13, 12.0)))
+FIX = "run `accumopt metrics build`"
+TAIL = "Scores, sheets, backtests and studies read daily_metrics and do not see the change: " + FIX
+
+
+@pytest.fixture()
+def built(tmp_path):
+    """A store whose daily_metrics today's accumopt built in full (from three MSFT closes)."""
+    from optimizer.data.metrics import build_daily_metrics
+
+    db = tmp_path / "s.duckdb"
+    c = connect(db)
+    ingest_paths(c, "prices", [write(tmp_path / "p.csv", PRICES)])
+    build_daily_metrics(c)
+    c.close()
+    return db
+
+
+def _meta(db, key):
+    c = connect(db, read_only=True)
+    try:
+        got = table(c, f"SELECT value FROM accumopt_meta WHERE key = '{key}'")
+    finally:
+        c.close()
+    return got[0][0] if got else None
+
+
+def test_daily_metrics_built_by_an_older_metrics_version_is_stale_until_rebuilt(built, tmp_path, monkeypatch):
+    import json
+
+    from _cli_helpers import cli, ok
+
+    from optimizer.data import metrics
+    from optimizer.data.metrics import build_daily_metrics, store_metrics_staleness
+
+    assert _meta(built, "daily_metrics_version") == "1" and store_metrics_staleness(built) is None
+    monkeypatch.setattr(metrics, "METRICS_VERSION", 2)  # a later fix of a metric bumps the version
+    want = ("daily_metrics was built by metrics version 1, older than this accumopt's version 2, which computes some "
+            f"values otherwise. {TAIL}")
+    assert store_metrics_staleness(built) == want
+    # every command's check (data info shown here; signals, backtest, study, ... call the same one)
+    info = ok(cli("data", "info", "--db", built))
+    assert f"warning: {want}" in " ".join(info.stderr.split())
+    assert json.loads(ok(cli("data", "info", "--db", built, "--format", "json")).stdout)["daily_metrics_stale"] == want
+    con = connect(built)
+    build_daily_metrics(con, symbols=["MSFT"], start="2024-03-12")  # a scoped build leaves older rows: still stale
+    assert metrics.metrics_staleness(con) == want
+    # newer raw data as well: both are said, the fix once
+    ingest_paths(con, "prices", [write(tmp_path / "q.csv", PRICES.replace("2024-03-13", "2024-03-14"))])
+    both = metrics.metrics_staleness(con)
+    assert both == ("daily_metrics is older than the raw data: 1 file(s) were ingested since it was built (the latest: "
+                    f"{tmp_path / 'q.csv'}). It was built by metrics version 1, older than this accumopt's version 2, "
+                    f"which computes some values otherwise. {TAIL}")
+    build_daily_metrics(con)
+    assert metrics.metrics_staleness(con) is None
+    con.close()
+    assert _meta(built, "daily_metrics_version") == "2"
+
+
+def test_a_daily_metrics_built_before_versions_were_recorded_counts_as_version_1(built, monkeypatch):
+    """No record = version 1, today's values (audits found every older build's values identical): not stale today,
+    stale once a fix bumps the version."""
+    from optimizer.data import metrics
+    from optimizer.data.metrics import store_metrics_staleness
+
+    con = connect(built)
+    con.execute("DELETE FROM accumopt_meta WHERE key = 'daily_metrics_version'")  # as an accumopt before 2026-12-05 left it
+    con.close()
+    assert store_metrics_staleness(built) is None
+    monkeypatch.setattr(metrics, "METRICS_VERSION", 2)
+    assert store_metrics_staleness(built) == (
+        "daily_metrics was built by metrics version 1 (no version recorded: a build before versions were recorded "
+        f"counts as 1), older than this accumopt's version 2, which computes some values otherwise. {TAIL}")
