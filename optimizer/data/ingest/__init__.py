@@ -533,14 +533,13 @@ class _History:
 
 
 def _parse_tag(kind: str, settings: Settings | None) -> str:
-    """The settings a file of ``kind`` is read under that change its rows, as recorded beside its checksum in
-    ``ingest_log.sha256`` (``<sha256>+<tag>``) when they are not the defaults: the market time zone and the
-    regular-session window for lit-trades (which trades are kept, on which session date). A file ingested under
-    other settings is therefore never skipped as identical: re-ingesting it under new settings re-reads it. A
-    lit-trades tag ends with the version of the reading rules, ``rules=N`` (``lit.TRADES_RULES``; ``rules=2`` alone
-    under the default zone and window): a file read under older rules (a key without ``rules=``: version 1) is read
-    again, its stale rows removed. Empty for every other kind (the bare checksum). Prices carry no tag: a Polygon bar's session
-    is New York's date whatever ``MARKET_TZ`` says (``prices.polygon_dates``); a prices file recorded as ``tz=...``
+    """The settings and rules a file of ``kind`` is read under that change its rows, as recorded beside its checksum
+    in ``ingest_log.sha256`` (``<sha256>+<tag>``): for lit-trades the market time zone and the regular-session window
+    when they are not the defaults (which trades are kept, on which session date), then the version of the reading
+    rules, ``rules=N`` (``lit.TRADES_RULES``; ``rules=2`` alone under the default zone and window). A file ingested
+    under other settings or older rules (a key without ``rules=``: version 1) is therefore never skipped as
+    identical: re-ingesting it re-reads it, its stale rows removed. Empty for every other kind (the bare checksum).
+    Prices carry no tag: a Polygon bar's session is New York's date whatever ``MARKET_TZ`` says (``prices.polygon_dates``); a prices file recorded as ``tz=...``
     by an earlier accumopt (which dated the bars in ``MARKET_TZ``) is re-read once, its shifted rows removed."""
     if settings is None:
         return ""
