@@ -377,7 +377,8 @@ def test_a_new_session_window_re_reads_an_ingested_lit_trades_file(tmp_path):
     """The session window decides a lit-trades file's rows, so it is part of the file's identity: re-ingesting the
     same file under RTH_START=10:00 re-reads it (it was 'skipped_identical', keeping the 09:30 window's rows), the
     same window again is a no-op, and the default window again restores the first rows. The checksum logged for a
-    non-default window carries it (``<sha256>+tz=...;rth=...``); the default keeps the bare checksum."""
+    non-default window carries it (``<sha256>+tz=...;rth=...;rules=2``); the default carries the reading rules'
+    version only (``<sha256>+rules=2``)."""
     import duckdb
 
     f = tmp_path / "lit_trades.csv"
@@ -404,5 +405,6 @@ def test_a_new_session_window_re_reads_an_ingested_lit_trades_file(tmp_path):
             assert "identical" in res.stdout + res.stderr and len(log) == 2, (res.stdout, log)
         else:
             assert log[-1][0] == status, log
-    sha = log[0][1]
-    assert len(sha) == 64 and log[1][1] == f"{sha}+tz=America/New_York;rth=10:00-16:15" and log[2][1] == sha
+    sha, _, rules = log[0][1].partition("+")
+    assert len(sha) == 64 and rules == "rules=2" and log[2][1] == log[0][1]
+    assert log[1][1] == f"{sha}+tz=America/New_York;rth=10:00-16:15;rules=2"

@@ -43,9 +43,12 @@ __all__ = [
     "OPTIONS_PREMIUM_COLUMNS",
     "Z_COLUMNS",
     "META_TABLE",
+    "METRICS_VERSION",
+    "VERSION_KEY",
     "OWNER_KEY",
     "OWNER_VALUE",
     "build_daily_metrics",
+    "built_version",
     "finra_partial_days",
     "partial_days_warning",
     "latest_metrics_date",
@@ -60,6 +63,15 @@ META_TABLE = "accumopt_meta"
 OWNER_KEY = "daily_metrics_owner"
 OWNER_VALUE = "accumopt"
 DERIVED_TABLES = ("daily_metrics", "options_premium_daily", "options_premium_summary")
+
+# The version of the code that computes the derived tables' values. Bump it by hand when a change makes a stored value
+# differ from what an earlier build stored (a metric fixed, a rule changed); never for a change that leaves every
+# value as it was. A full build records it (key VERSION_KEY of accumopt_meta), and a table an older version built is
+# stale (metrics_staleness names both versions) until `accumopt metrics build`.
+#   1  every accumopt up to 2026-12-05. A table built before the version was recorded counts as 1: audits of the
+#      older builds found their values identical to this version's, so such a store is not sent into a rebuild.
+METRICS_VERSION = 1
+VERSION_KEY = "daily_metrics_version"
 
 DAILY_METRICS_COLUMNS: tuple[tuple[str, str], ...] = (
     ("date", "DATE"),
@@ -254,33 +266,53 @@ def _raw_state(con: duckdb.DuckDBPyConnection) -> dict[str, object]:
 
 
 def _mark_raw_state(con: duckdb.DuckDBPyConnection) -> None:
-    """Record the raw data a full build read (in its transaction), for :func:`metrics_staleness`."""
+    """Record the raw data a full build read and the metrics version that built it (in its transaction), for
+    :func:`metrics_staleness`."""
     _q(con, f"INSERT OR REPLACE INTO {META_TABLE} VALUES (?, ?)", [RAW_STATE_KEY, json.dumps(_raw_state(con))])
+    _q(con, f"INSERT OR REPLACE INTO {META_TABLE} VALUES (?, ?)", [VERSION_KEY, str(METRICS_VERSION)])
+
+
+def built_version(con: duckdb.DuckDBPyConnection) -> tuple[int, bool]:
+    """The :data:`METRICS_VERSION` that last built the owned derived tables in full, and whether the store records it
+    (a table built before versions were recorded counts as version 1; a value that is not a whole number as 0)."""
+    rows = _q(con, f"SELECT value FROM {META_TABLE} WHERE key = ?", [VERSION_KEY]) \
+        if table_exists(con, META_TABLE) else []
+    if not rows:
+        return 1, False
+    text = str(rows[0][0]).strip()
+    return (int(text) if text.isdigit() else 0), True
 
 
 def metrics_staleness(con: duckdb.DuckDBPyConnection) -> str | None:
     """A line for the user when the raw data changed since ``daily_metrics`` was last built in full (files ingested
     since -- a new session, a re-published day, a revised close, a split -- or the symbol map changed): every score,
-    sheet, backtest and study reads daily_metrics, so none of them sees the change until ``accumopt metrics build``.
-    None when it is current, or unknown (a table another tool built, or one built before this was recorded)."""
+    sheet, backtest and study reads daily_metrics, so none of them sees the change until ``accumopt metrics build``;
+    also when an older version of the metrics code built it (:data:`METRICS_VERSION`, :func:`built_version`: its
+    values are not the ones this accumopt computes). None when it is current; the raw data is not judged for a table
+    built before it was recorded, and nothing for a table another tool built."""
     if not owns_daily_metrics(con):
         return None
     rows = _q(con, f"SELECT value FROM {META_TABLE} WHERE key = ?", [RAW_STATE_KEY])
-    if not rows:
-        return None
-    built, now = json.loads(rows[0][0]), _raw_state(con)
     what = []
-    if now["ingest_id"] != built.get("ingest_id"):
-        n, latest = _q(con, f"SELECT count(*), arg_max(file, id) FROM ingest_log WHERE {_WROTE} AND id > ?",
-                       [int(built.get("ingest_id") or 0)])[0]
-        what.append(f"{n} file(s) were ingested since it was built (the latest: {latest})" if n
-                    else "the ingest log changed since it was built")
-    if now["symbol_map"] != built.get("symbol_map"):
-        what.append("the symbol map changed since it was built")
-    if not what:
+    if rows:
+        built, now = json.loads(rows[0][0]), _raw_state(con)
+        if now["ingest_id"] != built.get("ingest_id"):
+            n, latest = _q(con, f"SELECT count(*), arg_max(file, id) FROM ingest_log WHERE {_WROTE} AND id > ?",
+                           [int(built.get("ingest_id") or 0)])[0]
+            what.append(f"{n} file(s) were ingested since it was built (the latest: {latest})" if n
+                        else "the ingest log changed since it was built")
+        if now["symbol_map"] != built.get("symbol_map"):
+            what.append("the symbol map changed since it was built")
+    parts = [f"daily_metrics is older than the raw data: {'; '.join(what)}"] if what else []
+    version, recorded = built_version(con)
+    if version < METRICS_VERSION:
+        how = "" if recorded else " (no version recorded: a build before versions were recorded counts as 1)"
+        parts.append(f"{'It' if parts else 'daily_metrics'} was built by metrics version {version}{how}, older than "
+                     f"this accumopt's version {METRICS_VERSION}, which computes some values otherwise")
+    if not parts:
         return None
-    return (f"daily_metrics is older than the raw data: {'; '.join(what)}. Scores, sheets, backtests and studies "
-            "read daily_metrics and do not see the change: run `accumopt metrics build`")
+    return (f"{'. '.join(parts)}. Scores, sheets, backtests and studies read daily_metrics and do not see the change: "
+            "run `accumopt metrics build`")
 
 
 def store_metrics_staleness(db: str | Path) -> str | None:

@@ -34,8 +34,8 @@ kind names its columns and rules):
   ``source`` column, Polygon) has no count to prove it intact (after a later replacing write into prices_daily it
   is re-ingested unless that write's file follows it); a key the file covers without a stored row of its own (a
   header-only FINRA file, a (date, facility) of rejected rows only) is not checked.
-* A file read again under other settings than its latest ingest (:func:`_parse_tag`: lit-trades' zone and window,
-  a Polygon prices file's zone) leaves the store as if only the new reading had happened: the kind's ``stale``
+* A file read again under other settings than its latest ingest (:func:`_parse_tag`: lit-trades' zone, window and
+  reading rules' version, a Polygon prices file's zone) leaves the store as if only the new reading had happened: the kind's ``stale``
   hook deletes, in the file's transaction, the rows the earlier reading stored on keys the new one does not cover
   and that are still that reading's (``lit.stale_rows``, ``prices.stale_rows``); counted as replaced rows.
 * A kind may check a written file against the stored rows of other files (in the file's transaction, one query):
@@ -129,8 +129,9 @@ class _Kind:
     need_lines: Callable[[RawFile], bool] = lambda raw: True
     reads_lines: bool = False  # its prepare() queries _ing_lines (the staged lines must be flushed first)
     check: Callable | None = None  # (ctx, table, fid, file) -> warnings, run in the file's write transaction
-    # (ctx, prep, table, fid, file, earlier settings) -> stored rows deleted: the rows an earlier reading of the file
-    # under other settings wrote on keys this reading does not cover (run in the file's write transaction)
+    # (ctx, prep, table, fid, file, earlier settings, earlier rules version) -> stored rows deleted: the rows an
+    # earlier reading of the file under other settings or rules wrote on keys this reading does not cover (run in
+    # the file's write transaction)
     stale: Callable | None = None
     source_col: str = "source_file"  # the column of ``table`` naming where a row came from
     source_is_name: bool = True  # source_col always holds the file name (prices: a ``source`` column may replace it)
@@ -532,19 +533,21 @@ class _History:
 
 
 def _parse_tag(kind: str, settings: Settings | None) -> str:
-    """The settings a file of ``kind`` is read under that change its rows, as recorded beside its checksum in
-    ``ingest_log.sha256`` (``<sha256>+<tag>``) when they are not the defaults: the market time zone and the
-    regular-session window for lit-trades (which trades are kept, on which session date). A file ingested under
-    other settings is therefore never skipped as identical: re-ingesting it under new settings re-reads it. Empty
-    for the defaults (checksums as before) and for every other kind. Prices carry no tag: a Polygon bar's session
-    is New York's date whatever ``MARKET_TZ`` says (``prices.polygon_dates``); a prices file recorded as ``tz=...``
+    """The settings and rules a file of ``kind`` is read under that change its rows, as recorded beside its checksum
+    in ``ingest_log.sha256`` (``<sha256>+<tag>``): for lit-trades the market time zone and the regular-session window
+    when they are not the defaults (which trades are kept, on which session date), then the version of the reading
+    rules, ``rules=N`` (``lit.TRADES_RULES``; ``rules=2`` alone under the default zone and window). A file ingested
+    under other settings or older rules (a key without ``rules=``: version 1) is therefore never skipped as
+    identical: re-ingesting it re-reads it, its stale rows removed. Empty for every other kind (the bare checksum).
+    Prices carry no tag: a Polygon bar's session is New York's date whatever ``MARKET_TZ`` says (``prices.polygon_dates``); a prices file recorded as ``tz=...``
     by an earlier accumopt (which dated the bars in ``MARKET_TZ``) is re-read once, its shifted rows removed."""
     if settings is None:
         return ""
     d = Settings()
     if kind == "lit-trades":
         now, default = (settings.market_tz, settings.rth_start, settings.rth_end), (d.market_tz, d.rth_start, d.rth_end)
-        return "" if now == default else f"tz={now[0]};rth={now[1]}-{now[2]}"
+        window = "" if now == default else f"tz={now[0]};rth={now[1]}-{now[2]};"
+        return f"{window}rules={lit.TRADES_RULES}"
     return ""
 
 
@@ -555,6 +558,13 @@ def _tag_settings(tag: str, now: Settings) -> Settings:
     tz = fields.get("tz", d.market_tz)
     lo, _, hi = fields.get("rth", f"{d.rth_start}-{d.rth_end}").partition("-")
     return dataclasses.replace(now, market_tz=tz, rth_start=lo, rth_end=hi)
+
+
+def _tag_rules(tag: str) -> int:
+    """The reading rules' version a reading recorded as ``tag`` was made under (``rules=N``; 1 without it: the
+    rules before the version was recorded)."""
+    fields = dict(part.split("=", 1) for part in tag.split(";") if "=" in part)
+    return int(fields.get("rules", 1))
 
 
 def _context(con: duckdb.DuckDBPyConnection, settings: Settings) -> Ctx:
@@ -747,7 +757,8 @@ def _write(ctx: Ctx, kind: str, e: _Entry, group: tuple, s: Summary, history: _H
         with transaction(ctx.con):
             n_stale = 0
             if earlier is not None:
-                n_stale = stale(ctx, e.prep, table, e.fid, e.file, _tag_settings(earlier, ctx.settings))
+                n_stale = stale(ctx, e.prep, table, e.fid, e.file, _tag_settings(earlier, ctx.settings),
+                                _tag_rules(earlier))
             status, deleted, lost = write_rows(ctx, plan, file=e.file, sha256=history.key(e.raw.sha256), kind=kind,
                                                lost_by=None if n_stale else history.lost_by(), deleted_before=n_stale)
             warnings = tuple(e.prep.warnings) + (tuple(check(ctx, table, e.fid, e.file)) if check is not None else ())

@@ -68,7 +68,17 @@ __all__ = [
     "trades_prepare", "trades_spec", "trades_plan", "trades_need_lines",
     "flow_prepare", "flow_spec", "flow_plan",
     "classify_trades", "parse_timestamps", "stale_rows", "in_session_window", "SIDE_BUY", "SIDE_SELL", "SIDE_NONE",
+    "TRADES_RULES",
 ]
+
+# The version of the rules that decide a lit-trades file's daily rows (which trades are kept, on which session), part
+# of the file's identity (``ingest._parse_tag``: ``rules=N`` beside its checksum in ``ingest_log.sha256``), so that a
+# file read under older rules is read again on its next ingest instead of being skipped as identical. Bump it by
+# hand when a change of this module changes the rows a file gives, and keep the older rules in
+# :func:`in_session_window` (``stale_rows`` finds the rows an older reading left with them):
+#   1  before 2026-12-05 (325dacb): the window rth_start..rth_end on every session (a key without ``rules=``);
+#   2  the window ends 15 minutes after an early close (13:15 by default).
+TRADES_RULES = 2
 
 _FLOW_COLS = ["date", "symbol", "lit_buy_volume", "lit_sell_volume", "lit_unclassified_volume", "method"]
 _TRADE_ALIASES = {"ts": "timestamp", "time": "timestamp", "datetime": "timestamp", "ticker": "symbol",
@@ -227,19 +237,20 @@ def trades_prepare(ctx: Ctx, raw: RawFile, fid: int, lines: Lines | None, text: 
                                                     "unit": unit}, warnings=warnings)
 
 
-def in_session_window(local: pd.Series, rth_start: str, rth_end: str) -> np.ndarray:
+def in_session_window(local: pd.Series, rth_start: str, rth_end: str, rules: int = TRADES_RULES) -> np.ndarray:
     """Whether each trade (its time in the market zone, tz-aware) lies in the session window ``rth_start <= time <
     rth_end`` (HH:MM). On a session that closes early (``calendar.early_closes``: 13:00 the day after Thanksgiving,
     on Christmas Eve, ...) the window ends as far after that day's close as ``rth_end`` lies after the regular close
     (16:15 -> 13:15), and never later than ``rth_end``: the hours after an early close are after-hours trading, which
-    the session's FINRA short volume (regular hours) does not count either."""
+    the session's FINRA short volume (regular hours) does not count either. ``rules`` (:data:`TRADES_RULES`): the
+    window of that version (1: ``rth_end`` on every session, as an accumopt before 2026-12-05 read the files)."""
     day_ns = local.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
     day = day_ns.astype("datetime64[D]")
     tod = day_ns - day
     lo = pd.Timedelta(rth_start + ":00").to_timedelta64()
     hi = pd.Timedelta(rth_end + ":00").to_timedelta64()
     end = np.full(len(tod), hi)
-    early = early_closes()
+    early = early_closes() if rules >= 2 else {}
     if early and len(day):
         dates = np.array(sorted(early), dtype="datetime64[D]")
         close = np.array([pd.Timedelta(f"{early[d]:%H:%M:%S}").to_timedelta64() for d in sorted(early)],
@@ -425,12 +436,13 @@ def flow_plan(ctx: Ctx, sig: tuple, sp: Spec, table: str, fid: int, prep: Prep, 
                 rejects_sql(sp, table, fid))
 
 
-def stale_rows(ctx: Ctx, prep: Prep, table: str, fid: int, file: str, earlier: object) -> int:
+def stale_rows(ctx: Ctx, prep: Prep, table: str, fid: int, file: str, earlier: object, rules: int) -> int:
     """Delete the daily rows an earlier reading of this trades file under other settings (``earlier``: its
-    ``market_tz``, ``rth_start``, ``rth_end``) stored on (date, symbol) keys this reading does not cover: a day whose
-    trades moved to another session date or out of the window. Only rows still tagged with the file's name are
-    deleted (a row another file wrote there since is kept). Run in the file's transaction; returns the rows
-    deleted."""
+    ``market_tz``, ``rth_start``, ``rth_end``) or older rules (``rules``: their :data:`TRADES_RULES` version) stored
+    on (date, symbol) keys this reading does not cover: a day whose trades moved to another session date or out of
+    the window (an early-close session's after-hours trades, read by rules 1). Only rows still tagged with the
+    file's name are deleted (a row another file wrote there since is kept). Run in the file's transaction; returns
+    the rows deleted."""
     con = ctx.con
     got = con.execute(f'SELECT ts_ns, "symbol" AS symbol FROM {table} WHERE _fid = {int(fid)} AND "symbol" IS NOT NULL').df()
     if got.empty:
@@ -438,7 +450,7 @@ def stale_rows(ctx: Ctx, prep: Prep, table: str, fid: int, file: str, earlier: o
     local = pd.to_datetime(got["ts_ns"].astype("int64"), unit=prep.data["unit"], utc=True).dt.tz_convert(earlier.market_tz)
     keys = pd.DataFrame({"date": local.dt.tz_localize(None).dt.normalize().astype("datetime64[s]").to_numpy(),
                          "symbol": got["symbol"].astype(str).to_numpy()})[
-        in_session_window(local, earlier.rth_start, earlier.rth_end)].drop_duplicates()
+        in_session_window(local, earlier.rth_start, earlier.rth_end, rules)].drop_duplicates()
     if keys.empty:
         return 0
     name = f"_ing_stale_{int(fid)}"

@@ -242,9 +242,10 @@ def split_warnings(ctx: Ctx, table: str, fid: int, file: str) -> list[str]:
     return out
 
 
-def stale_rows(ctx: Ctx, prep: Prep, table: str, fid: int, file: str, earlier: object) -> int:
+def stale_rows(ctx: Ctx, prep: Prep, table: str, fid: int, file: str, earlier: object, rules: int) -> int:
     """Delete the rows an earlier reading of this Polygon file under other settings (``earlier``: its
-    ``market_tz``, recorded as ``tz=...`` by an accumopt that dated Polygon bars in ``MARKET_TZ``) stored on (date,
+    ``market_tz``, recorded as ``tz=...`` by an accumopt that dated Polygon bars in ``MARKET_TZ``; ``rules``: the
+    reading rules' version, which prices do not record: always 1) stored on (date,
     symbol) keys this reading does not cover: a bar whose session date moved. Only a row that is still that reading's bar (source 'polygon', the same open, high, low, close and volume) is deleted:
     a row another file wrote there since is kept. CSV dates do not depend on the settings: nothing to do. Run in
     the file's transaction; returns the rows deleted."""
