@@ -539,8 +539,9 @@ def _parse_tag(kind: str, settings: Settings | None) -> str:
     rules, ``rules=N`` (``lit.TRADES_RULES``; ``rules=2`` alone under the default zone and window). A file ingested
     under other settings or older rules (a key without ``rules=``: version 1) is therefore never skipped as
     identical: re-ingesting it re-reads it, its stale rows removed. Empty for every other kind (the bare checksum).
-    Prices carry no tag: a Polygon bar's session is New York's date whatever ``MARKET_TZ`` says (``prices.polygon_dates``); a prices file recorded as ``tz=...``
-    by an earlier accumopt (which dated the bars in ``MARKET_TZ``) is re-read once, its shifted rows removed."""
+    Prices carry no tag: a Polygon bar's session is New York's date whatever ``MARKET_TZ`` says
+    (``prices.polygon_dates``); a prices file recorded as ``tz=...`` by an earlier accumopt (which dated the bars in
+    ``MARKET_TZ``) is re-read once, its shifted rows removed."""
     if settings is None:
         return ""
     d = Settings()
