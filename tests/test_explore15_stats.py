@@ -2,7 +2,9 @@
 oos_events.parquet, result.json) and the store's raw prices, with independent code (pandas, statsmodels, scipy by
 hand), on ONE small walk-forward of the planted synthetic store shared by the module (4 windows x 4 trials).
 
-What the audit found right is pinned here (the figures agree to ~1e-12).
+What the audit found right is pinned here (the figures agree to ~1e-12); the one defect it found (the run's
+"distinct configurations" was the SUM of each window's distinct count, so a configuration tried in every window
+counted once per window) is `test_distinct_configurations_are_counted_once_over_all_windows`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 from scipy import stats as st
@@ -186,3 +189,20 @@ def test_pbo_dsr_spa_aggregates_and_gates_are_the_stored_figures(run):
     assert gates == {"excess_mean": R["inference"]["mean_per_trade"], "excess_t": R["inference"]["t"],
                      "n_trades": float(R["inference"]["n_trades"]), "psr": R["psr"], "pbo": R["pbo"]}
 
+
+def test_distinct_configurations_are_counted_once_over_all_windows(run):
+    """With fewer trials than the sampler's startup trials, every window's study draws the same seeded
+    configurations: N_TRIALS distinct ones over the whole run, not N_TRIALS per window. The run's count (stats,
+    spa, the verdict's note) is the distinct count over every window's trials, as read back from the storage
+    (before: the sum of the windows' counts, "16 trials tried (16 distinct configurations)" with 4 distinct)."""
+    R, url = run["R"], run["url"]
+    keys: set[str] = set()
+    for w in R["windows"]:
+        study = optuna.load_study(study_name=w["study"], storage=url)
+        done = [t for t in study.trials if t.state.is_finished()]
+        assert len(done) == N_TRIALS
+        keys |= {json.dumps(t.params, sort_keys=True) for t in done}
+    assert len(R["windows"]) >= 3 and len(keys) < sum(w["n_configs"] for w in R["windows"])  # the planted overlap
+    assert R["stats"]["n_configs"] == R["spa"]["n_configs"] == len(keys)
+    assert R["stats"]["n_trials_tried"] == N_TRIALS * len(R["windows"])
+    assert f"({len(keys)} distinct configurations)" in R["verdict_note"]

@@ -62,7 +62,7 @@ from optimizer.engine.evaluate import Config
 from optimizer.paths import atomic_write, resolve_db, resolve_storage, under
 from optimizer.study.data_settings import data_settings_rows
 from optimizer.study.records import (
-    direction_sign, distinct_configurations, group_configurations, ranked_trials, read_study, read_trial,
+    configuration_identities, direction_sign, group_configurations, ranked_trials, read_study, read_trial,
     read_window_result, trials_digest, window_attrs, write_window_result,
 )
 from optimizer.study.reserve import opening_warning, record_opening
@@ -99,8 +99,9 @@ class WindowResult:
     """One window: its study, the winner's parameters, in-sample (study) and out-of-sample metrics, the OOS
     trades and their per-trade excess returns, and the window's in-sample DSR, PBO and SPA (NaN with the reason in
     ``dsr_skipped`` / ``pbo_skipped`` / ``spa_skipped`` when they could not be estimated). ``n_configs``: distinct
-    configurations the window's study tried (COMPLETE or PRUNED); ``spa``: its ``RealityCheck.to_dict()``;
-    ``cpcv``: with ``[cv] mode = "cpcv"``, the PBO's split and path figures."""
+    configurations the window's study tried (COMPLETE, PRUNED or FAILED), ``config_ids`` their identities
+    (``records.configuration_identities``: the run counts a configuration several windows tried once); ``spa``: its
+    ``RealityCheck.to_dict()``; ``cpcv``: with ``[cv] mode = "cpcv"``, the PBO's split and path figures."""
 
     window: Window
     study_name: str
@@ -123,6 +124,7 @@ class WindowResult:
     spa_skipped: str | None = None
     cpcv: dict[str, Any] | None = None
     config: Config | None = None  # the winner's effective configuration (what the OOS evaluation ran)
+    config_ids: tuple[str, ...] = ()  # identities of the n_configs distinct configurations the window tried
 
     @property
     def spa_p(self) -> float:
@@ -560,7 +562,8 @@ def _window_result(ctx: _RunContext, w: Window, study: optuna.Study, data: Study
     train, test = _window_dates(ctx, w)
     chosen = select_params(study, spec.walkforward.select, spec.walkforward.top_k)
     cfg = trial_config(chosen, spec)
-    n_configs = len(distinct_configurations(study))  # pruned and failed included, a repeated configuration once
+    config_ids = tuple(configuration_identities(study))  # pruned and failed included, a repeated configuration once
+    n_configs = len(config_ids)
     configs, done = tried_configs(study)
     sharpes = np.array([float(read_trial(t).metrics.get("excess_sharpe", np.nan)) for t, d in zip(configs, done) if d])
     key = _result_key(ctx, w, study, data)
@@ -573,7 +576,7 @@ def _window_result(ctx: _RunContext, w: Window, study: optuna.Study, data: Study
         w, _window_name(ctx, w), train, test, dict(chosen.params), dict(read_trial(chosen).metrics),
         fig["oos_metrics"], _trades_from(fig["trades"]), fig["excess"], len(study.get_trials(deepcopy=False)),
         list(map(float, sharpes)), w.test_end > ctx.reserve, fig["dsr"], fig["pbo"], fig["dsr_skipped"],
-        fig["pbo_skipped"], n_configs, fig["spa"], fig["spa_skipped"], fig["cpcv"], cfg,
+        fig["pbo_skipped"], n_configs, fig["spa"], fig["spa_skipped"], fig["cpcv"], cfg, config_ids,
     )
 
 
@@ -1202,7 +1205,7 @@ def _statistics(ctx: _RunContext, results: list[WindowResult], trades: Trades, d
     dsr_w = np.array([r.dsr_in_sample for r in results], dtype=float)
     stats: dict[str, Any] = {
         "n_trials_tried": int(sum(r.n_trials_tried for r in results)),
-        "n_configs": int(sum(r.n_configs for r in results)),
+        "n_configs": _distinct_over_windows(results),
         "degradation": float(np.nanmean(oos_vals)) / is_mean if np.isfinite(is_mean) and is_mean != 0.0 else _NAN,
         "dsr": float(np.nanmedian(dsr_w)) if np.isfinite(dsr_w).any() else _NAN,
         "dsr_windows": [None if not np.isfinite(x) else float(x) for x in dsr_w],
@@ -1253,6 +1256,16 @@ def _statistics(ctx: _RunContext, results: list[WindowResult], trades: Trades, d
     stats["cost_fragile"] = bool(flag_fragile(cs))
     stats["cost_stress_wording"] = cost_stress_wording(cs)
     return stats
+
+
+def _distinct_over_windows(results: list[WindowResult]) -> int:
+    """The distinct configurations the run tried: a configuration several windows' studies tried counts once (each
+    window's study draws from the same seeded sampler, so with few trials per window they try the same ones).
+    Before 2026-12-05 the windows' counts were summed: 4 windows x 4 trials on the planted store said "16 distinct
+    configurations" of 4. A result without identities (built by hand) counts its windows' own numbers."""
+    if any(r.n_configs and not r.config_ids for r in results):
+        return int(sum(r.n_configs for r in results))
+    return len({k for r in results for k in r.config_ids})
 
 
 def _decide(stats: dict[str, Any]) -> Verdict:
