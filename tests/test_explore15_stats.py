@@ -43,7 +43,7 @@ def run(synth_db, tmp_path_factory):
         con.close()
     dates = np.array(sorted(px.date.unique()), dtype="datetime64[D]")
     return {
-        "res": res, "url": url, "dir": d, "R": json.loads((d / "result.json").read_text()),
+        "res": res, "url": url, "db": synth_db, "dir": d, "R": json.loads((d / "result.json").read_text()),
         "trades": pd.read_parquet(d / "oos_trades.parquet"), "events": pd.read_parquet(d / "oos_events.parquet"),
         "dates": dates, "row": {x: i for i, x in enumerate(dates)},
         "open": px.pivot(index="date", columns="symbol", values="open").reindex(dates),
@@ -206,3 +206,118 @@ def test_distinct_configurations_are_counted_once_over_all_windows(run):
     assert R["stats"]["n_configs"] == R["spa"]["n_configs"] == len(keys)
     assert R["stats"]["n_trials_tried"] == N_TRIALS * len(R["windows"])
     assert f"({len(keys)} distinct configurations)" in R["verdict_note"]
+
+
+def test_cost_stress_and_account_figures_by_hand(run):
+    """The cost stress re-prices the same trades at k x the spec's costs: net_k = (1 + gross)(1 - k c)/(1 + k c) - 1
+    less the same benchmark; the account (oos_equity) is the equal-weight mean over the positions held each day
+    (fills with costs on the entry and exit days, a trade left open at its window's end marked at its closes), its
+    Sharpe (x sqrt 252), drawdown and total return the run's."""
+    R, tr = run["R"], run["trades"]
+    bench, _ = _bench_and_excess(run)
+    costs = R["settings"]["costs"]
+    c = (costs["commission_bps"] + costs["slippage_bps"]) / 1e4
+    g = _closed(run).gross_ret.to_numpy()
+    for row in R["stats"]["cost_stress"]:
+        k = row["multiplier"]
+        assert row["trades"] == g.size
+        assert _close_enough(float(((1 + g) * (1 - k * c) / (1 + k * c) - 1 - bench).mean()), row["avg_excess_return"])
+    eq = pd.read_parquet(run["dir"] / "oos_equity.parquet")
+    rows = [_row(run, str(d.date())) for d in eq.date]
+    at = {r: i for i, r in enumerate(rows)}
+    acc, n_open = np.zeros(len(rows)), np.zeros(len(rows))
+    for t in tr.itertuples():
+        e, x = int(t.entry_idx), int(t.exit_idx)
+        close = run["close"][t.symbol].to_numpy()
+        for r in range(e, min(x, rows[-1]) + 1):
+            prev = t.entry_price * (1 + c) if r == e else close[r - 1]
+            cur = t.exit_price * (1 - c) if (r == x and not t.open_at_end) else close[r]
+            acc[at[r]] += cur / prev - 1
+            n_open[at[r]] += 1
+    r = np.where(n_open > 0, acc / np.maximum(n_open, 1), 0.0)
+    assert np.allclose(r, eq.oos_return, rtol=0, atol=1e-12) and (n_open == eq.n_open).all()
+    assert np.allclose(eq.oos_return - eq.bench_return, eq.excess_return, rtol=0, atol=1e-15)
+    curve = np.cumprod(1 + r)
+    assert _close_enough(r.mean() / r.std(ddof=1) * math.sqrt(252), R["oos"]["portfolio_sharpe"])
+    dd = float(np.max(1 - curve / np.maximum.accumulate(np.concatenate([[1.0], curve]))[1:]))
+    assert _close_enough(dd, R["oos"]["max_drawdown"])
+    assert _close_enough(curve[-1] - 1, R["stats"]["equity_bootstrap"]["total_return"]["point"])
+
+
+def _sharpe_cols(x: np.ndarray) -> np.ndarray:
+    mean, sd = x.mean(axis=0), x.std(axis=0, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(sd > 0, mean / np.where(sd > 0, sd, 1.0), np.where(mean == 0, 0.0, np.sign(mean) * np.inf))
+
+
+def test_window_pbo_by_hand_cscv_spa_by_arch_and_dsr_by_formula(run):
+    """Each window (PBO: the first two that have one): PBO by a plain CSCV loop over C(16, 8) block choices of its configuration matrix (Sharpe per
+    column, the IS-best's OOS rank with ties averaged, omega <= 1/2 counted); SPA p by arch's SPA on the matrix of
+    every distinct configuration tried, studentized; DSR = PSR(SR of the winner's in-sample excess, SR0 = sqrt(V)
+    ((1 - g) z(1 - 1/N) + g z(1 - 1/(N e)))) with N the window's distinct configurations (Bailey & Lopez de Prado
+    2014 by hand). The matrices are the package's (not exported); every statistic on them is computed here."""
+    from itertools import combinations
+
+    from arch.bootstrap import SPA
+
+    from optimizer.engine.simulate import Span
+    from optimizer.study import load_study_data
+    from optimizer.study.data import prepare_data
+    from optimizer.study.records import read_trial
+    from optimizer.study.space import trial_config
+    from optimizer.validate.walkforward import _config_matrices, tried_configs
+
+    spec = load_spec(ROOT / "studies" / "demo.toml")
+    res, url = run["res"], run["url"]
+    panel, _ = load_study_data(spec, run["db"])
+    checked = 0
+    for w in res.windows:
+        data = prepare_data(spec, panel, w.window.train_start, w.window.train_end, spec.walkforward.n_splits,
+                            spec.walkforward.embargo)
+        study = optuna.load_study(study_name=w.study_name, storage=url)
+        configs, done = tried_configs(study)
+        M_pbo, M_spa = _config_matrices(data, configs)
+        M = M_pbo[:, np.flatnonzero(done)]
+        if math.isfinite(w.pbo) and checked < 2:  # two windows: the plain loop costs ~0.7 s of CPU a window
+            S, n_cfg = 16, M.shape[1]
+            blocks = np.array_split(np.arange(M.shape[0]), S)
+            below = 0
+            combos = list(combinations(range(S), S // 2))
+            for is_b in combos:
+                is_rows = np.concatenate([blocks[b] for b in is_b])
+                oos_rows = np.concatenate([blocks[b] for b in range(S) if b not in is_b])
+                best = int(np.argmax(_sharpe_cols(M[is_rows])))
+                v = _sharpe_cols(M[oos_rows])
+                rank = np.count_nonzero(v < v[best]) + (np.count_nonzero(v == v[best]) + 1) / 2  # ties averaged
+                omega = rank / (n_cfg + 1)
+                below += omega <= 0.5
+            assert _close_enough(below / len(combos), w.pbo, 1e-12), (w.window.index, below / len(combos), w.pbo)
+            checked += 1
+        _, first = np.unique(M_spa.T, axis=0, return_index=True)
+        d = M_spa[:, np.sort(first)]
+        d = d[:, np.ptp(d, axis=0) > 0]
+        assert w.spa["n_configs"] == first.size
+        if d.shape[1]:
+            d = d / d.std(axis=0, ddof=1)
+            T = d.shape[0]
+            spa = SPA(np.zeros(T), -d, block_size=int(math.sqrt(T)), reps=1000, bootstrap="stationary",
+                      studentize=True, seed=np.random.default_rng(0))
+            spa.compute()
+            assert _close_enough(float(spa.pvalues["consistent"]), w.spa_p)
+        if math.isfinite(w.dsr_in_sample):
+            sharpes = np.array([read_trial(t).metrics["excess_sharpe"] for t, ok in zip(configs, done) if ok])
+            is_span = Span(data.folds[0].test_start, data.hi, data.hi)
+            is_res = data.evaluator.run(trial_config(select_winner(study, w), spec), is_span, entry_ok=data.entry_ok)
+            x = data.evaluator.bench.excess(is_res.trades, is_span)
+            N, V = w.n_configs, float(np.var(sharpes, ddof=1))
+            g = np.euler_gamma
+            sr0 = math.sqrt(V) * ((1 - g) * st.norm.ppf(1 - 1 / N) + g * st.norm.ppf(1 - 1 / (N * math.e)))
+            sr, sk, ku = x.mean() / x.std(ddof=1), st.skew(x), st.kurtosis(x) + 3
+            dsr = st.norm.cdf((sr - sr0) * math.sqrt(x.size - 1) / math.sqrt(1 - sk * sr + (ku - 1) / 4 * sr * sr))
+            assert _close_enough(dsr, w.dsr_in_sample), (w.window.index, dsr, w.dsr_in_sample)
+    assert checked >= 2
+
+
+def select_winner(study, w):
+    """The window's chosen trial: the one whose params are the window's winner's (select = best)."""
+    return next(t for t in study.trials if t.params == w.params)
