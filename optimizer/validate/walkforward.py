@@ -1132,7 +1132,11 @@ def _equity(p: Panel, trades: Trades, daily: DailyExcess, open_bench: np.ndarray
     expectation ``open_bench``, ``_open_bench``); ``excess_return`` = the difference; each with its equity curve
     (start = 1); ``n_open`` = the positions the account holds that day (``_positions_held``: a trade left open at its
     window's data end included, as the account holds it; before 2026-12-04 the closed trades only,
-    ``DailyExcess.n_open``, so a day the account held only such a trade showed 0 beside its return). A row left
+    ``DailyExcess.n_open``, so a day the account held only such a trade showed 0 beside its return); ``excess_pnl``
+    = ``daily.total``, the daily excess P&L of one unit per open closed trade: the series the verdict's HAC t, PSR,
+    effective n and bootstrap are computed on (its sum / closed trades = the mean excess per trade), which is not
+    ``excess_return`` (before 2026-12-05 it was not exported: on a 4-window demo run the HAC t of ``excess_return``
+    was 1.98, the gate's 0.78). A row left
     out of ``daily`` (no window tested it, nothing held) is left out here too: the account holds nothing on it, so
     no return is lost or bridged (the dates jump)."""
     r = portfolio_returns(_account_trades(trades, daily.stop), p, Span(daily.start, daily.stop, daily.stop))
@@ -1145,7 +1149,8 @@ def _equity(p: Panel, trades: Trades, daily: DailyExcess, open_bench: np.ndarray
     return pd.DataFrame({"date": pd.to_datetime(p.dates[daily.row_index]),
                          "oos_return": r, "oos_equity": np.cumprod(1 + r),
                          "bench_return": b, "bench_equity": np.cumprod(1 + b),
-                         "excess_return": x, "excess_equity": np.cumprod(1 + x), "n_open": n_open})
+                         "excess_return": x, "excess_equity": np.cumprod(1 + x), "n_open": n_open,
+                         "excess_pnl": daily.total})
 
 
 def _oos_metrics(results: list[WindowResult], p: Panel, trades: Trades, excess: np.ndarray,
