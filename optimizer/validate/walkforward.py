@@ -62,8 +62,8 @@ from optimizer.engine.evaluate import Config
 from optimizer.paths import atomic_write, resolve_db, resolve_storage, under
 from optimizer.study.data_settings import data_settings_rows
 from optimizer.study.records import (
-    configuration_identities, direction_sign, group_configurations, ranked_trials, read_study, read_trial,
-    read_window_result, trials_digest, window_attrs, write_window_result,
+    configuration_identities, direction_sign, distinct_configurations, group_configurations, ranked_trials,
+    read_study, read_trial, read_window_result, trials_digest, window_attrs, write_window_result,
 )
 from optimizer.study.reserve import opening_warning, record_opening
 from optimizer.study.splits import CombinatorialPurgedCV
