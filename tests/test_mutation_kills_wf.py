@@ -512,7 +512,8 @@ def test_concat_trades_keeps_sizing_only_when_every_part_sizes_alike():
 def _check_statistics_the_verdict_reads(wf):
     res = wf["res"]
     ws, s = res.windows, res.stats
-    assert s["n_trials_tried"] == 18 and s["n_configs"] == sum(w.n_configs for w in ws)
+    assert s["n_trials_tried"] == 18 and all(len(w.config_ids) == w.n_configs for w in ws)
+    assert s["n_configs"] == len({k for w in ws for k in w.config_ids}) <= sum(w.n_configs for w in ws)  # once over all
     is_r = [w.is_metrics["rank_score"] for w in ws]
     oos_r = [w.oos_metrics["rank_score"] for w in ws]
     assert s["degradation"] == pytest.approx(np.mean(oos_r) / np.mean(is_r), rel=1e-12)

@@ -285,7 +285,8 @@ def test_result_dict_has_the_documented_keys_and_summary_csv(planted, spec):
     assert (pw["n_trades"], pw["n_days"], pw["mde_per_trade"]) == (inf["n_trades"], inf["n_days"], inf["mde_per_trade"])
     assert inf["n_trades"] == d["oos"]["closed_trades"] and d["oos"]["excess_t"] == inf["t"]
     assert 0.0 <= d["spa"]["p"] <= 1.0 and len(d["spa"]["p_windows"]) == len(d["windows"])
-    assert d["stats"]["n_configs"] == sum(w["n_configs"] for w in d["windows"]) <= d["stats"]["n_trials_tried"]
+    assert (d["stats"]["n_configs"] == len({k for w in res.windows for k in w.config_ids})  # once over all windows
+            <= sum(w["n_configs"] for w in d["windows"]) <= d["stats"]["n_trials_tried"])
     eq = res.equity  # the account, its matched benchmark and the excess, day by day
     np.testing.assert_allclose(eq["oos_return"] - eq["bench_return"], eq["excess_return"], atol=1e-15)
     np.testing.assert_allclose(eq["oos_equity"].iloc[-1] - 1, d["stats"]["equity_bootstrap"]["total_return"]["point"])

@@ -66,7 +66,7 @@ __all__ = [
     "config_key", "STUDY_KEYS", "METRICS", "FOLDS", "CONFIG", "REPEAT_OF", "SEEDED", "OPENINGS", "seeded",
     "mark_seeded", "reserve_openings", "add_reserve_opening", "reserve_log_name", "is_internal", "window_attrs",
     "set_trials_target", "trial_counts", "complete_trials", "direction_sign", "ranked_trials",
-    "distinct_configurations", "group_configurations", "find_repeat", "WF_RUN", "WF_CLAIM", "claims_name",
+    "distinct_configurations", "configuration_identities", "group_configurations", "find_repeat", "WF_RUN", "WF_CLAIM", "claims_name",
     "write_wf_run", "read_wf_run", "claim_template", "read_claim", "WF_RESULT", "write_window_result",
     "read_window_result", "trials_digest", "lost_to_kill", "LEGACY_ROUNDED_TOLERANCE", "rounded_metrics",
     "metrics_tolerance", "rounded_note", "defaulted_note",
@@ -688,6 +688,13 @@ def distinct_configurations(trials: optuna.Study | Iterable[FrozenTrial]) -> lis
     ones are not tried yet): the first trial of each, in trial-number order. What the Deflated Sharpe ratio counts:
     a repeated configuration is one configuration tried."""
     return [g[0] for g in group_configurations(trials)]
+
+
+def configuration_identities(trials: optuna.Study | Iterable[FrozenTrial]) -> list[str]:
+    """The identity (stored configuration key, else the params) of each of ``distinct_configurations(trials)``, in
+    the same order: what tells the same configuration apart from another across studies (a walk-forward counts
+    the configurations its windows tried once over all of them)."""
+    return [_identity(g[0]) for g in group_configurations(trials)]
 
 
 def find_repeat(trials: Iterable[FrozenTrial], key: str, before: int | None = None) -> FrozenTrial | None:

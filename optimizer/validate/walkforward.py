@@ -62,8 +62,8 @@ from optimizer.engine.evaluate import Config
 from optimizer.paths import atomic_write, resolve_db, resolve_storage, under
 from optimizer.study.data_settings import data_settings_rows
 from optimizer.study.records import (
-    direction_sign, distinct_configurations, group_configurations, ranked_trials, read_study, read_trial,
-    read_window_result, trials_digest, window_attrs, write_window_result,
+    configuration_identities, direction_sign, distinct_configurations, group_configurations, ranked_trials,
+    read_study, read_trial, read_window_result, trials_digest, window_attrs, write_window_result,
 )
 from optimizer.study.reserve import opening_warning, record_opening
 from optimizer.study.splits import CombinatorialPurgedCV
@@ -99,8 +99,9 @@ class WindowResult:
     """One window: its study, the winner's parameters, in-sample (study) and out-of-sample metrics, the OOS
     trades and their per-trade excess returns, and the window's in-sample DSR, PBO and SPA (NaN with the reason in
     ``dsr_skipped`` / ``pbo_skipped`` / ``spa_skipped`` when they could not be estimated). ``n_configs``: distinct
-    configurations the window's study tried (COMPLETE or PRUNED); ``spa``: its ``RealityCheck.to_dict()``;
-    ``cpcv``: with ``[cv] mode = "cpcv"``, the PBO's split and path figures."""
+    configurations the window's study tried (COMPLETE, PRUNED or FAILED), ``config_ids`` their identities
+    (``records.configuration_identities``: the run counts a configuration several windows tried once); ``spa``: its
+    ``RealityCheck.to_dict()``; ``cpcv``: with ``[cv] mode = "cpcv"``, the PBO's split and path figures."""
 
     window: Window
     study_name: str
@@ -123,6 +124,7 @@ class WindowResult:
     spa_skipped: str | None = None
     cpcv: dict[str, Any] | None = None
     config: Config | None = None  # the winner's effective configuration (what the OOS evaluation ran)
+    config_ids: tuple[str, ...] = ()  # identities of the n_configs distinct configurations the window tried
 
     @property
     def spa_p(self) -> float:
@@ -560,7 +562,8 @@ def _window_result(ctx: _RunContext, w: Window, study: optuna.Study, data: Study
     train, test = _window_dates(ctx, w)
     chosen = select_params(study, spec.walkforward.select, spec.walkforward.top_k)
     cfg = trial_config(chosen, spec)
-    n_configs = len(distinct_configurations(study))  # pruned and failed included, a repeated configuration once
+    config_ids = tuple(configuration_identities(study))  # pruned and failed included, a repeated configuration once
+    n_configs = len(config_ids)
     configs, done = tried_configs(study)
     sharpes = np.array([float(read_trial(t).metrics.get("excess_sharpe", np.nan)) for t, d in zip(configs, done) if d])
     key = _result_key(ctx, w, study, data)
@@ -573,7 +576,7 @@ def _window_result(ctx: _RunContext, w: Window, study: optuna.Study, data: Study
         w, _window_name(ctx, w), train, test, dict(chosen.params), dict(read_trial(chosen).metrics),
         fig["oos_metrics"], _trades_from(fig["trades"]), fig["excess"], len(study.get_trials(deepcopy=False)),
         list(map(float, sharpes)), w.test_end > ctx.reserve, fig["dsr"], fig["pbo"], fig["dsr_skipped"],
-        fig["pbo_skipped"], n_configs, fig["spa"], fig["spa_skipped"], fig["cpcv"], cfg,
+        fig["pbo_skipped"], n_configs, fig["spa"], fig["spa_skipped"], fig["cpcv"], cfg, config_ids,
     )
 
 
@@ -1129,7 +1132,11 @@ def _equity(p: Panel, trades: Trades, daily: DailyExcess, open_bench: np.ndarray
     expectation ``open_bench``, ``_open_bench``); ``excess_return`` = the difference; each with its equity curve
     (start = 1); ``n_open`` = the positions the account holds that day (``_positions_held``: a trade left open at its
     window's data end included, as the account holds it; before 2026-12-04 the closed trades only,
-    ``DailyExcess.n_open``, so a day the account held only such a trade showed 0 beside its return). A row left
+    ``DailyExcess.n_open``, so a day the account held only such a trade showed 0 beside its return); ``excess_pnl``
+    = ``daily.total``, the daily excess P&L of one unit per open closed trade: the series the verdict's HAC t, PSR,
+    effective n and bootstrap are computed on (its sum / closed trades = the mean excess per trade), which is not
+    ``excess_return`` (before 2026-12-05 it was not exported: on a 4-window demo run the HAC t of ``excess_return``
+    was 1.98, the gate's 0.78). A row left
     out of ``daily`` (no window tested it, nothing held) is left out here too: the account holds nothing on it, so
     no return is lost or bridged (the dates jump)."""
     r = portfolio_returns(_account_trades(trades, daily.stop), p, Span(daily.start, daily.stop, daily.stop))
@@ -1142,7 +1149,8 @@ def _equity(p: Panel, trades: Trades, daily: DailyExcess, open_bench: np.ndarray
     return pd.DataFrame({"date": pd.to_datetime(p.dates[daily.row_index]),
                          "oos_return": r, "oos_equity": np.cumprod(1 + r),
                          "bench_return": b, "bench_equity": np.cumprod(1 + b),
-                         "excess_return": x, "excess_equity": np.cumprod(1 + x), "n_open": n_open})
+                         "excess_return": x, "excess_equity": np.cumprod(1 + x), "n_open": n_open,
+                         "excess_pnl": daily.total})
 
 
 def _oos_metrics(results: list[WindowResult], p: Panel, trades: Trades, excess: np.ndarray,
@@ -1202,7 +1210,7 @@ def _statistics(ctx: _RunContext, results: list[WindowResult], trades: Trades, d
     dsr_w = np.array([r.dsr_in_sample for r in results], dtype=float)
     stats: dict[str, Any] = {
         "n_trials_tried": int(sum(r.n_trials_tried for r in results)),
-        "n_configs": int(sum(r.n_configs for r in results)),
+        "n_configs": _distinct_over_windows(results),
         "degradation": float(np.nanmean(oos_vals)) / is_mean if np.isfinite(is_mean) and is_mean != 0.0 else _NAN,
         "dsr": float(np.nanmedian(dsr_w)) if np.isfinite(dsr_w).any() else _NAN,
         "dsr_windows": [None if not np.isfinite(x) else float(x) for x in dsr_w],
@@ -1253,6 +1261,16 @@ def _statistics(ctx: _RunContext, results: list[WindowResult], trades: Trades, d
     stats["cost_fragile"] = bool(flag_fragile(cs))
     stats["cost_stress_wording"] = cost_stress_wording(cs)
     return stats
+
+
+def _distinct_over_windows(results: list[WindowResult]) -> int:
+    """The distinct configurations the run tried: a configuration several windows' studies tried counts once (each
+    window's study draws from the same seeded sampler, so with few trials per window they try the same ones).
+    Before 2026-12-05 the windows' counts were summed: 4 windows x 4 trials on the planted store said "16 distinct
+    configurations" of 4. A result without identities (built by hand) counts its windows' own numbers."""
+    if any(r.n_configs and not r.config_ids for r in results):
+        return int(sum(r.n_configs for r in results))
+    return len({k for r in results for k in r.config_ids})
 
 
 def _decide(stats: dict[str, Any]) -> Verdict:
