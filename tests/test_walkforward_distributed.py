@@ -24,7 +24,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from contextlib import closing
 from pathlib import Path
@@ -468,43 +467,29 @@ def test_killed_worker_window_is_resumed_with_exactly_n_trials(synth_db, spec_pa
     worker = _start(["walkforward", "worker", str(spec_path), "--db", str(synth_db), "--storage", url, "--format",
                      "json"], tmp_path / "worker", {SLEEP_ENV: "0.1"}, grace=2)
     _ready(worker, tmp_path / "worker")  # the worker is up (waiting for the run) when the coordinator registers it
+    coord = _start(["walkforward", str(spec_path), *common], tmp_path / "coord", grace=2)
     st = make_storage(url, heartbeat=False)
-    caught: list = []  # (window, its trials) at the kill
-
-    def kill_mid_window() -> None:  # beside the coordinator, which runs in this process (the command, below)
-        t_end = time.monotonic() + 240
-        while not caught and time.monotonic() < t_end and worker.poll() is None:
-            time.sleep(0.2)
+    victim, before, t_end = None, None, time.monotonic() + 240
+    while victim is None and time.monotonic() < t_end and worker.poll() is None:
+        time.sleep(0.2)
+        try:
+            claims = optuna.load_study(study_name=claims_name("wfd"), storage=st).get_trials(deepcopy=False)
+        except KeyError:
+            continue
+        held = [read_claim(t)["window"] for t in claims if t.state == TrialState.RUNNING
+                and read_claim(t)["worker"].endswith(f":{worker.pid}")]
+        for w in held:
             try:
-                claims = optuna.load_study(study_name=claims_name("wfd"), storage=st).get_trials(deepcopy=False)
+                ts = optuna.load_study(study_name=w, storage=st).get_trials(deepcopy=False)
             except KeyError:
                 continue
-            held = [read_claim(t)["window"] for t in claims if t.state == TrialState.RUNNING
-                    and read_claim(t)["worker"].endswith(f":{worker.pid}")]
-            for w in held:
-                try:
-                    ts = optuna.load_study(study_name=w, storage=st).get_trials(deepcopy=False)
-                except KeyError:
-                    continue
-                if 1 <= len(ts) < n - 2:
-                    os.kill(worker.pid, signal.SIGKILL)
-                    caught.append((w, [(t.number, t.params, t.values) for t in ts]))
-                    break
-
-    killer = threading.Thread(target=kill_mid_window, daemon=True)
-    killer.start()
-    try:  # the coordinator: the walkforward command in this process (no interpreter to start for it)
-        coord = cli("walkforward", spec_path, *common, env={"ACCUMOPT_HEARTBEAT_GRACE": "2", SLEEP_ENV: None})
-    finally:
-        killer.join(timeout=240)
-        if worker.poll() is None and not caught:
-            worker.kill()
-        worker.wait(timeout=30)
-    assert caught, "the worker never held a window with trials stored before finishing"
-    (victim, before), = caught
-    ok(coord)
-    assert "Traceback" not in coord.stderr and "database is locked" not in coord.stderr, coord.stderr
-    d = json.loads(coord.stdout)
+            if 1 <= len(ts) < n - 2:
+                os.kill(worker.pid, signal.SIGKILL)
+                victim, before = w, [(t.number, t.params, t.values) for t in ts]
+                break
+    worker.wait(timeout=30)
+    assert victim is not None, "the worker never held a window with trials stored before finishing"
+    d = json.loads(_wait(coord, tmp_path / "coord"))
     by_window = _trials_by_window(url)
     assert len(by_window) == len(d["windows"])
     for name, ts in by_window.items():
