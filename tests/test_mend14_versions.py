@@ -177,3 +177,26 @@ def test_a_daily_metrics_built_before_versions_were_recorded_counts_as_version_1
     assert store_metrics_staleness(built) == (
         "daily_metrics was built by metrics version 1 (no version recorded: a build before versions were recorded "
         f"counts as 1), older than this accumopt's version 2, which computes some values otherwise. {TAIL}")
+
+
+def test_a_daily_metrics_built_by_a_newer_metrics_version_is_said_and_data_info_shows_the_version(built):
+    """A store a newer accumopt built (its metrics version above this one's: the user went back to an older
+    checkout) holds values this accumopt does not compute: said as the older case is; `data info` shows the version
+    that built daily_metrics (table title and JSON)."""
+    import json
+
+    from _cli_helpers import cli, ok
+
+    from optimizer.data.metrics import METRICS_VERSION, store_metrics_staleness
+
+    info = json.loads(ok(cli("data", "info", "--db", built, "--format", "json")).stdout)
+    assert info["metrics_version"] == METRICS_VERSION and info["daily_metrics_stale"] is None
+    assert f"built by metrics v{METRICS_VERSION}" in ok(cli("data", "info", "--db", built)).stdout
+    con = connect(built)
+    con.execute("UPDATE accumopt_meta SET value = ? WHERE key = 'daily_metrics_version'", [str(METRICS_VERSION + 1)])
+    con.close()
+    want = (f"daily_metrics was built by metrics version {METRICS_VERSION + 1}, newer than this accumopt's version "
+            f"{METRICS_VERSION}: a newer accumopt built it (upgrade this one to use its values). {TAIL}")
+    assert store_metrics_staleness(built) == want
+    info = json.loads(ok(cli("data", "info", "--db", built, "--format", "json")).stdout)
+    assert info["metrics_version"] == METRICS_VERSION + 1 and info["daily_metrics_stale"] == want

@@ -279,7 +279,8 @@ def info_cmd(db, out, fmt):
     tables = pd.DataFrame(info["tables"])
     tables["symbols"] = tables["symbols"].astype("Int64")
     console.print(f"store: {db}", markup=False, highlight=False, soft_wrap=True)
-    print_table(tables, title=f"tables (schema v{info['schema_version']})", hint=None)
+    mv = "" if info["metrics_version"] is None else f", daily_metrics built by metrics v{info['metrics_version']}"
+    print_table(tables, title=f"tables (schema v{info['schema_version']}{mv})", hint=None)
     if (info["schema_version"] or 0) < SCHEMA_VERSION:  # data info reads a store as it is: it never migrates
         console.print(f"schema v{info['schema_version'] or 0} is older than this accumopt's v{SCHEMA_VERSION}: the next "
                       "command that writes to the store (ingest, metrics build, backtest, signals) migrates it; "

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from optimizer.data.calendar import DateLike, as_date as _as_date, session_days
-from optimizer.data.metrics import finra_partial_days, metrics_staleness
+from optimizer.data.metrics import built_version, finra_partial_days, metrics_staleness, owns_daily_metrics
 from optimizer.data.splitcheck import suspect_splits
 from optimizer.data.store import table_exists
 from optimizer.data.universe import unpriced_note
@@ -428,7 +428,8 @@ def store_info(con: duckdb.DuckDBPyConnection) -> dict[str, object]:
                        "first": None if first is None else str(first), "last": None if last is None else str(last)})
     ver = con.execute("SELECT max(version) FROM schema_version").fetchone()[0] if table_exists(con, "schema_version") else None
     cov = [{**c.to_dict(), "symbol_gaps": symbol_gaps(con, c.source)} for c in store_coverage(con)]
-    return {"schema_version": ver, "tables": tables, "coverage": cov,
+    metrics_version = built_version(con)[0] if owns_daily_metrics(con) else None  # None: another tool's, or none
+    return {"schema_version": ver, "metrics_version": metrics_version, "tables": tables, "coverage": cov,
             "minimum": MIN_COVERAGE, "required": list(REQUIRED_SOURCES),
             "daily_metrics_stale": metrics_staleness(con), "finra_partial_days": finra_partial_days(con),
             "suspect_splits": [x.to_dict() for x in suspect_splits(con)]}

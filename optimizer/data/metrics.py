@@ -288,7 +288,7 @@ def metrics_staleness(con: duckdb.DuckDBPyConnection) -> str | None:
     since -- a new session, a re-published day, a revised close, a split -- or the symbol map changed): every score,
     sheet, backtest and study reads daily_metrics, so none of them sees the change until ``accumopt metrics build``;
     also when an older version of the metrics code built it (:data:`METRICS_VERSION`, :func:`built_version`: its
-    values are not the ones this accumopt computes). None when it is current; the raw data is not judged for a table
+    values are not the ones this accumopt computes), or a newer one (a newer accumopt's values). None when it is current; the raw data is not judged for a table
     built before it was recorded, and nothing for a table another tool built."""
     if not owns_daily_metrics(con):
         return None
@@ -309,6 +309,10 @@ def metrics_staleness(con: duckdb.DuckDBPyConnection) -> str | None:
         how = "" if recorded else " (no version recorded: a build before versions were recorded counts as 1)"
         parts.append(f"{'It' if parts else 'daily_metrics'} was built by metrics version {version}{how}, older than "
                      f"this accumopt's version {METRICS_VERSION}, which computes some values otherwise")
+    elif version > METRICS_VERSION:  # a newer accumopt built it: this one reads values it does not compute itself
+        parts.append(f"{'It' if parts else 'daily_metrics'} was built by metrics version {version}, newer than this "
+                     f"accumopt's version {METRICS_VERSION}: a newer accumopt built it (upgrade this one to use its "
+                     "values)")
     if not parts:
         return None
     return (f"{'. '.join(parts)}. Scores, sheets, backtests and studies read daily_metrics and do not see the change: "
