@@ -1,0 +1,91 @@
+"""Two processes on one DuckDB store (explore16).
+
+DuckDB lets one process write a store file, or several read it. A command or notebook blocked by another process
+(tonight's ingest while a notebook holds the store, a study loading while an ingest writes) gets one line naming
+that process (its program and PID) and what to do, exit 2; the Python API raises a DataError with that line, never
+DuckDB's IOException (whose hint "open this database in read-only mode, e.g. by using the -readonly parameter in
+the CLI" is the DuckDB shell's, not accumopt's).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+import optimizer as ao
+from optimizer.data.store import _held_by_other_process, connect
+from optimizer.errors import DataError
+from tests._cli_helpers import cli, one_line_error
+
+# Opens the store in the mode asked, says so on stdout, and holds it until its stdin closes.
+_HOLDER = ("import sys, duckdb; con = duckdb.connect(sys.argv[1], read_only=sys.argv[2] == 'ro'); "
+           "print('held', flush=True); sys.stdin.read(); con.close()")
+
+
+@contextmanager
+def held(db: Path, mode: str) -> Iterator[int]:
+    """Another process holds ``db`` open (``mode`` 'ro' or 'rw') for the block; yields its PID."""
+    p = subprocess.Popen([sys.executable, "-c", _HOLDER, str(db), mode], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "held"  # waits until the child holds the lock
+        yield p.pid
+    finally:
+        p.stdin.close()
+        p.wait(timeout=30)
+        p.stdout.close()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    db = tmp_path / "s.duckdb"
+    connect(db).close()
+    return db
+
+
+def test_a_reader_blocked_by_a_writing_process_is_told_who_and_what_to_do(store):
+    with held(store, "rw") as pid:
+        with pytest.raises(DataError) as e:
+            connect(store, read_only=True)
+        with pytest.raises(DataError) as w:
+            connect(store)
+    for msg in (str(e.value), str(w.value)):
+        assert f"database {store} is being written by another process (python" in msg
+        assert f"PID {pid})" in msg
+        assert "run this again when that process has finished" in msg and "--db a copy" in msg
+        assert "-readonly parameter" not in msg and "\n" not in msg
+    connect(store, read_only=True).close()  # the lock went with the other process
+
+
+def test_a_writer_blocked_by_a_reading_process_is_told_to_wait_for_it_to_close(store):
+    with held(store, "ro") as pid:
+        with pytest.raises(DataError) as e:
+            connect(store)
+        connect(store, read_only=True).close()  # readers share the file
+    msg = str(e.value)
+    assert f"database {store} is open for reading in another process (python" in msg and f"PID {pid})" in msg
+    assert "con.close()" in msg and "-readonly parameter" not in msg
+
+
+def test_the_command_line_says_it_in_one_line_exit_2(store, tmp_path):
+    with held(store, "ro") as pid:
+        res = cli("metrics", "build", "--db", store, "--out", tmp_path / "out")
+    one_line_error(res, f"database {store} is open for reading in another process", f"PID {pid})")
+
+
+def test_a_notebook_gets_a_data_error_not_duckdbs_io_exception(store):
+    with held(store, "rw") as pid:
+        with pytest.raises(DataError, match=f"PID {pid}"):
+            ao.load_panel(store, "tier1")
+
+
+def test_other_io_errors_are_left_to_duckdb():
+    assert _held_by_other_process("x.duckdb", 'IO Error: Cannot open file "x.duckdb": Permission denied', False) is None
+    msg = _held_by_other_process("x.duckdb", 'IO Error: Could not set lock on file "x.duckdb": Conflicting lock is '
+                                 'held in /usr/bin/python3.11 (PID 42) by user me. See also https://duckdb.org', True)
+    assert "another process (python3.11, PID 42)" in msg
