@@ -89,3 +89,35 @@ def test_other_io_errors_are_left_to_duckdb():
     msg = _held_by_other_process("x.duckdb", 'IO Error: Could not set lock on file "x.duckdb": Conflicting lock is '
                                  'held in /usr/bin/python3.11 (PID 42) by user me. See also https://duckdb.org', True)
     assert "another process (python3.11, PID 42)" in msg
+
+
+def test_an_interrupted_scan_leaves_the_previous_scanner_csvs_whole(tmp_path, monkeypatch):
+    """Evening rewrites <out>/scanner/<day>/scanner_top.csv (and scanner_metrics.csv) each night; a write cut short
+    (Ctrl-C, cron's timeout, a full disk) must leave last night's whole file, never a truncated one that a notebook
+    or tomorrow's diff reads as a shorter ranking."""
+    import pandas as pd
+
+    from optimizer.analytics.scanner import scan, write_scan
+    from tests.test_analytics import _finra_rows, _insert_finra
+
+    con = connect(tmp_path / "t.duckdb")
+    try:
+        _insert_finra(con, _finra_rows())
+        first = scan(con, lookback=4, min_periods=4, top=2)
+        paths = write_scan(con, first, tmp_path / "scanner", export_full=True)
+        before = {k: paths[k].read_bytes() for k in ("top_csv", "metrics_csv")}
+        assert len(pd.read_csv(paths["metrics_csv"])) == 4
+
+        real = pd.DataFrame.to_csv
+
+        def cut_short(self, path, *args, **kwargs):  # writes the header and one row, then is interrupted
+            real(self.head(1), path, *args, **kwargs)
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(pd.DataFrame, "to_csv", cut_short)
+        with pytest.raises(KeyboardInterrupt):
+            write_scan(con, scan(con, lookback=5, min_periods=4, top=2), tmp_path / "scanner", export_full=True)
+    finally:
+        con.close()
+    assert {k: paths[k].read_bytes() for k in before} == before
+    assert not [p.name for p in paths["top_csv"].parent.iterdir() if p.name.endswith(".tmp")]
