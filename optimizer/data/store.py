@@ -414,10 +414,10 @@ def _held_by_other_process(path: str, message: str, read_only: bool) -> str | No
     if m:
         who = f"another process ({Path(m['prog']).name or m['prog']}, PID {m['pid']})"
     if read_only or "read-only mode" not in message:
-        return (f"database {path} is being written by {who}, and DuckDB lets no other process open a store while one "
-                f"writes it; run this again when that process has finished (an ingest, a metrics build, an evening), "
-                f"or pass --db a copy of the store made before it started")
-    return (f"database {path} is open for reading in {who} (a study loading it, a notebook's connection), and "
+        return (f"database {path} is being written by {who}, e.g. an ingest, a metrics build or an evening; DuckDB "
+                f"lets no other process open a store while one writes it; run this again when that process has "
+                f"finished, or pass --db a copy of the store made before it started")
+    return (f"database {path} is open for reading in {who}, e.g. a study loading it or a notebook's connection; "
             f"DuckDB lets no process write a store while another has it open; run this again when that process has "
             f"finished or closed it (a notebook: con.close())")
 
