@@ -121,3 +121,49 @@ def test_an_interrupted_scan_leaves_the_previous_scanner_csvs_whole(tmp_path, mo
         con.close()
     assert {k: paths[k].read_bytes() for k in before} == before
     assert not [p.name for p in paths["top_csv"].parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def _cut_short_write_text(monkeypatch):
+    """Path.write_text writes the first 100 characters, then is interrupted (Ctrl-C, a full disk)."""
+    real = Path.write_text
+
+    def cut_short(self, data, *args, **kwargs):
+        real(self, data[:100], *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", cut_short)
+
+
+def test_an_interrupted_daily_table_leaves_the_previous_page_whole(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from optimizer.analytics.tables import write_daily_table_html
+
+    page = write_daily_table_html(pd.DataFrame({"date": ["2024-07-10"], "symbol": ["AAA"]}), tmp_path / "t.html")
+    before = page.read_bytes()
+    assert before.rstrip().endswith(b"</html>")
+    _cut_short_write_text(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        write_daily_table_html(pd.DataFrame({"date": ["2024-07-11"], "symbol": ["BBB"]}), page)
+    assert page.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["t.html"]
+
+
+def test_an_interrupted_study_comparison_leaves_the_previous_page_whole(tmp_path, monkeypatch):
+    import pandas as pd
+    import plotly.graph_objects as go
+
+    from optimizer.report import compare
+    from optimizer.study.inspect import CompareResult
+
+    monkeypatch.setattr(compare, "compare_figure", lambda result: go.Figure())  # the file write is the subject here
+    empty = pd.DataFrame()
+    res = CompareResult(["a"], pd.DataFrame({"study": ["a"], "kernel_warmup_s": [0.5]}), empty, empty, empty)
+    page = compare.write_compare_html(res, tmp_path / "cmp.html")
+    before = page.read_bytes()
+    assert before.rstrip().endswith(b"</html>")
+    _cut_short_write_text(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        compare.write_compare_html(CompareResult(["b"], res.summary.assign(study=["b"]), empty, empty, empty), page)
+    assert page.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["cmp.html"]
