@@ -167,3 +167,27 @@ def test_an_interrupted_study_comparison_leaves_the_previous_page_whole(tmp_path
         compare.write_compare_html(CompareResult(["b"], res.summary.assign(study=["b"]), empty, empty, empty), page)
     assert page.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["cmp.html"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_an_interrupted_study_export_leaves_the_previous_file_whole(tmp_path, monkeypatch, fmt):
+    import pandas as pd
+
+    from optimizer.study import inspect
+
+    tables = iter([pd.DataFrame({"number": [0, 1, 2], "value": [0.1, 0.2, 0.3]}), pd.DataFrame({"number": [0]})])
+    monkeypatch.setattr(inspect, "trials_table", lambda storage, name: next(tables))  # the file write is the subject
+    p = inspect.export_study("sqlite:///unused.db", "s", tmp_path / f"s.{fmt}", fmt=fmt)
+    before = p.read_bytes()
+    writer = "to_csv" if fmt == "csv" else "to_parquet"
+    real = getattr(pd.DataFrame, writer)
+
+    def cut_short(self, path, *args, **kwargs):  # writes a part (here: a whole smaller table), then is interrupted
+        real(self.head(0), path, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pd.DataFrame, writer, cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        inspect.export_study("sqlite:///unused.db", "s", p, fmt=fmt)
+    assert p.read_bytes() == before
+    assert [q.name for q in tmp_path.iterdir()] == [p.name]
