@@ -184,6 +184,8 @@ def backtest(params: Mapping[str, Any], db: str | Path, universe: Any = None, st
     if record is not None and first is not None:
         record.check_start(first)
     db = existing_store(db)
+    if save:  # the run ends by writing its bt_ tables to the store: a store another process holds is refused now
+        connect(db).close()  # (one line naming that process), not after the whole evaluation
     cfg = Config.from_params(engine_params(params))
     uni = universe if universe is not None else (record.universe if record is not None else "tier1+3")
     uni = list(uni) if isinstance(uni, tuple) else uni

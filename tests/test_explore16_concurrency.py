@@ -191,3 +191,22 @@ def test_an_interrupted_study_export_leaves_the_previous_file_whole(tmp_path, mo
         inspect.export_study("sqlite:///unused.db", "s", p, fmt=fmt)
     assert p.read_bytes() == before
     assert [q.name for q in tmp_path.iterdir()] == [p.name]
+
+
+def test_a_backtest_that_cannot_write_the_store_is_refused_before_it_evaluates(synth_db, tmp_path, monkeypatch):
+    """`backtest` writes the store at its end (bt_ tables, market regimes); with a notebook or a study holding the
+    store open it failed there, after loading the panel and the whole evaluation."""
+    import shutil
+
+    from optimizer import backtest as bt
+
+    db = tmp_path / "copy.duckdb"
+    shutil.copy(synth_db, db)
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("the panel was loaded and evaluated before the store's write was refused")
+
+    monkeypatch.setattr(bt, "load_universe_panel", loaded)
+    with held(db, "ro") as pid:
+        with pytest.raises(DataError, match=f"open for reading in another process .*PID {pid}"):
+            bt.backtest({}, db, universe="tier1", save=True, out_root=tmp_path / "out")
