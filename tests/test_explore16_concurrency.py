@@ -210,3 +210,21 @@ def test_a_backtest_that_cannot_write_the_store_is_refused_before_it_evaluates(s
     with held(db, "ro") as pid:
         with pytest.raises(DataError, match=f"open for reading in another process .*PID {pid}"):
             bt.backtest({}, db, universe="tier1", save=True, out_root=tmp_path / "out")
+
+
+def test_signals_that_cannot_write_the_store_are_refused_before_the_sheet_is_computed(store, tmp_path, monkeypatch):
+    """`signals` (--save, the default) writes its signal_sheet table at its end; with the store held open by another
+    process it computed the whole sheet first, then failed."""
+    import json
+
+    from optimizer.cli import signals as cli_signals
+
+    def computed(*args, **kwargs):
+        raise AssertionError("the sheet was computed before the store's write was refused")
+
+    monkeypatch.setattr(cli_signals, "signal_sheet", computed)
+    params = tmp_path / "best.json"
+    params.write_text(json.dumps({"params": {}}), encoding="utf-8")
+    with held(store, "ro") as pid:
+        res = cli("signals", "--params", params, "--db", store, "--out", tmp_path / "out")
+    one_line_error(res, "is open for reading in another process", f"PID {pid})")

@@ -24,7 +24,7 @@ from optimizer.errors import DataError
 __all__ = [
     "SCHEMA_VERSION", "connect", "open_store", "transaction", "table_exists", "RAW_TABLES",
     "SPLITS_TABLE", "MIGRATIONS", "memory_budget", "WORK_MEMORY", "FINRA_FAMILIES", "consolidated_short_sql",
-    "create_consolidated_view",
+    "create_consolidated_view", "check_writable",
 ]
 
 # DuckDB's own memory during the big jobs (ingest, metrics build) on a file-backed store: beyond it DuckDB
@@ -420,6 +420,14 @@ def _held_by_other_process(path: str, message: str, read_only: bool) -> str | No
     return (f"database {path} is open for reading in {who}, e.g. a study loading it or a notebook's connection; "
             f"DuckDB lets no process write a store while another has it open; run this again when that process has "
             f"finished or closed it (a notebook: con.close())")
+
+
+def check_writable(path: str | Path) -> None:
+    """Open the store at ``path`` for writing and close it at once, for a command that reads first and writes at its
+    end: a store another process holds is refused before the work (a DataError naming that process), not after
+    it. A store that does not exist yet is left to the command's own check."""
+    if str(path) != ":memory:" and Path(path).exists():
+        connect(path).close()
 
 
 @contextlib.contextmanager
