@@ -34,7 +34,7 @@ import pandas as pd
 from optimizer.data.calendar import as_date
 from optimizer.data.metrics import metrics_staleness
 from optimizer.data.splitcheck import panel_split_lines
-from optimizer.data.store import connect
+from optimizer.data.store import check_writable, connect
 from optimizer.engine.context import compute_context, market_regime_frame
 from optimizer.engine.evaluate import Config, Evaluator, Result
 from optimizer.engine.outcomes import backtest_summary, frequency_baseline, signal_events
@@ -184,6 +184,8 @@ def backtest(params: Mapping[str, Any], db: str | Path, universe: Any = None, st
     if record is not None and first is not None:
         record.check_start(first)
     db = existing_store(db)
+    if save:  # the run ends by writing its bt_ tables to the store
+        check_writable(db)
     cfg = Config.from_params(engine_params(params))
     uni = universe if universe is not None else (record.universe if record is not None else "tier1+3")
     uni = list(uni) if isinstance(uni, tuple) else uni

@@ -50,6 +50,7 @@ from optimizer.data.calendar import DateLike, as_date, session_days
 from optimizer.data.coverage import MIN_COVERAGE, SourceCoverage, source_coverage
 from optimizer.data.store import consolidated_short_sql, table_exists, transaction
 from optimizer.errors import DataError, check_param
+from optimizer.paths import atomic_write
 from optimizer.report.files import write_figures
 from optimizer.settings import SCANNER_MIN_SESSIONS
 from optimizer.report.terminal import Column, print_frame
@@ -365,9 +366,9 @@ def write_scan(con: duckdb.DuckDBPyConnection, result: ScanResult, out_root: str
     paths: dict[str, Path] = {}
     if export_full:
         paths["metrics_csv"] = out / "scanner_metrics.csv"
-        result.metrics.to_csv(paths["metrics_csv"], index=False, float_format="%.6g")
+        atomic_write(paths["metrics_csv"], lambda t: result.metrics.to_csv(t, index=False, float_format="%.6g"))
     paths["top_csv"] = out / "scanner_top.csv"
-    result.top.to_csv(paths["top_csv"], index=False, float_format="%.6g")
+    atomic_write(paths["top_csv"], lambda t: result.top.to_csv(t, index=False, float_format="%.6g"))
     bar, hist = scan_figures(result)
     written = write_figures([(bar, out / "scanner_top.html"), (hist, out / "scanner_scores.html")], png)
     paths["top_html"], paths["scores_html"] = out / "scanner_top.html", out / "scanner_scores.html"

@@ -29,6 +29,7 @@ from optimizer.engine.features import FeatureCache
 from optimizer.engine.panel import load_panel, warmup_start
 from optimizer.engine.score import ScoreParams, display_score
 from optimizer.errors import DataError, check_param
+from optimizer.paths import atomic_write
 from optimizer.analytics.scanner import _as_date, nearest_dates_message
 from optimizer.report.terminal import Column, FrameView, cell_text, print_frame
 from optimizer.data.symbols import canonical_symbol, unknown_symbols_message
@@ -273,7 +274,7 @@ p.disclaimer {{ font-size: 12px; color: #555; max-width: 60em; }}
 <p class="disclaimer">{html.escape(DISCLAIMER)}</p>
 </body></html>
 """
-    p.write_text(doc, encoding="utf-8")
+    atomic_write(p, lambda t: t.write_text(doc, encoding="utf-8"))
     return p
 
 

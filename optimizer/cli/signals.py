@@ -16,6 +16,7 @@ from optimizer.paths import output_root, resolve_db
 from optimizer.report.sheet import sheet_records
 from optimizer.report.terminal import Column, print_frame
 from optimizer.data.splitcheck import panel_split_lines
+from optimizer.data.store import check_writable
 from optimizer.signals import (
     signal_sheet, stale_metrics_warning, stale_sheet_warning, unpriced_warning, unscored_warning,
     walkforward_warning, write_signal_sheet,
@@ -155,6 +156,8 @@ def signals_cmd(params_file, universe, start, regime, walkforward, date, show_al
     out_root = output_root(out)
     db = resolve_db(db, None, out_root)
     rec = load_params_record(params_file)
+    if save:  # the sheet ends by writing its signal_sheet table: a store another process holds is refused first
+        check_writable(db)
     sheet = signal_sheet(rec, db, date=date, universe=universe, start=start, regime=regime, walkforward=walkforward)
     stale = stale_sheet_warning(sheet, db) if date is None else None  # an explicit --date is deliberate
     for w in (stale_metrics_warning(db), unscored_warning(sheet), unpriced_warning(sheet), stale,

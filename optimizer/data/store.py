@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from optimizer.errors import DataError
 __all__ = [
     "SCHEMA_VERSION", "connect", "open_store", "transaction", "table_exists", "RAW_TABLES",
     "SPLITS_TABLE", "MIGRATIONS", "memory_budget", "WORK_MEMORY", "FINRA_FAMILIES", "consolidated_short_sql",
-    "create_consolidated_view",
+    "create_consolidated_view", "check_writable",
 ]
 
 # DuckDB's own memory during the big jobs (ingest, metrics build) on a file-backed store: beyond it DuckDB
@@ -380,6 +381,11 @@ def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnect
         raise DataError(f"database {p} is already open in this process {'for writing' if read_only else 'read-only'} "
                         f"and DuckDB opens a file in one mode per process; close that connection (con.close()) and "
                         f"call again") from None
+    except duckdb.IOException as e:  # another process holds the file's lock
+        held = _held_by_other_process(p, str(e), read_only)
+        if held is None:
+            raise
+        raise DataError(held) from None
     try:
         v = _current_version(con)
         _refuse_newer(v)  # a reader cannot migrate, but must not read a newer accumopt's tables as its own
@@ -391,6 +397,37 @@ def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnect
         con.close()
         raise
     return con
+
+
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<prog>.+?) \(PID (?P<pid>\d+)\)")
+
+
+def _held_by_other_process(path: str, message: str, read_only: bool) -> str | None:
+    """The one-line message for DuckDB's "Could not set lock on file" (another process holds the store: DuckDB lets
+    one process write a file, or several read it), naming that process and what to do; None for any other error.
+    A reader is blocked only by a writer; a writer by a writer, or by readers when DuckDB adds that the file could
+    be opened read-only."""
+    if "Could not set lock on file" not in message:
+        return None
+    m = _LOCK_HOLDER.search(message)
+    who = "another process"
+    if m:
+        who = f"another process ({Path(m['prog']).name or m['prog']}, PID {m['pid']})"
+    if read_only or "read-only mode" not in message:
+        return (f"database {path} is being written by {who}, e.g. an ingest, a metrics build or an evening; DuckDB "
+                f"lets no other process open a store while one writes it; run this again when that process has "
+                f"finished, or pass --db a copy of the store made before it started")
+    return (f"database {path} is open for reading in {who}, e.g. a study loading it or a notebook's connection; "
+            f"DuckDB lets no process write a store while another has it open; run this again when that process has "
+            f"finished or closed it (a notebook: con.close())")
+
+
+def check_writable(path: str | Path) -> None:
+    """Open the store at ``path`` for writing and close it at once, for a command that reads first and writes at its
+    end: a store another process holds is refused before the work (a DataError naming that process), not after
+    it. A store that does not exist yet is left to the command's own check."""
+    if str(path) != ":memory:" and Path(path).exists():
+        connect(path).close()
 
 
 @contextlib.contextmanager

@@ -17,6 +17,8 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from optimizer.paths import atomic_write
+
 if TYPE_CHECKING:
     from optimizer.study.inspect import CompareResult
 
@@ -116,5 +118,5 @@ def write_compare_html(result: "CompareResult", path: str | Path) -> Path:
         f"<p class=\"warmup\">{html.escape(warmup_note(result.summary))}</p>\n"
         f"{fig_html}\n</body></html>\n"
     )
-    p.write_text(page, encoding="utf-8")
+    atomic_write(p, lambda t: t.write_text(page, encoding="utf-8"))
     return p

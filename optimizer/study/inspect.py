@@ -24,7 +24,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from optimizer.errors import DataError, check_param
-from optimizer.paths import resolve_storage
+from optimizer.paths import atomic_write, resolve_storage
 from optimizer.study.records import (
     FOLDS, METRICS, REPEAT_OF, direction_sign, is_internal, ranked_trials, read_study, read_trial,
     trial_counts,
@@ -473,12 +473,12 @@ def export_study(storage: Any, name: str, path: str | Path, fmt: str = "csv") ->
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":
-        df.to_csv(p, index=False)
+        atomic_write(p, lambda t: df.to_csv(t, index=False))
     else:
         for c in df.columns:  # parquet needs one type per column: mixed object columns become text
             if df[c].dtype == object and df[c].map(type).nunique() > 1:
                 df[c] = df[c].map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
-        df.to_parquet(p, index=False)
+        atomic_write(p, lambda t: df.to_parquet(t, index=False))
     return p
 
 
