@@ -226,7 +226,7 @@ def signal_sheet(record: ParamsRecord | Mapping[str, Any], db: str | Path, date:
     trial = rec.record
     span_from = start if start is not None else rec.start
     if span_from is not None:
-        first = as_date(str(span_from), "start")
+        first = as_date(span_from, "start")
         check_param(first <= day, "start", f"on or before the sheet's session {day}", span_from)
         if trial is not None and start is not None:
             trial.check_start(first)

@@ -30,9 +30,8 @@ from plotly.subplots import make_subplots
 from rich.console import Console
 
 from optimizer.errors import DataError, check_param
-from optimizer.data.calendar import DateLike
+from optimizer.data.calendar import DateLike, as_date
 from optimizer.data.symbols import canonical_symbol
-from optimizer.analytics.scanner import _as_date
 from optimizer.analytics.tables import agreement, engine_scores, require_symbols, table_columns
 from optimizer.engine.score import ScoreParams
 from optimizer.engine.simulate import Thresholds
@@ -66,8 +65,7 @@ _GREEN, _RED, _GREY, _BLUE = "#4c9a6a", "#b85c5c", "#9a9a9a", "#4f6d9a"
 
 
 def _range(start, end) -> tuple:
-    s = None if start is None else _as_date(start, "start")
-    e = None if end is None else _as_date(end, "end")
+    s, e = as_date(start, "start"), as_date(end, "end")
     if s is not None and e is not None:
         check_param(s <= e, "start", f"<= end={e}", str(s))
     return s, e

@@ -108,11 +108,6 @@ class ScanResult:
     reason: str | None = None
 
 
-def _as_date(value, name: str) -> dt.date:
-    """``value`` (not None) as a date: ``calendar.as_date``, the one rule for a date a user writes."""
-    return as_date(value, name)
-
-
 def nearest_dates_message(con: duckdb.DuckDBPyConnection, table: str, day: dt.date, what: str) -> str:
     """``no <what> on <day>; nearest dates: <before>, <after>`` from the distinct dates of ``table``."""
     before = con.execute(f"SELECT max(date) FROM {table} WHERE date < ?", [day]).fetchone()[0]
@@ -129,7 +124,7 @@ def _resolve_date(con: duckdb.DuckDBPyConnection, date) -> dt.date:
         if latest is None:
             raise DataError("no FINRA short-sale data in the store (finra_short_daily is empty); run `accumopt ingest` first")
         return latest
-    day = _as_date(date, "date")
+    day = as_date(date, "date")
     n = con.execute("SELECT count(*) FROM finra_short_daily WHERE date = ?", [day]).fetchone()[0]
     if not n:
         raise DataError(nearest_dates_message(con, "finra_short_daily", day, "FINRA data"))

@@ -23,14 +23,14 @@ from numpy.typing import ArrayLike
 from rich.console import Console
 
 from optimizer.settings import Settings
-from optimizer.data.calendar import DateLike
+from optimizer.data.calendar import DateLike, as_date
 from optimizer.data.store import table_exists
 from optimizer.engine.features import FeatureCache
 from optimizer.engine.panel import load_panel, warmup_start
 from optimizer.engine.score import ScoreParams, display_score
 from optimizer.errors import DataError, check_param
 from optimizer.paths import atomic_write
-from optimizer.analytics.scanner import _as_date, nearest_dates_message
+from optimizer.analytics.scanner import nearest_dates_message
 from optimizer.report.terminal import Column, FrameView, cell_text, print_frame
 from optimizer.data.symbols import canonical_symbol, unknown_symbols_message
 
@@ -162,7 +162,7 @@ def daily_table(
             raise DataError("daily_metrics holds no FINRA short-sale data" + ("" if syms is None else f" for {', '.join(syms)}")
                             + "; ingest FINRA files and run `accumopt metrics build` first")
     else:
-        day = _as_date(date, "date")
+        day = as_date(date, "date")
         n_all, n = con.execute(f"SELECT count(*), count(*) FILTER (WHERE {finra}) FROM daily_metrics WHERE date = ?{in_syms}",
                                [day] + ([] if syms is None else [syms])).fetchone()
         if n_all and not n:  # rows (prices) but no FINRA data that day (no rows at all: the message below)

@@ -288,8 +288,9 @@ def metrics_staleness(con: duckdb.DuckDBPyConnection) -> str | None:
     since -- a new session, a re-published day, a revised close, a split -- or the symbol map changed): every score,
     sheet, backtest and study reads daily_metrics, so none of them sees the change until ``accumopt metrics build``;
     also when an older version of the metrics code built it (:data:`METRICS_VERSION`, :func:`built_version`: its
-    values are not the ones this accumopt computes), or a newer one (a newer accumopt's values). None when it is current; the raw data is not judged for a table
-    built before it was recorded, and nothing for a table another tool built."""
+    values are not the ones this accumopt computes), or a newer one (a newer accumopt's values). None when it is
+    current; the raw data is not judged for a table built before it was recorded, and nothing for a table another
+    tool built."""
     if not owns_daily_metrics(con):
         return None
     rows = _q(con, f"SELECT value FROM {META_TABLE} WHERE key = ?", [RAW_STATE_KEY])
