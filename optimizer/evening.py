@@ -39,7 +39,7 @@ from optimizer.data.fetch import fetch_finra_short, fetch_polygon_prices
 from optimizer.data.ingest import KINDS, expand_paths, ingest_paths
 from optimizer.data.ingest.prices import polygon_dates
 from optimizer.data.metrics import build_daily_metrics
-from optimizer.data.store import connect, table_exists
+from optimizer.data.store import DEFAULT_EVENING_WAIT, checked_wait, connect, lock_wait, table_exists
 from optimizer.data.symbols import canonical_or_none
 from optimizer.data.splitcheck import panel_split_lines
 from optimizer.data.universe import MARKET_SYMBOL, VIX_SYMBOL, is_all, resolve_universe
@@ -303,13 +303,23 @@ def run_evening(
     png: bool | None = False,
     progress: bool = False,
     echo: Callable[[str], None] | None = None,
+    wait: float = DEFAULT_EVENING_WAIT,
 ) -> EveningResult:
     """Run the evening (module docstring) for the parameters file (or record) ``params`` on the store at ``db``.
 
     ``ingest_dir``: ingest the files under it instead of fetching; ``fetch=False``: neither (rebuild, scan and sheet
     only); ``through``: last day to fetch (default: tonight's session in New York, ``calendar.tonight_session``);
     ``universe`` / ``start`` / ``regime`` / ``walkforward``: as in ``signals.signal_sheet``. Outputs go under
-    ``out_root`` (fetched raw files in ``<out_root>/raw``). ``echo`` receives one line per finished step."""
+    ``out_root`` (fetched raw files in ``<out_root>/raw``). ``echo`` receives one line per finished step. ``wait``:
+    seconds each opening of the store waits for another process holding it (a study loading its panel between two
+    steps; ``store.connect``), 0 to fail at once."""
+    with lock_wait(checked_wait(wait)):
+        return _run_evening(params, db, out_root, ingest_dir, fetch, through, universe, start, regime, walkforward,
+                            settings, png, progress, echo)
+
+
+def _run_evening(params, db, out_root, ingest_dir, fetch, through, universe, start, regime, walkforward, settings,
+                 png, progress, echo) -> EveningResult:
     st = settings or Settings.from_env()
     rec = params if isinstance(params, ParamsRecord) else load_params_record(params)
     rec.config()  # a bad parameters file is refused before anything is written

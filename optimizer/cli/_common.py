@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
-    "console", "err_console", "shared_options", "format_option", "progress_enabled", "echo_json", "print_table",
-    "print_kv", "print_cmd", "table_options", "warn_stale_metrics", "Column", "ErrorGroup",
+    "console", "err_console", "shared_options", "wait_option", "format_option", "progress_enabled", "echo_json",
+    "print_table", "print_kv", "print_cmd", "table_options", "warn_stale_metrics", "Column", "ErrorGroup",
 ]
 
 console = Console()
@@ -78,6 +78,31 @@ def shared_options(*uses: str) -> Callable[[Callable], Callable]:
             wrapper = click.option(f"--{name}", name, default=None, type=typ,
                                    help=help_ if name in uses else f"Not used by this command ({_UNUSED[name]}).")(wrapper)
         return wrapper
+    return deco
+
+
+_WAIT_HELP = ("Seconds to wait for the DuckDB store while another process holds it (a study loading its panel, a "
+              "notebook's connection), trying again; 0: fail at once naming that process.")
+
+
+def wait_option(default: float = 0.0, passed: bool = False) -> Callable[[Callable], Callable]:
+    """``--wait SECONDS`` of a command that writes the store (``store.lock_wait``): every store the command opens
+    waits up to that long for another process's lock. A negative or NaN value is refused naming --wait.
+    ``passed``: the callback receives ``wait`` (checked) and applies it itself (``evening``)."""
+
+    def deco(f: Callable) -> Callable:
+        @functools.wraps(f)
+        def wrapper(*args: Any, **kw: Any) -> Any:
+            from optimizer.data.store import checked_wait, lock_wait  # DuckDB: not at this module's import
+
+            wait = checked_wait(kw.pop("wait"), "--wait")
+            if passed:
+                return f(*args, wait=wait, **kw)
+            with lock_wait(wait):
+                return f(*args, **kw)
+
+        return click.option("--wait", "wait", type=float, default=default, show_default=True, metavar="SECONDS",
+                            help=_WAIT_HELP)(wrapper)
     return deco
 
 

@@ -12,7 +12,7 @@ import click
 
 from optimizer.analytics.scanner import render_scan, scan, write_scan
 from optimizer.cli._common import (
-    echo_json, console, format_option, frame_json, shared_options, table_options, warn_stale_metrics,
+    echo_json, console, format_option, frame_json, shared_options, table_options, wait_option, warn_stale_metrics,
 )
 from optimizer.data.store import connect
 from optimizer.data.symbols import canonical_symbol
@@ -41,6 +41,7 @@ def _png_option(f):
               help="Write scanner_metrics.csv with every symbol [env SCANNER_EXPORT_FULL; on].")
 @_png_option
 @shared_options("db", "out")
+@wait_option()
 @table_options
 @format_option()
 def scan_cmd(date, lookback, top, trend_days, outlier_z, volume_z, ratio_z, export_full, png, db, out, columns, wide,

@@ -10,7 +10,9 @@ from collections.abc import Callable
 import click
 
 from optimizer.backtest import backtest, compare_metrics
-from optimizer.cli._common import console, echo_json, err_console, print_kv, print_table, format_option, shared_options
+from optimizer.cli._common import (
+    console, echo_json, err_console, print_kv, print_table, format_option, shared_options, wait_option,
+)
 from optimizer.data.rolling import min_periods_label
 from optimizer.data.universe import universe_label, unpriced_note
 from optimizer.params import PARAMS, Choice, Param, check_given_active
@@ -60,6 +62,7 @@ def _param_flags(f: Callable) -> Callable:
               help="Write bt_ tables and <out>/backtest/<run_id>/ (signal_events.parquet, frequency_baseline.csv; "
                    "one row in <out>/backtest/backtest_runs.csv).")
 @shared_options("db", "out")
+@wait_option()
 @format_option()
 def backtest_cmd(params_file, universe, start, end, regime, final, allow_data_change, save, db, out, fmt, **flags):
     """Backtest one configuration on the store and print its metrics (returns are fractions). With the parameters

@@ -21,6 +21,7 @@ from optimizer.cli._common import (
     err_console,
     format_option,
     shared_options,
+    wait_option,
 )
 from optimizer.data.coverage import store_info, symbol_gap_lines
 from optimizer.data.fetch import fetch_finra_api, fetch_finra_short, fetch_polygon_prices
@@ -48,6 +49,7 @@ __all__ = ["COMMANDS"]
 @click.option("--max-expansion", type=click.FloatRange(min=1), default=None,
               help="Refuse a gzip that expands more than this many times (env MAX_EXPANSION_RATIO, default 100).")
 @shared_options("db", "out")
+@wait_option()
 @format_option()
 def ingest_cmd(kind, paths, strict, max_decompressed_mb, max_expansion, db, out, fmt):
     """Ingest raw files (files, directories or globs) of KIND into the store, one transaction per file.
@@ -117,6 +119,7 @@ def fetch_grp():
 @click.option("--cache", default=None, help="Raw-file cache directory (default <out>/raw/finra).")
 @click.option("--no-ingest", is_flag=True, help="Only download.")
 @shared_options("db", "out")
+@wait_option()
 def fetch_finra_cmd(start, end, families, cache, no_ingest, db, out):
     """Download FINRA Reg SHO daily short-sale files (FINRA_CDN_URL) for each NYSE session, then ingest them."""
     cache = cache or output_root(out) / "raw" / "finra"
@@ -135,6 +138,7 @@ def fetch_finra_cmd(start, end, families, cache, no_ingest, db, out):
 @click.option("--cache", default=None, help="Directory for the downloaded CSV (default <out>/raw/finra_api).")
 @click.option("--no-ingest", is_flag=True, help="Only download.")
 @shared_options("db", "out")
+@wait_option()
 def fetch_finra_api_cmd(start, end, symbols, cache, no_ingest, db, out):
     """Query the FINRA Query API (OAuth client credentials) for Reg SHO daily data, then ingest it. Symbols are
     read canonically (brk/b, BRK-B -> BRK.B); those no row came back for are named on stderr."""
@@ -163,6 +167,7 @@ def fetch_finra_api_cmd(start, end, symbols, cache, no_ingest, db, out):
 @click.option("--cache", default=None, help="Directory for the downloaded JSON files (default <out>/raw/prices).")
 @click.option("--no-ingest", is_flag=True, help="Only download.")
 @shared_options("db", "out")
+@wait_option()
 def fetch_prices_cmd(symbols, start, end, cache, no_ingest, db, out):
     """Download Polygon daily aggregates (POLYGON_API_KEY, POLYGON_BASE_URL), then ingest them."""
     cache = cache or output_root(out) / "raw" / "prices"
@@ -237,6 +242,7 @@ def data_grp():
 @click.option("--prices", "prices_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Keep real prices from this CSV and synthesize only the flow layers.")
 @shared_options("db", "out")
+@wait_option()
 @format_option()
 def synth_cmd(seed, effect, family, start, end, universe, n_symbols, prices_file, db, out, fmt):
     """Write the embedded synthetic market as real-format raw files (FINRA CNMS, prices, lit flow, OTC weekly,
@@ -317,6 +323,7 @@ def metrics_grp():
 @click.option("--z-window", default=20, show_default=True, type=int, help="Window of the stored z-score columns (an integer in [2, 252], the engine's z_window).")
 @click.option("--min-lit-volume", default=None, type=int, help="Lit imbalance is NULL below this volume (env MIN_LIT_VOLUME, default 10000).")
 @shared_options("db", "out")
+@wait_option()
 @format_option()
 def metrics_build_cmd(z_window, min_lit_volume, db, out, fmt):
     """Rebuild daily_metrics from the raw tables (one transaction; point-in-time; OTC publication lag applied)."""

@@ -7,7 +7,7 @@ import io
 import click
 import pandas as pd
 
-from optimizer.cli._common import console, echo_json, err_console, progress_enabled, shared_options
+from optimizer.cli._common import console, echo_json, err_console, progress_enabled, shared_options, wait_option
 from optimizer.data.rolling import min_periods_label
 from optimizer.evening import run_evening
 from optimizer.engine._regime import REGIME_LABELS
@@ -16,7 +16,7 @@ from optimizer.paths import output_root, resolve_db
 from optimizer.report.sheet import sheet_records
 from optimizer.report.terminal import Column, print_frame
 from optimizer.data.splitcheck import panel_split_lines
-from optimizer.data.store import check_writable
+from optimizer.data.store import DEFAULT_EVENING_WAIT, check_writable
 from optimizer.signals import (
     signal_sheet, stale_metrics_warning, stale_sheet_warning, unpriced_warning, unscored_warning,
     walkforward_warning, write_signal_sheet,
@@ -146,6 +146,7 @@ def _render(sheet, show_all: bool) -> None:
 @click.option("--save/--no-save", default=True, show_default=True,
               help="Write the signal_sheet table and sheet.csv / sheet.json / sheet.html.")
 @shared_options("db", "out")
+@wait_option()
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True,
               help="table: terminal tables (80 columns); json / csv: every symbol's row on stdout.")
 def signals_cmd(params_file, universe, start, regime, walkforward, date, show_all, save, db, out, fmt):
@@ -190,9 +191,11 @@ def signals_cmd(params_file, universe, start, regime, walkforward, date, show_al
                    "time).")
 @click.option("--png/--no-png", "png", default=False, show_default=True, help="Also write the scanner's PNG images.")
 @shared_options("db", "out")
+@wait_option(DEFAULT_EVENING_WAIT, passed=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
               help="table: steps, the sheet and where the outputs are; json: the same for scripts.")
-def evening_cmd(params_file, universe, start, regime, walkforward, ingest_dir, fetch, through, png, db, out, fmt):
+def evening_cmd(params_file, universe, start, regime, walkforward, ingest_dir, fetch, through, png, db, out, fmt,
+                wait):
     """The whole evening on new files: fetch (or --ingest DIR), metrics build, scan, signal sheet; prints where the
     outputs are (under <out>). Running it twice on the same files changes nothing."""
     out_root = output_root(out)
@@ -200,7 +203,8 @@ def evening_cmd(params_file, universe, start, regime, walkforward, ingest_dir, f
 
     echo = (lambda line: err_console.print(line, markup=False, highlight=False)) if fmt == "table" else None
     res = run_evening(params_file, db, out_root, ingest_dir=ingest_dir, fetch=fetch, through=through,
-                      universe=universe, start=start, regime=regime, walkforward=walkforward, png=png, progress=progress_enabled(fmt), echo=echo)
+                      universe=universe, start=start, regime=regime, walkforward=walkforward, png=png, progress=progress_enabled(fmt), echo=echo,
+                      wait=wait)
     if fmt == "json":
         echo_json({"steps": res.steps, "ingest": res.ingest, "warnings": res.warnings, "sheet": res.sheet.meta(),
                "outputs": res.outputs()})

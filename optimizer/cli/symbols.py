@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
-from optimizer.cli._common import console, echo_json, err_console, format_option, print_table, shared_options
+from optimizer.cli._common import (
+    console, echo_json, err_console, format_option, print_table, shared_options, wait_option,
+)
 from optimizer.data.store import connect
 from optimizer.errors import ParameterError
 from optimizer.paths import existing_store, output_root, resolve_db
@@ -51,6 +53,7 @@ def map_grp():
 @click.option("--from", "effective", required=True, help="First session traded under NEW (YYYY-MM-DD).")
 @click.option("--no-rewrite", is_flag=True, help="Only map later ingests; leave the stored rows of OLD as they are.")
 @shared_options("db", "out")
+@wait_option()
 @format_option()
 def map_add_cmd(old, new, effective, no_rewrite, db, out, fmt):
     """Map OLD -> NEW from --from on; the stored rows of OLD before that date are renamed in the same transaction."""
@@ -101,6 +104,7 @@ def map_list_cmd(db, out, fmt):
 @click.argument("old")
 @click.option("--from", "effective", default=None, help="Only the mapping effective on this date (default: every mapping of OLD).")
 @shared_options("db", "out")
+@wait_option()
 def map_remove_cmd(old, effective, db, out):
     """Remove the mapping(s) of OLD. Later ingests keep OLD's rows under OLD; rows already renamed keep NEW
     (re-ingest the raw files to undo that)."""

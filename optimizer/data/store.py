@@ -12,8 +12,12 @@ DataError naming the table and the columns it lacks), as every ingest and summar
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
+import math
 import re
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +28,7 @@ from optimizer.errors import DataError
 __all__ = [
     "SCHEMA_VERSION", "connect", "open_store", "transaction", "table_exists", "RAW_TABLES",
     "SPLITS_TABLE", "MIGRATIONS", "memory_budget", "WORK_MEMORY", "FINRA_FAMILIES", "consolidated_short_sql",
-    "create_consolidated_view", "check_writable",
+    "create_consolidated_view", "check_writable", "lock_wait", "checked_wait", "DEFAULT_EVENING_WAIT",
 ]
 
 # DuckDB's own memory during the big jobs (ingest, metrics build) on a file-backed store: beyond it DuckDB
@@ -360,8 +364,45 @@ def _refuse_not_duckdb(path: Path) -> None:
                             f"sqlite:///{path}), not a DuckDB store")
 
 
-def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open (creating and migrating if needed) the store at ``path``; ``:memory:`` works too."""
+# how long ``accumopt evening`` waits by default for a store another process holds (a study loading its panel for
+# 1-2 s between two of its steps): a cron run should not fail on that; every other command fails at once unless
+# asked to wait (``--wait SECONDS``)
+DEFAULT_EVENING_WAIT = 120.0
+
+# the wait ``connect`` uses when its caller passes none (``lock_wait``): 0, fail at once
+_WAIT: contextvars.ContextVar[float] = contextvars.ContextVar("accumopt_store_wait", default=0.0)
+_RETRY_EVERY = 0.2  # seconds between two tries of a held store's lock
+_clock, _sleep = time.monotonic, time.sleep  # seams for the tests
+
+
+def checked_wait(wait: object, name: str = "wait") -> float:
+    """``wait`` as float seconds; a ParameterError naming ``name`` unless it is a finite number >= 0 (a wait is
+    bounded: a cron run must end)."""
+    from optimizer.errors import check_param
+
+    ok = isinstance(wait, (int, float)) and not isinstance(wait, bool) and math.isfinite(wait) and wait >= 0
+    check_param(ok, name, "a finite number of seconds >= 0 (0: fail at once when another process holds the store)", wait)
+    return float(wait)
+
+
+@contextlib.contextmanager
+def lock_wait(seconds: float) -> Iterator[None]:
+    """Every ``connect`` in the block that is given no ``wait`` waits up to ``seconds`` for a store another process
+    holds (a command's ``--wait``; ``evening`` waits ``DEFAULT_EVENING_WAIT`` by default)."""
+    token = _WAIT.set(checked_wait(seconds))
+    try:
+        yield
+    finally:
+        _WAIT.reset(token)
+
+
+def connect(path: str | Path, read_only: bool = False, wait: float | None = None) -> duckdb.DuckDBPyConnection:
+    """Open (creating and migrating if needed) the store at ``path``; ``:memory:`` works too.
+
+    ``wait``: seconds to wait, trying again, when another process holds the store's lock (default: the enclosing
+    ``lock_wait``'s, else 0: a DataError at once naming that process). A wait says once on stderr who holds the
+    store and how long it waits; when the time is up the DataError says it waited."""
+    limit = _WAIT.get() if wait is None else checked_wait(wait)
     p = str(path)
     if p != ":memory:":
         pp = Path(p)
@@ -373,19 +414,29 @@ def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnect
         except OSError as e:  # a file where a folder of the path should be, a read-only folder
             why = "a file, not a folder, is in its path" if isinstance(e, (FileExistsError, NotADirectoryError)) else e.strerror
             raise DataError(f"database {p}: cannot create its folder {pp.parent} ({why})") from None
-    try:
-        con = duckdb.connect(p, read_only=read_only)
-    except duckdb.ConnectionException as e:  # this process holds the file open in the other mode (e.g. a notebook)
-        if "different configuration" not in str(e):
-            raise
-        raise DataError(f"database {p} is already open in this process {'for writing' if read_only else 'read-only'} "
-                        f"and DuckDB opens a file in one mode per process; close that connection (con.close()) and "
-                        f"call again") from None
-    except duckdb.IOException as e:  # another process holds the file's lock
-        held = _held_by_other_process(p, str(e), read_only)
-        if held is None:
-            raise
-        raise DataError(held) from None
+    deadline, said = _clock() + limit, False
+    while True:
+        try:
+            con = duckdb.connect(p, read_only=read_only)
+            break
+        except duckdb.ConnectionException as e:  # this process holds the file open in the other mode (a notebook)
+            if "different configuration" not in str(e):
+                raise
+            raise DataError(f"database {p} is already open in this process {'for writing' if read_only else 'read-only'} "
+                            f"and DuckDB opens a file in one mode per process; close that connection (con.close()) "
+                            f"and call again") from None
+        except duckdb.IOException as e:  # another process holds the file's lock
+            held = _held_by_other_process(p, str(e), read_only)
+            if held is None:
+                raise
+            left = deadline - _clock()
+            if left <= 0:
+                raise DataError(held + (f" (waited {limit:g} s for it)" if limit > 0 else "")) from None
+            if not said:
+                said = True
+                print(f"waiting up to {limit:g} s for database {p}: {_holder_line(str(e), read_only)}",
+                      file=sys.stderr, flush=True)
+            _sleep(min(_RETRY_EVERY, left))
     try:
         v = _current_version(con)
         _refuse_newer(v)  # a reader cannot migrate, but must not read a newer accumopt's tables as its own
@@ -402,6 +453,19 @@ def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnect
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<prog>.+?) \(PID (?P<pid>\d+)\)")
 
 
+def _who(message: str) -> str:
+    """``another process (python, PID 42)``: the process DuckDB's lock error names."""
+    m = _LOCK_HOLDER.search(message)
+    return f"another process ({Path(m['prog']).name or m['prog']}, PID {m['pid']})" if m else "another process"
+
+
+def _holder_line(message: str, read_only: bool) -> str:
+    """``it is being written by another process (python, PID 42)``: who holds a store, for the wait line."""
+    if read_only or "read-only mode" not in message:
+        return f"it is being written by {_who(message)}"
+    return f"it is open for reading in {_who(message)}"
+
+
 def _held_by_other_process(path: str, message: str, read_only: bool) -> str | None:
     """The one-line message for DuckDB's "Could not set lock on file" (another process holds the store: DuckDB lets
     one process write a file, or several read it), naming that process and what to do; None for any other error.
@@ -409,10 +473,7 @@ def _held_by_other_process(path: str, message: str, read_only: bool) -> str | No
     be opened read-only."""
     if "Could not set lock on file" not in message:
         return None
-    m = _LOCK_HOLDER.search(message)
-    who = "another process"
-    if m:
-        who = f"another process ({Path(m['prog']).name or m['prog']}, PID {m['pid']})"
+    who = _who(message)
     if read_only or "read-only mode" not in message:
         return (f"database {path} is being written by {who}, e.g. an ingest, a metrics build or an evening; DuckDB "
                 f"lets no other process open a store while one writes it; run this again when that process has "

@@ -1,0 +1,175 @@
+"""Defects the last audits noticed and left (mend15): concurrency, versions, the reserve ledger."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from optimizer.data import store as store_mod
+from optimizer.data.store import connect
+from optimizer.errors import DataError, ParameterError
+from tests._cli_helpers import cli, ok, one_line_error
+
+# Opens the store in the mode asked, says so on stdout, and holds it until its stdin closes.
+_HOLDER = ("import sys, duckdb; con = duckdb.connect(sys.argv[1], read_only=sys.argv[2] == 'ro'); "
+           "print('held', flush=True); sys.stdin.read(); con.close()")
+
+
+class Holder:
+    """Another process holding a store open; ``release()`` closes it and waits until that process has ended."""
+
+    def __init__(self, db: Path, mode: str) -> None:
+        self.p = subprocess.Popen([sys.executable, "-c", _HOLDER, str(db), mode], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        assert self.p.stdout.readline().strip() == "held"  # waits until the child holds the lock
+        self.pid = self.p.pid
+
+    def release(self) -> None:
+        if self.p.poll() is None:
+            self.p.stdin.close()
+            self.p.wait(timeout=30)
+
+    def close(self) -> None:
+        self.release()
+        self.p.stdout.close()
+
+
+@contextmanager
+def held(db: Path, mode: str = "rw") -> Iterator[Holder]:
+    h = Holder(db, mode)
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    db = tmp_path / "s.duckdb"
+    connect(db).close()
+    return db
+
+
+def _release_on_try(monkeypatch, holder: Holder, n: int) -> list[float]:
+    """connect's pause between two tries releases ``holder`` at the ``n``-th pause (no real sleeping: the test
+    decides when the other process lets go); returns the pauses asked for."""
+    pauses: list[float] = []
+
+    def pause(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == n:
+            holder.release()
+
+    monkeypatch.setattr(store_mod, "_sleep", pause)
+    return pauses
+
+
+# ------------------------------------------------------------------ 6. a bounded wait for a store another process holds
+@pytest.mark.parametrize("mode", ["rw", "ro"])
+def test_a_writer_given_a_wait_opens_the_store_once_the_other_process_lets_go_and_says_so_once(
+        store, monkeypatch, capsys, mode):
+    with held(store, mode) as h:
+        pauses = _release_on_try(monkeypatch, h, 3)
+        con = connect(store, wait=30)
+        con.execute("CREATE TABLE t AS SELECT 1 AS x")  # a writer's connection
+        con.close()
+    assert len(pauses) == 3
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    what = "being written by" if mode == "rw" else "open for reading in"
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"waiting up to 30 s for database {store}: it is {what} another process (python")
+    assert lines[0].endswith(f", PID {h.pid})")
+
+
+def test_a_wait_that_runs_out_says_who_held_the_store_and_how_long_it_waited(store, monkeypatch, capsys):
+    now = [0.0]
+    monkeypatch.setattr(store_mod, "_clock", lambda: now[0])
+    monkeypatch.setattr(store_mod, "_sleep", lambda s: now.__setitem__(0, now[0] + s))  # time passes, nobody lets go
+    with held(store) as h:
+        with pytest.raises(DataError) as e:
+            connect(store, read_only=True, wait=1.5)
+    msg = str(e.value)
+    assert f"database {store} is being written by another process (python" in msg and f"PID {h.pid})" in msg
+    assert msg.endswith("(waited 1.5 s for it)") and "\n" not in msg
+    assert now[0] == pytest.approx(1.5)
+    assert len([ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("waiting up to 1.5 s")]) == 1
+
+
+def test_without_a_wait_a_held_store_fails_at_once(store, monkeypatch, capsys):
+    monkeypatch.setattr(store_mod, "_sleep", lambda s: pytest.fail("slept without a wait"))
+    with held(store) as h:
+        with pytest.raises(DataError, match=f"PID {h.pid}") as e:
+            connect(store)
+    assert "waited" not in str(e.value) and capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("bad", [-1, -0.5, float("nan"), float("inf"), True, "10"])
+def test_a_negative_or_unbounded_wait_is_refused_by_name(store, bad):
+    with pytest.raises(ParameterError, match=r"^wait must be a finite number of seconds >= 0 .*got wait="):
+        connect(store, wait=bad)
+    with pytest.raises(ParameterError, match=r"^wait must be"):
+        with store_mod.lock_wait(bad):
+            pass
+
+
+@pytest.mark.parametrize("args", [("evening", "--params", "p.json"), ("ingest", "prices", "x.csv"),
+                                  ("metrics", "build"), ("backtest",), ("signals", "--params", "p.json")])
+def test_the_command_line_refuses_a_negative_wait_naming_the_flag(tmp_path, args, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.json").write_text("{}")
+    res = cli(*args, "--wait", "-1", "--db", tmp_path / "s.duckdb", "--out", tmp_path / "out")
+    one_line_error(res, "--wait must be a finite number of seconds >= 0", "got --wait=-1.0")
+    assert not (tmp_path / "s.duckdb").exists()
+
+
+def test_metrics_build_waits_only_when_asked(store, tmp_path, monkeypatch):
+    with held(store, "ro") as h:
+        monkeypatch.setattr(store_mod, "_sleep", lambda s: pytest.fail("slept without --wait"))
+        one_line_error(cli("metrics", "build", "--db", store, "--out", tmp_path / "out"),
+                       f"database {store} is open for reading in another process", f"PID {h.pid})")
+        _release_on_try(monkeypatch, h, 1)
+        res = cli("metrics", "build", "--db", store, "--out", tmp_path / "out", "--wait", "60")
+    assert res.exit_code == 2 and "no raw data" in res.stderr  # it opened the store: the empty store's own error
+    assert f"waiting up to 60 s for database {store}: it is open for reading in" in res.stderr
+
+
+def test_evening_waits_120_s_by_default_and_its_flag_changes_it(monkeypatch, tmp_path):
+    import optimizer.cli.signals as cli_signals
+
+    seen: list[float] = []
+    monkeypatch.setattr(cli_signals, "run_evening", lambda *a, wait, **k: seen.append(wait) or (_ for _ in ()).throw(
+        DataError("stop here")))
+    (tmp_path / "p.json").write_text("{}")
+    for extra in ((), ("--wait", "0"), ("--wait", "7.5")):
+        one_line_error(cli("evening", "--params", tmp_path / "p.json", "--db", tmp_path / "s.duckdb", "--out",
+                           tmp_path / "out", *extra), "stop here")
+    assert seen == [120.0, 0.0, 7.5]
+
+
+def test_every_store_the_evening_opens_waits_for_a_study_loading_between_its_steps(store, monkeypatch):
+    """A study loading its panel (1.3-1.4 s read-only) between two of evening's steps made that cron run exit 2."""
+    import optimizer.evening as evening
+
+    opened: list[str] = []
+
+    def steps(*args, **kw):  # each step opens the store for itself, as the evening's do
+        connect(store, read_only=True).close()
+        connect(store).close()
+        store_mod.check_writable(store)
+        opened.append("all")
+        return evening.EveningResult()
+
+    monkeypatch.setattr(evening, "_run_evening", steps)
+    with held(store, "ro") as h:
+        monkeypatch.setattr(store_mod, "_sleep", lambda s: pytest.fail("slept with wait=0"))
+        with pytest.raises(DataError, match=f"PID {h.pid}"):
+            evening.run_evening("unused.json", store, wait=0)
+        _release_on_try(monkeypatch, h, 2)
+        evening.run_evening("unused.json", store)  # the default wait
+    assert opened == ["all"]
+    assert store_mod._WAIT.get() == 0.0  # the wait ends with the evening
