@@ -173,3 +173,52 @@ def test_every_store_the_evening_opens_waits_for_a_study_loading_between_its_ste
         evening.run_evening("unused.json", store)  # the default wait
     assert opened == ["all"]
     assert store_mod._WAIT.get() == 0.0  # the wait ends with the evening
+
+
+# ------------------------------------------------------------------ 1. two backtests creating the runs index at once
+def test_two_backtests_creating_the_runs_index_at_the_same_instant_keep_both_rows(tmp_path, monkeypatch):
+    """Two runs finding no `backtest_runs.csv` both wrote a new file (header + their row) and renamed it into place:
+    the later rename replaced the other run's row. Each thread here stops at its first step where the two can
+    collide (creating the file, or taking its lock) until the other has reached one too, so the race is forced."""
+    import fcntl
+    import threading
+
+    import pandas as pd
+
+    from optimizer.report import backtest as report_backtest
+
+    index = tmp_path / "backtest" / "backtest_runs.csv"
+    racers: dict[int, bool] = {}
+    both_there = threading.Barrier(2, timeout=30)  # a safety net: both threads always arrive
+
+    def meet() -> None:
+        me = threading.get_ident()
+        if me in racers and not racers[me]:
+            racers[me] = True
+            both_there.wait()
+
+    real_atomic, real_flock = report_backtest._atomic, fcntl.flock
+    monkeypatch.setattr(report_backtest, "_atomic",  # the run's own files are not shared: only the index's creation
+                        lambda path, write: (Path(path) == index and meet(), real_atomic(path, write))[1])
+    monkeypatch.setattr(fcntl, "flock", lambda fd, op: (meet(), real_flock(fd, op))[1])
+    errors: list[BaseException] = []
+
+    def run(run_id: str) -> None:
+        racers[threading.get_ident()] = False
+        try:
+            report_backtest.write_backtest_files({"hit_rate": 0.5, "trades": 3}, pd.DataFrame({"symbol": ["A"]}),
+                                                 pd.DataFrame({"n": [1]}), tmp_path / run_id, run_id=run_id,
+                                                 runs_index=index)
+        except BaseException as e:  # noqa: BLE001 - re-raised by the test below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in ("r1", "r2")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    runs = pd.read_csv(index)
+    assert sorted(runs.run_id) == ["r1", "r2"] and runs.trades.tolist() == [3, 3]
+    assert index.read_text().count("run_id,") == 1  # one header
+

@@ -17,8 +17,10 @@ row to backtest_runs.csv. The frames come from ``optimizer.engine.outcomes``.
 from __future__ import annotations
 
 import csv
+import fcntl
 import hashlib
 import json
+import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -265,18 +267,32 @@ def write_market_regimes(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame) ->
 
 
 def _append_csv_row(path: Path, row: pd.DataFrame) -> None:
-    """Append ``row``; the header is written once. When the existing header differs, rewrite with the union."""
-    if path.exists() and path.stat().st_size > 0:
-        with path.open(newline="") as fh:
-            header = next(csv.reader(fh), [])
-        if header == list(row.columns):
-            row.to_csv(path, mode="a", header=False, index=False)
+    """Append ``row``; the header is written once. When the existing header differs, rewrite with the union.
+
+    Several processes append to one index (two backtests finishing at once): the whole read-decide-write runs under
+    an exclusive ``flock`` of ``.<name>.lock`` beside the file, so a run that creates the file or rewrites it with
+    a new column never replaces another run's row; an appended row is one complete line written by one ``write``
+    on an O_APPEND descriptor, so a reader (or a kill) never meets half a line."""
+    with (path.parent / f".{path.name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the lock file closes
+        if path.exists() and path.stat().st_size > 0:
+            with path.open(newline="") as fh:
+                header = next(csv.reader(fh), [])
+            if header == list(row.columns):
+                line = row.to_csv(index=False, header=False).encode()
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+                try:
+                    view = memoryview(line)
+                    while view:  # a regular file takes the whole line in one write; a short write goes on
+                        view = view[os.write(fd, view):]
+                finally:
+                    os.close(fd)
+                return
+            old = pd.read_csv(path, dtype=str, keep_default_na=False)
+            both = pd.concat([old, row.astype(object)], ignore_index=True)
+            _atomic(path, lambda p: both.to_csv(p, index=False))
             return
-        old = pd.read_csv(path, dtype=str, keep_default_na=False)
-        both = pd.concat([old, row.astype(object)], ignore_index=True)
-        _atomic(path, lambda p: both.to_csv(p, index=False))
-        return
-    _atomic(path, lambda p: row.to_csv(p, index=False))
+        _atomic(path, lambda p: row.to_csv(p, index=False))
 
 
 def write_backtest_files(
