@@ -44,6 +44,7 @@ from optimizer.data.symbols import canonical_or_none
 from optimizer.data.splitcheck import panel_split_lines
 from optimizer.data.universe import MARKET_SYMBOL, VIX_SYMBOL, is_all, resolve_universe
 from optimizer.errors import AccumoptError, DataError, ParameterError, check_param
+from optimizer.paths import atomic_write
 from optimizer.report.files import PNG_HINT, png_available
 from optimizer.settings import Settings
 from optimizer.signals import (
@@ -273,7 +274,8 @@ def _fetch_prices(db: str | Path, syms: list[str], last: dt.date, start: dt.date
             path.unlink()
             missing.append((ticker, "no bars returned"))
             continue
-        path.write_text(json.dumps({**doc, "results": new}))
+        # written whole or not at all (a kill or a full disk mid-write left half a JSON file that failed the ingest)
+        atomic_write(path, lambda p, d={**doc, "results": new}: p.write_text(json.dumps(d)))
         out.append(path)
     res.warnings += [f"missing {n}: {why}" for n, why in missing]
     return out

@@ -222,3 +222,46 @@ def test_two_backtests_creating_the_runs_index_at_the_same_instant_keep_both_row
     assert sorted(runs.run_id) == ["r1", "r2"] and runs.trades.tolist() == [3, 3]
     assert index.read_text().count("run_id,") == 1  # one header
 
+
+
+# ------------------------------------------------------------------ 2. the evening's rewrite of a fetched price file
+def test_a_cut_rewrite_of_a_fetched_price_file_leaves_the_whole_vendor_file(tmp_path, monkeypatch):
+    """evening drops the overlap bar from Polygon's JSON and wrote the rest back over the file in place: a write cut
+    short (a kill, a full disk) left half a JSON document, which that night's ingest failed on."""
+    import datetime as dt
+    import json
+
+    import optimizer.evening as evening
+    from optimizer.data.fetch import FetchedFiles
+    from optimizer.settings import Settings
+
+    db = tmp_path / "s.duckdb"
+    con = connect(db)
+    con.execute("INSERT INTO prices_daily VALUES ('2024-07-10', 'AAA', 10, 11, 9, 10.5, 1000, 'f.csv')")
+    con.close()
+    ms = lambda day: int(dt.datetime(*day, 4, tzinfo=dt.timezone.utc).timestamp() * 1000)  # noqa: E731 - NY midnight
+    bar = lambda day, c: {"t": ms(day), "o": c, "h": c + 1, "l": c - 1, "c": c, "v": 1000}  # noqa: E731
+    doc = {"ticker": "AAA", "results": [bar((2024, 7, 10), 10.5), bar((2024, 7, 11), 11.0), bar((2024, 7, 12), 12.0)]}
+    fetched = tmp_path / "cache" / "AAA.json"
+    fetched.parent.mkdir()
+    fetched.write_text(json.dumps(doc))
+    monkeypatch.setattr(evening, "fetch_polygon_prices", lambda *a, **k: FetchedFiles([fetched]))
+    last = dt.date(2024, 7, 10)
+    args = (db, ["AAA"], last, dt.date(2024, 7, 11), dt.date(2024, 7, 12), tmp_path / "cache",
+            Settings(polygon_api_key="k"))
+
+    real = Path.write_text
+
+    def cut_short(self, data, *a, **k):  # writes the first 60 characters, then the process is stopped
+        real(self, data[:60], *a, **k)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        evening._fetch_prices(*args, evening.EveningResult())
+    monkeypatch.setattr(Path, "write_text", real)
+    assert json.loads(fetched.read_text()) == doc  # the vendor's file, whole: the next run drops the overlap again
+    assert [p.name for p in fetched.parent.iterdir()] == ["AAA.json"]  # no temporary file left
+
+    assert evening._fetch_prices(*args, evening.EveningResult()) == [fetched]
+    assert json.loads(fetched.read_text()) == {**doc, "results": doc["results"][1:]}  # the overlap bar dropped
