@@ -47,7 +47,7 @@ from optimizer.paths import existing_store, under
 from optimizer.report.backtest import make_run_id, write_backtest, write_backtest_files, write_market_regimes
 from optimizer.study.data import load_universe_panel, universe_symbols
 from optimizer.study.records import ConfigRecord
-from optimizer.study.reserve import opening_warning, record_opening, refuse_reserve, store_reserve_start
+from optimizer.study.reserve import opening_warning, record_if_opened, refuse_reserve, store_reserve_start
 
 __all__ = ["BACKTEST_METRICS", "BacktestRun", "backtest", "save_backtest", "compare_metrics"]
 
@@ -222,12 +222,16 @@ def backtest(params: Mapping[str, Any], db: str | Path, universe: Any = None, st
         raise ParameterError(f"start must be on or before the span's last session {str(panel.dates[-1])[:10]}, "
                              f"got start={sig_start}")
     span = Span(lo, len(panel.dates), len(panel.dates))
-    ev = Evaluator(panel, min_periods=min_periods)
-    res = ev.run(cfg, span, entry_ok=regime_entry_mask(panel, reg))
     run_record = ConfigRecord.of(cfg, universe=uni, symbols=panel.symbols, dates=panel.dates, signal_start=lo,
                                  signal_end=len(panel.dates), data_end=len(panel.dates), reserve_start=reserve_start,
                                  regime=reg, min_periods=min_periods, fingerprint=panel.fingerprint(),
                                  study_end=record.study_end if record is not None else _store_end(db, symbols))
+    # the opening is recorded before anything is computed on the reserve, as walkforward --final and sandbox
+    # --final record theirs: a run interrupted or killed after its figures were shown is counted all the same
+    earlier = record_if_opened(db, reserve_start, panel.dates[-1], "backtest --final", f"config {run_record.key}")
+    opened = earlier is not None
+    ev = Evaluator(panel, min_periods=min_periods)
+    res = ev.run(cfg, span, entry_ok=regime_entry_mask(panel, reg))
     warnings: list[str] = []
     con = connect(db, read_only=True)
     try:
@@ -237,13 +241,9 @@ def backtest(params: Mapping[str, Any], db: str | Path, universe: Any = None, st
     if stale:
         warnings.append(f"warning: {stale}")
     warnings += [f"warning: {w}" for w in panel_split_lines(panel)]
-    opened = reserve_start is not None and _day(panel.dates[-1]) >= _day(reserve_start)
-    if opened:
-        earlier = record_opening(db, reserve_start, "backtest --final", f"config {run_record.key}",
-                                 str(panel.dates[-1])[:10])
-        w = opening_warning(reserve_start, earlier)
-        if w:
-            warnings.append(w)
+    w = opening_warning(reserve_start, earlier or [])
+    if w:
+        warnings.append(w)
     outputs = (save_backtest(res, panel, db, out_root, uni, reg, f"regime={reg}|min_periods={min_periods}", min_periods)
                if save else {})
     return BacktestRun(res, panel, outputs, run_record, warnings, opened, end_from)

@@ -265,3 +265,34 @@ def test_a_cut_rewrite_of_a_fetched_price_file_leaves_the_whole_vendor_file(tmp_
 
     assert evening._fetch_prices(*args, evening.EveningResult()) == [fetched]
     assert json.loads(fetched.read_text()) == {**doc, "results": doc["results"][1:]}  # the overlap bar dropped
+
+
+# ------------------------------------------------------------------ 3. backtest --final records before the reserve is seen
+def test_backtest_final_records_its_opening_before_it_evaluates_the_reserve(synth_db, tmp_path, monkeypatch):
+    """`backtest --final --no-save` recorded its opening after the evaluation: a run interrupted (Ctrl-C, a kill)
+    once it had computed, or shown, figures on the reserve was never counted. walkforward --final and sandbox
+    --final record first; so does backtest now."""
+    import shutil
+
+    from optimizer import backtest as bt
+    from optimizer.study.reserve import openings
+
+    db = tmp_path / "copy.duckdb"
+    shutil.copy(synth_db, db)
+    seen: list[list] = []
+
+    class Interrupted(bt.Evaluator):
+        def run(self, *args, **kwargs):  # the evaluation starts: the opening must be in the ledger already
+            seen.append(openings(db))
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(bt, "Evaluator", Interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        bt.backtest({}, db, universe="tier1", save=False, final=True, out_root=tmp_path / "out")
+    assert len(seen) == 1 and [o.command for o in seen[0]] == ["backtest --final"]
+    (o,) = openings(db)
+    assert o.subject.startswith("config ") and o.span_end is not None and o.reserve_start < o.span_end
+    monkeypatch.undo()
+    run = bt.backtest({}, db, universe="tier1", save=False, final=True, out_root=tmp_path / "out")
+    assert run.opened_reserve and len(openings(db)) == 2
+    assert any("already opened 1 time(s)" in w for w in run.warnings)  # the interrupted opening counts
