@@ -296,3 +296,79 @@ def test_backtest_final_records_its_opening_before_it_evaluates_the_reserve(synt
     run = bt.backtest({}, db, universe="tier1", save=False, final=True, out_root=tmp_path / "out")
     assert run.opened_reserve and len(openings(db)) == 2
     assert any("already opened 1 time(s)" in w for w in run.warnings)  # the interrupted opening counts
+
+
+# ------------------------------------------------------------------ 5. lit-trades files read under older reading rules
+def test_data_info_and_the_stale_data_warning_name_lit_files_read_under_older_rules_with_the_command(
+        tmp_path, monkeypatch):
+    """A lit-trades file ingested before 2026-12-05 (rules 1, no `rules=` in its key) keeps its rows as first read
+    until its next ingest; nothing said so. `data info` and the stale-data warning every reading command gives now
+    count those files and print the command that re-reads them."""
+    import json
+    import shlex
+
+    from tests.test_mend14_versions import PRICES, TRADES, _as_the_rules_1_accumopt_left_it
+    from tests._ingest_helpers import write
+
+    from optimizer.data.ingest import ingest_paths, lit
+    from optimizer.data.metrics import build_daily_metrics, old_rules_lit_files, store_metrics_staleness
+
+    db = tmp_path / "s.duckdb"
+    (tmp_path / "in dir").mkdir()
+    old = write(tmp_path / "in dir" / "AAPL_trades.csv", TRADES)  # a path a shell must quote
+    new = write(tmp_path / "MSFT_trades.csv", TRADES.replace("AAPL", "MSFT"))
+    con = connect(db)
+    ingest_paths(con, "prices", [write(tmp_path / "p.csv", PRICES)])
+    _as_the_rules_1_accumopt_left_it(con, old, monkeypatch)
+    assert ingest_paths(con, "lit-trades", [new]).files[0].status == "ok"  # today's rules: not named
+    assert old_rules_lit_files(con) == [str(old)]
+    con.close()
+    command = f"accumopt ingest lit-trades {shlex.quote(str(old))}"
+    note = (f"1 lit-trades file(s) keep rows read under older reading rules than this accumopt's version "
+            f"{lit.TRADES_RULES}: re-read them with `{command}`, then run `accumopt metrics build`")
+
+    # no daily_metrics yet: data info says it on its own
+    info = json.loads(ok(cli("data", "info", "--db", db, "--format", "json")).stdout)
+    assert info["lit_trades_old_rules"] == [str(old)]
+    assert f"warning: {note}" in " ".join(ok(cli("data", "info", "--db", db)).stderr.split())
+
+    con = connect(db)
+    build_daily_metrics(con)
+    con.close()
+    want = f"{note}; until then scores, sheets, backtests and studies read the older rows"
+    assert store_metrics_staleness(db) == want  # every reading command's warning (backtest, signals, study, ...)
+    info = json.loads(ok(cli("data", "info", "--db", db, "--format", "json")).stdout)
+    assert info["daily_metrics_stale"] == want and info["lit_trades_old_rules"] == [str(old)]
+    assert " ".join(ok(cli("data", "info", "--db", db)).stderr.split()).count(command) == 1  # said once
+
+    # the command as printed re-reads it; the rebuild then leaves nothing to say
+    args = shlex.split(command)[1:]
+    ok(cli(*args, "--db", db))
+    con = connect(db)
+    assert old_rules_lit_files(con) == []
+    build_daily_metrics(con)
+    con.close()
+    assert store_metrics_staleness(db) is None
+
+
+def test_only_files_whose_old_rows_are_still_stored_are_named(tmp_path, monkeypatch):
+    """A file read under rules 1 whose rows a later file replaced on every key is not named: ingesting it again
+    would overwrite the later file's rows, and nothing of its older reading is left."""
+    from tests.test_mend14_versions import TRADES, _as_the_rules_1_accumopt_left_it
+    from tests._ingest_helpers import write
+
+    from optimizer.data.ingest import ingest_paths
+    from optimizer.data.metrics import old_rules_lit_files
+
+    con = connect(tmp_path / "s.duckdb")
+    try:
+        _as_the_rules_1_accumopt_left_it(con, write(tmp_path / "AAPL_trades.csv", TRADES), monkeypatch)
+        assert old_rules_lit_files(con) == [str(tmp_path / "AAPL_trades.csv")]
+        flow = "date,symbol,lit_buy_volume,lit_sell_volume\n" + "".join(
+            f"{d},AAPL,1,2\n" for d in ("2024-11-27", "2024-11-29"))
+        assert ingest_paths(con, "lit-flow", [write(tmp_path / "AAPL_flow.csv", flow)]).files[0].status == "replaced"
+        assert old_rules_lit_files(con) == [str(tmp_path / "AAPL_trades.csv")]  # its 2024-12-24 row is still stored
+        ingest_paths(con, "lit-flow", [write(tmp_path / "AAPL_flow.csv", flow + "2024-12-24,AAPL,1,2\n")])
+        assert old_rules_lit_files(con) == []
+    finally:
+        con.close()

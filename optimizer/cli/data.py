@@ -26,7 +26,7 @@ from optimizer.cli._common import (
 from optimizer.data.coverage import store_info, symbol_gap_lines
 from optimizer.data.fetch import fetch_finra_api, fetch_finra_short, fetch_polygon_prices
 from optimizer.data.ingest import ingest_paths
-from optimizer.data.metrics import build_daily_metrics, partial_days_warning
+from optimizer.data.metrics import build_daily_metrics, old_rules_lit_files, old_rules_note, partial_days_warning
 from optimizer.data.splitcheck import SuspectSplit, suspect_split_lines
 from optimizer.data.store import SCHEMA_VERSION, connect
 from optimizer.data.synth import SynthConfig, generate_market, synth_to_db, write_market
@@ -277,6 +277,7 @@ def info_cmd(db, out, fmt):
     con = connect(db, read_only=True)
     try:
         info = store_info(con)
+        info["lit_trades_old_rules"] = old_rules_lit_files(con)  # re-read on their next ingest: the note says how
     finally:
         con.close()
     if fmt == "json":
@@ -308,8 +309,9 @@ def info_cmd(db, out, fmt):
         for text in symbol_gap_lines(c["symbol_gaps"]):
             console.print(f"  {'':<12} {text}", markup=False, highlight=False, soft_wrap=True)
     found = [SuspectSplit(**{**x, "date": dt.date.fromisoformat(x["date"])}) for x in info["suspect_splits"]]
-    for w in (info["daily_metrics_stale"], partial_days_warning(info["finra_partial_days"]),
-              *suspect_split_lines(found)):
+    old_rules = old_rules_note(info["lit_trades_old_rules"])  # in the staleness line when accumopt built daily_metrics
+    for w in (info["daily_metrics_stale"], old_rules if old_rules and old_rules not in (info["daily_metrics_stale"] or "") else None,
+              partial_days_warning(info["finra_partial_days"]), *suspect_split_lines(found)):
         if w:
             err_console.print(f"warning: {w}", style="yellow", markup=False, highlight=False, soft_wrap=True)
 

@@ -53,6 +53,8 @@ __all__ = [
     "partial_days_warning",
     "latest_metrics_date",
     "metrics_staleness",
+    "old_rules_lit_files",
+    "old_rules_note",
     "store_metrics_staleness",
     "metrics_summary",
     "owns_daily_metrics",
@@ -283,14 +285,59 @@ def built_version(con: duckdb.DuckDBPyConnection) -> tuple[int, bool]:
     return (int(text) if text.isdigit() else 0), True
 
 
+def old_rules_lit_files(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The lit-trades files whose stored rows were read under older reading rules than this accumopt's
+    (``ingest.lit.TRADES_RULES``; a reading recorded without ``rules=`` is version 1), as their paths were given to
+    the ingest, in ingest order: the latest ingest that wrote rows of a file of that name (lit-trades and lit-flow
+    share ``lit_flow_daily``) is a lit-trades reading under older rules, and rows of it are still stored. The next
+    ingest of such a file re-reads it (``ingest._parse_tag``), but nothing else does. Reads ``ingest_log`` (its lit
+    rows), and ``lit_flow_daily``'s sources only when a candidate is found."""
+    if not table_exists(con, "ingest_log") or not table_exists(con, "lit_flow_daily"):
+        return []
+    from optimizer.data.ingest import _tag_rules  # the one reading of a recorded tag (ingest's own)
+    from optimizer.data.ingest.lit import TRADES_RULES
+
+    latest: dict[str, tuple[str, str, str]] = {}  # file name -> (kind, path, key) of its latest ingest that wrote
+    for kind, path, key in _q(con, f"SELECT kind, file, sha256 FROM ingest_log WHERE kind IN ('lit-trades', "
+                                   f"'lit-flow') AND {_WROTE} ORDER BY id"):
+        name = Path(path).name
+        latest.pop(name, None)  # dict order: the order of the latest ingests
+        latest[name] = (kind, path, key)
+    old = {name: path for name, (kind, path, key) in latest.items()
+           if kind == "lit-trades" and _tag_rules(key.partition("+")[2]) < TRADES_RULES}
+    if not old:
+        return []
+    stored = {r[0] for r in _q(con, "SELECT DISTINCT source_file FROM lit_flow_daily WHERE source_file IN "
+                                    "(SELECT unnest(?::VARCHAR[]))", [list(old)])}
+    return [path for name, path in old.items() if name in stored]
+
+
+def old_rules_note(paths: Sequence[str], show: int = 3) -> str | None:
+    """The line for the user about lit-trades files read under older reading rules (:func:`old_rules_lit_files`),
+    with the command that re-reads them (the first ``show`` paths; ``data info --format json`` lists all)."""
+    if not paths:
+        return None
+    import shlex
+
+    from optimizer.data.ingest.lit import TRADES_RULES
+
+    more = len(paths) - show
+    cmd = "accumopt ingest lit-trades " + " ".join(shlex.quote(str(p)) for p in paths[:show])
+    return (f"{len(paths)} lit-trades file(s) keep rows read under older reading rules than this accumopt's version "
+            f"{TRADES_RULES}: re-read them with `{cmd}`"
+            + (f" and {more} more (`accumopt data info --format json` lists them: lit_trades_old_rules)"
+               if more > 0 else "") + ", then run `accumopt metrics build`")
+
+
 def metrics_staleness(con: duckdb.DuckDBPyConnection) -> str | None:
     """A line for the user when the raw data changed since ``daily_metrics`` was last built in full (files ingested
     since -- a new session, a re-published day, a revised close, a split -- or the symbol map changed): every score,
     sheet, backtest and study reads daily_metrics, so none of them sees the change until ``accumopt metrics build``;
     also when an older version of the metrics code built it (:data:`METRICS_VERSION`, :func:`built_version`: its
-    values are not the ones this accumopt computes), or a newer one (a newer accumopt's values). None when it is
-    current; the raw data is not judged for a table built before it was recorded, and nothing for a table another
-    tool built."""
+    values are not the ones this accumopt computes), or a newer one (a newer accumopt's values); and when lit-trades
+    files keep rows read under older reading rules (:func:`old_rules_lit_files`, with the command that re-reads
+    them). None when it is current; the raw data is not judged for a table built before it was recorded, and
+    nothing for a table another tool built."""
     if not owns_daily_metrics(con):
         return None
     rows = _q(con, f"SELECT value FROM {META_TABLE} WHERE key = ?", [RAW_STATE_KEY])
@@ -314,10 +361,11 @@ def metrics_staleness(con: duckdb.DuckDBPyConnection) -> str | None:
         parts.append(f"{'It' if parts else 'daily_metrics'} was built by metrics version {version}, newer than this "
                      f"accumopt's version {METRICS_VERSION}: a newer accumopt built it (upgrade this one to use its "
                      "values)")
+    note = old_rules_note(old_rules_lit_files(con))
     if not parts:
-        return None
+        return None if note is None else f"{note}; until then scores, sheets, backtests and studies read the older rows"
     return (f"{'. '.join(parts)}. Scores, sheets, backtests and studies read daily_metrics and do not see the change: "
-            "run `accumopt metrics build`")
+            "run `accumopt metrics build`" + (f". {note}" if note else ""))
 
 
 def store_metrics_staleness(db: str | Path) -> str | None:
