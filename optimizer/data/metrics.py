@@ -294,15 +294,17 @@ def old_rules_lit_files(con: duckdb.DuckDBPyConnection) -> list[str]:
     rows), and ``lit_flow_daily``'s sources only when a candidate is found."""
     if not table_exists(con, "ingest_log") or not table_exists(con, "lit_flow_daily"):
         return []
-    from optimizer.data.ingest import _tag_rules  # the one reading of a recorded tag (ingest's own)
-    from optimizer.data.ingest.lit import TRADES_RULES
-
     latest: dict[str, tuple[str, str, str]] = {}  # file name -> (kind, path, key) of its latest ingest that wrote
     for kind, path, key in _q(con, f"SELECT kind, file, sha256 FROM ingest_log WHERE kind IN ('lit-trades', "
                                    f"'lit-flow') AND {_WROTE} ORDER BY id"):
         name = Path(path).name
         latest.pop(name, None)  # dict order: the order of the latest ingests
         latest[name] = (kind, path, key)
+    if not latest:
+        return []
+    from optimizer.data.ingest import _tag_rules  # the one reading of a recorded tag (ingest's own)
+    from optimizer.data.ingest.lit import TRADES_RULES
+
     old = {name: path for name, (kind, path, key) in latest.items()
            if kind == "lit-trades" and _tag_rules(key.partition("+")[2]) < TRADES_RULES}
     if not old:
