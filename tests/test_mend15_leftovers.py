@@ -372,3 +372,85 @@ def test_only_files_whose_old_rows_are_still_stored_are_named(tmp_path, monkeypa
         assert old_rules_lit_files(con) == []
     finally:
         con.close()
+
+
+# ------------------------------------------------------------------ 4. the metrics version of a scoped build
+_PRICES4 = "date,symbol,open,high,low,close,volume\n" + "".join(
+    f"2024-03-{d:02d},{s},{c},{c},{c},{c},1000\n" for s in ("MSFT", "AAPL") for d, c in ((11, 10.0), (12, 11.0), (13, 12.0)))
+
+
+@pytest.fixture()
+def raw_store(tmp_path):
+    from tests._ingest_helpers import write
+
+    from optimizer.data.ingest import ingest_paths
+
+    db = tmp_path / "s.duckdb"
+    con = connect(db)
+    ingest_paths(con, "prices", [write(tmp_path / "p.csv", _PRICES4)])
+    con.close()
+    return db
+
+
+def _version(db: Path) -> str | None:
+    con = connect(db, read_only=True)
+    try:
+        rows = con.execute("SELECT value FROM accumopt_meta WHERE key = 'daily_metrics_version'").fetchall()
+    finally:
+        con.close()
+    return rows[0][0] if rows else None
+
+
+def test_a_scoped_build_that_writes_every_row_records_its_metrics_version(raw_store, monkeypatch):
+    """A scoped build (Python: symbols / start / end) recorded no version, so the table it created whole was read as
+    an unversioned, version-1 build: once the metrics code moved on, a table this code built was called older."""
+    from optimizer.data import metrics
+
+    monkeypatch.setattr(metrics, "METRICS_VERSION", 2)  # this accumopt computes version 2's values
+    con = connect(raw_store)
+    try:
+        metrics.build_daily_metrics(con, symbols=["MSFT"])  # a new table: every row is this build's
+        assert metrics.built_version(con) == (2, True)
+        assert metrics.metrics_staleness(con) is None
+    finally:
+        con.close()
+    assert _version(raw_store) == "2"
+
+
+def test_a_scoped_build_over_an_older_table_keeps_the_older_version_and_says_why(raw_store, monkeypatch):
+    """A scoped build over rows an older metrics version built must not mark the whole table current: the stale
+    warning stays true (it names the older version) and the build says which rows it kept; once a scoped build has
+    rewritten every row the table is current."""
+    from optimizer.data import metrics
+
+    con = connect(raw_store)
+    try:
+        metrics.build_daily_metrics(con)  # version 1, in full: 6 rows (MSFT, AAPL x 3 sessions)
+        monkeypatch.setattr(metrics, "METRICS_VERSION", 2)
+        older = metrics.metrics_staleness(con)
+        assert older.startswith("daily_metrics was built by metrics version 1, older than this accumopt's version 2")
+        got = metrics.build_daily_metrics(con, symbols=["MSFT"], start="2024-03-12")  # rewrites 2 of 6 rows
+        assert metrics.built_version(con) == (1, True) and metrics.metrics_staleness(con) == older
+        assert [w for w in got["warnings"] if "scoped build" in w] == [
+            "this scoped build kept 4 row(s) of daily_metrics / options_premium_daily outside its scope, built by "
+            "metrics version 1 (this accumopt's is 2): the tables stay marked version 1; run `accumopt metrics "
+            "build` (no scope) to rebuild every row"]
+        metrics.build_daily_metrics(con, symbols=["MSFT", "AAPL"])  # every row again, scoped: current
+        assert metrics.built_version(con) == (2, True) and metrics.metrics_staleness(con) is None
+    finally:
+        con.close()
+
+
+def test_a_scoped_build_of_this_version_over_a_newer_table_keeps_the_newer_version(raw_store, monkeypatch):
+    from optimizer.data import metrics
+
+    monkeypatch.setattr(metrics, "METRICS_VERSION", 3)
+    con = connect(raw_store)
+    try:
+        metrics.build_daily_metrics(con)
+        monkeypatch.setattr(metrics, "METRICS_VERSION", 2)  # an older checkout
+        metrics.build_daily_metrics(con, symbols=["AAPL"])
+        assert metrics.built_version(con) == (3, True)
+        assert "built by metrics version 3, newer than this accumopt's version 2" in metrics.metrics_staleness(con)
+    finally:
+        con.close()

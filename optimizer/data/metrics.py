@@ -271,7 +271,20 @@ def _mark_raw_state(con: duckdb.DuckDBPyConnection) -> None:
     """Record the raw data a full build read and the metrics version that built it (in its transaction), for
     :func:`metrics_staleness`."""
     _q(con, f"INSERT OR REPLACE INTO {META_TABLE} VALUES (?, ?)", [RAW_STATE_KEY, json.dumps(_raw_state(con))])
+    _mark_version(con)
+
+
+def _mark_version(con: duckdb.DuckDBPyConnection) -> None:
     _q(con, f"INSERT OR REPLACE INTO {META_TABLE} VALUES (?, ?)", [VERSION_KEY, str(METRICS_VERSION)])
+
+
+def _rows_outside(con: duckdb.DuckDBPyConnection, scope: _Scope) -> int:
+    """Rows of the owned derived tables a build of ``scope`` keeps (0 for a full build): built by an earlier build,
+    whose metrics version they keep."""
+    if scope.full:
+        return 0
+    return sum(_q(con, f"SELECT count(*) FROM {t} WHERE NOT ({scope.target_filter()})")[0][0]
+               for t in ("daily_metrics", "options_premium_daily") if table_exists(con, t))
 
 
 def built_version(con: duckdb.DuckDBPyConnection) -> tuple[int, bool]:
@@ -772,9 +785,11 @@ def build_daily_metrics(
         if progress:
             print(f"[metrics {time.perf_counter() - t0:6.2f}s] {msg}", file=sys.stderr, flush=True)
 
+    stale_rest = None
     with memory_budget(con), transaction(con):
         _check_owner(con, force)
         _stage_scope(con, scope)
+        kept = _rows_outside(con, scope)  # rows an earlier build wrote, left as they are
         _stage_sessions(con, scope)
         _prepare_target(con, "daily_metrics", DAILY_METRICS_COLUMNS, scope)
         rows = 0
@@ -788,9 +803,17 @@ def build_daily_metrics(
             say(f"batch {i + 1}/{len(batches)}: {n_base} rows joined, z-scores computed, {rows} daily_metrics rows so far")
         opt_rows = _write_options(con, scope)
         say(f"options_premium_daily: {opt_rows} rows written")
+        recorded = built_version(con) if owns_daily_metrics(con) else None  # before this build marks the owner
         _mark_owner(con)
         if scope.full:  # a scoped build refreshes its scope only: the rest may still predate an ingest
             _mark_raw_state(con)
+        elif not kept:  # every row is this build's: its metrics version is the table's (the raw data is not judged)
+            _mark_version(con)
+        elif recorded is not None and recorded[0] != METRICS_VERSION:  # the rows it kept are an older (newer) build's
+            stale_rest = (f"this scoped build kept {kept} row(s) of daily_metrics / options_premium_daily outside its "
+                          f"scope, built by metrics version {recorded[0]} (this accumopt's is {METRICS_VERSION}): the "
+                          f"tables stay marked version {recorded[0]}; run `accumopt metrics build` (no scope) to "
+                          "rebuild every row")
         stats = _q(
             con,
             f"SELECT count(DISTINCT symbol), count(DISTINCT date), min(date), max(date) FROM daily_metrics "
@@ -810,7 +833,7 @@ def build_daily_metrics(
         "scoped": not scope.full,
         "seconds": round(time.perf_counter() - t0, 3),
         "warnings": [*_z_fill_warnings(int(stats[1]), int(mp), not scope.full),
-                     *filter(None, [partial_days_warning(finra_partial_days(con))])],
+                     *filter(None, [partial_days_warning(finra_partial_days(con)), stale_rest])],
     }
 
 
