@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -36,6 +37,8 @@ from optimizer.params import PARAMS
 from optimizer.data.universe import VIX_SYMBOL
 from optimizer.data.adjust import check_split_factors, split_factors_sql
 from optimizer.data.calendar import as_date, session_days
+from optimizer.data.ingest import _tag_rules  # the one reading of a recorded reading's tag (ingest's own)
+from optimizer.data.ingest.lit import TRADES_RULES
 from optimizer.data.store import connect, consolidated_short_sql, memory_budget, table_exists, transaction
 
 __all__ = [
@@ -315,9 +318,6 @@ def old_rules_lit_files(con: duckdb.DuckDBPyConnection) -> list[str]:
         latest[name] = (kind, path, key)
     if not latest:
         return []
-    from optimizer.data.ingest import _tag_rules  # the one reading of a recorded tag (ingest's own)
-    from optimizer.data.ingest.lit import TRADES_RULES
-
     old = {name: path for name, (kind, path, key) in latest.items()
            if kind == "lit-trades" and _tag_rules(key.partition("+")[2]) < TRADES_RULES}
     if not old:
@@ -332,10 +332,6 @@ def old_rules_note(paths: Sequence[str], show: int = 3) -> str | None:
     with the command that re-reads them (the first ``show`` paths; ``data info --format json`` lists all)."""
     if not paths:
         return None
-    import shlex
-
-    from optimizer.data.ingest.lit import TRADES_RULES
-
     more = len(paths) - show
     cmd = "accumopt ingest lit-trades " + " ".join(shlex.quote(str(p)) for p in paths[:show])
     return (f"{len(paths)} lit-trades file(s) keep rows read under older reading rules than this accumopt's version "

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import duckdb
 
-from optimizer.errors import DataError
+from optimizer.errors import DataError, check_param
 
 __all__ = [
     "SCHEMA_VERSION", "connect", "open_store", "transaction", "table_exists", "RAW_TABLES",
@@ -378,8 +378,6 @@ _clock, _sleep = time.monotonic, time.sleep  # seams for the tests
 def checked_wait(wait: object, name: str = "wait") -> float:
     """``wait`` as float seconds; a ParameterError naming ``name`` unless it is a finite number >= 0 (a wait is
     bounded: a cron run must end)."""
-    from optimizer.errors import check_param
-
     ok = isinstance(wait, (int, float)) and not isinstance(wait, bool) and math.isfinite(wait) and wait >= 0
     check_param(ok, name, "a finite number of seconds >= 0 (0: fail at once when another process holds the store)", wait)
     return float(wait)
