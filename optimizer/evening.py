@@ -39,7 +39,7 @@ from optimizer.data.fetch import fetch_finra_short, fetch_polygon_prices
 from optimizer.data.ingest import KINDS, expand_paths, ingest_paths
 from optimizer.data.ingest.prices import polygon_dates
 from optimizer.data.metrics import build_daily_metrics
-from optimizer.data.store import DEFAULT_EVENING_WAIT, checked_wait, connect, lock_wait, table_exists
+from optimizer.data.store import DEFAULT_EVENING_WAIT, connect, lock_wait, table_exists
 from optimizer.data.symbols import canonical_or_none
 from optimizer.data.splitcheck import panel_split_lines
 from optimizer.data.universe import MARKET_SYMBOL, VIX_SYMBOL, is_all, resolve_universe
@@ -315,7 +315,7 @@ def run_evening(
     ``out_root`` (fetched raw files in ``<out_root>/raw``). ``echo`` receives one line per finished step. ``wait``:
     seconds each opening of the store waits for another process holding it (a study loading its panel between two
     steps; ``store.connect``), 0 to fail at once."""
-    with lock_wait(checked_wait(wait)):
+    with lock_wait(wait):  # refuses a negative or unbounded wait by name
         return _run_evening(params, db, out_root, ingest_dir, fetch, through, universe, start, regime, walkforward,
                             settings, png, progress, echo)
 
