@@ -1,0 +1,125 @@
+"""Order and environment independence (explore17): the result of a study must not depend on what a user does not
+think of as input, and what the tool calls "the same spec" must compute the same trials.
+
+Audited in /tmp on small stores (the findings table is in the branch's report): ingest order and batching, the
+process environment (PYTHONHASHSEED, the working directory, locale, numba / BLAS threads, NUMBA_DISABLE_JIT,
+TMPDIR, PYTHONWARNINGS=error, PYTHONOPTIMIZE), the storage (SQLite, in-memory, export -> backtest), the universe's
+symbol order and symbols outside it, float round trips. The defects found are pinned here.
+
+* The order of the drawn [space] entries. A trial asks the sampler for its parameters in the order the spec
+  declares them (``space.suggest``), and a seeded sampler hands its random draws out in call order, so the same
+  entries declared in another order draw other trials (measured: the demo spec with z_window .. exit moved first,
+  seed 42: trial 0 variant C / z_window 30 / exit 2x_consec_dist against B / 20 / fixed_10d, every trial and the
+  walk-forward's winners different). ``spec_hash`` sorted the keys, so both orders had one hash (f423c177e8faa157):
+  ``study validate`` called them the same spec and a study made from one was resumed with the other, its later
+  trials drawn in the other order (neither run's trials). The hash now covers that order (fixed values, which
+  draw nothing, may move); a study stored with the earlier, unordered hash resumes with its own spec and is
+  refused with a reordered one, naming the order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+
+import optuna
+import pytest
+from test_study import spec_text
+
+from optimizer.errors import SpecError
+from optimizer.study.registry import build_sampler
+from optimizer.study.run import run_study
+from optimizer.study.space import suggest
+from optimizer.study.spec import parse_spec
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+_LINES = ('variant = {{ type = "categorical", choices = ["A", "B", "C", "D", "vw_flow", "blended"] }}',
+          'exit = {{ type = "categorical", choices = ["fixed_10d", "first_dist", "2x_consec_dist", "hybrid_20d", '
+          '"score_decay"] }}')
+
+
+def _moved_first(text: str, line: str) -> str:
+    """``text`` with the [space] entry ``line`` moved to the top of [space] (the same entries, another order)."""
+    line = line.format()
+    assert text.count(line + "\n") == 1
+    return text.replace(line + "\n", "").replace("[space]\n", f"[space]\n{line}\n")
+
+
+def _draws(spec, n: int = 4) -> list[dict]:
+    """The parameters of the first ``n`` trials the spec's seeded sampler draws (no data: the sampler alone)."""
+    sampler = build_sampler(spec.sampler.name, spec.sampler.seed, spec.sampler.options)
+    study = optuna.create_study(sampler=sampler, direction="maximize")
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        out.append(suggest(trial, spec))
+        study.tell(trial, 0.0)
+    return out
+
+
+def _unordered_hash(text: str) -> str:
+    """The hash studies stored before this change (an independent copy of the old rule): the spec's TOML without
+    [run], [walkforward], [study] name and description and [data].database, keys sorted (no order at all)."""
+    doc = tomllib.loads(text)
+    for table, key in (("study", "name"), ("study", "description"), ("data", "database")):
+        doc.get(table, {}).pop(key, None)
+    doc.pop("run", None)
+    doc.pop("walkforward", None)
+    for k in ("study", "data"):
+        if doc.get(k) == {}:
+            del doc[k]
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+BASE = spec_text("order", sampler="random", sampler_opts="", n_trials=2)
+REORDERED = _moved_first(BASE, _LINES[1])
+
+
+def test_the_order_of_the_drawn_space_entries_is_part_of_the_spec_hash():
+    """Moving ``exit`` to the top of [space] draws other trials from the same seed (the sampler alone, no data),
+    so the two specs are not the same spec: other hashes, and ``differences`` names the order (before: one hash,
+    nothing named). A fixed value, which draws nothing, moves without changing the hash."""
+    base, reordered = parse_spec(BASE), parse_spec(REORDERED)
+    assert [p.name for p in reordered.space][0] == "exit" and {p.name for p in base.space} == {p.name for p in reordered.space}
+    a, b = _draws(base), _draws(reordered)
+    assert a != b and [sorted(x) for x in a] == [sorted(x) for x in b]  # the same parameters, other values
+    assert _draws(base) == a  # and each order is reproducible
+    assert reordered.spec_hash != base.spec_hash
+    assert reordered.differences(base.source).startswith("[space] order variant, w_short, w_lit")
+    assert "-> exit, variant, w_short" in reordered.differences(base.source)
+    fixed_moved = parse_spec(_moved_first(BASE, "time_stop = 20"))
+    assert fixed_moved.spec_hash == base.spec_hash and fixed_moved.differences(base.source) is None
+    assert _draws(fixed_moved) == a
+    # a second reordering is a third spec
+    assert parse_spec(_moved_first(REORDERED, _LINES[0])).spec_hash not in (base.spec_hash, reordered.spec_hash)
+
+
+def test_a_study_stored_with_the_unordered_hash_resumes_only_with_its_own_order():
+    """A study stored before this change holds the unordered hash of its spec text: the same text resumes it
+    (and a text that differs only where the hash does not look, e.g. [run]); a reordered one does not, though its
+    unordered hash is the same. A record without a readable text falls back to the spec's own earlier hashes."""
+    base, reordered = parse_spec(BASE), parse_spec(REORDERED)
+    old = _unordered_hash(BASE)
+    assert old == _unordered_hash(REORDERED) and old != base.spec_hash
+    assert base.matches_stored(old, BASE)
+    assert parse_spec(BASE.replace("n_trials = 2", "n_trials = 9")).matches_stored(old, BASE)
+    assert not reordered.matches_stored(old, BASE)
+    assert not base.matches_stored(old, REORDERED)
+    assert base.matches_stored(old) and base.matches_stored(old, "[broken")  # no readable text: its own text
+    assert not reordered.matches_stored(base.spec_hash, BASE) and not base.matches_stored(reordered.spec_hash)
+
+
+def test_a_study_is_not_resumed_with_its_space_declared_in_another_order(synth_db, tmp_path):
+    """End to end: a study run from one order and resumed with the other was accepted (one hash) and ran its
+    next trials in the other order; it is refused now, naming the order, and nothing is added to the study."""
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    first = run_study(parse_spec(BASE), synth_db, url, n_trials=1)
+    assert first.counts["complete"] + first.counts["pruned"] == 1
+    with pytest.raises(SpecError, match=r"study 'order' was created from a different spec \(hash \w+, this spec \w+: "
+                                        r"\[space\] order variant, .* -> exit, variant, .*\); refusing to resume it"):
+        run_study(parse_spec(REORDERED), synth_db, url, n_trials=2)
+    assert len(optuna.load_study(study_name="order", storage=url).trials) == 1
+    again = run_study(parse_spec(BASE), synth_db, url, n_trials=2)  # its own order resumes it
+    assert again.counts["complete"] + again.counts["pruned"] == 2
