@@ -163,3 +163,39 @@ def test_the_signal_sheet_csv_holds_the_numbers_of_its_json_and_table(synth_db, 
                 assert from_file.loc[i, k] == v and from_stdout.loc[i, k] == v, (k, r["symbol"], v, from_file.loc[i, k])
                 assert table.loc[r["symbol"], k] == v, (k, r["symbol"], v, table.loc[r["symbol"], k])
     assert checked > 60
+
+
+# ------------------------------------------------------------------------------------------------ the environment
+def test_data_synth_builds_daily_metrics_with_the_min_lit_volume_metrics_build_uses(tmp_path, monkeypatch):
+    """MIN_LIT_VOLUME (the pipeline's variable: below it a day's lit imbalance is NULL, docs/DATA.md) is read by
+    ``metrics build`` and ``evening``, but ``data synth --db`` (``synth_to_db``: ``make demo``, ``ao.synth``) built
+    daily_metrics with the default 10,000 whatever the environment said: with MIN_LIT_VOLUME=2000000 the same raw
+    files gave 2,000 lit imbalances through ``data synth --db`` and 1,893 through ``metrics build`` (8 symbols x 250
+    sessions). Both now read it: the synthetic store's daily_metrics are those ``metrics build`` writes."""
+    import shutil
+
+    import duckdb
+    import pandas as pd
+    from _cli_helpers import cli, ok
+
+    from optimizer.data.synth import SynthConfig, synth_to_db
+
+    cfg = SynthConfig(seed=5, start="2023-01-03", end="2023-06-30", universe="tier1", n_symbols=4)
+    monkeypatch.setenv("MIN_LIT_VOLUME", "2000000")
+    db = tmp_path / "synth.duckdb"
+    synth_to_db(cfg, tmp_path / "raw", db)
+    rebuilt = tmp_path / "rebuilt.duckdb"
+    shutil.copy(db, rebuilt)
+    ok(cli("metrics", "build", "--db", rebuilt, "--format", "json", env={"MIN_LIT_VOLUME": "2000000"}))
+    default = tmp_path / "default.duckdb"
+    shutil.copy(db, default)
+    ok(cli("metrics", "build", "--db", default, "--format", "json", env={"MIN_LIT_VOLUME": None}))
+
+    def metrics(path):
+        with duckdb.connect(str(path), read_only=True) as con:
+            return con.execute("SELECT * FROM daily_metrics ORDER BY symbol, date").df()
+
+    synth, env_built, default_built = metrics(db), metrics(rebuilt), metrics(default)
+    n = lambda df: int(df["lit_flow_imbalance"].notna().sum())  # noqa: E731
+    assert n(env_built) < n(default_built) == len(default_built)  # the threshold bites on this market
+    pd.testing.assert_frame_equal(synth, env_built, check_exact=True)
