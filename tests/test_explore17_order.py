@@ -82,7 +82,8 @@ def test_the_order_of_the_drawn_space_entries_is_part_of_the_spec_hash():
     so the two specs are not the same spec: other hashes, and ``differences`` names the order (before: one hash,
     nothing named). A fixed value, which draws nothing, moves without changing the hash."""
     base, reordered = parse_spec(BASE), parse_spec(REORDERED)
-    assert [p.name for p in reordered.space][0] == "exit" and {p.name for p in base.space} == {p.name for p in reordered.space}
+    assert [p.name for p in reordered.space][0] == "exit"
+    assert {p.name for p in base.space} == {p.name for p in reordered.space}
     a, b = _draws(base), _draws(reordered)
     assert a != b and [sorted(x) for x in a] == [sorted(x) for x in b]  # the same parameters, other values
     assert _draws(base) == a  # and each order is reproducible
@@ -199,3 +200,30 @@ def test_data_synth_builds_daily_metrics_with_the_min_lit_volume_metrics_build_u
     n = lambda df: int(df["lit_flow_imbalance"].notna().sum())  # noqa: E731
     assert n(env_built) < n(default_built) == len(default_built)  # the threshold bites on this market
     pd.testing.assert_frame_equal(synth, env_built, check_exact=True)
+
+
+# ------------------------------------------------------------------------------------------------ figures vs decisions
+def test_a_verdict_never_shows_a_figure_that_reads_as_the_other_outcome():
+    """The verdict line, its reasons and the report's gate table rounded each value to a fixed number of decimals,
+    so a value next to its threshold was shown as the threshold itself beside the opposite outcome: PSR 0.9496
+    (fails >= 0.95) read "PSR 0.95 < 0.95", PBO 0.4996 (passes < 0.50) "PBO 0.50 < 0.50", a HAC t of 1.96 (fails
+    > 2) "HAC t=2.0 <= 2", an excess of +0.004% (passes > 0) "+0.00%", while result.json holds the exact numbers.
+    A figure now carries the decimals it needs for its comparison with the threshold to read as decided; a value
+    away from its threshold is shown as before."""
+    from optimizer.validate.verdict import verdict
+
+    v = verdict(0.00004, 1.96, 0.9496, 0.4996, 79, sharpe="psr", t_kind="hac", spa_p=0.0996, spa_max=0.1)
+    g = {x.name: x for x in v.gates}
+    assert not v.supported and [x.name for x in v.gates if not x.passed] == ["excess_t", "psr"]
+    for x in v.gates:
+        for shown in (x.text, x.detail_text):
+            num = float(shown.rstrip("%")) / (100 if shown.endswith("%") else 1)
+            assert (num > x.threshold if x.comparison == ">" else num >= x.threshold if x.comparison == ">="
+                    else num < x.threshold) == x.passed, (x.name, shown, x.passed)
+    assert "PSR 0.9496 < 0.95" in v.line and "PBO 0.4996 < 0.50" in v.line and "HAC t=1.96" in v.line
+    assert "OOS excess +0.004%/trade" in v.line and "SPA p 0.0996 < 0.10" in v.line
+    assert "HAC t=1.96 <= 2" in " ".join(v.reasons) and "0.9496 < 0.95" in " ".join(v.reasons)
+    assert g["psr"].detail_text == "0.9496" and g["pbo"].detail_text == "0.4996"  # the report's table (3 decimals)
+    far = verdict(0.0092, 0.78, 0.78, 0.135, 79, sharpe="psr", t_kind="hac")  # away from every threshold: as before
+    assert "OOS excess +0.92%/trade (HAC t=0.8, n=79), PSR 0.78 < 0.95, PBO 0.14 < 0.50" in far.line
+    assert {x.name: x.detail_text for x in far.gates}["psr"] == "0.780"
