@@ -13,7 +13,7 @@ from optimizer.evening import run_evening
 from optimizer.engine._regime import REGIME_LABELS
 from optimizer.engine.regime_filter import regime_codes
 from optimizer.paths import output_root, resolve_db
-from optimizer.report.sheet import sheet_records
+from optimizer.report.sheet import sheet_csv, sheet_records
 from optimizer.report.terminal import Column, print_frame
 from optimizer.data.splitcheck import panel_split_lines
 from optimizer.data.store import DEFAULT_EVENING_WAIT, check_writable
@@ -171,7 +171,7 @@ def signals_cmd(params_file, universe, start, regime, walkforward, date, show_al
                "rows": sheet_records(sheet.rows), "outputs": {k: str(v) for k, v in paths.items()}})
     elif fmt == "csv":
         buf = io.StringIO()
-        sheet.rows.to_csv(buf, index=False, float_format="%.10g", date_format="%Y-%m-%d")
+        sheet_csv(sheet.rows, buf)
         click.echo(buf.getvalue(), nl=False)
     else:
         _render(sheet, show_all)

@@ -104,6 +104,7 @@ from optimizer.data.ingest import ingest_paths
 from optimizer.data.metrics import build_daily_metrics
 from optimizer.data.store import RAW_TABLES, connect, table_exists
 from optimizer.errors import DataError, ParameterError, check_param
+from optimizer.settings import Settings
 from optimizer.data.universe import VIX_SYMBOL, resolve_universe
 from optimizer.data.symbols import is_context_symbol
 from optimizer.data import _synth_flows as fl
@@ -511,19 +512,22 @@ def synth_to_db(cfg: SynthConfig, out_dir: str | Path, db_path: str | Path, prog
     today = market_today()  # the ingest refuses a later session: refused here, before a file or row is written
     check_param(pd.Timestamp(cfg.end).date() <= today, "end",
                 f"on or before today in New York ({today}) to be ingested (a store holds no future session)", cfg.end)
+    settings = Settings.from_env()  # one snapshot for the ingest and the build (a bad variable: refused before a file)
     market = generate_market(cfg)
     paths = write_market(market, out_dir)
     con = connect(db_path)
     ingest: dict[str, dict] = {}
     try:
         for kind in ("finra-short", "prices", "lit-flow", "otc-weekly", "options"):
-            rep = ingest_paths(con, kind, [paths[kind]], progress=progress)
+            rep = ingest_paths(con, kind, [paths[kind]], progress=progress, settings=settings)
             ingest[kind] = {"files": len(rep.files), "rows_accepted": rep.rows_accepted,
                             "rows_rejected": rep.rows_rejected, "exit_code": rep.exit_code}
             if rep.exit_code == 2:
                 first = rep.failed[0]
                 raise DataError(f"ingest of the synthetic {kind} files failed: {first.message}")
-        metrics = build_daily_metrics(con, progress=progress)
+        # the lit-volume floor the environment sets (MIN_LIT_VOLUME), as `metrics build` and `evening` read it: the
+        # same raw files give the same daily_metrics whichever command built them
+        metrics = build_daily_metrics(con, min_lit_volume=settings.min_lit_volume, progress=progress)
         tables = [*RAW_TABLES, "daily_metrics", "options_premium_daily"]
         rows = {t: int(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in tables
                 if table_exists(con, t)}

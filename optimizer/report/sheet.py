@@ -34,7 +34,8 @@ from optimizer.errors import DataError
 from optimizer.report.backtest import _atomic
 from optimizer.report.research import Page
 
-__all__ = ["SHEET_TABLE", "MAX_CHARTS", "write_sheet_table", "sheet_charts", "sheet_figure", "write_sheet_files", "sheet_records"]
+__all__ = ["SHEET_TABLE", "MAX_CHARTS", "write_sheet_table", "sheet_charts", "sheet_figure", "write_sheet_files", "sheet_records",
+           "sheet_csv"]
 
 SHEET_TABLE = "signal_sheet"
 MAX_CHARTS = 60  # charts per sheet.html (ENTER by score, then EXIT)
@@ -188,13 +189,20 @@ def _rows_table(df: pd.DataFrame, cols: list[str]) -> str:
     return f'<div class="scroll"><table class="tbl"><tr>{head}</tr>{body}</table></div>'
 
 
+def sheet_csv(rows: pd.DataFrame, dest: Any) -> None:
+    """The sheet's rows as CSV into ``dest`` (a path or a text buffer): sheet.csv and ``signals --format csv``. Numbers
+    are written whole (the shortest text that reads back as the same float, as sheet.json and the signal_sheet table
+    hold them), dates as YYYY-MM-DD."""
+    rows.to_csv(dest, index=False, date_format="%Y-%m-%d")
+
+
 def write_sheet_files(rows: pd.DataFrame, meta: Mapping[str, Any], charts: list[tuple[str, go.Figure]],
                       out_dir: str | Path, buckets: pd.DataFrame | None = None) -> dict[str, Path]:
     """sheet.csv, sheet.json and sheet.html in ``out_dir`` (created), each written atomically. Returns their paths."""
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
     paths = {"csv": d / "sheet.csv", "json": d / "sheet.json", "html": d / "sheet.html"}
-    _atomic(paths["csv"], lambda p: rows.to_csv(p, index=False, float_format="%.10g", date_format="%Y-%m-%d"))
+    _atomic(paths["csv"], lambda p: sheet_csv(rows, p))
     b = buckets if buckets is not None else pd.DataFrame()
     doc = {"sheet": dict(meta), "oos_quality_buckets": sheet_records(b), "rows": sheet_records(rows)}
     text = json.dumps(doc, indent=2, default=_clean) + "\n"

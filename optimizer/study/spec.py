@@ -86,14 +86,34 @@ def _hashed_doc(source: str, legacy: bool = False) -> dict[str, Any]:
     return doc
 
 
-def _digest(doc: Mapping[str, Any]) -> str:
+def _digest(doc: Any) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _text_hashes(text: str) -> tuple[str, str] | None:
-    """(hash, legacy hash) of a spec text, None when it is not TOML."""
+def _drawn_order(doc: Mapping[str, Any]) -> list[str]:
+    """The [space] entries a trial asks the sampler for (every table but ``type = "fixed"``), in the order the spec
+    declares them: the order of a trial's ``suggest_*`` calls (``space.suggest``), so of which random draw each
+    parameter gets. The same entries in another order draw other trials from the same seed (a seeded random or TPE
+    sampler hands its draws out in call order), so the order is part of what ``spec_hash`` covers; the digest
+    above sorts the keys and cannot see it."""
+    space = doc.get("space")
+    if not isinstance(space, dict):
+        return []
+    return [k for k, v in space.items() if isinstance(v, dict) and v.get("type") != "fixed"]
+
+
+def _spec_digest(doc: dict[str, Any]) -> str:
+    """``StudySpec.spec_hash`` of a hashed document (``_hashed_doc``): its values and the order of its drawn
+    [space] entries."""
+    return _digest([doc, _drawn_order(doc)])
+
+
+def _text_hashes(text: str) -> tuple[str, str, str] | None:
+    """(hash, unordered hash, legacy hash) of a spec text, None when it is not TOML. The unordered hash is the one
+    studies stored before 2026-12-05 (the values without the drawn [space] entries' order: ``_drawn_order``)."""
     try:
-        return _digest(_hashed_doc(text)), _digest(_hashed_doc(text, legacy=True))
+        doc = _hashed_doc(text)
+        return _spec_digest(doc), _digest(doc), _digest(_hashed_doc(text, legacy=True))
     except tomllib.TOMLDecodeError:
         return None
 
@@ -394,24 +414,26 @@ class StudySpec:
     def spec_hash(self) -> str:
         """Hash of everything that changes what a trial computes: the spec's text but [run], [walkforward],
         [study] name and description and [data].database (``_UNHASHED``)."""
-        return _digest(_hashed_doc(self.source))
+        return _spec_digest(_hashed_doc(self.source))
 
     def matches_stored(self, stored_hash: str | None, stored_text: str | None = None) -> bool:
         """Whether a study (or walk-forward run) stored with ``stored_hash`` (its ``spec_hash``) and ``stored_text``
         (its ``spec_text``, when stored) was made from a spec that computes what this one does: the one place
         that decides whether a stored study may be resumed with this spec. True when ``stored_hash`` is this
-        spec's hash, or is the legacy hash (``_LEGACY_UNHASHED``: it covered [study].name and [data].database)
-        of the stored text whose result-relevant part is this spec's, or the legacy hash of this spec's own
-        text (a record that stores no text). False for a missing hash."""
+        spec's hash, or is a hash of an earlier rule (the unordered hash of before 2026-12-05, blind to the order
+        of the drawn [space] entries; the legacy hash, ``_LEGACY_UNHASHED``, which also covered [study].name and
+        [data].database) of the stored text whose hash now is this spec's; or, for a record that stores no
+        readable text, one of those earlier hashes of this spec's own text. False for a missing hash. (With a
+        text stored its own hash decides: an earlier hash of this spec's text would also match a stored text
+        that declares the [space] entries in another order, whose trials draw other values.)"""
         if stored_hash is None:
             return False
         if stored_hash == self.spec_hash:
             return True
-        if stored_text:
-            hashes = _text_hashes(stored_text)
-            if hashes is not None and hashes[1] == stored_hash and hashes[0] == self.spec_hash:
-                return True
-        return stored_hash == _digest(_hashed_doc(self.source, legacy=True))
+        hashes = _text_hashes(stored_text) if stored_text else None
+        if hashes is not None:
+            return stored_hash in hashes[1:] and hashes[0] == self.spec_hash
+        return stored_hash in (_digest(_hashed_doc(self.source)), _digest(_hashed_doc(self.source, legacy=True)))
 
     def differences(self, stored_text: str | None, limit: int = 3) -> str | None:
         """What the spec text a study was made from (``stored_text``, its ``spec_text``) sets differently from this
@@ -425,10 +447,15 @@ class StudySpec:
             return None
         new = _flat(_hashed_doc(self.source))
         keys = sorted(k for k in old.keys() | new.keys() if old.get(k, _MISSING) != new.get(k, _MISSING))
-        if not keys:
-            return None
         show = lambda v: "(not set)" if v is _MISSING else _short(json.dumps(v, default=str))  # noqa: E731
         items = [f"[{k}] {show(old.get(k, _MISSING))} -> {show(new.get(k, _MISSING))}" for k in keys[:limit]]
+        was, now = _drawn_order(_hashed_doc(stored_text)), _drawn_order(_hashed_doc(self.source))
+        if not keys and was != now:  # the same values, drawn in another order
+            keys = ["space order"]
+            items = [f"[space] order {_short(', '.join(was), 60)} -> {_short(', '.join(now), 60)} (the order a "
+                     "trial draws them in)"]
+        if not keys:
+            return None
         more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
         return ", ".join(items) + more
 

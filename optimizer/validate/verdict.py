@@ -65,6 +65,29 @@ def _text(x: float | None, fmt: str) -> str:
     return "n/a" if x is None or not math.isfinite(x) else format(x, fmt)
 
 
+_MORE_DECIMALS = 8  # at most this many decimals beyond a gate's format to show a figure on its side of the threshold
+
+
+def _decisive(x: float | None, fmt: str, op: str, threshold: float) -> str:
+    """``x`` formatted with ``fmt`` (a fixed-point or percent format, e.g. ``.2f``, ``+.2%``), with as many more
+    decimals as it takes for the figure shown, read back, to satisfy ``op threshold`` as ``x`` does, and not to
+    equal the threshold unless ``x`` does: a PSR of 0.9496 that fails ``>= 0.95`` is shown 0.9496, not 0.95 (which
+    would read as passing), a t of 1.96 that fails ``> 2`` 1.96, not 2.0. Other formats, and a value whose figure
+    at ``fmt`` already reads on its side, are shown as ``fmt`` gives them."""
+    text = _text(x, fmt)
+    if text == "n/a" or not _OPS[op](x, threshold) or fmt[-1:] not in ("f", "%") or "." not in fmt:
+        return text
+    head, _, digits = fmt[:-1].rpartition(".")
+    if not digits.isdigit():
+        return text
+    for extra in range(_MORE_DECIMALS + 1):
+        text = format(x, f"{head}.{int(digits) + extra}{fmt[-1]}")
+        shown = float(text.rstrip("%")) / (100.0 if fmt.endswith("%") else 1.0)
+        if _OPS[op](shown, threshold) and (shown != threshold or x == threshold):
+            return text
+    return text
+
+
 @dataclass(frozen=True)
 class Gate:
     """One condition of the verdict: ``value <comparison> threshold`` (a NaN / missing value fails).
@@ -94,23 +117,27 @@ class Gate:
               short: str = "", reason: str | None = None, fmt: str = ".2f", detail_fmt: str = ".3f",
               threshold_fmt: str = ".2f") -> "Gate":
         """The gate with ``passed`` decided here, once. ``reason`` (used when it fails) defaults to
-        ``"<statistic> <value> <negated comparison> <threshold>"``."""
+        ``"<statistic> <value> <negated comparison> <threshold>"``; a given ``reason`` shows the value where it says
+        ``{value}`` (as ``text`` shows it)."""
         check_param(comparison in _OPS, "comparison", f"one of {', '.join(_OPS)}", comparison)
         passed = value is not None and bool(_OPS[comparison](value, threshold))
         g = cls(name, statistic, value, comparison, threshold, passed, short or name, "", fmt, detail_fmt, threshold_fmt)
         if passed:
             return g
-        text = reason if reason is not None else f"{statistic} {g.text} {_NEGATION[comparison]} {g.threshold_text}"
+        text = (reason.replace("{value}", g.text) if reason is not None
+                else f"{statistic} {g.text} {_NEGATION[comparison]} {g.threshold_text}")
         return cls(name, statistic, value, comparison, threshold, passed, g.short, text, fmt, detail_fmt, threshold_fmt)
 
     @property
     def text(self) -> str:
-        """The value as the line shows it (``n/a`` when not finite)."""
-        return _text(self.value, self.fmt)
+        """The value as the line shows it (``n/a`` when not finite), with the decimals it needs to read on its side of
+        the threshold (``_decisive``)."""
+        return _decisive(self.value, self.fmt, self.relation, self.threshold)
 
     @property
     def detail_text(self) -> str:
-        return _text(self.value, self.detail_fmt)
+        """The value as tables show it (``detail_fmt``), on its side of the threshold as ``text``."""
+        return _decisive(self.value, self.detail_fmt, self.relation, self.threshold)
 
     @property
     def threshold_text(self) -> str:
@@ -266,19 +293,19 @@ def verdict(oos_excess_mean: float, oos_excess_t: float, dsr: float, pbo: float,
     check_param(t_kind in T_GATES, "t_kind", f"one of {', '.join(T_GATES)}", t_kind)
     check_param(spa_max is None or 0.0 < spa_max < 1.0, "spa_max", "None or in (0, 1)", spa_max)
     n = int(n_oos_trades)
-    mean_s, t_s = _text(oos_excess_mean, "+.2%"), _text(oos_excess_t, ".1f")
     label, long_name, short = SHARPE_GATES[sharpe]
     gates = [
         Gate.check("excess_mean", "OOS excess return / trade", oos_excess_mean, ">", 0.0, short="OOS excess",
-                   reason=f"OOS excess return {mean_s}/trade is not positive", fmt="+.2%", detail_fmt="+.3%",
+                   reason="OOS excess return {value}/trade is not positive", fmt="+.2%", detail_fmt="+.3%",
                    threshold_fmt="g"),
         Gate.check("excess_t", T_GATES[t_kind][0], oos_excess_t, ">", t_min, short=T_GATES[t_kind][1],
-                   reason=f"OOS excess return is not significant: {T_GATES[t_kind][1]}={t_s} <= {t_min:g}", fmt=".1f",
+                   reason=f"OOS excess return is not significant: {T_GATES[t_kind][1]}={{value}} <= {t_min:g}",
+                   fmt=".1f",
                    detail_fmt=".2f", threshold_fmt="g"),
         Gate.check("n_trades", "OOS closed trades (n)", float(n), ">=", min_trades, short="n",
                    reason=f"too few OOS trades: n={n} < {min_trades}", fmt=".0f", detail_fmt=".0f", threshold_fmt="g"),
         Gate.check(sharpe, label, dsr, ">=", dsr_min, short=short,
-                   reason=f"{long_name} {_text(dsr, '.2f')} < {dsr_min:.2f}"),
+                   reason=f"{long_name} {{value}} < {dsr_min:.2f}"),
         Gate.check("pbo", "Probability of Backtest Overfitting", pbo, "<", pbo_max, short="PBO"),
     ]
     if spa_max is not None:
