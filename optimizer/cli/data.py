@@ -322,7 +322,7 @@ def metrics_grp():
 
 
 @metrics_grp.command("build")
-@click.option("--z-window", default=20, show_default=True, type=int, help="Window of the stored z-score columns (an integer in [2, 252], the engine's z_window).")
+@click.option("--z-window", default=None, type=int, help="Window of the stored z-score columns (an integer in [2, 252], the engine's z_window; default: the window the stored table was built with, 20 for a new one).")
 @click.option("--min-lit-volume", default=None, type=int, help="Lit imbalance is NULL below this volume (env MIN_LIT_VOLUME, default 10000).")
 @shared_options("db", "out")
 @wait_option()

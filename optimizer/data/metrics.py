@@ -48,6 +48,8 @@ __all__ = [
     "META_TABLE",
     "METRICS_VERSION",
     "VERSION_KEY",
+    "DEFAULT_Z_WINDOW",
+    "stored_z_window",
     "OWNER_KEY",
     "OWNER_VALUE",
     "build_daily_metrics",
@@ -213,6 +215,19 @@ def _to_date(value, name: str) -> _dt.date | None:
 
 
 # --------------------------------------------------------------------------------------------------- ownership
+
+
+DEFAULT_Z_WINDOW = 20  # the stored z columns' window of a new daily_metrics (the engine's default z_window)
+
+
+def stored_z_window(con: duckdb.DuckDBPyConnection) -> tuple[int, int] | None:
+    """``(z_window, z_min_periods)`` the stored ``daily_metrics`` was built with (the most rows', should a scoped
+    build have mixed them), None when this tool has built no rows."""
+    if not owns_daily_metrics(con) or not table_exists(con, "daily_metrics"):
+        return None
+    rows = _q(con, "SELECT z_window, z_min_periods FROM daily_metrics WHERE z_window IS NOT NULL "
+                   "GROUP BY ALL ORDER BY count(*) DESC, z_window LIMIT 1")
+    return (int(rows[0][0]), int(rows[0][1])) if rows else None
 
 
 def owns_daily_metrics(con: duckdb.DuckDBPyConnection) -> bool:
@@ -747,7 +762,7 @@ def _write_options(con: duckdb.DuckDBPyConnection, scope: _Scope) -> int:
 def build_daily_metrics(
     con: duckdb.DuckDBPyConnection,
     *,
-    z_window: int = 20,
+    z_window: int | None = None,
     z_min_periods: int | None = None,
     min_lit_volume: int = 10_000,
     symbols: Sequence[str] | None = None,
@@ -759,12 +774,19 @@ def build_daily_metrics(
     """(Re)build daily_metrics, options_premium_daily and options_premium_summary in one transaction.
 
     Without ``symbols``/``start``/``end`` the tables are replaced; with them only the rows in that scope are.
+    ``z_window`` / ``z_min_periods`` (the stored z columns' window): None keeps the ones the stored table was built
+    with (:func:`stored_z_window`; ``DEFAULT_Z_WINDOW`` for a new table), so a nightly rebuild (``evening``) keeps
+    a user's ``metrics build --z-window``.
     Returns ``{rows, symbols, sessions, first_date, last_date, options_rows, z_window, z_min_periods, scoped,
     seconds, warnings}`` describing the rows written (``warnings``: lines for the user, e.g. every stored z column
     empty because the store holds fewer sessions than ``z_min_periods``). Raises DataError on a foreign (darkpool-pipeline) daily_metrics
     unless ``force``.
     """
     t0 = time.perf_counter()
+    if z_window is None:
+        z_window, stored_mp = stored_z_window(con) or (DEFAULT_Z_WINDOW, None)
+        if z_min_periods is None:
+            z_min_periods = stored_mp
     PARAMS["z_window"].check(z_window)  # the engine's domain (optimizer.params): the stored z use the same windows
     mp = int(z_window) if z_min_periods is None else z_min_periods
     check_param(
