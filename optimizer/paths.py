@@ -190,13 +190,25 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
     the mode a plain write gives (0666 less the umask; ``tempfile.mkstemp`` would make it 0600)."""
     path = Path(path)
     tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask's mode, as a plain write gives
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask's mode, as a plain write gives
+    except OSError as e:
+        raise _naming(e, tmp, path) from e
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):  # a full disk or a limit met by the write: the error names the file meant
+            raise _naming(e, tmp, path) from e
         raise
+
+
+def _naming(e: OSError, tmp: Path, path: Path) -> OSError:
+    """``e`` naming ``path`` (the file being written) when it named no file or the temporary one."""
+    if e.errno is None or e.filename not in (None, str(tmp), tmp):
+        return e
+    return OSError(e.errno, e.strerror or str(e), str(path))
 
 
 # the ``out`` of the commands running in this process (innermost last): where their on-disk caches live

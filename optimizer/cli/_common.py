@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.text import Text
 
 from optimizer.cli._interrupt import EXIT_INTERRUPTED, print_interrupted
-from optimizer.errors import AccumoptError, Interrupted, ParameterError, is_query_interrupt
+from optimizer.errors import AccumoptError, Interrupted, ParameterError, is_query_interrupt, machine_error
 from optimizer.paths import CACHE_ENV, DB_ENV, OUTPUT_ENV, STORAGE_ENV, caching_under
 from optimizer.report.terminal import Column, FrameView, print_command, print_frame, print_record
 
@@ -248,9 +248,9 @@ def _root_cause(e: BaseException) -> BaseException:
 
 
 class ErrorGroup(click.Group):
-    """Turns AccumoptError (and an unopenable DuckDB store, a failing study storage) into a one-line message and
-    exit code 2; Ctrl-C (KeyboardInterrupt, or ``errors.Interrupted``) into one line and exit code 130
-    (``_interrupt``)."""
+    """Turns AccumoptError (and an unopenable DuckDB store, a failing study storage, a failure of the machine: a full
+    disk, a file size or open-file limit, a read-only place, no memory) into a one-line message and exit code 2;
+    Ctrl-C (KeyboardInterrupt, or ``errors.Interrupted``) into one line and exit code 130 (``_interrupt``)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -270,6 +270,10 @@ class ErrorGroup(click.Group):
             if _is_query_interrupt(e):
                 print_interrupted()
                 ctx.exit(EXIT_INTERRUPTED)
+            machine = machine_error(e)  # a full disk, a limit, a read-only place: the file and the cause, one line
+            if machine is not None:
+                _error_line(str(machine))
+                ctx.exit(2)
             if _is_store_open_error(e):
                 _error_line(f"cannot open the DuckDB store: {e}")
                 ctx.exit(2)

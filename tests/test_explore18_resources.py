@@ -1,0 +1,104 @@
+"""When the machine, not the input, fails: a full disk (RLIMIT_FSIZE in a subprocess stands in for it: a write past
+the limit fails with EFBIG, as one on a full disk fails with ENOSPC), open-file limits, unwritable places, odd paths.
+
+Each command must say what failed in one line naming the file and the cause, exit 2, print no traceback, and leave
+every earlier output and the store as they were (nothing half-written under its final name). No root, no mounts:
+every limit is set in the child process (``preexec_fn``), SIGXFSZ ignored so the write returns the error.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(not hasattr(resource, "RLIMIT_FSIZE"), reason="needs POSIX resource limits")
+
+SYNTH_ARGS = ["data", "synth", "--universe", "tier1", "--start", "2024-01-02", "--end", "2024-01-31"]
+
+
+def _limits(fsize: int | None = None, nofile: int | None = None):
+    def pre() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write returns EFBIG instead of killing the process
+        if fsize is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+        if nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+    return pre
+
+
+def run_cli(args: list[str], cwd: Path, fsize: int | None = None, nofile: int | None = None,
+            code: str | None = None) -> subprocess.CompletedProcess:
+    """``accumopt ARGS`` (or ``python -c CODE``) in a child process under the limits given."""
+    env = {**os.environ, "CI": "true", "ACCUMOPT_CACHE": "off"}
+    for k in ("ACCUMOPT_DB", "ACCUMOPT_STORAGE", "ACCUMOPT_OUTPUT"):
+        env.pop(k, None)
+    cmd = [sys.executable, "-c", code] if code is not None else [sys.executable, "-m", "optimizer.cli", *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+                          preexec_fn=_limits(fsize, nofile))
+
+
+def one_line_error(p: subprocess.CompletedProcess) -> str:
+    assert p.returncode == 2, (p.returncode, p.stderr[-2000:])
+    assert "Traceback" not in p.stderr, p.stderr[-2000:]
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+# ----------------------------------------------------------------------------------------------- a full disk
+
+
+def test_synth_on_a_full_disk_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    """``data synth`` whose prices file (19 kB) cannot be written past an 8 kB file size limit (the FINRA files,
+    0.7 kB each, fit): one line, exit 2, the cause in words (fails before: the OSError's traceback, exit 1)."""
+    p = run_cli([*SYNTH_ARGS, "--out", str(tmp_path / "o")], tmp_path, fsize=8192)
+    line = one_line_error(p)
+    assert "file too large" in line
+
+
+def test_atomic_write_names_the_file_it_could_not_write(tmp_path: Path) -> None:
+    """A write that fails with ENOSPC (an OSError naming no file, as ``f.write`` raises it) is reported naming the
+    file being written, not the temporary one, and leaves neither (fails before: the error named no file)."""
+    import errno
+
+    from optimizer.errors import machine_error
+    from optimizer.paths import atomic_write
+
+    def full(tmp: Path) -> None:
+        tmp.write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    target = tmp_path / "report.html"
+    with pytest.raises(OSError) as info:
+        atomic_write(target, full)
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+    assert list(tmp_path.iterdir()) == []
+    assert str(machine_error(info.value)) == f"{target}: no space left on the device"
+
+
+def test_duckdb_write_failure_is_named_in_words() -> None:
+    """DuckDB's report of a full disk, found where it is the context of a later error (the ROLLBACK after a failed
+    COMMIT), names the store's file and says the transaction was not committed."""
+    import duckdb
+
+    from optimizer.errors import machine_error
+
+    commit = duckdb.TransactionException('TransactionContext Error: Failed to commit: Could not write file '
+                                         '"/data/my store.duckdb.wal": No space left on device')
+    try:
+        try:
+            raise commit
+        except duckdb.TransactionException:
+            raise duckdb.TransactionException("TransactionContext Error: cannot rollback - no transaction is active")
+    except duckdb.TransactionException as e:
+        got = machine_error(e)
+    assert str(got) == ('the DuckDB store\'s file /data/my store.duckdb.wal could not be written: no space left on '
+                        'the device; the transaction was not committed')
+    assert machine_error(duckdb.CatalogException("Catalog Error: Table with name x does not exist!")) is None
+    assert machine_error(ValueError("x")) is None
