@@ -102,3 +102,22 @@ def test_duckdb_write_failure_is_named_in_words() -> None:
                         'the device; the transaction was not committed')
     assert machine_error(duckdb.CatalogException("Catalog Error: Table with name x does not exist!")) is None
     assert machine_error(ValueError("x")) is None
+
+
+def test_synth_on_a_full_disk_leaves_no_torn_file(tmp_path: Path) -> None:
+    """A complete ``data synth``, then the same run again on a full disk: the error names prices_daily.csv and every
+    file of the first run is byte for byte as it was; on a fresh folder no prices file is left under its name
+    (fails before: the rerun truncated prices_daily.csv to the 8 kB limit, a first run left an 8 kB torn one, and
+    the error named no file)."""
+    out = tmp_path / "o"
+    assert run_cli([*SYNTH_ARGS, "--out", str(out)], tmp_path).returncode == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert any(p.name == "prices_daily.csv" for p in before) and len(before) > 20
+    line = one_line_error(run_cli([*SYNTH_ARGS, "--out", str(out)], tmp_path, fsize=8192))
+    assert "prices_daily.csv: file too large" in line
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+    fresh = tmp_path / "fresh"
+    one_line_error(run_cli([*SYNTH_ARGS, "--out", str(fresh)], tmp_path, fsize=8192))
+    written = {p.name for p in fresh.rglob("*") if p.is_file()}
+    assert "prices_daily.csv" not in written and not any(n.endswith(".tmp") for n in written)
