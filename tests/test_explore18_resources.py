@@ -121,3 +121,28 @@ def test_synth_on_a_full_disk_leaves_no_torn_file(tmp_path: Path) -> None:
     one_line_error(run_cli([*SYNTH_ARGS, "--out", str(fresh)], tmp_path, fsize=8192))
     written = {p.name for p in fresh.rglob("*") if p.is_file()}
     assert "prices_daily.csv" not in written and not any(n.endswith(".tmp") for n in written)
+
+
+APPEND_ROW = """
+import sys
+import pandas as pd
+from pathlib import Path
+from optimizer.report.backtest import _append_csv_row
+path = Path(sys.argv[1])
+try:
+    _append_csv_row(path, pd.DataFrame([{"run_id": "b" * 12, "note": "x" * 400}]))
+except OSError as e:
+    print(e.errno)
+"""
+
+
+def test_runs_index_append_on_a_full_disk_keeps_whole_rows(tmp_path: Path) -> None:
+    """``backtest_runs.csv`` (every backtest's row, appended) on a disk with 100 bytes left: the append fails with
+    EFBIG and the file is byte for byte as it was, so the next run appends a whole row after whole rows (fails
+    before: the first 100 bytes of the row were left at the end, a torn line the next append continued)."""
+    index = tmp_path / "backtest_runs.csv"
+    index.write_text("run_id,note\n" + "".join(f"{'a' * 12},row {i}\n" for i in range(3)))
+    before = index.read_bytes()
+    p = run_cli([], tmp_path, fsize=len(before) + 100, code=APPEND_ROW.replace("sys.argv[1]", repr(str(index))))
+    assert p.returncode == 0 and p.stdout.strip() == "27", p.stderr[-2000:]
+    assert index.read_bytes() == before

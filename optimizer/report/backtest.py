@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -265,12 +266,18 @@ def write_market_regimes(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame) ->
 
 
 def _append_csv_row(path: Path, row: pd.DataFrame) -> None:
-    """Append ``row``; the header is written once. When the existing header differs, rewrite with the union."""
+    """Append ``row``; the header is written once. When the existing header differs, rewrite with the union. An
+    append that fails (a full disk) leaves the file as it was, never a part of a row."""
     if path.exists() and path.stat().st_size > 0:
         with path.open(newline="") as fh:
             header = next(csv.reader(fh), [])
         if header == list(row.columns):
-            row.to_csv(path, mode="a", header=False, index=False)
+            size = path.stat().st_size
+            try:
+                row.to_csv(path, mode="a", header=False, index=False)
+            except BaseException:  # a full disk mid-row: cut the part written, the index keeps its whole rows
+                os.truncate(path, size)
+                raise
             return
         old = pd.read_csv(path, dtype=str, keep_default_na=False)
         both = pd.concat([old, row.astype(object)], ignore_index=True)
