@@ -146,3 +146,30 @@ def test_runs_index_append_on_a_full_disk_keeps_whole_rows(tmp_path: Path) -> No
     p = run_cli([], tmp_path, fsize=len(before) + 100, code=APPEND_ROW.replace("sys.argv[1]", repr(str(index))))
     assert p.returncode == 0 and p.stdout.strip() == "27", p.stderr[-2000:]
     assert index.read_bytes() == before
+
+
+def _prices_csv(path: Path, n_symbols: int = 60) -> Path:
+    """A valid daily prices file of 2023's NYSE sessions for SYN0001.. (about 0.8 MB)."""
+    from optimizer.data.calendar import nyse_sessions
+
+    days = [d.strftime("%Y-%m-%d") for d in nyse_sessions("2023-01-03", "2023-12-29")]
+    rows = [f"{d},SYN{i:04d},10.0,11.0,9.0,10.5,{1000 + i}\n" for i in range(1, n_symbols + 1) for d in days]
+    path.write_text("date,symbol,open,high,low,close,volume\n" + "".join(rows))
+    return path
+
+
+def test_ingest_on_a_full_disk_names_the_disk_not_the_file(tmp_path: Path) -> None:
+    """An ingest whose rows cannot be written to the store (its WAL stops at a 300 kB file size limit): one line
+    naming the input file and the store's file with the cause, not a verdict on the file; the store opens with no
+    row of it and no 'failed' log row blaming the file (fails before: 'database rejected the file (...)' and the
+    file logged as failed)."""
+    import duckdb
+
+    src = _prices_csv(tmp_path / "prices.csv")
+    db = tmp_path / "s.duckdb"
+    line = one_line_error(run_cli(["ingest", "prices", "--db", str(db), str(src)], tmp_path, fsize=300_000))
+    assert f"{src}: not stored: the DuckDB store's file {db}.wal could not be written: file too large" in line
+    assert "rejected" not in line
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM prices_daily").fetchone()[0] == 0
+        assert con.execute("SELECT count(*) FROM ingest_log").fetchone()[0] == 0

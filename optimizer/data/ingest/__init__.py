@@ -82,7 +82,7 @@ import pandas as pd
 
 from optimizer.settings import Settings
 from optimizer.data.calendar import market_today
-from optimizer.errors import InputFileError, ParameterError, is_query_interrupt
+from optimizer.errors import InputFileError, MachineError, ParameterError, is_query_interrupt, machine_error
 from optimizer.data.store import create_consolidated_view, memory_budget, transaction
 from optimizer.data.symbols import load_symbol_map
 from optimizer.data.ingest import finra_short, lit, options, otc_weekly, prices, splits
@@ -764,6 +764,9 @@ def _write(ctx: Ctx, kind: str, e: _Entry, group: tuple, s: Summary, history: _H
                                                lost_by=None if n_stale else history.lost_by(), deleted_before=n_stale)
             warnings = tuple(e.prep.warnings) + (tuple(check(ctx, table, e.fid, e.file)) if check is not None else ())
     except duckdb.Error as exc:
+        if (machine := machine_error(exc)) is not None:  # a full disk: not the file's fault, and every next file's
+            raise MachineError(f"{e.file}: not stored: {machine} (the files before it are stored; run the same "
+                               "command again once there is room)") from exc
         e.error = InputFileError(e.file, None, f"database rejected the file ({_one_line(exc)})")
         return None
     history.add(e.file, e.raw.sha256, int(plan.n_rows), deleted, lost)
