@@ -10,7 +10,7 @@ import os
 import re
 
 __all__ = ["AccumoptError", "InputFileError", "SpecError", "ParameterError", "DataError", "Interrupted", "quoted",
-           "QUOTE_MAX", "is_query_interrupt", "MachineError", "machine_error"]
+           "QUOTE_MAX", "is_query_interrupt", "MachineError", "machine_error", "no_room"]
 
 QUOTE_MAX = 60  # characters of a user's or a file's value that a message quotes
 
@@ -113,6 +113,30 @@ def _machine_one(e: BaseException) -> MachineError | None:
             tail = "; the transaction was not committed" if "failed to commit" in msg.lower() else ""
             done = _PAST.get(m.group(2).lower(), "used")
             return MachineError(f"the DuckDB store's file {m.group(3)} could not be {done}: {words}{tail}")
+    return None
+
+
+def no_room(folder: str | os.PathLike | None = None) -> str | None:
+    """Why this process may be unable to write a file, when the machine says so, else None: a file size limit set
+    on it (``ulimit -f``), or (``folder`` given) under 1 MiB free on the device holding ``folder``. SQLite reports
+    either as a bare "disk I/O error" (a write past the limit, its shared-memory file on a full disk)."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if soft != resource.RLIM_INFINITY:
+            return f"a file size limit of {soft:,} bytes is set (ulimit -f)"
+    except (ImportError, OSError, ValueError):  # no POSIX limits here
+        pass
+    if folder is not None:
+        import shutil
+
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            return None
+        if free < (1 << 20):
+            return f"no space left on the device holding {folder} ({free:,} bytes free)"
     return None
 
 

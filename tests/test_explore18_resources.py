@@ -173,3 +173,25 @@ def test_ingest_on_a_full_disk_names_the_disk_not_the_file(tmp_path: Path) -> No
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM prices_daily").fetchone()[0] == 0
         assert con.execute("SELECT count(*) FROM ingest_log").fetchone()[0] == 0
+
+
+def test_storage_that_cannot_be_written_is_not_called_corrupt(tmp_path: Path) -> None:
+    """``study list`` on a sound WAL-mode storage in a process under a 3 kB file size limit (SQLite cannot write its
+    32 kB shared-memory file and says "disk I/O error"): the line says the storage could not be written and names
+    the limit, never that a sound file is corrupt (fails before: 'is corrupt or truncated (disk I/O error)')."""
+    import sqlite3
+
+    import optuna
+
+    db = tmp_path / "studies.db"
+    optuna.create_study(study_name="s1", storage=f"sqlite:///{db}").optimize(lambda t: t.suggest_float("x", 0, 1), 2)
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
+    for f in (tmp_path / "studies.db-shm", tmp_path / "studies.db-wal"):
+        f.unlink(missing_ok=True)
+    line = one_line_error(run_cli(["study", "list", "--storage", f"sqlite:///{db}"], tmp_path, fsize=3000))
+    assert "could not be written: a file size limit of 3,000 bytes is set (ulimit -f)" in line
+    assert "corrupt" not in line
+    with sqlite3.connect(db) as con:  # the storage was sound all along
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert con.execute("SELECT count(*) FROM trials").fetchone()[0] == 2

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.text import Text
 
 from optimizer.cli._interrupt import EXIT_INTERRUPTED, print_interrupted
-from optimizer.errors import AccumoptError, Interrupted, ParameterError, is_query_interrupt, machine_error
+from optimizer.errors import AccumoptError, Interrupted, ParameterError, is_query_interrupt, machine_error, no_room
 from optimizer.paths import CACHE_ENV, DB_ENV, OUTPUT_ENV, STORAGE_ENV, caching_under
 from optimizer.report.terminal import Column, FrameView, print_command, print_frame, print_record
 
@@ -280,5 +280,7 @@ class ErrorGroup(click.Group):
             if not _is_storage_error(e):
                 raise
             cause = _root_cause(e)
-            _error_line(f"the study storage failed: {type(cause).__name__}: {str(getattr(cause, 'orig', None) or cause).splitlines()[0]}")
+            msg = str(getattr(cause, 'orig', None) or cause).splitlines()[0]
+            room = no_room() if "disk i/o" in msg.lower() or "disk is full" in msg.lower() else None
+            _error_line(f"the study storage failed: {type(cause).__name__}: {msg}" + (f" ({room})" if room else ""))
             ctx.exit(2)

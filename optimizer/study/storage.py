@@ -34,7 +34,7 @@ from optuna.trial import TrialState
 from sqlalchemy import and_, case, event, func, select, update
 from sqlalchemy.pool import NullPool
 
-from optimizer.errors import AccumoptError, DataError, ParameterError
+from optimizer.errors import AccumoptError, DataError, ParameterError, no_room
 from optimizer.paths import resolve_storage, storage_path
 
 __all__ = ["make_storage", "IN_MEMORY", "shown_url", "study_names", "user_attrs_in_one_transaction", "StudyFull", "storage_error", "storage_failure", "has_heartbeat", "fail_stale_no_retry",
@@ -84,8 +84,12 @@ def storage_failure(url: str, e: BaseException) -> DataError:
     cause = _root_cause(e)
     msg = str(getattr(cause, "orig", None) or cause).splitlines()[0] if str(cause) else type(cause).__name__
     low = msg.lower()
+    path = storage_path(url)
+    room = no_room(path.parent if path is not None else None) if "disk i/o" in low or "disk is full" in low else None
     if "readonly" in low or "read-only" in low:
         why = "is read-only (file or folder permissions); running a study writes to it, listing and showing do not"
+    elif room is not None or "disk is full" in low:  # SQLite's words for a file it could not write
+        why = f"could not be written: {room or 'no space left on the device'} ({msg})"
     elif "not a database" in low or "malformed" in low or "disk i/o" in low:
         why = f"is corrupt or truncated ({msg})"
     elif "no such table" in low:
