@@ -44,6 +44,7 @@ from optimizer.data.symbols import canonical_or_none
 from optimizer.data.splitcheck import panel_split_lines
 from optimizer.data.universe import MARKET_SYMBOL, VIX_SYMBOL, is_all, resolve_universe
 from optimizer.errors import AccumoptError, DataError, ParameterError, check_param
+from optimizer.paths import atomic_write
 from optimizer.report.files import PNG_HINT, png_available
 from optimizer.settings import Settings
 from optimizer.signals import (
@@ -273,7 +274,8 @@ def _fetch_prices(db: str | Path, syms: list[str], last: dt.date, start: dt.date
             path.unlink()
             missing.append((ticker, "no bars returned"))
             continue
-        path.write_text(json.dumps({**doc, "results": new}))
+        text = json.dumps({**doc, "results": new})
+        atomic_write(path, lambda t: t.write_text(text))  # a full disk leaves the cached file whole: it is reused
         out.append(path)
     res.warnings += [f"missing {n}: {why}" for n, why in missing]
     return out

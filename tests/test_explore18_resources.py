@@ -195,3 +195,71 @@ def test_storage_that_cannot_be_written_is_not_called_corrupt(tmp_path: Path) ->
     with sqlite3.connect(db) as con:  # the storage was sound all along
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert con.execute("SELECT count(*) FROM trials").fetchone()[0] == 2
+
+
+EVENING_REWRITE = """
+import datetime as dt, json, sys
+from pathlib import Path
+import pandas as pd
+import optimizer.evening as ev
+from optimizer.data.fetch import FetchedFiles
+from optimizer.data.store import connect
+from optimizer.settings import Settings
+
+tmp = Path(sys.argv[1])
+db, cache = tmp / "s.duckdb", tmp / "cache"
+cached = cache / "AAPL_2024-01-02_2024-12-31.json"
+last = dt.date(2024, 1, 2)
+with connect(db) as con:  # the store's last price of AAPL: 10.0 on 2024-01-02
+    con.execute("INSERT INTO prices_daily (date, symbol, open, high, low, close, volume, source) "
+                "VALUES ('2024-01-02', 'AAPL', 10, 10, 10, 10.0, 1, 'test')")
+ms = [int(pd.Timestamp(d, tz="America/New_York").timestamp() * 1000)
+      for d in pd.bdate_range("2024-01-02", periods=200)]
+cached.parent.mkdir(parents=True)
+cached.write_text(json.dumps({"ticker": "AAPL", "results": [{"t": t, "o": 10.0, "h": 10.0, "l": 10.0, "c": 10.0,
+                                                           "v": 1} for t in ms]}))
+print(cached.stat().st_size, flush=True)
+ev.fetch_polygon_prices = lambda syms, *a, **k: FetchedFiles([cached])  # the vendor's bars, already in the cache
+import resource
+limit = int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+try:
+    ev._fetch_prices(db, ["AAPL"], last, last, dt.date(2024, 12, 31), cache, Settings(), ev.EveningResult())
+except OSError as e:
+    print("errno", e.errno)
+"""
+
+
+def test_evening_rewrite_of_a_cached_price_file_on_a_full_disk_keeps_it_whole(tmp_path: Path) -> None:
+    """The evening rewrites a cached Polygon file with the bars after the store's last one; on a full disk (a 4 kB
+    limit, the new text is ~15 kB) the write fails and the cached file is byte for byte as it was, with no
+    temporary file beside it (fails before: write_text left the file cut at 4 kB, invalid JSON that every later
+    fetch of the night takes from the cache and whose ingest fails)."""
+    p = run_cli([], tmp_path, code=EVENING_REWRITE.replace("sys.argv[1]", repr(str(tmp_path)))
+                .replace("sys.argv[2]", "4096"))
+    assert p.returncode == 0, p.stderr[-2000:]
+    size, err = p.stdout.split("\n")[:2]
+    assert err == "errno 27"
+    cache = tmp_path / "cache"
+    assert [f.name for f in cache.iterdir()] == ["AAPL_2024-01-02_2024-12-31.json"]
+    doc = __import__("json").loads((cache / "AAPL_2024-01-02_2024-12-31.json").read_text())
+    assert len(doc["results"]) == 200 and (cache / "AAPL_2024-01-02_2024-12-31.json").stat().st_size == int(size)
+
+
+FETCH_WRITE = """
+import sys
+from pathlib import Path
+from optimizer.data.fetch import _write_atomic
+try:
+    _write_atomic(Path(sys.argv[1]) / "c" / "CNMSshvol20240102.txt", b"x" * 20000)
+except OSError as e:
+    print("errno", e.errno)
+"""
+
+
+def test_fetch_cache_write_on_a_full_disk_leaves_no_part_file(tmp_path: Path) -> None:
+    """A downloaded file that cannot be written whole (a 4 kB limit) leaves nothing in the cache (fails before: its
+    '<name>.part<pid>' file, 4 kB of it, stayed there)."""
+    p = run_cli([], tmp_path, fsize=4096, code=FETCH_WRITE.replace("sys.argv[1]", repr(str(tmp_path))))
+    assert p.stdout.strip() == "errno 27", p.stderr[-2000:]
+    assert list((tmp_path / "c").iterdir()) == []
