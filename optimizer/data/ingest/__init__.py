@@ -607,6 +607,11 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _unforeseen(file: str, kind: str, exc: BaseException) -> InputFileError:
+    """The error of a file an unforeseen exception stopped; the machine's failure (DuckDB out of memory, a full
+    disk) is not the file's: raised as MachineError, it stops the ingest."""
+    if (machine := machine_error(exc)) is not None:
+        raise MachineError(f"{file}: not stored: {machine} (the files before it are stored; run the same command "
+                           "again once there is room)") from exc
     return InputFileError(file, None, f"unreadable {kind} file ({type(exc).__name__}: {_one_line(exc)})")
 
 
