@@ -21,6 +21,7 @@ command; a library call outside a command writes no cache). Env ``ACCUMOPT_CACHE
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -37,7 +38,7 @@ __all__ = [
     "OUTPUT_ENV", "DB_ENV", "STORAGE_ENV", "DEFAULT_OUTPUT", "output_root", "default_db", "default_storage",
     "resolve_db", "resolve_storage", "safe_name", "under", "storage_path", "run_label", "file_label", "content_label",
     "existing_store",
-    "atomic_write", "CACHE_ENV", "cache_enabled", "caching_under", "cache_dir",
+    "atomic_write", "check_out_writable", "CACHE_ENV", "cache_enabled", "caching_under", "cache_dir",
 ]
 
 OUTPUT_ENV = "ACCUMOPT_OUTPUT"
@@ -182,6 +183,27 @@ def under(root: str | Path, *parts: object, suffix: str = "") -> Path:
     if not p.resolve().is_relative_to(base):
         raise ParameterError(f"path {p} must stay inside the output root {root}, got parts={list(map(str, parts))!r}")
     return p
+
+
+def check_out_writable(root: str | Path) -> None:
+    """For a command that writes its files at the end of its work (``backtest``, ``signals``): an output root it
+    could not write in is refused before the work, and before the store is written, as the OSError a write would
+    meet, naming the place (the CLI prints it in one line): a name longer than the file system allows, or a nearest
+    existing folder on a read-only file system or without write permission. The root is not created here. (A
+    full disk is met by the write itself: files are written whole, the store's rows stay.)"""
+    root = Path(root)
+    folder = next((p for p in (root, *root.parents) if p.exists()), Path("."))
+    try:
+        longest = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        longest = 255
+    for name in root.parts:
+        if len(os.fsencode(name)) > longest:
+            raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), str(root))
+    if not os.access(folder, os.W_OK | os.X_OK):
+        readonly = bool(os.statvfs(folder).f_flag & os.ST_RDONLY) if hasattr(os, "statvfs") else False
+        code = errno.EROFS if readonly else errno.EACCES
+        raise OSError(code, os.strerror(code), str(folder))
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:

@@ -287,3 +287,42 @@ def test_ingest_out_of_memory_is_not_blamed_on_the_file(tmp_path: Path, monkeypa
         assert str(info.value).startswith(f"{src}: not stored: DuckDB ran out of memory (Out of Memory Error")
         assert con.execute("SELECT count(*) FROM ingest_log").fetchone()[0] == 0
         assert con.execute("SELECT count(*) FROM prices_daily").fetchone()[0] == 0
+
+
+# ------------------------------------------------------------------------------------------ unwritable places
+
+
+def test_backtest_refuses_a_read_only_out_before_writing_the_store(tmp_path: Path, synth_db: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """``backtest --out`` a folder on a read-only file system (measured in /tmp on a read-only bind mount: the run was
+    computed, its rows written to the store, then 'OSError [Errno 30] ... .signal_events.parquet.<hex>.tmp') is
+    refused before the run, naming the folder, and the store gets no bt_ row of a run whose files were never
+    written. No mount here: the folder answers as a read-only mount does (``os.access`` W_OK false, ``statvfs``
+    ST_RDONLY) (fails before: no error, the run written to the store)."""
+    import errno
+    import shutil
+    from types import SimpleNamespace
+
+    import duckdb
+
+    from optimizer.backtest import backtest
+    from optimizer.errors import machine_error
+
+    db = tmp_path / "s.duckdb"
+    shutil.copy(synth_db, db)
+    out = tmp_path / "ro"
+    out.mkdir()
+    real_access, real_statvfs = os.access, os.statvfs
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if Path(p) == out and mode & os.W_OK
+                        else real_access(p, mode, **k))
+    monkeypatch.setattr(os, "statvfs", lambda p: SimpleNamespace(f_flag=os.ST_RDONLY) if Path(p) == out
+                        else real_statvfs(p))
+    with pytest.raises(OSError) as info:
+        backtest({}, db, universe="tier1", out_root=out)
+    assert info.value.errno == errno.EROFS
+    assert str(machine_error(info.value)) == f"{out}: read-only file system"
+    assert list(out.iterdir()) == []
+    with duckdb.connect(str(db), read_only=True) as con:
+        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        assert "bt_backtest_runs" not in tables or \
+            con.execute("SELECT count(*) FROM bt_backtest_runs").fetchone()[0] == 0
