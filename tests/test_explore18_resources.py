@@ -326,3 +326,40 @@ def test_backtest_refuses_a_read_only_out_before_writing_the_store(tmp_path: Pat
         tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
         assert "bt_backtest_runs" not in tables or \
             con.execute("SELECT count(*) FROM bt_backtest_runs").fetchone()[0] == 0
+
+
+JOURNAL_FULL = """
+import resource, sys
+import optuna
+from optimizer.study.storage import make_storage
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+path = sys.argv[1]
+study = optuna.create_study(study_name="j", storage=make_storage("journal:" + path))
+study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+import os
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(path) + 300, hard))  # the disk fills mid-trial
+try:
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=20)
+except Exception as e:  # Optuna's own trial loop then fails to mark the trial FAIL: 'Should not reach'
+    from optimizer.errors import machine_error
+    print("error", machine_error(e))
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # room again: the next run and every reader go on
+again = optuna.load_study(study_name="j", storage=make_storage("journal:" + path))
+again.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+print("complete", sum(t.state.name == "COMPLETE" for t in again.trials))
+"""
+
+
+def test_journal_storage_append_on_a_full_disk_keeps_whole_lines(tmp_path: Path) -> None:
+    """A ``journal:`` storage whose append fails mid-line (a file size limit 300 bytes above its size): the error
+    names the journal, the file keeps whole lines, and the next run and every reader go on with every finished
+    trial (fails before: the torn line, completed by the next append, made every later read fail with
+    JSONDecodeError: the study and all its trials unreadable)."""
+    path = tmp_path / "j.log"
+    p = run_cli([], tmp_path, code=JOURNAL_FULL.replace("sys.argv[1]", repr(str(path))))
+    assert p.returncode == 0, p.stderr[-2000:]
+    lines = p.stdout.split("\n")
+    assert lines[0].startswith(f"error {path}: file too large")
+    assert int(lines[1].split()[1]) >= 3  # the 2 trials before, those that fitted, and the one after
+    assert path.read_bytes().endswith(b"\n")
