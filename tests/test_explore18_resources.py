@@ -363,3 +363,33 @@ def test_journal_storage_append_on_a_full_disk_keeps_whole_lines(tmp_path: Path)
     assert lines[0].startswith(f"error {path}: file too large")
     assert int(lines[1].split()[1]) >= 3  # the 2 trials before, those that fitted, and the one after
     assert path.read_bytes().endswith(b"\n")
+
+
+# ------------------------------------------------------------------------------------------------- odd paths
+
+
+def test_names_that_are_not_utf8_are_refused_in_one_line(tmp_path: Path) -> None:
+    """A file or store name of bytes that are no UTF-8 (a Latin-1 name copied from an old disk: b'pr\\xffices.csv')
+    is one line naming it, exit 2, before anything is read (fails before: ingest of its folder died in a traceback
+    logging the file, DuckDB 'cannot encode str as UTF-8, surrogate ...'; a --db with such a name: 'RuntimeError:
+    std::bad_cast')."""
+    import duckdb
+
+    from optimizer.data.ingest import expand_paths
+    from optimizer.data.store import connect
+    from optimizer.errors import DataError, ParameterError
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    bad = os.fsdecode(os.fsencode(str(folder)) + b"/pr\xffices.csv")
+    _prices_csv(Path(bad), n_symbols=1)
+    with pytest.raises(ParameterError, match=r"paths must be valid UTF-8 names .*pr\ufffdices\.csv'; rename it"):
+        expand_paths([folder])
+    store = os.fsdecode(os.fsencode(str(tmp_path)) + b"/s\xfd.duckdb")
+    with pytest.raises(DataError, match=r"its path is not valid UTF-8 \(DuckDB opens UTF-8 paths only\); rename it"):
+        connect(store)
+    assert not os.path.exists(store)
+    p = run_cli(["ingest", "prices", "--db", str(tmp_path / "s.duckdb"), str(folder)], tmp_path)
+    assert "paths must be valid UTF-8 names" in one_line_error(p)
+    with duckdb.connect(str(tmp_path / "s.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM ingest_log").fetchone()[0] == 0

@@ -343,6 +343,13 @@ def expand_paths(paths: Sequence[str | Path] | str | Path) -> list[Path]:
                 out.setdefault(c, None)
             else:
                 raise ParameterError(f"paths must exist, got {s!r} (no such file or directory)")
+    for f in out:  # the store records each file's name as text: a name of bytes that are no UTF-8 cannot be
+        try:
+            str(f).encode("utf-8")
+        except UnicodeEncodeError:
+            shown = str(f).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            raise ParameterError(f"paths must be valid UTF-8 names (the store records each file's name), got "
+                                 f"{shown!r}; rename it") from None
     return list(out)
 
 
