@@ -38,7 +38,7 @@ __all__ = [
     "OUTPUT_ENV", "DB_ENV", "STORAGE_ENV", "DEFAULT_OUTPUT", "output_root", "default_db", "default_storage",
     "resolve_db", "resolve_storage", "safe_name", "under", "storage_path", "run_label", "file_label", "content_label",
     "existing_store",
-    "atomic_write", "check_out_writable", "CACHE_ENV", "cache_enabled", "caching_under", "cache_dir",
+    "atomic_write", "check_out_writable", "not_utf8", "CACHE_ENV", "cache_enabled", "caching_under", "cache_dir",
 ]
 
 OUTPUT_ENV = "ACCUMOPT_OUTPUT"
@@ -183,6 +183,16 @@ def under(root: str | Path, *parts: object, suffix: str = "") -> Path:
     if not p.resolve().is_relative_to(base):
         raise ParameterError(f"path {p} must stay inside the output root {root}, got parts={list(map(str, parts))!r}")
     return p
+
+
+def not_utf8(name: str) -> bool:
+    """``name`` (a path, a URL) holds bytes that are no UTF-8 (``os.fsdecode``'s surrogate escapes of a Latin-1
+    name, say): DuckDB, SQLite URLs, Parquet and the store's text columns take none, so it is refused by name."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def check_out_writable(root: str | Path) -> None:

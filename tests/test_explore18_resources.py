@@ -372,7 +372,7 @@ def test_names_that_are_not_utf8_are_refused_in_one_line(tmp_path: Path) -> None
     """A file or store name of bytes that are no UTF-8 (a Latin-1 name copied from an old disk: b'pr\\xffices.csv')
     is one line naming it, exit 2, before anything is read (fails before: ingest of its folder died in a traceback
     logging the file, DuckDB 'cannot encode str as UTF-8, surrogate ...'; a --db with such a name: 'RuntimeError:
-    std::bad_cast')."""
+    std::bad_cast'; a --storage or --out with one: urllib's or pyarrow's UnicodeEncodeError)."""
     import duckdb
 
     from optimizer.data.ingest import expand_paths
@@ -391,5 +391,12 @@ def test_names_that_are_not_utf8_are_refused_in_one_line(tmp_path: Path) -> None
     assert not os.path.exists(store)
     p = run_cli(["ingest", "prices", "--db", str(tmp_path / "s.duckdb"), str(folder)], tmp_path)
     assert "paths must be valid UTF-8 names" in one_line_error(p)
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "studies.db") as con:
+        con.execute("CREATE TABLE studies (study_id INTEGER)")
+    os.rename(tmp_path / "studies.db", store)  # an existing storage file with such a name
+    p = run_cli(["study", "list", "--storage", f"sqlite:///{store}"], tmp_path)  # was urllib's UnicodeEncodeError
+    assert one_line_error(p).startswith("error: --storage must be valid UTF-8 text")
     with duckdb.connect(str(tmp_path / "s.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM ingest_log").fetchone()[0] == 0

@@ -20,6 +20,7 @@ from pathlib import Path
 import duckdb
 
 from optimizer.errors import DataError, quoted
+from optimizer.paths import not_utf8
 
 __all__ = [
     "SCHEMA_VERSION", "connect", "open_store", "transaction", "table_exists", "RAW_TABLES",
@@ -360,21 +361,12 @@ def _refuse_not_duckdb(path: Path) -> None:
                             f"sqlite:///{path}), not a DuckDB store")
 
 
-def _not_utf8(s: str) -> bool:
-    """``s`` holds an undecodable byte of a path (``os.fsdecode``'s surrogate escapes), so it has no UTF-8 text."""
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
 def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """Open (creating and migrating if needed) the store at ``path``; ``:memory:`` works too."""
     p = str(path)
     if p != ":memory:":
         pp = Path(p)
-        if _not_utf8(p):  # bytes the file system took that are no UTF-8: DuckDB fails with std::bad_cast
+        if not_utf8(p):  # bytes the file system took that are no UTF-8: DuckDB fails with std::bad_cast
             raise DataError(f"database {quoted(p.encode('utf-8', 'surrogateescape').decode('utf-8', 'replace'))}: "
                             "its path is not valid UTF-8 (DuckDB opens UTF-8 paths only); rename it")
         if read_only and not pp.exists():
