@@ -225,22 +225,23 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
     try:
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask's mode, as a plain write gives
     except OSError as e:
-        raise _naming(e, tmp, path) from e
+        _raise_naming(e, tmp, path)
     try:
         write(tmp)
         os.replace(tmp, path)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError):  # a full disk or a limit met by the write: the error names the file meant
-            raise _naming(e, tmp, path) from e
+            _raise_naming(e, tmp, path)
         raise
 
 
-def _naming(e: OSError, tmp: Path, path: Path) -> OSError:
-    """``e`` naming ``path`` (the file being written) when it named no file or the temporary one."""
+def _raise_naming(e: OSError, tmp: Path, path: Path) -> None:
+    """Raise ``e`` naming ``path`` (the file being written) when it named no file or the temporary one, else ``e``
+    itself."""
     if e.errno is None or e.filename not in (None, str(tmp), tmp):
-        return e
-    return OSError(e.errno, e.strerror or str(e), str(path))
+        raise e
+    raise OSError(e.errno, e.strerror or str(e), str(path)) from e
 
 
 # the ``out`` of the commands running in this process (innermost last): where their on-disk caches live
