@@ -168,7 +168,8 @@ def test_ingest_on_a_full_disk_names_the_disk_not_the_file(tmp_path: Path) -> No
     src = _prices_csv(tmp_path / "prices.csv")
     db = tmp_path / "s.duckdb"
     line = one_line_error(run_cli(["ingest", "prices", "--db", str(db), str(src)], tmp_path, fsize=300_000))
-    assert f"{src}: not stored: the DuckDB store's file {db}.wal could not be written: file too large" in line
+    assert f"{src}: not stored: the DuckDB store's file {db}" in line  # its WAL (measured), or the file itself
+    assert "could not be written: file too large" in line
     assert "rejected" not in line
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM prices_daily").fetchone()[0] == 0
