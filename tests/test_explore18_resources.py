@@ -401,3 +401,22 @@ def test_names_that_are_not_utf8_are_refused_in_one_line(tmp_path: Path) -> None
     assert one_line_error(p).startswith("error: --storage must be valid UTF-8 text")
     with duckdb.connect(str(tmp_path / "s.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM ingest_log").fetchone()[0] == 0
+
+
+def test_a_journal_damaged_earlier_is_one_line(tmp_path: Path) -> None:
+    """A journal an earlier version left damaged (a torn append completed by the next one: the file of 64e864c's
+    measurement) is one line naming the cause, exit 2, for every command reading it (fails before: Optuna's
+    JSONDecodeError traceback, exit 1)."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    path = tmp_path / "j.log"
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    optuna.create_study(study_name="j", storage=storage).optimize(lambda t: t.suggest_float("x", 0, 1), 2)
+    lines = path.read_text().splitlines()
+    damaged = [*lines[:-2], lines[-2][:30] + lines[-2], lines[-1]]  # a torn append, completed by the next one
+    path.write_text("\n".join(damaged) + "\n")
+    line = one_line_error(run_cli(["study", "list", "--storage", f"journal:{path}"], tmp_path))
+    assert line.startswith("error: the study storage failed: JSONDecodeError: ")
+    assert line.endswith("(its journal file holds a line that is not whole JSON: an append cut short, e.g. by a full "
+                         "disk)")

@@ -240,9 +240,22 @@ def _is_query_interrupt(e: BaseException) -> bool:
 
 def _is_storage_error(e: BaseException) -> bool:
     """An error of the study storage met while reading or writing it (a corrupt or truncated SQLite file): SQLite,
-    SQLAlchemy or Optuna's storage error. (Opening one is checked by ``study.storage.make_storage``.)"""
+    SQLAlchemy or Optuna's storage error, or a journal file's line that is no JSON, met by Optuna's journal reader.
+    (Opening one is checked by ``study.storage.make_storage``.)"""
     return isinstance(e, sqlite3.Error) or type(e).__module__.startswith("sqlalchemy") or \
-        type(e).__name__ == "StorageInternalError"
+        type(e).__name__ == "StorageInternalError" or _is_journal_line_error(e)
+
+
+def _is_journal_line_error(e: BaseException) -> bool:
+    """A ValueError (JSONDecodeError, 'Invalid log format.') raised by Optuna's journal file reader: a damaged line."""
+    if not isinstance(e, ValueError):
+        return False
+    tb = e.__traceback__
+    while tb is not None:
+        if "optuna/storages/journal/" in tb.tb_frame.f_code.co_filename.replace("\\", "/"):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _root_cause(e: BaseException) -> BaseException:
@@ -286,5 +299,7 @@ class ErrorGroup(click.Group):
             cause = _root_cause(e)
             msg = str(getattr(cause, 'orig', None) or cause).splitlines()[0]
             room = no_room() if "disk i/o" in msg.lower() or "disk is full" in msg.lower() else None
+            if _is_journal_line_error(e):
+                room = "its journal file holds a line that is not whole JSON: an append cut short, e.g. by a full disk"
             _error_line(f"the study storage failed: {type(cause).__name__}: {msg}" + (f" ({room})" if room else ""))
             ctx.exit(2)
