@@ -43,7 +43,7 @@ from optimizer.engine.regime_filter import regime_entry_mask
 from optimizer.engine.simulate import Span
 from optimizer.errors import DataError, ParameterError
 from optimizer.params import engine_params
-from optimizer.paths import existing_store, under
+from optimizer.paths import check_out_writable, existing_store, under
 from optimizer.report.backtest import make_run_id, write_backtest, write_backtest_files, write_market_regimes
 from optimizer.study.data import load_universe_panel, universe_symbols
 from optimizer.study.records import ConfigRecord
@@ -184,8 +184,9 @@ def backtest(params: Mapping[str, Any], db: str | Path, universe: Any = None, st
     if record is not None and first is not None:
         record.check_start(first)
     db = existing_store(db)
-    if save:  # the run ends by writing its bt_ tables to the store
+    if save:  # the run ends by writing its bt_ tables to the store and its files under out_root
         check_writable(db)
+        check_out_writable(out_root)
     cfg = Config.from_params(engine_params(params))
     uni = universe if universe is not None else (record.universe if record is not None else "tier1+3")
     uni = list(uni) if isinstance(uni, tuple) else uni

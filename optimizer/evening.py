@@ -274,8 +274,10 @@ def _fetch_prices(db: str | Path, syms: list[str], last: dt.date, start: dt.date
             path.unlink()
             missing.append((ticker, "no bars returned"))
             continue
-        # written whole or not at all (a kill or a full disk mid-write left half a JSON file that failed the ingest)
-        atomic_write(path, lambda p, d={**doc, "results": new}: p.write_text(json.dumps(d)))
+        # written whole or not at all (a kill or a full disk mid-write left half a JSON file that failed the ingest;
+        # a full disk now leaves the cached file whole: it is reused)
+        text = json.dumps({**doc, "results": new})
+        atomic_write(path, lambda t: t.write_text(text))
         out.append(path)
     res.warnings += [f"missing {n}: {why}" for n, why in missing]
     return out

@@ -21,6 +21,7 @@ command; a library call outside a command writes no cache). Env ``ACCUMOPT_CACHE
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -37,7 +38,7 @@ __all__ = [
     "OUTPUT_ENV", "DB_ENV", "STORAGE_ENV", "DEFAULT_OUTPUT", "output_root", "default_db", "default_storage",
     "resolve_db", "resolve_storage", "safe_name", "under", "storage_path", "run_label", "file_label", "content_label",
     "existing_store",
-    "atomic_write", "CACHE_ENV", "cache_enabled", "caching_under", "cache_dir",
+    "atomic_write", "check_out_writable", "not_utf8", "CACHE_ENV", "cache_enabled", "caching_under", "cache_dir",
 ]
 
 OUTPUT_ENV = "ACCUMOPT_OUTPUT"
@@ -184,19 +185,63 @@ def under(root: str | Path, *parts: object, suffix: str = "") -> Path:
     return p
 
 
+def not_utf8(name: str) -> bool:
+    """``name`` (a path, a URL) holds bytes that are no UTF-8 (``os.fsdecode``'s surrogate escapes of a Latin-1
+    name, say): DuckDB, SQLite URLs, Parquet and the store's text columns take none, so it is refused by name."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def check_out_writable(root: str | Path) -> None:
+    """For a command that writes its files at the end of its work (``backtest``, ``signals``): an output root it
+    could not write in is refused before the work, and before the store is written, as the OSError a write would
+    meet, naming the place (the CLI prints it in one line): a name longer than the file system allows, or a nearest
+    existing folder on a read-only file system or without write permission. The root is not created here. (A
+    full disk is met by the write itself: files are written whole, the store's rows stay.)"""
+    root = Path(root)
+    folder = next((p for p in (root, *root.parents) if p.exists()), Path("."))
+    try:
+        longest = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        longest = 255
+    for name in root.parts:
+        if len(os.fsencode(name)) > longest:
+            raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), str(root))
+    if not os.access(folder, os.W_OK | os.X_OK):
+        readonly = bool(os.statvfs(folder).f_flag & os.ST_RDONLY) if hasattr(os, "statvfs") else False
+        code = errno.EROFS if readonly else errno.EACCES
+        raise OSError(code, os.strerror(code), str(folder))
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
     """``write(tmp)`` to a temporary file beside ``path``, then rename it to ``path``: an interrupted or failed write
     leaves the previous file (or none), never a half-written one that a later command would read. The file gets
     the mode a plain write gives (0666 less the umask; ``tempfile.mkstemp`` would make it 0600)."""
     path = Path(path)
     tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask's mode, as a plain write gives
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask's mode, as a plain write gives
+    except OSError as e:
+        _raise_naming(e, tmp, path)
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):  # a full disk or a limit met by the write: the error names the file meant
+            _raise_naming(e, tmp, path)
         raise
+
+
+def _raise_naming(e: OSError, tmp: Path, path: Path) -> None:
+    """Raise ``e`` naming ``path`` (the file being written) when it named no file or the temporary one, else ``e``
+    itself."""
+    if e.errno is None or e.filename not in (None, str(tmp), tmp):
+        raise e
+    raise OSError(e.errno, e.strerror or str(e), str(path)) from e
 
 
 # the ``out`` of the commands running in this process (innermost last): where their on-disk caches live

@@ -856,8 +856,7 @@ def test_a_study_record_is_one_journal_append_of_optunas_own_entries(tmp_path, m
     (one lock and one fsync of the file; before: one per attribute, ~0.3 s per window study on a loaded disk) of
     the very entries Optuna's ``set_user_attr`` writes one by one: the same lines but their writer's id, in the same
     order, read back to the same attributes."""
-    from optuna.storages.journal import JournalFileBackend
-
+    from optimizer.study.storage import _WholeLinesJournalFile as JournalFileBackend  # the writers' journal file
     from optimizer.study.storage import user_attrs_in_one_transaction
 
     attrs = {"spec_hash": "abc", "n_trials_target": 20, "sharpe": 0.1 + 0.2, "nan": None, "list": [1, "x", 2.5],

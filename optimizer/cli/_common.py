@@ -21,8 +21,8 @@ from rich.console import Console
 from rich.text import Text
 
 from optimizer.cli._interrupt import EXIT_INTERRUPTED, print_interrupted
-from optimizer.errors import AccumoptError, Interrupted, ParameterError, is_query_interrupt
-from optimizer.paths import CACHE_ENV, DB_ENV, OUTPUT_ENV, STORAGE_ENV, caching_under
+from optimizer.errors import AccumoptError, Interrupted, ParameterError, is_query_interrupt, machine_error, no_room
+from optimizer.paths import CACHE_ENV, DB_ENV, OUTPUT_ENV, STORAGE_ENV, caching_under, not_utf8
 from optimizer.report.terminal import Column, FrameView, print_command, print_frame, print_record
 
 if TYPE_CHECKING:
@@ -68,6 +68,10 @@ def shared_options(*uses: str) -> Callable[[Callable], Callable]:
                 if name not in uses and value is not None:
                     path = click.get_current_context().command_path
                     raise ParameterError(f"{path} does not use --{name} ({_UNUSED[name]}); leave it out, got --{name}={value}")
+                if value is not None and not_utf8(str(value)):  # bytes of a name that are no UTF-8
+                    shown = str(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                    raise ParameterError(f"--{name} must be valid UTF-8 text (DuckDB, SQLite URLs and Parquet take "
+                                         f"no other), got --{name}={shown!r}; rename it")
             if "out" not in uses:
                 return f(*args, **kw)
             with caching_under(kw.get("out")):  # what the command computes and may reuse later: <out>/.cache/
@@ -261,9 +265,22 @@ def _is_query_interrupt(e: BaseException) -> bool:
 
 def _is_storage_error(e: BaseException) -> bool:
     """An error of the study storage met while reading or writing it (a corrupt or truncated SQLite file): SQLite,
-    SQLAlchemy or Optuna's storage error. (Opening one is checked by ``study.storage.make_storage``.)"""
+    SQLAlchemy or Optuna's storage error, or a journal file's line that is no JSON, met by Optuna's journal reader.
+    (Opening one is checked by ``study.storage.make_storage``.)"""
     return isinstance(e, sqlite3.Error) or type(e).__module__.startswith("sqlalchemy") or \
-        type(e).__name__ == "StorageInternalError"
+        type(e).__name__ == "StorageInternalError" or _is_journal_line_error(e)
+
+
+def _is_journal_line_error(e: BaseException) -> bool:
+    """A ValueError (JSONDecodeError, 'Invalid log format.') raised by Optuna's journal file reader: a damaged line."""
+    if not isinstance(e, ValueError):
+        return False
+    tb = e.__traceback__
+    while tb is not None:
+        if "optuna/storages/journal/" in tb.tb_frame.f_code.co_filename.replace("\\", "/"):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _root_cause(e: BaseException) -> BaseException:
@@ -273,9 +290,9 @@ def _root_cause(e: BaseException) -> BaseException:
 
 
 class ErrorGroup(click.Group):
-    """Turns AccumoptError (and an unopenable DuckDB store, a failing study storage) into a one-line message and
-    exit code 2; Ctrl-C (KeyboardInterrupt, or ``errors.Interrupted``) into one line and exit code 130
-    (``_interrupt``)."""
+    """Turns AccumoptError (and an unopenable DuckDB store, a failing study storage, a failure of the machine: a full
+    disk, a file size or open-file limit, a read-only place, no memory) into a one-line message and exit code 2;
+    Ctrl-C (KeyboardInterrupt, or ``errors.Interrupted``) into one line and exit code 130 (``_interrupt``)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -295,11 +312,19 @@ class ErrorGroup(click.Group):
             if _is_query_interrupt(e):
                 print_interrupted()
                 ctx.exit(EXIT_INTERRUPTED)
+            machine = machine_error(e)  # a full disk, a limit, a read-only place: the file and the cause, one line
+            if machine is not None:
+                _error_line(str(machine))
+                ctx.exit(2)
             if _is_store_open_error(e):
                 _error_line(f"cannot open the DuckDB store: {e}")
                 ctx.exit(2)
             if not _is_storage_error(e):
                 raise
             cause = _root_cause(e)
-            _error_line(f"the study storage failed: {type(cause).__name__}: {str(getattr(cause, 'orig', None) or cause).splitlines()[0]}")
+            msg = str(getattr(cause, 'orig', None) or cause).splitlines()[0]
+            room = no_room() if "disk i/o" in msg.lower() or "disk is full" in msg.lower() else None
+            if _is_journal_line_error(e):
+                room = "its journal file holds a line that is not whole JSON: an append cut short, e.g. by a full disk"
+            _error_line(f"the study storage failed: {type(cause).__name__}: {msg}" + (f" ({room})" if room else ""))
             ctx.exit(2)

@@ -12,7 +12,7 @@ from optimizer.data.rolling import min_periods_label
 from optimizer.evening import run_evening
 from optimizer.engine._regime import REGIME_LABELS
 from optimizer.engine.regime_filter import regime_codes
-from optimizer.paths import output_root, resolve_db
+from optimizer.paths import check_out_writable, output_root, resolve_db
 from optimizer.report.sheet import sheet_csv, sheet_records
 from optimizer.report.terminal import Column, print_frame
 from optimizer.data.splitcheck import panel_split_lines
@@ -157,8 +157,9 @@ def signals_cmd(params_file, universe, start, regime, walkforward, date, show_al
     out_root = output_root(out)
     db = resolve_db(db, None, out_root)
     rec = load_params_record(params_file)
-    if save:  # the sheet ends by writing its signal_sheet table: a store another process holds is refused first
-        check_writable(db)
+    if save:  # the sheet ends by writing its signal_sheet table and files: a store another process holds, an
+        check_writable(db)  # output root it could not write in, are refused first
+        check_out_writable(out_root)
     sheet = signal_sheet(rec, db, date=date, universe=universe, start=start, regime=regime, walkforward=walkforward)
     stale = stale_sheet_warning(sheet, db) if date is None else None  # an explicit --date is deliberate
     for w in (stale_metrics_warning(db), unscored_warning(sheet), unpriced_warning(sheet), stale,

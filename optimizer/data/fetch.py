@@ -29,7 +29,6 @@ import base64
 import hashlib
 import http.client
 import json
-import os
 import re
 import socket
 import time
@@ -46,6 +45,7 @@ from optimizer.data.calendar import (
 )
 from optimizer.settings import Settings
 from optimizer.errors import AccumoptError, ParameterError, quoted
+from optimizer.paths import atomic_write
 from optimizer.data.ingest.finra_short import FAMILIES
 from optimizer.data.symbols import canonical_or_none, canonical_symbol
 
@@ -201,10 +201,10 @@ def _head(path: Path) -> bytes:
 
 
 def _write_atomic(dest: Path, body: bytes) -> None:
+    """``body`` to ``dest`` whole: a write that fails (a full disk) leaves neither a torn file, which a later fetch
+    would take from the cache, nor a temporary one."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + f".part{os.getpid()}")
-    tmp.write_bytes(body)
-    tmp.replace(dest)
+    atomic_write(dest, lambda t: t.write_bytes(body))
 
 
 def fetch_finra_short(
@@ -358,9 +358,8 @@ def fetch_finra_api(
     if out_dir is not None:
         path = Path(out_dir) / f"finra_api_regsho_{d0:%Y%m%d}_{d1:%Y%m%d}{_symbols_tag(symbols)}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".part{os.getpid()}")
-        df.assign(date=df["date"].dt.strftime("%Y-%m-%d")).to_csv(tmp, index=False)
-        tmp.replace(path)
+        rows = df.assign(date=df["date"].dt.strftime("%Y-%m-%d"))
+        atomic_write(path, lambda t: rows.to_csv(t, index=False))
         df.attrs["path"] = str(path)
     return df
 

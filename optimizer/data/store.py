@@ -23,7 +23,8 @@ from pathlib import Path
 
 import duckdb
 
-from optimizer.errors import DataError, check_param
+from optimizer.errors import DataError, check_param, quoted
+from optimizer.paths import not_utf8
 
 __all__ = [
     "SCHEMA_VERSION", "connect", "open_store", "transaction", "table_exists", "RAW_TABLES",
@@ -404,6 +405,9 @@ def connect(path: str | Path, read_only: bool = False, wait: float | None = None
     p = str(path)
     if p != ":memory:":
         pp = Path(p)
+        if not_utf8(p):  # bytes the file system took that are no UTF-8: DuckDB fails with std::bad_cast
+            raise DataError(f"database {quoted(p.encode('utf-8', 'surrogateescape').decode('utf-8', 'replace'))}: "
+                            "its path is not valid UTF-8 (DuckDB opens UTF-8 paths only); rename it")
         if read_only and not pp.exists():
             raise DataError(f"database {p} does not exist; run `accumopt data synth --db {p}` or `accumopt ingest` first")
         _refuse_not_duckdb(pp)

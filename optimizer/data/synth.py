@@ -105,6 +105,7 @@ from optimizer.data.metrics import build_daily_metrics
 from optimizer.data.store import RAW_TABLES, connect, table_exists
 from optimizer.errors import DataError, ParameterError, check_param
 from optimizer.settings import Settings
+from optimizer.paths import atomic_write
 from optimizer.data.universe import VIX_SYMBOL, resolve_universe
 from optimizer.data.symbols import is_context_symbol
 from optimizer.data import _synth_flows as fl
@@ -451,9 +452,10 @@ def _arrow_text(df: pd.DataFrame, delimiter: str = ",", eol: str = "\n") -> byte
 
 
 def _write_finra(finra: pd.DataFrame, dates: pd.DatetimeIndex, folder: Path) -> None:
+    """One CNMS file per session, each written whole; the folder's other ``CNMSshvol*.txt`` files removed after
+    (a write that fails leaves the earlier files as they were)."""
     folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("CNMSshvol*.txt"):
-        old.unlink()
+    stale = set(folder.glob("CNMSshvol*.txt"))
     body = finra[["date", "symbol", "short_volume", "short_exempt_volume", "total_volume", "market"]].copy()
     body["date"] = _date_str(body["date"], "%Y%m%d")
     lines = _arrow_text(body, "|", "\r\n").split(b"\r\n")
@@ -463,7 +465,11 @@ def _write_finra(finra: pd.DataFrame, dates: pd.DatetimeIndex, folder: Path) -> 
     for i, d in enumerate(dates):
         rows = lines[bounds[i]:bounds[i + 1]]
         text = b"\r\n".join([head, *rows, str(len(rows)).encode("ascii")]) + b"\r\n"
-        (folder / f"CNMSshvol{d.strftime('%Y%m%d')}.txt").write_bytes(text)
+        path = folder / f"CNMSshvol{d.strftime('%Y%m%d')}.txt"
+        atomic_write(path, lambda t, text=text: t.write_bytes(text))
+        stale.discard(path)
+    for old in stale:
+        old.unlink()
 
 
 def _csv(df: pd.DataFrame, path: Path, date_cols: Sequence[str] = ("date",)) -> Path:
@@ -472,7 +478,8 @@ def _csv(df: pd.DataFrame, path: Path, date_cols: Sequence[str] = ("date",)) -> 
         if c in out.columns:
             out[c] = _date_str(out[c], "%Y-%m-%d")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes((",".join(out.columns) + "\n").encode("ascii") + _arrow_text(out))
+    text = (",".join(out.columns) + "\n").encode("ascii") + _arrow_text(out)
+    atomic_write(path, lambda t: t.write_bytes(text))  # never a half-written file under its name (a full disk)
     return path
 
 
@@ -480,7 +487,8 @@ def write_market(market: SynthMarket, out_dir: str | Path) -> dict[str, Path]:
     """Write the raw files and the truth folder. Returns {ingest kind or name: path}.
 
     Keys: ``finra-short`` (folder of CNMS files), ``prices``, ``lit-flow``, ``otc-weekly``, ``options``,
-    ``episodes``, ``truth``. Stale ``CNMSshvol*.txt`` files in ``out_dir/finra`` are removed first.
+    ``episodes``, ``truth``. Each file is written whole (a write that fails leaves the earlier file); stale
+    ``CNMSshvol*.txt`` files in ``out_dir/finra`` are removed once the new ones are written.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -495,7 +503,8 @@ def write_market(market: SynthMarket, out_dir: str | Path) -> dict[str, Path]:
                          ("start_date", "end_date", "drift_start", "drift_end")),
     }
     truth = out / "truth" / "README.json"
-    truth.write_text(json.dumps(market.truth, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    text = json.dumps(market.truth, indent=2, sort_keys=True) + "\n"
+    atomic_write(truth, lambda t: t.write_text(text, encoding="utf-8"))
     paths["truth"] = truth
     return paths
 

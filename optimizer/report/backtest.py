@@ -272,7 +272,8 @@ def _append_csv_row(path: Path, row: pd.DataFrame) -> None:
     Several processes append to one index (two backtests finishing at once): the whole read-decide-write runs under
     an exclusive ``flock`` of ``.<name>.lock`` beside the file, so a run that creates the file or rewrites it with
     a new column never replaces another run's row; an appended row is one complete line written by one ``write``
-    on an O_APPEND descriptor, so a reader (or a kill) never meets half a line."""
+    on an O_APPEND descriptor, so a reader (or a kill) never meets half a line. An append that fails (a full disk)
+    leaves the file as it was, never a part of a row."""
     with (path.parent / f".{path.name}.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the lock file closes
         if path.exists() and path.stat().st_size > 0:
@@ -280,11 +281,15 @@ def _append_csv_row(path: Path, row: pd.DataFrame) -> None:
                 header = next(csv.reader(fh), [])
             if header == list(row.columns):
                 line = row.to_csv(index=False, header=False).encode()
+                size = path.stat().st_size
                 fd = os.open(path, os.O_WRONLY | os.O_APPEND)
                 try:
                     view = memoryview(line)
                     while view:  # a regular file takes the whole line in one write; a short write goes on
                         view = view[os.write(fd, view):]
+                except BaseException:  # a full disk mid-row: cut the part written, the index keeps its whole rows
+                    os.ftruncate(fd, size)
+                    raise
                 finally:
                     os.close(fd)
                 return

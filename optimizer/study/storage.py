@@ -30,11 +30,12 @@ from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal._file import get_lock_file
 from optuna.trial import TrialState
 from sqlalchemy import and_, case, event, func, select, update
 from sqlalchemy.pool import NullPool
 
-from optimizer.errors import AccumoptError, DataError, ParameterError
+from optimizer.errors import AccumoptError, DataError, ParameterError, no_room
 from optimizer.paths import resolve_storage, storage_path
 
 __all__ = ["make_storage", "IN_MEMORY", "shown_url", "study_names", "user_attrs_in_one_transaction", "StudyFull", "storage_error", "storage_failure", "has_heartbeat", "fail_stale_no_retry",
@@ -84,8 +85,12 @@ def storage_failure(url: str, e: BaseException) -> DataError:
     cause = _root_cause(e)
     msg = str(getattr(cause, "orig", None) or cause).splitlines()[0] if str(cause) else type(cause).__name__
     low = msg.lower()
+    path = storage_path(url)
+    room = no_room(path.parent if path is not None else None) if "disk i/o" in low or "disk is full" in low else None
     if "readonly" in low or "read-only" in low:
         why = "is read-only (file or folder permissions); running a study writes to it, listing and showing do not"
+    elif room is not None or "disk is full" in low:  # SQLite's words for a file it could not write
+        why = f"could not be written: {room or 'no space left on the device'} ({msg})"
     elif "not a database" in low or "malformed" in low or "disk i/o" in low:
         why = f"is corrupt or truncated ({msg})"
     elif "no such table" in low:
@@ -397,7 +402,7 @@ def _writer(url: str, heartbeat: bool, grace_period: int | None) -> optuna.stora
     if url.startswith("journal:"):
         path = str(storage_path(url))
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return _BudgetJournalStorage(JournalFileBackend(path), f"{path}.budget.lock")
+        return _BudgetJournalStorage(_WholeLinesJournalFile(path), f"{path}.budget.lock")
     if url.startswith("sqlite:///"):
         path = str(storage_path(url) or "")  # the file SQLAlchemy opens for the URL (percent-decoded)
         if path:
@@ -846,6 +851,28 @@ class _BudgetRDBStorage(optuna.storages.RDBStorage):
             if took != 1:
                 self.check_trial_is_updatable(trial_id, models.TrialModel.find_or_raise_by_id(trial_id, session).state)
         return took == 1
+
+
+class _WholeLinesJournalFile(JournalFileBackend):
+    """Optuna's journal file, whose append that fails (a full disk, a file size limit) is cut back to the size the
+    file had: it keeps whole lines only. Optuna's own append leaves the part it wrote; the next append completes
+    it into a line no JSON reader accepts, and every later read of the journal fails (JSONDecodeError) with every
+    trial in it. The size is taken under the journal's lock, so no other process appends in between."""
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        text = ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n").encode("utf-8")
+        with get_lock_file(self._lock):
+            size = os.path.getsize(self._file_path)
+            try:
+                with open(self._file_path, "ab") as f:
+                    f.write(text)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except BaseException as e:
+                os.truncate(self._file_path, size)
+                if isinstance(e, OSError) and e.errno is not None and e.filename is None:  # name the journal
+                    raise OSError(e.errno, e.strerror or str(e), self._file_path) from e
+                raise
 
 
 class _BudgetJournalStorage(optuna.storages.JournalStorage):

@@ -82,7 +82,8 @@ import pandas as pd
 
 from optimizer.settings import Settings
 from optimizer.data.calendar import market_today
-from optimizer.errors import InputFileError, ParameterError, is_query_interrupt
+from optimizer.errors import InputFileError, MachineError, ParameterError, is_query_interrupt, machine_error
+from optimizer.paths import not_utf8
 from optimizer.data.store import create_consolidated_view, memory_budget, transaction
 from optimizer.data.symbols import load_symbol_map
 from optimizer.data.ingest import finra_short, lit, options, otc_weekly, prices, splits
@@ -343,6 +344,11 @@ def expand_paths(paths: Sequence[str | Path] | str | Path) -> list[Path]:
                 out.setdefault(c, None)
             else:
                 raise ParameterError(f"paths must exist, got {s!r} (no such file or directory)")
+    for f in out:  # the store records each file's name as text: a name of bytes that are no UTF-8 cannot be
+        if not_utf8(str(f)):
+            shown = str(f).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            raise ParameterError(f"paths must be valid UTF-8 names (the store records each file's name), got "
+                                 f"{shown!r}; rename it")
     return list(out)
 
 
@@ -607,6 +613,11 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _unforeseen(file: str, kind: str, exc: BaseException) -> InputFileError:
+    """The error of a file an unforeseen exception stopped; the machine's failure (DuckDB out of memory, a full
+    disk) is not the file's: raised as MachineError, it stops the ingest."""
+    if (machine := machine_error(exc)) is not None:
+        raise MachineError(f"{file}: not stored: {machine} (the files before it are stored; run the same command "
+                           "again once there is room)") from exc
     return InputFileError(file, None, f"unreadable {kind} file ({type(exc).__name__}: {_one_line(exc)})")
 
 
@@ -764,6 +775,9 @@ def _write(ctx: Ctx, kind: str, e: _Entry, group: tuple, s: Summary, history: _H
                                                lost_by=None if n_stale else history.lost_by(), deleted_before=n_stale)
             warnings = tuple(e.prep.warnings) + (tuple(check(ctx, table, e.fid, e.file)) if check is not None else ())
     except duckdb.Error as exc:
+        if (machine := machine_error(exc)) is not None:  # a full disk: not the file's fault, and every next file's
+            raise MachineError(f"{e.file}: not stored: {machine} (the files before it are stored; run the same "
+                               "command again once there is room)") from exc
         e.error = InputFileError(e.file, None, f"database rejected the file ({_one_line(exc)})")
         return None
     history.add(e.file, e.raw.sha256, int(plan.n_rows), deleted, lost)
