@@ -26,7 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 from optimizer.errors import DataError, check_param
 from optimizer.paths import atomic_write, resolve_storage
 from optimizer.study.records import (
-    FOLDS, METRICS, REPEAT_OF, direction_sign, is_internal, ranked_trials, read_study, read_trial,
+    FOLDS, METRICS, REPEAT_OF, direction_sign, is_internal, lost_reason, ranked_trials, read_study, read_trial, retry_of,
     trial_counts,
 )
 from optimizer.study.space import effective_params
@@ -267,8 +267,9 @@ def trial_detail(storage: Any, name: str, number: int) -> dict[str, Any]:
 
     ``{"study", "number", "state", "value" | "values" (None unless COMPLETE), "params" (the trial's params plus
     the stored spec's active fixed values, as ``best_trial_json``), "metrics" (its ``metrics`` attribute without
-    the pruning fields), "pruned_at_fold", "pruned_reason", "duration_s", "folds" (one dict per evaluated fold,
-    with ``fold`` and ``intermediate`` value)}``. An unknown number is a DataError naming the range.
+    the pruning fields), "pruned_at_fold", "pruned_reason", "duration_s", "lost" (why the heartbeat check failed
+    it: its process was killed; else None), "retry_of" (the lost trial it runs again, else None), "folds" (one dict
+    per evaluated fold, with ``fold`` and ``intermediate`` value)}``. An unknown number is a DataError naming the range.
     """
     study, _ = open_named_study(storage, name)
     trials = study.get_trials(deepcopy=False)
@@ -290,6 +291,8 @@ def trial_detail(storage: Any, name: str, number: int) -> dict[str, Any]:
     doc["pruned_at_fold"] = rec.pruned_at_fold
     doc["pruned_reason"] = rec.pruned_reason
     doc["duration_s"] = _duration_s(t)
+    doc["lost"] = lost_reason(t)  # failed by the heartbeat check: why (its process was killed)
+    doc["retry_of"] = retry_of(t)  # runs again the trial of that number, which the heartbeat check failed
     doc["folds"] = [{"fold": i, "intermediate": t.intermediate_values.get(i, math.nan), **dict(f)}
                     for i, f in enumerate(rec.folds)]
     return doc

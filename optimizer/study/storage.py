@@ -38,9 +38,16 @@ from optimizer.errors import AccumoptError, DataError, ParameterError
 from optimizer.paths import resolve_storage, storage_path
 
 __all__ = ["make_storage", "IN_MEMORY", "shown_url", "study_names", "user_attrs_in_one_transaction", "StudyFull", "storage_error", "storage_failure", "has_heartbeat", "fail_stale_no_retry",
-           "trial_summary"]
+           "trial_summary", "LOST", "RETRY_OF"]
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+
+# Two trial attributes the heartbeat check writes (read through ``records``: ``records.lost_reason``): a trial whose
+# process stopped beating holds ``LOST``, why it failed, written while it is still RUNNING, just before the FAIL; the
+# copy of it that is run again holds ``RETRY_OF``, the failed trial's number. Optuna keeps the retry's link in system
+# attributes, which optuna-dashboard does not show: such a trial was a FAIL without parameters or any reason there.
+LOST = "lost"
+RETRY_OF = "retry_of"
 
 
 def _root_cause(e: BaseException) -> BaseException:
@@ -391,9 +398,9 @@ def _writer(url: str, heartbeat: bool, grace_period: int | None) -> optuna.stora
         grace = _grace_period(grace_period)
         hb = dict(heartbeat_interval=max(1, min(5, grace // 3)), grace_period=grace)
         if cb is not None:
-            hb["heartbeat_stale_trial_callback"] = cb(max_retry=1)
+            hb["heartbeat_stale_trial_callback"] = _retry_callback(cb)(max_retry=1)
         else:  # optuna < 4.9
-            hb["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(max_retry=1)
+            hb["failed_trial_callback"] = _retry_callback(optuna.storages.RetryFailedTrialCallback)(max_retry=1)
     if url.startswith("journal:"):
         path = str(storage_path(url))
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -418,6 +425,24 @@ def _writer(url: str, heartbeat: bool, grace_period: int | None) -> optuna.stora
 
 
 @functools.cache
+def _retry_callback(base: type) -> type:
+    """Optuna's retry of a trial failed by the heartbeat check (``base``), whose WAITING copy holds ``RETRY_OF`` (the
+    failed trial's number) instead of the failed trial's ``LOST`` note (the copy inherits its user attributes)."""
+
+    class _Retry(base):  # type: ignore[misc, valid-type]
+        def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k != LOST} | {RETRY_OF: trial.number}
+            super().__call__(study, trial)
+
+    return _Retry
+
+
+def _lost_note(grace: int | None) -> str:
+    return (f"no heartbeat for over {grace} s while it ran: the process running it was killed or stopped answering, "
+            "so the heartbeat check of a later run failed it; a study's trial is run again once, as a new trial "
+            "(its retry_of names this one), a walk-forward window claim frees its window for any worker")
+
+
 def _empty_sqlite() -> bytes:
     """An empty Optuna SQLite storage (its tables, version rows and alembic stamp, WAL mode) as bytes, made once per
     process on first use, by Optuna, in a temporary folder (the file it creates for a new SQLite storage, every page
@@ -653,6 +678,18 @@ class _BudgetRDBStorage(optuna.storages.RDBStorage):
         with _create_scoped_session(self.scoped_session, True) as session:
             self._flush_params(session)
             self._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key, value)
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        """Optuna's stale RUNNING trials (every heartbeat check, ``fail_stale_trials`` and ``fail_stale_no_retry``,
+        asks this before failing them), each given its ``LOST`` note first, while it can still be written: a trial
+        failed by the check said nothing of why (no parameters either, for a ``--jobs`` trial killed while it ran)."""
+        ids = super()._get_stale_trial_ids(study_id)
+        for tid in ids:
+            try:
+                self.set_trial_user_attr(tid, LOST, _lost_note(self.grace_period or 2 * self.heartbeat_interval))
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # another process failed (or a live worker finished) it meanwhile
+        return ids
 
     def _flush_pending(self) -> None:
         if self._pending:
