@@ -5,6 +5,9 @@ dashboard's own WSGI application as its pages ask (no browser, no network).
   walk-forward window claim) was a FAIL with no parameters and no reason in the dashboard; its retry's link to it
   is an Optuna system attribute, which the dashboard does not show. It now holds ``lost`` (why), and its retry
   ``retry_of`` (the failed trial's number); a withdrawn or released window claim says why in its claim.
+* Every study's record is listed to whoever opens the dashboard: it held the spec's text verbatim, a password in
+  ``[run].storage`` included, and the spec's path as given (a home folder). The password is now ``***`` and an
+  absolute path is stored relative to the working folder, or as the file's name.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from optuna.storages._rdb.models import TrialHeartbeatModel
 from optuna.trial import TrialState
 
 from optimizer.study.inspect import trial_detail
-from optimizer.study.records import claims_name, lost_reason, read_claim, retry_of
+from optimizer.study.records import claims_name, lost_reason, read_claim, read_study, retry_of
+from optimizer.study.run import run_study
+from optimizer.study.spec import parse_spec
 from optimizer.study.storage import make_storage
 from optimizer.validate.distributed import FREE, WindowClaims
 
@@ -116,3 +121,50 @@ def test_a_window_claim_that_ends_unfinished_says_why(tmp_path, monkeypatch):
     assert [c["end"].split(":")[0] for c in shown] == ["released", "withdrawn"]  # before: no reason
     assert [c["window"] for c in shown] == ["w-wf00", "w-wf00"]
 
+
+_SPEC = """
+[study]
+name = "{name}"
+[data]
+universe = "tier1+3"
+[space]
+variant = {{ type = "categorical", choices = ["B", "D"] }}
+z_window = {{ type = "int", low = 10, high = 40, log = true }}
+buy_threshold = {{ type = "int", low = 60, high = 80, step = 5 }}
+sell_threshold = 30
+time_stop = 20
+use_stop_loss = {{ type = "categorical", choices = [true, false] }}
+stop_loss = {{ type = "float", low = 0.02, high = 0.10, log = true, when = {{ use_stop_loss = true }} }}
+[cv]
+n_splits = 3
+[objective]
+name = "composite_rank_excess"
+min_trades = 1
+[sampler]
+name = "random"
+seed = 5
+[pruner]
+name = "none"
+[run]
+n_trials = {n}
+storage = "postgresql://alice:s3cret-pw@db.example.org:5432/studies"
+"""
+
+
+def test_a_study_shows_no_password_nor_machine_folder_in_the_dashboard(synth_db, tmp_path):
+    """The study record is what optuna-dashboard lists for every study, to whoever opens it. It held the spec's
+    text verbatim ([run].storage with its password) and the spec's path as given (/home/<user>/...)."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    spec = parse_spec(_SPEC.format(name="secret", n=1), path="/home/alice/research/specs/secret.toml")
+    run_study(spec, synth_db, url)  # the explicit storage wins over the spec's
+    status, body = _get(dashboard.wsgi(make_storage(url, heartbeat=False)), "/api/studies")
+    assert status.startswith("200")
+    (shown,) = json.loads(body)["study_summaries"]
+    attrs = _attrs(shown)
+    assert b"s3cret-pw" not in body and b"/home/alice" not in body  # before: both shown
+    assert 'storage = "postgresql://alice:***@db.example.org:5432/studies"' in attrs["spec_text"]
+    assert attrs["spec_path"] == "secret.toml"
+    stored = read_study(optuna.load_study(study_name="secret", storage=url))
+    assert stored.spec_hash == spec.spec_hash and stored.spec().spec_hash == spec.spec_hash  # [run] is not hashed
+    run_study(spec, synth_db, url, n_trials=2)  # the study resumes from the stored (redacted) text
+    assert len(optuna.load_study(study_name="secret", storage=url).trials) == 2

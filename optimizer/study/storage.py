@@ -38,7 +38,7 @@ from optimizer.errors import AccumoptError, DataError, ParameterError
 from optimizer.paths import resolve_storage, storage_path
 
 __all__ = ["make_storage", "IN_MEMORY", "shown_url", "study_names", "user_attrs_in_one_transaction", "StudyFull", "storage_error", "storage_failure", "has_heartbeat", "fail_stale_no_retry",
-           "trial_summary", "LOST", "RETRY_OF"]
+           "trial_summary", "LOST", "RETRY_OF", "hide_passwords"]
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -83,6 +83,15 @@ def shown_url(url: str) -> str:
     if not (sep and at and ":" in auth) or head.startswith(("sqlite", "journal")):
         return url
     return f"{head}://{auth.split(':', 1)[0]}:***@{tail}"
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@\"']+:)[^\s@\"']+@")
+
+
+def hide_passwords(text: str) -> str:
+    """``text`` with the password of every URL in it as ``***`` (``postgresql://u:***@host/db``, as ``shown_url``):
+    what a study stores of its spec (``[run].storage`` may hold one) is shown to whoever opens optuna-dashboard."""
+    return _URL_PASSWORD.sub(lambda m: f"{m['head']}***@", text)
 
 
 def storage_failure(url: str, e: BaseException) -> DataError:
