@@ -433,7 +433,6 @@ def _writer(url: str, heartbeat: bool, grace_period: int | None) -> optuna.stora
     return _racing_create(lambda: _BudgetRDBStorage(_rdb_url(url), **hb))
 
 
-@functools.cache
 def _retry_callback(base: type) -> type:
     """Optuna's retry of a trial failed by the heartbeat check (``base``), whose WAITING copy holds ``RETRY_OF`` (the
     failed trial's number) instead of the failed trial's ``LOST`` note (the copy inherits its user attributes)."""
@@ -452,6 +451,7 @@ def _lost_note(grace: int | None) -> str:
             "(its retry_of names this one), a walk-forward window claim frees its window for any worker")
 
 
+@functools.cache
 def _empty_sqlite() -> bytes:
     """An empty Optuna SQLite storage (its tables, version rows and alembic stamp, WAL mode) as bytes, made once per
     process on first use, by Optuna, in a temporary folder (the file it creates for a new SQLite storage, every page
