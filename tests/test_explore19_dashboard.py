@@ -168,3 +168,19 @@ def test_a_study_shows_no_password_nor_machine_folder_in_the_dashboard(synth_db,
     assert stored.spec_hash == spec.spec_hash and stored.spec().spec_hash == spec.spec_hash  # [run] is not hashed
     run_study(spec, synth_db, url, n_trials=2)  # the study resumes from the stored (redacted) text
     assert len(optuna.load_study(study_name="secret", storage=url).trials) == 2
+
+
+def test_the_dashboard_shows_a_trials_span_reserve_and_fingerprint(synth_db, tmp_path):
+    """optuna-dashboard 0.21 shows the first 1,024 characters of a JSON attribute (``MAX_ATTR_LENGTH``); a trial's
+    ``config`` is ~1,350 (44 engine parameters first): its span, reserve start, regime and data fingerprint, which
+    say what data the trial was scored on, were cut off there. They now come before the parameters."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    run_study(parse_spec(_SPEC.format(name="cfg", n=1)), synth_db, url)
+    study = optuna.load_study(study_name="cfg", storage=url)
+    (t,) = study.get_trials(deepcopy=False)
+    shown = _attrs(_dashboard_trials(url, study)[0])["config"]
+    stored = t.user_attrs["config"]
+    assert len(json.dumps(stored)) > 1024 and len(shown) == 1024  # the dashboard cuts it
+    for k in ("span", "reserve_start", "regime", "min_periods", "data_fingerprint", "key"):
+        assert f'"{k}": ' + json.dumps(stored[k]) in shown, k  # before: "span" etc. past character 1,024
+    assert shown.index('"params"') > shown.index('"data_fingerprint"')

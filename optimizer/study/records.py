@@ -323,17 +323,19 @@ class ConfigRecord:
         return self.symbols_sha is None or _symbols_sha(symbols) == self.symbols_sha
 
     def to_dict(self) -> dict[str, Any]:
-        """The stored JSON: ``params``, ``key``, ``universe``, ``symbols``, ``symbols_sha``, ``span`` {``start``,
-        ``end``, ``panel_start``, ``data_end``, ``study_end``}, ``reserve_start``, ``regime``, ``min_periods``,
-        ``data_fingerprint``."""
+        """The stored JSON: ``key``, ``universe``, ``symbols``, ``symbols_sha``, ``span`` {``start``, ``end``,
+        ``panel_start``, ``data_end``, ``study_end``}, ``reserve_start``, ``regime``, ``min_periods``,
+        ``data_fingerprint``, ``params``. ``params`` (~1,000 characters) comes last: optuna-dashboard shows an
+        attribute's first 1,024 characters only, so the span, reserve, regime and fingerprint stay in view, and the
+        trial's parameters are its Optuna params there too."""
         return {
-            "params": dict(self.params), "key": self.key,
+            "key": self.key,
             "universe": list(self.universe) if isinstance(self.universe, tuple) else self.universe,
             "symbols": self.symbols, "symbols_sha": self.symbols_sha,
             "span": {"start": self.signal_start, "end": self.signal_end, "panel_start": self.panel_start,
                      "data_end": self.data_end, "study_end": self.study_end},
             "reserve_start": self.reserve_start, "regime": self.regime, "min_periods": self.min_periods,
-            "data_fingerprint": self.data_fingerprint,
+            "data_fingerprint": self.data_fingerprint, "params": dict(self.params),
         }
 
     @classmethod
