@@ -184,3 +184,25 @@ def test_the_dashboard_shows_a_trials_span_reserve_and_fingerprint(synth_db, tmp
     for k in ("span", "reserve_start", "regime", "min_periods", "data_fingerprint", "key"):
         assert f'"{k}": ' + json.dumps(stored[k]) in shown, k  # before: "span" etc. past character 1,024
     assert shown.index('"params"') > shown.index('"data_fingerprint"')
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used:UserWarning")
+def test_a_running_trial_left_by_a_killed_process_is_explained_before_the_next_run(tmp_path, monkeypatch):
+    """Between a kill (``--jobs``, ``study worker``) and the next run, the dashboard and ``study show --trial N``
+    showed a RUNNING trial (no parameters for a ``--jobs`` one) and nothing else; a reader cannot write to the
+    storage, but ``study show`` can tell from its heartbeat that nobody runs it any more."""
+    monkeypatch.delenv("ACCUMOPT_HEARTBEAT_GRACE", raising=False)  # the default 15 s
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    storage = make_storage(url)
+    study = optuna.create_study(study_name="k", storage=storage)
+    study.ask()
+    study.ask()
+    reader = make_storage(url, heartbeat=False, read_only=True)
+    assert trial_detail(reader, "k", 0)["lost"] is None  # beaten just now: maybe a live worker's
+    _age_heartbeats(storage, 40)
+    study.ask()  # a live one, just started
+    d = trial_detail(reader, "k", 0)
+    assert d["state"] == "RUNNING" and d["lost"].startswith("RUNNING with no heartbeat for 4")  # before: None
+    assert "(grace 15 s)" in d["lost"] and "killed" in d["lost"]
+    assert trial_detail(reader, "k", 2)["lost"] is None
+    assert [t.state for t in study.get_trials(deepcopy=False)] == [TrialState.RUNNING] * 3  # the reader wrote nothing

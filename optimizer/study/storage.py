@@ -38,7 +38,7 @@ from optimizer.errors import AccumoptError, DataError, ParameterError
 from optimizer.paths import resolve_storage, storage_path
 
 __all__ = ["make_storage", "IN_MEMORY", "shown_url", "study_names", "user_attrs_in_one_transaction", "StudyFull", "storage_error", "storage_failure", "has_heartbeat", "fail_stale_no_retry",
-           "trial_summary", "LOST", "RETRY_OF", "hide_passwords"]
+           "trial_summary", "LOST", "RETRY_OF", "hide_passwords", "heartbeat_age", "stale_grace"]
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -566,6 +566,27 @@ def has_heartbeat(storage: optuna.storages.BaseStorage) -> bool:
     """Whether ``storage`` keeps heartbeats (an RDB storage from ``make_storage``): only then can a dead worker's
     RUNNING trial, or claim, be told from a live one."""
     return is_heartbeat_enabled(storage)
+
+
+def heartbeat_age(storage: optuna.storages.BaseStorage, trial_id: int) -> float | None:
+    """Seconds since trial ``trial_id``'s last heartbeat, by the database's clock as Optuna's stale check reads it;
+    None where it cannot be told: not an RDB storage (journal, in-memory: no heartbeat), or no heartbeat stored (a
+    trial run without one: ``study run --jobs 1`` stores a trial only once it finished)."""
+    if not isinstance(storage, optuna.storages.RDBStorage):
+        return None
+    with _create_scoped_session(storage.scoped_session) as session:
+        beat = session.execute(select(models.TrialHeartbeatModel.heartbeat)
+                               .where(models.TrialHeartbeatModel.trial_id == trial_id)).scalar()
+        if beat is None:
+            return None
+        now = session.execute(func.now()).scalar()
+    return (now.replace(tzinfo=None) - beat.replace(tzinfo=None)).total_seconds()
+
+
+def stale_grace() -> int:
+    """The heartbeat grace period a run uses (env ACCUMOPT_HEARTBEAT_GRACE, else 15 s): a RUNNING trial beaten
+    longer ago than this is failed and run again by the next run of its study."""
+    return _grace_period(None)
 
 
 def fail_stale_no_retry(storage: optuna.storages.BaseStorage, study_id: int) -> list[int]:
