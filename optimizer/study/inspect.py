@@ -26,11 +26,11 @@ from optuna.trial import FrozenTrial, TrialState
 from optimizer.errors import DataError, check_param
 from optimizer.paths import atomic_write, resolve_storage
 from optimizer.study.records import (
-    FOLDS, METRICS, REPEAT_OF, direction_sign, is_internal, ranked_trials, read_study, read_trial,
+    FOLDS, METRICS, REPEAT_OF, direction_sign, is_internal, lost_reason, ranked_trials, read_study, read_trial, retry_of,
     trial_counts,
 )
 from optimizer.study.space import effective_params
-from optimizer.study.storage import make_storage, study_names, trial_summary
+from optimizer.study.storage import heartbeat_age, make_storage, stale_grace, study_names, trial_summary
 
 __all__ = [
     "KEY_METRICS", "CompareResult", "list_studies", "show_study", "best_trial_json", "trial_detail", "compare_studies",
@@ -262,13 +262,26 @@ def best_trial_json(storage: Any, name: str, number: int | None = None) -> dict[
     return doc
 
 
+def _stale_running(storage: Any, t: FrozenTrial) -> str | None:
+    """For a RUNNING trial nobody has beaten for longer than the grace period (its process was killed), what
+    became of it and what happens next; None for any other trial (or where no heartbeat is stored)."""
+    if t.state != TrialState.RUNNING:
+        return None
+    age, grace = heartbeat_age(storage, t._trial_id), stale_grace()
+    if age is None or age <= grace:
+        return None
+    return (f"RUNNING with no heartbeat for {age:.0f} s (grace {grace} s): the process running it was killed or "
+            "stopped answering; the next run of the study (study run, study worker) fails it and runs it again")
+
+
 def trial_detail(storage: Any, name: str, number: int) -> dict[str, Any]:
     """Trial ``number`` of study ``name`` in any state, for a one-trial view (``study show NAME --trial N``).
 
     ``{"study", "number", "state", "value" | "values" (None unless COMPLETE), "params" (the trial's params plus
     the stored spec's active fixed values, as ``best_trial_json``), "metrics" (its ``metrics`` attribute without
-    the pruning fields), "pruned_at_fold", "pruned_reason", "duration_s", "folds" (one dict per evaluated fold,
-    with ``fold`` and ``intermediate`` value)}``. An unknown number is a DataError naming the range.
+    the pruning fields), "pruned_at_fold", "pruned_reason", "duration_s", "lost" (why the heartbeat check failed
+    it, or will fail a RUNNING trial beaten longer ago than the grace period: its process was killed; else None), "retry_of" (the lost trial it runs again, else None), "folds" (one dict
+    per evaluated fold, with ``fold`` and ``intermediate`` value)}``. An unknown number is a DataError naming the range.
     """
     study, _ = open_named_study(storage, name)
     trials = study.get_trials(deepcopy=False)
@@ -290,6 +303,8 @@ def trial_detail(storage: Any, name: str, number: int) -> dict[str, Any]:
     doc["pruned_at_fold"] = rec.pruned_at_fold
     doc["pruned_reason"] = rec.pruned_reason
     doc["duration_s"] = _duration_s(t)
+    doc["lost"] = lost_reason(t) or _stale_running(storage, t)  # why the heartbeat check failed it, or will
+    doc["retry_of"] = retry_of(t)  # runs again the trial of that number, which the heartbeat check failed
     doc["folds"] = [{"fold": i, "intermediate": t.intermediate_values.get(i, math.nan), **dict(f)}
                     for i, f in enumerate(rec.folds)]
     return doc

@@ -26,6 +26,9 @@ Nothing else in the package reads or writes a user attribute by its string key: 
 * Markers: ``seeded`` (phase-B seeding done: source, trials and the narrowed weight space); the legacy
   reserve-opening log (``openings`` on a ``<study>-reserve-log`` study; the ledger now lives in the DuckDB store,
   ``optimizer.study.reserve``).
+* ``LOST`` / ``RETRY_OF`` (``lost_reason``, ``retry_of``): why the heartbeat check failed a trial (its process was
+  killed) and, on its retry, the failed trial's number; written by the storage's heartbeat override
+  (``storage._BudgetRDBStorage``), which defines the keys. ``end_claim``: why a window claim ends unfinished.
 * Reading a study's trials: ``trial_counts``, ``complete_trials``, ``direction_sign``, ``ranked_trials``,
   ``distinct_configurations`` (what DSR, PBO and SPA count), ``find_repeat``; ``is_internal`` tells the marker
   studies that listings hide.
@@ -54,7 +57,7 @@ from optimizer.data.calendar import stamp
 from optimizer.errors import DataError, ParameterError, SpecError
 from optimizer.params import PARAMS
 from optimizer.study.spec import StudySpec, parse_spec
-from optimizer.study.storage import user_attrs_in_one_transaction
+from optimizer.study.storage import LOST, RETRY_OF, user_attrs_in_one_transaction
 
 if TYPE_CHECKING:
     from optuna.study._frozen import FrozenStudy
@@ -69,7 +72,8 @@ __all__ = [
     "distinct_configurations", "configuration_identities", "group_configurations", "find_repeat", "WF_RUN", "WF_CLAIM", "claims_name",
     "write_wf_run", "read_wf_run", "claim_template", "read_claim", "WF_RESULT", "write_window_result",
     "read_window_result", "trials_digest", "lost_to_kill", "LEGACY_ROUNDED_TOLERANCE", "rounded_metrics",
-    "metrics_tolerance", "rounded_note", "defaulted_note",
+    "metrics_tolerance", "rounded_note", "defaulted_note", "LOST", "RETRY_OF", "lost_reason", "retry_of",
+    "end_claim",
 ]
 
 # trial attribute keys
@@ -319,17 +323,19 @@ class ConfigRecord:
         return self.symbols_sha is None or _symbols_sha(symbols) == self.symbols_sha
 
     def to_dict(self) -> dict[str, Any]:
-        """The stored JSON: ``params``, ``key``, ``universe``, ``symbols``, ``symbols_sha``, ``span`` {``start``,
-        ``end``, ``panel_start``, ``data_end``, ``study_end``}, ``reserve_start``, ``regime``, ``min_periods``,
-        ``data_fingerprint``."""
+        """The stored JSON: ``key``, ``universe``, ``symbols``, ``symbols_sha``, ``span`` {``start``, ``end``,
+        ``panel_start``, ``data_end``, ``study_end``}, ``reserve_start``, ``regime``, ``min_periods``,
+        ``data_fingerprint``, ``params``. ``params`` (~1,000 characters) comes last: optuna-dashboard shows an
+        attribute's first 1,024 characters only, so the span, reserve, regime and fingerprint stay in view, and the
+        trial's parameters are its Optuna params there too."""
         return {
-            "params": dict(self.params), "key": self.key,
+            "key": self.key,
             "universe": list(self.universe) if isinstance(self.universe, tuple) else self.universe,
             "symbols": self.symbols, "symbols_sha": self.symbols_sha,
             "span": {"start": self.signal_start, "end": self.signal_end, "panel_start": self.panel_start,
                      "data_end": self.data_end, "study_end": self.study_end},
             "reserve_start": self.reserve_start, "regime": self.regime, "min_periods": self.min_periods,
-            "data_fingerprint": self.data_fingerprint,
+            "data_fingerprint": self.data_fingerprint, "params": dict(self.params),
         }
 
     @classmethod
@@ -482,6 +488,19 @@ def lost_to_kill(t: FrozenTrial) -> bool:
     return t.state == TrialState.FAIL and read_trial(t).fail_reason is None
 
 
+def lost_reason(t: FrozenTrial) -> str | None:
+    """Why the heartbeat check failed ``t`` (``LOST``, written by the storage just before the FAIL: its process was
+    killed or stopped answering), None for any other trial."""
+    v = t.user_attrs.get(LOST)
+    return v if isinstance(v, str) else None
+
+
+def retry_of(t: FrozenTrial) -> int | None:
+    """The number of the trial the heartbeat check failed that ``t`` runs again (``RETRY_OF``), else None."""
+    v = t.user_attrs.get(RETRY_OF)
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
 # ------------------------------------------------------------------------------------------------ markers
 
 
@@ -557,6 +576,15 @@ def claim_template(window: str, worker: str, key: str | None = None,
                        distributions={"window": optuna.distributions.IntDistribution(0, len(names) - 1)},
                        user_attrs={WF_CLAIM: claim}, system_attrs={},
                        intermediate_values={}, trial_id=-1)
+
+
+def end_claim(storage: optuna.storages.BaseStorage, trial_id: int, claim: Mapping[str, Any], why: str) -> None:
+    """Say on a RUNNING claim, before it is failed, why it ends unfinished (``why``: withdrawn, released): the
+    claim's ``WF_CLAIM`` with ``end`` added. A claim failed meanwhile (stale) keeps its ``LOST`` note instead."""
+    try:
+        storage.set_trial_user_attr(trial_id, WF_CLAIM, dict(claim) | {"end": why})
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass
 
 
 def read_claim(t: FrozenTrial) -> dict[str, str] | None:

@@ -38,7 +38,7 @@ from optimizer.data.splitcheck import panel_split_lines
 from optimizer.study.data import StudyData, load_study_data, prepare_data
 from optimizer.study._pool import deadline, optimize_pool
 from optimizer.study.seed import seed_from_study
-from optimizer.study.storage import StudyFull, has_heartbeat, make_storage, study_names
+from optimizer.study.storage import StudyFull, has_heartbeat, hide_passwords, make_storage, study_names
 from optimizer.study.trial import TrialFailed, TrialObjective
 
 __all__ = ["StudyRunResult", "open_study", "run_study", "git_commit", "study_record", "worker_stop"]
@@ -198,6 +198,18 @@ def _show_folds(folds) -> str:
     return f"{len(folds)} fold(s), " + ", ".join(f"{a[:10]}..{b[:10]}" for _, a, b in folds)
 
 
+def _stored_path(path: str | None) -> str | None:
+    """The spec's path as its study stores it, which optuna-dashboard shows to whoever opens it: as written when
+    relative, relative to the working folder when under it, else the file's name alone (never the machine's folders,
+    a home folder and its user name: the spec's text is stored anyway, the path only names the file)."""
+    if not path or not Path(path).is_absolute():
+        return path
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except (ValueError, OSError):
+        return Path(path).name
+
+
 def study_record(spec: StudySpec, data: StudyData, extra_attrs: Mapping[str, Any] | None = None,
                  n_trials: int | None = None) -> StudyRecord:
     """What a new study of ``spec`` over ``data`` stores about itself (``extra_attrs``: further StudyRecord
@@ -208,7 +220,8 @@ def study_record(spec: StudySpec, data: StudyData, extra_attrs: Mapping[str, Any
         raise ParameterError(f"extra_attrs must be StudyRecord fields, got unknown key(s) {', '.join(unknown)}")
     d0, d1 = data.train_dates
     return StudyRecord.from_attrs({
-        "spec_hash": spec.spec_hash, "spec_text": spec.source, "spec_path": spec.path, "spec_name": spec.name,
+        "spec_hash": spec.spec_hash, "spec_text": hide_passwords(spec.source), "spec_path": _stored_path(spec.path),
+        "spec_name": spec.name,
         "data_fingerprint": data.fingerprint, "accumopt_version": __version__, "git_commit": git_commit(),
         "objective": spec.objective.name, "aggregate": spec.objective.aggregate,
         "train_start": d0, "train_end": d1, "symbols": len(data.panel.symbols),

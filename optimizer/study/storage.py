@@ -39,9 +39,16 @@ from optimizer.errors import AccumoptError, DataError, ParameterError, no_room
 from optimizer.paths import resolve_storage, storage_path
 
 __all__ = ["make_storage", "IN_MEMORY", "shown_url", "study_names", "user_attrs_in_one_transaction", "StudyFull", "storage_error", "storage_failure", "has_heartbeat", "fail_stale_no_retry",
-           "trial_summary"]
+           "trial_summary", "LOST", "RETRY_OF", "hide_passwords", "heartbeat_age", "stale_grace"]
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+
+# Two trial attributes the heartbeat check writes (read through ``records``: ``records.lost_reason``): a trial whose
+# process stopped beating holds ``LOST``, why it failed, written while it is still RUNNING, just before the FAIL; the
+# copy of it that is run again holds ``RETRY_OF``, the failed trial's number. Optuna keeps the retry's link in system
+# attributes, which optuna-dashboard does not show: such a trial was a FAIL without parameters or any reason there.
+LOST = "lost"
+RETRY_OF = "retry_of"
 
 
 def _root_cause(e: BaseException) -> BaseException:
@@ -77,6 +84,15 @@ def shown_url(url: str) -> str:
     if not (sep and at and ":" in auth) or head.startswith(("sqlite", "journal")):
         return url
     return f"{head}://{auth.split(':', 1)[0]}:***@{tail}"
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@\"']+:)[^\s@\"']+@")
+
+
+def hide_passwords(text: str) -> str:
+    """``text`` with the password of every URL in it as ``***`` (``postgresql://u:***@host/db``, as ``shown_url``):
+    what a study stores of its spec (``[run].storage`` may hold one) is shown to whoever opens optuna-dashboard."""
+    return _URL_PASSWORD.sub(lambda m: f"{m['head']}***@", text)
 
 
 def storage_failure(url: str, e: BaseException) -> DataError:
@@ -396,9 +412,9 @@ def _writer(url: str, heartbeat: bool, grace_period: int | None) -> optuna.stora
         grace = _grace_period(grace_period)
         hb = dict(heartbeat_interval=max(1, min(5, grace // 3)), grace_period=grace)
         if cb is not None:
-            hb["heartbeat_stale_trial_callback"] = cb(max_retry=1)
+            hb["heartbeat_stale_trial_callback"] = _retry_callback(cb)(max_retry=1)
         else:  # optuna < 4.9
-            hb["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(max_retry=1)
+            hb["failed_trial_callback"] = _retry_callback(optuna.storages.RetryFailedTrialCallback)(max_retry=1)
     if url.startswith("journal:"):
         path = str(storage_path(url))
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -420,6 +436,24 @@ def _writer(url: str, heartbeat: bool, grace_period: int | None) -> optuna.stora
         _sqlite_pragmas(st.engine)
         return st
     return _racing_create(lambda: _BudgetRDBStorage(_rdb_url(url), **hb))
+
+
+def _retry_callback(base: type) -> type:
+    """Optuna's retry of a trial failed by the heartbeat check (``base``), whose WAITING copy holds ``RETRY_OF`` (the
+    failed trial's number) instead of the failed trial's ``LOST`` note (the copy inherits its user attributes)."""
+
+    class _Retry(base):  # type: ignore[misc, valid-type]
+        def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k != LOST} | {RETRY_OF: trial.number}
+            super().__call__(study, trial)
+
+    return _Retry
+
+
+def _lost_note(grace: int | None) -> str:
+    return (f"no heartbeat for over {grace} s while it ran: the process running it was killed or stopped answering, "
+            "so the heartbeat check of a later run failed it; a study's trial is run again once, as a new trial "
+            "(its retry_of names this one), a walk-forward window claim frees its window for any worker")
 
 
 @functools.cache
@@ -537,6 +571,27 @@ def has_heartbeat(storage: optuna.storages.BaseStorage) -> bool:
     """Whether ``storage`` keeps heartbeats (an RDB storage from ``make_storage``): only then can a dead worker's
     RUNNING trial, or claim, be told from a live one."""
     return is_heartbeat_enabled(storage)
+
+
+def heartbeat_age(storage: optuna.storages.BaseStorage, trial_id: int) -> float | None:
+    """Seconds since trial ``trial_id``'s last heartbeat, by the database's clock as Optuna's stale check reads it;
+    None where it cannot be told: not an RDB storage (journal, in-memory: no heartbeat), or no heartbeat stored (a
+    trial run without one: ``study run --jobs 1`` stores a trial only once it finished)."""
+    if not isinstance(storage, optuna.storages.RDBStorage):
+        return None
+    with _create_scoped_session(storage.scoped_session) as session:
+        beat = session.execute(select(models.TrialHeartbeatModel.heartbeat)
+                               .where(models.TrialHeartbeatModel.trial_id == trial_id)).scalar()
+        if beat is None:
+            return None
+        now = session.execute(func.now()).scalar()
+    return (now.replace(tzinfo=None) - beat.replace(tzinfo=None)).total_seconds()
+
+
+def stale_grace() -> int:
+    """The heartbeat grace period a run uses (env ACCUMOPT_HEARTBEAT_GRACE, else 15 s): a RUNNING trial beaten
+    longer ago than this is failed and run again by the next run of its study."""
+    return _grace_period(None)
 
 
 def fail_stale_no_retry(storage: optuna.storages.BaseStorage, study_id: int) -> list[int]:
@@ -658,6 +713,18 @@ class _BudgetRDBStorage(optuna.storages.RDBStorage):
         with _create_scoped_session(self.scoped_session, True) as session:
             self._flush_params(session)
             self._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key, value)
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        """Optuna's stale RUNNING trials (every heartbeat check, ``fail_stale_trials`` and ``fail_stale_no_retry``,
+        asks this before failing them), each given its ``LOST`` note first, while it can still be written: a trial
+        failed by the check said nothing of why (no parameters either, for a ``--jobs`` trial killed while it ran)."""
+        ids = super()._get_stale_trial_ids(study_id)
+        for tid in ids:
+            try:
+                self.set_trial_user_attr(tid, LOST, _lost_note(self.grace_period or 2 * self.heartbeat_interval))
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # another process failed (or a live worker finished) it meanwhile
+        return ids
 
     def _flush_pending(self) -> None:
         if self._pending:

@@ -38,7 +38,7 @@ import optuna
 from optuna.trial import TrialState
 
 from optimizer.errors import AccumoptError, Interrupted, ParameterError  # Interrupted: re-exported
-from optimizer.study.records import claim_template, claims_name, read_claim, read_wf_run, write_wf_run
+from optimizer.study.records import claim_template, claims_name, end_claim, read_claim, read_wf_run, write_wf_run
 from optimizer.study.storage import fail_stale_no_retry, has_heartbeat
 
 __all__ = ["WindowClaims", "work_windows", "wait_for_run", "worker_id", "Interrupted", "DONE", "HELD", "FREE", "POLL"]
@@ -146,7 +146,12 @@ class WindowClaims:
         tid = self.storage.create_new_trial(self.sid, template_trial=template)
         mine = [(i, s) for i, s, w in self._claims() if w == window and s in (TrialState.RUNNING, TrialState.COMPLETE)]
         if any(s == TrialState.COMPLETE for _, s in mine) or min(i for i, _ in mine) != tid:
-            self._set(tid, TrialState.FAIL)  # another worker's claim came first: withdraw
+            done = [i for i, s in mine if s == TrialState.COMPLETE]  # another worker's claim came first: withdraw
+            by = self.storage.get_trial(done[0] if done else min(i for i, _ in mine))
+            held = (read_claim(by) or {}).get("worker")
+            end_claim(self.storage, tid, read_claim(template) or {},
+                      f"withdrawn: claim {by.number} (worker {held}) {'had finished' if done else 'held'} the window")
+            self._set(tid, TrialState.FAIL)
             return None
         with self._lock:
             self._held[tid] = window
@@ -165,7 +170,12 @@ class WindowClaims:
     def release(self, tid: int) -> None:
         """Give the window back unfinished (interrupted): its claim fails, any worker may take the window."""
         self._drop(tid)
+        end_claim(self.storage, tid, self._claim_of(tid), "released: the worker stopped (interrupted or an error) "
+                  "before the window's trials were all run; any worker resumes the window")
         self._set(tid, TrialState.FAIL)
+
+    def _claim_of(self, tid: int) -> dict[str, Any]:
+        return read_claim(self.storage.get_trial(tid)) or {}
 
     def close(self) -> None:
         """Stop beating; claims still held are released."""
