@@ -206,3 +206,22 @@ def test_a_running_trial_left_by_a_killed_process_is_explained_before_the_next_r
     assert "(grace 15 s)" in d["lost"] and "killed" in d["lost"]
     assert trial_detail(reader, "k", 2)["lost"] is None
     assert [t.state for t in study.get_trials(deepcopy=False)] == [TrialState.RUNNING] * 3  # the reader wrote nothing
+
+
+def test_study_run_prints_its_storage_without_the_password(capsys):
+    """`study run --format json` (and its table) printed the storage URL verbatim, password included, into a
+    terminal, a cron log or a CI transcript (found by explore19; fails before: 's3cret-pw' in the output)."""
+    from types import SimpleNamespace
+
+    from optimizer.cli.study import _print_run
+
+    res = SimpleNamespace(study=None, study_name="s", storage="postgresql://alice:s3cret-pw@db.example.org/studies",
+                          counts={"complete": 1}, best_value=0.5, best_params={}, seconds=1.0, interrupted=False,
+                          first_failure=None, warnings=[])
+    for fmt in ("json", "table"):
+        _print_run(res, fmt)
+        out = capsys.readouterr().out
+        assert "s3cret-pw" not in out and "alice:***@" in out
+    res.storage = "sqlite:///tmp/x.db"
+    _print_run(res, "json")
+    assert json.loads(capsys.readouterr().out)["storage"] == "sqlite:///tmp/x.db"

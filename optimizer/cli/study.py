@@ -39,7 +39,7 @@ from optimizer.study.inspect import (
 from optimizer.study.data_settings import data_settings_rows, study_settings
 from optimizer.study.records import read_study, trial_counts
 from optimizer.study.spec import check_study_name, load_spec
-from optimizer.study.storage import IN_MEMORY, make_storage
+from optimizer.study.storage import IN_MEMORY, make_storage, shown_url
 
 __all__ = ["COMMANDS"]
 
@@ -117,7 +117,7 @@ def _print_run(res, fmt, stale=()):
     reserve, regime filter, min_periods, costs; JSON ``settings``). ``stale``: the warning that daily_metrics is
     older than the raw data (``warn_stale_metrics``, printed when the run started), first of the JSON ``warnings``."""
     settings = study_settings(read_study(res.study)) if res.study is not None else None
-    d = {"study": res.study_name, "storage": res.storage, **res.counts, "best_value": res.best_value,
+    d = {"study": res.study_name, "storage": shown_url(res.storage), **res.counts, "best_value": res.best_value,
          "best_params": res.best_params, "seconds": round(res.seconds, 2), "interrupted": res.interrupted,
          "first_failure": res.first_failure, "warnings": [*stale, *res.warnings], "settings": settings}
     if fmt == "json":
@@ -134,7 +134,9 @@ def _print_run(res, fmt, stale=()):
         for w in res.warnings:
             err_console.print(f"warning: {w}", style="yellow", markup=False, highlight=False, soft_wrap=True)
         if res.storage not in IN_MEMORY:  # an in-process storage is gone with the run: nothing to show
-            print_cmd("dashboard:", f"accumopt dashboard --storage {res.storage}")
+            shown = shown_url(res.storage)
+            print_cmd("dashboard:" if shown == res.storage else "dashboard (the password shown as ***: put "
+                      "yours back):", f"accumopt dashboard --storage {shown}")
 
 
 @study_grp.command("worker")
