@@ -37,7 +37,7 @@ from optimizer.data.calendar import stamp
 from optimizer.data.splitcheck import panel_split_lines
 from optimizer.study.data import StudyData, load_study_data, prepare_data
 from optimizer.study._pool import deadline, optimize_pool
-from optimizer.study.seed import seed_from_study
+from optimizer.study.seed import pruned_seeds_note, seed_from_study
 from optimizer.study.storage import StudyFull, has_heartbeat, hide_passwords, make_storage, study_names
 from optimizer.study.trial import TrialFailed, TrialObjective
 
@@ -632,6 +632,8 @@ def run_study(
                      f"{done} finished: {storage_url} keeps no heartbeat, so a trial left by a killed process is never "
                      "failed and retried (one a live worker runs finishes there). Studies that must survive a kill: "
                      "SQLite or PostgreSQL")
+    if seed and (note := pruned_seeds_note(study)):
+        notes.append(note)
     best, params = _best(study)
     return StudyRunResult(study.study_name, storage_url, counts, best, params,
                           time.perf_counter() - t0, interrupted, study, failure, tuple(notes))

@@ -37,7 +37,7 @@ from optimizer.study.registry import round_to_step
 from optimizer.study.space import params_to_config
 from optimizer.study.spec import ParamSpec, StudySpec
 
-__all__ = ["seed_from_study", "seed_configs", "express", "narrow_space", "searched_spec", "data_differences",
+__all__ = ["seed_from_study", "pruned_seeds_note", "seed_configs", "express", "narrow_space", "searched_spec", "data_differences",
            "WEIGHT_NAMES"]
 
 WEIGHT_NAMES = ("w_short", "w_lit", "w_price")
@@ -233,3 +233,27 @@ def seed_from_study(study: optuna.Study, spec: StudySpec, storage: Any, notes: l
         notes.append(f"[seed_from] {src.study!r} ranked its trials on other [data] settings than this study "
                      f"({'; '.join(diff)}): its {len(seeds)} seeds were chosen on that data")
     return searched
+
+
+def pruned_seeds_note(study: optuna.Study, show: int = 3) -> str | None:
+    """A line for the user when seeds this study took from ``[seed_from]`` were pruned here, None otherwise. The seed
+    study ranked them on its own folds; this study scores them on its folds, which differ when its space (the
+    z-window warm-up, the longest hold) or ``[cv]`` differ, so a seed can stop early here (too few trades on a
+    shorter fold) although it ranked well there: the user should know the run did not start from those seeds."""
+    mark = seeded(study)
+    if not mark:
+        return None
+    seeds = [t for t in study.get_trials(deepcopy=False)  # enqueued by the seeding, not a retry of a failed trial
+             if "fixed_params" in t.system_attrs and "failed_trial" not in t.system_attrs]
+    pruned = [t for t in seeds if t.state == optuna.trial.TrialState.PRUNED]
+    if not pruned:
+        return None
+    why = []
+    for t in pruned[:show]:
+        rec = read_trial(t)
+        at = "" if rec.pruned_at_fold is None else f" at fold {rec.pruned_at_fold}"
+        why.append(f"trial {t.number}{at}: {rec.pruned_reason or 'pruned'}")
+    more = f"; and {len(pruned) - show} more" if len(pruned) > show else ""
+    return (f"[seed_from] {len(pruned)} of the {len(seeds)} seeds from {mark.get('from')!r} were pruned in this study "
+            f"({'; '.join(why)}{more}): it scores them on its own folds, not on the folds that ranked them (compare "
+            f"the two studies' [cv] and the warm-up its [space] needs)")
