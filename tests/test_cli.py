@@ -403,6 +403,9 @@ def test_metrics_build_rebuilds_with_new_window(db_copy):
                             "min(z_window), max(z_window) FROM daily_metrics GROUP BY symbol")
     assert set(nulls) == {(9, 0, 10, 10)}
     d = as_json(run("metrics", "build", "--db", db_copy, "--format", "json"))
+    assert d["z_window"] == 10  # a rebuild naming no window keeps the stored table's (evening's nightly rebuild)
+    assert set(_query(db_copy, "SELECT count(*) - count(short_buy_sell_ratio_z) FROM daily_metrics GROUP BY symbol")) == {(9,)}
+    d = as_json(run("metrics", "build", "--db", db_copy, "--z-window", "20", "--format", "json"))
     assert d["z_window"] == 20
     assert set(_query(db_copy, "SELECT count(*) - count(short_buy_sell_ratio_z) FROM daily_metrics GROUP BY symbol")) == {(19,)}
     clean_error(run("metrics", "build", "--db", db_copy, "--z-window", "1"), "z_window must be an integer in [2, 252]")
