@@ -325,9 +325,23 @@ def _refuse_foreign_layout(con: duckdb.DuckDBPyConnection, path: str) -> None:
                         "a store of its own (--db NEW.duckdb, filled by `accumopt ingest`), or rename those tables")
 
 
+_SCHEMA_VERSION_DDL = ("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
+                       "applied_at TIMESTAMP DEFAULT current_timestamp)")
+
+
 def migrate(con: duckdb.DuckDBPyConnection) -> int:
+    """Apply every pending migration, each in its own transaction. Returns the resulting version.
+
+    An empty database (a new store) gets all of them in one transaction instead (:func:`_new_store`)."""
+    if _current_version(con) == 0 and _is_empty(con):
+        _new_store(con)
+        return SCHEMA_VERSION
+    return _run_migrations(con)
+
+
+def _run_migrations(con: duckdb.DuckDBPyConnection) -> int:
     """Apply every pending migration, each in its own transaction. Returns the resulting version."""
-    con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP DEFAULT current_timestamp)")
+    con.execute(_SCHEMA_VERSION_DDL)
     v = _current_version(con)
     _refuse_newer(v)
     while v < SCHEMA_VERSION:
@@ -345,6 +359,72 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
             raise
         v += 1
     return v
+
+
+def _is_empty(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the connection's database holds no table, view or sequence: a new store, which
+    :func:`_new_store` may create (the migrations' ``IF NOT EXISTS`` and Python steps then see what they saw on
+    the reference database)."""
+    return not con.execute(
+        "SELECT (SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database()) "
+        "+ (SELECT count(*) FROM duckdb_views() WHERE database_name = current_database() AND NOT internal) "
+        "+ (SELECT count(*) FROM duckdb_sequences() WHERE database_name = current_database())").fetchall()[0][0]
+
+
+class _Recorder:
+    """A connection that runs every statement a migration gives it and keeps those that may change the database
+    (all but ``SELECT``), for :func:`_new_store_script`. A statement with parameters cannot be kept as text."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        self.statements: list[str] = []
+        self.parameterised = False
+
+    def execute(self, sql: str, parameters: object = None) -> duckdb.DuckDBPyConnection:
+        if parameters is not None:
+            self.parameterised = True
+        if not sql.lstrip().upper().startswith("SELECT"):
+            self.statements.append(sql)
+        return self.con.execute(sql) if parameters is None else self.con.execute(sql, parameters)
+
+
+@functools.cache
+def _new_store_script() -> str | None:
+    """The statements the migrations run on an empty database, in their order, as one script (once per process,
+    on an in-memory database): ``schema_version``'s DDL, each SQL migration verbatim, each Python migration's own
+    statements (its reads left out: on an empty database they find what they found here), then the schema_version
+    rows 1..N in one INSERT. None when a Python migration ran a statement with parameters (not replayable as text):
+    an empty store is then migrated step by step."""
+    con = duckdb.connect(":memory:")
+    rec = _Recorder(con)
+    try:
+        rec.execute(_SCHEMA_VERSION_DDL)
+        for step in MIGRATIONS:
+            if step.startswith("_"):
+                globals()[step](rec)
+            else:
+                rec.execute(step)
+    finally:
+        con.close()
+    if rec.parameterised:
+        return None
+    versions = "INSERT INTO schema_version (version) VALUES " + ", ".join(f"({i})" for i in range(1, SCHEMA_VERSION + 1))
+    # each statement on lines of its own: a migration's last line may be a -- comment
+    return "\n;\n".join([*(s.strip().rstrip(";") for s in rec.statements), versions])
+
+
+def _new_store(con: duckdb.DuckDBPyConnection) -> None:
+    """Give an empty database the current schema: the migrations' own statements (:func:`_new_store_script`) in
+    one transaction and one call, the version rows in one INSERT. The same tables, columns, constraints (in the
+    same order), indexes, sequences and rows as the migrations run one transaction each (tests/test_tspeed18.py),
+    at about half the cost: ~16 ms of CPU instead of ~32 ms on top of DuckDB's own ~18 ms for a new in-memory
+    database (its seven commits, one INSERT per version and the catalog reads of the Python migration)."""
+    script = _new_store_script()
+    if script is None:
+        _run_migrations(con)
+        return
+    with transaction(con):
+        con.execute(script)
 
 
 def _refuse_not_duckdb(path: Path) -> None:
@@ -387,12 +467,18 @@ def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnect
             raise
         raise DataError(held) from None
     try:
-        v = _current_version(con)
-        _refuse_newer(v)  # a reader cannot migrate, but must not read a newer accumopt's tables as its own
-        if v < SCHEMA_VERSION and p != ":memory:":
-            _refuse_foreign_layout(con, p)  # before a migration writes anything into another tool's database
-        if not read_only:
-            migrate(con)
+        if p == ":memory:":  # a new database, empty
+            if not read_only:
+                _new_store(con)
+        else:
+            v = _current_version(con)
+            _refuse_newer(v)  # a reader cannot migrate, but must not read a newer accumopt's tables as its own
+            if v < SCHEMA_VERSION:
+                new = v == 0 and _is_empty(con)
+                if not new:
+                    _refuse_foreign_layout(con, p)  # before a migration writes anything into another tool's database
+                if not read_only:
+                    (_new_store if new else _run_migrations)(con)
     except BaseException:
         con.close()
         raise

@@ -1,0 +1,155 @@
+"""tspeed18: the per-call costs of the store and the report, made cheaper without changing what they make.
+
+A new store is created from the migrations' own statements in one transaction (optimizer.data.store._new_store);
+these tests compare it, catalog row by catalog row, with a store the migrations make one transaction at a time.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+import optimizer.data.store as store
+from optimizer.data.store import SCHEMA_VERSION, connect, table_exists
+
+# DuckDB's catalog functions, each read with every column but the object ids (an id is a counter of the database
+# instance: two instances number the same objects differently), ordered by the id (creation order). Internal
+# objects (DuckDB's own) are left out.
+_CATALOG = {
+    "tables": ("duckdb_tables()", "table_oid"),
+    "columns": ("duckdb_columns()", "table_oid, column_index"),
+    "constraints": ("duckdb_constraints()", "table_oid, constraint_index"),
+    "indexes": ("duckdb_indexes()", "index_oid"),
+    "views": ("duckdb_views()", "view_oid"),
+    "sequences": ("duckdb_sequences()", "sequence_oid"),
+}
+
+
+def _catalog(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple]]:
+    out = {}
+    for kind, (fn, order) in _CATALOG.items():
+        cols = [d[0] for d in con.execute(f"SELECT * FROM {fn} LIMIT 0").description]
+        keep = [c for c in cols if not c.endswith("_oid") and c not in ("database_name", "comment", "tags")]
+        internal = "AND NOT internal" if "internal" in cols else ""
+        out[kind] = con.execute(f"SELECT {', '.join(keep)} FROM {fn} WHERE database_name = current_database() "
+                                f"{internal} ORDER BY {order}").fetchall()
+    # the creation order across kinds (a table made before or after a sequence)
+    out["order"] = con.execute(
+        "SELECT kind, name FROM (SELECT 'table' AS kind, table_name AS name, table_oid AS oid FROM duckdb_tables() "
+        "WHERE database_name = current_database() UNION ALL SELECT 'sequence', sequence_name, sequence_oid "
+        "FROM duckdb_sequences() WHERE database_name = current_database() UNION ALL SELECT 'index', index_name, "
+        "index_oid FROM duckdb_indexes() WHERE database_name = current_database()) ORDER BY oid").fetchall()
+    for (name,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+                               "ORDER BY table_oid").fetchall():
+        what = "version" if name == "schema_version" else "*"  # applied_at: when it ran
+        out[f"rows {name}"] = con.execute(f'SELECT {what} FROM "{name}" ORDER BY ALL').fetchall()
+    return out
+
+
+def _stepwise(path=":memory:") -> duckdb.DuckDBPyConnection:
+    """A store the migrations make one by one, each in its own transaction (the path of an older store)."""
+    con = duckdb.connect(str(path))
+    assert store._run_migrations(con) == SCHEMA_VERSION
+    return con
+
+
+def _diff(a: dict, b: dict) -> list[str]:
+    return [k for k in a.keys() | b.keys() if a.get(k) != b.get(k)]
+
+
+def test_new_store_equals_the_stepwise_migrated_store_in_every_catalog_row(tmp_path, monkeypatch):
+    """In memory and in a file: the same tables, columns (types, defaults, NOT NULL), constraints in the same order
+    (names, text, columns), indexes, sequences (and their last values), the same creation order and rows."""
+    ref = _stepwise()
+    expected = _catalog(ref)
+    ref.close()
+    # a file reopened: DuckDB numbers the objects of a file it loads in its own order
+    _stepwise(tmp_path / "stepwise.duckdb").close()
+    with duckdb.connect(str(tmp_path / "stepwise.duckdb")) as ref:
+        expected_reopened = _catalog(ref)
+    assert len(expected["tables"]) == 13 and expected["indexes"] and expected["sequences"]  # the oracle sees them
+    assert expected["rows symbol_map"] == [("FB", "META", __import__("datetime").date(2022, 6, 9))]
+    assert expected["rows schema_version"] == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+
+    def refused(con):
+        raise AssertionError("a new store ran the migrations one by one")
+
+    monkeypatch.setattr(store, "_run_migrations", refused)  # the new path must not fall back to them
+    for where in (":memory:", tmp_path / "new.duckdb"):
+        con = connect(where)
+        try:
+            assert _diff(_catalog(con), expected) == [], where
+        finally:
+            con.close()
+    con = connect(tmp_path / "new.duckdb")  # reopened: as written (nothing migrated again), as a stepwise file
+    try:
+        assert _diff(_catalog(con), expected_reopened) == []
+    finally:
+        con.close()
+
+
+def test_the_comparison_sees_an_extra_index_a_lost_not_null_and_a_used_sequence():
+    """The oracle above can fail: each planted difference is reported under its own key."""
+    expected = _catalog(_stepwise())
+    con = _stepwise()
+    con.execute("CREATE INDEX extra ON prices_daily (symbol)")
+    assert set(_diff(_catalog(con), expected)) == {"indexes", "order", "tables"}  # tables: index_count
+    con = _stepwise()
+    con.execute("ALTER TABLE reserve_ledger ALTER COLUMN subject SET NOT NULL")
+    assert set(_diff(_catalog(con), expected)) == {"columns", "constraints", "tables"}
+    con = _stepwise()
+    con.execute("SELECT nextval('ingest_log_seq')")
+    assert _diff(_catalog(con), expected) == ["sequences"]  # last_value
+
+
+def test_a_row_breaking_two_constraints_is_refused_naming_the_same_column():
+    """The constraints are checked in the same order: a price row without a date and without an open names the
+    same column in both stores (a store rebuilt from DuckDB's printed DDL named another one)."""
+    def refusal(con):
+        with pytest.raises(duckdb.ConstraintException) as e:
+            con.execute("INSERT INTO prices_daily VALUES (NULL, 'X', NULL, 1, 1, 1, 1, 's')")
+        return str(e.value)
+
+    a, b = refusal(_stepwise()), refusal(connect(":memory:"))
+    assert a == b and "prices_daily." in a
+
+
+@pytest.mark.parametrize("plant", ["view", "sequence", "table"])
+def test_a_database_holding_anything_is_migrated_step_by_step(tmp_path, plant):
+    """Only an empty database is a new store: one holding a view, a sequence or another tool's table gets the
+    migrations one by one (their IF NOT EXISTS and checks see what is there), then holds the same as a new one."""
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute({"view": "CREATE VIEW mine AS SELECT 1 AS x", "sequence": "CREATE SEQUENCE mine",
+                 "table": "CREATE TABLE mine (x INTEGER)"}[plant])
+    con.close()
+    assert store._is_empty(duckdb.connect(":memory:")) and not store._is_empty(duckdb.connect(str(path)))
+    con = connect(path)
+    try:
+        got = _catalog(con)
+        assert con.execute("SELECT max(version) FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+    finally:
+        con.close()
+    expected = _catalog(_stepwise())
+    kind = {"view": "views", "sequence": "sequences", "table": "tables"}[plant]
+    assert [r for r in got[kind] if "mine" not in r] == expected[kind]
+
+
+def test_a_migration_statement_with_parameters_is_not_replayed(monkeypatch):
+    """A Python migration that runs a statement with parameters cannot be replayed as text: no script, and a new
+    store then gets the migrations one by one (the same store)."""
+    def with_parameters(con):
+        con.execute("CREATE TABLE tagged (x INTEGER)")
+        con.execute("INSERT INTO tagged VALUES (?)", [7])
+
+    monkeypatch.setattr(store, "_with_parameters", with_parameters, raising=False)
+    monkeypatch.setattr(store, "MIGRATIONS", [*store.MIGRATIONS, "_with_parameters"])
+    monkeypatch.setattr(store, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    store._new_store_script.cache_clear()
+    try:
+        assert store._new_store_script() is None
+        con = connect(":memory:")
+        assert con.execute("SELECT * FROM tagged").fetchall() == [(7,)]
+        assert con.execute("SELECT max(version) FROM schema_version").fetchall() == [(SCHEMA_VERSION + 1,)]
+    finally:
+        store._new_store_script.cache_clear()
