@@ -153,3 +153,38 @@ def test_a_migration_statement_with_parameters_is_not_replayed(monkeypatch):
         assert con.execute("SELECT max(version) FROM schema_version").fetchall() == [(SCHEMA_VERSION + 1,)]
     finally:
         store._new_store_script.cache_clear()
+
+
+class _Spy:
+    """A connection that keeps the SQL it is given."""
+
+    def __init__(self, con):
+        self.con, self.sql = con, []
+
+    def execute(self, sql, parameters=None):
+        self.sql.append(sql)
+        return self.con.execute(sql, parameters)
+
+
+def test_table_exists_answers_as_information_schema_without_reading_it(tmp_path):
+    """Tables and views (the user's, temporary ones, of an attached database), in schema main only, DuckDB's own
+    views not, names compared exactly: the same answer as information_schema.tables for each, from the catalog
+    functions directly (the information_schema view is ~2.5x the cost)."""
+    con = connect(":memory:")
+    store.create_consolidated_view(con)
+    con.execute("CREATE TEMP TABLE scratch (x INTEGER)")
+    con.execute("CREATE TEMP VIEW scratch_view AS SELECT 1 AS x")
+    con.execute("CREATE SCHEMA other")
+    con.execute("CREATE TABLE other.elsewhere (x INTEGER)")
+    con.execute(f"ATTACH '{tmp_path / 'side.duckdb'}' AS side")
+    con.execute("CREATE TABLE side.main.attached_table (x INTEGER)")
+    con.execute("CREATE VIEW side.main.attached_view AS SELECT 1 AS x")
+    names = ["prices_daily", "finra_short_consolidated", "scratch", "scratch_view", "elsewhere", "attached_table",
+             "attached_view", "duckdb_columns", "tables", "PRICES_DAILY", "nothing", "o'hare"]
+    expected = {n: bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ? AND "
+                                    "table_schema = 'main'", [n]).fetchall()[0][0]) for n in names}
+    assert [n for n, v in expected.items() if v] == ["prices_daily", "finra_short_consolidated", "scratch",
+                                                       "scratch_view", "attached_table", "attached_view"]
+    spy = _Spy(con)
+    assert {n: table_exists(spy, n) for n in names} == expected
+    assert spy.sql and not [s for s in spy.sql if "information_schema" in s]

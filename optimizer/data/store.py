@@ -269,13 +269,17 @@ def _drop_finra_short_key(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Whether a table or a view ``name`` is in a schema ``main`` (of any attached database): what
+    ``information_schema.tables`` lists (DuckDB's ``duckdb_tables()`` and its non-internal ``duckdb_views()``), read
+    from those two catalog functions directly, the views only when no table has the name: ~0.5 ms of CPU for a
+    table instead of ~1.2 ms through the information_schema view (the suite asks ~5,600 times)."""
     # fetchall, not fetchone: DuckDB 2 refuses the relation API (con.sql) on a connection whose last result was
     # not read to its end, so a connection handed out by connect() must not keep one
-    return bool(
-        con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = ? AND table_schema = 'main'", [name]
-        ).fetchall()[0][0]
-    )
+    if con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND schema_name = 'main'",
+                   [name]).fetchall()[0][0]:
+        return True
+    return bool(con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = ? AND schema_name = 'main' "
+                            "AND NOT internal", [name]).fetchall()[0][0])
 
 
 def _current_version(con: duckdb.DuckDBPyConnection) -> int:
