@@ -188,3 +188,67 @@ def test_table_exists_answers_as_information_schema_without_reading_it(tmp_path)
     spy = _Spy(con)
     assert {n: table_exists(spy, n) for n in names} == expected
     assert spy.sql and not [s for s in spy.sql if "information_schema" in s]
+
+
+def _figures():
+    """Figures as the tool starts them: a plain one, subplots, one made without plotly's default template."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    plain = go.Figure(go.Scatter(x=[1, 2, 3], y=[1.0, None, 2.5], name="s"))
+    sub = make_subplots(rows=2, cols=1, subplot_titles=("a", "b"))
+    sub.add_trace(go.Bar(x=["x", "y"], y=[1, 2]), row=2, col=1)
+    bare = go.Figure(layout={"template": None})
+    return [plain, sub, bare]
+
+
+def test_themed_gives_the_figure_update_layouts_template_byte_for_byte():
+    """themed(fig) then the rest of the layout == update_layout(template=..., rest): the same JSON and HTML, byte
+    for byte (the template's properties in the same order), for every start; and the figure owns its copy."""
+    from optimizer.report.theme import TEMPLATE, themed
+
+    for made, ref in zip(_figures(), _figures()):
+        themed(made).update_layout(title="t", height=300)
+        ref.update_layout(title="t", template=TEMPLATE, height=300)
+        assert made.to_json() == ref.to_json()
+        html = {"include_plotlyjs": False, "full_html": False, "div_id": "d"}
+        assert made.to_html(**html) == ref.to_html(**html)
+        assert made.layout.template.layout.paper_bgcolor == "white"  # plotly_white, readable back
+    one, two = themed(_figures()[0]), themed(_figures()[0])
+    one.layout.template.layout.paper_bgcolor = "black"  # a change to one figure's template stays in it
+    assert two.layout.template.layout.paper_bgcolor == "white" and themed(_figures()[0]).layout.template.layout.paper_bgcolor == "white"
+
+
+def test_report_figures_do_not_validate_the_template_again(monkeypatch):
+    """The figures of the report, the sheet and the scanner set their template without plotly's template validator
+    (which builds and deep-copies the whole template, ~11 ms a figure), and hold the same template as
+    update_layout(template=...) gives."""
+    import numpy as np
+    import pandas as pd
+    from _plotly_utils.basevalidators import BaseTemplateValidator
+
+    from optimizer.report import figures as F
+    from optimizer.report.sheet import sheet_figure
+    from optimizer.report.theme import TEMPLATE, themed
+
+    themed(_figures()[0])  # the template validated once per process, before counting
+    validated = []
+    real = BaseTemplateValidator.validate_coerce
+
+    def counted(self, v, *a, **k):
+        validated.append(v)
+        return real(self, v, *a, **k)
+
+    monkeypatch.setattr(BaseTemplateValidator, "validate_coerce", counted)
+    rows = pd.DataFrame({"regime": ["BULL", "BEAR"], "hit_rate": [0.5, 0.4], "avg_return": [0.01, -0.02],
+                         "avg_excess_return": [0.0, -0.01], "closed_trades": [3, 2]})
+    figs = [F.regime_comparison_figure(rows),
+            F.stability_figure(pd.DataFrame({"param": [], "value": [], "windows": [], "share": []})),
+            sheet_figure(np.array(["2024-01-02", "2024-01-03"], dtype="datetime64[D]"), np.array([10.0, 11.0]),
+                         np.array([40.0, 70.0]), 60.0, 30.0, "X", "ENTER")]
+    assert validated == []
+    for fig in figs:
+        before = fig.to_json()
+        fig.update_layout(template=TEMPLATE)  # set again, the validating way: nothing changes
+        assert fig.to_json() == before
+    assert validated == [TEMPLATE] * len(figs)  # the count sees the validating way
