@@ -6,6 +6,8 @@ these tests compare it, catalog row by catalog row, with a store the migrations 
 
 from __future__ import annotations
 
+import os
+
 import duckdb
 import pytest
 
@@ -252,3 +254,46 @@ def test_report_figures_do_not_validate_the_template_again(monkeypatch):
         fig.update_layout(template=TEMPLATE)  # set again, the validating way: nothing changes
         assert fig.to_json() == before
     assert validated == [TEMPLATE] * len(figs)  # the count sees the validating way
+
+
+def _saturation_bench():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "suite_saturation.py"
+    spec = importlib.util.spec_from_file_location("suite_saturation", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_saturation_summary_by_hand():
+    """Samples (t, runnable) every 0.5 s on 2 cores: 2, 1, 0, 3, 2 -> a core idle for 0.5 s, both for 0.5 s: 1.5
+    core-seconds; the first minute's saturation mean(min(r, 2)) / 2 = (2 + 1 + 0 + 2 + 2) / 5 / 2 = 0.7, then one
+    sample of 1 in the second minute (0.5)."""
+    bench = _saturation_bench()
+    got = bench.summarise([(0.0, 2), (0.5, 1), (1.0, 0), (1.5, 3), (2.0, 2), (60.0, 1)], cores=2)
+    assert got["core_idle_s"] == 1.5 + 0  # the last interval (2.0 -> 60.0) has 2 runnable: no idle core
+    assert got["saturation"] == round((2 + 1 + 0 + 2 + 2 + 1) / 6 / 2, 3)
+    assert got["share"] == {"0": round(1 / 6, 3), "1": round(2 / 6, 3), "2": round(2 / 6, 3), "3": round(1 / 6, 3)}
+    assert got["by_minute"] == [0.7, 0.5] and got["mean_runnable"] == round(9 / 6, 2)
+    assert bench.summarise([], cores=2) == {"samples": 0}
+
+
+def test_saturation_finds_an_xdist_worker_and_its_waiting():
+    """A child started as execnet starts an xdist worker, blocked reading its stdin: found, nothing runnable."""
+    import subprocess
+    import sys
+
+    bench = _saturation_bench()
+    child = subprocess.Popen([sys.executable, "-u", "-c", "import sys;exec(eval(sys.stdin.readline()))"],
+                             stdin=subprocess.PIPE)
+    try:
+        for _ in range(200):  # until it blocks on its stdin (no sleep: a bounded poll of /proc)
+            found = bench.runnable_by_worker(os.getpid())
+            if found.get(child.pid) == 0:
+                break
+        assert found.get(child.pid) == 0  # (under xdist this test's own process is a worker too)
+    finally:
+        child.kill()
+        child.wait()
