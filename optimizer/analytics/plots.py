@@ -36,6 +36,7 @@ from optimizer.analytics.tables import agreement, engine_scores, require_symbols
 from optimizer.engine.score import ScoreParams
 from optimizer.engine.simulate import Thresholds
 from optimizer.report.lines import add_hlines
+from optimizer.report.theme import themed
 from optimizer.report.terminal import Column, print_frame
 
 __all__ = [
@@ -191,8 +192,8 @@ def _layered(df: pd.DataFrame, ticker: str, buy: float = 70.0, sell: float = 30.
     for row, unit in enumerate(("ratio (buy / sell)", "imbalance (−1..1)", "share of volume", "score (0–100)"), start=1):
         fig.update_yaxes(title_text=unit, title_font_size=10, row=row, col=1)
     fig.update_xaxes(title_text="date", row=4, col=1)
-    fig.update_layout(title=f"{ticker} accumulation/distribution pressure", template="plotly_white", height=1000,
-                      barmode="overlay", legend=dict(orientation="h", y=-0.05))
+    themed(fig).update_layout(title=f"{ticker} accumulation/distribution pressure", height=1000,
+                              barmode="overlay", legend=dict(orientation="h", y=-0.05))
     return fig
 
 
@@ -210,8 +211,8 @@ def _short_only(df: pd.DataFrame, ticker: str):
     for row, unit in enumerate(("ratio (buy / sell)", "shares", "price (USD)"), start=1):
         fig.update_yaxes(title_text=unit, title_font_size=10, row=row, col=1)
     fig.update_xaxes(title_text="date", row=3, col=1)
-    fig.update_layout(title=f"{ticker} FINRA short-sale pressure", template="plotly_white", height=800,
-                      barmode="overlay", legend=dict(orientation="h", y=-0.06))
+    themed(fig).update_layout(title=f"{ticker} FINRA short-sale pressure", height=800,
+                              barmode="overlay", legend=dict(orientation="h", y=-0.06))
     return fig
 
 
@@ -271,8 +272,8 @@ def price_chart(con: duckdb.DuckDBPyConnection, ticker: str, timeframe: str = "d
     up = bars["close"].to_numpy(dtype=float) >= bars["open"].to_numpy(dtype=float)
     fig.add_trace(go.Bar(x=x, y=_ys(bars["volume"]), name="Volume", marker_color=np.where(up, _GREEN, _RED).tolist(),
                          opacity=0.6), row=2, col=1)
-    fig.update_layout(title=f"{t} {timeframe} OHLCV", template="plotly_white", height=700, showlegend=False,
-                      xaxis_rangeslider_visible=False)
+    themed(fig).update_layout(title=f"{t} {timeframe} OHLCV", height=700, showlegend=False,
+                              xaxis_rangeslider_visible=False)
     fig.update_yaxes(title_text="price (USD)", row=1, col=1)  # every axis names its unit, as the other pages'
     fig.update_yaxes(title_text="volume (shares)", row=2, col=1)
     fig.update_xaxes(title_text="date" if timeframe == "daily" else f"date ({timeframe} bar's last session)",

@@ -52,6 +52,7 @@ from optimizer.data.store import consolidated_short_sql, table_exists, transacti
 from optimizer.errors import DataError, check_param
 from optimizer.paths import atomic_write
 from optimizer.report.files import write_figures
+from optimizer.report.theme import themed
 from optimizer.settings import SCANNER_MIN_SESSIONS
 from optimizer.report.terminal import Column, print_frame
 
@@ -325,13 +326,13 @@ def scan_figures(result: ScanResult) -> tuple[go.Figure, go.Figure]:
                           "<br>volume z %{customdata[2]:.2f}<br>trend z %{customdata[3]:.2f}<extra></extra>",
         )
     )
-    bar.update_layout(title=f"FINRA short-sale scanner — top {len(top)} ({result.params['side']}) on {result.date}",
-                      xaxis_title="symbol", yaxis_title="score", template="plotly_white")
+    themed(bar).update_layout(title=f"FINRA short-sale scanner — top {len(top)} ({result.params['side']}) on {result.date}",
+                              xaxis_title="symbol", yaxis_title="score")
     m = result.metrics
     scores = m.loc[m["liquid"].fillna(False).astype(bool) & m["score"].notna(), "score"].astype(float)
     hist = go.Figure(go.Histogram(x=scores.tolist(), nbinsx=80, name="Scanner score (liquid symbols)", marker_color="#6b7fa3"))
-    hist.update_layout(title=f"Scanner score distribution on {result.date} ({len(scores)} liquid symbols)",
-                       xaxis_title="score", yaxis_title="symbols", template="plotly_white")
+    themed(hist).update_layout(title=f"Scanner score distribution on {result.date} ({len(scores)} liquid symbols)",
+                               xaxis_title="score", yaxis_title="symbols")
     return bar, hist
 
 

@@ -2,7 +2,9 @@
 
 Raw tables are never mixed: one per source. ``daily_metrics`` / ``options_premium_daily`` are derived
 (point-in-time) tables built by ``optimizer.data.metrics``; the engine writes only ``bt_``-prefixed tables.
-Opening a database created by an older schema version migrates it in one transaction.
+Opening a database created by an older schema version migrates it, one transaction per pending migration; a new
+(empty) database gets every migration's own statements in one transaction and one call (``_new_store``: the same
+catalog, at about half the cost).
 A database built by the existing darkpool pipeline (it has ``daily_metrics`` but no ``schema_version``)
 is opened read-compatible: missing raw tables are created, existing tables are never altered; a table of its own
 under one of this schema's names without this schema's columns is refused before anything is written (one
@@ -274,13 +276,17 @@ def _drop_finra_short_key(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Whether a table or a view ``name`` is in a schema ``main`` (of any attached database): what
+    ``information_schema.tables`` lists (DuckDB's ``duckdb_tables()`` and its non-internal ``duckdb_views()``), read
+    from those two catalog functions directly, the views only when no table has the name: ~0.5 ms of CPU for a
+    table instead of ~1.2 ms through the information_schema view (the suite asks ~5,600 times)."""
     # fetchall, not fetchone: DuckDB 2 refuses the relation API (con.sql) on a connection whose last result was
     # not read to its end, so a connection handed out by connect() must not keep one
-    return bool(
-        con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = ? AND table_schema = 'main'", [name]
-        ).fetchall()[0][0]
-    )
+    if con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND schema_name = 'main'",
+                   [name]).fetchall()[0][0]:
+        return True
+    return bool(con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = ? AND schema_name = 'main' "
+                            "AND NOT internal", [name]).fetchall()[0][0])
 
 
 def _current_version(con: duckdb.DuckDBPyConnection) -> int:
@@ -330,9 +336,23 @@ def _refuse_foreign_layout(con: duckdb.DuckDBPyConnection, path: str) -> None:
                         "a store of its own (--db NEW.duckdb, filled by `accumopt ingest`), or rename those tables")
 
 
+_SCHEMA_VERSION_DDL = ("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
+                       "applied_at TIMESTAMP DEFAULT current_timestamp)")
+
+
 def migrate(con: duckdb.DuckDBPyConnection) -> int:
+    """Apply every pending migration, each in its own transaction. Returns the resulting version.
+
+    An empty database (a new store) gets all of them in one transaction and one call instead (:func:`_new_store`)."""
+    if _current_version(con) == 0 and _is_empty(con):
+        _new_store(con)
+        return SCHEMA_VERSION
+    return _run_migrations(con)
+
+
+def _run_migrations(con: duckdb.DuckDBPyConnection) -> int:
     """Apply every pending migration, each in its own transaction. Returns the resulting version."""
-    con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP DEFAULT current_timestamp)")
+    con.execute(_SCHEMA_VERSION_DDL)
     v = _current_version(con)
     _refuse_newer(v)
     while v < SCHEMA_VERSION:
@@ -350,6 +370,72 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
             raise
         v += 1
     return v
+
+
+def _is_empty(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the connection's database holds no table, view or sequence: a new store, which
+    :func:`_new_store` may create (the migrations' ``IF NOT EXISTS`` and Python steps then see what they saw on
+    the reference database)."""
+    return not con.execute(
+        "SELECT (SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database()) "
+        "+ (SELECT count(*) FROM duckdb_views() WHERE database_name = current_database() AND NOT internal) "
+        "+ (SELECT count(*) FROM duckdb_sequences() WHERE database_name = current_database())").fetchall()[0][0]
+
+
+class _Recorder:
+    """A connection that runs every statement a migration gives it and keeps those that may change the database
+    (all but ``SELECT``), for :func:`_new_store_script`. A statement with parameters cannot be kept as text."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        self.statements: list[str] = []
+        self.parameterised = False
+
+    def execute(self, sql: str, parameters: object = None) -> duckdb.DuckDBPyConnection:
+        if parameters is not None:
+            self.parameterised = True
+        if not sql.lstrip().upper().startswith("SELECT"):
+            self.statements.append(sql)
+        return self.con.execute(sql) if parameters is None else self.con.execute(sql, parameters)
+
+
+@functools.cache
+def _new_store_script() -> str | None:
+    """The statements the migrations run on an empty database, in their order, as one script (once per process,
+    on an in-memory database): ``schema_version``'s DDL, each SQL migration verbatim, each Python migration's own
+    statements (its reads left out: on an empty database they find what they found here), then the schema_version
+    rows 1..N in one INSERT. None when a Python migration ran a statement with parameters (not replayable as text):
+    an empty store is then migrated step by step."""
+    con = duckdb.connect(":memory:")
+    rec = _Recorder(con)
+    try:
+        rec.execute(_SCHEMA_VERSION_DDL)
+        for step in MIGRATIONS:
+            if step.startswith("_"):
+                globals()[step](rec)
+            else:
+                rec.execute(step)
+    finally:
+        con.close()
+    if rec.parameterised:
+        return None
+    versions = "INSERT INTO schema_version (version) VALUES " + ", ".join(f"({i})" for i in range(1, SCHEMA_VERSION + 1))
+    # each statement on lines of its own: a migration's last line may be a -- comment
+    return "\n;\n".join([*(s.strip().rstrip(";") for s in rec.statements), versions])
+
+
+def _new_store(con: duckdb.DuckDBPyConnection) -> None:
+    """Give an empty database the current schema: the migrations' own statements (:func:`_new_store_script`) in
+    one transaction and one call, the version rows in one INSERT. The same tables, columns, constraints (in the
+    same order), indexes, sequences and rows as the migrations run one transaction each (tests/test_tspeed18.py),
+    at about half the cost: ~16 ms of CPU instead of ~32 ms on top of DuckDB's own ~18 ms for a new in-memory
+    database (its seven commits, one INSERT per version and the catalog reads of the Python migration)."""
+    script = _new_store_script()
+    if script is None:
+        _run_migrations(con)
+        return
+    with transaction(con):
+        con.execute(script)
 
 
 def _refuse_not_duckdb(path: Path) -> None:
@@ -440,12 +526,18 @@ def connect(path: str | Path, read_only: bool = False, wait: float | None = None
                       file=sys.stderr, flush=True)
             _sleep(min(_RETRY_EVERY, left))
     try:
-        v = _current_version(con)
-        _refuse_newer(v)  # a reader cannot migrate, but must not read a newer accumopt's tables as its own
-        if v < SCHEMA_VERSION and p != ":memory:":
-            _refuse_foreign_layout(con, p)  # before a migration writes anything into another tool's database
-        if not read_only:
-            migrate(con)
+        if p == ":memory:":  # a new database, empty
+            if not read_only:
+                _new_store(con)
+        else:
+            v = _current_version(con)
+            _refuse_newer(v)  # a reader cannot migrate, but must not read a newer accumopt's tables as its own
+            if v < SCHEMA_VERSION:
+                new = v == 0 and _is_empty(con)
+                if not new:
+                    _refuse_foreign_layout(con, p)  # before a migration writes anything into another tool's database
+                if not read_only:
+                    (_new_store if new else _run_migrations)(con)
     except BaseException:
         con.close()
         raise

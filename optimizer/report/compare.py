@@ -18,6 +18,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from optimizer.paths import atomic_write
+from optimizer.report.theme import themed
 
 if TYPE_CHECKING:
     from optimizer.study.inspect import CompareResult
@@ -70,7 +71,7 @@ def compare_figure(result: "CompareResult") -> go.Figure:
         h = result.prune_fold_hist[result.prune_fold_hist["study"] == name]
         fig.add_trace(go.Bar(x=h["fold"], y=h["n_pruned"], name=f"{name} pruned at fold", marker={"color": color},
                              legendgroup=name), row=2, col=2)
-    fig.update_layout(barmode="group", height=800, title="study comparison", template="plotly_white")
+    themed(fig).update_layout(barmode="group", height=800, title="study comparison")
     fig.update_xaxes(title_text="trials finished", row=1, col=1)
     fig.update_xaxes(title_text="seconds since the study's first trial", row=1, col=2)
     fig.update_xaxes(title_text="fold", dtick=1, row=2, col=1)

@@ -20,6 +20,7 @@ from plotly.subplots import make_subplots
 
 from optimizer.engine.context import FAILURE_MODES
 from optimizer.errors import check_param
+from optimizer.report.theme import TEMPLATE, themed
 from optimizer.validate.stats import closed_trade_events, rule_conditions
 
 __all__ = [
@@ -28,7 +29,6 @@ __all__ = [
     "alignment_box_figure", "regime_comparison_figure", "REGIME_COLUMNS", "closed_events",
 ]
 
-TEMPLATE = "plotly_white"
 GREEN, RED, BLUE, GREY = "#2e7d32", "#c62828", "#1f77b4", "#9e9e9e"
 REGIME_COLUMNS = ("regime", "hit_rate", "avg_return", "avg_excess_return", "closed_trades")
 
@@ -101,9 +101,9 @@ def sensitivity_heatmap(trials: pd.DataFrame, x: str, y: str, value: str = "valu
         hovertemplate=f"{x_label or x}=%{{x}}<br>{y_label or y}=%{{y}}<br>mean %{{z:.4g}}<br>n=%{{customdata}}<extra></extra>",
         colorbar={"title": {"text": "mean"}},
     ))
-    fig.update_layout(title=title or f"Sensitivity: {y_label or y} × {x_label or x} (mean objective)", template=TEMPLATE,
-                      height=420, xaxis={"title": {"text": x_label or x}, "type": "category"},
-                      yaxis={"title": {"text": y_label or y}, "type": "category"})
+    themed(fig).update_layout(title=title or f"Sensitivity: {y_label or y} × {x_label or x} (mean objective)",
+                              height=420, xaxis={"title": {"text": x_label or x}, "type": "category"},
+                              yaxis={"title": {"text": y_label or y}, "type": "category"})
     return fig
 
 
@@ -121,8 +121,8 @@ def intermediate_figure(rows: pd.DataFrame, title: str = "Intermediate values pe
             ys += [*_ys(g["value"]), None]
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=state.lower(), connectgaps=False,
                                  line={"color": color, "width": 1}, marker={"size": 5}))
-    fig.update_layout(title=title, template=TEMPLATE, height=420, xaxis={"title": {"text": "fold"}, "dtick": 1},
-                      yaxis={"title": {"text": "fold objective"}})
+    themed(fig).update_layout(title=title, height=420, xaxis={"title": {"text": "fold"}, "dtick": 1},
+                              yaxis={"title": {"text": "fold objective"}})
     return fig
 
 
@@ -151,8 +151,8 @@ def equity_figure(equity: pd.DataFrame, windows: pd.DataFrame | None = None,
             fig.add_vrect(x0=str(w.test_start), x1=str(w.test_end), fillcolor=color, line_width=0, layer="below",
                           annotation_text=f"W{w.window}" + (" reserve" if reserve else ""), annotation_position="top left",
                           annotation_font_size=10)
-    fig.update_layout(title=title, template=TEMPLATE, height=420, yaxis={"title": {"text": "equity (start = 1)"}},
-                      showlegend=True)
+    themed(fig).update_layout(title=title, height=420, yaxis={"title": {"text": "equity (start = 1)"}},
+                              showlegend=True)
     return fig
 
 
@@ -167,7 +167,7 @@ def is_oos_figure(summary: pd.DataFrame, title: str = "In-sample vs out-of-sampl
             y = _ys(summary[c]) if c in summary.columns else [None] * len(x)
             fig.add_trace(go.Bar(x=x, y=y, name=f"{side.upper()} {metric}", marker_color=color,
                                  legendgroup=side, offsetgroup=side), row=1, col=col)
-    fig.update_layout(title=title, template=TEMPLATE, height=400, barmode="group")
+    themed(fig).update_layout(title=title, height=400, barmode="group")
     fig.update_yaxes(tickformat=".2%", row=1, col=2)
     return fig
 
@@ -177,7 +177,7 @@ def stability_figure(stability: pd.DataFrame, title: str = "Parameter stability:
     params = list(dict.fromkeys(stability["param"])) if len(stability) else []
     if not params:
         fig = go.Figure()
-        fig.update_layout(title=title + " (no windows)", template=TEMPLATE, height=300)
+        themed(fig).update_layout(title=title + " (no windows)", height=300)
         return fig
     ncols = min(3, len(params))
     nrows = math.ceil(len(params) / ncols)
@@ -191,7 +191,7 @@ def stability_figure(stability: pd.DataFrame, title: str = "Parameter stability:
                       row=i // ncols + 1, col=i % ncols + 1)
     fig.update_yaxes(range=[0, 1], tickformat=".0%")
     fig.update_xaxes(type="category")
-    fig.update_layout(title=title, template=TEMPLATE, height=300 * nrows)
+    themed(fig).update_layout(title=title, height=300 * nrows)
     return fig
 
 
@@ -218,7 +218,7 @@ def failure_mode_figure(events: pd.DataFrame, modes: Sequence[str] | None = None
     colors = [GREEN if m == "NONE" else RED for m in labels]
     fig = go.Figure(go.Bar(x=labels, y=counts.astype(int).tolist(), name="trades", marker_color=colors,
                            customdata=_ys(means), hovertemplate="%{x}: %{y} trades<br>mean net %{customdata:.2%}<extra></extra>"))
-    fig.update_layout(title=title, template=TEMPLATE, height=380, yaxis={"title": {"text": "closed trades"}})
+    themed(fig).update_layout(title=title, height=380, yaxis={"title": {"text": "closed trades"}})
     return fig
 
 
@@ -237,8 +237,8 @@ def alignment_box_figure(events: pd.DataFrame, title: str | None = None) -> go.F
     for name, mask, color in (("aligned with parent ETF", known & aligned, GREEN), ("not aligned", known & ~aligned, RED)):
         fig.add_trace(go.Box(y=_ys(r[mask]), name=f"{name} (n={int(mask.sum())})", marker_color=color, boxmean=True))
     what = col.replace("_", " ")
-    fig.update_layout(title=title or f"{what.capitalize()} with / without parent-ETF alignment", template=TEMPLATE,
-                      height=400, showlegend=False, yaxis={"title": {"text": what}, "tickformat": ".1%"})
+    themed(fig).update_layout(title=title or f"{what.capitalize()} with / without parent-ETF alignment",
+                              height=400, showlegend=False, yaxis={"title": {"text": what}, "tickformat": ".1%"})
     return fig
 
 
@@ -256,6 +256,6 @@ def regime_comparison_figure(rows: pd.DataFrame, title: str = "Performance by ma
         fig.add_trace(go.Bar(x=x, y=y, name=m, marker_color=colors, showlegend=False), row=1, col=i)
         if m in ("hit_rate", "avg_return", "avg_excess_return"):
             fig.update_yaxes(tickformat=".1%" if m == "hit_rate" else ".2%", row=1, col=i)
-    fig.update_layout(title=title, template=TEMPLATE, height=380)
+    themed(fig).update_layout(title=title, height=380)
     return fig
 

@@ -50,6 +50,7 @@ from optimizer.paths import atomic_write, safe_name, under
 from optimizer.report import figures as F
 from optimizer.report.files import save_figure
 from optimizer.report.terminal import cell_text
+from optimizer.report.theme import themed
 from optimizer.study.inspect import open_named_study, open_storage, show_study, trials_table
 from optimizer.study.records import read_study, trial_counts
 from optimizer.study.storage import study_names
@@ -187,7 +188,7 @@ def _try_figure(page: Page, fid: str, make: Callable[[], go.Figure], what: str, 
         return False
     if title is not None:
         fig.update_layout(title=title)
-    fig.update_layout(template=F.TEMPLATE)
+    themed(fig)
     page.figure(fig, fid)
     return True
 

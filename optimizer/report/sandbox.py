@@ -66,6 +66,7 @@ from optimizer.errors import DataError, ParameterError, check_param
 from optimizer.params import engine_params
 from optimizer.report.files import save_figure
 from optimizer.report.lines import add_hlines
+from optimizer.report.theme import themed
 from optimizer.study.data_settings import data_settings_rows
 from optimizer.data.splitcheck import suspect_split_lines, suspect_splits
 from optimizer.study.data import load_universe_panel, universe_symbols
@@ -406,14 +407,14 @@ def sandbox_figure(panel: Panel, symbol: str, start: DateLike | None = None, end
     closed = trades[~trades["open_at_end"].astype(bool)] if n else trades
     wins = int((closed["net_ret"] > 0).sum()) if n else 0
     sp = cfg.score
-    fig.update_layout(
+    themed(fig).update_layout(
         title=dict(text=f"{sym} signal sandbox: variant {sp.variant}, z_window {zw}, buy {buy:g} / sell {sell:g}, exit "
                         f"{_exit_name(cfg)}; {n} trade{'s' if n != 1 else ''} ({wins} of {len(closed)} closed won) "
                         f"over {_day(panel.dates[0])}..{_day(panel.dates[-1])}; dots {dot_mode}"
                         + ("" if not settings else
                            "<br><sup>" + html.escape("; ".join(t for _, t in data_settings_rows(settings))) + "</sup>"),
                    font_size=14),
-        template="plotly_white", height=2300, barmode="overlay", bargap=0.1, legend=dict(orientation="h", y=-0.03))
+        height=2300, barmode="overlay", bargap=0.1, legend=dict(orientation="h", y=-0.03))
     fig.update_xaxes(rangebreaks=[dict(bounds=["sat", "mon"])])  # sessions only: no weekend gaps between bars
     return fig
 

@@ -33,6 +33,7 @@ from optimizer.engine.sheet import ENTER, EXIT, FLAG_RULES, HOLD
 from optimizer.errors import DataError
 from optimizer.report.backtest import _atomic
 from optimizer.report.research import Page
+from optimizer.report.theme import themed
 
 __all__ = ["SHEET_TABLE", "MAX_CHARTS", "write_sheet_table", "sheet_charts", "sheet_figure", "write_sheet_files", "sheet_records",
            "sheet_csv"]
@@ -108,8 +109,8 @@ def sheet_figure(dates: np.ndarray, close: np.ndarray, score: np.ndarray, buy: f
                                  marker={"symbol": mark[0], "size": 11, "color": mark[1]}), 2, 1)
     fig.update_yaxes(title_text="close", row=1, col=1)
     fig.update_yaxes(title_text="score", range=[0, 100], row=2, col=1)
-    fig.update_layout(title=f"{symbol}: {decision} at the next open", height=330, width=560,
-                      margin={"l": 50, "r": 10, "t": 40, "b": 30}, template="plotly_white", showlegend=False)
+    themed(fig).update_layout(title=f"{symbol}: {decision} at the next open", height=330, width=560,
+                              margin={"l": 50, "r": 10, "t": 40, "b": 30}, showlegend=False)
     return fig
 
 
