@@ -12,13 +12,10 @@ dashboard's own WSGI application as its pages ask (no browser, no network).
 
 from __future__ import annotations
 
-import io
 import json
-from datetime import timedelta
 
 import optuna
 import pytest
-from optuna.storages._rdb.models import TrialHeartbeatModel
 from optuna.trial import TrialState
 
 from optimizer.study.inspect import trial_detail
@@ -30,14 +27,8 @@ from optimizer.validate.distributed import FREE, WindowClaims
 
 dashboard = pytest.importorskip("optuna_dashboard")
 
-
-def _get(app, path: str) -> tuple[str, bytes]:
-    status = []
-    env = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": "", "SERVER_NAME": "localhost",
-           "SERVER_PORT": "80", "wsgi.input": io.BytesIO(b""), "wsgi.errors": io.StringIO(), "wsgi.url_scheme": "http",
-           "wsgi.version": (1, 0), "wsgi.multithread": False, "wsgi.multiprocess": False, "wsgi.run_once": False}
-    body = b"".join(app(env, lambda s, h, exc_info=None: status.append(s)))
-    return status[0], body
+from test_mend7_claims_dashboard import _get  # noqa: E402  (the dashboard's WSGI app, one GET)
+from test_study_workers import age_heartbeats  # noqa: E402
 
 
 def _dashboard_trials(url: str, study: optuna.Study) -> list[dict]:
@@ -50,24 +41,13 @@ def _attrs(trial: dict) -> dict[str, str]:
     return {a["key"]: a["value"] for a in trial["user_attrs"]}
 
 
-def _age_heartbeats(storage: optuna.storages.RDBStorage, seconds: float) -> None:
-    """Every heartbeat ``seconds`` into the past: what that much waiting does to a trial nobody beats for."""
-    session = storage.scoped_session()
-    try:
-        for beat in session.query(TrialHeartbeatModel).all():
-            beat.heartbeat = beat.heartbeat - timedelta(seconds=seconds)
-        session.commit()
-    finally:
-        session.close()
-
-
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used:UserWarning")  # ask(): a killed trial
 def test_a_trial_failed_by_the_heartbeat_check_says_why_and_its_retry_names_it(tmp_path):
     url = f"sqlite:///{tmp_path / 's.db'}"
     storage = make_storage(url, grace_period=2)
     study = optuna.create_study(study_name="lost", storage=storage)
     study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})  # RUNNING, its first heartbeat stored with it
-    _age_heartbeats(storage, 60)  # its process was killed a minute ago
+    age_heartbeats(storage, 60)  # its process was killed a minute ago
     optuna.storages.fail_stale_trials(study)  # what the next run (or worker) does first
     failed, retry = study.get_trials(deepcopy=False)
     assert (failed.state, retry.state) == (TrialState.FAIL, TrialState.WAITING)
@@ -93,7 +73,7 @@ def test_an_objective_failure_is_not_called_lost(tmp_path):
         raise RuntimeError("bad")
 
     study.optimize(boom, n_trials=1, catch=(RuntimeError,))
-    _age_heartbeats(storage, 60)
+    age_heartbeats(storage, 60)
     optuna.storages.fail_stale_trials(study)  # nothing RUNNING: nothing to fail
     (t,) = study.get_trials(deepcopy=False)
     assert t.state == TrialState.FAIL and lost_reason(t) is None and "lost" not in _attrs(_dashboard_trials(url, study)[0])
@@ -199,7 +179,7 @@ def test_a_running_trial_left_by_a_killed_process_is_explained_before_the_next_r
     study.ask()
     reader = make_storage(url, heartbeat=False, read_only=True)
     assert trial_detail(reader, "k", 0)["lost"] is None  # beaten just now: maybe a live worker's
-    _age_heartbeats(storage, 40)
+    age_heartbeats(storage, 40)
     study.ask()  # a live one, just started
     d = trial_detail(reader, "k", 0)
     assert d["state"] == "RUNNING" and d["lost"].startswith("RUNNING with no heartbeat for 4")  # before: None
