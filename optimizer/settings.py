@@ -35,7 +35,7 @@ class Settings:
     finra_api_url: str = "https://api.finra.org"
     finra_cdn_url: str = "https://cdn.finra.org/equity/regsho/daily"
     tickers: tuple[str, ...] = field(default_factory=tuple)
-    min_lit_volume: int = 10_000
+    min_lit_volume: int | None = None  # MIN_LIT_VOLUME; None (unset): a metrics build keeps the stored floor
     market_tz: str = "America/New_York"
     rth_start: str = "09:30"
     rth_end: str = "16:15"

@@ -190,7 +190,9 @@ def test_data_synth_builds_daily_metrics_with_the_min_lit_volume_metrics_build_u
     ok(cli("metrics", "build", "--db", rebuilt, "--format", "json", env={"MIN_LIT_VOLUME": "2000000"}))
     default = tmp_path / "default.duckdb"
     shutil.copy(db, default)
-    ok(cli("metrics", "build", "--db", default, "--format", "json", env={"MIN_LIT_VOLUME": None}))
+    # the default floor named: a build naming none keeps the stored one (2,000,000 here; tests/test_lead36_metrics_window)
+    ok(cli("metrics", "build", "--db", default, "--min-lit-volume", "10000", "--format", "json",
+           env={"MIN_LIT_VOLUME": None}))
 
     def metrics(path):
         with duckdb.connect(str(path), read_only=True) as con:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from optimizer.data.metrics import DEFAULT_Z_WINDOW, build_daily_metrics, stored_z_window
+from optimizer.data.metrics import (
+    DEFAULT_MIN_LIT_VOLUME, DEFAULT_Z_WINDOW, build_daily_metrics, stored_min_lit_volume, stored_z_window,
+)
 from optimizer.data.store import connect
 from optimizer.data.synth import SynthConfig, synth_new_store
 
@@ -49,3 +51,26 @@ def test_a_store_without_a_built_table_gets_the_default_window():
         assert out["z_window"] == DEFAULT_Z_WINDOW == 20 and out["z_min_periods"] == 20
     finally:
         c.close()
+
+
+def _imbalances(con) -> int:
+    return con.execute("SELECT count(lit_flow_imbalance) FROM daily_metrics").fetchone()[0]
+
+
+def test_a_rebuild_naming_no_lit_floor_keeps_the_stored_one(con, monkeypatch):
+    """The same for the lit-volume floor: after `metrics build --min-lit-volume N`, `evening` (MIN_LIT_VOLUME unset)
+    rebuilt at 10,000 (fails before: the plain rebuild counted the default floor's imbalances)."""
+    from optimizer.settings import Settings
+
+    monkeypatch.delenv("MIN_LIT_VOLUME", raising=False)
+    build_daily_metrics(con)
+    at_default = _imbalances(con)
+    out = build_daily_metrics(con, min_lit_volume=10**9)  # `metrics build --min-lit-volume 1000000000`
+    assert out["min_lit_volume"] == 10**9 and _imbalances(con) == 0 < at_default
+    assert stored_min_lit_volume(con) == 10**9
+    out = build_daily_metrics(con, min_lit_volume=Settings.from_env().min_lit_volume)  # what evening passes
+    assert out["min_lit_volume"] == 10**9 and _imbalances(con) == 0
+    monkeypatch.setenv("MIN_LIT_VOLUME", "10000")  # the variable set by the user wins
+    out = build_daily_metrics(con, min_lit_volume=Settings.from_env().min_lit_volume)
+    assert out["min_lit_volume"] == 10_000 and _imbalances(con) == at_default
+    assert stored_min_lit_volume(con) == DEFAULT_MIN_LIT_VOLUME

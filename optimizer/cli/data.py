@@ -323,7 +323,7 @@ def metrics_grp():
 
 @metrics_grp.command("build")
 @click.option("--z-window", default=None, type=int, help="Window of the stored z-score columns (an integer in [2, 252], the engine's z_window; default: the window the stored table was built with, 20 for a new one).")
-@click.option("--min-lit-volume", default=None, type=int, help="Lit imbalance is NULL below this volume (env MIN_LIT_VOLUME, default 10000).")
+@click.option("--min-lit-volume", default=None, type=int, help="Lit imbalance is NULL below this volume (env MIN_LIT_VOLUME; default: the floor the stored tables were built with, 10000 for new ones).")
 @shared_options("db", "out")
 @wait_option()
 @format_option()

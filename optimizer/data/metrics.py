@@ -50,6 +50,8 @@ __all__ = [
     "VERSION_KEY",
     "DEFAULT_Z_WINDOW",
     "stored_z_window",
+    "DEFAULT_MIN_LIT_VOLUME",
+    "stored_min_lit_volume",
     "OWNER_KEY",
     "OWNER_VALUE",
     "build_daily_metrics",
@@ -218,6 +220,18 @@ def _to_date(value, name: str) -> _dt.date | None:
 
 
 DEFAULT_Z_WINDOW = 20  # the stored z columns' window of a new daily_metrics (the engine's default z_window)
+DEFAULT_MIN_LIT_VOLUME = 10_000  # the lit-volume floor of a new daily_metrics (MIN_LIT_VOLUME's default)
+LIT_FLOOR_KEY = "daily_metrics_min_lit_volume"  # accumopt_meta: the floor the tables were built with
+
+
+def stored_min_lit_volume(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The lit-volume floor the stored derived tables were built with (recorded by a build that wrote every row),
+    None when no build recorded one."""
+    if not owns_daily_metrics(con):
+        return None
+    rows = _q(con, f"SELECT value FROM {META_TABLE} WHERE key = ?", [LIT_FLOOR_KEY])
+    text = str(rows[0][0]).strip() if rows else ""
+    return int(text) if text.isdigit() else None
 
 
 def stored_z_window(con: duckdb.DuckDBPyConnection) -> tuple[int, int] | None:
@@ -764,7 +778,7 @@ def build_daily_metrics(
     *,
     z_window: int | None = None,
     z_min_periods: int | None = None,
-    min_lit_volume: int = 10_000,
+    min_lit_volume: int | None = None,
     symbols: Sequence[str] | None = None,
     start: DateLike | None = None,
     end: DateLike | None = None,
@@ -776,7 +790,9 @@ def build_daily_metrics(
     Without ``symbols``/``start``/``end`` the tables are replaced; with them only the rows in that scope are.
     ``z_window`` / ``z_min_periods`` (the stored z columns' window): None keeps the ones the stored table was built
     with (:func:`stored_z_window`; ``DEFAULT_Z_WINDOW`` for a new table), so a nightly rebuild (``evening``) keeps
-    a user's ``metrics build --z-window``.
+    a user's ``metrics build --z-window``. ``min_lit_volume`` (the lit-volume floor of ``lit_flow_imbalance``): None
+    keeps the one the stored tables were built with (:func:`stored_min_lit_volume`; ``DEFAULT_MIN_LIT_VOLUME`` for
+    a new table).
     Returns ``{rows, symbols, sessions, first_date, last_date, options_rows, z_window, z_min_periods, scoped,
     seconds, warnings}`` describing the rows written (``warnings``: lines for the user, e.g. every stored z column
     empty because the store holds fewer sessions than ``z_min_periods``). Raises DataError on a foreign (darkpool-pipeline) daily_metrics
@@ -787,6 +803,10 @@ def build_daily_metrics(
         z_window, stored_mp = stored_z_window(con) or (DEFAULT_Z_WINDOW, None)
         if z_min_periods is None:
             z_min_periods = stored_mp
+    if min_lit_volume is None:
+        min_lit_volume = stored_min_lit_volume(con)
+        if min_lit_volume is None:
+            min_lit_volume = DEFAULT_MIN_LIT_VOLUME
     PARAMS["z_window"].check(z_window)  # the engine's domain (optimizer.params): the stored z use the same windows
     mp = int(z_window) if z_min_periods is None else z_min_periods
     check_param(
@@ -823,6 +843,8 @@ def build_daily_metrics(
         say(f"options_premium_daily: {opt_rows} rows written")
         recorded = built_version(con) if owns_daily_metrics(con) else None  # before this build marks the owner
         _mark_owner(con)
+        if scope.full or not kept:  # every row is this build's: its lit-volume floor is the tables'
+            _q(con, f"INSERT OR REPLACE INTO {META_TABLE} VALUES (?, ?)", [LIT_FLOOR_KEY, str(int(min_lit_volume))])
         if scope.full:  # a scoped build refreshes its scope only: the rest may still predate an ingest
             _mark_raw_state(con)
         elif not kept:  # every row is this build's: its metrics version is the table's (the raw data is not judged)
@@ -848,6 +870,7 @@ def build_daily_metrics(
         "options_rows": opt_rows,
         "z_window": int(z_window),
         "z_min_periods": int(mp),
+        "min_lit_volume": int(min_lit_volume),
         "scoped": not scope.full,
         "seconds": round(time.perf_counter() - t0, 3),
         "warnings": [*_z_fill_warnings(int(stats[1]), int(mp), not scope.full),
