@@ -454,3 +454,18 @@ def test_a_scoped_build_of_this_version_over_a_newer_table_keeps_the_newer_versi
         assert "built by metrics version 3, newer than this accumopt's version 2" in metrics.metrics_staleness(con)
     finally:
         con.close()
+
+
+@pytest.mark.parametrize("args", [("data", "info"), ("table", "--date", "2024-01-02")])
+def test_a_reading_command_waits_for_a_writer_only_when_asked(store, tmp_path, monkeypatch, args):
+    """Readers failed at once while a writer (an ingest, `evening`) held the store, so a study or a table started
+    by cron during the night's ingest exited 2 (lead, stop 36; fails before: no such option --wait)."""
+    with held(store, "rw") as h:
+        monkeypatch.setattr(store_mod, "_sleep", lambda s: pytest.fail("slept without --wait"))
+        one_line_error(cli(*args, "--db", store, "--out", tmp_path / "out"),
+                       f"database {store} is being written by another process", f"PID {h.pid})")
+        pauses = _release_on_try(monkeypatch, h, 2)
+        res = cli(*args, "--db", store, "--out", tmp_path / "out", "--wait", "30")
+    assert len(pauses) == 2 and f"waiting up to 30 s for database {store}" in res.stderr
+    assert f"error: database {store} is being written" not in res.stderr  # it opened the store once the writer let go
+    assert res.exit_code == 0 or "error: " in res.stderr and "being written" not in res.stderr.split("error: ", 1)[1]

@@ -85,12 +85,13 @@ def shared_options(*uses: str) -> Callable[[Callable], Callable]:
     return deco
 
 
-_WAIT_HELP = ("Seconds to wait for the DuckDB store while another process holds it (a study loading its panel, a "
-              "notebook's connection), trying again; 0: fail at once naming that process.")
+_WAIT_HELP = ("Seconds to wait for the DuckDB store while another process holds it (an ingest or evening writing "
+              "it, a study loading its panel, a notebook's connection), trying again; 0: fail at once naming that "
+              "process.")
 
 
 def wait_option(default: float = 0.0, passed: bool = False) -> Callable[[Callable], Callable]:
-    """``--wait SECONDS`` of a command that writes the store (``store.lock_wait``): every store the command opens
+    """``--wait SECONDS`` of a command that opens the store (``store.lock_wait``): every store the command opens
     waits up to that long for another process's lock. A negative or NaN value is refused naming --wait.
     ``passed``: the callback receives ``wait`` (checked) and applies it itself (``evening``)."""
 

@@ -85,6 +85,7 @@ def scan_cmd(date, lookback, top, trend_days, outlier_z, volume_z, ratio_z, expo
 @shared_options("db", "out")
 @table_options
 @format_option()
+@wait_option()
 def table_cmd(date, tickers, style, db, out, columns, wide, fmt):
     """Daily table: short ratio, lit imbalance, OTC participation, score, confidence, agreement, provenance; also
     written as HTML to <out>/tables/<date>_<style>[_<TICKER>...].html (canonical symbols)."""
@@ -114,6 +115,7 @@ def table_cmd(date, tickers, style, db, out, columns, wide, fmt):
               help="layered: short ratio, lit imbalance and price together; short_only; both: one file each.")
 @_png_option
 @shared_options("db", "out")
+@wait_option()
 def plot_cmd(ticker, dates, mode, png, db, out):
     """Pressure plots for TICKER (plotly HTML; PNG too when kaleido is installed), written to
     <out>/plots/<TICKER>_<mode>[_<start>_<end>].html."""
@@ -142,6 +144,7 @@ def plot_cmd(ticker, dates, mode, png, db, out):
 @click.option("--end", default=None, help="Last date (default: all).")
 @_png_option
 @shared_options("db", "out")
+@wait_option()
 def chart_cmd(ticker, timeframe, start, end, png, db, out):
     """OHLCV candles with volume for TICKER (plotly HTML), written to
     <out>/charts/<TICKER>_<timeframe>[_<start>_<end>].html."""

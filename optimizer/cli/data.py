@@ -269,6 +269,7 @@ def synth_cmd(seed, effect, family, start, end, universe, n_symbols, prices_file
 @data_grp.command("info")
 @shared_options("db", "out")
 @format_option()
+@wait_option()
 def info_cmd(db, out, fmt):
     """Summarize the store: schema version, rows per table, date ranges, and each source's coverage of the NYSE
     sessions between its first and last date (sessions present, gaps, the largest gap), with how many symbols

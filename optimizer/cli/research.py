@@ -22,6 +22,7 @@ from optimizer.cli._common import (
     format_option,
     shared_options,
     table_options,
+    wait_option,
     warn_stale_metrics,
 )
 from optimizer.paths import content_label, existing_store, output_root, resolve_db, resolve_storage, run_label, under
@@ -193,6 +194,7 @@ def report_cmd(target, storage, out):
 @click.option("--final", is_flag=True, help="Also simulate and draw the final reserve (recorded in the store's reserve "
                                             "ledger; a second opening warns). Default: end before it, as backtest.")
 @shared_options("db", "out")
+@wait_option()
 def sandbox_cmd(ticker, params_file, start, end, z_window, dot_mode, buy, sell, universe, final, png, db, out):
     """The signal-sandbox chart for one symbol: price with the configuration's entries and exits (the trades
     `backtest` reports for it), the configuration's score, the flow inputs and three score variants; written to

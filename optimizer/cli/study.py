@@ -28,6 +28,7 @@ from optimizer.cli._common import (
     format_option,
     shared_options,
     table_options,
+    wait_option,
     warn_stale_metrics,
 )
 from optimizer.errors import ParameterError
@@ -96,6 +97,7 @@ def _paths(spec, db, storage, out):
 @click.option("--jobs", default=1, show_default=True, type=int, help="Worker processes on this machine.")
 @shared_options("db", "storage", "out")
 @format_option()
+@wait_option()
 def study_run(spec, n_trials, timeout, name, new_name, jobs, storage, db, out, fmt):
     """Create or resume the study of SPEC and run it. Ctrl-C stops after the running trial; re-run to resume."""
     from optimizer.study.run import run_study  # here: the engine and numba only for the commands that run trials
@@ -144,6 +146,7 @@ def _print_run(res, fmt, stale=()):
 @_run_opts
 @shared_options("db", "storage", "out")
 @format_option()
+@wait_option()
 def study_worker(spec, n_trials, timeout, name, new_name, storage, db, out, fmt):
     """Join a running study from another process or machine (same spec, same data, shared storage: --storage,
     env ACCUMOPT_STORAGE or the spec's [run].storage)."""
