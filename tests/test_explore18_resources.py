@@ -374,8 +374,6 @@ def test_names_that_are_not_utf8_are_refused_in_one_line(tmp_path: Path) -> None
     is one line naming it, exit 2, before anything is read (fails before: ingest of its folder died in a traceback
     logging the file, DuckDB 'cannot encode str as UTF-8, surrogate ...'; a --db with such a name: 'RuntimeError:
     std::bad_cast'; a --storage or --out with one: urllib's or pyarrow's UnicodeEncodeError)."""
-    import duckdb
-
     from optimizer.data.ingest import expand_paths
     from optimizer.data.store import connect
     from optimizer.errors import DataError, ParameterError
@@ -399,8 +397,7 @@ def test_names_that_are_not_utf8_are_refused_in_one_line(tmp_path: Path) -> None
     os.rename(tmp_path / "studies.db", store)  # an existing storage file with such a name
     p = run_cli(["study", "list", "--storage", f"sqlite:///{store}"], tmp_path)  # was urllib's UnicodeEncodeError
     assert one_line_error(p).startswith("error: --storage must be valid UTF-8 text")
-    with duckdb.connect(str(tmp_path / "s.duckdb"), read_only=True) as con:
-        assert con.execute("SELECT count(*) FROM ingest_log").fetchone()[0] == 0
+    assert not (tmp_path / "s.duckdb").exists()  # refused before the store is created (nothing logged either)
 
 
 def test_a_journal_damaged_earlier_is_one_line(tmp_path: Path) -> None:
@@ -420,3 +417,15 @@ def test_a_journal_damaged_earlier_is_one_line(tmp_path: Path) -> None:
     assert line.startswith("error: the study storage failed: JSONDecodeError: ")
     assert line.endswith("(its journal file holds a line that is not whole JSON: an append cut short, e.g. by a full "
                          "disk)")
+
+
+def test_an_ingest_refused_for_its_paths_creates_no_store(tmp_path):
+    """`ingest` created an empty store (and its folder) before refusing a path that does not exist: a refused
+    command left a side effect, and a mistyped --db became a new empty store (lead, stop 36; fails before: the store
+    existed after the refusal)."""
+    from _cli_helpers import cli, one_line_error
+
+    db = tmp_path / "new" / "s.duckdb"
+    one_line_error(cli("ingest", "finra-short", tmp_path / "no_such_dir", "--db", db, "--out", tmp_path / "out"),
+                   "paths must exist", "no_such_dir")
+    assert not db.exists() and not db.parent.exists()

@@ -25,7 +25,7 @@ from optimizer.cli._common import (
 )
 from optimizer.data.coverage import store_info, symbol_gap_lines
 from optimizer.data.fetch import fetch_finra_api, fetch_finra_short, fetch_polygon_prices
-from optimizer.data.ingest import ingest_paths
+from optimizer.data.ingest import expand_paths, ingest_paths
 from optimizer.data.metrics import build_daily_metrics, old_rules_lit_files, old_rules_note, partial_days_warning
 from optimizer.data.splitcheck import SuspectSplit, suspect_split_lines
 from optimizer.data.store import SCHEMA_VERSION, connect
@@ -65,9 +65,10 @@ def ingest_cmd(kind, paths, strict, max_decompressed_mb, max_expansion, db, out,
     if max_expansion is not None:
         settings = dataclasses.replace(settings, max_expansion_ratio=max_expansion)
     db = resolve_db(db, None, output_root(out))
+    files = expand_paths(list(paths))  # a path that does not exist is refused before the store is created or opened
     con = connect(db)
     try:
-        rep = ingest_paths(con, kind, list(paths), strict=strict, progress=progress_enabled(fmt), settings=settings)
+        rep = ingest_paths(con, kind, files, strict=strict, progress=progress_enabled(fmt), settings=settings)
     finally:
         con.close()
     if fmt == "json":
