@@ -38,7 +38,8 @@ __all__ = [
     "OUTPUT_ENV", "DB_ENV", "STORAGE_ENV", "DEFAULT_OUTPUT", "output_root", "default_db", "default_storage",
     "resolve_db", "resolve_storage", "safe_name", "under", "storage_path", "run_label", "file_label", "content_label",
     "existing_store",
-    "atomic_write", "check_out_writable", "not_utf8", "CACHE_ENV", "cache_enabled", "caching_under", "cache_dir",
+    "atomic_write", "check_out_writable", "not_utf8", "shown_name", "CACHE_ENV", "cache_enabled", "caching_under",
+    "cache_dir",
 ]
 
 OUTPUT_ENV = "ACCUMOPT_OUTPUT"
@@ -193,6 +194,11 @@ def not_utf8(name: str) -> bool:
     except UnicodeEncodeError:
         return True
     return False
+
+
+def shown_name(name: str) -> str:
+    """``name`` printable: each byte that is no UTF-8 (a :func:`not_utf8` name) shown as U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def check_out_writable(root: str | Path) -> None:

@@ -22,7 +22,7 @@ from rich.text import Text
 
 from optimizer.cli._interrupt import EXIT_INTERRUPTED, print_interrupted
 from optimizer.errors import AccumoptError, Interrupted, ParameterError, is_query_interrupt, machine_error, no_room
-from optimizer.paths import CACHE_ENV, DB_ENV, OUTPUT_ENV, STORAGE_ENV, caching_under, not_utf8
+from optimizer.paths import CACHE_ENV, DB_ENV, OUTPUT_ENV, STORAGE_ENV, caching_under, not_utf8, shown_name
 from optimizer.report.terminal import Column, FrameView, print_command, print_frame, print_record
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def shared_options(*uses: str) -> Callable[[Callable], Callable]:
                     path = click.get_current_context().command_path
                     raise ParameterError(f"{path} does not use --{name} ({_UNUSED[name]}); leave it out, got --{name}={value}")
                 if value is not None and not_utf8(str(value)):  # bytes of a name that are no UTF-8
-                    shown = str(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                    shown = shown_name(str(value))
                     raise ParameterError(f"--{name} must be valid UTF-8 text (DuckDB, SQLite URLs and Parquet take "
                                          f"no other), got --{name}={shown!r}; rename it")
             if "out" not in uses:

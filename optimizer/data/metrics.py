@@ -219,6 +219,18 @@ def _to_date(value, name: str) -> _dt.date | None:
 # --------------------------------------------------------------------------------------------------- ownership
 
 
+def _meta_get(con: duckdb.DuckDBPyConnection, key: str) -> str | None:
+    """The value ``accumopt_meta`` holds for ``key`` (None: no such row, or no such table)."""
+    if not table_exists(con, META_TABLE):
+        return None
+    rows = _q(con, f"SELECT value FROM {META_TABLE} WHERE key = ?", [key])
+    return str(rows[0][0]) if rows else None
+
+
+def _meta_set(con: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
+    _q(con, f"INSERT OR REPLACE INTO {META_TABLE} VALUES (?, ?)", [key, value])
+
+
 DEFAULT_Z_WINDOW = 20  # the stored z columns' window of a new daily_metrics (the engine's default z_window)
 DEFAULT_MIN_LIT_VOLUME = 10_000  # the lit-volume floor of a new daily_metrics (MIN_LIT_VOLUME's default)
 LIT_FLOOR_KEY = "daily_metrics_min_lit_volume"  # accumopt_meta: the floor the tables were built with
@@ -229,8 +241,7 @@ def stored_min_lit_volume(con: duckdb.DuckDBPyConnection) -> int | None:
     None when no build recorded one."""
     if not owns_daily_metrics(con):
         return None
-    rows = _q(con, f"SELECT value FROM {META_TABLE} WHERE key = ?", [LIT_FLOOR_KEY])
-    text = str(rows[0][0]).strip() if rows else ""
+    text = (_meta_get(con, LIT_FLOOR_KEY) or "").strip()
     return int(text) if text.isdigit() else None
 
 
@@ -246,10 +257,7 @@ def stored_z_window(con: duckdb.DuckDBPyConnection) -> tuple[int, int] | None:
 
 def owns_daily_metrics(con: duckdb.DuckDBPyConnection) -> bool:
     """True when ``accumopt_meta`` says this tool created the derived tables."""
-    if not table_exists(con, META_TABLE):
-        return False
-    rows = _q(con, f"SELECT value FROM {META_TABLE} WHERE key = ?", [OWNER_KEY])
-    return bool(rows) and rows[0][0] == OWNER_VALUE
+    return _meta_get(con, OWNER_KEY) == OWNER_VALUE
 
 
 def _table_type(con: duckdb.DuckDBPyConnection, name: str) -> str | None:
@@ -279,7 +287,7 @@ def _check_owner(con: duckdb.DuckDBPyConnection, force: bool) -> None:
 
 def _mark_owner(con: duckdb.DuckDBPyConnection) -> None:
     _q(con, f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
-    _q(con, f"INSERT OR REPLACE INTO {META_TABLE} VALUES (?, ?)", [OWNER_KEY, OWNER_VALUE])
+    _meta_set(con, OWNER_KEY, OWNER_VALUE)
 
 
 # ------------------------------------------------------------------------------------- built from which raw data
@@ -302,12 +310,12 @@ def _raw_state(con: duckdb.DuckDBPyConnection) -> dict[str, object]:
 def _mark_raw_state(con: duckdb.DuckDBPyConnection) -> None:
     """Record the raw data a full build read and the metrics version that built it (in its transaction), for
     :func:`metrics_staleness`."""
-    _q(con, f"INSERT OR REPLACE INTO {META_TABLE} VALUES (?, ?)", [RAW_STATE_KEY, json.dumps(_raw_state(con))])
+    _meta_set(con, RAW_STATE_KEY, json.dumps(_raw_state(con)))
     _mark_version(con)
 
 
 def _mark_version(con: duckdb.DuckDBPyConnection) -> None:
-    _q(con, f"INSERT OR REPLACE INTO {META_TABLE} VALUES (?, ?)", [VERSION_KEY, str(METRICS_VERSION)])
+    _meta_set(con, VERSION_KEY, str(METRICS_VERSION))
 
 
 def _rows_outside(con: duckdb.DuckDBPyConnection, scope: _Scope) -> int:
@@ -322,11 +330,10 @@ def _rows_outside(con: duckdb.DuckDBPyConnection, scope: _Scope) -> int:
 def built_version(con: duckdb.DuckDBPyConnection) -> tuple[int, bool]:
     """The :data:`METRICS_VERSION` that last built the owned derived tables in full, and whether the store records it
     (a table built before versions were recorded counts as version 1; a value that is not a whole number as 0)."""
-    rows = _q(con, f"SELECT value FROM {META_TABLE} WHERE key = ?", [VERSION_KEY]) \
-        if table_exists(con, META_TABLE) else []
-    if not rows:
+    value = _meta_get(con, VERSION_KEY)
+    if value is None:
         return 1, False
-    text = str(rows[0][0]).strip()
+    text = value.strip()
     return (int(text) if text.isdigit() else 0), True
 
 
@@ -380,10 +387,10 @@ def metrics_staleness(con: duckdb.DuckDBPyConnection) -> str | None:
     nothing for a table another tool built."""
     if not owns_daily_metrics(con):
         return None
-    rows = _q(con, f"SELECT value FROM {META_TABLE} WHERE key = ?", [RAW_STATE_KEY])
+    recorded = _meta_get(con, RAW_STATE_KEY)
     what = []
-    if rows:
-        built, now = json.loads(rows[0][0]), _raw_state(con)
+    if recorded is not None:
+        built, now = json.loads(recorded), _raw_state(con)
         if now["ingest_id"] != built.get("ingest_id"):
             n, latest = _q(con, f"SELECT count(*), arg_max(file, id) FROM ingest_log WHERE {_WROTE} AND id > ?",
                            [int(built.get("ingest_id") or 0)])[0]
@@ -844,7 +851,7 @@ def build_daily_metrics(
         recorded = built_version(con) if owns_daily_metrics(con) else None  # before this build marks the owner
         _mark_owner(con)
         if scope.full or not kept:  # every row is this build's: its lit-volume floor is the tables'
-            _q(con, f"INSERT OR REPLACE INTO {META_TABLE} VALUES (?, ?)", [LIT_FLOOR_KEY, str(int(min_lit_volume))])
+            _meta_set(con, LIT_FLOOR_KEY, str(int(min_lit_volume)))
         if scope.full:  # a scoped build refreshes its scope only: the rest may still predate an ingest
             _mark_raw_state(con)
         elif not kept:  # every row is this build's: its metrics version is the table's (the raw data is not judged)

@@ -26,7 +26,7 @@ from pathlib import Path
 import duckdb
 
 from optimizer.errors import DataError, check_param, quoted
-from optimizer.paths import not_utf8
+from optimizer.paths import not_utf8, shown_name
 
 __all__ = [
     "SCHEMA_VERSION", "connect", "open_store", "transaction", "table_exists", "RAW_TABLES",
@@ -492,7 +492,7 @@ def connect(path: str | Path, read_only: bool = False, wait: float | None = None
     if p != ":memory:":
         pp = Path(p)
         if not_utf8(p):  # bytes the file system took that are no UTF-8: DuckDB fails with std::bad_cast
-            raise DataError(f"database {quoted(p.encode('utf-8', 'surrogateescape').decode('utf-8', 'replace'))}: "
+            raise DataError(f"database {quoted(shown_name(p))}: "
                             "its path is not valid UTF-8 (DuckDB opens UTF-8 paths only); rename it")
         if read_only and not pp.exists():
             raise DataError(f"database {p} does not exist; run `accumopt data synth --db {p}` or `accumopt ingest` first")
@@ -553,22 +553,26 @@ def _who(message: str) -> str:
     return f"another process ({Path(m['prog']).name or m['prog']}, PID {m['pid']})" if m else "another process"
 
 
+def _by_writer(message: str, read_only: bool) -> bool:
+    """Whether DuckDB's lock error means a writer holds the store: a reader is blocked only by a writer; a writer by a
+    writer, or by readers when DuckDB adds that the file could be opened read-only."""
+    return read_only or "read-only mode" not in message
+
+
 def _holder_line(message: str, read_only: bool) -> str:
     """``it is being written by another process (python, PID 42)``: who holds a store, for the wait line."""
-    if read_only or "read-only mode" not in message:
+    if _by_writer(message, read_only):
         return f"it is being written by {_who(message)}"
     return f"it is open for reading in {_who(message)}"
 
 
 def _held_by_other_process(path: str, message: str, read_only: bool) -> str | None:
     """The one-line message for DuckDB's "Could not set lock on file" (another process holds the store: DuckDB lets
-    one process write a file, or several read it), naming that process and what to do; None for any other error.
-    A reader is blocked only by a writer; a writer by a writer, or by readers when DuckDB adds that the file could
-    be opened read-only."""
+    one process write a file, or several read it), naming that process and what to do; None for any other error."""
     if "Could not set lock on file" not in message:
         return None
     who = _who(message)
-    if read_only or "read-only mode" not in message:
+    if _by_writer(message, read_only):
         return (f"database {path} is being written by {who}, e.g. an ingest, a metrics build or an evening; DuckDB "
                 f"lets no other process open a store while one writes it; run this again when that process has "
                 f"finished, or pass --db a copy of the store made before it started")

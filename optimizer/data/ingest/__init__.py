@@ -83,7 +83,7 @@ import pandas as pd
 from optimizer.settings import Settings
 from optimizer.data.calendar import market_today
 from optimizer.errors import InputFileError, MachineError, ParameterError, is_query_interrupt, machine_error
-from optimizer.paths import not_utf8
+from optimizer.paths import not_utf8, shown_name
 from optimizer.data.store import create_consolidated_view, memory_budget, transaction
 from optimizer.data.symbols import load_symbol_map
 from optimizer.data.ingest import finra_short, lit, options, otc_weekly, prices, splits
@@ -346,7 +346,7 @@ def expand_paths(paths: Sequence[str | Path] | str | Path) -> list[Path]:
                 raise ParameterError(f"paths must exist, got {s!r} (no such file or directory)")
     for f in out:  # the store records each file's name as text: a name of bytes that are no UTF-8 cannot be
         if not_utf8(str(f)):
-            shown = str(f).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            shown = shown_name(str(f))
             raise ParameterError(f"paths must be valid UTF-8 names (the store records each file's name), got "
                                  f"{shown!r}; rename it")
     return list(out)
