@@ -104,7 +104,7 @@ def test_a_newer_download_of_a_finra_day_in_a_folder_is_stored_over_the_older_wi
         c2.close()
 
 
-def _chained_splits_store(con, tmp_path, ratios: str) -> None:
+def _chained_splits_store(con, tmp_path, ratios: str, extreme: bool = False) -> None:
     from _ingest_helpers import finra_text
 
     rows = [f"{d}|NVDA|50000000000|0|100000000000|Q" for d in ("20240102", "20240103")]
@@ -112,7 +112,14 @@ def _chained_splits_store(con, tmp_path, ratios: str) -> None:
         write(tmp_path / f"CNMSshvol{d}.txt", finra_text([r, f"{d}|AAPL|100|0|300|Q"]))
     assert ingest_paths(con, "finra-short", sorted(tmp_path.glob("CNMS*"))).exit_code == 0
     write(tmp_path / "splits.csv", "symbol,date,ratio\n" + ratios)
-    assert ingest_paths(con, "splits", [tmp_path / "splits.csv"]).exit_code == 0
+    if not extreme:
+        assert ingest_paths(con, "splits", [tmp_path / "splits.csv"]).exit_code == 0
+        return
+    # the splits ingest refuses such a file now (tests/test_lead37_splits.py): a store written before it did
+    for line in ratios.splitlines():
+        sym, day, ratio = line.split(",")
+        con.execute("INSERT INTO splits (symbol, ex_date, split_from, split_to, ratio, source_file) "
+                    "VALUES (?, ?, 1, ?, ?, 'splits.csv')", [sym, day, float(ratio), float(ratio)])
 
 
 def test_two_chained_extreme_splits_are_refused_by_metrics_build_naming_the_symbol_and_file(con, tmp_path):
@@ -122,7 +129,7 @@ def test_two_chained_extreme_splits_are_refused_by_metrics_build_naming_the_symb
     from optimizer.data.metrics import build_daily_metrics
     from optimizer.errors import DataError
 
-    _chained_splits_store(con, tmp_path, "NVDA,2024-01-04,10000\nNVDA,2024-01-05,10000\nAAPL,2024-01-04,4\n")
+    _chained_splits_store(con, tmp_path, "NVDA,2024-01-04,10000\nNVDA,2024-01-05,10000\nAAPL,2024-01-04,4\n", extreme=True)
     with pytest.raises(DataError) as e:
         build_daily_metrics(con)
     assert str(e.value) == (
@@ -152,7 +159,7 @@ def test_the_scanner_refuses_chained_extreme_splits_in_one_line(con, tmp_path):
     from optimizer.analytics.scanner import scan
     from optimizer.errors import DataError
 
-    _chained_splits_store(con, tmp_path, "NVDA,2024-01-04,10000\nNVDA,2024-01-05,10000\n")
+    _chained_splits_store(con, tmp_path, "NVDA,2024-01-04,10000\nNVDA,2024-01-05,10000\n", extreme=True)
     with pytest.raises(DataError, match=r"^splits of NVDA multiply to 1e\+08 \(2 splits"):
         scan(con, "2024-01-03")
 

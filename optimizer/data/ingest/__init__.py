@@ -129,7 +129,8 @@ class _Kind:
     table: str  # the table its plans write
     need_lines: Callable[[RawFile], bool] = lambda raw: True
     reads_lines: bool = False  # its prepare() queries _ing_lines (the staged lines must be flushed first)
-    check: Callable | None = None  # (ctx, table, fid, file) -> warnings, run in the file's write transaction
+    check: Callable | None = None  # (ctx, table, fid, file) -> warnings, run in the file's write transaction;
+    # an InputFileError it raises refuses the file (the transaction rolled back, the file logged failed)
     # (ctx, prep, table, fid, file, earlier settings, earlier rules version) -> stored rows deleted: the rows an
     # earlier reading of the file under other settings or rules wrote on keys this reading does not cover (run in
     # the file's write transaction)
@@ -147,7 +148,7 @@ _KINDS: dict[str, _Kind] = {
                         True, stale=lit.stale_rows),
     "lit-flow": _Kind(False, lit.flow_prepare, lit.flow_spec, lit.flow_plan, "lit_flow_daily"),
     "options": _Kind(options.JSON_OK, options.prepare, options.spec, options.plan, "options_daily"),
-    "splits": _Kind(splits.JSON_OK, splits.prepare, splits.spec, splits.plan, "splits"),
+    "splits": _Kind(splits.JSON_OK, splits.prepare, splits.spec, splits.plan, "splits", check=splits.factor_check),
 }
 # a batch of files is staged and validated together (then written one transaction per file); the first batch is
 # small so that writing starts early, each next one twice as large up to the caps, 256 files (many small files)
@@ -774,6 +775,9 @@ def _write(ctx: Ctx, kind: str, e: _Entry, group: tuple, s: Summary, history: _H
             status, deleted, lost = write_rows(ctx, plan, file=e.file, sha256=history.key(e.raw.sha256), kind=kind,
                                                lost_by=None if n_stale else history.lost_by(), deleted_before=n_stale)
             warnings = tuple(e.prep.warnings) + (tuple(check(ctx, table, e.fid, e.file)) if check is not None else ())
+    except InputFileError as exc:  # a kind's check refused the file as written (rolled back)
+        e.error = exc
+        return None
     except duckdb.Error as exc:
         if (machine := machine_error(exc)) is not None:  # a full disk: not the file's fault, and every next file's
             raise MachineError(f"{e.file}: not stored: {machine} (the files before it are stored; run the same "

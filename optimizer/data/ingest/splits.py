@@ -15,6 +15,8 @@ A file replaces the stored rows of the (symbol, ex_date) keys it holds. Row inva
 strict): a valid symbol, the ex-date an NYSE session between 1990-01-02 and today (an announced future split
 must be ingested once it has taken effect: the adjusted prices only change then), split_from and split_to > 0,
 a ratio that is finite, not 1 and within [1e-4, 1e4] (1-for-10,000 .. 10,000-for-1), (symbol, ex_date) unique.
+A file after which a symbol's stored splits multiply to more than ``adjust.MAX_FACTOR`` is refused whole (nothing
+written, the file logged failed): ``metrics build`` and ``scan`` could not adjust that symbol's volumes.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from optimizer.errors import InputFileError
+from optimizer.data.adjust import check_split_factors
+from optimizer.errors import DataError, InputFileError
 from optimizer.data.ingest._common import (
     EARLIEST_DATE,
     Col,
@@ -45,7 +48,7 @@ from optimizer.data.ingest._common import (
 )
 from optimizer.data.ingest._source import Lines, RawFile
 
-__all__ = ["JSON_OK", "prepare", "spec", "plan"]
+__all__ = ["JSON_OK", "prepare", "spec", "plan", "factor_check"]
 
 JSON_OK = True
 # the ratios a split may have (new shares per old): the largest real ones are a 1-for-10,000 cash-out reverse split
@@ -139,3 +142,14 @@ def plan(ctx: Ctx, sig: tuple, sp: Spec, table: str, fid: int, prep: Prep, s: Su
               "WHERE t.symbol = k.symbol AND t.ex_date = k.date")
     return Plan("splits", ["symbol", "ex_date", "split_from", "split_to", "ratio", "source_file"], select, delete,
                 s.n_rows, s.n_rejects, s.first_reject, rejects_sql(sp, table, fid))
+
+
+def factor_check(ctx: Ctx, table: str, fid: int, file: str) -> list[str]:
+    """Run in the file's write transaction, after its rows are written: the splits of each symbol the file holds
+    (its own and those stored before it) multiply to at most ``MAX_FACTOR``, else InputFileError (the file refused
+    whole, as ``metrics build`` would refuse the store later)."""
+    try:
+        check_split_factors(ctx.con, where=f'symbol IN (SELECT DISTINCT "symbol" {accepted(table, fid)})')
+    except DataError as exc:
+        raise InputFileError(file, None, str(exc)) from None
+    return []
