@@ -34,6 +34,7 @@ import pandas as pd
 from optimizer.data.calendar import as_date
 from optimizer.data.metrics import metrics_staleness
 from optimizer.data.splitcheck import panel_split_lines
+from optimizer.data.universe import is_all
 from optimizer.data.store import check_writable, connect
 from optimizer.engine.context import compute_context, market_regime_frame
 from optimizer.engine.evaluate import Config, Evaluator, Result
@@ -45,7 +46,7 @@ from optimizer.errors import DataError, ParameterError
 from optimizer.params import engine_params
 from optimizer.paths import check_out_writable, existing_store, under
 from optimizer.report.backtest import make_run_id, write_backtest, write_backtest_files, write_market_regimes
-from optimizer.study.data import load_universe_panel, universe_symbols
+from optimizer.study.data import load_universe_panel, priced_before, universe_symbols
 from optimizer.study.records import ConfigRecord
 from optimizer.study.reserve import opening_warning, record_if_opened, refuse_reserve, store_reserve_start
 
@@ -213,6 +214,9 @@ def backtest(params: Mapping[str, Any], db: str | Path, universe: Any = None, st
         load_end = record.data_end  # load what the trial saw to check the data, evaluate up to ``last`` only
     panel = load_universe_panel(db, uni, panel_start, load_end)
     if record is not None and universe is None:  # another universe is a deliberate departure from the trial
+        if is_all(uni) and record.data_end is not None:  # the trial's 'all': its symbols priced up to its data end
+            seen = int(np.searchsorted(panel.dates, np.datetime64(_day(record.data_end).date(), "D"), side="right"))
+            panel = priced_before(panel, seen)
         _check_data(record, panel, allow_data_change)
     if last is not None:  # the sessions up to ``last`` (a trial: exactly the panel it saw)
         panel = panel.slice(0, int(np.searchsorted(panel.dates, np.datetime64(_day(last).date(), "D"), side="right")))

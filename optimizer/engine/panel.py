@@ -117,7 +117,10 @@ class Panel:
         return Panel(
             dates=self.dates,
             symbols=tuple(self.symbols[i] for i in idx),
-            fields={k: v[:, idx] for k, v in self.fields.items()},
+            # C order, as a loaded panel's: ``v[:, idx]`` alone is Fortran-ordered, and numpy's reductions over it
+            # add in another order (a study on a subset panel stored excess returns that differed from the same
+            # panel loaded in the last bits)
+            fields={k: np.ascontiguousarray(v[:, idx]) for k, v in self.fields.items()},
             market=dict(self.market),
             sectors=tuple(self.sectors[i] for i in idx),
             coverage=self.coverage,

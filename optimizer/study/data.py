@@ -22,7 +22,7 @@ from optimizer.paths import resolve_db
 from optimizer.study.spec import StudySpec
 from optimizer.study.splits import CombinatorialPurgedCV, FoldSpan, FoldsDoNotFit, PurgedTimeSeriesSplit, reserve_cutoff
 
-__all__ = ["StudyData", "load_universe_panel", "universe_symbols", "load_study_data", "prepare_data"]
+__all__ = ["StudyData", "load_universe_panel", "universe_symbols", "load_study_data", "prepare_data", "priced_before"]
 
 
 @dataclass
@@ -144,7 +144,30 @@ def load_study_data(spec: StudySpec, db: str | Path | None) -> tuple[Panel, int]
     ``db`` None: env ACCUMOPT_DB, else the spec's [data].database, else the default (``optimizer.paths``)."""
     db = resolve_db(db, spec.data.database)
     panel = load_universe_panel(db, spec.data.universe, spec.data.start, spec.data.end)
-    return panel, reserve_cutoff(len(panel.dates), spec.data.reserve_fraction)
+    cut = reserve_cutoff(len(panel.dates), spec.data.reserve_fraction)
+    if is_all(spec.data.universe):
+        panel = priced_before(panel, cut, f"universe 'all' of {db}")
+    return panel, cut
+
+
+def priced_before(panel: Panel, stop: int, what: str = "universe 'all'") -> Panel:
+    """``panel`` without the symbols that have no close in its sessions [0, stop): universe ``all`` is decided on
+    the sessions a study may see, so a symbol first priced inside the final reserve (a listing of its months) is
+    not in the study's universe (its column would be empty there, and ``backtest --params``, which resolves
+    ``all`` over the trial's span, would find the data changed) and is counted with the symbols ``all`` left out
+    for want of a price (``coverage.unpriced``). Every later step of a trial keeps that universe: ``backtest
+    --final`` of its parameters runs on the same symbols. DataError when none is left."""
+    keep = np.isfinite(panel["close"][:stop]).any(axis=0)
+    if keep.all():
+        return panel
+    if not keep.any():
+        raise DataError(f"{what} has no symbol with a price before session {stop} (the final reserve or the "
+                        "trial's data end); ingest prices for the span")
+    out = panel.subset([s for s, k in zip(panel.symbols, keep) if k])
+    if out.coverage is not None:
+        gone = sum(1 for s, k in zip(panel.symbols, keep) if not k and not is_context_symbol(s))
+        out = replace(out, coverage=replace(out.coverage, unpriced=out.coverage.unpriced + gone))
+    return out
 
 
 def _folds_do_not_fit(spec: StudySpec, e: FoldsDoNotFit, cv: PurgedTimeSeriesSplit, window: bool, warm: int,
