@@ -67,3 +67,62 @@ def test_walkforward_refuses_a_bad_store_wait_naming_its_flag(tmp_path, args, fl
     res = cli(*args, "--db", tmp_path / "s.duckdb", "--out", tmp_path / "out")
     one_line_error(res, f"{flag} must be a finite number of seconds >= 0")
     assert not (tmp_path / "s.duckdb").exists()
+
+
+# ------------------------------------------------------------------ 2. a storage failing mid-run is named
+def _failing_write(monkeypatch, after: int) -> None:
+    """The storage's write of a finished trial fails as SQLite's does on a full disk, from the ``after``-th on."""
+    import sqlite3
+
+    import sqlalchemy.exc
+
+    from optimizer.study import storage as storage_mod
+
+    real = storage_mod._BudgetRDBStorage.append_finished_trial
+    calls: list[int] = []
+
+    def append(self, *a, **k):
+        calls.append(1)
+        if len(calls) >= after:
+            raise sqlalchemy.exc.OperationalError("COMMIT", {}, sqlite3.OperationalError("disk I/O error"))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(storage_mod._BudgetRDBStorage, "append_finished_trial", append)
+
+
+def test_a_study_run_whose_storage_fails_names_the_storage(synth_db, tmp_path, monkeypatch):
+    """A study run on a full disk (`ulimit -f`, 125 kB storage: 'error: the study storage failed: OperationalError:
+    disk I/O error') did not say which storage failed (fails before: 'the study storage failed')."""
+    _failing_write(monkeypatch, after=2)
+    url = f"sqlite:///{tmp_path / 'st.db'}"
+    res = cli("study", "run", DEMO_SPEC, "--db", synth_db, "--out", tmp_path / "out", "--storage", url,
+              "--n-trials", "4", "--format", "json")
+    one_line_error(res, f"error: study storage {url} ", "disk I/O error")
+
+
+def test_storage_named_hides_the_password_and_leaves_other_errors_alone():
+    import sqlite3
+
+    import sqlalchemy.exc
+
+    from optimizer.errors import DataError
+    from optimizer.study.storage import storage_named
+
+    with pytest.raises(DataError, match=r"^study storage postgresql://u:\*\*\*@db.example/x failed: OperationalError: "
+                                        r"server closed the connection") as e:
+        with storage_named("postgresql://u:hunter2@db.example/x"):
+            raise sqlalchemy.exc.OperationalError("SELECT 1", {}, sqlite3.OperationalError(
+                "server closed the connection"))
+    assert "hunter2" not in str(e.value)
+    with pytest.raises(RuntimeError, match="an objective's own bug"):  # not the storage's: passes as it is
+        with storage_named("sqlite:///x.db"):
+            raise RuntimeError("an objective's own bug")
+
+
+def test_a_walkforward_whose_storage_fails_names_the_storage(synth_db, tmp_path, monkeypatch):
+    """Same hole in `walkforward` (fails before: 'the study storage failed')."""
+    _failing_write(monkeypatch, after=3)
+    url = f"sqlite:///{tmp_path / 'st.db'}"
+    res = cli("walkforward", DEMO_SPEC, "--db", synth_db, "--out", tmp_path / "out", "--storage", url,
+              "--n-trials", "4", "--format", "json")
+    one_line_error(res, f"error: study storage {url} ", "disk I/O error")
