@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from optimizer.data import store as store_mod
@@ -126,3 +127,73 @@ def test_a_walkforward_whose_storage_fails_names_the_storage(synth_db, tmp_path,
     res = cli("walkforward", DEMO_SPEC, "--db", synth_db, "--out", tmp_path / "out", "--storage", url,
               "--n-trials", "4", "--format", "json")
     one_line_error(res, f"error: study storage {url} ", "disk I/O error")
+
+
+# ------------------------------------------------------------------ 3. a trial pruned for min_trades has no value
+_PRUNED_SPEC = """
+[study]
+name = "mt"
+[data]
+universe = "tier1+3"
+[space]
+variant = { type = "categorical", choices = ["B", "D"] }
+z_window = { type = "int", low = 10, high = 40, log = true }
+buy_threshold = { type = "int", low = 60, high = 90, step = 5 }
+sell_threshold = 30
+time_stop = 20
+[cv]
+n_splits = 3
+[objective]
+name = "composite_rank_excess"
+min_trades = 6
+[sampler]
+name = "random"
+seed = 5
+[pruner]
+name = "median"
+n_startup_trials = 2
+"""
+
+
+def test_a_trial_pruned_for_min_trades_shows_no_value_anywhere_and_a_pruned_one_its_own(synth_db, tmp_path):
+    """A trial pruned for min_trades at fold 2 reported nothing there, so Optuna gave it fold 1's value: the
+    dashboard showed 0.0039 as the value it was pruned with, `study show --trial` '-' (fails before: the stored
+    value is fold 1's). A trial the pruner stopped shows its own fold's value in all three (before: '-' in show)."""
+    import csv
+    import json
+
+    import optuna
+
+    from optimizer.study.run import run_study
+    from optimizer.study.spec import parse_spec
+    from optimizer.study.storage import make_storage
+    from tests.test_mend7_claims_dashboard import _get
+
+    dashboard = pytest.importorskip("optuna_dashboard")
+    url = f"sqlite:///{tmp_path / 'st.db'}"
+    run_study(parse_spec(_PRUNED_SPEC), synth_db, url, n_trials=6)
+    study = optuna.load_study(study_name="mt", storage=url)
+    trials = study.get_trials(deepcopy=False)
+    reasons = {t.number: json.loads(json.dumps(t.user_attrs["metrics"])).get("pruned_reason") or "" for t in trials}
+    short = [t for t in trials if "min_trades" in reasons[t.number] and t.last_step is not None and t.last_step > 0]
+    stopped = [t for t in trials if "pruner median" in reasons[t.number]]
+    assert short and stopped, reasons  # the planted store and seed give both kinds
+    status, body = _get(dashboard.wsgi(make_storage(url, heartbeat=False)), f"/api/studies/{study._study_id}")
+    shown = {t["number"]: t for t in json.loads(body)["trials"]}
+    ok(cli("study", "export", "mt", "--storage", url, "--out", tmp_path / "out"))
+    with open(tmp_path / "out" / "exports" / "mt_trials.csv", newline="") as f:
+        exported = {int(r["number"]): r for r in csv.DictReader(f)}
+    for t in short:
+        fold = int(reasons[t.number].split(":")[0].split()[1])
+        assert t.values is None and np.isnan(t.intermediate_values[fold])  # no value at the fold it lacked one
+        assert not shown[t.number].get("values")  # the dashboard: no value
+        assert {"step": fold, "value": "nan"} in shown[t.number]["intermediate_values"]
+        assert exported[t.number]["value_composite_rank_excess"] == ""
+        d = json.loads(ok(cli("study", "show", "mt", "--trial", t.number, "--storage", url, "--format", "json")).stdout)
+        assert d["value"] is None and d["pruned_at_fold"] == fold and np.isnan(d["folds"][fold]["intermediate"])
+    for t in stopped:
+        v = t.intermediate_values[t.last_step]
+        assert t.values == [v] and shown[t.number]["values"] == [v] and float(exported[t.number]["value_composite_rank_excess"]) == v
+        d = json.loads(ok(cli("study", "show", "mt", "--trial", t.number, "--storage", url, "--format", "json")).stdout)
+        assert d["value"] == v
+

@@ -277,7 +277,8 @@ def _stale_running(storage: Any, t: FrozenTrial) -> str | None:
 def trial_detail(storage: Any, name: str, number: int) -> dict[str, Any]:
     """Trial ``number`` of study ``name`` in any state, for a one-trial view (``study show NAME --trial N``).
 
-    ``{"study", "number", "state", "value" | "values" (None unless COMPLETE), "params" (the trial's params plus
+    ``{"study", "number", "state", "value" | "values" (a COMPLETE trial's; a PRUNED one's is Optuna's, its value at
+    the fold where the pruner stopped it, None when pruned for min_trades; else None), "params" (the trial's params plus
     the stored spec's active fixed values, as ``best_trial_json``), "metrics" (its ``metrics`` attribute without
     the pruning fields), "pruned_at_fold", "pruned_reason", "duration_s", "lost" (why the heartbeat check failed
     it, or will fail a RUNNING trial beaten longer ago than the grace period: its process was killed; else None), "retry_of" (the lost trial it runs again, else None), "folds" (one dict
@@ -292,7 +293,9 @@ def trial_detail(storage: Any, name: str, number: int) -> dict[str, Any]:
     t = byn[number]
     rec = read_trial(t)
     spec = read_study(study).spec()
-    done = t.state == TrialState.COMPLETE
+    # a pruned trial's value is Optuna's, as optuna-dashboard and ``study export`` show it: its value at the fold
+    # the pruner stopped it; none when pruned for min_trades (``trial.NO_FOLD_VALUE``)
+    done = t.state in (TrialState.COMPLETE, TrialState.PRUNED)
     doc: dict[str, Any] = {"study": study.study_name, "number": t.number, "state": t.state.name}
     if _is_multi(study):
         doc["values"] = [float(v) for v in t.values] if done and t.values else None
@@ -327,7 +330,8 @@ class CompareResult:
 
 def _pruned_fold(t: FrozenTrial) -> int | None:
     """Fold where a pruned trial stopped: the ``pruned_at_fold`` attribute (also set by min_trades pruning,
-    which reports nothing for that fold), else the trial's last reported step."""
+    which reports ``trial.NO_FOLD_VALUE`` for that fold; before 2026-12-05 nothing), else the trial's last
+    reported step."""
     f = read_trial(t).pruned_at_fold
     return t.last_step if f is None else f
 
