@@ -197,3 +197,41 @@ def test_a_trial_pruned_for_min_trades_shows_no_value_anywhere_and_a_pruned_one_
         d = json.loads(ok(cli("study", "show", "mt", "--trial", t.number, "--storage", url, "--format", "json")).stdout)
         assert d["value"] == v
 
+
+# ------------------------------------------------------------------ 4. a trial that drew nothing shows no params
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used:UserWarning")  # ask(): a killed trial
+def test_a_trial_that_failed_before_drawing_shows_no_parameters_and_says_why(synth_db, tmp_path):
+    """`study show --trial` of a trial killed before it drew listed the spec's fixed values (sell_threshold 30,
+    time_stop 20) as its params (fails before: params == {'sell_threshold': 30, 'time_stop': 20})."""
+    import json
+
+    import optuna
+
+    from optimizer.study.run import run_study
+    from optimizer.study.spec import parse_spec
+    from optimizer.study.storage import make_storage
+    from tests.test_study_workers import age_heartbeats
+
+    url = f"sqlite:///{tmp_path / 'st.db'}"
+    run_study(parse_spec(_PRUNED_SPEC.replace("min_trades = 6", "min_trades = 0")), synth_db, url, n_trials=1)
+    storage = make_storage(url, grace_period=2)
+    study = optuna.load_study(study_name="mt", storage=storage)
+    study.ask()  # trial 1: RUNNING, its process killed before drawing anything
+    age_heartbeats(storage, 60)
+    optuna.storages.fail_stale_trials(study)  # trial 1 FAIL (lost), trial 2 its retry, WAITING
+    t2 = study.ask()
+    study.tell(t2, state=optuna.trial.TrialState.FAIL)  # trial 2 failed with no reason stored
+
+    def show(n: int, *fmt: str):
+        return ok(cli("study", "show", "mt", "--trial", n, "--storage", url, *fmt))
+
+    drew = json.loads(show(0, "--format", "json").stdout)
+    assert drew["params"]["sell_threshold"] == 30 and drew["params"]["time_stop"] == 20 and "params_note" not in drew
+    lost = json.loads(show(1, "--format", "json").stdout)
+    assert lost["state"] == "FAIL" and lost["params"] == {}
+    assert lost["params_note"].startswith("none: the trial failed before drawing its parameters (")
+    assert lost["lost"] and lost["lost"] in lost["params_note"]  # why: its process was killed
+    bare = json.loads(show(2, "--format", "json").stdout)
+    assert bare["params"] == {} and "no reason was stored" in bare["params_note"]
+    text = show(1).stdout
+    assert "sell_threshold" not in text and "time_stop" not in text and "failed before drawing" in text

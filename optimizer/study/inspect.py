@@ -274,12 +274,21 @@ def _stale_running(storage: Any, t: FrozenTrial) -> str | None:
             "stopped answering; the next run of the study (study run, study worker) fails it and runs it again")
 
 
+def _none_drawn(t: FrozenTrial, fail_reason: str | None, lost: str | None) -> str:
+    """Why trial ``t`` has no parameters: it failed (or was lost) before drawing them, or has not drawn them yet."""
+    if t.state == TrialState.FAIL:
+        why = lost or fail_reason or "no reason was stored: its process ended before it could write one"
+        return f"none: the trial failed before drawing its parameters ({why})"
+    return f"none drawn yet ({t.state.name}" + (f": {lost})" if lost else ")")
+
+
 def trial_detail(storage: Any, name: str, number: int) -> dict[str, Any]:
     """Trial ``number`` of study ``name`` in any state, for a one-trial view (``study show NAME --trial N``).
 
     ``{"study", "number", "state", "value" | "values" (a COMPLETE trial's; a PRUNED one's is Optuna's, its value at
     the fold where the pruner stopped it, None when pruned for min_trades; else None), "params" (the trial's params plus
-    the stored spec's active fixed values, as ``best_trial_json``), "metrics" (its ``metrics`` attribute without
+    the stored spec's active fixed values, as ``best_trial_json``; empty when it drew none, and then
+    "params_note" says why: it failed or was lost before drawing them, or has not drawn them yet), "metrics" (its ``metrics`` attribute without
     the pruning fields), "pruned_at_fold", "pruned_reason", "duration_s", "lost" (why the heartbeat check failed
     it, or will fail a RUNNING trial beaten longer ago than the grace period: its process was killed; else None), "retry_of" (the lost trial it runs again, else None), "folds" (one dict
     per evaluated fold, with ``fold`` and ``intermediate`` value)}``. An unknown number is a DataError naming the range.
@@ -301,12 +310,18 @@ def trial_detail(storage: Any, name: str, number: int) -> dict[str, Any]:
         doc["values"] = [float(v) for v in t.values] if done and t.values else None
     else:
         doc["value"] = float(t.value) if done and t.value is not None else None
-    doc["params"] = effective_params(t.params, spec)
+    lost = lost_reason(t) or _stale_running(storage, t)  # why the heartbeat check failed it, or will
+    # the spec's fixed values are a trial's only with what it drew: a trial that drew nothing (its ConfigRecord is
+    # written as soon as it has drawn) shows no parameters and says why, never the spec's fixed values as its own
+    drew = bool(t.params) or rec.config_record is not None or t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    doc["params"] = effective_params(t.params, spec) if drew else {}
+    if not drew:
+        doc["params_note"] = _none_drawn(t, rec.fail_reason, lost)
     doc["metrics"] = {k: v for k, v in rec.metrics.items() if k not in ("pruned_at_fold", "pruned_reason", "duration_s")}
     doc["pruned_at_fold"] = rec.pruned_at_fold
     doc["pruned_reason"] = rec.pruned_reason
     doc["duration_s"] = _duration_s(t)
-    doc["lost"] = lost_reason(t) or _stale_running(storage, t)  # why the heartbeat check failed it, or will
+    doc["lost"] = lost
     doc["retry_of"] = retry_of(t)  # runs again the trial of that number, which the heartbeat check failed
     doc["folds"] = [{"fold": i, "intermediate": t.intermediate_values.get(i, math.nan), **dict(f)}
                     for i, f in enumerate(rec.folds)]
