@@ -235,3 +235,29 @@ def test_a_trial_that_failed_before_drawing_shows_no_parameters_and_says_why(syn
     assert bare["params"] == {} and "no reason was stored" in bare["params_note"]
     text = show(1).stdout
     assert "sell_threshold" not in text and "time_stop" not in text and "failed before drawing" in text
+
+
+# ------------------------------------------------------------------ 5. compare's elapsed_s: the time trials ran
+def test_compare_elapsed_s_of_a_resumed_study_counts_the_time_its_trials_ran_not_the_pause(synth_db, tmp_path):
+    """A study run twice an hour apart reported elapsed_s 3604 s for 9 s of trials (fails before: 3604.0 != 9.0).
+    Planted times: run 1 trials 0..2 s and 2..5 s; an hour later run 2 (two processes) 0..2 s and 1..4 s, so the
+    union is 5 + 4 = 9 s, the sum of durations 10 s."""
+    import sqlite3
+
+    from optimizer.study.inspect import compare_studies
+    from optimizer.study.run import run_study
+    from optimizer.study.spec import parse_spec
+
+    db = tmp_path / "st.db"
+    run_study(parse_spec(_PRUNED_SPEC.replace("min_trades = 6", "min_trades = 0")), synth_db, f"sqlite:///{db}",
+              n_trials=4)
+    times = [("10:00:00", "10:00:02"), ("10:00:02", "10:00:05"), ("11:00:00", "11:00:02"), ("11:00:01", "11:00:04")]
+    with sqlite3.connect(db) as con:
+        for n, (a, b) in enumerate(times):
+            con.execute("UPDATE trials SET datetime_start = ?, datetime_complete = ? WHERE number = ?",
+                        (f"2026-12-04 {a}.000000", f"2026-12-04 {b}.000000", n))
+    res = compare_studies(f"sqlite:///{db}", ["mt"])
+    row = res.summary.iloc[0]
+    assert (row["complete"] + row["pruned"], row["total_trial_s"], row["elapsed_s"]) == (4, 10.0, 9.0)
+    curve = res.best_so_far.sort_values("n_finished")
+    assert curve["elapsed_s"].tolist() == [2.0, 5.0, 7.0, 9.0]  # the pause is not on the time axis either

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -366,6 +368,24 @@ def _time_saved(mean_complete: float, pruned: list[float]) -> float:
     return float(sum(max(0.0, mean_complete - d) for d in pruned if not math.isnan(d)))
 
 
+def _running_clock(trials: list[FrozenTrial]) -> Callable[[datetime], float]:
+    """``clock(t)``: the seconds before ``t`` during which at least one of ``trials`` ran (the union of their
+    ``datetime_start``..``datetime_complete`` intervals, a RUNNING trial's up to now). A study resumed after a
+    pause counts the time its trials ran, not the pause; trials run side by side (``--jobs``, workers) count once."""
+    now = datetime.now()
+    spans = sorted((t.datetime_start, t.datetime_complete or now) for t in trials if t.datetime_start is not None)
+    merged: list[list[datetime]] = []
+    for a, b in spans:
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, max(a, b)])
+
+    def clock(t: datetime) -> float:
+        return sum((min(b, t) - a).total_seconds() for a, b in merged if a < t)
+    return clock
+
+
 def _summary_row(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, Any]:
     # a repeat reused an earlier trial's result and ran nothing: its few milliseconds are neither what a complete
     # trial costs nor time that pruning saved (without pruning it would have reused the completed result)
@@ -376,7 +396,6 @@ def _summary_row(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, An
     mc, mp = _nanmean(comp), _nanmean(pruned)
     total = float(np.nansum(finished))
     saved = _time_saved(mc, pruned)
-    starts = [t.datetime_start for t in trials if t.datetime_start is not None]
     ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
     ranked = ranked_trials(study)
     return {
@@ -385,7 +404,7 @@ def _summary_row(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, An
         "best_value": float(ranked[0].values[0]) if ranked else math.nan,
         "best_number": ranked[0].number if ranked else pd.NA,
         "total_trial_s": total,
-        "elapsed_s": (max(ends) - min(starts)).total_seconds() if starts and ends else math.nan,
+        "elapsed_s": _running_clock(trials)(max(ends)) if ends else math.nan,
         "mean_complete_s": mc, "mean_pruned_s": mp, "time_saved_s": saved,
         "saved_pct": 100.0 * saved / (total + saved) if total + saved > 0 else math.nan,
         "kernel_warmup_s": math.nan if (w := read_study(study).kernel_warmup_s) is None else float(w),
@@ -406,7 +425,7 @@ def _best_so_far(name: str, study: optuna.Study, trials: list[FrozenTrial]) -> l
                   key=lambda t: (t.datetime_complete, t.number))
     if not done:
         return []
-    t0 = min(t.datetime_start or t.datetime_complete for t in trials if (t.datetime_start or t.datetime_complete))
+    clock = _running_clock(trials)
     s = direction_sign(study.directions[0])
     best, rows = math.nan, []
     for i, t in enumerate(done, start=1):
@@ -414,7 +433,7 @@ def _best_so_far(name: str, study: optuna.Study, trials: list[FrozenTrial]) -> l
         if not math.isnan(v) and (math.isnan(best) or s * v < s * best):
             best = v
         rows.append({"study": name, "number": t.number, "n_finished": i, "state": t.state.name,
-                     "value": v, "elapsed_s": (t.datetime_complete - t0).total_seconds(), "best_value": best})
+                     "value": v, "elapsed_s": clock(t.datetime_complete), "best_value": best})
     return rows
 
 
@@ -428,7 +447,10 @@ def compare_studies(storage: Any, names: list[str]) -> CompareResult:
     """Summary, prune-fold histogram, best-so-far curves and intermediate values of several studies.
 
     Multi-objective studies are compared on their first objective. Durations are trial wall times
-    (``datetime_complete - datetime_start``). ``time_saved_s`` estimates what pruning saved: the sum over pruned
+    (``datetime_complete - datetime_start``); ``total_trial_s`` is their sum. ``elapsed_s`` (the summary's, and
+    each best-so-far point's) is the time trials were running: the union of the trials' start..complete intervals
+    up to the last (that point's) completion, so a study resumed after a pause does not count the pause, and
+    trials run side by side (``--jobs``, workers) count once (``elapsed_s`` <= ``total_trial_s``). ``time_saved_s`` estimates what pruning saved: the sum over pruned
     trials of ``max(0, mean complete duration - their duration)``. Repeats (``repeat_of``: a trial that reused an
     earlier trial's result) are counted by state but left out of ``mean_complete_s``, ``mean_pruned_s`` and
     ``time_saved_s``: they ran nothing, and a pruned repeat would have reused a completed result without pruning. ``kernel_warmup_s``: the seconds ``study run``
