@@ -261,3 +261,30 @@ def test_compare_elapsed_s_of_a_resumed_study_counts_the_time_its_trials_ran_not
     assert (row["complete"] + row["pruned"], row["total_trial_s"], row["elapsed_s"]) == (4, 10.0, 9.0)
     curve = res.best_so_far.sort_values("n_finished")
     assert curve["elapsed_s"].tolist() == [2.0, 5.0, 7.0, 9.0]  # the pause is not on the time axis either
+
+
+# ------------------------------------------------------------------ 6. backtest --universe: the universe it ran on
+@pytest.mark.parametrize("given,spelt,n", [(" Tier1 ", "tier1", None), ("nvda, aapl,AAPL", ["NVDA", "AAPL"], 2)])
+def test_backtest_echoes_the_universe_it_resolved_not_the_string_typed(synth_db, tmp_path, given, spelt, n):
+    """`backtest --universe ' Tier1 '` echoed ' Tier1 ' in its JSON config, bt_backtest_runs and backtest_runs.csv
+    (fails before: ' Tier1 ' != 'tier1'; 'nvda, aapl,AAPL' != ['NVDA', 'AAPL'])."""
+    import json
+
+    from optimizer.study.data import universe_symbols
+
+    res = ok(cli("backtest", "--universe", given, "--db", synth_db, "--out", tmp_path / "out", "--no-save",
+                 "--format", "json"))
+    d = json.loads(res.stdout)
+    assert d["universe"] == spelt and d["config"]["universe"] == spelt
+    assert d["symbols"] == (n if n is not None else len(universe_symbols(synth_db, "tier1"))) > 0
+
+
+def test_universe_spelling_is_one_per_universe_and_refuses_what_names_none():
+    from optimizer.data.universe import universe_spelling
+    from optimizer.errors import ParameterError
+
+    assert universe_spelling(" TIER1+3 ") == "tier1+3" and universe_spelling("All") == "all"
+    assert universe_spelling("brk/b, aapl,AAPL") == ["BRK.B", "AAPL"] == universe_spelling(["BRK-B", "aapl"])
+    for bad in ("tier9", "foo bar", "AAPL,^VIX"):
+        with pytest.raises(ParameterError, match="universe"):
+            universe_spelling(bad)
