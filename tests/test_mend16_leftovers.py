@@ -288,3 +288,51 @@ def test_universe_spelling_is_one_per_universe_and_refuses_what_names_none():
     for bad in ("tier9", "foo bar", "AAPL,^VIX"):
         with pytest.raises(ParameterError, match="universe"):
             universe_spelling(bad)
+
+
+# ------------------------------------------------------------------ 7. no lock file beside the runs index
+_FOLDER_HOLDER = ("import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX); "
+                  "print('held', flush=True); sys.stdin.read(); os.close(fd)")
+
+
+def test_the_runs_index_is_appended_under_a_lock_that_leaves_no_file_and_excludes_another_process(
+        tmp_path, monkeypatch):
+    """`.backtest_runs.csv.lock` stayed beside the index for good (fails before: it is listed). The lock is now the
+    index's folder: another process holding it makes the append wait (asked without blocking first: it would have
+    blocked), and once it lets go the row is appended."""
+    import fcntl
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    from optimizer.report import backtest as report_backtest
+
+    index = tmp_path / "backtest" / "backtest_runs.csv"
+    index.parent.mkdir()
+    report_backtest._append_csv_row(index, pd.DataFrame([{"run_id": "r1"}]))
+    holder = subprocess.Popen([sys.executable, "-c", _FOLDER_HOLDER, str(index.parent)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        real, blocked = fcntl.flock, []
+
+        def flock(fd, op):  # the append's lock, tried without blocking first: held by the other process?
+            try:
+                real(fd, op | fcntl.LOCK_NB)
+            except BlockingIOError:
+                blocked.append(op)
+                holder.stdin.close()  # the other process lets go; the append then takes the lock
+                holder.wait(timeout=30)
+                real(fd, op)
+
+        monkeypatch.setattr(fcntl, "flock", flock)
+        report_backtest._append_csv_row(index, pd.DataFrame([{"run_id": "r2"}]))
+    finally:
+        if holder.poll() is None:
+            holder.stdin.close()
+            holder.wait(timeout=30)
+        holder.stdout.close()
+    assert blocked == [fcntl.LOCK_EX]
+    assert pd.read_csv(index)["run_id"].tolist() == ["r1", "r2"]
+    assert sorted(p.name for p in index.parent.iterdir()) == ["backtest_runs.csv"]
