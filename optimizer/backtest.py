@@ -248,8 +248,8 @@ def backtest(params: Mapping[str, Any], db: str | Path, universe: Any = None, st
     w = opening_warning(reserve_start, earlier or [])
     if w:
         warnings.append(w)
-    outputs = (save_backtest(res, panel, db, out_root, universe_label(uni), reg, f"regime={reg}|min_periods={min_periods}", min_periods)
-               if save else {})
+    outputs = (save_backtest(res, panel, db, out_root, universe_label(uni), reg,
+                             f"regime={reg}|min_periods={min_periods}", min_periods) if save else {})
     return BacktestRun(res, panel, outputs, run_record, warnings, opened, end_from)
 
 

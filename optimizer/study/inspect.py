@@ -288,10 +288,10 @@ def trial_detail(storage: Any, name: str, number: int) -> dict[str, Any]:
     """Trial ``number`` of study ``name`` in any state, for a one-trial view (``study show NAME --trial N``).
 
     ``{"study", "number", "state", "value" | "values" (a COMPLETE trial's; a PRUNED one's is Optuna's, its value at
-    the fold where the pruner stopped it, None when pruned for min_trades; else None), "params" (the trial's params plus
-    the stored spec's active fixed values, as ``best_trial_json``; empty when it drew none, and then
-    "params_note" says why: it failed or was lost before drawing them, or has not drawn them yet), "metrics" (its ``metrics`` attribute without
-    the pruning fields), "pruned_at_fold", "pruned_reason", "duration_s", "lost" (why the heartbeat check failed
+    the fold where the pruner stopped it, None when pruned for min_trades; else None), "params" (the trial's params
+    plus the stored spec's active fixed values, as ``best_trial_json``; empty when it drew none, and then
+    "params_note" says why: it failed or was lost before drawing them, or has not drawn them yet), "metrics" (its
+    ``metrics`` attribute without the pruning fields), "pruned_at_fold", "pruned_reason", "duration_s", "lost" (why the heartbeat check failed
     it, or will fail a RUNNING trial beaten longer ago than the grace period: its process was killed; else None), "retry_of" (the lost trial it runs again, else None), "folds" (one dict
     per evaluated fold, with ``fold`` and ``intermediate`` value)}``. An unknown number is a DataError naming the range.
     """
@@ -450,8 +450,9 @@ def compare_studies(storage: Any, names: list[str]) -> CompareResult:
     (``datetime_complete - datetime_start``); ``total_trial_s`` is their sum. ``elapsed_s`` (the summary's, and
     each best-so-far point's) is the time trials were running: the union of the trials' start..complete intervals
     up to the last (that point's) completion, so a study resumed after a pause does not count the pause, and
-    trials run side by side (``--jobs``, workers) count once (``elapsed_s`` <= ``total_trial_s``). ``time_saved_s`` estimates what pruning saved: the sum over pruned
-    trials of ``max(0, mean complete duration - their duration)``. Repeats (``repeat_of``: a trial that reused an
+    trials run side by side (``--jobs``, workers) count once (``elapsed_s`` <= ``total_trial_s``).
+    ``time_saved_s`` estimates what pruning saved: the sum over pruned trials of ``max(0, mean complete duration -
+    their duration)``. Repeats (``repeat_of``: a trial that reused an
     earlier trial's result) are counted by state but left out of ``mean_complete_s``, ``mean_pruned_s`` and
     ``time_saved_s``: they ran nothing, and a pruned repeat would have reused a completed result without pruning. ``kernel_warmup_s``: the seconds ``study run``
     spent compiling (or loading from numba's cache) the engine kernels before the study's first trial (0: they
