@@ -36,6 +36,7 @@ from optimizer.data.metrics import metrics_staleness
 from optimizer.data.splitcheck import panel_split_lines
 from optimizer.data.universe import is_all
 from optimizer.data.store import check_writable, connect
+from optimizer.data.universe import universe_label, universe_spelling
 from optimizer.engine.context import compute_context, market_regime_frame
 from optimizer.engine.evaluate import Config, Evaluator, Result
 from optimizer.engine.outcomes import backtest_summary, frequency_baseline, signal_events
@@ -189,7 +190,9 @@ def backtest(params: Mapping[str, Any], db: str | Path, universe: Any = None, st
         check_writable(db)
         check_out_writable(out_root)
     cfg = Config.from_params(engine_params(params))
-    uni = universe if universe is not None else (record.universe if record is not None else "tier1+3")
+    # a universe given here is recorded (run record, bt_backtest_runs, backtest_runs.csv, JSON) in one spelling,
+    # as resolved, never as typed (' Tier1 ', 'aapl, msft'); a trial's is kept as the trial recorded it
+    uni = universe_spelling(universe) if universe is not None else (record.universe if record is not None else "tier1+3")
     uni = list(uni) if isinstance(uni, tuple) else uni
     reg = regime if regime is not None else (record.regime if record is not None else "ALL")
     if min_periods is None:
@@ -249,8 +252,8 @@ def backtest(params: Mapping[str, Any], db: str | Path, universe: Any = None, st
     w = opening_warning(reserve_start, earlier or [])
     if w:
         warnings.append(w)
-    outputs = (save_backtest(res, panel, db, out_root, uni, reg, f"regime={reg}|min_periods={min_periods}", min_periods)
-               if save else {})
+    outputs = (save_backtest(res, panel, db, out_root, universe_label(uni), reg,
+                             f"regime={reg}|min_periods={min_periods}", min_periods) if save else {})
     return BacktestRun(res, panel, outputs, run_record, warnings, opened, end_from)
 
 

@@ -103,7 +103,8 @@ def backtest_cmd(params_file, universe, start, end, regime, final, allow_data_ch
                 else run.end_from)
     if fmt == "json":
         echo_json(run.metrics | {"params": run.result.config.to_params(), "start": str(panel.dates[run.result.span.sig_start])[:10],
-                                 "end": str(panel.dates[-1])[:10], "end_from": end_from, "symbols": len(panel.symbols),
+                                 "end": str(panel.dates[-1])[:10], "end_from": end_from,
+                                 "universe": run.record.universe, "symbols": len(panel.symbols),
                                  "config": run.record.to_dict() if run.record else None, "reserve_opened": run.opened_reserve,
                                  "coverage": panel.coverage.to_dict() if panel.coverage is not None else None,
                                  "reproduces_trial": reproduces,

@@ -58,6 +58,7 @@ _JOBS_HELP = "Local processes running windows at once (each window is one sequen
 @shared_options("db", "storage", "out")
 @table_options
 @format_option()
+@wait_option()
 def walkforward_cmd(spec, final, n_trials, jobs, storage, db, out, columns, wide, fmt):
     """Re-optimize SPEC on rolling train windows and evaluate each winner once on the following test window.
 
@@ -69,6 +70,7 @@ def walkforward_cmd(spec, final, n_trials, jobs, storage, db, out, columns, wide
     Many machines: with an SQLite or PostgreSQL --storage, windows are claimed through the storage;
       accumopt walkforward worker SPEC --storage URL    (on other machines, same spec and data)
     runs whole windows for this run, which then stitches them in order (same result as one process).
+    --wait is the store's, as every command's (a worker's own --wait is the coordinator's: see its --help).
     """
     from optimizer.validate.walkforward import run_walkforward, save_walkforward, settings_rows, walkforward_dir
 
@@ -126,13 +128,25 @@ WORKER_READY = "walkforward worker ready: joining the walk-forward of {name!r} (
 @click.command("worker")
 @click.argument("spec", type=click.Path())
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help=_JOBS_HELP)
-@click.option("--wait", type=click.FloatRange(min=0), default=60.0, show_default=True,
-              help="Seconds to wait for `accumopt walkforward SPEC` to register its run in the storage.")
+@click.option("--wait", type=click.FloatRange(min=0), default=60.0, show_default=True, metavar="SECONDS",
+              help="Seconds to wait for the coordinator, `accumopt walkforward SPEC`, to register its run in the "
+                   "storage (not the DuckDB store's lock: that is --store-wait).")
+@click.option("--store-wait", "store_wait", type=float, default=0.0, show_default=True, metavar="SECONDS",
+              help="Seconds to wait for the DuckDB store while another process holds it (an ingest or evening "
+                   "writing it), trying again; 0: fail at once naming that process (`walkforward SPEC --wait`).")
 @shared_options("db", "storage", "out")
 @format_option()
-def walkforward_worker_cmd(spec, jobs, wait, storage, db, out, fmt):
+def walkforward_worker_cmd(spec, jobs, wait, store_wait, storage, db, out, fmt):
     """Join the walk-forward of SPEC running on --storage (SQLite or PostgreSQL): claim and run whole windows
-    until every window is done. The coordinator (`accumopt walkforward SPEC`) stitches and judges them."""
+    until every window is done. The coordinator (`accumopt walkforward SPEC`) stitches and judges them.
+    Two waits: --wait for the coordinator to start, --store-wait for a store another process holds."""
+    from optimizer.data.store import checked_wait, lock_wait
+
+    with lock_wait(checked_wait(store_wait, "--store-wait")):
+        _worker(spec, jobs, wait, storage, db, out, fmt)
+
+
+def _worker(spec, jobs, wait, storage, db, out, fmt):
     from optimizer.validate.walkforward import run_walkforward_worker
 
     s = load_spec(spec)

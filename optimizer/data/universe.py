@@ -85,6 +85,16 @@ def universe_label(value: str | Sequence[str]) -> str:
     return value if isinstance(value, str) else ",".join(str(s) for s in value)
 
 
+def universe_spelling(value: str | Sequence[str]) -> str | list[str]:
+    """A universe as a run records it, one spelling however the user wrote it: a tier name or ``all`` lower-cased
+    (`` TIER1+3`` -> ``tier1+3``), a listed universe (a comma list or a list) as its canonical symbols in the order
+    written, once each (``brk/b, aapl,AAPL`` -> ``["BRK.B", "AAPL"]``, as a spec's list). A value that names no
+    universe is refused as ``resolve_universe`` refuses it."""
+    if isinstance(value, str) and not is_listed(value):
+        return value.strip().lower()
+    return resolve_universe(value)  # a listed universe: its canonical symbols, once each, as written (or refused)
+
+
 def unpriced_note(unpriced: int | None) -> str | None:
     """The one line saying how many symbols universe ``all`` left out for want of a price (None when none were):
     ``all`` is every symbol of the store with a price in the span, not every FINRA symbol (a real FINRA day lists

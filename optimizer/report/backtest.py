@@ -270,34 +270,46 @@ def _append_csv_row(path: Path, row: pd.DataFrame) -> None:
     """Append ``row``; the header is written once. When the existing header differs, rewrite with the union.
 
     Several processes append to one index (two backtests finishing at once): the whole read-decide-write runs under
-    an exclusive ``flock`` of ``.<name>.lock`` beside the file, so a run that creates the file or rewrites it with
-    a new column never replaces another run's row; an appended row is one complete line written by one ``write``
-    on an O_APPEND descriptor, so a reader (or a kill) never meets half a line. An append that fails (a full disk)
-    leaves the file as it was, never a part of a row."""
-    with (path.parent / f".{path.name}.lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the lock file closes
-        if path.exists() and path.stat().st_size > 0:
-            with path.open(newline="") as fh:
-                header = next(csv.reader(fh), [])
-            if header == list(row.columns):
-                line = row.to_csv(index=False, header=False).encode()
-                size = path.stat().st_size
-                fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-                try:
-                    view = memoryview(line)
-                    while view:  # a regular file takes the whole line in one write; a short write goes on
-                        view = view[os.write(fd, view):]
-                except BaseException:  # a full disk mid-row: cut the part written, the index keeps its whole rows
-                    os.ftruncate(fd, size)
-                    raise
-                finally:
-                    os.close(fd)
-                return
-            old = pd.read_csv(path, dtype=str, keep_default_na=False)
-            both = pd.concat([old, row.astype(object)], ignore_index=True)
-            _atomic(path, lambda p: both.to_csv(p, index=False))
+    an exclusive ``flock`` of the folder holding it (no lock file: one beside the index stayed there for good, and
+    removing it is unsafe: a process that opened it before the removal would lock the removed file while the next
+    one creates and locks a new one, both "holding" the lock; the folder is never replaced, the index's rewrite is a
+    rename inside it), so a run that creates the file or rewrites it with a new column never replaces another run's
+    row; an appended row is one complete line written by one ``write`` on an O_APPEND descriptor, so a reader (or a
+    kill) never meets half a line. An append that fails (a full disk) leaves the file as it was, never a part of a
+    row. (A ``.<name>.lock`` an earlier version left beside the index is no longer used: delete it when no backtest
+    runs.)"""
+    folder = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)  # released when the folder's descriptor closes
+        _append_locked(path, row)
+    finally:
+        os.close(folder)
+
+
+def _append_locked(path: Path, row: pd.DataFrame) -> None:
+    """``_append_csv_row``'s work, under its lock."""
+    if path.exists() and path.stat().st_size > 0:
+        with path.open(newline="") as fh:
+            header = next(csv.reader(fh), [])
+        if header == list(row.columns):
+            line = row.to_csv(index=False, header=False).encode()
+            size = path.stat().st_size
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+            try:
+                view = memoryview(line)
+                while view:  # a regular file takes the whole line in one write; a short write goes on
+                    view = view[os.write(fd, view):]
+            except BaseException:  # a full disk mid-row: cut the part written, the index keeps its whole rows
+                os.ftruncate(fd, size)
+                raise
+            finally:
+                os.close(fd)
             return
-        _atomic(path, lambda p: row.to_csv(p, index=False))
+        old = pd.read_csv(path, dtype=str, keep_default_na=False)
+        both = pd.concat([old, row.astype(object)], ignore_index=True)
+        _atomic(path, lambda p: both.to_csv(p, index=False))
+        return
+    _atomic(path, lambda p: row.to_csv(p, index=False))
 
 
 def write_backtest_files(

@@ -1,9 +1,9 @@
 """plotly figure and self-contained HTML page for ``accumopt study compare`` (a ``CompareResult``).
 
-Four panels: best-so-far against trials finished, best-so-far against wall time, the per-fold intermediate values
-of pruned (red) and complete (blue) trials, and how many trials were pruned at each fold. Trace names are
-``"<study> best"``, ``"<study> best (time)"``, ``"<study> complete"``, ``"<study> pruned"`` and
-``"<study> pruned at fold"``.
+Four panels: best-so-far against trials finished, best-so-far against the time the study's trials ran (a pause
+between runs not counted), the per-fold intermediate values of pruned (red) and complete (blue) trials, and how
+many trials were pruned at each fold. Trace names are ``"<study> best"``, ``"<study> best (time)"``,
+``"<study> complete"``, ``"<study> pruned"`` and ``"<study> pruned at fold"``.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def _intermediate_traces(fig: go.Figure, name: str, df: pd.DataFrame, dash: str)
 def compare_figure(result: "CompareResult") -> go.Figure:
     """2x2 subplot Figure comparing the studies of ``result`` (first objective for multi-objective studies)."""
     fig = make_subplots(rows=2, cols=2, subplot_titles=(
-        "best so far vs trials finished", "best so far vs wall time", "intermediate value per fold (blue complete, red pruned)",
+        "best so far vs trials finished", "best so far vs time its trials ran", "intermediate value per fold (blue complete, red pruned)",
         "trials pruned at each fold"))
     for i, name in enumerate(result.names):
         color = _study_color(i)
@@ -73,7 +73,7 @@ def compare_figure(result: "CompareResult") -> go.Figure:
                              legendgroup=name), row=2, col=2)
     themed(fig).update_layout(barmode="group", height=800, title="study comparison")
     fig.update_xaxes(title_text="trials finished", row=1, col=1)
-    fig.update_xaxes(title_text="seconds since the study's first trial", row=1, col=2)
+    fig.update_xaxes(title_text="seconds its trials ran (a pause between runs not counted)", row=1, col=2)
     fig.update_xaxes(title_text="fold", dtick=1, row=2, col=1)
     fig.update_xaxes(title_text="fold", dtick=1, row=2, col=2)
     fig.update_yaxes(title_text="best value", row=1, col=1)
@@ -115,7 +115,10 @@ def write_compare_html(result: "CompareResult", path: str | Path) -> Path:
         "table.summary td,table.summary th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}</style>"
         f"</head><body><h1>{html.escape(title)}</h1>\n<h2>summary</h2>\n{_summary_html(result.summary)}\n"
         "<p>time_saved_s: sum over pruned trials of max(0, mean complete duration &minus; their duration). Repeats "
-        "(trials that reused an earlier trial's result) count by state but not in the durations or time saved.</p>\n"
+        "(trials that reused an earlier trial's result) count by state but not in the durations or time saved. "
+        "elapsed_s: the time the study's trials were running (the union of their start..complete intervals): a "
+        "pause between two runs of a resumed study is not counted, trials run side by side count once; "
+        "total_trial_s: the sum of the trials' durations.</p>\n"
         f"<p class=\"warmup\">{html.escape(warmup_note(result.summary))}</p>\n"
         f"{fig_html}\n</body></html>\n"
     )

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -274,12 +276,22 @@ def _stale_running(storage: Any, t: FrozenTrial) -> str | None:
             "stopped answering; the next run of the study (study run, study worker) fails it and runs it again")
 
 
+def _none_drawn(t: FrozenTrial, fail_reason: str | None, lost: str | None) -> str:
+    """Why trial ``t`` has no parameters: it failed (or was lost) before drawing them, or has not drawn them yet."""
+    if t.state == TrialState.FAIL:
+        why = lost or fail_reason or "no reason was stored: its process ended before it could write one"
+        return f"none: the trial failed before drawing its parameters ({why})"
+    return f"none drawn yet ({t.state.name}" + (f": {lost})" if lost else ")")
+
+
 def trial_detail(storage: Any, name: str, number: int) -> dict[str, Any]:
     """Trial ``number`` of study ``name`` in any state, for a one-trial view (``study show NAME --trial N``).
 
-    ``{"study", "number", "state", "value" | "values" (None unless COMPLETE), "params" (the trial's params plus
-    the stored spec's active fixed values, as ``best_trial_json``), "metrics" (its ``metrics`` attribute without
-    the pruning fields), "pruned_at_fold", "pruned_reason", "duration_s", "lost" (why the heartbeat check failed
+    ``{"study", "number", "state", "value" | "values" (a COMPLETE trial's; a PRUNED one's is Optuna's, its value at
+    the fold where the pruner stopped it, None when pruned for min_trades; else None), "params" (the trial's params
+    plus the stored spec's active fixed values, as ``best_trial_json``; empty when it drew none, and then
+    "params_note" says why: it failed or was lost before drawing them, or has not drawn them yet), "metrics" (its
+    ``metrics`` attribute without the pruning fields), "pruned_at_fold", "pruned_reason", "duration_s", "lost" (why the heartbeat check failed
     it, or will fail a RUNNING trial beaten longer ago than the grace period: its process was killed; else None), "retry_of" (the lost trial it runs again, else None), "folds" (one dict
     per evaluated fold, with ``fold`` and ``intermediate`` value)}``. An unknown number is a DataError naming the range.
     """
@@ -292,18 +304,26 @@ def trial_detail(storage: Any, name: str, number: int) -> dict[str, Any]:
     t = byn[number]
     rec = read_trial(t)
     spec = read_study(study).spec()
-    done = t.state == TrialState.COMPLETE
+    # a pruned trial's value is Optuna's, as optuna-dashboard and ``study export`` show it: its value at the fold
+    # the pruner stopped it; none when pruned for min_trades (``trial.NO_FOLD_VALUE``)
+    done = t.state in (TrialState.COMPLETE, TrialState.PRUNED)
     doc: dict[str, Any] = {"study": study.study_name, "number": t.number, "state": t.state.name}
     if _is_multi(study):
         doc["values"] = [float(v) for v in t.values] if done and t.values else None
     else:
         doc["value"] = float(t.value) if done and t.value is not None else None
-    doc["params"] = effective_params(t.params, spec)
+    lost = lost_reason(t) or _stale_running(storage, t)  # why the heartbeat check failed it, or will
+    # the spec's fixed values are a trial's only with what it drew: a trial that drew nothing (its ConfigRecord is
+    # written as soon as it has drawn) shows no parameters and says why, never the spec's fixed values as its own
+    drew = bool(t.params) or rec.config_record is not None or t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    doc["params"] = effective_params(t.params, spec) if drew else {}
+    if not drew:
+        doc["params_note"] = _none_drawn(t, rec.fail_reason, lost)
     doc["metrics"] = {k: v for k, v in rec.metrics.items() if k not in ("pruned_at_fold", "pruned_reason", "duration_s")}
     doc["pruned_at_fold"] = rec.pruned_at_fold
     doc["pruned_reason"] = rec.pruned_reason
     doc["duration_s"] = _duration_s(t)
-    doc["lost"] = lost_reason(t) or _stale_running(storage, t)  # why the heartbeat check failed it, or will
+    doc["lost"] = lost
     doc["retry_of"] = retry_of(t)  # runs again the trial of that number, which the heartbeat check failed
     doc["folds"] = [{"fold": i, "intermediate": t.intermediate_values.get(i, math.nan), **dict(f)}
                     for i, f in enumerate(rec.folds)]
@@ -327,7 +347,8 @@ class CompareResult:
 
 def _pruned_fold(t: FrozenTrial) -> int | None:
     """Fold where a pruned trial stopped: the ``pruned_at_fold`` attribute (also set by min_trades pruning,
-    which reports nothing for that fold), else the trial's last reported step."""
+    which reports ``trial.NO_FOLD_VALUE`` for that fold; before 2026-12-05 nothing), else the trial's last
+    reported step."""
     f = read_trial(t).pruned_at_fold
     return t.last_step if f is None else f
 
@@ -347,6 +368,24 @@ def _time_saved(mean_complete: float, pruned: list[float]) -> float:
     return float(sum(max(0.0, mean_complete - d) for d in pruned if not math.isnan(d)))
 
 
+def _running_clock(trials: list[FrozenTrial]) -> Callable[[datetime], float]:
+    """``clock(t)``: the seconds before ``t`` during which at least one of ``trials`` ran (the union of their
+    ``datetime_start``..``datetime_complete`` intervals, a RUNNING trial's up to now). A study resumed after a
+    pause counts the time its trials ran, not the pause; trials run side by side (``--jobs``, workers) count once."""
+    now = datetime.now()
+    spans = sorted((t.datetime_start, t.datetime_complete or now) for t in trials if t.datetime_start is not None)
+    merged: list[list[datetime]] = []
+    for a, b in spans:
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, max(a, b)])
+
+    def clock(t: datetime) -> float:
+        return sum((min(b, t) - a).total_seconds() for a, b in merged if a < t)
+    return clock
+
+
 def _summary_row(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, Any]:
     # a repeat reused an earlier trial's result and ran nothing: its few milliseconds are neither what a complete
     # trial costs nor time that pruning saved (without pruning it would have reused the completed result)
@@ -357,7 +396,6 @@ def _summary_row(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, An
     mc, mp = _nanmean(comp), _nanmean(pruned)
     total = float(np.nansum(finished))
     saved = _time_saved(mc, pruned)
-    starts = [t.datetime_start for t in trials if t.datetime_start is not None]
     ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
     ranked = ranked_trials(study)
     return {
@@ -366,7 +404,7 @@ def _summary_row(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, An
         "best_value": float(ranked[0].values[0]) if ranked else math.nan,
         "best_number": ranked[0].number if ranked else pd.NA,
         "total_trial_s": total,
-        "elapsed_s": (max(ends) - min(starts)).total_seconds() if starts and ends else math.nan,
+        "elapsed_s": _running_clock(trials)(max(ends)) if ends else math.nan,
         "mean_complete_s": mc, "mean_pruned_s": mp, "time_saved_s": saved,
         "saved_pct": 100.0 * saved / (total + saved) if total + saved > 0 else math.nan,
         "kernel_warmup_s": math.nan if (w := read_study(study).kernel_warmup_s) is None else float(w),
@@ -387,7 +425,7 @@ def _best_so_far(name: str, study: optuna.Study, trials: list[FrozenTrial]) -> l
                   key=lambda t: (t.datetime_complete, t.number))
     if not done:
         return []
-    t0 = min(t.datetime_start or t.datetime_complete for t in trials if (t.datetime_start or t.datetime_complete))
+    clock = _running_clock(trials)
     s = direction_sign(study.directions[0])
     best, rows = math.nan, []
     for i, t in enumerate(done, start=1):
@@ -395,7 +433,7 @@ def _best_so_far(name: str, study: optuna.Study, trials: list[FrozenTrial]) -> l
         if not math.isnan(v) and (math.isnan(best) or s * v < s * best):
             best = v
         rows.append({"study": name, "number": t.number, "n_finished": i, "state": t.state.name,
-                     "value": v, "elapsed_s": (t.datetime_complete - t0).total_seconds(), "best_value": best})
+                     "value": v, "elapsed_s": clock(t.datetime_complete), "best_value": best})
     return rows
 
 
@@ -409,8 +447,12 @@ def compare_studies(storage: Any, names: list[str]) -> CompareResult:
     """Summary, prune-fold histogram, best-so-far curves and intermediate values of several studies.
 
     Multi-objective studies are compared on their first objective. Durations are trial wall times
-    (``datetime_complete - datetime_start``). ``time_saved_s`` estimates what pruning saved: the sum over pruned
-    trials of ``max(0, mean complete duration - their duration)``. Repeats (``repeat_of``: a trial that reused an
+    (``datetime_complete - datetime_start``); ``total_trial_s`` is their sum. ``elapsed_s`` (the summary's, and
+    each best-so-far point's) is the time trials were running: the union of the trials' start..complete intervals
+    up to the last (that point's) completion, so a study resumed after a pause does not count the pause, and
+    trials run side by side (``--jobs``, workers) count once (``elapsed_s`` <= ``total_trial_s``).
+    ``time_saved_s`` estimates what pruning saved: the sum over pruned trials of ``max(0, mean complete duration -
+    their duration)``. Repeats (``repeat_of``: a trial that reused an
     earlier trial's result) are counted by state but left out of ``mean_complete_s``, ``mean_pruned_s`` and
     ``time_saved_s``: they ran nothing, and a pruned repeat would have reused a completed result without pruning. ``kernel_warmup_s``: the seconds ``study run``
     spent compiling (or loading from numba's cache) the engine kernels before the study's first trial (0: they

@@ -38,7 +38,7 @@ from optimizer.data.splitcheck import panel_split_lines
 from optimizer.study.data import StudyData, load_study_data, prepare_data
 from optimizer.study._pool import deadline, optimize_pool
 from optimizer.study.seed import pruned_seeds_note, seed_from_study
-from optimizer.study.storage import StudyFull, has_heartbeat, hide_passwords, make_storage, study_names
+from optimizer.study.storage import StudyFull, has_heartbeat, hide_passwords, make_storage, naming_its_storage, study_names
 from optimizer.study.trial import TrialFailed, TrialObjective
 
 __all__ = ["StudyRunResult", "open_study", "run_study", "git_commit", "study_record", "worker_stop"]
@@ -481,6 +481,7 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+@naming_its_storage
 def run_study(
     spec: StudySpec,
     db: str | Path,

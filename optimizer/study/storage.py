@@ -38,7 +38,7 @@ from sqlalchemy.pool import NullPool
 from optimizer.errors import AccumoptError, DataError, ParameterError, no_room
 from optimizer.paths import resolve_storage, storage_path
 
-__all__ = ["make_storage", "IN_MEMORY", "shown_url", "study_names", "user_attrs_in_one_transaction", "StudyFull", "storage_error", "storage_failure", "has_heartbeat", "fail_stale_no_retry",
+__all__ = ["make_storage", "IN_MEMORY", "shown_url", "study_names", "user_attrs_in_one_transaction", "StudyFull", "storage_error", "storage_failure", "storage_named", "naming_its_storage", "has_heartbeat", "fail_stale_no_retry",
            "trial_summary", "LOST", "RETRY_OF", "hide_passwords", "heartbeat_age", "stale_grace"]
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -134,6 +134,38 @@ def storage_error(url: str) -> Iterator[None]:
         if not type(e).__module__.startswith("sqlalchemy"):
             raise
         raise storage_failure(url, e) from None
+
+
+def is_storage_failure(e: BaseException) -> bool:
+    """An error the study storage itself raised (SQLite, SQLAlchemy, Optuna's ``StorageInternalError``), never one
+    of the code around it: what ``storage_named`` may call the storage's failure."""
+    return isinstance(e, (sqlite3.Error, optuna.exceptions.StorageInternalError)) or \
+        type(e).__module__.startswith("sqlalchemy")
+
+
+@contextlib.contextmanager
+def storage_named(url: str) -> Iterator[None]:
+    """Around work that runs other code too (a study's trials): a storage error raised inside becomes
+    ``storage_failure``'s one-line DataError naming the storage (password hidden); every other error passes as it
+    is (``storage_error`` also takes RuntimeError / OSError, which an objective may raise)."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 - only the storage's own errors are named; the rest re-raised
+        if isinstance(e, AccumoptError) or not is_storage_failure(e):
+            raise
+        raise storage_failure(url, e) from None
+
+
+def naming_its_storage(f: Any) -> Any:
+    """Decorates a run ``f(spec, db, storage_url, ...)`` (a study, a walk-forward): a storage error met anywhere in
+    it (a trial written back on a full disk, a server gone) is one line naming the storage the run resolved,
+    password hidden (``storage_named``), not an unnamed "the study storage failed"."""
+
+    @functools.wraps(f)
+    def run(spec: Any, db: Any, storage_url: str | None = None, *args: Any, **kw: Any) -> Any:
+        with storage_named(resolve_storage(storage_url, spec.run.storage)):
+            return f(spec, db, storage_url, *args, **kw)
+    return run
 
 
 def _check_journal_file(url: str, path: Path) -> None:

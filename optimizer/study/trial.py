@@ -26,7 +26,15 @@ from optimizer.study.data import StudyData
 from optimizer.study.records import ConfigRecord, TrialRecord, find_repeat, read_trial, write_config
 from optimizer.study.space import params_to_config, suggest
 
-__all__ = ["TrialObjective", "TrialFailed"]
+__all__ = ["TrialObjective", "TrialFailed", "NO_FOLD_VALUE"]
+
+# The fold report of a trial pruned for ``min_trades`` at that fold: it had too few trades to have a value there.
+# NaN, so Optuna stores no value for the pruned trial (its rule: a pruned trial's value is its last report, unless
+# that is NaN) and optuna-dashboard, ``study show --trial`` and ``study export`` all show none; without the report
+# the trial's value was the PREVIOUS fold's, shown as the value it was pruned with. Pruners never read it (they
+# compare completed trials, or rung values of trials they checked); TPE ranks such a trial among those stopped at
+# that fold, below every one of them with a value.
+NO_FOLD_VALUE = math.nan
 
 
 class TrialFailed(Exception):
@@ -120,6 +128,8 @@ class TrialObjective:
             reason = None
             if m["closed_trades"] < min_trades:
                 reason = f"fold {f.fold}: {int(m['closed_trades'])} closed trades < min_trades {min_trades}"
+                if not self.multi:  # NO_FOLD_VALUE: the trial had no value here, and Optuna then stores none
+                    trial.report(NO_FOLD_VALUE, f.fold)  # (else the previous fold's value became the trial's)
             elif not self.multi:
                 trial.report(self.objective.fold_value(m), f.fold)
                 if trial.should_prune():

@@ -71,7 +71,7 @@ from optimizer.study.run import run_study, worker_stop
 from optimizer.study.space import params_to_config, trial_config
 from optimizer.study.spec import RunSpec, StudySpec, walkforward_step_rule
 from optimizer.study.splits import WalkForward, Window
-from optimizer.study.storage import make_storage, study_names
+from optimizer.study.storage import make_storage, naming_its_storage, study_names
 from optimizer.validate.distributed import DONE, Interrupted, WindowClaims, wait_for_run, work_windows
 from optimizer.validate.stats import (
     DailyExcess, cost_stress, cost_stress_wording, cpcv_pbo, daily_excess, deflated_sharpe_from_study,
@@ -670,6 +670,7 @@ def _setup(spec: StudySpec, db: str | Path, storage_url: str | None, final: bool
     return ctx, windows, reserve
 
 
+@naming_its_storage
 def run_walkforward(
     spec: StudySpec,
     db: str | Path,
@@ -738,6 +739,7 @@ def run_walkforward(
     return res
 
 
+@naming_its_storage
 def run_walkforward_worker(spec: StudySpec, db: str | Path, storage_url: str | None = None, jobs: int = 1,
                            wait: float = 60.0, on_ready: Callable[[], None] | None = None) -> list[str]:
     """Join the walk-forward of ``spec`` that a coordinator (``run_walkforward``) started on ``storage_url``: claim
