@@ -224,7 +224,14 @@ def study_show(name, top, number, storage, out, columns, wide, fmt):
 
     The table shows the value, the key metrics and the parameters that fit the terminal; --columns picks others
     (e.g. --columns number,value,param_exit,sharpe), --wide shows all, --trial N shows one trial in full."""
-    if number is not None:
+    if number is not None:  # one trial, vertically: --top, --columns and --wide shape the top-trials table only
+        src = click.get_current_context().get_parameter_source("top")
+        given = [f for f, v in (("--top", src is not click.core.ParameterSource.DEFAULT), ("--columns", columns),
+                                ("--wide", wide)) if v]
+        if given:
+            raise ParameterError(f"{given[0]} shapes the table of the top trials, which --trial N replaces by one "
+                                 f"trial shown whole: leave out {' and '.join(given)} or --trial, got "
+                                 f"{given[0]} with --trial {number}")
         d = trial_detail(_storage(storage, out), name, number)
         if fmt == "json":
             echo_json(d)

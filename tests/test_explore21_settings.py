@@ -1,0 +1,80 @@
+"""Every flag takes effect or is refused with its name (explore21's sweep of the command tree, the spec keys and the
+environment variables).
+
+The sweep walked the click tree (33 commands, 325 parameters), the spec parser's keys and every variable the code
+reads; the settings below were accepted and then silently did nothing. The parametrized tests walk the click tree
+themselves, so a command added later with the same options is checked too. Most refusals come before any store or
+storage is opened, so these tests need none.
+"""
+
+from __future__ import annotations
+
+import click
+import pytest
+
+from optimizer.cli import main
+from tests._cli_helpers import cli, one_line_error
+
+
+def _commands(group: click.Group = main, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], click.Command]]:
+    """Every leaf command of the click tree with its path (``walkforward worker`` included)."""
+    ctx = click.Context(group)
+    out = []
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
+        if isinstance(cmd, click.Group):
+            out += _commands(cmd, (*path, name))
+        else:
+            out.append(((*path, name), cmd))
+            worker = getattr(cmd, "worker", None)
+            if worker is not None:
+                out.append(((*path, name, "worker"), worker))
+    return out
+
+
+def _args(cmd: click.Command) -> list[str]:
+    """Placeholder values for the command's required arguments (the refusals come before any is read)."""
+    args = []
+    for p in cmd.params:
+        if isinstance(p, click.Argument) and p.required:
+            args += ["x"] * (1 if p.nargs in (1, -1) else p.nargs)
+    return args
+
+
+def _param(cmd: click.Command, name: str) -> click.Parameter | None:
+    return next((p for p in cmd.params if p.name == name), None)
+
+
+_TABLE_CMDS = [(path, cmd) for path, cmd in _commands() if _param(cmd, "columns") is not None]
+
+
+def test_the_sweep_finds_the_table_commands():
+    """The walk over the click tree sees the commands that print a terminal table (a walk that found none would
+    make the parametrized test below vacuous)."""
+    names = {" ".join(p) for p, _ in _TABLE_CMDS}
+    assert {"scan", "table", "study list", "study show", "study compare", "walkforward"} <= names
+
+
+@pytest.mark.parametrize("flag", [("--columns", "symbol"), ("--wide",)], ids=["columns", "wide"])
+@pytest.mark.parametrize("path,cmd", _TABLE_CMDS, ids=[" ".join(p) for p, _ in _TABLE_CMDS])
+def test_table_shaping_flags_are_refused_with_a_machine_format(tmp_path, path, cmd, flag):
+    """--columns and --wide choose what the terminal table shows; with --format json (or csv) they were accepted
+    and ignored: `scan --format json --columns symbol` printed the whole document. Now each is refused naming
+    itself and the format, for every command (and format) that has them."""
+    fmt = _param(cmd, "fmt")
+    assert fmt is not None and isinstance(fmt.type, click.Choice)
+    others = [c for c in fmt.type.choices if c != "table"]
+    assert others, path
+    for choice in others:
+        res = cli(*path, *_args(cmd), *flag, "--format", choice, "--out", tmp_path / "out")
+        one_line_error(res, flag[0], f"--format {choice}")
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("flags", [("--top", "3"), ("--top", "10"), ("--columns", "number"), ("--wide",)],
+                         ids=["top", "top-default-value", "columns", "wide"])
+def test_study_show_trial_refuses_the_top_table_flags(tmp_path, flags):
+    """`study show NAME --trial N` shows one trial vertically: --top, --columns and --wide (which shape the table
+    of the top trials) were accepted and ignored. --top given even at its default value is refused."""
+    res = cli("study", "show", "s", "--trial", "1", *flags, "--out", tmp_path)
+    one_line_error(res, flags[0], "--trial 1")
