@@ -78,3 +78,33 @@ def test_study_show_trial_refuses_the_top_table_flags(tmp_path, flags):
     of the top trials) were accepted and ignored. --top given even at its default value is refused."""
     res = cli("study", "show", "s", "--trial", "1", *flags, "--out", tmp_path)
     one_line_error(res, flags[0], "--trial 1")
+
+
+# ------------------------------------------------------------------------------------------ signals / evening
+@pytest.fixture()
+def params(tmp_path):
+    p = tmp_path / "p.json"
+    p.write_text("{}", encoding="utf-8")
+    return p
+
+
+@pytest.mark.parametrize("other", ["--ingest", "--no-fetch"])
+def test_evening_refuses_through_without_a_fetch(tmp_path, params, other):
+    """`evening --through D` bounds the fetch; with --ingest DIR or --no-fetch nothing is fetched and --through was
+    accepted and ignored (the evening ran on whatever the folder or the store held). Refused naming both, before
+    the store is created."""
+    (tmp_path / "in").mkdir()
+    extra = ["--ingest", tmp_path / "in"] if other == "--ingest" else ["--no-fetch"]
+    res = cli("evening", "--params", params, "--db", tmp_path / "s.duckdb", "--out", tmp_path / "out",
+              "--through", "2024-01-02", *extra)
+    one_line_error(res, "--through", other)
+    assert not (tmp_path / "s.duckdb").exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_signals_refuses_all_with_a_machine_format(tmp_path, params, fmt):
+    """`signals --all` adds every symbol to the terminal tables; --format json / csv hold every symbol's row
+    anyway and --all was accepted and ignored. Refused naming both."""
+    res = cli("signals", "--params", params, "--db", tmp_path / "s.duckdb", "--out", tmp_path / "out", "--all",
+              "--format", fmt)
+    one_line_error(res, "--all", f"--format {fmt}")
