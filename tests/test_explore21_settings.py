@@ -108,3 +108,30 @@ def test_signals_refuses_all_with_a_machine_format(tmp_path, params, fmt):
     res = cli("signals", "--params", params, "--db", tmp_path / "s.duckdb", "--out", tmp_path / "out", "--all",
               "--format", fmt)
     one_line_error(res, "--all", f"--format {fmt}")
+
+
+# ------------------------------------------------------------------------------------------ fetch / data synth
+@pytest.mark.parametrize("kind", ["finra-short", "finra-api", "prices"])
+@pytest.mark.parametrize("flag", [("--db", "s.duckdb"), ("--wait", "5")], ids=["db", "wait"])
+def test_fetch_no_ingest_refuses_the_store_flags(tmp_path, kind, flag):
+    """`fetch KIND --no-ingest` only downloads: --db (the store the files go into) and --wait (how long to wait
+    for it) were accepted and ignored, as `study list --db` would be refused. Refused naming both, before any
+    request (no server here: a request would fail on the network instead)."""
+    value = tmp_path / flag[1] if flag[0] == "--db" else flag[1]
+    res = cli("fetch", kind, "--start", "2024-01-02", "--end", "2024-01-03", "--cache", tmp_path / "c",
+              "--no-ingest", flag[0], value, env={"POLYGON_BASE_URL": "http://127.0.0.1:9", "FINRA_CDN_URL":
+                                                  "http://127.0.0.1:9", "FINRA_TOKEN_URL": "http://127.0.0.1:9"})
+    one_line_error(res, flag[0], "--no-ingest")
+    assert not (tmp_path / "c").exists() and not (tmp_path / "s.duckdb").exists()
+
+
+def test_data_synth_refuses_wait_without_a_store(tmp_path):
+    """`data synth --wait S` waits for the store the files are ingested into; without --db (or ACCUMOPT_DB) the
+    files are only written and --wait was ignored. Refused naming it; with a store named it is accepted (checked
+    by the value rule, not refused)."""
+    res = cli("data", "synth", "--out", tmp_path / "out", "--wait", "5", "--universe", "SPY", "--start", "2024-01-02",
+              "--end", "2024-01-31")
+    one_line_error(res, "--wait", "--db")
+    assert not (tmp_path / "out").exists()
+    bad = cli("data", "synth", "--out", tmp_path / "out", "--wait", "-1", "--db", tmp_path / "s.duckdb")
+    one_line_error(bad, "--wait")  # with a store, --wait is read (its rule refuses -1)
