@@ -135,3 +135,71 @@ def test_data_synth_refuses_wait_without_a_store(tmp_path):
     assert not (tmp_path / "out").exists()
     bad = cli("data", "synth", "--out", tmp_path / "out", "--wait", "-1", "--db", tmp_path / "s.duckdb")
     one_line_error(bad, "--wait")  # with a store, --wait is read (its rule refuses -1)
+
+
+# ------------------------------------------------------------------------------------------ [objective] aggregate
+_SPEC = """
+[data]
+universe = "tier1"
+[space]
+variant = { type = "categorical", choices = ["A", "B"] }
+exit = "fixed_10d"
+[cv]
+{cv}
+[objective]
+aggregate = "{agg}"
+[sampler]
+name = "random"
+[pruner]
+name = "none"
+[run]
+n_trials = 4
+"""
+
+
+def test_median_of_two_folds_is_their_mean():
+    """The premise: a study's value is ``aggregate`` of its fold values, and the median of two values is their
+    mean (of one value, that value; its std is 0), bit for bit: aggregate = "median" over 2 folds ranks every trial
+    exactly as "mean" does (measured on a 4-trial study: identical trial values)."""
+    from objectives import aggregate
+
+    for vals in ([0.013, -0.2071], [1e-9, 3.5], [7.25]):
+        assert aggregate(vals, "median") == aggregate(vals, "mean")
+    assert aggregate([7.25], "mean_minus_std", k=3.0) == 7.25
+    assert aggregate([0.0, 1.0, 5.0], "median") != aggregate([0.0, 1.0, 5.0], "mean")  # 3 folds: it acts
+
+
+@pytest.mark.parametrize("cv,agg,refused", [
+    ("n_splits = 2", "median", True), ("n_splits = 1", "median", True), ("n_splits = 1", "mean_minus_std", True),
+    ("n_splits = 3", "median", False), ("n_splits = 2", "mean_minus_std", False), ("n_splits = 2", "mean", False),
+    ('mode = "cpcv"', "median", False),
+])
+def test_spec_refuses_an_aggregate_its_folds_cannot_change(cv, agg, refused):
+    """[objective] aggregate = "median" with [cv] n_splits = 2 (or 1), and "mean_minus_std" with 1 fold, were
+    accepted and computed the mean; now refused naming the key, the folds and the fix. cpcv scores n_groups >= 3
+    groups as folds."""
+    from optimizer.errors import SpecError
+    from optimizer.study.spec import parse_spec
+
+    text = _SPEC.replace("{cv}", cv).replace("{agg}", agg)
+    if not refused:
+        parse_spec(text, "s.toml")
+        return
+    with pytest.raises(SpecError) as e:
+        parse_spec(text, "s.toml")
+    assert "objective.aggregate" in str(e.value) and cv.replace(" ", "") in str(e.value).replace(" ", "")
+
+
+def test_walkforward_refuses_median_over_two_inner_folds(tmp_path):
+    """Each walk-forward window's study scores [walkforward] n_splits inner folds (default 2): with aggregate =
+    "median" every window ranked its trials by their mean. Refused naming both keys, before the store is read
+    (a store that does not exist: the refusal comes first)."""
+    import optimizer as ao
+    from optimizer.errors import SpecError
+    from optimizer.study.spec import parse_spec
+
+    spec = parse_spec(_SPEC.replace("{cv}", "n_splits = 4").replace("{agg}", "median"), "s.toml")
+    with pytest.raises(SpecError) as e:
+        ao.walk_forward(spec, tmp_path / "none.duckdb", "sqlite:///:memory:")
+    assert "objective.aggregate" in str(e.value) and "[walkforward] n_splits = 2" in str(e.value)
+    assert not (tmp_path / "none.duckdb").exists()

@@ -69,7 +69,7 @@ from optimizer.study.reserve import opening_warning, record_opening
 from optimizer.study.splits import CombinatorialPurgedCV
 from optimizer.study.run import run_study, worker_stop
 from optimizer.study.space import params_to_config, trial_config
-from optimizer.study.spec import RunSpec, StudySpec, walkforward_step_rule
+from optimizer.study.spec import RunSpec, StudySpec, aggregate_folds_rule, walkforward_step_rule
 from optimizer.study.splits import WalkForward, Window
 from optimizer.study.storage import make_storage, study_names
 from optimizer.validate.distributed import DONE, Interrupted, WindowClaims, wait_for_run, work_windows
@@ -659,6 +659,11 @@ def _setup(spec: StudySpec, db: str | Path, storage_url: str | None, final: bool
     wfs = spec.walkforward
     if wfs.step is not None and wfs.step < wfs.test:  # a spec built in code (the loader refuses it in a file)
         raise SpecError("walkforward.step", walkforward_step_rule(wfs.test, wfs.step), spec.path)
+    rule = aggregate_folds_rule(spec.objective.aggregate, wfs.n_splits) if spec.cv.mode != "cpcv" else None
+    if rule:  # each window's study scores [walkforward] n_splits inner folds (explore21)
+        raise SpecError("objective.aggregate", f"would change nothing in a walk-forward window, whose study scores "
+                                               f"[walkforward] n_splits = {wfs.n_splits} inner folds: the {rule}; set "
+                                               f"[walkforward] n_splits >= 3 or aggregate = \"mean\"", spec.path)
     panel_full, reserve = load_study_data(spec, db)
     T = len(panel_full.dates)
     limit = T if final else reserve
