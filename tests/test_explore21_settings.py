@@ -203,3 +203,14 @@ def test_walkforward_refuses_median_over_two_inner_folds(tmp_path):
         ao.walk_forward(spec, tmp_path / "none.duckdb", "sqlite:///:memory:")
     assert "objective.aggregate" in str(e.value) and "[walkforward] n_splits = 2" in str(e.value)
     assert not (tmp_path / "none.duckdb").exists()
+
+
+# ------------------------------------------------------------------------------------------ symbols map --from
+@pytest.mark.parametrize("cmd", [("add", "FOO", "BAR"), ("remove", "FOO")], ids=["add", "remove"])
+def test_symbols_map_names_from_and_creates_no_store(tmp_path, cmd):
+    """`symbols map add OLD NEW --from 2024-13-01` created an empty store at --db and then failed naming
+    'effective_date', a name the user never wrote; `map remove` named it too. Now the date is checked first and
+    the error names --from."""
+    res = cli("symbols", "map", *cmd, "--db", tmp_path / "s.duckdb", "--from", "2024-13-01")
+    one_line_error(res, "--from must be a date", "2024-13-01")
+    assert not (tmp_path / "s.duckdb").exists()
