@@ -214,3 +214,65 @@ def test_symbols_map_names_from_and_creates_no_store(tmp_path, cmd):
     res = cli("symbols", "map", *cmd, "--db", tmp_path / "s.duckdb", "--from", "2024-13-01")
     one_line_error(res, "--from must be a date", "2024-13-01")
     assert not (tmp_path / "s.duckdb").exists()
+
+
+# ------------------------------------------------------------------------------------------ environment variables
+def _settings_fields() -> list[str]:
+    from dataclasses import fields
+
+    from optimizer.settings import Settings
+
+    return [f.name for f in fields(Settings)]
+
+
+# the variables whose value is free text: keys, a symbol list, a path, a label (every other one has a rule)
+_FREE_TEXT = {"polygon_api_key", "finra_api_key", "finra_api_secret", "tickers", "scanner_db_path",
+              "scanner_inference_version"}
+
+
+@pytest.mark.parametrize("name", [n for n in _settings_fields() if n not in _FREE_TEXT])
+def test_every_ruled_variable_refuses_a_bad_value_by_name(name):
+    """Each variable with a rule refuses a value no rule accepts, naming the variable, when the settings are read.
+    POLYGON_BASE_URL / FINRA_CDN_URL = 'notaurl' were accepted and the fetch ended in urllib's traceback ('unknown
+    url type', exit 1); FINRA_TOKEN_URL = ftp://x was requested five times. The list comes from the Settings
+    dataclass: a variable added later is checked too, or must be named free text above."""
+    from optimizer.errors import ParameterError
+    from optimizer.settings import Settings
+
+    var = name.upper()
+    with pytest.raises(ParameterError) as e:
+        Settings.from_env({var: "notaurl @@"})
+    assert str(e.value).startswith(f"{var} must be ") and f"{var}='notaurl @@'" in str(e.value)
+
+
+@pytest.mark.parametrize("var,value", [("POLYGON_BASE_URL", "ftp://x"), ("FINRA_API_URL", "https://"),
+                                       ("FINRA_TOKEN_URL", "127.0.0.1:9/token")])
+def test_urls_need_http_and_a_host(var, value):
+    from optimizer.errors import ParameterError
+    from optimizer.settings import Settings
+
+    with pytest.raises(ParameterError, match=f"{var} must be an http:// or https:// URL"):
+        Settings.from_env({var: value})
+    assert getattr(Settings.from_env({var: " http://127.0.0.1:9/x "}), var.lower()) == "http://127.0.0.1:9/x"
+
+
+def test_fetch_with_a_bad_url_is_one_line(tmp_path):
+    """The command's view of the same refusal: one line, exit 2, no request and no cache folder."""
+    res = cli("fetch", "finra-short", "--start", "2024-01-02", "--end", "2024-01-02", "--cache", tmp_path / "c",
+              "--no-ingest", env={"FINRA_CDN_URL": "notaurl"})
+    one_line_error(res, "FINRA_CDN_URL must be an http:// or https:// URL")
+    assert not (tmp_path / "c").exists()
+
+
+def test_every_variable_the_code_reads_is_documented():
+    """Each variable the code reads (the Settings fields, the path and cache variables, the heartbeat grace, CI) is
+    named in the README: TICKERS, POLYGON_BASE_URL and the FINRA URL variables were in no document."""
+    from pathlib import Path
+
+    from optimizer import paths
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    names = [n.upper() for n in _settings_fields()] + [paths.OUTPUT_ENV, paths.DB_ENV, paths.STORAGE_ENV,
+                                                        paths.CACHE_ENV, "ACCUMOPT_HEARTBEAT_GRACE"]
+    missing = [n for n in names if f"`{n}`" not in readme]
+    assert not missing, missing
