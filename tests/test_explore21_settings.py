@@ -276,3 +276,20 @@ def test_every_variable_the_code_reads_is_documented():
                                                         paths.CACHE_ENV, "ACCUMOPT_HEARTBEAT_GRACE"]
     missing = [n for n in names if f"`{n}`" not in readme]
     assert not missing, missing
+
+
+@pytest.mark.parametrize("sampler,seed", [("random", -1), ("tpe", -1), ("nsga2", 2**32), ("qmc", 2**40)])
+def test_sampler_seed_out_of_range_names_the_key(sampler, seed):
+    """[sampler] seed = -1 was refused as "[sampler] 'tpe' rejected its options {'n_startup_trials': 3}: Seed must
+    be between 0 and 2**32 - 1": no key named, and options the user never wrote (the stand-in run's). Now
+    [sampler.seed] and its range; the range's ends are accepted."""
+    from optimizer.errors import SpecError
+    from optimizer.study.spec import parse_spec
+
+    text = _SPEC.replace("{cv}", "n_splits = 3").replace("{agg}", "mean").replace(
+        'name = "random"', f'name = "{sampler}"\nseed = {seed}')
+    with pytest.raises(SpecError) as e:
+        parse_spec(text, "s.toml")
+    assert "[sampler.seed] must be an integer in [0, 2**32 - 1]" in str(e.value) and f"seed={seed}" in str(e.value)
+    for ok_seed in (0, 2**32 - 1):
+        parse_spec(text.replace(f"seed = {seed}", f"seed = {ok_seed}"), "s.toml")

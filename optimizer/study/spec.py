@@ -993,6 +993,8 @@ def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
     if sname not in SAMPLERS:
         raise _err("sampler.name", f"must be one of {', '.join(SAMPLERS)}, got {sname!r}")
     seed = _typed(s, "seed", int, "sampler", default=42)
+    if not 0 <= seed <= 2**32 - 1:  # numpy's RandomState range; the sampler's own error named no key
+        raise _err("sampler.seed", f"must be an integer in [0, 2**32 - 1] (4294967295), got seed={seed}")
     sopts = {kk: vv for kk, vv in s.items() if kk not in ("name", "seed")}
     SAMPLERS[sname].validate_options(sopts, "sampler")
     if sname == "grid":
