@@ -293,3 +293,41 @@ def test_sampler_seed_out_of_range_names_the_key(sampler, seed):
     assert "[sampler.seed] must be an integer in [0, 2**32 - 1]" in str(e.value) and f"seed={seed}" in str(e.value)
     for ok_seed in (0, 2**32 - 1):
         parse_spec(text.replace(f"seed = {seed}", f"seed = {ok_seed}"), "s.toml")
+
+
+# ------------------------------------------------------------------------------------------ walk-forward messages
+_WF_SPEC = """
+[data]
+universe = "tier1"
+end = 2023-12-29
+reserve_fraction = 0.1
+[space]
+variant = { type = "categorical", choices = ["A", "B"] }
+exit = "fixed_10d"
+[sampler]
+name = "random"
+seed = 3
+[pruner]
+name = "none"
+[run]
+n_trials = 2
+timeout = 30
+[walkforward]
+train = 120
+test = 60
+unit = "sessions"
+"""
+
+
+def test_walkforward_says_what_it_does_not_use_and_every_run_warning(synth_db, tmp_path, monkeypatch):
+    """A walk-forward ignored [run] timeout without a word (each window runs exactly its trials), and its table
+    output printed only the run warnings holding 'reserve' or 'seed_from': an unrecorded split in the data (planted
+    here: the split check's lines replaced) was in --format json's warnings and missing from the terminal. Both are
+    now said on stderr."""
+    monkeypatch.setattr("optimizer.validate.walkforward.panel_split_lines",
+                        lambda panel: ["splits: SPY: 2023-06-01 (x10: a 10:1 split?) planted"])
+    spec = tmp_path / "wf.toml"
+    spec.write_text(_WF_SPEC, encoding="utf-8")
+    res = cli("walkforward", spec, "--db", synth_db, "--out", tmp_path / "out")
+    assert res.exit_code == 0, res.output
+    assert "splits: SPY: 2023-06-01 (x10: a 10:1 split?) planted" in res.stderr

@@ -80,8 +80,9 @@ def walkforward_cmd(spec, final, n_trials, jobs, storage, db, out, columns, wide
         res = run_walkforward(s, resolve_db(db, s.data.database, root), resolve_storage(storage, s.run.storage, root),
                               final=final, progress=progress_enabled(fmt), n_trials=n_trials,
                               out_dir=None, jobs=jobs)
-    for w in caught:  # the run's own warnings: the reserve, [seed_from], a forked process that died
-        if any(k in str(w.message) for k in ("reserve", "seed_from", "worker process(es) ended")):
+    for w in caught:  # the run's own warnings (res.warnings: the reserve, [seed_from], [run] timeout, unrecorded
+        # splits), and a forked process that died; not the libraries' warnings
+        if str(w.message) in res.warnings or "worker process(es) ended" in str(w.message):
             err_console.print(str(w.message), style="bold red", markup=False, highlight=False, soft_wrap=True)
     d = save_walkforward(res, walkforward_dir(root, s.run.study_name, final))
     if fmt == "json":
