@@ -331,3 +331,4 @@ def test_walkforward_says_what_it_does_not_use_and_every_run_warning(synth_db, t
     res = cli("walkforward", spec, "--db", synth_db, "--out", tmp_path / "out")
     assert res.exit_code == 0, res.output
     assert "splits: SPY: 2023-06-01 (x10: a 10:1 split?) planted" in res.stderr
+    assert "[run] timeout = 30 is not used by walk-forward windows: each runs exactly its 2 trials" in res.stderr

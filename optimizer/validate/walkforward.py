@@ -713,6 +713,9 @@ def run_walkforward(
     if spec.seed_from is not None:
         msgs.append(f"[seed_from] {spec.seed_from.study!r} is not used by walk-forward windows: that study saw "
                     "sessions after each window's train end, so its trials would leak the future into the window")
+    if spec.run.timeout is not None:  # [run] timeout bounds `study run` only (explore21: it was ignored unsaid)
+        msgs.append(f"[run] timeout = {spec.run.timeout:g} is not used by walk-forward windows: each runs exactly its "
+                    f"{ctx.n_trials} trials, so that the result does not depend on the machine's speed")
     for m in msgs:
         warnings.warn(m, stacklevel=2)
     prog = Progress(console=Console(stderr=True)) if progress else None  # stderr: stdout is the command's report
