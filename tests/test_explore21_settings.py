@@ -332,3 +332,45 @@ def test_walkforward_says_what_it_does_not_use_and_every_run_warning(synth_db, t
     assert res.exit_code == 0, res.output
     assert "splits: SPY: 2023-06-01 (x10: a 10:1 split?) planted" in res.stderr
     assert "[run] timeout = 30 is not used by walk-forward windows: each runs exactly its 2 trials" in res.stderr
+
+
+# ------------------------------------------------------------------------------------------ --jobs and the seed
+_SMALL = """
+[data]
+universe = "tier1"
+end = 2023-09-29
+[space]
+variant = { type = "categorical", choices = ["A", "B"] }
+exit = "fixed_10d"
+[cv]
+n_splits = 2
+[objective]
+min_trades = 0
+[sampler]
+name = "random"
+seed = 5
+[pruner]
+name = "none"
+[run]
+n_trials = 2
+"""
+
+
+def test_a_seed_that_cannot_make_the_run_reproducible_is_said(synth_db, tmp_path):
+    """`study run --jobs 2` (trials finishing in any order) and `study worker` (its seed plus its process id) ran a
+    spec's [sampler] seed without a word that their trials are not reproducible (README, Storage and workers).
+    Now each says so on stderr and in the JSON warnings; `study run` (--jobs 1) says nothing: it is reproducible."""
+    import json
+
+    spec = tmp_path / "small.toml"
+    spec.write_text(_SMALL, encoding="utf-8")
+    common = ("--db", synth_db, "--storage", f"sqlite:///{tmp_path / 'st.db'}", "--format", "json")
+    one = cli("study", "run", spec, *common)
+    assert one.exit_code == 0, one.output
+    assert "seed" not in one.stderr and not any("seed" in w for w in json.loads(one.stdout)["warnings"])
+    for args, says in ((("study", "run", spec, "--name", "j2", "--jobs", "2"), "--jobs 2: 2 trials run at once"),
+                       (("study", "worker", spec, "--name", "wk"), "a study worker draws with its seed plus")):
+        res = cli(*args, *common)
+        assert res.exit_code == 0, res.output
+        note = next(w for w in json.loads(res.stdout)["warnings"] if says in w)
+        assert "[sampler] seed = 5 does not make the trials reproducible" in note and f"warning: {note}" in res.stderr
