@@ -374,3 +374,23 @@ def test_a_seed_that_cannot_make_the_run_reproducible_is_said(synth_db, tmp_path
         assert res.exit_code == 0, res.output
         note = next(w for w in json.loads(res.stdout)["warnings"] if says in w)
         assert "[sampler] seed = 5 does not make the trials reproducible" in note and f"warning: {note}" in res.stderr
+
+
+def test_sandbox_refuses_a_universe_nothing_reads(synth_db, tmp_path):
+    """`sandbox SYM --params best.json --universe U`: with a trial's record and no position caps the universe is
+    read by nothing (the symbol's trades depend on no other; the record sets the span and reserve), yet it was
+    accepted (only the file name changed: ..._u-tier1.html). Refused naming it; a configuration with caps takes it."""
+    spec = tmp_path / "small.toml"
+    spec.write_text(_SMALL, encoding="utf-8")
+    storage = f"sqlite:///{tmp_path / 'st.db'}"
+    assert cli("study", "run", spec, "--db", synth_db, "--storage", storage, "--format", "json").exit_code == 0
+    best = cli("study", "best", "small", "--storage", storage)
+    assert best.exit_code == 0, best.output
+    (tmp_path / "best.json").write_text(best.stdout, encoding="utf-8")
+    res = cli("sandbox", "SPY", "--params", tmp_path / "best.json", "--universe", "tier1", "--db", synth_db,
+              "--out", tmp_path / "out", "--no-png")
+    one_line_error(res, "universe has no effect", "no position caps", "universe='tier1'")
+    assert not (tmp_path / "out").exists()
+    ok = cli("sandbox", "SPY", "--params", tmp_path / "best.json", "--db", synth_db, "--out", tmp_path / "out",
+             "--no-png")
+    assert ok.exit_code == 0, ok.output

@@ -207,7 +207,7 @@ def sandbox_cmd(ticker, params_file, start, end, z_window, dot_mode, buy, sell, 
     loose = rec is not None and rec.record is None  # a parameters file without a trial's record: its span and
     run = sandbox_run(store, ticker, start,  # min_periods, as backtest's
                       end if end is not None or not loose else rec.end,
-                      params=rec.params if rec else None, universe=universe or (rec.universe if rec else None),
+                      params=rec.params if rec else None, universe=universe or (rec.universe if loose else None),
                       z_window=z_window, buy=buy, sell=sell, final=final, record=rec.record if rec else None,
                       regime=rec.regime if rec else None, span_start=rec.start if loose else None,
                       min_periods=rec.min_periods if loose else None)
