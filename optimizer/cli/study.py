@@ -109,16 +109,17 @@ def study_run(spec, n_trials, timeout, name, new_name, jobs, storage, db, out, f
         check_study_name(name, "--name")
     db, storage = _paths(s, db, storage, out)
     stale = warn_stale_metrics(db)
-    unseeded = _seed_note(s, f"--jobs {jobs}: {jobs} trials run at once and finish in an order nobody controls",
-                          "--jobs 1") if jobs > 1 else []
     res = run_study(s, db, storage, n_trials=n_trials, timeout=timeout, jobs=jobs, name=name, new_name=new_name,
                     progress=progress_enabled(fmt))
+    unseeded = _seed_note(s, f"--jobs {jobs}: {jobs} trials run at once and finish in an order nobody controls",
+                          "--jobs 1") if jobs > 1 else []
     _print_run(res, fmt, [*stale, *unseeded])
 
 
 def _seed_note(spec, why: str, instead: str) -> list[str]:
-    """Say once, on stderr, that the spec's [sampler] seed does not make this run reproducible (``why``), and return
-    the line for the JSON ``warnings``; [] for an unseeded spec (nothing was promised)."""
+    """Say once, on stderr, that the spec's [sampler] seed did not make this run reproducible (``why``; after the run,
+    so a refused command prints its one error line only), and return the line for the JSON ``warnings``; [] for an
+    unseeded spec (nothing was promised)."""
     if spec.sampler.seed is None:
         return []
     note = (f"{why}, so [sampler] seed = {spec.sampler.seed} does not make the trials reproducible ({instead} "
@@ -170,10 +171,10 @@ def study_worker(spec, n_trials, timeout, name, new_name, storage, db, out, fmt)
         check_study_name(name, "--name")
     db, storage = _paths(s, db, storage, out)
     stale = warn_stale_metrics(db)
-    unseeded = _seed_note(s, "a study worker draws with its seed plus its process id (workers started together "
-                             "must not draw the same trials) and shares the study with others", "one `study run`")
     res = run_study(s, db, storage, n_trials=n_trials, timeout=timeout, name=name, new_name=new_name, worker=True,
                     progress=progress_enabled(fmt))
+    unseeded = _seed_note(s, "a study worker draws with its seed plus its process id (workers started together "
+                             "must not draw the same trials) and shares the study with others", "one `study run`")
     _print_run(res, fmt, [*stale, *unseeded])
 
 
