@@ -394,3 +394,18 @@ def test_sandbox_refuses_a_universe_nothing_reads(synth_db, tmp_path):
     ok = cli("sandbox", "SPY", "--params", tmp_path / "best.json", "--db", synth_db, "--out", tmp_path / "out",
              "--no-png")
     assert ok.exit_code == 0, ok.output
+
+
+def test_report_storage_is_read_or_refused(tmp_path):
+    """`report RUN_FOLDER --storage URL` read no storage and said nothing; `report NAME --storage URL` with a file
+    that does not exist took it as 'no study of that name' and reported a walk-forward run of the name instead (or
+    failed on something else). Now --storage with a run folder is refused naming it, and a missing storage given
+    by the flag is an error naming the file, as for every reading command."""
+    run = tmp_path / "out" / "walkforward" / "w"
+    run.mkdir(parents=True)
+    (run / "result.json").write_text("{}", encoding="utf-8")
+    url = f"sqlite:///{tmp_path / 'none.db'}"
+    one_line_error(cli("report", run, "--storage", url, "--out", tmp_path / "out"), "--storage is not read",
+                   "walk-forward run folder")
+    one_line_error(cli("report", "w", "--storage", url, "--out", tmp_path / "out"), "none.db", "does not exist")
+    assert not (tmp_path / "none.db").exists() and not (tmp_path / "out" / "reports").exists()

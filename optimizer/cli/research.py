@@ -7,6 +7,7 @@ sandbox, and --help, load neither.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import click
 
@@ -25,6 +26,7 @@ from optimizer.cli._common import (
     wait_option,
     warn_stale_metrics,
 )
+from optimizer.errors import ParameterError
 from optimizer.paths import content_label, existing_store, output_root, resolve_db, resolve_storage, run_label, under
 from optimizer.report.sandbox import sandbox_figure, sandbox_run, write_sandbox
 from optimizer.study.paramsfile import load_params_record
@@ -160,6 +162,13 @@ def report_cmd(target, storage, out):
     from optimizer.report.research import build_report, report_shadowed_run
 
     root = output_root(out)
+    if storage is not None:  # given: it must be read, and exist (a missing file would just hold no study)
+        from optimizer.study.storage import make_storage, shown_url
+
+        if (Path(target) / "result.json").exists():
+            raise ParameterError(f"--storage is not read for a walk-forward run folder ({target}: its result.json "
+                                 f"holds the run); leave it out, got --storage={shown_url(storage)}")
+        make_storage(storage, heartbeat=False, read_only=True, create=False)
     url = resolve_storage(storage, None, root)
     click.echo(str(build_report(target, url, out_dir=root / "reports", walkforward_root=root / "walkforward")))
     shadowed = report_shadowed_run(target, url, root / "walkforward")
