@@ -409,3 +409,26 @@ def test_report_storage_is_read_or_refused(tmp_path):
                    "walk-forward run folder")
     one_line_error(cli("report", "w", "--storage", url, "--out", tmp_path / "out"), "none.db", "does not exist")
     assert not (tmp_path / "none.db").exists() and not (tmp_path / "out" / "reports").exists()
+
+
+@pytest.mark.parametrize("weights,refused", [
+    ('w_short = 0.6', True), ('weights = "balanced"', True), ("", True),
+    ('w_short = { type = "float", low = 0.4, high = 0.7, step = 0.05 }', False),
+    ('w_lit = { type = "categorical", choices = [0.2, 0.3] }', False),
+])
+def test_seed_from_weight_radius_needs_a_searched_weight(weights, refused):
+    """[seed_from] weight_radius narrows the searched weights around the seeds; with no weight searched (fixed, a
+    preset, left out) it was accepted and narrowed nothing (seed.narrow_space skips them). Refused naming it; a
+    searched weight (range or choices) takes it, and a [seed_from] without weight_radius is unchanged."""
+    from optimizer.errors import SpecError
+    from optimizer.study.spec import parse_spec
+
+    text = _SPEC.replace("{cv}", "n_splits = 3").replace("{agg}", "mean").replace(
+        'exit = "fixed_10d"', f'exit = "fixed_10d"\n{weights}') + '[seed_from]\nstudy = "a"\n'
+    parse_spec(text, "s.toml")  # no weight_radius: nothing to refuse
+    text += "weight_radius = 0.1\n"
+    if not refused:
+        assert parse_spec(text, "s.toml").seed_from.weight_radius == 0.1
+        return
+    with pytest.raises(SpecError, match=r"\[seed_from.weight_radius\] has no effect.*weight_radius=0.1"):
+        parse_spec(text, "s.toml")

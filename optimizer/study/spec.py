@@ -578,6 +578,12 @@ def parse_spec(text: str, path: str | None = None, stored: bool = False) -> Stud
             raise _err("objective.aggregate", f"would change nothing with [cv] n_splits = {spec.cv.n_splits}: the "
                                               f"{folds_rule}; set n_splits >= {3 if spec.objective.aggregate == 'median' else 2} "
                                               f"or aggregate = \"mean\"")
+        if "weight_radius" in (doc.get("seed_from") or {}) and not stored and not any(
+                p.name in ("w_short", "w_lit", "w_price") and p.kind != "fixed" and not p.when for p in spec.space):
+            raise _err("seed_from.weight_radius", "has no effect: it narrows the searched w_short / w_lit / w_price "
+                                                  "(a range or choices, unconditional), and this [space] searches none "
+                                                  "(fixed, a weights preset, conditional or left out); remove it, got "
+                                                  f"weight_radius={spec.seed_from.weight_radius:g}")
         if wf.step is not None and wf.step < wf.test and not stored:
             raise _err("walkforward.step", walkforward_step_rule(wf.test, wf.step))
         wf_purge = wf.purge if wf.purge is not None else spec.max_hold()  # as the walk-forward run takes it
