@@ -432,3 +432,24 @@ def test_seed_from_weight_radius_needs_a_searched_weight(weights, refused):
         return
     with pytest.raises(SpecError, match=r"\[seed_from.weight_radius\] has no effect.*weight_radius=0.1"):
         parse_spec(text, "s.toml")
+
+
+def test_seed_from_top_beyond_the_source_or_the_budget_is_said(synth_db, tmp_path):
+    """[seed_from] top = 5 from a study of 2 trials took 2 seeds without a word, and with n_trials = 1 the second
+    seed waited in the storage for good ('waiting': 1 in the counts, nothing said). Both are now said in the
+    run's warnings."""
+    import json
+
+    src, dst = tmp_path / "small.toml", tmp_path / "seeded.toml"
+    src.write_text(_SMALL, encoding="utf-8")
+    dst.write_text(_SMALL.replace("n_trials = 2", "n_trials = 1") + '[seed_from]\nstudy = "small"\ntop = 5\n',
+                   encoding="utf-8")
+    common = ("--db", synth_db, "--storage", f"sqlite:///{tmp_path / 'st.db'}", "--format", "json")
+    assert cli("study", "run", src, *common).exit_code == 0
+    res = cli("study", "run", dst, *common)
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["complete"] + doc["pruned"] == 1 and doc["waiting"] == 1
+    warns = " | ".join(doc["warnings"])
+    assert "[seed_from] top = 5: study 'small' has 2 completed trial(s), so 2 seed(s) were taken" in warns
+    assert "1 seed(s) of [seed_from] 'small' still wait: its n_trials = 1 were done before them" in warns
