@@ -453,3 +453,14 @@ def test_seed_from_top_beyond_the_source_or_the_budget_is_said(synth_db, tmp_pat
     warns = " | ".join(doc["warnings"])
     assert "[seed_from] top = 5: study 'small' has 2 completed trial(s), so 2 seed(s) were taken" in warns
     assert "1 seed(s) of [seed_from] 'small' still wait: its n_trials = 1 were done before them" in warns
+
+
+def test_evening_refuses_fetch_with_ingest(tmp_path, params):
+    """`evening --ingest DIR --fetch`: --ingest replaces the fetch, so the explicit --fetch was ignored. Refused
+    naming both; --ingest alone (fetch left to its default) is not refused by this rule."""
+    (tmp_path / "in").mkdir()
+    base = ("evening", "--params", params, "--db", tmp_path / "s.duckdb", "--out", tmp_path / "out", "--ingest",
+            tmp_path / "in")
+    one_line_error(cli(*base, "--fetch"), "--fetch", "--ingest")
+    alone = cli(*base)
+    assert "--fetch" not in alone.stderr, alone.stderr

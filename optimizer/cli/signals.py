@@ -202,6 +202,11 @@ def evening_cmd(params_file, universe, start, regime, walkforward, ingest_dir, f
                 wait):
     """The whole evening on new files: fetch (or --ingest DIR), metrics build, scan, signal sheet; prints where the
     outputs are (under <out>). Running it twice on the same files changes nothing."""
+    fetch_given = click.get_current_context().get_parameter_source("fetch") is not click.core.ParameterSource.DEFAULT
+    if ingest_dir is not None and fetch and fetch_given:  # --ingest replaces the fetch
+        raise ParameterError("--fetch and --ingest are two ways to get the night's files, and --ingest DIR reads "
+                             "the files under DIR instead of fetching: leave out one of them, got --fetch with "
+                             "--ingest")
     if through is not None and (ingest_dir is not None or not fetch):  # --through bounds the fetch only
         other = "--ingest" if ingest_dir is not None else "--no-fetch"
         raise ParameterError(f"--through is the last day to fetch, and {other} fetches nothing ("
