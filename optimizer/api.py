@@ -462,7 +462,8 @@ def sandbox_figure(db: str | Path | None, ticker: str, params: Mapping[str, Any]
     loose = doc.record is None
     _warn(store_metrics_staleness(resolve_db(db)))
     run = sandbox_run(resolve_db(db), ticker, start, end if end is not None or not loose else doc.end,
-                      params=doc.params or None, universe=universe or doc.universe, final=final, record=doc.record,
+                      params=doc.params or None, universe=universe or (doc.universe if loose else None), final=final,
+                      record=doc.record,
                       regime=doc.regime, span_start=doc.start if loose else None,
                       min_periods=doc.min_periods if loose else None)
     for w in run.warnings:

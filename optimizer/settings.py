@@ -6,6 +6,8 @@ The scanner's defaults come from the pipeline's SCANNER_* variables (SCANNER_DB_
 SCANNER_TREND_DAYS, SCANNER_TOP_N, SCANNER_OUTLIER_Z, SCANNER_VOLUME_Z, SCANNER_RATIO_Z, SCANNER_EXPORT_FULL,
 SCANNER_INFERENCE_VERSION); a flag on ``accumopt scan`` wins over the variable, the variable over the default.
 A value that breaks its rule is refused with the variable's name: ``SCANNER_TOP_N must be an integer >= 1``.
+POLYGON_BASE_URL, FINRA_TOKEN_URL, FINRA_API_URL and FINRA_CDN_URL (where the fetch commands send their requests:
+test servers, mirrors) must be http:// or https:// URLs with a host.
 MARKET_TZ must be an IANA time zone (``America/New_York``); RTH_START / RTH_END (the lit-trades session window) must
 be times HH:MM in 00:00..24:00 with RTH_START before RTH_END: a value the ingest could not read, or a window that
 keeps no trade, is refused by name when the settings are read, not blamed on the file being ingested.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 import zoneinfo
 from dataclasses import dataclass, field, fields
 
@@ -149,6 +152,16 @@ def _clock(var: str, raw: str) -> str:
     return v
 
 
+def _url(var: str, raw: str) -> str:
+    """A base URL the fetch commands request: http:// or https:// with a host (``urllib`` raised a traceback on
+    ``notaurl`` and retried an ``ftp://`` URL five times)."""
+    v = raw.strip()
+    parts = urllib.parse.urlsplit(v)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        _refuse(var, "an http:// or https:// URL with a host", raw)
+    return v
+
+
 def _time_zone(var: str, raw: str) -> str:
     v = raw.strip()
     try:
@@ -159,6 +172,10 @@ def _time_zone(var: str, raw: str) -> str:
 
 
 _CONVERT = {
+    "polygon_base_url": _url,
+    "finra_token_url": _url,
+    "finra_api_url": _url,
+    "finra_cdn_url": _url,
     "market_tz": _time_zone,
     "rth_start": _clock,
     "rth_end": _clock,

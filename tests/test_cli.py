@@ -741,8 +741,12 @@ def test_fetch_finra_short_downloads_reports_missing_and_ingests(http_base, tmp_
     assert _query(db, "SELECT symbol, short_volume, total_volume FROM finra_short_daily ORDER BY 1") == [
         ("QQQ", 30, 90), ("SPY", 40, 100)]
     ok(run("fetch", "finra-short", "--start", "2024-01-02", "--end", "2024-01-02", "--cache", tmp_path / "c2",
-           "--db", tmp_path / "g.duckdb", "--no-ingest", env=http_base))
-    assert (tmp_path / "c2" / "CNMSshvol20240102.txt").is_file() and not (tmp_path / "g.duckdb").exists()
+           "--no-ingest", env=http_base))
+    assert (tmp_path / "c2" / "CNMSshvol20240102.txt").is_file()
+    # --db names the store --no-ingest never opens: refused naming both (explore21), nothing created
+    clean_error(run("fetch", "finra-short", "--start", "2024-01-02", "--end", "2024-01-02", "--cache", tmp_path / "c3",
+                    "--db", tmp_path / "g.duckdb", "--no-ingest", env=http_base), "--db", "--no-ingest")
+    assert not (tmp_path / "g.duckdb").exists() and not (tmp_path / "c3").exists()
 
 
 def test_fetch_prices_ingests_and_never_leaks_the_key(http_base, tmp_path):
@@ -774,7 +778,7 @@ def test_fetch_refuses_a_bad_span_in_one_line(http_base, tmp_path, kind):
     """A mistyped --start / --end gave a pandas traceback (exit 1), and finra-short with --end before --start
     downloaded nothing and exited 0 ('0 file(s)'): both are one-line errors naming the option (exit 2), before any
     request."""
-    args = ["--cache", tmp_path / "c", "--db", tmp_path / "x.duckdb", "--no-ingest"]
+    args = ["--cache", tmp_path / "c", "--no-ingest"]
     clean_error(run("fetch", kind, "--start", "2024-13-01", "--end", "2024-01-05", *args, env=http_base),
                 "start", "2024-13-01")
     clean_error(run("fetch", kind, "--start", "2024-01-02", "--end", "2024-01-0x", *args, env=http_base),

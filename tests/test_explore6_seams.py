@@ -147,7 +147,8 @@ def test_walkforward_states_the_settings_it_ran_with(synth_db, tmp_path):
                      "aggregate mean_minus_std k 0.5", "robust: among the top 3 trials",
                      f"final reserve from {st['reserve_start']} kept out"):
         assert fragment in text, fragment
-    page = ok(cli("report", out / "walkforward" / "nd_wf_costly", *env[2:])).stdout.strip().splitlines()[-1]
+    # a run folder reads no study storage: report refuses --storage with it (explore21)
+    page = ok(cli("report", out / "walkforward" / "nd_wf_costly", *env[4:])).stdout.strip().splitlines()[-1]
     html = " ".join(pd.io.common.Path(page).read_text().split())
     assert "regime filter RISK_ON" in html and "3 + 11 bp per side" in html and "min_periods 8" in html
 

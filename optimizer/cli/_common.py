@@ -201,10 +201,24 @@ def _jsonable(o: Any) -> Any:
 
 
 def table_options(f: Callable) -> Callable:
-    """``--columns`` and ``--wide`` of a command that prints a table (``print_table``'s ``select`` and ``wide``)."""
-    f = click.option("--wide", is_flag=True, help="Show every column at full width (lines may exceed the terminal).")(f)
+    """``--columns`` and ``--wide`` of a command that prints a table (``print_table``'s ``select`` and ``wide``).
+    They choose what the terminal table shows: with another ``--format`` (json, csv: every column, never abridged)
+    either is refused naming both, never silently ignored."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kw: Any) -> Any:
+        fmt = kw.get("fmt", "table")
+        given = [n for n, v in (("--columns", kw.get("columns")), ("--wide", kw.get("wide"))) if v]
+        if given and fmt != "table":
+            raise ParameterError(f"{' and '.join(given)} choose{'s' if len(given) == 1 else ''} what the terminal "
+                                 f"table shows; --format {fmt} always writes every column: leave out {given[0]} or "
+                                 f"use --format table, got {' '.join(given)} with --format {fmt}")
+        return f(*args, **kw)
+
+    wrapper = click.option("--wide", is_flag=True, help="Show every column at full width (lines may exceed the "
+                                                        "terminal; --format table only).")(wrapper)
     return click.option("--columns", "columns", default=None, metavar="A,B,...",
-                        help="Show exactly these columns (names as in --format json/csv).")(f)
+                        help="Show exactly these columns (names as in --format json/csv; --format table only).")(wrapper)
 
 
 def print_table(rows: pd.DataFrame | Iterable[dict], title: str | None = None,

@@ -103,6 +103,21 @@ def _print_ingest(rep, kind, db) -> None:
                   markup=False, highlight=False)
 
 
+def _given(name: str) -> bool:
+    """Whether the running command's option ``name`` was given on the command line (not left to its default)."""
+    return click.get_current_context().get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+
+
+def _check_no_ingest(no_ingest: bool, db: str | None) -> None:
+    """--db and --wait name the store a fetch ingests into, and how long it waits for it: with --no-ingest, which
+    only downloads, each is refused naming both, never silently ignored."""
+    given = [f for f, v in (("--db", db is not None), ("--wait", _given("wait"))) if v]
+    if no_ingest and given:
+        raise ParameterError(f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} for the store the fetched files "
+                             f"are ingested into, and --no-ingest only downloads them: leave out {given[0]} or "
+                             f"--no-ingest, got {given[0]} with --no-ingest")
+
+
 @click.group("fetch")
 def fetch_grp():
     """Download raw data (FINRA daily files, FINRA Query API, Polygon prices) into a cache, then ingest it.
@@ -123,6 +138,7 @@ def fetch_grp():
 @wait_option()
 def fetch_finra_cmd(start, end, families, cache, no_ingest, db, out):
     """Download FINRA Reg SHO daily short-sale files (FINRA_CDN_URL) for each NYSE session, then ingest them."""
+    _check_no_ingest(no_ingest, db)
     cache = cache or output_root(out) / "raw" / "finra"
     db = resolve_db(db, None, output_root(out))
     files = fetch_finra_short(start, end, cache, Settings.from_env(), families=tuple(families))
@@ -143,6 +159,7 @@ def fetch_finra_cmd(start, end, families, cache, no_ingest, db, out):
 def fetch_finra_api_cmd(start, end, symbols, cache, no_ingest, db, out):
     """Query the FINRA Query API (OAuth client credentials) for Reg SHO daily data, then ingest it. Symbols are
     read canonically (brk/b, BRK-B -> BRK.B); those no row came back for are named on stderr."""
+    _check_no_ingest(no_ingest, db)
     cache = cache or output_root(out) / "raw" / "finra_api"
     db = resolve_db(db, None, output_root(out))
     syms = [s for s in symbols.split(",") if s.strip()] if symbols is not None else None
@@ -171,6 +188,7 @@ def fetch_finra_api_cmd(start, end, symbols, cache, no_ingest, db, out):
 @wait_option()
 def fetch_prices_cmd(symbols, start, end, cache, no_ingest, db, out):
     """Download Polygon daily aggregates (POLYGON_API_KEY, POLYGON_BASE_URL), then ingest them."""
+    _check_no_ingest(no_ingest, db)
     cache = cache or output_root(out) / "raw" / "prices"
     db = resolve_db(db, None, output_root(out))
     s = Settings.from_env()
@@ -256,6 +274,10 @@ def synth_cmd(seed, effect, family, start, end, universe, n_symbols, prices_file
         f"seed{seed}", f"effect{effect:g}", family, start, end, universe, None if n_symbols is None else f"n{n_symbols}",
         None if prices_file is None else f"prices-{content_label(prices_file)}"))
     db = db or os.environ.get(DB_ENV) or None
+    if not db and _given("wait"):  # --wait is for the store the files are ingested into
+        raise ParameterError(f"--wait is how long to wait for the store the files are ingested into, and no store is "
+                             f"named (--db or env {DB_ENV}): the files are only written; leave out --wait or name a "
+                             f"store, got --wait without --db")
     if db:
         summary = synth_to_db(cfg, out_dir, db, progress=progress_enabled(fmt))
     else:

@@ -7,6 +7,7 @@ sandbox, and --help, load neither.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import click
 
@@ -25,6 +26,7 @@ from optimizer.cli._common import (
     wait_option,
     warn_stale_metrics,
 )
+from optimizer.errors import ParameterError
 from optimizer.paths import content_label, existing_store, output_root, resolve_db, resolve_storage, run_label, under
 from optimizer.report.sandbox import sandbox_figure, sandbox_run, write_sandbox
 from optimizer.study.paramsfile import load_params_record
@@ -82,8 +84,9 @@ def walkforward_cmd(spec, final, n_trials, jobs, storage, db, out, columns, wide
         res = run_walkforward(s, resolve_db(db, s.data.database, root), resolve_storage(storage, s.run.storage, root),
                               final=final, progress=progress_enabled(fmt), n_trials=n_trials,
                               out_dir=None, jobs=jobs)
-    for w in caught:  # the run's own warnings: the reserve, [seed_from], a forked process that died
-        if any(k in str(w.message) for k in ("reserve", "seed_from", "worker process(es) ended")):
+    for w in caught:  # the run's own warnings (res.warnings: the reserve, [seed_from], [run] timeout, unrecorded
+        # splits), and a forked process that died; not the libraries' warnings
+        if str(w.message) in res.warnings or "worker process(es) ended" in str(w.message):
             err_console.print(str(w.message), style="bold red", markup=False, highlight=False, soft_wrap=True)
     d = save_walkforward(res, walkforward_dir(root, s.run.study_name, final))
     if fmt == "json":
@@ -173,6 +176,13 @@ def report_cmd(target, storage, out):
     from optimizer.report.research import build_report, report_shadowed_run
 
     root = output_root(out)
+    if storage is not None:  # given: it must be read, and exist (a missing file would just hold no study)
+        from optimizer.study.storage import make_storage, shown_url
+
+        if (Path(target) / "result.json").exists():
+            raise ParameterError(f"--storage is not read for a walk-forward run folder ({target}: its result.json "
+                                 f"holds the run); leave it out, got --storage={shown_url(storage)}")
+        make_storage(storage, heartbeat=False, read_only=True, create=False)
     url = resolve_storage(storage, None, root)
     click.echo(str(build_report(target, url, out_dir=root / "reports", walkforward_root=root / "walkforward")))
     shadowed = report_shadowed_run(target, url, root / "walkforward")
@@ -220,7 +230,7 @@ def sandbox_cmd(ticker, params_file, start, end, z_window, dot_mode, buy, sell, 
     loose = rec is not None and rec.record is None  # a parameters file without a trial's record: its span and
     run = sandbox_run(store, ticker, start,  # min_periods, as backtest's
                       end if end is not None or not loose else rec.end,
-                      params=rec.params if rec else None, universe=universe or (rec.universe if rec else None),
+                      params=rec.params if rec else None, universe=universe or (rec.universe if loose else None),
                       z_window=z_window, buy=buy, sell=sell, final=final, record=rec.record if rec else None,
                       regime=rec.regime if rec else None, span_start=rec.start if loose else None,
                       min_periods=rec.min_periods if loose else None)

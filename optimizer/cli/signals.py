@@ -12,6 +12,7 @@ from optimizer.data.rolling import min_periods_label
 from optimizer.evening import run_evening
 from optimizer.engine._regime import REGIME_LABELS
 from optimizer.engine.regime_filter import regime_codes
+from optimizer.errors import ParameterError
 from optimizer.paths import check_out_writable, output_root, resolve_db
 from optimizer.report.sheet import sheet_csv, sheet_records
 from optimizer.report.terminal import Column, print_frame
@@ -153,7 +154,9 @@ def signals_cmd(params_file, universe, start, regime, walkforward, date, show_al
     """Tonight's signal sheet: for a configuration, every symbol's score on session D and its decision for the next
     open (ENTER / EXIT / HOLD), from positions replayed by the backtest engine; no order is placed. The sheet goes
     to <out>/signals/<date>_<hash>/."""
-
+    if show_all and fmt != "table":  # json and csv hold every symbol's row already
+        raise ParameterError(f"--all adds every symbol to the terminal tables; --format {fmt} always holds every "
+                             f"symbol's row: leave out --all or use --format table, got --all with --format {fmt}")
     out_root = output_root(out)
     db = resolve_db(db, None, out_root)
     rec = load_params_record(params_file)
@@ -199,6 +202,16 @@ def evening_cmd(params_file, universe, start, regime, walkforward, ingest_dir, f
                 wait):
     """The whole evening on new files: fetch (or --ingest DIR), metrics build, scan, signal sheet; prints where the
     outputs are (under <out>). Running it twice on the same files changes nothing."""
+    fetch_given = click.get_current_context().get_parameter_source("fetch") is not click.core.ParameterSource.DEFAULT
+    if ingest_dir is not None and fetch and fetch_given:  # --ingest replaces the fetch
+        raise ParameterError("--fetch and --ingest are two ways to get the night's files, and --ingest DIR reads "
+                             "the files under DIR instead of fetching: leave out one of them, got --fetch with "
+                             "--ingest")
+    if through is not None and (ingest_dir is not None or not fetch):  # --through bounds the fetch only
+        other = "--ingest" if ingest_dir is not None else "--no-fetch"
+        raise ParameterError(f"--through is the last day to fetch, and {other} fetches nothing ("
+                             f"{'it ingests the files under its folder' if ingest_dir is not None else 'the store is used as it is'}"
+                             f"): leave out --through or {other}, got --through {through} with {other}")
     out_root = output_root(out)
     db = resolve_db(db, None, out_root)
 

@@ -111,7 +111,21 @@ def study_run(spec, n_trials, timeout, name, new_name, jobs, storage, db, out, f
     stale = warn_stale_metrics(db)
     res = run_study(s, db, storage, n_trials=n_trials, timeout=timeout, jobs=jobs, name=name, new_name=new_name,
                     progress=progress_enabled(fmt))
-    _print_run(res, fmt, stale)
+    unseeded = _seed_note(s, f"--jobs {jobs}: {jobs} trials run at once and finish in an order nobody controls",
+                          "--jobs 1") if jobs > 1 else []
+    _print_run(res, fmt, [*stale, *unseeded])
+
+
+def _seed_note(spec, why: str, instead: str) -> list[str]:
+    """Say once, on stderr, that the spec's [sampler] seed did not make this run reproducible (``why``; after the run,
+    so a refused command prints its one error line only), and return the line for the JSON ``warnings``; [] for an
+    unseeded spec (nothing was promised)."""
+    if spec.sampler.seed is None:
+        return []
+    note = (f"{why}, so [sampler] seed = {spec.sampler.seed} does not make the trials reproducible ({instead} "
+            "does)")
+    err_console.print(f"warning: {note}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+    return [note]
 
 
 def _print_run(res, fmt, stale=()):
@@ -159,7 +173,9 @@ def study_worker(spec, n_trials, timeout, name, new_name, storage, db, out, fmt)
     stale = warn_stale_metrics(db)
     res = run_study(s, db, storage, n_trials=n_trials, timeout=timeout, name=name, new_name=new_name, worker=True,
                     progress=progress_enabled(fmt))
-    _print_run(res, fmt, stale)
+    unseeded = _seed_note(s, "a study worker draws with its seed plus its process id (workers started together "
+                             "must not draw the same trials) and shares the study with others", "one `study run`")
+    _print_run(res, fmt, [*stale, *unseeded])
 
 
 # Display of the study tables: short headers for long names (--columns takes either), key columns first.
@@ -224,7 +240,14 @@ def study_show(name, top, number, storage, out, columns, wide, fmt):
 
     The table shows the value, the key metrics and the parameters that fit the terminal; --columns picks others
     (e.g. --columns number,value,param_exit,sharpe), --wide shows all, --trial N shows one trial in full."""
-    if number is not None:
+    if number is not None:  # one trial, vertically: --top, --columns and --wide shape the top-trials table only
+        src = click.get_current_context().get_parameter_source("top")
+        given = [f for f, v in (("--top", src is not click.core.ParameterSource.DEFAULT), ("--columns", columns),
+                                ("--wide", wide)) if v]
+        if given:
+            raise ParameterError(f"{given[0]} shapes the table of the top trials, which --trial N replaces by one "
+                                 f"trial shown whole: leave out {' and '.join(given)} or --trial, got "
+                                 f"{given[0]} with --trial {number}")
         d = trial_detail(_storage(storage, out), name, number)
         if fmt == "json":
             echo_json(d)

@@ -7,6 +7,7 @@ import click
 from optimizer.cli._common import (
     console, echo_json, err_console, format_option, print_table, shared_options, wait_option,
 )
+from optimizer.data.calendar import as_date
 from optimizer.data.store import connect
 from optimizer.errors import ParameterError
 from optimizer.paths import existing_store, output_root, resolve_db
@@ -57,6 +58,7 @@ def map_grp():
 @format_option()
 def map_add_cmd(old, new, effective, no_rewrite, db, out, fmt):
     """Map OLD -> NEW from --from on; the stored rows of OLD before that date are renamed in the same transaction."""
+    as_date(effective, "--from")  # named as the user wrote it, before the store is opened (or created)
     con = connect(resolve_db(db, None, output_root(out)))
     try:
         n = add_symbol_mapping(con, old, new, effective, rewrite_existing=not no_rewrite)
@@ -108,7 +110,7 @@ def map_list_cmd(db, out, fmt):
 def map_remove_cmd(old, effective, db, out):
     """Remove the mapping(s) of OLD. Later ingests keep OLD's rows under OLD; rows already renamed keep NEW
     (re-ingest the raw files to undo that)."""
-
+    as_date(effective, "--from")
     con = connect(existing_store(resolve_db(db, None, output_root(out))))
     try:
         n = remove_symbol_mapping(con, old, effective)

@@ -466,6 +466,11 @@ def sandbox_run(db: str | Path, symbol: str, start: DateLike | None = None, end:
     a ``record``, whose panel start and min_periods rule."""
     as_date(start, "start"), as_date(end, "end")  # a date that does not parse is one line naming the flag
     cfg = _config(Config.from_params(engine_params(params)) if params else None, z_window, buy, sell)
+    capped = cfg.caps.max_positions is not None or cfg.caps.max_per_sector is not None
+    if universe is not None and record is not None and not capped:  # nothing would read it (explore21)
+        raise ParameterError(f"universe has no effect: the configuration has no position caps, so {symbol}'s trades "
+                             f"depend on no other symbol, and the trial's record sets its span and reserve; leave "
+                             f"it out, got universe={universe!r}")
     uni_name = universe or (record.universe if record is not None else None) or "tier1+3"
     uni_name = list(uni_name) if isinstance(uni_name, tuple) else uni_name
     reg = regime if regime is not None else (record.regime if record is not None else "ALL")
@@ -491,7 +496,6 @@ def sandbox_run(db: str | Path, symbol: str, start: DateLike | None = None, end:
         earlier = record_if_opened(db, reserve_start, panel.dates[-1], "sandbox --final", str(panel.symbols[0]))
         w = opening_warning(reserve_start, earlier or [])
         notes += (w,) if w else ()
-    capped = cfg.caps.max_positions is not None or cfg.caps.max_per_sector is not None
     uni = load_universe_panel(db, uni_name, panel_start, end) if capped else None
     signal_start = span_start
     if record is not None:

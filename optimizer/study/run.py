@@ -635,6 +635,9 @@ def run_study(
                      "SQLite or PostgreSQL")
     if seed and (note := pruned_seeds_note(study)):
         notes.append(note)
+    if seed and spec.seed_from is not None and counts["waiting"] and done >= target and not interrupted:  # explore21
+        notes.append(f"{counts['waiting']} seed(s) of [seed_from] {spec.seed_from.study!r} still wait: its n_trials "
+                     f"= {target} were done before them; raise n_trials to run them, or lower [seed_from] top")
     best, params = _best(study)
     return StudyRunResult(study.study_name, storage_url, counts, best, params,
                           time.perf_counter() - t0, interrupted, study, failure, tuple(notes))

@@ -228,6 +228,9 @@ def seed_from_study(study: optuna.Study, spec: StudySpec, storage: Any, notes: l
         values = express(params, searched, f"trial {n} of {src.study!r}")
         study.enqueue_trial({k: v for k, v in values.items() if k not in fixed}, skip_if_exists=True)
     mark_seeded(study, src.study, len(seeds), [n for n, _ in seeds], narrowed)
+    if len(seeds) < src.top and notes is not None:  # the top asked for is more than the study holds: say so
+        notes.append(f"[seed_from] top = {src.top}: study {src.study!r} has {len(seeds)} completed trial(s), so "
+                     f"{len(seeds)} seed(s) were taken")
     diff = data_differences(read_study(a).spec(), spec)
     if diff and notes is not None:
         notes.append(f"[seed_from] {src.study!r} ranked its trials on other [data] settings than this study "

@@ -36,7 +36,7 @@ from optimizer.study.splits import CombinatorialPurgedCV, short_train_rule, trai
 __all__ = [
     "StudySpec", "DataSpec", "ParamSpec", "CVSpec", "ObjectiveSpec", "SamplerSpec", "PrunerSpec", "RunSpec",
     "WalkForwardSpec", "SeedFromSpec", "load_spec", "parse_spec", "check_study_name", "CV_MODES", "REGIMES",
-    "WEIGHT_PRESETS", "DEFAULT_SPACE", "STUDY_NAME_RULE",
+    "WEIGHT_PRESETS", "DEFAULT_SPACE", "STUDY_NAME_RULE", "aggregate_folds_rule",
 ]
 
 # rolling is not a mode: the rule fits nothing on the sessions before a fold, so it would score the same folds
@@ -532,6 +532,18 @@ def walkforward_step_rule(test: int, step: int) -> str:
             f"windows' winners) and the verdict would count those trades twice, got step={step}")
 
 
+def aggregate_folds_rule(aggregate: str, n_folds: int) -> str | None:
+    """Why ``[objective] aggregate`` would change nothing on ``n_folds`` fold values (None when it acts): the median
+    of two values is their mean (of one, the value), and the std of one value is 0, so mean_minus_std is its mean.
+    The spec loader refuses it for the [cv] folds and a walk-forward for its windows' inner folds."""
+    if aggregate == "median" and n_folds <= 2:
+        return (f"median of {n_folds} fold value{'s' if n_folds == 2 else ''} is "
+                f"{'their mean' if n_folds == 2 else 'that value'}, the same as aggregate = \"mean\"")
+    if aggregate == "mean_minus_std" and n_folds == 1:
+        return "mean_minus_std of 1 fold value is that value (the std of one value is 0): k would weigh nothing"
+    return None
+
+
 def parse_spec(text: str, path: str | None = None, stored: bool = False) -> StudySpec:
     """Parse and validate a spec's TOML text. Raises SpecError naming the key path. ``stored``: the text stored
     with an existing study (a study made before ``[cv] purge`` was required for exits without a time limit keeps
@@ -560,6 +572,18 @@ def parse_spec(text: str, path: str | None = None, stored: bool = False) -> Stud
             raise _err("walkforward.top_k", f"is read by select = \"robust\" only (the top_k trials whose neighbours "
                                             f"it compares); with select = \"{wf.select}\" each window takes its best "
                                             f"trial and top_k would be ignored: remove it or set select = \"robust\"")
+        folds_rule = aggregate_folds_rule(spec.objective.aggregate, spec.cv.n_splits) \
+            if spec.cv.mode != "cpcv" and "aggregate" in doc.get("objective", {}) else None
+        if folds_rule and not stored:
+            raise _err("objective.aggregate", f"would change nothing with [cv] n_splits = {spec.cv.n_splits}: the "
+                                              f"{folds_rule}; set n_splits >= {3 if spec.objective.aggregate == 'median' else 2} "
+                                              f"or aggregate = \"mean\"")
+        if "weight_radius" in (doc.get("seed_from") or {}) and not stored and not any(
+                p.name in ("w_short", "w_lit", "w_price") and p.kind != "fixed" and not p.when for p in spec.space):
+            raise _err("seed_from.weight_radius", "has no effect: it narrows the searched w_short / w_lit / w_price "
+                                                  "(a range or choices, unconditional), and this [space] searches none "
+                                                  "(fixed, a weights preset, conditional or left out); remove it, got "
+                                                  f"weight_radius={spec.seed_from.weight_radius:g}")
         if wf.step is not None and wf.step < wf.test and not stored:
             raise _err("walkforward.step", walkforward_step_rule(wf.test, wf.step))
         wf_purge = wf.purge if wf.purge is not None else spec.max_hold()  # as the walk-forward run takes it
@@ -975,6 +999,8 @@ def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
     if sname not in SAMPLERS:
         raise _err("sampler.name", f"must be one of {', '.join(SAMPLERS)}, got {sname!r}")
     seed = _typed(s, "seed", int, "sampler", default=42)
+    if not 0 <= seed <= 2**32 - 1:  # numpy's RandomState range; the sampler's own error named no key
+        raise _err("sampler.seed", f"must be an integer in [0, 2**32 - 1] (4294967295), got seed={seed}")
     sopts = {kk: vv for kk, vv in s.items() if kk not in ("name", "seed")}
     SAMPLERS[sname].validate_options(sopts, "sampler")
     if sname == "grid":

@@ -69,7 +69,7 @@ from optimizer.study.reserve import opening_warning, record_opening
 from optimizer.study.splits import CombinatorialPurgedCV
 from optimizer.study.run import run_study, worker_stop
 from optimizer.study.space import params_to_config, trial_config
-from optimizer.study.spec import RunSpec, StudySpec, walkforward_step_rule
+from optimizer.study.spec import RunSpec, StudySpec, aggregate_folds_rule, walkforward_step_rule
 from optimizer.study.splits import WalkForward, Window
 from optimizer.study.storage import make_storage, naming_its_storage, study_names
 from optimizer.validate.distributed import DONE, Interrupted, WindowClaims, wait_for_run, work_windows
@@ -659,6 +659,11 @@ def _setup(spec: StudySpec, db: str | Path, storage_url: str | None, final: bool
     wfs = spec.walkforward
     if wfs.step is not None and wfs.step < wfs.test:  # a spec built in code (the loader refuses it in a file)
         raise SpecError("walkforward.step", walkforward_step_rule(wfs.test, wfs.step), spec.path)
+    rule = aggregate_folds_rule(spec.objective.aggregate, wfs.n_splits) if spec.cv.mode != "cpcv" else None
+    if rule:  # each window's study scores [walkforward] n_splits inner folds (explore21)
+        raise SpecError("objective.aggregate", f"would change nothing in a walk-forward window, whose study scores "
+                                               f"[walkforward] n_splits = {wfs.n_splits} inner folds: the {rule}; set "
+                                               f"[walkforward] n_splits >= 3 or aggregate = \"mean\"", spec.path)
     panel_full, reserve = load_study_data(spec, db)
     T = len(panel_full.dates)
     limit = T if final else reserve
@@ -709,6 +714,9 @@ def run_walkforward(
     if spec.seed_from is not None:
         msgs.append(f"[seed_from] {spec.seed_from.study!r} is not used by walk-forward windows: that study saw "
                     "sessions after each window's train end, so its trials would leak the future into the window")
+    if spec.run.timeout is not None:  # [run] timeout bounds `study run` only (explore21: it was ignored unsaid)
+        msgs.append(f"[run] timeout = {spec.run.timeout:g} is not used by walk-forward windows: each runs exactly its "
+                    f"{ctx.n_trials} trials, so that the result does not depend on the machine's speed")
     for m in msgs:
         warnings.warn(m, stacklevel=2)
     prog = Progress(console=Console(stderr=True)) if progress else None  # stderr: stdout is the command's report
