@@ -29,12 +29,23 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
-    "console", "err_console", "shared_options", "wait_option", "format_option", "progress_enabled", "echo_json",
+    "console", "err_console", "make_console", "shared_options", "wait_option", "format_option", "progress_enabled", "echo_json",
     "print_table", "print_kv", "print_cmd", "table_options", "warn_stale_metrics", "Column", "ErrorGroup",
 ]
 
-console = Console()
-err_console = Console(stderr=True)
+def make_console(stderr: bool = False, **kw: Any) -> Console:
+    """A rich Console for the command line. With env ``NO_COLOR`` set to anything but ``""`` (no-color.org) it
+    writes no escape code at all: rich's own reading of NO_COLOR drops the colours but still wrote bold and dim
+    (``\x1b[1m``, ``\x1b[2m``) to a terminal. ``TERM=dumb`` and a pipe or file get none either (rich's rules)."""
+    import os
+
+    if os.environ.get("NO_COLOR", "") != "":
+        kw.setdefault("color_system", None)
+    return Console(stderr=stderr, **kw)
+
+
+console = make_console()
+err_console = make_console(stderr=True)
 
 
 # ------------------------------------------------------------------------------------------------ shared options
