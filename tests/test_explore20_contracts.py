@@ -58,3 +58,34 @@ def test_no_color_writes_no_escape_code_to_a_terminal(tmp_path):
     assert not _ESC.search(out), repr(out)
     rc, out = _run_on_tty(args, _env(TERM="xterm-256color", NO_COLOR=""), tmp_path)  # empty: not set (no-color.org)
     assert _ESC.search(out)
+
+
+# ------------------------------------------------------------------------------------------ terminal: 80 columns
+def _printed(f, width: int = 80) -> str:
+    import io
+
+    from rich.console import Console
+
+    buf = io.StringIO()
+    f(Console(file=buf, width=width))
+    return buf.getvalue()
+
+
+def test_a_table_title_is_wrapped_at_the_terminal_width_never_inside_a_name():
+    """`backtest --params best.json` titled its comparison table 'trial 1 of <study>: REPRODUCED' above a 46-column
+    table: rich wrapped the title at the TABLE's width, over 3-4 lines, and cut a long study name in two
+    ('e20_a_rather_long_study' / '_name_for_tables'). The title now takes the terminal's width, and breaks only at
+    spaces."""
+    import pandas as pd
+
+    from optimizer.report.terminal import print_frame
+
+    name = "e20_a_rather_long_study_name_for_tables"
+    df = pd.DataFrame({"metric": ["hit_rate", "sharpe"], "stored": [0.5, 1.2], "equal": [True, True]})
+    out = _printed(lambda c: print_frame(df, c, title=f"trial 1 of {name}: REPRODUCED"))
+    lines = out.splitlines()
+    assert lines[0] == f"trial 1 of {name}: REPRODUCED", out
+    assert lines[1].split() == ["metric", "stored", "equal"]
+    long_title = " ".join(["word"] * 30)  # 149 characters: wrapped at spaces within 80 columns
+    lines = _printed(lambda c: print_frame(df, c, title=long_title)).splitlines()
+    assert all(len(ln) <= 80 for ln in lines) and " ".join(lines[:2]).split() == long_title.split()
