@@ -269,6 +269,10 @@ def _toml_ready(value: Any, key: str) -> Any:
         raise SpecError(key, "is None, which TOML cannot hold: leave the key out (its default applies)")
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, np.datetime64):
+        value = pd.Timestamp(value)
+    if isinstance(value, dt.datetime):  # pd.Timestamp too: a day at midnight is that day; a time of day is refused
+        return _spec_day(value, key)
     if isinstance(value, np.generic):
         return value.item()
     if not isinstance(value, (str, int, float, dt.date, dt.time)):  # a set (no order), an object: no TOML value
@@ -277,10 +281,24 @@ def _toml_ready(value: Any, key: str) -> Any:
     return value
 
 
+def _spec_day(value: dt.datetime, key: str) -> dt.date:
+    """A datetime given for a spec date (``pd.Timestamp("2024-01-02")``, ``datetime(2024, 1, 2)``) as the day it
+    is, when it is a tz-naive midnight; a time of day, a time zone or NaT is a SpecError naming the key (a spec
+    date is a session, YYYY-MM-DD: never a day guessed from an instant)."""
+    if pd.isna(value):
+        raise SpecError(key, "is NaT: write a date (YYYY-MM-DD) or leave the key out")
+    ts = pd.Timestamp(value)
+    if ts.tzinfo is not None or ts != ts.normalize():
+        raise SpecError(key, f"must be a date (YYYY-MM-DD, a datetime.date or a midnight Timestamp without a time "
+                             f"zone), got {value!r}, which has a time of day or a time zone")
+    return ts.date()
+
+
 def study_spec(spec: str | Path | Mapping[str, Any] | StudySpec) -> StudySpec:
     """A validated ``StudySpec`` from a TOML file path (a one-line string without ``=``, or an existing file), TOML
     text, a dict of sections or a StudySpec. A dict is written as TOML first (a ``Path`` as its text, a numpy
-    number as the number; a None is a SpecError naming its key: TOML has no null, leave the key out), so the study
+    number as the number, a ``datetime.date`` or midnight ``pd.Timestamp`` as that day, a time of day refused; a
+    None is a SpecError naming its key: TOML has no null, leave the key out), so the study
     stores a spec text that ``accumopt`` reads back the same::
 
         spec = ao.study_spec({"study": {"name": "nb"}, "data": {"universe": "tier1"},

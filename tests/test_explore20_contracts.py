@@ -89,3 +89,44 @@ def test_a_table_title_is_wrapped_at_the_terminal_width_never_inside_a_name():
     long_title = " ".join(["word"] * 30)  # 149 characters: wrapped at spaces within 80 columns
     lines = _printed(lambda c: print_frame(df, c, title=long_title)).splitlines()
     assert all(len(ln) <= 80 for ln in lines) and " ".join(lines[:2]).split() == long_title.split()
+
+
+# ------------------------------------------------------------------------------------------ the Python API
+_SPEC = {"study": {"name": "e20"}, "data": {"universe": "tier1", "start": "2023-02-01", "end": "2024-01-31"},
+         "space": {"variant": {"type": "categorical", "choices": ["B", "D"]}},
+         "sampler": {"name": "tpe", "seed": 1}, "run": {"n_trials": 4}}
+
+
+@pytest.mark.parametrize("day", ["pd.Timestamp", "datetime", "datetime64", "date"])
+def test_a_spec_date_may_be_a_midnight_timestamp_or_a_date(day):
+    """ao.study_spec({... "data": {"start": pd.Timestamp("2023-02-01")}}) was refused ('[data.start] must be a date
+    (YYYY-MM-DD), got datetime.datetime(2023, 2, 1, 0, 0)'), though a notebook's dates are Timestamps; a midnight
+    Timestamp, datetime or datetime64 is now that day, the spec the text '2023-02-01' makes (same hash)."""
+    import datetime as dt
+
+    import numpy as np
+    import pandas as pd
+
+    import optimizer as ao
+
+    value = {"pd.Timestamp": pd.Timestamp("2023-02-01"), "datetime": dt.datetime(2023, 2, 1),
+             "datetime64": np.datetime64("2023-02-01"), "date": dt.date(2023, 2, 1)}[day]
+    text = ao.study_spec(_SPEC)
+    spec = ao.study_spec({**_SPEC, "data": {**_SPEC["data"], "start": value}})
+    assert spec.data.start == "2023-02-01" and spec.data.end == "2024-01-31"
+    assert spec.spec_hash == text.spec_hash
+
+
+@pytest.mark.parametrize("value", ["2023-02-01 10:30", "2023-02-01 00:00:00.000001", "tz", "nat"])
+def test_a_spec_date_with_a_time_of_day_is_refused_naming_the_key(value):
+    """A Timestamp with a time of day (or a time zone, or NaT) is no session: refused naming [data.end], never read
+    as its day."""
+    import pandas as pd
+
+    import optimizer as ao
+    from optimizer.errors import SpecError
+
+    v = pd.NaT if value == "nat" else pd.Timestamp("2024-01-31", tz="America/New_York") if value == "tz" \
+        else pd.Timestamp(value)
+    with pytest.raises(SpecError, match=r"\[data\.end\]"):
+        ao.study_spec({**_SPEC, "data": {**_SPEC["data"], "end": v}})
