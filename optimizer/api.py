@@ -61,6 +61,7 @@ from optimizer.study.inspect import CompareResult, best_trial_json
 from optimizer.study.inspect import compare_studies as _compare_studies
 from optimizer.study.inspect import list_studies as _list_studies
 from optimizer.study.inspect import show_study as _show_study
+from optimizer.study.inspect import trial_detail
 from optimizer.study.run import StudyRunResult
 from optimizer.study.run import run_study as _run_study
 from optimizer.study.paramsfile import ParamsRecord, params_record
@@ -388,13 +389,25 @@ def list_studies(storage: str | None = None, *, internal: bool = False) -> pd.Da
     return _list_studies(_storage(storage), internal=internal)
 
 
-def show_study(storage: str | None, study: str, top: int = 10) -> pd.DataFrame:
-    """The ``top`` best trials of ``study`` (``accumopt study show``): value, ``param_<name>`` per parameter, the key
-    metrics and the wall time; the Pareto front for a multi-objective study::
+def show_study(storage: str | None, study: str, top: int | None = None, *,
+               trial: int | None = None) -> pd.DataFrame | dict[str, Any]:
+    """The ``top`` best trials of ``study`` (``accumopt study show``, default 10): value, ``param_<name>`` per
+    parameter, the key metrics and the wall time; the Pareto front for a multi-objective study. ``trial=N``: that
+    one trial in any state (``study show NAME --trial N --format json``), a dict of its state, value, every
+    parameter and metric, why it was pruned or lost, and its per-fold results (``folds``); ``top`` is then refused::
 
         ao.show_study("sqlite:///output/nb/studies.db", "phase_b_fine", top=5)
+        ao.show_study("sqlite:///output/nb/studies.db", "phase_b_fine", trial=12)["folds"]
     """
-    return _show_study(_storage(storage), study, top=_int(top))
+    trial = _int(trial)
+    if trial is not None:
+        check_param(isinstance(trial, int) and not isinstance(trial, bool), "trial",
+                    "None or a trial number (an integer)", trial)
+        if top is not None:
+            raise ParameterError(f"show_study takes top or trial, not both (trial=N shows that one trial), got "
+                                 f"top={top!r} and trial={trial!r}")
+        return trial_detail(_storage(storage), study, trial)
+    return _show_study(_storage(storage), study, top=10 if top is None else _int(top))
 
 
 def compare_studies(storage: str | None, studies: str | Sequence[str]) -> CompareResult:

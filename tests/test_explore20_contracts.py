@@ -130,3 +130,63 @@ def test_a_spec_date_with_a_time_of_day_is_refused_naming_the_key(value):
         else pd.Timestamp(value)
     with pytest.raises(SpecError, match=r"\[data\.end\]"):
         ao.study_spec({**_SPEC, "data": {**_SPEC["data"], "end": v}})
+
+
+_STUDY = {"study": {"name": "e20s"}, "data": {"universe": "tier1"},
+          "space": {"variant": {"type": "categorical", "choices": ["B", "D"]},
+                    "buy_threshold": {"type": "int", "low": 60, "high": 75, "step": 5},
+                    "exit": "first_dist", "time_stop": 20},
+          "cv": {"n_splits": 2}, "objective": {"name": "composite_rank_excess", "min_trades": 1},
+          "sampler": {"name": "tpe", "seed": 3, "n_startup_trials": 3}, "run": {"n_trials": 3}}
+
+
+@pytest.fixture(scope="module")
+def small_study(synth_db, tmp_path_factory):
+    """(storage URL, study name) of a 3-trial study on the planted store's tier1."""
+    import warnings
+
+    import optimizer as ao
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('e20study') / 'studies.db'}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run = ao.run_study(_STUDY, synth_db, url)
+    return url, run.study_name
+
+
+def _cli_json(args: list[str]) -> object:
+    """``accumopt ARGS`` in-process (CliRunner): its stdout parsed as strict JSON, after checking the exit code."""
+    import json
+
+    from click.testing import CliRunner
+
+    from optimizer.cli import main
+
+    r = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+
+
+def test_show_study_takes_trial_as_study_show_does(small_study):
+    """The CLI has `study show NAME --trial N`; ao.show_study had no trial= (TypeError: unexpected keyword). It now
+    returns that trial's document, the one `study show NAME --trial N --format json` prints (same keys, same
+    numbers); top with trial, or a trial that is no integer, is refused naming the parameter."""
+    import json
+
+    import numpy as np
+
+    import optimizer as ao
+    from optimizer.cli._common import _jsonable
+    from optimizer.errors import ParameterError
+
+    url, name = small_study
+    d = ao.show_study(url, name, trial=np.int64(1))
+    assert d["number"] == 1 and d["study"] == name and d["params"]["variant"] in ("B", "D")
+    cli = _cli_json(["study", "show", name, "--trial", "1", "--format", "json", "--storage", url])
+    assert json.loads(json.dumps(d, default=_jsonable)) == cli
+    assert list(d) == list(cli)
+    assert len(ao.show_study(url, name)) == 3 and len(ao.show_study(url, name, top=2)) == 2  # the table as before
+    with pytest.raises(ParameterError, match="top or trial"):
+        ao.show_study(url, name, top=5, trial=1)
+    with pytest.raises(ParameterError, match="trial must be"):
+        ao.show_study(url, name, trial="1")
