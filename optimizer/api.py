@@ -212,7 +212,8 @@ def evaluate(params: Mapping[str, Any] | None = None, panel: Panel | None = None
     is refused unless ``allow_data_change=True`` (``backtest --allow-data-change``). Without a panel the span ends
     before the final reserve unless ``final=True`` (``backtest --final``, recorded in the reserve ledger). A panel
     fixes the store, universe and sessions: ``panel`` with ``db`` / ``universe`` / ``start`` / ``end`` / ``final``
-    is a ParameterError, not a silent choice. ``regime``: the regime filter on entries (``backtest --regime``,
+    is a ParameterError, not a silent choice; a loose document (no trial record) stating its own ``universe`` /
+    ``start`` / ``end`` runs on the panel with a UserWarning naming them. ``regime``: the regime filter on entries (``backtest --regime``,
     e.g. ``"RISK_ON"``; default: the document's, else ALL)::
 
         ev = ao.evaluate({"variant": "D", "z_window": 30, "buy_threshold": 80, "exit": "first_dist"}, panel)
@@ -243,6 +244,12 @@ def evaluate(params: Mapping[str, Any] | None = None, panel: Panel | None = None
         for w in run.warnings:
             _warn(w)
     else:
+        stated = [(k, v) for k, v in (("universe", doc.universe), ("start", doc.start), ("end", doc.end))
+                  if v is not None]
+        if panel is not None and record is None and stated:  # the panel fixes them: said, never silently dropped
+            _warn(f"evaluate: the document's {', '.join(f'{k}={v!r}' for k, v in stated)} not applied: the panel "
+                  "fixes the universe and sessions (evaluate(document, db=...) runs on the document's; "
+                  "ao.load_panel(db, universe, start, end) loads that panel)")
         if panel is None:  # a loose document's universe and span, as backtest --params runs them
             uni = universe if universe is not None else (doc.universe or "tier1+3")
             panel = load_panel(db, list(uni) if isinstance(uni, tuple) else uni,

@@ -190,3 +190,34 @@ def test_show_study_takes_trial_as_study_show_does(small_study):
         ao.show_study(url, name, top=5, trial=1)
     with pytest.raises(ParameterError, match="trial must be"):
         ao.show_study(url, name, trial="1")
+
+
+def test_evaluate_on_a_panel_names_the_loose_documents_own_universe_and_span(synth_db):
+    """ao.evaluate(doc, panel) of a loose document naming its own universe / start / end ran on the panel without a
+    word (a user reading the file's 'universe: tier1' got the metrics of tier1+3). It still runs on the panel (the
+    panel fixes the sessions, as for a trial's record) and says which of the document's keys were not applied;
+    a document naming none of them stays silent, and the numbers are the panel's either way."""
+    import warnings
+
+    import optimizer as ao
+
+    panel = ao.load_panel(synth_db, "tier1", start="2023-03-01", end="2023-12-29")
+    params = {"variant": "B", "z_window": 15, "buy_threshold": 65, "exit": "first_dist", "time_stop": 20}
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        plain = ao.evaluate(params, panel)
+    assert not [x for x in w if "not applied" in str(x.message)]
+    doc = {"params": params, "universe": "tier1+3", "start": "2023-06-01", "end": "2023-09-29"}
+    with pytest.warns(UserWarning, match=r"universe='tier1\+3', start='2023-06-01', end='2023-09-29' not applied") \
+            as rec:
+        ev = ao.evaluate(doc, panel)
+    assert rec[0].filename == __file__  # pointed at the caller's line
+    assert ev.metrics.equals(plain.metrics)
+    from optimizer.backtest import backtest  # a trial's document on a panel: documented to run on it, no warning
+
+    r = backtest(params, synth_db, "tier1+3", save=False).record
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        ao.evaluate({"study": "s", "number": 0, "value": 0.1, "params": dict(r.params), "metrics": {},
+                     "config": r.to_dict()}, panel)
+    assert not [x for x in w if "not applied" in str(x.message)]
