@@ -221,3 +221,29 @@ def test_evaluate_on_a_panel_names_the_loose_documents_own_universe_and_span(syn
         ao.evaluate({"study": "s", "number": 0, "value": 0.1, "params": dict(r.params), "metrics": {},
                      "config": r.to_dict()}, panel)
     assert not [x for x in w if "not applied" in str(x.message)]
+
+
+# ------------------------------------------------------------------------------------------ JSON = files = table
+def test_scan_csv_files_hold_the_numbers_its_json_prints(synth_db, tmp_path):
+    """`scan --format json` printed volume_mean 13610719.333 while scanner_top.csv held 13610700 (float_format
+    %.6g: 6 significant digits, a volume's units digits gone; every z-score and ratio cut to 6 digits). The CSV
+    files now hold the very floats the JSON and scanner_daily_metrics hold."""
+    import shutil
+
+    import pandas as pd
+
+    db = tmp_path / "store.duckdb"
+    shutil.copy(synth_db, db)
+    doc = _cli_json(["scan", "--format", "json", "--no-png", "--db", str(db), "--out", str(tmp_path / "out"),
+                     "--export-full"])
+    top = pd.DataFrame(doc["top"])
+    for name in ("top_csv", "metrics_csv"):
+        csv = pd.read_csv(doc["files"][name])
+        assert list(csv.columns) == list(top.columns)
+        rows = csv.set_index("symbol").loc[top["symbol"]].reset_index()
+        for c in top.columns:
+            if not pd.api.types.is_numeric_dtype(top[c]) or pd.api.types.is_bool_dtype(top[c]):
+                continue
+            a, b = top[c].to_numpy(dtype=float), rows[c].to_numpy(dtype=float)
+            assert ((a == b) | (pd.isna(a) & pd.isna(b))).all(), (name, c, a[:3], b[:3])
+    assert (top["volume_mean"] % 1 != 0).any()  # not whole numbers: a 6-digit CSV could not have held them
