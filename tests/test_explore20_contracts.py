@@ -247,3 +247,31 @@ def test_scan_csv_files_hold_the_numbers_its_json_prints(synth_db, tmp_path):
             a, b = top[c].to_numpy(dtype=float), rows[c].to_numpy(dtype=float)
             assert ((a == b) | (pd.isna(a) & pd.isna(b))).all(), (name, c, a[:3], b[:3])
     assert (top["volume_mean"] % 1 != 0).any()  # not whole numbers: a 6-digit CSV could not have held them
+
+
+# ------------------------------------------------------------------------------------------ errors under --format json
+@pytest.mark.parametrize("args", [
+    ["backtest", "--params", "{tmp}/missing.json", "--no-save"],  # click refused the flag: 4 lines before
+    ["evening", "--params", "{tmp}/best.json", "--ingest", "{tmp}/no_dir"],
+    ["symbols", "map", "add", "FB", "META"],  # a missing option
+    ["backtest", "--variant", "Q", "--no-save"],  # a value not among the choices
+    ["study", "show", "x", "--storage", "sqlite:///{tmp}/missing.db"],  # the library's own errors: one line already
+    ["data", "info", "--db", "{tmp}/missing.duckdb"],
+    ["study", "validate", "{tmp}/missing.toml"],
+])
+def test_an_error_under_format_json_is_one_line_on_stderr_and_nothing_on_stdout(tmp_path, args):
+    """A script running `accumopt ... --format json` reads stdout as one JSON document and, on exit code 2, one error
+    line on stderr. Errors of the library were so; a flag click itself refused (a --params file that does not
+    exist, a missing --from, --variant Q) printed 4 lines: 'Usage: ...', 'Try ... for help.', '', 'Error: ...'.
+    Now every one is `error: <what> (usage: <command> --help)`; stdout stays empty (no error object: the exit code
+    says it failed)."""
+    from click.testing import CliRunner
+
+    from optimizer.cli import main
+
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in args] + ["--format", "json"]
+    r = CliRunner().invoke(main, argv, catch_exceptions=False)
+    assert r.exit_code == 2, (r.exit_code, r.output)
+    assert r.stdout == ""
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr

@@ -302,7 +302,7 @@ def _root_cause(e: BaseException) -> BaseException:
 
 
 class ErrorGroup(click.Group):
-    """Turns AccumoptError (and an unopenable DuckDB store, a failing study storage, a failure of the machine: a full
+    """Turns AccumoptError and a usage error of click's (a missing file, an unknown option) (and an unopenable DuckDB store, a failing study storage, a failure of the machine: a full
     disk, a file size or open-file limit, a read-only place, no memory) into a one-line message and exit code 2;
     Ctrl-C (KeyboardInterrupt, or ``errors.Interrupted``) into one line and exit code 130 (``_interrupt``)."""
 
@@ -315,6 +315,13 @@ class ErrorGroup(click.Group):
         except Interrupted as e:  # work a Ctrl-C stopped, saying how to resume it
             print_interrupted(str(e))
             ctx.exit(EXIT_INTERRUPTED)
+        except click.exceptions.NoArgsIsHelpError:  # a group named alone: its help, as click prints it
+            raise
+        except click.UsageError as e:  # a flag or argument click itself refused (a missing file, an unknown option):
+            # the one line every error is (click wrote a usage line, a hint and 'Error: ...': 4 lines)
+            where = e.ctx.command_path if e.ctx is not None else ctx.command_path
+            _error_line(f"{e.format_message()} (usage: {where} --help)")
+            ctx.exit(2)
         except AccumoptError as e:
             for note in getattr(e, "__notes__", ()):  # what the command warned of before it failed (e.g. evening)
                 err_console.print(note, style="yellow", markup=False, highlight=False, soft_wrap=True)
