@@ -102,6 +102,13 @@ def _check_final(final: Any) -> None:
     check_param(isinstance(final, bool), "final", "True or False (True opens the final reserve)", final)
 
 
+def _check_progress(progress: Any) -> None:
+    """``progress`` shows a progress bar on stderr: only a real True or False (a string "no" is truthy: it was read
+    as yes and drew the bar)."""
+    check_param(isinstance(progress, bool), "progress", "True or False (True shows a progress bar on stderr)",
+                progress)
+
+
 def _int(value: Any) -> Any:
     """A numpy integer (a trial number or count read from a DataFrame, ``df["number"].iloc[0]``) as the Python
     integer it is; any other value as given, for the callee's check to accept or refuse."""
@@ -351,6 +358,7 @@ def run_study(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Path |
     if name is not None:
         check_study_name(name, "name")
     check_param(isinstance(new_name, bool), "new_name", "True or False", new_name)
+    _check_progress(progress)
     jobs = _int(jobs)
     check_param(isinstance(jobs, int) and not isinstance(jobs, bool) and jobs >= 1, "jobs",
                 "an integer >= 1 (worker processes on this machine, study run --jobs)", jobs)
@@ -426,8 +434,8 @@ def compare_studies(storage: str | None, studies: str | Sequence[str]) -> Compar
     """
     names = [studies] if isinstance(studies, str) else (
         list(studies) if isinstance(studies, Iterable) and not isinstance(studies, (Mapping, bytes)) else None)
-    check_param(names is not None and all(isinstance(n, str) for n in names), "studies",
-                "a study name or a list of study names", studies)
+    check_param(bool(names) and all(isinstance(n, str) for n in names), "studies",
+                "a study name or a non-empty list of study names", studies)
     return _compare_studies(_storage(storage), names)
 
 
@@ -445,6 +453,7 @@ def walk_forward(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Pat
         wf.summary[["window", "oos_closed_trades", "oos_avg_excess_return"]]
     """
     _check_final(final)
+    _check_progress(progress)
     jobs = _int(jobs)
     check_param(isinstance(jobs, int) and not isinstance(jobs, bool) and jobs >= 1, "jobs",
                 "an integer >= 1 (local processes running windows at once, walkforward --jobs)", jobs)
@@ -472,6 +481,8 @@ def build_report(target: WalkForwardResult | str | Path, storage: str | None = N
 
         path = ao.build_report(wf, out_dir="output/nb/reports")   # open it in a browser, or IFrame(path) in Jupyter
     """
+    check_param(name is None or (isinstance(name, str) and name.strip() != ""), "name",
+                "None or the page's file name (text)", name)
     root = output_root()
     out_dir = root / "reports" if out_dir is None else out_dir
     if isinstance(target, WalkForwardResult):

@@ -275,3 +275,23 @@ def test_an_error_under_format_json_is_one_line_on_stderr_and_nothing_on_stdout(
     assert r.stdout == ""
     lines = r.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+
+
+@pytest.mark.parametrize("call, param", [
+    (lambda ao: ao.run_study(_STUDY, None, "sqlite:///unused.db", progress="no"), "progress"),
+    (lambda ao: ao.walk_forward(_STUDY, None, "sqlite:///unused.db", progress="no"), "progress"),
+    (lambda ao: ao.compare_studies("sqlite:///unused.db", []), "studies"),
+    (lambda ao: ao.build_report("some_study", "sqlite:///unused.db", name=5), "name"),
+])
+def test_api_arguments_are_checked_naming_the_parameter(call, param, tmp_path, monkeypatch):
+    """ao.run_study / walk_forward(progress="no") drew a progress bar (a truthy string read as yes, where final="no"
+    is refused); compare_studies(url, []) was refused as 'names must be ...', a name the caller never wrote;
+    build_report(..., name=5) wrote a page named '5.html'. Each is now a ParameterError naming the parameter,
+    before any store, storage or file is touched."""
+    import optimizer as ao
+    from optimizer.errors import ParameterError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ParameterError, match=rf"^{param} must be"):
+        call(ao)
+    assert list(tmp_path.iterdir()) == []
