@@ -295,3 +295,23 @@ def test_api_arguments_are_checked_naming_the_parameter(call, param, tmp_path, m
     with pytest.raises(ParameterError, match=rf"^{param} must be"):
         call(ao)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_echo_json_writes_strict_json_whatever_floats_it_is_given(capsys):
+    """Every `--format json` document goes through echo_json, whose json.dumps wrote a NaN or infinity as the bare
+    words NaN / Infinity (np.float64 is a float, so the default hook never saw it): not JSON for jq or
+    JSON.parse. Now null, wherever it sits; finite numbers, integers and key order unchanged."""
+    import json
+
+    import numpy as np
+
+    from optimizer.cli._common import echo_json
+
+    doc = {"a": float("nan"), "b": np.float64("inf"), "c": [float("-inf"), 1.5], "d": np.array([np.nan, 2.0]),
+           "e": np.float32("nan"), "f": {"g": (1, np.float64(0.1))}, "h": np.int64(3), "i": "NaN"}
+    echo_json(doc)
+    out = capsys.readouterr().out
+    back = json.loads(out, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c} in {out}"))
+    assert back == {"a": None, "b": None, "c": [None, 1.5], "d": [None, 2.0], "e": None, "f": {"g": [1, 0.1]},
+                    "h": 3, "i": "NaN"}
+    assert list(back) == list(doc)

@@ -143,7 +143,24 @@ def progress_enabled(fmt: str = "table") -> bool:
 
 
 def echo_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, default=_jsonable, indent=2, sort_keys=False))
+    """Print ``obj`` as the one JSON document of ``--format json``: strict JSON (a NaN or infinity, a Python float or
+    a numpy one, anywhere in it, is null: ``json.dumps`` wrote them as the bare words NaN / Infinity, which strict
+    parsers such as ``jq`` or JavaScript's ``JSON.parse`` refuse), session dates YYYY-MM-DD (``_jsonable``)."""
+    click.echo(json.dumps(_finite(obj), default=_jsonable, indent=2, sort_keys=False, allow_nan=False))
+
+
+def _finite(o: Any) -> Any:
+    """``o`` with every non-finite float (numpy's included: np.float64 is a float) as None, in dicts, lists and
+    tuples; any other value as it is."""
+    if isinstance(o, float):
+        return o if o == o and o not in (float("inf"), float("-inf")) else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    if type(o).__module__ == "numpy" and getattr(o, "dtype", None) is not None and o.dtype.kind == "f":
+        return _finite(o.tolist())  # a numpy array or a float32 scalar (not a float subclass)
+    return o
 
 
 def _is_day(v: Any) -> bool:
