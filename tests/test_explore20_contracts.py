@@ -315,3 +315,27 @@ def test_echo_json_writes_strict_json_whatever_floats_it_is_given(capsys):
     assert back == {"a": None, "b": None, "c": [None, 1.5], "d": [None, 2.0], "e": None, "f": {"g": [1, 0.1]},
                     "h": 3, "i": "NaN"}
     assert list(back) == list(doc)
+
+
+def test_the_api_returns_the_numbers_the_commands_print_as_json(small_study, synth_db, tmp_path):
+    """The README's promise, checked: `study best` = ao.best_params, `study show` = ao.show_study, `backtest
+    --params best.json --no-save` = ao.evaluate(best, db=...) (every metric both hold, bit for bit; the JSON
+    parsed strictly)."""
+    import json
+
+    import optimizer as ao
+    from optimizer.cli._common import _jsonable, frame_json
+
+    url, name = small_study
+    best = _cli_json(["study", "best", name, "--format", "json", "--storage", url])
+    assert json.loads(json.dumps(ao.best_params(url, name), default=_jsonable)) == best
+    shown = _cli_json(["study", "show", name, "--format", "json", "--storage", url])
+    assert json.loads(frame_json(ao.show_study(url, name))) == shown and len(shown) == 3
+    f = tmp_path / "best.json"
+    f.write_text(json.dumps(best), encoding="utf-8")
+    bt = _cli_json(["backtest", "--params", str(f), "--no-save", "--db", str(synth_db), "--format", "json"])
+    assert bt["reproduces_trial"] is True
+    metrics = ao.evaluate(best, db=synth_db).metrics.iloc[0].to_dict()
+    common = [k for k in metrics if k in bt]
+    assert len(common) >= 17 and all(bt[k] == metrics[k] for k in common), \
+        {k: (bt[k], metrics[k]) for k in common if bt[k] != metrics[k]}
