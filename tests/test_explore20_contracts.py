@@ -339,3 +339,19 @@ def test_the_api_returns_the_numbers_the_commands_print_as_json(small_study, syn
     common = [k for k in metrics if k in bt]
     assert len(common) >= 17 and all(bt[k] == metrics[k] for k in common), \
         {k: (bt[k], metrics[k]) for k in common if bt[k] != metrics[k]}
+
+
+def test_a_refused_flag_before_any_command_is_one_line_too():
+    """`accumopt --nope` printed click's 4 lines (usage, hint, blank, 'Error: ...'); now the one error line, exit 2;
+    --version and a bare `accumopt` (its help) are unchanged."""
+    from click.testing import CliRunner
+
+    from optimizer.cli import main
+
+    r = CliRunner().invoke(main, ["--nope"], catch_exceptions=False, prog_name="accumopt")
+    assert r.exit_code == 2 and r.stdout == ""
+    assert r.stderr.splitlines() == ["error: No such option '--nope'. (usage: accumopt --help)"]
+    r = CliRunner().invoke(main, ["--version"], catch_exceptions=False)
+    assert r.exit_code == 0 and r.stdout.startswith("accumopt, version ")
+    r = CliRunner().invoke(main, [], catch_exceptions=False)
+    assert "Commands:" in r.output

@@ -323,6 +323,16 @@ class ErrorGroup(click.Group):
     disk, a file size or open-file limit, a read-only place, no memory) into a one-line message and exit code 2;
     Ctrl-C (KeyboardInterrupt, or ``errors.Interrupted``) into one line and exit code 130 (``_interrupt``)."""
 
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as e:  # a refused flag before any command (accumopt --bad): one line too
+            _error_line(f"{e.format_message()} (usage: {info_name or 'accumopt'} --help)")
+            raise click.exceptions.Exit(2) from None
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
