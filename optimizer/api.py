@@ -21,6 +21,8 @@ notebook and ``accumopt`` give the same numbers::
 A study spec is a TOML file path, TOML text, a ``dict`` of the same sections (``{"study": {...}, "space": {...}}``)
 or a ``StudySpec``. Parameters are a flat dict of registry parameters (``optimizer.params``; presets such as
 ``weights = "balanced"`` and ``use_*`` switches accepted) or a ``study best --format json`` document.
+Dates (``start``, ``end``, a spec's [data] dates) are text ``YYYY-MM-DD``, a ``datetime.date`` or a midnight
+``pd.Timestamp`` without a time zone (a time of day is refused, never read as its day).
 Errors are the package's ``AccumoptError`` subclasses with one line naming the parameter and the rule.
 """
 
@@ -172,6 +174,7 @@ def load_panel(db: str | Path | None = None, universe: Any = "tier1+3", start: s
     the store's raw data (files ingested since ``accumopt metrics build``) is a UserWarning, as every command says it.
     """
     _check_final(final)
+    _check_days(start=start, end=end)
     path = existing_store(resolve_db(db))
     end, reserve_start = guard_end(path, universe_symbols(path, universe), end, final, "load_panel (end)")
     panel = load_universe_panel(path, universe, start, end)
@@ -229,6 +232,7 @@ def evaluate(params: Mapping[str, Any] | None = None, panel: Panel | None = None
     """
     check_param(isinstance(allow_data_change, bool), "allow_data_change", "True or False", allow_data_change)
     _check_final(final)
+    _check_days(start=start, end=end)
     check_param(regime is None or regime in REGIME_NAMES, "regime", f"None or one of {', '.join(REGIME_NAMES)}",
                 regime)
     if panel is not None:  # a panel fixes the store, universe and sessions: a loading option would be ignored
@@ -307,6 +311,18 @@ def _spec_day(value: dt.datetime, key: str) -> dt.date:
         raise SpecError(key, f"must be a date (YYYY-MM-DD, a datetime.date or a midnight Timestamp without a time "
                              f"zone), got {value!r}, which has a time of day or a time zone")
     return ts.date()
+
+
+def _check_days(**values: Any) -> None:
+    """A ``start`` / ``end`` argument given as a datetime (``pd.Timestamp``, ``datetime``, ``np.datetime64``) must be
+    a midnight without a time zone, the day it names, as in a spec; one with a time of day or a zone is a
+    ParameterError naming the argument (it was read as its calendar day without a word). Text and ``datetime.date``
+    are checked where they are read."""
+    for name, value in values.items():
+        ts = pd.Timestamp(value) if isinstance(value, (dt.datetime, np.datetime64)) else None
+        if ts is not None and (pd.isna(ts) or ts.tzinfo is not None or ts != ts.normalize()):
+            raise ParameterError(f"{name} must be a date (YYYY-MM-DD, a datetime.date or a midnight Timestamp "
+                                 f"without a time zone), got {name}={value!r}")
 
 
 def study_spec(spec: str | Path | Mapping[str, Any] | StudySpec) -> StudySpec:
@@ -507,6 +523,7 @@ def sandbox_figure(db: str | Path | None, ticker: str, params: Mapping[str, Any]
         fig.show()                                 # or fig.write_html("nvda.html")
     """
     _check_final(final)
+    _check_days(start=start, end=end)
     doc = _document(params)  # read as sandbox --params reads the file
     loose = doc.record is None
     _warn(store_metrics_staleness(resolve_db(db)))

@@ -355,3 +355,30 @@ def test_a_refused_flag_before_any_command_is_one_line_too():
     assert r.exit_code == 0 and r.stdout.startswith("accumopt, version ")
     r = CliRunner().invoke(main, [], catch_exceptions=False)
     assert "Commands:" in r.output
+
+
+@pytest.mark.parametrize("fn", ["load_panel", "evaluate", "sandbox_figure"])
+def test_api_start_end_timestamps_are_days_a_time_of_day_is_refused(synth_db, fn):
+    """ao.load_panel(db, "tier1", start=pd.Timestamp("2023-03-01 10:30")) loaded from 2023-03-01 without a word (the
+    time of day dropped), where the same Timestamp in a spec is refused. A midnight Timestamp is that day (the same
+    panel as the text); a time of day, a time zone or NaT is a ParameterError naming start / end."""
+    import warnings
+
+    import pandas as pd
+
+    import optimizer as ao
+    from optimizer.errors import ParameterError
+
+    call = {"load_panel": lambda **kw: ao.load_panel(synth_db, "tier1", **kw),
+            "evaluate": lambda **kw: ao.evaluate({"variant": "B"}, db=synth_db, universe="tier1", **kw),
+            "sandbox_figure": lambda **kw: ao.sandbox_figure(synth_db, "SPY", **kw)}[fn]
+    for kw in ({"start": pd.Timestamp("2023-03-01 10:30")}, {"end": pd.Timestamp("2023-12-29", tz="UTC")},
+               {"start": pd.NaT}):
+        with pytest.raises(ParameterError, match=rf"^{next(iter(kw))} must be a date"):
+            call(**kw)
+    if fn == "load_panel":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            a = call(start=pd.Timestamp("2023-03-01"), end=pd.Timestamp("2023-12-29"))
+            b = call(start="2023-03-01", end="2023-12-29")
+        assert list(a.dates) == list(b.dates) and str(a.dates[0])[:10] == "2023-03-01"
