@@ -131,6 +131,15 @@ def _storage(storage: Any) -> str | None:
                          f"got storage of type {type(storage).__name__}: {storage!r}")
 
 
+def _db(db: Any, required: bool = False) -> str | Path | None:
+    """``db`` as given when it is a store path (text or a ``Path``; None: the default store, unless ``required``);
+    another type is a ParameterError naming db (``load_panel(5)`` was a TypeError of ``os.fspath``)."""
+    if isinstance(db, (str, Path)) and str(db).strip() or (db is None and not required):
+        return db
+    raise ParameterError(f"db must be the path of a DuckDB store (text or a Path){'' if required else ' or None'}, "
+                         f"got db={db!r}")
+
+
 def open_store(db: str | Path | None = None, read_only: bool = True) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection to the store (default: ``$ACCUMOPT_DB``, else ``<output root>/darkpool.duckdb``),
     read-only (a missing store is a DataError saying how to make one) unless asked; a writable open creates or
@@ -140,7 +149,7 @@ def open_store(db: str | Path | None = None, read_only: bool = True) -> duckdb.D
             con.sql("SELECT symbol, count(*) FROM daily_metrics GROUP BY 1").df()
     """
     check_param(isinstance(read_only, bool), "read_only", "True or False", read_only)
-    return connect(resolve_db(db), read_only=read_only)
+    return connect(resolve_db(_db(db)), read_only=read_only)
 
 
 def synth_store(db: str | Path, raw_dir: str | Path | None = None, *, seed: int = 7, effect: float = 3.0,
@@ -153,7 +162,7 @@ def synth_store(db: str | Path, raw_dir: str | Path | None = None, *, seed: int 
 
         db = ao.synth_store("output/nb/store.duckdb", effect=3.0)
     """
-    p = Path(db)
+    p = Path(_db(db, required=True))
     if not p.exists():
         cfg = SynthConfig(seed=seed, start=start, end=end, universe=universe, effect=effect, family=family)
         synth_new_store(cfg, Path(raw_dir) if raw_dir is not None else p.parent / f"{p.stem}_raw", p)
@@ -175,7 +184,7 @@ def load_panel(db: str | Path | None = None, universe: Any = "tier1+3", start: s
     """
     _check_final(final)
     _check_days(start=start, end=end)
-    path = existing_store(resolve_db(db))
+    path = existing_store(resolve_db(_db(db)))
     end, reserve_start = guard_end(path, universe_symbols(path, universe), end, final, "load_panel (end)")
     panel = load_universe_panel(path, universe, start, end)
     _warn(store_metrics_staleness(path))  # a re-published day, a revised close, a split ingested since: not in it
@@ -249,7 +258,7 @@ def evaluate(params: Mapping[str, Any] | None = None, panel: Panel | None = None
     flat, record = doc.params, doc.record  # a trial's record: its regime filter and min_periods, as backtest runs it
     cfg = Config.from_params(engine_params(flat))
     if panel is None and record is not None:  # and its universe, spans and data check
-        run = backtest(flat, resolve_db(db), universe, start, end, save=False, record=record, final=final,
+        run = backtest(flat, resolve_db(_db(db)), universe, start, end, save=False, record=record, final=final,
                        allow_data_change=allow_data_change, regime=regime)
         res, panel = run.result, run.panel
         for w in run.warnings:
@@ -380,8 +389,8 @@ def run_study(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Path |
                 "an integer >= 1 (worker processes on this machine, study run --jobs)", jobs)
     with _quiet_optuna():
         s = study_spec(spec)
-        _warn(store_metrics_staleness(resolve_db(db, s.data.database)))
-        res = _run_study(s, resolve_db(db, s.data.database), resolve_storage(_storage(storage), s.run.storage),
+        _warn(store_metrics_staleness(resolve_db(_db(db), s.data.database)))
+        res = _run_study(s, resolve_db(_db(db), s.data.database), resolve_storage(_storage(storage), s.run.storage),
                          n_trials=_int(n_trials), timeout=timeout, name=name, new_name=new_name, progress=progress,
                          remedy=_RUN_REMEDY, jobs=jobs)
     for w in res.warnings:  # what ``study run`` prints on stderr (a [seed_from] study ranked on other data)
@@ -451,7 +460,7 @@ def compare_studies(storage: str | None, studies: str | Sequence[str]) -> Compar
     names = [studies] if isinstance(studies, str) else (
         list(studies) if isinstance(studies, Iterable) and not isinstance(studies, (Mapping, bytes)) else None)
     check_param(bool(names) and all(isinstance(n, str) for n in names), "studies",
-                "a study name or a non-empty list of study names", studies)
+                "a study name or a list of study names (not empty)", studies)
     return _compare_studies(_storage(storage), names)
 
 
@@ -474,9 +483,9 @@ def walk_forward(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Pat
     check_param(isinstance(jobs, int) and not isinstance(jobs, bool) and jobs >= 1, "jobs",
                 "an integer >= 1 (local processes running windows at once, walkforward --jobs)", jobs)
     s = study_spec(spec)
-    _warn(store_metrics_staleness(resolve_db(db, s.data.database)))
+    _warn(store_metrics_staleness(resolve_db(_db(db), s.data.database)))
     with _quiet_optuna():
-        res = run_walkforward(s, resolve_db(db, s.data.database), resolve_storage(_storage(storage), s.run.storage),
+        res = run_walkforward(s, resolve_db(_db(db), s.data.database), resolve_storage(_storage(storage), s.run.storage),
                               final=final,
                               progress=progress,
                               n_trials=_int(n_trials), out_dir=None, jobs=jobs)
@@ -526,8 +535,8 @@ def sandbox_figure(db: str | Path | None, ticker: str, params: Mapping[str, Any]
     _check_days(start=start, end=end)
     doc = _document(params)  # read as sandbox --params reads the file
     loose = doc.record is None
-    _warn(store_metrics_staleness(resolve_db(db)))
-    run = sandbox_run(resolve_db(db), ticker, start, end if end is not None or not loose else doc.end,
+    _warn(store_metrics_staleness(resolve_db(_db(db))))
+    run = sandbox_run(resolve_db(_db(db)), ticker, start, end if end is not None or not loose else doc.end,
                       params=doc.params or None, universe=universe or doc.universe, final=final, record=doc.record,
                       regime=doc.regime, span_start=doc.start if loose else None,
                       min_periods=doc.min_periods if loose else None)

@@ -382,3 +382,20 @@ def test_api_start_end_timestamps_are_days_a_time_of_day_is_refused(synth_db, fn
             a = call(start=pd.Timestamp("2023-03-01"), end=pd.Timestamp("2023-12-29"))
             b = call(start="2023-03-01", end="2023-12-29")
         assert list(a.dates) == list(b.dates) and str(a.dates[0])[:10] == "2023-03-01"
+
+
+@pytest.mark.parametrize("call", [
+    lambda ao: ao.load_panel(5), lambda ao: ao.open_store(b"x.duckdb"), lambda ao: ao.synth_store(None),
+    lambda ao: ao.synth_store(""), lambda ao: ao.sandbox_figure(7, "SPY"),
+    lambda ao: ao.evaluate({"variant": "B"}, db=3.5), lambda ao: ao.run_study(_STUDY, db=["x"]),
+])
+def test_a_db_that_is_no_path_is_refused_naming_db(call, tmp_path, monkeypatch):
+    """ao.load_panel(5) and ao.synth_store(None) ended in 'TypeError: expected str, bytes or os.PathLike object, not
+    int' from deep inside os.fspath; a db of the wrong type is now a ParameterError naming db."""
+    import optimizer as ao
+    from optimizer.errors import ParameterError
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ACCUMOPT_OUTPUT", str(tmp_path / "out"))
+    with pytest.raises(ParameterError, match=r"^db must be the path of a DuckDB store"):
+        call(ao)
