@@ -399,3 +399,24 @@ def test_a_db_that_is_no_path_is_refused_naming_db(call, tmp_path, monkeypatch):
     monkeypatch.setenv("ACCUMOPT_OUTPUT", str(tmp_path / "out"))
     with pytest.raises(ParameterError, match=r"^db must be the path of a DuckDB store"):
         call(ao)
+
+
+@pytest.mark.parametrize("args", [
+    ["study", "show", "x", "--columns", "number,value", "--format", "json"],
+    ["study", "list", "--wide", "--format", "csv"],
+    ["walkforward", "spec.toml", "--columns", "window", "--format", "json"],
+    ["table", "--wide", "--columns", "symbol", "--format", "json"],
+])
+def test_columns_and_wide_with_format_json_or_csv_are_refused_not_ignored(args):
+    """`study show NAME --columns number,value --format json` printed every column (22 keys per trial) without a word:
+    --columns and --wide shape only the terminal table. With --format json|csv either is now refused naming it,
+    before any store or storage is opened (the names here need none)."""
+    from click.testing import CliRunner
+
+    from optimizer.cli import main
+
+    r = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert r.exit_code == 2 and r.stdout == "", r.output
+    line = r.stderr.strip()
+    assert line.startswith("error: --") and "terminal table only" in line and len(r.stderr.splitlines()) == 1
+    assert all(f in line for f in ("--columns", "--wide") if f in args)

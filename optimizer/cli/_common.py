@@ -229,8 +229,23 @@ def _jsonable(o: Any) -> Any:
 
 
 def table_options(f: Callable) -> Callable:
-    """``--columns`` and ``--wide`` of a command that prints a table (``print_table``'s ``select`` and ``wide``)."""
-    f = click.option("--wide", is_flag=True, help="Show every column at full width (lines may exceed the terminal).")(f)
+    """``--columns`` and ``--wide`` of a command that prints a table (``print_table``'s ``select`` and ``wide``).
+    They shape the terminal table only: with ``--format json|csv`` (every column, never abridged) either is refused
+    naming it, never silently ignored."""
+
+    command = f
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kw: Any) -> Any:
+        fmt = kw.get("fmt", "table")
+        given = [flag for flag, v in (("--columns", kw.get("columns")), ("--wide", kw.get("wide"))) if v]
+        if fmt != "table" and given:
+            raise ParameterError(f"{' and '.join(given)} {'shape' if len(given) > 1 else 'shapes'} the terminal "
+                                 f"table only; --format {fmt} writes every "
+                                 f"column (select them in your script), got {' '.join(given)} with --format {fmt}")
+        return command(*args, **kw)
+
+    f = click.option("--wide", is_flag=True, help="Show every column at full width (lines may exceed the terminal).")(wrapper)
     return click.option("--columns", "columns", default=None, metavar="A,B,...",
                         help="Show exactly these columns (names as in --format json/csv).")(f)
 
