@@ -420,3 +420,21 @@ def test_columns_and_wide_with_format_json_or_csv_are_refused_not_ignored(args):
     line = r.stderr.strip()
     assert line.startswith("error: --") and "terminal table only" in line and len(r.stderr.splitlines()) == 1
     assert all(f in line for f in ("--columns", "--wide") if f in args)
+
+
+@pytest.mark.parametrize("extra", [["--top", "5"], ["--top", "10"], ["--columns", "number"], ["--wide"]])
+def test_study_show_trial_refuses_the_top_table_flags(small_study, extra):
+    """`study show NAME --trial 1 --top 5` showed trial 1 and ignored --top (and --columns, --wide) without a word:
+    they shape the top-trials table, which --trial replaces. Refused naming the flag (even --top 10, the default
+    value, when written); ao.show_study refuses top with trial alike."""
+    from click.testing import CliRunner
+
+    from optimizer.cli import main
+
+    url, name = small_study
+    r = CliRunner().invoke(main, ["study", "show", name, "--trial", "1", *extra, "--storage", url],
+                           catch_exceptions=False)
+    assert r.exit_code == 2 and r.stdout == "", r.output
+    assert r.stderr.startswith(f"error: --trial shows one trial; {extra[0]} shapes the top-trials table")
+    r = CliRunner().invoke(main, ["study", "show", name, "--trial", "1", "--storage", url], catch_exceptions=False)
+    assert r.exit_code == 0 and "trial 1" in r.stdout

@@ -225,6 +225,13 @@ def study_show(name, top, number, storage, out, columns, wide, fmt):
     The table shows the value, the key metrics and the parameters that fit the terminal; --columns picks others
     (e.g. --columns number,value,param_exit,sharpe), --wide shows all, --trial N shows one trial in full."""
     if number is not None:
+        given = [f for f, p in (("--top", "top"), ("--columns", "columns"), ("--wide", "wide"))
+                 if click.get_current_context().get_parameter_source(p) is not click.core.ParameterSource.DEFAULT]
+        if given:  # they choose the top-trials table, which --trial replaces
+            one = len(given) == 1
+            raise ParameterError(f"--trial shows one trial; {', '.join(given)} {'shapes' if one else 'shape'} the "
+                                 f"top-trials table, leave {'it' if one else 'them'} out, got --trial {number} with "
+                                 f"{', '.join(given)}")
         d = trial_detail(_storage(storage, out), name, number)
         if fmt == "json":
             echo_json(d)
