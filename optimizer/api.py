@@ -21,6 +21,8 @@ notebook and ``accumopt`` give the same numbers::
 A study spec is a TOML file path, TOML text, a ``dict`` of the same sections (``{"study": {...}, "space": {...}}``)
 or a ``StudySpec``. Parameters are a flat dict of registry parameters (``optimizer.params``; presets such as
 ``weights = "balanced"`` and ``use_*`` switches accepted) or a ``study best --format json`` document.
+Dates (``start``, ``end``, a spec's [data] dates) are text ``YYYY-MM-DD``, a ``datetime.date`` or a midnight
+``pd.Timestamp`` without a time zone (a time of day is refused, never read as its day).
 Errors are the package's ``AccumoptError`` subclasses with one line naming the parameter and the rule.
 """
 
@@ -61,6 +63,7 @@ from optimizer.study.inspect import CompareResult, best_trial_json
 from optimizer.study.inspect import compare_studies as _compare_studies
 from optimizer.study.inspect import list_studies as _list_studies
 from optimizer.study.inspect import show_study as _show_study
+from optimizer.study.inspect import trial_detail
 from optimizer.study.run import StudyRunResult
 from optimizer.study.run import run_study as _run_study
 from optimizer.study.paramsfile import ParamsRecord, params_record
@@ -101,6 +104,13 @@ def _check_final(final: Any) -> None:
     check_param(isinstance(final, bool), "final", "True or False (True opens the final reserve)", final)
 
 
+def _check_progress(progress: Any) -> None:
+    """``progress`` shows a progress bar on stderr: only a real True or False (a string "no" is truthy: it was read
+    as yes and drew the bar)."""
+    check_param(isinstance(progress, bool), "progress", "True or False (True shows a progress bar on stderr)",
+                progress)
+
+
 def _int(value: Any) -> Any:
     """A numpy integer (a trial number or count read from a DataFrame, ``df["number"].iloc[0]``) as the Python
     integer it is; any other value as given, for the callee's check to accept or refuse."""
@@ -121,6 +131,15 @@ def _storage(storage: Any) -> str | None:
                          f"got storage of type {type(storage).__name__}: {storage!r}")
 
 
+def _db(db: Any, required: bool = False) -> str | Path | None:
+    """``db`` as given when it is a store path (text or a ``Path``; None: the default store, unless ``required``);
+    another type is a ParameterError naming db (``load_panel(5)`` was a TypeError of ``os.fspath``)."""
+    if isinstance(db, (str, Path)) and str(db).strip() or (db is None and not required):
+        return db
+    raise ParameterError(f"db must be the path of a DuckDB store (text or a Path){'' if required else ' or None'}, "
+                         f"got db={db!r}")
+
+
 def open_store(db: str | Path | None = None, read_only: bool = True) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection to the store (default: ``$ACCUMOPT_DB``, else ``<output root>/darkpool.duckdb``),
     read-only (a missing store is a DataError saying how to make one) unless asked; a writable open creates or
@@ -130,7 +149,7 @@ def open_store(db: str | Path | None = None, read_only: bool = True) -> duckdb.D
             con.sql("SELECT symbol, count(*) FROM daily_metrics GROUP BY 1").df()
     """
     check_param(isinstance(read_only, bool), "read_only", "True or False", read_only)
-    return connect(resolve_db(db), read_only=read_only)
+    return connect(resolve_db(_db(db)), read_only=read_only)
 
 
 def synth_store(db: str | Path, raw_dir: str | Path | None = None, *, seed: int = 7, effect: float = 3.0,
@@ -143,7 +162,7 @@ def synth_store(db: str | Path, raw_dir: str | Path | None = None, *, seed: int 
 
         db = ao.synth_store("output/nb/store.duckdb", effect=3.0)
     """
-    p = Path(db)
+    p = Path(_db(db, required=True))
     if not p.exists():
         cfg = SynthConfig(seed=seed, start=start, end=end, universe=universe, effect=effect, family=family)
         synth_new_store(cfg, Path(raw_dir) if raw_dir is not None else p.parent / f"{p.stem}_raw", p)
@@ -164,7 +183,8 @@ def load_panel(db: str | Path | None = None, universe: Any = "tier1+3", start: s
     the store's raw data (files ingested since ``accumopt metrics build``) is a UserWarning, as every command says it.
     """
     _check_final(final)
-    path = existing_store(resolve_db(db))
+    _check_days(start=start, end=end)
+    path = existing_store(resolve_db(_db(db)))
     end, reserve_start = guard_end(path, universe_symbols(path, universe), end, final, "load_panel (end)")
     panel = load_universe_panel(path, universe, start, end)
     _warn(store_metrics_staleness(path))  # a re-published day, a revised close, a split ingested since: not in it
@@ -211,7 +231,8 @@ def evaluate(params: Mapping[str, Any] | None = None, panel: Panel | None = None
     is refused unless ``allow_data_change=True`` (``backtest --allow-data-change``). Without a panel the span ends
     before the final reserve unless ``final=True`` (``backtest --final``, recorded in the reserve ledger). A panel
     fixes the store, universe and sessions: ``panel`` with ``db`` / ``universe`` / ``start`` / ``end`` / ``final``
-    is a ParameterError, not a silent choice. ``regime``: the regime filter on entries (``backtest --regime``,
+    is a ParameterError, not a silent choice; a loose document (no trial record) stating its own ``universe`` /
+    ``start`` / ``end`` runs on the panel with a UserWarning naming them. ``regime``: the regime filter on entries (``backtest --regime``,
     e.g. ``"RISK_ON"``; default: the document's, else ALL)::
 
         ev = ao.evaluate({"variant": "D", "z_window": 30, "buy_threshold": 80, "exit": "first_dist"}, panel)
@@ -220,6 +241,7 @@ def evaluate(params: Mapping[str, Any] | None = None, panel: Panel | None = None
     """
     check_param(isinstance(allow_data_change, bool), "allow_data_change", "True or False", allow_data_change)
     _check_final(final)
+    _check_days(start=start, end=end)
     check_param(regime is None or regime in REGIME_NAMES, "regime", f"None or one of {', '.join(REGIME_NAMES)}",
                 regime)
     if panel is not None:  # a panel fixes the store, universe and sessions: a loading option would be ignored
@@ -236,12 +258,18 @@ def evaluate(params: Mapping[str, Any] | None = None, panel: Panel | None = None
     flat, record = doc.params, doc.record  # a trial's record: its regime filter and min_periods, as backtest runs it
     cfg = Config.from_params(engine_params(flat))
     if panel is None and record is not None:  # and its universe, spans and data check
-        run = backtest(flat, resolve_db(db), universe, start, end, save=False, record=record, final=final,
+        run = backtest(flat, resolve_db(_db(db)), universe, start, end, save=False, record=record, final=final,
                        allow_data_change=allow_data_change, regime=regime)
         res, panel = run.result, run.panel
         for w in run.warnings:
             _warn(w)
     else:
+        stated = [(k, v) for k, v in (("universe", doc.universe), ("start", doc.start), ("end", doc.end))
+                  if v is not None]
+        if panel is not None and record is None and stated:  # the panel fixes them: said, never silently dropped
+            _warn(f"evaluate: the document's {', '.join(f'{k}={v!r}' for k, v in stated)} not applied: the panel "
+                  "fixes the universe and sessions (evaluate(document, db=...) runs on the document's; "
+                  "ao.load_panel(db, universe, start, end) loads that panel)")
         if panel is None:  # a loose document's universe and span, as backtest --params runs them
             uni = universe if universe is not None else (doc.universe or "tier1+3")
             panel = load_panel(db, list(uni) if isinstance(uni, tuple) else uni,
@@ -269,6 +297,10 @@ def _toml_ready(value: Any, key: str) -> Any:
         raise SpecError(key, "is None, which TOML cannot hold: leave the key out (its default applies)")
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, np.datetime64):
+        value = pd.Timestamp(value)
+    if isinstance(value, dt.datetime):  # pd.Timestamp too: a day at midnight is that day; a time of day is refused
+        return _spec_day(value, key)
     if isinstance(value, np.generic):
         return value.item()
     if not isinstance(value, (str, int, float, dt.date, dt.time)):  # a set (no order), an object: no TOML value
@@ -277,10 +309,36 @@ def _toml_ready(value: Any, key: str) -> Any:
     return value
 
 
+def _spec_day(value: dt.datetime, key: str) -> dt.date:
+    """A datetime given for a spec date (``pd.Timestamp("2024-01-02")``, ``datetime(2024, 1, 2)``) as the day it
+    is, when it is a tz-naive midnight; a time of day, a time zone or NaT is a SpecError naming the key (a spec
+    date is a session, YYYY-MM-DD: never a day guessed from an instant)."""
+    if pd.isna(value):
+        raise SpecError(key, "is NaT: write a date (YYYY-MM-DD) or leave the key out")
+    ts = pd.Timestamp(value)
+    if ts.tzinfo is not None or ts != ts.normalize():
+        raise SpecError(key, f"must be a date (YYYY-MM-DD, a datetime.date or a midnight Timestamp without a time "
+                             f"zone), got {value!r}, which has a time of day or a time zone")
+    return ts.date()
+
+
+def _check_days(**values: Any) -> None:
+    """A ``start`` / ``end`` argument given as a datetime (``pd.Timestamp``, ``datetime``, ``np.datetime64``) must be
+    a midnight without a time zone, the day it names, as in a spec; one with a time of day or a zone is a
+    ParameterError naming the argument (it was read as its calendar day without a word). Text and ``datetime.date``
+    are checked where they are read."""
+    for name, value in values.items():
+        ts = pd.Timestamp(value) if isinstance(value, (dt.datetime, np.datetime64)) else None
+        if ts is not None and (pd.isna(ts) or ts.tzinfo is not None or ts != ts.normalize()):
+            raise ParameterError(f"{name} must be a date (YYYY-MM-DD, a datetime.date or a midnight Timestamp "
+                                 f"without a time zone), got {name}={value!r}")
+
+
 def study_spec(spec: str | Path | Mapping[str, Any] | StudySpec) -> StudySpec:
     """A validated ``StudySpec`` from a TOML file path (a one-line string without ``=``, or an existing file), TOML
     text, a dict of sections or a StudySpec. A dict is written as TOML first (a ``Path`` as its text, a numpy
-    number as the number; a None is a SpecError naming its key: TOML has no null, leave the key out), so the study
+    number as the number, a ``datetime.date`` or midnight ``pd.Timestamp`` as that day, a time of day refused; a
+    None is a SpecError naming its key: TOML has no null, leave the key out), so the study
     stores a spec text that ``accumopt`` reads back the same::
 
         spec = ao.study_spec({"study": {"name": "nb"}, "data": {"universe": "tier1"},
@@ -325,13 +383,14 @@ def run_study(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Path |
     if name is not None:
         check_study_name(name, "name")
     check_param(isinstance(new_name, bool), "new_name", "True or False", new_name)
+    _check_progress(progress)
     jobs = _int(jobs)
     check_param(isinstance(jobs, int) and not isinstance(jobs, bool) and jobs >= 1, "jobs",
                 "an integer >= 1 (worker processes on this machine, study run --jobs)", jobs)
     with _quiet_optuna():
         s = study_spec(spec)
-        _warn(store_metrics_staleness(resolve_db(db, s.data.database)))
-        res = _run_study(s, resolve_db(db, s.data.database), resolve_storage(_storage(storage), s.run.storage),
+        _warn(store_metrics_staleness(resolve_db(_db(db), s.data.database)))
+        res = _run_study(s, resolve_db(_db(db), s.data.database), resolve_storage(_storage(storage), s.run.storage),
                          n_trials=_int(n_trials), timeout=timeout, name=name, new_name=new_name, progress=progress,
                          remedy=_RUN_REMEDY, jobs=jobs)
     for w in res.warnings:  # what ``study run`` prints on stderr (a [seed_from] study ranked on other data)
@@ -370,13 +429,25 @@ def list_studies(storage: str | None = None, *, internal: bool = False) -> pd.Da
     return _list_studies(_storage(storage), internal=internal)
 
 
-def show_study(storage: str | None, study: str, top: int = 10) -> pd.DataFrame:
-    """The ``top`` best trials of ``study`` (``accumopt study show``): value, ``param_<name>`` per parameter, the key
-    metrics and the wall time; the Pareto front for a multi-objective study::
+def show_study(storage: str | None, study: str, top: int | None = None, *,
+               trial: int | None = None) -> pd.DataFrame | dict[str, Any]:
+    """The ``top`` best trials of ``study`` (``accumopt study show``, default 10): value, ``param_<name>`` per
+    parameter, the key metrics and the wall time; the Pareto front for a multi-objective study. ``trial=N``: that
+    one trial in any state (``study show NAME --trial N --format json``), a dict of its state, value, every
+    parameter and metric, why it was pruned or lost, and its per-fold results (``folds``); ``top`` is then refused::
 
         ao.show_study("sqlite:///output/nb/studies.db", "phase_b_fine", top=5)
+        ao.show_study("sqlite:///output/nb/studies.db", "phase_b_fine", trial=12)["folds"]
     """
-    return _show_study(_storage(storage), study, top=_int(top))
+    trial = _int(trial)
+    if trial is not None:
+        check_param(isinstance(trial, int) and not isinstance(trial, bool), "trial",
+                    "None or a trial number (an integer)", trial)
+        if top is not None:
+            raise ParameterError(f"show_study takes top or trial, not both (trial=N shows that one trial), got "
+                                 f"top={top!r} and trial={trial!r}")
+        return trial_detail(_storage(storage), study, trial)
+    return _show_study(_storage(storage), study, top=10 if top is None else _int(top))
 
 
 def compare_studies(storage: str | None, studies: str | Sequence[str]) -> CompareResult:
@@ -388,8 +459,8 @@ def compare_studies(storage: str | None, studies: str | Sequence[str]) -> Compar
     """
     names = [studies] if isinstance(studies, str) else (
         list(studies) if isinstance(studies, Iterable) and not isinstance(studies, (Mapping, bytes)) else None)
-    check_param(names is not None and all(isinstance(n, str) for n in names), "studies",
-                "a study name or a list of study names", studies)
+    check_param(bool(names) and all(isinstance(n, str) for n in names), "studies",
+                "a study name or a list of study names (not empty)", studies)
     return _compare_studies(_storage(storage), names)
 
 
@@ -407,13 +478,14 @@ def walk_forward(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Pat
         wf.summary[["window", "oos_closed_trades", "oos_avg_excess_return"]]
     """
     _check_final(final)
+    _check_progress(progress)
     jobs = _int(jobs)
     check_param(isinstance(jobs, int) and not isinstance(jobs, bool) and jobs >= 1, "jobs",
                 "an integer >= 1 (local processes running windows at once, walkforward --jobs)", jobs)
     s = study_spec(spec)
-    _warn(store_metrics_staleness(resolve_db(db, s.data.database)))
+    _warn(store_metrics_staleness(resolve_db(_db(db), s.data.database)))
     with _quiet_optuna():
-        res = run_walkforward(s, resolve_db(db, s.data.database), resolve_storage(_storage(storage), s.run.storage),
+        res = run_walkforward(s, resolve_db(_db(db), s.data.database), resolve_storage(_storage(storage), s.run.storage),
                               final=final,
                               progress=progress,
                               n_trials=_int(n_trials), out_dir=None, jobs=jobs)
@@ -434,6 +506,8 @@ def build_report(target: WalkForwardResult | str | Path, storage: str | None = N
 
         path = ao.build_report(wf, out_dir="output/nb/reports")   # open it in a browser, or IFrame(path) in Jupyter
     """
+    check_param(name is None or (isinstance(name, str) and name.strip() != ""), "name",
+                "None or the page's file name (text)", name)
     root = output_root()
     out_dir = root / "reports" if out_dir is None else out_dir
     if isinstance(target, WalkForwardResult):
@@ -458,10 +532,11 @@ def sandbox_figure(db: str | Path | None, ticker: str, params: Mapping[str, Any]
         fig.show()                                 # or fig.write_html("nvda.html")
     """
     _check_final(final)
+    _check_days(start=start, end=end)
     doc = _document(params)  # read as sandbox --params reads the file
     loose = doc.record is None
-    _warn(store_metrics_staleness(resolve_db(db)))
-    run = sandbox_run(resolve_db(db), ticker, start, end if end is not None or not loose else doc.end,
+    _warn(store_metrics_staleness(resolve_db(_db(db))))
+    run = sandbox_run(resolve_db(_db(db)), ticker, start, end if end is not None or not loose else doc.end,
                       params=doc.params or None, universe=universe or (doc.universe if loose else None), final=final,
                       record=doc.record,
                       regime=doc.regime, span_start=doc.start if loose else None,

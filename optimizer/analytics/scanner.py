@@ -362,9 +362,9 @@ def write_scan(con: duckdb.DuckDBPyConnection, result: ScanResult, out_root: str
     paths: dict[str, Path] = {}
     if export_full:
         paths["metrics_csv"] = out / "scanner_metrics.csv"
-        atomic_write(paths["metrics_csv"], lambda t: result.metrics.to_csv(t, index=False, float_format="%.6g"))
+        atomic_write(paths["metrics_csv"], lambda t: result.metrics.to_csv(t, index=False))
     paths["top_csv"] = out / "scanner_top.csv"
-    atomic_write(paths["top_csv"], lambda t: result.top.to_csv(t, index=False, float_format="%.6g"))
+    atomic_write(paths["top_csv"], lambda t: result.top.to_csv(t, index=False))
     bar, hist = scan_figures(result)
     written = write_figures([(bar, out / "scanner_top.html"), (hist, out / "scanner_scores.html")], png)
     paths["top_html"], paths["scores_html"] = out / "scanner_top.html", out / "scanner_scores.html"

@@ -29,12 +29,23 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
-    "console", "err_console", "shared_options", "wait_option", "format_option", "progress_enabled", "echo_json",
+    "console", "err_console", "make_console", "shared_options", "wait_option", "format_option", "progress_enabled", "echo_json",
     "print_table", "print_kv", "print_cmd", "table_options", "warn_stale_metrics", "Column", "ErrorGroup",
 ]
 
-console = Console()
-err_console = Console(stderr=True)
+def make_console(stderr: bool = False, **kw: Any) -> Console:
+    """A rich Console for the command line. With env ``NO_COLOR`` set to anything but ``""`` (no-color.org) it
+    writes no escape code at all: rich's own reading of NO_COLOR drops the colours but still wrote bold and dim
+    (``\x1b[1m``, ``\x1b[2m``) to a terminal. ``TERM=dumb`` and a pipe or file get none either (rich's rules)."""
+    import os
+
+    if os.environ.get("NO_COLOR", "") != "":
+        kw.setdefault("color_system", None)
+    return Console(stderr=stderr, **kw)
+
+
+console = make_console()
+err_console = make_console(stderr=True)
 
 
 # ------------------------------------------------------------------------------------------------ shared options
@@ -132,7 +143,24 @@ def progress_enabled(fmt: str = "table") -> bool:
 
 
 def echo_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, default=_jsonable, indent=2, sort_keys=False))
+    """Print ``obj`` as the one JSON document of ``--format json``: strict JSON (a NaN or infinity, a Python float or
+    a numpy one, anywhere in it, is null: ``json.dumps`` wrote them as the bare words NaN / Infinity, which strict
+    parsers such as ``jq`` or JavaScript's ``JSON.parse`` refuse), session dates YYYY-MM-DD (``_jsonable``)."""
+    click.echo(json.dumps(_finite(obj), default=_jsonable, indent=2, sort_keys=False, allow_nan=False))
+
+
+def _finite(o: Any) -> Any:
+    """``o`` with every non-finite float (numpy's included: np.float64 is a float) as None, in dicts, lists and
+    tuples; any other value as it is."""
+    if isinstance(o, float):
+        return o if o == o and o not in (float("inf"), float("-inf")) else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    if type(o).__module__ == "numpy" and getattr(o, "dtype", None) is not None and o.dtype.kind == "f":
+        return _finite(o.tolist())  # a numpy array or a float32 scalar (not a float subclass)
+    return o
 
 
 def _is_day(v: Any) -> bool:
@@ -305,9 +333,19 @@ def _root_cause(e: BaseException) -> BaseException:
 
 
 class ErrorGroup(click.Group):
-    """Turns AccumoptError (and an unopenable DuckDB store, a failing study storage, a failure of the machine: a full
+    """Turns AccumoptError and a usage error of click's (a missing file, an unknown option) (and an unopenable DuckDB store, a failing study storage, a failure of the machine: a full
     disk, a file size or open-file limit, a read-only place, no memory) into a one-line message and exit code 2;
     Ctrl-C (KeyboardInterrupt, or ``errors.Interrupted``) into one line and exit code 130 (``_interrupt``)."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as e:  # a refused flag before any command (accumopt --bad): one line too
+            _error_line(f"{e.format_message()} (usage: {info_name or 'accumopt'} --help)")
+            raise click.exceptions.Exit(2) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -318,6 +356,13 @@ class ErrorGroup(click.Group):
         except Interrupted as e:  # work a Ctrl-C stopped, saying how to resume it
             print_interrupted(str(e))
             ctx.exit(EXIT_INTERRUPTED)
+        except click.exceptions.NoArgsIsHelpError:  # a group named alone: its help, as click prints it
+            raise
+        except click.UsageError as e:  # a flag or argument click itself refused (a missing file, an unknown option):
+            # the one line every error is (click wrote a usage line, a hint and 'Error: ...': 4 lines)
+            where = e.ctx.command_path if e.ctx is not None else ctx.command_path
+            _error_line(f"{e.format_message()} (usage: {where} --help)")
+            ctx.exit(2)
         except AccumoptError as e:
             for note in getattr(e, "__notes__", ()):  # what the command warned of before it failed (e.g. evening)
                 err_console.print(note, style="yellow", markup=False, highlight=False, soft_wrap=True)

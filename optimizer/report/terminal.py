@@ -226,7 +226,7 @@ def print_frame(df: pd.DataFrame, console: Console, title: str | None = None,
     if not (select or wide) and key is not None:
         hidden += [c.name for c in _columns(df, columns) if c.name not in {x.name for x in cols}
                    and any(t not in (_MISSING, "") for t in (cell_text(c.name, v, c.fmt) for v in df[c.name].tolist()))]
-    table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, show_edge=False,
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False,
                   pad_edge=False, padding=(0, GAP - 1, 0, 0), caption=None, collapse_padding=True)
     numeric = {c.name: pd.api.types.is_numeric_dtype(df[c.name]) and not pd.api.types.is_bool_dtype(df[c.name])
                for c in shown}
@@ -248,14 +248,13 @@ def print_frame(df: pd.DataFrame, console: Console, title: str | None = None,
     if wide or select or too_long:  # as wide as the table needs: the terminal (or `less -S`) shows the long lines
         width = sum(nat) + GAP * max(0, len(shown) - 1)
         opts = console.options.update(width=max(width, 1), no_wrap=True)
-        if title:
-            console.print(Text(title, style="bold"), soft_wrap=True, highlight=False)
-            table.title = None
+        _print_title(title, console)
         for segs in console.render_lines(table, opts, pad=False):
             console.print(Text.assemble(*((sg.text, sg.style) for sg in segs if not sg.control)), soft_wrap=True,
                           crop=False, highlight=False)
     else:
         width = min(room, sum(n for n, k in zip(nat, keep) if k) + GAP * max(0, len(shown) - 1))
+        _print_title(title, console)
         console.print(table)
     if caption:
         console.print(Text(caption), highlight=False)
@@ -265,6 +264,16 @@ def print_frame(df: pd.DataFrame, console: Console, title: str | None = None,
         console.print(Text(f"{len(hidden)} more column{'s' if len(hidden) != 1 else ''} ({hint}): {names}",
                            style="dim"), highlight=False)
     return FrameView(tuple(c.header for c in shown), tuple(hidden), width)
+
+
+def _print_title(title: str | None, console: Console) -> None:
+    """A table's title above it, wrapped at spaces at the console's width, never inside a word: rich wrapped a
+    table's own title at the TABLE's width, cutting a study name in two (``e20_a_rather_long_study`` /
+    ``_name_for_tables``) above a narrow table."""
+    if not title:
+        return
+    for line in textwrap.wrap(title, max(20, console.width), break_long_words=False, break_on_hyphens=False) or [""]:
+        console.print(Text(line, style="bold"), soft_wrap=True, highlight=False, crop=False)
 
 
 def _flatten(d: Mapping[str, Any], depth: int = 0) -> list[tuple[int, str, Any, bool]]:
