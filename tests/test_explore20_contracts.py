@@ -418,7 +418,7 @@ def test_columns_and_wide_with_format_json_or_csv_are_refused_not_ignored(args):
     r = CliRunner().invoke(main, args, catch_exceptions=False)
     assert r.exit_code == 2 and r.stdout == "", r.output
     line = r.stderr.strip()
-    assert line.startswith("error: --") and "terminal table only" in line and len(r.stderr.splitlines()) == 1
+    assert line.startswith("error: --") and "what the terminal table shows" in line and len(r.stderr.splitlines()) == 1
     assert all(f in line for f in ("--columns", "--wide") if f in args)
 
 
@@ -435,6 +435,6 @@ def test_study_show_trial_refuses_the_top_table_flags(small_study, extra):
     r = CliRunner().invoke(main, ["study", "show", name, "--trial", "1", *extra, "--storage", url],
                            catch_exceptions=False)
     assert r.exit_code == 2 and r.stdout == "", r.output
-    assert r.stderr.startswith(f"error: --trial shows one trial; {extra[0]} shapes the top-trials table")
+    assert r.stderr.startswith(f"error: {extra[0]} shapes the table of the top trials, which --trial N replaces")
     r = CliRunner().invoke(main, ["study", "show", name, "--trial", "1", "--storage", url], catch_exceptions=False)
     assert r.exit_code == 0 and "trial 1" in r.stdout
