@@ -9,7 +9,8 @@ end). DSR and PBO count the distinct configurations each window's study tried (`
 
 Every verdict statistic runs on returns in excess of the matched random-entry benchmark; raw figures are kept
 beside them. The run: ``_run_window`` per window (study, winner, OOS evaluation, the window's in-sample DSR, PBO
-and SPA over every distinct configuration its study tried), then ``_stitch`` (the OOS trades as one record),
+and SPA over every distinct configuration its study tried), then ``_book`` (the windows' OOS runs as one continuous
+account: no window enters a symbol a previous window's trade still holds), ``_stitch`` (the OOS trades as one record),
 ``_statistics``, ``_decide`` (the ``Verdict``) and ``_tables``; ``save_walkforward`` writes the files.
 
 Out-of-sample trades overlap in time and move together, so the verdict's significance is computed on the DAILY
