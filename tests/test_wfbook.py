@@ -174,7 +174,10 @@ def _engine_oracle(spec, db, res):
             got = mine[mine["symbol_idx"] == s]
             for c in ("signal_idx", "entry_idx", "exit_idx", "entry_price", "exit_price", "exit_reason"):
                 np.testing.assert_array_equal(got[c].to_numpy(), want[c].to_numpy(), err_msg=f"window {w.index} {s} {c}")
+        # the benchmark is matched to the trades the book took: the window's BenchmarkCache over its span
+        np.testing.assert_array_equal(r.excess, ctx.bench.excess(r.trades, Span(w.test_start, w.test_end, data_end)))
         np.maximum.at(held, r.trades.symbol, r.trades.exit_idx)
+    assert res.stats["inference"]["mean_per_trade"] == float(np.concatenate([r.excess for r in res.windows]).mean())
 
 
 def test_mean_excess_per_trade_is_one_number(spec, synth_db):
