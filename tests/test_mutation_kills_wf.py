@@ -190,15 +190,28 @@ def _check_each_study_sees_its_train_span_only(wf):
 def _check_oos_evaluation_is_the_test_window_plus_purge_capped_at_the_reserve(wf):
     res, p, spec = wf["res"], wf["panel"], wf["spec"]
     bench = BenchmarkCache(p.slice(0, RESERVE))
+    held = np.full(N, -1)  # one book (docs/STATS.md): the last row the previous windows' trades hold each symbol on
     for w, (_, a, b, c, e) in zip(res.windows, WINDOWS):
         end = min(e + PURGE, RESERVE)  # 90, 110, 120
         cfg = trial_config(_study(wf, w).best_trial, spec)
         assert w.config == cfg and w.cfg(spec) == cfg
-        ref = Evaluator(p.slice(0, end), min_periods=spec.data.min_periods).run(cfg, Span(c, e, end))
+        ev = Evaluator(p.slice(0, end), min_periods=spec.data.min_periods)
+        ref = ev.run(cfg, Span(c, e, end))  # the window's own run, started flat
         assert len(w.trades) > 0
+        if (held > c).any():  # the book: symbol s trades as the engine does with signals from held[s] on
+            assert w.book is not None and w.book["symbols_blocked"] == int((held > c).sum())
+            per = [ev.run(cfg, Span(max(c, int(held[s])), e, end)).trades if max(c, held[s]) < e else None
+                   for s in range(N)]
+            want = [(s, int(i), int(x)) for s, t in enumerate(per) if t is not None
+                    for i, x, y in zip(t.entry_idx, t.exit_idx, t.symbol) if y == s]
+            assert sorted(zip(w.trades.symbol.tolist(), w.trades.entry_idx.tolist(), w.trades.exit_idx.tolist())) == want
+            ref = ev.run(cfg, Span(c, e, end), display=wfmod._blocked_display(ev.display(cfg), c, held))
+        else:
+            assert w.book is None
         np.testing.assert_array_equal(w.trades.entry_idx, ref.trades.entry_idx)
         np.testing.assert_array_equal(w.trades.exit_idx, ref.trades.exit_idx)
         assert w.oos_metrics == ref.metrics
+        np.maximum.at(held, w.trades.symbol, w.trades.exit_idx)
         assert (w.trades.signal_idx >= c).all() and (w.trades.signal_idx < e).all()
         assert (w.trades.exit_idx < end).all()
         np.testing.assert_array_equal(w.excess, bench.excess(ref.trades, Span(c, e, end)))
@@ -718,7 +731,8 @@ def _check_to_dict_cleans_non_finite_values(wf):
         "index": 0, "study": w0.study_name, "train": list(w0.train_dates), "test": list(w0.test_dates),
         "in_reserve": False, "best_params": w0.params, "config": w0.config.to_params(),
         "in_sample": json.loads(json.dumps(full["windows"][0]["in_sample"])), "out_of_sample": full["windows"][0]["out_of_sample"],
-        "n_trials_tried": 6, "n_configs": w0.n_configs}
+        "n_trials_tried": 6, "n_configs": w0.n_configs, "book": None}  # the first window: nothing held before it
+    assert full["windows"][1]["book"] == res.windows[1].book and res.windows[1].book["refused"] > 0
     assert full["windows"][0]["out_of_sample"]["closed_trades"] == w0.oos_metrics["closed_trades"]
     assert full["windows"][0]["in_sample"]["rank_score"] == w0.is_metrics["rank_score"]
     assert [x["index"] for x in full["windows"]] == [0, 1, 2]
@@ -1149,7 +1163,9 @@ def test_claimed_windows_equal_the_single_process_run(wf, tmp_path):
             pipe = Pipe()
             wfmod._child(ctx3, {wfmod._window_name(ctx3, w): w for w in windows3}, run3, pipe)
             assert pipe.closed and [n for n, _ in pipe.sent] == names
-            for (_, r), w in zip(pipe.sent, wf["res"].windows):
+            # each window's own result (its run started flat); the coordinator makes them one book (``_book``)
+            sent = wfmod._book([r for _, r in pipe.sent], lambda r, held: wfmod._book_window(ctx3, r, held), N)
+            for r, w in zip(sent, wf["res"].windows):
                 assert (r.params, r.oos_metrics, r.n_trials_tried, r.n_configs) == (w.params, w.oos_metrics, 6, w.n_configs)
             wfmod._child(ctx3, {wfmod._window_name(ctx3, w): w for w in windows3}, run3, None)  # every window done
             # a worker's forked process (no pipe) runs a window's study and computes no result to send
@@ -1196,10 +1212,11 @@ def test_statistics_of_windows_with_skipped_estimates_and_cpcv_paths(wf):
     d0 = wfmod._daily(p, ws, none, np.empty(0))
     s1 = wfmod._statistics(ctx, ws, none, d0, wfmod._equity(p, none, d0), p, ev, None)
     assert d0.n_trades == 0 and js(s1["inference_mkt"]) == js(s1["inference"])
-    # cost stress: each window's winner at 1x, 2x, 3x ITS costs (35 bp a side: the OOS excess survives 1x only),
+    # cost stress: each window's winner at 1x, 2x, 3x ITS costs (20 bp a side: the OOS excess of the one book
+    # survives 1x only; 35 bp before the book, whose windows' own runs held more trades),
     # its entries through the regime mask (none allowed: no trade, an excess of 0)
     from optimizer.engine.simulate import Costs
-    dear = [replace(w, config=replace(w.config, costs=Costs(0.0, 35.0))) for w in ws]
+    dear = [replace(w, config=replace(w.config, costs=Costs(0.0, 20.0))) for w in ws]
     s2 = wfmod._statistics(ctx, dear, trades, daily, eq, p, ev, None)
     assert [r["survives"] for r in s2["cost_stress"]] == [True, False, False] and s2["cost_fragile"] is True
     assert s2["cost_stress_wording"] == wfmod.cost_stress_wording(pd.DataFrame(s2["cost_stress"]))
@@ -1255,8 +1272,12 @@ def test_window_runner_stops_when_the_claim_is_lost(wf):
         assert delivered == [] and len(studies[0].study.trials) == 1
         assert run_one(w.study_name, lambda: False) is True
     assert len(studies[-1].study.trials) == 4 and [n for n, _ in delivered] == [w.study_name]
-    r = delivered[0][1]
-    assert r.params == w.params and r.oos_metrics == w.oos_metrics and r.study_name == w.study_name
+    r = delivered[0][1]  # the window's own result; in the run, the book's (what the first window's trades held)
+    held = np.full(N, -1)
+    np.maximum.at(held, wf["res"].windows[0].trades.symbol, wf["res"].windows[0].trades.exit_idx)
+    assert r.book is None and w.book is not None
+    assert r.params == w.params and wfmod._book_window(ctx, r, held).oos_metrics == w.oos_metrics
+    assert r.study_name == w.study_name
     assert wfmod._window_runner(ctx, {w.study_name: w.window})(w.study_name, lambda: False) is True  # no deliver
 
 
@@ -1420,7 +1441,8 @@ def test_assemble_passes_the_specs_settings_to_the_statistics_and_segments(wf):
         short = replace(ctx, spec=replace(spec, data=replace(spec.data, min_periods=3)))
         r3 = wfmod._assemble(short, ws, False, [])
         ev3 = Evaluator(p, min_periods=3)
-        pd.testing.assert_frame_equal(r3.events, wfmod._segments(short.spec, p, ws, span, ev3)[0])
+        # (the book re-run with min_periods 3: its windows, not ``ws``)
+        pd.testing.assert_frame_equal(r3.events, wfmod._segments(short.spec, p, r3.windows, span, ev3)[0])
     assert not r3.events.equals(res.events)  # min_periods 3 changes the features the events show ...
     assert r3.stats["cost_stress"][0]["trades"] != res.stats["cost_stress"][0]["trades"]  # ... and the re-runs
 

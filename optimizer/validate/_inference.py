@@ -129,8 +129,10 @@ class DailyExcess:
 
     @property
     def mean_per_trade(self) -> float:
-        """Mean excess per trade: ``total.sum() / n_trades`` (NaN without trades)."""
-        return float(self.total.sum() / self.n_trades) if self.n_trades else float("nan")
+        """Mean excess per trade: the mean of ``trade_excess`` (NaN without trades). ``total.sum() / n_trades`` is
+        the same number up to the last bits (each trade's daily contributions sum to its excess); the per-trade
+        list's mean is the one computation, so the verdict's figure equals ``avg_excess_return`` bit for bit."""
+        return float(self.trade_excess.mean()) if self.n_trades else float("nan")
 
     @property
     def raw_mean(self) -> np.ndarray:

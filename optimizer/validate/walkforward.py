@@ -9,7 +9,8 @@ end). DSR and PBO count the distinct configurations each window's study tried (`
 
 Every verdict statistic runs on returns in excess of the matched random-entry benchmark; raw figures are kept
 beside them. The run: ``_run_window`` per window (study, winner, OOS evaluation, the window's in-sample DSR, PBO
-and SPA over every distinct configuration its study tried), then ``_stitch`` (the OOS trades as one record),
+and SPA over every distinct configuration its study tried), then ``_book`` (the windows' OOS runs as one continuous
+account: no window enters a symbol a previous window's trade still holds), ``_stitch`` (the OOS trades as one record),
 ``_statistics``, ``_decide`` (the ``Verdict``) and ``_tables``; ``save_walkforward`` writes the files.
 
 Out-of-sample trades overlap in time and move together, so the verdict's significance is computed on the DAILY
@@ -40,6 +41,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -125,6 +127,7 @@ class WindowResult:
     cpcv: dict[str, Any] | None = None
     config: Config | None = None  # the winner's effective configuration (what the OOS evaluation ran)
     config_ids: tuple[str, ...] = ()  # identities of the n_configs distinct configurations the window tried
+    book: dict[str, int] | None = None  # what the one book changed in the window's own OOS run (``_book_window``)
 
     @property
     def spa_p(self) -> float:
@@ -179,7 +182,7 @@ class WalkForwardResult:
                  "in_reserve": w.in_reserve, "best_params": w.params,
                  "config": w.config.to_params() if w.config is not None else None,
                  "in_sample": w.is_metrics, "out_of_sample": w.oos_metrics,
-                 "n_trials_tried": w.n_trials_tried, "n_configs": w.n_configs}
+                 "n_trials_tried": w.n_trials_tried, "n_configs": w.n_configs, "book": w.book}
                 for w in self.windows
             ],
             "oos": self.oos,
@@ -583,14 +586,10 @@ def _window_result(ctx: _RunContext, w: Window, study: optuna.Study, data: Study
 def _window_figures(ctx: _RunContext, w: Window, data: StudyData, cfg: Config, configs: list[optuna.trial.FrozenTrial],
                     done: list[bool], sharpes: np.ndarray, n_configs: int) -> dict[str, Any]:
     """What ``_window_result`` computes (and stores): the winner's OOS metrics, trades and per-trade excess over
-    the benchmark, the window's in-sample DSR, PBO (with the CPCV paths' figures) and SPA, with the reasons of
-    those that could not be estimated."""
-    spec = ctx.spec
-    data_end = min(w.test_end + ctx.purge, ctx.limit)
-    oos_panel = ctx.panel.slice(0, data_end)
-    span = Span(w.test_start, w.test_end, data_end)
-    res = Evaluator(oos_panel, min_periods=spec.data.min_periods).run(
-        cfg, span, entry_ok=regime_entry_mask(oos_panel, spec.data.regime))
+    the benchmark (the window's own run, started flat: ``_book`` blocks what the book still holds at assembly),
+    the window's in-sample DSR, PBO (with the CPCV paths' figures) and SPA, with the reasons of those that could
+    not be estimated."""
+    res, span = _oos_run(ctx, w, cfg)
     dsr, dsr_skipped = _window_dsr(data, cfg, sharpes, n_configs)
     M_pbo, M_spa = _config_matrices(data, configs)
     pbo, pbo_skipped, cpcv = _window_pbo(data, M_pbo[:, np.flatnonzero(done)])
@@ -598,6 +597,69 @@ def _window_figures(ctx: _RunContext, w: Window, data: StudyData, cfg: Config, c
     return {"oos_metrics": res.metrics, "trades": _trades_fields(res.trades),
             "excess": ctx.bench.excess(res.trades, span), "dsr": dsr, "dsr_skipped": dsr_skipped, "pbo": pbo,
             "pbo_skipped": pbo_skipped, "cpcv": cpcv, "spa": spa, "spa_skipped": spa_skipped}
+
+
+def _oos_run(ctx: _RunContext, w: Window, cfg: Config, held: np.ndarray | None = None) -> tuple[Result, Span]:
+    """The winner's one out-of-sample run on the window's test span: signals on [test start, test end), trades
+    closing up to ``purge`` sessions later (data end = test end + purge, at most the visible sessions; a trade
+    still open there is open at end), on the panel cut at that data end, with the spec's regime filter. ``held``
+    (per symbol, the last row the book holds it on, ``_book``): no entry on a signal before that row
+    (``_blocked_display``)."""
+    data_end = min(w.test_end + ctx.purge, ctx.limit)
+    oos_panel = ctx.panel.slice(0, data_end)
+    span = Span(w.test_start, w.test_end, data_end)
+    ev = Evaluator(oos_panel, min_periods=ctx.spec.data.min_periods)
+    disp = None if held is None else _blocked_display(ev.display(cfg), w.test_start, held)
+    return ev.run(cfg, span, display=disp, entry_ok=regime_entry_mask(oos_panel, ctx.spec.data.regime)), span
+
+
+def _blocked_display(display: np.ndarray, start: int, held: np.ndarray) -> np.ndarray:
+    """A copy of the (T x N) ``display`` without the accumulation signals the book may not act on: symbol s's
+    cells of rows [start, held[s]) are NaN (NaN is never a signal), where ``held[s]`` is the last row the book
+    holds s on (its exit row; -1: not held). A signal at the close of held[s] itself enters at the next open, as
+    after the engine's own exit (docs/ENGINE.md "Trades"). Exact as an entry mask, not only close to one: a run
+    from ``start`` is flat in s until its first entry, after held[s], so no exit rule of s reads a NaN cell (they
+    read the display from the entry row on, score_decay two rows back from entry + 2)."""
+    out = np.array(display, dtype=np.float64, order="F")
+    for s in np.flatnonzero(held > start):
+        out[start:int(held[s]), s] = np.nan
+    return out
+
+
+def _book(results: list[Any], run: Callable[[Any, np.ndarray | None], Any], n_symbols: int) -> list[Any]:
+    """The windows' out-of-sample runs as ONE continuous book, in window order: a trade a window opened runs to its
+    own exit under that window's configuration (up to ``purge`` sessions past its test end, or open at its data
+    end, where the account lets it go: ``_account_trades``), and a later window's configuration may not enter a
+    symbol on a signal before the row the book's trade of it exits on. ``run(result, held)`` runs a window with
+    ``held`` (per symbol, the last row the book holds it on; None when nothing the book holds reaches past the
+    window's test start: then the window's own run, started flat, is the book's) and returns an object with the
+    ``trades`` it took. Computed by the coordinator from the windows' stored results: the same in a single
+    process, with ``--jobs`` and with workers, and from cached window studies."""
+    held = np.full(n_symbols, -1, dtype=np.int64)
+    out = []
+    for r in results:
+        block = held.copy() if (held > r.window.test_start).any() else None
+        res = run(r, block)
+        t = res.trades
+        np.maximum.at(held, np.asarray(t.symbol, dtype=np.int64), np.asarray(t.exit_idx, dtype=np.int64))
+        out.append(res)
+    return out
+
+
+def _book_window(ctx: _RunContext, r: WindowResult, held: np.ndarray | None) -> WindowResult:
+    """``r`` as the book takes it (``_book``): unchanged when nothing is held into its test span, else its winner
+    run again with the symbols the book holds blocked until their exit, with its per-trade excess over the
+    window's benchmark and metrics, and ``book``: the symbols blocked, the window's own entries refused and the
+    entries it made instead after the book's exits."""
+    if held is None:
+        return r
+    res, span = _oos_run(ctx, r.window, r.cfg(ctx.spec), held)
+    own = set(zip(r.trades.symbol.tolist(), r.trades.entry_idx.tolist()))
+    took = set(zip(res.trades.symbol.tolist(), res.trades.entry_idx.tolist()))
+    book = {"symbols_blocked": int(np.count_nonzero(held > r.window.test_start)), "refused": len(own - took),
+            "added": len(took - own)}
+    return replace(r, trades=res.trades, excess=ctx.bench.excess(res.trades, span), oos_metrics=res.metrics,
+                   book=book)
 
 
 _TRADE_ARRAYS = ("symbol", "signal_idx", "entry_idx", "exit_idx", "entry_price", "exit_price", "exit_reason", "score")
@@ -646,7 +708,7 @@ def _result_key(ctx: _RunContext, w: Window, study: optuna.Study, data: StudyDat
                        data=replace(s.data, database=None))
     rows = [int(x) for x in (ctx.limit, ctx.reserve, ctx.purge, w.index, w.train_start, w.train_end, w.test_start,
                              w.test_end)]
-    doc = [1, _code_digest(), repr(semantic), ctx.fingerprint, data.fingerprint, rows, trials_digest(study)]
+    doc = [2, _code_digest(), repr(semantic), ctx.fingerprint, data.fingerprint, rows, trials_digest(study)]
     return hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:16]
 
 
@@ -924,6 +986,8 @@ def _child(ctx: _RunContext, by_name: dict[str, Window], run: dict[str, Any], se
 
 
 def _assemble(ctx: _RunContext, results: list[WindowResult], final: bool, msgs: list[str]) -> WalkForwardResult:
+    # one book: no window enters a symbol the previous windows' trades still hold (every figure below is its own)
+    results = _book(results, functools.partial(_book_window, ctx), len(ctx.panel.symbols))
     p = ctx.panel.slice(0, ctx.limit)
     trades, excess, span = _stitch(results, ctx.limit)
     daily = _daily(p, results, trades, excess)
@@ -1256,13 +1320,15 @@ def _statistics(ctx: _RunContext, results: list[WindowResult], trades: Trades, d
                     "gate": SPA_GATE}
 
     def at_cost(k: float) -> dict[str, float]:
-        ex = []
-        for r in results:
+        def run(r: WindowResult, held: np.ndarray | None) -> Any:  # the book at k times the costs (``_book``)
             cfg = r.cfg(ctx.spec)
             cfg = replace(cfg, costs=cfg.costs.scaled(k))
             sp = Span(r.window.test_start, r.window.test_end, min(r.window.test_end + ctx.purge, ctx.limit))
-            res = ev_all.run(cfg, sp, entry_ok=mask_all)
-            ex.append(ev_all.bench.excess(res.trades, sp))
+            disp = None if held is None else _blocked_display(ev_all.display(cfg), sp.sig_start, held)
+            res = ev_all.run(cfg, sp, display=disp, entry_ok=mask_all)
+            return SimpleNamespace(trades=res.trades, excess=ev_all.bench.excess(res.trades, sp))
+
+        ex = [b.excess for b in _book(results, run, len(p.symbols))]
         e = np.concatenate(ex) if ex else np.empty(0)
         return {"avg_excess_return": float(e.mean()) if e.size else 0.0, "trades": int(e.size)}
 
@@ -1270,6 +1336,9 @@ def _statistics(ctx: _RunContext, results: list[WindowResult], trades: Trades, d
     stats["cost_stress"] = cs.to_dict(orient="records")
     stats["cost_fragile"] = bool(flag_fragile(cs))
     stats["cost_stress_wording"] = cost_stress_wording(cs)
+    changed = [r.book for r in results if r.book]
+    stats["book"] = {"windows_blocked": len(changed),
+                     **{k: int(sum(b[k] for b in changed)) for k in ("symbols_blocked", "refused", "added")}}
     return stats
 
 
