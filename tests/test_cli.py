@@ -611,8 +611,8 @@ def test_json_outputs_write_session_dates_as_yyyy_mm_dd(store, db_copy):
     frame = pd.DataFrame({"date": pd.to_datetime(["2024-06-27", "2024-06-28"]), "d": [dt.date(2024, 6, 27), None],
                           "created": pd.to_datetime(["2024-06-27 09:30:01", "2024-06-28 00:00:00"])})
     assert json.loads(frame_json(frame)) == [
-        {"date": "2024-06-27", "d": "2024-06-27", "created": "2024-06-27T09:30:01.000"},
-        {"date": "2024-06-28", "d": None, "created": "2024-06-28T00:00:00.000"}]
+        {"date": "2024-06-27", "d": "2024-06-27", "created": "2024-06-27T09:30:01.000000"},
+        {"date": "2024-06-28", "d": None, "created": "2024-06-28T00:00:00.000000"}]
     assert _jsonable(pd.Timestamp("2024-06-28")) == "2024-06-28" == _jsonable(dt.date(2024, 6, 28))
     assert _jsonable(pd.Timestamp("2024-06-28 16:00")) == "2024-06-28T16:00:00"
     assert _jsonable(pd.Timestamp("2024-06-28", tz="UTC")) == "2024-06-28T00:00:00+00:00"

@@ -438,3 +438,23 @@ def test_study_show_trial_refuses_the_top_table_flags(small_study, extra):
     assert r.stderr.startswith(f"error: {extra[0]} shapes the table of the top trials, which --trial N replaces")
     r = CliRunner().invoke(main, ["study", "show", name, "--trial", "1", "--storage", url], catch_exceptions=False)
     assert r.exit_code == 0 and "trial 1" in r.stdout
+
+
+def test_frame_json_keeps_a_real_times_microseconds(small_study):
+    """`study list --format json` wrote a study's created as '2026-12-05T09:57:17.107' where `--format csv` and
+    ao.list_studies hold 09:57:17.107828: pandas' to_json cut every real time to milliseconds. Now the JSON time is
+    the frame's, to the microsecond (session dates stay YYYY-MM-DD)."""
+    import json
+
+    import pandas as pd
+
+    import optimizer as ao
+
+    url, _ = small_study
+    df = ao.list_studies(url)
+    rows = _cli_json(["study", "list", "--format", "json", "--storage", url])
+    assert [pd.Timestamp(r["created"]) for r in rows] == list(df["created"])
+    from optimizer.cli._common import frame_json  # a planted time: the sub-millisecond digits are kept
+
+    planted = pd.DataFrame({"created": pd.to_datetime(["2026-12-05 09:57:17.107828"])})
+    assert json.loads(frame_json(planted)) == [{"created": "2026-12-05T09:57:17.107828"}]

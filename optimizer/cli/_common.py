@@ -201,7 +201,7 @@ def frame_json(df: pd.DataFrame) -> str:
     digits), a NaN or infinity as null."""
     import math
 
-    records = json.loads(session_days(df).to_json(orient="records", date_format="iso"))
+    records = json.loads(session_days(df).to_json(orient="records", date_format="iso", date_unit="us"))
     for c in df.columns:
         if df[c].dtype.kind == "f":
             for rec, v in zip(records, df[c].tolist()):
