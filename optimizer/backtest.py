@@ -57,8 +57,9 @@ __all__ = ["BACKTEST_METRICS", "BacktestRun", "backtest", "save_backtest", "comp
 BACKTEST_METRICS = (
     "total_signals", "total_trades", "hit_rate", "avg_return", "median_return", "win_loss", "sharpe",
     "portfolio_sharpe", "max_drawdown", "avg_hold_days", "signals_per_month", "false_positive_rate", "rank_score",
-    "avg_excess_return", "avg_benchmark_return", "closed_trades", "open_at_end",
+    "avg_excess_return", "avg_benchmark_return", "excess_sharpe", "closed_trades", "open_at_end",
 )
+_COUNTS = frozenset(("total_signals", "total_trades", "closed_trades", "open_at_end"))
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,8 +79,9 @@ class BacktestRun:
 
     @property
     def metrics(self) -> dict[str, float]:
-        """The reported metrics (``BACKTEST_METRICS``)."""
-        return {k: self.result.metrics[k] for k in BACKTEST_METRICS}
+        """The reported metrics (``BACKTEST_METRICS``, every one the engine computes; the counts as integers)."""
+        m = self.result.metrics
+        return {k: int(m[k]) if k in _COUNTS else m[k] for k in BACKTEST_METRICS}
 
 
 def compare_metrics(stored: Mapping[str, Any], now: Mapping[str, Any], tol: float = 0.0) -> pd.DataFrame:

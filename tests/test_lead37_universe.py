@@ -99,3 +99,18 @@ def test_a_subset_panel_is_c_ordered_like_a_loaded_one(listing_db):
     sub = p.subset(list(p.symbols[::2]))
     assert all(v.flags["C_CONTIGUOUS"] for v in sub.fields.values())
     assert np.array_equal(sub["close"], p["close"][:, ::2], equal_nan=True)
+
+
+def test_backtest_json_reports_every_engine_metric_with_counts_as_integers(listing_db, tmp_path):
+    """explore20 noticed: `backtest --format json` left out excess_sharpe (the engine, the stored trial and the
+    comparison have it) and wrote counts as floats ("total_trades": 82.0)."""
+    from optimizer.engine.metrics import METRIC_KEYS
+
+    out = ok(cli("backtest", "--db", listing_db, "--universe", "tier1", "--variant", "D", "--no-save",
+                 "--format", "json", "--out", tmp_path / "out")).stdout
+    doc = json.loads(out)
+    assert set(METRIC_KEYS) <= set(doc)
+    for k in ("total_signals", "total_trades", "closed_trades", "open_at_end"):
+        assert type(doc[k]) is int and f'"{k}": {doc[k]},' in out
+    assert doc["total_trades"] == doc["closed_trades"] + doc["open_at_end"] > 0
+    assert isinstance(doc["excess_sharpe"], float)
