@@ -236,6 +236,30 @@ def study_record(spec: StudySpec, data: StudyData, extra_attrs: Mapping[str, Any
     })
 
 
+def other_code_note(study: optuna.Study, finished: int) -> str | None:
+    """The warning for a run about to add trials to a study whose ``finished`` trials another accumopt computed
+    (its record's version or git commit differ from this process's): the spec, data and folds match (``open_study``
+    checked them), but numbers the engine computes differently now would differ between its old and new trials.
+    None when the study holds no finished trial, was made by this code, or records no version (another tool)."""
+    if not finished:
+        return None
+    rec = read_study(study)
+    if rec.accumopt_version is None:
+        return None
+    now = (__version__, git_commit())
+    was = (rec.accumopt_version, rec.git_commit)
+    if was == now or (was[0] == now[0] and None in (was[1], now[1])):  # a commit unknown on one side: the version
+        return None
+
+    def name(v: tuple[str | None, str | None]) -> str:
+        return f"accumopt {v[0]}" + (f" (commit {v[1]})" if v[1] else "")
+
+    return (f"study {study.study_name!r} holds {finished} finished trial(s) of {name(was)}; this run's trials are "
+            f"computed by {name(now)}: a number the engine computes differently since differs between its old and "
+            "new trials (`backtest --params` of an old trial then says DIFFERENT); to compare like with like, start "
+            "a new study (--name NEW)")
+
+
 # --new-name only picks another name for a CHANGED SPEC: a study refused for other data or other folds needs --name
 _REMEDY = "Use --name NEW to start a new study (for a changed spec, --new-name picks NAME-2, NAME-3, ...)"
 
@@ -554,6 +578,8 @@ def run_study(
     timeout = timeout or spec.run.timeout
     c = trial_counts(study)
     remaining = max(0, target - c["complete"] - c["pruned"])
+    if remaining > 0 and (note := other_code_note(study, c["complete"] + c["pruned"])):
+        notes.append(note)
     if remaining > 0:
         warm_up()
     interrupted = False
