@@ -103,3 +103,31 @@ def test_planted_panel_equals_the_pandas_reading_of_its_rows(_planted):
         wide = rows.pivot(index="date", columns="symbol", values=name).reindex(columns=list(panel.symbols))
         want = pd.to_numeric(wide.stack(future_stack=True), errors="coerce").unstack().to_numpy(dtype=np.float64)
         np.testing.assert_array_equal(panel[name], want, err_msg=name)
+
+
+def test_a_one_file_ingest_leaves_duckdb_threads_alone(tmp_path, monkeypatch):
+    """A one-file call has one batch, staged then written, nothing beside either: DuckDB's threads are not set to 1
+    and back for it (~5-8 ms of CPU per call); a call of several files still runs its writes at threads = 1."""
+    import optimizer.data.ingest as ingest
+    from _ingest_helpers import finra_text, write
+
+    from optimizer.data.store import connect
+
+    files = [write(tmp_path / f"CNMSshvol2020010{d}.txt", finra_text([f"2020010{d}|AAPL|10|0|20|Q"])) for d in (2, 3, 6)]
+    seen: list[int] = []
+    write_one = ingest._write
+
+    def spy(ctx, *a, **k):
+        seen.append(ctx.con.execute("SELECT current_setting('threads')").fetchone()[0])
+        return write_one(ctx, *a, **k)
+
+    monkeypatch.setattr(ingest, "_write", spy)
+    con = connect(":memory:")
+    con.execute("SET threads = 3")
+    assert ingest.ingest_paths(con, "finra-short", [files[0]]).exit_code == 0
+    assert seen == [3]
+    seen.clear()
+    assert ingest.ingest_paths(con, "finra-short", files[1:]).exit_code == 0
+    assert seen == [1, 1] and con.execute("SELECT current_setting('threads')").fetchone()[0] == 3
+    assert con.execute("SELECT date, short_volume FROM finra_short_daily ORDER BY 1").fetchall() == [
+        (dt.date(2020, 1, 2), 10), (dt.date(2020, 1, 3), 10), (dt.date(2020, 1, 6), 10)]
