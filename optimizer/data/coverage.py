@@ -32,7 +32,7 @@ import pandas as pd
 from optimizer.data.calendar import DateLike, as_date as _as_date, session_days
 from optimizer.data.metrics import built_version, finra_partial_days, metrics_staleness, owns_daily_metrics
 from optimizer.data.splitcheck import suspect_splits
-from optimizer.data.store import table_exists
+from optimizer.data.store import table_columns, table_exists
 from optimizer.data.universe import unpriced_note
 from optimizer.errors import DataError, check_param
 
@@ -228,7 +228,10 @@ def source_coverage(
     name: str, dates: Iterable, start: DateLike | None = None, end: DateLike | None = None, *, weekly: bool = False, rows: int = 0, symbols: int = 0
 ) -> SourceCoverage:
     """Coverage of one source from the dates it holds, over [start, end] (default: its own first..last date)."""
-    d = np.unique(np.asarray(pd.to_datetime(pd.Series(list(dates), dtype=object)), dtype="datetime64[D]"))
+    if isinstance(dates, np.ndarray) and dates.dtype == np.dtype("datetime64[D]"):
+        d = np.unique(dates)  # already days (span_coverage's): the conversion below gives the same, slower
+    else:
+        d = np.unique(np.asarray(pd.to_datetime(pd.Series(list(dates), dtype=object)), dtype="datetime64[D]"))
     lo = _as_date(start, "start") or (pd.Timestamp(d[0]).date() if len(d) else None)
     hi = _as_date(end, "end") or (pd.Timestamp(d[-1]).date() if len(d) else None)
     if lo is None or hi is None:
@@ -276,9 +279,7 @@ def span_coverage(
     check_param(isinstance(minimum, (int, float)) and 0 <= minimum <= 1, "min_coverage", "in [0, 1]", minimum)
     if not table_exists(con, "daily_metrics"):
         raise DataError("the store has no daily_metrics table; run `accumopt metrics build` (or `accumopt data synth --db`) first")
-    cols = {r[0] for r in con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = 'daily_metrics' AND table_schema = 'main'"
-    ).fetchall()}
+    cols = table_columns(con, "daily_metrics")
     where, params = ["1=1"], []
     if universe is not None:
         where.append("symbol IN (SELECT unnest(?::VARCHAR[]))")

@@ -24,6 +24,7 @@ import pandas as pd
 from optimizer.errors import DataError
 from optimizer.data.calendar import DateLike, session_days
 from optimizer.data.coverage import MIN_COVERAGE, REQUIRED_SOURCES, Coverage, span_coverage
+from optimizer.data.store import table_columns
 from optimizer.data.universe import MARKET_SYMBOL, SECTOR_MAP, VIX_SYMBOL
 
 __all__ = ["Panel", "PANEL_FIELDS", "OPTION_FIELDS", "load_panel", "warmup_start"]
@@ -205,7 +206,11 @@ class Panel:
         for d in chunks:
             if not len(d):
                 continue
-            day = pd.to_datetime(d["date"]).dt.normalize().to_numpy(dtype="datetime64[D]")
+            day = d["date"]
+            if isinstance(day.dtype, np.dtype) and day.dtype.kind == "M":  # DuckDB's DATE: the day, without pandas
+                day = day.to_numpy().astype("datetime64[D]")
+            else:
+                day = pd.to_datetime(day).dt.normalize().to_numpy(dtype="datetime64[D]")
             ti = np.searchsorted(dates, day)
             si = sym_index.get_indexer(d["symbol"].astype(str))
             cell = ti.astype(np.int64) * max(N, 1) + si
@@ -218,7 +223,11 @@ class Panel:
                 m = out.get(c)
                 if m is None:
                     m = out[c] = np.full((T, N), np.nan)
-                m[ti, si] = pd.to_numeric(d[c], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+                col = d[c]
+                if isinstance(col.dtype, np.dtype) and col.dtype.kind in "fiu":  # plain numbers: to_numeric's no-op
+                    m[ti, si] = col.to_numpy(dtype=np.float64)
+                else:
+                    m[ti, si] = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         del seen
         if "return" not in out and "close" in out:
             c = out["close"]
@@ -239,13 +248,6 @@ class Panel:
         return cls(dates=dates, symbols=symbols, fields=out, market=mk, sectors=sec, coverage=coverage)
 
 
-def _columns(con, table: str) -> set[str]:
-    rows = con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = ? AND table_schema = 'main'", [table]
-    ).fetchall()
-    return {r[0] for r in rows}
-
-
 def load_panel(
     con: duckdb.DuckDBPyConnection,
     universe: Sequence[str] | None = None,
@@ -263,7 +265,7 @@ def load_panel(
     not None a span whose ``required`` sources cover less than that share of its sessions is refused with a
     DataError naming the source and its largest missing range.
     """
-    cols = _columns(con, "daily_metrics")
+    cols = table_columns(con, "daily_metrics")
     if not cols:
         raise DataError("the store has no daily_metrics table; run `accumopt metrics build` (or `accumopt data synth --db`) first")
     if universe is not None and not universe:
@@ -285,7 +287,7 @@ def load_panel(
         params.append(pd.Timestamp(end).date())
     sel = ["m.date", "m.symbol"]
     joins = ""
-    price_cols = _columns(con, "prices_daily")
+    price_cols = table_columns(con, "prices_daily")
     for c in PANEL_FIELDS:
         if c in cols:
             sel.append(f'm."{c}"')
@@ -298,7 +300,7 @@ def load_panel(
                         f"{'them' if len(lacking) > 1 else 'it'} from (a daily_metrics another tool built?): entries fill "
                         "at the open and stops read the high and low; ingest prices (`accumopt ingest prices FILE`) "
                         "or keep accumopt's data in a store of its own")
-    opt_cols = _columns(con, "options_premium_daily")
+    opt_cols = table_columns(con, "options_premium_daily")
     if opt_cols:
         for c in OPTION_FIELDS:
             if c in opt_cols:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from optimizer.data.store import connect, table_exists
+from optimizer.data.store import connect, table_columns, table_exists
 from optimizer.data.splitcheck import suspect_splits
 from optimizer.data.symbols import is_context_symbol
 from optimizer.data.universe import is_all, refuse_listed_without_rows, resolve_universe
@@ -55,8 +55,7 @@ def _priced(con: Any, start: str | None, end: str | None) -> tuple[list[str], in
     """(the daily_metrics symbols with a price, a close, in [start, end]; how many of its symbols with a row there
     have none), or None when the store has no close to tell them apart (a daily_metrics without the column and no
     prices_daily)."""
-    cols = {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = "
-                                      "'daily_metrics' AND table_schema = 'main'").fetchall()}
+    cols = table_columns(con, "daily_metrics")
     where, params = ["1=1"], []
     for op, d in ((">=", start), ("<=", end)):
         if d is not None:

@@ -891,11 +891,13 @@ class _Pipeline:
         self.cursors, self.attached = [], []
 
     @contextlib.contextmanager
-    def threads(self) -> Iterator[None]:
+    def threads(self, several: bool = True) -> Iterator[None]:
         """With the overlap, DuckDB's ``threads`` is 1 for the call (restored after): the staging and the writing
         thread are the two workers, each query runs on the thread that issued it (-20 % CPU, measured, and the
-        writer, the critical path, is not queued behind staging tasks in DuckDB's shared pool)."""
-        if not self.overlap:
+        writer, the critical path, is not queued behind staging tasks in DuckDB's shared pool). Not when the call
+        has one file (``several`` False): its one batch is staged, then written, nothing runs beside either, and
+        setting ``threads`` and back cost ~5-8 ms of CPU per call, ~15 % of a small file's ingest)."""
+        if not self.overlap or not several:
             yield
             return
         before = self.con.execute("SELECT current_setting('threads')").fetchone()[0]
@@ -1023,7 +1025,7 @@ def ingest_paths(
     pipe = _Pipeline(con, kind, settings, strict=strict, raise_on_error=raise_on_error, overlap=overlap)
     try:
         pipe.history.set_run(files)
-        with memory_budget(con), pipe.threads():
+        with memory_budget(con), pipe.threads(len(files) > 1):
             report.files.extend(pipe.run(_with_progress(_batches(files), len(files), progress, kind)))
     finally:
         pipe.close()
