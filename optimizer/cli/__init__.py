@@ -13,6 +13,7 @@ them all.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
 import warnings
@@ -29,7 +30,7 @@ except KeyboardInterrupt:
     print_interrupted()
     sys.exit(EXIT_INTERRUPTED)
 
-__all__ = ["main", "COMMAND_MODULES"]
+__all__ = ["main", "entry", "COMMAND_MODULES", "GC_THRESHOLD"]
 
 # command name -> the module of optimizer.cli that defines it (in its COMMANDS)
 COMMAND_MODULES: dict[str, str] = {
@@ -94,3 +95,16 @@ def main() -> None:
 
 
 main.commands = _LazyCommands(COMMAND_MODULES)
+
+
+# the cyclic collector's first-generation threshold of an ``accumopt`` process (Python's default is 700): a study's
+# trials allocate many short-lived containers, and at 700 the collector ran often enough to take 0.40 of 2.2 CPU s of
+# a 20-trial `study run` (0.17 at 10,000; peak memory unchanged at 336 MB, the trials identical; tspeed19)
+GC_THRESHOLD = (10_000, 10, 10)
+
+
+def entry() -> None:
+    """The ``accumopt`` script and ``python -m optimizer.cli``: the process's collector thresholds, then ``main``
+    (set here, not at import: a program that imports the CLI, or runs it in-process, keeps its own)."""
+    gc.set_threshold(*GC_THRESHOLD)
+    main()

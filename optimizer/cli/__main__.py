@@ -1,5 +1,5 @@
 """``python -m optimizer.cli``: the same entry point as the ``accumopt`` script."""
 
-from optimizer.cli import main
+from optimizer.cli import entry
 
-main()
+entry()
