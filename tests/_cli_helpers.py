@@ -72,3 +72,20 @@ def timeless_json(d: dict) -> str:
     """A walk-forward result dict (``WalkForwardResult.to_dict()``) as canonical JSON without wall times: two runs
     that made the same decisions give the same text."""
     return json.dumps(_timeless(json.loads(json.dumps(d, default=str))), sort_keys=True)
+
+
+def drain_pty(master: int) -> bytes:
+    """Everything a child process wrote to the pseudo-terminal whose master end is ``master``, read until the
+    child closed its side (EIO or end of file)."""
+    import os
+
+    chunks = []
+    while True:
+        try:
+            d = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not d:
+            break
+        chunks.append(d)
+    return b"".join(chunks)

@@ -16,6 +16,7 @@ import termios
 from pathlib import Path
 
 import pytest
+from _cli_helpers import drain_pty
 
 ACCUMOPT = [sys.executable, "-m", "optimizer.cli"]
 
@@ -29,18 +30,10 @@ def _run_with_tty_stderr(args: list[str], env: dict[str, str], cwd: Path) -> tup
     with open(out, "wb") as fo:
         p = subprocess.Popen(ACCUMOPT + args, stdout=fo, stderr=slave, stdin=subprocess.DEVNULL, env=env, cwd=cwd)
         os.close(slave)
-        chunks = []
-        while True:
-            try:
-                d = os.read(master, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not d:
-                break
-            chunks.append(d)
+        got = drain_pty(master)
         rc = p.wait(timeout=300)
     os.close(master)
-    return rc, out.read_text(encoding="utf-8"), b"".join(chunks).decode("utf-8", "replace")
+    return rc, out.read_text(encoding="utf-8"), got.decode("utf-8", "replace")
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import termios
 from pathlib import Path
 
 import pytest
+from _cli_helpers import drain_pty
 
 ACCUMOPT = [sys.executable, "-m", "optimizer.cli"]
 _ESC = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -31,18 +32,10 @@ def _run_on_tty(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, s
     p = subprocess.Popen(ACCUMOPT + args, stdout=slave, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
                          env=env, cwd=cwd)
     os.close(slave)
-    chunks = []
-    while True:
-        try:
-            d = os.read(master, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not d:
-            break
-        chunks.append(d)
+    got = drain_pty(master)
     rc = p.wait(timeout=120)
     os.close(master)
-    return rc, b"".join(chunks).decode("utf-8", "replace")
+    return rc, got.decode("utf-8", "replace")
 
 
 # ------------------------------------------------------------------------------------------ terminal: escape codes
