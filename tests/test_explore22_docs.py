@@ -232,3 +232,34 @@ def test_the_defaults_readme_and_data_md_state_are_the_codes(monkeypatch):
     assert m and int(m.group(1).replace(",", "")) == DEFAULT_MIN_LIT_VOLUME
     m = re.search(r"`MARKET_TZ` \(an IANA zone, default ([A-Za-z_/]+)\).*?default (\d\d:\d\d)\.\.(\d\d:\d\d)", data)
     assert m and m.groups() == (Settings.market_tz, Settings.rth_start, Settings.rth_end)
+
+
+# ------------------------------------------------------------------------------------------------ ingest's exit codes
+
+def _ingest(tmp_path, name: str, text: str, *flags: str):
+    from click.testing import CliRunner
+
+    f = tmp_path / name
+    f.write_text(text, encoding="utf-8")
+    return CliRunner().invoke(main, ["ingest", "splits", str(f), "--db", str(tmp_path / "s.duckdb"),
+                                     "--out", str(tmp_path / "o"), *flags])
+
+
+def test_ingest_exit_codes_and_its_json_report_are_the_documented_ones(tmp_path):
+    """`ingest --help` said "Exit code 1 when anything was rejected" and the README that a failing command under
+    --format json leaves stdout empty; an ingest whose file failed exits 2 and prints its report (JSON too). The
+    help and the README now say both codes; the codes are checked here."""
+    import json
+
+    bad = _ingest(tmp_path, "bad.csv", "symbol,date,ratio\nAAPL,2023-03-01,10000\nAAPL,2023-06-01,10000\n",
+                  "--format", "json")
+    assert bad.exit_code == 2
+    assert json.loads(bad.stdout)["totals"]["failed"] == 1  # the report, one JSON document
+    rejected = _ingest(tmp_path, "rej.csv", "symbol,date,ratio\nMSFT,2023-03-01,2\nMSFT,2023-06-01,100000\n")
+    assert rejected.exit_code == 1, rejected.output
+    ok = _ingest(tmp_path, "ok.csv", "symbol,date,ratio\nNVDA,2023-03-01,4\n")
+    assert ok.exit_code == 0, ok.output
+    help_text = " ".join(LEAVES["ingest"].help.split())
+    assert "Exit code 2 when a file failed, else 1 when rows were rejected" in help_text
+    assert "`ingest` prints its report (its JSON too) and exits 2 when a file failed, 1 when rows were rejected" \
+        in " ".join(README.split())

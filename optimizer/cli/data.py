@@ -56,7 +56,8 @@ def ingest_cmd(kind, paths, strict, max_decompressed_mb, max_expansion, db, out,
 
     Re-ingesting a file whose rows are still the stored ones is a no-op (skipped_identical); a changed file, or
     one whose rows another file replaced, replaces its keys' rows. Malformed files are rejected with
-    file:line: reason and leave the database unchanged. Exit code 1 when anything was rejected.
+    file:line: reason and leave the database unchanged. Exit code 2 when a file failed, else 1 when rows were
+    rejected (into ingest_rejects); the report is printed either way, with --format json too.
     KIND splits: stock splits (CSV or Polygon JSON); run `accumopt metrics build` afterwards (docs/DATA.md).
     """
     settings = Settings.from_env()
