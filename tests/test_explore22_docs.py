@@ -263,3 +263,23 @@ def test_ingest_exit_codes_and_its_json_report_are_the_documented_ones(tmp_path)
     assert "Exit code 2 when a file failed, else 1 when rows were rejected" in help_text
     assert "`ingest` prints its report (its JSON too) and exits 2 when a file failed, 1 when rows were rejected" \
         in " ".join(README.split())
+
+
+# ------------------------------------------------------------------------------------------------ one rule, every doc
+
+def _paragraphs_naming(text: str, pattern: str) -> list[str]:
+    """The paragraphs / list items / table rows of ``text`` that match ``pattern``, whitespace flattened."""
+    parts = re.split(r"\n\s*\n|\n(?=\* )|\n(?=\| )", text)
+    return [" ".join(p.split()) for p in parts if re.search(pattern, " ".join(p.split()))]
+
+
+def test_every_document_defining_universe_all_says_a_study_decides_it_before_the_reserve():
+    """Since b95d523 a study's universe ``all`` is the symbols priced before its final reserve; README's [data] row
+    said so, docs/DATA.md's definition ("every symbol of the store with a price (a close) in the span") did not."""
+    defining = r"all\"?`? is every symbol of the store with a price"
+    found = {}
+    for path in (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))):
+        for para in _paragraphs_naming(path.read_text(encoding="utf-8"), defining):
+            found.setdefault(path.name, []).append(bool(re.search(r"reserve", para)))
+    assert {"README.md", "DATA.md"} <= set(found), found
+    assert all(all(v) for v in found.values()), found
