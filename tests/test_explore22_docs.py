@@ -205,8 +205,8 @@ def _flat(text: str) -> str:
 
 def test_the_defaults_readme_and_data_md_state_are_the_codes(monkeypatch):
     monkeypatch.delenv("ACCUMOPT_HEARTBEAT_GRACE", raising=False)
-    from optimizer.data.metrics import DEFAULT_MIN_LIT_VOLUME
-    from optimizer.study.spec import CVSpec, WalkForwardSpec
+    from optimizer.data.metrics import DEFAULT_MIN_LIT_VOLUME, DEFAULT_Z_WINDOW
+    from optimizer.study.spec import CVSpec, DataSpec, RunSpec, WalkForwardSpec
     from optimizer.study.storage import stale_grace
 
     readme, data = _flat(README), _flat((ROOT / "docs" / "DATA.md").read_text(encoding="utf-8"))
@@ -232,6 +232,20 @@ def test_the_defaults_readme_and_data_md_state_are_the_codes(monkeypatch):
     assert m and int(m.group(1).replace(",", "")) == DEFAULT_MIN_LIT_VOLUME
     m = re.search(r"`MARKET_TZ` \(an IANA zone, default ([A-Za-z_/]+)\).*?default (\d\d:\d\d)\.\.(\d\d:\d\d)", data)
     assert m and m.groups() == (Settings.market_tz, Settings.rth_start, Settings.rth_end)
+    m = re.search(r"z_window, z_min_periods \| window settings used for the stored z columns \(defaults (\d+) and "
+                  r"(\d+) for a new table", data)
+    assert m and int(m.group(1)) == int(m.group(2)) == DEFAULT_Z_WINDOW
+    engine = _flat((ROOT / "docs" / "ENGINE.md").read_text(encoding="utf-8"))
+    costs = (DataSpec.commission_bps, DataSpec.slippage_bps)
+    assert costs == (PARAMS["commission_bps"].default, PARAMS["slippage_bps"].default)
+    m = re.search(r"\(defaults ([\d.]+) \+ ([\d.]+) bps\)", engine)
+    assert m and (float(m.group(1)), float(m.group(2))) == costs
+    m = re.search(r"`slippage_bps` \(finite, >= 0; defaults (\d+) \+ (\d+) bp per side\)", readme)
+    assert m and (float(m.group(1)), float(m.group(2))) == costs
+    m = re.search(r"The final reserve \(last (\d+)% of sessions by default\)", readme)
+    assert m and int(m.group(1)) / 100 == DataSpec.reserve_fraction
+    m = re.search(r"`n_trials` \(total, default (\d+);", readme)
+    assert m and int(m.group(1)) == RunSpec.n_trials
 
 
 # ------------------------------------------------------------------------------------------------ ingest's exit codes
