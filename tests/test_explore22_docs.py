@@ -308,3 +308,18 @@ def test_docs_data_md_names_every_schema_version():
     section = _flat(text[text.index("## Raw tables"):text.index("## Ingest")])
     missing = [n for n in range(2, SCHEMA_VERSION + 1) if not re.search(rf"\bv{n}\b", section)]
     assert SCHEMA_VERSION >= 7 and not missing, missing
+
+
+def test_the_stats_md_gate_table_is_the_walkforward_verdicts_gates():
+    """docs/STATS.md's table "The verdict, gate by gate" names exactly the gates a walk-forward's verdict has, with
+    their comparisons and thresholds (walkforward._decide, on a stand-in set of statistics)."""
+    import optimizer.validate.walkforward as wf
+
+    text = (ROOT / "docs" / "STATS.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `([a-z_]+)` \| .* \| (>=|<=|>|<) ([0-9.]+) \|\s*$", text, re.M)
+    inference = {"mean_per_trade": 0.01, "mde_per_trade": 0.005, "mde_per_year": 0.1, "alpha": 0.0228, "power": 0.8,
+                 "n_trades": 40, "n_days": 200, "n_eff": 60.0, "t": 2.5}
+    v = wf._decide({"inference": inference, "dsr": 0.5, "spa": {"p": 0.2}, "n_trials_tried": 10, "n_configs": 9,
+                    "psr": 0.97, "pbo": 0.3})
+    gates = [(g.name, g.comparison, float(g.threshold)) for g in v.gates]
+    assert [(n, op, float(t)) for n, op, t in rows] == gates, (rows, gates)
