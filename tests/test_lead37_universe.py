@@ -64,6 +64,10 @@ def test_the_studys_universe_all_leaves_out_a_symbol_first_priced_inside_the_res
     rec = read_study(study[0].study)
     assert rec.symbols == 33  # before: 34, ZZR an empty column of every fold
     assert rec.coverage["unpriced"] == 1  # counted with the symbols 'all' left out for want of a price
+    from optimizer.data.universe import unpriced_note
+
+    # the note does not only say "ingest their prices" (explore22: ZZR has prices, inside the reserve)
+    assert "or first priced inside the final reserve" in unpriced_note(rec.coverage["unpriced"])
 
 
 def test_backtest_of_the_trial_reproduces_it(study, listing_db):

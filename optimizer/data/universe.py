@@ -98,11 +98,13 @@ def universe_spelling(value: str | Sequence[str]) -> str | list[str]:
 def unpriced_note(unpriced: int | None) -> str | None:
     """The one line saying how many symbols universe ``all`` left out for want of a price (None when none were):
     ``all`` is every symbol of the store with a price in the span, not every FINRA symbol (a real FINRA day lists
-    ~11,000 symbols; one with no price has no return to trade, and would only be an empty column of the panel)."""
+    ~11,000 symbols; one with no price has no return to trade, and would only be an empty column of the panel); a
+    study's span ends before its final reserve (``study.data.priced_before``)."""
     if not unpriced:
         return None
     return (f"universe all left out {unpriced:,} symbol{'s' if unpriced != 1 else ''} with no price in the span "
-            "(FINRA data only; ingest their prices and rebuild the metrics to include them)")
+            "the study may see (FINRA data only, or first priced inside the final reserve; ingest the missing prices "
+            "and rebuild the metrics to include the former)")
 
 
 def parent_etf(symbol: str) -> str | None:
