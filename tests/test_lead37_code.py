@@ -81,3 +81,19 @@ def test_the_accumopt_process_sets_its_collector_thresholds_and_an_importer_keep
                              "m.entry_points(group='console_scripts') if e.name == 'accumopt'])"],
                             capture_output=True, text=True, check=True).stdout
     assert script.strip() == "['optimizer.cli:entry']"
+
+
+def test_scans_db_help_states_its_own_precedence():
+    """explore22: every command's --db help said 'this flag > env ACCUMOPT_DB > the spec's [data].database', also
+    scan's, whose store comes from SCANNER_DB_PATH first (scan's description said so, its --db help did not)."""
+    from click.testing import CliRunner
+
+    from optimizer.cli import main
+
+    def db_help(*cmd: str) -> str:
+        out = CliRunner().invoke(main, [*cmd, "--help"], terminal_width=200).output
+        return " ".join(out.split("--db FILE", 1)[1].split("--", 1)[0].split())
+
+    assert db_help("scan") == ("DuckDB store. Precedence: this flag > env SCANNER_DB_PATH (the pipeline's own "
+                               "variable) > env ACCUMOPT_DB > <out>/darkpool.duckdb.")
+    assert "(a command that reads a spec) the spec's [data].database" in db_help("ingest")

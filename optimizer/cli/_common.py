@@ -50,8 +50,8 @@ err_console = make_console(stderr=True)
 
 # ------------------------------------------------------------------------------------------------ shared options
 _SHARED = {
-    "db": (click.Path(dir_okay=False), f"DuckDB store. Precedence: this flag > env {DB_ENV} > the spec's "
-                                       "[data].database > <out>/darkpool.duckdb."),
+    "db": (click.Path(dir_okay=False), f"DuckDB store. Precedence: this flag > env {DB_ENV} > (a command that reads "
+                                       "a spec) the spec's [data].database > <out>/darkpool.duckdb."),
     "storage": (None, f"Optuna storage URL. Precedence: this flag > env {STORAGE_ENV} > the spec's [run].storage > "
                       "sqlite:///<out>/studies.db (journal:PATH for a journal file, postgresql://... for many machines)."),
     "out": (click.Path(file_okay=False), f"Output root (env {OUTPUT_ENV}, default output): every file the command "
@@ -63,10 +63,11 @@ _UNUSED = {"db": "it reads no DuckDB store", "storage": "it reads no study stora
            "out": "it writes no file and opens no default store"}
 
 
-def shared_options(*uses: str) -> Callable[[Callable], Callable]:
+def shared_options(*uses: str, db_help: str | None = None) -> Callable[[Callable], Callable]:
     """``--db``, ``--storage`` and ``--out`` on a command (every command takes all three; defaults and precedence:
     ``optimizer.paths``). The callback receives those in ``uses`` (None when not given: the library resolves the
-    environment, the spec and the default); one it does not use is refused when given, never silently ignored."""
+    environment, the spec and the default); one it does not use is refused when given, never silently ignored.
+    ``db_help``: the help of ``--db`` of a command whose store is found another way (``scan``)."""
     bad = set(uses) - set(_SHARED)
     if bad:
         raise ParameterError(f"shared options must be among {', '.join(_SHARED)}, got {', '.join(sorted(bad))}")
@@ -90,6 +91,7 @@ def shared_options(*uses: str) -> Callable[[Callable], Callable]:
 
         for name in reversed(list(_SHARED)):
             typ, help_ = _SHARED[name]
+            help_ = db_help if name == "db" and db_help is not None else help_
             wrapper = click.option(f"--{name}", name, default=None, type=typ,
                                    help=help_ if name in uses else f"Not used by this command ({_UNUSED[name]}).")(wrapper)
         return wrapper

@@ -40,7 +40,8 @@ def _png_option(f):
 @click.option("--export-full/--no-export-full", default=None,
               help="Write scanner_metrics.csv with every symbol [env SCANNER_EXPORT_FULL; on].")
 @_png_option
-@shared_options("db", "out")
+@shared_options("db", "out", db_help="DuckDB store. Precedence: this flag > env SCANNER_DB_PATH (the pipeline's "
+                                     "own variable) > env ACCUMOPT_DB > <out>/darkpool.duckdb.")
 @wait_option()
 @table_options
 @format_option()
