@@ -74,7 +74,8 @@ def walkforward_cmd(spec, final, n_trials, jobs, storage, db, out, columns, wide
     runs whole windows for this run, which then stitches them in order (same result as one process).
     --wait is the store's, as every command's (a worker's own --wait is the coordinator's: see its --help).
     """
-    from optimizer.validate.walkforward import run_walkforward, save_walkforward, settings_rows, walkforward_dir
+    from optimizer.validate.walkforward import (book_text, run_walkforward, save_walkforward, settings_rows,
+                                               walkforward_dir)
 
     s = load_spec(spec)
     root = output_root(out)
@@ -107,7 +108,8 @@ def walkforward_cmd(spec, final, n_trials, jobs, storage, db, out, columns, wide
               "mde_per_year": inf.get("mde_per_year"), "psr": st.get("psr"), "dsr": st.get("dsr"), "pbo": st.get("pbo"),
               "spa_p": (st.get("spa") or {}).get("p"), "degradation": st.get("degradation"),
               "n_trials_tried": st.get("n_trials_tried"), "n_configs": st.get("n_configs"),
-              "cost_stress": st.get("cost_stress_wording")}, title="statistics (on excess returns)")
+              "cost_stress": st.get("cost_stress_wording"), "one book": book_text(st)},
+             title="statistics (on excess returns)")
     color = "green" if res.verdict.supported else "red"
     console.print(res.verdict.line, style=f"bold {color}", markup=False, highlight=False)
     click.echo(f"files: {d}")

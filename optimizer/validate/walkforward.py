@@ -1076,6 +1076,19 @@ def settings_rows(st: dict[str, Any] | None) -> list[tuple[str, str]]:
     ]
 
 
+def book_text(stats: dict[str, Any] | None) -> str:
+    """What the one book changed (``stats["book"]``, docs/STATS.md "One book") as one line, for the terminal and the
+    report: the windows run again with symbols blocked, the symbols held into them (summed over those windows),
+    their own entries refused and the entries made instead after the book's exits."""
+    b = (stats or {}).get("book")
+    if not b:
+        return "not recorded (a run saved before result.json held it)"
+    if not b["windows_blocked"]:
+        return "no window blocked: no trade was held into a later window's test span"
+    return (f"{b['windows_blocked']} window(s), {b['symbols_blocked']} held symbol(s) blocked: {b['refused']} entries "
+            f"refused, {b['added']} added")
+
+
 def _f(v: Any) -> float:
     return _NAN if v is None else float(v)
 
