@@ -159,7 +159,9 @@ def _worker(spec, jobs, wait, storage, db, out, fmt):
     warn_stale_metrics(resolve_db(db, s.data.database, root))
     ran = run_walkforward_worker(s, resolve_db(db, s.data.database, root), resolve_storage(storage, s.run.storage, root),
                                  jobs=jobs, wait=wait, on_ready=lambda: click.echo(WORKER_READY.format(
-                                     name=s.run.study_name, wait=wait), err=True))
+                                     name=s.run.study_name, wait=wait), err=True),
+                                 on_note=lambda m: err_console.print(m, style="bold red", markup=False,
+                                                                     highlight=False, soft_wrap=True))
     if fmt == "json":
         echo_json({"windows_run": ran})
         return
