@@ -80,3 +80,70 @@ def test_the_api_says_a_seeded_spec_with_jobs_2_is_not_reproducible(synth_db, mo
 class _Done:
     """What ``api.run_study`` reads of a run."""
     warnings, first_failure, interrupted = (), None, False
+
+
+# ------------------------------------------------------------------ 3. one rule for an integer written 20.0
+_INT_SPEC = """
+[data]
+universe = "tier1"
+[space]
+exit = "first_dist"
+time_stop = {time_stop}
+[cv]
+n_splits = {n_splits}
+[sampler]
+name = "tpe"
+seed = {seed}
+n_startup_trials = {start}
+[run]
+n_trials = {n_trials}
+[walkforward]
+train = {train}
+"""
+_INTS = {"time_stop": "20", "n_splits": "3", "seed": "5", "start": "2", "n_trials": "4", "train": "6"}
+
+
+def _int_spec(**kw: str):
+    from optimizer.study.spec import parse_spec
+
+    return parse_spec(_INT_SPEC.format(**(_INTS | kw)), "s.toml")
+
+
+def _read(s) -> dict:
+    """The integers the spec read, as the run takes them."""
+    return {"time_stop": s.param("time_stop").value, "n_splits": s.cv.n_splits, "seed": s.sampler.seed,
+            "start": s.sampler.options["n_startup_trials"], "n_trials": s.run.n_trials, "train": s.walkforward.train}
+
+
+@pytest.mark.parametrize("key,path", [("time_stop", "space.time_stop"), ("n_splits", "cv.n_splits"),
+                                      ("seed", "sampler.seed"), ("start", "sampler.n_startup_trials"),
+                                      ("n_trials", "run.n_trials"), ("train", "walkforward.train")])
+def test_an_integer_written_as_a_whole_float_is_that_integer_everywhere_and_a_fraction_is_refused(key, path):
+    """`[space] time_stop = 20.0` was accepted while `[run] n_trials = 4.0` (and [cv], [sampler], [walkforward]
+    integers) were refused: one rule now, a float with no fraction is the integer (fails before for n_trials,
+    n_splits, seed, n_startup_trials, train: 'must be an integer, got float'); 20.5 is refused naming its key."""
+    from optimizer.errors import SpecError
+
+    want = _read(_int_spec())
+    got = _read(_int_spec(**{key: _INTS[key] + ".0"}))
+    assert got == want and all(type(v) is int for v in got.values())
+    with pytest.raises(SpecError) as e:
+        _int_spec(**{key: _INTS[key] + ".5"})
+    assert f"[{path}]" in str(e.value) and "integer" in str(e.value) and f"{_INTS[key]}.5" in str(e.value)
+
+
+def test_integer_choices_and_ranges_take_the_same_rule_and_a_spec_that_loaded_keeps_its_hash():
+    """`choices = [15, 20.0]` was accepted and drew 20.0 (a float) for an integer parameter, `low = 10.0` of an int
+    range was refused (fails before: choices (15, 20.0); 'must be an integer, got float 10.0'). The spec hash is
+    of the text: the spec that loaded before has the hash it had (measured on the code before this change)."""
+    from optimizer.errors import SpecError
+
+    s = _int_spec(time_stop="{ type = 'categorical', choices = [15, 20.0] }")
+    assert s.param("time_stop").choices == (15, 20) and all(type(c) is int for c in s.param("time_stop").choices)
+    assert s.spec_hash == "719e6319130fb126"
+    r = _int_spec(time_stop="{ type = 'int', low = 10.0, high = 20 }").param("time_stop")
+    assert (r.low, r.high) == (10, 20) and type(r.low) is int
+    with pytest.raises(SpecError, match=r"\[space.time_stop.choices\] must not repeat a value: 20 and 20.0 are the same"):
+        _int_spec(time_stop="{ type = 'categorical', choices = [20, 20.0] }")
+    with pytest.raises(SpecError, match=r"\[space.time_stop.low\] must be an integer, got float 10.5"):
+        _int_spec(time_stop="{ type = 'int', low = 10.5, high = 20 }")
