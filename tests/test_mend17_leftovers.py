@@ -147,3 +147,24 @@ def test_integer_choices_and_ranges_take_the_same_rule_and_a_spec_that_loaded_ke
         _int_spec(time_stop="{ type = 'categorical', choices = [20, 20.0] }")
     with pytest.raises(SpecError, match=r"\[space.time_stop.low\] must be an integer, got float 10.5"):
         _int_spec(time_stop="{ type = 'int', low = 10.5, high = 20 }")
+
+
+# ------------------------------------------------------------------ 4. one name for the comparison rows' field
+def test_replay_and_backtest_name_the_compared_field_metric(synth_db, tmp_path):
+    """`study replay --format json` named the compared field `key`, `backtest --params --format json` `metric`;
+    `metric` is the one name (fails before: replay's rows held `key`)."""
+    from tests.test_explore21_settings import _SMALL
+
+    spec = tmp_path / "small.toml"
+    spec.write_text(_SMALL, encoding="utf-8")
+    common = ("--db", synth_db, "--storage", f"sqlite:///{tmp_path / 'st.db'}")
+    ok(cli("study", "run", spec, *common, "--format", "json"))
+    rep = json.loads(ok(cli("study", "replay", "small", "0", *common, "--format", "json")).stdout)
+    best = tmp_path / "best.json"
+    best.write_text(ok(cli("study", "best", "small", "--storage", common[3], "--format", "json")).stdout, "utf-8")
+    bt = json.loads(ok(cli("backtest", "--params", best, "--db", synth_db, "--out", tmp_path / "out", "--no-save",
+                           "--format", "json")).stdout)
+    for rows in (rep["comparison"], bt["comparison"]):
+        assert rows and all("metric" in r and "key" not in r for r in rows)
+    assert [r["metric"] for r in rep["comparison"]][:1] == ["value"] and rep["reproduced"] is True
+    assert {r["metric"] for r in rep["comparison"]} >= {"closed_trades", "fold0.closed_trades"}
