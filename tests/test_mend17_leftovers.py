@@ -168,3 +168,27 @@ def test_replay_and_backtest_name_the_compared_field_metric(synth_db, tmp_path):
         assert rows and all("metric" in r and "key" not in r for r in rows)
     assert [r["metric"] for r in rep["comparison"]][:1] == ["value"] and rep["reproduced"] is True
     assert {r["metric"] for r in rep["comparison"]} >= {"closed_trades", "fold0.closed_trades"}
+
+
+# ------------------------------------------------------------------ 5. the universe as resolved, never as typed
+def test_signals_and_sandbox_record_the_universe_in_one_spelling(synth_db, tmp_path):
+    """`signals --universe ' TIER1 '` and `sandbox --universe ' TIER1 '` echoed the string as typed (the sheet's
+    `universe`, the chart's settings and file name), as backtest did before mend16 (fails before: ' TIER1 ' in the
+    sheet's JSON; the chart named ..._u- TIER1 .html)."""
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps({"variant": "B", "z_window": 10, "buy_threshold": 55, "exit": "first_dist",
+                             "time_stop": 20, "max_positions": 3}), encoding="utf-8")
+    sheet = {}
+    for uni in (" TIER1 ", "tier1"):
+        doc = json.loads(ok(cli("signals", "--params", p, "--db", synth_db, "--universe", uni, "--no-save",
+                                "--out", tmp_path / "o", "--format", "json")).stdout)
+        sheet[uni] = (doc["sheet"]["universe"], doc["sheet"]["params_hash"])
+    assert sheet[" TIER1 "] == sheet["tier1"] and sheet["tier1"][0] == "tier1"
+    pages = []
+    for uni in (" TIER1 ", "tier1"):
+        res = ok(cli("sandbox", "SPY", "--params", p, "--universe", uni, "--db", synth_db, "--out", tmp_path / "out",
+                     "--no-png"))
+        path = Path(res.stdout.strip().splitlines()[-1])
+        pages.append((path.name, path.read_text(encoding="utf-8")))
+    assert pages[0][0] == pages[1][0] and pages[0][0].endswith("-u-tier1.html")  # one run, one file
+    assert "TIER1" not in pages[0][1] and "universe tier1, " in pages[0][1]  # the chart's settings line

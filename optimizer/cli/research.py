@@ -227,6 +227,8 @@ def sandbox_cmd(ticker, params_file, start, end, z_window, dot_mode, buy, sell, 
     """The signal-sandbox chart for one symbol: price with the configuration's entries and exits (the trades
     `backtest` reports for it), the configuration's score, the flow inputs and three score variants; written to
     <out>/sandbox/<TICKER>[_<start>_<end>_<options>].html."""
+    from optimizer.data.universe import universe_label, universe_spelling
+
     rec = load_params_record(params_file) if params_file else None
     root = output_root(out)
     store = existing_store(resolve_db(db, None, root))
@@ -244,7 +246,7 @@ def sandbox_cmd(ticker, params_file, start, end, z_window, dot_mode, buy, sell, 
                          min_periods=run.min_periods, settings=run.settings)
     opts = [f"z{z_window}" if z_window is not None else None, dot_mode if dot_mode != "current" else None,
             f"b{buy:g}" if buy is not None else None, f"s{sell:g}" if sell is not None else None,
-            f"p-{content_label(params_file)}" if params_file else None, f"u-{universe}" if universe else None, "final" if final else None]
+            f"p-{content_label(params_file)}" if params_file else None, f"u-{universe_label(universe_spelling(universe))}" if universe else None, "final" if final else None]
     opts = [o for o in opts if o]
     path = under(root, "sandbox", run_label(run.panel.symbols[0], start, end, "-".join(opts) or None), suffix=".html")
     for w in write_sandbox(fig, path, png=png):
