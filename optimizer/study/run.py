@@ -505,7 +505,6 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-@naming_its_storage
 def unreproducible_note(spec: StudySpec, why: str, instead: str) -> str | None:
     """The note that the spec's [sampler] seed does not make this run's trials reproducible (``why``: several
     processes draw at once, ``instead``: what would make them so), said by ``study run --jobs N``, ``study worker``
@@ -515,6 +514,7 @@ def unreproducible_note(spec: StudySpec, why: str, instead: str) -> str | None:
     return f"{why}, so [sampler] seed = {spec.sampler.seed} does not make the trials reproducible ({instead} does)"
 
 
+@naming_its_storage
 def run_study(
     spec: StudySpec,
     db: str | Path,
