@@ -143,7 +143,7 @@ def test_integer_choices_and_ranges_take_the_same_rule_and_a_spec_that_loaded_ke
     assert s.spec_hash == "719e6319130fb126"
     r = _int_spec(time_stop="{ type = 'int', low = 10.0, high = 20 }").param("time_stop")
     assert (r.low, r.high) == (10, 20) and type(r.low) is int
-    with pytest.raises(SpecError, match=r"\[space.time_stop.choices\] must not repeat a value: 20 and 20.0 are the same"):
+    with pytest.raises(SpecError, match=r"\[space.time_stop.choices\] must not repeat a value: 20 and 20.0 are"):
         _int_spec(time_stop="{ type = 'categorical', choices = [20, 20.0] }")
     with pytest.raises(SpecError, match=r"\[space.time_stop.low\] must be an integer, got float 10.5"):
         _int_spec(time_stop="{ type = 'int', low = 10.5, high = 20 }")

@@ -246,7 +246,8 @@ def sandbox_cmd(ticker, params_file, start, end, z_window, dot_mode, buy, sell, 
                          min_periods=run.min_periods, settings=run.settings)
     opts = [f"z{z_window}" if z_window is not None else None, dot_mode if dot_mode != "current" else None,
             f"b{buy:g}" if buy is not None else None, f"s{sell:g}" if sell is not None else None,
-            f"p-{content_label(params_file)}" if params_file else None, f"u-{universe_label(universe_spelling(universe))}" if universe else None, "final" if final else None]
+            f"p-{content_label(params_file)}" if params_file else None,
+            f"u-{universe_label(universe_spelling(universe))}" if universe else None, "final" if final else None]
     opts = [o for o in opts if o]
     path = under(root, "sandbox", run_label(run.panel.symbols[0], start, end, "-".join(opts) or None), suffix=".html")
     for w in write_sandbox(fig, path, png=png):

@@ -473,8 +473,8 @@ def sandbox_run(db: str | Path, symbol: str, start: DateLike | None = None, end:
                              f"depend on no other symbol, and the trial's record sets its span and reserve; leave "
                              f"it out, got universe={universe!r}")
     # a universe given here in one spelling, as resolved (``universe_spelling``: ' TIER1 ' is tier1), as backtest's
-    uni_name = (universe_spelling(universe) if universe else None) or (record.universe if record is not None else None) \
-        or "tier1+3"
+    uni_name = ((universe_spelling(universe) if universe else None)
+                or (record.universe if record is not None else None) or "tier1+3")
     uni_name = list(uni_name) if isinstance(uni_name, tuple) else uni_name
     reg = regime if regime is not None else (record.regime if record is not None else "ALL")
     check_param(reg in REGIME_NAMES, "regime", f"one of {', '.join(REGIME_NAMES)}", reg)
