@@ -66,6 +66,7 @@ from optimizer.study.inspect import show_study as _show_study
 from optimizer.study.inspect import trial_detail
 from optimizer.study.run import StudyRunResult
 from optimizer.study.run import run_study as _run_study
+from optimizer.study.run import unreproducible_note
 from optimizer.study.paramsfile import ParamsRecord, params_record
 from optimizer.study.reserve import guard_end, opening_warning, record_if_opened
 from optimizer.study.spec import StudySpec, check_study_name, load_spec, parse_spec
@@ -373,8 +374,9 @@ def run_study(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Path |
     ``new_name=True`` starts (or resumes) ``NAME-2``, ``NAME-3``, ... instead, as ``study run --new-name``;
     ``jobs``: worker processes on this machine (``study run --jobs``).
     ``.study_name``, ``.counts``, ``.best_value``, ``.best_params`` and ``.study`` (the ``optuna.Study``). What
-    ``study run`` prints as warnings (a ``[seed_from]`` study ranked on other data, failed trials, a Ctrl-C that
-    stopped the run after its running trial: call again to resume) comes as a UserWarning under the cell::
+    ``study run`` prints as warnings (a ``[seed_from]`` study ranked on other data, failed trials, a seeded spec
+    run with ``jobs`` > 1, whose trials are not reproducible, a Ctrl-C that stopped the run after its running
+    trial: call again to resume) comes as a UserWarning under the cell::
 
         run = ao.run_study("studies/phase_a_coarse.toml", db, "sqlite:///output/nb/studies.db")
         df = run.study.trials_dataframe()             # Optuna's table: value_<objective>, params_<name>, user_attrs_...
@@ -395,6 +397,9 @@ def run_study(spec: str | Path | Mapping[str, Any] | StudySpec, db: str | Path |
                          remedy=_RUN_REMEDY, jobs=jobs)
     for w in res.warnings:  # what ``study run`` prints on stderr (a [seed_from] study ranked on other data)
         _warn(w)
+    if jobs > 1:  # as ``study run --jobs N`` says it
+        _warn(unreproducible_note(s, f"jobs={jobs}: {jobs} trials run at once and finish in an order nobody controls",
+                                  "jobs=1"))
     if res.first_failure:
         _warn(f"{res.counts['failed']} trial(s) failed; first failure, {res.first_failure}")
     if res.interrupted:  # Ctrl-C in the cell: the running trial finished, the study stopped

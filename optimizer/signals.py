@@ -32,7 +32,7 @@ from optimizer.data.coverage import CoverageError
 from optimizer.data.metrics import store_metrics_staleness
 from optimizer.data.store import connect, table_exists
 from optimizer.data.symbols import canonical_symbol
-from optimizer.data.universe import is_listed, universe_label
+from optimizer.data.universe import is_listed, universe_label, universe_spelling
 from optimizer.engine.context import compute_context
 from optimizer.engine.evaluate import Config, Evaluator
 from optimizer.engine.outcomes import exit_strategy_name
@@ -210,7 +210,9 @@ def signal_sheet(record: ParamsRecord | Mapping[str, Any], db: str | Path, date:
     events give each ENTER row its quality bucket's hit rate and average excess return."""
     rec = record if isinstance(record, ParamsRecord) else ParamsRecord(dict(record))
     cfg = rec.config()
-    uni = universe if universe is not None else (rec.universe or DEFAULT_UNIVERSE)
+    # a universe given here is the sheet's in one spelling, as resolved, never as typed (' TIER1 ', 'aapl, msft'),
+    # as backtest records it (``universe_spelling``)
+    uni = universe_spelling(universe) if universe is not None else (rec.universe or DEFAULT_UNIVERSE)
     reg = regime if regime is not None else (rec.regime or "ALL")
     check_param(reg in REGIME_NAMES, "regime", f"one of {', '.join(REGIME_NAMES)}", reg)
     wf = load_walkforward(walkforward) if walkforward is not None else None

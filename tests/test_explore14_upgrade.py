@@ -319,7 +319,7 @@ def test_replay_of_a_trial_recorded_with_rounded_metrics_reproduces(demo_study, 
     con.close()
     rep = json.loads(ok(cli("study", "replay", "demo", t.number, "--db", demo_study["db"], "--storage", storage,
                             "--format", "json"), 1).stdout)
-    assert [r["key"] for r in rep["comparison"] if not r["equal"]] == ["value"]
+    assert [r["metric"] for r in rep["comparison"] if not r["equal"]] == ["value"]
 
 
 def test_the_rounding_of_an_older_record_is_told_from_full_precision_metrics():

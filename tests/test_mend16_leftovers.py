@@ -46,7 +46,7 @@ def test_a_walkforward_worker_waits_for_the_store_with_store_wait_and_for_its_co
 
     seen: list[float] = []
 
-    def worker(spec, db, url, jobs=1, wait=60.0, on_ready=None):
+    def worker(spec, db, url, jobs=1, wait=60.0, on_ready=None, on_note=None):
         seen.append(wait)
         connect(db, read_only=True).close()  # the worker's first reading of the store
         return ["w0"]

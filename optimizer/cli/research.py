@@ -74,7 +74,8 @@ def walkforward_cmd(spec, final, n_trials, jobs, storage, db, out, columns, wide
     runs whole windows for this run, which then stitches them in order (same result as one process).
     --wait is the store's, as every command's (a worker's own --wait is the coordinator's: see its --help).
     """
-    from optimizer.validate.walkforward import run_walkforward, save_walkforward, settings_rows, walkforward_dir
+    from optimizer.validate.walkforward import (book_text, run_walkforward, save_walkforward, settings_rows,
+                                               walkforward_dir)
 
     s = load_spec(spec)
     root = output_root(out)
@@ -107,7 +108,8 @@ def walkforward_cmd(spec, final, n_trials, jobs, storage, db, out, columns, wide
               "mde_per_year": inf.get("mde_per_year"), "psr": st.get("psr"), "dsr": st.get("dsr"), "pbo": st.get("pbo"),
               "spa_p": (st.get("spa") or {}).get("p"), "degradation": st.get("degradation"),
               "n_trials_tried": st.get("n_trials_tried"), "n_configs": st.get("n_configs"),
-              "cost_stress": st.get("cost_stress_wording")}, title="statistics (on excess returns)")
+              "cost_stress": st.get("cost_stress_wording"), "one book": book_text(st)},
+             title="statistics (on excess returns)")
     color = "green" if res.verdict.supported else "red"
     console.print(res.verdict.line, style=f"bold {color}", markup=False, highlight=False)
     click.echo(f"files: {d}")
@@ -157,7 +159,9 @@ def _worker(spec, jobs, wait, storage, db, out, fmt):
     warn_stale_metrics(resolve_db(db, s.data.database, root))
     ran = run_walkforward_worker(s, resolve_db(db, s.data.database, root), resolve_storage(storage, s.run.storage, root),
                                  jobs=jobs, wait=wait, on_ready=lambda: click.echo(WORKER_READY.format(
-                                     name=s.run.study_name, wait=wait), err=True))
+                                     name=s.run.study_name, wait=wait), err=True),
+                                 on_note=lambda m: err_console.print(m, style="bold red", markup=False,
+                                                                     highlight=False, soft_wrap=True))
     if fmt == "json":
         echo_json({"windows_run": ran})
         return
@@ -223,6 +227,8 @@ def sandbox_cmd(ticker, params_file, start, end, z_window, dot_mode, buy, sell, 
     """The signal-sandbox chart for one symbol: price with the configuration's entries and exits (the trades
     `backtest` reports for it), the configuration's score, the flow inputs and three score variants; written to
     <out>/sandbox/<TICKER>[_<start>_<end>_<options>].html."""
+    from optimizer.data.universe import universe_label, universe_spelling
+
     rec = load_params_record(params_file) if params_file else None
     root = output_root(out)
     store = existing_store(resolve_db(db, None, root))
@@ -240,7 +246,8 @@ def sandbox_cmd(ticker, params_file, start, end, z_window, dot_mode, buy, sell, 
                          min_periods=run.min_periods, settings=run.settings)
     opts = [f"z{z_window}" if z_window is not None else None, dot_mode if dot_mode != "current" else None,
             f"b{buy:g}" if buy is not None else None, f"s{sell:g}" if sell is not None else None,
-            f"p-{content_label(params_file)}" if params_file else None, f"u-{universe}" if universe else None, "final" if final else None]
+            f"p-{content_label(params_file)}" if params_file else None,
+            f"u-{universe_label(universe_spelling(universe))}" if universe else None, "final" if final else None]
     opts = [o for o in opts if o]
     path = under(root, "sandbox", run_label(run.panel.symbols[0], start, end, "-".join(opts) or None), suffix=".html")
     for w in write_sandbox(fig, path, png=png):

@@ -120,10 +120,11 @@ def _seed_note(spec, why: str, instead: str) -> list[str]:
     """Say once, on stderr, that the spec's [sampler] seed did not make this run reproducible (``why``; after the run,
     so a refused command prints its one error line only), and return the line for the JSON ``warnings``; [] for an
     unseeded spec (nothing was promised)."""
-    if spec.sampler.seed is None:
+    from optimizer.study.run import unreproducible_note  # loaded already: the command ran its trials
+
+    note = unreproducible_note(spec, why, instead)
+    if note is None:
         return []
-    note = (f"{why}, so [sampler] seed = {spec.sampler.seed} does not make the trials reproducible ({instead} "
-            "does)")
     err_console.print(f"warning: {note}", style="yellow", markup=False, highlight=False, soft_wrap=True)
     return [note]
 

@@ -56,7 +56,7 @@ from optimizer.study.records import read_study, trial_counts
 from optimizer.study.storage import study_names
 from optimizer.validate.stats import closed_trade_events, cost_stress_wording, flag_fragile, validate_rules
 from optimizer.validate.verdict import Verdict
-from optimizer.validate.walkforward import load_walkforward, settings_rows
+from optimizer.validate.walkforward import book_text, load_walkforward, settings_rows
 
 __all__ = ["build_study_report", "build_walkforward_report", "build_report", "embedded_figures", "Page",
            "PLOTLY_MARKER", "MIN_IMPORTANCE_TRIALS"]
@@ -466,6 +466,7 @@ def _deciding(res: dict[str, Any], v: Verdict) -> pd.DataFrame:
         ("", "degradation (OOS / IS excess)", _s(stats.get("degradation_excess"), ".3f")),
         ("", "trials tried (all windows)", tried),
         ("", "windows", _s(oos.get("n_windows", len(res.get("windows") or [])), ".0f")),
+        ("", "one book (docs/STATS.md)", book_text(stats)),
     ]
     rows += [(label, text, "", None) for name, label, text in context if not name or v.gate(name) is None]
     return pd.DataFrame([{"statistic": a, "value": b, "gate": c, "result": "" if ok is None else ("pass" if ok else "fail")}

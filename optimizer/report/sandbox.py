@@ -59,6 +59,7 @@ from plotly.subplots import make_subplots
 from optimizer.data.calendar import DateLike, as_date
 from optimizer.data.store import connect
 from optimizer.data.symbols import canonical_symbol, unknown_symbols_message
+from optimizer.data.universe import universe_spelling
 from optimizer.engine.evaluate import Config, Evaluator
 from optimizer.engine.panel import Panel, load_panel, warmup_start
 from optimizer.engine.score import display_score
@@ -471,7 +472,9 @@ def sandbox_run(db: str | Path, symbol: str, start: DateLike | None = None, end:
         raise ParameterError(f"universe has no effect: the configuration has no position caps, so {symbol}'s trades "
                              f"depend on no other symbol, and the trial's record sets its span and reserve; leave "
                              f"it out, got universe={universe!r}")
-    uni_name = universe or (record.universe if record is not None else None) or "tier1+3"
+    # a universe given here in one spelling, as resolved (``universe_spelling``: ' TIER1 ' is tier1), as backtest's
+    uni_name = ((universe_spelling(universe) if universe else None)
+                or (record.universe if record is not None else None) or "tier1+3")
     uni_name = list(uni_name) if isinstance(uni_name, tuple) else uni_name
     reg = regime if regime is not None else (record.regime if record is not None else "ALL")
     check_param(reg in REGIME_NAMES, "regime", f"one of {', '.join(REGIME_NAMES)}", reg)

@@ -39,19 +39,26 @@ class _Entry:
         return [p for p in sig.parameters if p not in ("self", "seed", *self.reserved)
                 and sig.parameters[p].kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
 
-    def validate_options(self, options: Mapping[str, Any], section: str) -> None:
+    def validate_options(self, options: Mapping[str, Any], section: str) -> dict[str, Any]:
         """Every option a keyword of the Optuna class, and its value of the type the class declares (checked
-        from the annotation: ``n_startup_trials = "ten"`` is refused here, not by a failing trial)."""
+        from the annotation: ``n_startup_trials = "ten"`` is refused here, not by a failing trial); the options,
+        an integral float given to an option that takes an integer and no float as that integer
+        (``n_startup_trials = 10.0`` is 10, the spec's rule for every integer key: ``spec.whole``)."""
         valid = self.valid_options()
         sig = inspect.signature(self.factory)
+        out = dict(options)
         for k, v in options.items():
             if k not in valid:
                 raise SpecError(f"{section}.{k}", f"is not an option of {self.name!r}; valid: {', '.join(valid) or 'none'}")
             ann = sig.parameters[k].annotation
             ann = ann if isinstance(ann, str) else getattr(ann, "__name__", str(ann))
+            if isinstance(v, float) and v.is_integer() and _type_rule(ann, v) is not None \
+                    and _type_rule(ann, int(v)) is None:
+                out[k] = v = int(v)
             rule = _type_rule(ann, v)
             if rule is not None:
                 raise SpecError(f"{section}.{k}", f"must be {rule} (an option of {self.name!r}), got {v!r}")
+        return out
 
 
 _SIMPLE = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "None": (type(None),)}

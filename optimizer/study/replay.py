@@ -69,14 +69,14 @@ def replay_trial(storage: Any, name: str, number: int, db: str | Path) -> dict[s
     values = list(out["values"])
     for i, v in enumerate(values):
         sv = trial.values[i] if trial.values else None
-        rows.append({"key": "value" if len(values) == 1 else f"value_{i}", "stored": sv, "replayed": v, "equal": _close(sv, v, tol)})
+        rows.append({"metric": "value" if len(values) == 1 else f"value_{i}", "stored": sv, "replayed": v, "equal": _close(sv, v, tol)})
     for k, v in out["overall"].items():
         if k in stored:
-            rows.append({"key": k, "stored": stored[k], "replayed": v, "equal": _close(stored[k], v, tol)})
+            rows.append({"metric": k, "stored": stored[k], "replayed": v, "equal": _close(stored[k], v, tol)})
     for i, (sf, rf) in enumerate(zip(stored_trial.folds, out["folds"])):
         for k in ("closed_trades", "rank_score", "avg_excess_return"):
             if k in sf:
-                rows.append({"key": f"fold{i}.{k}", "stored": sf[k], "replayed": rf[k], "equal": _close(sf[k], rf[k], tol)})
+                rows.append({"metric": f"fold{i}.{k}", "stored": sf[k], "replayed": rf[k], "equal": _close(sf[k], rf[k], tol)})
     comp = pd.DataFrame(rows)
     return {"study": name, "trial": number, "params": dict(trial.params), "reproduced": bool(comp["equal"].all()),
             "comparison": comp, "fingerprint": data.fingerprint,

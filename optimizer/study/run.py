@@ -505,6 +505,15 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def unreproducible_note(spec: StudySpec, why: str, instead: str) -> str | None:
+    """The note that the spec's [sampler] seed does not make this run's trials reproducible (``why``: several
+    processes draw at once, ``instead``: what would make them so), said by ``study run --jobs N``, ``study worker``
+    and ``api.run_study(jobs=N)``; None for an unseeded spec (nothing was promised)."""
+    if spec.sampler.seed is None:
+        return None
+    return f"{why}, so [sampler] seed = {spec.sampler.seed} does not make the trials reproducible ({instead} does)"
+
+
 @naming_its_storage
 def run_study(
     spec: StudySpec,

@@ -18,7 +18,7 @@ import re
 import tomllib
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -155,9 +155,27 @@ def _typed(d: Mapping, key: str, types, path: str, default=None, required: bool 
     v = d[key]
     if isinstance(v, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
         raise _err(f"{path}.{key}", f"must be {_tname(types)}, got {v!r}")
+    if types is int or types == (int,):  # an integer key: 4.0 is 4, 4.5 is refused (``whole``)
+        v = whole(v)
     if not isinstance(v, types):
         raise _err(f"{path}.{key}", f"must be {_tname(types)}, got {type(v).__name__} {v!r}")
     return v
+
+
+def whole(v: Any) -> Any:
+    """The spec's one rule for a key or parameter that takes an integer: a float with no fraction is that integer
+    (``n_trials = 4.0`` is 4, ``[space] time_stop = 20.0`` is 20), everywhere ints are read; any other value is
+    returned as it is, for the key's own check to refuse (20.5: "must be an integer"). The spec hash is of the text,
+    so a spec that loaded before keeps its hash."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+def _whole_values(name: str, p: ParamSpec) -> ParamSpec:
+    """``p`` with its fixed value or choices as integers (``whole``) when ``name`` is an integer parameter."""
+    entry = PARAMS.get(name) or SPACE_ONLY.get(name)
+    if entry is None or entry.type is not int:
+        return p
+    return replace(p, value=whole(p.value), choices=tuple(whole(c) for c in p.choices))
 
 
 def _tname(types) -> str:
@@ -234,7 +252,7 @@ def _parse_param(name: str, raw: Any, path: str, earlier_specs: list[ParamSpec])
         raise _err(key, f"unknown parameter; valid: {', '.join(SPACE_PARAMS)}")
     if not isinstance(raw, dict):
         if isinstance(raw, (int, float, str, bool)):
-            return ParamSpec(name, "fixed", value=raw)
+            return _whole_values(name, ParamSpec(name, "fixed", value=raw))
         raise _err(key, f"must be a value or a table with type = categorical|int|float, got {raw!r}")
     _check_keys(raw, ("type", "choices", "low", "high", "step", "log", "value", "when"), key)
     kind = _typed(raw, "type", str, key, required=True)
@@ -272,9 +290,12 @@ def _parse_param(name: str, raw: Any, path: str, earlier_specs: list[ParamSpec])
             raise _err(f"{key}.choices", "must be a non-empty list")
         if len(set(map(repr, ch))) != len(ch):
             raise _err(f"{key}.choices", f"must not repeat values, got {ch!r}")
+        whole_ch = list(_whole_values(name, ParamSpec(name, "categorical", choices=tuple(ch))).choices)
+        if len(set(map(repr, whole_ch))) == len(ch):  # [20, 20.0] stays as written: ``_check_choices`` refuses
+            ch = whole_ch  # it (a stored spec reads back as its trials ran)
         return ParamSpec(name, "categorical", choices=tuple(ch), when=when_t)
     if kind in ("int", "float"):
-        num = (int,) if kind == "int" else (int, float)
+        num = int if kind == "int" else (int, float)
         lo = _typed(raw, "low", num, key, required=True)
         hi = _typed(raw, "high", num, key, required=True)
         step = _typed(raw, "step", num, key)
@@ -295,7 +316,7 @@ def _parse_param(name: str, raw: Any, path: str, earlier_specs: list[ParamSpec])
     if kind == "fixed":
         if "value" not in raw:
             raise _err(f"{key}.value", "is required for type = fixed")
-        return ParamSpec(name, "fixed", value=raw["value"], when=when_t)
+        return _whole_values(name, ParamSpec(name, "fixed", value=raw["value"], when=when_t))
     raise _err(f"{key}.type", f"must be one of categorical, int, float, fixed, got {kind!r}")
 
 
@@ -1002,7 +1023,7 @@ def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
     if not 0 <= seed <= 2**32 - 1:  # numpy's RandomState range; the sampler's own error named no key
         raise _err("sampler.seed", f"must be an integer in [0, 2**32 - 1] (4294967295), got seed={seed}")
     sopts = {kk: vv for kk, vv in s.items() if kk not in ("name", "seed")}
-    SAMPLERS[sname].validate_options(sopts, "sampler")
+    sopts = SAMPLERS[sname].validate_options(sopts, "sampler")
     if sname == "grid":
         for p in space:
             if p.when:
@@ -1022,7 +1043,7 @@ def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
     if pname not in PRUNERS:
         raise _err("pruner.name", f"must be one of {', '.join(PRUNERS)}, got {pname!r}")
     popts = {kk: vv for kk, vv in pr.items() if kk != "name"}
-    PRUNERS[pname].validate_options(popts, "pruner")
+    popts = PRUNERS[pname].validate_options(popts, "pruner")
     if len(dirs) > 1 and pname != "none":
         raise _err("pruner.name", "multi-objective studies cannot prune (Optuna limitation); use name = \"none\"")
     pruner = PrunerSpec(pname, popts)

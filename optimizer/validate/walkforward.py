@@ -773,12 +773,7 @@ def run_walkforward(
     msgs = _reserve_record(db, spec, str(ctx.panel.dates[reserve])[:10] if reserve < T else None, final,
                            str(ctx.panel.dates[limit - 1])[:10])
     msgs += panel_split_lines(ctx.panel)  # unrecorded splits in the data: once, not per window
-    if spec.seed_from is not None:
-        msgs.append(f"[seed_from] {spec.seed_from.study!r} is not used by walk-forward windows: that study saw "
-                    "sessions after each window's train end, so its trials would leak the future into the window")
-    if spec.run.timeout is not None:  # [run] timeout bounds `study run` only (explore21: it was ignored unsaid)
-        msgs.append(f"[run] timeout = {spec.run.timeout:g} is not used by walk-forward windows: each runs exactly its "
-                    f"{ctx.n_trials} trials, so that the result does not depend on the machine's speed")
+    msgs += _unused_notes(spec, ctx.n_trials)
     for m in msgs:
         warnings.warn(m, stacklevel=2)
     prog = Progress(console=Console(stderr=True)) if progress else None  # stderr: stdout is the command's report
@@ -809,13 +804,28 @@ def run_walkforward(
     return res
 
 
+def _unused_notes(spec: StudySpec, n_trials: int) -> list[str]:
+    """What the spec sets that no walk-forward window uses, said by the coordinator and by each worker."""
+    msgs = []
+    if spec.seed_from is not None:
+        msgs.append(f"[seed_from] {spec.seed_from.study!r} is not used by walk-forward windows: that study saw "
+                    "sessions after each window's train end, so its trials would leak the future into the window")
+    if spec.run.timeout is not None:  # [run] timeout bounds `study run` only (explore21: it was ignored unsaid)
+        msgs.append(f"[run] timeout = {spec.run.timeout:g} is not used by walk-forward windows: each runs exactly its "
+                    f"{n_trials} trials, so that the result does not depend on the machine's speed")
+    return msgs
+
+
 @naming_its_storage
 def run_walkforward_worker(spec: StudySpec, db: str | Path, storage_url: str | None = None, jobs: int = 1,
-                           wait: float = 60.0, on_ready: Callable[[], None] | None = None) -> list[str]:
+                           wait: float = 60.0, on_ready: Callable[[], None] | None = None,
+                           on_note: Callable[[str], None] | None = None) -> list[str]:
     """Join the walk-forward of ``spec`` that a coordinator (``run_walkforward``) started on ``storage_url``: claim
     and run whole windows (``jobs`` local processes) until every window is done; the window studies this
     process ran (its forked processes' not included). Waits up to ``wait`` seconds for the coordinator to have
     registered the run (``on_ready``: called once when it starts looking for it, ``distributed.wait_for_run``).
+    ``on_note``: called with each note on what the spec sets that no window uses (``[run] timeout``,
+    ``[seed_from]``, as the coordinator says them); default: a UserWarning.
     This machine's store must give the same windows (same spec, same data): else a ``DataError``. The coordinator
     computes the results."""
     if jobs < 1:
@@ -840,6 +850,8 @@ def run_walkforward_worker(spec: StudySpec, db: str | Path, storage_url: str | N
                         f"{_run_key(ctx)}, the coordinator's {run['key']}): the same windows, but other data in {db} "
                         "or other [walkforward] n_splits / embargo in the spec; every worker needs the same spec "
                         "file and data")
+    for m in _unused_notes(spec, ctx.n_trials):
+        on_note(m) if on_note is not None else warnings.warn(m, stacklevel=2)
     return _distributed(ctx, windows, run, jobs, collect=False)
 
 
@@ -1074,6 +1086,19 @@ def settings_rows(st: dict[str, Any] | None) -> list[tuple[str, str]]:
                       f"{_opts(o['options'], ())}"),
         ("selection", "the best trial" if sel["rule"] == "best" else f"robust: among the top {sel['top_k']} trials"),
     ]
+
+
+def book_text(stats: dict[str, Any] | None) -> str:
+    """What the one book changed (``stats["book"]``, docs/STATS.md "One book") as one line, for the terminal and the
+    report: the windows run again with symbols blocked, the symbols held into them (summed over those windows),
+    their own entries refused and the entries made instead after the book's exits."""
+    b = (stats or {}).get("book")
+    if not b:
+        return "not recorded (a run saved before result.json held it)"
+    if not b["windows_blocked"]:
+        return "no window blocked: no trade was held into a later window's test span"
+    return (f"{b['windows_blocked']} window(s), {b['symbols_blocked']} held symbol(s) blocked: {b['refused']} entries "
+            f"refused, {b['added']} added")
 
 
 def _f(v: Any) -> float:
