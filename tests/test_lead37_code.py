@@ -97,3 +97,14 @@ def test_scans_db_help_states_its_own_precedence():
     assert db_help("scan") == ("DuckDB store. Precedence: this flag > env SCANNER_DB_PATH (the pipeline's own "
                                "variable) > env ACCUMOPT_DB > <out>/darkpool.duckdb.")
     assert "(a command that reads a spec) the spec's [data].database" in db_help("ingest")
+
+
+def test_backtests_help_writes_a_boolean_default_as_the_flag_takes_it():
+    """explore22: `--regime-sizing` said "Default: False" where the flag takes true / false (README: `false`)."""
+    from click.testing import CliRunner
+
+    from optimizer.cli import main
+
+    out = " ".join(CliRunner().invoke(main, ["backtest", "--help"], terminal_width=200).output.split())
+    part = out.split("--regime-sizing BOOLEAN", 1)[1].split(" --", 1)[0]
+    assert part.endswith("Default: false.") and "False" not in part

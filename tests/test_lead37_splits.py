@@ -58,3 +58,13 @@ def test_a_file_replacing_an_extreme_split_with_a_sound_one_is_accepted(con, tmp
     write(tmp_path / "a.csv", "symbol,date,ratio\nNVDA,2024-01-05,100\nNVDA,2024-01-04,2\n")
     assert ingest_paths(con, "splits", [tmp_path / "a.csv"]).exit_code == 0
     assert [r[2] for r in _splits(con)] == [2.0, 100.0]
+
+
+@pytest.mark.parametrize("bad, tail", [(1, ""), (2, " (+1 more rejected row)"), (3, " (+2 more rejected rows)")])
+def test_a_files_rejected_rows_message_counts_the_others_only_when_there_are_others(con, tmp_path, bad, tail):
+    # explore12 / tspeed20 noticed: a file with one rejected row said "(+0 more rejected rows)"
+    rows = "".join(f"NVDA,2024-01-0{2 + i},1\n" for i in range(bad))  # a ratio of 1 changes nothing: rejected
+    write(tmp_path / "s.csv", "symbol,date,ratio\nAAPL,2024-01-10,4\n" + rows)
+    (f,) = ingest_paths(con, "splits", [tmp_path / "s.csv"]).files
+    assert f.status == "rejected_rows" and f.rows_rejected == bad
+    assert f.message == f"{tmp_path / 's.csv'}:3: a split ratio of 1 changes nothing{tail}"

@@ -34,7 +34,8 @@ def _param_type(p: Param) -> click.ParamType:
 def _param_flags(f: Callable) -> Callable:
     """One option per registry parameter, in registry order."""
     for p in reversed(PARAMS.values()):
-        default = "none" if p.default is None else p.default
+        # as the flag takes it (true / false for a boolean, as the README's parameter table writes it)
+        default = "none" if p.default is None else str(p.default).lower() if p.type is bool else p.default
         f = click.option(f"--{p.name.replace('_', '-')}", *p.flags, p.name, type=_param_type(p), default=None,
                          help=f"{p.doc} Default: {default}.")(f)
     return f

@@ -788,7 +788,8 @@ def _write(ctx: Ctx, kind: str, e: _Entry, group: tuple, s: Summary, history: _H
     msg = None
     if plan.n_rejects:
         ln, reason = plan.first_reject
-        msg = f"{e.file}:{ln}: {reason} (+{plan.n_rejects - 1} more rejected rows)"
+        more = plan.n_rejects - 1
+        msg = f"{e.file}:{ln}: {reason}" + (f" (+{more} more rejected row{'s' if more != 1 else ''})" if more else "")
     elif status == "replaced":
         msg = "replaced the stored rows of the keys this file covers"
     return FileResult(e.file, e.raw.sha256, status, int(plan.n_rows), plan.n_rejects, msg, warnings)
