@@ -34,9 +34,8 @@ import pandas as pd
 from optimizer.data.calendar import as_date
 from optimizer.data.metrics import metrics_staleness
 from optimizer.data.splitcheck import panel_split_lines
-from optimizer.data.universe import is_all
 from optimizer.data.store import check_writable, connect
-from optimizer.data.universe import universe_label, universe_spelling
+from optimizer.data.universe import is_all, universe_label, universe_spelling
 from optimizer.engine.context import compute_context, market_regime_frame
 from optimizer.engine.evaluate import Config, Evaluator, Result
 from optimizer.engine.outcomes import backtest_summary, frequency_baseline, signal_events
@@ -220,11 +219,10 @@ def backtest(params: Mapping[str, Any], db: str | Path, universe: Any = None, st
     panel = load_universe_panel(db, uni, panel_start, load_end)
     if record is not None and universe is None:  # another universe is a deliberate departure from the trial
         if is_all(uni) and record.data_end is not None:  # the trial's 'all': its symbols priced up to its data end
-            seen = int(np.searchsorted(panel.dates, np.datetime64(_day(record.data_end).date(), "D"), side="right"))
-            panel = priced_before(panel, seen)
+            panel = priced_before(panel, _rows_through(panel, record.data_end))
         _check_data(record, panel, allow_data_change)
     if last is not None:  # the sessions up to ``last`` (a trial: exactly the panel it saw)
-        panel = panel.slice(0, int(np.searchsorted(panel.dates, np.datetime64(_day(last).date(), "D"), side="right")))
+        panel = panel.slice(0, _rows_through(panel, last))
     if not len(panel.dates):
         raise DataError(f"the store has no session of {uni!r} between {panel_start} and {last}")
     lo = 0 if sig_start is None else panel.index_of(sig_start)
@@ -257,6 +255,11 @@ def backtest(params: Mapping[str, Any], db: str | Path, universe: Any = None, st
     outputs = (save_backtest(res, panel, db, out_root, universe_label(uni), reg,
                              f"regime={reg}|min_periods={min_periods}", min_periods) if save else {})
     return BacktestRun(res, panel, outputs, run_record, warnings, opened, end_from)
+
+
+def _rows_through(panel: Panel, day: Any) -> int:
+    """How many of ``panel``'s sessions fall on or before ``day``."""
+    return int(np.searchsorted(panel.dates, np.datetime64(_day(day).date(), "D"), side="right"))
 
 
 def _check_data(record: ConfigRecord, panel: Panel, allow: bool) -> None:

@@ -10,7 +10,7 @@ import os
 import re
 
 __all__ = ["AccumoptError", "InputFileError", "SpecError", "ParameterError", "DataError", "Interrupted", "quoted",
-           "QUOTE_MAX", "is_query_interrupt", "MachineError", "machine_error", "no_room"]
+           "QUOTE_MAX", "is_query_interrupt", "is_storage_failure", "MachineError", "machine_error", "no_room"]
 
 QUOTE_MAX = 60  # characters of a user's or a file's value that a message quotes
 
@@ -145,6 +145,16 @@ def is_query_interrupt(e: BaseException) -> bool:
     ``RuntimeError('Query interrupted')`` (no KeyboardInterrupt reaches Python). Code that reacts to Ctrl-C must
     treat it as one."""
     return type(e) is RuntimeError and str(e) == "Query interrupted"
+
+
+def is_storage_failure(e: BaseException) -> bool:
+    """An error the study storage itself raised (SQLite, SQLAlchemy, Optuna's ``StorageInternalError``, told by name
+    so that this module imports neither), never one of the code around it: what ``study.storage.storage_named`` and
+    the CLI's error line call the storage's failure."""
+    import sqlite3
+
+    return isinstance(e, sqlite3.Error) or type(e).__module__.startswith("sqlalchemy") or \
+        type(e).__name__ == "StorageInternalError"
 
 
 def check_param(ok: bool, name: str, rule: str, value: object) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
-import sqlite3
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -21,7 +20,8 @@ from rich.console import Console
 from rich.text import Text
 
 from optimizer.cli._interrupt import EXIT_INTERRUPTED, print_interrupted
-from optimizer.errors import AccumoptError, Interrupted, ParameterError, is_query_interrupt, machine_error, no_room
+from optimizer.errors import (AccumoptError, Interrupted, ParameterError, is_query_interrupt, is_storage_failure,
+                              machine_error, no_room)
 from optimizer.paths import CACHE_ENV, DB_ENV, OUTPUT_ENV, STORAGE_ENV, caching_under, not_utf8, shown_name
 from optimizer.report.terminal import Column, FrameView, print_command, print_frame, print_record
 
@@ -312,8 +312,7 @@ def _is_storage_error(e: BaseException) -> bool:
     """An error of the study storage met while reading or writing it (a corrupt or truncated SQLite file): SQLite,
     SQLAlchemy or Optuna's storage error, or a journal file's line that is no JSON, met by Optuna's journal reader.
     (Opening one is checked by ``study.storage.make_storage``.)"""
-    return isinstance(e, sqlite3.Error) or type(e).__module__.startswith("sqlalchemy") or \
-        type(e).__name__ == "StorageInternalError" or _is_journal_line_error(e)
+    return is_storage_failure(e) or _is_journal_line_error(e)
 
 
 def _is_journal_line_error(e: BaseException) -> bool:

@@ -5,6 +5,7 @@ Ctrl-C, the progress bar."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import multiprocessing
 import os
@@ -170,6 +171,7 @@ def _optimize_budget(study: optuna.Study, storage: Any, objective: Callable, tar
         optuna.storages.fail_stale_trials(study)
 
 
+@functools.cache  # the code this process runs was loaded once: a checkout moved since does not change it
 def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,

@@ -35,7 +35,7 @@ from optuna.trial import TrialState
 from sqlalchemy import and_, case, event, func, select, update
 from sqlalchemy.pool import NullPool
 
-from optimizer.errors import AccumoptError, DataError, ParameterError, no_room
+from optimizer.errors import AccumoptError, DataError, ParameterError, is_storage_failure, no_room
 from optimizer.paths import resolve_storage, storage_path
 
 __all__ = ["make_storage", "IN_MEMORY", "shown_url", "study_names", "user_attrs_in_one_transaction", "StudyFull", "storage_error", "storage_failure", "storage_named", "naming_its_storage", "has_heartbeat", "fail_stale_no_retry",
@@ -134,13 +134,6 @@ def storage_error(url: str) -> Iterator[None]:
         if not type(e).__module__.startswith("sqlalchemy"):
             raise
         raise storage_failure(url, e) from None
-
-
-def is_storage_failure(e: BaseException) -> bool:
-    """An error the study storage itself raised (SQLite, SQLAlchemy, Optuna's ``StorageInternalError``), never one
-    of the code around it: what ``storage_named`` may call the storage's failure."""
-    return isinstance(e, (sqlite3.Error, optuna.exceptions.StorageInternalError)) or \
-        type(e).__module__.startswith("sqlalchemy")
 
 
 @contextlib.contextmanager
