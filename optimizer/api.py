@@ -317,10 +317,15 @@ def _spec_day(value: dt.datetime, key: str) -> dt.date:
     if pd.isna(value):
         raise SpecError(key, "is NaT: write a date (YYYY-MM-DD) or leave the key out")
     ts = pd.Timestamp(value)
-    if ts.tzinfo is not None or ts != ts.normalize():
+    if not _midnight(ts):
         raise SpecError(key, f"must be a date (YYYY-MM-DD, a datetime.date or a midnight Timestamp without a time "
                              f"zone), got {value!r}, which has a time of day or a time zone")
     return ts.date()
+
+
+def _midnight(ts: pd.Timestamp) -> bool:
+    """The one rule for an instant given where the API takes a day: a tz-naive midnight (not NaT) is that day."""
+    return not pd.isna(ts) and ts.tzinfo is None and ts == ts.normalize()
 
 
 def _check_days(**values: Any) -> None:
@@ -330,7 +335,7 @@ def _check_days(**values: Any) -> None:
     are checked where they are read."""
     for name, value in values.items():
         ts = pd.Timestamp(value) if isinstance(value, (dt.datetime, np.datetime64)) else None
-        if ts is not None and (pd.isna(ts) or ts.tzinfo is not None or ts != ts.normalize()):
+        if ts is not None and not _midnight(ts):
             raise ParameterError(f"{name} must be a date (YYYY-MM-DD, a datetime.date or a midnight Timestamp "
                                  f"without a time zone), got {name}={value!r}")
 
