@@ -315,7 +315,7 @@ def trial_detail(storage: Any, name: str, number: int) -> dict[str, Any]:
     lost = lost_reason(t) or _stale_running(storage, t)  # why the heartbeat check failed it, or will
     # the spec's fixed values are a trial's only with what it drew: a trial that drew nothing (its ConfigRecord is
     # written as soon as it has drawn) shows no parameters and says why, never the spec's fixed values as its own
-    drew = bool(t.params) or rec.config_record is not None or t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    drew = bool(t.params) or rec.config_record is not None or done
     doc["params"] = effective_params(t.params, spec) if drew else {}
     if not drew:
         doc["params_note"] = _none_drawn(t, rec.fail_reason, lost)
