@@ -19,8 +19,9 @@ Public API
 - ``ref_trades(panel, display, buy, sell, exit, costs, sig_start, sig_end, data_end) -> pd.DataFrame``
   (one position per symbol, symbol-major loop; ``buy`` / ``sell`` a number or a (T,) array of per-session values)
 - ``ref_trades_capped(panel, display, buy, sell, exit, costs, sig_start, sig_end, data_end,
-  max_positions=None, max_per_sector=None, risk=None) -> pd.DataFrame`` (date-major loop across symbols, with the
-  portfolio rules of ``risk``; the frame carries ``weight`` and ``mult`` columns)
+  max_positions=None, max_per_sector=None, risk=None, carried=()) -> pd.DataFrame`` (date-major loop across
+  symbols, with the portfolio rules of ``risk``; the frame carries ``weight`` and ``mult`` columns; ``carried``:
+  positions held by someone else that count against the caps)
 - ``ref_weights(trades, panel, exit, costs, risk) -> (weight, mult)`` (sizing of trades after the fact)
 - ``ref_count_signals(display, buy, sig_start, sig_end) -> int``
 - ``ref_benchmark(open_col, h, cost, sig_start, sig_end, data_end) -> float``
@@ -585,7 +586,8 @@ def _corr(close: np.ndarray, a: int, b: int, t: int, window: int) -> float:
 
 def ref_trades_capped(panel, display, buy, sell, exit: RefExit, costs, sig_start: int, sig_end: int,
                       data_end: int, max_positions: int | None = None,
-                      max_per_sector: int | None = None, risk: RefRisk | None = None) -> pd.DataFrame:
+                      max_per_sector: int | None = None, risk: RefRisk | None = None,
+                      carried=()) -> pd.DataFrame:
     """Trades with position caps and portfolio rules: a date-major loop across symbols.
 
     At the close of t the flat symbols with an accumulation signal compete for the slots free at open t+1
@@ -595,8 +597,18 @@ def ref_trades_capped(panel, display, buy, sell, exit: RefExit, costs, sig_start
     refused (corr_cap); no candidate enters while the drawdown breaker is tripped (equity more than dd_breaker
     below its peak at the close of t; dd_cooloff sessions later the peak restarts at the equity of that close);
     every position gets its sizing weight at its signal close.
+
+    ``carried``: positions someone else holds, ``(symbol, entry_idx, exit_idx, exit_reason)`` (a reason of
+    ``REF_EXIT_REASONS``): each is in the list of positions held through open k+1 (the caps, its sector, the
+    correlation cap) when it has entered by that open and has not left before it. A position that exits AT an
+    open (a close signal, fixed, max_days, time_stop) has left before the open of its exit row; one that exits
+    during its exit bar (a stop, the target) still holds it at that open; an open-at-end one leaves at that row's
+    close. Carried positions are never traded or reported; the caller keeps their symbols out of the candidates.
     """
     risk = risk or RefRisk()
+    at_open = ("fixed", "first_dist", "2x_consec_dist", "score_decay", "max_days", "time_stop")
+    for cs, ce, cx, cr in carried:
+        assert cr in REF_EXIT_REASONS, cr
     P = _prices(panel)
     close = P["close"]
     disp = np.asarray(display, dtype=np.float64)
@@ -659,6 +671,10 @@ def ref_trades_capped(panel, display, buy, sell, exit: RefExit, costs, sig_start
             return due is not None and due <= k + 1 and bool(np.isfinite(P["open"][k + 1, s]))
 
         held = [s for s in range(N) if pos[s] is not None and not frees(s)]
+        for cs, ce, cx, cr in carried:
+            left = cx < k + 1 or (cx == k + 1 and cr in at_open)
+            if ce <= k + 1 and not left:
+                held.append(int(cs))
         n_held = len(held)
         per_sector: dict[str, int] = {}
         for s in held:

@@ -82,7 +82,7 @@ def test_toy_two_windows_the_carried_trade_blocks_the_entry_and_the_later_entry_
     wins = [Window(0, 0, 2, 2, 8), Window(1, 0, 8, 8, 14)]
     th, ex, co = Thresholds(70.0, 30.0), ExitParams("fixed", hold_days=4), Costs(0.0, 0.0)
 
-    def run(r, held):
+    def run(r, held, carried=None):  # no caps: the carried trades hold no slot that matters
         w = r.window
         disp = D if held is None else wfmod._blocked_display(D, w.test_start, held)
         return SimpleNamespace(window=w, trades=simulate(p, disp, th, ex, co, Span(w.test_start, w.test_end,

@@ -339,6 +339,7 @@ def _simulate_block(
     a, b, O, H, L, C, A, disp, ts, tl, tp, sg, ws, wl, wp, lo, rng, fused,
     buy, sell, rule, hold_days, max_days, stop_loss, take_profit, time_stop, atr_stop, trail_stop,
     sig_start, sig_end, data_end, entry_ok, max_positions, max_per_sector, sector_id, n_sectors,
+    c_sym, c_entry, c_until,
     cost, sizing, risk_fraction, max_weight, kelly_fraction, kelly_window, mult, use_mult, atr_med,
     dd_breaker, dd_cooloff, corr_cap, corr_window,
     o_sym, o_sig, o_ent, o_ext, o_ep, o_xp, o_rsn, o_score, o_w, o_m, off, cap,
@@ -364,6 +365,13 @@ def _simulate_block(
     hold_days / max_days / time_stop: -1 when unused; stop_loss / take_profit / atr_stop / trail_stop / dd_breaker /
     corr_cap: NaN when unused; max_positions / max_per_sector: -1 when uncapped; entry_ok (T,) bool: sessions whose
     close may open a position; buy / sell (T,): the thresholds of each session's close.
+
+    Carried positions (``c_sym``, ``c_entry``, ``c_until``: empty when none): positions the run does not own (the
+    walk-forward's book holds them from an earlier window). Carried position j holds a slot of its symbol's sector
+    and of ``max_positions`` for the entries decided at the close of t when c_entry[j] <= t + 1 < c_until[j] (its
+    entry open, and the first open it no longer holds: its exit row for an exit due at an open, the row after it
+    for an intraday or open-at-end exit: the engine's own rule), and the correlation cap compares the candidates
+    with it; it is never traded, and its symbol is not blocked here (the caller's display does that).
     """
     M = b - a
     in_pos = np.zeros(M, np.bool_)
@@ -384,6 +392,8 @@ def _simulate_block(
     pos_w = np.ones(M, np.float64)          # sizing weight and regime multiplier, fixed at the signal close
     pos_m = np.ones(M, np.float64)
     free_next = np.zeros(M, np.bool_)
+    n_car = c_sym.shape[0]
+    car_on = np.zeros(n_car, np.bool_)      # carried positions holding a slot at the next open
     capped = max_positions >= 0 or max_per_sector >= 0
     breaker = dd_breaker == dd_breaker
     corr_on = corr_cap == corr_cap
@@ -527,8 +537,16 @@ def _simulate_block(
                     freeing += 1
                     if sector_id[s] >= 0:
                         sec_count[sector_id[s]] -= 1
+            # carried positions held through the next open take their slots
+            carried = 0
+            for j in range(n_car):
+                car_on[j] = c_entry[j] <= t + 1 and t + 1 < c_until[j]
+                if car_on[j]:
+                    carried += 1
+                    if sector_id[c_sym[j]] >= 0:
+                        sec_count[sector_id[c_sym[j]]] += 1
             order = np.argsort(-cand_score[:nc], kind="mergesort")
-            slots = (max_positions - (n_open - freeing)) if max_positions >= 0 else nc
+            slots = (max_positions - (n_open - freeing) - carried) if max_positions >= 0 else nc
             taken = 0
             for j in range(nc):
                 if taken >= slots:
@@ -545,6 +563,11 @@ def _simulate_block(
                             if _corr(C, a + i, a + q, t, corr_window, min_obs) > corr_cap:  # NaN -> False
                                 bad = True
                                 break
+                    for u in range(n_car):
+                        if bad:
+                            break
+                        if car_on[u] and _corr(C, a + i, c_sym[u], t, corr_window, min_obs) > corr_cap:
+                            bad = True
                     if bad:
                         continue
                 pend_entry[i] = t + 1
@@ -563,6 +586,9 @@ def _simulate_block(
                     s = a + i
                     if sector_id[s] >= 0:
                         sec_count[sector_id[s]] += 1
+            for j in range(n_car):
+                if car_on[j] and sector_id[c_sym[j]] >= 0:
+                    sec_count[sector_id[c_sym[j]]] -= 1
     # positions still open at the end of the data
     last = data_end - 1
     for i in range(M):
@@ -582,6 +608,7 @@ def simulate_nb(
     O, H, L, C, A, disp, ts, tl, tp, sg, ws, wl, wp, lo, rng, fused,
     buy, sell, rule, hold_days, max_days, stop_loss, take_profit, time_stop, atr_stop, trail_stop,
     sig_start, sig_end, data_end, entry_ok, max_positions, max_per_sector, sector_id, n_sectors,
+    c_sym, c_entry, c_until,
     cost, sizing, risk_fraction, max_weight, kelly_fraction, kelly_window, mult, use_mult, atr_med,
     dd_breaker, dd_cooloff, corr_cap, corr_window, cap,
 ):
@@ -596,6 +623,7 @@ def simulate_nb(
         0, N, O, H, L, C, A, disp, ts, tl, tp, sg, ws, wl, wp, lo, rng, fused,
         buy, sell, rule, hold_days, max_days, stop_loss, take_profit, time_stop, atr_stop, trail_stop,
         sig_start, sig_end, data_end, entry_ok, max_positions, max_per_sector, sector_id, n_sectors,
+        c_sym, c_entry, c_until,
         cost, sizing, risk_fraction, max_weight, kelly_fraction, kelly_window, mult, use_mult, atr_med,
         dd_breaker, dd_cooloff, corr_cap, corr_window,
         o_sym, o_sig, o_ent, o_ext, o_ep, o_xp, o_rsn, o_score, o_w, o_m, 0, cap,

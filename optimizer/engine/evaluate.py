@@ -220,10 +220,12 @@ class Evaluator:
 
     def run(
         self, config: Config, span: Span | None = None, display: np.ndarray | None = None,
-        entry_ok: np.ndarray | None = None,
+        entry_ok: np.ndarray | None = None, carried: Trades | None = None,
     ) -> Result:
         """Simulate ``config`` on ``span`` and measure it. Without ``display`` the score is combined inside the
-        simulation from the cached terms (never materialised); a given ``display`` (T x N) is used as is."""
+        simulation from the cached terms (never materialised); a given ``display`` (T x N) is used as is.
+        ``carried``: positions held by someone else that count against the caps (``simulate_counted``; the
+        walk-forward's book)."""
         span = span or Span.full(self.panel)
         if display is not None:
             score = display
@@ -234,7 +236,7 @@ class Evaluator:
         trades, n_sig = simulate_counted(self.panel, score, config.thresholds, config.exit, config.costs, span,
                                          config.caps, entry_ok, prices=self.prices, risk=config.risk,
                                          rows=config.regime.threshold_rows(config.thresholds, self.regime_codes())
-                                         if config.regime.thresholded else None)
+                                         if config.regime.thresholded else None, carried=carried)
         m = run_metrics(trades, self.panel, span, n_sig, bench=self.bench)
         return Result(config, span, trades, m, score)
 

@@ -29,7 +29,7 @@ from optimizer.params import EXIT_RULES, check_fields
 
 __all__ = [
     "ExitParams", "Costs", "Thresholds", "Span", "Caps", "RiskParams", "Trades", "simulate", "simulate_counted",
-    "SymbolMajorPrices", "EXIT_REASONS", "INTRADAY_REASONS",
+    "SymbolMajorPrices", "EXIT_REASONS", "INTRADAY_REASONS", "carried_slots",
 ]
 
 EXIT_REASONS = ("fixed", "first_dist", "2x_consec_dist", "score_decay", "max_days", "time_stop", "stop_loss",
@@ -355,15 +355,18 @@ def simulate(
     entry_ok: np.ndarray | None = None,
     risk: RiskParams | None = None,
     rows: tuple[np.ndarray, np.ndarray] | None = None,
+    carried: Trades | None = None,
 ) -> Trades:
     """Simulate one configuration. Pure; reads ``panel`` arrays, never mutates them.
 
     ``display`` is the (T x N) display score or its uncombined ``ScoreTerms``. ``entry_ok`` (T,) bool restricts the
     sessions whose close may open a position (regime filters); exits are never filtered. ``risk``: sizing and
     portfolio rules (default: equal weights, no portfolio rule). ``rows``: per-session (buy, sell) thresholds
-    (T,) arrays replacing ``thresholds`` (regime-conditional thresholds).
+    (T,) arrays replacing ``thresholds`` (regime-conditional thresholds). ``carried``: positions held by someone
+    else that count against the caps (``simulate_counted``).
     """
-    return simulate_counted(panel, display, thresholds, exit, costs, span, caps, entry_ok, risk=risk, rows=rows)[0]
+    return simulate_counted(panel, display, thresholds, exit, costs, span, caps, entry_ok, risk=risk, rows=rows,
+                            carried=carried)[0]
 
 
 def _threshold_rows(thresholds: Thresholds, rows: tuple[np.ndarray, np.ndarray] | None, T: int,
@@ -382,6 +385,26 @@ def _threshold_rows(thresholds: Thresholds, rows: tuple[np.ndarray, np.ndarray] 
     return buy, sell
 
 
+_FREED_AFTER_BAR = np.array([r in INTRADAY_REASONS or r == "open_at_end" for r in EXIT_REASONS])
+_NO_CARRIED = tuple(np.zeros(0, np.int64) for _ in range(3))
+
+
+def carried_slots(carried: Trades | None, start: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The date-major kernel's view of positions a run does not own (``simulate_counted(carried=)``): per position,
+    its symbol, its entry row and the first open at which its slot is free again (the engine's own rule, docs/
+    ENGINE.md "Trades": the exit row for an exit due at an open, the row after it for an intraday exit, which still
+    holds its slot at that open, and for an open-at-end trade, which the account lets go at that row's close).
+    Only the positions that hold a slot at some open after ``start`` are kept (empty int64 arrays when none)."""
+    if carried is None or len(carried) == 0:
+        return _NO_CARRIED
+    ext = np.asarray(carried.exit_idx, dtype=np.int64)
+    until = ext + _FREED_AFTER_BAR[np.asarray(carried.exit_reason, dtype=np.int64)]
+    keep = until > start + 1
+    return (np.ascontiguousarray(np.asarray(carried.symbol, dtype=np.int64)[keep]),
+            np.ascontiguousarray(np.asarray(carried.entry_idx, dtype=np.int64)[keep]),
+            np.ascontiguousarray(until[keep]))
+
+
 def simulate_counted(
     panel: Panel,
     score: np.ndarray | ScoreTerms,
@@ -395,6 +418,7 @@ def simulate_counted(
     kernel: str | None = None,
     risk: RiskParams | None = None,
     rows: tuple[np.ndarray, np.ndarray] | None = None,
+    carried: Trades | None = None,
 ) -> tuple[Trades, int]:
     """``simulate`` plus the accumulation-signal count of the same pass (``signals.count_signals`` of the display).
 
@@ -407,6 +431,12 @@ def simulate_counted(
     Otherwise sizing weights are computed from the trades afterwards (``trade_weights_nb``, the same rule).
     ``prices``: the panel's cached ``SymbolMajorPrices`` (else copied per call). ``kernel`` ("date" or "symbol")
     forces a kernel (tests: both give the same trades). One numba specialization per kernel serves every call.
+    ``carried``: positions the run does not own but that count against its caps (the walk-forward's book: trades
+    an earlier window opened, still held into this run's span): each holds a slot of ``max_positions`` and of its
+    sector's ``max_per_sector`` from its entry open until it frees it as the engine's own positions do (at its exit
+    open for an exit due at an open, after its exit bar for an intraday or open-at-end exit), and the correlation
+    cap compares candidates with it (``carried_slots``). They are never traded or returned, and their symbols are
+    not blocked (the caller blocks them). Without caps or ``corr_cap`` they change nothing.
     """
     T, N = panel.shape
     risk = risk or _DEFAULT_RISK
@@ -454,6 +484,7 @@ def simulate_counted(
                    int(risk.kelly_window), mult, bool(risk.regime_sizing), atr_med)
     rows_n = span.data_end - span.sig_start
     w = m = None
+    c_sym, c_entry, c_until = carried_slots(carried, span.sig_start)
     if date_major:
         if capped:
             sid, nsec = _sector_ids(panel)
@@ -466,7 +497,7 @@ def simulate_counted(
                 nan if risk.corr_cap is None else float(risk.corr_cap), int(risk.corr_window))
         cap = rows_n * N // 8 + 16
         while True:  # a retry with the exact count (a trade spans >= 1 session: rows x N always fits)
-            out = simulate_nb(O, H, L, C, A, *src, *rule_args, mp, ms, sid, nsec, *port, cap)
+            out = simulate_nb(O, H, L, C, A, *src, *rule_args, mp, ms, sid, nsec, c_sym, c_entry, c_until, *port, cap)
             if out[0]:
                 break
             cap = max(int(out[1]), 2 * cap)

@@ -10,7 +10,8 @@ end). DSR and PBO count the distinct configurations each window's study tried (`
 Every verdict statistic runs on returns in excess of the matched random-entry benchmark; raw figures are kept
 beside them. The run: ``_run_window`` per window (study, winner, OOS evaluation, the window's in-sample DSR, PBO
 and SPA over every distinct configuration its study tried), then ``_book`` (the windows' OOS runs as one continuous
-account: no window enters a symbol a previous window's trade still holds), ``_stitch`` (the OOS trades as one record),
+account: no window enters a symbol a previous window's trade still holds, whose positions count against its
+caps), ``_stitch`` (the OOS trades as one record),
 ``_statistics``, ``_decide`` (the ``Verdict``) and ``_tables``; ``save_walkforward`` writes the files.
 
 Out-of-sample trades overlap in time and move together, so the verdict's significance is computed on the DAILY
@@ -599,18 +600,21 @@ def _window_figures(ctx: _RunContext, w: Window, data: StudyData, cfg: Config, c
             "pbo_skipped": pbo_skipped, "cpcv": cpcv, "spa": spa, "spa_skipped": spa_skipped}
 
 
-def _oos_run(ctx: _RunContext, w: Window, cfg: Config, held: np.ndarray | None = None) -> tuple[Result, Span]:
+def _oos_run(ctx: _RunContext, w: Window, cfg: Config, held: np.ndarray | None = None,
+             carried: Trades | None = None) -> tuple[Result, Span]:
     """The winner's one out-of-sample run on the window's test span: signals on [test start, test end), trades
     closing up to ``purge`` sessions later (data end = test end + purge, at most the visible sessions; a trade
     still open there is open at end), on the panel cut at that data end, with the spec's regime filter. ``held``
     (per symbol, the last row the book holds it on, ``_book``): no entry on a signal before that row
-    (``_blocked_display``)."""
+    (``_blocked_display``); ``carried``: the book's trades held into the window, which take their slots of the
+    position caps until they exit (``simulate_counted(carried=)``)."""
     data_end = min(w.test_end + ctx.purge, ctx.limit)
     oos_panel = ctx.panel.slice(0, data_end)
     span = Span(w.test_start, w.test_end, data_end)
     ev = Evaluator(oos_panel, min_periods=ctx.spec.data.min_periods)
     disp = None if held is None else _blocked_display(ev.display(cfg), w.test_start, held)
-    return ev.run(cfg, span, display=disp, entry_ok=regime_entry_mask(oos_panel, ctx.spec.data.regime)), span
+    return ev.run(cfg, span, display=disp, entry_ok=regime_entry_mask(oos_panel, ctx.spec.data.regime),
+                  carried=carried), span
 
 
 def _blocked_display(display: np.ndarray, start: int, held: np.ndarray) -> np.ndarray:
@@ -626,40 +630,81 @@ def _blocked_display(display: np.ndarray, start: int, held: np.ndarray) -> np.nd
     return out
 
 
-def _book(results: list[Any], run: Callable[[Any, np.ndarray | None], Any], n_symbols: int) -> list[Any]:
+def _book(results: list[Any], run: Callable[[Any, np.ndarray | None, Trades | None], Any],
+          n_symbols: int) -> list[Any]:
     """The windows' out-of-sample runs as ONE continuous book, in window order: a trade a window opened runs to its
     own exit under that window's configuration (up to ``purge`` sessions past its test end, or open at its data
-    end, where the account lets it go: ``_account_trades``), and a later window's configuration may not enter a
-    symbol on a signal before the row the book's trade of it exits on. ``run(result, held)`` runs a window with
-    ``held`` (per symbol, the last row the book holds it on; None when nothing the book holds reaches past the
-    window's test start: then the window's own run, started flat, is the book's) and returns an object with the
-    ``trades`` it took. Computed by the coordinator from the windows' stored results: the same in a single
-    process, with ``--jobs`` and with workers, and from cached window studies."""
+    end, where the account lets it go: ``_account_trades``), a later window's configuration may not enter a
+    symbol on a signal before the row the book's trade of it exits on, and the book's trades still held take
+    their slots of that configuration's position caps until they exit. ``run(result, held, carried)`` runs a
+    window with ``held`` (per symbol, the last row the book holds it on) and ``carried`` (the book's trades that
+    exit after the window's test start), both None when nothing the book holds reaches past the window's test
+    start (then the window's own run, started flat, is the book's), and returns an object with the ``trades`` it
+    took. Computed by the coordinator from the windows' stored results: the same in a single process, with
+    ``--jobs`` and with workers, and from cached window studies."""
     held = np.full(n_symbols, -1, dtype=np.int64)
+    taken: list[Trades] = []
     out = []
     for r in results:
-        block = held.copy() if (held > r.window.test_start).any() else None
-        res = run(r, block)
+        start = r.window.test_start
+        block = carried = None
+        if (held > start).any():
+            block = held.copy()
+            carried = _carried(taken, start)
+        res = run(r, block, carried)
         t = res.trades
         np.maximum.at(held, np.asarray(t.symbol, dtype=np.int64), np.asarray(t.exit_idx, dtype=np.int64))
+        taken.append(t)
         out.append(res)
     return out
 
 
-def _book_window(ctx: _RunContext, r: WindowResult, held: np.ndarray | None) -> WindowResult:
+def _carried(parts: list[Trades], start: int) -> Trades:
+    """The book's trades (``parts``: each window's, in window order) whose exit row is after ``start``: those that
+    can still hold a slot at an open after ``start`` (only their symbol, rows and exit reason are read)."""
+    sym, ent, ext, rsn = (np.concatenate([np.asarray(getattr(p, k), dtype=np.int64) for p in parts])
+                          for k in ("symbol", "entry_idx", "exit_idx", "exit_reason"))
+    keep = ext > start
+    z = np.zeros(int(keep.sum()))
+    return Trades(sym[keep], ent[keep] - 1, ent[keep], ext[keep], z + 1.0, z + 1.0, rsn[keep], z)
+
+
+def _book_window(ctx: _RunContext, r: WindowResult, held: np.ndarray | None,
+                 carried: Trades | None = None) -> WindowResult:
     """``r`` as the book takes it (``_book``): unchanged when nothing is held into its test span, else its winner
-    run again with the symbols the book holds blocked until their exit, with its per-trade excess over the
-    window's benchmark and metrics, and ``book``: the symbols blocked, the window's own entries refused and the
-    entries it made instead after the book's exits."""
+    run again with the symbols the book holds blocked until their exit and the book's trades still held taking
+    their slots of the position caps, with its per-trade excess over the window's benchmark and metrics, and
+    ``book``: the symbols blocked, the window's own entries refused, the entries it made instead, and
+    ``capped``: the refused entries whose symbol the book left free at the signal (neither blocked nor held by
+    the window's own book run): refused by the caps (or a portfolio rule), whose slots the book's positions held."""
     if held is None:
         return r
-    res, span = _oos_run(ctx, r.window, r.cfg(ctx.spec), held)
+    res, span = _oos_run(ctx, r.window, r.cfg(ctx.spec), held, carried)
     own = set(zip(r.trades.symbol.tolist(), r.trades.entry_idx.tolist()))
     took = set(zip(res.trades.symbol.tolist(), res.trades.entry_idx.tolist()))
-    book = {"symbols_blocked": int(np.count_nonzero(held > r.window.test_start)), "refused": len(own - took),
-            "added": len(took - own)}
+    refused = own - took
+    book = {"symbols_blocked": int(np.count_nonzero(held > r.window.test_start)), "refused": len(refused),
+            "added": len(took - own), "capped": _capped(refused, held, res.trades)}
     return replace(r, trades=res.trades, excess=ctx.bench.excess(res.trades, span), oos_metrics=res.metrics,
                    book=book)
+
+
+def _capped(refused: set[tuple[int, int]], held: np.ndarray, trades: Trades) -> int:
+    """How many of the ``refused`` (symbol, entry row) entries had their symbol free in the book at the signal
+    close (entry row - 1): not blocked (``held``: the book's exit row of the symbol before the window; a signal
+    before it is blocked) and not in a position of the window's book run (``trades``) at that close. Such an entry
+    was refused by the position caps (or a portfolio rule); without caps and portfolio rules there is none: the
+    symbols are independent and a free symbol's signal enters."""
+    n = 0
+    for s, e in refused:
+        g = e - 1
+        if g < held[s]:
+            continue
+        mine = trades.symbol == s
+        if np.any((trades.entry_idx[mine] <= g) & (trades.exit_idx[mine] > g)):
+            continue
+        n += 1
+    return n
 
 
 _TRADE_ARRAYS = ("symbol", "signal_idx", "entry_idx", "exit_idx", "entry_price", "exit_price", "exit_reason", "score")
@@ -1091,14 +1136,16 @@ def settings_rows(st: dict[str, Any] | None) -> list[tuple[str, str]]:
 def book_text(stats: dict[str, Any] | None) -> str:
     """What the one book changed (``stats["book"]``, docs/STATS.md "One book") as one line, for the terminal and the
     report: the windows run again with symbols blocked, the symbols held into them (summed over those windows),
-    their own entries refused and the entries made instead after the book's exits."""
+    their own entries refused (of them, when any, those the position caps refused: the book's positions held the
+    slots) and the entries made instead after the book's exits."""
     b = (stats or {}).get("book")
     if not b:
         return "not recorded (a run saved before result.json held it)"
     if not b["windows_blocked"]:
         return "no window blocked: no trade was held into a later window's test span"
+    capped = f" ({b['capped']} by the position caps)" if b.get("capped") else ""
     return (f"{b['windows_blocked']} window(s), {b['symbols_blocked']} held symbol(s) blocked: {b['refused']} entries "
-            f"refused, {b['added']} added")
+            f"refused{capped}, {b['added']} added")
 
 
 def _f(v: Any) -> float:
@@ -1345,12 +1392,12 @@ def _statistics(ctx: _RunContext, results: list[WindowResult], trades: Trades, d
                     "gate": SPA_GATE}
 
     def at_cost(k: float) -> dict[str, float]:
-        def run(r: WindowResult, held: np.ndarray | None) -> Any:  # the book at k times the costs (``_book``)
+        def run(r: WindowResult, held: np.ndarray | None, carried: Trades | None) -> Any:  # the book at k x costs
             cfg = r.cfg(ctx.spec)
             cfg = replace(cfg, costs=cfg.costs.scaled(k))
             sp = Span(r.window.test_start, r.window.test_end, min(r.window.test_end + ctx.purge, ctx.limit))
             disp = None if held is None else _blocked_display(ev_all.display(cfg), sp.sig_start, held)
-            res = ev_all.run(cfg, sp, display=disp, entry_ok=mask_all)
+            res = ev_all.run(cfg, sp, display=disp, entry_ok=mask_all, carried=carried)
             return SimpleNamespace(trades=res.trades, excess=ev_all.bench.excess(res.trades, sp))
 
         ex = [b.excess for b in _book(results, run, len(p.symbols))]
@@ -1363,7 +1410,7 @@ def _statistics(ctx: _RunContext, results: list[WindowResult], trades: Trades, d
     stats["cost_stress_wording"] = cost_stress_wording(cs)
     changed = [r.book for r in results if r.book]
     stats["book"] = {"windows_blocked": len(changed),
-                     **{k: int(sum(b[k] for b in changed)) for k in ("symbols_blocked", "refused", "added")}}
+                     **{k: int(sum(b[k] for b in changed)) for k in ("symbols_blocked", "refused", "added", "capped")}}
     return stats
 
 
