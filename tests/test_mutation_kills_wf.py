@@ -11,6 +11,7 @@ and the files written.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import warnings
@@ -1164,7 +1165,7 @@ def test_claimed_windows_equal_the_single_process_run(wf, tmp_path):
             wfmod._child(ctx3, {wfmod._window_name(ctx3, w): w for w in windows3}, run3, pipe)
             assert pipe.closed and [n for n, _ in pipe.sent] == names
             # each window's own result (its run started flat); the coordinator makes them one book (``_book``)
-            sent = wfmod._book([r for _, r in pipe.sent], lambda r, held, carried: wfmod._book_window(ctx3, r, held, carried), N)
+            sent = wfmod._book([r for _, r in pipe.sent], functools.partial(wfmod._book_window, ctx3), N)
             for r, w in zip(sent, wf["res"].windows):
                 assert (r.params, r.oos_metrics, r.n_trials_tried, r.n_configs) == (w.params, w.oos_metrics, 6, w.n_configs)
             wfmod._child(ctx3, {wfmod._window_name(ctx3, w): w for w in windows3}, run3, None)  # every window done

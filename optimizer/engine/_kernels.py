@@ -612,7 +612,8 @@ def simulate_nb(
     cost, sizing, risk_fraction, max_weight, kelly_fraction, kelly_window, mult, use_mult, atr_med,
     dd_breaker, dd_cooloff, corr_cap, corr_window, cap,
 ):
-    """Every symbol in one date-major pass (position caps and portfolio rules allowed). Returns (ok, trades,
+    """Every symbol in one date-major pass (position caps and portfolio rules allowed; carried positions, held by
+    someone else, take their slots: ``c_sym``, ``c_entry``, ``c_until``, empty when none). Returns (ok, trades,
     accumulation signals, trade arrays..., weights, multipliers); ok is False when ``cap`` was too small (the
     arrays are then empty: retry with cap=trades). Matrices indexed [symbol, session]."""
     N = O.shape[0]
