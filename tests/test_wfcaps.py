@@ -205,7 +205,7 @@ def test_carried_positions_match_the_reference_on_random_configurations():
         compare_trades(ref, fast_frame(fast), where, panel.symbols)
         key = ["symbol", "entry_idx"]
         bound += not ref[key].reset_index(drop=True).equals(free[key].reset_index(drop=True))
-    assert bound >= 5, bound
+    assert bound >= 10, bound  # 14 of 14 on this seed
 
 
 def test_without_caps_the_carried_positions_change_nothing():
