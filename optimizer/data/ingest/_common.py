@@ -63,6 +63,7 @@ __all__ = [
     "repr_sql",
     "split_sql",
     "lines_relation",
+    "csv_relation",
     "frame_relation",
     "csv_header",
     "unread_warnings",
@@ -173,6 +174,9 @@ class Spec:
     keep: tuple[str, ...] = ()
     raw_in_rows: bool = False
     typed: dict[str, str] = field(default_factory=dict)  # column -> SQL replacing the generic typed expression
+    # number columns the relation gives parsed (``_v_<name>``, no text: csv_relation); a row whose value there is not
+    # finite is a format error worded only roughly: such a file must be read again by the line path to be told
+    parsed: tuple[str, ...] = ()
 
 
 @dataclass
@@ -338,6 +342,36 @@ def lines_relation(index: dict[str, int], delim: str, fids: Sequence[int], *, tr
             f"JOIN {FILES} p ON p._fid = s._fid{last})")
 
 
+def csv_relation(index: dict[str, int], names: Sequence[str], delim: str, files: Sequence[tuple[int, str, int]],
+                 parsed: Sequence[str] = ()) -> str:
+    """The relation :func:`lines_relation` gives, read by DuckDB's CSV reader from fast-path files
+    (``_source.probe_delimited``): ``files`` = (fid, path of its data lines, number of data lines), ``names`` the
+    header's field names in order, ``index`` as in :func:`lines_relation`. The number columns ``parsed`` are read as
+    DOUBLE by the reader (the cast ``TRY_CAST(.. AS DOUBLE)`` is), given as ``_v_<name>`` (NULL when empty) instead
+    of their text (:attr:`Spec.parsed`); a value the cast refuses fails the statement. Line numbers: the reader
+    returns the rows of the files in the order listed and of each file in file order (DuckDB preserves insertion
+    order), so row r of the scan is data line r - (rows of the files before) of its file, physical line that + 1
+    (after the header). The probe proved every data line holds ``len(names)`` fields, no quote and nothing to trim;
+    an empty text field is '' (``force_not_null``), as the line path's split gives."""
+    cols = {f"c{i}": n for i, n in enumerate(names)}
+    types = ", ".join(f"'{c}': '{'DOUBLE' if n in parsed else 'VARCHAR'}'" for c, n in cols.items())
+    paths = ", ".join(sql_str(p) for _, p, _ in files)
+    starts, first = [], 1
+    for fid, path, rows in files:
+        starts.append(f"({int(fid)}, {sql_str(path)}, {first})")
+        first += int(rows)
+    fields = ", ".join(f'c."c{i}" AS "{_num_value_name(n) if n in parsed else "t_" + n}"' for n, i in index.items())
+    text = [c for c, n in cols.items() if n not in parsed]
+    reader = (f"read_csv([{paths}], delim={sql_str(delim)}, header=false, auto_detect=false, quote='', escape='', "
+              f"comment='', null_padding=false, strict_mode=true, filename=true, columns={{{types}}}, "
+              f"force_not_null=[{', '.join(sql_str(c) for c in text)}])")
+    return (f"(SELECT CAST(m._fid AS BIGINT) AS _fid, CAST(c._r - m._first + 2 AS BIGINT) AS line, "
+            f"CAST({len(names)} AS BIGINT) AS _n, false AS _q, {fields}, p.* EXCLUDE (_fid) "
+            f"FROM (SELECT row_number() OVER () AS _r, * FROM {reader}) c "
+            f"JOIN (VALUES {', '.join(starts)}) m(_fid, _path, _first) ON m._path = c.filename "
+            f"JOIN {FILES} p ON p._fid = m._fid)")
+
+
 def frame_relation(ctx: Ctx, fid: int, frame: pd.DataFrame, ncols: int) -> str:
     """Register ``frame`` (columns line, raw, t_<name> as str) of file ``fid`` as a relation like
     :func:`lines_relation` (plus ``raw``)."""
@@ -421,7 +455,11 @@ def _typed(c: Col) -> str:
 
 def _num_value(c: Col) -> str:
     """The column of the rows relation holding a number column's parsed value (before the '_' / finite rules)."""
-    return f"_v_{c.name}"
+    return _num_value_name(c.name)
+
+
+def _num_value_name(name: str) -> str:
+    return f"_v_{name}"
 
 
 # a number with thousands separators: commas only between groups of three digits (1,234.5); a decimal comma
@@ -492,20 +530,22 @@ def stage_rows(ctx: Ctx, spec: Spec, table: str) -> None:
     """Build the rows table ``table`` of a group of files from ``spec`` (module doc)."""
     con = ctx.con
     cols = spec.cols
-    typed = [f'{spec.typed.get(c.name) or _typed(c)} AS "{c.name}"' for c in cols]
+    parsed = [c for c in cols if c.name in spec.parsed]
+    typed = [f'{spec.typed.get(c.name) or (_parsed_typed(c) if c in parsed else _typed(c))} AS "{c.name}"' for c in cols]
     checks: list[tuple[str, str]] = [
         ("_q", sql_str("unterminated quoted field (a quoted value spanning lines is not supported)")),
         (f"_n <> {int(spec.ncols)}", f"printf({sql_str(spec.count_error)}, {int(spec.ncols)}, _n)"),
     ]
     for c in cols:
-        checks += _format_checks(c)
+        checks += _parsed_checks(c) if c in parsed else _format_checks(c)
     checks += list(spec.file_checks)
     sym = next((c.name for c in cols if c.kind == "symbol"), None)
     extras = "".join(f', {e} AS "{n}"' for n, e in spec.extra)
     where = f" WHERE {spec.where}" if spec.where else ""
-    drop = [f"t_{c.name}" for c in cols if c.kind != "symbol" and c.name not in spec.keep] + list(PARAMS)
+    drop = [f"t_{c.name}" for c in cols if c.kind != "symbol" and c.name not in spec.keep and c not in parsed]
+    drop += list(PARAMS) + [_num_value(c) for c in parsed]
     # a number's parsed value is used twice by its typed expression: computed once, in a layer of its own
-    nums = [c for c in cols if c.kind == "number" and c.name not in spec.typed]
+    nums = [c for c in cols if c.kind == "number" and c.name not in spec.typed and c not in parsed]
     drop += [_num_value(c) for c in nums]
     drop_sql = ", ".join(f'"{d}"' for d in drop)
     rel = spec.relation
@@ -525,6 +565,22 @@ def stage_rows(ctx: Ctx, spec: Spec, table: str) -> None:
     )
     if sym is not None:
         _fix_symbols(ctx, table, sym, next(c.lab for c in cols if c.name == sym), spec.date_col)
+
+
+def _parsed_typed(c: Col) -> str:
+    """The typed value of a number column the relation gives parsed (:attr:`Spec.parsed`): as :func:`_typed` (the
+    relation's reader refuses no '_': the fast path takes no file holding one)."""
+    v = f'"{_num_value(c)}"'
+    return f"(CASE WHEN isfinite({v}) THEN {v} END)"
+
+
+def _parsed_checks(c: Col) -> list[tuple[str, str]]:
+    """:func:`_format_checks` of a number column given parsed: empty is 'missing' as there; a value that is not
+    finite is 'non-numeric' without the text (the fast path reads such a file again by the line path, which
+    quotes it)."""
+    v = f'"{_num_value(c)}"'
+    out = [(f"{v} IS NULL", sql_str(f"missing {c.lab} value"))] if c.required else []
+    return out + [(f"{v} IS NOT NULL AND NOT isfinite({v})", sql_str(f"non-numeric {c.lab} (not finite)"))]
 
 
 def _fix_symbols(ctx: Ctx, table: str, sym: str, label: str, date_col: str | None) -> None:
