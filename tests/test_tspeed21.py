@@ -223,3 +223,35 @@ def test_probe_declines_what_it_cannot_hold(tmp_path, monkeypatch):
     assert (d.first, d.last, d.first_no, d.last_no, d.staged, d.rows) == (HEADER, "2", 1, 4, 4, 2)
     assert os.pread(d.fd, 1000, 0) == ("\r\n".join(ROWS[:2]) + "\r\n").encode()
     d.close()
+
+
+def test_duplicates_counted_on_the_symbol_alone_find_what_the_whole_key_finds(tmp_path, monkeypatch):
+    """summarize counts a raw file's duplicate keys on the symbol (Spec.dup_col: the date and facility hold one
+    value in a file without a format error); the oracle counts them on the whole key."""
+    rows = ["20210104|FB|1|0|2|Q", "20210104|META|1|0|2|Q",   # FB is META before 2022-06-09: one key
+            "20210104|BAD$|1|0|2|Q", "20210104|WORSE$|1|0|2|Q",  # two invalid symbols (NULL)
+            "20210104|X|1|0|2|Q", "20210104|Y|1|0|2|Q"]
+    files = [write(tmp_path / "CNMSshvol20210104.txt", finra_text(rows)),
+             write(tmp_path / "FNSQshvol20210104.txt", finra_text(rows[4:])),
+             write(tmp_path / "FNRAshvol.txt", finra_text(rows[:2]))]  # no date in the name: the whole key
+    seen = []
+    spec = finra_short.spec
+
+    def spy(*a):
+        sp = spec(*a)
+        seen.append(sp.dup_col)
+        if not use:
+            sp.dup_col = None
+        return sp
+    monkeypatch.setitem(ing._KINDS, "finra-short", dataclasses.replace(ing._KINDS["finra-short"], spec=spy))
+    use = True
+    got = _ingest(tmp_path / "a.duckdb", files)
+    assert sorted(seen, key=str) == [None, "symbol"]  # batches of 2 and 1 files: the undated one alone
+    use = False
+    want = _ingest(tmp_path / "b.duckdb", files)
+    assert got == want
+    rejects = [(Path(r[0]).name, r[1], r[2][:30]) for r in got[1]["rejects"]]
+    assert ("CNMSshvol20210104.txt", 2, "duplicate key (date, symbol, f") in rejects
+    assert ("CNMSshvol20210104.txt", 3, "duplicate key (date, symbol, f") in rejects
+    assert ("FNRAshvol.txt", 3, "duplicate key (date, symbol, f") in rejects
+    assert len(got[1]["rows"]) == 4

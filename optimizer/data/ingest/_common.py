@@ -177,6 +177,10 @@ class Spec:
     # number columns the relation gives parsed (``_v_<name>``, no text: csv_relation); a row whose value there is not
     # finite is a format error worded only roughly: such a file must be read again by the line path to be told
     parsed: tuple[str, ...] = ()
+    # a key column whose values are distinct within a file exactly when the key's are, in a file without a format
+    # error (the other key columns then hold one value per file: a raw FINRA file's date and facility): the
+    # duplicate count of summarize reads that one column
+    dup_col: str | None = None
 
 
 @dataclass
@@ -619,9 +623,14 @@ def summarize(ctx: Ctx, spec: Spec, table: str, files: dict[int, str]) -> dict[i
     dup_fids = []
     # duplicates: distinct key HASHES first (cheap); equal counts prove there is no duplicate key, fewer trigger
     # the exact check below (a hash collision only costs that check)
+    if spec.dup_col is not None:  # NULL is one value, as in a key: hash() of it is one
+        d = f'"{spec.dup_col}"'
+        n_dup_sql = f"count(*) - count(DISTINCT {d}) - CASE WHEN count({d}) < count(*) THEN 1 ELSE 0 END"
+    else:
+        n_dup_sql = f"count(*) - count(DISTINCT hash({kexpr}))"
     for fid, ferr_line, ferr, n, n_rej, n_dup in con.execute(
         f"SELECT _fid, min(line) FILTER (WHERE _ferr IS NOT NULL), arg_min(_ferr, line) FILTER (WHERE _ferr IS NOT NULL), "
-        f"count(*), count(_reason), count(*) - count(DISTINCT hash({kexpr})) FROM {table} GROUP BY _fid"
+        f"count(*), count(_reason), {n_dup_sql} FROM {table} GROUP BY _fid"
     ).fetchall():
         s = out[int(fid)]
         s.n_rows = int(n)

@@ -200,7 +200,10 @@ def spec(ctx: Ctx, sig: tuple, fids: list[int], preps: dict) -> Spec:
     ctx.ensure_sessions()
     if sig[0] == "raw":
         fast = [(f, preps[f].data.path, preps[f].data.rows) for f in fids] if sig[2:] == ("csv",) else None
-        return _spec_raw(ctx, sig[1], fids, fast)
+        sp = _spec_raw(ctx, sig[1], fids, fast)
+        if all(preps[f].params.get("p_date") is not None for f in fids):
+            sp.dup_col = "symbol"  # every row of a file without a format error has its name's date and its facility
+        return sp
     return _spec_tidy(ctx, dict(sig[1]), sig[2], sig[3], fids)
 
 
