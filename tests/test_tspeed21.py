@@ -255,3 +255,23 @@ def test_duplicates_counted_on_the_symbol_alone_find_what_the_whole_key_finds(tm
     assert ("CNMSshvol20210104.txt", 3, "duplicate key (date, symbol, f") in rejects
     assert ("FNRAshvol.txt", 3, "duplicate key (date, symbol, f") in rejects
     assert len(got[1]["rows"]) == 4
+
+
+def test_the_rows_table_keeps_only_what_is_read_after_it(tmp_path, monkeypatch):
+    """No field count / quote flag, and a symbol's text only where the SQL fast path left the symbol to Python
+    (BAD$ and BRK.A here); the stored rows and rejects are the line path's (first test)."""
+    seen = []
+    summarize = ing.summarize
+
+    def spy(ctx, sp, table, files):
+        cols = [r[0] for r in ctx.con.execute(f"DESCRIBE {table}").fetchall()]
+        texts = sorted(r[0] for r in ctx.con.execute(f"SELECT t_symbol FROM {table} WHERE t_symbol IS NOT NULL").fetchall())
+        seen.append((cols, texts))
+        return summarize(ctx, sp, table, files)
+    monkeypatch.setattr(ing, "summarize", spy)
+    f = write(tmp_path / "CNMSshvol20240102.txt", finra_text(ROWS))
+    _, got = _ingest(tmp_path / "a.duckdb", [f])
+    [(cols, texts)] = seen
+    assert "_n" not in cols and "_q" not in cols and "t_symbol" in cols
+    assert texts == ["BAD$", "BRK.A"]
+    assert len(got["rows"]) == 5 and len(got["rejects"]) == 4

@@ -563,9 +563,15 @@ def stage_rows(ctx: Ctx, spec: Spec, table: str) -> None:
         middle = f'SELECT * EXCLUDE ("{sym}"), {ctx.map_sql(sym_ref, date_ref)} AS "{sym}", {_case(checks)} AS _ferr0 FROM ({inner})'
     else:
         middle = f"SELECT *, {_case(checks)} AS _ferr0 FROM ({inner})"
+    # what the rows table keeps is what the writer and _fix_symbols read: not the field count and quote flag, and the
+    # symbol's text only where the SQL fast path left the symbol NULL (each column kept costs ~0.03 s a million rows)
+    keep_text = f', CASE WHEN "{sym}" IS NULL THEN "t_{sym}" END AS "t_{sym}"' if sym is not None else ""
+    if sym is not None:
+        drop_sql += f', "t_{sym}"'
     con.execute(
         f"CREATE OR REPLACE TABLE {table} AS "
-        f"SELECT * EXCLUDE (_ferr0, {drop_sql}), _ferr0 AS _ferr, {_case(spec.rejects)} AS _reason FROM ({middle})"
+        f"SELECT * EXCLUDE (_ferr0, _n, _q, {drop_sql}){keep_text}, _ferr0 AS _ferr, {_case(spec.rejects)} AS _reason "
+        f"FROM ({middle})"
     )
     if sym is not None:
         _fix_symbols(ctx, table, sym, next(c.lab for c in cols if c.name == sym), spec.date_col)
