@@ -275,3 +275,22 @@ def test_the_rows_table_keeps_only_what_is_read_after_it(tmp_path, monkeypatch):
     assert "_n" not in cols and "_q" not in cols and "t_symbol" in cols
     assert texts == ["BAD$", "BRK.A"]
     assert len(got["rows"]) == 5 and len(got["rejects"]) == 4
+
+
+def test_a_file_names_date_is_parsed_once(tmp_path, monkeypatch):
+    """name_date is asked to order the files and again by a FINRA file's prepare: pandas parses each name once."""
+    import pandas as pd
+
+    parsed = []
+    to_datetime = pd.to_datetime
+
+    def spy(arg, *a, **k):
+        if isinstance(arg, str):
+            parsed.append(arg)
+        return to_datetime(arg, *a, **k)
+    monkeypatch.setattr(pd, "to_datetime", spy)
+    files = [write(tmp_path / f"CNMSshvol2011011{d}.txt", finra_text([f"2011011{d}|A|1|0|2|Q"])) for d in (0, 1)]
+    rep, got = _ingest(tmp_path / "a.duckdb", files)
+    assert rep["exit_code"] == 0 and len(got["rows"]) == 2
+    assert parsed.count("20110110") <= 1 and parsed.count("20110111") <= 1
+    assert ing.name_date(files[0]) == pd.Timestamp("2011-01-10")
