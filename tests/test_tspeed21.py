@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -294,3 +295,19 @@ def test_a_file_names_date_is_parsed_once(tmp_path, monkeypatch):
     assert rep["exit_code"] == 0 and len(got["rows"]) == 2
     assert parsed.count("20110110") <= 1 and parsed.count("20110111") <= 1
     assert ing.name_date(files[0]) == pd.Timestamp("2011-01-10")
+
+
+def test_the_ingest_bench_profile_counts_the_files_each_path_read(monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
+    import importlib
+
+    bench = importlib.import_module("ingest")
+    for name in ("ingest", "_common"):  # bench/'s top-level modules: gone from sys.modules after the test
+        monkeypatch.setitem(sys.modules, name, sys.modules[name])
+    kind = ing._KINDS["finra-short"]
+    got = bench.bench_finra(300, 3, profile=True)
+    assert (got["profile"]["fast_path_files"], got["profile"]["line_path_files"]) == (3, 0)
+    assert got["rows_stored"] == 900 and ing._KINDS["finra-short"] is kind  # the kind put back
+    monkeypatch.setattr(_source, "_FAST", False)
+    got = bench.bench_finra(300, 2, profile=True)
+    assert (got["profile"]["fast_path_files"], got["profile"]["line_path_files"]) == (0, 2)

@@ -6,7 +6,10 @@ order given, so a later path's rows win) and ingests each file in
 ONE transaction (``optimizer.data.store.transaction``). A file is read in bounded memory (``_source``: gzip
 decompressed incrementally under a size and an expansion-ratio cap, UTF-8 text required), staged in DuckDB and
 validated there by SQL over the whole file (``_common``: the one place the rules live; one parser module per
-kind names its columns and rules):
+kind names its columns and rules). A raw FINRA file proven regular over its bytes (``_source.probe_delimited``) is
+not staged line by line: DuckDB's CSV reader reads its data lines (``_common.csv_relation``); such a file with a
+format error, or one the reader refuses, is staged again line by line, which words the error, so every message,
+reject and line number is the line path's:
 
 * A file that breaks a format rule (wrong delimiter, missing column, non-numeric value, truncated gzip, trailer
   count mismatch, unparseable date, ...) changes NO data table. Its status is ``failed`` and its message is

@@ -1,7 +1,7 @@
 """The one place the ingest rules live: DuckDB SQL over a staged file, and the atomic write.
 
 Files are read in batches: each file is staged (``_source``) as its physical lines with its number ``_fid``
-in the batch, and its header / trailer are checked in Python by its parser (one module per kind), which gives
+in the batch (or, a raw FINRA file proven regular, handed to DuckDB's CSV reader: :func:`csv_relation`), and its header / trailer are checked in Python by its parser (one module per kind), which gives
 a layout signature and per-file values (``_ing_files``: p_date, p_facility, p_last, ...). Files with the same
 layout are validated TOGETHER by one SQL statement (planning a statement costs more than running it on a small
 file), and still written one transaction per file:
