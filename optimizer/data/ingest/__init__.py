@@ -645,7 +645,17 @@ def _skipped(e: _Entry) -> FileResult:
     return FileResult(e.file, e.raw.sha256, "skipped_identical", 0, 0, "identical file already ingested")
 
 
-def _stage(ctx: Ctx, kind: str, e: _Entry, history: _History, sink: LineSink, open_writes: set) -> None:
+def _files_read_afresh(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether DuckDB reads a local file from the file itself (the fast path's in-memory files are named
+    /proc/self/fd/N, names a later file reuses: with DuckDB's cache of local files on, the fast path is off)."""
+    try:
+        return con.execute("SELECT current_setting('cache_local_files')").fetchall()[0][0] in (False, "false")
+    except duckdb.Error:  # a DuckDB without the setting: no such cache
+        return True
+
+
+def _stage(ctx: Ctx, kind: str, e: _Entry, history: _History, sink: LineSink, open_writes: set,
+           probe: bool = True) -> None:
     """Read, check and stage one file (sets e.raw / e.prep, or e.result / e.error).
 
     A file is skipped as identical here only when no file whose write is still open (``open_writes``: the staged
@@ -660,7 +670,7 @@ def _stage(ctx: Ctx, kind: str, e: _Entry, history: _History, sink: LineSink, op
     if not open_writes and history.identical(ctx.con, e.raw.sha256, e.pos):
         e.result = _skipped(e)
         return
-    _read(ctx, kind, e, sink)
+    _read(ctx, kind, e, sink, probe)
     if e.prep is not None:
         open_writes.add(e.file)
 
@@ -725,9 +735,10 @@ def _stage_batch(ctx: Ctx, kind: str, batch: list[_Entry], slot: str, main: str,
     con.execute(f"SET search_path = {sql_str(search_path)}")
     reset_lines(con)
     sink = LineSink(con)
+    probe = _files_read_afresh(con)
     try:
         for e in batch:
-            _stage(ctx, kind, e, history, sink, open_writes)
+            _stage(ctx, kind, e, history, sink, open_writes, probe)
         sink.flush()
         _files_table(ctx, batch)
         groups: dict[tuple, list[_Entry]] = {}
