@@ -218,6 +218,7 @@ def test_probe_declines_what_it_cannot_hold(tmp_path, monkeypatch):
     monkeypatch.setattr(_source, "FAST_MAX_BYTES", len(text) - 1)
     assert finra_short.probe(raw, _source.Limits()) is None
     monkeypatch.undo()
+    assert finra_short.probe(raw, _source.Limits(max_bytes=len(text) - 1)) is None  # the line path refuses it
     big = _source.RawFile(raw.path, raw.file, raw.sha256, raw.size, None)  # not held in memory (a big file)
     assert finra_short.probe(big, _source.Limits()) is None
     d = finra_short.probe(raw, _source.Limits())
