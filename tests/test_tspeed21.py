@@ -223,8 +223,16 @@ def test_probe_declines_what_it_cannot_hold(tmp_path, monkeypatch):
     assert finra_short.probe(big, _source.Limits()) is None
     d = finra_short.probe(raw, _source.Limits())
     assert (d.first, d.last, d.first_no, d.last_no, d.staged, d.rows) == (HEADER, "2", 1, 4, 4, 2)
-    assert os.pread(d.fd, 1000, 0) == ("\r\n".join(ROWS[:2]) + "\r\n").encode()
-    d.close()
+    mem = _source.MemFiles()
+    try:
+        mem.add(d)
+        e = finra_short.probe(raw, _source.Limits())
+        mem.add(e)
+        data = ("\r\n".join(ROWS[:2]) + "\r\n").encode()
+        assert os.pread(d.fd, 1000, 0) == data * 2 and (d.first, e.first, e.offset, e.fd) == (1, 3, len(data), d.fd)
+        assert e.line_texts([3, 2]) == [ROWS[1], ROWS[0]]
+    finally:
+        mem.close()
 
 
 def test_duplicates_counted_on_the_symbol_alone_find_what_the_whole_key_finds(tmp_path, monkeypatch):
@@ -333,3 +341,26 @@ def test_a_connection_that_caches_or_may_not_read_local_files_takes_the_line_pat
         rep0, want = _ingest(tmp_path / "b.duckdb", files)
     assert probes["fast"] == ([] if setting == "cache_local_files" else [f.name for f in files])
     assert got == want and rep == rep0 and len(got["rows"]) == 10
+
+
+def test_both_layouts_in_one_batch_and_a_failed_in_memory_write(tmp_path, monkeypatch, probes):
+    """Files of the two headers in one batch (one in-memory file each, several input files in each), and a file
+    whose data lines cannot be written to memory (the line path reads it): all as without the fast path."""
+    files = []
+    for fam in ("CNMS", "FNSQ", "FNRA", "FNYX"):
+        old = fam in ("FNSQ", "FNYX")
+        rows = ["|".join(r.split("|")[:3] + r.split("|")[4:]) for r in ROWS] if old else ROWS
+        rows = [r.replace("|MSFT|50|", f"|MSFT|5{len(files)}|") for r in rows]  # no two files alike (identical skip)
+        files.append(write(tmp_path / f"{fam}shvol20240102.txt", finra_text(rows, header=OLD_HEADER if old else HEADER)))
+    add = _source.MemFiles.add
+    calls = []
+
+    def flaky(self, d, key=None):
+        calls.append(d.rows)
+        if len(calls) == 3:
+            raise OSError(24, "Too many open files")
+        return add(self, d, key)
+    monkeypatch.setattr(_source.MemFiles, "add", flaky)
+    (rep, got), (rep0, want) = _both(tmp_path, files, monkeypatch)
+    assert len(probes["fast"]) == 4 and len(calls) == 4
+    assert got == want and rep == rep0 and len(got["rows"]) == 20 and len(got["rejects"]) == 16

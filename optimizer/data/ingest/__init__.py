@@ -111,6 +111,7 @@ from optimizer.data.ingest._source import (
     IsJson,
     Limits,
     LineSink,
+    MemFiles,
     RawFile,
     read_raw,
     read_text,
@@ -655,7 +656,7 @@ def _files_read_afresh(con: duckdb.DuckDBPyConnection) -> bool:
 
 
 def _stage(ctx: Ctx, kind: str, e: _Entry, history: _History, sink: LineSink, open_writes: set,
-           probe: bool = True) -> None:
+           mem: MemFiles | None = None) -> None:
     """Read, check and stage one file (sets e.raw / e.prep, or e.result / e.error).
 
     A file is skipped as identical here only when no file whose write is still open (``open_writes``: the staged
@@ -670,18 +671,18 @@ def _stage(ctx: Ctx, kind: str, e: _Entry, history: _History, sink: LineSink, op
     if not open_writes and history.identical(ctx.con, e.raw.sha256, e.pos):
         e.result = _skipped(e)
         return
-    _read(ctx, kind, e, sink, probe)
+    _read(ctx, kind, e, sink, mem)
     if e.prep is not None:
         open_writes.add(e.file)
 
 
-def _read(ctx: Ctx, kind: str, e: _Entry, sink: LineSink, probe: bool = True) -> None:
-    """Stage ``e`` (its lines, or with ``probe`` the fast path's proof: ``_Kind.probe``) and prepare it (sets e.prep,
-    or e.error)."""
+def _read(ctx: Ctx, kind: str, e: _Entry, sink: LineSink, mem: MemFiles | None = None) -> None:
+    """Stage ``e`` and prepare it (sets e.prep, or e.error): its lines, or with ``mem`` the fast path's proof
+    (``_Kind.probe``), its data lines appended to ``mem`` once prepared."""
     k = _KINDS[kind]
     lines = text = None
     try:
-        if probe and k.probe is not None:
+        if mem is not None and k.probe is not None:
             lines = k.probe(e.raw, ctx.limits)
         if lines is None and k.need_lines(e.raw):
             try:
@@ -691,13 +692,16 @@ def _read(ctx: Ctx, kind: str, e: _Entry, sink: LineSink, probe: bool = True) ->
         if k.reads_lines:
             sink.flush()
         e.prep = k.prepare(ctx, e.raw, e.fid, lines, text)
+        if isinstance(lines, Delimited) and e.prep.data is lines:
+            try:
+                mem.add(lines)
+            except OSError:  # no in-memory file to be had (too many open files, no memory): the line path
+                e.prep = None
+                _read(ctx, kind, e, sink)
     except InputFileError as exc:
         e.error = exc
     except _UNFORESEEN as exc:
         e.error = _unforeseen(e.file, kind, exc)
-    finally:
-        if isinstance(lines, Delimited) and (e.prep is None or e.prep.data is not lines):
-            lines.close()
 
 
 def _param_sql(value: object, sql_type: str) -> str:
@@ -735,10 +739,10 @@ def _stage_batch(ctx: Ctx, kind: str, batch: list[_Entry], slot: str, main: str,
     con.execute(f"SET search_path = {sql_str(search_path)}")
     reset_lines(con)
     sink = LineSink(con)
-    probe = _files_read_afresh(con)
+    mem = MemFiles() if _files_read_afresh(con) else None
     try:
         for e in batch:
-            _stage(ctx, kind, e, history, sink, open_writes, probe)
+            _stage(ctx, kind, e, history, sink, open_writes, mem)
         sink.flush()
         _files_table(ctx, batch)
         groups: dict[tuple, list[_Entry]] = {}
@@ -777,9 +781,8 @@ def _stage_batch(ctx: Ctx, kind: str, batch: list[_Entry], slot: str, main: str,
                 specs[e.fid] = (sig, sp, table)
     finally:
         ctx.unregister_all()
-        for e in batch:
-            if e.prep is not None and isinstance(e.prep.data, Delimited):
-                e.prep.data.close()
+        if mem is not None:
+            mem.close()
     return _Staged(batch, slot, search_path, tables, specs, summaries)
 
 
@@ -799,9 +802,8 @@ def _line_path(ctx: Ctx, kind: str, entries: list[_Entry], sink: LineSink) -> li
     groups, to be validated."""
     ctx.con.execute(f"DELETE FROM {LINES_TABLE} WHERE _fid IN ({', '.join(str(int(e.fid)) for e in entries)})")
     for e in entries:
-        e.prep.data.close()
         e.prep = None
-        _read(ctx, kind, e, sink, probe=False)
+        _read(ctx, kind, e, sink)
     sink.flush()
     groups: dict[tuple, list[_Entry]] = {}
     for e in entries:

@@ -346,34 +346,44 @@ def lines_relation(index: dict[str, int], delim: str, fids: Sequence[int], *, tr
             f"JOIN {FILES} p ON p._fid = s._fid{last})")
 
 
-def csv_relation(index: dict[str, int], names: Sequence[str], delim: str, files: Sequence[tuple[int, str, int]],
+def csv_relation(index: dict[str, int], names: Sequence[str], delim: str, files: Sequence[tuple[int, str, int, int]],
                  parsed: Sequence[str] = ()) -> str:
     """The relation :func:`lines_relation` gives, read by DuckDB's CSV reader from fast-path files
-    (``_source.probe_delimited``): ``files`` = (fid, path of its data lines, number of data lines), ``names`` the
-    header's field names in order, ``index`` as in :func:`lines_relation`. The number columns ``parsed`` are read as
-    DOUBLE by the reader (the cast ``TRY_CAST(.. AS DOUBLE)`` is), given as ``_v_<name>`` (NULL when empty) instead
-    of their text (:attr:`Spec.parsed`); a value the cast refuses fails the statement. Line numbers: the reader
-    returns the rows of the files in the order listed and of each file in file order (DuckDB preserves insertion
-    order), so row r of the scan is data line r - (rows of the files before) of its file, physical line that + 1
-    (after the header). The probe proved every data line holds ``len(names)`` fields, no quote and nothing to trim;
-    an empty text field is '' (``force_not_null``), as the line path's split gives."""
+    (``_source.probe_delimited``): ``files`` = (fid, path of the in-memory file holding its data lines, number of
+    data lines, the row of its first one there: ``_source.MemFiles``), ``names`` the header's field names in order,
+    ``index`` as in :func:`lines_relation`. The number columns ``parsed`` are read as DOUBLE by the reader (the cast
+    ``TRY_CAST(.. AS DOUBLE)`` is), given as ``_v_<name>`` (NULL when empty) instead of their text
+    (:attr:`Spec.parsed`); a value the cast refuses fails the statement. Line numbers: the reader returns a file's
+    rows in file order (DuckDB preserves insertion order), so row r belongs to the file whose rows start at the
+    largest first <= r (a binary search in SQL), as its data line r - first + 1, physical line that + 1. The probe
+    proved every data line holds ``len(names)`` fields, no quote and nothing to trim; an empty text field is ''
+    (``force_not_null``), as the line path's split gives."""
     cols = {f"c{i}": n for i, n in enumerate(names)}
     types = ", ".join(f"'{c}': '{'DOUBLE' if n in parsed else 'VARCHAR'}'" for c, n in cols.items())
-    paths = ", ".join(sql_str(p) for _, p, _ in files)
-    starts, first = [], 1
-    for fid, path, rows in files:
-        starts.append(f"({int(fid)}, {sql_str(path)}, {first})")
-        first += int(rows)
-    fields = ", ".join(f'c."c{i}" AS "{_num_value_name(n) if n in parsed else "t_" + n}"' for n, i in index.items())
     text = [c for c, n in cols.items() if n not in parsed]
-    reader = (f"read_csv([{paths}], delim={sql_str(delim)}, header=false, auto_detect=false, quote='', escape='', "
-              f"comment='', null_padding=false, strict_mode=true, filename=true, columns={{{types}}}, "
-              f"force_not_null=[{', '.join(sql_str(c) for c in text)}])")
-    return (f"(SELECT CAST(m._fid AS BIGINT) AS _fid, CAST(c._r - m._first + 2 AS BIGINT) AS line, "
-            f"CAST({len(names)} AS BIGINT) AS _n, false AS _q, {fields}, p.* EXCLUDE (_fid) "
-            f"FROM (SELECT row_number() OVER () AS _r, * FROM {reader}) c "
-            f"JOIN (VALUES {', '.join(starts)}) m(_fid, _path, _first) ON m._path = c.filename "
-            f"JOIN {FILES} p ON p._fid = m._fid)")
+    fields = ", ".join(f'c."c{i}" AS "{_num_value_name(n) if n in parsed else "t_" + n}"' for n, i in index.items())
+    by_path: dict[str, list[tuple[int, int]]] = {}
+    for fid, path, _rows, first in files:
+        by_path.setdefault(path, []).append((int(first), int(fid)))
+    parts = []
+    for path, got in by_path.items():
+        got.sort()
+        firsts, fids = [f for f, _ in got], [i for _, i in got]
+
+        def which(lo: int, hi: int) -> str:  # the index of the file holding row _r, among got[lo..hi]
+            if lo == hi:
+                return str(lo + 1)
+            mid = (lo + hi + 1) // 2
+            return f"CASE WHEN _r < {firsts[mid]} THEN {which(lo, mid - 1)} ELSE {which(mid, hi)} END"
+        reader = (f"read_csv({sql_str(path)}, delim={sql_str(delim)}, header=false, auto_detect=false, quote='', "
+                  f"escape='', comment='', null_padding=false, strict_mode=true, columns={{{types}}}, "
+                  f"force_not_null=[{', '.join(sql_str(c) for c in text)}])")
+        parts.append(f"SELECT CAST([{', '.join(map(str, fids))}][_k] AS BIGINT) AS _fid, "
+                     f"CAST(_r - [{', '.join(map(str, firsts))}][_k] + 2 AS BIGINT) AS line, * EXCLUDE (_k, _r) "
+                     f"FROM (SELECT {which(0, len(got) - 1)} AS _k, * "
+                     f"FROM (SELECT row_number() OVER () AS _r, * FROM {reader}))")
+    return (f"(SELECT c._fid, c.line, CAST({len(names)} AS BIGINT) AS _n, false AS _q, {fields}, p.* EXCLUDE (_fid) "
+            f"FROM ({' UNION ALL '.join(parts)}) c JOIN {FILES} p ON p._fid = c._fid)")
 
 
 def frame_relation(ctx: Ctx, fid: int, frame: pd.DataFrame, ncols: int) -> str:

@@ -22,7 +22,7 @@
   lines and the trailer, each data line with the same number of delimiters (see its doc), and hands DuckDB's own CSV
   reader those exact bytes (the data lines, in an anonymous in-memory file: ``os.memfd_create``), so no line table is
   built and no line is split in SQL. Anything it is not sure of returns None: the file takes the line path, whose
-  messages and line numbers are the rules.
+  messages and line numbers are the rules. :class:`MemFiles` holds the data lines DuckDB reads.
 
 Every refusal is an :class:`~optimizer.errors.InputFileError` (``file:line: reason``).
 """
@@ -61,6 +61,7 @@ __all__ = [
     "read_text",
     "too_big",
     "Delimited",
+    "MemFiles",
     "probe_delimited",
     "stage_line_numbers",
 ]
@@ -117,26 +118,59 @@ class Lines:
 
 @dataclass
 class Delimited(Lines):
-    """A file :func:`probe_delimited` proved regular: the :class:`Lines` the line path would report, and its data
-    lines (physical lines 2 .. ``rows + 1``, line ends kept) in the in-memory file ``path`` (read by DuckDB's
-    ``read_csv``; :meth:`close` frees it), ``header`` = which of the given headers it starts with."""
+    """A file :func:`probe_delimited` proved regular: the :class:`Lines` the line path would report, ``header`` =
+    which of the given headers it starts with, and its ``rows`` data lines (physical lines 2 .. ``rows + 1``, line
+    ends kept): ``data`` until :meth:`MemFiles.add` appends them to an in-memory file, then ``path`` (read by DuckDB's
+    ``read_csv``), ``first`` (the 1-based row of its first data line there) and the byte range ``offset`` /
+    ``nbytes`` in ``fd``."""
 
     header: int = 0
     rows: int = 0
-    fd: int = -1
+    data: object = None
     path: str = ""
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+    first: int = 0
+    fd: int = -1
+    offset: int = 0
+    nbytes: int = 0
 
     def line_texts(self, numbers: list[int]) -> list[str]:
         """The text of the given data lines (physical line numbers, line ends stripped), as the line path stages
         them (the rejected rows' raw text)."""
-        data = os.pread(self.fd, os.fstat(self.fd).st_size, 0)
-        lines = data.split(b"\n")
+        lines = os.pread(self.fd, self.nbytes, self.offset).split(b"\n")
         return [lines[n - 2].removesuffix(b"\r").decode("ascii") for n in numbers]
+
+
+class MemFiles:
+    """The in-memory files (``os.memfd_create``: nothing on disk, freed when closed, also by a killed process) holding
+    the data lines of a batch's fast-path files, one per header (a layout: one CSV reading), read by DuckDB as
+    ``/proc/self/fd/N``. One file per layout rather than per input file: DuckDB's reader costs ~0.5 ms per file
+    opened and a file-name column to tell them apart."""
+
+    def __init__(self) -> None:
+        self.files: dict[object, list[int]] = {}  # key -> [fd, bytes written, rows written]
+
+    def add(self, d: Delimited, key: object = None) -> None:
+        """Append ``d.data`` to the file of ``key`` (default: ``d.header``) and record where it went (OSError: nothing
+        appended)."""
+        key = d.header if key is None else key
+        if key not in self.files:
+            self.files[key] = [os.memfd_create("accumopt-ingest", os.MFD_CLOEXEC), 0, 0]
+        f = self.files[key]
+        view = memoryview(d.data)
+        d.fd, d.offset, d.nbytes, d.first, d.path = f[0], f[1], len(view), f[2] + 1, f"/proc/self/fd/{f[0]}"
+        try:
+            while view:
+                view = view[os.pwrite(f[0], view, f[1] + d.nbytes - len(view)):]
+        except OSError:
+            os.ftruncate(f[0], f[1])  # what was written of it would be read as rows of the file before it
+            raise
+        f[1] += d.nbytes
+        f[2] += d.rows
+        d.data = None
+
+    def close(self) -> None:
+        while self.files:
+            os.close(self.files.popitem()[1][0])
 
 
 class IsJson(Exception):
@@ -479,7 +513,8 @@ def probe_delimited(raw: RawFile, limits: Limits, headers: tuple[bytes, ...], de
     elsewhere); no line is empty or longer than ``MAX_LINE_BYTES``; the header and every data line hold exactly the
     header's number of delimiters; the last line is digits only and equals the number of data lines (at least
     one). The line path stages such a file as header, data lines, trailer, numbered 1.. with nothing dropped and
-    nothing trimmed, which is what DuckDB's CSV reader reads from the data lines (header / trailer left out)."""
+    nothing trimmed, which is what DuckDB's CSV reader reads from the data lines (header / trailer left out) once
+    :meth:`MemFiles.add` has written them."""
     body = _fast_body(raw, limits)
     if body is None:
         return None
@@ -520,17 +555,10 @@ def probe_delimited(raw: RawFile, limits: Limits, headers: tuple[bytes, ...], de
         per = cuts.reshape(n_lines - 1, k)  # sorted: line i holds exactly k iff its first and last are inside it
         if not (bool((per[:, 0] >= starts[:-1]).all()) and bool((per[:, -1] < ends[:-1]).all())):
             return None
-    fd = os.memfd_create("accumopt-ingest", os.MFD_CLOEXEC)
-    try:
-        view = memoryview(body)[int(starts[1]):int(starts[-1])]
-        while view:
-            view = view[os.write(fd, view):]
-    except BaseException:
-        os.close(fd)
-        raise
     text = body[:int(ends[0])].decode("ascii")
     return Delimited(first_no=1, first=text, last_no=n_lines, last=trailer.decode("ascii"), staged=n_lines,
-                     physical=n_lines, header=which, rows=rows, fd=fd, path=f"/proc/self/fd/{fd}")
+                     physical=n_lines, header=which, rows=rows,
+                     data=memoryview(body)[int(starts[1]):int(starts[-1])])
 
 
 def stage_line_numbers(con: duckdb.DuckDBPyConnection, fid: int, numbers: list[int], texts: list[str]) -> None:

@@ -199,7 +199,8 @@ def _prepare_tidy(file: str, header_line: str) -> Prep:
 def spec(ctx: Ctx, sig: tuple, fids: list[int], preps: dict) -> Spec:
     ctx.ensure_sessions()
     if sig[0] == "raw":
-        fast = [(f, preps[f].data.path, preps[f].data.rows) for f in fids] if sig[2:] == ("csv",) else None
+        fast = ([(f, preps[f].data.path, preps[f].data.rows, preps[f].data.first) for f in fids]
+                if sig[2:] == ("csv",) else None)
         sp = _spec_raw(ctx, sig[1], fids, fast)
         if all(preps[f].params.get("p_date") is not None for f in fids):
             sp.dup_col = "symbol"  # every row of a file without a format error has its name's date and its facility
@@ -207,7 +208,7 @@ def spec(ctx: Ctx, sig: tuple, fids: list[int], preps: dict) -> Spec:
     return _spec_tidy(ctx, dict(sig[1]), sig[2], sig[3], fids)
 
 
-def _spec_raw(ctx: Ctx, layout: tuple[str, ...], fids: list[int], fast: list[tuple[int, str, int]] | None = None) -> Spec:
+def _spec_raw(ctx: Ctx, layout: tuple[str, ...], fids: list[int], fast: list[tuple[int, str, int, int]] | None = None) -> Spec:
     cols = [Col("date", "date", "Date"), Col("symbol", "symbol"), Col("shortvolume", "number", "ShortVolume")]
     if layout is _NEW or layout == _NEW:
         cols.append(Col("shortexemptvolume", "number", "ShortExemptVolume", required=False))
