@@ -765,8 +765,10 @@ def _stage_batch(ctx: Ctx, kind: str, batch: list[_Entry], slot: str, main: str,
                 if fast:
                     _stage_rejected_lines(ctx, table, fast, got)
             except _UNFORESEEN as exc:
-                if fast and machine_error(exc) is None:  # DuckDB's reader refused what the probe let through (a
-                    todo += _line_path(ctx, kind, fast, sink)  # value that is no number): the line path decides
+                # DuckDB's reader refused what the probe let through (a value that is no number): the line path
+                # decides (a full disk or no memory is the machine's: told as without the fast path)
+                if fast and machine_error(exc) is None:
+                    todo += _line_path(ctx, kind, fast, sink)
                     continue
                 for e in members:
                     e.error = _unforeseen(e.file, kind, exc)
