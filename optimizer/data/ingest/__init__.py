@@ -647,12 +647,15 @@ def _skipped(e: _Entry) -> FileResult:
 
 
 def _files_read_afresh(con: duckdb.DuckDBPyConnection) -> bool:
-    """Whether DuckDB reads a local file from the file itself (the fast path's in-memory files are named
-    /proc/self/fd/N, names a later file reuses: with DuckDB's cache of local files on, the fast path is off)."""
+    """Whether the fast path's reading is sound on ``con``: DuckDB reads a local file from the file itself (its
+    in-memory files are named /proc/self/fd/N, names a later file reuses: not with DuckDB's cache of local files on)
+    and keeps the rows of a scan in file order (the line numbers: not with preserve_insertion_order off)."""
     try:
-        return con.execute("SELECT current_setting('cache_local_files')").fetchall()[0][0] in (False, "false")
-    except duckdb.Error:  # a DuckDB without the setting: no such cache
-        return True
+        cache, order = con.execute(
+            "SELECT current_setting('cache_local_files'), current_setting('preserve_insertion_order')").fetchall()[0]
+    except duckdb.Error:  # a DuckDB without these settings
+        return False
+    return cache in (False, "false") and order in (True, "true")
 
 
 def _stage(ctx: Ctx, kind: str, e: _Entry, history: _History, sink: LineSink, open_writes: set,
