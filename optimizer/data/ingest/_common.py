@@ -1,10 +1,11 @@
 """The one place the ingest rules live: DuckDB SQL over a staged file, and the atomic write.
 
 Files are read in batches: each file is staged (``_source``) as its physical lines with its number ``_fid``
-in the batch (or, a raw FINRA file proven regular, handed to DuckDB's CSV reader: :func:`csv_relation`), and its header / trailer are checked in Python by its parser (one module per kind), which gives
-a layout signature and per-file values (``_ing_files``: p_date, p_facility, p_last, ...). Files with the same
-layout are validated TOGETHER by one SQL statement (planning a statement costs more than running it on a small
-file), and still written one transaction per file:
+in the batch (or, a raw FINRA file proven regular, handed to DuckDB's CSV reader: :func:`csv_relation`), and its
+header / trailer are checked in Python by its parser (one module per kind), which gives a layout signature and
+per-file values (``_ing_files``: p_date, p_facility, p_last, ...). Files with the same layout are validated
+TOGETHER by one SQL statement (planning a statement costs more than running it on a small file), and still written
+one transaction per file:
 
 1. :func:`stage_rows` builds the group's rows table: per data row its file, line number, the typed values,
    ``_ferr`` (the FORMAT error of the row: wrong field count, a value that is not a date / number, a

@@ -509,9 +509,9 @@ def _fast_body(raw: RawFile, limits: Limits) -> bytes | None:
 def probe_delimited(raw: RawFile, limits: Limits, headers: tuple[bytes, ...], delim: bytes) -> Delimited | None:
     """The fast path of a file whose first line is exactly one of ``headers`` and last line a record count
     (module doc), or None. Proven over the bytes: the content is at most ``FAST_MAX_BYTES`` (gzip: one member);
-    every byte is printable ASCII but the double quote and '_', or a line end; the line ends are all LF or all CRLF (no CR
-    elsewhere); no line is empty or longer than ``MAX_LINE_BYTES``; the header and every data line hold exactly the
-    header's number of delimiters; the last line is digits only and equals the number of data lines (at least
+    every byte is printable ASCII but the double quote and '_', or a line end; the line ends are all LF or all
+    CRLF (no CR elsewhere); no line is empty or longer than ``MAX_LINE_BYTES``; the header and every data line hold
+    exactly the header's number of delimiters; the last line is digits only and equals the number of data lines (at least
     one). The line path stages such a file as header, data lines, trailer, numbered 1.. with nothing dropped and
     nothing trimmed, which is what DuckDB's CSV reader reads from the data lines (header / trailer left out) once
     :meth:`MemFiles.add` has written them."""
