@@ -16,7 +16,8 @@ is built once per process before timing (a one-off ~0.4 s, like an import).
 ``--profile`` adds where (a)'s time goes, per thread of the pipeline: the writing thread's CPU and busy wall time
 (its critical path), how long it waited for staged batches, the CPU and wall time of its COMMITs (wall minus CPU
 is mostly the fsync of the WAL), and the staging thread's CPU and busy wall time (measured by wrapping the
-pipeline's stage and write steps: thread CPU time, which other processes' load barely moves).
+pipeline's stage and write steps: thread CPU time, which other processes' load barely moves), and how many files the
+fast path read (``_source.probe_delimited``: DuckDB's CSV reader) and how many the line path.
 
     .venv/bin/python bench/ingest.py [--sessions 60] [--symbols 10000] [--full] [--skip-synth] [--reference [per-file]]
         [--serial] [--profile] [--json]
@@ -105,6 +106,8 @@ class _PipelineProfile:
         self.spans: dict[str, list[tuple[float, float, float]]] = {"stage": [], "write": []}  # (start, end, cpu)
         self.commit_cpu = self.commit_wall = 0.0
         self.saved = {n: getattr(ing, n) for n in ("_stage_batch", "_write_batch", "transaction")}
+        self.kind = ing._KINDS["finra-short"]
+        self.probed = {"fast": 0, "line": 0}  # files the fast path took / left to the line path (_source.probe_delimited)
 
     def _timed(self, name: str, fn):
         def run(*a, **k):
@@ -136,7 +139,16 @@ class _PipelineProfile:
                 prof.commit_wall += time.perf_counter() - w0
         return tx()
 
+    def _probe(self, raw, limits):
+        got = self.kind.probe(raw, limits)
+        self.probed["fast" if got is not None else "line"] += 1
+        return got
+
     def __enter__(self) -> "_PipelineProfile":
+        import dataclasses
+
+        if self.kind.probe is not None:
+            self.ing._KINDS["finra-short"] = dataclasses.replace(self.kind, probe=self._probe)
         self.ing._stage_batch = self._timed("stage", self.saved["_stage_batch"])
         self.ing._write_batch = self._timed("write", self.saved["_write_batch"])
         self.ing.transaction = self._transaction
@@ -147,6 +159,7 @@ class _PipelineProfile:
         self.t1 = time.perf_counter()
         for n, f in self.saved.items():
             setattr(self.ing, n, f)
+        self.ing._KINDS["finra-short"] = self.kind
 
     def figures(self) -> dict:
         w, st = sorted(self.spans["write"]), sorted(self.spans["stage"])
@@ -161,6 +174,8 @@ class _PipelineProfile:
             "stager_cpu_s": round(sum(x[2] for x in st), 3),
             "stager_busy_s": round(sum(x[1] - x[0] for x in st), 3),
             "batches": len(w),
+            "fast_path_files": self.probed["fast"],
+            "line_path_files": self.probed["line"],
         }
 
 
@@ -396,7 +411,8 @@ def _rows(res: dict) -> list[tuple]:
              f"first write at {pr['first_write_at_s']} s, {pr['batches']} batches"),
             (f"{p}: its COMMITs: CPU s / wall s", f"{pr['commit_cpu_s']} / {pr['commit_wall_s']}",
              "wall - CPU: mostly the WAL's fsync"),
-            (f"{p}: staging thread: CPU s / busy s", f"{pr['stager_cpu_s']} / {pr['stager_busy_s']}"),
+            (f"{p}: staging thread: CPU s / busy s", f"{pr['stager_cpu_s']} / {pr['stager_busy_s']}",
+             f"{pr['fast_path_files']} files read by DuckDB's CSV reader, {pr['line_path_files']} line by line"),
         ]
     for name, r in (res.get("reference") or {}).items():
         rows.append((f"{p}: DuckDB alone, {name.replace('_', ' ')}: rows / s (rows / CPU s)",

@@ -6,7 +6,10 @@ order given, so a later path's rows win) and ingests each file in
 ONE transaction (``optimizer.data.store.transaction``). A file is read in bounded memory (``_source``: gzip
 decompressed incrementally under a size and an expansion-ratio cap, UTF-8 text required), staged in DuckDB and
 validated there by SQL over the whole file (``_common``: the one place the rules live; one parser module per
-kind names its columns and rules):
+kind names its columns and rules). A raw FINRA file proven regular over its bytes (``_source.probe_delimited``) is
+not staged line by line: DuckDB's CSV reader reads its data lines (``_common.csv_relation``); such a file with a
+format error, or one the reader refuses, is staged again line by line, which words the error, so every message,
+reject and line number is the line path's:
 
 * A file that breaks a format rule (wrong delimiter, missing column, non-numeric value, truncated gzip, trailer
   count mismatch, unparseable date, ...) changes NO data table. Its status is ``failed`` and its message is
@@ -102,7 +105,20 @@ from optimizer.data.ingest._common import (
     summarize,
     write_rows,
 )
-from optimizer.data.ingest._source import IsJson, Limits, LineSink, RawFile, read_raw, read_text, reset_lines, stage_lines
+from optimizer.data.ingest._source import (
+    LINES_TABLE,
+    Delimited,
+    IsJson,
+    Limits,
+    LineSink,
+    MemFiles,
+    RawFile,
+    read_raw,
+    read_text,
+    reset_lines,
+    stage_line_numbers,
+    stage_lines,
+)
 
 __all__ = [
     "KINDS",
@@ -137,10 +153,14 @@ class _Kind:
     stale: Callable | None = None
     source_col: str = "source_file"  # the column of ``table`` naming where a row came from
     source_is_name: bool = True  # source_col always holds the file name (prices: a ``source`` column may replace it)
+    # (raw, limits) -> a Delimited (``_source.probe_delimited``) when the file is proven regular enough for DuckDB's
+    # CSV reader (no line table, no split in SQL), else None: the line path
+    probe: Callable | None = None
 
 
 _KINDS: dict[str, _Kind] = {
-    "finra-short": _Kind(finra_short.JSON_OK, finra_short.prepare, finra_short.spec, finra_short.plan, "finra_short_daily"),
+    "finra-short": _Kind(finra_short.JSON_OK, finra_short.prepare, finra_short.spec, finra_short.plan, "finra_short_daily",
+                         probe=finra_short.probe),
     "prices": _Kind(prices.JSON_OK, prices.prepare, prices.spec, prices.plan, "prices_daily", check=prices.split_warnings,
                     source_col="source", source_is_name=False, stale=prices.stale_rows),
     "otc-weekly": _Kind(otc_weekly.JSON_OK, otc_weekly.prepare, otc_weekly.spec, otc_weekly.plan, "finra_otc_weekly"),
@@ -626,14 +646,26 @@ def _skipped(e: _Entry) -> FileResult:
     return FileResult(e.file, e.raw.sha256, "skipped_identical", 0, 0, "identical file already ingested")
 
 
-def _stage(ctx: Ctx, kind: str, e: _Entry, history: _History, sink: LineSink, open_writes: set) -> None:
+def _files_read_afresh(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the fast path's reading is sound on ``con``: DuckDB reads a local file from the file itself (its
+    in-memory files are named /proc/self/fd/N, names a later file reuses: not with DuckDB's cache of local files on)
+    and keeps the rows of a scan in file order (the line numbers: not with preserve_insertion_order off)."""
+    try:
+        cache, order = con.execute(
+            "SELECT current_setting('cache_local_files'), current_setting('preserve_insertion_order')").fetchall()[0]
+    except duckdb.Error:  # a DuckDB without these settings
+        return False
+    return cache in (False, "false") and order in (True, "true")
+
+
+def _stage(ctx: Ctx, kind: str, e: _Entry, history: _History, sink: LineSink, open_writes: set,
+           mem: MemFiles | None = None) -> None:
     """Read, check and stage one file (sets e.raw / e.prep, or e.result / e.error).
 
     A file is skipped as identical here only when no file whose write is still open (``open_writes``: the staged
     files of the batch being written and the earlier staged files of this batch) can change that answer (any
     write may delete stored rows); otherwise it is staged and the writer decides (:func:`_write_batch`), as a
     one-by-one ingest would."""
-    k = _KINDS[kind]
     try:
         e.raw = read_raw(e.path, e.file)
     except OSError as exc:
@@ -642,9 +674,20 @@ def _stage(ctx: Ctx, kind: str, e: _Entry, history: _History, sink: LineSink, op
     if not open_writes and history.identical(ctx.con, e.raw.sha256, e.pos):
         e.result = _skipped(e)
         return
+    _read(ctx, kind, e, sink, mem)
+    if e.prep is not None:
+        open_writes.add(e.file)
+
+
+def _read(ctx: Ctx, kind: str, e: _Entry, sink: LineSink, mem: MemFiles | None = None) -> None:
+    """Stage ``e`` and prepare it (sets e.prep, or e.error): its lines, or with ``mem`` the fast path's proof
+    (``_Kind.probe``), its data lines appended to ``mem`` once prepared."""
+    k = _KINDS[kind]
+    lines = text = None
     try:
-        lines = text = None
-        if k.need_lines(e.raw):
+        if mem is not None and k.probe is not None:
+            lines = k.probe(e.raw, ctx.limits)
+        if lines is None and k.need_lines(e.raw):
             try:
                 lines = stage_lines(ctx.con, e.raw, ctx.limits, e.fid, json_ok=k.json_ok, sink=sink)
             except IsJson:
@@ -652,7 +695,12 @@ def _stage(ctx: Ctx, kind: str, e: _Entry, history: _History, sink: LineSink, op
         if k.reads_lines:
             sink.flush()
         e.prep = k.prepare(ctx, e.raw, e.fid, lines, text)
-        open_writes.add(e.file)
+        if isinstance(lines, Delimited) and e.prep.data is lines:
+            try:
+                mem.add(lines)
+            except OSError:  # no in-memory file to be had (too many open files, no memory): the line path
+                e.prep = None
+                _read(ctx, kind, e, sink)
     except InputFileError as exc:
         e.error = exc
     except _UNFORESEEN as exc:
@@ -694,9 +742,10 @@ def _stage_batch(ctx: Ctx, kind: str, batch: list[_Entry], slot: str, main: str,
     con.execute(f"SET search_path = {sql_str(search_path)}")
     reset_lines(con)
     sink = LineSink(con)
+    mem = MemFiles() if _files_read_afresh(con) else None
     try:
         for e in batch:
-            _stage(ctx, kind, e, history, sink, open_writes)
+            _stage(ctx, kind, e, history, sink, open_writes, mem)
         sink.flush()
         _files_table(ctx, batch)
         groups: dict[tuple, list[_Entry]] = {}
@@ -706,22 +755,66 @@ def _stage_batch(ctx: Ctx, kind: str, batch: list[_Entry], slot: str, main: str,
         specs: dict[int, tuple[tuple, Spec, str]] = {}
         summaries: dict[int, Summary] = {}
         tables: list[str] = []
-        for gi, (sig, members) in enumerate(groups.items()):
-            table = f"_ing_rows_{gi}"
+        todo = list(groups.items())
+        while todo:
+            sig, members = todo.pop(0)
+            table = f"_ing_rows_{len(tables)}"
             tables.append(table)
+            fast = [e for e in members if isinstance(e.prep.data, Delimited)]
             try:
                 sp = k.spec(ctx, sig, [e.fid for e in members], {e.fid: e.prep for e in members})
                 stage_rows(ctx, sp, table)
-                summaries.update(summarize(ctx, sp, table, {e.fid: e.file for e in members}))
+                got = summarize(ctx, sp, table, {e.fid: e.file for e in members})
+                if fast:
+                    _stage_rejected_lines(ctx, table, fast, got)
             except _UNFORESEEN as exc:
+                # DuckDB's reader refused what the probe let through (a value that is no number): the line path
+                # decides (a full disk or no memory is the machine's: told as without the fast path)
+                if fast and machine_error(exc) is None:
+                    todo += _line_path(ctx, kind, fast, sink)
+                    continue
                 for e in members:
                     e.error = _unforeseen(e.file, kind, exc)
                 continue
+            if fast and (again := [e for e in fast if got[e.fid].error is not None]):
+                todo += _line_path(ctx, kind, again, sink)  # a format error: the line path words it
+                members = [e for e in members if e not in again]
+                for e in again:
+                    del got[e.fid]
+            summaries.update(got)
             for e in members:
                 specs[e.fid] = (sig, sp, table)
     finally:
         ctx.unregister_all()
+        if mem is not None:
+            mem.close()
     return _Staged(batch, slot, search_path, tables, specs, summaries)
+
+
+def _stage_rejected_lines(ctx: Ctx, table: str, fast: list[_Entry], summaries: dict[int, Summary]) -> None:
+    """The raw text of the rejected rows of fast-path files (``_source.Delimited``: no line table was built), in
+    ``_ing_lines`` where the writer reads it (``rejects_sql``)."""
+    for e in fast:
+        s = summaries[e.fid]
+        if s.error is None and s.n_rejects:
+            numbers = [int(r[0]) for r in ctx.con.execute(
+                f"SELECT line FROM {table} WHERE _fid = {int(e.fid)} AND _reason IS NOT NULL ORDER BY line").fetchall()]
+            stage_line_numbers(ctx.con, e.fid, numbers, e.prep.data.line_texts(numbers))
+
+
+def _line_path(ctx: Ctx, kind: str, entries: list[_Entry], sink: LineSink) -> list[tuple]:
+    """Stage fast-path files again by the line path (a fallback: same per-file values in ``_ing_files``); their
+    groups, to be validated."""
+    ctx.con.execute(f"DELETE FROM {LINES_TABLE} WHERE _fid IN ({', '.join(str(int(e.fid)) for e in entries)})")
+    for e in entries:
+        e.prep = None
+        _read(ctx, kind, e, sink)
+    sink.flush()
+    groups: dict[tuple, list[_Entry]] = {}
+    for e in entries:
+        if e.prep is not None:
+            groups.setdefault(e.prep.sig, []).append(e)
+    return list(groups.items())
 
 
 def _write_batch(ctx: Ctx, kind: str, st: _Staged, history: _History, strict: bool, raise_on_error: bool,

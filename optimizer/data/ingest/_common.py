@@ -1,10 +1,11 @@
 """The one place the ingest rules live: DuckDB SQL over a staged file, and the atomic write.
 
 Files are read in batches: each file is staged (``_source``) as its physical lines with its number ``_fid``
-in the batch, and its header / trailer are checked in Python by its parser (one module per kind), which gives
-a layout signature and per-file values (``_ing_files``: p_date, p_facility, p_last, ...). Files with the same
-layout are validated TOGETHER by one SQL statement (planning a statement costs more than running it on a small
-file), and still written one transaction per file:
+in the batch (or, a raw FINRA file proven regular, handed to DuckDB's CSV reader: :func:`csv_relation`), and its
+header / trailer are checked in Python by its parser (one module per kind), which gives a layout signature and
+per-file values (``_ing_files``: p_date, p_facility, p_last, ...). Files with the same layout are validated
+TOGETHER by one SQL statement (planning a statement costs more than running it on a small file), and still written
+one transaction per file:
 
 1. :func:`stage_rows` builds the group's rows table: per data row its file, line number, the typed values,
    ``_ferr`` (the FORMAT error of the row: wrong field count, a value that is not a date / number, a
@@ -63,6 +64,7 @@ __all__ = [
     "repr_sql",
     "split_sql",
     "lines_relation",
+    "csv_relation",
     "frame_relation",
     "csv_header",
     "unread_warnings",
@@ -173,6 +175,13 @@ class Spec:
     keep: tuple[str, ...] = ()
     raw_in_rows: bool = False
     typed: dict[str, str] = field(default_factory=dict)  # column -> SQL replacing the generic typed expression
+    # number columns the relation gives parsed (``_v_<name>``, no text: csv_relation); a row whose value there is not
+    # finite is a format error worded only roughly: such a file must be read again by the line path to be told
+    parsed: tuple[str, ...] = ()
+    # a key column whose values are distinct within a file exactly when the key's are, in a file without a format
+    # error (the other key columns then hold one value per file: a raw FINRA file's date and facility): the
+    # duplicate count of summarize reads that one column
+    dup_col: str | None = None
 
 
 @dataclass
@@ -338,6 +347,46 @@ def lines_relation(index: dict[str, int], delim: str, fids: Sequence[int], *, tr
             f"JOIN {FILES} p ON p._fid = s._fid{last})")
 
 
+def csv_relation(index: dict[str, int], names: Sequence[str], delim: str, files: Sequence[tuple[int, str, int, int]],
+                 parsed: Sequence[str] = ()) -> str:
+    """The relation :func:`lines_relation` gives, read by DuckDB's CSV reader from fast-path files
+    (``_source.probe_delimited``): ``files`` = (fid, path of the in-memory file holding its data lines, number of
+    data lines, the row of its first one there: ``_source.MemFiles``), ``names`` the header's field names in order,
+    ``index`` as in :func:`lines_relation`. The number columns ``parsed`` are read as DOUBLE by the reader (the cast
+    ``TRY_CAST(.. AS DOUBLE)`` is), given as ``_v_<name>`` (NULL when empty) instead of their text
+    (:attr:`Spec.parsed`); a value the cast refuses fails the statement. Line numbers: the reader returns a file's
+    rows in file order (DuckDB preserves insertion order), so row r belongs to the file whose rows start at the
+    largest first <= r (a binary search in SQL), as its data line r - first + 1, physical line that + 1. The probe
+    proved every data line holds ``len(names)`` fields, no quote and nothing to trim; an empty text field is ''
+    (``force_not_null``), as the line path's split gives."""
+    cols = {f"c{i}": n for i, n in enumerate(names)}
+    types = ", ".join(f"'{c}': '{'DOUBLE' if n in parsed else 'VARCHAR'}'" for c, n in cols.items())
+    text = [c for c, n in cols.items() if n not in parsed]
+    fields = ", ".join(f'c."c{i}" AS "{_num_value_name(n) if n in parsed else "t_" + n}"' for n, i in index.items())
+    by_path: dict[str, list[tuple[int, int]]] = {}
+    for fid, path, _rows, first in files:
+        by_path.setdefault(path, []).append((int(first), int(fid)))
+    parts = []
+    for path, got in by_path.items():
+        got.sort()
+        firsts, fids = [f for f, _ in got], [i for _, i in got]
+
+        def which(lo: int, hi: int) -> str:  # the index of the file holding row _r, among got[lo..hi]
+            if lo == hi:
+                return str(lo + 1)
+            mid = (lo + hi + 1) // 2
+            return f"CASE WHEN _r < {firsts[mid]} THEN {which(lo, mid - 1)} ELSE {which(mid, hi)} END"
+        reader = (f"read_csv({sql_str(path)}, delim={sql_str(delim)}, header=false, auto_detect=false, quote='', "
+                  f"escape='', comment='', null_padding=false, strict_mode=true, columns={{{types}}}, "
+                  f"force_not_null=[{', '.join(sql_str(c) for c in text)}])")
+        parts.append(f"SELECT CAST([{', '.join(map(str, fids))}][_k] AS BIGINT) AS _fid, "
+                     f"CAST(_r - [{', '.join(map(str, firsts))}][_k] + 2 AS BIGINT) AS line, * EXCLUDE (_k, _r) "
+                     f"FROM (SELECT {which(0, len(got) - 1)} AS _k, * "
+                     f"FROM (SELECT row_number() OVER () AS _r, * FROM {reader}))")
+    return (f"(SELECT c._fid, c.line, CAST({len(names)} AS BIGINT) AS _n, false AS _q, {fields}, p.* EXCLUDE (_fid) "
+            f"FROM ({' UNION ALL '.join(parts)}) c JOIN {FILES} p ON p._fid = c._fid)")
+
+
 def frame_relation(ctx: Ctx, fid: int, frame: pd.DataFrame, ncols: int) -> str:
     """Register ``frame`` (columns line, raw, t_<name> as str) of file ``fid`` as a relation like
     :func:`lines_relation` (plus ``raw``)."""
@@ -421,7 +470,11 @@ def _typed(c: Col) -> str:
 
 def _num_value(c: Col) -> str:
     """The column of the rows relation holding a number column's parsed value (before the '_' / finite rules)."""
-    return f"_v_{c.name}"
+    return _num_value_name(c.name)
+
+
+def _num_value_name(name: str) -> str:
+    return f"_v_{name}"
 
 
 # a number with thousands separators: commas only between groups of three digits (1,234.5); a decimal comma
@@ -492,20 +545,22 @@ def stage_rows(ctx: Ctx, spec: Spec, table: str) -> None:
     """Build the rows table ``table`` of a group of files from ``spec`` (module doc)."""
     con = ctx.con
     cols = spec.cols
-    typed = [f'{spec.typed.get(c.name) or _typed(c)} AS "{c.name}"' for c in cols]
+    parsed = [c for c in cols if c.name in spec.parsed]
+    typed = [f'{spec.typed.get(c.name) or (_parsed_typed(c) if c in parsed else _typed(c))} AS "{c.name}"' for c in cols]
     checks: list[tuple[str, str]] = [
         ("_q", sql_str("unterminated quoted field (a quoted value spanning lines is not supported)")),
         (f"_n <> {int(spec.ncols)}", f"printf({sql_str(spec.count_error)}, {int(spec.ncols)}, _n)"),
     ]
     for c in cols:
-        checks += _format_checks(c)
+        checks += _parsed_checks(c) if c in parsed else _format_checks(c)
     checks += list(spec.file_checks)
     sym = next((c.name for c in cols if c.kind == "symbol"), None)
     extras = "".join(f', {e} AS "{n}"' for n, e in spec.extra)
     where = f" WHERE {spec.where}" if spec.where else ""
-    drop = [f"t_{c.name}" for c in cols if c.kind != "symbol" and c.name not in spec.keep] + list(PARAMS)
+    drop = [f"t_{c.name}" for c in cols if c.kind != "symbol" and c.name not in spec.keep and c not in parsed]
+    drop += list(PARAMS) + [_num_value(c) for c in parsed]
     # a number's parsed value is used twice by its typed expression: computed once, in a layer of its own
-    nums = [c for c in cols if c.kind == "number" and c.name not in spec.typed]
+    nums = [c for c in cols if c.kind == "number" and c.name not in spec.typed and c not in parsed]
     drop += [_num_value(c) for c in nums]
     drop_sql = ", ".join(f'"{d}"' for d in drop)
     rel = spec.relation
@@ -519,12 +574,34 @@ def stage_rows(ctx: Ctx, spec: Spec, table: str) -> None:
         middle = f'SELECT * EXCLUDE ("{sym}"), {ctx.map_sql(sym_ref, date_ref)} AS "{sym}", {_case(checks)} AS _ferr0 FROM ({inner})'
     else:
         middle = f"SELECT *, {_case(checks)} AS _ferr0 FROM ({inner})"
+    # what the rows table keeps is what the writer and _fix_symbols read: not the field count and quote flag, and the
+    # symbol's text only where the SQL fast path left the symbol NULL (each column kept costs ~0.03 s a million rows)
+    keep_text = f', CASE WHEN "{sym}" IS NULL THEN "t_{sym}" END AS "t_{sym}"' if sym is not None else ""
+    if sym is not None:
+        drop_sql += f', "t_{sym}"'
     con.execute(
         f"CREATE OR REPLACE TABLE {table} AS "
-        f"SELECT * EXCLUDE (_ferr0, {drop_sql}), _ferr0 AS _ferr, {_case(spec.rejects)} AS _reason FROM ({middle})"
+        f"SELECT * EXCLUDE (_ferr0, _n, _q, {drop_sql}){keep_text}, _ferr0 AS _ferr, {_case(spec.rejects)} AS _reason "
+        f"FROM ({middle})"
     )
     if sym is not None:
         _fix_symbols(ctx, table, sym, next(c.lab for c in cols if c.name == sym), spec.date_col)
+
+
+def _parsed_typed(c: Col) -> str:
+    """The typed value of a number column the relation gives parsed (:attr:`Spec.parsed`): as :func:`_typed` (the
+    relation's reader refuses no '_': the fast path takes no file holding one)."""
+    v = f'"{_num_value(c)}"'
+    return f"(CASE WHEN isfinite({v}) THEN {v} END)"
+
+
+def _parsed_checks(c: Col) -> list[tuple[str, str]]:
+    """:func:`_format_checks` of a number column given parsed: empty is 'missing' as there; a value that is not
+    finite is 'non-numeric' without the text (the fast path reads such a file again by the line path, which
+    quotes it)."""
+    v = f'"{_num_value(c)}"'
+    out = [(f"{v} IS NULL", sql_str(f"missing {c.lab} value"))] if c.required else []
+    return out + [(f"{v} IS NOT NULL AND NOT isfinite({v})", sql_str(f"non-numeric {c.lab} (not finite)"))]
 
 
 def _fix_symbols(ctx: Ctx, table: str, sym: str, label: str, date_col: str | None) -> None:
@@ -563,9 +640,14 @@ def summarize(ctx: Ctx, spec: Spec, table: str, files: dict[int, str]) -> dict[i
     dup_fids = []
     # duplicates: distinct key HASHES first (cheap); equal counts prove there is no duplicate key, fewer trigger
     # the exact check below (a hash collision only costs that check)
+    if spec.dup_col is not None:  # NULL is one value, as in a key: hash() of it is one
+        d = f'"{spec.dup_col}"'
+        n_dup_sql = f"count(*) - count(DISTINCT {d}) - CASE WHEN count({d}) < count(*) THEN 1 ELSE 0 END"
+    else:
+        n_dup_sql = f"count(*) - count(DISTINCT hash({kexpr}))"
     for fid, ferr_line, ferr, n, n_rej, n_dup in con.execute(
         f"SELECT _fid, min(line) FILTER (WHERE _ferr IS NOT NULL), arg_min(_ferr, line) FILTER (WHERE _ferr IS NOT NULL), "
-        f"count(*), count(_reason), count(*) - count(DISTINCT hash({kexpr})) FROM {table} GROUP BY _fid"
+        f"count(*), count(_reason), {n_dup_sql} FROM {table} GROUP BY _fid"
     ).fetchall():
         s = out[int(fid)]
         s.n_rows = int(n)
@@ -725,7 +807,13 @@ def name_dates(path: str | Path) -> list[pd.Timestamp]:
 
 def name_date(path: str | Path) -> pd.Timestamp | None:
     """The date in a file name: ``CNMSshvol20200102.txt`` or ``..._2020-01-02...``; None when absent or invalid."""
-    name = Path(path).name
+    return _name_date(Path(path).name)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _name_date(name: str) -> pd.Timestamp | None:
+    """:func:`name_date` of a name, once per process (pandas' parse costs ~0.4 ms; an ingest asks twice per file:
+    to order the files, then to check a FINRA file's rows)."""
     for pat, fmt in _NAME_DATE:
         m = re.search(pat, name)
         if m:

@@ -17,6 +17,12 @@
   their number but are not staged). The tokenizer is numpy over the bytes (no Python string per
   line); the lines reach DuckDB as one zero-copy Arrow array per chunk.
 * :func:`read_text` returns the whole text (JSON inputs), capped and checked the same way.
+* :func:`probe_delimited` is the fast path of a regular delimited file with a record-count trailer (raw FINRA
+  files): it PROVES in a few numpy passes over the bytes that the line path would stage exactly the header, the data
+  lines and the trailer, each data line with the same number of delimiters (see its doc), and hands DuckDB's own CSV
+  reader those exact bytes (the data lines, in an anonymous in-memory file: ``os.memfd_create``), so no line table is
+  built and no line is split in SQL. Anything it is not sure of returns None: the file takes the line path, whose
+  messages and line numbers are the rules. :class:`MemFiles` holds the data lines DuckDB reads.
 
 Every refusal is an :class:`~optimizer.errors.InputFileError` (``file:line: reason``).
 """
@@ -54,6 +60,10 @@ __all__ = [
     "LineSink",
     "read_text",
     "too_big",
+    "Delimited",
+    "MemFiles",
+    "probe_delimited",
+    "stage_line_numbers",
 ]
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -104,6 +114,63 @@ class Lines:
     last: str = ""
     staged: int = 0
     physical: int = 0
+
+
+@dataclass
+class Delimited(Lines):
+    """A file :func:`probe_delimited` proved regular: the :class:`Lines` the line path would report, ``header`` =
+    which of the given headers it starts with, and its ``rows`` data lines (physical lines 2 .. ``rows + 1``, line
+    ends kept): ``data`` until :meth:`MemFiles.add` appends them to an in-memory file, then ``path`` (read by DuckDB's
+    ``read_csv``), ``first`` (the 1-based row of its first data line there) and the byte range ``offset`` /
+    ``nbytes`` in ``fd``."""
+
+    header: int = 0
+    rows: int = 0
+    data: object = None
+    path: str = ""
+    first: int = 0
+    fd: int = -1
+    offset: int = 0
+    nbytes: int = 0
+
+    def line_texts(self, numbers: list[int]) -> list[str]:
+        """The text of the given data lines (physical line numbers, line ends stripped), as the line path stages
+        them (the rejected rows' raw text)."""
+        lines = os.pread(self.fd, self.nbytes, self.offset).split(b"\n")
+        return [lines[n - 2].removesuffix(b"\r").decode("ascii") for n in numbers]
+
+
+class MemFiles:
+    """The in-memory files (``os.memfd_create``: nothing on disk, freed when closed, also by a killed process) holding
+    the data lines of a batch's fast-path files, one per header (a layout: one CSV reading), read by DuckDB as
+    ``/proc/self/fd/N``. One file per layout rather than per input file: DuckDB's reader costs ~0.5 ms per file
+    opened and a file-name column to tell them apart."""
+
+    def __init__(self) -> None:
+        self.files: dict[object, list[int]] = {}  # key -> [fd, bytes written, rows written]
+
+    def add(self, d: Delimited, key: object = None) -> None:
+        """Append ``d.data`` to the file of ``key`` (default: ``d.header``) and record where it went (OSError: nothing
+        appended)."""
+        key = d.header if key is None else key
+        if key not in self.files:
+            self.files[key] = [os.memfd_create("accumopt-ingest", os.MFD_CLOEXEC), 0, 0]
+        f = self.files[key]
+        view = memoryview(d.data)
+        d.fd, d.offset, d.nbytes, d.first, d.path = f[0], f[1], len(view), f[2] + 1, f"/proc/self/fd/{f[0]}"
+        try:
+            while view:
+                view = view[os.pwrite(f[0], view, f[1] + d.nbytes - len(view)):]
+        except OSError:
+            os.ftruncate(f[0], f[1])  # what was written of it would be read as rows of the file before it
+            raise
+        f[1] += d.nbytes
+        f[2] += d.rows
+        d.data = None
+
+    def close(self) -> None:
+        while self.files:
+            os.close(self.files.popitem()[1][0])
 
 
 class IsJson(Exception):
@@ -408,6 +475,100 @@ def stage_lines(
         base += st.add(carry, base, final=True)
     st.info.physical = base
     return st.finish()
+
+
+# the fast path's size cap (decompressed): below the expansion-ratio floor, so a gzip file it takes could never
+# have tripped the line path's ratio check; a raw FINRA file is well under 1 MiB
+FAST_MAX_BYTES = 8 << 20
+_FAST = hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")  # private switch (tests: the line path)
+# the bytes a fast-path file may hold besides CR / LF: printable ASCII without the double quote (so no space, tab,
+# NUL, control character, quote or non-ASCII byte: no field the line path would trim, no UTF-8 question) and without
+# '_' (DuckDB's number cast, which its CSV reader uses, reads 1_000 as 1000; the ingest refuses it)
+_PLAIN = bytes(range(0x21, 0x7F)).replace(b'"', b"").replace(b"_", b"") + b"\r\n"
+
+
+def _fast_body(raw: RawFile, limits: Limits) -> bytes | None:
+    """The whole content when it is small and reads without any question (one gzip member, no padding, not
+    compressed twice), else None."""
+    data = raw.data
+    if data is None or not _FAST:
+        return None
+    cap = min(FAST_MAX_BYTES, limits.max_bytes, limits.ratio_floor - 1)
+    if data[:2] != GZIP_MAGIC:
+        return data if len(data) <= cap else None
+    d = zlib.decompressobj(wbits=31)
+    try:
+        body = d.decompress(data, cap + 1)
+    except zlib.error:
+        return None
+    if not d.eof or d.unused_data or d.unconsumed_tail or len(body) > cap:
+        return None
+    return body
+
+
+def probe_delimited(raw: RawFile, limits: Limits, headers: tuple[bytes, ...], delim: bytes) -> Delimited | None:
+    """The fast path of a file whose first line is exactly one of ``headers`` and last line a record count
+    (module doc), or None. Proven over the bytes: the content is at most ``FAST_MAX_BYTES`` (gzip: one member);
+    every byte is printable ASCII but the double quote and '_', or a line end; the line ends are all LF or all
+    CRLF (no CR elsewhere); no line is empty or longer than ``MAX_LINE_BYTES``; the header and every data line hold
+    exactly the header's number of delimiters; the last line is digits only and equals the number of data lines (at least
+    one). The line path stages such a file as header, data lines, trailer, numbered 1.. with nothing dropped and
+    nothing trimmed, which is what DuckDB's CSV reader reads from the data lines (header / trailer left out) once
+    :meth:`MemFiles.add` has written them."""
+    body = _fast_body(raw, limits)
+    if body is None:
+        return None
+    which = next((i for i, h in enumerate(headers) if body.startswith(h)), None)
+    if which is None:
+        return None
+    h = headers[which]
+    crlf = body[len(h):len(h) + 2] == b"\r\n"
+    if not crlf and body[len(h):len(h) + 1] != b"\n":
+        return None
+    if body.translate(None, _PLAIN):
+        return None
+    arr = np.frombuffer(body, dtype=np.uint8)
+    nl = np.flatnonzero(arr == 10)
+    n_cr = int(np.count_nonzero(arr == 13))
+    if crlf:
+        if n_cr != len(nl) or not bool((arr[nl - 1] == 13).all()):
+            return None
+    elif n_cr:
+        return None
+    starts = np.concatenate(([0], nl + 1))
+    ends = np.concatenate((nl - 1 if crlf else nl, [len(body)]))
+    if starts[-1] == len(body):  # ends with a line end: no last partial line
+        starts, ends = starts[:-1], ends[:-1]
+    lens = ends - starts
+    n_lines = len(starts)
+    if n_lines < 3 or int(lens.min()) <= 0 or int(lens.max()) > MAX_LINE_BYTES:
+        return None
+    trailer = body[int(starts[-1]):int(ends[-1])]
+    rows = n_lines - 2
+    if not trailer.isdigit() or int(trailer) != rows:
+        return None
+    k = h.count(delim)
+    cuts = np.flatnonzero(arr == delim[0])
+    if len(cuts) != k * (n_lines - 1):  # the header and every data line k, the trailer none (digits only)
+        return None
+    if k:
+        per = cuts.reshape(n_lines - 1, k)  # sorted: line i holds exactly k iff its first and last are inside it
+        if not (bool((per[:, 0] >= starts[:-1]).all()) and bool((per[:, -1] < ends[:-1]).all())):
+            return None
+    text = body[:int(ends[0])].decode("ascii")
+    return Delimited(first_no=1, first=text, last_no=n_lines, last=trailer.decode("ascii"), staged=n_lines,
+                     physical=n_lines, header=which, rows=rows,
+                     data=memoryview(body)[int(starts[1]):int(starts[-1])])
+
+
+def stage_line_numbers(con: duckdb.DuckDBPyConnection, fid: int, numbers: list[int], texts: list[str]) -> None:
+    """Append the given lines of file ``fid`` to ``_ing_lines`` (a fast-path file's rejected rows: their raw text)."""
+    if not numbers:
+        return
+    sink = LineSink(con)
+    sink.add(pa.table({"_fid": pa.array([int(fid)] * len(numbers), pa.int64()),
+                       "line": pa.array(numbers, pa.int64()), "l": pa.array(texts, pa.string())}))
+    sink.flush()
 
 
 def read_text(raw: RawFile, limits: Limits) -> str:

@@ -49,6 +49,7 @@ from optimizer.data.ingest._common import (
     Summary,
     accepted,
     csv_header,
+    csv_relation,
     date_rules,
     lines_relation,
     name_date,
@@ -59,12 +60,13 @@ from optimizer.data.ingest._common import (
     sql_str,
     unread_warnings,
 )
-from optimizer.data.ingest._source import Lines, RawFile
+from optimizer.data.ingest._source import Delimited, Limits, Lines, RawFile, probe_delimited
 
 __all__ = [
     "FAMILIES",
     "FIRST_FINRA_DATE",
     "JSON_OK",
+    "probe",
     "prepare",
     "spec",
     "plan",
@@ -113,6 +115,13 @@ def _volume_rules(short: str, exempt: str | None, total: str) -> list[tuple[str,
 
 # --------------------------------------------------------------------------------------------------- prepare
 
+_HEADERS = tuple("|".join(_pretty(h)).encode("ascii") for h in (_NEW, _OLD))
+
+
+def probe(raw: RawFile, limits: Limits) -> Delimited | None:
+    """The fast path of a raw FINRA file exactly as FINRA publishes it (``_source.probe_delimited``), else None."""
+    return probe_delimited(raw, limits, _HEADERS, b"|")
+
 
 def prepare(ctx: Ctx, raw: RawFile, fid: int, lines: Lines, text: str | None) -> Prep:
     """Header (and for raw files trailer) checks of one staged FINRA file; its layout and per-file values."""
@@ -155,8 +164,11 @@ def _prepare_raw(file: str, header_line: str, lines: Lines) -> Prep:
     if int(trailer) != records:
         raise InputFileError(file, lines.last_no, f"trailer says {int(trailer)} records, file has {records}")
     fdate = name_date(file)
-    return Prep(("raw", layout), {"p_date": None if fdate is None else fdate.date(), "p_facility": facility,
-                                  "p_last": lines.last_no, "p_date_text": None if fdate is None else f"{fdate:%Y%m%d}"})
+    params = {"p_date": None if fdate is None else fdate.date(), "p_facility": facility, "p_last": lines.last_no,
+              "p_date_text": None if fdate is None else f"{fdate:%Y%m%d}"}
+    if isinstance(lines, Delimited):  # read by DuckDB's CSV reader (probe): a group of its own
+        return Prep(("raw", layout, "csv"), params, data=lines)
+    return Prep(("raw", layout), params)
 
 
 def _prepare_tidy(file: str, header_line: str) -> Prep:
@@ -187,11 +199,16 @@ def _prepare_tidy(file: str, header_line: str) -> Prep:
 def spec(ctx: Ctx, sig: tuple, fids: list[int], preps: dict) -> Spec:
     ctx.ensure_sessions()
     if sig[0] == "raw":
-        return _spec_raw(ctx, sig[1], fids)
+        fast = ([(f, preps[f].data.path, preps[f].data.rows, preps[f].data.first) for f in fids]
+                if sig[2:] == ("csv",) else None)
+        sp = _spec_raw(ctx, sig[1], fids, fast)
+        if all(preps[f].params.get("p_date") is not None for f in fids):
+            sp.dup_col = "symbol"  # every row of a file without a format error has its name's date and its facility
+        return sp
     return _spec_tidy(ctx, dict(sig[1]), sig[2], sig[3], fids)
 
 
-def _spec_raw(ctx: Ctx, layout: tuple[str, ...], fids: list[int]) -> Spec:
+def _spec_raw(ctx: Ctx, layout: tuple[str, ...], fids: list[int], fast: list[tuple[int, str, int, int]] | None = None) -> Spec:
     cols = [Col("date", "date", "Date"), Col("symbol", "symbol"), Col("shortvolume", "number", "ShortVolume")]
     if layout is _NEW or layout == _NEW:
         cols.append(Col("shortexemptvolume", "number", "ShortExemptVolume", required=False))
@@ -203,9 +220,15 @@ def _spec_raw(ctx: Ctx, layout: tuple[str, ...], fids: list[int]) -> Spec:
     generic = [c for c in cols if c.name == "date"][0]
 
     fast_date = f'(CASE WHEN "t_date" = p_date_text THEN p_date ELSE {_typed(generic)} END)'
+    index = {c: i for i, c in enumerate(layout)}
+    # fast-path files: the volumes parsed by DuckDB's CSV reader (a file with a format error is read again by the
+    # line path, which words it: optimizer.data.ingest._stage_batch)
+    parsed = tuple(c.name for c in cols if c.kind == "number") if fast is not None else ()
     return Spec(
         typed={"date": fast_date},
-        relation=lines_relation({c: i for i, c in enumerate(layout)}, "|", fids, trailer=True),
+        relation=(lines_relation(index, "|", fids, trailer=True) if fast is None
+                  else csv_relation(index, layout, "|", fast, parsed)),
+        parsed=parsed,
         cols=cols,
         ncols=len(layout),
         count_error="expected %d '|'-separated fields, found %d",
