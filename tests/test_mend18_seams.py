@@ -1,0 +1,80 @@
+"""Settings and outputs that did not hold at their seam (mend18): the integer rule in the hash and in [objective]
+options, a symbol listed twice, the flag a refusal names, timestamps with their offset, a closed pipe, the notes of
+the same situation, ingest's tag rule's public home, a day given with a time of day."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests._cli_helpers import cli, ok
+from tests.test_explore21_settings import _SMALL
+
+
+# ------------------------------------------------------------------ 1. one integer rule, the hash and the options
+def test_an_integer_written_20_0_hashes_as_20_and_resumes_the_study(synth_db, tmp_path):
+    """Integers written 20.0 were read as 20 (mend17) but hashed as the text: a study run
+    with `time_stop = 20.0` was refused when resumed with `time_stop = 20` ('created from a different spec'), fails
+    before. Now both spellings hash alike, and the hash the text had before is still accepted for a stored study."""
+    from optimizer.study.spec import parse_spec
+
+    int_text = _SMALL.replace('exit = "fixed_10d"', 'exit = "first_dist"\ntime_stop = 20\n[data.costs]\n'
+                              'commission_bps = 1').replace("n_trials = 2", "n_trials = 1")
+    int_text = int_text.replace("[cv]\n", "[cv]\npurge = 20\n")
+    float_text = int_text.replace("time_stop = 20", "time_stop = 20.0").replace("purge = 20", "purge = 20.0") \
+        .replace("commission_bps = 1", "commission_bps = 1.0").replace("seed = 5", "seed = 5.0")
+    a, b = parse_spec(int_text), parse_spec(float_text)
+    assert a.spec_hash == b.spec_hash and a.differences(float_text) is None
+    assert parse_spec(int_text.replace("time_stop = 20", "time_stop = 21")).spec_hash != a.spec_hash
+    common = ("--db", synth_db, "--storage", f"sqlite:///{tmp_path / 'st.db'}", "--format", "json")
+    spec = tmp_path / "small.toml"
+    spec.write_text(float_text, encoding="utf-8")
+    ok(cli("study", "run", spec, *common))
+    spec.write_text(int_text.replace("n_trials = 1", "n_trials = 2"), encoding="utf-8")  # resumed, other spelling
+    res = ok(cli("study", "run", spec, *common))
+    assert json.loads(res.stdout)["complete"] == 2
+
+
+def test_a_study_stored_with_the_hash_of_the_text_as_written_still_matches():
+    """The hash a study stored before this change (of the text as written: '719e6319130fb126' for choices
+    [15, 20.0], mend17's measured figure) is still accepted for that text and for the text written [15, 20]."""
+    from tests.test_mend17_leftovers import _int_spec
+
+    was = _int_spec(time_stop="{ type = 'categorical', choices = [15, 20.0] }")
+    now = _int_spec(time_stop="{ type = 'categorical', choices = [15, 20] }")
+    assert was.spec_hash == now.spec_hash != "719e6319130fb126"
+    assert was.matches_stored("719e6319130fb126") and now.matches_stored("719e6319130fb126", was.source)
+    assert not now.matches_stored("719e6319130fb126")  # no text stored: only this text's own earlier hashes
+
+
+def _objective_module(tmp_path, monkeypatch):
+    mod = tmp_path / "mend18_objective.py"
+    mod.write_text(
+        "from objectives import Objective\n"
+        "class Windowed(Objective):\n"
+        "    metrics = ('rank_score',)\n"
+        "    def __init__(self, window: int = 5, scale: float = 1.0):\n"
+        "        self.window, self.scale = window, scale\n"
+        "    def fold_values(self, m):\n"
+        "        return (m['rank_score'] * self.scale,)\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "mend18_objective:Windowed"
+
+
+def test_objective_options_take_the_integer_rule(tmp_path, monkeypatch):
+    """`[objective] options = { window = 5.0 }` for an option annotated `int` was handed to the constructor as the
+    float 5.0 and `window = 5.5` accepted (fails before: options {'window': 5.0}, no refusal); now 5.0 is 5 (and
+    hashes as 5), 5.5 is refused naming its key and value, a float option keeps its value."""
+    from optimizer.errors import SpecError
+    from optimizer.study.spec import parse_spec
+
+    name = _objective_module(tmp_path, monkeypatch)
+    text = _SMALL.replace("[objective]\n", f'[objective]\nname = "{name}"\noptions = {{ window = @W@, scale = 2.0 }}\n')
+    s5, s50 = parse_spec(text.replace("@W@", "5")), parse_spec(text.replace("@W@", "5.0"))
+    assert s50.objective.options == {"window": 5, "scale": 2.0} and type(s50.objective.options["window"]) is int
+    assert s5.spec_hash == s50.spec_hash
+    with pytest.raises(SpecError) as e:
+        parse_spec(text.replace("@W@", "5.5"))
+    assert str(e.value) == "[objective.options.window] must be an integer (an option of objective " \
+                           f"'{name}'), got window=5.5"
