@@ -5,6 +5,7 @@ the same situation, ingest's tag rule's public home, a day given with a time of 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -78,3 +79,25 @@ def test_objective_options_take_the_integer_rule(tmp_path, monkeypatch):
         parse_spec(text.replace("@W@", "5.5"))
     assert str(e.value) == "[objective.options.window] must be an integer (an option of objective " \
                            f"'{name}'), got window=5.5"
+
+
+# ------------------------------------------------------------------ 2. a symbol listed twice
+@pytest.mark.parametrize("toml,flag,twice", [('["SPY", "SPY"]', "SPY,SPY", "SPY twice"),
+                                             ('["brk/b", "QQQ", "BRK-B"]', "brk/b,QQQ,BRK-B",
+                                              "BRK.B twice (as 'brk/b' and 'BRK-B')")])
+def test_a_symbol_listed_twice_is_refused_in_specs_flags_and_the_api(synth_db, tmp_path, toml, flag, twice):
+    """`universe = ["SPY", "SPY"]` loaded and was recorded with the duplicate (a flag or the API dropped it without a
+    word); fails before: the spec loaded. Now the spec, a --universe flag and the API refuse it by one rule
+    (``resolve_universe``), naming the symbol and the key."""
+    import optimizer.api as ao
+    from optimizer.errors import ParameterError
+    from tests._cli_helpers import one_line_error
+
+    spec = tmp_path / "twice.toml"
+    spec.write_text(_SMALL.replace('universe = "tier1"', f"universe = {toml}"), encoding="utf-8")
+    one_line_error(cli("study", "validate", spec), "[data.universe] must list each symbol once, got " + twice)
+    one_line_error(cli("data", "synth", "--universe", flag, "--out", tmp_path / "out"),
+                   "must list each symbol once, got " + twice)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ParameterError, match=r"universe must list each symbol once, got " + re.escape(twice)):
+        ao.load_panel(synth_db, universe=flag.split(","))

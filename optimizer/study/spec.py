@@ -27,6 +27,7 @@ import optuna
 
 from objectives import make_objective, resolve_objective
 from optimizer import engine  # engine.metrics.METRIC_KEYS when an objective is checked (not at import: no kernels)
+from optimizer.data.universe import is_listed, resolve_universe
 from optimizer.errors import ParameterError, SpecError
 from optimizer.params import (
     GATES, PARAMS, REGIME_SUFFIXES, SPACE_ONLY, SPACE_PARAMS, WEIGHT_PRESETS, default_space, parse_exit,
@@ -1003,6 +1004,11 @@ def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
     uni = d.get("universe", "tier1+3")
     if not isinstance(uni, (str, list)) or (isinstance(uni, list) and not all(isinstance(s, str) for s in uni)):
         raise _err("data.universe", f"must be tier1, tier3, tier1+3, tier1+2+3, all or a list of symbols, got {uni!r}")
+    if is_listed(uni):  # a listed universe's symbols (each once, tradable) are checked now, before any trial runs
+        try:
+            resolve_universe(uni)
+        except ParameterError as e:
+            raise _err("data.universe", str(e).removeprefix("universe ")) from None
     regime = _typed(d, "regime", str, "data", default="ALL")
     if regime not in REGIMES:
         raise _err("data.regime", f"must be one of {', '.join(REGIMES)}, got {regime!r}")
