@@ -101,3 +101,37 @@ def test_a_symbol_listed_twice_is_refused_in_specs_flags_and_the_api(synth_db, t
     assert not (tmp_path / "out").exists()
     with pytest.raises(ParameterError, match=r"universe must list each symbol once, got " + re.escape(twice)):
         ao.load_panel(synth_db, universe=flag.split(","))
+
+
+# ------------------------------------------------------------------ 3. a refusal names the flag typed
+@pytest.mark.parametrize("args,line", [
+    (("backtest", "--z-window", "1", "--no-save"), "error: --z-window must be an integer in [2, 252], got 1"),
+    (("backtest", "--z-window=1", "--no-save"), "error: --z-window must be an integer in [2, 252], got 1"),
+    (("backtest", "--buy", "120", "--no-save"), "error: --buy must be in [0, 100], got 120.0"),
+    (("backtest", "--buy-threshold", "20", "--sell", "30", "--no-save"),
+     "error: --sell must be < --buy-threshold 20.0, got 30.0"),
+    (("sandbox", "SPY", "--buy", "120"), "error: --buy must be in [0, 100], got 120.0"),
+    (("sandbox", "SPY", "--sell", "80"), "error: --sell must be < buy_threshold=70.0, got 80.0"),  # 70: no flag
+    (("data", "synth", "--universe", "SPY,SPY"), "error: --universe must list each symbol once, got SPY twice in "
+                                                 "--universe SPY,SPY"),
+])
+def test_a_refused_flag_value_is_named_by_the_flag_typed(synth_db, tmp_path, args, line):
+    """`--z-window 1` was refused as `z_window must be ..., got z_window=1`, the library's parameter, which the
+    user never typed (fails before: every line named the parameter). The flag->parameter mapping is click's options
+    (the engine parameters' flags made from the registry); a value not typed as a flag keeps its name."""
+    from tests._cli_helpers import one_line_error
+
+    assert one_line_error(cli(*args, "--db", synth_db, "--out", tmp_path / "out")) == line
+
+
+def test_the_same_value_from_a_file_or_the_api_keeps_its_parameter_name(synth_db, tmp_path):
+    import optimizer.api as ao
+    from optimizer.errors import ParameterError
+    from tests._cli_helpers import one_line_error
+
+    params = tmp_path / "p.json"
+    params.write_text(json.dumps({"z_window": 1}), encoding="utf-8")
+    one_line_error(cli("backtest", "--params", params, "--no-save", "--db", synth_db, "--out", tmp_path / "out"),
+                   "z_window must be an integer in [2, 252], got z_window=1")
+    with pytest.raises(ParameterError, match=r"^z_window must be an integer in \[2, 252\], got z_window=1$"):
+        ao.evaluate({"z_window": 1}, db=synth_db)

@@ -1101,7 +1101,7 @@ def test_evening_refuses_a_mistyped_through_in_one_line(tmp_path):
     res = _run("evening", "--params", p, "--db", tmp_path / "s.duckdb", "--through", "2024-13-01",
                "--out", tmp_path / "o")
     assert res.exit_code == 2 and "Traceback" not in res.output, res.output
-    assert res.stderr.startswith("error: through must be a date (YYYY-MM-DD), got through='2024-13-01'"), res.stderr
+    assert res.stderr.startswith("error: --through must be a date (YYYY-MM-DD), got '2024-13-01'"), res.stderr
 
 
 # ------------------------------------------------------------------------------------------------ regime memo

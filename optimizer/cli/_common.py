@@ -333,6 +333,46 @@ def _root_cause(e: BaseException) -> BaseException:
     return e
 
 
+def _command_of(group: click.Group, ctx: click.Context, args: Sequence[str]) -> click.Command | None:
+    """The command ``args`` (the words after ``accumopt``) run: its group's subcommands followed word by word
+    (``study run``, ``walkforward worker``); None when they name none."""
+    cmd: click.Command | None = group
+    words = [a for a in args if not a.startswith("-")]
+    while isinstance(cmd, click.Group) and words:
+        cmd = cmd.get_command(ctx, words.pop(0))
+    worker = getattr(cmd, "worker", None)
+    if worker is not None and words[:1] == ["worker"]:
+        cmd = worker
+    return cmd if cmd is not group else None
+
+
+def flag_message(message: str, command: click.Command | None, args: Sequence[str]) -> str:
+    """A ParameterError's message (``z_window must be >= 2, got z_window=1``: the library's parameter) as the user
+    typed it: each parameter whose value came from a flag on the command line (one of ``args``) named by that flag,
+    as typed (``--buy`` or ``--buy-threshold``): ``--z-window must be >= 2, got 1``. The flag of a parameter is
+    the command's click option (``Option.name`` -> its ``opts``; the engine parameters' flags are made from the
+    registry, ``cli.backtest``): the one mapping. A value from a spec, a parameters file, the environment or a
+    default keeps its parameter's name (a spec's own errors name its key)."""
+    if command is None:
+        return message
+    import re
+
+    typed: dict[str, str] = {}
+    for opt in command.params:
+        if not isinstance(opt, click.Option) or not opt.name:
+            continue
+        flag = next((a.split("=", 1)[0] for a in args if a.split("=", 1)[0] in (*opt.opts, *opt.secondary_opts)
+                     and a.startswith("--")), None)
+        if flag is not None:
+            typed[opt.name] = flag
+    for name, flag in typed.items():
+        if message.startswith(f"{name} "):
+            message = flag + message[len(name):]
+        message = re.sub(rf"\bgot {re.escape(name)}=", "got ", message)
+        message = re.sub(rf"(?<![\w.-]){re.escape(name)}=", f"{flag} ", message)
+    return message
+
+
 class ErrorGroup(click.Group):
     """Turns AccumoptError and a usage error of click's (a missing file, an unknown option) (and an unopenable DuckDB store, a failing study storage, a failure of the machine: a full
     disk, a file size or open-file limit, a read-only place, no memory) into a one-line message and exit code 2;
@@ -349,6 +389,7 @@ class ErrorGroup(click.Group):
             raise click.exceptions.Exit(2) from None
 
     def invoke(self, ctx: click.Context) -> Any:
+        args = [*getattr(ctx, "_protected_args", ()), *ctx.args]  # the words after `accumopt`, as typed
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:  # Ctrl-C: one line, exit 130 (not click's "Aborted!" and exit 1)
@@ -367,7 +408,8 @@ class ErrorGroup(click.Group):
         except AccumoptError as e:
             for note in getattr(e, "__notes__", ()):  # what the command warned of before it failed (e.g. evening)
                 err_console.print(note, style="yellow", markup=False, highlight=False, soft_wrap=True)
-            _error_line(str(e))
+            _error_line(flag_message(str(e), _command_of(self, ctx, args), args) if isinstance(e, ParameterError)
+                        else str(e))
             ctx.exit(2)
         except Exception as e:  # noqa: BLE001 - only store / storage errors are handled, the rest re-raised
             if _is_query_interrupt(e):
