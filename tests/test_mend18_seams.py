@@ -135,3 +135,51 @@ def test_the_same_value_from_a_file_or_the_api_keeps_its_parameter_name(synth_db
                    "z_window must be an integer in [2, 252], got z_window=1")
     with pytest.raises(ParameterError, match=r"^z_window must be an integer in \[2, 252\], got z_window=1$"):
         ao.evaluate({"z_window": 1}, db=synth_db)
+
+
+# ------------------------------------------------------------------ 4. timestamps with their offset
+@pytest.fixture
+def tokyo(monkeypatch):
+    """The machine's time zone set to Asia/Tokyo (UTC+09:00, no daylight saving), restored afterwards."""
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_study_list_and_the_reserve_ledger_print_times_with_their_offset(tokyo, tmp_path):
+    """`study list --format json` wrote `created` as the machine's local time without an offset
+    ('2026-12-05T12:39:11.113859') and a reserve ledger opening's `opened_at` likewise (fails before: no offset).
+    Now both are ISO 8601 with the machine's UTC offset; a record written before 2026-12-05 (a naive `created`) and
+    a trial start (Optuna's naive local time) still read, taken as local time."""
+    import datetime as dt
+
+    import optuna
+
+    from optimizer.data.store import connect
+    from optimizer.study import reserve
+
+    url = f"sqlite:///{tmp_path / 'st.db'}"
+    old = optuna.create_study(study_name="old", storage=url)
+    old.set_user_attr("created", "2026-12-01T10:00:00")  # a record of before 2026-12-05: naive local time
+    new = optuna.create_study(study_name="new", storage=url)
+    new.set_user_attr("created", "2026-12-04T23:12:06-05:00")  # New York time, as a record states it now
+    ran = optuna.create_study(study_name="ran", storage=url)
+    ran.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    start = ran.trials[0].datetime_start  # naive, this machine's local time
+    rows = {r["name"]: r["created"] for r in json.loads(ok(cli("study", "list", "--storage", url,
+                                                               "--format", "json")).stdout)}
+    assert rows == {"old": "2026-12-01T10:00:00+09:00", "new": "2026-12-05T13:12:06+09:00",
+                    "ran": start.isoformat() + "+09:00"}
+    table = ok(cli("study", "list", "--storage", url)).stdout
+    assert "2026-12-05 13:12" in table and "2026-12-01 10:00" in table  # the table: local wall-clock time
+
+    db = tmp_path / "s.duckdb"
+    connect(db).close()
+    reserve.record_opening(db, "2024-06-28", "backtest --final", "config x", "2024-07-31")
+    (opening,) = reserve.openings(db)
+    assert dt.datetime.fromisoformat(opening.opened_at).utcoffset() == dt.timedelta(hours=9), opening.opened_at
+    assert abs(dt.datetime.fromisoformat(opening.opened_at) - dt.datetime.now(dt.timezone.utc)) < dt.timedelta(hours=1)

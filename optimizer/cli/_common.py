@@ -173,6 +173,11 @@ def _is_day(v: Any) -> bool:
     return isinstance(v, dt.date)
 
 
+def _is_aware(v: Any) -> bool:
+    """A real time that states its zone (NaT states none)."""
+    return isinstance(v, dt.datetime) and v.tzinfo is not None
+
+
 def _is_session_date(s: pd.Series) -> bool:
     """A column of session dates: ``datetime.date`` objects (DuckDB DATE), or tz-naive datetimes all at midnight.
     A column holding a time of day (a study's ``created``, a trial's start) is a real time, not a session date."""
@@ -203,7 +208,13 @@ def frame_json(df: pd.DataFrame) -> str:
     digits), a NaN or infinity as null."""
     import math
 
+    import pandas as pd
+
     records = json.loads(session_days(df).to_json(orient="records", date_format="iso", date_unit="us"))
+    for c in df.columns:  # a time with its zone keeps its offset (to_json would write it in UTC, as ...Z)
+        if isinstance(df[c].dtype, pd.DatetimeTZDtype) or (df[c].dtype == object and df[c].map(_is_aware).any()):
+            for rec, v in zip(records, df[c].tolist()):
+                rec[c] = v.isoformat() if _is_aware(v) else rec[c]
     for c in df.columns:
         if df[c].dtype.kind == "f":
             for rec, v in zip(records, df[c].tolist()):

@@ -32,7 +32,7 @@ from optimizer.errors import check_param
 
 __all__ = ["nyse_sessions", "session_days", "FIRST_SESSION", "to_day", "as_date", "DateLike", "MARKET_TZ",
            "FINRA_PUBLISHED_BY", "market_now", "market_today", "tonight_session", "REGULAR_CLOSE", "early_closes",
-           "stamp"]
+           "stamp", "local_time"]
 
 FIRST_SESSION = dt.date(1990, 1, 2)
 # the NYSE's time zone: its sessions, "today" and a FINRA file's publication are New York's, whatever the machine's
@@ -155,6 +155,18 @@ def stamp() -> str:
     """Now as ISO 8601 in New York time with its UTC offset (``2026-12-04T23:12:06-05:00``): a time a command
     writes (a report's "generated", a study's "created") states its zone and is the same on every machine."""
     return market_now().isoformat(timespec="seconds")
+
+
+def local_time(value: object) -> pd.Timestamp:
+    """A real time as the machine's local time with its UTC offset (``2026-12-05T07:39:11-05:00`` on a New York
+    machine, ``...+00:00`` on a UTC one), NaT for None / NaT: an aware value converted; a naive one (an Optuna trial's
+    start, a reserve-ledger row, a study record written before 2026-12-05) taken as the local time it was written
+    in, which is this machine's when the storage or store was written here (the offset is that of its own instant:
+    a summer and a winter time differ by the daylight-saving hour)."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return pd.NaT
+    ts = pd.Timestamp(value)
+    return pd.Timestamp(ts.to_pydatetime().astimezone())  # naive: as local time (datetime.astimezone's rule)
 
 
 def tonight_session(now: dt.datetime | None = None) -> dt.date:

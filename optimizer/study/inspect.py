@@ -25,6 +25,7 @@ import pandas as pd
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from optimizer.data.calendar import local_time
 from optimizer.errors import DataError, check_param
 from optimizer.paths import atomic_write, resolve_storage
 from optimizer.study.records import (
@@ -124,13 +125,11 @@ def list_studies(storage: Any = None, internal: bool = False) -> pd.DataFrame:
 
 
 def _created(value: Any) -> pd.Timestamp:
-    """A study's ``created`` as the list shows it: local time without zone, as Optuna shows a trial's start (the
-    column's first trial start, else the record's ``created``, which states its zone since 2026-12-05: New York
-    time with its offset; an earlier record's naive local time is taken as written)."""
-    if value is None:
-        return pd.NaT
-    ts = pd.Timestamp(value)
-    return ts if ts.tzinfo is None else pd.Timestamp(ts.to_pydatetime().astimezone().replace(tzinfo=None))
+    """A study's ``created`` as the list shows it: the machine's local time with its UTC offset
+    (``calendar.local_time``; the first trial's start, which Optuna stores as naive local time, else the record's
+    ``created``, New York time with its offset since 2026-12-05; an earlier record's naive local time is taken as
+    written)."""
+    return local_time(value)
 
 
 def _list_row_orm(st: Any, s: Any) -> dict[str, Any]:
