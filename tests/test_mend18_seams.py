@@ -183,3 +183,31 @@ def test_study_list_and_the_reserve_ledger_print_times_with_their_offset(tokyo, 
     (opening,) = reserve.openings(db)
     assert dt.datetime.fromisoformat(opening.opened_at).utcoffset() == dt.timedelta(hours=9), opening.opened_at
     assert abs(dt.datetime.fromisoformat(opening.opened_at) - dt.datetime.now(dt.timezone.utc)) < dt.timedelta(hours=1)
+
+
+# ------------------------------------------------------------------ 5. a closed pipe: quiet, exit 0
+@pytest.mark.parametrize("args", [("study", "list"), ("study", "list", "--format", "json"), ("--help",)])
+def test_a_pipe_closed_before_the_output_is_written_ends_quietly_with_exit_0(tmp_path, args):
+    """`accumopt study list | head -1` exited 1 after a table (rich's reaction to a closed pipe) and 0 or 1 after
+    JSON (click's, by timing: 1 when the reader was gone before the write); fails before: exit 1 for each here.
+    Now every command and format does what ripgrep does (a broken pipe is graceful termination): no message, exit
+    0 (git, killed by SIGPIPE, ends quietly with 141). Here the pipe's reader is closed before the command
+    writes, so the write always meets it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'st.db'}"
+    optuna.create_study(study_name="s", storage=url).optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone: `| head -0`, or `| head -1` once it has its line
+    try:
+        res = subprocess.run([sys.executable, "-m", "optimizer.cli", *args], stdout=write, stderr=subprocess.PIPE,
+                             cwd=Path(__file__).resolve().parents[1], timeout=120,
+                             env={**os.environ, "ACCUMOPT_STORAGE": url, "CI": "true"})
+    finally:
+        os.close(write)
+    assert (res.returncode, res.stderr.decode()) == (0, "")

@@ -41,7 +41,20 @@ def make_console(stderr: bool = False, **kw: Any) -> Console:
 
     if os.environ.get("NO_COLOR", "") != "":
         kw.setdefault("color_system", None)
-    return Console(stderr=stderr, **kw)
+    return _Console(stderr=stderr, **kw)
+
+
+class PipeClosed(BrokenPipeError):
+    """The reader of the command's output went away (``accumopt study list | head -1``): the command stops quietly
+    with exit code 0 (``ErrorGroup``), as ripgrep does."""
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """rich's own reaction (exit code 1, while a closed pipe met by ``click.echo`` exited 0 or 1 by timing) is
+        replaced by the command line's one rule for a closed pipe (``ErrorGroup``)."""
+        self.quiet = True
+        raise PipeClosed(32, "the reader of the output went away")
 
 
 console = make_console()
@@ -338,6 +351,42 @@ def _is_journal_line_error(e: BaseException) -> bool:
     return False
 
 
+def _fd_reader_gone(stream: Any) -> bool:
+    """Whether ``stream`` (sys.stdout / sys.stderr) is a pipe whose reader has closed it (poll says POLLERR)."""
+    import select
+
+    try:
+        fd = stream.fileno()
+        poll = select.poll()
+        poll.register(fd, select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poll.poll(0))
+    except (AttributeError, OSError, ValueError):  # no file descriptor (an in-process runner's buffer)
+        return False
+
+
+def _pipe_closed(e: BaseException) -> bool:
+    """Whether ``e`` is a write to the command's stdout or stderr after its reader went away (``| head -1``), not
+    another pipe's (a compute process's)."""
+    import errno
+
+    if isinstance(e, PipeClosed):
+        return True
+    return isinstance(e, OSError) and e.errno == errno.EPIPE and any(
+        _fd_reader_gone(f) for f in (sys.stdout, sys.stderr))
+
+
+def _leave_quietly() -> None:
+    """What is left to write goes nowhere: the closed stream(s) point at /dev/null, so the flush at exit does not
+    fail again (Python would print 'Exception ignored ... BrokenPipeError' and exit 120)."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for f in (sys.stdout, sys.stderr):
+        if _fd_reader_gone(f):
+            os.dup2(devnull, f.fileno())
+    os.close(devnull)
+
+
 def _root_cause(e: BaseException) -> BaseException:
     while e.__cause__ is not None or e.__context__ is not None:
         e = e.__cause__ or e.__context__
@@ -395,6 +444,11 @@ class ErrorGroup(click.Group):
             return super().make_context(info_name, args, parent=parent, **extra)
         except click.exceptions.NoArgsIsHelpError:
             raise
+        except OSError as e:  # `accumopt --help | head -1`: the one rule for a closed pipe, as in ``invoke``
+            if not _pipe_closed(e):
+                raise
+            _leave_quietly()
+            raise click.exceptions.Exit(0) from None
         except click.UsageError as e:  # a refused flag before any command (accumopt --bad): one line too
             _error_line(f"{e.format_message()} (usage: {info_name or 'accumopt'} --help)")
             raise click.exceptions.Exit(2) from None
@@ -402,7 +456,9 @@ class ErrorGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         args = [*getattr(ctx, "_protected_args", ()), *ctx.args]  # the words after `accumopt`, as typed
         try:
-            return super().invoke(ctx)
+            rv = super().invoke(ctx)
+            sys.stdout.flush()  # a closed pipe met by the last write is met here, not at the exit's flush
+            return rv
         except KeyboardInterrupt:  # Ctrl-C: one line, exit 130 (not click's "Aborted!" and exit 1)
             print_interrupted()
             ctx.exit(EXIT_INTERRUPTED)
@@ -423,6 +479,9 @@ class ErrorGroup(click.Group):
                         else str(e))
             ctx.exit(2)
         except Exception as e:  # noqa: BLE001 - only store / storage errors are handled, the rest re-raised
+            if _pipe_closed(e):  # the reader went away (`| head -1`): quiet, exit 0, every command and format
+                _leave_quietly()
+                ctx.exit(0)
             if _is_query_interrupt(e):
                 print_interrupted()
                 ctx.exit(EXIT_INTERRUPTED)
