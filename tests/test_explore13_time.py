@@ -151,10 +151,15 @@ def test_a_date_option_reads_iso_dates_and_date_objects():
     import numpy as np
     import pandas as pd
 
+    from optimizer.errors import ParameterError
+
     want = dt.date(2024, 1, 5)
     for v in ["2024-01-05", " 2024-1-5 ", "20240105", "2024-01-05 00:00:00", "2024-01-05T00:00", dt.date(2024, 1, 5),
-              dt.datetime(2024, 1, 5, 15, 0), pd.Timestamp("2024-01-05"), np.datetime64("2024-01-05")]:
+              dt.datetime(2024, 1, 5), pd.Timestamp("2024-01-05"), np.datetime64("2024-01-05")]:
         assert calendar.as_date(v, "start") == want, v
+    # an instant with a time of day names no day, as text with one does not (mend18: was read as its day)
+    with pytest.raises(ParameterError, match=r"^start must be a date \(YYYY-MM-DD, a datetime.date or a midnight "):
+        calendar.as_date(dt.datetime(2024, 1, 5, 15, 0), "start")
 
 
 def test_the_commands_dates_follow_the_one_rule(synth_db, tmp_path):

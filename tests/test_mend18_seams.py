@@ -211,3 +211,37 @@ def test_a_pipe_closed_before_the_output_is_written_ends_quietly_with_exit_0(tmp
     finally:
         os.close(write)
     assert (res.returncode, res.stderr.decode()) == (0, "")
+
+
+# ------------------------------------------------------------------ 8. a day given with a time of day
+def test_the_one_date_rule_refuses_a_time_of_day_and_keeps_the_sessions(synth_db):
+    """`calendar.as_date` (the one rule for a date a user writes) read `Timestamp('2024-03-01 15:00')` as the day
+    2024-03-01 while the API refused it before calling it (fails before: no error, a date back). Now the rule
+    refuses a time of day or a time zone, naming the parameter and the value; a session (a tz-naive midnight
+    Timestamp, a datetime64 day, a date) is still its day, so a library call fed the store's sessions works."""
+    import datetime as dt
+
+    import numpy as np
+    import pandas as pd
+
+    from optimizer.analytics.scanner import scan
+    from optimizer.data.calendar import as_date, nyse_sessions
+    from optimizer.data.store import connect
+    from optimizer.errors import ParameterError
+
+    rule = r"a date \(YYYY-MM-DD, a datetime.date or a midnight Timestamp without a time zone\)"
+    for bad in (pd.Timestamp("2024-03-01 15:00"), dt.datetime(2024, 3, 1, 9, 30), np.datetime64("2024-03-01T15:00"),
+                pd.Timestamp("2024-03-01", tz="America/New_York")):
+        with pytest.raises(ParameterError, match=rf"^date must be {rule}, got date="):
+            as_date(bad, "date")
+    for day in (pd.Timestamp("2024-03-01"), dt.datetime(2024, 3, 1), np.datetime64("2024-03-01"), dt.date(2024, 3, 1),
+                nyse_sessions("2024-03-01", "2024-03-01")[0]):
+        assert as_date(day, "date") == dt.date(2024, 3, 1)
+    con = connect(synth_db, read_only=True)
+    try:
+        last = con.execute("SELECT max(date) FROM finra_short_daily").fetchone()[0]
+        with pytest.raises(ParameterError, match=rf"^date must be {rule}, got date=Timestamp"):
+            scan(con, date=pd.Timestamp(last) + pd.Timedelta(hours=15))  # was: the scan of that day
+        assert scan(con, date=pd.Timestamp(last)).date == last  # a session Timestamp, as the code passes them
+    finally:
+        con.close()
