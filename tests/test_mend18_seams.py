@@ -245,3 +245,25 @@ def test_the_one_date_rule_refuses_a_time_of_day_and_keeps_the_sessions(synth_db
         assert scan(con, date=pd.Timestamp(last)).date == last  # a session Timestamp, as the code passes them
     finally:
         con.close()
+
+
+def test_study_export_writes_trial_times_with_their_offset(tokyo, tmp_path):
+    """`study export`'s datetime_start / datetime_complete were Optuna's naive local times ('2026-12-05
+    12:39:11.113859' in the CSV; fails before: no offset). The CSV now states the machine's UTC offset; parquet
+    holds the same instants in UTC (its own time zone field)."""
+    import datetime as dt
+
+    import optuna
+    import pandas as pd
+
+    url = f"sqlite:///{tmp_path / 'st.db'}"
+    study = optuna.create_study(study_name="s", storage=url)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    start = study.trials[0].datetime_start.astimezone()  # naive local time -> its instant
+    for fmt in ("csv", "parquet"):
+        ok(cli("study", "export", "s", "--storage", url, "--out", tmp_path / "out", "--file-format", fmt))
+    row = (tmp_path / "out" / "exports" / "s_trials.csv").read_text(encoding="utf-8").splitlines()[1].split(",")
+    assert row[2] == f"{start.replace(tzinfo=None)}+09:00"
+    back = pd.read_parquet(tmp_path / "out" / "exports" / "s_trials.parquet")
+    assert back.loc[0, "datetime_start"] == start and str(back["datetime_start"].dt.tz) == "UTC"
+    assert start.utcoffset() == dt.timedelta(hours=9)

@@ -506,7 +506,8 @@ def _expand_folds(df: pd.DataFrame) -> pd.DataFrame:
 
 def trials_table(storage: Any, name: str) -> pd.DataFrame:
     """``study.trials_dataframe()`` with the JSON attributes flattened: ``metric_<key>`` from ``metrics``,
-    ``fold<i>_<key>`` from ``folds``; ``duration`` in seconds; any other nested attribute as a JSON string."""
+    ``fold<i>_<key>`` from ``folds``; ``duration`` in seconds; any other nested attribute as a JSON string; a
+    trial's start and end as the machine's local time with its UTC offset (``calendar.local_time``)."""
     study, _ = open_named_study(storage, name)
     df = study.trials_dataframe()
     if df.empty:
@@ -519,6 +520,9 @@ def trials_table(storage: Any, name: str) -> pd.DataFrame:
     for c in df.columns:
         if df[c].dtype == object:
             df[c] = df[c].map(_jsonable)
+    for c in ("datetime_start", "datetime_complete"):  # Optuna's naive local times, with the machine's UTC offset
+        if c in df.columns:
+            df[c] = df[c].map(local_time)
     return df
 
 
@@ -531,6 +535,9 @@ def export_study(storage: Any, name: str, path: str | Path, fmt: str = "csv") ->
     if fmt == "csv":
         atomic_write(p, lambda t: df.to_csv(t, index=False))
     else:
+        for c in ("datetime_start", "datetime_complete"):  # parquet holds an instant in UTC (its own time zone field)
+            if c in df.columns:
+                df[c] = pd.to_datetime(df[c], utc=True)
         for c in df.columns:  # parquet needs one type per column: mixed object columns become text
             if df[c].dtype == object and df[c].map(type).nunique() > 1:
                 df[c] = df[c].map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
