@@ -267,3 +267,17 @@ def test_study_export_writes_trial_times_with_their_offset(tokyo, tmp_path):
     back = pd.read_parquet(tmp_path / "out" / "exports" / "s_trials.parquet")
     assert back.loc[0, "datetime_start"] == start and str(back["datetime_start"].dt.tz) == "UTC"
     assert start.utcoffset() == dt.timedelta(hours=9)
+
+
+def test_fetch_symbols_listed_twice_are_refused_naming_where_the_list_came_from(tmp_path):
+    """`fetch prices --symbols AAPL,aapl` met the universe's rule but was told 'universe must list each symbol
+    once' (a word the user never typed); it names --symbols, or env TICKERS when the list came from there. Nothing
+    is fetched (the key is a dummy, no request is sent)."""
+    from tests._cli_helpers import one_line_error
+
+    args = ("fetch", "prices", "--start", "2024-01-02", "--end", "2024-01-03", "--out", tmp_path / "out")
+    env = {"POLYGON_API_KEY": "x", "POLYGON_BASE_URL": "http://127.0.0.1:9"}
+    one_line_error(cli(*args, "--symbols", "AAPL,aapl", env=env),
+                   "--symbols must list each symbol once, got AAPL twice (as 'AAPL' and 'aapl') in --symbols AAPL,aapl")
+    one_line_error(cli(*args, env=env | {"TICKERS": "SPY,SPY"}),
+                   "TICKERS must list each symbol once, got SPY twice in TICKERS=SPY,SPY")
