@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -415,8 +416,6 @@ def flag_message(message: str, command: click.Command | None, args: Sequence[str
     default keeps its parameter's name (a spec's own errors name its key)."""
     if command is None:
         return message
-    import re
-
     typed: dict[str, str] = {}
     for opt in command.params:
         if not isinstance(opt, click.Option) or not opt.name:
