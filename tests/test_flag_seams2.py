@@ -341,7 +341,7 @@ def test_fetch_prices_names_symbols_in_its_error(tmp_path):
     """`fetch prices --symbols AAPL,../x` said 'universe symbol must be a valid symbol': no such option."""
     env = {"POLYGON_API_KEY": "k", "POLYGON_BASE_URL": "http://127.0.0.1:9"}  # refused before any request
     one_line_error(cli("fetch", "prices", "--symbols", "AAPL,../x", "--start", "2025-09-08", "--end", "2025-09-09",
-                       "--db", tmp_path / "db.duckdb", env=env), "--symbols must be a valid symbol, got --symbols='../x'")
+                       "--db", tmp_path / "db.duckdb", env=env), "--symbols must be a valid symbol, got '../x'")
 
 
 # ------------------------------------------------------------------ signals: one hash per configuration and universe

@@ -114,6 +114,8 @@ def test_a_symbol_listed_twice_is_refused_in_specs_flags_and_the_api(synth_db, t
     (("sandbox", "SPY", "--sell", "80"), "error: --sell must be < buy_threshold=70.0, got 80.0"),  # 70: no flag
     (("data", "synth", "--universe", "SPY,SPY"), "error: --universe must list each symbol once, got SPY twice in "
                                                  "--universe SPY,SPY"),
+    (("symbols", "map", "add", "FOO", "BAR", "--from", "2024-13-01"),  # a message naming the flag by hand: one form
+     "error: --from must be a date (YYYY-MM-DD), got '2024-13-01'"),
 ])
 def test_a_refused_flag_value_is_named_by_the_flag_typed(synth_db, tmp_path, args, line):
     """`--z-window 1` was refused as `z_window must be ..., got z_window=1`, the library's parameter, which the

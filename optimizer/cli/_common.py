@@ -427,7 +427,7 @@ def flag_message(message: str, command: click.Command | None, args: Sequence[str
     for name, flag in typed.items():
         if message.startswith(f"{name} "):
             message = flag + message[len(name):]
-        message = re.sub(rf"\bgot {re.escape(name)}=", "got ", message)
+        message = re.sub(rf"\bgot (?:{re.escape(name)}|{re.escape(flag)})=", "got ", message)
         message = re.sub(rf"(?<![\w.-]){re.escape(name)}=", f"{flag} ", message)
     return message
 
