@@ -408,7 +408,8 @@ def test_metrics_build_rebuilds_with_new_window(db_copy):
     d = as_json(run("metrics", "build", "--db", db_copy, "--z-window", "20", "--format", "json"))
     assert d["z_window"] == 20
     assert set(_query(db_copy, "SELECT count(*) - count(short_buy_sell_ratio_z) FROM daily_metrics GROUP BY symbol")) == {(19,)}
-    clean_error(run("metrics", "build", "--db", db_copy, "--z-window", "1"), "--z-window must be an integer in [2, 252]")
+    clean_error(run("metrics", "build", "--db", db_copy, "--z-window", "1"),
+                "--z-window must be an integer in [2, 252]")
 
 
 def test_scan_hint_for_a_thin_window_is_a_command_that_ranks(db_copy, tmp_path):

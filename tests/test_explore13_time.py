@@ -187,7 +187,8 @@ def test_the_commands_dates_follow_the_one_rule(synth_db, tmp_path):
     ]:
         res = run(*args)
         assert res.exit_code == 2, (args, res.output)
-        assert f"--{name} must be a date (YYYY-MM-DD), got '{value}'" in res.output  # the flag typed, (args, res.output)
+        # the flag typed (mend18)
+        assert f"--{name} must be a date (YYYY-MM-DD), got '{value}'" in res.output, (args, res.output)
     assert not (tmp_path / "s").exists()
 
 

@@ -115,8 +115,8 @@ def _spec_digest(doc: dict[str, Any]) -> str:
 def _text_hashes(text: str) -> tuple[str, ...] | None:
     """(hash, then the hashes of earlier rules) of a spec text, None when it is not TOML: the hash of its text as
     written (an integer written 20.0 not read as 20: ``_whole_doc``), which studies stored until the integer rule
-    reached the hash (mend18, 2026-12-05); the unordered hash, which studies stored before 2026-12-05 (the values without the drawn [space]
-    entries' order: ``_drawn_order``); the legacy hash."""
+    reached the hash (mend18, 2026-12-05); the unordered hash, which studies stored before 2026-12-05 (the values
+    without the drawn [space] entries' order: ``_drawn_order``); the legacy hash."""
     try:
         doc = _hashed_doc(text)
         return (_spec_digest(_whole_doc(doc)), _spec_digest(doc), _digest(doc),
