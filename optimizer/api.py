@@ -421,7 +421,8 @@ def best_params(storage: str | None, study: str, number: int | None = None) -> d
 
 
 def list_studies(storage: str | None = None, *, internal: bool = False) -> pd.DataFrame:
-    """One row per study of the storage (``accumopt study list``): trial counts by state, best value, created;
+    """One row per study of the storage (``accumopt study list``): trial counts by state, best value, created (a
+    ``pd.Timestamp`` in the machine's local time with its UTC offset);
     ``internal=True`` also lists the tool's marker studies (``study list --all``: a walk-forward's
     ``<study>-wf-claims``)::
 
