@@ -44,6 +44,7 @@ import plotly.graph_objects as go
 import tomli_w
 
 from optimizer.backtest import BACKTEST_METRICS, backtest
+from optimizer.data.calendar import INSTANT_DAY_RULE, as_date, is_midnight
 from optimizer.data.metrics import store_metrics_staleness
 from optimizer.data.splitcheck import panel_split_lines
 from optimizer.data.store import connect
@@ -317,27 +318,18 @@ def _spec_day(value: dt.datetime, key: str) -> dt.date:
     if pd.isna(value):
         raise SpecError(key, "is NaT: write a date (YYYY-MM-DD) or leave the key out")
     ts = pd.Timestamp(value)
-    if not _midnight(ts):
-        raise SpecError(key, f"must be a date (YYYY-MM-DD, a datetime.date or a midnight Timestamp without a time "
-                             f"zone), got {value!r}, which has a time of day or a time zone")
+    if not is_midnight(ts):
+        raise SpecError(key, f"must be {INSTANT_DAY_RULE}, got {value!r}, which has a time of day or a time zone")
     return ts.date()
-
-
-def _midnight(ts: pd.Timestamp) -> bool:
-    """The one rule for an instant given where the API takes a day: a tz-naive midnight (not NaT) is that day."""
-    return not pd.isna(ts) and ts.tzinfo is None and ts == ts.normalize()
 
 
 def _check_days(**values: Any) -> None:
     """A ``start`` / ``end`` argument given as a datetime (``pd.Timestamp``, ``datetime``, ``np.datetime64``) must be
-    a midnight without a time zone, the day it names, as in a spec; one with a time of day or a zone is a
-    ParameterError naming the argument (it was read as its calendar day without a word). Text and ``datetime.date``
-    are checked where they are read."""
+    a midnight without a time zone, the day it names, as in a spec (``calendar.as_date``, the one rule, checked
+    here before any store is opened)."""
     for name, value in values.items():
-        ts = pd.Timestamp(value) if isinstance(value, (dt.datetime, np.datetime64)) else None
-        if ts is not None and not _midnight(ts):
-            raise ParameterError(f"{name} must be a date (YYYY-MM-DD, a datetime.date or a midnight Timestamp "
-                                 f"without a time zone), got {name}={value!r}")
+        if isinstance(value, (dt.datetime, np.datetime64)):
+            as_date(value, name)
 
 
 def study_spec(spec: str | Path | Mapping[str, Any] | StudySpec) -> StudySpec:
@@ -429,7 +421,8 @@ def best_params(storage: str | None, study: str, number: int | None = None) -> d
 
 
 def list_studies(storage: str | None = None, *, internal: bool = False) -> pd.DataFrame:
-    """One row per study of the storage (``accumopt study list``): trial counts by state, best value, created;
+    """One row per study of the storage (``accumopt study list``): trial counts by state, best value, created (a
+    ``pd.Timestamp`` in the machine's local time with its UTC offset);
     ``internal=True`` also lists the tool's marker studies (``study list --all``: a walk-forward's
     ``<study>-wf-claims``)::
 

@@ -390,18 +390,18 @@ def test_a_span_that_ends_before_it_starts_names_the_rule(synth_db):
         api.load_panel(synth_db, "tier1", start="2024-03-01", end="2024-01-02")
     res = CliRunner().invoke(main, ["backtest", "--db", str(synth_db), "--universe", "tier1", "--start", "2024-03-01",
                                     "--end", "2024-01-02", "--no-save"])
-    assert res.exit_code == 2 and "error: end must be on or after start=2024-03-01" in res.stderr
+    assert res.exit_code == 2 and "error: --end must be on or after --start 2024-03-01" in res.stderr
     assert len(api.load_panel(synth_db, "tier1", start="2024-01-02", end="2024-01-02").dates) == 1  # one day is a span
     # a start after the end the run defaults to (no --end): the message names that end and where it came from
     res = CliRunner().invoke(main, ["backtest", "--db", str(synth_db), "--universe", "tier1", "--start", "2031-01-02",
                                     "--no-save"])
-    assert res.exit_code == 2 and re.search(r"^error: start must be on or before \d{4}-\d\d-\d\d, the last session "
+    assert res.exit_code == 2 and re.search(r"^error: --start must be on or before \d{4}-\d\d-\d\d, the last session "
                                             r"before the final reserve \(it starts \d{4}-\d\d-\d\d; --final runs "
-                                            r"through it\), got start=2031-01-02$", res.stderr.strip()), res.stderr
+                                            r"through it\), got 2031-01-02$", res.stderr.strip()), res.stderr
     res = CliRunner().invoke(main, ["backtest", "--db", str(synth_db), "--universe", "tier1", "--start", "2031-01-02",
                                     "--no-save", "--final"])
-    assert res.exit_code == 2 and re.search(r"^error: start must be on or before the store's last session "
-                                            r"\d{4}-\d\d-\d\d, got start=2031-01-02$", res.stderr.strip()), res.stderr
+    assert res.exit_code == 2 and re.search(r"^error: --start must be on or before the store's last session "
+                                            r"\d{4}-\d\d-\d\d, got 2031-01-02$", res.stderr.strip()), res.stderr
 
 
 def test_a_loose_document_is_read_as_its_params_file_is(synth_db, tmp_path):

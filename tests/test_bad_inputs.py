@@ -242,12 +242,12 @@ def test_a_missing_storage_is_never_created_by_a_reader(tmp_path):
 # ------------------------------------------------------------------------------------------------ run flags
 
 @pytest.mark.parametrize("args, fragment", [
-    (("study", "run", "SPEC", "--n-trials", "0"), "n_trials must be an integer >= 1, got n_trials=0"),
-    (("study", "run", "SPEC", "--n-trials", "-3"), "n_trials must be an integer >= 1, got n_trials=-3"),
-    (("study", "worker", "SPEC", "--n-trials", "0"), "n_trials must be an integer >= 1, got n_trials=0"),
-    (("study", "run", "SPEC", "--timeout", "0"), "timeout must be a finite number of seconds > 0, got timeout=0.0"),
-    (("study", "run", "SPEC", "--timeout", "-5"), "timeout must be a finite number of seconds > 0, got timeout=-5.0"),
-    (("walkforward", "SPEC", "--n-trials", "0"), "n_trials must be an integer >= 1, got n_trials=0"),
+    (("study", "run", "SPEC", "--n-trials", "0"), "--n-trials must be an integer >= 1, got 0"),
+    (("study", "run", "SPEC", "--n-trials", "-3"), "--n-trials must be an integer >= 1, got -3"),
+    (("study", "worker", "SPEC", "--n-trials", "0"), "--n-trials must be an integer >= 1, got 0"),
+    (("study", "run", "SPEC", "--timeout", "0"), "--timeout must be a finite number of seconds > 0, got 0.0"),
+    (("study", "run", "SPEC", "--timeout", "-5"), "--timeout must be a finite number of seconds > 0, got -5.0"),
+    (("walkforward", "SPEC", "--n-trials", "0"), "--n-trials must be an integer >= 1, got 0"),
 ])
 def test_a_run_flag_out_of_its_domain_is_refused_not_replaced_by_the_spec(args, fragment, tmp_path):
     """``--n-trials 0`` and ``--timeout 0`` used to be read as "not given" (``n_trials or spec.run.n_trials``): the

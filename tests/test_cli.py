@@ -408,7 +408,8 @@ def test_metrics_build_rebuilds_with_new_window(db_copy):
     d = as_json(run("metrics", "build", "--db", db_copy, "--z-window", "20", "--format", "json"))
     assert d["z_window"] == 20
     assert set(_query(db_copy, "SELECT count(*) - count(short_buy_sell_ratio_z) FROM daily_metrics GROUP BY symbol")) == {(19,)}
-    clean_error(run("metrics", "build", "--db", db_copy, "--z-window", "1"), "z_window must be an integer in [2, 252]")
+    clean_error(run("metrics", "build", "--db", db_copy, "--z-window", "1"),
+                "--z-window must be an integer in [2, 252]")
 
 
 def test_scan_hint_for_a_thin_window_is_a_command_that_ranks(db_copy, tmp_path):
@@ -431,7 +432,7 @@ def test_metrics_build_refuses_a_z_window_above_the_engines_and_warns_when_it_ca
     before = _query(db_copy, "SELECT count(*), count(short_buy_sell_ratio_z), min(z_window) FROM daily_metrics")
     for w in ("5000", "253"):
         clean_error(run("metrics", "build", "--db", db_copy, "--z-window", w),
-                    f"z_window must be an integer in [2, 252], got z_window={w}")
+                    f"--z-window must be an integer in [2, 252], got {w}")  # the flag typed (mend18)
     assert _query(db_copy, "SELECT count(*), count(short_buy_sell_ratio_z), min(z_window) FROM daily_metrics") == before
     # a window the engine allows but longer than the store's sessions is built, with a warning saying why z is empty
     res = ok(run("metrics", "build", "--db", db_copy, "--z-window", str(N_SESSIONS + 1), "--format", "json"))

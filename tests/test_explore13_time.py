@@ -151,10 +151,15 @@ def test_a_date_option_reads_iso_dates_and_date_objects():
     import numpy as np
     import pandas as pd
 
+    from optimizer.errors import ParameterError
+
     want = dt.date(2024, 1, 5)
     for v in ["2024-01-05", " 2024-1-5 ", "20240105", "2024-01-05 00:00:00", "2024-01-05T00:00", dt.date(2024, 1, 5),
-              dt.datetime(2024, 1, 5, 15, 0), pd.Timestamp("2024-01-05"), np.datetime64("2024-01-05")]:
+              dt.datetime(2024, 1, 5), pd.Timestamp("2024-01-05"), np.datetime64("2024-01-05")]:
         assert calendar.as_date(v, "start") == want, v
+    # an instant with a time of day names no day, as text with one does not (mend18: was read as its day)
+    with pytest.raises(ParameterError, match=r"^start must be a date \(YYYY-MM-DD, a datetime.date or a midnight "):
+        calendar.as_date(dt.datetime(2024, 1, 5, 15, 0), "start")
 
 
 def test_the_commands_dates_follow_the_one_rule(synth_db, tmp_path):
@@ -182,7 +187,8 @@ def test_the_commands_dates_follow_the_one_rule(synth_db, tmp_path):
     ]:
         res = run(*args)
         assert res.exit_code == 2, (args, res.output)
-        assert f"{name} must be a date (YYYY-MM-DD), got {name}='{value}'" in res.output, (args, res.output)
+        # the flag typed (mend18)
+        assert f"--{name} must be a date (YYYY-MM-DD), got '{value}'" in res.output, (args, res.output)
     assert not (tmp_path / "s").exists()
 
 
@@ -261,7 +267,7 @@ def test_times_a_command_writes_state_new_york_time_whatever_the_machine_zone(ma
     '2024-06-28T08:30:00' under TZ=Asia/Tokyo and '2024-06-27T16:30:00' under America/Los_Angeles (measured with
     faketime on a 12-trial study: '2026-12-05T13:00:02' in Tokyo, '2026-12-05T04:00:02' under UTC). They are now New
     York time with its offset, '2024-06-27T19:30:00-04:00' in every zone; `study list` shows such a created in local
-    time without zone, as Optuna shows a trial's start (the column's other source)."""
+    time, as Optuna shows a trial's start (the column's other source), with its UTC offset since mend18."""
     from types import SimpleNamespace
 
     import optuna
@@ -283,7 +289,8 @@ def test_times_a_command_writes_state_new_york_time_whatever_the_machine_zone(ma
         url = f"sqlite:///{tmp_path / (tz.replace('/', '_') + '.db')}"
         s = optuna.create_study(study_name="s", storage=url)
         s.set_user_attr("created", calendar.stamp())
-        assert list_studies(url).loc[0, "created"] == dt.datetime.fromisoformat(local), tz
+        got = list_studies(url).loc[0, "created"]  # local time with its offset (mend18: was without zone)
+        assert got.replace(tzinfo=None) == dt.datetime.fromisoformat(local) and got.tzinfo is not None, tz
 
 
 def test_a_lit_trades_file_none_of_whose_trades_lies_in_the_window_is_warned_of(tmp_path):

@@ -389,7 +389,7 @@ def test_sandbox_refuses_a_universe_nothing_reads(synth_db, tmp_path):
     (tmp_path / "best.json").write_text(best.stdout, encoding="utf-8")
     res = cli("sandbox", "SPY", "--params", tmp_path / "best.json", "--universe", "tier1", "--db", synth_db,
               "--out", tmp_path / "out", "--no-png")
-    one_line_error(res, "universe has no effect", "no position caps", "universe='tier1'")
+    one_line_error(res, "--universe has no effect", "no position caps", "got 'tier1'")
     assert not (tmp_path / "out").exists()
     ok = cli("sandbox", "SPY", "--params", tmp_path / "best.json", "--db", synth_db, "--out", tmp_path / "out",
              "--no-png")

@@ -243,8 +243,8 @@ def test_a_start_before_the_trials_panel_start_is_refused(synth_db, tmp_path):
     best.write_text(ok(cli("study", "best", "target", "--storage", url)).stdout)
     env = ("--db", synth_db, "--out", tmp_path / "out")
     for cmd in (("backtest", "--params", best, "--no-save"), ("signals", "--params", best, "--no-save")):
-        one_line_error(cli(*cmd, "--start", "2023-01-10", *env), "start must be on or after 2023-02-01",
-                       "got start=2023-01-10")
+        one_line_error(cli(*cmd, "--start", "2023-01-10", *env), "--start must be on or after 2023-02-01",
+                       "got 2023-01-10")
     out = ok(cli("backtest", "--params", best, "--no-save", "--start", "2023-02-01", *env)).stdout
     assert "backtest 2023-02-01.." in out
     out = ok(cli("signals", "--params", best, "--no-save", "--start", "2023-02-06", *env)).stdout

@@ -195,7 +195,7 @@ def test_list_studies_counts_best_and_attrs(store):
     assert df.loc["multi", "directions"] == "maximize,minimize"
     assert math.isnan(df.loc["multi", "best_value"]) and df.loc["multi", "pareto_size"] == 2
     assert df.loc["maxi", "spec_name"] == "inspect-test" and df.loc["maxi", "n_trials_target"] == 9
-    assert df.loc["planted", "created"] == pd.Timestamp("2024-05-01 09:00:00")
+    assert df.loc["planted", "created"].tz_localize(None) == pd.Timestamp("2024-05-01 09:00:00")  # local, with offset
 
 
 class _CountingStorage(optuna.storages.InMemoryStorage):

@@ -123,7 +123,7 @@ def test_the_command_line_refuses_a_negative_wait_naming_the_flag(tmp_path, args
     monkeypatch.chdir(tmp_path)
     (tmp_path / "p.json").write_text("{}")
     res = cli(*args, "--wait", "-1", "--db", tmp_path / "s.duckdb", "--out", tmp_path / "out")
-    one_line_error(res, "--wait must be a finite number of seconds >= 0", "got --wait=-1.0")
+    one_line_error(res, "--wait must be a finite number of seconds >= 0", "got -1.0")
     assert not (tmp_path / "s.duckdb").exists()
 
 

@@ -265,10 +265,11 @@ def test_compare_elapsed_s_of_a_resumed_study_counts_the_time_its_trials_ran_not
 
 
 # ------------------------------------------------------------------ 6. backtest --universe: the universe it ran on
-@pytest.mark.parametrize("given,spelt,n", [(" Tier1 ", "tier1", None), ("nvda, aapl,AAPL", ["NVDA", "AAPL"], 2)])
+@pytest.mark.parametrize("given,spelt,n", [(" Tier1 ", "tier1", None), ("nvda, aapl", ["NVDA", "AAPL"], 2)])
 def test_backtest_echoes_the_universe_it_resolved_not_the_string_typed(synth_db, tmp_path, given, spelt, n):
     """`backtest --universe ' Tier1 '` echoed ' Tier1 ' in its JSON config, bt_backtest_runs and backtest_runs.csv
-    (fails before: ' Tier1 ' != 'tier1'; 'nvda, aapl,AAPL' != ['NVDA', 'AAPL'])."""
+    (fails before: ' Tier1 ' != 'tier1'; 'nvda, aapl' != ['NVDA', 'AAPL']; a symbol listed twice is refused since
+    mend18)."""
     import json
 
     from optimizer.study.data import universe_symbols
@@ -285,8 +286,8 @@ def test_universe_spelling_is_one_per_universe_and_refuses_what_names_none():
     from optimizer.errors import ParameterError
 
     assert universe_spelling(" TIER1+3 ") == "tier1+3" and universe_spelling("All") == "all"
-    assert universe_spelling("brk/b, aapl,AAPL") == ["BRK.B", "AAPL"] == universe_spelling(["BRK-B", "aapl"])
-    for bad in ("tier9", "foo bar", "AAPL,^VIX"):
+    assert universe_spelling("brk/b, aapl") == ["BRK.B", "AAPL"] == universe_spelling(["BRK-B", "aapl"])
+    for bad in ("tier9", "foo bar", "AAPL,^VIX", "aapl,AAPL"):
         with pytest.raises(ParameterError, match="universe"):
             universe_spelling(bad)
 

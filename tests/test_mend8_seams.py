@@ -294,7 +294,8 @@ def test_study_list_sums_trials_up_in_sql_with_the_same_table(tmp_path, monkeypa
     assert a.loc["a_max", "best_value"] == 2.25 and a.loc["b_min", "best_value"] == float("-inf")
     assert a.loc["c_max_inf", "best_value"] == float("inf") and a.loc["g_only_neg_inf", "best_value"] == float("-inf")
     assert pd.isna(a.loc["d_none_complete", "best_value"]) and pd.isna(a.loc["f_empty", "best_value"])
-    assert a.loc["f_empty", "created"] == pd.Timestamp("2026-02-03T04:05:06")  # no trial: the stored creation
+    assert a.loc["f_empty", "created"].tz_localize(None) == pd.Timestamp("2026-02-03T04:05:06")  # no trial: the stored
+    # creation, naive: local time (shown with the local offset since mend18)
     assert a.loc["e_multi", "pareto_size"] == 2 and a.loc["a_max", "spec_name"] == "spec_a"
     assert a.loc["a_max", "n_trials_target"] == 12
     # the command's table and JSON are the ones the trials give

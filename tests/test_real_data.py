@@ -143,7 +143,7 @@ def test_the_scan_commands_hint_for_a_thin_window_is_a_command_that_runs(real_st
     res = CliRunner().invoke(main, base + ["--lookback", "2", "--trend-days", "2"], env={"ACCUMOPT_DB": None})
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert res.exit_code == 2 and len(lines) == 1, res.output
-    assert lines[0].startswith("error: lookback must be an integer >= 3 (a z-score over 2 values is always ±1")
+    assert lines[0].startswith("error: --lookback must be an integer >= 3 (a z-score over 2 values is always ±1")
 
 
 # ---------------------------------------------------------------------------------------------- splits

@@ -358,7 +358,7 @@ def test_backtest_guards_the_reserve_and_shares_the_ledger_with_walkforward(ship
     one_line_error(cli("backtest", "--db", db, "--no-save", "--end", "2024-06-28"), "final reserve", "--final")
     data_end = json.loads(best.stdout)["config"]["span"]["data_end"]  # a start after the trial's end: that end is named
     one_line_error(cli("backtest", "--params", f, "--db", db, "--no-save", "--start", "2024-06-28"),
-                   f"start must be on or before the trial's data end {data_end}, got start=2024-06-28")
+                   f"--start must be on or before the trial's data end {data_end}, got 2024-06-28")
     assert openings(db) == []
     # --final: runs through the reserve, recorded once; a second opening warns loudly
     first = cli("backtest", "--params", f, "--db", db, "--no-save", "--final", "--format", "json")

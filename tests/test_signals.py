@@ -643,7 +643,7 @@ def test_signals_command_table_json_csv(synth_db, tmp_path, monkeypatch):
     bad = _run("signals", "--params", p, "--db", synth_db, "--date", "2024-02-17", "--no-save")
     assert bad.exit_code == 2 and bad.stderr.startswith("error: no FINRA data on 2024-02-17") and "Traceback" not in bad.output
     bad = _run("signals", "--params", p, "--db", synth_db, "--regime", "SUNNY", "--no-save")
-    assert bad.exit_code == 2 and bad.stderr.startswith("error: regime must be one of ALL, RISK_ON")
+    assert bad.exit_code == 2 and bad.stderr.startswith("error: --regime must be one of ALL, RISK_ON")
     bad = _run("signals", "--params", p, "--db", synth_db, "--date", "2024-02-13", "--start", "2024-03-01", "--no-save")
     assert bad.exit_code == 2 and "start must be on or before the sheet's session 2024-02-13" in bad.stderr
 
@@ -1101,7 +1101,7 @@ def test_evening_refuses_a_mistyped_through_in_one_line(tmp_path):
     res = _run("evening", "--params", p, "--db", tmp_path / "s.duckdb", "--through", "2024-13-01",
                "--out", tmp_path / "o")
     assert res.exit_code == 2 and "Traceback" not in res.output, res.output
-    assert res.stderr.startswith("error: through must be a date (YYYY-MM-DD), got through='2024-13-01'"), res.stderr
+    assert res.stderr.startswith("error: --through must be a date (YYYY-MM-DD), got '2024-13-01'"), res.stderr
 
 
 # ------------------------------------------------------------------------------------------------ regime memo

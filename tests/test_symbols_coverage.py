@@ -84,7 +84,7 @@ def test_a_listed_universe_is_refused_when_the_store_lacks_one_of_its_symbols():
         resolve_universe("aapl,NOPE,zzz", ["AAPL"])
     with pytest.raises(DataError, match=r"does not hold: NOPE "):
         resolve_universe("NOPE", ["AAPL"])
-    assert resolve_universe(["aapl", "SPY", "AAPL"], ["AAPL", "SPY"]) == ["AAPL", "SPY"]
+    assert resolve_universe(["aapl", "SPY"], ["AAPL", "SPY"]) == ["AAPL", "SPY"]  # AAPL twice: refused (mend18)
     # a named tier is not a list: it runs on the tier's names the store holds
     assert resolve_universe("tier1+3", ["AAPL", "SPY", "XYZ"]) == ["SPY", "AAPL"]
     assert resolve_universe(["AAPL", "NOPE"]) == ["AAPL", "NOPE"]  # no store given: nothing to check against

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -41,7 +42,20 @@ def make_console(stderr: bool = False, **kw: Any) -> Console:
 
     if os.environ.get("NO_COLOR", "") != "":
         kw.setdefault("color_system", None)
-    return Console(stderr=stderr, **kw)
+    return _Console(stderr=stderr, **kw)
+
+
+class PipeClosed(BrokenPipeError):
+    """The reader of the command's output went away (``accumopt study list | head -1``): the command stops quietly
+    with exit code 0 (``ErrorGroup``), as ripgrep does."""
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """rich's own reaction (exit code 1, while a closed pipe met by ``click.echo`` exited 0 or 1 by timing) is
+        replaced by the command line's one rule for a closed pipe (``ErrorGroup``)."""
+        self.quiet = True
+        raise PipeClosed(32, "the reader of the output went away")
 
 
 console = make_console()
@@ -173,6 +187,11 @@ def _is_day(v: Any) -> bool:
     return isinstance(v, dt.date)
 
 
+def _is_aware(v: Any) -> bool:
+    """A real time that states its zone (NaT states none)."""
+    return isinstance(v, dt.datetime) and v.tzinfo is not None
+
+
 def _is_session_date(s: pd.Series) -> bool:
     """A column of session dates: ``datetime.date`` objects (DuckDB DATE), or tz-naive datetimes all at midnight.
     A column holding a time of day (a study's ``created``, a trial's start) is a real time, not a session date."""
@@ -203,7 +222,13 @@ def frame_json(df: pd.DataFrame) -> str:
     digits), a NaN or infinity as null."""
     import math
 
+    import pandas as pd
+
     records = json.loads(session_days(df).to_json(orient="records", date_format="iso", date_unit="us"))
+    for c in df.columns:  # a time with its zone keeps its offset (to_json would write it in UTC, as ...Z)
+        if isinstance(df[c].dtype, pd.DatetimeTZDtype) or (df[c].dtype == object and df[c].map(_is_aware).any()):
+            for rec, v in zip(records, df[c].tolist()):
+                rec[c] = v.isoformat() if _is_aware(v) else rec[c]
     for c in df.columns:
         if df[c].dtype.kind == "f":
             for rec, v in zip(records, df[c].tolist()):
@@ -327,10 +352,84 @@ def _is_journal_line_error(e: BaseException) -> bool:
     return False
 
 
+def _fd_reader_gone(stream: Any) -> bool:
+    """Whether ``stream`` (sys.stdout / sys.stderr) is a pipe whose reader has closed it (poll says POLLERR)."""
+    import select
+
+    try:
+        fd = stream.fileno()
+        poll = select.poll()
+        poll.register(fd, select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poll.poll(0))
+    except (AttributeError, OSError, ValueError):  # no file descriptor (an in-process runner's buffer)
+        return False
+
+
+def _pipe_closed(e: BaseException) -> bool:
+    """Whether ``e`` is a write to the command's stdout or stderr after its reader went away (``| head -1``), not
+    another pipe's (a compute process's)."""
+    import errno
+
+    if isinstance(e, PipeClosed):
+        return True
+    return isinstance(e, OSError) and e.errno == errno.EPIPE and any(
+        _fd_reader_gone(f) for f in (sys.stdout, sys.stderr))
+
+
+def _leave_quietly() -> None:
+    """What is left to write goes nowhere: the closed stream(s) point at /dev/null, so the flush at exit does not
+    fail again (Python would print 'Exception ignored ... BrokenPipeError' and exit 120)."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for f in (sys.stdout, sys.stderr):
+        if _fd_reader_gone(f):
+            os.dup2(devnull, f.fileno())
+    os.close(devnull)
+
+
 def _root_cause(e: BaseException) -> BaseException:
     while e.__cause__ is not None or e.__context__ is not None:
         e = e.__cause__ or e.__context__
     return e
+
+
+def _command_of(group: click.Group, ctx: click.Context, args: Sequence[str]) -> click.Command | None:
+    """The command ``args`` (the words after ``accumopt``) run: its group's subcommands followed word by word
+    (``study run``, ``walkforward worker``); None when they name none."""
+    cmd: click.Command | None = group
+    words = [a for a in args if not a.startswith("-")]
+    while isinstance(cmd, click.Group) and words:
+        cmd = cmd.get_command(ctx, words.pop(0))
+    worker = getattr(cmd, "worker", None)
+    if worker is not None and words[:1] == ["worker"]:
+        cmd = worker
+    return cmd if cmd is not group else None
+
+
+def flag_message(message: str, command: click.Command | None, args: Sequence[str]) -> str:
+    """A ParameterError's message (``z_window must be >= 2, got z_window=1``: the library's parameter) as the user
+    typed it: each parameter whose value came from a flag on the command line (one of ``args``) named by that flag,
+    as typed (``--buy`` or ``--buy-threshold``): ``--z-window must be >= 2, got 1``. The flag of a parameter is
+    the command's click option (``Option.name`` -> its ``opts``; the engine parameters' flags are made from the
+    registry, ``cli.backtest``): the one mapping. A value from a spec, a parameters file, the environment or a
+    default keeps its parameter's name (a spec's own errors name its key)."""
+    if command is None:
+        return message
+    typed: dict[str, str] = {}
+    for opt in command.params:
+        if not isinstance(opt, click.Option) or not opt.name:
+            continue
+        flag = next((a.split("=", 1)[0] for a in args if a.split("=", 1)[0] in (*opt.opts, *opt.secondary_opts)
+                     and a.startswith("--")), None)
+        if flag is not None:
+            typed[opt.name] = flag
+    for name, flag in typed.items():
+        if message.startswith(f"{name} "):
+            message = flag + message[len(name):]
+        message = re.sub(rf"\bgot (?:{re.escape(name)}|{re.escape(flag)})=", "got ", message)
+        message = re.sub(rf"(?<![\w.-]){re.escape(name)}=", f"{flag} ", message)
+    return message
 
 
 class ErrorGroup(click.Group):
@@ -344,13 +443,21 @@ class ErrorGroup(click.Group):
             return super().make_context(info_name, args, parent=parent, **extra)
         except click.exceptions.NoArgsIsHelpError:
             raise
+        except OSError as e:  # `accumopt --help | head -1`: the one rule for a closed pipe, as in ``invoke``
+            if not _pipe_closed(e):
+                raise
+            _leave_quietly()
+            raise click.exceptions.Exit(0) from None
         except click.UsageError as e:  # a refused flag before any command (accumopt --bad): one line too
             _error_line(f"{e.format_message()} (usage: {info_name or 'accumopt'} --help)")
             raise click.exceptions.Exit(2) from None
 
     def invoke(self, ctx: click.Context) -> Any:
+        args = [*getattr(ctx, "_protected_args", ()), *ctx.args]  # the words after `accumopt`, as typed
         try:
-            return super().invoke(ctx)
+            rv = super().invoke(ctx)
+            sys.stdout.flush()  # a closed pipe met by the last write is met here, not at the exit's flush
+            return rv
         except KeyboardInterrupt:  # Ctrl-C: one line, exit 130 (not click's "Aborted!" and exit 1)
             print_interrupted()
             ctx.exit(EXIT_INTERRUPTED)
@@ -367,9 +474,13 @@ class ErrorGroup(click.Group):
         except AccumoptError as e:
             for note in getattr(e, "__notes__", ()):  # what the command warned of before it failed (e.g. evening)
                 err_console.print(note, style="yellow", markup=False, highlight=False, soft_wrap=True)
-            _error_line(str(e))
+            _error_line(flag_message(str(e), _command_of(self, ctx, args), args) if isinstance(e, ParameterError)
+                        else str(e))
             ctx.exit(2)
         except Exception as e:  # noqa: BLE001 - only store / storage errors are handled, the rest re-raised
+            if _pipe_closed(e):  # the reader went away (`| head -1`): quiet, exit 0, every command and format
+                _leave_quietly()
+                ctx.exit(0)
             if _is_query_interrupt(e):
                 print_interrupted()
                 ctx.exit(EXIT_INTERRUPTED)

@@ -193,7 +193,8 @@ def fetch_prices_cmd(symbols, start, end, cache, no_ingest, db, out):
     cache = cache or output_root(out) / "raw" / "prices"
     db = resolve_db(db, None, output_root(out))
     s = Settings.from_env()
-    syms = _fetch_symbols(symbols or ",".join(s.tickers)) if symbols or s.tickers else resolve_universe("tier1+3")
+    syms = (_fetch_symbols(symbols or ",".join(s.tickers), "--symbols" if symbols else "TICKERS")
+            if symbols or s.tickers else resolve_universe("tier1+3"))
     files = fetch_polygon_prices(syms, start, end, cache, s)
     console.print(f"{len(files)} file(s) in {cache}", markup=False)
     _print_missing(files)
@@ -201,9 +202,10 @@ def fetch_prices_cmd(symbols, start, end, cache, no_ingest, db, out):
         _ingest_after_fetch("prices", files, db)
 
 
-def _fetch_symbols(value: str) -> list[str]:
+def _fetch_symbols(value: str, name: str = "--symbols") -> list[str]:
     """The symbols of ``fetch prices --symbols``: a tier or a list of names (``resolve_universe``), plus any index
-    (``^VIX``, ``^GSPC``): market context a universe refuses, but data the store needs."""
+    (``^VIX``, ``^GSPC``): market context a universe refuses, but data the store needs. A list's refusal (a symbol
+    listed twice) names ``name``, where the list came from (``--symbols``, else env ``TICKERS``)."""
     parts = [p.strip() for p in value.split(",") if p.strip()]
     if not parts:
         return resolve_universe(value)  # its error names the empty list
@@ -211,8 +213,12 @@ def _fetch_symbols(value: str) -> list[str]:
         for p in parts:  # a list: each name is refused as --symbols, not as 'universe symbol'
             canonical_symbol(p, "--symbols")
     names = ",".join(p for p in parts if not p.startswith("^"))
-    return (resolve_universe(names) if names else []) + [canonical_symbol(p, "symbols") for p in parts
-                                                         if p.startswith("^")]
+    try:
+        listed = resolve_universe(names) if names else []
+    except ParameterError as e:  # the universe's rule, named as the user gave the list
+        given = f"{name} " if name.startswith("--") else f"{name}="  # a flag as typed, a variable as VAR=value
+        raise ParameterError(f"{name} {str(e).removeprefix('universe ')}".replace("universe=", given)) from None
+    return listed + [canonical_symbol(p, "symbols") for p in parts if p.startswith("^")]
 
 
 def _print_missing(files) -> None:

@@ -210,10 +210,10 @@ def report_cmd(target, storage, out):
 @click.option("--dot-mode", type=click.Choice(["current", "option_a", "option_b", "all"]), default="current",
               show_default=True, help="Signal dots on every score panel: of score B (current), vw_flow (option_a), "
                                       "blended (option_b) or all three side by side (the design's DOT_MODE).")
-@click.option("--buy", type=float, default=None, help="Buy threshold: entries and accumulation dots at score >= buy "
-                                                      "(default: the configuration's, 70).")
-@click.option("--sell", type=float, default=None, help="Sell threshold: distribution at score <= sell (default: the "
-                                                       "configuration's, 30).")
+@click.option("--buy", "buy_threshold", type=float, default=None,
+              help="Buy threshold: entries and accumulation dots at score >= buy (default: the configuration's, 70).")
+@click.option("--sell", "sell_threshold", type=float, default=None,
+              help="Sell threshold: distribution at score <= sell (default: the configuration's, 30).")
 @click.option("--universe", default=None,
               help="Universe a configuration with position caps runs on (default: the params file's, else tier1+3).")
 @click.option("--png/--no-png", "png", default=None,
@@ -223,12 +223,15 @@ def report_cmd(target, storage, out):
                                             "ledger; a second opening warns). Default: end before it, as backtest.")
 @shared_options("db", "out")
 @wait_option()
-def sandbox_cmd(ticker, params_file, start, end, z_window, dot_mode, buy, sell, universe, final, png, db, out):
+def sandbox_cmd(ticker, params_file, start, end, z_window, dot_mode, buy_threshold, sell_threshold, universe, final,
+                png, db, out):
     """The signal-sandbox chart for one symbol: price with the configuration's entries and exits (the trades
     `backtest` reports for it), the configuration's score, the flow inputs and three score variants; written to
     <out>/sandbox/<TICKER>[_<start>_<end>_<options>].html."""
     from optimizer.data.universe import universe_label, universe_spelling
 
+    # the flags' parameters are the engine's names (buy_threshold), so an error names the flag typed (--buy)
+    buy, sell = buy_threshold, sell_threshold
     rec = load_params_record(params_file) if params_file else None
     root = output_root(out)
     store = existing_store(resolve_db(db, None, root))

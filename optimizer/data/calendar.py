@@ -32,7 +32,7 @@ from optimizer.errors import check_param
 
 __all__ = ["nyse_sessions", "session_days", "FIRST_SESSION", "to_day", "as_date", "DateLike", "MARKET_TZ",
            "FINRA_PUBLISHED_BY", "market_now", "market_today", "tonight_session", "REGULAR_CLOSE", "early_closes",
-           "stamp"]
+           "stamp", "local_time", "is_midnight", "INSTANT_DAY_RULE"]
 
 FIRST_SESSION = dt.date(1990, 1, 2)
 # the NYSE's time zone: its sessions, "today" and a FINRA file's publication are New York's, whatever the machine's
@@ -157,6 +157,18 @@ def stamp() -> str:
     return market_now().isoformat(timespec="seconds")
 
 
+def local_time(value: object) -> pd.Timestamp:
+    """A real time as the machine's local time with its UTC offset (``2026-12-05T07:39:11-05:00`` on a New York
+    machine, ``...+00:00`` on a UTC one), NaT for None / NaT: an aware value converted; a naive one (an Optuna trial's
+    start, a reserve-ledger row, a study record written before 2026-12-05) taken as the local time it was written
+    in, which is this machine's when the storage or store was written here (the offset is that of its own instant:
+    a summer and a winter time differ by the daylight-saving hour)."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return pd.NaT
+    ts = pd.Timestamp(value)
+    return pd.Timestamp(ts.to_pydatetime().astimezone())  # naive: as local time (datetime.astimezone's rule)
+
+
 def tonight_session(now: dt.datetime | None = None) -> dt.date:
     """The latest NYSE session whose FINRA daily file is due by ``now`` (default: ``market_now()``): a session D
     counts from D at FINRA_PUBLISHED_BY, New York time (so at 17:00 New York on a session day, the session before
@@ -184,9 +196,23 @@ def to_day(values: object) -> np.ndarray:
 _DATE_TEXT = re.compile(r"(?:(\d{4})-(\d{1,2})-(\d{1,2})|(\d{4})(\d{2})(\d{2}))(?:[ T]00:00(?::00(?:\.0+)?)?)?")
 
 
+# what an instant given for a day must be (a datetime, Timestamp or datetime64): the day it names, never one guessed
+INSTANT_DAY_RULE = "a date (YYYY-MM-DD, a datetime.date or a midnight Timestamp without a time zone)"
+
+
+def is_midnight(ts: object) -> bool:
+    """The one rule for an instant given where a day is asked for (a user's date, a spec's, the API's): a tz-naive
+    midnight (not NaT) is that day; a time of day or a time zone names no session (2024-01-05T23:00-10:00 is
+    January 6th in New York), and is refused by ``as_date``."""
+    ts = pd.Timestamp(ts)
+    return not pd.isna(ts) and ts.tzinfo is None and ts == ts.normalize()
+
+
 def as_date(value: DateLike | None, name: str) -> dt.date | None:
     """``value`` as a date (None stays None); ParameterError naming ``name`` when it is not one. Text must be a
-    date, YYYY-MM-DD (``_DATE_TEXT``); a date, datetime, Timestamp or datetime64 gives its own date."""
+    date, YYYY-MM-DD (``_DATE_TEXT``); a date gives itself, a datetime, Timestamp or datetime64 its day when it is a
+    midnight without a time zone (``is_midnight``; a time of day or a zone is refused naming ``name`` and the value:
+    it was read as its calendar day without a word). The sessions the code passes (tz-naive midnights) are days."""
     if value is None:
         return None
     ts = pd.NaT
@@ -198,5 +224,7 @@ def as_date(value: DateLike | None, name: str) -> dt.date | None:
             ts = pd.Timestamp(value)
     except (ValueError, TypeError):
         ts = pd.NaT
+    if isinstance(value, (dt.datetime, np.datetime64)) and not pd.isna(ts):
+        check_param(is_midnight(ts), name, INSTANT_DAY_RULE, value)
     check_param(not pd.isna(ts), name, "a date (YYYY-MM-DD)", value)
     return ts.date()

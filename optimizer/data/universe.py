@@ -88,8 +88,8 @@ def universe_label(value: str | Sequence[str]) -> str:
 def universe_spelling(value: str | Sequence[str]) -> str | list[str]:
     """A universe as a run records it, one spelling however the user wrote it: a tier name or ``all`` lower-cased
     (`` TIER1+3`` -> ``tier1+3``), a listed universe (a comma list or a list) as its canonical symbols in the order
-    written, once each (``brk/b, aapl,AAPL`` -> ``["BRK.B", "AAPL"]``, as a spec's list). A value that names no
-    universe is refused as ``resolve_universe`` refuses it."""
+    written (``brk/b, aapl`` -> ``["BRK.B", "AAPL"]``, as a spec's list). A value that names no universe, or
+    lists a symbol twice, is refused as ``resolve_universe`` refuses it."""
     if isinstance(value, str) and not is_listed(value):
         return value.strip().lower()
     return resolve_universe(value)  # a listed universe: its canonical symbols, once each, as written (or refused)
@@ -137,6 +137,19 @@ def refuse_listed_without_rows(universe: str | Sequence[str] | None, symbols: Se
                     f"choose a span that holds {'it' if one else 'them'})")
 
 
+def _refuse_repeats(value: object, written: Sequence[str], syms: Sequence[str]) -> None:
+    """A listed universe names each symbol once: a symbol listed twice (``SPY, SPY``; ``brk/b, BRK-B``: one
+    canonical symbol) is refused naming it, rather than recorded twice or dropped without a word (the one rule of
+    a spec's ``[data] universe``, a ``--universe`` flag and the API's ``universe``)."""
+    first: dict[str, str] = {}
+    for raw, sym in zip(written, syms):
+        if sym in first:
+            how = f" (as {first[sym]!r} and {raw!r})" if first[sym] != raw else ""
+            raise ParameterError(f"universe must list each symbol once, got {sym} twice{how} in "
+                                 f"universe={str(value)[:200]}")
+        first[sym] = raw
+
+
 def is_all(value: object) -> bool:
     """Whether a universe setting means ``all`` (None, or the name in any case)."""
     return value is None or (isinstance(value, str) and value.strip().lower() == "all")
@@ -178,7 +191,10 @@ def resolve_universe(value: str | Sequence[str] | None, available: Iterable[str]
             raise ParameterError(f"universe must be one of {', '.join(UNIVERSE_NAMES)}, a comma list or a list of "
                                  f"symbols (text), got universe={value!r}")
         syms = [s.strip() for s in items]
+    written = syms
     syms = [canonical_symbol(s, "universe symbol") for s in syms]
+    if not isinstance(value, str) or key not in tiers:
+        _refuse_repeats(value, written, syms)
     ctx = [s for s in syms if is_context_symbol(s)]
     if ctx:
         raise ParameterError(

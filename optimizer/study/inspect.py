@@ -25,6 +25,7 @@ import pandas as pd
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from optimizer.data.calendar import local_time
 from optimizer.errors import DataError, check_param
 from optimizer.paths import atomic_write, resolve_storage
 from optimizer.study.records import (
@@ -124,13 +125,11 @@ def list_studies(storage: Any = None, internal: bool = False) -> pd.DataFrame:
 
 
 def _created(value: Any) -> pd.Timestamp:
-    """A study's ``created`` as the list shows it: local time without zone, as Optuna shows a trial's start (the
-    column's first trial start, else the record's ``created``, which states its zone since 2026-12-05: New York
-    time with its offset; an earlier record's naive local time is taken as written)."""
-    if value is None:
-        return pd.NaT
-    ts = pd.Timestamp(value)
-    return ts if ts.tzinfo is None else pd.Timestamp(ts.to_pydatetime().astimezone().replace(tzinfo=None))
+    """A study's ``created`` as the list shows it: the machine's local time with its UTC offset
+    (``calendar.local_time``; the first trial's start, which Optuna stores as naive local time, else the record's
+    ``created``, New York time with its offset since 2026-12-05; an earlier record's naive local time is taken as
+    written)."""
+    return local_time(value)
 
 
 def _list_row_orm(st: Any, s: Any) -> dict[str, Any]:
@@ -507,7 +506,8 @@ def _expand_folds(df: pd.DataFrame) -> pd.DataFrame:
 
 def trials_table(storage: Any, name: str) -> pd.DataFrame:
     """``study.trials_dataframe()`` with the JSON attributes flattened: ``metric_<key>`` from ``metrics``,
-    ``fold<i>_<key>`` from ``folds``; ``duration`` in seconds; any other nested attribute as a JSON string."""
+    ``fold<i>_<key>`` from ``folds``; ``duration`` in seconds; any other nested attribute as a JSON string; a
+    trial's start and end as the machine's local time with its UTC offset (``calendar.local_time``)."""
     study, _ = open_named_study(storage, name)
     df = study.trials_dataframe()
     if df.empty:
@@ -520,6 +520,9 @@ def trials_table(storage: Any, name: str) -> pd.DataFrame:
     for c in df.columns:
         if df[c].dtype == object:
             df[c] = df[c].map(_jsonable)
+    for c in ("datetime_start", "datetime_complete"):  # Optuna's naive local times, with the machine's UTC offset
+        if c in df.columns:
+            df[c] = df[c].map(local_time)
     return df
 
 
@@ -532,6 +535,9 @@ def export_study(storage: Any, name: str, path: str | Path, fmt: str = "csv") ->
     if fmt == "csv":
         atomic_write(p, lambda t: df.to_csv(t, index=False))
     else:
+        for c in ("datetime_start", "datetime_complete"):  # parquet holds an instant in UTC (its own time zone field)
+            if c in df.columns:
+                df[c] = pd.to_datetime(df[c], utc=True)
         for c in df.columns:  # parquet needs one type per column: mixed object columns become text
             if df[c].dtype == object and df[c].map(type).nunique() > 1:
                 df[c] = df[c].map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))

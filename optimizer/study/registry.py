@@ -23,7 +23,7 @@ from optimizer.errors import SpecError
 
 __all__ = [
     "SAMPLERS", "PRUNERS", "build_sampler", "build_pruner", "dry_run", "step_decimals", "round_to_step", "StepRounding",
-    "trial_seed",
+    "trial_seed", "annotation_text", "takes_integer_only", "whole_option",
 ]
 
 
@@ -50,15 +50,31 @@ class _Entry:
         for k, v in options.items():
             if k not in valid:
                 raise SpecError(f"{section}.{k}", f"is not an option of {self.name!r}; valid: {', '.join(valid) or 'none'}")
-            ann = sig.parameters[k].annotation
-            ann = ann if isinstance(ann, str) else getattr(ann, "__name__", str(ann))
-            if isinstance(v, float) and v.is_integer() and _type_rule(ann, v) is not None \
-                    and _type_rule(ann, int(v)) is None:
-                out[k] = v = int(v)
+            ann = annotation_text(sig.parameters[k])
+            out[k] = v = whole_option(ann, v)
             rule = _type_rule(ann, v)
             if rule is not None:
                 raise SpecError(f"{section}.{k}", f"must be {rule} (an option of {self.name!r}), got {v!r}")
         return out
+
+
+def annotation_text(param: inspect.Parameter) -> str:
+    """A constructor parameter's annotation as text (``from __future__ import annotations`` leaves it a string)."""
+    ann = param.annotation
+    return ann if isinstance(ann, str) else getattr(ann, "__name__", str(ann))
+
+
+def takes_integer_only(ann: str) -> bool:
+    """Whether an option annotated ``ann`` takes an integer and no other number (``int``, ``int | None``)."""
+    return _type_rule(ann, 1) is None and _type_rule(ann, 1.5) is not None
+
+
+def whole_option(ann: str, value: Any) -> Any:
+    """The spec's integer rule (``spec.whole``) for an option annotated ``ann``: a float with no fraction given to
+    an option that takes an integer and no other number is that integer; any other value as it is."""
+    if isinstance(value, float) and value.is_integer() and takes_integer_only(ann):
+        return int(value)
+    return value
 
 
 _SIMPLE = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "None": (type(None),)}

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from optimizer.data.calendar import as_date, session_days
+from optimizer.data.calendar import as_date, local_time, session_days
 from optimizer.data.store import connect, table_exists, transaction
 from optimizer.errors import ParameterError
 from optimizer.study.spec import DataSpec
@@ -92,7 +92,7 @@ def openings(db: str | Path, reserve_start: Any = None) -> list[Opening]:
         rows = con.execute(sql + " ORDER BY opened_at, reserve_start", args).fetchall()
     finally:
         con.close()
-    return [Opening(_iso(r[0]), pd.Timestamp(r[1]).isoformat(timespec="seconds"), r[2], r[3], _iso(r[4]))
+    return [Opening(_iso(r[0]), local_time(r[1]).isoformat(timespec="seconds"), r[2], r[3], _iso(r[4]))
             for r in rows]
 
 

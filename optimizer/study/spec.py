@@ -8,6 +8,7 @@ the rule each value must meet come from the registry, ``optimizer.params``.
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import functools
 import hashlib
@@ -26,11 +27,14 @@ import optuna
 
 from objectives import make_objective, resolve_objective
 from optimizer import engine  # engine.metrics.METRIC_KEYS when an objective is checked (not at import: no kernels)
+from optimizer.data.universe import is_listed, resolve_universe
 from optimizer.errors import ParameterError, SpecError
 from optimizer.params import (
     GATES, PARAMS, REGIME_SUFFIXES, SPACE_ONLY, SPACE_PARAMS, WEIGHT_PRESETS, default_space, parse_exit,
 )
-from optimizer.study.registry import PRUNERS, SAMPLERS, build_pruner, build_sampler, dry_run
+from optimizer.study.registry import (
+    PRUNERS, SAMPLERS, annotation_text, build_pruner, build_sampler, dry_run, takes_integer_only, whole_option,
+)
 from optimizer.study.splits import CombinatorialPurgedCV, short_train_rule, train_after_purge
 
 __all__ = [
@@ -108,12 +112,15 @@ def _spec_digest(doc: dict[str, Any]) -> str:
     return _digest([doc, _drawn_order(doc)])
 
 
-def _text_hashes(text: str) -> tuple[str, str, str] | None:
-    """(hash, unordered hash, legacy hash) of a spec text, None when it is not TOML. The unordered hash is the one
-    studies stored before 2026-12-05 (the values without the drawn [space] entries' order: ``_drawn_order``)."""
+def _text_hashes(text: str) -> tuple[str, ...] | None:
+    """(hash, then the hashes of earlier rules) of a spec text, None when it is not TOML: the hash of its text as
+    written (an integer written 20.0 not read as 20: ``_whole_doc``), which studies stored until the integer rule
+    reached the hash (mend18, 2026-12-05); the unordered hash, which studies stored before 2026-12-05 (the values
+    without the drawn [space] entries' order: ``_drawn_order``); the legacy hash."""
     try:
         doc = _hashed_doc(text)
-        return _spec_digest(doc), _digest(doc), _digest(_hashed_doc(text, legacy=True))
+        return (_spec_digest(_whole_doc(doc)), _spec_digest(doc), _digest(doc),
+                _digest(_hashed_doc(text, legacy=True)))
     except tomllib.TOMLDecodeError:
         return None
 
@@ -168,6 +175,77 @@ def whole(v: Any) -> Any:
     returned as it is, for the key's own check to refuse (20.5: "must be an integer"). The spec hash is of the text,
     so a spec that loaded before keeps its hash."""
     return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+def _objective_options(cls: type, oname: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """[objective] options under the integer rule (``whole``): an option the objective's constructor annotates as
+    an integer (``window: int``) takes 5.0 as 5 and refuses 5.5 naming its key, as every integer key does (the
+    constructor would take either float as it is)."""
+    params = inspect.signature(cls).parameters
+    out = dict(options)
+    for k, v in options.items():
+        if k not in params or not isinstance(v, float):
+            continue  # an unknown option is refused by make_objective, naming the valid ones
+        if takes_integer_only(annotation_text(params[k])):
+            if not v.is_integer():
+                raise _err(f"objective.options.{k}", f"must be an integer (an option of objective {oname!r}), got "
+                                                     f"{k}={v!r}")
+            out[k] = whole(v)
+    return out
+
+
+def _whole_doc(doc: dict[str, Any]) -> dict[str, Any]:
+    """A spec document (``_hashed_doc``) with every integer setting written as a float with no fraction (20.0) as
+    that integer, as the parser reads it (``whole``), so that ``time_stop = 20.0`` and ``time_stop = 20`` hash
+    alike: [space] entries of integer parameters (a value, choices, low / high / step, and ``when`` values naming
+    one), the sampler's and pruner's options that take an integer (the registry's rule), [objective] options an
+    objective annotates as integers, and every number of [data], [data.costs], [cv], [objective], [sampler] seed
+    and [seed_from] (their other numbers are read as floats, so 1 and 1.0 compute alike there too). A document
+    that breaks a rule (it never parsed) is returned as it is."""
+    out = copy.deepcopy(doc)
+
+    def whole_param(name: str, v: Any) -> Any:
+        entry = PARAMS.get(name) or SPACE_ONLY.get(name)
+        if entry is None or entry.type is not int:
+            return v
+        return [whole(x) for x in v] if isinstance(v, list) else whole(v)
+
+    space = out.get("space")
+    if isinstance(space, dict):
+        for name, raw in space.items():
+            if not isinstance(raw, dict):
+                space[name] = whole_param(name, raw)
+                continue
+            for k in ("value", "choices", "low", "high", "step"):
+                if k in raw and (k != "step" or raw.get("type") == "int"):
+                    raw[k] = whole_param(name, raw[k])
+            if isinstance(raw.get("when"), dict):
+                raw["when"] = {wk: whole_param(wk, wv) for wk, wv in raw["when"].items()}
+    for sec, keys in (("data", None), ("cv", None), ("objective", None), ("seed_from", None), ("sampler", ("seed",))):
+        table = out.get(sec)
+        if isinstance(table, dict):
+            for k, v in table.items():
+                if keys is None or k in keys:
+                    table[k] = whole(v)
+            if sec == "data" and isinstance(table.get("costs"), dict):
+                table["costs"] = {k: whole(v) for k, v in table["costs"].items()}
+    for sec, registry in (("sampler", SAMPLERS), ("pruner", PRUNERS)):
+        table = out.get(sec)
+        entry = registry.get(table.get("name", "tpe" if sec == "sampler" else "median")) \
+            if isinstance(table, dict) and isinstance(table.get("name", ""), str) else None
+        if entry is not None:
+            params = inspect.signature(entry.factory).parameters
+            for k, v in table.items():
+                if k not in ("name", "seed") and k in params:
+                    table[k] = whole_option(annotation_text(params[k]), v)
+    obj = out.get("objective")
+    if isinstance(obj, dict) and isinstance(obj.get("options"), dict):
+        try:
+            cls = resolve_objective(obj.get("name", "composite_rank"))
+            obj["options"] = _objective_options(cls, str(obj.get("name")), obj["options"])
+        except SpecError:
+            pass
+    return out
 
 
 def _whole_values(name: str, p: ParamSpec) -> ParamSpec:
@@ -434,14 +512,16 @@ class StudySpec:
     @property
     def spec_hash(self) -> str:
         """Hash of everything that changes what a trial computes: the spec's text but [run], [walkforward],
-        [study] name and description and [data].database (``_UNHASHED``)."""
-        return _spec_digest(_hashed_doc(self.source))
+        [study] name and description and [data].database (``_UNHASHED``), an integer written 20.0 read as 20
+        (``_whole_doc``)."""
+        return _spec_digest(_whole_doc(_hashed_doc(self.source)))
 
     def matches_stored(self, stored_hash: str | None, stored_text: str | None = None) -> bool:
         """Whether a study (or walk-forward run) stored with ``stored_hash`` (its ``spec_hash``) and ``stored_text``
         (its ``spec_text``, when stored) was made from a spec that computes what this one does: the one place
         that decides whether a stored study may be resumed with this spec. True when ``stored_hash`` is this
-        spec's hash, or is a hash of an earlier rule (the unordered hash of before 2026-12-05, blind to the order
+        spec's hash, or is a hash of an earlier rule (the hash of the text as written, which told ``time_stop = 20.0``
+        from ``20``; the unordered hash of before 2026-12-05, blind to the order
         of the drawn [space] entries; the legacy hash, ``_LEGACY_UNHASHED``, which also covered [study].name and
         [data].database) of the stored text whose hash now is this spec's; or, for a record that stores no
         readable text, one of those earlier hashes of this spec's own text. False for a missing hash. (With a
@@ -454,7 +534,7 @@ class StudySpec:
         hashes = _text_hashes(stored_text) if stored_text else None
         if hashes is not None:
             return stored_hash in hashes[1:] and hashes[0] == self.spec_hash
-        return stored_hash in (_digest(_hashed_doc(self.source)), _digest(_hashed_doc(self.source, legacy=True)))
+        return stored_hash in (_text_hashes(self.source) or ())[1:]
 
     def differences(self, stored_text: str | None, limit: int = 3) -> str | None:
         """What the spec text a study was made from (``stored_text``, its ``spec_text``) sets differently from this
@@ -463,10 +543,10 @@ class StudySpec:
         if not stored_text:
             return None
         try:
-            old = _flat(_hashed_doc(stored_text))
+            old = _flat(_whole_doc(_hashed_doc(stored_text)))
         except tomllib.TOMLDecodeError:
             return None
-        new = _flat(_hashed_doc(self.source))
+        new = _flat(_whole_doc(_hashed_doc(self.source)))
         keys = sorted(k for k in old.keys() | new.keys() if old.get(k, _MISSING) != new.get(k, _MISSING))
         show = lambda v: "(not set)" if v is _MISSING else _short(json.dumps(v, default=str))  # noqa: E731
         items = [f"[{k}] {show(old.get(k, _MISSING))} -> {show(new.get(k, _MISSING))}" for k in keys[:limit]]
@@ -924,6 +1004,11 @@ def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
     uni = d.get("universe", "tier1+3")
     if not isinstance(uni, (str, list)) or (isinstance(uni, list) and not all(isinstance(s, str) for s in uni)):
         raise _err("data.universe", f"must be tier1, tier3, tier1+3, tier1+2+3, all or a list of symbols, got {uni!r}")
+    if is_listed(uni):  # a listed universe's symbols (each once, tradable) are checked now, before any trial runs
+        try:
+            resolve_universe(uni)
+        except ParameterError as e:
+            raise _err("data.universe", str(e).removeprefix("universe ")) from None
     regime = _typed(d, "regime", str, "data", default="ALL")
     if regime not in REGIMES:
         raise _err("data.regime", f"must be one of {', '.join(REGIMES)}, got {regime!r}")
@@ -1011,7 +1096,7 @@ def _parse(doc: dict, text: str, path: str | None) -> StudySpec:
     mt = _typed(o, "min_trades", int, "objective", default=5)
     if mt < 0:
         raise _err("objective.min_trades", f"must be >= 0, got min_trades={mt}")
-    opts = _typed(o, "options", dict, "objective", default={})
+    opts = _objective_options(obj_cls, oname, _typed(o, "options", dict, "objective", default={}))
     make_objective(oname, opts)  # every option a parameter of the objective's constructor, its value accepted
     objective = ObjectiveSpec(oname, tuple(dirs), agg, float(k), mt, opts)
 
