@@ -1,0 +1,138 @@
+"""mend19: nothing a user already has is lost (run folders written all or nothing, PNGs written whole), and what
+optuna-dashboard shows of a trial's folds is whole."""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from _cli_helpers import cli
+
+from optimizer import paths
+from optimizer.errors import machine_error
+from optimizer.validate.verdict import verdict
+from optimizer.validate.walkforward import load_walkforward, save_walkforward
+
+
+class _Run:
+    """What ``save_walkforward`` reads of a WalkForwardResult: its tables and ``to_dict`` (a run tagged ``tag``)."""
+
+    def __init__(self, tag: str, n_events: int = 2):
+        self.tag = tag
+        col = lambda n: pd.DataFrame({"tag": [tag] * n, "x": range(n)})  # noqa: E731
+        self.summary, self.trades, self.equity, self.stability = col(3), col(4), col(5), col(1)
+        self.events = col(n_events)
+        # the columns `accumopt report` draws
+        self.equity = self.equity.assign(date=pd.date_range("2024-01-02", periods=5), oos_equity=1.0)
+        self.summary = self.summary.assign(window=range(3))
+        self.stability = pd.DataFrame({"tag": [tag], "param": ["exit"], "value": ["x"], "windows": [3], "share": [1.0]})
+        self.by_symbol, self.by_sector, self.by_regime, self.rules = col(1), col(1), col(1), col(1)
+
+    def to_dict(self):  # with a verdict: `accumopt report` refuses a result.json without one
+        return {"spec": self.tag, "final": False, **verdict(0.001, 2.5, 0.97, 0.2, 40).to_dict()}
+
+
+class _FullDisk(pd.DataFrame):
+    def to_parquet(self, path, *a, **k):  # the disk fills while this file is written: part of it, then ENOSPC
+        Path(path).write_bytes(b"PAR1 half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+def _tags(d: Path) -> dict[str, set]:
+    got = load_walkforward(d)
+    return {"spec": got["result"]["spec"], **{t: set(got[t]["tag"]) for t in ("summary", "trades", "equity", "events")}}
+
+
+def _whole(tag: str) -> dict:
+    return {"spec": tag, **{t: {tag} for t in ("summary", "trades", "equity", "events")}}
+
+
+# ------------------------------------------------------------------------------------------- 1. walk-forward save
+
+
+def test_a_walkforward_save_on_a_full_disk_keeps_the_previous_run_and_names_the_file(tmp_path):
+    # before: result.json was unlinked first and each file replaced in place; a full disk at oos_equity.parquet left
+    # no result.json (run A gone: `accumopt report` said "no walk-forward run") beside B's summary and trades
+    out = tmp_path / "out"
+    d = out / "walkforward" / "demo"
+    save_walkforward(_Run("A"), d)
+    (d / "regime_comparison.csv").write_text("regime,x\nbull,1\n")  # bench/regime_compare.py's file
+    b = _Run("B")
+    b.equity = _FullDisk(b.equity)
+    with pytest.raises(OSError) as info:
+        save_walkforward(b, d)
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(d / "oos_equity.parquet")
+    assert str(machine_error(info.value)) == f"{d / 'oos_equity.parquet'}: no space left on the device"
+    assert _tags(d) == _whole("A")
+    assert (d / "regime_comparison.csv").read_text() == "regime,x\nbull,1\n"
+    assert sorted(p.name for p in d.parent.iterdir()) == ["demo"]  # no temporary folder left
+    r = cli("report", d, "--out", out)
+    assert r.exit_code == 0, r.output
+    assert (out / "reports" / "demo-walkforward.html").exists()
+
+
+def test_a_walkforward_resave_keeps_the_files_other_commands_put_in_its_folder(tmp_path):
+    d = tmp_path / "wf"
+    save_walkforward(_Run("A"), d)
+    (d / "regime_comparison.csv").write_text("regime,x\nbull,1\n")
+    (d / "notes").mkdir()
+    (d / "notes" / "mine.txt").write_text("keep")
+    save_walkforward(_Run("B", n_events=0), d)
+    got = load_walkforward(d)
+    assert got["result"]["spec"] == "B" and got["events"].empty  # A's events are not carried as B's
+    assert not (d / "oos_events.parquet").exists()
+    assert got["regime_comparison"]["regime"].tolist() == ["bull"]
+    assert (d / "notes" / "mine.txt").read_text() == "keep"
+
+
+def _kill_at_second_rename(d: Path, run: _Run) -> None:
+    """Save ``run`` into ``d`` in a forked child killed (os._exit, no cleanup runs) between the swap's two renames:
+    the old folder renamed aside, the new one not yet renamed in."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            real = os.rename
+
+            def rename(src, dst):
+                if ".new-" in str(src):
+                    os._exit(9)
+                real(src, dst)
+
+            paths.os.rename = rename
+            save_walkforward(run, d)
+        finally:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 9
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_walkforward_save_killed_between_its_two_renames_is_recovered(tmp_path):
+    root = tmp_path / "out" / "walkforward"
+    d = root / "demo"
+    save_walkforward(_Run("A"), d)
+    _kill_at_second_rename(d, _Run("B"))
+    assert not d.exists()  # the state a kill leaves: A aside, B whole beside it
+    assert sorted(p.name.split("-")[0] for p in root.iterdir()) == [".demo.new", ".demo.old"]
+    assert _tags(d) == _whole("B")  # the reader renames the whole new run in
+    save_walkforward(_Run("C"), d)  # the next save removes what was left aside
+    assert _tags(d) == _whole("C") and sorted(p.name for p in root.iterdir()) == ["demo"]
+    # the report by the run's name finds it too (it looks for result.json before it loads)
+    _kill_at_second_rename(d, _Run("D"))
+    r = cli("report", "demo", "--out", tmp_path / "out")
+    assert r.exit_code == 0, r.output
+    assert _tags(d) == _whole("D")
+
+
+def test_leftovers_of_a_save_killed_while_writing_are_removed_by_the_next_save(tmp_path):
+    d = tmp_path / "wf"
+    save_walkforward(_Run("A"), d)
+    (tmp_path / ".wf.part-0123456789ab").mkdir()  # a save killed while it wrote its files
+    (tmp_path / ".wf.part-0123456789ab" / "result.json").write_text("{}")
+    assert _tags(d) == _whole("A")
+    save_walkforward(_Run("B"), d)
+    assert _tags(d) == _whole("B") and sorted(p.name for p in tmp_path.iterdir()) == ["wf"]
