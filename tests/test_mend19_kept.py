@@ -136,3 +136,42 @@ def test_leftovers_of_a_save_killed_while_writing_are_removed_by_the_next_save(t
     assert _tags(d) == _whole("A")
     save_walkforward(_Run("B"), d)
     assert _tags(d) == _whole("B") and sorted(p.name for p in tmp_path.iterdir()) == ["wf"]
+
+
+# ------------------------------------------------------------------------------------ 2. the other run folders
+
+
+class _FullDiskPage:
+    def render(self):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+class _Page:
+    def __init__(self, tag):
+        self.tag = tag
+
+    def render(self):
+        return f"<html>{self.tag}</html>"
+
+
+def test_a_signal_sheet_rewritten_on_a_full_disk_keeps_the_previous_sheet_whole(tmp_path, monkeypatch):
+    # before: sheet.csv and sheet.json were replaced, then the disk filled at sheet.html: the folder held the new
+    # rows in sheet.csv / sheet.json beside the previous sheet.html (two different sheets of one session)
+    from optimizer.report import sheet as sh
+
+    d = tmp_path / "signals" / "2024-03-01_abc"
+    rows = lambda tag: pd.DataFrame({"symbol": [tag], "decision": ["ENTER"]})  # noqa: E731
+    monkeypatch.setattr(sh, "_page", lambda rows, *a: _Page(rows["symbol"].iloc[0]))
+    sh.write_sheet_files(rows("OLD"), {"date": "2024-03-01"}, [], d)
+    (d / "notes.txt").write_text("mine")
+    monkeypatch.setattr(sh, "_page", lambda *a: _FullDiskPage())
+    with pytest.raises(OSError) as info:
+        sh.write_sheet_files(rows("NEW"), {"date": "2024-03-01"}, [], d)
+    assert info.value.errno == errno.ENOSPC
+    assert pd.read_csv(d / "sheet.csv")["symbol"].tolist() == ["OLD"]
+    assert '"OLD"' in (d / "sheet.json").read_text() and (d / "sheet.html").read_text() == "<html>OLD</html>"
+    assert sorted(p.name for p in d.iterdir()) == ["notes.txt", "sheet.csv", "sheet.html", "sheet.json"]
+    assert sorted(p.name for p in d.parent.iterdir()) == [d.name]
+    monkeypatch.setattr(sh, "_page", lambda rows, *a: _Page(rows["symbol"].iloc[0]))
+    sh.write_sheet_files(rows("NEW"), {"date": "2024-03-01"}, [], d)
+    assert (d / "sheet.html").read_text() == "<html>NEW</html>" and (d / "notes.txt").read_text() == "mine"
