@@ -29,7 +29,7 @@ import re
 import secrets
 import shutil
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote
@@ -40,7 +40,7 @@ __all__ = [
     "OUTPUT_ENV", "DB_ENV", "STORAGE_ENV", "DEFAULT_OUTPUT", "output_root", "default_db", "default_storage",
     "resolve_db", "resolve_storage", "safe_name", "under", "storage_path", "run_label", "file_label", "content_label",
     "existing_store",
-    "atomic_write", "atomic_folder", "recover_folder", "check_out_writable", "not_utf8", "shown_name", "CACHE_ENV", "cache_enabled", "caching_under",
+    "atomic_write", "atomic_write_many", "atomic_folder", "recover_folder", "check_out_writable", "not_utf8", "shown_name", "CACHE_ENV", "cache_enabled", "caching_under",
     "cache_dir",
 ]
 
@@ -241,6 +241,34 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError):  # a full disk or a limit met by the write: the error names the file meant
             _raise_naming(e, tmp, path)
+        raise
+
+
+def atomic_write_many(paths: Sequence[str | Path], write: Callable[[list[Path]], object]) -> None:
+    """:func:`atomic_write` for files one call writes together (kaleido exports several figures in one browser
+    session): ``write(tmps)`` writes a temporary file beside each path (same suffix, so a writer that reads the
+    format from the name still does), then each is renamed to its path. A failure (a full disk at the third image,
+    a Ctrl-C) leaves every previous file as it was and no temporary file."""
+    finals = [Path(p) for p in paths]
+    tmps = [p.parent / f".{p.stem}.{secrets.token_hex(6)}.tmp{p.suffix}" for p in finals]
+    made: list[Path] = []
+    try:
+        for tmp, path in zip(tmps, finals):
+            try:
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            except OSError as e:
+                _raise_naming(e, tmp, path)
+            made.append(tmp)
+        write(list(tmps))
+        for tmp, path in zip(tmps, finals):
+            os.replace(tmp, path)
+    except BaseException as e:
+        for tmp in made:
+            tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is not None:
+            for tmp, path in zip(tmps, finals):
+                if e.filename in (str(tmp), tmp):
+                    _raise_naming(e, tmp, path)
         raise
 
 

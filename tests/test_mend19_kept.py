@@ -175,3 +175,46 @@ def test_a_signal_sheet_rewritten_on_a_full_disk_keeps_the_previous_sheet_whole(
     monkeypatch.setattr(sh, "_page", lambda rows, *a: _Page(rows["symbol"].iloc[0]))
     sh.write_sheet_files(rows("NEW"), {"date": "2024-03-01"}, [], d)
     assert (d / "sheet.html").read_text() == "<html>NEW</html>" and (d / "notes.txt").read_text() == "mine"
+
+
+# ------------------------------------------------------------------------------------------------------ 3. PNGs
+
+
+def _fig(title):
+    import plotly.graph_objects as go
+
+    return go.Figure(go.Scatter(x=[1, 2], y=[3, 4]), layout={"title": title})
+
+
+def test_pngs_are_written_whole_and_a_failed_export_keeps_the_previous_ones(tmp_path, monkeypatch):
+    # before: kaleido (plotly.io.write_images) wrote each PNG in place: an export that failed at the second image
+    # (a full disk, Ctrl-C) left the first one half-written and the second one cut
+    from optimizer.report import files
+
+    calls = []
+
+    def fake_write_images(figs, paths, format=None, **k):  # kaleido's call: every image of the batch, then returns
+        calls.append(([Path(p) for p in paths], format))
+        for f, p in zip(figs, paths):
+            Path(p).write_bytes(b"\x89PNG " + f.layout.title.text.encode())
+
+    monkeypatch.setattr(files, "png_available", lambda: True)
+    monkeypatch.setattr(files.pio, "write_images", fake_write_images)
+    items = [(_fig("one"), tmp_path / "a.html"), (_fig("two"), tmp_path / "b.html")]
+    written = files.write_figures(items, png=True)
+    assert written[2:] == [tmp_path / "a.png", tmp_path / "b.png"]
+    assert (tmp_path / "a.png").read_bytes() == b"\x89PNG one" and (tmp_path / "b.png").read_bytes() == b"\x89PNG two"
+    (tmps, fmt), = calls
+    assert fmt == "png" and all(t.parent == tmp_path and t.suffix == ".png" for t in tmps)
+    assert not {t.name for t in tmps} & {"a.png", "b.png"}  # kaleido wrote beside them, not into them
+
+    def failing(figs, paths, format=None, **k):  # the disk fills during the second image
+        Path(paths[0]).write_bytes(b"\x89PNG new")
+        Path(paths[1]).write_bytes(b"\x89P")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(paths[1]))
+
+    monkeypatch.setattr(files.pio, "write_images", failing)
+    with pytest.raises(files.DataError, match="PNG export failed"):
+        files.write_figures([(_fig("three"), tmp_path / "a.html"), (_fig("four"), tmp_path / "b.html")], png=True)
+    assert (tmp_path / "a.png").read_bytes() == b"\x89PNG one" and (tmp_path / "b.png").read_bytes() == b"\x89PNG two"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.html", "a.png", "b.html", "b.png"]
