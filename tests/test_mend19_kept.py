@@ -218,3 +218,53 @@ def test_pngs_are_written_whole_and_a_failed_export_keeps_the_previous_ones(tmp_
         files.write_figures([(_fig("three"), tmp_path / "a.html"), (_fig("four"), tmp_path / "b.html")], png=True)
     assert (tmp_path / "a.png").read_bytes() == b"\x89PNG one" and (tmp_path / "b.png").read_bytes() == b"\x89PNG two"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.html", "a.png", "b.html", "b.png"]
+
+
+# ------------------------------------------------------------------------------- 4. what the dashboard shows
+
+
+# one fold of a demo study's trial as stored (18 metrics, 606 characters of JSON; 4 folds: ~2,450)
+_FOLD = {"total_signals": 267.0, "total_trades": 96.0, "closed_trades": 96.0, "open_at_end": 0.0, "hit_rate": 0.46875,
+         "avg_return": 0.0314088517302807, "median_return": -0.0042510705169936935, "win_loss": 1.9027677325927204,
+         "sharpe": 0.172303132138667, "portfolio_sharpe": 1.5617047113776754, "max_drawdown": 0.08869106518420744,
+         "avg_hold_days": 16.354166666666668, "signals_per_month": 72.81818181818183,
+         "false_positive_rate": 0.7395833333333334, "rank_score": 0.0032829117070372325,
+         "avg_excess_return": 0.022678360061059943, "avg_benchmark_return": 0.008730491669220769,
+         "excess_sharpe": 0.1337303518553671}
+
+
+def test_each_fold_is_shown_whole_by_the_dashboard_and_the_exact_folds_stay_what_the_tool_reads():
+    # before: the trial's only fold attribute, `folds`, held ~2,450 characters for 4 folds: optuna-dashboard shows an
+    # attribute's first 1,024, i.e. the first fold and part of the second
+    import json
+    import math
+
+    import optuna
+
+    from optimizer.study import records
+
+    folds = [{**_FOLD, "hit_rate": _FOLD["hit_rate"] + i / 7, "sharpe": -_FOLD["sharpe"] * (i + 1) / 3,
+              "excess_sharpe": float("nan") if i == 3 else _FOLD["excess_sharpe"]} for i in range(4)]
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    trial = study.ask()
+    records.TrialRecord.complete({"hit_rate": 0.5}, folds, 1.25).write(trial)
+    study.tell(trial, 1.0)
+    t = study.trials[0]
+    assert len(json.dumps(t.user_attrs["folds"])) > 2 * 1024  # the exact attribute: cut by the dashboard
+    for i, exact in enumerate(folds):
+        shown = t.user_attrs[f"fold_{i}"]
+        assert len(json.dumps(shown)) <= 1024  # whole on the dashboard
+        assert list(shown) == list(exact)
+        for k, v in exact.items():  # 6 significant digits of the exact value, by hand
+            if math.isnan(v):
+                assert math.isnan(shown[k])
+            else:
+                assert shown[k] == float(f"{v:.6g}") and abs(shown[k] - v) <= 5e-6 * abs(v), k
+    assert "fold_4" not in t.user_attrs
+    assert t.user_attrs["fold_0"]["avg_return"] == 0.0314089 and t.user_attrs["fold_1"]["hit_rate"] == 0.611607
+    # the tool's readers read the exact values, as before; an older trial (no fold_<i>) reads the same
+    rec = records.read_trial(t)
+    assert json.dumps(list(rec.folds)) == json.dumps(folds)
+    old = optuna.trial.create_trial(value=1.0, user_attrs={k: v for k, v in t.user_attrs.items()
+                                                           if not k.startswith("fold_")})
+    assert records.read_trial(old) == rec
