@@ -268,3 +268,40 @@ def test_each_fold_is_shown_whole_by_the_dashboard_and_the_exact_folds_stay_what
     old = optuna.trial.create_trial(value=1.0, user_attrs={k: v for k, v in t.user_attrs.items()
                                                            if not k.startswith("fold_")})
     assert records.read_trial(old) == rec
+
+
+# ---------------------------------------------------------------------------------- 5. few open files (loky)
+
+
+def test_a_regime_fit_under_a_low_open_file_limit_prints_nothing_and_fits_the_same(monkeypatch, capfd):
+    # before: the mixture's k-means init asked loky (joblib) for the physical cores; under `ulimit -n 16` its
+    # `lscpu` could not start (no file descriptor for its pipes: EMFILE) and loky printed a warning and a traceback
+    # to stderr, exit 0. Reproduced in process: the counts' caches emptied and loky's subprocess failing as there.
+    import numpy as np
+    import sklearn.utils._openmp_helpers as omp
+    from joblib.externals.loky.backend import context
+
+    from optimizer.engine import _regime
+
+    x = np.random.default_rng(0).normal(size=(300, 4))
+    cols = ["mom20", "rv20", "a", "b"]
+    gm0, _, _, labels0 = _regime._fit(x, cols, 4, 0)  # the fit where lscpu runs (or its count is cached)
+
+    class _NoFds:
+        @staticmethod
+        def run(*a, **k):
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    monkeypatch.setattr(context, "subprocess", _NoFds)
+    monkeypatch.setattr(context, "physical_cores_cache", None)
+    monkeypatch.setattr(omp, "_CPU_COUNTS", {})
+    monkeypatch.delenv("LOKY_MAX_CPU_COUNT", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    if hasattr(_regime, "_physical_cores_quietly"):  # this process may have asked already
+        _regime._physical_cores_quietly.cache_clear()
+    capfd.readouterr()
+    gm, _, _, labels = _regime._fit(x, cols, 4, 0)
+    out = capfd.readouterr()
+    assert out.err == "" and out.out == ""
+    assert context.physical_cores_cache == "not found"  # the path was taken: the fallback (logical cores) cached
+    assert gm.means_.tobytes() == gm0.means_.tobytes() and labels.tolist() == labels0.tolist()  # the same fit
