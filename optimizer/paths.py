@@ -341,6 +341,8 @@ def atomic_folder(folder: str | Path, drop: Iterable[str] = ()) -> Iterator[Path
     if folder.is_symlink() or folder.name in ("", ".", ".."):  # a link's folder; ``.``: the folder it names
         folder = Path(os.path.realpath(folder))
     folder.parent.mkdir(parents=True, exist_ok=True)
+    if folder.exists() and not folder.is_dir():  # a file by that name is the user's: never replaced by a folder
+        raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
     recover_folder(folder, clean=True)
     token = secrets.token_hex(6)
     part = folder.parent / f".{folder.name}.part-{token}"

@@ -305,3 +305,12 @@ def test_a_regime_fit_under_a_low_open_file_limit_prints_nothing_and_fits_the_sa
     assert out.err == "" and out.out == ""
     assert context.physical_cores_cache == "not found"  # the path was taken: the fallback (logical cores) cached
     assert gm.means_.tobytes() == gm0.means_.tobytes() and labels.tolist() == labels0.tolist()  # the same fit
+
+
+def test_a_run_folder_named_by_an_existing_file_is_refused_and_the_file_kept(tmp_path):
+    f = tmp_path / "wf"
+    f.write_text("the user's file")
+    with pytest.raises(OSError) as info:
+        save_walkforward(_Run("A"), f)
+    assert str(machine_error(info.value)) == f"{f}: a part of the path is a file, not a folder"
+    assert f.read_text() == "the user's file" and sorted(p.name for p in tmp_path.iterdir()) == ["wf"]
