@@ -22,12 +22,14 @@ command; a library call outside a command writes no cache). Env ``ACCUMOPT_CACHE
 from __future__ import annotations
 
 import errno
+import glob
 import hashlib
 import os
 import re
 import secrets
+import shutil
 import unicodedata
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote
@@ -38,7 +40,7 @@ __all__ = [
     "OUTPUT_ENV", "DB_ENV", "STORAGE_ENV", "DEFAULT_OUTPUT", "output_root", "default_db", "default_storage",
     "resolve_db", "resolve_storage", "safe_name", "under", "storage_path", "run_label", "file_label", "content_label",
     "existing_store",
-    "atomic_write", "check_out_writable", "not_utf8", "shown_name", "CACHE_ENV", "cache_enabled", "caching_under",
+    "atomic_write", "atomic_write_many", "atomic_folder", "recover_folder", "check_out_writable", "not_utf8", "shown_name", "CACHE_ENV", "cache_enabled", "caching_under",
     "cache_dir",
 ]
 
@@ -242,12 +244,144 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
         raise
 
 
+def atomic_write_many(paths: Sequence[str | Path], write: Callable[[list[Path]], object]) -> None:
+    """:func:`atomic_write` for files one call writes together (kaleido exports several figures in one browser
+    session): ``write(tmps)`` writes a temporary file beside each path (same suffix, so a writer that reads the
+    format from the name still does), then each is renamed to its path. A failure (a full disk at the third image,
+    a Ctrl-C) leaves every previous file as it was and no temporary file."""
+    finals = [Path(p) for p in paths]
+    tmps = [p.parent / f".{p.stem}.{secrets.token_hex(6)}.tmp{p.suffix}" for p in finals]
+    made: list[Path] = []
+    try:
+        for tmp, path in zip(tmps, finals):
+            try:
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            except OSError as e:
+                _raise_naming(e, tmp, path)
+            made.append(tmp)
+        write(list(tmps))
+        for tmp, path in zip(tmps, finals):
+            os.replace(tmp, path)
+    except BaseException as e:
+        for tmp in made:
+            tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is not None:
+            for tmp, path in zip(tmps, finals):
+                if e.filename in (str(tmp), tmp):
+                    _raise_naming(e, tmp, path)
+        raise
+
+
 def _raise_naming(e: OSError, tmp: Path, path: Path) -> None:
     """Raise ``e`` naming ``path`` (the file being written) when it named no file or the temporary one, else ``e``
     itself."""
     if e.errno is None or e.filename not in (None, str(tmp), tmp):
         raise e
     raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+
+
+# The states of a folder written whole (:func:`atomic_folder`), as siblings of ``<folder>`` (a run folder's own name
+# never starts with a dot: :func:`safe_name`): ``.<folder>.part-<hex>`` being written (incomplete), ``.<folder>.new-
+# <hex>`` written whole and about to be renamed in, ``.<folder>.old-<hex>`` the previous folder renamed aside.
+_FOLDER_STATES = ("part", "new", "old")
+
+
+def _siblings(folder: Path, state: str) -> list[Path]:
+    try:
+        return sorted(folder.parent.glob(f".{glob.escape(folder.name)}.{state}-*"), key=lambda p: p.stat().st_mtime)
+    except OSError:
+        return []
+
+
+def recover_folder(folder: str | Path, clean: bool = False) -> Path:
+    """Finish what a crash (a kill, a power cut) between the two renames of :func:`atomic_folder` left: when
+    ``folder`` is missing, the newest ``.<folder>.new-*`` (written whole) is renamed in, else the newest
+    ``.<folder>.old-*`` (the previous folder) is renamed back. ``clean`` (the next save does it, a reader does not:
+    a save running now owns its siblings) also removes the leftovers beside an existing folder: a folder being
+    written when it stopped (``.part-*``), one written whole but not renamed in (``.new-*``: the save did not
+    finish, the folder in place stays), the previous folder renamed aside (``.old-*``). Returns ``folder``."""
+    folder = Path(folder)
+    if not folder.exists():
+        for state in ("new", "old"):
+            found = _siblings(folder, state)
+            if found:
+                try:
+                    os.rename(found[-1], folder)
+                except OSError:  # a reader on a read-only place, or another process did it first
+                    pass
+                break
+    if clean and folder.exists():
+        for state in _FOLDER_STATES:
+            for p in _siblings(folder, state):
+                shutil.rmtree(p, ignore_errors=True)
+    return folder
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)  # no bytes copied, no room needed for them
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+@contextmanager
+def atomic_folder(folder: str | Path, drop: Iterable[str] = ()) -> Iterator[Path]:
+    """Write a folder of files all-or-nothing: the block writes the new files into the yielded temporary folder
+    (a sibling, so on the same file system), and only when it ends without an error is that folder put in place of
+    ``folder``: the old folder renamed aside, the new one renamed in, the old one removed. An error, a Ctrl-C or a
+    full disk while writing leaves ``folder`` as it was (the temporary folder removed; an OSError names the file
+    meant, in ``folder``). A kill between the two renames leaves ``folder`` missing and the new one beside it:
+    :func:`recover_folder` (called by the next save, and by a reader) renames it in.
+
+    The entries of the old folder that the block did not write are kept (hard-linked, else copied, into the new one
+    before the swap: files another command put there, a sub-folder), except the names in ``drop`` (the writer's own
+    files that the new content has none of). A symbolic link ``folder`` is followed (the folder it points to is
+    replaced)."""
+    folder = Path(folder)
+    if folder.is_symlink() or folder.name in ("", ".", ".."):  # a link's folder; ``.``: the folder it names
+        folder = Path(os.path.realpath(folder))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    if folder.exists() and not folder.is_dir():  # a file by that name is the user's: never replaced by a folder
+        raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
+    recover_folder(folder, clean=True)
+    token = secrets.token_hex(6)
+    part = folder.parent / f".{folder.name}.part-{token}"
+    aside = folder.parent / f".{folder.name}.old-{token}"
+    try:
+        os.mkdir(part)
+    except OSError as e:
+        _raise_naming(e, part, folder)
+    try:
+        try:
+            yield part
+            old = set(os.listdir(folder)) if folder.is_dir() else set()
+            if folder.is_dir():
+                shutil.copymode(folder, part)
+            for name in sorted(old - set(os.listdir(part)) - set(drop)):
+                src, dst = folder / name, part / name
+                if src.is_dir() and not src.is_symlink():
+                    shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)
+                elif src.is_symlink():
+                    os.symlink(os.readlink(src), dst)
+                else:
+                    _link_or_copy(str(src), str(dst))
+            new = folder.parent / f".{folder.name}.new-{token}"
+            os.rename(part, new)
+            part = new
+        except OSError as e:  # a full disk met in the temporary folder: name the file meant, in ``folder``
+            name = os.fspath(e.filename) if e.filename is not None else ""
+            if isinstance(name, str) and name.startswith(str(part)):
+                raise OSError(e.errno, e.strerror or str(e), str(folder) + name[len(str(part)):]) from e
+            raise
+        if folder.exists():
+            os.rename(folder, aside)
+        os.rename(part, folder)
+    except BaseException:
+        shutil.rmtree(part, ignore_errors=True)
+        if aside.exists() and not folder.exists():  # the second rename failed: the old folder goes back
+            os.rename(aside, folder)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 # the ``out`` of the commands running in this process (innermost last): where their on-disk caches live

@@ -67,6 +67,7 @@ def test_trial_records_keep_the_documented_layout():
         st.tell(t, 1.0)
     t0, t1 = st.get_trials()
     assert t0.user_attrs == {"folds": [{"hit_rate": 0.5}, {"hit_rate": 0.7}],
+                             "fold_0": {"hit_rate": 0.5}, "fold_1": {"hit_rate": 0.7},  # the dashboard's, one a fold
                              "metrics": {"hit_rate": 0.6, "duration_s": 1.234568, "pruned_at_fold": None}}
     assert t1.user_attrs["metrics"] == {"pruned_at_fold": 1, "pruned_reason": "fold 1: pruner median", "duration_s": 0.5}
     r1 = read_trial(t1)

@@ -178,6 +178,29 @@ def _model(n_components: int, random_state: int) -> object:
                            reg_covar=1e-4, max_iter=200)
 
 
+@functools.cache
+def _physical_cores_quietly() -> None:
+    """Ask joblib (loky) for the physical cores once, quietly, before the first fit: the mixture's k-means init
+    asks it (scikit-learn's ``_openmp_effective_n_threads``), and loky runs ``lscpu`` to count them, which under a
+    low open-file limit (``ulimit -n 16``) cannot start: loky then prints a warning and a traceback to stderr, and
+    the command still exits 0. Asked here with both silenced, its fallback (the logical cores) is cached for the
+    process, and the fit runs on one thread in any case (``threadpool_limits(limits=1)``). Other text written to
+    stderr meanwhile (another thread's) is passed on."""
+    import contextlib
+    import io
+    import sys
+
+    import joblib
+
+    buf = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stderr(buf):
+        warnings.simplefilter("ignore")
+        joblib.cpu_count(only_physical_cores=True)
+    text = buf.getvalue()
+    if text and "_count_physical_cores" not in text:
+        sys.stderr.write(text)
+
+
 def _fit(
     train: np.ndarray, cols: list[str], n_components: int, random_state: int
 ) -> tuple[object, np.ndarray, np.ndarray, np.ndarray]:
@@ -185,6 +208,7 @@ def _fit(
     sd = train.std(axis=0)
     sd = np.where(sd > 1e-12, sd, 1.0)
     gm = _model(n_components, random_state)
+    _physical_cores_quietly()
     # Tiny (<= 6 x 6) matrices: multi-threaded BLAS only adds overhead (40x slower fits on 2 cores).
     with warnings.catch_warnings(), threadpool_limits(limits=1):
         warnings.simplefilter("ignore")

@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from optimizer.errors import DataError, ParameterError
-from optimizer.paths import atomic_write
+from optimizer.paths import atomic_write, atomic_write_many
 
 __all__ = ["png_available", "write_figures", "save_figure", "PNG_HINT"]
 
@@ -59,7 +59,9 @@ def write_figures(items: Sequence[tuple[go.Figure, str | Path]], png: bool | Non
         return written
     pngs = [h.with_suffix(".png") for h in htmls]
     try:
-        pio.write_images([f for f, _ in items], pngs)
+        # written whole (temporary files, renamed when kaleido has written every one): a failed or interrupted
+        # export keeps the previous PNGs, never a half-written one
+        atomic_write_many(pngs, lambda tmps: pio.write_images([f for f, _ in items], tmps, format="png"))
     except Exception as e:  # noqa: BLE001 - kaleido/browser failures have many types; reported, never swallowed
         msg = f"PNG export failed for {', '.join(str(x) for x in pngs)}: {type(e).__name__}: {e}"
         if png:

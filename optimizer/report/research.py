@@ -46,7 +46,7 @@ from optimizer.errors import DataError, check_param
 from optimizer.data.calendar import stamp
 from optimizer.data.rolling import min_periods_label
 from optimizer.data.universe import universe_label
-from optimizer.paths import atomic_write, safe_name, under
+from optimizer.paths import atomic_write, recover_folder, safe_name, under
 from optimizer.report import figures as F
 from optimizer.report.files import save_figure
 from optimizer.report.terminal import cell_text
@@ -674,8 +674,8 @@ def build_report(target: str, storage: Any = None, out_dir: str | Path = "output
 def _report_run_dir(target: str, storage: Any, walkforward_root: str | Path) -> Path | None:
     """The walk-forward run folder ``build_report(target)`` reports, or None when it reports the study ``target``
     (a run folder given as a path; else the run ``<walkforward_root>/<target>`` unless a study has that name)."""
-    p = Path(target)
-    wf_dir = p if (p / "result.json").exists() else Path(walkforward_root) / safe_name(target)
+    p = recover_folder(target)  # a walk-forward save killed between its two renames: its new run renamed in
+    wf_dir = p if (p / "result.json").exists() else recover_folder(Path(walkforward_root) / safe_name(target))
     if (wf_dir / "result.json").exists() and (wf_dir == p or not _study_exists(target, storage)):
         return wf_dir
     return None

@@ -31,7 +31,7 @@ from optimizer.data.rolling import min_periods_label
 from optimizer.engine.panel import Panel
 from optimizer.engine.sheet import ENTER, EXIT, FLAG_RULES, HOLD
 from optimizer.errors import DataError
-from optimizer.report.backtest import _atomic
+from optimizer.paths import atomic_folder
 from optimizer.report.research import Page
 from optimizer.report.theme import themed
 
@@ -199,18 +199,20 @@ def sheet_csv(rows: pd.DataFrame, dest: Any) -> None:
 
 def write_sheet_files(rows: pd.DataFrame, meta: Mapping[str, Any], charts: list[tuple[str, go.Figure]],
                       out_dir: str | Path, buckets: pd.DataFrame | None = None) -> dict[str, Path]:
-    """sheet.csv, sheet.json and sheet.html in ``out_dir`` (created), each written atomically. Returns their paths."""
+    """sheet.csv, sheet.json and sheet.html in ``out_dir`` (created), all or nothing (``paths.atomic_folder``): a
+    full disk or a kill while writing them leaves the folder's previous sheet whole, never a new sheet.csv beside
+    the previous sheet.html (a re-run after the session's data changed writes different rows). Returns their
+    paths."""
     d = Path(out_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": d / "sheet.csv", "json": d / "sheet.json", "html": d / "sheet.html"}
-    _atomic(paths["csv"], lambda p: sheet_csv(rows, p))
     b = buckets if buckets is not None else pd.DataFrame()
     doc = {"sheet": dict(meta), "oos_quality_buckets": sheet_records(b), "rows": sheet_records(rows)}
     text = json.dumps(doc, indent=2, default=_clean) + "\n"
-    _atomic(paths["json"], lambda p: Path(p).write_text(text, encoding="utf-8"))
     page = _page(rows, meta, charts, b)
-    _atomic(paths["html"], lambda p: Path(p).write_text(page.render(), encoding="utf-8"))
-    return paths
+    with atomic_folder(d) as t:
+        sheet_csv(rows, t / "sheet.csv")
+        (t / "sheet.json").write_text(text, encoding="utf-8")
+        (t / "sheet.html").write_text(page.render(), encoding="utf-8")
+    return {"csv": d / "sheet.csv", "json": d / "sheet.json", "html": d / "sheet.html"}
 
 
 def _page(rows: pd.DataFrame, meta: Mapping[str, Any], charts, buckets: pd.DataFrame) -> Page:

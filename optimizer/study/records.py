@@ -10,7 +10,8 @@ Nothing else in the package reads or writes a user attribute by its string key: 
   ``write_study``; ``StudyRecord.spec()`` parses the stored spec.
 * ``TrialRecord``: the JSON attributes of a trial: ``metrics`` (overall metrics of a complete trial, the pruning
   information of a pruned one or the reason of a failed one, with ``duration_s`` and ``pruned_at_fold``),
-  ``folds`` (per-fold metrics), ``config`` (the trial's complete effective configuration, a ``ConfigRecord``,
+  ``folds`` (per-fold metrics, exact; for optuna-dashboard, which cuts an attribute at 1,024 characters, also one
+  ``fold_<i>`` a fold at 6 significant digits, display only: ``shown_fold``), ``config`` (the trial's complete effective configuration, a ``ConfigRecord``,
   written as soon as the trial's parameters are drawn) and ``repeat_of`` (the trial whose stored result a repeated
   configuration reused). ``read_trial``, ``write_config``, ``TrialRecord.complete`` / ``pruned`` / ``failed`` /
   ``repeat`` and ``write``.
@@ -66,7 +67,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "StudyRecord", "TrialRecord", "ConfigRecord", "read_study", "write_study", "read_trial", "write_config",
-    "config_key", "STUDY_KEYS", "METRICS", "FOLDS", "CONFIG", "REPEAT_OF", "SEEDED", "OPENINGS", "seeded",
+    "config_key", "STUDY_KEYS", "METRICS", "FOLDS", "FOLD_SHOWN", "fold_key", "shown_fold", "CONFIG", "REPEAT_OF", "SEEDED", "OPENINGS", "seeded",
     "mark_seeded", "reserve_openings", "add_reserve_opening", "reserve_log_name", "is_internal", "window_attrs",
     "set_trials_target", "trial_counts", "complete_trials", "direction_sign", "ranked_trials",
     "distinct_configurations", "configuration_identities", "group_configurations", "find_repeat", "WF_RUN", "WF_CLAIM", "claims_name",
@@ -79,6 +80,12 @@ __all__ = [
 # trial attribute keys
 METRICS = "metrics"
 FOLDS = "folds"
+# what optuna-dashboard shows of the folds: one attribute per fold, ``fold_0``, ``fold_1``, ... (``fold_key``), its
+# metrics at 6 significant digits (``shown_fold``). Display only: ``folds`` holds the exact values, which every
+# reader of the tool reads (``read_trial``); a study written before 2026-12-05 has no ``fold_<i>`` and reads the same.
+FOLD_SHOWN = "fold_"
+SHOWN_DIGITS = 6
+DASHBOARD_CHARS = 1024  # optuna-dashboard (0.21) shows an attribute's first 1,024 characters
 CONFIG = "config"
 REPEAT_OF = "repeat_of"
 # study marker keys
@@ -418,11 +425,30 @@ class TrialRecord:
 
     def write(self, trial: optuna.trial.BaseTrial) -> None:
         trial.set_user_attr(FOLDS, list(self.folds))
+        for i, f in enumerate(self.folds):  # for optuna-dashboard: ``folds`` (~600 characters a fold) is cut there
+            trial.set_user_attr(fold_key(i), shown_fold(f))
         trial.set_user_attr(METRICS, dict(self.metrics))
         if self.config is not None:
             trial.set_user_attr(CONFIG, dict(self.config))
         if self.repeat_of is not None:
             trial.set_user_attr(REPEAT_OF, int(self.repeat_of))
+
+
+def fold_key(i: int) -> str:
+    """The display attribute of fold ``i`` (``fold_0``)."""
+    return f"{FOLD_SHOWN}{int(i)}"
+
+
+def shown_fold(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """A fold's metrics as optuna-dashboard shows them whole: each finite float at ``SHOWN_DIGITS`` significant
+    digits (0.0314088517302807 -> 0.0314089; ~400 characters for today's 18 metrics, the exact ones ~610), fewer
+    digits if that still passed the dashboard's 1,024 characters. Display only: ``folds`` keeps the exact values."""
+    for digits in (SHOWN_DIGITS, 4, 3):
+        out = {str(k): (float(f"{v:.{digits}g}") if isinstance(v, float) and math.isfinite(v) else v)
+               for k, v in metrics.items()}
+        if len(json.dumps(out)) <= DASHBOARD_CHARS:
+            break
+    return out
 
 
 def read_trial(t: FrozenTrial) -> TrialRecord:

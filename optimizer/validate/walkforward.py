@@ -62,7 +62,7 @@ from optimizer.errors import DataError, ParameterError, SpecError
 from optimizer.data.splitcheck import panel_split_lines
 from optimizer.study.data import StudyData, load_study_data, prepare_data
 from optimizer.engine.evaluate import Config
-from optimizer.paths import atomic_write, resolve_db, resolve_storage, under
+from optimizer.paths import atomic_folder, atomic_write, recover_folder, resolve_db, resolve_storage, under
 from optimizer.study.data_settings import data_settings_rows
 from optimizer.study.records import (
     configuration_identities, direction_sign, distinct_configurations, group_configurations, ranked_trials,
@@ -1529,24 +1529,24 @@ def walkforward_dir(out_root: str | Path, study_name: str, final: bool = False) 
 def save_walkforward(result: WalkForwardResult, out_dir: str | Path) -> Path:
     """Persist a walk-forward run (JSON summary + trades/equity/summary/stability tables) for `accumopt report`.
 
-    Each file is written through a temporary file and renamed. ``result.json``, which makes the folder a run for
-    :func:`load_walkforward`, is removed first and written last: a run killed while saving leaves no result.json
-    beside files of two different runs. A run without events removes the previous run's ``oos_events.parquet``."""
+    All or nothing (``paths.atomic_folder``): the files are written into a temporary folder beside ``out_dir``, which
+    is put in its place only once every file is whole, so a full disk, a Ctrl-C or a kill while saving leaves the
+    previous run in ``out_dir`` as it was (an OSError naming the file meant). A kill between the swap's two renames
+    leaves ``out_dir`` missing and the new run beside it, which the next save and :func:`load_walkforward` rename in.
+    Files of the folder that a run does not write (``regime_comparison.csv`` of bench/regime_compare.py, a user's
+    notes) are kept; a run without events has no ``oos_events.parquet`` (the previous run's is not kept)."""
     d = Path(out_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "result.json").unlink(missing_ok=True)
-    _write_summary(result, d)
-    atomic_write(d / "oos_trades.parquet", lambda p: result.trades.to_parquet(p, index=False))
-    atomic_write(d / "oos_equity.parquet", lambda p: result.equity.to_parquet(p, index=False))
-    atomic_write(d / "parameter_stability.csv", lambda p: result.stability.to_csv(p, index=False))
-    if len(result.events):
-        atomic_write(d / "oos_events.parquet", lambda p: result.events.to_parquet(p, index=False))
-    else:
-        (d / "oos_events.parquet").unlink(missing_ok=True)
-    for name in ("by_symbol", "by_sector", "by_regime", "rules"):
-        atomic_write(d / f"{name}.csv", lambda p, name=name: getattr(result, name).to_csv(p, index=False))
     text = json.dumps(result.to_dict(), indent=2, default=str)
-    atomic_write(d / "result.json", lambda p: Path(p).write_text(text))
+    with atomic_folder(d, drop=("oos_events.parquet",)) as t:
+        _write_summary(result, t)
+        result.trades.to_parquet(t / "oos_trades.parquet", index=False)
+        result.equity.to_parquet(t / "oos_equity.parquet", index=False)
+        result.stability.to_csv(t / "parameter_stability.csv", index=False)
+        if len(result.events):
+            result.events.to_parquet(t / "oos_events.parquet", index=False)
+        for name in ("by_symbol", "by_sector", "by_regime", "rules"):
+            getattr(result, name).to_csv(t / f"{name}.csv", index=False)
+        (t / "result.json").write_text(text)
     return d
 
 
@@ -1554,7 +1554,7 @@ def load_walkforward(out_dir: str | Path) -> dict[str, Any]:
     """The persisted walk-forward run as plain objects: ``result`` (dict), ``verdict`` (the ``Verdict``; None for a
     result.json written before verdicts were stored as gates) and DataFrames. A missing or unreadable file of the
     run (damaged, or cut short by a crash) is a DataError naming it."""
-    d = Path(out_dir)
+    d = recover_folder(out_dir)  # a save killed between its two renames: its new run renamed in
     if not (d / "result.json").exists():
         raise DataError(f"no walk-forward run in {d} (expected result.json); run `accumopt walkforward SPEC` first")
 
