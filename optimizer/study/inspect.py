@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,7 +30,7 @@ from optimizer.data.calendar import local_time
 from optimizer.errors import DataError, check_param
 from optimizer.paths import atomic_write, resolve_storage
 from optimizer.study.records import (
-    FOLDS, METRICS, REPEAT_OF, direction_sign, is_internal, lost_reason, ranked_trials, read_study, read_trial, retry_of,
+    FOLD_SHOWN, FOLDS, METRICS, REPEAT_OF, direction_sign, is_internal, lost_reason, ranked_trials, read_study, read_trial, retry_of,
     trial_counts,
 )
 from optimizer.study.space import effective_params
@@ -514,6 +515,9 @@ def trials_table(storage: Any, name: str) -> pd.DataFrame:
         return df
     df = _expand(df, f"user_attrs_{METRICS}", "metric_")
     df = _expand_folds(df)
+    # the dashboard's rounded copies of the folds (``records.fold_key``): the exact fold<i>_<key> columns are above
+    shown = [c for c in df.columns if re.fullmatch(rf"user_attrs_{re.escape(FOLD_SHOWN)}\d+", c)]
+    df = df.drop(columns=shown)
     if "duration" in df.columns:
         df["duration"] = df["duration"].dt.total_seconds()
         df = df.rename(columns={"duration": "duration_s"})
