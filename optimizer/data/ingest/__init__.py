@@ -784,6 +784,7 @@ def _write(ctx: Ctx, kind: str, e: _Entry, group: tuple, s: Summary, history: _H
                                "command again once there is room)") from exc
         e.error = InputFileError(e.file, None, f"database rejected the file ({_one_line(exc)})")
         return None
+    ctx.committed(plan)
     history.add(e.file, e.raw.sha256, int(plan.n_rows), deleted, lost)
     msg = None
     if plan.n_rejects:
