@@ -233,3 +233,27 @@ def test_data_info_lists_the_view_not_its_storage_tables():
     names = [t["table"] for t in store_info(con)["tables"]]
     assert "finra_short_daily" in names and not {"finra_short_rows", "finra_short_sources"} & set(names)
     assert next(t for t in store_info(con)["tables"] if t["table"] == "finra_short_daily")["rows"] == 1
+
+
+def test_the_ingest_benchmark_profile_splits_the_writers_cpu_by_statement(tmp_path, monkeypatch):
+    import sys
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
+    monkeypatch.delitem(sys.modules, "ingest", raising=False)
+    import ingest as bench  # bench/ingest.py
+
+    bench.write_cnms_files(tmp_path / "f", 20, 3)
+    con = connect(":memory:")
+    init = ingest._Pipeline.__init__
+    with bench._PipelineProfile() as prof:
+        ingest_paths(con, "finra-short", [tmp_path / "f"], overlap=False)
+    assert ingest._Pipeline.__init__ is init  # the wrapping undone
+    counts = {k: n for k, (n, _) in prof.statements.items()}
+    # per file (3): BEGIN, its source, its rows, its log row, COMMIT; nothing deleted (each day is new)
+    assert {k: counts.get(k) for k in ("BEGIN TRANSACTION", "INSERT INTO finra_short_sources", "INSERT INTO finra_short_rows",
+                                       "INSERT INTO ingest_log", "COMMIT")} == dict.fromkeys(
+        ("BEGIN TRANSACTION", "INSERT INTO finra_short_sources", "INSERT INTO finra_short_rows", "INSERT INTO ingest_log",
+         "COMMIT"), 3)
+    assert not any(k.startswith("DELETE") for k in counts)
+    assert all(cpu >= 0 for _, cpu in prof.statements.values()) and "writer_statements" in prof.figures()
