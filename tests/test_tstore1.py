@@ -69,7 +69,8 @@ def test_a_v7_store_is_migrated_with_every_row_in_its_order_and_ingests_as_befor
         assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'finra_short_daily'").fetchall() == [(0,)]
         # one source per (facility, file name), numbered in that order
         assert table(con, "SELECT * FROM finra_short_sources ORDER BY 1") == [
-            (1, "CNMS", "CNMSshvol20240102.txt"), (2, "CNMS", "CNMSshvol20240103.txt"), (3, "FNSQ", "FNSQshvol20240102.txt")]
+            (1, "CNMS", "CNMSshvol20240102.txt", False), (2, "CNMS", "CNMSshvol20240103.txt", False),
+            (3, "FNSQ", "FNSQshvol20240102.txt", False)]
         # the consolidated view reads it as before; a new CNMS file of 2024-01-02 replaces that day's CNMS rows only
         f = write(tmp_path / "CNMSshvol20240102.txt", finra_text(["20240102|AAPL|11|0|21|Q"]))
         rep = ingest_paths(con, "finra-short", [f])
@@ -80,7 +81,8 @@ def test_a_v7_store_is_migrated_with_every_row_in_its_order_and_ingests_as_befor
             ("2024-01-02", "AAPL", "CNMS", 11, "CNMSshvol20240102.txt"),
             ("2024-01-02", "AAPL", "FNSQ", 3, "FNSQshvol20240102.txt"),
             ("2024-01-03", "MSFT", "CNMS", 5, "CNMSshvol20240103.txt")]
-        assert table(con, "SELECT count(*) FROM finra_short_sources") == [(3,)]  # the name was known: its id reused
+        # a raw file named by its date is stored under its family's name pattern (added once)
+        assert table(con, "SELECT * FROM finra_short_sources WHERE source_id > 3") == [(4, "CNMS", "CNMSshvol%Y%m%d.txt", True)]
         assert table(con, "SELECT symbol, short_volume, provenance FROM finra_short_consolidated ORDER BY ALL") == [
             ("AAPL", 11, "CNMS"), ("MSFT", 5, "CNMS")]
     finally:
@@ -148,9 +150,9 @@ def test_files_of_one_name_in_two_folders_replace_each_other_and_skip_as_before(
     # the name's stored rows (1) are not as many as its paths' latest ingests stored (2 + 1): a is read again
     assert st([a]) == ["replaced", "skipped_identical"]
     assert st([a]) == ["skipped_identical", "skipped_identical"]
-    assert table(con, "SELECT * FROM finra_short_sources ORDER BY 1") == [
-        (1, "CNMS", "CNMSshvol20200102.txt"), (2, "CNMS", "CNMSshvol20200103.txt")]  # one id per (facility, name)
-    assert table(con, "SELECT count(*), count(DISTINCT source_id) FROM finra_short_rows") == [(3, 2)]
+    # every file named by its date under one source: its family's name pattern
+    assert table(con, "SELECT * FROM finra_short_sources ORDER BY 1") == [(1, "CNMS", "CNMSshvol%Y%m%d.txt", True)]
+    assert table(con, "SELECT count(*), count(DISTINCT source_id) FROM finra_short_rows") == [(3, 1)]
 
 
 def test_a_tidy_file_of_several_facilities_and_api_rows_replaces_per_facility_and_per_symbol(tmp_path):
@@ -186,7 +188,7 @@ def test_a_file_the_database_rejects_leaves_both_tables_as_they_were_and_its_nam
         raise duckdb.ConstraintException("planted")
 
     monkeypatch.setattr(ingest, "write_rows", rejected)
-    new = write(tmp_path / "CNMSshvol20200103.txt", finra_text(["20200103|AAPL|1|0|2|Q"]))
+    new = write(tmp_path / "CNMSshvol20200103_fix.txt", finra_text(["20200103|AAPL|1|0|2|Q"]))  # a new pattern
     rep = ingest_paths(con, "finra-short", [new])
     assert rep.files[0].status == "failed" and rep.files[0].message.endswith("database rejected the file (planted)")
     assert (table(con, "SELECT * FROM finra_short_rows"), table(con, "SELECT * FROM finra_short_sources")) == before
@@ -194,7 +196,7 @@ def test_a_file_the_database_rejects_leaves_both_tables_as_they_were_and_its_nam
     # one call: a first copy refused, the next file of that name stored (its source registered by its own write)
     other = tmp_path / "again"
     other.mkdir()
-    write(other / "CNMSshvol20200103.txt", finra_text(["20200103|AAPL|2|0|3|Q"]))
+    write(other / "CNMSshvol20200103_fix.txt", finra_text(["20200103|AAPL|2|0|3|Q"]))
     calls = []
 
     def once(ctx, plan, **kw):
@@ -205,12 +207,12 @@ def test_a_file_the_database_rejects_leaves_both_tables_as_they_were_and_its_nam
         return out
 
     monkeypatch.setattr(ingest, "write_rows", once)
-    rep = ingest_paths(con, "finra-short", [new, other / "CNMSshvol20200103.txt"])
+    rep = ingest_paths(con, "finra-short", [new, other / "CNMSshvol20200103_fix.txt"])
     assert [f.status for f in rep.files] == ["failed", "ok"]
     # the refused write's source was not taken as stored: the next file of the name registers it (with a new id)
-    assert [s[:2] for s in calls[0]] == [s[:2] for s in calls[1]] == [("CNMS", "CNMSshvol20200103.txt")]
+    assert [s[:3] for s in calls[0]] == [s[:3] for s in calls[1]] == [("CNMS", "CNMSshvol%Y%m%d_fix.txt", True)]
     assert table(con, "SELECT date::VARCHAR, short_volume, source_file FROM finra_short_daily ORDER BY 1") == [
-        ("2020-01-02", 10, "CNMSshvol20200102.txt"), ("2020-01-03", 2, "CNMSshvol20200103.txt")]
+        ("2020-01-02", 10, "CNMSshvol20200102.txt"), ("2020-01-03", 2, "CNMSshvol20200103_fix.txt")]
 
 
 def test_insert_finra_short_registers_sources_once_and_refuses_unknown_columns():
@@ -222,7 +224,8 @@ def test_insert_finra_short_registers_sources_once_and_refuses_unknown_columns()
     assert _rows(con) == [("2024-01-02", "A", "CNMS", "B", 1, 0, 2, "f.txt"),
                           ("2024-01-02", "B", "FNSQ", None, 1, None, 2, "g.txt"),
                           ("2024-01-03", "C", "CNMS", None, 3, None, 4, "f.txt")]
-    assert table(con, "SELECT * FROM finra_short_sources ORDER BY 1") == [(1, "CNMS", "f.txt"), (2, "FNSQ", "g.txt")]
+    assert table(con, "SELECT * FROM finra_short_sources ORDER BY 1") == [(1, "CNMS", "f.txt", False),
+                                                                        (2, "FNSQ", "g.txt", False)]
     with pytest.raises(ParameterError, match="columns must be columns of finra_short_daily"):
         insert_finra_short(con, "SELECT 1", columns=["volume"])
 
@@ -250,10 +253,41 @@ def test_the_ingest_benchmark_profile_splits_the_writers_cpu_by_statement(tmp_pa
         ingest_paths(con, "finra-short", [tmp_path / "f"], overlap=False)
     assert ingest._Pipeline.__init__ is init  # the wrapping undone
     counts = {k: n for k, (n, _) in prof.statements.items()}
-    # per file (3): BEGIN, its source, its rows, its log row, COMMIT; nothing deleted (each day is new)
-    assert {k: counts.get(k) for k in ("BEGIN TRANSACTION", "INSERT INTO finra_short_sources", "INSERT INTO finra_short_rows",
-                                       "INSERT INTO ingest_log", "COMMIT")} == dict.fromkeys(
-        ("BEGIN TRANSACTION", "INSERT INTO finra_short_sources", "INSERT INTO finra_short_rows", "INSERT INTO ingest_log",
-         "COMMIT"), 3)
+    # per file (3): BEGIN, its rows, its log row, COMMIT (the family's name pattern registered by the first);
+    # nothing deleted (each day is new)
+    assert {k: counts.get(k) for k in ("BEGIN TRANSACTION", "INSERT INTO finra_short_rows", "INSERT INTO ingest_log",
+                                       "COMMIT")} == dict.fromkeys(
+        ("BEGIN TRANSACTION", "INSERT INTO finra_short_rows", "INSERT INTO ingest_log", "COMMIT"), 3)
+    assert counts["INSERT INTO finra_short_sources"] == 1
     assert not any(k.startswith("DELETE") for k in counts)
     assert all(cpu >= 0 for _, cpu in prof.statements.values()) and "writer_statements" in prof.figures()
+
+
+def test_raw_files_named_by_their_date_share_their_familys_pattern_and_read_back_by_name(tmp_path):
+    """A raw file whose name holds its date once is stored under the name's pattern (no source row per day); any
+    other name as it is. The view gives every row its file's name, and _History's per-name count (counted per
+    source id and date, then named) equals the view's GROUP BY source_file."""
+    names = {"CNMSshvol20200102.txt": "20200102", "CNMSshvol20200103.txt": "20200103",
+             "CNMSshvol20200106 (1).txt": "20200106", "FNSQshvol20200102.txt.gz": "20200102",
+             "FNSQ_2020-01-03.txt": "20200103", "FNSQ%20200106.txt": "20200106"}
+    for k, (n, d) in enumerate(names.items()):  # each of its own content (one content is one file)
+        write(tmp_path / n, finra_text([f"{d}|AAPL|{k}|0|20|Q", f"{d}|MSFT|1|0|3|Q"]), gz=n.endswith(".gz"))
+    con = connect(":memory:")
+    rep = ingest_paths(con, "finra-short", [tmp_path / n for n in names])
+    assert [f.status for f in rep.files] == ["ok"] * len(names)
+    assert table(con, "SELECT facility, source_file, dated FROM finra_short_sources ORDER BY source_id") == [
+        ("CNMS", "CNMSshvol%Y%m%d.txt", True), ("FNSQ", "FNSQshvol%Y%m%d.txt.gz", True),
+        ("FNSQ", "FNSQ_2020-01-03.txt", False),  # the date not as the file's date text (YYYYMMDD): as it is
+        ("CNMS", "CNMSshvol%Y%m%d (1).txt", True), ("FNSQ", "FNSQ%20200106.txt", False)]  # a '%' in the name: as it is
+    assert table(con, "SELECT source_file, count(*) FROM finra_short_daily GROUP BY 1 ORDER BY 1") == \
+        sorted((n, 2) for n in names)
+    assert sorted(table(con, ingest.finra_short.SOURCE_COUNTS)) == sorted((n, 2) for n in names)
+    # a later copy of one day replaces it, and the names lost are counted by name: the same files again are skipped
+    fix = tmp_path / "fix"
+    fix.mkdir()
+    write(fix / "CNMSshvol20200103.txt", finra_text(["20200103|AAPL|5|0|6|Q"]))
+    assert [f.status for f in ingest_paths(con, "finra-short", [fix]).files] == ["replaced"]
+    h = ingest._History(con, "finra-short")
+    assert h._stored(con, "CNMSshvol20200103.txt") == 1 and h._stored(con, "CNMSshvol20200102.txt") == 2
+    again = ingest_paths(con, "finra-short", [tmp_path / n for n in names if n != "CNMSshvol20200103.txt"])
+    assert {f.status for f in again.files} == {"skipped_identical"}

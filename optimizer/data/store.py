@@ -252,7 +252,8 @@ MIGRATIONS: list[str] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # finra_short_daily (a VIEW since v8) is stored as these two tables: FINRA_SHORT_ROWS holds the rows with a
-# source_id, FINRA_SHORT_SOURCES one row per (facility, source_file) of the rows (_finra_short_sources)
+# source_id, FINRA_SHORT_SOURCES one row per (facility, source_file) of the rows, or per (facility, name pattern) of
+# raw files named by their date (_finra_short_sources)
 FINRA_SHORT_ROWS = "finra_short_rows"
 FINRA_SHORT_SOURCES = "finra_short_sources"
 # where a raw table's rows are written (UPDATE / DELETE / INSERT): the table itself, except finra_short_daily
@@ -267,7 +268,9 @@ _FINRA_SHORT_COLUMNS = ("date", "symbol", "facility", "market", "short_volume", 
                         "source_file")
 _FINRA_SHORT_VIEW = f"""
     CREATE VIEW finra_short_daily AS
-    SELECT r.date, r.symbol, s.facility, r.market, r.short_volume, r.short_exempt_volume, r.total_volume, s.source_file
+    SELECT r.date, r.symbol, s.facility, r.market, r.short_volume, r.short_exempt_volume, r.total_volume,
+           CASE WHEN s.dated THEN replace(s.source_file, '%Y%m%d', strftime(r.date, '%Y%m%d')) ELSE s.source_file END
+           AS source_file
     FROM {FINRA_SHORT_ROWS} r JOIN {FINRA_SHORT_SOURCES} s ON s.source_id = r.source_id
     """
 
@@ -298,7 +301,10 @@ def _drop_finra_short_key(con: duckdb.DuckDBPyConnection) -> None:
 def _finra_short_sources(con: duckdb.DuckDBPyConnection) -> None:
     """Store finra_short_daily as two tables and a VIEW of that name with the same columns, names, types and order:
     ``finra_short_rows`` (date, symbol, source_id, market, the volumes) and ``finra_short_sources`` (source_id,
-    facility, source_file: one row per facility and file name of the stored rows).
+    facility, source_file, dated: one row per facility and file name of the stored rows; ``dated``: source_file is
+    the pattern of the names of files that each hold one date and are named by it, ``%Y%m%d`` standing for the
+    rows' date (``CNMSshvol%Y%m%d.txt``: every raw FINRA file of a family has the same), so a day's file adds no
+    source row).
 
     Every FINRA row carried its facility and its file name as strings, the same two strings for every row of a file:
     in a one-transaction-per-file ingest each cost ~0.3 s of COMMIT (WAL and string heap) per 2.5 million rows
@@ -309,7 +315,8 @@ def _finra_short_sources(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"""CREATE TABLE {FINRA_SHORT_SOURCES} (
         source_id INTEGER NOT NULL,
         facility VARCHAR NOT NULL,            -- CNMS, FNSQ, FNQC, FNYX, FNRA, FORF, or API
-        source_file VARCHAR NOT NULL          -- the file name the rows came from
+        source_file VARCHAR NOT NULL,         -- the file name the rows came from (dated: its pattern)
+        dated BOOLEAN NOT NULL                -- the name is source_file with '%Y%m%d' replaced by the row's date
     )""")
     con.execute(f"""CREATE TABLE {FINRA_SHORT_ROWS} (
         date DATE NOT NULL,
@@ -329,11 +336,12 @@ def _finra_short_sources(con: duckdb.DuckDBPyConnection) -> None:
             raise DataError(f"table finra_short_daily has column(s) {', '.join(extra)} beyond accumopt's layout (a table "
                             "another tool made?): keep accumopt's data in a store of its own (--db NEW.duckdb)")
         con.execute(f"INSERT INTO {FINRA_SHORT_SOURCES} SELECT CAST(row_number() OVER (ORDER BY facility, source_file) "
-                    "AS INTEGER), facility, source_file FROM (SELECT DISTINCT facility, source_file FROM finra_short_daily)")
+                    "AS INTEGER), facility, source_file, false FROM (SELECT DISTINCT facility, source_file FROM "
+                    "finra_short_daily)")
         con.execute(f"INSERT INTO {FINRA_SHORT_ROWS} SELECT f.date, f.symbol, s.source_id, f.market, f.short_volume, "
                     "f.short_exempt_volume, f.total_volume FROM (SELECT *, rowid AS _row FROM finra_short_daily) f "
                     f"JOIN {FINRA_SHORT_SOURCES} s ON s.facility = f.facility AND s.source_file = f.source_file "
-                    "ORDER BY f._row")
+                    "AND NOT s.dated ORDER BY f._row")
         con.execute("DROP TABLE finra_short_daily")
     con.execute(_FINRA_SHORT_VIEW)
 
@@ -360,13 +368,13 @@ def insert_finra_short(con: duckdb.DuckDBPyConnection, select: str, parameters: 
     try:
         con.execute(f"INSERT INTO {FINRA_SHORT_SOURCES} SELECT CAST((SELECT coalesce(max(source_id), 0) FROM "
                     f"{FINRA_SHORT_SOURCES}) + row_number() OVER (ORDER BY facility, source_file) AS INTEGER), "
-                    f"facility, source_file FROM (SELECT DISTINCT facility, source_file FROM _finra_short_new) n "
+                    f"facility, source_file, false FROM (SELECT DISTINCT facility, source_file FROM _finra_short_new) n "
                     f"WHERE NOT EXISTS (SELECT 1 FROM {FINRA_SHORT_SOURCES} s WHERE s.facility = n.facility "
-                    "AND s.source_file = n.source_file)")
+                    "AND s.source_file = n.source_file AND NOT s.dated)")
         got = con.execute(
             f"INSERT INTO {FINRA_SHORT_ROWS} SELECT n.date, n.symbol, s.source_id, n.market, n.short_volume, "
             "n.short_exempt_volume, n.total_volume FROM (SELECT *, rowid AS _row FROM _finra_short_new) n "
-            f"JOIN {FINRA_SHORT_SOURCES} s ON s.facility = n.facility AND s.source_file = n.source_file "
+            f"JOIN {FINRA_SHORT_SOURCES} s ON s.facility = n.facility AND s.source_file = n.source_file AND NOT s.dated "
             "ORDER BY n._row").fetchall()
     finally:
         con.execute("DROP TABLE IF EXISTS temp.main._finra_short_new")

@@ -137,10 +137,12 @@ class _Kind:
     stale: Callable | None = None
     source_col: str = "source_file"  # the column of ``table`` naming where a row came from
     source_is_name: bool = True  # source_col always holds the file name (prices: a ``source`` column may replace it)
+    source_counts: str | None = None  # SQL (source, rows) of the stored rows per source, when not a GROUP BY of table
 
 
 _KINDS: dict[str, _Kind] = {
-    "finra-short": _Kind(finra_short.JSON_OK, finra_short.prepare, finra_short.spec, finra_short.plan, "finra_short_daily"),
+    "finra-short": _Kind(finra_short.JSON_OK, finra_short.prepare, finra_short.spec, finra_short.plan, "finra_short_daily",
+                         source_counts=finra_short.SOURCE_COUNTS),
     "prices": _Kind(prices.JSON_OK, prices.prepare, prices.spec, prices.plan, "prices_daily", check=prices.split_warnings,
                     source_col="source", source_is_name=False, stale=prices.stale_rows),
     "otc-weekly": _Kind(otc_weekly.JSON_OK, otc_weekly.prepare, otc_weekly.spec, otc_weekly.plan, "finra_otc_weekly"),
@@ -424,6 +426,7 @@ class _History:
     def __init__(self, con: duckdb.DuckDBPyConnection, kind: str, settings: Settings | None = None) -> None:
         k = _KINDS[kind]
         self.kind, self.table, self.source_col = kind, k.table, k.source_col
+        self.counts_sql = k.source_counts or f"SELECT {k.source_col}, count(*) FROM {k.table} GROUP BY ALL"
         self.tag = _parse_tag(kind, settings)
         self.kinds = [n for n, x in _KINDS.items() if x.table == k.table]  # lit-trades and lit-flow share one
         marks = ", ".join("?" for _ in self.kinds)
@@ -520,8 +523,7 @@ class _History:
 
     def _stored(self, con: duckdb.DuckDBPyConnection, name: str) -> int:
         if self.counts is None:
-            self.counts = {str(s): int(n) for s, n in con.execute(
-                f"SELECT {self.source_col}, count(*) FROM {self.table} GROUP BY ALL").fetchall()}
+            self.counts = {str(s): int(n) for s, n in con.execute(self.counts_sql).fetchall()}
         return self.counts.get(name, 0)
 
     def identical(self, con: duckdb.DuckDBPyConnection, sha: str, pos: int) -> bool:
