@@ -15,9 +15,11 @@ is built once per process before timing (a one-off ~0.4 s, like an import).
 
 ``--profile`` adds where (a)'s time goes, per thread of the pipeline: the writing thread's CPU and busy wall time
 (its critical path), how long it waited for staged batches, the CPU and wall time of its COMMITs (wall minus CPU
-is mostly the fsync of the WAL), and the staging thread's CPU and busy wall time (measured by wrapping the
-pipeline's stage and write steps: thread CPU time, which other processes' load barely moves), and how many files the
-fast path read (``_source.probe_delimited``: DuckDB's CSV reader) and how many the line path.
+is mostly the fsync of the WAL), the writing thread's CPU per statement (its connection wrapped: each statement's
+first words, numbers elided, e.g. ``INSERT INTO finra_short_rows``, ``INSERT INTO ingest_log``, ``COMMIT``), the
+staging thread's CPU and busy wall time (measured by wrapping the pipeline's stage and write steps: thread CPU
+time, which other processes' load barely moves), and how many files the fast path read (``_source.probe_delimited``:
+DuckDB's CSV reader) and how many the line path.
 
     .venv/bin/python bench/ingest.py [--sessions 60] [--symbols 10000] [--full] [--skip-synth] [--reference [per-file]]
         [--serial] [--profile] [--json]
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import sys
 import threading
 import tempfile
@@ -105,9 +108,31 @@ class _PipelineProfile:
         self.lock = threading.Lock()
         self.spans: dict[str, list[tuple[float, float, float]]] = {"stage": [], "write": []}  # (start, end, cpu)
         self.commit_cpu = self.commit_wall = 0.0
+        self.statements: dict[str, list] = {}  # the writer's statements: label -> [count, thread CPU s]
         self.saved = {n: getattr(ing, n) for n in ("_stage_batch", "_write_batch", "transaction")}
         self.kind = ing._KINDS["finra-short"]
         self.probed = {"fast": 0, "line": 0}  # files the fast path took / left to the line path (_source.probe_delimited)
+        self.saved_init = ing._Pipeline.__init__
+
+    def _statement_timer(self, con):
+        """The writing connection, each ``execute`` timed (thread CPU) under its statement's first words."""
+        prof = self
+
+        class Timed:
+            def __getattr__(self, name):
+                return getattr(con, name)
+
+            def execute(self, sql, *args):
+                label = re.sub(r"\d+", "N", " ".join(str(sql).split()[:3]))[:48]
+                c0 = time.thread_time()
+                try:
+                    return con.execute(sql, *args)
+                finally:
+                    with prof.lock:
+                        s = prof.statements.setdefault(label, [0, 0.0])
+                        s[0] += 1
+                        s[1] += time.thread_time() - c0
+        return Timed()
 
     def _timed(self, name: str, fn):
         def run(*a, **k):
@@ -152,6 +177,12 @@ class _PipelineProfile:
         self.ing._stage_batch = self._timed("stage", self.saved["_stage_batch"])
         self.ing._write_batch = self._timed("write", self.saved["_write_batch"])
         self.ing.transaction = self._transaction
+        prof, init = self, self.saved_init
+
+        def pipeline_init(pipe, *a, **k):
+            init(pipe, *a, **k)
+            pipe.wctx.con = prof._statement_timer(pipe.wctx.con)
+        self.ing._Pipeline.__init__ = pipeline_init
         self.t0 = time.perf_counter()
         return self
 
@@ -160,6 +191,7 @@ class _PipelineProfile:
         for n, f in self.saved.items():
             setattr(self.ing, n, f)
         self.ing._KINDS["finra-short"] = self.kind
+        self.ing._Pipeline.__init__ = self.saved_init
 
     def figures(self) -> dict:
         w, st = sorted(self.spans["write"]), sorted(self.spans["stage"])
@@ -176,6 +208,9 @@ class _PipelineProfile:
             "batches": len(w),
             "fast_path_files": self.probed["fast"],
             "line_path_files": self.probed["line"],
+            # the writer's statements taking >= 10 ms in all, most first: label -> (count, CPU s)
+            "writer_statements": {k: (n, round(c, 3)) for k, (n, c) in
+                                  sorted(self.statements.items(), key=lambda x: -x[1][1]) if c >= 0.01},
         }
 
 
@@ -413,6 +448,7 @@ def _rows(res: dict) -> list[tuple]:
              "wall - CPU: mostly the WAL's fsync"),
             (f"{p}: staging thread: CPU s / busy s", f"{pr['stager_cpu_s']} / {pr['stager_busy_s']}",
              f"{pr['fast_path_files']} files read by DuckDB's CSV reader, {pr['line_path_files']} line by line"),
+            *[(f"{p}: writer: {label} (x{n}), CPU s", cpu) for label, (n, cpu) in pr["writer_statements"].items()],
         ]
     for name, r in (res.get("reference") or {}).items():
         rows.append((f"{p}: DuckDB alone, {name.replace('_', ' ')}: rows / s (rows / CPU s)",

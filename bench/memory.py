@@ -138,6 +138,8 @@ def _metrics_data(db: Path, n_symbols: int, n_sessions: int) -> None:
     from optimizer.data.store import connect
 
     days = session_days("2020-01-02", "2030-12-31")[:n_sessions]
+    from optimizer.data.store import insert_finra_short
+
     con = connect(db)
     con.register("_days", pd.DataFrame({"date": days.astype("datetime64[s]")}))
     con.execute(f"""
@@ -146,8 +148,7 @@ def _metrics_data(db: Path, n_symbols: int, n_sessions: int) -> None:
                11 + (hash(s.i, d.date) % 1000) / 100.0, 9 + (hash(s.i, d.date) % 1000) / 100.0,
                10 + (hash(s.i, d.date) % 1000) / 100.0, 1000 + hash(d.date, s.i) % 1000000, 'bench'
         FROM range({n_symbols}) s(i) CROSS JOIN _days d""")
-    con.execute(f"""
-        INSERT INTO finra_short_daily
+    insert_finra_short(con, f"""
         SELECT d.date, 'S' || lpad(CAST(s.i AS VARCHAR), 5, '0'), 'CNMS', 'B,Q,N',
                (hash(s.i, d.date) % 400000) + 1, 0, 500000 + hash(d.date, s.i) % 500000, 'bench'
         FROM range({n_symbols}) s(i) CROSS JOIN _days d""")

@@ -27,7 +27,7 @@ from _common import machine  # noqa: E402
 
 from optimizer.analytics.scanner import scan  # noqa: E402
 from optimizer.data.calendar import nyse_sessions  # noqa: E402
-from optimizer.data.store import connect  # noqa: E402
+from optimizer.data.store import connect, insert_finra_short  # noqa: E402
 
 __all__ = ["synthetic_finra", "run"]
 
@@ -60,7 +60,7 @@ def run(n_symbols: int, n_sessions: int, lookback: int) -> dict:
         t0 = time.perf_counter()
         frame = synthetic_finra(n_symbols, n_sessions)
         con.register("_bench_frame", frame)
-        con.execute("INSERT INTO finra_short_daily SELECT * FROM _bench_frame")
+        insert_finra_short(con, "SELECT * FROM _bench_frame")
         con.unregister("_bench_frame")
         build = time.perf_counter() - t0
         t1 = time.perf_counter()

@@ -38,7 +38,7 @@ from optimizer.analytics import (
 )
 from optimizer.analytics.constituents import PROXY_MAP
 from optimizer.analytics.plots import crossings
-from optimizer.data.store import connect
+from optimizer.data.store import connect, insert_finra_short
 from optimizer.engine.features import FeatureCache
 from optimizer.engine.panel import load_panel
 from optimizer.engine.score import ScoreParams, display_score
@@ -82,9 +82,8 @@ def _insert_finra(con, rows) -> None:
     df["short_exempt_volume"] = 0
     df["source_file"] = "hand"
     con.register("_f", df)
-    con.execute(
-        "INSERT INTO finra_short_daily (date, symbol, facility, market, short_volume, short_exempt_volume, total_volume, "
-        "source_file) SELECT date, symbol, facility, market, short_volume, short_exempt_volume, total_volume, source_file FROM _f"
+    insert_finra_short(
+        con, "SELECT date, symbol, facility, market, short_volume, short_exempt_volume, total_volume, source_file FROM _f"
     )
     con.unregister("_f")
 
@@ -224,7 +223,7 @@ def test_thin_window_hint_never_proposes_a_window_whose_ranking_is_rounding_nois
         with pytest.raises(ParameterError, match=re.escape(name + " (a z-score over 2 values is always ±1")):
             scan(con, **kw)
     # a hole 3 sessions back: no window of >= 3 sessions is 90% covered -> ingest, never a 2-session window
-    con.execute("DELETE FROM finra_short_daily WHERE date = ?", [DATES[-3]])
+    con.execute("DELETE FROM finra_short_rows WHERE date = ?", [DATES[-3]])
     r = scan(con)
     assert r.top.empty and "--lookback" not in r.reason
     assert r.reason.endswith("Ingest the missing days: a ranking needs FINRA data on at least 3 of the last 3 sessions "
@@ -316,8 +315,8 @@ def test_scanner_on_real_finra_universe(tmp_path):
     rows = raw.rename(columns={"facility_file": "facility"})
     rows = rows.assign(date=pd.to_datetime(rows["date"]).dt.date, source_file="real")
     con.register("_r", rows)
-    con.execute("INSERT INTO finra_short_daily SELECT date, symbol, facility, market, short_volume, short_exempt_volume, "
-                "total_volume, source_file FROM _r")
+    insert_finra_short(con, "SELECT date, symbol, facility, market, short_volume, short_exempt_volume, "
+                       "total_volume, source_file FROM _r")
     # two FINRA days: a 2-session window would give every z +-1 (a ranking by rounding noise), so it is refused and
     # the shortest window (3) ranks nothing, saying to ingest more days; the metrics are still computed
     with pytest.raises(ParameterError, match=r"lookback must be an integer >= 3 \(a z-score over 2 values is always"):

@@ -14,7 +14,7 @@ import pytest
 from _cli_helpers import cli, ok
 
 from optimizer.data.metrics import build_daily_metrics
-from optimizer.data.store import connect
+from optimizer.data.store import connect, insert_finra_short
 
 LATE = 15  # sessions of the new listing's prices, all inside the final reserve (20 % of 502 sessions)
 
@@ -33,8 +33,11 @@ def listing_db(synth_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
             cols = [r[0] for r in con.execute(f"SELECT column_name FROM information_schema.columns WHERE table_name = "
                                               f"'{t}' ORDER BY ordinal_position").fetchall()]
             sel = ", ".join("'ZZR'" if c == "symbol" else c for c in cols)
-            con.execute(f"INSERT INTO {t} SELECT {sel} FROM {t} WHERE symbol = ?{extra}",
-                        [src, dates[-LATE]] if extra else [src])
+            if t == "finra_short_daily":  # a view: its rows are stored with a source id (store.insert_finra_short)
+                insert_finra_short(con, f"SELECT {sel} FROM {t} WHERE symbol = ?", [src])
+            else:
+                con.execute(f"INSERT INTO {t} SELECT {sel} FROM {t} WHERE symbol = ?{extra}",
+                            [src, dates[-LATE]] if extra else [src])
         build_daily_metrics(con)
     finally:
         con.close()

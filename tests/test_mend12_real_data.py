@@ -19,7 +19,7 @@ import pytest
 
 from _cli_helpers import cli, ok
 from optimizer.data.metrics import build_daily_metrics
-from optimizer.data.store import connect
+from optimizer.data.store import connect, insert_finra_short
 
 UNPRICED = ("ZZA", "ZZB", "ZZC.W", "ZZD")  # FINRA symbols of the store with no price row
 
@@ -34,10 +34,11 @@ def unpriced_db(synth_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     try:
         # one INSERT ... SELECT (executemany of the 1,496 rows took 1.4 s of CPU, the whole rest of this fixture 0.2)
         unpriced = ", ".join(f"('{s}', {k})" for k, s in enumerate(UNPRICED))
-        con.execute("INSERT INTO finra_short_daily (date, symbol, facility, short_volume, total_volume, "
-                    "short_exempt_volume, source_file) SELECT d.date, u.symbol, 'CNMS', 1000 + u.k, 3000 + u.k, 0, "
-                    "'mend12' FROM (SELECT DISTINCT date FROM finra_short_daily) d, "
-                    f"(VALUES {unpriced}) u(symbol, k) ORDER BY d.date, u.k")
+        insert_finra_short(con, "SELECT d.date, u.symbol, 'CNMS', 1000 + u.k, 3000 + u.k, 0, "
+                           "'mend12' FROM (SELECT DISTINCT date FROM finra_short_daily) d, "
+                           f"(VALUES {unpriced}) u(symbol, k) ORDER BY d.date, u.k",
+                           columns=["date", "symbol", "facility", "short_volume", "total_volume", "short_exempt_volume",
+                                    "source_file"])
         build_daily_metrics(con)
         have = {r[0] for r in con.execute("SELECT DISTINCT symbol FROM daily_metrics").fetchall()}
         priced = {r[0] for r in con.execute("SELECT DISTINCT symbol FROM prices_daily").fetchall()}
@@ -251,7 +252,7 @@ def split_db(synth_db: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
     con = connect(db)
     try:
         ex = str(con.execute("SELECT DISTINCT date FROM finra_short_daily ORDER BY 1 LIMIT 1 OFFSET 120").fetchone()[0])
-        con.execute("UPDATE finra_short_daily SET short_volume = round(short_volume / 4), total_volume = "
+        con.execute("UPDATE finra_short_rows SET short_volume = round(short_volume / 4), total_volume = "
                     "round(total_volume / 4), short_exempt_volume = round(short_exempt_volume / 4) "
                     "WHERE symbol = 'NVDA' AND date < CAST(? AS DATE)", [ex])
         build_daily_metrics(con)

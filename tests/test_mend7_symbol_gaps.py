@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from optimizer.cli import main
 from optimizer.data.calendar import session_days
 from optimizer.data.coverage import gaps_of, symbol_gaps
-from optimizer.data.store import connect
+from optimizer.data.store import connect, insert_finra_short
 
 # The NYSE sessions of January 2024: the 2nd to the 31st without weekends and Martin Luther King Day (the 15th).
 JAN = [f"2024-01-{d:02d}" for d in (2, 3, 4, 5, 8, 9, 10, 11, 12, 16, 17, 18, 19, 22, 23, 24, 25, 26, 29, 30, 31)]
@@ -111,8 +111,9 @@ def test_random_holes_several_facilities_and_an_off_calendar_row_match_a_naive_r
                     rows.append((str(d), s, fac, 1, 2, "f"))
         rows.append(("2023-03-04", "S15", "CNMS", 1, 2, "f"))  # a Saturday: not a session, not counted
         frame = pd.DataFrame(rows, columns=["date", "symbol", "facility", "short_volume", "total_volume", "source_file"])
-        con.execute("INSERT INTO finra_short_daily (date, symbol, facility, short_volume, total_volume, source_file) "
-                    "SELECT CAST(date AS DATE), symbol, facility, short_volume, total_volume, source_file FROM frame")
+        con.register("frame", frame)
+        insert_finra_short(con, "SELECT CAST(date AS DATE), symbol, facility, short_volume, total_volume, source_file "
+                           "FROM frame", columns=["date", "symbol", "facility", "short_volume", "total_volume", "source_file"])
         ref = _reference(days, have)
         got = symbol_gaps(con, "finra_short", top=100)
     finally:

@@ -18,7 +18,7 @@ from optimizer.data.metrics import (
     metrics_summary,
     owns_daily_metrics,
 )
-from optimizer.data.store import connect
+from optimizer.data.store import connect, insert_finra_short
 from optimizer.errors import DataError, ParameterError
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
@@ -31,7 +31,10 @@ D = pd.Timestamp
 def _ins(con, table: str, frame: pd.DataFrame) -> None:
     cols = ", ".join(frame.columns)
     con.register("_ins_frame", frame)
-    con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _ins_frame")
+    if table == "finra_short_daily":  # a view: its rows are stored with a source id (store.insert_finra_short)
+        insert_finra_short(con, f"SELECT {cols} FROM _ins_frame", columns=list(frame.columns))
+    else:
+        con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _ins_frame")
     con.unregister("_ins_frame")
 
 
@@ -425,7 +428,10 @@ def truncated_copy(src, t: pd.Timestamp):
         frame = src.sql(f"SELECT * FROM {tbl} WHERE {col} <= ?", params=[t.date()]).to_arrow_table()
         if frame.num_rows:
             dst.register("_src", frame)
-            dst.execute(f"INSERT INTO {tbl} SELECT * FROM _src")
+            if tbl == "finra_short_daily":  # a view: its rows are stored with a source id
+                insert_finra_short(dst, "SELECT * FROM _src")
+            else:
+                dst.execute(f"INSERT INTO {tbl} SELECT * FROM _src")
             dst.unregister("_src")
     return dst
 

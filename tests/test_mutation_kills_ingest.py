@@ -145,7 +145,7 @@ def test_history_reads_the_stored_counts_again_when_a_write_could_not_report_its
     ingest_paths(con, "finra-short", [day])
     h = ingest._History(con, "finra-short")
     assert h._stored(con, day.name) == 2
-    con.execute("DELETE FROM finra_short_daily WHERE symbol = 'MSFT'")  # the unreported write's deletion
+    con.execute("DELETE FROM finra_short_rows WHERE symbol = 'MSFT'")  # the unreported write's deletion
     h.add(str(tmp_path / "other.txt"), "0" * 64, 0, 1, None)
     assert h._stored(con, day.name) == 1
 

@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from optimizer.cli import main
 from optimizer.data.calendar import nyse_sessions
 from optimizer.data.metrics import build_daily_metrics
-from optimizer.data.store import connect
+from optimizer.data.store import connect, insert_finra_short, stored_in
 from optimizer.data.synth import SynthConfig, synth_to_db
 from optimizer.data.universe import resolve_universe
 from optimizer.engine.context import compute_context
@@ -141,7 +141,7 @@ def _truncated_store(src: Path, dst: Path, day: str) -> Path:
     con = duckdb.connect(str(dst))
     try:
         for t in ("finra_short_daily", "prices_daily", "lit_flow_daily", "options_daily"):
-            con.execute(f"DELETE FROM {t} WHERE date > ?", [pd.Timestamp(day).date()])
+            con.execute(f"DELETE FROM {stored_in(t)} WHERE date > ?", [pd.Timestamp(day).date()])
         con.execute("DELETE FROM finra_otc_weekly WHERE publication_date > ?", [pd.Timestamp(day).date()])
         build_daily_metrics(con)
     finally:
@@ -575,8 +575,8 @@ def test_sheet_defaults_to_latest_finra_session_and_refuses_bad_dates(synth_db, 
     db = tmp_path / "s.duckdb"
     shutil.copy(synth_db, db)
     con = duckdb.connect(str(db))
-    con.execute("INSERT INTO finra_short_daily SELECT DATE '2024-07-01', symbol, facility, market, short_volume, "
-                "short_exempt_volume, total_volume, source_file FROM finra_short_daily WHERE date = DATE '2024-06-28'")
+    insert_finra_short(con, "SELECT DATE '2024-07-01', symbol, facility, market, short_volume, "
+                       "short_exempt_volume, total_volume, source_file FROM finra_short_daily WHERE date = DATE '2024-06-28'")
     con.close()
     with pytest.raises(DataError, match="daily_metrics has no row on 2024-07-01"):
         signal_sheet(rec, db)
@@ -690,7 +690,7 @@ def _tonight(raw: Path, day: str, db_src: Path, db: Path, folder: Path) -> None:
     con = duckdb.connect(str(db))
     try:
         for t in ("finra_short_daily", "prices_daily", "lit_flow_daily", "options_daily"):
-            con.execute(f"DELETE FROM {t} WHERE date = ?", [pd.Timestamp(day).date()])
+            con.execute(f"DELETE FROM {stored_in(t)} WHERE date = ?", [pd.Timestamp(day).date()])
         con.execute("DELETE FROM ingest_log WHERE file LIKE ?", [f"%CNMSshvol{stamp}%"])
     finally:
         con.close()
@@ -804,7 +804,7 @@ def test_a_sheet_whose_orders_have_passed_is_flagged(synth_db, tmp_path, monkeyp
     db = tmp_path / "s.duckdb"
     shutil.copy(synth_db, db)
     con = duckdb.connect(str(db))
-    con.execute("DELETE FROM finra_short_daily WHERE date = ?", [pd.Timestamp(nxt).date()])  # prices of 06-28 stay
+    con.execute("DELETE FROM finra_short_rows WHERE date = ?", [pd.Timestamp(nxt).date()])  # prices of 06-28 stay
     con.close()
     p = tmp_path / "best.json"
     p.write_text(json.dumps({"params": CONFIGS["first_dist"][0]}))

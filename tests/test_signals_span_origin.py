@@ -10,7 +10,7 @@ import pytest
 from _cli_helpers import cli, one_line_error
 
 from optimizer.data.metrics import build_daily_metrics
-from optimizer.data.store import connect
+from optimizer.data.store import connect, stored_in
 from optimizer.errors import DataError
 from optimizer.signals import signal_sheet
 from optimizer.study.paramsfile import load_params_record
@@ -27,7 +27,7 @@ def holed(synth_db, tmp_path_factory):
     con = connect(db)
     try:
         for t in ("finra_short_daily", "prices_daily", "lit_flow_daily", "options_daily"):
-            con.execute(f"DELETE FROM {t} WHERE date BETWEEN DATE '2023-03-01' AND DATE '2023-06-30'")
+            con.execute(f"DELETE FROM {stored_in(t)} WHERE date BETWEEN DATE '2023-03-01' AND DATE '2023-06-30'")
         build_daily_metrics(con)
     finally:
         con.close()

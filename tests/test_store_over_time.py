@@ -30,7 +30,7 @@ from _cli_helpers import cli, ok
 from optimizer.data.ingest import ingest_paths
 from optimizer.data.metrics import RAW_STATE_KEY, build_daily_metrics, metrics_staleness
 from optimizer.data.synth import SynthConfig, generate_market, synth_to_db, write_market
-from optimizer.data.store import connect
+from optimizer.data.store import connect, insert_finra_short
 from optimizer.engine.context import CONTEXT_KEYS, compute_context
 from optimizer.engine.features import VARIANTS, FeatureCache
 from optimizer.engine.regime_filter import REGIME_NAMES, regime_entry_mask
@@ -50,7 +50,10 @@ def _truncated_store(src_db, dst_db, t) -> None:
             frame = src.sql(f"SELECT * FROM {table} WHERE {col} <= ?", params=[t]).to_arrow_table()
             if frame.num_rows:
                 dst.register("_src", frame)
-                dst.execute(f"INSERT INTO {table} SELECT * FROM _src")
+                if table == "finra_short_daily":  # a view: its rows are stored with a source id
+                    insert_finra_short(dst, "SELECT * FROM _src")
+                else:
+                    dst.execute(f"INSERT INTO {table} SELECT * FROM _src")
                 dst.unregister("_src")
         build_daily_metrics(dst)
     finally:
@@ -266,7 +269,7 @@ def test_a_sheet_without_any_score_says_which_finra_sessions_are_missing(jan_apr
     sig = ok(cli("signals", "--params", params, "--db", db, "--universe", "tier1", "--no-save"))
     assert "no symbol has a score" not in sig.stderr  # an intact store: scores, no warning
     con = connect(db)
-    con.execute("DELETE FROM finra_short_daily WHERE date = DATE '2024-04-24'")  # 4 sessions before the last
+    con.execute("DELETE FROM finra_short_rows WHERE date = DATE '2024-04-24'")  # 4 sessions before the last
     build_daily_metrics(con)
     con.close()
     want = ("no symbol has a score on 2024-04-30: the store has no FINRA short data on 1 of the last 10 sessions (the "
@@ -327,7 +330,10 @@ def test_a_final_reserve_opened_before_the_store_grew_warns_when_opened_again(sy
         frame = src.sql(f"SELECT * FROM {table} WHERE {col} > DATE '2024-05-31'").to_arrow_table()
         if frame.num_rows:
             dst.register("_src", frame)
-            dst.execute(f"INSERT INTO {table} SELECT * FROM _src")
+            if table == "finra_short_daily":  # a view: its rows are stored with a source id
+                insert_finra_short(dst, "SELECT * FROM _src")
+            else:
+                dst.execute(f"INSERT INTO {table} SELECT * FROM _src")
             dst.unregister("_src")
     src.close()
     build_daily_metrics(dst)
@@ -479,7 +485,8 @@ def test_a_finra_session_summed_from_fewer_facility_files_than_its_neighbours_is
 
     con = connect(db)
     for day in ("2024-01-10", "2024-02-05", "2024-02-06", "2024-02-07"):  # their CNMS file never came
-        con.execute("DELETE FROM finra_short_daily WHERE date = ? AND facility = 'CNMS'", [day])
+        con.execute("DELETE FROM finra_short_rows WHERE date = ? AND source_id IN (SELECT source_id FROM "
+                    "finra_short_sources WHERE facility = 'CNMS')", [day])
     files = [facility("FNSQ", d) for d in ("2024-01-10", "2024-02-05", "2024-02-06", "2024-02-07", "2024-01-17")]
     files += [facility("FNYX", d) for d in ("2024-02-05", "2024-02-07")]
     got = ingest_paths(con, "finra-short", files).files

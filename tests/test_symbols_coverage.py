@@ -137,7 +137,7 @@ def test_a_listed_universe_is_refused_when_the_span_holds_no_row_of_one_of_its_s
     con = connect(db)
     con.execute("DROP TABLE IF EXISTS daily_metrics")
     con.execute("CREATE TABLE daily_metrics AS SELECT * FROM df")
-    con.execute("DROP TABLE IF EXISTS finra_short_daily")  # a daily_metrics-only store: its FINRA days are the ratio's
+    con.execute("DROP VIEW IF EXISTS finra_short_daily")  # a daily_metrics-only store: its FINRA days are the ratio's
     con.close()
     with pytest.raises(DataError, match=r"universe lists 1 symbol with no row in daily_metrics of .* between "
                                         r"2024-01-02 and 2024-02-15: NEWCO \(a listed universe runs on every name"):

@@ -69,7 +69,7 @@ def test_new_store_equals_the_stepwise_migrated_store_in_every_catalog_row(tmp_p
     _stepwise(tmp_path / "stepwise.duckdb").close()
     with duckdb.connect(str(tmp_path / "stepwise.duckdb")) as ref:
         expected_reopened = _catalog(ref)
-    assert len(expected["tables"]) == 13 and expected["indexes"] and expected["sequences"]  # the oracle sees them
+    assert len(expected["tables"]) == 14 and expected["views"] and expected["indexes"] and expected["sequences"]  # the oracle sees them
     assert expected["rows symbol_map"] == [("FB", "META", __import__("datetime").date(2022, 6, 9))]
     assert expected["rows schema_version"] == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
 

@@ -32,7 +32,7 @@ import pandas as pd
 from optimizer.data.calendar import DateLike, as_date as _as_date, session_days
 from optimizer.data.metrics import built_version, finra_partial_days, metrics_staleness, owns_daily_metrics
 from optimizer.data.splitcheck import suspect_splits
-from optimizer.data.store import table_columns, table_exists
+from optimizer.data.store import STORAGE_TABLES, table_columns, table_exists
 from optimizer.data.universe import unpriced_note
 from optimizer.errors import DataError, check_param
 
@@ -413,8 +413,9 @@ def store_info(con: duckdb.DuckDBPyConnection) -> dict[str, object]:
     (``metrics.finra_partial_days``); ``suspect_splits``: the sessions where a symbol's data changes basis like a
     split the store does not record (``splitcheck.suspect_splits``)."""
     tables = []
-    for (t,) in con.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' ORDER BY 1"
+    for (t,) in con.execute(  # a table that only stores another one's rows is shown as that one (finra_short_daily)
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
+        "AND table_name NOT IN (SELECT unnest(?::VARCHAR[])) ORDER BY 1", [list(STORAGE_TABLES)]
     ).fetchall():
         n = con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]
         cols = {c for (c,) in con.execute(

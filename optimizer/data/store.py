@@ -20,7 +20,7 @@ import math
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import duckdb
@@ -32,6 +32,7 @@ __all__ = [
     "SCHEMA_VERSION", "connect", "open_store", "transaction", "table_exists", "table_columns", "RAW_TABLES",
     "SPLITS_TABLE", "MIGRATIONS", "memory_budget", "WORK_MEMORY", "FINRA_FAMILIES", "consolidated_short_sql",
     "create_consolidated_view", "check_writable", "lock_wait", "checked_wait", "DEFAULT_EVENING_WAIT",
+    "FINRA_SHORT_ROWS", "FINRA_SHORT_SOURCES", "STORAGE_TABLES", "stored_in", "insert_finra_short",
 ]
 
 # DuckDB's own memory during the big jobs (ingest, metrics build) on a file-backed store: beyond it DuckDB
@@ -245,11 +246,33 @@ MIGRATIONS: list[str] = [
     # finra key (v4). A store created then is at v3 with signal_sheet and no splits: v4..v6 ran on it and splits
     # was never created (metrics build failed on 'Table with name splits does not exist'). A no-op elsewhere.
     _SPLITS_DDL,
+    # v8: finra_short_daily's rows without their per-row facility / source_file strings (see _finra_short_sources)
+    "_finra_short_sources",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+# finra_short_daily (a VIEW since v8) is stored as these two tables: FINRA_SHORT_ROWS holds the rows with a
+# source_id, FINRA_SHORT_SOURCES one row per (facility, source_file) of the rows, or per (facility, name pattern) of
+# raw files named by their date (_finra_short_sources)
+FINRA_SHORT_ROWS = "finra_short_rows"
+FINRA_SHORT_SOURCES = "finra_short_sources"
+# where a raw table's rows are written (UPDATE / DELETE / INSERT): the table itself, except finra_short_daily
+STORED_IN = {"finra_short_daily": FINRA_SHORT_ROWS}
+# tables that only store another one's rows: `data info` lists the view (finra_short_daily), not them
+STORAGE_TABLES = (FINRA_SHORT_ROWS, FINRA_SHORT_SOURCES)
 # every table the migrations create (tests/test_explore14_upgrade.py checks the list against them)
 _TABLE_NAMES = (*RAW_TABLES, SPLITS_TABLE, "ingest_log", "ingest_rejects", "symbol_map", "market_regimes",
-                "signal_sheet", "reserve_ledger")
+                "signal_sheet", "reserve_ledger", *STORAGE_TABLES)
+
+_FINRA_SHORT_COLUMNS = ("date", "symbol", "facility", "market", "short_volume", "short_exempt_volume", "total_volume",
+                        "source_file")
+_FINRA_SHORT_VIEW = f"""
+    CREATE VIEW finra_short_daily AS
+    SELECT r.date, r.symbol, s.facility, r.market, r.short_volume, r.short_exempt_volume, r.total_volume,
+           CASE WHEN s.dated THEN replace(s.source_file, '%Y%m%d', strftime(r.date, '%Y%m%d')) ELSE s.source_file END
+           AS source_file
+    FROM {FINRA_SHORT_ROWS} r JOIN {FINRA_SHORT_SOURCES} s ON s.source_id = r.source_id
+    """
 
 
 def _drop_finra_short_key(con: duckdb.DuckDBPyConnection) -> None:
@@ -273,6 +296,91 @@ def _drop_finra_short_key(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("INSERT INTO finra_short_daily_v3 SELECT * FROM finra_short_daily ORDER BY date, facility, symbol")
     con.execute("DROP TABLE finra_short_daily")
     con.execute("ALTER TABLE finra_short_daily_v3 RENAME TO finra_short_daily")
+
+
+def _finra_short_sources(con: duckdb.DuckDBPyConnection) -> None:
+    """Store finra_short_daily as two tables and a VIEW of that name with the same columns, names, types and order:
+    ``finra_short_rows`` (date, symbol, source_id, market, the volumes) and ``finra_short_sources`` (source_id,
+    facility, source_file, dated: one row per facility and file name of the stored rows; ``dated``: source_file is
+    the pattern of the names of files that each hold one date and are named by it, ``%Y%m%d`` standing for the
+    rows' date (``CNMSshvol%Y%m%d.txt``: every raw FINRA file of a family has the same), so a day's file adds no
+    source row).
+
+    Every FINRA row carried its facility and its file name as strings, the same two strings for every row of a file:
+    in a one-transaction-per-file ingest each cost ~0.3 s of COMMIT (WAL and string heap) per 2.5 million rows
+    (issue 15.4; measured on 252 CNMS files of 10,000 rows: the writing thread's CPU 2.8-3.2 s -> 2.4-2.7 s).
+    The rows of a table of this layout are copied in their order; the table is then dropped and the view created.
+    Uniqueness of (facility, source_file) and of source_id holds by construction (the writer allocates an id for a
+    pair it does not find), as the FINRA key does (_drop_finra_short_key)."""
+    con.execute(f"""CREATE TABLE {FINRA_SHORT_SOURCES} (
+        source_id INTEGER NOT NULL,
+        facility VARCHAR NOT NULL,            -- CNMS, FNSQ, FNQC, FNYX, FNRA, FORF, or API
+        source_file VARCHAR NOT NULL,         -- the file name the rows came from (dated: its pattern)
+        dated BOOLEAN NOT NULL                -- the name is source_file with '%Y%m%d' replaced by the row's date
+    )""")
+    con.execute(f"""CREATE TABLE {FINRA_SHORT_ROWS} (
+        date DATE NOT NULL,
+        symbol VARCHAR NOT NULL,
+        source_id INTEGER NOT NULL,           -- {FINRA_SHORT_SOURCES}.source_id: the row's facility and file name
+        market VARCHAR,
+        short_volume BIGINT NOT NULL,
+        short_exempt_volume BIGINT,
+        total_volume BIGINT NOT NULL
+    )""")
+    cols = [c for (c,) in con.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE table_name = 'finra_short_daily' AND schema_name = 'main' "
+        "AND database_name = current_database() ORDER BY column_index").fetchall()]
+    if cols:
+        extra = [c for c in cols if c not in _FINRA_SHORT_COLUMNS]
+        if extra:
+            raise DataError(f"table finra_short_daily has column(s) {', '.join(extra)} beyond accumopt's layout (a table "
+                            "another tool made?): keep accumopt's data in a store of its own (--db NEW.duckdb)")
+        con.execute(f"INSERT INTO {FINRA_SHORT_SOURCES} SELECT CAST(row_number() OVER (ORDER BY facility, source_file) "
+                    "AS INTEGER), facility, source_file, false FROM (SELECT DISTINCT facility, source_file FROM "
+                    "finra_short_daily)")
+        with memory_budget(con):  # the sort back into the table's order spills beyond WORK_MEMORY (13.9M rows: 4.5 s,
+            # peak RSS ~1 GB without the budget)
+            con.execute(f"INSERT INTO {FINRA_SHORT_ROWS} SELECT f.date, f.symbol, s.source_id, f.market, "
+                        "f.short_volume, f.short_exempt_volume, f.total_volume FROM (SELECT *, rowid AS _row FROM "
+                        f"finra_short_daily) f JOIN {FINRA_SHORT_SOURCES} s ON s.facility = f.facility "
+                        "AND s.source_file = f.source_file AND NOT s.dated ORDER BY f._row")
+        con.execute("DROP TABLE finra_short_daily")
+    con.execute(_FINRA_SHORT_VIEW)
+
+
+def stored_in(table: str) -> str:
+    """The table that holds ``table``'s rows, for a statement that changes them (a view cannot be written):
+    ``finra_short_rows`` for finra_short_daily, else ``table`` itself."""
+    return STORED_IN.get(table, table)
+
+
+def insert_finra_short(con: duckdb.DuckDBPyConnection, select: str, parameters: object = None,
+                       columns: Sequence[str] = _FINRA_SHORT_COLUMNS) -> int:
+    """Append to finra_short_daily the rows of ``select`` (a SELECT or VALUES of ``columns``, by default its eight
+    in its order: date, symbol, facility, market, short_volume, short_exempt_volume, total_volume, source_file; a
+    column left out is NULL), as a view cannot be inserted into: the (facility, source_file) pairs not yet known get
+    a source id, then the rows are stored with theirs. For notebooks, tests and benchmarks that build a store by hand
+    (the ingest writes its own way); returns the rows inserted. Run it inside the caller's transaction to make it
+    atomic."""
+    unknown = [c for c in columns if c not in _FINRA_SHORT_COLUMNS]
+    check_param(not unknown, "columns", f"columns of finra_short_daily ({', '.join(_FINRA_SHORT_COLUMNS)})", unknown)
+    cols = ", ".join(f'"{c}"' if c in columns else f"NULL AS {c}" for c in _FINRA_SHORT_COLUMNS)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _finra_short_new AS SELECT {cols} FROM (" + select + ") t("
+                + ", ".join(f'"{c}"' for c in columns) + ")", parameters)
+    try:
+        con.execute(f"INSERT INTO {FINRA_SHORT_SOURCES} SELECT CAST((SELECT coalesce(max(source_id), 0) FROM "
+                    f"{FINRA_SHORT_SOURCES}) + row_number() OVER (ORDER BY facility, source_file) AS INTEGER), "
+                    f"facility, source_file, false FROM (SELECT DISTINCT facility, source_file FROM _finra_short_new) n "
+                    f"WHERE NOT EXISTS (SELECT 1 FROM {FINRA_SHORT_SOURCES} s WHERE s.facility = n.facility "
+                    "AND s.source_file = n.source_file AND NOT s.dated)")
+        got = con.execute(
+            f"INSERT INTO {FINRA_SHORT_ROWS} SELECT n.date, n.symbol, s.source_id, n.market, n.short_volume, "
+            "n.short_exempt_volume, n.total_volume FROM (SELECT *, rowid AS _row FROM _finra_short_new) n "
+            f"JOIN {FINRA_SHORT_SOURCES} s ON s.facility = n.facility AND s.source_file = n.source_file AND NOT s.dated "
+            "ORDER BY n._row").fetchall()
+    finally:
+        con.execute("DROP TABLE IF EXISTS temp.main._finra_short_new")
+    return int(got[0][0]) if got else 0
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:

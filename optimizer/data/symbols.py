@@ -42,7 +42,7 @@ import pandas as pd
 
 from optimizer.errors import DataError, ParameterError, quoted
 from optimizer.data.calendar import DateLike
-from optimizer.data.store import transaction
+from optimizer.data.store import stored_in, transaction
 
 __all__ = [
     "MAX_SYMBOL_LENGTH",
@@ -282,8 +282,8 @@ def add_symbol_mapping(
                         f"cannot map {old} -> {new} before {eff}: {table} already holds {clash} {dst} rows "
                         f"at the same keys as {src} rows"
                     )
-                got = con.execute(
-                    f"UPDATE {table} SET symbol = ? WHERE symbol = ? AND {dcol} < ?", [dst, src, eff]
+                got = con.execute(  # finra_short_daily is a view: its rows are stored in finra_short_rows
+                    f"UPDATE {stored_in(table)} SET symbol = ? WHERE symbol = ? AND {dcol} < ?", [dst, src, eff]
                 ).fetchone()
                 rewritten += int(got[0]) if got else 0
     return rewritten

@@ -156,11 +156,12 @@ class _Kind:
     # (raw, limits) -> a Delimited (``_source.probe_delimited``) when the file is proven regular enough for DuckDB's
     # CSV reader (no line table, no split in SQL), else None: the line path
     probe: Callable | None = None
+    source_counts: str | None = None  # SQL (source, rows) of the stored rows per source, when not a GROUP BY of table
 
 
 _KINDS: dict[str, _Kind] = {
     "finra-short": _Kind(finra_short.JSON_OK, finra_short.prepare, finra_short.spec, finra_short.plan, "finra_short_daily",
-                         probe=finra_short.probe),
+                         probe=finra_short.probe, source_counts=finra_short.SOURCE_COUNTS),
     "prices": _Kind(prices.JSON_OK, prices.prepare, prices.spec, prices.plan, "prices_daily", check=prices.split_warnings,
                     source_col="source", source_is_name=False, stale=prices.stale_rows),
     "otc-weekly": _Kind(otc_weekly.JSON_OK, otc_weekly.prepare, otc_weekly.spec, otc_weekly.plan, "finra_otc_weekly"),
@@ -444,6 +445,7 @@ class _History:
     def __init__(self, con: duckdb.DuckDBPyConnection, kind: str, settings: Settings | None = None) -> None:
         k = _KINDS[kind]
         self.kind, self.table, self.source_col = kind, k.table, k.source_col
+        self.counts_sql = k.source_counts or f"SELECT {k.source_col}, count(*) FROM {k.table} GROUP BY ALL"
         self.tag = _parse_tag(kind, settings)
         self.kinds = [n for n, x in _KINDS.items() if x.table == k.table]  # lit-trades and lit-flow share one
         marks = ", ".join("?" for _ in self.kinds)
@@ -540,8 +542,7 @@ class _History:
 
     def _stored(self, con: duckdb.DuckDBPyConnection, name: str) -> int:
         if self.counts is None:
-            self.counts = {str(s): int(n) for s, n in con.execute(
-                f"SELECT {self.source_col}, count(*) FROM {self.table} GROUP BY ALL").fetchall()}
+            self.counts = {str(s): int(n) for s, n in con.execute(self.counts_sql).fetchall()}
         return self.counts.get(name, 0)
 
     def identical(self, con: duckdb.DuckDBPyConnection, sha: str, pos: int) -> bool:
@@ -877,6 +878,7 @@ def _write(ctx: Ctx, kind: str, e: _Entry, group: tuple, s: Summary, history: _H
                                "command again once there is room)") from exc
         e.error = InputFileError(e.file, None, f"database rejected the file ({_one_line(exc)})")
         return None
+    ctx.committed(plan)
     history.add(e.file, e.raw.sha256, int(plan.n_rows), deleted, lost)
     msg = None
     if plan.n_rejects:

@@ -28,6 +28,7 @@ the "line" is the 1-based record index; for Parquet the 1-based row index.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import functools
 import hashlib
@@ -210,6 +211,13 @@ class Plan:
     rejects: str | None
     before_write: list[str] = field(default_factory=list)
     fresh: tuple[str, object] | None = None
+    # the table holds a source id, not the source's name: the column to return from the DELETE for the per-source
+    # counts of write_rows' ``lost_by`` (with the row's ``date``), and each id's (name or dated pattern, dated)
+    lost_id: str | None = None
+    source_names: dict[int, tuple[str, bool]] | None = None
+    # (facility, source_file, dated, source_id) sources this write registers (before_write inserts them): known to
+    # the writer's Ctx once the file's transaction commits (Ctx.committed)
+    new_sources: list[tuple[str, str, bool, int]] = field(default_factory=list)
 
 
 @functools.lru_cache(maxsize=4)
@@ -256,6 +264,38 @@ class Ctx:
     mapcache: dict[tuple[str, str], str] = field(default_factory=dict)
     registered: list[str] = field(default_factory=list)
     highs: dict[tuple[str, str], object] = field(default_factory=dict)
+    # finra_short_sources: (facility, source_file, dated) -> source_id (read when first needed)
+    sources: dict[tuple[str, str, bool], int] | None = None
+    source_names: dict[int, tuple[str, bool]] = field(default_factory=dict)  # source_id -> (source_file, dated)
+    next_source: int = 0  # the next free source_id
+
+    def source_ids(self, facilities: Sequence[str], name: str, dated: bool = False
+                   ) -> tuple[dict[str, int], list[tuple[str, str, bool, int]]]:
+        """The finra_short_sources id of each (facility, ``name``) (``dated``: ``name`` is the pattern of the file
+        names, ``%Y%m%d`` standing for the rows' date) (read once per call, then kept by this Ctx's writes); the sources
+        not stored yet get new ids, returned as the rows to insert with the file's rows."""
+        if self.sources is None:
+            self.sources = {}
+            for sid, fac, src, d in self.con.execute(
+                    "SELECT source_id, facility, source_file, dated FROM finra_short_sources").fetchall():
+                self.sources[(str(fac), str(src), bool(d))] = int(sid)
+                self.source_names[int(sid)] = (str(src), bool(d))
+            self.next_source = max(self.source_names, default=0) + 1
+        ids, new = {}, []
+        for fac in facilities:
+            sid = self.sources.get((fac, name, dated))
+            if sid is None:
+                sid, self.next_source = self.next_source, self.next_source + 1
+                new.append((fac, name, dated, sid))
+            ids[fac] = sid
+        return ids, new
+
+    def committed(self, plan: "Plan") -> None:
+        """``plan``'s transaction committed: the sources it registered are stored (a rolled-back file's new ids are
+        never used again, so a later file of that name registers its own)."""
+        for fac, name, dated, sid in plan.new_sources:
+            self.sources[(fac, name, dated)] = sid
+            self.source_names[sid] = (name, dated)
 
     def nothing_stored(self, plan: "Plan") -> bool:
         """True when ``plan.fresh`` proves that no stored row matches the plan's DELETE: its value is above the
@@ -736,7 +776,14 @@ def write_rows(ctx: Ctx, plan: Plan, *, file: str, sha256: str, kind: str,
     deleted = int(deleted_before)
     lost: dict[str, int] | None = {} if lost_by is not None else None
     if plan.delete and not ctx.nothing_stored(plan):
-        if lost_by is not None:
+        if lost_by is not None and plan.lost_id:  # by source id and date: (name or pattern, dated) of each id
+            gone = con.execute(f"{plan.delete} RETURNING {plan.lost_id}, date").fetchall()
+            for (sid, day), n in collections.Counter(gone).items():
+                src, dated = plan.source_names[int(sid)]
+                name = src.replace("%Y%m%d", f"{day:%Y%m%d}") if dated else src
+                lost[name] = lost.get(name, 0) + n
+            deleted += len(gone)
+        elif lost_by is not None:
             gone = con.execute(f"{plan.delete} RETURNING {lost_by}").fetchnumpy()[lost_by]
             values, counts = np.unique(np.asarray(gone, dtype=str), return_counts=True)
             lost = dict(zip(values.tolist(), counts.tolist()))

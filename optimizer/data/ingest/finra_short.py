@@ -37,7 +37,7 @@ import datetime as dt
 from pathlib import Path
 
 from optimizer.errors import InputFileError
-from optimizer.data.store import FINRA_FAMILIES
+from optimizer.data.store import FINRA_FAMILIES, FINRA_SHORT_ROWS, FINRA_SHORT_SOURCES
 from optimizer.data.ingest._common import (
     MAX_VOLUME,
     _typed,
@@ -79,7 +79,8 @@ FIRST_FINRA_DATE = dt.date(2009, 8, 3)
 _FIRST_WHY = "the first FINRA Reg SHO daily file"
 _NEW = ("date", "symbol", "shortvolume", "shortexemptvolume", "totalvolume", "market")
 _OLD = ("date", "symbol", "shortvolume", "totalvolume", "market")
-_OUT = ["date", "symbol", "facility", "market", "short_volume", "short_exempt_volume", "total_volume", "source_file"]
+# the columns of finra_short_rows a plan writes (finra_short_daily's, with the source id for facility and source_file)
+_STORED = ["date", "symbol", "source_id", "market", "short_volume", "short_exempt_volume", "total_volume"]
 _KEY_LABELS = ("date", "symbol", "facility")
 _TIDY_REQ = ("date", "symbol", "short_volume", "total_volume")
 _TIDY_OPT = ("short_exempt_volume", "market", "facility", "facility_file")
@@ -283,25 +284,59 @@ def _spec_tidy(ctx: Ctx, index: dict[str, int], ncols: int, span: int, fids: lis
 # --------------------------------------------------------------------------------------------------- write
 
 
+# the stored rows per file name (``_History``'s count): counted per (source id, date) first, then named, not
+# through the view (which would build a dated source's name once per row: ~150 ms of CPU per 2.5 million rows)
+SOURCE_COUNTS = (
+    "SELECT CASE WHEN s.dated THEN replace(s.source_file, '%Y%m%d', strftime(c.date, '%Y%m%d')) ELSE s.source_file END, "
+    f"sum(c.n) FROM (SELECT source_id, date, count(*) AS n FROM {FINRA_SHORT_ROWS} GROUP BY ALL) c "
+    f"JOIN {FINRA_SHORT_SOURCES} s ON s.source_id = c.source_id GROUP BY 1")
+
+
 def plan(ctx: Ctx, sig: tuple, sp: Spec, table: str, fid: int, prep: Prep, s: Summary, file: str) -> Plan:
+    """finra_short_daily is a view (``optimizer.data.store._finra_short_sources``): the rows go to finra_short_rows
+    with the source id of their (facility, file name), registered in finra_short_sources in the same transaction
+    when new; the DELETE reads the facility of the stored rows through their source ids. A raw file whose name
+    holds its date once (``CNMSshvol20200102.txt``; every row carries that date) is stored under the name's pattern
+    (``CNMSshvol%Y%m%d.txt``, ``dated``): one source for every day's file of a family, none to add per file."""
     names = {c.name for c in sp.cols}
     raw_layout = sig[0] == "raw"
     short, total = ('"shortvolume"', '"totalvolume"') if raw_layout else ('"short_volume"', '"total_volume"')
     exempt = '"shortexemptvolume"' if "shortexemptvolume" in names else ('"short_exempt_volume"' if "short_exempt_volume" in names else None)
     exempt_out = f"CAST(floor({exempt} + 0.5) AS BIGINT)" if exempt else "CAST(NULL AS BIGINT)"
     market = '"market"' if "market" in names else "CAST(NULL AS VARCHAR)"
-    select = (f"SELECT \"date\", \"symbol\", facility, {market}, CAST(floor({short} + 0.5) AS BIGINT), {exempt_out}, "
-              f"CAST(floor({total} + 0.5) AS BIGINT), {sql_str(Path(file).name)} {accepted(table, fid)}")
-    fdate = prep.params.get("p_date")
+    name = Path(file).name
+    if "facility" in names:  # a tidy file's own column: the facilities of its accepted rows
+        facilities = sorted(str(f) for (f,) in ctx.con.execute(
+            f"SELECT DISTINCT facility {accepted(table, fid)}").fetchall())
+    else:
+        facilities = [str(prep.params["p_facility"])]
+    fdate, text = prep.params.get("p_date"), prep.params.get("p_date_text")
+    dated = bool(raw_layout and fdate is not None and text and "%" not in name and name.count(str(text)) == 1)
+    # (no '%' in the name: only the pattern's '%Y%m%d' is one)
+    if dated:
+        name = name.replace(str(text), "%Y%m%d")
+    ids, new = ctx.source_ids(facilities, name, dated)
+    if not ids:  # no accepted row
+        source = "CAST(NULL AS INTEGER)"
+    elif len(ids) == 1:
+        source = str(next(iter(ids.values())))
+    else:
+        source = "CASE facility " + " ".join(f"WHEN {sql_str(f)} THEN {i}" for f, i in ids.items()) + " END"
+    select = (f"SELECT \"date\", \"symbol\", {source}, {market}, CAST(floor({short} + 0.5) AS BIGINT), {exempt_out}, "
+              f"CAST(floor({total} + 0.5) AS BIGINT) {accepted(table, fid)}")
+    before = [f"INSERT INTO {FINRA_SHORT_SOURCES} VALUES " + ", ".join(
+        f"({i}, {sql_str(f)}, {sql_str(n)}, {str(d).lower()})" for f, n, d, i in new)] if new else []
     if raw_layout and fdate is not None:
-        delete = (f"DELETE FROM finra_short_daily WHERE facility = {sql_str(prep.params['p_facility'])} "
-                  f"AND date = DATE '{fdate}'")
+        delete = (f"DELETE FROM {FINRA_SHORT_ROWS} WHERE date = DATE '{fdate}' AND source_id IN (SELECT source_id FROM "
+                  f"{FINRA_SHORT_SOURCES} WHERE facility = {sql_str(prep.params['p_facility'])})")
     else:  # every (date, facility) the file holds, rejected rows included; API rows per (date, symbol): a FINRA
         # Query API file holds only the symbols its query asked for (`fetch finra-api --symbols`)
-        delete = (f"DELETE FROM finra_short_daily AS t USING (SELECT DISTINCT \"date\", facility, "
-                  "facility = 'API' AS by_symbol, CASE WHEN facility = 'API' THEN \"symbol\" END AS symbol "
+        delete = (f"DELETE FROM {FINRA_SHORT_ROWS} AS t USING {FINRA_SHORT_SOURCES} AS s, (SELECT DISTINCT \"date\", "
+                  "facility, facility = 'API' AS by_symbol, CASE WHEN facility = 'API' THEN \"symbol\" END AS symbol "
                   f"FROM {table} WHERE _fid = {int(fid)}) AS k "
-                  "WHERE t.date = k.date AND t.facility = k.facility AND (NOT k.by_symbol OR t.symbol = k.symbol)")
-    return Plan("finra_short_daily", _OUT, select, delete, s.n_rows, s.n_rejects, s.first_reject, rejects_sql(sp, table, fid),
-                fresh=("date", fdate) if raw_layout and fdate is not None else None)
-
+                  "WHERE s.source_id = t.source_id AND t.date = k.date AND s.facility = k.facility "
+                  "AND (NOT k.by_symbol OR t.symbol = k.symbol)")
+    return Plan(FINRA_SHORT_ROWS, _STORED, select, delete, s.n_rows, s.n_rejects, s.first_reject,
+                rejects_sql(sp, table, fid), before_write=before,
+                fresh=("date", fdate) if raw_layout and fdate is not None else None,
+                lost_id="source_id", source_names=ctx.source_names, new_sources=new)
