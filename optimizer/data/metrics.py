@@ -37,7 +37,7 @@ from optimizer.params import PARAMS
 from optimizer.data.universe import VIX_SYMBOL
 from optimizer.data.adjust import check_split_factors, split_factors_sql
 from optimizer.data.calendar import as_date, session_days
-from optimizer.data.ingest import _tag_rules  # the one reading of a recorded reading's tag (ingest's own)
+from optimizer.data.ingest import tag_rules  # the one reading of a recorded reading's tag
 from optimizer.data.ingest.lit import TRADES_RULES
 from optimizer.data.store import connect, consolidated_short_sql, memory_budget, table_exists, transaction
 
@@ -355,7 +355,7 @@ def old_rules_lit_files(con: duckdb.DuckDBPyConnection) -> list[str]:
     if not latest:
         return []
     old = {name: path for name, (kind, path, key) in latest.items()
-           if kind == "lit-trades" and _tag_rules(key.partition("+")[2]) < TRADES_RULES}
+           if kind == "lit-trades" and tag_rules(key.partition("+")[2]) < TRADES_RULES}
     if not old:
         return []
     stored = {r[0] for r in _q(con, "SELECT DISTINCT source_file FROM lit_flow_daily WHERE source_file IN "

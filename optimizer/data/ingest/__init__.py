@@ -128,6 +128,7 @@ __all__ = [
     "ingest_paths",
     "ingest_file",
     "expand_paths",
+    "tag_rules",
     "Limits",
 ]
 
@@ -589,7 +590,7 @@ def _tag_settings(tag: str, now: Settings) -> Settings:
     return dataclasses.replace(now, market_tz=tz, rth_start=lo, rth_end=hi)
 
 
-def _tag_rules(tag: str) -> int:
+def tag_rules(tag: str) -> int:
     """The reading rules' version a reading recorded as ``tag`` was made under (``rules=N``; 1 without it: the
     rules before the version was recorded)."""
     fields = dict(part.split("=", 1) for part in tag.split(";") if "=" in part)
@@ -865,7 +866,7 @@ def _write(ctx: Ctx, kind: str, e: _Entry, group: tuple, s: Summary, history: _H
             n_stale = 0
             if earlier is not None:
                 n_stale = stale(ctx, e.prep, table, e.fid, e.file, _tag_settings(earlier, ctx.settings),
-                                _tag_rules(earlier))
+                                tag_rules(earlier))
             status, deleted, lost = write_rows(ctx, plan, file=e.file, sha256=history.key(e.raw.sha256), kind=kind,
                                                lost_by=None if n_stale else history.lost_by(), deleted_before=n_stale)
             warnings = tuple(e.prep.warnings) + (tuple(check(ctx, table, e.fid, e.file)) if check is not None else ())
