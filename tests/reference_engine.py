@@ -718,11 +718,12 @@ def ref_count_signals(display, buy, sig_start: int, sig_end: int) -> int:
 def ref_benchmark(open_col: np.ndarray, h: int, c: float, sig_start: int, sig_end: int, data_end: int) -> float:
     """mean over entry sessions e in [sig_start+1, sig_end] of open[e+h]/open[e], minus 1 (gross: a passive
     holder pays no per-trade costs; ``c`` is accepted for signature stability and unused)."""
+    opens = np.asarray(open_col, dtype=np.float64).tolist()  # python floats: the same values, read ~10x faster
     ratios = []
     for e in range(sig_start + 1, sig_end + 1):
         if e + h >= data_end:
             continue
-        a, b = open_col[e], open_col[e + h]
+        a, b = opens[e], opens[e + h]
         if math.isfinite(a) and math.isfinite(b):
             ratios.append(b / a)
     if not ratios:
@@ -736,7 +737,7 @@ def ref_portfolio_returns(trades: pd.DataFrame, panel, c: float, sig_start: int,
     columns every position weighs 1 (equal weights). Relative sizing: day = sum(w·m·r) / sum(w); ``absolute``
     sizing (fixed_fractional, kelly): day = sum(w·m·r) / max(1, sum(w·m)). A position without a close that day
     (no bar) is held at its last known close (return 0) and the move is booked at its next close or exit fill."""
-    close = np.asarray(panel["close"], dtype=np.float64)
+    close = np.asarray(panel["close"], dtype=np.float64).tolist()  # rows of python floats: the same values, read faster
     per_day: dict[int, list[tuple[float, float, float]]] = {d: [] for d in range(sig_start, data_end)}
     has_w = "weight" in trades.columns
     has_m = "mult" in trades.columns
@@ -751,9 +752,9 @@ def ref_portfolio_returns(trades: pd.DataFrame, panel, c: float, sig_start: int,
             closing = (not tr.open_at_end) and d == x
             if closing:
                 r = tr.exit_price * (1.0 - c) / mark - 1.0
-            elif math.isfinite(close[d, s]):
-                r = close[d, s] / mark - 1.0
-                mark = close[d, s]
+            elif math.isfinite(close[d][s]):
+                r = close[d][s] / mark - 1.0
+                mark = close[d][s]
             else:
                 r = 0.0  # no bar: held at its last mark
             if d >= sig_start:
