@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -30,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
     "engine": (["--quick", "--configs", "100", "--ref-configs", "2"], []),
     "study_throughput": (["--trials", "150", "--checkpoint", "100", "--no-context"], ["--prototype"]),
-    "ingest": (["--sessions", "20", "--reference", "per-file"], ["--full", "--reference"]),
+    "ingest": (["--full", "--reference", "per-file"], ["--full", "--reference"]),  # a year: issue 15.4's figure
     "scan": (["--symbols", "10000", "--sessions", "100"], []),
     "study_list": (["--studies", "4", "--trials", "250"], []),
     "memory": (["--csv-mb", "50", "--symbols", "3000"], []),
@@ -43,6 +44,7 @@ SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
 def run_script(name: str, full: bool) -> tuple[dict, float]:
     quick_args, full_args = SCRIPTS[name]
     cmd = [sys.executable, str(HERE / f"{name}.py"), *(full_args if full else quick_args), "--json"]
+    os.sync()  # the files an earlier script wrote reach the disk now, not while this one is timed (its commits' fsyncs)
     t0 = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True)
     secs = time.perf_counter() - t0
@@ -91,8 +93,9 @@ def headline(name: str, r: dict) -> list[tuple]:
     if name == "ingest":
         f = r["finra"]
         rows = [
-            (f"ingest CNMS {f['symbols']:,} x {f['sessions']}: rows/s (rows/CPU s)",
-             f"{f['rows_per_s']:,} ({f.get('rows_per_cpu_s', 0):,})", ">= 1,000,000", f["rows_per_s"] >= 1_000_000),
+            (f"ingest CNMS {f['symbols']:,} x {f['sessions']} files, final CHECKPOINT included: rows/s (rows/CPU s)",
+             f"{f['rows_per_s_with_checkpoint']:,} ({f.get('rows_per_cpu_s_with_checkpoint', 0):,})", ">= 1,000,000",
+             f["rows_per_s_with_checkpoint"] >= 1_000_000),
             ("ingest CNMS: s per file / peak RSS MiB / DB MiB", f"{f['s_per_file']} / {f['peak_rss_mb']} / {f['db_mb']}"),
         ]
         floor = (r.get("reference") or {}).get("read_csv_per_file")
