@@ -11,6 +11,7 @@ import shlex
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from rich.console import Console
@@ -72,7 +73,12 @@ def run_demo(out_root: Path, effect: float = 3.0, seed: int = 7, fresh: bool = F
     console.rule("4. walk-forward out-of-sample")
     t = time.perf_counter()
     spec = _spec("demo")
-    wf = run_walkforward(spec, db, storage, progress=progress, out_dir=None)
+    with warnings.catch_warnings(record=True) as caught:  # the run's own notes as lines, like `walkforward`'s
+        warnings.simplefilter("always", UserWarning)
+        wf = run_walkforward(spec, db, storage, progress=progress, out_dir=None)
+    for w in caught:
+        if str(w.message) in wf.warnings:
+            console.print(str(w.message), style="yellow", markup=False, highlight=False)
     wf_dir = save_walkforward(wf, walkforward_dir(root, spec.run.study_name))
     step("walk-forward", t)
 

@@ -38,6 +38,7 @@ import os
 import platform
 import signal
 import threading
+import tomllib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -72,7 +73,7 @@ from optimizer.study.reserve import opening_warning, record_opening
 from optimizer.study.splits import CombinatorialPurgedCV
 from optimizer.study.run import run_study, worker_stop
 from optimizer.study.space import params_to_config, trial_config
-from optimizer.study.spec import RunSpec, StudySpec, aggregate_folds_rule, walkforward_step_rule
+from optimizer.study.spec import CVSpec, RunSpec, StudySpec, aggregate_folds_rule, walkforward_step_rule
 from optimizer.study.splits import WalkForward, Window
 from optimizer.study.storage import make_storage, naming_its_storage, study_names
 from optimizer.validate.distributed import DONE, Interrupted, WindowClaims, wait_for_run, work_windows
@@ -858,7 +859,35 @@ def _unused_notes(spec: StudySpec, n_trials: int) -> list[str]:
     if spec.run.timeout is not None:  # [run] timeout bounds `study run` only (explore21: it was ignored unsaid)
         msgs.append(f"[run] timeout = {spec.run.timeout:g} is not used by walk-forward windows: each runs exactly its "
                     f"{n_trials} trials, so that the result does not depend on the machine's speed")
+    cv = _cv_keys_unread(spec)
+    if cv:  # each window's inner CV is [walkforward] n_splits / embargo (README [walkforward]); [cv]'s are study run's
+        wfs = spec.walkforward
+        inner = ("the [cv] cpcv groups" if spec.cv.mode == "cpcv"
+                 else f"[walkforward] n_splits = {wfs.n_splits} inner folds")
+        msgs.append(f"[cv] {', '.join(f'{k} = {getattr(spec.cv, k)}' for k in cv)} {'is' if len(cv) == 1 else 'are'} "
+                    f"not used by walk-forward windows: each window's study scores {inner} with [walkforward] "
+                    f"embargo = {wfs.embargo} (set those to change a window's folds)")
     return msgs
+
+
+def _cv_keys_unread(spec: StudySpec) -> list[str]:
+    """The ``[cv]`` keys the spec sets (its text writes them; a spec built in code: off their default) whose value a
+    walk-forward window does not use: ``n_splits`` and ``test_size`` (a window's inner folds are ``[walkforward]
+    n_splits`` equal blocks; with cpcv neither is read by any run) and ``embargo`` (``[walkforward] embargo``), each
+    only when it differs from what the windows use."""
+    keys = ("n_splits", "test_size", "embargo")
+    if spec.source:
+        try:
+            written = tomllib.loads(spec.source).get("cv", {})
+        except tomllib.TOMLDecodeError:  # the loader read it; a stored text of another form says nothing here
+            written = {}
+        given = [k for k in keys if k in written]
+    else:
+        default = CVSpec()
+        given = [k for k in keys if getattr(spec.cv, k) != getattr(default, k)]
+    wfs, cpcv = spec.walkforward, spec.cv.mode == "cpcv"
+    used = {"n_splits": None if cpcv else wfs.n_splits, "test_size": None, "embargo": wfs.embargo}
+    return [k for k in given if not (cpcv and k != "embargo") and getattr(spec.cv, k) != used[k]]
 
 
 @naming_its_storage
