@@ -40,7 +40,8 @@ __all__ = [
     "OUTPUT_ENV", "DB_ENV", "STORAGE_ENV", "DEFAULT_OUTPUT", "output_root", "default_db", "default_storage",
     "resolve_db", "resolve_storage", "safe_name", "under", "storage_path", "run_label", "file_label", "content_label",
     "existing_store",
-    "atomic_write", "atomic_write_many", "atomic_folder", "recover_folder", "check_out_writable", "not_utf8", "shown_name", "CACHE_ENV", "cache_enabled", "caching_under",
+    "atomic_write", "atomic_write_many", "atomic_folder", "recover_folder", "check_out_writable", "not_utf8",
+    "shown_name", "CACHE_ENV", "cache_enabled", "caching_under",
     "cache_dir",
 ]
 

@@ -30,7 +30,8 @@ from optimizer.data.calendar import local_time
 from optimizer.errors import DataError, check_param
 from optimizer.paths import atomic_write, resolve_storage
 from optimizer.study.records import (
-    FOLD_SHOWN, FOLDS, METRICS, REPEAT_OF, direction_sign, is_internal, lost_reason, ranked_trials, read_study, read_trial, retry_of,
+    FOLD_SHOWN, FOLDS, METRICS, REPEAT_OF, direction_sign, is_internal, lost_reason, ranked_trials, read_study,
+    read_trial, retry_of,
     trial_counts,
 )
 from optimizer.study.space import effective_params

@@ -11,9 +11,9 @@ Nothing else in the package reads or writes a user attribute by its string key: 
 * ``TrialRecord``: the JSON attributes of a trial: ``metrics`` (overall metrics of a complete trial, the pruning
   information of a pruned one or the reason of a failed one, with ``duration_s`` and ``pruned_at_fold``),
   ``folds`` (per-fold metrics, exact; for optuna-dashboard, which cuts an attribute at 1,024 characters, also one
-  ``fold_<i>`` a fold at 6 significant digits, display only: ``shown_fold``), ``config`` (the trial's complete effective configuration, a ``ConfigRecord``,
-  written as soon as the trial's parameters are drawn) and ``repeat_of`` (the trial whose stored result a repeated
-  configuration reused). ``read_trial``, ``write_config``, ``TrialRecord.complete`` / ``pruned`` / ``failed`` /
+  ``fold_<i>`` a fold at 6 significant digits, display only: ``shown_fold``), ``config`` (the trial's complete
+  effective configuration, a ``ConfigRecord``, written as soon as the trial's parameters are drawn) and
+  ``repeat_of`` (the trial whose stored result a repeated configuration reused). ``read_trial``, ``write_config``, ``TrialRecord.complete`` / ``pruned`` / ``failed`` /
   ``repeat`` and ``write``.
 * ``ConfigRecord``: everything that decides a trial's numbers: every engine parameter after fixed values, presets
   and conditions (costs, caps and sizing included), the universe (spec value, size and hash of the resolved
@@ -67,7 +67,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "StudyRecord", "TrialRecord", "ConfigRecord", "read_study", "write_study", "read_trial", "write_config",
-    "config_key", "STUDY_KEYS", "METRICS", "FOLDS", "FOLD_SHOWN", "fold_key", "shown_fold", "CONFIG", "REPEAT_OF", "SEEDED", "OPENINGS", "seeded",
+    "config_key", "STUDY_KEYS", "METRICS", "FOLDS", "FOLD_SHOWN", "fold_key", "shown_fold", "CONFIG", "REPEAT_OF",
+    "SEEDED", "OPENINGS", "seeded",
     "mark_seeded", "reserve_openings", "add_reserve_opening", "reserve_log_name", "is_internal", "window_attrs",
     "set_trials_target", "trial_counts", "complete_trials", "direction_sign", "ranked_trials",
     "distinct_configurations", "configuration_identities", "group_configurations", "find_repeat", "WF_RUN", "WF_CLAIM", "claims_name",

@@ -38,7 +38,6 @@ import os
 import platform
 import signal
 import threading
-import tomllib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -875,16 +874,8 @@ def _cv_keys_unread(spec: StudySpec) -> list[str]:
     walk-forward window does not use: ``n_splits`` and ``test_size`` (a window's inner folds are ``[walkforward]
     n_splits`` equal blocks; with cpcv neither is read by any run) and ``embargo`` (``[walkforward] embargo``), each
     only when it differs from what the windows use."""
-    keys = ("n_splits", "test_size", "embargo")
-    if spec.source:
-        try:
-            written = tomllib.loads(spec.source).get("cv", {})
-        except tomllib.TOMLDecodeError:  # the loader read it; a stored text of another form says nothing here
-            written = {}
-        given = [k for k in keys if k in written]
-    else:
-        default = CVSpec()
-        given = [k for k in keys if getattr(spec.cv, k) != getattr(default, k)]
+    keys, default = ("n_splits", "test_size", "embargo"), CVSpec()
+    given = [k for k in keys if (spec.sets("cv", k) if spec.source else getattr(spec.cv, k) != getattr(default, k))]
     wfs, cpcv = spec.walkforward, spec.cv.mode == "cpcv"
     used = {"n_splits": None if cpcv else wfs.n_splits, "test_size": None, "embargo": wfs.embargo}
     return [k for k in given if not (cpcv and k != "embargo") and getattr(spec.cv, k) != used[k]]
