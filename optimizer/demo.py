@@ -21,7 +21,8 @@ from optimizer.report.research import build_walkforward_report
 from optimizer.report.terminal import cell_text
 from optimizer.study.run import run_study
 from optimizer.study.spec import StudySpec, load_spec
-from optimizer.validate.walkforward import load_walkforward, run_walkforward, save_walkforward, walkforward_dir
+from optimizer.validate.walkforward import (load_walkforward, run_notes, run_walkforward, save_walkforward,
+                                           walkforward_dir)
 
 __all__ = ["run_demo", "demo_env", "export_line", "STUDIES"]
 
@@ -76,9 +77,8 @@ def run_demo(out_root: Path, effect: float = 3.0, seed: int = 7, fresh: bool = F
     with warnings.catch_warnings(record=True) as caught:  # the run's own notes as lines, like `walkforward`'s
         warnings.simplefilter("always", UserWarning)
         wf = run_walkforward(spec, db, storage, progress=progress, out_dir=None)
-    for w in caught:
-        if str(w.message) in wf.warnings:
-            console.print(str(w.message), style="yellow", markup=False, highlight=False)
+    for m in run_notes(caught, wf):
+        console.print(m, style="yellow", markup=False, highlight=False)
     wf_dir = save_walkforward(wf, walkforward_dir(root, spec.run.study_name))
     step("walk-forward", t)
 

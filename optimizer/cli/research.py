@@ -74,8 +74,8 @@ def walkforward_cmd(spec, final, n_trials, jobs, storage, db, out, columns, wide
     runs whole windows for this run, which then stitches them in order (same result as one process).
     --wait is the store's, as every command's (a worker's own --wait is the coordinator's: see its --help).
     """
-    from optimizer.validate.walkforward import (book_text, run_walkforward, save_walkforward, settings_rows,
-                                               walkforward_dir)
+    from optimizer.validate.walkforward import (book_text, run_notes, run_walkforward, save_walkforward,
+                                               settings_rows, walkforward_dir)
 
     s = load_spec(spec)
     root = output_root(out)
@@ -85,10 +85,8 @@ def walkforward_cmd(spec, final, n_trials, jobs, storage, db, out, columns, wide
         res = run_walkforward(s, resolve_db(db, s.data.database, root), resolve_storage(storage, s.run.storage, root),
                               final=final, progress=progress_enabled(fmt), n_trials=n_trials,
                               out_dir=None, jobs=jobs)
-    for w in caught:  # the run's own warnings (res.warnings: the reserve, [seed_from], [run] timeout, unrecorded
-        # splits), and a forked process that died; not the libraries' warnings
-        if str(w.message) in res.warnings or "worker process(es) ended" in str(w.message):
-            err_console.print(str(w.message), style="bold red", markup=False, highlight=False, soft_wrap=True)
+    for m in run_notes(caught, res):
+        err_console.print(m, style="bold red", markup=False, highlight=False, soft_wrap=True)
     d = save_walkforward(res, walkforward_dir(root, s.run.study_name, final))
     if fmt == "json":
         doc = res.to_dict()

@@ -86,7 +86,7 @@ from optimizer.validate.verdict import POWER, T_MIN, Power, Verdict, verdict, ve
 __all__ = [
     "WindowResult", "WalkForwardResult", "run_walkforward", "run_walkforward_worker", "select_params", "concat_trades", "pbo_matrix",
     "tried_configs", "combine_pvalues", "save_walkforward", "load_walkforward", "walkforward_dir", "SPA_GATE",
-    "run_settings", "settings_rows",
+    "run_settings", "settings_rows", "run_notes",
 ]
 
 _NAN = float("nan")
@@ -867,6 +867,14 @@ def _unused_notes(spec: StudySpec, n_trials: int) -> list[str]:
                     f"not used by walk-forward windows: each window's study scores {inner} with [walkforward] "
                     f"embargo = {wfs.embargo} (set those to change a window's folds)")
     return msgs
+
+
+def run_notes(caught: list[warnings.WarningMessage], result: "WalkForwardResult") -> list[str]:
+    """Of the warnings recorded while ``run_walkforward`` ran, the run's own, to be shown as lines (the CLI's
+    ``walkforward``, ``make demo``): ``result.warnings`` (the reserve, [seed_from], [run] timeout, [cv] keys the
+    windows do not read, unrecorded splits) and a forked worker process that died; not the libraries' warnings."""
+    return [str(w.message) for w in caught
+            if str(w.message) in result.warnings or "worker process(es) ended" in str(w.message)]
 
 
 def _cv_keys_unread(spec: StudySpec) -> list[str]:
