@@ -15,7 +15,9 @@ is built once per process before timing (a one-off ~0.4 s, like an import).
 
 ``--profile`` adds where (a)'s time goes, per thread of the pipeline: the writing thread's CPU and busy wall time
 (its critical path), how long it waited for staged batches, the CPU and wall time of its COMMITs (wall minus CPU
-is mostly the fsync of the WAL), the writing thread's CPU per statement (its connection wrapped: each statement's
+is mostly the fsync of the WAL) and of those in which DuckDB checkpointed the store (its WAL reached
+``checkpoint_threshold``: the COMMIT wrote to the store's file or emptied the WAL), the writing thread's CPU per
+statement (its connection wrapped: each statement's
 first words, numbers elided, e.g. ``INSERT INTO finra_short_rows``, ``INSERT INTO ingest_log``, ``COMMIT``), the
 staging thread's CPU and busy wall time (measured by wrapping the pipeline's stage and write steps: thread CPU
 time, which other processes' load barely moves), and how many files the fast path read (``_source.probe_delimited``:
@@ -101,9 +103,13 @@ class _PipelineProfile:
     """Wraps the ingest pipeline's stage and write steps (``_stage_batch``, ``_write_batch``) and the writer's
     transactions for one call: thread CPU and wall seconds of each (see the module doc, ``--profile``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, db: Path | None = None) -> None:
         import optimizer.data.ingest as ing
 
+        # the store's file: a COMMIT that wrote to it, or after which its WAL is smaller, ran DuckDB's automatic
+        # checkpoint (a COMMIT that checkpoints may skip the WAL: DuckDB's auto_checkpoint_skip_wal_threshold)
+        self.db = db
+        self.checkpoints, self.checkpoint_cpu = 0, 0.0
         self.ing = ing
         self.lock = threading.Lock()
         self.spans: dict[str, list[tuple[float, float, float]]] = {"stage": [], "write": []}  # (start, end, cpu)
@@ -157,12 +163,26 @@ class _PipelineProfile:
                 if not cm.__exit__(*sys.exc_info()):
                     raise
                 return
+            files = prof._files()
             w0, c0 = time.perf_counter(), time.thread_time()
             cm.__exit__(None, None, None)
+            cpu = time.thread_time() - c0
+            after = prof._files()
             with prof.lock:
-                prof.commit_cpu += time.thread_time() - c0
+                prof.commit_cpu += cpu
                 prof.commit_wall += time.perf_counter() - w0
+                if files is not None and (after[0] != files[0] or after[1] < files[1]):
+                    prof.checkpoints += 1
+                    prof.checkpoint_cpu += cpu
         return tx()
+
+    def _files(self) -> tuple[tuple[int, int], int] | None:
+        """(the store file's (size, mtime ns), its WAL's size) or None without a store file to watch."""
+        if self.db is None:
+            return None
+        st = self.db.stat()
+        wal = self.db.parent / (self.db.name + ".wal")
+        return (st.st_size, st.st_mtime_ns), (wal.stat().st_size if wal.exists() else 0)
 
     def _probe(self, raw, limits):
         got = self.kind.probe(raw, limits)
@@ -203,6 +223,9 @@ class _PipelineProfile:
             "first_write_at_s": round(w[0][0] - self.t0, 3) if w else None,
             "commit_cpu_s": round(self.commit_cpu, 3),
             "commit_wall_s": round(self.commit_wall, 3),
+            # the COMMITs in which DuckDB checkpointed the store (its WAL reached checkpoint_threshold): n, CPU s
+            "commit_checkpoints": self.checkpoints,
+            "commit_checkpoint_cpu_s": round(self.checkpoint_cpu, 3),
             "stager_cpu_s": round(sum(x[2] for x in st), 3),
             "stager_busy_s": round(sum(x[1] - x[0] for x in st), 3),
             "batches": len(w),
@@ -224,7 +247,7 @@ def bench_finra(n_symbols: int, n_sessions: int, overlap: bool = True, profile: 
         nyse_sessions("1990-01-02", "2031-12-31")  # the per-process calendar, built once (not ingest work)
         base = rss_mb()
         reset_peak_rss()
-        prof = _PipelineProfile() if profile else contextlib.nullcontext()
+        prof = _PipelineProfile(db) if profile else contextlib.nullcontext()
         t0, c0 = time.perf_counter(), cpu_s()
         with prof:
             rep = ingest_paths(con, "finra-short", [folder], overlap=overlap)
@@ -446,6 +469,8 @@ def _rows(res: dict) -> list[tuple]:
              f"first write at {pr['first_write_at_s']} s, {pr['batches']} batches"),
             (f"{p}: its COMMITs: CPU s / wall s", f"{pr['commit_cpu_s']} / {pr['commit_wall_s']}",
              "wall - CPU: mostly the WAL's fsync"),
+            (f"{p}: COMMITs that ran DuckDB's checkpoint: n / CPU s",
+             f"{pr['commit_checkpoints']} / {pr['commit_checkpoint_cpu_s']}", "checkpoint_threshold reached"),
             (f"{p}: staging thread: CPU s / busy s", f"{pr['stager_cpu_s']} / {pr['stager_busy_s']}",
              f"{pr['fast_path_files']} files read by DuckDB's CSV reader, {pr['line_path_files']} line by line"),
             *[(f"{p}: writer: {label} (x{n}), CPU s", cpu) for label, (n, cpu) in pr["writer_statements"].items()],
