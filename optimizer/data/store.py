@@ -227,7 +227,7 @@ MIGRATIONS: list[str] = [
         span_start DATE,                      -- positions are replayed from this session
         regime_filter VARCHAR,
         params VARCHAR NOT NULL,              -- the complete configuration (JSON, Config.to_params)
-        created_at TIMESTAMP NOT NULL,
+        created_at TIMESTAMP NOT NULL,        -- TIMESTAMPTZ since v9
         PRIMARY KEY (date, params_hash, symbol)
     );
     """,
@@ -235,7 +235,7 @@ MIGRATIONS: list[str] = [
     """
     CREATE TABLE IF NOT EXISTS reserve_ledger (
         reserve_start DATE NOT NULL,          -- first session of the final reserve that was opened
-        opened_at TIMESTAMP NOT NULL,
+        opened_at TIMESTAMP NOT NULL,         -- TIMESTAMPTZ since v9
         command VARCHAR NOT NULL,             -- walkforward --final, backtest --final, ...
         subject VARCHAR,                      -- the study, or the configuration (params hash), evaluated on it
         span_end DATE                         -- the last session evaluated
@@ -248,6 +248,14 @@ MIGRATIONS: list[str] = [
     _SPLITS_DDL,
     # v8: finra_short_daily's rows without their per-row facility / source_file strings (see _finra_short_sources)
     "_finra_short_sources",
+    # v9: the two real times a row records, stored with their zone (TIMESTAMPTZ: an instant, read back in the
+    # session's zone, the machine's). signal_sheet.created_at was written as UTC without a zone: its rows are read as
+    # UTC. reserve_ledger.opened_at was written as the machine's local time without a zone (and printed as that, with
+    # the offset, by calendar.local_time): its rows are read as this machine's local time, DuckDB's session zone.
+    """
+    ALTER TABLE signal_sheet ALTER COLUMN created_at TYPE TIMESTAMPTZ USING timezone('UTC', created_at);
+    ALTER TABLE reserve_ledger ALTER COLUMN opened_at TYPE TIMESTAMPTZ USING CAST(opened_at AS TIMESTAMPTZ);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

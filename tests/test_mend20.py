@@ -1,0 +1,131 @@
+"""mend20: what the last stop noticed and left (settings, outputs, times). One section per item of the brief."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import duckdb
+import pandas as pd
+import pytest
+
+import optimizer.data.store as store
+
+UTC = dt.timezone.utc
+
+
+# ------------------------------------------------------------------ 1. times stored / written with their zone
+@pytest.fixture
+def tokyo(monkeypatch):
+    """The machine's time zone set to Asia/Tokyo (UTC+09:00, no daylight saving), restored afterwards."""
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def _store_at_v8(path) -> None:
+    """A store of the schema before the times got their zone (v8, 26c05ac), with one signal_sheet row written as
+    that version wrote it (created_at: UTC without zone) and one reserve_ledger row (opened_at: the machine's local
+    time without zone), both 2026-12-01 10:00:00."""
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP DEFAULT current_timestamp)")
+    for v, step in enumerate(store.MIGRATIONS[:8], start=1):
+        getattr(store, step)(con) if step.startswith("_") else con.execute(step)
+        con.execute("INSERT INTO schema_version (version) VALUES (?)", [v])
+    con.execute("INSERT INTO signal_sheet (date, params_hash, symbol, next_session, decision, params, created_at) "
+                "VALUES ('2024-12-31', 'h', 'AAA', '2025-01-02', 'HOLD', '{}', TIMESTAMP '2026-12-01 10:00:00')")
+    con.execute("INSERT INTO reserve_ledger VALUES ('2024-06-28', TIMESTAMP '2026-12-01 10:00:00', 'backtest --final', "
+                "'config x', '2024-07-31')")
+    con.close()
+
+
+def _types(con) -> dict[tuple[str, str], str]:
+    return {(t, c): ty for t, c, ty in con.execute(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE (table_name, column_name) IN "
+        "(('signal_sheet', 'created_at'), ('reserve_ledger', 'opened_at'))").fetchall()}
+
+
+def test_a_v8_store_gets_its_times_as_instants_and_old_rows_keep_their_meaning(tmp_path, tokyo):
+    """signal_sheet.created_at (UTC without zone) and reserve_ledger.opened_at (the machine's local time without
+    zone) were TIMESTAMP (fails before: schema v8, both TIMESTAMP). A v8 store opened read-write is migrated to
+    TIMESTAMPTZ; its old rows keep their meaning: the sheet's 10:00 is 10:00 UTC, the ledger's 10:00 is 10:00 on
+    this (Tokyo) machine, 01:00 UTC, printed 10:00+09:00 as before."""
+    from optimizer.study import reserve
+
+    db = tmp_path / "v8.duckdb"
+    _store_at_v8(db)
+    assert reserve.openings(db)[0].opened_at == "2026-12-01T10:00:00+09:00"  # read-only: v8 as it is
+    con = store.connect(db)
+    try:
+        assert con.execute("SELECT max(version) FROM schema_version").fetchall() == [(store.SCHEMA_VERSION,)]
+        assert store.SCHEMA_VERSION == 9
+        assert set(_types(con).values()) == {"TIMESTAMP WITH TIME ZONE"}
+        (sheet,), (ledger,) = (con.execute(f"SELECT {c} FROM {t}").fetchall()[0] for t, c in
+                               (("signal_sheet", "created_at"), ("reserve_ledger", "opened_at")))
+    finally:
+        con.close()
+    assert sheet == dt.datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+    assert ledger == dt.datetime(2026, 12, 1, 1, 0, tzinfo=UTC)
+    assert reserve.openings(db)[0].opened_at == "2026-12-01T10:00:00+09:00"  # the same text as before the migration
+
+
+def test_the_v9_migration_stopped_midway_leaves_the_v8_store_as_it_was(tmp_path, monkeypatch):
+    """The v9 migration is one transaction: a failure after its two ALTERs leaves v8, both columns TIMESTAMP and
+    the rows unchanged (fails before: there is no v9, MIGRATIONS[8] is past the list); the next opening finishes it."""
+    db = tmp_path / "v8.duckdb"
+    _store_at_v8(db)
+    migrations = list(store.MIGRATIONS)
+    monkeypatch.setattr(store, "MIGRATIONS", [*migrations[:8], migrations[8] + ";\nSELECT error('killed here')"])
+    with pytest.raises(duckdb.Error, match="killed here"):
+        store.connect(db)
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        assert con.execute("SELECT max(version) FROM schema_version").fetchall() == [(8,)]
+        assert set(_types(con).values()) == {"TIMESTAMP"}
+        assert con.execute("SELECT created_at FROM signal_sheet").fetchall() == [(dt.datetime(2026, 12, 1, 10, 0),)]
+        assert con.execute("SELECT opened_at FROM reserve_ledger").fetchall() == [(dt.datetime(2026, 12, 1, 10, 0),)]
+    finally:
+        con.close()
+    monkeypatch.setattr(store, "MIGRATIONS", migrations)
+    con = store.connect(db)
+    try:
+        assert set(_types(con).values()) == {"TIMESTAMP WITH TIME ZONE"}
+    finally:
+        con.close()
+
+
+def test_new_sheet_rows_and_ledger_openings_store_the_instant_of_the_write(tmp_path, tokyo):
+    """Written on a Tokyo machine: each stored value is the instant of the write, within a minute of now (fails
+    before: the sheet's column gave back a naive UTC time and the ledger's a naive Tokyo one, 9 hours apart)."""
+    from optimizer.report.sheet import write_sheet_table
+    from optimizer.study import reserve
+
+    db = tmp_path / "s.duckdb"
+    reserve.record_opening(db, "2024-06-28", "backtest --final", "config x", "2024-07-31")
+    con = store.connect(db)
+    try:
+        write_sheet_table(con, pd.DataFrame({"date": [pd.Timestamp("2024-12-31")], "params_hash": ["h"],
+                                             "symbol": ["AAA"], "next_session": [pd.Timestamp("2025-01-02")],
+                                             "decision": ["HOLD"], "params": ["{}"]}))
+        got = [con.execute(f"SELECT {c} FROM {t}").fetchall()[0][0] for t, c in
+               (("signal_sheet", "created_at"), ("reserve_ledger", "opened_at"))]
+    finally:
+        con.close()
+    now = dt.datetime.now(UTC)
+    for value in got:
+        assert value.tzinfo is not None and abs(value - now) < dt.timedelta(minutes=1), value
+
+
+def test_backtest_runs_csv_created_at_states_its_offset(tmp_path, tokyo):
+    """backtest_runs.csv's created_at was UTC without a zone ('2026-12-05T14:50:55'; fails before: no offset). It
+    is the UTC time of the write with its offset, the same column as before (old rows stay UTC)."""
+    from optimizer.report.backtest import write_backtest_files
+
+    paths = write_backtest_files({"score_variant": "B"}, pd.DataFrame({"symbol": ["AAA"]}),
+                                 pd.DataFrame({"symbol": ["AAA"]}), tmp_path / "run", run_id="r1")
+    (created,) = pd.read_csv(paths["backtest_runs"], dtype=str)["created_at"]
+    when = dt.datetime.fromisoformat(created)
+    assert when.utcoffset() == dt.timedelta(0), created
+    assert abs(when - dt.datetime.now(UTC)) < dt.timedelta(minutes=1)
