@@ -129,3 +129,69 @@ def test_backtest_runs_csv_created_at_states_its_offset(tmp_path, tokyo):
     when = dt.datetime.fromisoformat(created)
     assert when.utcoffset() == dt.timedelta(0), created
     assert abs(when - dt.datetime.now(UTC)) < dt.timedelta(minutes=1)
+
+
+# ------------------------------------------------------------------ 2. the scanner's day folder, all or nothing
+@pytest.fixture
+def scan_store(tmp_path):
+    from test_analytics import _finra_rows, _insert_finra
+
+    con = store.connect(tmp_path / "t.duckdb")
+    _insert_finra(con, _finra_rows())
+    yield con
+    con.close()
+
+
+def _files(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_a_scanner_rerun_leaves_none_of_the_previous_runs_files_beside_the_new_ones(scan_store, tmp_path):
+    """A re-run without --export-full left the previous scanner_metrics.csv, and one without PNGs the previous
+    PNGs, beside the new HTML (fails before: both still there). Now the scanner's own files are replaced as a set;
+    a file of the user's in the folder is kept."""
+    from optimizer.analytics.scanner import scan, write_scan
+
+    r = scan(scan_store, lookback=4, min_periods=4, top=2)
+    first = write_scan(scan_store, r, tmp_path / "scanner", export_full=True, png=False)
+    day = first["top_csv"].parent
+    for name in ("scanner_top.png", "scanner_scores.png"):  # as a run with kaleido wrote them
+        (day / name).write_bytes(b"\x89PNG old")
+    (day / "notes.txt").write_text("mine")
+    again = write_scan(scan_store, scan(scan_store, lookback=4, min_periods=4, top=1), tmp_path / "scanner",
+                       export_full=False, png=False)
+    assert sorted(_files(day)) == ["notes.txt", "scanner_scores.html", "scanner_top.csv", "scanner_top.html"]
+    assert "metrics_csv" not in again and len(pd.read_csv(again["top_csv"])) == 1
+    assert [p.name for p in day.parent.iterdir()] == [day.name]  # no temporary folder left
+
+
+def test_a_required_png_that_fails_leaves_the_previous_scan_whole_and_names_the_files(scan_store, tmp_path,
+                                                                                      monkeypatch, capsys):
+    """`scan --png` whose export fails (kaleido without a browser): before, the new CSVs and HTML were written
+    beside the previous PNGs and the table held the new rows (fails before: files changed). The user asked for a
+    set with PNGs and got an error: the folder and the table stay as the previous run left them, and the message
+    names the PNGs as they would have been named in the day's folder (not a temporary one)."""
+    import plotly.io as pio
+
+    from optimizer.analytics.scanner import scan, write_scan
+    from optimizer.errors import DataError
+    from optimizer.report import files
+
+    r = scan(scan_store, lookback=4, min_periods=4, top=2)
+    first = write_scan(scan_store, r, tmp_path / "scanner", export_full=True, png=False)
+    day = first["top_csv"].parent
+    before, rows = _files(day), scan_store.execute("SELECT * FROM scanner_daily_metrics ORDER BY ALL").fetchall()
+
+    def no_browser(*a, **k):
+        raise RuntimeError("Kaleido requires Google Chrome to be installed")
+
+    monkeypatch.setattr(files, "png_available", lambda: True)
+    monkeypatch.setattr(pio, "write_images", no_browser)
+    with pytest.raises(DataError) as e:
+        write_scan(scan_store, scan(scan_store, lookback=5, min_periods=4, top=1), tmp_path / "scanner",
+                   export_full=False, png=True)
+    assert str(e.value).startswith(f"PNG export failed for {day / 'scanner_top.png'}, {day / 'scanner_scores.png'}: "
+                                   "RuntimeError: Kaleido requires Google Chrome"), e.value
+    assert _files(day) == before
+    assert scan_store.execute("SELECT * FROM scanner_daily_metrics ORDER BY ALL").fetchall() == rows
+    assert [p.name for p in day.parent.iterdir()] == [day.name]
