@@ -195,3 +195,18 @@ def test_a_required_png_that_fails_leaves_the_previous_scan_whole_and_names_the_
     assert _files(day) == before
     assert scan_store.execute("SELECT * FROM scanner_daily_metrics ORDER BY ALL").fetchall() == rows
     assert [p.name for p in day.parent.iterdir()] == [day.name]
+
+
+# ------------------------------------------------------------------ 3. plot --dates names the flag and the value
+@pytest.mark.parametrize("dates, said", [
+    (("2024-02-01", "soon"), "--dates END must be a date (YYYY-MM-DD), got 'soon'"),
+    (("x", "2024-05-31"), "--dates START must be a date (YYYY-MM-DD), got 'x'"),
+    (("2024-05-31", "2024-02-01"), "--dates START must be <= --dates END 2024-02-01, got '2024-05-31'"),
+])
+def test_plot_dates_refusals_name_the_flag_and_which_value(synth_db, tmp_path, dates, said):
+    """`plot --dates A B` said `start must be a date (YYYY-MM-DD), got start='x'` (fails before: the library's
+    names, and no flag `start`/`end` exists). The one option's two values are named by its metavar START END."""
+    from _cli_helpers import cli, one_line_error
+
+    line = one_line_error(cli("plot", "XLK", "--dates", *dates, "--no-png", "--db", synth_db, "--out", tmp_path))
+    assert line == f"error: {said}", line
