@@ -210,3 +210,29 @@ def test_plot_dates_refusals_name_the_flag_and_which_value(synth_db, tmp_path, d
 
     line = one_line_error(cli("plot", "XLK", "--dates", *dates, "--no-png", "--db", synth_db, "--out", tmp_path))
     assert line == f"error: {said}", line
+
+
+# ------------------------------------------------------------------ 4. the walk-forward worker says the split warning
+def test_a_walkforward_worker_says_the_unrecorded_splits_as_the_coordinator_does(tmp_path, monkeypatch):
+    """The coordinator warns of the unrecorded splits its panel shows (`panel_split_lines`); `walkforward worker`
+    said only the spec's unused keys (fails before: notes == []). Both now say `_setup_notes`: here a planted split
+    line on the tiny walk-forward of test_mutation_kills_wf, the worker joining a registered run."""
+    import optimizer.validate.walkforward as wfmod
+    from optimizer.study.spec import parse_spec
+    from test_mutation_kills_wf import N, RESERVE, SPEC, T, _panel
+
+    spec, p = parse_spec(SPEC), _panel(seed=3, T=T, N=N)
+    line = "AAA: volume doubles and the close halves on 2024-03-04 with no split recorded (a 2-for-1 split?)"
+    monkeypatch.setattr(wfmod, "load_study_data", lambda s, db: (p, RESERVE))
+    monkeypatch.setattr(wfmod, "panel_split_lines", lambda panel: [line] if panel is p else [])
+    db, url = tmp_path / "none.duckdb", f"sqlite:///{tmp_path / 'wf.db'}"
+    ctx, windows, _ = wfmod._setup(spec, db, url, False, None)
+    run = {"spec_hash": spec.spec_hash, "n_trials": ctx.n_trials, "final": False,
+           "windows": [wfmod._window_name(ctx, w) for w in windows], "key": wfmod._run_key(ctx)}
+    monkeypatch.setattr(wfmod, "wait_for_run", lambda *a, **k: run)  # the coordinator's registered run
+    monkeypatch.setattr(wfmod, "_distributed", lambda *a, **k: [])  # every window already done
+    notes: list[str] = []
+    assert wfmod.run_walkforward_worker(spec, db, url, wait=0.0, on_note=notes.append) == []
+    assert notes == [line]
+    with pytest.warns(UserWarning, match="no split recorded"):  # without on_note: a warning, as the coordinator's
+        wfmod.run_walkforward_worker(spec, db, url, wait=0.0)
