@@ -236,3 +236,24 @@ def test_a_walkforward_worker_says_the_unrecorded_splits_as_the_coordinator_does
     assert notes == [line]
     with pytest.warns(UserWarning, match="no split recorded"):  # without on_note: a warning, as the coordinator's
         wfmod.run_walkforward_worker(spec, db, url, wait=0.0)
+
+
+# ------------------------------------------------------------------ 5. fetch finra-api --symbols listed twice
+@pytest.mark.parametrize("symbols, said", [
+    ("AAPL,MSFT,AAPL", "--symbols must list each symbol once, got AAPL twice in --symbols AAPL,MSFT,AAPL"),
+    ("brk/b,AAPL,BRK-B", "--symbols must list each symbol once, got BRK.B twice (as 'brk/b' and 'BRK-B') in "
+                         "--symbols brk/b,AAPL,BRK-B"),
+])
+def test_fetch_finra_api_refuses_a_symbol_listed_twice_as_a_universe_does(tmp_path, symbols, said):
+    """`fetch finra-api --symbols AAPL,MSFT,AAPL` dropped the second AAPL without a word (fails before: the token
+    request went to the closed port, `POST ... failed after 5 attempts`), where every other list of symbols
+    (`--universe`, a spec's universe, `fetch prices --symbols`) refuses it since mend18: the same rule
+    (universe.refuse_repeats), before any request (the API URL is a closed port on 127.0.0.1)."""
+    from _cli_helpers import cli, one_line_error
+
+    env = {"FINRA_API_KEY": "k", "FINRA_API_SECRET": "s", "FINRA_TOKEN_URL": "http://127.0.0.1:9/token",
+           "FINRA_API_URL": "http://127.0.0.1:9"}
+    line = one_line_error(cli("fetch", "finra-api", "--start", "2025-09-10", "--end", "2025-09-11", "--symbols",
+                              symbols, "--db", tmp_path / "db.duckdb", env=env))
+    assert line == f"error: {said}", line
+    assert not (tmp_path / "db.duckdb").exists()
