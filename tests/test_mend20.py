@@ -257,3 +257,32 @@ def test_fetch_finra_api_refuses_a_symbol_listed_twice_as_a_universe_does(tmp_pa
                               symbols, "--db", tmp_path / "db.duckdb", env=env))
     assert line == f"error: {said}", line
     assert not (tmp_path / "db.duckdb").exists()
+
+
+# ------------------------------------------------------------------ 6. one name for the recomputed value
+def test_backtest_and_replay_comparisons_have_the_same_columns(synth_db, tmp_path):
+    """`backtest --params`'s comparison named this run's value `backtest`, `study replay`'s `replayed`: the same
+    concept (a trial's stored metric, its configuration evaluated again on the same data) under two names (fails
+    before: the columns differ). One set now, COMPARISON_COLUMNS, in the JSON rows and the table."""
+    import json
+
+    from _cli_helpers import cli, ok
+    from test_explore21_settings import _SMALL
+
+    from optimizer.study.records import COMPARISON_COLUMNS
+
+    spec = tmp_path / "small.toml"
+    spec.write_text(_SMALL, encoding="utf-8")
+    common = ("--db", synth_db, "--storage", f"sqlite:///{tmp_path / 'st.db'}")
+    ok(cli("study", "run", spec, *common, "--format", "json"))
+    rep = json.loads(ok(cli("study", "replay", "small", "0", *common, "--format", "json")).stdout)
+    best = tmp_path / "best.json"
+    best.write_text(ok(cli("study", "best", "small", "--storage", common[3], "--format", "json")).stdout, "utf-8")
+    bt = json.loads(ok(cli("backtest", "--params", best, "--db", synth_db, "--out", tmp_path / "out", "--no-save",
+                           "--format", "json")).stdout)
+    assert COMPARISON_COLUMNS == ("metric", "stored", "recomputed", "equal")
+    for rows in (rep["comparison"], bt["comparison"]):
+        assert rows and all(tuple(r) == COMPARISON_COLUMNS for r in rows)
+        assert all(r["equal"] and r["recomputed"] == r["stored"] for r in rows)  # both reproduce the trial exactly
+    table = ok(cli("study", "replay", "small", "0", *common)).stdout
+    assert "recomputed" in table and "replayed" not in table
