@@ -286,3 +286,39 @@ def test_backtest_and_replay_comparisons_have_the_same_columns(synth_db, tmp_pat
         assert all(r["equal"] and r["recomputed"] == r["stored"] for r in rows)  # both reproduce the trial exactly
     table = ok(cli("study", "replay", "small", "0", *common)).stdout
     assert "recomputed" in table and "replayed" not in table
+
+
+# ------------------------------------------------------------------ 7. every key of sheet.json is in docs/SIGNALS.md
+def test_every_key_of_a_written_sheet_json_is_named_in_the_signals_doc(synth_db, tmp_path):
+    """docs/SIGNALS.md named neither sheet.json's `sheet` section (its keys) nor the buckets' `oos_avg_return`
+    (fails before: those keys missing from the doc). A sheet with a walk-forward's buckets is written, and each key
+    of the file -- its sections, the `sheet` settings (and their `counts`), a bucket row, a symbol row -- must be
+    named in the doc as `key` (the configuration under `params` is the engine's parameters, docs/ENGINE.md)."""
+    import json
+    import re
+    from pathlib import Path
+
+    from test_signals import CONFIGS, _entry_sessions
+
+    from optimizer.report.sheet import write_sheet_files
+    from optimizer.signals import ParamsRecord, signal_sheet
+
+    wf = tmp_path / "wf"
+    wf.mkdir()
+    (wf / "result.json").write_text("{}")
+    for n in ("walk_forward_summary", "parameter_stability"):
+        (wf / f"{n}.csv").write_text("a\n1\n")
+    for n in ("oos_trades", "oos_equity"):
+        pd.DataFrame({"x": [1]}).to_parquet(wf / f"{n}.parquet")
+    pd.DataFrame({"signal_quality": ["LOW", "HIGH"], "net_return": [0.1, -0.1], "excess_return": [0.05, -0.15],
+                  "open_at_end": [False, False]}).to_parquet(wf / "oos_events.parquet")
+    params = CONFIGS["first_dist"][0]
+    sheet = signal_sheet(ParamsRecord(dict(params)), synth_db, date=_entry_sessions(synth_db, params)[-1],
+                         walkforward=wf)
+    paths = write_sheet_files(sheet.rows, sheet.meta(), [], tmp_path / "out", sheet.buckets)
+    doc = json.loads(paths["json"].read_text(encoding="utf-8"))
+    keys = {*doc, *doc["sheet"], *doc["sheet"]["counts"], *doc["oos_quality_buckets"][0], *doc["rows"][0]}
+    assert {"sheet", "oos_quality_buckets", "rows", "oos_avg_return", "walkforward_mismatch"} <= keys
+    text = (Path(__file__).resolve().parents[1] / "docs" / "SIGNALS.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`([A-Za-z_][\w]*)`", text))
+    assert sorted(keys - named) == [], " ".join(sorted(keys - named))
