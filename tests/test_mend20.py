@@ -322,3 +322,65 @@ def test_every_key_of_a_written_sheet_json_is_named_in_the_signals_doc(synth_db,
     text = (Path(__file__).resolve().parents[1] / "docs" / "SIGNALS.md").read_text(encoding="utf-8")
     named = set(re.findall(r"`([A-Za-z_][\w]*)`", text))
     assert sorted(keys - named) == [], " ".join(sorted(keys - named))
+
+
+# ------------------------------------------------------------------ 8. bench/regime_compare.py: where and how it writes
+def _regime_bench():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "regime_compare.py"
+    spec = importlib.util.spec_from_file_location("_mend20_regime_compare", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_regime_bench_writes_under_the_output_root_whole_and_keeps_a_run_left_mid_swap(tmp_path, monkeypatch):
+    """bench/regime_compare.py wrote `output/` relative to the current directory whatever ACCUMOPT_OUTPUT said
+    (from the checkout: into it), and wrote its CSV in place into the run folder: a kill mid-write left a half
+    CSV that `accumopt report` reads, and a run folder left mid-swap by a killed save (the run whole in
+    `.<name>.new-*`) got a new empty folder in front of it, so the next save threw the run away (fails before:
+    files in the current directory; the run not recovered). Now the output root is every command's
+    (output_root), and the CSV is added as save_walkforward saves (atomic_folder). The walk-forwards themselves
+    (compare_regimes) are replaced by a stand-in table."""
+    from pathlib import Path
+
+    from optimizer.study.spec import load_spec
+
+    bench = _regime_bench()
+    root = Path(__file__).resolve().parents[1]
+    spec_file = root / "studies" / "regime_conditional.toml"
+    seen: list[str] = []
+
+    def compare(spec, db, storage, n_trials=None):
+        seen.append(storage)
+        return pd.DataFrame({"approach": ["pooled", "conditional"], "closed_trades": [3, 4]})
+
+    monkeypatch.setattr(bench, "compare_regimes", compare)
+    out, cwd = tmp_path / "out", tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("ACCUMOPT_OUTPUT", str(out))
+    run = out / "walkforward" / load_spec(spec_file).run.study_name
+    new = run.parent / f".{run.name}.new-0123456789ab"  # a save killed between its two renames
+    new.mkdir(parents=True)
+    (new / "result.json").write_text('{"spec": "x"}')
+    assert bench.main([str(spec_file)]) == 0
+    assert sorted(p.name for p in run.iterdir()) == ["regime_comparison.csv", "result.json"]
+    assert (run / "result.json").read_text() == '{"spec": "x"}'
+    assert sorted(p.name for p in run.parent.iterdir()) == [run.name]  # nothing beside it
+    assert list(cwd.iterdir()) == [] and seen == [f"sqlite:///{(out / 'regime_compare.db').resolve()}"]
+    before = (run / "regime_comparison.csv").read_bytes()
+
+    real = pd.DataFrame.to_csv
+
+    def cut_short(self, path, *args, **kwargs):  # the header and one row, then Ctrl-C
+        real(self.head(1), path, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        bench.main([str(spec_file), "--out", str(out)])
+    assert (run / "regime_comparison.csv").read_bytes() == before
+    assert sorted(p.name for p in run.parent.iterdir()) == [run.name]
