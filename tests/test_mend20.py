@@ -298,7 +298,7 @@ def test_every_key_of_a_written_sheet_json_is_named_in_the_signals_doc(synth_db,
     import re
     from pathlib import Path
 
-    from test_signals import CONFIGS, _entry_sessions
+    from test_signals import CONFIGS
 
     from optimizer.report.sheet import write_sheet_files
     from optimizer.signals import ParamsRecord, signal_sheet
@@ -313,8 +313,7 @@ def test_every_key_of_a_written_sheet_json_is_named_in_the_signals_doc(synth_db,
     pd.DataFrame({"signal_quality": ["LOW", "HIGH"], "net_return": [0.1, -0.1], "excess_return": [0.05, -0.15],
                   "open_at_end": [False, False]}).to_parquet(wf / "oos_events.parquet")
     params = CONFIGS["first_dist"][0]
-    sheet = signal_sheet(ParamsRecord(dict(params)), synth_db, date=_entry_sessions(synth_db, params)[-1],
-                         walkforward=wf)
+    sheet = signal_sheet(ParamsRecord(dict(params)), synth_db, date="2024-02-13", walkforward=wf)
     paths = write_sheet_files(sheet.rows, sheet.meta(), [], tmp_path / "out", sheet.buckets)
     doc = json.loads(paths["json"].read_text(encoding="utf-8"))
     keys = {*doc, *doc["sheet"], *doc["sheet"]["counts"], *doc["oos_quality_buckets"][0], *doc["rows"][0]}
