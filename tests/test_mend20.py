@@ -72,13 +72,19 @@ def test_a_v8_store_gets_its_times_as_instants_and_old_rows_keep_their_meaning(t
 
 
 def test_the_v9_migration_stopped_midway_leaves_the_v8_store_as_it_was(tmp_path, monkeypatch):
-    """The v9 migration is one transaction: a failure after its two ALTERs leaves v8, both columns TIMESTAMP and
-    the rows unchanged (fails before: there is no v9, MIGRATIONS[8] is past the list); the next opening finishes it."""
+    """The v9 migration is one transaction: stopped after its two ALTERs (a Ctrl-C there), the store stays at v8,
+    both columns TIMESTAMP and the rows unchanged (fails before: there is no v9 migration to stop); the next opening
+    finishes it."""
     db = tmp_path / "v8.duckdb"
     _store_at_v8(db)
-    migrations = list(store.MIGRATIONS)
-    monkeypatch.setattr(store, "MIGRATIONS", [*migrations[:8], migrations[8] + ";\nSELECT error('killed here')"])
-    with pytest.raises(duckdb.Error, match="killed here"):
+    real = store._times_with_zone
+
+    def killed(con):
+        real(con)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store, "_times_with_zone", killed)
+    with pytest.raises(KeyboardInterrupt):
         store.connect(db)
     con = duckdb.connect(str(db), read_only=True)
     try:
@@ -88,12 +94,49 @@ def test_the_v9_migration_stopped_midway_leaves_the_v8_store_as_it_was(tmp_path,
         assert con.execute("SELECT opened_at FROM reserve_ledger").fetchall() == [(dt.datetime(2026, 12, 1, 10, 0),)]
     finally:
         con.close()
-    monkeypatch.setattr(store, "MIGRATIONS", migrations)
+    monkeypatch.setattr(store, "_times_with_zone", real)
     con = store.connect(db)
     try:
         assert set(_types(con).values()) == {"TIMESTAMP WITH TIME ZONE"}
     finally:
         con.close()
+
+
+_KILLED_AFTER_MIGRATING = """
+import os, sys
+import optimizer.data.store as store
+con = store.connect(sys.argv[1])  # migrated to v9 in the write-ahead log
+con.execute("INSERT INTO reserve_ledger VALUES ('2024-06-28', TIMESTAMPTZ '2026-12-02 10:00:00+00', 'x', NULL, NULL)")
+os._exit(0)  # killed before any checkpoint: the next opening replays the log
+"""
+
+
+def test_a_store_killed_right_after_the_v9_migration_opens_without_the_network(tmp_path):
+    """A store killed before its checkpoint is opened by replaying DuckDB's write-ahead log. A v9 written with
+    DuckDB's time-zone function (timezone('UTC', ...)) made that replay fail: it binds the ICU extension before the
+    built-in one is loaded and tries to download it ('Failed to download extension "icu"', measured in
+    test_explore18_resources' full-disk ingest, whose store stays in its log). The migration casts text with an
+    explicit offset; the replayed store holds the migrated rows (here a v8 store, then a new store)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for name, make in (("v8.duckdb", _store_at_v8), ("new.duckdb", None)):
+        db = tmp_path / name
+        if make is not None:
+            make(db)
+        p = subprocess.run([sys.executable, "-c", _KILLED_AFTER_MIGRATING, str(db)], cwd=root, capture_output=True,
+                           text=True, timeout=120)
+        assert p.returncode == 0, p.stderr[-2000:]
+        assert Path(f"{db}.wal").exists()  # the migration is in the log only
+        con = duckdb.connect(str(db), read_only=True)
+        try:
+            assert set(_types(con).values()) == {"TIMESTAMP WITH TIME ZONE"}
+            got = [r[0] for r in con.execute("SELECT opened_at FROM reserve_ledger ORDER BY 1").fetchall()]
+        finally:
+            con.close()
+        assert got[-1] == dt.datetime(2026, 12, 2, 10, 0, tzinfo=UTC) and len(got) == (2 if make else 1)
 
 
 def test_new_sheet_rows_and_ledger_openings_store_the_instant_of_the_write(tmp_path, tokyo):
