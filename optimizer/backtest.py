@@ -47,7 +47,7 @@ from optimizer.params import engine_params
 from optimizer.paths import check_out_writable, existing_store, under
 from optimizer.report.backtest import make_run_id, write_backtest, write_backtest_files, write_market_regimes
 from optimizer.study.data import load_universe_panel, priced_before, universe_symbols
-from optimizer.study.records import ConfigRecord
+from optimizer.study.records import COMPARISON_COLUMNS, ConfigRecord
 from optimizer.study.reserve import opening_warning, record_if_opened, refuse_reserve, store_reserve_start
 
 __all__ = ["BACKTEST_METRICS", "BacktestRun", "backtest", "save_backtest", "compare_metrics"]
@@ -84,16 +84,16 @@ class BacktestRun:
 
 
 def compare_metrics(stored: Mapping[str, Any], now: Mapping[str, Any], tol: float = 0.0) -> pd.DataFrame:
-    """Each metric both hold: stored value, this run's value, and whether they agree (bit for bit by default;
-    relative ``tol`` if given; NaN = NaN)."""
+    """Each metric both hold: stored value, this run's value (``recomputed``), and whether they agree (bit for bit
+    by default; relative ``tol`` if given; NaN = NaN). Columns ``COMPARISON_COLUMNS``."""
     rows = []
     for k in now:
         if k not in stored or not isinstance(stored[k], (int, float)) or isinstance(stored[k], bool):
             continue
         a, b = float(stored[k]), float(now[k])
         same = (math.isnan(a) and math.isnan(b)) or abs(a - b) <= tol * max(1.0, abs(a), abs(b))
-        rows.append({"metric": k, "stored": a, "backtest": b, "equal": bool(same)})
-    return pd.DataFrame(rows, columns=["metric", "stored", "backtest", "equal"])
+        rows.append({"metric": k, "stored": a, "recomputed": b, "equal": bool(same)})
+    return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
 
 
 def save_backtest(res: Result, panel: Panel, db: str | Path, out_root: str | Path = "output",

@@ -286,8 +286,9 @@ def test_write_scan_png_required_without_kaleido_fails_before_nothing_is_lost(st
     r = scan(store, lookback=4, min_periods=4, top=2)
     with pytest.raises(DataError, match=r"PNG output needs kaleido: install the png extra"):
         write_scan(store, r, tmp_path / "scanner", png=True)
-    day = tmp_path / "scanner" / "2024-07-10"
-    assert (day / "scanner_top.html").is_file() and (day / "scanner_top.csv").is_file()  # the HTML/CSV are written
+    # all or nothing (mend20): no HTML / CSV without the PNGs asked for, no table rows, no temporary folder
+    assert not (tmp_path / "scanner" / "2024-07-10").exists() and not list((tmp_path / "scanner").iterdir())
+    assert store.execute("SELECT count(*) FROM scanner_daily_metrics").fetchall() == [(0,)]
     paths = write_scan(store, r, tmp_path / "auto")  # auto: no kaleido -> HTML only, no error
     assert "top_png" not in paths
 

@@ -50,7 +50,7 @@ from optimizer.data.calendar import DateLike, as_date, session_days
 from optimizer.data.coverage import MIN_COVERAGE, SourceCoverage, source_coverage
 from optimizer.data.store import consolidated_short_sql, table_exists, transaction
 from optimizer.errors import DataError, check_param
-from optimizer.paths import atomic_write
+from optimizer.paths import atomic_folder
 from optimizer.report.files import write_figures
 from optimizer.report.theme import themed
 from optimizer.settings import SCANNER_MIN_SESSIONS
@@ -336,9 +336,16 @@ def scan_figures(result: ScanResult) -> tuple[go.Figure, go.Figure]:
     return bar, hist
 
 
+# every file write_scan writes in a day's folder: a re-run replaces them as a set (one it does not write this time,
+# scanner_metrics.csv without export_full or a PNG without kaleido, is removed, never left beside the new files)
+_SCAN_FILES = ("scanner_metrics.csv", "scanner_top.csv", "scanner_top.html", "scanner_scores.html", "scanner_top.png",
+               "scanner_scores.png")
+
+
 def write_scan(con: duckdb.DuckDBPyConnection, result: ScanResult, out_root: str | Path = "output/scanner",
                export_full: bool = True, png: bool | None = None) -> dict[str, Path]:
-    """Replace ``result.date``'s rows of ``scanner_daily_metrics`` (one transaction) and write the files.
+    """Write the files and replace ``result.date``'s rows of ``scanner_daily_metrics`` (one transaction), all or
+    nothing.
 
     Files in ``out_root/YYYY-MM-DD/``: scanner_metrics.csv (all symbols; only with ``export_full``, the pipeline's
     SCANNER_EXPORT_FULL), scanner_top.csv, scanner_top.html (bar chart of the top scores), scanner_scores.html
@@ -346,31 +353,36 @@ def write_scan(con: duckdb.DuckDBPyConnection, result: ScanResult, out_root: str
     = when kaleido is installed, True = required, False = never; see ``optimizer.report.files``). HTML embeds
     plotly.js (opens offline). Returns {"table", "metrics_csv", "top_csv", "top_html", "scores_html"[, "top_png",
     "scores_png"]} paths (table: a pseudo-path name; metrics_csv absent without ``export_full``).
+
+    The day's folder is written whole (``paths.atomic_folder``): the files into a temporary folder, then the table's
+    rows, then the folder swapped in. An error (a required PNG that cannot be made, a full disk, Ctrl-C) leaves the
+    folder and the table as they were and names what failed; a re-run leaves none of the previous run's scanner
+    files beside the new ones (``_SCAN_FILES``; other files in the folder are kept).
     """
     _ensure_table(con)
     frame = result.metrics[[c for c, _ in SCANNER_COLUMNS]]
     cols = ", ".join(c for c, _ in SCANNER_COLUMNS)
-    con.register("_scan_frame", frame)
-    try:
-        with transaction(con):
-            con.execute("DELETE FROM scanner_daily_metrics WHERE date = ?", [result.date])
-            con.execute(f"INSERT INTO scanner_daily_metrics ({cols}) SELECT {cols} FROM _scan_frame")
-    finally:
-        con.unregister("_scan_frame")
     out = Path(out_root) / result.date.isoformat()
-    out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
-    if export_full:
-        paths["metrics_csv"] = out / "scanner_metrics.csv"
-        atomic_write(paths["metrics_csv"], lambda t: result.metrics.to_csv(t, index=False))
-    paths["top_csv"] = out / "scanner_top.csv"
-    atomic_write(paths["top_csv"], lambda t: result.top.to_csv(t, index=False))
     bar, hist = scan_figures(result)
-    written = write_figures([(bar, out / "scanner_top.html"), (hist, out / "scanner_scores.html")], png)
-    paths["top_html"], paths["scores_html"] = out / "scanner_top.html", out / "scanner_scores.html"
-    for key, name in (("top_png", "scanner_top.png"), ("scores_png", "scanner_scores.png")):
-        if out / name in written:
-            paths[key] = out / name
+    with atomic_folder(out, drop=_SCAN_FILES) as t:
+        if export_full:
+            paths["metrics_csv"] = out / "scanner_metrics.csv"
+            result.metrics.to_csv(t / "scanner_metrics.csv", index=False)
+        paths["top_csv"] = out / "scanner_top.csv"
+        result.top.to_csv(t / "scanner_top.csv", index=False)
+        written = write_figures([(bar, t / "scanner_top.html"), (hist, t / "scanner_scores.html")], png, shown_in=out)
+        paths["top_html"], paths["scores_html"] = out / "scanner_top.html", out / "scanner_scores.html"
+        for key, name in (("top_png", "scanner_top.png"), ("scores_png", "scanner_scores.png")):
+            if t / name in written:
+                paths[key] = out / name
+        con.register("_scan_frame", frame)  # last: a failure above leaves the table as it was
+        try:
+            with transaction(con):
+                con.execute("DELETE FROM scanner_daily_metrics WHERE date = ?", [result.date])
+                con.execute(f"INSERT INTO scanner_daily_metrics ({cols}) SELECT {cols} FROM _scan_frame")
+        finally:
+            con.unregister("_scan_frame")
     return {"table": Path("scanner_daily_metrics"), **paths}
 
 

@@ -413,7 +413,9 @@ def flag_message(message: str, command: click.Command | None, args: Sequence[str
     as typed (``--buy`` or ``--buy-threshold``): ``--z-window must be >= 2, got 1``. The flag of a parameter is
     the command's click option (``Option.name`` -> its ``opts``; the engine parameters' flags are made from the
     registry, ``cli.backtest``): the one mapping. A value from a spec, a parameters file, the environment or a
-    default keeps its parameter's name (a spec's own errors name its key)."""
+    default keeps its parameter's name (a spec's own errors name its key). An option of several values
+    (``--dates START END``) names each value by its metavar's word, which is the library parameter's name in
+    capitals: ``start must be a date ...`` -> ``--dates START must be a date ...``."""
     if command is None:
         return message
     typed: dict[str, str] = {}
@@ -422,7 +424,12 @@ def flag_message(message: str, command: click.Command | None, args: Sequence[str
             continue
         flag = next((a.split("=", 1)[0] for a in args if a.split("=", 1)[0] in (*opt.opts, *opt.secondary_opts)
                      and a.startswith("--")), None)
-        if flag is not None:
+        if flag is None:
+            continue
+        words = (opt.metavar or "").split()
+        if opt.nargs > 1 and len(words) == opt.nargs:  # one flag, several values: each named by its metavar word
+            typed.update({w.lower(): f"{flag} {w}" for w in words})
+        else:
             typed[opt.name] = flag
     for name, flag in typed.items():
         if message.startswith(f"{name} "):

@@ -111,7 +111,8 @@ def table_cmd(date, tickers, style, db, out, columns, wide, fmt):
 
 @click.command("plot")
 @click.argument("ticker")
-@click.option("--dates", nargs=2, default=(None, None), help="START END (default: all).")
+@click.option("--dates", nargs=2, default=(None, None), metavar="START END",
+              help="First and last date, YYYY-MM-DD (default: all).")
 @click.option("--mode", type=click.Choice(["layered", "short_only", "both"]), default="layered", show_default=True,
               help="layered: short ratio, lit imbalance and price together; short_only; both: one file each.")
 @_png_option

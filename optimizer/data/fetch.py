@@ -48,6 +48,7 @@ from optimizer.errors import AccumoptError, ParameterError, quoted
 from optimizer.paths import atomic_write
 from optimizer.data.ingest.finra_short import FAMILIES
 from optimizer.data.symbols import canonical_or_none, canonical_symbol
+from optimizer.data.universe import refuse_repeats
 
 __all__ = [
     "FetchError",
@@ -312,7 +313,9 @@ def fetch_finra_api(
     if page_size < 1:
         raise ParameterError(f"page_size must be >= 1, got page_size={page_size!r}")
     if symbols is not None:  # one spelling per security (BRK/B, brk.b -> BRK.B); an invalid one is refused by name
-        symbols = list(dict.fromkeys(canonical_symbol(s, "symbols") for s in symbols))
+        written = [str(s).strip() for s in symbols]
+        symbols = [canonical_symbol(s, "symbols") for s in symbols]
+        refuse_repeats(",".join(written), written, symbols, "symbols")  # a security listed twice: universe's rule
         if not symbols:
             raise ParameterError("symbols must name at least one symbol (or be None for every symbol), got symbols=[]")
     d0, d1 = _span(start, end)

@@ -227,7 +227,7 @@ MIGRATIONS: list[str] = [
         span_start DATE,                      -- positions are replayed from this session
         regime_filter VARCHAR,
         params VARCHAR NOT NULL,              -- the complete configuration (JSON, Config.to_params)
-        created_at TIMESTAMP NOT NULL,
+        created_at TIMESTAMP NOT NULL,        -- TIMESTAMPTZ since v9
         PRIMARY KEY (date, params_hash, symbol)
     );
     """,
@@ -235,7 +235,7 @@ MIGRATIONS: list[str] = [
     """
     CREATE TABLE IF NOT EXISTS reserve_ledger (
         reserve_start DATE NOT NULL,          -- first session of the final reserve that was opened
-        opened_at TIMESTAMP NOT NULL,
+        opened_at TIMESTAMP NOT NULL,         -- TIMESTAMPTZ since v9
         command VARCHAR NOT NULL,             -- walkforward --final, backtest --final, ...
         subject VARCHAR,                      -- the study, or the configuration (params hash), evaluated on it
         span_end DATE                         -- the last session evaluated
@@ -248,6 +248,8 @@ MIGRATIONS: list[str] = [
     _SPLITS_DDL,
     # v8: finra_short_daily's rows without their per-row facility / source_file strings (see _finra_short_sources)
     "_finra_short_sources",
+    # v9: signal_sheet.created_at and reserve_ledger.opened_at stored with their zone (see _times_with_zone)
+    "_times_with_zone",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -346,6 +348,31 @@ def _finra_short_sources(con: duckdb.DuckDBPyConnection) -> None:
                         "AND s.source_file = f.source_file AND NOT s.dated ORDER BY f._row")
         con.execute("DROP TABLE finra_short_daily")
     con.execute(_FINRA_SHORT_VIEW)
+
+
+def _times_with_zone(con: duckdb.DuckDBPyConnection) -> None:
+    """The two real times a row records become TIMESTAMPTZ (an instant, read back in the session's zone: the
+    machine's). Their older rows keep their meaning: signal_sheet.created_at was written as UTC without a zone;
+    reserve_ledger.opened_at as the writing machine's local time without a zone, which ``calendar.local_time``
+    printed as this machine's local time: each distinct value is given its offset here by that rule (Python's
+    ``datetime.astimezone``, the offset of its own instant).
+
+    The conversions are text with an explicit offset cast to TIMESTAMPTZ: DuckDB's time-zone functions
+    (``timezone``) and a cast of a naive TIMESTAMP read the session's zone through the ICU extension, which a replay
+    of the write-ahead log (a store killed before its checkpoint) binds before the built-in extension is loaded and
+    then tries to download (measured: 'Failed to download extension "icu"'); a cast of text with its offset does
+    not, and gives the same instant in any session zone."""
+    import datetime as dt
+
+    con.execute("ALTER TABLE signal_sheet ALTER COLUMN created_at TYPE TIMESTAMPTZ "
+                "USING CAST(CAST(created_at AS VARCHAR) || '+00:00' AS TIMESTAMPTZ)")
+    stored = [r[0] for r in con.execute("SELECT DISTINCT opened_at FROM reserve_ledger ORDER BY 1").fetchall()]
+    # each value's text -> the same wall-clock time with this machine's offset at that instant (our own ISO text of
+    # a stored datetime: no user text reaches the SQL)
+    cases = " ".join(f"WHEN TIMESTAMP '{t.isoformat()}' THEN '{t.astimezone().isoformat()}'" for t in stored
+                     if isinstance(t, dt.datetime))
+    text = f"CASE opened_at {cases} END" if cases else "CAST(opened_at AS VARCHAR) || '+00:00'"
+    con.execute(f"ALTER TABLE reserve_ledger ALTER COLUMN opened_at TYPE TIMESTAMPTZ USING CAST({text} AS TIMESTAMPTZ)")
 
 
 def stored_in(table: str) -> str:

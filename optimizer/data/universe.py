@@ -27,6 +27,7 @@ __all__ = [
     "resolve_universe",
     "is_listed",
     "refuse_listed_without_rows",
+    "refuse_repeats",
     "parent_etf",
     "universe_label",
     "unpriced_note",
@@ -137,16 +138,17 @@ def refuse_listed_without_rows(universe: str | Sequence[str] | None, symbols: Se
                     f"choose a span that holds {'it' if one else 'them'})")
 
 
-def _refuse_repeats(value: object, written: Sequence[str], syms: Sequence[str]) -> None:
-    """A listed universe names each symbol once: a symbol listed twice (``SPY, SPY``; ``brk/b, BRK-B``: one
-    canonical symbol) is refused naming it, rather than recorded twice or dropped without a word (the one rule of
-    a spec's ``[data] universe``, a ``--universe`` flag and the API's ``universe``)."""
+def refuse_repeats(value: object, written: Sequence[str], syms: Sequence[str], name: str = "universe") -> None:
+    """A list of symbols names each symbol once: a symbol listed twice (``SPY, SPY``; ``brk/b, BRK-B``: one
+    canonical symbol, ``syms[i]`` of ``written[i]``) is refused naming it and ``name`` (the parameter ``value``
+    came from), rather than recorded twice or dropped without a word (the one rule of a spec's ``[data] universe``,
+    a ``--universe`` flag, the API's ``universe`` and ``fetch_finra_api``'s ``symbols``)."""
     first: dict[str, str] = {}
     for raw, sym in zip(written, syms):
         if sym in first:
             how = f" (as {first[sym]!r} and {raw!r})" if first[sym] != raw else ""
-            raise ParameterError(f"universe must list each symbol once, got {sym} twice{how} in "
-                                 f"universe={str(value)[:200]}")
+            raise ParameterError(f"{name} must list each symbol once, got {sym} twice{how} in "
+                                 f"{name}={str(value)[:200]}")
         first[sym] = raw
 
 
@@ -194,7 +196,7 @@ def resolve_universe(value: str | Sequence[str] | None, available: Iterable[str]
     written = syms
     syms = [canonical_symbol(s, "universe symbol") for s in syms]
     if not isinstance(value, str) or key not in tiers:
-        _refuse_repeats(value, written, syms)
+        refuse_repeats(value, written, syms)
     ctx = [s for s in syms if is_context_symbol(s)]
     if ctx:
         raise ParameterError(

@@ -335,7 +335,7 @@ def write_backtest_files(
         bl = baseline.assign(run_id=run_id)[["run_id", *baseline.columns]]
         run.insert(0, "run_id", run_id)
     run.insert(1 if run_id is not None else 0, "created_at",
-               datetime.now(timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds"))
+               datetime.now(timezone.utc).isoformat(timespec="seconds"))  # with its offset, +00:00
     paths = {
         "signal_events": d / "signal_events.parquet",
         "frequency_baseline": d / "frequency_baseline.csv",

@@ -36,9 +36,12 @@ def _html_path(path: str | Path) -> Path:
     return p if p.suffix.lower() == ".html" else p.with_suffix(".html")
 
 
-def write_figures(items: Sequence[tuple[go.Figure, str | Path]], png: bool | None = None) -> list[Path]:
+def write_figures(items: Sequence[tuple[go.Figure, str | Path]], png: bool | None = None,
+                  shown_in: str | Path | None = None) -> list[Path]:
     """Write each (figure, path) as self-contained HTML (plotly.js embedded, ``.html`` suffix enforced) and, per
-    ``png`` (module docstring), a ``.png`` beside it. Returns every path written, HTML first."""
+    ``png`` (module docstring), a ``.png`` beside it. Returns every path written, HTML first. ``shown_in``: the
+    folder a message names the files in (the paths are in the temporary folder of ``paths.atomic_folder``, the
+    user's files will be in ``shown_in``)."""
     if png not in (None, True, False):
         raise ParameterError(f"png must be None (auto), True or False, got png={png!r}")
     written: list[Path] = []
@@ -63,7 +66,8 @@ def write_figures(items: Sequence[tuple[go.Figure, str | Path]], png: bool | Non
         # export keeps the previous PNGs, never a half-written one
         atomic_write_many(pngs, lambda tmps: pio.write_images([f for f, _ in items], tmps, format="png"))
     except Exception as e:  # noqa: BLE001 - kaleido/browser failures have many types; reported, never swallowed
-        msg = f"PNG export failed for {', '.join(str(x) for x in pngs)}: {type(e).__name__}: {e}"
+        shown = [Path(shown_in) / x.name if shown_in is not None else x for x in pngs]
+        msg = f"PNG export failed for {', '.join(str(x) for x in shown)}: {type(e).__name__}: {e}"
         if png:
             raise DataError(f"{msg}; {PNG_HINT}") from None
         warnings.warn(msg + " (the HTML files were written)", RuntimeWarning, stacklevel=2)

@@ -60,7 +60,7 @@ def write_sheet_table(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame) -> in
     extra = [c for c in frame.columns if c not in types]
     if extra:
         raise DataError(f"{SHEET_TABLE} has no column(s) {', '.join(extra)}")
-    df = frame.assign(created_at=datetime.now(timezone.utc).replace(tzinfo=None))
+    df = frame.assign(created_at=datetime.now(timezone.utc))  # an instant (TIMESTAMPTZ since store v9)
     sel = []
     for c in df.columns:
         t = types[c]

@@ -67,7 +67,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "StudyRecord", "TrialRecord", "ConfigRecord", "read_study", "write_study", "read_trial", "write_config",
-    "config_key", "STUDY_KEYS", "METRICS", "FOLDS", "FOLD_SHOWN", "fold_key", "shown_fold", "CONFIG", "REPEAT_OF",
+    "config_key", "COMPARISON_COLUMNS",
+    "STUDY_KEYS", "METRICS", "FOLDS", "FOLD_SHOWN", "fold_key", "shown_fold", "CONFIG", "REPEAT_OF",
     "SEEDED", "OPENINGS", "seeded",
     "mark_seeded", "reserve_openings", "add_reserve_opening", "reserve_log_name", "is_internal", "window_attrs",
     "set_trials_target", "trial_counts", "complete_trials", "direction_sign", "ranked_trials",
@@ -77,6 +78,11 @@ __all__ = [
     "metrics_tolerance", "rounded_note", "defaulted_note", "LOST", "RETRY_OF", "lost_reason", "retry_of",
     "end_claim",
 ]
+
+# the columns of a comparison of a trial's stored metrics with its configuration evaluated again: `backtest
+# --params` (backtest.compare_metrics) and `study replay` (study.replay) make the same table, one name a column
+# (JSON keys too; before 2026-12-05 the recomputed value was `backtest` in one and `replayed` in the other)
+COMPARISON_COLUMNS = ("metric", "stored", "recomputed", "equal")
 
 # trial attribute keys
 METRICS = "metrics"

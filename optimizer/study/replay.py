@@ -15,7 +15,7 @@ import pandas as pd
 
 from optimizer.errors import DataError
 from optimizer.study.data import load_study_data, prepare_data
-from optimizer.study.records import metrics_tolerance, read_study, read_trial, rounded_note
+from optimizer.study.records import COMPARISON_COLUMNS, metrics_tolerance, read_study, read_trial, rounded_note
 from optimizer.study.run import git_commit
 from optimizer.study.storage import study_names
 from optimizer.study.space import trial_config
@@ -36,7 +36,8 @@ def replay_trial(storage: Any, name: str, number: int, db: str | Path) -> dict[s
     """Re-evaluate COMPLETE trial ``number`` of study ``name`` on the store ``db`` (same spec, span and folds as
     stored with the study; the trial's stored effective configuration) and compare value, overall metrics and
     per-fold metrics with the stored ones. The span ends before the final reserve by construction.
-    ``{"reproduced", "comparison" (key, stored, replayed, equal), "params", "fingerprint", commits}``."""
+    ``{"reproduced", "comparison" (metric, stored, recomputed, equal: the columns of ``backtest --params``'s
+    comparison), "params", "fingerprint", commits}``."""
     try:
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
@@ -69,15 +70,15 @@ def replay_trial(storage: Any, name: str, number: int, db: str | Path) -> dict[s
     values = list(out["values"])
     for i, v in enumerate(values):
         sv = trial.values[i] if trial.values else None
-        rows.append({"metric": "value" if len(values) == 1 else f"value_{i}", "stored": sv, "replayed": v, "equal": _close(sv, v, tol)})
+        rows.append({"metric": "value" if len(values) == 1 else f"value_{i}", "stored": sv, "recomputed": v, "equal": _close(sv, v, tol)})
     for k, v in out["overall"].items():
         if k in stored:
-            rows.append({"metric": k, "stored": stored[k], "replayed": v, "equal": _close(stored[k], v, tol)})
+            rows.append({"metric": k, "stored": stored[k], "recomputed": v, "equal": _close(stored[k], v, tol)})
     for i, (sf, rf) in enumerate(zip(stored_trial.folds, out["folds"])):
         for k in ("closed_trades", "rank_score", "avg_excess_return"):
             if k in sf:
-                rows.append({"metric": f"fold{i}.{k}", "stored": sf[k], "replayed": rf[k], "equal": _close(sf[k], rf[k], tol)})
-    comp = pd.DataFrame(rows)
+                rows.append({"metric": f"fold{i}.{k}", "stored": sf[k], "recomputed": rf[k], "equal": _close(sf[k], rf[k], tol)})
+    comp = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
     return {"study": name, "trial": number, "params": dict(trial.params), "reproduced": bool(comp["equal"].all()),
             "comparison": comp, "fingerprint": data.fingerprint,
             "stored_commit": rec.git_commit, "current_commit": git_commit(),

@@ -121,7 +121,7 @@ def record_opening(db: str | Path, reserve_start: Any, command: str, subject: st
     try:
         with transaction(con):
             con.execute(f"INSERT INTO {LEDGER} VALUES (?, ?, ?, ?, ?)",
-                        [pd.Timestamp(reserve_start).date(), dt.datetime.now().replace(microsecond=0), command,
+                        [pd.Timestamp(reserve_start).date(), dt.datetime.now(dt.timezone.utc).replace(microsecond=0), command,
                          subject, None if span_end is None else pd.Timestamp(span_end).date()])
     finally:
         con.close()

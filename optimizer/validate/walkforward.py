@@ -817,8 +817,7 @@ def run_walkforward(
     T, limit = len(ctx.panel.dates), ctx.limit
     msgs = _reserve_record(db, spec, str(ctx.panel.dates[reserve])[:10] if reserve < T else None, final,
                            str(ctx.panel.dates[limit - 1])[:10])
-    msgs += panel_split_lines(ctx.panel)  # unrecorded splits in the data: once, not per window
-    msgs += _unused_notes(spec, ctx.n_trials)
+    msgs += _setup_notes(ctx)
     for m in msgs:
         warnings.warn(m, stacklevel=2)
     prog = Progress(console=Console(stderr=True)) if progress else None  # stderr: stdout is the command's report
@@ -847,6 +846,12 @@ def run_walkforward(
     if out_dir is not None:
         _write_summary(res, Path(out_dir))
     return res
+
+
+def _setup_notes(ctx: _RunContext) -> list[str]:
+    """What the coordinator and each worker say of the run they set up (the one list for both): the unrecorded
+    splits in the data (once, not per window) and what the spec sets that no window uses."""
+    return [*panel_split_lines(ctx.panel), *_unused_notes(ctx.spec, ctx.n_trials)]
 
 
 def _unused_notes(spec: StudySpec, n_trials: int) -> list[str]:
@@ -897,8 +902,9 @@ def run_walkforward_worker(spec: StudySpec, db: str | Path, storage_url: str | N
     and run whole windows (``jobs`` local processes) until every window is done; the window studies this
     process ran (its forked processes' not included). Waits up to ``wait`` seconds for the coordinator to have
     registered the run (``on_ready``: called once when it starts looking for it, ``distributed.wait_for_run``).
-    ``on_note``: called with each note on what the spec sets that no window uses (``[run] timeout``,
-    ``[seed_from]``, as the coordinator says them); default: a UserWarning.
+    ``on_note``: called with each note the coordinator says of the run (``_setup_notes``: the unrecorded splits in
+    this machine's data, what the spec sets that no window uses: ``[run] timeout``, ``[seed_from]``, ``[cv]``
+    keys); default: a UserWarning.
     This machine's store must give the same windows (same spec, same data): else a ``DataError``. The coordinator
     computes the results."""
     if jobs < 1:
@@ -923,7 +929,7 @@ def run_walkforward_worker(spec: StudySpec, db: str | Path, storage_url: str | N
                         f"{_run_key(ctx)}, the coordinator's {run['key']}): the same windows, but other data in {db} "
                         "or other [walkforward] n_splits / embargo in the spec; every worker needs the same spec "
                         "file and data")
-    for m in _unused_notes(spec, ctx.n_trials):
+    for m in _setup_notes(ctx):
         on_note(m) if on_note is not None else warnings.warn(m, stacklevel=2)
     return _distributed(ctx, windows, run, jobs, collect=False)
 
