@@ -64,6 +64,10 @@ from optimizer.data.synth import SynthConfig, synth_to_db
 
 # Hypothesis profiles: few examples in the edit loop (make test-fast), more in CI. No deadline: numba compiles on
 # first use and the machine is shared. Select with HYPOTHESIS_PROFILE; CI=true selects "ci".
+# CI keeps its 40 examples: they cost little. Measured (2026-12-05, `-n 0`, each test's CPU with its waited children,
+# the two files holding @given: test_properties.py, test_rolling_kernels.py): 12.0 s under "ci", 9.1 s under
+# "default" (25), so dropping CI to 25 would save ~3 CPU s of the suite's ~565 (the bar to drop them was 15 s).
+# test_properties' round-trip test keeps its own count (a study per example: default // 5, i.e. ci 8).
 _HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large]
 settings.register_profile("fast", max_examples=8, deadline=None, suppress_health_check=_HEALTH)
 settings.register_profile("default", max_examples=25, deadline=None, suppress_health_check=_HEALTH)
@@ -195,6 +199,50 @@ def _build(tmp_path_factory: pytest.TempPathFactory, name: str, cfg: SynthConfig
     shutil.copy(shared / "store.duckdb", root / "store.duckdb")
     (root / "raw").symlink_to(shared / "raw", target_is_directory=True)
     return root / "store.duckdb"
+
+
+def _built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build) -> Path:
+    """The folder ``build(folder)`` filled, run once per session: under pytest-xdist once for every worker (the first
+    worker to ask builds it in the session's shared temp folder under a file lock, the others wait); the folder is
+    shared, so a test copies what it writes to."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is None or fcntl is None:
+        root = tmp_path_factory.mktemp(name)
+        build(root)
+        return root
+    shared = tmp_path_factory.getbasetemp().parent / f"shared_{name}"
+    with open(f"{shared}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (shared / "done").exists():
+            shutil.rmtree(shared, ignore_errors=True)
+            shared.mkdir()
+            build(shared)
+            (shared / "done").write_text(worker, encoding="utf-8")
+    return shared
+
+
+# The small store of the command tests (tests/test_cli.py, tests/test_terminal.py): tier1 (15 ETFs) x 2024 H1 (124
+# sessions), the default seed and effect, built through ``data synth`` itself. Both files built the very same store
+# (~1.2 s of CPU each); now built once per session.
+TIER1_H1_ARGS = ("--start", "2024-01-02", "--end", "2024-06-28", "--universe", "tier1")
+
+
+@pytest.fixture(scope="session")
+def tier1_h1_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """(folder, summary): the folder holds ``store.duckdb`` and the raw files under ``raw/`` as ``accumopt data synth
+    --out FOLDER/raw --db FOLDER/store.duckdb`` (TIER1_H1_ARGS) wrote them; the summary is the command's JSON. SHARED
+    by the session: a module copies ``store.duckdb`` into its own folder (``shutil.copy``) and reads ``raw/``."""
+    def build(root: Path) -> None:
+        from _cli_helpers import cli
+
+        settings_env = {"MIN_LIT_VOLUME": None, "TICKERS": None, **{k: None for k in os.environ if k.startswith("SCANNER_")}}
+        res = cli("data", "synth", "--out", root / "raw", "--db", root / "store.duckdb", *TIER1_H1_ARGS,
+                  "--format", "json", env=settings_env)  # a developer's shell settings cannot change the store
+        assert res.exit_code == 0, f"{res.output}\n{res.exception!r}"
+        (root / "summary.json").write_text(res.stdout, encoding="utf-8")
+
+    root = _built_once(tmp_path_factory, "tier1_h1", build)
+    return root, json.loads((root / "summary.json").read_text(encoding="utf-8"))
 
 
 def _held_open(db: Path) -> Iterator[Path]:

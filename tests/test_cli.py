@@ -101,13 +101,14 @@ ALL_COMMANDS = {" ".join(p): c for p, c in walk(main) if p}
 
 # ------------------------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """(db path, synth JSON summary) of the small synthetic store, built through the CLI."""
-    d = tmp_path_factory.mktemp("store")
-    db = d / "db.duckdb"
-    res = run("data", "synth", "--out", d / "raw", "--db", db, "--start", START, "--end", END,
-              "--universe", "tier1", "--format", "json")
-    return db, as_json(res)
+def store(tmp_path_factory, tier1_h1_store):
+    """(db path, synth JSON summary) of the small synthetic store, built through the CLI (``data synth``: once per
+    session, tests/conftest.py's ``tier1_h1_store``, which tests/test_terminal.py reads too; START / END / tier1 are
+    its span and universe, test_synth_summary and test_data_info_json check them); this module's own copy."""
+    built, summary = tier1_h1_store
+    db = tmp_path_factory.mktemp("store") / "db.duckdb"
+    shutil.copy(built / "store.duckdb", db)
+    return db, summary
 
 
 @pytest.fixture

@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from _cli_helpers import cli, ok
+from _cli_helpers import one_line_error as cli_one_line_error
 
 pytestmark = pytest.mark.skipif(not hasattr(resource, "RLIMIT_FSIZE"), reason="needs POSIX resource limits")
 
@@ -41,6 +43,12 @@ def run_cli(args: list[str], cwd: Path, fsize: int | None = None, nofile: int | 
     cmd = [sys.executable, "-c", code] if code is not None else [sys.executable, "-m", "optimizer.cli", *args]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
                           preexec_fn=_limits(fsize, nofile))
+
+
+def in_process(args: list[str]):
+    """``accumopt ARGS`` run in this process (click's runner), with run_cli's environment: for the runs under no
+    limit, where the child process is not the point (it only paid the imports again)."""
+    return cli(*args, env={"CI": "true", "ACCUMOPT_CACHE": "off"})
 
 
 def one_line_error(p: subprocess.CompletedProcess) -> str:
@@ -110,7 +118,7 @@ def test_synth_on_a_full_disk_leaves_no_torn_file(tmp_path: Path) -> None:
     (fails before: the rerun truncated prices_daily.csv to the 8 kB limit, a first run left an 8 kB torn one, and
     the error named no file)."""
     out = tmp_path / "o"
-    assert run_cli([*SYNTH_ARGS, "--out", str(out)], tmp_path).returncode == 0
+    ok(in_process([*SYNTH_ARGS, "--out", str(out)]))  # the complete run needs no limit: in this process
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert any(p.name == "prices_daily.csv" for p in before) and len(before) > 20
     line = one_line_error(run_cli([*SYNTH_ARGS, "--out", str(out)], tmp_path, fsize=8192))
@@ -388,15 +396,15 @@ def test_names_that_are_not_utf8_are_refused_in_one_line(tmp_path: Path) -> None
     with pytest.raises(DataError, match=r"its path is not valid UTF-8 \(DuckDB opens UTF-8 paths only\); rename it"):
         connect(store)
     assert not os.path.exists(store)
-    p = run_cli(["ingest", "prices", "--db", str(tmp_path / "s.duckdb"), str(folder)], tmp_path)
-    assert "paths must be valid UTF-8 names" in one_line_error(p)
+    p = in_process(["ingest", "prices", "--db", str(tmp_path / "s.duckdb"), str(folder)])
+    assert "paths must be valid UTF-8 names" in cli_one_line_error(p)
     import sqlite3
 
     with sqlite3.connect(tmp_path / "studies.db") as con:
         con.execute("CREATE TABLE studies (study_id INTEGER)")
     os.rename(tmp_path / "studies.db", store)  # an existing storage file with such a name
-    p = run_cli(["study", "list", "--storage", f"sqlite:///{store}"], tmp_path)  # was urllib's UnicodeEncodeError
-    assert one_line_error(p).startswith("error: --storage must be valid UTF-8 text")
+    p = in_process(["study", "list", "--storage", f"sqlite:///{store}"])  # was urllib's UnicodeEncodeError
+    assert cli_one_line_error(p).startswith("error: --storage must be valid UTF-8 text")
     assert not (tmp_path / "s.duckdb").exists()  # refused before the store is created (nothing logged either)
 
 
@@ -413,7 +421,7 @@ def test_a_journal_damaged_earlier_is_one_line(tmp_path: Path) -> None:
     lines = path.read_text().splitlines()
     damaged = [*lines[:-2], lines[-2][:30] + lines[-2], lines[-1]]  # a torn append, completed by the next one
     path.write_text("\n".join(damaged) + "\n")
-    line = one_line_error(run_cli(["study", "list", "--storage", f"journal:{path}"], tmp_path))
+    line = cli_one_line_error(in_process(["study", "list", "--storage", f"journal:{path}"]))
     assert line.startswith("error: the study storage failed: JSONDecodeError: ")
     assert line.endswith("(its journal file holds a line that is not whole JSON: an append cut short, e.g. by a full "
                          "disk)")

@@ -1,8 +1,9 @@
 """Flags of `backtest` / `sandbox` as a new user writes them: each takes effect or is refused with one line.
 
 Found by driving the commands on real prices (`data synth --prices`): a boolean parameter flag that no spelling
-could set, dates that ended in a traceback, and parameter flags that changed nothing without a word. One small
-synthetic store (tier1, 2023-01-03..2024-06-28), built once per module.
+could set, dates that ended in a traceback, and parameter flags that changed nothing without a word. The store is the
+session's planted one (tests/conftest.py's ``synth_db``: 2023-01-03..2024-06-28, long enough for the learned regime's
+120 sessions of training), read through ``--universe tier1``.
 """
 
 from __future__ import annotations
@@ -13,16 +14,12 @@ import pytest
 
 from tests._cli_helpers import cli, ok, one_line_error
 
-START, END = "2023-01-03", "2024-06-28"  # long enough for the learned regime (120 sessions of training)
-
 
 @pytest.fixture(scope="module")
-def db(tmp_path_factory):
-    d = tmp_path_factory.mktemp("seams")
-    path = d / "db.duckdb"
-    ok(cli("data", "synth", "--out", d / "raw", "--db", path, "--start", START, "--end", END, "--universe", "tier1",
-           "--format", "json"))
-    return path
+def db(synth_db):
+    """The session's planted store (read only: every command here has --no-save or is refused), of which the
+    commands read the tier1 symbols (--universe tier1)."""
+    return synth_db
 
 
 @pytest.fixture(autouse=True)

@@ -160,13 +160,13 @@ n_trials = 8
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    """A small store (tier1, 2024 H1) and two studies, in a working directory; paths relative to it."""
+def env(tmp_path_factory, tier1_h1_store):
+    """A small store (tier1, 2024 H1: tests/conftest.py's ``tier1_h1_store``, built by ``data synth`` once per
+    session) and two studies, in a working directory; paths relative to it."""
     d = tmp_path_factory.mktemp("term")
-    runner = CliRunner()
-    res = runner.invoke(main, ["data", "synth", "--out", str(d / "raw"), "--db", str(d / "store.duckdb"),
-                               "--start", "2024-01-02", "--end", "2024-06-28", "--universe", "tier1", "--format", "json"])
-    assert res.exit_code == 0, res.output
+    built, _ = tier1_h1_store
+    shutil.copy(built / "store.duckdb", d / "store.duckdb")  # this module's own copy: commands here may write it
+    (d / "raw").symlink_to(built / "raw", target_is_directory=True)  # read only
     for name, seed, n in (("alpha", 1, 10), ("beta", 2, 8)):
         (d / f"{name}.toml").write_text(SPEC.format(name=name, seed=seed, n=n), encoding="utf-8")
     return d
