@@ -52,7 +52,7 @@ from optimizer.report.files import save_figure
 from optimizer.report.terminal import cell_text
 from optimizer.report.theme import themed
 from optimizer.study.inspect import open_named_study, open_storage, show_study, trials_table
-from optimizer.study.records import read_study, trial_counts
+from optimizer.study.records import read_study, seeded_label, trial_counts
 from optimizer.study.storage import study_names
 from optimizer.validate.stats import closed_trade_events, cost_stress_wording, flag_fragile, validate_rules
 from optimizer.validate.verdict import Verdict
@@ -238,6 +238,7 @@ def _header(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> list
         ("directions", ", ".join(d.name.lower() for d in study.directions)),
         ("train span", f"{dash(a.train_start)} .. {dash(a.train_end)}"),
         ("folds", len(a.folds)), ("symbols", dash(a.symbols)),
+        *([("seeded from", seeds)] if (seeds := seeded_label(study)) else []),
         ("trials", f"{len(trials)} total: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed, "
                    f"{c['running']} running (target {dash(a.n_trials_target)})"),
         ("best", best), ("accumopt", f"{dash(a.accumopt_version)} (git {a.git_commit or '-'})"),

@@ -1,0 +1,66 @@
+"""explore23: a new user's path through the seams (ingest -> info -> study A -> B -> best -> backtest ->
+walk-forward -> report / signals), on the real files of ../shared/data/real where they matter (skipped when absent).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from optimizer.report.research import build_study_report
+from optimizer.study.records import seeded_label
+from optimizer.study.run import run_study
+from optimizer.study.spec import parse_spec
+
+from _cli_helpers import cli, ok
+from test_study import spec_text
+
+
+# ------------------------------------------------------------------ 1. phase A -> phase B: the seeding is said
+
+
+@pytest.fixture(scope="module")
+def seeded_pair(synth_db, tmp_path_factory):
+    """A 3-trial phase A and a phase B seeded with its top 2, in one SQLite storage."""
+    tmp = tmp_path_factory.mktemp("e23seed")
+    url = f"sqlite:///{tmp / 's.db'}"
+    run_study(parse_spec(spec_text("e23-a", sampler="random", sampler_opts="", n_trials=3)), synth_db, url)
+    b = spec_text("e23-b", sampler="random", sampler_opts="", n_trials=3) + '[seed_from]\nstudy = "e23-a"\ntop = 2\n'
+    spec_b = tmp / "b.toml"
+    spec_b.write_text(b)
+    return tmp, url, spec_b
+
+
+def test_a_seeded_study_run_says_what_it_was_seeded_with(seeded_pair, synth_db):
+    """A phase B seeded from phase A's top trials said nothing of it (`study run`, its JSON, the report): the user
+    could not tell that its first trials were phase A's (explore23: mine_b's trials 0-3 were mine_a's 8, 15, 7, 4,
+    and no output said so)."""
+    tmp, url, spec_b = seeded_pair
+    import optuna
+
+    a = optuna.load_study(study_name="e23-a", storage=url)
+    top = sorted((t for t in a.trials if t.value is not None), key=lambda t: -t.value)[:2]
+    res = ok(cli("study", "run", spec_b, "--db", synth_db, "--storage", url, "--out", tmp / "out", "--format", "json"))
+    d = json.loads(res.stdout)
+    want = f"its trials {top[0].number}, {top[1].number}"
+    assert d["seeded"].startswith("2 trial(s) of study 'e23-a'") and want in d["seeded"], d["seeded"]
+    assert "run here as trials 0, 1" in d["seeded"], d["seeded"]
+    table = ok(cli("study", "run", spec_b, "--db", synth_db, "--storage", url, "--out", tmp / "out")).stdout
+    assert re.search(r"seeded\s+2 trial\(s\) of study 'e23-a'", table), table
+    page = build_study_report(url, "e23-b", tmp / "out" / "reports").read_text()
+    assert "seeded from" in page and f"(its trials {top[0].number}, {top[1].number})" in page
+
+
+def test_an_unseeded_study_says_nothing_of_seeds(seeded_pair, synth_db):
+    tmp, url, _ = seeded_pair
+    import optuna
+
+    assert seeded_label(optuna.load_study(study_name="e23-a", storage=url)) is None
+    spec_a = tmp / "a.toml"
+    spec_a.write_text(spec_text("e23-a", sampler="random", sampler_opts="", n_trials=3))
+    res = ok(cli("study", "run", spec_a, "--db", synth_db, "--storage", url, "--out", tmp / "out", "--format", "json"))
+    assert json.loads(res.stdout)["seeded"] is None
+    assert "seeded" not in ok(cli("study", "run", spec_a, "--db", synth_db, "--storage", url, "--out",
+                                  tmp / "out")).stdout
