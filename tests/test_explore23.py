@@ -64,3 +64,48 @@ def test_an_unseeded_study_says_nothing_of_seeds(seeded_pair, synth_db):
     assert json.loads(res.stdout)["seeded"] is None
     assert "seeded" not in ok(cli("study", "run", spec_a, "--db", synth_db, "--storage", url, "--out",
                                   tmp / "out")).stdout
+
+
+# ------------------------------------------------------------------ 2. real data: an index is not a name of the table
+
+
+@pytest.fixture(scope="module")
+def real_index_store(tmp_path_factory):
+    """Real prices of 2025-09 for BRK-B, V and the indices ^GSPC / ^IXIC (prices_daily_extra), real FINRA CNMS rows
+    of 2025-09-10/11 for BRK/B and V: a small store with the real file's traits."""
+    import pandas as pd
+    from _ingest_helpers import REAL, need
+
+    from optimizer.data.ingest import ingest_paths
+    from optimizer.data.metrics import build_daily_metrics
+    from optimizer.data.store import connect
+
+    tmp = tmp_path_factory.mktemp("e23real")
+    px = pd.read_csv(need(REAL / "prices_daily_extra.csv.gz"), dtype=str, keep_default_na=False)
+    px = px[px["symbol"].isin({"BRK-B", "V", "^GSPC", "^IXIC"}) & px["date"].between("2025-08-01", "2025-09-30")]
+    px.to_csv(tmp / "prices.csv", index=False)
+    fi = pd.read_csv(need(REAL / "finra_short_daily_2025.csv.gz"), dtype=str, keep_default_na=False)
+    fi[fi["symbol"].isin({"BRK/B", "V"})].to_csv(tmp / "finra_short_daily_2025_subset.csv", index=False)
+    con = connect(tmp / "real.duckdb")
+    assert ingest_paths(con, "prices", [tmp / "prices.csv"]).exit_code == 0
+    assert ingest_paths(con, "finra-short", [tmp / "finra_short_daily_2025_subset.csv"]).exit_code == 0
+    build_daily_metrics(con)
+    yield con, tmp
+    con.close()
+
+
+@pytest.mark.realdata
+def test_the_daily_table_lists_names_not_the_indices_of_a_prices_file(real_index_store):
+    """`accumopt table` on the real files listed ^GSPC and ^IXIC (daily_metrics keeps their price rows) as symbols
+    and said 'FINRA short data for 10793 of 10795 symbols (none for ^GSPC, ^IXIC)': market context counted as names
+    lacking FINRA data. Every symbol of the day means the names; an index asked for by name is still shown."""
+    from optimizer.analytics.tables import daily_table
+
+    con, _ = real_index_store
+    t = daily_table(con)
+    assert sorted(t["symbol"]) == ["BRK.B", "V"]
+    cov = t.attrs["coverage"]
+    assert (cov["date"], cov["symbols"], cov["with_finra_short"], cov["without_finra_short"]) == (
+        "2025-09-11", 2, 2, [])
+    asked = daily_table(con, tickers=["^GSPC", "V"])
+    assert sorted(asked["symbol"]) == ["V", "^GSPC"] and asked.attrs["coverage"]["without_finra_short"] == ["^GSPC"]
