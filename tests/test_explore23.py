@@ -109,3 +109,19 @@ def test_the_daily_table_lists_names_not_the_indices_of_a_prices_file(real_index
         "2025-09-11", 2, 2, [])
     asked = daily_table(con, tickers=["^GSPC", "V"])
     assert sorted(asked["symbol"]) == ["V", "^GSPC"] and asked.attrs["coverage"]["without_finra_short"] == ["^GSPC"]
+
+
+# ------------------------------------------------------------------ 3. the signal sheet's header names the session
+
+
+def test_the_sheet_header_names_the_session_of_its_market_regime(synth_db, capsys):
+    """`signals` printed 'regime filter ALL, market regime at D RISK_ON': a literal 'D' (the docs' name for the
+    sheet's session) on the terminal, not the date."""
+    import optimizer.cli.signals as cli_signals
+    from optimizer.signals import signal_sheet
+    from optimizer.study.paramsfile import ParamsRecord
+
+    sheet = signal_sheet(ParamsRecord({"variant": "B"}), synth_db, date="2023-06-01", universe="tier1")
+    cli_signals._render(sheet, False)
+    line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("regime filter")]
+    assert len(line) == 1 and re.fullmatch(r"regime filter ALL, market regime on 2023-06-01 [A-Z_]+", line[0]), line

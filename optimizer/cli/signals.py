@@ -101,7 +101,7 @@ def _render(sheet, show_all: bool) -> None:
     click.echo(f"universe {m['universe']} ({m['symbols']} symbols), positions replayed from {m['span_start']}")
     if m["panel_start"] != m["span_start"] or m["min_periods"] is not None:
         click.echo(f"z-scores from {m['panel_start']}, min_periods {min_periods_label(m['min_periods'])}")
-    click.echo(f"regime filter {m['regime_filter']}, market regime at D {regime}")
+    click.echo(f"regime filter {m['regime_filter']}, market regime on {m['date']} {regime}")
     c = m["counts"]
     click.echo(f"ENTER {c['ENTER']}   EXIT {c['EXIT']}   HOLD {c['HOLD']}   no action {c['NONE']}")
     oos = sheet.walkforward is not None
