@@ -125,3 +125,36 @@ def test_the_sheet_header_names_the_session_of_its_market_regime(synth_db, capsy
     cli_signals._render(sheet, False)
     line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("regime filter")]
     assert len(line) == 1 and re.fullmatch(r"regime filter ALL, market regime on 2023-06-01 [A-Z_]+", line[0]), line
+
+
+# ------------------------------------------------------------------ 4. walk-forward -> signals: costs are a setting
+
+
+def _wf_folder(path, settings):
+    import pandas as pd
+
+    path.mkdir()
+    (path / "result.json").write_text(json.dumps({"settings": settings}))
+    for n in ("walk_forward_summary", "parameter_stability"):
+        (path / f"{n}.csv").write_text("a\n1\n")
+    pd.DataFrame({"x": [1]}).to_parquet(path / "oos_trades.parquet")
+    pd.DataFrame({"x": [1]}).to_parquet(path / "oos_equity.parquet")
+    return path
+
+
+def test_signals_say_the_walkforward_run_traded_at_other_costs(synth_db, tmp_path):
+    """`signals --walkforward DIR` of a run at 20 + 8 bp per side, for a sheet at 2 + 8: the warning named the
+    universe it differed in and not the costs, so the out-of-sample hit rates and excess returns (net of the run's
+    costs) were shown for a configuration trading at a tenth of them without a word."""
+    from optimizer.signals import signal_sheet, walkforward_warning
+    from optimizer.study.paramsfile import ParamsRecord
+
+    base = {"universe": "tier1", "regime": "ALL", "min_periods": None}
+    rec = ParamsRecord({"variant": "B", "commission_bps": 2, "slippage_bps": 8})
+    other = signal_sheet(rec, synth_db, date="2023-06-01", universe="tier1", walkforward=_wf_folder(
+        tmp_path / "a", base | {"costs": {"commission_bps": 20.0, "slippage_bps": 8.0}}))
+    assert other.walkforward_mismatch == ("costs 20 + 8 -> 2 + 8 bp per side",)
+    assert "costs 20 + 8 -> 2 + 8 bp per side" in walkforward_warning(other)
+    same = signal_sheet(rec, synth_db, date="2023-06-01", universe="tier1", walkforward=_wf_folder(
+        tmp_path / "b", base | {"costs": {"commission_bps": 2, "slippage_bps": 8.0}}))
+    assert same.walkforward_mismatch == () and walkforward_warning(same) is None
