@@ -158,3 +158,28 @@ def test_signals_say_the_walkforward_run_traded_at_other_costs(synth_db, tmp_pat
     same = signal_sheet(rec, synth_db, date="2023-06-01", universe="tier1", walkforward=_wf_folder(
         tmp_path / "b", base | {"costs": {"commission_bps": 2, "slippage_bps": 8.0}}))
     assert same.walkforward_mismatch == () and walkforward_warning(same) is None
+
+
+# ------------------------------------------------------------------ 5. the signal sheet's header fits 80 columns
+
+
+def test_the_sheet_header_fits_80_columns_with_a_listed_universe(synth_db, monkeypatch):
+    """`signals` on a listed universe printed 'universe AAPL,MSFT,NVDA,SPY,QQQ,JPM,META,AVGO,TSLA (9 symbols),
+    positions replayed from 2022-03-10' (98 characters) with click.echo: the header lines ran past 80 columns."""
+    import io
+
+    from rich.console import Console
+
+    import optimizer.cli.signals as cli_signals
+    from optimizer.data.universe import TIER1
+    from optimizer.signals import signal_sheet
+    from optimizer.study.paramsfile import ParamsRecord
+
+    sheet = signal_sheet(ParamsRecord({"variant": "B"}), synth_db, date="2023-06-01", universe=",".join(TIER1))
+    buf = io.StringIO()
+    monkeypatch.setattr(cli_signals, "console", Console(file=buf, width=80, color_system=None))
+    cli_signals._render(sheet, False)
+    text = buf.getvalue()
+    assert text.startswith("signal sheet 2023-06-01 close") and "universe SPY,QQQ" in text, text
+    assert max(len(x) for x in text.splitlines()) <= 80, text
+    assert "".join(text.split()).count(",".join(TIER1)) == 1  # wrapped, never cut
