@@ -183,3 +183,26 @@ def test_the_sheet_header_fits_80_columns_with_a_listed_universe(synth_db, monke
     assert text.startswith("signal sheet 2023-06-01 close") and "universe SPY,QQQ" in text, text
     assert max(len(x) for x in text.splitlines()) <= 80, text
     assert "".join(text.split()).count(",".join(TIER1)) == 1  # wrapped, never cut
+
+
+# ------------------------------------------------------------------ 6. report NAME: neither a study nor a run
+
+
+def test_report_of_an_unknown_name_says_where_runs_were_looked_for(tmp_path):
+    """`accumopt report nope` said 'no study named 'nope' in ...; studies: ...' though `report` also takes a
+    walk-forward run's name: the line did not say that no run of that name was found under <out>/walkforward/, nor
+    which runs are there (mine_wf, mine_wf2: the name the user may have meant)."""
+    import optuna
+
+    from _cli_helpers import one_line_error
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    optuna.create_study(study_name="phase-a", storage=url)
+    for run in ("mine_wf", "mine_wf2"):
+        (tmp_path / "out" / "walkforward" / run).mkdir(parents=True)
+        (tmp_path / "out" / "walkforward" / run / "result.json").write_text("{}")
+    (tmp_path / "out" / "walkforward" / "not-a-run").mkdir()
+    line = one_line_error(cli("report", "mine-wf", "--storage", url, "--out", tmp_path / "out"),
+                          "no study named 'mine-wf'", "studies: phase-a")
+    assert line.endswith(f"; nor a walk-forward run {tmp_path / 'out' / 'walkforward' / 'mine-wf'} "
+                         "(runs there: mine_wf, mine_wf2)"), line

@@ -669,7 +669,15 @@ def build_report(target: str, storage: Any = None, out_dir: str | Path = "output
         wfd = load_walkforward(wf_dir)
         return build_walkforward_report(wfd, out_dir=out_dir, name=name if name is not None else wf_dir.name,
                                         events=wfd["events"] if len(wfd["events"]) else None)
-    return build_study_report(storage, target, out_dir=out_dir, name=name)
+    try:
+        return build_study_report(storage, target, out_dir=out_dir, name=name)
+    except DataError as e:  # neither: say where a run of that name was looked for, and which runs are there
+        if not str(e).startswith(f"no study named {target!r}"):
+            raise
+        root = Path(walkforward_root)
+        runs = sorted(d.name for d in root.iterdir() if (d / "result.json").exists()) if root.is_dir() else []
+        raise DataError(f"{e}; nor a walk-forward run {root / safe_name(target)} (runs there: "
+                        f"{', '.join(runs) or '(none)'})") from None
 
 
 def _report_run_dir(target: str, storage: Any, walkforward_root: str | Path) -> Path | None:
