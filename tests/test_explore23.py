@@ -206,3 +206,34 @@ def test_report_of_an_unknown_name_says_where_runs_were_looked_for(tmp_path):
                           "no study named 'mine-wf'", "studies: phase-a")
     assert line.endswith(f"; nor a walk-forward run {tmp_path / 'out' / 'walkforward' / 'mine-wf'} "
                          "(runs there: mine_wf, mine_wf2)"), line
+
+
+# ------------------------------------------------------------------ 7. data info fits 80 columns on gappy data
+
+
+def test_data_info_coverage_fits_80_columns_and_keeps_its_symbol_column(tmp_path):
+    """On the real files `data info` printed 'finra_short  2020-01-02..2025-09-11  8/1,431 sessions (0.6%), 1 gap,
+    largest 2020-01-10..2025-09-09 (1,423)' (106 columns), and a share class longer than 6 characters (CMS.PRB) pushed
+    its row of the worst symbols out of the column the others keep."""
+    from _ingest_helpers import PRICES_HEAD, write
+
+    from optimizer.data.ingest import ingest_paths
+    from optimizer.data.store import connect
+
+    bar = "{d},{s},10,11,9,10.5,1000\n"
+    rows = [bar.format(d=d, s=s) for d in ("2024-01-02", "2024-01-03", "2024-01-04", "2025-06-02")
+            for s in ("AAA", "AB", "CMS.PRB")
+            if not (s != "AAA" and d in ("2024-01-03", "2024-01-04")) and not (s == "AB" and d == "2025-06-02")]
+    rows.append(bar.format(d="2024-01-05", s="AB"))
+    db = tmp_path / "g.duckdb"
+    con = connect(db)
+    assert ingest_paths(con, "prices", [write(tmp_path / "p.csv", PRICES_HEAD + "".join(rows))]).exit_code == 0
+    con.close()
+    out = ok(cli("data", "info", "--db", db)).stdout
+    cov = out.split("coverage of the NYSE")[1].splitlines()
+    assert max(len(x) for x in cov) <= 80, out
+    assert "  prices       2024-01-02..2025-06-02  5/355 sessions (1.4%)" in cov, out
+    assert "               1 gap, largest 2024-01-08..2025-05-30 (350)" in cov, out
+    worst = [x for x in cov if " of " in x and "largest" in x and "symbols" not in x]
+    assert [x.split()[0] for x in worst] == ["CMS.PRB", "AB", "AAA"], out
+    assert len({x.index(" of ") for x in worst}) == 1, out  # one column
