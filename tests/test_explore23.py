@@ -53,6 +53,18 @@ def test_a_seeded_study_run_says_what_it_was_seeded_with(seeded_pair, synth_db):
     assert "seeded from" in page and f"(its trials {top[0].number}, {top[1].number})" in page
 
 
+def test_the_seeded_label_names_the_narrowed_weight_ranges():
+    """weight_radius narrows the weights around the seeds: the label says to which ranges (the study stores them)."""
+    import optuna
+
+    from optimizer.study.records import mark_seeded
+
+    study = optuna.create_study()
+    mark_seeded(study, "phase-a", 2, [5, 3], {"w_short": [0.45, 0.6], "w_lit": [0.2, 0.35]})
+    assert seeded_label(study) == ("2 trial(s) of study 'phase-a' (its trials 5, 3), not run here yet; weight ranges "
+                                   "narrowed around them: w_short [0.45, 0.6], w_lit [0.2, 0.35]")
+
+
 def test_an_unseeded_study_says_nothing_of_seeds(seeded_pair, synth_db):
     tmp, url, _ = seeded_pair
     import optuna
