@@ -249,3 +249,27 @@ def test_data_info_coverage_fits_80_columns_and_keeps_its_symbol_column(tmp_path
     worst = [x for x in cov if " of " in x and "largest" in x and "symbols" not in x]
     assert [x.split()[0] for x in worst] == ["CMS.PRB", "AB", "AAA"], out
     assert len({x.index(" of ") for x in worst}) == 1, out  # one column
+
+
+# ------------------------------------------------------------------ 8. a refused [seed_from] leaves no study behind
+
+
+def test_a_refused_seeding_leaves_no_study_so_the_fixed_spec_runs(seeded_pair, synth_db):
+    """Phase B with other [data.costs] than phase A's seeds was refused ('[seed_from] trial 8 of 'mine_a' has
+    commission_bps=2.0, but this spec's [data.costs] gives commission_bps=1.0 (... fix it to that value)'), without
+    the spec's file, and left study 'mine_b2' created with no trial: the spec fixed as told was then refused as 'study
+    'mine_b2' was created from a different spec ([data.costs.commission_bps] 1 -> 2)'."""
+    from _cli_helpers import one_line_error
+
+    tmp, url, _ = seeded_pair
+    b = spec_text("e23-b2", sampler="random", sampler_opts="", n_trials=2) + '[seed_from]\nstudy = "e23-a"\ntop = 2\n'
+    bad = tmp / "b2.toml"
+    bad.write_text(b.replace("[space]", "[data.costs]\ncommission_bps = 3\n[space]"))
+    one_line_error(cli("study", "run", bad, "--db", synth_db, "--storage", url, "--out", tmp / "out"),
+                   f"error: {bad}: [seed_from] trial ", "commission_bps=1.0, but this spec's [data.costs] gives "
+                   "commission_bps=3.0")
+    fixed = tmp / "b2-fixed.toml"
+    fixed.write_text(b)
+    d = json.loads(ok(cli("study", "run", fixed, "--db", synth_db, "--storage", url, "--out", tmp / "out",
+                          "--format", "json")).stdout)
+    assert d["study"] == "e23-b2" and d["complete"] + d["pruned"] == 2 and d["seeded"].startswith("2 trial(s)")
