@@ -65,6 +65,21 @@ def test_the_seeded_label_names_the_narrowed_weight_ranges():
                                    "narrowed around them: w_short [0.45, 0.6], w_lit [0.2, 0.35]")
 
 
+def test_the_seeded_label_counts_the_seeds_still_waiting():
+    """Phase B with n_trials = 2 and top = 4 ran two of its seeds: the label said 'run here as trials 0, 1, 2, 3'
+    while trials 2 and 3 were still waiting (the run's warning said so)."""
+    import optuna
+
+    from optimizer.study.records import mark_seeded
+
+    study = optuna.create_study()
+    mark_seeded(study, "phase-a", 3, [7, 2, 5])
+    for x in (0.1, 0.2, 0.3):
+        study.enqueue_trial({"x": x})
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    assert seeded_label(study) == "3 trial(s) of study 'phase-a' (its trials 7, 2, 5), run here as trial 0; 2 still waiting"
+
+
 def test_an_unseeded_study_says_nothing_of_seeds(seeded_pair, synth_db):
     tmp, url, _ = seeded_pair
     import optuna

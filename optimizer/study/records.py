@@ -545,11 +545,15 @@ def seeded_label(study: optuna.Study) -> str | None:
     if not mark:
         return None
     src = [int(n) for n in mark.get("trials") or []]
-    here = [t.number for t in study.get_trials(deepcopy=False)
-            if "fixed_params" in t.system_attrs and "failed_trial" not in t.system_attrs]
+    seeds = [t for t in study.get_trials(deepcopy=False)
+             if "fixed_params" in t.system_attrs and "failed_trial" not in t.system_attrs]
+    here = [t.number for t in seeds if t.state != optuna.trial.TrialState.WAITING]
+    waiting = len(seeds) - len(here)
     text = (f"{mark.get('n', len(src))} trial(s) of study {mark.get('from')!r}"
             + (f" (its trials {', '.join(map(str, src))})" if src else "")
-            + (f", run here as trials {', '.join(map(str, here))}" if here else ", not run here yet"))
+            + (f", run here as trial{'s' if len(here) > 1 else ''} {', '.join(map(str, here))}" if here
+               else ", not run here yet")
+            + (f"; {waiting} still waiting" if here and waiting else ""))
     space = mark.get("space") or {}
     if space:
         text += "; weight ranges narrowed around them: " + ", ".join(
