@@ -288,3 +288,19 @@ def test_a_refused_seeding_leaves_no_study_so_the_fixed_spec_runs(seeded_pair, s
     d = json.loads(ok(cli("study", "run", fixed, "--db", synth_db, "--storage", url, "--out", tmp / "out",
                           "--format", "json")).stdout)
     assert d["study"] == "e23-b2" and d["complete"] + d["pruned"] == 2 and d["seeded"].startswith("2 trial(s)")
+
+
+# ------------------------------------------------------------------ 9. a listed universe the store lacks, from a spec
+
+
+def test_a_spec_universe_the_store_lacks_is_named_by_file_and_key(synth_db, tmp_path):
+    """'error: universe lists 1 symbol that daily_metrics of ... does not hold: XOM (...)': from a spec the line
+    named neither the file nor [data.universe], which every other refusal of a spec does."""
+    from _cli_helpers import one_line_error
+
+    spec = tmp_path / "s.toml"
+    spec.write_text(spec_text("e23-u", n_trials=2).replace('universe = "tier1+3"', 'universe = ["SPY", "XOM"]'))
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    for cmd in (("study", "run"), ("walkforward",)):
+        one_line_error(cli(*cmd, spec, "--db", synth_db, "--storage", url, "--out", tmp_path / "out"),
+                       f"error: {spec}: [data.universe] lists 1 symbol that daily_metrics of ", "does not hold: XOM (")
