@@ -257,7 +257,8 @@ def signal_sheet(record: ParamsRecord | Mapping[str, Any], db: str | Path, date:
     full = pd.concat([rows.set_index("symbol"), ctx_cols], axis=1).reset_index()
     full = _with_oos(full, buckets)
     mp = trial.min_periods if trial is not None else rec.min_periods
-    mismatch = _walkforward_mismatch(wf["result"].get("settings") if wf is not None else None, uni, reg, mp)
+    mismatch = _walkforward_mismatch(wf["result"].get("settings") if wf is not None else None, uni, reg, mp,
+                                     cfg.costs)
     h = params_hash(cfg, uni, panel.dates[lo], reg, mp, panel.dates[0])
     full.insert(0, "date", pd.Timestamp(day))
     full.insert(1, "params_hash", h)
@@ -269,10 +270,12 @@ def signal_sheet(record: ParamsRecord | Mapping[str, Any], db: str | Path, date:
 
 
 def _walkforward_mismatch(settings: Mapping[str, Any] | None, universe: object, regime: str,
-                          min_periods: int | None) -> tuple[str, ...]:
+                          min_periods: int | None, costs: Any = None) -> tuple[str, ...]:
     """``key <run's value> -> <sheet's value>`` for each setting that decides which trades the walk-forward's
-    out-of-sample buckets counted and that the sheet runs otherwise: the universe (however spelt), the regime
-    filter, the z-scores' min_periods. Empty for a run saved without its settings (before 2026-12-04)."""
+    out-of-sample buckets counted, or what they returned, and that the sheet runs otherwise: the universe (however
+    spelt), the regime filter, the z-scores' min_periods, the costs per side (``costs``: the sheet's
+    configuration's, with ``commission_bps`` / ``slippage_bps``; a bucket's hit rate and excess return are net of
+    the run's costs). Empty for a run saved without its settings (before 2026-12-04)."""
     if not settings:
         return ()
     out = []
@@ -283,6 +286,13 @@ def _walkforward_mismatch(settings: Mapping[str, Any] | None, universe: object, 
         out.append(f"regime {settings.get('regime')!r} -> {regime!r}")
     if "min_periods" in settings and settings["min_periods"] != min_periods:
         out.append(f"min_periods {settings['min_periods']!r} -> {min_periods!r}")
+    run_costs = settings.get("costs")
+    if costs is not None and isinstance(run_costs, Mapping):
+        have = (float(run_costs.get("commission_bps", costs.commission_bps)),
+                float(run_costs.get("slippage_bps", costs.slippage_bps)))
+        want = (float(costs.commission_bps), float(costs.slippage_bps))
+        if have != want:
+            out.append(f"costs {have[0]:g} + {have[1]:g} -> {want[0]:g} + {want[1]:g} bp per side")
     return tuple(out)
 
 

@@ -414,7 +414,7 @@ def test_the_header_states_the_market_regime_on_a_night_without_positions(synth_
         assert sheet.counts[NONE] == len(sheet.rows)
         want = decode(compute_context(sheet.panel)["regime"][-1:], REGIME_LABELS)[0]
         cli_signals._render(sheet, False)
-        assert capsys.readouterr().out.splitlines()[3] == f"regime filter ALL, market regime at D {want}"
+        assert capsys.readouterr().out.splitlines()[3] == f"regime filter ALL, market regime on {day} {want}"
         seen.add(want)
     assert len(seen) >= 2, seen
 

@@ -278,7 +278,7 @@ def test_data_info_json_has_coverage(tmp_path):
     assert (cov["prices"]["sessions"], cov["prices"]["expected"]) == (2, 3)
     assert cov["prices"]["gaps"] == [{"first": "2024-01-03", "last": "2024-01-03", "sessions": 1}]
     out = CliRunner().invoke(main, ["data", "info", "--db", db])
-    assert "prices       2024-01-02..2024-01-04  2/3 sessions (66.7%), 1 gap" in out.output
+    assert "prices       2024-01-02..2024-01-04  2/3 sessions (66.7%)\n               1 gap, largest" in out.output
 
 
 def test_sandbox_loads_one_symbol_and_draws_the_same_numbers(synth_db):

@@ -155,7 +155,9 @@ def daily_table(
         require_symbols(con, "daily_metrics", syms)
     have = table_columns(con, "daily_metrics")
     finra = "short_volume IS NOT NULL" if "short_volume" in have else "TRUE"
-    in_syms = "" if syms is None else " AND symbol IN (SELECT unnest(?::VARCHAR[]))"
+    # every symbol of the day: the names, not an index's context rows (^GSPC, ^IXIC of a prices file: no FINRA data
+    # by nature, so they were listed as names lacking it; symbols.is_context_symbol); asked for by name, shown
+    in_syms = " AND NOT starts_with(symbol, '^')" if syms is None else " AND symbol IN (SELECT unnest(?::VARCHAR[]))"
     if date is None:  # the latest date WITH FINRA data (a later prices-only date would show empty ratios)
         day = con.execute(f"SELECT max(date) FROM daily_metrics WHERE {finra}{in_syms}", [] if syms is None else [syms]).fetchone()[0]
         if day is None:
@@ -174,7 +176,7 @@ def daily_table(
             raise DataError(f"no {what} on {day}; nearest dates with it: {', '.join(shown) if shown else 'none'}")
     wanted = list(_SCAN_COLS) + list(_ANALYSIS_EXTRA) + list(_NEEDED)
     select = ", ".join(c if c in have else f"NULL AS {c}" for c in dict.fromkeys(wanted) if c not in ("accumulation_score", "agreement"))
-    where = "date = ?" + ("" if syms is None else " AND symbol IN (SELECT unnest(?::VARCHAR[]))")
+    where = "date = ?" + in_syms
     df = con.execute(f"SELECT {select} FROM daily_metrics WHERE {where}", [day] + ([] if syms is None else [syms])).df()
     if df.empty:
         what = "daily_metrics rows" + ("" if syms is None else f" for {', '.join(syms)}")

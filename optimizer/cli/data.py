@@ -332,11 +332,12 @@ def info_cmd(db, out, fmt):
         gaps = c["gaps"]
         line = (f"  {c['source']:<12} {c['start']}..{c['end']}  {c['sessions']:,}/{c['expected']:,} sessions "
                 f"({100 * c['ratio']:.1f}%)")
-        if gaps:
-            big = max(gaps, key=lambda g: g["sessions"])
-            line += (f", {len(gaps)} gap{'s' if len(gaps) != 1 else ''}, largest {big['first']}..{big['last']} "
-                     f"({big['sessions']:,})")
         console.print(line, markup=False, highlight=False, soft_wrap=True)
+        if gaps:  # on its own line, under the span: with the sessions it ran past 80 columns (real FINRA files)
+            big = max(gaps, key=lambda g: g["sessions"])
+            console.print(f"  {'':<12} {len(gaps)} gap{'s' if len(gaps) != 1 else ''}, largest "
+                          f"{big['first']}..{big['last']} ({big['sessions']:,})", markup=False, highlight=False,
+                          soft_wrap=True)
         for text in symbol_gap_lines(c["symbol_gaps"]):
             console.print(f"  {'':<12} {text}", markup=False, highlight=False, soft_wrap=True)
     found = [SuspectSplit(**{**x, "date": dt.date.fromisoformat(x["date"])}) for x in info["suspect_splits"]]

@@ -85,6 +85,12 @@ def _print_table(title: str, cols: list[str], rows: list[list[str]]) -> None:
     print_frame(df, console, title=title, columns=specs, hint="--format csv, or sheet.csv")
 
 
+def _say(line: str) -> None:
+    """A header line, wrapped at the terminal's width (80 in a pipe), as backtest prints its own: a long universe list
+    ran past 80 columns."""
+    console.print(line, markup=False, highlight=False)
+
+
 def _render(sheet, show_all: bool) -> None:
     """The sheet as terminal tables that fit 80 columns."""
     m = sheet.meta()
@@ -92,18 +98,18 @@ def _render(sheet, show_all: bool) -> None:
     # the market regime at D (the SPY/VIX rule the regime filter reads), also on a night without a position: a
     # regime filter that blocks every entry is then visible
     regime = REGIME_LABELS.get(int(regime_codes(sheet.panel)[-1]), "UNKNOWN")
-    click.echo(f"signal sheet {m['date']} close -> orders for the {m['next_session']} open")
+    _say(f"signal sheet {m['date']} close -> orders for the {m['next_session']} open")
     by_regime = "".join(f", {r.upper()} {b:g}" for r in ("risk_on", "transitional", "risk_off")
                         if (b := getattr(cfg.regime, f"buy_threshold_{r}")) is not None)
-    click.echo(f"config {m['params_hash']}: variant {cfg.score.variant}, buy {cfg.thresholds.buy:g}"
+    _say(f"config {m['params_hash']}: variant {cfg.score.variant}, buy {cfg.thresholds.buy:g}"
                + (f" ({by_regime[2:]})" if by_regime else "") + f" / sell {cfg.thresholds.sell:g}, exit "
                f"{m['exit_strategy']}")
-    click.echo(f"universe {m['universe']} ({m['symbols']} symbols), positions replayed from {m['span_start']}")
+    _say(f"universe {m['universe']} ({m['symbols']} symbols), positions replayed from {m['span_start']}")
     if m["panel_start"] != m["span_start"] or m["min_periods"] is not None:
-        click.echo(f"z-scores from {m['panel_start']}, min_periods {min_periods_label(m['min_periods'])}")
-    click.echo(f"regime filter {m['regime_filter']}, market regime at D {regime}")
+        _say(f"z-scores from {m['panel_start']}, min_periods {min_periods_label(m['min_periods'])}")
+    _say(f"regime filter {m['regime_filter']}, market regime on {m['date']} {regime}")
     c = m["counts"]
-    click.echo(f"ENTER {c['ENTER']}   EXIT {c['EXIT']}   HOLD {c['HOLD']}   no action {c['NONE']}")
+    _say(f"ENTER {c['ENTER']}   EXIT {c['EXIT']}   HOLD {c['HOLD']}   no action {c['NONE']}")
     oos = sheet.walkforward is not None
     enter = sheet.of("ENTER")
     if len(enter):
@@ -137,7 +143,7 @@ def _render(sheet, show_all: bool) -> None:
                 for a, b in zip(recs[:half], recs[half:] + [["", float("nan"), ""]])]
         _print_table("every symbol", ["sym", "score", "decision", "sym", "score", "decision"], rows)
     if len(enter):
-        click.echo("flags: " + ", ".join(f"{v}={k}" for k, v in _FLAG_CODES.items()))
+        _say("flags: " + ", ".join(f"{v}={k}" for k, v in _FLAG_CODES.items()))
 
 
 @click.command("signals")

@@ -38,7 +38,7 @@ from optimizer.study.inspect import (
     show_study, trial_detail,
 )
 from optimizer.study.data_settings import data_settings_rows, study_settings
-from optimizer.study.records import read_study, trial_counts
+from optimizer.study.records import read_study, seeded_label, trial_counts
 from optimizer.study.spec import check_study_name, load_spec
 from optimizer.study.storage import IN_MEMORY, make_storage, shown_url
 
@@ -134,13 +134,17 @@ def _print_run(res, fmt, stale=()):
     reserve, regime filter, min_periods, costs; JSON ``settings``). ``stale``: the warning that daily_metrics is
     older than the raw data (``warn_stale_metrics``, printed when the run started), first of the JSON ``warnings``."""
     settings = study_settings(read_study(res.study)) if res.study is not None else None
+    seeds = seeded_label(res.study) if res.study is not None else None  # phase A -> phase B: what it started from
     d = {"study": res.study_name, "storage": shown_url(res.storage), **res.counts, "best_value": res.best_value,
-         "best_params": res.best_params, "seconds": round(res.seconds, 2), "interrupted": res.interrupted,
-         "first_failure": res.first_failure, "warnings": [*stale, *res.warnings], "settings": settings}
+         "best_params": res.best_params, "seeded": seeds, "seconds": round(res.seconds, 2),
+         "interrupted": res.interrupted, "first_failure": res.first_failure, "warnings": [*stale, *res.warnings],
+         "settings": settings}
     if fmt == "json":
         echo_json(d)
     else:
         d.pop("warnings"), d.pop("settings")
+        if seeds is None:
+            d.pop("seeded")
         print_kv({k: json.dumps(v, default=str) if isinstance(v, (dict, list)) else v for k, v in d.items()},
                  title=f"study {res.study_name}")
         if settings is not None:

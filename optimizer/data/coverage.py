@@ -398,10 +398,11 @@ def symbol_gap_lines(g: dict[str, object]) -> list[str]:
     if not g["with_gaps"]:
         return [f"none of {g['symbols']:,} symbols lacks a {unit[:-1]} inside its own span"] if g["symbols"] else []
     out = [f"{g['with_gaps']:,} of {g['symbols']:,} symbols lack {g['missing']:,} {unit} in all; worst:"]
+    wid = max([6, *(len(str(w["symbol"])) for w in g["worst"])])  # one column: a CMS.PRB pushed its row out of it
     for w in g["worst"]:
         big = w["largest"]
-        out.append(f"  {w['symbol']:<6} {w['missing']:,} of {w['expected']:,}, largest {big['first']}..{big['last']}"
-                   f" ({big['sessions']:,})")
+        out.append(f"  {w['symbol']:<{wid}} {w['missing']:,} of {w['expected']:,}, largest {big['first']}.."
+                   f"{big['last']} ({big['sessions']:,})")
     return out
 
 

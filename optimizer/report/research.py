@@ -52,7 +52,7 @@ from optimizer.report.files import save_figure
 from optimizer.report.terminal import cell_text
 from optimizer.report.theme import themed
 from optimizer.study.inspect import open_named_study, open_storage, show_study, trials_table
-from optimizer.study.records import read_study, trial_counts
+from optimizer.study.records import read_study, seeded_label, trial_counts
 from optimizer.study.storage import study_names
 from optimizer.validate.stats import closed_trade_events, cost_stress_wording, flag_fragile, validate_rules
 from optimizer.validate.verdict import Verdict
@@ -238,6 +238,7 @@ def _header(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> list
         ("directions", ", ".join(d.name.lower() for d in study.directions)),
         ("train span", f"{dash(a.train_start)} .. {dash(a.train_end)}"),
         ("folds", len(a.folds)), ("symbols", dash(a.symbols)),
+        *([("seeded from", seeds)] if (seeds := seeded_label(study)) else []),
         ("trials", f"{len(trials)} total: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed, "
                    f"{c['running']} running (target {dash(a.n_trials_target)})"),
         ("best", best), ("accumopt", f"{dash(a.accumopt_version)} (git {a.git_commit or '-'})"),
@@ -668,7 +669,15 @@ def build_report(target: str, storage: Any = None, out_dir: str | Path = "output
         wfd = load_walkforward(wf_dir)
         return build_walkforward_report(wfd, out_dir=out_dir, name=name if name is not None else wf_dir.name,
                                         events=wfd["events"] if len(wfd["events"]) else None)
-    return build_study_report(storage, target, out_dir=out_dir, name=name)
+    try:
+        return build_study_report(storage, target, out_dir=out_dir, name=name)
+    except DataError as e:  # neither: say where a run of that name was looked for, and which runs are there
+        if not str(e).startswith(f"no study named {target!r}"):
+            raise
+        root = Path(walkforward_root)
+        runs = sorted(d.name for d in root.iterdir() if (d / "result.json").exists()) if root.is_dir() else []
+        raise DataError(f"{e}; nor a walk-forward run {root / safe_name(target)} (runs there: "
+                        f"{', '.join(runs) or '(none)'})") from None
 
 
 def _report_run_dir(target: str, storage: Any, walkforward_root: str | Path) -> Path | None:

@@ -142,7 +142,12 @@ def load_study_data(spec: StudySpec, db: str | Path | None) -> tuple[Panel, int]
     """The spec's universe and date range from the store, and the index where the final reserve starts.
     ``db`` None: env ACCUMOPT_DB, else the spec's [data].database, else the default (``optimizer.paths``)."""
     db = resolve_db(db, spec.data.database)
-    panel = load_universe_panel(db, spec.data.universe, spec.data.start, spec.data.end)
+    try:
+        panel = load_universe_panel(db, spec.data.universe, spec.data.start, spec.data.end)
+    except DataError as e:  # a listed universe the store or the span lacks: named by the spec's file and key
+        if not str(e).startswith("universe lists "):
+            raise
+        raise DataError(f"{f'{spec.path}: ' if spec.path else ''}[data.universe] {str(e)[len('universe '):]}") from None
     cut = reserve_cutoff(len(panel.dates), spec.data.reserve_fraction)
     if is_all(spec.data.universe):
         panel = priced_before(panel, cut, f"universe 'all' of {db}")

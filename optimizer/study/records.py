@@ -69,7 +69,7 @@ __all__ = [
     "StudyRecord", "TrialRecord", "ConfigRecord", "read_study", "write_study", "read_trial", "write_config",
     "config_key", "COMPARISON_COLUMNS",
     "STUDY_KEYS", "METRICS", "FOLDS", "FOLD_SHOWN", "fold_key", "shown_fold", "CONFIG", "REPEAT_OF",
-    "SEEDED", "OPENINGS", "seeded",
+    "SEEDED", "OPENINGS", "seeded", "seeded_label",
     "mark_seeded", "reserve_openings", "add_reserve_opening", "reserve_log_name", "is_internal", "window_attrs",
     "set_trials_target", "trial_counts", "complete_trials", "direction_sign", "ranked_trials",
     "distinct_configurations", "configuration_identities", "group_configurations", "find_repeat", "WF_RUN", "WF_CLAIM", "claims_name",
@@ -541,6 +541,31 @@ def seeded(study: optuna.Study) -> dict[str, Any] | None:
     """``{"from": study, "n": k, "trials": [numbers], "space": {name: [low, high] or [choices]}}`` once the study
     was seeded from an earlier one (``space``: the weight ranges ``weight_radius`` narrowed), else None."""
     return study.user_attrs.get(SEEDED) or None
+
+
+def seeded_label(study: optuna.Study) -> str | None:
+    """What a seeded study took from ``[seed_from]``, for its run's output and its report: the source study, its
+    trials, the trials here that run them (the enqueued ones, a failed one's retry aside) and the weight ranges the
+    seeding narrowed; None for a study that was not seeded."""
+    mark = seeded(study)
+    if not mark:
+        return None
+    src = [int(n) for n in mark.get("trials") or []]
+    seeds = [t for t in study.get_trials(deepcopy=False)
+             if "fixed_params" in t.system_attrs and "failed_trial" not in t.system_attrs]
+    here = [t.number for t in seeds if t.state != optuna.trial.TrialState.WAITING]
+    waiting = len(seeds) - len(here)
+    text = (f"{mark.get('n', len(src))} trial(s) of study {mark.get('from')!r}"
+            + (f" (its trials {', '.join(map(str, src))})" if src else "")
+            + (f", run here as trial{'s' if len(here) > 1 else ''} {', '.join(map(str, here))}" if here
+               else ", not run here yet")
+            + (f"; {waiting} still waiting" if here and waiting else ""))
+    space = mark.get("space") or {}
+    if space:
+        text += "; weight ranges narrowed around them: " + ", ".join(
+            f"{k} [{', '.join(f'{v:g}' if isinstance(v, (int, float)) else str(v) for v in vals)}]"
+            for k, vals in space.items())
+    return text
 
 
 def mark_seeded(study: optuna.Study, source: str, n: int, trials: Sequence[int] = (),

@@ -29,7 +29,8 @@ from optimizer.engine.warmup import needs_parallel, warm_kernels
 from optimizer.paths import resolve_storage
 from optimizer.errors import AccumoptError, ParameterError, SpecError, check_param
 from optimizer.study.records import (
-    STUDY_KEYS, StudyRecord, lost_to_kill, read_study, read_trial, set_trials_target, trial_counts, write_study,
+    STUDY_KEYS, StudyRecord, lost_to_kill, read_study, read_trial, seeded, set_trials_target, trial_counts,
+    write_study,
 )
 from optimizer.study.registry import build_pruner, build_sampler
 from optimizer.study.space import grid_search_space
@@ -332,6 +333,16 @@ def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage, data: Stud
     return _record_study(st, spec, data, extra_attrs, n_trials, created)
 
 
+def _drop_unseeded(study: optuna.Study, storage: optuna.storages.BaseStorage) -> None:
+    """A study whose ``[seed_from]`` was refused before it held a trial or a seed holds nothing: it is deleted, so
+    the spec fixed as the refusal says runs under the same name (it was kept with the refused spec's record, and
+    the fixed spec was then refused as 'created from a different spec'). A study holding a trial, or seeded by an
+    earlier run, is kept."""
+    if study.get_trials(deepcopy=False) or seeded(study):
+        return
+    optuna.delete_study(study_name=study.study_name, storage=storage)
+
+
 def _record_study(st: optuna.Study, spec: StudySpec, data: StudyData, extra_attrs: Mapping[str, Any] | None,
                   n_trials: int | None, created: Mapping[str, Any]) -> optuna.Study:
     """Write a new study's record (its metric names and ``StudyRecord``): when it is created, or when a run finds
@@ -581,7 +592,11 @@ def run_study(
                        seed_offset=seed_offset, n_trials=target, remedy=remedy, creating=warm_up)
     optuna.storages.fail_stale_trials(study)  # trials left RUNNING by a killed process: FAIL (+ retried)
     notes: list[str] = [*splits]
-    searched = seed_from_study(study, spec, storage, notes) if seed else spec
+    try:
+        searched = seed_from_study(study, spec, storage, notes) if seed else spec
+    except SpecError:
+        _drop_unseeded(study, storage)
+        raise
     if searched is not spec:  # the weight ranges narrowed around the seeds: the trials search those
         data = dataclasses.replace(data, spec=searched)
         if spec.sampler.name == "grid":

@@ -202,7 +202,17 @@ def searched_spec(spec: StudySpec, narrowed: Mapping[str, list[Any]] | None) -> 
 def seed_from_study(study: optuna.Study, spec: StudySpec, storage: Any, notes: list[str] | None = None) -> StudySpec:
     """Seed ``study`` from ``spec.seed_from`` once (module docstring) and return the spec it searches: ``spec``
     with its weight entries narrowed around the seeds (as stored on the study when it was seeded). ``notes``: when
-    this call seeds, a line is appended to it if the seed study ran on other ``[data]`` settings."""
+    this call seeds, a line is appended to it if the seed study ran on other ``[data]`` settings. A refusal names
+    the spec's file, as the spec's own errors do (it names only the key when the spec has no file)."""
+    try:
+        return _seed_from_study(study, spec, storage, notes)
+    except SpecError as e:
+        if e.file is None and spec.path:
+            raise SpecError(e.key, e.reason, spec.path) from None
+        raise
+
+
+def _seed_from_study(study: optuna.Study, spec: StudySpec, storage: Any, notes: list[str] | None) -> StudySpec:
     if spec.seed_from is None:
         return spec
     mark = seeded(study)
