@@ -5,6 +5,7 @@ a lookup that disturbs the caller's transaction or open result)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from optimizer.data.store import connect, table_exists
@@ -101,3 +102,109 @@ def test_table_exists_sees_a_table_another_connection_created(tmp_path):
         b.close()
     finally:
         a.close()
+
+
+# ---- the panels a process loaded (study.data._PanelCache) ----
+
+def _counting_loads(monkeypatch) -> list:
+    """Count the loads from the store (engine.panel.load_panel as study.data calls it)."""
+    import optimizer.study.data as sd
+
+    calls: list = []
+    real = sd.load_panel
+
+    def counted(*a, **k):
+        calls.append(a[1:])
+        return real(*a, **k)
+
+    monkeypatch.setattr(sd, "load_panel", counted)
+    return calls
+
+
+def _close(db, symbol: str):
+    con = connect(db, read_only=True)
+    try:
+        return con.execute("SELECT date, close FROM daily_metrics WHERE symbol = ? ORDER BY date DESC LIMIT 1",
+                           [symbol]).fetchall()[0]
+    finally:
+        con.close()
+
+
+def test_a_panel_loaded_again_from_the_same_store_is_a_copy_of_the_first(synth_db, monkeypatch):
+    """The same store, universe and span: loaded from the store once (before: every time), the same panel (same
+    fingerprint, coverage, market), and the caller's changes to its matrices never reach the next caller."""
+    from optimizer.study.data import _PANELS, load_universe_panel
+
+    _PANELS.clear()
+    calls = _counting_loads(monkeypatch)
+    a = load_universe_panel(synth_db, "tier1", "2023-03-01", "2024-02-29")
+    fp = a.fingerprint()
+    writable = [m for m in (a["close"], a.market["spy_close"], a.dates) if m.flags.writeable]
+    assert len(writable) >= 2  # the matrices (pandas' market columns are read-only, kept read-only)
+    for m in writable:
+        m[:] = m[-1]
+    b = load_universe_panel(synth_db, "tier1", "2023-03-01", "2024-02-29")
+    assert len(calls) == 1
+    assert b.fingerprint() == fp and b.coverage == a.coverage and b.symbols == a.symbols
+    assert [m.flags.writeable for m in (b["close"], b.market["spy_close"], b.dates)] == [
+        m.flags.writeable for m in (a["close"], a.market["spy_close"], a.dates)]
+    load_universe_panel(synth_db, ["SPY", "QQQ"], "2023-03-01", "2024-02-29")  # another universe, another span:
+    load_universe_panel(synth_db, "tier1", "2023-03-02", "2024-02-29")  # loaded from the store
+    assert len(calls) == 3
+    monkeypatch.setenv("ACCUMOPT_CACHE", "off")
+    c = load_universe_panel(synth_db, "tier1", "2023-03-01", "2024-02-29")
+    assert len(calls) == 4 and c.fingerprint() == fp
+    monkeypatch.delenv("ACCUMOPT_CACHE")
+    monkeypatch.setenv("MUTANT_UNDER_TEST", "stats")  # mutation testing: every load from the store
+    load_universe_panel(synth_db, "tier1", "2023-03-01", "2024-02-29")
+    assert len(calls) == 5
+
+
+def test_a_write_to_the_store_is_seen_by_the_next_load(synth_db, null_db, tmp_path, monkeypatch):
+    """Any write (here UPDATEs of one close, the file's size unchanged; then the whole file overwritten in place by
+    another store) changes the store's state: the next load reads the store again and sees the new values."""
+    import shutil
+
+    from optimizer.study.data import _PANELS, load_universe_panel
+
+    _PANELS.clear()
+    db = tmp_path / "s.duckdb"
+    shutil.copyfile(synth_db, db)
+    day, close = _close(db, "SPY")
+    p0 = load_universe_panel(db, "tier1")
+    i, j = p0.index_of(day), p0.symbols.index("SPY")
+    assert p0["close"][i, j] == close
+    for k, new in enumerate((close * 2, close * 3)):
+        con = connect(db)
+        try:
+            con.execute("UPDATE daily_metrics SET close = ? WHERE symbol = 'SPY' AND date = ?", [new, day])
+        finally:
+            con.close()
+        p = load_universe_panel(db, "tier1")
+        assert p["close"][i, j] == new, k
+    null = load_universe_panel(null_db, "tier1")
+    shutil.copyfile(null_db, db)  # the same file (inode), another store's bytes
+    assert load_universe_panel(db, "tier1").fingerprint() == null.fingerprint() != p0.fingerprint()
+
+
+def test_a_panel_larger_than_the_cache_takes_is_not_kept(synth_db, monkeypatch):
+    """A panel over ``LARGEST`` bytes (a full-universe load) is loaded every time; past ``BUDGET`` the least recently
+    used panel goes."""
+    from optimizer.study.data import _PANELS, load_universe_panel
+
+    _PANELS.clear()
+    calls = _counting_loads(monkeypatch)
+    monkeypatch.setattr(_PANELS, "LARGEST", 1000)
+    load_universe_panel(synth_db, "tier1", "2023-03-01")
+    load_universe_panel(synth_db, "tier1", "2023-03-01")
+    assert len(calls) == 2
+    monkeypatch.setattr(_PANELS, "LARGEST", 2**30)
+    one = load_universe_panel(synth_db, "tier1", "2023-03-01")
+    size = one.dates.nbytes + sum(v.nbytes for v in one.fields.values()) + sum(v.nbytes for v in one.market.values())
+    monkeypatch.setattr(_PANELS, "BUDGET", size)  # room for one: the second evicts the first
+    load_universe_panel(synth_db, "tier1", "2023-03-02")
+    load_universe_panel(synth_db, "tier1", "2023-03-02")
+    assert len(calls) == 4
+    load_universe_panel(synth_db, "tier1", "2023-03-01")
+    assert len(calls) == 5
+    _PANELS.clear()
