@@ -208,3 +208,59 @@ def test_a_panel_larger_than_the_cache_takes_is_not_kept(synth_db, monkeypatch):
     load_universe_panel(synth_db, "tier1", "2023-03-01")
     assert len(calls) == 5
     _PANELS.clear()
+
+
+# ---- bootstrap replicates' statistics a block of replicates at a time (validate._inference.bootstrap_rows) ----
+
+def test_bootstrap_rows_equals_arch_apply_bit_for_bit_in_blocks(monkeypatch):
+    """The reference: arch's ``apply`` (one call per replicate, as equity_bootstrap and block_bootstrap_mean ran
+    before). Same seed, same resamples: every replicate's figures equal to the last bit, whether a block holds all
+    the replicates, several blocks or a block and a remainder; a constant series too;
+    the statistics are computed once per block (before: once per replicate)."""
+    from arch.bootstrap import StationaryBootstrap
+
+    from optimizer.validate import _inference, _robust
+
+    rng = np.random.default_rng(3)
+    calls = []
+
+    def stats(x):
+        calls.append(x.shape)
+        return _robust._equity_stats(x, 252.0)
+
+    for n, reps, cells in ((40, 150, 1 << 20), (40, 150, 40 * 16), (23, 101, 23 * 10), (12, 100, 1 << 20)):
+        r = rng.normal(0.0004, 0.012, n) if n != 12 else np.full(n, 0.001)
+        monkeypatch.setattr(_inference, "_BOOT_BLOCK_CELLS", cells)
+
+        def boot():
+            return StationaryBootstrap(3.0, r, seed=np.random.default_rng(7))
+
+        ref = boot().apply(lambda x: _robust._equity_stats(x, 252.0), reps=reps)
+        calls.clear()
+        got = _inference.bootstrap_rows(boot(), reps, stats, 4)
+        assert got.tobytes() == ref.tobytes(), (n, reps, cells)
+        assert len(calls) == -(-reps // max(1, cells // n)) and sum(c[0] for c in calls) == reps
+        mean_ref = boot().apply(lambda a: np.array([a.mean()]), reps=reps)
+        assert _inference.bootstrap_rows(boot(), reps, lambda a: a.mean(axis=-1)[:, None], 1).tobytes() == \
+            mean_ref.tobytes()
+
+
+def test_equity_bootstrap_and_block_bootstrap_mean_are_unchanged():
+    """Both public bootstraps against their figures from arch's apply on the same resamples (seeded)."""
+    from arch.bootstrap import StationaryBootstrap
+
+    from optimizer.validate._inference import block_bootstrap_mean, politis_white_block
+    from optimizer.validate._robust import _equity_stats, equity_bootstrap
+
+    x = np.random.default_rng(11).normal(0.0005, 0.01, 260)
+    eb = equity_bootstrap(x, reps=300, seed=4)
+    ref = StationaryBootstrap(politis_white_block(x), x, seed=np.random.default_rng(4)).apply(
+        lambda a: _equity_stats(a, 252.0), reps=300)
+    lo, hi = np.nanquantile(ref, [0.025, 0.975], axis=0)
+    assert eb.max_drawdowns.tobytes() == ref[:, 2].tobytes()
+    assert (eb.total_return.lo, eb.total_return.hi, eb.sharpe.lo, eb.sharpe.hi) == (lo[0], hi[0], lo[3], hi[3])
+    bm = block_bootstrap_mean(x, reps=300, seed=4)
+    means = StationaryBootstrap(politis_white_block(x), x, seed=np.random.default_rng(4)).apply(
+        lambda a: np.array([a.mean()]), reps=300)[:, 0]
+    a = (1.0 - 0.95) / 2.0  # block_bootstrap_mean's interval, as it computes it
+    assert bm.means.tobytes() == means.tobytes() and (bm.lo, bm.hi) == tuple(np.quantile(means, [a, 1.0 - a]))
