@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike
 import pandas as pd
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from optimizer.errors import check_param
 from optimizer.engine import _diskcache
@@ -184,7 +184,7 @@ def _physical_cores_quietly() -> None:
     asks it (scikit-learn's ``_openmp_effective_n_threads``), and loky runs ``lscpu`` to count them, which under a
     low open-file limit (``ulimit -n 16``) cannot start: loky then prints a warning and a traceback to stderr, and
     the command still exits 0. Asked here with both silenced, its fallback (the logical cores) is cached for the
-    process, and the fit runs on one thread in any case (``threadpool_limits(limits=1)``). Other text written to
+    process, and the fit runs on one thread in any case (``_one_thread``). Other text written to
     stderr meanwhile (another thread's) is passed on."""
     import contextlib
     import io
@@ -201,6 +201,21 @@ def _physical_cores_quietly() -> None:
         sys.stderr.write(text)
 
 
+@functools.cache
+def _thread_pools() -> ThreadpoolController:
+    """The BLAS and OpenMP thread pools of the process, found once, after scikit-learn is imported (its OpenMP
+    runtime and SciPy's and NumPy's OpenBLAS are loaded by then): ``threadpool_limits`` scanned every loaded library
+    again on each call (~1.3 ms of CPU; two calls per refit point of a market's labelling)."""
+    import sklearn.mixture  # noqa: F401  (the libraries a fit and a prediction run on)
+
+    return ThreadpoolController()
+
+
+def _one_thread():
+    """A block during which those pools run one thread (``threadpool_limits(limits=1)``, without the scan)."""
+    return _thread_pools().limit(limits=1)
+
+
 def _fit(
     train: np.ndarray, cols: list[str], n_components: int, random_state: int
 ) -> tuple[object, np.ndarray, np.ndarray, np.ndarray]:
@@ -210,7 +225,7 @@ def _fit(
     gm = _model(n_components, random_state)
     _physical_cores_quietly()
     # Tiny (<= 6 x 6) matrices: multi-threaded BLAS only adds overhead (40x slower fits on 2 cores).
-    with warnings.catch_warnings(), threadpool_limits(limits=1):
+    with warnings.catch_warnings(), _one_thread():
         warnings.simplefilter("ignore")
         gm.fit((train - mu) / sd)
     means = gm.means_ * sd + mu
@@ -339,7 +354,7 @@ def _learned_regime_detail(features: pd.DataFrame, refit_every: int, min_train: 
         if ok.any():
             # row by row: a batched predict_proba rounds differently with the batch size, and the block's size
             # depends on where the data ends (the truncation identity must hold to the last bit)
-            with threadpool_limits(limits=1):
+            with _one_thread():
                 post = np.vstack([gm.predict_proba(row[None, :]) for row in (block[ok] - mu) / sd])
             lab = comp_label[np.argmax(post, axis=1)]
             idx = np.arange(r, min(r + refit_every, T))[ok]
