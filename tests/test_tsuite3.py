@@ -298,3 +298,54 @@ def test_the_learned_regime_runs_on_one_thread_and_labels_as_with_threadpool_lim
     lab0, prob0 = _regime.learned_regime_detail(f, refit_every=21, min_train=60)
     assert (lab != _regime.LEARNED_UNKNOWN).sum() > 100
     assert lab.tobytes() == lab0.tobytes() and prob.tobytes() == prob0.tobytes()
+
+
+def test_a_block_labelled_again_with_the_same_fit_is_not_predicted_again(monkeypatch):
+    """The market cut at an earlier session, then grown again (a sheet per session): the blocks whose rows and fit
+    are unchanged are not predicted again (before: every row of every block each time); labels and probabilities
+    equal those of a fresh labelling bit for bit; a changed row, and a fit made again (another model object, as a
+    new process or the disk cache gives), are predicted afresh."""
+    from sklearn.mixture import GaussianMixture
+
+    from optimizer.engine import _regime
+
+    rng = np.random.default_rng(8)
+    T = 260
+    c = 100 * np.exp(np.cumsum(rng.normal(0.0003, 0.012, T)))
+    f = _regime.regime_features(c, c * 1.01, c * 0.99, rng.uniform(1e6, 2e6, T), 15 + rng.normal(0, 2, T))
+    rows = []
+    real = GaussianMixture.predict_proba
+    monkeypatch.setattr(GaussianMixture, "predict_proba", lambda self, X: rows.append(len(X)) or real(self, X))
+
+    def fresh(feats):
+        monkeypatch.setattr(_regime, "_FIT_MEMO", {})
+        monkeypatch.setattr(_regime, "_BLOCK_MEMO", {})
+        out = _regime._learned_regime_detail(feats, 21, 60, 4, 0)
+        monkeypatch.setattr(_regime, "_FIT_MEMO", {})
+        monkeypatch.setattr(_regime, "_BLOCK_MEMO", {})
+        return out
+
+    want_cut, want_full = fresh(f.iloc[:200]), fresh(f)
+    rows.clear()
+    cut = _regime._learned_regime_detail(f.iloc[:200], 21, 60, 4, 0)
+    n_cut = len(rows)
+    full = _regime._learned_regime_detail(f, 21, 60, 4, 0)
+    labelled = int((want_full[0] != _regime.LEARNED_UNKNOWN).sum())
+    assert labelled > 150 and n_cut > 80
+    # only the cut's last (partial) block and the blocks after row 200 are predicted again
+    assert len(rows) - n_cut <= labelled - n_cut + 21
+    for got, want in ((cut, want_cut), (full, want_full)):
+        assert got[0].tobytes() == want[0].tobytes() and got[1].tobytes() == want[1].tobytes()
+    rows.clear()
+    again = _regime._learned_regime_detail(f, 21, 60, 4, 0)
+    assert rows == [] and again[1].tobytes() == want_full[1].tobytes()
+    g = f.copy()
+    g.iloc[250, g.columns.get_loc("rv20")] *= 1.5  # one row near the end changed
+    changed = _regime._learned_regime_detail(g, 21, 60, 4, 0)
+    assert 0 < len(rows) <= 2 * 21  # its block, and the block after (refitted on rows that include it)
+    want_g = fresh(g)
+    assert changed[1].tobytes() == want_g[1].tobytes() and changed[0].tobytes() == want_g[0].tobytes()
+    rows.clear()
+    monkeypatch.setattr(_regime, "_FIT_MEMO", {})  # fits made again: new model objects
+    again = _regime._learned_regime_detail(f, 21, 60, 4, 0)
+    assert len(rows) == labelled and again[1].tobytes() == want_full[1].tobytes()
