@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -195,6 +196,7 @@ class _PanelCache:
     def __init__(self) -> None:
         self._kept: OrderedDict[tuple, tuple[Panel, int]] = OrderedDict()
         self._bytes = 0
+        self._lock = threading.Lock()  # threads of one process may load panels at once
 
     @staticmethod
     def _on() -> bool:
@@ -215,10 +217,11 @@ class _PanelCache:
         return k
 
     def get(self, key: tuple) -> Panel | None:
-        got = self._kept.get(key)
-        if got is None:
-            return None
-        self._kept.move_to_end(key)
+        with self._lock:
+            got = self._kept.get(key)
+            if got is None:
+                return None
+            self._kept.move_to_end(key)
         return _own_copy(got[0])
 
     def put(self, key: tuple, panel: Panel) -> None:
@@ -226,18 +229,21 @@ class _PanelCache:
             v.nbytes for v in panel.market.values())
         if size > self.LARGEST:
             return
-        old = self._kept.pop(key, None)
-        if old is not None:
-            self._bytes -= old[1]
-        self._kept[key] = (_own_copy(panel), size)
-        self._bytes += size
-        while self._bytes > self.BUDGET:
-            _, (_, n) = self._kept.popitem(last=False)
-            self._bytes -= n
+        kept = _own_copy(panel)
+        with self._lock:
+            old = self._kept.pop(key, None)
+            if old is not None:
+                self._bytes -= old[1]
+            self._kept[key] = (kept, size)
+            self._bytes += size
+            while self._bytes > self.BUDGET:
+                _, (_, n) = self._kept.popitem(last=False)
+                self._bytes -= n
 
     def clear(self) -> None:
-        self._kept.clear()
-        self._bytes = 0
+        with self._lock:
+            self._kept.clear()
+            self._bytes = 0
 
 
 _PANELS = _PanelCache()
