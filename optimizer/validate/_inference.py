@@ -42,7 +42,9 @@ References
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -423,7 +425,7 @@ def politis_white_block(x: ArrayLike) -> float:
 _BOOT_BLOCK_CELLS = 1 << 20
 
 
-def bootstrap_rows(bs, reps: int, stats, width: int) -> np.ndarray:
+def bootstrap_rows(bs: Any, reps: int, stats: Callable[[np.ndarray], np.ndarray], width: int) -> np.ndarray:
     """``bs.apply(f, reps)`` (reps x width) of an arch bootstrap of one 1-D array, bit for bit, where ``stats`` is
     ``f`` over a matrix whose rows are replicates (``stats(X)[i] == f(X[i])``, each row reduced along the last axis
     as numpy reduces one replicate's array): the same resamples in the same order (``bs.bootstrap``), the
