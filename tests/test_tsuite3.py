@@ -266,39 +266,7 @@ def test_equity_bootstrap_and_block_bootstrap_mean_are_unchanged():
     assert bm.means.tobytes() == means.tobytes() and (bm.lo, bm.hi) == tuple(np.quantile(means, [a, 1.0 - a]))
 
 
-# ---- the learned regime's one-thread blocks (engine._regime._one_thread) ----
-
-def test_the_learned_regime_runs_on_one_thread_and_labels_as_with_threadpool_limits(monkeypatch):
-    """Inside ``_one_thread`` every BLAS / OpenMP pool of the process (as threadpoolctl finds them afresh) runs one
-    thread, and the pools are back to their size after; a market's labels and probabilities equal, bit for bit,
-    those computed with ``threadpool_limits(limits=1)`` (what every block used before: a library scan per call)."""
-    from threadpoolctl import ThreadpoolController, threadpool_limits
-
-    import sklearn.mixture  # noqa: F401  (its OpenMP runtime and SciPy's OpenBLAS: loaded by a fit)
-
-    from optimizer.engine import _regime
-
-    before = [p["num_threads"] for p in ThreadpoolController().info()]
-    assert len(before) >= 2
-    with _regime._one_thread():
-        inside = ThreadpoolController().info()
-    assert inside and all(p["num_threads"] == 1 for p in inside), inside
-    assert [p["num_threads"] for p in ThreadpoolController().info()] == before
-
-    rng = np.random.default_rng(2)
-    T = 230
-    c = 100 * np.exp(np.cumsum(rng.normal(0.0003, 0.012, T)))
-    f = _regime.regime_features(c, c * 1.01, c * 0.99, rng.uniform(1e6, 2e6, T), 15 + rng.normal(0, 2, T))
-    monkeypatch.setattr(_regime, "_DETAIL_MEMO", {})
-    monkeypatch.setattr(_regime, "_FIT_MEMO", {})
-    lab, prob = _regime.learned_regime_detail(f, refit_every=21, min_train=60)
-    monkeypatch.setattr(_regime, "_DETAIL_MEMO", {})
-    monkeypatch.setattr(_regime, "_FIT_MEMO", {})
-    monkeypatch.setattr(_regime, "_one_thread", lambda: threadpool_limits(limits=1))
-    lab0, prob0 = _regime.learned_regime_detail(f, refit_every=21, min_train=60)
-    assert (lab != _regime.LEARNED_UNKNOWN).sum() > 100
-    assert lab.tobytes() == lab0.tobytes() and prob.tobytes() == prob0.tobytes()
-
+# ---- the learned regime's blocks (engine._regime._block_labels) ----
 
 def test_a_block_labelled_again_with_the_same_fit_is_not_predicted_again(monkeypatch):
     """The market cut at an earlier session, then grown again (a sheet per session): the blocks whose rows and fit

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike
 import pandas as pd
-from threadpoolctl import ThreadpoolController
+from threadpoolctl import threadpool_limits
 
 from optimizer.errors import check_param
 from optimizer.engine import _diskcache
@@ -184,7 +184,7 @@ def _physical_cores_quietly() -> None:
     asks it (scikit-learn's ``_openmp_effective_n_threads``), and loky runs ``lscpu`` to count them, which under a
     low open-file limit (``ulimit -n 16``) cannot start: loky then prints a warning and a traceback to stderr, and
     the command still exits 0. Asked here with both silenced, its fallback (the logical cores) is cached for the
-    process, and the fit runs on one thread in any case (``_one_thread``). Other text written to
+    process, and the fit runs on one thread in any case (``threadpool_limits(limits=1)``). Other text written to
     stderr meanwhile (another thread's) is passed on."""
     import contextlib
     import io
@@ -201,21 +201,6 @@ def _physical_cores_quietly() -> None:
         sys.stderr.write(text)
 
 
-@functools.cache
-def _thread_pools() -> ThreadpoolController:
-    """The BLAS and OpenMP thread pools of the process, found once, after scikit-learn is imported (its OpenMP
-    runtime and SciPy's and NumPy's OpenBLAS are loaded by then): ``threadpool_limits`` scanned every loaded library
-    again on each call (~1.3 ms of CPU; two calls per refit point of a market's labelling)."""
-    import sklearn.mixture  # noqa: F401  (the libraries a fit and a prediction run on)
-
-    return ThreadpoolController()
-
-
-def _one_thread():
-    """A block during which those pools run one thread (``threadpool_limits(limits=1)``, without the scan)."""
-    return _thread_pools().limit(limits=1)
-
-
 def _fit(
     train: np.ndarray, cols: list[str], n_components: int, random_state: int
 ) -> tuple[object, np.ndarray, np.ndarray, np.ndarray]:
@@ -225,7 +210,7 @@ def _fit(
     gm = _model(n_components, random_state)
     _physical_cores_quietly()
     # Tiny (<= 6 x 6) matrices: multi-threaded BLAS only adds overhead (40x slower fits on 2 cores).
-    with warnings.catch_warnings(), _one_thread():
+    with warnings.catch_warnings(), threadpool_limits(limits=1):
         warnings.simplefilter("ignore")
         gm.fit((train - mu) / sd)
     means = gm.means_ * sd + mu
@@ -371,7 +356,7 @@ def _block_labels(fit: tuple[object, np.ndarray, np.ndarray, np.ndarray],
     if got is not None and got[0] is fit:
         return got[1].copy(), got[2].copy()
     gm, _, _, comp_label = fit
-    with _one_thread():
+    with threadpool_limits(limits=1):
         post = np.vstack([gm.predict_proba(row[None, :]) for row in rows])
     lab = comp_label[np.argmax(post, axis=1)]
     p = np.where(comp_label[None, :] == lab[:, None], post, 0.0).sum(axis=1)
