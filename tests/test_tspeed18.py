@@ -167,6 +167,9 @@ class _Spy:
         self.sql.append(sql)
         return self.con.execute(sql, parameters)
 
+    def table(self, name):  # a lookup by DuckDB's binder (store.table_exists), no SQL
+        return self.con.table(name)
+
 
 def test_table_exists_answers_as_information_schema_without_reading_it(tmp_path):
     """Tables and views (the user's, temporary ones, of an attached database), in schema main only, DuckDB's own

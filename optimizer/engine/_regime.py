@@ -333,19 +333,44 @@ def _learned_regime_detail(features: pd.DataFrame, refit_every: int, min_train: 
         train = hist[cols].dropna().to_numpy()
         if len(train) < min_train:
             continue
-        gm, mu, sd, comp_label = _fit_and_label(train, cols, n_components, random_state)
+        fit = _fit_and_label(train, cols, n_components, random_state)
         block = features.iloc[r: r + refit_every][cols].to_numpy()
         ok = np.isfinite(block).all(axis=1)
         if ok.any():
-            # row by row: a batched predict_proba rounds differently with the batch size, and the block's size
-            # depends on where the data ends (the truncation identity must hold to the last bit)
-            with threadpool_limits(limits=1):
-                post = np.vstack([gm.predict_proba(row[None, :]) for row in (block[ok] - mu) / sd])
-            lab = comp_label[np.argmax(post, axis=1)]
+            lab, p = _block_labels(fit, (block[ok] - fit[1]) / fit[2])
             idx = np.arange(r, min(r + refit_every, T))[ok]
             out[idx] = lab
-            prob[idx] = np.where(comp_label[None, :] == lab[:, None], post, 0.0).sum(axis=1)
+            prob[idx] = p
     return out, prob
+
+
+def _block_labels(fit: tuple[object, np.ndarray, np.ndarray, np.ndarray],
+                  rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(label, its probability) of each standardized row of a block under ``fit`` (model, mean, std, component ->
+    label). Row by row: a batched predict_proba rounds differently with the batch size, and the block's size depends
+    on where the data ends (the truncation identity must hold to the last bit). The process remembers the last
+    blocks it labelled with each fit object it holds (a market truncated at a later date, a sheet per session,
+    labels its earlier blocks with the same fits and rows): the answer of the same model to the same rows."""
+    key = rows.tobytes() + repr(rows.shape).encode()
+    got = _BLOCK_MEMO.get(key)
+    if got is not None and got[0] is fit:
+        return got[1].copy(), got[2].copy()
+    gm, _, _, comp_label = fit
+    with threadpool_limits(limits=1):
+        post = np.vstack([gm.predict_proba(row[None, :]) for row in rows])
+    lab = comp_label[np.argmax(post, axis=1)]
+    p = np.where(comp_label[None, :] == lab[:, None], post, 0.0).sum(axis=1)
+    _BLOCK_MEMO.pop(key, None)
+    while len(_BLOCK_MEMO) >= _BLOCK_MEMO_SIZE:
+        _BLOCK_MEMO.pop(next(iter(_BLOCK_MEMO)))
+    _BLOCK_MEMO[key] = (fit, lab.copy(), p.copy())
+    return lab, p
+
+
+# a block's standardized rows -> (the fit object that labelled them, labels, probabilities): used only with that very
+# object (a fit computed again or read back from the disk cache labels its blocks afresh)
+_BLOCK_MEMO: dict[bytes, tuple[tuple, np.ndarray, np.ndarray]] = {}
+_BLOCK_MEMO_SIZE = 4096
 
 
 def learned_regime(

@@ -42,7 +42,9 @@ References
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -419,6 +421,28 @@ def politis_white_block(x: ArrayLike) -> float:
     return float(min(max(b, 1.0), max(1.0, y.size / 4.0))) if np.isfinite(b) else 1.0
 
 
+# resampled values per block of replicates whose statistics are computed at once (8 MB a matrix)
+_BOOT_BLOCK_CELLS = 1 << 20
+
+
+def bootstrap_rows(bs: Any, reps: int, stats: Callable[[np.ndarray], np.ndarray], width: int) -> np.ndarray:
+    """``bs.apply(f, reps)`` (reps x width) of an arch bootstrap of one 1-D array, bit for bit, where ``stats`` is
+    ``f`` over a matrix whose rows are replicates (``stats(X)[i] == f(X[i])``, each row reduced along the last axis
+    as numpy reduces one replicate's array): the same resamples in the same order (``bs.bootstrap``), the
+    statistics computed for a block of replicates at a time instead of one call per replicate (~0.05-0.2 ms of
+    numpy overhead each: ``equity_bootstrap``'s 2,000 replicates of 250 days 0.11 s -> 0.04 s of CPU)."""
+    out = np.empty((reps, width))
+    rows: list[np.ndarray] = []
+    done = 0
+    for (x,), _ in bs.bootstrap(reps):
+        rows.append(x)
+        if len(rows) * x.size >= _BOOT_BLOCK_CELLS or done + len(rows) == reps:
+            out[done:done + len(rows)] = stats(np.stack(rows))
+            done += len(rows)
+            rows = []
+    return out
+
+
 def block_bootstrap_mean(x: ArrayLike, reps: int = 2000, level: float = 0.95, block_size: float | None = None,
                          seed: int | None = 0) -> BootstrapMean:
     """Stationary bootstrap of the mean of ``x`` over days (Politis & Romano 1994) with mean block length
@@ -433,7 +457,7 @@ def block_bootstrap_mean(x: ArrayLike, reps: int = 2000, level: float = 0.95, bl
     b = politis_white_block(y) if block_size is None else float(block_size)
     check_param(b >= 1.0, "block_size", ">= 1", block_size)
     bs = StationaryBootstrap(b, y, seed=np.random.default_rng(seed))
-    means = bs.apply(lambda a: np.array([a.mean()]), reps=int(reps))[:, 0]
+    means = bootstrap_rows(bs, int(reps), lambda a: a.mean(axis=-1)[:, None], 1)[:, 0]
     m = float(y.mean())
     a = (1.0 - level) / 2.0
     lo, hi = np.quantile(means, [a, 1.0 - a])

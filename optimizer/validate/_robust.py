@@ -36,7 +36,7 @@ import pandas as pd
 # loads this module (``accumopt report``, ``--help``) does not pay it
 
 from optimizer.errors import check_param
-from optimizer.validate._inference import politis_white_block
+from optimizer.validate._inference import bootstrap_rows, politis_white_block
 
 __all__ = [
     "CI",
@@ -392,7 +392,7 @@ def equity_bootstrap(daily_returns: ArrayLike, reps: int = 2000, alpha: float = 
     check_param(block_size is None or block_size >= 1, "block_size", "None or >= 1", block_size)
     b = politis_white_block(r) if block_size is None else float(block_size)
     bs = StationaryBootstrap(b, r, seed=np.random.default_rng(seed))
-    boot = bs.apply(lambda x: _equity_stats(x, periods_per_year), reps=int(reps))  # reps × 4
+    boot = bootstrap_rows(bs, int(reps), lambda x: _equity_stats(x, periods_per_year), 4)  # reps × 4
     point = _equity_stats(r, periods_per_year)
     lo, hi = np.nanquantile(boot, [alpha / 2.0, 1.0 - alpha / 2.0], axis=0)
     cis = [CI(float(point[i]), float(lo[i]), float(hi[i])) for i in range(4)]
