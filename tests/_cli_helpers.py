@@ -89,3 +89,15 @@ def drain_pty(master: int) -> bytes:
             break
         chunks.append(d)
     return b"".join(chunks)
+
+
+def bench_module(name: str, as_name: str | None = None):
+    """The benchmark script bench/<name>.py imported as a module (``as_name``, default ``name``), for tests of its
+    functions."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(as_name or name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

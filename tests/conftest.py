@@ -283,3 +283,15 @@ def synth_truth(synth_db: Path) -> dict:
 def null_truth(null_db: Path) -> dict:
     """Ground truth (truth/README.json) of ``null_db``."""
     return json.loads((null_db.parent / "raw" / "truth" / "README.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture
+def tokyo(monkeypatch):
+    """The machine's time zone set to Asia/Tokyo (UTC+09:00, no daylight saving), restored afterwards."""
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()

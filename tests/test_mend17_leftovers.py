@@ -170,6 +170,15 @@ def test_replay_and_backtest_name_the_compared_field_metric(synth_db, tmp_path):
         assert rows and all("metric" in r and "key" not in r for r in rows)
     assert [r["metric"] for r in rep["comparison"]][:1] == ["value"] and rep["reproduced"] is True
     assert {r["metric"] for r in rep["comparison"]} >= {"closed_trades", "fold0.closed_trades"}
+    # mend20: the recomputed value has one name too (backtest's rows said `backtest`, replay's `replayed`)
+    from optimizer.study.records import COMPARISON_COLUMNS
+
+    assert COMPARISON_COLUMNS == ("metric", "stored", "recomputed", "equal")
+    for rows in (rep["comparison"], bt["comparison"]):
+        assert rows and all(tuple(r) == COMPARISON_COLUMNS for r in rows)
+        assert all(r["equal"] and r["recomputed"] == r["stored"] for r in rows)  # both reproduce the trial exactly
+    table = ok(cli("study", "replay", "small", "0", *common)).stdout
+    assert "recomputed" in table and "replayed" not in table
 
 
 # ------------------------------------------------------------------ 5. the universe as resolved, never as typed

@@ -140,16 +140,7 @@ def test_the_same_value_from_a_file_or_the_api_keeps_its_parameter_name(synth_db
 
 
 # ------------------------------------------------------------------ 4. timestamps with their offset
-@pytest.fixture
-def tokyo(monkeypatch):
-    """The machine's time zone set to Asia/Tokyo (UTC+09:00, no daylight saving), restored afterwards."""
-    import time
-
-    monkeypatch.setenv("TZ", "Asia/Tokyo")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
+# the `tokyo` fixture (the machine's zone set to Asia/Tokyo) is tests/conftest.py's
 
 
 def test_study_list_and_the_reserve_ledger_print_times_with_their_offset(tokyo, tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 
 import duckdb
 import pandas as pd
@@ -15,14 +14,7 @@ UTC = dt.timezone.utc
 
 
 # ------------------------------------------------------------------ 1. times stored / written with their zone
-@pytest.fixture
-def tokyo(monkeypatch):
-    """The machine's time zone set to Asia/Tokyo (UTC+09:00, no daylight saving), restored afterwards."""
-    monkeypatch.setenv("TZ", "Asia/Tokyo")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
+# the `tokyo` fixture (the machine's zone set to Asia/Tokyo) is tests/conftest.py's
 
 
 def _store_at_v8(path) -> None:
@@ -303,32 +295,9 @@ def test_fetch_finra_api_refuses_a_symbol_listed_twice_as_a_universe_does(tmp_pa
 
 
 # ------------------------------------------------------------------ 6. one name for the recomputed value
-def test_backtest_and_replay_comparisons_have_the_same_columns(synth_db, tmp_path):
-    """`backtest --params`'s comparison named this run's value `backtest`, `study replay`'s `replayed`: the same
-    concept (a trial's stored metric, its configuration evaluated again on the same data) under two names (fails
-    before: the columns differ). One set now, COMPARISON_COLUMNS, in the JSON rows and the table."""
-    import json
-
-    from _cli_helpers import cli, ok
-    from test_explore21_settings import _SMALL
-
-    from optimizer.study.records import COMPARISON_COLUMNS
-
-    spec = tmp_path / "small.toml"
-    spec.write_text(_SMALL, encoding="utf-8")
-    common = ("--db", synth_db, "--storage", f"sqlite:///{tmp_path / 'st.db'}")
-    ok(cli("study", "run", spec, *common, "--format", "json"))
-    rep = json.loads(ok(cli("study", "replay", "small", "0", *common, "--format", "json")).stdout)
-    best = tmp_path / "best.json"
-    best.write_text(ok(cli("study", "best", "small", "--storage", common[3], "--format", "json")).stdout, "utf-8")
-    bt = json.loads(ok(cli("backtest", "--params", best, "--db", synth_db, "--out", tmp_path / "out", "--no-save",
-                           "--format", "json")).stdout)
-    assert COMPARISON_COLUMNS == ("metric", "stored", "recomputed", "equal")
-    for rows in (rep["comparison"], bt["comparison"]):
-        assert rows and all(tuple(r) == COMPARISON_COLUMNS for r in rows)
-        assert all(r["equal"] and r["recomputed"] == r["stored"] for r in rows)  # both reproduce the trial exactly
-    table = ok(cli("study", "replay", "small", "0", *common)).stdout
-    assert "recomputed" in table and "replayed" not in table
+# `backtest --params`'s comparison named this run's value `backtest`, `study replay`'s `replayed` (fails before: the
+# columns differ): one set now, records.COMPARISON_COLUMNS, checked in the JSON rows and the table by
+# test_mend17_leftovers::test_replay_and_backtest_name_the_compared_field_metric (the same runs, not made twice).
 
 
 # ------------------------------------------------------------------ 7. every key of sheet.json is in docs/SIGNALS.md
@@ -368,14 +337,9 @@ def test_every_key_of_a_written_sheet_json_is_named_in_the_signals_doc(synth_db,
 
 # ------------------------------------------------------------------ 8. bench/regime_compare.py: where and how it writes
 def _regime_bench():
-    import importlib.util
-    from pathlib import Path
+    from _cli_helpers import bench_module
 
-    path = Path(__file__).resolve().parents[1] / "bench" / "regime_compare.py"
-    spec = importlib.util.spec_from_file_location("_mend20_regime_compare", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_module("regime_compare", "_mend20_regime_compare")
 
 
 def test_the_regime_bench_writes_under_the_output_root_whole_and_keeps_a_run_left_mid_swap(tmp_path, monkeypatch):

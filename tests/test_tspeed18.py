@@ -260,14 +260,9 @@ def test_report_figures_do_not_validate_the_template_again(monkeypatch):
 
 
 def _saturation_bench():
-    import importlib.util
-    from pathlib import Path
+    from _cli_helpers import bench_module
 
-    path = Path(__file__).resolve().parents[1] / "bench" / "suite_saturation.py"
-    spec = importlib.util.spec_from_file_location("suite_saturation", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_module("suite_saturation")
 
 
 def test_saturation_summary_by_hand():

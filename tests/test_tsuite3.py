@@ -9,20 +9,7 @@ import numpy as np
 import pandas as pd
 
 from optimizer.data.store import connect, table_exists
-
-
-class _Spy:
-    """A connection that keeps the SQL it is given (``table``: DuckDB's binder lookup, no SQL)."""
-
-    def __init__(self, con):
-        self.con, self.sql = con, []
-
-    def execute(self, sql, parameters=None):
-        self.sql.append(sql)
-        return self.con.execute(sql, parameters)
-
-    def table(self, name):
-        return self.con.table(name)
+from test_tspeed18 import _Spy  # a connection that keeps the SQL it is given (its `table`: no SQL)
 
 
 def _catalog_answer(con, name: str) -> bool:
