@@ -1,0 +1,126 @@
+"""mend21: the last audits' leftovers (brief S-mend21)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+# ---- 1. a series without dispersion: its Sharpe ratio / t statistic is the documented value, not ~1e16 --------
+
+
+def _flat_noisy() -> np.ndarray:
+    """40 daily returns of a close growing 1 % a day: 0.01 up to rounding (ptp 4.4e-16), never exactly constant."""
+    c = 100.0 * 1.01 ** np.arange(41)
+    r = c[1:] / c[:-1] - 1.0
+    assert np.ptp(r) > 0.0 and np.std(r, ddof=1) < 1e-13  # the trap: not exactly constant, no real dispersion
+    return r
+
+
+def test_equity_bootstrap_sharpe_of_a_constant_series_is_inf_or_nan() -> None:
+    from optimizer.validate.stats import equity_bootstrap, equity_point
+
+    up = np.full(252, 0.001)
+    assert np.std(up, ddof=1) > 0.0  # what made the Sharpe 7.3e16 before
+    s = equity_bootstrap(up, reps=100).sharpe
+    assert (s.point, s.lo, s.hi) == (math.inf, math.inf, math.inf)
+    down = equity_bootstrap(-up, reps=100).sharpe
+    assert (down.point, down.lo, down.hi) == (-math.inf, -math.inf, -math.inf)
+    zero = equity_bootstrap(np.zeros(252), reps=100).sharpe
+    assert math.isnan(zero.point) and math.isnan(zero.lo) and math.isnan(zero.hi)
+    assert equity_point(up)["sharpe"] == math.inf
+    assert equity_point(_flat_noisy())["sharpe"] == math.inf
+    # a series with dispersion keeps its ratio: mean / std(ddof=1) × sqrt(252), by hand
+    r = np.array([0.01, -0.005, 0.002, 0.0, 0.003, -0.001, 0.004, 0.006, -0.002, 0.001])
+    assert equity_point(r)["sharpe"] == pytest.approx(r.mean() / r.std(ddof=1) * math.sqrt(252.0), rel=1e-12)
+
+
+def test_trade_bootstrap_sharpe_of_equal_trades_is_inf() -> None:
+    from optimizer.validate.stats import bootstrap_ci
+
+    ci = bootstrap_ci(np.full(11, 0.01), "sharpe", n_boot=100, seed=0)["sharpe"]
+    assert ci.point == math.inf
+    r = np.array([0.02, -0.01, 0.03, 0.0, 0.01])
+    assert bootstrap_ci(r, "sharpe", n_boot=100, seed=0)["sharpe"].point == pytest.approx(r.mean() / r.std(ddof=1))
+
+
+def test_sharpe_stats_and_t_stats_of_a_series_constant_up_to_rounding() -> None:
+    from optimizer.validate._inference import hac_mean
+    from optimizer.validate._sharpe import excess_t_stat, sharpe_stats
+
+    r = _flat_noisy()
+    m = sharpe_stats(r)
+    assert m["sr"] == math.inf and math.isnan(m["skew"]) and math.isnan(m["kurtosis"])
+    assert sharpe_stats(-r)["sr"] == -math.inf
+    mean, t, n = excess_t_stat(r)
+    assert (t, n) == (math.inf, 40) and mean == pytest.approx(0.01)
+    h = hac_mean(r)
+    assert math.isnan(h.t) and math.isnan(h.t_iid) and math.isnan(h.se)
+    # with dispersion the statistics are the ordinary ones
+    x = np.array([0.02, -0.01, 0.03, 0.0, 0.01, 0.005])
+    assert sharpe_stats(x)["sr"] == pytest.approx(x.mean() / x.std(ddof=1))
+    assert excess_t_stat(x)[1] == pytest.approx(x.mean() / (x.std(ddof=1) / math.sqrt(6)))
+
+
+def test_dependent_inference_t_iid_of_equal_trade_excesses_is_nan() -> None:
+    from optimizer.validate._inference import DailyExcess, dependent_inference
+
+    rng = np.random.default_rng(3)
+    total = rng.normal(0.001, 0.01, 60)
+    ex = np.full(11, 0.01)
+    assert np.std(ex, ddof=1) > 0.0  # rounding: 1.8e-18, a t of 1.8e16 before
+    d = DailyExcess(0, 60, total, total.copy(), np.ones(60), np.full(60, 0.2), ex, total.copy())
+    assert math.isnan(dependent_inference(d, reps=100).t_iid)
+    ex2 = np.array([0.01, 0.02, -0.01, 0.0, 0.03, 0.01, 0.02, 0.0, -0.02, 0.01, 0.02])
+    d2 = DailyExcess(0, 60, total, total.copy(), np.ones(60), np.full(60, 0.2), ex2, total.copy())
+    assert dependent_inference(d2, reps=100).t_iid == pytest.approx(ex2.mean() / (ex2.std(ddof=1) / math.sqrt(11)))
+
+
+def test_spa_best_t_and_constant_column_up_to_rounding() -> None:
+    from optimizer.validate._reality import spa_test
+
+    noise = np.random.default_rng(0).normal(0.0, 0.01, 40)
+    res = spa_test(np.column_stack([_flat_noisy(), noise]), reps=100, seed=0)
+    assert res.best == 0 and math.isnan(res.best_t)  # 5.7e14 before
+    assert res.n_constant == 1  # the flat column is left out of the test, as an exactly constant one is
+
+
+def _one_symbol_panel(T: int = 30):
+    from optimizer.engine.panel import Panel
+
+    dates = np.datetime64("2024-01-01") + np.arange(T)
+    close = (100.0 * 1.01 ** np.arange(T))[:, None]
+    opens = np.vstack([[[99.0]], close[:-1]])  # each open is the previous close: every held day earns 1 %
+    return Panel(dates=dates, symbols=("AAA",), fields={"close": close, "open": opens})
+
+
+def _trades(entry, exit_, entry_price, exit_price):
+    from optimizer.engine.simulate import Trades
+
+    n = len(entry)
+    return Trades(symbol=np.zeros(n, np.int64), signal_idx=np.asarray(entry) - 1, entry_idx=np.asarray(entry),
+                  exit_idx=np.asarray(exit_), entry_price=np.asarray(entry_price, float),
+                  exit_price=np.asarray(exit_price, float), exit_reason=np.zeros(n, np.int64), score=np.zeros(n))
+
+
+def test_run_metrics_sharpes_of_equal_trades_and_a_flat_portfolio_are_zero() -> None:
+    from optimizer.engine.metrics import portfolio_returns, run_metrics
+    from optimizer.engine.simulate import Span
+
+    p = _one_symbol_panel()
+    n = 11  # eleven trades of exactly +18.3 %: their std (ddof=1, two plain passes) is rounding, not 0
+    ent = np.arange(n) * 2 + 1
+    m = run_metrics(_trades(ent, ent + 1, [100.0] * n, [118.3] * n), p, Span(0, 30, 30), n)
+    assert m["avg_return"] == pytest.approx(0.183)
+    assert m["sharpe"] == 0.0 and m["excess_sharpe"] == 0.0  # 6.3e15 before (ENGINE.md: no dispersion -> 0)
+    # one position held from row 1 to 29 over [1, 29): every day +1 % up to rounding -> portfolio_sharpe 0
+    t = _trades([1], [29], [p["open"][1, 0]], [p["close"][29, 0]])
+    span = Span(1, 29, 29)
+    daily = portfolio_returns(t, p, span)
+    assert np.ptp(daily) > 0.0 and np.allclose(daily, 0.01, rtol=0, atol=1e-15)
+    assert run_metrics(t, p, span, 1)["portfolio_sharpe"] == 0.0  # 1.6e15 before
+    # with dispersion the ratios are the ordinary ones
+    m2 = run_metrics(_trades([1, 5, 9], [2, 6, 10], [100.0] * 3, [101.0, 99.0, 103.0]), p, Span(0, 30, 30), 3)
+    nets = np.array([0.01, -0.01, 0.03])
+    assert m2["sharpe"] == pytest.approx(nets.mean() / nets.std(ddof=1), rel=1e-9)
