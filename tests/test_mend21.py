@@ -124,3 +124,28 @@ def test_run_metrics_sharpes_of_equal_trades_and_a_flat_portfolio_are_zero() -> 
     m2 = run_metrics(_trades([1, 5, 9], [2, 6, 10], [100.0] * 3, [101.0, 99.0, 103.0]), p, Span(0, 30, 30), 3)
     nets = np.array([0.01, -0.01, 0.03])
     assert m2["sharpe"] == pytest.approx(nets.mean() / nets.std(ddof=1), rel=1e-9)
+
+
+# ---- 2. --universe naming a symbol the store lacks: the flag and the value as typed -----------------------------
+
+
+def test_universe_flag_the_store_lacks_is_named_as_typed(synth_db, tmp_path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from optimizer.cli import main
+
+    p = tmp_path / "best.json"
+    p.write_text(json.dumps({"params": {}}))
+    for cmd in (("signals", "--no-save"), ("backtest", "--no-save")):
+        args = [cmd[0], "--params", str(p), "--db", str(synth_db), "--universe", "BRK-B", cmd[1],
+                "--out", str(tmp_path / "o")]
+        res = CliRunner().invoke(main, args, env={"ACCUMOPT_DB": None, "ACCUMOPT_OUTPUT": None})
+        assert res.exit_code == 2, (cmd, res.output)
+        lines = res.output.strip().splitlines()
+        assert len(lines) == 1, (cmd, res.output)
+        # before: "error: universe lists 1 symbol that daily_metrics of ... does not hold: BRK.B (...), got
+        # universe=['BRK.B']"
+        assert lines[0].startswith("error: --universe lists 1 symbol that daily_metrics of "), (cmd, lines[0])
+        assert ": BRK.B (" in lines[0] and lines[0].endswith("got BRK-B"), (cmd, lines[0])
