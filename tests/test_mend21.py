@@ -149,3 +149,67 @@ def test_universe_flag_the_store_lacks_is_named_as_typed(synth_db, tmp_path) -> 
         # universe=['BRK.B']"
         assert lines[0].startswith("error: --universe lists 1 symbol that daily_metrics of "), (cmd, lines[0])
         assert ": BRK.B (" in lines[0] and lines[0].endswith("got BRK-B"), (cmd, lines[0])
+
+
+# ---- 3. a [data] start / end past the store's sessions is said once ---------------------------------------------
+
+_SPAN_SPEC = """
+[data]
+universe = "tier1"
+{span}
+reserve_fraction = 0.1
+[space]
+variant = {{ type = "categorical", choices = ["A", "B"] }}
+exit = "fixed_10d"
+[cv]
+n_splits = 2
+[objective]
+min_trades = 0
+[sampler]
+name = "random"
+seed = 3
+[pruner]
+name = "none"
+[run]
+n_trials = 2
+[walkforward]
+train = 120
+test = 60
+unit = "sessions"
+"""
+
+
+def test_span_lines_say_a_data_span_past_the_stores_sessions(synth_db) -> None:
+    from optimizer.study.data import load_study_data, span_lines
+    from optimizer.study.spec import parse_spec
+
+    def lines(span: str) -> list[str]:
+        spec = parse_spec(_SPAN_SPEC.format(span=span), "s.toml")
+        return span_lines(spec, load_study_data(spec, synth_db)[0])
+
+    # the synthetic store's sessions: 2023-01-03 .. 2024-06-28 (a Friday)
+    assert lines('start = 2022-06-01\nend = 2030-06-28') == [
+        "[data] start = 2022-06-01 is before the store's first session 2023-01-03 (of daily_metrics for the "
+        "universe): the study's data starts there",
+        "[data] end = 2030-06-28 is after the store's last session 2024-06-28 (of daily_metrics for the universe): "
+        "the study's data ends there"]
+    assert lines('start = 2023-01-03\nend = 2024-06-28') == []  # the store's own ends
+    assert lines('start = 2023-01-01\nend = 2024-06-30') == []  # a holiday / weekend beyond them: no session missing
+    assert lines('end = 2024-07-01') == ["[data] end = 2024-07-01 is after the store's last session 2024-06-28 "
+                                         "(of daily_metrics for the universe): the study's data ends there"]
+
+
+def test_study_run_and_walkforward_say_a_start_before_the_stores_first_session(synth_db, tmp_path) -> None:
+    from tests._cli_helpers import cli
+
+    spec = tmp_path / "s.toml"
+    spec.write_text(_SPAN_SPEC.format(span="start = 2022-06-01\nend = 2023-12-29"), encoding="utf-8")
+    note = ("[data] start = 2022-06-01 is before the store's first session 2023-01-03 (of daily_metrics for the "
+            "universe): the study's data starts there")
+    res = cli("study", "run", spec, "--db", synth_db, "--storage", f"sqlite:///{tmp_path / 'st.db'}",
+              "--out", tmp_path / "out")
+    assert res.exit_code == 0, res.output
+    assert res.stderr.count(note) == 1, res.stderr
+    res = cli("walkforward", spec, "--db", synth_db, "--out", tmp_path / "wf")
+    assert res.exit_code == 0, res.output
+    assert res.stderr.count(note) == 1, res.stderr

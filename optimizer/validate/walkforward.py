@@ -60,7 +60,7 @@ from optimizer.engine.regime_filter import regime_entry_mask
 from optimizer.engine.simulate import EXIT_REASONS, Span, Trades
 from optimizer.errors import DataError, ParameterError, SpecError
 from optimizer.data.splitcheck import panel_split_lines
-from optimizer.study.data import StudyData, load_study_data, prepare_data
+from optimizer.study.data import StudyData, load_study_data, prepare_data, span_lines
 from optimizer.engine.evaluate import Config
 from optimizer.paths import atomic_folder, atomic_write, recover_folder, resolve_db, resolve_storage, under
 from optimizer.study.data_settings import data_settings_rows
@@ -850,8 +850,9 @@ def run_walkforward(
 
 def _setup_notes(ctx: _RunContext) -> list[str]:
     """What the coordinator and each worker say of the run they set up (the one list for both): the unrecorded
-    splits in the data (once, not per window) and what the spec sets that no window uses."""
-    return [*panel_split_lines(ctx.panel), *_unused_notes(ctx.spec, ctx.n_trials)]
+    splits in the data (once, not per window), a [data] start / end past the store's sessions (``span_lines``) and
+    what the spec sets that no window uses."""
+    return [*span_lines(ctx.spec, ctx.panel), *panel_split_lines(ctx.panel), *_unused_notes(ctx.spec, ctx.n_trials)]
 
 
 def _unused_notes(spec: StudySpec, n_trials: int) -> list[str]:
