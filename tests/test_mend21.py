@@ -213,3 +213,43 @@ def test_study_run_and_walkforward_say_a_start_before_the_stores_first_session(s
     res = cli("walkforward", spec, "--db", synth_db, "--out", tmp_path / "wf")
     assert res.exit_code == 0, res.output
     assert res.stderr.count(note) == 1, res.stderr
+
+
+# ---- 4. memory_budget restores DuckDB's memory_limit exactly, not from its rounded text --------------------------
+
+
+class _Recording:
+    """A DuckDB connection that records the statements memory_budget runs (DuckDB shows the limit only truncated,
+    so that the default came back exactly is observable only as the statement that restores it)."""
+
+    def __init__(self, con) -> None:
+        self.con, self.sql = con, []
+
+    def execute(self, query, *args):
+        self.sql.append(query)
+        return self.con.execute(query, *args)
+
+
+def test_memory_budget_restores_the_default_limit_exactly(tmp_path) -> None:
+    import duckdb
+
+    from optimizer.data.store import memory_budget
+
+    con = duckdb.connect(str(tmp_path / "s.duckdb"))
+    try:
+        shown = lambda: con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]  # noqa: E731
+        before = shown()  # DuckDB's default, 80 % of the RAM: a non-round number of bytes shown rounded
+        rec = _Recording(con)
+        with memory_budget(rec, "16MB"):
+            assert shown() == "15.2 MiB"
+        assert shown() == before
+        assert rec.sql[-1] == "RESET memory_limit", rec.sql  # the default: exact
+        # a limit set otherwise, a non-round number of bytes, is shown the same after (before: '1.0 GiB', the text
+        # '1.1 GiB' set back is 1.1 x 2^30 bytes, which DuckDB's truncation shows as 1.0), also after a second block
+        con.execute("SET memory_limit = '1234567891B'")
+        for _ in range(2):
+            with memory_budget(con, "16MB"):
+                assert shown() == "15.2 MiB"
+            assert shown() == "1.1 GiB"
+    finally:
+        con.close()
