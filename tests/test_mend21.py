@@ -253,3 +253,22 @@ def test_memory_budget_restores_the_default_limit_exactly(tmp_path) -> None:
             assert shown() == "1.1 GiB"
     finally:
         con.close()
+
+
+# ---- 5. the one-book line says what each of its numbers counts ---------------------------------------------------
+
+
+def test_book_text_says_what_each_number_counts() -> None:
+    from optimizer.validate.walkforward import book_text
+
+    b = {"windows_blocked": 6, "symbols_blocked": 13, "refused": 5, "added": 1, "capped": 0}
+    # before: "6 window(s), 13 held symbol(s) blocked: 5 entries refused, 1 added" (13 symbols and 5 entries read
+    # as one count of the same things)
+    assert book_text({"book": b}) == (
+        "6 window(s) re-run with the book's positions: 13 held symbol(s) blocked (counted per window), 5 of those "
+        "windows' own entries refused, 1 entry made instead")
+    assert book_text({"book": {**b, "capped": 2, "added": 3}}) == (
+        "6 window(s) re-run with the book's positions: 13 held symbol(s) blocked (counted per window), 5 of those "
+        "windows' own entries refused (2 by the position caps), 3 entries made instead")
+    assert book_text({"book": {**b, "windows_blocked": 0}}) == (
+        "no window blocked: no trade was held into a later window's test span")

@@ -1170,17 +1170,21 @@ def settings_rows(st: dict[str, Any] | None) -> list[tuple[str, str]]:
 
 def book_text(stats: dict[str, Any] | None) -> str:
     """What the one book changed (``stats["book"]``, docs/STATS.md "One book") as one line, for the terminal and the
-    report: the windows run again with symbols blocked, the symbols held into them (summed over those windows),
-    their own entries refused (of them, when any, those the position caps refused: the book's positions held the
-    slots) and the entries made instead after the book's exits."""
+    report: the windows run again with the book's positions, the symbols held into them (a symbol once per window
+    it was held into), the entries those windows made on their own that their book run refused (a count of trades,
+    not of symbols: a blocked symbol may have had no signal; of them, when any, those the position caps refused:
+    the book's positions held the slots) and the entries their book run made instead. The words say which count
+    is of what: "2 window(s) re-run with the book's positions: 3 held symbol(s) blocked (counted per window), 1 of
+    those windows' own entries refused, 1 entry made instead"."""
     b = (stats or {}).get("book")
     if not b:
         return "not recorded (a run saved before result.json held it)"
     if not b["windows_blocked"]:
         return "no window blocked: no trade was held into a later window's test span"
     capped = f" ({b['capped']} by the position caps)" if b.get("capped") else ""
-    return (f"{b['windows_blocked']} window(s), {b['symbols_blocked']} held symbol(s) blocked: {b['refused']} entries "
-            f"refused{capped}, {b['added']} added")
+    return (f"{b['windows_blocked']} window(s) re-run with the book's positions: {b['symbols_blocked']} held symbol(s) "
+            f"blocked (counted per window), {b['refused']} of those windows' own entries refused{capped}, "
+            f"{b['added']} {'entry' if b['added'] == 1 else 'entries'} made instead")
 
 
 def _f(v: Any) -> float:
