@@ -198,7 +198,9 @@ def backtest(params: Mapping[str, Any], db: str | Path, universe: Any = None, st
     reg = regime if regime is not None else (record.regime if record is not None else "ALL")
     if min_periods is None:
         min_periods = record.min_periods if record is not None else None
-    symbols = universe_symbols(db, uni)
+    # resolved from the value as given (the same symbols as ``uni``), so a refusal names it as typed ('BRK-B', not
+    # ['BRK.B'])
+    symbols = universe_symbols(db, universe if universe is not None else uni)
     reserve_start = record.reserve_start if record is not None else _reserve_start_for(db, symbols)
     panel_start = record.panel_start if record is not None else start
     sig_start = start if start is not None else (record.signal_start if record is not None else None)

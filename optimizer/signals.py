@@ -232,7 +232,9 @@ def signal_sheet(record: ParamsRecord | Mapping[str, Any], db: str | Path, date:
         check_param(first <= day, "start", f"on or before the sheet's session {day}", span_from)
         if trial is not None and start is not None:
             trial.check_start(first)
-    panel = _load(db, uni, day, trial.panel_start if trial is not None else span_from,
+    # loaded by the value as given (the same symbols as ``uni``), so a refusal names it as typed ('BRK-B', not
+    # ['BRK.B'])
+    panel = _load(db, universe if universe is not None else uni, day, trial.panel_start if trial is not None else span_from,
                   _span_origin(rec, start, span_from))
     lo = 0 if span_from is None else panel.index_of(span_from)
     check_param(lo < len(panel.dates), "start", f"on or before the sheet's session {day}", span_from)

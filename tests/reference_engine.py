@@ -812,11 +812,11 @@ def ref_metrics(trades: pd.DataFrame, panel, span, costs, total_signals: int,
         sharpe = 0.0
     else:
         sd = _std(nets, 1)
-        sharpe = avg / sd if sd > 0 else 0.0
+        sharpe = avg / sd if sd > 1e-10 * abs(avg) else 0.0  # std within rounding of a constant: none
     port = ref_portfolio_returns(trades, panel, c, sig_start, data_end, absolute)
     if len(port) > portfolio_ddof:
         psd = _std(port, portfolio_ddof)
-        psharpe = _mean(port) / psd * math.sqrt(252.0) if psd > 0 else 0.0
+        psharpe = _mean(port) / psd * math.sqrt(252.0) if psd > 1e-10 * abs(_mean(port)) else 0.0
     else:
         psharpe = 0.0
     equity, peak, mdd = 1.0, 1.0, 0.0

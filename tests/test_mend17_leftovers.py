@@ -3,6 +3,7 @@ the Python API gave no word of, integral floats, replay's field name, the univer
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from pathlib import Path
@@ -34,15 +35,16 @@ def test_the_one_book_is_shown_in_the_terminal_and_the_report(wf_run, tmp_path):
     res, d, doc, _ = wf_run
     b = doc["stats"]["book"]
     assert b["windows_blocked"] >= 1 and b["symbols_blocked"] >= 1  # the planted store: trades held over windows
-    want = (f"{b['windows_blocked']} window(s), {b['symbols_blocked']} held symbol(s) blocked: "
-            f"{b['refused']} entries refused, {b['added']} added")
+    want = (f"{b['windows_blocked']} window(s) re-run with the book's positions: {b['symbols_blocked']} held "
+            f"symbol(s) blocked (counted per window), {b['refused']} of those windows' own entries refused, "
+            f"{b['added']} {'entry' if b['added'] == 1 else 'entries'} made instead")  # wording: mend21
     lines = res.stdout.splitlines()
     i = next(i for i, ln in enumerate(lines) if ln.startswith("one book "))
     j = next(j for j in range(i + 1, len(lines)) if not lines[j].startswith("    "))  # its wrapped lines, if any
     assert " ".join(" ".join(lines[i:j]).split()) == f"one book {want}"
     assert max(map(len, lines[i:j])) <= 80
     page = Path(ok(cli("report", d, "--out", tmp_path / "out")).stdout.strip().splitlines()[-1]).read_text("utf-8")
-    text = " ".join(re.sub(r"<[^>]+>", " ", page).split())
+    text = html.unescape(" ".join(re.sub(r"<[^>]+>", " ", page).split()))  # the page writes ' as &#x27;
     assert f"one book (docs/STATS.md) {want}" in text
 
 

@@ -21,8 +21,8 @@ from rich.console import Console
 from rich.text import Text
 
 from optimizer.cli._interrupt import EXIT_INTERRUPTED, print_interrupted
-from optimizer.errors import (AccumoptError, Interrupted, ParameterError, is_query_interrupt, is_storage_failure,
-                              machine_error, no_room)
+from optimizer.errors import (AccumoptError, DataError, Interrupted, ParameterError, is_query_interrupt,
+                              is_storage_failure, machine_error, no_room)
 from optimizer.paths import CACHE_ENV, DB_ENV, OUTPUT_ENV, STORAGE_ENV, caching_under, not_utf8, shown_name
 from optimizer.report.terminal import Column, FrameView, print_command, print_frame, print_record
 
@@ -481,8 +481,10 @@ class ErrorGroup(click.Group):
         except AccumoptError as e:
             for note in getattr(e, "__notes__", ()):  # what the command warned of before it failed (e.g. evening)
                 err_console.print(note, style="yellow", markup=False, highlight=False, soft_wrap=True)
-            _error_line(flag_message(str(e), _command_of(self, ctx, args), args) if isinstance(e, ParameterError)
-                        else str(e))
+            # a parameter's error, or the data's refusal of a value typed on a flag (``--universe BRK-B`` naming a
+            # symbol the store lacks), names the flag as typed
+            _error_line(flag_message(str(e), _command_of(self, ctx, args), args)
+                        if isinstance(e, (ParameterError, DataError)) else str(e))
             ctx.exit(2)
         except Exception as e:  # noqa: BLE001 - only store / storage errors are handled, the rest re-raised
             if _pipe_closed(e):  # the reader went away (`| head -1`): quiet, exit 0, every command and format

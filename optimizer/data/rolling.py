@@ -8,14 +8,28 @@ up to t unchanged (tested).
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 import pandas as pd
 from pandas.api.indexers import BaseIndexer
 
 from optimizer.errors import check_param
 
-__all__ = ["rolling_zscore", "rolling_mean", "rolling_std", "rolling_max", "min_periods_label", "STD_EPS"]
+__all__ = ["rolling_zscore", "rolling_mean", "rolling_std", "rolling_max", "min_periods_label", "STD_EPS",
+           "REL_STD_EPS", "no_dispersion"]
 
 STD_EPS = 1e-12
+REL_STD_EPS = 1e-10
+
+
+def no_dispersion(std: ArrayLike, mean: ArrayLike) -> np.ndarray:
+    """True where a standard deviation is zero up to rounding: ``std <= REL_STD_EPS × |mean|`` (1e-10).
+
+    A constant float series' computed std is not exactly 0 (eleven returns of 0.01 give ~1.8e-18, a Sharpe
+    ratio of ~5e15): the rounding of its mean is a few ulps of its value with pairwise sums, at most n ulps
+    with a plain running sum (n = 20,000 values: 5e-13 of the mean). The rule is relative, so it holds in any
+    unit and for ratios (Sharpe, t statistics) of any scale; an all-zero series (std = mean = 0) has none.
+    Works element-wise on arrays and on scalars."""
+    return np.asarray(std) <= REL_STD_EPS * np.abs(mean)
 
 
 def min_periods_label(min_periods: int | None) -> str:
@@ -72,7 +86,7 @@ def rolling_zscore(x: np.ndarray, window: int, min_periods: int | None = None) -
     a, r, shape = _by_column(arr[:, None] if one_d else arr, window, mp)
     mean = r.mean().to_numpy()
     std = r.std(ddof=0).to_numpy()
-    tiny = (std <= STD_EPS) | (std <= 1e-10 * np.abs(mean))
+    tiny = (std <= STD_EPS) | no_dispersion(std, mean)
     with np.errstate(invalid="ignore", divide="ignore"):
         z = (a - mean) / std
     z[tiny | ~np.isfinite(a) | ~np.isfinite(std)] = np.nan

@@ -785,10 +785,27 @@ def _parse_bytes(text: str) -> float:
     return float(num or 0) * units.get(unit or "B", 1)
 
 
+def _shown_middle(text: str) -> int:
+    """The bytes in the middle of the values DuckDB shows as ``text`` (it truncates to the digits shown: '1.1 GiB'
+    is [1.1, 1.2) GiB, so 1.15 GiB), which DuckDB shows as ``text`` again."""
+    digits = "".join(c for c in text if c.isdigit() or c == ".")
+    step = 10.0 ** -(len(digits.split(".")[1]) if "." in digits else 0)
+    unit = _parse_bytes(text) / float(digits or 1) if float(digits or 0) else 1.0
+    return int((float(digits or 0) + step / 2.0) * unit)
+
+
 @contextlib.contextmanager
 def memory_budget(con: duckdb.DuckDBPyConnection, limit: str = WORK_MEMORY) -> Iterator[duckdb.DuckDBPyConnection]:
     """Lower DuckDB's ``memory_limit`` to ``limit`` for the block (a file-backed store only: an in-memory store
-    cannot spill, and a lower limit already set is kept); the previous limit is restored afterwards."""
+    cannot spill, and a lower limit already set is kept); the previous limit is restored afterwards.
+
+    DuckDB shows the limit only truncated to one decimal (``current_setting`` and ``duckdb_settings()`` give
+    '18.8 GiB' for the default of a 23.5 GiB machine, 80 % = ~20.22e9 bytes), so setting that text back moved it
+    down, each time (20.19e9, shown '18.7 GiB'; 1,234,567,891 bytes, '1.1 GiB', came back as '1.0 GiB'). The limit
+    DuckDB starts with (80 % of the RAM, the usual case) is restored exactly by ``RESET``: it is the one before when
+    its text is the default's. A limit set otherwise (a notebook's ``SET memory_limit``) is set back to the middle
+    of the values its text shows (``_shown_middle``: within half its last digit, shown the same): DuckDB exposes no
+    exact bytes."""
     row = con.execute(
         "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
     ).fetchall()
@@ -796,11 +813,13 @@ def memory_budget(con: duckdb.DuckDBPyConnection, limit: str = WORK_MEMORY) -> I
     if not row or row[0][0] is None or _parse_bytes(str(before)) <= _parse_bytes(limit):
         yield con
         return
+    con.execute("RESET memory_limit")  # about to be lowered anyway: read the default's text to compare
+    default = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
     con.execute(f"SET memory_limit = '{limit}'")
     try:
         yield con
     finally:
-        con.execute(f"SET memory_limit = '{before}'")
+        con.execute("RESET memory_limit" if before == default else f"SET memory_limit = '{_shown_middle(before)}B'")
 
 
 def consolidated_short_sql(table: str = "finra_short_daily") -> str:

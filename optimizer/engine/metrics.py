@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from optimizer.data.rolling import no_dispersion
 from optimizer.engine._kernels import missing_holds_nb, portfolio_returns_nb, run_stats_nb
 from optimizer.engine.panel import Panel
 from optimizer.engine.simulate import Span, SymbolMajorPrices, Trades
@@ -211,9 +212,10 @@ def run_metrics(
             wl = WIN_LOSS_CAP
         else:
             wl = min(mw / abs(ml), WIN_LOSS_CAP)
-        sharpe = avg / sd if (n_closed >= 2 and sd > 0) else 0.0
+        # std <= 1e-10 × |mean| is a constant series up to rounding (its std is a few ulps, not 0): no Sharpe
+        sharpe = avg / sd if (n_closed >= 2 and not no_dispersion(sd, avg)) else 0.0
         fp = n_fp / n_closed
-        ex_sr = ex_mean / ex_sd if (n_closed >= 2 and ex_sd > 0) else 0.0
+        ex_sr = ex_mean / ex_sd if (n_closed >= 2 and not no_dispersion(ex_sd, ex_mean)) else 0.0
     else:
         hr = avg = wl = sharpe = 0.0
         fp = avg_b = ex_mean = hold = med = ex_sr = 0.0
@@ -227,7 +229,8 @@ def run_metrics(
         "median_return": float(med),
         "win_loss": float(wl),
         "sharpe": float(sharpe),
-        "portfolio_sharpe": float(d_mean / d_sd * math.sqrt(252.0)) if (n_days >= 2 and d_sd > 0) else 0.0,
+        "portfolio_sharpe": (float(d_mean / d_sd * math.sqrt(252.0))
+                             if (n_days >= 2 and not no_dispersion(d_sd, d_mean)) else 0.0),
         "max_drawdown": float(max(0.0, mdd)),
         "avg_hold_days": float(hold),
         "signals_per_month": spm,

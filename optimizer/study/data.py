@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from optimizer.data.calendar import as_date, session_days
 from optimizer.data.store import connect, table_columns, table_exists
 from optimizer.data.splitcheck import suspect_splits
 from optimizer.data.symbols import is_context_symbol
@@ -26,7 +27,8 @@ from optimizer.paths import CACHE_ENV, resolve_db
 from optimizer.study.spec import StudySpec
 from optimizer.study.splits import CombinatorialPurgedCV, FoldSpan, FoldsDoNotFit, PurgedTimeSeriesSplit, reserve_cutoff
 
-__all__ = ["StudyData", "load_universe_panel", "universe_symbols", "load_study_data", "prepare_data", "priced_before"]
+__all__ = ["StudyData", "load_universe_panel", "universe_symbols", "load_study_data", "prepare_data", "priced_before",
+           "span_lines"]
 
 
 @dataclass
@@ -263,6 +265,26 @@ def load_study_data(spec: StudySpec, db: str | Path | None) -> tuple[Panel, int]
     if is_all(spec.data.universe):
         panel = priced_before(panel, cut, f"universe 'all' of {db}")
     return panel, cut
+
+
+def span_lines(spec: StudySpec, panel: Panel) -> list[str]:
+    """What a study (``study run``, the walk-forward) says once of its span when the spec's ``[data] start`` /
+    ``end`` reach past the sessions the store holds for its universe (``panel``: ``load_study_data``'s): the study
+    runs on the store's sessions, not on the span written. Only when NYSE sessions lie between the key's date and
+    the store's first / last session (an end on the Saturday after the last session is no news). The panel's
+    coverage does not say it: it describes the sessions loaded, not the span asked for."""
+    if not len(panel.dates):
+        return []
+    first, last = (np.datetime64(panel.dates[0], "D").item(), np.datetime64(panel.dates[-1], "D").item())
+    out = []
+    start, end = as_date(spec.data.start, "data.start"), as_date(spec.data.end, "data.end")
+    if start is not None and start < first and len(session_days(start, first)) > 1:
+        out.append(f"[data] start = {start} is before the store's first session {first} (of daily_metrics for the "
+                   "universe): the study's data starts there")
+    if end is not None and end > last and len(session_days(last, end)) > 1:
+        out.append(f"[data] end = {end} is after the store's last session {last} (of daily_metrics for the "
+                   "universe): the study's data ends there")
+    return out
 
 
 def priced_before(panel: Panel, stop: int, what: str = "universe 'all'") -> Panel:

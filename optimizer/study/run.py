@@ -37,7 +37,7 @@ from optimizer.study.space import grid_search_space
 from optimizer.study.spec import StudySpec
 from optimizer.data.calendar import stamp
 from optimizer.data.splitcheck import panel_split_lines
-from optimizer.study.data import StudyData, load_study_data, prepare_data
+from optimizer.study.data import StudyData, load_study_data, prepare_data, span_lines
 from optimizer.study._pool import deadline, optimize_pool
 from optimizer.study.seed import pruned_seeds_note, seed_from_study
 from optimizer.study.storage import StudyFull, has_heartbeat, hide_passwords, make_storage, naming_its_storage, study_names
@@ -569,7 +569,7 @@ def run_study(
     if data is None:
         panel, reserve = load_study_data(spec, db)
         data = prepare_data(spec, panel, 0, reserve)
-        splits = panel_split_lines(panel)
+        splits = [*span_lines(spec, panel), *panel_split_lines(panel)]
     parallel = needs_parallel(data.panel) and jobs <= 1
     warmed: list[float] = []
 

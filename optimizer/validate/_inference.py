@@ -53,6 +53,7 @@ import pandas as pd
 # loads this module (``accumopt report``, ``--help``) does not pay it
 
 from optimizer.engine.simulate import Trades
+from optimizer.data.rolling import no_dispersion
 from optimizer.errors import check_param
 from optimizer.validate._sharpe import probabilistic_sharpe_ratio, sharpe_stats
 
@@ -363,7 +364,7 @@ class HACResult:
 def hac_mean(x: ArrayLike, lags: int | None = None) -> HACResult:
     """Newey-West test of the mean of ``x`` (statsmodels OLS on a constant, ``cov_type="HAC"``, Bartlett kernel,
     small-sample correction). ``lags`` defaults to :func:`newey_west_lags`. Degenerate input (n < 3 or zero
-    dispersion) gives NaN statistics, not an error."""
+    dispersion: std <= 1e-10 × |mean|, a constant series up to rounding) gives NaN statistics, not an error."""
     from scipy import stats as st  # lazy: see the note at the imports
     # the class itself, not ``statsmodels.api`` (which imports formulas, graphics, every model: ~0.4 s more per process)
     from statsmodels.regression.linear_model import OLS
@@ -374,7 +375,7 @@ def hac_mean(x: ArrayLike, lags: int | None = None) -> HACResult:
     L = newey_west_lags(n) if lags is None else int(lags)
     check_param(L >= 0, "lags", ">= 0", lags)
     nan = float("nan")
-    if n < 3 or float(np.ptp(y)) == 0.0:
+    if n < 3 or no_dispersion(float(y.std(ddof=1)), float(y.mean())):
         m = float(y.mean()) if n else nan
         return HACResult(m, nan, nan, nan, nan, nan, L, n, nan)
     L = min(L, n - 2)
@@ -575,7 +576,8 @@ def dependent_inference(daily: DailyExcess, alpha: float = 0.025, power: float =
     h = hac_mean(daily.total, lags)
     x = daily.trade_excess
     se_iid = float(x.std(ddof=1) / math.sqrt(nt)) if nt >= 2 else nan
-    t_iid = float(x.mean() / se_iid) if nt >= 2 and se_iid > 0 else nan
+    flat = nt < 2 or no_dispersion(float(x.std(ddof=1)), float(x.mean()))  # constant up to rounding: no t
+    t_iid = nan if flat else float(x.mean() / se_iid)
     se = h.se * scale if np.isfinite(h.se) else nan
     n_eff = float(min(nt, nt * (se_iid / se) ** 2)) if np.isfinite(se) and se > 0 and np.isfinite(se_iid) else nan
     if T >= 3 and float(np.ptp(daily.total)) > 0.0:

@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
+from optimizer.data.rolling import no_dispersion
 from optimizer.errors import check_param
 
 __all__ = ["RealityCheck", "spa_test", "distinct_columns"]
@@ -53,7 +54,8 @@ class RealityCheck:
     daily excess, ``best_mean`` / ``best_t``: its mean and i.i.d. t (for context: the naive test SPA corrects).
     ``block_size``: mean block length (days) of the stationary bootstrap; ``reps``: resamples. ``studentized``:
     whether the columns were scaled by their long-run standard deviations; ``n_constant``: distinct columns left
-    out because they never vary (NaN p-values when nothing is left to test).
+    out because they never vary (std <= 1e-10 × |mean|: constant up to rounding; NaN p-values when nothing is left
+    to test).
     """
 
     p_value: float
@@ -103,8 +105,8 @@ def spa_test(perf: ArrayLike, reps: int = 1000, block_size: float | None = None,
     means = m.mean(axis=0)
     best = int(np.argmax(means))
     sd = m[:, best].std(ddof=1)
-    best_t = float(means[best] / (sd / math.sqrt(T))) if sd > 0 else float("nan")
-    varies = np.ptp(d, axis=0) > 0
+    best_t = float("nan") if no_dispersion(sd, means[best]) else float(means[best] / (sd / math.sqrt(T)))
+    varies = ~no_dispersion(d.std(axis=0, ddof=1), d.mean(axis=0))  # constant up to rounding: never varies
     n_const = int(np.count_nonzero(~varies))
     d = d[:, varies]
     b = int(round(block_size)) if block_size is not None else int(math.sqrt(T))  # arch's default: sqrt(T)

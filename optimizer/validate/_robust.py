@@ -35,6 +35,7 @@ import pandas as pd
 # scipy.stats costs ~0.7 s of CPU to import: the functions that use it import it, so a command that only
 # loads this module (``accumopt report``, ``--help``) does not pay it
 
+from optimizer.data.rolling import no_dispersion
 from optimizer.errors import check_param
 from optimizer.validate._inference import bootstrap_rows, politis_white_block
 
@@ -91,10 +92,20 @@ def max_drawdown(r: ArrayLike, axis: int = -1) -> np.ndarray | float:
     return np.max(1.0 - equity / peak, axis=-1, initial=0.0)
 
 
+def _flat_ratio(mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    """mean / sd, with the value of a series without dispersion (sd <= 1e-10 × |mean|, :func:`no_dispersion`:
+    a constant float series' std is a few ulps, not 0) where it has none: ±inf by the sign of the mean, NaN for
+    a zero mean."""
+    m, s = np.asarray(mean, dtype=float), np.asarray(sd, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(no_dispersion(s, m), np.divide(m, 0.0), np.divide(m, s))
+
+
 def _sharpe(r, axis: int = -1):
+    """Per-trade Sharpe ratio mean / std (ddof=1) along ``axis``; ±inf / NaN without dispersion (:func:`_flat_ratio`)."""
     x = np.asarray(r, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.mean(x, axis=axis) / np.std(x, axis=axis, ddof=1)
+        return _flat_ratio(np.mean(x, axis=axis), np.std(x, axis=axis, ddof=1))
 
 
 _STAT_FUNCS = {"total_return": total_return, "max_drawdown": max_drawdown, "sharpe": _sharpe}
@@ -346,7 +357,8 @@ class EquityBootstrap:
 
 def _equity_stats(r: np.ndarray, periods_per_year: float) -> np.ndarray:
     """(total return, CAGR, max drawdown, annualized Sharpe) of daily returns ``r`` (last axis = days, at least
-    one); the Sharpe is NaN for one day (no standard deviation) and NaN / inf without dispersion."""
+    one); the Sharpe is NaN for one day (no standard deviation) and, without dispersion (std <= 1e-10 × |mean|,
+    :func:`_flat_ratio`), ±inf by the sign of the mean, NaN for a zero mean."""
     tot = total_return(r)
     years = r.shape[-1] / periods_per_year
     cagr = np.power(np.maximum(1.0 + tot, 0.0), 1.0 / years) - 1.0
@@ -354,14 +366,15 @@ def _equity_stats(r: np.ndarray, periods_per_year: float) -> np.ndarray:
         sr = np.full(r.shape[:-1], np.nan)
     else:
         with np.errstate(divide="ignore", invalid="ignore"):
-            sr = np.mean(r, axis=-1) / np.std(r, axis=-1, ddof=1) * np.sqrt(periods_per_year)
+            sr = _flat_ratio(np.mean(r, axis=-1), np.std(r, axis=-1, ddof=1)) * np.sqrt(periods_per_year)
     return np.stack([tot, cagr, max_drawdown(r), sr], axis=-1)
 
 
 def equity_point(daily_returns: ArrayLike, periods_per_year: float = 252.0) -> dict[str, float]:
     """The figures of a portfolio's equity curve from its DAILY returns: ``total_return`` (last equity − 1),
     ``cagr``, ``max_drawdown`` (of the compounded curve, a positive fraction of the running peak) and the annualized
-    ``sharpe`` (mean / std ddof=1 × sqrt(periods_per_year); NaN for one day, NaN / inf without dispersion). The
+    ``sharpe`` (mean / std ddof=1 × sqrt(periods_per_year); NaN for one day; without dispersion, std <= 1e-10 ×
+    |mean| as a constant series has, ±inf by the sign of the mean, NaN for a zero mean). The
     point estimates of :func:`equity_bootstrap` (one definition); at least one day."""
     r = np.asarray(daily_returns, dtype=float)
     check_param(r.ndim == 1 and r.size >= 1, "daily_returns", "a 1-D array of at least 1 value",
@@ -376,7 +389,9 @@ def equity_bootstrap(daily_returns: ArrayLike, reps: int = 2000, alpha: float = 
     ``block_size``, Politis-White by default, so volatility clusters and overlapping positions stay together).
 
     Percentile intervals at ``1 − alpha`` of total return, CAGR, maximum drawdown and annualized Sharpe; the
-    resampled drawdowns are returned whole (the drawdown distribution). Seeded, so reproducible.
+    resampled drawdowns are returned whole (the drawdown distribution). Seeded, so reproducible. The Sharpe of
+    a series (or resample) without dispersion, std <= 1e-10 × |mean| (a constant series), is ±inf by the sign
+    of its mean, NaN for a zero mean, as in :func:`equity_point`.
     """
     from scipy import stats as st  # lazy: see the note at the imports
     from arch.bootstrap import StationaryBootstrap  # lazy: arch is heavy and only the bootstraps need it
@@ -394,7 +409,15 @@ def equity_bootstrap(daily_returns: ArrayLike, reps: int = 2000, alpha: float = 
     bs = StationaryBootstrap(b, r, seed=np.random.default_rng(seed))
     boot = bootstrap_rows(bs, int(reps), lambda x: _equity_stats(x, periods_per_year), 4)  # reps × 4
     point = _equity_stats(r, periods_per_year)
-    lo, hi = np.nanquantile(boot, [alpha / 2.0, 1.0 - alpha / 2.0], axis=0)
+    qs = [alpha / 2.0, 1.0 - alpha / 2.0]
+    # interpolating between two equal infinities is NaN (inf - inf) ...; an all-NaN column (the Sharpe of an
+    # all-zero series) is NaN without a warning
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lo, hi = np.nanquantile(boot, qs, axis=0)
+        below, above = np.nanquantile(boot, qs, axis=0, method="lower"), np.nanquantile(boot, qs, axis=0, method="higher")
+    same_inf = np.isinf(below) & (below == above)  # ... though the quantile is that infinity (no dispersion)
+    lo, hi = np.where(same_inf, below, np.stack([lo, hi]))
     cis = [CI(float(point[i]), float(lo[i]), float(hi[i])) for i in range(4)]
     mdds = boot[:, 2].copy()
     return EquityBootstrap(

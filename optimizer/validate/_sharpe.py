@@ -23,6 +23,7 @@ from numpy.typing import ArrayLike
 # scipy.stats costs ~0.7 s of CPU to import: the functions that use it import it, so a command that only
 # loads this module (``accumopt report``, ``--help``) does not pay it
 
+from optimizer.data.rolling import no_dispersion
 from optimizer.errors import check_param
 
 __all__ = [
@@ -110,8 +111,8 @@ def sharpe_stats(returns: ArrayLike) -> dict:
     Returns ``dict(sr, n, skew, kurtosis)``: ``sr = mean / std`` (std with ddof=1, no risk-free rate:
     pass excess returns if one applies), ``skew`` and ``kurtosis`` are the sample (biased, moment)
     estimators of ``scipy.stats.skew``/``kurtosis`` with ``kurtosis`` NON-excess (normal = 3).
-    With n < 2 every value but ``n`` is NaN; with zero dispersion ``sr`` is ±inf (0 mean: NaN) and
-    ``skew``/``kurtosis`` are NaN.
+    With n < 2 every value but ``n`` is NaN; with zero dispersion (std <= 1e-10 × |mean|: a constant series, whose
+    computed std is rounding, not 0) ``sr`` is ±inf (0 mean: NaN) and ``skew``/``kurtosis`` are NaN.
     """
     from scipy import stats as st  # lazy: see the note at the imports
     r = _finite_1d(returns, "returns")
@@ -120,7 +121,7 @@ def sharpe_stats(returns: ArrayLike) -> dict:
     if n < 2:
         return {"sr": nan, "n": n, "skew": nan, "kurtosis": nan}
     mean, sd = float(r.mean()), float(r.std(ddof=1))
-    if sd == 0.0 or np.ptp(r) == 0.0:
+    if no_dispersion(sd, mean):
         sr = nan if mean == 0.0 else math.copysign(math.inf, mean)
         return {"sr": sr, "n": n, "skew": nan, "kurtosis": nan}
     return {"sr": mean / sd, "n": n, "skew": float(st.skew(r)),
@@ -179,8 +180,8 @@ def excess_t_stat(excess_returns: ArrayLike) -> tuple[float, float, int]:
     """One-sample t statistic of the mean excess return against 0: ``(mean, t, n)``.
 
     ``t = mean / (std_ddof1 / sqrt(n))`` (``scipy.stats.ttest_1samp``). Degenerate cases:
-    n = 0 -> ``(nan, nan, 0)``; n = 1 -> ``(x, nan, 1)``; zero dispersion -> ``t = ±inf`` by the sign of
-    the mean, ``nan`` when the mean is 0.
+    n = 0 -> ``(nan, nan, 0)``; n = 1 -> ``(x, nan, 1)``; zero dispersion (std <= 1e-10 × |mean|, a constant
+    series up to rounding) -> ``t = ±inf`` by the sign of the mean, ``nan`` when the mean is 0.
     """
     from scipy import stats as st  # lazy: see the note at the imports
     r = _finite_1d(excess_returns, "excess_returns")
@@ -190,6 +191,6 @@ def excess_t_stat(excess_returns: ArrayLike) -> tuple[float, float, int]:
     mean = float(r.mean())
     if n == 1:
         return mean, float("nan"), 1
-    if np.ptp(r) == 0.0:
+    if no_dispersion(float(r.std(ddof=1)), mean):
         return mean, (float("nan") if mean == 0.0 else math.copysign(math.inf, mean)), n
     return mean, float(st.ttest_1samp(r, 0.0).statistic), n

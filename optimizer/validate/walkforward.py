@@ -60,7 +60,7 @@ from optimizer.engine.regime_filter import regime_entry_mask
 from optimizer.engine.simulate import EXIT_REASONS, Span, Trades
 from optimizer.errors import DataError, ParameterError, SpecError
 from optimizer.data.splitcheck import panel_split_lines
-from optimizer.study.data import StudyData, load_study_data, prepare_data
+from optimizer.study.data import StudyData, load_study_data, prepare_data, span_lines
 from optimizer.engine.evaluate import Config
 from optimizer.paths import atomic_folder, atomic_write, recover_folder, resolve_db, resolve_storage, under
 from optimizer.study.data_settings import data_settings_rows
@@ -850,8 +850,9 @@ def run_walkforward(
 
 def _setup_notes(ctx: _RunContext) -> list[str]:
     """What the coordinator and each worker say of the run they set up (the one list for both): the unrecorded
-    splits in the data (once, not per window) and what the spec sets that no window uses."""
-    return [*panel_split_lines(ctx.panel), *_unused_notes(ctx.spec, ctx.n_trials)]
+    splits in the data (once, not per window), a [data] start / end past the store's sessions (``span_lines``) and
+    what the spec sets that no window uses."""
+    return [*span_lines(ctx.spec, ctx.panel), *panel_split_lines(ctx.panel), *_unused_notes(ctx.spec, ctx.n_trials)]
 
 
 def _unused_notes(spec: StudySpec, n_trials: int) -> list[str]:
@@ -1169,17 +1170,21 @@ def settings_rows(st: dict[str, Any] | None) -> list[tuple[str, str]]:
 
 def book_text(stats: dict[str, Any] | None) -> str:
     """What the one book changed (``stats["book"]``, docs/STATS.md "One book") as one line, for the terminal and the
-    report: the windows run again with symbols blocked, the symbols held into them (summed over those windows),
-    their own entries refused (of them, when any, those the position caps refused: the book's positions held the
-    slots) and the entries made instead after the book's exits."""
+    report: the windows run again with the book's positions, the symbols held into them (a symbol once per window
+    it was held into), the entries those windows made on their own that their book run refused (a count of trades,
+    not of symbols: a blocked symbol may have had no signal; of them, when any, those the position caps refused:
+    the book's positions held the slots) and the entries their book run made instead. The words say which count
+    is of what: "2 window(s) re-run with the book's positions: 3 held symbol(s) blocked (counted per window), 1 of
+    those windows' own entries refused, 1 entry made instead"."""
     b = (stats or {}).get("book")
     if not b:
         return "not recorded (a run saved before result.json held it)"
     if not b["windows_blocked"]:
         return "no window blocked: no trade was held into a later window's test span"
     capped = f" ({b['capped']} by the position caps)" if b.get("capped") else ""
-    return (f"{b['windows_blocked']} window(s), {b['symbols_blocked']} held symbol(s) blocked: {b['refused']} entries "
-            f"refused{capped}, {b['added']} added")
+    return (f"{b['windows_blocked']} window(s) re-run with the book's positions: {b['symbols_blocked']} held symbol(s) "
+            f"blocked (counted per window), {b['refused']} of those windows' own entries refused{capped}, "
+            f"{b['added']} {'entry' if b['added'] == 1 else 'entries'} made instead")
 
 
 def _f(v: Any) -> float:
