@@ -87,7 +87,7 @@ from optimizer.settings import Settings
 from optimizer.data.calendar import market_today
 from optimizer.errors import InputFileError, MachineError, ParameterError, is_query_interrupt, machine_error
 from optimizer.paths import not_utf8, shown_name
-from optimizer.data.store import create_consolidated_view, memory_budget, transaction
+from optimizer.data.store import checkpoint_budget, create_consolidated_view, memory_budget, transaction
 from optimizer.data.symbols import load_symbol_map
 from optimizer.data.ingest import finra_short, lit, options, otc_weekly, prices, splits
 from optimizer.data.ingest._common import (
@@ -1122,7 +1122,7 @@ def ingest_paths(
     pipe = _Pipeline(con, kind, settings, strict=strict, raise_on_error=raise_on_error, overlap=overlap)
     try:
         pipe.history.set_run(files)
-        with memory_budget(con), pipe.threads(len(files) > 1):
+        with memory_budget(con), checkpoint_budget(con), pipe.threads(len(files) > 1):
             report.files.extend(pipe.run(_with_progress(_batches(files), len(files), progress, kind)))
     finally:
         pipe.close()
