@@ -10,20 +10,9 @@ import duckdb
 
 from _ingest_helpers import dump_tables, finra_text, write
 from optimizer.data.store import INGEST_CHECKPOINT, checkpoint_budget, connect
+from test_mend21 import _Recording  # a connection that records the statements run on it
 
 _SHOWN = "SELECT current_setting('checkpoint_threshold')"
-
-
-class _Recording:
-    """A DuckDB connection that records the statements run on it (DuckDB shows the threshold only truncated, so
-    that the default came back exactly is observable only as the statement that restores it)."""
-
-    def __init__(self, con) -> None:
-        self.con, self.sql = con, []
-
-    def execute(self, query, *args):
-        self.sql.append(query)
-        return self.con.execute(query, *args)
 
 
 def _shown(con) -> str:
