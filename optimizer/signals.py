@@ -234,8 +234,8 @@ def signal_sheet(record: ParamsRecord | Mapping[str, Any], db: str | Path, date:
             trial.check_start(first)
     # loaded by the value as given (the same symbols as ``uni``), so a refusal names it as typed ('BRK-B', not
     # ['BRK.B'])
-    panel = _load(db, universe if universe is not None else uni, day, trial.panel_start if trial is not None else span_from,
-                  _span_origin(rec, start, span_from))
+    panel = _load(db, universe if universe is not None else uni, day,
+                  trial.panel_start if trial is not None else span_from, _span_origin(rec, start, span_from))
     lo = 0 if span_from is None else panel.index_of(span_from)
     check_param(lo < len(panel.dates), "start", f"on or before the sheet's session {day}", span_from)
     ev = Evaluator(panel, min_periods=trial.min_periods if trial is not None else rec.min_periods)

@@ -13,6 +13,7 @@ from optimizer.data.store import INGEST_CHECKPOINT, checkpoint_budget, connect
 from test_mend21 import _Recording  # a connection that records the statements run on it
 
 _SHOWN = "SELECT current_setting('checkpoint_threshold')"
+_LOG = "SELECT id, file, sha256, kind, rows_accepted, rows_rejected, status, message FROM ingest_log ORDER BY id"
 
 
 def _shown(con) -> str:
@@ -109,12 +110,12 @@ def test_files_committed_to_the_wal_and_not_checkpointed_survive_a_kill(tmp_path
     try:
         assert ingest_paths(ref, "finra-short", sorted(raw.glob("*.txt"))).exit_code == 0
         want = dump_tables(ref, exclude=("ingest_log", "schema_version"))
-        want_log = ref.execute("SELECT id, file, sha256, kind, rows_accepted, rows_rejected, status, message FROM ingest_log ORDER BY id").fetchall()
+        want_log = ref.execute(_LOG).fetchall()
     finally:
         ref.close()
     got_con = connect(killed)
     try:
         assert dump_tables(got_con, exclude=("ingest_log", "schema_version")) == want
-        assert got_con.execute("SELECT id, file, sha256, kind, rows_accepted, rows_rejected, status, message FROM ingest_log ORDER BY id").fetchall() == want_log
+        assert got_con.execute(_LOG).fetchall() == want_log
     finally:
         got_con.close()

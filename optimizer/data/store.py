@@ -795,6 +795,13 @@ def _shown_middle(text: str) -> int:
     return int((float(digits or 0) + step / 2.0) * unit)
 
 
+def _file_backed(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether ``con``'s current database is a file (not ``:memory:``): the stores whose settings for spilling and
+    checkpointing matter."""
+    row = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchall()
+    return bool(row) and row[0][0] is not None
+
+
 @contextlib.contextmanager
 def memory_budget(con: duckdb.DuckDBPyConnection, limit: str = WORK_MEMORY) -> Iterator[duckdb.DuckDBPyConnection]:
     """Lower DuckDB's ``memory_limit`` to ``limit`` for the block (a file-backed store only: an in-memory store
@@ -807,11 +814,8 @@ def memory_budget(con: duckdb.DuckDBPyConnection, limit: str = WORK_MEMORY) -> I
     its text is the default's. A limit set otherwise (a notebook's ``SET memory_limit``) is set back to the middle
     of the values its text shows (``_shown_middle``: within half its last digit, shown the same): DuckDB exposes no
     exact bytes."""
-    row = con.execute(
-        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
-    ).fetchall()
     before = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
-    if not row or row[0][0] is None or _parse_bytes(str(before)) <= _parse_bytes(limit):
+    if not _file_backed(con) or _parse_bytes(str(before)) <= _parse_bytes(limit):
         yield con
         return
     con.execute("RESET memory_limit")  # about to be lowered anyway: read the default's text to compare
@@ -842,11 +846,8 @@ def checkpoint_budget(con: duckdb.DuckDBPyConnection, threshold: str = INGEST_CH
     fsync: nothing is less durable; a store killed before the checkpoint replays a WAL of up to 128 MB when next
     opened. The committed rows not yet checkpointed stay in DuckDB's buffer pool (peak RSS 300 -> 365 MiB for the
     year), under the ingest's ``memory_budget``."""
-    row = con.execute(
-        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
-    ).fetchall()
     before = con.execute("SELECT current_setting('checkpoint_threshold')").fetchall()[0][0]
-    if not row or row[0][0] is None or before != _default_setting("checkpoint_threshold"):
+    if not _file_backed(con) or before != _default_setting("checkpoint_threshold"):
         yield con
         return
     con.execute(f"SET checkpoint_threshold = '{threshold}'")

@@ -52,8 +52,8 @@ import pandas as pd
 # scipy.stats costs ~0.7 s of CPU to import: the functions that use it import it, so a command that only
 # loads this module (``accumopt report``, ``--help``) does not pay it
 
-from optimizer.engine.simulate import Trades
 from optimizer.data.rolling import no_dispersion
+from optimizer.engine.simulate import Trades
 from optimizer.errors import check_param
 from optimizer.validate._sharpe import probabilistic_sharpe_ratio, sharpe_stats
 
